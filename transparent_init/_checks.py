@@ -31,7 +31,9 @@ def check_positive_int(value: object, name: str) -> int:
     return int(value)
 
 
-def check_hidden(hidden: object, in_features: int, name: str = "hidden_features") -> tuple[int, ...]:
+def check_hidden(
+    hidden: object, in_features: int, name: str = "hidden_features", in_name: str = "in_features"
+) -> tuple[int, ...]:
     """Logical hidden widths: a non-empty sequence of ints, each ``>= in_features`` (the right-inverse condition)."""
     if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (Sequence, Tensor)):
         raise TypeError(f"{name} must be a sequence of ints, got {type(hidden).__name__} ({hidden!r})")
@@ -41,8 +43,8 @@ def check_hidden(hidden: object, in_features: int, name: str = "hidden_features"
     for i, h in enumerate(widths):
         if h < in_features:
             raise ValueError(
-                f"{name}[{i}] (hidden layer {i}) has width {h} < in_features = {in_features}: every hidden width must "
-                f"be >= in_features for the stack to have an exact right inverse"
+                f"{name}[{i}] (hidden layer {i}) has width {h} < {in_name} = {in_features}: every hidden width must "
+                f"be >= {in_name} for the stack to have an exact right inverse"
             )
     return widths
 

@@ -41,7 +41,7 @@ def build_transparent_stack(
     """
     name = "channels" if conv else "features"
     in_f = check_positive_int(in_features, f"in_{name}")
-    hidden = check_hidden(hidden_features, in_f, f"hidden_{name}")
+    hidden = check_hidden(hidden_features, in_f, f"hidden_{name}", f"in_{name}")
     if target_weight is not None and out_features is None and isinstance(target_weight, Tensor):
         out_features = int(target_weight.shape[0]) if target_weight.dim() == 2 else None
     out_f = in_f if out_features is None else check_positive_int(out_features, f"out_{name}")
@@ -73,6 +73,10 @@ class _TransparentStack(nn.Module):
     """Shared builder of :class:`TransparentLinear` and :class:`TransparentConv1x1`."""
 
     _conv: bool = False
+    # plain-Python properties: keep them out of TorchScript compilation
+    __jit_unused_properties__ = [
+        "in_features", "hidden_features", "out_features", "in_channels", "hidden_channels", "out_channels"
+    ]
 
     def __init__(
         self,
