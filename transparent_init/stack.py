@@ -120,6 +120,7 @@ class _TransparentStack(nn.Module):
         self._target_bias = None if target_bias is None else target_bias.detach().clone()
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the real layers: ``self.layers(x)`` (no other work)."""
         return self.layers(x)
 
     @torch.no_grad()
