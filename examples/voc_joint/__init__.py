@@ -1,0 +1,1 @@
+"""PASCAL VOC joint DeepLabV3+ + SpixelFCN pipeline (synthetic VOC-format demo bundled)."""
