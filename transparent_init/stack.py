@@ -29,7 +29,7 @@ def build_transparent_stack(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Sequential:
-    """Build the real layers ``L_1, act, ..., L_k`` of a transparent stack and initialize them (see the classes).
+    """Build the real layers ``L_1, act, ..., L_k`` of a transparent stack, initialized (see the classes).
 
     Returns:
         nn.Sequential: ``nn.Linear`` (or 1x1 ``nn.Conv2d`` when ``conv``) layers with activations between.
@@ -75,7 +75,12 @@ class _TransparentStack(nn.Module):
     _conv: bool = False
     # plain-Python properties: keep them out of TorchScript compilation
     __jit_unused_properties__ = [
-        "in_features", "hidden_features", "out_features", "in_channels", "hidden_channels", "out_channels"
+        "in_features",
+        "hidden_features",
+        "out_features",
+        "in_channels",
+        "hidden_channels",
+        "out_channels",
     ]
 
     def __init__(
@@ -148,11 +153,11 @@ class _TransparentStack(nn.Module):
 class TransparentLinear(_TransparentStack):
     """Fully-connected stack that computes exactly ``x W^T + b`` (identity by default) at initialization.
 
-    The real layers (``.layers``, an ``nn.Sequential`` of ``nn.Linear`` and activations) are ordinary layers: the
-    forward pass is ``self.layers(x)``, with no overhead. Hidden layers are dense random semi-orthogonal draws; the
-    last layer is the float64 least-squares solution that makes the whole stack equal the target map, cast to
-    ``dtype``. With an activation, hidden layer ``l`` of logical width ``h_l`` holds ``2 h_l`` real units
-    (``[z, -z]``), since
+    The real layers (``.layers``, an ``nn.Sequential`` of ``nn.Linear`` and activations) are ordinary layers:
+    the forward pass is ``self.layers(x)``, with no overhead. Hidden layers are dense random semi-orthogonal
+    draws; the last layer is the float64 least-squares solution that makes the whole stack equal the target
+    map, cast to ``dtype``. With an activation, hidden layer ``l`` of logical width ``h_l`` holds ``2 h_l``
+    real units (``[z, -z]``), since
 
     .. math::
 
@@ -204,8 +209,17 @@ class TransparentLinear(_TransparentStack):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            in_features, hidden_features, out_features, activation, negative_slope, bias,
-            target_weight=target_weight, target_bias=target_bias, generator=generator, device=device, dtype=dtype,
+            in_features,
+            hidden_features,
+            out_features,
+            activation,
+            negative_slope,
+            bias,
+            target_weight=target_weight,
+            target_bias=target_bias,
+            generator=generator,
+            device=device,
+            dtype=dtype,
         )
 
     @property
@@ -225,7 +239,7 @@ class TransparentLinear(_TransparentStack):
 
 
 class TransparentConv1x1(_TransparentStack):
-    """1x1-convolution stack that computes exactly ``W x + b`` per pixel (identity by default) at initialization.
+    """1x1-convolution stack computing exactly ``W x + b`` per pixel (identity by default) at initialization.
 
     The same construction as :class:`TransparentLinear`, acting on the channel dimension with ``nn.Conv2d``
     layers of kernel size 1 (``.layers``).
@@ -275,8 +289,17 @@ class TransparentConv1x1(_TransparentStack):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            in_channels, hidden_channels, out_channels, activation, negative_slope, bias,
-            target_weight=target_weight, target_bias=target_bias, generator=generator, device=device, dtype=dtype,
+            in_channels,
+            hidden_channels,
+            out_channels,
+            activation,
+            negative_slope,
+            bias,
+            target_weight=target_weight,
+            target_bias=target_bias,
+            generator=generator,
+            device=device,
+            dtype=dtype,
         )
 
     @property
