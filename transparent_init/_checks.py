@@ -35,7 +35,7 @@ def check_hidden(
     hidden: object, in_features: int, name: str = "hidden_features", in_name: str = "in_features"
 ) -> tuple[int, ...]:
     """Logical hidden widths: a non-empty sequence of ints, each ``>= in_features`` (right inverse)."""
-    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (Sequence, Tensor)):
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
         raise TypeError(f"{name} must be a sequence of ints, got {type(hidden).__name__} ({hidden!r})")
     widths = tuple(check_positive_int(h, f"{name}[{i}]") for i, h in enumerate(list(hidden)))
     if not widths:

@@ -201,7 +201,7 @@ def transparent_init_(
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3))
         >>> _ = transparent_init_(net, generator=0)
-        >>> x = torch.randn(5, 3)
+        >>> x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
         >>> bool(torch.allclose(net(x), x, atol=1e-5))
         True
     """

@@ -119,7 +119,7 @@ class _TransparentStack(nn.Module):
         self._hidden = tuple(int(h) for h in hidden_features)
         self.activation = activation
         self.negative_slope = float(negative_slope)
-        self.bias = bias
+        self._bias = bias
         # kept (not saved in state_dict) so reset_parameters() redraws towards the same map
         self._target_weight = None if target_weight is None else target_weight.detach().clone()
         self._target_bias = None if target_bias is None else target_bias.detach().clone()
@@ -145,7 +145,7 @@ class _TransparentStack(nn.Module):
         s += f", activation={self.activation!r}"
         if self.activation == "leaky_relu":
             s += f", negative_slope={self.negative_slope}"
-        if not self.bias:
+        if not self._bias:
             s += ", bias=False"
         return s
 
@@ -183,6 +183,7 @@ class TransparentLinear(_TransparentStack):
 
     Example:
         >>> import torch
+        >>> _ = torch.manual_seed(0)
         >>> layer = TransparentLinear(42, [64, 64], generator=0)
         >>> layer.layers[0]
         Linear(in_features=42, out_features=128, bias=True)
@@ -266,6 +267,7 @@ class TransparentConv1x1(_TransparentStack):
         >>> avg = torch.zeros(2, 4)
         >>> avg[0, :2] = 0.5; avg[1, 2:] = 0.5  # average channel pairs: 4 -> 2
         >>> fuse = TransparentConv1x1(4, [8], out_channels=2, target_weight=avg, generator=0)
+        >>> _ = torch.manual_seed(0)
         >>> x = torch.randn(1, 4, 3, 3)
         >>> bool(torch.allclose(fuse(x), torch.stack([x[:, :2].mean(1), x[:, 2:].mean(1)], 1), atol=1e-5))
         True

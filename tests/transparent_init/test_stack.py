@@ -236,6 +236,20 @@ def test_reset_parameters_redraws_and_stays_transparent() -> None:
     assert all(torch.equal(p, q) for p, q in zip(before, layer.parameters()))
 
 
+def test_reset_parameters_follows_dtype_changes() -> None:
+    layer = TransparentLinear(5, [6, 7], activation="leaky_relu", generator=0).double()
+    layer.reset_parameters(generator=3)
+    assert all(p.dtype == torch.float64 for p in layer.parameters())
+    x = torch.randn(20, 5, dtype=torch.float64) * 10
+    assert float((layer(x) - x).detach().abs().max()) <= 1e-10 * 10
+
+
+def test_no_bias_attribute_clash() -> None:
+    """Generic code doing ``if m.bias is not None`` over ``modules()`` must only meet real layers' biases."""
+    layer = TransparentLinear(3, [4], generator=0)
+    assert not hasattr(layer, "bias")
+
+
 def test_state_dict_round_trip() -> None:
     a = TransparentConv1x1(3, [4, 4], generator=0)
     buf = io.BytesIO()
