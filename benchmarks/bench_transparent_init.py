@@ -30,7 +30,6 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils import benchmark as tbench  # noqa: E402
 
 from transparent_init import (  # noqa: E402
     TransparentConv1x1,
@@ -167,27 +166,33 @@ def table3(seeds: int) -> dict:
     return out
 
 
-def _median_time(fn, min_run_time: float) -> float:
-    t = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return t.blocked_autorange(min_run_time=min_run_time).median
+def _time_once(fn, number: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
 
 
-def cost(min_run_time: float) -> dict:
+def cost(rounds: int) -> dict:
     x = inputs(10.0, 0, (8, C, 128, 128))
     ours = TransparentConv1x1(C, HIDDEN, activation="relu", generator=0)
     plain = plain_stack(True)
-    res: dict = {"input_shape": list(x.shape)}
+    res: dict = {"input_shape": list(x.shape), "rounds": rounds}
     with torch.no_grad():
-        # interleave the two to share the machine's noise
+        for _ in range(2):  # warm-up
+            ours(x), plain(x)
+        # alternate the two, round by round, so both share the shared machine's noise; the ratio is the median
+        # of the per-round ratios
         t_ours, t_plain = [], []
-        for _ in range(7):
-            t_ours.append(_median_time(lambda: ours(x), min_run_time))
-            t_plain.append(_median_time(lambda: plain(x), min_run_time))
+        for i in range(rounds):
+            pair = [("ours", ours), ("plain", plain)] if i % 2 == 0 else [("plain", plain), ("ours", ours)]
+            for name, m in pair:
+                (t_ours if name == "ours" else t_plain).append(_time_once(lambda m=m: m(x), 2))
     res["forward_ms"] = {
         "transparent": 1e3 * statistics.median(t_ours),
         "plain_sequential": 1e3 * statistics.median(t_plain),
     }
-    res["forward_ratio"] = res["forward_ms"]["transparent"] / res["forward_ms"]["plain_sequential"]
+    res["forward_ratio"] = statistics.median(a / b for a, b in zip(t_ours, t_plain, strict=True))
     build = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -231,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     seeds = 3 if args.quick else args.seeds
     t0 = time.perf_counter()
-    t2, t3, c = table2(seeds), table3(seeds), cost(0.05 if args.quick else 0.3)
+    t2, t3, c = table2(seeds), table3(seeds), cost(3 if args.quick else 25)
     machine = {
         "platform": platform.platform(),
         "machine": platform.machine(),
