@@ -98,10 +98,15 @@ def _configs(draw: st.DrawFn) -> dict:
 
 
 def _bound(cfg: dict, scale: float = 1.0) -> float:
-    """Error allowed: linear in the input magnitude (plus the unit-scale bias), growing with depth."""
+    """Error allowed: linear in the input magnitude (plus the unit-scale bias), growing with depth.
+
+    Measured worst cases sit 3-8x below it. The float64 constant is larger: there the float64 solve's own
+    rounding (SVD, ~cond * n * eps) is no longer hidden below the forward pass's.
+    """
     eps = torch.finfo(cfg["dtype"]).eps
     depth = len(cfg["hidden"]) + 1
-    return 64 * eps * depth * scale * (cfg["mag"] + 1.0)
+    const = 8.0 if cfg["dtype"] == torch.float32 else 64.0
+    return const * eps * depth * scale * (cfg["mag"] + 1.0)
 
 
 @settings(max_examples=60)
