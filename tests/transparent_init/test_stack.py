@@ -305,3 +305,13 @@ def test_generator_on_device(device: torch.device) -> None:
     layer = TransparentLinear(3, [4], generator=g, device=device)
     x = torch.randn(5, 3, device=device)
     torch.testing.assert_close(layer(x), x, atol=1e-5, rtol=0)
+
+
+def test_gradcheck_float64() -> None:
+    """No custom autograd here, but the stack must be differentiable in its input and parameters as plain layers."""
+    layer = TransparentLinear(
+        3, [4], activation="leaky_relu", negative_slope=0.2, generator=0, dtype=torch.float64
+    )
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
+    assert torch.autograd.gradgradcheck(layer, (x,))
