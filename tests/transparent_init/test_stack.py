@@ -308,7 +308,7 @@ def test_generator_on_device(device: torch.device) -> None:
 
 
 def test_gradcheck_float64() -> None:
-    """No custom autograd here, but the stack must be differentiable in its input and parameters as plain layers."""
+    """No custom autograd here, but the stack must be differentiable like the plain layers it is."""
     layer = TransparentLinear(
         3, [4], activation="leaky_relu", negative_slope=0.2, generator=0, dtype=torch.float64
     )
