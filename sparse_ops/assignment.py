@@ -331,7 +331,9 @@ class SuperpixelAssignment:
         if self.mask is not None:
             keep = self.mask.reshape(-1)
             rows, cols, values = rows[keep], cols[keep], values[keep]
-        matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (b * n_s, b * n_p))
+        matrix = torch.sparse_coo_tensor(
+            torch.stack([rows, cols]), values, (b * n_s, b * n_p), check_invariants=False
+        )
         if layout == torch.sparse_csr:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
