@@ -1,1 +1,1 @@
-"""PASCAL VOC joint DeepLabV3+ + SpixelFCN pipeline (synthetic VOC-format demo bundled)."""
+"""The joint DeepLabV3+ + SpixelFCN pipeline on PASCAL VOC format data (real or synthetic)."""
