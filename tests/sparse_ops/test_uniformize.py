@@ -8,6 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
 from sparse_ops import SuperpixelAssignment, SuperpixelUniformize, uniformize
 from tests.sparse_ops._reference import label_maps, ref_uniformize
 
@@ -219,6 +222,35 @@ def test_huge_num_superpixels_on_small_image():
     decoder, encoder_t = SuperpixelAssignment(sp, n_s, backend="sparse")._sparse(torch.float32)
     assert decoder._nnz() == 64 and encoder_t._nnz() == 64
     torch.testing.assert_close(uniformize(x, sp, n_s, backend="sparse"), y)
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor produced by an aten op while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_no_tensor_of_size_ns_times_np(masked):
+    n_s, b, c, h, w = 1_000_000, 2, 3, 8, 8
+    sp = torch.randint(0, n_s, (b, h, w))
+    mask = torch.rand(b, h, w) > 0.5 if masked else None
+    x = torch.randn(b, c, h, w, requires_grad=True)
+    with _LargestTensor() as mode:
+        y = uniformize(x, sp, n_s, mask)
+        y.backward(torch.ones_like(y))
+    # the biggest buffer is one slot per superpixel and channel, never N_s x N_p (= 6.4e7 per image)
+    assert mode.largest <= b * c * (n_s + 1)  # k = 1 slot: superpixels average < 1 pixel here
+    assert mode.largest < n_s * h * w
 
 
 def test_validate_false_skips_checks():
