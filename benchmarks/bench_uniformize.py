@@ -13,7 +13,9 @@ label map (Voronoi cells of jittered grid seeds, N_s=1024). Variants:
 * ``torch_scatter``: ``scatter_mean`` + ``gather`` when the package is importable.
 
 Every (config, variant) runs in a fresh subprocess. Times are medians of ``--repeats`` runs after one warm-up
-(``time.perf_counter``, CUDA synchronised). Peak extra memory: on CPU the growth of ``ru_maxrss`` from right after
+(``time.perf_counter``, CUDA synchronised). Because the machine may be shared, every child also alternates
+``--repeats`` forward+backward runs of the floor and of its variant and reports the median ratio of these paired
+runs ("paired x floor"), which is robust to load that comes and goes. Peak extra memory: on CPU the growth of ``ru_maxrss`` from right after
 the inputs (x, grad_y, labels) are allocated to the end of the timed runs (setup included); on CUDA
 ``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. The machine is shared: treat
 figures as medians on a busy machine and compare ratios within one run.
@@ -67,7 +69,7 @@ def make_labels(kind: str, b: int, h: int, w: int, n_s: int, seed: int = 0):
     return torch.from_numpy(np.stack(out).astype(np.int64))
 
 
-def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: float) -> dict:
+def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: float, paired: bool = True) -> dict:
     """Measure one variant in this (fresh) process."""
     import torch
 
@@ -144,8 +146,9 @@ def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: fl
             return torch.gather(means, 2, idx).view(b, c, h, w)
         raise ValueError(variant)
 
-    def timed(fn, n):
-        fn()
+    def timed(fn, n, warmup=True):
+        if warmup:
+            fn()
         ts = []
         for _ in range(n):
             sync()
@@ -174,6 +177,23 @@ def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: fl
         out["peak_extra_mb"] = (torch.cuda.max_memory_allocated() - mem0) / 2**20
     else:
         out["peak_extra_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    # Paired ratio: alternate floor and variant fwd+bwd runs in this process, so that load from other processes
+    # on a shared machine hits both alike (after the memory reading, which these runs would disturb).
+    if variant != "floor" and paired:
+        def floor_fb():
+            y = x * 1
+            y.backward(gy)
+            x.grad = None
+
+        tf, tv = [], []
+        floor_fb()
+        for _ in range(repeats):
+            tf.append(timed(floor_fb, 1, warmup=False))
+            tv.append(timed(fwd_bwd, 1, warmup=False))
+        tf.sort()
+        tv.sort()
+        out["paired_floor_ms"] = tf[len(tf) // 2]
+        out["paired_x_floor"] = tv[len(tv) // 2] / tf[len(tf) // 2]
     # correctness against the float64 result of the same op (after the memory reading)
     if variant != "floor":
         ref = SuperpixelAssignment(sp, n_s, validate=False).uniformize(x.detach().double())
@@ -233,7 +253,7 @@ def main() -> None:
         paper_total = paper.get("fwd_bwd_ms", 0) + paper.get("setup_ms", 0) if "fwd_bwd_ms" in paper else None
         print(f"== {cfg_name(cfg)}")
         print(f"{'variant':<14}{'setup ms':>10}{'fwd ms':>10}{'fwd+bwd ms':>12}{'x floor':>9}"
-              f"{'paper/this':>12}{'peak +MB':>10}{'max err':>10}")
+              f"{'paper/this':>12}{'peak +MB':>10}{'max err':>10}{'paired x floor':>16}")
         for variant, r in rows.items():
             if "skipped" in r:
                 print(f"{variant:<14}  {r['skipped']}")
@@ -243,7 +263,8 @@ def main() -> None:
             r["paper_over_this"] = paper_total / total if paper_total else None
             print(f"{variant:<14}{r['setup_ms']:>10.2f}{r['fwd_ms']:>10.2f}{r['fwd_bwd_ms']:>12.2f}"
                   f"{r['x_floor'] or float('nan'):>9.2f}{r['paper_over_this'] or float('nan'):>12.2f}"
-                  f"{r['peak_extra_mb']:>10.0f}{r.get('max_abs_err', float('nan')):>10.1e}")
+                  f"{r['peak_extra_mb']:>10.0f}{r.get('max_abs_err', float('nan')):>10.1e}"
+                  f"{r.get('paired_x_floor', float('nan')):>16.2f}")
         print()
         results.append({"config": cfg, "name": cfg_name(cfg), "results": rows})
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from sparse_ops import SuperpixelAssignment, SuperpixelUniformize, uniformize
+from sparse_ops import SuperpixelAssignment, SuperpixelUniformize, superpixel_pool, superpixel_unpool, uniformize
 from tests.sparse_ops._reference import label_maps, ref_uniformize
 
 BACKENDS = ["scatter", "sparse", "auto"]
@@ -263,12 +263,17 @@ def test_validate_false_skips_checks():
 
 
 @pytest.mark.slow
-def test_compile_fullgraph_scatter_backend():
-    def f(x, sp):
-        return uniformize(x, sp, 6, backend="scatter", validate=False)
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+@pytest.mark.parametrize(
+    "compiler, masked", [("aot_eager", False), ("aot_eager", True), ("inductor", False)]
+)
+def test_compile_fullgraph_scatter_backend(compiler, masked):
     g = torch.Generator().manual_seed(9)
+    mask = torch.rand(2, 5, 5, generator=g) > 0.3 if masked else None
+
+    def f(x, sp):
+        return uniformize(x, sp, 6, mask, backend="scatter", validate=False)
+
+    compiled = torch.compile(f, fullgraph=True, backend=compiler)
     x = torch.randn(2, 3, 5, 5, generator=g, requires_grad=True)
     sp = torch.randint(0, 6, (2, 5, 5), generator=g)
     y = compiled(x, sp)
@@ -278,3 +283,15 @@ def test_compile_fullgraph_scatter_backend():
     f(x, sp).pow(2).sum().backward()
     torch.testing.assert_close(y, f(x, sp))
     torch.testing.assert_close(grad, x.grad)
+
+
+@pytest.mark.slow
+def test_compile_fullgraph_pool_unpool():
+    def f(x, sp):
+        pooled = superpixel_pool(x, sp, 6, "max", validate=False)
+        return superpixel_unpool(pooled * 2, sp, validate=False)
+
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(2, 3, 5, 5, generator=g)
+    sp = torch.randint(0, 6, (2, 5, 5), generator=g)
+    torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="aot_eager")(x, sp), f(x, sp))
