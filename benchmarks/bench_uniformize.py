@@ -12,9 +12,10 @@ label map (Voronoi cells of jittered grid seeds, N_s=1024). Variants:
 * ``dense_bmm``: a one-hot ``[B, N_s, N_p]`` float mask and two ``bmm``; skipped above ``--dense-max-gb``;
 * ``torch_scatter``: ``scatter_mean`` + ``gather`` when the package is importable.
 
-Every (config, variant) runs in a fresh subprocess. Times are medians of ``--repeats`` runs after one warm-up
-(``time.perf_counter``, CUDA synchronised). Because the machine may be shared, every child also alternates
-``--repeats`` forward+backward runs of the floor and of its variant and reports the median ratio of these paired
+Every (config, variant) runs in a fresh subprocess. Times are medians of ``--repeats`` runs (half as many, at least 3, for the slow sparse, paper and dense
+variants) after one warm-up
+(``time.perf_counter``, CUDA synchronised). Because the machine may be shared, the ``scatter`` child also alternates
+``--repeats`` forward+backward runs of the floor and of the op and reports the median ratio of these paired
 runs ("paired x floor"), which is robust to load that comes and goes. Peak extra memory: on CPU the growth of ``ru_maxrss`` from right after
 the inputs (x, grad_y, labels) are allocated to the end of the timed runs (setup included); on CUDA
 ``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. The machine is shared: treat
@@ -170,6 +171,8 @@ def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: fl
         y.backward(gy)
         x.grad = None
 
+    if variant in ("sparse", "paper_coo", "dense_bmm"):  # 3-40x slower: fewer runs keep the benchmark short
+        repeats = max(3, repeats // 2)
     fwd_ms = timed(fwd, repeats)
     fb_ms = timed(fwd_bwd, repeats)
     out = {"setup_ms": setup_ms, "fwd_ms": fwd_ms, "fwd_bwd_ms": fb_ms}
@@ -179,7 +182,7 @@ def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: fl
         out["peak_extra_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     # Paired ratio: alternate floor and variant fwd+bwd runs in this process, so that load from other processes
     # on a shared machine hits both alike (after the memory reading, which these runs would disturb).
-    if variant != "floor" and paired:
+    if variant == "scatter" and paired:
         def floor_fb():
             y = x * 1
             y.backward(gy)

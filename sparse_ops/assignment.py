@@ -137,7 +137,7 @@ class SuperpixelAssignment:
 
     # ------------------------------------------------------------------ helpers
     def _interleave(self, plain: Tensor, lane: Tensor | None) -> Tensor:
-        return plain if lane is None else plain * self._k + lane
+        return plain if lane is None else torch.add(lane, plain, alpha=self._k)  # one allocation
 
     @property
     def device(self) -> torch.device:
