@@ -32,13 +32,17 @@ def main(argv: list[str] | None = None) -> int:
 
     gen = torch.Generator().manual_seed(args.seed + 1)
     x = (torch.rand(4, args.channels, 64, 64, generator=gen) * 2 - 1) * args.range
-    print(f"transparent stack {args.channels} -> {args.hidden} -> {args.channels}, 1x1 convs, float32, "
-          f"inputs U[-{args.range:g}, {args.range:g}] of shape {list(x.shape)}")
+    print(
+        f"transparent stack {args.channels} -> {args.hidden} -> {args.channels}, 1x1 convs, float32, "
+        f"inputs U[-{args.range:g}, {args.range:g}] of shape {list(x.shape)}"
+    )
     print(f"{'activation':<12}{'real widths':<22}{'max |y - x|':>13}{'recovery':>11}{'init rate':>11}")
     ok = True
     for act in (None, "relu", "leaky_relu"):
         stack = TransparentConv1x1(args.channels, args.hidden, activation=act, generator=args.seed)
-        widths = [stack.layers[0].in_channels] + [m.out_channels for m in stack.layers if hasattr(m, "out_channels")]
+        widths = [stack.layers[0].in_channels] + [
+            m.out_channels for m in stack.layers if hasattr(m, "out_channels")
+        ]
         err, rec, rate = max_abs_error(stack, x), recovery_rate(stack, x, 1e-4), init_rate(stack)
         ok &= rec == 1.0
         print(f"{act or 'none':<12}{'-'.join(map(str, widths)):<22}{err:>13.2e}{rec:>10.2%}{rate:>11.3%}")
@@ -51,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         fuse = TransparentConv1x1(args.channels, args.hidden, half, target_weight=avg, generator=args.seed)
         target = 0.5 * (x[:, 0::2] + x[:, 1::2])
         err = max_abs_error(fuse, x, target=target)
-        print(f"target map {args.channels} -> {half} (pairwise mean), ReLU: max error {err:.2e}, "
-              f"recovery {recovery_rate(fuse, x, 1e-4, target=target):.2%}")
+        print(
+            f"target map {args.channels} -> {half} (pairwise mean), ReLU: max error {err:.2e}, "
+            f"recovery {recovery_rate(fuse, x, 1e-4, target=target):.2%}"
+        )
     print("transparent: every output within 1e-4 of its input" if ok else "NOT transparent")
     return 0 if ok else 1
 

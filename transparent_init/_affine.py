@@ -9,14 +9,15 @@ Convention (row vectors, as ``nn.Linear`` computes ``y = x W^T + b``): an affine
     \\qquad [x, 1]\\, H(A, b) = [x A^\\top + b, 1],
 
 so a chain of layers is the product ``P = H_1 H_2 ... H_{k-1}`` (first layer on the left). The last layer
-``H_k`` solves ``P H_k = G`` with ``G = H(T, t)`` the target map; ``P`` has full row rank ``in + 1`` whenever every
-logical hidden width is ``>= in`` (the right-inverse condition), so ``H_k = P^+ G`` is an exact solution, and the
-minimum-norm one. Everything here is computed in float64 from the parameters *as stored* (after the cast to the
-layers' dtype), so the only error left at run time is the forward arithmetic of the layers themselves.
+``H_k`` solves ``P H_k = G`` with ``G = H(T, t)`` the target map; ``P`` has full row rank ``in + 1`` whenever
+every logical hidden width is ``>= in`` (the right-inverse condition), so ``H_k = P^+ G`` is an exact
+solution, and the minimum-norm one. Everything here is computed in float64 from the parameters *as stored*
+(after the cast to the layers' dtype), so the only error left at run time is the forward arithmetic of the
+layers themselves.
 
-Activation doubling: a hidden pre-activation ``z`` is carried through ``act`` as ``[z, -z]`` (the real layer has 2x
-units); the next layer reads ``z`` back with ``[A, -A] / g`` since ``act(z) - act(-z) = g z`` with ``g = 1`` for ReLU
-and ``g = 1 + slope`` for LeakyReLU.
+Activation doubling: a hidden pre-activation ``z`` is carried through ``act`` as ``[z, -z]`` (the real layer
+has 2x units); the next layer reads ``z`` back with ``[A, -A] / g`` since ``act(z) - act(-z) = g z`` with ``g
+= 1`` for ReLU and ``g = 1 + slope`` for LeakyReLU.
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ __all__ = [
     "MIN_ABS_FRACTION",
 ]
 
-#: Hidden draws with magnitude below ``MIN_ABS_FRACTION / sqrt(width)`` (1 % of the entries' scale) are pushed to
-#: that magnitude, keeping their sign: it changes ~1 % of the draws by less than 1 % of their scale, leaves the
-#: chain's conditioning intact and keeps every hidden parameter well away from zero (the paper's "init rate").
+#: Hidden draws with magnitude below ``MIN_ABS_FRACTION / sqrt(width)`` (1 % of the entries' scale) are pushed
+#: to that magnitude, keeping their sign: it changes ~1 % of the draws by less than 1 % of their scale, leaves
+#: the chain's conditioning intact and keeps every hidden parameter well away from zero (the paper's "init
+#: rate").
 MIN_ABS_FRACTION = 0.01
 
 
 def activation_gain(activation: str | None, negative_slope: float) -> float:
-    """``g`` with ``act(z) - act(-z) = g z``: 1 for ReLU, ``1 + slope`` for LeakyReLU, 1 without activation."""
+    """``g`` with ``act(z) - act(-z) = g z``: 1 for ReLU, ``1 + slope`` for LeakyReLU, else 1."""
     return 1.0 + float(negative_slope) if activation == "leaky_relu" else 1.0
 
 
@@ -59,9 +61,10 @@ def _away_from_zero(t: Tensor, floor: float) -> Tensor:
 
 
 def semi_orthogonal(rows: int, cols: int, generator: torch.Generator | None = None) -> Tensor:
-    """Haar-random ``[rows, cols]`` float64 matrix with orthonormal columns (rows >= cols) or rows (rows < cols).
+    """Haar-random ``[rows, cols]`` float64 matrix, orthonormal columns (rows >= cols) or rows (rows < cols).
 
-    Drawn as the Q factor of a Gaussian matrix with the signs of ``diag(R)`` folded in (so the law is uniform).
+    Drawn as the Q factor of a Gaussian matrix with the signs of ``diag(R)`` folded in (so the law is
+    uniform).
     """
     big, small = max(rows, cols), min(rows, cols)
     q, r = torch.linalg.qr(_randn((big, small), generator))
@@ -70,11 +73,12 @@ def semi_orthogonal(rows: int, cols: int, generator: torch.Generator | None = No
 
 
 def _range_preserving(rows: int, basis: Tensor, generator: torch.Generator | None) -> Tensor:
-    """``[rows, cols]`` matrix with orthonormal rows that is an isometry on ``span(basis)`` (``basis [cols, r]``).
+    """``[rows, cols]`` matrix, orthonormal rows, an isometry on ``span(basis)`` (``basis [cols, r]``).
 
-    Used for narrowing layers (``rows < cols``): a Haar draw would squeeze the chain's range at random and worsen
-    its conditioning; this one is ``O [U, V]^T`` with ``U`` an orthonormal basis of the range, ``V`` a random
-    orthonormal completion (``rows - r`` columns, orthogonal to ``U``) and ``O`` a Haar ``rows x rows`` rotation.
+    Used for narrowing layers (``rows < cols``): a Haar draw would squeeze the chain's range at random and
+    worsen its conditioning; this one is ``O [U, V]^T`` with ``U`` an orthonormal basis of the range, ``V`` a
+    random orthonormal completion (``rows - r`` columns, orthogonal to ``U``) and ``O`` a Haar ``rows x rows``
+    rotation.
     """
     u, _ = torch.linalg.qr(basis)
     r = u.shape[1]
@@ -89,12 +93,12 @@ def draw_hidden(
 ) -> list[tuple[Tensor, Tensor]]:
     """Logical hidden affine maps ``(A_l [h_l, h_{l-1}], b_l [h_l])`` in float64, drawn in layer order.
 
-    ``A_l`` is semi-orthogonal rescaled to entries of scale ``1 / sqrt(h_l)`` (the rule of the authors' code). A
-    widening layer (``h_l >= h_{l-1}``) is a Haar draw with orthonormal columns, so the chain stays an exact
-    isometry of ``x``; a narrowing layer has orthonormal rows and is drawn as an isometry on the range of the chain
-    so far (including the bias direction when there is room), so the chain keeps condition number ~1 whatever the
-    widths. ``b_l ~ N(0, 1 / h_l)`` (zero when the layer has no bias). Tiny draws are pushed away from zero (see
-    :data:`MIN_ABS_FRACTION`).
+    ``A_l`` is semi-orthogonal rescaled to entries of scale ``1 / sqrt(h_l)`` (the rule of the authors' code).
+    A widening layer (``h_l >= h_{l-1}``) is a Haar draw with orthonormal columns, so the chain stays an exact
+    isometry of ``x``; a narrowing layer has orthonormal rows and is drawn as an isometry on the range of the
+    chain so far (including the bias direction when there is room), so the chain keeps condition number ~1
+    whatever the widths. ``b_l ~ N(0, 1 / h_l)`` (zero when the layer has no bias). Tiny draws are pushed away
+    from zero (see :data:`MIN_ABS_FRACTION`).
     """
     out: list[tuple[Tensor, Tensor]] = []
     prev = in_features
@@ -142,9 +146,9 @@ def solve_last(
 ) -> tuple[Tensor, Tensor]:
     """Last logical layer ``(W [out, h], c [out])`` with ``[x, 1] P H(W, c) = [x T^T + t, 1]`` (float64).
 
-    With a last-layer bias this is ``H(W, c) = P^+ H(T, t)`` (SVD pseudo-inverse of the full-row-rank chain ``P``,
-    the minimum-norm exact solution). Without one, ``c = 0`` and ``W^T`` solves the first ``h`` columns of ``P``
-    alone (exact when those still have full row rank, or when the chain has no bias and ``t = 0``).
+    With a last-layer bias this is ``H(W, c) = P^+ H(T, t)`` (SVD pseudo-inverse of the full-row-rank chain
+    ``P``, the minimum-norm exact solution). Without one, ``c = 0`` and ``W^T`` solves the first ``h`` columns
+    of ``P`` alone (exact when those still have full row rank, or when the chain has no bias and ``t = 0``).
 
     Raises:
         ValueError: if no exact solution exists (the chain has no right inverse).
@@ -158,8 +162,10 @@ def solve_last(
     residual = (s @ x - g).abs().max().item()
     if not residual <= 1e-8 * max(1.0, g.abs().max().item()):
         raise ValueError(
-            f"the hidden layers have no exact right inverse (residual {residual:.3g}): every hidden width must be "
-            f">= in_features = {in_f}" + ("" if last_bias else ", and > in_features when only the last layer lacks a bias")
+            f"the hidden layers have no exact right inverse (residual {residual:.3g}): "
+            "every hidden width must be "
+            f">= in_features = {in_f}"
+            + ("" if last_bias else ", and > in_features when only the last layer lacks a bias")
         )
     w = x[:h].T.contiguous()
     c = x[h].contiguous() if last_bias else torch.zeros(out_f, dtype=x.dtype)
@@ -182,7 +188,8 @@ def transparent_parameters(
     Args:
         in_features: input width.
         hidden: logical hidden widths ``h_1 .. h_{k-1}`` (each ``>= in_features``; not checked here).
-        activations: activation after hidden layer ``l`` (``None``, ``"relu"``, ``"leaky_relu"``), length ``k - 1``.
+        activations: activation after hidden layer ``l`` (``None``, ``"relu"``, ``"leaky_relu"``),
+            length ``k - 1``.
         negative_slopes: LeakyReLU slope after hidden layer ``l`` (ignored otherwise), length ``k - 1``.
         biases: whether each of the ``k`` layers has a bias (the last entry is the last layer's).
         target_weight (Tensor[out, in]): the map to reproduce (float64).
@@ -206,7 +213,9 @@ def transparent_parameters(
             w = torch.cat([w, -w], dim=0)
             bb = torch.cat([b_s, -b_s])
         stored.append((w, bb if biases[i] else None))
-    w_last, c_last = solve_last(chain(effective, in_features), target_weight, target_bias, last_bias=biases[-1])
+    w_last, c_last = solve_last(
+        chain(effective, in_features), target_weight, target_bias, last_bias=biases[-1]
+    )
     gain = activation_gain(activations[-1], negative_slopes[-1])
     w_s = (w_last / gain).to(dtypes[-1])
     if activations[-1] is not None:

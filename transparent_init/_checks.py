@@ -34,8 +34,8 @@ def check_positive_int(value: object, name: str) -> int:
 def check_hidden(
     hidden: object, in_features: int, name: str = "hidden_features", in_name: str = "in_features"
 ) -> tuple[int, ...]:
-    """Logical hidden widths: a non-empty sequence of ints, each ``>= in_features`` (the right-inverse condition)."""
-    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (Sequence, Tensor)):
+    """Logical hidden widths: a non-empty sequence of ints, each ``>= in_features`` (right inverse)."""
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
         raise TypeError(f"{name} must be a sequence of ints, got {type(hidden).__name__} ({hidden!r})")
     widths = tuple(check_positive_int(h, f"{name}[{i}]") for i, h in enumerate(list(hidden)))
     if not widths:
@@ -43,7 +43,8 @@ def check_hidden(
     for i, h in enumerate(widths):
         if h < in_features:
             raise ValueError(
-                f"{name}[{i}] (hidden layer {i}) has width {h} < {in_name} = {in_features}: every hidden width must "
+                f"{name}[{i}] (hidden layer {i}) has width {h} < {in_name} = {in_features}: "
+                "every hidden width must "
                 f"be >= {in_name} for the stack to have an exact right inverse"
             )
     return widths
@@ -53,7 +54,8 @@ def check_activation(activation: object) -> str | None:
     """One of ``None``, ``"relu"``, ``"leaky_relu"``."""
     if activation is not None and not isinstance(activation, str):
         raise TypeError(
-            f"activation must be None or a str in {ACTIVATIONS}, got {type(activation).__name__} ({activation!r})"
+            f"activation must be None or a str in {ACTIVATIONS}, "
+            f"got {type(activation).__name__} ({activation!r})"
         )
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -90,7 +92,8 @@ def as_generator(generator: object) -> torch.Generator | None:
         return generator
     if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
         raise TypeError(
-            f"generator must be None, a torch.Generator or an int seed, got {type(generator).__name__} ({generator!r})"
+            f"generator must be None, a torch.Generator or an int seed, "
+            f"got {type(generator).__name__} ({generator!r})"
         )
     g = torch.Generator()
     g.manual_seed(int(generator))

@@ -1,8 +1,8 @@
 """Baseline initializers of the paper's Table 2: random uniform, Xavier, Net2Net identity.
 
 Each takes a module (typically the ``.layers`` of a transparent stack, or a user's ``nn.Sequential``) and
-re-initializes every ``nn.Linear`` / ``nn.Conv2d`` inside it in place, so the same stack can be compared under each
-scheme with :mod:`transparent_init.metrics`.
+re-initializes every ``nn.Linear`` / ``nn.Conv2d`` inside it in place, so the same stack can be compared under
+each scheme with :mod:`transparent_init.metrics`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def random_uniform_init_(
         >>> bool(net[0].weight.abs().max() <= 0.5)
         True
     """
-    if bound is not None and (isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not bound > 0):
+    if bound is not None and (
+        isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not bound > 0
+    ):
         raise ValueError(f"bound must be a real > 0 or None, got {bound!r}")
     gen = as_generator(generator)
     for m in _affine_layers(module):
@@ -73,8 +75,8 @@ def xavier_init_(module: nn.Module, *, generator: torch.Generator | int | None =
 def net2net_identity_init_(module: nn.Module) -> nn.Module:
     """(Rectangular) identity weights and zero biases, as Net2Net's identity layers ("Net2Net").
 
-    A stack of such layers is the identity when every width is ``>= in`` and there is no activation; with ReLU it
-    computes ``relu(x)`` and drops negative inputs; most weights are exactly zero.
+    A stack of such layers is the identity when every width is ``>= in`` and there is no activation; with ReLU
+    it computes ``relu(x)`` and drops negative inputs; most weights are exactly zero.
 
     Example:
         >>> from torch import nn

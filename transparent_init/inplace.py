@@ -56,8 +56,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
 
     Raises:
         TypeError: if ``sequential`` is not an ``nn.Sequential`` or holds an unsupported module.
-        ValueError: for kxk / grouped convs, mixed Linear and Conv2d, mismatched or odd widths, non-positive slopes,
-            a stack without a hidden layer, or a hidden layer narrower than the input.
+        ValueError: for kxk / grouped convs, mixed Linear and Conv2d, mismatched or odd widths,
+            non-positive slopes, a stack without a hidden layer, or a hidden layer narrower than the input.
     """
     if not isinstance(sequential, nn.Sequential):
         raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")
@@ -74,7 +74,9 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 if problem is not None:
                     raise ValueError(f"layer {i} (Conv2d) is not supported: {problem}")
             if kind is not None and type(m) is not kind:
-                raise ValueError(f"layer {i} is {type(m).__name__} but earlier layers are {kind.__name__}: do not mix")
+                raise ValueError(
+                    f"layer {i} is {type(m).__name__} but earlier layers are {kind.__name__}: do not mix"
+                )
             kind = type(m)
             if lin_idx:
                 acts.append(pending[0] if pending else None)
@@ -95,10 +97,13 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 pending = ("relu", 0.0, i)
         else:
             raise TypeError(
-                f"layer {i} is {type(m).__name__}: only nn.Linear, 1x1 nn.Conv2d, nn.ReLU and nn.LeakyReLU are supported"
+                f"layer {i} is {type(m).__name__}: "
+                "only nn.Linear, 1x1 nn.Conv2d, nn.ReLU and nn.LeakyReLU are supported"
             )
     if pending is not None:
-        raise ValueError(f"layer {pending[2]} is an activation after the last affine layer (nothing reads it back)")
+        raise ValueError(
+            f"layer {pending[2]} is an activation after the last affine layer (nothing reads it back)"
+        )
     if len(lin_idx) < 2:
         raise ValueError(f"the stack needs at least 2 affine layers (one hidden), got {len(lin_idx)}")
 
@@ -116,14 +121,17 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         if acts[j] is not None:
             if real % 2:
                 raise ValueError(
-                    f"layer {idx} has odd width {real}: a layer followed by {acts[j]} must hold an even number of "
+                    f"layer {idx} has odd width {real}: a layer followed by {acts[j]} "
+                    "must hold an even number of "
                     f"units ([z, -z] doubling)"
                 )
             real //= 2
         if real < in_features:
             raise ValueError(
-                f"layer {idx} has logical width {real} < in_features = {in_features}: every hidden width must be >= "
-                f"in_features for an exact right inverse" + (" (real width halved by the doubling)" if acts[j] else "")
+                f"layer {idx} has logical width {real} < in_features = {in_features}: "
+                "every hidden width must be >= "
+                f"in_features for an exact right inverse"
+                + (" (real width halved by the doubling)" if acts[j] else "")
             )
         hidden.append(real)
     return StackLayout(
@@ -141,7 +149,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
 def resolve_target(
     in_features: int, out_features: int, target_weight: object, target_bias: object, has_bias: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """Validated float64 target ``(T [out, in], t [out] | None)``; identity when ``target_weight`` is ``None``."""
+    """Validated float64 target ``(T [out, in], t [out] | None)``; identity if ``target_weight`` is None."""
     if target_weight is None:
         if out_features != in_features:
             raise ValueError(
@@ -166,15 +174,17 @@ def transparent_init_(
 ) -> nn.Sequential:
     """Initialize a user's stack so that it computes ``x W^T + b`` (identity by default) exactly, in place.
 
-    The stack is ``L_1, act, L_2, act, ..., L_k`` with every ``L`` an ``nn.Linear`` or a 1x1 ``nn.Conv2d`` (all the
-    same kind) and each ``act`` an ``nn.ReLU``, an ``nn.LeakyReLU`` (slope > 0) or absent. A layer followed by an
-    activation holds ``2 h`` real units for a logical width ``h`` (``[z, -z]`` doubling), so its width must be even,
-    and every logical hidden width must be ``>= in_features``. Every weight and bias is redrawn (hidden layers:
-    dense random semi-orthogonal draws; last layer: float64 least-squares solve, then cast to the layer's dtype).
+    The stack is ``L_1, act, L_2, act, ..., L_k`` with every ``L`` an ``nn.Linear`` or a 1x1 ``nn.Conv2d``
+    (all the same kind) and each ``act`` an ``nn.ReLU``, an ``nn.LeakyReLU`` (slope > 0) or absent. A layer
+    followed by an activation holds ``2 h`` real units for a logical width ``h`` (``[z, -z]`` doubling), so
+    its width must be even, and every logical hidden width must be ``>= in_features``. Every weight and bias
+    is redrawn (hidden layers: dense random semi-orthogonal draws; last layer: float64 least-squares solve,
+    then cast to the layer's dtype).
 
     Args:
         sequential: the stack to initialize (modified in place, also returned).
-        target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity (needs ``out == in``).
+        target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity
+            (needs ``out == in``).
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed for reproducible draws; ``None`` uses the global RNG.
 
@@ -183,15 +193,15 @@ def transparent_init_(
 
     Raises:
         TypeError: wrong argument types or unsupported modules.
-        ValueError: kxk / grouped convs, odd or too narrow hidden widths (naming the layer index), wrong target
-            shapes, non-finite targets.
+        ValueError: kxk / grouped convs, odd or too narrow hidden widths (naming the layer index),
+            wrong target shapes, non-finite targets.
 
     Example:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3))
         >>> _ = transparent_init_(net, generator=0)
-        >>> x = torch.randn(5, 3)
+        >>> x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
         >>> bool(torch.allclose(net(x), x, atol=1e-5))
         True
     """

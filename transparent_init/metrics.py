@@ -53,7 +53,8 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
         raise TypeError(f"target must be a torch.Tensor or None, got {type(ref).__name__}")
     if y.shape != ref.shape:
         raise ValueError(
-            f"module output shape {list(y.shape)} != {'x' if target is None else 'target'} shape {list(ref.shape)}"
+            f"module output shape {list(y.shape)} != "
+            f"{'x' if target is None else 'target'} shape {list(ref.shape)}"
             + ("; pass target= for a non-identity map" if target is None else "")
         )
     return (y - ref.to(y)).abs()

@@ -29,7 +29,7 @@ def build_transparent_stack(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Sequential:
-    """Build the real layers ``L_1, act, ..., L_k`` of a transparent stack and initialize them (see the classes).
+    """Build the real layers ``L_1, act, ..., L_k`` of a transparent stack, initialized (see the classes).
 
     Returns:
         nn.Sequential: ``nn.Linear`` (or 1x1 ``nn.Conv2d`` when ``conv``) layers with activations between.
@@ -75,7 +75,12 @@ class _TransparentStack(nn.Module):
     _conv: bool = False
     # plain-Python properties: keep them out of TorchScript compilation
     __jit_unused_properties__ = [
-        "in_features", "hidden_features", "out_features", "in_channels", "hidden_channels", "out_channels"
+        "in_features",
+        "hidden_features",
+        "out_features",
+        "in_channels",
+        "hidden_channels",
+        "out_channels",
     ]
 
     def __init__(
@@ -114,7 +119,7 @@ class _TransparentStack(nn.Module):
         self._hidden = tuple(int(h) for h in hidden_features)
         self.activation = activation
         self.negative_slope = float(negative_slope)
-        self.bias = bias
+        self._bias = bias
         # kept (not saved in state_dict) so reset_parameters() redraws towards the same map
         self._target_weight = None if target_weight is None else target_weight.detach().clone()
         self._target_bias = None if target_bias is None else target_bias.detach().clone()
@@ -140,7 +145,7 @@ class _TransparentStack(nn.Module):
         s += f", activation={self.activation!r}"
         if self.activation == "leaky_relu":
             s += f", negative_slope={self.negative_slope}"
-        if not self.bias:
+        if not self._bias:
             s += ", bias=False"
         return s
 
@@ -148,11 +153,11 @@ class _TransparentStack(nn.Module):
 class TransparentLinear(_TransparentStack):
     """Fully-connected stack that computes exactly ``x W^T + b`` (identity by default) at initialization.
 
-    The real layers (``.layers``, an ``nn.Sequential`` of ``nn.Linear`` and activations) are ordinary layers: the
-    forward pass is ``self.layers(x)``, with no overhead. Hidden layers are dense random semi-orthogonal draws; the
-    last layer is the float64 least-squares solution that makes the whole stack equal the target map, cast to
-    ``dtype``. With an activation, hidden layer ``l`` of logical width ``h_l`` holds ``2 h_l`` real units
-    (``[z, -z]``), since
+    The real layers (``.layers``, an ``nn.Sequential`` of ``nn.Linear`` and activations) are ordinary layers:
+    the forward pass is ``self.layers(x)``, with no overhead. Hidden layers are dense random semi-orthogonal
+    draws; the last layer is the float64 least-squares solution that makes the whole stack equal the target
+    map, cast to ``dtype``. With an activation, hidden layer ``l`` of logical width ``h_l`` holds ``2 h_l``
+    real units (``[z, -z]``), since
 
     .. math::
 
@@ -178,6 +183,7 @@ class TransparentLinear(_TransparentStack):
 
     Example:
         >>> import torch
+        >>> _ = torch.manual_seed(0)
         >>> layer = TransparentLinear(42, [64, 64], generator=0)
         >>> layer.layers[0]
         Linear(in_features=42, out_features=128, bias=True)
@@ -204,8 +210,17 @@ class TransparentLinear(_TransparentStack):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            in_features, hidden_features, out_features, activation, negative_slope, bias,
-            target_weight=target_weight, target_bias=target_bias, generator=generator, device=device, dtype=dtype,
+            in_features,
+            hidden_features,
+            out_features,
+            activation,
+            negative_slope,
+            bias,
+            target_weight=target_weight,
+            target_bias=target_bias,
+            generator=generator,
+            device=device,
+            dtype=dtype,
         )
 
     @property
@@ -225,7 +240,7 @@ class TransparentLinear(_TransparentStack):
 
 
 class TransparentConv1x1(_TransparentStack):
-    """1x1-convolution stack that computes exactly ``W x + b`` per pixel (identity by default) at initialization.
+    """1x1-convolution stack computing exactly ``W x + b`` per pixel (identity by default) at initialization.
 
     The same construction as :class:`TransparentLinear`, acting on the channel dimension with ``nn.Conv2d``
     layers of kernel size 1 (``.layers``).
@@ -252,6 +267,7 @@ class TransparentConv1x1(_TransparentStack):
         >>> avg = torch.zeros(2, 4)
         >>> avg[0, :2] = 0.5; avg[1, 2:] = 0.5  # average channel pairs: 4 -> 2
         >>> fuse = TransparentConv1x1(4, [8], out_channels=2, target_weight=avg, generator=0)
+        >>> _ = torch.manual_seed(0)
         >>> x = torch.randn(1, 4, 3, 3)
         >>> bool(torch.allclose(fuse(x), torch.stack([x[:, :2].mean(1), x[:, 2:].mean(1)], 1), atol=1e-5))
         True
@@ -275,8 +291,17 @@ class TransparentConv1x1(_TransparentStack):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            in_channels, hidden_channels, out_channels, activation, negative_slope, bias,
-            target_weight=target_weight, target_bias=target_bias, generator=generator, device=device, dtype=dtype,
+            in_channels,
+            hidden_channels,
+            out_channels,
+            activation,
+            negative_slope,
+            bias,
+            target_weight=target_weight,
+            target_bias=target_bias,
+            generator=generator,
+            device=device,
+            dtype=dtype,
         )
 
     @property

@@ -31,7 +31,10 @@ def test_homogeneous_matches_loop() -> None:
     h = af.homogeneous(w, b)
     x = torch.randn(2, dtype=torch.float64)
     ref = [sum(x[j] * w[i, j] for j in range(2)) + b[i] for i in range(3)] + [1.0]
-    torch.testing.assert_close(torch.cat([x, torch.ones(1, dtype=torch.float64)]) @ h, torch.stack([torch.as_tensor(r, dtype=torch.float64) for r in ref]))
+    torch.testing.assert_close(
+        torch.cat([x, torch.ones(1, dtype=torch.float64)]) @ h,
+        torch.stack([torch.as_tensor(r, dtype=torch.float64) for r in ref]),
+    )
 
 
 def test_chain_is_composition() -> None:
@@ -108,8 +111,15 @@ def test_activation_gain() -> None:
 @pytest.mark.parametrize("act", [None, "relu", "leaky_relu"])
 def test_transparent_parameters_doubling_layout(act: str | None) -> None:
     params = af.transparent_parameters(
-        2, [3, 4], [act, act], [0.2, 0.2], [True, True, True], torch.eye(2, dtype=torch.float64), None,
-        [torch.float64] * 3, torch.Generator().manual_seed(0),
+        2,
+        [3, 4],
+        [act, act],
+        [0.2, 0.2],
+        [True, True, True],
+        torch.eye(2, dtype=torch.float64),
+        None,
+        [torch.float64] * 3,
+        torch.Generator().manual_seed(0),
     )
     m = 1 if act is None else 2
     assert [tuple(w.shape) for w, _ in params] == [(3 * m, 2), (4 * m, 3 * m), (2, 4 * m)]

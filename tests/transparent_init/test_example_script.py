@@ -23,8 +23,18 @@ def test_main_reports_transparency(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_runs_as_a_file() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "transparent_identity.py"), "--channels", "4", "--hidden", "4"],
-        capture_output=True, text=True, cwd=ROOT.parent, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "transparent_identity.py"),
+            "--channels",
+            "4",
+            "--hidden",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT.parent,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "transparent: every output" in proc.stdout

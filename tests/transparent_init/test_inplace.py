@@ -14,7 +14,9 @@ from transparent_init.inplace import parse_stack
     "make",
     [
         lambda: nn.Sequential(nn.Linear(4, 10), nn.ReLU(), nn.Linear(10, 4)),
-        lambda: nn.Sequential(nn.Linear(4, 8), nn.LeakyReLU(0.2), nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 4)),
+        lambda: nn.Sequential(
+            nn.Linear(4, 8), nn.LeakyReLU(0.2), nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 4)
+        ),
         lambda: nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 4)),  # mixed gaps
         lambda: nn.Sequential(nn.Linear(4, 10, bias=False), nn.ReLU(), nn.Linear(10, 4)),
         # no last bias: the hidden offset is absorbed by the extra hidden width
@@ -31,7 +33,11 @@ def test_user_linear_stacks_become_identity(make) -> None:
 
 def test_user_conv_stack_float64_target_map() -> None:
     seq = nn.Sequential(
-        nn.Conv2d(6, 16, 1), nn.LeakyReLU(0.1), nn.Conv2d(16, 12, 1, padding="same"), nn.ReLU(), nn.Conv2d(12, 3, 1)
+        nn.Conv2d(6, 16, 1),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(16, 12, 1, padding="same"),
+        nn.ReLU(),
+        nn.Conv2d(12, 3, 1),
     ).double()
     t_w = torch.randn(3, 6, dtype=torch.float64)
     t_b = torch.randn(3, dtype=torch.float64)
@@ -44,7 +50,9 @@ def test_user_conv_stack_float64_target_map() -> None:
 def test_inplace_matches_the_module_draws() -> None:
     """The module is a thin wrapper: same generator, same parameters."""
     layer = TransparentLinear(3, [4, 5], activation="leaky_relu", negative_slope=0.3, generator=7)
-    seq = nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(0.3), nn.Linear(8, 10), nn.LeakyReLU(0.3), nn.Linear(10, 3))
+    seq = nn.Sequential(
+        nn.Linear(3, 8), nn.LeakyReLU(0.3), nn.Linear(8, 10), nn.LeakyReLU(0.3), nn.Linear(10, 3)
+    )
     transparent_init_(seq, generator=7)
     for p, q in zip(layer.layers.parameters(), seq.parameters()):
         assert torch.equal(p, q)

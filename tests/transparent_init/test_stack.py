@@ -1,4 +1,4 @@
-"""TransparentLinear / TransparentConv1x1: exact recovery, density, reproducibility, serialization, compilers."""
+"""TransparentLinear / TransparentConv1x1: recovery, density, reproducibility, serialization, compilers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from transparent_init import TransparentConv1x1, TransparentLinear, init_rate, m
 ACTS = [None, "relu", "leaky_relu"]
 
 
-def _uniform(shape: tuple[int, ...], mag: float, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def _uniform(
+    shape: tuple[int, ...], mag: float, seed: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1).mul(mag).to(dtype)
 
@@ -25,7 +27,7 @@ def _uniform(shape: tuple[int, ...], mag: float, seed: int, dtype: torch.dtype =
 
 @pytest.mark.parametrize("seed", range(3))
 def test_headline_float32_recovery(seed: int) -> None:
-    """42 -> [64, 64] -> 42 with ReLU, float32 inputs in [-10, 10]: max error <= 3e-5 and 100 % within 1e-4."""
+    """42 -> [64, 64] -> 42, ReLU, float32 inputs in [-10, 10]: max error <= 3e-5 and 100 % within 1e-4."""
     layer = TransparentLinear(42, [64, 64], activation="relu", generator=seed)
     x = _uniform((4096, 42), 10.0, 100 + seed)
     assert max_abs_error(layer, x) <= 3e-5
@@ -82,22 +84,43 @@ def _configs(draw: st.DrawFn) -> dict:
     mag = draw(st.sampled_from([1e-3, 1e-1, 1.0, 10.0, 1e3]))
     batch = draw(st.sampled_from([(1,), (5,), (2, 3), (2, 1, 3)]))
     dtype = draw(st.sampled_from([torch.float32, torch.float64]))
-    return dict(in_f=in_f, hidden=hidden, act=act, slope=slope, mag=mag, batch=batch, dtype=dtype,
-                seed=draw(st.integers(0, 2**31 - 1)), bias=draw(st.booleans()))
+    return dict(
+        in_f=in_f,
+        hidden=hidden,
+        act=act,
+        slope=slope,
+        mag=mag,
+        batch=batch,
+        dtype=dtype,
+        seed=draw(st.integers(0, 2**31 - 1)),
+        bias=draw(st.booleans()),
+    )
 
 
 def _bound(cfg: dict, scale: float = 1.0) -> float:
-    """Error allowed: linear in the input magnitude (plus the unit-scale bias), growing with depth."""
+    """Error allowed: linear in the input magnitude (plus the unit-scale bias), growing with depth.
+
+    Measured worst cases sit 3-8x below it. The float64 constant is larger: there the float64 solve's own
+    rounding (SVD, ~cond * n * eps) is no longer hidden below the forward pass's.
+    """
     eps = torch.finfo(cfg["dtype"]).eps
     depth = len(cfg["hidden"]) + 1
-    return 64 * eps * depth * scale * (cfg["mag"] + 1.0)
+    const = 8.0 if cfg["dtype"] == torch.float32 else 64.0
+    return const * eps * depth * scale * (cfg["mag"] + 1.0)
 
 
 @settings(max_examples=60)
 @given(_configs())
 def test_identity_recovery_property(cfg: dict) -> None:
-    layer = TransparentLinear(cfg["in_f"], cfg["hidden"], activation=cfg["act"], negative_slope=cfg["slope"],
-                              bias=cfg["bias"], generator=cfg["seed"], dtype=cfg["dtype"])
+    layer = TransparentLinear(
+        cfg["in_f"],
+        cfg["hidden"],
+        activation=cfg["act"],
+        negative_slope=cfg["slope"],
+        bias=cfg["bias"],
+        generator=cfg["seed"],
+        dtype=cfg["dtype"],
+    )
     x = _uniform((*cfg["batch"], cfg["in_f"]), cfg["mag"], cfg["seed"] % 1000, cfg["dtype"])
     y = layer(x)
     assert y.dtype == cfg["dtype"] and y.shape == x.shape
@@ -110,8 +133,18 @@ def test_target_map_recovery_property(cfg: dict, out_f: int) -> None:
     g = torch.Generator().manual_seed(cfg["seed"])
     t_w = torch.randn(out_f, cfg["in_f"], generator=g, dtype=torch.float64)
     t_b = torch.randn(out_f, generator=g, dtype=torch.float64) if cfg["bias"] else None
-    layer = TransparentLinear(cfg["in_f"], cfg["hidden"], out_f, activation=cfg["act"], negative_slope=cfg["slope"],
-                              bias=cfg["bias"], target_weight=t_w, target_bias=t_b, generator=g, dtype=cfg["dtype"])
+    layer = TransparentLinear(
+        cfg["in_f"],
+        cfg["hidden"],
+        out_f,
+        activation=cfg["act"],
+        negative_slope=cfg["slope"],
+        bias=cfg["bias"],
+        target_weight=t_w,
+        target_bias=t_b,
+        generator=g,
+        dtype=cfg["dtype"],
+    )
     assert layer.out_features == out_f
     x = _uniform((*cfg["batch"], cfg["in_f"]), cfg["mag"], 7, cfg["dtype"])
     ref = x.double() @ t_w.T + (0 if t_b is None else t_b)
@@ -138,8 +171,9 @@ def test_conv1x1_equals_linear_property(cfg: dict) -> None:
 
 @pytest.mark.parametrize("act,mod", [(None, None), ("relu", nn.ReLU), ("leaky_relu", nn.LeakyReLU)])
 def test_layers_are_plain_and_doubled(act: str | None, mod: type | None) -> None:
-    layer = TransparentLinear(3, [4, 5], 2, activation=act, negative_slope=0.3, target_weight=torch.ones(2, 3),
-                              generator=0)
+    layer = TransparentLinear(
+        3, [4, 5], 2, activation=act, negative_slope=0.3, target_weight=torch.ones(2, 3), generator=0
+    )
     m = 1 if act is None else 2
     lins = [x for x in layer.layers if isinstance(x, nn.Linear)]
     assert [(x.in_features, x.out_features) for x in lins] == [(3, 4 * m), (4 * m, 5 * m), (5 * m, 2)]
@@ -160,7 +194,9 @@ def test_conv_properties_and_repr() -> None:
     r = repr(conv)
     assert "in_channels=3, hidden_channels=[4], out_channels=3" in r and "negative_slope=0.5" in r
     assert "bias=False" in r and "Conv2d(3, 8, kernel_size=(1, 1)" in r
-    assert all(isinstance(m, nn.Conv2d) and m.bias is None for m in conv.layers if not isinstance(m, nn.LeakyReLU))
+    assert all(
+        isinstance(m, nn.Conv2d) and m.bias is None for m in conv.layers if not isinstance(m, nn.LeakyReLU)
+    )
     assert "in_features=3, hidden_features=[4, 4], out_features=3, activation='relu'" in repr(
         TransparentLinear(3, [4, 4], generator=0)
     )
@@ -203,6 +239,20 @@ def test_reset_parameters_redraws_and_stays_transparent() -> None:
     torch.testing.assert_close(layer(x), x @ t_w.T, atol=1e-5, rtol=0)
     layer.reset_parameters(generator=0)
     assert all(torch.equal(p, q) for p, q in zip(before, layer.parameters()))
+
+
+def test_reset_parameters_follows_dtype_changes() -> None:
+    layer = TransparentLinear(5, [6, 7], activation="leaky_relu", generator=0).double()
+    layer.reset_parameters(generator=3)
+    assert all(p.dtype == torch.float64 for p in layer.parameters())
+    x = torch.randn(20, 5, dtype=torch.float64) * 10
+    assert float((layer(x) - x).detach().abs().max()) <= 1e-10 * 10
+
+
+def test_no_bias_attribute_clash() -> None:
+    """Generic code doing ``if m.bias is not None`` over ``modules()`` must only meet real layers' biases."""
+    layer = TransparentLinear(3, [4], generator=0)
+    assert not hasattr(layer, "bias")
 
 
 def test_state_dict_round_trip() -> None:
@@ -255,3 +305,13 @@ def test_generator_on_device(device: torch.device) -> None:
     layer = TransparentLinear(3, [4], generator=g, device=device)
     x = torch.randn(5, 3, device=device)
     torch.testing.assert_close(layer(x), x, atol=1e-5, rtol=0)
+
+
+def test_gradcheck_float64() -> None:
+    """No custom autograd here, but the stack must be differentiable like the plain layers it is."""
+    layer = TransparentLinear(
+        3, [4], activation="leaky_relu", negative_slope=0.2, generator=0, dtype=torch.float64
+    )
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
+    assert torch.autograd.gradgradcheck(layer, (x,))
