@@ -264,18 +264,20 @@ def generate_synthetic_voc(
         "image_size": [h, w], "seed": int(seed), "sbd": bool(sbd), "num_sbd_extra": extra,
         "band_radius": int(band_radius), "jpeg_quality": int(jpeg_quality),
     }
-    marker = root / _MARKER
-    if marker.is_file():
-        try:
-            if json.loads(marker.read_text()) == params:
-                return root
-        except (json.JSONDecodeError, OSError):
-            pass
-        marker.unlink()
-
     names = [f"synth_{i:06d}" for i in range(num_train + num_val + extra)]
     train, val, sbd_only = names[:num_train], names[num_train:num_train + num_val], names[num_train + num_val:]
     jpeg_dir, mask_dir, aug_dir = root / "JPEGImages", root / "SegmentationClass", root / "SegmentationClassAug"
+    marker = root / _MARKER
+    if marker.is_file():
+        try:
+            same = json.loads(marker.read_text()) == params
+        except (json.JSONDecodeError, OSError):
+            same = False
+        expected = [jpeg_dir / f"{n}.jpg" for n in names] + [mask_dir / f"{n}.png" for n in train + val]
+        expected += [aug_dir / f"{n}.png" for n in names] if sbd else []
+        if same and all(p.is_file() for p in expected):
+            return root
+        marker.unlink()
     for d in (jpeg_dir, mask_dir) + ((aug_dir,) if sbd else ()):
         d.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()

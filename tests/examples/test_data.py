@@ -355,3 +355,9 @@ def test_label_values_outside_range(voc_copy, sbd):
     with pytest.raises(ValueError, match=r"outside \{0\.\.20, 255\}: 21, 77, 254 \(3 pixels\)") as info:
         ds[0]
     assert str(ds.mask_path(0)) in str(info.value)
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(data, raise_on_error=False).failed == 0
