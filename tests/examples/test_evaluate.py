@@ -41,9 +41,10 @@ class StubJoint(nn.Module):
         seg = self.head(seg_input)
         b, c, h, w = seg.shape
         n_w = -(-w // self.cell)
-        ids = ((torch.arange(h)[:, None] // self.cell) * n_w + torch.arange(w)[None] // self.cell).reshape(-1)
+        ar_h, ar_w = torch.arange(h, device=seg.device), torch.arange(w, device=seg.device)
+        ids = ((ar_h[:, None] // self.cell) * n_w + ar_w[None] // self.cell).reshape(-1)
         k = int(ids.max()) + 1
-        sums = torch.zeros(b, c, k).index_add_(2, ids, seg.flatten(2))
+        sums = torch.zeros(b, c, k, device=seg.device).index_add_(2, ids, seg.flatten(2))
         means = sums / torch.bincount(ids, minlength=k)
         logits = means[:, :, ids].view(b, c, h, w)
         return {
@@ -160,3 +161,12 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     assert payload["joint"]["consistency"] == 1.0 and payload["joint"]["num_images"] == 3
     assert payload["resolution"] == ("full" if size_args == ["--full-size"] else 16)
     assert len(list((out / "panels").glob("*.png"))) == 2
+
+
+def test_evaluate_on_device_matches_cpu(voc, device):
+    loader = DataLoader(build_dataset(voc, "val"), batch_size=1)
+    cpu = evaluate(StubJoint(), loader, device="cpu", progress=False)
+    dev = evaluate(StubJoint().to(device), loader, device=device, progress=False)
+    assert dev["joint"]["consistency"] == 1.0
+    assert dev["joint"]["num_pixels"] == cpu["joint"]["num_pixels"]
+    assert abs(dev["joint"]["miou"] - cpu["joint"]["miou"]) < 0.02

@@ -297,3 +297,16 @@ def test_voc_names_tables_and_json():
     payload = json.loads(metrics.dumps(r))
     assert payload["per_class_iou"]["cat"] is None and payload["miou"] == 1.0
     assert to_jsonable({"a": [float("nan"), 1.0, torch.tensor([2.0])]}) == {"a": [None, 1.0, [2.0]]}
+
+
+def test_device_inputs_match_cpu(device):
+    g = torch.Generator().manual_seed(1)
+    pred = torch.randint(0, 4, (2, 9, 11), generator=g)
+    target = torch.randint(0, 4, (2, 9, 11), generator=g)
+    target[:, 0] = 255
+    sp = torch.randint(0, 3, (2, 9, 11), generator=g)
+    cpu, dev = SegmentationMetrics(num_classes=4), SegmentationMetrics(num_classes=4)
+    cpu.update(pred, target, sp)
+    dev.update(pred.to(device), target.to(device), sp.to(device))
+    a, b = cpu.compute(), dev.compute()
+    assert a == b
