@@ -37,7 +37,7 @@ from examples.voc_joint.metrics import (  # noqa: E402
 )
 from examples.voc_joint.visualize import save_panel  # noqa: E402
 
-__all__ = ["evaluate", "main"]
+__all__ = ["evaluate", "split_results", "main"]
 
 
 def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -> None:
@@ -82,10 +82,11 @@ def evaluate(
         amp (bool): autocast to float16 on CUDA.
 
     Returns:
-        dict: ``{"joint": metrics of out["logits"], "baseline": metrics of out["seg_logits"] (None when the model
-        gives none), "panels": [paths], "seconds": float, "images_per_second": float}``; each metrics dict is
-        :meth:`SegmentationMetrics.compute` (superpixel metrics use ``out["superpixels"]`` for both, NaN when it
-        is None).
+        dict: the metrics of the final ``out["logits"]`` (every key of :meth:`SegmentationMetrics.compute`:
+        ``res["miou"]``, ``res["boundary_miou"]["3"]``, ...) plus ``"baseline"`` (the same metrics of
+        ``out["seg_logits"]``, or None when the model gives none), ``"panels"`` (list of PNG paths),
+        ``"seconds"`` and ``"images_per_second"``. Superpixel metrics of both use ``out["superpixels"]`` (NaN
+        when it is None).
     """
     from tqdm.auto import tqdm
 
@@ -141,7 +142,7 @@ def evaluate(
     seconds = time.perf_counter() - start
     joint = joint_m.compute()
     return {
-        "joint": joint,
+        **joint,
         "baseline": base_m.compute() if has_baseline else None,
         "panels": panels,
         "seconds": seconds,
@@ -149,8 +150,14 @@ def evaluate(
     }
 
 
-def _results_by_model(results: dict) -> dict:
-    return {k: results[k] for k in ("baseline", "joint") if results.get(k) is not None}
+_EXTRA_KEYS = ("baseline", "panels", "seconds", "images_per_second")
+
+
+def split_results(results: dict) -> dict:
+    """``{"baseline": ..., "joint": ...}`` (baseline left out when absent) from an :func:`evaluate` result, ready
+    for :func:`~examples.voc_joint.metrics.format_table`."""
+    joint = {k: v for k, v in results.items() if k not in _EXTRA_KEYS}
+    return {"baseline": results["baseline"], "joint": joint} if results.get("baseline") else {"joint": joint}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,13 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     mode = "full images" if full_size else f"{args.crop_size}x{args.crop_size} centre crops"
     title = f"{args.split} ({len(dataset)} images, {mode}) -- {args.checkpoint}"
-    by_model = _results_by_model(results)
+    by_model = split_results(results)
     print(format_table(by_model, title=title))
     print()
     print(format_per_class_table(by_model, title="per-class IoU (%)"))
     payload = {
         "checkpoint": str(args.checkpoint), "data_root": str(dataset.root), "split": args.split, "sbd": args.sbd,
-        "resolution": "full" if full_size else args.crop_size, "config": config, **results,
+        "resolution": "full" if full_size else args.crop_size, "config": config, **by_model,
+        "panels": results["panels"], "seconds": results["seconds"], "images_per_second": results["images_per_second"],
     }
     (out_dir / "metrics.json").write_text(json.dumps(to_jsonable(payload), indent=2, allow_nan=False, default=str) + "\n")
     print(f"\nmetrics: {out_dir / 'metrics.json'}")

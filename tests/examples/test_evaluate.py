@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from examples.voc_joint import evaluate as evaluate_mod  # noqa: E402
 from examples.voc_joint.data import build_dataset  # noqa: E402
-from examples.voc_joint.evaluate import evaluate  # noqa: E402
+from examples.voc_joint.evaluate import evaluate, split_results  # noqa: E402
 from examples.voc_joint.metrics import SegmentationMetrics  # noqa: E402
 from examples.voc_joint.synthetic import generate_synthetic_voc  # noqa: E402
 
@@ -67,8 +67,9 @@ def test_evaluate_full_size(voc, tmp_path):
     model = StubJoint().train()
     res = evaluate(model, loader, device="cpu", panels_dir=tmp_path / "panels", max_panels=2, progress=False)
     assert model.training  # mode restored
-    assert set(res) == {"joint", "baseline", "panels", "seconds", "images_per_second"}
-    joint, base = res["joint"], res["baseline"]
+    assert set(res) == set(SegmentationMetrics().compute()) | {"baseline", "panels", "seconds", "images_per_second"}
+    joint, base = split_results(res)["joint"], res["baseline"]
+    assert set(joint) == set(base) == set(SegmentationMetrics().compute())
     assert joint["num_images"] == base["num_images"] == 3
     assert joint["num_pixels"] == base["num_pixels"] == sum(int((ds[i]["target"] != 255).sum()) for i in range(3))
     assert joint["consistency"] == 1.0 and joint["consistency_pixels"] == 1.0
@@ -93,7 +94,7 @@ def test_evaluate_equals_manual_accumulation(voc):
             out = model(s["seg_input"], s["spixel_input"])
             joint.update(out["logits"].argmax(1), s["target"], out["superpixels"])
             base.update(out["seg_logits"].argmax(1), s["target"], out["superpixels"])
-    assert _same(res["joint"], joint.compute())
+    assert _same(split_results(res)["joint"], joint.compute())
     assert _same(res["baseline"], base.compute())
 
 
@@ -109,8 +110,8 @@ def test_model_without_superpixels_or_baseline(voc):
     loader = DataLoader(build_dataset(voc, "val"), batch_size=1)
     res = evaluate(StubJoint(superpixels=False, baseline=False), loader, device="cpu", progress=False)
     assert res["baseline"] is None and res["panels"] == []
-    assert math.isnan(res["joint"]["asa"]) and math.isnan(res["joint"]["consistency"])
-    assert 0 <= res["joint"]["miou"] <= 1
+    assert math.isnan(res["asa"]) and math.isnan(res["consistency"])
+    assert 0 <= res["miou"] <= 1 and list(split_results(res)) == ["joint"]
 
 
 class _BadModel(nn.Module):
@@ -167,6 +168,6 @@ def test_evaluate_on_device_matches_cpu(voc, device):
     loader = DataLoader(build_dataset(voc, "val"), batch_size=1)
     cpu = evaluate(StubJoint(), loader, device="cpu", progress=False)
     dev = evaluate(StubJoint().to(device), loader, device=device, progress=False)
-    assert dev["joint"]["consistency"] == 1.0
-    assert dev["joint"]["num_pixels"] == cpu["joint"]["num_pixels"]
-    assert abs(dev["joint"]["miou"] - cpu["joint"]["miou"]) < 0.02
+    assert dev["consistency"] == 1.0
+    assert dev["num_pixels"] == cpu["num_pixels"]
+    assert abs(dev["miou"] - cpu["miou"]) < 0.02
