@@ -3,7 +3,8 @@
     python docs/_scripts/make_synthetic_figure.py
 
 writes ``docs/_static/synthetic_voc_samples.png`` (images above their palette masks; cream = ignore band) and
-``docs/_static/trimap_bands.png`` (a mask and its trimap bands of width 1, 3 and 5 pixels,\nin colour; pixels outside the band are faded).
+``docs/_static/trimap_bands.png`` (a mask and its trimap bands of width 1, 3 and 5 pixels in colour;
+pixels outside the band are faded).
 """
 
 from __future__ import annotations

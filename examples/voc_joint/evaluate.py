@@ -27,7 +27,12 @@ from torch import Tensor, nn
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.voc_joint.data import IGNORE_INDEX, NUM_CLASSES, build_dataset, ensure_synthetic_voc  # noqa: E402
+from examples.voc_joint.data import (  # noqa: E402
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    build_dataset,
+    ensure_synthetic_voc,
+)
 from examples.voc_joint.metrics import (  # noqa: E402
     SegmentationMetrics,
     format_per_class_table,
@@ -44,9 +49,10 @@ def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -
     if not isinstance(logits, Tensor) or logits.dim() != 4:
         raise ValueError(f"model output '{name}' must be a Tensor[B, {num_classes}, H, W], got "
                          f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}")
-    if logits.shape[1] != num_classes or logits.shape[0] != target.shape[0] or logits.shape[-2:] != target.shape[-2:]:
-        raise ValueError(f"model output '{name}' has shape {tuple(logits.shape)}; expected "
-                         f"{(target.shape[0], num_classes, *target.shape[-2:])} (batch, classes, target size)")
+    expected = (target.shape[0], num_classes, *target.shape[-2:])
+    if tuple(logits.shape) != expected:
+        raise ValueError(f"model output '{name}' has shape {tuple(logits.shape)}; expected {expected} "
+                         "(batch, classes, target size)")
 
 
 @torch.no_grad()
@@ -73,8 +79,8 @@ def evaluate(
         device (torch.device | str): where the model runs.
         num_classes (int): C.
         boundary_widths (Sequence[int]): trimap widths (pixels on each side of a ground-truth edge).
-        panels_dir (str | Path | None): write PNG panels (image + superpixels | ground truth | baseline | joint)
-            of the first ``max_panels`` images here.
+        panels_dir (str | Path | None): write PNG panels (image + superpixels | ground truth | baseline |
+            joint) of the first ``max_panels`` images here.
         max_panels (int): number of panels.
         progress (bool): show a tqdm progress bar with the running mIoU.
         boundary_tolerance (int): superpixel boundary-recall tolerance in pixels.
@@ -136,7 +142,8 @@ def evaluate(
                     panels.append(str(path))
             if progress:
                 iou = iou_from_confusion(joint_m.confusion)
-                bar.set_postfix(mIoU=f"{100 * float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else 0:.1f}")
+                iou = iou[~iou.isnan()]
+                bar.set_postfix(mIoU=f"{100 * float(iou.mean()) if iou.numel() else 0.0:.1f}")
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
@@ -154,8 +161,8 @@ _EXTRA_KEYS = ("baseline", "panels", "seconds", "images_per_second")
 
 
 def split_results(results: dict) -> dict:
-    """``{"baseline": ..., "joint": ...}`` (baseline left out when absent) from an :func:`evaluate` result, ready
-    for :func:`~examples.voc_joint.metrics.format_table`."""
+    """``{"baseline": ..., "joint": ...}`` (baseline left out when absent) from an :func:`evaluate` result,
+    ready for :func:`~examples.voc_joint.metrics.format_table`."""
     joint = {k: v for k, v in results.items() if k not in _EXTRA_KEYS}
     return {"baseline": results["baseline"], "joint": joint} if results.get("baseline") else {"joint": joint}
 
@@ -164,22 +171,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python -m examples.voc_joint.evaluate --help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m examples.voc_joint.evaluate",
-        description="Evaluate a checkpoint: mIoU, per-class IoU, boundary (trimap) mIoU, superpixel ASA / boundary "
-                    "recall / count and consistency for the joint and the baseline predictions; prints tables, "
-                    "writes metrics.json and PNG panels.",
+        description="Evaluate a checkpoint: mIoU, per-class IoU, boundary (trimap) mIoU, superpixel "
+                    "ASA / boundary recall / count and consistency for the joint and the baseline "
+                    "predictions; prints tables, writes metrics.json and PNG panels.",
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint written by train.py")
     parser.add_argument("--data-root", type=Path, default=None,
-                        help="VOC2012 folder (or its VOCdevkit parent); default: the synthetic set in the cache")
+                        help="VOC2012 folder (or its VOCdevkit parent); default: the cached synthetic set")
     parser.add_argument("--split", default="val", help="list name in ImageSets (default val)")
-    parser.add_argument("--sbd", action="store_true", help="read SegmentationClassAug + ImageSets/SegmentationAug")
+    parser.add_argument("--sbd", action="store_true",
+                        help="read SegmentationClassAug + ImageSets/SegmentationAug")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--full-size", action="store_true",
-                      help="evaluate whole images with batch size 1 (the default when --crop-size is not given)")
-    size.add_argument("--crop-size", type=int, default=None, help="evaluate centre crops of this size instead")
+                      help="evaluate whole images with batch size 1 (the default without --crop-size)")
+    size.add_argument("--crop-size", type=int, default=None,
+                      help="evaluate centre crops of this size instead")
     parser.add_argument("--pad-to-multiple", type=int, default=None,
-                        help="pad full images bottom/right to a multiple (label 255: padding is never scored)")
-    parser.add_argument("--batch-size", type=int, default=8, help="batch size for --crop-size (full size uses 1)")
+                        help="pad full images bottom/right to a multiple (label 255: never scored)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="batch size for --crop-size (full size uses 1)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
@@ -220,11 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_per_class_table(by_model, title="per-class IoU (%)"))
     payload = {
-        "checkpoint": str(args.checkpoint), "data_root": str(dataset.root), "split": args.split, "sbd": args.sbd,
+        "checkpoint": str(args.checkpoint), "data_root": str(dataset.root), "split": args.split,
+        "sbd": args.sbd,
         "resolution": "full" if full_size else args.crop_size, "config": config, **by_model,
-        "panels": results["panels"], "seconds": results["seconds"], "images_per_second": results["images_per_second"],
+        "panels": results["panels"], "seconds": results["seconds"],
+        "images_per_second": results["images_per_second"],
     }
-    (out_dir / "metrics.json").write_text(json.dumps(to_jsonable(payload), indent=2, allow_nan=False, default=str) + "\n")
+    text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False, default=str)
+    (out_dir / "metrics.json").write_text(text + "\n")
     print(f"\nmetrics: {out_dir / 'metrics.json'}")
     if results["panels"]:
         print(f"panels:  {out_dir / 'panels'} ({len(results['panels'])} PNG)")

@@ -1,7 +1,7 @@
 r"""Segmentation, boundary and superpixel metrics, accumulated over a whole data set.
 
-Everything is computed from integer maps: predictions ``pred`` (LongTensor[B, H, W] in ``0..C-1``), ground truth
-``target`` (LongTensor[B, H, W] in ``0..C-1`` or ``ignore_index``) and optionally superpixels
+Everything is computed from integer maps: predictions ``pred`` (LongTensor[B, H, W] in ``0..C-1``),
+ground truth ``target`` (LongTensor[B, H, W] in ``0..C-1`` or ``ignore_index``) and optionally superpixels
 (LongTensor[B, H, W] of non-negative ids, any numbering).
 
 * **Confusion matrix** :math:`M_{ij}` = number of valid pixels (``target != ignore_index``) of true class
@@ -9,14 +9,15 @@ Everything is computed from integer maps: predictions ``pred`` (LongTensor[B, H,
   evaluators.
 * **IoU** of class :math:`c`: :math:`M_{cc} / (\sum_j M_{cj} + \sum_i M_{ic} - M_{cc})`; NaN when the class is
   neither present nor predicted; **mIoU** is the NaN-mean over classes. **Pixel accuracy**
-  :math:`\sum_c M_{cc} / \sum_{ij} M_{ij}`; **mean class accuracy** the NaN-mean of :math:`M_{cc}/\sum_j M_{cj}`.
-* **Boundary (trimap) mIoU** of width :math:`w`: the mIoU of the confusion matrix restricted to the band of the
-  :math:`w` pixels on each side of every ground-truth label change (:func:`boundary_band`).
+  :math:`\sum_c M_{cc} / \sum_{ij} M_{ij}`; **mean class accuracy** the NaN-mean of
+  :math:`M_{cc}/\sum_j M_{cj}`.
+* **Boundary (trimap) mIoU** of width :math:`w`: the mIoU of the confusion matrix restricted to the band of
+  the :math:`w` pixels on each side of every ground-truth label change (:func:`boundary_band`).
 * **Superpixel quality** (needs superpixels): achievable segmentation accuracy
   :math:`\mathrm{ASA} = \sum_s \max_c |s \cap g_c| / \sum_s |s|` over valid pixels (the best accuracy any
-  prediction constant on superpixels can reach), boundary recall with a tolerance of :math:`t` pixels (share of
-  ground-truth edge pixels with a superpixel edge pixel within Chebyshev distance :math:`t`), and the mean number
-  of (non-empty) superpixels per image. ASA and boundary recall are pooled over the whole set.
+  prediction constant on superpixels can reach), boundary recall with a tolerance of :math:`t` pixels (share
+  of ground-truth edge pixels with a superpixel edge pixel within Chebyshev distance :math:`t`), and the mean
+  number of (non-empty) superpixels per image. ASA and boundary recall are pooled over the whole set.
 * **Consistency** (needs superpixels): the share of superpixels whose pixels all get the same predicted label
   (``consistency``) and the share of pixels whose prediction equals their superpixel's majority prediction
   (``consistency_pixels``); both are 1 (100 %) for predictions uniformized on the same superpixels. All pixels
@@ -92,7 +93,7 @@ def confusion_matrix(
 
 
 def iou_from_confusion(cm: Tensor) -> Tensor:
-    """Per-class IoU (Tensor[C], float64) from a confusion matrix; NaN where a class is absent and not predicted."""
+    """Per-class IoU (Tensor[C], float64) of a confusion matrix; NaN for classes absent and not predicted."""
     cm = cm.double()
     inter = cm.diagonal()
     union = cm.sum(0) + cm.sum(1) - inter
@@ -105,10 +106,10 @@ def _nanmean(x: Tensor) -> float:
 
 
 def label_edges(labels: Tensor) -> Tensor:
-    """Pixels next to a label change: ``labels[p] != labels[q]`` for a 4-neighbour ``q`` (BoolTensor[B, H, W]).
+    """Pixels next to a label change, ``labels[p] != labels[q]`` for a 4-neighbour ``q`` (Bool[B, H, W]).
 
-    Both sides of a change are marked; the image border is not an edge. ``ignore_index`` counts as a label, so a
-    VOC void band yields edges on both of its sides.
+    Both sides of a change are marked; the image border is not an edge. ``ignore_index`` counts as a label, so
+    a VOC void band yields edges on both of its sides.
     """
     if labels.dim() != 3:
         raise ValueError(f"labels must have shape [B, H, W], got {tuple(labels.shape)}")
@@ -133,9 +134,9 @@ def _dilate(mask: Tensor, radius: int) -> Tensor:
 def boundary_band(target: Tensor, width: int) -> Tensor:
     r"""Trimap band of ``width`` pixels on each side of every label change of ``target``.
 
-    The band is :math:`\{p : d_\infty(p, E) \le w - 1\}` with :math:`E` = :func:`label_edges` (pixels adjacent to a
-    change), computed as a stride-1 max-pool of :math:`E` with a :math:`(2w-1)^2` window. For a vertical step edge
-    between columns 4 and 5, width 1 gives columns 4-5 and width 3 columns 2-7.
+    The band is :math:`\{p : d_\infty(p, E) \le w - 1\}` with :math:`E` = :func:`label_edges` (pixels adjacent
+    to a change), computed as a stride-1 max-pool of :math:`E` with a :math:`(2w-1)^2` window. For a vertical
+    step edge between columns 4 and 5, width 1 gives columns 4-5 and width 3 columns 2-7.
 
     Args:
         target (LongTensor[B, H, W]): label map (``ignore_index`` included as a label).
@@ -193,7 +194,7 @@ def superpixel_scores(
 
 
 class SegmentationMetrics:
-    """Accumulate confusion matrices (whole image and boundary bands) and superpixel statistics over a data set.
+    """Accumulate confusion matrices (whole image, boundary bands) and superpixel statistics over a data set.
 
     Args:
         num_classes (int): C (21 for VOC).
@@ -257,7 +258,8 @@ class SegmentationMetrics:
         self.confusion += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
         for w in self.boundary_widths:
             band = boundary_band(target, w)
-            self.band_confusion[w] += confusion_matrix(pred, target, self.num_classes, self.ignore_index, band)
+            self.band_confusion[w] += confusion_matrix(pred, target, self.num_classes, self.ignore_index,
+                                                       band)
         if superpixels is not None:
             sums = superpixel_scores(pred, target, superpixels.to(pred.device), self.num_classes,
                                      self.ignore_index, self.boundary_tolerance)
@@ -276,7 +278,8 @@ class SegmentationMetrics:
         cm = self.confusion.double()
         iou = iou_from_confusion(self.confusion)
         rows = cm.sum(1)
-        class_acc = torch.where(rows > 0, cm.diagonal() / rows.clamp_min(1), torch.full_like(rows, float("nan")))
+        nan = torch.full_like(rows, float("nan"))
+        class_acc = torch.where(rows > 0, cm.diagonal() / rows.clamp_min(1), nan)
         total = float(cm.sum())
         s = self.superpixel_sums
 
@@ -288,7 +291,9 @@ class SegmentationMetrics:
             "pixel_accuracy": float(cm.diagonal().sum()) / total if total else float("nan"),
             "mean_class_accuracy": _nanmean(class_acc),
             "per_class_iou": {n: float(v) for n, v in zip(self.class_names, iou)},
-            "boundary_miou": {str(w): _nanmean(iou_from_confusion(m)) for w, m in self.band_confusion.items()},
+            "boundary_miou": {
+                str(w): _nanmean(iou_from_confusion(m)) for w, m in self.band_confusion.items()
+            },
             "boundary_pixels": {str(w): int(m.sum()) for w, m in self.band_confusion.items()},
             "consistency": ratio("pure_superpixels", "superpixels"),
             "consistency_pixels": ratio("majority_pixels", "pixels"),
@@ -348,7 +353,8 @@ def _render(header: list[str], body: list[list[str]], title: str | None) -> str:
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
 
     def line(row: list[str]) -> str:
-        return "  ".join(str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row))
+        cells = (str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row))
+        return "  ".join(cells)
 
     rule = "-" * len(line(header))
     out = ([title] if title else []) + [line(header), rule] + [line(r) for r in body]

@@ -1,7 +1,7 @@
 """PNG panels: image with superpixel contours | ground truth | baseline prediction | joint prediction.
 
-Label maps are drawn in the VOC palette (ignore = 255 in cream), superpixel contours in yellow; small images are
-upscaled (nearest) so that the panels stay legible. Pure PIL + numpy (no display needed).
+Label maps are drawn in the VOC palette (ignore = 255 in cream), superpixel contours in yellow; small images
+are upscaled (nearest) so that the panels stay legible. Pure PIL + numpy (no display needed).
 """
 
 from __future__ import annotations
@@ -57,9 +57,11 @@ def _to_uint8_image(image: Tensor | np.ndarray) -> np.ndarray:
 
 
 def overlay_contours(
-    image: Tensor | np.ndarray, superpixels: Tensor | np.ndarray | None, color: tuple[int, int, int] = (255, 230, 0)
+    image: Tensor | np.ndarray,
+    superpixels: Tensor | np.ndarray | None,
+    color: tuple[int, int, int] = (255, 230, 0),
 ) -> np.ndarray:
-    """The image (Tensor[3, H, W] in [0, 1] or uint8) as uint8 [H, W, 3] with superpixel contours drawn on it."""
+    """The image (Tensor[3, H, W] in [0, 1] or uint8) as uint8 [H, W, 3] with superpixel contours on it."""
     out = _to_uint8_image(image).copy()
     if superpixels is not None:
         edge = superpixel_contours(superpixels)
@@ -85,7 +87,8 @@ def make_panel(
     Args:
         image (Tensor[3, H, W]): float image in [0, 1] (or uint8).
         target (LongTensor[H, W]): ground truth.
-        baseline (LongTensor[H, W] | None): baseline (plain segmentation network) prediction; tile blank if None.
+        baseline (LongTensor[H, W] | None): baseline (plain segmentation network) prediction; tile blank if
+            None.
         joint (LongTensor[H, W] | None): joint model prediction; tile blank if None.
         superpixels (LongTensor[H, W] | None): contours drawn on the image.
         titles (Sequence[str]): four tile titles.

@@ -34,7 +34,8 @@ SIZE = (32, 48)
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory):
-    return generate_synthetic_voc(tmp_path_factory.mktemp("voc"), num_train=4, num_val=2, image_size=SIZE, seed=1)
+    root = tmp_path_factory.mktemp("voc")
+    return generate_synthetic_voc(root, num_train=4, num_val=2, image_size=SIZE, seed=1)
 
 
 @pytest.fixture
@@ -66,7 +67,8 @@ def test_normalization():
 @pytest.mark.parametrize("sbd", [False, True])
 def test_round_trip_through_loader(voc, sbd):
     ds = VOCSegmentation(voc, "train", sbd=sbd)
-    listed = (voc / "ImageSets" / ("SegmentationAug" if sbd else "Segmentation") / "train.txt").read_text().split()
+    list_dir = voc / "ImageSets" / ("SegmentationAug" if sbd else "Segmentation")
+    listed = (list_dir / "train.txt").read_text().split()
     assert ds.names == listed and len(ds) == (6 if sbd else 4)
     for i in range(len(ds)):
         s = ds[i]

@@ -26,7 +26,7 @@ SIZE = (30, 44)  # not multiples of the cell size: partial border cells
 
 
 class StubJoint(nn.Module):
-    """A 1x1 conv "segmentation network", grid superpixels of ``cell`` px and logits averaged per superpixel."""
+    """A 1x1 conv "segmentation network", grid superpixels of ``cell`` px, logits averaged per superpixel."""
 
     def __init__(self, cell: int = 6, superpixels: bool = True, baseline: bool = True) -> None:
         super().__init__()
@@ -67,11 +67,13 @@ def test_evaluate_full_size(voc, tmp_path):
     model = StubJoint().train()
     res = evaluate(model, loader, device="cpu", panels_dir=tmp_path / "panels", max_panels=2, progress=False)
     assert model.training  # mode restored
-    assert set(res) == set(SegmentationMetrics().compute()) | {"baseline", "panels", "seconds", "images_per_second"}
+    extra = {"baseline", "panels", "seconds", "images_per_second"}
+    assert set(res) == set(SegmentationMetrics().compute()) | extra
     joint, base = split_results(res)["joint"], res["baseline"]
     assert set(joint) == set(base) == set(SegmentationMetrics().compute())
     assert joint["num_images"] == base["num_images"] == 3
-    assert joint["num_pixels"] == base["num_pixels"] == sum(int((ds[i]["target"] != 255).sum()) for i in range(3))
+    valid = sum(int((ds[i]["target"] != 255).sum()) for i in range(3))
+    assert joint["num_pixels"] == base["num_pixels"] == valid
     assert joint["consistency"] == 1.0 and joint["consistency_pixels"] == 1.0
     assert base["consistency"] < 1.0
     assert joint["asa"] == base["asa"] and 0 < joint["asa"] <= 1
@@ -151,12 +153,14 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     fake.load_model_from_checkpoint = load_model_from_checkpoint
     monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
     out = tmp_path / "eval"
-    rc = evaluate_mod.main(["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(voc), "--split", "val",
+    rc = evaluate_mod.main(["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(voc),
+                            "--split", "val",
                             *size_args, "--out", str(out), "--max-panels", "2", "--no-progress",
                             "--boundary-widths", "1", "4"])
     assert rc == 0 and calls == {"path": tmp_path / "ckpt.pt", "map_location": "cpu"}
     text = capsys.readouterr().out
-    assert "baseline" in text and "joint" in text and "boundary mIoU, 4 px (%)" in text and "aeroplane" in text
+    assert "baseline" in text and "joint" in text and "aeroplane" in text
+    assert "boundary mIoU, 4 px (%)" in text
     payload = json.loads((out / "metrics.json").read_text())
     assert payload["split"] == "val" and payload["config"]["stage"] == "joint"
     assert payload["joint"]["consistency"] == 1.0 and payload["joint"]["num_images"] == 3

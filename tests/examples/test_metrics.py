@@ -1,4 +1,4 @@
-"""Metrics against hand-computed confusion matrices, hand-made boundary and superpixel cases, loop references."""
+"""Metrics against hand-computed confusion matrices, hand-made boundary/superpixel cases, loop references."""
 
 from __future__ import annotations
 
@@ -223,7 +223,8 @@ def _loop_superpixel(pred, target, sp, c, tol):
     gt_edge = _loop_band(target, 1) & (target != 255).numpy()
     sp_near = _loop_band(sp, tol + 1)
     br_hits, br_edges = int((gt_edge & sp_near).sum()), int(gt_edge.sum())
-    return dict(asa_hits=asa_hits, asa_pixels=asa_pix, br_hits=br_hits, br_edges=br_edges, pure_superpixels=pure,
+    return dict(asa_hits=asa_hits, asa_pixels=asa_pix, br_hits=br_hits, br_edges=br_edges,
+                pure_superpixels=pure,
                 superpixels=k_all, majority_pixels=maj, pixels=pix, images=pred.shape[0])
 
 
@@ -254,7 +255,7 @@ def test_superpixels_with_channel_dim_accepted():
     "pred, target, sp, exc, match",
     [
         (torch.zeros(1, 2, 2), T([[[0, 0], [0, 0]]]), None, TypeError, "pred must be an integer"),
-        (T([[0, 0], [0, 0]])[None, None], T([[0, 0], [0, 0]])[None, None], None, ValueError, "pred must have shape"),
+        (T([[[[0, 0]]]]), T([[[[0, 0]]]]), None, ValueError, "pred must have shape"),
         (T([[[0, 0]]]), T([[[0, 0, 0]]]), None, ValueError, "same shape"),
         (T([[[0, 5]]]), T([[[0, 0]]]), None, ValueError, r"pred values must lie in \[0, 3\)"),
         (T([[[0, 0]]]), T([[[0, 7]]]), None, ValueError, r"target values .* got \[7\]"),
@@ -271,7 +272,8 @@ def test_update_errors(pred, target, sp, exc, match):
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"num_classes": 0}, "num_classes"), ({"boundary_widths": (0,)}, "boundary_widths"),
-     ({"boundary_tolerance": -1}, "boundary_tolerance"), ({"num_classes": 2, "class_names": ["a"]}, "class_names")],
+     ({"boundary_tolerance": -1}, "boundary_tolerance"),
+     ({"num_classes": 2, "class_names": ["a"]}, "class_names")],
 )
 def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

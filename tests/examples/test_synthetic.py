@@ -30,7 +30,8 @@ def _digest(root):
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory):
-    return generate_synthetic_voc(tmp_path_factory.mktemp("syn"), num_train=4, num_val=2, image_size=SIZE, seed=3)
+    root = tmp_path_factory.mktemp("syn")
+    return generate_synthetic_voc(root, num_train=4, num_val=2, image_size=SIZE, seed=3)
 
 
 def test_layout_and_lists(voc):
