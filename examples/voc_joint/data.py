@@ -26,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -326,15 +327,13 @@ def _resolve_root(root: Path) -> Path:
 
 
 def _read_image(path: Path) -> Tensor:
-    """Read an RGB image as a uint8 tensor [3, H, W]; errors name the file."""
+    """Read an RGB image as a uint8 tensor [3, H, W] with ``torchvision.io``; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: '{path}'")
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as exc:
         raise ValueError(f"cannot read image file '{path}': {exc}") from exc
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
 def _read_mask(path: Path) -> np.ndarray:
