@@ -7,6 +7,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("torchvision")
 
@@ -363,3 +365,32 @@ def test_doctests():
     import doctest
 
     assert doctest.testmod(data, raise_on_error=False).failed == 0
+
+
+def test_seeded_dataloader_workers_are_reproducible(voc):
+    ds = build_dataset(voc, "train", crop_size=16, train=True)
+
+    def run(seed):
+        loader = DataLoader(ds, batch_size=2, shuffle=True, num_workers=2,
+                            generator=torch.Generator().manual_seed(seed))
+        return [(b["name"], b["target"]) for b in loader]
+
+    a, b, c = run(0), run(0), run(1)
+    assert all(na == nb and torch.equal(ta, tb) for (na, ta), (nb, tb) in zip(a, b))
+    assert any(na != nc or not torch.equal(ta, tc) for (na, ta), (nc, tc) in zip(a, c))
+
+
+@settings(max_examples=30)
+@given(
+    st.integers(1, 12), st.integers(1, 12), st.integers(1, 10), st.integers(1, 10),
+    st.floats(0.5, 2.0), st.integers(0, 2**31 - 1),
+)
+def test_train_transform_properties(h, w, ch, cw, s, seed):
+    torch.manual_seed(seed)
+    target = torch.randint(0, NUM_CLASSES, (h, w))
+    image = torch.rand(3, h, w)
+    img, tgt = train_transform((ch, cw), scale=(s, s))(image, target)
+    assert img.shape == (3, ch, cw) and tgt.shape == (ch, cw) and tgt.dtype == torch.int64
+    assert set(tgt.unique().tolist()) <= set(target.unique().tolist()) | {255}
+    assert torch.all(img[:, tgt == 255] == 0)  # only padding is 255 here, and padding is black
+    assert img.min() >= 0 and img.max() <= 1
