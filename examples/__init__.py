@@ -1,0 +1,1 @@
+"""Examples built on transinit (run from the repository root)."""

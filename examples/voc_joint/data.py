@@ -1,0 +1,494 @@
+"""PASCAL VOC 2012 (+ SBD-augmented) segmentation data: readers, joint image/mask transforms, normalization.
+
+Layouts read (``root`` may be the ``VOC2012`` folder itself, or a folder containing ``VOC2012`` or
+``VOCdevkit/VOC2012``)::
+
+    JPEGImages/<name>.jpg
+    SegmentationClass/<name>.png          VOC2012: palette PNGs (index = class, 255 = ignore band)
+    ImageSets/Segmentation/<split>.txt    VOC2012 lists: train (1464), val (1449), trainval
+    SegmentationClassAug/<name>.png       SBD-augmented: grayscale PNGs of raw labels (sbd=True)
+    ImageSets/SegmentationAug/<split>.txt SBD-augmented lists: train (10582 "trainaug"), val (1449)
+
+Joint transforms take and return ``(image, target)`` with ``image`` a float tensor [3, H, W] in [0, 1] and
+``target`` a long tensor [H, W]; their randomness comes from torch's global RNG (or a given
+``torch.Generator``), so seeded ``DataLoader`` workers and resumed runs repeat exactly. Padding fills the image
+with 0 and the label with 255 (ignored), never with 0 (which would be "background").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+__all__ = [
+    "NUM_CLASSES", "IGNORE_INDEX", "VOC_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "SPIXEL_MEAN",
+    "DEFAULT_CACHE", "voc_palette", "normalize_seg", "normalize_spixel", "VOCSegmentation",
+    "JointCompose", "RandomScale", "PadToSize", "RandomCrop", "RandomHorizontalFlip", "CenterCrop",
+    "PadToMultiple", "train_transform", "eval_transform", "build_dataset", "ensure_synthetic_voc",
+]
+
+NUM_CLASSES = 21
+IGNORE_INDEX = 255
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: SpixelFCN's input normalization: ``x - SPIXEL_MEAN`` on [0, 1] RGB, no division.
+SPIXEL_MEAN = (0.411, 0.432, 0.45)
+#: Cache folder of generated data (``$TRANSINIT_CACHE``, default ``~/.cache/transinit``).
+DEFAULT_CACHE = Path(os.environ.get("TRANSINIT_CACHE", "~/.cache/transinit")).expanduser()
+
+_VALID_LABELS = np.zeros(256, dtype=bool)
+_VALID_LABELS[:NUM_CLASSES] = True
+_VALID_LABELS[IGNORE_INDEX] = True
+
+
+def voc_palette() -> list[int]:
+    """The 256-entry VOC colour palette as a flat ``[r0, g0, b0, r1, ...]`` list (768 ints).
+
+    Colour of index ``i``: the bits of ``i`` are dealt out in turn to R, G, B, from the most significant bit
+    of each channel downwards. Index 255 (ignore) is (224, 224, 192).
+
+    Example:
+        >>> voc_palette()[3:6], voc_palette()[255 * 3:]
+        ([128, 0, 0], [224, 224, 192])
+    """
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def normalize_seg(image: Tensor) -> Tensor:
+    """ImageNet normalization ``(x - mean) / std`` of ``image`` (Tensor[..., 3, H, W] in [0, 1])."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image - mean) / std
+
+
+def normalize_spixel(image: Tensor) -> Tensor:
+    """SpixelFCN normalization ``x - (0.411, 0.432, 0.45)`` of ``image`` (Tensor[..., 3, H, W] in [0, 1])."""
+    return image - torch.tensor(SPIXEL_MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# joint transforms
+
+
+def _check_pair(image: Tensor, target: Tensor) -> None:
+    if image.dim() != 3 or target.dim() != 2 or image.shape[-2:] != target.shape:
+        raise ValueError(
+            f"expected image [3, H, W] and target [H, W] of the same size, got image {tuple(image.shape)} and "
+            f"target {tuple(target.shape)}"
+        )
+
+
+def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _randint(high_inclusive: int, generator: torch.Generator | None) -> int:
+    return int(torch.randint(0, high_inclusive + 1, (), generator=generator))
+
+
+def _size_pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"{name} must be a positive int or (H, W), got {size}")
+    return size  # type: ignore[return-value]
+
+
+class JointCompose:
+    """Apply joint ``(image, target)`` transforms in order."""
+
+    def __init__(self, transforms: Sequence[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        for t in self.transforms:
+            image, target = t(image, target)
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transforms})"
+
+
+class RandomScale:
+    """Rescale image (bilinear, antialiased) and target (nearest) by a factor drawn uniformly in ``scale``.
+
+    Args:
+        scale (tuple[float, float]): range of the factor applied to both sides (default 0.5 to 2).
+        generator (torch.Generator | None): RNG; default torch's global RNG.
+    """
+
+    def __init__(self, scale: tuple[float, float] = (0.5, 2.0), *, generator: torch.Generator | None = None) -> None:
+        lo, hi = (float(s) for s in scale)
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale must satisfy 0 < low <= high, got {scale}")
+        self.scale, self.generator = (lo, hi), generator
+
+    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        _check_pair(image, target)
+        s = _uniform(*self.scale, self.generator)
+        h, w = target.shape
+        size = [max(1, round(h * s)), max(1, round(w * s))]
+        image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True).clamp_(0, 1)
+        target = TF.resize(target[None].float(), size, interpolation=InterpolationMode.NEAREST_EXACT)[0].long()
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(scale={self.scale})"
+
+
+class PadToSize:
+    """Pad bottom and right up to at least ``size``: image with ``fill`` (0), target with 255 (ignored)."""
+
+    def __init__(self, size: int | Sequence[int], *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
+        self.size = _size_pair(size, "size")
+        self.fill, self.ignore_index = float(fill), int(ignore_index)
+
+    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        _check_pair(image, target)
+        h, w = target.shape
+        ph, pw = max(0, self.size[0] - h), max(0, self.size[1] - w)
+        if ph or pw:
+            image = TF.pad(image, [0, 0, pw, ph], fill=self.fill)
+            target = TF.pad(target[None], [0, 0, pw, ph], fill=self.ignore_index)[0]
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
+class PadToMultiple:
+    """Pad bottom and right to a multiple of ``multiple`` (image 0, target 255): full-size eval of stride-16 nets."""
+
+    def __init__(self, multiple: int, *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
+        if int(multiple) < 1:
+            raise ValueError(f"multiple must be >= 1, got {multiple}")
+        self.multiple, self.fill, self.ignore_index = int(multiple), float(fill), int(ignore_index)
+
+    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        h, w = target.shape
+        m = self.multiple
+        return PadToSize((-(-h // m) * m, -(-w // m) * m), fill=self.fill, ignore_index=self.ignore_index)(
+            image, target
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(multiple={self.multiple})"
+
+
+class RandomCrop:
+    """Crop a random ``size`` window (the input must be at least that large: pad first)."""
+
+    def __init__(self, size: int | Sequence[int], *, generator: torch.Generator | None = None) -> None:
+        self.size, self.generator = _size_pair(size, "size"), generator
+
+    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        _check_pair(image, target)
+        h, w = target.shape
+        ch, cw = self.size
+        if h < ch or w < cw:
+            raise ValueError(f"RandomCrop: input {h}x{w} is smaller than the crop {ch}x{cw}; pad it first")
+        top, left = _randint(h - ch, self.generator), _randint(w - cw, self.generator)
+        return image[:, top:top + ch, left:left + cw], target[top:top + ch, left:left + cw]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
+class CenterCrop:
+    """Pad (image 0, target 255) to at least ``size``, then crop the centre ``size`` window (deterministic)."""
+
+    def __init__(self, size: int | Sequence[int], *, ignore_index: int = IGNORE_INDEX) -> None:
+        self.size, self.ignore_index = _size_pair(size, "size"), int(ignore_index)
+
+    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        image, target = PadToSize(self.size, ignore_index=self.ignore_index)(image, target)
+        h, w = target.shape
+        ch, cw = self.size
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return image[:, top:top + ch, left:left + cw], target[top:top + ch, left:left + cw]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
+class RandomHorizontalFlip:
+    """Flip image and target left-right together with probability ``p``."""
+
+    def __init__(self, p: float = 0.5, *, generator: torch.Generator | None = None) -> None:
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p, self.generator = float(p), generator
+
+    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        _check_pair(image, target)
+        if float(torch.rand((), generator=self.generator)) < self.p:
+            image, target = TF.horizontal_flip(image), target.flip(-1)
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+def train_transform(
+    crop_size: int | Sequence[int],
+    scale: tuple[float, float] = (0.5, 2.0),
+    *,
+    hflip: bool = True,
+    generator: torch.Generator | None = None,
+) -> JointCompose:
+    """Training augmentation: random scale, pad (image 0, label 255), random crop, random horizontal flip.
+
+    Args:
+        crop_size (int | Sequence[int]): output ``(H, W)`` (an int means square).
+        scale (tuple[float, float]): range of the random scale factor.
+        hflip (bool): flip left-right with probability 0.5.
+        generator (torch.Generator | None): RNG for all draws (default: torch's global RNG).
+
+    Example:
+        >>> t = train_transform(8)
+        >>> _ = torch.manual_seed(0)
+        >>> img, tgt = t(torch.rand(3, 5, 6), torch.zeros(5, 6, dtype=torch.long))
+        >>> tuple(img.shape), tuple(tgt.shape)
+        ((3, 8, 8), (8, 8))
+    """
+    steps: list = [RandomScale(scale, generator=generator), PadToSize(crop_size), RandomCrop(crop_size, generator=generator)]
+    if hflip:
+        steps.append(RandomHorizontalFlip(0.5, generator=generator))
+    return JointCompose(steps)
+
+
+def eval_transform(crop_size: int | Sequence[int] | None = None, *, pad_to_multiple: int | None = None) -> JointCompose:
+    """Evaluation transform: ``crop_size`` None keeps the full image (use batch size 1), else centre crop/pad.
+
+    Args:
+        crop_size (int | Sequence[int] | None): centre crop ``(H, W)`` (padding image 0 / label 255 where the
+            image is smaller), or None for the full image.
+        pad_to_multiple (int | None): additionally pad bottom/right to a multiple (label 255, so the padding
+            never counts in the metrics).
+    """
+    steps: list = [] if crop_size is None else [CenterCrop(crop_size)]
+    if pad_to_multiple is not None:
+        steps.append(PadToMultiple(pad_to_multiple))
+    return JointCompose(steps)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data set
+
+
+def _resolve_root(root: Path) -> Path:
+    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+        if (candidate / "JPEGImages").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"no PASCAL VOC 2012 layout under '{root}': expected the folder '{root / 'JPEGImages'}' (or "
+        f"'{root / 'VOCdevkit' / 'VOC2012' / 'JPEGImages'}') next to 'SegmentationClass' (or "
+        "'SegmentationClassAug') and 'ImageSets/Segmentation' (or 'ImageSets/SegmentationAug'). "
+        "Point --data-root at an extracted VOCtrainval_11-May-2012.tar, or generate a synthetic set with "
+        "'python -m examples.voc_joint.synthetic --out DIR'."
+    )
+
+
+def _read_image(path: Path) -> Tensor:
+    """Read an RGB image as a uint8 tensor [3, H, W]; errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: '{path}'")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read image file '{path}': {exc}") from exc
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """Read a label PNG (palette "P" or grayscale "L") as a uint8 array [H, W]; errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"mask file not found: '{path}'")
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise ValueError(
+                    f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale ('L') PNG "
+                    "whose pixel values are the class indices"
+                )
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read mask file '{path}': {exc}") from exc
+    bad = ~_VALID_LABELS[arr]
+    if bad.any():
+        values = np.unique(arr[bad])
+        shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if values.size > 10 else "")
+        raise ValueError(
+            f"mask file '{path}' has label values outside {{0..{NUM_CLASSES - 1}, {IGNORE_INDEX}}}: {shown} "
+            f"({int(bad.sum())} pixels)"
+        )
+    return arr
+
+
+class VOCSegmentation(Dataset):
+    """PASCAL VOC 2012 semantic segmentation (optionally the SBD-augmented ``SegmentationClassAug`` set).
+
+    Args:
+        root (str | Path): the ``VOC2012`` folder (or a folder containing ``VOC2012`` or ``VOCdevkit/VOC2012``).
+        split (str): list file name without ``.txt``: ``train``, ``val``, ``trainval`` (VOC) or ``train``,
+            ``val`` (SBD-augmented).
+        sbd (bool): read ``SegmentationClassAug`` masks and ``ImageSets/SegmentationAug`` lists.
+        transform (Callable | None): joint transform ``(image, target) -> (image, target)`` on the float image
+            [3, H, W] in [0, 1] and the long target [H, W] (see :func:`train_transform`, :func:`eval_transform`).
+        mask_dir (str | Path | None): override the mask folder (absolute, or relative to the resolved root).
+        list_file (str | Path | None): override the list file (absolute, or relative to the resolved root).
+
+    A sample is a dict: ``image`` (Tensor[3, H, W] in [0, 1], for display), ``seg_input`` (ImageNet-normalized),
+    ``spixel_input`` (SpixelFCN-normalized), ``target`` (LongTensor[H, W] in {0..20, 255}) and ``name`` (str).
+
+    Raises:
+        FileNotFoundError: missing folder or list file (the message names it and the expected layout), or a
+            listed image/mask that does not exist (when the sample is read).
+        ValueError: an empty list file; an unreadable image or mask, a mask whose size differs from its image,
+            or label values outside {0..20, 255} (the message names the file and the values).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        sbd: bool = False,
+        transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+        mask_dir: str | Path | None = None,
+        list_file: str | Path | None = None,
+    ) -> None:
+        self.root = _resolve_root(Path(root).expanduser())
+        self.split, self.sbd, self.transform = split, bool(sbd), transform
+        self.image_dir = self.root / "JPEGImages"
+        default_mask = "SegmentationClassAug" if self.sbd else "SegmentationClass"
+        self.mask_dir = self.root / (mask_dir if mask_dir is not None else default_mask)
+        if not self.mask_dir.is_dir():
+            raise FileNotFoundError(
+                f"mask folder not found: '{self.mask_dir}' (expected "
+                + ("SBD-augmented label PNGs in 'SegmentationClassAug/'" if self.sbd
+                   else "VOC2012 palette PNGs in 'SegmentationClass/'") + f" under '{self.root}')"
+            )
+        list_dir = self.root / "ImageSets" / ("SegmentationAug" if self.sbd else "Segmentation")
+        self.list_file = self.root / list_file if list_file is not None else list_dir / f"{split}.txt"
+        if not self.list_file.is_file():
+            found = sorted(p.stem for p in list_dir.glob("*.txt")) if list_dir.is_dir() else []
+            raise FileNotFoundError(
+                f"split list file not found: '{self.list_file}' (expected one image name per line in "
+                f"'{list_dir}/<split>.txt'; available splits: {found or 'none'})"
+            )
+        self.names = [ln.split()[0] for ln in self.list_file.read_text().splitlines() if ln.strip()]
+        if not self.names:
+            raise ValueError(f"split list file '{self.list_file}' is empty")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def image_path(self, index: int) -> Path:
+        """Path of the JPEG image of sample ``index``."""
+        return self.image_dir / f"{self.names[index]}.jpg"
+
+    def mask_path(self, index: int) -> Path:
+        """Path of the label PNG of sample ``index``."""
+        return self.mask_dir / f"{self.names[index]}.png"
+
+    def load(self, index: int) -> tuple[Tensor, Tensor]:
+        """Read sample ``index`` untransformed: image (uint8 Tensor[3, H, W]) and target (LongTensor[H, W])."""
+        image_path, mask_path = self.image_path(index), self.mask_path(index)
+        image = _read_image(image_path)
+        mask = _read_mask(mask_path)
+        if tuple(mask.shape) != tuple(image.shape[-2:]):
+            raise ValueError(
+                f"mask file '{mask_path}' is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image '{image_path}' is "
+                f"{image.shape[1]}x{image.shape[2]}"
+            )
+        return image, torch.from_numpy(mask.astype(np.int64))
+
+    def __getitem__(self, index: int) -> dict:
+        image, target = self.load(index)
+        image = image.float().div_(255.0)
+        if self.transform is not None:
+            image, target = self.transform(image, target)
+        image = image.contiguous()
+        return {
+            "image": image,
+            "seg_input": normalize_seg(image),
+            "spixel_input": normalize_spixel(image),
+            "target": target.long().contiguous(),
+            "name": self.names[index],
+        }
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root='{self.root}', split='{self.split}', sbd={self.sbd}, "
+                f"n={len(self)}, transform={self.transform!r})")
+
+
+def build_dataset(
+    root: str | Path,
+    split: str,
+    *,
+    sbd: bool = False,
+    crop_size: int | Sequence[int] | None = None,
+    train: bool = False,
+    scale: tuple[float, float] = (0.5, 2.0),
+    pad_to_multiple: int | None = None,
+) -> VOCSegmentation:
+    """The data set with the standard transforms.
+
+    Args:
+        root (str | Path): VOC root (see :class:`VOCSegmentation`).
+        split (str): list name (``train``, ``val``, ...).
+        sbd (bool): SBD-augmented layout.
+        crop_size (int | Sequence[int] | None): training crop, or eval centre crop; None at eval = full image.
+        train (bool): training augmentation (:func:`train_transform`, needs ``crop_size``) instead of
+            :func:`eval_transform`.
+        scale (tuple[float, float]): random scale range when training.
+        pad_to_multiple (int | None): eval only: pad to a multiple (label 255).
+
+    Raises:
+        ValueError: ``train=True`` without ``crop_size``.
+    """
+    if train:
+        if crop_size is None:
+            raise ValueError("build_dataset(train=True) needs crop_size (random crops make batches stackable)")
+        transform = train_transform(crop_size, scale)
+    else:
+        transform = eval_transform(crop_size, pad_to_multiple=pad_to_multiple)
+    return VOCSegmentation(root, split, sbd=sbd, transform=transform)
+
+
+def ensure_synthetic_voc(root: str | Path | None = None, **kw) -> Path:
+    """Generate the synthetic VOC set into ``root`` (default ``DEFAULT_CACHE / "synthetic_voc"``) if missing.
+
+    Keyword arguments go to :func:`examples.voc_joint.synthetic.generate_synthetic_voc` (generation is
+    idempotent: an existing set made with the same arguments is reused). Returns the root.
+    """
+    from examples.voc_joint.synthetic import generate_synthetic_voc
+
+    root = DEFAULT_CACHE / "synthetic_voc" if root is None else Path(root).expanduser()
+    return generate_synthetic_voc(root, **kw)

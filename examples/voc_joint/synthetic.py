@@ -1,0 +1,332 @@
+"""A synthetic data set in exactly the PASCAL VOC 2012 layout, deterministic from a seed.
+
+Every image shows one to three textured shapes (ellipses, polygons, smooth blobs) of the 20 VOC object classes on
+a textured background (class 0). Each class has its own colour pair, texture (stripes, checkerboard, dots, rings,
+smooth noise), texture period and orientation, and preferred shape, so a small network can learn the classes,
+while the shapes' outlines make boundaries matter. As in VOC, a band of "ignore" pixels (label 255) runs along
+every object boundary.
+
+Layout written directly under ``root`` (the same as ``VOCdevkit/VOC2012`` plus the SBD-augmented files)::
+
+    JPEGImages/<name>.jpg                   RGB JPEG images
+    SegmentationClass/<name>.png            palette ("P") PNGs, VOC palette, labels 0..20 and 255
+    ImageSets/Segmentation/train.txt        one image name per line
+    ImageSets/Segmentation/val.txt
+    ImageSets/Segmentation/trainval.txt
+    SegmentationClassAug/<name>.png         (sbd=True) grayscale ("L") PNGs of raw label values
+    ImageSets/SegmentationAug/train.txt     (sbd=True) train + the extra "SBD" images
+    ImageSets/SegmentationAug/val.txt       (sbd=True) = the VOC val list
+    synthetic_voc.json                      the generation parameters (makes generation idempotent)
+
+The extra "SBD" images (``num_sbd_extra``, default ``num_train // 2``) appear only in the augmented train list and
+their masks carry no 255 band, like the SBD annotations of the real ``trainaug`` set.
+
+Command line::
+
+    python -m examples.voc_joint.synthetic --out DIR --num-train 64 --num-val 16 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from examples.voc_joint.data import NUM_CLASSES, voc_palette
+
+__all__ = ["generate_synthetic_voc", "render_sample", "CLASS_STYLES", "main"]
+
+_FORMAT_VERSION = 1
+_MARKER = "synthetic_voc.json"
+_TEXTURES = ("stripes", "checker", "dots", "rings", "noise")
+_SHAPES = ("ellipse", "polygon", "blob")
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    i = int(h * 6.0) % 6
+    f = h * 6.0 - int(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32)
+
+
+def _make_class_styles() -> tuple[dict, ...]:
+    """Fixed appearance of each class (independent of the seed: it defines the data set's classes)."""
+    rng = np.random.default_rng(20100)
+    styles = [{"texture": "noise", "shape": None}]  # class 0: background, drawn separately
+    for c in range(1, NUM_CLASSES):
+        hue = (c - 1) / (NUM_CLASSES - 1)
+        primary = _hsv_to_rgb(hue, 0.75 + 0.2 * rng.random(), 0.75 + 0.2 * rng.random())
+        secondary = _hsv_to_rgb((hue + 0.35 + 0.3 * rng.random()) % 1.0, 0.5 + 0.4 * rng.random(),
+                                0.25 + 0.35 * rng.random())
+        styles.append({
+            "primary": primary,
+            "secondary": secondary,
+            "texture": _TEXTURES[(c - 1) % len(_TEXTURES)],
+            "shape": _SHAPES[((c - 1) // len(_TEXTURES) + c) % len(_SHAPES)],
+            "period": float(4 + (c * 7) % 7),
+            "angle": float(np.pi * rng.random()),
+        })
+    return tuple(styles)
+
+
+#: Appearance of every class: colours, texture kind, texture period (px) and angle, preferred shape.
+CLASS_STYLES: tuple[dict, ...] = _make_class_styles()
+
+
+def _value_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Smooth noise in [0, 1]: a coarse random grid bilinearly upsampled to (h, w)."""
+    gh, gw = int(np.ceil(h / cell)) + 2, int(np.ceil(w / cell)) + 2
+    grid = rng.random((gh, gw)).astype(np.float32)
+    ys = np.linspace(0, gh - 2, h, dtype=np.float32)
+    xs = np.linspace(0, gw - 2, w, dtype=np.float32)
+    return ndimage.map_coordinates(grid, np.meshgrid(ys, xs, indexing="ij"), order=1, mode="nearest")
+
+
+def _texture(rng: np.random.Generator, style: dict, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """An (h, w, 3) float image of the class texture, with a small per-instance jitter."""
+    h, w = yy.shape
+    period = style["period"] * (0.85 + 0.3 * rng.random())
+    angle = style["angle"] + 0.3 * (rng.random() - 0.5)
+    u = xx * np.cos(angle) + yy * np.sin(angle) + period * rng.random()
+    v = -xx * np.sin(angle) + yy * np.cos(angle) + period * rng.random()
+    kind = style["texture"]
+    if kind == "stripes":
+        t = (np.sin(2 * np.pi * u / period) > 0).astype(np.float32)
+    elif kind == "checker":
+        t = ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
+    elif kind == "dots":
+        du = (u % period) - period / 2
+        dv = (v % period) - period / 2
+        t = (du * du + dv * dv < (period / 3) ** 2).astype(np.float32)
+    elif kind == "rings":
+        cy, cx = h * rng.random(), w * rng.random()
+        t = (np.sin(2 * np.pi * np.hypot(yy - cy, xx - cx) / period) > 0).astype(np.float32)
+    else:
+        t = _value_noise(rng, h, w, period)
+    jitter = (rng.random(3).astype(np.float32) - 0.5) * 0.1
+    primary = np.clip(style["primary"] + jitter, 0, 1)
+    secondary = np.clip(style["secondary"] + jitter, 0, 1)
+    return (1 - t)[..., None] * primary + t[..., None] * secondary
+
+
+def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """Muted two-colour smooth noise plus a faint gradient and faint stripes (class 0)."""
+    h, w = yy.shape
+    base = 0.3 + 0.4 * rng.random(3).astype(np.float32)
+    other = np.clip(base + (rng.random(3).astype(np.float32) - 0.5) * 0.4, 0, 1)
+    t = _value_noise(rng, h, w, max(h, w) / 4)
+    img = (1 - t)[..., None] * base + t[..., None] * other
+    angle = np.pi * rng.random()
+    grad = (xx * np.cos(angle) + yy * np.sin(angle)) / max(h, w)
+    img += (0.15 * (grad - 0.5))[..., None]
+    img += (0.03 * np.sin(2 * np.pi * (xx * np.sin(angle) - yy * np.cos(angle)) / (3 + 6 * rng.random())))[..., None]
+    return img.astype(np.float32)
+
+
+def _shape_mask(rng: np.random.Generator, kind: str, h: int, w: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    m = min(h, w)
+    cy, cx = h * (0.15 + 0.7 * rng.random()), w * (0.15 + 0.7 * rng.random())
+    if kind == "ellipse":
+        a, b = m * (0.12 + 0.25 * rng.random()), m * (0.12 + 0.25 * rng.random())
+        th = np.pi * rng.random()
+        du = (xx - cx) * np.cos(th) + (yy - cy) * np.sin(th)
+        dv = -(xx - cx) * np.sin(th) + (yy - cy) * np.cos(th)
+        return (du / a) ** 2 + (dv / b) ** 2 <= 1.0
+    if kind == "polygon":
+        k = int(rng.integers(3, 8))
+        r = m * (0.18 + 0.22 * rng.random())
+        angles = (np.arange(k) + 0.6 * rng.random(k)) * (2 * np.pi / k) + 2 * np.pi * rng.random()
+        radii = r * (0.7 + 0.3 * rng.random(k))
+        pts = [(float(cx + ri * np.cos(a)), float(cy + ri * np.sin(a))) for a, ri in zip(angles, radii)]
+        canvas = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(canvas).polygon(pts, fill=1)
+        return np.asarray(canvas, dtype=bool)
+    # smooth blob: r(theta) = r0 (1 + sum_k a_k cos(k theta + phi_k))
+    r0 = m * (0.14 + 0.2 * rng.random())
+    theta = np.arctan2(yy - cy, xx - cx)
+    radius = np.ones_like(theta)
+    for k in (2, 3, 4):
+        radius += 0.22 * rng.random() * np.cos(k * theta + 2 * np.pi * rng.random())
+    return np.hypot(yy - cy, xx - cx) <= r0 * radius
+
+
+def render_sample(
+    seed: int, index: int, image_size: tuple[int, int] = (96, 128), *, band_radius: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one synthetic image and its label map.
+
+    Args:
+        seed (int): data-set seed.
+        index (int): image index; each image has its own random stream ``(seed, index)``, so an image does not
+            depend on how many others are generated.
+        image_size (tuple[int, int]): ``(H, W)``.
+        band_radius (int): half-width of the ignore band: a pixel becomes 255 when a pixel of another class lies
+            within this Chebyshev distance (0: no band).
+
+    Returns:
+        tuple: ``image`` (uint8 array [H, W, 3]) and ``label`` (uint8 array [H, W], values in {0..20, 255}).
+    """
+    h, w = image_size
+    rng = np.random.default_rng([int(seed), int(index), 7])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    image = _background(rng, yy, xx)
+    label = np.zeros((h, w), dtype=np.uint8)
+    n_objects = int(rng.integers(1, 4))
+    for c in rng.choice(np.arange(1, NUM_CLASSES), size=n_objects, replace=False):
+        style = CLASS_STYLES[int(c)]
+        kind = style["shape"] if rng.random() < 0.75 else _SHAPES[int(rng.integers(0, 3))]
+        mask = _shape_mask(rng, kind, h, w, yy, xx)
+        if mask.sum() < 0.005 * h * w:
+            continue
+        image[mask] = _texture(rng, style, yy, xx)[mask]
+        label[mask] = c
+    image += rng.normal(0.0, 0.02, size=image.shape).astype(np.float32)
+    image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if band_radius > 0:
+        size = 2 * band_radius + 1
+        edge = ndimage.maximum_filter(label, size=size, mode="nearest") != ndimage.minimum_filter(
+            label, size=size, mode="nearest"
+        )
+        label = label.copy()
+        label[edge] = 255
+    return image, label
+
+
+def _write_list(path: Path, names: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{n}\n" for n in names))
+
+
+def generate_synthetic_voc(
+    root: str | Path,
+    *,
+    num_train: int = 64,
+    num_val: int = 16,
+    image_size: tuple[int, int] = (96, 128),
+    seed: int = 0,
+    sbd: bool = True,
+    num_sbd_extra: int | None = None,
+    band_radius: int = 1,
+    jpeg_quality: int = 92,
+) -> Path:
+    """Write a synthetic VOC-format segmentation data set under ``root`` and return ``root``.
+
+    Deterministic from ``seed`` (byte-identical files for equal arguments) and idempotent: when ``root`` already
+    holds a complete set generated with the same arguments, nothing is rewritten.
+
+    Args:
+        root (str | Path): output folder (created); receives ``JPEGImages``, ``SegmentationClass``, ``ImageSets``.
+        num_train (int): images in ``ImageSets/Segmentation/train.txt``.
+        num_val (int): images in ``ImageSets/Segmentation/val.txt``.
+        image_size (tuple[int, int]): ``(H, W)`` of every image.
+        seed (int): random seed.
+        sbd (bool): also write the SBD-augmented layout (``SegmentationClassAug``, ``ImageSets/SegmentationAug``).
+        num_sbd_extra (int | None): extra train images listed only in the augmented train list
+            (default ``num_train // 2``; ignored when ``sbd`` is false).
+        band_radius (int): half-width in pixels of the 255 band along object boundaries (0: none).
+        jpeg_quality (int): JPEG quality of the images.
+
+    Returns:
+        Path: ``root``.
+
+    Raises:
+        ValueError: on non-positive counts or a too small ``image_size``.
+
+    Example:
+        >>> import tempfile
+        >>> root = generate_synthetic_voc(tempfile.mkdtemp(), num_train=2, num_val=1, image_size=(32, 48))
+        >>> sorted(p.name for p in root.iterdir())  # doctest: +NORMALIZE_WHITESPACE
+        ['ImageSets', 'JPEGImages', 'SegmentationClass', 'SegmentationClassAug', 'synthetic_voc.json']
+    """
+    if int(num_train) < 1 or int(num_val) < 1:
+        raise ValueError(f"num_train and num_val must be >= 1, got num_train={num_train}, num_val={num_val}")
+    h, w = (int(s) for s in image_size)
+    if h < 16 or w < 16:
+        raise ValueError(f"image_size must be at least (16, 16), got {tuple(image_size)}")
+    if int(band_radius) < 0:
+        raise ValueError(f"band_radius must be >= 0, got {band_radius}")
+    extra = (int(num_train) // 2 if num_sbd_extra is None else int(num_sbd_extra)) if sbd else 0
+    if extra < 0:
+        raise ValueError(f"num_sbd_extra must be >= 0, got {num_sbd_extra}")
+    root = Path(root)
+    params = {
+        "format_version": _FORMAT_VERSION, "num_train": int(num_train), "num_val": int(num_val),
+        "image_size": [h, w], "seed": int(seed), "sbd": bool(sbd), "num_sbd_extra": extra,
+        "band_radius": int(band_radius), "jpeg_quality": int(jpeg_quality),
+    }
+    marker = root / _MARKER
+    if marker.is_file():
+        try:
+            if json.loads(marker.read_text()) == params:
+                return root
+        except (json.JSONDecodeError, OSError):
+            pass
+        marker.unlink()
+
+    names = [f"synth_{i:06d}" for i in range(num_train + num_val + extra)]
+    train, val, sbd_only = names[:num_train], names[num_train:num_train + num_val], names[num_train + num_val:]
+    jpeg_dir, mask_dir, aug_dir = root / "JPEGImages", root / "SegmentationClass", root / "SegmentationClassAug"
+    for d in (jpeg_dir, mask_dir) + ((aug_dir,) if sbd else ()):
+        d.mkdir(parents=True, exist_ok=True)
+    palette = voc_palette()
+    for index, name in enumerate(names):
+        in_voc = index < num_train + num_val
+        image, label = render_sample(seed, index, (h, w), band_radius=band_radius if in_voc else 0)
+        Image.fromarray(image).save(jpeg_dir / f"{name}.jpg", quality=int(jpeg_quality))
+        if in_voc:
+            png = Image.fromarray(label)
+            png.putpalette(palette)
+            png.save(mask_dir / f"{name}.png")
+        if sbd:
+            Image.fromarray(label).save(aug_dir / f"{name}.png")
+    _write_list(root / "ImageSets" / "Segmentation" / "train.txt", train)
+    _write_list(root / "ImageSets" / "Segmentation" / "val.txt", val)
+    _write_list(root / "ImageSets" / "Segmentation" / "trainval.txt", train + val)
+    if sbd:
+        _write_list(root / "ImageSets" / "SegmentationAug" / "train.txt", train + sbd_only)
+        _write_list(root / "ImageSets" / "SegmentationAug" / "val.txt", val)
+    marker.write_text(json.dumps(params, indent=2) + "\n")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m examples.voc_joint.synthetic --help``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.voc_joint.synthetic",
+        description="Write a synthetic PASCAL VOC 2012 format segmentation data set (deterministic from --seed).",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder (VOC2012 layout written into it)")
+    parser.add_argument("--num-train", type=int, default=64, help="number of train images (default 64)")
+    parser.add_argument("--num-val", type=int, default=16, help="number of val images (default 16)")
+    parser.add_argument("--height", type=int, default=96, help="image height in pixels (default 96)")
+    parser.add_argument("--width", type=int, default=128, help="image width in pixels (default 128)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--no-sbd", action="store_true", help="do not write the SBD-augmented layout")
+    parser.add_argument("--num-sbd-extra", type=int, default=None,
+                        help="extra train images only in the SBD-augmented list (default num-train // 2)")
+    parser.add_argument("--band-radius", type=int, default=1,
+                        help="half-width of the 255 ignore band along boundaries in pixels (default 1)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    root = generate_synthetic_voc(
+        args.out, num_train=args.num_train, num_val=args.num_val, image_size=(args.height, args.width),
+        seed=args.seed, sbd=not args.no_sbd, num_sbd_extra=args.num_sbd_extra, band_radius=args.band_radius,
+    )
+    n = len(list((root / "JPEGImages").glob("*.jpg")))
+    print(f"synthetic VOC data set: {n} images of {args.height}x{args.width} in {root} "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

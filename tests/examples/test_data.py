@@ -1,0 +1,357 @@
+"""VOC readers (VOC2012 and SBD-augmented layouts), joint transforms, documented errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("torchvision")
+
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from examples.voc_joint import data  # noqa: E402
+from examples.voc_joint.data import (  # noqa: E402
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    VOC_CLASSES,
+    VOCSegmentation,
+    build_dataset,
+    ensure_synthetic_voc,
+    eval_transform,
+    normalize_seg,
+    normalize_spixel,
+    train_transform,
+    voc_palette,
+)
+from examples.voc_joint.synthetic import generate_synthetic_voc  # noqa: E402
+
+SIZE = (32, 48)
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    return generate_synthetic_voc(tmp_path_factory.mktemp("voc"), num_train=4, num_val=2, image_size=SIZE, seed=1)
+
+
+@pytest.fixture
+def voc_copy(voc, tmp_path):
+    dst = tmp_path / "VOC2012"
+    shutil.copytree(voc, dst)
+    return dst
+
+
+def test_constants_and_palette():
+    assert NUM_CLASSES == 21 == len(VOC_CLASSES) and IGNORE_INDEX == 255
+    assert VOC_CLASSES[0] == "background" and VOC_CLASSES[15] == "person" and VOC_CLASSES[20] == "tvmonitor"
+    pal = voc_palette()
+    assert len(pal) == 768
+    rgb = [tuple(pal[3 * i:3 * i + 3]) for i in range(256)]
+    assert rgb[0] == (0, 0, 0) and rgb[1] == (128, 0, 0) and rgb[2] == (0, 128, 0) and rgb[3] == (128, 128, 0)
+    assert rgb[15] == (192, 128, 128) and rgb[20] == (0, 64, 128) and rgb[255] == (224, 224, 192)
+    assert len(set(rgb[:21])) == 21
+
+
+def test_normalization():
+    x = torch.rand(2, 3, 4, 5)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    torch.testing.assert_close(normalize_seg(x), (x - mean) / std)
+    torch.testing.assert_close(normalize_spixel(x), x - torch.tensor([0.411, 0.432, 0.45]).view(3, 1, 1))
+
+
+@pytest.mark.parametrize("sbd", [False, True])
+def test_round_trip_through_loader(voc, sbd):
+    ds = VOCSegmentation(voc, "train", sbd=sbd)
+    listed = (voc / "ImageSets" / ("SegmentationAug" if sbd else "Segmentation") / "train.txt").read_text().split()
+    assert ds.names == listed and len(ds) == (6 if sbd else 4)
+    for i in range(len(ds)):
+        s = ds[i]
+        assert set(s) == {"image", "seg_input", "spixel_input", "target", "name"}
+        assert s["name"] == listed[i]
+        assert s["image"].shape == (3, *SIZE) and s["image"].dtype == torch.float32
+        assert s["target"].shape == SIZE and s["target"].dtype == torch.int64
+        with Image.open(voc / "JPEGImages" / f"{listed[i]}.jpg") as im:
+            expected = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+        torch.testing.assert_close(s["image"], expected)
+        folder = "SegmentationClassAug" if sbd else "SegmentationClass"
+        with Image.open(voc / folder / f"{listed[i]}.png") as im:
+            assert torch.equal(s["target"], torch.from_numpy(np.asarray(im).astype(np.int64)))
+        torch.testing.assert_close(s["seg_input"], normalize_seg(s["image"]))
+        torch.testing.assert_close(s["spixel_input"], normalize_spixel(s["image"]))
+    if sbd:  # SBD-only images have no ignore band, VOC ones do
+        assert (ds[5]["target"] == 255).sum() == 0 and (ds[0]["target"] == 255).sum() > 0
+
+
+def test_root_may_be_the_devkit_parent(voc, tmp_path):
+    (tmp_path / "VOCdevkit").mkdir()
+    shutil.copytree(voc, tmp_path / "VOCdevkit" / "VOC2012")
+    ds = VOCSegmentation(tmp_path, "val")
+    assert ds.root == tmp_path / "VOCdevkit" / "VOC2012" and len(ds) == 2
+
+
+def test_dataloader_collates(voc):
+    ds = build_dataset(voc, "train", crop_size=(24, 20), train=True)
+    torch.manual_seed(0)
+    batch = next(iter(DataLoader(ds, batch_size=3, shuffle=False, num_workers=0)))
+    assert batch["seg_input"].shape == (3, 3, 24, 20) and batch["target"].shape == (3, 24, 20)
+    assert batch["name"] == ds.names[:3]
+    values = set(batch["target"].unique().tolist())
+    assert values <= set(range(NUM_CLASSES)) | {255}
+
+
+# ---------------------------------------------------------------- transforms
+
+
+def _coded_pair(h=5, w=7):
+    """An image whose red channel encodes the target, so image and target stay aligned through transforms."""
+    target = torch.randint(0, NUM_CLASSES, (h, w))
+    image = torch.stack([target.float() / 255, torch.rand(h, w), torch.rand(h, w)])
+    return image, target
+
+
+def test_pad_fills_label_255_and_image_0():
+    image = torch.ones(3, 4, 5)
+    target = torch.zeros(4, 5, dtype=torch.long)
+    out_img, out_tgt = data.PadToSize((7, 9))(image, target)
+    assert out_img.shape == (3, 7, 9) and out_tgt.shape == (7, 9)
+    assert torch.all(out_tgt[4:] == 255) and torch.all(out_tgt[:, 5:] == 255)
+    assert torch.all(out_tgt[:4, :5] == 0)
+    assert torch.all(out_img[:, 4:] == 0) and torch.all(out_img[:, :, 5:] == 0)
+    assert torch.all(out_img[:, :4, :5] == 1)
+
+
+def test_train_transform_pads_with_ignore_never_background():
+    image, target = torch.ones(3, 4, 4), torch.full((4, 4), 7, dtype=torch.long)
+    t = train_transform(16, scale=(1.0, 1.0), hflip=False)
+    torch.manual_seed(0)
+    out_img, out_tgt = t(image, target)
+    assert out_tgt.shape == (16, 16)
+    assert set(out_tgt.unique().tolist()) == {7, 255}
+    assert (out_tgt == 7).sum() == 16
+    assert torch.all(out_img[:, out_tgt == 255] == 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_train_transform_keeps_image_and_target_aligned(seed):
+    torch.manual_seed(100 + seed)
+    image, target = _coded_pair(9, 11)
+    t = train_transform((6, 8), scale=(1.0, 1.0))
+    for _ in range(6):
+        out_img, out_tgt = t(image, target)
+        assert out_img.shape == (3, 6, 8) and out_tgt.shape == (6, 8)
+        torch.testing.assert_close((out_img[0] * 255).round().long(), out_tgt)
+        # the crop (possibly flipped) is a window of the input
+        found = False
+        for flip in (False, True):
+            src = target.flip(-1) if flip else target
+            for top in range(9 - 6 + 1):
+                for left in range(11 - 8 + 1):
+                    if torch.equal(src[top:top + 6, left:left + 8], out_tgt):
+                        found = True
+        assert found
+
+
+def test_flip_happens_and_is_joint():
+    image, target = _coded_pair(4, 6)
+    g = torch.Generator().manual_seed(0)
+    flip = data.RandomHorizontalFlip(1.0, generator=g)
+    out_img, out_tgt = flip(image, target)
+    assert torch.equal(out_tgt, target.flip(-1)) and torch.equal(out_img, image.flip(-1))
+    out_img, out_tgt = data.RandomHorizontalFlip(0.0)(image, target)
+    assert torch.equal(out_tgt, target)
+
+
+def test_random_scale_range_and_nearest_labels():
+    image, target = _coded_pair(10, 12)
+    for s in (0.5, 2.0):
+        out_img, out_tgt = data.RandomScale((s, s))(image, target)
+        assert out_tgt.shape == (round(10 * s), round(12 * s)) and out_img.shape[-2:] == out_tgt.shape
+        assert set(out_tgt.unique().tolist()) <= set(target.unique().tolist())
+        assert out_img.min() >= 0 and out_img.max() <= 1
+    up_img, up_tgt = data.RandomScale((2.0, 2.0))(image, target)
+    assert torch.equal(up_tgt, target.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    torch.manual_seed(0)
+    sizes = {data.RandomScale()(image, target)[1].shape[0] for _ in range(30)}
+    assert min(sizes) >= 5 and max(sizes) <= 20 and len(sizes) > 3
+
+
+def test_transforms_deterministic_under_manual_seed():
+    image, target = _coded_pair(12, 14)
+    t = train_transform(8)
+    torch.manual_seed(7)
+    a = [t(image, target) for _ in range(5)]
+    torch.manual_seed(7)
+    b = [t(image, target) for _ in range(5)]
+    for (ia, ta), (ib, tb) in zip(a, b):
+        assert torch.equal(ia, ib) and torch.equal(ta, tb)
+    torch.manual_seed(8)
+    c = [t(image, target) for _ in range(5)]
+    assert any(not torch.equal(ta, tc) for (_, ta), (_, tc) in zip(a, c))
+    # an explicit generator gives the same draws without touching the global RNG
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    state = torch.get_rng_state()
+    x1 = train_transform(8, generator=g1)(image, target)
+    x2 = train_transform(8, generator=g2)(image, target)
+    assert torch.equal(x1[1], x2[1]) and torch.equal(torch.get_rng_state(), state)
+
+
+def test_dataset_transforms_are_reproducible(voc):
+    ds = build_dataset(voc, "train", crop_size=16, train=True)
+    torch.manual_seed(0)
+    a = ds[1]
+    torch.manual_seed(0)
+    b = ds[1]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["target"], b["target"])
+
+
+def test_eval_transforms():
+    image, target = _coded_pair(5, 7)
+    out = eval_transform(None)(image, target)
+    assert torch.equal(out[0], image) and torch.equal(out[1], target)
+    img, tgt = eval_transform((3, 9))(image, target)  # crop rows, pad columns
+    assert tgt.shape == (3, 9)
+    assert torch.equal(tgt[:, :7], target[1:4]) and torch.all(tgt[:, 7:] == 255)
+    img, tgt = eval_transform(None, pad_to_multiple=4)(image, target)
+    assert tgt.shape == (8, 8) and torch.equal(tgt[:5, :7], target)
+    assert torch.all(tgt[5:] == 255) and torch.all(tgt[:, 7:] == 255)
+    ds_img, ds_tgt = data.CenterCrop(4)(image, target)
+    assert torch.equal(ds_tgt, target[0:4, 1:5])
+
+
+def test_full_size_eval_dataset(voc):
+    ds = build_dataset(voc, "val")
+    assert ds[0]["target"].shape == SIZE
+    ds = build_dataset(voc, "val", crop_size=24)
+    assert ds[0]["target"].shape == (24, 24)
+
+
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (lambda: data.RandomScale((0.0, 1.0)), ValueError, "scale"),
+        (lambda: data.RandomScale((2.0, 1.0)), ValueError, "scale"),
+        (lambda: data.PadToSize(0), ValueError, "size"),
+        (lambda: data.RandomCrop((3, 4, 5)), ValueError, "size"),
+        (lambda: data.RandomHorizontalFlip(1.5), ValueError, "p must"),
+        (lambda: data.PadToMultiple(0), ValueError, "multiple"),
+    ],
+)
+def test_bad_transform_arguments(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_transform_shape_errors():
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        data.RandomCrop(8)(torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="same size"):
+        data.RandomHorizontalFlip()(torch.zeros(3, 4, 4), torch.zeros(4, 5, dtype=torch.long))
+
+
+def test_build_dataset_train_needs_crop(voc):
+    with pytest.raises(ValueError, match="crop_size"):
+        build_dataset(voc, "train", train=True)
+
+
+def test_ensure_synthetic_voc(tmp_path, monkeypatch):
+    root = ensure_synthetic_voc(tmp_path / "x", num_train=2, num_val=1, image_size=SIZE)
+    assert len(VOCSegmentation(root, "train")) == 2
+    monkeypatch.setattr(data, "DEFAULT_CACHE", tmp_path / "cache")
+    root = ensure_synthetic_voc(num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    assert root == tmp_path / "cache" / "synthetic_voc" and (root / "JPEGImages").is_dir()
+
+
+# ---------------------------------------------------------------- documented errors name the file
+
+
+def test_missing_root_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="JPEGImages") as info:
+        VOCSegmentation(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in str(info.value)
+
+
+def test_missing_mask_folder(voc_copy):
+    shutil.rmtree(voc_copy / "SegmentationClass")
+    with pytest.raises(FileNotFoundError, match="SegmentationClass") as info:
+        VOCSegmentation(voc_copy, "train")
+    assert str(voc_copy / "SegmentationClass") in str(info.value)
+    shutil.rmtree(voc_copy / "SegmentationClassAug")
+    with pytest.raises(FileNotFoundError, match="SegmentationClassAug"):
+        VOCSegmentation(voc_copy, "train", sbd=True)
+
+
+def test_missing_list_file(voc_copy):
+    with pytest.raises(FileNotFoundError, match="available splits: \\['train', 'trainval', 'val'\\]") as info:
+        VOCSegmentation(voc_copy, "test")
+    assert str(voc_copy / "ImageSets" / "Segmentation" / "test.txt") in str(info.value)
+    shutil.rmtree(voc_copy / "ImageSets" / "SegmentationAug")
+    with pytest.raises(FileNotFoundError, match="SegmentationAug"):
+        VOCSegmentation(voc_copy, "train", sbd=True)
+
+
+def test_empty_list_file(voc_copy):
+    (voc_copy / "ImageSets" / "Segmentation" / "train.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match="is empty") as info:
+        VOCSegmentation(voc_copy, "train")
+    assert "train.txt" in str(info.value)
+
+
+def test_missing_image_and_mask_files(voc_copy):
+    ds = VOCSegmentation(voc_copy, "train")
+    ds.image_path(0).unlink()
+    with pytest.raises(FileNotFoundError, match="image file not found") as info:
+        ds[0]
+    assert str(ds.image_path(0)) in str(info.value)
+    ds.mask_path(1).unlink()
+    with pytest.raises(FileNotFoundError, match="mask file not found") as info:
+        ds[1]
+    assert str(ds.mask_path(1)) in str(info.value)
+
+
+def test_unreadable_image_and_mask(voc_copy):
+    ds = VOCSegmentation(voc_copy, "train")
+    ds.image_path(0).write_bytes(b"not a jpeg at all")
+    with pytest.raises(ValueError, match="cannot read image file") as info:
+        ds[0]
+    assert str(ds.image_path(0)) in str(info.value)
+    ds.mask_path(1).write_bytes(b"\x89PNG garbage")
+    with pytest.raises(ValueError, match="cannot read mask file") as info:
+        ds[1]
+    assert str(ds.mask_path(1)) in str(info.value)
+
+
+def test_rgb_mask_is_rejected(voc_copy):
+    ds = VOCSegmentation(voc_copy, "train")
+    Image.new("RGB", (SIZE[1], SIZE[0])).save(ds.mask_path(0))
+    with pytest.raises(ValueError, match="mode 'RGB'") as info:
+        ds[0]
+    assert str(ds.mask_path(0)) in str(info.value)
+
+
+def test_mask_size_differs_from_image(voc_copy):
+    ds = VOCSegmentation(voc_copy, "train")
+    m = Image.fromarray(np.zeros((SIZE[0], SIZE[1] + 1), np.uint8))
+    m.putpalette(voc_palette())
+    m.save(ds.mask_path(2))
+    with pytest.raises(ValueError, match="32x49 .* is 32x48") as info:
+        ds[2]
+    assert str(ds.mask_path(2)) in str(info.value) and str(ds.image_path(2)) in str(info.value)
+
+
+@pytest.mark.parametrize("sbd", [False, True])
+def test_label_values_outside_range(voc_copy, sbd):
+    ds = VOCSegmentation(voc_copy, "train", sbd=sbd)
+    arr = np.zeros(SIZE, np.uint8)
+    arr[0, :3] = [21, 77, 254]
+    arr[1, 0] = 255
+    m = Image.fromarray(arr)
+    if not sbd:
+        m.putpalette(voc_palette())
+    m.save(ds.mask_path(0))
+    with pytest.raises(ValueError, match=r"outside \{0\.\.20, 255\}: 21, 77, 254 \(3 pixels\)") as info:
+        ds[0]
+    assert str(ds.mask_path(0)) in str(info.value)

@@ -1,0 +1,143 @@
+"""Synthetic VOC generator: layout, determinism, idempotence, label content, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torchvision")
+
+from PIL import Image  # noqa: E402
+
+from examples.voc_joint import synthetic  # noqa: E402
+from examples.voc_joint.data import NUM_CLASSES, voc_palette  # noqa: E402
+from examples.voc_joint.synthetic import generate_synthetic_voc, render_sample  # noqa: E402
+
+SIZE = (32, 48)
+
+
+def _digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    return generate_synthetic_voc(tmp_path_factory.mktemp("syn"), num_train=4, num_val=2, image_size=SIZE, seed=3)
+
+
+def test_layout_and_lists(voc):
+    lists = voc / "ImageSets" / "Segmentation"
+    train = lists.joinpath("train.txt").read_text().split()
+    val = lists.joinpath("val.txt").read_text().split()
+    assert len(train) == 4 and len(val) == 2 and not set(train) & set(val)
+    assert lists.joinpath("trainval.txt").read_text().split() == train + val
+    aug = voc / "ImageSets" / "SegmentationAug"
+    aug_train = aug.joinpath("train.txt").read_text().split()
+    assert aug_train[:4] == train and len(aug_train) == 4 + 2  # num_train // 2 extra SBD-only images
+    assert aug.joinpath("val.txt").read_text().split() == val
+    for name in train + val:
+        assert (voc / "JPEGImages" / f"{name}.jpg").is_file()
+        assert (voc / "SegmentationClass" / f"{name}.png").is_file()
+    for name in aug_train:
+        assert (voc / "SegmentationClassAug" / f"{name}.png").is_file()
+        assert (voc / "JPEGImages" / f"{name}.jpg").is_file()
+    for name in aug_train[4:]:  # SBD-only images are not in the VOC masks
+        assert not (voc / "SegmentationClass" / f"{name}.png").exists()
+
+
+def test_masks_are_voc_palette_pngs_with_band(voc):
+    name = (voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
+    with Image.open(voc / "SegmentationClass" / f"{name}.png") as im:
+        assert im.mode == "P" and im.size == (SIZE[1], SIZE[0])
+        assert im.getpalette()[: 3 * 256] == voc_palette()
+        mask = np.asarray(im)
+    values = set(np.unique(mask).tolist())
+    assert values <= set(range(NUM_CLASSES)) | {255}
+    assert 255 in values and values - {0, 255}, "objects and a boundary band are expected"
+    with Image.open(voc / "JPEGImages" / f"{name}.jpg") as im:
+        assert im.mode == "RGB" and im.size == (SIZE[1], SIZE[0])
+    with Image.open(voc / "SegmentationClassAug" / f"{name}.png") as im:
+        assert im.mode == "L"
+        assert np.array_equal(np.asarray(im), mask)
+
+
+def test_band_separates_every_pair_of_classes():
+    for index in range(6):
+        _, label = render_sample(1, index, SIZE, band_radius=1)
+        # no two horizontally/vertically adjacent pixels carry two different real classes
+        for a, b in ((label[:, 1:], label[:, :-1]), (label[1:], label[:-1])):
+            differ = (a != b) & (a != 255) & (b != 255)
+            assert not differ.any()
+        _, raw = render_sample(1, index, SIZE, band_radius=0)
+        assert 255 not in raw
+        # the band only replaces pixels next to a boundary
+        keep = label != 255
+        assert np.array_equal(label[keep], raw[keep])
+
+
+def test_band_width_follows_radius():
+    _, narrow = render_sample(0, 0, (64, 64), band_radius=1)
+    _, wide = render_sample(0, 0, (64, 64), band_radius=3)
+    assert (wide == 255).sum() > (narrow == 255).sum() > 0
+    assert np.all(wide[narrow == 255] == 255)
+
+
+def test_deterministic_and_seed_dependent(tmp_path):
+    a = generate_synthetic_voc(tmp_path / "a", num_train=2, num_val=1, image_size=SIZE, seed=5)
+    b = generate_synthetic_voc(tmp_path / "b", num_train=2, num_val=1, image_size=SIZE, seed=5)
+    c = generate_synthetic_voc(tmp_path / "c", num_train=2, num_val=1, image_size=SIZE, seed=6)
+    assert _digest(a) == _digest(b) != _digest(c)
+    # an image does not depend on how many others are generated
+    img1, lab1 = render_sample(5, 1, SIZE)
+    with Image.open(a / "SegmentationClass" / "synth_000001.png") as im:
+        assert np.array_equal(np.asarray(im), lab1)
+
+
+def test_idempotent_and_regenerates_on_new_arguments(tmp_path):
+    root = generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    jpg = root / "JPEGImages" / "synth_000000.jpg"
+    jpg.write_bytes(b"sentinel")  # not rewritten when arguments match
+    generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    assert jpg.read_bytes() == b"sentinel"
+    generate_synthetic_voc(tmp_path, num_train=3, num_val=1, image_size=SIZE, sbd=False)
+    assert jpg.read_bytes() != b"sentinel"
+    assert json.loads((root / "synthetic_voc.json").read_text())["num_train"] == 3
+    assert not (root / "SegmentationClassAug").exists()
+
+
+def test_classes_have_distinct_styles():
+    styles = synthetic.CLASS_STYLES
+    assert len(styles) == NUM_CLASSES
+    keys = {(s["texture"], tuple(np.round(s["primary"], 2))) for s in styles[1:]}
+    assert len(keys) == NUM_CLASSES - 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_train": 0}, "num_train"),
+        ({"num_val": -1}, "num_val"),
+        ({"image_size": (8, 48)}, "image_size"),
+        ({"band_radius": -1}, "band_radius"),
+        ({"num_sbd_extra": -2}, "num_sbd_extra"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        generate_synthetic_voc(tmp_path, **kwargs)
+
+
+def test_cli(tmp_path, capsys):
+    assert synthetic.main(["--out", str(tmp_path), "--num-train", "2", "--num-val", "1", "--height", "32",
+                           "--width", "40", "--no-sbd", "--seed", "2"]) == 0
+    assert "synthetic VOC data set: 3 images of 32x40" in capsys.readouterr().out
+    with Image.open(tmp_path / "JPEGImages" / "synth_000002.jpg") as im:
+        assert im.size == (40, 32)

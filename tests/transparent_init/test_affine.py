@@ -1,0 +1,132 @@
+"""The pure math of ``transparent_init._affine`` against obvious references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from transparent_init import _affine as af
+
+
+@pytest.mark.parametrize("rows,cols", [(5, 3), (3, 5), (4, 4), (1, 1)])
+def test_semi_orthogonal_is_orthonormal(rows: int, cols: int) -> None:
+    q = af.semi_orthogonal(rows, cols, torch.Generator().manual_seed(0))
+    assert q.shape == (rows, cols) and q.dtype == torch.float64
+    gram = q.T @ q if rows >= cols else q @ q.T
+    torch.testing.assert_close(gram, torch.eye(min(rows, cols), dtype=torch.float64))
+
+
+def test_semi_orthogonal_is_reproducible_and_random() -> None:
+    a = af.semi_orthogonal(6, 4, torch.Generator().manual_seed(1))
+    b = af.semi_orthogonal(6, 4, torch.Generator().manual_seed(1))
+    c = af.semi_orthogonal(6, 4, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_homogeneous_matches_loop() -> None:
+    w = torch.randn(3, 2, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float64)
+    h = af.homogeneous(w, b)
+    x = torch.randn(2, dtype=torch.float64)
+    ref = [sum(x[j] * w[i, j] for j in range(2)) + b[i] for i in range(3)] + [1.0]
+    torch.testing.assert_close(
+        torch.cat([x, torch.ones(1, dtype=torch.float64)]) @ h,
+        torch.stack([torch.as_tensor(r, dtype=torch.float64) for r in ref]),
+    )
+
+
+def test_chain_is_composition() -> None:
+    g = torch.Generator().manual_seed(3)
+    affines = af.draw_hidden(3, [4, 5, 3], [True, True, True], g)
+    x = torch.randn(7, 3, dtype=torch.float64)
+    z = x
+    for a, b in affines:
+        z = z @ a.T + b
+    p = af.chain(affines, 3)
+    out = torch.cat([x, torch.ones(7, 1, dtype=torch.float64)], 1) @ p
+    torch.testing.assert_close(out[:, :-1], z)
+    torch.testing.assert_close(out[:, -1], torch.ones(7, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("hidden", [[4], [6, 6], [8, 4, 8], [5, 9, 4, 4]])
+def test_draw_hidden_keeps_chain_well_conditioned(hidden: list[int]) -> None:
+    affines = af.draw_hidden(4, hidden, [True] * len(hidden), torch.Generator().manual_seed(0))
+    m = torch.eye(4, dtype=torch.float64)
+    for (a, _), h in zip(affines, hidden):
+        assert a.shape[0] == h
+        # entries of scale 1/sqrt(h), none tiny
+        assert a.abs().min() >= af.MIN_ABS_FRACTION / math.sqrt(h) - 1e-15
+        m = a @ m
+    s = torch.linalg.svdvals(m)
+    assert float(s.max() / s.min()) < 1.01  # an isometry up to the away-from-zero nudges and a global scale
+
+
+def test_range_preserving_is_isometry_on_range() -> None:
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(9, 3, dtype=torch.float64, generator=g)
+    a = af._range_preserving(5, basis, g)
+    torch.testing.assert_close(a @ a.T, torch.eye(5, dtype=torch.float64))
+    u, _ = torch.linalg.qr(basis)
+    torch.testing.assert_close((a @ u).T @ (a @ u), torch.eye(3, dtype=torch.float64))
+
+
+def test_solve_last_is_exact_for_target_map() -> None:
+    g = torch.Generator().manual_seed(0)
+    affines = af.draw_hidden(3, [5, 4], [True, True], g)
+    t_w = torch.randn(2, 3, dtype=torch.float64)
+    t_b = torch.randn(2, dtype=torch.float64)
+    w, c = af.solve_last(af.chain(affines, 3), t_w, t_b)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    z = x
+    for a, b in affines:
+        z = z @ a.T + b
+    torch.testing.assert_close(z @ w.T + c, x @ t_w.T + t_b, atol=1e-12, rtol=0)
+
+
+def test_solve_last_without_bias_and_rank_deficiency() -> None:
+    g = torch.Generator().manual_seed(0)
+    affines = af.draw_hidden(3, [5], [True], g)
+    w, c = af.solve_last(af.chain(affines, 3), torch.eye(3, dtype=torch.float64), None, last_bias=False)
+    assert torch.equal(c, torch.zeros(3, dtype=torch.float64))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    a, b = affines[0]
+    torch.testing.assert_close((x @ a.T + b) @ w.T, x, atol=1e-12, rtol=0)
+    # width == in with a hidden bias and no last bias: the offset cannot be absorbed
+    affines = af.draw_hidden(3, [3], [True], g)
+    with pytest.raises(ValueError, match="no exact right inverse"):
+        af.solve_last(af.chain(affines, 3), torch.eye(3, dtype=torch.float64), None, last_bias=False)
+
+
+def test_activation_gain() -> None:
+    assert af.activation_gain(None, 0.3) == 1.0
+    assert af.activation_gain("relu", 0.3) == 1.0
+    assert af.activation_gain("leaky_relu", 0.3) == 1.3
+    z = torch.randn(100, dtype=torch.float64)
+    lr = torch.nn.functional.leaky_relu
+    torch.testing.assert_close(lr(z, 0.3) - lr(-z, 0.3), 1.3 * z)
+
+
+@pytest.mark.parametrize("act", [None, "relu", "leaky_relu"])
+def test_transparent_parameters_doubling_layout(act: str | None) -> None:
+    params = af.transparent_parameters(
+        2,
+        [3, 4],
+        [act, act],
+        [0.2, 0.2],
+        [True, True, True],
+        torch.eye(2, dtype=torch.float64),
+        None,
+        [torch.float64] * 3,
+        torch.Generator().manual_seed(0),
+    )
+    m = 1 if act is None else 2
+    assert [tuple(w.shape) for w, _ in params] == [(3 * m, 2), (4 * m, 3 * m), (2, 4 * m)]
+    if act is not None:
+        w1, b1 = params[0]
+        torch.testing.assert_close(w1[:3], -w1[3:])
+        torch.testing.assert_close(b1[:3], -b1[3:])
+        w2 = params[1][0]
+        torch.testing.assert_close(w2[:4, :3], -w2[:4, 3:])
+        torch.testing.assert_close(w2[:4], -w2[4:])

@@ -1,0 +1,142 @@
+"""Baseline initializers (paper Table 2) and the metrics, on hand-made examples."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from transparent_init import (
+    TransparentLinear,
+    init_rate,
+    max_abs_error,
+    net2net_identity_init_,
+    random_uniform_init_,
+    recovery_rate,
+    xavier_init_,
+)
+
+
+def _stack(act: bool = True) -> nn.Sequential:
+    mods: list[nn.Module] = [nn.Linear(6, 16)]
+    if act:
+        mods.append(nn.ReLU())
+    mods.append(nn.Linear(16, 6))
+    return nn.Sequential(*mods)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_init_rate_counts_weights_and_biases() -> None:
+    lin = nn.Linear(3, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0, 1e-5], [2e-4, -3.0, 0.0]]))
+        lin.bias.copy_(torch.tensor([-1e-4, 5.0]))
+    # > 1e-4 strictly: 1.0, 2e-4, -3.0, 5.0 -> 4 of 8
+    assert init_rate(lin) == 0.5
+    assert init_rate(lin, threshold=0.0) == 6 / 8
+    assert init_rate(lin, threshold=2.5) == 2 / 8
+
+
+def test_recovery_rate_and_max_error_by_hand() -> None:
+    shift = nn.Sequential(nn.Identity())
+    x = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    assert recovery_rate(shift, x) == 1.0 and max_abs_error(shift, x) == 0.0
+
+    class AddOffsets(nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return t + torch.tensor([[0.0, 5e-5], [2e-4, 1.0]])
+
+    m = AddOffsets()
+    assert recovery_rate(m, x) == 0.5  # 0 and 5e-5 are < 1e-4
+    assert recovery_rate(m, x, eps=1e-3) == 0.75
+    assert max_abs_error(m, x) == pytest.approx(1.0)
+    assert recovery_rate(m, x, target=x + 1.0) == 0.25
+    assert max_abs_error(m, x, target=x + 1.0) == pytest.approx(1.0)
+
+
+def test_metric_errors() -> None:
+    with pytest.raises(TypeError, match="module must be an nn.Module, got int"):
+        init_rate(3)
+    with pytest.raises(ValueError, match="threshold must be a real >= 0, got -1"):
+        init_rate(nn.Linear(2, 2), threshold=-1)
+    with pytest.raises(ValueError, match="module has no parameters"):
+        init_rate(nn.ReLU())
+    with pytest.raises(ValueError, match="eps must be a real > 0, got 0"):
+        recovery_rate(nn.Identity(), torch.ones(2), eps=0)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
+        recovery_rate(nn.Identity(), [1.0])
+    with pytest.raises(ValueError, match=r"module output shape \[2, 3\] != x shape \[2, 2\]; pass target="):
+        max_abs_error(nn.Linear(2, 3), torch.ones(2, 2))
+    with pytest.raises(TypeError, match="target must be a torch.Tensor or None, got float"):
+        max_abs_error(nn.Identity(), torch.ones(2), target=1.0)
+    with pytest.raises(ValueError, match="x is empty"):
+        max_abs_error(nn.Identity(), torch.ones(0))
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def test_random_uniform_bounds_and_reproducibility() -> None:
+    a = random_uniform_init_(_stack(), generator=0)
+    b = random_uniform_init_(_stack(), generator=0)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q)
+        fan_in = 6 if name.startswith("0.") else 16
+        assert float(p.detach().abs().max()) <= 1 / math.sqrt(fan_in)
+    c = random_uniform_init_(_stack(), bound=0.01, generator=1)
+    assert all(float(p.detach().abs().max()) <= 0.01 for p in c.parameters())
+    with pytest.raises(ValueError, match="bound must be a real > 0 or None, got 0"):
+        random_uniform_init_(_stack(), bound=0)
+
+
+def test_xavier_statistics() -> None:
+    net = xavier_init_(nn.Sequential(nn.Linear(200, 300)), generator=0)
+    std = float(net[0].weight.detach().std())
+    assert std == pytest.approx(math.sqrt(2.0 / 500), rel=0.05)
+    assert float(net[0].bias.detach().abs().sum()) == 0.0
+
+
+def test_net2net_identity_exact_without_relu_but_sparse() -> None:
+    net = net2net_identity_init_(_stack(act=False))
+    x = torch.randn(50, 6)
+    assert torch.equal(net(x), x)
+    assert recovery_rate(net, x) == 1.0
+    assert init_rate(net) == pytest.approx((6 + 6) / (6 * 16 + 16 + 16 * 6 + 6))  # only the eye entries
+
+
+def test_net2net_identity_fails_through_relu() -> None:
+    net = net2net_identity_init_(_stack(act=True))
+    x = torch.randn(2000, 6)
+    assert torch.equal(net(x), torch.relu(x))
+    assert 0.4 < recovery_rate(net, x) < 0.6
+
+
+def test_net2net_conv_identity() -> None:
+    net = net2net_identity_init_(nn.Sequential(nn.Conv2d(3, 5, 1), nn.Conv2d(5, 3, 1)))
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(net(x), x)
+
+
+def test_random_and_xavier_do_not_recover() -> None:
+    x = torch.rand(500, 6) * 2 - 1
+    for init in (random_uniform_init_, xavier_init_):
+        net = init(_stack(act=False), generator=0)
+        assert recovery_rate(net, x) < 0.01
+        assert init_rate(net) > 0.99 or init is xavier_init_
+
+
+def test_ours_dense_and_exact_with_relu() -> None:
+    ours = TransparentLinear(6, [8], generator=0)
+    x = torch.rand(500, 6) * 2 - 1
+    assert recovery_rate(ours, x) == 1.0 and init_rate(ours) >= 0.999
+
+
+def test_baseline_errors() -> None:
+    with pytest.raises(ValueError, match="module has no nn.Linear or nn.Conv2d layer: ReLU"):
+        xavier_init_(nn.ReLU())
+    with pytest.raises(TypeError, match="module must be an nn.Module, got str"):
+        net2net_identity_init_("net")

@@ -1,0 +1,226 @@
+"""Every bad input gets a clear ValueError / TypeError naming the argument, the expected and actual value."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from transparent_init import TransparentConv1x1, TransparentLinear, build_transparent_stack, transparent_init_
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(in_features=0, hidden_features=[4]), ValueError, "in_features must be >= 1, got 0"),
+        (dict(in_features=2.0, hidden_features=[4]), TypeError, "in_features must be an int, got float"),
+        (dict(in_features=True, hidden_features=[4]), TypeError, "in_features must be an int, got bool"),
+        (
+            dict(in_features=3, hidden_features=4),
+            TypeError,
+            "hidden_features must be a sequence of ints, got int",
+        ),
+        (dict(in_features=3, hidden_features="44"), TypeError, "hidden_features must be a sequence"),
+        (dict(in_features=3, hidden_features=[]), ValueError, "at least one width"),
+        (dict(in_features=3, hidden_features=[4, 2.5]), TypeError, r"hidden_features\[1\] must be an int"),
+        (
+            dict(in_features=3, hidden_features=[4, 0]),
+            ValueError,
+            r"hidden_features\[1\] must be >= 1, got 0",
+        ),
+        (
+            dict(in_features=42, hidden_features=[64, 30]),
+            ValueError,
+            r"hidden_features\[1\] \(hidden layer 1\) has width 30 < in_features = 42",
+        ),
+        (dict(in_features=3, hidden_features=[4], out_features=0), ValueError, "out_features must be >= 1"),
+        (
+            dict(in_features=3, hidden_features=[4], out_features=2),
+            ValueError,
+            r"out_features = 2 != in_features = 3: pass target_weight of shape \[2, 3\]",
+        ),
+        (
+            dict(in_features=3, hidden_features=[4], activation="tanh"),
+            ValueError,
+            r"activation must be one of \(None, 'relu', 'leaky_relu'\), got 'tanh'",
+        ),
+        (
+            dict(in_features=3, hidden_features=[4], activation=nn.ReLU()),
+            TypeError,
+            "activation must be None or a str",
+        ),
+        (
+            dict(in_features=3, hidden_features=[4], negative_slope=0.0),
+            ValueError,
+            "negative_slope must be a finite float > 0, got 0.0",
+        ),
+        (dict(in_features=3, hidden_features=[4], negative_slope=-0.1), ValueError, "got -0.1"),
+        (dict(in_features=3, hidden_features=[4], negative_slope=math.nan), ValueError, "finite float > 0"),
+        (
+            dict(in_features=3, hidden_features=[4], negative_slope="0.1"),
+            TypeError,
+            "negative_slope must be a float",
+        ),
+        (dict(in_features=3, hidden_features=[4], bias=1), TypeError, "bias must be a bool, got int"),
+        (dict(in_features=3, hidden_features=[4], dtype=torch.int64), TypeError, "dtype must be a floating"),
+        (
+            dict(in_features=3, hidden_features=[4], generator="seed"),
+            TypeError,
+            "generator must be None, a torch.Generator or an int seed, got str",
+        ),
+        (dict(in_features=3, hidden_features=[4], generator=1.5), TypeError, "got float"),
+        (
+            dict(in_features=3, hidden_features=[4], target_weight=[[1.0]]),
+            TypeError,
+            r"target_weight must be a torch.Tensor of shape \[3, 3\], got list",
+        ),
+        (
+            dict(in_features=3, hidden_features=[4], target_weight=torch.ones(3, 2)),
+            ValueError,
+            r"target_weight must have shape \[3, 3\], got \[3, 2\]",
+        ),
+        (
+            dict(in_features=3, hidden_features=[4], out_features=2, target_weight=torch.ones(3, 3)),
+            ValueError,
+            r"target_weight must have shape \[2, 3\], got \[3, 3\]",
+        ),
+        (
+            dict(
+                in_features=3,
+                hidden_features=[4],
+                target_weight=torch.tensor([[1.0, 0, 0], [0, math.inf, 0], [0, 0, 1]]),
+            ),
+            ValueError,
+            "target_weight must be finite, got 1 non-finite",
+        ),
+        (
+            dict(in_features=3, hidden_features=[4], target_weight=torch.eye(3, dtype=torch.complex64)),
+            TypeError,
+            "target_weight must be a real tensor",
+        ),
+        (
+            dict(in_features=3, hidden_features=[4], target_bias=torch.ones(2)),
+            ValueError,
+            r"target_bias must have shape \[3\], got \[2\]",
+        ),
+        (
+            dict(in_features=3, hidden_features=[4], target_bias=torch.tensor([0.0, math.nan, 0.0])),
+            ValueError,
+            "target_bias must be finite",
+        ),
+        (
+            dict(in_features=3, hidden_features=[4], bias=False, target_bias=torch.ones(3)),
+            ValueError,
+            "target_bias is non-zero but the last layer has no bias",
+        ),
+    ],
+)
+def test_linear_errors(kwargs: dict, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        TransparentLinear(**kwargs)
+
+
+def test_conv_errors_use_channel_names() -> None:
+    with pytest.raises(
+        ValueError, match=r"hidden_channels\[0\] \(hidden layer 0\) has width 8 < in_channels = 21"
+    ):
+        TransparentConv1x1(21, [8])
+    with pytest.raises(TypeError, match="in_channels must be an int"):
+        TransparentConv1x1("21", [32])
+    with pytest.raises(ValueError, match="out_channels must be >= 1"):
+        build_transparent_stack(3, [4], 0, conv=True)
+
+
+def test_out_features_inferred_from_target() -> None:
+    layer = TransparentLinear(3, [4], target_weight=torch.ones(2, 3), generator=0)
+    assert layer.out_features == 2
+
+
+def test_zero_target_bias_without_bias_is_fine() -> None:
+    layer = TransparentLinear(3, [4], bias=False, target_bias=torch.zeros(3), generator=0)
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(layer(x), x, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "seq,exc,match",
+    [
+        (
+            [nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)],
+            TypeError,
+            "sequential must be an nn.Sequential, got list",
+        ),
+        (
+            nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 3, 1)),
+            ValueError,
+            r"layer 0 \(Conv2d\) is not supported: kernel_size \(3, 3\)",
+        ),
+        (
+            nn.Sequential(nn.Conv2d(4, 8, 1, groups=2), nn.ReLU(), nn.Conv2d(8, 4, 1)),
+            ValueError,
+            "layer 0 .*groups=2",
+        ),
+        (nn.Sequential(nn.Conv2d(4, 8, 1, stride=2), nn.ReLU(), nn.Conv2d(8, 4, 1)), ValueError, "stride"),
+        (nn.Sequential(nn.Conv2d(4, 8, 1, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1)), ValueError, "padding"),
+        (
+            nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)),
+            TypeError,
+            "layer 1 is Tanh: only nn.Linear, 1x1 nn.Conv2d, nn.ReLU and nn.LeakyReLU are supported",
+        ),
+        (nn.Sequential(nn.Linear(3, 7), nn.ReLU(), nn.Linear(7, 3)), ValueError, "layer 0 has odd width 7"),
+        (
+            nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3)),
+            ValueError,
+            "layer 2 has logical width 2 < in_features = 3",
+        ),
+        (
+            nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(2, 3)),
+            ValueError,
+            "layer 1 has logical width 2 < in_features = 3",
+        ),
+        (
+            nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(-0.1), nn.Linear(8, 3)),
+            ValueError,
+            r"layer 1 \(LeakyReLU\) needs negative_slope > 0",
+        ),
+        (
+            nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.ReLU(), nn.Linear(8, 3)),
+            ValueError,
+            "two activations in a row",
+        ),
+        (
+            nn.Sequential(nn.ReLU(), nn.Linear(3, 8), nn.Linear(8, 3)),
+            ValueError,
+            "activation before the first",
+        ),
+        (nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 3), nn.ReLU()), ValueError, "activation after the last"),
+        (nn.Sequential(nn.Linear(3, 3)), ValueError, "at least 2 affine layers"),
+        (
+            nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(6, 3)),
+            ValueError,
+            "layer 2 takes 6 inputs but layer 0 gives 8",
+        ),
+        (nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Conv2d(8, 3, 1)), ValueError, "do not mix"),
+        (
+            nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)),
+            ValueError,
+            "out_features = 2 != in_features = 3",
+        ),
+    ],
+)
+def test_inplace_errors(seq: object, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        transparent_init_(seq)
+
+
+def test_inplace_target_errors() -> None:
+    seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match=r"target_weight must have shape \[2, 3\]"):
+        transparent_init_(seq, target_weight=torch.ones(3, 3))
+    with pytest.raises(TypeError, match="generator must be"):
+        transparent_init_(seq, target_weight=torch.ones(2, 3), generator=object())
+    nobias = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3, bias=False))
+    with pytest.raises(ValueError, match="no exact right inverse"):
+        transparent_init_(nobias)

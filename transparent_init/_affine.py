@@ -1,0 +1,224 @@
+"""Pure tensor math of transparent initialization (no modules, no validation).
+
+Convention (row vectors, as ``nn.Linear`` computes ``y = x W^T + b``): an affine layer ``z = x A^T + b`` with
+``A`` of shape ``[out, in]`` is written in homogeneous form as the ``(in + 1) x (out + 1)`` matrix
+
+.. math::
+
+    H(A, b) = \\begin{bmatrix} A^\\top & 0 \\\\ b & 1 \\end{bmatrix},
+    \\qquad [x, 1]\\, H(A, b) = [x A^\\top + b, 1],
+
+so a chain of layers is the product ``P = H_1 H_2 ... H_{k-1}`` (first layer on the left). The last layer
+``H_k`` solves ``P H_k = G`` with ``G = H(T, t)`` the target map; ``P`` has full row rank ``in + 1`` whenever
+every logical hidden width is ``>= in`` (the right-inverse condition), so ``H_k = P^+ G`` is an exact
+solution, and the minimum-norm one. Everything here is computed in float64 from the parameters *as stored*
+(after the cast to the layers' dtype), so the only error left at run time is the forward arithmetic of the
+layers themselves.
+
+Activation doubling: a hidden pre-activation ``z`` is carried through ``act`` as ``[z, -z]`` (the real layer
+has 2x units); the next layer reads ``z`` back with ``[A, -A] / g`` since ``act(z) - act(-z) = g z`` with ``g
+= 1`` for ReLU and ``g = 1 + slope`` for LeakyReLU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "activation_gain",
+    "semi_orthogonal",
+    "draw_hidden",
+    "homogeneous",
+    "chain",
+    "solve_last",
+    "transparent_parameters",
+    "MIN_ABS_FRACTION",
+]
+
+#: Hidden draws with magnitude below ``MIN_ABS_FRACTION / sqrt(width)`` (1 % of the entries' scale) are pushed
+#: to that magnitude, keeping their sign: it changes ~1 % of the draws by less than 1 % of their scale, leaves
+#: the chain's conditioning intact and keeps every hidden parameter well away from zero (the paper's "init
+#: rate").
+MIN_ABS_FRACTION = 0.01
+
+
+def activation_gain(activation: str | None, negative_slope: float) -> float:
+    """``g`` with ``act(z) - act(-z) = g z``: 1 for ReLU, ``1 + slope`` for LeakyReLU, else 1."""
+    return 1.0 + float(negative_slope) if activation == "leaky_relu" else 1.0
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn(shape, generator=generator, dtype=torch.float64, device=device).cpu()
+
+
+def _away_from_zero(t: Tensor, floor: float) -> Tensor:
+    return torch.where(t.abs() < floor, torch.where(t >= 0, floor, -floor).to(t), t)
+
+
+def semi_orthogonal(rows: int, cols: int, generator: torch.Generator | None = None) -> Tensor:
+    """Haar-random ``[rows, cols]`` float64 matrix, orthonormal columns (rows >= cols) or rows (rows < cols).
+
+    Drawn as the Q factor of a Gaussian matrix with the signs of ``diag(R)`` folded in (so the law is
+    uniform).
+    """
+    big, small = max(rows, cols), min(rows, cols)
+    q, r = torch.linalg.qr(_randn((big, small), generator))
+    q = q * torch.sign(torch.diagonal(r)).masked_fill(torch.diagonal(r) == 0, 1.0)
+    return q if rows >= cols else q.T.contiguous()
+
+
+def _range_preserving(rows: int, basis: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``[rows, cols]`` matrix, orthonormal rows, an isometry on ``span(basis)`` (``basis [cols, r]``).
+
+    Used for narrowing layers (``rows < cols``): a Haar draw would squeeze the chain's range at random and
+    worsen its conditioning; this one is ``O [U, V]^T`` with ``U`` an orthonormal basis of the range, ``V`` a
+    random orthonormal completion (``rows - r`` columns, orthogonal to ``U``) and ``O`` a Haar ``rows x rows``
+    rotation.
+    """
+    u, _ = torch.linalg.qr(basis)
+    r = u.shape[1]
+    g = _randn((basis.shape[0], rows - r), generator)
+    g = g - u @ (u.T @ g)
+    v, _ = torch.linalg.qr(g)
+    return semi_orthogonal(rows, rows, generator) @ torch.cat([u, v], dim=1).T
+
+
+def draw_hidden(
+    in_features: int, hidden: Sequence[int], biases: Sequence[bool], generator: torch.Generator | None
+) -> list[tuple[Tensor, Tensor]]:
+    """Logical hidden affine maps ``(A_l [h_l, h_{l-1}], b_l [h_l])`` in float64, drawn in layer order.
+
+    ``A_l`` is semi-orthogonal rescaled to entries of scale ``1 / sqrt(h_l)`` (the rule of the authors' code).
+    A widening layer (``h_l >= h_{l-1}``) is a Haar draw with orthonormal columns, so the chain stays an exact
+    isometry of ``x``; a narrowing layer has orthonormal rows and is drawn as an isometry on the range of the
+    chain so far (including the bias direction when there is room), so the chain keeps condition number ~1
+    whatever the widths. ``b_l ~ N(0, 1 / h_l)`` (zero when the layer has no bias). Tiny draws are pushed away
+    from zero (see :data:`MIN_ABS_FRACTION`).
+    """
+    out: list[tuple[Tensor, Tensor]] = []
+    prev = in_features
+    m_lin = torch.eye(in_features, dtype=torch.float64)  # chain so far: z = M x + m
+    m_off = torch.zeros(in_features, 1, dtype=torch.float64)
+    for h, has_bias in zip(hidden, biases):
+        scale = 1.0 / math.sqrt(h)
+        floor = MIN_ABS_FRACTION * scale
+        if h >= prev:
+            a = semi_orthogonal(h, prev, generator)
+        else:
+            basis = torch.cat([m_lin, m_off], dim=1) if h > in_features and bool(m_off.any()) else m_lin
+            a = _range_preserving(h, basis, generator)
+        a = _away_from_zero(a * math.sqrt(max(h, prev)), MIN_ABS_FRACTION) * scale
+        b = _randn((h,), generator)
+        b = _away_from_zero(b * scale, floor) if has_bias else torch.zeros(h, dtype=torch.float64)
+        out.append((a, b))
+        m_lin = a @ m_lin
+        m_off = a @ m_off + b[:, None]
+        prev = h
+    return out
+
+
+def homogeneous(weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``[[W^T, 0], [b, 1]]`` of shape ``(in + 1, out + 1)`` for ``y = x W^T + b`` (``weight [out, in]``)."""
+    out_f, in_f = weight.shape
+    h = weight.new_zeros(in_f + 1, out_f + 1)
+    h[:in_f, :out_f] = weight.T
+    if bias is not None:
+        h[in_f, :out_f] = bias
+    h[in_f, out_f] = 1.0
+    return h
+
+
+def chain(affines: Sequence[tuple[Tensor, Tensor]], in_features: int) -> Tensor:
+    """Product ``H_1 H_2 ... H_n`` of the homogeneous forms (``(in + 1, h_n + 1)``, float64)."""
+    p = torch.eye(in_features + 1, dtype=torch.float64)
+    for a, b in affines:
+        p = p @ homogeneous(a, b)
+    return p
+
+
+def solve_last(
+    p: Tensor, target_weight: Tensor, target_bias: Tensor | None, *, last_bias: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Last logical layer ``(W [out, h], c [out])`` with ``[x, 1] P H(W, c) = [x T^T + t, 1]`` (float64).
+
+    With a last-layer bias this is ``H(W, c) = P^+ H(T, t)`` (SVD pseudo-inverse of the full-row-rank chain
+    ``P``, the minimum-norm exact solution). Without one, ``c = 0`` and ``W^T`` solves the first ``h`` columns
+    of ``P`` alone (exact when those still have full row rank, or when the chain has no bias and ``t = 0``).
+
+    Raises:
+        ValueError: if no exact solution exists (the chain has no right inverse).
+    """
+    in_f = p.shape[0] - 1
+    h = p.shape[1] - 1
+    out_f = target_weight.shape[0]
+    g = homogeneous(target_weight, target_bias)[:, :out_f]  # [[T^T], [t]]
+    s = p if last_bias else p[:, :h]
+    x = torch.linalg.pinv(s) @ g
+    residual = (s @ x - g).abs().max().item()
+    if not residual <= 1e-8 * max(1.0, g.abs().max().item()):
+        raise ValueError(
+            f"the hidden layers have no exact right inverse (residual {residual:.3g}): "
+            "every hidden width must be "
+            f">= in_features = {in_f}"
+            + ("" if last_bias else ", and > in_features when only the last layer lacks a bias")
+        )
+    w = x[:h].T.contiguous()
+    c = x[h].contiguous() if last_bias else torch.zeros(out_f, dtype=x.dtype)
+    return w, c
+
+
+def transparent_parameters(
+    in_features: int,
+    hidden: Sequence[int],
+    activations: Sequence[str | None],
+    negative_slopes: Sequence[float],
+    biases: Sequence[bool],
+    target_weight: Tensor,
+    target_bias: Tensor | None,
+    dtypes: Sequence[torch.dtype],
+    generator: torch.Generator | None = None,
+) -> list[tuple[Tensor, Tensor | None]]:
+    """Real ``(weight [out_real, in_real], bias [out_real] | None)`` of every layer, on CPU, in ``dtypes[i]``.
+
+    Args:
+        in_features: input width.
+        hidden: logical hidden widths ``h_1 .. h_{k-1}`` (each ``>= in_features``; not checked here).
+        activations: activation after hidden layer ``l`` (``None``, ``"relu"``, ``"leaky_relu"``),
+            length ``k - 1``.
+        negative_slopes: LeakyReLU slope after hidden layer ``l`` (ignored otherwise), length ``k - 1``.
+        biases: whether each of the ``k`` layers has a bias (the last entry is the last layer's).
+        target_weight (Tensor[out, in]): the map to reproduce (float64).
+        target_bias (Tensor[out] | None): its bias (float64; ``None`` means zero).
+        dtypes: storage dtype of each of the ``k`` layers.
+        generator: source of the hidden draws (``None``: the global RNG).
+    """
+    k = len(hidden) + 1
+    logical = draw_hidden(in_features, hidden, biases[: k - 1], generator)
+    effective: list[tuple[Tensor, Tensor]] = []
+    stored: list[tuple[Tensor, Tensor | None]] = []
+    for i, (a, b) in enumerate(logical):
+        gain_in = activation_gain(activations[i - 1], negative_slopes[i - 1]) if i > 0 else 1.0
+        doubled_in = i > 0 and activations[i - 1] is not None
+        a_s = (a / gain_in).to(dtypes[i])
+        b_s = b.to(dtypes[i])
+        effective.append((a_s.double() * gain_in, b_s.double()))
+        w = torch.cat([a_s, -a_s], dim=1) if doubled_in else a_s
+        bb = b_s
+        if activations[i] is not None:
+            w = torch.cat([w, -w], dim=0)
+            bb = torch.cat([b_s, -b_s])
+        stored.append((w, bb if biases[i] else None))
+    w_last, c_last = solve_last(
+        chain(effective, in_features), target_weight, target_bias, last_bias=biases[-1]
+    )
+    gain = activation_gain(activations[-1], negative_slopes[-1])
+    w_s = (w_last / gain).to(dtypes[-1])
+    if activations[-1] is not None:
+        w_s = torch.cat([w_s, -w_s], dim=1)
+    stored.append((w_s, c_last.to(dtypes[-1]) if biases[-1] else None))
+    return stored

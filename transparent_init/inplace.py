@@ -1,0 +1,230 @@
+"""Transparent initialization of a user's own ``nn.Sequential`` of Linear / 1x1 Conv2d layers, in place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ._affine import transparent_parameters
+from ._checks import as_generator, check_target
+
+__all__ = ["transparent_init_", "StackLayout", "parse_stack"]
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """What :func:`parse_stack` reads off a stack.
+
+    Attributes:
+        linear_indices: index in the ``nn.Sequential`` of each affine layer (``k`` of them).
+        in_features: input width of the first layer.
+        hidden: logical hidden widths (real widths halved after an activation), length ``k - 1``.
+        out_features: output width of the last layer.
+        activations: activation after each hidden layer (``None``, ``"relu"``, ``"leaky_relu"``).
+        negative_slopes: LeakyReLU slope after each hidden layer (0.0 where unused).
+        biases: whether each affine layer has a bias.
+        conv: whether the affine layers are 1x1 ``nn.Conv2d``.
+    """
+
+    linear_indices: tuple[int, ...]
+    in_features: int
+    hidden: tuple[int, ...]
+    out_features: int
+    activations: tuple[str | None, ...]
+    negative_slopes: tuple[float, ...]
+    biases: tuple[bool, ...]
+    conv: bool
+
+
+def _conv_problem(m: nn.Conv2d) -> str | None:
+    if tuple(m.kernel_size) != (1, 1):
+        return f"kernel_size {tuple(m.kernel_size)} (only 1x1 convolutions are pointwise affine maps)"
+    if m.groups != 1:
+        return f"groups={m.groups} (only groups=1 is supported)"
+    if tuple(m.stride) != (1, 1) or tuple(m.dilation) != (1, 1):
+        return f"stride {tuple(m.stride)} / dilation {tuple(m.dilation)} (only 1 is supported)"
+    pad = m.padding if isinstance(m.padding, str) else tuple(m.padding)
+    if pad not in ((0, 0), "valid", "same"):
+        return f"padding {pad} (padding would add non-input border pixels)"
+    return None
+
+
+def parse_stack(sequential: nn.Sequential) -> StackLayout:
+    """Read the layout of ``Linear|Conv1x1 (act Linear|Conv1x1)*`` stacks; raise a teaching error otherwise.
+
+    Raises:
+        TypeError: if ``sequential`` is not an ``nn.Sequential`` or holds an unsupported module.
+        ValueError: for kxk / grouped convs, mixed Linear and Conv2d, mismatched or odd widths,
+            non-positive slopes, a stack without a hidden layer, or a hidden layer narrower than the input.
+    """
+    if not isinstance(sequential, nn.Sequential):
+        raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")
+    mods = list(sequential)
+    lin_idx: list[int] = []
+    acts: list[str | None] = []
+    slopes: list[float] = []
+    pending: tuple[str, float, int] | None = None
+    kind: type | None = None
+    for i, m in enumerate(mods):
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            if isinstance(m, nn.Conv2d):
+                problem = _conv_problem(m)
+                if problem is not None:
+                    raise ValueError(f"layer {i} (Conv2d) is not supported: {problem}")
+            if kind is not None and type(m) is not kind:
+                raise ValueError(
+                    f"layer {i} is {type(m).__name__} but earlier layers are {kind.__name__}: do not mix"
+                )
+            kind = type(m)
+            if lin_idx:
+                acts.append(pending[0] if pending else None)
+                slopes.append(pending[1] if pending else 0.0)
+            elif pending is not None:
+                raise ValueError(f"layer {pending[2]} is an activation before the first affine layer")
+            pending = None
+            lin_idx.append(i)
+        elif isinstance(m, (nn.ReLU, nn.LeakyReLU)):
+            if pending is not None:
+                raise ValueError(f"layer {i}: two activations in a row (layers {pending[2]} and {i})")
+            if isinstance(m, nn.LeakyReLU):
+                slope = float(m.negative_slope)
+                if not slope > 0:
+                    raise ValueError(f"layer {i} (LeakyReLU) needs negative_slope > 0, got {slope}")
+                pending = ("leaky_relu", slope, i)
+            else:
+                pending = ("relu", 0.0, i)
+        else:
+            raise TypeError(
+                f"layer {i} is {type(m).__name__}: "
+                "only nn.Linear, 1x1 nn.Conv2d, nn.ReLU and nn.LeakyReLU are supported"
+            )
+    if pending is not None:
+        raise ValueError(
+            f"layer {pending[2]} is an activation after the last affine layer (nothing reads it back)"
+        )
+    if len(lin_idx) < 2:
+        raise ValueError(f"the stack needs at least 2 affine layers (one hidden), got {len(lin_idx)}")
+
+    def width(m: nn.Module, attr: str) -> int:
+        return int(getattr(m, attr + ("_channels" if isinstance(m, nn.Conv2d) else "_features")))
+
+    first = mods[lin_idx[0]]
+    in_features = width(first, "in")
+    hidden: list[int] = []
+    for j, idx in enumerate(lin_idx[:-1]):
+        real = width(mods[idx], "out")
+        nxt = width(mods[lin_idx[j + 1]], "in")
+        if nxt != real:
+            raise ValueError(f"layer {lin_idx[j + 1]} takes {nxt} inputs but layer {idx} gives {real}")
+        if acts[j] is not None:
+            if real % 2:
+                raise ValueError(
+                    f"layer {idx} has odd width {real}: a layer followed by {acts[j]} "
+                    "must hold an even number of "
+                    f"units ([z, -z] doubling)"
+                )
+            real //= 2
+        if real < in_features:
+            raise ValueError(
+                f"layer {idx} has logical width {real} < in_features = {in_features}: "
+                "every hidden width must be >= "
+                f"in_features for an exact right inverse"
+                + (" (real width halved by the doubling)" if acts[j] else "")
+            )
+        hidden.append(real)
+    return StackLayout(
+        linear_indices=tuple(lin_idx),
+        in_features=in_features,
+        hidden=tuple(hidden),
+        out_features=width(mods[lin_idx[-1]], "out"),
+        activations=tuple(acts),
+        negative_slopes=tuple(slopes),
+        biases=tuple(mods[i].bias is not None for i in lin_idx),
+        conv=kind is nn.Conv2d,
+    )
+
+
+def resolve_target(
+    in_features: int, out_features: int, target_weight: object, target_bias: object, has_bias: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Validated float64 target ``(T [out, in], t [out] | None)``; identity if ``target_weight`` is None."""
+    if target_weight is None:
+        if out_features != in_features:
+            raise ValueError(
+                f"out_features = {out_features} != in_features = {in_features}: pass target_weight of shape "
+                f"[{out_features}, {in_features}] (identity is only the default when they are equal)"
+            )
+        t_w = torch.eye(in_features, dtype=torch.float64)
+    else:
+        t_w = check_target(target_weight, (out_features, in_features), "target_weight")
+    t_b = None if target_bias is None else check_target(target_bias, (out_features,), "target_bias")
+    if t_b is not None and not has_bias and bool((t_b != 0).any()):
+        raise ValueError("target_bias is non-zero but the last layer has no bias (bias=False)")
+    return t_w, t_b
+
+
+def transparent_init_(
+    sequential: nn.Sequential,
+    *,
+    target_weight: Tensor | None = None,
+    target_bias: Tensor | None = None,
+    generator: torch.Generator | int | None = None,
+) -> nn.Sequential:
+    """Initialize a user's stack so that it computes ``x W^T + b`` (identity by default) exactly, in place.
+
+    The stack is ``L_1, act, L_2, act, ..., L_k`` with every ``L`` an ``nn.Linear`` or a 1x1 ``nn.Conv2d``
+    (all the same kind) and each ``act`` an ``nn.ReLU``, an ``nn.LeakyReLU`` (slope > 0) or absent. A layer
+    followed by an activation holds ``2 h`` real units for a logical width ``h`` (``[z, -z]`` doubling), so
+    its width must be even, and every logical hidden width must be ``>= in_features``. Every weight and bias
+    is redrawn (hidden layers: dense random semi-orthogonal draws; last layer: float64 least-squares solve,
+    then cast to the layer's dtype).
+
+    Args:
+        sequential: the stack to initialize (modified in place, also returned).
+        target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity
+            (needs ``out == in``).
+        target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
+        generator: ``torch.Generator`` or int seed for reproducible draws; ``None`` uses the global RNG.
+
+    Returns:
+        nn.Sequential: ``sequential`` itself.
+
+    Raises:
+        TypeError: wrong argument types or unsupported modules.
+        ValueError: kxk / grouped convs, odd or too narrow hidden widths (naming the layer index),
+            wrong target shapes, non-finite targets.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> _ = transparent_init_(net, generator=0)
+        >>> x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.allclose(net(x), x, atol=1e-5))
+        True
+    """
+    layout = parse_stack(sequential)
+    gen = as_generator(generator)
+    mods = [sequential[i] for i in layout.linear_indices]
+    t_w, t_b = resolve_target(
+        layout.in_features, layout.out_features, target_weight, target_bias, layout.biases[-1]
+    )
+    params = transparent_parameters(
+        layout.in_features,
+        layout.hidden,
+        layout.activations,
+        layout.negative_slopes,
+        layout.biases,
+        t_w,
+        t_b,
+        [m.weight.dtype for m in mods],
+        gen,
+    )
+    with torch.no_grad():
+        for m, (w, b) in zip(mods, params):
+            m.weight.copy_(w.view(m.weight.shape))
+            if b is not None:
+                m.bias.copy_(b)
+    return sequential

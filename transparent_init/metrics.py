@@ -1,0 +1,100 @@
+"""The paper's metrics of transparency (Table 2/3): init rate, recovery rate, max abs error."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["init_rate", "recovery_rate", "max_abs_error"]
+
+
+def init_rate(module: nn.Module, threshold: float = 1e-4) -> float:
+    """Share of all parameter entries (weights and biases) with ``|w| > threshold``, in ``[0, 1]``.
+
+    The paper's "init rate" (its Table 2 reports it in percent): how much of the stack starts non-negligible.
+
+    Args:
+        module: any module; every entry of ``module.parameters()`` counts once.
+        threshold: magnitude a parameter must exceed (>= 0).
+
+    Example:
+        >>> from torch import nn
+        >>> lin = nn.Linear(2, 2)
+        >>> with torch.no_grad():
+        ...     _ = lin.weight.copy_(torch.eye(2)); _ = lin.bias.zero_()
+        >>> init_rate(lin)  # 2 of 6 entries are non-zero
+        0.3333333333333333
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0:
+        raise ValueError(f"threshold must be a real >= 0, got {threshold!r}")
+    total = 0
+    big = 0
+    for p in module.parameters():
+        total += p.numel()
+        big += int((p.detach().abs() > threshold).sum())
+    if total == 0:
+        raise ValueError("module has no parameters")
+    return big / total
+
+
+def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    with torch.no_grad():
+        y = module(x)
+    ref = x if target is None else target
+    if not isinstance(ref, Tensor):
+        raise TypeError(f"target must be a torch.Tensor or None, got {type(ref).__name__}")
+    if y.shape != ref.shape:
+        raise ValueError(
+            f"module output shape {list(y.shape)} != "
+            f"{'x' if target is None else 'target'} shape {list(ref.shape)}"
+            + ("; pass target= for a non-identity map" if target is None else "")
+        )
+    return (y - ref.to(y)).abs()
+
+
+def recovery_rate(module: nn.Module, x: Tensor, eps: float = 1e-4, *, target: Tensor | None = None) -> float:
+    """Share of output entries within ``eps`` of the target (the input by default), in ``[0, 1]``.
+
+    The paper's "recovery" (Table 2, percent): ``mean(|module(x) - target| < eps)``.
+
+    Args:
+        module: the stack (evaluated under ``torch.no_grad``).
+        x (Tensor[*]): input batch.
+        eps: tolerance (> 0).
+        target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
+
+    Example:
+        >>> from torch import nn
+        >>> recovery_rate(nn.Identity(), torch.randn(4, 3))
+        1.0
+        >>> recovery_rate(nn.ReLU(), torch.tensor([-1.0, 2.0, -3.0, 4.0]))
+        0.5
+    """
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+        raise ValueError(f"eps must be a real > 0, got {eps!r}")
+    err = _errors(module, x, target)
+    if err.numel() == 0:
+        raise ValueError("x is empty")
+    return float((err < eps).double().mean())
+
+
+def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None) -> float:
+    """``max |module(x) - target|`` (target defaults to ``x``), the paper's Table 3 figure.
+
+    Example:
+        >>> from torch import nn
+        >>> max_abs_error(nn.ReLU(), torch.tensor([-1.0, 2.0, -3.0]))
+        3.0
+    """
+    err = _errors(module, x, target)
+    if err.numel() == 0:
+        raise ValueError("x is empty")
+    return float(err.max())
