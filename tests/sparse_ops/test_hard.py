@@ -135,3 +135,22 @@ def test_errors():
         enforce_connectivity(torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="min_size must be >= 1, got 0"):
         enforce_connectivity(torch.zeros(3, 3, dtype=torch.long), min_size=0)
+
+
+@given(H=st.integers(2, 14), W=st.integers(2, 14), S=st.integers(2, 5), seed=st.integers(0, 10_000),
+       connectivity=st.booleans())
+@settings(max_examples=20)
+def test_consistent_with_uniformize(H, W, S, seed, connectivity):
+    from sparse_ops import uniformize
+
+    g = torch.Generator().manual_seed(seed)
+    a = torch.softmax(3 * torch.randn(2, 9, H, W, generator=g), 1)
+    logits = torch.randn(2, 4, H, W, generator=g)
+    sp, k = hard_superpixels(a, S, connectivity=connectivity, return_counts=True)
+    n = int(k.max()) if connectivity else num_grid_cells(H, W, S)
+    out = uniformize(logits, sp, num_superpixels=n)
+    for b in range(2):
+        for v in sp[b].unique().tolist():
+            region = out[b][:, sp[b] == v]  # [C, n_pixels]
+            assert torch.equal(region, region[:, :1].expand_as(region))
+            torch.testing.assert_close(region[:, 0], logits[b][:, sp[b] == v].mean(1))
