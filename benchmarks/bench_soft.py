@@ -70,7 +70,12 @@ def nine_shift_uniformize(x: torch.Tensor, assoc: torch.Tensor, S: int) -> torch
 
 
 def scatter_uniformize(x: torch.Tensor, assoc: torch.Tensor, S: int) -> torch.Tensor:
-    """9 non-zeros per pixel: index_add over flattened global cell ids, index_select back."""
+    """9 non-zeros per pixel: index_add over flattened global cell ids, index_select back (per image, to keep
+    the ``[9, H W, C]`` temporaries under the memory budget)."""
+    return torch.cat([_scatter_uniformize(x[b : b + 1], assoc[b : b + 1], S) for b in range(x.shape[0])])
+
+
+def _scatter_uniformize(x: torch.Tensor, assoc: torch.Tensor, S: int) -> torch.Tensor:
     B, C, H, W = x.shape
     ids, valid = neighbour_cell_ids(H, W, S, device=x.device)
     n = int(ids.max()) + 1

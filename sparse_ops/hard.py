@@ -82,7 +82,7 @@ def _components(lab: np.ndarray) -> tuple[np.ndarray, int]:
     """4-connected pieces of equal label -> component ids 0..n-1 (row-major order of first pixel)."""
     comp = np.full(lab.shape, -1, dtype=np.int64)
     n = 0
-    shifted = lab - lab.min() + 1
+    shifted = np.unique(lab, return_inverse=True)[1].reshape(lab.shape) + 1  # dense values 1..K
     for value_minus1, sl in enumerate(ndimage.find_objects(shifted)):
         if sl is None:
             continue
@@ -98,29 +98,30 @@ def _components(lab: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _merge_small(comp: np.ndarray, n: int, min_size: int) -> np.ndarray:
-    sizes = np.bincount(comp.ravel(), minlength=n).astype(np.int64)
-    if n <= 1 or sizes.min() >= min_size:
+    counts0 = np.bincount(comp.ravel(), minlength=n)
+    if n <= 1 or counts0.min() >= min_size:
         return comp
-    # border lengths between adjacent components
-    pairs = []
+    # border lengths between adjacent components, as encoded pairs a * n + b (both directions)
+    keys = []
     for a, b in ((comp[:, :-1], comp[:, 1:]), (comp[:-1, :], comp[1:, :])):
         diff = a != b
-        pairs.append(np.stack([a[diff], b[diff]], axis=1))
-    p = np.concatenate(pairs)
-    p = np.concatenate([p, p[:, ::-1]])
-    keys, counts = np.unique(p, axis=0, return_counts=True)
+        keys += [a[diff] * n + b[diff], b[diff] * n + a[diff]]
+    uniq, lengths = np.unique(np.concatenate(keys), return_counts=True)
     adj: list[Counter] = [Counter() for _ in range(n)]
-    for (a, b), c in zip(keys.tolist(), counts.tolist()):
-        adj[a][b] += c
-    parent = np.arange(n)
+    for key, c in zip(uniq.tolist(), lengths.tolist()):
+        adj[key // n][key % n] = c
+    parent = list(range(n))
+    sizes = counts0.tolist()
 
     def find(x: int) -> int:
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
-        return int(x)
+        return x
 
-    for a in np.argsort(sizes, kind="stable").tolist():
+    for a in np.argsort(counts0, kind="stable").tolist():
+        if counts0[a] >= min_size:
+            break  # visited in increasing original size: the rest were never small
         if parent[a] != a or sizes[a] >= min_size or not adj[a]:
             continue
         best = min(adj[a].items(), key=lambda kv: (-kv[1], kv[0]))[0]
@@ -132,8 +133,9 @@ def _merge_small(comp: np.ndarray, n: int, min_size: int) -> np.ndarray:
             if r != target:
                 adj[target][r] += c
                 adj[r][target] += c
-                adj[r].pop(a, None)
+            adj[r].pop(a, None)
         adj[target].pop(a, None)
+        adj[target].pop(target, None)
         adj[a].clear()
     roots = np.array([find(i) for i in range(n)])
     return roots[comp]

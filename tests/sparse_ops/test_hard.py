@@ -100,6 +100,12 @@ def test_enforce_connectivity_deterministic_first_occurrence_numbering():
     assert out.dim() == 2 and k.dim() == 0
 
 
+def test_enforce_connectivity_sparse_and_negative_values():
+    lab = torch.tensor([[-(10**12), 3], [10**12, 3]])
+    out, k = enforce_connectivity(lab)
+    assert out.tolist() == [[0, 1], [2, 1]] and int(k) == 3
+
+
 def test_enforce_connectivity_merges_into_longest_border():
     lab = torch.tensor([[[0, 0, 0, 0], [0, 2, 1, 1], [1, 1, 1, 1]]])
     out, k = enforce_connectivity(lab, min_size=2)
