@@ -149,3 +149,20 @@ def test_cli_errors(tiny_voc, tmp_path) -> None:  # noqa: F811
         train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--batch-size", "1"))
     with pytest.raises(ValueError, match="fewer than one batch"):
         train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--batch-size", "8"))
+
+
+@pytest.mark.slow
+def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    """The demo's every step on tiny data (1 step per stage): transparency passes, the table is printed."""
+    from examples.voc_joint import demo
+
+    res = demo.main(["--data-root", str(tiny_voc), "--output-dir", str(tmp_path), "--seg-epochs", "1",
+                     "--spixel-epochs", "1", "--joint-epochs", "1", "--max-steps", "1", "--crop-size", "32",
+                     "--batch-size", "2", "--no-progress"])
+    text = capsys.readouterr().out
+    assert res["transparency"]["max_abs_diff"] <= 1e-4 and res["transparency"]["consistency"] == 1.0
+    assert "Table 4 format" in text and "+ superpixel + transparent init (fine-tuned)" in text and "PASS" in text
+    table = res["table"]
+    assert len(table) == 4
+    assert all(v["consistency"] == 1.0 for k, v in table.items() if k.startswith("+"))
+    assert (tmp_path / "results.json").is_file() and list((tmp_path / "panels").glob("*.png"))
