@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,12 @@ def test_help_documents_every_option(how: str) -> None:
 
 def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
     out = train.main(train_args(tiny_voc, tmp_path, "--stage", "all", "--epochs", "1", "--max-steps", "2",
-                                "--mode", "soft"))
+                                "--mode", "soft", "--eval"))
     assert set(out) == {"seg", "spixel", "joint"}
+    for stage in ("seg", "joint"):  # --eval: exdata's evaluate() on the val split, JSON + panels
+        res = json.loads((out[stage].parent / "eval.json").read_text())
+        assert 0 <= res["miou"] <= 1 and list((out[stage].parent / "panels").glob("*.png"))
+    assert not (out["spixel"].parent / "eval.json").exists()
     for stage, path in out.items():
         ck = load_checkpoint(path)
         assert ck["stage"] == stage and ck["step"] == 2 and ck["complete"]
