@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LOCAL ResNet state dict (torch.load weights_only=True); nothing is downloaded")
     g.add_argument("--cell-size", type=int, default=16, help="superpixel grid cell size in pixels")
     g.add_argument("--spixel-width", type=int, default=16, help="SpixelFCN first-stage width")
+    g.add_argument("--spixel-centre-bias", type=float, default=0.0,
+                   help="initial bias of SpixelFCN's centre-cell logit (>0 starts near the regular grid)")
     g.add_argument("--mode", choices=MODES, default="hard",
                    help="uniformization: hard (argmax ids), soft (association; the segmentation loss reaches "
                         "SpixelFCN) or none")
@@ -268,7 +270,7 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
     if stage == "seg":
         return _deeplab_from(args)
     if stage == "spixel":
-        return SpixelFCN(args.cell_size, args.spixel_width)
+        return SpixelFCN(args.cell_size, args.spixel_width, centre_bias=args.spixel_centre_bias)
     if args.seg_checkpoint is not None:
         cfg = load_checkpoint(args.seg_checkpoint)["config"]["model"]["deeplab"]
         deeplab = DeepLabV3Plus(**cfg)
@@ -280,7 +282,7 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
         spixel = SpixelFCN(**cfg)
         load_weights_into(spixel, args.spixel_checkpoint, part="spixel")
     else:
-        spixel = SpixelFCN(args.cell_size, args.spixel_width)
+        spixel = SpixelFCN(args.cell_size, args.spixel_width, centre_bias=args.spixel_centre_bias)
     return JointModel(
         deeplab,
         spixel,

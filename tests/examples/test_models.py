@@ -133,3 +133,19 @@ def test_spixelfcn_crop_matches_padded_input() -> None:
     padded = torch.nn.functional.pad(x, (0, 5, 0, 12), mode="replicate")
     with torch.no_grad():
         torch.testing.assert_close(net(x), net(padded)[:, :, :20, :27])
+
+
+def test_spixelfcn_centre_bias_starts_near_the_grid() -> None:
+    import sparse_ops
+
+    torch.manual_seed(0)
+    net = SpixelFCN(cell_size=4, width=4, centre_bias=20.0).eval()
+    assert net.config == {"cell_size": 4, "width": 4, "centre_bias": 20.0}
+    with torch.no_grad():
+        ids = sparse_ops.hard_superpixels(net(torch.randn(1, 3, 16, 20)), 4)
+    expect = (torch.arange(16)[:, None] // 4) * 5 + torch.arange(20)[None, :] // 4  # the pixel's own cell
+    assert torch.equal(sparse_ops.grid_cell_ids(16, 20, 4).long(), expect)
+    assert (ids[0] == expect).float().mean() > 0.99
+    with torch.no_grad():
+        plain = sparse_ops.hard_superpixels(SpixelFCN(cell_size=4, width=4).eval()(torch.randn(1, 3, 16, 20)), 4)
+    assert (plain[0] == expect).float().mean() < 0.9  # without the bias: no grid at step 0

@@ -44,6 +44,9 @@ class SpixelFCN(nn.Module):
     Args:
         cell_size: grid cell size in pixels (16 in the paper); stored for the superpixel ops.
         width: width of the first stage (16 in the paper); the others are 2x, 4x, 8x, 16x.
+        centre_bias: initial bias of the centre-cell logit (0 in the paper). A positive value makes the
+            untrained network start close to the regular grid (every pixel in its own cell), which helps very
+            short pretraining runs such as the demo.
 
     Shape:
         - Input: ``(B, 3, H, W)`` images normalized as ``x - (0.411, 0.432, 0.45)`` (values in [0, 1] before).
@@ -58,7 +61,7 @@ class SpixelFCN(nn.Module):
         (torch.Size([2, 9, 21, 30]), True)
     """
 
-    def __init__(self, cell_size: int = 16, width: int = 16) -> None:
+    def __init__(self, cell_size: int = 16, width: int = 16, *, centre_bias: float = 0.0) -> None:
         super().__init__()
         if not isinstance(cell_size, int) or cell_size < 1:
             raise ValueError(f"cell_size must be a positive int, got {cell_size!r}")
@@ -84,7 +87,11 @@ class SpixelFCN(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            self.pred.bias[4] = float(centre_bias)
         self.config: dict[str, Any] = {"cell_size": cell_size, "width": width}
+        if centre_bias:
+            self.config["centre_bias"] = float(centre_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
