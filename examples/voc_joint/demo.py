@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="where checkpoints, logs, panels and results go (default: <cache>/demo)")
     p.add_argument("--data-root", type=Path, default=None, help="VOC folder (default: synthetic set in the cache)")
     p.add_argument("--seg-epochs", type=int, default=12, help="DeepLabV3+ pretraining epochs")
-    p.add_argument("--spixel-epochs", type=int, default=4, help="SpixelFCN pretraining epochs")
+    p.add_argument("--spixel-epochs", type=int, default=6, help="SpixelFCN pretraining epochs")
     p.add_argument("--joint-epochs", type=int, default=2, help="fine-tuning epochs of each joint variant")
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage at this many steps (smoke runs)")
     p.add_argument("--crop-size", type=int, default=64, help="training crop")
@@ -128,7 +128,7 @@ def run_demo(opts: argparse.Namespace) -> dict:
     print(f"[demo] data: {root}\n[demo] outputs: {out}", flush=True)
     common = [
         "--data-root", str(root), "--backbone", "resnet18", "--aspp-channels", "64", "--cell-size",
-        str(opts.cell_size), "--spixel-width", "8", "--crop-size", str(opts.crop_size), "--scale-min", "0.75",
+        str(opts.cell_size), "--spixel-width", "8", "--spixel-centre-bias", "1.5", "--crop-size", str(opts.crop_size), "--scale-min", "0.75",
         "--scale-max", "1.25", "--batch-size", str(opts.batch_size), "--workers", "0", "--device", "cpu",
         "--log-every", "5", "--seed", "0",
     ]
