@@ -128,8 +128,9 @@ def run_demo(opts: argparse.Namespace) -> dict:
     print(f"[demo] data: {root}\n[demo] outputs: {out}", flush=True)
     common = [
         "--data-root", str(root), "--backbone", "resnet18", "--aspp-channels", "64", "--cell-size",
-        str(opts.cell_size), "--spixel-width", "8", "--spixel-centre-bias", "1.5", "--crop-size", str(opts.crop_size), "--scale-min", "0.75",
-        "--scale-max", "1.25", "--batch-size", str(opts.batch_size), "--workers", "0", "--device", "cpu",
+        str(opts.cell_size), "--spixel-width", "8", "--spixel-centre-bias", "1.5", "--crop-size",
+        str(opts.crop_size), "--scale-min", "0.75", "--scale-max", "1.25", "--batch-size", str(opts.batch_size),
+        "--workers", "0", "--device", "cpu",
         "--log-every", "5", "--seed", "0",
     ]
     if opts.no_progress:

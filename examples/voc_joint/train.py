@@ -523,7 +523,9 @@ def run_stage(stage: str, args: argparse.Namespace, info: DistInfo | None = None
     train_model: nn.Module = model
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=stage == "joint")
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=stage == "joint"
+        )
 
     logger = _Logger(folder, info.main, args.tensorboard, append=resume_from is not None)
     if info.main:

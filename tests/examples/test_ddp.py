@@ -22,7 +22,8 @@ def test_torchrun_two_process_gloo(tiny_voc, tmp_path) -> None:  # noqa: F811
            "examples/voc_joint/train.py",
            *train_args(tiny_voc, tmp_path, "--stage", "joint", "--epochs", "1", "--batch-size", "2",
                        "--threads", "1")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "x2" in res.stdout  # the main process reports a world size of 2

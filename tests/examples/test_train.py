@@ -105,7 +105,7 @@ def _state(path: Path) -> dict:
 
 @pytest.mark.slow
 def test_resume_is_bit_exact(tiny_voc, tmp_path) -> None:  # noqa: F811
-    """2 epochs straight == 1 epoch, stop, resume, 1 epoch (model, optimizer, RNG states), with dropout+augmentation."""
+    """2 epochs straight == 1 epoch, stop, resume, 1 epoch (model, optimizer, RNG states); dropout + augmentation."""
     common = ["--stage", "seg", "--epochs", "2", "--schedule", "poly", "--seg-lr", "0.01"]
     a = train.main(train_args(tiny_voc, tmp_path / "a", *common))["seg"]
     b1 = train.main(train_args(tiny_voc, tmp_path / "b", *common, "--max-steps", "2"))["seg"]
