@@ -16,7 +16,7 @@ Usage::
     python benchmarks/bench_joint.py                      # CPU, B=2, 128x128, ResNet-18
     python benchmarks/bench_joint.py --device cuda --batch-size 8 --size 512 --backbone resnet101
 
-Writes ``benchmarks/results/joint.json`` (or ``--output``).
+Writes ``benchmarks/results/joint.json`` (or ``--output``), one entry per device / backbone / batch / size.
 """
 
 from __future__ import annotations
@@ -187,9 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
             existing = json.loads(args.output.read_text())
         except json.JSONDecodeError:
             existing = {}
-    existing[device.type] = result
+    key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}"
+    existing.pop(device.type, None)  # layout of an older version of this script
+    existing[key] = result
     args.output.write_text(json.dumps(existing, indent=2))
-    print(f"written to {args.output} (key {device.type!r})")
+    print(f"written to {args.output} (key {key!r})")
     return result
 
 
