@@ -226,6 +226,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--dense-max-gb", type=float, default=3.0, help="skip dense_bmm when its mask needs more")
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every child")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -240,8 +241,9 @@ def main() -> None:
     results = []
     variants = args.variants.split(",")
     print(f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, {platform.machine()}, "
-          f"{args.repeats} repeats (median), one subprocess per variant\n")
+          f"{args.threads} threads, {args.repeats} repeats (median), one subprocess per variant\n")
     for cfg in configs(args.quick):
+        cfg = dict(cfg, threads=args.threads)
         rows = {}
         for variant in variants:
             cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
@@ -271,11 +273,11 @@ def main() -> None:
         print()
         results.append({"config": cfg, "name": cfg_name(cfg), "results": rows})
 
-    meta = {"torch": torch.__version__, "device": args.device, "cpus": os.cpu_count(), "machine": platform.machine(),
+    meta = {"torch": torch.__version__, "device": args.device, "threads": args.threads, "cpus": os.cpu_count(), "machine": platform.machine(),
             "processor": platform.processor(), "repeats": args.repeats, "time": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                               time.gmtime())}
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
-        f"bench_uniformize{'_quick' if args.quick else ''}_{args.device}.json")
+    suffix = f"{'_quick' if args.quick else ''}_{args.device}{'' if args.threads == 2 else f'_{args.threads}thread'}"
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"bench_uniformize{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "configs": results}, indent=1))
     print(f"wrote {out}")
