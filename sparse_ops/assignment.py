@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from sparse_ops import _checks
-from sparse_ops._kernels import AverageScatter
+from sparse_ops._kernels import AverageScatter, choose_interleave
 
 __all__ = ["SuperpixelAssignment"]
 
@@ -108,9 +108,9 @@ class SuperpixelAssignment:
 
         # Masked pixels are summed into one extra "trash" slot N_s whose 1/count is 0.
         slots = n_s + 1 if mask is not None else n_s
-        scatter_index = index if mask is None else torch.where(mask, index, n_s)
+        scatter_plain = index if mask is None else torch.where(mask, index, n_s)
         counts = torch.zeros(b, slots, dtype=torch.float32, device=device)
-        counts.scatter_add_(1, scatter_index, torch.ones(1, 1, dtype=torch.float32, device=device).expand(b, h * w))
+        counts.scatter_add_(1, scatter_plain, torch.ones(1, 1, dtype=torch.float32, device=device).expand(b, h * w))
         if mask is not None:
             counts = counts[:, :n_s]
         self.counts: Tensor = counts
@@ -118,8 +118,16 @@ class SuperpixelAssignment:
         if mask is not None:
             inv = torch.cat([inv, inv.new_zeros(b, 1)], dim=1)
         self._inv32 = inv.view(b, 1, slots)
-        self._scatter_index = scatter_index.view(b, 1, h * w)
-        self._gather_index = index.view(b, 1, h * w)
+        # Interleaved slot indices (see sparse_ops._kernels): pixel p -> s_p * k + p % k.
+        k = choose_interleave(h * w, slots)
+        self._k = k
+        lane = (torch.arange(h * w, device=device) % k).view(1, 1, h * w) if k > 1 else None
+        self._scatter_plain = scatter_plain.view(b, 1, h * w)
+        self._scatter_index = self._interleave(self._scatter_plain, lane)
+        # None = same as the scatter index (symmetric map; torch.compile refuses the same tensor twice)
+        self._gather_index: Tensor | None = (
+            None if mask is None else self._interleave(index.view(b, 1, h * w), lane)
+        )
         # Pixels of a superpixel without any counted pixel pass through uniformize unchanged.
         self._keep: Tensor | None = None
         if mask is not None:
@@ -128,6 +136,9 @@ class SuperpixelAssignment:
         self._sparse_cache: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
 
     # ------------------------------------------------------------------ helpers
+    def _interleave(self, plain: Tensor, lane: Tensor | None) -> Tensor:
+        return plain if lane is None else torch.add(lane, plain, alpha=self._k)  # one allocation
+
     @property
     def device(self) -> torch.device:
         """The device of the assignment (that of the label map)."""
@@ -232,11 +243,14 @@ class SuperpixelAssignment:
                 pooled = pooled * self._inv(compute)[..., :n_s].transpose(1, 2)
             return pooled.to(x.dtype)
         slots = self._inv32.shape[-1]
-        index = self._scatter_index.expand(b, c, n_p)
         if reduce == "max":
+            index = self._scatter_plain.expand(b, c, n_p)
             out = xf.new_zeros(b, c, slots).scatter_reduce(2, index, xf, "amax", include_self=False)
         else:
-            out = xf.new_zeros(b, c, slots).scatter_add(2, index, xf)
+            index = self._scatter_index.expand(b, c, n_p)
+            out = xf.new_zeros(b, c, slots * self._k).scatter_add(2, index, xf)
+            if self._k > 1:
+                out = out.view(b, c, slots, self._k).sum(dim=3)
             if reduce == "mean":
                 out = out * self._inv(compute)
         return out[..., :n_s].transpose(1, 2).contiguous().to(x.dtype)
@@ -277,7 +291,7 @@ class SuperpixelAssignment:
             rows = decoder @ pooled.to(compute).reshape(b * n_s, c)
             out = rows.view(b, self.height, self.width, c).permute(0, 3, 1, 2).contiguous()
             return out.to(pooled.dtype)
-        out = torch.gather(pooled.transpose(1, 2), 2, self._gather_index.expand(b, c, n_p))
+        out = torch.gather(pooled.transpose(1, 2), 2, self.index.view(b, 1, n_p).expand(b, c, n_p))
         return out.view(b, c, self.height, self.width)
 
     def uniformize(self, x: Tensor) -> Tensor:
@@ -300,7 +314,9 @@ class SuperpixelAssignment:
             if self._keep is not None:
                 y = torch.where(self._keep, xf, y)
             return y.reshape(x.shape).to(x.dtype)
-        y = AverageScatter.apply(xf, self._scatter_index, self._gather_index, self._inv(compute), self._keep)
+        y = AverageScatter.apply(
+            xf, self._scatter_index, self._gather_index, self._inv(compute), self._keep, self._k
+        )
         return y.view(x.shape).to(x.dtype)
 
     def to_sparse(

@@ -8,7 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparse_ops import SuperpixelAssignment, SuperpixelUniformize, uniformize
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from sparse_ops import SuperpixelAssignment, SuperpixelUniformize, superpixel_pool, superpixel_unpool, uniformize
 from tests.sparse_ops._reference import label_maps, ref_uniformize
 
 BACKENDS = ["scatter", "sparse", "auto"]
@@ -221,6 +224,35 @@ def test_huge_num_superpixels_on_small_image():
     torch.testing.assert_close(uniformize(x, sp, n_s, backend="sparse"), y)
 
 
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor produced by an aten op while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_no_tensor_of_size_ns_times_np(masked):
+    n_s, b, c, h, w = 1_000_000, 2, 3, 8, 8
+    sp = torch.randint(0, n_s, (b, h, w))
+    mask = torch.rand(b, h, w) > 0.5 if masked else None
+    x = torch.randn(b, c, h, w, requires_grad=True)
+    with _LargestTensor() as mode:
+        y = uniformize(x, sp, n_s, mask)
+        y.backward(torch.ones_like(y))
+    # the biggest buffer is one slot per superpixel and channel, never N_s x N_p (= 6.4e7 per image)
+    assert mode.largest <= b * c * (n_s + 1)  # k = 1 slot: superpixels average < 1 pixel here
+    assert mode.largest < n_s * h * w
+
+
 def test_validate_false_skips_checks():
     x = torch.randn(1, 2, 3, 3)
     sp = torch.randint(0, 4, (1, 3, 3))
@@ -231,12 +263,17 @@ def test_validate_false_skips_checks():
 
 
 @pytest.mark.slow
-def test_compile_fullgraph_scatter_backend():
-    def f(x, sp):
-        return uniformize(x, sp, 6, backend="scatter", validate=False)
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+@pytest.mark.parametrize(
+    "compiler, masked", [("aot_eager", False), ("aot_eager", True), ("inductor", False)]
+)
+def test_compile_fullgraph_scatter_backend(compiler, masked):
     g = torch.Generator().manual_seed(9)
+    mask = torch.rand(2, 5, 5, generator=g) > 0.3 if masked else None
+
+    def f(x, sp):
+        return uniformize(x, sp, 6, mask, backend="scatter", validate=False)
+
+    compiled = torch.compile(f, fullgraph=True, backend=compiler)
     x = torch.randn(2, 3, 5, 5, generator=g, requires_grad=True)
     sp = torch.randint(0, 6, (2, 5, 5), generator=g)
     y = compiled(x, sp)
@@ -246,3 +283,15 @@ def test_compile_fullgraph_scatter_backend():
     f(x, sp).pow(2).sum().backward()
     torch.testing.assert_close(y, f(x, sp))
     torch.testing.assert_close(grad, x.grad)
+
+
+@pytest.mark.slow
+def test_compile_fullgraph_pool_unpool():
+    def f(x, sp):
+        pooled = superpixel_pool(x, sp, 6, "max", validate=False)
+        return superpixel_unpool(pooled * 2, sp, validate=False)
+
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(2, 3, 5, 5, generator=g)
+    sp = torch.randint(0, 6, (2, 5, 5), generator=g)
+    torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="aot_eager")(x, sp), f(x, sp))
