@@ -1,1 +1,1 @@
-"""Examples built on transinit (run from the repository root)."""
+"""Example applications built on transinit (not part of the installed packages)."""

@@ -11,8 +11,8 @@ Layouts read (``root`` may be the ``VOC2012`` folder itself, or a folder contain
 
 Joint transforms take and return ``(image, target)`` with ``image`` a float tensor [3, H, W] in [0, 1] and
 ``target`` a long tensor [H, W]; their randomness comes from torch's global RNG (or a given
-``torch.Generator``), so seeded ``DataLoader`` workers and resumed runs repeat exactly. Padding fills the image
-with 0 and the label with 255 (ignored), never with 0 (which would be "background").
+``torch.Generator``), so seeded ``DataLoader`` workers and resumed runs repeat exactly. Padding fills the
+image with 0 and the label with 255 (ignored), never with 0 (which would be "background").
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -40,7 +41,8 @@ NUM_CLASSES = 21
 IGNORE_INDEX = 255
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,15 +91,15 @@ def normalize_spixel(image: Tensor) -> Tensor:
     return image - torch.tensor(SPIXEL_MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # joint transforms
 
 
 def _check_pair(image: Tensor, target: Tensor) -> None:
     if image.dim() != 3 or target.dim() != 2 or image.shape[-2:] != target.shape:
         raise ValueError(
-            f"expected image [3, H, W] and target [H, W] of the same size, got image {tuple(image.shape)} and "
-            f"target {tuple(target.shape)}"
+            "expected image [3, H, W] and target [H, W] of the same size, got image "
+            f"{tuple(image.shape)} and target {tuple(target.shape)}"
         )
 
 
@@ -141,7 +143,9 @@ class RandomScale:
         generator (torch.Generator | None): RNG; default torch's global RNG.
     """
 
-    def __init__(self, scale: tuple[float, float] = (0.5, 2.0), *, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, scale: tuple[float, float] = (0.5, 2.0), *, generator: torch.Generator | None = None
+    ) -> None:
         lo, hi = (float(s) for s in scale)
         if not 0 < lo <= hi:
             raise ValueError(f"scale must satisfy 0 < low <= high, got {scale}")
@@ -153,7 +157,8 @@ class RandomScale:
         h, w = target.shape
         size = [max(1, round(h * s)), max(1, round(w * s))]
         image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True).clamp_(0, 1)
-        target = TF.resize(target[None].float(), size, interpolation=InterpolationMode.NEAREST_EXACT)[0].long()
+        target = TF.resize(target[None].float(), size, interpolation=InterpolationMode.NEAREST_EXACT)
+        target = target[0].long()
         return image, target
 
     def __repr__(self) -> str:
@@ -163,7 +168,9 @@ class RandomScale:
 class PadToSize:
     """Pad bottom and right up to at least ``size``: image with ``fill`` (0), target with 255 (ignored)."""
 
-    def __init__(self, size: int | Sequence[int], *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(
+        self, size: int | Sequence[int], *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX
+    ) -> None:
         self.size = _size_pair(size, "size")
         self.fill, self.ignore_index = float(fill), int(ignore_index)
 
@@ -181,7 +188,7 @@ class PadToSize:
 
 
 class PadToMultiple:
-    """Pad bottom and right to a multiple of ``multiple`` (image 0, target 255): full-size eval of stride-16 nets."""
+    """Pad bottom and right to a multiple of ``multiple`` (image 0, target 255), e.g. for stride-16 nets."""
 
     def __init__(self, multiple: int, *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
         if int(multiple) < 1:
@@ -219,7 +226,7 @@ class RandomCrop:
 
 
 class CenterCrop:
-    """Pad (image 0, target 255) to at least ``size``, then crop the centre ``size`` window (deterministic)."""
+    """Pad (image 0, target 255) to at least ``size``, then crop the centre ``size`` window."""
 
     def __init__(self, size: int | Sequence[int], *, ignore_index: int = IGNORE_INDEX) -> None:
         self.size, self.ignore_index = _size_pair(size, "size"), int(ignore_index)
@@ -275,13 +282,19 @@ def train_transform(
         >>> tuple(img.shape), tuple(tgt.shape)
         ((3, 8, 8), (8, 8))
     """
-    steps: list = [RandomScale(scale, generator=generator), PadToSize(crop_size), RandomCrop(crop_size, generator=generator)]
+    steps: list = [
+        RandomScale(scale, generator=generator),
+        PadToSize(crop_size),
+        RandomCrop(crop_size, generator=generator),
+    ]
     if hflip:
         steps.append(RandomHorizontalFlip(0.5, generator=generator))
     return JointCompose(steps)
 
 
-def eval_transform(crop_size: int | Sequence[int] | None = None, *, pad_to_multiple: int | None = None) -> JointCompose:
+def eval_transform(
+    crop_size: int | Sequence[int] | None = None, *, pad_to_multiple: int | None = None
+) -> JointCompose:
     """Evaluation transform: ``crop_size`` None keeps the full image (use batch size 1), else centre crop/pad.
 
     Args:
@@ -296,7 +309,7 @@ def eval_transform(crop_size: int | Sequence[int] | None = None, *, pad_to_multi
     return JointCompose(steps)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # data set
 
 
@@ -314,15 +327,13 @@ def _resolve_root(root: Path) -> Path:
 
 
 def _read_image(path: Path) -> Tensor:
-    """Read an RGB image as a uint8 tensor [3, H, W]; errors name the file."""
+    """Read an RGB image as a uint8 tensor [3, H, W] with ``torchvision.io``; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: '{path}'")
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as exc:
         raise ValueError(f"cannot read image file '{path}': {exc}") from exc
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
 def _read_mask(path: Path) -> np.ndarray:
@@ -333,8 +344,8 @@ def _read_mask(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             if im.mode not in ("P", "L"):
                 raise ValueError(
-                    f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale ('L') PNG "
-                    "whose pixel values are the class indices"
+                    f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale "
+                    "('L') PNG whose pixel values are the class indices"
                 )
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
@@ -354,17 +365,20 @@ class VOCSegmentation(Dataset):
     """PASCAL VOC 2012 semantic segmentation (optionally the SBD-augmented ``SegmentationClassAug`` set).
 
     Args:
-        root (str | Path): the ``VOC2012`` folder (or a folder containing ``VOC2012`` or ``VOCdevkit/VOC2012``).
+        root (str | Path): the ``VOC2012`` folder (or a folder containing ``VOC2012`` or
+            ``VOCdevkit/VOC2012``).
         split (str): list file name without ``.txt``: ``train``, ``val``, ``trainval`` (VOC) or ``train``,
             ``val`` (SBD-augmented).
         sbd (bool): read ``SegmentationClassAug`` masks and ``ImageSets/SegmentationAug`` lists.
         transform (Callable | None): joint transform ``(image, target) -> (image, target)`` on the float image
-            [3, H, W] in [0, 1] and the long target [H, W] (see :func:`train_transform`, :func:`eval_transform`).
+            [3, H, W] in [0, 1] and the long target [H, W] (see :func:`train_transform`,
+            :func:`eval_transform`).
         mask_dir (str | Path | None): override the mask folder (absolute, or relative to the resolved root).
         list_file (str | Path | None): override the list file (absolute, or relative to the resolved root).
 
-    A sample is a dict: ``image`` (Tensor[3, H, W] in [0, 1], for display), ``seg_input`` (ImageNet-normalized),
-    ``spixel_input`` (SpixelFCN-normalized), ``target`` (LongTensor[H, W] in {0..20, 255}) and ``name`` (str).
+    A sample is a dict: ``image`` (Tensor[3, H, W] in [0, 1], for display), ``seg_input``
+    (ImageNet-normalized), ``spixel_input`` (SpixelFCN-normalized), ``target`` (LongTensor[H, W] in
+    {0..20, 255}) and ``name`` (str).
 
     Raises:
         FileNotFoundError: missing folder or list file (the message names it and the expected layout), or a
@@ -418,14 +432,14 @@ class VOCSegmentation(Dataset):
         return self.mask_dir / f"{self.names[index]}.png"
 
     def load(self, index: int) -> tuple[Tensor, Tensor]:
-        """Read sample ``index`` untransformed: image (uint8 Tensor[3, H, W]) and target (LongTensor[H, W])."""
+        """Read sample ``index`` untransformed: image (uint8 Tensor[3, H, W]), target (LongTensor[H, W])."""
         image_path, mask_path = self.image_path(index), self.mask_path(index)
         image = _read_image(image_path)
         mask = _read_mask(mask_path)
         if tuple(mask.shape) != tuple(image.shape[-2:]):
             raise ValueError(
-                f"mask file '{mask_path}' is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image '{image_path}' is "
-                f"{image.shape[1]}x{image.shape[2]}"
+                f"mask file '{mask_path}' is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image "
+                f"'{image_path}' is {image.shape[1]}x{image.shape[2]}"
             )
         return image, torch.from_numpy(mask.astype(np.int64))
 
@@ -475,7 +489,7 @@ def build_dataset(
     """
     if train:
         if crop_size is None:
-            raise ValueError("build_dataset(train=True) needs crop_size (random crops make batches stackable)")
+            raise ValueError("build_dataset(train=True) needs crop_size (random crops make batches stack)")
         transform = train_transform(crop_size, scale)
     else:
         transform = eval_transform(crop_size, pad_to_multiple=pad_to_multiple)

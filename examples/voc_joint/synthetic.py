@@ -1,10 +1,10 @@
 """A synthetic data set in exactly the PASCAL VOC 2012 layout, deterministic from a seed.
 
-Every image shows one to three textured shapes (ellipses, polygons, smooth blobs) of the 20 VOC object classes on
-a textured background (class 0). Each class has its own colour pair, texture (stripes, checkerboard, dots, rings,
-smooth noise), texture period and orientation, and preferred shape, so a small network can learn the classes,
-while the shapes' outlines make boundaries matter. As in VOC, a band of "ignore" pixels (label 255) runs along
-every object boundary.
+Every image shows one to three textured shapes (ellipses, polygons, smooth blobs) of the 20 VOC object classes
+on a textured background (class 0). Each class has its own colour pair, texture (stripes, checkerboard, dots,
+rings, smooth noise), texture period and orientation, and preferred shape, so a small network can learn the
+classes, while the shapes' outlines make boundaries matter. As in VOC, a band of "ignore" pixels (label 255)
+runs along every object boundary.
 
 Layout written directly under ``root`` (the same as ``VOCdevkit/VOC2012`` plus the SBD-augmented files)::
 
@@ -18,8 +18,8 @@ Layout written directly under ``root`` (the same as ``VOCdevkit/VOC2012`` plus t
     ImageSets/SegmentationAug/val.txt       (sbd=True) = the VOC val list
     synthetic_voc.json                      the generation parameters (makes generation idempotent)
 
-The extra "SBD" images (``num_sbd_extra``, default ``num_train // 2``) appear only in the augmented train list and
-their masks carry no 255 band, like the SBD annotations of the real ``trainaug`` set.
+The extra "SBD" images (``num_sbd_extra``, default ``num_train // 2``) appear only in the augmented train list
+and their masks carry no 255 band, like the SBD annotations of the real ``trainaug`` set.
 
 Command line::
 
@@ -129,11 +129,14 @@ def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.
     angle = np.pi * rng.random()
     grad = (xx * np.cos(angle) + yy * np.sin(angle)) / max(h, w)
     img += (0.15 * (grad - 0.5))[..., None]
-    img += (0.03 * np.sin(2 * np.pi * (xx * np.sin(angle) - yy * np.cos(angle)) / (3 + 6 * rng.random())))[..., None]
+    across = xx * np.sin(angle) - yy * np.cos(angle)
+    img += (0.03 * np.sin(2 * np.pi * across / (3 + 6 * rng.random())))[..., None]
     return img.astype(np.float32)
 
 
-def _shape_mask(rng: np.random.Generator, kind: str, h: int, w: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+def _shape_mask(
+    rng: np.random.Generator, kind: str, h: int, w: int, yy: np.ndarray, xx: np.ndarray
+) -> np.ndarray:
     m = min(h, w)
     cy, cx = h * (0.15 + 0.7 * rng.random()), w * (0.15 + 0.7 * rng.random())
     if kind == "ellipse":
@@ -170,8 +173,8 @@ def render_sample(
         index (int): image index; each image has its own random stream ``(seed, index)``, so an image does not
             depend on how many others are generated.
         image_size (tuple[int, int]): ``(H, W)``.
-        band_radius (int): half-width of the ignore band: a pixel becomes 255 when a pixel of another class lies
-            within this Chebyshev distance (0: no band).
+        band_radius (int): half-width of the ignore band: a pixel becomes 255 when a pixel of another class
+            lies within this Chebyshev distance (0: no band).
 
     Returns:
         tuple: ``image`` (uint8 array [H, W, 3]) and ``label`` (uint8 array [H, W], values in {0..20, 255}).
@@ -221,16 +224,18 @@ def generate_synthetic_voc(
 ) -> Path:
     """Write a synthetic VOC-format segmentation data set under ``root`` and return ``root``.
 
-    Deterministic from ``seed`` (byte-identical files for equal arguments) and idempotent: when ``root`` already
-    holds a complete set generated with the same arguments, nothing is rewritten.
+    Deterministic from ``seed`` (byte-identical files for equal arguments) and idempotent: when ``root``
+    already holds a complete set generated with the same arguments, nothing is rewritten.
 
     Args:
-        root (str | Path): output folder (created); receives ``JPEGImages``, ``SegmentationClass``, ``ImageSets``.
+        root (str | Path): output folder (created); receives ``JPEGImages``, ``SegmentationClass``,
+            ``ImageSets``.
         num_train (int): images in ``ImageSets/Segmentation/train.txt``.
         num_val (int): images in ``ImageSets/Segmentation/val.txt``.
         image_size (tuple[int, int]): ``(H, W)`` of every image.
         seed (int): random seed.
-        sbd (bool): also write the SBD-augmented layout (``SegmentationClassAug``, ``ImageSets/SegmentationAug``).
+        sbd (bool): also write the SBD-augmented layout (``SegmentationClassAug``,
+            ``ImageSets/SegmentationAug``).
         num_sbd_extra (int | None): extra train images listed only in the augmented train list
             (default ``num_train // 2``; ignored when ``sbd`` is false).
         band_radius (int): half-width in pixels of the 255 band along object boundaries (0: none).
@@ -264,18 +269,22 @@ def generate_synthetic_voc(
         "image_size": [h, w], "seed": int(seed), "sbd": bool(sbd), "num_sbd_extra": extra,
         "band_radius": int(band_radius), "jpeg_quality": int(jpeg_quality),
     }
+    names = [f"synth_{i:06d}" for i in range(num_train + num_val + extra)]
+    n_voc = num_train + num_val
+    train, val, sbd_only = names[:num_train], names[num_train:n_voc], names[n_voc:]
+    jpeg_dir, mask_dir = root / "JPEGImages", root / "SegmentationClass"
+    aug_dir = root / "SegmentationClassAug"
     marker = root / _MARKER
     if marker.is_file():
         try:
-            if json.loads(marker.read_text()) == params:
-                return root
+            same = json.loads(marker.read_text()) == params
         except (json.JSONDecodeError, OSError):
-            pass
+            same = False
+        expected = [jpeg_dir / f"{n}.jpg" for n in names] + [mask_dir / f"{n}.png" for n in train + val]
+        expected += [aug_dir / f"{n}.png" for n in names] if sbd else []
+        if same and all(p.is_file() for p in expected):
+            return root
         marker.unlink()
-
-    names = [f"synth_{i:06d}" for i in range(num_train + num_val + extra)]
-    train, val, sbd_only = names[:num_train], names[num_train:num_train + num_val], names[num_train + num_val:]
-    jpeg_dir, mask_dir, aug_dir = root / "JPEGImages", root / "SegmentationClass", root / "SegmentationClassAug"
     for d in (jpeg_dir, mask_dir) + ((aug_dir,) if sbd else ()):
         d.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
@@ -303,9 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python -m examples.voc_joint.synthetic --help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m examples.voc_joint.synthetic",
-        description="Write a synthetic PASCAL VOC 2012 format segmentation data set (deterministic from --seed).",
+        description="Write a synthetic PASCAL VOC 2012 format segmentation data set (deterministic from "
+                    "--seed).",
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder (VOC2012 layout written into it)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder (the VOC2012 layout is written into it)")
     parser.add_argument("--num-train", type=int, default=64, help="number of train images (default 64)")
     parser.add_argument("--num-val", type=int, default=16, help="number of val images (default 16)")
     parser.add_argument("--height", type=int, default=96, help="image height in pixels (default 96)")

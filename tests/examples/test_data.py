@@ -7,6 +7,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("torchvision")
 
@@ -34,7 +36,8 @@ SIZE = (32, 48)
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory):
-    return generate_synthetic_voc(tmp_path_factory.mktemp("voc"), num_train=4, num_val=2, image_size=SIZE, seed=1)
+    root = tmp_path_factory.mktemp("voc")
+    return generate_synthetic_voc(root, num_train=4, num_val=2, image_size=SIZE, seed=1)
 
 
 @pytest.fixture
@@ -66,7 +69,8 @@ def test_normalization():
 @pytest.mark.parametrize("sbd", [False, True])
 def test_round_trip_through_loader(voc, sbd):
     ds = VOCSegmentation(voc, "train", sbd=sbd)
-    listed = (voc / "ImageSets" / ("SegmentationAug" if sbd else "Segmentation") / "train.txt").read_text().split()
+    list_dir = voc / "ImageSets" / ("SegmentationAug" if sbd else "Segmentation")
+    listed = (list_dir / "train.txt").read_text().split()
     assert ds.names == listed and len(ds) == (6 if sbd else 4)
     for i in range(len(ds)):
         s = ds[i]
@@ -355,3 +359,38 @@ def test_label_values_outside_range(voc_copy, sbd):
     with pytest.raises(ValueError, match=r"outside \{0\.\.20, 255\}: 21, 77, 254 \(3 pixels\)") as info:
         ds[0]
     assert str(ds.mask_path(0)) in str(info.value)
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(data, raise_on_error=False).failed == 0
+
+
+def test_seeded_dataloader_workers_are_reproducible(voc):
+    ds = build_dataset(voc, "train", crop_size=16, train=True)
+
+    def run(seed):
+        loader = DataLoader(ds, batch_size=2, shuffle=True, num_workers=2,
+                            generator=torch.Generator().manual_seed(seed))
+        return [(b["name"], b["target"]) for b in loader]
+
+    a, b, c = run(0), run(0), run(1)
+    assert all(na == nb and torch.equal(ta, tb) for (na, ta), (nb, tb) in zip(a, b))
+    assert any(na != nc or not torch.equal(ta, tc) for (na, ta), (nc, tc) in zip(a, c))
+
+
+@settings(max_examples=30)
+@given(
+    st.integers(1, 12), st.integers(1, 12), st.integers(1, 10), st.integers(1, 10),
+    st.floats(0.5, 2.0), st.integers(0, 2**31 - 1),
+)
+def test_train_transform_properties(h, w, ch, cw, s, seed):
+    torch.manual_seed(seed)
+    target = torch.randint(0, NUM_CLASSES, (h, w))
+    image = torch.rand(3, h, w)
+    img, tgt = train_transform((ch, cw), scale=(s, s))(image, target)
+    assert img.shape == (3, ch, cw) and tgt.shape == (ch, cw) and tgt.dtype == torch.int64
+    assert set(tgt.unique().tolist()) <= set(target.unique().tolist()) | {255}
+    assert torch.all(img[:, tgt == 255] == 0)  # only padding is 255 here, and padding is black
+    assert img.min() >= 0 and img.max() <= 1

@@ -30,7 +30,8 @@ def _digest(root):
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory):
-    return generate_synthetic_voc(tmp_path_factory.mktemp("syn"), num_train=4, num_val=2, image_size=SIZE, seed=3)
+    root = tmp_path_factory.mktemp("syn")
+    return generate_synthetic_voc(root, num_train=4, num_val=2, image_size=SIZE, seed=3)
 
 
 def test_layout_and_lists(voc):
@@ -141,3 +142,16 @@ def test_cli(tmp_path, capsys):
     assert "synthetic VOC data set: 3 images of 32x40" in capsys.readouterr().out
     with Image.open(tmp_path / "JPEGImages" / "synth_000002.jpg") as im:
         assert im.size == (40, 32)
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(synthetic, raise_on_error=False).failed == 0
+
+
+def test_incomplete_set_is_regenerated(tmp_path):
+    root = generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=SIZE)
+    (root / "JPEGImages" / "synth_000001.jpg").unlink()
+    generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=SIZE)
+    assert (root / "JPEGImages" / "synth_000001.jpg").is_file()

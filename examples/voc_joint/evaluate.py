@@ -1,0 +1,248 @@
+"""Evaluate a joint (or plain) segmentation model on VOC-format data: metrics tables, JSON and PNG panels.
+
+:func:`evaluate` runs a model that obeys the model contract (``model(seg_input, spixel_input)`` returns a dict
+with ``"logits"``, ``"seg_logits"``, ``"superpixels"``, ``"assoc"``) over a loader of
+:class:`~examples.voc_joint.data.VOCSegmentation` samples and scores both the final logits (``joint``) and the
+plain segmentation logits (``baseline``) with :class:`~examples.voc_joint.metrics.SegmentationMetrics`. The
+loader decides the resolution: crops (any batch size) or full images (batch size 1).
+
+Command line::
+
+    python -m examples.voc_joint.evaluate --checkpoint runs/joint/last.pt --data-root VOCdevkit/VOC2012 \\
+        --split val --full-size --out runs/joint/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from examples.voc_joint.data import (  # noqa: E402
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    build_dataset,
+    ensure_synthetic_voc,
+)
+from examples.voc_joint.metrics import (  # noqa: E402
+    SegmentationMetrics,
+    format_per_class_table,
+    format_table,
+    iou_from_confusion,
+    to_jsonable,
+)
+from examples.voc_joint.visualize import save_panel  # noqa: E402
+
+__all__ = ["evaluate", "split_results", "main"]
+
+
+def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -> None:
+    if not isinstance(logits, Tensor) or logits.dim() != 4:
+        raise ValueError(f"model output '{name}' must be a Tensor[B, {num_classes}, H, W], got "
+                         f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}")
+    expected = (target.shape[0], num_classes, *target.shape[-2:])
+    if tuple(logits.shape) != expected:
+        raise ValueError(f"model output '{name}' has shape {tuple(logits.shape)}; expected {expected} "
+                         "(batch, classes, target size)")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[dict],
+    *,
+    device: torch.device | str,
+    num_classes: int = NUM_CLASSES,
+    boundary_widths: Sequence[int] = (1, 3, 5),
+    panels_dir: str | Path | None = None,
+    max_panels: int = 8,
+    progress: bool = True,
+    boundary_tolerance: int = 2,
+    ignore_index: int = IGNORE_INDEX,
+    amp: bool = False,
+) -> dict:
+    """Score ``model`` on every batch of ``loader``.
+
+    Args:
+        model (nn.Module): obeys the model contract; evaluated in eval mode (its mode is restored afterwards).
+        loader (Iterable[dict]): batches with ``seg_input``, ``spixel_input`` (Tensor[B, 3, H, W]), ``target``
+            (LongTensor[B, H, W]), and optionally ``image`` and ``name`` (used by the panels).
+        device (torch.device | str): where the model runs.
+        num_classes (int): C.
+        boundary_widths (Sequence[int]): trimap widths (pixels on each side of a ground-truth edge).
+        panels_dir (str | Path | None): write PNG panels (image + superpixels | ground truth | baseline |
+            joint) of the first ``max_panels`` images here.
+        max_panels (int): number of panels.
+        progress (bool): show a tqdm progress bar with the running mIoU.
+        boundary_tolerance (int): superpixel boundary-recall tolerance in pixels.
+        ignore_index (int): ignored ground-truth label.
+        amp (bool): autocast to float16 on CUDA.
+
+    Returns:
+        dict: the metrics of the final ``out["logits"]`` (every key of :meth:`SegmentationMetrics.compute`:
+        ``res["miou"]``, ``res["boundary_miou"]["3"]``, ...) plus ``"baseline"`` (the same metrics of
+        ``out["seg_logits"]``, or None when the model gives none), ``"panels"`` (list of PNG paths),
+        ``"seconds"`` and ``"images_per_second"``. Superpixel metrics of both use ``out["superpixels"]`` (NaN
+        when it is None).
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    kw = dict(num_classes=num_classes, ignore_index=ignore_index, boundary_widths=boundary_widths,
+              boundary_tolerance=boundary_tolerance)
+    joint_m, base_m = SegmentationMetrics(**kw), SegmentationMetrics(**kw)
+    has_baseline = False
+    panels: list[str] = []
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
+        for batch in bar:
+            target = batch["target"].to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+                out = model(batch["seg_input"].to(device), batch["spixel_input"].to(device))
+            if not isinstance(out, dict) or "logits" not in out:
+                raise TypeError("the model must return a dict with 'logits' (see the model contract), got "
+                                f"{type(out).__name__}")
+            _check_logits("logits", out["logits"], target, num_classes)
+            pred = out["logits"].argmax(1)
+            superpixels = out.get("superpixels")
+            if superpixels is not None:
+                superpixels = superpixels.reshape(target.shape).to(device)
+            joint_m.update(pred, target, superpixels)
+            base_pred = None
+            if out.get("seg_logits") is not None:
+                _check_logits("seg_logits", out["seg_logits"], target, num_classes)
+                base_pred = out["seg_logits"].argmax(1)
+                base_m.update(base_pred, target, superpixels)
+                has_baseline = True
+            if panels_dir is not None and len(panels) < max_panels:
+                images = batch.get("image")
+                names = batch.get("name")
+                for i in range(target.shape[0]):
+                    if len(panels) >= max_panels:
+                        break
+                    image = images[i] if images is not None else torch.zeros(3, *target.shape[-2:])
+                    name = str(names[i]) if names is not None else f"sample_{len(panels):04d}"
+                    path = save_panel(
+                        Path(panels_dir) / f"{name}.png", image, target[i],
+                        None if base_pred is None else base_pred[i], pred[i],
+                        None if superpixels is None else superpixels[i],
+                    )
+                    panels.append(str(path))
+            if progress:
+                iou = iou_from_confusion(joint_m.confusion)
+                iou = iou[~iou.isnan()]
+                bar.set_postfix(mIoU=f"{100 * float(iou.mean()) if iou.numel() else 0.0:.1f}")
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    joint = joint_m.compute()
+    return {
+        **joint,
+        "baseline": base_m.compute() if has_baseline else None,
+        "panels": panels,
+        "seconds": seconds,
+        "images_per_second": joint["num_images"] / seconds if seconds > 0 else float("nan"),
+    }
+
+
+_EXTRA_KEYS = ("baseline", "panels", "seconds", "images_per_second")
+
+
+def split_results(results: dict) -> dict:
+    """``{"baseline": ..., "joint": ...}`` (baseline left out when absent) from an :func:`evaluate` result,
+    ready for :func:`~examples.voc_joint.metrics.format_table`."""
+    joint = {k: v for k, v in results.items() if k not in _EXTRA_KEYS}
+    return {"baseline": results["baseline"], "joint": joint} if results.get("baseline") else {"joint": joint}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m examples.voc_joint.evaluate --help``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m examples.voc_joint.evaluate",
+        description="Evaluate a checkpoint: mIoU, per-class IoU, boundary (trimap) mIoU, superpixel "
+                    "ASA / boundary recall / count and consistency for the joint and the baseline "
+                    "predictions; prints tables, writes metrics.json and PNG panels.",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint written by train.py")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="VOC2012 folder (or its VOCdevkit parent); default: the cached synthetic set")
+    parser.add_argument("--split", default="val", help="list name in ImageSets (default val)")
+    parser.add_argument("--sbd", action="store_true",
+                        help="read SegmentationClassAug + ImageSets/SegmentationAug")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--full-size", action="store_true",
+                      help="evaluate whole images with batch size 1 (the default without --crop-size)")
+    size.add_argument("--crop-size", type=int, default=None,
+                      help="evaluate centre crops of this size instead")
+    parser.add_argument("--pad-to-multiple", type=int, default=None,
+                        help="pad full images bottom/right to a multiple (label 255: never scored)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="batch size for --crop-size (full size uses 1)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder for metrics.json and panels/ (default: next to the checkpoint)")
+    parser.add_argument("--max-panels", type=int, default=8, help="number of PNG panels (0: none)")
+    parser.add_argument("--boundary-widths", type=int, nargs="+", default=[1, 3, 5],
+                        help="trimap band widths in pixels (default 1 3 5)")
+    parser.add_argument("--boundary-tolerance", type=int, default=2,
+                        help="superpixel boundary-recall tolerance in pixels (default 2)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    from examples.voc_joint.checkpoint import load_model_from_checkpoint
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, config = load_model_from_checkpoint(args.checkpoint, map_location="cpu")
+    model.to(device)
+    root = args.data_root if args.data_root is not None else ensure_synthetic_voc()
+    full_size = args.crop_size is None
+    dataset = build_dataset(root, args.split, sbd=args.sbd, crop_size=args.crop_size,
+                            pad_to_multiple=args.pad_to_multiple if full_size else None)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=1 if full_size else args.batch_size, shuffle=False, num_workers=args.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    out_dir = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = evaluate(
+        model, loader, device=device, boundary_widths=args.boundary_widths,
+        panels_dir=out_dir / "panels" if args.max_panels > 0 else None, max_panels=args.max_panels,
+        progress=not args.no_progress, boundary_tolerance=args.boundary_tolerance, amp=args.amp,
+    )
+    mode = "full images" if full_size else f"{args.crop_size}x{args.crop_size} centre crops"
+    title = f"{args.split} ({len(dataset)} images, {mode}) -- {args.checkpoint}"
+    by_model = split_results(results)
+    print(format_table(by_model, title=title))
+    print()
+    print(format_per_class_table(by_model, title="per-class IoU (%)"))
+    payload = {
+        "checkpoint": str(args.checkpoint), "data_root": str(dataset.root), "split": args.split,
+        "sbd": args.sbd,
+        "resolution": "full" if full_size else args.crop_size, "config": config, **by_model,
+        "panels": results["panels"], "seconds": results["seconds"],
+        "images_per_second": results["images_per_second"],
+    }
+    text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False, default=str)
+    (out_dir / "metrics.json").write_text(text + "\n")
+    print(f"\nmetrics: {out_dir / 'metrics.json'}")
+    if results["panels"]:
+        print(f"panels:  {out_dir / 'panels'} ({len(results['panels'])} PNG)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

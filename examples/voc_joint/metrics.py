@@ -1,0 +1,379 @@
+r"""Segmentation, boundary and superpixel metrics, accumulated over a whole data set.
+
+Everything is computed from integer maps: predictions ``pred`` (LongTensor[B, H, W] in ``0..C-1``),
+ground truth ``target`` (LongTensor[B, H, W] in ``0..C-1`` or ``ignore_index``) and optionally superpixels
+(LongTensor[B, H, W] of non-negative ids, any numbering).
+
+* **Confusion matrix** :math:`M_{ij}` = number of valid pixels (``target != ignore_index``) of true class
+  :math:`i` predicted as :math:`j`, summed over the whole set (not averaged per image), as in the DeepLab
+  evaluators.
+* **IoU** of class :math:`c`: :math:`M_{cc} / (\sum_j M_{cj} + \sum_i M_{ic} - M_{cc})`; NaN when the class is
+  neither present nor predicted; **mIoU** is the NaN-mean over classes. **Pixel accuracy**
+  :math:`\sum_c M_{cc} / \sum_{ij} M_{ij}`; **mean class accuracy** the NaN-mean of
+  :math:`M_{cc}/\sum_j M_{cj}`.
+* **Boundary (trimap) mIoU** of width :math:`w`: the mIoU of the confusion matrix restricted to the band of
+  the :math:`w` pixels on each side of every ground-truth label change (:func:`boundary_band`).
+* **Superpixel quality** (needs superpixels): achievable segmentation accuracy
+  :math:`\mathrm{ASA} = \sum_s \max_c |s \cap g_c| / \sum_s |s|` over valid pixels (the best accuracy any
+  prediction constant on superpixels can reach), boundary recall with a tolerance of :math:`t` pixels (share
+  of ground-truth edge pixels with a superpixel edge pixel within Chebyshev distance :math:`t`), and the mean
+  number of (non-empty) superpixels per image. ASA and boundary recall are pooled over the whole set.
+* **Consistency** (needs superpixels): the share of superpixels whose pixels all get the same predicted label
+  (``consistency``) and the share of pixels whose prediction equals their superpixel's majority prediction
+  (``consistency_pixels``); both are 1 (100 %) for predictions uniformized on the same superpixels. All pixels
+  count here, ignored ones included, because the property concerns the prediction alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from examples.voc_joint.data import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+
+__all__ = [
+    "confusion_matrix", "iou_from_confusion", "label_edges", "boundary_band", "superpixel_scores",
+    "SegmentationMetrics", "format_table", "format_per_class_table", "to_jsonable", "dumps",
+]
+
+
+def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> None:
+    for name, t in (("pred", pred), ("target", target)):
+        if not isinstance(t, Tensor) or t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor [B, H, W], got {type(t).__name__} "
+                            f"{getattr(t, 'dtype', '')}")
+        if t.dim() != 3:
+            raise ValueError(f"{name} must have shape [B, H, W], got {tuple(t.shape)}")
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and "
+                         f"{tuple(target.shape)}")
+    if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= num_classes):
+        raise ValueError(f"pred values must lie in [0, {num_classes}), got range "
+                         f"[{int(pred.min())}, {int(pred.max())}]")
+    valid = target != ignore_index
+    if valid.any():
+        tv = target[valid]
+        if int(tv.min()) < 0 or int(tv.max()) >= num_classes:
+            bad = torch.unique(tv[(tv < 0) | (tv >= num_classes)])[:10].tolist()
+            raise ValueError(f"target values must lie in [0, {num_classes}) or be {ignore_index}, got {bad}")
+
+
+def confusion_matrix(
+    pred: Tensor, target: Tensor, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Confusion matrix (rows: ground truth, columns: prediction) over valid pixels.
+
+    Args:
+        pred (LongTensor[B, H, W]): predicted classes in ``0..num_classes-1``.
+        target (LongTensor[B, H, W]): ground truth, ``ignore_index`` pixels are skipped.
+        num_classes (int): C.
+        ignore_index (int): label to skip.
+        mask (BoolTensor[B, H, W] | None): count only these pixels.
+
+    Returns:
+        LongTensor[C, C] (on the CPU).
+
+    Example:
+        >>> p = torch.tensor([[[0, 1], [1, 1]]]); t = torch.tensor([[[0, 0], [1, 255]]])
+        >>> confusion_matrix(p, t, num_classes=2).tolist()
+        [[1, 1], [0, 1]]
+    """
+    _check_maps(pred, target, num_classes, ignore_index)
+    valid = target != ignore_index
+    if mask is not None:
+        valid = valid & mask.to(valid.device, torch.bool)
+    idx = target[valid].long() * num_classes + pred[valid].long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes).cpu()
+
+
+def iou_from_confusion(cm: Tensor) -> Tensor:
+    """Per-class IoU (Tensor[C], float64) of a confusion matrix; NaN for classes absent and not predicted."""
+    cm = cm.double()
+    inter = cm.diagonal()
+    union = cm.sum(0) + cm.sum(1) - inter
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, float("nan")))
+
+
+def _nanmean(x: Tensor) -> float:
+    x = x[~torch.isnan(x)]
+    return float(x.mean()) if x.numel() else float("nan")
+
+
+def label_edges(labels: Tensor) -> Tensor:
+    """Pixels next to a label change, ``labels[p] != labels[q]`` for a 4-neighbour ``q`` (Bool[B, H, W]).
+
+    Both sides of a change are marked; the image border is not an edge. ``ignore_index`` counts as a label, so
+    a VOC void band yields edges on both of its sides.
+    """
+    if labels.dim() != 3:
+        raise ValueError(f"labels must have shape [B, H, W], got {tuple(labels.shape)}")
+    edges = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    dx = labels[:, :, 1:] != labels[:, :, :-1]
+    dy = labels[:, 1:, :] != labels[:, :-1, :]
+    edges[:, :, 1:] |= dx
+    edges[:, :, :-1] |= dx
+    edges[:, 1:, :] |= dy
+    edges[:, :-1, :] |= dy
+    return edges
+
+
+def _dilate(mask: Tensor, radius: int) -> Tensor:
+    """Pixels within Chebyshev distance ``radius`` of a ``True`` pixel (max-pool with a (2r+1)^2 window)."""
+    if radius <= 0:
+        return mask
+    out = F.max_pool2d(mask[:, None].float(), kernel_size=2 * radius + 1, stride=1, padding=radius)
+    return out[:, 0] > 0
+
+
+def boundary_band(target: Tensor, width: int) -> Tensor:
+    r"""Trimap band of ``width`` pixels on each side of every label change of ``target``.
+
+    The band is :math:`\{p : d_\infty(p, E) \le w - 1\}` with :math:`E` = :func:`label_edges` (pixels adjacent
+    to a change), computed as a stride-1 max-pool of :math:`E` with a :math:`(2w-1)^2` window. For a vertical
+    step edge between columns 4 and 5, width 1 gives columns 4-5 and width 3 columns 2-7.
+
+    Args:
+        target (LongTensor[B, H, W]): label map (``ignore_index`` included as a label).
+        width (int): w >= 1.
+
+    Returns:
+        BoolTensor[B, H, W].
+    """
+    if int(width) < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    return _dilate(label_edges(target), int(width) - 1)
+
+
+def superpixel_scores(
+    pred: Tensor, target: Tensor, superpixels: Tensor, num_classes: int = NUM_CLASSES,
+    ignore_index: int = IGNORE_INDEX, tolerance: int = 2,
+) -> dict[str, float]:
+    """Raw sums of the superpixel metrics of one batch (see :class:`SegmentationMetrics` for their pooling).
+
+    Returns a dict of sums: ``asa_hits``, ``asa_pixels``, ``br_hits``, ``br_edges``, ``pure_superpixels``,
+    ``superpixels``, ``majority_pixels``, ``pixels``, ``images``.
+    """
+    if superpixels.dim() == 4 and superpixels.shape[1] == 1:
+        superpixels = superpixels[:, 0]
+    if superpixels.shape != target.shape:
+        raise ValueError(f"superpixels must have shape {tuple(target.shape)} (like target), got "
+                         f"{tuple(superpixels.shape)}")
+    if superpixels.dtype.is_floating_point or superpixels.dtype == torch.bool:
+        raise TypeError(f"superpixels must be an integer tensor, got {superpixels.dtype}")
+    if superpixels.numel() and int(superpixels.min()) < 0:
+        raise ValueError(f"superpixel ids must be >= 0, got min {int(superpixels.min())}")
+    sums = dict.fromkeys(("asa_hits", "asa_pixels", "br_hits", "br_edges", "pure_superpixels", "superpixels",
+                          "majority_pixels", "pixels", "images"), 0.0)
+    gt_edges = label_edges(target) & (target != ignore_index)
+    sp_near = _dilate(label_edges(superpixels), int(tolerance))
+    sums["br_hits"] += float((gt_edges & sp_near).sum())
+    sums["br_edges"] += float(gt_edges.sum())
+    for b in range(target.shape[0]):
+        ids, inverse = torch.unique(superpixels[b].reshape(-1), return_inverse=True)
+        k = ids.numel()
+        p, t = pred[b].reshape(-1).long(), target[b].reshape(-1).long()
+        hist_pred = torch.bincount(inverse * num_classes + p, minlength=k * num_classes).view(k, num_classes)
+        size = hist_pred.sum(1)
+        top = hist_pred.max(1).values
+        sums["pure_superpixels"] += float((top == size).sum())
+        sums["superpixels"] += float(k)
+        sums["majority_pixels"] += float(top.sum())
+        sums["pixels"] += float(size.sum())
+        valid = t != ignore_index
+        hist_gt = torch.bincount(inverse[valid] * num_classes + t[valid], minlength=k * num_classes)
+        sums["asa_hits"] += float(hist_gt.view(k, num_classes).max(1).values.sum())
+        sums["asa_pixels"] += float(valid.sum())
+        sums["images"] += 1.0
+    return sums
+
+
+class SegmentationMetrics:
+    """Accumulate confusion matrices (whole image, boundary bands) and superpixel statistics over a data set.
+
+    Args:
+        num_classes (int): C (21 for VOC).
+        ignore_index (int): ground-truth label skipped by every accuracy metric (255).
+        boundary_widths (Sequence[int]): trimap band widths in pixels (on each side of a label change).
+        boundary_tolerance (int): tolerance in pixels of the superpixel boundary recall.
+        class_names (Sequence[str] | None): names for the per-class table (default the VOC names when C = 21).
+
+    Example:
+        >>> m = SegmentationMetrics(num_classes=2, boundary_widths=(1,))
+        >>> m.update(torch.tensor([[[0, 1], [1, 1]]]), torch.tensor([[[0, 0], [1, 1]]]))
+        >>> round(m.compute()["miou"], 4)
+        0.5833
+    """
+
+    def __init__(
+        self,
+        num_classes: int = NUM_CLASSES,
+        ignore_index: int = IGNORE_INDEX,
+        boundary_widths: Sequence[int] = (1, 3, 5),
+        *,
+        boundary_tolerance: int = 2,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        widths = tuple(int(w) for w in boundary_widths)
+        if any(w < 1 for w in widths):
+            raise ValueError(f"boundary_widths must be >= 1, got {tuple(boundary_widths)}")
+        if int(boundary_tolerance) < 0:
+            raise ValueError(f"boundary_tolerance must be >= 0, got {boundary_tolerance}")
+        if class_names is None:
+            class_names = VOC_CLASSES if num_classes == NUM_CLASSES else [str(c) for c in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(f"class_names must have {num_classes} entries, got {len(class_names)}")
+        self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
+        self.boundary_widths, self.boundary_tolerance = widths, int(boundary_tolerance)
+        self.class_names = tuple(class_names)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+        c = self.num_classes
+        self.confusion = torch.zeros(c, c, dtype=torch.long)
+        self.band_confusion = {w: torch.zeros(c, c, dtype=torch.long) for w in self.boundary_widths}
+        self.superpixel_sums: dict[str, float] = {}
+        self.num_images = 0
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, target: Tensor, superpixels: Tensor | None = None) -> None:
+        """Add a batch.
+
+        Args:
+            pred (LongTensor[B, H, W]): predicted classes.
+            target (LongTensor[B, H, W]): ground truth (``ignore_index`` skipped).
+            superpixels (LongTensor[B, H, W] | None): superpixel ids of the same images.
+        """
+        if pred.dim() == 2:
+            pred, target = pred[None], target[None]
+            superpixels = None if superpixels is None else superpixels.reshape(1, *superpixels.shape[-2:])
+        self.confusion += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        for w in self.boundary_widths:
+            band = boundary_band(target, w)
+            self.band_confusion[w] += confusion_matrix(pred, target, self.num_classes, self.ignore_index,
+                                                       band)
+        if superpixels is not None:
+            sums = superpixel_scores(pred, target, superpixels.to(pred.device), self.num_classes,
+                                     self.ignore_index, self.boundary_tolerance)
+            for key, value in sums.items():
+                self.superpixel_sums[key] = self.superpixel_sums.get(key, 0.0) + value
+        self.num_images += int(pred.shape[0])
+
+    def compute(self) -> dict:
+        """All metrics as a dict of Python numbers (fractions in [0, 1]; NaN where undefined).
+
+        Keys: ``miou``, ``pixel_accuracy``, ``mean_class_accuracy``, ``per_class_iou`` ({class name: IoU}),
+        ``boundary_miou`` ({str(width): mIoU}), ``boundary_pixels`` ({str(width): count}), ``consistency``,
+        ``consistency_pixels``, ``asa``, ``boundary_recall``, ``num_superpixels``, ``boundary_tolerance``,
+        ``num_images``, ``num_pixels``, ``confusion_matrix`` (list of lists).
+        """
+        cm = self.confusion.double()
+        iou = iou_from_confusion(self.confusion)
+        rows = cm.sum(1)
+        nan = torch.full_like(rows, float("nan"))
+        class_acc = torch.where(rows > 0, cm.diagonal() / rows.clamp_min(1), nan)
+        total = float(cm.sum())
+        s = self.superpixel_sums
+
+        def ratio(a: str, b: str) -> float:
+            return s[a] / s[b] if s.get(b) else float("nan")
+
+        return {
+            "miou": _nanmean(iou),
+            "pixel_accuracy": float(cm.diagonal().sum()) / total if total else float("nan"),
+            "mean_class_accuracy": _nanmean(class_acc),
+            "per_class_iou": {n: float(v) for n, v in zip(self.class_names, iou)},
+            "boundary_miou": {
+                str(w): _nanmean(iou_from_confusion(m)) for w, m in self.band_confusion.items()
+            },
+            "boundary_pixels": {str(w): int(m.sum()) for w, m in self.band_confusion.items()},
+            "consistency": ratio("pure_superpixels", "superpixels"),
+            "consistency_pixels": ratio("majority_pixels", "pixels"),
+            "asa": ratio("asa_hits", "asa_pixels"),
+            "boundary_recall": ratio("br_hits", "br_edges"),
+            "num_superpixels": ratio("superpixels", "images"),
+            "boundary_tolerance": self.boundary_tolerance,
+            "num_images": self.num_images,
+            "num_pixels": int(total),
+            "confusion_matrix": self.confusion.tolist(),
+        }
+
+
+def _pct(v: float) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def format_table(results: Mapping[str, Mapping] | Mapping, *, title: str | None = None) -> str:
+    """Plain-text summary table; ``results`` is one :meth:`SegmentationMetrics.compute` dict or
+    ``{column name: dict}`` (e.g. ``{"baseline": ..., "joint": ...}``). Values in percent.
+    """
+    if "miou" in results:
+        results = {"value": results}
+    cols = list(results)
+    first = next(iter(results.values()))
+    rows: list[tuple[str, list[str]]] = [
+        ("mIoU (%)", [_pct(r["miou"]) for r in results.values()]),
+        ("pixel accuracy (%)", [_pct(r["pixel_accuracy"]) for r in results.values()]),
+        ("mean class accuracy (%)", [_pct(r["mean_class_accuracy"]) for r in results.values()]),
+    ]
+    for w in first["boundary_miou"]:
+        rows.append((f"boundary mIoU, {w} px (%)", [_pct(r["boundary_miou"][w]) for r in results.values()]))
+    rows += [
+        ("consistency, superpixels (%)", [_pct(r["consistency"]) for r in results.values()]),
+        ("consistency, pixels (%)", [_pct(r["consistency_pixels"]) for r in results.values()]),
+        ("superpixel ASA (%)", [_pct(r["asa"]) for r in results.values()]),
+        (f"boundary recall, {first['boundary_tolerance']} px (%)",
+         [_pct(r["boundary_recall"]) for r in results.values()]),
+        ("superpixels per image", ["-" if math.isnan(r["num_superpixels"]) else f"{r['num_superpixels']:.1f}"
+                                   for r in results.values()]),
+        ("images", [str(r["num_images"]) for r in results.values()]),
+    ]
+    return _render(["metric", *cols], [[name, *vals] for name, vals in rows], title)
+
+
+def format_per_class_table(results: Mapping[str, Mapping] | Mapping, *, title: str | None = None) -> str:
+    """Plain-text per-class IoU table (percent), one column per result set."""
+    if "miou" in results:
+        results = {"IoU (%)": results}
+    names = list(next(iter(results.values()))["per_class_iou"])
+    body = [[n, *[_pct(r["per_class_iou"][n]) for r in results.values()]] for n in names]
+    body.append(["mean", *[_pct(r["miou"]) for r in results.values()]])
+    return _render(["class", *results], body, title)
+
+
+def _render(header: list[str], body: list[list[str]], title: str | None) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = (str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row))
+        return "  ".join(cells)
+
+    rule = "-" * len(line(header))
+    out = ([title] if title else []) + [line(header), rule] + [line(r) for r in body]
+    return "\n".join(out)
+
+
+def to_jsonable(obj):
+    """Replace NaN/inf floats by None (recursively) so that the result is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Tensor):
+        return to_jsonable(obj.tolist())
+    return obj
+
+
+def dumps(results: Mapping) -> str:
+    """Strict JSON text of a results dict (NaN -> null)."""
+    return json.dumps(to_jsonable(results), indent=2, allow_nan=False)

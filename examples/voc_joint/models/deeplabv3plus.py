@@ -1,0 +1,268 @@
+"""DeepLabV3+ on a torchvision ResNet (18/34/50/101/152), output stride 16 or 8, no download ever.
+
+Architecture (Chen et al., ECCV 2018), built from torchvision layers:
+
+* backbone: ``torchvision.models.resnetXX(weights=None)``; the last one (OS16) or two (OS8) stages trade their
+  stride for dilation. Bottleneck ResNets (50/101/152) use torchvision's ``replace_stride_with_dilation``;
+  torchvision refuses dilation in ``BasicBlock`` (ResNet-18/34), so for those the strides and dilations of the
+  built convolutions are rewritten here (same receptive-field rule as torchvision: the first block of a dilated
+  stage keeps the previous dilation, the others use the new one);
+* ASPP: a 1x1 branch, three 3x3 atrous branches with rates (6, 12, 18) at OS16 or (12, 24, 36) at OS8, and an
+  image-pooling branch; concatenation, 1x1 projection, dropout 0.5;
+* decoder: the stride-4 ``layer1`` feature projected to 48 channels, concatenated with the upsampled ASPP
+  output, two 3x3 conv-BN-ReLU blocks (dropout 0.5 / 0.1) and a 1x1 classifier;
+* logits bilinearly upsampled to the input size (any size, odd sizes included).
+
+Backbone weights can come from a LOCAL file (``backbone_weights=PATH``), read with
+``torch.load(weights_only=True)``; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["DeepLabV3Plus", "ASPP", "build_resnet_backbone", "load_backbone_weights", "BACKBONES"]
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int, dilation: int = 1) -> nn.Sequential:
+    pad = 0 if k == 1 else dilation
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _dilate_basic_stage(stage: nn.Sequential, previous_dilation: int, dilation: int) -> None:
+    """Turn a strided BasicBlock stage into a dilated one in place (stride 1, dilated 3x3 convs)."""
+    for i, block in enumerate(stage):
+        d1 = previous_dilation if i == 0 else dilation
+        block.conv1.stride = (1, 1)
+        block.conv1.dilation = (d1, d1)
+        block.conv1.padding = (d1, d1)
+        block.conv2.dilation = (dilation, dilation)
+        block.conv2.padding = (dilation, dilation)
+        block.stride = 1
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)
+
+
+def build_resnet_backbone(name: str, output_stride: int) -> tuple[nn.Module, int, int]:
+    """Build an untrained torchvision ResNet with the requested output stride.
+
+    Args:
+        name: one of :data:`BACKBONES`.
+        output_stride: 16 (``layer4`` dilated) or 8 (``layer3`` and ``layer4`` dilated).
+
+    Returns:
+        tuple: ``(resnet, low_level_channels, high_level_channels)``; ``resnet.fc`` and ``resnet.avgpool`` are
+        replaced by ``nn.Identity``.
+    """
+    import torchvision
+
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+    if output_stride not in (8, 16):
+        raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
+    dilate = [False, output_stride == 8, True]
+    ctor = getattr(torchvision.models, name)
+    basic = name in ("resnet18", "resnet34")
+    if basic:
+        net = ctor(weights=None)
+        prev = 1
+        for stage, flag in zip((net.layer2, net.layer3, net.layer4), dilate):
+            if flag:
+                new = prev * 2
+                _dilate_basic_stage(stage, prev, new)
+                prev = new
+        low, high = 64, 512
+    else:
+        net = ctor(weights=None, replace_stride_with_dilation=dilate)
+        low, high = 256, 2048
+    net.fc = nn.Identity()
+    net.avgpool = nn.Identity()
+    return net, low, high
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load ImageNet (or any) ResNet weights from a local file into ``backbone`` (``fc.*`` keys ignored).
+
+    The file must hold a state dict (optionally under ``"state_dict"`` or ``"model"``) readable with
+    ``torch.load(weights_only=True)``; an optional ``"backbone."`` / ``"module."`` key prefix is stripped.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a weights-only state dict, or its keys/shapes do not match the backbone.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {path} (nothing is downloaded; give a local file)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError, RuntimeError, ...
+        raise ValueError(
+            f"cannot read backbone weights {path} with torch.load(weights_only=True): it must hold only tensors "
+            f"and plain containers (a state dict), not pickled objects ({type(exc).__name__}: {exc})"
+        ) from exc
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"backbone weights {path} must be a state dict of tensors, got {type(state).__name__}")
+    cleaned = {}
+    for k, v in state.items():
+        for prefix in ("module.", "backbone."):
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+        if not k.startswith("fc."):
+            cleaned[k] = v
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(cleaned))
+    unexpected = sorted(set(cleaned) - set(own))
+    bad_shape = [k for k in own if k in cleaned and own[k].shape != cleaned[k].shape]
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"backbone weights {path} do not match the backbone: missing keys {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}, shape mismatches {bad_shape[:5]}"
+        )
+    backbone.load_state_dict(cleaned, strict=True)
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: 1x1, three atrous 3x3 branches and image pooling, then a 1x1 projection.
+
+    Args:
+        in_channels: input channels (512 for ResNet-18/34, 2048 for ResNet-50+).
+        out_channels: channels of every branch and of the output (256 in the paper).
+        rates: the three atrous rates ((6, 12, 18) at OS16, (12, 24, 36) at OS8).
+        dropout: dropout after the projection.
+
+    Shape:
+        - Input: ``(B, C_in, h, w)``.
+        - Output: ``(B, C_out, h, w)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 256, rates: tuple[int, int, int] = (6, 12, 18),
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            [_conv_bn_relu(in_channels, out_channels, 1)]
+            + [_conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in rates]
+        )
+        self.pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.project = nn.Sequential(
+            _conv_bn_relu(out_channels * (len(rates) + 2), out_channels, 1), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        feats = [b(x) for b in self.branches]
+        pooled = self.pool(x)
+        feats.append(F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        return self.project(torch.cat(feats, dim=1))
+
+
+class DeepLabV3Plus(nn.Module):
+    """DeepLabV3+ semantic segmentation network on a torchvision ResNet.
+
+    Args:
+        num_classes: output classes (21 for PASCAL VOC).
+        backbone: one of ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, ``resnet152``.
+        output_stride: 16 or 8 (dilation replaces the stride of the last one or two stages).
+        backbone_weights: optional path to a LOCAL ResNet state dict (read with ``weights_only=True``).
+        aspp_channels: width of ASPP and of the decoder (256 in the paper).
+        low_level_channels: width of the low-level projection (48 in the paper).
+
+    Shape:
+        - Input: ``(B, 3, H, W)`` ImageNet-normalized images, any ``H, W >= 1``.
+        - Output: ``(B, num_classes, H, W)`` logits.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> net = DeepLabV3Plus(21, "resnet18", aspp_channels=32).eval()
+        >>> net(torch.randn(1, 3, 37, 45)).shape
+        torch.Size([1, 21, 37, 45])
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        backbone: str = "resnet101",
+        output_stride: int = 16,
+        backbone_weights: str | Path | None = None,
+        *,
+        aspp_channels: int = 256,
+        low_level_channels: int = 48,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        self.backbone, low_c, high_c = build_resnet_backbone(backbone, output_stride)
+        if backbone_weights is not None:
+            load_backbone_weights(self.backbone, backbone_weights)
+        rates = (6, 12, 18) if output_stride == 16 else (12, 24, 36)
+        self.aspp = ASPP(high_c, aspp_channels, rates)
+        self.low_level = _conv_bn_relu(low_c, low_level_channels, 1)
+        self.decoder = nn.Sequential(
+            _conv_bn_relu(aspp_channels + low_level_channels, aspp_channels, 3),
+            nn.Dropout(0.5),
+            _conv_bn_relu(aspp_channels, aspp_channels, 3),
+            nn.Dropout(0.1),
+        )
+        self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
+        self._init_head()
+        self.config: dict[str, Any] = {
+            "num_classes": num_classes,
+            "backbone": backbone,
+            "output_stride": output_stride,
+            "aspp_channels": aspp_channels,
+            "low_level_channels": low_level_channels,
+        }
+
+    def _init_head(self) -> None:
+        for m in [*self.aspp.modules(), *self.low_level.modules(), *self.decoder.modules(), self.classifier]:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the ResNet (the paper's 1x learning-rate group)."""
+        return list(self.backbone.parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Parameters of ASPP, low-level projection, decoder and classifier (10x group when training from scratch)."""
+        ids = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}")
+        size = x.shape[-2:]
+        b = self.backbone
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        low = b.layer1(x)
+        high = b.layer4(b.layer3(b.layer2(low)))
+        high = self.aspp(high)
+        low = self.low_level(low)
+        high = F.interpolate(high, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.classifier(self.decoder(torch.cat([high, low], dim=1)))
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

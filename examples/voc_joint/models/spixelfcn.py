@@ -1,0 +1,106 @@
+"""SpixelFCN (Yang et al., CVPR 2020): an encoder-decoder that predicts the 9-neighbour grid association.
+
+For every pixel the network outputs a softmax over the 9 grid cells around the pixel's own cell (channel order
+TL, T, TR, L, C, R, BL, B, BR, as in :func:`sparse_ops.soft_uniformize`). The cells are ``cell_size`` pixels wide;
+the network itself predicts at full resolution and never uses the cell size (it is stored for the ops:
+:func:`sparse_ops.hard_superpixels`, :func:`sparse_ops.spixel_loss`).
+
+Layers: ``conv`` = 3x3 Conv (no bias) + BN + LeakyReLU(0.1); ``deconv`` = 4x4 stride-2 ConvTranspose + LeakyReLU(0.1).
+Encoder widths 16, 32, 64, 128, 256 (x ``width / 16``), four stride-2 stages (1/16 resolution); U-Net style decoder
+with skip concatenations back to full resolution; a 3x3 conv to 9 channels and a softmax. Inputs of any size are
+padded (edge replication) to a multiple of 16 and the output is cropped back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["SpixelFCN"]
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(0.1, inplace=True),
+    )
+
+
+def _deconv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.1, inplace=True))
+
+
+def _cat(a: Tensor, b: Tensor) -> Tensor:
+    return torch.cat([a, b], dim=1)
+
+
+class SpixelFCN(nn.Module):
+    """SpixelFCN superpixel network: image -> 9-channel soft association to the neighbouring grid cells.
+
+    Args:
+        cell_size: grid cell size in pixels (16 in the paper); stored for the superpixel ops.
+        width: width of the first stage (16 in the paper); the others are 2x, 4x, 8x, 16x.
+
+    Shape:
+        - Input: ``(B, 3, H, W)`` images normalized as ``x - (0.411, 0.432, 0.45)`` (values in [0, 1] before).
+        - Output: ``(B, 9, H, W)`` association, non-negative, summing to 1 over the 9 channels.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> net = SpixelFCN(cell_size=8).eval()
+        >>> q = net(torch.randn(2, 3, 21, 30))
+        >>> q.shape, bool(torch.allclose(q.sum(1), torch.ones(2, 21, 30)))
+        (torch.Size([2, 9, 21, 30]), True)
+    """
+
+    def __init__(self, cell_size: int = 16, width: int = 16) -> None:
+        super().__init__()
+        if not isinstance(cell_size, int) or cell_size < 1:
+            raise ValueError(f"cell_size must be a positive int, got {cell_size!r}")
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive int, got {width!r}")
+        self.cell_size = cell_size
+        c = [width * m for m in (1, 2, 4, 8, 16)]
+        self.enc0 = nn.Sequential(_conv(3, c[0]), _conv(c[0], c[0]))
+        self.enc1 = nn.Sequential(_conv(c[0], c[1], 2), _conv(c[1], c[1]))
+        self.enc2 = nn.Sequential(_conv(c[1], c[2], 2), _conv(c[2], c[2]))
+        self.enc3 = nn.Sequential(_conv(c[2], c[3], 2), _conv(c[3], c[3]))
+        self.enc4 = nn.Sequential(_conv(c[3], c[4], 2), _conv(c[4], c[4]))
+        self.up3, self.dec3 = _deconv(c[4], c[3]), _conv(2 * c[3], c[3])
+        self.up2, self.dec2 = _deconv(c[3], c[2]), _conv(2 * c[2], c[2])
+        self.up1, self.dec1 = _deconv(c[2], c[1]), _conv(2 * c[1], c[1])
+        self.up0, self.dec0 = _deconv(c[1], c[0]), _conv(2 * c[0], c[0])
+        self.pred = nn.Conv2d(c[0], 9, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, a=0.1)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        self.config: dict[str, Any] = {"cell_size": cell_size, "width": width}
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 16, (-w) % 16
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        e0 = self.enc0(x)
+        e1 = self.enc1(e0)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        e4 = self.enc4(e3)
+        d3 = self.dec3(_cat(self.up3(e4), e3))
+        d2 = self.dec2(_cat(self.up2(d3), e2))
+        d1 = self.dec1(_cat(self.up1(d2), e1))
+        d0 = self.dec0(_cat(self.up0(d1), e0))
+        assoc = F.softmax(self.pred(d0), dim=1)
+        return assoc[:, :, :h, :w]

@@ -1,0 +1,219 @@
+"""Regular superpixel grid helpers (SpixelFCN-style soft association).
+
+An image of ``H x W`` pixels is cut into cells of ``cell_size x cell_size`` pixels, row-major. The last row and
+column of cells may be partial when ``cell_size`` does not divide ``H`` or ``W``:
+
+.. math::
+
+    n_h = \\lceil H / S \\rceil, \\qquad n_w = \\lceil W / S \\rceil, \\qquad
+    \\mathrm{id}(i, j) = i\\, n_w + j .
+
+Every pixel ``(y, x)`` lies in cell ``(y // S, x // S)`` and may be associated with that cell and its eight
+neighbours. The nine candidates are ordered row-major over ``(dy, dx)`` in ``{-1, 0, 1}^2``:
+``k = (dy + 1) * 3 + (dx + 1)``, i.e. ``0 TL, 1 T, 2 TR, 3 L, 4 C, 5 R, 6 BL, 7 B, 8 BR``.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "NEIGHBOUR_OFFSETS",
+    "grid_shape",
+    "num_grid_cells",
+    "grid_cell_ids",
+    "neighbour_cell_ids",
+    "neighbour_validity",
+    "pixel_xy",
+]
+
+#: ``(dy, dx)`` of the 9 association channels, in channel order (TL, T, TR, L, C, R, BL, B, BR).
+NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+def _check_size(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        value = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def grid_shape(H: int, W: int, cell_size: int) -> tuple[int, int]:
+    """Number of grid cells along each axis, counting partial border cells.
+
+    Args:
+        H (int): image height in pixels (>= 1).
+        W (int): image width in pixels (>= 1).
+        cell_size (int): side of a cell in pixels (>= 1).
+
+    Returns:
+        tuple[int, int]: ``(n_h, n_w) = (ceil(H / cell_size), ceil(W / cell_size))``.
+
+    Example:
+        >>> grid_shape(512, 512, 16)
+        (32, 32)
+        >>> grid_shape(100, 37, 16)
+        (7, 3)
+    """
+    H = _check_size("H", H, 1)
+    W = _check_size("W", W, 1)
+    cell_size = _check_size("cell_size", cell_size, 1)
+    return -(-H // cell_size), -(-W // cell_size)
+
+
+def num_grid_cells(H: int, W: int, cell_size: int) -> int:
+    """Total number of grid cells (superpixels), ``n_h * n_w``.
+
+    Example:
+        >>> num_grid_cells(100, 37, 16)
+        21
+    """
+    n_h, n_w = grid_shape(H, W, cell_size)
+    return n_h * n_w
+
+
+def _pixel_cells(H: int, W: int, cell_size: int, device: torch.device | str | None) -> tuple[Tensor, Tensor]:
+    rows = torch.arange(H, device=device) // cell_size
+    cols = torch.arange(W, device=device) // cell_size
+    return rows, cols
+
+
+def grid_cell_ids(
+    H: int, W: int, cell_size: int, *, batch_size: int | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    """Initial cell id of every pixel (the regular grid as a superpixel map).
+
+    Args:
+        H (int): image height.
+        W (int): image width.
+        cell_size (int): cell side in pixels.
+        batch_size (int | None): if given, the map is expanded to ``[batch_size, H, W]``.
+        device: device of the result.
+
+    Returns:
+        LongTensor[H, W] | LongTensor[B, H, W]: ``(y // S) * n_w + x // S``.
+
+    Example:
+        >>> grid_cell_ids(3, 5, 2)
+        tensor([[0, 0, 1, 1, 2],
+                [0, 0, 1, 1, 2],
+                [3, 3, 4, 4, 5]])
+    """
+    n_h, n_w = grid_shape(H, W, cell_size)
+    rows, cols = _pixel_cells(H, W, cell_size, device)
+    ids = rows[:, None] * n_w + cols[None, :]
+    if batch_size is not None:
+        batch_size = _check_size("batch_size", batch_size, 1)
+        ids = ids.expand(batch_size, H, W).contiguous()
+    return ids
+
+
+def neighbour_validity(H: int, W: int, cell_size: int, *, device: torch.device | str | None = None) -> Tensor:
+    """Which of the 9 candidate cells of every pixel lie inside the image.
+
+    Args:
+        H (int): image height.
+        W (int): image width.
+        cell_size (int): cell side in pixels.
+        device: device of the result.
+
+    Returns:
+        BoolTensor[9, H, W]: ``True`` where candidate ``k`` of pixel ``(y, x)`` is a real cell.
+
+    Example:
+        >>> v = neighbour_validity(4, 4, 2)
+        >>> v[:, 0, 0].tolist()  # top-left pixel: only C, R, B, BR exist
+        [False, False, False, False, True, True, False, True, True]
+    """
+    n_h, n_w = grid_shape(H, W, cell_size)
+    rows, cols = _pixel_cells(H, W, cell_size, device)
+    dy = torch.tensor([o[0] for o in NEIGHBOUR_OFFSETS], device=device)
+    dx = torch.tensor([o[1] for o in NEIGHBOUR_OFFSETS], device=device)
+    r = rows[None, :] + dy[:, None]  # [9, H]
+    c = cols[None, :] + dx[:, None]  # [9, W]
+    row_ok = (r >= 0) & (r < n_h)
+    col_ok = (c >= 0) & (c < n_w)
+    out = row_ok[:, :, None] & col_ok[:, None, :]
+    return out
+
+
+def neighbour_cell_ids(
+    H: int, W: int, cell_size: int, *, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """Global ids of the 9 candidate cells of every pixel, with a validity mask.
+
+    Out-of-image candidates (around the border) are reported with ``valid == False``; their id is clamped to
+    the nearest real cell (edge padding, as in SpixelFCN) so that it is always a legal index, but it must not
+    be used as an association target.
+
+    Args:
+        H (int): image height.
+        W (int): image width.
+        cell_size (int): cell side in pixels.
+        device: device of the results.
+
+    Returns:
+        tuple[LongTensor[9, H, W], BoolTensor[9, H, W]]: candidate ids and validity.
+
+    Example:
+        >>> ids, valid = neighbour_cell_ids(4, 4, 2)
+        >>> ids[:, 3, 3].tolist()  # bottom-right pixel lives in cell 3
+        [0, 1, 1, 2, 3, 3, 2, 3, 3]
+        >>> valid[:, 3, 3].tolist()
+        [True, True, False, True, True, False, False, False, False]
+    """
+    n_h, n_w = grid_shape(H, W, cell_size)
+    rows, cols = _pixel_cells(H, W, cell_size, device)
+    ids = torch.empty(9, H, W, dtype=torch.long, device=device)
+    for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
+        r = (rows + dy).clamp(0, n_h - 1)
+        c = (cols + dx).clamp(0, n_w - 1)
+        ids[k] = r[:, None] * n_w + c[None, :]
+    return ids, neighbour_validity(H, W, cell_size, device=device)
+
+
+def pixel_xy(
+    H: int,
+    W: int,
+    *,
+    batch_size: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Pixel coordinate features: channel 0 is ``x`` (column), channel 1 is ``y`` (row), in pixels.
+
+    Args:
+        H (int): image height.
+        W (int): image width.
+        batch_size (int): leading batch dimension ``B``.
+        dtype: floating dtype of the result.
+        device: device of the result.
+
+    Returns:
+        Tensor[B, 2, H, W]: ``out[b, 0, y, x] = x`` and ``out[b, 1, y, x] = y``.
+
+    Example:
+        >>> pixel_xy(2, 3)[0]
+        tensor([[[0., 1., 2.],
+                 [0., 1., 2.]],
+        <BLANKLINE>
+                [[0., 0., 0.],
+                 [1., 1., 1.]]])
+    """
+    H = _check_size("H", H, 1)
+    W = _check_size("W", W, 1)
+    batch_size = _check_size("batch_size", batch_size, 1)
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    ys = torch.arange(H, dtype=dtype, device=device)
+    xs = torch.arange(W, dtype=dtype, device=device)
+    xy = torch.stack([xs[None, :].expand(H, W), ys[:, None].expand(H, W)])
+    return xy.expand(batch_size, 2, H, W).contiguous()

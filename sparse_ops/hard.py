@@ -1,0 +1,196 @@
+"""Hard superpixels from a soft 9-neighbour association, and an optional connectivity clean-up.
+
+:func:`hard_superpixels` gives every pixel the global id of its most associated candidate cell (arg-max over
+the 9 candidates). Out-of-image candidates are never chosen. **Ties** go to the centre candidate (the pixel's
+own cell) first, then to the lowest neighbour index (TL, T, TR, L, BL... in channel order), so a uniform
+association reproduces the regular grid.
+
+:func:`enforce_connectivity` splits every superpixel into its connected pieces and merges pieces smaller than
+``min_size`` pixels into the adjacent piece with which they share the longest border (ties: the lowest id),
+smallest pieces first; the result is relabelled to contiguous ids ``0..K_b - 1``. It runs on the CPU with
+numpy/scipy (a post-processing step, not differentiable) and returns tensors on the input device.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor
+
+from .grid import _check_size, neighbour_cell_ids, num_grid_cells
+from .soft import _check_assoc
+
+__all__ = ["hard_superpixels", "enforce_connectivity"]
+
+# candidate order used for the arg-max, so that ties prefer the centre, then the lowest channel index
+_TIE_ORDER = (4, 0, 1, 2, 3, 5, 6, 7, 8)
+
+
+def hard_superpixels(
+    assoc: Tensor,
+    cell_size: int,
+    *,
+    connectivity: bool = False,
+    min_size: int | None = None,
+    return_counts: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Arg-max superpixel map of a 9-neighbour association.
+
+    Args:
+        assoc (Tensor[B, 9, H, W]): association scores or probabilities (neighbour order TL, T, TR, L, C, R,
+            BL, B, BR); any real values (only their order per pixel matters).
+        cell_size (int): grid cell side in pixels.
+        connectivity (bool): post-process with :func:`enforce_connectivity` (ids become contiguous per image
+            and their count may differ from the number of grid cells).
+        min_size (int | None): smallest piece kept by the connectivity step; default
+            ``max(1, int(0.06 * H * W / num_grid_cells))`` (SpixelFCN's choice).
+        return_counts (bool): also return the number of superpixels of every image.
+
+    Returns:
+        LongTensor[B, H, W]: global ids ``i * n_w + j`` in ``[0, num_grid_cells(H, W, cell_size))`` (or
+        contiguous ids with ``connectivity``); with ``return_counts`` a tuple with ``LongTensor[B]`` counts
+        (``num_grid_cells`` without ``connectivity``).
+
+    Example:
+        >>> q = torch.zeros(1, 9, 2, 4); q[:, 4] = 1.0; q[0, 5, :, 0] = 2.0  # left column prefers "R"
+        >>> hard_superpixels(q, 2)
+        tensor([[[1, 0, 1, 1],
+                 [1, 0, 1, 1]]])
+    """
+    assoc = _check_assoc(assoc)
+    cell_size = _check_size("cell_size", cell_size, 1)
+    B, _, H, W = assoc.shape
+    ids, valid = neighbour_cell_ids(H, W, cell_size, device=assoc.device)
+    order = torch.tensor(_TIE_ORDER, device=assoc.device)
+    scores = assoc.detach().index_select(1, order)
+    scores = scores.masked_fill(~valid.index_select(0, order).unsqueeze(0), float("-inf"))
+    best = order[scores.argmax(dim=1)]  # [B, H, W] channel index (first maximum in tie order)
+    labels = torch.gather(ids.unsqueeze(0).expand(B, 9, H, W), 1, best.unsqueeze(1)).squeeze(1)
+    if connectivity:
+        if min_size is None:
+            min_size = max(1, int(0.06 * H * W / num_grid_cells(H, W, cell_size)))
+        labels, counts = enforce_connectivity(labels, min_size=min_size)
+    else:
+        counts = torch.full((B,), num_grid_cells(H, W, cell_size), dtype=torch.long, device=assoc.device)
+    return (labels, counts) if return_counts else labels
+
+
+def _components(lab: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected pieces of equal label -> component ids 0..n-1 (row-major order of first pixel)."""
+    comp = np.full(lab.shape, -1, dtype=np.int64)
+    n = 0
+    shifted = np.unique(lab, return_inverse=True)[1].reshape(lab.shape) + 1  # dense values 1..K
+    for value_minus1, sl in enumerate(ndimage.find_objects(shifted)):
+        if sl is None:
+            continue
+        pieces, k = ndimage.label(shifted[sl] == value_minus1 + 1)
+        mask = pieces > 0
+        comp[sl][mask] = pieces[mask] - 1 + n
+        n += k
+    # renumber by first occurrence (row-major) for determinism independent of label values
+    _, first = np.unique(comp.ravel(), return_index=True)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(n)
+    return rank[comp], n
+
+
+def _merge_small(comp: np.ndarray, n: int, min_size: int) -> np.ndarray:
+    counts0 = np.bincount(comp.ravel(), minlength=n)
+    if n <= 1 or counts0.min() >= min_size:
+        return comp
+    # border lengths between adjacent components, as encoded pairs a * n + b (both directions)
+    keys = []
+    for a, b in ((comp[:, :-1], comp[:, 1:]), (comp[:-1, :], comp[1:, :])):
+        diff = a != b
+        keys += [a[diff] * n + b[diff], b[diff] * n + a[diff]]
+    uniq, lengths = np.unique(np.concatenate(keys), return_counts=True)
+    adj: list[Counter] = [Counter() for _ in range(n)]
+    for key, c in zip(uniq.tolist(), lengths.tolist()):
+        adj[key // n][key % n] = c
+    parent = list(range(n))
+    sizes = counts0.tolist()
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a in np.argsort(counts0, kind="stable").tolist():
+        if counts0[a] >= min_size:
+            break  # visited in increasing original size: the rest were never small
+        if parent[a] != a or sizes[a] >= min_size or not adj[a]:
+            continue
+        best = min(adj[a].items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        target = find(best)
+        parent[a] = target
+        sizes[target] += sizes[a]
+        for nb, c in adj[a].items():
+            r = find(nb)
+            if r != target:
+                adj[target][r] += c
+                adj[r][target] += c
+            adj[r].pop(a, None)
+        adj[target].pop(a, None)
+        adj[target].pop(target, None)
+        adj[a].clear()
+    roots = np.array([find(i) for i in range(n)])
+    return roots[comp]
+
+
+def enforce_connectivity(labels: Tensor, *, min_size: int = 1) -> tuple[Tensor, Tensor]:
+    """Split superpixels into 4-connected pieces, merge small pieces, relabel contiguously.
+
+    Args:
+        labels (LongTensor[B, H, W] | LongTensor[H, W]): superpixel ids (any integer values).
+        min_size (int): pieces with fewer pixels are merged into the neighbouring piece sharing the longest
+            border (``1`` only splits).
+
+    Returns:
+        tuple[LongTensor[B, H, W], LongTensor[B]]: contiguous ids ``0..K_b - 1`` numbered in row-major order of
+        their first pixel, and ``K_b`` per image (shapes follow the input; ``K`` is a 0-dim tensor for an
+        unbatched input). On the input's device.
+
+    Example:
+        >>> lab = torch.tensor([[[0, 1, 0], [0, 1, 0], [2, 2, 2]]])
+        >>> out, k = enforce_connectivity(lab)  # label 0 has two pieces
+        >>> out
+        tensor([[[0, 1, 2],
+                 [0, 1, 2],
+                 [3, 3, 3]]])
+        >>> k
+        tensor([4])
+        >>> enforce_connectivity(lab, min_size=3)[0]  # the 2-pixel pieces merge into their longest border
+        tensor([[[0, 0, 0],
+                 [0, 0, 0],
+                 [1, 1, 1]]])
+    """
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"labels must be a Tensor, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    if labels.dim() not in (2, 3):
+        raise ValueError(f"labels must have shape [B, H, W] or [H, W], got shape {tuple(labels.shape)}")
+    min_size = _check_size("min_size", min_size, 1)
+    unbatched = labels.dim() == 2
+    arr = labels.detach().cpu().numpy()
+    if unbatched:
+        arr = arr[None]
+    out = np.empty(arr.shape, dtype=np.int64)
+    counts = np.empty(arr.shape[0], dtype=np.int64)
+    for b in range(arr.shape[0]):
+        comp, n = _components(arr[b].astype(np.int64))
+        merged = _merge_small(comp, n, min_size)
+        _, first, inv = np.unique(merged.ravel(), return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        out[b] = rank[inv].reshape(merged.shape)
+        counts[b] = len(first)
+    result = torch.from_numpy(out).to(labels.device)
+    k = torch.from_numpy(counts).to(labels.device)
+    if unbatched:
+        return result[0], k[0]
+    return result, k

@@ -1,0 +1,255 @@
+"""SegNet-style max pooling with recorded indices, and a deterministic scatter-based max unpooling.
+
+The encoder pools with :func:`max_pool2d_with_indices`, which returns the pooled values, the flat position
+(``y * W + x`` within each ``H x W`` plane) of every maximum, and the input size. The decoder calls
+:func:`max_unpool2d`, which writes values back at those positions of a zero map of the recorded size:
+
+.. math::
+
+    \\mathrm{out}_{b,c}[\\,i_{b,c,u}\\,] = v_{b,c,u}, \\qquad \\text{0 elsewhere.}
+
+Unlike ``nn.MaxUnpool2d``, which raises under ``torch.use_deterministic_algorithms(True)``, the unpool is a
+single ``Tensor.scatter`` (deterministic on CPU and CUDA; when overlapping windows select the same input
+position twice, both writes carry the same value). Carrying the input size means odd sizes round-trip without
+passing ``output_size``.
+
+With overlapping windows (stride < kernel) one input position can be selected by several windows; the
+backward, like ``nn.MaxUnpool2d``'s, then hands the output gradient to every copy (a gather).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["PooledWithIndices", "max_pool2d_with_indices", "max_unpool2d", "MaxPoolWithIndices", "MaxUnpool"]
+
+class PooledWithIndices(NamedTuple):
+    """Output of :func:`max_pool2d_with_indices`.
+
+    Attributes:
+        values (Tensor[B, C, h, w]): pooled maxima.
+        indices (LongTensor[B, C, h, w]): flat position ``y * W + x`` of each maximum in its input plane.
+        input_size (tuple[int, int]): ``(H, W)`` of the pooled input.
+    """
+
+    values: Tensor
+    indices: Tensor
+    input_size: tuple[int, int]
+
+
+def _pair(name: str, v: object, minimum: int) -> tuple[int, int]:
+    vals = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(vals) != 2 or any(isinstance(x, bool) or not isinstance(x, int) for x in vals):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if any(x < minimum for x in vals):
+        raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
+    return vals  # type: ignore[return-value]
+
+
+def max_pool2d_with_indices(
+    x: Tensor,
+    kernel_size: int | tuple[int, int] = 2,
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+    *,
+    dilation: int | tuple[int, int] = 1,
+    ceil_mode: bool = False,
+) -> PooledWithIndices:
+    """2-D max pooling that also returns the argmax positions and the input size.
+
+    Args:
+        x (Tensor[B, C, H, W] | Tensor[C, H, W]): input.
+        kernel_size (int | tuple[int, int]): pooling window.
+        stride (int | tuple[int, int] | None): defaults to ``kernel_size``.
+        padding (int | tuple[int, int]): implicit ``-inf`` padding (at most half the kernel).
+        dilation (int | tuple[int, int]): window dilation.
+        ceil_mode (bool): use ``ceil`` for the output size.
+
+    Returns:
+        PooledWithIndices: ``(values, indices, input_size)``.
+
+    Example:
+        >>> x = torch.tensor([[[[1., 2., 0.], [4., 3., 5.], [7., 8., 9.]]]])
+        >>> p = max_pool2d_with_indices(x)
+        >>> p.values, p.indices, p.input_size
+        (tensor([[[[4.]]]]), tensor([[[[3]]]]), (3, 3))
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"x must have shape [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
+    k = _pair("kernel_size", kernel_size, 1)
+    s = k if stride is None else _pair("stride", stride, 1)
+    p = _pair("padding", padding, 0)
+    d = _pair("dilation", dilation, 1)
+    values, indices = F.max_pool2d(x, k, s, p, d, ceil_mode=ceil_mode, return_indices=True)
+    return PooledWithIndices(values, indices, (int(x.shape[-2]), int(x.shape[-1])))
+
+
+def max_unpool2d(
+    values: Tensor, indices: Tensor, output_size: tuple[int, int] | torch.Size, *, validate: bool = True
+) -> Tensor:
+    """Deterministic max unpooling: scatter ``values`` to ``indices`` of a zero map of ``output_size``.
+
+    Equal to ``nn.MaxUnpool2d`` (with matching kernel, stride and padding) where that runs; also runs under
+    ``torch.use_deterministic_algorithms(True)``. Differentiable w.r.t. ``values`` (the gradient is gathered
+    back from ``indices``).
+
+    Args:
+        values (Tensor[B, C, h, w] | Tensor[C, h, w]): pooled values (or decoder features of the same shape).
+        indices (LongTensor[B, C, h, w] | LongTensor[C, h, w]): flat positions from
+            :func:`max_pool2d_with_indices`.
+        output_size (tuple[int, int] | torch.Size): ``(H, W)`` of the map to fill; a longer size (e.g.
+            ``x.shape``) is accepted and its last two entries are used.
+        validate (bool): check that indices lie in ``[0, H * W)`` (a host-device synchronisation on CUDA).
+
+    Returns:
+        Tensor[B, C, H, W] | Tensor[C, H, W]: the unpooled map.
+
+    Example:
+        >>> v = torch.tensor([[[[4., 9.]]]]); i = torch.tensor([[[[3, 8]]]])
+        >>> max_unpool2d(v, i, (3, 3))
+        tensor([[[[0., 0., 0.],
+                  [4., 0., 0.],
+                  [0., 0., 9.]]]])
+    """
+    if not isinstance(values, Tensor):
+        raise TypeError(f"values must be a Tensor, got {type(values).__name__}")
+    if not isinstance(indices, Tensor):
+        raise TypeError(f"indices must be a Tensor, got {type(indices).__name__}")
+    if values.dim() not in (3, 4):
+        raise ValueError(f"values must have shape [B, C, h, w] or [C, h, w], got shape {tuple(values.shape)}")
+    if indices.shape != values.shape:
+        raise ValueError(
+            f"indices must have the shape of values {tuple(values.shape)}, got shape {tuple(indices.shape)}"
+        )
+    if indices.dtype != torch.long:
+        raise TypeError(f"indices must be a LongTensor (torch.int64), got dtype {indices.dtype}")
+    if indices.device != values.device:
+        raise ValueError(f"indices must be on the device of values ({values.device}), got {indices.device}")
+    try:
+        size = tuple(int(v) for v in output_size)[-2:]
+    except TypeError:
+        raise TypeError(f"output_size must be a sequence of ints (H, W), got {output_size!r}") from None
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"output_size must end with a positive (H, W), got {tuple(output_size)}")
+    H, W = size
+    if validate and indices.numel():
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= H * W:
+            raise ValueError(
+                f"indices must lie in [0, H * W) = [0, {H * W}) for output_size {(H, W)}, got range [{lo}, {hi}] "
+                "(indices from an input of another size?)"
+            )
+    lead = values.shape[:-2]
+    flat_v = values.reshape(*lead, -1)
+    flat_i = indices.reshape(*lead, -1)
+    out = values.new_zeros(*lead, H * W).scatter_(-1, flat_i, flat_v)  # in place on a fresh map: one pass
+    return out.reshape(*lead, H, W)
+
+
+class MaxPoolWithIndices(nn.Module):
+    """Encoder stage of a SegNet: max pooling that returns :class:`PooledWithIndices`.
+
+    Args:
+        kernel_size (int | tuple[int, int]): pooling window (default 2).
+        stride (int | tuple[int, int] | None): defaults to ``kernel_size``.
+        padding (int | tuple[int, int]): implicit padding.
+        dilation (int | tuple[int, int]): window dilation.
+        ceil_mode (bool): use ``ceil`` for the output size.
+
+    Shape:
+        - input: :math:`(B, C, H, W)`
+        - output: ``PooledWithIndices(values (B, C, h, w), indices (B, C, h, w), input_size (H, W))``
+
+    Example:
+        >>> pool, unpool = MaxPoolWithIndices(2), MaxUnpool()
+        >>> x = torch.randn(1, 3, 7, 5)
+        >>> p = pool(x)
+        >>> unpool(p).shape  # odd sizes round-trip
+        torch.Size([1, 3, 7, 5])
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int] = 2,
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        *,
+        dilation: int | tuple[int, int] = 1,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = _pair("kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else _pair("stride", stride, 1)
+        self.padding = _pair("padding", padding, 0)
+        self.dilation = _pair("dilation", dilation, 1)
+        self.ceil_mode = bool(ceil_mode)
+
+    def forward(self, x: Tensor) -> PooledWithIndices:
+        return max_pool2d_with_indices(
+            x, self.kernel_size, self.stride, self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
+
+
+class MaxUnpool(nn.Module):
+    """Decoder stage of a SegNet: deterministic max unpooling (:func:`max_unpool2d`).
+
+    Call it with the :class:`PooledWithIndices` of the paired :class:`MaxPoolWithIndices`, or with decoder
+    features of the pooled shape plus ``indices`` and ``output_size`` (or the pooled record as ``indices``).
+
+    Args:
+        validate (bool): check the index range (see :func:`max_unpool2d`).
+
+    Shape:
+        - input: :math:`(B, C, h, w)` values and indices
+        - output: :math:`(B, C, H, W)` with ``(H, W)`` the recorded input size
+
+    Example:
+        >>> pool, unpool = MaxPoolWithIndices(), MaxUnpool()
+        >>> p = pool(torch.arange(16.0).reshape(1, 1, 4, 4))
+        >>> unpool(p.values * 10, p)  # decoder features + the pooling record
+        tensor([[[[  0.,   0.,   0.,   0.],
+                  [  0.,  50.,   0.,  70.],
+                  [  0.,   0.,   0.,   0.],
+                  [  0., 130.,   0., 150.]]]])
+    """
+
+    def __init__(self, *, validate: bool = True) -> None:
+        super().__init__()
+        self.validate = bool(validate)
+
+    def forward(
+        self,
+        x: Tensor | PooledWithIndices,
+        indices: Tensor | PooledWithIndices | None = None,
+        output_size: tuple[int, int] | torch.Size | None = None,
+    ) -> Tensor:
+        if isinstance(x, PooledWithIndices):
+            if indices is not None:
+                raise TypeError("indices must be None when x is a PooledWithIndices record")
+            x, indices, recorded = x
+            output_size = recorded if output_size is None else output_size
+        elif isinstance(indices, PooledWithIndices):
+            output_size = indices.input_size if output_size is None else output_size
+            indices = indices.indices
+        if indices is None or output_size is None:
+            raise TypeError(
+                "MaxUnpool needs indices and output_size: pass the PooledWithIndices record of the paired pool"
+            )
+        return max_unpool2d(x, indices, output_size, validate=self.validate)
+
+    def extra_repr(self) -> str:
+        return f"validate={self.validate}"

@@ -1,0 +1,27 @@
+"""Shared helpers of the exmodels tests: a tiny synthetic VOC set and tiny training options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_MODEL = [
+    "--backbone", "resnet18", "--aspp-channels", "16", "--cell-size", "8", "--spixel-width", "4",
+    "--fusion-hidden", "42", "--crop-size", "32", "--batch-size", "2", "--workers", "0",
+    "--device", "cpu", "--no-progress", "--threads", "2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 train / 2 val synthetic VOC images of 36x44 pixels (SBD lists included)."""
+    from examples.voc_joint.synthetic import generate_synthetic_voc
+
+    root = tmp_path_factory.mktemp("tiny_voc")
+    return generate_synthetic_voc(root, num_train=4, num_val=2, image_size=(36, 44), seed=1)
+
+
+def train_args(root: Path, out: Path, *extra: str) -> list[str]:
+    """Command-line options of a tiny CPU run on ``root`` writing to ``out``."""
+    return ["--data-root", str(root), "--output-dir", str(out), *TINY_MODEL, *extra]

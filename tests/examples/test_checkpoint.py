@@ -1,0 +1,127 @@
+"""Checkpoints: atomic writes, weights-only reads with clear refusals, RNG states, model rebuilding."""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from examples.voc_joint.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    get_rng_state,
+    load_checkpoint,
+    load_model_from_checkpoint,
+    load_weights_into,
+    save_checkpoint,
+    set_rng_state,
+)
+from examples.voc_joint.models import DeepLabV3Plus, JointModel, SegmentationOnly, SpixelFCN, model_config
+
+
+def _ckpt(model: torch.nn.Module, stage: str) -> dict:
+    return {"format": FORMAT, "version": 1, "stage": stage, "config": {"model": model_config(model), "args": {}},
+            "model": model.state_dict(), "epoch": 3, "step": 12}
+
+
+def test_save_is_atomic_and_round_trips(tmp_path) -> None:
+    net = SpixelFCN(cell_size=8, width=4)
+    path = save_checkpoint(tmp_path / "sub" / "c.pt", _ckpt(net, "spixel"))
+    assert path.is_file() and not (tmp_path / "sub" / "c.pt.tmp").exists()
+    ck = load_checkpoint(path)
+    assert ck["epoch"] == 3 and ck["config"]["model"] == {"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 4}}
+    save_checkpoint(path, {**_ckpt(net, "spixel"), "epoch": 4})  # overwrite in place
+    assert load_checkpoint(path)["epoch"] == 4
+
+
+def test_refuses_pickled_objects(tmp_path) -> None:
+    path = tmp_path / "evil.pt"
+    net = SpixelFCN(width=4)
+    torch.save({**_ckpt(net, "spixel"), "extra": argparse.Namespace(a=1)}, path)
+    with pytest.raises(CheckpointError, match=r"refusing checkpoint .*evil\.pt.*weights_only=True"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_model_from_checkpoint(path)
+
+
+def test_refuses_garbage_wrong_keys_and_format(tmp_path) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.pt"):
+        load_checkpoint(garbage)
+    plain = tmp_path / "state_dict.pt"
+    torch.save(SpixelFCN(width=4).state_dict(), plain)
+    with pytest.raises(CheckpointError, match=r"state_dict\.pt is not a transinit voc_joint checkpoint: missing keys"):
+        load_checkpoint(plain)
+    other = tmp_path / "other.pt"
+    torch.save({**_ckpt(SpixelFCN(width=4), "spixel"), "format": "something-else"}, other)
+    with pytest.raises(CheckpointError, match="has format 'something-else'"):
+        load_checkpoint(other)
+    listing = tmp_path / "list.pt"
+    torch.save([1, 2], listing)
+    with pytest.raises(CheckpointError, match="must hold a dict, got list"):
+        load_checkpoint(listing)
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found: .*nope.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_model_from_checkpoint(tmp_path / "nope.pt")
+
+
+def test_mismatched_weights(tmp_path) -> None:
+    net = SpixelFCN(width=4)
+    ck = _ckpt(net, "spixel")
+    ck["model"] = {k: v for k, v in ck["model"].items() if not k.startswith("pred")}
+    path = save_checkpoint(tmp_path / "m.pt", ck)
+    with pytest.raises(CheckpointError, match="does not match its own model config"):
+        load_model_from_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        load_weights_into(SpixelFCN(width=4), path)
+    with pytest.raises(CheckpointError, match="holds a 'spixelfcn' model; expected 'deeplabv3plus'"):
+        load_weights_into(DeepLabV3Plus(21, "resnet18", aspp_channels=8), path, part="deeplab")
+
+
+def test_load_model_from_checkpoint_rebuilds_every_arch(tmp_path) -> None:
+    torch.manual_seed(0)
+    deeplab, spixel = DeepLabV3Plus(21, "resnet18", aspp_channels=8), SpixelFCN(cell_size=8, width=4)
+    joint = JointModel(deeplab, spixel, mode="hard")
+    x = torch.randn(1, 3, 24, 40)
+    for model, stage in [(deeplab, "seg"), (joint, "joint"), (spixel, "spixel")]:
+        path = save_checkpoint(tmp_path / f"{stage}.pt", _ckpt(model, stage))
+        rebuilt, config = load_model_from_checkpoint(path)
+        assert not rebuilt.training and config["stage"] == stage and config["epoch"] == 3
+        model.eval()
+        with torch.no_grad():
+            if stage == "spixel":
+                torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
+            else:
+                ref = model(x, x) if stage == "joint" else {"logits": model(x)}
+                out = rebuilt(x, x)
+                torch.testing.assert_close(out["logits"], ref["logits"], rtol=0, atol=0)
+        if stage == "seg":
+            assert isinstance(rebuilt, SegmentationOnly)
+    # sub-network extraction from a joint checkpoint
+    fresh = SpixelFCN(cell_size=8, width=4)
+    load_weights_into(fresh, tmp_path / "joint.pt", part="spixel")
+    for k, v in spixel.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v)
+
+
+def test_rng_state_round_trip(tmp_path) -> None:
+    gen = torch.Generator().manual_seed(5)
+    base = _ckpt(SpixelFCN(width=4), "spixel")
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    np.random.normal()  # a cached gaussian
+    state = get_rng_state(gen)
+    path = save_checkpoint(tmp_path / "rng.pt", {**base, "rng": state})
+    first = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(2, generator=gen))
+    torch.manual_seed(9), np.random.seed(9), random.seed(9), gen.manual_seed(9)
+    set_rng_state(load_checkpoint(path)["rng"], gen)
+    again = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(2, generator=gen))
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert first[2] == again[2] and torch.equal(first[3], again[3])

@@ -1,0 +1,177 @@
+"""evaluate() with a tiny stub model obeying the model contract, and the evaluate CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("torchvision")
+
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from examples.voc_joint import evaluate as evaluate_mod  # noqa: E402
+from examples.voc_joint.data import build_dataset  # noqa: E402
+from examples.voc_joint.evaluate import evaluate, split_results  # noqa: E402
+from examples.voc_joint.metrics import SegmentationMetrics  # noqa: E402
+from examples.voc_joint.synthetic import generate_synthetic_voc  # noqa: E402
+
+SIZE = (30, 44)  # not multiples of the cell size: partial border cells
+
+
+class StubJoint(nn.Module):
+    """A 1x1 conv "segmentation network", grid superpixels of ``cell`` px, logits averaged per superpixel."""
+
+    def __init__(self, cell: int = 6, superpixels: bool = True, baseline: bool = True) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.head = nn.Conv2d(3, 21, 1)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn(21, 3, 1, 1, generator=g))
+            self.head.bias.copy_(torch.randn(21, generator=g) * 0.1)
+        self.cell, self.superpixels, self.baseline = cell, superpixels, baseline
+
+    def forward(self, seg_input, spixel_input):
+        seg = self.head(seg_input)
+        b, c, h, w = seg.shape
+        n_w = -(-w // self.cell)
+        ar_h, ar_w = torch.arange(h, device=seg.device), torch.arange(w, device=seg.device)
+        ids = ((ar_h[:, None] // self.cell) * n_w + ar_w[None] // self.cell).reshape(-1)
+        k = int(ids.max()) + 1
+        sums = torch.zeros(b, c, k, device=seg.device).index_add_(2, ids, seg.flatten(2))
+        means = sums / torch.bincount(ids, minlength=k)
+        logits = means[:, :, ids].view(b, c, h, w)
+        return {
+            "logits": logits if self.superpixels else seg,
+            "seg_logits": seg if self.baseline else None,
+            "superpixels": ids.view(1, h, w).expand(b, h, w).clone() if self.superpixels else None,
+            "assoc": None,
+        }
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    return generate_synthetic_voc(tmp_path_factory.mktemp("evalvoc"), num_train=2, num_val=3, image_size=SIZE,
+                                  seed=4, sbd=False)
+
+
+def test_evaluate_full_size(voc, tmp_path):
+    ds = build_dataset(voc, "val")
+    loader = DataLoader(ds, batch_size=1)
+    model = StubJoint().train()
+    res = evaluate(model, loader, device="cpu", panels_dir=tmp_path / "panels", max_panels=2, progress=False)
+    assert model.training  # mode restored
+    extra = {"baseline", "panels", "seconds", "images_per_second"}
+    assert set(res) == set(SegmentationMetrics().compute()) | extra
+    joint, base = split_results(res)["joint"], res["baseline"]
+    assert set(joint) == set(base) == set(SegmentationMetrics().compute())
+    assert joint["num_images"] == base["num_images"] == 3
+    valid = sum(int((ds[i]["target"] != 255).sum()) for i in range(3))
+    assert joint["num_pixels"] == base["num_pixels"] == valid
+    assert joint["consistency"] == 1.0 and joint["consistency_pixels"] == 1.0
+    assert base["consistency"] < 1.0
+    assert joint["asa"] == base["asa"] and 0 < joint["asa"] <= 1
+    n_cells = math.ceil(SIZE[0] / 6) * math.ceil(SIZE[1] / 6)
+    assert joint["num_superpixels"] == n_cells
+    assert set(joint["boundary_miou"]) == {"1", "3", "5"} and len(joint["per_class_iou"]) == 21
+    assert [p.split("/")[-1] for p in res["panels"]] == [f"{ds.names[0]}.png", f"{ds.names[1]}.png"]
+    with Image.open(res["panels"][0]) as im:
+        assert im.format == "PNG" and im.width > 4 * SIZE[1]
+
+
+def test_evaluate_equals_manual_accumulation(voc):
+    ds = build_dataset(voc, "val", crop_size=(16, 20))
+    model = StubJoint()
+    res = evaluate(model, DataLoader(ds, batch_size=2), device=torch.device("cpu"), progress=True,
+                   boundary_widths=(2,))
+    joint, base = SegmentationMetrics(boundary_widths=(2,)), SegmentationMetrics(boundary_widths=(2,))
+    with torch.no_grad():
+        for s in DataLoader(ds, batch_size=3):
+            out = model(s["seg_input"], s["spixel_input"])
+            joint.update(out["logits"].argmax(1), s["target"], out["superpixels"])
+            base.update(out["seg_logits"].argmax(1), s["target"], out["superpixels"])
+    assert _same(split_results(res)["joint"], joint.compute())
+    assert _same(res["baseline"], base.compute())
+
+
+def _same(a, b):
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    return a == b
+
+
+def test_model_without_superpixels_or_baseline(voc):
+    loader = DataLoader(build_dataset(voc, "val"), batch_size=1)
+    res = evaluate(StubJoint(superpixels=False, baseline=False), loader, device="cpu", progress=False)
+    assert res["baseline"] is None and res["panels"] == []
+    assert math.isnan(res["asa"]) and math.isnan(res["consistency"])
+    assert 0 <= res["miou"] <= 1 and list(split_results(res)) == ["joint"]
+
+
+class _BadModel(nn.Module):
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, seg_input, spixel_input):
+        return self.out(seg_input)
+
+
+@pytest.mark.parametrize(
+    "out, exc, match",
+    [
+        (lambda x: x, TypeError, "dict with 'logits'"),
+        (lambda x: {"logits": x[:, :3]}, ValueError, "'logits' has shape"),
+        (lambda x: {"logits": torch.zeros(x.shape[0], 21, 5, 5)}, ValueError, "'logits' has shape"),
+        (lambda x: {"logits": torch.zeros(x.shape[0], 21, *x.shape[-2:]), "seg_logits": x[:, 0]}, ValueError,
+         "'seg_logits' must be"),
+    ],
+)
+def test_contract_violations(voc, out, exc, match):
+    loader = DataLoader(build_dataset(voc, "val"), batch_size=1)
+    with pytest.raises(exc, match=match):
+        evaluate(_BadModel(out), loader, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("size_args", [["--full-size"], ["--crop-size", "16", "--batch-size", "2"]])
+def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
+    calls = {}
+
+    def load_model_from_checkpoint(path, *, map_location="cpu"):
+        calls["path"], calls["map_location"] = path, map_location
+        return StubJoint().eval(), {"stage": "joint", "root": tmp_path}
+
+    fake = types.ModuleType("examples.voc_joint.checkpoint")
+    fake.load_model_from_checkpoint = load_model_from_checkpoint
+    monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
+    out = tmp_path / "eval"
+    rc = evaluate_mod.main(["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(voc),
+                            "--split", "val",
+                            *size_args, "--out", str(out), "--max-panels", "2", "--no-progress",
+                            "--boundary-widths", "1", "4"])
+    assert rc == 0 and calls == {"path": tmp_path / "ckpt.pt", "map_location": "cpu"}
+    text = capsys.readouterr().out
+    assert "baseline" in text and "joint" in text and "aeroplane" in text
+    assert "boundary mIoU, 4 px (%)" in text
+    payload = json.loads((out / "metrics.json").read_text())
+    assert payload["split"] == "val" and payload["config"]["stage"] == "joint"
+    assert payload["joint"]["consistency"] == 1.0 and payload["joint"]["num_images"] == 3
+    assert payload["resolution"] == ("full" if size_args == ["--full-size"] else 16)
+    assert len(list((out / "panels").glob("*.png"))) == 2
+
+
+def test_evaluate_on_device_matches_cpu(voc, device):
+    loader = DataLoader(build_dataset(voc, "val"), batch_size=1)
+    cpu = evaluate(StubJoint(), loader, device="cpu", progress=False)
+    dev = evaluate(StubJoint().to(device), loader, device=device, progress=False)
+    assert dev["consistency"] == 1.0
+    assert dev["num_pixels"] == cpu["num_pixels"]
+    assert abs(dev["miou"] - cpu["miou"]) < 0.02

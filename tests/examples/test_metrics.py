@@ -1,0 +1,314 @@
+"""Metrics against hand-computed confusion matrices, hand-made boundary/superpixel cases, loop references."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("torchvision")
+
+from examples.voc_joint import metrics  # noqa: E402
+from examples.voc_joint.metrics import (  # noqa: E402
+    SegmentationMetrics,
+    boundary_band,
+    confusion_matrix,
+    format_per_class_table,
+    format_table,
+    iou_from_confusion,
+    label_edges,
+    superpixel_scores,
+    to_jsonable,
+)
+
+
+def T(rows):
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def test_doctests():
+    assert doctest.testmod(metrics, raise_on_error=False).failed == 0
+
+
+def test_confusion_matrix_by_hand():
+    target = T([[[0, 0, 1, 1], [2, 2, 255, 1]]])
+    pred = T([[[0, 1, 1, 1], [2, 0, 2, 0]]])
+    cm = confusion_matrix(pred, target, num_classes=3)
+    assert cm.tolist() == [[1, 1, 0], [1, 2, 0], [1, 0, 1]]
+    iou = iou_from_confusion(cm)
+    # class 0: 1 / (2 + 3 - 1); class 1: 2 / (3 + 3 - 2); class 2: 1 / (2 + 1 - 1)
+    torch.testing.assert_close(iou, torch.tensor([1 / 4, 2 / 4, 1 / 2], dtype=torch.float64))
+    m = SegmentationMetrics(num_classes=3, boundary_widths=(1,))
+    m.update(pred, target)
+    r = m.compute()
+    assert r["miou"] == pytest.approx((0.25 + 0.5 + 0.5) / 3)
+    assert r["pixel_accuracy"] == pytest.approx(4 / 7)
+    assert r["mean_class_accuracy"] == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3)
+    assert r["confusion_matrix"] == cm.tolist() and r["num_pixels"] == 7 and r["num_images"] == 1
+    assert r["per_class_iou"] == {"0": 0.25, "1": 0.5, "2": 0.5}
+
+
+def test_absent_classes_are_nan_and_skipped_false_positives_count():
+    target = T([[[0, 0, 0, 0]]])
+    pred = T([[[0, 0, 1, 1]]])
+    m = SegmentationMetrics(num_classes=3)
+    m.update(pred, target)
+    r = m.compute()
+    # class 0: 2/4; class 1 predicted but absent: IoU 0; class 2 absent and unpredicted: NaN (skipped)
+    assert r["per_class_iou"]["1"] == 0.0 and math.isnan(r["per_class_iou"]["2"])
+    assert r["miou"] == pytest.approx(0.25)
+
+
+def test_accumulates_over_the_whole_set_not_per_image():
+    m = SegmentationMetrics(num_classes=2, boundary_widths=(1,))
+    m.update(T([[[0, 0, 0, 0]]]), T([[[0, 0, 0, 1]]]))
+    m.update(T([[[1, 1, 1, 1]]]), T([[[1, 1, 1, 1]]]))
+    assert m.compute()["confusion_matrix"] == [[3, 0], [1, 4]]
+    # pooled: IoU0 = 3 / 4, IoU1 = 4 / 5; the mean of per-image mIoUs would be ((3/4 + 0) / 2 + 1) / 2 instead
+    assert m.compute()["miou"] == pytest.approx((3 / 4 + 4 / 5) / 2)
+    m.reset()
+    assert m.compute()["num_images"] == 0 and math.isnan(m.compute()["miou"])
+
+
+def _loop_confusion(pred, target, c, ignore):
+    cm = np.zeros((c, c), np.int64)
+    for p, t in zip(pred.reshape(-1).tolist(), target.reshape(-1).tolist()):
+        if t != ignore:
+            cm[t, p] += 1
+    return cm
+
+
+@settings(max_examples=25)
+@given(st.integers(0, 10_000), st.integers(1, 3), st.integers(1, 6), st.integers(1, 7), st.integers(2, 5))
+def test_confusion_matches_loop(seed, b, h, w, c):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randint(0, c, (b, h, w), generator=g)
+    target = torch.randint(0, c, (b, h, w), generator=g)
+    target[torch.rand(b, h, w, generator=g) < 0.2] = 255
+    assert np.array_equal(confusion_matrix(pred, target, c).numpy(), _loop_confusion(pred, target, c, 255))
+
+
+# ---------------------------------------------------------------- boundary
+
+
+def test_band_of_a_step_edge():
+    target = torch.zeros(1, 6, 10, dtype=torch.long)
+    target[..., 5:] = 1
+    cols = lambda band: sorted(set(torch.nonzero(band[0])[:, 1].tolist()))  # noqa: E731
+    assert cols(label_edges(target)) == [4, 5]
+    assert cols(boundary_band(target, 1)) == [4, 5]
+    assert cols(boundary_band(target, 3)) == [2, 3, 4, 5, 6, 7]
+    assert boundary_band(target, 3)[0].all(0).tolist() == [c in range(2, 8) for c in range(10)]
+    assert not boundary_band(torch.zeros(1, 4, 4, dtype=torch.long), 5).any()
+
+
+def _loop_band(target, width):
+    b, h, w = target.shape
+    out = np.zeros((b, h, w), bool)
+    t = target.numpy()
+    edge = np.zeros_like(out)
+    for i in range(b):
+        for y in range(h):
+            for x in range(w):
+                for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+                    yy, xx = y + dy, x + dx
+                    if 0 <= yy < h and 0 <= xx < w and t[i, yy, xx] != t[i, y, x]:
+                        edge[i, y, x] = True
+    for i in range(b):
+        ys, xs = np.nonzero(edge[i])
+        for y in range(h):
+            for x in range(w):
+                if ys.size and np.min(np.maximum(abs(ys - y), abs(xs - x))) <= width - 1:
+                    out[i, y, x] = True
+    return out
+
+
+@settings(max_examples=15)
+@given(st.integers(0, 10_000), st.integers(1, 4))
+def test_band_matches_loop(seed, width):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, 3, (2, 7, 9), generator=g)
+    target[torch.rand(2, 7, 9, generator=g) < 0.1] = 255
+    assert np.array_equal(boundary_band(target, width).numpy(), _loop_band(target, width))
+
+
+def test_boundary_miou_penalises_edge_errors_only_near_edges():
+    target = torch.zeros(1, 8, 16, dtype=torch.long)
+    target[..., 8:] = 1
+    shifted = torch.zeros_like(target)
+    shifted[..., 9:] = 1  # edge off by one pixel
+    m = SegmentationMetrics(num_classes=2, boundary_widths=(1, 3))
+    m.update(shifted, target)
+    r = m.compute()
+    # band w=1: gt col 7 (class 0, pred 0), col 8 (class 1, pred 0): cm = [[8, 0], [8, 0]]
+    assert r["boundary_miou"]["1"] == pytest.approx((8 / 16 + 0 / 8) / 2)
+    # band w=3: cols 5..10: class 0 cols 5,6,7 -> pred 0; class 1 cols 8 -> pred 0, 9,10 -> pred 1
+    # cm = [[24, 0], [8, 16]]: IoU0 = 24/32, IoU1 = 16/24
+    assert r["boundary_miou"]["3"] == pytest.approx((24 / 32 + 16 / 24) / 2)
+    assert r["boundary_pixels"] == {"1": 16, "3": 48}
+    assert r["miou"] == pytest.approx((64 / 72 + 56 / 64) / 2)
+
+
+def test_voc_void_band_gives_a_trimap_on_both_sides():
+    target = torch.zeros(1, 4, 9, dtype=torch.long)
+    target[..., 4] = 255
+    target[..., 5:] = 3
+    band = boundary_band(target, 2)
+    assert sorted(set(torch.nonzero(band[0])[:, 1].tolist())) == [2, 3, 4, 5, 6]
+
+
+# ---------------------------------------------------------------- superpixels
+
+
+def test_asa_boundary_recall_and_count_by_hand():
+    target = torch.zeros(1, 4, 10, dtype=torch.long)
+    target[..., 5:] = 1
+    sp = torch.zeros(1, 4, 10, dtype=torch.long)
+    sp[..., 7:] = 42  # superpixel edge at columns 6|7, two pixels from the gt edge at 4|5
+    pred = target.clone()
+    m = SegmentationMetrics(num_classes=2, boundary_tolerance=2)
+    m.update(pred, target, sp)
+    r = m.compute()
+    # superpixel 0 holds 20 class-0 and 8 class-1 pixels; superpixel 42 holds 12 class-1 pixels
+    assert r["asa"] == pytest.approx((20 + 12) / 40)
+    assert r["boundary_recall"] == pytest.approx(1.0)  # cols 4, 5 lie within 2 px of cols 6, 7
+    assert r["num_superpixels"] == 2
+    m1 = SegmentationMetrics(num_classes=2, boundary_tolerance=1)
+    m1.update(pred, target, sp)
+    assert m1.compute()["boundary_recall"] == pytest.approx(0.5)  # only col 5 is within 1 px
+    # consistency: superpixel 0 mixes predictions 0 and 1 -> 1 of 2 superpixels pure; 32 of 40 pixels agree
+    assert r["consistency"] == pytest.approx(0.5)
+    assert r["consistency_pixels"] == pytest.approx(32 / 40)
+
+
+def test_consistency_is_one_for_uniform_predictions_and_ignores_nothing():
+    g = torch.Generator().manual_seed(0)
+    sp = torch.randint(0, 5, (2, 6, 7), generator=g) * 3 + 7  # arbitrary ids
+    table = torch.randint(0, 4, (2, 30), generator=g)
+    pred = torch.stack([table[b][sp[b]] for b in range(2)])
+    target = torch.full_like(pred, 255)
+    m = SegmentationMetrics(num_classes=4)
+    m.update(pred, target, sp)
+    r = m.compute()
+    assert r["consistency"] == 1.0 and r["consistency_pixels"] == 1.0
+    assert math.isnan(r["asa"]) and math.isnan(r["miou"])
+    assert r["num_superpixels"] == pytest.approx(sum(len(sp[b].unique()) for b in range(2)) / 2)
+    pred[0, 0, 0] = (pred[0, 0, 0] + 1) % 4
+    m.reset()
+    m.update(pred, target, sp)
+    assert m.compute()["consistency"] < 1.0
+
+
+def _loop_superpixel(pred, target, sp, c, tol):
+    asa_hits = asa_pix = pure = k_all = maj = pix = 0
+    for b in range(pred.shape[0]):
+        ids = sorted(set(sp[b].reshape(-1).tolist()))
+        for s in ids:
+            sel = sp[b] == s
+            pv = pred[b][sel].tolist()
+            counts = [pv.count(v) for v in range(c)]
+            pure += max(counts) == len(pv)
+            maj += max(counts)
+            pix += len(pv)
+            tv = [v for v in target[b][sel].tolist() if v != 255]
+            asa_hits += max([tv.count(v) for v in range(c)]) if tv else 0
+            asa_pix += len(tv)
+        k_all += len(ids)
+    gt_edge = _loop_band(target, 1) & (target != 255).numpy()
+    sp_near = _loop_band(sp, tol + 1)
+    br_hits, br_edges = int((gt_edge & sp_near).sum()), int(gt_edge.sum())
+    return dict(asa_hits=asa_hits, asa_pixels=asa_pix, br_hits=br_hits, br_edges=br_edges,
+                pure_superpixels=pure,
+                superpixels=k_all, majority_pixels=maj, pixels=pix, images=pred.shape[0])
+
+
+@settings(max_examples=12)
+@given(st.integers(0, 10_000), st.integers(0, 3))
+def test_superpixel_scores_match_loop(seed, tol):
+    g = torch.Generator().manual_seed(seed)
+    c = 3
+    pred = torch.randint(0, c, (2, 6, 8), generator=g)
+    target = torch.randint(0, c, (2, 6, 8), generator=g)
+    target[torch.rand(2, 6, 8, generator=g) < 0.15] = 255
+    sp = torch.randint(0, 4, (2, 3, 4), generator=g).repeat_interleave(2, 1).repeat_interleave(2, 2)
+    got = superpixel_scores(pred, target, sp, c, tolerance=tol)
+    assert got == pytest.approx(_loop_superpixel(pred, target, sp, c, tol))
+
+
+def test_superpixels_with_channel_dim_accepted():
+    pred = torch.zeros(1, 3, 3, dtype=torch.long)
+    m = SegmentationMetrics(num_classes=2)
+    m.update(pred, pred.clone(), torch.zeros(1, 1, 3, 3, dtype=torch.long))
+    assert m.compute()["num_superpixels"] == 1
+
+
+# ---------------------------------------------------------------- errors, tables, JSON
+
+
+@pytest.mark.parametrize(
+    "pred, target, sp, exc, match",
+    [
+        (torch.zeros(1, 2, 2), T([[[0, 0], [0, 0]]]), None, TypeError, "pred must be an integer"),
+        (T([[[[0, 0]]]]), T([[[[0, 0]]]]), None, ValueError, "pred must have shape"),
+        (T([[[0, 0]]]), T([[[0, 0, 0]]]), None, ValueError, "same shape"),
+        (T([[[0, 5]]]), T([[[0, 0]]]), None, ValueError, r"pred values must lie in \[0, 3\)"),
+        (T([[[0, 0]]]), T([[[0, 7]]]), None, ValueError, r"target values .* got \[7\]"),
+        (T([[[0, 0]]]), T([[[0, 0]]]), T([[[0, -1]]]), ValueError, "superpixel ids must be >= 0"),
+        (T([[[0, 0]]]), T([[[0, 0]]]), T([[[0, 0, 0]]]), ValueError, "superpixels must have shape"),
+        (T([[[0, 0]]]), T([[[0, 0]]]), torch.zeros(1, 1, 2), TypeError, "superpixels must be an integer"),
+    ],
+)
+def test_update_errors(pred, target, sp, exc, match):
+    with pytest.raises(exc, match=match):
+        SegmentationMetrics(num_classes=3).update(pred, target, sp)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"num_classes": 0}, "num_classes"), ({"boundary_widths": (0,)}, "boundary_widths"),
+     ({"boundary_tolerance": -1}, "boundary_tolerance"),
+     ({"num_classes": 2, "class_names": ["a"]}, "class_names")],
+)
+def test_constructor_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SegmentationMetrics(**kwargs)
+    with pytest.raises(ValueError, match="width"):
+        boundary_band(torch.zeros(1, 2, 2, dtype=torch.long), 0)
+
+
+def test_voc_names_tables_and_json():
+    m = SegmentationMetrics()
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[:, 2:6, 2:6] = 15
+    m.update(target.clone(), target, torch.arange(64).view(1, 8, 8) // 16)
+    r = m.compute()
+    assert r["per_class_iou"]["person"] == 1.0 and math.isnan(r["per_class_iou"]["cat"])
+    text = format_table({"baseline": r, "joint": r}, title="val")
+    assert text.splitlines()[0] == "val" and "baseline" in text and "joint" in text
+    assert "mIoU (%)" in text and "100.00" in text and "boundary mIoU, 5 px (%)" in text
+    assert "superpixels per image" in text and " 4.0" in text
+    per = format_per_class_table(r)
+    assert "person" in per and "cat" in per and per.splitlines()[-1].split()[-1] == "100.00"
+    assert format_table(SegmentationMetrics(num_classes=2).compute()).count(" -") >= 3
+    payload = json.loads(metrics.dumps(r))
+    assert payload["per_class_iou"]["cat"] is None and payload["miou"] == 1.0
+    assert to_jsonable({"a": [float("nan"), 1.0, torch.tensor([2.0])]}) == {"a": [None, 1.0, [2.0]]}
+
+
+def test_device_inputs_match_cpu(device):
+    g = torch.Generator().manual_seed(1)
+    pred = torch.randint(0, 4, (2, 9, 11), generator=g)
+    target = torch.randint(0, 4, (2, 9, 11), generator=g)
+    target[:, 0] = 255
+    sp = torch.randint(0, 3, (2, 9, 11), generator=g)
+    cpu, dev = SegmentationMetrics(num_classes=4), SegmentationMetrics(num_classes=4)
+    cpu.update(pred, target, sp)
+    dev.update(pred.to(device), target.to(device), sp.to(device))
+    a, b = cpu.compute(), dev.compute()
+    assert a == b

@@ -1,0 +1,135 @@
+"""DeepLabV3+ and SpixelFCN: shapes at odd sizes, output stride, ASPP rates, local backbone weights, errors."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN
+from examples.voc_joint.models.deeplabv3plus import build_resnet_backbone, load_backbone_weights
+
+
+def _feature_sizes(net: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    b = net
+    y = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+    low = b.layer1(y)
+    return low.shape[-1], b.layer4(b.layer3(b.layer2(low))).shape[-1]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_backbone_output_stride(name: str, output_stride: int) -> None:
+    net, low_c, high_c = build_resnet_backbone(name, output_stride)
+    net.eval()
+    with torch.no_grad():
+        low, high = _feature_sizes(net, torch.randn(1, 3, 64, 64))
+    assert (low, high) == (16, 64 // output_stride)
+    assert (low_c, high_c) == ((64, 512) if name in ("resnet18", "resnet34") else (256, 2048))
+
+
+@pytest.mark.parametrize("output_stride,rates", [(16, (6, 12, 18)), (8, (12, 24, 36))])
+def test_aspp_rates_and_low_level_projection(output_stride: int, rates: tuple[int, int, int]) -> None:
+    net = DeepLabV3Plus(21, "resnet18", output_stride, aspp_channels=16)
+    dil = [branch[0].dilation[0] for branch in net.aspp.branches]
+    assert dil == [1, *rates]
+    assert net.low_level[0].out_channels == 48
+    assert net.config == {"num_classes": 21, "backbone": "resnet18", "output_stride": output_stride,
+                          "aspp_channels": 16, "low_level_channels": 48}
+
+
+@pytest.mark.parametrize("backbone,output_stride,size", [
+    ("resnet18", 16, (33, 47)), ("resnet18", 8, (17, 19)), ("resnet50", 8, (29, 31)), ("resnet18", 16, (1, 1)),
+])
+def test_deeplab_odd_sizes(backbone: str, output_stride: int, size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    net = DeepLabV3Plus(5, backbone, output_stride, aspp_channels=16).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, *size))
+    assert out.shape == (2, 5, *size)
+    assert torch.isfinite(out).all()
+
+
+def test_deeplab_trains_and_groups_cover_all_parameters() -> None:
+    torch.manual_seed(0)
+    net = DeepLabV3Plus(3, "resnet18", aspp_channels=8)
+    out = net(torch.randn(2, 3, 21, 27))
+    out.sum().backward()
+    groups = net.backbone_parameters() + net.head_parameters()
+    assert len(groups) == len(list(net.parameters()))
+    assert {id(p) for p in groups} == {id(p) for p in net.parameters()}
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_deeplab_errors() -> None:
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        DeepLabV3Plus(21, "vgg16")
+    with pytest.raises(ValueError, match="output_stride must be 8 or 16, got 32"):
+        DeepLabV3Plus(21, "resnet18", 32)
+    with pytest.raises(ValueError, match="num_classes"):
+        DeepLabV3Plus(0, "resnet18")
+    net = DeepLabV3Plus(21, "resnet18", aspp_channels=8)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 3, H, W\), got \(1, 4, 8, 8\)"):
+        net(torch.zeros(1, 4, 8, 8))
+
+
+def test_backbone_weights_from_local_file(tmp_path) -> None:
+    torch.manual_seed(0)
+    src, _, _ = build_resnet_backbone("resnet18", 16)
+    state = {f"module.{k}": v for k, v in src.state_dict().items()}  # prefixes are stripped
+    state["fc.weight"] = torch.zeros(1000, 512)  # classifier keys are ignored
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": state}, path)
+    net = DeepLabV3Plus(21, "resnet18", backbone_weights=path, aspp_channels=8)
+    for k, v in src.state_dict().items():
+        assert torch.equal(net.backbone.state_dict()[k], v), k
+
+
+def test_backbone_weights_errors(tmp_path) -> None:
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        load_backbone_weights(net, tmp_path / "missing.pth")
+    bad = tmp_path / "pickled.pth"
+    torch.save({"conv1.weight": argparse.Namespace(a=1)}, bad)  # an arbitrary object: refused by weights_only
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_backbone_weights(net, bad)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(3)}, wrong)
+    with pytest.raises(ValueError, match="do not match the backbone: missing keys"):
+        load_backbone_weights(net, wrong)
+
+
+@pytest.mark.parametrize("size", [(21, 30), (16, 16), (1, 1), (37, 5)])
+@pytest.mark.parametrize("cell_size", [4, 16])
+def test_spixelfcn_odd_sizes(size: tuple[int, int], cell_size: int) -> None:
+    torch.manual_seed(0)
+    net = SpixelFCN(cell_size=cell_size, width=4).eval()
+    with torch.no_grad():
+        q = net(torch.randn(2, 3, *size))
+    assert q.shape == (2, 9, *size)
+    assert (q >= 0).all()
+    torch.testing.assert_close(q.sum(1), torch.ones(2, *size))
+    assert net.cell_size == cell_size and net.config == {"cell_size": cell_size, "width": 4}
+
+
+def test_spixelfcn_architecture_and_errors() -> None:
+    net = SpixelFCN()
+    assert [m.out_channels for m in (net.enc0[0][0], net.enc4[0][0], net.pred)] == [16, 256, 9]
+    assert isinstance(net.enc0[0][2], torch.nn.LeakyReLU) and net.enc0[0][2].negative_slope == 0.1
+    with pytest.raises(ValueError, match="cell_size must be a positive int, got 0"):
+        SpixelFCN(cell_size=0)
+    with pytest.raises(ValueError, match="width"):
+        SpixelFCN(width=-1)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 3, H, W\)"):
+        net(torch.zeros(1, 1, 8, 8))
+
+
+def test_spixelfcn_crop_matches_padded_input() -> None:
+    """The output at an odd size is the top-left crop of the output on the edge-padded input."""
+    torch.manual_seed(0)
+    net = SpixelFCN(width=4).eval()
+    x = torch.randn(1, 3, 20, 27)
+    padded = torch.nn.functional.pad(x, (0, 5, 0, 12), mode="replicate")
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(padded)[:, :, :20, :27])

@@ -1,0 +1,151 @@
+"""Training CLI: --help, a 2-step run of every stage, exact resume, interrupt checkpoints, optimizer settings."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from examples.voc_joint import train
+from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint
+from examples.voc_joint.models import JointModel
+
+from ._exmodels_utils import tiny_voc, train_args  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("how", ["file", "module"])
+def test_help_documents_every_option(how: str) -> None:
+    cmd = [sys.executable, "examples/voc_joint/train.py", "--help"] if how == "file" else [
+        sys.executable, "-m", "examples.voc_joint.train", "--help"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    parser = train.build_parser()
+    for action in parser._actions:
+        for opt in action.option_strings:
+            assert opt in res.stdout, opt
+        assert action.help, action.dest  # every option has a help text
+
+
+def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
+    out = train.main(train_args(tiny_voc, tmp_path, "--stage", "all", "--epochs", "1", "--max-steps", "2",
+                                "--mode", "soft"))
+    assert set(out) == {"seg", "spixel", "joint"}
+    for stage, path in out.items():
+        ck = load_checkpoint(path)
+        assert ck["stage"] == stage and ck["step"] == 2 and ck["complete"]
+        rows = _rows(path.parent / "log.csv")
+        assert rows and rows[-1]["step"] == "2" and float(rows[-1]["loss"]) > 0
+    joint_ck = load_checkpoint(out["joint"])
+    assert joint_ck["config"]["args"]["seg_checkpoint"] == str(out["seg"])
+    model, config = load_model_from_checkpoint(out["joint"])
+    assert isinstance(model, JointModel) and model.mode == "soft" and config["stage"] == "joint"
+    rows = _rows(out["joint"].parent / "log.csv")
+    assert rows[-1]["ce"] and rows[-1]["spixel"]
+    # the joint stage started from the pretrained networks: untouched BN statistics of DeepLabV3+ (frozen)
+    seg = load_checkpoint(out["seg"])["model"]
+    assert torch.equal(joint_ck["model"]["deeplab.backbone.bn1.running_mean"], seg["backbone.bn1.running_mean"])
+
+
+def test_optimizer_groups_paper_defaults_and_weight_decay() -> None:
+    args = train.resolve_stage_options("joint", train.build_parser().parse_args(
+        ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4"]))
+    model = train.build_stage_model("joint", args)
+    opt = train.build_optimizer("joint", model, args)
+    assert isinstance(opt, torch.optim.SGD)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert {k: g["lr"] for k, g in groups.items()} == {"deeplab": 1e-6, "spixelfcn": 1e-6, "fusion": 1e-7}
+    assert all(g["weight_decay"] == 5e-4 and g["momentum"] == 0.9 for g in groups.values())
+    n = sum(len(g["params"]) for g in opt.param_groups)
+    assert n == len(list(model.parameters()))
+    sched = train.build_scheduler(opt, args, 100)
+    assert args.schedule == "fixed"
+    for _ in range(10):
+        opt.step(), sched.step()
+    assert opt.param_groups[0]["lr"] == 1e-6
+    seg_args = train.resolve_stage_options("seg", args)
+    assert (seg_args.schedule, seg_args.optimizer, seg_args.weight_decay) == ("fixed", "sgd", 5e-4)  # inherited
+    fresh = train.resolve_stage_options("seg", train.build_parser().parse_args([]))
+    assert (fresh.schedule, fresh.optimizer) == ("poly", "sgd")
+    spx = train.resolve_stage_options("spixel", train.build_parser().parse_args([]))
+    assert (spx.optimizer, spx.weight_decay) == ("adam", 4e-4)
+
+
+def test_poly_schedule() -> None:
+    args = train.resolve_stage_options("seg", train.build_parser().parse_args([]))
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = train.build_scheduler(opt, args, 10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step(), sched.step()
+    expect = [(1 - t / 10) ** 0.9 for t in range(10)]
+    assert lrs == pytest.approx(expect)
+
+
+def _state(path: Path) -> dict:
+    return load_checkpoint(path)
+
+
+@pytest.mark.slow
+def test_resume_is_bit_exact(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """2 epochs straight == 1 epoch, stop, resume, 1 epoch (model, optimizer, RNG states), with dropout+augmentation."""
+    common = ["--stage", "seg", "--epochs", "2", "--schedule", "poly", "--seg-lr", "0.01"]
+    a = train.main(train_args(tiny_voc, tmp_path / "a", *common))["seg"]
+    b1 = train.main(train_args(tiny_voc, tmp_path / "b", *common, "--max-steps", "2"))["seg"]
+    mid = _state(b1)
+    assert (mid["epoch"], mid["step"], mid["batch_in_epoch"]) == (1, 2, 0)
+    b = train.main(train_args(tiny_voc, tmp_path / "b", *common, "--resume"))["seg"]
+    sa, sb = _state(a), _state(b)
+    assert (sa["epoch"], sa["step"]) == (sb["epoch"], sb["step"]) == (2, 4)
+    for k, v in sa["model"].items():
+        assert torch.equal(v, sb["model"][k]), k
+    for k, v in sa["optimizer"]["state"].items():
+        assert torch.equal(v["momentum_buffer"], sb["optimizer"]["state"][k]["momentum_buffer"])
+    assert sa["scheduler"]["last_epoch"] == sb["scheduler"]["last_epoch"]
+    assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
+    assert not torch.equal(mid["model"]["classifier.weight"], sa["model"]["classifier.weight"])
+    # the log of the resumed run was appended to
+    assert [r["step"] for r in _rows(b.parent / "log.csv")][-1] == "4"
+    # resuming a finished stage is a no-op
+    assert train.main(train_args(tiny_voc, tmp_path / "b", *common, "--resume"))["seg"] == b
+
+
+def test_interrupt_writes_a_resumable_checkpoint(tiny_voc, tmp_path, monkeypatch) -> None:  # noqa: F811
+    real_step, calls = train._train_step, []
+
+    def step_then_interrupt(*a, **k):
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(train, "_train_step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1"))
+    ck = load_checkpoint(tmp_path / "spixel" / "checkpoint.pt")
+    assert (ck["epoch"], ck["step"], ck["batch_in_epoch"], ck["complete"]) == (0, 1, 1, False)
+    monkeypatch.setattr(train, "_train_step", real_step)
+    out = train.main(train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1", "--resume"))["spixel"]
+    ck = load_checkpoint(out)
+    assert (ck["epoch"], ck["step"], ck["batch_in_epoch"], ck["complete"]) == (1, 2, 0, True)
+
+
+def test_cli_errors(tiny_voc, tmp_path) -> None:  # noqa: F811
+    with pytest.raises(FileNotFoundError, match="--resume checkpoint not found"):
+        train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--resume", str(tmp_path / "x.pt")))
+    with pytest.raises(SystemExit, match="batch-size must be >= 2"):
+        train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--batch-size", "1"))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--batch-size", "8"))

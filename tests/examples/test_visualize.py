@@ -1,0 +1,80 @@
+"""PNG panels: tiles, colours, contours, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("torchvision")
+
+from PIL import Image  # noqa: E402
+
+from examples.voc_joint.data import voc_palette  # noqa: E402
+from examples.voc_joint.visualize import (  # noqa: E402
+    colorize,
+    make_panel,
+    overlay_contours,
+    save_panel,
+    superpixel_contours,
+)
+
+
+def test_colorize_uses_voc_palette():
+    lab = torch.tensor([[0, 1, 15], [20, 255, 2]])
+    rgb = colorize(lab)
+    pal = voc_palette()
+    for (y, x), v in np.ndenumerate(lab.numpy()):
+        assert tuple(rgb[y, x]) == tuple(pal[3 * v:3 * v + 3])
+    with pytest.raises(ValueError, match=r"\[H, W\]"):
+        colorize(torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="0, 255"):
+        colorize(torch.tensor([[300]]))
+
+
+def test_contours_and_overlay():
+    sp = torch.tensor([[0, 0, 1], [0, 0, 1], [2, 2, 2]])
+    edge = superpixel_contours(sp)
+    assert edge.tolist() == [[False, True, False], [True, True, True], [False, False, False]]
+    img = overlay_contours(torch.zeros(3, 3, 3), sp, color=(1, 2, 3))
+    assert img.dtype == np.uint8 and img.shape == (3, 3, 3)
+    assert (img[edge] == (1, 2, 3)).all() and (img[~edge] == 0).all()
+    assert (overlay_contours(torch.ones(3, 3, 3), None) == 255).all()
+    with pytest.raises(ValueError, match="differ in size"):
+        overlay_contours(torch.zeros(3, 3, 3), torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        overlay_contours(torch.zeros(4, 3, 3), None)
+
+
+def test_panel_layout(tmp_path):
+    h, w = 20, 30
+    target = torch.zeros(h, w, dtype=torch.long)
+    target[5:15, 5:20] = 15
+    target[4, 5:20] = 255
+    base = torch.zeros_like(target)
+    joint = target.clamp(max=20)
+    sp = (torch.arange(h)[:, None] // 5) * 10 + torch.arange(w)[None] // 5
+    path = save_panel(tmp_path / "sub" / "p.png", torch.rand(3, h, w), target, base, joint, sp, min_height=40)
+    with Image.open(path) as im:
+        assert im.mode == "RGB"
+        arr = np.asarray(im)
+    factor = 2  # 20 px -> 40 px
+    tw = w * factor
+    assert arr.shape[1] == 4 * tw + 3 * 4
+    title_h = 14
+    gt_tile = arr[title_h:title_h + h * factor, tw + 4:2 * tw + 4]
+    assert np.array_equal(gt_tile, np.repeat(np.repeat(colorize(target), 2, 0), 2, 1))
+    base_tile = arr[title_h:title_h + h * factor, 2 * (tw + 4):2 * (tw + 4) + tw]
+    assert (base_tile == 0).all()
+    # legend strip exists below the tiles
+    assert arr.shape[0] > title_h + h * factor
+
+
+def test_panel_blank_tiles_and_errors():
+    target = torch.zeros(8, 8, dtype=torch.long)
+    im = make_panel(torch.rand(3, 8, 8), target, None, None, legend=False, min_height=8)
+    arr = np.asarray(im)
+    assert arr.shape == (14 + 8, 4 * 8 + 12, 3)
+    assert (arr[14:, 2 * 12:2 * 12 + 8] == 255).all()
+    with pytest.raises(ValueError, match="8x8"):
+        make_panel(torch.rand(3, 8, 8), torch.zeros(7, 8, dtype=torch.long), None, None)

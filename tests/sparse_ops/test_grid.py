@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparse_ops import (
+    NEIGHBOUR_OFFSETS,
+    grid_cell_ids,
+    grid_shape,
+    neighbour_cell_ids,
+    neighbour_validity,
+    num_grid_cells,
+    pixel_xy,
+)
+
+sizes = st.integers(1, 23)
+cells = st.integers(1, 9)
+
+
+def test_neighbour_order_is_the_contract():
+    assert NEIGHBOUR_OFFSETS == (
+        (-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (1, -1), (1, 0), (1, 1)
+    )
+    for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
+        assert k == (dy + 1) * 3 + (dx + 1)
+
+
+@given(H=sizes, W=sizes, S=cells)
+def test_grid_shape_partial_cells(H, W, S):
+    n_h, n_w = grid_shape(H, W, S)
+    assert (n_h, n_w) == (math.ceil(H / S), math.ceil(W / S))
+    assert num_grid_cells(H, W, S) == n_h * n_w
+
+
+@given(H=sizes, W=sizes, S=cells)
+@settings(max_examples=25)
+def test_grid_cell_ids_and_neighbours_match_loops(H, W, S):
+    n_h, n_w = grid_shape(H, W, S)
+    ids = grid_cell_ids(H, W, S)
+    nids, valid = neighbour_cell_ids(H, W, S)
+    assert ids.dtype == torch.long and ids.shape == (H, W)
+    assert torch.equal(valid, neighbour_validity(H, W, S))
+    for y in range(H):
+        for x in range(W):
+            assert ids[y, x] == (y // S) * n_w + x // S
+            for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
+                i, j = y // S + dy, x // S + dx
+                ok = 0 <= i < n_h and 0 <= j < n_w
+                assert bool(valid[k, y, x]) == ok
+                if ok:
+                    assert nids[k, y, x] == i * n_w + j
+                assert 0 <= nids[k, y, x] < n_h * n_w
+    assert torch.equal(nids[4], ids)
+    assert valid[4].all()
+
+
+def test_grid_cell_ids_batched(device):
+    ids = grid_cell_ids(5, 7, 3, batch_size=2, device=device)
+    assert ids.shape == (2, 5, 7) and ids.device.type == device.type
+    assert torch.equal(ids[0], ids[1])
+    assert ids.max() == num_grid_cells(5, 7, 3) - 1
+
+
+def test_pixel_xy(device, dtype):
+    xy = pixel_xy(3, 4, batch_size=2, dtype=dtype, device=device)
+    assert xy.shape == (2, 2, 3, 4) and xy.dtype == dtype and xy.device.type == device.type
+    assert xy[1, 0, 2, 3] == 3 and xy[1, 1, 2, 3] == 2
+    assert torch.equal(xy[0, 0, 0], torch.arange(4, dtype=dtype, device=device))
+
+
+def test_numpy_ints_accepted():
+    assert grid_shape(np.int64(10), 10, np.int32(3)) == (4, 4)
+
+
+@pytest.mark.parametrize(
+    "args, exc, msg",
+    [
+        ((0, 5, 2), ValueError, "H must be >= 1"),
+        ((5, 0, 2), ValueError, "W must be >= 1"),
+        ((5, 5, 0), ValueError, "cell_size must be >= 1, got 0"),
+        ((5.0, 5, 2), TypeError, "H must be an int, got float"),
+        ((5, 5, True), TypeError, "cell_size must be an int, got bool"),
+    ],
+)
+def test_grid_errors(args, exc, msg):
+    with pytest.raises(exc, match=msg):
+        grid_shape(*args)
+
+
+def test_pixel_xy_errors():
+    with pytest.raises(TypeError, match="floating dtype"):
+        pixel_xy(2, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        pixel_xy(2, 2, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        grid_cell_ids(2, 2, 1, batch_size=0)

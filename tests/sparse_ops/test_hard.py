@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from sparse_ops import enforce_connectivity, grid_cell_ids, hard_superpixels, num_grid_cells
+
+from ._soft_reference import candidates
+
+TIE_ORDER = (4, 0, 1, 2, 3, 5, 6, 7, 8)
+
+
+def ref_hard(assoc: torch.Tensor, S: int) -> torch.Tensor:
+    B, _, H, W = assoc.shape
+    n_w = -(-W // S)
+    out = torch.empty(B, H, W, dtype=torch.long)
+    for b in range(B):
+        for y in range(H):
+            for x in range(W):
+                cands = {k: (i, j) for k, i, j, ok in candidates(y, x, H, W, S) if ok}
+                best = None
+                for k in TIE_ORDER:  # strict ">" keeps the first in tie order
+                    if k in cands and (best is None or assoc[b, k, y, x] > assoc[b, best, y, x]):
+                        best = k
+                i, j = cands[best]
+                out[b, y, x] = i * n_w + j
+    return out
+
+
+@given(
+    B=st.integers(1, 2), H=st.integers(1, 12), W=st.integers(1, 12), S=st.integers(1, 5),
+    seed=st.integers(0, 10_000), levels=st.sampled_from([2, 3, 1000]),
+)
+@settings(max_examples=30)
+def test_hard_matches_reference(B, H, W, S, seed, levels):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(0, levels, (B, 9, H, W), generator=g).float()  # few levels -> many ties
+    out = hard_superpixels(a, S)
+    assert out.dtype == torch.long and out.shape == (B, H, W)
+    assert torch.equal(out, ref_hard(a, S))
+    assert out.min() >= 0 and out.max() < num_grid_cells(H, W, S)
+
+
+def test_uniform_assoc_gives_the_grid(device):
+    a = torch.full((2, 9, 7, 10), 1 / 9, device=device)
+    out, k = hard_superpixels(a, 3, return_counts=True)
+    assert torch.equal(out, grid_cell_ids(7, 10, 3, batch_size=2, device=device))
+    assert k.tolist() == [num_grid_cells(7, 10, 3)] * 2
+
+
+def test_invalid_neighbours_never_chosen():
+    a = torch.zeros(1, 9, 4, 4)
+    a[:, 0] = 10.0  # everybody prefers top-left, which does not exist for the first row/column of cells
+    out = hard_superpixels(a, 2)
+    assert out[0, 0, 0] == 0 and out[0, 3, 3] == 0 and out[0, 0, 3] == 1 and out[0, 3, 0] == 2
+
+
+def test_no_grad_and_device(device):
+    a = torch.softmax(torch.randn(1, 9, 6, 6, device=device, requires_grad=True), 1)
+    out = hard_superpixels(a, 2)
+    assert out.device.type == device.type and not out.requires_grad
+
+
+# ------------------------------------------------------------------------------------------- connectivity
+def _is_connected_contiguous(lab: np.ndarray) -> bool:
+    k = lab.max() + 1
+    if set(np.unique(lab).tolist()) != set(range(k)):
+        return False
+    return all(ndimage.label(lab == v)[1] == 1 for v in range(k))
+
+
+@given(H=st.integers(1, 12), W=st.integers(1, 12), n=st.integers(1, 5), seed=st.integers(0, 10_000),
+       min_size=st.integers(1, 6))
+@settings(max_examples=40)
+def test_enforce_connectivity_properties(H, W, n, seed, min_size):
+    rng = np.random.default_rng(seed)
+    lab = torch.from_numpy(rng.integers(0, n, (2, H, W)))
+    out, k = enforce_connectivity(lab, min_size=min_size)
+    assert out.shape == lab.shape and k.shape == (2,)
+    for b in range(2):
+        o = out[b].numpy()
+        assert _is_connected_contiguous(o)
+        assert k[b] == o.max() + 1
+        sizes = np.bincount(o.ravel())
+        assert k[b] == 1 or sizes.min() >= min_size
+        # every output region is a union of input-label pieces: refining pairs stay refined when min_size=1
+        if min_size == 1:
+            for v in range(int(k[b])):
+                assert len(np.unique(lab[b].numpy()[o == v])) == 1
+
+
+def test_enforce_connectivity_deterministic_first_occurrence_numbering():
+    lab = torch.tensor([[5, 5, 7], [9, 5, 7], [9, 9, 7]])
+    out, k = enforce_connectivity(lab)
+    assert out.tolist() == [[0, 0, 1], [2, 0, 1], [2, 2, 1]] and int(k) == 3
+    assert out.dim() == 2 and k.dim() == 0
+
+
+def test_enforce_connectivity_sparse_and_negative_values():
+    lab = torch.tensor([[-(10**12), 3], [10**12, 3]])
+    out, k = enforce_connectivity(lab)
+    assert out.tolist() == [[0, 1], [2, 1]] and int(k) == 3
+
+
+def test_enforce_connectivity_merges_into_longest_border():
+    lab = torch.tensor([[[0, 0, 0, 0], [0, 2, 1, 1], [1, 1, 1, 1]]])
+    out, k = enforce_connectivity(lab, min_size=2)
+    # the single pixel "2" touches label 0 on two sides (up, left) and label 1 on two (right, down): tie ->
+    # lowest component id, i.e. the piece of label 0
+    assert out.tolist() == [[[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1]]] and k.tolist() == [2]
+
+
+def test_hard_superpixels_with_connectivity():
+    g = torch.Generator().manual_seed(1)
+    a = torch.softmax(4 * torch.randn(2, 9, 24, 20, generator=g), dim=1)
+    out, k = hard_superpixels(a, 8, connectivity=True, return_counts=True)
+    min_size = int(0.06 * 24 * 20 / 9)  # default: 0.06 x mean cell area = 3
+    for b in range(2):
+        assert _is_connected_contiguous(out[b].numpy())
+        assert np.bincount(out[b].numpy().ravel()).min() >= min_size
+        assert k[b] == out[b].max() + 1
+    plain = hard_superpixels(a, 8)
+    expected, _ = enforce_connectivity(plain, min_size=min_size)
+    assert torch.equal(out, expected)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="assoc must have 9 channels"):
+        hard_superpixels(torch.zeros(1, 4, 3, 3), 2)
+    with pytest.raises(ValueError, match="cell_size must be >= 1"):
+        hard_superpixels(torch.zeros(1, 9, 3, 3), 0)
+    with pytest.raises(TypeError, match="labels must be an integer tensor, got dtype torch.float32"):
+        enforce_connectivity(torch.zeros(3, 3))
+    with pytest.raises(TypeError, match="labels must be a Tensor"):
+        enforce_connectivity(np.zeros((3, 3), dtype=int))
+    with pytest.raises(ValueError, match=r"labels must have shape \[B, H, W\] or \[H, W\], got shape \(3,\)"):
+        enforce_connectivity(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="min_size must be >= 1, got 0"):
+        enforce_connectivity(torch.zeros(3, 3, dtype=torch.long), min_size=0)
+
+
+@given(H=st.integers(2, 14), W=st.integers(2, 14), S=st.integers(2, 5), seed=st.integers(0, 10_000),
+       connectivity=st.booleans())
+@settings(max_examples=20)
+def test_consistent_with_uniformize(H, W, S, seed, connectivity):
+    from sparse_ops import uniformize
+
+    g = torch.Generator().manual_seed(seed)
+    a = torch.softmax(3 * torch.randn(2, 9, H, W, generator=g), 1)
+    logits = torch.randn(2, 4, H, W, generator=g)
+    sp, k = hard_superpixels(a, S, connectivity=connectivity, return_counts=True)
+    n = int(k.max()) if connectivity else num_grid_cells(H, W, S)
+    out = uniformize(logits, sp, num_superpixels=n)
+    for b in range(2):
+        for v in sp[b].unique().tolist():
+            region = out[b][:, sp[b] == v]  # [C, n_pixels]
+            assert torch.equal(region, region[:, :1].expand_as(region))
+            torch.testing.assert_close(region[:, 0], logits[b][:, sp[b] == v].mean(1))
