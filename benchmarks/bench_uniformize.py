@@ -12,18 +12,19 @@ label map (Voronoi cells of jittered grid seeds, N_s=1024). Variants:
 * ``dense_bmm``: a one-hot ``[B, N_s, N_p]`` float mask and two ``bmm``; skipped above ``--dense-max-gb``;
 * ``torch_scatter``: ``scatter_mean`` + ``gather`` when the package is importable.
 
-Every (config, variant) runs in a fresh subprocess. Times are medians of ``--repeats`` runs (half as many, at least 3, for the slow sparse, paper and dense
-variants) after one warm-up
-(``time.perf_counter``, CUDA synchronised). Because the machine may be shared, the ``scatter`` child also alternates
-``--repeats`` forward+backward runs of the floor and of the op and reports the median ratio of these paired
-runs ("paired x floor"), which is robust to load that comes and goes. Peak extra memory: on CPU the growth of ``ru_maxrss`` from right after
-the inputs (x, grad_y, labels) are allocated to the end of the timed runs (setup included); on CUDA
-``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. The machine is shared: treat
-figures as medians on a busy machine and compare ratios within one run.
+Every (config, variant) runs in a fresh subprocess. Times are medians of ``--repeats`` runs (half as many, at
+least 3, for the slow sparse, paper and dense variants) after one warm-up (``time.perf_counter``, CUDA
+synchronised). Because the machine may be shared, the ``scatter`` child also alternates ``--repeats``
+forward+backward runs of the floor and of the op and reports the median ratio of these paired runs
+("paired x floor"), which is robust to load that comes and goes. Peak extra memory: on CPU the growth of
+``ru_maxrss`` from right after the inputs (x, grad_y, labels) are allocated to the end of the timed runs (setup
+included); on CUDA ``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. Compare
+ratios within one run.
 
 Usage::
 
-    python benchmarks/bench_uniformize.py            # full table, CPU, ~4 minutes on 2 cores
+    python benchmarks/bench_uniformize.py            # full table, CPU, 5-10 minutes on a shared 2-core VM
+    python benchmarks/bench_uniformize.py --threads 1 --variants floor,scatter   # less load-sensitive ratio
     python benchmarks/bench_uniformize.py --quick    # small smoke configuration
     python benchmarks/bench_uniformize.py --device cuda
 """
@@ -273,9 +274,11 @@ def main() -> None:
         print()
         results.append({"config": cfg, "name": cfg_name(cfg), "results": rows})
 
-    meta = {"torch": torch.__version__, "device": args.device, "threads": args.threads, "cpus": os.cpu_count(), "machine": platform.machine(),
-            "processor": platform.processor(), "repeats": args.repeats, "time": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                              time.gmtime())}
+    meta = {
+        "torch": torch.__version__, "device": args.device, "threads": args.threads, "cpus": os.cpu_count(),
+        "machine": platform.machine(), "processor": platform.processor(), "repeats": args.repeats,
+        "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     suffix = f"{'_quick' if args.quick else ''}_{args.device}{'' if args.threads == 2 else f'_{args.threads}thread'}"
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"bench_uniformize{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

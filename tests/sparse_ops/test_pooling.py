@@ -46,7 +46,10 @@ def test_unpool_matches_indexing(data, channels, seed):
     b = sp.shape[0]
     pooled = torch.randn(b, n_s, channels, generator=torch.Generator().manual_seed(seed))
     out = superpixel_unpool(pooled, sp)
-    expected = np.stack([pooled[i].numpy()[sp[i].numpy()] for i in range(b)]) if b else np.zeros((0,) + sp.shape[1:] + (channels,))
+    if b:
+        expected = np.stack([pooled[i].numpy()[sp[i].numpy()] for i in range(b)])
+    else:
+        expected = np.zeros((0,) + tuple(sp.shape[1:]) + (channels,))
     np.testing.assert_array_equal(out.permute(0, 2, 3, 1).numpy(), expected)
 
 
