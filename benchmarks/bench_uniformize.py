@@ -12,18 +12,19 @@ label map (Voronoi cells of jittered grid seeds, N_s=1024). Variants:
 * ``dense_bmm``: a one-hot ``[B, N_s, N_p]`` float mask and two ``bmm``; skipped above ``--dense-max-gb``;
 * ``torch_scatter``: ``scatter_mean`` + ``gather`` when the package is importable.
 
-Every (config, variant) runs in a fresh subprocess. Times are medians of ``--repeats`` runs (half as many, at least 3, for the slow sparse, paper and dense
-variants) after one warm-up
-(``time.perf_counter``, CUDA synchronised). Because the machine may be shared, the ``scatter`` child also alternates
-``--repeats`` forward+backward runs of the floor and of the op and reports the median ratio of these paired
-runs ("paired x floor"), which is robust to load that comes and goes. Peak extra memory: on CPU the growth of ``ru_maxrss`` from right after
-the inputs (x, grad_y, labels) are allocated to the end of the timed runs (setup included); on CUDA
-``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. The machine is shared: treat
-figures as medians on a busy machine and compare ratios within one run.
+Every (config, variant) runs in a fresh subprocess. Times are medians of ``--repeats`` runs (half as many, at
+least 3, for the slow sparse, paper and dense variants) after one warm-up (``time.perf_counter``, CUDA
+synchronised). Because the machine may be shared, the ``scatter`` child also alternates ``--repeats``
+forward+backward runs of the floor and of the op and reports the median ratio of these paired runs
+("paired x floor"), which is robust to load that comes and goes. Peak extra memory: on CPU the growth of
+``ru_maxrss`` from right after the inputs (x, grad_y, labels) are allocated to the end of the timed runs (setup
+included); on CUDA ``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. Compare
+ratios within one run.
 
 Usage::
 
-    python benchmarks/bench_uniformize.py            # full table, CPU, ~4 minutes on 2 cores
+    python benchmarks/bench_uniformize.py            # full table, CPU, 5-10 minutes on a shared 2-core VM
+    python benchmarks/bench_uniformize.py --threads 1 --variants floor,scatter   # less load-sensitive ratio
     python benchmarks/bench_uniformize.py --quick    # small smoke configuration
     python benchmarks/bench_uniformize.py --device cuda
 """
@@ -226,6 +227,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--dense-max-gb", type=float, default=3.0, help="skip dense_bmm when its mask needs more")
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every child")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -240,8 +242,9 @@ def main() -> None:
     results = []
     variants = args.variants.split(",")
     print(f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, {platform.machine()}, "
-          f"{args.repeats} repeats (median), one subprocess per variant\n")
+          f"{args.threads} threads, {args.repeats} repeats (median), one subprocess per variant\n")
     for cfg in configs(args.quick):
+        cfg = dict(cfg, threads=args.threads)
         rows = {}
         for variant in variants:
             cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
@@ -271,11 +274,13 @@ def main() -> None:
         print()
         results.append({"config": cfg, "name": cfg_name(cfg), "results": rows})
 
-    meta = {"torch": torch.__version__, "device": args.device, "cpus": os.cpu_count(), "machine": platform.machine(),
-            "processor": platform.processor(), "repeats": args.repeats, "time": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                              time.gmtime())}
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
-        f"bench_uniformize{'_quick' if args.quick else ''}_{args.device}.json")
+    meta = {
+        "torch": torch.__version__, "device": args.device, "threads": args.threads, "cpus": os.cpu_count(),
+        "machine": platform.machine(), "processor": platform.processor(), "repeats": args.repeats,
+        "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    suffix = f"{'_quick' if args.quick else ''}_{args.device}{'' if args.threads == 2 else f'_{args.threads}thread'}"
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"bench_uniformize{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "configs": results}, indent=1))
     print(f"wrote {out}")

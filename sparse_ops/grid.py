@@ -135,11 +135,13 @@ def neighbour_validity(H: int, W: int, cell_size: int, *, device: torch.device |
     """
     n_h, n_w = grid_shape(H, W, cell_size)
     rows, cols = _pixel_cells(H, W, cell_size, device)
-    out = torch.empty(9, H, W, dtype=torch.bool, device=device)
-    for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
-        r = (rows + dy >= 0) & (rows + dy < n_h)
-        c = (cols + dx >= 0) & (cols + dx < n_w)
-        out[k] = r[:, None] & c[None, :]
+    dy = torch.tensor([o[0] for o in NEIGHBOUR_OFFSETS], device=device)
+    dx = torch.tensor([o[1] for o in NEIGHBOUR_OFFSETS], device=device)
+    r = rows[None, :] + dy[:, None]  # [9, H]
+    c = cols[None, :] + dx[:, None]  # [9, W]
+    row_ok = (r >= 0) & (r < n_h)
+    col_ok = (c >= 0) & (c < n_w)
+    out = row_ok[:, :, None] & col_ok[:, None, :]
     return out
 
 

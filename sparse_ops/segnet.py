@@ -150,7 +150,7 @@ def max_unpool2d(
     lead = values.shape[:-2]
     flat_v = values.reshape(*lead, -1)
     flat_i = indices.reshape(*lead, -1)
-    out = values.new_zeros(*lead, H * W).scatter(-1, flat_i, flat_v)
+    out = values.new_zeros(*lead, H * W).scatter_(-1, flat_i, flat_v)  # in place on a fresh map: one pass
     return out.reshape(*lead, H, W)
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .grid import NEIGHBOUR_OFFSETS, _check_size, grid_shape, neighbour_validity
+from .grid import _check_size, grid_shape, neighbour_validity
 
 __all__ = [
     "soft_superpixel_pool",
@@ -115,32 +115,27 @@ def _from_blocks(x: Tensor, cell_size: int, H: int, W: int) -> Tensor:
 
 
 def _shift_to_targets(per_dir: Tensor) -> Tensor:
-    """[B, C, 9, n_h, n_w] sums of cell (i, j) for direction k -> [B, C, n_h, n_w] totals of cell (i+dy, j+dx)."""
-    n_h, n_w = per_dir.shape[-2:]
-    total = None
-    for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
-        shifted = F.pad(per_dir[:, :, k], (1 + dx, 1 - dx, 1 + dy, 1 - dy))
-        total = shifted if total is None else total + shifted
-    assert total is not None
-    return total[:, :, 1 : 1 + n_h, 1 : 1 + n_w]
+    """[B, C, 9, n_h, n_w] sums of cell (i, j) for direction k -> [B, C, n_h, n_w] totals of cell (i+dy, j+dx).
+
+    This is exactly ``F.fold`` with a 3 x 3 kernel and padding 1 (contributions leaving the grid are dropped).
+    """
+    B, C, _, n_h, n_w = per_dir.shape
+    return F.fold(per_dir.reshape(B, C * 9, n_h * n_w), (n_h, n_w), kernel_size=3, padding=1)
 
 
 def _gather_from_neighbours(centres: Tensor) -> Tensor:
-    """[B, C, n_h, n_w] -> [B, n_h, n_w, C, 9] holding the centre of cell (i+dy, j+dx) (0 outside)."""
-    n_h, n_w = centres.shape[-2:]
-    padded = F.pad(centres, (1, 1, 1, 1))
-    neigh = torch.stack(
-        [padded[:, :, 1 + dy : 1 + dy + n_h, 1 + dx : 1 + dx + n_w] for dy, dx in NEIGHBOUR_OFFSETS], dim=-1
-    )
-    return neigh.permute(0, 2, 3, 1, 4)
+    """[B, C, n_h, n_w] -> [B, n_h, n_w, C, 9] holding the centre of cell (i+dy, j+dx) (0 outside): ``F.unfold``."""
+    B, C, n_h, n_w = centres.shape
+    neigh = F.unfold(centres, kernel_size=3, padding=1).reshape(B, C, 9, n_h, n_w)
+    return neigh.permute(0, 3, 4, 1, 2)
 
 
 def _pool_blocks(fb: Tensor, qb: Tensor) -> Tensor:
     """Feature blocks [B,n_h,n_w,C,SS] and weight blocks [B,n_h,n_w,9,SS] -> centres [B, C, n_h, n_w]."""
     num = torch.matmul(fb, qb.transpose(-1, -2))  # [B, n_h, n_w, C, 9]
     mass = qb.sum(dim=-1).unsqueeze(-2)  # [B, n_h, n_w, 1, 9]
-    num = _shift_to_targets(num.permute(0, 3, 4, 1, 2))
-    mass = _shift_to_targets(mass.permute(0, 3, 4, 1, 2))
+    both = _shift_to_targets(torch.cat([num, mass], dim=-2).permute(0, 3, 4, 1, 2))
+    num, mass = both[:, :-1], both[:, -1:]
     safe = torch.where(mass > 0, mass, torch.ones_like(mass))
     return torch.where(mass > 0, num / safe, torch.zeros_like(num))
 

@@ -100,13 +100,14 @@ def test_gradient_equals_nn_maxunpool_with_overlapping_windows():
     assert torch.equal(v1.grad, v2.grad)
 
 
-def test_worked_4x4_example():
-    x = torch.tensor([[[[1.0, 5, 2, 0], [3, 4, 8, 1], [0, 2, 1, 1], [6, 1, 3, 7]]]])
+def test_worked_4x4_example(device):
+    x = torch.tensor([[[[1.0, 5, 2, 0], [3, 4, 8, 1], [0, 2, 1, 1], [6, 1, 3, 7]]]], device=device)
     p = max_pool2d_with_indices(x)
     assert p.values.tolist() == [[[[5.0, 8], [6, 7]]]]
     assert p.indices.tolist() == [[[[1, 6], [12, 15]]]]
     y = max_unpool2d(p.values, p.indices, p.input_size)
     assert y.tolist() == [[[[0.0, 5, 0, 0], [0, 0, 8, 0], [0, 0, 0, 0], [6, 0, 0, 7]]]]
+    assert torch.equal(y, nn.MaxUnpool2d(2)(p.values, p.indices))
 
 
 def test_module_reprs():

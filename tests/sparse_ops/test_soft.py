@@ -192,3 +192,20 @@ def test_unpool_centre_shape_error():
         soft_superpixel_unpool(torch.zeros(1, 2, 2, 2), a, 2)
     with pytest.raises(ValueError, match="centres must have shape"):
         soft_superpixel_unpool(torch.zeros(2, 2, 3, 3), a, 2)
+
+
+def test_runs_and_repeats_under_deterministic_mode(device):
+    g = torch.Generator().manual_seed(5)
+    f = torch.randn(2, 3, 11, 9, generator=g).to(device).requires_grad_()
+    a = torch.softmax(torch.randn(2, 9, 11, 9, generator=g), 1).to(device).requires_grad_()
+    prev = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        grads = []
+        for _ in range(2):
+            f.grad = a.grad = None
+            soft_uniformize(f, a, 4).square().sum().backward()
+            grads.append((f.grad.clone(), a.grad.clone()))
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])

@@ -17,19 +17,29 @@ from tests.sparse_ops._reference import label_maps, ref_uniformize
 BACKENDS = ["scatter", "sparse", "auto"]
 
 
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=25)
-@given(data=label_maps(), channels=st.integers(1, 4), masked=st.booleans(), seed=st.integers(0, 1000))
-def test_matches_reference(backend, data, channels, masked, seed):
+@given(
+    data=label_maps(),
+    channels=st.integers(1, 4),
+    masked=st.booleans(),
+    seed=st.integers(0, 1000),
+    dtype=st.sampled_from([torch.float64, torch.float32, torch.bfloat16, torch.float16]),
+)
+def test_matches_reference(backend, data, channels, masked, seed, dtype):
     sp, n_s = data
     b, h, w = sp.shape
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, channels, h, w, generator=g, dtype=torch.float64)
+    x = torch.randn(b, channels, h, w, generator=g, dtype=torch.float64).to(dtype)
     mask = torch.rand(b, h, w, generator=g) > 0.4 if masked else None
     y = uniformize(x, sp, n_s, mask, backend=backend)
-    expected = ref_uniformize(x.numpy(), sp.numpy(), None if mask is None else mask.numpy())
+    expected = ref_uniformize(x.double().numpy(), sp.numpy(), None if mask is None else mask.numpy())
     assert y.shape == x.shape and y.dtype == x.dtype
-    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-12, atol=1e-12)
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(y.double().numpy(), expected, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
