@@ -168,6 +168,6 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     assert res["transparency"]["max_abs_diff"] <= 1e-4 and res["transparency"]["consistency"] == 1.0
     assert "Table 4 format" in text and "+ superpixel + transparent init (fine-tuned)" in text and "PASS" in text
     table = res["table"]
-    assert len(table) == 4
+    assert len(table) == 5
     assert all(v["consistency"] == 1.0 for k, v in table.items() if k.startswith("+"))
     assert (tmp_path / "results.json").is_file() and list((tmp_path / "panels").glob("*.png"))
