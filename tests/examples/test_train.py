@@ -171,3 +171,24 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     assert len(table) == 5
     assert all(v["consistency"] == 1.0 for k, v in table.items() if k.startswith("+"))
     assert (tmp_path / "results.json").is_file() and list((tmp_path / "panels").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """A real SIGTERM in the middle of training: checkpoint written, exit status 130, resumable."""
+    import signal
+    import time
+
+    cmd = [sys.executable, "examples/voc_joint/train.py",
+           *train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1000", "--log-every", "1")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "spixel" / "log.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:]
+    assert "interrupted: checkpoint saved" in out
+    ck = load_checkpoint(tmp_path / "spixel" / "checkpoint.pt")
+    assert ck["step"] >= 2 and not ck["complete"]
