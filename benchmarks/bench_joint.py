@@ -89,7 +89,9 @@ def time_variants(args: argparse.Namespace, device: torch.device) -> dict[str, d
             steps[v]()
             _sync(device)
             samples[v].append(time.perf_counter() - t0)
-    return {v: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)} for v, s in samples.items()}
+    return {
+        v: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)} for v, s in samples.items()
+    }
 
 
 def peak_memory_cuda(variant: str, args: argparse.Namespace, device: torch.device) -> int:

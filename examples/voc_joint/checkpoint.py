@@ -84,8 +84,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError for arbitrary objects, RuntimeError/EOFError for garbage
         raise CheckpointError(
-            f"refusing checkpoint {path}: it cannot be read with torch.load(weights_only=True) (only tensors and "
-            f"plain containers are accepted, no pickled objects): {type(exc).__name__}: {str(exc)[:300]}"
+            f"refusing checkpoint {path}: it cannot be read with torch.load(weights_only=True) (only tensors "
+            f"and plain containers are accepted, no pickled objects): {type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} must hold a dict, got {type(ckpt).__name__}")
@@ -164,11 +164,14 @@ def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = 
     state = _strip_module(ckpt["model"])
     arch = ckpt["config"]["model"].get("arch")
     if part is not None:
-        own_arch, prefix = {"deeplab": ("deeplabv3plus", "deeplab."), "spixel": ("spixelfcn", "spixelfcn.")}[part]
+        parts = {"deeplab": ("deeplabv3plus", "deeplab."), "spixel": ("spixelfcn", "spixelfcn.")}
+        own_arch, prefix = parts[part]
         if arch == "joint":
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         elif arch != own_arch:
-            raise CheckpointError(f"checkpoint {path} holds a {arch!r} model; expected {own_arch!r} or 'joint'")
+            raise CheckpointError(
+                f"checkpoint {path} holds a {arch!r} model; expected {own_arch!r} or 'joint'"
+            )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -203,7 +206,9 @@ def load_model_from_checkpoint(
     try:
         model.load_state_dict(_strip_module(ckpt["model"]), strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} does not match its own model config: {str(exc)[:500]}") from exc
+        raise CheckpointError(
+            f"checkpoint {path} does not match its own model config: {str(exc)[:500]}"
+        ) from exc
     if ckpt["config"]["model"]["arch"] == "deeplabv3plus":
         model = SegmentationOnly(model)
     model = model.to(map_location).eval()

@@ -103,13 +103,15 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"backbone weights file not found: {path} (nothing is downloaded; give a local file)")
+        raise FileNotFoundError(
+            f"backbone weights file not found: {path} (nothing is downloaded; give a local file)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError, RuntimeError, ...
         raise ValueError(
-            f"cannot read backbone weights {path} with torch.load(weights_only=True): it must hold only tensors "
-            f"and plain containers (a state dict), not pickled objects ({type(exc).__name__}: {exc})"
+            f"cannot read backbone weights {path} with torch.load(weights_only=True): it must hold only "
+            f"tensors and plain containers (a state dict), not pickled objects ({type(exc).__name__}: {exc})"
         ) from exc
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
@@ -117,7 +119,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
                 state = state[key]
                 break
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"backbone weights {path} must be a state dict of tensors, got {type(state).__name__}")
+        raise ValueError(
+            f"backbone weights {path} must be a state dict of tensors, got {type(state).__name__}"
+        )
     cleaned = {}
     for k, v in state.items():
         for prefix in ("module.", "backbone."):
