@@ -167,3 +167,22 @@ def test_config_round_trip() -> None:
         build_model({"arch": "spixelfcn", "spixel": {"cells": 3}})
     with pytest.raises(TypeError, match="model must be"):
         model_config(torch.nn.Linear(1, 1))
+
+
+def test_joint_on_every_device(device: torch.device) -> None:
+    """Transparency, consistency and the soft-mode gradient on each available device (CUDA skipped without one)."""
+    deeplab, spixel = _nets()
+    _scale_logits(deeplab)
+    joint = JointModel(deeplab, spixel, mode="soft").to(device).eval()
+    plain = JointModel(deeplab, spixel, mode="soft", fusion=False).to(device).eval()
+    x, y = (t.to(device) for t in _inputs())
+    with torch.no_grad():
+        out, ref = joint(x, y), plain(x, y)
+    assert out["logits"].device.type == device.type and out["superpixels"].device.type == device.type
+    assert (out["logits"] - ref["logits"]).abs().max().item() <= 1e-4
+    ids = out["superpixels"][0]
+    for s in ids.unique()[:8]:
+        assert out["logits"].argmax(1)[0][ids == s].unique().numel() == 1
+    joint.train()
+    joint(x, y)["logits"].logsumexp(1).mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in spixel.parameters())

@@ -192,3 +192,13 @@ def test_sigterm_writes_a_checkpoint(tiny_voc, tmp_path) -> None:  # noqa: F811
     assert "interrupted: checkpoint saved" in out
     ck = load_checkpoint(tmp_path / "spixel" / "checkpoint.pt")
     assert ck["step"] >= 2 and not ck["complete"]
+
+
+def test_joint_stage_on_every_device_with_amp(tiny_voc, tmp_path, device) -> None:  # noqa: F811
+    """One joint step with --amp (mixed precision on CUDA, ignored with a notice on CPU)."""
+    args = train_args(tiny_voc, tmp_path, "--stage", "joint", "--epochs", "1", "--max-steps", "1", "--amp")
+    args[args.index("--device") + 1] = device.type
+    out = train.main(args)["joint"]
+    ck = load_checkpoint(out)
+    assert ck["step"] == 1 and ck["config"]["args"]["amp"] is True
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
