@@ -150,16 +150,18 @@ class JointModel(nn.Module):
         q = assoc.float()
         ids = self.superpixels(q)
         h, w = s.shape[-2:]
+        # one pixel-to-superpixel assignment serves both uniformizations (built and checked once per call)
         n = so.num_grid_cells(h, w, self.cell_size)
+        enc = None if self.mode == "none" else so.SuperpixelAssignment(ids, n)
         if self.mode == "hard":
-            u = so.uniformize(s, ids, n)
+            u = enc.uniformize(s)
         elif self.mode == "soft":
             u = so.soft_uniformize(s, q, self.cell_size)
         else:
             u = s
         x = self.fusion(torch.cat([s, u], dim=1)) if self.fusion is not None else u
-        if self.mode != "none":
-            x = so.uniformize(x, ids, n)
+        if enc is not None:
+            x = enc.uniformize(x)
         return x, ids
 
     def forward(self, seg_input: Tensor, spixel_input: Tensor) -> dict[str, Tensor | None]:
