@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from examples.voc_joint.data import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from sparse_ops import relabel_contiguous
 
 __all__ = [
     "confusion_matrix", "iou_from_confusion", "label_edges", "boundary_band", "superpixel_scores",
@@ -174,9 +175,10 @@ def superpixel_scores(
     sp_near = _dilate(label_edges(superpixels), int(tolerance))
     sums["br_hits"] += float((gt_edges & sp_near).sum())
     sums["br_edges"] += float(gt_edges.sum())
+    local_ids, per_image = relabel_contiguous(superpixels)  # ids 0..K_b-1 per image
     for b in range(target.shape[0]):
-        ids, inverse = torch.unique(superpixels[b].reshape(-1), return_inverse=True)
-        k = ids.numel()
+        inverse = local_ids[b].reshape(-1)
+        k = int(per_image[b])
         p, t = pred[b].reshape(-1).long(), target[b].reshape(-1).long()
         hist_pred = torch.bincount(inverse * num_classes + p, minlength=k * num_classes).view(k, num_classes)
         size = hist_pred.sum(1)
