@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "joint.json",
                    help="JSON output")
     args = p.parse_args(argv)
+    if args.batch_size < 2:
+        p.error(f"--batch-size must be >= 2 (the ASPP image-pooling BatchNorm sees one value per channel per image "
+                f"in training mode), got {args.batch_size}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -10,7 +10,9 @@ label map (Voronoi cells of jittered grid seeds, N_s=1024). Variants:
 * ``paper_coo``: the paper's approach as its authors coded it: per image, a COO ``torch.sparse.mm`` encoder
   (divided by the counts) and decoder, the matrices rebuilt on every call (so its setup is inside fwd);
 * ``dense_bmm``: a one-hot ``[B, N_s, N_p]`` float mask and two ``bmm``; skipped above ``--dense-max-gb``;
-* ``torch_scatter``: ``scatter_mean`` + ``gather`` when the package is importable.
+* ``torch_scatter``: ``scatter_mean`` + ``gather`` when the package is importable (no wheel exists for recent
+  torch releases; ``pip install --no-build-isolation torch-scatter`` builds it from source in about 5 minutes on
+  2 cores).
 
 Every (config, variant) runs in a fresh subprocess. Times are medians of ``--repeats`` runs (half as many, at
 least 3, for the slow sparse, paper and dense variants) after one warm-up (``time.perf_counter``, CUDA
@@ -27,6 +29,10 @@ Usage::
     python benchmarks/bench_uniformize.py --threads 1 --variants floor,scatter   # less load-sensitive ratio
     python benchmarks/bench_uniformize.py --quick    # small smoke configuration
     python benchmarks/bench_uniformize.py --device cuda
+
+After the per-variant table, a last subprocess measures the default backend at every configuration in one
+process, round-robin (``run_sweep``): that is the figure for "time flat in ``N_s``", since it is not moved by the
+drifts of a shared machine between subprocesses started minutes apart (``--no-sweep`` skips it).
 """
 
 from __future__ import annotations
@@ -205,6 +211,61 @@ def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: fl
     return out
 
 
+def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
+    """Flatness in ``N_s``: the default backend's forward+backward at every configuration, in one process.
+
+    All configurations share one ``x`` and one ``grad_y``; their assignments are built once. Every round runs,
+    for each configuration in turn, one forward+backward of the floor and one of the op, so that slow drifts of a
+    shared or virtualised machine (which move the per-subprocess medians by 20-40 % between runs) hit every
+    ``N_s`` alike. Reports the median per configuration after one warm-up round.
+    """
+    import torch
+
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(cfgs[0].get("threads", 2))
+    from sparse_ops import SuperpixelAssignment
+
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    b, c, h, w = (cfgs[0][key] for key in ("B", "C", "H", "W"))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, c, h, w, generator=gen).to(dev).requires_grad_()
+    gy = torch.randn(b, c, h, w, generator=gen).to(dev)
+    assignments = [
+        SuperpixelAssignment(make_labels(cfg["labels"], b, h, w, cfg["N_s"]).to(dev), cfg["N_s"], validate=False)
+        for cfg in cfgs
+    ]
+
+    def fwd_bwd(fn):
+        sync()
+        t = time.perf_counter()
+        fn(x).backward(gy)
+        x.grad = None
+        sync()
+        return (time.perf_counter() - t) * 1e3
+
+    floor_ms: list[list[float]] = [[] for _ in cfgs]
+    op_ms: list[list[float]] = [[] for _ in cfgs]
+    for r in range(repeats + 1):
+        for i, a in enumerate(assignments):
+            tf = fwd_bwd(lambda v: v * 1)
+            to = fwd_bwd(a.uniformize)
+            if r:  # round 0 is the warm-up
+                floor_ms[i].append(tf)
+                op_ms[i].append(to)
+
+    def median(v: list[float]) -> float:
+        v = sorted(v)
+        return v[len(v) // 2]
+
+    rows = []
+    for cfg, tf, to in zip(cfgs, floor_ms, op_ms):
+        rows.append({"name": cfg_name(cfg), "N_s": cfg["N_s"], "labels": cfg["labels"], "floor_fwd_bwd_ms": median(tf),
+                     "fwd_bwd_ms": median(to), "x_floor": median([o / f for o, f in zip(to, tf)])})
+    grid = [r["fwd_bwd_ms"] for r in rows if r["labels"] == "grid"]
+    return {"repeats": repeats, "rows": rows, "grid_max_over_min": max(grid) / min(grid) if grid else None}
+
+
 def configs(quick: bool) -> list[dict]:
     if quick:
         base = {"B": 1, "C": 21, "H": 128, "W": 128}
@@ -229,8 +290,15 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every child")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
+    p.add_argument("--no-sweep", action="store_true",
+                   help="skip the one-process round-robin sweep over N_s (flatness) of the default backend")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_sweep", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+
+    if args._sweep:
+        print(json.dumps(run_sweep(json.loads(args._sweep), args.device, args.repeats)))
+        return
 
     if args._child:
         cfg, variant = json.loads(args._child)
@@ -274,6 +342,26 @@ def main() -> None:
         print()
         results.append({"config": cfg, "name": cfg_name(cfg), "results": rows})
 
+    sweep = None
+    if not args.no_sweep:
+        cfgs = [dict(cfg, threads=args.threads) for cfg in configs(args.quick)]
+        cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
+               "--_sweep", json.dumps(cfgs)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sweep = {"skipped": f"failed: {proc.stderr.strip().splitlines()[-1:]}"}
+            print(f"sweep {sweep['skipped']}")
+        else:
+            sweep = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"== flatness in N_s: default backend, one process, configurations in round-robin, "
+                  f"median of {args.repeats} rounds")
+            print(f"{'config':<34}{'floor fwd+bwd ms':>18}{'fwd+bwd ms':>12}{'x floor':>9}")
+            for r in sweep["rows"]:
+                print(f"{r['name']:<34}{r['floor_fwd_bwd_ms']:>18.2f}{r['fwd_bwd_ms']:>12.2f}{r['x_floor']:>9.2f}")
+            if sweep["grid_max_over_min"]:
+                print(f"grid labels, max / min fwd+bwd over N_s: {sweep['grid_max_over_min']:.3f}")
+            print()
+
     meta = {
         "torch": torch.__version__, "device": args.device, "threads": args.threads, "cpus": os.cpu_count(),
         "machine": platform.machine(), "processor": platform.processor(), "repeats": args.repeats,
@@ -282,7 +370,7 @@ def main() -> None:
     suffix = f"{'_quick' if args.quick else ''}_{args.device}{'' if args.threads == 2 else f'_{args.threads}thread'}"
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"bench_uniformize{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "configs": results}, indent=1))
+    out.write_text(json.dumps({"meta": meta, "configs": results, "sweep": sweep}, indent=1))
     print(f"wrote {out}")
 
 
