@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but CUDA is not available")
+    load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
     times = time_variants(args, device)
     mems = {}
     for v in args.variants:
@@ -182,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                    "torch": torch.__version__, "threads": args.threads},
+                    "torch": torch.__version__, "threads": args.threads,
+                    "load_average_at_start": load0},
         "rows": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,9 @@ All three use the same border convention (``renormalize=False`` in the library) 
 timing. SegNet: :func:`sparse_ops.max_unpool2d` vs ``nn.MaxUnpool2d`` (forward + backward).
 
 Every configuration runs in a fresh subprocess so that its peak resident memory (``ru_maxrss`` growth) can be
-reported. Medians over repeats; ``torch.set_num_threads(2)``.
+reported. Medians over repeats; ``torch.set_num_threads(2)``. The SegNet unpoolings take a few milliseconds, so
+they run 50 times each, and a further process alternates the two and reports the median of the per-round ratios
+(robust to the drift of a shared machine).
 
 Usage::
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -151,6 +154,27 @@ def worker_unpool(impl: str, B: int, C: int, H: int, W: int, repeats: int) -> di
             "peak_rss_growth_mib": _peak_mib() - base}
 
 
+def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int) -> dict:
+    """Both unpoolings alternated in one process: the median of the per-round time ratios (robust to drift)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(B, C, H, W, generator=g)
+    v, i = F.max_pool2d(x, 2, return_indices=True)
+    v.requires_grad_()
+    grad = torch.randn(B, C, H, W, generator=g)
+    mod = nn.MaxUnpool2d(2)
+
+    def ours():
+        v.grad = None
+        max_unpool2d(v, i, (H, W)).backward(grad)
+
+    def theirs():
+        v.grad = None
+        mod(v, i, output_size=(H, W)).backward(grad)
+
+    ratios = [_time(ours, 1)[0] / _time(theirs, 1)[0] for _ in range(repeats)]
+    return {"paired_ratio_to_nn": statistics.median(ratios), "repeats": repeats}
+
+
 def check_agreement(S: int = 4) -> float:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 16, 20, generator=g, dtype=torch.float64)
@@ -180,9 +204,12 @@ def main() -> None:
         if kind == "soft":
             impl, B, C, H, W, S, r = rest
             out = worker_soft(impl, int(B), int(C), int(H), int(W), int(S), int(r))
-        else:
+        elif kind == "unpool":
             impl, B, C, H, W, r = rest
             out = worker_unpool(impl, int(B), int(C), int(H), int(W), int(r))
+        else:
+            B, C, H, W, r = rest
+            out = worker_unpool_paired(int(B), int(C), int(H), int(W), int(r))
         print(json.dumps(out))
         return
 
@@ -190,6 +217,7 @@ def main() -> None:
         B, H, W, S, Cs, repeats = 1, 64, 64, 16, (2, 21), 2
     else:
         B, H, W, S, Cs, repeats = 4, 512, 512, 16, (2, 21, 23), args.repeats
+    load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
     max_diff = check_agreement()
     print(f"agreement of the three soft implementations (float64): max |diff| = {max_diff:.2e}")
     assert max_diff < 1e-10, max_diff
@@ -208,21 +236,27 @@ def main() -> None:
 
     uC = 21 if not args.quick else 4
     uH = 256 if not args.quick else 32
-    print(f"\nSegNet unpool fwd+bwd, B={B}, C={uC}, {uH}x{uH}, kernel 2")
-    unpool_rows = {impl: _run_worker(["unpool", impl, str(B), str(uC), str(uH), str(uH), str(max(repeats, 5))])
+    u_repeats = 3 if args.quick else 50  # a few ms each: many runs are cheap and steady the medians
+    print(f"\nSegNet unpool fwd+bwd, B={B}, C={uC}, {uH}x{uH}, kernel 2, medians of {u_repeats}")
+    unpool_rows = {impl: _run_worker(["unpool", impl, str(B), str(uC), str(uH), str(uH), str(u_repeats)])
                    for impl in ("max_unpool2d", "nn.MaxUnpool2d")}
     for impl, r in unpool_rows.items():
         r["ratio_to_nn"] = r["median_ms"] / unpool_rows["nn.MaxUnpool2d"]["median_ms"]
         print(f"{impl:>15} {r['median_ms']:>8.2f} ms {r['ratio_to_nn']:>6.2f}x {r['peak_rss_growth_mib']:>6.0f} MiB")
+    paired = _run_worker(["unpool_paired", str(B), str(uC), str(uH), str(uH), str(u_repeats)])
+    print(f"paired (both alternated in one process): max_unpool2d / nn.MaxUnpool2d = "
+          f"{paired['paired_ratio_to_nn']:.2f}x")
 
     result = {
-        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, shared VM",
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
+        "load_average_at_start": load0,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "quick": args.quick,
         "soft": {"B": B, "H": H, "W": W, "cell_size": S, "repeats": repeats, "max_abs_diff_f64": max_diff,
                  "rows": soft_rows},
-        "segnet_unpool": {"B": B, "C": uC, "H": uH, "W": uH, "rows": list(unpool_rows.values())},
+        "segnet_unpool": {"B": B, "C": uC, "H": uH, "W": uH, "rows": list(unpool_rows.values()),
+                          "paired_ratio_to_nn": paired["paired_ratio_to_nn"]},
     }
     out = args.out or (None if args.quick else ROOT / "benchmarks" / "results" / "soft.json")
     if out is not None:

@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     seeds = 3 if args.quick else args.seeds
+    load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
     t0 = time.perf_counter()
     t2, t3, c = table2(seeds), table3(seeds), cost(3 if args.quick else 25)
     machine = {
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "note": "shared VM, medians",
+        "load_average_at_start": load0,
     }
 
     print(

@@ -307,6 +307,7 @@ def main() -> None:
 
     import torch
 
+    load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
     results = []
     variants = args.variants.split(",")
     print(f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, {platform.machine()}, "
@@ -365,6 +366,7 @@ def main() -> None:
     meta = {
         "torch": torch.__version__, "device": args.device, "threads": args.threads, "cpus": os.cpu_count(),
         "machine": platform.machine(), "processor": platform.processor(), "repeats": args.repeats,
+        "load_average_at_start": load0,
         "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     suffix = f"{'_quick' if args.quick else ''}_{args.device}{'' if args.threads == 2 else f'_{args.threads}thread'}"

@@ -65,6 +65,7 @@ def test_bench_soft_quick(tmp_path):
     assert data["quick"] is True
     assert data["soft"]["max_abs_diff_f64"] < 1e-10
     assert data["soft"]["rows"] and data["segnet_unpool"]["rows"]
+    assert data["segnet_unpool"]["paired_ratio_to_nn"] > 0
 
 
 def test_bench_transparent_init_quick(tmp_path):
