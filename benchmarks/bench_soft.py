@@ -135,27 +135,8 @@ def worker_soft(impl: str, B: int, C: int, H: int, W: int, S: int, repeats: int)
             "peak_rss_growth_mib": _peak_mib() - base}
 
 
-def worker_unpool(impl: str, B: int, C: int, H: int, W: int, repeats: int) -> dict:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(B, C, H, W, generator=g)
-    v, i = F.max_pool2d(x, 2, return_indices=True)
-    v.requires_grad_()
-    grad = torch.randn(B, C, H, W, generator=g)
-    mod = nn.MaxUnpool2d(2)
-    base = _peak_mib()
-
-    def step():
-        v.grad = None
-        out = max_unpool2d(v, i, (H, W)) if impl == "max_unpool2d" else mod(v, i, output_size=(H, W))
-        out.backward(grad)
-
-    times = _time(step, repeats)
-    return {"impl": impl, "C": C, "median_ms": 1e3 * statistics.median(times), "times_ms": [1e3 * t for t in times],
-            "peak_rss_growth_mib": _peak_mib() - base}
-
-
-def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int) -> dict:
-    """Both unpoolings alternated in one process: the median of the per-round time ratios (robust to drift)."""
+def _unpool_steps(B: int, C: int, H: int, W: int) -> dict:
+    """One forward+backward closure per SegNet unpooling, on the same pooled values, indices and gradient."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(B, C, H, W, generator=g)
     v, i = F.max_pool2d(x, 2, return_indices=True)
@@ -171,7 +152,24 @@ def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int) -> dict:
         v.grad = None
         mod(v, i, output_size=(H, W)).backward(grad)
 
-    ratios = [_time(ours, 1)[0] / _time(theirs, 1)[0] for _ in range(repeats)]
+    return {"max_unpool2d": ours, "nn.MaxUnpool2d": theirs}
+
+
+def worker_unpool(impl: str, B: int, C: int, H: int, W: int, repeats: int) -> dict:
+    step = _unpool_steps(B, C, H, W)[impl]
+    base = _peak_mib()
+    times = _time(step, repeats)
+    return {"impl": impl, "C": C, "median_ms": 1e3 * statistics.median(times), "times_ms": [1e3 * t for t in times],
+            "peak_rss_growth_mib": _peak_mib() - base}
+
+
+def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int) -> dict:
+    """Both unpoolings alternated in one process: the median of the per-round time ratios (robust to drift)."""
+    steps = _unpool_steps(B, C, H, W)
+    ours, theirs = steps["max_unpool2d"], steps["nn.MaxUnpool2d"]
+    ours()  # one warm-up each, then every round times one run of each
+    theirs()
+    ratios = [_time(ours, 1, warmup=0)[0] / _time(theirs, 1, warmup=0)[0] for _ in range(repeats)]
     return {"paired_ratio_to_nn": statistics.median(ratios), "repeats": repeats}
 
 

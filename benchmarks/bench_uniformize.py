@@ -77,6 +77,12 @@ def make_labels(kind: str, b: int, h: int, w: int, n_s: int, seed: int = 0):
     return torch.from_numpy(np.stack(out).astype(np.int64))
 
 
+def _median(values: list[float]) -> float:
+    """The middle element (the upper one of the two for an even count)."""
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
 def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: float, paired: bool = True) -> dict:
     """Measure one variant in this (fresh) process."""
     import torch
@@ -164,8 +170,7 @@ def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: fl
             fn()
             sync()
             ts.append(time.perf_counter() - t)
-        ts.sort()
-        return ts[len(ts) // 2] * 1e3
+        return _median(ts) * 1e3
 
     setup_ms = timed(setup, max(3, repeats // 2)) if variant not in ("floor", "paper_coo", "torch_scatter") else 0.0
     state = setup()
@@ -200,10 +205,8 @@ def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: fl
         for _ in range(repeats):
             tf.append(timed(floor_fb, 1, warmup=False))
             tv.append(timed(fwd_bwd, 1, warmup=False))
-        tf.sort()
-        tv.sort()
-        out["paired_floor_ms"] = tf[len(tf) // 2]
-        out["paired_x_floor"] = tv[len(tv) // 2] / tf[len(tf) // 2]
+        out["paired_floor_ms"] = _median(tf)
+        out["paired_x_floor"] = _median(tv) / _median(tf)
     # correctness against the float64 result of the same op (after the memory reading)
     if variant != "floor":
         ref = SuperpixelAssignment(sp, n_s, validate=False).uniformize(x.detach().double())
@@ -254,14 +257,10 @@ def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
                 floor_ms[i].append(tf)
                 op_ms[i].append(to)
 
-    def median(v: list[float]) -> float:
-        v = sorted(v)
-        return v[len(v) // 2]
-
     rows = []
     for cfg, tf, to in zip(cfgs, floor_ms, op_ms):
-        rows.append({"name": cfg_name(cfg), "N_s": cfg["N_s"], "labels": cfg["labels"], "floor_fwd_bwd_ms": median(tf),
-                     "fwd_bwd_ms": median(to), "x_floor": median([o / f for o, f in zip(to, tf)])})
+        rows.append({"name": cfg_name(cfg), "N_s": cfg["N_s"], "labels": cfg["labels"], "floor_fwd_bwd_ms": _median(tf),
+                     "fwd_bwd_ms": _median(to), "x_floor": _median([o / f for o, f in zip(to, tf)])})
     grid = [r["fwd_bwd_ms"] for r in rows if r["labels"] == "grid"]
     return {"repeats": repeats, "rows": rows, "grid_max_over_min": max(grid) / min(grid) if grid else None}
 
@@ -345,7 +344,7 @@ def main() -> None:
 
     sweep = None
     if not args.no_sweep:
-        cfgs = [dict(cfg, threads=args.threads) for cfg in configs(args.quick)]
+        cfgs = [r["config"] for r in results]
         cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
                "--_sweep", json.dumps(cfgs)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
