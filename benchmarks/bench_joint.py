@@ -148,12 +148,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="what to run")
-    p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "joint.json",
-                   help="JSON output")
+    p.add_argument(
+        "--output", type=Path, default=ROOT / "benchmarks" / "results" / "joint.json", help="JSON output"
+    )
     args = p.parse_args(argv)
     if args.batch_size < 2:
-        p.error(f"--batch-size must be >= 2 (the ASPP image-pooling BatchNorm sees one value per channel per image "
-                f"in training mode), got {args.batch_size}")
+        p.error(
+            f"--batch-size must be >= 2 (the ASPP image-pooling BatchNorm sees one value per channel per image "
+            f"in training mode), got {args.batch_size}"
+        )
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -169,8 +172,10 @@ def main(argv: list[str] | None = None) -> dict:
     key = "cuda_peak_allocated" if device.type == "cuda" else "saved_activations"
     base_m = mems["deeplab"][key] if "deeplab" in mems else None
     rows = []
-    print(f"\ntraining step, B={args.batch_size}, {args.size}x{args.size}, {args.backbone}, {device} "
-          f"(median of {args.rounds}), torch {torch.__version__}")
+    print(
+        f"\ntraining step, B={args.batch_size}, {args.size}x{args.size}, {args.backbone}, {device} "
+        f"(median of {args.rounds}), torch {torch.__version__}"
+    )
     mem_name = "CUDA peak" if device.type == "cuda" else "saved act."
     print(f"{'variant':<18} {'step ms':>9} {'x deeplab':>10} {mem_name + ' MiB':>15} {'x deeplab':>10}")
     for v in args.variants:
@@ -182,10 +187,14 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "joint training step vs DeepLabV3+ alone",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                    "torch": torch.__version__, "threads": args.threads,
-                    "load_average_at_start": load0},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "load_average_at_start": load0,
+        },
         "rows": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

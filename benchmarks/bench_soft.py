@@ -131,8 +131,13 @@ def worker_soft(impl: str, B: int, C: int, H: int, W: int, S: int, repeats: int)
         out.backward(grad)
 
     times = _time(step, repeats)
-    return {"impl": impl, "C": C, "median_ms": 1e3 * statistics.median(times), "times_ms": [1e3 * t for t in times],
-            "peak_rss_growth_mib": _peak_mib() - base}
+    return {
+        "impl": impl,
+        "C": C,
+        "median_ms": 1e3 * statistics.median(times),
+        "times_ms": [1e3 * t for t in times],
+        "peak_rss_growth_mib": _peak_mib() - base,
+    }
 
 
 def _unpool_steps(B: int, C: int, H: int, W: int) -> dict:
@@ -159,8 +164,13 @@ def worker_unpool(impl: str, B: int, C: int, H: int, W: int, repeats: int) -> di
     step = _unpool_steps(B, C, H, W)[impl]
     base = _peak_mib()
     times = _time(step, repeats)
-    return {"impl": impl, "C": C, "median_ms": 1e3 * statistics.median(times), "times_ms": [1e3 * t for t in times],
-            "peak_rss_growth_mib": _peak_mib() - base}
+    return {
+        "impl": impl,
+        "C": C,
+        "median_ms": 1e3 * statistics.median(times),
+        "times_ms": [1e3 * t for t in times],
+        "peak_rss_growth_mib": _peak_mib() - base,
+    }
 
 
 def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int) -> dict:
@@ -192,7 +202,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/soft.json)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default: benchmarks/results/soft.json)"
+    )
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -221,29 +233,41 @@ def main() -> None:
     assert max_diff < 1e-10, max_diff
 
     soft_rows = []
-    print(f"\nsoft pool+unpool fwd+bwd, B={B}, {H}x{W}, cell {S}, medians of {repeats} (ms), peak RSS growth (MiB)")
+    print(
+        f"\nsoft pool+unpool fwd+bwd, B={B}, {H}x{W}, cell {S}, medians of {repeats} (ms), peak RSS growth (MiB)"
+    )
     print(f"{'C':>3} {'impl':>11} {'median ms':>10} {'vs block':>9} {'peak MiB':>9}")
     for C in Cs:
-        rows = {impl: _run_worker(["soft", impl, str(B), str(C), str(H), str(W), str(S), str(repeats)])
-                for impl in SOFT_IMPLS}
+        rows = {
+            impl: _run_worker(["soft", impl, str(B), str(C), str(H), str(W), str(S), str(repeats)])
+            for impl in SOFT_IMPLS
+        }
         for impl, r in rows.items():
             r["ratio_to_block"] = r["median_ms"] / rows["block"]["median_ms"]
             soft_rows.append(r)
-            print(f"{C:>3} {impl:>11} {r['median_ms']:>10.1f} {r['ratio_to_block']:>8.2f}x "
-                  f"{r['peak_rss_growth_mib']:>9.0f}")
+            print(
+                f"{C:>3} {impl:>11} {r['median_ms']:>10.1f} {r['ratio_to_block']:>8.2f}x "
+                f"{r['peak_rss_growth_mib']:>9.0f}"
+            )
 
     uC = 21 if not args.quick else 4
     uH = 256 if not args.quick else 32
     u_repeats = 3 if args.quick else 50  # a few ms each: many runs are cheap and steady the medians
     print(f"\nSegNet unpool fwd+bwd, B={B}, C={uC}, {uH}x{uH}, kernel 2, medians of {u_repeats}")
-    unpool_rows = {impl: _run_worker(["unpool", impl, str(B), str(uC), str(uH), str(uH), str(u_repeats)])
-                   for impl in ("max_unpool2d", "nn.MaxUnpool2d")}
+    unpool_rows = {
+        impl: _run_worker(["unpool", impl, str(B), str(uC), str(uH), str(uH), str(u_repeats)])
+        for impl in ("max_unpool2d", "nn.MaxUnpool2d")
+    }
     for impl, r in unpool_rows.items():
         r["ratio_to_nn"] = r["median_ms"] / unpool_rows["nn.MaxUnpool2d"]["median_ms"]
-        print(f"{impl:>15} {r['median_ms']:>8.2f} ms {r['ratio_to_nn']:>6.2f}x {r['peak_rss_growth_mib']:>6.0f} MiB")
+        print(
+            f"{impl:>15} {r['median_ms']:>8.2f} ms {r['ratio_to_nn']:>6.2f}x {r['peak_rss_growth_mib']:>6.0f} MiB"
+        )
     paired = _run_worker(["unpool_paired", str(B), str(uC), str(uH), str(uH), str(u_repeats)])
-    print(f"paired (both alternated in one process): max_unpool2d / nn.MaxUnpool2d = "
-          f"{paired['paired_ratio_to_nn']:.2f}x")
+    print(
+        f"paired (both alternated in one process): max_unpool2d / nn.MaxUnpool2d = "
+        f"{paired['paired_ratio_to_nn']:.2f}x"
+    )
 
     result = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
@@ -251,10 +275,23 @@ def main() -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "quick": args.quick,
-        "soft": {"B": B, "H": H, "W": W, "cell_size": S, "repeats": repeats, "max_abs_diff_f64": max_diff,
-                 "rows": soft_rows},
-        "segnet_unpool": {"B": B, "C": uC, "H": uH, "W": uH, "rows": list(unpool_rows.values()),
-                          "paired_ratio_to_nn": paired["paired_ratio_to_nn"]},
+        "soft": {
+            "B": B,
+            "H": H,
+            "W": W,
+            "cell_size": S,
+            "repeats": repeats,
+            "max_abs_diff_f64": max_diff,
+            "rows": soft_rows,
+        },
+        "segnet_unpool": {
+            "B": B,
+            "C": uC,
+            "H": uH,
+            "W": uH,
+            "rows": list(unpool_rows.values()),
+            "paired_ratio_to_nn": paired["paired_ratio_to_nn"],
+        },
     }
     out = args.out or (None if args.quick else ROOT / "benchmarks" / "results" / "soft.json")
     if out is not None:

@@ -28,12 +28,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from transparent_init import (  # noqa: E402
+from transparent_init import (
     TransparentConv1x1,
-    _affine,  # noqa: E402
+    _affine,
     init_rate,
     max_abs_error,
     net2net_identity_init_,

@@ -59,7 +59,7 @@ def make_labels(kind: str, b: int, h: int, w: int, n_s: int, seed: int = 0):
     import numpy as np
     import torch
 
-    side = int(round(n_s**0.5))
+    side = round(n_s**0.5)
     if kind == "grid":
         ch, cw = -(-h // side), -(-w // side)
         ids = (np.arange(h)[:, None] // ch) * side + np.arange(w)[None, :] // cw
@@ -69,8 +69,13 @@ def make_labels(kind: str, b: int, h: int, w: int, n_s: int, seed: int = 0):
     g = np.random.default_rng(seed)
     out = []
     for _ in range(b):
-        gy, gx = np.meshgrid((np.arange(side) + 0.5) * h / side, (np.arange(side) + 0.5) * w / side, indexing="ij")
-        seeds = np.stack([gy.ravel(), gx.ravel()], 1) + g.uniform(-0.4, 0.4, (side * side, 2)) * [h / side, w / side]
+        gy, gx = np.meshgrid(
+            (np.arange(side) + 0.5) * h / side, (np.arange(side) + 0.5) * w / side, indexing="ij"
+        )
+        seeds = np.stack([gy.ravel(), gx.ravel()], 1) + g.uniform(-0.4, 0.4, (side * side, 2)) * [
+            h / side,
+            w / side,
+        ]
         py, px = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         _, ids = cKDTree(seeds).query(np.stack([py.ravel(), px.ravel()], 1))
         out.append(ids.reshape(h, w))
@@ -83,7 +88,9 @@ def _median(values: list[float]) -> float:
     return values[len(values) // 2]
 
 
-def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: float, paired: bool = True) -> dict:
+def run_one(
+    cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: float, paired: bool = True
+) -> dict:
     """Measure one variant in this (fresh) process."""
     import torch
 
@@ -172,7 +179,9 @@ def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: fl
             ts.append(time.perf_counter() - t)
         return _median(ts) * 1e3
 
-    setup_ms = timed(setup, max(3, repeats // 2)) if variant not in ("floor", "paper_coo", "torch_scatter") else 0.0
+    setup_ms = (
+        timed(setup, max(3, repeats // 2)) if variant not in ("floor", "paper_coo", "torch_scatter") else 0.0
+    )
     state = setup()
 
     def fwd():
@@ -195,6 +204,7 @@ def run_one(cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: fl
     # Paired ratio: alternate floor and variant fwd+bwd runs in this process, so that load from other processes
     # on a shared machine hits both alike (after the memory reading, which these runs would disturb).
     if variant == "scatter" and paired:
+
         def floor_fb():
             y = x * 1
             y.backward(gy)
@@ -235,7 +245,9 @@ def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
     x = torch.randn(b, c, h, w, generator=gen).to(dev).requires_grad_()
     gy = torch.randn(b, c, h, w, generator=gen).to(dev)
     assignments = [
-        SuperpixelAssignment(make_labels(cfg["labels"], b, h, w, cfg["N_s"]).to(dev), cfg["N_s"], validate=False)
+        SuperpixelAssignment(
+            make_labels(cfg["labels"], b, h, w, cfg["N_s"]).to(dev), cfg["N_s"], validate=False
+        )
         for cfg in cfgs
     ]
 
@@ -258,9 +270,17 @@ def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
                 op_ms[i].append(to)
 
     rows = []
-    for cfg, tf, to in zip(cfgs, floor_ms, op_ms):
-        rows.append({"name": cfg_name(cfg), "N_s": cfg["N_s"], "labels": cfg["labels"], "floor_fwd_bwd_ms": _median(tf),
-                     "fwd_bwd_ms": _median(to), "x_floor": _median([o / f for o, f in zip(to, tf)])})
+    for cfg, tf, to in zip(cfgs, floor_ms, op_ms, strict=True):
+        rows.append(
+            {
+                "name": cfg_name(cfg),
+                "N_s": cfg["N_s"],
+                "labels": cfg["labels"],
+                "floor_fwd_bwd_ms": _median(tf),
+                "fwd_bwd_ms": _median(to),
+                "x_floor": _median([o / f for o, f in zip(to, tf, strict=True)]),
+            }
+        )
     grid = [r["fwd_bwd_ms"] for r in rows if r["labels"] == "grid"]
     return {"repeats": repeats, "rows": rows, "grid_max_over_min": max(grid) / min(grid) if grid else None}
 
@@ -268,8 +288,11 @@ def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
 def configs(quick: bool) -> list[dict]:
     if quick:
         base = {"B": 1, "C": 21, "H": 128, "W": 128}
-        return [dict(base, N_s=64, labels="grid"), dict(base, N_s=256, labels="grid"),
-                dict(base, N_s=64, labels="voronoi")]
+        return [
+            dict(base, N_s=64, labels="grid"),
+            dict(base, N_s=256, labels="grid"),
+            dict(base, N_s=64, labels="voronoi"),
+        ]
     base = {"B": 4, "C": 21, "H": 512, "W": 512}
     return [dict(base, N_s=n, labels="grid") for n in (256, 1024, 4096, 16384)] + [
         dict(base, N_s=1024, labels="voronoi")
@@ -289,8 +312,11 @@ def main() -> None:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every child")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
-    p.add_argument("--no-sweep", action="store_true",
-                   help="skip the one-process round-robin sweep over N_s (flatness) of the default backend")
+    p.add_argument(
+        "--no-sweep",
+        action="store_true",
+        help="skip the one-process round-robin sweep over N_s (flatness) of the default backend",
+    )
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_sweep", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -309,14 +335,26 @@ def main() -> None:
     load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
     results = []
     variants = args.variants.split(",")
-    print(f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, {platform.machine()}, "
-          f"{args.threads} threads, {args.repeats} repeats (median), one subprocess per variant\n")
+    print(
+        f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, {platform.machine()}, "
+        f"{args.threads} threads, {args.repeats} repeats (median), one subprocess per variant\n"
+    )
     for cfg in configs(args.quick):
         cfg = dict(cfg, threads=args.threads)
         rows = {}
         for variant in variants:
-            cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
-                   "--dense-max-gb", str(args.dense_max_gb), "--_child", json.dumps([cfg, variant])]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--device",
+                args.device,
+                "--repeats",
+                str(args.repeats),
+                "--dense-max-gb",
+                str(args.dense_max_gb),
+                "--_child",
+                json.dumps([cfg, variant]),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 rows[variant] = {"skipped": f"failed: {proc.stderr.strip().splitlines()[-1:]}"}
@@ -326,8 +364,10 @@ def main() -> None:
         paper = rows.get("paper_coo", {})
         paper_total = paper.get("fwd_bwd_ms", 0) + paper.get("setup_ms", 0) if "fwd_bwd_ms" in paper else None
         print(f"== {cfg_name(cfg)}")
-        print(f"{'variant':<14}{'setup ms':>10}{'fwd ms':>10}{'fwd+bwd ms':>12}{'x floor':>9}"
-              f"{'paper/this':>12}{'peak +MB':>10}{'max err':>10}{'paired x floor':>16}")
+        print(
+            f"{'variant':<14}{'setup ms':>10}{'fwd ms':>10}{'fwd+bwd ms':>12}{'x floor':>9}"
+            f"{'paper/this':>12}{'peak +MB':>10}{'max err':>10}{'paired x floor':>16}"
+        )
         for variant, r in rows.items():
             if "skipped" in r:
                 print(f"{variant:<14}  {r['skipped']}")
@@ -335,36 +375,55 @@ def main() -> None:
             total = r["fwd_bwd_ms"] + r["setup_ms"]
             r["x_floor"] = r["fwd_bwd_ms"] / floor if floor else None
             r["paper_over_this"] = paper_total / total if paper_total else None
-            print(f"{variant:<14}{r['setup_ms']:>10.2f}{r['fwd_ms']:>10.2f}{r['fwd_bwd_ms']:>12.2f}"
-                  f"{r['x_floor'] or float('nan'):>9.2f}{r['paper_over_this'] or float('nan'):>12.2f}"
-                  f"{r['peak_extra_mb']:>10.0f}{r.get('max_abs_err', float('nan')):>10.1e}"
-                  f"{r.get('paired_x_floor', float('nan')):>16.2f}")
+            print(
+                f"{variant:<14}{r['setup_ms']:>10.2f}{r['fwd_ms']:>10.2f}{r['fwd_bwd_ms']:>12.2f}"
+                f"{r['x_floor'] or float('nan'):>9.2f}{r['paper_over_this'] or float('nan'):>12.2f}"
+                f"{r['peak_extra_mb']:>10.0f}{r.get('max_abs_err', float('nan')):>10.1e}"
+                f"{r.get('paired_x_floor', float('nan')):>16.2f}"
+            )
         print()
         results.append({"config": cfg, "name": cfg_name(cfg), "results": rows})
 
     sweep = None
     if not args.no_sweep:
         cfgs = [r["config"] for r in results]
-        cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
-               "--_sweep", json.dumps(cfgs)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--device",
+            args.device,
+            "--repeats",
+            str(args.repeats),
+            "--_sweep",
+            json.dumps(cfgs),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             sweep = {"skipped": f"failed: {proc.stderr.strip().splitlines()[-1:]}"}
             print(f"sweep {sweep['skipped']}")
         else:
             sweep = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"== flatness in N_s: default backend, one process, configurations in round-robin, "
-                  f"median of {args.repeats} rounds")
+            print(
+                f"== flatness in N_s: default backend, one process, configurations in round-robin, "
+                f"median of {args.repeats} rounds"
+            )
             print(f"{'config':<34}{'floor fwd+bwd ms':>18}{'fwd+bwd ms':>12}{'x floor':>9}")
             for r in sweep["rows"]:
-                print(f"{r['name']:<34}{r['floor_fwd_bwd_ms']:>18.2f}{r['fwd_bwd_ms']:>12.2f}{r['x_floor']:>9.2f}")
+                print(
+                    f"{r['name']:<34}{r['floor_fwd_bwd_ms']:>18.2f}{r['fwd_bwd_ms']:>12.2f}{r['x_floor']:>9.2f}"
+                )
             if sweep["grid_max_over_min"]:
                 print(f"grid labels, max / min fwd+bwd over N_s: {sweep['grid_max_over_min']:.3f}")
             print()
 
     meta = {
-        "torch": torch.__version__, "device": args.device, "threads": args.threads, "cpus": os.cpu_count(),
-        "machine": platform.machine(), "processor": platform.processor(), "repeats": args.repeats,
+        "torch": torch.__version__,
+        "device": args.device,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "repeats": args.repeats,
         "load_average_at_start": load0,
         "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }

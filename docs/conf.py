@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(".."))
 
-from transparent_init import __version__  # noqa: E402
+from transparent_init import __version__
 
 project = "transinit"
 author = "transinit developers"

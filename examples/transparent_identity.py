@@ -17,9 +17,9 @@ import sys
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from transparent_init import TransparentConv1x1, init_rate, max_abs_error, recovery_rate  # noqa: E402
+from transparent_init import TransparentConv1x1, init_rate, max_abs_error, recovery_rate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,14 +11,14 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_backend",
     "check_floating",
-    "check_superpixels",
-    "check_same_device",
-    "check_spatial_match",
-    "check_num_superpixels",
     "check_id_range",
     "check_mask",
-    "check_backend",
+    "check_num_superpixels",
+    "check_same_device",
+    "check_spatial_match",
+    "check_superpixels",
 ]
 
 BACKENDS = ("auto", "scatter", "sparse")
@@ -55,7 +55,9 @@ def check_superpixels(superpixels: object, name: str = "superpixels") -> Tensor:
             )
         superpixels = superpixels[:, 0]
     elif superpixels.dim() != 3:
-        raise ValueError(f"{name} must have shape [B, H, W] or [B, 1, H, W], got shape {tuple(superpixels.shape)}")
+        raise ValueError(
+            f"{name} must have shape [B, H, W] or [B, 1, H, W], got shape {tuple(superpixels.shape)}"
+        )
     return superpixels
 
 
@@ -97,7 +99,11 @@ def check_num_superpixels(num_superpixels: object, batch_size: int, device: torc
             raise ValueError(f"num_superpixels must be >= 0, got {num_superpixels}")
         return
     if isinstance(num_superpixels, Tensor):
-        if num_superpixels.is_floating_point() or num_superpixels.is_complex() or num_superpixels.dtype == torch.bool:
+        if (
+            num_superpixels.is_floating_point()
+            or num_superpixels.is_complex()
+            or num_superpixels.dtype == torch.bool
+        ):
             raise TypeError(f"num_superpixels must have an integer dtype, got {num_superpixels.dtype}")
         if tuple(num_superpixels.shape) != (batch_size,):
             raise ValueError(
@@ -107,16 +113,22 @@ def check_num_superpixels(num_superpixels: object, batch_size: int, device: torc
         if num_superpixels.numel() and bool((num_superpixels < 0).any()):
             raise ValueError(f"num_superpixels must be >= 0, got {num_superpixels.tolist()}")
         return
-    raise TypeError(f"num_superpixels must be an int, a Tensor[B] or None, got {type(num_superpixels).__name__}")
+    raise TypeError(
+        f"num_superpixels must be an int, a Tensor[B] or None, got {type(num_superpixels).__name__}"
+    )
 
 
-def check_id_range(index: Tensor, num_superpixels: int, per_image: Tensor | None, name: str = "superpixels") -> None:
+def check_id_range(
+    index: Tensor, num_superpixels: int, per_image: Tensor | None, name: str = "superpixels"
+) -> None:
     """Require every id of ``index[B, N_p]`` in ``[0, num_superpixels)`` (per image when ``per_image``)."""
     if index.numel() == 0:
         return
     low = int(index.min())
     if low < 0:
-        raise ValueError(f"{name} ids must be >= 0, got the id {low}; shift or relabel them (relabel_contiguous)")
+        raise ValueError(
+            f"{name} ids must be >= 0, got the id {low}; shift or relabel them (relabel_contiguous)"
+        )
     if per_image is None:
         high = int(index.max())
         if high >= num_superpixels:
@@ -138,9 +150,13 @@ def check_id_range(index: Tensor, num_superpixels: int, per_image: Tensor | None
 def check_mask(mask: object, superpixels: Tensor) -> Tensor:
     """Require a boolean ``mask[B, H, W]`` (or ``[B, 1, H, W]``) matching ``superpixels``; return ``[B, H, W]``."""
     if not isinstance(mask, Tensor):
-        raise TypeError(f"mask must be a bool torch.Tensor of shape [B, H, W] or None, got {type(mask).__name__}")
+        raise TypeError(
+            f"mask must be a bool torch.Tensor of shape [B, H, W] or None, got {type(mask).__name__}"
+        )
     if mask.dtype != torch.bool:
-        raise TypeError(f"mask must have dtype torch.bool (True = pixel counts in the means), got {mask.dtype}")
+        raise TypeError(
+            f"mask must have dtype torch.bool (True = pixel counts in the means), got {mask.dtype}"
+        )
     if mask.dim() == 4 and mask.shape[1] == 1:
         mask = mask[:, 0]
     if tuple(mask.shape) != tuple(superpixels.shape):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["average_kernel", "AverageScatter", "choose_interleave"]
+__all__ = ["AverageScatter", "average_kernel", "choose_interleave"]
 
 
 def choose_interleave(num_pixels: int, num_superpixels: int) -> int:
@@ -36,7 +36,12 @@ def choose_interleave(num_pixels: int, num_superpixels: int) -> int:
 
 
 def average_kernel(
-    x: Tensor, scatter_index: Tensor, gather_index: Tensor | None, inv_counts: Tensor, keep: Tensor | None, k: int
+    x: Tensor,
+    scatter_index: Tensor,
+    gather_index: Tensor | None,
+    inv_counts: Tensor,
+    keep: Tensor | None,
+    k: int,
 ) -> Tensor:
     """``y = where(keep, x, gather(inv_counts * scatter_add(x, scatter_index), gather_index))``.
 

@@ -110,7 +110,9 @@ class SuperpixelAssignment:
         slots = n_s + 1 if mask is not None else n_s
         scatter_plain = index if mask is None else torch.where(mask, index, n_s)
         counts = torch.zeros(b, slots, dtype=torch.float32, device=device)
-        counts.scatter_add_(1, scatter_plain, torch.ones(1, 1, dtype=torch.float32, device=device).expand(b, h * w))
+        counts.scatter_add_(
+            1, scatter_plain, torch.ones(1, 1, dtype=torch.float32, device=device).expand(b, h * w)
+        )
         if mask is not None:
             counts = counts[:, :n_s]
         self.counts: Tensor = counts
@@ -167,9 +169,7 @@ class SuperpixelAssignment:
         if self.validate:
             _checks.check_floating(x, name, 4, "[B, C, H, W]")
             _checks.check_same_device(x, name, self.index, "superpixels")
-            _checks.check_spatial_match(
-                x, name, self.index.view(self.batch_size, self.height, self.width)
-            )
+            _checks.check_spatial_match(x, name, self.index.view(self.batch_size, self.height, self.width))
         compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         return x.to(compute).reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3]), compute
 
@@ -201,7 +201,10 @@ class SuperpixelAssignment:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta"
                 decoder = torch.sparse_csr_tensor(
-                    crow, cols, torch.ones(b * n_p, dtype=dtype, device=self.device), size=size,
+                    crow,
+                    cols,
+                    torch.ones(b * n_p, dtype=dtype, device=self.device),
+                    size=size,
                     check_invariants=False,
                 )
                 if self.mask is None:
@@ -320,7 +323,11 @@ class SuperpixelAssignment:
         return y.view(x.shape).to(x.dtype)
 
     def to_sparse(
-        self, layout: torch.layout = torch.sparse_coo, *, dtype: torch.dtype = torch.float32, normalized: bool = False
+        self,
+        layout: torch.layout = torch.sparse_coo,
+        *,
+        dtype: torch.dtype = torch.float32,
+        normalized: bool = False,
     ) -> Tensor:
         r"""The block-diagonal encoder matrix over the whole batch as a ``torch.sparse`` tensor.
 

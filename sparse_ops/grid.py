@@ -22,11 +22,11 @@ from torch import Tensor
 
 __all__ = [
     "NEIGHBOUR_OFFSETS",
-    "grid_shape",
-    "num_grid_cells",
     "grid_cell_ids",
+    "grid_shape",
     "neighbour_cell_ids",
     "neighbour_validity",
+    "num_grid_cells",
     "pixel_xy",
 ]
 
@@ -107,7 +107,7 @@ def grid_cell_ids(
                 [0, 0, 1, 1, 2],
                 [3, 3, 4, 4, 5]])
     """
-    n_h, n_w = grid_shape(H, W, cell_size)
+    _n_h, n_w = grid_shape(H, W, cell_size)
     rows, cols = _pixel_cells(H, W, cell_size, device)
     ids = rows[:, None] * n_w + cols[None, :]
     if batch_size is not None:

@@ -23,7 +23,7 @@ from torch import Tensor
 from .grid import _check_size, neighbour_cell_ids, num_grid_cells
 from .soft import _check_assoc
 
-__all__ = ["hard_superpixels", "enforce_connectivity"]
+__all__ = ["enforce_connectivity", "hard_superpixels"]
 
 # candidate order used for the arg-max, so that ties prefer the centre, then the lowest channel index
 _TIE_ORDER = (4, 0, 1, 2, 3, 5, 6, 7, 8)
@@ -108,7 +108,7 @@ def _merge_small(comp: np.ndarray, n: int, min_size: int) -> np.ndarray:
         keys += [a[diff] * n + b[diff], b[diff] * n + a[diff]]
     uniq, lengths = np.unique(np.concatenate(keys), return_counts=True)
     adj: list[Counter] = [Counter() for _ in range(n)]
-    for key, c in zip(uniq.tolist(), lengths.tolist()):
+    for key, c in zip(uniq.tolist(), lengths.tolist(), strict=True):
         adj[key // n][key % n] = c
     parent = list(range(n))
     sizes = counts0.tolist()

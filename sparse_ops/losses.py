@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .grid import _check_size, pixel_xy
 from .soft import _check_assoc, soft_superpixel_pool, soft_superpixel_unpool
 
-__all__ = ["SpixelLossOutput", "spixel_loss", "SpixelLoss"]
+__all__ = ["SpixelLoss", "SpixelLossOutput", "spixel_loss"]
 
 
 class SpixelLossOutput(NamedTuple):
@@ -57,14 +57,20 @@ def _label_targets(
 ) -> tuple[Tensor, Tensor]:
     if target.dim() == 4:
         if target.shape[1] != 1:
-            raise ValueError(f"an integer target must have shape [B, H, W] or [B, 1, H, W], got {tuple(target.shape)}")
+            raise ValueError(
+                f"an integer target must have shape [B, H, W] or [B, 1, H, W], got {tuple(target.shape)}"
+            )
         target = target[:, 0]
     if target.dim() != 3:
-        raise ValueError(f"an integer target must have shape [B, H, W] or [B, 1, H, W], got {tuple(target.shape)}")
+        raise ValueError(
+            f"an integer target must have shape [B, H, W] or [B, 1, H, W], got {tuple(target.shape)}"
+        )
     valid = target != ignore_index
     labels = torch.where(valid, target, torch.zeros_like(target)).long()
     if bool((labels < 0).any()):
-        raise ValueError(f"target labels must be >= 0 (or ignore_index={ignore_index}), got {int(labels.min())}")
+        raise ValueError(
+            f"target labels must be >= 0 (or ignore_index={ignore_index}), got {int(labels.min())}"
+        )
     max_label = int(labels.max()) if labels.numel() else 0
     if num_classes is None:
         num_classes = max_label + 1
@@ -184,7 +190,12 @@ class SpixelLoss(nn.Module):
     """
 
     def __init__(
-        self, cell_size: int, pos_weight: float = 0.003, ignore_index: int = 255, *, num_classes: int | None = None
+        self,
+        cell_size: int,
+        pos_weight: float = 0.003,
+        ignore_index: int = 255,
+        *,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.cell_size = _check_size("cell_size", cell_size, 1)
@@ -194,7 +205,13 @@ class SpixelLoss(nn.Module):
 
     def forward(self, assoc: Tensor, target: Tensor, mask: Tensor | None = None) -> SpixelLossOutput:
         return spixel_loss(
-            assoc, target, self.cell_size, self.pos_weight, self.ignore_index, num_classes=self.num_classes, mask=mask
+            assoc,
+            target,
+            self.cell_size,
+            self.pos_weight,
+            self.ignore_index,
+            num_classes=self.num_classes,
+            mask=mask,
         )
 
     def extra_repr(self) -> str:

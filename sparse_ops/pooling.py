@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from sparse_ops import _checks
 from sparse_ops.assignment import SuperpixelAssignment
 
-__all__ = ["superpixel_pool", "superpixel_unpool", "SuperpixelPool"]
+__all__ = ["SuperpixelPool", "superpixel_pool", "superpixel_unpool"]
 
 
 def superpixel_pool(
@@ -91,9 +91,13 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
     """
     if validate:
         if not isinstance(pooled, Tensor):
-            raise TypeError(f"pooled must be a torch.Tensor of shape [B, N_s, C], got {type(pooled).__name__}")
+            raise TypeError(
+                f"pooled must be a torch.Tensor of shape [B, N_s, C], got {type(pooled).__name__}"
+            )
         if pooled.dim() != 3:
-            raise ValueError(f"pooled must have shape [B, N_s, C] (3 dimensions), got shape {tuple(pooled.shape)}")
+            raise ValueError(
+                f"pooled must have shape [B, N_s, C] (3 dimensions), got shape {tuple(pooled.shape)}"
+            )
         sp = _checks.check_superpixels(superpixels)
         _checks.check_same_device(pooled, "pooled", sp, "superpixels")
         if sp.shape[0] != pooled.shape[0]:
@@ -146,8 +150,10 @@ class SuperpixelPool(nn.Module):
             if reduce not in ("mean", "sum", "max"):
                 raise ValueError(f"reduce must be one of ('mean', 'sum', 'max'), got {reduce!r}")
             if isinstance(num_superpixels, Tensor):
-                raise TypeError("num_superpixels of SuperpixelPool must be an int or None; pass per-image "
-                                "tensors to forward()")
+                raise TypeError(
+                    "num_superpixels of SuperpixelPool must be an int or None; pass per-image "
+                    "tensors to forward()"
+                )
             _checks.check_num_superpixels(num_superpixels, 0, torch.device("cpu"))
         self.num_superpixels = num_superpixels
         self.reduce = reduce

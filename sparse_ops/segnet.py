@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PooledWithIndices", "max_pool2d_with_indices", "max_unpool2d", "MaxPoolWithIndices", "MaxUnpool"]
+__all__ = ["MaxPoolWithIndices", "MaxUnpool", "PooledWithIndices", "max_pool2d_with_indices", "max_unpool2d"]
+
 
 class PooledWithIndices(NamedTuple):
     """Output of :func:`max_pool2d_with_indices`.

@@ -35,11 +35,11 @@ from torch import Tensor, nn
 from .grid import _check_size, grid_shape, neighbour_validity
 
 __all__ = [
+    "SoftUniformize",
+    "normalize_assoc",
     "soft_superpixel_pool",
     "soft_superpixel_unpool",
     "soft_uniformize",
-    "normalize_assoc",
-    "SoftUniformize",
 ]
 
 

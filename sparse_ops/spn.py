@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from sparse_ops.pooling import superpixel_pool, superpixel_unpool
 
-__all__ = ["SuperpixelPooling", "superpixel_global_average", "superpixel_cam", "SuperpixelClassifier"]
+__all__ = ["SuperpixelClassifier", "SuperpixelPooling", "superpixel_cam", "superpixel_global_average"]
 
 _MODES = ("bilinear", "nearest", "bicubic", "area")
 
@@ -141,7 +141,9 @@ def superpixel_cam(
             f"weight must have C={features.shape[1]} columns like features, got shape {tuple(weight.shape)}"
         )
     if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],)):
-        raise ValueError(f"bias must be a Tensor of shape [{weight.shape[0]}], got {getattr(bias, 'shape', bias)!r}")
+        raise ValueError(
+            f"bias must be a Tensor of shape [{weight.shape[0]}], got {getattr(bias, 'shape', bias)!r}"
+        )
     pooled = superpixel_pool(features, superpixels, num_superpixels, mask=mask)
     assert isinstance(pooled, Tensor)
     scores = F.linear(pooled, weight, bias)  # [B, N_s, K]
@@ -217,7 +219,9 @@ class SuperpixelClassifier(nn.Module):
         (torch.Size([2, 3]), torch.Size([2, 3, 8, 8]))
     """
 
-    def __init__(self, in_channels: int, num_classes: int, *, bias: bool = True, upsample: str | None = "bilinear"):
+    def __init__(
+        self, in_channels: int, num_classes: int, *, bias: bool = True, upsample: str | None = "bilinear"
+    ):
         super().__init__()
         self.classifier = nn.Linear(in_channels, num_classes, bias=bias)
         self.upsample = upsample
@@ -225,7 +229,9 @@ class SuperpixelClassifier(nn.Module):
     def forward(
         self, features: Tensor, superpixels: Tensor, num_superpixels: int | Tensor | None = None, mask=None
     ) -> Tensor:
-        g = superpixel_global_average(features, superpixels, num_superpixels, mask=mask, upsample=self.upsample)
+        g = superpixel_global_average(
+            features, superpixels, num_superpixels, mask=mask, upsample=self.upsample
+        )
         return self.classifier(g)
 
     def cam(
@@ -233,8 +239,13 @@ class SuperpixelClassifier(nn.Module):
     ) -> Tensor:
         """SP-CAM of this classifier, ``Tensor[B, K, H, W]``."""
         out = superpixel_cam(
-            features, superpixels, self.classifier.weight, self.classifier.bias, num_superpixels,
-            mask=mask, upsample=self.upsample,
+            features,
+            superpixels,
+            self.classifier.weight,
+            self.classifier.bias,
+            num_superpixels,
+            mask=mask,
+            upsample=self.upsample,
         )
         assert isinstance(out, Tensor)
         return out

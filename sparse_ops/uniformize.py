@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from sparse_ops import _checks
 from sparse_ops.assignment import SuperpixelAssignment
 
-__all__ = ["uniformize", "SuperpixelUniformize"]
+__all__ = ["SuperpixelUniformize", "uniformize"]
 
 
 def uniformize(
@@ -92,14 +92,18 @@ class SuperpixelUniformize(nn.Module):
         torch.Size([2, 21, 8, 8])
     """
 
-    def __init__(self, num_superpixels: int | None = None, *, backend: str = "auto", validate: bool = True) -> None:
+    def __init__(
+        self, num_superpixels: int | None = None, *, backend: str = "auto", validate: bool = True
+    ) -> None:
         super().__init__()
         if validate:
             _checks.check_backend(backend)
             _checks.check_num_superpixels(num_superpixels, 0, torch.device("cpu"))
             if isinstance(num_superpixels, Tensor):
-                raise TypeError("num_superpixels of SuperpixelUniformize must be an int or None; pass per-image "
-                                "tensors to forward()")
+                raise TypeError(
+                    "num_superpixels of SuperpixelUniformize must be an int or None; pass per-image "
+                    "tensors to forward()"
+                )
         self.num_superpixels = num_superpixels
         self.backend = backend
         self.validate = validate

@@ -19,7 +19,11 @@ BENCH = ROOT / "benchmarks"
 
 def _run(script: str, *args: str, timeout: float = 300) -> str:
     proc = subprocess.run(
-        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -27,8 +31,16 @@ def _run(script: str, *args: str, timeout: float = 300) -> str:
 
 def test_bench_uniformize_quick(tmp_path):
     out = tmp_path / "u.json"
-    stdout = _run("bench_uniformize.py", "--quick", "--repeats", "2", "--variants", "floor,scatter,sparse,paper_coo",
-                  "--out", str(out))
+    stdout = _run(
+        "bench_uniformize.py",
+        "--quick",
+        "--repeats",
+        "2",
+        "--variants",
+        "floor,scatter,sparse,paper_coo",
+        "--out",
+        str(out),
+    )
     data = json.loads(out.read_text())
     assert data["meta"]["device"] == "cpu"
     assert len(data["configs"]) == 3
@@ -82,8 +94,22 @@ def test_bench_transparent_init_quick(tmp_path):
 def test_bench_joint_tiny(tmp_path):
     pytest.importorskip("torchvision")
     out = tmp_path / "joint.json"
-    _run("bench_joint.py", "--size", "64", "--batch-size", "2", "--rounds", "1", "--warmup", "1",
-         "--variants", "deeplab", "joint_hard_ti", "--output", str(out))
+    _run(
+        "bench_joint.py",
+        "--size",
+        "64",
+        "--batch-size",
+        "2",
+        "--rounds",
+        "1",
+        "--warmup",
+        "1",
+        "--variants",
+        "deeplab",
+        "joint_hard_ti",
+        "--output",
+        str(out),
+    )
     data = json.loads(out.read_text())
     (entry,) = data.values()
     assert [r["variant"] for r in entry["rows"]] == ["deeplab", "joint_hard_ti"]
@@ -91,7 +117,11 @@ def test_bench_joint_tiny(tmp_path):
 
 
 def test_bench_joint_rejects_batch_of_one():
-    proc = subprocess.run([sys.executable, str(BENCH / "bench_joint.py"), "--batch-size", "1"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_joint.py"), "--batch-size", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2
     assert "--batch-size must be >= 2" in proc.stderr and "got 1" in proc.stderr

@@ -10,15 +10,15 @@ from .metrics import init_rate, max_abs_error, recovery_rate
 from .stack import TransparentConv1x1, TransparentLinear, build_transparent_stack
 
 __all__ = [
-    "__version__",
-    "TransparentLinear",
     "TransparentConv1x1",
+    "TransparentLinear",
+    "__version__",
     "build_transparent_stack",
-    "transparent_init_",
-    "random_uniform_init_",
-    "xavier_init_",
-    "net2net_identity_init_",
     "init_rate",
-    "recovery_rate",
     "max_abs_error",
+    "net2net_identity_init_",
+    "random_uniform_init_",
+    "recovery_rate",
+    "transparent_init_",
+    "xavier_init_",
 ]

@@ -29,14 +29,14 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "MIN_ABS_FRACTION",
     "activation_gain",
-    "semi_orthogonal",
+    "chain",
     "draw_hidden",
     "homogeneous",
-    "chain",
+    "semi_orthogonal",
     "solve_last",
     "transparent_parameters",
-    "MIN_ABS_FRACTION",
 ]
 
 #: Hidden draws with magnitude below ``MIN_ABS_FRACTION / sqrt(width)`` (1 % of the entries' scale) are pushed
@@ -104,7 +104,7 @@ def draw_hidden(
     prev = in_features
     m_lin = torch.eye(in_features, dtype=torch.float64)  # chain so far: z = M x + m
     m_off = torch.zeros(in_features, 1, dtype=torch.float64)
-    for h, has_bias in zip(hidden, biases):
+    for h, has_bias in zip(hidden, biases, strict=True):
         scale = 1.0 / math.sqrt(h)
         floor = MIN_ABS_FRACTION * scale
         if h >= prev:

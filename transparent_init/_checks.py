@@ -11,12 +11,12 @@ from torch import Tensor
 
 __all__ = [
     "ACTIVATIONS",
-    "check_positive_int",
-    "check_hidden",
+    "as_generator",
     "check_activation",
+    "check_hidden",
+    "check_positive_int",
     "check_slope",
     "check_target",
-    "as_generator",
 ]
 
 ACTIVATIONS = (None, "relu", "leaky_relu")

@@ -15,7 +15,7 @@ from torch import nn
 
 from ._checks import as_generator
 
-__all__ = ["random_uniform_init_", "xavier_init_", "net2net_identity_init_"]
+__all__ = ["net2net_identity_init_", "random_uniform_init_", "xavier_init_"]
 
 
 def _affine_layers(module: nn.Module) -> list[nn.Linear | nn.Conv2d]:

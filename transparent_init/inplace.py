@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ._affine import transparent_parameters
 from ._checks import as_generator, check_target
 
-__all__ = ["transparent_init_", "StackLayout", "parse_stack"]
+__all__ = ["StackLayout", "parse_stack", "transparent_init_"]
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def transparent_init_(
         gen,
     )
     with torch.no_grad():
-        for m, (w, b) in zip(mods, params):
+        for m, (w, b) in zip(mods, params, strict=True):
             m.weight.copy_(w.view(m.weight.shape))
             if b is not None:
                 m.bias.copy_(b)

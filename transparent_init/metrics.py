@@ -7,7 +7,7 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-__all__ = ["init_rate", "recovery_rate", "max_abs_error"]
+__all__ = ["init_rate", "max_abs_error", "recovery_rate"]
 
 
 def init_rate(module: nn.Module, threshold: float = 1e-4) -> float:

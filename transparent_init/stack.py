@@ -11,7 +11,7 @@ from torch.nn.utils import skip_init
 from ._checks import as_generator, check_activation, check_hidden, check_positive_int, check_slope
 from .inplace import resolve_target, transparent_init_
 
-__all__ = ["build_transparent_stack", "TransparentLinear", "TransparentConv1x1"]
+__all__ = ["TransparentConv1x1", "TransparentLinear", "build_transparent_stack"]
 
 
 def build_transparent_stack(

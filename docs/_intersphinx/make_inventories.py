@@ -61,7 +61,11 @@ ENTRIES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("torch.sparse.mm", "py:function", "generated/$.html#$"),
             ("torch.compile", "py:function", "generated/$.html#$"),
             ("torch.use_deterministic_algorithms", "py:function", "generated/$.html#$"),
-            ("torch.autograd.gradcheck", "py:function", "generated/torch.autograd.gradcheck.gradcheck.html#$"),
+            (
+                "torch.autograd.gradcheck",
+                "py:function",
+                "generated/torch.autograd.gradcheck.gradcheck.html#$",
+            ),
             ("torch.utils.data.Dataset", "py:class", "data.html#$"),
             ("torch.utils.data.DataLoader", "py:class", "data.html#$"),
             ("torch.optim.Optimizer", "py:class", "optim.html#$"),

@@ -11,8 +11,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import Rectangle
 
 NAMES = ["TL", "T", "TR", "L", "C", "R", "BL", "B", "BR"]
 OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
@@ -34,8 +34,17 @@ def panel(ax, H: int, W: int, S: int, pixel: tuple[float, float], title: str) ->
             ax.text(j * S + 0.15 * S, i * S + 0.25 * S, f"id {i * n_w + j}", fontsize=7, color="#666666")
     py, px = pixel
     ci, cj = int(py // S), int(px // S)
-    ax.add_patch(Rectangle((cj * S, ci * S), min(S, W - cj * S), min(S, H - ci * S), fill=True,
-                           fc="#ffe9a8", ec="#c08000", lw=1.5))
+    ax.add_patch(
+        Rectangle(
+            (cj * S, ci * S),
+            min(S, W - cj * S),
+            min(S, H - ci * S),
+            fill=True,
+            fc="#ffe9a8",
+            ec="#c08000",
+            lw=1.5,
+        )
+    )
     for k, (dy, dx) in enumerate(OFFSETS):
         i, j = ci + dy, cj + dx
         valid = 0 <= i < n_h and 0 <= j < n_w
@@ -46,11 +55,23 @@ def panel(ax, H: int, W: int, S: int, pixel: tuple[float, float], title: str) ->
             cy = i * S + min(S, H - i * S) / 2
             cx = j * S + min(S, W - j * S) / 2
         colour = "#1f5fbf" if valid else "#c03030"
-        ax.annotate("", xy=(cx, cy), xytext=(px, py),
-                    arrowprops=dict(arrowstyle="->", color=colour, lw=1.2, ls="-" if valid else ":"))
+        ax.annotate(
+            "",
+            xy=(cx, cy),
+            xytext=(px, py),
+            arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.2, "ls": "-" if valid else ":"},
+        )
         label = f"{k} {NAMES[k]}" + ("" if valid else "\n(outside)")
-        ax.text(cx, cy, label, ha="center", va="center", fontsize=8, color=colour,
-                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=colour, lw=0.8))
+        ax.text(
+            cx,
+            cy,
+            label,
+            ha="center",
+            va="center",
+            fontsize=8,
+            color=colour,
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": colour, "lw": 0.8},
+        )
     ax.plot([px], [py], "o", color="black", ms=5)
     ax.set_title(title, fontsize=10, pad=4)
 
@@ -58,7 +79,9 @@ def panel(ax, H: int, W: int, S: int, pixel: tuple[float, float], title: str) ->
 def main() -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
     panel(axes[0], 30, 40, 10, (14.5, 23.5), "interior pixel: 9 candidate cells\n(H=30, W=40, S=10)")
-    panel(axes[1], 26, 34, 10, (3.5, 31.5), "border pixel in a partial cell\n(H=26, W=34, S=10: n_h=3, n_w=4)")
+    panel(
+        axes[1], 26, 34, 10, (3.5, 31.5), "border pixel in a partial cell\n(H=26, W=34, S=10: n_h=3, n_w=4)"
+    )
     fig.tight_layout()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(OUT, dpi=110)

@@ -15,12 +15,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from scipy.ndimage import gaussian_filter  # noqa: E402
-from scipy.spatial import cKDTree  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from scipy.ndimage import gaussian_filter
+from scipy.spatial import cKDTree
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -42,7 +42,9 @@ def synthetic(h: int = 120, w: int = 160, seed: int = 0):
     logits += np.stack([gaussian_filter(g.normal(0, 1, (h, w)), 1.0) for _ in range(3)]) * 2.2
     # superpixels: pixels go to the nearest of jittered grid seeds in (y, x, colour) space (a one-step SLIC)
     side_y, side_x = 10, 13
-    cy, cx = np.meshgrid((np.arange(side_y) + 0.5) * h / side_y, (np.arange(side_x) + 0.5) * w / side_x, indexing="ij")
+    cy, cx = np.meshgrid(
+        (np.arange(side_y) + 0.5) * h / side_y, (np.arange(side_x) + 0.5) * w / side_x, indexing="ij"
+    )
     seeds = np.stack([cy.ravel(), cx.ravel()], 1) + g.uniform(-2, 2, (side_y * side_x, 2))
     seeds = np.clip(seeds, 0, [h - 1, w - 1])
     smooth = np.stack([gaussian_filter(image[..., i], 1.5) for i in range(3)], -1)
@@ -51,7 +53,12 @@ def synthetic(h: int = 120, w: int = 160, seed: int = 0):
     tree = cKDTree(np.concatenate([seeds, seed_col * colour_weight], 1))
     feats = np.concatenate([np.stack([yy.ravel(), xx.ravel()], 1), smooth.reshape(-1, 3) * colour_weight], 1)
     _, sp = tree.query(feats)
-    return image, target, logits.astype(np.float32), sp.reshape(h, w) + 1  # ids start at 1, like skimage's slic
+    return (
+        image,
+        target,
+        logits.astype(np.float32),
+        sp.reshape(h, w) + 1,
+    )  # ids start at 1, like skimage's slic
 
 
 def boundaries(sp: np.ndarray) -> np.ndarray:
@@ -77,10 +84,12 @@ def main(out: Path = ROOT / "docs" / "_static" / "uniformize_figure.png") -> Non
         (raw, cmap, f"raw argmax (pixel acc. {acc_raw:.1%})"),
         (uni, cmap, f"uniformized argmax ({acc_uni:.1%})"),
     ]
-    for ax, (img, cm, title) in zip(axes, panels):
+    for ax, (img, cm, title) in zip(axes, panels, strict=True):
         ax.imshow(img, cmap=cm, vmin=0, vmax=2, interpolation="nearest")
         if title != "synthetic image":
-            ax.contour(boundaries(sp), levels=[0.5], colors="white" if cm is not None else "yellow", linewidths=0.4)
+            ax.contour(
+                boundaries(sp), levels=[0.5], colors="white" if cm is not None else "yellow", linewidths=0.4
+            )
         ax.set_title(title, fontsize=10)
         ax.axis("off")
     fig.tight_layout()

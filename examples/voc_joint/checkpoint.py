@@ -31,14 +31,14 @@ import torch
 from torch import nn
 
 __all__ = [
-    "CheckpointError",
     "FORMAT",
-    "save_checkpoint",
-    "load_checkpoint",
+    "CheckpointError",
     "get_rng_state",
-    "set_rng_state",
+    "load_checkpoint",
     "load_model_from_checkpoint",
     "load_weights_into",
+    "save_checkpoint",
+    "set_rng_state",
 ]
 
 FORMAT = "transinit-voc-joint"

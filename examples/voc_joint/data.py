@@ -31,17 +31,53 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
-    "NUM_CLASSES", "IGNORE_INDEX", "VOC_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "SPIXEL_MEAN",
-    "DEFAULT_CACHE", "voc_palette", "normalize_seg", "normalize_spixel", "VOCSegmentation",
-    "JointCompose", "RandomScale", "PadToSize", "RandomCrop", "RandomHorizontalFlip", "CenterCrop",
-    "PadToMultiple", "train_transform", "eval_transform", "build_dataset", "ensure_synthetic_voc",
+    "DEFAULT_CACHE",
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NUM_CLASSES",
+    "SPIXEL_MEAN",
+    "VOC_CLASSES",
+    "CenterCrop",
+    "JointCompose",
+    "PadToMultiple",
+    "PadToSize",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomScale",
+    "VOCSegmentation",
+    "build_dataset",
+    "ensure_synthetic_voc",
+    "eval_transform",
+    "normalize_seg",
+    "normalize_spixel",
+    "train_transform",
+    "voc_palette",
 ]
 
 NUM_CLASSES = 21
 IGNORE_INDEX = 255
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -219,7 +255,7 @@ class RandomCrop:
         if h < ch or w < cw:
             raise ValueError(f"RandomCrop: input {h}x{w} is smaller than the crop {ch}x{cw}; pad it first")
         top, left = _randint(h - ch, self.generator), _randint(w - cw, self.generator)
-        return image[:, top:top + ch, left:left + cw], target[top:top + ch, left:left + cw]
+        return image[:, top : top + ch, left : left + cw], target[top : top + ch, left : left + cw]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"
@@ -236,7 +272,7 @@ class CenterCrop:
         h, w = target.shape
         ch, cw = self.size
         top, left = (h - ch) // 2, (w - cw) // 2
-        return image[:, top:top + ch, left:left + cw], target[top:top + ch, left:left + cw]
+        return image[:, top : top + ch, left : left + cw], target[top : top + ch, left : left + cw]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"
@@ -405,8 +441,12 @@ class VOCSegmentation(Dataset):
         if not self.mask_dir.is_dir():
             raise FileNotFoundError(
                 f"mask folder not found: '{self.mask_dir}' (expected "
-                + ("SBD-augmented label PNGs in 'SegmentationClassAug/'" if self.sbd
-                   else "VOC2012 palette PNGs in 'SegmentationClass/'") + f" under '{self.root}')"
+                + (
+                    "SBD-augmented label PNGs in 'SegmentationClassAug/'"
+                    if self.sbd
+                    else "VOC2012 palette PNGs in 'SegmentationClass/'"
+                )
+                + f" under '{self.root}')"
             )
         list_dir = self.root / "ImageSets" / ("SegmentationAug" if self.sbd else "Segmentation")
         self.list_file = self.root / list_file if list_file is not None else list_dir / f"{split}.txt"
@@ -458,8 +498,10 @@ class VOCSegmentation(Dataset):
         }
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(root='{self.root}', split='{self.split}', sbd={self.sbd}, "
-                f"n={len(self)}, transform={self.transform!r})")
+        return (
+            f"{type(self).__name__}(root='{self.root}', split='{self.split}', sbd={self.sbd}, "
+            f"n={len(self)}, transform={self.transform!r})"
+        )
 
 
 def build_dataset(

@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import torch
 
-__all__ = ["main", "run_demo", "join_pretrained", "transparency_check", "format_table4"]
+__all__ = ["format_table4", "join_pretrained", "main", "run_demo", "transparency_check"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,20 +40,34 @@ def _parser() -> argparse.ArgumentParser:
         description="Synthetic-data demo of the joint DeepLabV3+ + SpixelFCN pipeline (CPU, a few minutes).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--output-dir", type=Path, default=None,
-                   help="where checkpoints, logs, panels and results go (default: <cache>/demo)")
-    p.add_argument("--data-root", type=Path, default=None, help="VOC folder (default: synthetic set in the cache)")
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where checkpoints, logs, panels and results go (default: <cache>/demo)",
+    )
+    p.add_argument(
+        "--data-root", type=Path, default=None, help="VOC folder (default: synthetic set in the cache)"
+    )
     p.add_argument("--seg-epochs", type=int, default=36, help="DeepLabV3+ pretraining epochs")
     p.add_argument("--spixel-epochs", type=int, default=16, help="SpixelFCN pretraining epochs")
     p.add_argument("--joint-epochs", type=int, default=5, help="fine-tuning epochs of each joint variant")
-    p.add_argument("--max-steps", type=int, default=None, help="cap every stage at this many steps (smoke runs)")
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="cap every stage at this many steps (smoke runs)"
+    )
     p.add_argument("--crop-size", type=int, default=64, help="training crop")
     p.add_argument("--batch-size", type=int, default=8, help="training batch")
     p.add_argument("--cell-size", type=int, default=8, help="superpixel cell size")
-    p.add_argument("--joint-lr", type=float, default=2e-3,
-                   help="fine-tuning lr of both networks (the paper's 1e-6 moves nothing in a short demo)")
+    p.add_argument(
+        "--joint-lr",
+        type=float,
+        default=2e-3,
+        help="fine-tuning lr of both networks (the paper's 1e-6 moves nothing in a short demo)",
+    )
     p.add_argument("--fusion-lr", type=float, default=2e-4, help="fine-tuning lr of the transparent layers")
-    p.add_argument("--max-val-images", type=int, default=None, help="evaluate on the first N validation images")
+    p.add_argument(
+        "--max-val-images", type=int, default=None, help="evaluate on the first N validation images"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -74,7 +88,9 @@ def join_pretrained(seg_ckpt: Path, spixel_ckpt: Path, *, fusion: bool, seed: in
     load_weights_into(deeplab, seg_ckpt, part="deeplab")
     spixel = SpixelFCN(**load_checkpoint(spixel_ckpt)["config"]["model"]["spixel"])
     load_weights_into(spixel, spixel_ckpt, part="spixel")
-    return JointModel(deeplab, spixel, deeplab.config["num_classes"], mode=mode, fusion=fusion, generator=seed).eval()
+    return JointModel(
+        deeplab, spixel, deeplab.config["num_classes"], mode=mode, fusion=fusion, generator=seed
+    ).eval()
 
 
 @torch.no_grad()
@@ -109,8 +125,10 @@ def format_table4(rows: Sequence[tuple[str, dict]], width: int = 3) -> str:
     for name, res in rows:
         cons = res.get("consistency")
         cons_s = "-" if cons is None or cons != cons else f"{100 * cons:.1f}"
-        lines.append(f"{name:<46} {100 * res['miou']:>7.2f} {100 * res['boundary_miou'][str(width)]:>10.2f} "
-                     f"{cons_s:>9}")
+        lines.append(
+            f"{name:<46} {100 * res['miou']:>7.2f} {100 * res['boundary_miou'][str(width)]:>10.2f} "
+            f"{cons_s:>9}"
+        )
     return "\n".join(lines)
 
 
@@ -128,11 +146,34 @@ def run_demo(opts: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     print(f"[demo] data: {root}\n[demo] outputs: {out}", flush=True)
     common = [
-        "--data-root", str(root), "--backbone", "resnet18", "--aspp-channels", "64", "--cell-size",
-        str(opts.cell_size), "--spixel-width", "8", "--spixel-centre-bias", "1.5", "--crop-size",
-        str(opts.crop_size), "--scale-min", "0.75", "--scale-max", "1.25", "--batch-size", str(opts.batch_size),
-        "--workers", "0", "--device", "cpu",
-        "--log-every", "5", "--seed", "0",
+        "--data-root",
+        str(root),
+        "--backbone",
+        "resnet18",
+        "--aspp-channels",
+        "64",
+        "--cell-size",
+        str(opts.cell_size),
+        "--spixel-width",
+        "8",
+        "--spixel-centre-bias",
+        "1.5",
+        "--crop-size",
+        str(opts.crop_size),
+        "--scale-min",
+        "0.75",
+        "--scale-max",
+        "1.25",
+        "--batch-size",
+        str(opts.batch_size),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--log-every",
+        "5",
+        "--seed",
+        "0",
     ]
     if opts.no_progress:
         common.append("--no-progress")
@@ -141,13 +182,41 @@ def run_demo(opts: argparse.Namespace) -> dict:
     info = DistInfo("cpu")
 
     print("\n[demo] 1/4 pretraining DeepLabV3+ (ResNet-18, untrained backbone) ...", flush=True)
-    seg = run_stage("seg", _train_args(common + ["--output-dir", str(out / "pretrain"), "--epochs",
-                                                 str(opts.seg_epochs), "--seg-lr", "0.02", "--head-lr-mult", "5"]),
-                    info)
+    seg = run_stage(
+        "seg",
+        _train_args(
+            [
+                *common,
+                "--output-dir",
+                str(out / "pretrain"),
+                "--epochs",
+                str(opts.seg_epochs),
+                "--seg-lr",
+                "0.02",
+                "--head-lr-mult",
+                "5",
+            ]
+        ),
+        info,
+    )
     print("\n[demo] 2/4 pretraining SpixelFCN ...", flush=True)
-    spx = run_stage("spixel", _train_args(common + ["--output-dir", str(out / "pretrain"), "--epochs",
-                                                    str(opts.spixel_epochs), "--spixel-pretrain-lr", "2e-3",
-                                                    "--weight-decay", "0"]), info)
+    spx = run_stage(
+        "spixel",
+        _train_args(
+            [
+                *common,
+                "--output-dir",
+                str(out / "pretrain"),
+                "--epochs",
+                str(opts.spixel_epochs),
+                "--spixel-pretrain-lr",
+                "2e-3",
+                "--weight-decay",
+                "0",
+            ]
+        ),
+        info,
+    )
 
     val = data.build_dataset(root, "val", crop_size=None, train=False)
     if opts.max_val_images is not None:
@@ -155,26 +224,55 @@ def run_demo(opts: argparse.Namespace) -> dict:
     loader = torch.utils.data.DataLoader(val, batch_size=1, shuffle=False, num_workers=0)
     first = next(iter(torch.utils.data.DataLoader(val, batch_size=min(4, len(val)), shuffle=False)))
     check = transparency_check(seg, spx, first)
-    print("\n[demo] 3/4 step-0 transparency check (joint model with the transparent fusion stack vs. the "
-          "uniformized pretrained DeepLabV3+, float32):")
-    print(f"        max |joint - uniformize(S)| = {check['max_abs_diff']:.2e}  (|S| up to "
-          f"{check['max_abs_logit']:.1f}; requirement <= 1e-4: "
-          f"{'PASS' if check['max_abs_diff'] <= 1e-4 else 'FAIL'}), consistency "
-          f"{100 * check['consistency']:.1f} %", flush=True)
+    print(
+        "\n[demo] 3/4 step-0 transparency check (joint model with the transparent fusion stack vs. the "
+        "uniformized pretrained DeepLabV3+, float32):"
+    )
+    print(
+        f"        max |joint - uniformize(S)| = {check['max_abs_diff']:.2e}  (|S| up to "
+        f"{check['max_abs_logit']:.1f}; requirement <= 1e-4: "
+        f"{'PASS' if check['max_abs_diff'] <= 1e-4 else 'FAIL'}), consistency "
+        f"{100 * check['consistency']:.1f} %",
+        flush=True,
+    )
 
-    print(f"\n[demo] 4/4 fine-tuning, same steps for each: a control without superpixels, then the joint model "
-          f"(hard uniformization) without and with transparent layers; demo learning rates: networks "
-          f"{opts.joint_lr:g}, transparent layers {opts.fusion_lr:g} (the paper and the CLI defaults use "
-          f"1e-6 / 1e-7) ...", flush=True)
-    joint_common = common + ["--epochs", str(opts.joint_epochs), "--seg-checkpoint", str(seg),
-                             "--spixel-checkpoint", str(spx), "--lr", str(opts.joint_lr), "--spixel-lr",
-                             str(opts.joint_lr / 10), "--fusion-lr", str(opts.fusion_lr), "--mode", "hard"]
-    control = run_stage("joint", _train_args(joint_common + ["--mode", "none", "--no-fusion", "--output-dir",
-                                                             str(out / "baseline_finetuned")]), info)
-    sp_only = run_stage("joint", _train_args(joint_common + ["--no-fusion", "--output-dir",
-                                                             str(out / "superpixel")]), info)
-    sp_ti = run_stage("joint", _train_args(joint_common + ["--fusion", "--output-dir",
-                                                           str(out / "superpixel_ti")]), info)
+    print(
+        f"\n[demo] 4/4 fine-tuning, same steps for each: a control without superpixels, then the joint model "
+        f"(hard uniformization) without and with transparent layers; demo learning rates: networks "
+        f"{opts.joint_lr:g}, transparent layers {opts.fusion_lr:g} (the paper and the CLI defaults use "
+        f"1e-6 / 1e-7) ...",
+        flush=True,
+    )
+    joint_common = [
+        *common,
+        "--epochs",
+        str(opts.joint_epochs),
+        "--seg-checkpoint",
+        str(seg),
+        "--spixel-checkpoint",
+        str(spx),
+        "--lr",
+        str(opts.joint_lr),
+        "--spixel-lr",
+        str(opts.joint_lr / 10),
+        "--fusion-lr",
+        str(opts.fusion_lr),
+        "--mode",
+        "hard",
+    ]
+    control = run_stage(
+        "joint",
+        _train_args(
+            [*joint_common, "--mode", "none", "--no-fusion", "--output-dir", str(out / "baseline_finetuned")]
+        ),
+        info,
+    )
+    sp_only = run_stage(
+        "joint", _train_args([*joint_common, "--no-fusion", "--output-dir", str(out / "superpixel")]), info
+    )
+    sp_ti = run_stage(
+        "joint", _train_args([*joint_common, "--fusion", "--output-dir", str(out / "superpixel_ti")]), info
+    )
 
     print("\n[demo] evaluating on the validation split (full images) ...", flush=True)
     progress = not opts.no_progress
@@ -208,17 +306,29 @@ def run_demo(opts: argparse.Namespace) -> dict:
     print("=" * 80)
     results = {
         "transparency": check,
-        "table": {name: {"miou": r["miou"], "boundary_miou": r["boundary_miou"], "consistency": r.get("consistency")}
-                  for name, r in rows},
-        "learning_rates": {"networks": opts.joint_lr, "spixelfcn": opts.joint_lr / 10, "fusion": opts.fusion_lr},
+        "table": {
+            name: {
+                "miou": r["miou"],
+                "boundary_miou": r["boundary_miou"],
+                "consistency": r.get("consistency"),
+            }
+            for name, r in rows
+        },
+        "learning_rates": {
+            "networks": opts.joint_lr,
+            "spixelfcn": opts.joint_lr / 10,
+            "fusion": opts.fusion_lr,
+        },
         "seconds": elapsed,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     (out / "table.txt").write_text(table + "\n")
     print(f"[demo] finished in {elapsed:.0f} s")
     print(f"[demo] panels (image + superpixels | ground truth | baseline | joint): {panels_dir}")
-    print(f"[demo] logs: {out}/*/<stage>/log.csv; checkpoints: {out}/*/<stage>/checkpoint.pt; "
-          f"results: {out / 'results.json'}")
+    print(
+        f"[demo] logs: {out}/*/<stage>/log.csv; checkpoints: {out}/*/<stage>/checkpoint.pt; "
+        f"results: {out / 'results.json'}"
+    )
     return results
 
 

@@ -27,32 +27,36 @@ from torch import Tensor, nn
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.voc_joint.data import (  # noqa: E402
+from examples.voc_joint.data import (
     IGNORE_INDEX,
     NUM_CLASSES,
     build_dataset,
     ensure_synthetic_voc,
 )
-from examples.voc_joint.metrics import (  # noqa: E402
+from examples.voc_joint.metrics import (
     SegmentationMetrics,
     format_per_class_table,
     format_table,
     iou_from_confusion,
     to_jsonable,
 )
-from examples.voc_joint.visualize import save_panel  # noqa: E402
+from examples.voc_joint.visualize import save_panel
 
-__all__ = ["evaluate", "split_results", "main"]
+__all__ = ["evaluate", "main", "split_results"]
 
 
 def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -> None:
     if not isinstance(logits, Tensor) or logits.dim() != 4:
-        raise ValueError(f"model output '{name}' must be a Tensor[B, {num_classes}, H, W], got "
-                         f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}")
+        raise ValueError(
+            f"model output '{name}' must be a Tensor[B, {num_classes}, H, W], got "
+            f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}"
+        )
     expected = (target.shape[0], num_classes, *target.shape[-2:])
     if tuple(logits.shape) != expected:
-        raise ValueError(f"model output '{name}' has shape {tuple(logits.shape)}; expected {expected} "
-                         "(batch, classes, target size)")
+        raise ValueError(
+            f"model output '{name}' has shape {tuple(logits.shape)}; expected {expected} "
+            "(batch, classes, target size)"
+        )
 
 
 @torch.no_grad()
@@ -97,8 +101,12 @@ def evaluate(
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    kw = dict(num_classes=num_classes, ignore_index=ignore_index, boundary_widths=boundary_widths,
-              boundary_tolerance=boundary_tolerance)
+    kw = {
+        "num_classes": num_classes,
+        "ignore_index": ignore_index,
+        "boundary_widths": boundary_widths,
+        "boundary_tolerance": boundary_tolerance,
+    }
     joint_m, base_m = SegmentationMetrics(**kw), SegmentationMetrics(**kw)
     has_baseline = False
     panels: list[str] = []
@@ -112,8 +120,10 @@ def evaluate(
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
                 out = model(batch["seg_input"].to(device), batch["spixel_input"].to(device))
             if not isinstance(out, dict) or "logits" not in out:
-                raise TypeError("the model must return a dict with 'logits' (see the model contract), got "
-                                f"{type(out).__name__}")
+                raise TypeError(
+                    "the model must return a dict with 'logits' (see the model contract), got "
+                    f"{type(out).__name__}"
+                )
             _check_logits("logits", out["logits"], target, num_classes)
             pred = out["logits"].argmax(1)
             superpixels = out.get("superpixels")
@@ -135,8 +145,11 @@ def evaluate(
                     image = images[i] if images is not None else torch.zeros(3, *target.shape[-2:])
                     name = str(names[i]) if names is not None else f"sample_{len(panels):04d}"
                     path = save_panel(
-                        Path(panels_dir) / f"{name}.png", image, target[i],
-                        None if base_pred is None else base_pred[i], pred[i],
+                        Path(panels_dir) / f"{name}.png",
+                        image,
+                        target[i],
+                        None if base_pred is None else base_pred[i],
+                        pred[i],
                         None if superpixels is None else superpixels[i],
                     )
                     panels.append(str(path))
@@ -172,34 +185,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m examples.voc_joint.evaluate",
         description="Evaluate a checkpoint: mIoU, per-class IoU, boundary (trimap) mIoU, superpixel "
-                    "ASA / boundary recall / count and consistency for the joint and the baseline "
-                    "predictions; prints tables, writes metrics.json and PNG panels.",
+        "ASA / boundary recall / count and consistency for the joint and the baseline "
+        "predictions; prints tables, writes metrics.json and PNG panels.",
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint written by train.py")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="VOC2012 folder (or its VOCdevkit parent); default: the cached synthetic set")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="VOC2012 folder (or its VOCdevkit parent); default: the cached synthetic set",
+    )
     parser.add_argument("--split", default="val", help="list name in ImageSets (default val)")
-    parser.add_argument("--sbd", action="store_true",
-                        help="read SegmentationClassAug + ImageSets/SegmentationAug")
+    parser.add_argument(
+        "--sbd", action="store_true", help="read SegmentationClassAug + ImageSets/SegmentationAug"
+    )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--full-size", action="store_true",
-                      help="evaluate whole images with batch size 1 (the default without --crop-size)")
-    size.add_argument("--crop-size", type=int, default=None,
-                      help="evaluate centre crops of this size instead")
-    parser.add_argument("--pad-to-multiple", type=int, default=None,
-                        help="pad full images bottom/right to a multiple (label 255: never scored)")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="batch size for --crop-size (full size uses 1)")
+    size.add_argument(
+        "--full-size",
+        action="store_true",
+        help="evaluate whole images with batch size 1 (the default without --crop-size)",
+    )
+    size.add_argument(
+        "--crop-size", type=int, default=None, help="evaluate centre crops of this size instead"
+    )
+    parser.add_argument(
+        "--pad-to-multiple",
+        type=int,
+        default=None,
+        help="pad full images bottom/right to a multiple (label 255: never scored)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="batch size for --crop-size (full size uses 1)"
+    )
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder for metrics.json and panels/ (default: next to the checkpoint)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder for metrics.json and panels/ (default: next to the checkpoint)",
+    )
     parser.add_argument("--max-panels", type=int, default=8, help="number of PNG panels (0: none)")
-    parser.add_argument("--boundary-widths", type=int, nargs="+", default=[1, 3, 5],
-                        help="trimap band widths in pixels (default 1 3 5)")
-    parser.add_argument("--boundary-tolerance", type=int, default=2,
-                        help="superpixel boundary-recall tolerance in pixels (default 2)")
+    parser.add_argument(
+        "--boundary-widths",
+        type=int,
+        nargs="+",
+        default=[1, 3, 5],
+        help="trimap band widths in pixels (default 1 3 5)",
+    )
+    parser.add_argument(
+        "--boundary-tolerance",
+        type=int,
+        default=2,
+        help="superpixel boundary-recall tolerance in pixels (default 2)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -210,18 +250,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.to(device)
     root = args.data_root if args.data_root is not None else ensure_synthetic_voc()
     full_size = args.crop_size is None
-    dataset = build_dataset(root, args.split, sbd=args.sbd, crop_size=args.crop_size,
-                            pad_to_multiple=args.pad_to_multiple if full_size else None)
+    dataset = build_dataset(
+        root,
+        args.split,
+        sbd=args.sbd,
+        crop_size=args.crop_size,
+        pad_to_multiple=args.pad_to_multiple if full_size else None,
+    )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=1 if full_size else args.batch_size, shuffle=False, num_workers=args.num_workers,
+        dataset,
+        batch_size=1 if full_size else args.batch_size,
+        shuffle=False,
+        num_workers=args.num_workers,
         pin_memory=device.type == "cuda",
     )
     out_dir = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     results = evaluate(
-        model, loader, device=device, boundary_widths=args.boundary_widths,
-        panels_dir=out_dir / "panels" if args.max_panels > 0 else None, max_panels=args.max_panels,
-        progress=not args.no_progress, boundary_tolerance=args.boundary_tolerance, amp=args.amp,
+        model,
+        loader,
+        device=device,
+        boundary_widths=args.boundary_widths,
+        panels_dir=out_dir / "panels" if args.max_panels > 0 else None,
+        max_panels=args.max_panels,
+        progress=not args.no_progress,
+        boundary_tolerance=args.boundary_tolerance,
+        amp=args.amp,
     )
     mode = "full images" if full_size else f"{args.crop_size}x{args.crop_size} centre crops"
     title = f"{args.split} ({len(dataset)} images, {mode}) -- {args.checkpoint}"
@@ -230,10 +284,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_per_class_table(by_model, title="per-class IoU (%)"))
     payload = {
-        "checkpoint": str(args.checkpoint), "data_root": str(dataset.root), "split": args.split,
+        "checkpoint": str(args.checkpoint),
+        "data_root": str(dataset.root),
+        "split": args.split,
         "sbd": args.sbd,
-        "resolution": "full" if full_size else args.crop_size, "config": config, **by_model,
-        "panels": results["panels"], "seconds": results["seconds"],
+        "resolution": "full" if full_size else args.crop_size,
+        "config": config,
+        **by_model,
+        "panels": results["panels"],
+        "seconds": results["seconds"],
         "images_per_second": results["images_per_second"],
     }
     text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False, default=str)

@@ -38,24 +38,36 @@ from examples.voc_joint.data import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from sparse_ops import relabel_contiguous
 
 __all__ = [
-    "confusion_matrix", "iou_from_confusion", "label_edges", "boundary_band", "superpixel_scores",
-    "SegmentationMetrics", "format_table", "format_per_class_table", "to_jsonable", "dumps",
+    "SegmentationMetrics",
+    "boundary_band",
+    "confusion_matrix",
+    "dumps",
+    "format_per_class_table",
+    "format_table",
+    "iou_from_confusion",
+    "label_edges",
+    "superpixel_scores",
+    "to_jsonable",
 ]
 
 
 def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> None:
     for name, t in (("pred", pred), ("target", target)):
         if not isinstance(t, Tensor) or t.dtype.is_floating_point or t.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer tensor [B, H, W], got {type(t).__name__} "
-                            f"{getattr(t, 'dtype', '')}")
+            raise TypeError(
+                f"{name} must be an integer tensor [B, H, W], got {type(t).__name__} "
+                f"{getattr(t, 'dtype', '')}"
+            )
         if t.dim() != 3:
             raise ValueError(f"{name} must have shape [B, H, W], got {tuple(t.shape)}")
     if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and "
-                         f"{tuple(target.shape)}")
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= num_classes):
-        raise ValueError(f"pred values must lie in [0, {num_classes}), got range "
-                         f"[{int(pred.min())}, {int(pred.max())}]")
+        raise ValueError(
+            f"pred values must lie in [0, {num_classes}), got range [{int(pred.min())}, {int(pred.max())}]"
+        )
     valid = target != ignore_index
     if valid.any():
         tv = target[valid]
@@ -65,7 +77,10 @@ def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: in
 
 
 def confusion_matrix(
-    pred: Tensor, target: Tensor, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX,
+    pred: Tensor,
+    target: Tensor,
+    num_classes: int = NUM_CLASSES,
+    ignore_index: int = IGNORE_INDEX,
     mask: Tensor | None = None,
 ) -> Tensor:
     """Confusion matrix (rows: ground truth, columns: prediction) over valid pixels.
@@ -152,8 +167,12 @@ def boundary_band(target: Tensor, width: int) -> Tensor:
 
 
 def superpixel_scores(
-    pred: Tensor, target: Tensor, superpixels: Tensor, num_classes: int = NUM_CLASSES,
-    ignore_index: int = IGNORE_INDEX, tolerance: int = 2,
+    pred: Tensor,
+    target: Tensor,
+    superpixels: Tensor,
+    num_classes: int = NUM_CLASSES,
+    ignore_index: int = IGNORE_INDEX,
+    tolerance: int = 2,
 ) -> dict[str, float]:
     """Raw sums of the superpixel metrics of one batch (see :class:`SegmentationMetrics` for their pooling).
 
@@ -163,14 +182,27 @@ def superpixel_scores(
     if superpixels.dim() == 4 and superpixels.shape[1] == 1:
         superpixels = superpixels[:, 0]
     if superpixels.shape != target.shape:
-        raise ValueError(f"superpixels must have shape {tuple(target.shape)} (like target), got "
-                         f"{tuple(superpixels.shape)}")
+        raise ValueError(
+            f"superpixels must have shape {tuple(target.shape)} (like target), got {tuple(superpixels.shape)}"
+        )
     if superpixels.dtype.is_floating_point or superpixels.dtype == torch.bool:
         raise TypeError(f"superpixels must be an integer tensor, got {superpixels.dtype}")
     if superpixels.numel() and int(superpixels.min()) < 0:
         raise ValueError(f"superpixel ids must be >= 0, got min {int(superpixels.min())}")
-    sums = dict.fromkeys(("asa_hits", "asa_pixels", "br_hits", "br_edges", "pure_superpixels", "superpixels",
-                          "majority_pixels", "pixels", "images"), 0.0)
+    sums = dict.fromkeys(
+        (
+            "asa_hits",
+            "asa_pixels",
+            "br_hits",
+            "br_edges",
+            "pure_superpixels",
+            "superpixels",
+            "majority_pixels",
+            "pixels",
+            "images",
+        ),
+        0.0,
+    )
     gt_edges = label_edges(target) & (target != ignore_index)
     sp_near = _dilate(label_edges(superpixels), int(tolerance))
     sums["br_hits"] += float((gt_edges & sp_near).sum())
@@ -260,11 +292,18 @@ class SegmentationMetrics:
         self.confusion += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
         for w in self.boundary_widths:
             band = boundary_band(target, w)
-            self.band_confusion[w] += confusion_matrix(pred, target, self.num_classes, self.ignore_index,
-                                                       band)
+            self.band_confusion[w] += confusion_matrix(
+                pred, target, self.num_classes, self.ignore_index, band
+            )
         if superpixels is not None:
-            sums = superpixel_scores(pred, target, superpixels.to(pred.device), self.num_classes,
-                                     self.ignore_index, self.boundary_tolerance)
+            sums = superpixel_scores(
+                pred,
+                target,
+                superpixels.to(pred.device),
+                self.num_classes,
+                self.ignore_index,
+                self.boundary_tolerance,
+            )
             for key, value in sums.items():
                 self.superpixel_sums[key] = self.superpixel_sums.get(key, 0.0) + value
         self.num_images += int(pred.shape[0])
@@ -292,7 +331,7 @@ class SegmentationMetrics:
             "miou": _nanmean(iou),
             "pixel_accuracy": float(cm.diagonal().sum()) / total if total else float("nan"),
             "mean_class_accuracy": _nanmean(class_acc),
-            "per_class_iou": {n: float(v) for n, v in zip(self.class_names, iou)},
+            "per_class_iou": {n: float(v) for n, v in zip(self.class_names, iou, strict=True)},
             "boundary_miou": {
                 str(w): _nanmean(iou_from_confusion(m)) for w, m in self.band_confusion.items()
             },
@@ -332,10 +371,17 @@ def format_table(results: Mapping[str, Mapping] | Mapping, *, title: str | None 
         ("consistency, superpixels (%)", [_pct(r["consistency"]) for r in results.values()]),
         ("consistency, pixels (%)", [_pct(r["consistency_pixels"]) for r in results.values()]),
         ("superpixel ASA (%)", [_pct(r["asa"]) for r in results.values()]),
-        (f"boundary recall, {first['boundary_tolerance']} px (%)",
-         [_pct(r["boundary_recall"]) for r in results.values()]),
-        ("superpixels per image", ["-" if math.isnan(r["num_superpixels"]) else f"{r['num_superpixels']:.1f}"
-                                   for r in results.values()]),
+        (
+            f"boundary recall, {first['boundary_tolerance']} px (%)",
+            [_pct(r["boundary_recall"]) for r in results.values()],
+        ),
+        (
+            "superpixels per image",
+            [
+                "-" if math.isnan(r["num_superpixels"]) else f"{r['num_superpixels']:.1f}"
+                for r in results.values()
+            ],
+        ),
         ("images", [str(r["num_images"]) for r in results.values()]),
     ]
     return _render(["metric", *cols], [[name, *vals] for name, vals in rows], title)

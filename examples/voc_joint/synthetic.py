@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 from examples.voc_joint.data import NUM_CLASSES, voc_palette
 
-__all__ = ["generate_synthetic_voc", "render_sample", "CLASS_STYLES", "main"]
+__all__ = ["CLASS_STYLES", "generate_synthetic_voc", "main", "render_sample"]
 
 _FORMAT_VERSION = 1
 _MARKER = "synthetic_voc.json"
@@ -66,16 +66,19 @@ def _make_class_styles() -> tuple[dict, ...]:
     for c in range(1, NUM_CLASSES):
         hue = (c - 1) / (NUM_CLASSES - 1)
         primary = _hsv_to_rgb(hue, 0.75 + 0.2 * rng.random(), 0.75 + 0.2 * rng.random())
-        secondary = _hsv_to_rgb((hue + 0.35 + 0.3 * rng.random()) % 1.0, 0.5 + 0.4 * rng.random(),
-                                0.25 + 0.35 * rng.random())
-        styles.append({
-            "primary": primary,
-            "secondary": secondary,
-            "texture": _TEXTURES[(c - 1) % len(_TEXTURES)],
-            "shape": _SHAPES[((c - 1) // len(_TEXTURES) + c) % len(_SHAPES)],
-            "period": float(4 + (c * 7) % 7),
-            "angle": float(np.pi * rng.random()),
-        })
+        secondary = _hsv_to_rgb(
+            (hue + 0.35 + 0.3 * rng.random()) % 1.0, 0.5 + 0.4 * rng.random(), 0.25 + 0.35 * rng.random()
+        )
+        styles.append(
+            {
+                "primary": primary,
+                "secondary": secondary,
+                "texture": _TEXTURES[(c - 1) % len(_TEXTURES)],
+                "shape": _SHAPES[((c - 1) // len(_TEXTURES) + c) % len(_SHAPES)],
+                "period": float(4 + (c * 7) % 7),
+                "angle": float(np.pi * rng.random()),
+            }
+        )
     return tuple(styles)
 
 
@@ -150,7 +153,10 @@ def _shape_mask(
         r = m * (0.18 + 0.22 * rng.random())
         angles = (np.arange(k) + 0.6 * rng.random(k)) * (2 * np.pi / k) + 2 * np.pi * rng.random()
         radii = r * (0.7 + 0.3 * rng.random(k))
-        pts = [(float(cx + ri * np.cos(a)), float(cy + ri * np.sin(a))) for a, ri in zip(angles, radii)]
+        pts = [
+            (float(cx + ri * np.cos(a)), float(cy + ri * np.sin(a)))
+            for a, ri in zip(angles, radii, strict=True)
+        ]
         canvas = Image.new("L", (w, h), 0)
         ImageDraw.Draw(canvas).polygon(pts, fill=1)
         return np.asarray(canvas, dtype=bool)
@@ -265,9 +271,15 @@ def generate_synthetic_voc(
         raise ValueError(f"num_sbd_extra must be >= 0, got {num_sbd_extra}")
     root = Path(root)
     params = {
-        "format_version": _FORMAT_VERSION, "num_train": int(num_train), "num_val": int(num_val),
-        "image_size": [h, w], "seed": int(seed), "sbd": bool(sbd), "num_sbd_extra": extra,
-        "band_radius": int(band_radius), "jpeg_quality": int(jpeg_quality),
+        "format_version": _FORMAT_VERSION,
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "image_size": [h, w],
+        "seed": int(seed),
+        "sbd": bool(sbd),
+        "num_sbd_extra": extra,
+        "band_radius": int(band_radius),
+        "jpeg_quality": int(jpeg_quality),
     }
     names = [f"synth_{i:06d}" for i in range(num_train + num_val + extra)]
     n_voc = num_train + num_val
@@ -313,29 +325,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m examples.voc_joint.synthetic",
         description="Write a synthetic PASCAL VOC 2012 format segmentation data set (deterministic from "
-                    "--seed).",
+        "--seed).",
     )
-    parser.add_argument("--out", required=True, type=Path,
-                        help="output folder (the VOC2012 layout is written into it)")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output folder (the VOC2012 layout is written into it)"
+    )
     parser.add_argument("--num-train", type=int, default=64, help="number of train images (default 64)")
     parser.add_argument("--num-val", type=int, default=16, help="number of val images (default 16)")
     parser.add_argument("--height", type=int, default=96, help="image height in pixels (default 96)")
     parser.add_argument("--width", type=int, default=128, help="image width in pixels (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--no-sbd", action="store_true", help="do not write the SBD-augmented layout")
-    parser.add_argument("--num-sbd-extra", type=int, default=None,
-                        help="extra train images only in the SBD-augmented list (default num-train // 2)")
-    parser.add_argument("--band-radius", type=int, default=1,
-                        help="half-width of the 255 ignore band along boundaries in pixels (default 1)")
+    parser.add_argument(
+        "--num-sbd-extra",
+        type=int,
+        default=None,
+        help="extra train images only in the SBD-augmented list (default num-train // 2)",
+    )
+    parser.add_argument(
+        "--band-radius",
+        type=int,
+        default=1,
+        help="half-width of the 255 ignore band along boundaries in pixels (default 1)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     root = generate_synthetic_voc(
-        args.out, num_train=args.num_train, num_val=args.num_val, image_size=(args.height, args.width),
-        seed=args.seed, sbd=not args.no_sbd, num_sbd_extra=args.num_sbd_extra, band_radius=args.band_radius,
+        args.out,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        image_size=(args.height, args.width),
+        seed=args.seed,
+        sbd=not args.no_sbd,
+        num_sbd_extra=args.num_sbd_extra,
+        band_radius=args.band_radius,
     )
     n = len(list((root / "JPEGImages").glob("*.jpg")))
-    print(f"synthetic VOC data set: {n} images of {args.height}x{args.width} in {root} "
-          f"({time.perf_counter() - start:.1f} s)")
+    print(
+        f"synthetic VOC data set: {n} images of {args.height}x{args.width} in {root} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import random
 import signal
@@ -45,7 +44,7 @@ from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, mode
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
 from examples.voc_joint.models.joint import MODES
 
-__all__ = ["build_parser", "main", "run_stage", "resolve_stage_options", "STAGES", "STAGE_DEFAULTS"]
+__all__ = ["STAGES", "STAGE_DEFAULTS", "build_parser", "main", "resolve_stage_options", "run_stage"]
 
 STAGES = ("seg", "spixel", "joint")
 IGNORE_INDEX = 255
@@ -78,11 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("stage and data")
     g.add_argument("--stage", choices=(*STAGES, "all"), default="all", help="what to train")
-    g.add_argument("--data-root", type=Path, default=None,
-                   help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets/...); default: the synthetic set "
-                        "in $TRANSINIT_CACHE (generated if missing)")
-    g.add_argument("--sbd", action="store_true",
-                   help="train on the SBD-augmented set (SegmentationClassAug + ImageSets/SegmentationAug)")
+    g.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets/...); default: the synthetic set "
+        "in $TRANSINIT_CACHE (generated if missing)",
+    )
+    g.add_argument(
+        "--sbd",
+        action="store_true",
+        help="train on the SBD-augmented set (SegmentationClassAug + ImageSets/SegmentationAug)",
+    )
     g.add_argument("--train-split", default="train", help="list file name of the training split")
     g.add_argument("--val-split", default="val", help="list file name of the validation split (--eval)")
     g.add_argument("--crop-size", type=int, default=512, help="training crop (after random scale 0.5-2)")
@@ -90,59 +96,129 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale-max", type=float, default=2.0, help="largest random scale")
     g.add_argument("--batch-size", type=int, default=8, help="images per process and step (>= 2: BatchNorm)")
     g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    g.add_argument("--output-dir", type=Path, default=Path("runs/voc_joint"),
-                   help="checkpoints and logs go to <output-dir>/<stage>/")
+    g.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("runs/voc_joint"),
+        help="checkpoints and logs go to <output-dir>/<stage>/",
+    )
 
     g = p.add_argument_group("models")
     g.add_argument("--num-classes", type=int, default=21, help="segmentation classes")
     g.add_argument("--backbone", choices=BACKBONES, default="resnet101", help="DeepLabV3+ ResNet backbone")
-    g.add_argument("--output-stride", type=int, choices=(8, 16), default=16,
-                   help="DeepLabV3+ output stride (ASPP rates 6/12/18 at 16, 12/24/36 at 8)")
+    g.add_argument(
+        "--output-stride",
+        type=int,
+        choices=(8, 16),
+        default=16,
+        help="DeepLabV3+ output stride (ASPP rates 6/12/18 at 16, 12/24/36 at 8)",
+    )
     g.add_argument("--aspp-channels", type=int, default=256, help="ASPP / decoder width")
-    g.add_argument("--backbone-weights", type=Path, default=None,
-                   help="LOCAL ResNet state dict (torch.load weights_only=True); nothing is downloaded")
+    g.add_argument(
+        "--backbone-weights",
+        type=Path,
+        default=None,
+        help="LOCAL ResNet state dict (torch.load weights_only=True); nothing is downloaded",
+    )
     g.add_argument("--cell-size", type=int, default=16, help="superpixel grid cell size in pixels")
     g.add_argument("--spixel-width", type=int, default=16, help="SpixelFCN first-stage width")
-    g.add_argument("--spixel-centre-bias", type=float, default=0.0,
-                   help="initial bias of SpixelFCN's centre-cell logit (>0 starts near the regular grid)")
-    g.add_argument("--mode", choices=MODES, default="hard",
-                   help="uniformization: hard (argmax ids), soft (association; the segmentation loss reaches "
-                        "SpixelFCN) or none")
-    g.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=True,
-                   help="transparent fusion stack [S, U(S)] -> hidden -> C, starting as 'take U(S)'")
-    g.add_argument("--fusion-hidden", type=int, nargs="+", default=[64, 64],
-                   help="logical hidden widths of the fusion stack (each >= 2 x classes)")
-    g.add_argument("--fusion-activation", choices=("relu", "leaky_relu", "none"), default="relu",
-                   help="activation between the fusion layers")
-    g.add_argument("--seg-checkpoint", type=Path, default=None,
-                   help="joint stage: DeepLabV3+ weights (seg or joint checkpoint); 'all' uses the seg stage's")
-    g.add_argument("--spixel-checkpoint", type=Path, default=None,
-                   help="joint stage: SpixelFCN weights (spixel or joint checkpoint); 'all' uses the spixel stage's")
+    g.add_argument(
+        "--spixel-centre-bias",
+        type=float,
+        default=0.0,
+        help="initial bias of SpixelFCN's centre-cell logit (>0 starts near the regular grid)",
+    )
+    g.add_argument(
+        "--mode",
+        choices=MODES,
+        default="hard",
+        help="uniformization: hard (argmax ids), soft (association; the segmentation loss reaches "
+        "SpixelFCN) or none",
+    )
+    g.add_argument(
+        "--fusion",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="transparent fusion stack [S, U(S)] -> hidden -> C, starting as 'take U(S)'",
+    )
+    g.add_argument(
+        "--fusion-hidden",
+        type=int,
+        nargs="+",
+        default=[64, 64],
+        help="logical hidden widths of the fusion stack (each >= 2 x classes)",
+    )
+    g.add_argument(
+        "--fusion-activation",
+        choices=("relu", "leaky_relu", "none"),
+        default="relu",
+        help="activation between the fusion layers",
+    )
+    g.add_argument(
+        "--seg-checkpoint",
+        type=Path,
+        default=None,
+        help="joint stage: DeepLabV3+ weights (seg or joint checkpoint); 'all' uses the seg stage's",
+    )
+    g.add_argument(
+        "--spixel-checkpoint",
+        type=Path,
+        default=None,
+        help="joint stage: SpixelFCN weights (spixel or joint checkpoint); 'all' uses the spixel stage's",
+    )
 
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int, default=20, help="epochs per stage")
-    g.add_argument("--max-steps", type=int, default=None,
-                   help="stop a stage after this many optimizer steps (smoke tests, demos)")
-    g.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
-                   help="default per stage: sgd (seg, joint), adam (spixel, as in SpixelFCN)")
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop a stage after this many optimizer steps (smoke tests, demos)",
+    )
+    g.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default=None,
+        help="default per stage: sgd (seg, joint), adam (spixel, as in SpixelFCN)",
+    )
     g.add_argument("--seg-lr", type=float, default=0.007, help="seg stage: backbone learning rate")
     g.add_argument("--head-lr-mult", type=float, default=10.0, help="seg stage: ASPP/decoder lr multiplier")
     g.add_argument("--spixel-pretrain-lr", type=float, default=5e-5, help="spixel stage learning rate")
-    g.add_argument("--lr", type=float, default=1e-6, help="joint stage: DeepLabV3+ learning rate (paper 1e-6)")
-    g.add_argument("--spixel-lr", type=float, default=1e-6, help="joint stage: SpixelFCN learning rate (paper 1e-6)")
-    g.add_argument("--fusion-lr", type=float, default=1e-7,
-                   help="joint stage: transparent layers' learning rate (paper 1e-7)")
+    g.add_argument(
+        "--lr", type=float, default=1e-6, help="joint stage: DeepLabV3+ learning rate (paper 1e-6)"
+    )
+    g.add_argument(
+        "--spixel-lr", type=float, default=1e-6, help="joint stage: SpixelFCN learning rate (paper 1e-6)"
+    )
+    g.add_argument(
+        "--fusion-lr",
+        type=float,
+        default=1e-7,
+        help="joint stage: transparent layers' learning rate (paper 1e-7)",
+    )
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--weight-decay", type=float, default=None,
-                   help="applied by the optimizer (default 5e-4 seg/joint, 4e-4 spixel)")
-    g.add_argument("--schedule", choices=("poly", "fixed"), default=None,
-                   help="lr schedule per iteration: poly (1 - t/T)^power or fixed (default poly for seg, fixed "
-                        "for spixel and joint as in the paper)")
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="applied by the optimizer (default 5e-4 seg/joint, 4e-4 spixel)",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=("poly", "fixed"),
+        default=None,
+        help="lr schedule per iteration: poly (1 - t/T)^power or fixed (default poly for seg, fixed "
+        "for spixel and joint as in the paper)",
+    )
     g.add_argument("--poly-power", type=float, default=0.9, help="poly schedule power")
     g.add_argument("--spixel-loss-weight", type=float, default=1.0, help="joint stage: weight of spixel_loss")
     g.add_argument("--pos-weight", type=float, default=0.003, help="spixel_loss position weight m")
-    g.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=True,
-                   help="joint stage: keep DeepLabV3+ BatchNorm statistics frozen (eval mode), as in the paper")
+    g.add_argument(
+        "--freeze-bn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="joint stage: keep DeepLabV3+ BatchNorm statistics frozen (eval mode), as in the paper",
+    )
 
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -150,11 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
     g.add_argument("--seed", type=int, default=0, help="seed of every RNG")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-    g.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="continue exactly from <output-dir>/<stage>/checkpoint.pt ('auto') or from a given "
-                        "checkpoint; finished stages are skipped")
-    g.add_argument("--eval", action="store_true", help="evaluate on --val-split after the seg and joint stages")
-    g.add_argument("--eval-crop", type=int, default=None, help="evaluation centre crop (default: full images)")
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="continue exactly from <output-dir>/<stage>/checkpoint.pt ('auto') or from a given "
+        "checkpoint; finished stages are skipped",
+    )
+    g.add_argument(
+        "--eval", action="store_true", help="evaluate on --val-split after the seg and joint stages"
+    )
+    g.add_argument(
+        "--eval-crop", type=int, default=None, help="evaluation centre crop (default: full images)"
+    )
     g.add_argument("--log-every", type=int, default=10, help="CSV / TensorBoard row every N steps")
     g.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (if it imports)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -193,7 +278,9 @@ class DistInfo:
         if want.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {want!r} requested but CUDA is not available")
         if want.startswith("cuda"):
-            self.device = torch.device("cuda", self.local_rank if self.enabled else torch.device(want).index or 0)
+            self.device = torch.device(
+                "cuda", self.local_rank if self.enabled else torch.device(want).index or 0
+            )
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
@@ -232,7 +319,9 @@ def build_train_loader(args: argparse.Namespace, info: DistInfo, generator: torc
 
     root = _data_root(args)
     ds = data.VOCSegmentation(
-        root, args.train_split, sbd=args.sbd,
+        root,
+        args.train_split,
+        sbd=args.sbd,
         transform=data.train_transform(args.crop_size, scale=(args.scale_min, args.scale_max)),
     )
     if len(ds) < args.batch_size * info.world_size:
@@ -261,7 +350,11 @@ def build_train_loader(args: argparse.Namespace, info: DistInfo, generator: torc
 # ---------------------------------------------------------------------------------------------------- models
 def _deeplab_from(args: argparse.Namespace) -> DeepLabV3Plus:
     return DeepLabV3Plus(
-        args.num_classes, args.backbone, args.output_stride, args.backbone_weights, aspp_channels=args.aspp_channels
+        args.num_classes,
+        args.backbone,
+        args.output_stride,
+        args.backbone_weights,
+        aspp_channels=args.aspp_channels,
     )
 
 
@@ -318,7 +411,9 @@ def build_optimizer(stage: str, model: nn.Module, args: argparse.Namespace) -> t
     """SGD (momentum, weight decay really passed) or Adam over :func:`param_groups`."""
     groups = param_groups(stage, model, args)
     if args.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=args.momentum, weight_decay=args.weight_decay)
+        return torch.optim.SGD(
+            groups, lr=groups[0]["lr"], momentum=args.momentum, weight_decay=args.weight_decay
+        )
     return torch.optim.Adam(groups, lr=groups[0]["lr"], betas=(0.9, 0.999), weight_decay=args.weight_decay)
 
 
@@ -350,8 +445,9 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     return total / (target != IGNORE_INDEX).sum().clamp_min(1)
 
 
-def stage_loss(stage: str, model: nn.Module, batch: dict, args: argparse.Namespace, device: torch.device
-               ) -> tuple[Tensor, dict[str, float]]:
+def stage_loss(
+    stage: str, model: nn.Module, batch: dict, args: argparse.Namespace, device: torch.device
+) -> tuple[Tensor, dict[str, float]]:
     """Forward one batch and return ``(loss, parts)``."""
     import sparse_ops
 
@@ -361,16 +457,20 @@ def stage_loss(stage: str, model: nn.Module, batch: dict, args: argparse.Namespa
         return loss, {"ce": float(loss.detach())}
     if stage == "spixel":
         assoc = model(batch["spixel_input"].to(device, non_blocking=True))
-        sl = sparse_ops.spixel_loss(assoc.float(), target, args.cell_size, args.pos_weight,
-                                    num_classes=args.num_classes)
+        sl = sparse_ops.spixel_loss(
+            assoc.float(), target, args.cell_size, args.pos_weight, num_classes=args.num_classes
+        )
         return sl.total, {"spixel": float(sl.total.detach())}
-    out = model(batch["seg_input"].to(device, non_blocking=True), batch["spixel_input"].to(device, non_blocking=True))
+    out = model(
+        batch["seg_input"].to(device, non_blocking=True), batch["spixel_input"].to(device, non_blocking=True)
+    )
     ce = cross_entropy(out["logits"], target)
     loss, parts = ce, {"ce": float(ce.detach())}
     if args.spixel_loss_weight:
         inner = getattr(model, "module", model)
-        sl = sparse_ops.spixel_loss(out["assoc"].float(), target, inner.cell_size, args.pos_weight,
-                                    num_classes=args.num_classes)
+        sl = sparse_ops.spixel_loss(
+            out["assoc"].float(), target, inner.cell_size, args.pos_weight, num_classes=args.num_classes
+        )
         loss = loss + args.spixel_loss_weight * sl.total
         parts["spixel"] = float(sl.total.detach())
     return loss, parts
@@ -425,8 +525,19 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _checkpoint(stage: str, model: nn.Module, optimizer, scheduler, scaler, args, epoch: int, step: int,
-                batch_in_epoch: int, loader_gen: torch.Generator, complete: bool) -> dict[str, Any]:
+def _checkpoint(
+    stage: str,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    scaler,
+    args,
+    epoch: int,
+    step: int,
+    batch_in_epoch: int,
+    loader_gen: torch.Generator,
+    complete: bool,
+) -> dict[str, Any]:
     inner = getattr(model, "module", model)
     return {
         "format": FORMAT,
@@ -479,8 +590,11 @@ def run_stage(stage: str, args: argparse.Namespace, info: DistInfo | None = None
         ckpt["epoch"] >= args.epochs or (args.max_steps is not None and ckpt["step"] >= args.max_steps)
     ):
         if info.main:
-            print(f"[{stage}] {resume_from} already reached epoch {ckpt['epoch']} / step {ckpt['step']}; "
-                  "skipping the stage", flush=True)
+            print(
+                f"[{stage}] {resume_from} already reached epoch {ckpt['epoch']} / step {ckpt['step']}; "
+                "skipping the stage",
+                flush=True,
+            )
         return resume_from
 
     _seed_everything(args.seed + info.rank)
@@ -516,8 +630,11 @@ def run_stage(stage: str, args: argparse.Namespace, info: DistInfo | None = None
         start_epoch, step, skip = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt.get("batch_in_epoch", 0))
         set_rng_state(ckpt["rng"])
         if info.main:
-            print(f"[{stage}] resumed from {resume_from}: epoch {start_epoch}, step {step}"
-                  + (f", skipping {skip} done batches" if skip else ""), flush=True)
+            print(
+                f"[{stage}] resumed from {resume_from}: epoch {start_epoch}, step {step}"
+                + (f", skipping {skip} done batches" if skip else ""),
+                flush=True,
+            )
         del ckpt
 
     train_model: nn.Module = model
@@ -530,12 +647,15 @@ def run_stage(stage: str, args: argparse.Namespace, info: DistInfo | None = None
     logger = _Logger(folder, info.main, args.tensorboard, append=resume_from is not None)
     if info.main:
         lrs = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in optimizer.param_groups)
-        print(f"[{stage}] {type(model).__name__} on {device} x{info.world_size}, {steps_per_epoch} steps/epoch, "
-              f"{args.optimizer} ({lrs}, wd {args.weight_decay}, {args.schedule}), amp={use_amp}", flush=True)
+        print(
+            f"[{stage}] {type(model).__name__} on {device} x{info.world_size}, {steps_per_epoch} steps/epoch, "
+            f"{args.optimizer} ({lrs}, wd {args.weight_decay}, {args.schedule}), amp={use_amp}",
+            flush=True,
+        )
 
     previous = signal.getsignal(signal.SIGTERM)
 
-    def on_sigterm(signum, frame):  # noqa: ARG001
+    def on_sigterm(signum, frame):
         raise _Terminated()
 
     in_main_thread = True
@@ -561,8 +681,14 @@ def run_stage(stage: str, args: argparse.Namespace, info: DistInfo | None = None
             if info.main and not args.no_progress:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=steps_per_epoch, initial=in_epoch, desc=f"{stage} {epoch + 1}/{args.epochs}",
-                           unit="step", dynamic_ncols=True, leave=True)
+                bar = tqdm(
+                    total=steps_per_epoch,
+                    initial=in_epoch,
+                    desc=f"{stage} {epoch + 1}/{args.epochs}",
+                    unit="step",
+                    dynamic_ncols=True,
+                    leave=True,
+                )
             t_epoch, n_img = time.perf_counter(), 0
             for batch_idx, batch in enumerate(loader):
                 if batch_idx < in_epoch:  # mid-epoch resume: these batches were done before the interrupt
@@ -578,11 +704,17 @@ def run_stage(stage: str, args: argparse.Namespace, info: DistInfo | None = None
                     bar.update(1)
                 reached = args.max_steps is not None and step >= args.max_steps
                 if step % args.log_every == 0 or in_epoch == steps_per_epoch or reached:
-                    logger.row(stage=stage, epoch=epoch + 1, step=step, loss=f"{info.mean(loss):.6f}",
-                               ce=f"{parts['ce']:.6f}" if "ce" in parts else "",
-                               spixel=f"{parts['spixel']:.6f}" if "spixel" in parts else "",
-                               lr=f"{optimizer.param_groups[0]['lr']:.6g}", images_per_s=f"{ips:.2f}",
-                               elapsed_s=f"{time.perf_counter() - t0:.1f}")
+                    logger.row(
+                        stage=stage,
+                        epoch=epoch + 1,
+                        step=step,
+                        loss=f"{info.mean(loss):.6f}",
+                        ce=f"{parts['ce']:.6f}" if "ce" in parts else "",
+                        spixel=f"{parts['spixel']:.6f}" if "spixel" in parts else "",
+                        lr=f"{optimizer.param_groups[0]['lr']:.6g}",
+                        images_per_s=f"{ips:.2f}",
+                        elapsed_s=f"{time.perf_counter() - t0:.1f}",
+                    )
                 if reached:
                     done = True
                     break
@@ -592,16 +724,35 @@ def run_stage(stage: str, args: argparse.Namespace, info: DistInfo | None = None
             ep_done = epoch + 1 if finished_epoch else epoch
             if info.main:
                 complete = done or ep_done >= args.epochs
-                save_checkpoint(ckpt_path, _checkpoint(stage, model, optimizer, scheduler, scaler, args, ep_done,
-                                                       step, 0 if finished_epoch else in_epoch, loader_gen,
-                                                       complete))
+                save_checkpoint(
+                    ckpt_path,
+                    _checkpoint(
+                        stage,
+                        model,
+                        optimizer,
+                        scheduler,
+                        scaler,
+                        args,
+                        ep_done,
+                        step,
+                        0 if finished_epoch else in_epoch,
+                        loader_gen,
+                        complete,
+                    ),
+                )
             in_epoch = 0
             info.barrier()
     except KeyboardInterrupt:
         if info.main:
-            save_checkpoint(ckpt_path, _checkpoint(stage, model, optimizer, scheduler, scaler, args, epoch, step,
-                                                   in_epoch, loader_gen, False))
-            print(f"\n[{stage}] interrupted: checkpoint saved to {ckpt_path} (resume with --resume)", flush=True)
+            save_checkpoint(
+                ckpt_path,
+                _checkpoint(
+                    stage, model, optimizer, scheduler, scaler, args, epoch, step, in_epoch, loader_gen, False
+                ),
+            )
+            print(
+                f"\n[{stage}] interrupted: checkpoint saved to {ckpt_path} (resume with --resume)", flush=True
+            )
         logger.close()
         raise
     finally:
@@ -609,19 +760,26 @@ def run_stage(stage: str, args: argparse.Namespace, info: DistInfo | None = None
             signal.signal(signal.SIGTERM, previous)
     logger.close()
     if info.main:
-        print(f"[{stage}] done: {step} steps in {time.perf_counter() - t0:.1f} s; checkpoint {ckpt_path}", flush=True)
+        print(
+            f"[{stage}] done: {step} steps in {time.perf_counter() - t0:.1f} s; checkpoint {ckpt_path}",
+            flush=True,
+        )
     if args.eval and stage in ("seg", "joint") and info.main:
         evaluate_checkpoint(ckpt_path, args, device)
     info.barrier()
     return ckpt_path
 
 
-def _train_step(stage, model, batch, args, device, optimizer, scaler, use_amp) -> tuple[float, dict[str, float]]:
+def _train_step(
+    stage, model, batch, args, device, optimizer, scaler, use_amp
+) -> tuple[float, dict[str, float]]:
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
         loss, parts = stage_loss(stage, model, batch, args, device)
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"[{stage}] non-finite loss {float(loss)}: lower the learning rate or check data")
+        raise FloatingPointError(
+            f"[{stage}] non-finite loss {float(loss)}: lower the learning rate or check data"
+        )
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
@@ -637,10 +795,18 @@ def evaluate_checkpoint(ckpt_path: Path, args: argparse.Namespace, device: torch
     from examples.voc_joint.evaluate import evaluate
 
     model, _ = load_model_from_checkpoint(ckpt_path, map_location=device)
-    ds = data.build_dataset(_data_root(args), args.val_split, sbd=False, crop_size=args.eval_crop, train=False)
+    ds = data.build_dataset(
+        _data_root(args), args.val_split, sbd=False, crop_size=args.eval_crop, train=False
+    )
     loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False, num_workers=args.workers)
-    res = evaluate(model, loader, device=device, num_classes=args.num_classes,
-                   panels_dir=ckpt_path.parent / "panels", progress=not args.no_progress)
+    res = evaluate(
+        model,
+        loader,
+        device=device,
+        num_classes=args.num_classes,
+        panels_dir=ckpt_path.parent / "panels",
+        progress=not args.no_progress,
+    )
     (ckpt_path.parent / "eval.json").write_text(json.dumps(res, indent=2, default=float))
     print(f"[eval] {ckpt_path}: mIoU {100 * res['miou']:.2f} %; details in {ckpt_path.parent / 'eval.json'}")
     return res

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from examples.voc_joint.data import IGNORE_INDEX, VOC_CLASSES, voc_palette
 
-__all__ = ["colorize", "superpixel_contours", "overlay_contours", "make_panel", "save_panel"]
+__all__ = ["colorize", "make_panel", "overlay_contours", "save_panel", "superpixel_contours"]
 
 _PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
 _TITLE_H = 14
@@ -115,7 +115,7 @@ def make_panel(
     legend_h = (_TITLE_H + 2) if legend and present else 0
     canvas = Image.new("RGB", (4 * tw + 3 * _GAP, _TITLE_H + th + legend_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for i, (tile, title) in enumerate(zip(tiles, titles)):
+    for i, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
         x = i * (tw + _GAP)
         canvas.paste(Image.fromarray(tile), (x, _TITLE_H))
         draw.text((x + 2, 1), str(title), fill=(0, 0, 0))
@@ -135,4 +135,3 @@ def save_panel(path: str | Path, *args, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     make_panel(*args, **kwargs).save(path)
     return path
-

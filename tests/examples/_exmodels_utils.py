@@ -7,9 +7,27 @@ from pathlib import Path
 import pytest
 
 TINY_MODEL = [
-    "--backbone", "resnet18", "--aspp-channels", "16", "--cell-size", "8", "--spixel-width", "4",
-    "--fusion-hidden", "42", "--crop-size", "32", "--batch-size", "2", "--workers", "0",
-    "--device", "cpu", "--no-progress", "--threads", "2",
+    "--backbone",
+    "resnet18",
+    "--aspp-channels",
+    "16",
+    "--cell-size",
+    "8",
+    "--spixel-width",
+    "4",
+    "--fusion-hidden",
+    "42",
+    "--crop-size",
+    "32",
+    "--batch-size",
+    "2",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--threads",
+    "2",
 ]
 
 

@@ -23,8 +23,15 @@ from examples.voc_joint.models import DeepLabV3Plus, JointModel, SegmentationOnl
 
 
 def _ckpt(model: torch.nn.Module, stage: str) -> dict:
-    return {"format": FORMAT, "version": 1, "stage": stage, "config": {"model": model_config(model), "args": {}},
-            "model": model.state_dict(), "epoch": 3, "step": 12}
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "stage": stage,
+        "config": {"model": model_config(model), "args": {}},
+        "model": model.state_dict(),
+        "epoch": 3,
+        "step": 12,
+    }
 
 
 def test_save_is_atomic_and_round_trips(tmp_path) -> None:
@@ -32,7 +39,10 @@ def test_save_is_atomic_and_round_trips(tmp_path) -> None:
     path = save_checkpoint(tmp_path / "sub" / "c.pt", _ckpt(net, "spixel"))
     assert path.is_file() and not (tmp_path / "sub" / "c.pt.tmp").exists()
     ck = load_checkpoint(path)
-    assert ck["epoch"] == 3 and ck["config"]["model"] == {"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 4}}
+    assert ck["epoch"] == 3 and ck["config"]["model"] == {
+        "arch": "spixelfcn",
+        "spixel": {"cell_size": 8, "width": 4},
+    }
     save_checkpoint(path, {**_ckpt(net, "spixel"), "epoch": 4})  # overwrite in place
     assert load_checkpoint(path)["epoch"] == 4
 
@@ -54,7 +64,9 @@ def test_refuses_garbage_wrong_keys_and_format(tmp_path) -> None:
         load_checkpoint(garbage)
     plain = tmp_path / "state_dict.pt"
     torch.save(SpixelFCN(width=4).state_dict(), plain)
-    with pytest.raises(CheckpointError, match=r"state_dict\.pt is not a transinit voc_joint checkpoint: missing keys"):
+    with pytest.raises(
+        CheckpointError, match=r"state_dict\.pt is not a transinit voc_joint checkpoint: missing keys"
+    ):
         load_checkpoint(plain)
     other = tmp_path / "other.pt"
     torch.save({**_ckpt(SpixelFCN(width=4), "spixel"), "format": "something-else"}, other)

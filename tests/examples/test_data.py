@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 pytest.importorskip("torchvision")
 
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+from PIL import Image
+from torch.utils.data import DataLoader
 
-from examples.voc_joint import data  # noqa: E402
-from examples.voc_joint.data import (  # noqa: E402
+from examples.voc_joint import data
+from examples.voc_joint.data import (
     IGNORE_INDEX,
     NUM_CLASSES,
     VOC_CLASSES,
@@ -29,7 +29,7 @@ from examples.voc_joint.data import (  # noqa: E402
     train_transform,
     voc_palette,
 )
-from examples.voc_joint.synthetic import generate_synthetic_voc  # noqa: E402
+from examples.voc_joint.synthetic import generate_synthetic_voc
 
 SIZE = (32, 48)
 
@@ -52,7 +52,7 @@ def test_constants_and_palette():
     assert VOC_CLASSES[0] == "background" and VOC_CLASSES[15] == "person" and VOC_CLASSES[20] == "tvmonitor"
     pal = voc_palette()
     assert len(pal) == 768
-    rgb = [tuple(pal[3 * i:3 * i + 3]) for i in range(256)]
+    rgb = [tuple(pal[3 * i : 3 * i + 3]) for i in range(256)]
     assert rgb[0] == (0, 0, 0) and rgb[1] == (128, 0, 0) and rgb[2] == (0, 128, 0) and rgb[3] == (128, 128, 0)
     assert rgb[15] == (192, 128, 128) and rgb[20] == (0, 64, 128) and rgb[255] == (224, 224, 192)
     assert len(set(rgb[:21])) == 21
@@ -154,7 +154,7 @@ def test_train_transform_keeps_image_and_target_aligned(seed):
             src = target.flip(-1) if flip else target
             for top in range(9 - 6 + 1):
                 for left in range(11 - 8 + 1):
-                    if torch.equal(src[top:top + 6, left:left + 8], out_tgt):
+                    if torch.equal(src[top : top + 6, left : left + 8], out_tgt):
                         found = True
         assert found
 
@@ -176,7 +176,7 @@ def test_random_scale_range_and_nearest_labels():
         assert out_tgt.shape == (round(10 * s), round(12 * s)) and out_img.shape[-2:] == out_tgt.shape
         assert set(out_tgt.unique().tolist()) <= set(target.unique().tolist())
         assert out_img.min() >= 0 and out_img.max() <= 1
-    up_img, up_tgt = data.RandomScale((2.0, 2.0))(image, target)
+    _up_img, up_tgt = data.RandomScale((2.0, 2.0))(image, target)
     assert torch.equal(up_tgt, target.repeat_interleave(2, 0).repeat_interleave(2, 1))
     torch.manual_seed(0)
     sizes = {data.RandomScale()(image, target)[1].shape[0] for _ in range(30)}
@@ -190,11 +190,11 @@ def test_transforms_deterministic_under_manual_seed():
     a = [t(image, target) for _ in range(5)]
     torch.manual_seed(7)
     b = [t(image, target) for _ in range(5)]
-    for (ia, ta), (ib, tb) in zip(a, b):
+    for (ia, ta), (ib, tb) in zip(a, b, strict=True):
         assert torch.equal(ia, ib) and torch.equal(ta, tb)
     torch.manual_seed(8)
     c = [t(image, target) for _ in range(5)]
-    assert any(not torch.equal(ta, tc) for (_, ta), (_, tc) in zip(a, c))
+    assert any(not torch.equal(ta, tc) for (_, ta), (_, tc) in zip(a, c, strict=True))
     # an explicit generator gives the same draws without touching the global RNG
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     state = torch.get_rng_state()
@@ -219,10 +219,10 @@ def test_eval_transforms():
     img, tgt = eval_transform((3, 9))(image, target)  # crop rows, pad columns
     assert tgt.shape == (3, 9)
     assert torch.equal(tgt[:, :7], target[1:4]) and torch.all(tgt[:, 7:] == 255)
-    img, tgt = eval_transform(None, pad_to_multiple=4)(image, target)
+    _img, tgt = eval_transform(None, pad_to_multiple=4)(image, target)
     assert tgt.shape == (8, 8) and torch.equal(tgt[:5, :7], target)
     assert torch.all(tgt[5:] == 255) and torch.all(tgt[:, 7:] == 255)
-    ds_img, ds_tgt = data.CenterCrop(4)(image, target)
+    _ds_img, ds_tgt = data.CenterCrop(4)(image, target)
     assert torch.equal(ds_tgt, target[0:4, 1:5])
 
 
@@ -371,19 +371,24 @@ def test_seeded_dataloader_workers_are_reproducible(voc):
     ds = build_dataset(voc, "train", crop_size=16, train=True)
 
     def run(seed):
-        loader = DataLoader(ds, batch_size=2, shuffle=True, num_workers=2,
-                            generator=torch.Generator().manual_seed(seed))
+        loader = DataLoader(
+            ds, batch_size=2, shuffle=True, num_workers=2, generator=torch.Generator().manual_seed(seed)
+        )
         return [(b["name"], b["target"]) for b in loader]
 
     a, b, c = run(0), run(0), run(1)
-    assert all(na == nb and torch.equal(ta, tb) for (na, ta), (nb, tb) in zip(a, b))
-    assert any(na != nc or not torch.equal(ta, tc) for (na, ta), (nc, tc) in zip(a, c))
+    assert all(na == nb and torch.equal(ta, tb) for (na, ta), (nb, tb) in zip(a, b, strict=True))
+    assert any(na != nc or not torch.equal(ta, tc) for (na, ta), (nc, tc) in zip(a, c, strict=True))
 
 
 @settings(max_examples=30)
 @given(
-    st.integers(1, 12), st.integers(1, 12), st.integers(1, 10), st.integers(1, 10),
-    st.floats(0.5, 2.0), st.integers(0, 2**31 - 1),
+    st.integers(1, 12),
+    st.integers(1, 12),
+    st.integers(1, 10),
+    st.integers(1, 10),
+    st.floats(0.5, 2.0),
+    st.integers(0, 2**31 - 1),
 )
 def test_train_transform_properties(h, w, ch, cw, s, seed):
     torch.manual_seed(seed)

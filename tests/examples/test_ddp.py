@@ -18,10 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_torchrun_two_process_gloo(tiny_voc, tmp_path) -> None:  # noqa: F811
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "examples/voc_joint/train.py",
-           *train_args(tiny_voc, tmp_path, "--stage", "joint", "--epochs", "1", "--batch-size", "2",
-                       "--threads", "1")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "examples/voc_joint/train.py",
+        *train_args(
+            tiny_voc, tmp_path, "--stage", "joint", "--epochs", "1", "--batch-size", "2", "--threads", "1"
+        ),
+    ]
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)

@@ -13,14 +13,14 @@ from torch import nn
 
 pytest.importorskip("torchvision")
 
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+from PIL import Image
+from torch.utils.data import DataLoader
 
-from examples.voc_joint import evaluate as evaluate_mod  # noqa: E402
-from examples.voc_joint.data import build_dataset  # noqa: E402
-from examples.voc_joint.evaluate import evaluate, split_results  # noqa: E402
-from examples.voc_joint.metrics import SegmentationMetrics  # noqa: E402
-from examples.voc_joint.synthetic import generate_synthetic_voc  # noqa: E402
+from examples.voc_joint import evaluate as evaluate_mod
+from examples.voc_joint.data import build_dataset
+from examples.voc_joint.evaluate import evaluate, split_results
+from examples.voc_joint.metrics import SegmentationMetrics
+from examples.voc_joint.synthetic import generate_synthetic_voc
 
 SIZE = (30, 44)  # not multiples of the cell size: partial border cells
 
@@ -57,8 +57,9 @@ class StubJoint(nn.Module):
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory):
-    return generate_synthetic_voc(tmp_path_factory.mktemp("evalvoc"), num_train=2, num_val=3, image_size=SIZE,
-                                  seed=4, sbd=False)
+    return generate_synthetic_voc(
+        tmp_path_factory.mktemp("evalvoc"), num_train=2, num_val=3, image_size=SIZE, seed=4, sbd=False
+    )
 
 
 def test_evaluate_full_size(voc, tmp_path):
@@ -88,8 +89,9 @@ def test_evaluate_full_size(voc, tmp_path):
 def test_evaluate_equals_manual_accumulation(voc):
     ds = build_dataset(voc, "val", crop_size=(16, 20))
     model = StubJoint()
-    res = evaluate(model, DataLoader(ds, batch_size=2), device=torch.device("cpu"), progress=True,
-                   boundary_widths=(2,))
+    res = evaluate(
+        model, DataLoader(ds, batch_size=2), device=torch.device("cpu"), progress=True, boundary_widths=(2,)
+    )
     joint, base = SegmentationMetrics(boundary_widths=(2,)), SegmentationMetrics(boundary_widths=(2,))
     with torch.no_grad():
         for s in DataLoader(ds, batch_size=3):
@@ -131,8 +133,11 @@ class _BadModel(nn.Module):
         (lambda x: x, TypeError, "dict with 'logits'"),
         (lambda x: {"logits": x[:, :3]}, ValueError, "'logits' has shape"),
         (lambda x: {"logits": torch.zeros(x.shape[0], 21, 5, 5)}, ValueError, "'logits' has shape"),
-        (lambda x: {"logits": torch.zeros(x.shape[0], 21, *x.shape[-2:]), "seg_logits": x[:, 0]}, ValueError,
-         "'seg_logits' must be"),
+        (
+            lambda x: {"logits": torch.zeros(x.shape[0], 21, *x.shape[-2:]), "seg_logits": x[:, 0]},
+            ValueError,
+            "'seg_logits' must be",
+        ),
     ],
 )
 def test_contract_violations(voc, out, exc, match):
@@ -153,10 +158,25 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     fake.load_model_from_checkpoint = load_model_from_checkpoint
     monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
     out = tmp_path / "eval"
-    rc = evaluate_mod.main(["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(voc),
-                            "--split", "val",
-                            *size_args, "--out", str(out), "--max-panels", "2", "--no-progress",
-                            "--boundary-widths", "1", "4"])
+    rc = evaluate_mod.main(
+        [
+            "--checkpoint",
+            str(tmp_path / "ckpt.pt"),
+            "--data-root",
+            str(voc),
+            "--split",
+            "val",
+            *size_args,
+            "--out",
+            str(out),
+            "--max-panels",
+            "2",
+            "--no-progress",
+            "--boundary-widths",
+            "1",
+            "4",
+        ]
+    )
     assert rc == 0 and calls == {"path": tmp_path / "ckpt.pt", "map_location": "cpu"}
     text = capsys.readouterr().out
     assert "baseline" in text and "joint" in text and "aeroplane" in text

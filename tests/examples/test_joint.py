@@ -9,7 +9,14 @@ import pytest
 import torch
 
 import sparse_ops
-from examples.voc_joint.models import DeepLabV3Plus, JointModel, SegmentationOnly, SpixelFCN, build_model, model_config
+from examples.voc_joint.models import (
+    DeepLabV3Plus,
+    JointModel,
+    SegmentationOnly,
+    SpixelFCN,
+    build_model,
+    model_config,
+)
 from examples.voc_joint.models.joint import fusion_target_weight
 
 H, W, CS = 29, 35, 8  # odd size, partial border cells
@@ -37,9 +44,16 @@ def _scale_logits(deeplab: DeepLabV3Plus, factor: float = 5.0) -> None:
         deeplab.classifier.weight.mul_(factor)
 
 
-@pytest.mark.parametrize("mode,activation", [
-    ("hard", "relu"), ("hard", "leaky_relu"), ("hard", None), ("soft", "relu"), ("none", "leaky_relu"),
-])
+@pytest.mark.parametrize(
+    "mode,activation",
+    [
+        ("hard", "relu"),
+        ("hard", "leaky_relu"),
+        ("hard", None),
+        ("soft", "relu"),
+        ("none", "leaky_relu"),
+    ],
+)
 def test_step0_transparency(mode: str, activation: str | None) -> None:
     """With the fusion on, the untrained joint output equals the output without it (uniformized S)."""
     deeplab, spixel = _nets()
@@ -121,7 +135,9 @@ def test_fusion_stack_shapes_and_target() -> None:
     convs = [m for m in joint.fusion.layers if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels) for c in convs] == [(42, 128), (128, 128), (128, 21)]
     t = fusion_target_weight(3)
-    assert t.shape == (3, 6) and torch.equal(t[:, :3], torch.zeros(3, 3)) and torch.equal(t[:, 3:], torch.eye(3))
+    assert (
+        t.shape == (3, 6) and torch.equal(t[:, :3], torch.zeros(3, 3)) and torch.equal(t[:, 3:], torch.eye(3))
+    )
     # the fusion's effective map at step 0 is "take the second half": check on random inputs
     z = torch.randn(4, 42, 3, 5) * 10
     with torch.no_grad():

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 pytest.importorskip("torchvision")
 
-from examples.voc_joint import metrics  # noqa: E402
-from examples.voc_joint.metrics import (  # noqa: E402
+from examples.voc_joint import metrics
+from examples.voc_joint.metrics import (
     SegmentationMetrics,
     boundary_band,
     confusion_matrix,
@@ -78,7 +78,7 @@ def test_accumulates_over_the_whole_set_not_per_image():
 
 def _loop_confusion(pred, target, c, ignore):
     cm = np.zeros((c, c), np.int64)
-    for p, t in zip(pred.reshape(-1).tolist(), target.reshape(-1).tolist()):
+    for p, t in zip(pred.reshape(-1).tolist(), target.reshape(-1).tolist(), strict=True):
         if t != ignore:
             cm[t, p] += 1
     return cm
@@ -223,9 +223,17 @@ def _loop_superpixel(pred, target, sp, c, tol):
     gt_edge = _loop_band(target, 1) & (target != 255).numpy()
     sp_near = _loop_band(sp, tol + 1)
     br_hits, br_edges = int((gt_edge & sp_near).sum()), int(gt_edge.sum())
-    return dict(asa_hits=asa_hits, asa_pixels=asa_pix, br_hits=br_hits, br_edges=br_edges,
-                pure_superpixels=pure,
-                superpixels=k_all, majority_pixels=maj, pixels=pix, images=pred.shape[0])
+    return {
+        "asa_hits": asa_hits,
+        "asa_pixels": asa_pix,
+        "br_hits": br_hits,
+        "br_edges": br_edges,
+        "pure_superpixels": pure,
+        "superpixels": k_all,
+        "majority_pixels": maj,
+        "pixels": pix,
+        "images": pred.shape[0],
+    }
 
 
 @settings(max_examples=12)
@@ -271,9 +279,12 @@ def test_update_errors(pred, target, sp, exc, match):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"num_classes": 0}, "num_classes"), ({"boundary_widths": (0,)}, "boundary_widths"),
-     ({"boundary_tolerance": -1}, "boundary_tolerance"),
-     ({"num_classes": 2, "class_names": ["a"]}, "class_names")],
+    [
+        ({"num_classes": 0}, "num_classes"),
+        ({"boundary_widths": (0,)}, "boundary_widths"),
+        ({"boundary_tolerance": -1}, "boundary_tolerance"),
+        ({"num_classes": 2, "class_names": ["a"]}, "class_names"),
+    ],
 )
 def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -35,13 +35,24 @@ def test_aspp_rates_and_low_level_projection(output_stride: int, rates: tuple[in
     dil = [branch[0].dilation[0] for branch in net.aspp.branches]
     assert dil == [1, *rates]
     assert net.low_level[0].out_channels == 48
-    assert net.config == {"num_classes": 21, "backbone": "resnet18", "output_stride": output_stride,
-                          "aspp_channels": 16, "low_level_channels": 48}
+    assert net.config == {
+        "num_classes": 21,
+        "backbone": "resnet18",
+        "output_stride": output_stride,
+        "aspp_channels": 16,
+        "low_level_channels": 48,
+    }
 
 
-@pytest.mark.parametrize("backbone,output_stride,size", [
-    ("resnet18", 16, (33, 47)), ("resnet18", 8, (17, 19)), ("resnet50", 8, (29, 31)), ("resnet18", 16, (1, 1)),
-])
+@pytest.mark.parametrize(
+    "backbone,output_stride,size",
+    [
+        ("resnet18", 16, (33, 47)),
+        ("resnet18", 8, (17, 19)),
+        ("resnet50", 8, (29, 31)),
+        ("resnet18", 16, (1, 1)),
+    ],
+)
 def test_deeplab_odd_sizes(backbone: str, output_stride: int, size: tuple[int, int]) -> None:
     torch.manual_seed(0)
     net = DeepLabV3Plus(5, backbone, output_stride, aspp_channels=16).eval()
@@ -147,5 +158,7 @@ def test_spixelfcn_centre_bias_starts_near_the_grid() -> None:
     assert torch.equal(sparse_ops.grid_cell_ids(16, 20, 4).long(), expect)
     assert (ids[0] == expect).float().mean() > 0.99
     with torch.no_grad():
-        plain = sparse_ops.hard_superpixels(SpixelFCN(cell_size=4, width=4).eval()(torch.randn(1, 3, 16, 20)), 4)
+        plain = sparse_ops.hard_superpixels(
+            SpixelFCN(cell_size=4, width=4).eval()(torch.randn(1, 3, 16, 20)), 4
+        )
     assert (plain[0] == expect).float().mean() < 0.9  # without the bias: no grid at step 0

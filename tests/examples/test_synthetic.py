@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("torchvision")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from examples.voc_joint import synthetic  # noqa: E402
-from examples.voc_joint.data import NUM_CLASSES, voc_palette  # noqa: E402
-from examples.voc_joint.synthetic import generate_synthetic_voc, render_sample  # noqa: E402
+from examples.voc_joint import synthetic
+from examples.voc_joint.data import NUM_CLASSES, voc_palette
+from examples.voc_joint.synthetic import generate_synthetic_voc, render_sample
 
 SIZE = (32, 48)
 
@@ -97,7 +97,7 @@ def test_deterministic_and_seed_dependent(tmp_path):
     c = generate_synthetic_voc(tmp_path / "c", num_train=2, num_val=1, image_size=SIZE, seed=6)
     assert _digest(a) == _digest(b) != _digest(c)
     # an image does not depend on how many others are generated
-    img1, lab1 = render_sample(5, 1, SIZE)
+    _img1, lab1 = render_sample(5, 1, SIZE)
     with Image.open(a / "SegmentationClass" / "synth_000001.png") as im:
         assert np.array_equal(np.asarray(im), lab1)
 
@@ -137,8 +137,26 @@ def test_bad_arguments(tmp_path, kwargs, match):
 
 
 def test_cli(tmp_path, capsys):
-    assert synthetic.main(["--out", str(tmp_path), "--num-train", "2", "--num-val", "1", "--height", "32",
-                           "--width", "40", "--no-sbd", "--seed", "2"]) == 0
+    assert (
+        synthetic.main(
+            [
+                "--out",
+                str(tmp_path),
+                "--num-train",
+                "2",
+                "--num-val",
+                "1",
+                "--height",
+                "32",
+                "--width",
+                "40",
+                "--no-sbd",
+                "--seed",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "synthetic VOC data set: 3 images of 32x40" in capsys.readouterr().out
     with Image.open(tmp_path / "JPEGImages" / "synth_000002.jpg") as im:
         assert im.size == (40, 32)

@@ -27,8 +27,11 @@ def _rows(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("how", ["file", "module"])
 def test_help_documents_every_option(how: str) -> None:
-    cmd = [sys.executable, "examples/voc_joint/train.py", "--help"] if how == "file" else [
-        sys.executable, "-m", "examples.voc_joint.train", "--help"]
+    cmd = (
+        [sys.executable, "examples/voc_joint/train.py", "--help"]
+        if how == "file"
+        else [sys.executable, "-m", "examples.voc_joint.train", "--help"]
+    )
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     parser = train.build_parser()
@@ -39,8 +42,21 @@ def test_help_documents_every_option(how: str) -> None:
 
 
 def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
-    out = train.main(train_args(tiny_voc, tmp_path, "--stage", "all", "--epochs", "1", "--max-steps", "2",
-                                "--mode", "soft", "--eval"))
+    out = train.main(
+        train_args(
+            tiny_voc,
+            tmp_path,
+            "--stage",
+            "all",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "2",
+            "--mode",
+            "soft",
+            "--eval",
+        )
+    )
     assert set(out) == {"seg", "spixel", "joint"}
     for stage in ("seg", "joint"):  # --eval: exdata's evaluate() on the val split, JSON + panels
         res = json.loads((out[stage].parent / "eval.json").read_text())
@@ -59,12 +75,18 @@ def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
     assert rows[-1]["ce"] and rows[-1]["spixel"]
     # the joint stage started from the pretrained networks: untouched BN statistics of DeepLabV3+ (frozen)
     seg = load_checkpoint(out["seg"])["model"]
-    assert torch.equal(joint_ck["model"]["deeplab.backbone.bn1.running_mean"], seg["backbone.bn1.running_mean"])
+    assert torch.equal(
+        joint_ck["model"]["deeplab.backbone.bn1.running_mean"], seg["backbone.bn1.running_mean"]
+    )
 
 
 def test_optimizer_groups_paper_defaults_and_weight_decay() -> None:
-    args = train.resolve_stage_options("joint", train.build_parser().parse_args(
-        ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4"]))
+    args = train.resolve_stage_options(
+        "joint",
+        train.build_parser().parse_args(
+            ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4"]
+        ),
+    )
     model = train.build_stage_model("joint", args)
     opt = train.build_optimizer("joint", model, args)
     assert isinstance(opt, torch.optim.SGD)
@@ -79,7 +101,11 @@ def test_optimizer_groups_paper_defaults_and_weight_decay() -> None:
         opt.step(), sched.step()
     assert opt.param_groups[0]["lr"] == 1e-6
     seg_args = train.resolve_stage_options("seg", args)
-    assert (seg_args.schedule, seg_args.optimizer, seg_args.weight_decay) == ("fixed", "sgd", 5e-4)  # inherited
+    assert (seg_args.schedule, seg_args.optimizer, seg_args.weight_decay) == (
+        "fixed",
+        "sgd",
+        5e-4,
+    )  # inherited
     fresh = train.resolve_stage_options("seg", train.build_parser().parse_args([]))
     assert (fresh.schedule, fresh.optimizer) == ("poly", "sgd")
     spx = train.resolve_stage_options("spixel", train.build_parser().parse_args([]))
@@ -142,7 +168,9 @@ def test_interrupt_writes_a_resumable_checkpoint(tiny_voc, tmp_path, monkeypatch
     ck = load_checkpoint(tmp_path / "spixel" / "checkpoint.pt")
     assert (ck["epoch"], ck["step"], ck["batch_in_epoch"], ck["complete"]) == (0, 1, 1, False)
     monkeypatch.setattr(train, "_train_step", real_step)
-    out = train.main(train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1", "--resume"))["spixel"]
+    out = train.main(train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1", "--resume"))[
+        "spixel"
+    ]
     ck = load_checkpoint(out)
     assert (ck["epoch"], ck["step"], ck["batch_in_epoch"], ck["complete"]) == (1, 2, 0, True)
 
@@ -161,12 +189,32 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     """The demo's every step on tiny data (1 step per stage): transparency passes, the table is printed."""
     from examples.voc_joint import demo
 
-    res = demo.main(["--data-root", str(tiny_voc), "--output-dir", str(tmp_path), "--seg-epochs", "1",
-                     "--spixel-epochs", "1", "--joint-epochs", "1", "--max-steps", "1", "--crop-size", "32",
-                     "--batch-size", "2", "--no-progress"])
+    res = demo.main(
+        [
+            "--data-root",
+            str(tiny_voc),
+            "--output-dir",
+            str(tmp_path),
+            "--seg-epochs",
+            "1",
+            "--spixel-epochs",
+            "1",
+            "--joint-epochs",
+            "1",
+            "--max-steps",
+            "1",
+            "--crop-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ]
+    )
     text = capsys.readouterr().out
     assert res["transparency"]["max_abs_diff"] <= 1e-4 and res["transparency"]["consistency"] == 1.0
-    assert "Table 4 format" in text and "+ superpixel + transparent init (fine-tuned)" in text and "PASS" in text
+    assert (
+        "Table 4 format" in text and "+ superpixel + transparent init (fine-tuned)" in text and "PASS" in text
+    )
     table = res["table"]
     assert len(table) == 5
     assert all(v["consistency"] == 1.0 for k, v in table.items() if k.startswith("+"))
@@ -179,8 +227,11 @@ def test_sigterm_writes_a_checkpoint(tiny_voc, tmp_path) -> None:  # noqa: F811
     import signal
     import time
 
-    cmd = [sys.executable, "examples/voc_joint/train.py",
-           *train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1000", "--log-every", "1")]
+    cmd = [
+        sys.executable,
+        "examples/voc_joint/train.py",
+        *train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1000", "--log-every", "1"),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = tmp_path / "spixel" / "log.csv"
     deadline = time.monotonic() + 120

@@ -8,10 +8,10 @@ import torch
 
 pytest.importorskip("torchvision")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from examples.voc_joint.data import voc_palette  # noqa: E402
-from examples.voc_joint.visualize import (  # noqa: E402
+from examples.voc_joint.data import voc_palette
+from examples.voc_joint.visualize import (
     colorize,
     make_panel,
     overlay_contours,
@@ -25,7 +25,7 @@ def test_colorize_uses_voc_palette():
     rgb = colorize(lab)
     pal = voc_palette()
     for (y, x), v in np.ndenumerate(lab.numpy()):
-        assert tuple(rgb[y, x]) == tuple(pal[3 * v:3 * v + 3])
+        assert tuple(rgb[y, x]) == tuple(pal[3 * v : 3 * v + 3])
     with pytest.raises(ValueError, match=r"\[H, W\]"):
         colorize(torch.zeros(1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="0, 255"):
@@ -62,9 +62,9 @@ def test_panel_layout(tmp_path):
     tw = w * factor
     assert arr.shape[1] == 4 * tw + 3 * 4
     title_h = 14
-    gt_tile = arr[title_h:title_h + h * factor, tw + 4:2 * tw + 4]
+    gt_tile = arr[title_h : title_h + h * factor, tw + 4 : 2 * tw + 4]
     assert np.array_equal(gt_tile, np.repeat(np.repeat(colorize(target), 2, 0), 2, 1))
-    base_tile = arr[title_h:title_h + h * factor, 2 * (tw + 4):2 * (tw + 4) + tw]
+    base_tile = arr[title_h : title_h + h * factor, 2 * (tw + 4) : 2 * (tw + 4) + tw]
     assert (base_tile == 0).all()
     # legend strip exists below the tiles
     assert arr.shape[0] > title_h + h * factor
@@ -75,6 +75,6 @@ def test_panel_blank_tiles_and_errors():
     im = make_panel(torch.rand(3, 8, 8), target, None, None, legend=False, min_height=8)
     arr = np.asarray(im)
     assert arr.shape == (14 + 8, 4 * 8 + 12, 3)
-    assert (arr[14:, 2 * 12:2 * 12 + 8] == 255).all()
+    assert (arr[14:, 2 * 12 : 2 * 12 + 8] == 255).all()
     with pytest.raises(ValueError, match="8x8"):
         make_panel(torch.rand(3, 8, 8), torch.zeros(7, 8, dtype=torch.long), None, None)

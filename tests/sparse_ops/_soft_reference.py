@@ -26,10 +26,7 @@ def weights(assoc: Tensor, b: int, y: int, x: int, S: int, renormalize: bool) ->
             w[(i, j)] = w.get((i, j), 0) + assoc[b, k, y, x]
     if renormalize:
         total = sum(w.values()) if w else 0
-        if total > 0:
-            w = {key: v / total for key, v in w.items()}
-        else:
-            w = {key: v * 0 for key, v in w.items()}
+        w = {key: v / total for key, v in w.items()} if total > 0 else {key: v * 0 for key, v in w.items()}
     return w
 
 

@@ -63,32 +63,44 @@ SP = torch.randint(0, 6, (2, 4, 5))
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(logits=X.long()), TypeError, "logits must be a floating tensor.*torch.int64"),
-        (dict(logits=[1.0]), TypeError, "logits must be a torch.Tensor"),
-        (dict(logits=X[0]), ValueError, r"logits must have shape \[B, C, H, W\].*got shape \(3, 4, 5\)"),
-        (dict(superpixels=SP.float()), TypeError, "superpixels must have an integer dtype.*torch.float32"),
-        (dict(superpixels=SP.bool()), TypeError, "superpixels must have an integer dtype.*torch.bool"),
-        (dict(superpixels=SP[:, None].repeat(1, 2, 1, 1)), ValueError, r"superpixels must have shape \[B, H, W\]"),
-        (dict(superpixels=SP[0]), ValueError, r"superpixels must have shape \[B, H, W\]"),
-        (dict(superpixels=SP[:, :3]), ValueError, r"\[2, 4, 5\] to match logits.*got \[2, 3, 5\].*nearest"),
-        (dict(superpixels=SP[:1]), ValueError, r"superpixels must have shape \[B, H, W\] = \[2, 4, 5\]"),
-        (dict(superpixels=SP - 1), ValueError, "ids must be >= 0, got the id -1"),
-        (dict(num_superpixels=3), ValueError, r"< num_superpixels = 3, got the id 5"),
-        (dict(num_superpixels=-1), ValueError, "num_superpixels must be >= 0, got -1"),
-        (dict(num_superpixels=2.5), TypeError, "num_superpixels must be an int.*float"),
-        (dict(num_superpixels=True), TypeError, "num_superpixels must be an int.*bool"),
-        (dict(num_superpixels=torch.tensor([6.0, 6.0])), TypeError, "num_superpixels must have an integer dtype"),
-        (dict(num_superpixels=torch.tensor([6, 6, 6])), ValueError, r"shape \[B\] = \[2\], got shape \(3,\)"),
-        (dict(num_superpixels=torch.tensor([6, 2])), ValueError, r"image 1 must be < num_superpixels\[1\] = 2"),
-        (dict(mask=SP > 2), None, None),
-        (dict(mask=(SP > 2).float()), TypeError, "mask must have dtype torch.bool.*torch.float32"),
-        (dict(mask=(SP > 2)[:, :2]), ValueError, r"mask must have shape \[B, H, W\] = \[2, 4, 5\]"),
-        (dict(mask=1), TypeError, "mask must be a bool torch.Tensor"),
-        (dict(backend="dense"), ValueError, r"backend must be one of .*'dense'"),
+        ({"logits": X.long()}, TypeError, "logits must be a floating tensor.*torch.int64"),
+        ({"logits": [1.0]}, TypeError, "logits must be a torch.Tensor"),
+        ({"logits": X[0]}, ValueError, r"logits must have shape \[B, C, H, W\].*got shape \(3, 4, 5\)"),
+        ({"superpixels": SP.float()}, TypeError, "superpixels must have an integer dtype.*torch.float32"),
+        ({"superpixels": SP.bool()}, TypeError, "superpixels must have an integer dtype.*torch.bool"),
+        (
+            {"superpixels": SP[:, None].repeat(1, 2, 1, 1)},
+            ValueError,
+            r"superpixels must have shape \[B, H, W\]",
+        ),
+        ({"superpixels": SP[0]}, ValueError, r"superpixels must have shape \[B, H, W\]"),
+        ({"superpixels": SP[:, :3]}, ValueError, r"\[2, 4, 5\] to match logits.*got \[2, 3, 5\].*nearest"),
+        ({"superpixels": SP[:1]}, ValueError, r"superpixels must have shape \[B, H, W\] = \[2, 4, 5\]"),
+        ({"superpixels": SP - 1}, ValueError, "ids must be >= 0, got the id -1"),
+        ({"num_superpixels": 3}, ValueError, r"< num_superpixels = 3, got the id 5"),
+        ({"num_superpixels": -1}, ValueError, "num_superpixels must be >= 0, got -1"),
+        ({"num_superpixels": 2.5}, TypeError, "num_superpixels must be an int.*float"),
+        ({"num_superpixels": True}, TypeError, "num_superpixels must be an int.*bool"),
+        (
+            {"num_superpixels": torch.tensor([6.0, 6.0])},
+            TypeError,
+            "num_superpixels must have an integer dtype",
+        ),
+        ({"num_superpixels": torch.tensor([6, 6, 6])}, ValueError, r"shape \[B\] = \[2\], got shape \(3,\)"),
+        (
+            {"num_superpixels": torch.tensor([6, 2])},
+            ValueError,
+            r"image 1 must be < num_superpixels\[1\] = 2",
+        ),
+        ({"mask": SP > 2}, None, None),
+        ({"mask": (SP > 2).float()}, TypeError, "mask must have dtype torch.bool.*torch.float32"),
+        ({"mask": (SP > 2)[:, :2]}, ValueError, r"mask must have shape \[B, H, W\] = \[2, 4, 5\]"),
+        ({"mask": 1}, TypeError, "mask must be a bool torch.Tensor"),
+        ({"backend": "dense"}, ValueError, r"backend must be one of .*'dense'"),
     ],
 )
 def test_uniformize_errors(kwargs, exc, match):
-    args = dict(logits=X, superpixels=SP, num_superpixels=None, mask=None)
+    args = {"logits": X, "superpixels": SP, "num_superpixels": None, "mask": None}
     args.update(kwargs)
     backend = args.pop("backend", "auto")
     if exc is None:

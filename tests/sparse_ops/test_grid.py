@@ -23,9 +23,7 @@ cells = st.integers(1, 9)
 
 
 def test_neighbour_order_is_the_contract():
-    assert NEIGHBOUR_OFFSETS == (
-        (-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (1, -1), (1, 0), (1, 1)
-    )
+    assert NEIGHBOUR_OFFSETS == ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (1, -1), (1, 0), (1, 1))
     for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
         assert k == (dy + 1) * 3 + (dx + 1)
 

@@ -32,8 +32,12 @@ def ref_hard(assoc: torch.Tensor, S: int) -> torch.Tensor:
 
 
 @given(
-    B=st.integers(1, 2), H=st.integers(1, 12), W=st.integers(1, 12), S=st.integers(1, 5),
-    seed=st.integers(0, 10_000), levels=st.sampled_from([2, 3, 1000]),
+    B=st.integers(1, 2),
+    H=st.integers(1, 12),
+    W=st.integers(1, 12),
+    S=st.integers(1, 5),
+    seed=st.integers(0, 10_000),
+    levels=st.sampled_from([2, 3, 1000]),
 )
 @settings(max_examples=30)
 def test_hard_matches_reference(B, H, W, S, seed, levels):
@@ -73,8 +77,13 @@ def _is_connected_contiguous(lab: np.ndarray) -> bool:
     return all(ndimage.label(lab == v)[1] == 1 for v in range(k))
 
 
-@given(H=st.integers(1, 12), W=st.integers(1, 12), n=st.integers(1, 5), seed=st.integers(0, 10_000),
-       min_size=st.integers(1, 6))
+@given(
+    H=st.integers(1, 12),
+    W=st.integers(1, 12),
+    n=st.integers(1, 5),
+    seed=st.integers(0, 10_000),
+    min_size=st.integers(1, 6),
+)
 @settings(max_examples=40)
 def test_enforce_connectivity_properties(H, W, n, seed, min_size):
     rng = np.random.default_rng(seed)
@@ -143,8 +152,13 @@ def test_errors():
         enforce_connectivity(torch.zeros(3, 3, dtype=torch.long), min_size=0)
 
 
-@given(H=st.integers(2, 14), W=st.integers(2, 14), S=st.integers(2, 5), seed=st.integers(0, 10_000),
-       connectivity=st.booleans())
+@given(
+    H=st.integers(2, 14),
+    W=st.integers(2, 14),
+    S=st.integers(2, 5),
+    seed=st.integers(0, 10_000),
+    connectivity=st.booleans(),
+)
 @settings(max_examples=20)
 def test_consistent_with_uniformize(H, W, S, seed, connectivity):
     from sparse_ops import uniformize

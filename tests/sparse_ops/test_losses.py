@@ -55,8 +55,13 @@ def ref_loss(assoc, target, S, m=0.003, ignore=255, num_classes=None, eps=1e-8):
     return sem + m / S * pos, sem, pos
 
 
-@given(H=st.integers(2, 9), W=st.integers(2, 9), S=st.integers(2, 4), seed=st.integers(0, 1000),
-       dense=st.booleans())
+@given(
+    H=st.integers(2, 9),
+    W=st.integers(2, 9),
+    S=st.integers(2, 4),
+    seed=st.integers(0, 1000),
+    dense=st.booleans(),
+)
 @settings(max_examples=15)
 def test_loss_matches_reference(H, W, S, seed, dense):
     g = torch.Generator().manual_seed(seed)

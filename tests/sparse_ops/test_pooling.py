@@ -31,7 +31,9 @@ def test_pool_matches_reference(backend, reduce, data, channels, masked, seed, d
     x = torch.randn(b, channels, h, w, generator=g, dtype=torch.float64).to(dtype)
     mask = torch.rand(b, h, w, generator=g) > 0.4 if masked else None
     pooled, counts = superpixel_pool(x, sp, n_s, reduce, mask=mask, return_counts=True, backend=backend)
-    exp, exp_counts = ref_pool(x.double().numpy(), sp.numpy(), n_s, reduce, None if mask is None else mask.numpy())
+    exp, exp_counts = ref_pool(
+        x.double().numpy(), sp.numpy(), n_s, reduce, None if mask is None else mask.numpy()
+    )
     assert pooled.shape == (b, n_s, channels) and pooled.dtype == x.dtype
     assert counts.dtype == torch.float32
     tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
@@ -49,7 +51,7 @@ def test_unpool_matches_indexing(data, channels, seed):
     if b:
         expected = np.stack([pooled[i].numpy()[sp[i].numpy()] for i in range(b)])
     else:
-        expected = np.zeros((0,) + tuple(sp.shape[1:]) + (channels,))
+        expected = np.zeros((0, *tuple(sp.shape[1:]), channels))
     np.testing.assert_array_equal(out.permute(0, 2, 3, 1).numpy(), expected)
 
 

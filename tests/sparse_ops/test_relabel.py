@@ -13,8 +13,12 @@ from sparse_ops import relabel_contiguous, uniformize
 
 @settings(max_examples=30)
 @given(
-    b=st.integers(0, 3), h=st.integers(1, 6), w=st.integers(1, 6),
-    low=st.integers(-50, 50), span=st.integers(1, 1000), seed=st.integers(0, 10_000),
+    b=st.integers(0, 3),
+    h=st.integers(1, 6),
+    w=st.integers(1, 6),
+    low=st.integers(-50, 50),
+    span=st.integers(1, 1000),
+    seed=st.integers(0, 10_000),
 )
 def test_matches_numpy_unique(b, h, w, low, span, seed):
     g = np.random.default_rng(seed)

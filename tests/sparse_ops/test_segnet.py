@@ -12,7 +12,10 @@ from sparse_ops import MaxPoolWithIndices, MaxUnpool, PooledWithIndices, max_poo
 
 def ref_unpool(values, indices, H, W):
     out = torch.zeros(*values.shape[:-2], H, W, dtype=values.dtype)
-    v, i = values.reshape(-1, values.shape[-2] * values.shape[-1]), indices.reshape(-1, indices.shape[-2] * indices.shape[-1])
+    v, i = (
+        values.reshape(-1, values.shape[-2] * values.shape[-1]),
+        indices.reshape(-1, indices.shape[-2] * indices.shape[-1]),
+    )
     o = out.reshape(-1, H * W)
     for r in range(v.shape[0]):
         for u in range(v.shape[1]):
@@ -21,8 +24,13 @@ def ref_unpool(values, indices, H, W):
 
 
 @given(
-    H=st.integers(2, 13), W=st.integers(2, 13), k=st.integers(1, 3), s=st.integers(1, 3),
-    pad=st.integers(0, 1), seed=st.integers(0, 1000), ceil=st.booleans(),
+    H=st.integers(2, 13),
+    W=st.integers(2, 13),
+    k=st.integers(1, 3),
+    s=st.integers(1, 3),
+    pad=st.integers(0, 1),
+    seed=st.integers(0, 1000),
+    ceil=st.booleans(),
 )
 @settings(max_examples=40)
 def test_matches_nn_maxunpool_and_reference(H, W, k, s, pad, seed, ceil):
@@ -52,9 +60,7 @@ def test_odd_sizes_round_trip_modules(H, W, device):
     kept = y != 0
     assert torch.equal(y[kept], x[kept])
     assert int(kept.sum()) == p.values.numel() or (p.values == 0).any()
-    torch.testing.assert_close(
-        unpool(p.values, p.indices, p.input_size), y
-    )
+    torch.testing.assert_close(unpool(p.values, p.indices, p.input_size), y)
     torch.testing.assert_close(unpool(p.values, p), y)
 
 
@@ -119,7 +125,9 @@ def test_module_reprs():
 def test_errors():
     x = torch.randn(1, 2, 5, 5)
     p = max_pool2d_with_indices(x)
-    with pytest.raises(ValueError, match=r"indices must have the shape of values \(1, 2, 2, 2\), got shape \(1, 2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"indices must have the shape of values \(1, 2, 2, 2\), got shape \(1, 2, 4\)"
+    ):
         max_unpool2d(p.values, p.indices.reshape(1, 2, 4), p.input_size)
     with pytest.raises(ValueError, match=r"indices must lie in \[0, H \* W\) = \[0, 4\)"):
         max_unpool2d(p.values, p.indices, (2, 2))

@@ -137,7 +137,7 @@ def test_gradcheck_features_and_assoc(renormalize):
     a = (torch.rand(1, 9, 4, 5, generator=g, dtype=torch.float64) + 0.1).requires_grad_()
     n_h, n_w = grid_shape(4, 5, 3)  # partial border cells
     c = torch.randn(1, 2, n_h, n_w, generator=g, dtype=torch.float64, requires_grad=True)
-    kw = dict(renormalize=renormalize)
+    kw = {"renormalize": renormalize}
     assert gradcheck(lambda f, a: soft_superpixel_pool(f, a, 3, **kw), (f, a))
     assert gradcheck(lambda c, a: soft_superpixel_unpool(c, a, 3, **kw), (c, a))
     assert gradcheck(lambda f, a: soft_uniformize(f, a, 3, **kw), (f, a))

@@ -76,9 +76,13 @@ def test_empty_superpixels_and_mask():
     assert superpixel_global_average(f, sp, 4).tolist() == [[(1.5 + 9) / 2]]  # ids 1, 3 empty: skipped
     mask = torch.tensor([[[True, True, False]]])
     assert superpixel_global_average(f, sp, 4, mask=mask).tolist() == [[1.5]]
-    cam, scores = superpixel_cam(f, sp, torch.ones(1, 1), torch.tensor([7.0]), 4, return_superpixel_scores=True)
+    _cam, scores = superpixel_cam(
+        f, sp, torch.ones(1, 1), torch.tensor([7.0]), 4, return_superpixel_scores=True
+    )
     assert scores[0, 1, 0] == 7.0  # empty superpixel scores the bias
-    assert superpixel_global_average(f, sp, 4, mask=torch.zeros(1, 1, 3, dtype=torch.bool)).tolist() == [[0.0]]
+    assert superpixel_global_average(f, sp, 4, mask=torch.zeros(1, 1, 3, dtype=torch.bool)).tolist() == [
+        [0.0]
+    ]
 
 
 def test_upsampling_coarse_features():
@@ -105,7 +109,9 @@ def test_classifier_head(device):
     cam = head.cam(f, sp)
     assert cam.shape == (2, 3, 6, 6)
     # the image logits are the average over superpixels of the SP-CAM scores (linearity)
-    _, scores = superpixel_cam(f, sp, head.classifier.weight, head.classifier.bias, return_superpixel_scores=True)
+    _, scores = superpixel_cam(
+        f, sp, head.classifier.weight, head.classifier.bias, return_superpixel_scores=True
+    )
     counts = torch.stack([torch.bincount(sp[b].flatten(), minlength=scores.shape[1]) for b in range(2)])
     present = (counts > 0).float()
     avg = (scores * present[..., None]).sum(1) / present.sum(1, keepdim=True)

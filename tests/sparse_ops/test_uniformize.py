@@ -7,11 +7,16 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from sparse_ops import SuperpixelAssignment, SuperpixelUniformize, superpixel_pool, superpixel_unpool, uniformize
+from sparse_ops import (
+    SuperpixelAssignment,
+    SuperpixelUniformize,
+    superpixel_pool,
+    superpixel_unpool,
+    uniformize,
+)
 from tests.sparse_ops._reference import label_maps, ref_uniformize
 
 BACKENDS = ["scatter", "sparse", "auto"]
@@ -273,9 +278,7 @@ def test_validate_false_skips_checks():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "compiler, masked", [("aot_eager", False), ("aot_eager", True), ("inductor", False)]
-)
+@pytest.mark.parametrize("compiler, masked", [("aot_eager", False), ("aot_eager", True), ("inductor", False)])
 def test_compile_fullgraph_scatter_backend(compiler, masked):
     g = torch.Generator().manual_seed(9)
     mask = torch.rand(2, 5, 5, generator=g) > 0.3 if masked else None

@@ -54,7 +54,7 @@ def test_chain_is_composition() -> None:
 def test_draw_hidden_keeps_chain_well_conditioned(hidden: list[int]) -> None:
     affines = af.draw_hidden(4, hidden, [True] * len(hidden), torch.Generator().manual_seed(0))
     m = torch.eye(4, dtype=torch.float64)
-    for (a, _), h in zip(affines, hidden):
+    for (a, _), h in zip(affines, hidden, strict=True):
         assert a.shape[0] == h
         # entries of scale 1/sqrt(h), none tiny
         assert a.abs().min() >= af.MIN_ABS_FRACTION / math.sqrt(h) - 1e-15

@@ -83,7 +83,7 @@ def test_metric_errors() -> None:
 def test_random_uniform_bounds_and_reproducibility() -> None:
     a = random_uniform_init_(_stack(), generator=0)
     b = random_uniform_init_(_stack(), generator=0)
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
         fan_in = 6 if name.startswith("0.") else 16
         assert float(p.detach().abs().max()) <= 1 / math.sqrt(fan_in)

@@ -54,7 +54,7 @@ def test_inplace_matches_the_module_draws() -> None:
         nn.Linear(3, 8), nn.LeakyReLU(0.3), nn.Linear(8, 10), nn.LeakyReLU(0.3), nn.Linear(10, 3)
     )
     transparent_init_(seq, generator=7)
-    for p, q in zip(layer.layers.parameters(), seq.parameters()):
+    for p, q in zip(layer.layers.parameters(), seq.parameters(), strict=True):
         assert torch.equal(p, q)
 
 

@@ -67,7 +67,7 @@ def test_error_small_across_depths(depth: int, act: str | None) -> None:
 def test_error_grows_linearly_with_magnitude() -> None:
     layer = TransparentLinear(42, [64, 64], generator=0)
     errs = [max_abs_error(layer, _uniform((2048, 42), mag, 5)) for mag in (1.0, 10.0, 100.0, 1000.0)]
-    for mag, e in zip((1.0, 10.0, 100.0, 1000.0), errs):
+    for mag, e in zip((1.0, 10.0, 100.0, 1000.0), errs, strict=True):
         assert e <= 3e-6 * mag + 1e-6, (mag, e)
 
 
@@ -84,17 +84,17 @@ def _configs(draw: st.DrawFn) -> dict:
     mag = draw(st.sampled_from([1e-3, 1e-1, 1.0, 10.0, 1e3]))
     batch = draw(st.sampled_from([(1,), (5,), (2, 3), (2, 1, 3)]))
     dtype = draw(st.sampled_from([torch.float32, torch.float64]))
-    return dict(
-        in_f=in_f,
-        hidden=hidden,
-        act=act,
-        slope=slope,
-        mag=mag,
-        batch=batch,
-        dtype=dtype,
-        seed=draw(st.integers(0, 2**31 - 1)),
-        bias=draw(st.booleans()),
-    )
+    return {
+        "in_f": in_f,
+        "hidden": hidden,
+        "act": act,
+        "slope": slope,
+        "mag": mag,
+        "batch": batch,
+        "dtype": dtype,
+        "seed": draw(st.integers(0, 2**31 - 1)),
+        "bias": draw(st.booleans()),
+    }
 
 
 def _bound(cfg: dict, scale: float = 1.0) -> float:
@@ -155,10 +155,15 @@ def test_target_map_recovery_property(cfg: dict, out_f: int) -> None:
 @settings(max_examples=15)
 @given(_configs())
 def test_conv1x1_equals_linear_property(cfg: dict) -> None:
-    kw = dict(activation=cfg["act"], negative_slope=cfg["slope"], bias=cfg["bias"], dtype=cfg["dtype"])
+    kw = {
+        "activation": cfg["act"],
+        "negative_slope": cfg["slope"],
+        "bias": cfg["bias"],
+        "dtype": cfg["dtype"],
+    }
     lin = TransparentLinear(cfg["in_f"], cfg["hidden"], generator=cfg["seed"], **kw)
     conv = TransparentConv1x1(cfg["in_f"], cfg["hidden"], generator=cfg["seed"], **kw)
-    for ml, mc in zip(lin.layers, conv.layers):
+    for ml, mc in zip(lin.layers, conv.layers, strict=True):
         if isinstance(ml, nn.Linear):
             assert torch.equal(ml.weight, mc.weight[:, :, 0, 0])
     x = _uniform((2, cfg["in_f"], 3, 4), cfg["mag"], 3, cfg["dtype"])
@@ -219,14 +224,14 @@ def test_reproducible_from_seed_and_generator() -> None:
     a = TransparentLinear(5, [7, 6], generator=123)
     b = TransparentLinear(5, [7, 6], generator=torch.Generator().manual_seed(123))
     c = TransparentLinear(5, [7, 6], generator=124)
-    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters(), strict=True):
         assert torch.equal(pa, pb)
         assert not torch.equal(pa, pc)
     torch.manual_seed(0)
     d = TransparentLinear(5, [7, 6])
     torch.manual_seed(0)
     e = TransparentLinear(5, [7, 6])
-    assert all(torch.equal(p, q) for p, q in zip(d.parameters(), e.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(d.parameters(), e.parameters(), strict=True))
 
 
 def test_reset_parameters_redraws_and_stays_transparent() -> None:
@@ -238,7 +243,7 @@ def test_reset_parameters_redraws_and_stays_transparent() -> None:
     x = torch.randn(10, 4)
     torch.testing.assert_close(layer(x), x @ t_w.T, atol=1e-5, rtol=0)
     layer.reset_parameters(generator=0)
-    assert all(torch.equal(p, q) for p, q in zip(before, layer.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(before, layer.parameters(), strict=True))
 
 
 def test_reset_parameters_follows_dtype_changes() -> None:

@@ -5,4 +5,4 @@ from .deeplabv3plus import DeepLabV3Plus
 from .joint import JointModel, SegmentationOnly
 from .spixelfcn import SpixelFCN
 
-__all__ = ["DeepLabV3Plus", "SpixelFCN", "JointModel", "SegmentationOnly", "build_model", "model_config"]
+__all__ = ["DeepLabV3Plus", "JointModel", "SegmentationOnly", "SpixelFCN", "build_model", "model_config"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DeepLabV3Plus", "ASPP", "build_resnet_backbone", "load_backbone_weights", "BACKBONES"]
+__all__ = ["ASPP", "BACKBONES", "DeepLabV3Plus", "build_resnet_backbone", "load_backbone_weights"]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -77,7 +77,7 @@ def build_resnet_backbone(name: str, output_stride: int) -> tuple[nn.Module, int
     if basic:
         net = ctor(weights=None)
         prev = 1
-        for stage, flag in zip((net.layer2, net.layer3, net.layer4), dilate):
+        for stage, flag in zip((net.layer2, net.layer3, net.layer4), dilate, strict=True):
             if flag:
                 new = prev * 2
                 _dilate_basic_stage(stage, prev, new)
@@ -156,8 +156,13 @@ class ASPP(nn.Module):
         - Output: ``(B, C_out, h, w)``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 256, rates: tuple[int, int, int] = (6, 12, 18),
-                 dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int = 256,
+        rates: tuple[int, int, int] = (6, 12, 18),
+        dropout: float = 0.5,
+    ) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
             [_conv_bn_relu(in_channels, out_channels, 1)]

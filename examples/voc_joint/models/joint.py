@@ -27,7 +27,7 @@ from torch import Tensor, nn
 import sparse_ops as so
 from transparent_init import TransparentConv1x1
 
-__all__ = ["JointModel", "SegmentationOnly", "MODES", "fusion_target_weight"]
+__all__ = ["MODES", "JointModel", "SegmentationOnly", "fusion_target_weight"]
 
 MODES = ("hard", "soft", "none")
 
