@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
     "DEFAULT_CACHE",
+    "DEFAULT_MAX_PIXELS",
     "IGNORE_INDEX",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -85,6 +86,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: SpixelFCN's input normalization: ``x - SPIXEL_MEAN`` on [0, 1] RGB, no division.
 SPIXEL_MEAN = (0.411, 0.432, 0.45)
+#: Default largest image (and mask) in pixels: PIL's own default ``Image.MAX_IMAGE_PIXELS``.
+DEFAULT_MAX_PIXELS = 89_478_485
 #: Cache folder of generated data (``$TRANSINIT_CACHE``, default ``~/.cache/transinit``).
 DEFAULT_CACHE = Path(os.environ.get("TRANSINIT_CACHE", "~/.cache/transinit")).expanduser()
 
@@ -319,28 +322,50 @@ def _resolve_root(root: Path) -> Path:
     )
 
 
-def _read_image(path: Path) -> Tensor:
-    """Read an RGB image as a uint8 tensor [3, H, W] with ``torchvision.io``; errors name the file."""
+def _check_pixels(path: Path, kind: str, size: tuple[int, int], max_pixels: int) -> None:
+    w, h = size
+    if w * h > max_pixels:
+        raise ValueError(
+            f"{kind} file '{path}' is {w}x{h} = {w * h} pixels, more than the limit of {max_pixels} "
+            "(max_pixels / --max-image-pixels): refusing to decode it (decompression-bomb guard)"
+        )
+
+
+def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+    """Read an RGB image as a uint8 tensor [3, H, W] with ``torchvision.io``; errors name the file.
+
+    The header is read first (PIL, lazy) and images above ``max_pixels`` are refused before decoding.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: '{path}'")
+    try:
+        with Image.open(path) as im:
+            _check_pixels(path, "image", im.size, max_pixels)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image file '{path}' refused as a decompression bomb: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image file '{path}': {exc}") from exc
     try:
         return decode_image(str(path), mode=ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as exc:
         raise ValueError(f"cannot read image file '{path}': {exc}") from exc
 
 
-def _read_mask(path: Path) -> np.ndarray:
+def _read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a label PNG (palette "P" or grayscale "L") as a uint8 array [H, W]; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"mask file not found: '{path}'")
     try:
         with Image.open(path) as im:
+            _check_pixels(path, "mask", im.size, max_pixels)
             if im.mode not in ("P", "L"):
                 raise ValueError(
                     f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale "
                     "('L') PNG whose pixel values are the class indices"
                 )
             arr = np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"mask file '{path}' refused as a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot read mask file '{path}': {exc}") from exc
     bad = ~_VALID_LABELS[arr]
@@ -352,6 +377,24 @@ def _read_mask(path: Path) -> np.ndarray:
             f"({int(bad.sum())} pixels)"
         )
     return arr
+
+
+def _read_list(list_file: Path) -> list[str]:
+    """The image names of a split list (first word of each non-empty line); each must stay inside the data
+    folders: no absolute path, no ``..``."""
+    names = []
+    for lineno, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        name = line.split()[0]
+        pure = PurePath(name)
+        if pure.is_absolute() or ".." in pure.parts or "\0" in name or pure.drive:
+            raise ValueError(
+                f"split list file '{list_file}' line {lineno}: entry {name!r} points outside the data folders "
+                "(absolute paths and '..' are not allowed)"
+            )
+        names.append(name)
+    return names
 
 
 class VOCSegmentation(Dataset):
@@ -368,6 +411,8 @@ class VOCSegmentation(Dataset):
             ``torchvision.transforms.v2`` pipeline (see :func:`train_transform`, :func:`eval_transform`).
         mask_dir (str | Path | None): override the mask folder (absolute, or relative to the resolved root).
         list_file (str | Path | None): override the list file (absolute, or relative to the resolved root).
+        max_pixels (int): refuse images and masks with more pixels (read from the file header, before
+            decoding: a guard against decompression bombs); default PIL's 89478485.
 
     A sample is a dict: ``image`` (Tensor[3, H, W] in [0, 1], for display), ``seg_input``
     (ImageNet-normalized), ``spixel_input`` (SpixelFCN-normalized), ``target`` (LongTensor[H, W] in
@@ -376,8 +421,9 @@ class VOCSegmentation(Dataset):
     Raises:
         FileNotFoundError: missing folder or list file (the message names it and the expected layout), or a
             listed image/mask that does not exist (when the sample is read).
-        ValueError: an empty list file; an unreadable image or mask, a mask whose size differs from its image,
-            or label values outside {0..20, 255} (the message names the file and the values).
+        ValueError: an empty list file or an entry that leaves the data folders (``..``, absolute path); an
+            unreadable image or mask, one above ``max_pixels``, a mask whose size differs from its image, or
+            label values outside {0..20, 255} (the message names the file and the values).
     """
 
     def __init__(
@@ -389,6 +435,7 @@ class VOCSegmentation(Dataset):
         transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
         mask_dir: str | Path | None = None,
         list_file: str | Path | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.root = _resolve_root(Path(root).expanduser())
         self.split, self.sbd, self.transform = split, bool(sbd), transform
@@ -413,7 +460,10 @@ class VOCSegmentation(Dataset):
                 f"split list file not found: '{self.list_file}' (expected one image name per line in "
                 f"'{list_dir}/<split>.txt'; available splits: {found or 'none'})"
             )
-        self.names = [ln.split()[0] for ln in self.list_file.read_text().splitlines() if ln.strip()]
+        self.max_pixels = int(max_pixels)
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+        self.names = _read_list(self.list_file)
         if not self.names:
             raise ValueError(f"split list file '{self.list_file}' is empty")
 
@@ -431,8 +481,8 @@ class VOCSegmentation(Dataset):
     def load(self, index: int) -> tuple[Tensor, Tensor]:
         """Read sample ``index`` untransformed: image (uint8 Tensor[3, H, W]), target (LongTensor[H, W])."""
         image_path, mask_path = self.image_path(index), self.mask_path(index)
-        image = _read_image(image_path)
-        mask = _read_mask(mask_path)
+        image = _read_image(image_path, self.max_pixels)
+        mask = _read_mask(mask_path, self.max_pixels)
         if tuple(mask.shape) != tuple(image.shape[-2:]):
             raise ValueError(
                 f"mask file '{mask_path}' is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image "
@@ -471,6 +521,7 @@ def build_dataset(
     train: bool = False,
     scale: tuple[float, float] = (0.5, 2.0),
     pad_to_multiple: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> VOCSegmentation:
     """The data set with the standard transforms.
 
@@ -483,6 +534,7 @@ def build_dataset(
             :func:`eval_transform`.
         scale (tuple[float, float]): random scale range when training.
         pad_to_multiple (int | None): eval only: pad to a multiple (label 255).
+        max_pixels (int): largest image accepted (see :class:`VOCSegmentation`).
 
     Raises:
         ValueError: ``train=True`` without ``crop_size``.
@@ -493,7 +545,7 @@ def build_dataset(
         transform = train_transform(crop_size, scale)
     else:
         transform = eval_transform(crop_size, pad_to_multiple=pad_to_multiple)
-    return VOCSegmentation(root, split, sbd=sbd, transform=transform)
+    return VOCSegmentation(root, split, sbd=sbd, transform=transform, max_pixels=max_pixels)
 
 
 def ensure_synthetic_voc(root: str | Path | None = None, **kw) -> Path:

@@ -25,13 +25,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 
+from examples.voc_joint.cli import existing_dir, float_range, int_range
+
 __all__ = ["TABLE4_METRICS", "join_pretrained", "main", "run_demo", "transparency_check"]
+
+POS = int_range(1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,28 +52,33 @@ def _parser() -> argparse.ArgumentParser:
         help="where checkpoints, logs, panels and results go (default: <cache>/demo)",
     )
     p.add_argument(
-        "--data-root", type=Path, default=None, help="VOC folder (default: synthetic set in the cache)"
+        "--data-root",
+        type=existing_dir,
+        default=None,
+        help="VOC folder (default: synthetic set in the cache)",
     )
-    p.add_argument("--seg-epochs", type=int, default=36, help="DeepLabV3+ pretraining epochs")
-    p.add_argument("--spixel-epochs", type=int, default=16, help="SpixelFCN pretraining epochs")
-    p.add_argument("--joint-epochs", type=int, default=5, help="fine-tuning epochs of each joint variant")
+    p.add_argument("--seg-epochs", type=POS, default=36, help="DeepLabV3+ pretraining epochs")
+    p.add_argument("--spixel-epochs", type=POS, default=16, help="SpixelFCN pretraining epochs")
+    p.add_argument("--joint-epochs", type=POS, default=5, help="fine-tuning epochs of each joint variant")
     p.add_argument(
-        "--max-steps", type=int, default=None, help="cap every stage at this many steps (smoke runs)"
+        "--max-steps", type=POS, default=None, help="cap every stage at this many steps (smoke runs)"
     )
-    p.add_argument("--crop-size", type=int, default=64, help="training crop")
-    p.add_argument("--batch-size", type=int, default=8, help="training batch")
-    p.add_argument("--cell-size", type=int, default=8, help="superpixel cell size")
+    p.add_argument("--crop-size", type=POS, default=64, help="training crop")
+    p.add_argument("--batch-size", type=int_range(2), default=8, help="training batch (>= 2: BatchNorm)")
+    p.add_argument("--cell-size", type=int_range(1, 1024), default=8, help="superpixel cell size")
     p.add_argument(
         "--joint-lr",
-        type=float,
+        type=float_range(0.0),
         default=2e-3,
         help="fine-tuning lr of both networks (the paper's 1e-6 moves nothing in a short demo)",
     )
-    p.add_argument("--fusion-lr", type=float, default=2e-4, help="fine-tuning lr of the transparent layers")
     p.add_argument(
-        "--max-val-images", type=int, default=None, help="evaluate on the first N validation images"
+        "--fusion-lr", type=float_range(0.0), default=2e-4, help="fine-tuning lr of the transparent layers"
     )
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--max-val-images", type=POS, default=None, help="evaluate on the first N validation images"
+    )
+    p.add_argument("--threads", type=POS, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -167,6 +177,7 @@ def run_demo(opts: argparse.Namespace) -> dict:
         "5",
         "--seed",
         "0",
+        "--overwrite",
     ]
     if opts.no_progress:
         common.append("--no-progress")
@@ -270,19 +281,19 @@ def run_demo(opts: argparse.Namespace) -> dict:
     print("\n[demo] evaluating on the validation split (full images) ...", flush=True)
     progress = not opts.no_progress
 
-    def ev(model, panels=None):
+    def score(model: torch.nn.Module, panels: Path | None = None) -> dict[str, Any]:
         return evaluate(model, loader, device="cpu", panels_dir=panels, max_panels=4, progress=progress)
 
-    seg_model, _ = load_model_from_checkpoint(seg)
-    res_base = ev(seg_model)
-    res_step0 = ev(join_pretrained(seg, spx, fusion=False))
-    m_ctrl, _ = load_model_from_checkpoint(control)
-    res_ctrl = ev(m_ctrl)
-    m_sp, _ = load_model_from_checkpoint(sp_only)
-    res_sp = ev(m_sp)
-    m_ti, _ = load_model_from_checkpoint(sp_ti)
+    seg_model, _ = load_model_from_checkpoint(seg, expect_stage="seg")
+    res_base = score(seg_model)
+    res_step0 = score(join_pretrained(seg, spx, fusion=False))
+    m_ctrl, _ = load_model_from_checkpoint(control, expect_stage="joint")
+    res_ctrl = score(m_ctrl)
+    m_sp, _ = load_model_from_checkpoint(sp_only, expect_stage="joint")
+    res_sp = score(m_sp)
+    m_ti, _ = load_model_from_checkpoint(sp_ti, expect_stage="joint")
     panels_dir = out / "panels"
-    res_ti = ev(m_ti, panels_dir)
+    res_ti = score(m_ti, panels_dir)
     rows = [
         ("DeepLabV3+ (baseline, pretrained)", {**res_base, "consistency": None}),
         ("DeepLabV3+ fine-tuned alike (no superpixels)", res_ctrl),

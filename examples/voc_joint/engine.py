@@ -18,7 +18,7 @@ import csv
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ class TrainState:
         epoch: completed epochs.
         step: completed optimizer steps.
         samples_in_epoch: samples of the current epoch done by all processes together.
+        option_changes: option changes accepted on resume (recorded in every checkpoint).
     """
 
     stage: str
@@ -72,6 +73,7 @@ class TrainState:
     epoch: int = 0
     step: int = 0
     samples_in_epoch: int = 0
+    option_changes: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------------------ loss
@@ -355,7 +357,7 @@ def evaluate_checkpoint(
     from examples.voc_joint.metrics import dumps
 
     model, _ = load_model_from_checkpoint(ckpt_path, map_location=device)
-    ds = data.build_dataset(root, args.val_split, sbd=False, crop_size=args.eval_crop, train=False)
+    ds = data.build_dataset(root, args.val_split, crop_size=args.eval_crop, max_pixels=args.max_image_pixels)
     loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False, num_workers=args.workers)
     res = evaluate(
         model,

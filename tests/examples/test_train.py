@@ -128,7 +128,7 @@ def test_poly_schedule() -> None:
 def test_cli_errors(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     cases = [
         (["--resume", str(tmp_path / "x.pt")], "--resume checkpoint not found"),
-        (["--batch-size", "1"], "batch-size must be >= 2"),
+        (["--batch-size", "1"], "--batch-size: must be an integer >= 2"),
         (["--batch-size", "8"], "fewer than one batch"),
     ]
     for extra, message in cases:
