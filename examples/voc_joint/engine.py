@@ -180,7 +180,7 @@ def train_step(
     numbers = torch.cat([values, flags]).tolist()
     bad_loss, bad_grad, bad_weight, stop = (bool(f) for f in numbers[-4:])
     if bad_loss or bad_grad or bad_weight:
-        what = ", ".join(
+        what = " and ".join(
             name
             for name, bad in (("loss", bad_loss), ("gradients", bad_grad), ("weights", bad_weight))
             if bad

@@ -58,6 +58,8 @@ except ImportError:  # Windows: generation is not locked against concurrent gene
 __all__ = ["CLASS_STYLES", "generate_synthetic_voc", "main", "render_sample"]
 
 _FORMAT_VERSION = 1
+_UMASK = os.umask(0)  # read the process umask (set it back at once)
+os.umask(_UMASK)
 _MARKER = "synthetic_voc.json"
 _TEXTURES = ("stripes", "checker", "dots", "rings", "noise")
 _SHAPES = ("ellipse", "polygon", "blob")
@@ -311,6 +313,7 @@ def generate_synthetic_voc(
             raise FileExistsError(f"refusing to write the synthetic set into {root}: it is not a folder")
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+        tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes a private 0700 folder; the set gets the usual mode
         try:
             _write_set(tmp, params)
             _replace_folder(tmp, root)

@@ -22,7 +22,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -570,18 +570,23 @@ def _check_run(
     return ckpt, source, changes
 
 
-def _agree(info: DistInfo, work: Any) -> Any:
-    """Run ``work()`` on rank 0; every process gets its result, or raises its error (same type, message)."""
+def _agree(info: DistInfo, work: Callable[[], Any]) -> Any:
+    """Run ``work()`` on rank 0; every process gets its (picklable) result, or raises its error (same type)."""
     result, error = None, None
     if info.main:
         try:
             result = work()
         except (UsageError, CheckpointError) as exc:
             error = (type(exc).__name__, str(exc))
-    error = info.from_main(error)
+    result, error = info.from_main((result, error))
     if error is not None:
         raise (CheckpointError if error[0] == "CheckpointError" else UsageError)(error[1])
     return result
+
+
+def _acquire(locks: Sequence[FolderLock]) -> None:
+    for lock in locks:
+        lock.acquire()
 
 
 def _apply_optimizer_options(state: engine.TrainState, args: argparse.Namespace) -> None:
@@ -678,7 +683,7 @@ def run_stage(
     ckpt_path = folder / "checkpoint.pt"
     lock = FolderLock(folder) if info.main and not locked else None
     with nullcontext(guard) if guard is not None else InterruptGuard() as active:
-        _agree(info, lambda: lock.acquire() if lock is not None else None)
+        _agree(info, lambda: _acquire([lock] if lock is not None else []))
         try:
             return _run_locked(stage, args, info, active, folder, ckpt_path)
         finally:
@@ -834,6 +839,12 @@ def _stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
     return resolve_stage_options(stage, out)
 
 
+def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: int) -> None:
+    """Every stage's checks (:func:`_check_run`) before the first one starts."""
+    for stage in stages:
+        _check_run(stage, _stage_args(stage, args), Path(args.output_dir) / stage, world_size)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     """Parse ``argv`` and run the requested stage(s); returns ``{stage: checkpoint path}``.
 
@@ -858,14 +869,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         try:
             if info.main:
                 locks = [FolderLock(Path(args.output_dir) / stage) for stage in stages]
-            _agree(info, lambda: [lock.acquire() for lock in locks])
-            _agree(
-                info,
-                lambda: [
-                    _check_run(s, _stage_args(s, args), Path(args.output_dir) / s, info.world_size)
-                    for s in stages
-                ],
-            )
+            _agree(info, lambda: _acquire(locks))
+            _agree(info, lambda: _check_stages(stages, args, info.world_size))
             for stage in stages:
                 out[stage] = run_stage(stage, _stage_args(stage, args), info, guard, locked=True)
         except (UsageError, CheckpointError) as exc:
