@@ -124,12 +124,13 @@ def _feed(h: Any, obj: Any) -> None:
 
 
 def payload_sha256(checkpoint: dict[str, Any]) -> str:
-    """SHA-256 (hex) of a checkpoint's content without its ``sha256`` key: every tensor's dtype, shape and bytes
-    and every plain value, in a fixed order (keys sorted), independent of how the file was pickled.
+    """SHA-256 (hex) of a checkpoint's content without its ``sha256`` key: every tensor's dtype, shape and
+    bytes and every plain value, in a fixed order (keys sorted), independent of how the file was pickled.
 
     Example:
         >>> a = payload_sha256({"w": torch.zeros(2), "step": 1})
-        >>> a == payload_sha256({"step": 1, "w": torch.zeros(2)}) != payload_sha256({"w": torch.ones(2), "step": 1})
+        >>> b = payload_sha256({"step": 1, "w": torch.zeros(2)})  # key order does not matter
+        >>> a == b != payload_sha256({"w": torch.ones(2), "step": 1})
         True
     """
     h = hashlib.sha256()
@@ -199,8 +200,8 @@ def load_checkpoint(
         expect_stage: the stage(s) the caller can use (``"seg"``, ``("seg", "joint")``, ...); None: any.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        CheckpointError: the file holds pickled objects (refused), is not a dict, has another ``format``, misses
+        FileNotFoundError: ``path`` does not exist. CheckpointError: the file holds pickled objects (refused),
+        is not a dict, has another ``format``, misses
             one of ``format``, ``version``, ``stage``, ``config``, ``model``, its content does not match its
             ``sha256`` (corrupt or edited), its model config is invalid, or its stage is not ``expect_stage``
             (the message says which stage it is and which was expected).
@@ -212,7 +213,7 @@ def load_checkpoint(
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001  # UnpicklingError for objects, RuntimeError/EOFError for garbage
+    except Exception as exc:  # UnpicklingError for objects, RuntimeError/EOFError for garbage
         raise CheckpointError(
             f"refusing checkpoint {path}: it cannot be read with torch.load(weights_only=True) (only tensors "
             f"and plain containers are accepted, no pickled objects): {type(exc).__name__}: {str(exc)[:300]}"
@@ -256,7 +257,7 @@ def load_checkpoint(
 
 def get_rng_state(loader_generator: torch.Generator | None = None) -> dict[str, Any]:
     """All RNG states as tensors and plain values (weights-only loadable)."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # ("MT19937", keys, pos, has_gauss, gauss)
     py_state = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -351,7 +352,7 @@ def load_network(path: str | Path, part: str) -> nn.Module:
     from .models import DeepLabV3Plus, SpixelFCN
 
     path = Path(path)
-    own_arch, _, stage = _PARTS[part]
+    stage = _PARTS[part][2]
     ckpt = load_checkpoint(path, expect_stage=(stage, "joint"))
     config = ckpt["config"]["model"][part]
     net: nn.Module = DeepLabV3Plus(**config) if part == "deeplab" else SpixelFCN(**config)
@@ -386,8 +387,8 @@ def load_model_from_checkpoint(
         plus ``"stage"``, ``"epoch"`` and ``"step"``.
 
     Raises:
-        FileNotFoundError: missing file.
-        CheckpointError: not a weights-only pipeline checkpoint, corrupt, invalid model config, wrong stage, or
+        FileNotFoundError: missing file. CheckpointError: not a weights-only pipeline checkpoint, corrupt,
+        invalid model config, wrong stage, or
             mismatched weights.
     """
     from .models import SegmentationOnly, build_model

@@ -1,7 +1,7 @@
 """Argument types shared by the command lines of the VOC joint pipeline: every value is checked at parse time.
 
-Each factory returns a callable for ``argparse``'s ``type=``; a bad value makes argparse exit with status 2 and a
-message naming the option, the expected range and the value given, before anything runs.
+Each factory returns a callable for ``argparse``'s ``type=``; a bad value makes argparse exit with status 2
+and a message naming the option, the expected range and the value given, before anything runs.
 
 Example:
     >>> import argparse
@@ -92,7 +92,7 @@ def float_range(
 
 
 def device_arg(text: str) -> str:
-    """``type=`` for ``--device``: a device string torch knows (``cpu``, ``cuda``, ``cuda:N``) that exists here."""
+    """``type=`` for ``--device``: a device torch knows (``cpu``, ``cuda``, ``cuda:N``) that exists."""
     from examples.voc_joint.distributed import resolve_device
 
     try:
@@ -122,7 +122,8 @@ def split_name(text: str) -> str:
     """``type=`` for a split list name (``train``, ``val``, ...): a plain file stem, never a path."""
     if not _SPLIT.match(text):
         raise argparse.ArgumentTypeError(
-            f"must be a list name such as 'train' or 'val' (letters, digits, '_', '.', '-'; no path), got {text!r}"
+            "must be a list name such as 'train' or 'val' (letters, digits, '_', '.', '-'; no path), "
+            f"got {text!r}"
         )
     return text
 

@@ -151,7 +151,7 @@ def _resize_nearest_exact(labels: Tensor, size: Sequence[int]) -> Tensor:
     return labels[..., rows.to(labels.device), :][..., cols.to(labels.device)]
 
 
-class RandomScale(v2.Transform):
+class RandomScale(v2.Transform):  # type: ignore[misc, unused-ignore]  # torchvision ships no types (strict)
     """Rescale image (bilinear, antialiased) and mask (nearest, pixel-centre aligned) by one random factor.
 
     torchvision has no transform for a factor relative to each image (``v2.RandomResize`` draws an absolute
@@ -178,12 +178,14 @@ class RandomScale(v2.Transform):
         self.scale = (lo, hi)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """Draw the factor: ``{"size": [H', W']}`` for the whole sample."""
         lo, hi = self.scale
         factor = lo + (hi - lo) * float(torch.rand(()))
         h, w = v2.query_size(flat_inputs)
         return {"size": [max(1, round(h * factor)), max(1, round(w * factor))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        """Resize one input of the sample (image bilinear, mask nearest; anything else passes through)."""
         size = params["size"]
         if isinstance(inpt, tv_tensors.Mask):
             return tv_tensors.wrap(_resize_nearest_exact(inpt.as_subclass(Tensor), size), like=inpt)
@@ -197,7 +199,7 @@ class RandomScale(v2.Transform):
     _transform = transform
 
 
-class _PadBottomRight(v2.Transform):
+class _PadBottomRight(v2.Transform):  # type: ignore[misc, unused-ignore]  # torchvision ships no types (strict)
     """Pad bottom and right; the image with ``fill`` (0), the mask with ``ignore_index`` (255, never 0)."""
 
     def __init__(self, *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
@@ -208,11 +210,13 @@ class _PadBottomRight(v2.Transform):
         raise NotImplementedError
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """The padding ``[left, top, right, bottom]`` of the whole sample."""
         h, w = v2.query_size(flat_inputs)
         th, tw = self._target(h, w)
         return {"padding": [0, 0, max(0, tw - w), max(0, th - h)]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        """Pad one input: masks with ``ignore_index``, images with ``fill``."""
         if not any(params["padding"]):
             return inpt
         fill = self.ignore_index if isinstance(inpt, tv_tensors.Mask) else self.fill
@@ -346,7 +350,8 @@ def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot read image file '{path}': {exc}") from exc
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
+        image: Tensor = decode_image(str(path), mode=ImageReadMode.RGB)
+        return image
     except (RuntimeError, OSError, ValueError) as exc:
         raise ValueError(f"cannot read image file '{path}': {exc}") from exc
 
@@ -390,14 +395,14 @@ def _read_list(list_file: Path) -> list[str]:
         pure = PurePath(name)
         if pure.is_absolute() or ".." in pure.parts or "\0" in name or pure.drive:
             raise ValueError(
-                f"split list file '{list_file}' line {lineno}: entry {name!r} points outside the data folders "
-                "(absolute paths and '..' are not allowed)"
+                f"split list file '{list_file}' line {lineno}: entry {name!r} points outside the data "
+                "folders (absolute paths and '..' are not allowed)"
             )
         names.append(name)
     return names
 
 
-class VOCSegmentation(Dataset):
+class VOCSegmentation(Dataset[dict[str, Any]]):
     """PASCAL VOC 2012 semantic segmentation (optionally the SBD-augmented ``SegmentationClassAug`` set).
 
     Args:
@@ -490,7 +495,7 @@ class VOCSegmentation(Dataset):
             )
         return image, torch.from_numpy(mask.astype(np.int64))
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         image_u8, target_long = self.load(index)
         image: Tensor = tv_tensors.Image(image_u8.float().div_(255.0))
         target: Tensor = tv_tensors.Mask(target_long.to(torch.uint8))
@@ -548,7 +553,7 @@ def build_dataset(
     return VOCSegmentation(root, split, sbd=sbd, transform=transform, max_pixels=max_pixels)
 
 
-def ensure_synthetic_voc(root: str | Path | None = None, **kw) -> Path:
+def ensure_synthetic_voc(root: str | Path | None = None, **kw: Any) -> Path:
     """Generate the synthetic VOC set into ``root`` (default ``DEFAULT_CACHE / "synthetic_voc"``) if missing.
 
     Keyword arguments go to :func:`examples.voc_joint.synthetic.generate_synthetic_voc` (generation is

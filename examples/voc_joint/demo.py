@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -105,7 +105,9 @@ def join_pretrained(
 
 
 @torch.no_grad()
-def transparency_check(seg_ckpt: Path, spixel_ckpt: Path, batch: dict, *, seed: int = 0) -> dict[str, float]:
+def transparency_check(
+    seg_ckpt: Path, spixel_ckpt: Path, batch: dict[str, Any], *, seed: int = 0
+) -> dict[str, float]:
     """Join the pretrained networks; compare at step 0 the joint output and the uniformized DeepLabV3+ output.
 
     Returns:
@@ -120,7 +122,10 @@ def transparency_check(seg_ckpt: Path, spixel_ckpt: Path, batch: dict, *, seed: 
     out = with_ti(batch["seg_input"], batch["spixel_input"])
     ref = without(batch["seg_input"], batch["spixel_input"])
     scores = superpixel_scores(
-        out["logits"].argmax(1), batch["target"], out["superpixels"], num_classes=with_ti.num_classes
+        out["logits"].argmax(1),
+        batch["target"],
+        out["superpixels"],
+        num_classes=cast(int, with_ti.num_classes),
     )
     return {
         "max_abs_diff": float((out["logits"] - ref["logits"]).abs().max()),
@@ -133,7 +138,7 @@ def transparency_check(seg_ckpt: Path, spixel_ckpt: Path, batch: dict, *, seed: 
 TABLE4_METRICS = ("mIoU (%)", "boundary mIoU, 3 px (%)", "consistency, superpixels (%)")
 
 
-def run_demo(opts: argparse.Namespace) -> dict:
+def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     """Run every step of the demo (see the module docstring); returns the results (also saved as JSON)."""
     from examples.voc_joint import data
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
@@ -222,11 +227,11 @@ def run_demo(opts: argparse.Namespace) -> dict:
         info,
     )
 
-    val = data.build_dataset(root, "val", crop_size=None, train=False)
-    if opts.max_val_images is not None:
-        val = torch.utils.data.Subset(val, range(min(opts.max_val_images, len(val))))
+    full = data.build_dataset(root, "val", crop_size=None, train=False)
+    count = len(full) if opts.max_val_images is None else min(opts.max_val_images, len(full))
+    val = torch.utils.data.Subset(full, range(count))
     loader = torch.utils.data.DataLoader(val, batch_size=1, shuffle=False, num_workers=0)
-    first = next(iter(torch.utils.data.DataLoader(val, batch_size=min(4, len(val)), shuffle=False)))
+    first = next(iter(torch.utils.data.DataLoader(val, batch_size=min(4, count), shuffle=False)))
     check = transparency_check(seg, spx, first)
     print(
         "\n[demo] 3/4 step-0 transparency check (joint model with the transparent fusion stack vs. the "
@@ -336,10 +341,17 @@ def run_demo(opts: argparse.Namespace) -> dict:
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` and run the demo."""
     return run_demo(_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    from examples.voc_joint.signals import Interrupted
+
+    try:
+        main()
+    except Interrupted as exc:  # Ctrl-C / SIGTERM during a stage: its checkpoint was written
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +93,7 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def stage_loss(
-    stage: str, model: nn.Module, batch: dict, args: argparse.Namespace, device: torch.device
+    stage: str, model: nn.Module, batch: dict[str, Any], args: argparse.Namespace, device: torch.device
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Forward one batch and return ``(loss, parts)`` (``parts``: detached ``ce`` and/or ``spixel`` terms)."""
     import sparse_ops
@@ -117,7 +117,7 @@ def stage_loss(
         sl = sparse_ops.spixel_loss(
             out["assoc"].float(),
             target,
-            unwrap_model(model).cell_size,
+            cast(int, unwrap_model(model).cell_size),
             args.pos_weight,
             num_classes=args.num_classes,
         )
@@ -143,7 +143,7 @@ def _nonfinite(tensors: list[Tensor], device: torch.device) -> Tensor:
 
 def train_step(
     state: TrainState,
-    batch: dict,
+    batch: dict[str, Any],
     args: argparse.Namespace,
     info: DistInfo,
     guard: InterruptGuard | None,
@@ -162,7 +162,7 @@ def train_step(
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
         loss, parts = stage_loss(state.stage, state.train_model, batch, args, device)
     loss = faults.corrupt_loss(step, loss)
-    state.scaler.scale(loss).backward()
+    state.scaler.scale(loss).backward()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in torch (strict)
     faults.hit("step", step)
     faults.corrupt_model(step, state.model)
     params = [p for p in state.model.parameters() if p.requires_grad]
@@ -200,7 +200,7 @@ def train_step(
 # ----------------------------------------------------------------------------------------------------- epoch
 def train_one_epoch(
     state: TrainState,
-    loader: torch.utils.data.DataLoader,
+    loader: torch.utils.data.DataLoader[Any],
     args: argparse.Namespace,
     info: DistInfo,
     *,
@@ -221,7 +221,7 @@ def train_one_epoch(
     t0 = time.perf_counter() if t0 is None else t0
     state.train_model.train()
     if state.stage == "joint" and args.freeze_bn:
-        set_bn_eval(unwrap_model(state.model).deeplab)
+        set_bn_eval(cast(nn.Module, unwrap_model(state.model).deeplab))
     done_before = state.samples_in_epoch // global_batch
     bar = None
     if info.main and not args.no_progress:

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +65,7 @@ def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    loader: Iterable[dict],
+    loader: Iterable[dict[str, Any]],
     *,
     device: torch.device | str,
     num_classes: int = NUM_CLASSES,
@@ -75,7 +76,7 @@ def evaluate(
     boundary_tolerance: int = 2,
     ignore_index: int = IGNORE_INDEX,
     amp: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """Score ``model`` on every batch of ``loader``.
 
     Args:
@@ -103,7 +104,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    kw = {
+    kw: dict[str, Any] = {
         "num_classes": num_classes,
         "ignore_index": ignore_index,
         "boundary_widths": boundary_widths,
@@ -175,7 +176,7 @@ def evaluate(
 _EXTRA_KEYS = ("baseline", "panels", "seconds", "images_per_second")
 
 
-def split_results(results: dict) -> dict:
+def split_results(results: dict[str, Any]) -> dict[str, Any]:
     """``{"baseline": ..., "joint": ...}`` (baseline left out when absent) from an :func:`evaluate` result,
     ready for :func:`~examples.voc_joint.metrics.format_table`."""
     joint = {k: v for k, v in results.items() if k not in _EXTRA_KEYS}

@@ -75,8 +75,8 @@ class FolderLock:
             holder = _describe(fh.read())
             fh.close()
             raise FolderLockedError(
-                f"output folder {self.folder} is in use by {holder}; wait for that run to end, stop it, or use "
-                "another --output-dir"
+                f"output folder {self.folder} is in use by {holder}; wait for that run to end, stop it, or "
+                "use another --output-dir"
             ) from None
         fh.seek(0)
         fh.truncate()

@@ -1,4 +1,4 @@
-"""Rules for continuing or replacing a run: which options may differ on ``--resume``, which folders hold a run.
+"""Rules for continuing or replacing a run: options that may differ on ``--resume``, folders holding a run.
 
 The options of the training CLI fall into four groups per stage:
 
@@ -133,7 +133,7 @@ def _flag(name: str) -> str:
 def _grew(name: str, old: Any, new: Any) -> bool:
     if name == "max_steps":
         return new is None or (old is not None and new >= old)
-    return new >= old
+    return bool(new >= old)
 
 
 def option_changes(
@@ -186,9 +186,10 @@ def option_changes(
             refused.append(f"  {_flag(name)}: {old!r} (checkpoint) -> {new!r} (now)")
     if refused:
         hint = (
-            "Give the checkpoint's values, or --allow-option-changes to change training options deliberately "
-            "(each change is recorded in the checkpoint). Options marked 'never changes' define the weights or "
-            "the optimizer state: start a new run for them (--overwrite or another --output-dir)."
+            "Give the checkpoint's values, or --allow-option-changes to change training options "
+            "deliberately (each change is recorded in the checkpoint). Options marked 'never changes' define "
+            "the weights or the optimizer state: start a new run for them (--overwrite or another "
+            "--output-dir)."
         )
         raise UsageError(
             f"--resume {source} (step {step}): options differ from the checkpoint's record:\n"

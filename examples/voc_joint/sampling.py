@@ -101,7 +101,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
             yield index, derive_seed(self.seed, self.epoch, index)
 
 
-class SeededDataset(Dataset):
+class SeededDataset(Dataset[Any]):
     """Index a data set with ``(index, seed)`` keys: its random transform runs under ``manual_seed(seed)``.
 
     The global torch RNG state is restored afterwards, so reading a sample never changes it.
@@ -115,7 +115,7 @@ class SeededDataset(Dataset):
         (True, False)
     """
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset[Any]) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:

@@ -72,10 +72,12 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32)
 
 
-def _make_class_styles() -> tuple[dict, ...]:
+def _make_class_styles() -> tuple[dict[str, Any], ...]:
     """Fixed appearance of each class (independent of the seed: it defines the data set's classes)."""
     rng = np.random.default_rng(20100)
-    styles = [{"texture": "noise", "shape": None}]  # class 0: background, drawn separately
+    styles: list[dict[str, Any]] = [
+        {"texture": "noise", "shape": None}
+    ]  # class 0: background, drawn separately
     for c in range(1, NUM_CLASSES):
         hue = (c - 1) / (NUM_CLASSES - 1)
         primary = _hsv_to_rgb(hue, 0.75 + 0.2 * rng.random(), 0.75 + 0.2 * rng.random())
@@ -96,7 +98,7 @@ def _make_class_styles() -> tuple[dict, ...]:
 
 
 #: Appearance of every class: colours, texture kind, texture period (px) and angle, preferred shape.
-CLASS_STYLES: tuple[dict, ...] = _make_class_styles()
+CLASS_STYLES: tuple[dict[str, Any], ...] = _make_class_styles()
 
 
 def _value_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
@@ -105,10 +107,13 @@ def _value_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.nd
     grid = rng.random((gh, gw)).astype(np.float32)
     ys = np.linspace(0, gh - 2, h, dtype=np.float32)
     xs = np.linspace(0, gw - 2, w, dtype=np.float32)
-    return ndimage.map_coordinates(grid, np.meshgrid(ys, xs, indexing="ij"), order=1, mode="nearest")
+    out: np.ndarray = ndimage.map_coordinates(
+        grid, np.meshgrid(ys, xs, indexing="ij"), order=1, mode="nearest"
+    )
+    return out
 
 
-def _texture(rng: np.random.Generator, style: dict, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+def _texture(rng: np.random.Generator, style: dict[str, Any], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     """An (h, w, 3) float image of the class texture, with a small per-instance jitter."""
     h, w = yy.shape
     period = style["period"] * (0.85 + 0.3 * rng.random())
@@ -132,7 +137,8 @@ def _texture(rng: np.random.Generator, style: dict, yy: np.ndarray, xx: np.ndarr
     jitter = (rng.random(3).astype(np.float32) - 0.5) * 0.1
     primary = np.clip(style["primary"] + jitter, 0, 1)
     secondary = np.clip(style["secondary"] + jitter, 0, 1)
-    return (1 - t)[..., None] * primary + t[..., None] * secondary
+    out: np.ndarray = (1 - t)[..., None] * primary + t[..., None] * secondary
+    return out
 
 
 def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
@@ -147,7 +153,8 @@ def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.
     img += (0.15 * (grad - 0.5))[..., None]
     across = xx * np.sin(angle) - yy * np.cos(angle)
     img += (0.03 * np.sin(2 * np.pi * across / (3 + 6 * rng.random())))[..., None]
-    return img.astype(np.float32)
+    out: np.ndarray = img.astype(np.float32)
+    return out
 
 
 def _shape_mask(
@@ -160,7 +167,8 @@ def _shape_mask(
         th = np.pi * rng.random()
         du = (xx - cx) * np.cos(th) + (yy - cy) * np.sin(th)
         dv = -(xx - cx) * np.sin(th) + (yy - cy) * np.cos(th)
-        return (du / a) ** 2 + (dv / b) ** 2 <= 1.0
+        inside: np.ndarray = (du / a) ** 2 + (dv / b) ** 2 <= 1.0
+        return inside
     if kind == "polygon":
         k = int(rng.integers(3, 8))
         r = m * (0.18 + 0.22 * rng.random())
@@ -247,9 +255,9 @@ def generate_synthetic_voc(
     already holds a complete set generated with the same arguments, nothing is rewritten.
 
     Safe against interruption and concurrency: the set is written into a private temporary folder next to
-    ``root`` and renamed into place when complete (readers never see a partial set), under an exclusive lock of
-    ``<parent>/.<name>.lock`` (concurrent generators, e.g. every process of a ``torchrun`` job, wait and then
-    find the set complete). A set of other arguments, or an incomplete one, that the generator wrote is
+    ``root`` and renamed into place when complete (readers never see a partial set), under an exclusive lock
+    of ``<parent>/.<name>.lock`` (concurrent generators, e.g. every process of a ``torchrun`` job, wait and
+    then find the set complete). A set of other arguments, or an incomplete one, that the generator wrote is
     replaced; a folder holding anything else is refused.
 
     Args:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -354,7 +354,7 @@ def _ignore_signals_in_worker(worker_id: int) -> None:
 
 def build_train_loader(
     args: argparse.Namespace, info: DistInfo, root: Path
-) -> tuple[torch.utils.data.DataLoader, EpochSampler]:
+) -> tuple[torch.utils.data.DataLoader[Any], EpochSampler]:
     """Training DataLoader over an :class:`~examples.voc_joint.sampling.EpochSampler` (resumable order).
 
     The sample order of an epoch and each sample's augmentation are functions of ``(--seed, epoch, index)``.
@@ -431,8 +431,8 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
     return JointModel(
         deeplab,
         spixel,
-        deeplab.config["num_classes"],
-        cell_size=spixel.cell_size,
+        int(cast(DeepLabV3Plus, deeplab).config["num_classes"]),
+        cell_size=int(cast(SpixelFCN, spixel).cell_size),
         mode=args.mode,
         fusion=args.fusion,
         fusion_hidden=args.fusion_hidden,
@@ -444,18 +444,20 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
 def param_groups(stage: str, model: nn.Module, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Optimizer parameter groups with their learning rates (named by ``"name"``)."""
     if stage == "seg":
+        seg = cast(DeepLabV3Plus, model)
         return [
-            {"name": "backbone", "params": model.backbone_parameters(), "lr": args.seg_lr},
-            {"name": "head", "params": model.head_parameters(), "lr": args.seg_lr * args.head_lr_mult},
+            {"name": "backbone", "params": seg.backbone_parameters(), "lr": args.seg_lr},
+            {"name": "head", "params": seg.head_parameters(), "lr": args.seg_lr * args.head_lr_mult},
         ]
     if stage == "spixel":
         return [{"name": "spixelfcn", "params": list(model.parameters()), "lr": args.spixel_pretrain_lr}]
+    joint = cast(JointModel, model)
     groups = [
-        {"name": "deeplab", "params": list(model.deeplab.parameters()), "lr": args.lr},
-        {"name": "spixelfcn", "params": list(model.spixelfcn.parameters()), "lr": args.spixel_lr},
+        {"name": "deeplab", "params": list(joint.deeplab.parameters()), "lr": args.lr},
+        {"name": "spixelfcn", "params": list(joint.spixelfcn.parameters()), "lr": args.spixel_lr},
     ]
-    if model.fusion is not None:
-        groups.append({"name": "fusion", "params": list(model.fusion.parameters()), "lr": args.fusion_lr})
+    if joint.fusion is not None:
+        groups.append({"name": "fusion", "params": list(joint.fusion.parameters()), "lr": args.fusion_lr})
     return groups
 
 
@@ -477,7 +479,7 @@ def build_scheduler(
         power, total = args.poly_power, max(1, total_steps)
 
         def factor(t: int) -> float:
-            return max(0.0, 1.0 - t / total) ** power
+            return float(max(0.0, 1.0 - t / total) ** power)
     else:
 
         def factor(t: int) -> float:
@@ -571,7 +573,7 @@ def _check_run(
 
 
 def _agree(info: DistInfo, work: Callable[[], Any]) -> Any:
-    """Run ``work()`` on rank 0; every process gets its (picklable) result, or raises its error (same type)."""
+    """Run ``work()`` on rank 0; every process gets its (picklable) result or raises its error (same type)."""
     result, error = None, None
     if info.main:
         try:
@@ -598,6 +600,7 @@ def _apply_optimizer_options(state: engine.TrainState, args: argparse.Namespace)
     groups = state.optimizer.param_groups
     wanted = param_groups(state.stage, state.model, args)
     sched = state.scheduler
+    assert isinstance(sched, torch.optim.lr_scheduler.LambdaLR)  # built by build_scheduler
     for group, new in zip(groups, wanted, strict=True):
         group["initial_lr"] = new["lr"]
         group["weight_decay"] = args.weight_decay
@@ -628,7 +631,7 @@ def _build_state(
     if info.enabled and args.sync_bn:
         if device.type != "cuda":
             raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU/gloo implementation)")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call, unused-ignore]  # untyped in torch (strict)
     optimizer = build_optimizer(stage, model, args)
     # the poly horizon is --epochs x steps per epoch, not --max-steps (so capped runs resume exactly)
     scheduler = build_scheduler(optimizer, args, args.epochs * steps_per_epoch)
@@ -695,7 +698,7 @@ def _run_locked(
     stage: str, args: argparse.Namespace, info: DistInfo, guard: InterruptGuard, folder: Path, ckpt_path: Path
 ) -> Path:
     def prepare() -> tuple[Path | None, list[dict[str, Any]]]:
-        ckpt, source, changes = _check_run(stage, args, folder, info.world_size)
+        _, source, changes = _check_run(stage, args, folder, info.world_size)
         if args.overwrite:
             clear_run(folder)
         remove_stale_temporaries(ckpt_path)
@@ -710,7 +713,7 @@ def _run_locked(
                 "skipping the stage",
                 flush=True,
             )
-        return source
+        return Path(source)
     root = data_root(args, info)
     loader, sampler = build_train_loader(args, info, root)
     new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
@@ -742,7 +745,7 @@ def _run_locked(
 
 def _train(
     state: engine.TrainState,
-    loader: torch.utils.data.DataLoader,
+    loader: torch.utils.data.DataLoader[Any],
     sampler: EpochSampler,
     args: argparse.Namespace,
     info: DistInfo,
@@ -764,6 +767,8 @@ def _train(
         )
     saved = None if saved_step is None else (state.step, state.epoch, state.samples_in_epoch)
     reason = "epoch"
+    if info.any(torch.tensor([float(guard.requested is not None)], device=info.device)).item():
+        reason = "interrupt"  # a signal during the set-up: nothing new to save
     while state.epoch < args.epochs and reason not in ("max_steps", "interrupt"):
         sampler.set_epoch(state.epoch, state.samples_in_epoch)
         loader.generator.manual_seed(derive_seed(args.seed, state.epoch))  # worker base seeds of this epoch
@@ -794,11 +799,12 @@ def _train(
             reason = "interrupt"
     if reason == "interrupt":
         if info.main:
-            print(
-                f"\n[{stage}] interrupted: checkpoint of step {state.step} saved to {ckpt_path} "
-                "(continue with --resume)",
-                flush=True,
+            where = (
+                f"checkpoint of step {state.step} in {ckpt_path} (continue with --resume)"
+                if saved is not None
+                else "before the first step (nothing to save)"
             )
+            print(f"\n[{stage}] interrupted: {where}", flush=True)
         raise Interrupted(guard.requested or signal.SIGINT)
     if info.main:
         print(
@@ -816,8 +822,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         small = [h for h in args.fusion_hidden if h < 2 * args.num_classes]
         if small:
             parser.error(
-                f"--fusion-hidden {small} below 2 x --num-classes = {2 * args.num_classes}: every hidden width "
-                "of a transparent stack must be at least twice its input width"
+                f"--fusion-hidden {small} below 2 x --num-classes = {2 * args.num_classes}: every hidden "
+                "width of a transparent stack must be at least twice its input width"
             )
     if args.allow_option_changes and args.resume is None:
         parser.error("--allow-option-changes only applies with --resume")
@@ -896,7 +902,7 @@ def _cli() -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except (engine.NonFiniteError, OSError) as exc:
+    except (FloatingPointError, OSError) as exc:  # NonFiniteError, a refused save, a failing disk
         print(f"[train] error: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

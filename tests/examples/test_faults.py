@@ -230,7 +230,7 @@ def test_save_refuses_non_finite_states(tmp_path: Path) -> None:
     with pytest.raises(FloatingPointError, match=r"refusing to write .*model\.pred\.bias holds NaN"):
         save_checkpoint(tmp_path / "c.pt", ck)
     opt = {"state": {0: {"momentum_buffer": torch.tensor([float("nan")])}}, "param_groups": []}
-    with pytest.raises(FloatingPointError, match="optimizer.state.0.momentum_buffer"):
+    with pytest.raises(FloatingPointError, match=r"optimizer\.state\.0\.momentum_buffer"):
         save_checkpoint(tmp_path / "c.pt", {**_stage_ckpt(net, "spixel"), "optimizer": opt})
     assert not list(tmp_path.iterdir())  # nothing written, no temporary left
 
@@ -451,7 +451,7 @@ def test_joint_config_consistency_checked(tmp_path: Path) -> None:
     config = model_config(joint)
     config["joint"]["num_classes"] = 4
     ck = {**_stage_ckpt(SpixelFCN(width=2), "joint"), "config": {"model": config, "args": {}}}
-    with pytest.raises(CheckpointError, match="joint.num_classes 4 differs from deeplab.num_classes 3"):
+    with pytest.raises(CheckpointError, match=r"joint\.num_classes 4 differs from deeplab\.num_classes 3"):
         load_checkpoint(save_checkpoint(tmp_path / "j.pt", ck))
 
 
@@ -486,7 +486,7 @@ def test_wrong_stage_checkpoints_in_train_evaluate_demo(
         "is a 'spixel' checkpoint (SpixelFCN); expected a 'seg' or 'joint' checkpoint"
         in capsys.readouterr().err
     )
-    with pytest.raises(CheckpointError, match="is a 'seg' checkpoint .*expected a 'spixel' or 'joint'"):
+    with pytest.raises(CheckpointError, match=r"is a 'seg' checkpoint .*expected a 'spixel' or 'joint'"):
         demo.join_pretrained(seg, seg, fusion=True)
 
 

@@ -82,8 +82,8 @@ def test_seeded_dataset_is_pure_and_restores_the_rng() -> None:
 def test_batches_do_not_depend_on_workers(workers: int) -> None:
     sampler = EpochSampler(8, batch_size=2, seed=5)
     sampler.set_epoch(2)
-    ref = [b for b in DataLoader(SeededDataset(_Noise()), batch_size=2, sampler=sampler)]
-    got = [b for b in DataLoader(SeededDataset(_Noise()), batch_size=2, sampler=sampler, num_workers=workers)]
+    ref = list(DataLoader(SeededDataset(_Noise()), batch_size=2, sampler=sampler))
+    got = list(DataLoader(SeededDataset(_Noise()), batch_size=2, sampler=sampler, num_workers=workers))
     assert all(torch.equal(x, y) for x, y in zip(ref, got, strict=True))
 
 

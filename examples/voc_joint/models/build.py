@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -98,7 +98,8 @@ def validate_model_config(config: Any) -> None:
     """Check a model config before anything is built.
 
     Raises:
-        ValueError: not a dict, unknown ``arch``, a missing or unknown section or key, a value of the wrong type
+        ValueError: not a dict, unknown ``arch``, a missing or unknown section or key, a value of the wrong
+        type
             or out of bounds (e.g. a width above 4096), or a joint model inconsistent with its networks.
 
     Example:
@@ -165,8 +166,8 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     if isinstance(model, JointModel):
         return {
             "arch": "joint",
-            "deeplab": dict(model.deeplab.config),
-            "spixel": dict(model.spixelfcn.config),
+            "deeplab": dict(cast(DeepLabV3Plus, model.deeplab).config),
+            "spixel": dict(cast(SpixelFCN, model.spixelfcn).config),
             "joint": dict(model.config),
         }
     raise TypeError(f"model must be a DeepLabV3Plus, SpixelFCN or JointModel, got {type(model).__name__}")
