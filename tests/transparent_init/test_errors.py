@@ -14,9 +14,9 @@ from transparent_init import TransparentConv1x1, TransparentLinear, build_transp
 @pytest.mark.parametrize(
     "kwargs,exc,match",
     [
-        ({"in_features": 0, "hidden_features": [4]}, ValueError, "in_features must be >= 1, got 0"),
-        ({"in_features": 2.0, "hidden_features": [4]}, TypeError, "in_features must be an int, got float"),
-        ({"in_features": True, "hidden_features": [4]}, TypeError, "in_features must be an int, got bool"),
+        ({"in_features": 0, "hidden_features": [4]}, ValueError, "in_features must be an int >= 1, got 0"),
+        ({"in_features": 2.0, "hidden_features": [4]}, TypeError, r"in_features must be an int >= 1, got float \(2.0\)"),
+        ({"in_features": True, "hidden_features": [4]}, TypeError, r"in_features must be an int >= 1, got bool \(True\)"),
         (
             {"in_features": 3, "hidden_features": 4},
             TypeError,
@@ -28,7 +28,7 @@ from transparent_init import TransparentConv1x1, TransparentLinear, build_transp
         (
             {"in_features": 3, "hidden_features": [4, 0]},
             ValueError,
-            r"hidden_features\[1\] must be >= 1, got 0",
+            r"hidden_features\[1\] must be an int >= 1, got 0",
         ),
         (
             {"in_features": 42, "hidden_features": [64, 30]},
@@ -38,7 +38,7 @@ from transparent_init import TransparentConv1x1, TransparentLinear, build_transp
         (
             {"in_features": 3, "hidden_features": [4], "out_features": 0},
             ValueError,
-            "out_features must be >= 1",
+            "out_features must be an int >= 1, got 0",
         ),
         (
             {"in_features": 3, "hidden_features": [4], "out_features": 2},
@@ -58,24 +58,24 @@ from transparent_init import TransparentConv1x1, TransparentLinear, build_transp
         (
             {"in_features": 3, "hidden_features": [4], "negative_slope": 0.0},
             ValueError,
-            "negative_slope must be a finite float > 0, got 0.0",
+            "negative_slope must be a finite real > 0, got 0.0",
         ),
         ({"in_features": 3, "hidden_features": [4], "negative_slope": -0.1}, ValueError, "got -0.1"),
         (
             {"in_features": 3, "hidden_features": [4], "negative_slope": math.nan},
             ValueError,
-            "finite float > 0",
+            "negative_slope must be a finite real > 0, got nan",
         ),
         (
             {"in_features": 3, "hidden_features": [4], "negative_slope": "0.1"},
             TypeError,
-            "negative_slope must be a float",
+            "negative_slope must be a finite real > 0, got str",
         ),
         ({"in_features": 3, "hidden_features": [4], "bias": 1}, TypeError, "bias must be a bool, got int"),
         (
             {"in_features": 3, "hidden_features": [4], "dtype": torch.int64},
             TypeError,
-            "dtype must be a floating",
+            "dtype must be None or a floating torch.dtype, got dtype",
         ),
         (
             {"in_features": 3, "hidden_features": [4], "generator": "seed"},
@@ -125,7 +125,7 @@ from transparent_init import TransparentConv1x1, TransparentLinear, build_transp
         (
             {"in_features": 3, "hidden_features": [4], "bias": False, "target_bias": torch.ones(3)},
             ValueError,
-            "target_bias is non-zero but the last layer has no bias",
+            r"target_bias must be zero \(or None\) when the last layer has no bias \(bias=False\), got max \|target_bias\| = 1",
         ),
     ],
 )
@@ -141,7 +141,7 @@ def test_conv_errors_use_channel_names() -> None:
         TransparentConv1x1(21, [8])
     with pytest.raises(TypeError, match="in_channels must be an int"):
         TransparentConv1x1("21", [32])
-    with pytest.raises(ValueError, match="out_channels must be >= 1"):
+    with pytest.raises(ValueError, match="out_channels must be an int >= 1, got 0"):
         build_transparent_stack(3, [4], 0, conv=True)
 
 
