@@ -228,14 +228,15 @@ def check_realized(
     worst = int(torch.argmax(err - allowed))
     row, col = divmod(worst, err.shape[1])
     rel = float(err[row, col] / scale[row, col]) if float(scale[row, col]) > 0 else math.inf
-    tiny = torch.finfo(dtype).tiny
-    big = float(exact.abs().max())
+    column = exact[:, col].abs()
+    lost = (stored[:, col] - exact[:, col]).abs() > u * column  # entries rounded outside the normal range
+    big = float(column[lost].max() if bool(lost.any()) else column.max())
     raise ValueError(
         f"{name} cannot realize the target map in {dtype}: after rounding to {dtype} the stack misses output "
         f"{col} by {float(err[row, col]):.3g} (relative {rel:.2g}), more than rounding allows "
-        f"({float(allowed[row, col]):.3g}); the layer's exact entries (max |w| = {big:.3g}) fall below the "
-        f"smallest normal {dtype} ({tiny:.3g}): scale the target map up or keep this layer in a wider dtype "
-        "such as float32"
+        f"({float(allowed[row, col]):.3g}): its entries for output {col} (up to {big:.3g} in magnitude) fall "
+        f"below the smallest normal {dtype} ({torch.finfo(dtype).tiny:.3g}); scale the target map up or keep "
+        "this layer in a wider dtype such as float32"
     )
 
 

@@ -37,8 +37,8 @@ def random_uniform_init_(
         generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
 
     Raises:
-        ValueError: if ``bound`` is not representable in a layer's dtype (e.g. ``1e5`` for float16);
-            nothing is written then.
+        ValueError: if ``2 * bound`` is not representable in a layer's dtype (e.g. ``bound = 4e4`` for
+            float16); nothing is written then.
 
     Example:
         >>> from torch import nn
@@ -51,10 +51,10 @@ def random_uniform_init_(
     layers = _affine_layers(module)
     for name, m in layers:
         limit = torch.finfo(m.weight.dtype).max
-        if a_fixed is not None and a_fixed > limit:
+        if a_fixed is not None and 2 * a_fixed > limit:  # uniform_ needs the interval's width representable
             raise ValueError(
-                f"bound = {a_fixed:.3g} cannot be stored in {m.weight.dtype} (layer {name!r}): the largest "
-                f"finite {m.weight.dtype} is {limit:.3g}; pass a smaller bound"
+                f"bound = {a_fixed:.3g} is too large for {m.weight.dtype} (layer {name!r}): U(-bound, bound) "
+                f"needs 2 * bound <= {limit:.3g}, the largest finite {m.weight.dtype}; pass a smaller bound"
             )
     for _, m in layers:
         a = a_fixed if a_fixed is not None else 1.0 / math.sqrt(m.weight[0].numel())
