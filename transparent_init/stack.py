@@ -256,7 +256,13 @@ class TransparentLinear(_TransparentStack):
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed for reproducible draws; ``None`` uses the global RNG.
         device: factory keyword argument.
-        dtype: factory keyword argument (floating).
+        dtype: factory keyword argument (floating; float16 / bfloat16 need a target representable in them).
+
+    Raises:
+        TypeError: an argument of the wrong type (integers: anything :func:`operator.index` accepts).
+        ValueError: a bad value, naming the argument, the expected and the actual value; a hidden width
+            below the input width; a target map the dtype cannot represent (overflow or underflow of the
+            last layer, naming the layer, the parameter, the dtype and the magnitude).
 
     Shape:
         - Input: ``(*, C_in)``.
@@ -337,7 +343,13 @@ class TransparentConv1x1(_TransparentStack):
         target_bias (Tensor[out] | None): its bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
         device: factory keyword argument.
-        dtype: factory keyword argument (floating).
+        dtype: factory keyword argument (floating; float16 / bfloat16 need a target representable in them).
+
+    Raises:
+        TypeError: an argument of the wrong type (integers: anything :func:`operator.index` accepts).
+        ValueError: a bad value, naming the argument, the expected and the actual value; a hidden width
+            below the input width; a target map the dtype cannot represent (overflow or underflow of the
+            last layer, naming the layer, the parameter, the dtype and the magnitude).
 
     Shape:
         - Input: ``(N, C_in, H, W)``.
