@@ -170,6 +170,12 @@ def transparent_init_(
     is redrawn (hidden layers: dense random semi-orthogonal draws; last layer: float64 least-squares solve,
     then cast to the layer's dtype).
 
+    Every parameter is computed and checked before the first one is written, so on any error the stack is
+    left unchanged. In a low-precision dtype (float16, bfloat16) the target must be representable: a last
+    layer whose exact solution overflows the dtype, or underflows so far that the stored stack would miss the
+    target by more than rounding allows, raises ``ValueError`` naming the layer, the parameter, the dtype and
+    the magnitude, instead of leaving ``inf`` / ``NaN`` (or silently zero) weights.
+
     Args:
         sequential: the stack to initialize (modified in place, also returned).
         target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity
@@ -179,12 +185,6 @@ def transparent_init_(
 
     Returns:
         nn.Sequential: ``sequential`` itself.
-
-    Every parameter is computed and checked before the first one is written, so on any error the stack is
-    left unchanged. In a low-precision dtype (float16, bfloat16) the target must be representable: a last
-    layer whose exact solution overflows the dtype, or underflows so far that the stored stack would miss the
-    target by more than rounding allows, raises ``ValueError`` naming the layer, the parameter, the dtype and
-    the magnitude, instead of leaving ``inf`` / ``NaN`` (or silently zero) weights.
 
     Raises:
         TypeError: wrong argument types or unsupported modules.
@@ -202,20 +202,32 @@ def transparent_init_(
     """
     layout = parse_stack(sequential)
     gen = as_generator(generator)
-    mods = [_affine_module(sequential, i) for i in layout.linear_indices]
     t_w, t_b = resolve_target(
         layout.in_features, layout.out_features, target_weight, target_bias, layout.biases[-1]
     )
+    return _initialize(sequential, layout, t_w, t_b, gen)
+
+
+def _initialize(
+    sequential: nn.Sequential,
+    layout: StackLayout,
+    target_weight: Tensor,
+    target_bias: Tensor | None,
+    generator: torch.Generator | None,
+) -> nn.Sequential:
+    """:func:`transparent_init_` on validated arguments (``layout`` from :func:`parse_stack`, float64 targets
+    from :func:`~transparent_init._checks.resolve_target`): draw, solve, check, then write."""
+    mods = [_affine_module(sequential, i) for i in layout.linear_indices]
     params = transparent_parameters(
         layout.in_features,
         layout.hidden,
         layout.activations,
         layout.negative_slopes,
         layout.biases,
-        t_w,
-        t_b,
+        target_weight,
+        target_bias,
         [m.weight.dtype for m in mods],
-        gen,
+        generator,
         [f"layer {i} ({type(m).__name__})" for i, m in zip(layout.linear_indices, mods, strict=True)],
     )
     with torch.no_grad():

@@ -19,7 +19,7 @@ from ._checks import (
     check_slope,
     resolve_target,
 )
-from .inplace import transparent_init_
+from .inplace import _initialize, parse_stack, transparent_init_
 
 __all__ = ["TransparentConv1x1", "TransparentLinear", "build_transparent_stack"]
 
@@ -60,7 +60,7 @@ def _validate(
     slope = check_slope(negative_slope)
     has_bias = check_bool(bias, "bias")
     check_dtype(dtype)
-    as_generator(generator)
+    as_generator(generator)  # validated here, drawn from in _build
     t_w, t_b = resolve_target(
         in_f, out_f, target_weight, target_bias, has_bias, in_name=f"in_{name}", out_name=f"out_{name}"
     )
@@ -97,12 +97,9 @@ def _build(
         mods.append(layer.to_empty(device=target))
         if cfg.activation is not None and i < len(widths) - 2:
             mods.append(nn.ReLU() if cfg.activation == "relu" else nn.LeakyReLU(cfg.negative_slope))
-    return transparent_init_(
-        nn.Sequential(*mods),
-        target_weight=cfg.target_weight,
-        target_bias=cfg.target_bias,
-        generator=generator,
-    )
+    seq = nn.Sequential(*mods)
+    t_w = torch.eye(cfg.in_features, dtype=torch.float64) if cfg.target_weight is None else cfg.target_weight
+    return _initialize(seq, parse_stack(seq), t_w, cfg.target_bias, as_generator(generator))
 
 
 def build_transparent_stack(
