@@ -398,7 +398,7 @@ def test_checkpoint_content_hash(stage_ckpts: dict[str, Path], tmp_path: Path, e
 @pytest.mark.parametrize(
     "config, match",
     [
-        ({"arch": "resnet9000", "spixel": {}}, "'arch' must be one of"),
+        ({"arch": "resnet9000", "spixel": {}}, r"config\['arch'\] must be one of"),
         (
             {"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 10**6}},
             r"spixel\.width must be an int in",

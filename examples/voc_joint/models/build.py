@@ -106,43 +106,50 @@ def validate_model_config(config: Any) -> None:
         >>> validate_model_config({"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 10**9}})
         Traceback (most recent call last):
         ...
-        ValueError: model config: spixel.width must be an int in [1, 256], got 1000000000
+        ValueError: invalid model config: spixel.width must be an int in [1, 256], got 1000000000
     """
     if not isinstance(config, dict):
         raise ValueError(f"model config must be a dict, got {type(config).__name__}")
     arch = config.get("arch")
     if arch not in ARCHS:
-        raise ValueError(f"model config: 'arch' must be one of {ARCHS}, got {arch!r}")
+        raise ValueError(f"invalid model config: config['arch'] must be one of {ARCHS}, got {arch!r}")
     sections = _SECTIONS[arch]
     unknown = sorted(str(k) for k in config if k != "arch" and k not in sections)
     if unknown:
-        raise ValueError(f"model config: unknown sections {unknown} for arch {arch!r} (expected {sections})")
+        raise ValueError(
+            f"invalid model config: unknown sections {unknown} for arch {arch!r} (expected {sections})"
+        )
     for name in sections:
         section = config.get(name)
         if not isinstance(section, dict):
-            raise ValueError(f"model config: section {name!r} must be a dict, got {type(section).__name__}")
+            raise ValueError(
+                f"invalid model config: section {name!r} must be a dict, got {type(section).__name__}"
+            )
         schema = SCHEMAS[name]
         extra = sorted(str(k) for k in section if k not in schema)
         if extra:
-            raise ValueError(f"model config: unknown keys {extra} in {name!r} (known: {sorted(schema)})")
+            raise ValueError(
+                f"invalid model config: unknown keys {extra} in {name!r} (known: {sorted(schema)})"
+            )
         missing = [k for k in _REQUIRED[name] if k not in section]
         if missing:
-            raise ValueError(f"model config: {name!r} misses {missing}")
+            raise ValueError(f"invalid model config: {name!r} misses {missing}")
         for key, value in section.items():
             expected = schema[key](value)
             if expected is not None:
-                raise ValueError(f"model config: {name}.{key} must be {expected}, got {value!r}")
+                raise ValueError(f"invalid model config: {name}.{key} must be {expected}, got {value!r}")
     if arch == "joint":
         classes = config["joint"]["num_classes"]
         if config["deeplab"]["num_classes"] != classes:
             raise ValueError(
-                f"model config: joint.num_classes {classes} differs from deeplab.num_classes "
+                f"invalid model config: joint.num_classes {classes} differs from deeplab.num_classes "
                 f"{config['deeplab']['num_classes']}"
             )
         hidden = config["joint"].get("fusion_hidden", [64, 64])
         if config["joint"]["fusion"] and min(hidden) < 2 * classes:
             raise ValueError(
-                f"model config: joint.fusion_hidden {hidden} must be >= 2 x num_classes = {2 * classes}"
+                f"invalid model config: joint.fusion_hidden {hidden} must be >= 2 x num_classes = "
+                f"{2 * classes}"
             )
 
 
