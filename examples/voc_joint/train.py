@@ -643,7 +643,12 @@ def _build_state(
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
-        state.samples_in_epoch = int(ckpt.get("samples_in_epoch", 0))
+        recorded = ckpt["config"].get("args", {})
+        global_batch = int(recorded.get("batch_size", args.batch_size)) * int(ckpt.get("world_size", 1))
+        # version-1 checkpoints count batches only
+        state.samples_in_epoch = int(
+            ckpt.get("samples_in_epoch", int(ckpt.get("batch_in_epoch", 0)) * global_batch)
+        )
         if changes:
             _apply_optimizer_options(state, args)
         set_rng_state(ckpt["rng"])  # last: building the model drew from the RNG
