@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -135,10 +134,15 @@ def set_bn_eval(module: nn.Module) -> None:
 
 # ------------------------------------------------------------------------------------------------------ step
 def _nonfinite(tensors: list[Tensor], device: torch.device) -> Tensor:
-    """1.0 when any element of ``tensors`` is NaN or infinite (max-abs norm: no overflow), else 0.0."""
+    """1.0 when any element of ``tensors`` is NaN or infinite, else 0.0.
+
+    One fused L2 norm (as ``clip_grad_norm_(error_if_nonfinite=True)``): NaN and inf propagate into it; it
+    also overflows for values beyond ~1e19, which no healthy network has. The max-abs norm would be exact but
+    is about 8x slower on CPU.
+    """
     if not tensors:
         return torch.zeros((), device=device)
-    return (~torch.isfinite(get_total_norm(tensors, norm_type=math.inf))).float()
+    return (~torch.isfinite(get_total_norm(tensors, norm_type=2.0))).float()
 
 
 def train_step(
