@@ -8,6 +8,7 @@ from .baselines import net2net_identity_init_, random_uniform_init_, xavier_init
 from .inplace import transparent_init_
 from .metrics import init_rate, max_abs_error, recovery_rate
 from .stack import TransparentConv1x1, TransparentLinear, build_transparent_stack
+from .targets import selection_weight
 
 __all__ = [
     "TransparentConv1x1",
@@ -19,6 +20,7 @@ __all__ = [
     "net2net_identity_init_",
     "random_uniform_init_",
     "recovery_rate",
+    "selection_weight",
     "transparent_init_",
     "xavier_init_",
 ]
