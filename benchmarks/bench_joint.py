@@ -180,24 +180,37 @@ def _sync(device: torch.device) -> None:
 
 
 def time_steps(
-    steps: dict[str, Callable[[], None]], args: argparse.Namespace, device: torch.device
-) -> dict[str, dict[str, float]]:
-    """Median / min seconds of every step, over rounds that alternate them (after warm-up steps)."""
+    steps: dict[str, Callable[[], None]],
+    args: argparse.Namespace,
+    device: torch.device,
+    rounds: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Median / min seconds of every step, over rounds that alternate them (after warm-up steps).
+
+    ``"samples_s"`` keeps every round's time, so that ratios can be paired round by round.
+    """
     for fn in steps.values():
         for _ in range(args.warmup):
             fn()
     _sync(device)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     samples: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(args.rounds):
+    for _ in range(args.rounds if rounds is None else rounds):
         for k, fn in steps.items():
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             _sync(device)
-            samples[k].append(time.perf_counter() - t0)
+            samples[k].append(clock() - t0)
     return {
-        k: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)} for k, s in samples.items()
+        k: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s), "samples_s": s}
+        for k, s in samples.items()
     }
+
+
+def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Median over rounds of ``a / b`` within each round (robust to load that drifts between rounds)."""
+    return statistics.median(x / y for x, y in zip(a["samples_s"], b["samples_s"], strict=True))
 
 
 class SavedBytes:
@@ -366,6 +379,7 @@ def measure_pair_set(
                 **times[v],
                 "memory_bytes": mems[v],
                 "time_ratio": t / base_t if base_t else None,
+                "time_ratio_paired": paired_ratio(times[v], times["deeplab"]) if "deeplab" in times else None,
                 "memory_ratio": m / base_m if base_m else None,
                 "saved_ratio": mems[v]["saved_activations"] / mems["deeplab"]["saved_activations"]
                 if "deeplab" in mems
@@ -375,12 +389,35 @@ def measure_pair_set(
     return rows
 
 
+def refine_step(
+    model: nn.Module, args: argparse.Namespace, device: torch.device, cl: bool
+) -> Callable[[], None]:
+    """Forward + backward of ``JointModel.refine`` (all after the two networks) on fixed ``S``, ``Q``."""
+    g = torch.Generator().manual_seed(2)
+    shape = (args.batch_size, 21, args.size, args.size)
+    s0 = (4 * torch.randn(shape, generator=g)).to(device)
+    q0 = torch.softmax(torch.randn(args.batch_size, 9, args.size, args.size, generator=g), 1).to(device)
+    if cl:  # what the networks return in channels_last
+        s0, q0 = (t.contiguous(memory_format=torch.channels_last) for t in (s0, q0))
+    grad = torch.randn(shape, generator=g).to(device)
+
+    def run() -> None:
+        s = s0.detach().requires_grad_(True)
+        out, _ = model.refine(s, q0)
+        out.backward(grad)
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
 def lever_study(args: argparse.Namespace, device: torch.device, head: str) -> list[dict[str, Any]]:
     """Every lever configuration of ``joint_hard_ti`` and DeepLabV3+ alone in both memory formats, timed in
     the same rounds (all steps alternate), so that a shared machine's load hits every configuration alike.
 
-    Ratios use the DeepLabV3+ step of the same memory format; ``min`` ratios (fastest of the rounds) are the
-    more robust ones on a loaded machine, since interference only ever adds time.
+    Step ratios use the DeepLabV3+ step of the same memory format, as the ratio of the medians and as the
+    median of the round-by-round ratios (``paired``, the more robust one on a loaded machine). ``refine ms``
+    times what most levers change, everything after the two networks (superpixel ids, assignment, both
+    uniformizations, fusion; forward + backward), alone over ``3 x --rounds`` alternating rounds.
     """
     specs: dict[str, tuple[str, dict[str, Any]]] = {
         "deeplab NCHW": ("deeplab", {}),
@@ -388,18 +425,28 @@ def lever_study(args: argparse.Namespace, device: torch.device, head: str) -> li
     }
     failed: dict[str, str] = {}
     steps: dict[str, Callable[[], None]] = {}
+    refines: dict[str, Callable[[], None]] = {}
     for name, lever in LEVERS:
         specs[name] = ("joint_hard_ti", lever)
     for name, (variant, lever) in specs.items():
         try:
-            _, step = make_step(variant, args, device, lever)
+            model, step = make_step(variant, args, device, lever)
             step()  # compiles here with "compile": a failure (e.g. no C++ compiler) is reported, not fatal
             steps[name] = step
+            if variant != "deeplab":
+                refines[name] = refine_step(model, args, device, bool(lever.get("channels_last")))
+                refines[name]()
         except Exception as exc:  # noqa: BLE001  # report any failure of one configuration and go on
             failed[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            steps.pop(name, None)
+            refines.pop(name, None)
     times = time_steps(steps, args, device)
+    refine_times = time_steps(refines, args, device, rounds=3 * args.rounds)
     print(f"\nlever study (cumulative; all configurations alternate in the same rounds), {head}")
-    print(f"{'configuration':<44} {'joint ms':>9} {'x deeplab':>10} {'(min)':>6} {'saved x':>8}")
+    print(
+        f"{'configuration':<44} {'joint ms':>9} {'x deeplab':>10} {'paired':>7} {'refine ms':>10} "
+        f"{'saved x':>8}"
+    )
     rows: list[dict[str, Any]] = []
     base_saved = {
         cl: saved_activation_bytes("deeplab", args, device, {"channels_last": cl}) for cl in (False, True)
@@ -421,14 +468,16 @@ def lever_study(args: argparse.Namespace, device: torch.device, head: str) -> li
             "deeplab_s": base["median_s"],
             "deeplab_min_s": base["min_s"],
             "time_ratio": t["median_s"] / base["median_s"],
-            "time_ratio_min": t["min_s"] / base["min_s"],
+            "time_ratio_paired": paired_ratio(t, base),
+            "refine_s": refine_times[name]["median_s"],
+            "refine_min_s": refine_times[name]["min_s"],
             "saved_bytes": saved,
             "saved_ratio": saved / base_saved[cl],
         }
         rows.append(row)
         print(
             f"{name:<44} {1e3 * t['median_s']:>9.1f} {row['time_ratio']:>10.2f} "
-            f"{row['time_ratio_min']:>6.2f} {row['saved_ratio']:>8.2f}"
+            f"{row['time_ratio_paired']:>7.2f} {1e3 * row['refine_s']:>10.1f} {row['saved_ratio']:>8.2f}"
         )
     for cl in (False, True):
         name = "deeplab channels_last" if cl else "deeplab NCHW"
@@ -456,6 +505,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=7, help="timed rounds (each runs every variant once)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or the process's CPU time (CPU only; with --threads 1 a load-robust proxy on a "
+        "shared machine)",
+    )
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="what to run")
     p.add_argument(
         "--amp", action="store_true", help="float16 autocast + grad scaling (CUDA; ignored on CPU)"
@@ -491,6 +547,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but CUDA is not available")
+    if args.clock == "cpu" and device.type != "cpu":
+        p.error(f"--clock cpu measures CPU time and needs --device cpu, got --device {args.device}")
     if args.channels_last is None:
         args.channels_last = DEFAULT_CHANNELS_LAST.get(device.type, False)
     amp_used = args.amp and device.type == "cuda"
@@ -503,17 +561,20 @@ def main(argv: list[str] | None = None) -> dict:
     head = (
         f"B={args.batch_size}, {args.size}x{args.size}, {args.backbone}, {device}, amp={amp_used}, "
         f"channels_last={args.channels_last}, recompute={args.recompute}, compile={args.compile}, "
-        f"torch {torch.__version__}, load {load0:.2f}"
+        f"{args.threads} thread(s), {args.clock} clock, torch {torch.__version__}, load {load0:.2f}"
     )
     print(f"\ntraining step (median of {args.rounds}), {head}")
     mem_name = _mem_name(device)
-    print(f"{'variant':<18} {'step ms':>9} {'x deeplab':>10} {mem_name + ' MiB':>15} {'x deeplab':>10}")
+    print(
+        f"{'variant':<18} {'step ms':>9} {'x deeplab':>10} {'paired':>7} {mem_name + ' MiB':>15} "
+        f"{'x deeplab':>10}"
+    )
     key = "cuda_peak_allocated" if device.type == "cuda" else "saved_activations"
     for r in rows:
         m = r["memory_bytes"][key]
         print(
             f"{r['variant']:<18} {1e3 * r['median_s']:>9.1f} {_fmt(r['time_ratio']):>10} "
-            f"{m / 2**20:>15.1f} {_fmt(r['memory_ratio']):>10}"
+            f"{_fmt(r['time_ratio_paired']):>7} {m / 2**20:>15.1f} {_fmt(r['memory_ratio']):>10}"
         )
 
     result: dict[str, Any] = {

@@ -20,6 +20,7 @@ BENCH = ROOT / "benchmarks"
 def _run(script: str, *args: str, timeout: float = 300) -> str:
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), *args],
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -107,6 +108,9 @@ def test_bench_joint_tiny(tmp_path):
         "--variants",
         "deeplab",
         "joint_hard_ti",
+        "--amp",  # ignored on CPU, as in the training CLI (the GPU check passes it)
+        "--threads",
+        "1",
         "--output",
         str(out),
     )
@@ -114,11 +118,16 @@ def test_bench_joint_tiny(tmp_path):
     (entry,) = data.values()
     assert [r["variant"] for r in entry["rows"]] == ["deeplab", "joint_hard_ti"]
     assert entry["rows"][0]["time_ratio"] == pytest.approx(1.0)
+    assert entry["rows"][1]["memory_ratio"] > 1.0  # the joint model saves more activations than DeepLabV3+
+    parts = entry["breakdown"]["parts"]
+    assert list(parts) == ["DeepLabV3+", "SpixelFCN", "superpixel ids", "uniformization", "fusion", "loss"]
+    assert all(p["median_s"] > 0 for p in parts.values()) and parts["fusion"]["saved_bytes"] > 0
 
 
 def test_bench_joint_rejects_batch_of_one():
     proc = subprocess.run(
         [sys.executable, str(BENCH / "bench_joint.py"), "--batch-size", "1"],
+        check=False,
         capture_output=True,
         text=True,
         cwd=ROOT,
