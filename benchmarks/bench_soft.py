@@ -18,9 +18,9 @@ Every configuration runs in a fresh subprocess so that its peak resident memory 
 be reported (``--in-process``: all in this process, as the GPU check does; no CPU memory figure then; on
 CUDA the memory figure is ``torch.cuda.max_memory_allocated`` above the inputs either way). Medians over
 repeats after one warm-up run (three on CUDA), timed with ``time.perf_counter`` on the CPU and CUDA events
-on CUDA (``benchmarks/_harness.py``); ``torch.set_num_threads(2)``. The SegNet unpoolings take a few
-milliseconds, so they run 50 times each, and a further measurement alternates the two and reports the
-median of the per-round ratios (robust to the drift of a shared machine).
+on CUDA (``benchmarks/_harness.py``); ``torch.set_num_threads(2)`` (``--threads``). The SegNet unpoolings
+take a few milliseconds, so they run 50 times each, and a further measurement alternates the two and
+reports the median of the per-round ratios (robust to the drift of a shared machine).
 
 Usage::
 
@@ -237,7 +237,8 @@ def _run_worker(args: argparse.Namespace, params: list[Any]) -> dict:
             gc.collect()
             if torch.device(args.device).type == "cuda":
                 torch.cuda.empty_cache()
-    cmd = [sys.executable, __file__, "--device", args.device, "--worker", *map(str, params)]
+    cmd = [sys.executable, __file__, "--device", args.device, "--threads", str(args.threads)]
+    cmd += ["--worker", *map(str, params)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--batch-size", type=int, default=None, help="B (default 4; quick 1)")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (here and in every worker)")
     ap.add_argument(
         "--in-process",
         action="store_true",
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")

@@ -469,6 +469,10 @@ def main(argv: list[str] | None = None) -> dict:
     meta = environment(device, args.threads)  # load average before this run: is the machine shared now?
     meta["repeats"] = args.repeats
     meta["in_process"] = args.in_process
+    from sparse_ops import SuperpixelAssignment
+
+    probe = torch.zeros(1, 1, 1, dtype=torch.long, device=device)
+    meta["auto_backend"] = SuperpixelAssignment(probe, 1).backend  # what backend="auto" picks on this device
     results = []
     mode = "all in this process" if args.in_process else "one subprocess per variant"
     print(
