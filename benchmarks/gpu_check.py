@@ -768,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         later = len(args.stage_list) - i - 1
         timeout = stage_timeout(STAGE_LIMITS[mode][name], deadline - time.perf_counter(), later)
         entry: dict[str, Any] = {"title": stage.title, "command": stage.cmd, "notes": stage.notes}
+        entry["limit_s"] = timeout
         report["stages"][name] = entry
         if timeout < 10:
             entry.update(status="not_run", seconds=0.0, error="no time left in the budget")

@@ -96,6 +96,7 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         (["--device", "tpu", "--quick"], "--device must be cuda, cuda:N or cpu, got 'tpu'"),
         (["--stages", "uniformize,bogus"], "--stages: unknown ['bogus']"),
     ],
+    ids=["cpu-without-quick", "unknown-device", "unknown-stage"],  # ids without "cuda": `-k cuda` on a GPU
 )
 def test_bad_arguments_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -262,7 +263,7 @@ class _FakeEvent:
         return end.t - self.t
 
 
-def test_harness_cuda_branches_with_a_fake_device(monkeypatch):
+def test_harness_gpu_branches_with_a_fake_device(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("sync", device)))
@@ -284,7 +285,7 @@ def test_harness_cpu_memory_and_environment():
     assert env["threads"] == 1 and env["device"] == "cpu" and "load_average_at_start" in env
 
 
-def test_environment_reads_the_cuda_device(monkeypatch):
+def test_environment_reads_the_gpu_name(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(gpu_check.shutil, "which", lambda name: None)  # no nvidia-smi
