@@ -292,3 +292,18 @@ def test_environment_reads_the_gpu_name(monkeypatch):
     meta = gpu_check._environment("cuda")
     assert meta["cuda_device"] == "Fake GPU" and meta["cuda_devices"] == 1 and "nvidia_smi" not in meta
     assert meta["torch"] == torch.__version__
+
+
+def test_tqdm_stand_in_where_tqdm_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "_has_module", lambda name: False)
+    folder = gpu_check.tqdm_stand_in(tmp_path)
+    code = (
+        "from tqdm.auto import tqdm\n"
+        "bar = tqdm([1, 2, 3], desc='x', unit='batch', disable=False, dynamic_ncols=True)\n"
+        "bar.set_postfix(loss=1.0); bar.update(1)\n"
+        "print(sum(bar)); bar.close()\n"
+    )
+    run = gpu_check.run_command([sys.executable, "-c", code], 60, echo=False, extra_path=[folder])
+    assert run.status == "ok" and run.output == "6\n"
+    monkeypatch.setattr(gpu_check, "_has_module", lambda name: True)
+    assert gpu_check.tqdm_stand_in(tmp_path / "other") is None
