@@ -729,6 +729,24 @@ def _environment(device: str) -> dict[str, Any]:
         "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average_at_start": os.getloadavg()[0],
     }
+    from importlib import metadata
+
+    versions = {}
+    for package in (
+        "torchvision",
+        "numpy",
+        "scipy",
+        "pytest",
+        "hypothesis",
+        "pytest-xdist",
+        "tqdm",
+        "pillow",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    meta["packages"] = versions
     try:
         meta["git"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
