@@ -144,6 +144,9 @@ def run_command(
     except subprocess.TimeoutExpired:
         status, error = "timeout", f"killed after its time limit of {timeout:.0f} s"
         _kill_group(proc)
+    except BaseException:  # Ctrl-C or SIGTERM of the check: take the stage's processes down with it
+        _kill_group(proc)
+        raise
     reader.join(timeout=10)
     if log is not None:
         log.close()
@@ -826,7 +829,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     on_gpu = args.device.startswith("cuda")
-    mode = "quick" if args.quick else "full"
     tag = f"gpu_check_{'cuda' if on_gpu else 'cpu'}{'_quick' if args.quick else ''}"
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, txt_path = args.out / f"{tag}.json", args.out / f"{tag}.txt"
@@ -844,6 +846,51 @@ def main(argv: list[str] | None = None) -> int:
     if stand_in is not None:
         meta["notes"] = ["tqdm is not installed: the children import a no-op stand-in for its progress bar"]
         _log(meta["notes"][0])
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    interrupted = False
+    try:
+        run_stages(args, stages, report, work, stand_in, t_start, json_path, txt_path)
+    except KeyboardInterrupt:
+        interrupted = True
+        for entry in report["stages"].values():
+            if "status" not in entry:
+                entry.update(status="interrupted", error="the check was interrupted (Ctrl-C or SIGTERM)")
+        _log("interrupted: writing what was measured so far")
+
+    bad = [n for n, e in report["stages"].items() if e["status"] != "ok"]
+    bad += [n for n in args.stage_list if n not in report["stages"]]  # never started
+    signal.signal(signal.SIGTERM, previous)
+    report["exit_status"] = 130 if interrupted else 1 if bad else 0
+    report["seconds"] = time.perf_counter() - t_start
+    report["targets"] = evaluate_targets(report["stages"], on_gpu)
+    _write(report, json_path, txt_path)
+    if not args.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(txt_path.read_text(), end="")
+    _log(f"wrote {json_path} and {txt_path}")
+    if bad:
+        _log(f"FAILED stages: {', '.join(bad)} (exit status {report['exit_status']})")
+    return int(report["exit_status"])
+
+
+def run_stages(
+    args: argparse.Namespace,
+    stages: dict[str, Stage],
+    report: dict[str, Any],
+    work: Path,
+    stand_in: Path | None,
+    t_start: float,
+    json_path: Path,
+    txt_path: Path,
+) -> None:
+    """Run the selected stages in order, each within its time limit; the report is rewritten after each."""
+    mode = "quick" if args.quick else "full"
+    on_gpu = report["on_gpu"]
     deadline = t_start + args.budget
     for i, name in enumerate(args.stage_list):
         stage = stages[name]
@@ -889,20 +936,6 @@ def main(argv: list[str] | None = None) -> int:
         report["targets"] = evaluate_targets(report["stages"], on_gpu)
         report["seconds"] = time.perf_counter() - t_start
         _write(report, json_path, txt_path)
-
-    bad = [n for n, e in report["stages"].items() if e["status"] != "ok"]
-    report["exit_status"] = 1 if bad else 0
-    report["seconds"] = time.perf_counter() - t_start
-    report["targets"] = evaluate_targets(report["stages"], on_gpu)
-    _write(report, json_path, txt_path)
-    if not args.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
-    print()
-    print(txt_path.read_text(), end="")
-    _log(f"wrote {json_path} and {txt_path}")
-    if bad:
-        _log(f"FAILED stages: {', '.join(bad)} (exit status 1)")
-    return report["exit_status"]
 
 
 def train_summary(raw: dict[str, Any]) -> dict[str, Any]:

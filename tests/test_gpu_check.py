@@ -307,3 +307,18 @@ def test_tqdm_stand_in_where_tqdm_is_missing(tmp_path, monkeypatch):
     assert run.status == "ok" and run.output == "6\n"
     monkeypatch.setattr(gpu_check, "_has_module", lambda name: True)
     assert gpu_check.tqdm_stand_in(tmp_path / "other") is None
+
+
+def test_an_interrupted_check_writes_its_report(tmp_path, monkeypatch):
+    def interrupted_stages(args, stages, report, *rest):
+        report["stages"]["uniformize"] = {"title": "(b)", "command": [], "notes": [], "status": "ok"}
+        report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": []}  # running when stopped
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpu_check, "run_stages", interrupted_stages)
+    argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint,tests", "--out", str(tmp_path)]
+    assert gpu_check.main(argv) == 130
+    report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
+    assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 130
+    assert not Path(report["meta"]["work"]).exists()  # the work folder is removed
+    assert "interrupted" in (tmp_path / "gpu_check_cpu_quick.txt").read_text()
