@@ -51,7 +51,7 @@ def _run(script: str, *args: str, timeout: float = 300) -> str:
 
 @pytest.mark.slow
 def test_bench_uniformize_quick(tmp_path):
-    """The CPU default path: one fresh subprocess per (config, variant), then the round-robin sweep."""
+    """The CPU default path: one fresh subprocess per (config, variant), then the sweep in another one."""
     out = tmp_path / "u.json"
     stdout = _run(
         "bench_uniformize.py",
@@ -61,6 +61,8 @@ def test_bench_uniformize_quick(tmp_path):
         "--threads",
         "1",
         "--no-voronoi",
+        "--num-superpixels",
+        "64",
         "--variants",
         "scatter",
         "--out",
@@ -68,7 +70,7 @@ def test_bench_uniformize_quick(tmp_path):
     )
     data = json.loads(out.read_text())
     assert data["meta"]["device"] == "cpu" and data["meta"]["auto_backend"] == "scatter"
-    assert [c["config"]["N_s"] for c in data["configs"]] == [64, 256]
+    assert [c["config"]["N_s"] for c in data["configs"]] == [64]
     for cfg in data["configs"]:
         res = cfg["results"]
         assert set(res) == {"scatter"}
@@ -77,7 +79,7 @@ def test_bench_uniformize_quick(tmp_path):
         assert res["scatter"]["peak_extra_mb"] is not None  # a fresh process: the RSS growth is a figure
     sweep = data["sweep"]
     assert [r["name"] for r in sweep["rows"]] == [c["name"] for c in data["configs"]]
-    assert sweep["grid_max_over_min"] >= 1.0
+    assert sweep["grid_max_over_min"] == 1.0  # one configuration
     assert "flatness in N_s" in stdout
 
 
