@@ -39,7 +39,6 @@ def _import(name: str):
 def _run(script: str, *args: str, timeout: float = 300) -> str:
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), *args],
-        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -187,8 +186,6 @@ def test_bench_joint_tiny(tmp_path):
         "deeplab",
         "joint_hard_ti",
         "--amp",  # ignored on CPU, as in the training CLI (the GPU check passes it)
-        "--threads",
-        "1",
         "--output",
         str(out),
     )
@@ -206,7 +203,6 @@ def test_bench_joint_tiny(tmp_path):
 def test_bench_joint_rejects_batch_of_one():
     proc = subprocess.run(
         [sys.executable, str(BENCH / "bench_joint.py"), "--batch-size", "1"],
-        check=False,
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_positive_int
+from ._checks import check_int
 
 __all__ = ["selection_weight"]
 
@@ -90,7 +90,7 @@ def selection_weight(
         tensor([[0., 0., 1.],
                 [1., 0., 0.]], dtype=torch.float64)
     """
-    n_in = check_positive_int(in_features, "in_features")
+    n_in = check_int(in_features, "in_features", minimum=1)
     idx = _resolve_indices(n_in, indices)
     if not idx:
         raise ValueError(f"indices must select at least one of the {n_in} input channels, got none")

@@ -53,6 +53,7 @@ from transparent_init import build_transparent_stack, net2net_identity_init_, se
 __all__ = [
     "FUSION_INITS",
     "MODES",
+    "FusionActivation",
     "FusionInit",
     "FusionStack",
     "JointModel",
@@ -63,6 +64,7 @@ __all__ = [
 MODES = ("hard", "soft", "none")
 
 FusionInit = Literal["transparent", "xavier", "kaiming", "net2net", "zero_residual"]
+FusionActivation = Literal["relu", "leaky_relu"] | None
 FUSION_INITS: tuple[str, ...] = get_args(FusionInit)
 
 
@@ -117,7 +119,7 @@ class FusionStack(nn.Module):
         self,
         num_classes: int,
         hidden: Sequence[int],
-        activation: str | None = "relu",
+        activation: FusionActivation = "relu",
         init: FusionInit = "transparent",
         *,
         generator: torch.Generator | int | None = 0,
@@ -293,7 +295,7 @@ class JointModel(nn.Module):
         mode: str = "hard",
         fusion: bool = True,
         fusion_hidden: Sequence[int] = (64, 64),
-        fusion_activation: str | None = "relu",
+        fusion_activation: FusionActivation = "relu",
         fusion_init: FusionInit = "transparent",
         generator: torch.Generator | int | None = 0,
         channels_last: bool = False,
