@@ -376,6 +376,8 @@ def test_refine_compiles_without_graph_breaks() -> None:
     assert torch.equal(ids, ref_ids)
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(g, ref_g)
+    # a copy does not keep the compiled function bound to the original model
+    assert copy.deepcopy(joint)._compiled is None and joint._compiled is not None
 
 
 @pytest.mark.cuda

@@ -342,6 +342,12 @@ class JointModel(nn.Module):
             self.deeplab.to(memory_format=torch.channels_last)
             self.spixelfcn.to(memory_format=torch.channels_last)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the compiled refine is bound to this instance: copies and pickles compile their own on first use
+        state: dict[str, Any] = super().__getstate__()
+        state["_compiled"] = None
+        return state
+
     def superpixels(self, assoc: Tensor) -> Tensor:
         """Hard superpixel ids ``(B, H, W)`` from the association (argmax over the 9 neighbouring cells)."""
         ids = so.hard_superpixels(assoc.detach(), self.cell_size)
