@@ -18,9 +18,8 @@ from typing import Any, cast
 
 from torch import nn
 
-from . import joint as _joint
 from .deeplabv3plus import BACKBONES, DeepLabV3Plus
-from .joint import MODES, JointModel, SegmentationOnly
+from .joint import FUSION_INITS, MODES, JointModel, SegmentationOnly
 from .spixelfcn import SpixelFCN
 
 __all__ = ["ARCHS", "SCHEMAS", "build_model", "model_config", "validate_model_config"]
@@ -82,10 +81,9 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "fusion": _bool,
         "fusion_hidden": _widths,
         "fusion_activation": _choice(("relu", "leaky_relu", None)),
+        "fusion_init": _choice(FUSION_INITS),
     },
 }
-if hasattr(_joint, "FUSION_INITS"):  # JointModel's fusion initializations, where the model offers them
-    SCHEMAS["joint"]["fusion_init"] = _choice(tuple(_joint.FUSION_INITS))
 _REQUIRED = {
     "deeplab": ("num_classes", "backbone"),
     "spixel": ("cell_size", "width"),
