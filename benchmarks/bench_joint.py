@@ -53,10 +53,8 @@ from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
 IGNORE_INDEX = 255
-# Memory format of every variant by default, where channels_last wins. CPU: off (in the lever study on the
-# 2-core VM it leaves the joint step unchanged and slows DeepLabV3+ alone by 3-5 %, see docs/benchmarks.rst).
-# CUDA: on (the usual win of NHWC convolutions on tensor cores; not measured here yet: --levers shows it).
-DEFAULT_CHANNELS_LAST = {"cpu": False, "cuda": True}
+# Memory format of every variant by default: the training CLI's (where channels_last wins), one source.
+from examples.voc_joint.models.joint import DEFAULT_CHANNELS_LAST  # noqa: E402  # after the sys.path set-up
 
 # (name, options) of the lever study, cumulative; "impl" and "validate" are JointModel/FusionStack bench knobs
 LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (

@@ -257,20 +257,27 @@ def test_resume_with_changed_options(voc6: Path, one_epoch: Path, capsys: pytest
     before = _snapshot(folder)
     with pytest.raises(SystemExit) as info:
         train_cli.main(
-            _argv(voc6, one_epoch, "--resume", "--lr", "0.02", "--backbone", "resnet34", "--epochs", "2")
-        )
+            _argv(
+                voc6, one_epoch, "--resume", "--lr", "0.02", "--backbone", "resnet34", "--epochs", "2",
+                "--fusion-init", "xavier",
+            )
+        )  # fmt: skip
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "--lr: 0.01 (checkpoint) -> 0.02 (now)" in err
     assert "--backbone: 'resnet18' (checkpoint) -> 'resnet34' (now)  [never changes on resume]" in err
+    assert "--fusion-init: 'transparent' (checkpoint) -> 'xavier' (now)  [never changes on resume]" in err
     assert "--epochs" not in err  # growing is allowed
     assert _snapshot(folder) == before  # refused: nothing touched
     with pytest.raises(SystemExit):  # architecture options never change, even when changes are allowed
         train_cli.main(_argv(voc6, one_epoch, "--resume", "--allow-option-changes", "--backbone", "resnet34"))
     assert "[never changes on resume]" in capsys.readouterr().err
-    out = train_cli.main(
-        _argv(voc6, one_epoch, "--resume", "--allow-option-changes", "--lr", "0.02", "--epochs", "2")
-    )["joint"]
+    out = train_cli.main(  # runtime options (memory format, recomputation) may differ freely
+        _argv(
+            voc6, one_epoch, "--resume", "--allow-option-changes", "--lr", "0.02", "--epochs", "2",
+            "--channels-last", "--recompute-fusion",
+        )
+    )["joint"]  # fmt: skip
     ck = load_checkpoint(out)
     assert ck["step"] == 6 and ck["config"]["args"]["lr"] == 0.02 and ck["config"]["args"]["epochs"] == 2
     assert ck["config"]["changes"] == [
@@ -539,6 +546,10 @@ _BAD_TRAIN = [
     (["--resume", "--overwrite"], "--overwrite with --resume (auto) contradicts itself"),
     (["--allow-option-changes"], "--allow-option-changes only applies with --resume"),
     (["--backbone", "resnet9"], "--backbone: invalid choice"),
+    (["--fusion-init", "glorot"], "--fusion-init: invalid choice: 'glorot'"),
+    (["--channels-last=no"], "--channels-last/--no-channels-last: ignored explicit argument 'no'"),
+    (["--recompute-fusion=1"], "--recompute-fusion/--no-recompute-fusion: ignored explicit argument '1'"),
+    (["--compile=yes"], "--compile/--no-compile: ignored explicit argument 'yes'"),
 ]
 _BAD_EVALUATE = [
     (["--crop-size", "0"], "--crop-size: must be an integer >= 1"),

@@ -123,6 +123,30 @@ def test_optimizer_groups_paper_defaults_and_weight_decay() -> None:
     assert (spx.optimizer, spx.weight_decay) == ("adam", 4e-4)
 
 
+def test_fusion_init_and_runtime_options_reach_the_model() -> None:
+    argv = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--fusion-init"]
+    parser = train.build_parser()
+    args = train.resolve_stage_options("joint", parser.parse_args([*argv, "zero_residual"]))
+    assert (args.channels_last, args.recompute_fusion, args.compile) == (None, False, False)
+    model = train.build_stage_model("joint", args)
+    assert isinstance(model, JointModel) and model.config["fusion_init"] == "zero_residual"
+    assert not (model.channels_last or model.recompute_fusion or model.compile_refine)
+    args = train.resolve_stage_options(
+        "joint", parser.parse_args([*argv, "xavier", "--channels-last", "--recompute-fusion", "--compile"])
+    )
+    model = train.build_stage_model("joint", args)
+    assert model.config["fusion_init"] == "xavier"
+    assert model.channels_last and model.recompute_fusion and model.compile_refine  # compiles on first use
+    conv = next(
+        m.weight for m in model.deeplab.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
+    )
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    # unset --channels-last resolves per device type (DEFAULT_CHANNELS_LAST)
+    unset = parser.parse_args([])
+    assert train.runtime_options(unset, torch.device("cuda"))["channels_last"] is True
+    assert train.runtime_options(unset, torch.device("cpu"))["channels_last"] is False
+
+
 def test_poly_schedule() -> None:
     args = train.resolve_stage_options("seg", train.build_parser().parse_args([]))
     p = torch.nn.Parameter(torch.zeros(1))
