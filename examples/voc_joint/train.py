@@ -76,6 +76,7 @@ __all__ = [
     "build_scheduler",
     "build_stage_model",
     "build_train_loader",
+    "build_train_state",
     "main",
     "param_groups",
     "resolve_stage_options",
@@ -483,7 +484,7 @@ def runtime_options(args: argparse.Namespace, device: torch.device | None = None
     """The model's runtime options (``--channels-last``, ``--recompute-fusion``, ``--compile``).
 
     ``--channels-last`` left unset resolves to :data:`DEFAULT_CHANNELS_LAST` of ``device`` (off when no device
-    is given); :func:`_build_state` resolves it before building.
+    is given); :func:`build_train_state` resolves it before building.
     """
     channels_last = getattr(args, "channels_last", None)
     if channels_last is None:
@@ -666,7 +667,7 @@ def _apply_optimizer_options(state: engine.TrainState, args: argparse.Namespace)
     sched._last_lr = [group["lr"] for group in groups]  # what get_last_lr() reports
 
 
-def _build_state(
+def build_train_state(
     stage: str,
     args: argparse.Namespace,
     info: DistInfo,
@@ -674,7 +675,11 @@ def _build_state(
     steps_per_epoch: int,
     changes: Sequence[dict[str, Any]] = (),
 ) -> tuple[engine.TrainState, bool]:
-    """Model, optimizer, scheduler and scaler (restored from ``ckpt`` when resuming); ``(state, use_amp)``."""
+    """Model, optimizer, scheduler and scaler (restored from ``ckpt`` when resuming); ``(state, use_amp)``.
+
+    Every RNG is seeded with ``--seed`` (plus the rank) first, so a new run's random draws (fusion layers,
+    dropout) are a function of the seed.
+    """
     _seed_everything(args.seed + info.rank)
     device = info.device
     args = argparse.Namespace(**vars(args))
@@ -782,7 +787,7 @@ def _run_locked(
     root = data_root(args, info)
     loader, sampler = build_train_loader(args, info, root)
     new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
-    state, use_amp = _build_state(stage, args, info, ckpt, sampler.steps_per_epoch, new_changes)
+    state, use_amp = build_train_state(stage, args, info, ckpt, sampler.steps_per_epoch, new_changes)
     state.option_changes = list(changes)
     resume_step = None if ckpt is None else state.step
     if ckpt is not None and info.main:

@@ -203,8 +203,9 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     assert (
         "Table 4 format" in text and "+ superpixel + transparent init (fine-tuned)" in text and "PASS" in text
     )
+    assert "+ superpixel + Xavier init, step 0" in text and "One seed" in text and "ablation.py" in text
     table = res["table"]
-    assert len(table) == 5
+    assert len(table) == 7 and res["seeds"] == 1
     assert all(v["consistency"] == 1.0 for k, v in table.items() if k.startswith("+"))
     assert (tmp_path / "results.json").is_file() and list((tmp_path / "panels").glob("*.png"))
 
