@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import sys
 import time
@@ -72,8 +73,8 @@ DEFAULTS: dict[str, Any] = {
     "max_val_images": None,
 }
 QUICK: dict[str, Any] = {
-    "steps": 16,
-    "eval_every": 8,
+    "steps": 12,
+    "eval_every": 6,
     "seg_epochs": 18,
     "spixel_epochs": 8,
     "max_val_images": 8,
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir",
         type=Path,
         default=None,
-        help="ablation.json / .md / .png and the pretraining go here (default: <cache>/ablation)",
+        help="ablation.json / .md / .png and the pretraining go here (default: <cache>/ablation, "
+        "<cache>/ablation_quick with --quick)",
     )
     p.add_argument(
         "--data-root",
@@ -525,6 +527,24 @@ class _Progress:
             self.bar.close()
 
 
+def _commit() -> str | None:
+    """The checkout's git commit (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return None
+    return res.stdout.strip() or None
+
+
 def _run_line(row: dict[str, Any]) -> str:
     losses = [p["loss"] for p in row["curve"] if "loss" in p]
     loss = f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
@@ -553,7 +573,8 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     t_start, load_start = time.perf_counter(), os.getloadavg()
     torch.set_num_threads(opts.threads)
     root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
-    out = Path(opts.output_dir) if opts.output_dir is not None else data.DEFAULT_CACHE / "ablation"
+    default_out = data.DEFAULT_CACHE / ("ablation_quick" if opts.quick else "ablation")
+    out = Path(opts.output_dir) if opts.output_dir is not None else default_out
     paths = {k: out / f"ablation.{k}" for k in ("json", "md", "png")}
     with FolderLock(out):
         previous: dict[str, Any] | None = None
@@ -614,6 +635,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                     "seconds": time.perf_counter() - t_start,
                     "load_average_start": list(load_start),
                     "load_average_end": list(os.getloadavg()),
+                    "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "commit": _commit()},
                 }
             )
             _write(paths["json"], dumps(result) + "\n")

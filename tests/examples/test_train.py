@@ -177,6 +177,7 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     """The demo's every step on tiny data (1 step per stage): transparency passes, the table is printed."""
     from examples.voc_joint import demo
 
+    threads = torch.get_num_threads()
     res = demo.main(
         [
             "--data-root",
@@ -196,8 +197,11 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
             "--batch-size",
             "2",
             "--no-progress",
+            "--threads",  # tiny tensors: a second thread only contends on a loaded machine
+            "1",
         ]
     )
+    torch.set_num_threads(threads)
     text = capsys.readouterr().out
     assert res["transparency"]["max_abs_diff"] <= 1e-4 and res["transparency"]["consistency"] == 1.0
     assert (
