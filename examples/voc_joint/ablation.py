@@ -92,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
         "synthetic VOC set: every fusion init and the demo's controls fine-tuned from the same pretrained "
         "checkpoints for the same steps, over several seeds; mean +- std tables, paired differences to "
         "transparent init, curves. CPU, about 20 minutes (--quick: 5).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--output-dir",
@@ -119,20 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="pretrained SpixelFCN (spixel or joint checkpoint); with --seg-checkpoint: no pretraining",
     )
-    p.add_argument("--seeds", type=int_range(1, 100), default=3, help="seeds per variant (0, 1, ...)")
+    p.add_argument(
+        "--seeds",
+        type=int_range(1, 100),
+        default=3,
+        help="seeds per variant: 0, 1, ... (default %(default)s)",
+    )
     p.add_argument(
         "--variants",
         nargs="+",
         choices=VARIANTS,
         default=list(VARIANTS),
-        help="what to fine-tune (fusion inits and controls)",
+        help="what to fine-tune: fusion inits and controls (default: all)",
     )
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a 5-minute version: "
-        + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items() if v is not None)
-        + f", {QUICK['max_val_images']} validation images",
+        help="a 5-minute version: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()),
     )
     p.add_argument(
         "--steps", type=POS, default=None, help=f"fine-tuning steps per run (default {DEFAULTS['steps']})"
@@ -161,12 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"SpixelFCN pretraining epochs (default {DEFAULTS['spixel_epochs']})",
     )
-    p.add_argument("--crop-size", type=POS, default=64, help="training crop")
-    p.add_argument("--batch-size", type=int_range(2), default=8, help="training batch (>= 2: BatchNorm)")
-    p.add_argument("--cell-size", type=int_range(1, 1024), default=8, help="superpixel cell size")
-    p.add_argument("--joint-lr", type=float_range(0.0), default=2e-3, help="fine-tuning lr of DeepLabV3+")
+    p.add_argument("--crop-size", type=POS, default=64, help="training crop (default %(default)s)")
     p.add_argument(
-        "--fusion-lr", type=float_range(0.0), default=2e-4, help="fine-tuning lr of the fusion layers"
+        "--batch-size",
+        type=int_range(2),
+        default=8,
+        help="training batch, >= 2: BatchNorm (default %(default)s)",
+    )
+    p.add_argument(
+        "--cell-size", type=int_range(1, 1024), default=8, help="superpixel cell size (default %(default)s)"
+    )
+    p.add_argument(
+        "--joint-lr",
+        type=float_range(0.0),
+        default=2e-3,
+        help="fine-tuning lr of DeepLabV3+; SpixelFCN gets a tenth (default %(default)s)",
+    )
+    p.add_argument(
+        "--fusion-lr",
+        type=float_range(0.0),
+        default=2e-4,
+        help="fine-tuning lr of the fusion layers (default %(default)s)",
     )
     p.add_argument(
         "--max-val-images",
@@ -174,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluate on the first N validation images (default all)",
     )
-    p.add_argument("--threads", type=POS, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=POS, default=2, help="torch CPU threads (default %(default)s)")
     p.add_argument(
         "--overwrite",
         action="store_true",

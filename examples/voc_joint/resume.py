@@ -59,6 +59,7 @@ RUNTIME_OPTIONS = frozenset(
         "max_image_pixels",
         "channels_last",
         "recompute_fusion",
+        "recompute_loss",
         "compile",
     }
 )

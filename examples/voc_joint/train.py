@@ -309,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpointing: less memory, more time)",
     )
     g.add_argument(
+        "--recompute-loss",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="spixel and joint stages: recompute spixel_loss in backward instead of keeping its "
+        "full-resolution activations (less memory, one more forward of the loss)",
+    )
+    g.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=False,

@@ -550,6 +550,7 @@ _BAD_TRAIN = [
     (["--channels-last=no"], "--channels-last/--no-channels-last: ignored explicit argument 'no'"),
     (["--recompute-fusion=1"], "--recompute-fusion/--no-recompute-fusion: ignored explicit argument '1'"),
     (["--compile=yes"], "--compile/--no-compile: ignored explicit argument 'yes'"),
+    (["--recompute-loss=on"], "--recompute-loss/--no-recompute-loss: ignored explicit argument 'on'"),
 ]
 _BAD_EVALUATE = [
     (["--crop-size", "0"], "--crop-size: must be an integer >= 1"),

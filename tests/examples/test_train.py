@@ -41,12 +41,13 @@ def test_help_documents_every_option(how: str) -> None:
         assert action.help, action.dest  # every option has a help text
 
 
-@pytest.mark.parametrize("name", ["train", "demo"])
+@pytest.mark.parametrize("name", ["train", "demo", "ablation"])
 def test_docs_help_listings_are_current(name: str) -> None:
     """docs/examples/<name>_help.txt (shown on the pipeline page) lists every option of the parser."""
-    from examples.voc_joint import demo
+    from examples.voc_joint import ablation, demo
 
-    parser = train.build_parser() if name == "train" else demo._parser()
+    parsers = {"train": train.build_parser, "demo": demo._parser, "ablation": ablation.build_parser}
+    parser = parsers[name]()
     text = (ROOT / "docs" / "examples" / f"{name}_help.txt").read_text()
     missing = [opt for action in parser._actions for opt in action.option_strings if opt not in text]
     assert not missing, f"regenerate docs/examples/{name}_help.txt (see pipeline.rst); missing {missing}"
@@ -222,3 +223,45 @@ def test_joint_stage_on_every_device_with_amp(tiny_voc, tmp_path, device) -> Non
     ck = load_checkpoint(out)
     assert ck["step"] == 1 and ck["config"]["args"]["amp"] is True
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def _saved_bytes(fn):
+    """(result of fn(), bytes of the distinct storages autograd saved while it ran)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
+def test_superpixel_loss_recompute_same_values_and_gradients_less_memory() -> None:
+    from examples.voc_joint.engine import superpixel_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 9, 24, 20, generator=g, requires_grad=True)
+    target = torch.randint(0, 5, (2, 24, 20), generator=g)
+    target[0, :3] = 255
+    results = {}
+    for recompute in (False, True):
+
+        def run(recompute: bool = recompute) -> torch.Tensor:
+            q = logits.softmax(1)
+            loss = superpixel_loss(q, target, 4, pos_weight=0.003, num_classes=5, recompute=recompute)
+            return loss
+
+        loss, saved = _saved_bytes(run)
+        (grad,) = torch.autograd.grad(loss, logits)
+        results[recompute] = (loss.detach(), grad, saved)
+    (l0, g0, m0), (l1, g1, m1) = results[False], results[True]
+    assert torch.equal(l0, l1) and torch.equal(g0, g1)
+    q_bytes = 2 * 9 * 24 * 20 * 4  # what the softmax saves anyway
+    assert m1 <= q_bytes + target.numel() * 8 < m0 / 3, (m0, m1)
+    with torch.no_grad():  # nothing to recompute without autograd
+        assert torch.equal(
+            superpixel_loss(logits.softmax(1), target, 4, pos_weight=0.003, num_classes=5, recompute=True), l0
+        )
