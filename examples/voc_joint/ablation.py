@@ -438,47 +438,80 @@ def format_markdown(summary: Sequence[dict[str, Any]], settings: dict[str, Any])
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """``ablation.png``: mIoU and loss against step, one line (mean over seeds) per init, seeds' range shaded.
+    """``ablation.png``: against the fine-tuning step, one line per init (the mean over seeds) with the seeds'
+    range shaded: validation mIoU; its paired difference to ``transparent`` (same seed); the training loss.
 
-    The loss panel shows a centred 5-step running mean of each seed's loss (the raw per-step loss of a batch
-    of 8 crops is noisy).
+    The loss panel (log scale) shows a centred 5-step running mean of each seed's loss (the per-step loss of a
+    batch of 8 crops is noisy).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import numpy as np
 
-    fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, (ax_m, ax_d, ax_l) = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
     colors = plt.get_cmap("tab10")
-    by: dict[str, list[dict[str, Any]]] = {}
+    by: dict[str, dict[int, dict[str, Any]]] = {}
     for r in rows:
-        by.setdefault(r["init"], []).append(r)
+        by.setdefault(r["init"], {})[int(r["seed"])] = r
+    ref = by.get("transparent", {})
     for k, variant in enumerate(v for v in VARIANTS if v in by):
         runs = by[variant]
-        style = {"color": colors(k), "linestyle": "--" if variant in CONTROLS else "-"}
-        steps = sorted({p["step"] for p in runs[0]["curve"] if "miou" in p})
-        miou = np.array([[_at(r, s, "miou") for s in steps] for r in runs]) * 100
-        ax_m.plot(steps, miou.mean(0), marker="o", markersize=3, label=f"{variant} ({len(runs)})", **style)
-        if len(runs) > 1:
-            ax_m.fill_between(steps, miou.min(0), miou.max(0), color=colors(k), alpha=0.15, linewidth=0)
-        lsteps = [p["step"] for p in runs[0]["curve"] if "loss" in p]
-        if lsteps:
-            loss = np.array([_smooth([_at(r, s, "loss") for s in lsteps]) for r in runs])
+        style: dict[str, Any] = {"color": colors(k), "linestyle": "--" if variant in CONTROLS else "-"}
+        band: dict[str, Any] = {"color": colors(k), "alpha": 0.15, "linewidth": 0}
+        first = next(iter(runs.values()))
+        steps = [p["step"] for p in first["curve"] if "miou" in p]
+        miou = np.array([[_at(r, s, "miou") for s in steps] for r in runs.values()]) * 100
+        label = f"{variant} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        ax_m.plot(steps, miou.mean(0), marker="o", markersize=3, label=label, **style)
+        paired = [s for s in runs if s in ref]
+        if variant != "transparent" and paired:
+            diff = np.array(
+                [[_at(runs[s], t, "miou") - _at(ref[s], t, "miou") for t in steps] for s in paired]
+            )
+            ax_d.plot(steps, 100 * diff.mean(0), marker="o", markersize=3, **style)
+        else:
+            diff = None
+        lsteps = [p["step"] for p in first["curve"] if "loss" in p]
+        loss = (
+            np.array([_smooth([_at(r, s, "loss") for s in lsteps]) for r in runs.values()])
+            if lsteps
+            else None
+        )
+        if loss is not None:
             ax_l.plot(lsteps, loss.mean(0), **style)
-            if len(runs) > 1:
-                ax_l.fill_between(lsteps, loss.min(0), loss.max(0), color=colors(k), alpha=0.15, linewidth=0)
-    ax_m.set(
-        xlabel="fine-tuning step", ylabel="validation mIoU (%)", title="mIoU (line: mean; band: seeds' range)"
+        if len(runs) > 1:
+            ax_m.fill_between(steps, miou.min(0), miou.max(0), **band)
+            if diff is not None:
+                ax_d.fill_between(steps, 100 * diff.min(0), 100 * diff.max(0), **band)
+            if loss is not None:
+                ax_l.fill_between(lsteps, loss.min(0), loss.max(0), **band)
+    ax_m.set(xlabel="fine-tuning step", ylabel="validation mIoU (%)", title="mIoU (mean; band: seeds' range)")
+    ax_d.set(
+        xlabel="fine-tuning step",
+        ylabel="mIoU - transparent's, same seed (points)",
+        title="paired difference to transparent (symlog)",
     )
-    ax_l.set(xlabel="fine-tuning step", ylabel="training loss (5-step running mean)", title="loss")
-    ax_m.legend(fontsize=8, title="init (seeds)", title_fontsize=8)
-    for ax in (ax_m, ax_l):
+    ax_d.axhline(0.0, color="black", linewidth=0.8)
+    ax_d.set_yscale("symlog", linthresh=2.0)  # linear within +-2 points, logarithmic beyond
+    ax_l.set(
+        xlabel="fine-tuning step", ylabel="training loss (5-step running mean)", title="loss", yscale="log"
+    )
+    ticks = [-100, -30, -10, -3, -1, 0, 1, 3, 10, 30, 100]
+    ax_d.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    ax_l.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    ax_l.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    for axis in (ax_d.yaxis, ax_l.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    for ax in (ax_m, ax_d, ax_l):
         ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=min(len(by), 7), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
