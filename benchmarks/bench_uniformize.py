@@ -127,7 +127,7 @@ def run_one(
         if variant in ("scatter", "sparse"):
             a = SuperpixelAssignment(sp, n_s, backend=variant, validate=False)
             if variant == "sparse":
-                a._sparse(torch.float32)
+                a._build_sparse(torch.float32)
             return a
         if variant == "dense_bmm":
             onehot = torch.zeros(b, n_s, n_p, device=dev)

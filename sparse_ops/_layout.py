@@ -2,7 +2,8 @@
 
 A ``scatter_add_`` of all pixels of a superpixel into one accumulator adds them one after the other; the
 rounding error of such a chain grows with its length (4 Mpixel of ``1000 + U(0, 1)`` come out 1 % off in
-float32). The layout bounds the chain of every accumulator by :data:`CHAIN_LENGTH`, for *any* label layout:
+float32). The layout bounds the chain of every accumulator by :data:`MAX_CHAIN_LENGTH`, for *any* label
+layout:
 
 * a stable sort of each image's ids gives every pixel its rank ``r`` among the pixels of its superpixel
   (in raster order);
@@ -24,10 +25,27 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["CHAIN_LENGTH", "Layout", "build_layout", "compact_ids"]
+__all__ = ["MAX_CHAIN_LENGTH", "Layout", "build_layout", "chain_length", "compact_ids"]
 
-#: Longest chain of float32 additions into one accumulator (``L``); the error bound is ``(L + 2) u max|x|``.
-CHAIN_LENGTH = 32
+#: Longest chain of additions into one accumulator (``L``) for any layout; the error bound is ``(L + 2) u``.
+MAX_CHAIN_LENGTH = 128
+#: Chain length for large superpixels: more accumulators per superpixel, more independent chains (faster on
+# CPU).
+SHORT_CHAIN_LENGTH = 32
+#: Mean superpixel size from which the short chains are used (then there are few superpixels to combine).
+SHORT_CHAIN_MIN_MEAN_SIZE = 128
+
+
+def chain_length(num_pixels: int, num_space: int) -> int:
+    """``L`` for images of ``num_pixels`` pixels and ``num_space`` superpixel slots (shapes only).
+
+    Short chains give large superpixels more independent accumulators; long ones keep the float64 combination
+    small (its size is about ``N_p / L`` extra slots plus at most ``min(N_s, N_p / (L + 1))`` groups) when
+    there are many superpixels, which are small anyway.
+    """
+    if num_pixels >= SHORT_CHAIN_MIN_MEAN_SIZE * max(num_space, 1):
+        return SHORT_CHAIN_LENGTH
+    return MAX_CHAIN_LENGTH
 
 
 class Layout(NamedTuple):
@@ -48,12 +66,10 @@ class Layout(NamedTuple):
     sizes: Tensor
 
 
-def _sorted_segments(index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Stable per-row sort of ``index[B, N]``: ``(sorted values, permutation, segment-start flags)``."""
-    values, order = torch.sort(index, dim=1, stable=True)
+def _segment_starts(values: Tensor) -> Tensor:
     starts = torch.ones_like(values, dtype=torch.bool)
     starts[:, 1:] = values[:, 1:] != values[:, :-1]
-    return values, order, starts
+    return starts
 
 
 def compact_ids(index: Tensor) -> tuple[Tensor, Tensor]:
@@ -64,54 +80,64 @@ def compact_ids(index: Tensor) -> tuple[Tensor, Tensor]:
     b, n = index.shape
     if n == 0:
         return index.clone(), index.new_zeros(b)
-    _, order, starts = _sorted_segments(index)
-    ranks_sorted = torch.cumsum(starts, dim=1) - 1
+    values, order = torch.sort(index, dim=1, stable=True)
+    ranks_sorted = torch.cumsum(_segment_starts(values), dim=1) - 1
     ranks = torch.empty_like(index).scatter_(1, order, ranks_sorted)
     return ranks, ranks_sorted[:, -1] + 1
 
 
 def build_layout(
-    index: Tensor, num_ids: int, *, compact: bool, chain: int = CHAIN_LENGTH
+    index: Tensor, num_ids: int, *, compact: bool, chain: int | None = None
 ) -> tuple[Layout, int]:
     """The accumulator layout of ``index[B, N]`` (ids in ``[0, num_ids)``) and its number of slots ``S``.
 
-    With ``compact`` the slots are the distinct ids of each image in increasing order (``S = min(num_ids,
-    N)``); otherwise slot ``s`` is id ``s`` (``S = num_ids``).
+    With ``compact`` the slots are the distinct ids of each image, in order (``S = min(num_ids, N)``);
+    otherwise slot ``s`` is id ``s`` (``S = num_ids``) and ``index`` itself becomes ``Layout.space``.
     """
     b, n = index.shape
     device = index.device
     num_space = min(num_ids, n) if compact else num_ids
+    chain = chain_length(n, num_space) if chain is None else chain
     if n == 0 or b == 0:
         empty = index.new_zeros(b, 1, 0)
-        return Layout(
-            index.view(b, 1, n), index.view(b, 1, n), empty, empty, index.new_zeros(b, num_space)
-        ), num_space
-    values, order, starts = _sorted_segments(index)
-    position = torch.arange(n, device=device).expand(b, n)
-    segment_start = torch.cummax(torch.where(starts, position, 0), dim=1).values
-    rank = position - segment_start  # rank of the pixel among its superpixel's pixels, raster order
-    space_sorted = torch.cumsum(starts, dim=1) - 1 if compact else values
-    space = torch.empty_like(index).scatter_(1, order, space_sorted)
-    ones = torch.ones(1, 1, dtype=torch.long, device=device).expand(b, n)
-    sizes = torch.zeros(b, num_space, dtype=torch.long, device=device).scatter_add_(1, space, ones)
+        flat = index.view(b, 1, n)
+        return Layout(flat, flat, empty, empty, index.new_zeros(b, num_space)), num_space
+    if num_ids <= 2**31 - 1:  # ids fit: sort 32-bit keys (faster)
+        values, order = torch.sort(index.to(torch.int32), dim=1, stable=True)
+    else:
+        values, order = torch.sort(index, dim=1, stable=True)
+    if compact:
+        space_sorted = torch.cumsum(_segment_starts(values), dim=1) - 1
+        space = torch.empty_like(index).scatter_(1, order, space_sorted)
+    else:
+        space_sorted, space = values.long(), index
+    ones = torch.ones(1, 1, dtype=torch.int32, device=device).expand(b, n)
+    sizes = torch.zeros(b, num_space, dtype=torch.int32, device=device).scatter_add_(1, space, ones)
+    # rank of every (sorted) pixel among its superpixel's pixels, raster order: position - first position
+    first = torch.cumsum(sizes, dim=1, dtype=torch.int32) - sizes
+    rank = torch.arange(n, dtype=torch.int32, device=device) - torch.gather(first, 1, space_sorted)
 
     accumulators = torch.div(sizes + (chain - 1), chain, rounding_mode="floor")  # m_s (0 when empty)
     extras = (accumulators - 1).clamp_min(0)
-    extras_end = torch.cumsum(extras, dim=1)
+    extras_end = torch.cumsum(extras, dim=1, dtype=torch.int32)
     num_extra = (n - 1) // chain  # sum of (m_s - 1) <= sum of (n_s - 1) // L <= (N - 1) // L
     num_groups = min(num_space, n // (chain + 1))  # superpixels with extras have more than L pixels
     if num_groups == 0:
         num_extra = 0
     lane = rank % torch.gather(accumulators, 1, space_sorted)
-    extra_slot = torch.gather(extras_end - extras, 1, space_sorted) + lane - 1
-    slot_sorted = torch.where(lane == 0, space_sorted, num_space + 1 + extra_slot)
+    extra_slot = torch.gather(extras_end - extras, 1, space_sorted) + lane + num_space  # lane >= 1: S + 1 + e
+    slot_sorted = torch.where(lane == 0, space_sorted, extra_slot.long())
     slot = torch.empty_like(index).scatter_(1, order, slot_sorted)
 
+    # groups: the superpixels with extras first (group = their rank), then the others, so that the owners of
+    # unused groups are distinct superpixels whose extra sum is 0 (adding it changes nothing)
     has_extras = extras > 0
-    group_owner = torch.argsort((~has_extras).to(torch.uint8), dim=1, stable=True)[:, :num_groups]
-    group_of = torch.cumsum(has_extras, dim=1) - 1
-    group_of = torch.cat([group_of.clamp_min(0), group_of.new_zeros(b, 1)], dim=1)  # unused extra slots -> 0
-    extra_position = torch.arange(num_extra, device=device).expand(b, num_extra)
+    big_rank = torch.cumsum(has_extras, dim=1) - 1
+    position = torch.where(has_extras, big_rank, big_rank[:, -1:] + torch.cumsum(~has_extras, dim=1))
+    owners = torch.arange(num_space, device=device).expand(b, num_space)
+    group_owner = torch.empty_like(owners).scatter_(1, position, owners)[:, :num_groups]
+    group_of = torch.cat([big_rank.clamp_min(0), big_rank.new_zeros(b, 1)], dim=1)  # unused extras -> group 0
+    extra_position = torch.arange(num_extra, dtype=torch.int32, device=device).expand(b, num_extra)
     extra_owner = torch.searchsorted(extras_end, extra_position.contiguous(), right=True)
     extra_group = torch.gather(group_of, 1, extra_owner)
     layout = Layout(
@@ -119,6 +145,6 @@ def build_layout(
         slot.view(b, 1, n),
         extra_group.view(b, 1, num_extra),
         group_owner.reshape(b, 1, num_groups),
-        sizes,
+        sizes.long(),
     )
     return layout, num_space

@@ -259,6 +259,13 @@ class SuperpixelAssignment:
             self._csr_cache[(name, dtype)] = matrix
         return matrix
 
+    def _build_sparse(self, dtype: torch.dtype) -> None:
+        """Build (and cache) the CSR matrices of the sparse backend for ``dtype`` now, not on first use."""
+        names: tuple[Literal["slot", "slot_counted", "space", "space_counted"], ...]
+        names = ("slot", "space", "slot_counted", "space_counted")
+        for name in names:
+            self._index(name, dtype)
+
     def _flat(self, x: Tensor, name: str) -> Tensor:
         """Validate ``x[B, C, H, W]`` and return it as ``[B, C, N_p]`` in the accumulation dtype."""
         if self.validate:

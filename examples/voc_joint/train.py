@@ -458,7 +458,7 @@ def stage_loss(
     if stage == "spixel":
         assoc = model(batch["spixel_input"].to(device, non_blocking=True))
         sl = sparse_ops.spixel_loss(
-            assoc.float(), target, args.cell_size, args.pos_weight, num_classes=args.num_classes
+            assoc.float(), target, args.cell_size, pos_weight=args.pos_weight, num_classes=args.num_classes
         )
         return sl.total, {"spixel": float(sl.total.detach())}
     out = model(
@@ -469,7 +469,11 @@ def stage_loss(
     if args.spixel_loss_weight:
         inner = getattr(model, "module", model)
         sl = sparse_ops.spixel_loss(
-            out["assoc"].float(), target, inner.cell_size, args.pos_weight, num_classes=args.num_classes
+            out["assoc"].float(),
+            target,
+            inner.cell_size,
+            pos_weight=args.pos_weight,
+            num_classes=args.num_classes,
         )
         loss = loss + args.spixel_loss_weight * sl.total
         parts["spixel"] = float(sl.total.detach())
