@@ -39,7 +39,7 @@ def sums(x: Tensor, slot: Tensor, extra_group: Tensor, group_owner: Tensor, num_
     b, c, n = x.shape
     num_extra = extra_group.shape[-1]
     width = num_space + 1 + num_extra
-    if slot.layout == torch.sparse_csr:
+    if slot.is_floating_point():  # the CSR matrix of the sparse backend (not an index)
         rows = x.transpose(1, 2).reshape(b * n, c)
         with torch.autocast(device_type=x.device.type, enabled=False):
             partial = (slot.t() @ rows).view(b, width, c).transpose(1, 2)
@@ -59,7 +59,7 @@ def sums(x: Tensor, slot: Tensor, extra_group: Tensor, group_owner: Tensor, num_
 def read(z: Tensor, space: Tensor, num_pixels: int) -> Tensor:
     """Every pixel's row of ``z[B, C, S + 1]``: ``[B, C, N]`` (``space``: a ``[B, 1, N]`` index or CSR)."""
     b, c, width = z.shape
-    if space.layout == torch.sparse_csr:
+    if space.is_floating_point():  # the CSR matrix of the sparse backend (not an index)
         with torch.autocast(device_type=z.device.type, enabled=False):
             rows = space @ z.transpose(1, 2).reshape(b * width, c)
         return rows.view(b, num_pixels, c).transpose(1, 2)

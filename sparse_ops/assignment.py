@@ -26,21 +26,24 @@ AUTO_BACKEND: dict[str, Literal["scatter", "sparse"]] = {"cpu": "scatter", "cuda
 
 
 def validate_labels(
-    superpixels: object, num_superpixels: object, mask: object, *, check_ids: bool = True
+    superpixels: object, num_superpixels: object, mask: object
 ) -> tuple[Tensor, int | Tensor | None, Tensor | None]:
     """Check a label map, its ``num_superpixels`` and ``mask``; return ``([B, H, W], num_superpixels, mask)``.
 
-    With ``check_ids`` the id range is checked as well (a host-device synchronisation).
+    Only types and shapes: the id range (a host-device synchronisation) is :func:`validate_ids`.
     """
     labels = _checks.check_label_map(superpixels)
     num = _checks.check_num_superpixels(num_superpixels, labels.shape[0])
     if mask is not None:
         mask = _checks.check_mask(mask, labels)
-    if check_ids:
-        per_image = num if isinstance(num, Tensor) else None
-        bound = None if isinstance(num, Tensor) else num
-        _checks.check_id_range(labels.reshape(labels.shape[0], -1), bound, per_image, "superpixels")
     return labels, num, mask
+
+
+def validate_ids(labels: Tensor, num_superpixels: int | Tensor | None) -> None:
+    """Check that the ids of ``labels[B, H, W]`` lie in ``[0, num_superpixels)`` (synchronises)."""
+    per_image = num_superpixels if isinstance(num_superpixels, Tensor) else None
+    bound = None if isinstance(num_superpixels, Tensor) else num_superpixels
+    _checks.check_id_range(labels.flatten(1), bound, per_image, "superpixels")
 
 
 def _as_compute(x: Tensor) -> Tensor:
@@ -109,6 +112,7 @@ class SuperpixelAssignment:
         if validate:
             _checks.check_option(backend, "backend", BACKENDS)
             superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
+            validate_ids(superpixels, num_superpixels)
         self._build(superpixels, num_superpixels, mask, backend, validate, compact=False)
 
     @classmethod
@@ -354,7 +358,7 @@ class SuperpixelAssignment:
             layout.group_owner,
             n,
         )
-        return out.reshape(self.batch_size, -1, self.height, self.width)
+        return out.view(self.batch_size, out.shape[1], self.height, self.width)
 
     def uniformize(self, x: Tensor) -> Tensor:
         """Replace every pixel's vector by its superpixel's mean: ``D E x`` (paper Eq. 12).

@@ -163,7 +163,9 @@ def spixel_loss(
             mask = _checks.check_mask(mask, assoc[:, 0], "assoc")
         _checks.check_assoc_values(assoc)
     b, _, height, width = assoc.shape
-    dtype = assoc.dtype
+    out_dtype = assoc.dtype
+    dtype = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
+    assoc = assoc.to(dtype)
     if target.is_floating_point():
         feats = target.to(dtype)
         valid = torch.ones(b, height, width, dtype=torch.bool, device=assoc.device)
@@ -192,7 +194,7 @@ def spixel_loss(
     semantic = (per_pixel * weight).sum() / n_valid
     position = (pos_pix * weight).sum() / n_valid
     total = semantic + (pos_weight / cell_size) * position
-    return SpixelLossOutput(total, semantic, position)
+    return SpixelLossOutput(total.to(out_dtype), semantic.to(out_dtype), position.to(out_dtype))
 
 
 class SpixelLoss(nn.Module):

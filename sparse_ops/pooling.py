@@ -10,7 +10,15 @@ from torch import Tensor, nn
 
 from sparse_ops import _checks
 from sparse_ops._kernels import read
-from sparse_ops.assignment import BACKENDS, REDUCTIONS, Backend, Reduce, SuperpixelAssignment, validate_labels
+from sparse_ops.assignment import (
+    BACKENDS,
+    REDUCTIONS,
+    Backend,
+    Reduce,
+    SuperpixelAssignment,
+    validate_ids,
+    validate_labels,
+)
 
 __all__ = ["SuperpixelPool", "Upsample", "superpixel_pool", "superpixel_unpool"]
 
@@ -94,6 +102,7 @@ def superpixel_pool(
         superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
         _checks.check_batch_match(features, "features", superpixels, "superpixels")
         _checks.check_same_device(features, "features", superpixels, "superpixels")
+        validate_ids(superpixels, num_superpixels)
     labels = _checks.drop_channel_dim(superpixels)
     features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
     if validate:
@@ -131,12 +140,13 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
         superpixels, _, _ = validate_labels(superpixels, pooled.shape[1], None)
         _checks.check_batch_match(pooled, "pooled", superpixels, "superpixels")
         _checks.check_same_device(pooled, "pooled", superpixels, "superpixels")
+        validate_ids(superpixels, pooled.shape[1])
     labels = _checks.drop_channel_dim(superpixels)
     if not torch.is_grad_enabled() or not pooled.requires_grad:  # no backward: a plain gather suffices
         b, h, w = labels.shape
         index = labels.reshape(b, 1, h * w).long()
         z = pooled.transpose(1, 2)
-        return read(z, index, h * w).reshape(b, -1, h, w)
+        return read(z, index, h * w).view(b, z.shape[1], h, w)
     return SuperpixelAssignment(labels, pooled.shape[1], validate=False).decode(pooled)
 
 

@@ -153,8 +153,8 @@ def max_unpool2d(
                 "(indices from an input of another size?)"
             )
     lead = values.shape[:-2]
-    flat_v = values.reshape(*lead, -1)
-    flat_i = indices.reshape(*lead, -1)
+    flat_v = values.flatten(-2)
+    flat_i = indices.flatten(-2)
     out = values.new_zeros(*lead, H * W).scatter_(-1, flat_i, flat_v)  # in place on a fresh map: one pass
     return out.reshape(*lead, H, W)
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparse_ops import _checks
-from sparse_ops.assignment import SuperpixelAssignment, validate_labels
+from sparse_ops.assignment import SuperpixelAssignment, validate_ids, validate_labels
 from sparse_ops.pooling import UPSAMPLE_MODES, Upsample, resize_to
 
 __all__ = ["SuperpixelClassifier", "superpixel_cam", "superpixel_global_average"]
@@ -48,6 +48,7 @@ def _superpixel_means(
         superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
         _checks.check_batch_match(features, "features", superpixels, "superpixels")
         _checks.check_same_device(features, "features", superpixels, "superpixels")
+        validate_ids(superpixels, num_superpixels)
     labels = _checks.drop_channel_dim(superpixels)
     features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
     assignment = SuperpixelAssignment(labels, num_superpixels, mask=mask, validate=False)

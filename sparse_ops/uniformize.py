@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from sparse_ops import _checks
-from sparse_ops.assignment import BACKENDS, Backend, SuperpixelAssignment, validate_labels
+from sparse_ops.assignment import BACKENDS, Backend, SuperpixelAssignment, validate_ids, validate_labels
 
 __all__ = ["SuperpixelUniformize", "uniformize"]
 
@@ -67,6 +67,7 @@ def uniformize(
         _checks.check_option(backend, "backend", BACKENDS)
         superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
         _checks.check_spatial_match(logits, "logits", superpixels)
+        validate_ids(superpixels, num_superpixels)
     return SuperpixelAssignment._compact(superpixels, num_superpixels, mask, backend).uniformize(logits)
 
 

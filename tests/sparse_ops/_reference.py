@@ -66,3 +66,11 @@ def label_maps(draw, max_batch: int = 3, max_side: int = 7, max_ids: int = 12):
         cells = (np.arange(h)[:, None] // bh) * 7 + (np.arange(w)[None, :] // bw)
         sp = np.broadcast_to(cells % n_s, (b, h, w)).copy()
     return torch.from_numpy(sp.astype(np.int64)), n_s
+
+
+def ref_unpool(pooled: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """pooled [B, N_s, C], sp [B, H, W] -> [B, C, H, W] by indexing."""
+    out = np.zeros((sp.shape[0], pooled.shape[2], *sp.shape[1:]), dtype=np.float64)
+    for i in range(sp.shape[0]):
+        out[i] = np.moveaxis(pooled[i][sp[i]], -1, 0)
+    return out
