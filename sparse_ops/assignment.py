@@ -46,6 +46,12 @@ def validate_ids(labels: Tensor, num_superpixels: int | Tensor | None) -> None:
     _checks.check_id_range(labels.flatten(1), bound, per_image, "superpixels")
 
 
+def _functorch_transforms_active() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) is running (private API, checked defensively)."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active()) if active is not None else False
+
+
 def _as_compute(x: Tensor) -> Tensor:
     """``x`` in the accumulation dtype: float32 for half types, else its own."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -77,7 +83,8 @@ class SuperpixelAssignment:
             ``superpixels``.
         backend (str): ``"scatter"`` (``scatter_add_`` + ``gather`` in self-adjoint autograd Functions),
             ``"sparse"`` (``torch.sparse`` CSR matrix products, the paper's formulation) or ``"auto"`` (a
-            per-device choice, :data:`AUTO_BACKEND`: ``"scatter"`` on CPU and CUDA).
+            per-device choice, :data:`AUTO_BACKEND`: ``"scatter"`` on CPU and CUDA). Inside ``torch.func``
+            transforms, which do not support sparse tensors, ``"sparse"`` runs the scatter kernels.
         validate (bool): check types, shapes, devices and id ranges here and the inputs of every method call
             (the id range check synchronises with the device). ``False`` skips every check.
 
@@ -222,6 +229,8 @@ class SuperpixelAssignment:
     def _use_sparse(self) -> bool:
         if self.backend != "sparse":
             return False
+        if _functorch_transforms_active():  # torch.func does not support sparse tensors: run the same maps
+            return False  # with the scatter kernels (identical results up to rounding)
         if self.device.type == "cuda" and torch.are_deterministic_algorithms_enabled():
             warnings.warn(
                 "backend='sparse' is not covered by torch.use_deterministic_algorithms on CUDA "
@@ -274,8 +283,13 @@ class SuperpixelAssignment:
         """Validate ``x[B, C, H, W]`` and return it as ``[B, C, N_p]`` in the accumulation dtype."""
         if self.validate:
             _checks.check_floating(x, name, "[B, C, H, W]")
-            labels = self._layout.space.view(self.batch_size, self.height, self.width)
-            _checks.check_spatial_match(x, name, labels)
+            b, h, w = self.batch_size, self.height, self.width
+            if x.shape[0] != b or tuple(x.shape[2:]) != (h, w):
+                raise ValueError(
+                    f"{name} must have shape [B, C, H, W] = [{b}, C, {h}, {w}] like the label map of the "
+                    f"assignment, got {tuple(x.shape)}"
+                )
+            _checks.check_same_device(self.counts, "superpixels", x, name)
         x = _as_compute(x)
         return x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
 

@@ -81,7 +81,8 @@ def normalize_assoc(
         _checks.check_assoc(assoc)
         _checks.check_assoc_values(assoc)
         cell_size = _checks.check_int(cell_size, "cell_size", 1)
-    return _normalized(assoc, cell_size, renormalize)
+    dtype, compute = _compute_dtype(assoc)
+    return _normalized(assoc.to(compute), cell_size, renormalize).to(dtype)
 
 
 def _normalized(assoc: Tensor, cell_size: int, renormalize: bool) -> Tensor:

@@ -133,7 +133,11 @@ class OpTester:
         outs = outputs(self.op(*args, **{**case.kwargs, **extra}))
         weights = [torch.linspace(-1, 1, o.numel(), dtype=o.dtype, device=o.device).view_as(o) for o in outs]
         loss = sum((o * w).sum() for o, w in zip(outs, weights, strict=True))
-        grads = torch.autograd.grad(loss, leaves, allow_unused=True) if loss.requires_grad else [None] * len(leaves)
+        grads = (
+            torch.autograd.grad(loss, leaves, allow_unused=True)
+            if loss.requires_grad
+            else [None] * len(leaves)
+        )
         return [o.detach() for o in outs], list(grads)
 
     #: hypothesis examples of ``test_matches_reference``

@@ -27,9 +27,17 @@ class TestPool(OpTester):
         ({"reduce": "median"}, ValueError, r"reduce must be one of \('mean', 'sum', 'max'\), got 'median'"),
         ({"upsample": "linear"}, ValueError, "upsample must be one of"),
         ({0: lambda x: x.int()}, TypeError, "features must be a floating tensor"),
-        ({0: lambda x: x[:, :, :2]}, ValueError, r"features must have the spatial size of superpixels \(4, 5\)"),
+        (
+            {0: lambda x: x[:, :, :2]},
+            ValueError,
+            r"features must have the spatial size of superpixels \(4, 5\)",
+        ),
         ({1: lambda s: s[:2]}, ValueError, r"superpixels must have the batch size of features \(3\)"),
-        ({1: lambda s: s + 10**12, 2: None}, ValueError, r"largest id of superpixels is 1000000000005.*relabel_contiguous"),
+        (
+            {1: lambda s: s + 10**12, 2: None},
+            ValueError,
+            r"largest id of superpixels is 1000000000005.*relabel_contiguous",
+        ),
         ({2: 10**12}, ValueError, r"num_superpixels = 1000000000000.*at most .*65536.*relabel_contiguous"),
         ({2: 4}, ValueError, "< num_superpixels = 4, got the id 5"),
     ]
@@ -37,12 +45,17 @@ class TestPool(OpTester):
     def op(self, *args: Any, **kwargs: Any) -> Any:
         return superpixel_pool(*args, **kwargs)
 
-    def reference(self, x: torch.Tensor, sp: torch.Tensor, n_s: int, *, mask: Any = None, reduce: str, **_: Any):
+    def reference(
+        self, x: torch.Tensor, sp: torch.Tensor, n_s: int, *, mask: Any = None, reduce: str, **_: Any
+    ):
         m = None if mask is None else mask.cpu().numpy()
         return torch.from_numpy(ref_pool(x.double().cpu().numpy(), sp.cpu().numpy(), n_s, reduce, m)[0])
 
     def _case(self, x: torch.Tensor, sp: torch.Tensor, n_s: int, mask: torch.Tensor | None) -> Case:
-        return Case((x, sp, n_s), {"mask": mask if self.masked else None, "reduce": self.reduce, "backend": self.backend})
+        return Case(
+            (x, sp, n_s),
+            {"mask": mask if self.masked else None, "reduce": self.reduce, "backend": self.backend},
+        )
 
     def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
         sp, n_s = data.draw(label_maps())

@@ -28,7 +28,11 @@ class TestUniformize(OpTester):
         ({0: lambda x: x[0]}, ValueError, r"logits must have shape \[B, C, H, W\].*got shape \(2, 4, 5\)"),
         ({1: lambda s: s.float()}, TypeError, "superpixels must have an integer dtype.*torch.float32"),
         ({1: lambda s: s.bool()}, TypeError, "superpixels must have an integer dtype.*torch.bool"),
-        ({1: lambda s: s[:, None].repeat(1, 2, 1, 1)}, ValueError, r"superpixels must have shape \[B, H, W\]"),
+        (
+            {1: lambda s: s[:, None].repeat(1, 2, 1, 1)},
+            ValueError,
+            r"superpixels must have shape \[B, H, W\]",
+        ),
         ({1: lambda s: s[0]}, ValueError, r"superpixels must have shape \[B, H, W\]"),
         ({1: lambda s: s[:, :3]}, ValueError, r"\[3, 4, 5\] to match logits.*got \[3, 3, 5\].*nearest"),
         ({1: lambda s: s[:1]}, ValueError, r"superpixels must have shape \[B, H, W\] = \[3, 4, 5\]"),
@@ -44,13 +48,19 @@ class TestUniformize(OpTester):
         ({"mask": (SP > 2).float()}, TypeError, "mask must have dtype torch.bool.*torch.float32"),
         ({"mask": (SP > 2)[:, :2]}, ValueError, r"mask must have shape \[B, H, W\] = \[3, 4, 5\]"),
         ({"mask": 1}, TypeError, "mask must be a bool torch.Tensor"),
-        ({"backend": "dense"}, ValueError, r"backend must be one of \('auto', 'scatter', 'sparse'\), got 'dense'"),
+        (
+            {"backend": "dense"},
+            ValueError,
+            r"backend must be one of \('auto', 'scatter', 'sparse'\), got 'dense'",
+        ),
     ]
 
     def op(self, *args: Any, **kwargs: Any) -> Any:
         return uniformize(*args, **kwargs)
 
-    def reference(self, logits: torch.Tensor, superpixels: torch.Tensor, *_: Any, mask: Any = None, **__: Any):
+    def reference(
+        self, logits: torch.Tensor, superpixels: torch.Tensor, *_: Any, mask: Any = None, **__: Any
+    ):
         m = None if mask is None else mask.cpu().numpy()
         return torch.from_numpy(ref_uniformize(logits.double().cpu().numpy(), superpixels.cpu().numpy(), m))
 
@@ -233,7 +243,9 @@ def test_memory_does_not_depend_on_id_values(masked: bool, num_superpixels: int 
         y.backward(torch.ones_like(y))
     assert mode.largest <= 2 * b * c * h * w  # memory proportional to the pixels
     m = None if mask is None else mask.numpy()
-    torch.testing.assert_close(y.detach(), torch.from_numpy(ref_uniformize(x.detach().numpy(), sp.numpy(), m)))
+    torch.testing.assert_close(
+        y.detach(), torch.from_numpy(ref_uniformize(x.detach().numpy(), sp.numpy(), m))
+    )
 
 
 def test_validate_false_reads_nothing_on_the_host() -> None:
