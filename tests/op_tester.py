@@ -130,15 +130,14 @@ class OpTester:
         args = list(case.args)
         for i in case.data:
             args[i] = leaf(args[i])
-        outs = outputs(self.op(*args, **{**case.kwargs, **extra}))
-        weights = [torch.linspace(-1, 1, o.numel(), dtype=o.dtype, device=o.device).view_as(o) for o in outs]
-        loss = sum((o * w).sum() for o, w in zip(outs, weights, strict=True))
-        grads = (
-            torch.autograd.grad(loss, leaves, allow_unused=True)
-            if loss.requires_grad
-            else [None] * len(leaves)
-        )
-        return [o.detach() for o in outs], list(grads)
+        result = self.op(*args, **{**case.kwargs, **extra})
+        outs = [o for o in outputs(result) if o.requires_grad]
+        grads: list[Tensor | None] = [None] * len(leaves)
+        if outs:
+            weights = [torch.linspace(-1, 1, o.numel(), dtype=o.dtype, device=o.device).view_as(o) for o in outs]
+            loss = sum((o * w).sum() for o, w in zip(outs, weights, strict=True))
+            grads = list(torch.autograd.grad(loss, leaves, allow_unused=True))
+        return [o.detach() for o in all_outputs(result)], grads
 
     #: hypothesis examples of ``test_matches_reference``
     examples: ClassVar[int] = 12
@@ -205,8 +204,9 @@ class OpTester:
             for g, e in zip(got_grads, exp_grads, strict=True):
                 torch.testing.assert_close(g, e)
         else:
-            got, exp = outputs(self.call(transformed)), outputs(self.call(case))
-        for g, e in zip(all_outputs(got), all_outputs(exp), strict=True):
+            got, exp = all_outputs(self.call(transformed)), all_outputs(self.call(case))
+        assert len(got) == len(exp) > 0
+        for g, e in zip(got, exp, strict=True):
             torch.testing.assert_close(g, e)
 
     def test_autocast(self, device: torch.device) -> None:
@@ -239,6 +239,7 @@ class OpTester:
         compiled = torch.compile(self.op, fullgraph=True, backend="aot_eager")
         got, got_grads = self._compiled_backward(compiled, case)
         exp, exp_grads = self._backward(case, **self.compile_kwargs)
+        assert len(got) == len(exp) > 0
         for g, e in zip(got, exp, strict=True):
             torch.testing.assert_close(g, e)
         for g, e in zip(got_grads, exp_grads, strict=True):
