@@ -41,7 +41,8 @@ def _superpixel_means(
     upsample: Upsample | None,
     validate: bool,
 ) -> tuple[Tensor, SuperpixelAssignment]:
-    """Validated ``([B, N_s, C] superpixel means, assignment)`` of (resized) features."""
+    """Validated ``([B, N_s, C] superpixel means, assignment)`` of (resized) features, means in float32 for
+    half-precision features (the callers round once at the end)."""
     if validate:
         _checks.check_floating(features, "features", "[B, C, h, w]")
         _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
@@ -52,7 +53,8 @@ def _superpixel_means(
     labels = _checks.drop_channel_dim(superpixels)
     features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
     assignment = SuperpixelAssignment(labels, num_superpixels, mask=mask, validate=False)
-    return assignment.pool(features, "mean"), assignment
+    accumulation = torch.float32 if features.dtype in (torch.float16, torch.bfloat16) else features.dtype
+    return assignment.pool(features.to(accumulation), "mean"), assignment
 
 
 def superpixel_global_average(
@@ -84,9 +86,9 @@ def superpixel_global_average(
         tensor([[3.]])
     """
     pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
-    present = (assignment.counts > 0).to(pooled.dtype)  # [B, N_s]
-    total = torch.einsum("bsc,bs->bc", pooled, present)
-    return total / present.sum(dim=1, keepdim=True).clamp_min(1)
+    present = assignment.counts > 0  # [B, N_s]
+    total = torch.where(present.unsqueeze(-1), pooled, 0.0).sum(dim=1)  # a reduction: not downcast by autocast
+    return (total / present.sum(dim=1, keepdim=True).clamp_min(1)).to(features.dtype)
 
 
 @overload
@@ -176,7 +178,7 @@ def superpixel_cam(
                 f"bias must be a Tensor of shape [{weight.shape[0]}], got {getattr(bias, 'shape', bias)!r}"
             )
     pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
-    scores = F.linear(pooled, weight, bias)  # [B, N_s, K]
+    scores = F.linear(pooled.to(features.dtype), weight, bias)  # [B, N_s, K]; a linear layer, autocast applies
     cam = assignment.decode(scores)
     return (cam, scores) if return_superpixel_scores else cam
 
