@@ -163,9 +163,7 @@ class SuperpixelAssignment:
         else:
             num_ids = int(num_superpixels)
             inferred = False
-        if compact:
-            num_ids = min(num_ids, n)  # slots index the distinct ids of each image
-        else:
+        if not compact:  # compact slots index the distinct ids of each image: at most one per pixel
             _checks.check_slot_count(num_ids, n, inferred)
         layout, num_space = build_layout(index, num_ids, compact=compact)
         masked = (
