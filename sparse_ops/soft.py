@@ -35,6 +35,8 @@ rounded once, also under ``torch.autocast``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -52,7 +54,9 @@ __all__ = [
 ]
 
 #: Most pixels one float32 matrix-product accumulation of :func:`soft_superpixel_pool` adds up.
-CHUNK = 128
+CHUNK = 64
+#: Up to this many chunk sums of a cell are added in float32 (a short chain); more are added in float64.
+FLOAT32_CHUNK_SUMS = 4
 
 
 def normalize_assoc(
@@ -95,29 +99,51 @@ def _normalized(assoc: Tensor, cell_size: int, renormalize: bool) -> Tensor:
     return q
 
 
-def _block_shape(height: int, width: int, cell_size: int) -> tuple[int, int, int, int]:
-    """``(n_h, n_w, block_h, block_w)``: a block is a cell, or the image side when one cell covers it."""
+class _Blocks(NamedTuple):
+    """Cells as blocks of ``bh x bw`` pixels, each cut into ``kh x kw`` chunks of ``rh x cw`` pixels."""
+
+    n_h: int
+    n_w: int
+    bh: int
+    bw: int
+    rh: int
+    cw: int
+
+    @property
+    def chunks(self) -> int:
+        return (self.bh // self.rh) * (self.bw // self.cw)
+
+
+def _largest_divisor(n: int, limit: int) -> int:
+    return next(d for d in range(min(n, limit), 0, -1) if n % d == 0)
+
+
+def _blocks(height: int, width: int, cell_size: int) -> _Blocks:
+    """A block is a cell, or the whole image side when one cell covers it (so memory never depends on the cell
+    size); a chunk is the largest whole-row (or row-part) piece of a block with at most :data:`CHUNK` pixels."""
     n_h, n_w = grid_shape(height, width, cell_size)
-    return n_h, n_w, cell_size if n_h > 1 else height, cell_size if n_w > 1 else width
+    bh, bw = cell_size if n_h > 1 else height, cell_size if n_w > 1 else width
+    cw = _largest_divisor(bw, CHUNK)
+    return _Blocks(n_h, n_w, bh, bw, _largest_divisor(bh, max(1, CHUNK // cw)), cw)
 
 
-def _to_blocks(x: Tensor, blocks: tuple[int, int, int, int]) -> Tensor:
-    """[B, C, H, W] -> [B, n_h, n_w, C, bh*bw] (zero-padded to whole blocks)."""
-    n_h, n_w, bh, bw = blocks
+def _to_blocks(x: Tensor, blocks: _Blocks) -> Tensor:
+    """[B, C, H, W] -> [B, n_h, n_w, K, C, P] (K chunks of P pixels per cell, zero-padded to whole cells)."""
+    n_h, n_w, bh, bw, rh, cw = blocks
     b, c, height, width = x.shape
     pad_h, pad_w = n_h * bh - height, n_w * bw - width
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
-    x = x.reshape(b, c, n_h, bh, n_w, bw).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, n_h, n_w, c, bh * bw)
+    x = x.reshape(b, c, n_h, bh // rh, rh, n_w, bw // cw, cw).permute(0, 2, 5, 3, 6, 1, 4, 7)
+    return x.reshape(b, n_h, n_w, blocks.chunks, c, rh * cw)
 
 
-def _from_blocks(x: Tensor, blocks: tuple[int, int, int, int], height: int, width: int) -> Tensor:
-    """[B, n_h, n_w, C, bh*bw] -> [B, C, H, W] (cropping the padding)."""
-    n_h, n_w, bh, bw = blocks
-    b, _, _, c, _ = x.shape
-    x = x.reshape(b, n_h, n_w, c, bh, bw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, n_h * bh, n_w * bw)
-    return x[:, :, :height, :width]
+def _from_blocks(x: Tensor, blocks: _Blocks, height: int, width: int) -> Tensor:
+    """[B, n_h, n_w, K, C, P] -> [B, C, H, W] (cropping the padding)."""
+    n_h, n_w, bh, bw, rh, cw = blocks
+    b, c = x.shape[0], x.shape[4]
+    x = x.reshape(b, n_h, n_w, bh // rh, bw // cw, c, rh, cw).permute(0, 5, 1, 3, 6, 2, 4, 7)
+    return x.reshape(b, c, n_h * bh, n_w * bw)[:, :, :height, :width]
 
 
 def _shift_to_targets(per_dir: Tensor) -> Tensor:
@@ -137,37 +163,28 @@ def _gather_from_neighbours(centres: Tensor) -> Tensor:
     return neighbours.permute(0, 3, 4, 1, 2)
 
 
-def _block_sums(fb: Tensor, qb: Tensor) -> tuple[Tensor, Tensor]:
-    """``(fb qb^T, qb 1)`` per block, each a sum over at most :data:`CHUNK` pixels, chunks added in float64.
-
-    fb [B, n_h, n_w, C, P], qb [B, n_h, n_w, 9, P] -> ([B, n_h, n_w, C, 9], [B, n_h, n_w, 1, 9]).
-    """
-    pixels = fb.shape[-1]
-    if pixels <= CHUNK:
-        return torch.matmul(fb, qb.transpose(-1, -2)), qb.sum(dim=-1).unsqueeze(-2)
-    chunks = -(-pixels // CHUNK)
-    pad = chunks * CHUNK - pixels
-    lead = fb.shape[:-2]
-    fc = F.pad(fb, (0, pad)).reshape(*lead, -1, chunks, CHUNK).transpose(-3, -2)  # [..., chunks, C, CHUNK]
-    qc = F.pad(qb, (0, pad)).reshape(*lead, 9, chunks, CHUNK).transpose(-3, -2)  # [..., chunks, 9, CHUNK]
-    num = torch.matmul(fc, qc.transpose(-1, -2)).double().sum(dim=-3)
-    mass = qc.sum(dim=-1).double().sum(dim=-2).unsqueeze(-2)
-    return num, mass
-
-
 def _pool_blocks(fb: Tensor, qb: Tensor, dtype: torch.dtype) -> Tensor:
-    """Feature blocks and weight blocks -> centres [B, C, n_h, n_w] in ``dtype``."""
-    num, mass = _block_sums(fb, qb)
-    both = _shift_to_targets(torch.cat([num, mass], dim=-2).permute(0, 3, 4, 1, 2))
-    num, mass = both[:, :-1], both[:, -1:]
+    """Feature and weight chunks ``[B, n_h, n_w, K, C | 9, P]`` -> centres ``[B, C, n_h, n_w]`` in ``dtype``.
+
+    Every product sums one chunk (at most :data:`CHUNK` pixels); the K chunk sums are added in float64.
+    """
+    num = torch.matmul(fb, qb.transpose(-1, -2))  # [B, n_h, n_w, K, C, 9]
+    mass = qb.sum(dim=-1).unsqueeze(-2)  # [B, n_h, n_w, K, 1, 9]
+    chunks = num.shape[3]
+    if chunks > FLOAT32_CHUNK_SUMS:  # a long chain: add the chunk sums in float64
+        num, mass = num.double(), mass.double()
+    if chunks > 1:
+        num, mass = num.sum(dim=3), mass.sum(dim=3)
+    else:
+        num, mass = num[:, :, :, 0], mass[:, :, :, 0]
+    num = _shift_to_targets(num.permute(0, 3, 4, 1, 2))
+    mass = _shift_to_targets(mass.permute(0, 3, 4, 1, 2))
     safe = torch.where(mass > 0, mass, torch.ones_like(mass))
     return torch.where(mass > 0, num / safe, torch.zeros_like(num)).to(dtype)
 
 
-def _unpool_blocks(
-    centres: Tensor, qb: Tensor, blocks: tuple[int, int, int, int], size: tuple[int, int]
-) -> Tensor:
-    neighbours = _gather_from_neighbours(centres)  # [B, n_h, n_w, C, 9]
+def _unpool_blocks(centres: Tensor, qb: Tensor, blocks: _Blocks, size: tuple[int, int]) -> Tensor:
+    neighbours = _gather_from_neighbours(centres).unsqueeze(3)  # [B, n_h, n_w, 1, C, 9]
     return _from_blocks(torch.matmul(neighbours, qb), blocks, *size)
 
 
@@ -199,7 +216,7 @@ def _check_pool_inputs(
 
 def _pool(features: Tensor, q: Tensor, cell_size: int, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """(centres, weight blocks) from features and normalized weights, both in the accumulation dtype."""
-    blocks = _block_shape(q.shape[-2], q.shape[-1], cell_size)
+    blocks = _blocks(q.shape[-2], q.shape[-1], cell_size)
     qb = _to_blocks(q, blocks)
     if mask is None:
         return _pool_blocks(_to_blocks(features, blocks), qb, features.dtype), qb
@@ -293,7 +310,7 @@ def soft_superpixel_unpool(
     dtype, compute = _compute_dtype(centres, assoc)
     with torch.autocast(device_type=centres.device.type, enabled=False):
         q = _normalized(assoc.to(compute), cell_size, renormalize)
-        blocks = _block_shape(height, width, cell_size)
+        blocks = _blocks(height, width, cell_size)
         out = _unpool_blocks(centres.to(compute), _to_blocks(q, blocks), blocks, (height, width))
     return out.to(dtype)
 
@@ -341,7 +358,7 @@ def soft_uniformize(
     with torch.autocast(device_type=logits.device.type, enabled=False):
         q = _normalized(assoc.to(compute), cell_size, renormalize)
         centres, qb = _pool(logits.to(compute), q, cell_size, mask)
-        out = _unpool_blocks(centres, qb, _block_shape(height, width, cell_size), (height, width))
+        out = _unpool_blocks(centres, qb, _blocks(height, width, cell_size), (height, width))
     return out.to(dtype)
 
 

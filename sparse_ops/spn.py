@@ -87,7 +87,9 @@ def superpixel_global_average(
     """
     pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
     present = assignment.counts > 0  # [B, N_s]
-    total = torch.where(present.unsqueeze(-1), pooled, 0.0).sum(dim=1)  # a reduction: not downcast by autocast
+    total = torch.where(present.unsqueeze(-1), pooled, 0.0).sum(
+        dim=1
+    )  # a reduction: not downcast by autocast
     return (total / present.sum(dim=1, keepdim=True).clamp_min(1)).to(features.dtype)
 
 
@@ -178,7 +180,9 @@ def superpixel_cam(
                 f"bias must be a Tensor of shape [{weight.shape[0]}], got {getattr(bias, 'shape', bias)!r}"
             )
     pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
-    scores = F.linear(pooled.to(features.dtype), weight, bias)  # [B, N_s, K]; a linear layer, autocast applies
+    scores = F.linear(
+        pooled.to(features.dtype), weight, bias
+    )  # [B, N_s, K]; a linear layer, autocast applies
     cam = assignment.decode(scores)
     return (cam, scores) if return_superpixel_scores else cam
 

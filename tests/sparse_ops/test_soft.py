@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import sparse_ops.soft as soft_module
 from sparse_ops import (
     SoftUniformize,
     grid_shape,
@@ -227,3 +230,16 @@ def test_module_repr_and_errors() -> None:
     assert repr(SoftUniformize(4)) == "SoftUniformize(cell_size=4, renormalize=True)"
     with pytest.raises(ValueError, match="cell_size must be >= 1"):
         SoftUniformize(0)
+
+
+@settings(max_examples=20)
+@given(data=st.data(), chunk=st.integers(1, 5))
+def test_small_chunks_give_the_reference(data: st.DataObject, chunk: int) -> None:
+    """Tiny chunks make small images take the chunked float64 path of large cells."""
+    f, a, s, mask = _draw(data, torch.float64)
+    with mock.patch.object(soft_module, "CHUNK", chunk):
+        centres = soft_superpixel_pool(f, a, s, mask=mask)
+        out = soft_uniformize(f, a, s, mask=mask)
+    expected = ref_pool(f, a * mask[:, None], s)
+    torch.testing.assert_close(centres, expected)
+    torch.testing.assert_close(out, ref_unpool(expected, a, s))
