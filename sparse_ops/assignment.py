@@ -47,7 +47,7 @@ def validate_ids(labels: Tensor, num_superpixels: int | Tensor | None) -> None:
 
 
 def _functorch_transforms_active() -> bool:
-    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) is running (private API, checked defensively)."""
+    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) runs (a private API, read defensively)."""
     active = getattr(torch._C, "_are_functorch_transforms_active", None)
     return bool(active()) if active is not None else False
 

@@ -119,8 +119,11 @@ def _largest_divisor(n: int, limit: int) -> int:
 
 
 def _blocks(height: int, width: int, cell_size: int) -> _Blocks:
-    """A block is a cell, or the whole image side when one cell covers it (so memory never depends on the cell
-    size); a chunk is the largest whole-row (or row-part) piece of a block with at most :data:`CHUNK` pixels."""
+    """The blocks and chunks of a grid.
+
+    A block is a cell, or the whole image side when one cell covers it (so memory never depends on the cell
+    size); a chunk is the largest run of whole rows (or of a row) of a block with <= :data:`CHUNK` pixels.
+    """
     n_h, n_w = grid_shape(height, width, cell_size)
     bh, bw = cell_size if n_h > 1 else height, cell_size if n_w > 1 else width
     cw = _largest_divisor(bw, CHUNK)
