@@ -7,10 +7,10 @@ layout:
 
 * a stable sort of each image's ids gives every pixel its rank ``r`` among the pixels of its superpixel
   (in raster order);
-* superpixel ``s`` with ``n_s`` pixels gets ``m_s = ceil(n_s / L)`` accumulators: its *primary* slot ``s`` and
-  ``m_s - 1`` *extra* slots (packed after all primary slots, at most ``(N_p - 1) // L`` in all);
+* superpixel ``s`` with ``n_s`` pixels gets ``m_s = ceil(n_s / K)`` accumulators: its *primary* slot ``s`` and
+  ``m_s - 1`` *extra* slots (packed after all primary slots, at most ``(N_p - 1) // K`` in all);
 * pixel ``p`` goes to accumulator ``r mod m_s`` of its superpixel, so consecutive pixels of a superpixel go to
-  different accumulators (independent dependency chains) and each accumulator receives at most ``L`` pixels;
+  different accumulators (independent dependency chains) and each accumulator receives at most ``K`` pixels;
 * the extra slots of a superpixel are added to its primary slot in float64 and the total is rounded once.
 
 The same sort compacts the ids (``compact=True``): the slots then index the distinct ids of each image, so
@@ -27,7 +27,7 @@ from torch import Tensor
 
 __all__ = ["MAX_CHAIN_LENGTH", "Layout", "build_layout", "chain_length", "compact_ids"]
 
-#: Longest chain of additions into one accumulator (``L``) for any layout; the error bound is ``(L + 2) u``.
+#: Longest chain of additions into one accumulator (``K``) for any layout; means are within ``(K + 2) u``.
 MAX_CHAIN_LENGTH = 128
 #: Chain length for large superpixels: more accumulators per superpixel, more independent chains (faster on
 # CPU).
@@ -37,10 +37,10 @@ SHORT_CHAIN_MIN_MEAN_SIZE = 128
 
 
 def chain_length(num_pixels: int, num_space: int) -> int:
-    """``L`` for images of ``num_pixels`` pixels and ``num_space`` superpixel slots (shapes only).
+    """``K`` for images of ``num_pixels`` pixels and ``num_space`` superpixel slots (shapes only).
 
     Short chains give large superpixels more independent accumulators; long ones keep the float64 combination
-    small (its size is about ``N_p / L`` extra slots plus at most ``min(N_s, N_p / (L + 1))`` groups) when
+    small (its size is about ``N_p / K`` extra slots plus at most ``min(N_s, N_p / (K + 1))`` groups) when
     there are many superpixels, which are small anyway.
     """
     if num_pixels >= SHORT_CHAIN_MIN_MEAN_SIZE * max(num_space, 1):
@@ -86,6 +86,48 @@ def compact_ids(index: Tensor) -> tuple[Tensor, Tensor]:
     return ranks, ranks_sorted[:, -1] + 1
 
 
+def _per_pixel(table: Tensor, flat: Tensor) -> Tensor:
+    """``table[b, s]`` for every sorted pixel's superpixel ``s``.
+
+    An ``index_select`` with the flat int32 index ``flat[B, N] = b * S + s`` (``gather`` needs int64 indices).
+    """
+    return table.flatten().index_select(0, flat.view(-1)).view(flat.shape)
+
+
+def _image_slots(
+    index: Tensor, space: Tensor, slot: Tensor, sizes: Tensor, *, compact: bool, chain: int, narrow: bool
+) -> None:
+    """Fill ``space``, ``slot`` and ``sizes`` (``[1, N]``, ``[1, N]``, ``[1, S]``) of one image in place.
+
+    ``narrow``: the ids fit in int32 (32-bit keys sort faster).
+    """
+    n = index.shape[1]
+    num_space = sizes.shape[1]
+    keys = index.to(torch.int32) if narrow else index
+    values, order = torch.sort(keys, dim=1, stable=True)
+    del keys
+    if compact:
+        space_sorted = torch.cumsum(_segment_starts(values), dim=1, dtype=torch.int32).sub_(1)
+        space.copy_(torch.empty_like(space_sorted).scatter_(1, order, space_sorted))
+    else:
+        space_sorted = values
+    del values
+    sizes.scatter_add_(1, space, torch.ones(1, 1, dtype=torch.int32, device=index.device).expand(1, n))
+    accumulators = torch.div(sizes + (chain - 1), chain, rounding_mode="floor")  # m_s (0 when empty)
+    extras = (accumulators - 1).clamp_min(0)
+    flat = space_sorted.view(-1)
+    # the rank of every (sorted) pixel among its superpixel's pixels, raster order: position - first position
+    rank = (torch.cumsum(sizes, dim=1, dtype=torch.int32) - sizes).view(-1).index_select(0, flat).neg_()
+    rank += torch.arange(n, dtype=torch.int32, device=index.device)
+    lane = rank.remainder_(accumulators.view(-1).index_select(0, flat))  # in place: the pixel's accumulator
+    # the extra slot S + 1 + e of the pixels with lane >= 1, the primary slot s of the others
+    slot_sorted = (torch.cumsum(extras, dim=1, dtype=torch.int32) - extras).view(-1).index_select(0, flat)
+    slot_sorted = slot_sorted.add_(lane).add_(num_space).view(1, n)
+    torch.where(lane.view(1, n) == 0, space_sorted, slot_sorted, out=slot_sorted)
+    del lane, rank, space_sorted
+    slot.copy_(torch.empty_like(slot_sorted).scatter_(1, order, slot_sorted))
+
+
 def build_layout(
     index: Tensor, num_ids: int, *, compact: bool, chain: int | None = None
 ) -> tuple[Layout, int]:
@@ -102,32 +144,29 @@ def build_layout(
         empty = index.new_zeros(b, 1, 0)
         flat = index.view(b, 1, n)
         return Layout(flat, flat, empty, empty, index.new_zeros(b, num_space)), num_space
-    if num_ids <= 2**31 - 1:  # ids fit: sort 32-bit keys (faster)
-        values, order = torch.sort(index.to(torch.int32), dim=1, stable=True)
-    else:
-        values, order = torch.sort(index, dim=1, stable=True)
-    if compact:
-        space_sorted = torch.cumsum(_segment_starts(values), dim=1) - 1
-        space = torch.empty_like(index).scatter_(1, order, space_sorted)
-    else:
-        space_sorted, space = values.long(), index
-    ones = torch.ones(1, 1, dtype=torch.int32, device=device).expand(b, n)
-    sizes = torch.zeros(b, num_space, dtype=torch.int32, device=device).scatter_add_(1, space, ones)
-    # rank of every (sorted) pixel among its superpixel's pixels, raster order: position - first position
-    first = torch.cumsum(sizes, dim=1, dtype=torch.int32) - sizes
-    rank = torch.arange(n, dtype=torch.int32, device=device) - torch.gather(first, 1, space_sorted)
-
-    accumulators = torch.div(sizes + (chain - 1), chain, rounding_mode="floor")  # m_s (0 when empty)
-    extras = (accumulators - 1).clamp_min(0)
-    extras_end = torch.cumsum(extras, dim=1, dtype=torch.int32)
-    num_extra = (n - 1) // chain  # sum of (m_s - 1) <= sum of (n_s - 1) // L <= (N - 1) // L
-    num_groups = min(num_space, n // (chain + 1))  # superpixels with extras have more than L pixels
+    num_extra = (n - 1) // chain  # sum of (m_s - 1) <= sum of (n_s - 1) // K <= (N - 1) // K
+    num_groups = min(num_space, n // (chain + 1))  # superpixels with extras have more than K pixels
     if num_groups == 0:
         num_extra = 0
-    lane = rank % torch.gather(accumulators, 1, space_sorted)
-    extra_slot = torch.gather(extras_end - extras, 1, space_sorted) + lane + num_space  # lane >= 1: S + 1 + e
-    slot_sorted = torch.where(lane == 0, space_sorted, extra_slot.long())
-    slot = torch.empty_like(index).scatter_(1, order, slot_sorted)
+    slot = torch.empty_like(index)
+    space = torch.empty_like(index) if compact else index
+    sizes = torch.zeros(b, num_space, dtype=torch.int32, device=device)
+    for i in range(
+        b
+    ):  # one image at a time: the temporaries stay small (about 16 bytes per pixel of one image)
+        row = slice(i, i + 1)
+        _image_slots(
+            index[row],
+            space[row],
+            slot[row],
+            sizes[row],
+            compact=compact,
+            chain=chain,
+            narrow=num_ids < 2**31,
+        )
+    accumulators = torch.div(sizes + (chain - 1), chain, rounding_mode="floor")
+    extras = (accumulators - 1).clamp_min(0)
+    extras_end = torch.cumsum(extras, dim=1, dtype=torch.int32)
 
     # groups: the superpixels with extras first (group = their rank), then the others, so that the owners of
     # unused groups are distinct superpixels whose extra sum is 0 (adding it changes nothing)

@@ -59,8 +59,8 @@ def superpixel_pool(
 
         p_{b,s,c} = \operatorname{reduce}_{q:\ s_{b,q} = s,\ m_{b,q}} x_{b,c,q}
 
-    Sums and means are within :math:`(L + 2)\,u \max|x|` (mean) or :math:`(L + 2)\,u \sum|x|` (sum) of the
-    exact value (:math:`L = 32`; see :doc:`/concepts/uniformization`); the pixel counts are
+    Means are within :math:`(K + 2)\,u \max|x|` and sums within :math:`K u \sum|x|` of the exact value, for
+    any superpixel size (:math:`K \le 128`; see :doc:`/concepts/uniformization`); the pixel counts are
     :attr:`SuperpixelAssignment.counts`.
 
     Args:
