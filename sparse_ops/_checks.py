@@ -43,8 +43,7 @@ __all__ = [
 MIN_SLOT_LIMIT = 2**16
 #: Above :data:`MIN_SLOT_LIMIT`, at most this many slots per pixel of one image are allowed.
 MAX_SLOTS_PER_PIXEL = 16
-#: Largest class count :func:`~sparse_ops.spixel_loss` infers from a label map (pass ``num_classes`` beyond
-# it).
+#: Largest class count :func:`~sparse_ops.spixel_loss` infers from a label map (beyond: pass ``num_classes``).
 MAX_INFERRED_CLASSES = 2**12
 
 

@@ -29,8 +29,7 @@ __all__ = ["MAX_CHAIN_LENGTH", "Layout", "build_layout", "chain_length", "compac
 
 #: Longest chain of additions into one accumulator (``K``) for any layout; means are within ``(K + 2) u``.
 MAX_CHAIN_LENGTH = 128
-#: Chain length for large superpixels: more accumulators per superpixel, more independent chains (faster on
-# CPU).
+#: Chain length for large superpixels: more accumulators, more independent chains (faster on CPU).
 SHORT_CHAIN_LENGTH = 32
 #: Mean superpixel size from which the short chains are used (then there are few superpixels to combine).
 SHORT_CHAIN_MIN_MEAN_SIZE = 128

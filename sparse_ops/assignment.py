@@ -19,9 +19,10 @@ Reduce = Literal["mean", "sum", "max"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 REDUCTIONS: tuple[str, ...] = get_args(Reduce)
 
-#: What ``backend="auto"`` runs on each device type, from ``benchmarks/bench_uniformize.py``: on CPU "scatter"
-#: is 3.8-5.5x faster than "sparse" forward+backward with half the extra memory; no GPU figure exists yet, and
-# on : CUDA "scatter" is the backend covered by ``torch.use_deterministic_algorithms`` and ``torch.compile``.
+#: What ``backend="auto"`` runs on each device type, from ``benchmarks/bench_uniformize.py``: on CPU
+#: "scatter" is 3.8-5.5x faster than "sparse" forward+backward with half the extra memory; no GPU figure
+#: exists yet, and on CUDA "scatter" is the backend covered by ``torch.use_deterministic_algorithms`` and
+#: ``torch.compile``.
 AUTO_BACKEND: dict[str, Literal["scatter", "sparse"]] = {"cpu": "scatter", "cuda": "scatter"}
 
 
@@ -68,14 +69,13 @@ class SuperpixelAssignment:
 
     Args:
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel id of every pixel, any integer
-        dtype,
-            ids in ``[0, num_superpixels)``; ids need not be contiguous (missing ids are empty superpixels).
-            The assignment keeps its own copy: later in-place changes of the tensor do not affect it.
+            dtype, ids in ``[0, num_superpixels)``; ids need not be contiguous (missing ids are empty
+            superpixels). The assignment keeps its own copy: later in-place changes of the tensor do not
+            affect it.
         num_superpixels (int | LongTensor[B] | None): number of superpixel slots ``N_s``. An int applies to
-        every
-            image; a per-image tensor bounds each image's ids and ``N_s`` is its maximum; ``None`` infers
-            ``N_s = max id + 1``. A tensor or ``None`` costs one host-device synchronisation (``.item()``),
-            which also breaks ``torch.compile`` graphs: pass an int in hot loops. ``N_s`` above
+            every image; a per-image tensor bounds each image's ids and ``N_s`` is its maximum; ``None``
+            infers ``N_s = max id + 1``. A tensor or ``None`` costs one host-device synchronisation
+            (``.item()``), which also breaks ``torch.compile`` graphs: pass an int in hot loops. ``N_s`` above
             ``max(2**16, 16 * H * W)`` raises a ``ValueError`` (see :func:`~sparse_ops.relabel_contiguous`).
         mask (BoolTensor[B, H, W] | None): pixels that count in the means (``True``). Masked-out pixels still
             *receive* their superpixel's mean; a superpixel without any counted pixel leaves its pixels
@@ -297,8 +297,8 @@ class SuperpixelAssignment:
 
         Args:
             x (Tensor[B, C, H, W]): features.
-            reduce (str): ``"mean"``, ``"sum"`` or ``"max"`` over the counted pixels; an empty superpixel
-            gives 0.
+            reduce (str): ``"mean"``, ``"sum"`` or ``"max"`` over the counted pixels; an empty
+                superpixel gives 0.
 
         Returns:
             Tensor[B, N_s, C]: pooled features in ``x``'s dtype (accumulated in float32 for half types).
@@ -412,7 +412,7 @@ class SuperpixelAssignment:
                 ``torch.sparse_csr`` (needs one sort by row).
             dtype (torch.dtype): value dtype.
             normalized (bool): values ``1 / count`` (the encoder :math:`E`) instead of 1 (the binary
-            :math:`M`).
+                :math:`M`).
 
         Returns:
             Tensor[B*N_s, B*N_p]: entry ``(b * N_s + s, b * N_p + p)`` for every counted pixel ``p`` of image

@@ -31,7 +31,7 @@ __all__ = ["MIN_SIZE_FRACTION", "enforce_connectivity", "hard_superpixels"]
 # candidate order used for the arg-max, so that ties prefer the centre, then the lowest channel index
 _TIE_ORDER = (4, 0, 1, 2, 3, 5, 6, 7, 8)
 #: Default smallest piece of :func:`hard_superpixels` with ``connectivity``, as a fraction of the mean cell
-# area : (SpixelFCN's choice).
+#: area (SpixelFCN's choice).
 MIN_SIZE_FRACTION = 0.06
 
 

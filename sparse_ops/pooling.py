@@ -67,9 +67,8 @@ def superpixel_pool(
         features (Tensor[B, C, h, w]): floating features (float16/bfloat16 accumulate in float32).
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel ids, any integer dtype.
         num_superpixels (int | LongTensor[B] | None): ``N_s``; an int for all images, the maximum of a
-        per-image
-            tensor, or inferred as ``max id + 1`` (a host-device synchronisation) when ``None``. Above
-            ``max(2**16, 16 * H * W)`` it raises (relabel with :func:`relabel_contiguous`).
+            per-image tensor, or inferred as ``max id + 1`` (a host-device synchronisation) when ``None``.
+            Above ``max(2**16, 16 * H * W)`` it raises (relabel with :func:`relabel_contiguous`).
         mask (BoolTensor[B, H, W] | None): pixels that take part (``True``); ``None``: all.
         reduce (str): ``"mean"``, ``"sum"`` or ``"max"``. An empty superpixel (no counted pixel) pools to 0.
         upsample (str | None): interpolation mode (``"bilinear"``, ``"nearest"``, ``"bicubic"``, ``"area"``)

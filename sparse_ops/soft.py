@@ -279,9 +279,8 @@ def soft_superpixel_unpool(
 
     Args:
         centres (Tensor[B, C, n_h, n_w]): superpixel features on the grid of ``assoc``.
-        assoc (Tensor[B, 9, H, W]): non-negative, finite association (neighbour order TL, T, TR, L, C, R, BL,
-        B,
-            BR).
+        assoc (Tensor[B, 9, H, W]): non-negative, finite association (neighbour order TL, T, TR, L, C, R,
+            BL, B, BR).
         cell_size (int): grid cell side in pixels.
         renormalize (bool): border convention (see the module docstring).
         validate (bool): check the inputs (the association check synchronises with the device).
@@ -334,9 +333,8 @@ def soft_uniformize(
 
     Args:
         logits (Tensor[B, C, H, W]): per-pixel scores (or any features).
-        assoc (Tensor[B, 9, H, W]): non-negative, finite association (neighbour order TL, T, TR, L, C, R, BL,
-        B,
-            BR).
+        assoc (Tensor[B, 9, H, W]): non-negative, finite association (neighbour order TL, T, TR, L, C, R,
+            BL, B, BR).
         cell_size (int): grid cell side in pixels.
         mask (BoolTensor[B, H, W] | None): pixels that count in the centres; all pixels are reconstructed.
         renormalize (bool): border convention (see the module docstring).

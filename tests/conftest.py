@@ -52,7 +52,7 @@ def dtype(request: pytest.FixtureRequest) -> torch.dtype:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``error_case`` with the ``errors`` table of an :class:`tests.op_tester.OpTester` subclass."""
+    """Parametrize ``error_case`` with the ``errors`` table of an ``OpTester`` subclass (op_tester.py)."""
     if "error_case" in metafunc.fixturenames:
         errors = getattr(metafunc.cls, "errors", None) or []
         metafunc.parametrize("error_case", errors or [None], ids=[m[2][:40] for m in errors] or ["none"])

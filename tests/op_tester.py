@@ -5,8 +5,8 @@ A subclass describes one op; the base runs the same checks on every op:
 * ``test_matches_reference``: the op against its slow, obvious reference over hypothesis-drawn inputs, float32
   and float64;
 * ``test_gradcheck``: float64 ``gradcheck`` (and ``gradgradcheck`` for ops whose backward is differentiable);
-* ``test_layouts``: non-contiguous, channels-last and expanded (stride-0) inputs give the results of contiguous
-  copies, forward and backward;
+* ``test_layouts``: non-contiguous, channels-last and expanded (stride-0) inputs give the results of
+  contiguous copies, forward and backward;
 * ``test_autocast``: under ``torch.autocast`` the op computes what it computes outside (no silent downcast);
 * ``test_half_precision``: float16/bfloat16 inputs give the float32 result rounded once;
 * ``test_compile``: ``torch.compile(fullgraph=True)`` gives the eager values and gradients (where supported);
@@ -39,7 +39,7 @@ TOLERANCES: dict[torch.dtype, dict[str, float]] = {
 
 @dataclass
 class Case:
-    """Inputs of one call: ``op(*args, **kwargs)``; ``data`` are the positions of the floating data arguments."""
+    """Inputs of one call: ``op(*args, **kwargs)``; ``data``: the positions of the floating data arguments."""
 
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -135,7 +135,9 @@ class OpTester:
         outs = [o for o in outputs(result) if o.requires_grad]
         grads: list[Tensor | None] = [None] * len(leaves)
         if outs:
-            weights = [torch.linspace(-1, 1, o.numel(), dtype=o.dtype, device=o.device).view_as(o) for o in outs]
+            weights = [
+                torch.linspace(-1, 1, o.numel(), dtype=o.dtype, device=o.device).view_as(o) for o in outs
+            ]
             loss = sum((o * w).sum() for o, w in zip(outs, weights, strict=True))
             grads = list(torch.autograd.grad(loss, leaves, allow_unused=True))
         return [o.detach() for o in all_outputs(result)], grads
@@ -159,8 +161,13 @@ class OpTester:
         """The op against its reference on a drawn case, for every dtype of :attr:`dtypes`."""
         if not self.dtypes:  # integer-only ops draw their own cases in their own tests
             case = self.small_case()
-            got, expected = all_outputs(self.call(case)), all_outputs(self.reference(*case.args, **case.kwargs))
-            assert len(got) == len(expected) and all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
+            got, expected = (
+                all_outputs(self.call(case)),
+                all_outputs(self.reference(*case.args, **case.kwargs)),
+            )
+            assert len(got) == len(expected) and all(
+                torch.equal(g, e) for g, e in zip(got, expected, strict=True)
+            )
             return
         for dtype in self.dtypes:
             case = self.draw_case(data, dtype)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 
 def ref_pool(x: np.ndarray, sp: np.ndarray, n_s: int, reduce: str, mask: np.ndarray | None = None):
-    """x [B, C, H, W], sp [B, H, W] -> ([B, N_s, C], counts [B, N_s]) with a loop over images and superpixels."""
+    """x [B, C, H, W], sp [B, H, W] -> ([B, N_s, C], counts [B, N_s]), a loop over images and superpixels."""
     b, c = x.shape[:2]
     out = np.zeros((b, n_s, c), dtype=np.float64)
     counts = np.zeros((b, n_s), dtype=np.float64)
@@ -31,7 +31,7 @@ def ref_pool(x: np.ndarray, sp: np.ndarray, n_s: int, reduce: str, mask: np.ndar
 
 
 def ref_uniformize(x: np.ndarray, sp: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Every pixel gets the mean of the counted pixels of its superpixel (or keeps its value if there are none)."""
+    """Every pixel gets the mean of the counted pixels of its superpixel (or keeps its value without any)."""
     y = x.astype(np.float64).copy()
     for i in range(x.shape[0]):
         for s in np.unique(sp[i]):
@@ -46,7 +46,7 @@ def ref_uniformize(x: np.ndarray, sp: np.ndarray, mask: np.ndarray | None = None
 
 @st.composite
 def label_maps(draw, max_batch: int = 3, max_side: int = 7, max_ids: int = 12):
-    """(superpixels LongTensor[B, H, W], N_s) with random layouts: gaps, empty ids, K=1, one-pixel superpixels."""
+    """(superpixels LongTensor[B, H, W], N_s), random layouts: gaps, empty ids, K=1, one-pixel superpixels."""
     b = draw(st.integers(0, max_batch))
     h = draw(st.integers(1, max_side))
     w = draw(st.integers(1, max_side))

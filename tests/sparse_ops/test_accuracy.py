@@ -1,4 +1,4 @@
-"""Accurate accumulation: bounded chains for any layout, and float32 within 1e-5 max|x| of float64 at 2048x2048."""
+"""Accurate sums: bounded chains for any layout; float32 within 1e-5 max|x| of float64 at 2048 x 2048."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_every_accumulator_sums_at_most_chain_pixels_of_one_superpixel(
 
 @contextmanager
 def short_chains(chain: int) -> Iterator[None]:
-    """Force tiny chains, so that small images exercise the extra accumulators and their float64 combination."""
+    """Force tiny chains: small images then exercise the extra accumulators and their float64 combination."""
     with mock.patch.object(layout_module, "chain_length", lambda num_pixels, num_space: chain):
         yield
 

@@ -27,8 +27,8 @@ def test_counts_encode_decode_against_references() -> None:
     np.testing.assert_array_equal(a.decode(p).numpy(), ref_unpool(p.numpy(), sp.numpy()))
     np.testing.assert_allclose(a.uniformize(x).numpy(), ref_uniformize(x.numpy(), sp.numpy(), mask.numpy()))
     assert (
-        repr(a)
-        == "SuperpixelAssignment(batch_size=2, size=(4, 6), num_superpixels=7, masked=True, backend='scatter')"
+        repr(a) == "SuperpixelAssignment(batch_size=2, size=(4, 6), num_superpixels=7, masked=True, "
+        "backend='scatter')"
     )
 
 

@@ -39,12 +39,14 @@ def test_pairs_options_and_numbers() -> None:
     with pytest.raises(ValueError, match=r"reduce must be one of \('mean', 'sum'\), got 'max'"):
         _checks.check_option("max", "reduce", ("mean", "sum"))
     assert _checks.check_number(np.float32(0.5), "w", 0.0) == 0.5
-    with pytest.raises(ValueError, match="w must be a number >= 0.0, got nan"):
+    with pytest.raises(ValueError, match=r"w must be a number >= 0\.0, got nan"):
         _checks.check_number(float("nan"), "w", 0.0)
 
 
 def test_slot_limit_names_the_largest_id_and_the_fix() -> None:
     assert _checks.slot_limit(16) == 2**16 and _checks.slot_limit(2**20) == 2**24
     _checks.check_slot_count(2**16, 16, inferred=True)
-    with pytest.raises(ValueError, match=r"the largest id of labels is 65536, .*relabel_contiguous\(labels\)"):
+    with pytest.raises(
+        ValueError, match=r"the largest id of labels is 65536, .*relabel_contiguous\(labels\)"
+    ):
         _checks.check_slot_count(2**16 + 1, 16, inferred=True, name="labels")

@@ -1,4 +1,4 @@
-"""torch.func on the linear superpixel maps: jvp, vmap (over an extra leading dim) and grad, against autograd."""
+"""torch.func on the linear superpixel maps: jvp, vmap (an extra leading dim) and grad, against autograd."""
 
 from __future__ import annotations
 

@@ -40,7 +40,11 @@ class TestHardSuperpixels(OpTester):
     half_precision = False  # an arg-max: ties may differ once rounded
     errors = [  # noqa: RUF012  (a table read by the base class)
         ({0: lambda a: a[:, :4]}, ValueError, "assoc must have 9 channels"),
-        ({0: lambda a: a.index_fill(1, torch.tensor([0]), float("nan"))}, ValueError, "assoc must not contain NaN"),
+        (
+            {0: lambda a: a.index_fill(1, torch.tensor([0]), float("nan"))},
+            ValueError,
+            "assoc must not contain NaN",
+        ),
         ({1: 0}, ValueError, "cell_size must be >= 1"),
         ({"min_size": 0, "connectivity": True}, ValueError, "min_size must be >= 1, got 0"),
     ]
@@ -146,7 +150,7 @@ def test_hard_superpixels_with_connectivity():
 
 
 def test_enforce_connectivity_errors() -> None:
-    with pytest.raises(TypeError, match="labels must be an integer tensor, got dtype torch.float32"):
+    with pytest.raises(TypeError, match=r"labels must be an integer tensor, got dtype torch\.float32"):
         enforce_connectivity(torch.zeros(3, 3))
     with pytest.raises(TypeError, match="labels must be a Tensor"):
         enforce_connectivity(np.zeros((3, 3), dtype=int))  # type: ignore[arg-type]  # the error under test

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import strategies as st
 
-from sparse_ops import SpixelLoss, SpixelLossOutput, spixel_loss
+from sparse_ops import SpixelLoss, spixel_loss
 from tests.op_tester import Case, OpTester
 from tests.sparse_ops._soft_reference import ref_pool, ref_unpool
 from tests.sparse_ops.test_uniformize import _Recorder
@@ -69,7 +69,11 @@ class TestSpixelLoss(OpTester):
         ({1: lambda t: t.float()}, ValueError, r"target must have shape \[B, C, H, W\]"),
         ({1: lambda t: t.bool()}, TypeError, "target must be an integer label map or floating features"),
         ({1: lambda t: t - 1}, ValueError, "target labels must be >= 0"),
-        ({1: lambda t: t + 3, "num_classes": 2}, ValueError, "target labels must be < num_classes=2, got label"),
+        (
+            {1: lambda t: t + 3, "num_classes": 2},
+            ValueError,
+            "target labels must be < num_classes=2, got label",
+        ),
         ({1: lambda t: t + 10**9}, ValueError, "the largest label of target is 1000000255.*pass num_classes"),
         ({"pos_weight": -1.0}, ValueError, "pos_weight must be a number >= 0.0, got -1.0"),
         ({"mask": torch.ones(3, 5, 6)}, TypeError, "mask must have dtype torch.bool"),
@@ -103,7 +107,9 @@ class TestSpixelLoss(OpTester):
     def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
         g = torch.Generator().manual_seed(0)
         assoc = torch.softmax(torch.randn(3, 9, 5, 6, generator=g, dtype=torch.float64), 1).to(dtype)
-        return Case((assoc, self._target(g, 3, 5, 6, dtype), 3), {"pos_weight": 0.3}).map(lambda t: t.to(device))
+        return Case((assoc, self._target(g, 3, 5, 6, dtype), 3), {"pos_weight": 0.3}).map(
+            lambda t: t.to(device)
+        )
 
 
 class TestSpixelLossDense(TestSpixelLoss):
@@ -187,4 +193,6 @@ def test_stray_label_is_refused_before_allocating_and_num_classes_avoids_host_re
 def test_huge_cell_size_is_one_cell() -> None:
     assoc = torch.softmax(torch.randn(1, 9, 4, 4, dtype=torch.float64), 1)
     target = torch.randint(0, 3, (1, 4, 4))
-    torch.testing.assert_close(spixel_loss(assoc, target, 10**12).semantic, spixel_loss(assoc, target, 4).semantic)
+    torch.testing.assert_close(
+        spixel_loss(assoc, target, 10**12).semantic, spixel_loss(assoc, target, 4).semantic
+    )

@@ -1,4 +1,4 @@
-"""The package as a whole: imports, version, exported names, and memory bounded for stray ids (subprocesses)."""
+"""The package as a whole: imports, version, exported names, memory bounded for stray ids (subprocesses)."""
 
 from __future__ import annotations
 
@@ -53,8 +53,11 @@ def test_every_exported_name_exists_and_is_documented() -> None:
 
 
 def test_stray_id_does_not_allocate_by_its_value() -> None:
-    """A 4 x 4 label map with the id 2**40: uniformize is right with memory bounded by the pixels, pooling refuses
-    before allocating, soft ops ignore a huge cell size. Measured as peak resident memory in a fresh process."""
+    """A 4 x 4 label map with the id 2**40: uniformize is right with memory bounded by the pixels.
+
+    Pooling refuses before allocating, soft ops ignore a huge cell size; measured as the peak resident memory
+    of a fresh process.
+    """
     out = _run(
         """
         import json, resource, torch

@@ -53,7 +53,9 @@ class TestRelabelContiguous(OpTester):
     values=st.lists(INT64, min_size=1, max_size=5),
     seed=st.integers(0, 10_000),
 )
-def test_matches_numpy_unique_over_the_int64_range(b: int, h: int, w: int, values: list[int], seed: int) -> None:
+def test_matches_numpy_unique_over_the_int64_range(
+    b: int, h: int, w: int, values: list[int], seed: int
+) -> None:
     pool = np.array(values, dtype=np.int64)
     sp = torch.from_numpy(pool[np.random.default_rng(seed).integers(0, len(pool), size=(b, h, w))])
     ids, k = relabel_contiguous(sp)
@@ -72,5 +74,5 @@ def test_slic_start_label_one_and_channel_dim(device: torch.device) -> None:
 def test_batch_zero_and_empty_images() -> None:
     ids, k = relabel_contiguous(torch.zeros(2, 0, 3, dtype=torch.long))
     assert ids.shape == (2, 0, 3) and k.tolist() == [0, 0]
-    with pytest.raises(TypeError, match="superpixels must be an integer torch.Tensor"):
+    with pytest.raises(TypeError, match=r"superpixels must be an integer torch\.Tensor"):
         relabel_contiguous([[1]])  # type: ignore[arg-type]  # the error under test

@@ -1,4 +1,4 @@
-"""SegNet pooling with indices and the deterministic unpooling: loop references, nn.MaxUnpool2d, determinism."""
+"""SegNet pooling with indices and the deterministic unpooling: loops, nn.MaxUnpool2d, determinism."""
 
 from __future__ import annotations
 
@@ -81,7 +81,11 @@ class TestMaxPoolWithIndices(OpTester):
 class TestMaxUnpool(OpTester):
     gradgrad = True
     errors = [  # noqa: RUF012  (a table read by the base class)
-        ({1: lambda i: i.reshape(3, 2, 6)}, ValueError, r"indices must have the shape of values \(3, 2, 3, 2\)"),
+        (
+            {1: lambda i: i.reshape(3, 2, 6)},
+            ValueError,
+            r"indices must have the shape of values \(3, 2, 3, 2\)",
+        ),
         ({2: (2, 2)}, ValueError, r"indices must lie in \[0, H \* W\) = \[0, 4\)"),
         ({1: lambda i: i - 100}, ValueError, "indices must lie in"),
         ({1: lambda i: i.int()}, TypeError, "indices must be a LongTensor"),

@@ -1,4 +1,4 @@
-"""Soft association ops: the shared op checks against loop references, the border convention, masks, memory."""
+"""Soft association ops: the shared op checks against loops, the border convention, masks, memory."""
 
 from __future__ import annotations
 
@@ -52,7 +52,11 @@ class TestSoftPool(OpTester):
         ({1: lambda a: a[:2]}, ValueError, "must agree in batch size and spatial size"),
         ({1: lambda a: a[..., :4]}, ValueError, "must agree in batch size and spatial size"),
         ({1: lambda a: a - 1}, ValueError, r"assoc must be non-negative and finite.*at index \[0, 0, 0, 0\]"),
-        ({1: lambda a: a.index_fill(1, torch.tensor([3]), float("nan"))}, ValueError, r"non-negative and finite"),
+        (
+            {1: lambda a: a.index_fill(1, torch.tensor([3]), float("nan"))},
+            ValueError,
+            r"non-negative and finite",
+        ),
         ({2: 0}, ValueError, "cell_size must be >= 1, got 0"),
         ({2: 2.0}, TypeError, "cell_size must be an int, got float"),
         ({"mask": MASK.float()}, TypeError, "mask must have dtype torch.bool"),
@@ -69,7 +73,9 @@ class TestSoftPool(OpTester):
     def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
         f, a, s, mask = _draw(data, dtype)
         renormalize = data.draw(st.booleans())
-        return Case((f, a, s), {"mask": mask if self.masked else None, "renormalize": renormalize}, data=(0, 1))
+        return Case(
+            (f, a, s), {"mask": mask if self.masked else None, "renormalize": renormalize}, data=(0, 1)
+        )
 
     def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
         mask = MASK.to(device) if self.masked else None

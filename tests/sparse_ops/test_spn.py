@@ -65,13 +65,19 @@ class TestCam(OpTester):
         ({1: [0]}, TypeError, "superpixels must be an integer torch.Tensor"),
         ({1: lambda s: s[0]}, ValueError, "superpixels must have shape"),
         ({"upsample": "cubic"}, ValueError, "upsample must be one of"),
-        ({0: lambda f: f[..., :2], "upsample": None}, ValueError, r"features must have the spatial size of superp"),
+        (
+            {0: lambda f: f[..., :2], "upsample": None},
+            ValueError,
+            r"features must have the spatial size of superp",
+        ),
     ]
 
     def op(self, *args: Any, **kwargs: Any) -> Any:
         return superpixel_cam(*args, **kwargs, return_superpixel_scores=True)
 
-    def reference(self, f: torch.Tensor, sp: torch.Tensor, n: int, *, weight: Any, bias: Any, **_: Any) -> Any:
+    def reference(
+        self, f: torch.Tensor, sp: torch.Tensor, n: int, *, weight: Any, bias: Any, **_: Any
+    ) -> Any:
         means, _ = ref_means(f, sp, n)
         scores = means @ weight.double().T + bias.double()
         cam = torch.stack([scores[i][sp[i]].permute(2, 0, 1) for i in range(f.shape[0])])
@@ -82,7 +88,9 @@ class TestCam(OpTester):
         return Case((f, sp, n), {"weight": W0.to(dtype), "bias": B0.to(dtype), "upsample": None})
 
     def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
-        case = Case((F0.to(dtype), SP0, 7), {"weight": W0.to(dtype, copy=True), "bias": B0.to(dtype, copy=True)})
+        case = Case(
+            (F0.to(dtype), SP0, 7), {"weight": W0.to(dtype, copy=True), "bias": B0.to(dtype, copy=True)}
+        )
         case.kwargs = {k: v.to(device) for k, v in case.kwargs.items()}
         return case.map(lambda t: t.to(device))
 
@@ -108,16 +116,22 @@ def test_empty_superpixels_and_mask() -> None:
     assert superpixel_global_average(f, sp, 4).tolist() == [[(1.5 + 9) / 2]]  # ids 1, 3 empty: skipped
     mask = torch.tensor([[[True, True, False]]])
     assert superpixel_global_average(f, sp, 4, mask=mask).tolist() == [[1.5]]
-    _, scores = superpixel_cam(f, sp, 4, weight=torch.ones(1, 1), bias=torch.tensor([7.0]), return_superpixel_scores=True)
+    _, scores = superpixel_cam(
+        f, sp, 4, weight=torch.ones(1, 1), bias=torch.tensor([7.0]), return_superpixel_scores=True
+    )
     assert scores[0, 1, 0] == 7.0  # an empty superpixel scores the bias
-    assert superpixel_global_average(f, sp, 4, mask=torch.zeros(1, 1, 3, dtype=torch.bool)).tolist() == [[0.0]]
+    assert superpixel_global_average(f, sp, 4, mask=torch.zeros(1, 1, 3, dtype=torch.bool)).tolist() == [
+        [0.0]
+    ]
 
 
 def test_coarse_features_are_upsampled() -> None:
     f = torch.randn(2, 5, 3, 4, dtype=torch.float64)
     sp = torch.randint(0, 6, (2, 12, 16))
     up = F.interpolate(f, size=(12, 16), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(superpixel_global_average(f, sp, 6), superpixel_global_average(up, sp, 6, upsample=None))
+    torch.testing.assert_close(
+        superpixel_global_average(f, sp, 6), superpixel_global_average(up, sp, 6, upsample=None)
+    )
     with pytest.raises(ValueError, match="pass upsample='bilinear'"):
         superpixel_global_average(f, sp, upsample=None)
 
@@ -131,7 +145,13 @@ def test_classifier_head(device: torch.device) -> None:
     logits = head(f, sp, 5, mask=mask)
     # the image logits are the average of the superpixel scores over the non-empty superpixels (linearity)
     _, scores = superpixel_cam(
-        f, sp, 5, weight=head.classifier.weight, bias=head.classifier.bias, mask=mask, return_superpixel_scores=True
+        f,
+        sp,
+        5,
+        weight=head.classifier.weight,
+        bias=head.classifier.bias,
+        mask=mask,
+        return_superpixel_scores=True,
     )
     counts = torch.stack([torch.bincount(sp[b][mask[b]], minlength=5) for b in range(2)])
     present = (counts > 0).float()

@@ -1,4 +1,4 @@
-"""uniformize / SuperpixelUniformize: the shared op checks, mask and id semantics, memory, host synchronisation."""
+"""uniformize / SuperpixelUniformize: the shared op checks, mask and id semantics, memory, host reads."""
 
 from __future__ import annotations
 
