@@ -47,12 +47,11 @@ def sums(x: Tensor, slot: Tensor, extra_group: Tensor, group_owner: Tensor, num_
         partial = x.new_zeros(b, c, width).scatter_add_(2, slot.expand(b, c, n), x)
     primary = partial[..., : num_space + 1]
     groups = group_owner.shape[-1]
-    if num_extra and groups:
+    if num_extra and groups:  # the superpixels with extra accumulators: add them to the primary in float64
         owner = group_owner.expand(b, c, groups)
-        extra = torch.zeros(b, c, groups, dtype=torch.float64, device=x.device)
-        extra.scatter_add_(2, extra_group.expand(b, c, num_extra), partial[..., num_space + 1 :].double())
-        total = torch.gather(primary, 2, owner).double().add_(extra)
-        primary = primary.scatter(2, owner, total.to(x.dtype))
+        total = torch.gather(primary, 2, owner).double()
+        total.scatter_add_(2, extra_group.expand(b, c, num_extra), partial[..., num_space + 1 :].double())
+        primary.scatter_(2, owner, total.to(x.dtype))
     return primary
 
 
