@@ -4,45 +4,52 @@ Soft association (B=4, 512x512, cell 16, C in {2, 21, 23}), three exact implemen
 ``unpool(pool(x))`` differentiated w.r.t. the features and the association:
 
 * ``block`` -- the library (:func:`sparse_ops.soft_uniformize`, dense per-cell matrix products);
-* ``nine_shift`` -- a straightforward 9-shift implementation written here after the public SpixelFCN recipe
-  (per direction: multiply by the association channel, average-pool by the cell size, shift to the neighbour
-  cell; unpool: shift back, nearest-upsample, weight, sum);
-* ``scatter`` -- the "sparse machinery" formulation: 9 non-zeros per pixel, ``index_add`` over flattened global
-  cell ids and ``index_select`` back.
+* ``nine_shift`` -- a straightforward 9-shift implementation written here after the public SpixelFCN
+  recipe (per direction: multiply by the association channel, average-pool by the cell size, shift to the
+  neighbour cell; unpool: shift back, nearest-upsample, weight, sum);
+* ``scatter`` -- the "sparse machinery" formulation: 9 non-zeros per pixel, ``index_add`` over flattened
+  global cell ids and ``index_select`` back.
 
-All three use the same border convention (``renormalize=False`` in the library) and are checked to agree before
-timing. SegNet: :func:`sparse_ops.max_unpool2d` vs ``nn.MaxUnpool2d`` (forward + backward).
+All three use the same border convention (``renormalize=False`` in the library) and are checked to agree
+(float64, on the benchmark's device) before timing. SegNet: :func:`sparse_ops.max_unpool2d` vs
+``nn.MaxUnpool2d`` (forward + backward).
 
-Every configuration runs in a fresh subprocess so that its peak resident memory (``ru_maxrss`` growth) can be
-reported. Medians over repeats; ``torch.set_num_threads(2)``. The SegNet unpoolings take a few milliseconds, so
-they run 50 times each, and a further process alternates the two and reports the median of the per-round ratios
-(robust to the drift of a shared machine).
+Every configuration runs in a fresh subprocess so that its peak resident memory (``ru_maxrss`` growth) can
+be reported (``--in-process``: all in this process, as the GPU check does; no CPU memory figure then; on
+CUDA the memory figure is ``torch.cuda.max_memory_allocated`` above the inputs either way). Medians over
+repeats after one warm-up run (three on CUDA), timed with ``time.perf_counter`` on the CPU and CUDA events
+on CUDA (``benchmarks/_harness.py``); ``torch.set_num_threads(2)`` (``--threads``). The SegNet unpoolings
+take a few milliseconds, so they run 50 times each, and a further measurement alternates the two and
+reports the median of the per-round ratios (robust to the drift of a shared machine).
 
 Usage::
 
     python benchmarks/bench_soft.py            # full run, writes benchmarks/results/soft.json
     python benchmarks/bench_soft.py --quick    # smoke run on small shapes (no JSON unless --out)
+    python benchmarks/bench_soft.py --device cuda --batch-size 8 --in-process --out soft_cuda.json
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (str(ROOT), str(ROOT / "benchmarks")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
+# imports after the path set-up: noqa E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _harness import PeakMemory, environment, time_ms  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sparse_ops import max_unpool2d, neighbour_cell_ids, normalize_assoc, soft_uniformize  # noqa: E402
@@ -101,52 +108,58 @@ SOFT_IMPLS = {"block": block_uniformize, "nine_shift": nine_shift_uniformize, "s
 
 
 # ------------------------------------------------------------------------------------------- workers
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+def _warmup(device: torch.device) -> int:
+    return 3 if device.type == "cuda" else 1
 
 
-def _time(fn, repeats: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+def _memory_fields(memory: PeakMemory, fresh_process: bool) -> dict[str, float | None]:
+    if memory.device.type == "cuda":
+        return {"peak_cuda_extra_mib": memory.extra_mib()}
+    return {"peak_rss_growth_mib": memory.extra_mib() if fresh_process else None}
 
 
-def worker_soft(impl: str, B: int, C: int, H: int, W: int, S: int, repeats: int) -> dict:
+def worker_soft(
+    impl: str,
+    B: int,
+    C: int,
+    H: int,
+    W: int,
+    S: int,
+    repeats: int,
+    device: str = "cpu",
+    fresh_process: bool = True,
+) -> dict:
+    dev = torch.device(device)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(B, C, H, W, generator=g).requires_grad_()
-    logits = torch.randn(B, 9, H, W, generator=g)
+    x = torch.randn(B, C, H, W, generator=g).to(dev).requires_grad_()
+    logits = torch.randn(B, 9, H, W, generator=g).to(dev)
     assoc = normalize_assoc(torch.softmax(logits, 1), S).requires_grad_()
-    grad = torch.randn(B, C, H, W, generator=g)
+    grad = torch.randn(B, C, H, W, generator=g).to(dev)
     fn = SOFT_IMPLS[impl]
-    base = _peak_mib()
+    memory = PeakMemory(dev)
 
     def step():
         x.grad = assoc.grad = None
         out = fn(x, assoc, S)
         out.backward(grad)
 
-    times = _time(step, repeats)
+    times = time_ms(step, repeats, warmup=_warmup(dev), device=dev)
     return {
         "impl": impl,
         "C": C,
-        "median_ms": 1e3 * statistics.median(times),
-        "times_ms": [1e3 * t for t in times],
-        "peak_rss_growth_mib": _peak_mib() - base,
+        "median_ms": statistics.median(times),
+        "times_ms": times,
+        **_memory_fields(memory, fresh_process),
     }
 
 
-def _unpool_steps(B: int, C: int, H: int, W: int) -> dict:
+def _unpool_steps(B: int, C: int, H: int, W: int, device: torch.device) -> dict[str, Callable[[], None]]:
     """One forward+backward closure per SegNet unpooling, on the same pooled values, indices and gradient."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(B, C, H, W, generator=g)
+    x = torch.randn(B, C, H, W, generator=g).to(device)
     v, i = F.max_pool2d(x, 2, return_indices=True)
     v.requires_grad_()
-    grad = torch.randn(B, C, H, W, generator=g)
+    grad = torch.randn(B, C, H, W, generator=g).to(device)
     mod = nn.MaxUnpool2d(2)
 
     def ours():
@@ -160,94 +173,140 @@ def _unpool_steps(B: int, C: int, H: int, W: int) -> dict:
     return {"max_unpool2d": ours, "nn.MaxUnpool2d": theirs}
 
 
-def worker_unpool(impl: str, B: int, C: int, H: int, W: int, repeats: int) -> dict:
-    step = _unpool_steps(B, C, H, W)[impl]
-    base = _peak_mib()
-    times = _time(step, repeats)
+def worker_unpool(
+    impl: str, B: int, C: int, H: int, W: int, repeats: int, device: str = "cpu", fresh_process: bool = True
+) -> dict:
+    dev = torch.device(device)
+    step = _unpool_steps(B, C, H, W, dev)[impl]
+    memory = PeakMemory(dev)
+    times = time_ms(step, repeats, warmup=_warmup(dev), device=dev)
     return {
         "impl": impl,
         "C": C,
-        "median_ms": 1e3 * statistics.median(times),
-        "times_ms": [1e3 * t for t in times],
-        "peak_rss_growth_mib": _peak_mib() - base,
+        "median_ms": statistics.median(times),
+        "times_ms": times,
+        **_memory_fields(memory, fresh_process),
     }
 
 
-def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int) -> dict:
-    """Both unpoolings alternated in one process: the median of the per-round time ratios (robust to drift)."""
-    steps = _unpool_steps(B, C, H, W)
+def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int, device: str = "cpu") -> dict:
+    """Both unpoolings alternated in one process: the median of the per-round time ratios (drift-robust)."""
+    dev = torch.device(device)
+    steps = _unpool_steps(B, C, H, W, dev)
     ours, theirs = steps["max_unpool2d"], steps["nn.MaxUnpool2d"]
-    ours()  # one warm-up each, then every round times one run of each
-    theirs()
-    ratios = [_time(ours, 1, warmup=0)[0] / _time(theirs, 1, warmup=0)[0] for _ in range(repeats)]
+    for _ in range(_warmup(dev)):  # warm-up each, then every round times one run of each
+        ours()
+        theirs()
+    ratios = [
+        time_ms(ours, 1, warmup=0, device=dev)[0] / time_ms(theirs, 1, warmup=0, device=dev)[0]
+        for _ in range(repeats)
+    ]
     return {"paired_ratio_to_nn": statistics.median(ratios), "repeats": repeats}
 
 
-def check_agreement(S: int = 4) -> float:
+def check_agreement(S: int = 4, device: str = "cpu") -> float:
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 3, 16, 20, generator=g, dtype=torch.float64)
-    a = normalize_assoc(torch.softmax(torch.randn(2, 9, 16, 20, generator=g, dtype=torch.float64), 1), S)
+    x = torch.randn(2, 3, 16, 20, generator=g, dtype=torch.float64).to(device)
+    logits = torch.randn(2, 9, 16, 20, generator=g, dtype=torch.float64).to(device)
+    a = normalize_assoc(torch.softmax(logits, 1), S)
     outs = [f(x, a, S) for f in SOFT_IMPLS.values()]
     return max(float((o - outs[0]).abs().max()) for o in outs)
 
 
+WORKERS: dict[str, Callable[..., dict]] = {
+    "soft": worker_soft,
+    "unpool": worker_unpool,
+    "unpool_paired": worker_unpool_paired,
+}
+_CASTS: dict[str, tuple[type, ...]] = {  # argument types of each worker after its kind, from the command line
+    "soft": (str, int, int, int, int, int, int),
+    "unpool": (str, int, int, int, int, int),
+    "unpool_paired": (int, int, int, int, int),
+}
+
+
 # ------------------------------------------------------------------------------------------- driver
-def _run_worker(args: list[str]) -> dict:
-    cmd = [sys.executable, __file__, "--worker", *args]
+def _run_worker(args: argparse.Namespace, params: list[Any]) -> dict:
+    """Run one worker (``params = [kind, *arguments]``) in this process or in a fresh subprocess."""
+    kind, *rest = params
+    if args.in_process:
+        try:
+            extra = {} if kind == "unpool_paired" else {"fresh_process": False}
+            return WORKERS[kind](*rest, device=args.device, **extra)
+        finally:
+            gc.collect()
+            if torch.device(args.device).type == "cuda":
+                torch.cuda.empty_cache()
+    cmd = [sys.executable, __file__, "--device", args.device, "--threads", str(args.threads)]
+    cmd += ["--worker", *map(str, params)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def _peak(row: dict) -> float | None:
+    return row.get("peak_cuda_extra_mib", row.get("peak_rss_growth_mib"))
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return format(float("nan") if value is None else value, spec)
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--batch-size", type=int, default=None, help="B (default 4; quick 1)")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (here and in every worker)")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure everything in this process (no fresh subprocess each; no CPU memory figure)",
+    )
     ap.add_argument(
         "--out", type=Path, default=None, help="JSON path (default: benchmarks/results/soft.json)"
     )
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    torch.set_num_threads(2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
 
     if args.worker:
         kind, *rest = args.worker
-        if kind == "soft":
-            impl, B, C, H, W, S, r = rest
-            out = worker_soft(impl, int(B), int(C), int(H), int(W), int(S), int(r))
-        elif kind == "unpool":
-            impl, B, C, H, W, r = rest
-            out = worker_unpool(impl, int(B), int(C), int(H), int(W), int(r))
-        else:
-            B, C, H, W, r = rest
-            out = worker_unpool_paired(int(B), int(C), int(H), int(W), int(r))
-        print(json.dumps(out))
-        return
+        values = [cast(v) for cast, v in zip(_CASTS[kind], rest, strict=True)]
+        print(json.dumps(WORKERS[kind](*values, device=args.device)))
+        return {}
 
     if args.quick:
         B, H, W, S, Cs, repeats = 1, 64, 64, 16, (2, 21), 2
     else:
         B, H, W, S, Cs, repeats = 4, 512, 512, 16, (2, 21, 23), args.repeats
-    load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
-    max_diff = check_agreement()
+    if args.batch_size is not None:
+        B = args.batch_size
+    env = environment(device, torch.get_num_threads())  # load average before this run: is the machine shared?
+    max_diff = check_agreement(device=args.device)
     print(f"agreement of the three soft implementations (float64): max |diff| = {max_diff:.2e}")
-    assert max_diff < 1e-10, max_diff
+    if not max_diff < 1e-10:
+        raise SystemExit(f"the three soft implementations disagree: max |diff| = {max_diff:.3e} >= 1e-10")
 
+    mem_name = "CUDA MiB" if device.type == "cuda" else "peak MiB"
     soft_rows = []
     print(
-        f"\nsoft pool+unpool fwd+bwd, B={B}, {H}x{W}, cell {S}, medians of {repeats} (ms), peak RSS growth (MiB)"
+        f"\nsoft pool+unpool fwd+bwd, B={B}, {H}x{W}, cell {S}, {args.device}, medians of {repeats} (ms), "
+        f"peak {'CUDA memory above the inputs' if device.type == 'cuda' else 'RSS growth'} (MiB)"
     )
-    print(f"{'C':>3} {'impl':>11} {'median ms':>10} {'vs block':>9} {'peak MiB':>9}")
+    print(f"{'C':>3} {'impl':>11} {'median ms':>10} {'vs block':>9} {mem_name:>9}", flush=True)
     for C in Cs:
-        rows = {
-            impl: _run_worker(["soft", impl, str(B), str(C), str(H), str(W), str(S), str(repeats)])
-            for impl in SOFT_IMPLS
-        }
+        rows = {impl: _run_worker(args, ["soft", impl, B, C, H, W, S, repeats]) for impl in SOFT_IMPLS}
         for impl, r in rows.items():
             r["ratio_to_block"] = r["median_ms"] / rows["block"]["median_ms"]
             soft_rows.append(r)
             print(
                 f"{C:>3} {impl:>11} {r['median_ms']:>10.1f} {r['ratio_to_block']:>8.2f}x "
-                f"{r['peak_rss_growth_mib']:>9.0f}"
+                f"{_fmt(_peak(r), '>9.0f')}",
+                flush=True,
             )
 
     uC = 21 if not args.quick else 4
@@ -255,25 +314,28 @@ def main() -> None:
     u_repeats = 3 if args.quick else 50  # a few ms each: many runs are cheap and steady the medians
     print(f"\nSegNet unpool fwd+bwd, B={B}, C={uC}, {uH}x{uH}, kernel 2, medians of {u_repeats}")
     unpool_rows = {
-        impl: _run_worker(["unpool", impl, str(B), str(uC), str(uH), str(uH), str(u_repeats)])
+        impl: _run_worker(args, ["unpool", impl, B, uC, uH, uH, u_repeats])
         for impl in ("max_unpool2d", "nn.MaxUnpool2d")
     }
     for impl, r in unpool_rows.items():
         r["ratio_to_nn"] = r["median_ms"] / unpool_rows["nn.MaxUnpool2d"]["median_ms"]
-        print(
-            f"{impl:>15} {r['median_ms']:>8.2f} ms {r['ratio_to_nn']:>6.2f}x {r['peak_rss_growth_mib']:>6.0f} MiB"
-        )
-    paired = _run_worker(["unpool_paired", str(B), str(uC), str(uH), str(uH), str(u_repeats)])
+        print(f"{impl:>15} {r['median_ms']:>8.2f} ms {r['ratio_to_nn']:>6.2f}x {_fmt(_peak(r), '>6.0f')} MiB")
+    paired = _run_worker(args, ["unpool_paired", B, uC, uH, uH, u_repeats])
     print(
         f"paired (both alternated in one process): max_unpool2d / nn.MaxUnpool2d = "
         f"{paired['paired_ratio_to_nn']:.2f}x"
     )
 
+    machine = f"{env['machine']} CPU, {env['cpus']} cores, {env['threads']} threads"
+    if device.type == "cuda":
+        machine = f"{env['cuda_device']} (CUDA {env['cuda_runtime']}); {machine}"
     result = {
-        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
-        "load_average_at_start": load0,
+        "machine": machine,
+        "device": args.device,
+        "in_process": args.in_process,
+        "load_average_at_start": env["load_average_at_start"],
         "torch": torch.__version__,
-        "python": platform.python_version(),
+        "python": env["python"],
         "quick": args.quick,
         "soft": {
             "B": B,
@@ -298,6 +360,7 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {out}")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Transparent initialization: the paper's Tables 2 and 3, and the run-time cost of a transparent stack.
 
-Run: ``python benchmarks/bench_transparent_init.py [--seeds 10] [--quick]``. Writes
-``benchmarks/results/transparent_init.json``.
+Run: ``python benchmarks/bench_transparent_init.py [--seeds 10] [--quick]`` (``--quick``: 3 seeds, 16x
+smaller inputs, a smoke test). Writes ``benchmarks/results/transparent_init.json``.
 
 * Table 2: init rate (share of parameters with |w| > 1e-4, on the ReLU stack 42-128-128-42), recovery
   (share of outputs within 1e-4 of the input, float32 inputs U[-10, 10]) without / with ReLU, and a
@@ -107,9 +107,13 @@ def reference_recipe_(seq: nn.Sequential, seed: int) -> nn.Sequential:
     return seq
 
 
-def table2(seeds: int) -> dict:
+INPUT_SHAPE = (4, C, 64, 64)  # the inputs of Tables 2 and 3
+QUICK_INPUT_SHAPE = (1, C, 32, 32)  # --quick: 16x fewer values (a smoke test of the same code)
+
+
+def table2(seeds: int, shape: tuple[int, ...] = INPUT_SHAPE) -> dict:
     rows = {}
-    x = [inputs(10.0, s) for s in range(seeds)]
+    x = [inputs(10.0, s, shape) for s in range(seeds)]
     target = pair_mean()
     for method in ("random", "xavier", "net2net", "ours"):
         rate, rec0, rec1, recns = [], [], [], []
@@ -134,7 +138,7 @@ def table2(seeds: int) -> dict:
     return rows
 
 
-def table3(seeds: int) -> dict:
+def table3(seeds: int, shape: tuple[int, ...] = INPUT_SHAPE) -> dict:
     out: dict = {}
     cases = {
         "ours_relu": lambda s: TransparentConv1x1(C, HIDDEN, activation="relu", generator=s),
@@ -146,8 +150,8 @@ def table3(seeds: int) -> dict:
         stacks = [make(s) for s in range(seeds)]
         row = {"init_rate_median": statistics.median(100 * init_rate(m) for m in stacks)}
         for r in (1, 10, 100, 1000):
-            errs = [max_abs_error(m, inputs(float(r), s)) for s, m in enumerate(stacks)]
-            recs = [100 * recovery_rate(m, inputs(float(r), s)) for s, m in enumerate(stacks)]
+            errs = [max_abs_error(m, inputs(float(r), s, shape)) for s, m in enumerate(stacks)]
+            recs = [100 * recovery_rate(m, inputs(float(r), s, shape)) for s, m in enumerate(stacks)]
             row[str(r)] = {
                 "median": statistics.median(errs),
                 "worst": max(errs),
@@ -159,7 +163,7 @@ def table3(seeds: int) -> dict:
         errs, rates = [], []
         for s in range(seeds):
             m = TransparentConv1x1(C, [64] * (k - 1), activation="relu", generator=s)
-            errs.append(max_abs_error(m, inputs(10.0, s)))
+            errs.append(max_abs_error(m, inputs(10.0, s, shape)))
             rates.append(100 * init_rate(m))
         depth[str(k)] = {"median": statistics.median(errs), "worst": max(errs), "init_rate_min": min(rates)}
     out["depth_relu_range10"] = depth
@@ -173,8 +177,8 @@ def _time_once(fn, number: int) -> float:
     return (time.perf_counter() - t0) / number
 
 
-def cost(rounds: int) -> dict:
-    x = inputs(10.0, 0, (8, C, 128, 128))
+def cost(rounds: int, shape: tuple[int, ...] = (8, C, 128, 128)) -> dict:
+    x = inputs(10.0, 0, shape)
     ours = TransparentConv1x1(C, HIDDEN, activation="relu", generator=0)
     plain = plain_stack(True)
     res: dict = {"input_shape": list(x.shape), "rounds": rounds}
@@ -228,16 +232,21 @@ def cost(rounds: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--quick", action="store_true", help="3 seeds and short timings (smoke test)")
+    ap.add_argument(
+        "--quick", action="store_true", help="3 seeds, small inputs and short timings (smoke test)"
+    )
     ap.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "transparent_init.json"
     )
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     seeds = 3 if args.quick else args.seeds
     load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
     t0 = time.perf_counter()
-    t2, t3, c = table2(seeds), table3(seeds), cost(3 if args.quick else 25)
+    shape = QUICK_INPUT_SHAPE if args.quick else INPUT_SHAPE
+    t2, t3 = table2(seeds, shape), table3(seeds, shape)
+    c = cost(3, (2, C, 64, 64)) if args.quick else cost(25)
     machine = {
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -262,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'paper ours':<10}{99.9:>13.3f}{100.0:>16.2f}{100.0:>13.2f}{'yes':>14}")
 
     print(
-        "\nTable 3 (max |y - x|, float32, inputs U[-r, r] of shape [4, 42, 64, 64]: "
-        "median [worst] over seeds)"
+        f"\nTable 3 (max |y - x|, float32, inputs U[-r, r] of shape {list(shape)}: median [worst] over seeds)"
     )
     print(f"{'case':<22}" + "".join(f"{'r=' + str(r):>22}" for r in (1, 10, 100, 1000)))
     for name in ("ours_relu", "ours_none", "ours_leaky_relu", "authors_recipe_relu"):
@@ -301,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": machine,
         "seeds": seeds,
+        "input_shape": list(shape),
         "table2": t2,
         "paper_table2": PAPER_T2,
         "table3": t3,

@@ -1,57 +1,75 @@
 """Benchmark superpixel uniformization (paper Eq. 12-13): our backends against the alternatives, same run.
 
-Op: ``y[b, :, p] = mean of x[b, :, q] over the pixels q of p's superpixel``, forward and forward+backward w.r.t.
-``x``, at B=4, C=21, 512x512 for N_s in {256, 1024, 4096, 16384} (square cells) and an irregular SLIC-like
-label map (Voronoi cells of jittered grid seeds, N_s=1024). Variants:
+Op: ``y[b, :, p] = mean of x[b, :, q] over the pixels q of p's superpixel``, forward and forward+backward
+w.r.t. ``x``, at B=4, C=21, 512x512 for N_s in {256, 1024, 4096, 16384} (square cells) and an irregular
+SLIC-like label map (Voronoi cells of jittered grid seeds, N_s=1024). Variants:
 
-* ``floor``: ``y = x * 1`` through autograd -- not the op, the cost of allocating and writing ``y`` and ``grad_x``;
+* ``floor``: ``y = x * 1`` through autograd -- not the op, the cost of allocating and writing ``y`` and
+  ``grad_x``;
+* ``copy``: device-to-device copies of the same bytes into buffers allocated beforehand, without autograd
+  (forward: ``x`` into ``y``; forward+backward: also ``grad_y`` into ``grad_x``) -- the bandwidth limit;
 * ``scatter`` (our default, ``backend="auto"`` resolves to it on every device) and ``sparse`` (CSR matrices):
   :class:`sparse_ops.SuperpixelAssignment` built once from the labels ("setup"), then ``.uniformize(x)``;
+* ``sparse_coo``: the same batched sparse-matmul formulation with COO matrices from
+  ``SuperpixelAssignment.to_sparse``: ``y = M^T (E x)``, two ``torch.sparse.mm`` (matrices built in setup);
 * ``paper_coo``: the paper's approach as its authors coded it: per image, a COO ``torch.sparse.mm`` encoder
   (divided by the counts) and decoder, the matrices rebuilt on every call (so its setup is inside fwd);
 * ``dense_bmm``: a one-hot ``[B, N_s, N_p]`` float mask and two ``bmm``; skipped above ``--dense-max-gb``;
 * ``torch_scatter``: ``scatter_mean`` + ``gather`` when the package is importable (no wheel exists for recent
-  torch releases; ``pip install --no-build-isolation torch-scatter`` builds it from source in about 5 minutes on
-  2 cores).
+  torch releases; ``pip install --no-build-isolation torch-scatter`` builds it from source in about 5 minutes
+  on 2 cores).
 
-Every (config, variant) runs in a fresh subprocess. Times are medians of ``--repeats`` runs (half as many, at
-least 3, for the slow sparse, paper and dense variants) after one warm-up (``time.perf_counter``, CUDA
-synchronised). Because the machine may be shared, the ``scatter`` child also alternates ``--repeats``
-forward+backward runs of the floor and of the op and reports the median ratio of these paired runs
-("paired x floor"), which is robust to load that comes and goes. Peak extra memory: on CPU the growth of
-``ru_maxrss`` from right after the inputs (x, grad_y, labels) are allocated to the end of the timed runs (setup
-included); on CUDA ``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. Compare
-ratios within one run.
+The CPU default runs ``floor, scatter, sparse, paper_coo, dense_bmm, torch_scatter``; the CUDA default runs
+every variant. Every (config, variant) runs in a fresh subprocess (``--in-process``: all in this process,
+as the GPU check does; CPU memory figures are then not reported). Times are medians of ``--repeats`` runs
+(half as many, at least 3, for the slow sparse, paper and dense variants) after warm-up (one run on the CPU,
+three on CUDA), timed with ``time.perf_counter`` on the CPU and CUDA events on CUDA
+(``benchmarks/_harness.py``).
+Because the machine may be shared, the ``scatter`` measurement also alternates ``--repeats`` forward+backward
+runs of the floor and of the op and reports the median ratio of these paired runs ("paired x floor"), which
+is robust to load that comes and goes. Peak extra memory: on CPU the growth of ``ru_maxrss`` from right after
+the inputs (x, grad_y, labels) are allocated to the end of the timed runs (setup included); on CUDA
+``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. Compare ratios within one
+run.
 
 Usage::
 
     python benchmarks/bench_uniformize.py            # full table, CPU, 5-10 minutes on a shared 2-core VM
     python benchmarks/bench_uniformize.py --threads 1 --variants floor,scatter   # less load-sensitive ratio
     python benchmarks/bench_uniformize.py --quick    # small smoke configuration
-    python benchmarks/bench_uniformize.py --device cuda
+    python benchmarks/bench_uniformize.py --device cuda --in-process --batch-size 8 \\
+        --num-superpixels 1024,4096,16384 --no-voronoi                       # the GPU check's table
 
-After the per-variant table, a last subprocess measures the default backend at every configuration in one
-process, round-robin (``run_sweep``): that is the figure for "time flat in ``N_s``", since it is not moved by the
-drifts of a shared machine between subprocesses started minutes apart (``--no-sweep`` skips it).
+After the per-variant table, a last measurement runs the default backend at every configuration in one
+process, round-robin (``run_sweep``): that is the figure for "time flat in ``N_s``", since it is not moved by
+the drifts of a shared machine between subprocesses started minutes apart (``--no-sweep`` skips it).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+for _path in (str(ROOT), str(ROOT / "benchmarks")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
-VARIANTS = ["floor", "scatter", "sparse", "paper_coo", "dense_bmm", "torch_scatter"]
+from _harness import PeakMemory, environment, median_upper, time_ms  # noqa: E402 (after the path set-up)
+
+VARIANTS = ["floor", "copy", "scatter", "sparse", "sparse_coo", "paper_coo", "dense_bmm", "torch_scatter"]
+DEFAULT_VARIANTS = {
+    "cpu": ["floor", "scatter", "sparse", "paper_coo", "dense_bmm", "torch_scatter"],
+    "cuda": VARIANTS,
+}
+SLOW = ("sparse", "sparse_coo", "paper_coo", "dense_bmm")  # 3-40x slower on the CPU: fewer runs
+NOT_THE_OP = ("floor", "copy")  # reference costs: no setup, no correctness check
 
 
 def make_labels(kind: str, b: int, h: int, w: int, n_s: int, seed: int = 0):
@@ -82,16 +100,16 @@ def make_labels(kind: str, b: int, h: int, w: int, n_s: int, seed: int = 0):
     return torch.from_numpy(np.stack(out).astype(np.int64))
 
 
-def _median(values: list[float]) -> float:
-    """The middle element (the upper one of the two for an even count)."""
-    values = sorted(values)
-    return values[len(values) // 2]
-
-
 def run_one(
-    cfg: dict, variant: str, device: str, repeats: int, dense_max_gb: float, paired: bool = True
+    cfg: dict,
+    variant: str,
+    device: str,
+    repeats: int,
+    dense_max_gb: float,
+    paired: bool = True,
+    fresh_process: bool = True,
 ) -> dict:
-    """Measure one variant in this (fresh) process."""
+    """Measure one variant (in a fresh process unless ``fresh_process=False``: no CPU memory figure then)."""
     import torch
 
     warnings.simplefilter("ignore")
@@ -100,41 +118,49 @@ def run_one(
 
     b, c, h, w, n_s = cfg["B"], cfg["C"], cfg["H"], cfg["W"], cfg["N_s"]
     n_p = h * w
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if variant == "dense_bmm":
         need = b * n_s * n_p * 4 / 1e9
         if need > dense_max_gb:
             return {"skipped": f"needs {need:.1f} GB > budget {dense_max_gb:g} GB (--dense-max-gb)"}
     if variant == "torch_scatter":
         try:
-            import torch_scatter  # noqa: F401
+            import torch_scatter  # noqa: F401 (availability check)
         except ImportError:
             return {"skipped": "not installed"}
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    warmup = (
+        3 if cuda else 1
+    )  # CUDA: cuSPARSE / cuBLAS handles, allocator and caches settle in the first runs
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(b, c, h, w, generator=gen).to(dev).requires_grad_()
     gy = torch.randn(b, c, h, w, generator=gen).to(dev)
     sp = make_labels(cfg["labels"], b, h, w, n_s).to(dev)
-    sync()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-        mem0 = torch.cuda.memory_allocated()
+    memory = PeakMemory(dev)
 
     def setup():
         if variant in ("scatter", "sparse"):
             a = SuperpixelAssignment(sp, n_s, backend=variant, validate=False)
-            if variant == "sparse":
-                a._build_sparse(torch.float32)
+            build = getattr(a, "_build_sparse", None)  # CSR matrices are lazy: build them in the setup
+            if variant == "sparse" and build is not None:
+                build(torch.float32)
             return a
+        if variant == "sparse_coo":
+            a = SuperpixelAssignment(sp, n_s, validate=False)
+            encoder = a.to_sparse(torch.sparse_coo, normalized=True).coalesce()
+            decoder = a.to_sparse(torch.sparse_coo).t().coalesce()
+            return encoder, decoder
         if variant == "dense_bmm":
             onehot = torch.zeros(b, n_s, n_p, device=dev)
             onehot.scatter_(1, sp.view(b, 1, n_p), 1.0)
             counts = onehot.sum(2)
             inv = torch.where(counts > 0, 1 / counts, 0.0).view(b, 1, n_s)
             return onehot, inv
+        if variant == "copy":
+            return torch.empty_like(x, requires_grad=False), torch.empty_like(gy)
         return None
 
     def op(state):
@@ -142,6 +168,11 @@ def run_one(
             return x * 1
         if variant in ("scatter", "sparse"):
             return state.uniformize(x)
+        if variant == "sparse_coo":
+            encoder, decoder = state
+            rows = x.permute(0, 2, 3, 1).reshape(b * n_p, c)
+            out_rows = torch.sparse.mm(decoder, torch.sparse.mm(encoder, rows))
+            return out_rows.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
         if variant == "paper_coo":
             outs = []
             cols = torch.arange(n_p, device=dev)
@@ -165,44 +196,39 @@ def run_one(
             idx = sp.view(b, 1, n_p).expand(b, c, n_p)
             means = torch_scatter.scatter_mean(x.view(b, c, n_p), idx, dim=2, dim_size=n_s)
             return torch.gather(means, 2, idx).view(b, c, h, w)
-        raise ValueError(variant)
+        raise AssertionError(variant)
 
-    def timed(fn, n, warmup=True):
-        if warmup:
-            fn()
-        ts = []
-        for _ in range(n):
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            ts.append(time.perf_counter() - t)
-        return _median(ts) * 1e3
+    def timed(fn, n, warm=True):
+        return median_upper(time_ms(fn, n, warmup=warmup if warm else 0, device=dev))
 
-    setup_ms = (
-        timed(setup, max(3, repeats // 2)) if variant not in ("floor", "paper_coo", "torch_scatter") else 0.0
-    )
+    timed_setup = variant in ("scatter", "sparse", "sparse_coo", "dense_bmm")
+    setup_ms = timed(setup, max(3, repeats // 2)) if timed_setup else 0.0
     state = setup()
+    xd = x.detach()
 
     def fwd():
-        op(state)
+        if variant == "copy":
+            state[0].copy_(xd)
+        else:
+            op(state)
 
     def fwd_bwd():
+        if variant == "copy":
+            state[0].copy_(xd)
+            state[1].copy_(gy)
+            return
         y = op(state)
         y.backward(gy)
         x.grad = None
 
-    if variant in ("sparse", "paper_coo", "dense_bmm"):  # 3-40x slower: fewer runs keep the benchmark short
+    if variant in SLOW:
         repeats = max(3, repeats // 2)
     fwd_ms = timed(fwd, repeats)
     fb_ms = timed(fwd_bwd, repeats)
     out = {"setup_ms": setup_ms, "fwd_ms": fwd_ms, "fwd_bwd_ms": fb_ms}
-    if cuda:
-        out["peak_extra_mb"] = (torch.cuda.max_memory_allocated() - mem0) / 2**20
-    else:
-        out["peak_extra_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    # Paired ratio: alternate floor and variant fwd+bwd runs in this process, so that load from other processes
-    # on a shared machine hits both alike (after the memory reading, which these runs would disturb).
+    out["peak_extra_mb"] = memory.extra_mib() if cuda or fresh_process else None
+    # Paired ratio: alternate floor and variant fwd+bwd runs in this process, so that load from other
+    # processes on a shared machine hits both alike (after the memory reading, which these runs disturb).
     if variant == "scatter" and paired:
 
         def floor_fb():
@@ -213,24 +239,25 @@ def run_one(
         tf, tv = [], []
         floor_fb()
         for _ in range(repeats):
-            tf.append(timed(floor_fb, 1, warmup=False))
-            tv.append(timed(fwd_bwd, 1, warmup=False))
-        out["paired_floor_ms"] = _median(tf)
-        out["paired_x_floor"] = _median(tv) / _median(tf)
+            tf.append(timed(floor_fb, 1, warm=False))
+            tv.append(timed(fwd_bwd, 1, warm=False))
+        out["paired_floor_ms"] = median_upper(tf)
+        out["paired_x_floor"] = median_upper(tv) / median_upper(tf)
     # correctness against the float64 result of the same op (after the memory reading)
-    if variant != "floor":
-        ref = SuperpixelAssignment(sp, n_s, validate=False).uniformize(x.detach().double())
-        out["max_abs_err"] = (op(state).detach().double() - ref).abs().max().item()
+    if variant not in NOT_THE_OP:
+        ref = SuperpixelAssignment(sp, n_s, validate=False).uniformize(xd.double())
+        with torch.no_grad():
+            out["max_abs_err"] = (op(state).double() - ref).abs().max().item()
     return out
 
 
 def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
     """Flatness in ``N_s``: the default backend's forward+backward at every configuration, in one process.
 
-    All configurations share one ``x`` and one ``grad_y``; their assignments are built once. Every round runs,
-    for each configuration in turn, one forward+backward of the floor and one of the op, so that slow drifts of a
-    shared or virtualised machine (which move the per-subprocess medians by 20-40 % between runs) hit every
-    ``N_s`` alike. Reports the median per configuration after one warm-up round.
+    All configurations share one ``x`` and one ``grad_y``; their assignments are built once. Every round
+    runs, for each configuration in turn, one forward+backward of the floor and one of the op, so that slow
+    drifts of a shared or virtualised machine (which move the per-subprocess medians by 20-40 % between runs)
+    hit every ``N_s`` alike. Reports the median per configuration after one warm-up round.
     """
     import torch
 
@@ -239,7 +266,6 @@ def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
     from sparse_ops import SuperpixelAssignment
 
     dev = torch.device(device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     b, c, h, w = (cfgs[0][key] for key in ("B", "C", "H", "W"))
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(b, c, h, w, generator=gen).to(dev).requires_grad_()
@@ -252,12 +278,11 @@ def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
     ]
 
     def fwd_bwd(fn):
-        sync()
-        t = time.perf_counter()
-        fn(x).backward(gy)
-        x.grad = None
-        sync()
-        return (time.perf_counter() - t) * 1e3
+        def run():
+            fn(x).backward(gy)
+            x.grad = None
+
+        return time_ms(run, 1, warmup=0, device=dev)[0]
 
     floor_ms: list[list[float]] = [[] for _ in cfgs]
     op_ms: list[list[float]] = [[] for _ in cfgs]
@@ -276,41 +301,142 @@ def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
                 "name": cfg_name(cfg),
                 "N_s": cfg["N_s"],
                 "labels": cfg["labels"],
-                "floor_fwd_bwd_ms": _median(tf),
-                "fwd_bwd_ms": _median(to),
-                "x_floor": _median([o / f for o, f in zip(to, tf, strict=True)]),
+                "floor_fwd_bwd_ms": median_upper(tf),
+                "fwd_bwd_ms": median_upper(to),
+                "x_floor": median_upper([o / f for o, f in zip(to, tf, strict=True)]),
             }
         )
     grid = [r["fwd_bwd_ms"] for r in rows if r["labels"] == "grid"]
     return {"repeats": repeats, "rows": rows, "grid_max_over_min": max(grid) / min(grid) if grid else None}
 
 
-def configs(quick: bool) -> list[dict]:
+def configs(
+    quick: bool,
+    batch_size: int | None = None,
+    num_superpixels: list[int] | None = None,
+    voronoi: bool = True,
+) -> list[dict]:
+    """The benchmark's configurations (``batch_size``, ``num_superpixels``, ``voronoi`` override defaults).
+
+    Defaults: B=4, C=21, 512x512, grid N_s 256 / 1024 / 4096 / 16384 and Voronoi N_s=1024 (``quick``: B=1,
+    128x128, grid N_s 64 / 256 and Voronoi N_s=64). The Voronoi configuration uses the first grid N_s.
+    """
     if quick:
         base = {"B": 1, "C": 21, "H": 128, "W": 128}
-        return [
-            dict(base, N_s=64, labels="grid"),
-            dict(base, N_s=256, labels="grid"),
-            dict(base, N_s=64, labels="voronoi"),
-        ]
-    base = {"B": 4, "C": 21, "H": 512, "W": 512}
-    return [dict(base, N_s=n, labels="grid") for n in (256, 1024, 4096, 16384)] + [
-        dict(base, N_s=1024, labels="voronoi")
-    ]
+        sizes = [64, 256]
+    else:
+        base = {"B": 4, "C": 21, "H": 512, "W": 512}
+        sizes = [256, 1024, 4096, 16384]
+    if batch_size is not None:
+        base["B"] = batch_size
+    voronoi_n_s = sizes[0] if quick else 1024
+    if num_superpixels:
+        sizes = list(num_superpixels)
+        voronoi_n_s = sizes[0]
+    out = [dict(base, N_s=n, labels="grid") for n in sizes]
+    if voronoi:
+        out.append(dict(base, N_s=voronoi_n_s, labels="voronoi"))
+    return out
 
 
 def cfg_name(cfg: dict) -> str:
     return f"B{cfg['B']}_C{cfg['C']}_{cfg['H']}x{cfg['W']}_Ns{cfg['N_s']}_{cfg['labels']}"
 
 
-def main() -> None:
+def _last_line_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _failure(proc: subprocess.CompletedProcess) -> dict:
+    return {"skipped": f"failed: {proc.stderr.strip().splitlines()[-1:]}"}
+
+
+def _measure(args: argparse.Namespace, cfg: dict, variant: str) -> dict:
+    """One (config, variant): in this process (``--in-process``) or in a fresh subprocess."""
+    if args.in_process:
+        try:
+            return run_one(cfg, variant, args.device, args.repeats, args.dense_max_gb, fresh_process=False)
+        except Exception as exc:  # noqa: BLE001 (record any failure of one variant, go on with the next)
+            return {"skipped": f"failed: {type(exc).__name__}: {exc}"[:500]}
+        finally:
+            _release(args.device)
+    cmd = [
+        sys.executable,
+        __file__,
+        "--device",
+        args.device,
+        "--repeats",
+        str(args.repeats),
+        "--dense-max-gb",
+        str(args.dense_max_gb),
+        "--_child",
+        json.dumps([cfg, variant]),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return _failure(proc) if proc.returncode != 0 else _last_line_json(proc.stdout)
+
+
+def _release(device: str) -> None:
+    """Free what the last measurement left (CUDA: return cached blocks, so the next peak starts clean)."""
+    import torch
+
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _sweep(args: argparse.Namespace, cfgs: list[dict]) -> dict:
+    if args.in_process:
+        try:
+            return run_sweep(cfgs, args.device, args.repeats)
+        except Exception as exc:  # noqa: BLE001 (a failed sweep is reported, the table is kept)
+            return {"skipped": f"failed: {type(exc).__name__}: {exc}"[:500]}
+        finally:
+            _release(args.device)
+    cmd = [
+        sys.executable,
+        __file__,
+        "--device",
+        args.device,
+        "--repeats",
+        str(args.repeats),
+        "--_sweep",
+        json.dumps(cfgs),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return _failure(proc) if proc.returncode != 0 else _last_line_json(proc.stdout)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return format(float("nan") if value is None else value, spec)
+
+
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="small smoke configuration")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--dense-max-gb", type=float, default=3.0, help="skip dense_bmm when its mask needs more")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument(
+        "--variants",
+        default=None,
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default: per device, see the docstring)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every child")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="B of every configuration (default 4; quick 1)"
+    )
+    p.add_argument(
+        "--num-superpixels",
+        default=None,
+        help="comma-separated grid N_s values (default 256,1024,4096,16384; quick 64,256)",
+    )
+    p.add_argument("--no-voronoi", action="store_true", help="skip the irregular (Voronoi) label map")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure every variant in this process (no fresh subprocess each; no CPU memory figure)",
+    )
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     p.add_argument(
         "--no-sweep",
@@ -319,54 +445,53 @@ def main() -> None:
     )
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_sweep", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
     if args._sweep:
         print(json.dumps(run_sweep(json.loads(args._sweep), args.device, args.repeats)))
-        return
+        return {}
 
     if args._child:
         cfg, variant = json.loads(args._child)
         print(json.dumps(run_one(cfg, variant, args.device, args.repeats, args.dense_max_gb)))
-        return
+        return {}
 
     import torch
 
-    load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
+    variants = args.variants.split(",") if args.variants else DEFAULT_VARIANTS.get(device.type, VARIANTS)
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        p.error(f"--variants: unknown {unknown}; choose from {VARIANTS}")
+    sizes = [int(n) for n in args.num_superpixels.split(",")] if args.num_superpixels else None
+    meta = environment(device, args.threads)  # load average before this run: is the machine shared now?
+    meta["repeats"] = args.repeats
+    meta["in_process"] = args.in_process
+    from sparse_ops import SuperpixelAssignment
+
+    probe = torch.zeros(1, 1, 1, dtype=torch.long, device=device)
+    meta["auto_backend"] = SuperpixelAssignment(probe, 1).backend  # what backend="auto" picks on this device
     results = []
-    variants = args.variants.split(",")
+    mode = "all in this process" if args.in_process else "one subprocess per variant"
     print(
-        f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, {platform.machine()}, "
-        f"{args.threads} threads, {args.repeats} repeats (median), one subprocess per variant\n"
+        f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, {meta['machine']}, "
+        f"{args.threads} threads, {args.repeats} repeats (median), {mode}\n",
+        flush=True,
     )
-    for cfg in configs(args.quick):
-        cfg = dict(cfg, threads=args.threads)
-        rows = {}
-        for variant in variants:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--device",
-                args.device,
-                "--repeats",
-                str(args.repeats),
-                "--dense-max-gb",
-                str(args.dense_max_gb),
-                "--_child",
-                json.dumps([cfg, variant]),
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                rows[variant] = {"skipped": f"failed: {proc.stderr.strip().splitlines()[-1:]}"}
-            else:
-                rows[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    for cfg in configs(args.quick, args.batch_size, sizes, voronoi=not args.no_voronoi):
+        cfg_t = dict(cfg, threads=args.threads)
+        rows = {variant: _measure(args, cfg_t, variant) for variant in variants}
         floor = rows.get("floor", {}).get("fwd_bwd_ms")
+        copy = rows.get("copy", {}).get("fwd_bwd_ms")
         paper = rows.get("paper_coo", {})
         paper_total = paper.get("fwd_bwd_ms", 0) + paper.get("setup_ms", 0) if "fwd_bwd_ms" in paper else None
-        print(f"== {cfg_name(cfg)}")
+        print(f"== {cfg_name(cfg_t)}")
         print(
             f"{'variant':<14}{'setup ms':>10}{'fwd ms':>10}{'fwd+bwd ms':>12}{'x floor':>9}"
-            f"{'paper/this':>12}{'peak +MB':>10}{'max err':>10}{'paired x floor':>16}"
+            + (f"{'x copy':>8}" if copy else "")
+            + f"{'paper/this':>12}{'peak +MB':>10}{'max err':>10}{'paired x floor':>16}"
         )
         for variant, r in rows.items():
             if "skipped" in r:
@@ -374,35 +499,26 @@ def main() -> None:
                 continue
             total = r["fwd_bwd_ms"] + r["setup_ms"]
             r["x_floor"] = r["fwd_bwd_ms"] / floor if floor else None
+            if copy:
+                r["x_copy"] = r["fwd_bwd_ms"] / copy
             r["paper_over_this"] = paper_total / total if paper_total else None
             print(
                 f"{variant:<14}{r['setup_ms']:>10.2f}{r['fwd_ms']:>10.2f}{r['fwd_bwd_ms']:>12.2f}"
-                f"{r['x_floor'] or float('nan'):>9.2f}{r['paper_over_this'] or float('nan'):>12.2f}"
-                f"{r['peak_extra_mb']:>10.0f}{r.get('max_abs_err', float('nan')):>10.1e}"
+                f"{_fmt(r['x_floor'], '>9.2f')}"
+                + (_fmt(r["x_copy"], ">8.2f") if copy else "")
+                + f"{_fmt(r['paper_over_this'], '>12.2f')}{_fmt(r['peak_extra_mb'], '>10.0f')}"
+                f"{r.get('max_abs_err', float('nan')):>10.1e}"
                 f"{r.get('paired_x_floor', float('nan')):>16.2f}"
             )
-        print()
-        results.append({"config": cfg, "name": cfg_name(cfg), "results": rows})
+        print(flush=True)
+        results.append({"config": cfg_t, "name": cfg_name(cfg_t), "results": rows})
 
     sweep = None
     if not args.no_sweep:
-        cfgs = [r["config"] for r in results]
-        cmd = [
-            sys.executable,
-            __file__,
-            "--device",
-            args.device,
-            "--repeats",
-            str(args.repeats),
-            "--_sweep",
-            json.dumps(cfgs),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sweep = {"skipped": f"failed: {proc.stderr.strip().splitlines()[-1:]}"}
+        sweep = _sweep(args, [r["config"] for r in results])
+        if "skipped" in sweep:
             print(f"sweep {sweep['skipped']}")
         else:
-            sweep = json.loads(proc.stdout.strip().splitlines()[-1])
             print(
                 f"== flatness in N_s: default backend, one process, configurations in round-robin, "
                 f"median of {args.repeats} rounds"
@@ -410,28 +526,21 @@ def main() -> None:
             print(f"{'config':<34}{'floor fwd+bwd ms':>18}{'fwd+bwd ms':>12}{'x floor':>9}")
             for r in sweep["rows"]:
                 print(
-                    f"{r['name']:<34}{r['floor_fwd_bwd_ms']:>18.2f}{r['fwd_bwd_ms']:>12.2f}{r['x_floor']:>9.2f}"
+                    f"{r['name']:<34}{r['floor_fwd_bwd_ms']:>18.2f}{r['fwd_bwd_ms']:>12.2f}"
+                    f"{r['x_floor']:>9.2f}"
                 )
             if sweep["grid_max_over_min"]:
                 print(f"grid labels, max / min fwd+bwd over N_s: {sweep['grid_max_over_min']:.3f}")
             print()
 
-    meta = {
-        "torch": torch.__version__,
-        "device": args.device,
-        "threads": args.threads,
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "repeats": args.repeats,
-        "load_average_at_start": load0,
-        "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
-    suffix = f"{'_quick' if args.quick else ''}_{args.device}{'' if args.threads == 2 else f'_{args.threads}thread'}"
+    threads = "" if args.threads == 2 else f"_{args.threads}thread"
+    suffix = f"{'_quick' if args.quick else ''}_{args.device}{threads}"
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"bench_uniformize{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "configs": results, "sweep": sweep}, indent=1))
+    data = {"meta": meta, "configs": results, "sweep": sweep}
+    out.write_text(json.dumps(data, indent=1))
     print(f"wrote {out}")
+    return data
 
 
 if __name__ == "__main__":

@@ -1,20 +1,39 @@
 """Smoke tests of the benchmark scripts: each runs end to end at a tiny size and writes a sane JSON.
 
 They keep the scripts from rotting when the library changes; they assert correctness fields (agreement with a
-reference, table structure), never timings.
+reference, table structure), never timings. The subprocess smoke runs are marked ``slow`` (deselect them with
+``-m "not slow"``; CI runs everything).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The benchmark functions set torch's thread count for their measurements: give it back afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _import(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
 
 
 def _run(script: str, *args: str, timeout: float = 300) -> str:
@@ -24,45 +43,82 @@ def _run(script: str, *args: str, timeout: float = 300) -> str:
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_uniformize_quick(tmp_path):
+    """The CPU default path: one fresh subprocess per (config, variant), then the sweep in another one."""
     out = tmp_path / "u.json"
     stdout = _run(
         "bench_uniformize.py",
         "--quick",
         "--repeats",
         "2",
+        "--threads",
+        "1",
+        "--no-voronoi",
+        "--num-superpixels",
+        "64",
         "--variants",
-        "floor,scatter,sparse,paper_coo",
+        "scatter",
         "--out",
         str(out),
     )
     data = json.loads(out.read_text())
-    assert data["meta"]["device"] == "cpu"
-    assert len(data["configs"]) == 3
+    assert data["meta"]["device"] == "cpu" and data["meta"]["auto_backend"] == "scatter"
+    assert [c["config"]["N_s"] for c in data["configs"]] == [64]
     for cfg in data["configs"]:
         res = cfg["results"]
-        assert set(res) == {"floor", "scatter", "sparse", "paper_coo"}
-        for variant in ("scatter", "sparse", "paper_coo"):
-            assert res[variant]["max_abs_err"] < 1e-5, (cfg["name"], variant, res[variant])
-            assert res[variant]["fwd_bwd_ms"] > 0
-        assert res["scatter"]["paired_x_floor"] > 0
+        assert set(res) == {"scatter"}
+        assert res["scatter"]["max_abs_err"] < 1e-5, (cfg["name"], res["scatter"])
+        assert res["scatter"]["fwd_bwd_ms"] > 0 and res["scatter"]["paired_x_floor"] > 0
+        assert res["scatter"]["peak_extra_mb"] is not None  # a fresh process: the RSS growth is a figure
     sweep = data["sweep"]
     assert [r["name"] for r in sweep["rows"]] == [c["name"] for c in data["configs"]]
-    assert sweep["grid_max_over_min"] >= 1.0
+    assert sweep["grid_max_over_min"] == 1.0  # one configuration
     assert "flatness in N_s" in stdout
 
 
+def test_bench_uniformize_every_variant_in_process():
+    """Each variant (the CUDA ones too) computes the uniformization; floor and copy are no op (no error)."""
+    bench = _import("bench_uniformize")
+    cfg = {"B": 2, "C": 3, "H": 32, "W": 24, "N_s": 16, "labels": "voronoi", "threads": 1}
+    for variant in bench.VARIANTS:
+        res = bench.run_one(cfg, variant, "cpu", 1, dense_max_gb=1.0, fresh_process=False)
+        if variant == "torch_scatter" and "skipped" in res:
+            continue
+        assert res["fwd_bwd_ms"] > 0 and res["peak_extra_mb"] is None, (variant, res)
+        if variant in bench.NOT_THE_OP:
+            assert "max_abs_err" not in res
+        else:
+            assert res["max_abs_err"] < 1e-5, (variant, res)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        bench.run_one(cfg, "csr", "cpu", 1, dense_max_gb=1.0)
+
+
+def test_bench_uniformize_configs():
+    bench = _import("bench_uniformize")
+    default = bench.configs(False)
+    assert [(c["B"], c["N_s"], c["labels"]) for c in default] == [
+        (4, 256, "grid"),
+        (4, 1024, "grid"),
+        (4, 4096, "grid"),
+        (4, 16384, "grid"),
+        (4, 1024, "voronoi"),
+    ]
+    gpu = bench.configs(False, batch_size=8, num_superpixels=[1024, 4096, 16384], voronoi=False)
+    assert [(c["B"], c["C"], c["H"], c["W"], c["N_s"]) for c in gpu] == [
+        (8, 21, 512, 512, n) for n in (1024, 4096, 16384)
+    ]
+    assert [c["N_s"] for c in bench.configs(True)] == [64, 256, 64]
+
+
 def test_bench_uniformize_run_one_dense_budget_skip():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_uniformize
-    finally:
-        sys.path.remove(str(BENCH))
+    bench_uniformize = _import("bench_uniformize")
     cfg = {"B": 1, "C": 3, "H": 64, "W": 64, "N_s": 64, "labels": "grid", "threads": 1}
     skipped = bench_uniformize.run_one(cfg, "dense_bmm", "cpu", 1, dense_max_gb=1e-6)
     assert "budget" in skipped["skipped"]
@@ -70,19 +126,38 @@ def test_bench_uniformize_run_one_dense_budget_skip():
     assert ran["max_abs_err"] < 1e-5
 
 
-def test_bench_soft_quick(tmp_path):
+def test_bench_soft_in_process(tmp_path):
+    bench_soft = _import("bench_soft")
     out = tmp_path / "soft.json"
-    _run("bench_soft.py", "--quick", "--out", str(out))
-    data = json.loads(out.read_text())
-    assert data["quick"] is True
+    data = bench_soft.main(["--quick", "--in-process", "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(data))
+    assert data["quick"] is True and data["in_process"] is True and data["device"] == "cpu"
     assert data["soft"]["max_abs_diff_f64"] < 1e-10
-    assert data["soft"]["rows"] and data["segnet_unpool"]["rows"]
+    assert {(r["impl"], r["C"]) for r in data["soft"]["rows"]} == {
+        (impl, c) for impl in ("block", "nine_shift", "scatter") for c in (2, 21)
+    }
+    assert all(r["peak_rss_growth_mib"] is None for r in data["soft"]["rows"])  # no figure in-process
     assert data["segnet_unpool"]["paired_ratio_to_nn"] > 0
 
 
+@pytest.mark.slow
+def test_bench_soft_workers_in_subprocesses():
+    """The CPU default path: every measurement in a fresh subprocess, its peak RSS growth reported."""
+    soft = json.loads(
+        _run("bench_soft.py", "--threads", "1", "--worker", "soft", "block", "1", "2", "32", "32", "16", "2")
+    )
+    assert soft["impl"] == "block" and soft["C"] == 2 and len(soft["times_ms"]) == 2
+    assert soft["peak_rss_growth_mib"] >= 0
+    paired = json.loads(
+        _run("bench_soft.py", "--threads", "1", "--worker", "unpool_paired", "1", "4", "32", "32", "3")
+    )
+    assert paired["paired_ratio_to_nn"] > 0 and paired["repeats"] == 3
+
+
+@pytest.mark.slow
 def test_bench_transparent_init_quick(tmp_path):
     out = tmp_path / "ti.json"
-    _run("bench_transparent_init.py", "--quick", "--out", str(out))
+    _run("bench_transparent_init.py", "--quick", "--threads", "1", "--out", str(out))
     data = json.loads(out.read_text())
     assert data["seeds"] == 3
     # transparent stacks reproduce their input: worst error at r = 1 far below the paper's 1e-4 recovery bar
@@ -90,6 +165,7 @@ def test_bench_transparent_init_quick(tmp_path):
     assert data["table2"]["ours"]["recovery_relu"] == pytest.approx(100.0)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore")
 def test_bench_joint_tiny(tmp_path):
     pytest.importorskip("torchvision")
@@ -104,6 +180,8 @@ def test_bench_joint_tiny(tmp_path):
         "1",
         "--warmup",
         "1",
+        "--threads",
+        "1",
         "--variants",
         "deeplab",
         "joint_hard_ti",
@@ -116,12 +194,14 @@ def test_bench_joint_tiny(tmp_path):
     assert entry["rows"][0]["time_ratio"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_bench_joint_rejects_batch_of_one():
     proc = subprocess.run(
         [sys.executable, str(BENCH / "bench_joint.py"), "--batch-size", "1"],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        check=False,
     )
     assert proc.returncode == 2
     assert "--batch-size must be >= 2" in proc.stderr and "got 1" in proc.stderr

@@ -3,11 +3,17 @@
 See :doc:`/concepts/transparent_init` for the math.
 """
 
-from ._version import __version__
+from importlib.metadata import PackageNotFoundError, version
+
 from .baselines import net2net_identity_init_, random_uniform_init_, xavier_init_
 from .inplace import transparent_init_
 from .metrics import init_rate, max_abs_error, recovery_rate
 from .stack import TransparentConv1x1, TransparentLinear, build_transparent_stack
+
+try:
+    __version__ = version("transinit")
+except PackageNotFoundError:  # a source checkout that was never installed: the version it would install as
+    from ._version import __version__
 
 __all__ = [
     "TransparentConv1x1",

@@ -28,10 +28,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._checks import cast_representable
+
 __all__ = [
+    "EXACT_SOLVE_RTOL",
     "MIN_ABS_FRACTION",
+    "REALIZE_SLACK",
     "activation_gain",
     "chain",
+    "check_realized",
     "draw_hidden",
     "homogeneous",
     "semi_orthogonal",
@@ -44,6 +49,18 @@ __all__ = [
 #: the chain's conditioning intact and keeps every hidden parameter well away from zero (the paper's "init
 #: rate").
 MIN_ABS_FRACTION = 0.01
+
+#: The float64 solve is accepted as exact when its residual is below ``EXACT_SOLVE_RTOL`` times the largest
+#: target entry (at least 1). A chain with a right inverse gives ~1e-15; a chain without one (a hidden width
+#: below ``in_features``) leaves a residual of the order of the target itself, so the threshold only has to
+#: separate those two cases.
+EXACT_SOLVE_RTOL = 1e-8
+
+#: How far (as a multiple of its worst-case rounding bound) the stored stack may miss the target map after the
+#: last layer is rounded to its dtype. Rounding in the normal range stays within the bound (factor 1); an
+#: entry in the subnormal range loses relative precision, so a factor 8 accepts up to 3 lost bits in the
+#: entries that matter and refuses targets whose last layer underflows (e.g. ``1e-9 * I`` in float16).
+REALIZE_SLACK = 8.0
 
 
 def activation_gain(activation: str | None, negative_slope: float) -> float:
@@ -69,7 +86,8 @@ def semi_orthogonal(rows: int, cols: int, generator: torch.Generator | None = No
     big, small = max(rows, cols), min(rows, cols)
     q, r = torch.linalg.qr(_randn((big, small), generator))
     q = q * torch.sign(torch.diagonal(r)).masked_fill(torch.diagonal(r) == 0, 1.0)
-    return q if rows >= cols else q.T.contiguous()
+    out: Tensor = q if rows >= cols else q.T.contiguous()
+    return out
 
 
 def _range_preserving(rows: int, basis: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -160,7 +178,7 @@ def solve_last(
     s = p if last_bias else p[:, :h]
     x = torch.linalg.pinv(s) @ g
     residual = (s @ x - g).abs().max().item()
-    if not residual <= 1e-8 * max(1.0, g.abs().max().item()):
+    if not residual <= EXACT_SOLVE_RTOL * max(1.0, g.abs().max().item()):
         raise ValueError(
             f"the hidden layers have no exact right inverse (residual {residual:.3g}): "
             "every hidden width must be "
@@ -170,6 +188,56 @@ def solve_last(
     w = x[:h].T.contiguous()
     c = x[h].contiguous() if last_bias else torch.zeros(out_f, dtype=x.dtype)
     return w, c
+
+
+def check_realized(
+    p: Tensor,
+    g: Tensor,
+    exact: Tensor,
+    stored: Tensor,
+    dtype: torch.dtype,
+    name: str,
+) -> None:
+    """Refuse a last layer that, once rounded to ``dtype``, no longer realizes the target map.
+
+    With ``E`` the float64 solution (``[W^T; c]``, ``(h + 1) x out``) and ``S`` its value as stored (back in
+    float64), rounding in the normal range gives ``|S - E| <= u |E|`` entrywise (``u`` the unit roundoff of
+    ``dtype``), hence ``|P S - G| <= u |P| |E| + |P E - G|``. Entries that underflow to subnormals or zero
+    break that bound; when the stored stack misses ``G`` by more than :data:`REALIZE_SLACK` times it (plus the
+    float64 arithmetic of this check), the target is not representable in ``dtype`` and this raises.
+
+    Args:
+        p (Tensor[in + 1, h + 1]): the chain of the stored hidden layers (float64).
+        g (Tensor[in + 1, out]): the target ``[[T^T], [t]]`` (float64).
+        exact (Tensor[h + 1, out]): the float64 solution ``[W^T; c]``.
+        stored (Tensor[h + 1, out]): the same after the round trip through ``dtype``.
+        dtype: the storage dtype of the last layer.
+        name: how the message names the layer.
+
+    Raises:
+        ValueError: if the stored stack misses the target by more than the bound allows.
+    """
+    u64 = torch.finfo(torch.float64).eps / 2
+    u = torch.finfo(dtype).eps / 2
+    scale = p.abs() @ exact.abs()
+    arithmetic = (p.shape[1] + 2) * u64 * (scale + g.abs())  # float64 rounding of both products below
+    allowed = REALIZE_SLACK * u * scale + (p @ exact - g).abs() + 2 * arithmetic
+    err = (p @ stored - g).abs()
+    if bool((err <= allowed).all()):
+        return
+    worst = int(torch.argmax(err - allowed))
+    row, col = divmod(worst, err.shape[1])
+    rel = float(err[row, col] / scale[row, col]) if float(scale[row, col]) > 0 else math.inf
+    column = exact[:, col].abs()
+    lost = (stored[:, col] - exact[:, col]).abs() > u * column  # entries rounded outside the normal range
+    big = float(column[lost].max() if bool(lost.any()) else column.max())
+    raise ValueError(
+        f"{name} cannot realize the target map in {dtype}: after rounding to {dtype} the stack misses output "
+        f"{col} by {float(err[row, col]):.3g} (relative {rel:.2g}), more than rounding allows "
+        f"({float(allowed[row, col]):.3g}): its entries for output {col} (up to {big:.3g} in magnitude) fall "
+        f"below the smallest normal {dtype} ({torch.finfo(dtype).tiny:.3g}); scale the target map up or keep "
+        "this layer in a wider dtype such as float32"
+    )
 
 
 def transparent_parameters(
@@ -182,8 +250,13 @@ def transparent_parameters(
     target_bias: Tensor | None,
     dtypes: Sequence[torch.dtype],
     generator: torch.Generator | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[tuple[Tensor, Tensor | None]]:
     """Real ``(weight [out_real, in_real], bias [out_real] | None)`` of every layer, on CPU, in ``dtypes[i]``.
+
+    Every parameter is checked after its cast: one that overflows ``dtypes[i]`` (e.g. a float16 stack
+    towards a target with entries ~1e5), or a last layer that underflows so far that the stored stack misses
+    the target (:func:`check_realized`), raises ``ValueError`` before the caller writes anything.
 
     Args:
         in_features: input width.
@@ -196,16 +269,22 @@ def transparent_parameters(
         target_bias (Tensor[out] | None): its bias (float64; ``None`` means zero).
         dtypes: storage dtype of each of the ``k`` layers.
         generator: source of the hidden draws (``None``: the global RNG).
+        names: how error messages name each of the ``k`` layers (default ``"affine layer i"``).
+
+    Raises:
+        ValueError: if the hidden layers have no exact right inverse (:func:`solve_last`), or a parameter
+            cannot be represented in its dtype.
     """
     k = len(hidden) + 1
+    names = [f"affine layer {i}" for i in range(k)] if names is None else list(names)
     logical = draw_hidden(in_features, hidden, biases[: k - 1], generator)
     effective: list[tuple[Tensor, Tensor]] = []
     stored: list[tuple[Tensor, Tensor | None]] = []
     for i, (a, b) in enumerate(logical):
         gain_in = activation_gain(activations[i - 1], negative_slopes[i - 1]) if i > 0 else 1.0
         doubled_in = i > 0 and activations[i - 1] is not None
-        a_s = (a / gain_in).to(dtypes[i])
-        b_s = b.to(dtypes[i])
+        a_s = cast_representable(a / gain_in, dtypes[i], f"{names[i]} weight")
+        b_s = cast_representable(b, dtypes[i], f"{names[i]} bias")
         effective.append((a_s.double() * gain_in, b_s.double()))
         w = torch.cat([a_s, -a_s], dim=1) if doubled_in else a_s
         bb = b_s
@@ -213,12 +292,26 @@ def transparent_parameters(
             w = torch.cat([w, -w], dim=0)
             bb = torch.cat([b_s, -b_s])
         stored.append((w, bb if biases[i] else None))
-    w_last, c_last = solve_last(
-        chain(effective, in_features), target_weight, target_bias, last_bias=biases[-1]
-    )
+    p = chain(effective, in_features)
+    w_last, c_last = solve_last(p, target_weight, target_bias, last_bias=biases[-1])
     gain = activation_gain(activations[-1], negative_slopes[-1])
-    w_s = (w_last / gain).to(dtypes[-1])
+    t_max = float(target_weight.abs().max()) if target_weight.numel() else 0.0
+    b_max = 0.0 if target_bias is None or not target_bias.numel() else float(target_bias.abs().max())
+    hint = (
+        f" (max |target_weight| = {t_max:.3g}, max |target_bias| = {b_max:.3g}): scale the target map down "
+        "or keep this layer in a wider dtype such as float32"
+    )
+    w_s = cast_representable(w_last / gain, dtypes[-1], f"{names[-1]} weight", hint)
+    c_s = cast_representable(c_last, dtypes[-1], f"{names[-1]} bias", hint)
+    check_realized(
+        p,
+        homogeneous(target_weight, target_bias)[:, : target_weight.shape[0]],
+        torch.cat([w_last.T, c_last[None]]),
+        torch.cat([w_s.double().T * gain, c_s.double()[None]]),
+        dtypes[-1],
+        names[-1],
+    )
     if activations[-1] is not None:
         w_s = torch.cat([w_s, -w_s], dim=1)
-    stored.append((w_s, c_last.to(dtypes[-1]) if biases[-1] else None))
+    stored.append((w_s, c_s if biases[-1] else None))
     return stored

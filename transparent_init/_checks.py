@@ -1,75 +1,138 @@
-"""Argument validation with messages that name the argument, the expected and the actual value."""
+"""The one validation module of :mod:`transparent_init`.
+
+Every check names the argument, the expected and the actual value. Integers go through :func:`operator.index`
+(Python and numpy integers, integer 0-d tensors; never ``bool`` or ``float``), reals through
+:class:`numbers.Real` (Python and numpy floats).
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Mapping
+from typing import Literal, get_args
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
     "ACTIVATIONS",
+    "SEED_RANGE",
+    "Activation",
     "as_generator",
+    "cast_representable",
     "check_activation",
+    "check_bool",
+    "check_dtype",
     "check_hidden",
+    "check_int",
+    "check_module",
     "check_positive_int",
+    "check_real",
     "check_slope",
     "check_target",
+    "resolve_target",
 ]
 
-ACTIVATIONS = (None, "relu", "leaky_relu")
+#: The activations a transparent stack can read back (``None`` means no activation).
+Activation = Literal["relu", "leaky_relu"]
+ACTIVATIONS: tuple[Activation | None, ...] = (None, *get_args(Activation))
+
+
+#: Seeds ``torch.Generator.manual_seed`` accepts (int64 and uint64 values).
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _show(value: object) -> str:
+    return f"{type(value).__name__} ({value!r})"
+
+
+def check_int(value: object, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as a Python int in ``[minimum, maximum]`` (what :func:`operator.index` takes, but bool)."""
+    expected = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {expected}, got {_show(value)}")
+    try:
+        out = operator.index(value)  # type: ignore[arg-type]  # any object: the TypeError is the check
+    except TypeError:
+        raise TypeError(f"{name} must be {expected}, got {_show(value)}") from None
+    if out < minimum or (maximum is not None and out > maximum):
+        raise ValueError(f"{name} must be {expected}, got {out}")
+    return out
 
 
 def check_positive_int(value: object, name: str) -> int:
-    """``value`` as an ``int >= 1`` (bools and floats are rejected with ``TypeError``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
+    """``value`` as a Python ``int >= 1`` (:func:`check_int` with ``minimum=1``)."""
+    return check_int(value, name, minimum=1)
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` itself, a Python ``bool`` (ints such as 0 / 1 are rejected: they often mean a width)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {_show(value)}")
+    return value
+
+
+def check_real(value: object, name: str, *, minimum: float = 0.0, strict: bool = True) -> float:
+    """A finite real ``> minimum`` (``>= minimum`` when not ``strict``), as a Python float."""
+    expected = f"a finite real {'>' if strict else '>='} {minimum:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {expected}, got {_show(value)}")
+    out = float(value)
+    if not (math.isfinite(out) and (out > minimum if strict else out >= minimum)):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return out
+
+
+def check_slope(negative_slope: object, name: str = "negative_slope") -> float:
+    """A LeakyReLU slope: a finite real ``> 0`` (0 would be a ReLU without the ``[z, -z]`` read-back)."""
+    return check_real(negative_slope, name)
 
 
 def check_hidden(
     hidden: object, in_features: int, name: str = "hidden_features", in_name: str = "in_features"
 ) -> tuple[int, ...]:
-    """Logical hidden widths: a non-empty sequence of ints, each ``>= in_features`` (right inverse)."""
-    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
-        raise TypeError(f"{name} must be a sequence of ints, got {type(hidden).__name__} ({hidden!r})")
-    widths = tuple(check_positive_int(h, f"{name}[{i}]") for i, h in enumerate(list(hidden)))
+    """Logical hidden widths: a non-empty sequence (list, tuple, range, 1-D array) of ints ``>= in``."""
+    if isinstance(hidden, (str, bytes, Mapping)) or not isinstance(hidden, Iterable):
+        raise TypeError(f"{name} must be a sequence of ints, got {_show(hidden)}")
+    widths = tuple(check_int(h, f"{name}[{i}]") for i, h in enumerate(hidden))
     if not widths:
         raise ValueError(f"{name} must hold at least one width (depth >= 2), got an empty sequence")
     for i, h in enumerate(widths):
         if h < in_features:
             raise ValueError(
-                f"{name}[{i}] (hidden layer {i}) has width {h} < {in_name} = {in_features}: "
-                "every hidden width must "
-                f"be >= {in_name} for the stack to have an exact right inverse"
+                f"{name}[{i}] (hidden layer {i}) has width {h} < {in_name} = {in_features}: every hidden "
+                f"width must be >= {in_name} for the stack to have an exact right inverse"
             )
     return widths
 
 
-def check_activation(activation: object) -> str | None:
+def check_activation(activation: object, name: str = "activation") -> Activation | None:
     """One of ``None``, ``"relu"``, ``"leaky_relu"``."""
     if activation is not None and not isinstance(activation, str):
-        raise TypeError(
-            f"activation must be None or a str in {ACTIVATIONS}, "
-            f"got {type(activation).__name__} ({activation!r})"
-        )
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    return activation
+        raise TypeError(f"{name} must be None or a str in {ACTIVATIONS}, got {_show(activation)}")
+    if activation == "relu":
+        return "relu"
+    if activation == "leaky_relu":
+        return "leaky_relu"
+    if activation is None:
+        return None
+    raise ValueError(f"{name} must be one of {ACTIVATIONS}, got {activation!r}")
 
 
-def check_slope(negative_slope: object, name: str = "negative_slope") -> float:
-    """A finite real ``> 0``."""
-    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {type(negative_slope).__name__} ({negative_slope!r})")
-    slope = float(negative_slope)
-    if not (math.isfinite(slope) and slope > 0):
-        raise ValueError(f"{name} must be a finite float > 0, got {negative_slope!r}")
-    return slope
+def check_dtype(dtype: object, name: str = "dtype") -> torch.dtype | None:
+    """``None`` or a floating ``torch.dtype``."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"{name} must be None or a floating torch.dtype, got {_show(dtype)}")
+    return dtype
+
+
+def check_module(module: object, name: str = "module") -> nn.Module:
+    """An ``nn.Module``."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{name} must be an nn.Module, got {type(module).__name__}")
+    return module
 
 
 def check_target(value: object, shape: tuple[int, ...], name: str) -> Tensor:
@@ -86,15 +149,64 @@ def check_target(value: object, shape: tuple[int, ...], name: str) -> Tensor:
     return out
 
 
-def as_generator(generator: object) -> torch.Generator | None:
+def resolve_target(
+    in_features: int,
+    out_features: int,
+    target_weight: object,
+    target_bias: object,
+    has_bias: bool,
+    *,
+    in_name: str = "in_features",
+    out_name: str = "out_features",
+) -> tuple[Tensor, Tensor | None]:
+    """Validated float64 target ``(T [out, in], t [out] | None)``; identity if ``target_weight`` is None."""
+    if target_weight is None:
+        if out_features != in_features:
+            raise ValueError(
+                f"{out_name} = {out_features} != {in_name} = {in_features}: pass target_weight of shape "
+                f"[{out_features}, {in_features}] (identity is only the default when they are equal)"
+            )
+        t_w = torch.eye(in_features, dtype=torch.float64)
+    else:
+        t_w = check_target(target_weight, (out_features, in_features), "target_weight")
+    t_b = None if target_bias is None else check_target(target_bias, (out_features,), "target_bias")
+    if t_b is not None and not has_bias and bool((t_b != 0).any()):
+        raise ValueError(
+            "target_bias must be zero (or None) when the last layer has no bias (bias=False), "
+            f"got max |target_bias| = {float(t_b.abs().max()):.3g}"
+        )
+    return t_w, t_b
+
+
+def cast_representable(value: Tensor, dtype: torch.dtype, name: str, hint: str = "") -> Tensor:
+    """``value`` (float64) cast to ``dtype``; ``ValueError`` naming ``name`` if an entry does not fit.
+
+    A finite float64 entry beyond the largest finite value of ``dtype`` would be stored as ``inf`` (and turn
+    every output it touches into ``inf``/``NaN``), so it is refused here, before anything is written.
+    """
+    out = value.to(dtype)
+    if bool(torch.isfinite(out).all()):
+        return out
+    finite = torch.isfinite(value)
+    big = float(value[finite].abs().max()) if bool(finite.any()) else math.inf
+    if not bool(finite.all()):
+        raise ValueError(f"{name} came out non-finite from the float64 solve{hint}")
+    raise ValueError(
+        f"{name} cannot be stored in {dtype}: it needs entries up to {big:.3g} in magnitude, above the "
+        f"largest finite {dtype} ({torch.finfo(dtype).max:.3g}){hint}"
+    )
+
+
+def as_generator(generator: object, name: str = "generator") -> torch.Generator | None:
     """``None``, a ``torch.Generator`` (used as is) or an int seed (a fresh CPU generator seeded with it)."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
-    if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
+    try:
+        seed = check_int(generator, name, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
+    except TypeError:
         raise TypeError(
-            f"generator must be None, a torch.Generator or an int seed, "
-            f"got {type(generator).__name__} ({generator!r})"
-        )
+            f"{name} must be None, a torch.Generator or an int seed, got {_show(generator)}"
+        ) from None
     g = torch.Generator()
-    g.manual_seed(int(generator))
+    g.manual_seed(seed)
     return g

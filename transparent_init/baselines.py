@@ -8,20 +8,18 @@ each scheme with :mod:`transparent_init.metrics`.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
 
-from ._checks import as_generator
+from ._checks import as_generator, check_module, check_real
 
 __all__ = ["net2net_identity_init_", "random_uniform_init_", "xavier_init_"]
 
 
-def _affine_layers(module: nn.Module) -> list[nn.Linear | nn.Conv2d]:
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
-    layers = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+def _affine_layers(module: object) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
+    mod = check_module(module)
+    layers = [(n or "module", m) for n, m in mod.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     if not layers:
         raise ValueError(f"module has no nn.Linear or nn.Conv2d layer: {type(module).__name__}")
     return layers
@@ -33,20 +31,33 @@ def random_uniform_init_(
 ) -> nn.Module:
     """Weights and biases ``~ U(-a, a)`` with ``a = bound`` or ``1 / sqrt(fan_in)`` per layer ("random").
 
+    Args:
+        module: every ``nn.Linear`` / ``nn.Conv2d`` in it is re-initialized.
+        bound: ``a`` for every layer (a finite real > 0); ``None``: ``1 / sqrt(fan_in)`` per layer.
+        generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
+
+    Raises:
+        ValueError: if ``2 * bound`` is not representable in a layer's dtype (e.g. ``bound = 4e4`` for
+            float16); nothing is written then.
+
     Example:
         >>> from torch import nn
         >>> net = random_uniform_init_(nn.Sequential(nn.Linear(4, 4)), bound=0.5, generator=0)
         >>> bool(net[0].weight.abs().max() <= 0.5)
         True
     """
-    if bound is not None and (
-        isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not bound > 0
-    ):
-        raise ValueError(f"bound must be a real > 0 or None, got {bound!r}")
+    a_fixed = None if bound is None else check_real(bound, "bound")
     gen = as_generator(generator)
-    for m in _affine_layers(module):
-        fan_in = m.weight[0].numel()
-        a = float(bound) if bound is not None else 1.0 / math.sqrt(fan_in)
+    layers = _affine_layers(module)
+    for name, m in layers:
+        limit = torch.finfo(m.weight.dtype).max
+        if a_fixed is not None and 2 * a_fixed > limit:  # uniform_ needs the interval's width representable
+            raise ValueError(
+                f"bound = {a_fixed:.3g} is too large for {m.weight.dtype} (layer {name!r}): U(-bound, bound) "
+                f"needs 2 * bound <= {limit:.3g}, the largest finite {m.weight.dtype}; pass a smaller bound"
+            )
+    for _, m in layers:
+        a = a_fixed if a_fixed is not None else 1.0 / math.sqrt(m.weight[0].numel())
         nn.init.uniform_(m.weight, -a, a, generator=gen)
         if m.bias is not None:
             nn.init.uniform_(m.bias, -a, a, generator=gen)
@@ -64,7 +75,7 @@ def xavier_init_(module: nn.Module, *, generator: torch.Generator | int | None =
         0.0
     """
     gen = as_generator(generator)
-    for m in _affine_layers(module):
+    for _, m in _affine_layers(module):
         nn.init.xavier_normal_(m.weight, generator=gen)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
@@ -85,7 +96,7 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
         >>> bool(torch.equal(net(x), x))
         True
     """
-    for m in _affine_layers(module):
+    for _, m in _affine_layers(module):
         w = m.weight.view(m.weight.shape[0], m.weight.shape[1], -1)
         w.zero_()
         centre = w.shape[2] // 2

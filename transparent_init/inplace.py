@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ._affine import transparent_parameters
-from ._checks import as_generator, check_target
+from ._checks import as_generator, resolve_target
 
 __all__ = ["StackLayout", "parse_stack", "transparent_init_"]
 
@@ -49,6 +49,14 @@ def _conv_problem(m: nn.Conv2d) -> str | None:
     if pad not in ((0, 0), "valid", "same"):
         return f"padding {pad} (padding would add non-input border pixels)"
     return None
+
+
+def _affine_module(sequential: nn.Sequential, index: int) -> nn.Linear | nn.Conv2d:
+    m = sequential[index]
+    # parse_stack checked the types: this narrows them for the type checker
+    if not isinstance(m, (nn.Linear, nn.Conv2d)):
+        raise TypeError(f"layer {index} is {type(m).__name__}, expected nn.Linear or nn.Conv2d")
+    return m
 
 
 def parse_stack(sequential: nn.Sequential) -> StackLayout:
@@ -146,25 +154,6 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
     )
 
 
-def resolve_target(
-    in_features: int, out_features: int, target_weight: object, target_bias: object, has_bias: bool
-) -> tuple[Tensor, Tensor | None]:
-    """Validated float64 target ``(T [out, in], t [out] | None)``; identity if ``target_weight`` is None."""
-    if target_weight is None:
-        if out_features != in_features:
-            raise ValueError(
-                f"out_features = {out_features} != in_features = {in_features}: pass target_weight of shape "
-                f"[{out_features}, {in_features}] (identity is only the default when they are equal)"
-            )
-        t_w = torch.eye(in_features, dtype=torch.float64)
-    else:
-        t_w = check_target(target_weight, (out_features, in_features), "target_weight")
-    t_b = None if target_bias is None else check_target(target_bias, (out_features,), "target_bias")
-    if t_b is not None and not has_bias and bool((t_b != 0).any()):
-        raise ValueError("target_bias is non-zero but the last layer has no bias (bias=False)")
-    return t_w, t_b
-
-
 def transparent_init_(
     sequential: nn.Sequential,
     *,
@@ -181,6 +170,12 @@ def transparent_init_(
     is redrawn (hidden layers: dense random semi-orthogonal draws; last layer: float64 least-squares solve,
     then cast to the layer's dtype).
 
+    Every parameter is computed and checked before the first one is written, so on any error the stack is
+    left unchanged. In a low-precision dtype (float16, bfloat16) the target must be representable: a last
+    layer whose exact solution overflows the dtype, or underflows so far that the stored stack would miss the
+    target by more than rounding allows, raises ``ValueError`` naming the layer, the parameter, the dtype and
+    the magnitude, instead of leaving ``inf`` / ``NaN`` (or silently zero) weights.
+
     Args:
         sequential: the stack to initialize (modified in place, also returned).
         target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity
@@ -194,7 +189,7 @@ def transparent_init_(
     Raises:
         TypeError: wrong argument types or unsupported modules.
         ValueError: kxk / grouped convs, odd or too narrow hidden widths (naming the layer index),
-            wrong target shapes, non-finite targets.
+            wrong target shapes, non-finite targets, a target not representable in the layers' dtype.
 
     Example:
         >>> import torch
@@ -207,24 +202,37 @@ def transparent_init_(
     """
     layout = parse_stack(sequential)
     gen = as_generator(generator)
-    mods = [sequential[i] for i in layout.linear_indices]
     t_w, t_b = resolve_target(
         layout.in_features, layout.out_features, target_weight, target_bias, layout.biases[-1]
     )
+    return _initialize(sequential, layout, t_w, t_b, gen)
+
+
+def _initialize(
+    sequential: nn.Sequential,
+    layout: StackLayout,
+    target_weight: Tensor,
+    target_bias: Tensor | None,
+    generator: torch.Generator | None,
+) -> nn.Sequential:
+    """:func:`transparent_init_` on validated arguments (``layout`` from :func:`parse_stack`, float64 targets
+    from :func:`~transparent_init._checks.resolve_target`): draw, solve, check, then write."""
+    mods = [_affine_module(sequential, i) for i in layout.linear_indices]
     params = transparent_parameters(
         layout.in_features,
         layout.hidden,
         layout.activations,
         layout.negative_slopes,
         layout.biases,
-        t_w,
-        t_b,
+        target_weight,
+        target_bias,
         [m.weight.dtype for m in mods],
-        gen,
+        generator,
+        [f"layer {i} ({type(m).__name__})" for i, m in zip(layout.linear_indices, mods, strict=True)],
     )
     with torch.no_grad():
         for m, (w, b) in zip(mods, params, strict=True):
             m.weight.copy_(w.view(m.weight.shape))
-            if b is not None:
+            if b is not None and m.bias is not None:
                 m.bias.copy_(b)
     return sequential

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor, nn
 
-__all__ = ["init_rate", "max_abs_error", "recovery_rate"]
+from ._checks import check_module, check_real
+
+__all__ = ["INIT_RATE_THRESHOLD", "RECOVERY_EPS", "init_rate", "max_abs_error", "recovery_rate"]
+
+#: The paper's threshold for a parameter to count as initialized (``|w| > 1e-4``, Table 2).
+INIT_RATE_THRESHOLD = 1e-4
+#: The paper's tolerance for an output to count as recovered (``|y - x| < 1e-4``, Table 2).
+RECOVERY_EPS = 1e-4
 
 
-def init_rate(module: nn.Module, threshold: float = 1e-4) -> float:
+def init_rate(module: nn.Module, threshold: float = INIT_RATE_THRESHOLD) -> float:
     """Share of all parameter entries (weights and biases) with ``|w| > threshold``, in ``[0, 1]``.
 
     The paper's "init rate" (its Table 2 reports it in percent): how much of the stack starts non-negligible.
@@ -27,27 +32,26 @@ def init_rate(module: nn.Module, threshold: float = 1e-4) -> float:
         >>> init_rate(lin)  # 2 of 6 entries are non-zero
         0.3333333333333333
     """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0:
-        raise ValueError(f"threshold must be a real >= 0, got {threshold!r}")
+    mod = check_module(module)
+    thr = check_real(threshold, "threshold", strict=False)
     total = 0
     big = 0
-    for p in module.parameters():
+    for p in mod.parameters():
         total += p.numel()
-        big += int((p.detach().abs() > threshold).sum())
+        big += int((p.detach().abs() > thr).sum())
     if total == 0:
         raise ValueError("module has no parameters")
     return big / total
 
 
 def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    mod = check_module(module)
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.numel() == 0:
+        raise ValueError(f"x must not be empty, got shape {list(x.shape)}")
     with torch.no_grad():
-        y = module(x)
+        y: Tensor = mod(x)
     ref = x if target is None else target
     if not isinstance(ref, Tensor):
         raise TypeError(f"target must be a torch.Tensor or None, got {type(ref).__name__}")
@@ -60,7 +64,9 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
     return (y - ref.to(y)).abs()
 
 
-def recovery_rate(module: nn.Module, x: Tensor, eps: float = 1e-4, *, target: Tensor | None = None) -> float:
+def recovery_rate(
+    module: nn.Module, x: Tensor, eps: float = RECOVERY_EPS, *, target: Tensor | None = None
+) -> float:
     """Share of output entries within ``eps`` of the target (the input by default), in ``[0, 1]``.
 
     The paper's "recovery" (Table 2, percent): ``mean(|module(x) - target| < eps)``.
@@ -78,12 +84,9 @@ def recovery_rate(module: nn.Module, x: Tensor, eps: float = 1e-4, *, target: Te
         >>> recovery_rate(nn.ReLU(), torch.tensor([-1.0, 2.0, -3.0, 4.0]))
         0.5
     """
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
-        raise ValueError(f"eps must be a real > 0, got {eps!r}")
+    tol = check_real(eps, "eps")
     err = _errors(module, x, target)
-    if err.numel() == 0:
-        raise ValueError("x is empty")
-    return float((err < eps).double().mean())
+    return float((err < tol).double().mean())
 
 
 def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None) -> float:
@@ -94,7 +97,4 @@ def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None)
         >>> max_abs_error(nn.ReLU(), torch.tensor([-1.0, 2.0, -3.0]))
         3.0
     """
-    err = _errors(module, x, target)
-    if err.numel() == 0:
-        raise ValueError("x is empty")
-    return float(err.max())
+    return float(_errors(module, x, target).max())

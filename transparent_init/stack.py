@@ -3,22 +3,110 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import skip_init
 
-from ._checks import as_generator, check_activation, check_hidden, check_positive_int, check_slope
-from .inplace import resolve_target, transparent_init_
+from ._checks import (
+    Activation,
+    as_generator,
+    check_activation,
+    check_bool,
+    check_dtype,
+    check_hidden,
+    check_int,
+    check_slope,
+    resolve_target,
+)
+from .inplace import _initialize, parse_stack, transparent_init_
 
 __all__ = ["TransparentConv1x1", "TransparentLinear", "build_transparent_stack"]
+
+
+class _Config(NamedTuple):
+    """Validated construction arguments of a transparent stack."""
+
+    in_features: int
+    hidden: tuple[int, ...]
+    out_features: int
+    activation: Activation | None
+    negative_slope: float
+    bias: bool
+    target_weight: Tensor | None  # float64 CPU copies (None: identity / zero)
+    target_bias: Tensor | None
+
+
+def _validate(
+    in_features: object,
+    hidden_features: object,
+    out_features: object,
+    activation: object,
+    negative_slope: object,
+    bias: object,
+    target_weight: object,
+    target_bias: object,
+    generator: object,
+    dtype: object,
+    conv: bool,
+) -> _Config:
+    name = "channels" if conv else "features"
+    in_f = check_int(in_features, f"in_{name}")
+    hidden = check_hidden(hidden_features, in_f, f"hidden_{name}", f"in_{name}")
+    if out_features is None and isinstance(target_weight, Tensor) and target_weight.dim() == 2:
+        out_features = int(target_weight.shape[0])
+    out_f = in_f if out_features is None else check_int(out_features, f"out_{name}")
+    act = check_activation(activation)
+    slope = check_slope(negative_slope)
+    has_bias = check_bool(bias, "bias")
+    check_dtype(dtype)
+    as_generator(generator)  # validated here, drawn from in _build
+    t_w, t_b = resolve_target(
+        in_f, out_f, target_weight, target_bias, has_bias, in_name=f"in_{name}", out_name=f"out_{name}"
+    )
+    return _Config(
+        in_f,
+        hidden,
+        out_f,
+        act,
+        slope,
+        has_bias,
+        None if target_weight is None else t_w.clone(),
+        None if t_b is None else t_b.clone(),
+    )
+
+
+def _build(
+    cfg: _Config,
+    conv: bool,
+    generator: torch.Generator | int | None,
+    device: torch.device | str | int | None,
+    dtype: torch.dtype | None,
+) -> nn.Sequential:
+    mult = 1 if cfg.activation is None else 2
+    widths = [cfg.in_features] + [mult * h for h in cfg.hidden] + [cfg.out_features]
+    mods: list[nn.Module] = []
+    target = torch.empty(0, device=device).device  # resolves None to the default device
+    meta: dict[str, Any] = {"device": "meta", "dtype": dtype}
+    for i in range(len(widths) - 1):
+        # built on "meta" and materialized uninitialized: spares the default init that is overwritten anyway
+        if conv:
+            layer: nn.Module = nn.Conv2d(widths[i], widths[i + 1], 1, bias=cfg.bias, **meta)
+        else:
+            layer = nn.Linear(widths[i], widths[i + 1], bias=cfg.bias, **meta)
+        mods.append(layer.to_empty(device=target))
+        if cfg.activation is not None and i < len(widths) - 2:
+            mods.append(nn.ReLU() if cfg.activation == "relu" else nn.LeakyReLU(cfg.negative_slope))
+    seq = nn.Sequential(*mods)
+    t_w = torch.eye(cfg.in_features, dtype=torch.float64) if cfg.target_weight is None else cfg.target_weight
+    return _initialize(seq, parse_stack(seq), t_w, cfg.target_bias, as_generator(generator))
 
 
 def build_transparent_stack(
     in_features: int,
     hidden_features: Sequence[int],
     out_features: int | None = None,
-    activation: str | None = "relu",
+    activation: Activation | None = "relu",
     negative_slope: float = 0.01,
     bias: bool = True,
     *,
@@ -26,10 +114,13 @@ def build_transparent_stack(
     target_weight: Tensor | None = None,
     target_bias: Tensor | None = None,
     generator: torch.Generator | int | None = None,
-    device: torch.device | str | None = None,
+    device: torch.device | str | int | None = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Sequential:
     """Build the real layers ``L_1, act, ..., L_k`` of a transparent stack, initialized (see the classes).
+
+    The arguments are those of :class:`TransparentLinear` (``conv=False``) or :class:`TransparentConv1x1`
+    (``conv=True``; the names in error messages then say ``channels``).
 
     Returns:
         nn.Sequential: ``nn.Linear`` (or 1x1 ``nn.Conv2d`` when ``conv``) layers with activations between.
@@ -39,34 +130,21 @@ def build_transparent_stack(
         >>> [tuple(m.weight.shape) for m in seq if hasattr(m, "weight")]
         [(12, 4), (4, 12)]
     """
-    name = "channels" if conv else "features"
-    in_f = check_positive_int(in_features, f"in_{name}")
-    hidden = check_hidden(hidden_features, in_f, f"hidden_{name}", f"in_{name}")
-    if target_weight is not None and out_features is None and isinstance(target_weight, Tensor):
-        out_features = int(target_weight.shape[0]) if target_weight.dim() == 2 else None
-    out_f = in_f if out_features is None else check_positive_int(out_features, f"out_{name}")
-    act = check_activation(activation)
-    slope = check_slope(negative_slope)
-    if not isinstance(bias, bool):
-        raise TypeError(f"bias must be a bool, got {type(bias).__name__} ({bias!r})")
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    resolve_target(in_f, out_f, target_weight, target_bias, bias)  # validate before allocating
-    as_generator(generator)
-    # skip_init builds on "meta" then materializes on `device`: spare the default init we overwrite anyway
-    factory = {"device": device if device is not None else torch.empty(0).device, "dtype": dtype}
-    mult = 1 if act is None else 2
-    widths = [in_f] + [mult * h for h in hidden] + [out_f]
-    mods: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        if conv:
-            mods.append(skip_init(nn.Conv2d, widths[i], widths[i + 1], 1, bias=bias, **factory))
-        else:
-            mods.append(skip_init(nn.Linear, widths[i], widths[i + 1], bias=bias, **factory))
-        if act is not None and i < len(widths) - 2:
-            mods.append(nn.ReLU() if act == "relu" else nn.LeakyReLU(slope))
-    seq = nn.Sequential(*mods)
-    return transparent_init_(seq, target_weight=target_weight, target_bias=target_bias, generator=generator)
+    is_conv = check_bool(conv, "conv")
+    cfg = _validate(
+        in_features,
+        hidden_features,
+        out_features,
+        activation,
+        negative_slope,
+        bias,
+        target_weight,
+        target_bias,
+        generator,
+        dtype,
+        is_conv,
+    )
+    return _build(cfg, is_conv, generator, device, dtype)
 
 
 class _TransparentStack(nn.Module):
@@ -74,7 +152,7 @@ class _TransparentStack(nn.Module):
 
     _conv: bool = False
     # plain-Python properties: keep them out of TorchScript compilation
-    __jit_unused_properties__ = [
+    __jit_unused_properties__: ClassVar[list[str]] = [
         "in_features",
         "hidden_features",
         "out_features",
@@ -88,45 +166,45 @@ class _TransparentStack(nn.Module):
         in_features: int,
         hidden_features: Sequence[int],
         out_features: int | None = None,
-        activation: str | None = "relu",
+        activation: Activation | None = "relu",
         negative_slope: float = 0.01,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,
         target_bias: Tensor | None = None,
         generator: torch.Generator | int | None = None,
-        device: torch.device | str | None = None,
+        device: torch.device | str | int | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.layers = build_transparent_stack(
+        cfg = _validate(
             in_features,
             hidden_features,
             out_features,
             activation,
             negative_slope,
             bias,
-            conv=self._conv,
-            target_weight=target_weight,
-            target_bias=target_bias,
-            generator=generator,
-            device=device,
-            dtype=dtype,
+            target_weight,
+            target_bias,
+            generator,
+            dtype,
+            self._conv,
         )
-        first, last = self.layers[0], self.layers[-1]
-        self._in = int(first.weight.shape[1])
-        self._out = int(last.weight.shape[0])
-        self._hidden = tuple(int(h) for h in hidden_features)
-        self.activation = activation
-        self.negative_slope = float(negative_slope)
-        self._bias = bias
+        self.layers = _build(cfg, self._conv, generator, device, dtype)
+        self._in = cfg.in_features
+        self._out = cfg.out_features
+        self._hidden = cfg.hidden
+        self.activation = cfg.activation
+        self.negative_slope = cfg.negative_slope
+        self._bias = cfg.bias
         # kept (not saved in state_dict) so reset_parameters() redraws towards the same map
-        self._target_weight = None if target_weight is None else target_weight.detach().clone()
-        self._target_bias = None if target_bias is None else target_bias.detach().clone()
+        self._target_weight = cfg.target_weight
+        self._target_bias = cfg.target_bias
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the real layers: ``self.layers(x)`` (no other work)."""
-        return self.layers(x)
+        out: Tensor = self.layers(x)
+        return out
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | int | None = None) -> None:
@@ -175,7 +253,13 @@ class TransparentLinear(_TransparentStack):
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed for reproducible draws; ``None`` uses the global RNG.
         device: factory keyword argument.
-        dtype: factory keyword argument (floating).
+        dtype: factory keyword argument (floating; float16 / bfloat16 need a target representable in them).
+
+    Raises:
+        TypeError: an argument of the wrong type (integers: anything :func:`operator.index` accepts).
+        ValueError: a bad value, naming the argument, the expected and the actual value; a hidden width
+            below the input width; a target map the dtype cannot represent (overflow or underflow of the
+            last layer, naming the layer, the parameter, the dtype and the magnitude).
 
     Shape:
         - Input: ``(*, C_in)``.
@@ -199,14 +283,14 @@ class TransparentLinear(_TransparentStack):
         in_features: int,
         hidden_features: Sequence[int],
         out_features: int | None = None,
-        activation: str | None = "relu",
+        activation: Activation | None = "relu",
         negative_slope: float = 0.01,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,
         target_bias: Tensor | None = None,
         generator: torch.Generator | int | None = None,
-        device: torch.device | str | None = None,
+        device: torch.device | str | int | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
@@ -256,7 +340,13 @@ class TransparentConv1x1(_TransparentStack):
         target_bias (Tensor[out] | None): its bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
         device: factory keyword argument.
-        dtype: factory keyword argument (floating).
+        dtype: factory keyword argument (floating; float16 / bfloat16 need a target representable in them).
+
+    Raises:
+        TypeError: an argument of the wrong type (integers: anything :func:`operator.index` accepts).
+        ValueError: a bad value, naming the argument, the expected and the actual value; a hidden width
+            below the input width; a target map the dtype cannot represent (overflow or underflow of the
+            last layer, naming the layer, the parameter, the dtype and the magnitude).
 
     Shape:
         - Input: ``(N, C_in, H, W)``.
@@ -280,14 +370,14 @@ class TransparentConv1x1(_TransparentStack):
         in_channels: int,
         hidden_channels: Sequence[int],
         out_channels: int | None = None,
-        activation: str | None = "relu",
+        activation: Activation | None = "relu",
         negative_slope: float = 0.01,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,
         target_bias: Tensor | None = None,
         generator: torch.Generator | int | None = None,
-        device: torch.device | str | None = None,
+        device: torch.device | str | int | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(

@@ -35,8 +35,8 @@ def _grid(rows: list[list[np.ndarray]], scale: int) -> Image.Image:
     canvas = Image.new("RGB", (len(rows[0]) * (w + GAP) - GAP, len(rows) * (h + GAP) - GAP), (255, 255, 255))
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
-            tile = np.repeat(np.repeat(tile, scale, 0), scale, 1)
-            canvas.paste(Image.fromarray(tile), (c * (w + GAP), r * (h + GAP)))
+            big = np.repeat(np.repeat(tile, scale, 0), scale, 1)
+            canvas.paste(Image.fromarray(big), (c * (w + GAP), r * (h + GAP)))
     return canvas
 
 

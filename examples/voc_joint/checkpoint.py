@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "load_checkpoint",
     "load_model_from_checkpoint",
     "load_weights_into",
+    "remove_stale_temporaries",
     "save_checkpoint",
     "set_rng_state",
 ]
@@ -44,29 +46,71 @@ __all__ = [
 FORMAT = "transinit-voc-joint"
 VERSION = 1
 _REQUIRED = ("format", "version", "stage", "config", "model")
+_UMASK = os.umask(0)  # read the process umask (set it back at once)
+os.umask(_UMASK)
 
 
 class CheckpointError(ValueError):
-    """A file that is not a valid pipeline checkpoint (unreadable with ``weights_only=True``, or wrong keys)."""
+    """Not a valid pipeline checkpoint (unreadable with ``weights_only=True``, wrong keys or config, ...)."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
-    """Write ``checkpoint`` atomically: to ``<path>.tmp`` first, then ``os.replace`` onto ``path``.
+    """Write ``checkpoint`` atomically and durably.
 
-    A crash or interrupt during the write leaves the previous checkpoint intact.
+    The data goes to a temporary file of a unique name in the same folder (``.<name>.<random>.tmp``), which is
+    flushed and fsynced, then renamed onto ``path`` with ``os.replace``, and the folder is fsynced. A crash,
+    an interrupt or a ``SIGKILL`` at any moment leaves either the previous file or the new one, never a
+    partial one; concurrent writers to the same path each rename a complete file (the last rename wins).
 
     Returns:
         Path: ``path``.
     """
+    from examples.voc_joint import faults
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(checkpoint, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; a checkpoint gets the usual 0666 & ~umask
+            os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(checkpoint, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        faults.hit("save")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporary files that interrupted writes of ``path`` left behind (``SIGKILL``, power loss).
+
+    Only safe while no other process writes ``path`` (the training run holds the output-folder lock).
+    """
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -184,9 +228,9 @@ def load_model_from_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved in a checkpoint, load its weights and put it in eval mode.
 
-    A ``seg`` checkpoint gives ``SegmentationOnly(DeepLabV3Plus)`` and a ``joint`` checkpoint a ``JointModel``:
-    both obey the pipeline's model contract (``model(seg_input, spixel_input) -> dict``). A ``spixel``
-    checkpoint gives the bare ``SpixelFCN`` (``model(spixel_input) -> assoc``).
+    A ``seg`` checkpoint gives ``SegmentationOnly(DeepLabV3Plus)`` and a ``joint`` checkpoint a
+    ``JointModel``: both obey the pipeline's model contract (``model(seg_input, spixel_input) -> dict``). A
+    ``spixel`` checkpoint gives the bare ``SpixelFCN`` (``model(spixel_input) -> assoc``).
 
     Returns:
         tuple: ``(model, config)`` with ``config`` the checkpoint's ``config`` dict (``"model"``, ``"args"``)

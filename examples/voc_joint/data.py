@@ -9,24 +9,29 @@ Layouts read (``root`` may be the ``VOC2012`` folder itself, or a folder contain
     SegmentationClassAug/<name>.png       SBD-augmented: grayscale PNGs of raw labels (sbd=True)
     ImageSets/SegmentationAug/<split>.txt SBD-augmented lists: train (10582 "trainaug"), val (1449)
 
-Joint transforms take and return ``(image, target)`` with ``image`` a float tensor [3, H, W] in [0, 1] and
-``target`` a long tensor [H, W]; their randomness comes from torch's global RNG (or a given
-``torch.Generator``), so seeded ``DataLoader`` workers and resumed runs repeat exactly. Padding fills the
-image with 0 and the label with 255 (ignored), never with 0 (which would be "background").
+Joint transforms are ``torchvision.transforms.v2`` transforms applied to a ``tv_tensors.Image`` (float [3, H,
+W] in [0, 1]) and a ``tv_tensors.Mask`` ([H, W]) together; their randomness comes from torch's global RNG,
+which the training pipeline seeds per sample (:mod:`examples.voc_joint.sampling`), so resumed runs and any
+number of ``DataLoader`` workers repeat exactly. Padding fills the image with 0 and the label with 255
+(ignored), never with 0 (which would be "background").
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -38,12 +43,8 @@ __all__ = [
     "NUM_CLASSES",
     "SPIXEL_MEAN",
     "VOC_CLASSES",
-    "CenterCrop",
-    "JointCompose",
+    "PadIfSmaller",
     "PadToMultiple",
-    "PadToSize",
-    "RandomCrop",
-    "RandomHorizontalFlip",
     "RandomScale",
     "VOCSegmentation",
     "build_dataset",
@@ -128,221 +129,177 @@ def normalize_spixel(image: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# joint transforms
-
-
-def _check_pair(image: Tensor, target: Tensor) -> None:
-    if image.dim() != 3 or target.dim() != 2 or image.shape[-2:] != target.shape:
-        raise ValueError(
-            "expected image [3, H, W] and target [H, W] of the same size, got image "
-            f"{tuple(image.shape)} and target {tuple(target.shape)}"
-        )
-
-
-def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def _randint(high_inclusive: int, generator: torch.Generator | None) -> int:
-    return int(torch.randint(0, high_inclusive + 1, (), generator=generator))
+# joint transforms (torchvision.transforms.v2 on tv_tensors.Image + tv_tensors.Mask)
 
 
 def _size_pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(size, int):
-        size = (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"{name} must be a positive int or (H, W), got {size}")
-    return size  # type: ignore[return-value]
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if len(pair) != 2 or not all(isinstance(s, int) and s >= 1 for s in pair):
+        raise ValueError(f"{name} must be a positive int or (H, W) of positive ints, got {size!r}")
+    return pair[0], pair[1]
 
 
-class JointCompose:
-    """Apply joint ``(image, target)`` transforms in order."""
-
-    def __init__(self, transforms: Sequence[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]]) -> None:
-        self.transforms = list(transforms)
-
-    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        for t in self.transforms:
-            image, target = t(image, target)
-        return image, target
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.transforms})"
+def _resize_nearest_exact(labels: Tensor, size: Sequence[int]) -> Tensor:
+    """Nearest-neighbour resize by pixel centres (``src = floor((dst + 0.5) * in / out)``) of any dtype."""
+    h, w = labels.shape[-2:]
+    oh, ow = size
+    rows = ((torch.arange(oh, dtype=torch.float64) + 0.5) * (h / oh)).long().clamp_(max=h - 1)
+    cols = ((torch.arange(ow, dtype=torch.float64) + 0.5) * (w / ow)).long().clamp_(max=w - 1)
+    return labels[..., rows.to(labels.device), :][..., cols.to(labels.device)]
 
 
-class RandomScale:
-    """Rescale image (bilinear, antialiased) and target (nearest) by a factor drawn uniformly in ``scale``.
+class RandomScale(v2.Transform):
+    """Rescale image (bilinear, antialiased) and mask (nearest, pixel-centre aligned) by one random factor.
+
+    torchvision has no transform for a factor relative to each image (``v2.RandomResize`` draws an absolute
+    shorter-edge size, ``v2.ScaleJitter`` a factor relative to a fixed target size), hence this small
+    ``v2.Transform``. The factor is uniform in ``scale`` (drawn with ``torch.rand``) and applies to both
+    sides.
 
     Args:
-        scale (tuple[float, float]): range of the factor applied to both sides (default 0.5 to 2).
-        generator (torch.Generator | None): RNG; default torch's global RNG.
+        scale (tuple[float, float]): range of the factor (default 0.5 to 2).
+
+    Example:
+        >>> img = tv_tensors.Image(torch.rand(3, 4, 6))
+        >>> mask = tv_tensors.Mask(torch.zeros(4, 6, dtype=torch.long))
+        >>> out_img, out_mask = RandomScale((2.0, 2.0))(img, mask)
+        >>> tuple(out_img.shape), tuple(out_mask.shape), type(out_mask).__name__
+        ((3, 8, 12), (8, 12), 'Mask')
     """
 
-    def __init__(
-        self, scale: tuple[float, float] = (0.5, 2.0), *, generator: torch.Generator | None = None
-    ) -> None:
+    def __init__(self, scale: tuple[float, float] = (0.5, 2.0)) -> None:
+        super().__init__()
         lo, hi = (float(s) for s in scale)
-        if not 0 < lo <= hi:
-            raise ValueError(f"scale must satisfy 0 < low <= high, got {scale}")
-        self.scale, self.generator = (lo, hi), generator
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+            raise ValueError(f"scale must satisfy 0 < low <= high (finite), got {scale}")
+        self.scale = (lo, hi)
 
-    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        _check_pair(image, target)
-        s = _uniform(*self.scale, self.generator)
-        h, w = target.shape
-        size = [max(1, round(h * s)), max(1, round(w * s))]
-        image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True).clamp_(0, 1)
-        target = TF.resize(target[None].float(), size, interpolation=InterpolationMode.NEAREST_EXACT)
-        target = target[0].long()
-        return image, target
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        lo, hi = self.scale
+        factor = lo + (hi - lo) * float(torch.rand(()))
+        h, w = v2.query_size(flat_inputs)
+        return {"size": [max(1, round(h * factor)), max(1, round(w * factor))]}
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(scale={self.scale})"
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        size = params["size"]
+        if isinstance(inpt, tv_tensors.Mask):
+            return tv_tensors.wrap(_resize_nearest_exact(inpt.as_subclass(Tensor), size), like=inpt)
+        if isinstance(inpt, tv_tensors.Image):
+            out = TF.resize(inpt, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+            return out.clamp_(0, 1) if out.is_floating_point() else out
+        return inpt
+
+    # torchvision < 0.21 calls the private names
+    _get_params = make_params
+    _transform = transform
 
 
-class PadToSize:
-    """Pad bottom and right up to at least ``size``: image with ``fill`` (0), target with 255 (ignored)."""
+class _PadBottomRight(v2.Transform):
+    """Pad bottom and right; the image with ``fill`` (0), the mask with ``ignore_index`` (255, never 0)."""
+
+    def __init__(self, *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        self.fill, self.ignore_index = float(fill), int(ignore_index)
+
+    def _target(self, h: int, w: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = v2.query_size(flat_inputs)
+        th, tw = self._target(h, w)
+        return {"padding": [0, 0, max(0, tw - w), max(0, th - h)]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not any(params["padding"]):
+            return inpt
+        fill = self.ignore_index if isinstance(inpt, tv_tensors.Mask) else self.fill
+        return self._call_kernel(TF.pad, inpt, params["padding"], fill=fill)
+
+    _get_params = make_params
+    _transform = transform
+
+
+class PadIfSmaller(_PadBottomRight):
+    """Pad bottom and right up to ``size`` (image 0, mask 255), as in torchvision's segmentation reference.
+
+    Example:
+        >>> img = tv_tensors.Image(torch.ones(3, 2, 3))
+        >>> mask = tv_tensors.Mask(torch.zeros(2, 3, dtype=torch.long))
+        >>> _, out = PadIfSmaller(4)(img, mask)
+        >>> out.tolist()
+        [[0, 0, 0, 255], [0, 0, 0, 255], [255, 255, 255, 255], [255, 255, 255, 255]]
+    """
 
     def __init__(
         self, size: int | Sequence[int], *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX
     ) -> None:
+        super().__init__(fill=fill, ignore_index=ignore_index)
         self.size = _size_pair(size, "size")
-        self.fill, self.ignore_index = float(fill), int(ignore_index)
 
-    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        _check_pair(image, target)
-        h, w = target.shape
-        ph, pw = max(0, self.size[0] - h), max(0, self.size[1] - w)
-        if ph or pw:
-            image = TF.pad(image, [0, 0, pw, ph], fill=self.fill)
-            target = TF.pad(target[None], [0, 0, pw, ph], fill=self.ignore_index)[0]
-        return image, target
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size})"
+    def _target(self, h: int, w: int) -> tuple[int, int]:
+        return max(h, self.size[0]), max(w, self.size[1])
 
 
-class PadToMultiple:
-    """Pad bottom and right to a multiple of ``multiple`` (image 0, target 255), e.g. for stride-16 nets."""
+class PadToMultiple(_PadBottomRight):
+    """Pad bottom and right to a multiple of ``multiple`` (image 0, mask 255), e.g. for stride-16 networks."""
 
     def __init__(self, multiple: int, *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
-        if int(multiple) < 1:
-            raise ValueError(f"multiple must be >= 1, got {multiple}")
-        self.multiple, self.fill, self.ignore_index = int(multiple), float(fill), int(ignore_index)
+        super().__init__(fill=fill, ignore_index=ignore_index)
+        if not isinstance(multiple, int) or multiple < 1:
+            raise ValueError(f"multiple must be an int >= 1, got {multiple!r}")
+        self.multiple = multiple
 
-    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        h, w = target.shape
+    def _target(self, h: int, w: int) -> tuple[int, int]:
         m = self.multiple
-        return PadToSize((-(-h // m) * m, -(-w // m) * m), fill=self.fill, ignore_index=self.ignore_index)(
-            image, target
-        )
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(multiple={self.multiple})"
-
-
-class RandomCrop:
-    """Crop a random ``size`` window (the input must be at least that large: pad first)."""
-
-    def __init__(self, size: int | Sequence[int], *, generator: torch.Generator | None = None) -> None:
-        self.size, self.generator = _size_pair(size, "size"), generator
-
-    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        _check_pair(image, target)
-        h, w = target.shape
-        ch, cw = self.size
-        if h < ch or w < cw:
-            raise ValueError(f"RandomCrop: input {h}x{w} is smaller than the crop {ch}x{cw}; pad it first")
-        top, left = _randint(h - ch, self.generator), _randint(w - cw, self.generator)
-        return image[:, top : top + ch, left : left + cw], target[top : top + ch, left : left + cw]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size})"
-
-
-class CenterCrop:
-    """Pad (image 0, target 255) to at least ``size``, then crop the centre ``size`` window."""
-
-    def __init__(self, size: int | Sequence[int], *, ignore_index: int = IGNORE_INDEX) -> None:
-        self.size, self.ignore_index = _size_pair(size, "size"), int(ignore_index)
-
-    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        image, target = PadToSize(self.size, ignore_index=self.ignore_index)(image, target)
-        h, w = target.shape
-        ch, cw = self.size
-        top, left = (h - ch) // 2, (w - cw) // 2
-        return image[:, top : top + ch, left : left + cw], target[top : top + ch, left : left + cw]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size})"
-
-
-class RandomHorizontalFlip:
-    """Flip image and target left-right together with probability ``p``."""
-
-    def __init__(self, p: float = 0.5, *, generator: torch.Generator | None = None) -> None:
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p}")
-        self.p, self.generator = float(p), generator
-
-    def __call__(self, image: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        _check_pair(image, target)
-        if float(torch.rand((), generator=self.generator)) < self.p:
-            image, target = TF.horizontal_flip(image), target.flip(-1)
-        return image, target
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(p={self.p})"
+        return -(-h // m) * m, -(-w // m) * m
 
 
 def train_transform(
-    crop_size: int | Sequence[int],
-    scale: tuple[float, float] = (0.5, 2.0),
-    *,
-    hflip: bool = True,
-    generator: torch.Generator | None = None,
-) -> JointCompose:
+    crop_size: int | Sequence[int], scale: tuple[float, float] = (0.5, 2.0), *, hflip: bool = True
+) -> v2.Compose:
     """Training augmentation: random scale, pad (image 0, label 255), random crop, random horizontal flip.
+
+    Random draws come from torch's global RNG (``torch.rand`` / ``torch.randint``); the training pipeline
+    seeds it per sample (:class:`~examples.voc_joint.sampling.SeededDataset`).
 
     Args:
         crop_size (int | Sequence[int]): output ``(H, W)`` (an int means square).
         scale (tuple[float, float]): range of the random scale factor.
         hflip (bool): flip left-right with probability 0.5.
-        generator (torch.Generator | None): RNG for all draws (default: torch's global RNG).
 
     Example:
         >>> t = train_transform(8)
         >>> _ = torch.manual_seed(0)
-        >>> img, tgt = t(torch.rand(3, 5, 6), torch.zeros(5, 6, dtype=torch.long))
+        >>> mask = tv_tensors.Mask(torch.zeros(5, 6, dtype=torch.long))
+        >>> img, tgt = t(tv_tensors.Image(torch.rand(3, 5, 6)), mask)
         >>> tuple(img.shape), tuple(tgt.shape)
         ((3, 8, 8), (8, 8))
     """
-    steps: list = [
-        RandomScale(scale, generator=generator),
-        PadToSize(crop_size),
-        RandomCrop(crop_size, generator=generator),
-    ]
+    size = _size_pair(crop_size, "crop_size")
+    steps: list[v2.Transform] = [RandomScale(scale), PadIfSmaller(size), v2.RandomCrop(size)]
     if hflip:
-        steps.append(RandomHorizontalFlip(0.5, generator=generator))
-    return JointCompose(steps)
+        steps.append(v2.RandomHorizontalFlip(0.5))
+    return v2.Compose(steps)
 
 
 def eval_transform(
     crop_size: int | Sequence[int] | None = None, *, pad_to_multiple: int | None = None
-) -> JointCompose:
+) -> v2.Compose:
     """Evaluation transform: ``crop_size`` None keeps the full image (use batch size 1), else centre crop/pad.
 
     Args:
-        crop_size (int | Sequence[int] | None): centre crop ``(H, W)`` (padding image 0 / label 255 where the
-            image is smaller), or None for the full image.
+        crop_size (int | Sequence[int] | None): centre crop ``(H, W)`` (padding bottom/right with image 0 /
+            label 255 first where the image is smaller), or None for the full image.
         pad_to_multiple (int | None): additionally pad bottom/right to a multiple (label 255, so the padding
             never counts in the metrics).
     """
-    steps: list = [] if crop_size is None else [CenterCrop(crop_size)]
+    steps: list[v2.Transform] = []
+    if crop_size is not None:
+        size = _size_pair(crop_size, "crop_size")
+        steps += [PadIfSmaller(size), v2.CenterCrop(size)]
     if pad_to_multiple is not None:
         steps.append(PadToMultiple(pad_to_multiple))
-    return JointCompose(steps)
+    return v2.Compose(steps) if steps else v2.Compose([v2.Identity()])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -406,9 +363,9 @@ class VOCSegmentation(Dataset):
         split (str): list file name without ``.txt``: ``train``, ``val``, ``trainval`` (VOC) or ``train``,
             ``val`` (SBD-augmented).
         sbd (bool): read ``SegmentationClassAug`` masks and ``ImageSets/SegmentationAug`` lists.
-        transform (Callable | None): joint transform ``(image, target) -> (image, target)`` on the float image
-            [3, H, W] in [0, 1] and the long target [H, W] (see :func:`train_transform`,
-            :func:`eval_transform`).
+        transform (Callable | None): joint transform ``(image, target) -> (image, target)`` on a
+            ``tv_tensors.Image`` (float [3, H, W] in [0, 1]) and a ``tv_tensors.Mask`` (uint8 [H, W]), e.g. a
+            ``torchvision.transforms.v2`` pipeline (see :func:`train_transform`, :func:`eval_transform`).
         mask_dir (str | Path | None): override the mask folder (absolute, or relative to the resolved root).
         list_file (str | Path | None): override the list file (absolute, or relative to the resolved root).
 
@@ -484,16 +441,17 @@ class VOCSegmentation(Dataset):
         return image, torch.from_numpy(mask.astype(np.int64))
 
     def __getitem__(self, index: int) -> dict:
-        image, target = self.load(index)
-        image = image.float().div_(255.0)
+        image_u8, target_long = self.load(index)
+        image: Tensor = tv_tensors.Image(image_u8.float().div_(255.0))
+        target: Tensor = tv_tensors.Mask(target_long.to(torch.uint8))
         if self.transform is not None:
             image, target = self.transform(image, target)
-        image = image.contiguous()
+        image = image.as_subclass(Tensor).contiguous()
         return {
             "image": image,
             "seg_input": normalize_seg(image),
             "spixel_input": normalize_spixel(image),
-            "target": target.long().contiguous(),
+            "target": target.as_subclass(Tensor).long().contiguous(),
             "name": self.names[index],
         }
 

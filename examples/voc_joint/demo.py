@@ -2,7 +2,8 @@
 
 ``python examples/voc_joint/demo.py`` (no arguments needed; ``--help`` lists the few knobs):
 
-1. generates the synthetic VOC-format set into the cache (``$TRANSINIT_CACHE``, default ``~/.cache/transinit``);
+1. generates the synthetic VOC-format set into the cache (``$TRANSINIT_CACHE``, default
+   ``~/.cache/transinit``);
 2. pretrains DeepLabV3+ (ResNet-18, untrained backbone, low resolution) and SpixelFCN briefly;
 3. joins them and prints the step-0 transparency check (joint output vs uniformized DeepLabV3+ output);
 4. fine-tunes three variants with the same steps and learning rates: DeepLabV3+ without superpixels (the
@@ -11,16 +12,15 @@
    (baseline / + superpixel / + superpixel + transparent init: mIoU, boundary mIoU, consistency), then says
    where the panels and logs are.
 
-The numbers are whatever this short CPU run produces: tiny networks trained for about a minute on synthetic data
-are far from the paper's setting, and the table says so. The paper's fine-tuning learning rates (1e-6 / 1e-7)
-move nothing in a few dozen steps, so the demo fine-tunes with larger ones (printed); the training CLI's
+The numbers are whatever this short CPU run produces: tiny networks trained for about a minute on synthetic
+data are far from the paper's setting, and the table says so. The paper's fine-tuning learning rates (1e-6 /
+1e-7) move nothing in a few dozen steps, so the demo fine-tunes with larger ones (printed); the training CLI's
 defaults stay the paper's.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import torch
 
-__all__ = ["format_table4", "join_pretrained", "main", "run_demo", "transparency_check"]
+__all__ = ["TABLE4_METRICS", "join_pretrained", "main", "run_demo", "transparency_check"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,65 +79,58 @@ def _train_args(extra: list[str]) -> argparse.Namespace:
     return build_parser().parse_args(extra)
 
 
-def join_pretrained(seg_ckpt: Path, spixel_ckpt: Path, *, fusion: bool, seed: int = 0, mode: str = "hard"):
-    """A ``JointModel`` (eval mode) made of the two pretrained networks, exactly as the joint stage starts."""
-    from examples.voc_joint.checkpoint import load_checkpoint, load_weights_into
-    from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN
+def join_pretrained(
+    seg_ckpt: Path, spixel_ckpt: Path, *, fusion: bool, seed: int = 0, mode: str = "hard"
+) -> torch.nn.Module:
+    """A ``JointModel`` (eval mode) made of the two pretrained networks, exactly as the joint stage starts.
 
-    deeplab = DeepLabV3Plus(**load_checkpoint(seg_ckpt)["config"]["model"]["deeplab"])
-    load_weights_into(deeplab, seg_ckpt, part="deeplab")
-    spixel = SpixelFCN(**load_checkpoint(spixel_ckpt)["config"]["model"]["spixel"])
-    load_weights_into(spixel, spixel_ckpt, part="spixel")
-    return JointModel(
-        deeplab, spixel, deeplab.config["num_classes"], mode=mode, fusion=fusion, generator=seed
-    ).eval()
+    Built by the training CLI's own model builder (:func:`examples.voc_joint.train.build_stage_model`).
+    """
+    from examples.voc_joint.train import build_stage_model, resolve_stage_options
+
+    argv = ["--seg-checkpoint", str(seg_ckpt), "--spixel-checkpoint", str(spixel_ckpt), "--mode", mode]
+    argv += ["--seed", str(seed), "--fusion" if fusion else "--no-fusion"]
+    args = resolve_stage_options("joint", _train_args(argv))
+    return build_stage_model("joint", args).eval()
 
 
 @torch.no_grad()
 def transparency_check(seg_ckpt: Path, spixel_ckpt: Path, batch: dict, *, seed: int = 0) -> dict[str, float]:
-    """Join the pretrained networks and compare, at step 0, the joint output with the uniformized DeepLabV3+ output.
+    """Join the pretrained networks; compare at step 0 the joint output and the uniformized DeepLabV3+ output.
 
     Returns:
         dict: ``max_abs_diff`` (fusion on vs. fusion off, i.e. ``uniformize(S, ids)``), ``max_abs_logit`` and
-        ``consistency`` (fraction of superpixels with a single predicted label).
+        ``consistency`` (fraction of superpixels with a single predicted label,
+        :func:`~examples.voc_joint.metrics.superpixel_scores`).
     """
+    from examples.voc_joint.metrics import superpixel_scores
+
     with_ti = join_pretrained(seg_ckpt, spixel_ckpt, fusion=True, seed=seed)
     without = join_pretrained(seg_ckpt, spixel_ckpt, fusion=False, seed=seed)
     out = with_ti(batch["seg_input"], batch["spixel_input"])
     ref = without(batch["seg_input"], batch["spixel_input"])
-    pred, ids = out["logits"].argmax(1), out["superpixels"]
-    pure = total = 0
-    for b in range(ids.shape[0]):
-        for s in ids[b].unique():
-            total += 1
-            pure += int(pred[b][ids[b] == s].unique().numel() == 1)
+    scores = superpixel_scores(
+        out["logits"].argmax(1), batch["target"], out["superpixels"], num_classes=with_ti.num_classes
+    )
     return {
         "max_abs_diff": float((out["logits"] - ref["logits"]).abs().max()),
         "max_abs_logit": float(out["seg_logits"].abs().max()),
-        "consistency": pure / max(total, 1),
+        "consistency": scores["pure_superpixels"] / max(scores["superpixels"], 1.0),
     }
 
 
-def format_table4(rows: Sequence[tuple[str, dict]], width: int = 3) -> str:
-    """A table in the format of the paper's Table 4 (values in percent)."""
-    header = f"{'method':<46} {'mIoU':>7} {f'bIoU@{width}px':>10} {'consist.':>9}"
-    lines = [header, "-" * len(header)]
-    for name, res in rows:
-        cons = res.get("consistency")
-        cons_s = "-" if cons is None or cons != cons else f"{100 * cons:.1f}"
-        lines.append(
-            f"{name:<46} {100 * res['miou']:>7.2f} {100 * res['boundary_miou'][str(width)]:>10.2f} "
-            f"{cons_s:>9}"
-        )
-    return "\n".join(lines)
+#: The columns of the paper's Table 4 (labels of :func:`examples.voc_joint.metrics.format_table`).
+TABLE4_METRICS = ("mIoU (%)", "boundary mIoU, 3 px (%)", "consistency, superpixels (%)")
 
 
 def run_demo(opts: argparse.Namespace) -> dict:
-    """Run every step of the demo (see the module docstring); returns the results dict (also saved as JSON)."""
+    """Run every step of the demo (see the module docstring); returns the results (also saved as JSON)."""
     from examples.voc_joint import data
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
+    from examples.voc_joint.distributed import DistInfo
     from examples.voc_joint.evaluate import evaluate
-    from examples.voc_joint.train import DistInfo, run_stage
+    from examples.voc_joint.metrics import dumps, format_table
+    from examples.voc_joint.train import run_stage
 
     t_start = time.perf_counter()
     torch.set_num_threads(opts.threads)
@@ -179,7 +172,7 @@ def run_demo(opts: argparse.Namespace) -> dict:
         common.append("--no-progress")
     if opts.max_steps is not None:
         common += ["--max-steps", str(opts.max_steps)]
-    info = DistInfo("cpu")
+    info = DistInfo(device=torch.device("cpu"))
 
     print("\n[demo] 1/4 pretraining DeepLabV3+ (ResNet-18, untrained backbone) ...", flush=True)
     seg = run_stage(
@@ -291,13 +284,13 @@ def run_demo(opts: argparse.Namespace) -> dict:
     panels_dir = out / "panels"
     res_ti = ev(m_ti, panels_dir)
     rows = [
-        ("DeepLabV3+ (baseline, pretrained)", {**res_base, "consistency": float("nan")}),
+        ("DeepLabV3+ (baseline, pretrained)", {**res_base, "consistency": None}),
         ("DeepLabV3+ fine-tuned alike (no superpixels)", res_ctrl),
         ("+ superpixel, step 0 (no fine-tuning)", res_step0),
         ("+ superpixel (fine-tuned)", res_sp),
         ("+ superpixel + transparent init (fine-tuned)", res_ti),
     ]
-    table = format_table4(rows)
+    table = format_table(dict(rows), metrics=TABLE4_METRICS, transpose=True)
     elapsed = time.perf_counter() - t_start
     print("\n" + "=" * 80)
     print("Table 4 format (synthetic VOC val, full images, ResNet-18 DeepLabV3+ trained from scratch on CPU;")
@@ -321,7 +314,7 @@ def run_demo(opts: argparse.Namespace) -> dict:
         },
         "seconds": elapsed,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    (out / "results.json").write_text(dumps(results) + "\n")
     (out / "table.txt").write_text(table + "\n")
     print(f"[demo] finished in {elapsed:.0f} s")
     print(f"[demo] panels (image + superpixels | ground truth | baseline | joint): {panels_dir}")

@@ -348,43 +348,80 @@ class SegmentationMetrics:
         }
 
 
-def _pct(v: float) -> str:
+def _pct(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
 
-def format_table(results: Mapping[str, Mapping] | Mapping, *, title: str | None = None) -> str:
-    """Plain-text summary table; ``results`` is one :meth:`SegmentationMetrics.compute` dict or
-    ``{column name: dict}`` (e.g. ``{"baseline": ..., "joint": ...}``). Values in percent.
-    """
-    if "miou" in results:
-        results = {"value": results}
-    cols = list(results)
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+
+def _metric_rows(results: Mapping[str, Mapping]) -> list[tuple[str, list[str]]]:
     first = next(iter(results.values()))
+    values = list(results.values())
     rows: list[tuple[str, list[str]]] = [
-        ("mIoU (%)", [_pct(r["miou"]) for r in results.values()]),
-        ("pixel accuracy (%)", [_pct(r["pixel_accuracy"]) for r in results.values()]),
-        ("mean class accuracy (%)", [_pct(r["mean_class_accuracy"]) for r in results.values()]),
+        ("mIoU (%)", [_pct(r["miou"]) for r in values]),
+        ("pixel accuracy (%)", [_pct(r.get("pixel_accuracy")) for r in values]),
+        ("mean class accuracy (%)", [_pct(r.get("mean_class_accuracy")) for r in values]),
     ]
     for w in first["boundary_miou"]:
-        rows.append((f"boundary mIoU, {w} px (%)", [_pct(r["boundary_miou"][w]) for r in results.values()]))
+        rows.append((f"boundary mIoU, {w} px (%)", [_pct(r["boundary_miou"][w]) for r in values]))
     rows += [
-        ("consistency, superpixels (%)", [_pct(r["consistency"]) for r in results.values()]),
-        ("consistency, pixels (%)", [_pct(r["consistency_pixels"]) for r in results.values()]),
-        ("superpixel ASA (%)", [_pct(r["asa"]) for r in results.values()]),
+        ("consistency, superpixels (%)", [_pct(r.get("consistency")) for r in values]),
+        ("consistency, pixels (%)", [_pct(r.get("consistency_pixels")) for r in values]),
+        ("superpixel ASA (%)", [_pct(r.get("asa")) for r in values]),
         (
-            f"boundary recall, {first['boundary_tolerance']} px (%)",
-            [_pct(r["boundary_recall"]) for r in results.values()],
+            f"boundary recall, {first.get('boundary_tolerance', '?')} px (%)",
+            [_pct(r.get("boundary_recall")) for r in values],
         ),
         (
             "superpixels per image",
-            [
-                "-" if math.isnan(r["num_superpixels"]) else f"{r['num_superpixels']:.1f}"
-                for r in results.values()
-            ],
+            [_num(r.get("num_superpixels"), "{:.1f}") for r in values],
         ),
-        ("images", [str(r["num_images"]) for r in results.values()]),
+        ("images", [_num(r.get("num_images"), "{}") for r in values]),
     ]
-    return _render(["metric", *cols], [[name, *vals] for name, vals in rows], title)
+    return rows
+
+
+def format_table(
+    results: Mapping[str, Mapping] | Mapping,
+    *,
+    title: str | None = None,
+    metrics: Sequence[str] | None = None,
+    transpose: bool = False,
+) -> str:
+    """Plain-text table of results (values in percent).
+
+    Args:
+        results: one :meth:`SegmentationMetrics.compute` dict, or ``{name: dict}`` (e.g. ``{"baseline": ...,
+            "joint": ...}``).
+        title: a first line.
+        metrics: the metric rows to keep, by their labels (e.g. ``("mIoU (%)", "boundary mIoU, 3 px (%)")``);
+            all by default.
+        transpose: one row per result set and one column per metric (the layout of the paper's tables)
+            instead of one row per metric.
+
+    Example:
+        >>> r = {"miou": 0.5, "boundary_miou": {"3": 0.25}, "consistency": float("nan")}
+        >>> cols = ("mIoU (%)", "consistency, superpixels (%)")
+        >>> print(format_table({"a": r}, metrics=cols, transpose=True))
+        name  mIoU (%)  consistency, superpixels (%)
+        --------------------------------------------
+        a        50.00                             -
+    """
+    if "miou" in results:
+        results = {"value": results}
+    rows = _metric_rows(results)
+    if metrics is not None:
+        by_label = dict(rows)
+        unknown = [m for m in metrics if m not in by_label]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; known: {list(by_label)}")
+        rows = [(m, by_label[m]) for m in metrics]
+    if transpose:
+        body = [[name, *(vals[i] for _, vals in rows)] for i, name in enumerate(results)]
+        return _render(["name", *(label for label, _ in rows)], body, title)
+    return _render(["metric", *results], [[name, *vals] for name, vals in rows], title)
 
 
 def format_per_class_table(results: Mapping[str, Mapping] | Mapping, *, title: str | None = None) -> str:

@@ -1,24 +1,29 @@
-"""Train the VOC joint pipeline: ``seg`` (DeepLabV3+), ``spixel`` (SpixelFCN), ``joint`` (fine-tune all), ``all``.
+"""Train the VOC joint pipeline: ``seg`` (DeepLabV3+), ``spixel`` (SpixelFCN), ``joint`` (all), ``all``.
 
 Run ``python examples/voc_joint/train.py --help`` (or ``python -m examples.voc_joint.train --help``) for every
 option. Multi-GPU / multi-machine: launch the same command through ``torchrun``; the script then initializes
-``torch.distributed`` from the environment (``env://``), uses a ``DistributedSampler`` and
-``DistributedDataParallel`` (``nccl`` on CUDA, ``gloo`` on CPU). Without ``WORLD_SIZE`` it runs in one process.
+``torch.distributed`` from the environment (``env://``, see :mod:`examples.voc_joint.distributed`), shards the
+data over the processes and uses ``DistributedDataParallel`` (``nccl`` on CUDA, ``gloo`` on CPU). Without
+``WORLD_SIZE`` it runs in one process.
 
-Outputs, per stage, under ``<output-dir>/<stage>/``: ``checkpoint.pt`` (written atomically after every epoch and
-on Ctrl-C / SIGTERM), ``log.csv`` (and TensorBoard events with ``--tensorboard``), ``eval.json`` with ``--eval``.
+This file holds the command line and the stage sequencing (build, resume, train, checkpoint, evaluate); the
+epoch loop and the evaluation are in :mod:`examples.voc_joint.engine`, signal handling in
+:mod:`examples.voc_joint.signals`.
+
+Outputs, per stage, under ``<output-dir>/<stage>/``: ``checkpoint.pt`` (written atomically after every epoch
+and on Ctrl-C / SIGTERM), ``log.csv`` (and TensorBoard events with ``--tensorboard``), ``eval.json`` with
+``--eval``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import random
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +32,41 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
+from examples.voc_joint import engine, faults
 from examples.voc_joint.checkpoint import (
     FORMAT,
     VERSION,
     get_rng_state,
     load_checkpoint,
-    load_weights_into,
+    remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
 )
-from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, model_config
+from examples.voc_joint.distributed import DistInfo, cleanup_distributed, init_distributed
+from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
 from examples.voc_joint.models.joint import MODES
+from examples.voc_joint.sampling import EpochSampler, SeededDataset, derive_seed
+from examples.voc_joint.signals import Interrupted, InterruptGuard
 
-__all__ = ["STAGES", "STAGE_DEFAULTS", "build_parser", "main", "resolve_stage_options", "run_stage"]
+__all__ = [
+    "STAGES",
+    "STAGE_DEFAULTS",
+    "UsageError",
+    "build_optimizer",
+    "build_parser",
+    "build_scheduler",
+    "build_stage_model",
+    "build_train_loader",
+    "main",
+    "param_groups",
+    "resolve_stage_options",
+    "run_stage",
+]
 
 STAGES = ("seg", "spixel", "joint")
-IGNORE_INDEX = 255
 
 #: Per-stage defaults of the options left at ``None`` on the command line.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -57,8 +76,8 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class _Terminated(KeyboardInterrupt):
-    """Raised from the SIGTERM handler so that SIGTERM is handled like Ctrl-C (checkpoint, then exit)."""
+class UsageError(ValueError):
+    """A command that cannot run as given (found after parsing): the command line exits with status 2."""
 
 
 # --------------------------------------------------------------------------------------------------- options
@@ -67,11 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python examples/voc_joint/train.py",
         description=(
-            "Train DeepLabV3+ + SpixelFCN joined by superpixel uniformization and transparent layers. Stages: seg "
-            "(pretrain DeepLabV3+, cross-entropy with ignore 255), spixel (pretrain SpixelFCN with spixel_loss), "
-            "joint (fine-tune everything: SGD momentum 0.9, the paper's learning rates), all (the three in order, "
-            "each stage starting from the previous ones). Without --data-root a synthetic VOC-format set is "
-            "generated into the cache. Run through torchrun for multi-GPU / multi-machine DDP."
+            "Train DeepLabV3+ + SpixelFCN joined by superpixel uniformization and transparent layers. "
+            "Stages: seg (pretrain DeepLabV3+, cross-entropy with ignore 255), spixel (pretrain SpixelFCN "
+            "with spixel_loss), joint (fine-tune everything: SGD momentum 0.9, the paper's learning rates), "
+            "all (the three in order, each stage starting from the previous ones). Without --data-root a "
+            "synthetic VOC-format set is generated into the cache. Run through torchrun for multi-GPU / "
+            "multi-machine DDP."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -265,86 +285,62 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# ------------------------------------------------------------------------------------------------ distributed
-class DistInfo:
-    """Process-group facts: ``rank``, ``world_size``, ``local_rank``, ``device``, ``enabled``."""
-
-    def __init__(self, device: str | None) -> None:
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.enabled = self.world_size > 1
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        want = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if want.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {want!r} requested but CUDA is not available")
-        if want.startswith("cuda"):
-            self.device = torch.device(
-                "cuda", self.local_rank if self.enabled else torch.device(want).index or 0
-            )
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
-        if self.enabled and not dist.is_initialized():
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            dist.init_process_group(backend=backend, init_method="env://")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
-    def mean(self, value: float) -> float:
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return float(t.item()) / self.world_size
-
-
 # ------------------------------------------------------------------------------------------------------ data
-def _data_root(args: argparse.Namespace) -> Path:
+def data_root(args: argparse.Namespace, info: DistInfo) -> Path:
+    """``--data-root``, or the synthetic set in the cache: generated by local rank 0 while the others wait."""
     from examples.voc_joint import data
 
     if args.data_root is not None:
         return Path(args.data_root)
-    return data.ensure_synthetic_voc()
+    root = data.DEFAULT_CACHE / "synthetic_voc"
+    if info.local_rank == 0:
+        data.ensure_synthetic_voc(root)
+    info.barrier()
+    if info.local_rank != 0:
+        data.ensure_synthetic_voc(root)  # a no-op check (another node's cache may differ)
+    return root
 
 
-def build_train_loader(args: argparse.Namespace, info: DistInfo, generator: torch.Generator):
-    """Training DataLoader (shuffled, drop_last) with a DistributedSampler under DDP."""
+def _ignore_signals_in_worker(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops after the current step."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def build_train_loader(
+    args: argparse.Namespace, info: DistInfo, root: Path
+) -> tuple[torch.utils.data.DataLoader, EpochSampler]:
+    """Training DataLoader over an :class:`~examples.voc_joint.sampling.EpochSampler` (resumable order).
+
+    The sample order of an epoch and each sample's augmentation are functions of ``(--seed, epoch, index)``.
+    """
     from examples.voc_joint import data
 
-    root = _data_root(args)
     ds = data.VOCSegmentation(
         root,
         args.train_split,
         sbd=args.sbd,
         transform=data.train_transform(args.crop_size, scale=(args.scale_min, args.scale_max)),
     )
-    if len(ds) < args.batch_size * info.world_size:
-        raise ValueError(
+    sampler = EpochSampler(
+        len(ds), batch_size=args.batch_size, seed=args.seed, num_replicas=info.world_size, rank=info.rank
+    )
+    if sampler.steps_per_epoch < 1:
+        raise UsageError(
             f"training split {args.train_split!r} of {root} has {len(ds)} images, fewer than one batch "
             f"(--batch-size {args.batch_size} x {info.world_size} processes)"
         )
-    sampler = None
-    if info.enabled:
-        sampler = torch.utils.data.DistributedSampler(
-            ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=args.seed, drop_last=True
-        )
-    return torch.utils.data.DataLoader(
-        ds,
+    loader = torch.utils.data.DataLoader(
+        SeededDataset(ds),
         batch_size=args.batch_size,
-        shuffle=sampler is None,
         sampler=sampler,
         num_workers=args.workers,
-        drop_last=True,
-        generator=generator,
+        generator=torch.Generator().manual_seed(derive_seed(args.seed)),
         pin_memory=info.device.type == "cuda",
+        worker_init_fn=_ignore_signals_in_worker if args.workers > 0 else None,
         persistent_workers=False,
     )
+    return loader, sampler
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -358,24 +354,44 @@ def _deeplab_from(args: argparse.Namespace) -> DeepLabV3Plus:
     )
 
 
+def _pretrained(path: Path, part: str, option: str) -> nn.Module:
+    """The ``part`` ("deeplab" / "spixel") network of a stage checkpoint, with its weights."""
+    from examples.voc_joint.checkpoint import CheckpointError, load_weights_into
+
+    ckpt = load_checkpoint(path)
+    own = {"deeplab": ("seg", "deeplabv3plus"), "spixel": ("spixel", "spixelfcn")}[part]
+    arch = ckpt["config"]["model"].get("arch")
+    if arch not in (own[1], "joint"):
+        raise CheckpointError(
+            f"{option} {path} is a {ckpt.get('stage')!r} checkpoint ({arch}); expected a {own[0]!r} or "
+            "'joint' checkpoint"
+        )
+    cfg = ckpt["config"]["model"][part]
+    net: nn.Module = DeepLabV3Plus(**cfg) if part == "deeplab" else SpixelFCN(**cfg)
+    load_weights_into(net, path, part=part)
+    return net
+
+
 def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
-    """The model a stage trains (joint: built from the stage checkpoints' configs when given)."""
+    """The model a stage starts from.
+
+    The joint stage joins the networks of ``--seg-checkpoint`` / ``--spixel-checkpoint`` when given, freshly
+    initialized ones otherwise.
+    """
     if stage == "seg":
         return _deeplab_from(args)
     if stage == "spixel":
         return SpixelFCN(args.cell_size, args.spixel_width, centre_bias=args.spixel_centre_bias)
-    if args.seg_checkpoint is not None:
-        cfg = load_checkpoint(args.seg_checkpoint)["config"]["model"]["deeplab"]
-        deeplab = DeepLabV3Plus(**cfg)
-        load_weights_into(deeplab, args.seg_checkpoint, part="deeplab")
-    else:
-        deeplab = _deeplab_from(args)
-    if args.spixel_checkpoint is not None:
-        cfg = load_checkpoint(args.spixel_checkpoint)["config"]["model"]["spixel"]
-        spixel = SpixelFCN(**cfg)
-        load_weights_into(spixel, args.spixel_checkpoint, part="spixel")
-    else:
-        spixel = SpixelFCN(args.cell_size, args.spixel_width, centre_bias=args.spixel_centre_bias)
+    deeplab = (
+        _pretrained(args.seg_checkpoint, "deeplab", "--seg-checkpoint")
+        if args.seg_checkpoint is not None
+        else _deeplab_from(args)
+    )
+    spixel = (
+        _pretrained(args.spixel_checkpoint, "spixel", "--spixel-checkpoint")
+        if args.spixel_checkpoint is not None
+        else SpixelFCN(args.cell_size, args.spixel_width, centre_bias=args.spixel_centre_bias)
+    )
     return JointModel(
         deeplab,
         spixel,
@@ -417,7 +433,9 @@ def build_optimizer(stage: str, model: nn.Module, args: argparse.Namespace) -> t
     return torch.optim.Adam(groups, lr=groups[0]["lr"], betas=(0.9, 0.999), weight_decay=args.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, total_steps: int):
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, args: argparse.Namespace, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-iteration LambdaLR: poly ``(1 - t / T) ** power`` or fixed."""
     if args.schedule == "poly":
         power, total = args.poly_power, max(1, total_steps)
@@ -432,96 +450,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _set_bn_eval(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
-# ------------------------------------------------------------------------------------------------------ loss
-def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """Mean cross-entropy over the non-ignored pixels (0 when every pixel is ignored)."""
-    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (target != IGNORE_INDEX).sum().clamp_min(1)
-
-
-def stage_loss(
-    stage: str, model: nn.Module, batch: dict, args: argparse.Namespace, device: torch.device
-) -> tuple[Tensor, dict[str, float]]:
-    """Forward one batch and return ``(loss, parts)``."""
-    import sparse_ops
-
-    target = batch["target"].to(device, non_blocking=True)
-    if stage == "seg":
-        loss = cross_entropy(model(batch["seg_input"].to(device, non_blocking=True)), target)
-        return loss, {"ce": float(loss.detach())}
-    if stage == "spixel":
-        assoc = model(batch["spixel_input"].to(device, non_blocking=True))
-        sl = sparse_ops.spixel_loss(
-            assoc.float(), target, args.cell_size, pos_weight=args.pos_weight, num_classes=args.num_classes
-        )
-        return sl.total, {"spixel": float(sl.total.detach())}
-    out = model(
-        batch["seg_input"].to(device, non_blocking=True), batch["spixel_input"].to(device, non_blocking=True)
-    )
-    ce = cross_entropy(out["logits"], target)
-    loss, parts = ce, {"ce": float(ce.detach())}
-    if args.spixel_loss_weight:
-        inner = getattr(model, "module", model)
-        sl = sparse_ops.spixel_loss(
-            out["assoc"].float(),
-            target,
-            inner.cell_size,
-            pos_weight=args.pos_weight,
-            num_classes=args.num_classes,
-        )
-        loss = loss + args.spixel_loss_weight * sl.total
-        parts["spixel"] = float(sl.total.detach())
-    return loss, parts
-
-
-# --------------------------------------------------------------------------------------------------- logging
-class _Logger:
-    """CSV rows (and TensorBoard scalars) on the main process."""
-
-    FIELDS = ("stage", "epoch", "step", "loss", "ce", "spixel", "lr", "images_per_s", "elapsed_s")
-
-    def __init__(self, folder: Path, enabled: bool, tensorboard: bool, append: bool) -> None:
-        self.enabled = enabled
-        self.writer = None
-        if not enabled:
-            return
-        self.path = folder / "log.csv"
-        new = not (append and self.path.exists())
-        self.fh = open(self.path, "w" if new else "a", newline="")
-        self.csv = csv.DictWriter(self.fh, fieldnames=self.FIELDS)
-        if new:
-            self.csv.writeheader()
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(folder / "tensorboard"))
-            except Exception as exc:  # tensorboard not installed
-                print(f"[train] TensorBoard disabled ({type(exc).__name__}: {exc}); CSV log only", flush=True)
-
-    def row(self, **values: Any) -> None:
-        if not self.enabled:
-            return
-        self.csv.writerow({k: values.get(k, "") for k in self.FIELDS})
-        self.fh.flush()
-        if self.writer is not None:
-            for k in ("loss", "ce", "spixel", "lr", "images_per_s"):
-                if values.get(k, "") != "":
-                    self.writer.add_scalar(f"{values['stage']}/{k}", float(values[k]), int(values["step"]))
-
-    def close(self) -> None:
-        if self.enabled:
-            self.fh.close()
-            if self.writer is not None:
-                self.writer.close()
-
-
 # ----------------------------------------------------------------------------------------------------- stage
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -529,321 +457,273 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _checkpoint(
-    stage: str,
-    model: nn.Module,
-    optimizer,
-    scheduler,
-    scaler,
-    args,
-    epoch: int,
-    step: int,
-    batch_in_epoch: int,
-    loader_gen: torch.Generator,
-    complete: bool,
+def _checkpoint_dict(
+    state: engine.TrainState, args: argparse.Namespace, global_batch: int, world_size: int, complete: bool
 ) -> dict[str, Any]:
-    inner = getattr(model, "module", model)
     return {
         "format": FORMAT,
         "version": VERSION,
-        "stage": stage,
-        "config": {"model": model_config(inner), "args": {k: _plain(v) for k, v in vars(args).items()}},
-        "model": inner.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "batch_in_epoch": batch_in_epoch,
+        "stage": state.stage,
+        "config": {"model": model_config(state.model), "args": {k: _plain(v) for k, v in vars(args).items()}},
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "batch_in_epoch": state.samples_in_epoch // global_batch,
+        "samples_in_epoch": state.samples_in_epoch,
+        "world_size": world_size,
         "complete": complete,
-        "rng": get_rng_state(loader_gen),
+        "rng": get_rng_state(),
     }
 
 
-def run_stage(stage: str, args: argparse.Namespace, info: DistInfo | None = None) -> Path:
-    """Train one stage and return the path of its final checkpoint.
-
-    Args:
-        stage: ``"seg"``, ``"spixel"`` or ``"joint"``.
-        args: parsed options (see :func:`build_parser`); per-stage defaults are filled in here.
-        info: distributed facts (built from the environment when ``None``).
-    """
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    info = info or DistInfo(args.device)
-    args = resolve_stage_options(stage, args)
-    device = info.device
-    folder = Path(args.output_dir) / stage
-    ckpt_path = folder / "checkpoint.pt"
-    if info.main:
-        folder.mkdir(parents=True, exist_ok=True)
-
-    resume_from: Path | None = None
-    if args.resume is not None:
-        cand = ckpt_path if args.resume == "auto" else Path(args.resume)
-        if args.resume != "auto" and not cand.is_file():
-            raise FileNotFoundError(f"--resume checkpoint not found: {cand}")
-        if cand.is_file():
-            resume_from = cand
-    ckpt = load_checkpoint(resume_from) if resume_from is not None else None
-    if ckpt is not None and ckpt["stage"] != stage:
+def _resume_checkpoint(
+    stage: str, args: argparse.Namespace, ckpt_path: Path
+) -> tuple[dict[str, Any] | None, Path | None]:
+    """The checkpoint ``--resume`` continues from (None: start a new run)."""
+    if args.resume is None:
+        return None, None
+    source = ckpt_path if args.resume == "auto" else Path(args.resume)
+    if not source.is_file():
         if args.resume != "auto":
-            raise ValueError(f"--resume {resume_from} is a {ckpt['stage']!r} checkpoint, not {stage!r}")
-        ckpt = None
-    if ckpt is not None and (
-        ckpt["epoch"] >= args.epochs or (args.max_steps is not None and ckpt["step"] >= args.max_steps)
-    ):
-        if info.main:
-            print(
-                f"[{stage}] {resume_from} already reached epoch {ckpt['epoch']} / step {ckpt['step']}; "
-                "skipping the stage",
-                flush=True,
-            )
-        return resume_from
+            raise UsageError(f"--resume checkpoint not found: {source}")
+        return None, None
+    ckpt = load_checkpoint(source)
+    if ckpt["stage"] != stage:
+        raise UsageError(
+            f"--resume {source} is a {ckpt['stage']!r} checkpoint; the {stage!r} stage needs a {stage!r} "
+            "checkpoint"
+        )
+    return ckpt, source
 
+
+def _finished(ckpt: dict[str, Any], args: argparse.Namespace) -> bool:
+    return int(ckpt["epoch"]) >= args.epochs or (
+        args.max_steps is not None and int(ckpt["step"]) >= args.max_steps
+    )
+
+
+def _build_state(
+    stage: str, args: argparse.Namespace, info: DistInfo, ckpt: dict[str, Any] | None, steps_per_epoch: int
+) -> tuple[engine.TrainState, bool]:
+    """Model, optimizer, scheduler and scaler (restored from ``ckpt`` when resuming); ``(state, use_amp)``."""
     _seed_everything(args.seed + info.rank)
-    if ckpt is not None:  # same architecture as when the run started
-        from examples.voc_joint.models import build_model
-
-        model = build_model(ckpt["config"]["model"])
-    else:
-        model = build_stage_model(stage, args)
+    device = info.device
+    model = build_model(ckpt["config"]["model"]) if ckpt is not None else build_stage_model(stage, args)
     model.to(device)
     use_amp = bool(args.amp and device.type == "cuda")
     if args.amp and not use_amp and info.main:
         print(f"[{stage}] --amp ignored on {device.type} (CUDA only)", flush=True)
     if info.enabled and args.sync_bn:
         if device.type != "cuda":
-            raise ValueError("--sync-bn needs CUDA (SyncBatchNorm has no CPU/gloo implementation)")
+            raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU/gloo implementation)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(stage, model, args)
-
-    loader_gen = torch.Generator()
-    loader = build_train_loader(args, info, loader_gen)
-    steps_per_epoch = len(loader)
-    total_steps = args.epochs * steps_per_epoch  # the poly horizon ignores --max-steps (resume stays exact)
-    scheduler = build_scheduler(optimizer, args, total_steps)
+    # the poly horizon is --epochs x steps per epoch, not --max-steps (so capped runs resume exactly)
+    scheduler = build_scheduler(optimizer, args, args.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    start_epoch, step, skip = 0, 0, 0
+    state = engine.TrainState(stage, model, model, optimizer, scheduler, scaler)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, step, skip = int(ckpt["epoch"]), int(ckpt["step"]), int(ckpt.get("batch_in_epoch", 0))
-        set_rng_state(ckpt["rng"])
+        state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
+        state.samples_in_epoch = int(ckpt.get("samples_in_epoch", 0))
+        set_rng_state(ckpt["rng"])  # last: building the model drew from the RNG
+    if info.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        state.train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=stage == "joint"
+        )
+    return state, use_amp
+
+
+def run_stage(
+    stage: str, args: argparse.Namespace, info: DistInfo | None = None, guard: InterruptGuard | None = None
+) -> Path:
+    """Train one stage and return the path of its final checkpoint.
+
+    Args:
+        stage: ``"seg"``, ``"spixel"`` or ``"joint"``.
+        args: parsed options (see :func:`build_parser`); per-stage defaults are filled in here.
+        info: distributed facts (from :func:`~examples.voc_joint.distributed.init_distributed` when ``None``).
+        guard: the signal guard of the whole run (a new one around this stage when ``None``).
+
+    Raises:
+        Interrupted: SIGINT / SIGTERM; the checkpoint of the last completed step was written first.
+        NonFiniteError: non-finite loss, gradients or weights; the last good checkpoint stays.
+        UsageError: the command cannot run (wrong checkpoint, too little data, ...).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    info = info or init_distributed(args.device)
+    args = resolve_stage_options(stage, args)
+    folder = Path(args.output_dir) / stage
+    ckpt_path = folder / "checkpoint.pt"
+    with nullcontext(guard) if guard is not None else InterruptGuard() as active:
+        ckpt, resume_from = _resume_checkpoint(stage, args, ckpt_path)
+        if ckpt is not None and resume_from is not None and _finished(ckpt, args):
+            if info.main:
+                print(
+                    f"[{stage}] {resume_from} already reached epoch {ckpt['epoch']} / step {ckpt['step']}; "
+                    "skipping the stage",
+                    flush=True,
+                )
+            return resume_from
         if info.main:
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(ckpt_path)
+        root = data_root(args, info)
+        loader, sampler = build_train_loader(args, info, root)
+        state, use_amp = _build_state(stage, args, info, ckpt, sampler.steps_per_epoch)
+        resume_step = None if ckpt is None else state.step
+        if ckpt is not None and info.main:
+            skip = state.samples_in_epoch // sampler.global_batch
             print(
-                f"[{stage}] resumed from {resume_from}: epoch {start_epoch}, step {step}"
+                f"[{stage}] resumed from {resume_from}: epoch {state.epoch}, step {state.step}"
                 + (f", skipping {skip} done batches" if skip else ""),
                 flush=True,
             )
         del ckpt
-
-    train_model: nn.Module = model
-    if info.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=ids, find_unused_parameters=stage == "joint"
-        )
-
-    logger = _Logger(folder, info.main, args.tensorboard, append=resume_from is not None)
-    if info.main:
-        lrs = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in optimizer.param_groups)
-        print(
-            f"[{stage}] {type(model).__name__} on {device} x{info.world_size}, {steps_per_epoch} steps/epoch, "
-            f"{args.optimizer} ({lrs}, wd {args.weight_decay}, {args.schedule}), amp={use_amp}",
-            flush=True,
-        )
-
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum, frame):
-        raise _Terminated()
-
-    in_main_thread = True
-    try:
-        signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not in the main thread
-        in_main_thread = False
-
-    t0 = time.perf_counter()
-    epoch, in_epoch = start_epoch, skip
-    done = args.max_steps is not None and step >= args.max_steps
-    try:
-        for epoch in range(start_epoch, args.epochs):
-            if done:
-                break
-            loader_gen.manual_seed(args.seed * 1000003 + epoch)  # sample order / worker seeds of this epoch
-            if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
-                loader.sampler.set_epoch(epoch)
-            train_model.train()
-            if stage == "joint" and args.freeze_bn:
-                _set_bn_eval(model.deeplab)
-            bar = None
-            if info.main and not args.no_progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(
-                    total=steps_per_epoch,
-                    initial=in_epoch,
-                    desc=f"{stage} {epoch + 1}/{args.epochs}",
-                    unit="step",
-                    dynamic_ncols=True,
-                    leave=True,
-                )
-            t_epoch, n_img = time.perf_counter(), 0
-            for batch_idx, batch in enumerate(loader):
-                if batch_idx < in_epoch:  # mid-epoch resume: these batches were done before the interrupt
-                    continue
-                loss, parts = _train_step(stage, train_model, batch, args, device, optimizer, scaler, use_amp)
-                scheduler.step()
-                step += 1
-                in_epoch += 1
-                n_img += batch["target"].shape[0] * info.world_size
-                ips = n_img / max(time.perf_counter() - t_epoch, 1e-9)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.1f}")
-                    bar.update(1)
-                reached = args.max_steps is not None and step >= args.max_steps
-                if step % args.log_every == 0 or in_epoch == steps_per_epoch or reached:
-                    logger.row(
-                        stage=stage,
-                        epoch=epoch + 1,
-                        step=step,
-                        loss=f"{info.mean(loss):.6f}",
-                        ce=f"{parts['ce']:.6f}" if "ce" in parts else "",
-                        spixel=f"{parts['spixel']:.6f}" if "spixel" in parts else "",
-                        lr=f"{optimizer.param_groups[0]['lr']:.6g}",
-                        images_per_s=f"{ips:.2f}",
-                        elapsed_s=f"{time.perf_counter() - t0:.1f}",
-                    )
-                if reached:
-                    done = True
-                    break
-            if bar is not None:
-                bar.close()
-            finished_epoch = in_epoch >= steps_per_epoch
-            ep_done = epoch + 1 if finished_epoch else epoch
-            if info.main:
-                complete = done or ep_done >= args.epochs
-                save_checkpoint(
-                    ckpt_path,
-                    _checkpoint(
-                        stage,
-                        model,
-                        optimizer,
-                        scheduler,
-                        scaler,
-                        args,
-                        ep_done,
-                        step,
-                        0 if finished_epoch else in_epoch,
-                        loader_gen,
-                        complete,
-                    ),
-                )
-            in_epoch = 0
-            info.barrier()
-    except KeyboardInterrupt:
-        if info.main:
-            save_checkpoint(
-                ckpt_path,
-                _checkpoint(
-                    stage, model, optimizer, scheduler, scaler, args, epoch, step, in_epoch, loader_gen, False
-                ),
-            )
-            print(
-                f"\n[{stage}] interrupted: checkpoint saved to {ckpt_path} (resume with --resume)", flush=True
-            )
-        logger.close()
-        raise
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-    logger.close()
-    if info.main:
-        print(
-            f"[{stage}] done: {step} steps in {time.perf_counter() - t0:.1f} s; checkpoint {ckpt_path}",
-            flush=True,
-        )
-    if args.eval and stage in ("seg", "joint") and info.main:
-        evaluate_checkpoint(ckpt_path, args, device)
-    info.barrier()
+        logger = engine.CsvLogger(folder, info.main, args.tensorboard, resume_step)
+        try:
+            _train(state, loader, sampler, args, info, active, logger, ckpt_path, use_amp, resume_step)
+        finally:
+            logger.close()
+        if args.eval and stage in ("seg", "joint") and info.main:
+            with active.released():
+                engine.evaluate_checkpoint(ckpt_path, args, info.device, root)
+        info.barrier()
     return ckpt_path
 
 
-def _train_step(
-    stage, model, batch, args, device, optimizer, scaler, use_amp
-) -> tuple[float, dict[str, float]]:
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-        loss, parts = stage_loss(stage, model, batch, args, device)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"[{stage}] non-finite loss {float(loss)}: lower the learning rate or check data"
+def _train(
+    state: engine.TrainState,
+    loader: torch.utils.data.DataLoader,
+    sampler: EpochSampler,
+    args: argparse.Namespace,
+    info: DistInfo,
+    guard: InterruptGuard,
+    logger: engine.CsvLogger,
+    ckpt_path: Path,
+    use_amp: bool,
+    saved_step: int | None,
+) -> None:
+    """The epoch loop: train, checkpoint after every epoch / at the step cap / on a signal, then stop."""
+    stage, t0 = state.stage, time.perf_counter()
+    if info.main:
+        lrs = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in state.optimizer.param_groups)
+        print(
+            f"[{stage}] {type(state.model).__name__} on {info.device} x{info.world_size}, "
+            f"{sampler.steps_per_epoch} steps/epoch, {args.optimizer} ({lrs}, wd {args.weight_decay}, "
+            f"{args.schedule}), amp={use_amp}",
+            flush=True,
         )
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return float(loss.detach()), parts
-
-
-def evaluate_checkpoint(ckpt_path: Path, args: argparse.Namespace, device: torch.device) -> dict:
-    """Evaluate a seg/joint checkpoint on ``--val-split`` with exdata's ``evaluate`` and write ``eval.json``."""
-    import json
-
-    from examples.voc_joint import data
-    from examples.voc_joint.checkpoint import load_model_from_checkpoint
-    from examples.voc_joint.evaluate import evaluate
-
-    model, _ = load_model_from_checkpoint(ckpt_path, map_location=device)
-    ds = data.build_dataset(
-        _data_root(args), args.val_split, sbd=False, crop_size=args.eval_crop, train=False
-    )
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False, num_workers=args.workers)
-    res = evaluate(
-        model,
-        loader,
-        device=device,
-        num_classes=args.num_classes,
-        panels_dir=ckpt_path.parent / "panels",
-        progress=not args.no_progress,
-    )
-    (ckpt_path.parent / "eval.json").write_text(json.dumps(res, indent=2, default=float))
-    print(f"[eval] {ckpt_path}: mIoU {100 * res['miou']:.2f} %; details in {ckpt_path.parent / 'eval.json'}")
-    return res
+    saved = None if saved_step is None else (state.step, state.epoch, state.samples_in_epoch)
+    reason = "epoch"
+    while state.epoch < args.epochs and reason not in ("max_steps", "interrupt"):
+        sampler.set_epoch(state.epoch, state.samples_in_epoch)
+        loader.generator.manual_seed(derive_seed(args.seed, state.epoch))  # worker base seeds of this epoch
+        reason = engine.train_one_epoch(
+            state,
+            loader,
+            args,
+            info,
+            steps_per_epoch=sampler.steps_per_epoch,
+            global_batch=sampler.global_batch,
+            guard=guard,
+            logger=logger,
+            use_amp=use_amp,
+            t0=t0,
+        )
+        position = (state.step, state.epoch, state.samples_in_epoch)
+        if info.main and position != saved:  # never rewrite (or replace by an older state) what is on disk
+            complete = reason == "max_steps" or state.epoch >= args.epochs
+            checkpoint = _checkpoint_dict(state, args, sampler.global_batch, info.world_size, complete)
+            with guard.critical():
+                save_checkpoint(ckpt_path, checkpoint)
+            saved = position
+        if reason == "epoch":
+            faults.hit("epoch-end", state.epoch)
+        # every process leaves together: a signal seen by any of them during the save or the wait stops all
+        flag = torch.tensor([float(guard.requested is not None)], device=info.device)
+        if info.any(flag).item() and reason != "interrupt":
+            reason = "interrupt"
+    if reason == "interrupt":
+        if info.main:
+            print(
+                f"\n[{stage}] interrupted: checkpoint of step {state.step} saved to {ckpt_path} "
+                "(continue with --resume)",
+                flush=True,
+            )
+        raise Interrupted(guard.requested or signal.SIGINT)
+    if info.main:
+        print(
+            f"[{stage}] done: {state.step} steps in {time.perf_counter() - t0:.1f} s; checkpoint {ckpt_path}",
+            flush=True,
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ main
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
-    """Parse ``argv`` and run the requested stage(s); returns ``{stage: checkpoint path}``."""
-    args = build_parser().parse_args(argv)
+    """Parse ``argv`` and run the requested stage(s); returns ``{stage: checkpoint path}``.
+
+    Raises:
+        SystemExit: status 2 for a command that cannot run (bad option, wrong checkpoint, ...).
+        Interrupted: SIGINT / SIGTERM after the checkpoint was written (exit status 130 / 143 as a script).
+        NonFiniteError: training diverged (exit status 1 as a script).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.batch_size < 2:
-        raise SystemExit("--batch-size must be >= 2 (BatchNorm in training mode needs more than one value)")
-    info = DistInfo(args.device)
+        parser.error("--batch-size must be >= 2 (BatchNorm in training mode needs more than one value)")
     stages = STAGES if args.stage == "all" else (args.stage,)
     out: dict[str, Path] = {}
-    try:
-        for stage in stages:
-            stage_args = argparse.Namespace(**vars(args))
-            if stage == "joint" and args.stage == "all":
-                stage_args.seg_checkpoint = stage_args.seg_checkpoint or out["seg"]
-                stage_args.spixel_checkpoint = stage_args.spixel_checkpoint or out["spixel"]
-            if args.stage == "all" and args.resume not in (None, "auto"):
-                stage_args.resume = "auto"
-            out[stage] = run_stage(stage, stage_args, info)
-    finally:
-        if info.enabled and dist.is_initialized():
-            dist.destroy_process_group()
+    with InterruptGuard() as guard:
+        try:
+            info = init_distributed(args.device)
+        except ValueError as exc:
+            parser.error(str(exc))
+        try:
+            for stage in stages:
+                stage_args = argparse.Namespace(**vars(args))
+                if stage == "joint" and args.stage == "all":
+                    stage_args.seg_checkpoint = stage_args.seg_checkpoint or out["seg"]
+                    stage_args.spixel_checkpoint = stage_args.spixel_checkpoint or out["spixel"]
+                if args.stage == "all" and args.resume not in (None, "auto"):
+                    stage_args.resume = "auto"
+                out[stage] = run_stage(stage, stage_args, info, guard)
+        except UsageError as exc:
+            parser.error(str(exc))
+        finally:
+            cleanup_distributed()
     return out
 
 
-if __name__ == "__main__":
+def _cli() -> int:
     try:
         main()
+    except Interrupted as exc:
+        if exc.forced:
+            print(
+                f"\n[train] stopped by a second {signal.Signals(exc.signum).name}: no new checkpoint (the "
+                "last one on disk is intact)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return exc.exit_code
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
+    except (engine.NonFiniteError, OSError) as exc:
+        print(f"[train] error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())

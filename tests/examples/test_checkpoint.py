@@ -53,14 +53,14 @@ def test_refuses_pickled_objects(tmp_path) -> None:
     torch.save({**_ckpt(net, "spixel"), "extra": argparse.Namespace(a=1)}, path)
     with pytest.raises(CheckpointError, match=r"refusing checkpoint .*evil\.pt.*weights_only=True"):
         load_checkpoint(path)
-    with pytest.raises(CheckpointError, match="evil.pt"):
+    with pytest.raises(CheckpointError, match=r"evil\.pt"):
         load_model_from_checkpoint(path)
 
 
 def test_refuses_garbage_wrong_keys_and_format(tmp_path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="garbage.pt"):
+    with pytest.raises(CheckpointError, match=r"garbage\.pt"):
         load_checkpoint(garbage)
     plain = tmp_path / "state_dict.pt"
     torch.save(SpixelFCN(width=4).state_dict(), plain)
@@ -79,9 +79,9 @@ def test_refuses_garbage_wrong_keys_and_format(tmp_path) -> None:
 
 
 def test_missing_file(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="checkpoint file not found: .*nope.pt"):
+    with pytest.raises(FileNotFoundError, match=r"checkpoint file not found: .*nope\.pt"):
         load_checkpoint(tmp_path / "nope.pt")
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         load_model_from_checkpoint(tmp_path / "nope.pt")
 
 

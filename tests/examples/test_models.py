@@ -1,4 +1,4 @@
-"""DeepLabV3+ and SpixelFCN: shapes at odd sizes, output stride, ASPP rates, local backbone weights, errors."""
+"""DeepLabV3+ and SpixelFCN: shapes at odd sizes, output stride, ASPP rates, local weights, errors."""
 
 from __future__ import annotations
 

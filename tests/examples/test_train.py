@@ -1,4 +1,4 @@
-"""Training CLI: --help, a 2-step run of every stage, exact resume, interrupt checkpoints, optimizer settings."""
+"""Training CLI: --help, a 2-step run of every stage, CLI errors, optimizer settings, the demo."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_help_documents_every_option(how: str) -> None:
         if how == "file"
         else [sys.executable, "-m", "examples.voc_joint.train", "--help"]
     )
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     parser = train.build_parser()
     for action in parser._actions:
@@ -125,63 +125,16 @@ def test_poly_schedule() -> None:
     assert lrs == pytest.approx(expect)
 
 
-def _state(path: Path) -> dict:
-    return load_checkpoint(path)
-
-
-@pytest.mark.slow
-def test_resume_is_bit_exact(tiny_voc, tmp_path) -> None:  # noqa: F811
-    """2 epochs straight == 1 epoch, stop, resume, 1 epoch (model, optimizer, RNG states); dropout + augmentation."""
-    common = ["--stage", "seg", "--epochs", "2", "--schedule", "poly", "--seg-lr", "0.01"]
-    a = train.main(train_args(tiny_voc, tmp_path / "a", *common))["seg"]
-    b1 = train.main(train_args(tiny_voc, tmp_path / "b", *common, "--max-steps", "2"))["seg"]
-    mid = _state(b1)
-    assert (mid["epoch"], mid["step"], mid["batch_in_epoch"]) == (1, 2, 0)
-    b = train.main(train_args(tiny_voc, tmp_path / "b", *common, "--resume"))["seg"]
-    sa, sb = _state(a), _state(b)
-    assert (sa["epoch"], sa["step"]) == (sb["epoch"], sb["step"]) == (2, 4)
-    for k, v in sa["model"].items():
-        assert torch.equal(v, sb["model"][k]), k
-    for k, v in sa["optimizer"]["state"].items():
-        assert torch.equal(v["momentum_buffer"], sb["optimizer"]["state"][k]["momentum_buffer"])
-    assert sa["scheduler"]["last_epoch"] == sb["scheduler"]["last_epoch"]
-    assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
-    assert not torch.equal(mid["model"]["classifier.weight"], sa["model"]["classifier.weight"])
-    # the log of the resumed run was appended to
-    assert [r["step"] for r in _rows(b.parent / "log.csv")][-1] == "4"
-    # resuming a finished stage is a no-op
-    assert train.main(train_args(tiny_voc, tmp_path / "b", *common, "--resume"))["seg"] == b
-
-
-def test_interrupt_writes_a_resumable_checkpoint(tiny_voc, tmp_path, monkeypatch) -> None:  # noqa: F811
-    real_step, calls = train._train_step, []
-
-    def step_then_interrupt(*a, **k):
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real_step(*a, **k)
-
-    monkeypatch.setattr(train, "_train_step", step_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1"))
-    ck = load_checkpoint(tmp_path / "spixel" / "checkpoint.pt")
-    assert (ck["epoch"], ck["step"], ck["batch_in_epoch"], ck["complete"]) == (0, 1, 1, False)
-    monkeypatch.setattr(train, "_train_step", real_step)
-    out = train.main(train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1", "--resume"))[
-        "spixel"
+def test_cli_errors(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    cases = [
+        (["--resume", str(tmp_path / "x.pt")], "--resume checkpoint not found"),
+        (["--batch-size", "1"], "batch-size must be >= 2"),
+        (["--batch-size", "8"], "fewer than one batch"),
     ]
-    ck = load_checkpoint(out)
-    assert (ck["epoch"], ck["step"], ck["batch_in_epoch"], ck["complete"]) == (1, 2, 0, True)
-
-
-def test_cli_errors(tiny_voc, tmp_path) -> None:  # noqa: F811
-    with pytest.raises(FileNotFoundError, match="--resume checkpoint not found"):
-        train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--resume", str(tmp_path / "x.pt")))
-    with pytest.raises(SystemExit, match="batch-size must be >= 2"):
-        train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--batch-size", "1"))
-    with pytest.raises(ValueError, match="fewer than one batch"):
-        train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--batch-size", "8"))
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as info:
+            train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", *extra))
+        assert info.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -219,30 +172,6 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     assert len(table) == 5
     assert all(v["consistency"] == 1.0 for k, v in table.items() if k.startswith("+"))
     assert (tmp_path / "results.json").is_file() and list((tmp_path / "panels").glob("*.png"))
-
-
-@pytest.mark.slow
-def test_sigterm_writes_a_checkpoint(tiny_voc, tmp_path) -> None:  # noqa: F811
-    """A real SIGTERM in the middle of training: checkpoint written, exit status 130, resumable."""
-    import signal
-    import time
-
-    cmd = [
-        sys.executable,
-        "examples/voc_joint/train.py",
-        *train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1000", "--log-every", "1"),
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log = tmp_path / "spixel" / "log.csv"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out[-2000:]
-    assert "interrupted: checkpoint saved" in out
-    ck = load_checkpoint(tmp_path / "spixel" / "checkpoint.pt")
-    assert ck["step"] >= 2 and not ck["complete"]
 
 
 def test_joint_stage_on_every_device_with_amp(tiny_voc, tmp_path, device) -> None:  # noqa: F811

@@ -130,3 +130,25 @@ def test_transparent_parameters_doubling_layout(act: str | None) -> None:
         w2 = params[1][0]
         torch.testing.assert_close(w2[:4, :3], -w2[:4, 3:])
         torch.testing.assert_close(w2[:4], -w2[4:])
+
+
+def test_check_realized_accepts_rounding_and_refuses_underflow() -> None:
+    g = torch.Generator().manual_seed(0)
+    affines = af.draw_hidden(3, [5, 4], [True, True], g)
+    p = af.chain(affines, 3)
+    t_w = torch.randn(2, 3, dtype=torch.float64, generator=g)
+    target = af.homogeneous(t_w, None)[:, :2]
+    w, c = af.solve_last(p, t_w, None)
+    exact = torch.cat([w.T, c[None]])
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        af.check_realized(p, target, exact, exact.to(dtype).double(), dtype, "last")
+    u = torch.finfo(torch.float16).eps / 2
+    within = exact * (1 + af.REALIZE_SLACK * u * 0.9)
+    af.check_realized(p, target, exact, within, torch.float16, "last")
+    beyond = exact * (1 + af.REALIZE_SLACK * u * 1.5)
+    with pytest.raises(ValueError, match=r"last cannot realize the target map in torch\.float16"):
+        af.check_realized(p, target, exact, beyond, torch.float16, "last")
+    lost = exact.clone()
+    lost[:, 1] = 0.0
+    with pytest.raises(ValueError, match=r"misses output 1 by [0-9.e+-]+ \(relative 1\)"):
+        af.check_realized(p, target, exact, lost, torch.float32, "last")

@@ -4,19 +4,35 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from transparent_init import TransparentConv1x1, TransparentLinear, build_transparent_stack, transparent_init_
+from transparent_init import (
+    TransparentConv1x1,
+    TransparentLinear,
+    build_transparent_stack,
+    init_rate,
+    random_uniform_init_,
+    transparent_init_,
+)
 
 
 @pytest.mark.parametrize(
     "kwargs,exc,match",
     [
-        ({"in_features": 0, "hidden_features": [4]}, ValueError, "in_features must be >= 1, got 0"),
-        ({"in_features": 2.0, "hidden_features": [4]}, TypeError, "in_features must be an int, got float"),
-        ({"in_features": True, "hidden_features": [4]}, TypeError, "in_features must be an int, got bool"),
+        ({"in_features": 0, "hidden_features": [4]}, ValueError, "in_features must be an int >= 1, got 0"),
+        (
+            {"in_features": 2.0, "hidden_features": [4]},
+            TypeError,
+            r"in_features must be an int >= 1, got float \(2.0\)",
+        ),
+        (
+            {"in_features": True, "hidden_features": [4]},
+            TypeError,
+            r"in_features must be an int >= 1, got bool \(True\)",
+        ),
         (
             {"in_features": 3, "hidden_features": 4},
             TypeError,
@@ -26,9 +42,19 @@ from transparent_init import TransparentConv1x1, TransparentLinear, build_transp
         ({"in_features": 3, "hidden_features": []}, ValueError, "at least one width"),
         ({"in_features": 3, "hidden_features": [4, 2.5]}, TypeError, r"hidden_features\[1\] must be an int"),
         (
+            {"in_features": 3, "hidden_features": np.array([4.0, 5.0])},
+            TypeError,
+            r"hidden_features\[0\] must be an int >= 1, got float64 \(np.float64\(4.0\)\)",
+        ),
+        (
+            {"in_features": 3, "hidden_features": {"a": 4}},
+            TypeError,
+            r"hidden_features must be a sequence of ints, got dict",
+        ),
+        (
             {"in_features": 3, "hidden_features": [4, 0]},
             ValueError,
-            r"hidden_features\[1\] must be >= 1, got 0",
+            r"hidden_features\[1\] must be an int >= 1, got 0",
         ),
         (
             {"in_features": 42, "hidden_features": [64, 30]},
@@ -38,7 +64,7 @@ from transparent_init import TransparentConv1x1, TransparentLinear, build_transp
         (
             {"in_features": 3, "hidden_features": [4], "out_features": 0},
             ValueError,
-            "out_features must be >= 1",
+            "out_features must be an int >= 1, got 0",
         ),
         (
             {"in_features": 3, "hidden_features": [4], "out_features": 2},
@@ -58,24 +84,24 @@ from transparent_init import TransparentConv1x1, TransparentLinear, build_transp
         (
             {"in_features": 3, "hidden_features": [4], "negative_slope": 0.0},
             ValueError,
-            "negative_slope must be a finite float > 0, got 0.0",
+            "negative_slope must be a finite real > 0, got 0.0",
         ),
         ({"in_features": 3, "hidden_features": [4], "negative_slope": -0.1}, ValueError, "got -0.1"),
         (
             {"in_features": 3, "hidden_features": [4], "negative_slope": math.nan},
             ValueError,
-            "finite float > 0",
+            "negative_slope must be a finite real > 0, got nan",
         ),
         (
             {"in_features": 3, "hidden_features": [4], "negative_slope": "0.1"},
             TypeError,
-            "negative_slope must be a float",
+            "negative_slope must be a finite real > 0, got str",
         ),
         ({"in_features": 3, "hidden_features": [4], "bias": 1}, TypeError, "bias must be a bool, got int"),
         (
             {"in_features": 3, "hidden_features": [4], "dtype": torch.int64},
             TypeError,
-            "dtype must be a floating",
+            "dtype must be None or a floating torch.dtype, got dtype",
         ),
         (
             {"in_features": 3, "hidden_features": [4], "generator": "seed"},
@@ -83,6 +109,17 @@ from transparent_init import TransparentConv1x1, TransparentLinear, build_transp
             "generator must be None, a torch.Generator or an int seed, got str",
         ),
         ({"in_features": 3, "hidden_features": [4], "generator": 1.5}, TypeError, "got float"),
+        (
+            {"in_features": 3, "hidden_features": [4], "generator": 2**64},
+            ValueError,
+            r"generator must be an int in \[-9223372036854775808, 18446744073709551615\], "
+            r"got 18446744073709551616",
+        ),
+        (
+            {"in_features": 3, "hidden_features": [4], "activation": "Relu"},
+            ValueError,
+            "activation must be one of",
+        ),
         (
             {"in_features": 3, "hidden_features": [4], "target_weight": [[1.0]]},
             TypeError,
@@ -125,7 +162,8 @@ from transparent_init import TransparentConv1x1, TransparentLinear, build_transp
         (
             {"in_features": 3, "hidden_features": [4], "bias": False, "target_bias": torch.ones(3)},
             ValueError,
-            "target_bias is non-zero but the last layer has no bias",
+            r"target_bias must be zero \(or None\) when the last layer has no bias \(bias=False\), "
+            r"got max \|target_bias\| = 1",
         ),
     ],
 )
@@ -141,8 +179,36 @@ def test_conv_errors_use_channel_names() -> None:
         TransparentConv1x1(21, [8])
     with pytest.raises(TypeError, match="in_channels must be an int"):
         TransparentConv1x1("21", [32])
-    with pytest.raises(ValueError, match="out_channels must be >= 1"):
+    with pytest.raises(ValueError, match="out_channels must be an int >= 1, got 0"):
         build_transparent_stack(3, [4], 0, conv=True)
+
+
+def test_build_errors() -> None:
+    with pytest.raises(TypeError, match=r"conv must be a bool, got int \(1\)"):
+        build_transparent_stack(3, [4], conv=1)
+
+
+def test_numpy_and_tensor_integers_are_ints() -> None:
+    """numpy / 0-d tensor integers and any integer sequence build the same stack as Python ints."""
+    ref = TransparentLinear(3, [4, 5], 2, target_weight=torch.ones(2, 3), generator=7)
+    for args in [
+        (np.int64(3), np.array([4, 5]), np.int32(2)),
+        (torch.tensor(3), (np.int16(4), 5), 2),
+        (3, range(4, 6), torch.tensor(2)),
+    ]:
+        layer = TransparentLinear(*args, target_weight=torch.ones(2, 3), generator=np.uint32(7))
+        assert layer.hidden_features == (4, 5) and type(layer.in_features) is int
+        assert all(torch.equal(p, q) for p, q in zip(ref.parameters(), layer.parameters(), strict=True))
+    layer = TransparentLinear(3, [4], activation="leaky_relu", negative_slope=np.float32(0.5), generator=0)
+    assert layer.negative_slope == 0.5 and type(layer.negative_slope) is float
+
+
+def test_metric_and_baseline_arguments() -> None:
+    with pytest.raises(ValueError, match=r"threshold must be a finite real >= 0, got nan"):
+        init_rate(nn.Linear(2, 2), threshold=math.nan)
+    with pytest.raises(TypeError, match=r"bound must be a finite real > 0, got str \('1'\)"):
+        random_uniform_init_(nn.Linear(2, 2), bound="1")
+    assert init_rate(nn.Linear(2, 2), threshold=np.float64(0.0)) > 0
 
 
 def test_out_features_inferred_from_target() -> None:

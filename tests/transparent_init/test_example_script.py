@@ -32,6 +32,7 @@ def test_runs_as_a_file() -> None:
             "4",
         ],
         capture_output=True,
+        check=False,
         text=True,
         cwd=ROOT.parent,
         timeout=120,

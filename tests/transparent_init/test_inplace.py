@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from transparent_init import TransparentLinear, transparent_init_
+from transparent_init import transparent_init_
 from transparent_init.inplace import parse_stack
+
+from ._reference import check, uniform
 
 
 @pytest.mark.parametrize(
@@ -22,13 +24,13 @@ from transparent_init.inplace import parse_stack
         # no last bias: the hidden offset is absorbed by the extra hidden width
         lambda: nn.Sequential(nn.Linear(4, 12), nn.ReLU(), nn.Linear(12, 4, bias=False)),
     ],
+    ids=["relu", "leaky-then-relu", "mixed-activations", "no-first-bias", "no-last-bias"],
 )
 def test_user_linear_stacks_become_identity(make) -> None:
     seq = make()
     out = transparent_init_(seq, generator=0)
     assert out is seq
-    x = torch.randn(256, 4, generator=torch.Generator().manual_seed(0)) * 10
-    torch.testing.assert_close(seq(x), x, atol=2e-5, rtol=0)
+    check(seq, uniform((256, 4), 10.0, 0))
 
 
 def test_user_conv_stack_float64_target_map() -> None:
@@ -42,20 +44,7 @@ def test_user_conv_stack_float64_target_map() -> None:
     t_w = torch.randn(3, 6, dtype=torch.float64)
     t_b = torch.randn(3, dtype=torch.float64)
     transparent_init_(seq, target_weight=t_w, target_bias=t_b, generator=1)
-    x = torch.randn(2, 6, 5, 5, dtype=torch.float64)
-    ref = torch.einsum("oc,bchw->bohw", t_w, x) + t_b[:, None, None]
-    torch.testing.assert_close(seq(x), ref, atol=1e-12, rtol=0)
-
-
-def test_inplace_matches_the_module_draws() -> None:
-    """The module is a thin wrapper: same generator, same parameters."""
-    layer = TransparentLinear(3, [4, 5], activation="leaky_relu", negative_slope=0.3, generator=7)
-    seq = nn.Sequential(
-        nn.Linear(3, 8), nn.LeakyReLU(0.3), nn.Linear(8, 10), nn.LeakyReLU(0.3), nn.Linear(10, 3)
-    )
-    transparent_init_(seq, generator=7)
-    for p, q in zip(layer.layers.parameters(), seq.parameters(), strict=True):
-        assert torch.equal(p, q)
+    check(seq, uniform((2, 6, 5, 5), 100.0, 0, torch.float64), t_w, t_b)
 
 
 def test_parse_stack_layout() -> None:
@@ -69,7 +58,8 @@ def test_parse_stack_layout() -> None:
 
 def test_inplace_keeps_dtype_device_and_grad(device: torch.device) -> None:
     seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)).to(device)
+    ids = [id(p) for p in seq.parameters()]
     transparent_init_(seq, generator=0)
+    assert [id(p) for p in seq.parameters()] == ids  # written in place: optimizers keep their references
     assert all(p.device.type == device.type and p.requires_grad for p in seq.parameters())
-    x = torch.randn(4, 3, device=device)
-    torch.testing.assert_close(seq(x), x, atol=1e-5, rtol=0)
+    check(seq, uniform((4, 3), 10.0, 0, device=device))

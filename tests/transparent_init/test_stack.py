@@ -1,4 +1,11 @@
-"""TransparentLinear / TransparentConv1x1: recovery, density, reproducibility, serialization, compilers."""
+"""TransparentLinear / TransparentConv1x1 against the float64 target map, within the rounding bound.
+
+The specification: at initialization ``stack(x)`` is the target map ``x T^T + t`` up to the rounding error
+of evaluating the stored layers in their dtype (``_reference.bound``, the textbook worst case, computed in
+float64 from the stored parameters), for any widths, depths, activations, slopes, targets and input ranges.
+Tighter statistical figures (the paper's Table 3 at its sizes, and the sizes users build) are pinned
+separately.
+"""
 
 from __future__ import annotations
 
@@ -6,134 +13,45 @@ import io
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
 from transparent_init import TransparentConv1x1, TransparentLinear, init_rate, max_abs_error, recovery_rate
 
+from ._reference import check, uniform
+
 ACTS = [None, "relu", "leaky_relu"]
+HALF = [torch.float16, torch.bfloat16]
 
 
-def _uniform(
-    shape: tuple[int, ...], mag: float, seed: int, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1).mul(mag).to(dtype)
-
-
-# ---------------------------------------------------------------- headline (the issue's numbers)
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_headline_float32_recovery(seed: int) -> None:
-    """42 -> [64, 64] -> 42, ReLU, float32 inputs in [-10, 10]: max error <= 3e-5 and 100 % within 1e-4."""
-    layer = TransparentLinear(42, [64, 64], activation="relu", generator=seed)
-    x = _uniform((4096, 42), 10.0, 100 + seed)
-    assert max_abs_error(layer, x) <= 3e-5
-    assert recovery_rate(layer, x, 1e-4) == 1.0
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_headline_conv_float32_recovery(seed: int) -> None:
-    layer = TransparentConv1x1(42, [64, 64], activation="relu", generator=seed)
-    x = _uniform((2, 42, 32, 32), 10.0, 200 + seed)
-    assert max_abs_error(layer, x) <= 3e-5
-    assert recovery_rate(layer, x, 1e-4) == 1.0
-
-
-@pytest.mark.parametrize("act", ACTS)
-def test_headline_float64_relative(act: str | None) -> None:
-    layer = TransparentLinear(42, [64, 64], activation=act, generator=0, dtype=torch.float64)
-    x = _uniform((1024, 42), 10.0, 1, torch.float64)
-    assert max_abs_error(layer, x) <= 1e-10 * 10.0
-
-
-@pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("seed", range(3))
-def test_headline_init_rate(act: str | None, seed: int) -> None:
-    assert init_rate(TransparentLinear(42, [64, 64], activation=act, generator=seed)) >= 0.999
-
-
-@pytest.mark.parametrize("depth", [2, 3, 4, 5])
-@pytest.mark.parametrize("act", ACTS)
-def test_error_small_across_depths(depth: int, act: str | None) -> None:
-    layer = TransparentLinear(42, [64] * (depth - 1), activation=act, generator=depth)
-    x = _uniform((2048, 42), 10.0, depth)
-    assert max_abs_error(layer, x) <= 3e-5
-    assert init_rate(layer) >= 0.999
-
-
-def test_error_grows_linearly_with_magnitude() -> None:
-    layer = TransparentLinear(42, [64, 64], generator=0)
-    errs = [max_abs_error(layer, _uniform((2048, 42), mag, 5)) for mag in (1.0, 10.0, 100.0, 1000.0)]
-    for mag, e in zip((1.0, 10.0, 100.0, 1000.0), errs, strict=True):
-        assert e <= 3e-6 * mag + 1e-6, (mag, e)
-
-
-# ---------------------------------------------------------------- properties
+# ---------------------------------------------------------------- properties over random stacks
 
 
 @st.composite
-def _configs(draw: st.DrawFn) -> dict:
-    in_f = draw(st.integers(1, 10))
+def stacks(draw: st.DrawFn, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)) -> dict:
+    in_f = draw(st.integers(1, 12))
     depth = draw(st.integers(2, 5))
     hidden = [in_f + draw(st.integers(0, 8)) for _ in range(depth - 1)]
     act = draw(st.sampled_from(ACTS))
-    slope = draw(st.sampled_from([0.01, 0.2, 1.0, 3.0]))
-    mag = draw(st.sampled_from([1e-3, 1e-1, 1.0, 10.0, 1e3]))
-    batch = draw(st.sampled_from([(1,), (5,), (2, 3), (2, 1, 3)]))
-    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
     return {
         "in_f": in_f,
         "hidden": hidden,
         "act": act,
-        "slope": slope,
-        "mag": mag,
-        "batch": batch,
-        "dtype": dtype,
-        "seed": draw(st.integers(0, 2**31 - 1)),
+        "slope": draw(st.floats(0.01, 4.0)),
         "bias": draw(st.booleans()),
+        "dtype": draw(st.sampled_from(dtypes)),
+        "conv": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**32 - 1)),
+        "magnitude": 10.0 ** draw(st.integers(-3, 3)),
+        "offset": draw(st.sampled_from([0.0, 1.0, -100.0])),
+        "batch": draw(st.sampled_from([1, 5, 17])),
     }
 
 
-def _bound(cfg: dict, scale: float = 1.0) -> float:
-    """Error allowed: linear in the input magnitude (plus the unit-scale bias), growing with depth.
-
-    Measured worst cases sit 3-8x below it. The float64 constant is larger: there the float64 solve's own
-    rounding (SVD, ~cond * n * eps) is no longer hidden below the forward pass's.
-    """
-    eps = torch.finfo(cfg["dtype"]).eps
-    depth = len(cfg["hidden"]) + 1
-    const = 8.0 if cfg["dtype"] == torch.float32 else 64.0
-    return const * eps * depth * scale * (cfg["mag"] + 1.0)
-
-
-@settings(max_examples=60)
-@given(_configs())
-def test_identity_recovery_property(cfg: dict) -> None:
-    layer = TransparentLinear(
-        cfg["in_f"],
-        cfg["hidden"],
-        activation=cfg["act"],
-        negative_slope=cfg["slope"],
-        bias=cfg["bias"],
-        generator=cfg["seed"],
-        dtype=cfg["dtype"],
-    )
-    x = _uniform((*cfg["batch"], cfg["in_f"]), cfg["mag"], cfg["seed"] % 1000, cfg["dtype"])
-    y = layer(x)
-    assert y.dtype == cfg["dtype"] and y.shape == x.shape
-    assert float((y - x).detach().abs().max()) <= _bound(cfg)
-
-
-@settings(max_examples=40)
-@given(_configs(), st.integers(1, 10))
-def test_target_map_recovery_property(cfg: dict, out_f: int) -> None:
-    g = torch.Generator().manual_seed(cfg["seed"])
-    t_w = torch.randn(out_f, cfg["in_f"], generator=g, dtype=torch.float64)
-    t_b = torch.randn(out_f, generator=g, dtype=torch.float64) if cfg["bias"] else None
-    layer = TransparentLinear(
+def _make(cfg: dict, out_f: int | None = None, t_w=None, t_b=None) -> TransparentLinear | TransparentConv1x1:
+    cls = TransparentConv1x1 if cfg["conv"] else TransparentLinear
+    return cls(
         cfg["in_f"],
         cfg["hidden"],
         out_f,
@@ -142,33 +60,85 @@ def test_target_map_recovery_property(cfg: dict, out_f: int) -> None:
         bias=cfg["bias"],
         target_weight=t_w,
         target_bias=t_b,
-        generator=g,
+        generator=cfg["seed"],
         dtype=cfg["dtype"],
     )
-    assert layer.out_features == out_f
-    x = _uniform((*cfg["batch"], cfg["in_f"]), cfg["mag"], 7, cfg["dtype"])
-    ref = x.double() @ t_w.T + (0 if t_b is None else t_b)
-    scale = 1.0 + float(t_w.abs().sum(1).max()) + (0 if t_b is None else float(t_b.abs().max()))
-    assert float((layer(x).detach().double() - ref).abs().max()) <= _bound(cfg, scale)
 
 
-@settings(max_examples=15)
-@given(_configs())
-def test_conv1x1_equals_linear_property(cfg: dict) -> None:
-    kw = {
-        "activation": cfg["act"],
-        "negative_slope": cfg["slope"],
-        "bias": cfg["bias"],
-        "dtype": cfg["dtype"],
-    }
-    lin = TransparentLinear(cfg["in_f"], cfg["hidden"], generator=cfg["seed"], **kw)
-    conv = TransparentConv1x1(cfg["in_f"], cfg["hidden"], generator=cfg["seed"], **kw)
-    for ml, mc in zip(lin.layers, conv.layers, strict=True):
-        if isinstance(ml, nn.Linear):
-            assert torch.equal(ml.weight, mc.weight[:, :, 0, 0])
-    x = _uniform((2, cfg["in_f"], 3, 4), cfg["mag"], 3, cfg["dtype"])
-    y_lin = lin(x.movedim(1, -1)).movedim(-1, 1)
-    torch.testing.assert_close(conv(x), y_lin, atol=_bound(cfg), rtol=0)
+def _input(cfg: dict, offset: float | None = None) -> torch.Tensor:
+    shape = (cfg["batch"], cfg["in_f"], 2, 3) if cfg["conv"] else (cfg["batch"], cfg["in_f"])
+    off = cfg["offset"] if offset is None else offset
+    return uniform(shape, cfg["magnitude"], cfg["seed"] % 9973, cfg["dtype"], offset=off)
+
+
+@given(stacks())
+def test_identity_within_rounding_bound(cfg: dict) -> None:
+    layer = _make(cfg)
+    check(layer, _input(cfg))
+
+
+@given(stacks(), st.integers(1, 12), st.integers(-2, 2))
+def test_target_map_within_rounding_bound(cfg: dict, out_f: int, log_scale: int) -> None:
+    g = torch.Generator().manual_seed(cfg["seed"])
+    t_w = torch.randn(out_f, cfg["in_f"], generator=g, dtype=torch.float64) * 10.0**log_scale
+    t_b = torch.randn(out_f, generator=g, dtype=torch.float64) * 10.0**log_scale if cfg["bias"] else None
+    layer = _make(cfg, out_f, t_w, t_b)
+    assert (layer.out_channels if cfg["conv"] else layer.out_features) == out_f
+    check(layer, _input(cfg), t_w, t_b)
+
+
+@given(stacks(dtypes=tuple(HALF)))
+def test_half_precision_within_rounding_bound(cfg: dict) -> None:
+    """float16 / bfloat16 stacks: the same claim with the half unit roundoff (inputs kept below overflow)."""
+    cfg["offset"] = 0.0
+    cfg["magnitude"] = min(cfg["magnitude"], 100.0)
+    layer = _make(cfg)
+    assert all(p.dtype == cfg["dtype"] and bool(p.isfinite().all()) for p in layer.parameters())
+    check(layer, _input(cfg))
+
+
+# ---------------------------------------------------------------- figures (tight, at the sizes that matter)
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("conv", [False, True])
+def test_paper_table3_size(seed: int, conv: bool) -> None:
+    """42 -> [64, 64] -> 42, ReLU, float32 inputs in [-10, 10]: max error <= 3e-5 (measured 6.7e-6 median,
+    paper 6.6e-5) and every output within 1e-4."""
+    layer = (TransparentConv1x1 if conv else TransparentLinear)(42, [64, 64], generator=seed)
+    x = uniform((2, 42, 32, 32) if conv else (4096, 42), 10.0, 100 + seed)
+    assert max_abs_error(layer, x) <= 3e-5
+    assert recovery_rate(layer, x, 1e-4) == 1.0
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("width", [42, 256])
+def test_error_linear_in_range_up_to_1000(act: str | None, width: int) -> None:
+    """max |y - x| / r for r = 1 .. 1000 stays at the float32 matmul floor.
+
+    Measured (3 seeds, 2048 rows): width 42 0.67-1.2e-6, 256 1.2-2.0e-6, 1024 1.5-2.3e-6; three chained
+    random orthogonal float32 matmuls give 0.83e-6 / 1.6e-6 / 2.0e-6 at the same widths.
+    """
+    layer = TransparentLinear(width, [width, width], activation=act, generator=1)
+    allowed = 2e-6 if width == 42 else 4e-6
+    for r in (1.0, 10.0, 100.0, 1000.0):
+        x = uniform((1024, width), r, 5)
+        assert max_abs_error(layer, x) <= allowed * r, r
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_float64_relative_error(act: str | None) -> None:
+    layer = TransparentLinear(42, [64, 64], activation=act, generator=0, dtype=torch.float64)
+    x = uniform((1024, 42), 1000.0, 1, torch.float64)
+    assert max_abs_error(layer, x) <= 1e-12 * 1000.0
+
+
+@pytest.mark.parametrize("depth", [2, 5])
+@pytest.mark.parametrize("act", ACTS)
+def test_init_rate_dense(depth: int, act: str | None) -> None:
+    """The paper's "init rate" (share of parameters with |w| > 1e-4) is 99.9 %; ours is at least that."""
+    layer = TransparentLinear(42, [64] * (depth - 1), activation=act, generator=depth)
+    assert init_rate(layer) >= 0.999
 
 
 # ---------------------------------------------------------------- structure
@@ -180,17 +150,14 @@ def test_layers_are_plain_and_doubled(act: str | None, mod: type | None) -> None
         3, [4, 5], 2, activation=act, negative_slope=0.3, target_weight=torch.ones(2, 3), generator=0
     )
     m = 1 if act is None else 2
+    assert list(layer.children()) == [layer.layers]
     lins = [x for x in layer.layers if isinstance(x, nn.Linear)]
     assert [(x.in_features, x.out_features) for x in lins] == [(3, 4 * m), (4 * m, 5 * m), (5 * m, 2)]
     acts = [x for x in layer.layers if not isinstance(x, nn.Linear)]
-    assert len(acts) == (0 if act is None else 2)
-    if mod is not None:
-        assert all(type(a) is mod for a in acts)
+    assert [type(a) for a in acts] == ([] if mod is None else [mod, mod])
     if act == "leaky_relu":
         assert all(a.negative_slope == 0.3 for a in acts)
     assert layer.in_features == 3 and layer.hidden_features == (4, 5) and layer.out_features == 2
-    x = torch.randn(5, 3)
-    assert torch.equal(layer(x), layer.layers(x))
 
 
 def test_conv_properties_and_repr() -> None:
@@ -238,20 +205,20 @@ def test_reset_parameters_redraws_and_stays_transparent() -> None:
     t_w = torch.randn(2, 4)
     layer = TransparentLinear(4, [6], 2, target_weight=t_w, generator=0)
     before = [p.detach().clone() for p in layer.parameters()]
+    t_w.mul_(100.0)  # the layer keeps its own copy of the target
     layer.reset_parameters(generator=1)
     assert not torch.equal(before[0], layer.layers[0].weight)
-    x = torch.randn(10, 4)
-    torch.testing.assert_close(layer(x), x @ t_w.T, atol=1e-5, rtol=0)
+    check(layer, uniform((10, 4), 10.0, 0), t_w / 100.0)
     layer.reset_parameters(generator=0)
     assert all(torch.equal(p, q) for p, q in zip(before, layer.parameters(), strict=True))
 
 
-def test_reset_parameters_follows_dtype_changes() -> None:
-    layer = TransparentLinear(5, [6, 7], activation="leaky_relu", generator=0).double()
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_reset_parameters_follows_dtype_changes(dtype: torch.dtype) -> None:
+    layer = TransparentLinear(5, [6, 7], activation="leaky_relu", generator=0).to(dtype)
     layer.reset_parameters(generator=3)
-    assert all(p.dtype == torch.float64 for p in layer.parameters())
-    x = torch.randn(20, 5, dtype=torch.float64) * 10
-    assert float((layer(x) - x).detach().abs().max()) <= 1e-10 * 10
+    assert all(p.dtype == dtype for p in layer.parameters())
+    check(layer, uniform((20, 5), 10.0, 0, dtype))
 
 
 def test_no_bias_attribute_clash() -> None:
@@ -274,49 +241,38 @@ def test_state_dict_round_trip() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
-def test_torchscript_matches_eager() -> None:
+def test_torchscript_keeps_python_properties_out() -> None:
     layer = TransparentConv1x1(3, [4], activation="leaky_relu", generator=0)
     scripted = torch.jit.script(layer)
     x = torch.randn(2, 3, 4, 4)
     assert torch.equal(scripted(x), layer(x))
 
 
-def test_torch_compile_matches_eager() -> None:
+def test_torch_compile_fullgraph() -> None:
     layer = TransparentLinear(4, [6], generator=0)
     compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     x = torch.randn(3, 4)
     torch.testing.assert_close(compiled(x), layer(x), atol=1e-6, rtol=0)
 
 
-@pytest.mark.slow
-def test_torch_compile_inductor_matches_eager() -> None:
-    """The default backend (generates C++ on CPU: ~30 s on the CI machines, hence slow)."""
-    layer = TransparentConv1x1(3, [4], activation="leaky_relu", generator=0)
-    compiled = torch.compile(layer)
-    x = torch.randn(2, 3, 4, 4)
-    torch.testing.assert_close(compiled(x), layer(x), atol=1e-6, rtol=0)
+# ---------------------------------------------------------------- devices
 
 
-def test_device_and_dtype(device: torch.device, dtype: torch.dtype) -> None:
-    layer = TransparentConv1x1(3, [5, 4], generator=0, device=device, dtype=dtype)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, *HALF], ids=str)
+@pytest.mark.parametrize("conv", [False, True])
+def test_device_and_dtype(
+    device: torch.device, dtype: torch.dtype, conv: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TF32 convolutions (cuDNN's default on Ampere and newer) round inputs to 10 bits: exactness needs it off
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    cls = TransparentConv1x1 if conv else TransparentLinear
+    layer = cls(3, [5, 4], activation="leaky_relu", generator=0, device=device, dtype=dtype)
     assert all(p.device.type == device.type and p.dtype == dtype for p in layer.parameters())
-    x = torch.randn(2, 3, 4, 4, device=device, dtype=dtype)
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(layer(x), x, atol=tol, rtol=0)
+    x = uniform((2, 3, 4, 4) if conv else (7, 3), 10.0, 0, dtype, device=device)
+    check(layer, x)
 
 
 def test_generator_on_device(device: torch.device) -> None:
     g = torch.Generator(device=device).manual_seed(0)
     layer = TransparentLinear(3, [4], generator=g, device=device)
-    x = torch.randn(5, 3, device=device)
-    torch.testing.assert_close(layer(x), x, atol=1e-5, rtol=0)
-
-
-def test_gradcheck_float64() -> None:
-    """No custom autograd here, but the stack must be differentiable like the plain layers it is."""
-    layer = TransparentLinear(
-        3, [4], activation="leaky_relu", negative_slope=0.2, generator=0, dtype=torch.float64
-    )
-    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(layer, (x,))
-    assert torch.autograd.gradgradcheck(layer, (x,))
+    check(layer, uniform((5, 3), 1.0, 0, device=device))

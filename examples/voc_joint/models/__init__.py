@@ -1,4 +1,4 @@
-"""Networks of the VOC joint pipeline: DeepLabV3+, SpixelFCN and the joint model, plus a config-driven builder."""
+"""Networks of the VOC joint pipeline: DeepLabV3+, SpixelFCN and the joint model; a config-driven builder."""
 
 from .build import build_model, model_config
 from .deeplabv3plus import DeepLabV3Plus

@@ -1,8 +1,8 @@
 """Rebuild any pipeline model from a plain config dict (what checkpoints store next to the weights).
 
-A config is ``{"arch": "deeplabv3plus" | "spixelfcn" | "joint", "deeplab": {...}, "spixel": {...},
-"joint": {...}}`` holding only the sections the architecture needs; each section is the ``config`` attribute of
-the corresponding module (keyword arguments of its constructor).
+A config is ``{"arch": "deeplabv3plus" | "spixelfcn" | "joint", "deeplab": {...}, "spixel": {...}, "joint":
+{...}}`` holding only the sections the architecture needs; each section is the ``config`` attribute of the
+corresponding module (keyword arguments of its constructor).
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def model_config(model: nn.Module) -> dict[str, Any]:
         >>> model_config(net)
         {'arch': 'spixelfcn', 'spixel': {'cell_size': 8, 'width': 4}}
     """
-    model = getattr(model, "module", model)  # DistributedDataParallel
+    from examples.voc_joint.distributed import unwrap_model
+
+    model = unwrap_model(model)
     if isinstance(model, SegmentationOnly):
         model = model.deeplab
     if isinstance(model, DeepLabV3Plus):

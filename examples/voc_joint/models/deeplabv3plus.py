@@ -4,9 +4,9 @@ Architecture (Chen et al., ECCV 2018), built from torchvision layers:
 
 * backbone: ``torchvision.models.resnetXX(weights=None)``; the last one (OS16) or two (OS8) stages trade their
   stride for dilation. Bottleneck ResNets (50/101/152) use torchvision's ``replace_stride_with_dilation``;
-  torchvision refuses dilation in ``BasicBlock`` (ResNet-18/34), so for those the strides and dilations of the
-  built convolutions are rewritten here (same receptive-field rule as torchvision: the first block of a dilated
-  stage keeps the previous dilation, the others use the new one);
+  torchvision refuses dilation in ``BasicBlock`` (ResNet-18/34), so for those the strides and dilations of
+  the built convolutions are rewritten here (same receptive-field rule as torchvision: the first block of a
+  dilated stage keeps the previous dilation, the others use the new one);
 * ASPP: a 1x1 branch, three 3x3 atrous branches with rates (6, 12, 18) at OS16 or (12, 24, 36) at OS8, and an
   image-pooling branch; concatenation, 1x1 projection, dropout 0.5;
 * decoder: the stride-4 ``layer1`` feature projected to 48 channels, concatenated with the upsampled ASPP
@@ -123,7 +123,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             f"backbone weights {path} must be a state dict of tensors, got {type(state).__name__}"
         )
     cleaned = {}
-    for k, v in state.items():
+    for key, v in state.items():
+        k = key
         for prefix in ("module.", "backbone."):
             if k.startswith(prefix):
                 k = k[len(prefix) :]
@@ -143,7 +144,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
 
 class ASPP(nn.Module):
-    """Atrous spatial pyramid pooling: 1x1, three atrous 3x3 branches and image pooling, then a 1x1 projection.
+    """Atrous spatial pyramid pooling: 1x1, three atrous 3x3 branches, image pooling, then a 1x1 projection.
 
     Args:
         in_channels: input channels (512 for ResNet-18/34, 2048 for ResNet-50+).
@@ -258,7 +259,7 @@ class DeepLabV3Plus(nn.Module):
         return list(self.backbone.parameters())
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """Parameters of ASPP, low-level projection, decoder and classifier (10x group when training from scratch)."""
+        """Parameters of ASPP, low-level projection, decoder and classifier (the 10x learning-rate group)."""
         ids = {id(p) for p in self.backbone.parameters()}
         return [p for p in self.parameters() if id(p) not in ids]
 

@@ -1,14 +1,15 @@
 """SpixelFCN (Yang et al., CVPR 2020): an encoder-decoder that predicts the 9-neighbour grid association.
 
 For every pixel the network outputs a softmax over the 9 grid cells around the pixel's own cell (channel order
-TL, T, TR, L, C, R, BL, B, BR, as in :func:`sparse_ops.soft_uniformize`). The cells are ``cell_size`` pixels wide;
-the network itself predicts at full resolution and never uses the cell size (it is stored for the ops:
+TL, T, TR, L, C, R, BL, B, BR, as in :func:`sparse_ops.soft_uniformize`). The cells are ``cell_size`` pixels
+wide; the network itself predicts at full resolution and never uses the cell size (it is stored for the ops:
 :func:`sparse_ops.hard_superpixels`, :func:`sparse_ops.spixel_loss`).
 
-Layers: ``conv`` = 3x3 Conv (no bias) + BN + LeakyReLU(0.1); ``deconv`` = 4x4 stride-2 ConvTranspose + LeakyReLU(0.1).
-Encoder widths 16, 32, 64, 128, 256 (x ``width / 16``), four stride-2 stages (1/16 resolution); U-Net style decoder
-with skip concatenations back to full resolution; a 3x3 conv to 9 channels and a softmax. Inputs of any size are
-padded (edge replication) to a multiple of 16 and the output is cropped back.
+Layers: ``conv`` = 3x3 Conv (no bias) + BN + LeakyReLU(0.1); ``deconv`` = 4x4 stride-2 ConvTranspose +
+LeakyReLU(0.1). Encoder widths 16, 32, 64, 128, 256 (x ``width / 16``), four stride-2 stages (1/16
+resolution); U-Net style decoder with skip concatenations back to full resolution; a 3x3 conv to 9 channels
+and a softmax. Inputs of any size are padded (edge replication) to a multiple of 16 and the output is cropped
+back.
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""Shared timing and memory helpers of the benchmark scripts (CPU and CUDA alike).
+
+* :func:`time_ms`: per-run wall times in milliseconds after warm-up runs; ``time.perf_counter`` around
+  each run on the CPU, a pair of CUDA events around each run on CUDA (the device is idle when a run starts:
+  every run ends with a synchronisation). The scripts take the median of these runs.
+* :class:`PeakMemory`: extra memory of a measured region: on CUDA ``torch.cuda.max_memory_allocated`` minus
+  the memory allocated when the region starts (peak statistics reset there); on the CPU the growth of the
+  process's peak resident set size (``ru_maxrss``), meaningful only in a fresh process (it never goes down).
+* :func:`environment`: torch version, device name, CPU count and the 1-minute load average (is the machine
+  shared right now?) for the result files.
+
+This is a module of plain functions rather than ``torch.utils.benchmark.Timer``: the scripts report the median
+of a fixed number of single runs (and same-run paired ratios), which ``blocked_autorange`` does not give.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["PeakMemory", "environment", "median_upper", "sync", "time_ms"]
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_upper(values: list[float]) -> float:
+    """The middle element (the upper one of the two for an even count)."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def time_ms(
+    fn: Callable[[], object], repeats: int, *, warmup: int = 1, device: torch.device | str = "cpu"
+) -> list[float]:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; per-run milliseconds.
+
+    On CUDA each run is bracketed by two CUDA events recorded on the current stream, after a synchronisation
+    (so the device is idle when a run starts) and read after the end event completed. On the CPU each run is
+    bracketed by ``time.perf_counter``.
+    """
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    out: list[float] = []
+    if device.type == "cuda":
+        for _ in range(repeats):
+            torch.cuda.synchronize(device)
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            out.append(float(start.elapsed_time(end)))
+        return out
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+class PeakMemory:
+    """Extra peak memory from construction to :meth:`extra_mib` (CUDA: allocator; CPU: ``ru_maxrss``)."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = float(torch.cuda.memory_allocated(self.device))
+        else:
+            self.base = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+    def extra_mib(self) -> float:
+        """Peak memory above the starting point, MiB."""
+        if self.device.type == "cuda":
+            sync(self.device)
+            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.base) / 1024
+
+
+def environment(device: torch.device | str, threads: int | None = None) -> dict[str, Any]:
+    """Facts about the machine for a result file."""
+    device = torch.device(device)
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "threads": threads if threads is not None else torch.get_num_threads(),
+        "load_average_at_start": os.getloadavg()[0],
+        "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        env["cuda_device"] = props.name
+        env["cuda_capability"] = f"{props.major}.{props.minor}"
+        env["cuda_memory_gib"] = round(props.total_memory / 2**30, 1)
+        env["cuda_runtime"] = torch.version.cuda
+    return env

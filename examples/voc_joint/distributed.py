@@ -1,0 +1,142 @@
+"""Distributed set-up and tear-down of the VOC joint pipeline (``torchrun``, ``env://``); small collectives.
+
+:func:`init_distributed` reads the environment that ``torchrun`` sets (``WORLD_SIZE``, ``RANK``,
+``LOCAL_RANK``), picks the device, and initializes the process group (``nccl`` on CUDA, ``gloo`` on CPU) when
+there is more than one process. :func:`cleanup_distributed` destroys it. Without ``WORLD_SIZE`` everything
+runs in one process and every collective of :class:`DistInfo` is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["DistInfo", "cleanup_distributed", "init_distributed", "resolve_device", "unwrap_model"]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` (or ``DataParallel``) wrapper; ``model`` otherwise.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> unwrap_model(net) is net
+        True
+    """
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = False) -> torch.device:
+    """The device a process uses: ``device`` (default ``cuda`` when available, else ``cpu``).
+
+    Under DDP a CUDA device is ``cuda:<local_rank>``.
+
+    Raises:
+        ValueError: an unknown device string, or a device type this machine does not have.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    want = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(want)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"unknown device {want!r}: {exc}") from exc
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {want!r} requested but CUDA is not available on this machine")
+        index = local_rank if distributed else (dev.index or 0)
+        if index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise ValueError(f"device cuda:{index} requested but this machine has {count} CUDA device(s)")
+        return torch.device("cuda", index)
+    raise ValueError(f"device {want!r} is not supported by this pipeline (use cpu or cuda[:N])")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Process-group facts of this process.
+
+    Attributes:
+        rank: global rank (0 when not distributed).
+        world_size: number of processes.
+        local_rank: rank on this machine.
+        device: the device this process trains on.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        """More than one process (collectives really communicate)."""
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        """The process that writes checkpoints, logs and evaluations (rank 0)."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        """Wait for every process (no-op in one process)."""
+        if self.enabled:
+            dist.barrier()
+
+    def mean(self, value: float) -> float:
+        """Mean of a Python number over the processes."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+    def any(self, flags: torch.Tensor) -> torch.Tensor:
+        """Element-wise "true on any process" of a small float tensor of 0/1 flags (in place; returned)."""
+        if self.enabled:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return flags
+
+    def from_main(self, obj: Any) -> Any:
+        """The value of ``obj`` on rank 0, on every process (a broadcast of a small picklable object)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Read the ``torchrun`` environment, choose the device and initialize the process group if needed.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA when available).
+
+    Returns:
+        DistInfo: this process's rank, world size, local rank and device.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    enabled = world_size > 1
+    dev = resolve_device(device, local_rank, enabled)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if enabled and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://")
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def cleanup_distributed() -> None:
+    """Destroy the process group if one was initialized."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

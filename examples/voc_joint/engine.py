@@ -1,0 +1,370 @@
+"""Training and evaluation engine of the VOC joint pipeline: losses, one step, one epoch, logging.
+
+:func:`train_one_epoch` runs the optimizer steps of one epoch (or of its remainder after a resume) on a
+:class:`TrainState` and returns why it stopped: the epoch ended, ``--max-steps`` was reached, or a signal
+asked to stop. It stops only after a completed step, so the state it leaves is always the state "as of the
+last completed step", which is what the caller saves. Every step checks that the loss, the gradients (without
+AMP, whose scaler skips overflowing steps by design) and the weights are finite and raises
+:class:`NonFiniteError` before the update otherwise; under DDP the processes agree on both decisions (one
+small all-reduce per step).
+
+:func:`evaluate_checkpoint` scores a finished stage on the validation split and writes ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import get_total_norm
+
+from examples.voc_joint import faults
+from examples.voc_joint.data import IGNORE_INDEX
+from examples.voc_joint.distributed import DistInfo, unwrap_model
+from examples.voc_joint.signals import InterruptGuard
+
+__all__ = [
+    "CsvLogger",
+    "NonFiniteError",
+    "TrainState",
+    "cross_entropy",
+    "evaluate_checkpoint",
+    "set_bn_eval",
+    "stage_loss",
+    "train_one_epoch",
+    "train_step",
+]
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss, a gradient or a weight became NaN or infinite: training stops before the update."""
+
+
+@dataclass
+class TrainState:
+    """The live training state that a checkpoint records.
+
+    Attributes:
+        stage: ``"seg"``, ``"spixel"`` or ``"joint"``.
+        model: the model (never wrapped).
+        train_model: what the forward pass calls (``model`` or its ``DistributedDataParallel`` wrapper).
+        optimizer, scheduler, scaler: their states go into the checkpoint.
+        epoch: completed epochs.
+        step: completed optimizer steps.
+        samples_in_epoch: samples of the current epoch done by all processes together.
+    """
+
+    stage: str
+    model: nn.Module
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    epoch: int = 0
+    step: int = 0
+    samples_in_epoch: int = 0
+
+
+# ------------------------------------------------------------------------------------------------------ loss
+def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean cross-entropy over the non-ignored pixels (0 when every pixel is ignored).
+
+    Args:
+        logits (Tensor[B, C, H, W]): class scores.
+        target (LongTensor[B, H, W]): labels in ``0..C-1`` or 255 (ignored).
+
+    Example:
+        >>> float(cross_entropy(torch.zeros(1, 2, 1, 2), torch.tensor([[[0, 255]]])))  # log 2 on one pixel
+        0.6931471824645996
+    """
+    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (target != IGNORE_INDEX).sum().clamp_min(1)
+
+
+def stage_loss(
+    stage: str, model: nn.Module, batch: dict, args: argparse.Namespace, device: torch.device
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Forward one batch and return ``(loss, parts)`` (``parts``: detached ``ce`` and/or ``spixel`` terms)."""
+    import sparse_ops
+
+    target = batch["target"].to(device, non_blocking=True)
+    if stage == "seg":
+        loss = cross_entropy(model(batch["seg_input"].to(device, non_blocking=True)), target)
+        return loss, {"ce": loss.detach()}
+    if stage == "spixel":
+        assoc = model(batch["spixel_input"].to(device, non_blocking=True))
+        sl = sparse_ops.spixel_loss(
+            assoc.float(), target, args.cell_size, pos_weight=args.pos_weight, num_classes=args.num_classes
+        )
+        return sl.total, {"spixel": sl.total.detach()}
+    out = model(
+        batch["seg_input"].to(device, non_blocking=True), batch["spixel_input"].to(device, non_blocking=True)
+    )
+    ce = cross_entropy(out["logits"], target)
+    loss, parts = ce, {"ce": ce.detach()}
+    if args.spixel_loss_weight:
+        sl = sparse_ops.spixel_loss(
+            out["assoc"].float(),
+            target,
+            unwrap_model(model).cell_size,
+            pos_weight=args.pos_weight,
+            num_classes=args.num_classes,
+        )
+        loss = loss + args.spixel_loss_weight * sl.total
+        parts["spixel"] = sl.total.detach()
+    return loss, parts
+
+
+def set_bn_eval(module: nn.Module) -> None:
+    """Put every BatchNorm layer of ``module`` in eval mode (frozen running statistics)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+# ------------------------------------------------------------------------------------------------------ step
+def _nonfinite(tensors: list[Tensor], device: torch.device) -> Tensor:
+    """1.0 when any element of ``tensors`` is NaN or infinite (max-abs norm: no overflow), else 0.0."""
+    if not tensors:
+        return torch.zeros((), device=device)
+    return (~torch.isfinite(get_total_norm(tensors, norm_type=math.inf))).float()
+
+
+def train_step(
+    state: TrainState,
+    batch: dict,
+    args: argparse.Namespace,
+    info: DistInfo,
+    guard: InterruptGuard | None,
+    use_amp: bool,
+) -> tuple[dict[str, float], bool]:
+    """One optimizer step; returns ``(values, stop)``.
+
+    ``values`` holds the Python floats ``loss`` and the parts (one device sync); ``stop`` is True when a
+    signal was recorded (on any process): the step is completed, then the caller stops.
+
+    Raises:
+        NonFiniteError: non-finite loss, gradient or weight (on any process); nothing was updated.
+    """
+    device, step = info.device, state.step + 1
+    state.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        loss, parts = stage_loss(state.stage, state.train_model, batch, args, device)
+    loss = faults.corrupt_loss(step, loss)
+    state.scaler.scale(loss).backward()
+    faults.hit("step", step)
+    faults.corrupt_model(step, state.model)
+    params = [p for p in state.model.parameters() if p.requires_grad]
+    grads = [p.grad for p in params if p.grad is not None] if not use_amp else []
+    flags = torch.stack(
+        [
+            (~torch.isfinite(loss.detach())).float(),
+            _nonfinite(grads, device),
+            _nonfinite([p.detach() for p in params], device),
+            torch.tensor(float(guard is not None and guard.requested is not None), device=device),
+        ]
+    )
+    info.any(flags)
+    values = torch.cat([loss.detach().float().reshape(1), *(v.float().reshape(1) for v in parts.values())])
+    numbers = torch.cat([values, flags]).tolist()
+    bad_loss, bad_grad, bad_weight, stop = (bool(f) for f in numbers[-4:])
+    if bad_loss or bad_grad or bad_weight:
+        what = ", ".join(
+            name
+            for name, bad in (("loss", bad_loss), ("gradients", bad_grad), ("weights", bad_weight))
+            if bad
+        )
+        raise NonFiniteError(
+            f"[{state.stage}] non-finite {what} at step {step} (epoch {state.epoch + 1}; loss {numbers[0]}): "
+            "training stopped before the update; the last checkpoint on disk is the last good state. Lower "
+            "the learning rate, check the data, or try without --amp"
+        )
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    state.step = step
+    return dict(zip(["loss", *parts], numbers[: 1 + len(parts)], strict=True)), stop
+
+
+# ----------------------------------------------------------------------------------------------------- epoch
+def train_one_epoch(
+    state: TrainState,
+    loader: torch.utils.data.DataLoader,
+    args: argparse.Namespace,
+    info: DistInfo,
+    *,
+    steps_per_epoch: int,
+    global_batch: int,
+    guard: InterruptGuard | None = None,
+    logger: CsvLogger | None = None,
+    use_amp: bool = False,
+    t0: float | None = None,
+) -> str:
+    """Train on the batches of ``loader`` (the rest of epoch ``state.epoch``); returns why it stopped.
+
+    Returns:
+        str: ``"epoch"`` (epoch finished: ``state.epoch`` advanced, ``samples_in_epoch`` reset),
+        ``"max_steps"`` (``args.max_steps`` reached) or ``"interrupt"`` (a signal was recorded; the step in
+        flight was completed).
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    state.train_model.train()
+    if state.stage == "joint" and args.freeze_bn:
+        set_bn_eval(unwrap_model(state.model).deeplab)
+    done_before = state.samples_in_epoch // global_batch
+    bar = None
+    if info.main and not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=steps_per_epoch,
+            initial=done_before,
+            desc=f"{state.stage} {state.epoch + 1}/{args.epochs}",
+            unit="step",
+            dynamic_ncols=True,
+            leave=True,
+        )
+    t_epoch, n_img, reason = time.perf_counter(), 0, "epoch"
+    try:
+        for batch in loader:
+            values, stop = train_step(state, batch, args, info, guard, use_amp)
+            state.samples_in_epoch += global_batch
+            n_img += global_batch
+            ips = n_img / max(time.perf_counter() - t_epoch, 1e-9)
+            if bar is not None:
+                bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{ips:.1f}")
+                bar.update(1)
+            in_epoch = state.samples_in_epoch // global_batch
+            reached = args.max_steps is not None and state.step >= args.max_steps
+            if logger is not None and (
+                state.step % args.log_every == 0 or in_epoch == steps_per_epoch or reached
+            ):
+                logger.row(
+                    stage=state.stage,
+                    epoch=state.epoch + 1,
+                    step=state.step,
+                    loss=f"{info.mean(values['loss']):.6f}",
+                    ce=f"{values['ce']:.6f}" if "ce" in values else "",
+                    spixel=f"{values['spixel']:.6f}" if "spixel" in values else "",
+                    lr=f"{state.optimizer.param_groups[0]['lr']:.6g}",
+                    images_per_s=f"{ips:.2f}",
+                    elapsed_s=f"{time.perf_counter() - t0:.1f}",
+                )
+            if in_epoch >= steps_per_epoch:
+                state.epoch, state.samples_in_epoch = state.epoch + 1, 0
+                reason = "epoch"
+            if reached:
+                reason = "max_steps"
+            if stop:
+                reason = "interrupt"
+            if reached or stop or in_epoch >= steps_per_epoch:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if reason == "epoch" and state.samples_in_epoch:  # ran out before steps_per_epoch: resumed off-grid
+        state.epoch, state.samples_in_epoch = state.epoch + 1, 0
+    return reason
+
+
+# --------------------------------------------------------------------------------------------------- logging
+class CsvLogger:
+    """``log.csv`` rows (and TensorBoard scalars) on the main process.
+
+    Args:
+        folder: the stage folder.
+        enabled: False on the other processes (then every method is a no-op).
+        tensorboard: also write TensorBoard events (when ``torch.utils.tensorboard`` imports).
+        resume_step: None for a new log; else the step of the checkpoint the run resumes from: rows of later
+            steps (written after that checkpoint, before a crash) are dropped, so no step appears twice.
+    """
+
+    FIELDS = ("stage", "epoch", "step", "loss", "ce", "spixel", "lr", "images_per_s", "elapsed_s")
+
+    def __init__(self, folder: Path, enabled: bool, tensorboard: bool, resume_step: int | None) -> None:
+        self.enabled = enabled
+        self.writer: Any = None
+        if not enabled:
+            return
+        self.path = folder / "log.csv"
+        kept: list[dict[str, str]] = []
+        if resume_step is not None and self.path.exists():
+            with open(self.path, newline="") as fh:
+                kept = [r for r in csv.DictReader(fh) if _int_or_none(r.get("step")) is not None]
+            kept = [r for r in kept if int(r["step"]) <= resume_step]
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, self.path)
+        self.fh = open(self.path, "a", newline="")  # noqa: SIM115  # kept open for the whole stage
+        self.csv = csv.DictWriter(self.fh, fieldnames=self.FIELDS)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                purge = None if resume_step is None else resume_step + 1
+                self.writer = SummaryWriter(str(folder / "tensorboard"), purge_step=purge)
+            except Exception as exc:  # noqa: BLE001  # tensorboard missing or broken: CSV only, say why
+                print(f"[train] TensorBoard disabled ({type(exc).__name__}: {exc}); CSV log only", flush=True)
+
+    def row(self, **values: Any) -> None:
+        """Append one row (flushed at once)."""
+        if not self.enabled:
+            return
+        self.csv.writerow({k: values.get(k, "") for k in self.FIELDS})
+        self.fh.flush()
+        if self.writer is not None:
+            for k in ("loss", "ce", "spixel", "lr", "images_per_s"):
+                if values.get(k, "") != "":
+                    self.writer.add_scalar(f"{values['stage']}/{k}", float(values[k]), int(values["step"]))
+
+    def close(self) -> None:
+        """Close the file (and the TensorBoard writer)."""
+        if self.enabled:
+            self.fh.close()
+            if self.writer is not None:
+                self.writer.close()
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def evaluate_checkpoint(
+    ckpt_path: Path, args: argparse.Namespace, device: torch.device, root: Path
+) -> dict[str, Any]:
+    """Evaluate a seg/joint checkpoint on ``args.val_split`` of ``root``; write strict-JSON ``eval.json``."""
+    from examples.voc_joint import data
+    from examples.voc_joint.checkpoint import load_model_from_checkpoint
+    from examples.voc_joint.evaluate import evaluate
+    from examples.voc_joint.metrics import dumps
+
+    model, _ = load_model_from_checkpoint(ckpt_path, map_location=device)
+    ds = data.build_dataset(root, args.val_split, sbd=False, crop_size=args.eval_crop, train=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False, num_workers=args.workers)
+    res = evaluate(
+        model,
+        loader,
+        device=device,
+        num_classes=args.num_classes,
+        panels_dir=ckpt_path.parent / "panels",
+        progress=not args.no_progress,
+    )
+    (ckpt_path.parent / "eval.json").write_text(dumps(res) + "\n")
+    print(f"[eval] {ckpt_path}: mIoU {100 * res['miou']:.2f} %; details in {ckpt_path.parent / 'eval.json'}")
+    return res

@@ -1,0 +1,92 @@
+"""Deterministic fault injection for the reliability tests (inert unless ``TRANSINIT_FAULT`` is set).
+
+``TRANSINIT_FAULT`` holds comma-separated ``<action>@<point>:<n>`` entries, for example
+``sigint@step:3`` or ``sigterm@save:1,nan-loss@step:5``. Points:
+
+==============  ===========================================================================================
+``step:N``      inside global optimizer step N (1-based): after the backward pass, before the update
+``save:N``      inside the N-th checkpoint write of this process: the data is in the temporary file, not
+                yet renamed onto the checkpoint
+``epoch-end:N`` after the end-of-epoch checkpoint of epoch N (1-based), where the processes meet at a barrier
+==============  ===========================================================================================
+
+Actions: ``sigint``, ``sigterm``, ``sigkill`` (to this process), ``group-sigint`` (to its process group, like
+Ctrl-C in a terminal: DataLoader workers get it too), ``crash`` (``RuntimeError``); at ``step`` points also
+``nan-loss``, ``nan-grad`` and ``nan-weight`` (make the loss, one gradient or one weight NaN).
+
+The hooks cost one dictionary lookup when the variable is unset. They exist so that tests hit exact interrupt
+points instead of racing a timer.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+from collections import Counter
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ENV", "corrupt_loss", "corrupt_model", "hit"]
+
+ENV = "TRANSINIT_FAULT"
+_SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}
+_ACTIONS = (*_SIGNALS, "group-sigint", "crash", "nan-loss", "nan-grad", "nan-weight")
+_POINTS = ("step", "save", "epoch-end")
+_counts: Counter[str] = Counter()
+
+
+@functools.cache
+def _parse(spec: str) -> tuple[tuple[str, str, int], ...]:
+    out = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        try:
+            action, where = item.split("@")
+            point, n = where.split(":")
+            entry = (action, point, int(n))
+        except ValueError:
+            raise ValueError(f"{ENV}: cannot parse {item!r}; expected <action>@<point>:<n>") from None
+        if action not in _ACTIONS or point not in _POINTS:
+            raise ValueError(f"{ENV}: {item!r}: actions are {_ACTIONS}, points are {_POINTS}")
+        out.append(entry)
+    return tuple(out)
+
+
+def _actions(point: str, n: int | None) -> list[str]:
+    spec = os.environ.get(ENV)
+    if not spec:
+        return []
+    if n is None:
+        _counts[point] += 1
+        n = _counts[point]
+    return [a for a, p, k in _parse(spec) if p == point and k == n]
+
+
+def hit(point: str, n: int | None = None) -> None:
+    """Run the signal / crash actions registered for ``point`` number ``n`` (``None``: count calls)."""
+    for action in _actions(point, n):
+        if action in _SIGNALS:
+            os.kill(os.getpid(), _SIGNALS[action])
+        elif action == "group-sigint":
+            os.killpg(os.getpgid(0), signal.SIGINT)
+        elif action == "crash":
+            raise RuntimeError(f"{ENV}: injected crash at {point}:{n}")
+
+
+def corrupt_loss(step: int, loss: Tensor) -> Tensor:
+    """``loss`` times NaN when ``nan-loss@step:<step>`` is registered, else ``loss``."""
+    if "nan-loss" in _actions("step", step):
+        return loss * float("nan")
+    return loss
+
+
+@torch.no_grad()
+def corrupt_model(step: int, model: nn.Module) -> None:
+    """Write NaN into the first gradient (``nan-grad``) or weight (``nan-weight``) registered for ``step``."""
+    actions = _actions("step", step)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if "nan-grad" in actions:
+        next(p for p in params if p.grad is not None).grad.view(-1)[0] = float("nan")  # type: ignore[union-attr]  # filtered on grad
+    if "nan-weight" in actions:
+        params[0].view(-1)[0] = float("nan")

@@ -1,0 +1,324 @@
+"""The GPU check (``benchmarks/gpu_check.py``): its CPU dry run end to end, and its parts on fabricated input.
+
+The dry run takes the code paths of the CUDA run on the CPU at tiny sizes; the unit tests cover what the dry
+run cannot reach without a GPU: reading killed or failed pytest runs, time limits, the targets' verdicts, and
+the CUDA branches of the timing harness (with a fake ``torch.cuda``). No test here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def _import(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+gpu_check = _import("gpu_check")
+harness = _import("_harness")
+
+
+# ----------------------------------------------------------------------------------------------- dry run
+@pytest.mark.slow
+def test_dry_run_takes_every_stage_and_writes_the_report(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
+    summary = (tmp_path / "gpu_check_cpu_quick.txt").read_text()
+    stages = report["stages"]
+    assert list(stages) == list(gpu_check.STAGES)
+    assert {name: st["status"] for name, st in stages.items()} == dict.fromkeys(gpu_check.STAGES, "ok")
+    assert report["exit_status"] == 0 and report["on_gpu"] is False
+
+    tests = stages["tests"]["summary"]  # the CUDA cases exist and are skipped cleanly on the CPU
+    assert tests["skipped"] >= 1 and tests["failed"] == tests["errors"] == tests["passed"] == 0
+
+    uni = stages["uniformize"]["summary"]
+    assert uni["auto_backend"] in ("scatter", "sparse")
+    assert [r["N_s"] for r in uni["rows"]] == [64, 256]
+    for row in uni["rows"]:
+        assert row["floor"]["fwd_bwd_ms"] > 0 and row["copy"]["fwd_bwd_ms"] > 0
+        for variant in ("scatter", "sparse", "sparse_coo", "paper_coo", "dense_bmm"):
+            assert row[variant]["max_abs_err"] < 1e-5, (row["name"], variant, row[variant])
+        assert row["fastest_backend"] in ("scatter", "sparse")
+
+    joint = stages["joint"]["summary"]
+    assert joint["ratios"]["deeplab"] == pytest.approx(1.0)
+    assert set(joint["ratios"]) >= {"joint_hard_ti", "joint_hard_noti", "joint_soft_ti"}
+
+    assert stages["soft"]["summary"]["max_abs_diff_f64"] < 1e-10
+
+    train = stages["train"]["summary"]
+    assert [train["stages"][s]["steps"] for s in ("seg", "spixel", "joint")] == [2, 2, 2]
+    assert set(train["transparency"]) == {"float32"}  # AMP is CUDA-only
+    assert train["transparency"]["float32"]["relative"] < 1e-5  # the joint model is transparent at step 0
+
+    assert [t["met"] for t in report["targets"]] == [None, None, None]  # no verdict without a GPU
+    assert all(t["figure"] for t in report["targets"])
+    assert "targets:" in summary and "not evaluated" in summary and "step-0 transparency" in summary
+
+
+# ----------------------------------------------------------------------------------------------- refusals
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the check would really run")
+def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
+    assert gpu_check.main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and "--device cpu --quick" in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device", "cpu"], "--device cpu --quick"),
+        (["--device", "tpu", "--quick"], "--device must be cuda, cuda:N or cpu, got 'tpu'"),
+        (["--stages", "uniformize,bogus"], "--stages: unknown ['bogus']"),
+    ],
+    ids=["cpu-without-quick", "unknown-device", "unknown-stage"],  # ids without "cuda": `-k cuda` on a GPU
+)
+def test_bad_arguments_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        gpu_check.parse_args(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- stages
+def test_run_command_records_failure_and_timeout(tmp_path):
+    ok = gpu_check.run_command([sys.executable, "-c", "print('hello')"], 60, tmp_path / "ok.log", echo=False)
+    assert (ok.status, ok.returncode, ok.error) == ("ok", 0, None)
+    assert (tmp_path / "ok.log").read_text() == "hello\n"
+
+    code = "import sys; print('step 1'); sys.exit('boom: bad input')"
+    failed = gpu_check.run_command([sys.executable, "-c", code], 60, echo=False)
+    assert failed.status == "failed" and failed.returncode == 1
+    assert "exit status 1" in failed.error and "boom: bad input" in failed.error
+
+    t0 = time.perf_counter()
+    code = "import subprocess, sys, time; "
+    code += "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+    code += "print('started', flush=True); time.sleep(60)"
+    slow = gpu_check.run_command([sys.executable, "-c", code], 3, echo=False)
+    assert slow.status == "timeout" and "time limit of 3 s" in slow.error
+    assert "started" in slow.output
+    assert time.perf_counter() - t0 < 30  # the process group (grandchild included) was killed
+
+
+def test_missing_program_is_an_error_not_a_crash():
+    run = gpu_check.run_command(["/nonexistent/python-for-gpu-check"], 5, echo=False)
+    assert run.status == "error" and "could not start" in run.error
+
+
+def test_stage_time_limits_keep_time_for_later_stages():
+    assert gpu_check.stage_timeout(100, 400, later_stages=2) == 100
+    assert gpu_check.stage_timeout(100, 120, later_stages=2) == 60  # 2 x 30 s kept back
+    assert gpu_check.stage_timeout(100, 50, later_stages=2) == 0
+
+
+def test_every_stage_command_targets_the_requested_device(tmp_path):
+    args = gpu_check.parse_args(["--device", "cuda"])
+    stages = gpu_check.build_stages(args, tmp_path)
+    assert set(stages) == set(gpu_check.STAGES)
+    for name in ("uniformize", "joint", "soft", "train"):
+        cmd = stages[name].cmd
+        assert cmd[cmd.index("--device") + 1] == "cuda", name
+        assert "--quick" not in cmd, name
+    uni = stages["uniformize"].cmd
+    assert uni[uni.index("--batch-size") + 1] == "8"
+    assert uni[uni.index("--num-superpixels") + 1] == "1024,4096,16384"
+    joint = stages["joint"].cmd
+    assert [joint[joint.index(k) + 1] for k in ("--backbone", "--batch-size", "--size")] == [
+        "resnet101",
+        "8",
+        "512",
+    ]
+    assert ("--amp" in joint) == gpu_check._bench_joint_has_amp()
+    assert stages["tests"].cmd[-1] == "tests" and "-k" in stages["tests"].cmd
+
+
+# ----------------------------------------------------------------------------------------------- pytest
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" tests="5">
+<testcase classname="tests.a" name="test_x[cuda]" time="0.1"/>
+<testcase classname="tests.a" name="test_y[cuda]" time="0.1">
+  <failure message="assert 1 == 2">trace</failure></testcase>
+<testcase classname="tests.b" name="test_z[cuda]" time="0.1"><error message="fixture broke">trace</error>
+</testcase>
+<testcase classname="tests.b" name="test_w[cuda]" time="0.0"><skipped message="CUDA is not available"/>
+</testcase>
+<testcase classname="tests.b" name="test_v[cuda]" time="0.1"/>
+</testsuite></testsuites>
+"""
+
+
+def test_parse_junit(tmp_path):
+    path = tmp_path / "junit.xml"
+    path.write_text(JUNIT)
+    res = gpu_check.parse_junit(path)
+    assert (res["passed"], res["failed"], res["errors"], res["skipped"]) == (2, 1, 1, 1)
+    assert res["failures"][0] == {
+        "test": "tests.a::test_y[cuda]",
+        "kind": "failure",
+        "message": "assert 1 == 2",
+    }
+    assert res["failures"][1]["kind"] == "error"
+
+
+def test_parse_verbose_log_plain_and_xdist():
+    log = "\n".join(
+        [
+            "tests/a.py::test_x[cuda] PASSED                [ 20%]",
+            "tests/a.py::test_y[cuda] FAILED                [ 40%]",
+            "[gw1] [ 60%] PASSED tests/b.py::test_z[cuda]",
+            "[gw0] [ 80%] SKIPPED tests/b.py::test_w[cuda]",
+            "[gw0] ERROR tests/b.py::test_v[cuda]",
+            "some other line PASSED",
+        ]
+    )
+    res = gpu_check.parse_verbose_log(log)
+    assert (res["passed"], res["failed"], res["errors"], res["skipped"]) == (2, 1, 1, 1)
+    assert {f["test"] for f in res["failures"]} == {"tests/a.py::test_y[cuda]", "tests/b.py::test_v[cuda]"}
+
+
+# ----------------------------------------------------------------------------------------------- targets
+def _stages(scatter_x: float, joint_x: float, failed: int, tests_status: str = "ok") -> dict:
+    rows = [{"N_s": n, "scatter": {"x_floor": scatter_x * f}} for n, f in ((1024, 0.9), (4096, 1.0))]
+    return {
+        "uniformize": {"status": "ok", "summary": {"auto_backend": "scatter", "rows": rows}},
+        "joint": {"status": "ok", "summary": {"ratios": {"deeplab": 1.0, "joint_hard_ti": joint_x}}},
+        "tests": {
+            "status": tests_status,
+            "summary": {"passed": 40, "failed": failed, "errors": 0, "skipped": 0},
+        },
+    }
+
+
+def test_targets_met_and_not_met():
+    met = gpu_check.evaluate_targets(_stages(1.4, 1.2, 0), on_gpu=True)
+    assert [t["met"] for t in met] == [True, True, True]
+    assert "worst 1.40x" in met[0]["figure"] and "joint_hard_ti 1.20x" in met[1]["figure"]
+    missed = gpu_check.evaluate_targets(_stages(1.6, 1.31, 2, tests_status="failed"), on_gpu=True)
+    assert [t["met"] for t in missed] == [False, False, False]
+    assert "2 failed" in missed[2]["figure"]
+
+
+def test_targets_without_figures_or_gpu_have_no_verdict():
+    cut = gpu_check.evaluate_targets(_stages(1.0, 1.0, 0, tests_status="timeout"), on_gpu=True)
+    assert cut[2]["met"] is None and "cut short" in cut[2]["figure"]  # no failure seen, but not all ran
+    empty = gpu_check.evaluate_targets({}, on_gpu=True)
+    assert [t["met"] for t in empty] == [None, None, None]
+    dry = gpu_check.evaluate_targets(_stages(1.0, 1.0, 0), on_gpu=False)
+    assert [t["met"] for t in dry] == [None, None, None]
+
+
+def test_train_log_steady_step_time(tmp_path):
+    path = tmp_path / "log.csv"
+    lines = ["stage,epoch,step,loss,ce,spixel,lr,images_per_s,elapsed_s"]
+    lines += [f"joint,1,{s},{1.0 / s:.6f},,,0.1,1.0,{5.0 + 0.5 * s:.1f}" for s in range(1, 61)]
+    path.write_text("\n".join(lines) + "\n")
+    res = gpu_check.read_train_log(path, batch=8)
+    assert res["steps"] == 60 and res["s_per_step"] == pytest.approx(0.5)
+    assert res["images_per_s"] == pytest.approx(16.0)
+    assert res["first_loss"] == "1.000000"
+
+
+# ----------------------------------------------------------------------------------------------- harness
+class _FakeEvent:
+    clock = 0.0
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        assert enable_timing
+        self.t = None
+
+    def record(self) -> None:
+        _FakeEvent.clock += 2.5
+        self.t = _FakeEvent.clock
+
+    def synchronize(self) -> None:
+        assert self.t is not None
+
+    def elapsed_time(self, end: _FakeEvent) -> float:
+        return end.t - self.t
+
+
+def test_harness_gpu_branches_with_a_fake_device(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("sync", device)))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2**20)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 5 * 2**20)
+    runs = []
+    times = harness.time_ms(lambda: runs.append(1), 3, warmup=2, device="cuda")
+    assert times == [2.5, 2.5, 2.5] and len(runs) == 5
+    memory = harness.PeakMemory("cuda")
+    assert "reset" in calls and memory.extra_mib() == pytest.approx(4.0)
+    assert harness.median_upper([3.0, 1.0, 2.0, 4.0]) == 3.0
+
+
+def test_harness_cpu_memory_and_environment():
+    memory = harness.PeakMemory("cpu")
+    assert memory.extra_mib() >= 0
+    env = harness.environment("cpu", threads=1)
+    assert env["threads"] == 1 and env["device"] == "cpu" and "load_average_at_start" in env
+
+
+def test_environment_reads_the_gpu_name(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(gpu_check.shutil, "which", lambda name: None)  # no nvidia-smi
+    meta = gpu_check._environment("cuda")
+    assert meta["cuda_device"] == "Fake GPU" and meta["cuda_devices"] == 1 and "nvidia_smi" not in meta
+    assert meta["torch"] == torch.__version__
+
+
+def test_tqdm_stand_in_where_tqdm_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "_has_module", lambda name: False)
+    folder = gpu_check.tqdm_stand_in(tmp_path)
+    code = (
+        "from tqdm.auto import tqdm\n"
+        "bar = tqdm([1, 2, 3], desc='x', unit='batch', disable=False, dynamic_ncols=True)\n"
+        "bar.set_postfix(loss=1.0); bar.update(1)\n"
+        "print(sum(bar)); bar.close()\n"
+    )
+    run = gpu_check.run_command([sys.executable, "-c", code], 60, echo=False, extra_path=[folder])
+    assert run.status == "ok" and run.output == "6\n"
+    monkeypatch.setattr(gpu_check, "_has_module", lambda name: True)
+    assert gpu_check.tqdm_stand_in(tmp_path / "other") is None
+
+
+def test_an_interrupted_check_writes_its_report(tmp_path, monkeypatch):
+    def interrupted_stages(args, stages, report, *rest):
+        report["stages"]["uniformize"] = {"title": "(b)", "command": [], "notes": [], "status": "ok"}
+        report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": []}  # running when stopped
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpu_check, "run_stages", interrupted_stages)
+    argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint,tests", "--out", str(tmp_path)]
+    assert gpu_check.main(argv) == 130
+    report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
+    assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 130
+    assert not Path(report["meta"]["work"]).exists()  # the work folder is removed
+    assert "interrupted" in (tmp_path / "gpu_check_cpu_quick.txt").read_text()

@@ -1,0 +1,126 @@
+"""NaN is never hidden: a target the layers' dtype cannot represent raises, on every path writing weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from transparent_init import (
+    TransparentConv1x1,
+    TransparentLinear,
+    build_transparent_stack,
+    random_uniform_init_,
+    transparent_init_,
+)
+
+from ._reference import bound, uniform
+
+OVERFLOW = (
+    r"cannot be stored in {dtype}: it needs entries up to [0-9.e+]+ in magnitude, above the largest finite"
+)
+UNDERFLOW = r"cannot realize the target map in {dtype}: .* fall below the smallest normal {dtype}"
+
+
+def _eye(n: int, scale: float) -> torch.Tensor:
+    return torch.eye(n, dtype=torch.float64) * scale
+
+
+@pytest.mark.parametrize(
+    "dtype,scale",
+    [(torch.float16, 1e5), (torch.bfloat16, 1e39), (torch.float32, 1e39)],
+    ids=["float16", "bfloat16", "float32"],
+)
+@pytest.mark.parametrize("cls,kind", [(TransparentLinear, "Linear"), (TransparentConv1x1, "Conv2d")])
+def test_overflowing_target_weight_raises(dtype: torch.dtype, scale: float, cls: type, kind: str) -> None:
+    with pytest.raises(ValueError, match=rf"^layer 4 \({kind}\) weight " + OVERFLOW.format(dtype=dtype)) as e:
+        cls(4, [6, 6], dtype=dtype, target_weight=_eye(4, scale), generator=0)
+    assert f"{torch.finfo(dtype).max:.3g}" in str(e.value)
+    assert f"max |target_weight| = {scale:.3g}" in str(e.value)
+
+
+def test_overflowing_target_bias_raises_and_names_it() -> None:
+    with pytest.raises(ValueError, match=r"max \|target_bias\| = 1e\+06") as e:
+        TransparentLinear(4, [6], dtype=torch.float16, target_bias=torch.full((4,), 1e6), generator=0)
+    assert "torch.float16" in str(e.value) and "layer 2 (Linear)" in str(e.value)
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e-6])
+def test_underflowing_target_raises(scale: float) -> None:
+    with pytest.raises(ValueError, match=r"^layer 2 \(Linear\) " + UNDERFLOW.format(dtype=torch.float16)):
+        TransparentLinear(4, [6], dtype=torch.float16, target_weight=_eye(4, scale), generator=0)
+
+
+def test_one_underflowing_output_raises() -> None:
+    """Output 1 of ``diag(1, 1e-9)`` would be exactly 0 in float16: refused, naming that output."""
+    t_w = torch.diag(torch.tensor([1.0, 1e-9], dtype=torch.float64))
+    with pytest.raises(ValueError, match="misses output 1 by 1e-09"):
+        TransparentLinear(2, [3], dtype=torch.float16, target_weight=t_w, generator=0)
+    TransparentLinear(2, [3], dtype=torch.float32, target_weight=t_w, generator=0)  # representable there
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_inplace_is_atomic_on_error(dtype: torch.dtype) -> None:
+    seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)).to(dtype)
+    before = [p.detach().clone() for p in seq.parameters()]
+    with pytest.raises(ValueError, match=rf"layer 2 \(Linear\) weight cannot be stored in {dtype}"):
+        transparent_init_(seq, target_weight=_eye(3, 1e39), generator=0)
+    assert all(torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True))
+
+
+def test_reset_parameters_after_half_raises() -> None:
+    layer = TransparentLinear(4, [6], target_weight=_eye(4, 1e5), generator=0)  # fine in float32
+    layer.half()  # PyTorch's own cast leaves inf in the last layer
+    with pytest.raises(ValueError, match=r"layer 2 \(Linear\) weight cannot be stored in torch\.float16"):
+        layer.reset_parameters(generator=0)
+
+
+def test_mixed_dtypes_per_layer() -> None:
+    """A float32 last layer holds what a float16 one cannot: only the last layer's dtype matters here."""
+    seq = nn.Sequential(nn.Linear(3, 8).half(), nn.ReLU(), nn.Linear(8, 3))
+    transparent_init_(seq, target_weight=_eye(3, 1e5), generator=0)
+    assert seq[0].weight.dtype == torch.float16 and bool(seq[2].weight.isfinite().all())
+    x = uniform((6, 3), 1.0, 0, torch.float64)
+    torch.testing.assert_close(seq.double()(x), x * 1e5, rtol=1e-6, atol=0)  # the stored layers, exactly
+
+
+def test_random_uniform_bound_beyond_dtype_raises() -> None:
+    seq = build_transparent_stack(3, [4], generator=0).half()
+    before = [p.detach().clone() for p in seq.parameters()]
+    with pytest.raises(ValueError, match=r"bound = 4e\+04 is too large for torch.float16 \(layer '0'\)"):
+        random_uniform_init_(seq, bound=4e4, generator=0)
+    assert all(torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True))
+    random_uniform_init_(seq, bound=3e4, generator=0)
+    assert all(bool(p.isfinite().all()) for p in seq.parameters())
+
+
+@given(
+    st.sampled_from([torch.float16, torch.bfloat16, torch.float32]),
+    st.integers(-45, 45),
+    st.integers(1, 6),
+    st.sampled_from([None, "relu", "leaky_relu"]),
+    st.booleans(),
+)
+def test_raises_or_realizes_the_target(
+    dtype: torch.dtype, log_scale: int, n: int, act: str | None, with_bias: bool
+) -> None:
+    """For any target scale: either a clear ValueError, or finite weights that realize the target."""
+    g = torch.Generator().manual_seed(log_scale + 100)
+    t_w = torch.randn(n, n, generator=g, dtype=torch.float64) * 10.0**log_scale
+    t_b = torch.randn(n, generator=g, dtype=torch.float64) * 10.0**log_scale if with_bias else None
+    try:
+        layer = TransparentLinear(
+            n, [n + 2], activation=act, target_weight=t_w, target_bias=t_b, dtype=dtype, generator=0
+        )
+    except ValueError as e:
+        assert str(dtype) in str(e) and f"layer {1 if act is None else 2} (Linear)" in str(e)
+        assert ("cannot be stored" in str(e)) or ("below the smallest normal" in str(e))
+        return
+    assert all(bool(p.isfinite().all()) for p in layer.parameters())
+    # the stored layers evaluated exactly (float64) realize the target within the last layer's rounding
+    x = uniform((9, n), 1.0, 0, dtype)
+    b = bound(layer.layers, x, t_w, t_b)
+    exact = layer.layers.double()(x.double()).detach()
+    assert bool(((exact - b.target).abs() <= 8 * (b.last_rounding + b.solve) + b.forward).all())
