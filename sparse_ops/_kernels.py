@@ -29,28 +29,36 @@ from torch import Tensor
 __all__ = ["apply_average", "apply_decode", "apply_pool", "read", "sums"]
 
 
-def sums(x: Tensor, slot: Tensor, extra_group: Tensor, group_owner: Tensor, num_space: int) -> Tensor:
-    """Per-superpixel sums ``[B, C, S + 1]`` of ``x[B, C, N]`` (slot ``S``: the trash).
+def sums(
+    x: Tensor, slot: Tensor, extra_group: Tensor, group_owner: Tensor, num_space: int, lanes: int
+) -> Tensor:
+    """Per-superpixel sums ``[B, C, S + 1]`` of ``x[B, C, N]`` (entry ``S``: the trash).
 
-    ``slot`` is the ``[B, 1, N]`` accumulator index, or for the sparse backend the CSR matrix ``[B*N,
-    B*(S+1+E)]`` with one entry per pixel row (its transpose is the partial-sum matrix with at most ``L``
-    entries per row).
+    ``slot`` is the ``[B, 1, N]`` accumulator index (lanes ``s * P + j``, the trash ``S * P``, extra slots
+    after it), or for the sparse backend its CSR matrix ``[B*N, B*(S*P+1+E)]`` with one entry per pixel row
+    (the transpose of the partial-sum matrix, which has at most ``K`` entries per row).
     """
     b, c, n = x.shape
     num_extra = extra_group.shape[-1]
-    width = num_space + 1 + num_extra
+    width = num_space * lanes + 1 + num_extra
     if slot.is_floating_point():  # the CSR matrix of the sparse backend (not an index)
         rows = x.transpose(1, 2).reshape(b * n, c)
         with torch.autocast(device_type=x.device.type, enabled=False):
             partial = (slot.t() @ rows).view(b, width, c).transpose(1, 2)
     else:
         partial = x.new_zeros(b, c, width).scatter_add_(2, slot.expand(b, c, n), x)
-    primary = partial[..., : num_space + 1]
+    if lanes > 1:  # the lanes of every superpixel, added in float32 (P - 1 roundings), then the trash
+        lane_sums = partial[..., : num_space * lanes].reshape(b, c, num_space, lanes).sum(dim=-1)
+        trash = num_space * lanes
+        primary = torch.cat([lane_sums, partial[..., trash : trash + 1]], dim=-1)
+    else:
+        primary = partial[..., : num_space + 1]
     groups = group_owner.shape[-1]
-    if num_extra and groups:  # the superpixels with extra accumulators: add them to the primary in float64
+    if num_extra and groups:  # the superpixels with extra accumulators: add those in float64
         owner = group_owner.expand(b, c, groups)
         total = torch.gather(primary, 2, owner).double()
-        total.scatter_add_(2, extra_group.expand(b, c, num_extra), partial[..., num_space + 1 :].double())
+        extras = partial[..., num_space * lanes + 1 :].double()
+        total.scatter_add_(2, extra_group.expand(b, c, num_extra), extras)
         primary.scatter_(2, owner, total.to(x.dtype))
     return primary
 
@@ -97,15 +105,17 @@ class _Average(torch.autograd.Function):
         keep: Tensor | None,
         extra_group: Tensor,
         group_owner: Tensor,
+        lanes: int,
     ) -> Tensor:
-        means = sums(x, slot_fwd, extra_group, group_owner, inv.shape[-1] - 1).mul_(inv)
+        means = sums(x, slot_fwd, extra_group, group_owner, inv.shape[-1] - 1, lanes).mul_(inv)
         y = read(means, space_fwd, x.shape[-1])
         return y if keep is None else torch.where(keep, x, y)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        ctx.save_for_backward(*inputs[1:])
-        ctx.save_for_forward(*inputs[1:])
+        ctx.save_for_backward(*inputs[1:-1])
+        ctx.save_for_forward(*inputs[1:-1])
+        ctx.lanes = inputs[-1]
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -116,8 +126,8 @@ class _Average(torch.autograd.Function):
                 args = (slot_fwd, space_fwd, None, None)
             else:  # the adjoint: swap the roles of the two index pairs
                 args = (slot_bwd, space_bwd, slot_fwd, space_fwd)
-            grad_x = apply_average(grad.contiguous(), *args, inv, keep, extra_group, group_owner)
-        return grad_x, None, None, None, None, None, None, None, None
+            grad_x = apply_average(grad.contiguous(), *args, inv, keep, extra_group, group_owner, ctx.lanes)
+        return grad_x, None, None, None, None, None, None, None, None, None
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[int | None, ...], x: Tensor, *rest: Any) -> tuple[Tensor, int]:
@@ -128,7 +138,7 @@ class _Average(torch.autograd.Function):
 class _AverageForwardAD(_Average):
     @staticmethod
     def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
-        return apply_average(tangent.contiguous(), *ctx.saved_tensors)
+        return apply_average(tangent.contiguous(), *ctx.saved_tensors, ctx.lanes)
 
 
 def apply_average(x: Tensor, *args: Any) -> Tensor:
@@ -151,16 +161,17 @@ class _Pool(torch.autograd.Function):
         extra_group: Tensor,
         group_owner: Tensor,
         num_space: int,
+        lanes: int,
     ) -> Tensor:
-        out = sums(x, slot, extra_group, group_owner, num_space)
+        out = sums(x, slot, extra_group, group_owner, num_space, lanes)
         return out if scale is None else out.mul_(scale)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        x, slot, space_adjoint, scale, extra_group, group_owner, num_space = inputs
+        x, slot, space_adjoint, scale, extra_group, group_owner, num_space, lanes = inputs
         ctx.save_for_backward(slot, space_adjoint, scale, extra_group, group_owner)
         ctx.save_for_forward(slot, space_adjoint, scale, extra_group, group_owner)
-        ctx.num_space = num_space
+        ctx.num_space, ctx.lanes = num_space, lanes
         ctx.num_pixels = x.shape[-1]
 
     @staticmethod
@@ -170,9 +181,9 @@ class _Pool(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad = grad if scale is None else grad * scale
             grad_x = apply_decode(
-                grad.contiguous(), space_adjoint, slot, extra_group, group_owner, ctx.num_pixels
+                grad.contiguous(), space_adjoint, slot, extra_group, group_owner, ctx.num_pixels, ctx.lanes
             )
-        return grad_x, None, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None, None
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[int | None, ...], x: Tensor, *rest: Any) -> tuple[Tensor, int]:
@@ -185,7 +196,14 @@ class _PoolForwardAD(_Pool):
     def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
         slot, space_adjoint, scale, extra_group, group_owner = ctx.saved_tensors
         return apply_pool(
-            tangent.contiguous(), slot, space_adjoint, scale, extra_group, group_owner, ctx.num_space
+            tangent.contiguous(),
+            slot,
+            space_adjoint,
+            scale,
+            extra_group,
+            group_owner,
+            ctx.num_space,
+            ctx.lanes,
         )
 
 
@@ -197,10 +215,11 @@ def apply_pool(
     extra_group: Tensor,
     group_owner: Tensor,
     num_space: int,
+    lanes: int,
 ) -> Tensor:
     """``scale * sums(x, slot)``: ``[B, C, num_space + 1]`` from ``x[B, C, N]``."""
     fn = _Pool if torch.compiler.is_compiling() else _PoolForwardAD
-    out: Tensor = fn.apply(x, slot, space_adjoint, scale, extra_group, group_owner, num_space)
+    out: Tensor = fn.apply(x, slot, space_adjoint, scale, extra_group, group_owner, num_space, lanes)
     return out
 
 
@@ -215,16 +234,17 @@ class _Decode(torch.autograd.Function):
         extra_group: Tensor,
         group_owner: Tensor,
         num_pixels: int,
+        lanes: int,
     ) -> Tensor:
         return read(z, space, num_pixels)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        z, space, slot_adjoint, extra_group, group_owner, num_pixels = inputs
+        z, space, slot_adjoint, extra_group, group_owner, num_pixels, lanes = inputs
         ctx.save_for_backward(space, slot_adjoint, extra_group, group_owner)
         ctx.save_for_forward(space, slot_adjoint, extra_group, group_owner)
         ctx.num_space = z.shape[-1] - 1
-        ctx.num_pixels = num_pixels
+        ctx.num_pixels, ctx.lanes = num_pixels, lanes
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -232,9 +252,16 @@ class _Decode(torch.autograd.Function):
         grad_z = None
         if ctx.needs_input_grad[0]:
             grad_z = apply_pool(
-                grad.contiguous(), slot_adjoint, space, None, extra_group, group_owner, ctx.num_space
+                grad.contiguous(),
+                slot_adjoint,
+                space,
+                None,
+                extra_group,
+                group_owner,
+                ctx.num_space,
+                ctx.lanes,
             )
-        return grad_z, None, None, None, None, None
+        return grad_z, None, None, None, None, None, None
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[int | None, ...], z: Tensor, *rest: Any) -> tuple[Tensor, int]:
@@ -247,14 +274,20 @@ class _DecodeForwardAD(_Decode):
     def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
         space, slot_adjoint, extra_group, group_owner = ctx.saved_tensors
         return apply_decode(
-            tangent.contiguous(), space, slot_adjoint, extra_group, group_owner, ctx.num_pixels
+            tangent.contiguous(), space, slot_adjoint, extra_group, group_owner, ctx.num_pixels, ctx.lanes
         )
 
 
 def apply_decode(
-    z: Tensor, space: Tensor, slot_adjoint: Tensor, extra_group: Tensor, group_owner: Tensor, num_pixels: int
+    z: Tensor,
+    space: Tensor,
+    slot_adjoint: Tensor,
+    extra_group: Tensor,
+    group_owner: Tensor,
+    num_pixels: int,
+    lanes: int,
 ) -> Tensor:
     """``read(z, space)``: ``[B, C, N]`` from ``z[B, C, S + 1]``."""
     fn = _Decode if torch.compiler.is_compiling() else _DecodeForwardAD
-    out: Tensor = fn.apply(z, space, slot_adjoint, extra_group, group_owner, num_pixels)
+    out: Tensor = fn.apply(z, space, slot_adjoint, extra_group, group_owner, num_pixels, lanes)
     return out

@@ -7,11 +7,14 @@ layout:
 
 * a stable sort of each image's ids gives every pixel its rank ``r`` among the pixels of its superpixel
   (in raster order);
-* superpixel ``s`` with ``n_s`` pixels gets ``m_s = ceil(n_s / K)`` accumulators: its *primary* slot ``s`` and
-  ``m_s - 1`` *extra* slots (packed after all primary slots, at most ``(N_p - 1) // K`` in all);
+* superpixel ``s`` with ``n_s`` pixels gets ``m_s = max(P, ceil(n_s / K))`` accumulators: ``P`` adjacent
+  *lanes* ``s * P + j`` (``P`` in {1, 2, 4}, chosen from the shapes like an interleave: independent dependency
+  chains make the scatter faster) and ``m_s - P`` *extra* slots for superpixels of more than ``P K`` pixels
+  (packed after the lanes and the trash slot, at most ``N_p // K`` in all);
 * pixel ``p`` goes to accumulator ``r mod m_s`` of its superpixel, so consecutive pixels of a superpixel go to
-  different accumulators (independent dependency chains) and each accumulator receives at most ``K`` pixels;
-* the extra slots of a superpixel are added to its primary slot in float64 and the total is rounded once.
+  different accumulators and each accumulator receives at most ``K`` pixels;
+* the ``P`` lanes of a superpixel are added in float32 (``P - 1`` roundings), its extra slots then in float64,
+  and the total is rounded once.
 
 The same sort compacts the ids (``compact=True``): the slots then index the distinct ids of each image, so
 memory does not depend on the id values. Everything has a size known from the shapes alone (no host
@@ -25,37 +28,43 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["MAX_CHAIN_LENGTH", "Layout", "build_layout", "chain_length", "compact_ids"]
+__all__ = ["MAX_CHAIN_LENGTH", "Layout", "build_layout", "compact_ids", "lanes_for"]
 
-#: Longest chain of additions into one accumulator (``K``) for any layout; means are within ``(K + 2) u``.
+#: Longest chain of additions into one accumulator (``K``) for any layout; means are within ``(K + P + 1) u``.
 MAX_CHAIN_LENGTH = 128
-#: Chain length for large superpixels: more accumulators, more independent chains (faster on CPU).
-SHORT_CHAIN_LENGTH = 32
-#: Mean superpixel size from which the short chains are used (then there are few superpixels to combine).
-SHORT_CHAIN_MIN_MEAN_SIZE = 128
+#: Most lanes per superpixel (``P``), and the most lane slots per image row (their buffer stays small).
+MAX_LANES, MAX_LANE_SLOTS = 4, 8192
+#: Superpixels smaller than this on average get one lane (their chains are short anyway).
+MIN_MEAN_SIZE_FOR_LANES = 32
 
 
-def chain_length(num_pixels: int, num_space: int) -> int:
-    """``K`` for images of ``num_pixels`` pixels and ``num_space`` superpixel slots (shapes only).
+def lanes_for(num_pixels: int, num_space: int) -> int:
+    """``P``: 1 below 32 pixels per superpixel on average, else 4 (or 2, 1) while ``N_s * P <= 8192``.
 
-    Short chains give large superpixels more independent accumulators; long ones keep the float64 combination
-    small (its size is about ``N_p / K`` extra slots plus at most ``min(N_s, N_p / (K + 1))`` groups) when
-    there are many superpixels, which are small anyway.
+    Small superpixels give short dependency chains anyway, and one lane keeps the buffer at one slot per
+    superpixel when ``N_s`` is large (at ``N_s = 4096`` on 512 x 512, 2 lanes instead of 4 kept the peak extra
+    memory near the ``x * 1`` floor at the same speed).
     """
-    if num_pixels >= SHORT_CHAIN_MIN_MEAN_SIZE * max(num_space, 1):
-        return SHORT_CHAIN_LENGTH
-    return MAX_CHAIN_LENGTH
+    if num_pixels < MIN_MEAN_SIZE_FOR_LANES * max(num_space, 1):
+        return 1
+    lanes = MAX_LANES
+    while lanes > 1 and num_space * lanes > MAX_LANE_SLOTS:
+        lanes //= 2
+    return lanes
 
 
 class Layout(NamedTuple):
-    """Index tensors of one label map (``N = H * W``, ``S = num_space``, trash slot ``S``).
+    """Index tensors of one label map (``N = H * W``, ``S = num_space``, ``P = lanes``).
 
     Attributes:
-        space (LongTensor[B, 1, N]): slot of every pixel's superpixel in ``[0, S)`` (its id, or compact id).
-        slot (LongTensor[B, 1, N]): accumulator of every pixel: ``space`` or an extra slot ``S + 1 + e``.
-        extra_group (LongTensor[B, 1, E]): group of every extra slot (unused extra slots: group 0, they stay
-        0). group_owner (LongTensor[B, 1, G]): primary slot of every group; distinct within an image.
-        sizes (LongTensor[B, S]): pixels per superpixel slot (all pixels, masked ones included).
+        space (LongTensor[B, 1, N]): every pixel's superpixel slot in ``[0, S)`` (its id, or its compact id).
+        slot (LongTensor[B, 1, N]): every pixel's accumulator: a lane ``s * P + j``, or an extra slot
+            ``S * P + 1 + e`` (``S * P`` is the trash slot of masked pixels).
+        extra_group (LongTensor[B, 1, E]): the group of every extra slot (unused extra slots: group 0; they
+            stay 0).
+        group_owner (LongTensor[B, 1, G]): the superpixel of every group; distinct within an image.
+        sizes (LongTensor[B, S]): pixels per superpixel (all pixels, masked ones included).
+        lanes (int): ``P``.
     """
 
     space: Tensor
@@ -63,6 +72,7 @@ class Layout(NamedTuple):
     extra_group: Tensor
     group_owner: Tensor
     sizes: Tensor
+    lanes: int
 
 
 def _segment_starts(values: Tensor) -> Tensor:
@@ -85,16 +95,22 @@ def compact_ids(index: Tensor) -> tuple[Tensor, Tensor]:
     return ranks, ranks_sorted[:, -1] + 1
 
 
-def _per_pixel(table: Tensor, flat: Tensor) -> Tensor:
-    """``table[b, s]`` for every sorted pixel's superpixel ``s``.
-
-    An ``index_select`` with the flat int32 index ``flat[B, N] = b * S + s`` (``gather`` needs int64 indices).
-    """
-    return table.flatten().index_select(0, flat.view(-1)).view(flat.shape)
+def _accumulators(sizes: Tensor, chain: int, lanes: int) -> Tensor:
+    """``m_s = max(P, ceil(n_s / K))`` accumulators per superpixel (0 for an empty one)."""
+    needed = torch.div(sizes + (chain - 1), chain, rounding_mode="floor")
+    return torch.where(sizes > 0, needed.clamp_min(lanes), 0)
 
 
 def _image_slots(
-    index: Tensor, space: Tensor, slot: Tensor, sizes: Tensor, *, compact: bool, chain: int, narrow: bool
+    index: Tensor,
+    space: Tensor,
+    slot: Tensor,
+    sizes: Tensor,
+    *,
+    compact: bool,
+    chain: int,
+    lanes: int,
+    narrow: bool,
 ) -> None:
     """Fill ``space``, ``slot`` and ``sizes`` (``[1, N]``, ``[1, N]``, ``[1, S]``) of one image in place.
 
@@ -109,42 +125,43 @@ def _image_slots(
         space_sorted = torch.cumsum(_segment_starts(values), dim=1, dtype=torch.int32).sub_(1)
         space.copy_(torch.empty_like(space_sorted).scatter_(1, order, space_sorted))
     else:
-        space_sorted = values
+        space_sorted = values.to(torch.int32)
     del values
     sizes.scatter_add_(1, space, torch.ones(1, 1, dtype=torch.int32, device=index.device).expand(1, n))
-    accumulators = torch.div(sizes + (chain - 1), chain, rounding_mode="floor")  # m_s (0 when empty)
-    extras = (accumulators - 1).clamp_min(0)
+    accumulators = _accumulators(sizes, chain, lanes)
+    extras = (accumulators - lanes).clamp_min(0)
     flat = space_sorted.view(-1)
     # the rank of every (sorted) pixel among its superpixel's pixels, raster order: position - first position
     rank = (torch.cumsum(sizes, dim=1, dtype=torch.int32) - sizes).view(-1).index_select(0, flat).neg_()
     rank += torch.arange(n, dtype=torch.int32, device=index.device)
     lane = rank.remainder_(accumulators.view(-1).index_select(0, flat))  # in place: the pixel's accumulator
-    # the extra slot S + 1 + e of the pixels with lane >= 1, the primary slot s of the others
+    # the extra slot S * P + 1 + e of the pixels with lane >= P, the lane s * P + lane of the others
     slot_sorted = (torch.cumsum(extras, dim=1, dtype=torch.int32) - extras).view(-1).index_select(0, flat)
-    slot_sorted = slot_sorted.add_(lane).add_(num_space).view(1, n)
-    torch.where(lane.view(1, n) == 0, space_sorted, slot_sorted, out=slot_sorted)
+    slot_sorted.add_(lane).add_(num_space * lanes + 1 - lanes)
+    torch.where(lane < lanes, space_sorted.view(-1) * lanes + lane, slot_sorted, out=slot_sorted)
     del lane, rank, space_sorted
-    slot.copy_(torch.empty_like(slot_sorted).scatter_(1, order, slot_sorted))
+    slot.copy_(torch.empty_like(slot_sorted).scatter_(0, order.view(-1), slot_sorted).view(1, n))
 
 
 def build_layout(
-    index: Tensor, num_ids: int, *, compact: bool, chain: int | None = None
+    index: Tensor, num_ids: int, *, compact: bool, chain: int | None = None, lanes: int | None = None
 ) -> tuple[Layout, int]:
-    """The accumulator layout of ``index[B, N]`` (ids in ``[0, num_ids)``) and its number of slots ``S``.
+    """The accumulator layout of ``index[B, N]`` (ids in ``[0, num_ids)``) and its superpixel count ``S``.
 
-    With ``compact`` the slots are the distinct ids of each image, in order (``S = min(num_ids, N)``);
-    otherwise slot ``s`` is id ``s`` (``S = num_ids``) and ``index`` itself becomes ``Layout.space``.
+    With ``compact`` the superpixels are the distinct ids of each image, in order (``S = min(num_ids, N)``);
+    otherwise superpixel ``s`` is id ``s`` (``S = num_ids``) and ``index`` itself becomes ``Layout.space``.
     """
     b, n = index.shape
     device = index.device
     num_space = min(num_ids, n) if compact else num_ids
-    chain = chain_length(n, num_space) if chain is None else chain
+    chain = MAX_CHAIN_LENGTH if chain is None else chain
+    lanes = lanes_for(n, num_space) if lanes is None else lanes
     if n == 0 or b == 0:
         empty = index.new_zeros(b, 1, 0)
         flat = index.view(b, 1, n)
-        return Layout(flat, flat, empty, empty, index.new_zeros(b, num_space)), num_space
-    num_extra = (n - 1) // chain  # sum of (m_s - 1) <= sum of (n_s - 1) // K <= (N - 1) // K
-    num_groups = min(num_space, n // (chain + 1))  # superpixels with extras have more than K pixels
+        return Layout(flat, flat * lanes, empty, empty, index.new_zeros(b, num_space), lanes), num_space
+    num_extra = n // chain  # sum of (m_s - P) over superpixels of more than P K pixels: at most N // K
+    num_groups = min(num_space, n // (lanes * chain + 1))  # superpixels with extras have more than P K pixels
     if num_groups == 0:
         num_extra = 0
     slot = torch.empty_like(index)
@@ -161,10 +178,10 @@ def build_layout(
             sizes[row],
             compact=compact,
             chain=chain,
+            lanes=lanes,
             narrow=num_ids < 2**31,
         )
-    accumulators = torch.div(sizes + (chain - 1), chain, rounding_mode="floor")
-    extras = (accumulators - 1).clamp_min(0)
+    extras = (_accumulators(sizes, chain, lanes) - lanes).clamp_min(0)
     extras_end = torch.cumsum(extras, dim=1, dtype=torch.int32)
 
     # groups: the superpixels with extras first (group = their rank), then the others, so that the owners of
@@ -184,5 +201,6 @@ def build_layout(
         extra_group.view(b, 1, num_extra),
         group_owner.reshape(b, 1, num_groups),
         sizes.long(),
+        lanes,
     )
     return layout, num_space

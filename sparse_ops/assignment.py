@@ -175,9 +175,8 @@ class SuperpixelAssignment:
         else:
             counts = torch.zeros_like(layout.sizes).scatter_add_(1, layout.space.view(b, n), masked.long())
             flat_mask = masked.view(b, 1, n)
-            slot_counted = torch.where(
-                flat_mask, layout.slot, num_space
-            )  # uncounted pixels -> the trash slot
+            # uncounted pixels: summed into the trash slot, reading the trash entry (0 in the adjoints)
+            slot_counted = torch.where(flat_mask, layout.slot, num_space * layout.lanes)
             space_counted = torch.where(flat_mask, layout.space, num_space)
             keep = torch.gather(counts, 1, layout.space.view(b, n)).eq(0).view(b, 1, n)
 
@@ -256,7 +255,7 @@ class SuperpixelAssignment:
             b, n = self.batch_size, self.height * self.width
             width = self.num_superpixels + 1
             if name.startswith("slot"):
-                width += self._layout.extra_group.shape[-1]
+                width = self.num_superpixels * self._layout.lanes + 1 + self._layout.extra_group.shape[-1]
             cols = (index.view(b, n) + torch.arange(b, device=self.device).view(b, 1) * width).reshape(-1)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "Sparse CSR tensor support is in beta"
@@ -324,6 +323,7 @@ class SuperpixelAssignment:
                 layout.extra_group,
                 layout.group_owner,
                 n_s,
+                layout.lanes,
             )
         return out[..., :n_s].transpose(1, 2)
 
@@ -369,6 +369,7 @@ class SuperpixelAssignment:
             layout.extra_group,
             layout.group_owner,
             n,
+            layout.lanes,
         )
         return out.view(self.batch_size, out.shape[1], self.height, self.width)
 
@@ -395,6 +396,7 @@ class SuperpixelAssignment:
             self._keep,
             layout.extra_group,
             layout.group_owner,
+            layout.lanes,
         )
         return y.reshape(x.shape).to(x.dtype)
 

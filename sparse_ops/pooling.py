@@ -59,8 +59,8 @@ def superpixel_pool(
 
         p_{b,s,c} = \operatorname{reduce}_{q:\ s_{b,q} = s,\ m_{b,q}} x_{b,c,q}
 
-    Means are within :math:`(K + 2)\,u \max|x|` and sums within :math:`K u \sum|x|` of the exact value, for
-    any superpixel size (:math:`K \le 128`; see :doc:`/concepts/uniformization`); the pixel counts are
+    Means are within :math:`133\,u \max|x|` and sums within :math:`131\,u \sum|x|` of the exact value for any
+    superpixel size (:math:`u` the unit roundoff; see :doc:`/concepts/uniformization`); the pixel counts are
     :attr:`SuperpixelAssignment.counts`.
 
     Args:

@@ -30,8 +30,8 @@ def uniformize(
     :math:`M` (paper Eq. 12-13). The map is linear and symmetric (without a mask), so the backward pass is the
     same op applied to the incoming gradient; nothing of size :math:`N_s \times N_p` is formed, and the ids
     are compacted internally, so memory is proportional to the pixels whatever the id values. Every mean is
-    within :math:`(K + 2)\,u \max|x|` of the exact one, for any superpixel size (:math:`K \le 128` the chain
-    length, :math:`u` the unit roundoff of the accumulation dtype; see :doc:`/concepts/uniformization`).
+    within :math:`(K + P + 1)\,u \max|x| \le 133\,u \max|x|` of the exact one, for any superpixel size
+    (:math:`u` the unit roundoff of the accumulation dtype; see :doc:`/concepts/uniformization`).
 
     Args:
         logits (Tensor[B, C, H, W]): floating logits (float16/bfloat16 accumulate in float32 and round once).

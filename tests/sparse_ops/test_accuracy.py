@@ -21,7 +21,7 @@ from sparse_ops import (
     superpixel_unpool,
     uniformize,
 )
-from sparse_ops._layout import MAX_CHAIN_LENGTH, build_layout, chain_length
+from sparse_ops._layout import MAX_LANE_SLOTS, MAX_LANES, build_layout, lanes_for
 from tests.sparse_ops._reference import label_maps, ref_pool, ref_uniformize
 
 SIDE = 2048
@@ -47,33 +47,43 @@ def _adversarial(kind: str, b: int, h: int, w: int, n_s: int, rng: np.random.Gen
     w=st.integers(1, 12),
     n_s=st.integers(1, 9),
     chain=st.integers(1, 6),
+    lanes=st.sampled_from([1, 2, 4]),
     compact=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_every_accumulator_sums_at_most_chain_pixels_of_one_superpixel(
-    kind: str, b: int, h: int, w: int, n_s: int, chain: int, compact: bool, seed: int
+    kind: str, b: int, h: int, w: int, n_s: int, chain: int, lanes: int, compact: bool, seed: int
 ) -> None:
     ids = _adversarial(kind, b, h, w, n_s, np.random.default_rng(seed)).view(b, h * w)
-    layout, num_space = build_layout(ids.clone(), n_s, compact=compact, chain=chain)
+    layout, num_space = build_layout(ids.clone(), n_s, compact=compact, chain=chain, lanes=lanes)
     slot, space = layout.slot.view(b, -1), layout.space.view(b, -1)
+    width = num_space * lanes + 1 + layout.extra_group.shape[-1]
     for i in range(b):
         sizes = np.bincount(space[i].numpy(), minlength=num_space)
         np.testing.assert_array_equal(layout.sizes[i].numpy(), sizes)
+        assert int(slot[i].min()) >= 0 and int(slot[i].max()) < width
+        assert not (slot[i] == num_space * lanes).any()  # the trash slot is for masked pixels only
         for s in np.unique(slot[i].numpy()):
             members = space[i][slot[i] == s]
             assert members.numel() <= chain  # the chain bound, for any layout
             assert (members == members[0]).all()  # an accumulator serves one superpixel
-        for s in range(num_space):  # ceil(n_s / L) accumulators, consecutive pixels on different ones
+            if s < num_space * lanes:
+                assert int(members[0]) == s // lanes  # the lanes of superpixel s are s * P + j
+        for s in range(num_space):  # max(P, ceil(n_s / K)) accumulators, consecutive pixels on different ones
             own = slot[i][space[i] == s]
-            assert len(set(own.tolist())) == -(-int(sizes[s]) // chain)
-            if len(own) > 1 and sizes[s] > chain:
+            accumulators = max(lanes, -(-int(sizes[s]) // chain))
+            assert len(set(own.tolist())) == min(int(sizes[s]), accumulators)
+            if len(own) > 1 and accumulators > 1:
                 assert (own[1:] != own[:-1]).all()
 
 
 @contextmanager
-def short_chains(chain: int) -> Iterator[None]:
+def short_chains(chain: int, lanes: int = 1) -> Iterator[None]:
     """Force tiny chains: small images then exercise the extra accumulators and their float64 combination."""
-    with mock.patch.object(layout_module, "chain_length", lambda num_pixels, num_space: chain):
+    with (
+        mock.patch.object(layout_module, "MAX_CHAIN_LENGTH", chain),
+        mock.patch.object(layout_module, "lanes_for", lambda num_pixels, num_space: lanes),
+    ):
         yield
 
 
@@ -81,12 +91,13 @@ def short_chains(chain: int) -> Iterator[None]:
 @given(
     data=label_maps(),
     chain=st.integers(1, 3),
+    lanes=st.sampled_from([1, 2]),
     masked=st.booleans(),
     backend=st.sampled_from(["scatter", "sparse"]),
     seed=st.integers(0, 99),
 )
 def test_ops_with_short_chains_match_the_references(
-    data: tuple[torch.Tensor, int], chain: int, masked: bool, backend: str, seed: int
+    data: tuple[torch.Tensor, int], chain: int, lanes: int, masked: bool, backend: str, seed: int
 ) -> None:
     sp, n_s = data
     b, h, w = sp.shape
@@ -95,30 +106,32 @@ def test_ops_with_short_chains_match_the_references(
     mask = torch.rand(b, h, w, generator=g) > 0.4 if masked else None
     m = None if mask is None else mask.numpy()
     expected = torch.from_numpy(ref_uniformize(x.numpy(), sp.numpy(), m))
-    with short_chains(chain):
+    with short_chains(chain, lanes):
         y = uniformize(x, sp, n_s, mask=mask, backend=backend)  # type: ignore[arg-type]  # the two literals
         pooled = superpixel_pool(x, sp, n_s, mask=mask, reduce="sum", backend=backend)  # type: ignore[arg-type]
     torch.testing.assert_close(y, expected)
     torch.testing.assert_close(pooled, torch.from_numpy(ref_pool(x.numpy(), sp.numpy(), n_s, "sum", m)[0]))
 
 
-@pytest.mark.parametrize("chain", [1, 2])
-def test_gradients_with_short_chains(chain: int) -> None:
+@pytest.mark.parametrize("chain, lanes", [(1, 1), (2, 2)])
+def test_gradients_with_short_chains(chain: int, lanes: int) -> None:
     g = torch.Generator().manual_seed(0)
     sp = torch.randint(0, 3, (2, 3, 4), generator=g)
     mask = torch.rand(2, 3, 4, generator=g) > 0.3
     x = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     p = torch.randn(2, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
-    with short_chains(chain):
+    with short_chains(chain, lanes):
         assert torch.autograd.gradgradcheck(lambda t: uniformize(t, sp, 3, mask=mask), (x,))
         assert torch.autograd.gradgradcheck(lambda t: superpixel_pool(t, sp, 3, mask=mask), (x,))
         assert torch.autograd.gradgradcheck(lambda t: superpixel_unpool(t, sp), (p,))
 
 
-def test_chain_length_policy_stays_within_the_bound() -> None:
+def test_lane_policy_bounds_the_lane_buffer() -> None:
     for n_p in (1, 100, 512 * 512, SIDE * SIDE):
-        for n_s in (0, 1, 256, 16384, n_p):
-            assert 1 <= chain_length(n_p, n_s) <= MAX_CHAIN_LENGTH
+        for n_s in (0, 1, 256, 4096, 16384, n_p):
+            lanes = lanes_for(n_p, n_s)
+            assert 1 <= lanes <= MAX_LANES and (lanes == 1 or n_s * lanes <= MAX_LANE_SLOTS)
+    assert (lanes_for(512 * 512, 1024), lanes_for(512 * 512, 4096), lanes_for(512 * 512, 16384)) == (4, 2, 1)
 
 
 # ------------------------------------------------------------------------------------------- 2048 x 2048
