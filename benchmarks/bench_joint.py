@@ -1,22 +1,32 @@
 """Training-step cost of the joint model against DeepLabV3+ alone (the overhead of the method, as a ratio).
 
-Variants, all with the same DeepLabV3+ and the same batch:
+Variants, all with the same DeepLabV3+, the same batch and the same memory format:
 
 * ``deeplab``            DeepLabV3+ alone, cross-entropy;
-* ``joint_hard_noti``    + SpixelFCN + hard uniformization (no transparent layers) + spixel_loss;
+* ``joint_hard_noti``    + SpixelFCN + hard uniformization (no fusion stack) + spixel_loss;
 * ``joint_hard_ti``      + the transparent fusion stack (42 -> 128 -> 128 -> 21) -- the paper's model;
 * ``joint_soft_ti``      soft uniformization (segmentation loss reaches SpixelFCN) + transparent stack.
 
-One step = forward, loss, backward, SGD step. Medians over rounds that alternate the variants. Memory: the
-bytes of activations autograd saves for backward (distinct storages, exact, any device) and, on CUDA, the
-``torch.cuda.max_memory_allocated`` peak of one step.
+One step is what the joint stage of ``examples/voc_joint/train.py`` does with its defaults: forward, loss
+(cross-entropy summed over the labelled pixels / their count, + ``spixel_loss`` for the joint variants),
+backward, SGD step (momentum 0.9, weight decay 5e-4), DeepLabV3+ BatchNorm frozen (``--freeze-bn``),
+float16 autocast + gradient scaling with ``--amp`` on CUDA (ignored on CPU, as in the training CLI). Medians
+over rounds that alternate the variants. Memory: the bytes of activations autograd saves for backward
+(distinct storages, exact, any device) and, on CUDA, the ``torch.cuda.max_memory_allocated`` peak of one step.
+
+The script also prints a **breakdown** of one ``joint_hard_ti`` step (DeepLabV3+, SpixelFCN, superpixel ids,
+uniformization, fusion, loss: forward + backward time and saved memory of each part, timed in isolation) and,
+with ``--levers``, the **lever study**: the same pair (DeepLabV3+ alone, ``joint_hard_ti``) under cumulative
+implementation choices, from the plain implementation (fusion on ``torch.cat([S, U])`` in NCHW, superpixel ids
+validated every step) to channels-last, activation recomputation and ``torch.compile``.
 
 Usage::
 
     python benchmarks/bench_joint.py                      # CPU, B=2, 128x128, ResNet-18
-    python benchmarks/bench_joint.py --device cuda --batch-size 8 --size 512 --backbone resnet101
+    python benchmarks/bench_joint.py --backbone resnet101 --size 256 --levers
+    python benchmarks/bench_joint.py --device cuda --amp --backbone resnet101 --batch-size 8 --size 512
 
-Writes ``benchmarks/results/joint.json`` (or ``--output``), one entry per device / backbone / batch / size.
+Writes ``benchmarks/results/joint.json`` (or ``--output``), one entry per device/backbone/batch/size/amp.
 """
 
 from __future__ import annotations
@@ -28,45 +38,140 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch  # noqa: E402  # after the sys.path set-up, so the checkout's packages win
+import torch.nn.functional as F  # noqa: E402  # same reason
+from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
+IGNORE_INDEX = 255
+# Memory format of every variant by default, where channels_last wins. CPU: off (in the lever study on the
+# 2-core VM it leaves the joint step unchanged and slows DeepLabV3+ alone by 3-5 %, see docs/benchmarks.rst).
+# CUDA: on (the usual win of NHWC convolutions on tensor cores; not measured here yet: --levers shows it).
+DEFAULT_CHANNELS_LAST = {"cpu": False, "cuda": True}
+
+# (name, options) of the lever study, cumulative; "impl" and "validate" are JointModel/FusionStack bench knobs
+LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("plain: cat([S, U]), NCHW, ids validated", {"impl": "concat", "validate": True}),
+    ("+ no host-device sync (ids not validated)", {"impl": "concat"}),
+    ("+ first layer split over S and U", {"impl": "split"}),
+    ("+ fusion as NHWC matrix products", {"impl": "nhwc"}),
+    ("+ channels_last end to end", {"impl": "nhwc", "channels_last": True}),
+    ("+ recompute the fusion in backward", {"impl": "nhwc", "channels_last": True, "recompute": True}),
+    (
+        "+ torch.compile of refine",
+        {"impl": "nhwc", "channels_last": True, "recompute": True, "compile": True},
+    ),
+)
 
 
-def build(variant: str, args: argparse.Namespace, device: torch.device):
-    """``(model, step)``: the model and a closure doing one full training step on a fixed batch."""
-    import sparse_ops
+def default_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The model options of the main table (the defaults, or what the command line asks for)."""
+    return {
+        "impl": "nhwc",
+        "channels_last": args.channels_last,
+        "recompute": args.recompute,
+        "compile": args.compile,
+    }
+
+
+def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """The training CLI's loss: cross-entropy summed over the labelled pixels, divided by their count."""
+    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (target != IGNORE_INDEX).sum().clamp_min(1)
+
+
+def build_model(
+    variant: str, args: argparse.Namespace, device: torch.device, opts: dict[str, Any]
+) -> nn.Module:
+    """The model of ``variant`` with the lever options ``opts``, on ``device``, in training mode."""
     from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN
 
     torch.manual_seed(0)
     deeplab = DeepLabV3Plus(21, args.backbone, 16)
+    model: nn.Module
     if variant == "deeplab":
         model = deeplab
+        if opts.get("channels_last"):
+            model.to(memory_format=torch.channels_last)
     else:
         mode = "soft" if variant.startswith("joint_soft") else "hard"
-        model = JointModel(deeplab, SpixelFCN(args.cell_size), 21, mode=mode, fusion=variant.endswith("_ti"))
+        joint = JointModel(
+            deeplab,
+            SpixelFCN(args.cell_size),
+            21,
+            mode=mode,
+            fusion=variant.endswith("_ti"),
+            channels_last=bool(opts.get("channels_last")),
+            recompute_fusion=bool(opts.get("recompute")),
+            compile_refine=bool(opts.get("compile")),
+        )
+        joint._validate = bool(opts.get("validate"))  # bench knob: the pre-issue-11 validated assignment
+        if joint.fusion is not None:
+            joint.fusion._impl = opts.get("impl", "nhwc")  # bench knob: concat / split / nhwc
+        model = joint
     model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
+    if args.freeze_bn:  # the joint stage's default: DeepLabV3+ BatchNorm statistics frozen
+        for m in deeplab.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return model
+
+
+def make_batch(args: argparse.Namespace, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(args.batch_size, 3, args.size, args.size, generator=g).to(device)
-    y = torch.randint(0, 21, (args.batch_size, args.size, args.size), generator=g).to(device)
+    x = torch.randn(args.batch_size, 3, args.size, args.size, generator=g)
+    y = torch.randint(0, 21, (args.batch_size, args.size, args.size), generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(device), y.to(device)
+
+
+def _autocast(device: torch.device, amp: bool) -> AbstractContextManager[Any]:
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def loss_of(variant: str, model: nn.Module, x: Tensor, y: Tensor, args: argparse.Namespace) -> Tensor:
+    import sparse_ops
+
+    if variant == "deeplab":
+        return cross_entropy(model(x), y)
+    out = model(x, x)
+    loss = cross_entropy(out["logits"], y)
+    return loss + sparse_ops.spixel_loss(out["assoc"].float(), y, args.cell_size, num_classes=21).total
+
+
+def make_step(
+    variant: str, args: argparse.Namespace, device: torch.device, opts: dict[str, Any]
+) -> tuple[nn.Module, Callable[[], None]]:
+    """``(model, step)``: the model and a closure doing one full training step on a fixed batch."""
+    model = build_model(variant, args, device, opts)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
+    amp = args.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp) if device.type == "cuda" else None
+    x, y = make_batch(args, device, bool(opts.get("channels_last")))
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        if variant == "deeplab":
-            loss = torch.nn.functional.cross_entropy(model(x), y, ignore_index=255)
+        with _autocast(device, args.amp):
+            loss = loss_of(variant, model, x, y, args)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         else:
-            out = model(x, x)
-            loss = torch.nn.functional.cross_entropy(out["logits"], y, ignore_index=255)
-            loss = loss + sparse_ops.spixel_loss(out["assoc"], y, args.cell_size).total
-        loss.backward()
-        opt.step()
+            loss.backward()
+            opt.step()
 
     return model, step
 
@@ -76,30 +181,89 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_variants(args: argparse.Namespace, device: torch.device) -> dict[str, dict]:
-    steps = {v: build(v, args, device)[1] for v in args.variants}
-    for v in args.variants:  # warm-up
+def time_steps(
+    steps: dict[str, Callable[[], None]],
+    args: argparse.Namespace,
+    device: torch.device,
+    rounds: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Median / min seconds of every step, over rounds that alternate them (after warm-up steps).
+
+    ``"samples_s"`` keeps every round's time, so that ratios can be paired round by round.
+    """
+    for fn in steps.values():
         for _ in range(args.warmup):
-            steps[v]()
+            fn()
     _sync(device)
-    samples: dict[str, list[float]] = {v: [] for v in args.variants}
-    for _ in range(args.rounds):
-        for v in args.variants:
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    samples: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(args.rounds if rounds is None else rounds):
+        for k, fn in steps.items():
             _sync(device)
-            t0 = time.perf_counter()
-            steps[v]()
+            t0 = clock()
+            fn()
             _sync(device)
-            samples[v].append(time.perf_counter() - t0)
+            samples[k].append(clock() - t0)
     return {
-        v: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s)} for v, s in samples.items()
+        k: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s), "samples_s": s}
+        for k, s in samples.items()
     }
 
 
-def peak_memory_cuda(variant: str, args: argparse.Namespace, device: torch.device) -> int:
+def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Median over rounds of ``a / b`` within each round (robust to load that drifts between rounds)."""
+    return statistics.median(x / y for x, y in zip(a["samples_s"], b["samples_s"], strict=True))
+
+
+class SavedBytes:
+    """Context manager: bytes of the distinct storages autograd saves for backward, parameters excluded."""
+
+    def __init__(self, exclude: nn.Module | None = None) -> None:
+        self.seen: dict[int, int] = {}
+        self.params = (
+            set() if exclude is None else {p.untyped_storage().data_ptr() for p in exclude.parameters()}
+        )
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: Tensor) -> Tensor:
+        st = t.untyped_storage()
+        self.seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    def __enter__(self) -> SavedBytes:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+
+    @property
+    def total(self) -> int:
+        return int(sum(n for ptr, n in self.seen.items() if ptr not in self.params))
+
+
+def saved_activation_bytes(
+    variant: str, args: argparse.Namespace, device: torch.device, opts: dict[str, Any]
+) -> int:
+    """Bytes of the distinct tensor storages autograd saves for backward in one forward (+ loss) pass.
+
+    This is the activation memory of a training step (the dominant term that grows with B x H x W), measured
+    exactly and deterministically, on any device.
+    """
+    model = build_model(variant, args, device, opts)
+    x, y = make_batch(args, device, bool(opts.get("channels_last")))
+    with SavedBytes(model) as saved, _autocast(device, args.amp):
+        loss_of(variant, model, x, y, args)
+    return saved.total
+
+
+def peak_memory_cuda(
+    variant: str, args: argparse.Namespace, device: torch.device, opts: dict[str, Any]
+) -> int:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    model, step = build(variant, args, device)
+    model, step = make_step(variant, args, device, opts)
     step()
     _sync(device)
     peak = torch.cuda.max_memory_allocated(device) - base
@@ -107,38 +271,234 @@ def peak_memory_cuda(variant: str, args: argparse.Namespace, device: torch.devic
     return int(peak)
 
 
-def saved_activation_bytes(variant: str, args: argparse.Namespace, device: torch.device) -> int:
-    """Bytes of the distinct tensor storages autograd saves for backward in one forward (+ loss) pass.
+# ------------------------------------------------------------------------------------------------ breakdown
+BREAKDOWN_PARTS = ("DeepLabV3+", "SpixelFCN", "superpixel ids", "uniformization", "fusion", "loss")
 
-    This is the activation memory of a training step (the dominant term that grows with B x H x W), measured
-    exactly and deterministically, on any device.
+
+def breakdown(
+    args: argparse.Namespace, device: torch.device, opts: dict[str, Any]
+) -> dict[str, dict[str, float]]:
+    """Forward + backward time and saved bytes of each part of one ``joint_hard_ti`` step, in isolation.
+
+    Each part runs on detached copies of its real inputs (leaf tensors that require grad where the step
+    back-propagates into them), so the parts' times add up to the step minus the optimizer update.
     """
+    from torch.utils.checkpoint import checkpoint
+
     import sparse_ops
 
-    model, _ = build(variant, args, device)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(args.batch_size, 3, args.size, args.size, generator=g).to(device)
-    y = torch.randint(0, 21, (args.batch_size, args.size, args.size), generator=g).to(device)
-    seen: dict[int, int] = {}
+    model = build_model("joint_hard_ti", args, device, opts)
+    x, y = make_batch(args, device, bool(opts.get("channels_last")))
+    with torch.no_grad(), _autocast(device, args.amp):
+        s0 = model.deeplab(x).float()
+        q0 = model.spixelfcn(x).float()
+    ids0 = model.superpixels(q0)
+    enc0 = model.assignment(ids0)
+    u0 = enc0.uniformize(s0)
+    f0 = model.fusion(s0, u0)
+    g_s, g_q = torch.randn_like(s0), torch.randn_like(q0)
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        st = t.untyped_storage()
-        seen[st.data_ptr()] = st.nbytes()
-        return t
+    def leaf(t: Tensor) -> Tensor:
+        return t.detach().clone().requires_grad_(True)
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        if variant == "deeplab":
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+    def p_deeplab() -> Callable[[], None]:
+        with _autocast(device, args.amp):
+            out = model.deeplab(x)
+        return lambda: out.float().backward(g_s)
+
+    def p_spixel() -> Callable[[], None]:
+        with _autocast(device, args.amp):
+            out = model.spixelfcn(x)
+        return lambda: out.float().backward(g_q)
+
+    def p_ids() -> Callable[[], None]:
+        model.assignment(model.superpixels(q0))
+        return lambda: None
+
+    def p_uniformize() -> Callable[[], None]:  # both uniformizations of the step (U and the final one)
+        s, f = leaf(s0), leaf(f0)
+        u = enc0.uniformize(s)
+        final = enc0.uniformize(f)
+        return lambda: torch.autograd.backward([u, final], [g_s, g_s])
+
+    def p_fusion() -> Callable[[], None]:
+        s, u = leaf(s0), leaf(u0)
+        if model.recompute_fusion:
+            out = checkpoint(model.fusion, s, u, use_reentrant=False, preserve_rng_state=False)
         else:
-            out = model(x, x)
-            loss = torch.nn.functional.cross_entropy(out["logits"], y)
-            loss = loss + sparse_ops.spixel_loss(out["assoc"], y, args.cell_size).total
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    return int(sum(n for ptr, n in seen.items() if ptr not in params))
+            out = model.fusion(s, u)
+        return lambda: out.backward(g_s)
+
+    def p_loss() -> Callable[[], None]:
+        final, q = leaf(enc0.uniformize(f0)), leaf(q0)
+        loss = cross_entropy(final, y) + sparse_ops.spixel_loss(q, y, args.cell_size, num_classes=21).total
+        return loss.backward
+
+    parts = dict(
+        zip(BREAKDOWN_PARTS, (p_deeplab, p_spixel, p_ids, p_uniformize, p_fusion, p_loss), strict=True)
+    )
+    saved = {}
+    for name, part in parts.items():
+        with SavedBytes(model) as sb:
+            backward = part()
+        backward()
+        saved[name] = sb.total
+        model.zero_grad(set_to_none=True)
+
+    def timed(part: Callable[[], Callable[[], None]]) -> Callable[[], None]:
+        def run() -> None:
+            part()()
+            model.zero_grad(set_to_none=True)
+
+        return run
+
+    times = time_steps({k: timed(p) for k, p in parts.items()}, args, device)
+    return {k: {"median_s": times[k]["median_s"], "saved_bytes": saved[k]} for k in parts}
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def measure_pair_set(
+    variants: list[str], args: argparse.Namespace, device: torch.device, opts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Time and memory rows of ``variants`` measured together (same run, same options), ratios to deeplab."""
+    steps = {v: make_step(v, args, device, opts)[1] for v in variants}
+    times = time_steps(steps, args, device)
+    del steps
+    mems: dict[str, dict[str, int]] = {}
+    for v in variants:
+        mems[v] = {"saved_activations": saved_activation_bytes(v, args, device, opts)}
+        if device.type == "cuda":
+            mems[v]["cuda_peak_allocated"] = peak_memory_cuda(v, args, device, opts)
+    key = "cuda_peak_allocated" if device.type == "cuda" else "saved_activations"
+    base_t = times["deeplab"]["median_s"] if "deeplab" in times else None
+    base_m = mems["deeplab"][key] if "deeplab" in mems else None
+    rows = []
+    for v in variants:
+        t, m = times[v]["median_s"], mems[v][key]
+        rows.append(
+            {
+                "variant": v,
+                **times[v],
+                "memory_bytes": mems[v],
+                "time_ratio": t / base_t if base_t else None,
+                "time_ratio_paired": paired_ratio(times[v], times["deeplab"]) if "deeplab" in times else None,
+                "memory_ratio": m / base_m if base_m else None,
+                "saved_ratio": mems[v]["saved_activations"] / mems["deeplab"]["saved_activations"]
+                if "deeplab" in mems
+                else None,
+            }
+        )
+    return rows
+
+
+def refine_step(
+    model: nn.Module, args: argparse.Namespace, device: torch.device, cl: bool
+) -> Callable[[], None]:
+    """Forward + backward of ``JointModel.refine`` (all after the two networks) on fixed ``S``, ``Q``."""
+    g = torch.Generator().manual_seed(2)
+    shape = (args.batch_size, 21, args.size, args.size)
+    s0 = (4 * torch.randn(shape, generator=g)).to(device)
+    q0 = torch.softmax(torch.randn(args.batch_size, 9, args.size, args.size, generator=g), 1).to(device)
+    if cl:  # what the networks return in channels_last
+        s0, q0 = (t.contiguous(memory_format=torch.channels_last) for t in (s0, q0))
+    grad = torch.randn(shape, generator=g).to(device)
+
+    def run() -> None:
+        s = s0.detach().requires_grad_(True)
+        out, _ = model.refine(s, q0)
+        out.backward(grad)
+        model.zero_grad(set_to_none=True)
+
+    return run
+
+
+def lever_study(args: argparse.Namespace, device: torch.device, head: str) -> list[dict[str, Any]]:
+    """Every lever configuration of ``joint_hard_ti`` and DeepLabV3+ alone in both memory formats, timed in
+    the same rounds (all steps alternate), so that a shared machine's load hits every configuration alike.
+
+    Step ratios use the DeepLabV3+ step of the same memory format, as the ratio of the medians and as the
+    median of the round-by-round ratios (``paired``, the more robust one on a loaded machine). ``refine ms``
+    times what most levers change, everything after the two networks (superpixel ids, assignment, both
+    uniformizations, fusion; forward + backward), alone over ``3 x --rounds`` alternating rounds.
+    """
+    specs: dict[str, tuple[str, dict[str, Any]]] = {
+        "deeplab NCHW": ("deeplab", {}),
+        "deeplab channels_last": ("deeplab", {"channels_last": True}),
+    }
+    failed: dict[str, str] = {}
+    steps: dict[str, Callable[[], None]] = {}
+    refines: dict[str, Callable[[], None]] = {}
+    for name, lever in LEVERS:
+        specs[name] = ("joint_hard_ti", lever)
+    for name, (variant, lever) in specs.items():
+        try:
+            model, step = make_step(variant, args, device, lever)
+            step()  # compiles here with "compile": a failure (e.g. no C++ compiler) is reported, not fatal
+            steps[name] = step
+            if variant != "deeplab":
+                refines[name] = refine_step(model, args, device, bool(lever.get("channels_last")))
+                refines[name]()
+        except Exception as exc:  # noqa: BLE001  # report any failure of one configuration and go on
+            failed[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            steps.pop(name, None)
+            refines.pop(name, None)
+    times = time_steps(steps, args, device)
+    refine_times = time_steps(refines, args, device, rounds=3 * args.rounds)
+    print(f"\nlever study (cumulative; all configurations alternate in the same rounds), {head}")
+    print(
+        f"{'configuration':<44} {'joint ms':>9} {'x deeplab':>10} {'paired':>7} {'refine ms':>10} "
+        f"{'saved x':>8}"
+    )
+    rows: list[dict[str, Any]] = []
+    base_saved = {
+        cl: saved_activation_bytes("deeplab", args, device, {"channels_last": cl}) for cl in (False, True)
+    }
+    for name, lever in LEVERS:
+        if name in failed or name not in times:
+            print(f"{name:<44} failed: {failed.get(name)}")
+            rows.append({"lever": name, "options": lever, "error": failed.get(name)})
+            continue
+        cl = bool(lever.get("channels_last"))
+        base = times["deeplab channels_last" if cl else "deeplab NCHW"]
+        t = times[name]
+        saved = saved_activation_bytes("joint_hard_ti", args, device, lever)
+        row = {
+            "lever": name,
+            "options": lever,
+            "joint_s": t["median_s"],
+            "joint_min_s": t["min_s"],
+            "deeplab_s": base["median_s"],
+            "deeplab_min_s": base["min_s"],
+            "time_ratio": t["median_s"] / base["median_s"],
+            "time_ratio_paired": paired_ratio(t, base),
+            "refine_s": refine_times[name]["median_s"],
+            "refine_min_s": refine_times[name]["min_s"],
+            "saved_bytes": saved,
+            "saved_ratio": saved / base_saved[cl],
+        }
+        rows.append(row)
+        print(
+            f"{name:<44} {1e3 * t['median_s']:>9.1f} {row['time_ratio']:>10.2f} "
+            f"{row['time_ratio_paired']:>7.2f} {1e3 * row['refine_s']:>10.1f} {row['saved_ratio']:>8.2f}"
+        )
+    for cl in (False, True):
+        name = "deeplab channels_last" if cl else "deeplab NCHW"
+        if name in times:
+            print(
+                f"{name:<44} {1e3 * times[name]['median_s']:>9.1f} (saved {base_saved[cl] / 2**20:.1f} MiB)"
+            )
+            rows.append(
+                {"lever": name, "deeplab_s": times[name]["median_s"], "deeplab_min_s": times[name]["min_s"]}
+            )
+    return rows
+
+
+def _mem_name(device: torch.device) -> str:
+    return "CUDA peak" if device.type == "cuda" else "saved act."
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--backbone", default="resnet18", help="DeepLabV3+ backbone")
     p.add_argument("--batch-size", type=int, default=2, help="batch size")
@@ -147,44 +507,79 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=7, help="timed rounds (each runs every variant once)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or the process's CPU time (CPU only; with --threads 1 a load-robust proxy on a "
+        "shared machine)",
+    )
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="what to run")
+    p.add_argument(
+        "--amp", action="store_true", help="float16 autocast + grad scaling (CUDA; ignored on CPU)"
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format for every variant (default: where it wins, DEFAULT_CHANNELS_LAST)",
+    )
+    p.add_argument("--recompute", action="store_true", help="recompute the fusion stack in backward")
+    p.add_argument("--compile", action="store_true", help="torch.compile the joint model's refine step")
+    p.add_argument(
+        "--freeze-bn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="DeepLabV3+ BatchNorm in eval mode, as in the joint stage of the training CLI",
+    )
+    p.add_argument("--no-breakdown", action="store_true", help="skip the per-part breakdown")
+    p.add_argument(
+        "--levers", action="store_true", help="also run the lever study (deeplab vs joint_hard_ti)"
+    )
     p.add_argument(
         "--output", type=Path, default=ROOT / "benchmarks" / "results" / "joint.json", help="JSON output"
     )
     args = p.parse_args(argv)
     if args.batch_size < 2:
         p.error(
-            f"--batch-size must be >= 2 (the ASPP image-pooling BatchNorm sees one value per channel per image "
-            f"in training mode), got {args.batch_size}"
+            f"--batch-size must be >= 2 (the ASPP image-pooling BatchNorm sees one value per channel per "
+            f"image in training mode), got {args.batch_size}"
         )
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but CUDA is not available")
+    if args.clock == "cpu" and device.type != "cpu":
+        p.error(f"--clock cpu measures CPU time and needs --device cpu, got --device {args.device}")
+    if args.channels_last is None:
+        args.channels_last = DEFAULT_CHANNELS_LAST.get(device.type, False)
+    amp_used = args.amp and device.type == "cuda"
+    if args.amp and not amp_used:
+        print("note: --amp is ignored on CPU (as in the training CLI)")
     load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
-    times = time_variants(args, device)
-    mems = {}
-    for v in args.variants:
-        mems[v] = {"saved_activations": saved_activation_bytes(v, args, device)}
-        if device.type == "cuda":
-            mems[v]["cuda_peak_allocated"] = peak_memory_cuda(v, args, device)
-    base_t = times.get("deeplab", {}).get("median_s")
-    key = "cuda_peak_allocated" if device.type == "cuda" else "saved_activations"
-    base_m = mems["deeplab"][key] if "deeplab" in mems else None
-    rows = []
-    print(
-        f"\ntraining step, B={args.batch_size}, {args.size}x{args.size}, {args.backbone}, {device} "
-        f"(median of {args.rounds}), torch {torch.__version__}"
+    opts = default_options(args)
+    variants = list(args.variants)
+    rows = measure_pair_set(variants, args, device, opts)
+    head = (
+        f"B={args.batch_size}, {args.size}x{args.size}, {args.backbone}, {device}, amp={amp_used}, "
+        f"channels_last={args.channels_last}, recompute={args.recompute}, compile={args.compile}, "
+        f"{args.threads} thread(s), {args.clock} clock, torch {torch.__version__}, load {load0:.2f}"
     )
-    mem_name = "CUDA peak" if device.type == "cuda" else "saved act."
-    print(f"{'variant':<18} {'step ms':>9} {'x deeplab':>10} {mem_name + ' MiB':>15} {'x deeplab':>10}")
-    for v in args.variants:
-        t, m = times[v]["median_s"], mems[v][key]
-        rt = t / base_t if base_t else float("nan")
-        rm = m / base_m if base_m else float("nan")
-        rows.append({"variant": v, **times[v], "memory_bytes": mems[v], "time_ratio": rt, "memory_ratio": rm})
-        print(f"{v:<18} {1e3 * t:>9.1f} {rt:>10.2f} {m / 2**20:>15.1f} {rm:>10.2f}")
-    result = {
+    print(f"\ntraining step (median of {args.rounds}), {head}")
+    mem_name = _mem_name(device)
+    print(
+        f"{'variant':<18} {'step ms':>9} {'x deeplab':>10} {'paired':>7} {mem_name + ' MiB':>15} "
+        f"{'x deeplab':>10}"
+    )
+    key = "cuda_peak_allocated" if device.type == "cuda" else "saved_activations"
+    for r in rows:
+        m = r["memory_bytes"][key]
+        print(
+            f"{r['variant']:<18} {1e3 * r['median_s']:>9.1f} {_fmt(r['time_ratio']):>10} "
+            f"{_fmt(r['time_ratio_paired']):>7} {m / 2**20:>15.1f} {_fmt(r['memory_ratio']):>10}"
+        )
+
+    result: dict[str, Any] = {
         "benchmark": "joint training step vs DeepLabV3+ alone",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {
@@ -197,6 +592,32 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "rows": rows,
     }
+
+    if not args.no_breakdown:
+        parts = breakdown(args, device, opts)
+        base = next((r for r in rows if r["variant"] == "deeplab"), None)
+        total_t = sum(v["median_s"] for v in parts.values())
+        print(f"\nbreakdown of one joint_hard_ti step (parts timed in isolation, forward + backward), {head}")
+        print(f"{'part':<16} {'ms':>8} {'% parts':>8} {'saved MiB':>10}")
+        for name, v in parts.items():
+            print(
+                f"{name:<16} {1e3 * v['median_s']:>8.1f} {100 * v['median_s'] / total_t:>7.1f}% "
+                f"{v['saved_bytes'] / 2**20:>10.1f}"
+            )
+        full = next((r for r in rows if r["variant"] == "joint_hard_ti"), None)
+        if full is not None:
+            print(
+                f"{'sum of parts':<16} {1e3 * total_t:>8.1f}    (full step {1e3 * full['median_s']:.1f} ms)"
+            )
+        result["breakdown"] = {
+            "parts": parts,
+            "sum_of_parts_s": total_t,
+            "deeplab_step_s": base["median_s"] if base else None,
+        }
+
+    if args.levers:
+        result["levers"] = lever_study(args, device, head)
+
     args.output.parent.mkdir(parents=True, exist_ok=True)
     existing = {}
     if args.output.exists():
@@ -204,12 +625,20 @@ def main(argv: list[str] | None = None) -> dict:
             existing = json.loads(args.output.read_text())
         except json.JSONDecodeError:
             existing = {}
-    key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}"
+    key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}" + ("_amp" if amp_used else "")
     existing.pop(device.type, None)  # layout of an older version of this script
     existing[key] = result
-    args.output.write_text(json.dumps(existing, indent=2))
+    args.output.write_text(json.dumps(existing, indent=2, allow_nan=False, default=_json_default))
     print(f"written to {args.output} (key {key!r})")
     return result
+
+
+def _fmt(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def _json_default(obj: object) -> object:
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 if __name__ == "__main__":

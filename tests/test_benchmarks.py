@@ -185,6 +185,7 @@ def test_bench_joint_tiny(tmp_path):
         "--variants",
         "deeplab",
         "joint_hard_ti",
+        "--amp",  # ignored on CPU, as in the training CLI (the GPU check passes it)
         "--output",
         str(out),
     )
@@ -192,6 +193,10 @@ def test_bench_joint_tiny(tmp_path):
     (entry,) = data.values()
     assert [r["variant"] for r in entry["rows"]] == ["deeplab", "joint_hard_ti"]
     assert entry["rows"][0]["time_ratio"] == pytest.approx(1.0)
+    assert entry["rows"][1]["memory_ratio"] > 1.0  # the joint model saves more activations than DeepLabV3+
+    parts = entry["breakdown"]["parts"]
+    assert list(parts) == ["DeepLabV3+", "SpixelFCN", "superpixel ids", "uniformization", "fusion", "loss"]
+    assert all(p["median_s"] > 0 for p in parts.values()) and parts["fusion"]["saved_bytes"] > 0
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from .baselines import net2net_identity_init_, random_uniform_init_, xavier_init
 from .inplace import transparent_init_
 from .metrics import init_rate, max_abs_error, recovery_rate
 from .stack import TransparentConv1x1, TransparentLinear, build_transparent_stack
+from .targets import selection_weight
 
 try:
     __version__ = version("transinit")
@@ -25,6 +26,7 @@ __all__ = [
     "net2net_identity_init_",
     "random_uniform_init_",
     "recovery_rate",
+    "selection_weight",
     "transparent_init_",
     "xavier_init_",
 ]

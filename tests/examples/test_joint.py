@@ -17,7 +17,7 @@ from examples.voc_joint.models import (
     build_model,
     model_config,
 )
-from examples.voc_joint.models.joint import fusion_target_weight
+from examples.voc_joint.models.joint import FUSION_INITS, FusionStack, fusion_target_weight
 
 H, W, CS = 29, 35, 8  # odd size, partial border cells
 
@@ -141,7 +141,7 @@ def test_fusion_stack_shapes_and_target() -> None:
     # the fusion's effective map at step 0 is "take the second half": check on random inputs
     z = torch.randn(4, 42, 3, 5) * 10
     with torch.no_grad():
-        assert (joint.fusion(z) - z[:, 21:]).abs().max() < 1e-4
+        assert (joint.fusion(z[:, :21], z[:, 21:]) - z[:, 21:]).abs().max() < 1e-4
 
 
 def test_contract_and_wrapper() -> None:
@@ -164,6 +164,10 @@ def test_errors() -> None:
         JointModel(deeplab, spixel, mode="median")
     with pytest.raises(TypeError, match="fusion must be a bool"):
         JointModel(deeplab, spixel, fusion=1)
+    with pytest.raises(ValueError, match=r"fusion_init must be one of .*got 'he'"):
+        JointModel(deeplab, spixel, fusion_init="he")  # type: ignore[arg-type]  # the wrong value is the point
+    with pytest.raises(TypeError, match="recompute_fusion must be a bool"):
+        JointModel(deeplab, spixel, recompute_fusion="yes")  # type: ignore[arg-type]  # the wrong type is the point
     joint = JointModel(deeplab, spixel).eval()
     with pytest.raises(ValueError, match="same size"):
         joint(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 17))
@@ -171,10 +175,19 @@ def test_errors() -> None:
 
 def test_config_round_trip() -> None:
     deeplab, spixel = _nets()
-    joint = JointModel(deeplab, spixel, mode="soft", fusion_hidden=(50,), fusion_activation="leaky_relu")
+    joint = JointModel(
+        deeplab,
+        spixel,
+        mode="soft",
+        fusion_hidden=(50,),
+        fusion_activation="leaky_relu",
+        fusion_init="zero_residual",
+    )
     cfg = model_config(joint)
+    assert cfg["joint"]["fusion_init"] == "zero_residual"
     again = build_model(cfg)
     assert isinstance(again, JointModel) and model_config(again) == cfg
+    assert again.fusion is not None and again.fusion.init == "zero_residual"
     again.load_state_dict(joint.state_dict())
     assert model_config(SegmentationOnly(deeplab)) == {"arch": "deeplabv3plus", "deeplab": deeplab.config}
     with pytest.raises(ValueError, match="config\\['arch'\\] must be one of"):
@@ -186,7 +199,7 @@ def test_config_round_trip() -> None:
 
 
 def test_joint_on_every_device(device: torch.device) -> None:
-    """Transparency, consistency and the soft-mode gradient on each available device (CUDA skipped without one)."""
+    """Transparency, consistency and the soft-mode gradient on each device (CUDA skipped without one)."""
     deeplab, spixel = _nets()
     _scale_logits(deeplab)
     joint = JointModel(deeplab, spixel, mode="soft").to(device).eval()
@@ -202,3 +215,183 @@ def test_joint_on_every_device(device: torch.device) -> None:
     joint.train()
     joint(x, y)["logits"].logsumexp(1).mean().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in spixel.parameters())
+
+
+# ---------------------------------------------------------------- fusion initializations (issue 11)
+
+
+def _step0(init: str, mode: str = "hard") -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """``(joint logits, U(S), outputs)`` of the untrained joint model with trained-scale logits."""
+    deeplab, spixel = _nets()
+    _scale_logits(deeplab)
+    joint = JointModel(deeplab, spixel, mode=mode, fusion_init=init).eval()  # type: ignore[arg-type]
+    x, y = _inputs()
+    with torch.no_grad():
+        out = joint(x, y)
+    n = sparse_ops.num_grid_cells(H, W, CS)
+    u = sparse_ops.uniformize(out["seg_logits"], out["superpixels"], n)
+    return out["logits"], u, out
+
+
+@pytest.mark.parametrize("init", ["transparent", "zero_residual"])
+def test_exact_inits_reproduce_the_pretrained_output_at_step0(init: str) -> None:
+    logits, u, out = _step0(init)
+    assert out["seg_logits"].abs().max() > 5 and u.min() < -5  # large logits of both signs
+    assert (logits - u).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("init", ["xavier", "kaiming", "net2net"])
+def test_other_inits_change_the_pretrained_output_at_step0(init: str) -> None:
+    logits, u, _ = _step0(init)
+    assert (logits - u).abs().max().item() > 2.0  # the logits reach |U| ~ 10: a large, certain difference
+    if init == "net2net":  # exactly the documented failure: the negative half is cut by the ReLU
+        torch.testing.assert_close(logits, u.clamp(min=0), rtol=0, atol=1e-5)
+    else:  # the argmax changes on a sizeable share of the pixels
+        assert (logits.argmax(1) != u.argmax(1)).float().mean() > 0.2
+
+
+def test_net2net_is_exact_without_activation() -> None:
+    fuse = FusionStack(3, [6], None, "net2net")
+    s, u = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5) * 10
+    torch.testing.assert_close(fuse(s, u), u, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("init", FUSION_INITS)
+def test_every_init_builds_and_trains_a_step(init: str) -> None:
+    deeplab, spixel = _nets()
+    joint = JointModel(deeplab, spixel, fusion_init=init).train()  # type: ignore[arg-type]
+    assert joint.fusion is not None
+    shapes = [tuple(m.weight.shape) for m in joint.fusion.convs]
+    assert shapes == [(128, 42, 1, 1), (128, 128, 1, 1), (21, 128, 1, 1)]  # the same layers for every init
+    before = [p.detach().clone() for p in joint.fusion.parameters()]
+    opt = torch.optim.SGD(joint.parameters(), lr=0.1)
+    x, y = _inputs()
+    target = torch.randint(0, 21, (2, H, W), generator=torch.Generator().manual_seed(2))
+    loss = torch.nn.functional.cross_entropy(joint(x, y)["logits"], target)
+    loss.backward()
+    first, last = joint.fusion.convs[0], joint.fusion.convs[-1]
+    assert last.weight.grad is not None and last.weight.grad.abs().sum() > 0
+    assert first.weight.grad is not None
+    if init == "zero_residual":  # the zero last layer blocks every gradient to the earlier layers
+        assert first.weight.grad.abs().sum() == 0 and first.bias.grad.abs().sum() == 0
+    else:
+        assert first.weight.grad.abs().sum() > 0
+    opt.step()
+    assert torch.isfinite(loss) and any(
+        not torch.equal(a, b) for a, b in zip(before, joint.fusion.parameters(), strict=True)
+    )
+
+
+def test_fusion_draws_follow_the_generator() -> None:
+    for init in ("transparent", "xavier", "kaiming", "zero_residual"):
+        a, b, c = (FusionStack(3, [6], "relu", init, generator=g) for g in (0, 0, 1))  # type: ignore[arg-type]
+        assert torch.equal(a.convs[0].weight, b.convs[0].weight)
+        assert not torch.equal(a.convs[0].weight, c.convs[0].weight)
+
+
+# ---------------------------------------------------------------- cost options (issue 11)
+
+
+@pytest.mark.parametrize("init", ["transparent", "zero_residual"])
+@pytest.mark.parametrize("impl", ["concat", "split"])
+def test_fusion_implementations_agree(impl: str, init: str) -> None:
+    """The NHWC split form (default) computes what the concatenated 1x1-conv stack computes, gradients too."""
+    fuse = FusionStack(4, [8, 8], "leaky_relu", init, generator=3)  # type: ignore[arg-type]
+    with torch.no_grad():
+        fuse.convs[-1].weight.normal_()  # a non-zero last layer, so every layer's gradient is checked
+    s = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    fuse.double()
+    out = fuse(s, u)
+    grads = torch.autograd.grad(out.square().sum(), [s, u, *fuse.parameters()])
+    ref_fuse = copy.deepcopy(fuse)
+    ref_fuse._impl = impl
+    ref = ref_fuse(s, u)
+    ref_grads = torch.autograd.grad(ref.square().sum(), [s, u, *ref_fuse.parameters()])
+    torch.testing.assert_close(out, ref)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def _saved_bytes(fn) -> int:
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_recompute_fusion_same_result_less_memory(mode: str) -> None:
+    deeplab, spixel = _nets()
+    plain = JointModel(deeplab, spixel, mode=mode).train()
+    ckpt = copy.deepcopy(plain)
+    ckpt.recompute_fusion = True
+    s = torch.randn(2, 21, H, W, requires_grad=True)
+    q = torch.softmax(torch.randn(2, 9, H, W), 1).requires_grad_(mode == "soft")
+    outs = {}
+    for name, m in (("plain", plain), ("ckpt", ckpt)):
+        saved = _saved_bytes(lambda m=m, name=name: outs.__setitem__(name, m.refine(s, q)[0]))
+        grads = torch.autograd.grad(outs[name].square().sum(), [s, *m.fusion.parameters()])
+        outs[name] = (outs[name], grads, saved)
+    torch.testing.assert_close(outs["ckpt"][0], outs["plain"][0])
+    for g, r in zip(outs["ckpt"][1], outs["plain"][1], strict=True):
+        torch.testing.assert_close(g, r)
+    # without recomputation the fusion saves ~ 2C + 2 x 128 + ... channels per pixel; with it only S (+ Q)
+    assert outs["ckpt"][2] < 0.25 * outs["plain"][2]
+
+
+def test_channels_last_gives_the_same_model() -> None:
+    deeplab, spixel = _nets()
+    ref = JointModel(deeplab, spixel).eval()
+    cl = JointModel(*copy.deepcopy((deeplab, spixel)), channels_last=True).eval()
+    assert cl.deeplab.classifier.weight.is_contiguous(memory_format=torch.channels_last)
+    x, y = _inputs()
+    with torch.no_grad():
+        a, b = ref(x, y), cl(x, y)
+    torch.testing.assert_close(b["seg_logits"], a["seg_logits"], rtol=1e-4, atol=1e-4)
+    assert torch.equal(b["superpixels"], a["superpixels"])
+    torch.testing.assert_close(b["logits"], a["logits"], rtol=1e-4, atol=1e-4)
+    assert "channels_last" not in cl.config  # a runtime option, not part of the architecture
+
+
+def test_refine_compiles_without_graph_breaks() -> None:
+    """``compile_refine`` traces one graph (checked with the fast "aot_eager" backend and fullgraph=True)."""
+    deeplab, spixel = _nets()
+    joint = JointModel(deeplab, spixel, compile_refine=True, recompute_fusion=True).train()
+    ref = copy.deepcopy(joint)
+    ref.compile_refine = False
+    torch._dynamo.reset()
+    joint._compiled = torch.compile(joint._refine, backend="aot_eager", fullgraph=True, dynamic=False)
+    s = torch.randn(2, 21, H, W, requires_grad=True)
+    q = torch.softmax(torch.randn(2, 9, H, W), 1)
+    out, ids = joint.refine(s, q)
+    (g,) = torch.autograd.grad(out.square().sum(), [s])
+    ref_out, ref_ids = ref.refine(s, q)
+    (ref_g,) = torch.autograd.grad(ref_out.square().sum(), [s])
+    assert torch.equal(ids, ref_ids)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(g, ref_g)
+    # a copy does not keep the compiled function bound to the original model
+    assert copy.deepcopy(joint)._compiled is None and joint._compiled is not None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_refine_has_no_host_device_sync_on_cuda() -> None:
+    deeplab, spixel = _nets()
+    joint = JointModel(deeplab, spixel).cuda().train()
+    s = torch.randn(2, 21, H, W, device="cuda", requires_grad=True)
+    q = torch.softmax(torch.randn(2, 9, H, W, device="cuda"), 1)
+    joint.refine(s, q)  # warm-up (lazy CUDA initialisation may synchronise)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, _ = joint.refine(s, q)
+        out.sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -1,35 +1,71 @@
-"""The joint model: DeepLabV3+ logits refined by SpixelFCN superpixels through uniformization and transparent layers.
+"""The joint model: DeepLabV3+ logits refined by SpixelFCN superpixels, uniformization and a fusion stack.
 
 Data flow (``mode="hard"``, fusion on)::
 
     seg_input ──► DeepLabV3+ ──────────────────────────────► S      (B, C, H, W) logits
     spixel_input ─► SpixelFCN ─► Q (B, 9, H, W) ─► hard_superpixels ─► ids (B, H, W)
     U = uniformize(S, ids)                       # superpixel-mean logits ("soft": soft_uniformize(S, Q))
-    F = TransparentConv1x1([S, U])               # 2C -> hidden -> C, starts as exactly F = U
+    F = fusion([S, U])                           # 2C -> hidden -> C; transparent: starts as exactly F = U
     final = uniformize(F, ids)                   # one label per superpixel (consistency 100 %)
 
 Fusion input and target map (a documented design choice, see ``docs/examples/pipeline.rst``): the stack sees
-``[S, U(S)]`` and starts as the map ``[0 | I]`` ("take the uniformized half"), so at step 0 the joint output
-equals the uniformized output of the pretrained segmentation network up to float32 rounding, while training can
-learn to mix raw and superpixel-averaged evidence per class. The authors fed 21 copies of the raw integer
-superpixel-id map instead: those channels carry no class information, and their large unnormalized values
-(0..1023) inflate the float32 error of the transparent stack about 100-fold.
+``[S, U(S)]`` and starts as the map ``[0 | I]`` ("take the uniformized half",
+:func:`transparent_init.selection_weight`), so at step 0 the joint output equals the uniformized output of the
+pretrained segmentation network up to float32 rounding, while training can learn to mix raw and
+superpixel-averaged evidence per class. The authors fed 21 copies of the raw integer superpixel-id map
+instead: those channels carry no class information, and their large unnormalized values (0..1023) inflate the
+float32 error of the transparent stack about 100-fold.
+
+Fusion initializations (``fusion_init``; all share the layer shapes ``2C -> 2h_1 -> ... -> C``, biases zero
+unless stated):
+
+* ``"transparent"``: the paper's method: random hidden layers, last layer solved so the stack is exactly
+  ``F = U`` (up to float32 rounding) and every layer gets a gradient from the first step.
+* ``"xavier"``: Xavier (Glorot) normal weights: the pretrained output is destroyed at step 0.
+* ``"kaiming"``: Kaiming (He) normal weights, fan-in, gain of the activation: also destroys it at step 0.
+* ``"net2net"``: Net2Net-style identity layers, the last one selecting ``U``: the stack computes
+  ``relu(U)`` with ReLU (every negative logit becomes 0; exact only without an activation).
+* ``"zero_residual"``: ``F = U + f([S, U])`` with Kaiming hidden layers and the last layer (weight and bias)
+  zero (ControlNet zero-convolution, ReZero): exact at step 0, but only the last layer gets a gradient at the
+  first step.
+
+Cost (see ``benchmarks/bench_joint.py``): the fusion applies its first layer to ``S`` and ``U`` separately
+(``W [S; U] = W_S S + W_U U``: no concatenated copy), runs its 1x1 layers as matrix products on channels-last
+(NHWC) rows, and the superpixel assignment is built without validation (the grid ids are in range by
+construction), so ``refine`` has no host-device synchronisation. Options: ``channels_last`` (both networks
+and their inputs), ``recompute_fusion`` (activation checkpointing of ``U`` and the fusion) and
+``compile_refine`` (``torch.compile`` of everything after the two networks).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 import sparse_ops as so
-from transparent_init import TransparentConv1x1
+from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 
-__all__ = ["MODES", "JointModel", "SegmentationOnly", "fusion_target_weight"]
+__all__ = [
+    "FUSION_INITS",
+    "MODES",
+    "FusionActivation",
+    "FusionInit",
+    "FusionStack",
+    "JointModel",
+    "SegmentationOnly",
+    "fusion_target_weight",
+]
 
 MODES = ("hard", "soft", "none")
+
+FusionInit = Literal["transparent", "xavier", "kaiming", "net2net", "zero_residual"]
+FusionActivation = Literal["relu", "leaky_relu"] | None
+FUSION_INITS: tuple[str, ...] = get_args(FusionInit)
 
 
 def fusion_target_weight(num_classes: int) -> Tensor:
@@ -40,11 +76,141 @@ def fusion_target_weight(num_classes: int) -> Tensor:
         tensor([[0., 0., 1., 0.],
                 [0., 0., 0., 1.]])
     """
-    eye = torch.eye(num_classes, dtype=torch.float64)
-    return torch.cat([torch.zeros_like(eye), eye], dim=1).float()
+    return selection_weight(2 * num_classes, range(num_classes, 2 * num_classes), dtype=torch.float32)
 
 
-def _contract(logits: Tensor, seg_logits: Tensor, superpixels: Tensor | None, assoc: Tensor | None) -> dict:
+def _generator(generator: torch.Generator | int | None) -> torch.Generator | None:
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    return torch.Generator().manual_seed(int(generator))
+
+
+class FusionStack(nn.Module):
+    """The fusion of the joint model: ``[S, U] -> C`` per pixel, a stack of 1x1 layers, five initializations.
+
+    Args:
+        num_classes: ``C``; the input is ``[S, U]`` (``2C`` channels), the output ``C`` channels.
+        hidden: logical hidden widths (each ``>= 2C``); with an activation the real widths are doubled (the
+            transparent ``[z, -z]`` construction), and every initialization uses those same real widths.
+        activation: ``"relu"``, ``"leaky_relu"`` or ``None``.
+        init: one of :data:`FUSION_INITS` (see the module docstring; one line each).
+        generator: seed or generator of the random draws.
+
+    Shape:
+        - Input: ``s (B, C, H, W)``, ``u (B, C, H, W)`` (any memory format).
+        - Output: ``(B, C, H, W)``, channels-last strides (the layers run as matrix products on NHWC rows).
+
+    The parameters live in ``.layers`` (``nn.Conv2d`` 1x1 layers and activations), the same modules and
+    state-dict keys for every ``init``; ``init="zero_residual"`` adds ``U`` to the stack's output.
+
+    Example:
+        >>> fuse = FusionStack(3, [6], "relu", "transparent", generator=0)
+        >>> s, u = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+        >>> bool((fuse(s, u) - u).abs().max() < 1e-5)
+        True
+        >>> net2net = FusionStack(3, [6], "relu", "net2net")
+        >>> bool(torch.equal(net2net(s, u), u.relu()))  # negative logits are lost through the ReLU
+        True
+    """
+
+    _impl: str = "nhwc"  # benchmark knob (benchmarks/bench_joint.py --levers): "concat", "split" or "nhwc"
+
+    def __init__(
+        self,
+        num_classes: int,
+        hidden: Sequence[int],
+        activation: FusionActivation = "relu",
+        init: FusionInit = "transparent",
+        *,
+        generator: torch.Generator | int | None = 0,
+    ) -> None:
+        super().__init__()
+        if init not in FUSION_INITS:
+            raise ValueError(f"fusion_init must be one of {FUSION_INITS}, got {init!r}")
+        c = int(num_classes)
+        self.num_classes = c
+        self.init = init
+        self.activation = activation
+        # the transparent construction also fixes the layer shapes shared by every init
+        self.layers = build_transparent_stack(
+            2 * c,
+            list(hidden),
+            c,
+            activation,
+            conv=True,
+            target_weight=fusion_target_weight(c),
+            generator=generator,
+        )
+        if init != "transparent":
+            self._reinit(init, _generator(generator))
+
+    @property
+    def convs(self) -> list[nn.Conv2d]:
+        """The 1x1 layers, in order."""
+        return [m for m in self.layers if isinstance(m, nn.Conv2d)]
+
+    @torch.no_grad()
+    def _reinit(self, init: str, gen: torch.Generator | None) -> None:
+        convs = self.convs
+        if init == "xavier":
+            xavier_init_(self.layers, generator=gen)
+        elif init in ("kaiming", "zero_residual"):
+            slope = next((m.negative_slope for m in self.layers if isinstance(m, nn.LeakyReLU)), 0.0)
+            nonlin: Literal["linear", "leaky_relu"] = "linear" if self.activation is None else "leaky_relu"
+            for m in convs:
+                nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity=nonlin, generator=gen)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            if init == "zero_residual":
+                nn.init.zeros_(convs[-1].weight)
+        elif init == "net2net":
+            net2net_identity_init_(self.layers)  # hidden units 0..2C-1 carry act(act(...[S, U]))
+            last = convs[-1].weight.view(self.num_classes, -1)
+            last.zero_()
+            last[:, : 2 * self.num_classes] = fusion_target_weight(self.num_classes)
+
+    def forward(self, s: Tensor, u: Tensor) -> Tensor:
+        c = self.num_classes
+        layers = list(self.layers)
+        first = layers[0]
+        assert isinstance(first, nn.Conv2d)
+        out: Tensor
+        if self._impl == "concat":  # the plain form: one 1x1 conv stack on torch.cat([S, U])
+            out = self.layers(torch.cat([s, u], dim=1))
+        elif self._impl == "split":  # W [S; U] = W_S S + W_U U, 1x1 convolutions
+            w = first.weight
+            z = F.conv2d(s, w[:, :c]) + F.conv2d(u, w[:, c:], first.bias)
+            for m in layers[1:]:
+                z = m(z)
+            out = z
+        else:  # the same on NHWC rows: (B*H*W, C) matrix products, in-place bias/accumulate/activations
+            b, _, h, w_ = s.shape
+            rows_s = s.permute(0, 2, 3, 1).reshape(b * h * w_, c)  # a view when s is channels-last
+            rows_u = u.permute(0, 2, 3, 1).reshape(b * h * w_, c)
+            w1 = first.weight.flatten(1)
+            z = (
+                torch.addmm(first.bias, rows_s, w1[:, :c].t())
+                if first.bias is not None
+                else rows_s @ w1[:, :c].t()
+            )
+            z = z.addmm_(rows_u, w1[:, c:].t())
+            for m in layers[1:]:
+                if isinstance(m, nn.Conv2d):
+                    z = F.linear(z, m.weight.flatten(1), m.bias)
+                elif isinstance(m, nn.LeakyReLU):
+                    z = F.leaky_relu_(z, m.negative_slope)
+                else:
+                    z = F.relu_(z)
+            out = z.view(b, h, w_, c).permute(0, 3, 1, 2)
+        return out + u if self.init == "zero_residual" else out
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, init={self.init!r}"
+
+
+def _contract(
+    logits: Tensor, seg_logits: Tensor, superpixels: Tensor | None, assoc: Tensor | None
+) -> dict[str, Tensor | None]:
     return {"logits": logits, "seg_logits": seg_logits, "superpixels": superpixels, "assoc": assoc}
 
 
@@ -53,7 +219,8 @@ class SegmentationOnly(nn.Module):
 
     Shape:
         - Input: ``seg_input (B, 3, H, W)``; ``spixel_input`` is accepted and ignored.
-        - Output: dict with ``logits`` = ``seg_logits`` ``(B, C, H, W)``, ``superpixels`` = ``assoc`` = ``None``.
+        - Output: dict with ``logits`` = ``seg_logits`` ``(B, C, H, W)``,
+          ``superpixels`` = ``assoc`` = ``None``.
 
     Example:
         >>> import torch
@@ -73,7 +240,7 @@ class SegmentationOnly(nn.Module):
 
 
 class JointModel(nn.Module):
-    """DeepLabV3+ + SpixelFCN joined by superpixel uniformization and a transparent fusion stack.
+    """DeepLabV3+ + SpixelFCN joined by superpixel uniformization and a (transparent) fusion stack.
 
     Args:
         deeplab: segmentation network, ``(B, 3, H, W) -> (B, C, H, W)`` logits.
@@ -83,20 +250,40 @@ class JointModel(nn.Module):
         mode: ``"hard"`` (uniformize with the argmax superpixel ids; no gradient into SpixelFCN from the
             segmentation loss), ``"soft"`` (first uniformization with the soft association: the segmentation
             loss reaches SpixelFCN) or ``"none"`` (no uniformization at all: an ablation).
-        fusion: whether the transparent fusion stack is used.
+        fusion: whether the fusion stack is used.
         fusion_hidden: logical hidden widths of the stack (each ``>= 2C``); the paper uses ``(64, 64)``.
         fusion_activation: ``"relu"``, ``"leaky_relu"`` or ``None``.
-        generator: seed or generator for the stack's random hidden layers.
+        fusion_init: ``"transparent"`` (the paper), ``"xavier"``, ``"kaiming"``, ``"net2net"`` or
+            ``"zero_residual"`` (see :class:`FusionStack` and the module docstring).
+        generator: seed or generator for the stack's random layers.
+        channels_last: convert both networks and their inputs to ``torch.channels_last`` (a runtime option,
+            not part of :attr:`config`).
+        recompute_fusion: in training, save only ``S`` (and ``Q`` in soft mode) for backward and recompute
+            the first uniformization and the fusion stack (activation checkpointing; runtime option).
+        compile_refine: run :meth:`refine` through ``torch.compile`` (compiled on the first call; runtime
+            option).
 
     Shape:
         - Input: ``seg_input (B, 3, H, W)``, ``spixel_input (B, 3, H, W)``.
-        - Output: dict (the pipeline's model contract): ``logits (B, C, H, W)`` final logits (constant on every
-          superpixel unless ``mode="none"``), ``seg_logits (B, C, H, W)`` plain DeepLabV3+ logits,
-          ``superpixels`` LongTensor ``(B, H, W)`` hard ids in ``[0, num_grid_cells)``, ``assoc (B, 9, H, W)``.
+        - Output: dict (the pipeline's model contract): ``logits (B, C, H, W)`` final logits (constant on
+          every superpixel unless ``mode="none"``), ``seg_logits (B, C, H, W)`` plain DeepLabV3+ logits,
+          ``superpixels`` LongTensor ``(B, H, W)`` hard ids in ``[0, num_grid_cells)``,
+          ``assoc (B, 9, H, W)``.
 
     The part after the two networks always runs in float32 (autocast disabled), so mixed precision never
     breaks the transparency of the fusion stack.
+
+    Example:
+        >>> from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN
+        >>> _ = torch.manual_seed(0)
+        >>> joint = JointModel(DeepLabV3Plus(3, "resnet18", aspp_channels=8), SpixelFCN(8, 4), 3).eval()
+        >>> out = joint(torch.randn(1, 3, 24, 24), torch.randn(1, 3, 24, 24))
+        >>> ref = so.uniformize(out["seg_logits"], out["superpixels"], 9)  # step 0: exactly U(S)
+        >>> bool((out["logits"] - ref).abs().max() < 1e-5), joint.config["fusion_init"]
+        (True, 'transparent')
     """
+
+    _validate: bool = False  # benchmark knob (bench_joint.py --levers): validate the ids every step (syncs)
 
     def __init__(
         self,
@@ -108,28 +295,35 @@ class JointModel(nn.Module):
         mode: str = "hard",
         fusion: bool = True,
         fusion_hidden: Sequence[int] = (64, 64),
-        fusion_activation: str | None = "relu",
+        fusion_activation: FusionActivation = "relu",
+        fusion_init: FusionInit = "transparent",
         generator: torch.Generator | int | None = 0,
+        channels_last: bool = False,
+        recompute_fusion: bool = False,
+        compile_refine: bool = False,
     ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if not isinstance(fusion, bool):
-            raise TypeError(f"fusion must be a bool, got {type(fusion).__name__}")
+        if fusion_init not in FUSION_INITS:
+            raise ValueError(f"fusion_init must be one of {FUSION_INITS}, got {fusion_init!r}")
+        for name, flag in (
+            ("fusion", fusion),
+            ("channels_last", channels_last),
+            ("recompute_fusion", recompute_fusion),
+            ("compile_refine", compile_refine),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         self.deeplab = deeplab
         self.spixelfcn = spixelfcn
         self.num_classes = int(num_classes)
         self.cell_size = int(cell_size if cell_size is not None else getattr(spixelfcn, "cell_size", 16))
         self.mode = mode
-        self.fusion: nn.Module | None = None
+        self.fusion: FusionStack | None = None
         if fusion:
-            self.fusion = TransparentConv1x1(
-                2 * self.num_classes,
-                list(fusion_hidden),
-                self.num_classes,
-                activation=fusion_activation,
-                target_weight=fusion_target_weight(self.num_classes),
-                generator=generator,
+            self.fusion = FusionStack(
+                self.num_classes, fusion_hidden, fusion_activation, fusion_init, generator=generator
             )
         self.config: dict[str, Any] = {
             "num_classes": self.num_classes,
@@ -138,33 +332,72 @@ class JointModel(nn.Module):
             "fusion": fusion,
             "fusion_hidden": [int(h) for h in fusion_hidden],
             "fusion_activation": fusion_activation,
+            "fusion_init": fusion_init,
         }
+        self.channels_last = channels_last
+        self.recompute_fusion = recompute_fusion
+        self.compile_refine = compile_refine
+        self._compiled: Any = None
+        if channels_last:
+            self.deeplab.to(memory_format=torch.channels_last)
+            self.spixelfcn.to(memory_format=torch.channels_last)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the compiled refine is bound to this instance: copies and pickles compile their own on first use
+        state: dict[str, Any] = super().__getstate__()
+        state["_compiled"] = None
+        return state
 
     def superpixels(self, assoc: Tensor) -> Tensor:
         """Hard superpixel ids ``(B, H, W)`` from the association (argmax over the 9 neighbouring cells)."""
-        return so.hard_superpixels(assoc.detach(), self.cell_size)
+        ids = so.hard_superpixels(assoc.detach(), self.cell_size)
+        assert isinstance(ids, Tensor)  # without return_counts
+        return ids
 
-    def refine(self, seg_logits: Tensor, assoc: Tensor) -> tuple[Tensor, Tensor]:
-        """Everything after the two networks: ``(final logits, hard ids)`` from ``S`` and ``Q`` (float32)."""
-        s = seg_logits.float()
-        q = assoc.float()
-        ids = self.superpixels(q)
-        h, w = s.shape[-2:]
-        # one pixel-to-superpixel assignment serves both uniformizations (built and checked once per call)
-        n = so.num_grid_cells(h, w, self.cell_size)
-        enc = None if self.mode == "none" else so.SuperpixelAssignment(ids, n)
+    def assignment(self, ids: Tensor) -> so.SuperpixelAssignment:
+        """Pixel-to-superpixel assignment of grid ids (not validated: in range by construction, no sync)."""
+        n = so.num_grid_cells(ids.shape[-2], ids.shape[-1], self.cell_size)
+        return so.SuperpixelAssignment(ids, n, validate=self._validate)
+
+    def _uniformized(self, s: Tensor, q: Tensor, enc: so.SuperpixelAssignment | None) -> Tensor:
         if self.mode == "hard":
-            u = enc.uniformize(s)
-        elif self.mode == "soft":
-            u = so.soft_uniformize(s, q, self.cell_size)
+            assert enc is not None
+            return enc.uniformize(s)
+        if self.mode == "soft":
+            return so.soft_uniformize(s, q, self.cell_size)
+        return s
+
+    def _mix(self, s: Tensor, q: Tensor, enc: so.SuperpixelAssignment | None) -> Tensor:
+        """``U`` and the fusion ``F([S, U])`` (``U`` alone without a fusion stack)."""
+        u = self._uniformized(s, q, enc)
+        return u if self.fusion is None else self.fusion(s, u)
+
+    def _refine(self, s: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
+        ids = self.superpixels(q)
+        # one pixel-to-superpixel assignment serves both uniformizations
+        enc = None if self.mode == "none" else self.assignment(ids)
+        if self.recompute_fusion and self.fusion is not None and torch.is_grad_enabled():
+            x = checkpoint(self._mix, s, q, enc, use_reentrant=False, preserve_rng_state=False)
         else:
-            u = s
-        x = self.fusion(torch.cat([s, u], dim=1)) if self.fusion is not None else u
+            x = self._mix(s, q, enc)
         if enc is not None:
             x = enc.uniformize(x)
         return x, ids
 
+    def refine(self, seg_logits: Tensor, assoc: Tensor) -> tuple[Tensor, Tensor]:
+        """Everything after the two networks: ``(final logits, hard ids)`` from ``S`` and ``Q`` (float32)."""
+        s, q = seg_logits.float(), assoc.float()
+        if self.compile_refine:
+            if self._compiled is None:
+                self._compiled = torch.compile(self._refine, dynamic=False)
+            out: tuple[Tensor, Tensor] = self._compiled(s, q)
+            return out
+        return self._refine(s, q)
+
     def forward(self, seg_input: Tensor, spixel_input: Tensor) -> dict[str, Tensor | None]:
+        if self.channels_last:
+            seg_input = seg_input.contiguous(memory_format=torch.channels_last)
+            spixel_input = spixel_input.contiguous(memory_format=torch.channels_last)
         s = self.deeplab(seg_input)
         q = self.spixelfcn(spixel_input)
         if s.shape[-2:] != q.shape[-2:]:

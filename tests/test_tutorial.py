@@ -1,0 +1,62 @@
+"""The tutorial's code (``docs/tutorials/own_model.py``) runs end to end: SLIC (or grid) superpixels, the
+transparent refiner exact at step 0, one training step, one label per superpixel."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "tutorials" / "own_model.py"
+
+
+@pytest.fixture(scope="module")
+def tutorial() -> Iterator[ModuleType]:
+    pytest.importorskip("torchvision")
+    spec = importlib.util.spec_from_file_location("own_model_tutorial", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the test budget is one core; a shared machine also runs it faster this way
+    yield module
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("grid", [False, True], ids=["slic", "grid"])
+def test_tutorial_runs(tutorial: ModuleType, grid: bool) -> None:
+    if not grid:
+        pytest.importorskip("skimage")
+    out = tutorial.main(["--size", "64", *(["--grid"] if grid else [])])
+    assert out["slic"] is not grid
+    assert out["step0_error"] < 1e-5 and out["num_superpixels"] >= 16
+    assert torch.isfinite(torch.tensor(out["loss"]))
+
+
+def test_tutorial_falls_back_to_the_grid_without_skimage(
+    tutorial: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "skimage", None)  # "import skimage..." now raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.segmentation", None)
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    out = tutorial.main(["--size", "64"])
+    assert out["slic"] is False and out["num_superpixels"] == 16
+
+
+def test_refiner_is_exact_at_step0_on_large_logits(tutorial: ModuleType) -> None:
+    """The refiner alone, with trained-scale logits and SLIC-like non-contiguous ids."""
+    refiner = tutorial.SuperpixelRefiner(5, hidden=(10,))
+    logits = torch.randn(2, 5, 12, 10) * 15
+    ids = torch.randint(0, 7, (2, 12, 10)) * 3  # ids 0, 3, ..., 18: many empty slots
+    with torch.no_grad():
+        out = refiner(logits, ids, 19)
+    import sparse_ops
+
+    ref = sparse_ops.uniformize(logits, ids, 19)
+    assert (out - ref).abs().max() < 1e-4
+    assert (out - logits).abs().max() > 1  # not trivially the input

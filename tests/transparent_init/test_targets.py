@@ -1,0 +1,80 @@
+"""``selection_weight``: the selection matrix, its use as a transparent stack's target, and its errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from transparent_init import TransparentConv1x1, TransparentLinear, selection_weight
+
+
+@given(
+    st.integers(1, 12).flatmap(lambda n: st.tuples(st.just(n), st.lists(st.integers(0, n - 1), min_size=1)))
+)
+def test_selects_the_given_channels(case: tuple[int, list[int]]) -> None:
+    n, idx = case
+    x = torch.randn(5, n, dtype=torch.float64)
+    t = selection_weight(n, idx, dtype=torch.float64)
+    assert t.shape == (len(idx), n)
+    assert torch.equal(x @ t.T, x[:, idx])  # exact: one 1 per row
+
+
+def test_forms_of_indices_agree() -> None:
+    ref = selection_weight(6, [3, 4, 5])
+    for form in (range(3, 6), slice(3, None), torch.tensor([3, 4, 5]), (3, 4, 5)):
+        assert torch.equal(selection_weight(6, form), ref)
+    assert torch.equal(selection_weight(4, slice(None, None, 2)), torch.eye(4)[[0, 2]])
+
+
+def test_dtype_and_device(device: torch.device) -> None:
+    t = selection_weight(3, [1], dtype=torch.float64, device=device)
+    assert t.dtype == torch.float64 and t.device.type == device.type
+    assert selection_weight(3, [1]).dtype == torch.get_default_dtype()
+
+
+@pytest.mark.parametrize("activation", ["relu", None])
+def test_transparent_fusion_starts_as_take_second_half(activation: str | None) -> None:
+    """The paper's fusion: ``[S, U] -> U`` exactly at initialization (up to float32 rounding)."""
+    c = 5
+    fuse = TransparentConv1x1(
+        2 * c,
+        [2 * c],
+        c,
+        activation=activation,
+        target_weight=selection_weight(2 * c, range(c, 2 * c)),
+        generator=0,
+    )
+    x = torch.randn(2, 2 * c, 4, 3) * 10
+    with torch.no_grad():
+        assert (fuse(x) - x[:, c:]).abs().max() < 1e-4
+    lin = TransparentLinear(4, [4], 2, target_weight=selection_weight(4, [0, 0]), generator=1)
+    z = torch.randn(7, 4)
+    with torch.no_grad():
+        assert (lin(z) - z[:, [0, 0]]).abs().max() < 1e-5
+
+
+def test_errors() -> None:
+    with pytest.raises(TypeError, match="in_features must be an int"):
+        selection_weight(2.0, [0])  # type: ignore[arg-type]  # the wrong type is the point
+    with pytest.raises(ValueError, match=r"in_features must be .*>= 1, got 0"):
+        selection_weight(0, [0])
+    with pytest.raises(ValueError, match=r"\[0, 3\), got \[3\]"):
+        selection_weight(3, [0, 3])
+    with pytest.raises(ValueError, match=r"got \[-1\]"):
+        selection_weight(3, [-1])
+    with pytest.raises(ValueError, match="at least one"):
+        selection_weight(3, slice(3, None))
+    with pytest.raises(TypeError, match=r"indices\[1\] must be an int"):
+        selection_weight(3, [0, 1.0])  # type: ignore[list-item]  # the wrong type is the point
+    with pytest.raises(TypeError, match=r"indices\[0\] must be an int"):
+        selection_weight(3, [True])
+    with pytest.raises(TypeError, match="1-D integer tensor"):
+        selection_weight(3, torch.tensor([0.0]))
+    with pytest.raises(TypeError, match="sequence of ints"):
+        selection_weight(3, "01")  # type: ignore[arg-type]  # the wrong type is the point
+    with pytest.raises(TypeError, match="sequence of ints"):
+        selection_weight(3, 1)  # type: ignore[arg-type]  # the wrong type is the point
+    with pytest.raises(TypeError, match=r"floating torch\.dtype"):
+        selection_weight(3, [0], dtype=torch.int64)

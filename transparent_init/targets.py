@@ -1,0 +1,106 @@
+"""Target maps for transparent stacks: the ``target_weight`` that makes a stack start by selecting channels.
+
+A transparent stack starts as an exact affine map ``y = T x + t``. When a stack is added to join pretrained
+networks, the map usually *passes some inputs through unchanged and ignores the others*: ``T`` is a selection
+matrix. :func:`selection_weight` builds it in one line.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._checks import check_int
+
+__all__ = ["selection_weight"]
+
+
+def _resolve_indices(in_features: int, indices: object) -> list[int]:
+    if isinstance(indices, slice):
+        return list(range(*indices.indices(in_features)))
+    if isinstance(indices, Tensor):
+        if (
+            indices.dim() != 1
+            or indices.is_floating_point()
+            or indices.is_complex()
+            or indices.dtype == torch.bool
+        ):
+            raise TypeError(
+                f"indices must be a 1-D integer tensor, "
+                f"got dtype {indices.dtype} and shape {list(indices.shape)}"
+            )
+        return [int(i) for i in indices.tolist()]
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, (Sequence, range)):
+        raise TypeError(
+            f"indices must be a sequence of ints, a range, a slice or a 1-D integer tensor, "
+            f"got {type(indices).__name__} ({indices!r})"
+        )
+    out = []
+    for k, i in enumerate(indices):
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise TypeError(f"indices[{k}] must be an int, got {type(i).__name__} ({i!r})")
+        out.append(int(i))
+    return out
+
+
+def selection_weight(
+    in_features: int,
+    indices: Sequence[int] | range | slice | Tensor,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    r"""The ``(out, in)`` weight of the map that selects input channels: ``y = x[..., indices]``.
+
+    Row ``i`` holds a single 1 at column ``indices[i]``:
+
+    .. math::
+
+        T_{i j} = [\, j = \mathrm{indices}_i \,], \qquad T \in \{0, 1\}^{\mathrm{len(indices)} \times
+        \mathrm{in\_features}} .
+
+    Pass it as ``target_weight`` of :class:`~transparent_init.TransparentConv1x1`,
+    :class:`~transparent_init.TransparentLinear` or :func:`~transparent_init.transparent_init_`. The paper's
+    fusion of segmentation logits ``S`` with their superpixel-uniformized copy ``U`` (input ``[S, U]``, ``2C``
+    channels) starts as "take ``U``": ``selection_weight(2 * C, range(C, 2 * C))``.
+
+    Args:
+        in_features (int): input width (channels).
+        indices (Sequence[int] | range | slice | LongTensor[out]): the input channel that each output channel
+            copies, in output order, each in ``[0, in_features)`` (repeats allowed); a ``slice`` is resolved
+            against ``in_features`` (``slice(C, None)`` is the second half of ``2C`` channels).
+        dtype (torch.dtype | None): floating dtype of the result (default: ``torch.get_default_dtype()``).
+        device (torch.device | str | None): device of the result (default: CPU).
+
+    Returns:
+        Tensor[out, in_features]: the selection matrix, ``out = len(indices)`` (exact: entries are 0 and 1).
+
+    Raises:
+        TypeError: ``in_features`` not an int, ``indices`` not integers, ``dtype`` not floating.
+        ValueError: ``in_features < 1``, no index, or an index outside ``[0, in_features)``.
+
+    Example:
+        >>> selection_weight(4, range(2, 4))  # [S, U] with C = 2 -> U
+        tensor([[0., 0., 1., 0.],
+                [0., 0., 0., 1.]])
+        >>> selection_weight(3, [2, 0], dtype=torch.float64)
+        tensor([[0., 0., 1.],
+                [1., 0., 0.]], dtype=torch.float64)
+    """
+    n_in = check_int(in_features, "in_features", minimum=1)
+    idx = _resolve_indices(n_in, indices)
+    if not idx:
+        raise ValueError(f"indices must select at least one of the {n_in} input channels, got none")
+    bad = [i for i in idx if not 0 <= i < n_in]
+    if bad:
+        raise ValueError(f"indices must lie in [0, in_features) = [0, {n_in}), got {bad[:5]}")
+    if dtype is None:
+        dtype = torch.get_default_dtype()
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    weight = torch.zeros(len(idx), n_in, dtype=dtype, device=device)
+    weight[torch.arange(len(idx), device=weight.device), torch.tensor(idx, device=weight.device)] = 1
+    return weight
