@@ -192,7 +192,11 @@ class SuperpixelAssignment:
         self._slot_counted = slot_counted
         self._space_counted = space_counted
         self._keep = keep
-        self._inv_cache: dict[torch.dtype, Tensor] = {}
+        inv = torch.where(
+            counts > 0, counts.double().reciprocal(), 0.0
+        )  # 1/count: exact integers, one rounding
+        self._inv64 = torch.cat([inv, inv.new_zeros(b, 1)], dim=1).unsqueeze(1)  # the trash slot: 0
+        self._inv32 = self._inv64.float()
         self._csr_cache: dict[tuple[str, torch.dtype], Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -214,14 +218,13 @@ class SuperpixelAssignment:
         )
 
     def _inv(self, dtype: torch.dtype) -> Tensor:
-        """``1 / count`` per slot ``[B, 1, N_s + 1]`` in ``dtype`` (0 for empty slots and the trash)."""
-        inv = self._inv_cache.get(dtype)
-        if inv is None:
-            counts = self.counts.double()
-            inv = torch.where(counts > 0, counts.reciprocal(), 0.0)
-            inv = torch.cat([inv, inv.new_zeros(self.batch_size, 1)], dim=1).unsqueeze(1).to(dtype)
-            self._inv_cache[dtype] = inv
-        return inv
+        """``1 / count`` per slot ``[B, 1, N_s + 1]`` in ``dtype`` (0 for empty slots and the trash).
+
+        Built with the assignment (no state changes on use: safe in compiled and checkpointed regions).
+        """
+        if dtype == torch.float32:
+            return self._inv32
+        return self._inv64 if dtype == torch.float64 else self._inv64.to(dtype)
 
     def _use_sparse(self) -> bool:
         if self.backend != "sparse":
