@@ -1,53 +1,71 @@
-"""Checkpoints of the VOC joint pipeline: atomic writes, weights-only reads, RNG states, model rebuilding.
+"""Checkpoints of the VOC joint pipeline: atomic writes, weights-only verified reads, RNG states, models.
 
 A checkpoint is a dict of tensors and plain Python containers only, so it is always read with
 ``torch.load(weights_only=True)`` (no code runs while loading). Keys:
 
-=================  =====================================================================================
-``format``         ``"transinit-voc-joint"``
-``version``        ``1``
-``stage``          ``"seg"``, ``"spixel"`` or ``"joint"``
-``config``         ``{"model": <models.model_config(...)>, "args": <training options as plain values>}``
-``model``          the model's ``state_dict`` (without any ``DistributedDataParallel`` ``module.`` prefix)
-``optimizer``      optimizer ``state_dict`` (training checkpoints)
-``scheduler``      LR scheduler ``state_dict``
-``scaler``         AMP ``GradScaler`` ``state_dict``
-``epoch``          completed epochs
-``step``           optimizer steps taken
-``batch_in_epoch`` batches already done in the current epoch (non-zero only in an interrupt checkpoint)
-``rng``            RNG states: ``torch`` (ByteTensor), ``cuda`` (list), ``numpy``, ``python``, ``loader``
-=================  =====================================================================================
+=====================  ================================================================================
+``format``             ``"transinit-voc-joint"``
+``version``            ``2`` (``1``: written before checkpoints carried ``sha256``; still read)
+``stage``              ``"seg"``, ``"spixel"`` or ``"joint"``
+``config``             ``{"model": <models.model_config(...)>, "args": <training options as plain values>,
+                       "changes": [<option changes accepted on resume>]}``
+``model``              the model's ``state_dict`` (without any ``DistributedDataParallel`` ``module.`` prefix)
+``optimizer``          optimizer ``state_dict`` (training checkpoints)
+``scheduler``          LR scheduler ``state_dict``
+``scaler``             AMP ``GradScaler`` ``state_dict``
+``epoch``              completed epochs
+``step``               optimizer steps taken
+``batch_in_epoch``     batches done in the current epoch (non-zero in a mid-epoch checkpoint)
+``samples_in_epoch``   samples done in the current epoch by all processes together
+``world_size``         processes of the run
+``complete``           the stage reached ``--epochs`` or ``--max-steps``
+``rng``                RNG states: ``torch`` (ByteTensor), ``cuda`` (list), ``numpy``, ``python``
+``sha256``             SHA-256 of everything else (:func:`payload_sha256`), verified on every read
+=====================  ================================================================================
+
+:func:`save_checkpoint` refuses non-finite weights or optimizer states; :func:`load_checkpoint` refuses files
+that are not weights-only loadable, have wrong keys, a different content hash, an invalid model config
+(:func:`~examples.voc_joint.models.build.validate_model_config`, checked before any layer is built), or, when
+asked, the wrong stage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = [
     "FORMAT",
+    "STAGE_MODELS",
+    "VERSION",
     "CheckpointError",
     "get_rng_state",
     "load_checkpoint",
     "load_model_from_checkpoint",
+    "load_network",
     "load_weights_into",
+    "payload_sha256",
     "remove_stale_temporaries",
     "save_checkpoint",
     "set_rng_state",
 ]
 
 FORMAT = "transinit-voc-joint"
-VERSION = 1
+VERSION = 2
 _REQUIRED = ("format", "version", "stage", "config", "model")
 _UMASK = os.umask(0)  # read the process umask (set it back at once)
 os.umask(_UMASK)
+#: What each stage's checkpoint holds (for messages).
+STAGE_MODELS = {"seg": "DeepLabV3+", "spixel": "SpixelFCN", "joint": "the joint model"}
 
 
 class CheckpointError(ValueError):
@@ -68,6 +86,61 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _tensors(obj: Any, prefix: str) -> list[tuple[str, Tensor]]:
+    if isinstance(obj, Tensor):
+        return [(prefix, obj)]
+    if isinstance(obj, dict):
+        return [item for k, v in obj.items() for item in _tensors(v, f"{prefix}.{k}")]
+    if isinstance(obj, (list, tuple)):
+        return [item for i, v in enumerate(obj) for item in _tensors(v, f"{prefix}.{i}")]
+    return []
+
+
+def _refuse_nonfinite(checkpoint: dict[str, Any], path: Path) -> None:
+    named = [(n, t) for part in ("model", "optimizer") for n, t in _tensors(checkpoint.get(part), part)]
+    floats = [(n, t) for n, t in named if t.is_floating_point() and t.numel()]
+    if not floats or bool(torch.isfinite(torch.nn.utils.get_total_norm([t for _, t in floats]))):
+        return  # one fused norm: NaN / inf propagate into it
+    for name, t in floats:  # name the culprit
+        if not bool(torch.isfinite(t).all()):
+            raise FloatingPointError(
+                f"refusing to write checkpoint {path}: {name} holds NaN or infinite values"
+            )
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)};".encode())
+        for key in sorted(obj, key=repr):
+            _feed(h, key)
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)};".encode())
+        for value in obj:
+            _feed(h, value)
+    else:
+        h.update(f"S{type(obj).__name__}:{obj!r};".encode())
+
+
+def payload_sha256(checkpoint: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a checkpoint's content without its ``sha256`` key: every tensor's dtype, shape and
+    bytes and every plain value, in a fixed order (keys sorted), independent of how the file was pickled.
+
+    Example:
+        >>> a = payload_sha256({"w": torch.zeros(2), "step": 1})
+        >>> b = payload_sha256({"step": 1, "w": torch.zeros(2)})  # key order does not matter
+        >>> a == b != payload_sha256({"w": torch.ones(2), "step": 1})
+        True
+    """
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in checkpoint.items() if k != "sha256"})
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     """Write ``checkpoint`` atomically and durably.
 
@@ -82,6 +155,9 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     from examples.voc_joint import faults
 
     path = Path(path)
+    _refuse_nonfinite(checkpoint, path)
+    payload = {k: v for k, v in checkpoint.items() if k != "sha256"}
+    payload["sha256"] = payload_sha256(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
@@ -89,7 +165,7 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
         if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; a checkpoint gets the usual 0666 & ~umask
             os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
-            torch.save(checkpoint, fh)
+            torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
         faults.hit("save")
@@ -113,20 +189,34 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return stale
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a pipeline checkpoint with ``torch.load(weights_only=True)`` and check its keys.
+def load_checkpoint(
+    path: str | Path,
+    *,
+    map_location: str | torch.device = "cpu",
+    expect_stage: str | Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Read a pipeline checkpoint with ``torch.load(weights_only=True)`` and check it.
+
+    Args:
+        path: the file.
+        map_location: where tensors go.
+        expect_stage: the stage(s) the caller can use (``"seg"``, ``("seg", "joint")``, ...); None: any.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        CheckpointError: the file holds pickled objects (refused), is not a dict, has another ``format``, or
-            misses one of ``format``, ``version``, ``stage``, ``config``, ``model``.
+        FileNotFoundError: ``path`` does not exist. CheckpointError: the file holds pickled objects (refused),
+        is not a dict, has another ``format``, misses
+            one of ``format``, ``version``, ``stage``, ``config``, ``model``, its content does not match its
+            ``sha256`` (corrupt or edited), its model config is invalid, or its stage is not ``expect_stage``
+            (the message says which stage it is and which was expected).
     """
+    from examples.voc_joint.models.build import validate_model_config
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # UnpicklingError for arbitrary objects, RuntimeError/EOFError for garbage
+    except Exception as exc:  # UnpicklingError for objects, RuntimeError/EOFError for garbage
         raise CheckpointError(
             f"refusing checkpoint {path}: it cannot be read with torch.load(weights_only=True) (only tensors "
             f"and plain containers are accepted, no pickled objects): {type(exc).__name__}: {str(exc)[:300]}"
@@ -141,14 +231,36 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         )
     if ckpt["format"] != FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {ckpt['format']!r}, expected {FORMAT!r}")
+    recorded = ckpt.pop("sha256", None)
+    if recorded is None and ckpt["version"] != 1:
+        raise CheckpointError(f"checkpoint {path} has no 'sha256' content hash (version {ckpt['version']!r})")
+    if recorded is not None and recorded != payload_sha256(ckpt):
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or was modified: the SHA-256 of its content differs from the one "
+            "recorded when it was written"
+        )
     if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["config"].get("model"), dict):
         raise CheckpointError(f"checkpoint {path} has no model config under config['model']")
+    try:
+        validate_model_config(ckpt["config"]["model"])
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from exc
+    if ckpt["stage"] not in STAGE_MODELS:
+        raise CheckpointError(f"checkpoint {path} has an unknown stage {ckpt['stage']!r}")
+    if expect_stage is not None:
+        wanted = (expect_stage,) if isinstance(expect_stage, str) else tuple(expect_stage)
+        if ckpt["stage"] not in wanted:
+            names = " or ".join(repr(w) for w in wanted)
+            raise CheckpointError(
+                f"checkpoint {path} is a {ckpt['stage']!r} checkpoint ({STAGE_MODELS[ckpt['stage']]}); "
+                f"expected a {names} checkpoint"
+            )
     return ckpt
 
 
 def get_rng_state(loader_generator: torch.Generator | None = None) -> dict[str, Any]:
     """All RNG states as tensors and plain values (weights-only loadable)."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # ("MT19937", keys, pos, has_gauss, gauss)
     py_state = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -189,6 +301,25 @@ def _strip_module(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
 
 
+_PARTS = {"deeplab": ("deeplabv3plus", "deeplab.", "seg"), "spixel": ("spixelfcn", "spixelfcn.", "spixel")}
+
+
+def _part_state(ckpt: dict[str, Any], path: Path, part: str | None) -> dict[str, Tensor]:
+    state = _strip_module(ckpt["model"])
+    if part is None:
+        return state
+    own_arch, prefix, stage = _PARTS[part]
+    arch = ckpt["config"]["model"]["arch"]
+    if arch == "joint":
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if arch != own_arch:
+        raise CheckpointError(
+            f"checkpoint {path} is a {ckpt['stage']!r} checkpoint ({arch}); the {part} network comes from a "
+            f"{stage!r} or 'joint' checkpoint"
+        )
+    return state
+
+
 def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = None) -> dict[str, Any]:
     """Load the weights of a pipeline checkpoint into ``model`` (strict), optionally one sub-network of it.
 
@@ -204,27 +335,44 @@ def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = 
     Raises:
         CheckpointError: wrong architecture or the keys/shapes do not match ``model``.
     """
+    path = Path(path)
     ckpt = load_checkpoint(path)
-    state = _strip_module(ckpt["model"])
-    arch = ckpt["config"]["model"].get("arch")
-    if part is not None:
-        parts = {"deeplab": ("deeplabv3plus", "deeplab."), "spixel": ("spixelfcn", "spixelfcn.")}
-        own_arch, prefix = parts[part]
-        if arch == "joint":
-            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        elif arch != own_arch:
-            raise CheckpointError(
-                f"checkpoint {path} holds a {arch!r} model; expected {own_arch!r} or 'joint'"
-            )
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(_part_state(ckpt, path, part), strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} does not match the model: {str(exc)[:500]}") from exc
     return ckpt
 
 
+def load_network(path: str | Path, part: str) -> nn.Module:
+    """The ``part`` network (``"deeplab"`` or ``"spixel"``) of a stage or joint checkpoint, built from its
+    config and filled with its weights.
+
+    Raises:
+        CheckpointError: an invalid checkpoint, or one of another network (e.g. a ``spixel`` checkpoint asked
+            for ``"deeplab"``: the message says which stage it is and which were expected).
+    """
+    from .models import DeepLabV3Plus, SpixelFCN
+
+    path = Path(path)
+    stage = _PARTS[part][2]
+    ckpt = load_checkpoint(path, expect_stage=(stage, "joint"))
+    config = ckpt["config"]["model"][part]
+    net: nn.Module = DeepLabV3Plus(**config) if part == "deeplab" else SpixelFCN(**config)
+    try:
+        net.load_state_dict(_part_state(ckpt, path, part), strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} does not match its own model config: {str(exc)[:500]}"
+        ) from exc
+    return net
+
+
 def load_model_from_checkpoint(
-    path: str | Path, *, map_location: str | torch.device = "cpu"
+    path: str | Path,
+    *,
+    map_location: str | torch.device = "cpu",
+    expect_stage: str | Sequence[str] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved in a checkpoint, load its weights and put it in eval mode.
 
@@ -232,21 +380,24 @@ def load_model_from_checkpoint(
     ``JointModel``: both obey the pipeline's model contract (``model(seg_input, spixel_input) -> dict``). A
     ``spixel`` checkpoint gives the bare ``SpixelFCN`` (``model(spixel_input) -> assoc``).
 
+    Args:
+        path: the checkpoint.
+        map_location: where the model goes.
+        expect_stage: the stage(s) the caller can use (e.g. ``("seg", "joint")`` for evaluation); None: any.
+
     Returns:
         tuple: ``(model, config)`` with ``config`` the checkpoint's ``config`` dict (``"model"``, ``"args"``)
         plus ``"stage"``, ``"epoch"`` and ``"step"``.
 
     Raises:
-        FileNotFoundError: missing file.
-        CheckpointError: not a weights-only pipeline checkpoint, unknown architecture, or mismatched weights.
+        FileNotFoundError: missing file. CheckpointError: not a weights-only pipeline checkpoint, corrupt,
+        invalid model config, wrong stage, or
+            mismatched weights.
     """
     from .models import SegmentationOnly, build_model
 
-    ckpt = load_checkpoint(path, map_location="cpu")
-    try:
-        model = build_model(ckpt["config"]["model"])
-    except ValueError as exc:
-        raise CheckpointError(f"checkpoint {path}: {exc}") from exc
+    ckpt = load_checkpoint(path, map_location="cpu", expect_stage=expect_stage)
+    model = build_model(ckpt["config"]["model"])  # the config was validated by load_checkpoint
     try:
         model.load_state_dict(_strip_module(ckpt["model"]), strict=True)
     except RuntimeError as exc:

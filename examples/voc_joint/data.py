@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
     "DEFAULT_CACHE",
+    "DEFAULT_MAX_PIXELS",
     "IGNORE_INDEX",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -85,6 +86,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: SpixelFCN's input normalization: ``x - SPIXEL_MEAN`` on [0, 1] RGB, no division.
 SPIXEL_MEAN = (0.411, 0.432, 0.45)
+#: Default largest image (and mask) in pixels: PIL's own default ``Image.MAX_IMAGE_PIXELS``.
+DEFAULT_MAX_PIXELS = 89_478_485
 #: Cache folder of generated data (``$TRANSINIT_CACHE``, default ``~/.cache/transinit``).
 DEFAULT_CACHE = Path(os.environ.get("TRANSINIT_CACHE", "~/.cache/transinit")).expanduser()
 
@@ -148,7 +151,7 @@ def _resize_nearest_exact(labels: Tensor, size: Sequence[int]) -> Tensor:
     return labels[..., rows.to(labels.device), :][..., cols.to(labels.device)]
 
 
-class RandomScale(v2.Transform):
+class RandomScale(v2.Transform):  # type: ignore[misc, unused-ignore]  # torchvision ships no types (strict)
     """Rescale image (bilinear, antialiased) and mask (nearest, pixel-centre aligned) by one random factor.
 
     torchvision has no transform for a factor relative to each image (``v2.RandomResize`` draws an absolute
@@ -175,12 +178,14 @@ class RandomScale(v2.Transform):
         self.scale = (lo, hi)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """Draw the factor: ``{"size": [H', W']}`` for the whole sample."""
         lo, hi = self.scale
         factor = lo + (hi - lo) * float(torch.rand(()))
         h, w = v2.query_size(flat_inputs)
         return {"size": [max(1, round(h * factor)), max(1, round(w * factor))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        """Resize one input of the sample (image bilinear, mask nearest; anything else passes through)."""
         size = params["size"]
         if isinstance(inpt, tv_tensors.Mask):
             return tv_tensors.wrap(_resize_nearest_exact(inpt.as_subclass(Tensor), size), like=inpt)
@@ -194,7 +199,7 @@ class RandomScale(v2.Transform):
     _transform = transform
 
 
-class _PadBottomRight(v2.Transform):
+class _PadBottomRight(v2.Transform):  # type: ignore[misc, unused-ignore]  # torchvision ships no types (strict)
     """Pad bottom and right; the image with ``fill`` (0), the mask with ``ignore_index`` (255, never 0)."""
 
     def __init__(self, *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
@@ -205,11 +210,13 @@ class _PadBottomRight(v2.Transform):
         raise NotImplementedError
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """The padding ``[left, top, right, bottom]`` of the whole sample."""
         h, w = v2.query_size(flat_inputs)
         th, tw = self._target(h, w)
         return {"padding": [0, 0, max(0, tw - w), max(0, th - h)]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        """Pad one input: masks with ``ignore_index``, images with ``fill``."""
         if not any(params["padding"]):
             return inpt
         fill = self.ignore_index if isinstance(inpt, tv_tensors.Mask) else self.fill
@@ -319,28 +326,51 @@ def _resolve_root(root: Path) -> Path:
     )
 
 
-def _read_image(path: Path) -> Tensor:
-    """Read an RGB image as a uint8 tensor [3, H, W] with ``torchvision.io``; errors name the file."""
+def _check_pixels(path: Path, kind: str, size: tuple[int, int], max_pixels: int) -> None:
+    w, h = size
+    if w * h > max_pixels:
+        raise ValueError(
+            f"{kind} file '{path}' is {w}x{h} = {w * h} pixels, more than the limit of {max_pixels} "
+            "(max_pixels / --max-image-pixels): refusing to decode it (decompression-bomb guard)"
+        )
+
+
+def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+    """Read an RGB image as a uint8 tensor [3, H, W] with ``torchvision.io``; errors name the file.
+
+    The header is read first (PIL, lazy) and images above ``max_pixels`` are refused before decoding.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: '{path}'")
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
+        with Image.open(path) as im:
+            _check_pixels(path, "image", im.size, max_pixels)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image file '{path}' refused as a decompression bomb: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image file '{path}': {exc}") from exc
+    try:
+        image: Tensor = decode_image(str(path), mode=ImageReadMode.RGB)
+        return image
     except (RuntimeError, OSError, ValueError) as exc:
         raise ValueError(f"cannot read image file '{path}': {exc}") from exc
 
 
-def _read_mask(path: Path) -> np.ndarray:
+def _read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a label PNG (palette "P" or grayscale "L") as a uint8 array [H, W]; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"mask file not found: '{path}'")
     try:
         with Image.open(path) as im:
+            _check_pixels(path, "mask", im.size, max_pixels)
             if im.mode not in ("P", "L"):
                 raise ValueError(
                     f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale "
                     "('L') PNG whose pixel values are the class indices"
                 )
             arr = np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"mask file '{path}' refused as a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot read mask file '{path}': {exc}") from exc
     bad = ~_VALID_LABELS[arr]
@@ -354,7 +384,25 @@ def _read_mask(path: Path) -> np.ndarray:
     return arr
 
 
-class VOCSegmentation(Dataset):
+def _read_list(list_file: Path) -> list[str]:
+    """The image names of a split list (first word of each non-empty line); each must stay inside the data
+    folders: no absolute path, no ``..``."""
+    names = []
+    for lineno, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        name = line.split()[0]
+        pure = PurePath(name)
+        if pure.is_absolute() or ".." in pure.parts or "\0" in name or pure.drive:
+            raise ValueError(
+                f"split list file '{list_file}' line {lineno}: entry {name!r} points outside the data "
+                "folders (absolute paths and '..' are not allowed)"
+            )
+        names.append(name)
+    return names
+
+
+class VOCSegmentation(Dataset[dict[str, Any]]):
     """PASCAL VOC 2012 semantic segmentation (optionally the SBD-augmented ``SegmentationClassAug`` set).
 
     Args:
@@ -368,6 +416,8 @@ class VOCSegmentation(Dataset):
             ``torchvision.transforms.v2`` pipeline (see :func:`train_transform`, :func:`eval_transform`).
         mask_dir (str | Path | None): override the mask folder (absolute, or relative to the resolved root).
         list_file (str | Path | None): override the list file (absolute, or relative to the resolved root).
+        max_pixels (int): refuse images and masks with more pixels (read from the file header, before
+            decoding: a guard against decompression bombs); default PIL's 89478485.
 
     A sample is a dict: ``image`` (Tensor[3, H, W] in [0, 1], for display), ``seg_input``
     (ImageNet-normalized), ``spixel_input`` (SpixelFCN-normalized), ``target`` (LongTensor[H, W] in
@@ -376,8 +426,9 @@ class VOCSegmentation(Dataset):
     Raises:
         FileNotFoundError: missing folder or list file (the message names it and the expected layout), or a
             listed image/mask that does not exist (when the sample is read).
-        ValueError: an empty list file; an unreadable image or mask, a mask whose size differs from its image,
-            or label values outside {0..20, 255} (the message names the file and the values).
+        ValueError: an empty list file or an entry that leaves the data folders (``..``, absolute path); an
+            unreadable image or mask, one above ``max_pixels``, a mask whose size differs from its image, or
+            label values outside {0..20, 255} (the message names the file and the values).
     """
 
     def __init__(
@@ -389,6 +440,7 @@ class VOCSegmentation(Dataset):
         transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
         mask_dir: str | Path | None = None,
         list_file: str | Path | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.root = _resolve_root(Path(root).expanduser())
         self.split, self.sbd, self.transform = split, bool(sbd), transform
@@ -413,7 +465,10 @@ class VOCSegmentation(Dataset):
                 f"split list file not found: '{self.list_file}' (expected one image name per line in "
                 f"'{list_dir}/<split>.txt'; available splits: {found or 'none'})"
             )
-        self.names = [ln.split()[0] for ln in self.list_file.read_text().splitlines() if ln.strip()]
+        self.max_pixels = int(max_pixels)
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+        self.names = _read_list(self.list_file)
         if not self.names:
             raise ValueError(f"split list file '{self.list_file}' is empty")
 
@@ -431,8 +486,8 @@ class VOCSegmentation(Dataset):
     def load(self, index: int) -> tuple[Tensor, Tensor]:
         """Read sample ``index`` untransformed: image (uint8 Tensor[3, H, W]), target (LongTensor[H, W])."""
         image_path, mask_path = self.image_path(index), self.mask_path(index)
-        image = _read_image(image_path)
-        mask = _read_mask(mask_path)
+        image = _read_image(image_path, self.max_pixels)
+        mask = _read_mask(mask_path, self.max_pixels)
         if tuple(mask.shape) != tuple(image.shape[-2:]):
             raise ValueError(
                 f"mask file '{mask_path}' is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image "
@@ -440,7 +495,7 @@ class VOCSegmentation(Dataset):
             )
         return image, torch.from_numpy(mask.astype(np.int64))
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         image_u8, target_long = self.load(index)
         image: Tensor = tv_tensors.Image(image_u8.float().div_(255.0))
         target: Tensor = tv_tensors.Mask(target_long.to(torch.uint8))
@@ -471,6 +526,7 @@ def build_dataset(
     train: bool = False,
     scale: tuple[float, float] = (0.5, 2.0),
     pad_to_multiple: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> VOCSegmentation:
     """The data set with the standard transforms.
 
@@ -483,6 +539,7 @@ def build_dataset(
             :func:`eval_transform`.
         scale (tuple[float, float]): random scale range when training.
         pad_to_multiple (int | None): eval only: pad to a multiple (label 255).
+        max_pixels (int): largest image accepted (see :class:`VOCSegmentation`).
 
     Raises:
         ValueError: ``train=True`` without ``crop_size``.
@@ -493,10 +550,10 @@ def build_dataset(
         transform = train_transform(crop_size, scale)
     else:
         transform = eval_transform(crop_size, pad_to_multiple=pad_to_multiple)
-    return VOCSegmentation(root, split, sbd=sbd, transform=transform)
+    return VOCSegmentation(root, split, sbd=sbd, transform=transform, max_pixels=max_pixels)
 
 
-def ensure_synthetic_voc(root: str | Path | None = None, **kw) -> Path:
+def ensure_synthetic_voc(root: str | Path | None = None, **kw: Any) -> Path:
     """Generate the synthetic VOC set into ``root`` (default ``DEFAULT_CACHE / "synthetic_voc"``) if missing.
 
     Keyword arguments go to :func:`examples.voc_joint.synthetic.generate_synthetic_voc` (generation is

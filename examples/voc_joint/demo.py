@@ -25,13 +25,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 
+from examples.voc_joint.cli import existing_dir, float_range, int_range
+
 __all__ = ["TABLE4_METRICS", "join_pretrained", "main", "run_demo", "transparency_check"]
+
+POS = int_range(1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,28 +52,33 @@ def _parser() -> argparse.ArgumentParser:
         help="where checkpoints, logs, panels and results go (default: <cache>/demo)",
     )
     p.add_argument(
-        "--data-root", type=Path, default=None, help="VOC folder (default: synthetic set in the cache)"
+        "--data-root",
+        type=existing_dir,
+        default=None,
+        help="VOC folder (default: synthetic set in the cache)",
     )
-    p.add_argument("--seg-epochs", type=int, default=36, help="DeepLabV3+ pretraining epochs")
-    p.add_argument("--spixel-epochs", type=int, default=16, help="SpixelFCN pretraining epochs")
-    p.add_argument("--joint-epochs", type=int, default=5, help="fine-tuning epochs of each joint variant")
+    p.add_argument("--seg-epochs", type=POS, default=36, help="DeepLabV3+ pretraining epochs")
+    p.add_argument("--spixel-epochs", type=POS, default=16, help="SpixelFCN pretraining epochs")
+    p.add_argument("--joint-epochs", type=POS, default=5, help="fine-tuning epochs of each joint variant")
     p.add_argument(
-        "--max-steps", type=int, default=None, help="cap every stage at this many steps (smoke runs)"
+        "--max-steps", type=POS, default=None, help="cap every stage at this many steps (smoke runs)"
     )
-    p.add_argument("--crop-size", type=int, default=64, help="training crop")
-    p.add_argument("--batch-size", type=int, default=8, help="training batch")
-    p.add_argument("--cell-size", type=int, default=8, help="superpixel cell size")
+    p.add_argument("--crop-size", type=POS, default=64, help="training crop")
+    p.add_argument("--batch-size", type=int_range(2), default=8, help="training batch (>= 2: BatchNorm)")
+    p.add_argument("--cell-size", type=int_range(1, 1024), default=8, help="superpixel cell size")
     p.add_argument(
         "--joint-lr",
-        type=float,
+        type=float_range(0.0),
         default=2e-3,
         help="fine-tuning lr of both networks (the paper's 1e-6 moves nothing in a short demo)",
     )
-    p.add_argument("--fusion-lr", type=float, default=2e-4, help="fine-tuning lr of the transparent layers")
     p.add_argument(
-        "--max-val-images", type=int, default=None, help="evaluate on the first N validation images"
+        "--fusion-lr", type=float_range(0.0), default=2e-4, help="fine-tuning lr of the transparent layers"
     )
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--max-val-images", type=POS, default=None, help="evaluate on the first N validation images"
+    )
+    p.add_argument("--threads", type=POS, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -95,7 +105,9 @@ def join_pretrained(
 
 
 @torch.no_grad()
-def transparency_check(seg_ckpt: Path, spixel_ckpt: Path, batch: dict, *, seed: int = 0) -> dict[str, float]:
+def transparency_check(
+    seg_ckpt: Path, spixel_ckpt: Path, batch: dict[str, Any], *, seed: int = 0
+) -> dict[str, float]:
     """Join the pretrained networks; compare at step 0 the joint output and the uniformized DeepLabV3+ output.
 
     Returns:
@@ -110,7 +122,10 @@ def transparency_check(seg_ckpt: Path, spixel_ckpt: Path, batch: dict, *, seed: 
     out = with_ti(batch["seg_input"], batch["spixel_input"])
     ref = without(batch["seg_input"], batch["spixel_input"])
     scores = superpixel_scores(
-        out["logits"].argmax(1), batch["target"], out["superpixels"], num_classes=with_ti.num_classes
+        out["logits"].argmax(1),
+        batch["target"],
+        out["superpixels"],
+        num_classes=cast(int, with_ti.num_classes),
     )
     return {
         "max_abs_diff": float((out["logits"] - ref["logits"]).abs().max()),
@@ -123,7 +138,7 @@ def transparency_check(seg_ckpt: Path, spixel_ckpt: Path, batch: dict, *, seed: 
 TABLE4_METRICS = ("mIoU (%)", "boundary mIoU, 3 px (%)", "consistency, superpixels (%)")
 
 
-def run_demo(opts: argparse.Namespace) -> dict:
+def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     """Run every step of the demo (see the module docstring); returns the results (also saved as JSON)."""
     from examples.voc_joint import data
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
@@ -167,6 +182,7 @@ def run_demo(opts: argparse.Namespace) -> dict:
         "5",
         "--seed",
         "0",
+        "--overwrite",
     ]
     if opts.no_progress:
         common.append("--no-progress")
@@ -211,11 +227,11 @@ def run_demo(opts: argparse.Namespace) -> dict:
         info,
     )
 
-    val = data.build_dataset(root, "val", crop_size=None, train=False)
-    if opts.max_val_images is not None:
-        val = torch.utils.data.Subset(val, range(min(opts.max_val_images, len(val))))
+    full = data.build_dataset(root, "val", crop_size=None, train=False)
+    count = len(full) if opts.max_val_images is None else min(opts.max_val_images, len(full))
+    val = torch.utils.data.Subset(full, range(count))
     loader = torch.utils.data.DataLoader(val, batch_size=1, shuffle=False, num_workers=0)
-    first = next(iter(torch.utils.data.DataLoader(val, batch_size=min(4, len(val)), shuffle=False)))
+    first = next(iter(torch.utils.data.DataLoader(val, batch_size=min(4, count), shuffle=False)))
     check = transparency_check(seg, spx, first)
     print(
         "\n[demo] 3/4 step-0 transparency check (joint model with the transparent fusion stack vs. the "
@@ -270,19 +286,19 @@ def run_demo(opts: argparse.Namespace) -> dict:
     print("\n[demo] evaluating on the validation split (full images) ...", flush=True)
     progress = not opts.no_progress
 
-    def ev(model, panels=None):
+    def score(model: torch.nn.Module, panels: Path | None = None) -> dict[str, Any]:
         return evaluate(model, loader, device="cpu", panels_dir=panels, max_panels=4, progress=progress)
 
-    seg_model, _ = load_model_from_checkpoint(seg)
-    res_base = ev(seg_model)
-    res_step0 = ev(join_pretrained(seg, spx, fusion=False))
-    m_ctrl, _ = load_model_from_checkpoint(control)
-    res_ctrl = ev(m_ctrl)
-    m_sp, _ = load_model_from_checkpoint(sp_only)
-    res_sp = ev(m_sp)
-    m_ti, _ = load_model_from_checkpoint(sp_ti)
+    seg_model, _ = load_model_from_checkpoint(seg, expect_stage="seg")
+    res_base = score(seg_model)
+    res_step0 = score(join_pretrained(seg, spx, fusion=False))
+    m_ctrl, _ = load_model_from_checkpoint(control, expect_stage="joint")
+    res_ctrl = score(m_ctrl)
+    m_sp, _ = load_model_from_checkpoint(sp_only, expect_stage="joint")
+    res_sp = score(m_sp)
+    m_ti, _ = load_model_from_checkpoint(sp_ti, expect_stage="joint")
     panels_dir = out / "panels"
-    res_ti = ev(m_ti, panels_dir)
+    res_ti = score(m_ti, panels_dir)
     rows = [
         ("DeepLabV3+ (baseline, pretrained)", {**res_base, "consistency": None}),
         ("DeepLabV3+ fine-tuned alike (no superpixels)", res_ctrl),
@@ -325,10 +341,17 @@ def run_demo(opts: argparse.Namespace) -> dict:
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` and run the demo."""
     return run_demo(_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    from examples.voc_joint.signals import Interrupted
+
+    try:
+        main()
+    except Interrupted as exc:  # Ctrl-C / SIGTERM during a stage: its checkpoint was written
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -8,8 +8,8 @@ loader decides the resolution: crops (any batch size) or full images (batch size
 
 Command line::
 
-    python -m examples.voc_joint.evaluate --checkpoint runs/joint/last.pt --data-root VOCdevkit/VOC2012 \\
-        --split val --full-size --out runs/joint/eval
+    python -m examples.voc_joint.evaluate --checkpoint runs/voc/joint/checkpoint.pt \\
+        --data-root VOCdevkit/VOC2012 --split val --full-size --out runs/voc/joint/eval
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,9 @@ from torch import Tensor, nn
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from examples.voc_joint.cli import device_arg, existing_dir, existing_file, int_range, split_name
 from examples.voc_joint.data import (
+    DEFAULT_MAX_PIXELS,
     IGNORE_INDEX,
     NUM_CLASSES,
     build_dataset,
@@ -62,7 +65,7 @@ def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    loader: Iterable[dict],
+    loader: Iterable[dict[str, Any]],
     *,
     device: torch.device | str,
     num_classes: int = NUM_CLASSES,
@@ -73,7 +76,7 @@ def evaluate(
     boundary_tolerance: int = 2,
     ignore_index: int = IGNORE_INDEX,
     amp: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """Score ``model`` on every batch of ``loader``.
 
     Args:
@@ -101,7 +104,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    kw = {
+    kw: dict[str, Any] = {
         "num_classes": num_classes,
         "ignore_index": ignore_index,
         "boundary_widths": boundary_widths,
@@ -173,7 +176,7 @@ def evaluate(
 _EXTRA_KEYS = ("baseline", "panels", "seconds", "images_per_second")
 
 
-def split_results(results: dict) -> dict:
+def split_results(results: dict[str, Any]) -> dict[str, Any]:
     """``{"baseline": ..., "joint": ...}`` (baseline left out when absent) from an :func:`evaluate` result,
     ready for :func:`~examples.voc_joint.metrics.format_table`."""
     joint = {k: v for k, v in results.items() if k not in _EXTRA_KEYS}
@@ -188,14 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ASA / boundary recall / count and consistency for the joint and the baseline "
         "predictions; prints tables, writes metrics.json and PNG panels.",
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint written by train.py")
+    parser.add_argument(
+        "--checkpoint", required=True, type=existing_file, help="seg or joint checkpoint written by train.py"
+    )
     parser.add_argument(
         "--data-root",
-        type=Path,
+        type=existing_dir,
         default=None,
         help="VOC2012 folder (or its VOCdevkit parent); default: the cached synthetic set",
     )
-    parser.add_argument("--split", default="val", help="list name in ImageSets (default val)")
+    parser.add_argument(
+        "--split", type=split_name, default="val", help="list name in ImageSets (default val)"
+    )
     parser.add_argument(
         "--sbd", action="store_true", help="read SegmentationClassAug + ImageSets/SegmentationAug"
     )
@@ -206,19 +213,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="evaluate whole images with batch size 1 (the default without --crop-size)",
     )
     size.add_argument(
-        "--crop-size", type=int, default=None, help="evaluate centre crops of this size instead"
+        "--crop-size", type=int_range(1), default=None, help="evaluate centre crops of this size instead"
     )
     parser.add_argument(
         "--pad-to-multiple",
-        type=int,
+        type=int_range(1),
         default=None,
         help="pad full images bottom/right to a multiple (label 255: never scored)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=8, help="batch size for --crop-size (full size uses 1)"
+        "--batch-size", type=int_range(1), default=8, help="batch size for --crop-size (full size uses 1)"
     )
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--num-workers", type=int_range(0), default=0, help="DataLoader workers (default 0)")
+    parser.add_argument(
+        "--device", type=device_arg, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
+    )
     parser.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
     parser.add_argument(
         "--out",
@@ -226,27 +235,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="output folder for metrics.json and panels/ (default: next to the checkpoint)",
     )
-    parser.add_argument("--max-panels", type=int, default=8, help="number of PNG panels (0: none)")
+    parser.add_argument("--max-panels", type=int_range(0), default=8, help="number of PNG panels (0: none)")
     parser.add_argument(
         "--boundary-widths",
-        type=int,
+        type=int_range(1),
         nargs="+",
         default=[1, 3, 5],
         help="trimap band widths in pixels (default 1 3 5)",
     )
     parser.add_argument(
         "--boundary-tolerance",
-        type=int,
+        type=int_range(0),
         default=2,
         help="superpixel boundary-recall tolerance in pixels (default 2)",
+    )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int_range(1),
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images and masks with more pixels than this (decompression-bomb guard)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    from examples.voc_joint.checkpoint import load_model_from_checkpoint
+    from examples.voc_joint.checkpoint import CheckpointError, load_model_from_checkpoint
+    from examples.voc_joint.distributed import resolve_device
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, config = load_model_from_checkpoint(args.checkpoint, map_location="cpu")
+    device = resolve_device(args.device)
+    try:
+        model, config = load_model_from_checkpoint(
+            args.checkpoint, map_location="cpu", expect_stage=("seg", "joint")
+        )
+    except CheckpointError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     model.to(device)
     root = args.data_root if args.data_root is not None else ensure_synthetic_voc()
     full_size = args.crop_size is None
@@ -256,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sbd=args.sbd,
         crop_size=args.crop_size,
         pad_to_multiple=args.pad_to_multiple if full_size else None,
+        max_pixels=args.max_image_pixels,
     )
     loader = torch.utils.data.DataLoader(
         dataset,

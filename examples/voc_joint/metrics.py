@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -308,7 +309,7 @@ class SegmentationMetrics:
                 self.superpixel_sums[key] = self.superpixel_sums.get(key, 0.0) + value
         self.num_images += int(pred.shape[0])
 
-    def compute(self) -> dict:
+    def compute(self) -> dict[str, Any]:
         """All metrics as a dict of Python numbers (fractions in [0, 1]; NaN where undefined).
 
         Keys: ``miou``, ``pixel_accuracy``, ``mean_class_accuracy``, ``per_class_iou`` ({class name: IoU}),
@@ -356,7 +357,7 @@ def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
 
-def _metric_rows(results: Mapping[str, Mapping]) -> list[tuple[str, list[str]]]:
+def _metric_rows(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
     first = next(iter(results.values()))
     values = list(results.values())
     rows: list[tuple[str, list[str]]] = [
@@ -384,7 +385,7 @@ def _metric_rows(results: Mapping[str, Mapping]) -> list[tuple[str, list[str]]]:
 
 
 def format_table(
-    results: Mapping[str, Mapping] | Mapping,
+    results: Mapping[str, Mapping[str, Any]] | Mapping[str, Any],
     *,
     title: str | None = None,
     metrics: Sequence[str] | None = None,
@@ -424,14 +425,15 @@ def format_table(
     return _render(["metric", *results], [[name, *vals] for name, vals in rows], title)
 
 
-def format_per_class_table(results: Mapping[str, Mapping] | Mapping, *, title: str | None = None) -> str:
+def format_per_class_table(
+    results: Mapping[str, Mapping[str, Any]] | Mapping[str, Any], *, title: str | None = None
+) -> str:
     """Plain-text per-class IoU table (percent), one column per result set."""
-    if "miou" in results:
-        results = {"IoU (%)": results}
-    names = list(next(iter(results.values()))["per_class_iou"])
-    body = [[n, *[_pct(r["per_class_iou"][n]) for r in results.values()]] for n in names]
-    body.append(["mean", *[_pct(r["miou"]) for r in results.values()]])
-    return _render(["class", *results], body, title)
+    by_name: Mapping[str, Mapping[str, Any]] = {"IoU (%)": results} if "miou" in results else results
+    names = list(next(iter(by_name.values()))["per_class_iou"])
+    body = [[n, *[_pct(r["per_class_iou"][n]) for r in by_name.values()]] for n in names]
+    body.append(["mean", *[_pct(r["miou"]) for r in by_name.values()]])
+    return _render(["class", *by_name], body, title)
 
 
 def _render(header: list[str], body: list[list[str]], title: str | None) -> str:
@@ -446,7 +448,7 @@ def _render(header: list[str], body: list[list[str]], title: str | None) -> str:
     return "\n".join(out)
 
 
-def to_jsonable(obj):
+def to_jsonable(obj: Any) -> Any:
     """Replace NaN/inf floats by None (recursively) so that the result is strict JSON."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -459,6 +461,6 @@ def to_jsonable(obj):
     return obj
 
 
-def dumps(results: Mapping) -> str:
+def dumps(results: Mapping[str, Any]) -> str:
     """Strict JSON text of a results dict (NaN -> null)."""
     return json.dumps(to_jsonable(results), indent=2, allow_nan=False)

@@ -3,8 +3,8 @@
 :class:`EpochSampler` yields ``(index, sample_seed)`` keys: a shuffled order of the data set that is a
 function of ``(seed, epoch)`` alone, sharded over the processes like ``DistributedSampler`` (rank ``r`` of
 ``W`` takes positions ``r, r + W, ...``), starting at any position of the epoch. :class:`SeededDataset` reads
-such a key and runs the wrapped data set's random transform under ``torch.manual_seed(sample_seed)`` with the
-global RNG state saved and restored around it. So:
+such a key and runs the wrapped data set's random transform with torch's CPU generator seeded by
+``sample_seed``, its state saved and restored around it. So:
 
 * a resumed run skips the samples already done without loading or transforming them, and the remaining ones
   get exactly the crops and flips of an uninterrupted run;
@@ -101,7 +101,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
             yield index, derive_seed(self.seed, self.epoch, index)
 
 
-class SeededDataset(Dataset):
+class SeededDataset(Dataset[Any]):
     """Index a data set with ``(index, seed)`` keys: its random transform runs under ``manual_seed(seed)``.
 
     The global torch RNG state is restored afterwards, so reading a sample never changes it.
@@ -115,7 +115,7 @@ class SeededDataset(Dataset):
         (True, False)
     """
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset[Any]) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
@@ -123,6 +123,11 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        state = torch.get_rng_state()
+        try:
+            # the CPU generator only: torch.manual_seed would also queue (slow) lazy seeding of every
+            # accelerator backend, and the transforms draw from the CPU generator alone
+            torch.default_generator.manual_seed(seed)
             return self.dataset[index]
+        finally:
+            torch.set_rng_state(state)

@@ -129,4 +129,4 @@ class InterruptGuard:
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signum, forced=True)
+    raise Interrupted(signum)

@@ -30,10 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -42,11 +47,19 @@ from scipy import ndimage
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from examples.voc_joint.cli import int_range
 from examples.voc_joint.data import NUM_CLASSES, voc_palette
+
+try:
+    import fcntl
+except ImportError:  # Windows: generation is not locked against concurrent generators
+    fcntl = None  # type: ignore[assignment]  # checked before use
 
 __all__ = ["CLASS_STYLES", "generate_synthetic_voc", "main", "render_sample"]
 
 _FORMAT_VERSION = 1
+_UMASK = os.umask(0)  # read the process umask (set it back at once)
+os.umask(_UMASK)
 _MARKER = "synthetic_voc.json"
 _TEXTURES = ("stripes", "checker", "dots", "rings", "noise")
 _SHAPES = ("ellipse", "polygon", "blob")
@@ -59,10 +72,12 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32)
 
 
-def _make_class_styles() -> tuple[dict, ...]:
+def _make_class_styles() -> tuple[dict[str, Any], ...]:
     """Fixed appearance of each class (independent of the seed: it defines the data set's classes)."""
     rng = np.random.default_rng(20100)
-    styles = [{"texture": "noise", "shape": None}]  # class 0: background, drawn separately
+    styles: list[dict[str, Any]] = [
+        {"texture": "noise", "shape": None}
+    ]  # class 0: background, drawn separately
     for c in range(1, NUM_CLASSES):
         hue = (c - 1) / (NUM_CLASSES - 1)
         primary = _hsv_to_rgb(hue, 0.75 + 0.2 * rng.random(), 0.75 + 0.2 * rng.random())
@@ -83,7 +98,7 @@ def _make_class_styles() -> tuple[dict, ...]:
 
 
 #: Appearance of every class: colours, texture kind, texture period (px) and angle, preferred shape.
-CLASS_STYLES: tuple[dict, ...] = _make_class_styles()
+CLASS_STYLES: tuple[dict[str, Any], ...] = _make_class_styles()
 
 
 def _value_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
@@ -92,10 +107,13 @@ def _value_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.nd
     grid = rng.random((gh, gw)).astype(np.float32)
     ys = np.linspace(0, gh - 2, h, dtype=np.float32)
     xs = np.linspace(0, gw - 2, w, dtype=np.float32)
-    return ndimage.map_coordinates(grid, np.meshgrid(ys, xs, indexing="ij"), order=1, mode="nearest")
+    out: np.ndarray = ndimage.map_coordinates(
+        grid, np.meshgrid(ys, xs, indexing="ij"), order=1, mode="nearest"
+    )
+    return out
 
 
-def _texture(rng: np.random.Generator, style: dict, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+def _texture(rng: np.random.Generator, style: dict[str, Any], yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     """An (h, w, 3) float image of the class texture, with a small per-instance jitter."""
     h, w = yy.shape
     period = style["period"] * (0.85 + 0.3 * rng.random())
@@ -119,7 +137,8 @@ def _texture(rng: np.random.Generator, style: dict, yy: np.ndarray, xx: np.ndarr
     jitter = (rng.random(3).astype(np.float32) - 0.5) * 0.1
     primary = np.clip(style["primary"] + jitter, 0, 1)
     secondary = np.clip(style["secondary"] + jitter, 0, 1)
-    return (1 - t)[..., None] * primary + t[..., None] * secondary
+    out: np.ndarray = (1 - t)[..., None] * primary + t[..., None] * secondary
+    return out
 
 
 def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
@@ -134,7 +153,8 @@ def _background(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.
     img += (0.15 * (grad - 0.5))[..., None]
     across = xx * np.sin(angle) - yy * np.cos(angle)
     img += (0.03 * np.sin(2 * np.pi * across / (3 + 6 * rng.random())))[..., None]
-    return img.astype(np.float32)
+    out: np.ndarray = img.astype(np.float32)
+    return out
 
 
 def _shape_mask(
@@ -147,7 +167,8 @@ def _shape_mask(
         th = np.pi * rng.random()
         du = (xx - cx) * np.cos(th) + (yy - cy) * np.sin(th)
         dv = -(xx - cx) * np.sin(th) + (yy - cy) * np.cos(th)
-        return (du / a) ** 2 + (dv / b) ** 2 <= 1.0
+        inside: np.ndarray = (du / a) ** 2 + (dv / b) ** 2 <= 1.0
+        return inside
     if kind == "polygon":
         k = int(rng.integers(3, 8))
         r = m * (0.18 + 0.22 * rng.random())
@@ -233,6 +254,12 @@ def generate_synthetic_voc(
     Deterministic from ``seed`` (byte-identical files for equal arguments) and idempotent: when ``root``
     already holds a complete set generated with the same arguments, nothing is rewritten.
 
+    Safe against interruption and concurrency: the set is written into a private temporary folder next to
+    ``root`` and renamed into place when complete (readers never see a partial set), under an exclusive lock
+    of ``<parent>/.<name>.lock`` (concurrent generators, e.g. every process of a ``torchrun`` job, wait and
+    then find the set complete). A set of other arguments, or an incomplete one, that the generator wrote is
+    replaced; a folder holding anything else is refused.
+
     Args:
         root (str | Path): output folder (created); receives ``JPEGImages``, ``SegmentationClass``,
             ``ImageSets``.
@@ -252,6 +279,7 @@ def generate_synthetic_voc(
 
     Raises:
         ValueError: on non-positive counts or a too small ``image_size``.
+        FileExistsError: ``root`` holds files the generator did not write (no ``synthetic_voc.json``).
 
     Example:
         >>> import tempfile
@@ -281,29 +309,71 @@ def generate_synthetic_voc(
         "band_radius": int(band_radius),
         "jpeg_quality": int(jpeg_quality),
     }
+    with _generation_lock(root):
+        if _is_complete(root, params):
+            return root
+        if root.is_dir() and any(root.iterdir()) and not (root / _MARKER).is_file():
+            raise FileExistsError(
+                f"refusing to write the synthetic set into {root}: it holds files that the generator did not "
+                f"write (no {_MARKER}); choose a new or empty folder"
+            )
+        if root.exists() and not root.is_dir():
+            raise FileExistsError(f"refusing to write the synthetic set into {root}: it is not a folder")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+        tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes a private 0700 folder; the set gets the usual mode
+        try:
+            _write_set(tmp, params)
+            _replace_folder(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return root
+
+
+def _names(params: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """``(train, val, sbd_only)`` image names."""
+    num_train, num_val, extra = params["num_train"], params["num_val"], params["num_sbd_extra"]
     names = [f"synth_{i:06d}" for i in range(num_train + num_val + extra)]
     n_voc = num_train + num_val
-    train, val, sbd_only = names[:num_train], names[num_train:n_voc], names[n_voc:]
-    jpeg_dir, mask_dir = root / "JPEGImages", root / "SegmentationClass"
-    aug_dir = root / "SegmentationClassAug"
+    return names[:num_train], names[num_train:n_voc], names[n_voc:]
+
+
+def _is_complete(root: Path, params: dict[str, Any]) -> bool:
+    """``root`` holds a complete set made with ``params``."""
     marker = root / _MARKER
-    if marker.is_file():
-        try:
-            same = json.loads(marker.read_text()) == params
-        except (json.JSONDecodeError, OSError):
-            same = False
-        expected = [jpeg_dir / f"{n}.jpg" for n in names] + [mask_dir / f"{n}.png" for n in train + val]
-        expected += [aug_dir / f"{n}.png" for n in names] if sbd else []
-        if same and all(p.is_file() for p in expected):
-            return root
-        marker.unlink()
+    if not marker.is_file():
+        return False
+    try:
+        if json.loads(marker.read_text()) != params:
+            return False
+    except (json.JSONDecodeError, OSError):
+        return False
+    train, val, sbd_only = _names(params)
+    names = train + val + sbd_only
+    expected = [root / "JPEGImages" / f"{n}.jpg" for n in names]
+    expected += [root / "SegmentationClass" / f"{n}.png" for n in train + val]
+    expected += [root / "SegmentationClassAug" / f"{n}.png" for n in names] if params["sbd"] else []
+    return all(p.is_file() for p in expected)
+
+
+def _write_set(root: Path, params: dict[str, Any]) -> None:
+    """Write every file of the set into the (new, private) folder ``root``; the marker last."""
+    train, val, sbd_only = _names(params)
+    (h, w), seed, sbd = params["image_size"], params["seed"], params["sbd"]
+    jpeg_dir, mask_dir, aug_dir = (
+        root / "JPEGImages",
+        root / "SegmentationClass",
+        root / "SegmentationClassAug",
+    )
     for d in (jpeg_dir, mask_dir) + ((aug_dir,) if sbd else ()):
         d.mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
-    for index, name in enumerate(names):
-        in_voc = index < num_train + num_val
-        image, label = render_sample(seed, index, (h, w), band_radius=band_radius if in_voc else 0)
-        Image.fromarray(image).save(jpeg_dir / f"{name}.jpg", quality=int(jpeg_quality))
+    n_voc = len(train) + len(val)
+    for index, name in enumerate(train + val + sbd_only):
+        in_voc = index < n_voc
+        image, label = render_sample(seed, index, (h, w), band_radius=params["band_radius"] if in_voc else 0)
+        Image.fromarray(image).save(jpeg_dir / f"{name}.jpg", quality=params["jpeg_quality"])
         if in_voc:
             png = Image.fromarray(label)
             png.putpalette(palette)
@@ -316,8 +386,35 @@ def generate_synthetic_voc(
     if sbd:
         _write_list(root / "ImageSets" / "SegmentationAug" / "train.txt", train + sbd_only)
         _write_list(root / "ImageSets" / "SegmentationAug" / "val.txt", val)
-    marker.write_text(json.dumps(params, indent=2) + "\n")
-    return root
+    (root / _MARKER).write_text(json.dumps(params, indent=2) + "\n")
+
+
+def _replace_folder(new: Path, root: Path) -> None:
+    """Move the finished folder ``new`` to ``root`` with renames (an older generated set is swapped out)."""
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+    if root.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+        os.replace(root, old / root.name)
+        os.replace(new, root)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, root)
+
+
+@contextmanager
+def _generation_lock(root: Path) -> Iterator[None]:
+    """Exclusive lock of the generation of ``root`` (``<parent>/.<name>.lock``): concurrent generators (e.g.
+    the processes of a torchrun job) wait, then find the set complete."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "a") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,38 +425,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--seed).",
     )
     parser.add_argument(
-        "--out", required=True, type=Path, help="output folder (the VOC2012 layout is written into it)"
+        "--out",
+        required=True,
+        type=Path,
+        help="output folder (the VOC2012 layout is written into it; a folder holding other files is refused)",
     )
-    parser.add_argument("--num-train", type=int, default=64, help="number of train images (default 64)")
-    parser.add_argument("--num-val", type=int, default=16, help="number of val images (default 16)")
-    parser.add_argument("--height", type=int, default=96, help="image height in pixels (default 96)")
-    parser.add_argument("--width", type=int, default=128, help="image width in pixels (default 128)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--num-train", type=int_range(1), default=64, help="number of train images (default 64)"
+    )
+    parser.add_argument("--num-val", type=int_range(1), default=16, help="number of val images (default 16)")
+    parser.add_argument(
+        "--height", type=int_range(16), default=96, help="image height in pixels (default 96)"
+    )
+    parser.add_argument(
+        "--width", type=int_range(16), default=128, help="image width in pixels (default 128)"
+    )
+    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0, help="random seed (default 0)")
     parser.add_argument("--no-sbd", action="store_true", help="do not write the SBD-augmented layout")
     parser.add_argument(
         "--num-sbd-extra",
-        type=int,
+        type=int_range(0),
         default=None,
         help="extra train images only in the SBD-augmented list (default num-train // 2)",
     )
     parser.add_argument(
         "--band-radius",
-        type=int,
+        type=int_range(0),
         default=1,
         help="half-width of the 255 ignore band along boundaries in pixels (default 1)",
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    root = generate_synthetic_voc(
-        args.out,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        image_size=(args.height, args.width),
-        seed=args.seed,
-        sbd=not args.no_sbd,
-        num_sbd_extra=args.num_sbd_extra,
-        band_radius=args.band_radius,
-    )
+    try:
+        root = generate_synthetic_voc(
+            args.out,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            image_size=(args.height, args.width),
+            seed=args.seed,
+            sbd=not args.no_sbd,
+            num_sbd_extra=args.num_sbd_extra,
+            band_radius=args.band_radius,
+        )
+    except FileExistsError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     n = len(list((root / "JPEGImages").glob("*.jpg")))
     print(
         f"synthetic VOC data set: {n} images of {args.height}x{args.width} in {root} "

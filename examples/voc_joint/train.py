@@ -22,10 +22,10 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -38,16 +38,32 @@ from examples.voc_joint import engine, faults
 from examples.voc_joint.checkpoint import (
     FORMAT,
     VERSION,
+    CheckpointError,
     get_rng_state,
     load_checkpoint,
+    load_network,
     remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
 )
+from examples.voc_joint.cli import (
+    SEED_MAX,
+    UsageError,
+    device_arg,
+    existing_dir,
+    existing_file,
+    float_range,
+    int_range,
+    resume_arg,
+    split_name,
+)
+from examples.voc_joint.data import DEFAULT_MAX_PIXELS
 from examples.voc_joint.distributed import DistInfo, cleanup_distributed, init_distributed
+from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
 from examples.voc_joint.models.joint import MODES
+from examples.voc_joint.resume import check_new_run, clear_run, option_changes, plain
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, derive_seed
 from examples.voc_joint.signals import Interrupted, InterruptGuard
 
@@ -67,6 +83,9 @@ __all__ = [
 ]
 
 STAGES = ("seg", "spixel", "joint")
+POS = int_range(1)
+POS_FLOAT = float_range(0.0, low_open=True)
+NONNEG = float_range(0.0)
 
 #: Per-stage defaults of the options left at ``None`` on the command line.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -74,10 +93,6 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "spixel": {"optimizer": "adam", "schedule": "fixed", "weight_decay": 4e-4},
     "joint": {"optimizer": "sgd", "schedule": "fixed", "weight_decay": 5e-4},
 }
-
-
-class UsageError(ValueError):
-    """A command that cannot run as given (found after parsing): the command line exits with status 2."""
 
 
 # --------------------------------------------------------------------------------------------------- options
@@ -99,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stage", choices=(*STAGES, "all"), default="all", help="what to train")
     g.add_argument(
         "--data-root",
-        type=Path,
+        type=existing_dir,
         default=None,
         help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets/...); default: the synthetic set "
         "in $TRANSINIT_CACHE (generated if missing)",
@@ -109,13 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train on the SBD-augmented set (SegmentationClassAug + ImageSets/SegmentationAug)",
     )
-    g.add_argument("--train-split", default="train", help="list file name of the training split")
-    g.add_argument("--val-split", default="val", help="list file name of the validation split (--eval)")
-    g.add_argument("--crop-size", type=int, default=512, help="training crop (after random scale 0.5-2)")
-    g.add_argument("--scale-min", type=float, default=0.5, help="smallest random scale")
-    g.add_argument("--scale-max", type=float, default=2.0, help="largest random scale")
-    g.add_argument("--batch-size", type=int, default=8, help="images per process and step (>= 2: BatchNorm)")
-    g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    g.add_argument(
+        "--train-split", type=split_name, default="train", help="list file name of the training split"
+    )
+    g.add_argument(
+        "--val-split", type=split_name, default="val", help="list file name of the validation split (--eval)"
+    )
+    g.add_argument("--crop-size", type=POS, default=512, help="training crop (after random scale 0.5-2)")
+    g.add_argument("--scale-min", type=POS_FLOAT, default=0.5, help="smallest random scale")
+    g.add_argument("--scale-max", type=POS_FLOAT, default=2.0, help="largest random scale")
+    g.add_argument(
+        "--batch-size", type=int_range(2), default=8, help="images per process and step (>= 2: BatchNorm)"
+    )
+    g.add_argument("--workers", type=int_range(0), default=2, help="DataLoader worker processes")
+    g.add_argument(
+        "--max-image-pixels",
+        type=POS,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images and masks with more pixels than this (decompression-bomb guard)",
+    )
     g.add_argument(
         "--output-dir",
         type=Path,
@@ -124,7 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("models")
-    g.add_argument("--num-classes", type=int, default=21, help="segmentation classes")
+    g.add_argument(
+        "--num-classes",
+        type=int_range(1, 255),
+        default=21,
+        help="segmentation classes (label 255 is ignored)",
+    )
     g.add_argument("--backbone", choices=BACKBONES, default="resnet101", help="DeepLabV3+ ResNet backbone")
     g.add_argument(
         "--output-stride",
@@ -133,18 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="DeepLabV3+ output stride (ASPP rates 6/12/18 at 16, 12/24/36 at 8)",
     )
-    g.add_argument("--aspp-channels", type=int, default=256, help="ASPP / decoder width")
+    g.add_argument("--aspp-channels", type=int_range(1, 4096), default=256, help="ASPP / decoder width")
     g.add_argument(
         "--backbone-weights",
-        type=Path,
+        type=existing_file,
         default=None,
         help="LOCAL ResNet state dict (torch.load weights_only=True); nothing is downloaded",
     )
-    g.add_argument("--cell-size", type=int, default=16, help="superpixel grid cell size in pixels")
-    g.add_argument("--spixel-width", type=int, default=16, help="SpixelFCN first-stage width")
+    g.add_argument(
+        "--cell-size", type=int_range(1, 1024), default=16, help="superpixel grid cell size in pixels"
+    )
+    g.add_argument("--spixel-width", type=int_range(1, 1024), default=16, help="SpixelFCN first-stage width")
     g.add_argument(
         "--spixel-centre-bias",
-        type=float,
+        type=float_range(-100.0, 100.0),
         default=0.0,
         help="initial bias of SpixelFCN's centre-cell logit (>0 starts near the regular grid)",
     )
@@ -163,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--fusion-hidden",
-        type=int,
+        type=int_range(1, 65536),
         nargs="+",
         default=[64, 64],
         help="logical hidden widths of the fusion stack (each >= 2 x classes)",
@@ -176,22 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--seg-checkpoint",
-        type=Path,
+        type=existing_file,
         default=None,
         help="joint stage: DeepLabV3+ weights (seg or joint checkpoint); 'all' uses the seg stage's",
     )
     g.add_argument(
         "--spixel-checkpoint",
-        type=Path,
+        type=existing_file,
         default=None,
         help="joint stage: SpixelFCN weights (spixel or joint checkpoint); 'all' uses the spixel stage's",
     )
 
     g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=int, default=20, help="epochs per stage")
+    g.add_argument("--epochs", type=POS, default=20, help="epochs per stage")
     g.add_argument(
         "--max-steps",
-        type=int,
+        type=POS,
         default=None,
         help="stop a stage after this many optimizer steps (smoke tests, demos)",
     )
@@ -201,25 +235,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default per stage: sgd (seg, joint), adam (spixel, as in SpixelFCN)",
     )
-    g.add_argument("--seg-lr", type=float, default=0.007, help="seg stage: backbone learning rate")
-    g.add_argument("--head-lr-mult", type=float, default=10.0, help="seg stage: ASPP/decoder lr multiplier")
-    g.add_argument("--spixel-pretrain-lr", type=float, default=5e-5, help="spixel stage learning rate")
+    g.add_argument("--seg-lr", type=NONNEG, default=0.007, help="seg stage: backbone learning rate")
+    g.add_argument("--head-lr-mult", type=NONNEG, default=10.0, help="seg stage: ASPP/decoder lr multiplier")
+    g.add_argument("--spixel-pretrain-lr", type=NONNEG, default=5e-5, help="spixel stage learning rate")
     g.add_argument(
-        "--lr", type=float, default=1e-6, help="joint stage: DeepLabV3+ learning rate (paper 1e-6)"
+        "--lr", type=NONNEG, default=1e-6, help="joint stage: DeepLabV3+ learning rate (paper 1e-6)"
     )
     g.add_argument(
-        "--spixel-lr", type=float, default=1e-6, help="joint stage: SpixelFCN learning rate (paper 1e-6)"
+        "--spixel-lr", type=NONNEG, default=1e-6, help="joint stage: SpixelFCN learning rate (paper 1e-6)"
     )
     g.add_argument(
         "--fusion-lr",
-        type=float,
+        type=NONNEG,
         default=1e-7,
         help="joint stage: transparent layers' learning rate (paper 1e-7)",
     )
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument(
+        "--momentum", type=float_range(0.0, 1.0, high_open=True), default=0.9, help="SGD momentum, in [0, 1)"
+    )
     g.add_argument(
         "--weight-decay",
-        type=float,
+        type=NONNEG,
         default=None,
         help="applied by the optimizer (default 5e-4 seg/joint, 4e-4 spixel)",
     )
@@ -230,9 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="lr schedule per iteration: poly (1 - t/T)^power or fixed (default poly for seg, fixed "
         "for spixel and joint as in the paper)",
     )
-    g.add_argument("--poly-power", type=float, default=0.9, help="poly schedule power")
-    g.add_argument("--spixel-loss-weight", type=float, default=1.0, help="joint stage: weight of spixel_loss")
-    g.add_argument("--pos-weight", type=float, default=0.003, help="spixel_loss position weight m")
+    g.add_argument("--poly-power", type=NONNEG, default=0.9, help="poly schedule power")
+    g.add_argument(
+        "--spixel-loss-weight", type=NONNEG, default=1.0, help="joint stage: weight of spixel_loss"
+    )
+    g.add_argument("--pos-weight", type=NONNEG, default=0.003, help="spixel_loss position weight m")
     g.add_argument(
         "--freeze-bn",
         action=argparse.BooleanOptionalAction,
@@ -241,26 +279,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("runtime")
-    g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    g.add_argument(
+        "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
     g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored on CPU)")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
-    g.add_argument("--seed", type=int, default=0, help="seed of every RNG")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    g.add_argument("--seed", type=int_range(0, SEED_MAX), default=0, help="seed of every RNG")
+    g.add_argument("--threads", type=POS, default=None, help="torch CPU threads per process")
     g.add_argument(
         "--resume",
         nargs="?",
         const="auto",
         default=None,
+        type=resume_arg,
         help="continue exactly from <output-dir>/<stage>/checkpoint.pt ('auto') or from a given "
-        "checkpoint; finished stages are skipped",
+        "checkpoint; finished stages are skipped; options must match the checkpoint's (see "
+        "--allow-option-changes), except that --epochs and --max-steps may grow",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an output folder that holds one (its checkpoint, log and evaluation are "
+        "deleted); without it such a folder is refused",
+    )
+    g.add_argument(
+        "--allow-option-changes",
+        action="store_true",
+        help="with --resume: accept changed optimization and data options (learning rates, schedule, losses, "
+        "batch size, data, seed, ...) and record each change in the checkpoint; model options never change",
     )
     g.add_argument(
         "--eval", action="store_true", help="evaluate on --val-split after the seg and joint stages"
     )
     g.add_argument(
-        "--eval-crop", type=int, default=None, help="evaluation centre crop (default: full images)"
+        "--eval-crop", type=POS, default=None, help="evaluation centre crop (default: full images)"
     )
-    g.add_argument("--log-every", type=int, default=10, help="CSV / TensorBoard row every N steps")
+    g.add_argument("--log-every", type=POS, default=10, help="CSV / TensorBoard row every N steps")
     g.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (if it imports)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -274,15 +328,6 @@ def resolve_stage_options(stage: str, args: argparse.Namespace) -> argparse.Name
             setattr(out, key, value)
     out.stage = stage
     return out
-
-
-def _plain(value: Any) -> Any:
-    """Options as weights-only-loadable plain values (Path -> str)."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -309,7 +354,7 @@ def _ignore_signals_in_worker(worker_id: int) -> None:
 
 def build_train_loader(
     args: argparse.Namespace, info: DistInfo, root: Path
-) -> tuple[torch.utils.data.DataLoader, EpochSampler]:
+) -> tuple[torch.utils.data.DataLoader[Any], EpochSampler]:
     """Training DataLoader over an :class:`~examples.voc_joint.sampling.EpochSampler` (resumable order).
 
     The sample order of an epoch and each sample's augmentation are functions of ``(--seed, epoch, index)``.
@@ -321,6 +366,7 @@ def build_train_loader(
         args.train_split,
         sbd=args.sbd,
         transform=data.train_transform(args.crop_size, scale=(args.scale_min, args.scale_max)),
+        max_pixels=args.max_image_pixels,
     )
     sampler = EpochSampler(
         len(ds), batch_size=args.batch_size, seed=args.seed, num_replicas=info.world_size, rank=info.rank
@@ -356,20 +402,10 @@ def _deeplab_from(args: argparse.Namespace) -> DeepLabV3Plus:
 
 def _pretrained(path: Path, part: str, option: str) -> nn.Module:
     """The ``part`` ("deeplab" / "spixel") network of a stage checkpoint, with its weights."""
-    from examples.voc_joint.checkpoint import CheckpointError, load_weights_into
-
-    ckpt = load_checkpoint(path)
-    own = {"deeplab": ("seg", "deeplabv3plus"), "spixel": ("spixel", "spixelfcn")}[part]
-    arch = ckpt["config"]["model"].get("arch")
-    if arch not in (own[1], "joint"):
-        raise CheckpointError(
-            f"{option} {path} is a {ckpt.get('stage')!r} checkpoint ({arch}); expected a {own[0]!r} or "
-            "'joint' checkpoint"
-        )
-    cfg = ckpt["config"]["model"][part]
-    net: nn.Module = DeepLabV3Plus(**cfg) if part == "deeplab" else SpixelFCN(**cfg)
-    load_weights_into(net, path, part=part)
-    return net
+    try:
+        return load_network(path, part)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{option}: {exc}") from exc
 
 
 def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
@@ -395,8 +431,8 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
     return JointModel(
         deeplab,
         spixel,
-        deeplab.config["num_classes"],
-        cell_size=spixel.cell_size,
+        int(cast(DeepLabV3Plus, deeplab).config["num_classes"]),
+        cell_size=int(cast(SpixelFCN, spixel).cell_size),
         mode=args.mode,
         fusion=args.fusion,
         fusion_hidden=args.fusion_hidden,
@@ -408,18 +444,20 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
 def param_groups(stage: str, model: nn.Module, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Optimizer parameter groups with their learning rates (named by ``"name"``)."""
     if stage == "seg":
+        seg = cast(DeepLabV3Plus, model)
         return [
-            {"name": "backbone", "params": model.backbone_parameters(), "lr": args.seg_lr},
-            {"name": "head", "params": model.head_parameters(), "lr": args.seg_lr * args.head_lr_mult},
+            {"name": "backbone", "params": seg.backbone_parameters(), "lr": args.seg_lr},
+            {"name": "head", "params": seg.head_parameters(), "lr": args.seg_lr * args.head_lr_mult},
         ]
     if stage == "spixel":
         return [{"name": "spixelfcn", "params": list(model.parameters()), "lr": args.spixel_pretrain_lr}]
+    joint = cast(JointModel, model)
     groups = [
-        {"name": "deeplab", "params": list(model.deeplab.parameters()), "lr": args.lr},
-        {"name": "spixelfcn", "params": list(model.spixelfcn.parameters()), "lr": args.spixel_lr},
+        {"name": "deeplab", "params": list(joint.deeplab.parameters()), "lr": args.lr},
+        {"name": "spixelfcn", "params": list(joint.spixelfcn.parameters()), "lr": args.spixel_lr},
     ]
-    if model.fusion is not None:
-        groups.append({"name": "fusion", "params": list(model.fusion.parameters()), "lr": args.fusion_lr})
+    if joint.fusion is not None:
+        groups.append({"name": "fusion", "params": list(joint.fusion.parameters()), "lr": args.fusion_lr})
     return groups
 
 
@@ -441,7 +479,7 @@ def build_scheduler(
         power, total = args.poly_power, max(1, total_steps)
 
         def factor(t: int) -> float:
-            return max(0.0, 1.0 - t / total) ** power
+            return float(max(0.0, 1.0 - t / total) ** power)
     else:
 
         def factor(t: int) -> float:
@@ -460,11 +498,13 @@ def _seed_everything(seed: int) -> None:
 def _checkpoint_dict(
     state: engine.TrainState, args: argparse.Namespace, global_batch: int, world_size: int, complete: bool
 ) -> dict[str, Any]:
+    options = {k: plain(v) for k, v in vars(args).items()}
+    options["world_size"] = world_size
     return {
         "format": FORMAT,
         "version": VERSION,
         "stage": state.stage,
-        "config": {"model": model_config(state.model), "args": {k: _plain(v) for k, v in vars(args).items()}},
+        "config": {"model": model_config(state.model), "args": options, "changes": state.option_changes},
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
@@ -490,23 +530,95 @@ def _resume_checkpoint(
         if args.resume != "auto":
             raise UsageError(f"--resume checkpoint not found: {source}")
         return None, None
-    ckpt = load_checkpoint(source)
-    if ckpt["stage"] != stage:
-        raise UsageError(
-            f"--resume {source} is a {ckpt['stage']!r} checkpoint; the {stage!r} stage needs a {stage!r} "
-            "checkpoint"
-        )
+    ckpt = load_checkpoint(source, expect_stage=stage)
     return ckpt, source
 
 
 def _finished(ckpt: dict[str, Any], args: argparse.Namespace) -> bool:
-    return int(ckpt["epoch"]) >= args.epochs or (
-        args.max_steps is not None and int(ckpt["step"]) >= args.max_steps
-    )
+    done_steps = args.max_steps is not None and int(ckpt["step"]) >= args.max_steps
+    return int(ckpt["epoch"]) >= args.epochs or done_steps
+
+
+def _check_run(
+    stage: str, args: argparse.Namespace, folder: Path, world_size: int
+) -> tuple[dict[str, Any] | None, Path | None, list[dict[str, Any]]]:
+    """Decide how the stage starts, without changing anything: ``(checkpoint, its path, option changes)``.
+
+    Raises:
+        UsageError: a new run into a folder holding one (without ``--overwrite``), a ``--resume`` whose
+            options differ from the checkpoint's record (see :mod:`examples.voc_joint.resume`), ...
+        CheckpointError: an unreadable, corrupt or wrong-stage checkpoint.
+    """
+    ckpt_path = folder / "checkpoint.pt"
+    ckpt, source = _resume_checkpoint(stage, args, ckpt_path)
+    own = ckpt_path.is_file() and source is not None and source.resolve() == ckpt_path.resolve()
+    if args.resume is None:
+        check_new_run(folder, args)
+    elif source is not None and not own and ckpt_path.is_file() and not args.overwrite:
+        raise UsageError(
+            f"output folder {folder} holds another run's checkpoint; --resume {source} would replace it: add "
+            "--overwrite to do so, or choose another --output-dir"
+        )
+    elif own and args.overwrite:
+        raise UsageError(f"--overwrite would delete the checkpoint that --resume {source} continues from")
+    changes: list[dict[str, Any]] = []
+    if ckpt is not None and source is not None:
+        recorded = {"world_size": ckpt.get("world_size", 1), **ckpt["config"].get("args", {})}
+        current = {**vars(args), "world_size": world_size}
+        new = option_changes(
+            stage, recorded, current, allow=args.allow_option_changes, source=source, step=int(ckpt["step"])
+        )
+        changes = [*ckpt["config"].get("changes", []), *new]
+    return ckpt, source, changes
+
+
+def _agree(info: DistInfo, work: Callable[[], Any]) -> Any:
+    """Run ``work()`` on rank 0; every process gets its (picklable) result or raises its error (same type)."""
+    result, error = None, None
+    if info.main:
+        try:
+            result = work()
+        except (UsageError, CheckpointError) as exc:
+            error = (type(exc).__name__, str(exc))
+    result, error = info.from_main((result, error))
+    if error is not None:
+        raise (CheckpointError if error[0] == "CheckpointError" else UsageError)(error[1])
+    return result
+
+
+def _acquire(locks: Sequence[FolderLock]) -> None:
+    for lock in locks:
+        lock.acquire()
+
+
+def _apply_optimizer_options(state: engine.TrainState, args: argparse.Namespace) -> None:
+    """After restoring a checkpoint: the learning rates, momentum, weight decay and schedule of ``args``.
+
+    The optimizer and scheduler states carry the values they were created with; an option changed on resume
+    (``--allow-option-changes``, or a longer poly schedule) takes effect from the next step.
+    """
+    groups = state.optimizer.param_groups
+    wanted = param_groups(state.stage, state.model, args)
+    sched = state.scheduler
+    assert isinstance(sched, torch.optim.lr_scheduler.LambdaLR)  # built by build_scheduler
+    for group, new in zip(groups, wanted, strict=True):
+        group["initial_lr"] = new["lr"]
+        group["weight_decay"] = args.weight_decay
+        if "momentum" in group:
+            group["momentum"] = args.momentum
+    sched.base_lrs = [new["lr"] for new in wanted]
+    for group, base, factor in zip(groups, sched.base_lrs, sched.lr_lambdas, strict=True):
+        group["lr"] = base * factor(sched.last_epoch)
+    sched._last_lr = [group["lr"] for group in groups]  # what get_last_lr() reports
 
 
 def _build_state(
-    stage: str, args: argparse.Namespace, info: DistInfo, ckpt: dict[str, Any] | None, steps_per_epoch: int
+    stage: str,
+    args: argparse.Namespace,
+    info: DistInfo,
+    ckpt: dict[str, Any] | None,
+    steps_per_epoch: int,
+    changes: Sequence[dict[str, Any]] = (),
 ) -> tuple[engine.TrainState, bool]:
     """Model, optimizer, scheduler and scaler (restored from ``ckpt`` when resuming); ``(state, use_amp)``."""
     _seed_everything(args.seed + info.rank)
@@ -519,7 +631,7 @@ def _build_state(
     if info.enabled and args.sync_bn:
         if device.type != "cuda":
             raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU/gloo implementation)")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call, unused-ignore]  # untyped in torch (strict)
     optimizer = build_optimizer(stage, model, args)
     # the poly horizon is --epochs x steps per epoch, not --max-steps (so capped runs resume exactly)
     scheduler = build_scheduler(optimizer, args, args.epochs * steps_per_epoch)
@@ -531,7 +643,14 @@ def _build_state(
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
-        state.samples_in_epoch = int(ckpt.get("samples_in_epoch", 0))
+        recorded = ckpt["config"].get("args", {})
+        global_batch = int(recorded.get("batch_size", args.batch_size)) * int(ckpt.get("world_size", 1))
+        # version-1 checkpoints count batches only
+        state.samples_in_epoch = int(
+            ckpt.get("samples_in_epoch", int(ckpt.get("batch_in_epoch", 0)) * global_batch)
+        )
+        if changes:
+            _apply_optimizer_options(state, args)
         set_rng_state(ckpt["rng"])  # last: building the model drew from the RNG
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None
@@ -542,7 +661,12 @@ def _build_state(
 
 
 def run_stage(
-    stage: str, args: argparse.Namespace, info: DistInfo | None = None, guard: InterruptGuard | None = None
+    stage: str,
+    args: argparse.Namespace,
+    info: DistInfo | None = None,
+    guard: InterruptGuard | None = None,
+    *,
+    locked: bool = False,
 ) -> Path:
     """Train one stage and return the path of its final checkpoint.
 
@@ -551,11 +675,13 @@ def run_stage(
         args: parsed options (see :func:`build_parser`); per-stage defaults are filled in here.
         info: distributed facts (from :func:`~examples.voc_joint.distributed.init_distributed` when ``None``).
         guard: the signal guard of the whole run (a new one around this stage when ``None``).
+        locked: the caller already holds the lock of ``<output-dir>/<stage>`` (else it is taken here).
 
     Raises:
         Interrupted: SIGINT / SIGTERM; the checkpoint of the last completed step was written first.
         NonFiniteError: non-finite loss, gradients or weights; the last good checkpoint stays.
-        UsageError: the command cannot run (wrong checkpoint, too little data, ...).
+        UsageError: the command cannot run as given (folder in use or holding a run, changed options, ...).
+        CheckpointError: an unreadable, corrupt or wrong-stage checkpoint.
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -563,46 +689,68 @@ def run_stage(
     args = resolve_stage_options(stage, args)
     folder = Path(args.output_dir) / stage
     ckpt_path = folder / "checkpoint.pt"
+    lock = FolderLock(folder) if info.main and not locked else None
     with nullcontext(guard) if guard is not None else InterruptGuard() as active:
-        ckpt, resume_from = _resume_checkpoint(stage, args, ckpt_path)
-        if ckpt is not None and resume_from is not None and _finished(ckpt, args):
-            if info.main:
-                print(
-                    f"[{stage}] {resume_from} already reached epoch {ckpt['epoch']} / step {ckpt['step']}; "
-                    "skipping the stage",
-                    flush=True,
-                )
-            return resume_from
+        _agree(info, lambda: _acquire([lock] if lock is not None else []))
+        try:
+            return _run_locked(stage, args, info, active, folder, ckpt_path)
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def _run_locked(
+    stage: str, args: argparse.Namespace, info: DistInfo, guard: InterruptGuard, folder: Path, ckpt_path: Path
+) -> Path:
+    def prepare() -> tuple[Path | None, list[dict[str, Any]]]:
+        _, source, changes = _check_run(stage, args, folder, info.world_size)
+        if args.overwrite:
+            clear_run(folder)
+        remove_stale_temporaries(ckpt_path)
+        return source, changes
+
+    source, changes = _agree(info, prepare)
+    ckpt = load_checkpoint(source, expect_stage=stage) if source is not None else None
+    if ckpt is not None and source is not None and _finished(ckpt, args):
         if info.main:
-            folder.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(ckpt_path)
-        root = data_root(args, info)
-        loader, sampler = build_train_loader(args, info, root)
-        state, use_amp = _build_state(stage, args, info, ckpt, sampler.steps_per_epoch)
-        resume_step = None if ckpt is None else state.step
-        if ckpt is not None and info.main:
-            skip = state.samples_in_epoch // sampler.global_batch
             print(
-                f"[{stage}] resumed from {resume_from}: epoch {state.epoch}, step {state.step}"
-                + (f", skipping {skip} done batches" if skip else ""),
+                f"[{stage}] {source} already reached epoch {ckpt['epoch']} / step {ckpt['step']}; "
+                "skipping the stage",
                 flush=True,
             )
-        del ckpt
-        logger = engine.CsvLogger(folder, info.main, args.tensorboard, resume_step)
-        try:
-            _train(state, loader, sampler, args, info, active, logger, ckpt_path, use_amp, resume_step)
-        finally:
-            logger.close()
-        if args.eval and stage in ("seg", "joint") and info.main:
-            with active.released():
-                engine.evaluate_checkpoint(ckpt_path, args, info.device, root)
-        info.barrier()
+        return Path(source)
+    root = data_root(args, info)
+    loader, sampler = build_train_loader(args, info, root)
+    new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
+    state, use_amp = _build_state(stage, args, info, ckpt, sampler.steps_per_epoch, new_changes)
+    state.option_changes = list(changes)
+    resume_step = None if ckpt is None else state.step
+    if ckpt is not None and info.main:
+        skip = state.samples_in_epoch // sampler.global_batch
+        print(
+            f"[{stage}] resumed from {source}: epoch {state.epoch}, step {state.step}"
+            + (f", skipping {skip} done batches" if skip else "")
+            + "".join(
+                f"\n[{stage}] option change: {c['option']} {c['old']!r} -> {c['new']!r}" for c in changes
+            ),
+            flush=True,
+        )
+    del ckpt
+    logger = engine.CsvLogger(folder, info.main, args.tensorboard, resume_step)
+    try:
+        _train(state, loader, sampler, args, info, guard, logger, ckpt_path, use_amp, resume_step)
+    finally:
+        logger.close()
+    if args.eval and stage in ("seg", "joint") and info.main:
+        with guard.released():
+            engine.evaluate_checkpoint(ckpt_path, args, info.device, root)
+    info.barrier()
     return ckpt_path
 
 
 def _train(
     state: engine.TrainState,
-    loader: torch.utils.data.DataLoader,
+    loader: torch.utils.data.DataLoader[Any],
     sampler: EpochSampler,
     args: argparse.Namespace,
     info: DistInfo,
@@ -624,6 +772,8 @@ def _train(
         )
     saved = None if saved_step is None else (state.step, state.epoch, state.samples_in_epoch)
     reason = "epoch"
+    if info.any(torch.tensor([float(guard.requested is not None)], device=info.device)).item():
+        reason = "interrupt"  # a signal during the set-up: nothing new to save
     while state.epoch < args.epochs and reason not in ("max_steps", "interrupt"):
         sampler.set_epoch(state.epoch, state.samples_in_epoch)
         loader.generator.manual_seed(derive_seed(args.seed, state.epoch))  # worker base seeds of this epoch
@@ -654,11 +804,12 @@ def _train(
             reason = "interrupt"
     if reason == "interrupt":
         if info.main:
-            print(
-                f"\n[{stage}] interrupted: checkpoint of step {state.step} saved to {ckpt_path} "
-                "(continue with --resume)",
-                flush=True,
+            where = (
+                f"checkpoint of step {state.step} in {ckpt_path} (continue with --resume)"
+                if saved is not None
+                else "before the first step (nothing to save)"
             )
+            print(f"\n[{stage}] interrupted: {where}", flush=True)
         raise Interrupted(guard.requested or signal.SIGINT)
     if info.main:
         print(
@@ -668,39 +819,76 @@ def _train(
 
 
 # ------------------------------------------------------------------------------------------------------ main
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks that involve several options (each option alone was checked by its ``type=``)."""
+    if args.scale_min > args.scale_max:
+        parser.error(f"--scale-min {args.scale_min} is larger than --scale-max {args.scale_max}")
+    if args.fusion and args.stage in ("joint", "all"):
+        small = [h for h in args.fusion_hidden if h < 2 * args.num_classes]
+        if small:
+            parser.error(
+                f"--fusion-hidden {small} below 2 x --num-classes = {2 * args.num_classes}: every hidden "
+                "width of a transparent stack must be at least twice its input width"
+            )
+    if args.allow_option_changes and args.resume is None:
+        parser.error("--allow-option-changes only applies with --resume")
+    if args.overwrite and args.resume == "auto":
+        parser.error("--overwrite with --resume (auto) contradicts itself: continue the run or replace it")
+
+
+def _stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
+    """The options of one stage of ``args.stage`` (``all``: the joint stage starts from the two others)."""
+    out = argparse.Namespace(**vars(args))
+    if args.stage == "all":
+        if stage == "joint":
+            out.seg_checkpoint = args.seg_checkpoint or Path(args.output_dir) / "seg" / "checkpoint.pt"
+            out.spixel_checkpoint = (
+                args.spixel_checkpoint or Path(args.output_dir) / "spixel" / "checkpoint.pt"
+            )
+        if args.resume not in (None, "auto"):
+            out.resume = "auto"
+    return resolve_stage_options(stage, out)
+
+
+def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: int) -> None:
+    """Every stage's checks (:func:`_check_run`) before the first one starts."""
+    for stage in stages:
+        _check_run(stage, _stage_args(stage, args), Path(args.output_dir) / stage, world_size)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     """Parse ``argv`` and run the requested stage(s); returns ``{stage: checkpoint path}``.
 
+    Every stage's folder is locked and checked (new run, resume rules) before the first one starts.
+
     Raises:
-        SystemExit: status 2 for a command that cannot run (bad option, wrong checkpoint, ...).
+        SystemExit: status 2 for a command that cannot run (bad option, folder in use or holding a run,
+            changed options on resume, wrong or corrupt checkpoint).
         Interrupted: SIGINT / SIGTERM after the checkpoint was written (exit status 130 / 143 as a script).
         NonFiniteError: training diverged (exit status 1 as a script).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_args(parser, args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.batch_size < 2:
-        parser.error("--batch-size must be >= 2 (BatchNorm in training mode needs more than one value)")
     stages = STAGES if args.stage == "all" else (args.stage,)
     out: dict[str, Path] = {}
+    locks = []
     with InterruptGuard() as guard:
+        info = init_distributed(args.device)
         try:
-            info = init_distributed(args.device)
-        except ValueError as exc:
-            parser.error(str(exc))
-        try:
+            if info.main:
+                locks = [FolderLock(Path(args.output_dir) / stage) for stage in stages]
+            _agree(info, lambda: _acquire(locks))
+            _agree(info, lambda: _check_stages(stages, args, info.world_size))
             for stage in stages:
-                stage_args = argparse.Namespace(**vars(args))
-                if stage == "joint" and args.stage == "all":
-                    stage_args.seg_checkpoint = stage_args.seg_checkpoint or out["seg"]
-                    stage_args.spixel_checkpoint = stage_args.spixel_checkpoint or out["spixel"]
-                if args.stage == "all" and args.resume not in (None, "auto"):
-                    stage_args.resume = "auto"
-                out[stage] = run_stage(stage, stage_args, info, guard)
-        except UsageError as exc:
-            parser.error(str(exc))
+                out[stage] = run_stage(stage, _stage_args(stage, args), info, guard, locked=True)
+        except (UsageError, CheckpointError) as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
         finally:
+            for lock in locks:
+                lock.release()
             cleanup_distributed()
     return out
 
@@ -719,7 +907,7 @@ def _cli() -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except (engine.NonFiniteError, OSError) as exc:
+    except (FloatingPointError, OSError) as exc:  # NonFiniteError, a refused save, a failing disk
         print(f"[train] error: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -62,7 +63,7 @@ def overlay_contours(
     color: tuple[int, int, int] = (255, 230, 0),
 ) -> np.ndarray:
     """The image (Tensor[3, H, W] in [0, 1] or uint8) as uint8 [H, W, 3] with superpixel contours on it."""
-    out = _to_uint8_image(image).copy()
+    out: np.ndarray = _to_uint8_image(image).copy()
     if superpixels is not None:
         edge = superpixel_contours(superpixels)
         if edge.shape != out.shape[:2]:
@@ -129,7 +130,7 @@ def make_panel(
     return canvas
 
 
-def save_panel(path: str | Path, *args, **kwargs) -> Path:
+def save_panel(path: str | Path, *args: Any, **kwargs: Any) -> Path:
     """:func:`make_panel` then save as PNG at ``path`` (parent folders created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

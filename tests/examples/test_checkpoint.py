@@ -94,7 +94,7 @@ def test_mismatched_weights(tmp_path) -> None:
         load_model_from_checkpoint(path)
     with pytest.raises(CheckpointError, match="does not match the model"):
         load_weights_into(SpixelFCN(width=4), path)
-    with pytest.raises(CheckpointError, match="holds a 'spixelfcn' model; expected 'deeplabv3plus'"):
+    with pytest.raises(CheckpointError, match=r"is a 'spixel' checkpoint .* comes from a 'seg' or 'joint'"):
         load_weights_into(DeepLabV3Plus(21, "resnet18", aspp_channels=8), path, part="deeplab")
 
 

@@ -382,3 +382,56 @@ def test_train_transform_properties(h, w, ch, cw, s, seed):
     assert set(tgt.unique().tolist()) <= set(target.unique().tolist()) | {255}
     assert torch.all(img[:, tgt == 255] == 0)  # only padding is 255 here, and padding is black
     assert img.min() >= 0 and img.max() <= 1
+
+
+# ---------------------------------------------------------------- untrusted input: paths and sizes
+
+
+@pytest.mark.parametrize("entry", ["../../etc/passwd", "/etc/passwd", "sub/../../x", ".."])
+def test_list_entries_must_stay_inside_the_data_root(voc_copy, entry):
+    lst = voc_copy / "ImageSets" / "Segmentation" / "train.txt"
+    lst.write_text(f"synth_000000\n{entry}\n")
+    with pytest.raises(ValueError, match=r"train\.txt' line 2: entry .* points outside the data folders"):
+        VOCSegmentation(voc_copy, "train")
+
+
+def test_entries_in_subfolders_inside_the_root_are_fine(voc_copy):
+    (voc_copy / "JPEGImages" / "sub").mkdir()
+    (voc_copy / "SegmentationClass" / "sub").mkdir()
+    shutil.copy(voc_copy / "JPEGImages" / "synth_000000.jpg", voc_copy / "JPEGImages" / "sub" / "a.jpg")
+    shutil.copy(
+        voc_copy / "SegmentationClass" / "synth_000000.png", voc_copy / "SegmentationClass" / "sub" / "a.png"
+    )
+    (voc_copy / "ImageSets" / "Segmentation" / "train.txt").write_text("sub/a\n")
+    assert VOCSegmentation(voc_copy, "train")[0]["target"].shape == SIZE
+
+
+def test_pixel_limit_refuses_large_images_and_masks_before_decoding(voc_copy, monkeypatch):
+    limit = SIZE[0] * SIZE[1] - 1
+    ds = VOCSegmentation(voc_copy, "train", max_pixels=limit)
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded an image above the limit")
+
+    monkeypatch.setattr(data, "decode_image", no_decode)
+    with pytest.raises(
+        ValueError, match=r"image file '.*synth_000000\.jpg' is 48x32 = 1536 pixels, more than"
+    ) as e:
+        ds[0]
+    assert "decompression-bomb guard" in str(e.value)
+    monkeypatch.undo()
+    big = Image.fromarray(np.zeros((40, 64), np.uint8))  # mask larger than the limit (and than its image)
+    big.save(ds.mask_path(1))
+    ds = VOCSegmentation(voc_copy, "train", max_pixels=40 * 64 - 1)
+    with pytest.raises(ValueError, match=r"mask file '.*synth_000001\.png' is 64x40 = 2560 pixels"):
+        ds[1]
+    assert VOCSegmentation(voc_copy, "train", max_pixels=SIZE[0] * SIZE[1])[0]["image"].shape[-2:] == SIZE
+    with pytest.raises(ValueError, match="max_pixels must be >= 1"):
+        VOCSegmentation(voc_copy, "train", max_pixels=0)
+
+
+def test_pil_decompression_bomb_error_names_the_file(voc_copy, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses > 2x this on open
+    ds = VOCSegmentation(voc_copy, "train")
+    with pytest.raises(ValueError, match=r"image file '.*synth_000000\.jpg' refused as a decompression bomb"):
+        ds[0]

@@ -150,12 +150,14 @@ def test_contract_violations(voc, out, exc, match):
 def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     calls = {}
 
-    def load_model_from_checkpoint(path, *, map_location="cpu"):
-        calls["path"], calls["map_location"] = path, map_location
+    def load_model_from_checkpoint(path, *, map_location="cpu", expect_stage=None):
+        calls["path"], calls["map_location"], calls["expect"] = path, map_location, expect_stage
         return StubJoint().eval(), {"stage": "joint", "root": tmp_path}
 
     fake = types.ModuleType("examples.voc_joint.checkpoint")
     fake.load_model_from_checkpoint = load_model_from_checkpoint
+    fake.CheckpointError = ValueError
+    (tmp_path / "ckpt.pt").touch()  # --checkpoint must name an existing file
     monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
     out = tmp_path / "eval"
     rc = evaluate_mod.main(
@@ -177,7 +179,11 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
             "4",
         ]
     )
-    assert rc == 0 and calls == {"path": tmp_path / "ckpt.pt", "map_location": "cpu"}
+    assert rc == 0 and calls == {
+        "path": tmp_path / "ckpt.pt",
+        "map_location": "cpu",
+        "expect": ("seg", "joint"),
+    }
     text = capsys.readouterr().out
     assert "baseline" in text and "joint" in text and "aeroplane" in text
     assert "boundary mIoU, 4 px (%)" in text

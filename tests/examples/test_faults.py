@@ -7,15 +7,28 @@ the ``TRANSINIT_FAULT`` hook (:mod:`examples.voc_joint.faults`) instead of timer
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
-from examples.voc_joint.checkpoint import load_checkpoint
+from examples.voc_joint import train as train_cli
+from examples.voc_joint.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_from_checkpoint,
+    save_checkpoint,
+)
+from examples.voc_joint.engine import NonFiniteError
+from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,11 +43,33 @@ RUN = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+def _shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder shared by the pytest-xdist workers of this session (the per-worker base's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    return base / name
+
+
+@contextmanager
+def _once(folder: Path) -> Iterator[bool]:
+    """Yield True to the first process to build ``folder`` (the others wait on a lock, then get False)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        done = folder / ".done"
+        build = not done.exists()
+        yield build
+        if build:
+            done.touch()
+
+
+@pytest.fixture(scope="session")
 def voc6(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 train / 2 val synthetic images of 36x44 (shared by the xdist workers)."""
     from examples.voc_joint.synthetic import generate_synthetic_voc
 
-    root = tmp_path_factory.mktemp("voc6")
+    root = _shared_dir(tmp_path_factory, "faults-voc6")
     return generate_synthetic_voc(root, num_train=6, num_val=2, image_size=(36, 44), seed=1)
 
 
@@ -109,12 +144,15 @@ def assert_same_log(a: Path, b: Path) -> None:
     assert [[r[c] for c in cols] for r in ra] == [[r[c] for c in cols] for r in rb]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(voc6: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The uninterrupted 9-step run (workers 0)."""
-    out = tmp_path_factory.mktemp("reference")
-    res = train(out, voc6, "--workers", "0")
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    """The uninterrupted 9-step run (workers 0), computed once per session."""
+    out = _shared_dir(tmp_path_factory, "faults-reference")
+    with _once(out) as build:
+        if build:
+            shutil.rmtree(out, ignore_errors=True)
+            res = train(out, voc6, "--workers", "0")
+            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return out / "joint"
 
 
@@ -157,3 +195,447 @@ def test_interrupts_workers2_resume_bit_exact(voc6: Path, reference: Path, tmp_p
     _expect(train(tmp_path, voc6, *w2, "--resume"), 0, 9, ckpt)
     assert_same_training_state(reference / "checkpoint.pt", ckpt)
     assert_same_log(reference, ckpt.parent)
+
+
+# --------------------------------------------------------------------------------------- non-finite values
+def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(
+    voc6: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRANSINIT_FAULT", "nan-loss@step:5")
+    argv = ["train.py", "--data-root", str(voc6), "--output-dir", str(tmp_path), *RUN, "--workers", "0"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert train_cli._cli() == 1  # the script's exit status
+    err = capsys.readouterr().err
+    assert "non-finite loss and gradients at step 5" in err and "last checkpoint on disk" in err
+    ck = load_checkpoint(tmp_path / "joint" / "checkpoint.pt")  # the end of epoch 1, untouched
+    assert (ck["step"], ck["epoch"], ck["complete"]) == (3, 1, False)
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert [r["step"] for r in _log(tmp_path / "joint")] == ["1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("fault, what", [("nan-grad@step:2", "gradients"), ("nan-weight@step:2", "weights")])
+def test_nan_gradient_or_weight_stops_before_any_save(
+    voc6: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str, what: str
+) -> None:
+    monkeypatch.setenv("TRANSINIT_FAULT", fault)
+    with pytest.raises(NonFiniteError, match=f"non-finite {what} at step 2"):
+        train_cli.main(_argv(voc6, tmp_path, "--workers", "0"))
+    assert not (tmp_path / "joint" / "checkpoint.pt").exists()
+
+
+def test_save_refuses_non_finite_states(tmp_path: Path) -> None:
+    net = SpixelFCN(width=2)
+    ck = _stage_ckpt(net, "spixel")
+    ck["model"]["pred.bias"] = ck["model"]["pred.bias"].clone().fill_(float("inf"))
+    with pytest.raises(FloatingPointError, match=r"refusing to write .*model\.pred\.bias holds NaN"):
+        save_checkpoint(tmp_path / "c.pt", ck)
+    opt = {"state": {0: {"momentum_buffer": torch.tensor([float("nan")])}}, "param_groups": []}
+    with pytest.raises(FloatingPointError, match=r"optimizer\.state\.0\.momentum_buffer"):
+        save_checkpoint(tmp_path / "c.pt", {**_stage_ckpt(net, "spixel"), "optimizer": opt})
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary left
+
+
+# ------------------------------------------------------------------------------- options, folders, locks
+def _argv(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data-root", str(root), "--output-dir", str(out), *RUN, "--epochs", "1", *extra]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """The run's files (the lock file, which names the current holder, aside)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.fixture
+def one_epoch(voc6: Path, tmp_path: Path) -> Path:
+    """A finished 1-epoch run (3 steps) in ``tmp_path`` (in-process)."""
+    train_cli.main(_argv(voc6, tmp_path, "--workers", "0"))
+    return tmp_path
+
+
+def test_resume_with_changed_options(voc6: Path, one_epoch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = one_epoch / "joint"
+    before = _snapshot(folder)
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(
+            _argv(voc6, one_epoch, "--resume", "--lr", "0.02", "--backbone", "resnet34", "--epochs", "2")
+        )
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "--lr: 0.01 (checkpoint) -> 0.02 (now)" in err
+    assert "--backbone: 'resnet18' (checkpoint) -> 'resnet34' (now)  [never changes on resume]" in err
+    assert "--epochs" not in err  # growing is allowed
+    assert _snapshot(folder) == before  # refused: nothing touched
+    with pytest.raises(SystemExit):  # architecture options never change, even when changes are allowed
+        train_cli.main(_argv(voc6, one_epoch, "--resume", "--allow-option-changes", "--backbone", "resnet34"))
+    assert "[never changes on resume]" in capsys.readouterr().err
+    out = train_cli.main(
+        _argv(voc6, one_epoch, "--resume", "--allow-option-changes", "--lr", "0.02", "--epochs", "2")
+    )["joint"]
+    ck = load_checkpoint(out)
+    assert ck["step"] == 6 and ck["config"]["args"]["lr"] == 0.02 and ck["config"]["args"]["epochs"] == 2
+    assert ck["config"]["changes"] == [
+        {"step": 3, "option": "--lr", "old": 0.01, "new": 0.02},
+        {"step": 3, "option": "--epochs", "old": 1, "new": 2},
+    ]
+    group = next(g for g in ck["optimizer"]["param_groups"] if g["name"] == "deeplab")
+    assert group["initial_lr"] == 0.02  # the changed learning rate took effect
+    assert "option change: --lr 0.01 -> 0.02" in capsys.readouterr().out
+
+
+def test_new_run_refused_in_a_folder_holding_one(
+    voc6: Path, one_epoch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = one_epoch / "joint"
+    before = _snapshot(folder)
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(_argv(voc6, one_epoch, "--workers", "0"))
+    assert info.value.code == 2 and "holds a run (checkpoint.pt, log.csv)" in capsys.readouterr().err
+    assert _snapshot(folder) == before
+    train_cli.main(_argv(voc6, one_epoch, "--workers", "0", "--overwrite", "--max-steps", "1"))
+    assert [r["step"] for r in _log(folder)] == ["1"] and load_checkpoint(folder / "checkpoint.pt")[
+        "step"
+    ] == 1
+
+
+def test_lock_refuses_a_second_run_and_names_the_holder(
+    voc6: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples.voc_joint.locking import FolderLock
+
+    with FolderLock(tmp_path / "joint"):
+        with pytest.raises(SystemExit) as info:
+            train_cli.main(_argv(voc6, tmp_path, "--max-steps", "1"))
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f"in use by pid {os.getpid()} on host" in err
+        assert not (tmp_path / "joint" / "checkpoint.pt").exists()
+    train_cli.main(_argv(voc6, tmp_path, "--max-steps", "1"))  # released: the next run proceeds
+
+
+# -------------------------------------------------------------------------------------- checkpoint files
+_WRITER = """
+import sys, torch
+from examples.voc_joint.checkpoint import save_checkpoint
+path, who = sys.argv[1], int(sys.argv[2])
+for i in range(12):
+    save_checkpoint(path, {"format": "transinit-voc-joint", "version": 2, "stage": "spixel",
+        "config": {"model": {"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 2}}},
+        "model": {"w": torch.full((100_000,), float(who * 1000 + i))}, "writer": who, "i": i})
+"""
+
+
+def test_concurrent_writers_never_leave_an_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(w)], cwd=ROOT, env=_env())
+        for w in (1, 2)
+    ]
+    seen = set()
+    while any(w.poll() is None for w in writers):
+        if path.exists():
+            ck = load_checkpoint(path)  # verifies the SHA-256 of the content
+            assert bool((ck["model"]["w"] == ck["writer"] * 1000 + ck["i"]).all())
+            seen.add((ck["writer"], ck["i"]))
+        time.sleep(0.005)
+    assert [w.returncode for w in writers] == [0, 0]
+    assert load_checkpoint(path)["i"] == 11 and not list(tmp_path.glob(".c.pt.*.tmp"))
+    assert len(seen) > 1
+
+
+def _stage_ckpt(model: torch.nn.Module, stage: str) -> dict:
+    from examples.voc_joint.models import model_config
+
+    return {
+        "format": "transinit-voc-joint",
+        "version": 2,
+        "stage": stage,
+        "config": {"model": model_config(model), "args": {}},
+        "model": {k: v.clone() for k, v in model.state_dict().items()},
+        "epoch": 1,
+        "step": 3,
+    }
+
+
+def _tamper(path: Path, edit: Callable[[dict], None]) -> None:
+    """Rewrite a checkpoint with ``edit`` applied, keeping its (now wrong) recorded hash."""
+    ck = torch.load(path, weights_only=True)
+    edit(ck)
+    torch.save(ck, path)
+
+
+@pytest.fixture(scope="module")
+def stage_ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    seg = DeepLabV3Plus(21, "resnet18", aspp_channels=8)
+    spx = SpixelFCN(cell_size=8, width=2)
+    return {
+        "seg": save_checkpoint(folder / "seg.pt", _stage_ckpt(seg, "seg")),
+        "spixel": save_checkpoint(folder / "spixel.pt", _stage_ckpt(spx, "spixel")),
+    }
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda c: c["model"]["pred.bias"].add_(1e-3), "corrupt or was modified: the SHA-256"),
+        (lambda c: c.update(step=4), "corrupt or was modified"),
+        (lambda c: c.pop("sha256"), "has no 'sha256' content hash"),
+        (lambda c: c.update(version=1, sha256=None) or c.pop("sha256"), None),  # version 1: no hash, accepted
+        (lambda c: c.update(stage="warmup"), "corrupt or was modified"),
+    ],
+)
+def test_checkpoint_content_hash(stage_ckpts: dict[str, Path], tmp_path: Path, edit, match) -> None:
+    path = tmp_path / "c.pt"
+    shutil.copy(stage_ckpts["spixel"], path)
+    _tamper(path, edit)
+    if match is None:
+        assert load_checkpoint(path)["version"] == 1
+    else:
+        with pytest.raises(CheckpointError, match=match):
+            load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"arch": "resnet9000", "spixel": {}}, r"config\['arch'\] must be one of"),
+        (
+            {"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 10**6}},
+            r"spixel\.width must be an int in",
+        ),
+        ({"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 2, "evil": 1}}, "unknown keys"),
+        (
+            {"arch": "spixelfcn", "spixel": {"cell_size": "8", "width": 2}},
+            r"spixel\.cell_size must be an int",
+        ),
+        ({"arch": "spixelfcn"}, "section 'spixel' must be a dict"),
+        (
+            {
+                "arch": "deeplabv3plus",
+                "deeplab": {"num_classes": 21, "backbone": "resnet18", "aspp_channels": 10**7},
+            },
+            r"deeplab\.aspp_channels must be an int in \[1, 4096\]",
+        ),
+        (
+            {"arch": "deeplabv3plus", "deeplab": {"num_classes": 21, "backbone": "vgg16"}},
+            r"deeplab\.backbone must be one of",
+        ),
+        (
+            {"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 2, "centre_bias": float("nan")}},
+            "centre_bias must be a finite number",
+        ),
+    ],
+)
+def test_bad_model_configs_refused_before_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict, match: str
+) -> None:
+    from examples.voc_joint.models import build as build_mod
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a layer was built from an invalid config")
+
+    ck = _stage_ckpt(SpixelFCN(width=2), "spixel")
+    ck["config"]["model"] = config
+    path = save_checkpoint(tmp_path / "c.pt", ck)
+    monkeypatch.setattr(build_mod, "DeepLabV3Plus", no_build)
+    monkeypatch.setattr(build_mod, "SpixelFCN", no_build)
+    for load in (load_checkpoint, load_model_from_checkpoint):
+        with pytest.raises(CheckpointError, match=match):
+            load(path)
+
+
+def test_joint_config_consistency_checked(tmp_path: Path) -> None:
+    from examples.voc_joint.models import JointModel, model_config
+
+    joint = JointModel(DeepLabV3Plus(3, "resnet18", aspp_channels=8), SpixelFCN(cell_size=8, width=2), 3)
+    config = model_config(joint)
+    config["joint"]["num_classes"] = 4
+    ck = {**_stage_ckpt(SpixelFCN(width=2), "joint"), "config": {"model": config, "args": {}}}
+    with pytest.raises(CheckpointError, match=r"joint\.num_classes 4 differs from deeplab\.num_classes 3"):
+        load_checkpoint(save_checkpoint(tmp_path / "j.pt", ck))
+
+
+def test_truncated_and_garbage_files(stage_ckpts: dict[str, Path], tmp_path: Path) -> None:
+    data = stage_ckpts["spixel"].read_bytes()
+    (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"half\.pt.*cannot be read"):
+        load_checkpoint(tmp_path / "half.pt")
+
+
+def test_wrong_stage_checkpoints_in_train_evaluate_demo(
+    voc6: Path, stage_ckpts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples.voc_joint import demo, evaluate
+
+    spx, seg = stage_ckpts["spixel"], stage_ckpts["seg"]
+    expect = "is a 'spixel' checkpoint (SpixelFCN); expected a 'seg' checkpoint"
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(
+            ["--data-root", str(voc6), "--output-dir", str(tmp_path), "--stage", "seg", "--resume", str(spx)]
+        )
+    assert info.value.code == 2 and expect in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(_argv(voc6, tmp_path, "--seg-checkpoint", str(spx), "--spixel-checkpoint", str(spx)))
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "--seg-checkpoint: checkpoint" in err and "expected a 'seg' or 'joint' checkpoint" in err
+    with pytest.raises(SystemExit) as info:
+        evaluate.main(["--checkpoint", str(spx), "--data-root", str(voc6), "--no-progress"])
+    assert info.value.code == 2
+    assert (
+        "is a 'spixel' checkpoint (SpixelFCN); expected a 'seg' or 'joint' checkpoint"
+        in capsys.readouterr().err
+    )
+    with pytest.raises(CheckpointError, match=r"is a 'seg' checkpoint .*expected a 'spixel' or 'joint'"):
+        demo.join_pretrained(seg, seg, fusion=True)
+
+
+# ----------------------------------------------------------------------------------------- bad CLI values
+_BAD_TRAIN = [
+    (["--log-every", "0"], "--log-every: must be an integer >= 1, got 0"),
+    (["--epochs", "0"], "--epochs: must be an integer >= 1"),
+    (["--max-steps", "0"], "--max-steps: must be an integer >= 1"),
+    (["--batch-size", "1"], "--batch-size: must be an integer >= 2"),
+    (["--workers", "-1"], "--workers: must be an integer >= 0"),
+    (["--threads", "0"], "--threads: must be an integer >= 1"),
+    (["--crop-size", "0"], "--crop-size: must be an integer >= 1"),
+    (["--eval-crop", "-3"], "--eval-crop: must be an integer >= 1"),
+    (["--num-classes", "0"], "--num-classes: must be an integer in [1, 255]"),
+    (["--num-classes", "256"], "--num-classes: must be an integer in [1, 255]"),
+    (["--aspp-channels", "0"], "--aspp-channels: must be an integer in [1, 4096]"),
+    (["--cell-size", "0"], "--cell-size: must be an integer in [1, 1024]"),
+    (["--spixel-width", "0"], "--spixel-width: must be an integer in [1, 1024]"),
+    (["--fusion-hidden", "64", "0"], "--fusion-hidden: must be an integer in [1, 65536]"),
+    (["--fusion-hidden", "32"], "--fusion-hidden [32] below 2 x --num-classes = 42"),
+    (["--max-image-pixels", "0"], "--max-image-pixels: must be an integer >= 1"),
+    (["--seed", "-1"], "--seed: must be an integer in [0, 9223372036854775807]"),
+    (["--epochs", "two"], "--epochs: expected an integer >= 1, got 'two'"),
+    (["--momentum", "-0.1"], "--momentum: must be a finite number >= 0 and < 1"),
+    (["--momentum", "1"], "--momentum: must be a finite number >= 0 and < 1"),
+    (["--pos-weight", "nan"], "--pos-weight: must be a finite number >= 0, got nan"),
+    (["--poly-power", "nan"], "--poly-power: must be a finite number >= 0"),
+    (["--seg-lr", "inf"], "--seg-lr: must be a finite number >= 0"),
+    (["--lr=-1e-6"], "--lr: must be a finite number >= 0"),
+    (["--spixel-lr", "nan"], "--spixel-lr: must be a finite number >= 0"),
+    (["--fusion-lr", "x"], "--fusion-lr: expected a finite number >= 0, got 'x'"),
+    (["--spixel-pretrain-lr", "-1"], "--spixel-pretrain-lr: must be a finite number >= 0"),
+    (["--head-lr-mult", "nan"], "--head-lr-mult: must be a finite number >= 0"),
+    (["--weight-decay", "-1"], "--weight-decay: must be a finite number >= 0"),
+    (["--spixel-loss-weight", "inf"], "--spixel-loss-weight: must be a finite number >= 0"),
+    (["--spixel-centre-bias", "nan"], "--spixel-centre-bias: must be a finite number >= -100 and <= 100"),
+    (["--scale-min", "0"], "--scale-min: must be a finite number > 0"),
+    (["--scale-max", "inf"], "--scale-max: must be a finite number > 0"),
+    (["--scale-min", "1.5", "--scale-max", "1.2"], "--scale-min 1.5 is larger than --scale-max 1.2"),
+    (["--device", "tpu"], "--device: unknown device 'tpu'"),
+    (["--device", "cuda:0"], "--device: device 'cuda:0' requested but CUDA is not available"),
+    (["--device", "meta"], "--device: device 'meta' is not supported by this pipeline"),
+    (["--train-split", "../../etc/passwd"], "--train-split: must be a list name"),
+    (["--val-split", ""], "--val-split: must be a list name"),
+    (["--data-root", "/nonexistent/voc"], "--data-root: folder not found"),
+    (["--backbone-weights", "/nonexistent.pth"], "--backbone-weights: file not found"),
+    (["--seg-checkpoint", "/nonexistent.pt"], "--seg-checkpoint: file not found"),
+    (["--spixel-checkpoint", "/nonexistent.pt"], "--spixel-checkpoint: file not found"),
+    (["--resume", "/nonexistent.pt"], "--resume checkpoint not found"),
+    (["--resume", "--overwrite"], "--overwrite with --resume (auto) contradicts itself"),
+    (["--allow-option-changes"], "--allow-option-changes only applies with --resume"),
+    (["--backbone", "resnet9"], "--backbone: invalid choice"),
+]
+_BAD_EVALUATE = [
+    (["--crop-size", "0"], "--crop-size: must be an integer >= 1"),
+    (["--pad-to-multiple", "0"], "--pad-to-multiple: must be an integer >= 1"),
+    (["--batch-size", "0"], "--batch-size: must be an integer >= 1"),
+    (["--num-workers", "-1"], "--num-workers: must be an integer >= 0"),
+    (["--max-panels", "-1"], "--max-panels: must be an integer >= 0"),
+    (["--boundary-widths", "1", "0"], "--boundary-widths: must be an integer >= 1"),
+    (["--boundary-tolerance", "-1"], "--boundary-tolerance: must be an integer >= 0"),
+    (["--max-image-pixels", "0"], "--max-image-pixels: must be an integer >= 1"),
+    (["--device", "tpu"], "--device: unknown device 'tpu'"),
+    (["--split", "a/b"], "--split: must be a list name"),
+    (["--data-root", "/nonexistent"], "--data-root: folder not found"),
+]
+_BAD_DEMO = [
+    (["--seg-epochs", "0"], "--seg-epochs: must be an integer >= 1"),
+    (["--spixel-epochs", "0"], "--spixel-epochs: must be an integer >= 1"),
+    (["--joint-epochs", "-2"], "--joint-epochs: must be an integer >= 1"),
+    (["--max-steps", "0"], "--max-steps: must be an integer >= 1"),
+    (["--crop-size", "0"], "--crop-size: must be an integer >= 1"),
+    (["--batch-size", "1"], "--batch-size: must be an integer >= 2"),
+    (["--cell-size", "0"], "--cell-size: must be an integer in [1, 1024]"),
+    (["--joint-lr", "nan"], "--joint-lr: must be a finite number >= 0"),
+    (["--fusion-lr", "-1"], "--fusion-lr: must be a finite number >= 0"),
+    (["--max-val-images", "0"], "--max-val-images: must be an integer >= 1"),
+    (["--threads", "0"], "--threads: must be an integer >= 1"),
+    (["--data-root", "/nonexistent"], "--data-root: folder not found"),
+]
+_BAD_SYNTHETIC = [
+    (["--num-train", "0"], "--num-train: must be an integer >= 1"),
+    (["--num-val", "0"], "--num-val: must be an integer >= 1"),
+    (["--height", "8"], "--height: must be an integer >= 16"),
+    (["--width", "-1"], "--width: must be an integer >= 16"),
+    (["--seed", "-5"], "--seed: must be an integer in [0, 9223372036854775807]"),
+    (["--num-sbd-extra", "-1"], "--num-sbd-extra: must be an integer >= 0"),
+    (["--band-radius", "-1"], "--band-radius: must be an integer >= 0"),
+]
+
+
+def _cli_cases() -> list[object]:
+    cases = []
+    for tool, table in (("train", _BAD_TRAIN), ("evaluate", _BAD_EVALUATE), ("demo", _BAD_DEMO)):
+        cases += [pytest.param(tool, argv, msg, id=f"{tool}{' '.join(argv)}") for argv, msg in table]
+    cases += [
+        pytest.param("synthetic", argv, msg, id=f"synthetic{' '.join(argv)}") for argv, msg in _BAD_SYNTHETIC
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("tool, argv, message", _cli_cases())
+def test_every_bad_cli_value_exits_2_at_parse_time(
+    tool: str, argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from examples.voc_joint import demo, evaluate, synthetic
+
+    run: Callable[[list[str]], object]
+    if tool == "train":
+
+        def run(a: list[str]) -> object:
+            parser = train_cli.build_parser()
+            args = parser.parse_args(a)
+            train_cli.check_args(parser, args)
+            return args
+
+        base = ["--output-dir", str(tmp_path)]
+    elif tool == "evaluate":
+        (tmp_path / "c.pt").touch()
+        run, base = evaluate.main, ["--checkpoint", str(tmp_path / "c.pt")]
+    elif tool == "demo":
+        run, base = demo._parser().parse_args, []
+    else:
+        run, base = synthetic.main, ["--out", str(tmp_path / "syn")]
+    with pytest.raises(SystemExit) as info:
+        run([*base, *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err[-600:]
+    assert not list(tmp_path.glob("*/checkpoint.pt")) and not (tmp_path / "syn").exists()
+
+
+# ------------------------------------------------------------------------------------ torchrun + data set
+def test_torchrun_two_ranks_generate_the_synthetic_set_and_train(tmp_path: Path) -> None:
+    """2 processes (gloo) start with an empty cache: one generates the default synthetic set, the other waits;
+    both train one DDP step of the joint model on it."""
+    cache = tmp_path / "cache"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "examples/voc_joint/train.py", "--output-dir", str(tmp_path / "run"), *RUN, "--max-steps", "1",
+        "--workers", "0",
+    ]  # fmt: skip
+    env = {**_env(), "TRANSINIT_CACHE": str(cache)}
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "x2" in res.stdout  # rank 0 reports a world size of 2
+    root = cache / "synthetic_voc"
+    assert (root / "synthetic_voc.json").is_file() and len(list((root / "JPEGImages").glob("*.jpg"))) == 112
+    assert not [p.name for p in cache.iterdir() if p.name.endswith((".tmp", ".old"))]  # no half-written set
+    ck = load_checkpoint(tmp_path / "run" / "joint" / "checkpoint.pt")
+    assert (ck["step"], ck["world_size"], ck["complete"]) == (1, 2, True)
+    assert not any(k.startswith("module.") for k in ck["model"])

@@ -173,3 +173,39 @@ def test_incomplete_set_is_regenerated(tmp_path):
     (root / "JPEGImages" / "synth_000001.jpg").unlink()
     generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=SIZE)
     assert (root / "JPEGImages" / "synth_000001.jpg").is_file()
+
+
+def test_refuses_a_folder_holding_other_data(tmp_path, capsys):
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    lists = tmp_path / "ImageSets" / "Segmentation" / "train.txt"
+    lists.write_text("2007_000032\n")
+    with pytest.raises(FileExistsError, match="holds files that the generator did not write"):
+        generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=SIZE)
+    assert lists.read_text() == "2007_000032\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "ImageSets"
+    ]
+    with pytest.raises(SystemExit) as info:
+        synthetic.main(["--out", str(tmp_path), "--num-train", "2", "--num-val", "1"])
+    assert info.value.code == 2 and "did not write" in capsys.readouterr().err
+
+
+def test_generation_is_atomic(tmp_path, monkeypatch):
+    """A failure half-way leaves no partial set (and no temporary folder); the previous set stays."""
+    root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE)
+    before = _digest(root)
+    calls = []
+
+    def failing(seed, index, *args, **kwargs):
+        calls.append(index)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return render_sample(seed, index, *args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "render_sample", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate_synthetic_voc(tmp_path / "voc", num_train=3, num_val=1, image_size=SIZE)
+    assert _digest(root) == before and sorted(p.name for p in tmp_path.iterdir()) == [".voc.lock", "voc"]
+    with pytest.raises(RuntimeError, match="disk full"):
+        calls.clear()
+        generate_synthetic_voc(tmp_path / "new", num_train=3, num_val=1, image_size=SIZE)
+    assert not (tmp_path / "new").exists()

@@ -41,6 +41,17 @@ def test_help_documents_every_option(how: str) -> None:
         assert action.help, action.dest  # every option has a help text
 
 
+@pytest.mark.parametrize("name", ["train", "demo"])
+def test_docs_help_listings_are_current(name: str) -> None:
+    """docs/examples/<name>_help.txt (shown on the pipeline page) lists every option of the parser."""
+    from examples.voc_joint import demo
+
+    parser = train.build_parser() if name == "train" else demo._parser()
+    text = (ROOT / "docs" / "examples" / f"{name}_help.txt").read_text()
+    missing = [opt for action in parser._actions for opt in action.option_strings if opt not in text]
+    assert not missing, f"regenerate docs/examples/{name}_help.txt (see pipeline.rst); missing {missing}"
+
+
 def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
     out = train.main(
         train_args(
@@ -128,7 +139,7 @@ def test_poly_schedule() -> None:
 def test_cli_errors(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     cases = [
         (["--resume", str(tmp_path / "x.pt")], "--resume checkpoint not found"),
-        (["--batch-size", "1"], "batch-size must be >= 2"),
+        (["--batch-size", "1"], "--batch-size: must be an integer >= 2"),
         (["--batch-size", "8"], "fewer than one batch"),
     ]
     for extra, message in cases:

@@ -3,21 +3,152 @@
 A config is ``{"arch": "deeplabv3plus" | "spixelfcn" | "joint", "deeplab": {...}, "spixel": {...}, "joint":
 {...}}`` holding only the sections the architecture needs; each section is the ``config`` attribute of the
 corresponding module (keyword arguments of its constructor).
+
+Configs come from checkpoint files, possibly from elsewhere, so :func:`validate_model_config` checks every key
+against :data:`SCHEMAS` (known architecture, known keys, types, sane bounds) before any layer is built: an
+absurd width is refused instead of attempting a huge allocation. A model option added later needs one line in
+its section's schema.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Callable
+from typing import Any, cast
 
 from torch import nn
 
-from .deeplabv3plus import DeepLabV3Plus
-from .joint import JointModel, SegmentationOnly
+from .deeplabv3plus import BACKBONES, DeepLabV3Plus
+from .joint import FUSION_INITS, MODES, JointModel, SegmentationOnly
 from .spixelfcn import SpixelFCN
 
-__all__ = ["ARCHS", "build_model", "model_config"]
+__all__ = ["ARCHS", "SCHEMAS", "build_model", "model_config", "validate_model_config"]
 
 ARCHS = ("deeplabv3plus", "spixelfcn", "joint")
+#: Bounds of the checks: far above any real model, far below an allocation that cannot succeed.
+MAX_CLASSES, MAX_WIDTH, MAX_CELL = 1024, 4096, 1024
+
+Check = Callable[[Any], str | None]  # None when fine, else what was expected
+
+
+def _int(low: int, high: int) -> Check:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+        return None if ok else f"an int in [{low}, {high}]"
+
+    return check
+
+
+def _choice(options: tuple[Any, ...]) -> Check:
+    return lambda v: None if v in options else f"one of {options}"
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "a bool"
+
+
+def _finite(bound: float) -> Check:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= bound
+        return None if ok else f"a finite number in [-{bound:g}, {bound:g}]"
+
+    return check
+
+
+def _widths(v: Any) -> str | None:
+    ok = (
+        isinstance(v, (list, tuple))
+        and 1 <= len(v) <= 16
+        and all(_int(1, 16 * MAX_WIDTH)(h) is None for h in v)
+    )
+    return None if ok else f"a list of 1 to 16 ints in [1, {16 * MAX_WIDTH}]"
+
+
+#: Per section: key -> check; keys marked required must be present.
+SCHEMAS: dict[str, dict[str, Check]] = {
+    "deeplab": {
+        "num_classes": _int(1, MAX_CLASSES),
+        "backbone": _choice(BACKBONES),
+        "output_stride": _choice((8, 16)),
+        "aspp_channels": _int(1, MAX_WIDTH),
+        "low_level_channels": _int(1, MAX_WIDTH),
+    },
+    "spixel": {"cell_size": _int(1, MAX_CELL), "width": _int(1, 256), "centre_bias": _finite(100.0)},
+    "joint": {
+        "num_classes": _int(1, MAX_CLASSES),
+        "cell_size": _int(1, MAX_CELL),
+        "mode": _choice(MODES),
+        "fusion": _bool,
+        "fusion_hidden": _widths,
+        "fusion_activation": _choice(("relu", "leaky_relu", None)),
+        "fusion_init": _choice(FUSION_INITS),
+    },
+}
+_REQUIRED = {
+    "deeplab": ("num_classes", "backbone"),
+    "spixel": ("cell_size", "width"),
+    "joint": ("num_classes", "mode", "fusion"),
+}
+_SECTIONS = {"deeplabv3plus": ("deeplab",), "spixelfcn": ("spixel",), "joint": ("deeplab", "spixel", "joint")}
+
+
+def validate_model_config(config: Any) -> None:
+    """Check a model config before anything is built.
+
+    Raises:
+        ValueError: not a dict, unknown ``arch``, a missing or unknown section or key, a value of the wrong
+        type
+            or out of bounds (e.g. a width above 4096), or a joint model inconsistent with its networks.
+
+    Example:
+        >>> validate_model_config({"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 10**9}})
+        Traceback (most recent call last):
+        ...
+        ValueError: invalid model config: spixel.width must be an int in [1, 256], got 1000000000
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"model config must be a dict, got {type(config).__name__}")
+    arch = config.get("arch")
+    if arch not in ARCHS:
+        raise ValueError(f"invalid model config: config['arch'] must be one of {ARCHS}, got {arch!r}")
+    sections = _SECTIONS[arch]
+    unknown = sorted(str(k) for k in config if k != "arch" and k not in sections)
+    if unknown:
+        raise ValueError(
+            f"invalid model config: unknown sections {unknown} for arch {arch!r} (expected {sections})"
+        )
+    for name in sections:
+        section = config.get(name)
+        if not isinstance(section, dict):
+            raise ValueError(
+                f"invalid model config: section {name!r} must be a dict, got {type(section).__name__}"
+            )
+        schema = SCHEMAS[name]
+        extra = sorted(str(k) for k in section if k not in schema)
+        if extra:
+            raise ValueError(
+                f"invalid model config: unknown keys {extra} in {name!r} (known: {sorted(schema)})"
+            )
+        missing = [k for k in _REQUIRED[name] if k not in section]
+        if missing:
+            raise ValueError(f"invalid model config: {name!r} misses {missing}")
+        for key, value in section.items():
+            expected = schema[key](value)
+            if expected is not None:
+                raise ValueError(f"invalid model config: {name}.{key} must be {expected}, got {value!r}")
+    if arch == "joint":
+        classes = config["joint"]["num_classes"]
+        if config["deeplab"]["num_classes"] != classes:
+            raise ValueError(
+                f"invalid model config: joint.num_classes {classes} differs from deeplab.num_classes "
+                f"{config['deeplab']['num_classes']}"
+            )
+        hidden = config["joint"].get("fusion_hidden", [64, 64])
+        if config["joint"]["fusion"] and min(hidden) < 2 * classes:
+            raise ValueError(
+                f"invalid model config: joint.fusion_hidden {hidden} must be >= 2 x num_classes = "
+                f"{2 * classes}"
+            )
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:
@@ -40,8 +171,8 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     if isinstance(model, JointModel):
         return {
             "arch": "joint",
-            "deeplab": dict(model.deeplab.config),
-            "spixel": dict(model.spixelfcn.config),
+            "deeplab": dict(cast(DeepLabV3Plus, model.deeplab).config),
+            "spixel": dict(cast(SpixelFCN, model.spixelfcn).config),
             "joint": dict(model.config),
         }
     raise TypeError(f"model must be a DeepLabV3Plus, SpixelFCN or JointModel, got {type(model).__name__}")
@@ -51,15 +182,13 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     """Build an untrained model from a config dict made by :func:`model_config`.
 
     Raises:
-        ValueError: unknown ``arch`` or a missing/invalid section.
+        ValueError: an invalid config (:func:`validate_model_config`, checked before any layer is built).
 
     Example:
         >>> build_model({"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 4}}).cell_size
         8
     """
-    if not isinstance(config, dict) or config.get("arch") not in ARCHS:
-        got = config.get("arch") if isinstance(config, dict) else type(config).__name__
-        raise ValueError(f"config['arch'] must be one of {ARCHS}, got {got!r}")
+    validate_model_config(config)
     arch = config["arch"]
     try:
         if arch == "deeplabv3plus":

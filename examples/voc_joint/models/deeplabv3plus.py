@@ -42,6 +42,7 @@ def _conv_bn_relu(cin: int, cout: int, k: int, dilation: int = 1) -> nn.Sequenti
 
 def _dilate_basic_stage(stage: nn.Sequential, previous_dilation: int, dilation: int) -> None:
     """Turn a strided BasicBlock stage into a dilated one in place (stride 1, dilated 3x3 convs)."""
+    block: Any  # torchvision BasicBlock (untyped attributes)
     for i, block in enumerate(stage):
         d1 = previous_dilation if i == 0 else dilation
         block.conv1.stride = (1, 1)
@@ -183,7 +184,8 @@ class ASPP(nn.Module):
         feats = [b(x) for b in self.branches]
         pooled = self.pool(x)
         feats.append(F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False))
-        return self.project(torch.cat(feats, dim=1))
+        out: Tensor = self.project(torch.cat(feats, dim=1))
+        return out
 
 
 class DeepLabV3Plus(nn.Module):
@@ -267,7 +269,7 @@ class DeepLabV3Plus(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}")
         size = x.shape[-2:]
-        b = self.backbone
+        b: Any = self.backbone  # a torchvision ResNet
         x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
         low = b.layer1(x)
         high = b.layer4(b.layer3(b.layer2(low)))

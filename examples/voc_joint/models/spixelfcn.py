@@ -91,7 +91,7 @@ class SpixelFCN(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         with torch.no_grad():
-            self.pred.bias[4] = float(centre_bias)
+            self.pred.bias[4] = float(centre_bias)  # type: ignore[index]  # Conv2d(bias=True) has a bias
         self.config: dict[str, Any] = {"cell_size": cell_size, "width": width}
         if centre_bias:
             self.config["centre_bias"] = float(centre_bias)

@@ -1,0 +1,137 @@
+"""Argument types shared by the command lines of the VOC joint pipeline: every value is checked at parse time.
+
+Each factory returns a callable for ``argparse``'s ``type=``; a bad value makes argparse exit with status 2
+and a message naming the option, the expected range and the value given, before anything runs.
+
+Example:
+    >>> import argparse
+    >>> p = argparse.ArgumentParser()
+    >>> _ = p.add_argument("--n", type=int_range(1))
+    >>> p.parse_args(["--n", "3"]).n
+    3
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = [
+    "SEED_MAX",
+    "UsageError",
+    "device_arg",
+    "existing_dir",
+    "existing_file",
+    "float_range",
+    "int_range",
+    "resume_arg",
+    "split_name",
+]
+
+#: Largest accepted ``--seed`` (``torch.manual_seed`` takes 64-bit seeds; numpy gets ``seed % 2**32``).
+SEED_MAX = 2**63 - 1
+_SPLIT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class UsageError(ValueError):
+    """A command that cannot run as given, found after parsing: the command lines exit with status 2."""
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """``type=`` for an integer in ``[low, high]`` (no upper bound when ``high`` is None)."""
+    span = f">= {low}" if high is None else f"in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer {span}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer {span}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def float_range(
+    low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
+    """``type=`` for a finite float in a range (``low_open`` / ``high_open``: exclude the bound).
+
+    Example:
+        >>> float_range(0.0, 1.0, high_open=True)("0.9")
+        0.9
+    """
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    span = "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {span}, got {text!r}") from None
+        bad = not math.isfinite(value)
+        if low is not None:
+            bad = bad or value < low or (low_open and value == low)
+        if high is not None:
+            bad = bad or value > high or (high_open and value == high)
+        if bad:
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def device_arg(text: str) -> str:
+    """``type=`` for ``--device``: a device torch knows (``cpu``, ``cuda``, ``cuda:N``) that exists."""
+    from examples.voc_joint.distributed import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def existing_file(text: str) -> Path:
+    """``type=`` for a path that must be an existing file."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file not found: {text!r}")
+    return path
+
+
+def existing_dir(text: str) -> Path:
+    """``type=`` for a path that must be an existing folder."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"folder not found: {text!r}")
+    return path
+
+
+def split_name(text: str) -> str:
+    """``type=`` for a split list name (``train``, ``val``, ...): a plain file stem, never a path."""
+    if not _SPLIT.match(text):
+        raise argparse.ArgumentTypeError(
+            "must be a list name such as 'train' or 'val' (letters, digits, '_', '.', '-'; no path), "
+            f"got {text!r}"
+        )
+    return text
+
+
+def resume_arg(text: str) -> str:
+    """``type=`` for ``--resume PATH``: an existing checkpoint file (``--resume`` alone means ``auto``)."""
+    if text == "auto":
+        return text
+    if not Path(text).expanduser().is_file():
+        raise argparse.ArgumentTypeError(f"--resume checkpoint not found: {text!r}")
+    return str(Path(text).expanduser())

@@ -1,0 +1,225 @@
+"""Rules for continuing or replacing a run: options that may differ on ``--resume``, folders holding a run.
+
+The options of the training CLI fall into four groups per stage:
+
+* **runtime** options (:data:`RUNTIME_OPTIONS`: device, workers, threads, logging, evaluation, ...) change how
+  a run executes, not what it trains: they may differ freely on ``--resume``;
+* **growing** options (``--epochs``, ``--max-steps``) may grow, which extends a run;
+* **fixed** options (:data:`STAGE_OPTIONS` ``[stage]["fixed"]``: the architecture, the initial weights and the
+  optimizer type) define the weights and the optimizer state in the checkpoint: they never change on resume;
+* every other option that matters to the stage (learning rates, schedule, loss weights, data, batch size,
+  seed, ...) must be the checkpoint's unless ``--allow-option-changes`` is given; then each change is recorded
+  in the new checkpoints (``config["changes"]``), next to the options in use (``config["args"]``).
+
+Options that a stage does not use (e.g. ``--lr`` for the ``seg`` stage) are not compared. An option this file
+does not classify counts as a training option of every stage (refused unless allowed): new options default to
+the safe side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from examples.voc_joint.cli import UsageError
+
+__all__ = [
+    "GROWING_OPTIONS",
+    "RUNTIME_OPTIONS",
+    "RUN_FILES",
+    "STAGE_OPTIONS",
+    "check_new_run",
+    "clear_run",
+    "option_changes",
+    "plain",
+    "run_files",
+]
+
+#: Options that never affect what is trained.
+RUNTIME_OPTIONS = frozenset(
+    {
+        "stage",
+        "output_dir",
+        "device",
+        "workers",
+        "threads",
+        "resume",
+        "overwrite",
+        "allow_option_changes",
+        "eval",
+        "eval_crop",
+        "val_split",
+        "log_every",
+        "tensorboard",
+        "no_progress",
+        "max_image_pixels",
+    }
+)
+#: Options that may grow on resume (a longer run).
+GROWING_OPTIONS = ("epochs", "max_steps")
+
+_DATA = ("data_root", "sbd", "train_split", "crop_size", "scale_min", "scale_max", "batch_size", "seed")
+_EXEC = ("amp", "sync_bn", "world_size")
+_SCHEDULE = ("momentum", "weight_decay", "schedule", "poly_power")
+_DEEPLAB = ("num_classes", "backbone", "output_stride", "aspp_channels", "backbone_weights")
+_SPIXEL = ("cell_size", "spixel_width", "spixel_centre_bias")
+
+#: Per stage: ``fixed`` options (never change on resume) and ``train`` options (change with the opt-in flag).
+STAGE_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "seg": {
+        "fixed": (*_DEEPLAB, "optimizer"),
+        "train": (*_DATA, *_EXEC, *_SCHEDULE, "seg_lr", "head_lr_mult"),
+    },
+    "spixel": {
+        "fixed": ("num_classes", *_SPIXEL, "optimizer"),
+        "train": (*_DATA, *_EXEC, *_SCHEDULE, "spixel_pretrain_lr", "pos_weight"),
+    },
+    "joint": {
+        "fixed": (
+            *_DEEPLAB,
+            *_SPIXEL,
+            "mode",
+            "fusion",
+            "fusion_hidden",
+            "fusion_activation",
+            "seg_checkpoint",
+            "spixel_checkpoint",
+            "optimizer",
+        ),
+        "train": (
+            *_DATA,
+            *_EXEC,
+            *_SCHEDULE,
+            "lr",
+            "spixel_lr",
+            "fusion_lr",
+            "spixel_loss_weight",
+            "pos_weight",
+            "freeze_bn",
+        ),
+    },
+}
+_CLASSIFIED = (
+    RUNTIME_OPTIONS
+    | set(GROWING_OPTIONS)
+    | {o for s in STAGE_OPTIONS.values() for g in s.values() for o in g}
+)
+
+#: What a run writes into its stage folder (``--overwrite`` deletes these).
+RUN_FILES = ("checkpoint.pt", "log.csv", "eval.json", "panels", "tensorboard")
+
+
+def plain(value: Any) -> Any:
+    """An option value as stored in checkpoints (weights-only loadable: ``Path`` -> ``str``, tuple -> list).
+
+    Example:
+        >>> plain((Path("a"), 1))
+        ['a', 1]
+    """
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _grew(name: str, old: Any, new: Any) -> bool:
+    if name == "max_steps":
+        return new is None or (old is not None and new >= old)
+    return bool(new >= old)
+
+
+def option_changes(
+    stage: str,
+    recorded: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    allow: bool,
+    source: Path,
+    step: int,
+) -> list[dict[str, Any]]:
+    """The differences between the options ``recorded`` in a checkpoint and the ``current`` ones.
+
+    Args:
+        stage: the stage being resumed.
+        recorded: ``checkpoint["config"]["args"]`` (plus ``world_size``).
+        current: the options now, per-stage defaults resolved (plus ``world_size``).
+        allow: ``--allow-option-changes``.
+        source: the checkpoint (for the message).
+        step: its step (recorded with each change).
+
+    Returns:
+        list: one ``{"step", "option", "old", "new"}`` per accepted change (growth of ``--epochs`` /
+        ``--max-steps``, and with ``allow`` the training options).
+
+    Raises:
+        UsageError: a fixed option differs, or a training option differs without ``allow``; the message lists
+            every difference with its old and new value.
+    """
+    fixed = STAGE_OPTIONS[stage]["fixed"]
+    extra = sorted(k for k in current if k not in _CLASSIFIED)  # unclassified: a training option
+    compared: Iterable[str] = (*fixed, *STAGE_OPTIONS[stage]["train"], *GROWING_OPTIONS, *extra)
+    accepted, refused = [], []
+    for name in compared:
+        if name not in recorded or name not in current:
+            continue  # not recorded by the version that wrote the checkpoint
+        old, new = recorded[name], plain(current[name])
+        if old == new:
+            continue
+        change = {"step": step, "option": _flag(name), "old": old, "new": new}
+        if name in GROWING_OPTIONS and _grew(name, old, new):
+            accepted.append(change)
+        elif name in fixed:
+            refused.append(
+                f"  {_flag(name)}: {old!r} (checkpoint) -> {new!r} (now)  [never changes on resume]"
+            )
+        elif allow:
+            accepted.append(change)
+        else:
+            refused.append(f"  {_flag(name)}: {old!r} (checkpoint) -> {new!r} (now)")
+    if refused:
+        hint = (
+            "Give the checkpoint's values, or --allow-option-changes to change training options "
+            "deliberately (each change is recorded in the checkpoint). Options marked 'never changes' define "
+            "the weights or the optimizer state: start a new run for them (--overwrite or another "
+            "--output-dir)."
+        )
+        raise UsageError(
+            f"--resume {source} (step {step}): options differ from the checkpoint's record:\n"
+            + "\n".join(refused)
+            + "\n"
+            + hint
+        )
+    return accepted
+
+
+def run_files(folder: Path) -> list[Path]:
+    """The files of a run present in a stage folder."""
+    return [folder / name for name in RUN_FILES if (folder / name).exists()]
+
+
+def clear_run(folder: Path) -> None:
+    """Delete a run's files from its stage folder (``--overwrite``; the caller holds the folder lock)."""
+    for path in run_files(folder):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def check_new_run(folder: Path, args: argparse.Namespace) -> None:
+    """Refuse a new run (no ``--resume``) in a folder holding one, unless ``--overwrite``."""
+    present = run_files(folder)
+    if present and not args.overwrite:
+        names = ", ".join(p.name for p in present)
+        raise UsageError(
+            f"output folder {folder} holds a run ({names}); continue it with --resume, replace it with "
+            "--overwrite, or choose another --output-dir (nothing was changed)"
+        )
