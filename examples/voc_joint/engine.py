@@ -104,7 +104,7 @@ def stage_loss(
     if stage == "spixel":
         assoc = model(batch["spixel_input"].to(device, non_blocking=True))
         sl = sparse_ops.spixel_loss(
-            assoc.float(), target, args.cell_size, args.pos_weight, num_classes=args.num_classes
+            assoc.float(), target, args.cell_size, pos_weight=args.pos_weight, num_classes=args.num_classes
         )
         return sl.total, {"spixel": sl.total.detach()}
     out = model(
@@ -117,7 +117,7 @@ def stage_loss(
             out["assoc"].float(),
             target,
             cast(int, unwrap_model(model).cell_size),
-            args.pos_weight,
+            pos_weight=args.pos_weight,
             num_classes=args.num_classes,
         )
         loss = loss + args.spixel_loss_weight * sl.total
