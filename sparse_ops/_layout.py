@@ -34,6 +34,8 @@ __all__ = ["MAX_CHAIN_LENGTH", "Layout", "build_layout", "compact_ids", "lanes_f
 MAX_CHAIN_LENGTH = 128
 #: Most lanes per superpixel (``P``), and the most lane slots per image row (their buffer stays small).
 MAX_LANES, MAX_LANE_SLOTS = 4, 8192
+#: Pixels whose layout is built at once on the CPU (temporaries of about 16 bytes per pixel: 64 MB).
+BUILD_BLOCK_PIXELS = 2**22
 #: Superpixels smaller than this on average get one lane (their chains are short anyway).
 MIN_MEAN_SIZE_FOR_LANES = 32
 
@@ -101,7 +103,7 @@ def _accumulators(sizes: Tensor, chain: int, lanes: int) -> Tensor:
     return torch.where(sizes > 0, needed.clamp_min(lanes), 0)
 
 
-def _image_slots(
+def _rows_slots(
     index: Tensor,
     space: Tensor,
     slot: Tensor,
@@ -112,12 +114,14 @@ def _image_slots(
     lanes: int,
     narrow: bool,
 ) -> None:
-    """Fill ``space``, ``slot`` and ``sizes`` (``[1, N]``, ``[1, N]``, ``[1, S]``) of one image in place.
+    """Fill ``space``, ``slot`` and ``sizes`` (``[R, N]``, ``[R, N]``, ``[R, S]``) of ``R`` images in place.
 
     ``narrow``: the ids fit in int32 (32-bit keys sort faster).
     """
-    n = index.shape[1]
+    rows, n = index.shape
     num_space = sizes.shape[1]
+    # flat positions into the [R, S] per-superpixel tables (index_select takes int32 indices; R * S < 2**31)
+    row_offset = (torch.arange(rows, dtype=torch.int32, device=index.device) * num_space).view(rows, 1)
     keys = index.to(torch.int32) if narrow else index
     values, order = torch.sort(keys, dim=1, stable=True)
     del keys
@@ -127,20 +131,21 @@ def _image_slots(
     else:
         space_sorted = values.to(torch.int32)
     del values
-    sizes.scatter_add_(1, space, torch.ones(1, 1, dtype=torch.int32, device=index.device).expand(1, n))
+    sizes.scatter_add_(1, space, torch.ones(1, 1, dtype=torch.int32, device=index.device).expand(rows, n))
     accumulators = _accumulators(sizes, chain, lanes)
     extras = (accumulators - lanes).clamp_min(0)
-    flat = space_sorted.view(-1)
+    flat = (space_sorted + row_offset).view(-1)
     # the rank of every (sorted) pixel among its superpixel's pixels, raster order: position - first position
     rank = (torch.cumsum(sizes, dim=1, dtype=torch.int32) - sizes).view(-1).index_select(0, flat).neg_()
-    rank += torch.arange(n, dtype=torch.int32, device=index.device)
+    rank += torch.arange(n, dtype=torch.int32, device=index.device).repeat(rows)
     lane = rank.remainder_(accumulators.view(-1).index_select(0, flat))  # in place: the pixel's accumulator
     # the extra slot S * P + 1 + e of the pixels with lane >= P, the lane s * P + lane of the others
     slot_sorted = (torch.cumsum(extras, dim=1, dtype=torch.int32) - extras).view(-1).index_select(0, flat)
     slot_sorted.add_(lane).add_(num_space * lanes + 1 - lanes)
     torch.where(lane < lanes, space_sorted.view(-1) * lanes + lane, slot_sorted, out=slot_sorted)
-    del lane, rank, space_sorted
-    slot.copy_(torch.empty_like(slot_sorted).scatter_(0, order.view(-1), slot_sorted).view(1, n))
+    del lane, rank, space_sorted, flat
+    slot_sorted = slot_sorted.view(rows, n)
+    slot.copy_(torch.empty_like(slot_sorted).scatter_(1, order, slot_sorted))
 
 
 def build_layout(
@@ -167,11 +172,17 @@ def build_layout(
     slot = torch.empty_like(index)
     space = torch.empty_like(index) if compact else index
     sizes = torch.zeros(b, num_space, dtype=torch.int32, device=device)
-    for i in range(
-        b
-    ):  # one image at a time: the temporaries stay small (about 16 bytes per pixel of one image)
-        row = slice(i, i + 1)
-        _image_slots(
+    # a block of images at a time: the sort runs in parallel over the block's rows and fewer, larger kernels
+    # run (4 images at once took 0.41x the time of one at a time on 2 CPU threads); the temporaries, about
+    # 16 bytes per pixel of a block, stay bounded by BUILD_BLOCK_PIXELS (the whole batch on an accelerator or
+    # under torch.compile, where get_num_threads() does not trace)
+    if device.type != "cpu" or torch.compiler.is_compiling():
+        block = b
+    else:
+        block = max(1, torch.get_num_threads(), BUILD_BLOCK_PIXELS // max(n, 1))
+    for start in range(0, b, block):
+        row = slice(start, start + block)
+        _rows_slots(
             index[row],
             space[row],
             slot[row],

@@ -184,3 +184,22 @@ def test_2048_soft_ops_are_accurate(offset_image: torch.Tensor) -> None:
     exact = x.double().mean().view(1, 1, 1, 1)  # one cell: the image mean
     _within_bound(soft_superpixel_pool(x, assoc, SIDE, validate=False), exact, x.abs().max().item())
     _within_bound(soft_uniformize(x, assoc, SIDE, validate=False), exact, x.abs().max().item())
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_layout_built_in_blocks_of_images_equals_the_whole_batch(compact: bool) -> None:
+    # the CPU build works on blocks of images (BUILD_BLOCK_PIXELS): one image per block gives the same layout
+    ids = _adversarial("random", 5, 9, 7, 6, np.random.default_rng(3)).view(5, 63)
+    whole, _ = build_layout(ids.clone(), 6, compact=compact, chain=3, lanes=2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with mock.patch.object(layout_module, "BUILD_BLOCK_PIXELS", 1):
+            blocks, _ = build_layout(ids.clone(), 6, compact=compact, chain=3, lanes=2)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(whole, blocks, strict=True):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        else:
+            assert a == b
