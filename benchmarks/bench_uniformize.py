@@ -144,7 +144,7 @@ def run_one(
     def setup():
         if variant in ("scatter", "sparse"):
             a = SuperpixelAssignment(sp, n_s, backend=variant, validate=False)
-            build = getattr(a, "_sparse", None)  # the CSR matrices are built lazily: build them in the setup
+            build = getattr(a, "_build_sparse", None)  # CSR matrices are lazy: build them in the setup
             if variant == "sparse" and build is not None:
                 build(torch.float32)
             return a

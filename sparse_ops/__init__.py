@@ -1,36 +1,80 @@
-"""Sparse superpixel ops: logit uniformization, superpixel pooling/unpooling and friends.
+"""Superpixel ops: logit uniformization, superpixel pooling/unpooling, soft association, SegNet and SPN parts.
 
-See :doc:`/concepts/uniformization` for the math.
+Every op follows one argument convention, ``op(x, superpixels, num_superpixels=None, *, mask=None, <options>,
+validate=True)`` (see :doc:`/api/index`). See :doc:`/concepts/uniformization` for the math.
 """
 
-# soft association / SegNet / SPN (helper "soft")
-from sparse_ops import grid as _grid
-from sparse_ops import hard as _hard
-from sparse_ops import losses as _losses
-from sparse_ops import segnet as _segnet
-from sparse_ops import soft as _soft
-from sparse_ops import spn as _spn
-from sparse_ops.assignment import SuperpixelAssignment
-from sparse_ops.grid import *  # noqa: F403
-from sparse_ops.hard import *  # noqa: F403
-from sparse_ops.losses import *  # noqa: F403
+from importlib.metadata import PackageNotFoundError, version
+
+from sparse_ops.assignment import AUTO_BACKEND, SuperpixelAssignment
+from sparse_ops.grid import (
+    NEIGHBOUR_OFFSETS,
+    grid_cell_ids,
+    grid_shape,
+    neighbour_cell_ids,
+    neighbour_validity,
+    num_grid_cells,
+    pixel_xy,
+)
+from sparse_ops.hard import enforce_connectivity, hard_superpixels
+from sparse_ops.losses import SpixelLoss, SpixelLossOutput, spixel_loss
 from sparse_ops.pooling import SuperpixelPool, superpixel_pool, superpixel_unpool
 from sparse_ops.relabel import relabel_contiguous
-from sparse_ops.segnet import *  # noqa: F403
-from sparse_ops.soft import *  # noqa: F403
-from sparse_ops.spn import *  # noqa: F403
+from sparse_ops.segnet import (
+    MaxPoolWithIndices,
+    MaxUnpool,
+    PooledWithIndices,
+    max_pool2d_with_indices,
+    max_unpool2d,
+)
+from sparse_ops.soft import (
+    SoftUniformize,
+    normalize_assoc,
+    soft_superpixel_pool,
+    soft_superpixel_unpool,
+    soft_uniformize,
+)
+from sparse_ops.spn import SuperpixelClassifier, superpixel_cam, superpixel_global_average
 from sparse_ops.uniformize import SuperpixelUniformize, uniformize
-from transparent_init._version import __version__
+
+try:
+    __version__ = version("transinit")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
+    "AUTO_BACKEND",
+    "NEIGHBOUR_OFFSETS",
+    "MaxPoolWithIndices",
+    "MaxUnpool",
+    "PooledWithIndices",
+    "SoftUniformize",
+    "SpixelLoss",
+    "SpixelLossOutput",
     "SuperpixelAssignment",
+    "SuperpixelClassifier",
     "SuperpixelPool",
     "SuperpixelUniformize",
     "__version__",
+    "enforce_connectivity",
+    "grid_cell_ids",
+    "grid_shape",
+    "hard_superpixels",
+    "max_pool2d_with_indices",
+    "max_unpool2d",
+    "neighbour_cell_ids",
+    "neighbour_validity",
+    "normalize_assoc",
+    "num_grid_cells",
+    "pixel_xy",
     "relabel_contiguous",
+    "soft_superpixel_pool",
+    "soft_superpixel_unpool",
+    "soft_uniformize",
+    "spixel_loss",
+    "superpixel_cam",
+    "superpixel_global_average",
     "superpixel_pool",
     "superpixel_unpool",
     "uniformize",
 ]
-__all__ += _grid.__all__ + _soft.__all__ + _hard.__all__ + _losses.__all__  # helper "soft"
-__all__ += _segnet.__all__ + _spn.__all__  # helper "soft"

@@ -1,31 +1,106 @@
-"""Input validation with messages that teach (shared by the hard superpixel ops).
+"""Input validation shared by every ``sparse_ops`` op (hard label-map ops and soft association ops alike).
 
-Every check raises :class:`TypeError` (wrong kind of object or dtype) or :class:`ValueError` (wrong shape,
-range or device) naming the argument and showing the expected and the actual value. Checks that need the
-*values* of a tensor (id ranges) synchronise with the device; all of them are skipped with ``validate=False``.
+Each check raises :class:`TypeError` (wrong kind of object or dtype) or :class:`ValueError` (wrong shape,
+range, device or value) naming the argument and showing the expected and the actual value. Checks that read
+tensor
+*values* (id ranges, finiteness) synchronise with the device; every public op runs them only with
+``validate=True`` and runs each check once per call. Integers are accepted wherever :func:`operator.index`
+accepts them (Python and numpy integers, 0-dim integer tensors), never ``bool``.
 """
 
 from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "check_backend",
+    "MAX_INFERRED_CLASSES",
+    "MAX_SLOTS_PER_PIXEL",
+    "MIN_SLOT_LIMIT",
+    "check_assoc",
+    "check_assoc_values",
+    "check_batch_match",
     "check_floating",
     "check_id_range",
+    "check_int",
+    "check_label_map",
     "check_mask",
     "check_num_superpixels",
+    "check_number",
+    "check_option",
+    "check_pair",
     "check_same_device",
+    "check_slot_count",
     "check_spatial_match",
-    "check_superpixels",
+    "drop_channel_dim",
+    "slot_limit",
 ]
 
-BACKENDS = ("auto", "scatter", "sparse")
+#: Up to this many superpixel slots are always allowed, whatever the image size.
+MIN_SLOT_LIMIT = 2**16
+#: Above :data:`MIN_SLOT_LIMIT`, at most this many slots per pixel of one image are allowed.
+MAX_SLOTS_PER_PIXEL = 16
+#: Largest class count :func:`~sparse_ops.spixel_loss` infers from a label map (beyond: pass ``num_classes``).
+MAX_INFERRED_CLASSES = 2**12
 
 
-def check_floating(x: object, name: str, ndim: int, layout: str) -> None:
-    """Require a floating tensor with ``ndim`` dimensions (``layout`` names them, e.g. ``"[B, C, H, W]"``)."""
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"Tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def check_int(value: object, name: str, minimum: int | None = None) -> int:
+    """``value`` as an ``int`` (anything :func:`operator.index` accepts, not ``bool``), ``>= minimum``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool {value}")
+    try:
+        result = operator.index(value)  # type: ignore[arg-type]  # any object: a TypeError is the answer
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {_describe(value)}") from None
+    if minimum is not None and result < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {result}")
+    return result
+
+
+def check_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
+    """Return an int or a pair of ints as a pair, each ``>= minimum`` (torch's ``_pair`` convention)."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    try:
+        first, second = (check_int(item, name) for item in items)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if first < minimum or second < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return first, second
+
+
+def check_number(value: object, name: str, minimum: float) -> float:
+    """Return a real number (not ``bool``) ``>= minimum`` as a ``float``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # type: ignore[arg-type]  # numpy scalars; anything else: TypeError
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a real number, got {_describe(value)}") from None
+    if not value >= minimum:  # also rejects NaN
+        raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def check_option(value: object, name: str, choices: Sequence[object]) -> None:
+    """Require one of ``choices`` (the values of a ``Literal`` option)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_floating(x: object, name: str, layout: str) -> Tensor:
+    """Require a floating tensor whose dimensions ``layout`` names, e.g. ``"[B, C, H, W]"``."""
+    ndim = layout.count(",") + 1
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -35,34 +110,32 @@ def check_floating(x: object, name: str, ndim: int, layout: str) -> None:
         )
     if x.dim() != ndim:
         raise ValueError(f"{name} must have shape {layout} ({ndim} dimensions), got shape {tuple(x.shape)}")
+    return x
 
 
-def check_superpixels(superpixels: object, name: str = "superpixels") -> Tensor:
+def drop_channel_dim(labels: Tensor) -> Tensor:
+    """``[B, 1, H, W]`` -> ``[B, H, W]`` (a view); any other shape is returned as is."""
+    return labels[:, 0] if labels.dim() == 4 else labels
+
+
+def check_label_map(labels: object, name: str = "superpixels") -> Tensor:
     """Require an integer label map ``[B, H, W]`` or ``[B, 1, H, W]``; return it as ``[B, H, W]``."""
-    if not isinstance(superpixels, Tensor):
+    if not isinstance(labels, Tensor):
         raise TypeError(
-            f"{name} must be an integer torch.Tensor of shape [B, H, W], got {type(superpixels).__name__}"
+            f"{name} must be an integer torch.Tensor of shape [B, H, W], got {type(labels).__name__}"
         )
-    if superpixels.is_floating_point() or superpixels.is_complex() or superpixels.dtype == torch.bool:
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(
-            f"{name} must have an integer dtype (e.g. torch.int64), got {superpixels.dtype}; superpixel ids "
-            f"are labels, not values: convert with {name}.long() (after rounding if they were resized)"
+            f"{name} must have an integer dtype (e.g. torch.int64), got {labels.dtype}; ids are labels, not "
+            f"values: convert with {name}.long() (after rounding if they were resized)"
         )
-    if superpixels.dim() == 4:
-        if superpixels.shape[1] != 1:
-            raise ValueError(
-                f"{name} must have shape [B, H, W] or [B, 1, H, W], got shape {tuple(superpixels.shape)}"
-            )
-        superpixels = superpixels[:, 0]
-    elif superpixels.dim() != 3:
-        raise ValueError(
-            f"{name} must have shape [B, H, W] or [B, 1, H, W], got shape {tuple(superpixels.shape)}"
-        )
-    return superpixels
+    if labels.dim() not in (3, 4) or (labels.dim() == 4 and labels.shape[1] != 1):
+        raise ValueError(f"{name} must have shape [B, H, W] or [B, 1, H, W], got shape {tuple(labels.shape)}")
+    return drop_channel_dim(labels)
 
 
 def check_same_device(reference: Tensor, ref_name: str, other: Tensor, name: str) -> None:
-    """Require ``other`` to live on the device of ``reference``."""
+    """Require ``other`` on the device of ``reference``."""
     if other.device != reference.device:
         raise ValueError(
             f"{name} must be on the same device as {ref_name} ({reference.device}), got {other.device}; "
@@ -70,35 +143,60 @@ def check_same_device(reference: Tensor, ref_name: str, other: Tensor, name: str
         )
 
 
-def check_spatial_match(x: Tensor, x_name: str, superpixels: Tensor, name: str = "superpixels") -> None:
-    """Require ``x[B, C, H, W]`` and ``superpixels[B, H, W]`` to agree on ``B``, ``H`` and ``W``."""
+def check_batch_match(x: Tensor, x_name: str, other: Tensor, name: str) -> None:
+    """Require the same batch size (dimension 0)."""
+    if other.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{name} must have the batch size of {x_name} ({x.shape[0]}), got shape {tuple(other.shape)}"
+        )
+
+
+def check_spatial_match(x: Tensor, x_name: str, labels: Tensor, name: str = "superpixels") -> None:
+    """Require ``x[B, C, H, W]`` and ``labels[B, H, W]`` to agree on ``B``, ``H``, ``W`` and the device."""
     expected = (x.shape[0], x.shape[2], x.shape[3])
-    actual = tuple(superpixels.shape)
+    actual = tuple(labels.shape)
     if actual != expected:
         hint = ""
         if actual[0] == expected[0]:
             hint = (
                 f"; resize the label map with nearest interpolation, e.g. "
-                f"F.interpolate({name}[:, None].float(), size={tuple(expected[1:])}, mode='nearest')"
-                f"[:, 0].long()"
+                f"F.interpolate({name}[:, None].float(), size={tuple(expected[1:])}, mode='nearest')[:, "
+                "0].long()"
             )
         raise ValueError(
             f"{name} must have shape [B, H, W] = {list(expected)} to match {x_name} of shape "
             f"{tuple(x.shape)}, got {list(actual)}{hint}"
         )
+    check_same_device(x, x_name, labels, name)
 
 
-def check_num_superpixels(num_superpixels: object, batch_size: int, device: torch.device) -> None:
-    """Require ``None``, a non-negative ``int`` or an integer ``Tensor[B]`` of non-negative counts."""
+def check_mask(mask: object, labels: Tensor, labels_name: str = "superpixels") -> Tensor:
+    """Require a bool ``mask[B, H, W]`` (or ``[B, 1, H, W]``) shaped like ``labels``; return ``[B, H, W]``."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(
+            f"mask must be a bool torch.Tensor of shape [B, H, W] or None, got {type(mask).__name__}"
+        )
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must have dtype torch.bool (True = the pixel counts), got {mask.dtype}")
+    if mask.dim() == 4 and mask.shape[1] == 1:
+        mask = mask[:, 0]
+    if tuple(mask.shape) != tuple(labels.shape):
+        raise ValueError(
+            f"mask must have shape [B, H, W] = {list(labels.shape)} like {labels_name}, "
+            f"got {list(mask.shape)}"
+        )
+    check_same_device(labels, labels_name, mask, "mask")
+    return mask
+
+
+def check_num_superpixels(num_superpixels: object, batch_size: int) -> int | Tensor | None:
+    """Require ``None``, a non-negative int or an integer ``Tensor[B]`` of non-negative counts; return it.
+
+    A tensor is checked for shape and dtype here and for its values (one synchronisation) as well.
+    """
     if num_superpixels is None:
-        return
-    if isinstance(num_superpixels, bool):
-        raise TypeError(f"num_superpixels must be an int, a Tensor[B] or None, got bool {num_superpixels}")
-    if isinstance(num_superpixels, int):
-        if num_superpixels < 0:
-            raise ValueError(f"num_superpixels must be >= 0, got {num_superpixels}")
-        return
-    if isinstance(num_superpixels, Tensor):
+        return None
+    if isinstance(num_superpixels, Tensor) and num_superpixels.dim() == 1:
         if (
             num_superpixels.is_floating_point()
             or num_superpixels.is_complex()
@@ -112,16 +210,47 @@ def check_num_superpixels(num_superpixels: object, batch_size: int, device: torc
             )
         if num_superpixels.numel() and bool((num_superpixels < 0).any()):
             raise ValueError(f"num_superpixels must be >= 0, got {num_superpixels.tolist()}")
-        return
-    raise TypeError(
-        f"num_superpixels must be an int, a Tensor[B] or None, got {type(num_superpixels).__name__}"
-    )
+        return num_superpixels
+    try:
+        return check_int(num_superpixels, "num_superpixels", 0)
+    except TypeError:
+        raise TypeError(
+            f"num_superpixels must be an int, a Tensor[B] or None, got {_describe(num_superpixels)}"
+        ) from None
 
 
-def check_id_range(
-    index: Tensor, num_superpixels: int, per_image: Tensor | None, name: str = "superpixels"
+def slot_limit(num_pixels: int) -> int:
+    """Most superpixel slots allowed for images of ``num_pixels`` pixels: ``max(2**16, 16 * num_pixels)``."""
+    return max(MIN_SLOT_LIMIT, MAX_SLOTS_PER_PIXEL * num_pixels)
+
+
+def check_slot_count(
+    num_superpixels: int, num_pixels: int, inferred: bool, name: str = "superpixels"
 ) -> None:
-    """Require every id of ``index[B, N_p]`` in ``[0, num_superpixels)`` (per image when ``per_image``)."""
+    """Refuse ``N_s`` slots (outputs ``N_s`` wide) that are absurd for images of ``num_pixels`` pixels.
+
+    Runs before anything of size ``N_s`` is allocated, so a stray id cannot allocate memory by its value.
+    """
+    limit = slot_limit(num_pixels)
+    if num_superpixels > limit:
+        source = (
+            f"the largest id of {name} is {num_superpixels - 1}"
+            if inferred
+            else f"num_superpixels = {num_superpixels}"
+        )
+        raise ValueError(
+            f"{source}, so the output would have {num_superpixels} superpixel slots for images of "
+            f"{num_pixels} pixels (at most max(2**16, 16 * pixels) = {limit} are allowed); relabel the ids "
+            "to 0..K-1 with "
+            f"sparse_ops.relabel_contiguous({name}) and pass its counts as num_superpixels"
+        )
+
+
+def check_id_range(index: Tensor, num_superpixels: int | None, per_image: Tensor | None, name: str) -> None:
+    """Require every id of ``index[B, N]`` in ``[0, num_superpixels)`` (per image with ``per_image``).
+
+    ``num_superpixels=None`` checks the lower bound only. Synchronises with the device.
+    """
     if index.numel() == 0:
         return
     low = int(index.min())
@@ -129,45 +258,42 @@ def check_id_range(
         raise ValueError(
             f"{name} ids must be >= 0, got the id {low}; shift or relabel them (relabel_contiguous)"
         )
-    if per_image is None:
+    if per_image is not None:
+        highs = index.amax(dim=1)
+        bad = (highs >= per_image.to(highs.device)).nonzero()
+        if bad.numel():
+            b = int(bad[0, 0])
+            raise ValueError(
+                f"{name} ids of image {b} must be < num_superpixels[{b}] = {int(per_image[b])}, "
+                f"got the id {int(highs[b])}"
+            )
+    elif num_superpixels is not None:
         high = int(index.max())
         if high >= num_superpixels:
             raise ValueError(
                 f"{name} ids must be < num_superpixels = {num_superpixels}, got the id {high}; pass a larger "
                 f"num_superpixels (max id + 1 = {high + 1}) or relabel with relabel_contiguous"
             )
+
+
+def check_assoc(assoc: object, name: str = "assoc") -> Tensor:
+    """Require a floating association ``Tensor[B, 9, H, W]`` (checks of type and shape only)."""
+    assoc = check_floating(assoc, name, "[B, 9, H, W]")
+    if assoc.shape[1] != 9:
+        raise ValueError(
+            f"{name} must have 9 channels (dim 1), one per candidate cell, got shape {tuple(assoc.shape)}"
+        )
+    return assoc
+
+
+def check_assoc_values(assoc: Tensor, name: str = "assoc") -> None:
+    """Require a non-negative, finite association (one synchronisation)."""
+    if assoc.numel() == 0:
         return
-    highs = index.amax(dim=1)
-    bad = (highs >= per_image.to(highs.device)).nonzero()
-    if bad.numel():
-        b = int(bad[0, 0])
+    bad = ~torch.isfinite(assoc) | (assoc < 0)
+    if bool(bad.any()):
+        where = [int(i) for i in bad.nonzero()[0]]
         raise ValueError(
-            f"{name} ids of image {b} must be < num_superpixels[{b}] = {int(per_image[b])}, "
-            f"got the id {int(highs[b])}"
+            f"{name} must be non-negative and finite (e.g. a softmax over dim 1), "
+            f"got {float(assoc[tuple(where)])} at index {where}"
         )
-
-
-def check_mask(mask: object, superpixels: Tensor) -> Tensor:
-    """Require a boolean ``mask[B, H, W]`` (or ``[B, 1, H, W]``) matching ``superpixels``; return ``[B, H, W]``."""
-    if not isinstance(mask, Tensor):
-        raise TypeError(
-            f"mask must be a bool torch.Tensor of shape [B, H, W] or None, got {type(mask).__name__}"
-        )
-    if mask.dtype != torch.bool:
-        raise TypeError(
-            f"mask must have dtype torch.bool (True = pixel counts in the means), got {mask.dtype}"
-        )
-    if mask.dim() == 4 and mask.shape[1] == 1:
-        mask = mask[:, 0]
-    if tuple(mask.shape) != tuple(superpixels.shape):
-        raise ValueError(
-            f"mask must have shape [B, H, W] = {list(superpixels.shape)} like superpixels, got {list(mask.shape)}"
-        )
-    check_same_device(superpixels, "superpixels", mask, "mask")
-    return mask
-
-
-def check_backend(backend: object) -> None:
-    """Require one of the known backend names."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

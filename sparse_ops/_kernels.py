@@ -1,110 +1,293 @@
-"""The scatter/gather kernel of superpixel averaging and its self-adjoint autograd Function.
+"""The linear maps of superpixel ops as autograd Functions: sums into accumulators, gathers back to pixels.
 
-The averaging map is linear, ``y = G diag(1/count) S x`` with ``S`` a scatter-sum of pixels into superpixel slots
-and ``G`` a gather of slots back to pixels. Its adjoint is ``S^T diag(1/count) G^T``; ``S^T`` is a gather with
-the *scatter* index and ``G^T`` a scatter-sum with the *gather* index, so the backward pass is the very same
-kernel with the two indices swapped (without a mask they are the same tensor, passed once: the map is symmetric). The
-backward calls the Function itself, so double backward (and any order) works.
+Three maps cover every hard op. With the accumulator layout of :mod:`sparse_ops._layout`, ``sums(x, slot)``
+adds every pixel into its accumulator (a ``scatter_add_``, or a CSR product for the ``"sparse"`` backend) and
+folds the extra accumulators of large superpixels into their primary slot in float64; ``read(z, space)`` gives
+every pixel its superpixel's value (a ``gather``, or a CSR product). A mask sends the uncounted pixels to a
+trash slot that nobody reads (``slot_counted``) or makes them read the trash slot, which holds 0
+(``space_counted``).
 
-Interleaved slots: neighbouring pixels mostly share a superpixel, so a plain ``scatter_add_`` adds them into the
-same accumulator one after the other and waits on each load-add-store (a serial dependency chain). Giving every
-superpixel ``k`` slots and sending pixel ``p`` to slot ``s_p * k + p % k`` splits the chain into ``k``
-independent ones (about 2x faster on CPU for superpixels of >= 32 pixels); the ``k`` partial sums are then added,
-scaled by ``1/count`` and written back to all ``k`` slots so that the gather can use the same index.
+* ``_Average`` (uniformization): ``y = where(keep, x, read(inv * sums(x, slot_counted), space))``; its
+  adjoint swaps the roles: ``read(inv * sums(g, slot), space_counted)``. Without a mask the map is symmetric.
+* ``_Pool`` (pool ``"sum"``/``"mean"``, encode): ``scale * sums(x, slot_counted)``; adjoint
+  ``read(scale * g, space_counted)``, a ``_Decode``.
+* ``_Decode`` (unpool, decode): ``read(z, space)``; adjoint ``sums(g, slot)`` over all pixels, a ``_Pool``.
+
+Every backward applies a Function again, so gradients of any order stay accurate; every map is linear, so its
+forward-mode derivative (``jvp``) is the map applied to the tangent, and a ``vmap`` over ``x`` folds the
+mapped dimension into the channels (the maps act on every channel alike). Dynamo does not trace Functions that
+define ``jvp``: under ``torch.compile`` the same maps run from twin classes without it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-__all__ = ["AverageScatter", "average_kernel", "choose_interleave"]
+__all__ = ["apply_average", "apply_decode", "apply_pool", "read", "sums"]
 
 
-def choose_interleave(num_pixels: int, num_superpixels: int) -> int:
-    """Slots per superpixel ``k``: 1 below 32 pixels per superpixel on average, else 4 while the ``N_s * k`` slot
-    row stays within 8192 entries, else 2.
-
-    Small superpixels give short dependency chains anyway, and k = 1 keeps the buffer at one slot per superpixel
-    when ``N_s`` is large; capping the slot row keeps the sums buffer small (at ``N_s = 4096`` on 512x512, k = 2
-    instead of 4 cut the peak extra memory from 1.32x to 1.16x the ``x * 1`` floor at the same speed).
-    """
-    mean_size = num_pixels / max(num_superpixels, 1)
-    if mean_size < 32:
-        return 1
-    return 4 if num_superpixels * 4 <= 8192 else 2
-
-
-def average_kernel(
-    x: Tensor,
-    scatter_index: Tensor,
-    gather_index: Tensor | None,
-    inv_counts: Tensor,
-    keep: Tensor | None,
-    k: int,
+def sums(
+    x: Tensor, slot: Tensor, extra_group: Tensor, group_owner: Tensor, num_space: int, lanes: int
 ) -> Tensor:
-    """``y = where(keep, x, gather(inv_counts * scatter_add(x, scatter_index), gather_index))``.
+    """Per-superpixel sums ``[B, C, S + 1]`` of ``x[B, C, N]`` (entry ``S``: the trash).
 
-    Args:
-        x (Tensor[B, C, N]): values (the accumulation dtype).
-        scatter_index (LongTensor[B, 1, N]): interleaved slot ``s * k + j`` of every pixel for the sums.
-        gather_index (LongTensor[B, 1, N] | None): interleaved slot every pixel reads its result from
-            (``None``: the scatter index, the symmetric case).
-        inv_counts (Tensor[B, 1, S]): ``1 / count`` per superpixel slot, 0 for slots that must yield 0.
-        keep (BoolTensor[B, 1, N] | None): pixels that pass through unchanged.
-        k (int): slots per superpixel.
-
-    Returns:
-        Tensor[B, C, N]: a new tensor.
+    ``slot`` is the ``[B, 1, N]`` accumulator index (lanes ``s * P + j``, the trash ``S * P``, extra slots
+    after it), or for the sparse backend its CSR matrix ``[B*N, B*(S*P+1+E)]`` with one entry per pixel row
+    (the transpose of the partial-sum matrix, which has at most ``K`` entries per row).
     """
     b, c, n = x.shape
-    s = inv_counts.shape[-1]
-    sums = x.new_zeros(b, c, s * k)
-    sums.scatter_add_(2, scatter_index.expand(b, c, n), x)
-    if k > 1:
-        parts = sums.view(b, c, s, k)
-        means = parts.sum(dim=3, keepdim=True).mul_(inv_counts.unsqueeze(-1))
-        parts.copy_(means.expand(b, c, s, k))
+    num_extra = extra_group.shape[-1]
+    width = num_space * lanes + 1 + num_extra
+    if slot.is_floating_point():  # the CSR matrix of the sparse backend (not an index)
+        rows = x.transpose(1, 2).reshape(b * n, c)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            partial = (slot.t() @ rows).view(b, width, c).transpose(1, 2)
     else:
-        sums.mul_(inv_counts)
-    if gather_index is None:
-        gather_index = scatter_index
-    y = torch.gather(sums, 2, gather_index.expand(b, c, n))
-    if keep is not None:
-        y = torch.where(keep, x, y)
-    return y
+        partial = x.new_zeros(b, c, width).scatter_add_(2, slot.expand(b, c, n), x)
+    if lanes > 1:  # the lanes of every superpixel, added in float32 (P - 1 roundings), then the trash
+        lane_sums = partial[..., : num_space * lanes].reshape(b, c, num_space, lanes).sum(dim=-1)
+        trash = num_space * lanes
+        primary = torch.cat([lane_sums, partial[..., trash : trash + 1]], dim=-1)
+    else:
+        primary = partial[..., : num_space + 1]
+    groups = group_owner.shape[-1]
+    if num_extra and groups:  # the superpixels with extra accumulators: add those in float64
+        owner = group_owner.expand(b, c, groups)
+        total = torch.gather(primary, 2, owner).double()
+        extras = partial[..., num_space * lanes + 1 :].double()
+        total.scatter_add_(2, extra_group.expand(b, c, num_extra), extras)
+        primary.scatter_(2, owner, total.to(x.dtype))
+    return primary
 
 
-class AverageScatter(torch.autograd.Function):
-    """Autograd wrapper of :func:`average_kernel`: backward = the same kernel with the indices swapped.
+def read(z: Tensor, space: Tensor, num_pixels: int) -> Tensor:
+    """Every pixel's row of ``z[B, C, S + 1]``: ``[B, C, N]`` (``space``: a ``[B, 1, N]`` index or CSR)."""
+    b, c, width = z.shape
+    if space.is_floating_point():  # the CSR matrix of the sparse backend (not an index)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            rows = space @ z.transpose(1, 2).reshape(b * width, c)
+        return rows.view(b, num_pixels, c).transpose(1, 2)
+    return torch.gather(z, 2, space.expand(b, c, num_pixels))
 
-    Nothing is saved but the indices, ``1/count`` and ``keep``; no intermediate of size ``[B, C, N]``.
-    """
+
+def _fold(in_dims: tuple[int | None, ...], x: Tensor) -> tuple[Tensor, int]:
+    """vmap over ``x`` only: move the mapped dim into the channels, ``[V, B, C, N] -> [B, V*C, N]``."""
+    if any(d is not None for d in in_dims[1:]):
+        raise NotImplementedError(
+            "sparse_ops supports torch.func.vmap over the features only; build one op per label map"
+        )
+    assert in_dims[0] is not None  # vmap calls the rule only when an input is mapped
+    x = x.movedim(in_dims[0], 0)
+    v, b, c, n = x.shape
+    return x.transpose(0, 1).reshape(b, v * c, n), v
+
+
+def _unfold(y: Tensor, v: int) -> tuple[Tensor, int]:
+    b, vc, n = y.shape
+    return y.view(b, v, vc // v, n).transpose(0, 1), 0
+
+
+# ---------------------------------------------------------------------------------------------- Average
+class _Average(torch.autograd.Function):
+    """``where(keep, x, read(inv * sums(x, slot_fwd), space_fwd))``; the adjoint uses the ``_bwd`` pair."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         x: Tensor,
-        scatter_index: Tensor,
-        gather_index: Tensor | None,
-        inv_counts: Tensor,
+        slot_fwd: Tensor,
+        space_fwd: Tensor,
+        slot_bwd: Tensor | None,
+        space_bwd: Tensor | None,
+        inv: Tensor,
         keep: Tensor | None,
-        k: int,
+        extra_group: Tensor,
+        group_owner: Tensor,
+        lanes: int,
     ) -> Tensor:
-        return average_kernel(x, scatter_index, gather_index, inv_counts, keep, k)
+        means = sums(x, slot_fwd, extra_group, group_owner, inv.shape[-1] - 1, lanes).mul_(inv)
+        y = read(means, space_fwd, x.shape[-1])
+        return y if keep is None else torch.where(keep, x, y)
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
-        _, scatter_index, gather_index, inv_counts, keep, k = inputs
-        ctx.save_for_backward(scatter_index, gather_index, inv_counts, keep)
-        ctx.k = k
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs[1:-1])
+        ctx.save_for_forward(*inputs[1:-1])
+        ctx.lanes = inputs[-1]
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        scatter_index, gather_index, inv_counts, keep = ctx.saved_tensors
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        slot_fwd, space_fwd, slot_bwd, space_bwd, inv, keep, extra_group, group_owner = ctx.saved_tensors
         grad_x = None
         if ctx.needs_input_grad[0]:
-            if gather_index is None:  # symmetric: the backward is the forward map
-                grad_x = AverageScatter.apply(grad, scatter_index, None, inv_counts, keep, ctx.k)
-            else:  # the adjoint: swap the roles of the two indices
-                grad_x = AverageScatter.apply(grad, gather_index, scatter_index, inv_counts, keep, ctx.k)
-        return grad_x, None, None, None, None, None
+            if slot_bwd is None:  # symmetric (no mask): the backward is the forward map
+                args = (slot_fwd, space_fwd, None, None)
+            else:  # the adjoint: swap the roles of the two index pairs
+                args = (slot_bwd, space_bwd, slot_fwd, space_fwd)
+            grad_x = apply_average(grad.contiguous(), *args, inv, keep, extra_group, group_owner, ctx.lanes)
+        return grad_x, None, None, None, None, None, None, None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], x: Tensor, *rest: Any) -> tuple[Tensor, int]:
+        folded, v = _fold(in_dims, x)
+        return _unfold(apply_average(folded, *rest), v)
+
+
+class _AverageForwardAD(_Average):
+    @staticmethod
+    def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
+        return apply_average(tangent.contiguous(), *ctx.saved_tensors, ctx.lanes)
+
+
+def apply_average(x: Tensor, *args: Any) -> Tensor:
+    """:class:`_Average` (see the module docstring) on ``x[B, C, N]``; ``args`` as in its ``forward``."""
+    fn = _Average if torch.compiler.is_compiling() else _AverageForwardAD
+    out: Tensor = fn.apply(x, *args)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ Pool / Decode
+class _Pool(torch.autograd.Function):
+    """``scale * sums(x, slot)`` ``[B, C, S + 1]``; adjoint ``read(scale * g, space_adjoint)``."""
+
+    @staticmethod
+    def forward(
+        x: Tensor,
+        slot: Tensor,
+        space_adjoint: Tensor,
+        scale: Tensor | None,
+        extra_group: Tensor,
+        group_owner: Tensor,
+        num_space: int,
+        lanes: int,
+    ) -> Tensor:
+        out = sums(x, slot, extra_group, group_owner, num_space, lanes)
+        return out if scale is None else out.mul_(scale)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, slot, space_adjoint, scale, extra_group, group_owner, num_space, lanes = inputs
+        ctx.save_for_backward(slot, space_adjoint, scale, extra_group, group_owner)
+        ctx.save_for_forward(slot, space_adjoint, scale, extra_group, group_owner)
+        ctx.num_space, ctx.lanes = num_space, lanes
+        ctx.num_pixels = x.shape[-1]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        slot, space_adjoint, scale, extra_group, group_owner = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad = grad if scale is None else grad * scale
+            grad_x = apply_decode(
+                grad.contiguous(), space_adjoint, slot, extra_group, group_owner, ctx.num_pixels, ctx.lanes
+            )
+        return grad_x, None, None, None, None, None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], x: Tensor, *rest: Any) -> tuple[Tensor, int]:
+        folded, v = _fold(in_dims, x)
+        return _unfold(apply_pool(folded, *rest), v)
+
+
+class _PoolForwardAD(_Pool):
+    @staticmethod
+    def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
+        slot, space_adjoint, scale, extra_group, group_owner = ctx.saved_tensors
+        return apply_pool(
+            tangent.contiguous(),
+            slot,
+            space_adjoint,
+            scale,
+            extra_group,
+            group_owner,
+            ctx.num_space,
+            ctx.lanes,
+        )
+
+
+def apply_pool(
+    x: Tensor,
+    slot: Tensor,
+    space_adjoint: Tensor,
+    scale: Tensor | None,
+    extra_group: Tensor,
+    group_owner: Tensor,
+    num_space: int,
+    lanes: int,
+) -> Tensor:
+    """``scale * sums(x, slot)``: ``[B, C, num_space + 1]`` from ``x[B, C, N]``."""
+    fn = _Pool if torch.compiler.is_compiling() else _PoolForwardAD
+    out: Tensor = fn.apply(x, slot, space_adjoint, scale, extra_group, group_owner, num_space, lanes)
+    return out
+
+
+class _Decode(torch.autograd.Function):
+    """``read(z, space)`` ``[B, C, N]``; adjoint ``sums(g, slot_adjoint)``."""
+
+    @staticmethod
+    def forward(
+        z: Tensor,
+        space: Tensor,
+        slot_adjoint: Tensor,
+        extra_group: Tensor,
+        group_owner: Tensor,
+        num_pixels: int,
+        lanes: int,
+    ) -> Tensor:
+        return read(z, space, num_pixels)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        z, space, slot_adjoint, extra_group, group_owner, num_pixels, lanes = inputs
+        ctx.save_for_backward(space, slot_adjoint, extra_group, group_owner)
+        ctx.save_for_forward(space, slot_adjoint, extra_group, group_owner)
+        ctx.num_space = z.shape[-1] - 1
+        ctx.num_pixels, ctx.lanes = num_pixels, lanes
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        space, slot_adjoint, extra_group, group_owner = ctx.saved_tensors
+        grad_z = None
+        if ctx.needs_input_grad[0]:
+            grad_z = apply_pool(
+                grad.contiguous(),
+                slot_adjoint,
+                space,
+                None,
+                extra_group,
+                group_owner,
+                ctx.num_space,
+                ctx.lanes,
+            )
+        return grad_z, None, None, None, None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], z: Tensor, *rest: Any) -> tuple[Tensor, int]:
+        folded, v = _fold(in_dims, z)
+        return _unfold(apply_decode(folded, *rest), v)
+
+
+class _DecodeForwardAD(_Decode):
+    @staticmethod
+    def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
+        space, slot_adjoint, extra_group, group_owner = ctx.saved_tensors
+        return apply_decode(
+            tangent.contiguous(), space, slot_adjoint, extra_group, group_owner, ctx.num_pixels, ctx.lanes
+        )
+
+
+def apply_decode(
+    z: Tensor,
+    space: Tensor,
+    slot_adjoint: Tensor,
+    extra_group: Tensor,
+    group_owner: Tensor,
+    num_pixels: int,
+    lanes: int,
+) -> Tensor:
+    """``read(z, space)``: ``[B, C, N]`` from ``z[B, C, S + 1]``."""
+    fn = _Decode if torch.compiler.is_compiling() else _DecodeForwardAD
+    out: Tensor = fn.apply(z, space, slot_adjoint, extra_group, group_owner, num_pixels, lanes)
+    return out

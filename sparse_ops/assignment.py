@@ -3,48 +3,93 @@
 from __future__ import annotations
 
 import warnings
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from sparse_ops import _checks
-from sparse_ops._kernels import AverageScatter, choose_interleave
+from sparse_ops._kernels import apply_average, apply_decode, apply_pool
+from sparse_ops._layout import Layout, build_layout
 
-__all__ = ["SuperpixelAssignment"]
+__all__ = ["AUTO_BACKEND", "Backend", "Reduce", "SuperpixelAssignment"]
 
-_REDUCTIONS = ("mean", "sum", "max")
+Backend = Literal["auto", "scatter", "sparse"]
+Reduce = Literal["mean", "sum", "max"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+REDUCTIONS: tuple[str, ...] = get_args(Reduce)
+
+#: What ``backend="auto"`` runs on each device type, from ``benchmarks/bench_uniformize.py``: on CPU
+#: "scatter" is 3.8-5.5x faster than "sparse" forward+backward with half the extra memory; no GPU figure
+#: exists yet, and on CUDA "scatter" is the backend covered by ``torch.use_deterministic_algorithms`` and
+#: ``torch.compile``.
+AUTO_BACKEND: dict[str, Literal["scatter", "sparse"]] = {"cpu": "scatter", "cuda": "scatter"}
+
+
+def validate_labels(
+    superpixels: object, num_superpixels: object, mask: object
+) -> tuple[Tensor, int | Tensor | None, Tensor | None]:
+    """Check a label map, its ``num_superpixels`` and ``mask``; return ``([B, H, W], num_superpixels, mask)``.
+
+    Only types and shapes: the id range (a host-device synchronisation) is :func:`validate_ids`.
+    """
+    labels = _checks.check_label_map(superpixels)
+    num = _checks.check_num_superpixels(num_superpixels, labels.shape[0])
+    if mask is not None:
+        mask = _checks.check_mask(mask, labels)
+    return labels, num, mask
+
+
+def validate_ids(labels: Tensor, num_superpixels: int | Tensor | None) -> None:
+    """Check that the ids of ``labels[B, H, W]`` lie in ``[0, num_superpixels)`` (synchronises)."""
+    per_image = num_superpixels if isinstance(num_superpixels, Tensor) else None
+    bound = None if isinstance(num_superpixels, Tensor) else num_superpixels
+    _checks.check_id_range(labels.flatten(1), bound, per_image, "superpixels")
+
+
+def _functorch_transforms_active() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) runs (a private API, read defensively)."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active()) if active is not None else False
+
+
+def _as_compute(x: Tensor) -> Tensor:
+    """``x`` in the accumulation dtype: float32 for half types, else its own."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 class SuperpixelAssignment:
     r"""A batched pixel-to-superpixel assignment: the paper's sparse encoder as a reusable object.
 
-    It holds the flat ids ``b * N_s + s`` implied by a label map, the (float32) pixel count of every superpixel
-    and the optional mask, and applies the encoder :math:`E = \operatorname{diag}(1/n) M` and the decoder
-    :math:`D = M^\top` of the binary matrix :math:`M \in \{0, 1\}^{N_s \times N_p}` (:math:`M_{sp} = 1` iff
-    pixel :math:`p` lies in superpixel :math:`s`) to any number of tensors without rebuilding anything.
-    Building it is one pass over the labels (no sort, nothing of size :math:`N_s \times N_p`).
+    It applies the encoder :math:`E = \operatorname{diag}(1/n) M` and the decoder :math:`D = M^\top` of the
+    binary matrix :math:`M \in \{0, 1\}^{N_s \times N_p}` (:math:`M_{sp} = 1` iff pixel :math:`p` lies in
+    superpixel :math:`s`) to any number of tensors without rebuilding anything. Building it sorts each image's
+    ids once (the accumulator layout that bounds the rounding error of every sum, see
+    :doc:`/concepts/uniformization`); nothing of size :math:`N_s \times N_p` is ever formed.
 
     Args:
-        superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel id of every pixel, any integer dtype,
-            ids in ``[0, num_superpixels)``; ids need not be contiguous (missing ids are empty superpixels).
-        num_superpixels (int | LongTensor[B] | None): number of superpixel slots ``N_s``. An int applies to every
-            image; a per-image tensor bounds each image's ids and ``N_s`` is its maximum; ``None`` infers
-            ``N_s = max id + 1``. A tensor or ``None`` costs one host-device synchronisation (``.item()``), which
-            also breaks ``torch.compile`` graphs: pass an int in hot loops.
+        superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel id of every pixel, any integer
+            dtype, ids in ``[0, num_superpixels)``; ids need not be contiguous (missing ids are empty
+            superpixels). The assignment keeps its own copy: later in-place changes of the tensor do not
+            affect it.
+        num_superpixels (int | LongTensor[B] | None): number of superpixel slots ``N_s``. An int applies to
+            every image; a per-image tensor bounds each image's ids and ``N_s`` is its maximum; ``None``
+            infers ``N_s = max id + 1``. A tensor or ``None`` costs one host-device synchronisation
+            (``.item()``), which also breaks ``torch.compile`` graphs: pass an int in hot loops. ``N_s`` above
+            ``max(2**16, 16 * H * W)`` raises a ``ValueError`` (see :func:`~sparse_ops.relabel_contiguous`).
         mask (BoolTensor[B, H, W] | None): pixels that count in the means (``True``). Masked-out pixels still
-            *receive* their superpixel's mean; a superpixel without any counted pixel leaves its pixels unchanged
-            in :meth:`uniformize` and pools to 0. ``None``: every pixel counts.
-        backend (str): ``"scatter"`` (``scatter_add_`` + ``gather`` in a self-adjoint autograd Function),
-            ``"sparse"`` (``torch.sparse`` CSR matrix products, the paper's formulation) or ``"auto"``
-            (``"scatter"`` on every device: it is faster on CPU in ``benchmarks/bench_uniformize.py``, runs
-            under ``torch.compile(fullgraph=True)`` and is deterministic under
-            ``torch.use_deterministic_algorithms(True)``).
-        validate (bool): check types, shapes, devices and id ranges (the range check synchronises with the
-            device). ``False`` skips every check.
+            *receive* their superpixel's mean; a superpixel without any counted pixel leaves its pixels
+            unchanged in :meth:`uniformize` and pools to 0. ``None``: every pixel counts. Copied like
+            ``superpixels``.
+        backend (str): ``"scatter"`` (``scatter_add_`` + ``gather`` in self-adjoint autograd Functions),
+            ``"sparse"`` (``torch.sparse`` CSR matrix products, the paper's formulation) or ``"auto"`` (a
+            per-device choice, :data:`AUTO_BACKEND`: ``"scatter"`` on CPU and CUDA). Inside ``torch.func``
+            transforms, which do not support sparse tensors, ``"sparse"`` runs the scatter kernels.
+        validate (bool): check types, shapes, devices and id ranges here and the inputs of every method call
+            (the id range check synchronises with the device). ``False`` skips every check.
 
     Attributes:
-        index (LongTensor[B, N_p]): the id of every pixel (``N_p = H * W``).
-        counts (FloatTensor[B, N_s]): number of counted (unmasked) pixels per superpixel, float32.
+        counts (LongTensor[B, N_s]): number of counted (unmasked) pixels per superpixel.
         num_superpixels (int): ``N_s``.
         backend (str): the resolved backend, ``"scatter"`` or ``"sparse"``.
 
@@ -53,7 +98,7 @@ class SuperpixelAssignment:
         >>> sp = torch.tensor([[[0, 0, 1], [2, 2, 1]]])
         >>> a = SuperpixelAssignment(sp)
         >>> a.counts
-        tensor([[2., 2., 2.]])
+        tensor([[2, 2, 2]])
         >>> x = torch.arange(6.).view(1, 1, 2, 3)
         >>> a.encode(x)[0, :, 0]
         tensor([0.5000, 3.5000, 3.5000])
@@ -66,116 +111,126 @@ class SuperpixelAssignment:
         self,
         superpixels: Tensor,
         num_superpixels: int | Tensor | None = None,
-        mask: Tensor | None = None,
         *,
-        backend: str = "auto",
+        mask: Tensor | None = None,
+        backend: Backend = "auto",
         validate: bool = True,
     ) -> None:
         if validate:
-            _checks.check_backend(backend)
-            superpixels = _checks.check_superpixels(superpixels)
-        elif superpixels.dim() == 4:
-            superpixels = superpixels[:, 0]
-        b, h, w = superpixels.shape
-        device = superpixels.device
-        if validate:
-            _checks.check_num_superpixels(num_superpixels, b, device)
-        index = superpixels.reshape(b, h * w).long()
-        per_image: Tensor | None = None
+            _checks.check_option(backend, "backend", BACKENDS)
+            superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
+            validate_ids(superpixels, num_superpixels)
+        self._build(superpixels, num_superpixels, mask, backend, validate, compact=False)
+
+    @classmethod
+    def _compact(
+        cls,
+        superpixels: Tensor,
+        num_superpixels: int | Tensor | None,
+        mask: Tensor | None,
+        backend: Backend,
+    ) -> SuperpixelAssignment:
+        """An unvalidated assignment whose slots are the distinct ids of each image (for uniformization).
+
+        Its memory is proportional to the pixels whatever the id values; ``counts`` and the pooled outputs are
+        then indexed by compact ids, so only :meth:`uniformize` is meaningful.
+        """
+        self = cls.__new__(cls)
+        self._build(superpixels, num_superpixels, mask, backend, False, compact=True)
+        return self
+
+    def _build(
+        self,
+        superpixels: Tensor,
+        num_superpixels: int | Tensor | None,
+        mask: Tensor | None,
+        backend: Backend,
+        validate: bool,
+        *,
+        compact: bool,
+    ) -> None:
+        labels = _checks.drop_channel_dim(superpixels)
+        b, h, w = labels.shape
+        n = h * w
+        index = labels.reshape(b, n).to(torch.long, copy=True)  # own copy: no aliasing of the caller's map
+        device = index.device
         if isinstance(num_superpixels, Tensor):
-            per_image = num_superpixels.to(device=device, dtype=torch.long)
-            n_s = int(per_image.max()) if per_image.numel() else 0
+            num_ids = int(num_superpixels.max()) if num_superpixels.numel() else 0
+            inferred = False
         elif num_superpixels is None:
-            n_s = int(index.max()) + 1 if index.numel() else 0
+            num_ids = int(index.max()) + 1 if index.numel() else 0
+            inferred = True
         else:
-            n_s = int(num_superpixels)
-        if validate:
-            _checks.check_id_range(index, n_s, per_image)
-        if mask is not None:
-            if validate:
-                mask = _checks.check_mask(mask, superpixels)
-            elif mask.dim() == 4:
-                mask = mask[:, 0]
-            mask = mask.reshape(b, h * w)
-
-        self.index: Tensor = index
-        self.mask: Tensor | None = mask
-        self.num_superpixels: int = n_s
-        self.per_image: Tensor | None = per_image
-        self.batch_size, self.height, self.width = b, h, w
-        self.backend: str = "scatter" if backend == "auto" else backend
-        self.validate = validate
-
-        # Masked pixels are summed into one extra "trash" slot N_s whose 1/count is 0.
-        slots = n_s + 1 if mask is not None else n_s
-        scatter_plain = index if mask is None else torch.where(mask, index, n_s)
-        counts = torch.zeros(b, slots, dtype=torch.float32, device=device)
-        counts.scatter_add_(
-            1, scatter_plain, torch.ones(1, 1, dtype=torch.float32, device=device).expand(b, h * w)
+            num_ids = int(num_superpixels)
+            inferred = False
+        if not compact:  # compact slots index the distinct ids of each image: at most one per pixel
+            _checks.check_slot_count(num_ids, n, inferred)
+        layout, num_space = build_layout(index, num_ids, compact=compact)
+        masked = (
+            None if mask is None else _checks.drop_channel_dim(mask).reshape(b, n).to(torch.bool, copy=True)
         )
-        if mask is not None:
-            counts = counts[:, :n_s]
+        if masked is None:
+            counts = layout.sizes
+            slot_counted, space_counted, keep = layout.slot, layout.space, None
+        else:
+            counts = torch.zeros_like(layout.sizes).scatter_add_(1, layout.space.view(b, n), masked.long())
+            flat_mask = masked.view(b, 1, n)
+            # uncounted pixels: summed into the trash slot, reading the trash entry (0 in the adjoints)
+            slot_counted = torch.where(flat_mask, layout.slot, num_space * layout.lanes)
+            space_counted = torch.where(flat_mask, layout.space, num_space)
+            keep = torch.gather(counts, 1, layout.space.view(b, n)).eq(0).view(b, 1, n)
+
+        self.num_superpixels: int = num_space
         self.counts: Tensor = counts
-        inv = torch.where(counts > 0, counts.reciprocal(), 0.0)
-        if mask is not None:
-            inv = torch.cat([inv, inv.new_zeros(b, 1)], dim=1)
-        self._inv32 = inv.view(b, 1, slots)
-        # Interleaved slot indices (see sparse_ops._kernels): pixel p -> s_p * k + p % k.
-        k = choose_interleave(h * w, slots)
-        self._k = k
-        lane = (torch.arange(h * w, device=device) % k).view(1, 1, h * w) if k > 1 else None
-        self._scatter_plain = scatter_plain.view(b, 1, h * w)
-        self._scatter_index = self._interleave(self._scatter_plain, lane)
-        # None = same as the scatter index (symmetric map; torch.compile refuses the same tensor twice)
-        self._gather_index: Tensor | None = (
-            None if mask is None else self._interleave(index.view(b, 1, h * w), lane)
+        self.batch_size, self.height, self.width = b, h, w
+        self.backend: Literal["scatter", "sparse"] = (
+            AUTO_BACKEND.get(device.type, "scatter") if backend == "auto" else backend
         )
-        # Pixels of a superpixel without any counted pixel pass through uniformize unchanged.
-        self._keep: Tensor | None = None
-        if mask is not None:
-            self._keep = (torch.gather(counts, 1, index) == 0).view(b, 1, h * w)
-        self._inv_cache: dict[torch.dtype, Tensor] = {}
-        self._sparse_cache: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
+        self.validate = validate
+        self._mask = masked
+        self._layout: Layout = layout
+        self._slot_counted = slot_counted
+        self._space_counted = space_counted
+        self._keep = keep
+        inv = torch.where(
+            counts > 0, counts.double().reciprocal(), 0.0
+        )  # 1/count: exact integers, one rounding
+        self._inv64 = torch.cat([inv, inv.new_zeros(b, 1)], dim=1).unsqueeze(1)  # the trash slot: 0
+        self._inv32 = self._inv64.float()
+        self._csr_cache: dict[tuple[str, torch.dtype], Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
-    def _interleave(self, plain: Tensor, lane: Tensor | None) -> Tensor:
-        return plain if lane is None else torch.add(lane, plain, alpha=self._k)  # one allocation
-
     @property
     def device(self) -> torch.device:
         """The device of the assignment (that of the label map)."""
-        return self.index.device
+        return self.counts.device
+
+    @property
+    def mask(self) -> Tensor | None:
+        """The mask ``[B, H, W]`` (a copy made at construction) or ``None``."""
+        return None if self._mask is None else self._mask.view(self.batch_size, self.height, self.width)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(batch_size={self.batch_size}, size=({self.height}, {self.width}), "
-            f"num_superpixels={self.num_superpixels}, masked={self.mask is not None}, backend={self.backend!r})"
+            f"num_superpixels={self.num_superpixels}, masked={self._mask is not None}, "
+            f"backend={self.backend!r})"
         )
 
     def _inv(self, dtype: torch.dtype) -> Tensor:
+        """``1 / count`` per slot ``[B, 1, N_s + 1]`` in ``dtype`` (0 for empty slots and the trash).
+
+        Built with the assignment (no state changes on use: safe in compiled and checkpointed regions).
+        """
         if dtype == torch.float32:
             return self._inv32
-        inv = self._inv_cache.get(dtype)
-        if inv is None:  # recompute exactly in the target dtype from the (exact, integer) float32 counts
-            c = self.counts.to(dtype).unsqueeze(1)
-            inv = torch.where(c > 0, c.reciprocal(), 0.0)
-            if self.mask is not None:
-                inv = torch.cat([inv, inv.new_zeros(self.batch_size, 1, 1)], dim=2)
-            self._inv_cache[dtype] = inv
-        return inv
-
-    def _flat(self, x: Tensor, name: str) -> tuple[Tensor, torch.dtype]:
-        """Validate ``x[B, C, H, W]`` and return it as ``[B, C, N_p]`` in the accumulation dtype."""
-        if self.validate:
-            _checks.check_floating(x, name, 4, "[B, C, H, W]")
-            _checks.check_same_device(x, name, self.index, "superpixels")
-            _checks.check_spatial_match(x, name, self.index.view(self.batch_size, self.height, self.width))
-        compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        return x.to(compute).reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3]), compute
+        return self._inv64 if dtype == torch.float64 else self._inv64.to(dtype)
 
     def _use_sparse(self) -> bool:
         if self.backend != "sparse":
             return False
+        if _functorch_transforms_active():  # torch.func does not support sparse tensors: run the same maps
+            return False  # with the scatter kernels (identical results up to rounding)
         if self.device.type == "cuda" and torch.are_deterministic_algorithms_enabled():
             warnings.warn(
                 "backend='sparse' is not covered by torch.use_deterministic_algorithms on CUDA "
@@ -186,77 +241,94 @@ class SuperpixelAssignment:
             return False
         return True
 
-    def _sparse(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """``(D, E_m^T)``: decoder ``[B*N_p, B*N_s]`` (ones) and masked encoder transpose, both CSR.
-
-        Built in pixel-row order, so no sort: row ``p`` holds one entry at column ``b * N_s + s_p``.
-        """
-        mats = self._sparse_cache.get(dtype)
-        if mats is None:
-            b, n_p, n_s = self.batch_size, self.height * self.width, self.num_superpixels
-            offsets = torch.arange(b, device=self.device).mul_(n_s).view(b, 1)
-            cols = (self.index + offsets).reshape(-1)
-            crow = torch.arange(b * n_p + 1, device=self.device)
-            size = (b * n_p, b * n_s)
+    def _index(
+        self, name: Literal["slot", "slot_counted", "space", "space_counted"], dtype: torch.dtype
+    ) -> Tensor:
+        """The ``[B, 1, N]`` index ``name``, or for the sparse backend its CSR matrix ``[B*N, B*width]``."""
+        index = {
+            "slot": self._layout.slot,
+            "slot_counted": self._slot_counted,
+            "space": self._layout.space,
+            "space_counted": self._space_counted,
+        }[name]
+        if not self._use_sparse():
+            return index
+        matrix = self._csr_cache.get((name, dtype))
+        if matrix is None:  # one entry per pixel row, built in row order: no sort
+            b, n = self.batch_size, self.height * self.width
+            width = self.num_superpixels + 1
+            if name.startswith("slot"):
+                width = self.num_superpixels * self._layout.lanes + 1 + self._layout.extra_group.shape[-1]
+            cols = (index.view(b, n) + torch.arange(b, device=self.device).view(b, 1) * width).reshape(-1)
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta"
-                decoder = torch.sparse_csr_tensor(
-                    crow,
+                warnings.simplefilter("ignore", UserWarning)  # "Sparse CSR tensor support is in beta"
+                matrix = torch.sparse_csr_tensor(
+                    torch.arange(b * n + 1, device=self.device),
                     cols,
-                    torch.ones(b * n_p, dtype=dtype, device=self.device),
-                    size=size,
+                    torch.ones(b * n, dtype=dtype, device=self.device),
+                    size=(b * n, b * width),
                     check_invariants=False,
                 )
-                if self.mask is None:
-                    encoder_t = decoder
-                else:
-                    encoder_t = torch.sparse_csr_tensor(
-                        crow, cols, self.mask.reshape(-1).to(dtype), size=size, check_invariants=False
-                    )
-            mats = (decoder, encoder_t)
-            self._sparse_cache[dtype] = mats
-        return mats
+            self._csr_cache[(name, dtype)] = matrix
+        return matrix
 
-    def _sparse_sums(self, xf: Tensor) -> Tensor:
-        """Per-superpixel sums ``[B, N_s, C]`` of ``xf[B, C, N_p]`` via ``E_m = (E_m^T)^T`` times NHWC rows."""
-        b, c, n_p = xf.shape
-        _, encoder_t = self._sparse(xf.dtype)
-        rows = xf.transpose(1, 2).reshape(b * n_p, c)
-        return (encoder_t.t() @ rows).view(b, self.num_superpixels, c)
+    def _build_sparse(self, dtype: torch.dtype) -> None:
+        """Build (and cache) the CSR matrices of the sparse backend for ``dtype`` now, not on first use."""
+        names: tuple[Literal["slot", "slot_counted", "space", "space_counted"], ...]
+        names = ("slot", "space", "slot_counted", "space_counted")
+        for name in names:
+            self._index(name, dtype)
+
+    def _flat(self, x: Tensor, name: str) -> Tensor:
+        """Validate ``x[B, C, H, W]`` and return it as ``[B, C, N_p]`` in the accumulation dtype."""
+        if self.validate:
+            _checks.check_floating(x, name, "[B, C, H, W]")
+            b, h, w = self.batch_size, self.height, self.width
+            if x.shape[0] != b or tuple(x.shape[2:]) != (h, w):
+                raise ValueError(
+                    f"{name} must have shape [B, C, H, W] = [{b}, C, {h}, {w}] like the label map of the "
+                    f"assignment, got {tuple(x.shape)}"
+                )
+            _checks.check_same_device(self.counts, "superpixels", x, name)
+        x = _as_compute(x)
+        return x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
 
     # ------------------------------------------------------------------ public API
-    def pool(self, x: Tensor, reduce: str = "mean") -> Tensor:
+    def pool(self, x: Tensor, reduce: Reduce = "mean") -> Tensor:
         """Reduce ``x`` over every superpixel.
 
         Args:
             x (Tensor[B, C, H, W]): features.
-            reduce (str): ``"mean"``, ``"sum"`` or ``"max"`` over the counted pixels; an empty superpixel gives 0.
+            reduce (str): ``"mean"``, ``"sum"`` or ``"max"`` over the counted pixels; an empty
+                superpixel gives 0.
 
         Returns:
             Tensor[B, N_s, C]: pooled features in ``x``'s dtype (accumulated in float32 for half types).
         """
-        if reduce not in _REDUCTIONS:
-            raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
-        xf, compute = self._flat(x, "features")
-        b, c, n_p = xf.shape
+        if self.validate:
+            _checks.check_option(reduce, "reduce", REDUCTIONS)
+        return self._pool(self._flat(x, "features"), reduce).to(x.dtype)
+
+    def _pool(self, xf: Tensor, reduce: str) -> Tensor:
+        b, c, n = xf.shape
         n_s = self.num_superpixels
-        if reduce != "max" and self._use_sparse():
-            pooled = self._sparse_sums(xf)
-            if reduce == "mean":
-                pooled = pooled * self._inv(compute)[..., :n_s].transpose(1, 2)
-            return pooled.to(x.dtype)
-        slots = self._inv32.shape[-1]
         if reduce == "max":
-            index = self._scatter_plain.expand(b, c, n_p)
-            out = xf.new_zeros(b, c, slots).scatter_reduce(2, index, xf, "amax", include_self=False)
+            index = self._space_counted.expand(b, c, n)  # uncounted pixels -> the trash slot
+            out = xf.new_zeros(b, c, n_s + 1).scatter_reduce(2, index, xf, "amax", include_self=False)
         else:
-            index = self._scatter_index.expand(b, c, n_p)
-            out = xf.new_zeros(b, c, slots * self._k).scatter_add(2, index, xf)
-            if self._k > 1:
-                out = out.view(b, c, slots, self._k).sum(dim=3)
-            if reduce == "mean":
-                out = out * self._inv(compute)
-        return out[..., :n_s].transpose(1, 2).contiguous().to(x.dtype)
+            scale = self._inv(xf.dtype) if reduce == "mean" else None
+            layout = self._layout
+            out = apply_pool(
+                xf,
+                self._index("slot_counted", xf.dtype),
+                self._index("space_counted", xf.dtype),
+                scale,
+                layout.extra_group,
+                layout.group_owner,
+                n_s,
+                layout.lanes,
+            )
+        return out[..., :n_s].transpose(1, 2)
 
     def encode(self, x: Tensor) -> Tensor:
         """Superpixel means ``E x`` (the sparse encoder, paper Eq. 13): ``pool(x, "mean")``.
@@ -276,26 +348,33 @@ class SuperpixelAssignment:
             pooled (Tensor[B, N_s, C]): a value per superpixel.
 
         Returns:
-            Tensor[B, C, H, W]: every pixel gets its superpixel's vector.
+            Tensor[B, C, H, W]: every pixel gets its superpixel's vector, ``pooled``'s dtype.
         """
         b, n_s = self.batch_size, self.num_superpixels
         if self.validate:
-            _checks.check_floating(pooled, "pooled", 3, "[B, N_s, C]")
-            _checks.check_same_device(pooled, "pooled", self.index, "superpixels")
+            _checks.check_floating(pooled, "pooled", "[B, N_s, C]")
+            _checks.check_same_device(self.counts, "superpixels", pooled, "pooled")
             if pooled.shape[0] != b or pooled.shape[1] != n_s:
                 raise ValueError(
                     f"pooled must have shape [B, N_s, C] = [{b}, {n_s}, C], got {list(pooled.shape)}"
                 )
-        c = pooled.shape[2]
-        n_p = self.height * self.width
-        if self._use_sparse():
-            compute = torch.float32 if pooled.dtype in (torch.float16, torch.bfloat16) else pooled.dtype
-            decoder, _ = self._sparse(compute)
-            rows = decoder @ pooled.to(compute).reshape(b * n_s, c)
-            out = rows.view(b, self.height, self.width, c).permute(0, 3, 1, 2).contiguous()
-            return out.to(pooled.dtype)
-        out = torch.gather(pooled.transpose(1, 2), 2, self.index.view(b, 1, n_p).expand(b, c, n_p))
-        return out.view(b, c, self.height, self.width)
+        return self._decode(_as_compute(pooled)).to(pooled.dtype)
+
+    def _decode(self, pooled: Tensor) -> Tensor:
+        """``pooled[B, N_s, C]`` (accumulation dtype) -> ``[B, C, H, W]``."""
+        z = torch.nn.functional.pad(pooled.transpose(1, 2), (0, 1))  # the trash slot, never read forward
+        layout = self._layout
+        n = self.height * self.width
+        out = apply_decode(
+            z,
+            self._index("space", z.dtype),
+            self._index("slot", z.dtype),
+            layout.extra_group,
+            layout.group_owner,
+            n,
+            layout.lanes,
+        )
+        return out.view(self.batch_size, out.shape[1], self.height, self.width)
 
     def uniformize(self, x: Tensor) -> Tensor:
         """Replace every pixel's vector by its superpixel's mean: ``D E x`` (paper Eq. 12).
@@ -306,21 +385,23 @@ class SuperpixelAssignment:
         Returns:
             Tensor[B, C, H, W]: uniformized logits, ``x``'s dtype.
         """
-        xf, compute = self._flat(x, "logits")
-        b, c, n_p = xf.shape
-        if self._use_sparse():
-            sums = self._sparse_sums(xf)
-            means = sums * self._inv(compute)[..., : self.num_superpixels].transpose(1, 2)
-            decoder, _ = self._sparse(compute)
-            rows = decoder @ means.reshape(b * self.num_superpixels, c)
-            y = rows.view(b, n_p, c).transpose(1, 2)
-            if self._keep is not None:
-                y = torch.where(self._keep, xf, y)
-            return y.reshape(x.shape).to(x.dtype)
-        y = AverageScatter.apply(
-            xf, self._scatter_index, self._gather_index, self._inv(compute), self._keep, self._k
+        xf = self._flat(x, "logits")
+        dtype = xf.dtype
+        masked = self._mask is not None
+        layout = self._layout
+        y = apply_average(
+            xf,
+            self._index("slot_counted", dtype),
+            self._index("space", dtype),
+            self._index("slot", dtype) if masked else None,
+            self._index("space_counted", dtype) if masked else None,
+            self._inv(dtype),
+            self._keep,
+            layout.extra_group,
+            layout.group_owner,
+            layout.lanes,
         )
-        return y.view(x.shape).to(x.dtype)
+        return y.reshape(x.shape).to(x.dtype)
 
     def to_sparse(
         self,
@@ -335,24 +416,27 @@ class SuperpixelAssignment:
             layout (torch.layout): ``torch.sparse_coo`` (built without a sort, uncoalesced) or
                 ``torch.sparse_csr`` (needs one sort by row).
             dtype (torch.dtype): value dtype.
-            normalized (bool): values ``1 / count`` (the encoder :math:`E`) instead of 1 (the binary :math:`M`).
+            normalized (bool): values ``1 / count`` (the encoder :math:`E`) instead of 1 (the binary
+                :math:`M`).
 
         Returns:
-            Tensor[B*N_s, B*N_p]: entry ``(b * N_s + s, b * N_p + p)`` for every counted pixel ``p`` of image ``b``
-            in superpixel ``s``; ``M @ x_rows`` with ``x_rows = x.permute(0, 2, 3, 1).reshape(B * N_p, C)`` gives
-            the per-superpixel sums.
+            Tensor[B*N_s, B*N_p]: entry ``(b * N_s + s, b * N_p + p)`` for every counted pixel ``p`` of image
+            ``b`` in superpixel ``s``; ``M @ x_rows`` with ``x_rows = x.permute(0, 2, 3, 1).reshape(B * N_p,
+            C)`` gives the per-superpixel sums. (Products with it accumulate each row in one chain: for
+            exact-to-rounding sums of large superpixels use :meth:`pool`.)
         """
         if layout not in (torch.sparse_coo, torch.sparse_csr):
             raise ValueError(f"layout must be torch.sparse_coo or torch.sparse_csr, got {layout}")
         b, n_p, n_s = self.batch_size, self.height * self.width, self.num_superpixels
-        rows = (self.index + torch.arange(b, device=self.device).mul_(n_s).view(b, 1)).reshape(-1)
+        space = self._layout.space.view(b, n_p)
+        rows = (space + torch.arange(b, device=self.device).mul_(n_s).view(b, 1)).reshape(-1)
         cols = torch.arange(b * n_p, device=self.device)
         if normalized:
-            values = torch.gather(self._inv(dtype)[:, 0], 1, self.index).reshape(-1)
+            values = torch.gather(self._inv(dtype)[:, 0], 1, space).reshape(-1)
         else:
             values = torch.ones(b * n_p, dtype=dtype, device=self.device)
-        if self.mask is not None:
-            keep = self.mask.reshape(-1)
+        if self._mask is not None:
+            keep = self._mask.reshape(-1)
             rows, cols, values = rows[keep], cols[keep], values[keep]
         matrix = torch.sparse_coo_tensor(
             torch.stack([rows, cols]), values, (b * n_s, b * n_p), check_invariants=False

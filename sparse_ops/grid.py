@@ -1,6 +1,7 @@
 """Regular superpixel grid helpers (SpixelFCN-style soft association).
 
-An image of ``H x W`` pixels is cut into cells of ``cell_size x cell_size`` pixels, row-major. The last row and
+An image of ``H x W`` pixels is cut into cells of ``cell_size x cell_size`` pixels, row-major. The last row
+and
 column of cells may be partial when ``cell_size`` does not divide ``H`` or ``W``:
 
 .. math::
@@ -15,10 +16,10 @@ neighbours. The nine candidates are ordered row-major over ``(dy, dx)`` in ``{-1
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import Tensor
+
+from sparse_ops._checks import check_int
 
 __all__ = [
     "NEIGHBOUR_OFFSETS",
@@ -34,24 +35,12 @@ __all__ = [
 NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
-def _check_size(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool")
-    try:
-        value = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def grid_shape(H: int, W: int, cell_size: int) -> tuple[int, int]:
+def grid_shape(height: int, width: int, cell_size: int) -> tuple[int, int]:
     """Number of grid cells along each axis, counting partial border cells.
 
     Args:
-        H (int): image height in pixels (>= 1).
-        W (int): image width in pixels (>= 1).
+        height (int): image height ``H`` in pixels (>= 1).
+        width (int): image width ``W`` in pixels (>= 1).
         cell_size (int): side of a cell in pixels (>= 1).
 
     Returns:
@@ -63,37 +52,44 @@ def grid_shape(H: int, W: int, cell_size: int) -> tuple[int, int]:
         >>> grid_shape(100, 37, 16)
         (7, 3)
     """
-    H = _check_size("H", H, 1)
-    W = _check_size("W", W, 1)
-    cell_size = _check_size("cell_size", cell_size, 1)
-    return -(-H // cell_size), -(-W // cell_size)
+    height = check_int(height, "height", 1)
+    width = check_int(width, "width", 1)
+    cell_size = check_int(cell_size, "cell_size", 1)
+    return -(-height // cell_size), -(-width // cell_size)
 
 
-def num_grid_cells(H: int, W: int, cell_size: int) -> int:
+def num_grid_cells(height: int, width: int, cell_size: int) -> int:
     """Total number of grid cells (superpixels), ``n_h * n_w``.
 
     Example:
         >>> num_grid_cells(100, 37, 16)
         21
     """
-    n_h, n_w = grid_shape(H, W, cell_size)
+    n_h, n_w = grid_shape(height, width, cell_size)
     return n_h * n_w
 
 
-def _pixel_cells(H: int, W: int, cell_size: int, device: torch.device | str | None) -> tuple[Tensor, Tensor]:
-    rows = torch.arange(H, device=device) // cell_size
-    cols = torch.arange(W, device=device) // cell_size
+def _pixel_cells(
+    height: int, width: int, cell_size: int, device: torch.device | str | None
+) -> tuple[Tensor, Tensor]:
+    rows = torch.arange(height, device=device) // cell_size
+    cols = torch.arange(width, device=device) // cell_size
     return rows, cols
 
 
 def grid_cell_ids(
-    H: int, W: int, cell_size: int, *, batch_size: int | None = None, device: torch.device | str | None = None
+    height: int,
+    width: int,
+    cell_size: int,
+    *,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """Initial cell id of every pixel (the regular grid as a superpixel map).
 
     Args:
-        H (int): image height.
-        W (int): image width.
+        height (int): image height ``H``.
+        width (int): image width ``W``.
         cell_size (int): cell side in pixels.
         batch_size (int | None): if given, the map is expanded to ``[batch_size, H, W]``.
         device: device of the result.
@@ -107,21 +103,23 @@ def grid_cell_ids(
                 [0, 0, 1, 1, 2],
                 [3, 3, 4, 4, 5]])
     """
-    _n_h, n_w = grid_shape(H, W, cell_size)
-    rows, cols = _pixel_cells(H, W, cell_size, device)
+    _n_h, n_w = grid_shape(height, width, cell_size)
+    rows, cols = _pixel_cells(height, width, cell_size, device)
     ids = rows[:, None] * n_w + cols[None, :]
     if batch_size is not None:
-        batch_size = _check_size("batch_size", batch_size, 1)
-        ids = ids.expand(batch_size, H, W).contiguous()
+        batch_size = check_int(batch_size, "batch_size", 1)
+        ids = ids.expand(batch_size, height, width).contiguous()
     return ids
 
 
-def neighbour_validity(H: int, W: int, cell_size: int, *, device: torch.device | str | None = None) -> Tensor:
+def neighbour_validity(
+    height: int, width: int, cell_size: int, *, device: torch.device | str | None = None
+) -> Tensor:
     """Which of the 9 candidate cells of every pixel lie inside the image.
 
     Args:
-        H (int): image height.
-        W (int): image width.
+        height (int): image height ``H``.
+        width (int): image width ``W``.
         cell_size (int): cell side in pixels.
         device: device of the result.
 
@@ -133,8 +131,8 @@ def neighbour_validity(H: int, W: int, cell_size: int, *, device: torch.device |
         >>> v[:, 0, 0].tolist()  # top-left pixel: only C, R, B, BR exist
         [False, False, False, False, True, True, False, True, True]
     """
-    n_h, n_w = grid_shape(H, W, cell_size)
-    rows, cols = _pixel_cells(H, W, cell_size, device)
+    n_h, n_w = grid_shape(height, width, cell_size)
+    rows, cols = _pixel_cells(height, width, cell_size, device)
     dy = torch.tensor([o[0] for o in NEIGHBOUR_OFFSETS], device=device)
     dx = torch.tensor([o[1] for o in NEIGHBOUR_OFFSETS], device=device)
     r = rows[None, :] + dy[:, None]  # [9, H]
@@ -146,7 +144,7 @@ def neighbour_validity(H: int, W: int, cell_size: int, *, device: torch.device |
 
 
 def neighbour_cell_ids(
-    H: int, W: int, cell_size: int, *, device: torch.device | str | None = None
+    height: int, width: int, cell_size: int, *, device: torch.device | str | None = None
 ) -> tuple[Tensor, Tensor]:
     """Global ids of the 9 candidate cells of every pixel, with a validity mask.
 
@@ -155,8 +153,8 @@ def neighbour_cell_ids(
     be used as an association target.
 
     Args:
-        H (int): image height.
-        W (int): image width.
+        height (int): image height ``H``.
+        width (int): image width ``W``.
         cell_size (int): cell side in pixels.
         device: device of the results.
 
@@ -170,19 +168,19 @@ def neighbour_cell_ids(
         >>> valid[:, 3, 3].tolist()
         [True, True, False, True, True, False, False, False, False]
     """
-    n_h, n_w = grid_shape(H, W, cell_size)
-    rows, cols = _pixel_cells(H, W, cell_size, device)
-    ids = torch.empty(9, H, W, dtype=torch.long, device=device)
+    n_h, n_w = grid_shape(height, width, cell_size)
+    rows, cols = _pixel_cells(height, width, cell_size, device)
+    ids = torch.empty(9, height, width, dtype=torch.long, device=device)
     for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
         r = (rows + dy).clamp(0, n_h - 1)
         c = (cols + dx).clamp(0, n_w - 1)
         ids[k] = r[:, None] * n_w + c[None, :]
-    return ids, neighbour_validity(H, W, cell_size, device=device)
+    return ids, neighbour_validity(height, width, cell_size, device=device)
 
 
 def pixel_xy(
-    H: int,
-    W: int,
+    height: int,
+    width: int,
     *,
     batch_size: int = 1,
     dtype: torch.dtype = torch.float32,
@@ -191,8 +189,8 @@ def pixel_xy(
     """Pixel coordinate features: channel 0 is ``x`` (column), channel 1 is ``y`` (row), in pixels.
 
     Args:
-        H (int): image height.
-        W (int): image width.
+        height (int): image height ``H``.
+        width (int): image width ``W``.
         batch_size (int): leading batch dimension ``B``.
         dtype: floating dtype of the result.
         device: device of the result.
@@ -208,12 +206,12 @@ def pixel_xy(
                 [[0., 0., 0.],
                  [1., 1., 1.]]])
     """
-    H = _check_size("H", H, 1)
-    W = _check_size("W", W, 1)
-    batch_size = _check_size("batch_size", batch_size, 1)
+    height = check_int(height, "height", 1)
+    width = check_int(width, "width", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    ys = torch.arange(H, dtype=dtype, device=device)
-    xs = torch.arange(W, dtype=dtype, device=device)
-    xy = torch.stack([xs[None, :].expand(H, W), ys[:, None].expand(H, W)])
-    return xy.expand(batch_size, 2, H, W).contiguous()
+    ys = torch.arange(height, dtype=dtype, device=device)
+    xs = torch.arange(width, dtype=dtype, device=device)
+    xy = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)])
+    return xy.expand(batch_size, 2, height, width).contiguous()

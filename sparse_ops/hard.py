@@ -14,19 +14,49 @@ numpy/scipy (a post-processing step, not differentiable) and returns tensors on 
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import Tensor
 
-from .grid import _check_size, neighbour_cell_ids, num_grid_cells
-from .soft import _check_assoc
+from sparse_ops import _checks
+from sparse_ops.grid import neighbour_cell_ids, num_grid_cells
 
-__all__ = ["enforce_connectivity", "hard_superpixels"]
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+__all__ = ["MIN_SIZE_FRACTION", "enforce_connectivity", "hard_superpixels"]
 
 # candidate order used for the arg-max, so that ties prefer the centre, then the lowest channel index
 _TIE_ORDER = (4, 0, 1, 2, 3, 5, 6, 7, 8)
+#: Default smallest piece of :func:`hard_superpixels` with ``connectivity``, as a fraction of the mean cell
+#: area (SpixelFCN's choice).
+MIN_SIZE_FRACTION = 0.06
+
+
+@overload
+def hard_superpixels(
+    assoc: Tensor,
+    cell_size: int,
+    *,
+    connectivity: bool = ...,
+    min_size: int | None = ...,
+    return_counts: Literal[False] = ...,
+    validate: bool = ...,
+) -> Tensor: ...
+
+
+@overload
+def hard_superpixels(
+    assoc: Tensor,
+    cell_size: int,
+    *,
+    connectivity: bool = ...,
+    min_size: int | None = ...,
+    return_counts: Literal[True],
+    validate: bool = ...,
+) -> tuple[Tensor, Tensor]: ...
 
 
 def hard_superpixels(
@@ -36,18 +66,20 @@ def hard_superpixels(
     connectivity: bool = False,
     min_size: int | None = None,
     return_counts: bool = False,
+    validate: bool = True,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Arg-max superpixel map of a 9-neighbour association.
 
     Args:
         assoc (Tensor[B, 9, H, W]): association scores or probabilities (neighbour order TL, T, TR, L, C, R,
-            BL, B, BR); any real values (only their order per pixel matters).
+            BL, B, BR); any real values but NaN (only their order per pixel matters).
         cell_size (int): grid cell side in pixels.
         connectivity (bool): post-process with :func:`enforce_connectivity` (ids become contiguous per image
             and their count may differ from the number of grid cells).
         min_size (int | None): smallest piece kept by the connectivity step; default
-            ``max(1, int(0.06 * H * W / num_grid_cells))`` (SpixelFCN's choice).
+            ``max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells))`` (SpixelFCN's choice, 0.06).
         return_counts (bool): also return the number of superpixels of every image.
+        validate (bool): check the inputs (the NaN check synchronises with the device).
 
     Returns:
         LongTensor[B, H, W]: global ids ``i * n_w + j`` in ``[0, num_grid_cells(H, W, cell_size))`` (or
@@ -60,8 +92,13 @@ def hard_superpixels(
         tensor([[[1, 0, 1, 1],
                  [1, 0, 1, 1]]])
     """
-    assoc = _check_assoc(assoc)
-    cell_size = _check_size("cell_size", cell_size, 1)
+    if validate:
+        _checks.check_assoc(assoc)
+        cell_size = _checks.check_int(cell_size, "cell_size", 1)
+        if min_size is not None:
+            min_size = _checks.check_int(min_size, "min_size", 1)
+        if assoc.numel() and bool(assoc.isnan().any()):
+            raise ValueError("assoc must not contain NaN (its arg-max would be arbitrary)")
     B, _, H, W = assoc.shape
     ids, valid = neighbour_cell_ids(H, W, cell_size, device=assoc.device)
     order = torch.tensor(_TIE_ORDER, device=assoc.device)
@@ -71,15 +108,17 @@ def hard_superpixels(
     labels = torch.gather(ids.unsqueeze(0).expand(B, 9, H, W), 1, best.unsqueeze(1)).squeeze(1)
     if connectivity:
         if min_size is None:
-            min_size = max(1, int(0.06 * H * W / num_grid_cells(H, W, cell_size)))
-        labels, counts = enforce_connectivity(labels, min_size=min_size)
+            min_size = max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells(H, W, cell_size)))
+        labels, counts = enforce_connectivity(labels, min_size=min_size, validate=False)
     else:
         counts = torch.full((B,), num_grid_cells(H, W, cell_size), dtype=torch.long, device=assoc.device)
     return (labels, counts) if return_counts else labels
 
 
-def _components(lab: np.ndarray) -> tuple[np.ndarray, int]:
+def _components(lab: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], int]:
     """4-connected pieces of equal label -> component ids 0..n-1 (row-major order of first pixel)."""
+    from scipy import ndimage  # the only use of scipy in sparse_ops: imported on demand
+
     comp = np.full(lab.shape, -1, dtype=np.int64)
     n = 0
     shifted = np.unique(lab, return_inverse=True)[1].reshape(lab.shape) + 1  # dense values 1..K
@@ -97,7 +136,7 @@ def _components(lab: np.ndarray) -> tuple[np.ndarray, int]:
     return rank[comp], n
 
 
-def _merge_small(comp: np.ndarray, n: int, min_size: int) -> np.ndarray:
+def _merge_small(comp: npt.NDArray[np.int64], n: int, min_size: int) -> npt.NDArray[np.int64]:
     counts0 = np.bincount(comp.ravel(), minlength=n)
     if n <= 1 or counts0.min() >= min_size:
         return comp
@@ -107,7 +146,7 @@ def _merge_small(comp: np.ndarray, n: int, min_size: int) -> np.ndarray:
         diff = a != b
         keys += [a[diff] * n + b[diff], b[diff] * n + a[diff]]
     uniq, lengths = np.unique(np.concatenate(keys), return_counts=True)
-    adj: list[Counter] = [Counter() for _ in range(n)]
+    adj: list[Counter[int]] = [Counter() for _ in range(n)]
     for key, c in zip(uniq.tolist(), lengths.tolist(), strict=True):
         adj[key // n][key % n] = c
     parent = list(range(n))
@@ -141,17 +180,20 @@ def _merge_small(comp: np.ndarray, n: int, min_size: int) -> np.ndarray:
     return roots[comp]
 
 
-def enforce_connectivity(labels: Tensor, *, min_size: int = 1) -> tuple[Tensor, Tensor]:
+def enforce_connectivity(
+    labels: Tensor, *, min_size: int = 1, validate: bool = True
+) -> tuple[Tensor, Tensor]:
     """Split superpixels into 4-connected pieces, merge small pieces, relabel contiguously.
 
     Args:
         labels (LongTensor[B, H, W] | LongTensor[H, W]): superpixel ids (any integer values).
         min_size (int): pieces with fewer pixels are merged into the neighbouring piece sharing the longest
             border (``1`` only splits).
+        validate (bool): check the inputs.
 
     Returns:
-        tuple[LongTensor[B, H, W], LongTensor[B]]: contiguous ids ``0..K_b - 1`` numbered in row-major order of
-        their first pixel, and ``K_b`` per image (shapes follow the input; ``K`` is a 0-dim tensor for an
+        tuple[LongTensor[B, H, W], LongTensor[B]]: contiguous ids ``0..K_b - 1`` numbered in row-major order
+        of their first pixel, and ``K_b`` per image (shapes follow the input; ``K`` is a 0-dim tensor for an
         unbatched input). On the input's device.
 
     Example:
@@ -168,13 +210,14 @@ def enforce_connectivity(labels: Tensor, *, min_size: int = 1) -> tuple[Tensor, 
                  [0, 0, 0],
                  [1, 1, 1]]])
     """
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a Tensor, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-    if labels.dim() not in (2, 3):
-        raise ValueError(f"labels must have shape [B, H, W] or [H, W], got shape {tuple(labels.shape)}")
-    min_size = _check_size("min_size", min_size, 1)
+    if validate:
+        if not isinstance(labels, Tensor):
+            raise TypeError(f"labels must be a Tensor, got {type(labels).__name__}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+        if labels.dim() not in (2, 3):
+            raise ValueError(f"labels must have shape [B, H, W] or [H, W], got shape {tuple(labels.shape)}")
+        min_size = _checks.check_int(min_size, "min_size", 1)
     unbatched = labels.dim() == 2
     arr = labels.detach().cpu().numpy()
     if unbatched:

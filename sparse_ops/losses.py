@@ -8,7 +8,8 @@ reconstructions ``t'(p)`` and ``xy'(p)``. Over the set ``V`` of valid pixels:
 .. math::
 
     L = \\underbrace{\\frac{1}{|V|}\\sum_{p \\in V} d(t(p), t'(p))}_{\\text{semantic}}
-      + \\frac{m}{S}\\underbrace{\\frac{1}{|V|}\\sum_{p \\in V} \\lVert xy(p) - xy'(p) \\rVert_2}_{\\text{position}}
+      + \\frac{m}{S}\\underbrace{\\frac{1}{|V|}\\sum_{p \\in V} \\lVert xy(p) - xy'(p)
+      \\rVert_2}_{\\text{position}}
 
 with ``d`` the cross-entropy ``-sum_c t_c log(t'_c + eps)`` for label maps and the Euclidean distance
 ``||t - t'||_2`` for dense targets, ``m = pos_weight`` and ``S = cell_size``.
@@ -19,8 +20,14 @@ does not grow with the image size and no extra factor is needed. The ratio betwe
 is the same, so the gradients differ only by a positive constant per batch.
 
 **Ignored pixels** (``target == ignore_index``, or ``mask == False``) are excluded from both terms *and* from
-the pooling (their association weights are zeroed before pooling), so they do not dilute the centres; they are
-still reconstructed (unpooled) but not scored. If no pixel is valid the loss is 0 (with a gradient of 0).
+the pooling (the ``mask`` of :func:`~sparse_ops.soft_superpixel_pool`), so they do not dilute the centres;
+they are still reconstructed (unpooled) but not scored. If no pixel is valid the loss is 0 (with a gradient of
+0).
+
+**Host synchronisation.** With ``num_classes`` given and ``validate=False`` the loss reads no tensor value on
+the host. ``num_classes=None`` reads the largest label (and refuses one above
+:data:`~sparse_ops._checks.MAX_INFERRED_CLASSES` - 1, a stray label, before allocating the one-hot);
+``validate=True`` checks the label range and the association values.
 """
 
 from __future__ import annotations
@@ -28,17 +35,17 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .grid import _check_size, pixel_xy
-from .soft import _check_assoc, soft_superpixel_pool, soft_superpixel_unpool
+from sparse_ops import _checks
+from sparse_ops.grid import pixel_xy
+from sparse_ops.soft import soft_superpixel_pool, soft_superpixel_unpool
 
 __all__ = ["SpixelLoss", "SpixelLossOutput", "spixel_loss"]
 
 
 class SpixelLossOutput(NamedTuple):
-    """Result of :func:`spixel_loss`: scalar tensors ``total = semantic + pos_weight / cell_size * position``."""
+    """:func:`spixel_loss`'s scalar tensors: ``total = semantic + pos_weight / cell_size * position``."""
 
     total: Tensor
     semantic: Tensor
@@ -53,48 +60,52 @@ def _safe_norm(diff: Tensor) -> Tensor:
 
 
 def _label_targets(
-    target: Tensor, ignore_index: int, num_classes: int | None, dtype: torch.dtype
+    target: Tensor, ignore_index: int, num_classes: int | None, dtype: torch.dtype, validate: bool
 ) -> tuple[Tensor, Tensor]:
-    if target.dim() == 4:
-        if target.shape[1] != 1:
-            raise ValueError(
-                f"an integer target must have shape [B, H, W] or [B, 1, H, W], got {tuple(target.shape)}"
-            )
-        target = target[:, 0]
-    if target.dim() != 3:
-        raise ValueError(
-            f"an integer target must have shape [B, H, W] or [B, 1, H, W], got {tuple(target.shape)}"
-        )
+    """One-hot ``[B, K, H, W]`` of a label map (0 at ignored pixels) and the valid pixels ``[B, H, W]``."""
     valid = target != ignore_index
     labels = torch.where(valid, target, torch.zeros_like(target)).long()
-    if bool((labels < 0).any()):
+    if validate and labels.numel() and bool((labels < 0).any()):
         raise ValueError(
             f"target labels must be >= 0 (or ignore_index={ignore_index}), got {int(labels.min())}"
         )
-    max_label = int(labels.max()) if labels.numel() else 0
     if num_classes is None:
-        num_classes = max_label + 1
-    else:
-        num_classes = _check_size("num_classes", num_classes, 1)
-        if max_label >= num_classes:
-            raise ValueError(f"target labels must be < num_classes={num_classes}, got label {max_label}")
-    onehot = F.one_hot(labels, num_classes).permute(0, 3, 1, 2).to(dtype)
-    return onehot * valid.unsqueeze(1).to(dtype), valid
+        largest = int(labels.max()) if labels.numel() else 0
+        if largest >= _checks.MAX_INFERRED_CLASSES:
+            raise ValueError(
+                f"the largest label of target is {largest}, so num_classes would be inferred as "
+                f"{largest + 1} "
+                f"(at most {_checks.MAX_INFERRED_CLASSES} are inferred: a one-hot of that many classes per "
+                "pixel "
+                f"is probably a stray label); pass num_classes, or set ignore_index to that label"
+            )
+        num_classes = largest + 1
+    elif validate and labels.numel():
+        largest = int(labels.max())
+        if largest >= num_classes:
+            raise ValueError(f"target labels must be < num_classes={num_classes}, got label {largest}")
+    classes = torch.arange(num_classes, device=target.device).view(1, num_classes, 1, 1)
+    onehot = (labels.unsqueeze(1) == classes) & valid.unsqueeze(1)  # no one_hot: it checks values on the host
+    return onehot.to(dtype), valid
 
 
 def spixel_loss(
     assoc: Tensor,
     target: Tensor,
     cell_size: int,
+    *,
+    mask: Tensor | None = None,
     pos_weight: float = 0.003,
     ignore_index: int = 255,
-    *,
     num_classes: int | None = None,
-    mask: Tensor | None = None,
     eps: float = 1e-8,
     renormalize: bool = True,
+    validate: bool = True,
 ) -> SpixelLossOutput:
     """SpixelFCN loss of an association map (semantic reconstruction + weighted position reconstruction).
+
+    The soft-op argument order: the association, the per-pixel data (the target), ``cell_size``, then
+    keyword-only ``mask``, the options and ``validate``.
 
     Args:
         assoc (Tensor[B, 9, H, W]): association probabilities (softmax over the 9 candidates).
@@ -102,13 +113,14 @@ def spixel_loss(
             (one-hot encoded internally; ``ignore_index`` pixels excluded) or floating dense features (e.g.
             CIELAB colours), compared with the Euclidean distance.
         cell_size (int): grid cell side ``S`` in pixels.
+        mask (BoolTensor[B, H, W] | None): additionally restrict both terms (and the pooling) to these pixels.
         pos_weight (float): ``m``; the position term is weighted by ``m / S``.
         ignore_index (int): label of ignored pixels (integer targets only).
         num_classes (int | None): number of classes of an integer target; inferred as ``max label + 1`` if
-            ``None`` (a device synchronisation; pass it in training loops).
-        mask (BoolTensor[B, H, W] | None): additionally restrict both terms to these pixels.
+            ``None`` (a host synchronisation, and at most 4096 classes: pass it in training loops).
         eps (float): added inside the logarithm of the cross-entropy.
         renormalize (bool): border convention of the soft pooling (see :mod:`sparse_ops.soft`).
+        validate (bool): check the inputs (label range and association values synchronise with the device).
 
     Returns:
         SpixelLossOutput: ``(total, semantic, position)`` scalar tensors, means over valid pixels.
@@ -120,65 +132,87 @@ def spixel_loss(
         >>> round(out.semantic.item(), 6), round(out.position.item(), 4)
         (0.0, 0.7071)
     """
-    assoc = _check_assoc(assoc)
-    cell_size = _check_size("cell_size", cell_size, 1)
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a Tensor, got {type(target).__name__}")
-    B, _, H, W = assoc.shape
-    if target.shape[0] != B or target.shape[-2:] != assoc.shape[-2:]:
-        raise ValueError(
-            f"target must have batch size {B} and spatial size {(H, W)} like assoc, got shape {tuple(target.shape)}"
-        )
-    if isinstance(pos_weight, bool) or not isinstance(pos_weight, (int, float)) or pos_weight < 0:
-        raise ValueError(f"pos_weight must be a non-negative number, got {pos_weight!r}")
-    dtype = assoc.dtype
+    if validate:
+        _checks.check_assoc(assoc)
+        cell_size = _checks.check_int(cell_size, "cell_size", 1)
+        pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0)
+        eps = _checks.check_number(eps, "eps", 0.0)
+        ignore_index = _checks.check_int(ignore_index, "ignore_index")
+        if num_classes is not None:
+            num_classes = _checks.check_int(num_classes, "num_classes", 1)
+        if not isinstance(target, Tensor):
+            raise TypeError(f"target must be a Tensor, got {type(target).__name__}")
+        if target.shape[0] != assoc.shape[0] or target.shape[-2:] != assoc.shape[-2:]:
+            raise ValueError(
+                f"target must have batch size {assoc.shape[0]} and spatial size {tuple(assoc.shape[-2:])} "
+                "like "
+                f"assoc, got shape {tuple(target.shape)}"
+            )
+        _checks.check_same_device(assoc, "assoc", target, "target")
+        if target.dtype == torch.bool or target.is_complex():
+            raise TypeError(
+                f"target must be an integer label map or floating features, got dtype {target.dtype}"
+            )
+        if target.is_floating_point():
+            _checks.check_floating(target, "target", "[B, C, H, W]")
+        elif target.dim() != 3 and not (target.dim() == 4 and target.shape[1] == 1):
+            raise ValueError(
+                f"an integer target must have shape [B, H, W] or [B, 1, H, W], got {tuple(target.shape)}"
+            )
+        if mask is not None:
+            mask = _checks.check_mask(mask, assoc[:, 0], "assoc")
+        _checks.check_assoc_values(assoc)
+    b, _, height, width = assoc.shape
+    out_dtype = assoc.dtype
+    dtype = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
+    assoc = assoc.to(dtype)
     if target.is_floating_point():
-        if target.dim() != 4:
-            raise ValueError(f"a floating target must have shape [B, C, H, W], got {tuple(target.shape)}")
         feats = target.to(dtype)
-        valid = torch.ones(B, H, W, dtype=torch.bool, device=assoc.device)
-        labels = False
-    elif target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"target must be an integer label map or floating features, got dtype {target.dtype}")
+        valid = torch.ones(b, height, width, dtype=torch.bool, device=assoc.device)
+        is_labels = False
     else:
-        feats, valid = _label_targets(target, ignore_index, num_classes, dtype)
-        labels = True
+        feats, valid = _label_targets(
+            _checks.drop_channel_dim(target), ignore_index, num_classes, dtype, validate
+        )
+        is_labels = True
     if mask is not None:
-        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool Tensor, got {getattr(mask, 'dtype', type(mask).__name__)}")
-        if mask.shape != (B, H, W):
-            raise ValueError(f"mask must have shape {(B, H, W)}, got {tuple(mask.shape)}")
-        valid = valid & mask
-    C = feats.shape[1]
-    xy = pixel_xy(H, W, batch_size=B, dtype=dtype, device=assoc.device)
-    vmask = valid.unsqueeze(1).to(dtype)
+        valid = valid & _checks.drop_channel_dim(mask)
+    channels = feats.shape[1]
+    xy = pixel_xy(height, width, batch_size=b, dtype=dtype, device=assoc.device)
     both = torch.cat([feats, xy], dim=1)
-    centres = soft_superpixel_pool(both, assoc * vmask, cell_size, renormalize=renormalize)
-    recon = soft_superpixel_unpool(centres, assoc, cell_size, renormalize=renormalize)
-    n_valid = vmask.sum().clamp_min(1)
-    if labels:
-        per_pixel = -(feats * torch.log(recon[:, :C] + eps)).sum(dim=1)
+    centres = soft_superpixel_pool(
+        both, assoc, cell_size, mask=valid, renormalize=renormalize, validate=False
+    )
+    recon = soft_superpixel_unpool(centres, assoc, cell_size, renormalize=renormalize, validate=False)
+    weight = valid.to(dtype)
+    n_valid = valid.sum().clamp_min(1).to(dtype)  # an integer count: exact for any number of pixels
+    if is_labels:
+        per_pixel = -(feats * torch.log(recon[:, :channels] + eps)).sum(dim=1)
     else:
-        per_pixel = _safe_norm(recon[:, :C] - feats)
-    pos_pix = _safe_norm(recon[:, C:] - xy)
-    semantic = (per_pixel * vmask[:, 0]).sum() / n_valid
-    position = (pos_pix * vmask[:, 0]).sum() / n_valid
+        per_pixel = _safe_norm(recon[:, :channels] - feats)
+    pos_pix = _safe_norm(recon[:, channels:] - xy)
+    semantic = (per_pixel * weight).sum() / n_valid
+    position = (pos_pix * weight).sum() / n_valid
     total = semantic + (pos_weight / cell_size) * position
-    return SpixelLossOutput(total, semantic, position)
+    return SpixelLossOutput(total.to(out_dtype), semantic.to(out_dtype), position.to(out_dtype))
 
 
 class SpixelLoss(nn.Module):
-    """Module form of :func:`spixel_loss`.
+    """Module form of :func:`spixel_loss` (its options are construction options).
 
     Args:
         cell_size (int): grid cell side in pixels.
         pos_weight (float): weight ``m`` of the position term (scaled by ``1 / cell_size``).
         ignore_index (int): ignored label.
         num_classes (int | None): number of classes of integer targets (inferred if ``None``).
+        eps (float): added inside the logarithm of the cross-entropy.
+        renormalize (bool): border convention of the soft pooling.
+        validate (bool): check the inputs of every call.
 
     Shape:
         - assoc: :math:`(B, 9, H, W)`
         - target: :math:`(B, H, W)` integer labels or :math:`(B, C, H, W)` floating features
+        - mask: :math:`(B, H, W)`, bool, optional
         - output: :class:`SpixelLossOutput` of scalars
 
     Example:
@@ -192,27 +226,40 @@ class SpixelLoss(nn.Module):
     def __init__(
         self,
         cell_size: int,
+        *,
         pos_weight: float = 0.003,
         ignore_index: int = 255,
-        *,
         num_classes: int | None = None,
+        eps: float = 1e-8,
+        renormalize: bool = True,
+        validate: bool = True,
     ) -> None:
         super().__init__()
-        self.cell_size = _check_size("cell_size", cell_size, 1)
-        self.pos_weight = pos_weight
-        self.ignore_index = ignore_index
-        self.num_classes = num_classes
+        self.cell_size = _checks.check_int(cell_size, "cell_size", 1)
+        self.pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0)
+        self.ignore_index = _checks.check_int(ignore_index, "ignore_index")
+        self.num_classes = None if num_classes is None else _checks.check_int(num_classes, "num_classes", 1)
+        self.eps = _checks.check_number(eps, "eps", 0.0)
+        self.renormalize = bool(renormalize)
+        self.validate = validate
 
-    def forward(self, assoc: Tensor, target: Tensor, mask: Tensor | None = None) -> SpixelLossOutput:
+    def forward(self, assoc: Tensor, target: Tensor, *, mask: Tensor | None = None) -> SpixelLossOutput:
+        """See :func:`spixel_loss`."""
         return spixel_loss(
             assoc,
             target,
             self.cell_size,
-            self.pos_weight,
-            self.ignore_index,
-            num_classes=self.num_classes,
             mask=mask,
+            pos_weight=self.pos_weight,
+            ignore_index=self.ignore_index,
+            num_classes=self.num_classes,
+            eps=self.eps,
+            renormalize=self.renormalize,
+            validate=self.validate,
         )
 
     def extra_repr(self) -> str:
-        return f"cell_size={self.cell_size}, pos_weight={self.pos_weight}, ignore_index={self.ignore_index}"
+        return (
+            f"cell_size={self.cell_size}, pos_weight={self.pos_weight}, ignore_index={self.ignore_index}, "
+            f"num_classes={self.num_classes}"
+        )

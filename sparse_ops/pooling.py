@@ -2,46 +2,83 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparse_ops import _checks
-from sparse_ops.assignment import SuperpixelAssignment
+from sparse_ops._kernels import read
+from sparse_ops.assignment import (
+    BACKENDS,
+    REDUCTIONS,
+    Backend,
+    Reduce,
+    SuperpixelAssignment,
+    validate_ids,
+    validate_labels,
+)
 
-__all__ = ["SuperpixelPool", "superpixel_pool", "superpixel_unpool"]
+__all__ = ["SuperpixelPool", "Upsample", "superpixel_pool", "superpixel_unpool"]
+
+Upsample = Literal["bilinear", "nearest", "bicubic", "area"]
+UPSAMPLE_MODES: tuple[str, ...] = get_args(Upsample)
+
+
+def resize_to(
+    features: Tensor, size: tuple[int, int], upsample: Upsample | None, name: str = "features"
+) -> Tensor:
+    """Resize ``features[B, C, h, w]`` to ``size`` with ``upsample`` (``None``: the sizes must match)."""
+    if tuple(features.shape[-2:]) == size:
+        return features
+    if upsample is None:
+        raise ValueError(
+            f"{name} must have the spatial size of superpixels {size}, got {tuple(features.shape[-2:])}; "
+            "pass "
+            f"upsample='bilinear' (or another mode) to resize it"
+        )
+    align = {"align_corners": False} if upsample in ("bilinear", "bicubic") else {}
+    return F.interpolate(features, size=size, mode=upsample, **align)
 
 
 def superpixel_pool(
     features: Tensor,
     superpixels: Tensor,
     num_superpixels: int | Tensor | None = None,
-    reduce: str = "mean",
     *,
     mask: Tensor | None = None,
-    return_counts: bool = False,
-    backend: str = "auto",
+    reduce: Reduce = "mean",
+    upsample: Upsample | None = None,
+    backend: Backend = "auto",
     validate: bool = True,
-) -> Tensor | tuple[Tensor, Tensor]:
+) -> Tensor:
     r"""Pool features over superpixels: one vector per superpixel.
 
     .. math::
 
         p_{b,s,c} = \operatorname{reduce}_{q:\ s_{b,q} = s,\ m_{b,q}} x_{b,c,q}
 
+    Means are within :math:`133\,u \max|x|` and sums within :math:`131\,u \sum|x|` of the exact value for any
+    superpixel size (:math:`u` the unit roundoff; see :doc:`/concepts/uniformization`); the pixel counts are
+    :attr:`SuperpixelAssignment.counts`.
+
     Args:
-        features (Tensor[B, C, H, W]): floating features (float16/bfloat16 accumulate in float32).
+        features (Tensor[B, C, h, w]): floating features (float16/bfloat16 accumulate in float32).
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel ids, any integer dtype.
-        num_superpixels (int | LongTensor[B] | None): ``N_s``; an int for all images, the maximum of a per-image
-            tensor, or inferred as ``max id + 1`` (a host-device synchronisation) when ``None``.
-        reduce (str): ``"mean"``, ``"sum"`` or ``"max"``. An empty superpixel (no counted pixel) pools to 0.
+        num_superpixels (int | LongTensor[B] | None): ``N_s``; an int for all images, the maximum of a
+            per-image tensor, or inferred as ``max id + 1`` (a host-device synchronisation) when ``None``.
+            Above ``max(2**16, 16 * H * W)`` it raises (relabel with :func:`relabel_contiguous`).
         mask (BoolTensor[B, H, W] | None): pixels that take part (``True``); ``None``: all.
-        return_counts (bool): also return the number of counted pixels per superpixel.
-        backend (str): ``"auto"``, ``"scatter"`` or ``"sparse"`` (``"max"`` always uses scatter).
+        reduce (str): ``"mean"``, ``"sum"`` or ``"max"``. An empty superpixel (no counted pixel) pools to 0.
+        upsample (str | None): interpolation mode (``"bilinear"``, ``"nearest"``, ``"bicubic"``, ``"area"``)
+            that resizes ``features`` to the superpixel map first, as superpixel pooling networks do with
+            coarse feature maps; ``None``: ``h, w`` must equal ``H, W``.
+        backend (str): ``"auto"``, ``"scatter"`` or ``"sparse"`` (``"max"`` always scatters).
         validate (bool): check the inputs.
 
     Returns:
-        Tensor[B, N_s, C] | tuple[Tensor[B, N_s, C], FloatTensor[B, N_s]]: pooled features in ``features``'
-        dtype, and the float32 pixel counts when ``return_counts``.
+        Tensor[B, N_s, C]: pooled features in ``features``' dtype.
 
     .. note::
         The gradient of ``"max"`` is shared evenly among tied maxima (``scatter_reduce`` semantics).
@@ -53,24 +90,32 @@ def superpixel_pool(
         >>> superpixel_pool(x, sp, reduce="max")
         tensor([[[2.],
                  [6.]]])
-        >>> pooled, counts = superpixel_pool(x, sp, 3, return_counts=True)
-        >>> pooled[..., 0], counts
-        (tensor([[1.5000, 4.5000, 0.0000]]), tensor([[2., 2., 0.]]))
+        >>> superpixel_pool(x, sp, 3)[..., 0]
+        tensor([[1.5000, 4.5000, 0.0000]])
     """
     if validate:
-        _checks.check_floating(features, "features", 4, "[B, C, H, W]")
-        if isinstance(superpixels, Tensor):
-            _checks.check_same_device(features, "features", superpixels, "superpixels")
-            _checks.check_spatial_match(features, "features", _checks.check_superpixels(superpixels))
-    assignment = SuperpixelAssignment(superpixels, num_superpixels, mask, backend=backend, validate=validate)
-    pooled = assignment.pool(features, reduce)
-    if return_counts:
-        return pooled, assignment.counts
-    return pooled
+        _checks.check_floating(features, "features", "[B, C, H, W]")
+        _checks.check_option(reduce, "reduce", REDUCTIONS)
+        _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
+        _checks.check_option(backend, "backend", BACKENDS)
+        superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
+        _checks.check_batch_match(features, "features", superpixels, "superpixels")
+        _checks.check_same_device(features, "features", superpixels, "superpixels")
+        validate_ids(superpixels, num_superpixels)
+    labels = _checks.drop_channel_dim(superpixels)
+    features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
+    if validate:
+        _checks.check_spatial_match(features, "features", labels)
+    assignment = SuperpixelAssignment(labels, num_superpixels, mask=mask, backend=backend, validate=False)
+    return assignment.pool(features, reduce)
 
 
 def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = True) -> Tensor:
     """Broadcast one vector per superpixel back to its pixels (the decoder; inverse layout of pooling).
+
+    ``superpixel_unpool`` has no ``num_superpixels`` (it is ``pooled.shape[1]``) and no ``mask`` (every pixel
+    reads its superpixel). Its backward sums the gradient of every superpixel's pixels as accurately as
+    :func:`superpixel_pool` does.
 
     Args:
         pooled (Tensor[B, N_s, C]): a vector per superpixel.
@@ -90,90 +135,82 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
                  [[10., 20., 20.]]]])
     """
     if validate:
-        if not isinstance(pooled, Tensor):
-            raise TypeError(
-                f"pooled must be a torch.Tensor of shape [B, N_s, C], got {type(pooled).__name__}"
-            )
-        if pooled.dim() != 3:
-            raise ValueError(
-                f"pooled must have shape [B, N_s, C] (3 dimensions), got shape {tuple(pooled.shape)}"
-            )
-        sp = _checks.check_superpixels(superpixels)
-        _checks.check_same_device(pooled, "pooled", sp, "superpixels")
-        if sp.shape[0] != pooled.shape[0]:
-            raise ValueError(
-                f"superpixels must have the batch size of pooled ({pooled.shape[0]}), got {sp.shape[0]}"
-            )
-    else:
-        sp = superpixels[:, 0] if superpixels.dim() == 4 else superpixels
-    b, h, w = sp.shape
-    index = sp.reshape(b, 1, h * w).long()
-    if validate:
-        _checks.check_id_range(index.view(b, h * w), pooled.shape[1], None)
-    c = pooled.shape[2]
-    return torch.gather(pooled.transpose(1, 2), 2, index.expand(b, c, h * w)).view(b, c, h, w)
+        _checks.check_floating(pooled, "pooled", "[B, N_s, C]")
+        superpixels, _, _ = validate_labels(superpixels, pooled.shape[1], None)
+        _checks.check_batch_match(pooled, "pooled", superpixels, "superpixels")
+        _checks.check_same_device(pooled, "pooled", superpixels, "superpixels")
+        validate_ids(superpixels, pooled.shape[1])
+    labels = _checks.drop_channel_dim(superpixels)
+    if not torch.is_grad_enabled() or not pooled.requires_grad:  # no backward: a plain gather suffices
+        b, h, w = labels.shape
+        index = labels.reshape(b, 1, h * w).long()
+        z = pooled.transpose(1, 2)
+        return read(z, index, h * w).view(b, z.shape[1], h, w)
+    return SuperpixelAssignment(labels, pooled.shape[1], validate=False).decode(pooled)
 
 
 class SuperpixelPool(nn.Module):
-    """Module form of :func:`superpixel_pool` (e.g. the superpixel pooling layer of SPN-style networks).
+    """Module form of :func:`superpixel_pool`, e.g. the superpixel pooling layer of SPN-style networks.
 
     Args:
-        num_superpixels (int | None): ``N_s`` for every call (``None``: per call, or inferred).
         reduce (str): ``"mean"``, ``"sum"`` or ``"max"``.
+        upsample (str | None): resize coarser feature maps to the superpixel map first (``"bilinear"``,
+            ``"nearest"``, ``"bicubic"``, ``"area"``; SPN uses ``"bilinear"``); ``None``: sizes must match.
         backend (str): ``"auto"``, ``"scatter"`` or ``"sparse"``.
-        validate (bool): check the inputs.
+        validate (bool): check the inputs of every call.
 
     Shape:
-        - features: :math:`(B, C, H, W)`
+        - features: :math:`(B, C, h, w)`
         - superpixels: :math:`(B, H, W)` or :math:`(B, 1, H, W)`, integer
         - mask: :math:`(B, H, W)`, bool, optional
         - output: :math:`(B, N_s, C)`
 
     Example:
         >>> import torch
-        >>> pool = SuperpixelPool(num_superpixels=5, reduce="max")
-        >>> pool(torch.randn(2, 16, 8, 8), torch.randint(0, 5, (2, 8, 8))).shape
+        >>> pool = SuperpixelPool("max")
+        >>> pool(torch.randn(2, 16, 8, 8), torch.randint(0, 5, (2, 8, 8)), 5).shape
+        torch.Size([2, 5, 16])
+        >>> spn = SuperpixelPool(upsample="bilinear")  # 4 x 4 features on an 8 x 8 superpixel map
+        >>> spn(torch.randn(2, 16, 4, 4), torch.randint(0, 5, (2, 8, 8)), 5).shape
         torch.Size([2, 5, 16])
     """
 
     def __init__(
         self,
-        num_superpixels: int | None = None,
-        reduce: str = "mean",
+        reduce: Reduce = "mean",
         *,
-        backend: str = "auto",
+        upsample: Upsample | None = None,
+        backend: Backend = "auto",
         validate: bool = True,
     ) -> None:
         super().__init__()
-        if validate:
-            _checks.check_backend(backend)
-            if reduce not in ("mean", "sum", "max"):
-                raise ValueError(f"reduce must be one of ('mean', 'sum', 'max'), got {reduce!r}")
-            if isinstance(num_superpixels, Tensor):
-                raise TypeError(
-                    "num_superpixels of SuperpixelPool must be an int or None; pass per-image "
-                    "tensors to forward()"
-                )
-            _checks.check_num_superpixels(num_superpixels, 0, torch.device("cpu"))
-        self.num_superpixels = num_superpixels
-        self.reduce = reduce
-        self.backend = backend
+        _checks.check_option(reduce, "reduce", REDUCTIONS)
+        _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
+        _checks.check_option(backend, "backend", BACKENDS)
+        self.reduce: Reduce = reduce
+        self.upsample: Upsample | None = upsample
+        self.backend: Backend = backend
         self.validate = validate
 
     def forward(
         self,
         features: Tensor,
         superpixels: Tensor,
-        mask: Tensor | None = None,
         num_superpixels: int | Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
     ) -> Tensor:
-        """Pool ``features`` over ``superpixels`` (``num_superpixels`` overrides the module's)."""
-        n = self.num_superpixels if num_superpixels is None else num_superpixels
-        out = superpixel_pool(
-            features, superpixels, n, self.reduce, mask=mask, backend=self.backend, validate=self.validate
+        """See :func:`superpixel_pool`."""
+        return superpixel_pool(
+            features,
+            superpixels,
+            num_superpixels,
+            mask=mask,
+            reduce=self.reduce,
+            upsample=self.upsample,
+            backend=self.backend,
+            validate=self.validate,
         )
-        assert isinstance(out, Tensor)
-        return out
 
     def extra_repr(self) -> str:
-        return f"num_superpixels={self.num_superpixels}, reduce={self.reduce!r}, backend={self.backend!r}"
+        return f"reduce={self.reduce!r}, upsample={self.upsample!r}, backend={self.backend!r}"

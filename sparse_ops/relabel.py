@@ -6,18 +6,23 @@ import torch
 from torch import Tensor
 
 from sparse_ops import _checks
+from sparse_ops._layout import compact_ids
 
 __all__ = ["relabel_contiguous"]
 
 
-def relabel_contiguous(superpixels: Tensor) -> tuple[Tensor, Tensor]:
-    """Map each image's ids to ``0..K_b-1`` keeping their order (``K_b`` = number of distinct ids of image ``b``).
+def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[Tensor, Tensor]:
+    """Map each image's ids to ``0..K_b-1`` keeping their order (``K_b`` = number of distinct ids of image
+    ``b``).
 
     Useful for label maps from other tools: skimage's ``slic`` starts at 1 (``start_label=1``), some methods
-    leave gaps or negative ids. Relabelling removes empty superpixels, so ``N_s = K.max()`` slots suffice.
+    leave gaps, negative ids or huge ids. Relabelling removes empty superpixels, so ``N_s = K.max()`` slots
+    suffice. Exact for every int64 value, negative ones included: the ids are only sorted and compared, never
+    shifted.
 
     Args:
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): ids, any integer dtype (negative allowed).
+        validate (bool): check the input's type and shape.
 
     Returns:
         tuple[LongTensor[B, H, W], LongTensor[B]]: the new ids and ``K_b`` per image.
@@ -34,16 +39,10 @@ def relabel_contiguous(superpixels: Tensor) -> tuple[Tensor, Tensor]:
                  [0, 0, 0]]])
         >>> k
         tensor([3, 1])
+        >>> relabel_contiguous(torch.tensor([[[-(2**62), 2**62, 7]]]))[0]
+        tensor([[[0, 2, 1]]])
     """
-    sp = _checks.check_superpixels(superpixels).long()
-    b = sp.shape[0]
-    if sp.numel() == 0:
-        return sp.clone(), torch.zeros(b, dtype=torch.long, device=sp.device)
-    low = sp.min()
-    span = sp.max() - low + 1
-    keys = (sp - low) + torch.arange(b, device=sp.device).view(b, 1, 1) * span
-    unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-    per_image = torch.zeros(b, dtype=torch.long, device=sp.device)
-    per_image.scatter_add_(0, torch.div(unique, span, rounding_mode="floor"), torch.ones_like(unique))
-    starts = torch.cumsum(per_image, 0) - per_image
-    return inverse - starts.view(b, 1, 1), per_image
+    labels = _checks.check_label_map(superpixels) if validate else _checks.drop_channel_dim(superpixels)
+    b, h, w = labels.shape
+    ids, counts = compact_ids(labels.reshape(b, h * w).to(torch.long))
+    return ids.view(b, h, w), counts

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sparse_ops import _checks
+
 __all__ = ["MaxPoolWithIndices", "MaxUnpool", "PooledWithIndices", "max_pool2d_with_indices", "max_unpool2d"]
 
 
@@ -42,15 +44,6 @@ class PooledWithIndices(NamedTuple):
     input_size: tuple[int, int]
 
 
-def _pair(name: str, v: object, minimum: int) -> tuple[int, int]:
-    vals = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    if len(vals) != 2 or any(isinstance(x, bool) or not isinstance(x, int) for x in vals):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
-    if any(x < minimum for x in vals):
-        raise ValueError(f"{name} must be >= {minimum}, got {v!r}")
-    return vals  # type: ignore[return-value]
-
-
 def max_pool2d_with_indices(
     x: Tensor,
     kernel_size: int | tuple[int, int] = 2,
@@ -59,6 +52,7 @@ def max_pool2d_with_indices(
     *,
     dilation: int | tuple[int, int] = 1,
     ceil_mode: bool = False,
+    validate: bool = True,
 ) -> PooledWithIndices:
     """2-D max pooling that also returns the argmax positions and the input size.
 
@@ -69,6 +63,7 @@ def max_pool2d_with_indices(
         padding (int | tuple[int, int]): implicit ``-inf`` padding (at most half the kernel).
         dilation (int | tuple[int, int]): window dilation.
         ceil_mode (bool): use ``ceil`` for the output size.
+        validate (bool): check the inputs.
 
     Returns:
         PooledWithIndices: ``(values, indices, input_size)``.
@@ -79,16 +74,17 @@ def max_pool2d_with_indices(
         >>> p.values, p.indices, p.input_size
         (tensor([[[[4.]]]]), tensor([[[[3]]]]), (3, 3))
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
-    if x.dim() not in (3, 4):
-        raise ValueError(f"x must have shape [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
-    k = _pair("kernel_size", kernel_size, 1)
-    s = k if stride is None else _pair("stride", stride, 1)
-    p = _pair("padding", padding, 0)
-    d = _pair("dilation", dilation, 1)
+    if validate:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
+        if x.dim() not in (3, 4):
+            raise ValueError(f"x must have shape [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
+    k = _checks.check_pair(kernel_size, "kernel_size", 1)
+    s = k if stride is None else _checks.check_pair(stride, "stride", 1)
+    p = _checks.check_pair(padding, "padding", 0)
+    d = _checks.check_pair(dilation, "dilation", 1)
     values, indices = F.max_pool2d(x, k, s, p, d, ceil_mode=ceil_mode, return_indices=True)
     return PooledWithIndices(values, indices, (int(x.shape[-2]), int(x.shape[-1])))
 
@@ -108,7 +104,8 @@ def max_unpool2d(
             :func:`max_pool2d_with_indices`.
         output_size (tuple[int, int] | torch.Size): ``(H, W)`` of the map to fill; a longer size (e.g.
             ``x.shape``) is accepted and its last two entries are used.
-        validate (bool): check that indices lie in ``[0, H * W)`` (a host-device synchronisation on CUDA).
+        validate (bool): check the inputs, and that indices lie in ``[0, H * W)`` (a host-device
+            synchronisation on CUDA).
 
     Returns:
         Tensor[B, C, H, W] | Tensor[C, H, W]: the unpooled map.
@@ -120,22 +117,28 @@ def max_unpool2d(
                   [4., 0., 0.],
                   [0., 0., 9.]]]])
     """
-    if not isinstance(values, Tensor):
-        raise TypeError(f"values must be a Tensor, got {type(values).__name__}")
-    if not isinstance(indices, Tensor):
-        raise TypeError(f"indices must be a Tensor, got {type(indices).__name__}")
-    if values.dim() not in (3, 4):
-        raise ValueError(f"values must have shape [B, C, h, w] or [C, h, w], got shape {tuple(values.shape)}")
-    if indices.shape != values.shape:
-        raise ValueError(
-            f"indices must have the shape of values {tuple(values.shape)}, got shape {tuple(indices.shape)}"
-        )
-    if indices.dtype != torch.long:
-        raise TypeError(f"indices must be a LongTensor (torch.int64), got dtype {indices.dtype}")
-    if indices.device != values.device:
-        raise ValueError(f"indices must be on the device of values ({values.device}), got {indices.device}")
+    if validate:
+        if not isinstance(values, Tensor):
+            raise TypeError(f"values must be a Tensor, got {type(values).__name__}")
+        if not isinstance(indices, Tensor):
+            raise TypeError(f"indices must be a Tensor, got {type(indices).__name__}")
+        if values.dim() not in (3, 4):
+            raise ValueError(
+                f"values must have shape [B, C, h, w] or [C, h, w], got shape {tuple(values.shape)}"
+            )
+        if indices.shape != values.shape:
+            raise ValueError(
+                f"indices must have the shape of values {tuple(values.shape)}, got shape "
+                f"{tuple(indices.shape)}"
+            )
+        if indices.dtype != torch.long:
+            raise TypeError(f"indices must be a LongTensor (torch.int64), got dtype {indices.dtype}")
+        if indices.device != values.device:
+            raise ValueError(
+                f"indices must be on the device of values ({values.device}), got {indices.device}"
+            )
     try:
-        size = tuple(int(v) for v in output_size)[-2:]
+        size = tuple(_checks.check_int(v, "output_size") for v in output_size)[-2:]
     except TypeError:
         raise TypeError(f"output_size must be a sequence of ints (H, W), got {output_size!r}") from None
     if len(size) != 2 or min(size) < 1:
@@ -145,12 +148,13 @@ def max_unpool2d(
         lo, hi = int(indices.min()), int(indices.max())
         if lo < 0 or hi >= H * W:
             raise ValueError(
-                f"indices must lie in [0, H * W) = [0, {H * W}) for output_size {(H, W)}, got range [{lo}, {hi}] "
+                f"indices must lie in [0, H * W) = [0, {H * W}) for output_size {(H, W)}, got range [{lo}, "
+                f"{hi}] "
                 "(indices from an input of another size?)"
             )
     lead = values.shape[:-2]
-    flat_v = values.reshape(*lead, -1)
-    flat_i = indices.reshape(*lead, -1)
+    flat_v = values.flatten(-2)
+    flat_i = indices.flatten(-2)
     out = values.new_zeros(*lead, H * W).scatter_(-1, flat_i, flat_v)  # in place on a fresh map: one pass
     return out.reshape(*lead, H, W)
 
@@ -164,6 +168,7 @@ class MaxPoolWithIndices(nn.Module):
         padding (int | tuple[int, int]): implicit padding.
         dilation (int | tuple[int, int]): window dilation.
         ceil_mode (bool): use ``ceil`` for the output size.
+        validate (bool): check the input of every call.
 
     Shape:
         - input: :math:`(B, C, H, W)`
@@ -185,17 +190,26 @@ class MaxPoolWithIndices(nn.Module):
         *,
         dilation: int | tuple[int, int] = 1,
         ceil_mode: bool = False,
+        validate: bool = True,
     ) -> None:
         super().__init__()
-        self.kernel_size = _pair("kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else _pair("stride", stride, 1)
-        self.padding = _pair("padding", padding, 0)
-        self.dilation = _pair("dilation", dilation, 1)
+        self.kernel_size = _checks.check_pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else _checks.check_pair(stride, "stride", 1)
+        self.padding = _checks.check_pair(padding, "padding", 0)
+        self.dilation = _checks.check_pair(dilation, "dilation", 1)
         self.ceil_mode = bool(ceil_mode)
+        self.validate = validate
 
     def forward(self, x: Tensor) -> PooledWithIndices:
+        """See :func:`max_pool2d_with_indices`."""
         return max_pool2d_with_indices(
-            x, self.kernel_size, self.stride, self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+            validate=self.validate,
         )
 
     def extra_repr(self) -> str:
@@ -238,6 +252,7 @@ class MaxUnpool(nn.Module):
         indices: Tensor | PooledWithIndices | None = None,
         output_size: tuple[int, int] | torch.Size | None = None,
     ) -> Tensor:
+        """See :func:`max_unpool2d`; ``x`` or ``indices`` may be the pooling record."""
         if isinstance(x, PooledWithIndices):
             if indices is not None:
                 raise TypeError("indices must be None when x is a PooledWithIndices record")
@@ -248,7 +263,8 @@ class MaxUnpool(nn.Module):
             indices = indices.indices
         if indices is None or output_size is None:
             raise TypeError(
-                "MaxUnpool needs indices and output_size: pass the PooledWithIndices record of the paired pool"
+                "MaxUnpool needs indices and output_size: pass the PooledWithIndices record of the paired "
+                "pool"
             )
         return max_unpool2d(x, indices, output_size, validate=self.validate)
 

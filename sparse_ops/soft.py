@@ -1,4 +1,4 @@
-"""Soft superpixel pooling and unpooling over a 9-neighbour grid association (SpixelFCN, Eq. 1-2).
+r"""Soft superpixel pooling and unpooling over a 9-neighbour grid association (SpixelFCN, Eq. 1-2).
 
 A pixel ``p`` in grid cell ``g(p)`` has a soft membership ``q_k(p)`` in the 9 cells ``g(p) + d_k``,
 ``d_k = (dy, dx)`` in the documented neighbour order (see :mod:`sparse_ops.grid`). Pooling (Eq. 2a) forms the
@@ -7,34 +7,45 @@ of its 9 candidates:
 
 .. math::
 
-    c_s = \\frac{\\sum_{p:\\, s \\in N(p)} \\hat q_s(p)\\, f(p)}{\\sum_{p:\\, s \\in N(p)} \\hat q_s(p)}, \\qquad
-    f'(p) = \\sum_{s \\in N(p)} \\hat q_s(p)\\, c_s .
+    c_s = \frac{\sum_{p:\, s \in N(p)} \hat q_s(p)\, f(p)}{\sum_{p:\, s \in N(p)} \hat q_s(p)}, \qquad
+    f'(p) = \sum_{s \in N(p)} \hat q_s(p)\, c_s .
+
+**Argument order.** The soft ops follow the convention of the hard ones, ``op(x, superpixels, num_superpixels,
+*, mask, <options>, validate)``, with the association ``assoc`` in the place of the label map and
+``cell_size`` (which fixes the grid, hence the number of superpixels) in the place of ``num_superpixels``.
 
 **Border convention.** Candidates outside the image (around the border, including next to partial border
 cells) get zero weight. By default (``renormalize=True``) the remaining weights of each pixel are rescaled to
-sum to 1, :math:`\\hat q_k(p) = m_k(p) q_k(p) / \\sum_j m_j(p) q_j(p)` with the validity mask ``m``, so that
+sum to 1, :math:`\hat q_k(p) = m_k(p) q_k(p) / \sum_j m_j(p) q_j(p)` with the validity mask ``m``, so that
 ``soft_superpixel_unpool(soft_superpixel_pool(ones)) == ones`` for *any* non-negative association (and
-:func:`soft_uniformize` is a convex combination). With ``renormalize=False`` the invalid mass is simply dropped
-(the behaviour of the public SpixelFCN code, whose shifts pad with zeros); ones then round-trip when every row
-of ``assoc`` sums to 1 over its valid candidates. A pixel whose valid mass is 0 contributes nothing and is
-reconstructed as 0; a cell that receives no mass has centre 0.
+:func:`soft_uniformize` is a convex combination). With ``renormalize=False`` the invalid mass is simply
+dropped (the behaviour of the public SpixelFCN code, whose shifts pad with zeros); ones then round-trip when
+every row of ``assoc`` sums to 1 over its valid candidates. A pixel whose valid mass is 0 contributes nothing
+and is reconstructed as 0; a cell that receives no mass has centre 0. A ``mask`` leaves pixels out of the
+pooling (their weights count as 0 there); they are still reconstructed.
 
-**Implementation.** Exact dense block formulation: the (zero-padded) image is cut into its
-``n_h x n_w`` cells of ``S^2`` pixels, and for every cell one small matrix product
-``[C, S^2] x [S^2, 9]`` (pool) or ``[C, 9] x [9, S^2]`` (unpool) is batched over the grid; the 9 per-direction
-cell sums are then shifted onto their target cells. This touches every pixel once instead of 9 times (compare
-``benchmarks/bench_soft.py``) and is differentiable in the features and the association through autograd.
+**Implementation.** Exact dense block formulation: the image is cut into its ``n_h x n_w`` cells (one block
+of the whole image side when the cell is larger than it, so memory never depends on ``cell_size``), and for
+every cell small matrix products ``[C, P] x [P, 9]`` (pool) or ``[C, 9] x [9, P]`` (unpool) are batched over
+the grid; the 9 per-direction cell sums are then shifted onto their target cells. Each product accumulates at
+most :data:`CHUNK` pixels; the chunks of a large cell are added in float64, so every centre is within
+:math:`(\mathrm{CHUNK} + 2)\,u \max|f|` of the exact one. float16/bfloat16 inputs are computed in float32 and
+rounded once, also under ``torch.autocast``.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .grid import _check_size, grid_shape, neighbour_validity
+from sparse_ops import _checks
+from sparse_ops.grid import grid_shape, neighbour_validity
 
 __all__ = [
+    "CHUNK",
     "SoftUniformize",
     "normalize_assoc",
     "soft_superpixel_pool",
@@ -42,143 +53,205 @@ __all__ = [
     "soft_uniformize",
 ]
 
-
-# ----------------------------------------------------------------------------------------------- checks
-def _check_tensor4(name: str, x: object, channels: int | None = None) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name} must have shape [B, C, H, W] (4 dims), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
-    if channels is not None and x.shape[1] != channels:
-        raise ValueError(f"{name} must have {channels} channels (dim 1), got shape {tuple(x.shape)}")
-    return x
+#: Most pixels one float32 matrix-product accumulation of :func:`soft_superpixel_pool` adds up.
+CHUNK = 64
+#: Up to this many chunk sums of a cell are added in float32 (a short chain); more are added in float64.
+FLOAT32_CHUNK_SUMS = 4
 
 
-def _check_assoc(assoc: object) -> Tensor:
-    return _check_tensor4("assoc", assoc, channels=9)
-
-
-def _common_dtype(a: Tensor, b: Tensor) -> torch.dtype:
-    return torch.promote_types(a.dtype, b.dtype)
-
-
-# ----------------------------------------------------------------------------------------------- core
-def normalize_assoc(assoc: Tensor, cell_size: int, *, renormalize: bool = True) -> Tensor:
-    """Apply the border convention to an association map.
+def normalize_assoc(
+    assoc: Tensor, cell_size: int, *, renormalize: bool = True, validate: bool = True
+) -> Tensor:
+    r"""Apply the border convention to an association map.
 
     Out-of-image candidates get zero weight; with ``renormalize`` the valid weights of each pixel are rescaled
     to sum to 1 (pixels with no valid mass keep all-zero weights).
 
     Args:
-        assoc (Tensor[B, 9, H, W]): non-negative association (e.g. a softmax over dim 1).
+        assoc (Tensor[B, 9, H, W]): non-negative, finite association (e.g. a softmax over dim 1).
         cell_size (int): grid cell side in pixels.
         renormalize (bool): rescale the valid weights to sum to 1.
+        validate (bool): check the inputs (the value check synchronises with the device).
 
     Returns:
-        Tensor[B, 9, H, W]: the effective weights :math:`\\hat q` used by pooling and unpooling.
+        Tensor[B, 9, H, W]: the effective weights :math:`\hat q` used by pooling and unpooling.
 
     Example:
         >>> q = normalize_assoc(torch.full((1, 9, 2, 2), 1 / 9), 2)
         >>> q[0, :, 0, 0]  # a single cell: only the centre candidate exists
         tensor([0., 0., 0., 0., 1., 0., 0., 0., 0.])
     """
-    assoc = _check_assoc(assoc)
-    cell_size = _check_size("cell_size", cell_size, 1)
-    H, W = assoc.shape[-2:]
-    valid = neighbour_validity(H, W, cell_size, device=assoc.device)
+    if validate:
+        _checks.check_assoc(assoc)
+        _checks.check_assoc_values(assoc)
+        cell_size = _checks.check_int(cell_size, "cell_size", 1)
+    dtype, compute = _compute_dtype(assoc)
+    return _normalized(assoc.to(compute), cell_size, renormalize).to(dtype)
+
+
+def _normalized(assoc: Tensor, cell_size: int, renormalize: bool) -> Tensor:
+    height, width = assoc.shape[-2:]
+    valid = neighbour_validity(height, width, cell_size, device=assoc.device)
     q = assoc * valid.to(assoc.dtype)
     if renormalize:
-        s = q.sum(dim=1, keepdim=True)
-        q = q / torch.where(s > 0, s, torch.ones_like(s))
+        total = q.sum(dim=1, keepdim=True)
+        q = q / torch.where(total > 0, total, torch.ones_like(total))
     return q
 
 
-def _to_blocks(x: Tensor, cell_size: int, n_h: int, n_w: int) -> Tensor:
-    """[B, C, H, W] -> [B, n_h, n_w, C, S*S] (zero-padded to whole cells)."""
-    B, C, H, W = x.shape
-    S = cell_size
-    pad_h, pad_w = n_h * S - H, n_w * S - W
+class _Blocks(NamedTuple):
+    """Cells as blocks of ``bh x bw`` pixels, each cut into ``kh x kw`` chunks of ``rh x cw`` pixels."""
+
+    n_h: int
+    n_w: int
+    bh: int
+    bw: int
+    rh: int
+    cw: int
+
+    @property
+    def chunks(self) -> int:
+        return (self.bh // self.rh) * (self.bw // self.cw)
+
+
+def _largest_divisor(n: int, limit: int) -> int:
+    return next(d for d in range(min(n, limit), 0, -1) if n % d == 0)
+
+
+def _blocks(height: int, width: int, cell_size: int) -> _Blocks:
+    """The blocks and chunks of a grid.
+
+    A block is a cell, or the whole image side when one cell covers it (so memory never depends on the cell
+    size); a chunk is the largest run of whole rows (or of a row) of a block with <= :data:`CHUNK` pixels.
+    """
+    n_h, n_w = grid_shape(height, width, cell_size)
+    bh, bw = cell_size if n_h > 1 else height, cell_size if n_w > 1 else width
+    cw = _largest_divisor(bw, CHUNK)
+    return _Blocks(n_h, n_w, bh, bw, _largest_divisor(bh, max(1, CHUNK // cw)), cw)
+
+
+def _to_blocks(x: Tensor, blocks: _Blocks) -> Tensor:
+    """[B, C, H, W] -> [B, n_h, n_w, K, C, P] (K chunks of P pixels per cell, zero-padded to whole cells)."""
+    n_h, n_w, bh, bw, rh, cw = blocks
+    b, c, height, width = x.shape
+    pad_h, pad_w = n_h * bh - height, n_w * bw - width
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
-    x = x.reshape(B, C, n_h, S, n_w, S).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(B, n_h, n_w, C, S * S)
+    x = x.reshape(b, c, n_h, bh // rh, rh, n_w, bw // cw, cw).permute(0, 2, 5, 3, 6, 1, 4, 7)
+    return x.reshape(b, n_h, n_w, blocks.chunks, c, rh * cw)
 
 
-def _from_blocks(x: Tensor, cell_size: int, H: int, W: int) -> Tensor:
-    """[B, n_h, n_w, C, S*S] -> [B, C, H, W] (cropping the padding)."""
-    B, n_h, n_w, C, _ = x.shape
-    S = cell_size
-    x = x.reshape(B, n_h, n_w, C, S, S).permute(0, 3, 1, 4, 2, 5).reshape(B, C, n_h * S, n_w * S)
-    return x[:, :, :H, :W]
+def _from_blocks(x: Tensor, blocks: _Blocks, height: int, width: int) -> Tensor:
+    """[B, n_h, n_w, K, C, P] -> [B, C, H, W] (cropping the padding)."""
+    n_h, n_w, bh, bw, rh, cw = blocks
+    b, c = x.shape[0], x.shape[4]
+    x = x.reshape(b, n_h, n_w, bh // rh, bw // cw, c, rh, cw).permute(0, 5, 1, 3, 6, 2, 4, 7)
+    return x.reshape(b, c, n_h * bh, n_w * bw)[:, :, :height, :width]
 
 
 def _shift_to_targets(per_dir: Tensor) -> Tensor:
-    """[B, C, 9, n_h, n_w] sums of cell (i, j) for direction k -> [B, C, n_h, n_w] totals of cell (i+dy, j+dx).
+    """[B, C, 9, n_h, n_w] sums of cell (i, j) for direction k -> [B, C, n_h, n_w] totals of cell (i+dy,
+    j+dx).
 
     This is exactly ``F.fold`` with a 3 x 3 kernel and padding 1 (contributions leaving the grid are dropped).
     """
-    B, C, _, n_h, n_w = per_dir.shape
-    return F.fold(per_dir.reshape(B, C * 9, n_h * n_w), (n_h, n_w), kernel_size=3, padding=1)
+    b, c, _, n_h, n_w = per_dir.shape
+    return F.fold(per_dir.reshape(b, c * 9, n_h * n_w), (n_h, n_w), kernel_size=3, padding=1)
 
 
 def _gather_from_neighbours(centres: Tensor) -> Tensor:
-    """[B, C, n_h, n_w] -> [B, n_h, n_w, C, 9] holding the centre of cell (i+dy, j+dx) (0 outside): ``F.unfold``."""
-    B, C, n_h, n_w = centres.shape
-    neigh = F.unfold(centres, kernel_size=3, padding=1).reshape(B, C, 9, n_h, n_w)
-    return neigh.permute(0, 3, 4, 1, 2)
+    """[B, C, n_h, n_w] -> [B, n_h, n_w, C, 9]: the centre of cell (i+dy, j+dx) (0 outside), ``F.unfold``."""
+    b, c, n_h, n_w = centres.shape
+    neighbours = F.unfold(centres, kernel_size=3, padding=1).reshape(b, c, 9, n_h, n_w)
+    return neighbours.permute(0, 3, 4, 1, 2)
 
 
-def _pool_blocks(fb: Tensor, qb: Tensor) -> Tensor:
-    """Feature blocks [B,n_h,n_w,C,SS] and weight blocks [B,n_h,n_w,9,SS] -> centres [B, C, n_h, n_w]."""
-    num = torch.matmul(fb, qb.transpose(-1, -2))  # [B, n_h, n_w, C, 9]
-    mass = qb.sum(dim=-1).unsqueeze(-2)  # [B, n_h, n_w, 1, 9]
-    both = _shift_to_targets(torch.cat([num, mass], dim=-2).permute(0, 3, 4, 1, 2))
-    num, mass = both[:, :-1], both[:, -1:]
+def _pool_blocks(fb: Tensor, qb: Tensor, dtype: torch.dtype) -> Tensor:
+    """Feature and weight chunks ``[B, n_h, n_w, K, C | 9, P]`` -> centres ``[B, C, n_h, n_w]`` in ``dtype``.
+
+    Every product sums one chunk (at most :data:`CHUNK` pixels); the K chunk sums are added in float64.
+    """
+    num = torch.matmul(fb, qb.transpose(-1, -2))  # [B, n_h, n_w, K, C, 9]
+    mass = qb.sum(dim=-1).unsqueeze(-2)  # [B, n_h, n_w, K, 1, 9]
+    chunks = num.shape[3]
+    if chunks > FLOAT32_CHUNK_SUMS:  # a long chain: add the chunk sums in float64
+        num, mass = num.double(), mass.double()
+    if chunks > 1:
+        num, mass = num.sum(dim=3), mass.sum(dim=3)
+    else:
+        num, mass = num[:, :, :, 0], mass[:, :, :, 0]
+    num = _shift_to_targets(num.permute(0, 3, 4, 1, 2))
+    mass = _shift_to_targets(mass.permute(0, 3, 4, 1, 2))
     safe = torch.where(mass > 0, mass, torch.ones_like(mass))
-    return torch.where(mass > 0, num / safe, torch.zeros_like(num))
+    return torch.where(mass > 0, num / safe, torch.zeros_like(num)).to(dtype)
 
 
-def _unpool_blocks(centres: Tensor, qb: Tensor, cell_size: int, H: int, W: int) -> Tensor:
-    neigh = _gather_from_neighbours(centres)  # [B, n_h, n_w, C, 9]
-    return _from_blocks(torch.matmul(neigh, qb), cell_size, H, W)
+def _unpool_blocks(centres: Tensor, qb: Tensor, blocks: _Blocks, size: tuple[int, int]) -> Tensor:
+    neighbours = _gather_from_neighbours(centres).unsqueeze(3)  # [B, n_h, n_w, 1, C, 9]
+    return _from_blocks(torch.matmul(neighbours, qb), blocks, *size)
 
 
-def _prepare(features: Tensor, assoc: Tensor, cell_size: int, renormalize: bool, fname: str):
-    features = _check_tensor4(fname, features)
-    assoc = _check_assoc(assoc)
-    cell_size = _check_size("cell_size", cell_size, 1)
+def _compute_dtype(*tensors: Tensor) -> tuple[torch.dtype, torch.dtype]:
+    """(output dtype, accumulation dtype): the promoted dtype, computed in float32 if it is a half type."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype, torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _check_pool_inputs(
+    features: Tensor, name: str, assoc: Tensor, cell_size: object, mask: Tensor | None
+) -> tuple[int, Tensor | None]:
+    _checks.check_floating(features, name, "[B, C, H, W]")
+    _checks.check_assoc(assoc)
+    cell = _checks.check_int(cell_size, "cell_size", 1)
     if features.shape[0] != assoc.shape[0] or features.shape[-2:] != assoc.shape[-2:]:
         raise ValueError(
-            f"{fname} and assoc must agree in batch size and spatial size: {fname} has shape "
+            f"{name} and assoc must agree in batch size and spatial size: {name} has shape "
             f"{tuple(features.shape)}, assoc has shape {tuple(assoc.shape)}"
         )
-    dtype = _common_dtype(features, assoc)
-    features, assoc = features.to(dtype), assoc.to(dtype)
-    H, W = assoc.shape[-2:]
-    n_h, n_w = grid_shape(H, W, cell_size)
-    q = normalize_assoc(assoc, cell_size, renormalize=renormalize)
-    qb = _to_blocks(q, cell_size, n_h, n_w)
-    return features, qb, cell_size, n_h, n_w
+    _checks.check_same_device(features, name, assoc, "assoc")
+    if mask is not None:
+        mask = _checks.check_mask(mask, assoc[:, 0], "assoc")
+    _checks.check_assoc_values(assoc)
+    return cell, mask
 
 
-# ----------------------------------------------------------------------------------------------- public
+def _pool(features: Tensor, q: Tensor, cell_size: int, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(centres, weight blocks) from features and normalized weights, both in the accumulation dtype."""
+    blocks = _blocks(q.shape[-2], q.shape[-1], cell_size)
+    qb = _to_blocks(q, blocks)
+    if mask is None:
+        return _pool_blocks(_to_blocks(features, blocks), qb, features.dtype), qb
+    counted = mask[:, None]  # left out exactly: a NaN at an uncounted pixel does not reach any centre
+    pool_q = _to_blocks(torch.where(counted, q, 0.0), blocks)
+    fb = _to_blocks(torch.where(counted, features, 0.0), blocks)
+    return _pool_blocks(fb, pool_q, features.dtype), qb
+
+
 def soft_superpixel_pool(
-    features: Tensor, assoc: Tensor, cell_size: int, *, renormalize: bool = True
+    features: Tensor,
+    assoc: Tensor,
+    cell_size: int,
+    *,
+    mask: Tensor | None = None,
+    renormalize: bool = True,
+    validate: bool = True,
 ) -> Tensor:
     """Soft superpixel centres: association-weighted means of the features (SpixelFCN Eq. 2a).
 
     Args:
         features (Tensor[B, C, H, W]): per-pixel features.
-        assoc (Tensor[B, 9, H, W]): non-negative association of every pixel with its 9 candidate cells
+        assoc (Tensor[B, 9, H, W]): non-negative, finite association of every pixel with its 9 candidate cells
             (neighbour order TL, T, TR, L, C, R, BL, B, BR).
         cell_size (int): grid cell side ``S`` in pixels; ``H`` and ``W`` need not be multiples of it.
+        mask (BoolTensor[B, H, W] | None): pixels that take part (``True``); ``None``: all.
         renormalize (bool): border convention (see the module docstring).
+        validate (bool): check the inputs (the association check synchronises with the device).
 
     Returns:
         Tensor[B, C, n_h, n_w]: centre features, ``n_h = ceil(H / S)``, ``n_w = ceil(W / S)``; 0 for a cell
-        that receives no association mass.
+        that receives no association mass. The dtype promoted from ``features`` and ``assoc``.
 
     Example:
         >>> f = torch.arange(16.0).reshape(1, 1, 4, 4)
@@ -187,24 +260,33 @@ def soft_superpixel_pool(
         tensor([[[[ 2.5000,  4.5000],
                   [10.5000, 12.5000]]]])
     """
-    features, qb, cell_size, n_h, n_w = _prepare(features, assoc, cell_size, renormalize, "features")
-    fb = _to_blocks(features, cell_size, n_h, n_w)
-    return _pool_blocks(fb, qb)
+    if validate:
+        cell_size, mask = _check_pool_inputs(features, "features", assoc, cell_size, mask)
+    mask = None if mask is None else _checks.drop_channel_dim(mask)
+    dtype, compute = _compute_dtype(features, assoc)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        q = _normalized(assoc.to(compute), cell_size, renormalize)
+        centres, _ = _pool(features.to(compute), q, cell_size, mask)
+    return centres.to(dtype)
 
 
 def soft_superpixel_unpool(
-    centres: Tensor, assoc: Tensor, cell_size: int, *, renormalize: bool = True
+    centres: Tensor, assoc: Tensor, cell_size: int, *, renormalize: bool = True, validate: bool = True
 ) -> Tensor:
-    """Reconstruct per-pixel features from the centres of their 9 candidate cells (SpixelFCN Eq. 2b).
+    r"""Reconstruct per-pixel features from the centres of their 9 candidate cells (SpixelFCN Eq. 2b).
+
+    Like :func:`superpixel_unpool`, it has no ``mask``: every pixel is reconstructed.
 
     Args:
         centres (Tensor[B, C, n_h, n_w]): superpixel features on the grid of ``assoc``.
-        assoc (Tensor[B, 9, H, W]): association (neighbour order TL, T, TR, L, C, R, BL, B, BR).
+        assoc (Tensor[B, 9, H, W]): non-negative, finite association (neighbour order TL, T, TR, L, C, R,
+            BL, B, BR).
         cell_size (int): grid cell side in pixels.
         renormalize (bool): border convention (see the module docstring).
+        validate (bool): check the inputs (the association check synchronises with the device).
 
     Returns:
-        Tensor[B, C, H, W]: :math:`f'(p) = \\sum_k \\hat q_k(p)\\, c_{g(p) + d_k}`.
+        Tensor[B, C, H, W]: :math:`f'(p) = \sum_k \hat q_k(p)\, c_{g(p) + d_k}`.
 
     Example:
         >>> c = torch.tensor([[[[1.0, 2.0]]]])  # a 1 x 2 grid
@@ -213,35 +295,50 @@ def soft_superpixel_unpool(
         tensor([[[[1.5000, 1.5000, 2.0000, 2.0000],
                   [1.5000, 1.5000, 2.0000, 2.0000]]]])
     """
-    centres = _check_tensor4("centres", centres)
-    assoc = _check_assoc(assoc)
-    cell_size = _check_size("cell_size", cell_size, 1)
-    H, W = assoc.shape[-2:]
-    n_h, n_w = grid_shape(H, W, cell_size)
-    B = assoc.shape[0]
-    if centres.shape[0] != B or tuple(centres.shape[-2:]) != (n_h, n_w):
-        raise ValueError(
-            f"centres must have shape [B={B}, C, n_h={n_h}, n_w={n_w}] for assoc of shape {tuple(assoc.shape)} "
-            f"and cell_size={cell_size}, got shape {tuple(centres.shape)}"
-        )
-    dtype = _common_dtype(centres, assoc)
-    centres, assoc = centres.to(dtype), assoc.to(dtype)
-    q = normalize_assoc(assoc, cell_size, renormalize=renormalize)
-    qb = _to_blocks(q, cell_size, n_h, n_w)
-    return _unpool_blocks(centres, qb, cell_size, H, W)
+    if validate:
+        _checks.check_floating(centres, "centres", "[B, C, n_h, n_w]")
+        _checks.check_assoc(assoc)
+        cell_size = _checks.check_int(cell_size, "cell_size", 1)
+        n_h, n_w = grid_shape(assoc.shape[-2], assoc.shape[-1], cell_size)
+        b = assoc.shape[0]
+        if centres.shape[0] != b or tuple(centres.shape[-2:]) != (n_h, n_w):
+            raise ValueError(
+                f"centres must have shape [B={b}, C, n_h={n_h}, n_w={n_w}] for assoc of shape "
+                f"{tuple(assoc.shape)} and cell_size={cell_size}, got shape {tuple(centres.shape)}"
+            )
+        _checks.check_same_device(centres, "centres", assoc, "assoc")
+        _checks.check_assoc_values(assoc)
+    height, width = assoc.shape[-2:]
+    dtype, compute = _compute_dtype(centres, assoc)
+    with torch.autocast(device_type=centres.device.type, enabled=False):
+        q = _normalized(assoc.to(compute), cell_size, renormalize)
+        blocks = _blocks(height, width, cell_size)
+        out = _unpool_blocks(centres.to(compute), _to_blocks(q, blocks), blocks, (height, width))
+    return out.to(dtype)
 
 
-def soft_uniformize(logits: Tensor, assoc: Tensor, cell_size: int, *, renormalize: bool = True) -> Tensor:
+def soft_uniformize(
+    logits: Tensor,
+    assoc: Tensor,
+    cell_size: int,
+    *,
+    mask: Tensor | None = None,
+    renormalize: bool = True,
+    validate: bool = True,
+) -> Tensor:
     """Differentiable soft counterpart of hard uniformization: ``unpool(pool(logits))``.
 
     Gradients reach both ``logits`` and ``assoc``, so a segmentation loss on the result can train the
-    superpixel network end to end.
+    superpixel network end to end. Memory is proportional to the pixels for every ``cell_size``.
 
     Args:
         logits (Tensor[B, C, H, W]): per-pixel scores (or any features).
-        assoc (Tensor[B, 9, H, W]): association (neighbour order TL, T, TR, L, C, R, BL, B, BR).
+        assoc (Tensor[B, 9, H, W]): non-negative, finite association (neighbour order TL, T, TR, L, C, R,
+            BL, B, BR).
         cell_size (int): grid cell side in pixels.
+        mask (BoolTensor[B, H, W] | None): pixels that count in the centres; all pixels are reconstructed.
         renormalize (bool): border convention (see the module docstring).
+        validate (bool): check the inputs (the association check synchronises with the device).
 
     Returns:
         Tensor[B, C, H, W]: the smoothed logits.
@@ -254,22 +351,30 @@ def soft_uniformize(logits: Tensor, assoc: Tensor, cell_size: int, *, renormaliz
         >>> soft_uniformize(x, q, 3).shape
         torch.Size([2, 3, 5, 7])
     """
-    logits, qb, cell_size, n_h, n_w = _prepare(logits, assoc, cell_size, renormalize, "logits")
-    H, W = logits.shape[-2:]
-    centres = _pool_blocks(_to_blocks(logits, cell_size, n_h, n_w), qb)
-    return _unpool_blocks(centres, qb, cell_size, H, W)
+    if validate:
+        cell_size, mask = _check_pool_inputs(logits, "logits", assoc, cell_size, mask)
+    mask = None if mask is None else _checks.drop_channel_dim(mask)
+    height, width = logits.shape[-2:]
+    dtype, compute = _compute_dtype(logits, assoc)
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        q = _normalized(assoc.to(compute), cell_size, renormalize)
+        centres, qb = _pool(logits.to(compute), q, cell_size, mask)
+        out = _unpool_blocks(centres, qb, _blocks(height, width, cell_size), (height, width))
+    return out.to(dtype)
 
 
 class SoftUniformize(nn.Module):
-    """Module form of :func:`soft_uniformize`.
+    """Module form of :func:`soft_uniformize` (``cell_size`` fixes the grid, so it is a construction option).
 
     Args:
         cell_size (int): grid cell side in pixels.
         renormalize (bool): border convention (see :mod:`sparse_ops.soft`).
+        validate (bool): check the inputs of every call.
 
     Shape:
         - logits: :math:`(B, C, H, W)`
         - assoc: :math:`(B, 9, H, W)`
+        - mask: :math:`(B, H, W)`, bool, optional
         - output: :math:`(B, C, H, W)`
 
     Example:
@@ -279,13 +384,17 @@ class SoftUniformize(nn.Module):
         torch.Size([1, 21, 8, 8])
     """
 
-    def __init__(self, cell_size: int, *, renormalize: bool = True) -> None:
+    def __init__(self, cell_size: int, *, renormalize: bool = True, validate: bool = True) -> None:
         super().__init__()
-        self.cell_size = _check_size("cell_size", cell_size, 1)
+        self.cell_size = _checks.check_int(cell_size, "cell_size", 1)
         self.renormalize = bool(renormalize)
+        self.validate = validate
 
-    def forward(self, logits: Tensor, assoc: Tensor) -> Tensor:
-        return soft_uniformize(logits, assoc, self.cell_size, renormalize=self.renormalize)
+    def forward(self, logits: Tensor, assoc: Tensor, *, mask: Tensor | None = None) -> Tensor:
+        """See :func:`soft_uniformize`."""
+        return soft_uniformize(
+            logits, assoc, self.cell_size, mask=mask, renormalize=self.renormalize, validate=self.validate
+        )
 
     def extra_repr(self) -> str:
         return f"cell_size={self.cell_size}, renormalize={self.renormalize}"

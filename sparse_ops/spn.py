@@ -12,52 +12,49 @@ giving one feature vector per superpixel. For image-level classification the sup
     g = \\frac{1}{|\\{s : |s| > 0\\}|} \\sum_{s : |s| > 0} z_s, \\qquad
     \\mathrm{CAM}_k(p) = w_k^\\top z_{s(p)} + b_k .
 
-All pooling and broadcasting goes through :func:`~sparse_ops.superpixel_pool` and
-:func:`~sparse_ops.superpixel_unpool`; this module only adds the upsampling, the averaging over superpixels
-and the classifier.
+All pooling and broadcasting goes through :func:`~sparse_ops.superpixel_pool` (whose ``upsample`` option
+resizes coarse feature maps; its module :class:`~sparse_ops.SuperpixelPool` is SPN's superpixel pooling layer)
+and :func:`~sparse_ops.superpixel_unpool`; this module only adds the averaging over superpixels and the
+classifier.
 """
 
 from __future__ import annotations
+
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparse_ops.pooling import superpixel_pool, superpixel_unpool
+from sparse_ops import _checks
+from sparse_ops.assignment import SuperpixelAssignment, validate_ids, validate_labels
+from sparse_ops.pooling import UPSAMPLE_MODES, Upsample, resize_to
 
-__all__ = ["SuperpixelClassifier", "SuperpixelPooling", "superpixel_cam", "superpixel_global_average"]
-
-_MODES = ("bilinear", "nearest", "bicubic", "area")
-
-
-def _spatial(superpixels: object) -> tuple[int, int]:
-    if not isinstance(superpixels, Tensor):
-        raise TypeError(f"superpixels must be a Tensor, got {type(superpixels).__name__}")
-    if superpixels.dim() not in (3, 4):
-        raise ValueError(
-            f"superpixels must have shape [B, H, W] or [B, 1, H, W], got shape {tuple(superpixels.shape)}"
-        )
-    return int(superpixels.shape[-2]), int(superpixels.shape[-1])
+__all__ = ["SuperpixelClassifier", "superpixel_cam", "superpixel_global_average"]
 
 
-def _match_size(features: object, superpixels: Tensor, upsample: str | None) -> Tensor:
-    """Resize ``features`` to the superpixel map (SPN pools upsampled feature maps)."""
-    if not isinstance(features, Tensor):
-        raise TypeError(f"features must be a Tensor, got {type(features).__name__}")
-    if features.dim() != 4:
-        raise ValueError(f"features must have shape [B, C, h, w], got shape {tuple(features.shape)}")
-    size = _spatial(superpixels)
-    if tuple(features.shape[-2:]) == size:
-        return features
-    if upsample is None:
-        raise ValueError(
-            f"features have spatial size {tuple(features.shape[-2:])} but superpixels {size}; pass "
-            f"upsample='bilinear' (or another mode) to resize them"
-        )
-    if upsample not in _MODES:
-        raise ValueError(f"upsample must be one of {_MODES} or None, got {upsample!r}")
-    kw = {"align_corners": False} if upsample in ("bilinear", "bicubic") else {}
-    return F.interpolate(features, size=size, mode=upsample, **kw)
+def _superpixel_means(
+    features: Tensor,
+    superpixels: Tensor,
+    num_superpixels: int | Tensor | None,
+    mask: Tensor | None,
+    upsample: Upsample | None,
+    validate: bool,
+) -> tuple[Tensor, SuperpixelAssignment]:
+    """Validated ``([B, N_s, C] superpixel means, assignment)`` of (resized) features, means in float32 for
+    half-precision features (the callers round once at the end)."""
+    if validate:
+        _checks.check_floating(features, "features", "[B, C, h, w]")
+        _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
+        superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
+        _checks.check_batch_match(features, "features", superpixels, "superpixels")
+        _checks.check_same_device(features, "features", superpixels, "superpixels")
+        validate_ids(superpixels, num_superpixels)
+    labels = _checks.drop_channel_dim(superpixels)
+    features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
+    assignment = SuperpixelAssignment(labels, num_superpixels, mask=mask, validate=False)
+    accumulation = torch.float32 if features.dtype in (torch.float16, torch.bfloat16) else features.dtype
+    return assignment.pool(features.to(accumulation), "mean"), assignment
 
 
 def superpixel_global_average(
@@ -66,7 +63,8 @@ def superpixel_global_average(
     num_superpixels: int | Tensor | None = None,
     *,
     mask: Tensor | None = None,
-    upsample: str | None = "bilinear",
+    upsample: Upsample | None = "bilinear",
+    validate: bool = True,
 ) -> Tensor:
     """Image-level feature: the mean of the superpixel means over the non-empty superpixels.
 
@@ -76,6 +74,7 @@ def superpixel_global_average(
         num_superpixels (int | LongTensor[B] | None): as in :func:`~sparse_ops.superpixel_pool`.
         mask (BoolTensor[B, H, W] | None): pixels that take part.
         upsample (str | None): interpolation mode for coarser features (``None``: sizes must match).
+        validate (bool): check the inputs.
 
     Returns:
         Tensor[B, C]: per-image features (0 for an image without any counted pixel).
@@ -86,23 +85,55 @@ def superpixel_global_average(
         >>> superpixel_global_average(f, sp)  # (1 + 5) / 2, not the pixel mean 2
         tensor([[3.]])
     """
-    features = _match_size(features, superpixels, upsample)
-    pooled, counts = superpixel_pool(features, superpixels, num_superpixels, mask=mask, return_counts=True)
-    present = (counts > 0).to(pooled.dtype)  # [B, N_s]
-    total = torch.einsum("bsc,bs->bc", pooled, present)
-    return total / present.sum(dim=1, keepdim=True).clamp_min(1)
+    pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
+    present = assignment.counts > 0  # [B, N_s]
+    total = torch.where(present.unsqueeze(-1), pooled, 0.0).sum(
+        dim=1
+    )  # a reduction: not downcast by autocast
+    return (total / present.sum(dim=1, keepdim=True).clamp_min(1)).to(features.dtype)
+
+
+@overload
+def superpixel_cam(
+    features: Tensor,
+    superpixels: Tensor,
+    num_superpixels: int | Tensor | None = ...,
+    *,
+    weight: Tensor,
+    bias: Tensor | None = ...,
+    mask: Tensor | None = ...,
+    upsample: Upsample | None = ...,
+    return_superpixel_scores: Literal[False] = ...,
+    validate: bool = ...,
+) -> Tensor: ...
+
+
+@overload
+def superpixel_cam(
+    features: Tensor,
+    superpixels: Tensor,
+    num_superpixels: int | Tensor | None = ...,
+    *,
+    weight: Tensor,
+    bias: Tensor | None = ...,
+    mask: Tensor | None = ...,
+    upsample: Upsample | None = ...,
+    return_superpixel_scores: Literal[True],
+    validate: bool = ...,
+) -> tuple[Tensor, Tensor]: ...
 
 
 def superpixel_cam(
     features: Tensor,
     superpixels: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
     num_superpixels: int | Tensor | None = None,
     *,
+    weight: Tensor,
+    bias: Tensor | None = None,
     mask: Tensor | None = None,
-    upsample: str | None = "bilinear",
+    upsample: Upsample | None = "bilinear",
     return_superpixel_scores: bool = False,
+    validate: bool = True,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Superpixel-pooled class activation map (SP-CAM).
 
@@ -112,13 +143,14 @@ def superpixel_cam(
     Args:
         features (Tensor[B, C, h, w]): feature map; resized to the superpixel map if coarser.
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel ids.
+        num_superpixels (int | LongTensor[B] | None): as in :func:`~sparse_ops.superpixel_pool`.
         weight (Tensor[K, C]): classifier weights (e.g. ``nn.Linear(C, K).weight``).
         bias (Tensor[K] | None): classifier bias.
-        num_superpixels (int | LongTensor[B] | None): as in :func:`~sparse_ops.superpixel_pool`.
         mask (BoolTensor[B, H, W] | None): pixels that take part in the pooling (others still receive the
             score of their superpixel).
         upsample (str | None): interpolation mode for coarser features.
         return_superpixel_scores (bool): also return the per-superpixel scores.
+        validate (bool): check the inputs.
 
     Returns:
         Tensor[B, K, H, W] | tuple[Tensor[B, K, H, W], Tensor[B, N_s, K]]: the SP-CAM (and the superpixel
@@ -128,72 +160,31 @@ def superpixel_cam(
         >>> f = torch.tensor([[[[1., 3., 10.]], [[0., 2., 4.]]]])  # C = 2, H = 1, W = 3
         >>> sp = torch.tensor([[[0, 0, 1]]])
         >>> w = torch.tensor([[1., 0.], [0., 1.]])                 # K = 2 classes: copy the channels
-        >>> superpixel_cam(f, sp, w)
+        >>> superpixel_cam(f, sp, weight=w)
         tensor([[[[ 2.,  2., 10.]],
         <BLANKLINE>
                  [[ 1.,  1.,  4.]]]])
     """
-    features = _match_size(features, superpixels, upsample)
-    if not isinstance(weight, Tensor) or weight.dim() != 2:
-        raise ValueError(f"weight must be a Tensor of shape [K, C], got {getattr(weight, 'shape', weight)!r}")
-    if weight.shape[1] != features.shape[1]:
-        raise ValueError(
-            f"weight must have C={features.shape[1]} columns like features, got shape {tuple(weight.shape)}"
-        )
-    if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],)):
-        raise ValueError(
-            f"bias must be a Tensor of shape [{weight.shape[0]}], got {getattr(bias, 'shape', bias)!r}"
-        )
-    pooled = superpixel_pool(features, superpixels, num_superpixels, mask=mask)
-    assert isinstance(pooled, Tensor)
-    scores = F.linear(pooled, weight, bias)  # [B, N_s, K]
-    cam = superpixel_unpool(scores, superpixels)
+    if validate:
+        if not isinstance(weight, Tensor) or weight.dim() != 2:
+            raise ValueError(
+                f"weight must be a Tensor of shape [K, C], got {getattr(weight, 'shape', weight)!r}"
+            )
+        if isinstance(features, Tensor) and weight.shape[1] != features.shape[1]:
+            raise ValueError(
+                f"weight must have C={features.shape[1]} columns like features, got shape "
+                f"{tuple(weight.shape)}"
+            )
+        if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],)):
+            raise ValueError(
+                f"bias must be a Tensor of shape [{weight.shape[0]}], got {getattr(bias, 'shape', bias)!r}"
+            )
+    pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
+    scores = F.linear(
+        pooled.to(features.dtype), weight, bias
+    )  # [B, N_s, K]; a linear layer, autocast applies
+    cam = assignment.decode(scores)
     return (cam, scores) if return_superpixel_scores else cam
-
-
-class SuperpixelPooling(nn.Module):
-    """SPN superpixel pooling layer: (upsample and) average features over superpixels.
-
-    Args:
-        reduce (str): ``"mean"`` (SPN), ``"sum"`` or ``"max"``.
-        upsample (str | None): interpolation mode applied to feature maps coarser than the superpixel map
-            (``None``: sizes must match).
-
-    Shape:
-        - features: :math:`(B, C, h, w)`
-        - superpixels: :math:`(B, H, W)` or :math:`(B, 1, H, W)`, integer
-        - output: :math:`(B, N_s, C)`
-
-    Example:
-        >>> pool = SuperpixelPooling()
-        >>> sp = torch.arange(4).repeat_interleave(4).reshape(1, 4, 4)  # one superpixel per row
-        >>> pool(torch.randn(1, 8, 2, 2), sp).shape  # 2 x 2 features upsampled to 4 x 4
-        torch.Size([1, 4, 8])
-    """
-
-    def __init__(self, reduce: str = "mean", *, upsample: str | None = "bilinear") -> None:
-        super().__init__()
-        if reduce not in ("mean", "sum", "max"):
-            raise ValueError(f"reduce must be one of ('mean', 'sum', 'max'), got {reduce!r}")
-        if upsample is not None and upsample not in _MODES:
-            raise ValueError(f"upsample must be one of {_MODES} or None, got {upsample!r}")
-        self.reduce = reduce
-        self.upsample = upsample
-
-    def forward(
-        self,
-        features: Tensor,
-        superpixels: Tensor,
-        num_superpixels: int | Tensor | None = None,
-        mask: Tensor | None = None,
-    ) -> Tensor:
-        features = _match_size(features, superpixels, self.upsample)
-        out = superpixel_pool(features, superpixels, num_superpixels, self.reduce, mask=mask)
-        assert isinstance(out, Tensor)
-        return out
-
-    def extra_repr(self) -> str:
-        return f"reduce={self.reduce!r}, upsample={self.upsample!r}"
 
 
 class SuperpixelClassifier(nn.Module):
@@ -207,6 +198,7 @@ class SuperpixelClassifier(nn.Module):
         num_classes (int): classes ``K``.
         bias (bool): learn a bias.
         upsample (str | None): interpolation mode for coarser feature maps.
+        validate (bool): check the inputs of every call.
 
     Shape:
         - features: :math:`(B, C, h, w)`, superpixels: :math:`(B, H, W)`
@@ -220,32 +212,58 @@ class SuperpixelClassifier(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, num_classes: int, *, bias: bool = True, upsample: str | None = "bilinear"
-    ):
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        bias: bool = True,
+        upsample: Upsample | None = "bilinear",
+        validate: bool = True,
+    ) -> None:
         super().__init__()
-        self.classifier = nn.Linear(in_channels, num_classes, bias=bias)
-        self.upsample = upsample
+        _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
+        self.classifier = nn.Linear(
+            _checks.check_int(in_channels, "in_channels", 1),
+            _checks.check_int(num_classes, "num_classes", 1),
+            bias=bias,
+        )
+        self.upsample: Upsample | None = upsample
+        self.validate = validate
 
     def forward(
-        self, features: Tensor, superpixels: Tensor, num_superpixels: int | Tensor | None = None, mask=None
+        self,
+        features: Tensor,
+        superpixels: Tensor,
+        num_superpixels: int | Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
     ) -> Tensor:
-        g = superpixel_global_average(
-            features, superpixels, num_superpixels, mask=mask, upsample=self.upsample
+        """Image logits ``[B, K]`` of the global superpixel average (:func:`superpixel_global_average`)."""
+        pooled = superpixel_global_average(
+            features, superpixels, num_superpixels, mask=mask, upsample=self.upsample, validate=self.validate
         )
-        return self.classifier(g)
+        out: Tensor = self.classifier(pooled)
+        return out
 
     def cam(
-        self, features: Tensor, superpixels: Tensor, num_superpixels: int | Tensor | None = None, mask=None
+        self,
+        features: Tensor,
+        superpixels: Tensor,
+        num_superpixels: int | Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
     ) -> Tensor:
-        """SP-CAM of this classifier, ``Tensor[B, K, H, W]``."""
-        out = superpixel_cam(
+        """SP-CAM of this classifier, ``Tensor[B, K, H, W]`` (see :func:`superpixel_cam`)."""
+        return superpixel_cam(
             features,
             superpixels,
-            self.classifier.weight,
-            self.classifier.bias,
             num_superpixels,
+            weight=self.classifier.weight,
+            bias=self.classifier.bias,
             mask=mask,
             upsample=self.upsample,
+            validate=self.validate,
         )
-        assert isinstance(out, Tensor)
-        return out
+
+    def extra_repr(self) -> str:
+        return f"upsample={self.upsample!r}"

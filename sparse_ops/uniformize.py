@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from sparse_ops import _checks
-from sparse_ops.assignment import SuperpixelAssignment
+from sparse_ops.assignment import BACKENDS, Backend, SuperpixelAssignment, validate_ids, validate_labels
 
 __all__ = ["SuperpixelUniformize", "uniformize"]
 
@@ -15,9 +14,9 @@ def uniformize(
     logits: Tensor,
     superpixels: Tensor,
     num_superpixels: int | Tensor | None = None,
-    mask: Tensor | None = None,
     *,
-    backend: str = "auto",
+    mask: Tensor | None = None,
+    backend: Backend = "auto",
     validate: bool = True,
 ) -> Tensor:
     r"""Replace every pixel's logits by the mean logits of its superpixel.
@@ -29,29 +28,31 @@ def uniformize(
 
     i.e. :math:`Y = D E X = M^\top \operatorname{diag}(1/n) M X` with the binary pixel-to-superpixel matrix
     :math:`M` (paper Eq. 12-13). The map is linear and symmetric (without a mask), so the backward pass is the
-    same op applied to the incoming gradient; it is computed by a scatter-sum and a gather, never with anything of
-    size :math:`N_s \times N_p`.
+    same op applied to the incoming gradient; nothing of size :math:`N_s \times N_p` is formed, and the ids
+    are compacted internally, so memory is proportional to the pixels whatever the id values. Every mean is
+    within :math:`(K + P + 1)\,u \max|x| \le 133\,u \max|x|` of the exact one, for any superpixel size
+    (:math:`u` the unit roundoff of the accumulation dtype; see :doc:`/concepts/uniformization`).
 
     Args:
-        logits (Tensor[B, C, H, W]): floating logits (float16/bfloat16 accumulate in float32).
+        logits (Tensor[B, C, H, W]): floating logits (float16/bfloat16 accumulate in float32 and round once).
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel id per pixel, any integer dtype,
             in ``[0, num_superpixels)``; gaps (empty superpixels) are fine.
-        num_superpixels (int | LongTensor[B] | None): ``N_s`` (see :class:`SuperpixelAssignment`); ``None``
-            infers ``max id + 1`` at the cost of a host-device synchronisation: pass an int in hot loops and under
-            ``torch.compile``.
+        num_superpixels (int | LongTensor[B] | None): bound of the ids (see :class:`SuperpixelAssignment`);
+            ``None`` reads ``max id + 1`` from the device (a host synchronisation): pass an int in hot loops
+            and under ``torch.compile``.
         mask (BoolTensor[B, H, W] | None): pixels that count in the means (e.g. not ignore-labelled). Masked
-            pixels still receive their superpixel's mean; a superpixel with no counted pixel leaves its pixels'
-            logits unchanged.
+            pixels still receive their superpixel's mean; a superpixel with no counted pixel leaves its
+            pixels' logits unchanged.
         backend (str): ``"auto"``, ``"scatter"`` or ``"sparse"`` (see :class:`SuperpixelAssignment`).
         validate (bool): check the inputs (``False`` skips all checks, e.g. under ``torch.compile``).
 
     Returns:
-        Tensor[B, C, H, W]: the uniformized logits, same shape and dtype as ``logits``.
+        Tensor[B, C, H, W]: the uniformized logits, same shape and dtype as ``logits`` (contiguous).
 
     .. note::
-        Deterministic: the default ``"scatter"`` backend uses ``scatter_add_`` and ``gather``, deterministic on
-        CPU and made deterministic on CUDA by ``torch.use_deterministic_algorithms(True)``. To reuse one label map
-        for several tensors, build a :class:`SuperpixelAssignment` once.
+        Deterministic: the default ``"scatter"`` backend uses ``scatter_add_`` and ``gather``, deterministic
+        on CPU and made deterministic on CUDA by ``torch.use_deterministic_algorithms(True)``. To reuse one
+        label map for several tensors, build a :class:`SuperpixelAssignment` once.
 
     Example:
         >>> import torch
@@ -62,22 +63,20 @@ def uniformize(
                   [8., 8., 8.]]]])
     """
     if validate:
-        _checks.check_floating(logits, "logits", 4, "[B, C, H, W]")
-        if isinstance(superpixels, Tensor):
-            _checks.check_same_device(logits, "logits", superpixels, "superpixels")
-            sp = _checks.check_superpixels(superpixels)
-            _checks.check_spatial_match(logits, "logits", sp)
-    assignment = SuperpixelAssignment(superpixels, num_superpixels, mask, backend=backend, validate=validate)
-    return assignment.uniformize(logits)
+        _checks.check_floating(logits, "logits", "[B, C, H, W]")
+        _checks.check_option(backend, "backend", BACKENDS)
+        superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
+        _checks.check_spatial_match(logits, "logits", superpixels)
+        validate_ids(superpixels, num_superpixels)
+    return SuperpixelAssignment._compact(superpixels, num_superpixels, mask, backend).uniformize(logits)
 
 
 class SuperpixelUniformize(nn.Module):
     """Module form of :func:`uniformize` (no parameters).
 
     Args:
-        num_superpixels (int | None): ``N_s`` for every call (``None``: per call, or inferred).
         backend (str): ``"auto"``, ``"scatter"`` or ``"sparse"``.
-        validate (bool): check the inputs.
+        validate (bool): check the inputs of every call.
 
     Shape:
         - logits: :math:`(B, C, H, W)`
@@ -87,37 +86,29 @@ class SuperpixelUniformize(nn.Module):
 
     Example:
         >>> import torch
-        >>> op = SuperpixelUniformize(num_superpixels=4)
-        >>> op(torch.randn(2, 21, 8, 8), torch.randint(0, 4, (2, 8, 8))).shape
+        >>> op = SuperpixelUniformize()
+        >>> op(torch.randn(2, 21, 8, 8), torch.randint(0, 4, (2, 8, 8)), 4).shape
         torch.Size([2, 21, 8, 8])
     """
 
-    def __init__(
-        self, num_superpixels: int | None = None, *, backend: str = "auto", validate: bool = True
-    ) -> None:
+    def __init__(self, *, backend: Backend = "auto", validate: bool = True) -> None:
         super().__init__()
-        if validate:
-            _checks.check_backend(backend)
-            _checks.check_num_superpixels(num_superpixels, 0, torch.device("cpu"))
-            if isinstance(num_superpixels, Tensor):
-                raise TypeError(
-                    "num_superpixels of SuperpixelUniformize must be an int or None; pass per-image "
-                    "tensors to forward()"
-                )
-        self.num_superpixels = num_superpixels
-        self.backend = backend
+        _checks.check_option(backend, "backend", BACKENDS)
+        self.backend: Backend = backend
         self.validate = validate
 
     def forward(
         self,
         logits: Tensor,
         superpixels: Tensor,
-        mask: Tensor | None = None,
         num_superpixels: int | Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
     ) -> Tensor:
-        """Uniformize ``logits`` over ``superpixels`` (``num_superpixels`` overrides the module's)."""
-        n = self.num_superpixels if num_superpixels is None else num_superpixels
-        return uniformize(logits, superpixels, n, mask, backend=self.backend, validate=self.validate)
+        """See :func:`uniformize`."""
+        return uniformize(
+            logits, superpixels, num_superpixels, mask=mask, backend=self.backend, validate=self.validate
+        )
 
     def extra_repr(self) -> str:
-        return f"num_superpixels={self.num_superpixels}, backend={self.backend!r}"
+        return f"backend={self.backend!r}"

@@ -25,7 +25,8 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# one thread per test process: the suite runs under pytest-xdist on a 2-core machine (no oversubscription)
+torch.set_num_threads(1)
 
 CUDA = torch.cuda.is_available()
 DEVICES = [
@@ -48,3 +49,10 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 def dtype(request: pytest.FixtureRequest) -> torch.dtype:
     """The floating dtypes every op must support exactly."""
     return request.param
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``error_case`` with the ``errors`` table of an ``OpTester`` subclass (op_tester.py)."""
+    if "error_case" in metafunc.fixturenames:
+        errors = getattr(metafunc.cls, "errors", None) or []
+        metafunc.parametrize("error_case", errors or [None], ids=[m[2][:40] for m in errors] or ["none"])

@@ -6,6 +6,7 @@ Run from the repository root: ``python docs/_scripts/make_soft_figure.py`` (writ
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -14,13 +15,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from sparse_ops import NEIGHBOUR_OFFSETS as OFFSETS
+from sparse_ops import grid_shape
+
 NAMES = ["TL", "T", "TR", "L", "C", "R", "BL", "B", "BR"]
-OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 OUT = Path(__file__).resolve().parents[1] / "_static" / "soft_neighbours.png"
 
 
 def panel(ax, H: int, W: int, S: int, pixel: tuple[float, float], title: str) -> None:
-    n_h, n_w = -(-H // S), -(-W // S)
+    n_h, n_w = grid_shape(H, W, S)
     ax.set_xlim(-1.1 * S, n_w * S + 1.1 * S)
     ax.set_ylim(n_h * S + 1.1 * S, -1.1 * S)
     ax.set_aspect("equal")

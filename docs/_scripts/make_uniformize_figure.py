@@ -1,8 +1,8 @@
 """Make ``docs/_static/uniformize_figure.png``: image, superpixel contours, raw argmax, uniformized argmax.
 
-Synthetic data only (runs offline): a 3-class image of a disc and a square on a background, noisy per-pixel logits
-whose argmax is ragged at the boundaries, Voronoi superpixels of jittered grid seeds whose edges follow the
-object outlines, and the argmax after :func:`sparse_ops.uniformize`.
+Synthetic data only (runs offline): a 3-class image of a disc and a square on a background, noisy per-pixel
+logits whose argmax is ragged at the boundaries, Voronoi superpixels of jittered grid seeds whose edges follow
+the object outlines, and the argmax after :func:`sparse_ops.uniformize`.
 
 Run from the repository root: ``python docs/_scripts/make_uniformize_figure.py``.
 """

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 
 def ref_pool(x: np.ndarray, sp: np.ndarray, n_s: int, reduce: str, mask: np.ndarray | None = None):
-    """x [B, C, H, W], sp [B, H, W] -> ([B, N_s, C], counts [B, N_s]) with a loop over images and superpixels."""
+    """x [B, C, H, W], sp [B, H, W] -> ([B, N_s, C], counts [B, N_s]), a loop over images and superpixels."""
     b, c = x.shape[:2]
     out = np.zeros((b, n_s, c), dtype=np.float64)
     counts = np.zeros((b, n_s), dtype=np.float64)
@@ -31,7 +31,7 @@ def ref_pool(x: np.ndarray, sp: np.ndarray, n_s: int, reduce: str, mask: np.ndar
 
 
 def ref_uniformize(x: np.ndarray, sp: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Every pixel gets the mean of the counted pixels of its superpixel (or keeps its value if there are none)."""
+    """Every pixel gets the mean of the counted pixels of its superpixel (or keeps its value without any)."""
     y = x.astype(np.float64).copy()
     for i in range(x.shape[0]):
         for s in np.unique(sp[i]):
@@ -46,7 +46,7 @@ def ref_uniformize(x: np.ndarray, sp: np.ndarray, mask: np.ndarray | None = None
 
 @st.composite
 def label_maps(draw, max_batch: int = 3, max_side: int = 7, max_ids: int = 12):
-    """(superpixels LongTensor[B, H, W], N_s) with random layouts: gaps, empty ids, K=1, one-pixel superpixels."""
+    """(superpixels LongTensor[B, H, W], N_s), random layouts: gaps, empty ids, K=1, one-pixel superpixels."""
     b = draw(st.integers(0, max_batch))
     h = draw(st.integers(1, max_side))
     w = draw(st.integers(1, max_side))
@@ -66,3 +66,11 @@ def label_maps(draw, max_batch: int = 3, max_side: int = 7, max_ids: int = 12):
         cells = (np.arange(h)[:, None] // bh) * 7 + (np.arange(w)[None, :] // bw)
         sp = np.broadcast_to(cells % n_s, (b, h, w)).copy()
     return torch.from_numpy(sp.astype(np.int64)), n_s
+
+
+def ref_unpool(pooled: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """pooled [B, N_s, C], sp [B, H, W] -> [B, C, H, W] by indexing."""
+    out = np.zeros((sp.shape[0], pooled.shape[2], *sp.shape[1:]), dtype=np.float64)
+    for i in range(sp.shape[0]):
+        out[i] = np.moveaxis(pooled[i][sp[i]], -1, 0)
+    return out

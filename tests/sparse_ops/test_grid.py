@@ -1,3 +1,5 @@
+"""Grid helpers against loops; the neighbour order is the contract of every association map."""
+
 from __future__ import annotations
 
 import math
@@ -78,11 +80,11 @@ def test_numpy_ints_accepted():
 @pytest.mark.parametrize(
     "args, exc, msg",
     [
-        ((0, 5, 2), ValueError, "H must be >= 1"),
-        ((5, 0, 2), ValueError, "W must be >= 1"),
+        ((0, 5, 2), ValueError, "height must be >= 1"),
+        ((5, 0, 2), ValueError, "width must be >= 1"),
         ((5, 5, 0), ValueError, "cell_size must be >= 1, got 0"),
-        ((5.0, 5, 2), TypeError, "H must be an int, got float"),
-        ((5, 5, True), TypeError, "cell_size must be an int, got bool"),
+        ((5.0, 5, 2), TypeError, "height must be an int, got float"),
+        ((5, 5, True), TypeError, "cell_size must be an int, got bool True"),
     ],
 )
 def test_grid_errors(args, exc, msg):

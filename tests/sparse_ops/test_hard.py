@@ -1,4 +1,8 @@
+"""hard_superpixels and enforce_connectivity: loop references, tie-breaking, connectivity properties."""
+
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -7,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from sparse_ops import enforce_connectivity, grid_cell_ids, hard_superpixels, num_grid_cells
-
-from ._soft_reference import candidates
+from sparse_ops import enforce_connectivity, grid_cell_ids, hard_superpixels, num_grid_cells, uniformize
+from tests.op_tester import Case, OpTester
+from tests.sparse_ops._soft_reference import candidates
 
 TIE_ORDER = (4, 0, 1, 2, 3, 5, 6, 7, 8)
 
@@ -31,25 +35,39 @@ def ref_hard(assoc: torch.Tensor, S: int) -> torch.Tensor:
     return out
 
 
-@given(
-    B=st.integers(1, 2),
-    H=st.integers(1, 12),
-    W=st.integers(1, 12),
-    S=st.integers(1, 5),
-    seed=st.integers(0, 10_000),
-    levels=st.sampled_from([2, 3, 1000]),
-)
-@settings(max_examples=30)
-def test_hard_matches_reference(B, H, W, S, seed, levels):
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randint(0, levels, (B, 9, H, W), generator=g).float()  # few levels -> many ties
-    out = hard_superpixels(a, S)
-    assert out.dtype == torch.long and out.shape == (B, H, W)
-    assert torch.equal(out, ref_hard(a, S))
-    assert out.min() >= 0 and out.max() < num_grid_cells(H, W, S)
+class TestHardSuperpixels(OpTester):
+    differentiable = False
+    half_precision = False  # an arg-max: ties may differ once rounded
+    errors = [  # noqa: RUF012  (a table read by the base class)
+        ({0: lambda a: a[:, :4]}, ValueError, "assoc must have 9 channels"),
+        (
+            {0: lambda a: a.index_fill(1, torch.tensor([0]), float("nan"))},
+            ValueError,
+            "assoc must not contain NaN",
+        ),
+        ({1: 0}, ValueError, "cell_size must be >= 1"),
+        ({"min_size": 0, "connectivity": True}, ValueError, "min_size must be >= 1, got 0"),
+    ]
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return hard_superpixels(*args, **kwargs)
+
+    def reference(self, assoc: torch.Tensor, s: int, **_: Any) -> torch.Tensor:
+        return ref_hard(assoc, s)
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        b, h, w = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 12)), data.draw(st.integers(1, 12))
+        levels = data.draw(st.sampled_from([2, 3, 1000]))  # few levels: many ties
+        g = torch.Generator().manual_seed(data.draw(st.integers(0, 10_000)))
+        a = torch.randint(0, levels, (b, 9, h, w), generator=g).to(dtype)
+        return Case((a, data.draw(st.integers(1, 5))))
+
+    def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
+        a = torch.randint(0, 3, (3, 9, 5, 7), generator=torch.Generator().manual_seed(0)).to(dtype)
+        return Case((a, 3)).map(lambda t: t.to(device))
 
 
-def test_uniform_assoc_gives_the_grid(device):
+def test_uniform_assoc_gives_the_grid(device: torch.device) -> None:
     a = torch.full((2, 9, 7, 10), 1 / 9, device=device)
     out, k = hard_superpixels(a, 3, return_counts=True)
     assert torch.equal(out, grid_cell_ids(7, 10, 3, batch_size=2, device=device))
@@ -61,12 +79,6 @@ def test_invalid_neighbours_never_chosen():
     a[:, 0] = 10.0  # everybody prefers top-left, which does not exist for the first row/column of cells
     out = hard_superpixels(a, 2)
     assert out[0, 0, 0] == 0 and out[0, 3, 3] == 0 and out[0, 0, 3] == 1 and out[0, 3, 0] == 2
-
-
-def test_no_grad_and_device(device):
-    a = torch.softmax(torch.randn(1, 9, 6, 6, device=device, requires_grad=True), 1)
-    out = hard_superpixels(a, 2)
-    assert out.device.type == device.type and not out.requires_grad
 
 
 # ------------------------------------------------------------------------------------------- connectivity
@@ -137,19 +149,16 @@ def test_hard_superpixels_with_connectivity():
     assert torch.equal(out, expected)
 
 
-def test_errors():
-    with pytest.raises(ValueError, match="assoc must have 9 channels"):
-        hard_superpixels(torch.zeros(1, 4, 3, 3), 2)
-    with pytest.raises(ValueError, match="cell_size must be >= 1"):
-        hard_superpixels(torch.zeros(1, 9, 3, 3), 0)
-    with pytest.raises(TypeError, match="labels must be an integer tensor, got dtype torch.float32"):
+def test_enforce_connectivity_errors() -> None:
+    with pytest.raises(TypeError, match=r"labels must be an integer tensor, got dtype torch\.float32"):
         enforce_connectivity(torch.zeros(3, 3))
     with pytest.raises(TypeError, match="labels must be a Tensor"):
-        enforce_connectivity(np.zeros((3, 3), dtype=int))
+        enforce_connectivity(np.zeros((3, 3), dtype=int))  # type: ignore[arg-type]  # the error under test
     with pytest.raises(ValueError, match=r"labels must have shape \[B, H, W\] or \[H, W\], got shape \(3,\)"):
         enforce_connectivity(torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="min_size must be >= 1, got 0"):
         enforce_connectivity(torch.zeros(3, 3, dtype=torch.long), min_size=0)
+    assert enforce_connectivity(torch.zeros(3, 3, dtype=torch.long), min_size=np.int64(2))[1] == 1
 
 
 @given(
@@ -161,8 +170,6 @@ def test_errors():
 )
 @settings(max_examples=20)
 def test_consistent_with_uniformize(H, W, S, seed, connectivity):
-    from sparse_ops import uniformize
-
     g = torch.Generator().manual_seed(seed)
     a = torch.softmax(3 * torch.randn(2, 9, H, W, generator=g), 1)
     logits = torch.randn(2, 4, H, W, generator=g)

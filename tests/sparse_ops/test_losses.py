@@ -1,16 +1,18 @@
+"""spixel_loss / SpixelLoss against a loop reference; ignored pixels, stray labels, host synchronisation."""
+
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
-from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.autograd import gradcheck
 
-from sparse_ops import SpixelLoss, SpixelLossOutput, spixel_loss
-
-from ._soft_reference import ref_pool, ref_unpool
+from sparse_ops import SpixelLoss, spixel_loss
+from tests.op_tester import Case, OpTester
+from tests.sparse_ops._soft_reference import ref_pool, ref_unpool
+from tests.sparse_ops.test_uniformize import _Recorder
 
 
 def ref_loss(assoc, target, S, m=0.003, ignore=255, num_classes=None, eps=1e-8):
@@ -55,29 +57,65 @@ def ref_loss(assoc, target, S, m=0.003, ignore=255, num_classes=None, eps=1e-8):
     return sem + m / S * pos, sem, pos
 
 
-@given(
-    H=st.integers(2, 9),
-    W=st.integers(2, 9),
-    S=st.integers(2, 4),
-    seed=st.integers(0, 1000),
-    dense=st.booleans(),
-)
-@settings(max_examples=15)
-def test_loss_matches_reference(H, W, S, seed, dense):
-    g = torch.Generator().manual_seed(seed)
-    assoc = torch.softmax(torch.randn(2, 9, H, W, generator=g, dtype=torch.float64), 1)
-    if dense:
-        target = torch.rand(2, 3, H, W, generator=g, dtype=torch.float64)
-    else:
-        target = torch.randint(0, 4, (2, H, W), generator=g)
-        target[torch.rand(2, H, W, generator=g) < 0.2] = 255
-        target[0, 0, 0] = 1  # at least one valid pixel
-    out = spixel_loss(assoc, target, S)
-    assert isinstance(out, SpixelLossOutput)
-    total, sem, pos = ref_loss(assoc, target, S)
-    torch.testing.assert_close(out.total, torch.tensor(total, dtype=torch.float64))
-    torch.testing.assert_close(out.semantic, torch.tensor(sem, dtype=torch.float64))
-    torch.testing.assert_close(out.position, torch.tensor(pos, dtype=torch.float64))
+class TestSpixelLoss(OpTester):
+    dense = False
+    fast_gradcheck = True  # a scalar of 9 x H x W association entries
+    gradgrad = False
+    compile_kwargs = {"validate": False, "num_classes": 4}  # noqa: RUF012  (no host synchronisation then)
+    errors = [  # noqa: RUF012  (a table read by the base class)
+        ({1: [0]}, TypeError, "target must be a Tensor"),
+        ({1: lambda t: t[:1]}, ValueError, "target must have batch size 3 and spatial size"),
+        ({1: lambda t: t[:, None].repeat(1, 2, 1, 1)}, ValueError, "an integer target must have shape"),
+        ({1: lambda t: t.float()}, ValueError, r"target must have shape \[B, C, H, W\]"),
+        ({1: lambda t: t.bool()}, TypeError, "target must be an integer label map or floating features"),
+        ({1: lambda t: t - 1}, ValueError, "target labels must be >= 0"),
+        (
+            {1: lambda t: t + 3, "num_classes": 2},
+            ValueError,
+            "target labels must be < num_classes=2, got label",
+        ),
+        ({1: lambda t: t + 10**9}, ValueError, "the largest label of target is 1000000255.*pass num_classes"),
+        ({"pos_weight": -1.0}, ValueError, "pos_weight must be a number >= 0.0, got -1.0"),
+        ({"mask": torch.ones(3, 5, 6)}, TypeError, "mask must have dtype torch.bool"),
+        ({"mask": torch.ones(5, 6, dtype=torch.bool)}, ValueError, r"mask must have shape \[B, H, W\]"),
+        ({0: lambda a: a[:, :3]}, ValueError, "assoc must have 9 channels"),
+        ({0: lambda a: a - 1}, ValueError, "assoc must be non-negative and finite"),
+        ({2: 0}, ValueError, "cell_size must be >= 1"),
+    ]
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return spixel_loss(*args, **kwargs)
+
+    def reference(self, assoc: torch.Tensor, target: torch.Tensor, s: int, **kw: Any) -> Any:
+        total, sem, pos = ref_loss(assoc, target, s, m=kw.get("pos_weight", 0.003))
+        return tuple(torch.tensor(v, dtype=torch.float64) for v in (total, sem, pos))
+
+    def _target(self, g: torch.Generator, b: int, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+        if self.dense:
+            return torch.rand(b, 3, h, w, generator=g, dtype=torch.float64).to(dtype)
+        t = torch.randint(0, 4, (b, h, w), generator=g)
+        t[torch.rand(b, h, w, generator=g) < 0.2] = 255
+        t[:, 0, 0] = 1  # at least one valid pixel per image
+        return t
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        h, w, s = data.draw(st.integers(2, 9)), data.draw(st.integers(2, 9)), data.draw(st.integers(2, 4))
+        g = torch.Generator().manual_seed(data.draw(st.integers(0, 1000)))
+        assoc = torch.softmax(torch.randn(2, 9, h, w, generator=g, dtype=torch.float64), 1).to(dtype)
+        return Case((assoc, self._target(g, 2, h, w, dtype), s), {"pos_weight": 0.3})
+
+    def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
+        g = torch.Generator().manual_seed(0)
+        assoc = torch.softmax(torch.randn(3, 9, 5, 6, generator=g, dtype=torch.float64), 1).to(dtype)
+        return Case((assoc, self._target(g, 3, 5, 6, dtype), 3), {"pos_weight": 0.3}).map(
+            lambda t: t.to(device)
+        )
+
+
+class TestSpixelLossDense(TestSpixelLoss):
+    dense = True
+    compile_kwargs = None  # compiled once, for label targets
+    errors = []  # noqa: RUF012  (covered by TestSpixelLoss)
 
 
 def test_target_with_channel_dim_and_num_classes():
@@ -125,52 +163,36 @@ def test_perfect_grid_labels():
     torch.testing.assert_close(out.total, out.semantic + 0.25 * out.position)
 
 
-@pytest.mark.parametrize("dense", [False, True])
-def test_gradcheck_assoc(dense):
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(1, 9, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    if dense:
-        t = torch.rand(1, 2, 4, 5, generator=g, dtype=torch.float64)
-    else:
-        t = torch.randint(0, 3, (1, 4, 5), generator=g)
-        t[0, 0, :2] = 255
-    assert gradcheck(
-        lambda z: spixel_loss(torch.softmax(z, 1), t, 3, pos_weight=0.3, num_classes=3).total, (logits,)
+def test_module_options_and_forward() -> None:
+    crit = SpixelLoss(4, pos_weight=0.5, num_classes=3)
+    assert repr(crit) == "SpixelLoss(cell_size=4, pos_weight=0.5, ignore_index=255, num_classes=3)"
+    assoc = torch.softmax(torch.randn(2, 9, 8, 8, dtype=torch.float64), dim=1)
+    t = torch.randint(0, 3, (2, 8, 8))
+    mask = torch.rand(2, 8, 8) > 0.3
+    out = crit(assoc, t, mask=mask)
+    t_masked = torch.where(mask, t, 255)  # masking equals ignoring
+    total, _, _ = ref_loss(assoc, t_masked, 4, m=0.5)
+    torch.testing.assert_close(out.total, torch.tensor(total, dtype=torch.float64))
+
+
+def test_stray_label_is_refused_before_allocating_and_num_classes_avoids_host_reads() -> None:
+    assoc = torch.softmax(torch.randn(1, 9, 4, 4), 1)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, 0, 0] = 2**40
+    with pytest.raises(ValueError, match="the largest label of target is 1099511627776"):
+        spixel_loss(assoc, target, 2)
+    target[0, 0, 0] = 2
+    with _Recorder() as mode:
+        spixel_loss(assoc, target, 2, num_classes=3, validate=False)
+    assert mode.host_reads == []
+    with _Recorder() as mode:
+        spixel_loss(assoc, target, 2)  # infers num_classes: reads the largest label
+    assert mode.host_reads
+
+
+def test_huge_cell_size_is_one_cell() -> None:
+    assoc = torch.softmax(torch.randn(1, 9, 4, 4, dtype=torch.float64), 1)
+    target = torch.randint(0, 3, (1, 4, 4))
+    torch.testing.assert_close(
+        spixel_loss(assoc, target, 10**12).semantic, spixel_loss(assoc, target, 4).semantic
     )
-
-
-def test_module(device):
-    crit = SpixelLoss(4, num_classes=3).to(device)
-    assert "cell_size=4" in repr(crit)
-    assoc = torch.softmax(torch.randn(2, 9, 8, 8, device=device), dim=1)
-    t = torch.randint(0, 3, (2, 8, 8), device=device)
-    out = crit(assoc, t)
-    torch.testing.assert_close(out.total, spixel_loss(assoc, t, 4, num_classes=3).total)
-    assert out.total.device.type == device.type
-
-
-def test_errors():
-    a = torch.softmax(torch.randn(1, 9, 4, 4), 1)
-    t = torch.zeros(1, 4, 4, dtype=torch.long)
-    with pytest.raises(TypeError, match="target must be a Tensor"):
-        spixel_loss(a, [0], 2)
-    with pytest.raises(ValueError, match="target must have batch size 1 and spatial size"):
-        spixel_loss(a, torch.zeros(2, 4, 4, dtype=torch.long), 2)
-    with pytest.raises(ValueError, match="an integer target must have shape"):
-        spixel_loss(a, torch.zeros(1, 2, 4, 4, dtype=torch.long), 2)
-    with pytest.raises(ValueError, match="a floating target must have shape"):
-        spixel_loss(a, torch.zeros(1, 4, 4), 2)
-    with pytest.raises(TypeError, match="target must be an integer label map or floating features"):
-        spixel_loss(a, torch.zeros(1, 4, 4, dtype=torch.bool), 2)
-    with pytest.raises(ValueError, match="target labels must be >= 0"):
-        spixel_loss(a, t - 1, 2)
-    with pytest.raises(ValueError, match="target labels must be < num_classes=2, got label 3"):
-        spixel_loss(a, t + 3, 2, num_classes=2)
-    with pytest.raises(ValueError, match="pos_weight must be a non-negative number"):
-        spixel_loss(a, t, 2, pos_weight=-1.0)
-    with pytest.raises(TypeError, match="mask must be a bool Tensor"):
-        spixel_loss(a, t, 2, mask=torch.ones(1, 4, 4))
-    with pytest.raises(ValueError, match=r"mask must have shape \(1, 4, 4\)"):
-        spixel_loss(a, t, 2, mask=torch.ones(4, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="assoc must have 9 channels"):
-        spixel_loss(a[:, :3], t, 2)

@@ -1,121 +1,174 @@
-"""superpixel_pool / superpixel_unpool / SuperpixelPool against numpy loops; gradients; edge cases."""
+"""superpixel_pool / superpixel_unpool / SuperpixelPool: the shared op checks and their own semantics."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+import torch.nn.functional as F
 from hypothesis import strategies as st
 
 from sparse_ops import SuperpixelPool, superpixel_pool, superpixel_unpool
-from tests.sparse_ops._reference import label_maps, ref_pool
+from tests.op_tester import Case, OpTester
+from tests.sparse_ops._reference import label_maps, ref_pool, ref_unpool
 
-BACKENDS = ["scatter", "sparse", "auto"]
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("reduce", ["mean", "sum", "max"])
-@settings(max_examples=15)
-@given(
-    data=label_maps(),
-    channels=st.integers(1, 3),
-    masked=st.booleans(),
-    seed=st.integers(0, 1000),
-    dtype=st.sampled_from([torch.float64, torch.float32, torch.bfloat16]),
-)
-def test_pool_matches_reference(backend, reduce, data, channels, masked, seed, dtype):
-    sp, n_s = data
-    b, h, w = sp.shape
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, channels, h, w, generator=g, dtype=torch.float64).to(dtype)
-    mask = torch.rand(b, h, w, generator=g) > 0.4 if masked else None
-    pooled, counts = superpixel_pool(x, sp, n_s, reduce, mask=mask, return_counts=True, backend=backend)
-    exp, exp_counts = ref_pool(
-        x.double().numpy(), sp.numpy(), n_s, reduce, None if mask is None else mask.numpy()
-    )
-    assert pooled.shape == (b, n_s, channels) and pooled.dtype == x.dtype
-    assert counts.dtype == torch.float32
-    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
-    np.testing.assert_allclose(pooled.double().numpy(), exp, rtol=tol, atol=tol * max(1, h * w))
-    np.testing.assert_allclose(counts.numpy(), exp_counts)
+X = torch.randn(3, 2, 4, 5, generator=torch.Generator().manual_seed(0))
+SP = torch.randint(0, 6, (3, 4, 5), generator=torch.Generator().manual_seed(1))
+MASK = torch.rand(3, 4, 5, generator=torch.Generator().manual_seed(2)) > 0.3
 
 
-@settings(max_examples=20)
-@given(data=label_maps(), channels=st.integers(1, 3), seed=st.integers(0, 1000))
-def test_unpool_matches_indexing(data, channels, seed):
-    sp, n_s = data
-    b = sp.shape[0]
-    pooled = torch.randn(b, n_s, channels, generator=torch.Generator().manual_seed(seed))
-    out = superpixel_unpool(pooled, sp)
-    if b:
-        expected = np.stack([pooled[i].numpy()[sp[i].numpy()] for i in range(b)])
-    else:
-        expected = np.zeros((0, *tuple(sp.shape[1:]), channels))
-    np.testing.assert_array_equal(out.permute(0, 2, 3, 1).numpy(), expected)
+class TestPool(OpTester):
+    reduce = "mean"
+    masked = False
+    backend = "scatter"
+    errors = [  # noqa: RUF012  (a table read by the base class)
+        ({"reduce": "median"}, ValueError, r"reduce must be one of \('mean', 'sum', 'max'\), got 'median'"),
+        ({"upsample": "linear"}, ValueError, "upsample must be one of"),
+        ({0: lambda x: x.int()}, TypeError, "features must be a floating tensor"),
+        (
+            {0: lambda x: x[:, :, :2]},
+            ValueError,
+            r"features must have the spatial size of superpixels \(4, 5\)",
+        ),
+        ({1: lambda s: s[:2]}, ValueError, r"superpixels must have the batch size of features \(3\)"),
+        (
+            {1: lambda s: s + 10**12, 2: None},
+            ValueError,
+            r"largest id of superpixels is 1000000000005.*relabel_contiguous",
+        ),
+        ({2: 10**12}, ValueError, r"num_superpixels = 1000000000000.*at most .*65536.*relabel_contiguous"),
+        ({2: 4}, ValueError, "< num_superpixels = 4, got the id 5"),
+    ]
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return superpixel_pool(*args, **kwargs)
+
+    def reference(
+        self, x: torch.Tensor, sp: torch.Tensor, n_s: int, *, mask: Any = None, reduce: str, **_: Any
+    ):
+        m = None if mask is None else mask.cpu().numpy()
+        return torch.from_numpy(ref_pool(x.double().cpu().numpy(), sp.cpu().numpy(), n_s, reduce, m)[0])
+
+    def _case(self, x: torch.Tensor, sp: torch.Tensor, n_s: int, mask: torch.Tensor | None) -> Case:
+        return Case(
+            (x, sp, n_s),
+            {"mask": mask if self.masked else None, "reduce": self.reduce, "backend": self.backend},
+        )
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        sp, n_s = data.draw(label_maps())
+        b, h, w = sp.shape
+        g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+        x = torch.randn(b, data.draw(st.integers(1, 3)), h, w, generator=g, dtype=torch.float64).to(dtype)
+        return self._case(x, sp, n_s, torch.rand(b, h, w, generator=g) > 0.4)
+
+    def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
+        case = self._case(X.to(dtype), SP.clone(), 7, MASK.clone())  # id 6 is empty
+        case.kwargs["mask"] = None if case.kwargs["mask"] is None else case.kwargs["mask"].to(device)
+        return case.map(lambda t: t.to(device))
 
 
-@pytest.mark.parametrize("reduce", ["mean", "sum", "max"])
-@pytest.mark.parametrize("backend", ["scatter", "sparse"])
-def test_pool_gradcheck(reduce, backend, device):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64).to(device).requires_grad_()
-    sp = torch.randint(0, 5, (2, 4, 4), generator=g).to(device)
-    mask = (torch.rand(2, 4, 4, generator=g) > 0.3).to(device)
-    f = lambda t: superpixel_pool(t, sp, 6, reduce, mask=mask, backend=backend)  # noqa: E731
-    assert torch.autograd.gradcheck(f, (x,))
-    if reduce != "max":
-        assert torch.autograd.gradgradcheck(f, (x,))
+class TestPoolSumMasked(TestPool):
+    reduce = "sum"
+    masked = True
+    errors = []  # noqa: RUF012  (covered by TestPool)
 
 
-def test_unpool_gradcheck(device):
-    g = torch.Generator().manual_seed(1)
-    p = torch.randn(2, 5, 3, generator=g, dtype=torch.float64).to(device).requires_grad_()
-    sp = torch.randint(0, 5, (2, 4, 4), generator=g).to(device)
-    assert torch.autograd.gradcheck(lambda t: superpixel_unpool(t, sp), (p,))
-    assert torch.autograd.gradgradcheck(lambda t: superpixel_unpool(t, sp), (p,))
+class TestPoolMaxMasked(TestPool):
+    reduce = "max"
+    masked = True
+    gradgrad = False  # scatter_reduce's max has no double backward
+    errors = []  # noqa: RUF012  (covered by TestPool)
 
 
-def test_unpool_of_pool_is_uniformize():
-    from sparse_ops import uniformize
-
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 4, 6, 7, generator=g)
-    sp = torch.randint(0, 10, (2, 6, 7), generator=g)
-    torch.testing.assert_close(superpixel_unpool(superpixel_pool(x, sp, 10), sp), uniformize(x, sp, 10))
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_sum_and_mean_accumulate_in_float32(dtype):
-    x = torch.full((1, 1, 50, 100), 20.0, dtype=dtype)
-    sp = torch.zeros(1, 50, 100, dtype=torch.long)
-    mean, counts = superpixel_pool(x, sp, 1, return_counts=True)
-    assert mean.dtype == dtype and counts.item() == 5000
-    assert mean.item() == 20.0
-    assert superpixel_pool(x.float(), sp, 1, "sum").item() == 100000.0
+class TestPoolSparse(TestPool):
+    masked = True
+    backend = "sparse"
+    compile_kwargs = None  # sparse tensors are refused by fullgraph=True
+    fast_gradcheck = True
+    errors = []  # noqa: RUF012  (covered by TestPool)
 
 
-def test_empty_superpixels_pool_to_zero():
+class TestUnpool(OpTester):
+    errors = [  # noqa: RUF012  (a table read by the base class)
+        ({0: lambda p: p[..., 0]}, ValueError, r"pooled must have shape \[B, N_s, C\]"),
+        ({0: None}, TypeError, "pooled must be a torch.Tensor"),
+        ({0: lambda p: p[:2]}, ValueError, r"superpixels must have the batch size of pooled \(2\)"),
+        ({0: lambda p: p[:, :4]}, ValueError, "< num_superpixels = 4, got the id 5"),
+        ({1: lambda s: s.float()}, TypeError, "superpixels must have an integer dtype"),
+    ]
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return superpixel_unpool(*args, **kwargs)
+
+    def reference(self, pooled: torch.Tensor, sp: torch.Tensor, **_: Any) -> torch.Tensor:
+        return torch.from_numpy(ref_unpool(pooled.double().cpu().numpy(), sp.cpu().numpy()))
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        sp, n_s = data.draw(label_maps())
+        g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+        pooled = torch.randn(sp.shape[0], n_s, data.draw(st.integers(1, 3)), generator=g, dtype=torch.float64)
+        return Case((pooled.to(dtype), sp))
+
+    def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
+        pooled = torch.randn(3, 7, 2, generator=torch.Generator().manual_seed(3), dtype=dtype)
+        return Case((pooled, SP.clone())).map(lambda t: t.to(device))
+
+
+# ---------------------------------------------------------------------------------------------- semantics
+def test_empty_superpixels_pool_to_zero() -> None:
     x = -torch.rand(1, 2, 2, 2) - 1  # all negative: an empty max must still be 0, not -inf
     sp = torch.tensor([[[0, 0], [3, 3]]])
     for reduce in ("mean", "sum", "max"):
-        out = superpixel_pool(x, sp, 5, reduce)
+        out = superpixel_pool(x, sp, 5, reduce=reduce)  # type: ignore[arg-type]  # the three literals
         assert torch.equal(out[0, 1], torch.zeros(2)) and torch.equal(out[0, 4], torch.zeros(2))
-        assert torch.isfinite(out).all()
 
 
-def test_module_equals_functional():
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 3, 5, 5, generator=g)
-    sp = torch.randint(0, 7, (2, 5, 5), generator=g)
-    for reduce in ("mean", "sum", "max"):
-        m = SuperpixelPool(7, reduce)
-        torch.testing.assert_close(m(x, sp), superpixel_pool(x, sp, 7, reduce))
-        assert reduce in repr(m)
+def test_masked_nan_stays_out_of_every_reduction() -> None:
+    x = torch.tensor([[[[1.0, float("nan")], [3.0, 5.0]]]])
+    sp = torch.zeros(1, 2, 2, dtype=torch.long)
+    mask = torch.tensor([[[True, False], [True, True]]])
+    for backend in ("scatter", "sparse"):
+        for reduce, value in (("mean", 3.0), ("sum", 9.0), ("max", 5.0)):
+            out = superpixel_pool(x, sp, mask=mask, reduce=reduce, backend=backend)  # type: ignore[arg-type]
+            assert out.item() == value, (backend, reduce)
 
 
-def test_batch_zero():
-    x = torch.randn(0, 3, 4, 4)
+def test_upsample_resizes_coarse_features_first() -> None:
+    f = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    sp = torch.randint(0, 6, (2, 12, 16))
+    for mode in ("bilinear", "nearest"):
+        kw = {"align_corners": False} if mode == "bilinear" else {}
+        up = F.interpolate(f, size=(12, 16), mode=mode, **kw)
+        expected = torch.from_numpy(ref_pool(up.numpy(), sp.numpy(), 6, "mean")[0])
+        torch.testing.assert_close(superpixel_pool(f, sp, 6, upsample=mode), expected)  # type: ignore[arg-type]
+        pool = SuperpixelPool(upsample=mode)  # type: ignore[arg-type]  # the two literals
+        torch.testing.assert_close(pool(f, sp, 6), expected)
+
+
+def test_module_options_and_forward_order() -> None:
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    sp = torch.randint(0, 5, (2, 4, 4))
+    mask = torch.rand(2, 4, 4) > 0.3
+    pool = SuperpixelPool("max", backend="sparse")
+    expected = ref_pool(x.numpy(), sp.numpy(), 6, "max", mask.numpy())[0]
+    np.testing.assert_allclose(pool(x, sp, 6, mask=mask).numpy(), expected)
+    assert repr(pool) == "SuperpixelPool(reduce='max', upsample=None, backend='sparse')"
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        SuperpixelPool("min")  # type: ignore[arg-type]  # the error under test
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_sums_accumulate_in_float32(dtype: torch.dtype) -> None:
+    x = torch.full((1, 1, 50, 100), 20.0, dtype=dtype)  # 5000 x 20: a half sum would overflow or stagnate
+    sp = torch.zeros(1, 50, 100, dtype=torch.long)
+    assert superpixel_pool(x, sp, 1).item() == 20.0
+    assert superpixel_pool(x.float(), sp, 1, reduce="sum").item() == 100000.0
+
+
+def test_batch_zero() -> None:
     sp = torch.zeros(0, 4, 4, dtype=torch.long)
-    assert superpixel_pool(x, sp, 5).shape == (0, 5, 3)
+    assert superpixel_pool(torch.randn(0, 3, 4, 4), sp, 5).shape == (0, 5, 3)
     assert superpixel_unpool(torch.zeros(0, 5, 3), sp).shape == (0, 3, 4, 4)

@@ -1,6 +1,8 @@
-"""relabel_contiguous against a per-image numpy.unique loop."""
+"""relabel_contiguous against a per-image numpy.unique loop, over the whole int64 range."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -9,29 +11,59 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparse_ops import relabel_contiguous, uniformize
+from tests.op_tester import Case, OpTester
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
 
 
-@settings(max_examples=30)
+class TestRelabelContiguous(OpTester):
+    dtypes = ()  # integer data only
+    differentiable = False
+    half_precision = False
+    errors = [  # noqa: RUF012  (a table read by the base class)
+        ({0: lambda s: s.float()}, TypeError, "superpixels must have an integer dtype"),
+        ({0: lambda s: s[0]}, ValueError, r"superpixels must have shape \[B, H, W\]"),
+    ]
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return relabel_contiguous(*args, **kwargs)
+
+    def reference(self, sp: torch.Tensor, **_: Any) -> Any:
+        arr = sp.cpu().numpy().reshape(sp.shape[0], -1)
+        ids, counts = [], []
+        for row in arr:
+            uniq, inverse = np.unique(row, return_inverse=True)
+            ids.append(inverse.reshape(sp.shape[1:]))
+            counts.append(len(uniq))
+        return torch.from_numpy(np.stack(ids).astype(np.int64)).view(sp.shape), torch.tensor(counts)
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        raise NotImplementedError  # drawn by test_matches_numpy_unique below (no floating data)
+
+    def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
+        sp = torch.tensor([[[5, 5, 9], [1, 9, 9]], [[3, 3, 3], [-(2**62), 2**62, 3]], [[0, 1, 2], [2, 1, 0]]])
+        return Case((sp.to(device),))
+
+
+@settings(max_examples=40)
 @given(
-    b=st.integers(0, 3),
+    b=st.integers(1, 3),
     h=st.integers(1, 6),
     w=st.integers(1, 6),
-    low=st.integers(-50, 50),
-    span=st.integers(1, 1000),
+    values=st.lists(INT64, min_size=1, max_size=5),
     seed=st.integers(0, 10_000),
 )
-def test_matches_numpy_unique(b, h, w, low, span, seed):
-    g = np.random.default_rng(seed)
-    sp = g.integers(low, low + span, size=(b, h, w))
-    ids, k = relabel_contiguous(torch.from_numpy(sp))
-    assert ids.dtype == torch.long and k.dtype == torch.long and ids.shape == (b, h, w)
-    for i in range(b):
-        uniq, inv = np.unique(sp[i], return_inverse=True)
-        np.testing.assert_array_equal(ids[i].numpy(), inv.reshape(h, w))
-        assert k[i] == len(uniq)
+def test_matches_numpy_unique_over_the_int64_range(
+    b: int, h: int, w: int, values: list[int], seed: int
+) -> None:
+    pool = np.array(values, dtype=np.int64)
+    sp = torch.from_numpy(pool[np.random.default_rng(seed).integers(0, len(pool), size=(b, h, w))])
+    ids, k = relabel_contiguous(sp)
+    expected_ids, expected_k = TestRelabelContiguous().reference(sp)
+    assert ids.dtype == torch.long and torch.equal(ids, expected_ids) and torch.equal(k, expected_k)
 
 
-def test_slic_start_label_one_and_channel_dim(device):
+def test_slic_start_label_one_and_channel_dim(device: torch.device) -> None:
     sp = torch.tensor([[[1, 1, 2], [4, 4, 2]]], dtype=torch.int32, device=device)[:, None]
     ids, k = relabel_contiguous(sp)
     assert ids.tolist() == [[[0, 0, 1], [2, 2, 1]]] and k.tolist() == [3]
@@ -39,8 +71,8 @@ def test_slic_start_label_one_and_channel_dim(device):
     torch.testing.assert_close(uniformize(x, ids, k), uniformize(x, sp))
 
 
-def test_errors():
-    with pytest.raises(TypeError, match="integer dtype"):
-        relabel_contiguous(torch.zeros(1, 2, 2))
-    with pytest.raises(ValueError, match=r"shape \[B, H, W\]"):
-        relabel_contiguous(torch.zeros(2, 2, dtype=torch.long))
+def test_batch_zero_and_empty_images() -> None:
+    ids, k = relabel_contiguous(torch.zeros(2, 0, 3, dtype=torch.long))
+    assert ids.shape == (2, 0, 3) and k.tolist() == [0, 0]
+    with pytest.raises(TypeError, match=r"superpixels must be an integer torch\.Tensor"):
+        relabel_contiguous([[1]])  # type: ignore[arg-type]  # the error under test

@@ -1,13 +1,38 @@
+"""SegNet pooling with indices and the deterministic unpooling: loops, nn.MaxUnpool2d, determinism."""
+
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
-from torch.autograd import gradcheck
 
 from sparse_ops import MaxPoolWithIndices, MaxUnpool, PooledWithIndices, max_pool2d_with_indices, max_unpool2d
+from tests.op_tester import Case, OpTester
+
+
+def ref_max_pool(x: torch.Tensor, k: int, s: int, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loops over windows (no dilation, floor mode): the maxima and their flat positions ``y * W + x``."""
+    b, c, h, w = x.shape
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    values = torch.empty(b, c, oh, ow, dtype=torch.float64)
+    indices = torch.empty(b, c, oh, ow, dtype=torch.long)
+    for n in range(b):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    best, where = -math.inf, -1
+                    for y in range(i * s - p, i * s - p + k):
+                        for xx in range(j * s - p, j * s - p + k):
+                            if 0 <= y < h and 0 <= xx < w and float(x[n, ch, y, xx]) > best:
+                                best, where = float(x[n, ch, y, xx]), y * w + xx
+                    values[n, ch, i, j], indices[n, ch, i, j] = best, where
+    return values, indices
 
 
 def ref_unpool(values, indices, H, W):
@@ -21,6 +46,73 @@ def ref_unpool(values, indices, H, W):
         for u in range(v.shape[1]):
             o[r, i[r, u]] = v[r, u]
     return out
+
+
+class TestMaxPoolWithIndices(OpTester):
+    gradgrad = False  # the max picks; its backward is a scatter of the picks
+    errors = [  # noqa: RUF012  (a table read by the base class)
+        ({0: lambda x: x[0, 0]}, ValueError, "x must have shape"),
+        ({0: lambda x: x.long()}, TypeError, "x must be a floating tensor"),
+        ({0: [1.0]}, TypeError, "x must be a Tensor"),
+        ({1: 0}, ValueError, "kernel_size must be >= 1"),
+        ({2: (1, 2, 3)}, TypeError, "stride must be an int or a pair of ints"),
+        ({3: -1}, ValueError, "padding must be >= 0"),
+    ]
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        out = max_pool2d_with_indices(*args, **kwargs)
+        return out.values, out.indices
+
+    def reference(self, x: torch.Tensor, k: int, s: int, p: int, **_: Any) -> Any:
+        return ref_max_pool(x, k, s, p)
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        k, s = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+        p = data.draw(st.integers(0, k // 2))
+        h, w = data.draw(st.integers(k, 9)), data.draw(st.integers(k, 9))
+        g = torch.Generator().manual_seed(data.draw(st.integers(0, 1000)))
+        return Case((torch.randn(2, 2, h, w, generator=g, dtype=torch.float64).to(dtype), k, s, p))
+
+    def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
+        x = torch.randn(3, 2, 7, 5, generator=torch.Generator().manual_seed(0), dtype=dtype)
+        return Case((x, 3, 2, 1)).map(lambda t: t.to(device))
+
+
+class TestMaxUnpool(OpTester):
+    gradgrad = True
+    errors = [  # noqa: RUF012  (a table read by the base class)
+        (
+            {1: lambda i: i.reshape(3, 2, 6)},
+            ValueError,
+            r"indices must have the shape of values \(3, 2, 3, 2\)",
+        ),
+        ({2: (2, 2)}, ValueError, r"indices must lie in \[0, H \* W\) = \[0, 4\)"),
+        ({1: lambda i: i - 100}, ValueError, "indices must lie in"),
+        ({1: lambda i: i.int()}, TypeError, "indices must be a LongTensor"),
+        ({0: None}, TypeError, "values must be a Tensor"),
+        ({1: None}, TypeError, "indices must be a Tensor"),
+        ({2: 5}, TypeError, "output_size must be a sequence of ints"),
+        ({2: (0, 5)}, ValueError, "output_size must end with a positive"),
+    ]
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return max_unpool2d(*args, **kwargs)
+
+    def reference(self, values: torch.Tensor, indices: torch.Tensor, size: tuple[int, int], **_: Any) -> Any:
+        return ref_unpool(values.double(), indices, *size)
+
+    def _case(self, x: torch.Tensor, k: int, s: int, p: int) -> Case:
+        pooled = max_pool2d_with_indices(x, k, s, p)
+        return Case((pooled.values, pooled.indices, pooled.input_size))
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        return self._case(*TestMaxPoolWithIndices().draw_case(data, dtype).args)
+
+    def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
+        # non-overlapping windows: with repeated indices the unpool's last write wins while its gradient, like
+        # nn.MaxUnpool2d's, reaches every copy (test_gradient_equals_nn_maxunpool_with_overlapping_windows)
+        x = TestMaxPoolWithIndices().small_case(dtype).args[0]
+        return self._case(x, 2, 2, 0).map(lambda t: t.to(device))
 
 
 @given(
@@ -86,15 +178,6 @@ def test_unbatched_and_dilation():
     assert torch.equal(max_unpool2d(p.values, p.indices, x.shape), ref_unpool(v, i, 9, 8))
 
 
-def test_gradcheck_values():
-    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
-    p = max_pool2d_with_indices(x, 2)
-    v = p.values.clone().requires_grad_()
-    assert gradcheck(lambda v: max_unpool2d(v, p.indices, p.input_size), (v,))
-    xx = x.clone().requires_grad_()
-    assert gradcheck(lambda xx: MaxUnpool()(MaxPoolWithIndices(2)(xx)), (xx,))
-
-
 def test_gradient_equals_nn_maxunpool_with_overlapping_windows():
     x = torch.randn(1, 2, 6, 5)
     p = max_pool2d_with_indices(x, 3, 1, 1)  # repeated indices: each copy gets the gradient (gather)
@@ -122,45 +205,13 @@ def test_module_reprs():
     assert isinstance(MaxPoolWithIndices()(torch.randn(1, 1, 4, 4)), PooledWithIndices)
 
 
-def test_errors():
-    x = torch.randn(1, 2, 5, 5)
-    p = max_pool2d_with_indices(x)
-    with pytest.raises(
-        ValueError, match=r"indices must have the shape of values \(1, 2, 2, 2\), got shape \(1, 2, 4\)"
-    ):
-        max_unpool2d(p.values, p.indices.reshape(1, 2, 4), p.input_size)
-    with pytest.raises(ValueError, match=r"indices must lie in \[0, H \* W\) = \[0, 4\)"):
-        max_unpool2d(p.values, p.indices, (2, 2))
-    with pytest.raises(ValueError, match="indices must lie in"):
-        max_unpool2d(p.values, p.indices - 100, p.input_size)
-    with pytest.raises(TypeError, match="indices must be a LongTensor"):
-        max_unpool2d(p.values, p.indices.int(), p.input_size)
-    with pytest.raises(TypeError, match="values must be a Tensor"):
-        max_unpool2d(None, p.indices, p.input_size)
-    with pytest.raises(TypeError, match="indices must be a Tensor"):
-        max_unpool2d(p.values, None, p.input_size)
-    with pytest.raises(ValueError, match="values must have shape"):
-        max_unpool2d(p.values[0, 0], p.indices[0, 0], p.input_size)
-    with pytest.raises(TypeError, match="output_size must be a sequence of ints"):
-        max_unpool2d(p.values, p.indices, 5)
-    with pytest.raises(ValueError, match="output_size must end with a positive"):
-        max_unpool2d(p.values, p.indices, (0, 5))
-    with pytest.raises(ValueError, match="x must have shape"):
-        max_pool2d_with_indices(torch.randn(5, 5))
-    with pytest.raises(TypeError, match="x must be a floating tensor"):
-        max_pool2d_with_indices(torch.zeros(1, 1, 4, 4, dtype=torch.long))
-    with pytest.raises(TypeError, match="x must be a Tensor"):
-        max_pool2d_with_indices([1.0])
-    with pytest.raises(ValueError, match="kernel_size must be >= 1"):
-        MaxPoolWithIndices(0)
-    with pytest.raises(TypeError, match="stride must be an int or a pair of ints"):
-        MaxPoolWithIndices(2, stride=(1, 2, 3))
-    with pytest.raises(ValueError, match="padding must be >= 0"):
-        max_pool2d_with_indices(x, 2, padding=-1)
+def test_module_record_forms() -> None:
+    p = max_pool2d_with_indices(torch.randn(1, 2, 5, 5))
     with pytest.raises(TypeError, match="indices must be None when x is a PooledWithIndices"):
         MaxUnpool()(p, p.indices)
     with pytest.raises(TypeError, match="MaxUnpool needs indices and output_size"):
         MaxUnpool()(p.values, p.indices)
+    assert max_pool2d_with_indices(torch.randn(1, 1, 4, 4), np.int64(2)).values.shape == (1, 1, 2, 2)
 
 
 def test_cuda_device_mismatch_error():

@@ -1,11 +1,16 @@
+"""Soft association ops: the shared op checks against loops, the border convention, masks, memory."""
+
 from __future__ import annotations
+
+from typing import Any
+from unittest import mock
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.autograd import gradcheck, gradgradcheck
 
+import sparse_ops.soft as soft_module
 from sparse_ops import (
     SoftUniformize,
     grid_shape,
@@ -14,198 +19,233 @@ from sparse_ops import (
     soft_superpixel_unpool,
     soft_uniformize,
 )
+from tests.op_tester import Case, OpTester
+from tests.sparse_ops._soft_reference import ref_pool, ref_unpool
+from tests.sparse_ops.test_uniformize import _Recorder
 
-from ._soft_reference import ref_pool, ref_unpool
-
-
-@st.composite
-def problems(draw, max_hw: int = 11):
-    B = draw(st.integers(1, 2))
-    C = draw(st.integers(1, 3))
-    H = draw(st.integers(1, max_hw))
-    W = draw(st.integers(1, max_hw))
-    S = draw(st.integers(1, 5))
-    seed = draw(st.integers(0, 2**31 - 1))
-    sparse = draw(st.booleans())  # exercise exact zeros (cells without mass, pixels without valid mass)
-    g = torch.Generator().manual_seed(seed)
-    f = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
-    a = torch.rand(B, 9, H, W, generator=g, dtype=torch.float64)
-    if sparse:
-        a = a * (torch.rand(B, 9, H, W, generator=g, dtype=torch.float64) < 0.3)
-    return f, a, S
+G = torch.Generator().manual_seed(0)
+F = torch.randn(3, 2, 5, 7, generator=G)
+A = torch.rand(3, 9, 5, 7, generator=G) + 0.05
+MASK = torch.rand(3, 5, 7, generator=G) > 0.3
+S = 3  # partial border cells: 5 x 7 pixels make a 2 x 3 grid
 
 
-@given(problems(), st.booleans())
-@settings(max_examples=30)
-def test_pool_matches_loop_reference(problem, renormalize):
-    f, a, S = problem
-    out = soft_superpixel_pool(f, a, S, renormalize=renormalize)
-    assert out.shape == (f.shape[0], f.shape[1], *grid_shape(*f.shape[-2:], S))
-    torch.testing.assert_close(out, ref_pool(f, a, S, renormalize))
+def _draw(data: st.DataObject, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    b, c = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+    h, w, s = data.draw(st.integers(1, 11)), data.draw(st.integers(1, 11)), data.draw(st.integers(1, 5))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    f = torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
+    a = torch.rand(b, 9, h, w, generator=g, dtype=torch.float64)
+    if data.draw(st.booleans()):  # exact zeros: cells without mass, pixels without valid mass
+        a = a * (torch.rand(b, 9, h, w, generator=g, dtype=torch.float64) < 0.3)
+    return f.to(dtype), a.to(dtype), s, torch.rand(b, h, w, generator=g) > 0.3
 
 
-@given(problems(), st.booleans())
-@settings(max_examples=30)
-def test_unpool_matches_loop_reference(problem, renormalize):
-    f, a, S = problem
-    n_h, n_w = grid_shape(*f.shape[-2:], S)
-    c = torch.randn(f.shape[0], f.shape[1], n_h, n_w, dtype=torch.float64)
-    out = soft_superpixel_unpool(c, a, S, renormalize=renormalize)
-    torch.testing.assert_close(out, ref_unpool(c, a, S, renormalize))
+class TestSoftPool(OpTester):
+    masked = False
+    fast_gradcheck = True  # 9 association channels make a full Jacobian slow
+    errors = [  # noqa: RUF012  (a table read by the base class)
+        ({0: lambda f: f[0]}, ValueError, r"features must have shape \[B, C, H, W\]"),
+        ({0: [1.0]}, TypeError, "features must be a torch.Tensor"),
+        ({0: lambda f: f.long()}, TypeError, "features must be a floating tensor.*torch.int64"),
+        ({1: lambda a: a[:, :8]}, ValueError, "assoc must have 9 channels"),
+        ({1: lambda a: a[:2]}, ValueError, "must agree in batch size and spatial size"),
+        ({1: lambda a: a[..., :4]}, ValueError, "must agree in batch size and spatial size"),
+        ({1: lambda a: a - 1}, ValueError, r"assoc must be non-negative and finite.*at index \[0, 0, 0, 0\]"),
+        (
+            {1: lambda a: a.index_fill(1, torch.tensor([3]), float("nan"))},
+            ValueError,
+            r"non-negative and finite",
+        ),
+        ({2: 0}, ValueError, "cell_size must be >= 1, got 0"),
+        ({2: 2.0}, TypeError, "cell_size must be an int, got float"),
+        ({"mask": MASK.float()}, TypeError, "mask must have dtype torch.bool"),
+        ({"mask": MASK[:2]}, ValueError, r"mask must have shape \[B, H, W\] = \[3, 5, 7\]"),
+    ]
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return soft_superpixel_pool(*args, **kwargs)
+
+    def reference(self, f: torch.Tensor, a: torch.Tensor, s: int, *, mask: Any = None, **kw: Any) -> Any:
+        weights = a if mask is None else a * mask[:, None]
+        return ref_pool(f, weights, s, kw.get("renormalize", True))
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        f, a, s, mask = _draw(data, dtype)
+        renormalize = data.draw(st.booleans())
+        return Case(
+            (f, a, s), {"mask": mask if self.masked else None, "renormalize": renormalize}, data=(0, 1)
+        )
+
+    def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
+        mask = MASK.to(device) if self.masked else None
+        return Case((F.to(dtype), A.to(dtype), S), {"mask": mask}, data=(0, 1)).map(lambda t: t.to(device))
 
 
-@given(problems())
-@settings(max_examples=20)
-def test_uniformize_is_unpool_of_pool(problem):
-    f, a, S = problem
-    expected = soft_superpixel_unpool(soft_superpixel_pool(f, a, S), a, S)
-    torch.testing.assert_close(soft_uniformize(f, a, S), expected)
-    torch.testing.assert_close(SoftUniformize(S)(f, a), expected)
+class TestSoftPoolMasked(TestSoftPool):
+    masked = True
+    errors = []  # noqa: RUF012  (covered by TestSoftPool)
 
 
-@given(H=st.integers(1, 20), W=st.integers(1, 20), S=st.integers(2, 7), seed=st.integers(0, 1000))
-@settings(max_examples=30)
-def test_ones_round_trip_softmax_assoc(H, W, S, seed):
-    g = torch.Generator().manual_seed(seed)
-    a = torch.softmax(3 * torch.randn(2, 9, H, W, generator=g), dim=1)
-    ones = torch.ones(2, 1, H, W)
-    out = soft_superpixel_unpool(soft_superpixel_pool(ones, a, S), a, S)
-    torch.testing.assert_close(out, ones)
+class TestSoftUnpool(OpTester):
+    fast_gradcheck = True
+    errors = [  # noqa: RUF012  (a table read by the base class)
+        ({0: lambda c: c[:, :, :1]}, ValueError, r"centres must have shape \[B=3, C, n_h=2, n_w=3\]"),
+        ({0: None}, TypeError, "centres must be a torch.Tensor"),
+        ({1: lambda a: -a}, ValueError, "assoc must be non-negative and finite"),
+    ]
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return soft_superpixel_unpool(*args, **kwargs)
+
+    def reference(self, c: torch.Tensor, a: torch.Tensor, s: int, **kw: Any) -> Any:
+        return ref_unpool(c, a, s, kw.get("renormalize", True))
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        f, a, s, _ = _draw(data, dtype)
+        n_h, n_w = grid_shape(f.shape[2], f.shape[3], s)
+        c = torch.randn(f.shape[0], f.shape[1], n_h, n_w, dtype=torch.float64).to(dtype)
+        return Case((c, a, s), {"renormalize": data.draw(st.booleans())}, data=(0, 1))
+
+    def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
+        c = torch.randn(3, 2, 2, 3, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        return Case((c, A.to(dtype), S), data=(0, 1)).map(lambda t: t.to(device))
 
 
-def test_ones_round_trip_without_renormalize_when_valid_rows_sum_to_one():
-    H, W, S = 9, 10, 4
-    a = normalize_assoc(torch.softmax(torch.randn(2, 9, H, W), dim=1), S)  # no invalid mass, rows sum to 1
-    ones = torch.ones(2, 3, H, W)
-    out = soft_uniformize(ones, a, S, renormalize=False)
-    torch.testing.assert_close(out, ones)
-    # whereas raw softmax rows lose their out-of-image mass at the border
-    raw = torch.softmax(torch.randn(2, 9, H, W), dim=1)
-    assert soft_uniformize(ones, raw, S, renormalize=False)[..., 0, 0].max() < 1
+class TestSoftUniformize(TestSoftPool):
+    masked = True
+    errors = []  # noqa: RUF012  (shared with TestSoftPool)
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return soft_uniformize(*args, **kwargs)
+
+    def reference(self, f: torch.Tensor, a: torch.Tensor, s: int, *, mask: Any = None, **kw: Any) -> Any:
+        renormalize = kw.get("renormalize", True)
+        return ref_unpool(super().reference(f, a, s, mask=mask, **kw), a, s, renormalize)
 
 
-def test_normalize_assoc_rows(device):
-    a = torch.rand(2, 9, 7, 6, device=device)
-    q = normalize_assoc(a, 3)
-    torch.testing.assert_close(q.sum(1), torch.ones(2, 7, 6, device=device))
-    assert (q[:, :3, :3] == 0).all()  # top row of cells has no upper neighbours
-    z = normalize_assoc(torch.zeros(1, 9, 3, 3), 2)
-    assert torch.equal(z, torch.zeros(1, 9, 3, 3))
+class TestNormalizeAssoc(OpTester):
+    fast_gradcheck = True
+
+    def op(self, *args: Any, **kwargs: Any) -> Any:
+        return normalize_assoc(*args, **kwargs)
+
+    def reference(self, a: torch.Tensor, s: int, **kw: Any) -> torch.Tensor:
+        b, _, h, w = a.shape
+        out = torch.zeros(b, 9, h, w, dtype=torch.float64)
+        n_h, n_w = grid_shape(h, w, s)
+        for k, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+            for y in range(h):
+                for x in range(w):
+                    if 0 <= y // s + dy < n_h and 0 <= x // s + dx < n_w:
+                        out[:, k, y, x] = a[:, k, y, x].double()
+        if kw.get("renormalize", True):
+            total = out.sum(1, keepdim=True)
+            out = torch.where(total > 0, out / torch.where(total > 0, total, 1.0), 0.0)
+        return out
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        _, a, s, _ = _draw(data, dtype)
+        return Case((a, s), {"renormalize": data.draw(st.booleans())})
+
+    def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
+        return Case((A.to(dtype), S)).map(lambda t: t.to(device))
 
 
-def test_hard_one_hot_assoc_is_plain_cell_average():
+# ---------------------------------------------------------------------------------------------- semantics
+def test_ones_round_trip_for_any_non_negative_assoc() -> None:
+    a = torch.softmax(3 * torch.randn(2, 9, 13, 11, generator=torch.Generator().manual_seed(2)), dim=1)
+    ones = torch.ones(2, 1, 13, 11)
+    for s in (2, 5, 64):
+        torch.testing.assert_close(soft_superpixel_unpool(soft_superpixel_pool(ones, a, s), a, s), ones)
+
+
+def test_without_renormalize_only_rows_summing_to_one_round_trip() -> None:
+    a = normalize_assoc(torch.softmax(torch.randn(2, 9, 9, 10), dim=1), 4)  # valid rows sum to 1
+    ones = torch.ones(2, 3, 9, 10)
+    torch.testing.assert_close(soft_uniformize(ones, a, 4, renormalize=False), ones)
+    raw = torch.softmax(torch.randn(2, 9, 9, 10), dim=1)  # loses its out-of-image mass at the border
+    assert soft_uniformize(ones, raw, 4, renormalize=False)[..., 0, 0].max() < 1
+
+
+def test_one_hot_assoc_gives_plain_cell_averages_and_empty_cells_give_zero() -> None:
     f = torch.arange(30.0).reshape(1, 1, 5, 6)
     a = torch.zeros(1, 9, 5, 6)
     a[:, 4] = 1
     c = soft_superpixel_pool(f, a, 4)
-    # cell (0,0): rows 0-3, cols 0-3 ; cell (1,1): rows 4, cols 4-5 (partial)
-    assert c[0, 0, 0, 0] == f[0, 0, :4, :4].mean()
-    assert c[0, 0, 1, 1] == f[0, 0, 4:, 4:].mean()
-    out = soft_superpixel_unpool(c, a, 4)
-    assert out[0, 0, 4, 5] == f[0, 0, 4:, 4:].mean()
+    assert c[0, 0, 0, 0] == f[0, 0, :4, :4].mean() and c[0, 0, 1, 1] == f[0, 0, 4:, 4:].mean()
+    a[:, 4, :4, 4:] = 0  # pixels of cell (0, 1) send everything to their left neighbour
+    a[:, 3, :4, 4:] = 1
+    assert soft_superpixel_pool(f, a, 4)[0, 0, 0, 1] == 0
 
 
-def test_empty_cell_centre_is_zero():
-    a = torch.zeros(1, 9, 4, 4)
-    a[:, 4] = 1
-    a[:, 4, :2, 2:] = 0  # pixels of cell 1 send everything to their left neighbour (cell 0)
-    a[:, 3, :2, 2:] = 1
-    c = soft_superpixel_pool(torch.ones(1, 2, 4, 4), a, 2)
-    assert torch.equal(c[0, :, 0, 1], torch.zeros(2))
-    assert torch.equal(c[0, :, 0, 0], torch.ones(2))
+def test_masked_pixels_are_left_out_exactly() -> None:
+    f = F.clone()
+    f[0, 0, 0, 0] = float("nan")  # a NaN at a masked pixel reaches no centre
+    mask = torch.ones(3, 5, 7, dtype=torch.bool)
+    mask[0, 0, 0] = False
+    out = soft_uniformize(f, A, S, mask=mask)
+    assert torch.isfinite(out[0, :, 1:, 1:]).all()
+    expected = ref_unpool(ref_pool(torch.nan_to_num(f), A * mask[:, None], S), A, S)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_device_and_dtype(device, dtype):
-    f = torch.randn(2, 3, 9, 7, device=device, dtype=dtype)
-    a = torch.softmax(torch.randn(2, 9, 9, 7, device=device, dtype=dtype), dim=1)
-    out = soft_uniformize(f, a, 4)
-    assert out.dtype == dtype and out.device.type == device.type
-    ref = ref_unpool(ref_pool(f, a, 4), a, 4)
-    torch.testing.assert_close(out.double().cpu(), ref, rtol=1e-4, atol=1e-5)
+def test_mixed_dtypes_promote() -> None:
+    assert soft_superpixel_pool(F.double(), A, 2).dtype == torch.float64
+    assert soft_uniformize(F.half(), A, 2).dtype == torch.float32
 
 
-def test_mixed_dtypes_promote():
-    f = torch.randn(1, 2, 4, 4, dtype=torch.float64)
-    a = torch.softmax(torch.randn(1, 9, 4, 4), dim=1)
-    assert soft_superpixel_pool(f, a, 2).dtype == torch.float64
-
-
-@pytest.mark.parametrize("renormalize", [True, False])
-def test_gradcheck_features_and_assoc(renormalize):
-    g = torch.Generator().manual_seed(0)
-    f = torch.randn(1, 2, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    a = (torch.rand(1, 9, 4, 5, generator=g, dtype=torch.float64) + 0.1).requires_grad_()
-    n_h, n_w = grid_shape(4, 5, 3)  # partial border cells
-    c = torch.randn(1, 2, n_h, n_w, generator=g, dtype=torch.float64, requires_grad=True)
-    kw = {"renormalize": renormalize}
-    assert gradcheck(lambda f, a: soft_superpixel_pool(f, a, 3, **kw), (f, a))
-    assert gradcheck(lambda c, a: soft_superpixel_unpool(c, a, 3, **kw), (c, a))
-    assert gradcheck(lambda f, a: soft_uniformize(f, a, 3, **kw), (f, a))
-    assert gradgradcheck(lambda f, a: soft_uniformize(f, a, 3, **kw), (f, a), fast_mode=True)
-
-
-def test_gradient_reaches_assoc_through_softmax():
+def test_gradient_reaches_assoc_through_softmax() -> None:
     logits = torch.randn(1, 9, 8, 8, requires_grad=True)
-    x = torch.randn(1, 3, 8, 8)
-    soft_uniformize(x, torch.softmax(logits, 1), 4).square().sum().backward()
+    soft_uniformize(torch.randn(1, 3, 8, 8), torch.softmax(logits, 1), 4).square().sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
-def test_module_repr_and_errors():
-    assert "cell_size=4" in repr(SoftUniformize(4))
+def test_deterministic_mode(device: torch.device) -> None:
+    f = F.to(device).requires_grad_()
+    a = A.to(device).requires_grad_()
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        grads = []
+        for _ in range(2):
+            f.grad = a.grad = None
+            soft_uniformize(f, a, S).square().sum().backward()
+            grads.append((f.grad.clone(), a.grad.clone()))
+    finally:
+        torch.use_deterministic_algorithms(was)
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_memory_does_not_depend_on_cell_size() -> None:
+    f, a = torch.randn(1, 2, 4, 4), torch.softmax(torch.randn(1, 9, 4, 4), 1)
+    with _Recorder() as mode:
+        out = soft_uniformize(f, a, 10**12)
+    assert mode.largest <= 9 * 16 * 4  # a few times the pixels, however large the cell
+    torch.testing.assert_close(out, f.mean(dim=(2, 3), keepdim=True).expand_as(f))
+
+
+def test_module_takes_cell_size_at_construction_and_the_data_in_order() -> None:
+    for renormalize in (True, False):
+        out = SoftUniformize(S, renormalize=renormalize)(F.double(), A.double(), mask=MASK)
+        expected = ref_unpool(ref_pool(F, A * MASK[:, None], S, renormalize), A, S, renormalize)
+        torch.testing.assert_close(out, expected)
+
+
+def test_module_repr_and_errors() -> None:
+    assert repr(SoftUniformize(4)) == "SoftUniformize(cell_size=4, renormalize=True)"
     with pytest.raises(ValueError, match="cell_size must be >= 1"):
         SoftUniformize(0)
 
 
-@pytest.mark.parametrize(
-    "f_shape, a_shape, exc, msg",
-    [
-        ((2, 3, 4), (2, 9, 4, 4), ValueError, "features must have shape"),
-        ((2, 3, 4, 4), (2, 8, 4, 4), ValueError, "assoc must have 9 channels"),
-        ((2, 3, 4, 4), (1, 9, 4, 4), ValueError, "must agree in batch size and spatial size"),
-        ((2, 3, 4, 5), (2, 9, 4, 4), ValueError, "must agree in batch size and spatial size"),
-        ((2, 3, 4, 4), (2, 9, 4), ValueError, "assoc must have shape"),
-    ],
-)
-def test_pool_shape_errors(f_shape, a_shape, exc, msg):
-    with pytest.raises(exc, match=msg):
-        soft_superpixel_pool(torch.zeros(f_shape), torch.zeros(a_shape), 2)
-
-
-def test_type_errors():
-    a = torch.zeros(1, 9, 4, 4)
-    with pytest.raises(TypeError, match="features must be a Tensor, got list"):
-        soft_superpixel_pool([1.0], a, 2)
-    with pytest.raises(TypeError, match="features must be a floating tensor, got dtype torch.int64"):
-        soft_superpixel_pool(torch.zeros(1, 1, 4, 4, dtype=torch.long), a, 2)
-    with pytest.raises(TypeError, match="assoc must be a floating tensor"):
-        soft_uniformize(torch.zeros(1, 1, 4, 4), a.long(), 2)
-    with pytest.raises(TypeError, match="cell_size must be an int, got float"):
-        soft_uniformize(torch.zeros(1, 1, 4, 4), a, 2.0)
-    with pytest.raises(TypeError, match="centres must be a Tensor"):
-        soft_superpixel_unpool(None, a, 2)
-
-
-def test_unpool_centre_shape_error():
-    a = torch.zeros(1, 9, 5, 5)
-    with pytest.raises(ValueError, match=r"centres must have shape \[B=1, C, n_h=3, n_w=3\]"):
-        soft_superpixel_unpool(torch.zeros(1, 2, 2, 2), a, 2)
-    with pytest.raises(ValueError, match="centres must have shape"):
-        soft_superpixel_unpool(torch.zeros(2, 2, 3, 3), a, 2)
-
-
-def test_runs_and_repeats_under_deterministic_mode(device):
-    g = torch.Generator().manual_seed(5)
-    f = torch.randn(2, 3, 11, 9, generator=g).to(device).requires_grad_()
-    a = torch.softmax(torch.randn(2, 9, 11, 9, generator=g), 1).to(device).requires_grad_()
-    prev = torch.are_deterministic_algorithms_enabled()
-    try:
-        torch.use_deterministic_algorithms(True)
-        grads = []
-        for _ in range(2):
-            f.grad = a.grad = None
-            soft_uniformize(f, a, 4).square().sum().backward()
-            grads.append((f.grad.clone(), a.grad.clone()))
-    finally:
-        torch.use_deterministic_algorithms(prev)
-    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+@settings(max_examples=20)
+@given(data=st.data(), chunk=st.integers(1, 5))
+def test_small_chunks_give_the_reference(data: st.DataObject, chunk: int) -> None:
+    """Tiny chunks make small images take the chunked float64 path of large cells."""
+    f, a, s, mask = _draw(data, torch.float64)
+    with mock.patch.object(soft_module, "CHUNK", chunk):
+        centres = soft_superpixel_pool(f, a, s, mask=mask)
+        out = soft_uniformize(f, a, s, mask=mask)
+    expected = ref_pool(f, a * mask[:, None], s)
+    torch.testing.assert_close(centres, expected)
+    torch.testing.assert_close(out, ref_unpool(expected, a, s))

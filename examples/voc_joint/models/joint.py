@@ -357,7 +357,7 @@ class JointModel(nn.Module):
 
     def superpixels(self, assoc: Tensor) -> Tensor:
         """Hard superpixel ids ``(B, H, W)`` from the association (argmax over the 9 neighbouring cells)."""
-        ids = so.hard_superpixels(assoc.detach(), self.cell_size)
+        ids = so.hard_superpixels(assoc.detach(), self.cell_size, validate=self._validate)
         assert isinstance(ids, Tensor)  # without return_counts
         return ids
 
@@ -371,7 +371,7 @@ class JointModel(nn.Module):
             assert enc is not None
             return enc.uniformize(s)
         if self.mode == "soft":
-            return so.soft_uniformize(s, q, self.cell_size)
+            return so.soft_uniformize(s, q, self.cell_size, validate=self._validate)
         return s
 
     def _mix(self, s: Tensor, q: Tensor, enc: so.SuperpixelAssignment | None) -> Tensor:

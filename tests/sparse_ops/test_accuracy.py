@@ -1,0 +1,205 @@
+"""Accurate sums: bounded chains for any layout; float32 within 1e-5 max|x| of float64 at 2048 x 2048."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sparse_ops._layout as layout_module
+from sparse_ops import (
+    SuperpixelAssignment,
+    soft_superpixel_pool,
+    soft_uniformize,
+    superpixel_pool,
+    superpixel_unpool,
+    uniformize,
+)
+from sparse_ops._layout import MAX_LANE_SLOTS, MAX_LANES, build_layout, lanes_for
+from tests.sparse_ops._reference import label_maps, ref_pool, ref_uniformize
+
+SIDE = 2048
+
+
+def _adversarial(kind: str, b: int, h: int, w: int, n_s: int, rng: np.random.Generator) -> torch.Tensor:
+    if kind == "columns":  # every column a superpixel: pixels p and p + W are in the same one
+        ids = np.broadcast_to(np.arange(w) % n_s, (b, h, w))
+    elif kind == "single":
+        ids = np.zeros((b, h, w), dtype=np.int64)
+    elif kind == "stripes":  # every k-th pixel in raster order: adversarial for an interleave p % k
+        ids = (np.arange(h * w).reshape(h, w) % max(n_s, 1))[None].repeat(b, 0)
+    else:
+        ids = rng.integers(0, n_s, (b, h, w))
+    return torch.from_numpy(np.array(ids, dtype=np.int64, order="C"))  # a writable, contiguous copy
+
+
+@settings(max_examples=30)
+@given(
+    kind=st.sampled_from(["columns", "single", "stripes", "random"]),
+    b=st.integers(1, 2),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    n_s=st.integers(1, 9),
+    chain=st.integers(1, 6),
+    lanes=st.sampled_from([1, 2, 4]),
+    compact=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_every_accumulator_sums_at_most_chain_pixels_of_one_superpixel(
+    kind: str, b: int, h: int, w: int, n_s: int, chain: int, lanes: int, compact: bool, seed: int
+) -> None:
+    ids = _adversarial(kind, b, h, w, n_s, np.random.default_rng(seed)).view(b, h * w)
+    layout, num_space = build_layout(ids.clone(), n_s, compact=compact, chain=chain, lanes=lanes)
+    slot, space = layout.slot.view(b, -1), layout.space.view(b, -1)
+    width = num_space * lanes + 1 + layout.extra_group.shape[-1]
+    for i in range(b):
+        sizes = np.bincount(space[i].numpy(), minlength=num_space)
+        np.testing.assert_array_equal(layout.sizes[i].numpy(), sizes)
+        assert int(slot[i].min()) >= 0 and int(slot[i].max()) < width
+        assert not (slot[i] == num_space * lanes).any()  # the trash slot is for masked pixels only
+        for s in np.unique(slot[i].numpy()):
+            members = space[i][slot[i] == s]
+            assert members.numel() <= chain  # the chain bound, for any layout
+            assert (members == members[0]).all()  # an accumulator serves one superpixel
+            if s < num_space * lanes:
+                assert int(members[0]) == s // lanes  # the lanes of superpixel s are s * P + j
+        for s in range(num_space):  # max(P, ceil(n_s / K)) accumulators, consecutive pixels on different ones
+            own = slot[i][space[i] == s]
+            accumulators = max(lanes, -(-int(sizes[s]) // chain))
+            assert len(set(own.tolist())) == min(int(sizes[s]), accumulators)
+            if len(own) > 1 and accumulators > 1:
+                assert (own[1:] != own[:-1]).all()
+
+
+@contextmanager
+def short_chains(chain: int, lanes: int = 1) -> Iterator[None]:
+    """Force tiny chains: small images then exercise the extra accumulators and their float64 combination."""
+    with (
+        mock.patch.object(layout_module, "MAX_CHAIN_LENGTH", chain),
+        mock.patch.object(layout_module, "lanes_for", lambda num_pixels, num_space: lanes),
+    ):
+        yield
+
+
+@settings(max_examples=20)
+@given(
+    data=label_maps(),
+    chain=st.integers(1, 3),
+    lanes=st.sampled_from([1, 2]),
+    masked=st.booleans(),
+    backend=st.sampled_from(["scatter", "sparse"]),
+    seed=st.integers(0, 99),
+)
+def test_ops_with_short_chains_match_the_references(
+    data: tuple[torch.Tensor, int], chain: int, lanes: int, masked: bool, backend: str, seed: int
+) -> None:
+    sp, n_s = data
+    b, h, w = sp.shape
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 2, h, w, generator=g, dtype=torch.float64)
+    mask = torch.rand(b, h, w, generator=g) > 0.4 if masked else None
+    m = None if mask is None else mask.numpy()
+    expected = torch.from_numpy(ref_uniformize(x.numpy(), sp.numpy(), m))
+    with short_chains(chain, lanes):
+        y = uniformize(x, sp, n_s, mask=mask, backend=backend)  # type: ignore[arg-type]  # the two literals
+        pooled = superpixel_pool(x, sp, n_s, mask=mask, reduce="sum", backend=backend)  # type: ignore[arg-type]
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(pooled, torch.from_numpy(ref_pool(x.numpy(), sp.numpy(), n_s, "sum", m)[0]))
+
+
+@pytest.mark.parametrize("chain, lanes", [(1, 1), (2, 2)])
+def test_gradients_with_short_chains(chain: int, lanes: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    sp = torch.randint(0, 3, (2, 3, 4), generator=g)
+    mask = torch.rand(2, 3, 4, generator=g) > 0.3
+    x = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    p = torch.randn(2, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    with short_chains(chain, lanes):
+        assert torch.autograd.gradgradcheck(lambda t: uniformize(t, sp, 3, mask=mask), (x,))
+        assert torch.autograd.gradgradcheck(lambda t: superpixel_pool(t, sp, 3, mask=mask), (x,))
+        assert torch.autograd.gradgradcheck(lambda t: superpixel_unpool(t, sp), (p,))
+
+
+def test_lane_policy_bounds_the_lane_buffer() -> None:
+    for n_p in (1, 100, 512 * 512, SIDE * SIDE):
+        for n_s in (0, 1, 256, 4096, 16384, n_p):
+            lanes = lanes_for(n_p, n_s)
+            assert 1 <= lanes <= MAX_LANES and (lanes == 1 or n_s * lanes <= MAX_LANE_SLOTS)
+    assert (lanes_for(512 * 512, 1024), lanes_for(512 * 512, 4096), lanes_for(512 * 512, 16384)) == (4, 2, 1)
+
+
+# ------------------------------------------------------------------------------------------- 2048 x 2048
+@pytest.fixture(scope="module")
+def offset_image() -> torch.Tensor:
+    """``1000 + U(0, 1)`` on 2048 x 2048 in float64 (the float32 input is its rounding)."""
+    g = torch.Generator().manual_seed(0)
+    return 1000 + torch.rand(1, 1, SIDE, SIDE, generator=g, dtype=torch.float64)
+
+
+def _within_bound(got: torch.Tensor, exact: torch.Tensor, scale: float) -> None:
+    err = (got.double() - exact).abs().max().item()
+    assert err <= 1e-5 * scale, f"max error {err:.3g} > 1e-5 * {scale:.6g}"
+
+
+@pytest.mark.parametrize("kind", ["single", "columns"])
+def test_2048_uniformize_pool_unpool_are_accurate(offset_image: torch.Tensor, kind: str) -> None:
+    x64 = offset_image
+    x = x64.float()
+    x_exact = x.double()  # the float32 input, exactly
+    sp = _adversarial(kind, 1, SIDE, SIDE, SIDE, np.random.default_rng(0))
+    n_s = 1 if kind == "single" else SIDE
+    a = SuperpixelAssignment(sp, n_s, validate=False)
+    sums = (
+        x_exact.view(1, -1).sum(1, keepdim=True) if kind == "single" else x_exact.view(1, SIDE, SIDE).sum(1)
+    )  # float64 sums per superpixel: [1, N_s]
+    means = sums / (SIDE * SIDE // n_s)
+    scale = x.abs().max().item()
+    leaf = x.clone().requires_grad_()
+    y = a.uniformize(leaf)
+    expected = means.view(1, 1, 1, n_s) if kind == "columns" else means.view(1, 1, 1, 1)
+    _within_bound(y.detach(), expected, scale)
+    y.backward(x)  # the backward is a mean too
+    _within_bound(leaf.grad, expected, scale)
+    _within_bound(a.encode(x)[..., 0], means, scale)
+    _within_bound(a.pool(x, "sum")[..., 0], sums, sums.abs().max().item())
+    pooled = torch.zeros(1, n_s, 1, requires_grad=True)  # unpool's backward sums every superpixel's pixels
+    superpixel_unpool(pooled, sp, validate=False).backward(x)
+    _within_bound(pooled.grad[..., 0], sums, sums.abs().max().item())
+    if kind == "single":  # half precision on the largest superpixel: the float32 result rounded once
+        for half in (torch.float16, torch.bfloat16):
+            xh = x.to(half)
+            assert torch.equal(a.uniformize(xh), a.uniformize(xh.float()).to(half))
+
+
+def test_2048_soft_ops_are_accurate(offset_image: torch.Tensor) -> None:
+    x = offset_image.float()
+    assoc = torch.zeros(1, 9, SIDE, SIDE)
+    assoc[:, 4] = 1  # every pixel in its own cell: the centres are the cell means
+    exact = x.double().mean().view(1, 1, 1, 1)  # one cell: the image mean
+    _within_bound(soft_superpixel_pool(x, assoc, SIDE, validate=False), exact, x.abs().max().item())
+    _within_bound(soft_uniformize(x, assoc, SIDE, validate=False), exact, x.abs().max().item())
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_layout_built_in_blocks_of_images_equals_the_whole_batch(compact: bool) -> None:
+    # the CPU build works on blocks of images (BUILD_BLOCK_PIXELS): one image per block gives the same layout
+    ids = _adversarial("random", 5, 9, 7, 6, np.random.default_rng(3)).view(5, 63)
+    whole, _ = build_layout(ids.clone(), 6, compact=compact, chain=3, lanes=2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with mock.patch.object(layout_module, "BUILD_BLOCK_PIXELS", 1):
+            blocks, _ = build_layout(ids.clone(), 6, compact=compact, chain=3, lanes=2)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(whole, blocks, strict=True):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        else:
+            assert a == b

@@ -1,0 +1,52 @@
+"""The one validation module: integers as operator.index takes them, messages naming argument and values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sparse_ops import _checks
+
+
+@pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), np.uint8(3), torch.tensor(3)])
+def test_integers_are_accepted_wherever_python_ints_are(value: object) -> None:
+    assert _checks.check_int(value, "n", 1) == 3
+    assert _checks.check_pair(value, "k", 1) == (3, 3)
+    assert _checks.check_num_superpixels(value, 2) == 3
+
+
+@pytest.mark.parametrize(
+    "value, exc, match",
+    [
+        (True, TypeError, "n must be an int, got bool True"),
+        (2.0, TypeError, "n must be an int, got float 2.0"),
+        ("2", TypeError, "n must be an int, got str '2'"),
+        (0, ValueError, "n must be >= 1, got 0"),
+    ],
+)
+def test_check_int_errors(value: object, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        _checks.check_int(value, "n", 1)
+
+
+def test_pairs_options_and_numbers() -> None:
+    assert _checks.check_pair((1, np.int64(2)), "stride", 1) == (1, 2)
+    with pytest.raises(TypeError, match=r"stride must be an int or a pair of ints, got \(1, 2, 3\)"):
+        _checks.check_pair((1, 2, 3), "stride", 1)
+    with pytest.raises(ValueError, match=r"padding must be >= 0, got \(0, -1\)"):
+        _checks.check_pair((0, -1), "padding", 0)
+    with pytest.raises(ValueError, match=r"reduce must be one of \('mean', 'sum'\), got 'max'"):
+        _checks.check_option("max", "reduce", ("mean", "sum"))
+    assert _checks.check_number(np.float32(0.5), "w", 0.0) == 0.5
+    with pytest.raises(ValueError, match=r"w must be a number >= 0\.0, got nan"):
+        _checks.check_number(float("nan"), "w", 0.0)
+
+
+def test_slot_limit_names_the_largest_id_and_the_fix() -> None:
+    assert _checks.slot_limit(16) == 2**16 and _checks.slot_limit(2**20) == 2**24
+    _checks.check_slot_count(2**16, 16, inferred=True)
+    with pytest.raises(
+        ValueError, match=r"the largest id of labels is 65536, .*relabel_contiguous\(labels\)"
+    ):
+        _checks.check_slot_count(2**16 + 1, 16, inferred=True, name="labels")

@@ -1,0 +1,91 @@
+"""The package as a whole: imports, version, exported names, memory bounded for stray ids (subprocesses)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import sparse_ops
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(code: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_import_loads_neither_transparent_init_nor_scipy() -> None:
+    out = _run(
+        """
+        import json, sys
+        import sparse_ops
+        print(json.dumps([m for m in ("transparent_init", "scipy") if m in sys.modules]))
+        """
+    )
+    assert json.loads(out) == []
+
+
+def test_one_version_for_both_packages() -> None:
+    transparent_init = pytest.importorskip("transparent_init")
+    expected = importlib.metadata.version("transinit")
+    assert sparse_ops.__version__ == transparent_init.__version__ == expected
+
+
+def test_every_exported_name_exists_and_is_documented() -> None:
+    api = (ROOT / "docs" / "api").glob("sparse_ops_*.rst")
+    documented = "\n".join(p.read_text() for p in api)
+    for name in sparse_ops.__all__:
+        assert hasattr(sparse_ops, name), name
+        if name != "__version__":
+            assert name in documented, f"{name} is missing from docs/api/sparse_ops_*.rst"
+
+
+def test_stray_id_does_not_allocate_by_its_value() -> None:
+    """A 4 x 4 label map with the id 2**40: uniformize is right with memory bounded by the pixels.
+
+    Pooling refuses before allocating, soft ops ignore a huge cell size; measured as the peak resident memory
+    of a fresh process.
+    """
+    out = _run(
+        """
+        import json, resource, torch
+        import sparse_ops as so
+        x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+        sp = torch.randint(0, 3, (2, 4, 4))
+        so.uniformize(x, sp).sum().backward()  # warm up every code path once
+        so.soft_uniformize(x, torch.softmax(torch.randn(2, 9, 4, 4), 1), 4)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        sp[0, 0, 0] = 2**40
+        y = so.uniformize(x, sp)
+        y.sum().backward()
+        exact = torch.where(sp[:, None] == 2**40, x, 0).sum()  # the stray pixel is its own superpixel
+        ok = bool(torch.equal(y[0, :, 0, 0], x[0, :, 0, 0]))
+        refused = []
+        for call in (lambda: so.superpixel_pool(x, sp), lambda: so.SuperpixelAssignment(sp),
+                     lambda: so.superpixel_pool(x, torch.zeros_like(sp), 10**12),
+                     lambda: so.spixel_loss(torch.softmax(torch.randn(2, 9, 4, 4), 1), sp, 2)):
+            try:
+                call()
+            except ValueError as err:
+                refused.append("relabel_contiguous" in str(err) or "num_classes" in str(err))
+        so.soft_uniformize(x, torch.softmax(torch.randn(2, 9, 4, 4), 1), 2**40)
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        print(json.dumps({"ok": ok, "refused": refused, "grown_mb": grown_mb}))
+        """
+    )
+    result = json.loads(out)
+    assert result["ok"]
+    assert result["refused"] == [True, True, True, True]
+    assert result["grown_mb"] < 16, result  # a slot per id value would be 2**40 slots (terabytes)
