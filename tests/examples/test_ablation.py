@@ -93,3 +93,26 @@ def test_summary_and_markdown() -> None:
     assert "| xavier | 2 | 0.0 ± 0.0 | 47.5 ± 3.5 | 23.8 ± 1.8 |" in md
     assert "| xavier | -30.0 ± 0.0 | -7.5 ± 3.5 | -3.7 ± 1.8 | 0/2 |" in md
     assert "| no_fusion | 1 | 30.0 | 55.0 | 27.5 |" in md
+
+
+def test_docs_page_shows_the_committed_result() -> None:
+    """docs/examples/ablation.rst quotes the tables of the committed default run (benchmarks/results)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    data = json.loads((root / "benchmarks" / "results" / "ablation" / "ablation.json").read_text())
+    assert data["complete"] and data["settings"]["steps"] == 40
+    summary = ablation.summarize(data["rows"])
+    assert [s["seeds"] for s in summary] == [3] * len(ablation.VARIANTS)
+    page = (root / "docs" / "examples" / "ablation.rst").read_text()
+    pm = ablation._pm
+    for s in summary:
+        cells = [pm(s["step0_miou"]), pm(s["miou"]), pm(s["boundary_miou"])]
+        line = f"   {s['init']}, {s['seeds']}, {', '.join(cells)}\n"
+        assert line in page, line
+        if "diff_miou" in s:
+            diffs = [pm(s[k], True) for k in ("diff_step0_miou", "diff_miou", "diff_boundary_miou")]
+            line = f"   {s['init']}, {', '.join(diffs)}, {s['wins']}/{s['paired_seeds']}\n"
+            assert line in page, line
+    md = (root / "benchmarks" / "results" / "ablation" / "ablation.md").read_text()
+    assert md == ablation.format_markdown(summary, data["settings"])
