@@ -53,32 +53,44 @@ from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
 IGNORE_INDEX = 255
-# Memory format of every variant by default, where channels_last wins. CPU: off (in the lever study on the
-# 2-core VM it leaves the joint step unchanged and slows DeepLabV3+ alone by 3-5 %, see docs/benchmarks.rst).
-# CUDA: on (the usual win of NHWC convolutions on tensor cores; not measured here yet: --levers shows it).
-DEFAULT_CHANNELS_LAST = {"cpu": False, "cuda": True}
+# Memory format of every variant by default: the training CLI's (where channels_last wins), one source.
+from examples.voc_joint.models.joint import DEFAULT_CHANNELS_LAST  # noqa: E402  # after the sys.path set-up
 
-# (name, options) of the lever study, cumulative; "impl" and "validate" are JointModel/FusionStack bench knobs
+# (name, options) of the lever study, cumulative ("impl" and "validate": JointModel/FusionStack bench knobs).
+# Memory-format independent levers first, then channels_last and torch.compile.
 LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("plain: cat([S, U]), NCHW, ids validated", {"impl": "concat", "validate": True}),
     ("+ no host-device sync (ids not validated)", {"impl": "concat"}),
     ("+ first layer split over S and U", {"impl": "split"}),
     ("+ fusion as NHWC matrix products", {"impl": "nhwc"}),
-    ("+ channels_last end to end", {"impl": "nhwc", "channels_last": True}),
-    ("+ recompute the fusion in backward", {"impl": "nhwc", "channels_last": True, "recompute": True}),
+    ("+ recompute spixel_loss in backward", {"impl": "nhwc", "recompute_loss": True}),
+    ("+ recompute the fusion in backward", {"impl": "nhwc", "recompute_loss": True, "recompute": True}),
+    (
+        "+ channels_last end to end",
+        {"impl": "nhwc", "recompute_loss": True, "recompute": True, "channels_last": True},
+    ),
     (
         "+ torch.compile of refine",
-        {"impl": "nhwc", "channels_last": True, "recompute": True, "compile": True},
+        {"impl": "nhwc", "recompute_loss": True, "recompute": True, "channels_last": True, "compile": True},
     ),
 )
 
 
+def cli_defaults() -> dict[str, Any]:
+    """The runtime options' defaults of the training CLI (one source: ``train.py --help``)."""
+    from examples.voc_joint.train import build_parser
+
+    d = build_parser().parse_args([])
+    return {"recompute": d.recompute_fusion, "recompute_loss": d.recompute_loss, "compile": d.compile}
+
+
 def default_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The model options of the main table (the defaults, or what the command line asks for)."""
+    """The options of the main table: the training CLI's defaults, or what the command line asks for."""
     return {
         "impl": "nhwc",
         "channels_last": args.channels_last,
         "recompute": args.recompute,
+        "recompute_loss": args.recompute_loss,
         "compile": args.compile,
     }
 
@@ -141,14 +153,22 @@ def _autocast(device: torch.device, amp: bool) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
-def loss_of(variant: str, model: nn.Module, x: Tensor, y: Tensor, args: argparse.Namespace) -> Tensor:
-    import sparse_ops
+def spixel_loss_of(assoc: Tensor, y: Tensor, args: argparse.Namespace, opts: dict[str, Any]) -> Tensor:
+    """The training CLI's superpixel loss (:func:`examples.voc_joint.engine.superpixel_loss`)."""
+    from examples.voc_joint.engine import superpixel_loss
 
+    return superpixel_loss(
+        assoc, y, args.cell_size, pos_weight=0.003, num_classes=21, recompute=bool(opts.get("recompute_loss"))
+    )
+
+
+def loss_of(
+    variant: str, model: nn.Module, x: Tensor, y: Tensor, args: argparse.Namespace, opts: dict[str, Any]
+) -> Tensor:
     if variant == "deeplab":
         return cross_entropy(model(x), y)
     out = model(x, x)
-    loss = cross_entropy(out["logits"], y)
-    return loss + sparse_ops.spixel_loss(out["assoc"].float(), y, args.cell_size, num_classes=21).total
+    return cross_entropy(out["logits"], y) + spixel_loss_of(out["assoc"], y, args, opts)
 
 
 def make_step(
@@ -164,7 +184,7 @@ def make_step(
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with _autocast(device, args.amp):
-            loss = loss_of(variant, model, x, y, args)
+            loss = loss_of(variant, model, x, y, args, opts)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -253,7 +273,7 @@ def saved_activation_bytes(
     model = build_model(variant, args, device, opts)
     x, y = make_batch(args, device, bool(opts.get("channels_last")))
     with SavedBytes(model) as saved, _autocast(device, args.amp):
-        loss_of(variant, model, x, y, args)
+        loss_of(variant, model, x, y, args, opts)
     return saved.total
 
 
@@ -284,8 +304,6 @@ def breakdown(
     back-propagates into them), so the parts' times add up to the step minus the optimizer update.
     """
     from torch.utils.checkpoint import checkpoint
-
-    import sparse_ops
 
     model = build_model("joint_hard_ti", args, device, opts)
     x, y = make_batch(args, device, bool(opts.get("channels_last")))
@@ -331,7 +349,7 @@ def breakdown(
 
     def p_loss() -> Callable[[], None]:
         final, q = leaf(enc0.uniformize(f0)), leaf(q0)
-        loss = cross_entropy(final, y) + sparse_ops.spixel_loss(q, y, args.cell_size, num_classes=21).total
+        loss = cross_entropy(final, y) + spixel_loss_of(q, y, args, opts)
         return loss.backward
 
     parts = dict(
@@ -524,8 +542,25 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="channels_last memory format for every variant (default: where it wins, DEFAULT_CHANNELS_LAST)",
     )
-    p.add_argument("--recompute", action="store_true", help="recompute the fusion stack in backward")
-    p.add_argument("--compile", action="store_true", help="torch.compile the joint model's refine step")
+    defaults = cli_defaults()
+    p.add_argument(
+        "--recompute",
+        action=argparse.BooleanOptionalAction,
+        default=defaults["recompute"],
+        help="recompute the fusion stack in backward (default: the training CLI's --recompute-fusion)",
+    )
+    p.add_argument(
+        "--recompute-loss",
+        action=argparse.BooleanOptionalAction,
+        default=defaults["recompute_loss"],
+        help="recompute spixel_loss in backward (default: the training CLI's --recompute-loss)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=defaults["compile"],
+        help="torch.compile the joint model's refine step (default: the training CLI's --compile)",
+    )
     p.add_argument(
         "--freeze-bn",
         action=argparse.BooleanOptionalAction,
@@ -562,7 +597,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = measure_pair_set(variants, args, device, opts)
     head = (
         f"B={args.batch_size}, {args.size}x{args.size}, {args.backbone}, {device}, amp={amp_used}, "
-        f"channels_last={args.channels_last}, recompute={args.recompute}, compile={args.compile}, "
+        f"channels_last={args.channels_last}, recompute={args.recompute}, "
+        f"recompute_loss={args.recompute_loss}, compile={args.compile}, "
         f"{args.threads} thread(s), {args.clock} clock, torch {torch.__version__}, load {load0:.2f}"
     )
     print(f"\ntraining step (median of {args.rounds}), {head}")

@@ -6,11 +6,13 @@
    ``~/.cache/transinit``);
 2. pretrains DeepLabV3+ (ResNet-18, untrained backbone, low resolution) and SpixelFCN briefly;
 3. joins them and prints the step-0 transparency check (joint output vs uniformized DeepLabV3+ output);
-4. fine-tunes three variants with the same steps and learning rates: DeepLabV3+ without superpixels (the
-   control: mode ``none``, no fusion), superpixel uniformization alone, and with the transparent fusion stack;
+4. fine-tunes four variants with the same steps and learning rates: DeepLabV3+ without superpixels (the
+   control: mode ``none``, no fusion), superpixel uniformization alone, with the transparent fusion stack,
+   and with the same stack Xavier-initialized (what one would pick instead: its step 0 shows the damage);
 5. evaluates everything on the validation split and prints a table in the format of the paper's Table 4
-   (baseline / + superpixel / + superpixel + transparent init: mIoU, boundary mIoU, consistency), then says
-   where the panels and logs are.
+   (baseline / + superpixel / + superpixel + transparent init / + Xavier init: mIoU, boundary mIoU,
+   consistency), says that it rests on one seed (``ablation.py`` gives mean +- std over seeds), and where
+   the panels and logs are.
 
 The numbers are whatever this short CPU run produces: tiny networks trained for about a minute on synthetic
 data are far from the paper's setting, and the table says so. The paper's fine-tuning learning rates (1e-6 /
@@ -83,6 +85,81 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def common_args(opts: argparse.Namespace, root: Path) -> list[str]:
+    """Training-CLI options shared by every stage of the demo (and of the ablation): the small CPU models,
+    the data and the run settings."""
+    argv = [
+        "--data-root",
+        str(root),
+        "--backbone",
+        "resnet18",
+        "--aspp-channels",
+        "64",
+        "--cell-size",
+        str(opts.cell_size),
+        "--spixel-width",
+        "8",
+        "--spixel-centre-bias",
+        "1.5",
+        "--crop-size",
+        str(opts.crop_size),
+        "--scale-min",
+        "0.75",
+        "--scale-max",
+        "1.25",
+        "--batch-size",
+        str(opts.batch_size),
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--log-every",
+        "5",
+        "--seed",
+        "0",
+    ]
+    if opts.no_progress:
+        argv.append("--no-progress")
+    if opts.max_steps is not None:
+        argv += ["--max-steps", str(opts.max_steps)]
+    return argv
+
+
+def pretrain(
+    opts: argparse.Namespace,
+    common: list[str],
+    folder: Path,
+    info: Any,
+    *,
+    steps: tuple[str, str] = ("1/2", "2/2"),
+    tag: str = "demo",
+) -> tuple[Path, Path]:
+    """Pretrain DeepLabV3+ (``opts.seg_epochs``) and SpixelFCN (``opts.spixel_epochs``) into ``folder``
+    with the demo's recipe; returns the two checkpoints."""
+    from examples.voc_joint.train import run_stage
+
+    print(f"\n[{tag}] {steps[0]} pretraining DeepLabV3+ (ResNet-18, untrained backbone) ...", flush=True)
+    seg_argv = ["--output-dir", str(folder), "--epochs", str(opts.seg_epochs), "--seg-lr", "0.02"]
+    seg = run_stage("seg", _train_args([*common, *seg_argv, "--head-lr-mult", "5"]), info)
+    print(f"\n[{tag}] {steps[1]} pretraining SpixelFCN ...", flush=True)
+    spx_argv = ["--output-dir", str(folder), "--epochs", str(opts.spixel_epochs)]
+    spx_argv += ["--spixel-pretrain-lr", "2e-3", "--weight-decay", "0"]
+    spx = run_stage("spixel", _train_args([*common, *spx_argv]), info)
+    return seg, spx
+
+
+def val_loader(root: Path, max_images: int | None = None) -> torch.utils.data.DataLoader[Any]:
+    """The validation split at full size (batch 1), or its first ``max_images`` images."""
+    from examples.voc_joint import data
+
+    full = data.build_dataset(root, "val", crop_size=None, train=False)
+    count = len(full) if max_images is None else min(max_images, len(full))
+    val = torch.utils.data.Subset(full, range(count))
+    # its own generator: iterating the loader does not draw from the global RNG (training draws stay put)
+    gen = torch.Generator().manual_seed(0)
+    return torch.utils.data.DataLoader(val, batch_size=1, shuffle=False, num_workers=0, generator=gen)
+
+
 def _train_args(extra: list[str]) -> argparse.Namespace:
     from examples.voc_joint.train import build_parser
 
@@ -90,7 +167,13 @@ def _train_args(extra: list[str]) -> argparse.Namespace:
 
 
 def join_pretrained(
-    seg_ckpt: Path, spixel_ckpt: Path, *, fusion: bool, seed: int = 0, mode: str = "hard"
+    seg_ckpt: Path,
+    spixel_ckpt: Path,
+    *,
+    fusion: bool,
+    seed: int = 0,
+    mode: str = "hard",
+    fusion_init: str = "transparent",
 ) -> torch.nn.Module:
     """A ``JointModel`` (eval mode) made of the two pretrained networks, exactly as the joint stage starts.
 
@@ -99,7 +182,7 @@ def join_pretrained(
     from examples.voc_joint.train import build_stage_model, resolve_stage_options
 
     argv = ["--seg-checkpoint", str(seg_ckpt), "--spixel-checkpoint", str(spixel_ckpt), "--mode", mode]
-    argv += ["--seed", str(seed), "--fusion" if fusion else "--no-fusion"]
+    argv += ["--seed", str(seed), "--fusion" if fusion else "--no-fusion", "--fusion-init", fusion_init]
     args = resolve_stage_options("joint", _train_args(argv))
     return build_stage_model("joint", args).eval()
 
@@ -153,85 +236,13 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     out = Path(opts.output_dir) if opts.output_dir is not None else data.DEFAULT_CACHE / "demo"
     out.mkdir(parents=True, exist_ok=True)
     print(f"[demo] data: {root}\n[demo] outputs: {out}", flush=True)
-    common = [
-        "--data-root",
-        str(root),
-        "--backbone",
-        "resnet18",
-        "--aspp-channels",
-        "64",
-        "--cell-size",
-        str(opts.cell_size),
-        "--spixel-width",
-        "8",
-        "--spixel-centre-bias",
-        "1.5",
-        "--crop-size",
-        str(opts.crop_size),
-        "--scale-min",
-        "0.75",
-        "--scale-max",
-        "1.25",
-        "--batch-size",
-        str(opts.batch_size),
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--log-every",
-        "5",
-        "--seed",
-        "0",
-        "--overwrite",
-    ]
-    if opts.no_progress:
-        common.append("--no-progress")
-    if opts.max_steps is not None:
-        common += ["--max-steps", str(opts.max_steps)]
+    common = [*common_args(opts, root), "--overwrite"]
     info = DistInfo(device=torch.device("cpu"))
+    seg, spx = pretrain(opts, common, out / "pretrain", info, steps=("1/4", "2/4"))
 
-    print("\n[demo] 1/4 pretraining DeepLabV3+ (ResNet-18, untrained backbone) ...", flush=True)
-    seg = run_stage(
-        "seg",
-        _train_args(
-            [
-                *common,
-                "--output-dir",
-                str(out / "pretrain"),
-                "--epochs",
-                str(opts.seg_epochs),
-                "--seg-lr",
-                "0.02",
-                "--head-lr-mult",
-                "5",
-            ]
-        ),
-        info,
-    )
-    print("\n[demo] 2/4 pretraining SpixelFCN ...", flush=True)
-    spx = run_stage(
-        "spixel",
-        _train_args(
-            [
-                *common,
-                "--output-dir",
-                str(out / "pretrain"),
-                "--epochs",
-                str(opts.spixel_epochs),
-                "--spixel-pretrain-lr",
-                "2e-3",
-                "--weight-decay",
-                "0",
-            ]
-        ),
-        info,
-    )
-
-    full = data.build_dataset(root, "val", crop_size=None, train=False)
-    count = len(full) if opts.max_val_images is None else min(opts.max_val_images, len(full))
-    val = torch.utils.data.Subset(full, range(count))
-    loader = torch.utils.data.DataLoader(val, batch_size=1, shuffle=False, num_workers=0)
-    first = next(iter(torch.utils.data.DataLoader(val, batch_size=min(4, count), shuffle=False)))
+    loader = val_loader(root, opts.max_val_images)
+    val = cast(torch.utils.data.Subset[Any], loader.dataset)
+    first = next(iter(torch.utils.data.DataLoader(val, batch_size=min(4, len(val)), shuffle=False)))
     check = transparency_check(seg, spx, first)
     print(
         "\n[demo] 3/4 step-0 transparency check (joint model with the transparent fusion stack vs. the "
@@ -247,9 +258,9 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
 
     print(
         f"\n[demo] 4/4 fine-tuning, same steps for each: a control without superpixels, then the joint model "
-        f"(hard uniformization) without and with transparent layers; demo learning rates: networks "
-        f"{opts.joint_lr:g}, transparent layers {opts.fusion_lr:g} (the paper and the CLI defaults use "
-        f"1e-6 / 1e-7) ...",
+        f"(hard uniformization) without fusion, with the transparent fusion stack and with the same stack "
+        f"Xavier-initialized; demo learning rates: networks {opts.joint_lr:g}, fusion layers "
+        f"{opts.fusion_lr:g} (the paper and the CLI defaults use 1e-6 / 1e-7) ...",
         flush=True,
     )
     joint_common = [
@@ -282,6 +293,8 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     sp_ti = run_stage(
         "joint", _train_args([*joint_common, "--fusion", "--output-dir", str(out / "superpixel_ti")]), info
     )
+    xavier_argv = ["--fusion", "--fusion-init", "xavier", "--output-dir", str(out / "superpixel_xavier")]
+    sp_xavier = run_stage("joint", _train_args([*joint_common, *xavier_argv]), info)
 
     print("\n[demo] evaluating on the validation split (full images) ...", flush=True)
     progress = not opts.no_progress
@@ -299,12 +312,18 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     m_ti, _ = load_model_from_checkpoint(sp_ti, expect_stage="joint")
     panels_dir = out / "panels"
     res_ti = score(m_ti, panels_dir)
+    # the Xavier stack exactly as its fine-tuning started (same seed, same draws): the step-0 damage
+    res_x0 = score(join_pretrained(seg, spx, fusion=True, fusion_init="xavier"))
+    m_x, _ = load_model_from_checkpoint(sp_xavier, expect_stage="joint")
+    res_x = score(m_x)
     rows = [
         ("DeepLabV3+ (baseline, pretrained)", {**res_base, "consistency": None}),
         ("DeepLabV3+ fine-tuned alike (no superpixels)", res_ctrl),
-        ("+ superpixel, step 0 (no fine-tuning)", res_step0),
+        ("+ superpixel, step 0 (= transparent init at step 0)", res_step0),
         ("+ superpixel (fine-tuned)", res_sp),
         ("+ superpixel + transparent init (fine-tuned)", res_ti),
+        ("+ superpixel + Xavier init, step 0", res_x0),
+        ("+ superpixel + Xavier init (fine-tuned)", res_x),
     ]
     table = format_table(dict(rows), metrics=TABLE4_METRICS, transpose=True)
     elapsed = time.perf_counter() - t_start
@@ -312,9 +331,15 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     print("Table 4 format (synthetic VOC val, full images, ResNet-18 DeepLabV3+ trained from scratch on CPU;")
     print("about a minute of training on synthetic data: not comparable with the paper's numbers)")
     print(table)
+    print(
+        f"One seed (--seed 0) and {len(val)} validation images: differences of a few points are within "
+        "run-to-run noise.\nMean +- std over seeds of every fusion init and both controls: python "
+        "examples/voc_joint/ablation.py (docs/examples/ablation.rst)."
+    )
     print("=" * 80)
     results = {
         "transparency": check,
+        "seeds": 1,
         "table": {
             name: {
                 "miou": r["miou"],

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import get_total_norm
+from torch.utils.checkpoint import checkpoint
 
 from examples.voc_joint import faults
 from examples.voc_joint.data import IGNORE_INDEX
@@ -39,6 +40,7 @@ __all__ = [
     "evaluate_checkpoint",
     "set_bn_eval",
     "stage_loss",
+    "superpixel_loss",
     "train_one_epoch",
     "train_step",
 ]
@@ -91,37 +93,76 @@ def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     return total / (target != IGNORE_INDEX).sum().clamp_min(1)
 
 
+def superpixel_loss(
+    assoc: Tensor,
+    target: Tensor,
+    cell_size: int,
+    *,
+    pos_weight: float,
+    num_classes: int,
+    recompute: bool = False,
+) -> Tensor:
+    """``sparse_ops.spixel_loss(...).total`` of the association, in float32.
+
+    Args:
+        assoc (Tensor[B, 9, H, W]): SpixelFCN's association.
+        target (LongTensor[B, H, W]): labels (255 ignored).
+        cell_size (int): grid cell size.
+        pos_weight (float): weight of the position term.
+        num_classes (int): C (the one-hot width; passing it avoids a host-device synchronisation).
+        recompute (bool): in training, keep nothing of the loss for backward but its inputs (``assoc`` is
+            saved by SpixelFCN's softmax anyway) and recompute its forward in backward (activation
+            checkpointing): the loss's own activations (one-hot targets, pooled centres, reconstructions at
+            full resolution) are not kept, for one more forward pass of the loss. Same values and gradients.
+    """
+    import sparse_ops
+
+    def total(q: Tensor) -> Tensor:
+        return sparse_ops.spixel_loss(
+            q.float(), target, cell_size, pos_weight=pos_weight, num_classes=num_classes
+        ).total
+
+    if recompute and torch.is_grad_enabled() and assoc.requires_grad:
+        out: Tensor = checkpoint(total, assoc, use_reentrant=False, preserve_rng_state=False)
+        return out
+    return total(assoc)
+
+
 def stage_loss(
     stage: str, model: nn.Module, batch: dict[str, Any], args: argparse.Namespace, device: torch.device
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Forward one batch and return ``(loss, parts)`` (``parts``: detached ``ce`` and/or ``spixel`` terms)."""
-    import sparse_ops
-
     target = batch["target"].to(device, non_blocking=True)
     if stage == "seg":
         loss = cross_entropy(model(batch["seg_input"].to(device, non_blocking=True)), target)
         return loss, {"ce": loss.detach()}
     if stage == "spixel":
         assoc = model(batch["spixel_input"].to(device, non_blocking=True))
-        sl = sparse_ops.spixel_loss(
-            assoc.float(), target, args.cell_size, pos_weight=args.pos_weight, num_classes=args.num_classes
+        sl = superpixel_loss(
+            assoc,
+            target,
+            args.cell_size,
+            pos_weight=args.pos_weight,
+            num_classes=args.num_classes,
+            recompute=bool(getattr(args, "recompute_loss", False)),
         )
-        return sl.total, {"spixel": sl.total.detach()}
+        return sl, {"spixel": sl.detach()}
     out = model(
         batch["seg_input"].to(device, non_blocking=True), batch["spixel_input"].to(device, non_blocking=True)
     )
     ce = cross_entropy(out["logits"], target)
     loss, parts = ce, {"ce": ce.detach()}
     if args.spixel_loss_weight:
-        sl = sparse_ops.spixel_loss(
-            out["assoc"].float(),
+        sl = superpixel_loss(
+            out["assoc"],
             target,
             cast(int, unwrap_model(model).cell_size),
             pos_weight=args.pos_weight,
             num_classes=args.num_classes,
+            recompute=bool(getattr(args, "recompute_loss", False)),
         )
-        loss = loss + args.spixel_loss_weight * sl.total
-        parts["spixel"] = sl.total.detach()
+        loss = loss + args.spixel_loss_weight * sl
+        parts["spixel"] = sl.detach()
     return loss, parts
 
 

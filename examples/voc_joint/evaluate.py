@@ -89,7 +89,7 @@ def evaluate(
         panels_dir (str | Path | None): write PNG panels (image + superpixels | ground truth | baseline |
             joint) of the first ``max_panels`` images here.
         max_panels (int): number of panels.
-        progress (bool): show a tqdm progress bar with the running mIoU.
+        progress (bool): show a tqdm progress bar with the running mIoU (tqdm is imported only then).
         boundary_tolerance (int): superpixel boundary-recall tolerance in pixels.
         ignore_index (int): ignored ground-truth label.
         amp (bool): autocast to float16 on CUDA.
@@ -101,8 +101,6 @@ def evaluate(
         ``"seconds"`` and ``"images_per_second"``. Superpixel metrics of both use ``out["superpixels"]`` (NaN
         when it is None).
     """
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     kw: dict[str, Any] = {
         "num_classes": num_classes,
@@ -117,7 +115,11 @@ def evaluate(
     model.eval()
     start = time.perf_counter()
     try:
-        bar = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, dynamic_ncols=True)
+        bar: Any = loader
+        if progress:  # tqdm (the examples extra) only when a bar is wanted: progress=False runs without it
+            from tqdm.auto import tqdm
+
+            bar = tqdm(loader, desc="evaluate", unit="batch", dynamic_ncols=True)
         for batch in bar:
             target = batch["target"].to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):

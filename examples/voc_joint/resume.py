@@ -2,8 +2,9 @@
 
 The options of the training CLI fall into four groups per stage:
 
-* **runtime** options (:data:`RUNTIME_OPTIONS`: device, workers, threads, logging, evaluation, ...) change how
-  a run executes, not what it trains: they may differ freely on ``--resume``;
+* **runtime** options (:data:`RUNTIME_OPTIONS`: device, workers, threads, logging, evaluation, memory format,
+  recomputation, compilation, ...) change how a run executes, not what it trains: they may differ freely on
+  ``--resume``;
 * **growing** options (``--epochs``, ``--max-steps``) may grow, which extends a run;
 * **fixed** options (:data:`STAGE_OPTIONS` ``[stage]["fixed"]``: the architecture, the initial weights and the
   optimizer type) define the weights and the optimizer state in the checkpoint: they never change on resume;
@@ -56,6 +57,10 @@ RUNTIME_OPTIONS = frozenset(
         "tensorboard",
         "no_progress",
         "max_image_pixels",
+        "channels_last",
+        "recompute_fusion",
+        "recompute_loss",
+        "compile",
     }
 )
 #: Options that may grow on resume (a longer run).
@@ -85,6 +90,7 @@ STAGE_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "fusion",
             "fusion_hidden",
             "fusion_activation",
+            "fusion_init",
             "seg_checkpoint",
             "spixel_checkpoint",
             "optimizer",

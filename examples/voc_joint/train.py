@@ -62,7 +62,7 @@ from examples.voc_joint.distributed import DistInfo, cleanup_distributed, init_d
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
-from examples.voc_joint.models.joint import MODES
+from examples.voc_joint.models.joint import DEFAULT_CHANNELS_LAST, FUSION_INITS, MODES
 from examples.voc_joint.resume import check_new_run, clear_run, option_changes, plain
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, derive_seed
 from examples.voc_joint.signals import Interrupted, InterruptGuard
@@ -76,10 +76,12 @@ __all__ = [
     "build_scheduler",
     "build_stage_model",
     "build_train_loader",
+    "build_train_state",
     "main",
     "param_groups",
     "resolve_stage_options",
     "run_stage",
+    "runtime_options",
 ]
 
 STAGES = ("seg", "spixel", "joint")
@@ -209,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="activation between the fusion layers",
     )
     g.add_argument(
+        "--fusion-init",
+        choices=FUSION_INITS,
+        default="transparent",
+        help="joint stage: initialization of the fusion stack: transparent is the paper's (exactly 'take "
+        "U(S)' at step 0); the others are what one would pick instead, for comparison (one line each: "
+        "docs/examples/pipeline.rst, 'Fusion initializations'; examples/voc_joint/ablation.py compares them)",
+    )
+    g.add_argument(
         "--seg-checkpoint",
         type=existing_file,
         default=None,
@@ -283,6 +293,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
     )
     g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored on CPU)")
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last (NHWC) memory format for the networks and their inputs (default: where it wins: "
+        + ", ".join(f"{'on' if v else 'off'} on {k}" for k, v in DEFAULT_CHANNELS_LAST.items())
+        + ")",
+    )
+    g.add_argument(
+        "--recompute-fusion",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="joint stage: recompute the first uniformization and the fusion stack in backward (activation "
+        "checkpointing: less memory, more time)",
+    )
+    g.add_argument(
+        "--recompute-loss",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="spixel and joint stages: recompute spixel_loss in backward instead of keeping its "
+        "full-resolution activations (less memory, one more forward of the loss)",
+    )
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="joint stage: torch.compile everything after the two networks (ids, uniformization, fusion); "
+        "compiles on the first step",
+    )
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
     g.add_argument("--seed", type=int_range(0, SEED_MAX), default=0, help="seed of every RNG")
     g.add_argument("--threads", type=POS, default=None, help="torch CPU threads per process")
@@ -414,10 +453,15 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
     The joint stage joins the networks of ``--seg-checkpoint`` / ``--spixel-checkpoint`` when given, freshly
     initialized ones otherwise.
     """
-    if stage == "seg":
-        return _deeplab_from(args)
-    if stage == "spixel":
-        return SpixelFCN(args.cell_size, args.spixel_width, centre_bias=args.spixel_centre_bias)
+    if stage in ("seg", "spixel"):
+        net: nn.Module = (
+            _deeplab_from(args)
+            if stage == "seg"
+            else SpixelFCN(args.cell_size, args.spixel_width, centre_bias=args.spixel_centre_bias)
+        )
+        if runtime_options(args)["channels_last"]:
+            net.to(memory_format=torch.channels_last)
+        return net
     deeplab = (
         _pretrained(args.seg_checkpoint, "deeplab", "--seg-checkpoint")
         if args.seg_checkpoint is not None
@@ -437,8 +481,26 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
         fusion=args.fusion,
         fusion_hidden=args.fusion_hidden,
         fusion_activation=None if args.fusion_activation == "none" else args.fusion_activation,
+        fusion_init=args.fusion_init,
         generator=args.seed,
+        **runtime_options(args),
     )
+
+
+def runtime_options(args: argparse.Namespace, device: torch.device | None = None) -> dict[str, bool]:
+    """The model's runtime options (``--channels-last``, ``--recompute-fusion``, ``--compile``).
+
+    ``--channels-last`` left unset resolves to :data:`DEFAULT_CHANNELS_LAST` of ``device`` (off when no device
+    is given); :func:`build_train_state` resolves it before building.
+    """
+    channels_last = getattr(args, "channels_last", None)
+    if channels_last is None:
+        channels_last = device is not None and DEFAULT_CHANNELS_LAST.get(device.type, False)
+    return {
+        "channels_last": bool(channels_last),
+        "recompute_fusion": bool(getattr(args, "recompute_fusion", False)),
+        "compile_refine": bool(getattr(args, "compile", False)),
+    }
 
 
 def param_groups(stage: str, model: nn.Module, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -612,7 +674,7 @@ def _apply_optimizer_options(state: engine.TrainState, args: argparse.Namespace)
     sched._last_lr = [group["lr"] for group in groups]  # what get_last_lr() reports
 
 
-def _build_state(
+def build_train_state(
     stage: str,
     args: argparse.Namespace,
     info: DistInfo,
@@ -620,10 +682,20 @@ def _build_state(
     steps_per_epoch: int,
     changes: Sequence[dict[str, Any]] = (),
 ) -> tuple[engine.TrainState, bool]:
-    """Model, optimizer, scheduler and scaler (restored from ``ckpt`` when resuming); ``(state, use_amp)``."""
+    """Model, optimizer, scheduler and scaler (restored from ``ckpt`` when resuming); ``(state, use_amp)``.
+
+    Every RNG is seeded with ``--seed`` (plus the rank) first, so a new run's random draws (fusion layers,
+    dropout) are a function of the seed.
+    """
     _seed_everything(args.seed + info.rank)
     device = info.device
-    model = build_model(ckpt["config"]["model"]) if ckpt is not None else build_stage_model(stage, args)
+    args = argparse.Namespace(**vars(args))
+    args.channels_last = runtime_options(args, device)["channels_last"]  # unset: the device's default
+    model = (
+        build_model(ckpt["config"]["model"], runtime=runtime_options(args))
+        if ckpt is not None
+        else build_stage_model(stage, args)
+    )
     model.to(device)
     use_amp = bool(args.amp and device.type == "cuda")
     if args.amp and not use_amp and info.main:
@@ -722,7 +794,7 @@ def _run_locked(
     root = data_root(args, info)
     loader, sampler = build_train_loader(args, info, root)
     new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
-    state, use_amp = _build_state(stage, args, info, ckpt, sampler.steps_per_epoch, new_changes)
+    state, use_amp = build_train_state(stage, args, info, ckpt, sampler.steps_per_epoch, new_changes)
     state.option_changes = list(changes)
     resume_step = None if ckpt is None else state.step
     if ckpt is not None and info.main:

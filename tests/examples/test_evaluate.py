@@ -118,6 +118,19 @@ def test_model_without_superpixels_or_baseline(voc):
     assert 0 <= res["miou"] <= 1 and list(split_results(res)) == ["joint"]
 
 
+def test_evaluate_without_tqdm_when_progress_is_off(voc, monkeypatch):
+    """tqdm (examples extra) is imported only for a progress bar: machines without it can evaluate."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # None in sys.modules: the import raises ImportError
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    with pytest.raises(ImportError):
+        import tqdm.auto  # noqa: F401  # the patch works
+    loader = DataLoader(build_dataset(voc, "val"), batch_size=1)
+    res = evaluate(StubJoint(), loader, device="cpu", progress=False)
+    assert res["num_images"] == 3 and 0 <= res["miou"] <= 1
+    with pytest.raises(ImportError):
+        evaluate(StubJoint(), loader, device="cpu", progress=True)
+
+
 class _BadModel(nn.Module):
     def __init__(self, out):
         super().__init__()

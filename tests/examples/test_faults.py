@@ -257,20 +257,27 @@ def test_resume_with_changed_options(voc6: Path, one_epoch: Path, capsys: pytest
     before = _snapshot(folder)
     with pytest.raises(SystemExit) as info:
         train_cli.main(
-            _argv(voc6, one_epoch, "--resume", "--lr", "0.02", "--backbone", "resnet34", "--epochs", "2")
-        )
+            _argv(
+                voc6, one_epoch, "--resume", "--lr", "0.02", "--backbone", "resnet34", "--epochs", "2",
+                "--fusion-init", "xavier",
+            )
+        )  # fmt: skip
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "--lr: 0.01 (checkpoint) -> 0.02 (now)" in err
     assert "--backbone: 'resnet18' (checkpoint) -> 'resnet34' (now)  [never changes on resume]" in err
+    assert "--fusion-init: 'transparent' (checkpoint) -> 'xavier' (now)  [never changes on resume]" in err
     assert "--epochs" not in err  # growing is allowed
     assert _snapshot(folder) == before  # refused: nothing touched
     with pytest.raises(SystemExit):  # architecture options never change, even when changes are allowed
         train_cli.main(_argv(voc6, one_epoch, "--resume", "--allow-option-changes", "--backbone", "resnet34"))
     assert "[never changes on resume]" in capsys.readouterr().err
-    out = train_cli.main(
-        _argv(voc6, one_epoch, "--resume", "--allow-option-changes", "--lr", "0.02", "--epochs", "2")
-    )["joint"]
+    out = train_cli.main(  # runtime options (memory format, recomputation) may differ freely
+        _argv(
+            voc6, one_epoch, "--resume", "--allow-option-changes", "--lr", "0.02", "--epochs", "2",
+            "--channels-last", "--recompute-fusion",
+        )
+    )["joint"]  # fmt: skip
     ck = load_checkpoint(out)
     assert ck["step"] == 6 and ck["config"]["args"]["lr"] == 0.02 and ck["config"]["args"]["epochs"] == 2
     assert ck["config"]["changes"] == [
@@ -539,6 +546,11 @@ _BAD_TRAIN = [
     (["--resume", "--overwrite"], "--overwrite with --resume (auto) contradicts itself"),
     (["--allow-option-changes"], "--allow-option-changes only applies with --resume"),
     (["--backbone", "resnet9"], "--backbone: invalid choice"),
+    (["--fusion-init", "glorot"], "--fusion-init: invalid choice: 'glorot'"),
+    (["--channels-last=no"], "--channels-last/--no-channels-last: ignored explicit argument 'no'"),
+    (["--recompute-fusion=1"], "--recompute-fusion/--no-recompute-fusion: ignored explicit argument '1'"),
+    (["--compile=yes"], "--compile/--no-compile: ignored explicit argument 'yes'"),
+    (["--recompute-loss=on"], "--recompute-loss/--no-recompute-loss: ignored explicit argument 'on'"),
 ]
 _BAD_EVALUATE = [
     (["--crop-size", "0"], "--crop-size: must be an integer >= 1"),
@@ -567,6 +579,24 @@ _BAD_DEMO = [
     (["--threads", "0"], "--threads: must be an integer >= 1"),
     (["--data-root", "/nonexistent"], "--data-root: folder not found"),
 ]
+_BAD_ABLATION = [
+    (["--seeds", "0"], "--seeds: must be an integer in [1, 100]"),
+    (["--seeds", "101"], "--seeds: must be an integer in [1, 100]"),
+    (["--steps", "0"], "--steps: must be an integer >= 1"),
+    (["--eval-every", "-1"], "--eval-every: must be an integer >= 1"),
+    (["--max-steps", "0"], "--max-steps: must be an integer >= 1"),
+    (["--seg-epochs", "0"], "--seg-epochs: must be an integer >= 1"),
+    (["--batch-size", "1"], "--batch-size: must be an integer >= 2"),
+    (["--joint-lr", "nan"], "--joint-lr: must be a finite number >= 0"),
+    (["--fusion-lr", "inf"], "--fusion-lr: must be a finite number >= 0"),
+    (["--max-val-images", "0"], "--max-val-images: must be an integer >= 1"),
+    (["--threads", "0"], "--threads: must be an integer >= 1"),
+    (["--variants", "glorot"], "--variants: invalid choice: 'glorot'"),
+    (["--variants", "xavier", "xavier"], "--variants lists a variant twice"),
+    (["--data-root", "/nonexistent"], "--data-root: folder not found"),
+    (["--seg-checkpoint", "/nonexistent.pt"], "--seg-checkpoint: file not found"),
+    (["--spixel-checkpoint", __file__], "--seg-checkpoint and --spixel-checkpoint go together"),
+]
 _BAD_SYNTHETIC = [
     (["--num-train", "0"], "--num-train: must be an integer >= 1"),
     (["--num-val", "0"], "--num-val: must be an integer >= 1"),
@@ -580,7 +610,13 @@ _BAD_SYNTHETIC = [
 
 def _cli_cases() -> list[object]:
     cases = []
-    for tool, table in (("train", _BAD_TRAIN), ("evaluate", _BAD_EVALUATE), ("demo", _BAD_DEMO)):
+    tables = (
+        ("train", _BAD_TRAIN),
+        ("evaluate", _BAD_EVALUATE),
+        ("demo", _BAD_DEMO),
+        ("ablation", _BAD_ABLATION),
+    )
+    for tool, table in tables:
         cases += [pytest.param(tool, argv, msg, id=f"{tool}{' '.join(argv)}") for argv, msg in table]
     cases += [
         pytest.param("synthetic", argv, msg, id=f"synthetic{' '.join(argv)}") for argv, msg in _BAD_SYNTHETIC
@@ -592,7 +628,7 @@ def _cli_cases() -> list[object]:
 def test_every_bad_cli_value_exits_2_at_parse_time(
     tool: str, argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from examples.voc_joint import demo, evaluate, synthetic
+    from examples.voc_joint import ablation, demo, evaluate, synthetic
 
     run: Callable[[list[str]], object]
     if tool == "train":
@@ -609,6 +645,8 @@ def test_every_bad_cli_value_exits_2_at_parse_time(
         run, base = evaluate.main, ["--checkpoint", str(tmp_path / "c.pt")]
     elif tool == "demo":
         run, base = demo._parser().parse_args, []
+    elif tool == "ablation":
+        run, base = ablation.main, ["--output-dir", str(tmp_path / "abl")]
     else:
         run, base = synthetic.main, ["--out", str(tmp_path / "syn")]
     with pytest.raises(SystemExit) as info:
@@ -617,6 +655,7 @@ def test_every_bad_cli_value_exits_2_at_parse_time(
     err = capsys.readouterr().err
     assert message in err, err[-600:]
     assert not list(tmp_path.glob("*/checkpoint.pt")) and not (tmp_path / "syn").exists()
+    assert not (tmp_path / "abl").exists()
 
 
 # ------------------------------------------------------------------------------------ torchrun + data set

@@ -196,6 +196,15 @@ def test_config_round_trip() -> None:
         build_model({"arch": "spixelfcn", "spixel": {"cells": 3}})
     with pytest.raises(TypeError, match="model must be"):
         model_config(torch.nn.Linear(1, 1))
+    # runtime options: how the model runs, never part of its config
+    fast = build_model(cfg, runtime={"channels_last": True, "recompute_fusion": True})
+    assert isinstance(fast, JointModel) and fast.channels_last and fast.recompute_fusion
+    assert not fast.compile_refine and model_config(fast) == cfg
+    net = build_model({"arch": "spixelfcn", "spixel": dict(spixel.config)}, runtime={"channels_last": True})
+    w = next(m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    with pytest.raises(ValueError, match="unknown runtime options \\['compile'\\]"):
+        build_model(cfg, runtime={"compile": True})
 
 
 def test_joint_on_every_device(device: torch.device) -> None:

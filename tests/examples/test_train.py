@@ -41,12 +41,13 @@ def test_help_documents_every_option(how: str) -> None:
         assert action.help, action.dest  # every option has a help text
 
 
-@pytest.mark.parametrize("name", ["train", "demo"])
+@pytest.mark.parametrize("name", ["train", "demo", "ablation"])
 def test_docs_help_listings_are_current(name: str) -> None:
     """docs/examples/<name>_help.txt (shown on the pipeline page) lists every option of the parser."""
-    from examples.voc_joint import demo
+    from examples.voc_joint import ablation, demo
 
-    parser = train.build_parser() if name == "train" else demo._parser()
+    parsers = {"train": train.build_parser, "demo": demo._parser, "ablation": ablation.build_parser}
+    parser = parsers[name]()
     text = (ROOT / "docs" / "examples" / f"{name}_help.txt").read_text()
     missing = [opt for action in parser._actions for opt in action.option_strings if opt not in text]
     assert not missing, f"regenerate docs/examples/{name}_help.txt (see pipeline.rst); missing {missing}"
@@ -123,6 +124,30 @@ def test_optimizer_groups_paper_defaults_and_weight_decay() -> None:
     assert (spx.optimizer, spx.weight_decay) == ("adam", 4e-4)
 
 
+def test_fusion_init_and_runtime_options_reach_the_model() -> None:
+    argv = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--fusion-init"]
+    parser = train.build_parser()
+    args = train.resolve_stage_options("joint", parser.parse_args([*argv, "zero_residual"]))
+    assert (args.channels_last, args.recompute_fusion, args.compile) == (None, False, False)
+    model = train.build_stage_model("joint", args)
+    assert isinstance(model, JointModel) and model.config["fusion_init"] == "zero_residual"
+    assert not (model.channels_last or model.recompute_fusion or model.compile_refine)
+    args = train.resolve_stage_options(
+        "joint", parser.parse_args([*argv, "xavier", "--channels-last", "--recompute-fusion", "--compile"])
+    )
+    model = train.build_stage_model("joint", args)
+    assert model.config["fusion_init"] == "xavier"
+    assert model.channels_last and model.recompute_fusion and model.compile_refine  # compiles on first use
+    conv = next(
+        m.weight for m in model.deeplab.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
+    )
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    # unset --channels-last resolves per device type (DEFAULT_CHANNELS_LAST)
+    unset = parser.parse_args([])
+    assert train.runtime_options(unset, torch.device("cuda"))["channels_last"] is True
+    assert train.runtime_options(unset, torch.device("cpu"))["channels_last"] is False
+
+
 def test_poly_schedule() -> None:
     args = train.resolve_stage_options("seg", train.build_parser().parse_args([]))
     p = torch.nn.Parameter(torch.zeros(1))
@@ -153,6 +178,7 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     """The demo's every step on tiny data (1 step per stage): transparency passes, the table is printed."""
     from examples.voc_joint import demo
 
+    threads = torch.get_num_threads()
     res = demo.main(
         [
             "--data-root",
@@ -172,15 +198,19 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
             "--batch-size",
             "2",
             "--no-progress",
+            "--threads",  # tiny tensors: a second thread only contends on a loaded machine
+            "1",
         ]
     )
+    torch.set_num_threads(threads)
     text = capsys.readouterr().out
     assert res["transparency"]["max_abs_diff"] <= 1e-4 and res["transparency"]["consistency"] == 1.0
     assert (
         "Table 4 format" in text and "+ superpixel + transparent init (fine-tuned)" in text and "PASS" in text
     )
+    assert "+ superpixel + Xavier init, step 0" in text and "One seed" in text and "ablation.py" in text
     table = res["table"]
-    assert len(table) == 5
+    assert len(table) == 7 and res["seeds"] == 1
     assert all(v["consistency"] == 1.0 for k, v in table.items() if k.startswith("+"))
     assert (tmp_path / "results.json").is_file() and list((tmp_path / "panels").glob("*.png"))
 
@@ -193,3 +223,45 @@ def test_joint_stage_on_every_device_with_amp(tiny_voc, tmp_path, device) -> Non
     ck = load_checkpoint(out)
     assert ck["step"] == 1 and ck["config"]["args"]["amp"] is True
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def _saved_bytes(fn):
+    """(result of fn(), bytes of the distinct storages autograd saved while it ran)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
+def test_superpixel_loss_recompute_same_values_and_gradients_less_memory() -> None:
+    from examples.voc_joint.engine import superpixel_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 9, 24, 20, generator=g, requires_grad=True)
+    target = torch.randint(0, 5, (2, 24, 20), generator=g)
+    target[0, :3] = 255
+    results = {}
+    for recompute in (False, True):
+
+        def run(recompute: bool = recompute) -> torch.Tensor:
+            q = logits.softmax(1)
+            loss = superpixel_loss(q, target, 4, pos_weight=0.003, num_classes=5, recompute=recompute)
+            return loss
+
+        loss, saved = _saved_bytes(run)
+        (grad,) = torch.autograd.grad(loss, logits)
+        results[recompute] = (loss.detach(), grad, saved)
+    (l0, g0, m0), (l1, g1, m1) = results[False], results[True]
+    assert torch.equal(l0, l1) and torch.equal(g0, g1)
+    q_bytes = 2 * 9 * 24 * 20 * 4  # what the softmax saves anyway
+    assert m1 <= q_bytes + target.numel() * 8 < m0 / 3, (m0, m1)
+    with torch.no_grad():  # nothing to recompute without autograd
+        assert torch.equal(
+            superpixel_loss(logits.softmax(1), target, 4, pos_weight=0.003, num_classes=5, recompute=True), l0
+        )

@@ -16,15 +16,18 @@ import math
 from collections.abc import Callable
 from typing import Any, cast
 
+import torch
 from torch import nn
 
 from .deeplabv3plus import BACKBONES, DeepLabV3Plus
 from .joint import FUSION_INITS, MODES, JointModel, SegmentationOnly
 from .spixelfcn import SpixelFCN
 
-__all__ = ["ARCHS", "SCHEMAS", "build_model", "model_config", "validate_model_config"]
+__all__ = ["ARCHS", "RUNTIME_KEYS", "SCHEMAS", "build_model", "model_config", "validate_model_config"]
 
 ARCHS = ("deeplabv3plus", "spixelfcn", "joint")
+#: Runtime options of :func:`build_model` (how a model runs, never stored in its config).
+RUNTIME_KEYS = ("channels_last", "recompute_fusion", "compile_refine")
 #: Bounds of the checks: far above any real model, far below an allocation that cannot succeed.
 MAX_CLASSES, MAX_WIDTH, MAX_CELL = 1024, 4096, 1024
 
@@ -178,8 +181,14 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     raise TypeError(f"model must be a DeepLabV3Plus, SpixelFCN or JointModel, got {type(model).__name__}")
 
 
-def build_model(config: dict[str, Any]) -> nn.Module:
+def build_model(config: dict[str, Any], *, runtime: dict[str, bool] | None = None) -> nn.Module:
     """Build an untrained model from a config dict made by :func:`model_config`.
+
+    Args:
+        config: the model config (validated first).
+        runtime: runtime options, not part of the config: ``channels_last`` (any architecture: the networks'
+            memory format), ``recompute_fusion`` and ``compile_refine`` (joint models only; see
+            :class:`~examples.voc_joint.models.JointModel`).
 
     Raises:
         ValueError: an invalid config (:func:`validate_model_config`, checked before any layer is built).
@@ -189,15 +198,28 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         8
     """
     validate_model_config(config)
+    runtime = dict(runtime or {})
+    unknown = sorted(set(runtime) - set(RUNTIME_KEYS))
+    if unknown:
+        raise ValueError(f"unknown runtime options {unknown} (known: {list(RUNTIME_KEYS)})")
     arch = config["arch"]
+    net: nn.Module
     try:
-        if arch == "deeplabv3plus":
-            return DeepLabV3Plus(**config["deeplab"])
-        if arch == "spixelfcn":
-            return SpixelFCN(**config["spixel"])
-        joint = dict(config["joint"])
-        deeplab = DeepLabV3Plus(**config["deeplab"])
-        spixel = SpixelFCN(**config["spixel"])
-        return JointModel(deeplab, spixel, **joint)
+        if arch == "joint":
+            joint = dict(config["joint"])
+            deeplab = DeepLabV3Plus(**config["deeplab"])
+            spixel = SpixelFCN(**config["spixel"])
+            return JointModel(
+                deeplab,
+                spixel,
+                **joint,
+                channels_last=bool(runtime.get("channels_last", False)),
+                recompute_fusion=bool(runtime.get("recompute_fusion", False)),
+                compile_refine=bool(runtime.get("compile_refine", False)),
+            )
+        net = DeepLabV3Plus(**config["deeplab"]) if arch == "deeplabv3plus" else SpixelFCN(**config["spixel"])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"invalid model config for arch {arch!r}: {type(exc).__name__}: {exc}") from exc
+    if runtime.get("channels_last"):
+        net.to(memory_format=torch.channels_last)
+    return net

@@ -51,6 +51,7 @@ import sparse_ops as so
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 
 __all__ = [
+    "DEFAULT_CHANNELS_LAST",
     "FUSION_INITS",
     "MODES",
     "FusionActivation",
@@ -66,6 +67,12 @@ MODES = ("hard", "soft", "none")
 FusionInit = Literal["transparent", "xavier", "kaiming", "net2net", "zero_residual"]
 FusionActivation = Literal["relu", "leaky_relu"] | None
 FUSION_INITS: tuple[str, ...] = get_args(FusionInit)
+
+#: Default memory format per device type (``--channels-last`` of the training CLI, ``bench_joint.py``):
+#: where it wins. CPU: off (on the 2-core VM it leaves the joint step unchanged and slows DeepLabV3+ alone by
+#: 3-6 %, see docs/benchmarks.rst). CUDA: on (the usual gain of NHWC convolutions on tensor cores; not
+#: measured by the project yet).
+DEFAULT_CHANNELS_LAST: dict[str, bool] = {"cpu": False, "cuda": True}
 
 
 def fusion_target_weight(num_classes: int) -> Tensor:

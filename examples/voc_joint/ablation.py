@@ -1,0 +1,743 @@
+"""Fusion-initialization ablation of the joint model over seeds: transparent init against the usual choices.
+
+``python examples/voc_joint/ablation.py`` (``--help`` lists the options; ``--quick`` for a 5-minute version):
+
+1. takes one pair of pretrained checkpoints (``--seg-checkpoint`` / ``--spixel-checkpoint``), or pretrains
+   DeepLabV3+ and SpixelFCN once with the demo's recipe on the synthetic VOC set (``<output-dir>/pretrain``,
+   reused by later runs into the same folder);
+2. for every seed (``--seeds N``, default 3) fine-tunes the joint model (hard uniformization) with each fusion
+   initialization of :data:`~examples.voc_joint.models.joint.FUSION_INITS` -- ``transparent`` (the paper),
+   ``xavier``, ``kaiming``, ``net2net``, ``zero_residual`` -- and the demo's two controls, ``no_superpixels``
+   (DeepLabV3+ fine-tuned alike: mode ``none``, no fusion) and ``no_fusion`` (superpixel uniformization
+   alone), all for the same steps with the same learning rates. The seed sets the fusion layers' random
+   draws, the data order and augmentation, and dropout;
+3. scores every run on the validation split (full images) at step 0, every ``--eval-every`` steps and at the
+   end (mIoU, boundary mIoU in 1 / 3 / 5 px bands) and records its loss at every step;
+4. writes into ``--output-dir``: ``ablation.json`` (``{"rows": [{"init", "seed", "step0_miou", "miou",
+   "boundary_miou": {"<band px>": ...}, "curve": [...]}, ...], ...}``; strict JSON, rewritten after every run,
+   so an interrupted ablation continues where it stopped), ``ablation.md`` (mean +- std over seeds per init,
+   at step 0 and at the end, and the paired difference to ``transparent`` with its spread) and
+   ``ablation.png`` (mIoU and loss against step, one line per init, the seeds' range shaded).
+
+It reuses the training pipeline's pieces: the joint stage's model builder, optimizer and parameter groups
+(:func:`~examples.voc_joint.train.build_train_state`), its resumable sampler and loader, the engine's epoch
+loop (:func:`~examples.voc_joint.engine.train_one_epoch`), :func:`~examples.voc_joint.evaluate.evaluate`, the
+output-folder lock and the strict JSON writer. As in the demo, the fine-tuning learning rates are larger than
+the paper's (1e-6 / 1e-7 move nothing in a few dozen steps); they are recorded in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch
+
+from examples.voc_joint.cli import UsageError, existing_dir, existing_file, float_range, int_range
+from examples.voc_joint.engine import CsvLogger
+from examples.voc_joint.models.joint import FUSION_INITS
+
+__all__ = [
+    "CONTROLS",
+    "QUICK",
+    "VARIANTS",
+    "build_parser",
+    "format_markdown",
+    "main",
+    "plot",
+    "run_ablation",
+    "summarize",
+    "variant_options",
+]
+
+#: The demo's controls: DeepLabV3+ fine-tuned alike (no superpixels), uniformization without fusion.
+CONTROLS = ("no_superpixels", "no_fusion")
+#: Every row of the ablation, in table order.
+VARIANTS: tuple[str, ...] = (*FUSION_INITS, *CONTROLS)
+#: Defaults of the full run and of ``--quick`` (options left unset on the command line).
+DEFAULTS: dict[str, Any] = {
+    "steps": 40,
+    "eval_every": 10,
+    "seg_epochs": 36,
+    "spixel_epochs": 16,
+    "max_val_images": None,
+}
+QUICK: dict[str, Any] = {
+    "steps": 12,
+    "eval_every": 6,
+    "seg_epochs": 18,
+    "spixel_epochs": 8,
+    "max_val_images": 8,
+}
+#: The boundary band shown in the Markdown table (pixels on each side of a ground-truth edge).
+TABLE_BAND = "3"
+POS = int_range(1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (every option checked at parse time)."""
+    p = argparse.ArgumentParser(
+        prog="python examples/voc_joint/ablation.py",
+        description="Fusion-initialization ablation of the joint DeepLabV3+ + SpixelFCN model on the "
+        "synthetic VOC set: every fusion init and the demo's controls fine-tuned from the same pretrained "
+        "checkpoints for the same steps, over several seeds; mean +- std tables, paired differences to "
+        "transparent init, curves. CPU, about 20 minutes (--quick: 5).",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="ablation.json / .md / .png and the pretraining go here (default: <cache>/ablation, "
+        "<cache>/ablation_quick with --quick)",
+    )
+    p.add_argument(
+        "--data-root",
+        type=existing_dir,
+        default=None,
+        help="VOC folder (default: synthetic set in the cache)",
+    )
+    p.add_argument(
+        "--seg-checkpoint",
+        type=existing_file,
+        default=None,
+        help="pretrained DeepLabV3+ (seg or joint checkpoint); with --spixel-checkpoint: no pretraining",
+    )
+    p.add_argument(
+        "--spixel-checkpoint",
+        type=existing_file,
+        default=None,
+        help="pretrained SpixelFCN (spixel or joint checkpoint); with --seg-checkpoint: no pretraining",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int_range(1, 100),
+        default=3,
+        help="seeds per variant: 0, 1, ... (default %(default)s)",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(VARIANTS),
+        help="what to fine-tune: fusion inits and controls (default: all)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a 5-minute version: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()),
+    )
+    p.add_argument(
+        "--steps", type=POS, default=None, help=f"fine-tuning steps per run (default {DEFAULTS['steps']})"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=POS,
+        default=None,
+        help=f"evaluate every N steps for the mIoU curve (default {DEFAULTS['eval_every']})",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=POS,
+        default=None,
+        help="cap every stage (pretraining and each fine-tuning) at this many steps (smoke runs)",
+    )
+    p.add_argument(
+        "--seg-epochs",
+        type=POS,
+        default=None,
+        help=f"DeepLabV3+ pretraining epochs (default {DEFAULTS['seg_epochs']})",
+    )
+    p.add_argument(
+        "--spixel-epochs",
+        type=POS,
+        default=None,
+        help=f"SpixelFCN pretraining epochs (default {DEFAULTS['spixel_epochs']})",
+    )
+    p.add_argument("--crop-size", type=POS, default=64, help="training crop (default %(default)s)")
+    p.add_argument(
+        "--batch-size",
+        type=int_range(2),
+        default=8,
+        help="training batch, >= 2: BatchNorm (default %(default)s)",
+    )
+    p.add_argument(
+        "--cell-size", type=int_range(1, 1024), default=8, help="superpixel cell size (default %(default)s)"
+    )
+    p.add_argument(
+        "--joint-lr",
+        type=float_range(0.0),
+        default=2e-3,
+        help="fine-tuning lr of DeepLabV3+; SpixelFCN gets a tenth (default %(default)s)",
+    )
+    p.add_argument(
+        "--fusion-lr",
+        type=float_range(0.0),
+        default=2e-4,
+        help="fine-tuning lr of the fusion layers (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-val-images",
+        type=POS,
+        default=None,
+        help="evaluate on the first N validation images (default all)",
+    )
+    p.add_argument("--threads", type=POS, default=2, help="torch CPU threads (default %(default)s)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what the output folder holds (results and pretraining); without it a finished ablation "
+        "there is refused and an unfinished one with the same settings is continued",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per run instead)")
+    return p
+
+
+def resolve(opts: argparse.Namespace) -> argparse.Namespace:
+    """``opts`` with the unset options filled from :data:`DEFAULTS` (or :data:`QUICK`)."""
+    out = argparse.Namespace(**vars(opts))
+    for key, value in (QUICK if opts.quick else DEFAULTS).items():
+        if getattr(out, key) is None:
+            setattr(out, key, value)
+    out.run_steps = out.steps if out.max_steps is None else min(out.steps, out.max_steps)
+    return out
+
+
+def variant_options(variant: str) -> list[str]:
+    """Training-CLI options of one ablation row (all fine-tune the joint stage)."""
+    if variant == "no_superpixels":
+        return ["--mode", "none", "--no-fusion"]
+    if variant == "no_fusion":
+        return ["--mode", "hard", "--no-fusion"]
+    if variant not in FUSION_INITS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return ["--mode", "hard", "--fusion", "--fusion-init", variant]
+
+
+# ------------------------------------------------------------------------------------------------- training
+class _Curve(CsvLogger):
+    """The engine's logger, kept in memory: one ``{"step", "loss", "ce", "spixel"}`` per step."""
+
+    def __init__(self) -> None:  # no file: every row stays here
+        self.enabled, self.writer = True, None
+        self.rows: list[dict[str, Any]] = []
+
+    def row(self, **values: Any) -> None:
+        entry: dict[str, Any] = {"step": int(values["step"])}
+        for key in ("loss", "ce", "spixel"):
+            if values.get(key, "") != "":
+                entry[key] = float(values[key])
+        self.rows.append(entry)
+
+    def close(self) -> None:
+        pass
+
+
+class _Context:
+    """What every run shares: data, pretrained checkpoints, validation loader, options."""
+
+    def __init__(
+        self,
+        opts: argparse.Namespace,
+        root: Path,
+        out: Path,
+        seg: Path,
+        spx: Path,
+        common: list[str],
+        val: Any,
+    ) -> None:
+        self.opts, self.root, self.out, self.seg, self.spx = opts, root, out, seg, spx
+        self.common, self.val = common, val
+        self.step0_cache: dict[str, dict[str, Any]] = {}
+
+
+def _scores(res: dict[str, Any]) -> dict[str, Any]:
+    return {"miou": res["miou"], "boundary_miou": res["boundary_miou"], "consistency": res["consistency"]}
+
+
+def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> dict[str, Any]:
+    """Fine-tune one variant with one seed; returns its row of ``ablation.json``."""
+    from examples.voc_joint import engine, train
+    from examples.voc_joint.distributed import DistInfo
+    from examples.voc_joint.evaluate import evaluate
+    from examples.voc_joint.sampling import derive_seed
+
+    opts = ctx.opts
+    t0 = time.perf_counter()
+    argv = [
+        *ctx.common,
+        "--seg-checkpoint", str(ctx.seg), "--spixel-checkpoint", str(ctx.spx),
+        "--lr", str(opts.joint_lr), "--spixel-lr", str(opts.joint_lr / 10),
+        "--fusion-lr", str(opts.fusion_lr),
+        "--seed", str(seed), "--epochs", str(opts.run_steps), "--log-every", "1", "--no-progress",
+        "--output-dir", str(ctx.out),  # nothing is written there: the runs keep no checkpoints
+        *variant_options(variant),
+    ]  # fmt: skip
+    args = train.resolve_stage_options("joint", train.build_parser().parse_args(argv))
+    info = DistInfo(device=torch.device("cpu"))
+    loader, sampler = train.build_train_loader(args, info, ctx.root)
+    state, use_amp = train.build_train_state("joint", args, info, None, sampler.steps_per_epoch)
+
+    def score() -> dict[str, Any]:
+        # the evaluations leave the RNG alone: the runs do not depend on the evaluation schedule
+        with torch.random.fork_rng(devices=[]):
+            return _scores(evaluate(state.model, ctx.val, device="cpu", progress=False))
+
+    # step 0 of a model without random draws (the controls) does not depend on the seed
+    cached = ctx.step0_cache.get(variant) if variant in CONTROLS else None
+    step0 = cached if cached is not None else score()
+    if variant in CONTROLS:
+        ctx.step0_cache[variant] = step0
+    evals = {0: step0}
+    logger = _Curve()
+    while state.step < opts.run_steps:
+        args.max_steps = min(opts.run_steps, (state.step // opts.eval_every + 1) * opts.eval_every)
+        sampler.set_epoch(state.epoch, state.samples_in_epoch)
+        loader.generator.manual_seed(derive_seed(args.seed, state.epoch))
+        before = state.step
+        engine.train_one_epoch(
+            state,
+            loader,
+            args,
+            info,
+            steps_per_epoch=sampler.steps_per_epoch,
+            global_batch=sampler.global_batch,
+            logger=logger,
+            use_amp=use_amp,
+        )
+        if progress is not None:
+            progress.update(state.step - before)
+        if state.step == args.max_steps:
+            evals[state.step] = score()
+    curve: list[dict[str, Any]] = [{"step": 0, "miou": step0["miou"]}]
+    for entry in logger.rows:
+        if entry["step"] in evals:
+            entry["miou"] = evals[entry["step"]]["miou"]
+        curve.append(entry)
+    final = evals[state.step]
+    return {
+        "init": variant,
+        "seed": seed,
+        "step0_miou": step0["miou"],
+        "miou": final["miou"],
+        "boundary_miou": final["boundary_miou"],
+        "step0_boundary_miou": step0["boundary_miou"],
+        "consistency": final["consistency"],
+        "steps": state.step,
+        "curve": curve,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# -------------------------------------------------------------------------------------------------- summary
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else None
+
+
+def summarize(rows: Sequence[dict[str, Any]], band: str = TABLE_BAND) -> list[dict[str, Any]]:
+    """Per variant (table order): the seeds, mean and std of step-0 / final mIoU and boundary mIoU, and the
+    paired differences to ``transparent`` (same seed) with their spread and the number of seeds it wins.
+
+    Example:
+        >>> rows = [
+        ...     {"init": i, "seed": s, "step0_miou": m0, "miou": m, "boundary_miou": {"3": m}}
+        ...     for i, s, m0, m in [("transparent", 0, .2, .5), ("transparent", 1, .2, .6),
+        ...                         ("xavier", 0, .0, .4), ("xavier", 1, .0, .7)]
+        ... ]
+        >>> s = summarize(rows)[1]
+        >>> s["init"], s["seeds"], round(s["miou"][0], 3), round(s["diff_miou"][0], 3), s["wins"]
+        ('xavier', 2, 0.55, 0.0, 1)
+    """
+    by: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["init"], {})[int(r["seed"])] = r
+    ref = by.get("transparent", {})
+    order = [v for v in VARIANTS if v in by] + sorted(v for v in by if v not in VARIANTS)
+    out = []
+    for variant in order:
+        runs = by[variant]
+        seeds = sorted(runs)
+        entry: dict[str, Any] = {
+            "init": variant,
+            "seeds": len(seeds),
+            "step0_miou": _mean_std([runs[s]["step0_miou"] for s in seeds]),
+            "miou": _mean_std([runs[s]["miou"] for s in seeds]),
+            "boundary_miou": _mean_std([runs[s]["boundary_miou"][band] for s in seeds]),
+        }
+        paired = [s for s in seeds if s in ref]
+        if variant != "transparent" and paired:
+            diffs = [runs[s]["miou"] - ref[s]["miou"] for s in paired]
+            entry["diff_step0_miou"] = _mean_std(
+                [runs[s]["step0_miou"] - ref[s]["step0_miou"] for s in paired]
+            )
+            entry["diff_miou"] = _mean_std(diffs)
+            entry["diff_boundary_miou"] = _mean_std(
+                [runs[s]["boundary_miou"][band] - ref[s]["boundary_miou"][band] for s in paired]
+            )
+            entry["paired_seeds"] = len(paired)
+            entry["wins"] = sum(d > 0 for d in diffs)
+        out.append(entry)
+    return out
+
+
+def _pm(ms: tuple[float, float | None] | None, signed: bool = False) -> str:
+    if ms is None:
+        return "-"
+    mean, std = ms
+    text = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
+    return text + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def format_markdown(summary: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """``ablation.md``: the settings, the mean +- std table and the paired differences to ``transparent``."""
+    seeds = max((s["seeds"] for s in summary), default=0)
+    lines = [
+        "# Fusion-initialization ablation (joint DeepLabV3+ + SpixelFCN, synthetic VOC)",
+        "",
+        f"{settings['steps']} fine-tuning steps per run from one pair of pretrained checkpoints, "
+        f"{seeds} seed(s) per row, {settings['val_images']} validation images (full size); learning rates: "
+        f"networks {settings['joint_lr']:g}, SpixelFCN {settings['joint_lr'] / 10:g}, fusion "
+        f"{settings['fusion_lr']:g}. mIoU in %, mean ± sample std over seeds; boundary mIoU in the "
+        f"{TABLE_BAND} px band.",
+        "",
+        "| init | seeds | step-0 mIoU | final mIoU | final boundary mIoU |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['init']} | {s['seeds']} | {_pm(s['step0_miou'])} | {_pm(s['miou'])} | "
+            f"{_pm(s['boundary_miou'])} |"
+        )
+    diffs = [s for s in summary if "diff_miou" in s]
+    if diffs:
+        lines += [
+            "",
+            "Paired differences to `transparent` (same seed: same data order; percentage points, mean ± "
+            "sample std over seeds; wins: seeds where the final mIoU is higher than transparent's):",
+            "",
+            "| init | step-0 mIoU | final mIoU | final boundary mIoU | wins |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for s in diffs:
+            lines.append(
+                f"| {s['init']} | {_pm(s['diff_step0_miou'], True)} | {_pm(s['diff_miou'], True)} | "
+                f"{_pm(s['diff_boundary_miou'], True)} | {s['wins']}/{s['paired_seeds']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """``ablation.png``: against the fine-tuning step, one line per init (the mean over seeds) with the seeds'
+    range shaded: validation mIoU; its paired difference to ``transparent`` (same seed); the training loss.
+
+    The loss panel (log scale) shows a centred 5-step running mean of each seed's loss (the per-step loss of a
+    batch of 8 crops is noisy).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    import numpy as np
+
+    fig, (ax_m, ax_d, ax_l) = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+    colors = plt.get_cmap("tab10")
+    by: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["init"], {})[int(r["seed"])] = r
+    ref = by.get("transparent", {})
+    for k, variant in enumerate(v for v in VARIANTS if v in by):
+        runs = by[variant]
+        style: dict[str, Any] = {"color": colors(k), "linestyle": "--" if variant in CONTROLS else "-"}
+        band: dict[str, Any] = {"color": colors(k), "alpha": 0.15, "linewidth": 0}
+        first = next(iter(runs.values()))
+        steps = [p["step"] for p in first["curve"] if "miou" in p]
+        miou = np.array([[_at(r, s, "miou") for s in steps] for r in runs.values()]) * 100
+        label = f"{variant} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        ax_m.plot(steps, miou.mean(0), marker="o", markersize=3, label=label, **style)
+        paired = [s for s in runs if s in ref]
+        if variant != "transparent" and paired:
+            diff = np.array(
+                [[_at(runs[s], t, "miou") - _at(ref[s], t, "miou") for t in steps] for s in paired]
+            )
+            ax_d.plot(steps, 100 * diff.mean(0), marker="o", markersize=3, **style)
+        else:
+            diff = None
+        lsteps = [p["step"] for p in first["curve"] if "loss" in p]
+        loss = (
+            np.array([_smooth([_at(r, s, "loss") for s in lsteps]) for r in runs.values()])
+            if lsteps
+            else None
+        )
+        if loss is not None:
+            ax_l.plot(lsteps, loss.mean(0), **style)
+        if len(runs) > 1:
+            ax_m.fill_between(steps, miou.min(0), miou.max(0), **band)
+            if diff is not None:
+                ax_d.fill_between(steps, 100 * diff.min(0), 100 * diff.max(0), **band)
+            if loss is not None:
+                ax_l.fill_between(lsteps, loss.min(0), loss.max(0), **band)
+    ax_m.set(xlabel="fine-tuning step", ylabel="validation mIoU (%)", title="mIoU (mean; band: seeds' range)")
+    ax_d.set(
+        xlabel="fine-tuning step",
+        ylabel="mIoU - transparent's, same seed (points)",
+        title="paired difference to transparent (symlog)",
+    )
+    ax_d.axhline(0.0, color="black", linewidth=0.8)
+    ax_d.set_yscale("symlog", linthresh=2.0)  # linear within +-2 points, logarithmic beyond
+    ax_l.set(
+        xlabel="fine-tuning step", ylabel="training loss (5-step running mean)", title="loss", yscale="log"
+    )
+    ticks = [-100, -30, -10, -3, -1, 0, 1, 3, 10, 30, 100]
+    ax_d.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    ax_l.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    ax_l.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    for axis in (ax_d.yaxis, ax_l.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    for ax in (ax_m, ax_d, ax_l):
+        ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=min(len(by), 7), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _at(row: dict[str, Any], step: int, key: str) -> float:
+    return float(next(p[key] for p in row["curve"] if p["step"] == step and key in p))
+
+
+def _smooth(values: list[float], width: int = 5) -> list[float]:
+    half = width // 2
+    return [statistics.fmean(values[max(0, i - half) : i + half + 1]) for i in range(len(values))]
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def _write(path: Path, text: str) -> None:
+    """Atomic write (a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _settings(opts: argparse.Namespace, root: Path, seg: Path, spx: Path, val_images: int) -> dict[str, Any]:
+    return {
+        "data_root": str(root),
+        "seg_checkpoint": str(seg),
+        "spixel_checkpoint": str(spx),
+        "steps": opts.run_steps,
+        "eval_every": opts.eval_every,
+        "val_images": val_images,
+        "crop_size": opts.crop_size,
+        "batch_size": opts.batch_size,
+        "cell_size": opts.cell_size,
+        "joint_lr": opts.joint_lr,
+        "spixelfcn_lr": opts.joint_lr / 10,
+        "fusion_lr": opts.fusion_lr,
+        "threads": opts.threads,
+        "torch": torch.__version__,
+    }
+
+
+class _Progress:
+    """An overall tqdm bar over every fine-tuning step (or plain lines with ``--no-progress``)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="step", desc="ablation", dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _commit() -> str | None:
+    """The checkout's git commit (None outside a git checkout)."""
+    import subprocess
+
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return None
+    return res.stdout.strip() or None
+
+
+def _run_line(row: dict[str, Any]) -> str:
+    losses = [p["loss"] for p in row["curve"] if "loss" in p]
+    loss = f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
+    return (
+        f"{row['init']:<14} seed {row['seed']}: mIoU {100 * row['step0_miou']:5.1f} % -> "
+        f"{100 * row['miou']:5.1f} % (step 0 -> {row['steps']}){loss}, {row['seconds']:.0f} s"
+    )
+
+
+def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
+    """Run the ablation (see the module docstring); returns the content of ``ablation.json``.
+
+    Raises:
+        UsageError: the output folder is locked by another run, or holds a finished ablation (or one with
+            other settings) and ``--overwrite`` was not given.
+    """
+    import json
+
+    from examples.voc_joint import data
+    from examples.voc_joint.demo import common_args, pretrain, val_loader
+    from examples.voc_joint.distributed import DistInfo
+    from examples.voc_joint.locking import FolderLock
+    from examples.voc_joint.metrics import dumps
+
+    opts = resolve(opts)
+    t_start, load_start = time.perf_counter(), os.getloadavg()
+    torch.set_num_threads(opts.threads)
+    root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
+    default_out = data.DEFAULT_CACHE / ("ablation_quick" if opts.quick else "ablation")
+    out = Path(opts.output_dir) if opts.output_dir is not None else default_out
+    paths = {k: out / f"ablation.{k}" for k in ("json", "md", "png")}
+    with FolderLock(out):
+        previous: dict[str, Any] | None = None
+        if paths["json"].exists():
+            if opts.overwrite:
+                for p in paths.values():
+                    p.unlink(missing_ok=True)
+            else:
+                previous = json.loads(paths["json"].read_text())
+                if previous.get("complete"):
+                    raise UsageError(
+                        f"{out} holds a finished ablation ({paths['json']}); --overwrite replaces it, or "
+                        "choose another --output-dir (nothing was changed)"
+                    )
+        print(f"[ablation] data: {root}\n[ablation] outputs: {out}", flush=True)
+        common = common_args(opts, root)
+        if opts.seg_checkpoint is not None:
+            seg, spx = Path(opts.seg_checkpoint), Path(opts.spixel_checkpoint)
+            print(f"[ablation] pretrained checkpoints: {seg}, {spx}", flush=True)
+        else:
+            reuse = ["--overwrite"] if opts.overwrite else ["--resume"]  # a finished pretraining is reused
+            seg, spx = pretrain(opts, [*common, *reuse], out / "pretrain", DistInfo(), tag="ablation")
+        val = val_loader(root, opts.max_val_images)
+        settings = _settings(opts, root, seg, spx, len(val.dataset))  # type: ignore[arg-type]  # a Subset
+        rows: list[dict[str, Any]] = []
+        if previous is not None:
+            if previous.get("settings") != json.loads(dumps(settings)):
+                raise UsageError(
+                    f"{paths['json']} holds an unfinished ablation with other settings; --overwrite replaces "
+                    "it, or choose another --output-dir (nothing was changed)"
+                )
+            rows = list(previous.get("rows", []))
+        plan = [(v, s) for s in range(opts.seeds) for v in opts.variants]
+        rows = [r for r in rows if (r["init"], int(r["seed"])) in set(plan)]
+        done = {(r["init"], int(r["seed"])) for r in rows}
+        todo = [(v, s) for v, s in plan if (v, s) not in done]
+        if done and todo:
+            print(
+                f"[ablation] continuing: {len(plan) - len(todo)} of {len(plan)} runs already done", flush=True
+            )
+        print(
+            f"\n[ablation] {len(todo)} fine-tuning runs ({len(opts.variants)} variants x {opts.seeds} "
+            f"seeds) of {opts.run_steps} steps; evaluation on {settings['val_images']} validation images at "
+            f"step 0, every {opts.eval_every} steps and at the end",
+            flush=True,
+        )
+        ctx = _Context(opts, root, out, seg, spx, common, val)
+        progress = _Progress(len(todo) * opts.run_steps, not opts.no_progress)
+        result: dict[str, Any] = {}
+
+        def save(complete: bool) -> None:
+            result.update(
+                {
+                    "settings": settings,
+                    "complete": complete,
+                    "rows": rows,
+                    "summary": summarize(rows) if rows else [],
+                    "seconds": time.perf_counter() - t_start,
+                    "load_average_start": list(load_start),
+                    "load_average_end": list(os.getloadavg()),
+                    "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "commit": _commit()},
+                }
+            )
+            _write(paths["json"], dumps(result) + "\n")
+
+        t_runs = time.perf_counter()
+        try:
+            for k, (variant, seed) in enumerate(todo, 1):
+                row = finetune(ctx, variant, seed, progress)
+                rows.append(row)
+                save(complete=False)
+                eta = (time.perf_counter() - t_runs) / k * (len(todo) - k)
+                progress.write(f"[ablation] {k}/{len(todo)} {_run_line(row)}; about {eta / 60:.1f} min left")
+        finally:
+            progress.close()
+        rows.sort(key=lambda r: (VARIANTS.index(r["init"]), r["seed"]))
+        save(complete=True)
+        _write(paths["md"], format_markdown(result["summary"], settings))
+        plot(
+            rows,
+            paths["png"],
+            f"joint model, synthetic VOC: {opts.run_steps} fine-tuning steps, {opts.seeds} seed(s), "
+            f"{settings['val_images']} val images",
+        )
+    print("\n" + paths["md"].read_text())
+    elapsed = time.perf_counter() - t_start
+    print(
+        f"[ablation] finished in {elapsed:.0f} s (load average {load_start[0]:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end); {paths['json']}, {paths['md']}, {paths['png']}"
+    )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` and run the ablation (exit status 2 for a command that cannot run)."""
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    if (opts.seg_checkpoint is None) != (opts.spixel_checkpoint is None):
+        parser.error("--seg-checkpoint and --spixel-checkpoint go together (or neither: pretrain here)")
+    if len(set(opts.variants)) != len(opts.variants):
+        parser.error(f"--variants lists a variant twice: {opts.variants}")
+    try:
+        return run_ablation(opts)
+    except UsageError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+
+
+if __name__ == "__main__":
+    from examples.voc_joint.signals import Interrupted
+
+    try:
+        main()
+    except Interrupted as exc:  # Ctrl-C during the pretraining: its checkpoint was written
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # during the fine-tuning: the finished runs are in ablation.json
+        sys.exit(130)
