@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from sparse_ops import _checks
-from sparse_ops.grid import neighbour_cell_ids, num_grid_cells
+from sparse_ops.grid import NEIGHBOUR_OFFSETS, grid_shape, num_grid_cells
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -100,12 +100,7 @@ def hard_superpixels(
         if assoc.numel() and bool(assoc.isnan().any()):
             raise ValueError("assoc must not contain NaN (its arg-max would be arbitrary)")
     B, _, H, W = assoc.shape
-    ids, valid = neighbour_cell_ids(H, W, cell_size, device=assoc.device)
-    order = torch.tensor(_TIE_ORDER, device=assoc.device)
-    scores = assoc.detach().index_select(1, order)
-    scores = scores.masked_fill(~valid.index_select(0, order).unsqueeze(0), float("-inf"))
-    best = order[scores.argmax(dim=1)]  # [B, H, W] channel index (first maximum in tie order)
-    labels = torch.gather(ids.unsqueeze(0).expand(B, 9, H, W), 1, best.unsqueeze(1)).squeeze(1)
+    labels = _best_neighbour_ids(assoc.detach(), cell_size)
     if connectivity:
         if min_size is None:
             min_size = max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells(H, W, cell_size)))
@@ -113,6 +108,38 @@ def hard_superpixels(
     else:
         counts = torch.full((B,), num_grid_cells(H, W, cell_size), dtype=torch.long, device=assoc.device)
     return (labels, counts) if return_counts else labels
+
+
+def _best_neighbour_ids(assoc: Tensor, cell_size: int) -> Tensor:
+    """Global cell id of the most associated in-image candidate of every pixel (ties in ``_TIE_ORDER``).
+
+    A running maximum over the 9 candidates in tie order with a strict ``>``: the first maximum wins, so a
+    uniform association gives the grid. Each candidate's ids and validity are two broadcast 1-D vectors
+    (no [9, H, W] tables, no host-to-device copies); an arg-max over dim 1 of an NCHW tensor would be
+    about 8x slower on the CPU (32 ms against 4 ms at B=2, 256x256).
+    """
+    _, _, height, width = assoc.shape
+    n_h, n_w = grid_shape(height, width, cell_size)
+    rows = torch.arange(height, device=assoc.device) // cell_size
+    cols = torch.arange(width, device=assoc.device) // cell_size
+    best: Tensor | None = None
+    labels: Tensor | None = None
+    for k in _TIE_ORDER:
+        dy, dx = NEIGHBOUR_OFFSETS[k]
+        r, c = rows + dy, cols + dx
+        ids = (r.clamp(0, n_h - 1) * n_w)[:, None] + c.clamp(0, n_w - 1)[None, :]  # [H, W]
+        score = assoc[:, k]
+        if dy or dx:  # the centre candidate is always in the image
+            inside = ((r >= 0) & (r < n_h))[:, None] & ((c >= 0) & (c < n_w))[None, :]
+            score = score.masked_fill(~inside, float("-inf"))
+        if best is None or labels is None:
+            best, labels = score, ids.expand_as(score).contiguous()
+        else:
+            take = score > best
+            best = torch.where(take, score, best)
+            labels = torch.where(take, ids, labels)
+    assert labels is not None
+    return labels
 
 
 def _components(lab: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], int]:
