@@ -214,6 +214,7 @@ def test_module_record_forms() -> None:
     assert max_pool2d_with_indices(torch.randn(1, 1, 4, 4), np.int64(2)).values.shape == (1, 1, 2, 2)
 
 
+@pytest.mark.cuda
 def test_cuda_device_mismatch_error():
     if not torch.cuda.is_available():
         pytest.skip("CUDA is not available")

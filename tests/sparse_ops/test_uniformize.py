@@ -183,6 +183,7 @@ def test_deterministic_mode(device: torch.device) -> None:
     assert torch.equal(runs[0], runs[1])
 
 
+@pytest.mark.cuda
 def test_sparse_backend_falls_back_on_cuda_in_deterministic_mode() -> None:
     if not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
