@@ -28,7 +28,6 @@ __all__ = [
     "check_hidden",
     "check_int",
     "check_module",
-    "check_positive_int",
     "check_real",
     "check_slope",
     "check_target",
@@ -60,11 +59,6 @@ def check_int(value: object, name: str, *, minimum: int = 1, maximum: int | None
     if out < minimum or (maximum is not None and out > maximum):
         raise ValueError(f"{name} must be {expected}, got {out}")
     return out
-
-
-def check_positive_int(value: object, name: str) -> int:
-    """``value`` as a Python ``int >= 1`` (:func:`check_int` with ``minimum=1``)."""
-    return check_int(value, name, minimum=1)
 
 
 def check_bool(value: object, name: str) -> bool:
