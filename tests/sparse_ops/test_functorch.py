@@ -10,6 +10,10 @@ import torch.func as tf
 
 from sparse_ops import superpixel_pool, superpixel_unpool, uniformize
 
+# torch loads its forward-AD decompositions with torch.jit.script on the first dual tensor
+# (torch/_decomp/decompositions_for_jvp.py), which warns on torch >= 2.14; not our code
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+
 G = torch.Generator().manual_seed(0)
 SP = torch.randint(0, 5, (2, 3, 4), generator=G)
 MASK = torch.rand(2, 3, 4, generator=G) > 0.3
