@@ -133,8 +133,9 @@ def neighbour_validity(
     """
     n_h, n_w = grid_shape(height, width, cell_size)
     rows, cols = _pixel_cells(height, width, cell_size, device)
-    dy = torch.tensor([o[0] for o in NEIGHBOUR_OFFSETS], device=device)
-    dx = torch.tensor([o[1] for o in NEIGHBOUR_OFFSETS], device=device)
+    # NEIGHBOUR_OFFSETS in index form (dy outer, dx inner), made on the device: no host-to-device copy
+    three = torch.arange(3, device=device) - 1
+    dy, dx = three.repeat_interleave(3), three.repeat(3)
     r = rows[None, :] + dy[:, None]  # [9, H]
     c = cols[None, :] + dx[:, None]  # [9, W]
     row_ok = (r >= 0) & (r < n_h)
