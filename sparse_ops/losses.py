@@ -61,8 +61,10 @@ def _safe_norm(diff: Tensor) -> Tensor:
 
 def _label_targets(
     target: Tensor, ignore_index: int, num_classes: int | None, dtype: torch.dtype, validate: bool
-) -> tuple[Tensor, Tensor]:
-    """One-hot ``[B, K, H, W]`` of a label map (0 at ignored pixels) and the valid pixels ``[B, H, W]``."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One-hot ``[B, K, H, W]`` of a label map (0 at ignored pixels), the valid pixels ``[B, H, W]`` and the
+    labels ``[B, H, W]`` (0 at ignored pixels; outside ``[0, K)`` only when not validated: no one-hot entry).
+    """
     valid = target != ignore_index
     labels = torch.where(valid, target, torch.zeros_like(target)).long()
     if validate and labels.numel() and bool((labels < 0).any()):
@@ -86,7 +88,7 @@ def _label_targets(
             raise ValueError(f"target labels must be < num_classes={num_classes}, got label {largest}")
     classes = torch.arange(num_classes, device=target.device).view(1, num_classes, 1, 1)
     onehot = (labels.unsqueeze(1) == classes) & valid.unsqueeze(1)  # no one_hot: it checks values on the host
-    return onehot.to(dtype), valid
+    return onehot.to(dtype), valid, labels
 
 
 def spixel_loss(
@@ -171,7 +173,7 @@ def spixel_loss(
         valid = torch.ones(b, height, width, dtype=torch.bool, device=assoc.device)
         is_labels = False
     else:
-        feats, valid = _label_targets(
+        feats, valid, labels = _label_targets(
             _checks.drop_channel_dim(target), ignore_index, num_classes, dtype, validate
         )
         is_labels = True
@@ -187,7 +189,16 @@ def spixel_loss(
     weight = valid.to(dtype)
     n_valid = valid.sum().clamp_min(1).to(dtype)  # an integer count: exact for any number of pixels
     if is_labels:
-        per_pixel = -(feats * torch.log(recon[:, :channels] + eps)).sum(dim=1)
+        # -sum_k onehot_k log(r_k + eps) is -log(r_label + eps): read one channel, not K (the same value; the
+        # log and its backward touch one channel per pixel). Advanced indexing, not gather: its backward keeps
+        # only the indices, where gather's keeps all of recon
+        rows = torch.arange(b, device=assoc.device).view(b, 1, 1)
+        ys = torch.arange(height, device=assoc.device).view(1, height, 1)
+        xs = torch.arange(width, device=assoc.device).view(1, 1, width)
+        picked = recon[rows, labels.clamp(0, channels - 1), ys, xs]
+        per_pixel = -torch.log(picked + eps)
+        if not validate:  # a label outside [0, K) has no one-hot entry: it adds nothing, as before
+            per_pixel = per_pixel * ((labels >= 0) & (labels < channels)).to(dtype)
     else:
         per_pixel = _safe_norm(recon[:, :channels] - feats)
     pos_pix = _safe_norm(recon[:, channels:] - xy)

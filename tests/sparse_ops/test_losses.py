@@ -29,7 +29,7 @@ def ref_loss(assoc, target, S, m=0.003, ignore=255, num_classes=None, eps=1e-8):
         for b in range(B):
             for y in range(H):
                 for x in range(W):
-                    if valid[b, y, x]:
+                    if valid[b, y, x] and 0 <= target[b, y, x] < K:  # else (unvalidated): no one-hot entry
                         feats[b, target[b, y, x], y, x] = 1
     C = feats.shape[1]
     xy = torch.zeros(B, 2, H, W, dtype=torch.float64)
@@ -188,6 +188,18 @@ def test_stray_label_is_refused_before_allocating_and_num_classes_avoids_host_re
     with _Recorder() as mode:
         spixel_loss(assoc, target, 2)  # infers num_classes: reads the largest label
     assert mode.host_reads
+
+
+def test_unvalidated_labels_outside_the_classes_add_no_cross_entropy() -> None:
+    """validate=False: a label outside [0, K) has an all-zero one-hot row (no CE term; it still counts)."""
+    assoc = torch.softmax(torch.randn(2, 9, 5, 6, dtype=torch.float64), 1)
+    target = torch.randint(0, 3, (2, 5, 6))
+    target[0, 1, 2], target[1, 4, 5], target[1, 0, 0] = 7, -3, 255
+    out = spixel_loss(assoc, target, 2, num_classes=3, validate=False)
+    total, sem, pos = ref_loss(assoc, target, 2, num_classes=3)
+    torch.testing.assert_close(out.semantic.item(), sem)
+    torch.testing.assert_close(out.position.item(), pos)
+    torch.testing.assert_close(out.total.item(), total)
 
 
 def test_huge_cell_size_is_one_cell() -> None:
