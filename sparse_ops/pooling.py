@@ -94,8 +94,25 @@ def superpixel_pool(
         tensor([[1.5000, 4.5000, 0.0000]])
     """
     if validate:
-        _checks.check_floating(features, "features", "[B, C, H, W]")
         _checks.check_option(reduce, "reduce", REDUCTIONS)
+    features, assignment = features_and_assignment(
+        features, superpixels, num_superpixels, mask, upsample, backend, validate
+    )
+    return assignment.pool(features, reduce)
+
+
+def features_and_assignment(
+    features: Tensor,
+    superpixels: Tensor,
+    num_superpixels: int | Tensor | None,
+    mask: Tensor | None,
+    upsample: Upsample | None,
+    backend: Backend,
+    validate: bool,
+) -> tuple[Tensor, SuperpixelAssignment]:
+    """The checked inputs of a pooling op: ``features`` resized to the label map, and its assignment."""
+    if validate:
+        _checks.check_floating(features, "features", "[B, C, h, w]")
         _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
         _checks.check_option(backend, "backend", BACKENDS)
         superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
@@ -107,7 +124,7 @@ def superpixel_pool(
     if validate:
         _checks.check_spatial_match(features, "features", labels)
     assignment = SuperpixelAssignment(labels, num_superpixels, mask=mask, backend=backend, validate=False)
-    return assignment.pool(features, reduce)
+    return features, assignment
 
 
 def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = True) -> Tensor:

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sparse_ops import _checks
-from sparse_ops.assignment import SuperpixelAssignment, validate_ids, validate_labels
-from sparse_ops.pooling import UPSAMPLE_MODES, Upsample, resize_to
+from sparse_ops.assignment import SuperpixelAssignment
+from sparse_ops.pooling import UPSAMPLE_MODES, Upsample, features_and_assignment
 
 __all__ = ["SuperpixelClassifier", "superpixel_cam", "superpixel_global_average"]
 
@@ -43,16 +43,9 @@ def _superpixel_means(
 ) -> tuple[Tensor, SuperpixelAssignment]:
     """Validated ``([B, N_s, C] superpixel means, assignment)`` of (resized) features, means in float32 for
     half-precision features (the callers round once at the end)."""
-    if validate:
-        _checks.check_floating(features, "features", "[B, C, h, w]")
-        _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
-        superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
-        _checks.check_batch_match(features, "features", superpixels, "superpixels")
-        _checks.check_same_device(features, "features", superpixels, "superpixels")
-        validate_ids(superpixels, num_superpixels)
-    labels = _checks.drop_channel_dim(superpixels)
-    features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
-    assignment = SuperpixelAssignment(labels, num_superpixels, mask=mask, validate=False)
+    features, assignment = features_and_assignment(
+        features, superpixels, num_superpixels, mask, upsample, "auto", validate
+    )
     accumulation = torch.float32 if features.dtype in (torch.float16, torch.bfloat16) else features.dtype
     return assignment.pool(features.to(accumulation), "mean"), assignment
 
