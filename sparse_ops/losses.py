@@ -24,6 +24,16 @@ the pooling (the ``mask`` of :func:`~sparse_ops.soft_superpixel_pool`), so they 
 they are still reconstructed (unpooled) but not scored. If no pixel is valid the loss is 0 (with a gradient of
 0).
 
+**Label targets without a one-hot.** The cross-entropy of a one-hot target reads one channel,
+``-log(t'_{t(p)}(p) + eps)``, and the pooled class ``k`` of a cell is the association mass the pixels of class
+``k`` give it over the mass all valid pixels give it. So for label maps the loss adds every valid pixel's 9
+weights into a small table indexed by (chunk of its cell, class, direction), with chains of at most
+:data:`~sparse_ops.soft.CHUNK` pixels and float64 sums after them, and reconstructs only each pixel's own
+class (9 products per pixel); the positions take the soft pool. Same value as the one-hot formulation up to
+rounding;
+forward + backward at B=2, 21 classes, 128 / 256 px on the 2-core CPU: 26 -> 20 ms and 95 -> 65 ms, saved
+activations 9.3 -> 7.0 MiB and 37.0 -> 28.1 MiB.
+
 **Host synchronisation.** With ``num_classes`` given and ``validate=False`` the loss reads no tensor value on
 the host. ``num_classes=None`` reads the largest label (and refuses one above
 :data:`~sparse_ops._checks.MAX_INFERRED_CLASSES` - 1, a stray label, before allocating the one-hot);
@@ -39,7 +49,15 @@ from torch import Tensor, nn
 
 from sparse_ops import _checks
 from sparse_ops.grid import pixel_xy
-from sparse_ops.soft import soft_superpixel_pool, soft_superpixel_unpool
+from sparse_ops.soft import (
+    _blocks,
+    _gather_from_neighbours,
+    _normalized,
+    _pixel_chunks,
+    _pool,
+    _shift_to_targets,
+    _unpool_blocks,
+)
 
 __all__ = ["SpixelLoss", "SpixelLossOutput", "spixel_loss"]
 
@@ -59,11 +77,11 @@ def _safe_norm(diff: Tensor) -> Tensor:
     return torch.where(nz, torch.where(nz, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
 
 
-def _label_targets(
-    target: Tensor, ignore_index: int, num_classes: int | None, dtype: torch.dtype, validate: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One-hot ``[B, K, H, W]`` of a label map (0 at ignored pixels), the valid pixels ``[B, H, W]`` and the
-    labels ``[B, H, W]`` (0 at ignored pixels; outside ``[0, K)`` only when not validated: no one-hot entry).
+def _labels(
+    target: Tensor, ignore_index: int, num_classes: int | None, validate: bool
+) -> tuple[Tensor, Tensor, int]:
+    """The valid pixels ``[B, H, W]``, the labels ``[B, H, W]`` (0 at ignored pixels; outside ``[0, K)`` only
+    when not validated) and the number of classes ``K`` (inferred from the largest label if ``None``).
     """
     valid = target != ignore_index
     labels = torch.where(valid, target, torch.zeros_like(target)).long()
@@ -86,9 +104,58 @@ def _label_targets(
         largest = int(labels.max())
         if largest >= num_classes:
             raise ValueError(f"target labels must be < num_classes={num_classes}, got label {largest}")
-    classes = torch.arange(num_classes, device=target.device).view(1, num_classes, 1, 1)
-    onehot = (labels.unsqueeze(1) == classes) & valid.unsqueeze(1)  # no one_hot: it checks values on the host
-    return onehot.to(dtype), valid, labels
+    return valid, labels, num_classes
+
+
+def _own_label_reconstruction(
+    q: Tensor, counted: Tensor, labels: Tensor, num_classes: int, cell_size: int
+) -> Tensor:
+    r"""The reconstruction of every pixel's own class, :math:`t'_{t(p)}(p)` ``[B, H, W]``, without a one-hot.
+
+    With one-hot targets the pooled class ``k`` of cell ``s`` is the association mass that the pixels of class
+    ``k`` give ``s``, over the mass all counted pixels give it, and a pixel needs only its own class back:
+
+    .. math::
+
+        c_{k,s} = \frac{\sum_{p:\, t(p) = k} \hat q_s(p)}{\sum_p \hat q_s(p)}, \qquad
+        t'_{t(p)}(p) = \sum_{s \in N(p)} \hat q_s(p)\, c_{t(p),s} .
+
+    The 9 weights of every counted pixel are added into a table indexed by (the pixel's chunk of its cell,
+    its class, the direction): each entry adds at most :data:`~sparse_ops.soft.CHUNK` pixels (the chain of
+    the soft pool), the chunks and classes are then added in float64. A label outside ``[0, K)`` (not
+    validated) goes to an extra class that counts in the mass but is never read as a class, like the zero
+    row of its one-hot.
+
+    Args:
+        q (Tensor[B, 9, H, W]): normalized association (:func:`~sparse_ops.soft._normalized`).
+        counted (BoolTensor[B, H, W]): the pixels that take part in the pooling.
+        labels (LongTensor[B, H, W]): class of every pixel.
+        num_classes (int): ``K``.
+        cell_size (int): grid cell side in pixels.
+    """
+    b, _, height, width = q.shape
+    blocks = _blocks(height, width, cell_size)
+    cells = blocks.n_h * blocks.n_w
+    slots = num_classes + 1  # the last one: labels outside [0, K)
+    known = (labels >= 0) & (labels < num_classes)
+    slot = torch.where(known, labels, num_classes)
+    batch = torch.arange(b, device=q.device).view(b, 1, 1)
+    chunk = _pixel_chunks(blocks, height, width, q.device)
+    entry = ((batch * cells * blocks.chunks + chunk) * slots + slot).reshape(-1, 1)  # [B*H*W, 1]
+    rows = q.permute(0, 2, 3, 1).reshape(-1, 9)  # [B*H*W, 9]
+    counted_rows = torch.where(counted.reshape(-1, 1), rows, 0.0)  # left out exactly (a NaN stays out)
+    table = rows.new_zeros(b * cells * blocks.chunks * slots, 9)
+    table = table.scatter_add(0, entry.expand(-1, 9), counted_rows)
+    per_dir = table.view(b, cells, blocks.chunks, slots, 9).double().sum(dim=2)  # [B, cells, K + 1, 9]
+    mass = _shift_to_targets(per_dir.sum(dim=2).transpose(1, 2).reshape(b, 1, 9, blocks.n_h, blocks.n_w))
+    num = per_dir[:, :, :num_classes].permute(0, 2, 3, 1).reshape(b, num_classes, 9, blocks.n_h, blocks.n_w)
+    num = _shift_to_targets(num)
+    safe = torch.where(mass > 0, mass, torch.ones_like(mass))
+    centres = torch.where(mass > 0, num / safe, torch.zeros_like(num)).to(q.dtype)  # [B, K, n_h, n_w]
+    around = _gather_from_neighbours(centres).reshape(b, cells, num_classes, 9)
+    around = torch.cat([around, around.new_zeros(b, cells, 1, 9)], dim=2).view(-1, 9)
+    cell = (batch * cells + chunk // blocks.chunks) * slots + slot
+    return (around.index_select(0, cell.reshape(-1)) * rows).sum(dim=1).view(b, height, width)
 
 
 def spixel_loss(
@@ -167,41 +234,38 @@ def spixel_loss(
     b, _, height, width = assoc.shape
     out_dtype = assoc.dtype
     dtype = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
-    assoc = assoc.to(dtype)
-    if target.is_floating_point():
-        feats = target.to(dtype)
-        valid = torch.ones(b, height, width, dtype=torch.bool, device=assoc.device)
-        is_labels = False
-    else:
-        feats, valid, labels = _label_targets(
-            _checks.drop_channel_dim(target), ignore_index, num_classes, dtype, validate
+    is_labels = not target.is_floating_point()
+    if is_labels:
+        valid, labels, num_classes = _labels(
+            _checks.drop_channel_dim(target), ignore_index, num_classes, validate
         )
-        is_labels = True
+    else:
+        valid = torch.ones(b, height, width, dtype=torch.bool, device=assoc.device)
     if mask is not None:
         valid = valid & _checks.drop_channel_dim(mask)
-    channels = feats.shape[1]
     xy = pixel_xy(height, width, batch_size=b, dtype=dtype, device=assoc.device)
-    both = torch.cat([feats, xy], dim=1)
-    centres = soft_superpixel_pool(
-        both, assoc, cell_size, mask=valid, renormalize=renormalize, validate=False
-    )
-    recon = soft_superpixel_unpool(centres, assoc, cell_size, renormalize=renormalize, validate=False)
+    with torch.autocast(device_type=assoc.device.type, enabled=False):
+        q = _normalized(assoc.to(dtype), cell_size, renormalize)
+        blocks = _blocks(height, width, cell_size)
+        if is_labels:  # the one-hot's pooled classes and the own class back, without the one-hot
+            assert num_classes is not None
+            own = _own_label_reconstruction(q, valid, labels, num_classes, cell_size)
+            # -sum_k onehot_k log(r_k + eps) = -log(r_label + eps); a label outside [0, K) (not validated)
+            # has no one-hot entry: it adds nothing
+            known = (labels >= 0) & (labels < num_classes)
+            per_pixel = -torch.log(own + eps) * known.to(dtype)
+            centres, qb = _pool(xy, q, cell_size, valid)
+            recon_xy = _unpool_blocks(centres, qb, blocks, (height, width))
+        else:
+            feats = target.to(dtype)
+            channels = feats.shape[1]
+            centres, qb = _pool(torch.cat([feats, xy], dim=1), q, cell_size, valid)
+            recon = _unpool_blocks(centres, qb, blocks, (height, width))
+            per_pixel = _safe_norm(recon[:, :channels] - feats)
+            recon_xy = recon[:, channels:]
+    pos_pix = _safe_norm(recon_xy - xy)
     weight = valid.to(dtype)
     n_valid = valid.sum().clamp_min(1).to(dtype)  # an integer count: exact for any number of pixels
-    if is_labels:
-        # -sum_k onehot_k log(r_k + eps) is -log(r_label + eps): read one channel, not K (the same value; the
-        # log and its backward touch one channel per pixel). Advanced indexing, not gather: its backward keeps
-        # only the indices, where gather's keeps all of recon
-        rows = torch.arange(b, device=assoc.device).view(b, 1, 1)
-        ys = torch.arange(height, device=assoc.device).view(1, height, 1)
-        xs = torch.arange(width, device=assoc.device).view(1, 1, width)
-        picked = recon[rows, labels.clamp(0, channels - 1), ys, xs]
-        per_pixel = -torch.log(picked + eps)
-        if not validate:  # a label outside [0, K) has no one-hot entry: it adds nothing, as before
-            per_pixel = per_pixel * ((labels >= 0) & (labels < channels)).to(dtype)
-    else:
-        per_pixel = _safe_norm(recon[:, :channels] - feats)
-    pos_pix = _safe_norm(recon[:, channels:] - xy)
     semantic = (per_pixel * weight).sum() / n_valid
     position = (pos_pix * weight).sum() / n_valid
     total = semantic + (pos_weight / cell_size) * position

@@ -130,6 +130,19 @@ def _blocks(height: int, width: int, cell_size: int) -> _Blocks:
     return _Blocks(n_h, n_w, bh, bw, _largest_divisor(bh, max(1, CHUNK // cw)), cw)
 
 
+def _pixel_chunks(blocks: _Blocks, height: int, width: int, device: torch.device) -> Tensor:
+    """The chunk of every pixel, ``[H, W]``: ``cell * blocks.chunks + k`` (cell id row-major, ``k`` the
+    chunk within the cell in :func:`_to_blocks` order), so ``chunk // blocks.chunks`` is the pixel's cell.
+    """
+    _, n_w, bh, bw, rh, cw = blocks
+    per_row = bw // cw
+    y = torch.arange(height, device=device)
+    x = torch.arange(width, device=device)
+    rows = (y // bh) * (n_w * blocks.chunks) + ((y % bh) // rh) * per_row
+    cols = (x // bw) * blocks.chunks + (x % bw) // cw
+    return rows[:, None] + cols[None, :]
+
+
 def _to_blocks(x: Tensor, blocks: _Blocks) -> Tensor:
     """[B, C, H, W] -> [B, n_h, n_w, K, C, P] (K chunks of P pixels per cell, zero-padded to whole cells)."""
     n_h, n_w, bh, bw, rh, cw = blocks

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparse_ops import SpixelLoss, spixel_loss
+from sparse_ops import soft as soft_module
 from tests.op_tester import Case, OpTester
 from tests.sparse_ops._soft_reference import ref_pool, ref_unpool
 from tests.sparse_ops.test_uniformize import _Recorder
@@ -208,3 +211,22 @@ def test_huge_cell_size_is_one_cell() -> None:
     torch.testing.assert_close(
         spixel_loss(assoc, target, 10**12).semantic, spixel_loss(assoc, target, 4).semantic
     )
+
+
+@settings(max_examples=15, deadline=None)
+@given(chunk=st.integers(1, 5), seed=st.integers(0, 1000), masked=st.booleans())
+def test_label_path_over_chunked_cells_gives_the_reference(chunk: int, seed: int, masked: bool) -> None:
+    """Tiny chunks make small cells take the chunked path of large ones (several table rows per cell, added
+    in float64), with partial border cells, a mask and unvalidated labels outside [0, K)."""
+    g = torch.Generator().manual_seed(seed)
+    assoc = torch.softmax(torch.randn(2, 9, 7, 9, generator=g, dtype=torch.float64), 1)
+    target = torch.randint(0, 3, (2, 7, 9), generator=g)
+    target[0, 1, 2], target[1, 3, 5], target[1, 0, 0] = 7, -3, 255
+    mask = torch.rand(2, 7, 9, generator=g) > 0.3 if masked else None
+    with mock.patch.object(soft_module, "CHUNK", chunk):
+        out = spixel_loss(assoc, target, 4, mask=mask, num_classes=3, validate=False)
+    reference_target = target if mask is None else torch.where(mask, target, 255)
+    total, sem, pos = ref_loss(assoc, reference_target, 4, num_classes=3)
+    torch.testing.assert_close(out.semantic.item(), sem)
+    torch.testing.assert_close(out.position.item(), pos)
+    torch.testing.assert_close(out.total.item(), total)
