@@ -54,7 +54,11 @@ from torch import Tensor, nn  # noqa: E402  # same reason
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
 IGNORE_INDEX = 255
 # Memory format of every variant by default: the training CLI's (where channels_last wins), one source.
-from examples.voc_joint.models.joint import DEFAULT_CHANNELS_LAST  # noqa: E402  # after the sys.path set-up
+from examples.voc_joint.models.joint import (  # noqa: E402  # after the sys.path set-up
+    DEFAULT_CHANNELS_LAST,
+    ChannelsLast,
+    network_channels_last,
+)
 
 # (name, options) of the lever study, cumulative ("impl" and "validate": JointModel/FusionStack bench knobs).
 # Memory-format independent levers first, then channels_last and torch.compile.
@@ -62,9 +66,17 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("plain: cat([S, U]), NCHW, ids validated", {"impl": "concat", "validate": True}),
     ("+ no host-device sync (ids not validated)", {"impl": "concat"}),
     ("+ first layer split over S and U", {"impl": "split"}),
-    ("+ fusion as NHWC matrix products", {"impl": "nhwc"}),
-    ("+ recompute spixel_loss in backward", {"impl": "nhwc", "recompute_loss": True}),
-    ("+ recompute the fusion in backward", {"impl": "nhwc", "recompute_loss": True, "recompute": True}),
+    ("+ fusion as NHWC matrix products", {"impl": "nhwc", "chunk_rows": None}),
+    ("+ NHWC rows in chunks (CPU: 8192 rows)", {"impl": "nhwc"}),
+    ("+ SpixelFCN in channels_last", {"impl": "nhwc", "channels_last": "spixelfcn"}),
+    (
+        "+ recompute spixel_loss in backward",
+        {"impl": "nhwc", "channels_last": "spixelfcn", "recompute_loss": True},
+    ),
+    (
+        "+ recompute the fusion in backward",
+        {"impl": "nhwc", "channels_last": "spixelfcn", "recompute_loss": True, "recompute": True},
+    ),
     (
         "+ channels_last end to end",
         {"impl": "nhwc", "recompute_loss": True, "recompute": True, "channels_last": True},
@@ -112,7 +124,7 @@ def build_model(
     model: nn.Module
     if variant == "deeplab":
         model = deeplab
-        if opts.get("channels_last"):
+        if network_channels_last(opts.get("channels_last", False), "deeplab"):
             model.to(memory_format=torch.channels_last)
     else:
         mode = "soft" if variant.startswith("joint_soft") else "hard"
@@ -122,13 +134,15 @@ def build_model(
             21,
             mode=mode,
             fusion=variant.endswith("_ti"),
-            channels_last=bool(opts.get("channels_last")),
+            channels_last=opts.get("channels_last", False),
             recompute_fusion=bool(opts.get("recompute")),
             compile_refine=bool(opts.get("compile")),
         )
         joint._validate = bool(opts.get("validate"))  # bench knob: the pre-issue-11 validated assignment
         if joint.fusion is not None:
             joint.fusion._impl = opts.get("impl", "nhwc")  # bench knob: concat / split / nhwc
+            if "chunk_rows" in opts:  # bench knob: the NHWC form in one piece (None) or in other chunks
+                joint.fusion.cpu_chunk_rows = opts["chunk_rows"]
         model = joint
     model.to(device).train()
     if args.freeze_bn:  # the joint stage's default: DeepLabV3+ BatchNorm statistics frozen
@@ -138,11 +152,15 @@ def build_model(
     return model
 
 
-def make_batch(args: argparse.Namespace, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
+def make_batch(
+    args: argparse.Namespace, device: torch.device, channels_last: ChannelsLast
+) -> tuple[Tensor, Tensor]:
+    """Images and labels; the images in channels_last when DeepLabV3+ runs so (the joint model converts the
+    SpixelFCN input itself)."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(args.batch_size, 3, args.size, args.size, generator=g)
     y = torch.randint(0, 21, (args.batch_size, args.size, args.size), generator=g)
-    if channels_last:
+    if network_channels_last(channels_last, "deeplab"):
         x = x.contiguous(memory_format=torch.channels_last)
     return x.to(device), y.to(device)
 
@@ -179,7 +197,7 @@ def make_step(
     opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9, weight_decay=5e-4)
     amp = args.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp) if device.type == "cuda" else None
-    x, y = make_batch(args, device, bool(opts.get("channels_last")))
+    x, y = make_batch(args, device, opts.get("channels_last", False))
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -271,7 +289,7 @@ def saved_activation_bytes(
     exactly and deterministically, on any device.
     """
     model = build_model(variant, args, device, opts)
-    x, y = make_batch(args, device, bool(opts.get("channels_last")))
+    x, y = make_batch(args, device, opts.get("channels_last", False))
     with SavedBytes(model) as saved, _autocast(device, args.amp):
         loss_of(variant, model, x, y, args, opts)
     return saved.total
@@ -306,10 +324,15 @@ def breakdown(
     from torch.utils.checkpoint import checkpoint
 
     model = build_model("joint_hard_ti", args, device, opts)
-    x, y = make_batch(args, device, bool(opts.get("channels_last")))
+    x, y = make_batch(args, device, opts.get("channels_last", False))
+    x_spixel = (  # the SpixelFCN input in the network's memory format, as JointModel.forward makes it
+        x.contiguous(memory_format=torch.channels_last)
+        if network_channels_last(opts.get("channels_last", False), "spixelfcn")
+        else x
+    )
     with torch.no_grad(), _autocast(device, args.amp):
         s0 = model.deeplab(x).float()
-        q0 = model.spixelfcn(x).float()
+        q0 = model.spixelfcn(x_spixel).float()
     ids0 = model.superpixels(q0)
     enc0 = model.assignment(ids0)
     u0 = enc0.uniformize(s0)
@@ -326,7 +349,7 @@ def breakdown(
 
     def p_spixel() -> Callable[[], None]:
         with _autocast(device, args.amp):
-            out = model.spixelfcn(x)
+            out = model.spixelfcn(x_spixel)
         return lambda: out.float().backward(g_q)
 
     def p_ids() -> Callable[[], None]:
@@ -410,15 +433,18 @@ def measure_pair_set(
 
 
 def refine_step(
-    model: nn.Module, args: argparse.Namespace, device: torch.device, cl: bool
+    model: nn.Module, args: argparse.Namespace, device: torch.device, cl: ChannelsLast
 ) -> Callable[[], None]:
     """Forward + backward of ``JointModel.refine`` (all after the two networks) on fixed ``S``, ``Q``."""
     g = torch.Generator().manual_seed(2)
     shape = (args.batch_size, 21, args.size, args.size)
     s0 = (4 * torch.randn(shape, generator=g)).to(device)
     q0 = torch.softmax(torch.randn(args.batch_size, 9, args.size, args.size, generator=g), 1).to(device)
-    if cl:  # what the networks return in channels_last
-        s0, q0 = (t.contiguous(memory_format=torch.channels_last) for t in (s0, q0))
+    # what the networks return in channels_last
+    if network_channels_last(cl, "deeplab"):
+        s0 = s0.contiguous(memory_format=torch.channels_last)
+    if network_channels_last(cl, "spixelfcn"):
+        q0 = q0.contiguous(memory_format=torch.channels_last)
     grad = torch.randn(shape, generator=g).to(device)
 
     def run() -> None:
@@ -454,7 +480,7 @@ def lever_study(args: argparse.Namespace, device: torch.device, head: str) -> li
             step()  # compiles here with "compile": a failure (e.g. no C++ compiler) is reported, not fatal
             steps[name] = step
             if variant != "deeplab":
-                refines[name] = refine_step(model, args, device, bool(lever.get("channels_last")))
+                refines[name] = refine_step(model, args, device, lever.get("channels_last", False))
                 refines[name]()
         except Exception as exc:  # noqa: BLE001  # report any failure of one configuration and go on
             failed[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -476,7 +502,7 @@ def lever_study(args: argparse.Namespace, device: torch.device, head: str) -> li
             print(f"{name:<44} failed: {failed.get(name)}")
             rows.append({"lever": name, "options": lever, "error": failed.get(name)})
             continue
-        cl = bool(lever.get("channels_last"))
+        cl = network_channels_last(lever.get("channels_last", False), "deeplab")
         base = times["deeplab channels_last" if cl else "deeplab NCHW"]
         t = times[name]
         saved = saved_activation_bytes("joint_hard_ti", args, device, lever)
@@ -540,7 +566,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="channels_last memory format for every variant (default: where it wins, DEFAULT_CHANNELS_LAST)",
+        help="channels_last memory format for both networks of every variant, or for neither (default: where "
+        "it wins, per network: DEFAULT_CHANNELS_LAST)",
     )
     defaults = cli_defaults()
     p.add_argument(

@@ -62,7 +62,13 @@ from examples.voc_joint.distributed import DistInfo, cleanup_distributed, init_d
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
-from examples.voc_joint.models.joint import DEFAULT_CHANNELS_LAST, FUSION_INITS, MODES
+from examples.voc_joint.models.joint import (
+    DEFAULT_CHANNELS_LAST,
+    FUSION_INITS,
+    MODES,
+    ChannelsLast,
+    network_channels_last,
+)
 from examples.voc_joint.resume import check_new_run, clear_run, option_changes, plain
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, derive_seed
 from examples.voc_joint.signals import Interrupted, InterruptGuard
@@ -297,8 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="channels_last (NHWC) memory format for the networks and their inputs (default: where it wins: "
-        + ", ".join(f"{'on' if v else 'off'} on {k}" for k, v in DEFAULT_CHANNELS_LAST.items())
+        help="channels_last (NHWC) memory format for both networks and their inputs, or for neither "
+        "(default: where it wins, per network: "
+        + ", ".join(
+            f"{'both' if v is True else 'SpixelFCN only' if v else 'neither'} on {k}"
+            for k, v in DEFAULT_CHANNELS_LAST.items()
+        )
         + ")",
     )
     g.add_argument(
@@ -459,7 +469,9 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
             if stage == "seg"
             else SpixelFCN(args.cell_size, args.spixel_width, centre_bias=args.spixel_centre_bias)
         )
-        if runtime_options(args)["channels_last"]:
+        if network_channels_last(
+            runtime_options(args)["channels_last"], "deeplab" if stage == "seg" else "spixelfcn"
+        ):
             net.to(memory_format=torch.channels_last)
         return net
     deeplab = (
@@ -487,17 +499,18 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
     )
 
 
-def runtime_options(args: argparse.Namespace, device: torch.device | None = None) -> dict[str, bool]:
+def runtime_options(args: argparse.Namespace, device: torch.device | None = None) -> dict[str, Any]:
     """The model's runtime options (``--channels-last``, ``--recompute-fusion``, ``--compile``).
 
-    ``--channels-last`` left unset resolves to :data:`DEFAULT_CHANNELS_LAST` of ``device`` (off when no device
-    is given); :func:`build_train_state` resolves it before building.
+    ``--channels-last`` left unset resolves to :data:`DEFAULT_CHANNELS_LAST` of ``device`` (``True``,
+    ``"spixelfcn"`` or ``False``; ``False`` when no device is given); :func:`build_train_state` resolves it
+    before building.
     """
-    channels_last = getattr(args, "channels_last", None)
+    channels_last: ChannelsLast | None = getattr(args, "channels_last", None)
     if channels_last is None:
-        channels_last = device is not None and DEFAULT_CHANNELS_LAST.get(device.type, False)
+        channels_last = DEFAULT_CHANNELS_LAST.get(device.type, False) if device is not None else False
     return {
-        "channels_last": bool(channels_last),
+        "channels_last": channels_last,
         "recompute_fusion": bool(getattr(args, "recompute_fusion", False)),
         "compile_refine": bool(getattr(args, "compile", False)),
     }

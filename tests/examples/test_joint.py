@@ -205,6 +205,28 @@ def test_config_round_trip() -> None:
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
     with pytest.raises(ValueError, match="unknown runtime options \\['compile'\\]"):
         build_model(cfg, runtime={"compile": True})
+    half = build_model(cfg, runtime={"channels_last": "spixelfcn"})
+    assert isinstance(half, JointModel) and half.channels_last == "spixelfcn"
+    for name, cl in (("deeplab", False), ("spixelfcn", True)):
+        conv = next(
+            m.weight
+            for m in getattr(half, name).modules()
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
+        )
+        assert conv.is_contiguous(memory_format=torch.channels_last) is cl, name
+    spx = build_model(
+        {"arch": "spixelfcn", "spixel": dict(spixel.config)}, runtime={"channels_last": "spixelfcn"}
+    )
+    dl = build_model(
+        {"arch": "deeplabv3plus", "deeplab": dict(deeplab.config)}, runtime={"channels_last": "spixelfcn"}
+    )
+    assert next(spx.parameters()).is_contiguous(memory_format=torch.channels_last)
+    first_conv = next(
+        m.weight for m in dl.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
+    )
+    assert first_conv.is_contiguous()
+    with pytest.raises(ValueError, match="channels_last must be True, False or 'spixelfcn', got 'deeplab'"):
+        build_model(cfg, runtime={"channels_last": "deeplab"})
 
 
 def test_joint_on_every_device(device: torch.device) -> None:
@@ -322,6 +344,27 @@ def test_fusion_implementations_agree(impl: str, init: str) -> None:
         torch.testing.assert_close(g, r)
 
 
+@pytest.mark.parametrize("rows", [7, 60, None])
+def test_fusion_in_row_chunks_on_the_cpu(rows: int | None) -> None:
+    """The NHWC form over chunks of rows (the CPU default, see ``cpu_chunk_rows``) equals it in one piece."""
+    fuse = FusionStack(4, [8, 8], "relu", "transparent", generator=3).double()
+    with torch.no_grad():
+        fuse.convs[-1].weight.normal_()
+    assert fuse.cpu_chunk_rows == 8192
+    s = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    whole = copy.deepcopy(fuse)
+    whole.cpu_chunk_rows = None
+    fuse.cpu_chunk_rows = rows
+    results = []
+    for m in (fuse, whole):
+        out = m(s, u)
+        results.append((out, torch.autograd.grad(out.square().sum(), [s, u, *m.parameters()])))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for g, r in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(g, r)
+
+
 def _saved_bytes(fn) -> int:
     seen: dict[int, int] = {}
 
@@ -354,11 +397,19 @@ def test_recompute_fusion_same_result_less_memory(mode: str) -> None:
     assert outs["ckpt"][2] < 0.25 * outs["plain"][2]
 
 
-def test_channels_last_gives_the_same_model() -> None:
+def _conv_channels_last(net: torch.nn.Module) -> bool:
+    """Whether the first k x k conv (k > 1: a 1x1 weight is both layouts) of ``net`` is channels_last."""
+    weight = next(m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
+@pytest.mark.parametrize("channels_last", [True, "spixelfcn"])
+def test_channels_last_gives_the_same_model(channels_last: bool | str) -> None:
     deeplab, spixel = _nets()
     ref = JointModel(deeplab, spixel).eval()
-    cl = JointModel(*copy.deepcopy((deeplab, spixel)), channels_last=True).eval()
-    assert cl.deeplab.classifier.weight.is_contiguous(memory_format=torch.channels_last)
+    cl = JointModel(*copy.deepcopy((deeplab, spixel)), channels_last=channels_last).eval()  # type: ignore[arg-type]
+    assert _conv_channels_last(cl.deeplab) is (channels_last is True)
+    assert _conv_channels_last(cl.spixelfcn)
     x, y = _inputs()
     with torch.no_grad():
         a, b = ref(x, y), cl(x, y)
@@ -366,6 +417,8 @@ def test_channels_last_gives_the_same_model() -> None:
     assert torch.equal(b["superpixels"], a["superpixels"])
     torch.testing.assert_close(b["logits"], a["logits"], rtol=1e-4, atol=1e-4)
     assert "channels_last" not in cl.config  # a runtime option, not part of the architecture
+    with pytest.raises(ValueError, match="channels_last must be True, False or 'spixelfcn', got 1"):
+        JointModel(deeplab, spixel, channels_last=1)  # type: ignore[arg-type]
 
 
 def test_refine_compiles_without_graph_breaks() -> None:

@@ -145,7 +145,20 @@ def test_fusion_init_and_runtime_options_reach_the_model() -> None:
     # unset --channels-last resolves per device type (DEFAULT_CHANNELS_LAST)
     unset = parser.parse_args([])
     assert train.runtime_options(unset, torch.device("cuda"))["channels_last"] is True
-    assert train.runtime_options(unset, torch.device("cpu"))["channels_last"] is False
+    assert train.runtime_options(unset, torch.device("cpu"))["channels_last"] == "spixelfcn"
+    assert train.runtime_options(unset)["channels_last"] is False  # no device: neither
+    # the CPU default: SpixelFCN in channels_last, DeepLabV3+ not, in the joint model and in single stages
+    unset.channels_last = "spixelfcn"
+    for stage, cl in (("joint", (False, True)), ("seg", (False,)), ("spixel", (True,))):
+        net = train.build_stage_model(stage, train.resolve_stage_options(stage, unset))
+        nets = (net.deeplab, net.spixelfcn) if isinstance(net, JointModel) else (net,)
+        got = tuple(
+            next(
+                m.weight for m in n.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
+            ).is_contiguous(memory_format=torch.channels_last)
+            for n in nets
+        )
+        assert got == cl, stage
 
 
 def test_poly_schedule() -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .deeplabv3plus import BACKBONES, DeepLabV3Plus
-from .joint import FUSION_INITS, MODES, JointModel, SegmentationOnly
+from .joint import FUSION_INITS, MODES, JointModel, SegmentationOnly, network_channels_last
 from .spixelfcn import SpixelFCN
 
 __all__ = ["ARCHS", "RUNTIME_KEYS", "SCHEMAS", "build_model", "model_config", "validate_model_config"]
@@ -181,14 +181,15 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     raise TypeError(f"model must be a DeepLabV3Plus, SpixelFCN or JointModel, got {type(model).__name__}")
 
 
-def build_model(config: dict[str, Any], *, runtime: dict[str, bool] | None = None) -> nn.Module:
+def build_model(config: dict[str, Any], *, runtime: dict[str, Any] | None = None) -> nn.Module:
     """Build an untrained model from a config dict made by :func:`model_config`.
 
     Args:
         config: the model config (validated first).
         runtime: runtime options, not part of the config: ``channels_last`` (any architecture: the networks'
-            memory format), ``recompute_fusion`` and ``compile_refine`` (joint models only; see
-            :class:`~examples.voc_joint.models.JointModel`).
+            memory format; ``True``, ``False`` or ``"spixelfcn"``, see
+            :func:`~examples.voc_joint.models.joint.network_channels_last`), ``recompute_fusion`` and
+            ``compile_refine`` (joint models only; see :class:`~examples.voc_joint.models.JointModel`).
 
     Raises:
         ValueError: an invalid config (:func:`validate_model_config`, checked before any layer is built).
@@ -213,13 +214,15 @@ def build_model(config: dict[str, Any], *, runtime: dict[str, bool] | None = Non
                 deeplab,
                 spixel,
                 **joint,
-                channels_last=bool(runtime.get("channels_last", False)),
+                channels_last=runtime.get("channels_last", False),
                 recompute_fusion=bool(runtime.get("recompute_fusion", False)),
                 compile_refine=bool(runtime.get("compile_refine", False)),
             )
         net = DeepLabV3Plus(**config["deeplab"]) if arch == "deeplabv3plus" else SpixelFCN(**config["spixel"])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"invalid model config for arch {arch!r}: {type(exc).__name__}: {exc}") from exc
-    if runtime.get("channels_last"):
+    if network_channels_last(
+        runtime.get("channels_last", False), "deeplab" if arch == "deeplabv3plus" else "spixelfcn"
+    ):
         net.to(memory_format=torch.channels_last)
     return net

@@ -33,8 +33,9 @@ Cost (see ``benchmarks/bench_joint.py``): the fusion applies its first layer to 
 (``W [S; U] = W_S S + W_U U``: no concatenated copy), runs its 1x1 layers as matrix products on channels-last
 (NHWC) rows, and the superpixel assignment is built without validation (the grid ids are in range by
 construction), so ``refine`` has no host-device synchronisation. Options: ``channels_last`` (both networks
-and their inputs), ``recompute_fusion`` (activation checkpointing of ``U`` and the fusion) and
-``compile_refine`` (``torch.compile`` of everything after the two networks).
+and their inputs, or ``"spixelfcn"``: the superpixel network only), ``recompute_fusion`` (activation
+checkpointing of ``U`` and the fusion) and ``compile_refine`` (``torch.compile`` of everything after the two
+networks).
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ __all__ = [
     "DEFAULT_CHANNELS_LAST",
     "FUSION_INITS",
     "MODES",
+    "ChannelsLast",
     "FusionActivation",
     "FusionInit",
     "FusionStack",
     "JointModel",
     "SegmentationOnly",
     "fusion_target_weight",
+    "network_channels_last",
 ]
 
 MODES = ("hard", "soft", "none")
@@ -68,11 +71,28 @@ FusionInit = Literal["transparent", "xavier", "kaiming", "net2net", "zero_residu
 FusionActivation = Literal["relu", "leaky_relu"] | None
 FUSION_INITS: tuple[str, ...] = get_args(FusionInit)
 
-#: Default memory format per device type (``--channels-last`` of the training CLI, ``bench_joint.py``):
-#: where it wins. CPU: off (on the 2-core VM it leaves the joint step unchanged and slows DeepLabV3+ alone by
-#: 3-6 %, see docs/benchmarks.rst). CUDA: on (the usual gain of NHWC convolutions on tensor cores; not
-#: measured by the project yet).
-DEFAULT_CHANNELS_LAST: dict[str, bool] = {"cpu": False, "cuda": True}
+#: ``channels_last`` of :class:`JointModel`: ``True`` (both networks), ``"spixelfcn"`` (the superpixel network
+#: only) or ``False``.
+ChannelsLast = bool | Literal["spixelfcn"]
+
+#: Default memory format per device type (``--channels-last`` left unset in the training CLI,
+#: ``bench_joint.py``): where it wins, per network. CPU: SpixelFCN only (on the 2-core VM its training step
+#: runs 12-21 % faster in channels_last at 128-256 px, DeepLabV3+'s 4 % slower at ResNet-18 / 128 px and
+#: unchanged to 10 % faster at ResNet-101 / 256 px, see docs/benchmarks.rst). CUDA: both (the usual gain of
+#: NHWC convolutions on tensor cores; not measured by the project yet).
+DEFAULT_CHANNELS_LAST: dict[str, ChannelsLast] = {"cpu": "spixelfcn", "cuda": True}
+
+
+def network_channels_last(channels_last: ChannelsLast, network: Literal["deeplab", "spixelfcn"]) -> bool:
+    """Whether ``network`` runs in ``torch.channels_last`` under the option value ``channels_last``.
+
+    Example:
+        >>> network_channels_last("spixelfcn", "deeplab"), network_channels_last("spixelfcn", "spixelfcn")
+        (False, True)
+    """
+    if not (isinstance(channels_last, bool) or channels_last == "spixelfcn"):
+        raise ValueError(f"channels_last must be True, False or 'spixelfcn', got {channels_last!r}")
+    return channels_last is True or (channels_last == "spixelfcn" and network == "spixelfcn")
 
 
 def fusion_target_weight(num_classes: int) -> Tensor:
@@ -121,6 +141,12 @@ class FusionStack(nn.Module):
     """
 
     _impl: str = "nhwc"  # benchmark knob (benchmarks/bench_joint.py --levers): "concat", "split" or "nhwc"
+    #: On the CPU the NHWC form runs over chunks of this many rows (``None``: all at once). glibc serves an
+    #: allocation above its mmap threshold (at most 32 MB) with fresh pages every time, and first touching
+    #: them costs about as much as the arithmetic here: one 128-wide hidden layer at B=2, 256 px is 67 MB.
+    #: Chunks of 8192 rows (4 MB per layer) cut the fusion's forward + backward by 13 % at 128 px and 19 %
+    #: at 256 px on the 2-core VM (page faults per step 8 k -> 0 and 70 k -> 5 k). Not used on CUDA.
+    cpu_chunk_rows: int | None = 8192
 
     def __init__(
         self,
@@ -176,6 +202,29 @@ class FusionStack(nn.Module):
             last.zero_()
             last[:, : 2 * self.num_classes] = fusion_target_weight(self.num_classes)
 
+    def _rows(self, rows_s: Tensor, rows_u: Tensor) -> Tensor:
+        """The stack on rows ``(N, C)`` of ``S`` and ``U``: ``W_S S + W_U U`` as one accumulating product,
+        then the later layers; bias, accumulation and activations in place."""
+        c = self.num_classes
+        layers = list(self.layers)
+        first = layers[0]
+        assert isinstance(first, nn.Conv2d)
+        w1 = first.weight.flatten(1)
+        z = (
+            torch.addmm(first.bias, rows_s, w1[:, :c].t())
+            if first.bias is not None
+            else rows_s @ w1[:, :c].t()
+        )
+        z = z.addmm_(rows_u, w1[:, c:].t())
+        for m in layers[1:]:
+            if isinstance(m, nn.Conv2d):
+                z = F.linear(z, m.weight.flatten(1), m.bias)
+            elif isinstance(m, nn.LeakyReLU):
+                z = F.leaky_relu_(z, m.negative_slope)
+            else:
+                z = F.relu_(z)
+        return z
+
     def forward(self, s: Tensor, u: Tensor) -> Tensor:
         c = self.num_classes
         layers = list(self.layers)
@@ -194,20 +243,10 @@ class FusionStack(nn.Module):
             b, _, h, w_ = s.shape
             rows_s = s.permute(0, 2, 3, 1).reshape(b * h * w_, c)  # a view when s is channels-last
             rows_u = u.permute(0, 2, 3, 1).reshape(b * h * w_, c)
-            w1 = first.weight.flatten(1)
-            z = (
-                torch.addmm(first.bias, rows_s, w1[:, :c].t())
-                if first.bias is not None
-                else rows_s @ w1[:, :c].t()
-            )
-            z = z.addmm_(rows_u, w1[:, c:].t())
-            for m in layers[1:]:
-                if isinstance(m, nn.Conv2d):
-                    z = F.linear(z, m.weight.flatten(1), m.bias)
-                elif isinstance(m, nn.LeakyReLU):
-                    z = F.leaky_relu_(z, m.negative_slope)
-                else:
-                    z = F.relu_(z)
+            n = rows_s.shape[0]
+            step = self.cpu_chunk_rows if s.device.type == "cpu" and self.cpu_chunk_rows else n
+            parts = [self._rows(rows_s[i : i + step], rows_u[i : i + step]) for i in range(0, n, step)]
+            z = parts[0] if len(parts) == 1 else torch.cat(parts)
             out = z.view(b, h, w_, c).permute(0, 3, 1, 2)
         return out + u if self.init == "zero_residual" else out
 
@@ -263,8 +302,9 @@ class JointModel(nn.Module):
         fusion_init: ``"transparent"`` (the paper), ``"xavier"``, ``"kaiming"``, ``"net2net"`` or
             ``"zero_residual"`` (see :class:`FusionStack` and the module docstring).
         generator: seed or generator for the stack's random layers.
-        channels_last: convert both networks and their inputs to ``torch.channels_last`` (a runtime option,
-            not part of :attr:`config`).
+        channels_last: convert both networks and their inputs to ``torch.channels_last`` (``True``), only
+            SpixelFCN and its input (``"spixelfcn"``) or neither (``False``); a runtime option, not part of
+            :attr:`config`.
         recompute_fusion: in training, save only ``S`` (and ``Q`` in soft mode) for backward and recompute
             the first uniformization and the fusion stack (activation checkpointing; runtime option).
         compile_refine: run :meth:`refine` through ``torch.compile`` (compiled on the first call; runtime
@@ -305,7 +345,7 @@ class JointModel(nn.Module):
         fusion_activation: FusionActivation = "relu",
         fusion_init: FusionInit = "transparent",
         generator: torch.Generator | int | None = 0,
-        channels_last: bool = False,
+        channels_last: ChannelsLast = False,
         recompute_fusion: bool = False,
         compile_refine: bool = False,
     ) -> None:
@@ -314,9 +354,9 @@ class JointModel(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if fusion_init not in FUSION_INITS:
             raise ValueError(f"fusion_init must be one of {FUSION_INITS}, got {fusion_init!r}")
+        network_channels_last(channels_last, "deeplab")  # checks the value
         for name, flag in (
             ("fusion", fusion),
-            ("channels_last", channels_last),
             ("recompute_fusion", recompute_fusion),
             ("compile_refine", compile_refine),
         ):
@@ -345,8 +385,9 @@ class JointModel(nn.Module):
         self.recompute_fusion = recompute_fusion
         self.compile_refine = compile_refine
         self._compiled: Any = None
-        if channels_last:
+        if network_channels_last(channels_last, "deeplab"):
             self.deeplab.to(memory_format=torch.channels_last)
+        if network_channels_last(channels_last, "spixelfcn"):
             self.spixelfcn.to(memory_format=torch.channels_last)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -402,8 +443,9 @@ class JointModel(nn.Module):
         return self._refine(s, q)
 
     def forward(self, seg_input: Tensor, spixel_input: Tensor) -> dict[str, Tensor | None]:
-        if self.channels_last:
+        if network_channels_last(self.channels_last, "deeplab"):
             seg_input = seg_input.contiguous(memory_format=torch.channels_last)
+        if network_channels_last(self.channels_last, "spixelfcn"):
             spixel_input = spixel_input.contiguous(memory_format=torch.channels_last)
         s = self.deeplab(seg_input)
         q = self.spixelfcn(spixel_input)
