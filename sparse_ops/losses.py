@@ -29,14 +29,13 @@ they are still reconstructed (unpooled) but not scored. If no pixel is valid the
 ``k`` give it over the mass all valid pixels give it. So for label maps the loss adds every valid pixel's 9
 weights into a small table indexed by (chunk of its cell, class, direction), with chains of at most
 :data:`~sparse_ops.soft.CHUNK` pixels and float64 sums after them, and reconstructs only each pixel's own
-class (9 products per pixel); the positions take the soft pool. Same value as the one-hot formulation up to
-rounding;
-forward + backward at B=2, 21 classes, 128 / 256 px on the 2-core CPU: 26 -> 20 ms and 95 -> 65 ms, saved
-activations 9.3 -> 7.0 MiB and 37.0 -> 28.1 MiB.
+class (9 products per pixel); the positions take the soft pool. The value is the one-hot formulation's up to
+rounding. Forward + backward at B=2, 21 classes, 128 / 256 px on the 2-core CPU: 26 -> 20 ms and 95 -> 65 ms
+(the one-hot formulation against this one), saved activations 9.3 -> 7.0 MiB and 37.0 -> 28.1 MiB.
 
 **Host synchronisation.** With ``num_classes`` given and ``validate=False`` the loss reads no tensor value on
 the host. ``num_classes=None`` reads the largest label (and refuses one above
-:data:`~sparse_ops._checks.MAX_INFERRED_CLASSES` - 1, a stray label, before allocating the one-hot);
+:data:`~sparse_ops._checks.MAX_INFERRED_CLASSES` - 1, a stray label, before allocating anything per class);
 ``validate=True`` checks the label range and the association values.
 """
 
