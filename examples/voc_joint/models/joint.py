@@ -144,8 +144,8 @@ class FusionStack(nn.Module):
     #: On the CPU the NHWC form runs over chunks of this many rows (``None``: all at once). glibc serves an
     #: allocation above its mmap threshold (at most 32 MB) with fresh pages every time, and first touching
     #: them costs about as much as the arithmetic here: one 128-wide hidden layer at B=2, 256 px is 67 MB.
-    #: Chunks of 8192 rows (4 MB per layer) cut the fusion's forward + backward by 13 % at 128 px and 19 %
-    #: at 256 px on the 2-core VM (page faults per step 8 k -> 0 and 70 k -> 5 k). Not used on CUDA.
+    #: Chunks of 8192 rows (4 MB per layer) cut the fusion's forward + backward by 11 % at 128 px and 16 %
+    #: at 256 px on the 2-core VM (paired; page faults per step 8 k -> 0 and 70 k -> 5 k). Not used on CUDA.
     cpu_chunk_rows: int | None = 8192
 
     def __init__(
