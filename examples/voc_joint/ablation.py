@@ -269,7 +269,7 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
     from examples.voc_joint import engine, train
     from examples.voc_joint.distributed import DistInfo
     from examples.voc_joint.evaluate import evaluate
-    from examples.voc_joint.sampling import derive_seed
+    from examples.voc_joint.sampling import begin_epoch
 
     opts = ctx.opts
     t0 = time.perf_counter()
@@ -301,8 +301,7 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
     logger = _Curve()
     while state.step < opts.run_steps:
         args.max_steps = min(opts.run_steps, (state.step // opts.eval_every + 1) * opts.eval_every)
-        sampler.set_epoch(state.epoch, state.samples_in_epoch)
-        loader.generator.manual_seed(derive_seed(args.seed, state.epoch))
+        begin_epoch(sampler, loader.generator, args.seed, state.epoch, state.samples_in_epoch)
         before = state.step
         engine.train_one_epoch(
             state,

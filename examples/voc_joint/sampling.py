@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["EpochSampler", "SeededDataset", "derive_seed"]
+__all__ = ["EpochSampler", "SeededDataset", "begin_epoch", "derive_seed"]
 
 
 def derive_seed(*parts: int) -> int:
@@ -131,3 +131,20 @@ class SeededDataset(Dataset[Any]):
             return self.dataset[index]
         finally:
             torch.set_rng_state(state)
+
+
+def begin_epoch(
+    sampler: EpochSampler, generator: torch.Generator, seed: int, epoch: int, start: int = 0
+) -> None:
+    """Set up epoch ``epoch`` of a training loader: its sampler at position ``start`` (samples done by all
+    processes) and the loader's ``generator``, which draws the workers' base seeds, reseeded from ``(seed,
+    epoch)``. One rule for every training loop, so that a resumed epoch draws what the uninterrupted one drew.
+
+    Example:
+        >>> s, g = EpochSampler(10, batch_size=2, seed=0), torch.Generator()
+        >>> begin_epoch(s, g, 0, 3, start=4)
+        >>> (s.epoch, s.start), g.initial_seed() == derive_seed(0, 3)
+        ((3, 4), True)
+    """
+    sampler.set_epoch(epoch, start)
+    generator.manual_seed(derive_seed(seed, epoch))

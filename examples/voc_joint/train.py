@@ -70,7 +70,7 @@ from examples.voc_joint.models.joint import (
     network_channels_last,
 )
 from examples.voc_joint.resume import check_new_run, clear_run, option_changes, plain
-from examples.voc_joint.sampling import EpochSampler, SeededDataset, derive_seed
+from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch, derive_seed
 from examples.voc_joint.signals import Interrupted, InterruptGuard
 
 __all__ = [
@@ -860,8 +860,7 @@ def _train(
     if info.any(torch.tensor([float(guard.requested is not None)], device=info.device)).item():
         reason = "interrupt"  # a signal during the set-up: nothing new to save
     while state.epoch < args.epochs and reason not in ("max_steps", "interrupt"):
-        sampler.set_epoch(state.epoch, state.samples_in_epoch)
-        loader.generator.manual_seed(derive_seed(args.seed, state.epoch))  # worker base seeds of this epoch
+        begin_epoch(sampler, loader.generator, args.seed, state.epoch, state.samples_in_epoch)
         reason = engine.train_one_epoch(
             state,
             loader,
