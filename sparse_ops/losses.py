@@ -107,7 +107,7 @@ def _labels(
 
 
 def _own_label_reconstruction(
-    q: Tensor, counted: Tensor, labels: Tensor, num_classes: int, cell_size: int
+    q: Tensor, counted: Tensor, labels: Tensor, known: Tensor, num_classes: int, cell_size: int
 ) -> Tensor:
     r"""The reconstruction of every pixel's own class, :math:`t'_{t(p)}(p)` ``[B, H, W]``, without a one-hot.
 
@@ -131,6 +131,7 @@ def _own_label_reconstruction(
         q (Tensor[B, 9, H, W]): normalized association (:func:`~sparse_ops.soft._normalized`).
         counted (BoolTensor[B, H, W]): the pixels that take part in the pooling.
         labels (LongTensor[B, H, W]): class of every pixel.
+        known (BoolTensor[B, H, W]): the pixels whose label is in ``[0, K)``.
         num_classes (int): ``K``.
         cell_size (int): grid cell side in pixels.
     """
@@ -138,7 +139,6 @@ def _own_label_reconstruction(
     blocks = _blocks(height, width, cell_size)
     cells = blocks.n_h * blocks.n_w
     slots = num_classes + 1  # the last one: labels outside [0, K)
-    known = (labels >= 0) & (labels < num_classes)
     slot = torch.where(known, labels, num_classes)
     batch = torch.arange(b, device=q.device).view(b, 1, 1)
     chunk = _pixel_chunks(blocks, height, width, q.device)
@@ -250,10 +250,10 @@ def spixel_loss(
         blocks = _blocks(height, width, cell_size)
         if is_labels:  # the one-hot's pooled classes and the own class back, without the one-hot
             assert num_classes is not None
-            own = _own_label_reconstruction(q, valid, labels, num_classes, cell_size)
+            known = (labels >= 0) & (labels < num_classes)
+            own = _own_label_reconstruction(q, valid, labels, known, num_classes, cell_size)
             # -sum_k onehot_k log(r_k + eps) = -log(r_label + eps); a label outside [0, K) (not validated)
             # has no one-hot entry: it adds nothing
-            known = (labels >= 0) & (labels < num_classes)
             per_pixel = -torch.log(own + eps) * known.to(dtype)
             centres, qb = _pool(xy, q, cell_size, valid)
             recon_xy = _unpool_blocks(centres, qb, blocks, (height, width))
