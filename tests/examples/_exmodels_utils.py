@@ -1,10 +1,11 @@
-"""Shared helpers of the exmodels tests: a tiny synthetic VOC set and tiny training options."""
+"""Shared helpers of the exmodels tests: a tiny synthetic VOC set, tiny training options, a layout probe."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 TINY_MODEL = [
     "--backbone",
@@ -43,3 +44,12 @@ def tiny_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def train_args(root: Path, out: Path, *extra: str) -> list[str]:
     """Command-line options of a tiny CPU run on ``root`` writing to ``out``."""
     return ["--data-root", str(root), "--output-dir", str(out), *TINY_MODEL, *extra]
+
+
+def conv_layout(net: torch.nn.Module) -> str:
+    """Memory layout of the first k x k conv weight of ``net`` (k > 1: a 1x1 weight is both layouts):
+    ``"contiguous"``, ``"channels_last"`` or ``"other"``."""
+    weight = next(m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    if weight.is_contiguous():
+        return "contiguous"
+    return "channels_last" if weight.is_contiguous(memory_format=torch.channels_last) else "other"

@@ -19,6 +19,8 @@ from examples.voc_joint.models import (
 )
 from examples.voc_joint.models.joint import FUSION_INITS, FusionStack, fusion_target_weight
 
+from ._exmodels_utils import conv_layout
+
 H, W, CS = 29, 35, 8  # odd size, partial border cells
 
 
@@ -201,30 +203,19 @@ def test_config_round_trip() -> None:
     assert isinstance(fast, JointModel) and fast.channels_last and fast.recompute_fusion
     assert not fast.compile_refine and model_config(fast) == cfg
     net = build_model({"arch": "spixelfcn", "spixel": dict(spixel.config)}, runtime={"channels_last": True})
-    w = next(m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
-    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    assert conv_layout(net) == "channels_last"
     with pytest.raises(ValueError, match="unknown runtime options \\['compile'\\]"):
         build_model(cfg, runtime={"compile": True})
     half = build_model(cfg, runtime={"channels_last": "spixelfcn"})
     assert isinstance(half, JointModel) and half.channels_last == "spixelfcn"
-    for name, cl in (("deeplab", False), ("spixelfcn", True)):
-        conv = next(
-            m.weight
-            for m in getattr(half, name).modules()
-            if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
-        )
-        assert conv.is_contiguous(memory_format=torch.channels_last) is cl, name
+    assert (conv_layout(half.deeplab), conv_layout(half.spixelfcn)) == ("contiguous", "channels_last")
     spx = build_model(
         {"arch": "spixelfcn", "spixel": dict(spixel.config)}, runtime={"channels_last": "spixelfcn"}
     )
     dl = build_model(
         {"arch": "deeplabv3plus", "deeplab": dict(deeplab.config)}, runtime={"channels_last": "spixelfcn"}
     )
-    assert next(spx.parameters()).is_contiguous(memory_format=torch.channels_last)
-    first_conv = next(
-        m.weight for m in dl.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
-    )
-    assert first_conv.is_contiguous()
+    assert (conv_layout(spx), conv_layout(dl)) == ("channels_last", "contiguous")
     with pytest.raises(ValueError, match="channels_last must be True, False or 'spixelfcn', got 'deeplab'"):
         build_model(cfg, runtime={"channels_last": "deeplab"})
 
@@ -397,19 +388,13 @@ def test_recompute_fusion_same_result_less_memory(mode: str) -> None:
     assert outs["ckpt"][2] < 0.25 * outs["plain"][2]
 
 
-def _conv_channels_last(net: torch.nn.Module) -> bool:
-    """Whether the first k x k conv (k > 1: a 1x1 weight is both layouts) of ``net`` is channels_last."""
-    weight = next(m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
-    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-
-
 @pytest.mark.parametrize("channels_last", [True, "spixelfcn"])
 def test_channels_last_gives_the_same_model(channels_last: bool | str) -> None:
     deeplab, spixel = _nets()
     ref = JointModel(deeplab, spixel).eval()
     cl = JointModel(*copy.deepcopy((deeplab, spixel)), channels_last=channels_last).eval()  # type: ignore[arg-type]
-    assert _conv_channels_last(cl.deeplab) is (channels_last is True)
-    assert _conv_channels_last(cl.spixelfcn)
+    assert conv_layout(cl.deeplab) == ("channels_last" if channels_last is True else "contiguous")
+    assert conv_layout(cl.spixelfcn) == "channels_last"
     x, y = _inputs()
     with torch.no_grad():
         a, b = ref(x, y), cl(x, y)

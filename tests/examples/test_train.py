@@ -15,7 +15,7 @@ from examples.voc_joint import train
 from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint
 from examples.voc_joint.models import JointModel
 
-from ._exmodels_utils import tiny_voc, train_args  # noqa: F401  (fixture)
+from ._exmodels_utils import conv_layout, tiny_voc, train_args  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,10 +138,7 @@ def test_fusion_init_and_runtime_options_reach_the_model() -> None:
     model = train.build_stage_model("joint", args)
     assert model.config["fusion_init"] == "xavier"
     assert model.channels_last and model.recompute_fusion and model.compile_refine  # compiles on first use
-    conv = next(
-        m.weight for m in model.deeplab.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
-    )
-    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert conv_layout(model.deeplab) == "channels_last"
     # unset --channels-last resolves per device type (DEFAULT_CHANNELS_LAST)
     unset = parser.parse_args([])
     assert train.runtime_options(unset, torch.device("cuda"))["channels_last"] is True
@@ -149,16 +146,11 @@ def test_fusion_init_and_runtime_options_reach_the_model() -> None:
     assert train.runtime_options(unset)["channels_last"] is False  # no device: neither
     # the CPU default: SpixelFCN in channels_last, DeepLabV3+ not, in the joint model and in single stages
     unset.channels_last = "spixelfcn"
-    for stage, cl in (("joint", (False, True)), ("seg", (False,)), ("spixel", (True,))):
+    cl, plain = "channels_last", "contiguous"
+    for stage, layouts in (("joint", (plain, cl)), ("seg", (plain,)), ("spixel", (cl,))):
         net = train.build_stage_model(stage, train.resolve_stage_options(stage, unset))
         nets = (net.deeplab, net.spixelfcn) if isinstance(net, JointModel) else (net,)
-        got = tuple(
-            next(
-                m.weight for m in n.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
-            ).is_contiguous(memory_format=torch.channels_last)
-            for n in nets
-        )
-        assert got == cl, stage
+        assert tuple(conv_layout(n) for n in nets) == layouts, stage
 
 
 def test_poly_schedule() -> None:
