@@ -245,7 +245,11 @@ class FusionStack(nn.Module):
             rows_u = u.permute(0, 2, 3, 1).reshape(b * h * w_, c)
             n = rows_s.shape[0]
             step = self.cpu_chunk_rows if s.device.type == "cpu" and self.cpu_chunk_rows else n
-            parts = [self._rows(rows_s[i : i + step], rows_u[i : i + step]) for i in range(0, n, step)]
+            # split, not slices: its backward is one cat of the chunks' gradients, where every slice's
+            # backward writes a zero-filled full-size gradient and autograd adds them up (quadratic in the
+            # number of chunks: +33 % fusion time at B=2, 256 px, 16 chunks)
+            chunks = zip(rows_s.split(max(step, 1)), rows_u.split(max(step, 1)), strict=True)
+            parts = [self._rows(chunk_s, chunk_u) for chunk_s, chunk_u in chunks]
             z = parts[0] if len(parts) == 1 else torch.cat(parts)
             out = z.view(b, h, w_, c).permute(0, 3, 1, 2)
         return out + u if self.init == "zero_residual" else out
