@@ -90,9 +90,9 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 def cli_defaults() -> dict[str, Any]:
     """The runtime options' defaults of the training CLI (one source: ``train.py --help``)."""
-    from examples.voc_joint.train import build_parser
+    from examples.voc_joint import train
 
-    d = build_parser().parse_args([])
+    d = train.build_parser().parse_args([])
     return {"recompute": d.recompute_fusion, "recompute_loss": d.recompute_loss, "compile": d.compile}
 
 
@@ -541,7 +541,8 @@ def _mem_name(device: torch.device) -> str:
     return "CUDA peak" if device.type == "cuda" else "saved act."
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line (``python benchmarks/bench_joint.py --help``)."""
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--backbone", default="resnet18", help="DeepLabV3+ backbone")
@@ -601,18 +602,28 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--output", type=Path, default=ROOT / "benchmarks" / "results" / "joint.json", help="JSON output"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks that involve several options or more than a type (``p.error``: exit status 2)."""
     if args.batch_size < 2:
         p.error(
             f"--batch-size must be >= 2 (the ASPP image-pooling BatchNorm sees one value per channel per "
             f"image in training mode), got {args.batch_size}"
         )
+    if args.clock == "cpu" and torch.device(args.device).type != "cpu":
+        p.error(f"--clock cpu measures CPU time and needs --device cpu, got --device {args.device}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = build_parser()
+    args = p.parse_args(argv)
+    check_args(p, args)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but CUDA is not available")
-    if args.clock == "cpu" and device.type != "cpu":
-        p.error(f"--clock cpu measures CPU time and needs --device cpu, got --device {args.device}")
     if args.channels_last is None:
         args.channels_last = DEFAULT_CHANNELS_LAST.get(device.type, False)
     amp_used = args.amp and device.type == "cuda"

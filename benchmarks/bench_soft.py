@@ -251,7 +251,8 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(float("nan") if value is None else value, spec)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line (``python benchmarks/bench_soft.py --help``)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
     ap.add_argument("--repeats", type=int, default=5)
@@ -267,6 +268,11 @@ def main(argv: list[str] | None = None) -> dict:
         "--out", type=Path, default=None, help="JSON path (default: benchmarks/results/soft.json)"
     )
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = build_parser()
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -1,7 +1,8 @@
 """Transparent initialization: the paper's Tables 2 and 3, and the run-time cost of a transparent stack.
 
-Run: ``python benchmarks/bench_transparent_init.py [--seeds 10] [--quick]`` (``--quick``: 3 seeds, 16x
-smaller inputs, a smoke test). Writes ``benchmarks/results/transparent_init.json``.
+Run: ``python benchmarks/bench_transparent_init.py`` (10 seeds; ``--seeds N``) or ``python
+benchmarks/bench_transparent_init.py --quick`` (3 seeds, 16x smaller inputs, a smoke test). Writes
+``benchmarks/results/transparent_init.json``.
 
 * Table 2: init rate (share of parameters with |w| > 1e-4, on the ReLU stack 42-128-128-42), recovery
   (share of outputs within 1e-4 of the input, float32 inputs U[-10, 10]) without / with ReLU, and a
@@ -229,7 +230,8 @@ def cost(rounds: int, shape: tuple[int, ...] = (8, C, 128, 128)) -> dict:
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line (``python benchmarks/bench_transparent_init.py --help``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument(
@@ -239,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "transparent_init.json"
     )
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = 3 if args.quick else args.seeds

@@ -411,7 +411,8 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(float("nan") if value is None else value, spec)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line (``python benchmarks/bench_uniformize.py --help``)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="small smoke configuration")
@@ -445,6 +446,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_sweep", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = build_parser()
     args = p.parse_args(argv)
 
     if args._sweep:

@@ -781,7 +781,8 @@ def _environment(device: str) -> dict[str, Any]:
     return meta
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The check's command line (``python benchmarks/gpu_check.py --help``)."""
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -794,16 +795,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--keep-work", action="store_true", help="keep the work folder (checkpoints, raw logs)")
     p.add_argument("--_train", type=Path, default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    stages = [s for s in args.stages.split(",") if s]
-    unknown = sorted(set(stages) - set(STAGES))
+    return p
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks of ``--stages`` and ``--device`` (``p.error``: exit status 2)."""
+    unknown = sorted({s for s in args.stages.split(",") if s} - set(STAGES))
     if unknown:
         p.error(f"--stages: unknown {unknown}; choose from {list(STAGES)}")
-    args.stage_list = [s for s in STAGES if s in stages]
     if not (args.device == "cuda" or args.device.startswith("cuda:") or args.device == "cpu"):
         p.error(f"--device must be cuda, cuda:N or cpu, got {args.device!r}")
     if args.device == "cpu" and not args.quick:
         p.error("--device cpu is only the dry run: pass --device cpu --quick (the GPU figures need CUDA)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The checked options, with ``stage_list`` (the stages in run order) and the default budget filled in."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    check_args(p, args)
+    args.stage_list = [s for s in STAGES if s in args.stages.split(",")]
     if args.budget is None:
         args.budget = 400.0 if args.quick else 440.0
     return args

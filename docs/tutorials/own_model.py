@@ -78,10 +78,16 @@ def make_images(batch_size: int, size: int) -> Tensor:
     return torch.cat([img, img.flip(-1)] * batch_size)[:batch_size]  # the photo and its mirror image
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def build_parser() -> argparse.ArgumentParser:
+    """The tutorial's command line (``python docs/tutorials/own_model.py --help``)."""
     p = argparse.ArgumentParser(description="Superpixel refinement for your own segmentation model")
     p.add_argument("--grid", action="store_true", help="regular-grid superpixels instead of SLIC")
     p.add_argument("--size", type=int, default=128, help="image size")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    p = build_parser()
     args = p.parse_args(argv)
     torch.manual_seed(0)
 

@@ -52,6 +52,7 @@ __all__ = [
     "QUICK",
     "VARIANTS",
     "build_parser",
+    "check_args",
     "format_markdown",
     "main",
     "plot",
@@ -717,14 +718,19 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse ``argv`` and run the ablation (exit status 2 for a command that cannot run)."""
-    parser = build_parser()
-    opts = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    """Checks that involve several options (each option alone was checked by its ``type=``)."""
     if (opts.seg_checkpoint is None) != (opts.spixel_checkpoint is None):
         parser.error("--seg-checkpoint and --spixel-checkpoint go together (or neither: pretrain here)")
     if len(set(opts.variants)) != len(opts.variants):
         parser.error(f"--variants lists a variant twice: {opts.variants}")
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` and run the ablation (exit status 2 for a command that cannot run)."""
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    check_args(parser, opts)
     try:
         return run_ablation(opts)
     except UsageError as exc:

@@ -36,12 +36,13 @@ import torch
 
 from examples.voc_joint.cli import existing_dir, float_range, int_range
 
-__all__ = ["TABLE4_METRICS", "join_pretrained", "main", "run_demo", "transparency_check"]
+__all__ = ["TABLE4_METRICS", "build_parser", "join_pretrained", "main", "run_demo", "transparency_check"]
 
 POS = int_range(1)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's command line (``python examples/voc_joint/demo.py --help``)."""
     p = argparse.ArgumentParser(
         prog="python examples/voc_joint/demo.py",
         description="Synthetic-data demo of the joint DeepLabV3+ + SpixelFCN pipeline (CPU, a few minutes).",
@@ -161,9 +162,9 @@ def val_loader(root: Path, max_images: int | None = None) -> torch.utils.data.Da
 
 
 def _train_args(extra: list[str]) -> argparse.Namespace:
-    from examples.voc_joint.train import build_parser
+    from examples.voc_joint import train
 
-    return build_parser().parse_args(extra)
+    return train.build_parser().parse_args(extra)
 
 
 def join_pretrained(
@@ -334,7 +335,7 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     print(
         f"One seed (--seed 0) and {len(val)} validation images: differences of a few points are within "
         "run-to-run noise.\nMean +- std over seeds of every fusion init and both controls: python "
-        "examples/voc_joint/ablation.py (docs/examples/ablation.rst)."
+        "examples/voc_joint/ablation.py; see docs/examples/ablation.rst."
     )
     print("=" * 80)
     results = {
@@ -368,7 +369,7 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` and run the demo."""
-    return run_demo(_parser().parse_args(argv))
+    return run_demo(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -185,8 +185,8 @@ def split_results(results: dict[str, Any]) -> dict[str, Any]:
     return {"baseline": results["baseline"], "joint": joint} if results.get("baseline") else {"joint": joint}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m examples.voc_joint.evaluate --help``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The evaluation's command line (``python -m examples.voc_joint.evaluate --help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m examples.voc_joint.evaluate",
         description="Evaluate a checkpoint: mIoU, per-class IoU, boundary (trimap) mIoU, superpixel "
@@ -258,6 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="refuse images and masks with more pixels than this (decompression-bomb guard)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m examples.voc_joint.evaluate --help``)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     from examples.voc_joint.checkpoint import CheckpointError, load_model_from_checkpoint

@@ -417,8 +417,8 @@ def _generation_lock(root: Path) -> Iterator[None]:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m examples.voc_joint.synthetic --help``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The generator's command line (``python -m examples.voc_joint.synthetic --help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m examples.voc_joint.synthetic",
         description="Write a synthetic PASCAL VOC 2012 format segmentation data set (deterministic from "
@@ -454,6 +454,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="half-width of the 255 ignore band along boundaries in pixels (default 1)",
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m examples.voc_joint.synthetic --help``)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:

@@ -644,7 +644,7 @@ def test_every_bad_cli_value_exits_2_at_parse_time(
         (tmp_path / "c.pt").touch()
         run, base = evaluate.main, ["--checkpoint", str(tmp_path / "c.pt")]
     elif tool == "demo":
-        run, base = demo._parser().parse_args, []
+        run, base = demo.build_parser().parse_args, []
     elif tool == "ablation":
         run, base = ablation.main, ["--output-dir", str(tmp_path / "abl")]
     else:

@@ -46,7 +46,7 @@ def test_docs_help_listings_are_current(name: str) -> None:
     """docs/examples/<name>_help.txt (shown on the pipeline page) lists every option of the parser."""
     from examples.voc_joint import ablation, demo
 
-    parsers = {"train": train.build_parser, "demo": demo._parser, "ablation": ablation.build_parser}
+    parsers = {"train": train.build_parser, "demo": demo.build_parser, "ablation": ablation.build_parser}
     parser = parsers[name]()
     text = (ROOT / "docs" / "examples" / f"{name}_help.txt").read_text()
     missing = [opt for action in parser._actions for opt in action.option_strings if opt not in text]

@@ -1,0 +1,216 @@
+"""Every command line the docs show parses: the options exist and their values pass the CLI's own checks.
+
+A reader copies commands from the README, the Sphinx pages, the benchmark transcripts and the
+module docstrings. This test finds every ``python [-m] <script of this project> ...`` and
+``torchrun ... <script>`` in them and runs its arguments through the script's ``build_parser()`` (and
+``check_args(parser, args)`` where the script has one), so a renamed or removed option fails here instead
+of in a user's shell. The paths in the docs are placeholders for the reader's files, so the existence
+checks of path options are not applied; nothing runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import importlib.util
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from examples.voc_joint import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The command-line scripts of the project: each has a ``build_parser()`` and must appear in the docs.
+SCRIPTS = {
+    "examples/voc_joint/train.py": "examples.voc_joint.train",
+    "examples/voc_joint/evaluate.py": "examples.voc_joint.evaluate",
+    "examples/voc_joint/demo.py": "examples.voc_joint.demo",
+    "examples/voc_joint/ablation.py": "examples.voc_joint.ablation",
+    "examples/voc_joint/synthetic.py": "examples.voc_joint.synthetic",
+    "benchmarks/bench_joint.py": "benchmarks/bench_joint.py",
+    "benchmarks/bench_uniformize.py": "benchmarks/bench_uniformize.py",
+    "benchmarks/bench_soft.py": "benchmarks/bench_soft.py",
+    "benchmarks/bench_transparent_init.py": "benchmarks/bench_transparent_init.py",
+    "benchmarks/gpu_check.py": "benchmarks/gpu_check.py",
+    "docs/tutorials/own_model.py": "docs/tutorials/own_model.py",
+}
+_MODULE_NAMES = {mod: script for script, mod in SCRIPTS.items() if "/" not in mod}
+
+_START = re.compile(r"(?:^|[\s$(])((?:python3?|torchrun)\s.*)$")
+
+
+@dataclass(frozen=True)
+class Command:
+    where: str  # "path:line"
+    script: str  # a key of SCRIPTS
+    argv: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.script} {shlex.join(self.argv)}"
+
+
+def _doc_files() -> list[Path]:
+    files = [ROOT / "README.md"]
+    for pattern in ("*.rst", "*.txt", "*.md", "*.py"):
+        files += sorted((ROOT / "docs").rglob(pattern))
+    files += sorted((ROOT / "examples").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
+    return [f for f in files if "_build" not in f.parts]
+
+
+def _parse(snippet: str, where: str) -> Command | None:
+    """The project command in one shell snippet (``None``: none, or another program such as sphinx)."""
+    for chained in re.split(r"&&|;|\|\|?", snippet):
+        part = chained.split(" #")[0].split(">")[0]  # a trailing comment, a redirection
+        m = _START.search(part.strip())
+        if m is None:
+            continue
+        try:
+            tokens = shlex.split(m.group(1))
+        except ValueError:  # an unbalanced quote: prose, not a command
+            continue
+        if tokens[0] == "torchrun":  # its own options first, then the script
+            tokens = ["python", *tokens[next((i for i, t in enumerate(tokens) if t.endswith(".py")), 0) :]]
+        if len(tokens) < 2:
+            continue
+        if tokens[1] == "-m":
+            script = _MODULE_NAMES.get(tokens[2]) if len(tokens) > 2 else None
+            argv = tokens[3:]
+        else:
+            script = tokens[1] if tokens[1] in SCRIPTS else None
+            argv = tokens[2:]
+        if script is not None:
+            return Command(where, script, tuple(t for t in argv if t != "..."))  # "...": "and so on"
+    return None
+
+
+def commands_in(text: str, name: str) -> Iterator[Command]:
+    """The project commands in one file's text: inline literals (which may wrap in reST) and plain lines."""
+    text = text.replace("\\\\\n", "\\\n")  # a line continuation inside a Python docstring
+    inline = r"`([^`\n]+)`" if name.endswith(".md") else r"``((?:(?!``).)+?)``"
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    found: list[Command] = []
+    for m in re.finditer(inline, text, re.S):
+        line = text.count("\n", 0, m.start()) + 1
+        cmd = _parse(" ".join(m.group(1).split()), f"{name}:{line}")
+        if cmd is not None:
+            found.append(cmd)
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        start, snippet = i, lines[i]
+        while snippet.endswith("\\") and i + 1 < len(lines):  # shell line continuation
+            i += 1
+            snippet = snippet[:-1] + " " + lines[i].strip()
+        i += 1
+        if "`" in snippet or snippet.lstrip().startswith("usage:"):  # inline literals: above; --help output
+            continue
+        cmd = _parse(snippet, f"{name}:{start + 1}")
+        if cmd is not None:
+            found.append(cmd)
+    for cmd in found:
+        if (cmd.script, cmd.argv) not in seen:
+            seen.add((cmd.script, cmd.argv))
+            yield cmd
+
+
+def _all_commands() -> list[Command]:
+    out = []
+    for path in _doc_files():
+        out += commands_in(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    return out
+
+
+COMMANDS = _all_commands()
+
+
+@functools.cache
+def _module(script: str) -> ModuleType:
+    target = SCRIPTS[script]
+    if "/" not in target:
+        return importlib.import_module(target)
+    path = ROOT / target
+    name = f"_doc_cli_{path.stem}"
+    sys.path.insert(0, str(path.parent))  # the benchmarks import their sibling _harness
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def check_command(cmd: Command, capsys: pytest.CaptureFixture[str]) -> None:
+    """Parse ``cmd`` as its script would; an ``AssertionError`` names the command and argparse's message."""
+    module = _module(cmd.script)
+    parser: argparse.ArgumentParser = module.build_parser()
+    for action in parser._actions:  # the docs' paths are the reader's: do not require them here
+        if action.type in (cli.existing_file, cli.existing_dir):
+            action.type = Path
+    try:
+        args = parser.parse_args(list(cmd.argv))
+        if hasattr(module, "check_args"):
+            module.check_args(parser, args)
+    except SystemExit as exc:
+        if exc.code not in (0, None):  # 0: --help
+            raise AssertionError(f"{cmd}\n{capsys.readouterr().err}") from None
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=str)
+def test_documented_command_parses(cmd: Command, capsys: pytest.CaptureFixture[str]) -> None:
+    check_command(cmd, capsys)
+
+
+def test_every_script_is_documented_and_follows_the_cli_convention() -> None:
+    """Each command-line script appears in the docs with a command, and has ``build_parser()``."""
+    shown = {cmd.script for cmd in COMMANDS}
+    assert sorted(set(SCRIPTS) - shown) == []
+    for script in SCRIPTS:
+        assert callable(getattr(_module(script), "build_parser", None)), script
+
+
+def test_the_extraction_sees_wrapped_continued_and_chained_commands() -> None:
+    """The forms the docs use: a reST literal that wraps, a shell continuation, ``&&``, comments, ``-m``."""
+    text = (
+        "Run ``python benchmarks/bench_soft.py --repeats\n3`` or::\n\n"
+        "    pip install -e . && python -m examples.voc_joint.train --stage seg \\\n"
+        "        --epochs 2   # a comment\n"
+        "    torchrun --nproc_per_node 4 examples/voc_joint/train.py --stage joint ...\n"
+        "    python -m sphinx -W docs out\n"
+    )
+    got = [(c.where, c.script, c.argv) for c in commands_in(text, "x.rst")]
+    assert got == [
+        ("x.rst:1", "benchmarks/bench_soft.py", ("--repeats", "3")),
+        ("x.rst:4", "examples/voc_joint/train.py", ("--stage", "seg", "--epochs", "2")),
+        ("x.rst:6", "examples/voc_joint/train.py", ("--stage", "joint")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "``python examples/voc_joint/train.py --no-such-option``",  # an option that does not exist
+        "``python examples/voc_joint/train.py --epochs 0``",  # a value its type refuses
+        "``python examples/voc_joint/train.py --overwrite --resume``",  # a combination check_args refuses
+        "``python benchmarks/gpu_check.py --device cpu``",  # the check's own cross-option rule
+    ],
+)
+def test_a_stale_command_fails(line: str, capsys: pytest.CaptureFixture[str]) -> None:
+    (cmd,) = commands_in(line, "x.rst")
+    with pytest.raises(AssertionError, match=re.escape("x.rst:1")):
+        check_command(cmd, capsys)
+
+
+def test_the_docs_hold_commands() -> None:
+    """The search itself works on the real docs (an empty list would make the parametrized test vacuous)."""
+    assert len(COMMANDS) >= 20
