@@ -59,7 +59,7 @@ def test_code_block_runs(where: str, code: str) -> None:
 
 
 def test_the_blocks_are_found() -> None:
-    """The README's example and the concept pages' blocks (an empty list would make the test above vacuous)."""
+    """The README's example and the concept pages' blocks (none found would make the test above vacuous)."""
     names = {w.split(":")[0] for w, _ in BLOCKS}
     assert "README.md" in names
     assert len(BLOCKS) >= 5
