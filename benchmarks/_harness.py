@@ -6,8 +6,8 @@
 * :class:`PeakMemory`: extra memory of a measured region: on CUDA ``torch.cuda.max_memory_allocated`` minus
   the memory allocated when the region starts (peak statistics reset there); on the CPU the growth of the
   process's peak resident set size (``ru_maxrss``), meaningful only in a fresh process (it never goes down).
-* :func:`environment`: torch version, device name, CPU count and the 1-minute load average (is the machine
-  shared right now?) for the result files.
+* :func:`environment`: torch version, device name, CPU model (:func:`cpu_model`), CPU count and the
+  1-minute load average (is the machine shared right now?) for the result files.
 
 This is a module of plain functions rather than ``torch.utils.benchmark.Timer``: the scripts report the median
 of a fixed number of single runs (and same-run paired ratios), which ``blocked_autorange`` does not give.
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["PeakMemory", "environment", "median_upper", "sync", "time_ms"]
+__all__ = ["PeakMemory", "cpu_model", "environment", "median_upper", "sync", "time_ms"]
 
 
 def sync(device: torch.device | str) -> None:
@@ -91,6 +91,30 @@ class PeakMemory:
         return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.base) / 1024
 
 
+#: The vector extensions that decide the speed of the CPU kernels, reported when present.
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its vector extensions, e.g. ``"Intel(R) Xeon(R) Processor (avx2, avx512f)"``.
+
+    Cloud VMs of one size land on different CPU generations from day to day, and the figures move with them;
+    a result file without the model cannot be compared. Linux: ``/proc/cpuinfo``; elsewhere
+    ``platform.processor()``.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            info = fh.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    first_cpu = info.split("\n\n")[0].splitlines()
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first_cpu)}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    isa = [f for f in _ISA_FLAGS if f in flags]
+    return f"{name} ({', '.join(isa)})" if isa else name
+
+
 def environment(device: torch.device | str, threads: int | None = None) -> dict[str, Any]:
     """Facts about the machine for a result file."""
     device = torch.device(device)
@@ -101,6 +125,7 @@ def environment(device: torch.device | str, threads: int | None = None) -> dict[
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "cpu_model": cpu_model(),
         "threads": threads if threads is not None else torch.get_num_threads(),
         "load_average_at_start": os.getloadavg()[0],
         "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -49,6 +49,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402  # after the sys.path set-up, so the checkout's packages win
 import torch.nn.functional as F  # noqa: E402  # same reason
+from _harness import cpu_model  # noqa: E402  # the script's folder: run as a file or with it on sys.path
 from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
@@ -659,6 +660,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "torch": torch.__version__,
             "threads": args.threads,

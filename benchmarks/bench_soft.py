@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{paired['paired_ratio_to_nn']:.2f}x"
     )
 
-    machine = f"{env['machine']} CPU, {env['cpus']} cores, {env['threads']} threads"
+    machine = f"{env['cpu_model']}, {env['cpus']} cores, {env['threads']} threads"
     if device.type == "cuda":
         machine = f"{env['cuda_device']} (CUDA {env['cuda_runtime']}); {machine}"
     result = {

@@ -154,6 +154,24 @@ def test_bench_soft_workers_in_subprocesses():
     assert paired["paired_ratio_to_nn"] > 0 and paired["repeats"] == 3
 
 
+def test_cpu_model_names_the_cpu():
+    """Result files name the CPU: the first ``model name`` of /proc/cpuinfo (Linux), ISA flags after it."""
+    harness = _import("_harness")
+    model = harness.cpu_model()
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        assert model
+        return
+    text = cpuinfo.read_text()
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+    flag_lines = [line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")]
+    flags = flag_lines[0] if flag_lines else []
+    expected_isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    expected = names[0] if names else model.split(" (")[0]
+    assert model == (f"{expected} ({', '.join(expected_isa)})" if expected_isa else expected)
+    assert harness.environment("cpu")["cpu_model"] == model
+
+
 @pytest.mark.slow
 def test_bench_transparent_init_quick(tmp_path):
     out = tmp_path / "ti.json"
@@ -163,6 +181,7 @@ def test_bench_transparent_init_quick(tmp_path):
     # transparent stacks reproduce their input: worst error at r = 1 far below the paper's 1e-4 recovery bar
     assert data["table3"]["ours_relu"]["1"]["worst"] < 1e-5
     assert data["table2"]["ours"]["recovery_relu"] == pytest.approx(100.0)
+    assert data["machine"]["cpu_model"] == _import("_harness").cpu_model()
 
 
 @pytest.mark.slow
@@ -197,6 +216,7 @@ def test_bench_joint_tiny(tmp_path):
     parts = entry["breakdown"]["parts"]
     assert list(parts) == ["DeepLabV3+", "SpixelFCN", "superpixel ids", "uniformization", "fusion", "loss"]
     assert all(p["median_s"] > 0 for p in parts.values()) and parts["fusion"]["saved_bytes"] > 0
+    assert entry["machine"]["cpu_model"] == _import("_harness").cpu_model()
 
 
 @pytest.mark.slow
