@@ -45,7 +45,7 @@ from examples.voc_joint.metrics import (
 )
 from examples.voc_joint.visualize import save_panel
 
-__all__ = ["evaluate", "main", "split_results"]
+__all__ = ["build_parser", "evaluate", "main", "split_results"]
 
 
 def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -> None:

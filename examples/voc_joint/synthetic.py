@@ -55,7 +55,7 @@ try:
 except ImportError:  # Windows: generation is not locked against concurrent generators
     fcntl = None  # type: ignore[assignment]  # checked before use
 
-__all__ = ["CLASS_STYLES", "generate_synthetic_voc", "main", "render_sample"]
+__all__ = ["CLASS_STYLES", "build_parser", "generate_synthetic_voc", "main", "render_sample"]
 
 _FORMAT_VERSION = 1
 _UMASK = os.umask(0)  # read the process umask (set it back at once)

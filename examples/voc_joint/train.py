@@ -83,6 +83,7 @@ __all__ = [
     "build_stage_model",
     "build_train_loader",
     "build_train_state",
+    "check_args",
     "main",
     "param_groups",
     "resolve_stage_options",
