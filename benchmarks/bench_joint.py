@@ -640,7 +640,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"recompute_loss={args.recompute_loss}, compile={args.compile}, "
         f"{args.threads} thread(s), {args.clock} clock, torch {torch.__version__}, load {load0:.2f}"
     )
-    print(f"\ntraining step (median of {args.rounds}), {head}")
+    print(f"\n{cpu_model()}, {os.cpu_count()} CPUs")
+    print(f"training step (median of {args.rounds}), {head}")
     mem_name = _mem_name(device)
     print(
         f"{'variant':<18} {'step ms':>9} {'x deeplab':>10} {'paired':>7} {mem_name + ' MiB':>15} "

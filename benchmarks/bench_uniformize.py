@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     mode = "all in this process" if args.in_process else "one subprocess per variant"
     print(
-        f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, {meta['machine']}, "
+        f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, {meta['cpu_model']}, "
         f"{args.threads} threads, {args.repeats} repeats (median), {mode}\n",
         flush=True,
     )
