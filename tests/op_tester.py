@@ -30,6 +30,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+from tests.hypothesis_budget import budget
+
 #: ``assert_close`` tolerances against a float64 reference, per computation dtype.
 TOLERANCES: dict[torch.dtype, dict[str, float]] = {
     torch.float64: {"rtol": 1e-10, "atol": 1e-10},
@@ -152,7 +154,7 @@ class OpTester:
         def test_matches_reference(self: OpTester, data: st.DataObject) -> None:
             self.check_reference(data)
 
-        cls.test_matches_reference = settings(max_examples=cls.examples)(  # type: ignore[method-assign]
+        cls.test_matches_reference = settings(max_examples=budget(cls.examples))(  # type: ignore[method-assign]
             given(data=st.data())(test_matches_reference)
         )
 

@@ -31,6 +31,7 @@ from examples.voc_joint.data import (
     voc_palette,
 )
 from examples.voc_joint.synthetic import generate_synthetic_voc
+from tests.hypothesis_budget import budget
 
 SIZE = (32, 48)
 
@@ -364,7 +365,7 @@ def test_seeded_dataloader_workers_are_reproducible(voc):
     assert any(na != nc or not torch.equal(ta, tc) for (na, ta), (nc, tc) in zip(a, c, strict=True))
 
 
-@settings(max_examples=30)
+@settings(max_examples=budget(30))
 @given(
     st.integers(1, 12),
     st.integers(1, 12),

@@ -26,6 +26,7 @@ from examples.voc_joint.metrics import (
     superpixel_scores,
     to_jsonable,
 )
+from tests.hypothesis_budget import budget
 
 
 def T(rows):
@@ -84,7 +85,7 @@ def _loop_confusion(pred, target, c, ignore):
     return cm
 
 
-@settings(max_examples=25)
+@settings(max_examples=budget(25))
 @given(st.integers(0, 10_000), st.integers(1, 3), st.integers(1, 6), st.integers(1, 7), st.integers(2, 5))
 def test_confusion_matches_loop(seed, b, h, w, c):
     g = torch.Generator().manual_seed(seed)
@@ -129,7 +130,7 @@ def _loop_band(target, width):
     return out
 
 
-@settings(max_examples=15)
+@settings(max_examples=budget(15))
 @given(st.integers(0, 10_000), st.integers(1, 4))
 def test_band_matches_loop(seed, width):
     g = torch.Generator().manual_seed(seed)
@@ -236,7 +237,7 @@ def _loop_superpixel(pred, target, sp, c, tol):
     }
 
 
-@settings(max_examples=12)
+@settings(max_examples=budget(12))
 @given(st.integers(0, 10_000), st.integers(0, 3))
 def test_superpixel_scores_match_loop(seed, tol):
     g = torch.Generator().manual_seed(seed)

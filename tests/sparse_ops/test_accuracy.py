@@ -22,6 +22,7 @@ from sparse_ops import (
     uniformize,
 )
 from sparse_ops._layout import MAX_LANE_SLOTS, MAX_LANES, build_layout, lanes_for
+from tests.hypothesis_budget import budget
 from tests.sparse_ops._reference import label_maps, ref_pool, ref_uniformize
 
 SIDE = 2048
@@ -39,7 +40,7 @@ def _adversarial(kind: str, b: int, h: int, w: int, n_s: int, rng: np.random.Gen
     return torch.from_numpy(np.array(ids, dtype=np.int64, order="C"))  # a writable, contiguous copy
 
 
-@settings(max_examples=30)
+@settings(max_examples=budget(30))
 @given(
     kind=st.sampled_from(["columns", "single", "stripes", "random"]),
     b=st.integers(1, 2),
@@ -87,7 +88,7 @@ def short_chains(chain: int, lanes: int = 1) -> Iterator[None]:
         yield
 
 
-@settings(max_examples=20)
+@settings(max_examples=budget(20))
 @given(
     data=label_maps(),
     chain=st.integers(1, 3),

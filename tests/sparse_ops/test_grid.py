@@ -19,6 +19,7 @@ from sparse_ops import (
     num_grid_cells,
     pixel_xy,
 )
+from tests.hypothesis_budget import budget
 
 sizes = st.integers(1, 23)
 cells = st.integers(1, 9)
@@ -38,7 +39,7 @@ def test_grid_shape_partial_cells(H, W, S):
 
 
 @given(H=sizes, W=sizes, S=cells)
-@settings(max_examples=25)
+@settings(max_examples=budget(25))
 def test_grid_cell_ids_and_neighbours_match_loops(H, W, S):
     n_h, n_w = grid_shape(H, W, S)
     ids = grid_cell_ids(H, W, S)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from sparse_ops import enforce_connectivity, grid_cell_ids, hard_superpixels, num_grid_cells, uniformize
+from tests.hypothesis_budget import budget
 from tests.op_tester import Case, OpTester
 from tests.sparse_ops._soft_reference import candidates
 
@@ -96,7 +97,7 @@ def _is_connected_contiguous(lab: np.ndarray) -> bool:
     seed=st.integers(0, 10_000),
     min_size=st.integers(1, 6),
 )
-@settings(max_examples=40)
+@settings(max_examples=budget(40))
 def test_enforce_connectivity_properties(H, W, n, seed, min_size):
     rng = np.random.default_rng(seed)
     lab = torch.from_numpy(rng.integers(0, n, (2, H, W)))
@@ -168,7 +169,7 @@ def test_enforce_connectivity_errors() -> None:
     seed=st.integers(0, 10_000),
     connectivity=st.booleans(),
 )
-@settings(max_examples=20)
+@settings(max_examples=budget(20))
 def test_consistent_with_uniformize(H, W, S, seed, connectivity):
     g = torch.Generator().manual_seed(seed)
     a = torch.softmax(3 * torch.randn(2, 9, H, W, generator=g), 1)

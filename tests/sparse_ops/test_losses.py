@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from sparse_ops import SpixelLoss, spixel_loss
 from sparse_ops import soft as soft_module
+from tests.hypothesis_budget import budget
 from tests.op_tester import Case, OpTester
 from tests.sparse_ops._soft_reference import ref_pool, ref_unpool
 from tests.sparse_ops.test_uniformize import _Recorder
@@ -213,7 +214,7 @@ def test_huge_cell_size_is_one_cell() -> None:
     )
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=budget(15), deadline=None)
 @given(chunk=st.integers(1, 5), seed=st.integers(0, 1000), masked=st.booleans())
 def test_label_path_over_chunked_cells_gives_the_reference(chunk: int, seed: int, masked: bool) -> None:
     """Tiny chunks make small cells take the chunked path of large ones (several table rows per cell, added

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparse_ops import relabel_contiguous, uniformize
+from tests.hypothesis_budget import budget
 from tests.op_tester import Case, OpTester
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -45,7 +46,7 @@ class TestRelabelContiguous(OpTester):
         return Case((sp.to(device),))
 
 
-@settings(max_examples=40)
+@settings(max_examples=budget(40))
 @given(
     b=st.integers(1, 3),
     h=st.integers(1, 6),

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from sparse_ops import MaxPoolWithIndices, MaxUnpool, PooledWithIndices, max_pool2d_with_indices, max_unpool2d
+from tests.hypothesis_budget import budget
 from tests.op_tester import Case, OpTester
 
 
@@ -124,7 +125,7 @@ class TestMaxUnpool(OpTester):
     seed=st.integers(0, 1000),
     ceil=st.booleans(),
 )
-@settings(max_examples=40)
+@settings(max_examples=budget(40))
 def test_matches_nn_maxunpool_and_reference(H, W, k, s, pad, seed, ceil):
     pad = min(pad, k // 2)
     if (H + 2 * pad) < k or (W + 2 * pad) < k:

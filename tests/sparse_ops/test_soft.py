@@ -19,6 +19,7 @@ from sparse_ops import (
     soft_superpixel_unpool,
     soft_uniformize,
 )
+from tests.hypothesis_budget import budget
 from tests.op_tester import Case, OpTester
 from tests.sparse_ops._soft_reference import ref_pool, ref_unpool
 from tests.sparse_ops.test_uniformize import _Recorder
@@ -238,7 +239,7 @@ def test_module_repr_and_errors() -> None:
         SoftUniformize(0)
 
 
-@settings(max_examples=20)
+@settings(max_examples=budget(20))
 @given(data=st.data(), chunk=st.integers(1, 5))
 def test_small_chunks_give_the_reference(data: st.DataObject, chunk: int) -> None:
     """Tiny chunks make small images take the chunked float64 path of large cells."""
