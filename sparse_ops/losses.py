@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from sparse_ops import _checks
 from sparse_ops.grid import pixel_xy
 from sparse_ops.soft import (
+    _Blocks,
     _blocks,
     _gather_from_neighbours,
     _normalized,
@@ -107,7 +108,7 @@ def _labels(
 
 
 def _own_label_reconstruction(
-    q: Tensor, counted: Tensor, labels: Tensor, known: Tensor, num_classes: int, cell_size: int
+    q: Tensor, counted: Tensor, labels: Tensor, known: Tensor, num_classes: int, blocks: _Blocks
 ) -> Tensor:
     r"""The reconstruction of every pixel's own class, :math:`t'_{t(p)}(p)` ``[B, H, W]``, without a one-hot.
 
@@ -133,10 +134,9 @@ def _own_label_reconstruction(
         labels (LongTensor[B, H, W]): class of every pixel.
         known (BoolTensor[B, H, W]): the pixels whose label is in ``[0, K)``.
         num_classes (int): ``K``.
-        cell_size (int): grid cell side in pixels.
+        blocks (_Blocks): the block layout of the grid (:func:`~sparse_ops.soft._blocks`).
     """
     b, _, height, width = q.shape
-    blocks = _blocks(height, width, cell_size)
     cells = blocks.n_h * blocks.n_w
     slots = num_classes + 1  # the last one: labels outside [0, K)
     slot = torch.where(known, labels, num_classes)
@@ -251,7 +251,7 @@ def spixel_loss(
         if is_labels:  # the one-hot's pooled classes and the own class back, without the one-hot
             assert num_classes is not None
             known = (labels >= 0) & (labels < num_classes)
-            own = _own_label_reconstruction(q, valid, labels, known, num_classes, cell_size)
+            own = _own_label_reconstruction(q, valid, labels, known, num_classes, blocks)
             # -sum_k onehot_k log(r_k + eps) = -log(r_label + eps); a label outside [0, K) (not validated)
             # has no one-hot entry: it adds nothing
             per_pixel = -torch.log(own + eps) * known.to(dtype)
