@@ -126,10 +126,12 @@ def _best_neighbour_ids(assoc: Tensor, cell_size: int) -> Tensor:
         dy, dx = NEIGHBOUR_OFFSETS[k]
         r, c = rows + dy, cols + dx
         ids = (r.clamp(0, n_h - 1) * n_w)[:, None] + c.clamp(0, n_w - 1)[None, :]
+        if not (dy or dx):  # the centre: always in the image, no mask pass
+            return assoc[:, k], ids
         inside = ((r >= 0) & (r < n_h))[:, None] & ((c >= 0) & (c < n_w))[None, :]
         return assoc[:, k].masked_fill(~inside, float("-inf")), ids
 
-    first, *rest = _TIE_ORDER  # the centre: always in the image
+    first, *rest = _TIE_ORDER  # the centre first
     best, ids = candidate(first)
     labels = ids.expand_as(best).contiguous()
     for k in rest:
