@@ -640,7 +640,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"recompute_loss={args.recompute_loss}, compile={args.compile}, "
         f"{args.threads} thread(s), {args.clock} clock, torch {torch.__version__}, load {load0:.2f}"
     )
-    print(f"\n{cpu_model()}, {os.cpu_count()} CPUs")
+    cpu = cpu_model()
+    print(f"\n{cpu}, {os.cpu_count()} CPUs")
     print(f"training step (median of {args.rounds}), {head}")
     mem_name = _mem_name(device)
     print(
@@ -661,7 +662,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
-            "cpu_model": cpu_model(),
+            "cpu_model": cpu,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "torch": torch.__version__,
             "threads": args.threads,
