@@ -230,3 +230,55 @@ def test_bench_joint_rejects_batch_of_one():
     )
     assert proc.returncode == 2
     assert "--batch-size must be >= 2" in proc.stderr and "got 1" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ab_uniformize_against_the_same_checkout(tmp_path):
+    """Two workers per N_s, each importing the package of the checkout it was given, in alternating order."""
+    out = tmp_path / "ab.json"
+    stdout = _run(
+        "ab_uniformize.py",
+        "--previous",
+        str(ROOT),
+        "--num-superpixels",
+        "4",
+        "16",
+        "--size",
+        "16",
+        "--batch-size",
+        "1",
+        "--channels",
+        "3",
+        "--rounds",
+        "2",
+        "--repeats",
+        "1",
+        "--threads",
+        "1",
+        "--output",
+        str(out),
+    )
+    data = json.loads(out.read_text())
+    assert [(r["N_s"], r["code"]) for r in data["runs"]] == [
+        (4, "previous"),
+        (4, "current"),
+        (16, "current"),
+        (16, "previous"),
+    ]
+    for r in data["runs"]:
+        assert r["floor_ms"] > 0 and r["op_ms"] > 0 and r["paired_x_floor"] > 0
+    assert data["meta"]["cpu_model"] and data["config"]["previous"] == str(ROOT)
+    assert "previous x floor" in stdout
+
+
+def test_ab_uniformize_refuses_bad_options(capsys):
+    ab = _import("ab_uniformize")
+    for argv, message in (
+        (["--previous", str(BENCH)], "--previous: not a checkout"),
+        (["--previous", str(ROOT), "--num-superpixels", "10"], "squares of at most --size ** 2"),
+        (["--previous", str(ROOT), "--size", "4", "--num-superpixels", "25"], "squares of at most"),
+        (["--previous", str(ROOT), "--rounds", "0"], "--rounds must be >= 1, got 0"),
+    ):
+        with pytest.raises(SystemExit):
+            ab.main(argv)
+        assert message in capsys.readouterr().err

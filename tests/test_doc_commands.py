@@ -35,6 +35,7 @@ SCRIPTS = {
     "examples/voc_joint/demo.py": "examples.voc_joint.demo",
     "examples/voc_joint/ablation.py": "examples.voc_joint.ablation",
     "examples/voc_joint/synthetic.py": "examples.voc_joint.synthetic",
+    "benchmarks/ab_uniformize.py": "benchmarks/ab_uniformize.py",
     "benchmarks/bench_joint.py": "benchmarks/bench_joint.py",
     "benchmarks/bench_uniformize.py": "benchmarks/bench_uniformize.py",
     "benchmarks/bench_soft.py": "benchmarks/bench_soft.py",
@@ -155,7 +156,7 @@ def check_command(cmd: Command, capsys: pytest.CaptureFixture[str]) -> None:
     module = _module(cmd.script)
     parser: argparse.ArgumentParser = module.build_parser()
     for action in parser._actions:  # the docs' paths are the reader's: do not require them here
-        if action.type in (cli.existing_file, cli.existing_dir):
+        if action.type in (cli.existing_file, cli.existing_dir) or getattr(action.type, "checks_path", False):
             action.type = Path
     try:
         args = parser.parse_args(list(cmd.argv))
@@ -175,6 +176,9 @@ def test_every_script_is_documented_and_follows_the_cli_convention() -> None:
     """Each command-line script appears in the docs with a command, and has ``build_parser()``."""
     shown = {cmd.script for cmd in COMMANDS}
     assert sorted(set(SCRIPTS) - shown) == []
+    benchmarks = (ROOT / "benchmarks").glob("*.py")
+    on_disk = {f"benchmarks/{p.name}" for p in benchmarks if not p.name.startswith("_")}
+    assert sorted(on_disk - set(SCRIPTS)) == []  # a new benchmark script joins SCRIPTS
     for script in SCRIPTS:
         assert callable(getattr(_module(script), "build_parser", None)), script
 

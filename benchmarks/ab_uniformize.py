@@ -1,0 +1,168 @@
+"""Same-session A/B of uniformization between two checkouts: this one and ``--previous`` (another commit).
+
+A VM's speed drifts by tens of per cent within minutes and its CPU can change from one day to the next, so a
+change to :func:`sparse_ops.uniformize` is judged here by alternating the two implementations on the same
+machine in the same session. For every ``N_s`` (grid labels) and every repeat, one fresh process per
+checkout (in alternating order) imports that checkout's ``sparse_ops``, builds the assignment once and then
+alternates, round after round, the floor ``y = x * 1`` and the op (forward + backward w.r.t. ``x`` each); it
+reports the median over rounds of the op / floor ratio ("paired x floor") and both medians in ms.
+
+    git worktree add /tmp/previous <commit>
+    python benchmarks/ab_uniformize.py --previous /tmp/previous --output /tmp/ab_uniformize.json
+
+Both checkouts must have ``SuperpixelAssignment(superpixels, num_superpixels).uniformize(x)`` (every version
+of this library has).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import environment  # the script's folder: run as a file or with it on sys.path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def checkout_dir(text: str) -> Path:
+    """``type=`` of ``--previous``: a folder that holds a ``sparse_ops`` package."""
+    path = Path(text).expanduser()
+    if not (path / "sparse_ops" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"not a checkout of this repository (no sparse_ops/ in {text!r})")
+    return path
+
+
+checkout_dir.checks_path = True  # type: ignore[attr-defined]  # documented commands name the reader's paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (``python benchmarks/ab_uniformize.py --help``)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--previous", type=checkout_dir, required=True, help="root of the other checkout")
+    ap.add_argument("--num-superpixels", type=int, nargs="+", default=[256, 1024, 4096, 16384], help="N_s")
+    ap.add_argument("--batch-size", type=int, default=4, help="B")
+    ap.add_argument("--channels", type=int, default=21, help="C")
+    ap.add_argument("--size", type=int, default=512, help="H = W")
+    ap.add_argument("--rounds", type=int, default=15, help="timed rounds per process (+2 warm-up)")
+    ap.add_argument("--repeats", type=int, default=2, help="processes per checkout and N_s")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every process")
+    ap.add_argument("--output", type=Path, default=None, help="JSON path (default: print only)")
+    ap.add_argument("--worker", nargs=2, metavar=("ROOT", "N_S"), help=argparse.SUPPRESS)
+    return ap
+
+
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse values the run cannot use, naming the option."""
+    if args.worker is not None:  # a worker of a checked run
+        return
+    for name in ("batch_size", "channels", "size", "rounds", "repeats", "threads"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    side = [round(n**0.5) for n in args.num_superpixels]
+    bad = [n for n, s in zip(args.num_superpixels, side, strict=True) if s * s != n or s > args.size]
+    if bad:
+        ap.error(f"--num-superpixels must be squares of at most --size ** 2 (grid labels), got {bad}")
+
+
+def worker(root: Path, num_superpixels: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Time floor and op, alternating, in this process with ``root``'s ``sparse_ops``."""
+    sys.path.insert(0, str(root))
+    import torch
+
+    import sparse_ops  # after the path set-up: the checkout's own package
+
+    assert Path(sparse_ops.__file__).resolve().is_relative_to(root.resolve()), sparse_ops.__file__
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    b, c, n = args.batch_size, args.channels, args.size
+    side = round(num_superpixels**0.5)
+    cell = torch.arange(n) * side // n
+    ids = (cell.view(n, 1) * side + cell.view(1, n)).expand(b, n, n).contiguous()
+    assignment = sparse_ops.SuperpixelAssignment(ids, num_superpixels)
+    x = torch.randn(b, c, n, n, requires_grad=True)
+    grad = torch.randn(b, c, n, n)
+
+    def floor() -> None:
+        (x * 1).backward(grad)
+        x.grad = None
+
+    def op() -> None:
+        assignment.uniformize(x).backward(grad)
+        x.grad = None
+
+    times: dict[str, list[float]] = {"floor": [], "op": []}
+    ratios = []
+    for r in range(args.rounds + 2):
+        t = {}
+        for name, fn in (("floor", floor), ("op", op)) if r % 2 else (("op", op), ("floor", floor)):
+            t0 = time.perf_counter()
+            fn()
+            t[name] = 1e3 * (time.perf_counter() - t0)
+        if r >= 2:
+            times["floor"].append(t["floor"])
+            times["op"].append(t["op"])
+            ratios.append(t["op"] / t["floor"])
+    return {
+        "floor_ms": statistics.median(times["floor"]),
+        "op_ms": statistics.median(times["op"]),
+        "paired_x_floor": statistics.median(ratios),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    check_args(ap, args)
+    if args.worker is not None:
+        out = worker(Path(args.worker[0]), int(args.worker[1]), args)
+        print(json.dumps(out))
+        return out
+    checkouts = {"previous": args.previous.resolve(), "current": ROOT}
+    common = [
+        f"--{k}={v}" for k, v in (("batch-size", args.batch_size), ("channels", args.channels),
+                                  ("size", args.size), ("rounds", args.rounds), ("threads", args.threads))
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": ""}
+    runs = []
+    for repeat in range(args.repeats):
+        for i, n_s in enumerate(args.num_superpixels):
+            order = ("previous", "current") if (repeat + i) % 2 == 0 else ("current", "previous")
+            for code in order:
+                cmd = [sys.executable, __file__, "--previous", str(args.previous), *common]
+                cmd += ["--worker", str(checkouts[code]), str(n_s)]
+                done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+                if done.returncode:
+                    raise SystemExit(f"the {code} worker failed (N_s={n_s}):\n{done.stderr}")
+                line = done.stdout
+                runs.append({"code": code, "N_s": n_s, "repeat": repeat, **json.loads(line.splitlines()[-1])})
+                print(f"N_s={n_s:>6} {code:<9} paired x floor {runs[-1]['paired_x_floor']:.3f}", flush=True)
+    print(f"\n{'N_s':>6} {'previous x floor':>17} {'current x floor':>16}  (paired, each repeat)")
+    for n_s in args.num_superpixels:
+        cells = []
+        for code in ("previous", "current"):
+            values = [r["paired_x_floor"] for r in runs if r["N_s"] == n_s and r["code"] == code]
+            cells.append(", ".join(f"{v:.2f}" for v in values))
+        print(f"{n_s:>6} {cells[0]:>17} {cells[1]:>16}")
+    result = {
+        "benchmark": "uniformize fwd+bwd, same-session A/B of two checkouts (paired x the x*1 floor)",
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "worker"},
+        "meta": environment("cpu", args.threads),
+        "runs": runs,
+    }
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written to {args.output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
