@@ -1,0 +1,124 @@
+"""Make ``docs/_static/joint_cost.png``: where the joint step's time and saved memory go.
+
+Reads the committed ``benchmarks/results/joint.json`` (written by ``benchmarks/bench_joint.py``) and draws,
+per configuration, one ``joint_hard_ti`` training step as a stacked bar in units of DeepLabV3+ alone's step.
+Left, time: DeepLabV3+ counts 1, and the measured overhead above it is split over the other parts in
+proportion to their times in the breakdown (each part timed alone, forward + backward; timed alone they add
+up to more than the full step, and the VM's speed drifts between the two measurements, so only their shares
+are used). Right, the activation bytes each part saves for backward (exact; a storage shared by two parts
+counts twice, so the stack can end a little past the full step). A black bar marks the full step as
+measured, a red dashed one the target of issue 11 where there is one.
+
+Run from the repository root: ``python docs/_scripts/make_joint_cost_figure.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+ROOT = Path(__file__).resolve().parents[2]
+JOINT_JSON = ROOT / "benchmarks" / "results" / "joint.json"
+OUT = ROOT / "docs" / "_static" / "joint_cost.png"
+
+#: configurations drawn (top to bottom): key in joint.json, label, time target, saved-memory target
+CONFIGS = (
+    ("cpu_resnet18_b2_128", "ResNet-18\nB=2, 128 px", 1.5, 2.2),
+    ("cpu_resnet101_b2_256", "ResNet-101\nB=2, 256 px", 1.35, None),
+)
+PART_COLOURS = {
+    "DeepLabV3+": "#9e9e9e",
+    "SpixelFCN": "#4c72b0",
+    "superpixel ids": "#8172b2",
+    "uniformization": "#64b5cd",
+    "fusion": "#dd8452",
+    "loss": "#55a868",
+}
+
+
+def _row(result: dict[str, Any], variant: str) -> dict[str, Any]:
+    for row in result["rows"]:
+        if row["variant"] == variant:
+            return row
+    raise KeyError(f"variant {variant!r} not in the result rows {[r['variant'] for r in result['rows']]}")
+
+
+def bars(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of one configuration, in units of DeepLabV3+ alone's step time and saved bytes."""
+    deeplab, joint = _row(result, "deeplab"), _row(result, "joint_hard_ti")
+    parts = result["breakdown"]["parts"]
+    t0 = deeplab["median_s"]
+    m0 = deeplab["memory_bytes"]["saved_activations"]
+    # time: DeepLabV3+ counts 1.0; the measured overhead above it is split in proportion to the other parts
+    # timed alone (their absolute times drift with the VM between two measurements, their shares less so)
+    others = {name: p["median_s"] for name, p in parts.items() if name != "DeepLabV3+"}
+    overhead = joint["time_ratio"] - 1.0
+    total = sum(others.values())
+    time_parts = {"DeepLabV3+": 1.0} | {name: overhead * t / total for name, t in others.items()}
+    return {
+        "time_parts": time_parts,
+        "memory_parts": {name: p["saved_bytes"] / m0 for name, p in parts.items()},
+        "time_full": joint["time_ratio"],
+        "time_paired": joint["time_ratio_paired"],
+        "memory_full": joint["memory_ratio"],
+        "deeplab_ms": 1e3 * t0,
+        "deeplab_mib": m0 / 2**20,
+    }
+
+
+def draw(results: dict[str, Any], out: Path) -> None:
+    """Draw the figure from the ``joint.json`` dictionary ``results`` into ``out`` (PNG)."""
+    configs = [c for c in CONFIGS if c[0] in results]
+    if not configs:
+        raise ValueError(f"none of {[c[0] for c in CONFIGS]} in the results (keys: {sorted(results)})")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 1.3 * len(configs)), sharey=True)
+    for ax, kind, title in (
+        (axes[0], "time", "training step time, x DeepLabV3+ alone"),
+        (axes[1], "memory", "activations saved for backward, x DeepLabV3+ alone"),
+    ):
+        for y, (key, _, time_target, memory_target) in enumerate(configs):
+            b = bars(results[key])
+            left = 0.0
+            for name, value in b[f"{kind}_parts"].items():
+                colour = PART_COLOURS.get(name, "#cccccc")
+                ax.barh(y, value, left=left, color=colour, edgecolor="white", height=0.6)
+                if value > 0.12:
+                    mid = left + value / 2
+                    ax.text(mid, y, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white")
+                left += value
+            full = b[f"{kind}_full"]
+            target = time_target if kind == "time" else memory_target
+            right = max(full, left, target or 0.0) + 0.05
+            ax.plot([full, full], [y - 0.42, y + 0.42], color="black", lw=2.5)
+            note = f"step {full:.2f}x" + (f" (paired {b['time_paired']:.2f}x)" if kind == "time" else "")
+            ax.text(right, y - 0.18, note, va="center", fontsize=8)
+            if target is not None:
+                ax.plot([target, target], [y - 0.42, y + 0.42], color="#c44e52", lw=1.8, ls="--")
+                ax.text(right, y + 0.18, f"target {target:.2f}x", va="center", fontsize=8, color="#c44e52")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlim(0, 4.2 if kind == "memory" else 2.6)
+        ax.axvline(1.0, color="#555555", lw=0.8, ls=":")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(configs)), [c[1] for c in configs], fontsize=9)
+    axes[0].invert_yaxis()
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PART_COLOURS.values()]
+    fig.legend(
+        handles, list(PART_COLOURS), loc="lower center", ncol=len(PART_COLOURS), fontsize=8, frameon=False
+    )
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    draw(json.loads(JOINT_JSON.read_text()), OUT)
+    print(f"wrote {OUT.relative_to(ROOT)}")
+    sys.exit(0)

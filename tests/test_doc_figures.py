@@ -1,0 +1,62 @@
+"""The figure scripts under ``docs/_scripts`` that read committed benchmark results still read them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "_scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_joint_cost_figure_from_the_committed_results(tmp_path: Path) -> None:
+    fig = _load("make_joint_cost_figure")
+    results = json.loads(fig.JOINT_JSON.read_text())
+    for key, *_ in fig.CONFIGS:
+        b = fig.bars(results[key])
+        joint = next(r for r in results[key]["rows"] if r["variant"] == "joint_hard_ti")
+        # the time stack ends at the measured step ratio; DeepLabV3+ counts 1
+        assert sum(b["time_parts"].values()) == pytest.approx(joint["time_ratio"])
+        assert b["time_parts"]["DeepLabV3+"] == 1.0
+        assert set(b["time_parts"]) == set(fig.PART_COLOURS) == set(b["memory_parts"])
+        # the memory parts are the breakdown's exact bytes; shared storages count twice, never less
+        assert sum(b["memory_parts"].values()) >= joint["memory_ratio"] - 1e-9
+        assert sum(b["memory_parts"].values()) == pytest.approx(joint["memory_ratio"], rel=0.05)
+    out = tmp_path / "joint_cost.png"
+    fig.draw(results, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_joint_cost_figure_refuses_results_without_its_configurations(tmp_path: Path) -> None:
+    fig = _load("make_joint_cost_figure")
+    with pytest.raises(ValueError, match="cpu_resnet18_b2_128"):
+        fig.draw({"cuda_resnet18_b2_128": {}}, tmp_path / "x.png")
+
+
+def test_uniformize_speed_figure_from_the_committed_results(tmp_path: Path) -> None:
+    fig = _load("make_uniformize_speed_figure")
+    current, previous, ab = (json.loads(p.read_text()) for p in (fig.CURRENT, fig.PREVIOUS, fig.AB))
+    for run in (current, previous):
+        rows = fig.grid_rows(run)
+        assert [n for n, _ in rows] == sorted(n for n, _ in rows) and len(rows) >= 3
+        assert all("paired_x_floor" in r["scatter"] and r["floor"]["fwd_bwd_ms"] > 0 for _, r in rows)
+        assert [n for n, _ in fig.sweep(run)] == [n for n, _ in rows]
+    assert {r["code"] for r in ab["runs"]} == {"previous", "current"}
+    out = tmp_path / "uniformize_speed.png"
+    fig.draw(current, previous, ab, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no grid-label configurations"):
+        fig.grid_rows({"configs": []})
