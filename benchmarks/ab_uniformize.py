@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"--{k}={v}" for k, v in (("batch-size", args.batch_size), ("channels", args.channels),
                                   ("size", args.size), ("rounds", args.rounds), ("threads", args.threads))
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": ""}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # each worker picks its checkout
     runs = []
     for repeat in range(args.repeats):
         for i, n_s in enumerate(args.num_superpixels):
