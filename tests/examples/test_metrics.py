@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 
@@ -31,10 +30,6 @@ from tests.hypothesis_budget import budget
 
 def T(rows):
     return torch.tensor(rows, dtype=torch.long)
-
-
-def test_doctests():
-    assert doctest.testmod(metrics, raise_on_error=False).failed == 0
 
 
 def test_confusion_matrix_by_hand():

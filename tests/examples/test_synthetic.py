@@ -162,12 +162,6 @@ def test_cli(tmp_path, capsys):
         assert im.size == (40, 32)
 
 
-def test_doctests():
-    import doctest
-
-    assert doctest.testmod(synthetic, raise_on_error=False).failed == 0
-
-
 def test_incomplete_set_is_regenerated(tmp_path):
     root = generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=SIZE)
     (root / "JPEGImages" / "synth_000001.jpg").unlink()
