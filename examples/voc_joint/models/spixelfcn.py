@@ -64,6 +64,9 @@ class SpixelFCN(nn.Module):
         (torch.Size([2, 9, 21, 30]), True)
     """
 
+    #: the encoder's total stride (four stride-2 stages): inputs are padded (replicate) to a multiple of it
+    stride: int = 16
+
     def __init__(self, cell_size: int = 16, width: int = 16, *, centre_bias: float = 0.0) -> None:
         super().__init__()
         if not isinstance(cell_size, int) or cell_size < 1:
@@ -100,7 +103,7 @@ class SpixelFCN(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        ph, pw = (-h) % 16, (-w) % 16
+        ph, pw = (-h) % self.stride, (-w) % self.stride
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         e0 = self.enc0(x)
