@@ -30,7 +30,6 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
@@ -336,24 +335,23 @@ def _check_pixels(path: Path, kind: str, size: tuple[int, int], max_pixels: int)
 
 
 def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
-    """Read an RGB image as a uint8 tensor [3, H, W] with ``torchvision.io``; errors name the file.
+    """Read an RGB image as a uint8 tensor [3, H, W] with PIL; errors name the file.
 
-    The header is read first (PIL, lazy) and images above ``max_pixels`` are refused before decoding.
+    PIL reads the header first (decoding is lazy), so images above ``max_pixels`` are refused before any
+    decoding. (``torchvision.io.decode_image`` gives the same pixels for JPEG, but is deprecated since
+    torchvision 0.29.)
     """
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: '{path}'")
     try:
         with Image.open(path) as im:
             _check_pixels(path, "image", im.size, max_pixels)
+            rgb = np.array(im.convert("RGB"), dtype=np.uint8)  # the decoding happens here
     except Image.DecompressionBombError as exc:
         raise ValueError(f"image file '{path}' refused as a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot read image file '{path}': {exc}") from exc
-    try:
-        image: Tensor = decode_image(str(path), mode=ImageReadMode.RGB)
-        return image
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise ValueError(f"cannot read image file '{path}': {exc}") from exc
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 def _read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

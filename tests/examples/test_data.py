@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("torchvision")
 
-from PIL import Image
+from PIL import Image, ImageFile
 from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
@@ -410,25 +411,41 @@ def test_entries_in_subfolders_inside_the_root_are_fine(voc_copy):
 def test_pixel_limit_refuses_large_images_and_masks_before_decoding(voc_copy, monkeypatch):
     limit = SIZE[0] * SIZE[1] - 1
     ds = VOCSegmentation(voc_copy, "train", max_pixels=limit)
+    big = Image.fromarray(np.zeros((40, 64), np.uint8))  # mask larger than the limit (and than its image)
+    big.save(ds.mask_path(1))
 
-    def no_decode(*args, **kwargs):
-        raise AssertionError("decoded an image above the limit")
+    refused = {ds.image_path(0), ds.mask_path(1)}
+    load = ImageFile.ImageFile.load
 
-    monkeypatch.setattr(data, "decode_image", no_decode)
+    def guarded_load(im):  # PIL decodes in load(), lazily
+        if Path(im.filename) in refused:
+            raise AssertionError(f"decoded {im.filename}, which is above the limit")
+        return load(im)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", guarded_load)
     with pytest.raises(
         ValueError, match=r"image file '.*synth_000000\.jpg' is 48x32 = 1536 pixels, more than"
     ) as e:
         ds[0]
     assert "decompression-bomb guard" in str(e.value)
-    monkeypatch.undo()
-    big = Image.fromarray(np.zeros((40, 64), np.uint8))  # mask larger than the limit (and than its image)
-    big.save(ds.mask_path(1))
     ds = VOCSegmentation(voc_copy, "train", max_pixels=40 * 64 - 1)
     with pytest.raises(ValueError, match=r"mask file '.*synth_000001\.png' is 64x40 = 2560 pixels"):
         ds[1]
+    monkeypatch.undo()
     assert VOCSegmentation(voc_copy, "train", max_pixels=SIZE[0] * SIZE[1])[0]["image"].shape[-2:] == SIZE
     with pytest.raises(ValueError, match="max_pixels must be >= 1"):
         VOCSegmentation(voc_copy, "train", max_pixels=0)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_read_image_gives_contiguous_rgb_of_any_pil_mode(tmp_path, mode):
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    im = Image.fromarray(rgb).convert(mode)
+    path = tmp_path / "x.png"  # lossless: the decoded pixels are PIL's conversion to RGB
+    im.save(path)
+    out = data._read_image(path)
+    assert out.dtype == torch.uint8 and out.shape == (3, 5, 7) and out.is_contiguous()
+    assert torch.equal(out, torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
 
 
 def test_pil_decompression_bomb_error_names_the_file(voc_copy, monkeypatch):
