@@ -92,6 +92,29 @@ def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
     )
 
 
+@pytest.mark.parametrize("context", ["fork", "forkserver", "spawn"])
+def test_train_loader_same_batches_under_every_worker_start_method(tiny_voc, context) -> None:  # noqa: F811
+    """Workers started by fork (Linux up to Python 3.13), forkserver (Linux from 3.14) or spawn (macOS,
+    Windows) give the batches of ``--workers 0``: the dataset, its transforms and the worker hook pickle,
+    and each sample's augmentation depends on (seed, epoch, index) only."""
+    from examples.voc_joint.distributed import DistInfo
+
+    def batches(workers: int, ctx: str | None) -> list[dict]:
+        argv = ["--stage", "seg", "--workers", str(workers), "--crop-size", "32", "--batch-size", "2"]
+        args = train.build_parser().parse_args(argv)
+        loader, sampler = train.build_train_loader(args, DistInfo(), tiny_voc)
+        if ctx is not None:
+            loader.multiprocessing_context = ctx
+        sampler.set_epoch(1)
+        return list(loader)
+
+    ref, got = batches(0, None), batches(2, context)
+    assert len(ref) == len(got) == 2
+    for a, b in zip(ref, got, strict=True):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
 def test_optimizer_groups_paper_defaults_and_weight_decay() -> None:
     args = train.resolve_stage_options(
         "joint",
