@@ -13,6 +13,9 @@ trash slot that nobody reads (``slot_counted``) or makes them read the trash slo
   ``read(scale * g, space_counted)``, a ``_Decode``.
 * ``_Decode`` (unpool, decode): ``read(z, space)``; adjoint ``sums(g, slot)`` over all pixels, a ``_Pool``.
 
+On the CPU a channels-last input (``x[B, C, N]`` with channels innermost) keeps its layout: ``sums`` adds
+whole pixel rows with ``index_add_`` and ``read`` writes rows with ``index_select`` (see ``_is_rows``).
+
 Every backward applies a Function again, so gradients of any order stay accurate; every map is linear, so its
 forward-mode derivative (``jvp``) is the map applied to the tangent, and a ``vmap`` over ``x`` folds the
 mapped dimension into the channels (the maps act on every channel alike). Dynamo does not trace Functions that
@@ -45,6 +48,12 @@ def sums(
         rows = x.transpose(1, 2).reshape(b * n, c)
         with torch.autocast(device_type=x.device.type, enabled=False):
             partial = (slot.t() @ rows).view(b, width, c).transpose(1, 2)
+    elif _is_rows(x):  # channels innermost (a channels-last input): add whole pixel rows [C] at a time
+        rows = x.transpose(1, 2)
+        partial_rows = x.new_zeros(b, width, c)
+        for i in range(b):
+            partial_rows[i].index_add_(0, slot[i, 0], rows[i])
+        partial = partial_rows.transpose(1, 2)
     else:
         partial = x.new_zeros(b, c, width).scatter_add_(2, slot.expand(b, c, n), x)
     if lanes > 1:  # the lanes of every superpixel, added in float32 (P - 1 roundings), then the trash
@@ -63,14 +72,43 @@ def sums(
     return primary
 
 
-def read(z: Tensor, space: Tensor, num_pixels: int) -> Tensor:
-    """Every pixel's row of ``z[B, C, S + 1]``: ``[B, C, N]`` (``space``: a ``[B, 1, N]`` index or CSR)."""
+def read(z: Tensor, space: Tensor, num_pixels: int, rows: bool = False) -> Tensor:
+    """Every pixel's row of ``z[B, C, S + 1]``: ``[B, C, N]`` (``space``: a ``[B, 1, N]`` index or CSR);
+    ``rows``: the result has channels innermost (strides ``(N C, 1, C)``), as a channels-last input."""
     b, c, width = z.shape
     if space.is_floating_point():  # the CSR matrix of the sparse backend (not an index)
         with torch.autocast(device_type=z.device.type, enabled=False):
-            rows = space @ z.transpose(1, 2).reshape(b * width, c)
-        return rows.view(b, num_pixels, c).transpose(1, 2)
+            out = space @ z.transpose(1, 2).reshape(b * width, c)
+        return out.view(b, num_pixels, c).transpose(1, 2)
+    if rows and c > 1:
+        table = z.transpose(1, 2).contiguous()  # [B, S + 1, C]
+        out = z.new_empty(b, num_pixels, c)
+        for i in range(b):
+            torch.index_select(table[i], 0, space[i, 0], out=out[i])
+        return out.transpose(1, 2)
     return torch.gather(z, 2, space.expand(b, c, num_pixels))
+
+
+def _is_rows(x: Tensor) -> bool:
+    """``x[B, C, N]`` on the CPU has channels innermost (a channels-last input, ``C, N > 1``).
+
+    Such inputs are summed with ``index_add_`` over whole pixel rows and read back with ``index_select``,
+    in pixel order like the ``scatter_add_`` / ``gather`` of the ``[B, C, N]`` path (bit-identical
+    results); the strided ``[B, C, N]`` path would touch every cache line of ``x`` once per channel. Not on
+    CUDA, where this path is unmeasured.
+    """
+    return (
+        x.device.type == "cpu"
+        and x.shape[1] > 1
+        and x.shape[2] > 1
+        and x.transpose(1, 2).is_contiguous()
+        and not x.is_contiguous()
+    )
+
+
+def _dense(t: Tensor) -> Tensor:
+    """``t[B, C, N]`` dense in either layout (channels innermost kept), else a contiguous copy."""
+    return t if t.is_contiguous() or t.transpose(1, 2).is_contiguous() else t.contiguous()
 
 
 def _fold(in_dims: tuple[int | None, ...], x: Tensor) -> tuple[Tensor, int]:
@@ -108,7 +146,7 @@ class _Average(torch.autograd.Function):
         lanes: int,
     ) -> Tensor:
         means = sums(x, slot_fwd, extra_group, group_owner, inv.shape[-1] - 1, lanes).mul_(inv)
-        y = read(means, space_fwd, x.shape[-1])
+        y = read(means, space_fwd, x.shape[-1], _is_rows(x))
         return y if keep is None else torch.where(keep, x, y)
 
     @staticmethod
@@ -126,7 +164,7 @@ class _Average(torch.autograd.Function):
                 args = (slot_fwd, space_fwd, None, None)
             else:  # the adjoint: swap the roles of the two index pairs
                 args = (slot_bwd, space_bwd, slot_fwd, space_fwd)
-            grad_x = apply_average(grad.contiguous(), *args, inv, keep, extra_group, group_owner, ctx.lanes)
+            grad_x = apply_average(_dense(grad), *args, inv, keep, extra_group, group_owner, ctx.lanes)
         return grad_x, None, None, None, None, None, None, None, None, None
 
     @staticmethod
@@ -138,7 +176,7 @@ class _Average(torch.autograd.Function):
 class _AverageForwardAD(_Average):
     @staticmethod
     def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
-        return apply_average(tangent.contiguous(), *ctx.saved_tensors, ctx.lanes)
+        return apply_average(_dense(tangent), *ctx.saved_tensors, ctx.lanes)
 
 
 def apply_average(x: Tensor, *args: Any) -> Tensor:

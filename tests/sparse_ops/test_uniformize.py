@@ -161,6 +161,41 @@ def test_gaps_and_per_image_num_superpixels() -> None:
     torch.testing.assert_close(uniformize(x, sp, torch.tensor([32, 40, 35])), expected)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("big", [False, True], ids=["small", "lanes"])
+def test_channels_last_input_keeps_its_layout_and_the_exact_values(masked: bool, dtype, big: bool) -> None:
+    """On the CPU a channels-last input takes the row path (index_add_ / index_select over [N, C] rows): the
+    output and the gradient stay channels-last, and both equal the contiguous input's bit for bit (same
+    summation order), also for superpixels large enough for several accumulators per superpixel."""
+    g = torch.Generator().manual_seed(8)
+    h, w, n_s = (96, 128, 3) if big else (9, 11, 7)
+    sp = torch.randint(0, n_s, (2, h, w), generator=g)
+    if big:
+        sp[:, : h // 2] = 0  # 6144 pixels in superpixel 0 of each image
+    mask = torch.rand(2, h, w, generator=g) > 0.25 if masked else None
+    x = (torch.randn(2, 5, h, w, generator=g) * 3 + 1000).to(dtype)
+    grad = torch.randn(2, 5, h, w, generator=g).to(dtype)
+    fmt = torch.channels_last
+    x_nchw, x_nhwc = x.clone().requires_grad_(), x.contiguous(memory_format=fmt).requires_grad_()
+    y_nchw = uniformize(x_nchw, sp, n_s, mask=mask)
+    y_nhwc = uniformize(x_nhwc, sp, n_s, mask=mask)
+    y_nchw.backward(grad)
+    y_nhwc.backward(grad.contiguous(memory_format=fmt))
+    assert y_nhwc.is_contiguous(memory_format=fmt) and x_nhwc.grad.is_contiguous(memory_format=fmt)
+    assert y_nchw.is_contiguous() and x_nchw.grad.is_contiguous()
+    assert torch.equal(y_nhwc, y_nchw) and torch.equal(x_nhwc.grad, x_nchw.grad)
+
+
+def test_channels_last_with_one_channel_or_pixel_is_plain_contiguous() -> None:
+    """With C = 1 or H = W = 1 both layouts are the same strides: the [B, C, N] path, unchanged results."""
+    for shape in ((2, 1, 4, 5), (2, 3, 1, 1)):
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        sp = torch.randint(0, 3, (shape[0], *shape[2:]))
+        expected = torch.from_numpy(ref_uniformize(x.double().numpy(), sp.numpy())).float()
+        torch.testing.assert_close(uniformize(x, sp), expected)
+
+
 def test_numpy_integers_are_accepted() -> None:
     x, sp = torch.randn(1, 2, 3, 3), torch.randint(0, 4, (1, 3, 3))
     torch.testing.assert_close(uniformize(x, sp, np.int64(4)), uniformize(x, sp, 4))
