@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rounds", type=int, default=15, help="timed rounds per process (+2 warm-up)")
     ap.add_argument("--repeats", type=int, default=2, help="processes per checkout and N_s")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every process")
+    ap.add_argument(
+        "--channels-last", action="store_true", help="x and its gradient in channels_last (default: NCHW)"
+    )
     ap.add_argument("--output", type=Path, default=None, help="JSON path (default: print only)")
     ap.add_argument("--worker", nargs=2, metavar=("ROOT", "N_S"), help=argparse.SUPPRESS)
     return ap
@@ -87,8 +90,9 @@ def worker(root: Path, num_superpixels: int, args: argparse.Namespace) -> dict[s
     cell = torch.arange(n) * side // n
     ids = (cell.view(n, 1) * side + cell.view(1, n)).expand(b, n, n).contiguous()
     assignment = sparse_ops.SuperpixelAssignment(ids, num_superpixels)
-    x = torch.randn(b, c, n, n, requires_grad=True)
-    grad = torch.randn(b, c, n, n)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    x = torch.randn(b, c, n, n).contiguous(memory_format=fmt).requires_grad_()
+    grad = torch.randn(b, c, n, n).contiguous(memory_format=fmt)
 
     def floor() -> None:
         (x * 1).backward(grad)
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common = [
         f"--{k}={v}" for k, v in (("batch-size", args.batch_size), ("channels", args.channels),
                                   ("size", args.size), ("rounds", args.rounds), ("threads", args.threads))
-    ]  # fmt: skip
+    ] + (["--channels-last"] if args.channels_last else [])  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # each worker picks its checkout
     runs = []
     for repeat in range(args.repeats):

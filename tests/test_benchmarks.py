@@ -255,10 +255,12 @@ def test_ab_uniformize_against_the_same_checkout(tmp_path):
         "1",
         "--threads",
         "1",
+        "--channels-last",
         "--output",
         str(out),
     )
     data = json.loads(out.read_text())
+    assert data["config"]["channels_last"] is True
     assert [(r["N_s"], r["code"]) for r in data["runs"]] == [
         (4, "previous"),
         (4, "current"),
