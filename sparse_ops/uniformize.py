@@ -47,12 +47,14 @@ def uniformize(
         validate (bool): check the inputs (``False`` skips all checks, e.g. under ``torch.compile``).
 
     Returns:
-        Tensor[B, C, H, W]: the uniformized logits, same shape and dtype as ``logits`` (contiguous).
+        Tensor[B, C, H, W]: the uniformized logits, same shape and dtype as ``logits`` (contiguous; on the
+        CPU a channels-last ``logits`` gives a channels-last result, with the same values).
 
     .. note::
-        Deterministic: the default ``"scatter"`` backend uses ``scatter_add_`` and ``gather``, deterministic
-        on CPU and made deterministic on CUDA by ``torch.use_deterministic_algorithms(True)``. To reuse one
-        label map for several tensors, build a :class:`SuperpixelAssignment` once.
+        Deterministic: the default ``"scatter"`` backend uses ``scatter_add_`` and ``gather`` (on the CPU,
+        for channels-last input, ``index_add_`` and ``index_select`` over pixel rows, in the same order),
+        deterministic on CPU and made deterministic on CUDA by ``torch.use_deterministic_algorithms(True)``.
+        To reuse one label map for several tensors, build a :class:`SuperpixelAssignment` once.
 
     Example:
         >>> import torch
@@ -82,7 +84,8 @@ class SuperpixelUniformize(nn.Module):
         - logits: :math:`(B, C, H, W)`
         - superpixels: :math:`(B, H, W)` or :math:`(B, 1, H, W)`, integer
         - mask: :math:`(B, H, W)`, bool, optional
-        - output: :math:`(B, C, H, W)`, same dtype as ``logits``
+        - output: :math:`(B, C, H, W)`, same dtype as ``logits`` (and on the CPU the same memory format:
+          a channels-last input gives a channels-last output)
 
     Example:
         >>> import torch
