@@ -80,7 +80,7 @@ def read(z: Tensor, space: Tensor, num_pixels: int, rows: bool = False) -> Tenso
         with torch.autocast(device_type=z.device.type, enabled=False):
             out = space @ z.transpose(1, 2).reshape(b * width, c)
         return out.view(b, num_pixels, c).transpose(1, 2)
-    if rows and c > 1:
+    if rows:
         table = z.transpose(1, 2).contiguous()  # [B, S + 1, C]
         out = z.new_empty(b, num_pixels, c)
         for i in range(b):
