@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import environment  # the script's folder: run as a file or with it on sys.path
+from bench_uniformize import make_labels  # the grid labels of bench_uniformize's configurations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,9 +87,7 @@ def worker(root: Path, num_superpixels: int, args: argparse.Namespace) -> dict[s
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     b, c, n = args.batch_size, args.channels, args.size
-    side = round(num_superpixels**0.5)
-    cell = torch.arange(n) * side // n
-    ids = (cell.view(n, 1) * side + cell.view(1, n)).expand(b, n, n).contiguous()
+    ids = make_labels("grid", b, n, n, num_superpixels)
     assignment = sparse_ops.SuperpixelAssignment(ids, num_superpixels)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     x = torch.randn(b, c, n, n).contiguous(memory_format=fmt).requires_grad_()
@@ -145,8 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
                 if done.returncode:
                     raise SystemExit(f"the {code} worker failed (N_s={n_s}):\n{done.stderr}")
-                line = done.stdout
-                runs.append({"code": code, "N_s": n_s, "repeat": repeat, **json.loads(line.splitlines()[-1])})
+                measured = json.loads(done.stdout.splitlines()[-1])
+                runs.append({"code": code, "N_s": n_s, "repeat": repeat, **measured})
                 print(f"N_s={n_s:>6} {code:<9} paired x floor {runs[-1]['paired_x_floor']:.3f}", flush=True)
     print(f"\n{'N_s':>6} {'previous x floor':>17} {'current x floor':>16}  (paired, each repeat)")
     for n_s in args.num_superpixels:
