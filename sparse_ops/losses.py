@@ -258,7 +258,10 @@ def spixel_loss(
             centres, qb = _pool(xy, q, cell_size, valid)
             recon_xy = _unpool_blocks(centres, qb, blocks, (height, width))
         else:
-            feats = target.to(dtype)
+            # zeroed where not counted: an inf or NaN there must reach neither the loss nor its gradient (a 0
+            # weight after the distance would not stop it: inf * 0 = NaN, and the norm's backward multiplies
+            # by the difference)
+            feats = torch.where(valid.unsqueeze(1), target.to(dtype), 0)
             channels = feats.shape[1]
             centres, qb = _pool(torch.cat([feats, xy], dim=1), q, cell_size, valid)
             recon = _unpool_blocks(centres, qb, blocks, (height, width))

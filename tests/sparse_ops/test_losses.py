@@ -149,6 +149,27 @@ def test_ignored_pixels_do_not_matter():
     torch.testing.assert_close(spixel_loss(assoc, t3, 4, mask=mask).total, base.total)
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_feature_at_a_masked_pixel_reaches_neither_loss_nor_gradient(bad: float) -> None:
+    g = torch.Generator().manual_seed(5)
+    assoc = torch.softmax(torch.randn(2, 9, 6, 8, dtype=torch.float64, generator=g), 1)
+    target = torch.rand(2, 3, 6, 8, dtype=torch.float64, generator=g)
+    mask = torch.rand(2, 6, 8, generator=g) > 0.3
+    mask[0, 0, 0] = False
+    results = []
+    for value in (0.0, bad):
+        t = target.clone()
+        t[0, :, 0, 0] = value
+        a = assoc.clone().requires_grad_()
+        out = spixel_loss(a, t, 3, mask=mask)
+        out.total.backward()
+        results.append((out.total.detach(), a.grad))
+    (clean, clean_grad), (got, got_grad) = results
+    assert torch.isfinite(clean_grad).all()
+    torch.testing.assert_close(got, clean, rtol=0, atol=0)
+    torch.testing.assert_close(got_grad, clean_grad, rtol=0, atol=0)
+
+
 def test_all_ignored_gives_zero():
     assoc = torch.softmax(torch.randn(1, 9, 4, 4), 1).requires_grad_()
     out = spixel_loss(assoc, torch.full((1, 4, 4), 255), 2, num_classes=21)
