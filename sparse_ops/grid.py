@@ -107,7 +107,7 @@ def grid_cell_ids(
     rows, cols = _pixel_cells(height, width, cell_size, device)
     ids = rows[:, None] * n_w + cols[None, :]
     if batch_size is not None:
-        batch_size = check_int(batch_size, "batch_size", 1)
+        batch_size = check_int(batch_size, "batch_size", 0)
         ids = ids.expand(batch_size, height, width).contiguous()
     return ids
 
@@ -197,7 +197,11 @@ def pixel_xy(
         device: device of the result.
 
     Returns:
-        Tensor[B, 2, H, W]: ``out[b, 0, y, x] = x`` and ``out[b, 1, y, x] = y``.
+        Tensor[B, 2, H, W]: ``out[b, 0, y, x] = x`` and ``out[b, 1, y, x] = y``, exactly.
+
+    Raises:
+        ValueError: if ``dtype`` cannot hold every coordinate exactly (``float16`` holds integers up to
+            2048, ``bfloat16`` up to 256).
 
     Example:
         >>> pixel_xy(2, 3)[0]
@@ -209,9 +213,15 @@ def pixel_xy(
     """
     height = check_int(height, "height", 1)
     width = check_int(width, "width", 1)
-    batch_size = check_int(batch_size, "batch_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 0)
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    exact_up_to = int(2 / torch.finfo(dtype).eps)  # every integer up to 2 ** (mantissa bits + 1) is exact
+    if max(height, width) - 1 > exact_up_to:
+        raise ValueError(
+            f"{dtype} holds integers exactly only up to {exact_up_to}, but the coordinates of a {height} x "
+            f"{width} image reach {max(height, width) - 1}: use float32 (or wider)"
+        )
     ys = torch.arange(height, dtype=dtype, device=device)
     xs = torch.arange(width, dtype=dtype, device=device)
     xy = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)])

@@ -10,6 +10,7 @@ A subclass describes one op; the base runs the same checks on every op:
 * ``test_autocast``: under ``torch.autocast`` the op computes what it computes outside (no silent downcast);
 * ``test_half_precision``: float16/bfloat16 inputs give the float32 result rounded once;
 * ``test_compile``: ``torch.compile(fullgraph=True)`` gives the eager values and gradients (where supported);
+* ``test_empty_batch``: a batch of 0 images gives empty results and gradients;
 * ``test_device``: every device (``cuda`` skipped cleanly without one) gives the CPU result;
 * ``test_errors``: every bad input raises the documented error naming the argument.
 
@@ -278,6 +279,31 @@ class OpTester:
         for g, e in zip(got, all_outputs(self.call(case)), strict=True):
             assert g.device.type == device.type
             torch.testing.assert_close(g.cpu(), e, rtol=1e-5, atol=1e-5)
+
+    def test_empty_batch(self) -> None:
+        """A batch of 0 images gives empty results (a loss: 0) and empty gradients, like any other batch."""
+        case = self.small_case(torch.float32)
+        batch = case.args[0].shape[0]
+        assert batch > 0
+
+        def no_images(t: Any) -> Any:
+            return t[:0] if isinstance(t, Tensor) and t.dim() and t.shape[0] == batch else t
+
+        empty = replace(case.map(no_images), kwargs={k: no_images(v) for k, v in case.kwargs.items()})
+        full = all_outputs(self.call(case))
+        if self.differentiable:
+            got, grads = self._backward(empty)
+            leaves = [empty.args[i] for i in empty.data if empty.args[i].is_floating_point()]
+            for g, leaf in zip(grads, leaves, strict=True):
+                assert g is None or g.shape == leaf.shape
+        else:
+            got = all_outputs(self.call(empty))
+        assert len(got) == len(full) > 0
+        for g, f in zip(got, full, strict=True):
+            assert g.shape == ((0, *f.shape[1:]) if f.dim() else ())
+            assert g.dtype == f.dtype
+            if not g.dim():
+                assert g.item() == 0
 
     def test_errors(self, error_case: tuple[dict[Any, Any], type[Exception], str] | None) -> None:
         if error_case is None:

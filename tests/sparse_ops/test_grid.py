@@ -96,7 +96,24 @@ def test_grid_errors(args, exc, msg):
 def test_pixel_xy_errors():
     with pytest.raises(TypeError, match="floating dtype"):
         pixel_xy(2, 2, dtype=torch.long)
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        pixel_xy(2, 2, batch_size=0)
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        grid_cell_ids(2, 2, 1, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be >= 0"):
+        pixel_xy(2, 2, batch_size=-1)
+    with pytest.raises(ValueError, match=r"bfloat16 holds integers exactly only up to 256, .* reach 257"):
+        pixel_xy(2, 258, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"float16 holds integers exactly only up to 2048, .* reach 2049"):
+        pixel_xy(2050, 2, dtype=torch.float16)
+
+
+@pytest.mark.parametrize(("dtype", "side"), [(torch.bfloat16, 257), (torch.float16, 2049)])
+def test_pixel_xy_is_exact_up_to_the_dtype_limit(dtype: torch.dtype, side: int) -> None:
+    xy = pixel_xy(side, side, dtype=dtype)
+    expected = torch.arange(side, dtype=torch.float64)
+    assert torch.equal(xy[0, 0, 0].double(), expected)
+    assert torch.equal(xy[0, 1, :, 0].double(), expected)
+
+
+def test_batch_of_zero_gives_empty_maps() -> None:
+    assert pixel_xy(3, 4, batch_size=0).shape == (0, 2, 3, 4)
+    assert grid_cell_ids(3, 4, 2, batch_size=0).shape == (0, 3, 4)
+    with pytest.raises(ValueError, match="batch_size must be >= 0"):
+        grid_cell_ids(2, 2, 1, batch_size=-1)
