@@ -139,6 +139,17 @@ class SuperpixelAssignment:
         self._build(superpixels, num_superpixels, mask, backend, False, compact=True)
         return self
 
+    @classmethod
+    def _decoder(cls, superpixels: Tensor, width: int) -> SuperpixelAssignment:
+        """An unvalidated assignment of ``width`` slots for decoding a tensor that already is that wide.
+
+        The slot limit guards against an allocation sized by an id value; the decoder's input
+        ``[B, width, C]`` exists already, and its backward allocates no more than that.
+        """
+        self = cls.__new__(cls)
+        self._build(superpixels, width, None, "auto", False, compact=False, limit_slots=False)
+        return self
+
     def _build(
         self,
         superpixels: Tensor,
@@ -148,6 +159,7 @@ class SuperpixelAssignment:
         validate: bool,
         *,
         compact: bool,
+        limit_slots: bool = True,
     ) -> None:
         labels = _checks.drop_channel_dim(superpixels)
         b, h, w = labels.shape
@@ -163,7 +175,7 @@ class SuperpixelAssignment:
         else:
             num_ids = int(num_superpixels)
             inferred = False
-        if not compact:  # compact slots index the distinct ids of each image: at most one per pixel
+        if limit_slots and not compact:  # compact slots: distinct ids of each image, at most one per pixel
             _checks.check_slot_count(num_ids, n, inferred)
         layout, num_space = build_layout(index, num_ids, compact=compact)
         masked = (

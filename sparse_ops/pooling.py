@@ -163,7 +163,7 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
         index = labels.reshape(b, 1, h * w).long()
         z = pooled.transpose(1, 2)
         return read(z, index, h * w).view(b, z.shape[1], h, w)
-    return SuperpixelAssignment(labels, pooled.shape[1], validate=False).decode(pooled)
+    return SuperpixelAssignment._decoder(labels, pooled.shape[1]).decode(pooled)
 
 
 class SuperpixelPool(nn.Module):

@@ -172,3 +172,17 @@ def test_batch_zero() -> None:
     sp = torch.zeros(0, 4, 4, dtype=torch.long)
     assert superpixel_pool(torch.randn(0, 3, 4, 4), sp, 5).shape == (0, 5, 3)
     assert superpixel_unpool(torch.zeros(0, 5, 3), sp).shape == (0, 3, 4, 4)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_unpool_of_a_wide_pooled_tensor_does_not_depend_on_requires_grad(requires_grad: bool) -> None:
+    """The slot limit guards allocations sized by an id; ``pooled`` is that wide already (limit: 2**16)."""
+    sp = torch.tensor([[[0, 1], [2**16, 2**16 + 3]]])
+    pooled = torch.randn(1, 2**16 + 4, 2, requires_grad=requires_grad)
+    out = superpixel_unpool(pooled, sp)
+    expected = pooled.detach()[0, sp[0]].permute(2, 0, 1)[None]
+    assert torch.equal(out.detach(), expected)
+    if requires_grad:
+        out.sum().backward()
+        counts = torch.zeros(2**16 + 4).index_add_(0, sp.flatten(), torch.ones(4))
+        assert torch.equal(pooled.grad[0], counts[:, None].expand(-1, 2))
