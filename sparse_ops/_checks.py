@@ -246,6 +246,10 @@ def check_slot_count(
         )
 
 
+#: unsigned integer dtypes wider than uint8 (PyTorch has few kernels for them; ids are compared as int64)
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
 def check_id_range(index: Tensor, num_superpixels: int | None, per_image: Tensor | None, name: str) -> None:
     """Require every id of ``index[B, N]`` in ``[0, num_superpixels)`` (per image with ``per_image``).
 
@@ -253,6 +257,13 @@ def check_id_range(index: Tensor, num_superpixels: int | None, per_image: Tensor
     """
     if index.numel() == 0:
         return
+    if index.dtype in _WIDE_UNSIGNED:  # no min / max kernels for these: compare as int64
+        if index.dtype == torch.uint64 and bool((index.view(torch.int64) < 0).any()):
+            raise ValueError(
+                f"{name} holds uint64 ids above 2**63 - 1, which do not fit int64; relabel them to 0..K-1 "
+                f"with relabel_contiguous({name}) first"
+            )
+        index = index.long()
     low = int(index.min())
     if low < 0:
         raise ValueError(

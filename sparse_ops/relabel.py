@@ -17,8 +17,8 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
 
     Useful for label maps from other tools: skimage's ``slic`` starts at 1 (``start_label=1``), some methods
     leave gaps, negative ids or huge ids. Relabelling removes empty superpixels, so ``N_s = K.max()`` slots
-    suffice. Exact for every int64 value, negative ones included: the ids are only sorted and compared, never
-    shifted.
+    suffice. Exact for every int64 value, negative ones included, and every uint64 value: the ids are only
+    sorted and compared, never shifted.
 
     Args:
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): ids, any integer dtype (negative allowed).
@@ -44,5 +44,10 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
     """
     labels = _checks.check_label_map(superpixels) if validate else _checks.drop_channel_dim(superpixels)
     b, h, w = labels.shape
-    ids, counts = compact_ids(labels.reshape(b, h * w).to(torch.long))
+    flat = labels.reshape(b, h * w)
+    if flat.dtype == torch.uint64:  # the int64 keys of the same order: flip the sign bit
+        keys = flat.view(torch.int64) ^ torch.iinfo(torch.int64).min
+    else:
+        keys = flat.to(torch.long)
+    ids, counts = compact_ids(keys)
     return ids.view(b, h, w), counts

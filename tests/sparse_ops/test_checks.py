@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_ops import _checks
+from sparse_ops import _checks, superpixel_pool, superpixel_unpool, uniformize
 
 
 @pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), np.uint8(3), torch.tensor(3)])
@@ -50,3 +50,23 @@ def test_slot_limit_names_the_largest_id_and_the_fix() -> None:
         ValueError, match=r"the largest id of labels is 65536, .*relabel_contiguous\(labels\)"
     ):
         _checks.check_slot_count(2**16 + 1, 16, inferred=True, name="labels")
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.uint32, torch.uint64])
+def test_unsigned_label_maps_give_the_int64_results(dtype: torch.dtype) -> None:
+    x = torch.randn(2, 3, 4, 5)
+    sp = torch.randint(0, 6, (2, 4, 5))
+    unsigned = sp.to(dtype)
+    assert torch.equal(uniformize(x, unsigned), uniformize(x, sp))
+    assert torch.equal(superpixel_pool(x, unsigned), superpixel_pool(x, sp))
+    pooled = torch.randn(2, 6, 3, requires_grad=True)
+    assert torch.equal(superpixel_unpool(pooled, unsigned), superpixel_unpool(pooled, sp))
+    with pytest.raises(ValueError, match="ids must be < num_superpixels = 5, got the id 5"):
+        uniformize(x, torch.full_like(unsigned, 5), 5)
+
+
+def test_uint64_ids_beyond_int64_are_refused_with_the_fix() -> None:
+    sp = torch.zeros(1, 2, 2, dtype=torch.long).view(torch.uint64)
+    sp[0, 0, 0] = 2**63
+    with pytest.raises(ValueError, match=r"uint64 ids above 2\*\*63 - 1.*relabel_contiguous\(superpixels\)"):
+        uniformize(torch.randn(1, 1, 2, 2), sp)

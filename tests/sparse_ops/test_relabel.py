@@ -77,3 +77,18 @@ def test_batch_zero_and_empty_images() -> None:
     assert ids.shape == (2, 0, 3) and k.tolist() == [0, 0]
     with pytest.raises(TypeError, match=r"superpixels must be an integer torch\.Tensor"):
         relabel_contiguous([[1]])  # type: ignore[arg-type]  # the error under test
+
+
+@settings(max_examples=budget(30))
+@given(
+    values=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=5),
+    seed=st.integers(0, 10_000),
+)
+def test_uint64_ids_keep_their_order_over_the_whole_range(values: list[int], seed: int) -> None:
+    pool = np.array(values, dtype=np.uint64)
+    labels = pool[np.random.default_rng(seed).integers(0, len(pool), size=(2, 3, 4))]
+    ids, k = relabel_contiguous(torch.from_numpy(labels.astype(np.int64, copy=True)).view(torch.uint64))
+    for b in range(2):
+        distinct, expected = np.unique(labels[b], return_inverse=True)  # np.unique sorts uint64 as unsigned
+        assert ids[b].flatten().tolist() == expected.ravel().tolist()
+        assert int(k[b]) == len(distinct)
