@@ -197,6 +197,7 @@ def check_realized(
     stored: Tensor,
     dtype: torch.dtype,
     name: str,
+    weight_divisor: float = 1.0,
 ) -> None:
     """Refuse a last layer that, once rounded to ``dtype``, no longer realizes the target map.
 
@@ -213,6 +214,8 @@ def check_realized(
         stored (Tensor[h + 1, out]): the same after the round trip through ``dtype``.
         dtype: the storage dtype of the last layer.
         name: how the message names the layer.
+        weight_divisor: the layer stores its weight rows of ``exact`` divided by this (the gain ``1 + slope``
+            of a LeakyReLU before it; the bias row as is): the message reports the magnitudes as stored.
 
     Raises:
         ValueError: if the stored stack misses the target by more than the bound allows.
@@ -230,7 +233,9 @@ def check_realized(
     rel = float(err[row, col] / scale[row, col]) if float(scale[row, col]) > 0 else math.inf
     column = exact[:, col].abs()
     lost = (stored[:, col] - exact[:, col]).abs() > u * column  # entries rounded outside the normal range
-    big = float(column[lost].max() if bool(lost.any()) else column.max())
+    held = column.clone()
+    held[:-1] /= weight_divisor  # the magnitudes as stored
+    big = float(held[lost].max() if bool(lost.any()) else held.max())
     raise ValueError(
         f"{name} cannot realize the target map in {dtype}: after rounding to {dtype} the stack misses output "
         f"{col} by {float(err[row, col]):.3g} (relative {rel:.2g}), more than rounding allows "
@@ -310,6 +315,7 @@ def transparent_parameters(
         torch.cat([w_s.double().T * gain, c_s.double()[None]]),
         dtypes[-1],
         names[-1],
+        weight_divisor=gain,
     )
     if activations[-1] is not None:
         w_s = torch.cat([w_s, -w_s], dim=1)

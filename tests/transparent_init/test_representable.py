@@ -61,6 +61,17 @@ def test_one_underflowing_output_raises() -> None:
     TransparentLinear(2, [3], dtype=torch.float32, target_weight=t_w, generator=0)  # representable there
 
 
+def test_underflow_message_reports_the_stored_magnitudes() -> None:
+    """Behind a LeakyReLU the last layer stores its solution divided by ``1 + slope``: the message says so
+    (it reported entries of about 0.5 that "fall below" 6.1e-5)."""
+    with pytest.raises(ValueError, match=UNDERFLOW.format(dtype=torch.float16)) as e:
+        TransparentLinear(
+            8, [16, 16], activation="leaky_relu", negative_slope=1e6, dtype=torch.float16, generator=0
+        )
+    reported = float(str(e.value).split("(up to ")[1].split(" in magnitude")[0])
+    assert 0 < reported < torch.finfo(torch.float16).tiny
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_inplace_is_atomic_on_error(dtype: torch.dtype) -> None:
     seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)).to(dtype)
