@@ -2,8 +2,7 @@
 
 Each check raises :class:`TypeError` (wrong kind of object or dtype) or :class:`ValueError` (wrong shape,
 range, device or value) naming the argument and showing the expected and the actual value. Checks that read
-tensor
-*values* (id ranges, finiteness) synchronise with the device; every public op runs them only with
+tensor *values* (id ranges, finiteness) synchronise with the device; every public op runs them only with
 ``validate=True`` and runs each check once per call. Integers are accepted wherever :func:`operator.index`
 accepts them (Python and numpy integers, 0-dim integer tensors), never ``bool``.
 """
@@ -28,6 +27,7 @@ __all__ = [
     "check_int",
     "check_label_map",
     "check_mask",
+    "check_not_vmapped",
     "check_num_superpixels",
     "check_number",
     "check_option",
@@ -132,6 +132,29 @@ def check_label_map(labels: object, name: str = "superpixels") -> Tensor:
     if labels.dim() not in (3, 4) or (labels.dim() == 4 and labels.shape[1] != 1):
         raise ValueError(f"{name} must have shape [B, H, W] or [B, 1, H, W], got shape {tuple(labels.shape)}")
     return drop_channel_dim(labels)
+
+
+#: Why a label map or a mask cannot be mapped over by ``torch.func.vmap``.
+VMAP_FEATURES_ONLY = "sparse_ops supports torch.func.vmap over the features only"
+
+
+def check_not_vmapped(t: Tensor | None, name: str) -> None:
+    """Refuse a label map or mask that ``torch.func.vmap`` maps over (raises :class:`NotImplementedError`).
+
+    The accumulator layout is built from concrete ids; without this check such a call fails inside PyTorch
+    (``.item()`` or ``scatter_add_`` under vmap). Not a value check: no synchronisation, and skipped while
+    ``torch.compile`` traces (it never traces a vmapped label map into a layout either).
+    """
+    if t is None or torch.compiler.is_compiling():
+        return
+    is_batched = getattr(
+        getattr(torch._C, "_functorch", None), "is_batchedtensor", None
+    )  # private: read defensively
+    if is_batched is not None and is_batched(t):
+        raise NotImplementedError(
+            f"{VMAP_FEATURES_ONLY}, not over {name}: loop over the label maps, or map over features "
+            f"that share one {name}"
+        )
 
 
 def check_same_device(reference: Tensor, ref_name: str, other: Tensor, name: str) -> None:

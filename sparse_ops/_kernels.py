@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sparse_ops._checks import VMAP_FEATURES_ONLY
+
 __all__ = ["apply_average", "apply_decode", "apply_pool", "read", "sums"]
 
 
@@ -115,8 +117,8 @@ def _fold(in_dims: tuple[int | None, ...], x: Tensor) -> tuple[Tensor, int]:
     """vmap over ``x`` only: move the mapped dim into the channels, ``[V, B, C, N] -> [B, V*C, N]``."""
     if any(d is not None for d in in_dims[1:]):
         raise NotImplementedError(
-            "sparse_ops supports torch.func.vmap over the features only; build one op per label map"
-        )
+            VMAP_FEATURES_ONLY
+        )  # the ops refuse mapped label maps and masks before this
     assert in_dims[0] is not None  # vmap calls the rule only when an input is mapped
     x = x.movedim(in_dims[0], 0)
     v, b, c, n = x.shape

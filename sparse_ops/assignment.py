@@ -34,6 +34,8 @@ def validate_labels(
     Only types and shapes: the id range (a host-device synchronisation) is :func:`validate_ids`.
     """
     labels = _checks.check_label_map(superpixels)
+    _checks.check_not_vmapped(labels, "superpixels")
+    _checks.check_not_vmapped(mask if isinstance(mask, Tensor) else None, "mask")
     num = _checks.check_num_superpixels(num_superpixels, labels.shape[0])
     if mask is not None:
         mask = _checks.check_mask(mask, labels)
@@ -161,6 +163,10 @@ class SuperpixelAssignment:
         compact: bool,
         limit_slots: bool = True,
     ) -> None:
+        _checks.check_not_vmapped(
+            superpixels, "superpixels"
+        )  # also unvalidated: a clear error, not PyTorch's
+        _checks.check_not_vmapped(mask, "mask")
         labels = _checks.drop_channel_dim(superpixels)
         b, h, w = labels.shape
         n = h * w

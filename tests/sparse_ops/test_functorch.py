@@ -64,3 +64,25 @@ def test_grad_equals_autograd(op) -> None:  # type: ignore[no-untyped-def]
     torch.testing.assert_close(tf.grad(loss)(x), expected)
     per_sample = tf.vmap(tf.grad(loss))(torch.stack([x, -x]))
     torch.testing.assert_close(per_sample, torch.stack([expected, -expected]))
+
+
+POOLED_GRAD = POOLED.clone().requires_grad_()
+MAPPED_LABEL_OPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "uniformize": lambda s: uniformize(X, s, 6),
+    "uniformize_unvalidated": lambda s: uniformize(X, s, 6, validate=False),
+    "pool": lambda s: superpixel_pool(X, s, 6),
+    "pool_max_sparse": lambda s: superpixel_pool(X, s, 6, reduce="max", backend="sparse"),
+    "unpool_with_grad": lambda s: superpixel_unpool(POOLED_GRAD, s),
+}
+
+
+@pytest.mark.parametrize("name", list(MAPPED_LABEL_OPS))
+def test_vmap_over_the_label_map_is_refused_clearly(name: str) -> None:
+    with pytest.raises(NotImplementedError, match="over the features only, not over superpixels: loop over"):
+        tf.vmap(MAPPED_LABEL_OPS[name])(torch.stack([SP, SP]))
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_vmap_over_the_mask_is_refused_clearly(validate: bool) -> None:
+    with pytest.raises(NotImplementedError, match="over the features only, not over mask"):
+        tf.vmap(lambda m: uniformize(X, SP, 6, mask=m, validate=validate))(torch.stack([MASK, ~MASK]))
