@@ -147,9 +147,8 @@ def check_not_vmapped(t: Tensor | None, name: str) -> None:
     """
     if t is None or torch.compiler.is_compiling():
         return
-    is_batched = getattr(
-        getattr(torch._C, "_functorch", None), "is_batchedtensor", None
-    )  # private: read defensively
+    functorch = getattr(torch._C, "_functorch", None)  # a private API: read defensively
+    is_batched = getattr(functorch, "is_batchedtensor", None)
     if is_batched is not None and is_batched(t):
         raise NotImplementedError(
             f"{VMAP_FEATURES_ONLY}, not over {name}: loop over the label maps, or map over features "

@@ -213,7 +213,8 @@ def enforce_connectivity(
     """Split superpixels into 4-connected pieces, merge small pieces, relabel contiguously.
 
     Args:
-        labels (LongTensor[B, H, W] | LongTensor[H, W]): superpixel ids (any integer values).
+        labels (LongTensor[B, H, W] | LongTensor[B, 1, H, W] | LongTensor[H, W]): superpixel ids (any integer
+            values).
         min_size (int): pieces with fewer pixels are merged into the neighbouring piece sharing the longest
             border (``1`` only splits).
         validate (bool): check the inputs.
@@ -242,9 +243,14 @@ def enforce_connectivity(
             raise TypeError(f"labels must be a Tensor, got {type(labels).__name__}")
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-        if labels.dim() not in (2, 3):
-            raise ValueError(f"labels must have shape [B, H, W] or [H, W], got shape {tuple(labels.shape)}")
+        if labels.dim() not in (2, 3) and not (labels.dim() == 4 and labels.shape[1] == 1):
+            raise ValueError(
+                f"labels must have shape [B, H, W], [B, 1, H, W] or [H, W], got shape {tuple(labels.shape)}"
+            )
         min_size = _checks.check_int(min_size, "min_size", 1)
+    if labels.dim() == 4:  # [B, 1, H, W]: the same, with the channel dim kept in the result
+        result4, k4 = enforce_connectivity(labels[:, 0], min_size=min_size, validate=False)
+        return result4[:, None], k4
     unbatched = labels.dim() == 2
     arr = labels.detach().cpu().numpy()
     if unbatched:

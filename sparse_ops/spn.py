@@ -172,6 +172,13 @@ def superpixel_cam(
             raise ValueError(
                 f"bias must be a Tensor of shape [{weight.shape[0]}], got {getattr(bias, 'shape', bias)!r}"
             )
+        if isinstance(features, Tensor) and not torch.is_autocast_enabled(features.device.type):
+            for name, param in (("weight", weight), ("bias", bias)):  # autocast casts them itself
+                if param is not None and param.dtype != features.dtype:
+                    raise TypeError(
+                        f"{name} must have the dtype of features ({features.dtype}), got {param.dtype}; cast "
+                        f"it with {name}.to(features.dtype) or run under torch.autocast"
+                    )
     pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
     scores = F.linear(
         pooled.to(features.dtype), weight, bias

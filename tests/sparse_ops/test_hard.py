@@ -150,12 +150,23 @@ def test_hard_superpixels_with_connectivity():
     assert torch.equal(out, expected)
 
 
+def test_enforce_connectivity_keeps_a_channel_dim() -> None:
+    lab = torch.tensor([[[0, 1, 0], [0, 1, 0], [2, 2, 2]]])
+    out, k = enforce_connectivity(lab[:, None], min_size=2)
+    expected, expected_k = enforce_connectivity(lab, min_size=2)
+    assert torch.equal(out, expected[:, None]) and torch.equal(k, expected_k)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        enforce_connectivity(torch.zeros(1, 2, 3, 3, dtype=torch.long))
+
+
 def test_enforce_connectivity_errors() -> None:
     with pytest.raises(TypeError, match=r"labels must be an integer tensor, got dtype torch\.float32"):
         enforce_connectivity(torch.zeros(3, 3))
     with pytest.raises(TypeError, match="labels must be a Tensor"):
         enforce_connectivity(np.zeros((3, 3), dtype=int))  # type: ignore[arg-type]  # the error under test
-    with pytest.raises(ValueError, match=r"labels must have shape \[B, H, W\] or \[H, W\], got shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"labels must have shape \[B, H, W\], \[B, 1, H, W\] or \[H, W\], got"
+    ):
         enforce_connectivity(torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="min_size must be >= 1, got 0"):
         enforce_connectivity(torch.zeros(3, 3, dtype=torch.long), min_size=0)

@@ -62,6 +62,12 @@ class TestCam(OpTester):
         ({"weight": torch.ones(2)}, ValueError, r"weight must be a Tensor of shape \[K, C\]"),
         ({"weight": torch.ones(1, 4)}, ValueError, "weight must have C=3 columns"),
         ({"bias": torch.ones(2)}, ValueError, r"bias must be a Tensor of shape \[4\]"),
+        (
+            {"weight": torch.ones(4, 3, dtype=torch.float64)},
+            TypeError,
+            r"weight must have the dtype of features \(torch.float32\), got torch.float64; cast",
+        ),
+        ({"bias": torch.ones(4, dtype=torch.float16)}, TypeError, "bias must have the dtype of features"),
         ({1: [0]}, TypeError, "superpixels must be an integer torch.Tensor"),
         ({1: lambda s: s[0]}, ValueError, "superpixels must have shape"),
         ({"upsample": "cubic"}, ValueError, "upsample must be one of"),
@@ -158,3 +164,12 @@ def test_classifier_head(device: torch.device) -> None:
     torch.testing.assert_close(logits, (scores * present[..., None]).sum(1) / present.sum(1, keepdim=True))
     assert head.cam(f, sp, 5, mask=mask).shape == (2, 3, 6, 6)
     assert repr(head).startswith("SuperpixelClassifier(\n  upsample='bilinear'")
+
+
+def test_cam_under_autocast_takes_float32_parameters_with_low_precision_features() -> None:
+    features = torch.randn(2, 3, 4, 4).to(torch.bfloat16)
+    sp = torch.randint(0, 5, (2, 4, 4))
+    linear = torch.nn.Linear(3, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cam = superpixel_cam(features, sp, 5, weight=linear.weight, bias=linear.bias)
+    assert cam.dtype == torch.bfloat16 and cam.shape == (2, 4, 4, 4)
