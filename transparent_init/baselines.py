@@ -87,7 +87,12 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
     """(Rectangular) identity weights and zero biases, as Net2Net's identity layers ("Net2Net").
 
     A stack of such layers is the identity when every width is ``>= in`` and there is no activation; with ReLU
-    it computes ``relu(x)`` and drops negative inputs; most weights are exactly zero.
+    it computes ``relu(x)`` and drops negative inputs; most weights are exactly zero. A ``Conv2d`` gets a 1 at
+    the centre tap of its kernel (odd sizes, ``groups=1``; with ``padding="same"`` it passes its input on).
+
+    Raises:
+        ValueError: for a grouped ``Conv2d`` or one with an even kernel size (no centre tap); nothing is
+            written then.
 
     Example:
         >>> from torch import nn
@@ -96,7 +101,14 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
         >>> bool(torch.equal(net(x), x))
         True
     """
-    for _, m in _affine_layers(module):
+    layers = _affine_layers(module)
+    for name, m in layers:  # check all before writing: nothing changes on an error
+        if isinstance(m, nn.Conv2d) and (m.groups != 1 or any(k % 2 == 0 for k in m.kernel_size)):
+            raise ValueError(
+                f"{name} (Conv2d) needs groups=1 and odd kernel sizes for an identity (one centre tap per "
+                f"channel), got groups={m.groups}, kernel_size={tuple(m.kernel_size)}"
+            )
+    for _, m in layers:
         w = m.weight.view(m.weight.shape[0], m.weight.shape[1], -1)
         w.zero_()
         centre = w.shape[2] // 2

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from ._affine import transparent_parameters
 from ._checks import as_generator, resolve_target
@@ -76,16 +77,23 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
     pending: tuple[str, float, int] | None = None
     kind: type | None = None
     for i, m in enumerate(mods):
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
+        if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
+            raise ValueError(
+                f"layer {i} ({type(m).__name__}) has no weights yet: run one forward pass through the stack "
+                "(or give the layer its in_features) before initializing it"
+            )
+        if isinstance(m, (nn.Linear, nn.Conv2d)):  # subclasses included: only the base kind matters
             if isinstance(m, nn.Conv2d):
                 problem = _conv_problem(m)
                 if problem is not None:
                     raise ValueError(f"layer {i} (Conv2d) is not supported: {problem}")
-            if kind is not None and type(m) is not kind:
+            base = nn.Conv2d if isinstance(m, nn.Conv2d) else nn.Linear
+            if kind is not None and base is not kind:
                 raise ValueError(
-                    f"layer {i} is {type(m).__name__} but earlier layers are {kind.__name__}: do not mix"
+                    f"layer {i} is {type(m).__name__} (an nn.{base.__name__}) but earlier layers are "
+                    f"nn.{kind.__name__}: do not mix"
                 )
-            kind = type(m)
+            kind = base
             if lin_idx:
                 acts.append(pending[0] if pending else None)
                 slopes.append(pending[1] if pending else 0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,6 +22,10 @@ __all__ = ["selection_weight"]
 def _resolve_indices(in_features: int, indices: object) -> list[int]:
     if isinstance(indices, slice):
         return list(range(*indices.indices(in_features)))
+    if isinstance(indices, np.ndarray):  # a numpy index array: the same rules as a tensor
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"indices must be a 1-D integer array, got dtype {indices.dtype}")
+        indices = torch.from_numpy(indices.astype(np.int64))
     if isinstance(indices, Tensor):
         if (
             indices.dim() != 1
@@ -35,7 +40,7 @@ def _resolve_indices(in_features: int, indices: object) -> list[int]:
         return [int(i) for i in indices.tolist()]
     if isinstance(indices, (str, bytes)) or not isinstance(indices, (Sequence, range)):
         raise TypeError(
-            f"indices must be a sequence of ints, a range, a slice or a 1-D integer tensor, "
+            f"indices must be a sequence of ints, a range, a slice or a 1-D integer tensor or array, "
             f"got {type(indices).__name__} ({indices!r})"
         )
     out = []
@@ -69,9 +74,10 @@ def selection_weight(
 
     Args:
         in_features (int): input width (channels).
-        indices (Sequence[int] | range | slice | LongTensor[out]): the input channel that each output channel
-            copies, in output order, each in ``[0, in_features)`` (repeats allowed); a ``slice`` is resolved
-            against ``in_features`` (``slice(C, None)`` is the second half of ``2C`` channels).
+        indices (Sequence[int] | range | slice | LongTensor[out] | ndarray[out]): the input channel that each
+            output channel copies, in output order, each in ``[0, in_features)`` (repeats allowed); a
+            ``slice`` is resolved against ``in_features`` (``slice(C, None)`` is the second half of ``2C``
+            channels).
         dtype (torch.dtype | None): floating dtype of the result (default: ``torch.get_default_dtype()``).
         device (torch.device | str | None): device of the result (default: CPU).
 

@@ -115,6 +115,17 @@ def test_net2net_identity_fails_through_relu() -> None:
     assert 0.4 < recovery_rate(net, x) < 0.6
 
 
+def test_net2net_identity_of_a_3x3_same_conv_and_refusals() -> None:
+    net = net2net_identity_init_(nn.Sequential(nn.Conv2d(3, 3, 3, padding="same")))
+    x = torch.randn(2, 3, 5, 4)
+    assert torch.equal(net(x), x)
+    for bad in (nn.Conv2d(4, 4, 1, groups=2), nn.Conv2d(2, 2, 2, padding="same")):
+        before = bad.weight.detach().clone()
+        with pytest.raises(ValueError, match="needs groups=1 and odd kernel sizes"):
+            net2net_identity_init_(nn.Sequential(nn.Linear(2, 2), bad))
+        assert torch.equal(bad.weight, before)
+
+
 def test_net2net_conv_identity() -> None:
     net = net2net_identity_init_(nn.Sequential(nn.Conv2d(3, 5, 1), nn.Conv2d(5, 3, 1)))
     x = torch.randn(2, 3, 4, 4)

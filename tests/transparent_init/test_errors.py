@@ -282,6 +282,11 @@ def test_zero_target_bias_without_bias_is_fine() -> None:
         ),
         (nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Conv2d(8, 3, 1)), ValueError, "do not mix"),
         (
+            nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 3)),
+            ValueError,
+            r"layer 0 \(LazyLinear\) has no weights yet: run one forward pass",
+        ),
+        (
             nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)),
             ValueError,
             "out_features = 2 != in_features = 3",
@@ -291,6 +296,19 @@ def test_zero_target_bias_without_bias_is_fine() -> None:
 def test_inplace_errors(seq: object, exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
         transparent_init_(seq)
+
+
+def test_inplace_takes_subclasses_and_materialized_lazy_layers() -> None:
+    class MyLinear(nn.Linear):
+        pass
+
+    lazy = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 3))
+    lazy(torch.zeros(1, 3))  # materializes: the first layer becomes an nn.Linear(3, 8)
+    for seq in (nn.Sequential(MyLinear(3, 8), nn.ReLU(), nn.Linear(8, 3)), lazy):
+        transparent_init_(seq, generator=0)
+        x = torch.randn(5, 3)
+        with torch.no_grad():
+            torch.testing.assert_close(seq(x), x, rtol=0, atol=1e-5)
 
 
 def test_inplace_target_errors() -> None:

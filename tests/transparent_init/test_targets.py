@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -23,7 +24,8 @@ def test_selects_the_given_channels(case: tuple[int, list[int]]) -> None:
 
 def test_forms_of_indices_agree() -> None:
     ref = selection_weight(6, [3, 4, 5])
-    for form in (range(3, 6), slice(3, None), torch.tensor([3, 4, 5]), (3, 4, 5)):
+    forms = (range(3, 6), slice(3, None), torch.tensor([3, 4, 5]), (3, 4, 5), np.array([3, 4, 5], np.uint8))
+    for form in forms:
         assert torch.equal(selection_weight(6, form), ref)
     assert torch.equal(selection_weight(4, slice(None, None, 2)), torch.eye(4)[[0, 2]])
 
@@ -72,6 +74,10 @@ def test_errors() -> None:
         selection_weight(3, [True])
     with pytest.raises(TypeError, match="1-D integer tensor"):
         selection_weight(3, torch.tensor([0.0]))
+    with pytest.raises(TypeError, match="1-D integer array, got dtype float64"):
+        selection_weight(3, np.array([0.0]))
+    with pytest.raises(TypeError, match="1-D integer tensor"):
+        selection_weight(3, np.array([[0, 1]]))
     with pytest.raises(TypeError, match="sequence of ints"):
         selection_weight(3, "01")  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(TypeError, match="sequence of ints"):
