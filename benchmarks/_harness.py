@@ -4,8 +4,11 @@
   each run on the CPU, a pair of CUDA events around each run on CUDA (the device is idle when a run starts:
   every run ends with a synchronisation). The scripts take the median of these runs.
 * :class:`PeakMemory`: extra memory of a measured region: on CUDA ``torch.cuda.max_memory_allocated`` minus
-  the memory allocated when the region starts (peak statistics reset there); on the CPU the growth of the
-  process's peak resident set size (``ru_maxrss``), meaningful only in a fresh process (it never goes down).
+  the memory allocated when the region starts (peak statistics reset there); on Linux the peak resident set
+  size (``VmHWM``) minus the resident set size (``VmRSS``) when the region starts, with the peak reset there
+  (``/proc/self/clear_refs``), so memory freed before the region does not hide growth inside it. Elsewhere
+  (or where the reset is refused) the growth of ``ru_maxrss``, which only sees growth above the process's
+  earlier peak: :attr:`PeakMemory.method` says which.
 * :func:`environment`: torch version, device name, CPU model (:func:`cpu_model`), CPU count and the
   1-minute load average (is the machine shared right now?) for the result files.
 
@@ -45,9 +48,9 @@ def time_ms(
 ) -> list[float]:
     """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed; per-run milliseconds.
 
-    On CUDA each run is bracketed by two CUDA events recorded on the current stream, after a synchronisation
-    (so the device is idle when a run starts) and read after the end event completed. On the CPU each run is
-    bracketed by ``time.perf_counter``.
+    On CUDA each run is bracketed by two CUDA events recorded on the measured device's current stream, after a
+    synchronisation (so the device is idle when a run starts) and read after the end event completed. On the
+    CPU each run is bracketed by ``time.perf_counter``.
     """
     device = torch.device(device)
     for _ in range(warmup):
@@ -58,9 +61,10 @@ def time_ms(
             torch.cuda.synchronize(device)
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
-            start.record()
+            stream = torch.cuda.current_stream(device)  # the measured device's stream, not device 0's
+            start.record(stream)
             fn()
-            end.record()
+            end.record(stream)
             end.synchronize()
             out.append(float(start.elapsed_time(end)))
         return out
@@ -71,16 +75,45 @@ def time_ms(
     return out
 
 
+def _proc_status_kib(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (Linux), e.g. ``VmRSS`` or ``VmHWM``."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak resident set size to its current size (Linux >= 4.0); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return _proc_status_kib("VmHWM") <= _proc_status_kib("VmRSS") + 1024  # the reset took (1 MiB slack)
+    except OSError:
+        return False
+
+
 class PeakMemory:
-    """Extra peak memory from construction to :meth:`extra_mib` (CUDA: allocator; CPU: ``ru_maxrss``)."""
+    """Extra peak memory from construction to :meth:`extra_mib` (CUDA: allocator; CPU: resident set size).
+
+    Attributes:
+        method (str): how it is measured: ``"cuda_allocator"``, ``"vmhwm_reset"`` (Linux: peak reset at the
+            start) or ``"ru_maxrss"`` (growth above the process's earlier peak only: fresh processes).
+    """
 
     def __init__(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda":
             sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.method = "cuda_allocator"
             self.base = float(torch.cuda.memory_allocated(self.device))
+        elif _reset_peak_rss():
+            self.method = "vmhwm_reset"
+            self.base = float(_proc_status_kib("VmRSS"))
         else:
+            self.method = "ru_maxrss"
             self.base = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
     def extra_mib(self) -> float:
@@ -88,6 +121,8 @@ class PeakMemory:
         if self.device.type == "cuda":
             sync(self.device)
             return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        if self.method == "vmhwm_reset":
+            return (_proc_status_kib("VmHWM") - self.base) / 1024
         return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.base) / 1024
 
 

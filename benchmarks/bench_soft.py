@@ -14,8 +14,9 @@ All three use the same border convention (``renormalize=False`` in the library) 
 (float64, on the benchmark's device) before timing. SegNet: :func:`sparse_ops.max_unpool2d` vs
 ``nn.MaxUnpool2d`` (forward + backward).
 
-Every configuration runs in a fresh subprocess so that its peak resident memory (``ru_maxrss`` growth) can
-be reported (``--in-process``: all in this process, as the GPU check does; no CPU memory figure then; on
+Every configuration runs in a fresh subprocess so that its peak resident memory (the growth of the peak
+resident set size above the resident size when the measurement starts, ``benchmarks/_harness.py``) can be
+reported (``--in-process``: all in this process, as the GPU check does; no CPU memory figure then; on
 CUDA the memory figure is ``torch.cuda.max_memory_allocated`` above the inputs either way). Medians over
 repeats after one warm-up run (three on CUDA), timed with ``time.perf_counter`` on the CPU and CUDA events
 on CUDA (``benchmarks/_harness.py``); ``torch.set_num_threads(2)`` (``--threads``). The SegNet unpoolings
@@ -115,7 +116,10 @@ def _warmup(device: torch.device) -> int:
 def _memory_fields(memory: PeakMemory, fresh_process: bool) -> dict[str, float | None]:
     if memory.device.type == "cuda":
         return {"peak_cuda_extra_mib": memory.extra_mib()}
-    return {"peak_rss_growth_mib": memory.extra_mib() if fresh_process else None}
+    return {
+        "peak_rss_growth_mib": memory.extra_mib() if fresh_process else None,
+        "memory_method": memory.method,
+    }
 
 
 def worker_soft(

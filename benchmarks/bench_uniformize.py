@@ -25,18 +25,20 @@ as the GPU check does; CPU memory figures are then not reported). Times are medi
 (half as many, at least 3, for the slow sparse, paper and dense variants) after warm-up (one run on the CPU,
 three on CUDA), timed with ``time.perf_counter`` on the CPU and CUDA events on CUDA
 (``benchmarks/_harness.py``).
-Because the machine may be shared, the ``scatter`` measurement also alternates ``--repeats`` forward+backward
-runs of the floor and of the op and reports the median ratio of these paired runs ("paired x floor"), which
-is robust to load that comes and goes. Peak extra memory: on CPU the growth of ``ru_maxrss`` from right after
-the inputs (x, grad_y, labels) are allocated to the end of the timed runs (setup included); on CUDA
-``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. Compare ratios within one
-run.
+Because the machine may be shared, the ``scatter`` measurement also runs ``--repeats`` pairs of one
+forward+backward of the floor and one of the op (in alternating order) and reports the median of the
+per-pair ratios ("paired x floor", the samples under ``paired_ratios``), which is robust to load that comes
+and goes. Peak extra memory (``peak_extra_mb``, in MiB): on Linux the peak resident set size above the
+resident size right after the inputs (x, grad_y, labels) are allocated, the peak reset there, up to the end of
+the timed runs (setup included; ``memory_method`` says how it was measured, see ``benchmarks/_harness.py``);
+on CUDA ``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. Compare ratios
+within one run.
 
 Usage::
 
     python benchmarks/bench_uniformize.py            # full table, CPU, 5-10 minutes on a shared 2-core VM
     python benchmarks/bench_uniformize.py --threads 1 --variants floor,scatter   # less load-sensitive ratio
-    python benchmarks/bench_uniformize.py --quick    # small smoke configuration
+    python benchmarks/bench_uniformize.py --quick    # small smoke configuration (no JSON unless --out)
     python benchmarks/bench_uniformize.py --device cuda --in-process --batch-size 8 \\
         --num-superpixels 1024,4096,16384 --no-voronoi                       # the GPU check's table
 
@@ -226,7 +228,10 @@ def run_one(
     fwd_ms = timed(fwd, repeats)
     fb_ms = timed(fwd_bwd, repeats)
     out = {"setup_ms": setup_ms, "fwd_ms": fwd_ms, "fwd_bwd_ms": fb_ms}
-    out["peak_extra_mb"] = memory.extra_mib() if cuda or fresh_process else None
+    out["peak_extra_mb"] = (
+        memory.extra_mib() if cuda or fresh_process else None
+    )  # MiB (the key keeps its name)
+    out["memory_method"] = memory.method
     # Paired ratio: alternate floor and variant fwd+bwd runs in this process, so that load from other
     # processes on a shared machine hits both alike (after the memory reading, which these runs disturb).
     if variant == "scatter" and paired:
@@ -238,11 +243,17 @@ def run_one(
 
         tf, tv = [], []
         floor_fb()
-        for _ in range(repeats):
-            tf.append(timed(floor_fb, 1, warm=False))
-            tv.append(timed(fwd_bwd, 1, warm=False))
+        for i in range(repeats):  # alternate which runs first: neither always finds a warmer machine
+            if i % 2:
+                tv.append(timed(fwd_bwd, 1, warm=False))
+                tf.append(timed(floor_fb, 1, warm=False))
+            else:
+                tf.append(timed(floor_fb, 1, warm=False))
+                tv.append(timed(fwd_bwd, 1, warm=False))
+        ratios = [v / f for v, f in zip(tv, tf, strict=True)]
         out["paired_floor_ms"] = median_upper(tf)
-        out["paired_x_floor"] = median_upper(tv) / median_upper(tf)
+        out["paired_x_floor"] = median_upper(ratios)  # the median of the per-pair ratios
+        out["paired_ratios"] = ratios
     # correctness against the float64 result of the same op (after the memory reading)
     if variant not in NOT_THE_OP:
         ref = SuperpixelAssignment(sp, n_s, validate=False).uniformize(xd.double())
@@ -438,7 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure every variant in this process (no fresh subprocess each; no CPU memory figure)",
     )
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default benchmarks/results/...; --quick writes none unless given)",
+    )
     p.add_argument(
         "--no-sweep",
         action="store_true",
@@ -497,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{'variant':<14}{'setup ms':>10}{'fwd ms':>10}{'fwd+bwd ms':>12}{'x floor':>9}"
             + (f"{'x copy':>8}" if copy else "")
-            + f"{'paper/this':>12}{'peak +MB':>10}{'max err':>10}{'paired x floor':>16}"
+            + f"{'paper/this':>12}{'peak +MiB':>10}{'max err':>10}{'paired x floor':>16}"
         )
         for variant, r in rows.items():
             if "skipped" in r:
@@ -539,11 +554,14 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"grid labels, max / min fwd+bwd over N_s: {sweep['grid_max_over_min']:.3f}")
             print()
 
-    threads = "" if args.threads == 2 else f"_{args.threads}thread"
-    suffix = f"{'_quick' if args.quick else ''}_{args.device}{threads}"
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"bench_uniformize{suffix}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     data = {"meta": meta, "configs": results, "sweep": sweep}
+    if args.quick and not args.out:  # a smoke run must not replace a committed result
+        print("--quick: no JSON written (pass --out)")
+        return data
+    threads = "" if args.threads == 2 else f"_{args.threads}thread"
+    default = ROOT / "benchmarks" / "results" / f"bench_uniformize_{args.device}{threads}.json"
+    out = Path(args.out) if args.out else default
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))
     print(f"wrote {out}")
     return data

@@ -762,7 +762,7 @@ def _environment(device: str) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         meta["git"] = None
     if device.startswith("cuda"):
-        meta["cuda_device"] = torch.cuda.get_device_name(0)
+        meta["cuda_device"] = torch.cuda.get_device_name(torch.device(device))  # the one measured (cuda:N)
         meta["cuda_runtime"] = torch.version.cuda
         meta["cuda_devices"] = torch.cuda.device_count()
         if shutil.which("nvidia-smi"):

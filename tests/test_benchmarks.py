@@ -77,10 +77,31 @@ def test_bench_uniformize_quick(tmp_path):
         assert res["scatter"]["max_abs_err"] < 1e-5, (cfg["name"], res["scatter"])
         assert res["scatter"]["fwd_bwd_ms"] > 0 and res["scatter"]["paired_x_floor"] > 0
         assert res["scatter"]["peak_extra_mb"] is not None  # a fresh process: the RSS growth is a figure
+        ratios = res["scatter"]["paired_ratios"]
+        assert len(ratios) == 2 and res["scatter"]["paired_x_floor"] == sorted(ratios)[1]  # median of ratios
     sweep = data["sweep"]
     assert [r["name"] for r in sweep["rows"]] == [c["name"] for c in data["configs"]]
     assert sweep["grid_max_over_min"] == 1.0  # one configuration
     assert "flatness in N_s" in stdout
+
+
+def test_peak_memory_is_not_hidden_by_memory_freed_before_it(tmp_path):
+    """A region's growth counts in full even after a larger allocation was freed (the process's old peak)."""
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); from _harness import PeakMemory\n"
+        "big = torch.ones(2**26); big.add_(1); del big  # a 256 MiB peak, freed\n"
+        "m = PeakMemory('cpu'); x = torch.ones(2**25); x.add_(1)  # 128 MiB inside the region\n"
+        "print(m.method, m.extra_mib())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "benchmarks")], capture_output=True, text=True, check=True
+    )
+    method, extra = out.stdout.split()
+    if method == "ru_maxrss":
+        pytest.skip(
+            "this kernel refuses the peak reset (/proc/self/clear_refs): growth above the old peak only"
+        )
+    assert method == "vmhwm_reset" and 120 < float(extra) < 160
 
 
 def test_bench_uniformize_every_variant_in_process():
