@@ -255,7 +255,11 @@ def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 
 class SavedBytes:
-    """Context manager: bytes of the distinct storages autograd saves for backward, parameters excluded."""
+    """Context manager: bytes of the distinct storages autograd saves for backward, parameters excluded.
+
+    Under autocast (``--amp``) the low-precision copies of the weights that autograd saves count too: they are
+    new storages held for backward like any activation.
+    """
 
     def __init__(self, exclude: nn.Module | None = None) -> None:
         self.seen: dict[int, int] = {}
@@ -320,7 +324,8 @@ def breakdown(
     """Forward + backward time and saved bytes of each part of one ``joint_hard_ti`` step, in isolation.
 
     Each part runs on detached copies of its real inputs (leaf tensors that require grad where the step
-    back-propagates into them), so the parts' times add up to the step minus the optimizer update.
+    back-propagates into them). Timed alone, the parts add up to more than the step (each pays its own
+    allocations and cold caches): use their shares, not their sum.
     """
     from torch.utils.checkpoint import checkpoint
 

@@ -252,7 +252,10 @@ class _FakeEvent:
         assert enable_timing
         self.t = None
 
-    def record(self) -> None:
+    streams: list[object] = []  # noqa: RUF012  (the streams events were recorded on)
+
+    def record(self, stream: object = None) -> None:
+        _FakeEvent.streams.append(stream)
         _FakeEvent.clock += 2.5
         self.t = _FakeEvent.clock
 
@@ -270,9 +273,12 @@ def test_harness_gpu_branches_with_a_fake_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset"))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2**20)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 5 * 2**20)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("stream of", device))
     runs = []
-    times = harness.time_ms(lambda: runs.append(1), 3, warmup=2, device="cuda")
+    times = harness.time_ms(lambda: runs.append(1), 3, warmup=2, device="cuda:1")
     assert times == [2.5, 2.5, 2.5] and len(runs) == 5
+    # the events time the measured device's stream (not device 0's, the current device by default)
+    assert _FakeEvent.streams == [("stream of", torch.device("cuda:1"))] * 6
     memory = harness.PeakMemory("cuda")
     assert "reset" in calls and memory.extra_mib() == pytest.approx(4.0)
     assert harness.median_upper([3.0, 1.0, 2.0, 4.0]) == 3.0

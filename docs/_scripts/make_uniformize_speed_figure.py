@@ -64,7 +64,7 @@ def draw(current: dict[str, Any], previous: dict[str, Any], ab: dict[str, Any], 
     left.set_xscale("log", base=2)
     left.set_yscale("log")
     left.set_xlabel("superpixels per image, N_s (grid labels)")
-    left.set_ylabel("forward + backward, ms (median of 15)")
+    left.set_ylabel("forward + backward, ms (medians of 15 runs; 7 for sparse, paper)")
     left.set_title(f"current code, Intel Xeon VM, {current['meta'].get('time', '')[:10]}", fontsize=10)
     left.grid(alpha=0.3, which="both")
     left.legend(fontsize=8)
