@@ -45,7 +45,7 @@ from examples.voc_joint.metrics import (
 )
 from examples.voc_joint.visualize import save_panel
 
-__all__ = ["build_parser", "evaluate", "main", "split_results"]
+__all__ = ["build_parser", "checkpoint_num_classes", "evaluate", "main", "split_results"]
 
 
 def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -> None:
@@ -175,6 +175,13 @@ def evaluate(
     }
 
 
+def checkpoint_num_classes(config: dict[str, Any]) -> int:
+    """The class count C of a seg or joint checkpoint: ``config["model"]["deeplab"]["num_classes"]`` of the
+    config returned by :func:`~examples.voc_joint.checkpoint.load_model_from_checkpoint`, i.e. the width of
+    the logits its model produces (``--num-classes`` of the training run)."""
+    return int(config["model"]["deeplab"]["num_classes"])
+
+
 _EXTRA_KEYS = ("baseline", "panels", "seconds", "images_per_second")
 
 
@@ -300,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model,
         loader,
         device=device,
+        num_classes=checkpoint_num_classes(config),
         boundary_widths=args.boundary_widths,
         panels_dir=out_dir / "panels" if args.max_panels > 0 else None,
         max_panels=args.max_panels,

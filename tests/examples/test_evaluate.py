@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -165,7 +167,8 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
 
     def load_model_from_checkpoint(path, *, map_location="cpu", expect_stage=None):
         calls["path"], calls["map_location"], calls["expect"] = path, map_location, expect_stage
-        return StubJoint().eval(), {"stage": "joint", "root": tmp_path}
+        model = {"arch": "joint", "deeplab": {"num_classes": 21}}
+        return StubJoint().eval(), {"model": model, "stage": "joint", "root": tmp_path}
 
     fake = types.ModuleType("examples.voc_joint.checkpoint")
     fake.load_model_from_checkpoint = load_model_from_checkpoint
@@ -205,6 +208,38 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     assert payload["joint"]["consistency"] == 1.0 and payload["joint"]["num_images"] == 3
     assert payload["resolution"] == ("full" if size_args == ["--full-size"] else 16)
     assert len(list((out / "panels").glob("*.png"))) == 2
+
+
+def _fold_labels(src, dst, num_classes):
+    """A copy of the VOC set ``src`` with every label folded into 0..num_classes-1 (255 kept)."""
+    shutil.copytree(src, dst)
+    for path in (dst / "SegmentationClass").glob("*.png"):
+        with Image.open(path) as im:
+            palette, lab = im.getpalette(), np.asarray(im)
+        folded = Image.fromarray(np.where(lab == 255, lab, lab % num_classes).astype(np.uint8), mode="P")
+        folded.putpalette(palette)
+        folded.save(path)
+    return dst
+
+
+def test_cli_takes_the_class_count_from_the_checkpoint(voc, tmp_path, capsys):
+    """A seg checkpoint trained with --num-classes 5 evaluates with 5 classes (not VOC's default 21)."""
+    from examples.voc_joint.checkpoint import FORMAT, save_checkpoint
+    from examples.voc_joint.models import DeepLabV3Plus, model_config
+
+    torch.manual_seed(0)
+    net = DeepLabV3Plus(5, "resnet18", aspp_channels=8).eval()
+    config = {"model": model_config(net), "args": {"num_classes": 5}}
+    ckpt = {"format": FORMAT, "version": 1, "stage": "seg", "config": config, "model": net.state_dict()}
+    path = save_checkpoint(tmp_path / "seg" / "checkpoint.pt", ckpt)
+    root = _fold_labels(voc, tmp_path / "voc5", 5)
+    rc = evaluate_mod.main(
+        ["--checkpoint", str(path), "--data-root", str(root), "--out", str(tmp_path / "ev"), "--no-progress"]
+    )
+    assert rc == 0
+    payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert list(payload["joint"]["per_class_iou"]) == ["0", "1", "2", "3", "4"]
+    assert payload["joint"]["num_images"] == 3 and "per-class IoU" in capsys.readouterr().out
 
 
 def test_evaluate_on_device_matches_cpu(voc, device):
