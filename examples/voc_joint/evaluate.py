@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pad-to-multiple",
         type=int_range(1),
         default=None,
-        help="pad full images bottom/right to a multiple (label 255: never scored)",
+        help="pad full images bottom/right to a multiple (label 255: never scored); not with --crop-size",
     )
     parser.add_argument(
         "--batch-size", type=int_range(1), default=8, help="batch size for --crop-size (full size uses 1)"
@@ -272,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python -m examples.voc_joint.evaluate --help``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.pad_to_multiple is not None and args.crop_size is not None:
+        parser.error("--pad-to-multiple pads full images: it cannot be combined with --crop-size")
 
     from examples.voc_joint.checkpoint import CheckpointError, load_model_from_checkpoint
     from examples.voc_joint.distributed import resolve_device
@@ -291,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.split,
         sbd=args.sbd,
         crop_size=args.crop_size,
-        pad_to_multiple=args.pad_to_multiple if full_size else None,
+        pad_to_multiple=args.pad_to_multiple,
         max_pixels=args.max_image_pixels,
     )
     loader = torch.utils.data.DataLoader(

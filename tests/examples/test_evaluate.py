@@ -210,6 +210,16 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     assert len(list((out / "panels").glob("*.png"))) == 2
 
 
+def test_cli_refuses_pad_to_multiple_with_crop_size(voc, tmp_path, capsys):
+    """--pad-to-multiple pads full images; with --crop-size it used to be ignored silently."""
+    (tmp_path / "ckpt.pt").touch()
+    argv = ["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(voc), "--crop-size", "16"]
+    with pytest.raises(SystemExit) as info:
+        evaluate_mod.main([*argv, "--pad-to-multiple", "8"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--pad-to-multiple" in err and "--crop-size" in err
+
+
 def _fold_labels(src, dst, num_classes):
     """A copy of the VOC set ``src`` with every label folded into 0..num_classes-1 (255 kept)."""
     shutil.copytree(src, dst)
