@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,7 +36,15 @@ import torch
 
 from examples.voc_joint.cli import existing_dir, float_range, int_range
 
-__all__ = ["TABLE4_METRICS", "build_parser", "join_pretrained", "main", "run_demo", "transparency_check"]
+__all__ = [
+    "TABLE4_METRICS",
+    "build_parser",
+    "join_pretrained",
+    "main",
+    "run_demo",
+    "same_size_batches",
+    "transparency_check",
+]
 
 POS = int_range(1)
 
@@ -188,34 +196,56 @@ def join_pretrained(
     return build_stage_model("joint", args).eval()
 
 
+def same_size_batches(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Collate ``samples`` into batches of equal-size images: one batch per image size, in order of first
+    appearance (full-size VOC images differ in size and cannot be stacked into one batch; samples of one size,
+    such as the synthetic set's, make a single batch)."""
+    groups: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+    for sample in samples:
+        groups.setdefault(tuple(sample["seg_input"].shape), []).append(sample)
+    return [torch.utils.data.default_collate(group) for group in groups.values()]
+
+
 @torch.no_grad()
 def transparency_check(
-    seg_ckpt: Path, spixel_ckpt: Path, batch: dict[str, Any], *, seed: int = 0
+    seg_ckpt: Path,
+    spixel_ckpt: Path,
+    batches: dict[str, Any] | Iterable[dict[str, Any]],
+    *,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Join the pretrained networks; compare at step 0 the joint output and the uniformized DeepLabV3+ output.
 
+    Args:
+        seg_ckpt (Path): the pretrained DeepLabV3+ checkpoint.
+        spixel_ckpt (Path): the pretrained SpixelFCN checkpoint.
+        batches (dict | Iterable[dict]): a batch (``seg_input``, ``spixel_input``, ``target``) or several,
+            e.g. :func:`same_size_batches` of images of different sizes.
+        seed (int): seed of the fusion stack's construction.
+
     Returns:
-        dict: ``max_abs_diff`` (fusion on vs. fusion off, i.e. ``uniformize(S, ids)``), ``max_abs_logit`` and
-        ``consistency`` (fraction of superpixels with a single predicted label,
-        :func:`~examples.voc_joint.metrics.superpixel_scores`).
+        dict: ``max_abs_diff`` (fusion on vs. fusion off, i.e. ``uniformize(S, ids)``) and ``max_abs_logit``
+        (both the largest over all batches), and ``consistency`` (fraction of all superpixels with a single
+        predicted label, :func:`~examples.voc_joint.metrics.superpixel_scores`).
     """
     from examples.voc_joint.metrics import superpixel_scores
 
     with_ti = join_pretrained(seg_ckpt, spixel_ckpt, fusion=True, seed=seed)
     without = join_pretrained(seg_ckpt, spixel_ckpt, fusion=False, seed=seed)
-    out = with_ti(batch["seg_input"], batch["spixel_input"])
-    ref = without(batch["seg_input"], batch["spixel_input"])
-    scores = superpixel_scores(
-        out["logits"].argmax(1),
-        batch["target"],
-        out["superpixels"],
-        num_classes=cast(int, with_ti.num_classes),
-    )
-    return {
-        "max_abs_diff": float((out["logits"] - ref["logits"]).abs().max()),
-        "max_abs_logit": float(out["seg_logits"].abs().max()),
-        "consistency": scores["pure_superpixels"] / max(scores["superpixels"], 1.0),
-    }
+    max_diff, max_logit, pure, count = 0.0, 0.0, 0.0, 0.0
+    for batch in [batches] if isinstance(batches, dict) else batches:
+        out = with_ti(batch["seg_input"], batch["spixel_input"])
+        ref = without(batch["seg_input"], batch["spixel_input"])
+        scores = superpixel_scores(
+            out["logits"].argmax(1),
+            batch["target"],
+            out["superpixels"],
+            num_classes=cast(int, with_ti.num_classes),
+        )
+        max_diff = max(max_diff, float((out["logits"] - ref["logits"]).abs().max()))
+        max_logit = max(max_logit, float(out["seg_logits"].abs().max()))
+        pure, count = pure + scores["pure_superpixels"], count + scores["superpixels"]
+    return {"max_abs_diff": max_diff, "max_abs_logit": max_logit, "consistency": pure / max(count, 1.0)}
 
 
 #: The columns of the paper's Table 4 (labels of :func:`examples.voc_joint.metrics.format_table`).
@@ -243,8 +273,8 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
 
     loader = val_loader(root, opts.max_val_images)
     val = cast(torch.utils.data.Subset[Any], loader.dataset)
-    first = next(iter(torch.utils.data.DataLoader(val, batch_size=min(4, len(val)), shuffle=False)))
-    check = transparency_check(seg, spx, first)
+    # the first 4 validation images, batched by size (real VOC images differ in size)
+    check = transparency_check(seg, spx, same_size_batches([val[i] for i in range(min(4, len(val)))]))
     print(
         "\n[demo] 3/4 step-0 transparency check (joint model with the transparent fusion stack vs. the "
         "uniformized pretrained DeepLabV3+, float32):"

@@ -1,0 +1,122 @@
+"""The demo on VOC-format data whose images differ in size (as real PASCAL VOC's do), and its wording."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("torchvision")
+
+from PIL import Image
+
+from examples.voc_joint import demo
+from examples.voc_joint.checkpoint import FORMAT, save_checkpoint
+from examples.voc_joint.data import build_dataset
+from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN, model_config
+from examples.voc_joint.synthetic import generate_synthetic_voc
+
+# (height, width) of the resized images: the first two val images share a size, the others differ
+VAL_SIZES = [(40, 48), (40, 48), (44, 56), (36, 52)]
+TRAIN_SIZES = [(40, 48), (44, 56), (36, 52), (48, 40)]
+
+
+@pytest.fixture(scope="module")
+def varied_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic VOC set (4 train / 4 val) whose images and masks are resized to different sizes."""
+    root = generate_synthetic_voc(
+        tmp_path_factory.mktemp("varied_voc"), num_train=4, num_val=4, image_size=(40, 48), seed=2, sbd=False
+    )
+    for split, sizes in (("train", TRAIN_SIZES), ("val", VAL_SIZES)):
+        names = (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
+        for name, (h, w) in zip(names, sizes, strict=True):
+            jpg, png = root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png"
+            with Image.open(jpg) as im:
+                im.resize((w, h), Image.Resampling.BILINEAR).save(jpg, quality=92)
+            with Image.open(png) as im:
+                im.resize((w, h), Image.Resampling.NEAREST).save(png)  # "P" mode: palette kept
+    return root
+
+
+def _checkpoints(folder: Path) -> tuple[Path, Path]:
+    """Untrained tiny seg and spixel checkpoints in the training script's format."""
+    torch.manual_seed(0)
+    deeplab, spixel = DeepLabV3Plus(21, "resnet18", aspp_channels=8), SpixelFCN(cell_size=8, width=4)
+    paths = []
+    for net, stage in ((deeplab, "seg"), (spixel, "spixel")):
+        ckpt = {
+            "format": FORMAT,
+            "version": 1,
+            "stage": stage,
+            "config": {"model": model_config(net), "args": {}},
+            "model": net.state_dict(),
+        }
+        paths.append(save_checkpoint(folder / stage / "checkpoint.pt", ckpt))
+    return paths[0], paths[1]
+
+
+def test_same_size_batches_groups_by_size(varied_voc: Path) -> None:
+    val = build_dataset(varied_voc, "val")
+    samples = [val[i] for i in range(len(val))]
+    batches = demo.same_size_batches(samples)
+    assert [tuple(b["seg_input"].shape) for b in batches] == [
+        (2, 3, 40, 48),
+        (1, 3, 44, 56),
+        (1, 3, 36, 52),
+    ]
+    assert list(batches[0]["name"]) == [val.names[0], val.names[1]]
+    # one size: a single batch, equal to the DataLoader's batch of the same images
+    same = demo.same_size_batches(samples[:2])
+    loaded = next(iter(torch.utils.data.DataLoader(val, batch_size=2)))
+    assert len(same) == 1 and all(torch.equal(same[0][k], loaded[k]) for k in ("seg_input", "target"))
+
+
+def test_transparency_check_on_images_of_different_sizes(varied_voc: Path, tmp_path: Path) -> None:
+    seg, spx = _checkpoints(tmp_path)
+    val = build_dataset(varied_voc, "val")
+    samples = [val[i] for i in range(len(val))]
+    check = demo.transparency_check(seg, spx, demo.same_size_batches(samples))
+    assert check["max_abs_diff"] <= 1e-4 and check["consistency"] == 1.0
+    # the maxima over several batches are those of the batches taken one by one
+    each = [demo.transparency_check(seg, spx, b) for b in demo.same_size_batches(samples)]
+    assert check["max_abs_logit"] == max(c["max_abs_logit"] for c in each)
+    assert check["max_abs_diff"] == max(c["max_abs_diff"] for c in each)
+
+
+@pytest.mark.slow
+def test_demo_runs_on_images_of_different_sizes(varied_voc: Path, tmp_path: Path, capsys) -> None:
+    """``demo.py --data-root`` on images of different sizes (it stacked the first 4 val images: crash)."""
+    threads = torch.get_num_threads()
+    try:
+        res = demo.main(
+            [
+                "--data-root",
+                str(varied_voc),
+                "--output-dir",
+                str(tmp_path),
+                "--seg-epochs",
+                "1",
+                "--spixel-epochs",
+                "1",
+                "--joint-epochs",
+                "1",
+                "--max-steps",
+                "1",
+                "--crop-size",
+                "32",
+                "--batch-size",
+                "2",
+                "--no-progress",
+                "--threads",
+                "1",
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    check = res["transparency"]
+    # one pretraining step leaves logits of several hundred here: float32 rounding of the transparent stack
+    # is relative to them (the demo's absolute 1e-4 is meant for its default, fully pretrained run)
+    assert check["max_abs_diff"] <= 1e-6 * max(1.0, check["max_abs_logit"]) and check["consistency"] == 1.0
+    assert len(res["table"]) == 7 and "max |joint - uniformize(S)|" in capsys.readouterr().out
+    assert len(list((tmp_path / "panels").glob("*.png"))) == 4
