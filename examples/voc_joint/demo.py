@@ -37,6 +37,7 @@ import torch
 from examples.voc_joint.cli import existing_dir, float_range, int_range
 
 __all__ = [
+    "PANEL_TITLES",
     "TABLE4_METRICS",
     "build_parser",
     "join_pretrained",
@@ -44,6 +45,7 @@ __all__ = [
     "run_demo",
     "same_size_batches",
     "transparency_check",
+    "write_panels",
 ]
 
 POS = int_range(1)
@@ -81,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--joint-lr",
         type=float_range(0.0),
         default=2e-3,
-        help="fine-tuning lr of both networks (the paper's 1e-6 moves nothing in a short demo)",
+        help="fine-tuning lr of DeepLabV3+; SpixelFCN gets a tenth (the paper's 1e-6 moves nothing in a "
+        "short demo)",
     )
     p.add_argument(
         "--fusion-lr", type=float_range(0.0), default=2e-4, help="fine-tuning lr of the transparent layers"
@@ -248,6 +251,45 @@ def transparency_check(
     return {"max_abs_diff": max_diff, "max_abs_logit": max_logit, "consistency": pure / max(count, 1.0)}
 
 
+#: Titles of the demo's panel tiles: the table's "baseline" row (the pretrained DeepLabV3+) next to its
+#: "+ superpixel + transparent init (fine-tuned)" row, whose superpixels the first tile shows.
+PANEL_TITLES = (
+    "image + superpixels",
+    "ground truth",
+    "baseline (pretrained)",
+    "joint (transparent init, fine-tuned)",
+)
+
+
+@torch.no_grad()
+def write_panels(
+    baseline: torch.nn.Module,
+    joint: torch.nn.Module,
+    loader: Iterable[dict[str, Any]],
+    folder: Path,
+    *,
+    max_panels: int = 4,
+) -> list[Path]:
+    """PNG panels of the first ``max_panels`` images of ``loader``: image with ``joint``'s superpixels |
+    ground truth | ``baseline``'s prediction | ``joint``'s prediction (titles :data:`PANEL_TITLES`). Both
+    models obey the model contract and run where the batches are, in their current mode. Returns the paths."""
+    from examples.voc_joint.visualize import save_panel
+
+    paths: list[Path] = []
+    for batch in loader:
+        base = baseline(batch["seg_input"], batch["spixel_input"])["logits"].argmax(1)
+        out = joint(batch["seg_input"], batch["spixel_input"])
+        pred = out["logits"].argmax(1)
+        superpixels = out["superpixels"].reshape(pred.shape)
+        for i in range(pred.shape[0]):
+            if len(paths) >= max_panels:
+                return paths
+            path = folder / f"{batch['name'][i]}.png"
+            args = (batch["image"][i], batch["target"][i], base[i], pred[i], superpixels[i])
+            paths.append(save_panel(path, *args, titles=PANEL_TITLES))
+    return paths
+
+
 #: The columns of the paper's Table 4 (labels of :func:`examples.voc_joint.metrics.format_table`).
 TABLE4_METRICS = ("mIoU (%)", "boundary mIoU, 3 px (%)", "consistency, superpixels (%)")
 
@@ -290,8 +332,9 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     print(
         f"\n[demo] 4/4 fine-tuning, same steps for each: a control without superpixels, then the joint model "
         f"(hard uniformization) without fusion, with the transparent fusion stack and with the same stack "
-        f"Xavier-initialized; demo learning rates: networks {opts.joint_lr:g}, fusion layers "
-        f"{opts.fusion_lr:g} (the paper and the CLI defaults use 1e-6 / 1e-7) ...",
+        f"Xavier-initialized; demo learning rates: DeepLabV3+ {opts.joint_lr:g}, SpixelFCN "
+        f"{opts.joint_lr / 10:g}, fusion layers {opts.fusion_lr:g} (the paper and the CLI defaults use "
+        "1e-6 / 1e-6 / 1e-7) ...",
         flush=True,
     )
     joint_common = [
@@ -341,8 +384,7 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     m_sp, _ = load_model_from_checkpoint(sp_only, expect_stage="joint")
     res_sp = score(m_sp)
     m_ti, _ = load_model_from_checkpoint(sp_ti, expect_stage="joint")
-    panels_dir = out / "panels"
-    res_ti = score(m_ti, panels_dir)
+    res_ti = score(m_ti)
     # the Xavier stack exactly as its fine-tuning started (same seed, same draws): the step-0 damage
     res_x0 = score(join_pretrained(seg, spx, fusion=True, fusion_init="xavier"))
     m_x, _ = load_model_from_checkpoint(sp_xavier, expect_stage="joint")
@@ -357,6 +399,8 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
         ("+ superpixel + Xavier init (fine-tuned)", res_x),
     ]
     table = format_table(dict(rows), metrics=TABLE4_METRICS, transpose=True)
+    panels_dir = out / "panels"
+    write_panels(seg_model, m_ti, loader, panels_dir, max_panels=4)
     elapsed = time.perf_counter() - t_start
     print("\n" + "=" * 80)
     print("Table 4 format (synthetic VOC val, full images, ResNet-18 DeepLabV3+ trained from scratch on CPU;")
@@ -389,7 +433,7 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     (out / "results.json").write_text(dumps(results) + "\n")
     (out / "table.txt").write_text(table + "\n")
     print(f"[demo] finished in {elapsed:.0f} s")
-    print(f"[demo] panels (image + superpixels | ground truth | baseline | joint): {panels_dir}")
+    print(f"[demo] panels ({' | '.join(PANEL_TITLES)}): {panels_dir}")
     print(
         f"[demo] logs: {out}/*/<stage>/log.csv; checkpoints: {out}/*/<stage>/checkpoint.pt; "
         f"results: {out / 'results.json'}"

@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("torchvision")
 
+import numpy as np
 from PIL import Image
 
 from examples.voc_joint import demo
@@ -16,6 +17,7 @@ from examples.voc_joint.checkpoint import FORMAT, save_checkpoint
 from examples.voc_joint.data import build_dataset
 from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN, model_config
 from examples.voc_joint.synthetic import generate_synthetic_voc
+from examples.voc_joint.visualize import make_panel
 
 # (height, width) of the resized images: the first two val images share a size, the others differ
 VAL_SIZES = [(40, 48), (40, 48), (44, 56), (36, 52)]
@@ -118,5 +120,50 @@ def test_demo_runs_on_images_of_different_sizes(varied_voc: Path, tmp_path: Path
     # one pretraining step leaves logits of several hundred here: float32 rounding of the transparent stack
     # is relative to them (the demo's absolute 1e-4 is meant for its default, fully pretrained run)
     assert check["max_abs_diff"] <= 1e-6 * max(1.0, check["max_abs_logit"]) and check["consistency"] == 1.0
-    assert len(res["table"]) == 7 and "max |joint - uniformize(S)|" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert len(res["table"]) == 7 and "max |joint - uniformize(S)|" in text
+    # the learning rates as used (SpixelFCN a tenth) and the panel columns as drawn
+    assert "demo learning rates: DeepLabV3+ 0.002, SpixelFCN 0.0002, fusion layers 0.0002" in text
+    assert f"panels ({' | '.join(demo.PANEL_TITLES)})" in text
     assert len(list((tmp_path / "panels").glob("*.png"))) == 4
+
+
+def test_help_says_spixelfcn_gets_a_tenth() -> None:
+    help_text = next(a.help for a in demo.build_parser()._actions if "--joint-lr" in a.option_strings)
+    assert "DeepLabV3+" in help_text and "SpixelFCN gets a tenth" in help_text and "both" not in help_text
+
+
+class _Constant(torch.nn.Module):
+    """A model-contract stub predicting class ``label`` everywhere."""
+
+    def __init__(self, label: int) -> None:
+        super().__init__()
+        self.label = label
+
+    def forward(self, seg_input, spixel_input):
+        logits = torch.zeros(seg_input.shape[0], 21, *seg_input.shape[-2:])
+        logits[:, self.label] = 1.0
+        return {"logits": logits, "seg_logits": logits, "superpixels": None, "assoc": None}
+
+
+def test_panels_show_the_pretrained_baseline_next_to_the_joint_model(
+    varied_voc: Path, tmp_path: Path
+) -> None:
+    """The "baseline" tile is the baseline model's prediction (the table's pretrained row), not the joint
+    model's own seg_logits; superpixels and the joint tile come from the joint model."""
+    seg, spx = _checkpoints(tmp_path)
+    joint = demo.join_pretrained(seg, spx, fusion=True)
+    loader = demo.val_loader(varied_voc)
+    paths = demo.write_panels(_Constant(15), joint, loader, tmp_path / "panels", max_panels=3)
+    assert [p.name for p in paths] == [f"{n}.png" for n in loader.dataset.dataset.names[:3]]
+    batch = next(iter(loader))
+    with torch.no_grad():
+        out = joint(batch["seg_input"], batch["spixel_input"])
+    pred = out["logits"].argmax(1)[0]
+    base = torch.full_like(pred, 15)
+    expected = make_panel(
+        batch["image"][0], batch["target"][0], base, pred, out["superpixels"][0], titles=demo.PANEL_TITLES
+    )
+    with Image.open(paths[0]) as im:
+        assert np.array_equal(np.asarray(im), np.asarray(expected))
+    assert not torch.equal(out["seg_logits"].argmax(1)[0], base)  # the joint model's own network differs
