@@ -399,11 +399,14 @@ def _pm(ms: tuple[float, float | None] | None, signed: bool = False) -> str:
     return text + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
-def format_markdown(summary: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
-    """``ablation.md``: the settings, the mean +- std table and the paired differences to ``transparent``."""
+def format_markdown(
+    summary: Sequence[dict[str, Any]], settings: dict[str, Any], *, data: str = "synthetic VOC"
+) -> str:
+    """``ablation.md``: the settings, the mean +- std table and the paired differences to ``transparent``;
+    ``data`` names the data set in the title."""
     seeds = max((s["seeds"] for s in summary), default=0)
     lines = [
-        "# Fusion-initialization ablation (joint DeepLabV3+ + SpixelFCN, synthetic VOC)",
+        f"# Fusion-initialization ablation (joint DeepLabV3+ + SpixelFCN, {data})",
         "",
         f"{settings['steps']} fine-tuning steps per run from one pair of pretrained checkpoints, "
         f"{seeds} seed(s) per row, {settings['val_images']} validation images (full size); learning rates: "
@@ -702,7 +705,8 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             progress.close()
         rows.sort(key=lambda r: (VARIANTS.index(r["init"]), r["seed"]))
         save(complete=True)
-        _write(paths["md"], format_markdown(result["summary"], settings))
+        data_name = "synthetic VOC" if opts.data_root is None else f"data: {root}"
+        _write(paths["md"], format_markdown(result["summary"], settings, data=data_name))
         plot(
             rows,
             paths["png"],

@@ -54,6 +54,10 @@ def test_quick_ablation_end_to_end(tiny_voc, tmp_path, one_thread, monkeypatch, 
     assert json.loads(text)["rows"] == json.loads(json.dumps(rows))  # strict JSON, as returned
     md = (tmp_path / "ablation.md").read_text()
     assert all(f"| {v} | 2 |" in md for v in ablation.VARIANTS) and "Paired differences" in md and " ± " in md
+    assert (
+        md.splitlines()[0]
+        == f"# Fusion-initialization ablation (joint DeepLabV3+ + SpixelFCN, data: {tiny_voc})"
+    )
     assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
 
@@ -93,6 +97,11 @@ def test_summary_and_markdown() -> None:
     assert "| xavier | 2 | 0.0 ± 0.0 | 47.5 ± 3.5 | 23.8 ± 1.8 |" in md
     assert "| xavier | -30.0 ± 0.0 | -7.5 ± 3.5 | -3.7 ± 1.8 | 0/2 |" in md
     assert "| no_fusion | 1 | 30.0 | 55.0 | 27.5 |" in md
+    assert md.startswith("# Fusion-initialization ablation (joint DeepLabV3+ + SpixelFCN, synthetic VOC)\n")
+    md = ablation.format_markdown(list(summary.values()), settings, data="data: /d/VOC2012")
+    assert md.startswith(
+        "# Fusion-initialization ablation (joint DeepLabV3+ + SpixelFCN, data: /d/VOC2012)\n"
+    )
 
 
 def test_docs_page_shows_the_committed_result() -> None:
