@@ -1,6 +1,7 @@
 """Fusion-initialization ablation of the joint model over seeds: transparent init against the usual choices.
 
-``python examples/voc_joint/ablation.py`` (``--help`` lists the options; ``--quick`` for a 5-minute version):
+``python examples/voc_joint/ablation.py`` (``--help`` lists the options; about 7 minutes on 2 CPU cores with
+its pretraining, ``--quick`` about 3):
 
 1. takes one pair of pretrained checkpoints (``--seg-checkpoint`` / ``--spixel-checkpoint``), or pretrains
    DeepLabV3+ and SpixelFCN once with the demo's recipe on the synthetic VOC set (``<output-dir>/pretrain``,
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fusion-initialization ablation of the joint DeepLabV3+ + SpixelFCN model on the "
         "synthetic VOC set: every fusion init and the demo's controls fine-tuned from the same pretrained "
         "checkpoints for the same steps, over several seeds; mean +- std tables, paired differences to "
-        "transparent init, curves. CPU, about 20 minutes (--quick: 5).",
+        "transparent init, curves. About 7 minutes on 2 CPU cores, pretraining included (--quick: about 3).",
     )
     p.add_argument(
         "--output-dir",
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a 5-minute version: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()),
+        help="a 3-minute version: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()),
     )
     p.add_argument(
         "--steps", type=POS, default=None, help=f"fine-tuning steps per run (default {DEFAULTS['steps']})"

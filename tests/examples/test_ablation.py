@@ -125,3 +125,23 @@ def test_docs_page_shows_the_committed_result() -> None:
             assert line in page, line
     md = (root / "benchmarks" / "results" / "ablation" / "ablation.md").read_text()
     assert md == ablation.format_markdown(summary, data["settings"])
+
+
+def test_quoted_run_times_agree_with_the_docs_and_the_committed_run() -> None:
+    """--help, the module docstring and ablation.rst quote the measured time (ablation.json's seconds, the
+    pretraining included), and the same --quick time."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    data = json.loads((root / "benchmarks" / "results" / "ablation" / "ablation.json").read_text())
+    minutes = round(data["seconds"] / 60)
+    page = (root / "docs" / "examples" / "ablation.rst").read_text()
+    parser = ablation.build_parser()
+    quick = next(a.help for a in parser._actions if "--quick" in a.option_strings)
+    assert f"# ~{minutes} min on 2 CPU cores" in page and "3.3 min with its pretraining" in page
+    assert (
+        f"About {minutes} minutes on 2 CPU cores, pretraining included (--quick: about 3)"
+        in parser.description
+    )
+    assert " ".join(ablation.__doc__.split()).count(f"about {minutes} minutes on 2 CPU cores") == 1
+    assert quick.startswith("a 3-minute version")
