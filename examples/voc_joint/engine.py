@@ -36,6 +36,7 @@ __all__ = [
     "CsvLogger",
     "NonFiniteError",
     "TrainState",
+    "close_loader_iterator",
     "cross_entropy",
     "evaluate_checkpoint",
     "set_bn_eval",
@@ -281,8 +282,9 @@ def train_one_epoch(
             leave=True,
         )
     t_epoch, n_img, reason = time.perf_counter(), 0, "epoch"
+    batches = iter(loader)
     try:
-        for batch in loader:
+        for batch in batches:
             values, stop = train_step(state, batch, args, info, guard, use_amp)
             state.samples_in_epoch += global_batch
             n_img += global_batch
@@ -318,9 +320,30 @@ def train_one_epoch(
     finally:
         if bar is not None:
             bar.close()
+        close_loader_iterator(batches)
     if reason == "epoch" and state.samples_in_epoch:  # ran out before steps_per_epoch: resumed off-grid
         state.epoch, state.samples_in_epoch = state.epoch + 1, 0
     return reason
+
+
+def close_loader_iterator(batches: Any) -> None:
+    """Stop the DataLoader worker processes of the iterator ``batches`` now (a no-op without workers).
+
+    The training workers ignore SIGINT and SIGTERM (the main process handles them), so they must be told to
+    exit, not terminated: at interpreter exit, ``multiprocessing`` terminates the daemonic children that are
+    still alive with SIGTERM and then joins them without a timeout. An iterator still referenced by the
+    traceback of an error (a data error re-raised from a worker, a second Ctrl-C) would otherwise keep its
+    workers alive until then, and the process would never exit. A worker that does not exit on the
+    DataLoader's request (stuck in a read) is killed.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is None:
+        return
+    shutdown()  # the DataLoader's own shutdown: "done" event, sentinels, join with a timeout
+    for worker in getattr(batches, "_workers", ()):
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5.0)
 
 
 # --------------------------------------------------------------------------------------------------- logging

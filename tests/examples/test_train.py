@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +26,37 @@ ROOT = Path(__file__).resolve().parents[2]
 def _rows(path: Path) -> list[dict]:
     with open(path) as fh:
         return list(csv.DictReader(fh))
+
+
+def _run_script(*argv: str, timeout: float = 180) -> tuple[int | None, str]:
+    """Run train.py in its own session; ``(exit status, stderr)``, status None when it outlived ``timeout``
+    (then its whole process group, DataLoader workers included, is killed)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env.pop("TRANSINIT_FAULT", None)
+    proc = subprocess.Popen(
+        [sys.executable, "examples/voc_joint/train.py", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return None, err
+
+
+def _damaged_copy(root: Path, dest: Path, stem: str) -> Path:
+    """A copy of the data set ``root`` without the training image ``stem``.jpg."""
+    shutil.copytree(root, dest)
+    (dest / "JPEGImages" / f"{stem}.jpg").unlink()
+    return dest
 
 
 @pytest.mark.parametrize("how", ["file", "module"])
@@ -90,6 +124,18 @@ def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
     assert torch.equal(
         joint_ck["model"]["deeplab.backbone.bn1.running_mean"], seg["backbone.bn1.running_mean"]
     )
+
+
+def test_data_error_in_a_worker_exits_promptly(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """A data error raised in a DataLoader worker (which ignores SIGTERM, so that only the main process
+    handles signals) ends the run with the clean error line and status 1 instead of hanging at exit."""
+    stem = (tiny_voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
+    root = _damaged_copy(tiny_voc, tmp_path / "data", stem)
+    argv = train_args(root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--threads", "1")
+    argv[argv.index("--workers") + 1] = "1"
+    code, err = _run_script(*argv, timeout=120)
+    assert code == 1, f"exit status {code} (None: still running after 120 s)\n{err[-3000:]}"
+    assert "[train] error:" in err and f"image file not found: '{root / 'JPEGImages' / stem}.jpg'" in err
 
 
 @pytest.mark.parametrize("context", ["fork", "forkserver", "spawn"])
