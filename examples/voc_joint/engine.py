@@ -39,6 +39,7 @@ __all__ = [
     "close_loader_iterator",
     "cross_entropy",
     "evaluate_checkpoint",
+    "evaluation_current",
     "set_bn_eval",
     "stage_loss",
     "superpixel_loss",
@@ -418,13 +419,17 @@ def _int_or_none(text: str | None) -> int | None:
 def evaluate_checkpoint(
     ckpt_path: Path, args: argparse.Namespace, device: torch.device, root: Path
 ) -> dict[str, Any]:
-    """Evaluate a seg/joint checkpoint on ``args.val_split`` of ``root``; write strict-JSON ``eval.json``."""
+    """Evaluate a seg/joint checkpoint on ``args.val_split`` of ``root``; write strict-JSON ``eval.json``.
+
+    ``eval.json`` holds the scores and ``checkpoint_step``, the step of the checkpoint evaluated (see
+    :func:`evaluation_current`); it is written atomically, once the evaluation is complete.
+    """
     from examples.voc_joint import data
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
     from examples.voc_joint.evaluate import evaluate
     from examples.voc_joint.metrics import dumps
 
-    model, _ = load_model_from_checkpoint(ckpt_path, map_location=device)
+    model, config = load_model_from_checkpoint(ckpt_path, map_location=device)
     ds = data.build_dataset(root, args.val_split, crop_size=args.eval_crop, max_pixels=args.max_image_pixels)
     loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False, num_workers=args.workers)
     res = evaluate(
@@ -435,6 +440,20 @@ def evaluate_checkpoint(
         panels_dir=ckpt_path.parent / "panels",
         progress=not args.no_progress,
     )
-    (ckpt_path.parent / "eval.json").write_text(dumps(res) + "\n")
+    res = {"checkpoint_step": config["step"], **res}  # which checkpoint this is (evaluation_current)
+    tmp = ckpt_path.parent / f".eval.json.{os.getpid()}.tmp"
+    tmp.write_text(dumps(res) + "\n")
+    os.replace(tmp, ckpt_path.parent / "eval.json")
     print(f"[eval] {ckpt_path}: mIoU {100 * res['miou']:.2f} %; details in {ckpt_path.parent / 'eval.json'}")
     return res
+
+
+def evaluation_current(ckpt_path: Path, step: int) -> bool:
+    """Whether ``eval.json`` next to ``ckpt_path`` is the evaluation of its checkpoint of step ``step``."""
+    import json
+
+    try:
+        recorded = json.loads((ckpt_path.parent / "eval.json").read_text()).get("checkpoint_step")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded == step

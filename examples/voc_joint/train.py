@@ -74,6 +74,7 @@ from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch
 from examples.voc_joint.signals import Interrupted, InterruptGuard
 
 __all__ = [
+    "EVAL_STAGES",
     "STAGES",
     "STAGE_DEFAULTS",
     "UsageError",
@@ -84,6 +85,7 @@ __all__ = [
     "build_train_loader",
     "build_train_state",
     "check_args",
+    "check_val_data",
     "main",
     "param_groups",
     "resolve_stage_options",
@@ -92,6 +94,8 @@ __all__ = [
 ]
 
 STAGES = ("seg", "spixel", "joint")
+#: The stages ``--eval`` evaluates.
+EVAL_STAGES = ("seg", "joint")
 POS = int_range(1)
 POS_FLOAT = float_range(0.0, low_open=True)
 NONNEG = float_range(0.0)
@@ -359,7 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
         "batch size, data, seed, ...) and record each change in the checkpoint; model options never change",
     )
     g.add_argument(
-        "--eval", action="store_true", help="evaluate on --val-split after the seg and joint stages"
+        "--eval",
+        action="store_true",
+        help="evaluate on --val-split after the seg and joint stages (the split is checked before training; "
+        "with --resume, a finished stage without an evaluation of its checkpoint is evaluated)",
     )
     g.add_argument(
         "--eval-crop", type=POS, default=None, help="evaluation centre crop (default: full images)"
@@ -797,15 +804,25 @@ def _run_locked(
 
     source, changes = _agree(info, prepare)
     ckpt = load_checkpoint(source, expect_stage=stage) if source is not None else None
+    evaluates = bool(args.eval) and stage in EVAL_STAGES
     if ckpt is not None and source is not None and _finished(ckpt, args):
+        own = Path(source).resolve() == ckpt_path.resolve()
+        step = int(ckpt["step"])
+        pending = evaluates and own and not _agree(info, lambda: engine.evaluation_current(ckpt_path, step))
         if info.main:
             print(
                 f"[{stage}] {source} already reached epoch {ckpt['epoch']} / step {ckpt['step']}; "
-                "skipping the stage",
+                + ("evaluating it (no eval.json of this step yet)" if pending else "skipping the stage"),
                 flush=True,
             )
+            if evaluates and not own:
+                print(f"[{stage}] --eval: evaluate {source} with evaluate.py (not this run's)", flush=True)
+        if pending:
+            _evaluate(stage, ckpt_path, args, info, guard, data_root(args, info))
         return Path(source)
     root = data_root(args, info)
+    if evaluates:  # a missing or empty validation split fails now, not after the training
+        check_val_data(args, root)
     loader, sampler = build_train_loader(args, info, root)
     new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
     state, use_amp = build_train_state(stage, args, info, ckpt, sampler.steps_per_epoch, new_changes)
@@ -827,11 +844,43 @@ def _run_locked(
         _train(state, loader, sampler, args, info, guard, logger, ckpt_path, use_amp, resume_step)
     finally:
         logger.close()
-    if args.eval and stage in ("seg", "joint") and info.main:
-        with guard.released():
-            engine.evaluate_checkpoint(ckpt_path, args, info.device, root)
-    info.barrier()
+    if evaluates:
+        _evaluate(stage, ckpt_path, args, info, guard, root)
+    else:
+        info.barrier()
     return ckpt_path
+
+
+def _evaluate(
+    stage: str, ckpt_path: Path, args: argparse.Namespace, info: DistInfo, guard: InterruptGuard, root: Path
+) -> None:
+    """``--eval`` of a finished stage (on the main process, the others wait); says how to redo a failure."""
+    if info.main:
+        try:
+            with guard.released():
+                engine.evaluate_checkpoint(ckpt_path, args, info.device, root)
+        except BaseException as exc:
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            print(
+                f"\n[{stage}] evaluation {what}: the checkpoint {ckpt_path} is complete; evaluate it with "
+                "the same command and --resume (or with evaluate.py)",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
+    info.barrier()
+
+
+def check_val_data(args: argparse.Namespace, root: Path) -> None:
+    """Check that ``--val-split`` of ``root`` exists and lists images (before training, for ``--eval``).
+
+    Raises:
+        FileNotFoundError: missing data folder, mask folder or list file (the message names it).
+        ValueError: an empty list file or an entry that leaves the data folders.
+    """
+    from examples.voc_joint import data
+
+    data.VOCSegmentation(root, args.val_split, max_pixels=args.max_image_pixels)
 
 
 def _train(

@@ -339,3 +339,41 @@ def test_superpixel_loss_recompute_same_values_and_gradients_less_memory() -> No
         assert torch.equal(
             superpixel_loss(logits.softmax(1), target, 4, pos_weight=0.003, num_classes=5, recompute=True), l0
         )
+
+
+def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys, monkeypatch) -> None:  # noqa: F811
+    """An evaluation lost to an interrupt (or never asked for) is made by ``--resume --eval``; an up-to-date
+    one is not redone."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.signals import Interrupted
+
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "2")
+    folder = tmp_path / "seg"
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    with monkeypatch.context() as m:
+        m.setattr(engine, "evaluate_checkpoint", interrupted)
+        with pytest.raises(Interrupted):
+            train.main([*argv, "--eval"])
+    err = capsys.readouterr().err
+    assert f"[seg] evaluation interrupted: the checkpoint {folder / 'checkpoint.pt'} is complete" in err
+    assert load_checkpoint(folder / "checkpoint.pt")["complete"] and not (folder / "eval.json").exists()
+    train.main([*argv, "--resume", "--eval"])
+    out = capsys.readouterr().out
+    assert "evaluating it (no eval.json of this step yet)" in out and "[eval]" in out
+    res = json.loads((folder / "eval.json").read_text())
+    assert res["checkpoint_step"] == 2 and 0 <= res["miou"] <= 1
+    before = (folder / "eval.json").read_bytes()
+    train.main([*argv, "--resume", "--eval"])
+    out = capsys.readouterr().out
+    assert "skipping the stage" in out and "[eval]" not in out
+    assert (folder / "eval.json").read_bytes() == before
+
+
+def test_eval_checks_the_validation_split_before_training(tiny_voc, tmp_path) -> None:  # noqa: F811
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1", "--eval")
+    with pytest.raises(FileNotFoundError, match=r"split list file not found: .*nosuch\.txt"):
+        train.main([*argv, "--val-split", "nosuch"])
+    assert not (tmp_path / "seg" / "checkpoint.pt").exists()  # nothing was trained
