@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         type=resume_arg,
         help="continue exactly from <output-dir>/<stage>/checkpoint.pt ('auto') or from a given "
-        "checkpoint; finished stages are skipped; options must match the checkpoint's (see "
+        "checkpoint (not with --stage all, which resumes each stage from its folder); finished stages are "
+        "skipped; options must match the checkpoint's (see "
         "--allow-option-changes), except that --epochs and --max-steps may grow",
     )
     g.add_argument(
@@ -966,6 +967,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             )
     if args.allow_option_changes and args.resume is None:
         parser.error("--allow-option-changes only applies with --resume")
+    if args.stage == "all" and args.resume not in (None, "auto"):
+        parser.error(
+            f"--stage all --resume {args.resume}: 'all' resumes each stage from its own folder "
+            "(<output-dir>/<stage>/checkpoint.pt): use --resume (or --resume auto); to continue one stage "
+            "from a given checkpoint, run that stage alone (--stage seg|spixel|joint --resume PATH)"
+        )
     if args.overwrite and args.resume == "auto":
         parser.error("--overwrite with --resume (auto) contradicts itself: continue the run or replace it")
 
@@ -973,14 +980,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 def _stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
     """The options of one stage of ``args.stage`` (``all``: the joint stage starts from the two others)."""
     out = argparse.Namespace(**vars(args))
-    if args.stage == "all":
-        if stage == "joint":
-            out.seg_checkpoint = args.seg_checkpoint or Path(args.output_dir) / "seg" / "checkpoint.pt"
-            out.spixel_checkpoint = (
-                args.spixel_checkpoint or Path(args.output_dir) / "spixel" / "checkpoint.pt"
-            )
-        if args.resume not in (None, "auto"):
-            out.resume = "auto"
+    if args.stage == "all" and stage == "joint":
+        out.seg_checkpoint = args.seg_checkpoint or Path(args.output_dir) / "seg" / "checkpoint.pt"
+        out.spixel_checkpoint = args.spixel_checkpoint or Path(args.output_dir) / "spixel" / "checkpoint.pt"
     return resolve_stage_options(stage, out)
 
 

@@ -247,6 +247,19 @@ def test_cli_errors(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
         assert info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_stage_all_refuses_a_resume_path(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    """``--stage all --resume PATH`` would ignore PATH: a usage error that says how ``all`` resumes."""
+    ckpt = train.main(
+        train_args(tiny_voc, tmp_path / "ref", "--stage", "seg", "--epochs", "1", "--max-steps", "1")
+    )
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(tiny_voc, tmp_path / "all", "--stage", "all", "--resume", str(ckpt["seg"])))
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "'all' resumes each stage from its own folder" in err and "--resume auto" in err
+    assert not (tmp_path / "all").exists()  # refused before anything was created
+
+
 @pytest.mark.slow
 def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     """The demo's every step on tiny data (1 step per stage): transparency passes, the table is printed."""
