@@ -421,6 +421,9 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate a seg/joint checkpoint on ``args.val_split`` of ``root``; write strict-JSON ``eval.json``.
 
+    With ``args.sbd`` the split is read from the SBD-augmented layout (``ImageSets/SegmentationAug``,
+    ``SegmentationClassAug``), as for training and as ``evaluate.py --sbd`` does.
+
     ``eval.json`` holds the scores and ``checkpoint_step``, the step of the checkpoint evaluated (see
     :func:`evaluation_current`); it is written atomically, once the evaluation is complete.
     """
@@ -430,7 +433,9 @@ def evaluate_checkpoint(
     from examples.voc_joint.metrics import dumps
 
     model, config = load_model_from_checkpoint(ckpt_path, map_location=device)
-    ds = data.build_dataset(root, args.val_split, crop_size=args.eval_crop, max_pixels=args.max_image_pixels)
+    ds = data.build_dataset(
+        root, args.val_split, sbd=args.sbd, crop_size=args.eval_crop, max_pixels=args.max_image_pixels
+    )
     loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False, num_workers=args.workers)
     res = evaluate(
         model,

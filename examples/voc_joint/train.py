@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-split", type=split_name, default="train", help="list file name of the training split"
     )
     g.add_argument(
-        "--val-split", type=split_name, default="val", help="list file name of the validation split (--eval)"
+        "--val-split",
+        type=split_name,
+        default="val",
+        help="list file name of the validation split (--eval; with --sbd, in the SBD lists)",
     )
     g.add_argument("--crop-size", type=POS, default=512, help="training crop (after random scale 0.5-2)")
     g.add_argument("--scale-min", type=POS_FLOAT, default=0.5, help="smallest random scale")
@@ -881,7 +884,7 @@ def check_val_data(args: argparse.Namespace, root: Path) -> None:
     """
     from examples.voc_joint import data
 
-    data.VOCSegmentation(root, args.val_split, max_pixels=args.max_image_pixels)
+    data.VOCSegmentation(root, args.val_split, sbd=args.sbd, max_pixels=args.max_image_pixels)
 
 
 def _train(

@@ -390,3 +390,18 @@ def test_eval_checks_the_validation_split_before_training(tiny_voc, tmp_path) ->
     with pytest.raises(FileNotFoundError, match=r"split list file not found: .*nosuch\.txt"):
         train.main([*argv, "--val-split", "nosuch"])
     assert not (tmp_path / "seg" / "checkpoint.pt").exists()  # nothing was trained
+
+
+def test_sbd_eval_reads_the_sbd_layout(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """``--sbd --eval`` checks and evaluates the SBD val split (on a tree without the VOC2012 layout)."""
+    root = tmp_path / "sbd"
+    shutil.copytree(tiny_voc, root)
+    shutil.rmtree(root / "SegmentationClass")
+    shutil.rmtree(root / "ImageSets" / "Segmentation")
+    out = train.main(
+        train_args(
+            root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--max-steps", "1", "--sbd", "--eval"
+        )
+    )
+    res = json.loads((out["seg"].parent / "eval.json").read_text())
+    assert res["checkpoint_step"] == 1 and 0 <= res["miou"] <= 1
