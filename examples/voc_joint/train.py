@@ -69,7 +69,14 @@ from examples.voc_joint.models.joint import (
     ChannelsLast,
     network_channels_last,
 )
-from examples.voc_joint.resume import check_new_run, clear_run, option_changes, plain
+from examples.voc_joint.resume import (
+    PATH_OPTIONS,
+    absolute_path,
+    check_new_run,
+    clear_run,
+    option_changes,
+    plain,
+)
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch, derive_seed
 from examples.voc_joint.signals import Interrupted, InterruptGuard
 
@@ -382,11 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_stage_options(stage: str, args: argparse.Namespace) -> argparse.Namespace:
-    """A copy of ``args`` with the per-stage defaults (:data:`STAGE_DEFAULTS`) filled in."""
+    """A copy of ``args`` with the per-stage defaults (:data:`STAGE_DEFAULTS`) filled in and the path options
+    (:data:`~examples.voc_joint.resume.PATH_OPTIONS`) made absolute."""
     out = argparse.Namespace(**vars(args))
     for key, value in STAGE_DEFAULTS[stage].items():
         if getattr(out, key) is None:
             setattr(out, key, value)
+    for key in PATH_OPTIONS:  # recorded and compared on resume as absolute paths
+        if getattr(out, key, None) is not None:
+            setattr(out, key, absolute_path(getattr(out, key)))
     out.stage = stage
     return out
 

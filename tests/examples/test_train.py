@@ -405,3 +405,30 @@ def test_sbd_eval_reads_the_sbd_layout(tiny_voc, tmp_path) -> None:  # noqa: F81
     )
     res = json.loads((out["seg"].parent / "eval.json").read_text())
     assert res["checkpoint_step"] == 1 and 0 <= res["miou"] <= 1
+
+
+def test_resume_compares_path_options_as_absolute_paths(tiny_voc, tmp_path, monkeypatch, capsys) -> None:  # noqa: F811
+    """The same data folder spelled differently (from another working folder) resumes; the same relative
+    spelling naming another folder is a changed option."""
+    shutil.copytree(tiny_voc, tmp_path / "data")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "data").symlink_to(tiny_voc)  # another folder behind the same relative path
+    out = tmp_path / "out"
+
+    def run(root: str, steps: int) -> list[str]:
+        return train_args(Path(root), out, "--stage", "seg", "--epochs", "3", "--max-steps", str(steps))
+
+    monkeypatch.chdir(tmp_path)
+    train.main(run("data", 1))
+    recorded = load_checkpoint(out / "seg" / "checkpoint.pt")["config"]["args"]["data_root"]
+    assert recorded == str(tmp_path.resolve() / "data")  # recorded absolute
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    train.main([*run("../elsewhere/../data/", 2), "--resume"])  # the same folder, spelled differently
+    assert load_checkpoint(out / "seg" / "checkpoint.pt")["step"] == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        train.main([*run("data", 3), "--resume"])  # "data" is another folder from here
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"--data-root: {recorded!r} (checkpoint) -> " in err
+    assert f"-> {str(tiny_voc.resolve())!r} (now)" in err  # absolute, symbolic links resolved
+    assert load_checkpoint(out / "seg" / "checkpoint.pt")["step"] == 2
