@@ -434,7 +434,12 @@ def evaluate_checkpoint(
 
     model, config = load_model_from_checkpoint(ckpt_path, map_location=device)
     ds = data.build_dataset(
-        root, args.val_split, sbd=args.sbd, crop_size=args.eval_crop, max_pixels=args.max_image_pixels
+        root,
+        args.val_split,
+        sbd=args.sbd,
+        crop_size=args.eval_crop,
+        max_pixels=args.max_image_pixels,
+        num_classes=args.num_classes,
     )
     loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False, num_workers=args.workers)
     res = evaluate(

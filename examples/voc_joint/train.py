@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import signal
 import sys
 import time
@@ -57,7 +58,7 @@ from examples.voc_joint.cli import (
     resume_arg,
     split_name,
 )
-from examples.voc_joint.data import DEFAULT_MAX_PIXELS
+from examples.voc_joint.data import DEFAULT_MAX_PIXELS, DataError
 from examples.voc_joint.distributed import DistInfo, cleanup_distributed, init_distributed
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
@@ -439,6 +440,7 @@ def build_train_loader(
         sbd=args.sbd,
         transform=data.train_transform(args.crop_size, scale=(args.scale_min, args.scale_max)),
         max_pixels=args.max_image_pixels,
+        num_classes=args.num_classes,
     )
     sampler = EpochSampler(
         len(ds), batch_size=args.batch_size, seed=args.seed, num_replicas=info.world_size, rank=info.rank
@@ -891,11 +893,13 @@ def check_val_data(args: argparse.Namespace, root: Path) -> None:
 
     Raises:
         FileNotFoundError: missing data folder, mask folder or list file (the message names it).
-        ValueError: an empty list file or an entry that leaves the data folders.
+        DataError: an empty list file or an entry that leaves the data folders.
     """
     from examples.voc_joint import data
 
-    data.VOCSegmentation(root, args.val_split, sbd=args.sbd, max_pixels=args.max_image_pixels)
+    data.VOCSegmentation(
+        root, args.val_split, sbd=args.sbd, max_pixels=args.max_image_pixels, num_classes=args.num_classes
+    )
 
 
 def _train(
@@ -1057,10 +1061,23 @@ def _cli() -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except (FloatingPointError, OSError) as exc:  # NonFiniteError, a refused save, a failing disk
-        print(f"[train] error: {exc}", file=sys.stderr, flush=True)
+    except (FloatingPointError, OSError, DataError) as exc:  # NonFiniteError, a refused save, a failing
+        # disk, a missing or unusable data file
+        print(f"[train] error: {error_text(exc)}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def error_text(exc: BaseException) -> str:
+    """The message of ``exc`` for the one-line error; an error re-raised from a DataLoader worker (its message
+    holds the worker's whole traceback) gives its original message and the worker's number."""
+    text = str(exc)
+    worker = re.match(r"Caught \w+ in DataLoader worker process (\d+)\.", text)
+    if worker is None:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    message = re.sub(r"^[\w.]+: ", "", last.strip(), count=1)
+    return f"{message} (DataLoader worker {worker.group(1)})"
 
 
 if __name__ == "__main__":

@@ -432,3 +432,30 @@ def test_resume_compares_path_options_as_absolute_paths(tiny_voc, tmp_path, monk
     assert info.value.code == 2 and f"--data-root: {recorded!r} (checkpoint) -> " in err
     assert f"-> {str(tiny_voc.resolve())!r} (now)" in err  # absolute, symbolic links resolved
     assert load_checkpoint(out / "seg" / "checkpoint.pt")["step"] == 2
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_data_errors_end_in_one_error_line(tiny_voc, tmp_path, monkeypatch, capsys, workers) -> None:  # noqa: F811
+    """A ValueError-type data error (here labels out of --num-classes, then an empty list) ends like a missing
+    file: one ``[train] error:`` line naming the file and status 1, also when read in a DataLoader worker."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_voc, root)
+    argv = [
+        "train.py",
+        *train_args(root, tmp_path / "a", "--stage", "seg", "--epochs", "1", "--num-classes", "5"),
+    ]
+    argv[argv.index("--workers") + 1] = workers
+    monkeypatch.setattr(sys, "argv", argv)
+    assert train._cli() == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("[train] error: mask file '"), err
+    assert "has label values outside {0..4, 255}: " in err
+    assert ("(DataLoader worker 0)" in err) == (workers == "1")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n")
+    monkeypatch.setattr(sys, "argv", ["train.py", *train_args(root, tmp_path / "b", "--stage", "seg")])
+    assert train._cli() == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"[train] error: split list file '{root / 'ImageSets' / 'Segmentation' / 'train.txt'}' is empty"
+    )
