@@ -198,7 +198,8 @@ def train_step(
 ) -> tuple[dict[str, float], bool]:
     """One optimizer step; returns ``(values, stop)``.
 
-    ``values`` holds the Python floats ``loss`` and the parts (one device sync); ``stop`` is True when a
+    ``values`` holds the Python floats ``loss`` and the parts (one device sync), and ``lr``, the learning rate
+    of the first parameter group that this step used (before the scheduler's step); ``stop`` is True when a
     signal was recorded (on any process): the step is completed, then the caller stops.
 
     Raises:
@@ -237,11 +238,12 @@ def train_step(
             "training stopped before the update; the last checkpoint on disk is the last good state. Lower "
             "the learning rate, check the data, or try without --amp"
         )
+    lr = float(state.optimizer.param_groups[0]["lr"])  # what this update uses; the scheduler sets the next
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.scheduler.step()
     state.step = step
-    return dict(zip(["loss", *parts], numbers[: 1 + len(parts)], strict=True)), stop
+    return {**dict(zip(["loss", *parts], numbers[: 1 + len(parts)], strict=True)), "lr": lr}, stop
 
 
 # ----------------------------------------------------------------------------------------------------- epoch
@@ -305,7 +307,7 @@ def train_one_epoch(
                     loss=f"{info.mean(values['loss']):.6f}",
                     ce=f"{values['ce']:.6f}" if "ce" in values else "",
                     spixel=f"{values['spixel']:.6f}" if "spixel" in values else "",
-                    lr=f"{state.optimizer.param_groups[0]['lr']:.6g}",
+                    lr=f"{values['lr']:.6g}",  # the step's own learning rate
                     images_per_s=f"{ips:.2f}",
                     elapsed_s=f"{time.perf_counter() - t0:.3f}",  # ms: step times are read from it
                 )

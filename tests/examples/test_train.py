@@ -459,3 +459,15 @@ def test_data_errors_end_in_one_error_line(tiny_voc, tmp_path, monkeypatch, caps
         err
         == f"[train] error: split list file '{root / 'ImageSets' / 'Segmentation' / 'train.txt'}' is empty"
     )
+
+
+def test_log_lr_is_the_learning_rate_of_the_step(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """log.csv's lr column: the rate each step ran at (step 1 of a poly run: the base rate), not the next."""
+    out = train.main(
+        train_args(
+            tiny_voc, tmp_path, "--stage", "seg", "--epochs", "2", "--log-every", "1", "--seg-lr", "0.01"
+        )
+    )["seg"]
+    lrs = [float(r["lr"]) for r in _rows(out.parent / "log.csv")]
+    total = 4  # 2 epochs x 2 steps
+    assert lrs == pytest.approx([0.01 * (1 - t / total) ** 0.9 for t in range(total)], rel=1e-5)
