@@ -99,6 +99,7 @@ __all__ = [
     "resolve_stage_options",
     "run_stage",
     "runtime_options",
+    "schedule_horizon",
 ]
 
 STAGES = ("seg", "spixel", "joint")
@@ -743,8 +744,12 @@ def build_train_state(
             raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU/gloo implementation)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call, unused-ignore]  # untyped in torch (strict)
     optimizer = build_optimizer(stage, model, args)
-    # the poly horizon is --epochs x steps per epoch, not --max-steps (so capped runs resume exactly)
-    scheduler = build_scheduler(optimizer, args, args.epochs * steps_per_epoch)
+    position = (0, 0, 0) if ckpt is None else _position(ckpt, args)
+    scheduler = build_scheduler(
+        optimizer,
+        args,
+        schedule_horizon(args.epochs, steps_per_epoch, args.batch_size * info.world_size, *position),
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     state = engine.TrainState(stage, model, model, optimizer, scheduler, scaler)
     if ckpt is not None:
@@ -752,13 +757,7 @@ def build_train_state(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
-        recorded = ckpt["config"].get("args", {})
-        global_batch = int(recorded.get("batch_size", args.batch_size)) * int(ckpt.get("world_size", 1))
-        # version-1 checkpoints count batches only
-        state.samples_in_epoch = int(
-            ckpt.get("samples_in_epoch", int(ckpt.get("batch_in_epoch", 0)) * global_batch)
-        )
+        state.step, state.epoch, state.samples_in_epoch = position
         if changes:
             _apply_optimizer_options(state, args)
         set_rng_state(ckpt["rng"])  # last: building the model drew from the RNG
@@ -768,6 +767,42 @@ def build_train_state(
             model, device_ids=ids, find_unused_parameters=stage == "joint"
         )
     return state, use_amp
+
+
+def _position(ckpt: dict[str, Any], args: argparse.Namespace) -> tuple[int, int, int]:
+    """``(step, epoch, samples_in_epoch)`` of a checkpoint."""
+    recorded = ckpt["config"].get("args", {})
+    global_batch = int(recorded.get("batch_size", args.batch_size)) * int(ckpt.get("world_size", 1))
+    # version-1 checkpoints count batches only
+    samples = int(ckpt.get("samples_in_epoch", int(ckpt.get("batch_in_epoch", 0)) * global_batch))
+    return int(ckpt["step"]), int(ckpt["epoch"]), samples
+
+
+def schedule_horizon(
+    epochs: int,
+    steps_per_epoch: int,
+    global_batch: int,
+    step: int = 0,
+    epoch: int = 0,
+    samples_in_epoch: int = 0,
+) -> int:
+    """The step count ``T`` of the poly schedule: the steps done plus those left until ``epochs`` end.
+
+    ``--epochs`` x steps per epoch for a new run or an unchanged resume (not ``--max-steps``: capped runs
+    resume exactly); after a change of the batch size or of the number of processes on resume (a new number
+    of steps per epoch), the remaining steps are counted at the new size, so the schedule still ends at the
+    last step instead of reaching 0 before it.
+
+    Example:
+        >>> schedule_horizon(3, 2, 2), schedule_horizon(3, 2, 2, step=3, epoch=1, samples_in_epoch=2)
+        (6, 6)
+        >>> schedule_horizon(3, 1, 4, step=3, epoch=1, samples_in_epoch=2)  # batch 2 -> 4 after 3 steps
+        4
+    """
+    if epoch >= epochs:
+        return max(step, 1)
+    left_in_epoch = max(0, (steps_per_epoch * global_batch - samples_in_epoch) // global_batch)
+    return step + left_in_epoch + (epochs - epoch - 1) * steps_per_epoch
 
 
 def run_stage(

@@ -471,3 +471,17 @@ def test_log_lr_is_the_learning_rate_of_the_step(tiny_voc, tmp_path) -> None:  #
     lrs = [float(r["lr"]) for r in _rows(out.parent / "log.csv")]
     total = 4  # 2 epochs x 2 steps
     assert lrs == pytest.approx([0.01 * (1 - t / total) ** 0.9 for t in range(total)], rel=1e-5)
+
+
+def test_poly_schedule_after_a_batch_size_change_ends_at_the_last_step(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    """``--resume --allow-option-changes --batch-size`` mid-run: the horizon counts the steps left at the new
+    size, so no step runs at learning rate 0 (it used to be recomputed as epochs x new steps per epoch)."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "3", "--log-every", "1")
+    train.main([*argv, "--max-steps", "3"])  # batch 2: 2 steps per epoch, stopped in epoch 2
+    argv[argv.index("--batch-size") + 1] = "4"  # 1 step per epoch; epoch 2 has no full batch left
+    out = train.main([*argv, "--resume", "--allow-option-changes"])["seg"]
+    assert "option change: --batch-size 2 -> 4" in capsys.readouterr().out
+    rows = _rows(out.parent / "log.csv")
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[3] == pytest.approx(0.007 * (1 - 3 / 4) ** 0.9, rel=1e-5) and all(lr > 0 for lr in lrs)
