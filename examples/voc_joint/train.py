@@ -237,9 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--fusion-init",
         choices=FUSION_INITS,
         default="transparent",
-        help="joint stage: initialization of the fusion stack: transparent is the paper's (exactly 'take "
-        "U(S)' at step 0); the others are what one would pick instead, for comparison (one line each: "
-        "docs/examples/pipeline.rst, 'Fusion initializations'; examples/voc_joint/ablation.py compares them)",
+        help="joint stage: initialization of the fusion stack (not with --no-fusion): transparent is the "
+        "paper's (exactly 'take U(S)' at step 0); the others are what one would pick instead, for comparison "
+        "(one line each: docs/examples/pipeline.rst, 'Fusion initializations'; "
+        "examples/voc_joint/ablation.py compares them)",
     )
     g.add_argument(
         "--seg-checkpoint",
@@ -1018,6 +1019,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
                 f"--fusion-hidden {small} below 2 x --num-classes = {2 * args.num_classes}: every hidden "
                 "width of a transparent stack must be at least twice its input width"
             )
+    if not args.fusion and args.fusion_init != parser.get_default("fusion_init"):
+        parser.error(
+            f"--no-fusion with --fusion-init {args.fusion_init}: without the fusion stack there is nothing "
+            "to initialize; drop one of the two"
+        )
     if args.allow_option_changes and args.resume is None:
         parser.error("--allow-option-changes only applies with --resume")
     if args.stage == "all" and args.resume not in (None, "auto"):

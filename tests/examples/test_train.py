@@ -247,6 +247,16 @@ def test_cli_errors(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
         assert info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_no_fusion_refuses_a_fusion_init(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    with pytest.raises(SystemExit) as info:
+        train.main(
+            train_args(tiny_voc, tmp_path, "--stage", "joint", "--no-fusion", "--fusion-init", "xavier")
+        )
+    assert not tmp_path.joinpath("joint").exists()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--no-fusion with --fusion-init xavier" in err
+
+
 def test_stage_all_refuses_a_resume_path(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     """``--stage all --resume PATH`` would ignore PATH: a usage error that says how ``all`` resumes."""
     ckpt = train.main(
