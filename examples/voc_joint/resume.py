@@ -121,8 +121,9 @@ _CLASSIFIED = (
     | {o for s in STAGE_OPTIONS.values() for g in s.values() for o in g}
 )
 
-#: What a run writes into its stage folder (``--overwrite`` deletes these).
-RUN_FILES = ("checkpoint.pt", "log.csv", "eval.json", "panels", "tensorboard")
+#: What a run writes into its stage folder (``--overwrite`` deletes these; glob patterns allowed):
+#: ``eval_<split>`` is ``evaluate.py``'s default output folder, next to the checkpoint it evaluated.
+RUN_FILES = ("checkpoint.pt", "log.csv", "eval.json", "panels", "tensorboard", "eval_*")
 
 
 def plain(value: Any) -> Any:
@@ -233,8 +234,14 @@ def option_changes(
 
 
 def run_files(folder: Path) -> list[Path]:
-    """The files of a run present in a stage folder."""
-    return [folder / name for name in RUN_FILES if (folder / name).exists()]
+    """The files of a run present in a stage folder (:data:`RUN_FILES`)."""
+    found: list[Path] = []
+    for name in RUN_FILES:
+        if any(c in name for c in "*?["):
+            found += sorted(folder.glob(name)) if folder.is_dir() else []
+        elif (folder / name).exists():
+            found.append(folder / name)
+    return found
 
 
 def clear_run(folder: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -495,3 +496,19 @@ def test_poly_schedule_after_a_batch_size_change_ends_at_the_last_step(tiny_voc,
     assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[3] == pytest.approx(0.007 * (1 - 3 / 4) ** 0.9, rel=1e-5) and all(lr > 0 for lr in lrs)
+
+
+def test_overwrite_clears_evaluate_py_outputs(tmp_path) -> None:
+    """``evaluate.py``'s default output folder ``eval_<split>`` belongs to the run: a new run refuses the
+    folder and ``--overwrite`` deletes it (no stale metrics next to a new checkpoint)."""
+    from examples.voc_joint.resume import check_new_run, clear_run, run_files
+
+    folder = tmp_path / "seg"
+    (folder / "eval_val" / "panels").mkdir(parents=True)
+    (folder / "eval_val" / "metrics.json").write_text("{}")
+    (folder / "notes.txt").write_text("mine")
+    assert run_files(folder) == [folder / "eval_val"]
+    with pytest.raises(train.UsageError, match=r"holds a run \(eval_val\)"):
+        check_new_run(folder, argparse.Namespace(overwrite=False))
+    clear_run(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
