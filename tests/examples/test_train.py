@@ -512,3 +512,19 @@ def test_overwrite_clears_evaluate_py_outputs(tmp_path) -> None:
         check_new_run(folder, argparse.Namespace(overwrite=False))
     clear_run(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_pipeline_docs_quote_the_demos_step0_error() -> None:
+    """Each "about <error> for logits up to <size>" of pipeline.rst is the figure of demo_output.txt."""
+    import re
+
+    demo = (ROOT / "docs" / "examples" / "demo_output.txt").read_text()
+    error, size = re.search(r"uniformize\(S\)\| = (\S+)\s+\(\|S\| up to (\S+);", demo).groups()
+    docs = " ".join((ROOT / "docs" / "examples" / "pipeline.rst").read_text().split())
+    quoted = re.findall(r"about (\S+) for logits up to (~?[\d.]+)", docs)
+    assert len(quoted) >= 2, quoted
+    for q_error, q_size in quoted:
+        assert float(q_error) == float(f"{float(error):.0e}") and q_size == f"{float(size):g}", (
+            q_error,
+            q_size,
+        )
