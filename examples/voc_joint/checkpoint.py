@@ -33,8 +33,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import random
+import re
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -189,6 +192,29 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return stale
 
 
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, without torch's advice to load with
+    ``weights_only=False`` (which would run code from the file, and cannot repair a damaged one)."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        what = f" (first: {found.group(1)})" if found else ""
+        return (
+            f"refusing checkpoint {path}: it holds pickled Python objects{what}, which are never loaded: it "
+            "cannot be read with torch.load(weights_only=True), which accepts only tensors and plain "
+            "containers"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    first = first.split(". This is an internal")[0].split(". If you")[0][:200]
+    reason = "not a torch.save file"
+    if isinstance(exc, RuntimeError) and first:
+        reason = f"{type(exc).__name__}: {first}"
+    return (
+        f"refusing checkpoint {path}: the file is damaged (truncated or corrupted) or is not a checkpoint; "
+        f"it cannot be read with torch.load(weights_only=True) ({reason})"
+    )
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -217,10 +243,7 @@ def load_checkpoint(
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError for objects, RuntimeError/EOFError for garbage
-        raise CheckpointError(
-            f"refusing checkpoint {path}: it cannot be read with torch.load(weights_only=True) (only tensors "
-            f"and plain containers are accepted, no pickled objects): {type(exc).__name__}: {str(exc)[:300]}"
-        ) from exc
+        raise CheckpointError(_unreadable(path, exc)) from exc
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} must hold a dict, got {type(ckpt).__name__}")
     missing = [k for k in _REQUIRED if k not in ckpt]

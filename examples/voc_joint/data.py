@@ -43,6 +43,7 @@ __all__ = [
     "NUM_CLASSES",
     "SPIXEL_MEAN",
     "VOC_CLASSES",
+    "DataError",
     "PadIfSmaller",
     "PadToMultiple",
     "RandomScale",
@@ -90,9 +91,20 @@ DEFAULT_MAX_PIXELS = 89_478_485
 #: Cache folder of generated data (``$TRANSINIT_CACHE``, default ``~/.cache/transinit``).
 DEFAULT_CACHE = Path(os.environ.get("TRANSINIT_CACHE", "~/.cache/transinit")).expanduser()
 
-_VALID_LABELS = np.zeros(256, dtype=bool)
-_VALID_LABELS[:NUM_CLASSES] = True
-_VALID_LABELS[IGNORE_INDEX] = True
+
+class DataError(ValueError):
+    """A file of the data set is unusable (unreadable, too large, a mask of the wrong size or with labels out
+    of range, an empty or unsafe list); the message names the file."""
+
+
+def _valid_labels(num_classes: int) -> np.ndarray:
+    """A lookup table over uint8 values: True for ``0..num_classes-1`` and :data:`IGNORE_INDEX`."""
+    if not 1 <= num_classes <= IGNORE_INDEX:
+        raise ValueError(f"num_classes must be in 1..{IGNORE_INDEX}, got {num_classes}")
+    valid = np.zeros(256, dtype=bool)
+    valid[:num_classes] = True
+    valid[IGNORE_INDEX] = True
+    return valid
 
 
 def voc_palette() -> list[int]:
@@ -328,7 +340,7 @@ def _resolve_root(root: Path) -> Path:
 def _check_pixels(path: Path, kind: str, size: tuple[int, int], max_pixels: int) -> None:
     w, h = size
     if w * h > max_pixels:
-        raise ValueError(
+        raise DataError(
             f"{kind} file '{path}' is {w}x{h} = {w * h} pixels, more than the limit of {max_pixels} "
             "(max_pixels / --max-image-pixels): refusing to decode it (decompression-bomb guard)"
         )
@@ -348,35 +360,38 @@ def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
             _check_pixels(path, "image", im.size, max_pixels)
             rgb = np.array(im.convert("RGB"), dtype=np.uint8)  # the decoding happens here
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"image file '{path}' refused as a decompression bomb: {exc}") from exc
+        raise DataError(f"image file '{path}' refused as a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read image file '{path}': {exc}") from exc
+        raise DataError(f"cannot read image file '{path}': {exc}") from exc
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
-def _read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read a label PNG (palette "P" or grayscale "L") as a uint8 array [H, W]; errors name the file."""
+def _read_mask(
+    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, num_classes: int = NUM_CLASSES
+) -> np.ndarray:
+    """Read a label PNG (palette "P" or grayscale "L") as a uint8 array [H, W] of labels in
+    ``0..num_classes-1`` or 255; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"mask file not found: '{path}'")
     try:
         with Image.open(path) as im:
             _check_pixels(path, "mask", im.size, max_pixels)
             if im.mode not in ("P", "L"):
-                raise ValueError(
+                raise DataError(
                     f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale "
                     "('L') PNG whose pixel values are the class indices"
                 )
             arr = np.asarray(im, dtype=np.uint8)
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"mask file '{path}' refused as a decompression bomb: {exc}") from exc
+        raise DataError(f"mask file '{path}' refused as a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read mask file '{path}': {exc}") from exc
-    bad = ~_VALID_LABELS[arr]
+        raise DataError(f"cannot read mask file '{path}': {exc}") from exc
+    bad = ~_valid_labels(num_classes)[arr]
     if bad.any():
         values = np.unique(arr[bad])
         shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if values.size > 10 else "")
-        raise ValueError(
-            f"mask file '{path}' has label values outside {{0..{NUM_CLASSES - 1}, {IGNORE_INDEX}}}: {shown} "
+        raise DataError(
+            f"mask file '{path}' has label values outside {{0..{num_classes - 1}, {IGNORE_INDEX}}}: {shown} "
             f"({int(bad.sum())} pixels)"
         )
     return arr
@@ -392,7 +407,7 @@ def _read_list(list_file: Path) -> list[str]:
         name = line.split()[0]
         pure = PurePath(name)
         if pure.is_absolute() or ".." in pure.parts or "\0" in name or pure.drive:
-            raise ValueError(
+            raise DataError(
                 f"split list file '{list_file}' line {lineno}: entry {name!r} points outside the data "
                 "folders (absolute paths and '..' are not allowed)"
             )
@@ -416,17 +431,19 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         list_file (str | Path | None): override the list file (absolute, or relative to the resolved root).
         max_pixels (int): refuse images and masks with more pixels (read from the file header, before
             decoding: a guard against decompression bombs); default PIL's 89478485.
+        num_classes (int): labels must be in ``0..num_classes-1`` or 255 (default 21, VOC's classes).
 
     A sample is a dict: ``image`` (Tensor[3, H, W] in [0, 1], for display), ``seg_input``
     (ImageNet-normalized), ``spixel_input`` (SpixelFCN-normalized), ``target`` (LongTensor[H, W] in
-    {0..20, 255}) and ``name`` (str).
+    {0..num_classes-1, 255}) and ``name`` (str).
 
     Raises:
         FileNotFoundError: missing folder or list file (the message names it and the expected layout), or a
             listed image/mask that does not exist (when the sample is read).
-        ValueError: an empty list file or an entry that leaves the data folders (``..``, absolute path); an
-            unreadable image or mask, one above ``max_pixels``, a mask whose size differs from its image, or
-            label values outside {0..20, 255} (the message names the file and the values).
+        DataError: (a ``ValueError``) an empty list file or an entry that leaves the data folders (``..``,
+            absolute path); an unreadable image or mask, one above ``max_pixels``, a mask whose size differs
+            from its image, or label values outside {0..num_classes-1, 255} (the message names the file and
+            the values).
     """
 
     def __init__(
@@ -439,6 +456,7 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         mask_dir: str | Path | None = None,
         list_file: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        num_classes: int = NUM_CLASSES,
     ) -> None:
         self.root = _resolve_root(Path(root).expanduser())
         self.split, self.sbd, self.transform = split, bool(sbd), transform
@@ -466,9 +484,11 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         self.max_pixels = int(max_pixels)
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+        self.num_classes = int(num_classes)
+        _valid_labels(self.num_classes)  # checks the range
         self.names = _read_list(self.list_file)
         if not self.names:
-            raise ValueError(f"split list file '{self.list_file}' is empty")
+            raise DataError(f"split list file '{self.list_file}' is empty")
 
     def __len__(self) -> int:
         return len(self.names)
@@ -485,9 +505,9 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         """Read sample ``index`` untransformed: image (uint8 Tensor[3, H, W]), target (LongTensor[H, W])."""
         image_path, mask_path = self.image_path(index), self.mask_path(index)
         image = _read_image(image_path, self.max_pixels)
-        mask = _read_mask(mask_path, self.max_pixels)
+        mask = _read_mask(mask_path, self.max_pixels, self.num_classes)
         if tuple(mask.shape) != tuple(image.shape[-2:]):
-            raise ValueError(
+            raise DataError(
                 f"mask file '{mask_path}' is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image "
                 f"'{image_path}' is {image.shape[1]}x{image.shape[2]}"
             )
@@ -525,6 +545,7 @@ def build_dataset(
     scale: tuple[float, float] = (0.5, 2.0),
     pad_to_multiple: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    num_classes: int = NUM_CLASSES,
 ) -> VOCSegmentation:
     """The data set with the standard transforms.
 
@@ -538,6 +559,7 @@ def build_dataset(
         scale (tuple[float, float]): random scale range when training.
         pad_to_multiple (int | None): eval only: pad to a multiple (label 255).
         max_pixels (int): largest image accepted (see :class:`VOCSegmentation`).
+        num_classes (int): labels accepted: ``0..num_classes-1`` and 255 (see :class:`VOCSegmentation`).
 
     Raises:
         ValueError: ``train=True`` without ``crop_size``.
@@ -548,7 +570,9 @@ def build_dataset(
         transform = train_transform(crop_size, scale)
     else:
         transform = eval_transform(crop_size, pad_to_multiple=pad_to_multiple)
-    return VOCSegmentation(root, split, sbd=sbd, transform=transform, max_pixels=max_pixels)
+    return VOCSegmentation(
+        root, split, sbd=sbd, transform=transform, max_pixels=max_pixels, num_classes=num_classes
+    )
 
 
 def ensure_synthetic_voc(root: str | Path | None = None, **kw: Any) -> Path:

@@ -36,8 +36,10 @@ __all__ = [
     "CsvLogger",
     "NonFiniteError",
     "TrainState",
+    "close_loader_iterator",
     "cross_entropy",
     "evaluate_checkpoint",
+    "evaluation_current",
     "set_bn_eval",
     "stage_loss",
     "superpixel_loss",
@@ -196,7 +198,8 @@ def train_step(
 ) -> tuple[dict[str, float], bool]:
     """One optimizer step; returns ``(values, stop)``.
 
-    ``values`` holds the Python floats ``loss`` and the parts (one device sync); ``stop`` is True when a
+    ``values`` holds the Python floats ``loss`` and the parts (one device sync), and ``lr``, the learning rate
+    of the first parameter group that this step used (before the scheduler's step); ``stop`` is True when a
     signal was recorded (on any process): the step is completed, then the caller stops.
 
     Raises:
@@ -235,11 +238,12 @@ def train_step(
             "training stopped before the update; the last checkpoint on disk is the last good state. Lower "
             "the learning rate, check the data, or try without --amp"
         )
+    lr = float(state.optimizer.param_groups[0]["lr"])  # what this update uses; the scheduler sets the next
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.scheduler.step()
     state.step = step
-    return dict(zip(["loss", *parts], numbers[: 1 + len(parts)], strict=True)), stop
+    return {**dict(zip(["loss", *parts], numbers[: 1 + len(parts)], strict=True)), "lr": lr}, stop
 
 
 # ----------------------------------------------------------------------------------------------------- epoch
@@ -281,8 +285,9 @@ def train_one_epoch(
             leave=True,
         )
     t_epoch, n_img, reason = time.perf_counter(), 0, "epoch"
+    batches = iter(loader)
     try:
-        for batch in loader:
+        for batch in batches:
             values, stop = train_step(state, batch, args, info, guard, use_amp)
             state.samples_in_epoch += global_batch
             n_img += global_batch
@@ -302,7 +307,7 @@ def train_one_epoch(
                     loss=f"{info.mean(values['loss']):.6f}",
                     ce=f"{values['ce']:.6f}" if "ce" in values else "",
                     spixel=f"{values['spixel']:.6f}" if "spixel" in values else "",
-                    lr=f"{state.optimizer.param_groups[0]['lr']:.6g}",
+                    lr=f"{values['lr']:.6g}",  # the step's own learning rate
                     images_per_s=f"{ips:.2f}",
                     elapsed_s=f"{time.perf_counter() - t0:.3f}",  # ms: step times are read from it
                 )
@@ -318,9 +323,30 @@ def train_one_epoch(
     finally:
         if bar is not None:
             bar.close()
+        close_loader_iterator(batches)
     if reason == "epoch" and state.samples_in_epoch:  # ran out before steps_per_epoch: resumed off-grid
         state.epoch, state.samples_in_epoch = state.epoch + 1, 0
     return reason
+
+
+def close_loader_iterator(batches: Any) -> None:
+    """Stop the DataLoader worker processes of the iterator ``batches`` now (a no-op without workers).
+
+    The training workers ignore SIGINT and SIGTERM (the main process handles them), so they must be told to
+    exit, not terminated: at interpreter exit, ``multiprocessing`` terminates the daemonic children that are
+    still alive with SIGTERM and then joins them without a timeout. An iterator still referenced by the
+    traceback of an error (a data error re-raised from a worker, a second Ctrl-C) would otherwise keep its
+    workers alive until then, and the process would never exit. A worker that does not exit on the
+    DataLoader's request (stuck in a read) is killed.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is None:
+        return
+    shutdown()  # the DataLoader's own shutdown: "done" event, sentinels, join with a timeout
+    for worker in getattr(batches, "_workers", ()):
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5.0)
 
 
 # --------------------------------------------------------------------------------------------------- logging
@@ -395,14 +421,28 @@ def _int_or_none(text: str | None) -> int | None:
 def evaluate_checkpoint(
     ckpt_path: Path, args: argparse.Namespace, device: torch.device, root: Path
 ) -> dict[str, Any]:
-    """Evaluate a seg/joint checkpoint on ``args.val_split`` of ``root``; write strict-JSON ``eval.json``."""
+    """Evaluate a seg/joint checkpoint on ``args.val_split`` of ``root``; write strict-JSON ``eval.json``.
+
+    With ``args.sbd`` the split is read from the SBD-augmented layout (``ImageSets/SegmentationAug``,
+    ``SegmentationClassAug``), as for training and as ``evaluate.py --sbd`` does.
+
+    ``eval.json`` holds the scores and ``checkpoint_step``, the step of the checkpoint evaluated (see
+    :func:`evaluation_current`); it is written atomically, once the evaluation is complete.
+    """
     from examples.voc_joint import data
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
     from examples.voc_joint.evaluate import evaluate
     from examples.voc_joint.metrics import dumps
 
-    model, _ = load_model_from_checkpoint(ckpt_path, map_location=device)
-    ds = data.build_dataset(root, args.val_split, crop_size=args.eval_crop, max_pixels=args.max_image_pixels)
+    model, config = load_model_from_checkpoint(ckpt_path, map_location=device)
+    ds = data.build_dataset(
+        root,
+        args.val_split,
+        sbd=args.sbd,
+        crop_size=args.eval_crop,
+        max_pixels=args.max_image_pixels,
+        num_classes=args.num_classes,
+    )
     loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False, num_workers=args.workers)
     res = evaluate(
         model,
@@ -412,6 +452,20 @@ def evaluate_checkpoint(
         panels_dir=ckpt_path.parent / "panels",
         progress=not args.no_progress,
     )
-    (ckpt_path.parent / "eval.json").write_text(dumps(res) + "\n")
+    res = {"checkpoint_step": config["step"], **res}  # which checkpoint this is (evaluation_current)
+    tmp = ckpt_path.parent / f".eval.json.{os.getpid()}.tmp"
+    tmp.write_text(dumps(res) + "\n")
+    os.replace(tmp, ckpt_path.parent / "eval.json")
     print(f"[eval] {ckpt_path}: mIoU {100 * res['miou']:.2f} %; details in {ckpt_path.parent / 'eval.json'}")
     return res
+
+
+def evaluation_current(ckpt_path: Path, step: int) -> bool:
+    """Whether ``eval.json`` next to ``ckpt_path`` is the evaluation of its checkpoint of step ``step``."""
+    import json
+
+    try:
+        recorded = json.loads((ckpt_path.parent / "eval.json").read_text()).get("checkpoint_step")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded == step

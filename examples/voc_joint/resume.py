@@ -12,9 +12,10 @@ The options of the training CLI fall into four groups per stage:
   seed, ...) must be the checkpoint's unless ``--allow-option-changes`` is given; then each change is recorded
   in the new checkpoints (``config["changes"]``), next to the options in use (``config["args"]``).
 
-Options that a stage does not use (e.g. ``--lr`` for the ``seg`` stage) are not compared. An option this file
-does not classify counts as a training option of every stage (refused unless allowed): new options default to
-the safe side.
+Path options (:data:`PATH_OPTIONS`) are compared as absolute paths (:func:`absolute_path`), as the training
+CLI records them. Options that a stage does not use (e.g. ``--lr`` for the ``seg`` stage) are not compared. An
+option this file does not classify counts as a training option of every stage (refused unless allowed): new
+options default to the safe side.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from examples.voc_joint.cli import UsageError
 
 __all__ = [
     "GROWING_OPTIONS",
+    "PATH_OPTIONS",
     "RUNTIME_OPTIONS",
     "RUN_FILES",
     "STAGE_OPTIONS",
+    "absolute_path",
     "check_new_run",
     "clear_run",
     "option_changes",
@@ -65,6 +68,10 @@ RUNTIME_OPTIONS = frozenset(
 )
 #: Options that may grow on resume (a longer run).
 GROWING_OPTIONS = ("epochs", "max_steps")
+#: Options naming files or folders: recorded as absolute paths (symbolic links resolved) and compared as such,
+#: so the same file spelled differently is the same option, and the same relative spelling from another
+#: working folder is not.
+PATH_OPTIONS = ("data_root", "backbone_weights", "seg_checkpoint", "spixel_checkpoint")
 
 _DATA = ("data_root", "sbd", "train_split", "crop_size", "scale_min", "scale_max", "batch_size", "seed")
 _EXEC = ("amp", "sync_bn", "world_size")
@@ -114,8 +121,9 @@ _CLASSIFIED = (
     | {o for s in STAGE_OPTIONS.values() for g in s.values() for o in g}
 )
 
-#: What a run writes into its stage folder (``--overwrite`` deletes these).
-RUN_FILES = ("checkpoint.pt", "log.csv", "eval.json", "panels", "tensorboard")
+#: What a run writes into its stage folder (``--overwrite`` deletes these; glob patterns allowed):
+#: ``eval_<split>`` is ``evaluate.py``'s default output folder, next to the checkpoint it evaluated.
+RUN_FILES = ("checkpoint.pt", "log.csv", "eval.json", "panels", "tensorboard", "eval_*")
 
 
 def plain(value: Any) -> Any:
@@ -130,6 +138,25 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
+
+
+def absolute_path(value: str | Path) -> Path:
+    """``value`` as an absolute path, ``~`` expanded, symbolic links resolved (how path options are recorded).
+
+    A relative path is taken relative to the current working folder.
+    """
+    return Path(value).expanduser().resolve()
+
+
+def _same(name: str, old: Any, new: Any) -> bool:
+    """Whether a recorded option value and the current one are the same (path options: the same path)."""
+    if old == new:
+        return True
+    if name in PATH_OPTIONS and isinstance(old, str) and isinstance(new, str):
+        # checkpoints written before paths were recorded absolute hold them as typed: relative to the current
+        # working folder is the best guess
+        return str(absolute_path(old)) == str(absolute_path(new))
+    return False
 
 
 def _flag(name: str) -> str:
@@ -177,7 +204,7 @@ def option_changes(
         if name not in recorded or name not in current:
             continue  # not recorded by the version that wrote the checkpoint
         old, new = recorded[name], plain(current[name])
-        if old == new:
+        if _same(name, old, new):
             continue
         change = {"step": step, "option": _flag(name), "old": old, "new": new}
         if name in GROWING_OPTIONS and _grew(name, old, new):
@@ -207,8 +234,14 @@ def option_changes(
 
 
 def run_files(folder: Path) -> list[Path]:
-    """The files of a run present in a stage folder."""
-    return [folder / name for name in RUN_FILES if (folder / name).exists()]
+    """The files of a run present in a stage folder (:data:`RUN_FILES`)."""
+    found: list[Path] = []
+    for name in RUN_FILES:
+        if any(c in name for c in "*?["):
+            found += sorted(folder.glob(name)) if folder.is_dir() else []
+        elif (folder / name).exists():
+            found.append(folder / name)
+    return found
 
 
 def clear_run(folder: Path) -> None:

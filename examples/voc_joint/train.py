@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import signal
 import sys
 import time
@@ -57,7 +58,7 @@ from examples.voc_joint.cli import (
     resume_arg,
     split_name,
 )
-from examples.voc_joint.data import DEFAULT_MAX_PIXELS
+from examples.voc_joint.data import DEFAULT_MAX_PIXELS, DataError
 from examples.voc_joint.distributed import DistInfo, cleanup_distributed, init_distributed
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
@@ -69,11 +70,19 @@ from examples.voc_joint.models.joint import (
     ChannelsLast,
     network_channels_last,
 )
-from examples.voc_joint.resume import check_new_run, clear_run, option_changes, plain
+from examples.voc_joint.resume import (
+    PATH_OPTIONS,
+    absolute_path,
+    check_new_run,
+    clear_run,
+    option_changes,
+    plain,
+)
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch, derive_seed
 from examples.voc_joint.signals import Interrupted, InterruptGuard
 
 __all__ = [
+    "EVAL_STAGES",
     "STAGES",
     "STAGE_DEFAULTS",
     "UsageError",
@@ -84,14 +93,18 @@ __all__ = [
     "build_train_loader",
     "build_train_state",
     "check_args",
+    "check_val_data",
     "main",
     "param_groups",
     "resolve_stage_options",
     "run_stage",
     "runtime_options",
+    "schedule_horizon",
 ]
 
 STAGES = ("seg", "spixel", "joint")
+#: The stages ``--eval`` evaluates.
+EVAL_STAGES = ("seg", "joint")
 POS = int_range(1)
 POS_FLOAT = float_range(0.0, low_open=True)
 NONNEG = float_range(0.0)
@@ -137,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-split", type=split_name, default="train", help="list file name of the training split"
     )
     g.add_argument(
-        "--val-split", type=split_name, default="val", help="list file name of the validation split (--eval)"
+        "--val-split",
+        type=split_name,
+        default="val",
+        help="list file name of the validation split (--eval; with --sbd, in the SBD lists)",
     )
     g.add_argument("--crop-size", type=POS, default=512, help="training crop (after random scale 0.5-2)")
     g.add_argument("--scale-min", type=POS_FLOAT, default=0.5, help="smallest random scale")
@@ -221,9 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--fusion-init",
         choices=FUSION_INITS,
         default="transparent",
-        help="joint stage: initialization of the fusion stack: transparent is the paper's (exactly 'take "
-        "U(S)' at step 0); the others are what one would pick instead, for comparison (one line each: "
-        "docs/examples/pipeline.rst, 'Fusion initializations'; examples/voc_joint/ablation.py compares them)",
+        help="joint stage: initialization of the fusion stack (not with --no-fusion): transparent is the "
+        "paper's (exactly 'take U(S)' at step 0); the others are what one would pick instead, for comparison "
+        "(one line each: docs/examples/pipeline.rst, 'Fusion initializations'; "
+        "examples/voc_joint/ablation.py compares them)",
     )
     g.add_argument(
         "--seg-checkpoint",
@@ -343,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         type=resume_arg,
         help="continue exactly from <output-dir>/<stage>/checkpoint.pt ('auto') or from a given "
-        "checkpoint; finished stages are skipped; options must match the checkpoint's (see "
+        "checkpoint (not with --stage all, which resumes each stage from its folder); finished stages are "
+        "skipped; options must match the checkpoint's (see "
         "--allow-option-changes), except that --epochs and --max-steps may grow",
     )
     g.add_argument(
@@ -359,7 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
         "batch size, data, seed, ...) and record each change in the checkpoint; model options never change",
     )
     g.add_argument(
-        "--eval", action="store_true", help="evaluate on --val-split after the seg and joint stages"
+        "--eval",
+        action="store_true",
+        help="evaluate on --val-split after the seg and joint stages (the split is checked before training; "
+        "with --resume, a finished stage without an evaluation of its checkpoint is evaluated)",
     )
     g.add_argument(
         "--eval-crop", type=POS, default=None, help="evaluation centre crop (default: full images)"
@@ -371,11 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_stage_options(stage: str, args: argparse.Namespace) -> argparse.Namespace:
-    """A copy of ``args`` with the per-stage defaults (:data:`STAGE_DEFAULTS`) filled in."""
+    """A copy of ``args`` with the per-stage defaults (:data:`STAGE_DEFAULTS`) filled in and the path options
+    (:data:`~examples.voc_joint.resume.PATH_OPTIONS`) made absolute."""
     out = argparse.Namespace(**vars(args))
     for key, value in STAGE_DEFAULTS[stage].items():
         if getattr(out, key) is None:
             setattr(out, key, value)
+    for key in PATH_OPTIONS:  # recorded and compared on resume as absolute paths
+        if getattr(out, key, None) is not None:
+            setattr(out, key, absolute_path(getattr(out, key)))
     out.stage = stage
     return out
 
@@ -417,6 +442,7 @@ def build_train_loader(
         sbd=args.sbd,
         transform=data.train_transform(args.crop_size, scale=(args.scale_min, args.scale_max)),
         max_pixels=args.max_image_pixels,
+        num_classes=args.num_classes,
     )
     sampler = EpochSampler(
         len(ds), batch_size=args.batch_size, seed=args.seed, num_replicas=info.world_size, rank=info.rank
@@ -719,8 +745,12 @@ def build_train_state(
             raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU/gloo implementation)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call, unused-ignore]  # untyped in torch (strict)
     optimizer = build_optimizer(stage, model, args)
-    # the poly horizon is --epochs x steps per epoch, not --max-steps (so capped runs resume exactly)
-    scheduler = build_scheduler(optimizer, args, args.epochs * steps_per_epoch)
+    position = (0, 0, 0) if ckpt is None else _position(ckpt, args)
+    scheduler = build_scheduler(
+        optimizer,
+        args,
+        schedule_horizon(args.epochs, steps_per_epoch, args.batch_size * info.world_size, *position),
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     state = engine.TrainState(stage, model, model, optimizer, scheduler, scaler)
     if ckpt is not None:
@@ -728,13 +758,7 @@ def build_train_state(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
-        recorded = ckpt["config"].get("args", {})
-        global_batch = int(recorded.get("batch_size", args.batch_size)) * int(ckpt.get("world_size", 1))
-        # version-1 checkpoints count batches only
-        state.samples_in_epoch = int(
-            ckpt.get("samples_in_epoch", int(ckpt.get("batch_in_epoch", 0)) * global_batch)
-        )
+        state.step, state.epoch, state.samples_in_epoch = position
         if changes:
             _apply_optimizer_options(state, args)
         set_rng_state(ckpt["rng"])  # last: building the model drew from the RNG
@@ -744,6 +768,42 @@ def build_train_state(
             model, device_ids=ids, find_unused_parameters=stage == "joint"
         )
     return state, use_amp
+
+
+def _position(ckpt: dict[str, Any], args: argparse.Namespace) -> tuple[int, int, int]:
+    """``(step, epoch, samples_in_epoch)`` of a checkpoint."""
+    recorded = ckpt["config"].get("args", {})
+    global_batch = int(recorded.get("batch_size", args.batch_size)) * int(ckpt.get("world_size", 1))
+    # version-1 checkpoints count batches only
+    samples = int(ckpt.get("samples_in_epoch", int(ckpt.get("batch_in_epoch", 0)) * global_batch))
+    return int(ckpt["step"]), int(ckpt["epoch"]), samples
+
+
+def schedule_horizon(
+    epochs: int,
+    steps_per_epoch: int,
+    global_batch: int,
+    step: int = 0,
+    epoch: int = 0,
+    samples_in_epoch: int = 0,
+) -> int:
+    """The step count ``T`` of the poly schedule: the steps done plus those left until ``epochs`` end.
+
+    ``--epochs`` x steps per epoch for a new run or an unchanged resume (not ``--max-steps``: capped runs
+    resume exactly); after a change of the batch size or of the number of processes on resume (a new number
+    of steps per epoch), the remaining steps are counted at the new size, so the schedule still ends at the
+    last step instead of reaching 0 before it.
+
+    Example:
+        >>> schedule_horizon(3, 2, 2), schedule_horizon(3, 2, 2, step=3, epoch=1, samples_in_epoch=2)
+        (6, 6)
+        >>> schedule_horizon(3, 1, 4, step=3, epoch=1, samples_in_epoch=2)  # batch 2 -> 4 after 3 steps
+        4
+    """
+    if epoch >= epochs:
+        return max(step, 1)
+    left_in_epoch = max(0, (steps_per_epoch * global_batch - samples_in_epoch) // global_batch)
+    return step + left_in_epoch + (epochs - epoch - 1) * steps_per_epoch
 
 
 def run_stage(
@@ -797,15 +857,25 @@ def _run_locked(
 
     source, changes = _agree(info, prepare)
     ckpt = load_checkpoint(source, expect_stage=stage) if source is not None else None
+    evaluates = bool(args.eval) and stage in EVAL_STAGES
     if ckpt is not None and source is not None and _finished(ckpt, args):
+        own = Path(source).resolve() == ckpt_path.resolve()
+        step = int(ckpt["step"])
+        pending = evaluates and own and not _agree(info, lambda: engine.evaluation_current(ckpt_path, step))
         if info.main:
             print(
                 f"[{stage}] {source} already reached epoch {ckpt['epoch']} / step {ckpt['step']}; "
-                "skipping the stage",
+                + ("evaluating it (no eval.json of this step yet)" if pending else "skipping the stage"),
                 flush=True,
             )
+            if evaluates and not own:
+                print(f"[{stage}] --eval: evaluate {source} with evaluate.py (not this run's)", flush=True)
+        if pending:
+            _evaluate(stage, ckpt_path, args, info, guard, data_root(args, info))
         return Path(source)
     root = data_root(args, info)
+    if evaluates:  # a missing or empty validation split fails now, not after the training
+        check_val_data(args, root)
     loader, sampler = build_train_loader(args, info, root)
     new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
     state, use_amp = build_train_state(stage, args, info, ckpt, sampler.steps_per_epoch, new_changes)
@@ -827,11 +897,45 @@ def _run_locked(
         _train(state, loader, sampler, args, info, guard, logger, ckpt_path, use_amp, resume_step)
     finally:
         logger.close()
-    if args.eval and stage in ("seg", "joint") and info.main:
-        with guard.released():
-            engine.evaluate_checkpoint(ckpt_path, args, info.device, root)
-    info.barrier()
+    if evaluates:
+        _evaluate(stage, ckpt_path, args, info, guard, root)
+    else:
+        info.barrier()
     return ckpt_path
+
+
+def _evaluate(
+    stage: str, ckpt_path: Path, args: argparse.Namespace, info: DistInfo, guard: InterruptGuard, root: Path
+) -> None:
+    """``--eval`` of a finished stage (on the main process, the others wait); says how to redo a failure."""
+    if info.main:
+        try:
+            with guard.released():
+                engine.evaluate_checkpoint(ckpt_path, args, info.device, root)
+        except BaseException as exc:
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            print(
+                f"\n[{stage}] evaluation {what}: the checkpoint {ckpt_path} is complete; evaluate it with "
+                "the same command and --resume (or with evaluate.py)",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
+    info.barrier()
+
+
+def check_val_data(args: argparse.Namespace, root: Path) -> None:
+    """Check that ``--val-split`` of ``root`` exists and lists images (before training, for ``--eval``).
+
+    Raises:
+        FileNotFoundError: missing data folder, mask folder or list file (the message names it).
+        DataError: an empty list file or an entry that leaves the data folders.
+    """
+    from examples.voc_joint import data
+
+    data.VOCSegmentation(
+        root, args.val_split, sbd=args.sbd, max_pixels=args.max_image_pixels, num_classes=args.num_classes
+    )
 
 
 def _train(
@@ -915,8 +1019,19 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
                 f"--fusion-hidden {small} below 2 x --num-classes = {2 * args.num_classes}: every hidden "
                 "width of a transparent stack must be at least twice its input width"
             )
+    if not args.fusion and args.fusion_init != parser.get_default("fusion_init"):
+        parser.error(
+            f"--no-fusion with --fusion-init {args.fusion_init}: without the fusion stack there is nothing "
+            "to initialize; drop one of the two"
+        )
     if args.allow_option_changes and args.resume is None:
         parser.error("--allow-option-changes only applies with --resume")
+    if args.stage == "all" and args.resume not in (None, "auto"):
+        parser.error(
+            f"--stage all --resume {args.resume}: 'all' resumes each stage from its own folder "
+            "(<output-dir>/<stage>/checkpoint.pt): use --resume (or --resume auto); to continue one stage "
+            "from a given checkpoint, run that stage alone (--stage seg|spixel|joint --resume PATH)"
+        )
     if args.overwrite and args.resume == "auto":
         parser.error("--overwrite with --resume (auto) contradicts itself: continue the run or replace it")
 
@@ -924,14 +1039,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 def _stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
     """The options of one stage of ``args.stage`` (``all``: the joint stage starts from the two others)."""
     out = argparse.Namespace(**vars(args))
-    if args.stage == "all":
-        if stage == "joint":
-            out.seg_checkpoint = args.seg_checkpoint or Path(args.output_dir) / "seg" / "checkpoint.pt"
-            out.spixel_checkpoint = (
-                args.spixel_checkpoint or Path(args.output_dir) / "spixel" / "checkpoint.pt"
-            )
-        if args.resume not in (None, "auto"):
-            out.resume = "auto"
+    if args.stage == "all" and stage == "joint":
+        out.seg_checkpoint = args.seg_checkpoint or Path(args.output_dir) / "seg" / "checkpoint.pt"
+        out.spixel_checkpoint = args.spixel_checkpoint or Path(args.output_dir) / "spixel" / "checkpoint.pt"
     return resolve_stage_options(stage, out)
 
 
@@ -992,10 +1102,23 @@ def _cli() -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except (FloatingPointError, OSError) as exc:  # NonFiniteError, a refused save, a failing disk
-        print(f"[train] error: {exc}", file=sys.stderr, flush=True)
+    except (FloatingPointError, OSError, DataError) as exc:  # NonFiniteError, a refused save, a failing
+        # disk, a missing or unusable data file
+        print(f"[train] error: {error_text(exc)}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def error_text(exc: BaseException) -> str:
+    """The message of ``exc`` for the one-line error; an error re-raised from a DataLoader worker (its message
+    holds the worker's whole traceback) gives its original message and the worker's number."""
+    text = str(exc)
+    worker = re.match(r"Caught \w+ in DataLoader worker process (\d+)\.", text)
+    if worker is None:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    message = re.sub(r"^[\w.]+: ", "", last.strip(), count=1)
+    return f"{message} (DataLoader worker {worker.group(1)})"
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +27,37 @@ ROOT = Path(__file__).resolve().parents[2]
 def _rows(path: Path) -> list[dict]:
     with open(path) as fh:
         return list(csv.DictReader(fh))
+
+
+def _run_script(*argv: str, timeout: float = 180) -> tuple[int | None, str]:
+    """Run train.py in its own session; ``(exit status, stderr)``, status None when it outlived ``timeout``
+    (then its whole process group, DataLoader workers included, is killed)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env.pop("TRANSINIT_FAULT", None)
+    proc = subprocess.Popen(
+        [sys.executable, "examples/voc_joint/train.py", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return None, err
+
+
+def _damaged_copy(root: Path, dest: Path, stem: str) -> Path:
+    """A copy of the data set ``root`` without the training image ``stem``.jpg."""
+    shutil.copytree(root, dest)
+    (dest / "JPEGImages" / f"{stem}.jpg").unlink()
+    return dest
 
 
 @pytest.mark.parametrize("how", ["file", "module"])
@@ -90,6 +125,18 @@ def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
     assert torch.equal(
         joint_ck["model"]["deeplab.backbone.bn1.running_mean"], seg["backbone.bn1.running_mean"]
     )
+
+
+def test_data_error_in_a_worker_exits_promptly(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """A data error raised in a DataLoader worker (which ignores SIGTERM, so that only the main process
+    handles signals) ends the run with the clean error line and status 1 instead of hanging at exit."""
+    stem = (tiny_voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
+    root = _damaged_copy(tiny_voc, tmp_path / "data", stem)
+    argv = train_args(root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--threads", "1")
+    argv[argv.index("--workers") + 1] = "1"
+    code, err = _run_script(*argv, timeout=120)
+    assert code == 1, f"exit status {code} (None: still running after 120 s)\n{err[-3000:]}"
+    assert "[train] error:" in err and f"image file not found: '{root / 'JPEGImages' / stem}.jpg'" in err
 
 
 @pytest.mark.parametrize("context", ["fork", "forkserver", "spawn"])
@@ -201,6 +248,29 @@ def test_cli_errors(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
         assert info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_no_fusion_refuses_a_fusion_init(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    with pytest.raises(SystemExit) as info:
+        train.main(
+            train_args(tiny_voc, tmp_path, "--stage", "joint", "--no-fusion", "--fusion-init", "xavier")
+        )
+    assert not tmp_path.joinpath("joint").exists()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--no-fusion with --fusion-init xavier" in err
+
+
+def test_stage_all_refuses_a_resume_path(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    """``--stage all --resume PATH`` would ignore PATH: a usage error that says how ``all`` resumes."""
+    ckpt = train.main(
+        train_args(tiny_voc, tmp_path / "ref", "--stage", "seg", "--epochs", "1", "--max-steps", "1")
+    )
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(tiny_voc, tmp_path / "all", "--stage", "all", "--resume", str(ckpt["seg"])))
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "'all' resumes each stage from its own folder" in err and "--resume auto" in err
+    assert not (tmp_path / "all").exists()  # refused before anything was created
+
+
 @pytest.mark.slow
 def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     """The demo's every step on tiny data (1 step per stage): transparency passes, the table is printed."""
@@ -292,4 +362,169 @@ def test_superpixel_loss_recompute_same_values_and_gradients_less_memory() -> No
     with torch.no_grad():  # nothing to recompute without autograd
         assert torch.equal(
             superpixel_loss(logits.softmax(1), target, 4, pos_weight=0.003, num_classes=5, recompute=True), l0
+        )
+
+
+def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys, monkeypatch) -> None:  # noqa: F811
+    """An evaluation lost to an interrupt (or never asked for) is made by ``--resume --eval``; an up-to-date
+    one is not redone."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.signals import Interrupted
+
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "2")
+    folder = tmp_path / "seg"
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    with monkeypatch.context() as m:
+        m.setattr(engine, "evaluate_checkpoint", interrupted)
+        with pytest.raises(Interrupted):
+            train.main([*argv, "--eval"])
+    err = capsys.readouterr().err
+    assert f"[seg] evaluation interrupted: the checkpoint {folder / 'checkpoint.pt'} is complete" in err
+    assert load_checkpoint(folder / "checkpoint.pt")["complete"] and not (folder / "eval.json").exists()
+    train.main([*argv, "--resume", "--eval"])
+    out = capsys.readouterr().out
+    assert "evaluating it (no eval.json of this step yet)" in out and "[eval]" in out
+    res = json.loads((folder / "eval.json").read_text())
+    assert res["checkpoint_step"] == 2 and 0 <= res["miou"] <= 1
+    before = (folder / "eval.json").read_bytes()
+    train.main([*argv, "--resume", "--eval"])
+    out = capsys.readouterr().out
+    assert "skipping the stage" in out and "[eval]" not in out
+    assert (folder / "eval.json").read_bytes() == before
+
+
+def test_eval_checks_the_validation_split_before_training(tiny_voc, tmp_path) -> None:  # noqa: F811
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1", "--eval")
+    with pytest.raises(FileNotFoundError, match=r"split list file not found: .*nosuch\.txt"):
+        train.main([*argv, "--val-split", "nosuch"])
+    assert not (tmp_path / "seg" / "checkpoint.pt").exists()  # nothing was trained
+
+
+def test_sbd_eval_reads_the_sbd_layout(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """``--sbd --eval`` checks and evaluates the SBD val split (on a tree without the VOC2012 layout)."""
+    root = tmp_path / "sbd"
+    shutil.copytree(tiny_voc, root)
+    shutil.rmtree(root / "SegmentationClass")
+    shutil.rmtree(root / "ImageSets" / "Segmentation")
+    out = train.main(
+        train_args(
+            root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--max-steps", "1", "--sbd", "--eval"
+        )
+    )
+    res = json.loads((out["seg"].parent / "eval.json").read_text())
+    assert res["checkpoint_step"] == 1 and 0 <= res["miou"] <= 1
+
+
+def test_resume_compares_path_options_as_absolute_paths(tiny_voc, tmp_path, monkeypatch, capsys) -> None:  # noqa: F811
+    """The same data folder spelled differently (from another working folder) resumes; the same relative
+    spelling naming another folder is a changed option."""
+    shutil.copytree(tiny_voc, tmp_path / "data")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "data").symlink_to(tiny_voc)  # another folder behind the same relative path
+    out = tmp_path / "out"
+
+    def run(root: str, steps: int) -> list[str]:
+        return train_args(Path(root), out, "--stage", "seg", "--epochs", "3", "--max-steps", str(steps))
+
+    monkeypatch.chdir(tmp_path)
+    train.main(run("data", 1))
+    recorded = load_checkpoint(out / "seg" / "checkpoint.pt")["config"]["args"]["data_root"]
+    assert recorded == str(tmp_path.resolve() / "data")  # recorded absolute
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    train.main([*run("../elsewhere/../data/", 2), "--resume"])  # the same folder, spelled differently
+    assert load_checkpoint(out / "seg" / "checkpoint.pt")["step"] == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        train.main([*run("data", 3), "--resume"])  # "data" is another folder from here
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"--data-root: {recorded!r} (checkpoint) -> " in err
+    assert f"-> {str(tiny_voc.resolve())!r} (now)" in err  # absolute, symbolic links resolved
+    assert load_checkpoint(out / "seg" / "checkpoint.pt")["step"] == 2
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_data_errors_end_in_one_error_line(tiny_voc, tmp_path, monkeypatch, capsys, workers) -> None:  # noqa: F811
+    """A ValueError-type data error (here labels out of --num-classes, then an empty list) ends like a missing
+    file: one ``[train] error:`` line naming the file and status 1, also when read in a DataLoader worker."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_voc, root)
+    argv = [
+        "train.py",
+        *train_args(root, tmp_path / "a", "--stage", "seg", "--epochs", "1", "--num-classes", "5"),
+    ]
+    argv[argv.index("--workers") + 1] = workers
+    monkeypatch.setattr(sys, "argv", argv)
+    assert train._cli() == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("[train] error: mask file '"), err
+    assert "has label values outside {0..4, 255}: " in err
+    assert ("(DataLoader worker 0)" in err) == (workers == "1")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n")
+    monkeypatch.setattr(sys, "argv", ["train.py", *train_args(root, tmp_path / "b", "--stage", "seg")])
+    assert train._cli() == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"[train] error: split list file '{root / 'ImageSets' / 'Segmentation' / 'train.txt'}' is empty"
+    )
+
+
+def test_log_lr_is_the_learning_rate_of_the_step(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """log.csv's lr column: the rate each step ran at (step 1 of a poly run: the base rate), not the next."""
+    out = train.main(
+        train_args(
+            tiny_voc, tmp_path, "--stage", "seg", "--epochs", "2", "--log-every", "1", "--seg-lr", "0.01"
+        )
+    )["seg"]
+    lrs = [float(r["lr"]) for r in _rows(out.parent / "log.csv")]
+    total = 4  # 2 epochs x 2 steps
+    assert lrs == pytest.approx([0.01 * (1 - t / total) ** 0.9 for t in range(total)], rel=1e-5)
+
+
+def test_poly_schedule_after_a_batch_size_change_ends_at_the_last_step(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    """``--resume --allow-option-changes --batch-size`` mid-run: the horizon counts the steps left at the new
+    size, so no step runs at learning rate 0 (it used to be recomputed as epochs x new steps per epoch)."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "3", "--log-every", "1")
+    train.main([*argv, "--max-steps", "3"])  # batch 2: 2 steps per epoch, stopped in epoch 2
+    argv[argv.index("--batch-size") + 1] = "4"  # 1 step per epoch; epoch 2 has no full batch left
+    out = train.main([*argv, "--resume", "--allow-option-changes"])["seg"]
+    assert "option change: --batch-size 2 -> 4" in capsys.readouterr().out
+    rows = _rows(out.parent / "log.csv")
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[3] == pytest.approx(0.007 * (1 - 3 / 4) ** 0.9, rel=1e-5) and all(lr > 0 for lr in lrs)
+
+
+def test_overwrite_clears_evaluate_py_outputs(tmp_path) -> None:
+    """``evaluate.py``'s default output folder ``eval_<split>`` belongs to the run: a new run refuses the
+    folder and ``--overwrite`` deletes it (no stale metrics next to a new checkpoint)."""
+    from examples.voc_joint.resume import check_new_run, clear_run, run_files
+
+    folder = tmp_path / "seg"
+    (folder / "eval_val" / "panels").mkdir(parents=True)
+    (folder / "eval_val" / "metrics.json").write_text("{}")
+    (folder / "notes.txt").write_text("mine")
+    assert run_files(folder) == [folder / "eval_val"]
+    with pytest.raises(train.UsageError, match=r"holds a run \(eval_val\)"):
+        check_new_run(folder, argparse.Namespace(overwrite=False))
+    clear_run(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_pipeline_docs_quote_the_demos_step0_error() -> None:
+    """Each "about <error> for logits up to <size>" of pipeline.rst is the figure of demo_output.txt."""
+    import re
+
+    demo = (ROOT / "docs" / "examples" / "demo_output.txt").read_text()
+    error, size = re.search(r"uniformize\(S\)\| = (\S+)\s+\(\|S\| up to (\S+);", demo).groups()
+    docs = " ".join((ROOT / "docs" / "examples" / "pipeline.rst").read_text().split())
+    quoted = re.findall(r"about (\S+) for logits up to (~?[\d.]+)", docs)
+    assert len(quoted) >= 2, quoted
+    for q_error, q_size in quoted:
+        assert float(q_error) == float(f"{float(error):.0e}") and q_size == f"{float(size):g}", (
+            q_error,
+            q_size,
         )
