@@ -25,7 +25,7 @@ reports the median of the per-round ratios (robust to the drift of a shared mach
 
 Usage::
 
-    python benchmarks/bench_soft.py            # full run, writes benchmarks/results/soft.json
+    python benchmarks/bench_soft.py            # full run, writes benchmarks/results/soft_<UTC date-time>.json
     python benchmarks/bench_soft.py --quick    # smoke run on small shapes (no JSON unless --out)
     python benchmarks/bench_soft.py --device cuda --batch-size 8 --in-process --out soft_cuda.json
 """
@@ -38,6 +38,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -201,10 +202,15 @@ def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int, device: s
     for _ in range(_warmup(dev)):  # warm-up each, then every round times one run of each
         ours()
         theirs()
-    ratios = [
-        time_ms(ours, 1, warmup=0, device=dev)[0] / time_ms(theirs, 1, warmup=0, device=dev)[0]
-        for _ in range(repeats)
-    ]
+    ratios = []
+    for i in range(repeats):  # alternate which runs first: neither always finds a warmer machine
+        if i % 2:
+            t_theirs = time_ms(theirs, 1, warmup=0, device=dev)[0]
+            t_ours = time_ms(ours, 1, warmup=0, device=dev)[0]
+        else:
+            t_ours = time_ms(ours, 1, warmup=0, device=dev)[0]
+            t_theirs = time_ms(theirs, 1, warmup=0, device=dev)[0]
+        ratios.append(t_ours / t_theirs)
     return {"paired_ratio_to_nn": statistics.median(ratios), "repeats": repeats}
 
 
@@ -269,7 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure everything in this process (no fresh subprocess each; no CPU memory figure)",
     )
     ap.add_argument(
-        "--out", type=Path, default=None, help="JSON path (default: benchmarks/results/soft.json)"
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default: benchmarks/results/soft_<UTC date-time>.json, never a committed file)",
     )
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     return ap
@@ -365,7 +374,8 @@ def main(argv: list[str] | None = None) -> dict:
             "paired_ratio_to_nn": paired["paired_ratio_to_nn"],
         },
     }
-    out = args.out or (None if args.quick else ROOT / "benchmarks" / "results" / "soft.json")
+    stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())  # a new file: never overwrite a committed result
+    out = args.out or (None if args.quick else ROOT / "benchmarks" / "results" / f"soft_{stamp}.json")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")

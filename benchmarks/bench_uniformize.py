@@ -55,6 +55,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -452,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         default=None,
-        help="JSON path (default benchmarks/results/...; --quick writes none unless given)",
+        help="JSON path (default benchmarks/results/bench_uniformize_<device>_<UTC date-time>.json; --quick "
+        "writes none unless given)",
     )
     p.add_argument(
         "--no-sweep",
@@ -559,7 +561,8 @@ def main(argv: list[str] | None = None) -> dict:
         print("--quick: no JSON written (pass --out)")
         return data
     threads = "" if args.threads == 2 else f"_{args.threads}thread"
-    default = ROOT / "benchmarks" / "results" / f"bench_uniformize_{args.device}{threads}.json"
+    stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())  # a new file: never overwrite a committed result
+    default = ROOT / "benchmarks" / "results" / f"bench_uniformize_{args.device}{threads}_{stamp}.json"
     out = Path(args.out) if args.out else default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))
