@@ -46,6 +46,20 @@ def train_args(root: Path, out: Path, *extra: str) -> list[str]:
     return ["--data-root", str(root), "--output-dir", str(out), *TINY_MODEL, *extra]
 
 
+def run_tiny_demo(root: Path, out: Path) -> dict:
+    """``demo.main`` on ``root`` writing to ``out`` with one step per stage, 32 px crops and one thread (tiny
+    tensors: a second thread only contends on a loaded machine); the torch thread count is restored."""
+    from examples.voc_joint import demo
+
+    threads = torch.get_num_threads()
+    argv = ["--data-root", str(root), "--output-dir", str(out), "--max-steps", "1", "--crop-size", "32"]
+    argv += ["--seg-epochs", "1", "--spixel-epochs", "1", "--joint-epochs", "1", "--batch-size", "2"]
+    try:
+        return demo.main([*argv, "--no-progress", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+
+
 def conv_layout(net: torch.nn.Module) -> str:
     """Memory layout of the first k x k conv weight of ``net`` (k > 1: a 1x1 weight is both layouts):
     ``"contiguous"``, ``"channels_last"`` or ``"other"``."""

@@ -19,6 +19,8 @@ from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN, model_config
 from examples.voc_joint.synthetic import generate_synthetic_voc
 from examples.voc_joint.visualize import make_panel
 
+from ._exmodels_utils import run_tiny_demo
+
 # (height, width) of the resized images: the first two val images share a size, the others differ
 VAL_SIZES = [(40, 48), (40, 48), (44, 56), (36, 52)]
 TRAIN_SIZES = [(40, 48), (44, 56), (36, 52), (48, 40)]
@@ -89,33 +91,7 @@ def test_transparency_check_on_images_of_different_sizes(varied_voc: Path, tmp_p
 @pytest.mark.slow
 def test_demo_runs_on_images_of_different_sizes(varied_voc: Path, tmp_path: Path, capsys) -> None:
     """``demo.py --data-root`` on images of different sizes (it stacked the first 4 val images: crash)."""
-    threads = torch.get_num_threads()
-    try:
-        res = demo.main(
-            [
-                "--data-root",
-                str(varied_voc),
-                "--output-dir",
-                str(tmp_path),
-                "--seg-epochs",
-                "1",
-                "--spixel-epochs",
-                "1",
-                "--joint-epochs",
-                "1",
-                "--max-steps",
-                "1",
-                "--crop-size",
-                "32",
-                "--batch-size",
-                "2",
-                "--no-progress",
-                "--threads",
-                "1",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    res = run_tiny_demo(varied_voc, tmp_path)
     check = res["transparency"]
     # one pretraining step leaves logits of several hundred here: float32 rounding of the transparent stack
     # is relative to them, and so is the demo's bar (the paper's 1e-4 for inputs in [-10, 10], scaled)

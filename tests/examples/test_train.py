@@ -19,7 +19,7 @@ from examples.voc_joint import train
 from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint
 from examples.voc_joint.models import JointModel
 
-from ._exmodels_utils import conv_layout, tiny_voc, train_args  # noqa: F401  (fixture)
+from ._exmodels_utils import conv_layout, run_tiny_demo, tiny_voc, train_args  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -274,33 +274,7 @@ def test_stage_all_refuses_a_resume_path(tiny_voc, tmp_path, capsys) -> None:  #
 @pytest.mark.slow
 def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     """The demo's every step on tiny data (1 step per stage): transparency passes, the table is printed."""
-    from examples.voc_joint import demo
-
-    threads = torch.get_num_threads()
-    res = demo.main(
-        [
-            "--data-root",
-            str(tiny_voc),
-            "--output-dir",
-            str(tmp_path),
-            "--seg-epochs",
-            "1",
-            "--spixel-epochs",
-            "1",
-            "--joint-epochs",
-            "1",
-            "--max-steps",
-            "1",
-            "--crop-size",
-            "32",
-            "--batch-size",
-            "2",
-            "--no-progress",
-            "--threads",  # tiny tensors: a second thread only contends on a loaded machine
-            "1",
-        ]
-    )
-    torch.set_num_threads(threads)
+    res = run_tiny_demo(tiny_voc, tmp_path)
     text = capsys.readouterr().out
     assert res["transparency"]["max_abs_diff"] <= 1e-4 and res["transparency"]["consistency"] == 1.0
     assert (
