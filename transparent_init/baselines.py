@@ -7,10 +7,12 @@ each scheme with :mod:`transparent_init.metrics`.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ._checks import as_generator, check_module, check_real
 
@@ -23,6 +25,17 @@ def _affine_layers(module: object) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
     if not layers:
         raise ValueError(f"module has no nn.Linear or nn.Conv2d layer: {type(module).__name__}")
     return layers
+
+
+def _fill(param: Tensor, gen: torch.Generator | None, init: Callable[[Tensor], object]) -> None:
+    """Apply the in-place ``init`` to ``param``, drawing on the generator's device (an int seed makes a CPU
+    generator, which cannot draw into CUDA tensors) and copying: the same values on every device."""
+    if gen is None or gen.device == param.device:
+        init(param)
+    else:
+        drawn = torch.empty(param.shape, dtype=param.dtype, device=gen.device)
+        init(drawn)
+        param.copy_(drawn)
 
 
 @torch.no_grad()
@@ -58,9 +71,10 @@ def random_uniform_init_(
             )
     for _, m in layers:
         a = a_fixed if a_fixed is not None else 1.0 / math.sqrt(m.weight[0].numel())
-        nn.init.uniform_(m.weight, -a, a, generator=gen)
+        uniform = functools.partial(nn.init.uniform_, a=-a, b=a, generator=gen)
+        _fill(m.weight, gen, uniform)
         if m.bias is not None:
-            nn.init.uniform_(m.bias, -a, a, generator=gen)
+            _fill(m.bias, gen, uniform)
     return module
 
 
@@ -76,7 +90,7 @@ def xavier_init_(module: nn.Module, *, generator: torch.Generator | int | None =
     """
     gen = as_generator(generator)
     for _, m in _affine_layers(module):
-        nn.init.xavier_normal_(m.weight, generator=gen)
+        _fill(m.weight, gen, functools.partial(nn.init.xavier_normal_, generator=gen))
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     return module

@@ -56,7 +56,7 @@ def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = 
         index = local_rank if distributed else (dev.index or 0)
         if index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
-            raise ValueError(f"device cuda:{index} requested but this machine has {count} CUDA device(s)")
+            raise ValueError(f"device 'cuda:{index}' requested but this machine has {count} CUDA device(s)")
         return torch.device("cuda", index)
     raise ValueError(f"device {want!r} is not supported by this pipeline (use cpu or cuda[:N])")
 

@@ -94,6 +94,7 @@ __all__ = [
     "build_train_state",
     "check_args",
     "check_val_data",
+    "load_scaler_state",
     "main",
     "param_groups",
     "resolve_stage_options",
@@ -757,7 +758,7 @@ def build_train_state(
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        load_scaler_state(scaler, ckpt["scaler"])
         state.step, state.epoch, state.samples_in_epoch = position
         if changes:
             _apply_optimizer_options(state, args)
@@ -768,6 +769,16 @@ def build_train_state(
             model, device_ids=ids, find_unused_parameters=stage == "joint"
         )
     return state, use_amp
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
+    """Restore a checkpoint's gradient-scaler state.
+
+    An empty state (the run had no enabled scaler: no ``--amp``, or ``--amp`` on the CPU) leaves ``scaler`` as
+    built, where an enabled scaler would refuse it (resuming such a run with AMP on CUDA).
+    """
+    if state:
+        scaler.load_state_dict(state)
 
 
 def _position(ckpt: dict[str, Any], args: argparse.Namespace) -> tuple[int, int, int]:

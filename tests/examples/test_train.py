@@ -502,3 +502,15 @@ def test_pipeline_docs_quote_the_demos_step0_error() -> None:
             q_error,
             q_size,
         )
+
+
+def test_an_empty_scaler_state_resumes_into_an_enabled_scaler() -> None:
+    """A run without an enabled scaler saves ``{}``; resuming it with AMP on CUDA must not fail on that."""
+    enabled = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0**10)
+    with pytest.raises(RuntimeError, match="state dict is empty"):  # what torch does with it
+        torch.amp.GradScaler("cpu", enabled=True).load_state_dict({})
+    train.load_scaler_state(enabled, {})
+    assert enabled.get_scale() == 2.0**10
+    saved = torch.amp.GradScaler("cpu", enabled=True, init_scale=8.0).state_dict()
+    train.load_scaler_state(enabled, saved)
+    assert enabled.get_scale() == 8.0

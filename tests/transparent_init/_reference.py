@@ -4,7 +4,10 @@ The claim a transparent stack makes is checked from the outside: evaluate the *s
 bound what the layers' own arithmetic in their dtype may add with the textbook rounding analysis (Higham,
 *Accuracy and Stability of Numerical Algorithms*, 2nd ed., Lemma 3.1 / Eq. 3.13: a length-``n`` inner product
 in a format with unit roundoff ``u`` is off by at most ``gamma_n |w|^T |x|``, ``gamma_n = n u / (1 - n u)``,
-in any summation order). Nothing here reads the library's intermediate values.
+in any summation order). That model holds in the normal range; where values fall below the smallest normal
+number (float16: 6.1e-5), every rounded product or sum may also be off by up to half the smallest subnormal
+``eta`` in absolute terms (Higham, Eq. 2.8), so a layer adds ``(n + 1) eta`` per output. Nothing here reads
+the library's intermediate values.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def bound(
     """
     dtype = next(iter(layers.parameters())).dtype
     u = torch.finfo(dtype).eps / 2
+    eta = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps / 2  # half the smallest subnormal
     u64 = torch.finfo(torch.float64).eps / 2
     a = x.detach().to(device="cpu", dtype=torch.float64)
     x64 = a
@@ -84,14 +88,14 @@ def bound(
             wa = w.abs().T
             babs = 0 if b is None else b.abs()
             n = w.shape[1] + (b is not None)
-            e = e @ wa + _gamma(n, u) * ((a.abs() + e) @ wa + babs)
+            e = e @ wa + _gamma(n, u) * ((a.abs() + e) @ wa + babs) + (n + 1) * eta
             e64 = e64 @ wa + _gamma(n, u64) * ((a.abs() + e64) @ wa + babs)
             last_in, last = a, (w, b)
             a = a @ w.T + (0 if b is None else b)
         elif isinstance(m, nn.LeakyReLU):
             s = float(m.negative_slope)
             a = F.leaky_relu(a, s)
-            e = max(1.0, s) * e * (1 + u) + u * a.abs()
+            e = max(1.0, s) * e * (1 + u) + u * a.abs() + eta
             e64 = max(1.0, s) * e64 * (1 + u64) + u64 * a.abs()
         elif isinstance(m, nn.ReLU):
             a = torch.relu(a)  # exact, 1-Lipschitz

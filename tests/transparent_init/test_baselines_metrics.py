@@ -151,3 +151,13 @@ def test_baseline_errors() -> None:
         xavier_init_(nn.ReLU())
     with pytest.raises(TypeError, match=r"module must be an nn\.Module, got str"):
         net2net_identity_init_("net")
+
+
+@pytest.mark.parametrize("init", [random_uniform_init_, xavier_init_])
+def test_seeded_baselines_draw_the_same_values_on_every_device(init, device) -> None:  # type: ignore[no-untyped-def]
+    """An int seed is a CPU generator: the draws are made there and copied (CUDA modules raised)."""
+    on_cpu = init(nn.Sequential(nn.Linear(3, 5), nn.Conv2d(5, 2, 1)), generator=7)
+    on_device = init(nn.Sequential(nn.Linear(3, 5), nn.Conv2d(5, 2, 1)).to(device), generator=7)
+    for a, b in zip(on_cpu.parameters(), on_device.parameters(), strict=True):
+        assert b.device.type == device.type
+        assert torch.equal(a, b.cpu())
