@@ -116,9 +116,8 @@ def _dense(t: Tensor) -> Tensor:
 def _fold(in_dims: tuple[int | None, ...], x: Tensor) -> tuple[Tensor, int]:
     """vmap over ``x`` only: move the mapped dim into the channels, ``[V, B, C, N] -> [B, V*C, N]``."""
     if any(d is not None for d in in_dims[1:]):
-        raise NotImplementedError(
-            VMAP_FEATURES_ONLY
-        )  # the ops refuse mapped label maps and masks before this
+        # unreachable through the public ops, which refuse a mapped label map or mask first
+        raise NotImplementedError(f"{VMAP_FEATURES_ONLY}; build one op per label map")
     assert in_dims[0] is not None  # vmap calls the rule only when an input is mapped
     x = x.movedim(in_dims[0], 0)
     v, b, c, n = x.shape

@@ -163,9 +163,8 @@ class SuperpixelAssignment:
         compact: bool,
         limit_slots: bool = True,
     ) -> None:
-        _checks.check_not_vmapped(
-            superpixels, "superpixels"
-        )  # also unvalidated: a clear error, not PyTorch's
+        # also without validation: a clear error instead of PyTorch's (a flag test, no synchronisation)
+        _checks.check_not_vmapped(superpixels, "superpixels")
         _checks.check_not_vmapped(mask, "mask")
         labels = _checks.drop_channel_dim(superpixels)
         b, h, w = labels.shape
