@@ -18,6 +18,7 @@ number of ``DataLoader`` workers repeat exactly. Padding fills the image with 0 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -97,13 +98,16 @@ class DataError(ValueError):
     of range, an empty or unsafe list); the message names the file."""
 
 
+@functools.lru_cache(maxsize=8)
 def _valid_labels(num_classes: int) -> np.ndarray:
-    """A lookup table over uint8 values: True for ``0..num_classes-1`` and :data:`IGNORE_INDEX`."""
+    """A lookup table over uint8 values: True for ``0..num_classes-1`` and :data:`IGNORE_INDEX` (built once
+    per class count, not per mask; read-only)."""
     if not 1 <= num_classes <= IGNORE_INDEX:
         raise ValueError(f"num_classes must be in 1..{IGNORE_INDEX}, got {num_classes}")
     valid = np.zeros(256, dtype=bool)
     valid[:num_classes] = True
     valid[IGNORE_INDEX] = True
+    valid.flags.writeable = False  # shared by every call
     return valid
 
 
