@@ -320,3 +320,5 @@ def test_inplace_target_errors() -> None:
     nobias = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3, bias=False))
     with pytest.raises(ValueError, match="no exact right inverse"):
         transparent_init_(nobias)
+    with pytest.raises(ValueError, match="no exact right inverse"):  # also for a small target map
+        transparent_init_(nobias, target_weight=1e-3 * torch.eye(3), generator=0)

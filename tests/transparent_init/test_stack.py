@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from transparent_init import TransparentConv1x1, TransparentLinear, init_rate, max_abs_error, recovery_rate
+from transparent_init._affine import MIN_ABS_FRACTION
 
 from ._reference import check, uniform
 
@@ -139,6 +140,22 @@ def test_init_rate_dense(depth: int, act: str | None) -> None:
     """The paper's "init rate" (share of parameters with |w| > 1e-4) is 99.9 %; ours is at least that."""
     layer = TransparentLinear(42, [64] * (depth - 1), activation=act, generator=depth)
     assert init_rate(layer) >= 0.999
+
+
+def test_hidden_draws_are_scaled_isometries_pushed_away_from_zero() -> None:
+    """Hidden layer ``l`` is a semi-orthogonal ``A_l`` of entry scale ``1 / sqrt(h_l)``: after a LeakyReLU the
+    real weight holds ``A_l / (1 + slope)`` (the read-back gain), so ``(1 + slope) W`` is the isometry; every
+    hidden weight and bias is at least ``MIN_ABS_FRACTION / sqrt(h_l)`` in magnitude."""
+    slope, h = 1.0, 256
+    layer = TransparentLinear(4, [h, h], activation="leaky_relu", negative_slope=slope, generator=0)
+    first, second = layer.layers[0], layer.layers[2]
+    logical = (1 + slope) * second.weight.detach().double()[:h, :h]  # [A, -A] / g -> A
+    sv = torch.linalg.svdvals(logical)
+    assert float((sv - 1).abs().max()) < 0.05  # orthogonal up to the ~1 % pushed-away entries
+    floor = MIN_ABS_FRACTION / h**0.5
+    for weight, bias in ((first.weight, first.bias), ((1 + slope) * second.weight, second.bias)):
+        assert float(weight.detach().abs().min()) >= floor * (1 - 1e-6)
+        assert float(bias.detach().abs().min()) >= floor * (1 - 1e-6)
 
 
 # ---------------------------------------------------------------- structure
