@@ -204,6 +204,22 @@ def test_every_layer_gets_dense_gradient_at_step_0(act: str | None) -> None:
         assert float((p.grad != 0).double().mean()) >= 0.9
 
 
+def test_reset_parameters_keeps_a_copy_of_the_target() -> None:
+    """The target is copied at construction: in-place changes of the caller's tensor (float64 CPU, which
+    the conversion would otherwise alias) do not move the map that reset_parameters() redraws towards."""
+    target = torch.tensor([[2.0, 0.0], [1.0, -1.0]], dtype=torch.float64)
+    bias = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    f64 = torch.float64
+    layer = TransparentLinear(2, [4], target_weight=target, target_bias=bias, generator=0, dtype=f64)
+    expected = (target.clone(), bias.clone())
+    target.mul_(3)
+    bias.zero_()
+    layer.reset_parameters(generator=1)
+    x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), x @ expected[0].T + expected[1])
+
+
 def test_reproducible_from_seed_and_generator() -> None:
     a = TransparentLinear(5, [7, 6], generator=123)
     b = TransparentLinear(5, [7, 6], generator=torch.Generator().manual_seed(123))
