@@ -56,6 +56,8 @@ def test_recovery_rate_and_max_error_by_hand() -> None:
     assert max_abs_error(m, x) == pytest.approx(1.0)
     assert recovery_rate(m, x, target=x + 1.0) == 0.25
     assert max_abs_error(m, x, target=x + 1.0) == pytest.approx(1.0)
+    zeros = torch.zeros(4, dtype=torch.float64)  # an error of exactly eps is not recovered (strict <)
+    assert recovery_rate(nn.Identity(), zeros, eps=0.25, target=zeros + 0.25) == 0.0
 
 
 def test_metric_errors() -> None:
