@@ -89,6 +89,9 @@ def test_random_uniform_bounds_and_reproducibility() -> None:
         assert torch.equal(p, q)
         fan_in = 6 if name.startswith("0.") else 16
         assert float(p.detach().abs().max()) <= 1 / math.sqrt(fan_in)
+    conv = random_uniform_init_(nn.Conv2d(3, 4, 3), generator=0)  # fan_in = 3 * 3 * 3 for a 3 x 3 kernel
+    assert float(conv.bias.detach().abs().max()) <= 1 / math.sqrt(27)
+    assert 0.8 / math.sqrt(27) < float(conv.weight.detach().abs().max()) <= 1 / math.sqrt(27)  # 108 draws
     c = random_uniform_init_(_stack(), bound=0.01, generator=1)
     assert all(float(p.detach().abs().max()) <= 0.01 for p in c.parameters())
     with pytest.raises(ValueError, match="bound must be a finite real > 0, got 0"):
