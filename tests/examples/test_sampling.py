@@ -41,6 +41,13 @@ def test_shards_partition_full_batches_and_resume_is_a_suffix(n, batch, world, s
     assert sorted(order) == list(range(n)) and order == EpochSampler(n, batch_size=batch, seed=seed).order()
 
 
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=4))
+def test_derived_seeds_are_63_bit_and_keep_the_parts_apart(parts: list[int]) -> None:
+    seed = derive_seed(*parts)
+    assert 0 <= seed < 2**63  # fits int64 (and every seeding API)
+    assert derive_seed(1, 23) != derive_seed(12, 3) != derive_seed(123)  # the parts are separated, not glued
+
+
 def test_order_depends_on_seed_and_epoch_only() -> None:
     a = EpochSampler(50, batch_size=2, seed=3)
     b = EpochSampler(50, batch_size=5, seed=3, num_replicas=2, rank=1)
