@@ -58,6 +58,17 @@ def test_begin_epoch_reseeds_the_loader_generator_per_epoch() -> None:
     assert seeds[0] != seeds[1]  # the workers' base seeds differ between epochs
 
 
+def test_sample_seeds_depend_on_seed_epoch_and_index() -> None:
+    s = EpochSampler(12, batch_size=3, seed=5)
+    per_epoch = []
+    for epoch in (1, 2):
+        s.set_epoch(epoch)
+        keys = dict(s)
+        assert keys == {i: derive_seed(5, epoch, i) for i in keys}
+        per_epoch.append(keys)
+    assert all(per_epoch[0][i] != per_epoch[1][i] for i in range(12))  # fresh augmentation every epoch
+
+
 def test_order_depends_on_seed_and_epoch_only() -> None:
     a = EpochSampler(50, batch_size=2, seed=3)
     b = EpochSampler(50, batch_size=5, seed=3, num_replicas=2, rank=1)
