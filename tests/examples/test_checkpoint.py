@@ -16,10 +16,21 @@ from examples.voc_joint.checkpoint import (
     load_checkpoint,
     load_model_from_checkpoint,
     load_weights_into,
+    payload_sha256,
     save_checkpoint,
     set_rng_state,
 )
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SegmentationOnly, SpixelFCN, model_config
+
+
+def test_payload_hash_covers_dtype_and_shape_and_ignores_key_order() -> None:
+    base = payload_sha256({"w": torch.zeros(2), "step": 1, "cfg": {"a": 1, "b": [2, 3]}})
+    assert base == payload_sha256({"cfg": {"b": [2, 3], "a": 1}, "step": 1, "w": torch.zeros(2)})
+    # the same 8 bytes as another dtype or shape is another checkpoint
+    assert base != payload_sha256(
+        {"w": torch.zeros(1, dtype=torch.float64), "step": 1, "cfg": {"a": 1, "b": [2, 3]}}
+    )
+    assert base != payload_sha256({"w": torch.zeros(2, 1), "step": 1, "cfg": {"a": 1, "b": [2, 3]}})
 
 
 def _ckpt(model: torch.nn.Module, stage: str) -> dict:

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
 
-from examples.voc_joint.sampling import EpochSampler, SeededDataset, derive_seed
+from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch, derive_seed
 
 
 def _epoch(n: int, batch: int, world: int, seed: int, epoch: int, start: int = 0) -> list[list[int]]:
@@ -39,6 +39,34 @@ def test_shards_partition_full_batches_and_resume_is_a_suffix(n, batch, world, s
     assert resumed == [shard[done // world :] for shard in full]
     order = EpochSampler(n, batch_size=batch, seed=seed).order()
     assert sorted(order) == list(range(n)) and order == EpochSampler(n, batch_size=batch, seed=seed).order()
+
+
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=4))
+def test_derived_seeds_are_63_bit_and_keep_the_parts_apart(parts: list[int]) -> None:
+    seed = derive_seed(*parts)
+    assert 0 <= seed < 2**63  # fits int64 (and every seeding API)
+    assert derive_seed(1, 23) != derive_seed(12, 3) != derive_seed(123)  # the parts are separated, not glued
+
+
+def test_begin_epoch_reseeds_the_loader_generator_per_epoch() -> None:
+    sampler, gen = EpochSampler(10, batch_size=2, seed=0), torch.Generator()
+    seeds = []
+    for epoch in (3, 4):
+        begin_epoch(sampler, gen, 7, epoch, start=4)
+        assert (sampler.epoch, sampler.start) == (epoch, 4) and gen.initial_seed() == derive_seed(7, epoch)
+        seeds.append(gen.initial_seed())
+    assert seeds[0] != seeds[1]  # the workers' base seeds differ between epochs
+
+
+def test_sample_seeds_depend_on_seed_epoch_and_index() -> None:
+    s = EpochSampler(12, batch_size=3, seed=5)
+    per_epoch = []
+    for epoch in (1, 2):
+        s.set_epoch(epoch)
+        keys = dict(s)
+        assert keys == {i: derive_seed(5, epoch, i) for i in keys}
+        per_epoch.append(keys)
+    assert all(per_epoch[0][i] != per_epoch[1][i] for i in range(12))  # fresh augmentation every epoch
 
 
 def test_order_depends_on_seed_and_epoch_only() -> None:

@@ -26,6 +26,7 @@ from tests.hypothesis_budget import budget
 from tests.sparse_ops._reference import label_maps, ref_pool, ref_uniformize
 
 SIDE = 2048
+CHAIN = layout_module.MAX_CHAIN_LENGTH
 
 
 def _adversarial(kind: str, b: int, h: int, w: int, n_s: int, rng: np.random.Generator) -> torch.Tensor:
@@ -133,6 +134,32 @@ def test_lane_policy_bounds_the_lane_buffer() -> None:
             lanes = lanes_for(n_p, n_s)
             assert 1 <= lanes <= MAX_LANES and (lanes == 1 or n_s * lanes <= MAX_LANE_SLOTS)
     assert (lanes_for(512 * 512, 1024), lanes_for(512 * 512, 4096), lanes_for(512 * 512, 16384)) == (4, 2, 1)
+    # one lane *below* 32 pixels per superpixel on average, lanes from exactly 32 on
+    assert (lanes_for(32 * 10 - 1, 10), lanes_for(32 * 10, 10)) == (1, 4)
+    assert (lanes_for(31, 0), lanes_for(32, 0)) == (1, 4)
+
+
+@pytest.mark.parametrize(
+    "chain, lanes, rows, cols",
+    [(2, 1, 1, 3), (3, 1, 2, 4), (2, 2, 3, 5), (CHAIN, MAX_LANES, 1, MAX_LANES * CHAIN + 1)],
+)
+def test_superpixels_just_above_the_lane_capacity_are_summed_whole(
+    chain: int, lanes: int, rows: int, cols: int
+) -> None:
+    """Every row a superpixel of ``P K + 1`` or ``K + 1`` pixels: the extra slots (at most ``N // K``) and
+    the groups (at most ``N // (P K + 1)``) are sized exactly for these, the tight cases of both bounds."""
+    sp = torch.arange(rows).view(1, rows, 1).expand(1, rows, cols).contiguous()
+    x = torch.randn(1, 2, rows, cols, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with short_chains(chain, lanes):
+        for compact in (False, True):
+            layout, _ = build_layout(sp.view(1, -1).clone(), rows, compact=compact)
+            extras = sum(max(lanes, -(-cols // chain)) - lanes for _ in range(rows))
+            assert int((layout.slot > rows * lanes).sum()) > 0 and layout.extra_group.shape[-1] >= extras
+        y = uniformize(x, sp, rows)
+        pooled = superpixel_pool(x, sp, rows, reduce="sum")
+    torch.testing.assert_close(y, torch.from_numpy(ref_uniformize(x.numpy(), sp.numpy(), None)))
+    expected, _ = ref_pool(x.numpy(), sp.numpy(), rows, "sum", None)
+    torch.testing.assert_close(pooled, torch.from_numpy(expected))
 
 
 # ------------------------------------------------------------------------------------------- 2048 x 2048

@@ -50,6 +50,9 @@ def test_to_sparse_matches_the_dense_definition(layout: torch.layout, masked: bo
     x = torch.randn(2, 3, 3, 4, generator=g, dtype=torch.float64)
     e = a.to_sparse(layout, dtype=torch.float64, normalized=True)
     torch.testing.assert_close((e @ x.permute(0, 2, 3, 1).reshape(24, 3)).view(2, 6, 3), a.encode(x))
+    # the normalized values are 1 / count rounded once to dtype (not a float32 reciprocal widened to float64)
+    dense_e = dense / dense.sum(1, keepdim=True).clamp_min(1)
+    torch.testing.assert_close(e.to_dense(), dense_e, rtol=0, atol=0)
     with pytest.raises(ValueError, match="layout must be"):
         a.to_sparse(torch.strided)
 

@@ -17,6 +17,7 @@ from tests.sparse_ops._reference import label_maps, ref_uniformize
 
 X = torch.randn(3, 2, 4, 5, generator=torch.Generator().manual_seed(0))
 SP = torch.randint(0, 6, (3, 4, 5), generator=torch.Generator().manual_seed(1))
+TOP1 = int(SP[1].max())  # the largest id of image 1
 
 
 class TestUniformize(OpTester):
@@ -45,8 +46,19 @@ class TestUniformize(OpTester):
         ({2: torch.tensor([7.0, 7.0, 7.0])}, TypeError, "num_superpixels must have an integer dtype"),
         ({2: torch.tensor([7, 7])}, ValueError, r"shape \[B\] = \[3\], got shape \(2,\)"),
         ({2: torch.tensor([7, 2, 7])}, ValueError, r"image 1 must be < num_superpixels\[1\] = 2"),
+        (  # the per-image bound is exclusive: an id equal to it is out of range
+            {2: torch.tensor([7, TOP1, 7])},
+            ValueError,
+            rf"image 1 must be < num_superpixels\[1\] = {TOP1}, got the id {TOP1}",
+        ),
+        ({2: torch.tensor([7, -1, 7])}, ValueError, r"num_superpixels must be >= 0, got \[7, -1, 7\]"),
         ({"mask": (SP > 2).float()}, TypeError, "mask must have dtype torch.bool.*torch.float32"),
         ({"mask": (SP > 2)[:, :2]}, ValueError, r"mask must have shape \[B, H, W\] = \[3, 4, 5\]"),
+        (  # a channel dim of 1 is dropped, of 2 refused (not read as its first channel)
+            {"mask": (SP > 2)[:, None].repeat(1, 2, 1, 1)},
+            ValueError,
+            r"mask must have shape \[B, H, W\] = \[3, 4, 5\]",
+        ),
         ({"mask": 1}, TypeError, "mask must be a bool torch.Tensor"),
         (
             {"backend": "dense"},

@@ -56,6 +56,8 @@ def test_recovery_rate_and_max_error_by_hand() -> None:
     assert max_abs_error(m, x) == pytest.approx(1.0)
     assert recovery_rate(m, x, target=x + 1.0) == 0.25
     assert max_abs_error(m, x, target=x + 1.0) == pytest.approx(1.0)
+    zeros = torch.zeros(4, dtype=torch.float64)  # an error of exactly eps is not recovered (strict <)
+    assert recovery_rate(nn.Identity(), zeros, eps=0.25, target=zeros + 0.25) == 0.0
 
 
 def test_metric_errors() -> None:
@@ -87,6 +89,9 @@ def test_random_uniform_bounds_and_reproducibility() -> None:
         assert torch.equal(p, q)
         fan_in = 6 if name.startswith("0.") else 16
         assert float(p.detach().abs().max()) <= 1 / math.sqrt(fan_in)
+    conv = random_uniform_init_(nn.Conv2d(3, 4, 3), generator=0)  # fan_in = 3 * 3 * 3 for a 3 x 3 kernel
+    assert float(conv.bias.detach().abs().max()) <= 1 / math.sqrt(27)
+    assert 0.8 / math.sqrt(27) < float(conv.weight.detach().abs().max()) <= 1 / math.sqrt(27)  # 108 draws
     c = random_uniform_init_(_stack(), bound=0.01, generator=1)
     assert all(float(p.detach().abs().max()) <= 0.01 for p in c.parameters())
     with pytest.raises(ValueError, match="bound must be a finite real > 0, got 0"):

@@ -263,6 +263,11 @@ def test_zero_target_bias_without_bias_is_fine() -> None:
             ValueError,
             r"layer 1 \(LeakyReLU\) needs negative_slope > 0",
         ),
+        (  # the boundary: a slope of 0 is refused too (as by TransparentLinear's check_slope)
+            nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(0.0), nn.Linear(8, 3)),
+            ValueError,
+            r"layer 1 \(LeakyReLU\) needs negative_slope > 0, got 0.0",
+        ),
         (
             nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.ReLU(), nn.Linear(8, 3)),
             ValueError,
@@ -320,3 +325,5 @@ def test_inplace_target_errors() -> None:
     nobias = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3, bias=False))
     with pytest.raises(ValueError, match="no exact right inverse"):
         transparent_init_(nobias)
+    with pytest.raises(ValueError, match="no exact right inverse"):  # also for a small target map
+        transparent_init_(nobias, target_weight=1e-3 * torch.eye(3), generator=0)

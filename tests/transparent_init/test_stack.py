@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from transparent_init import TransparentConv1x1, TransparentLinear, init_rate, max_abs_error, recovery_rate
+from transparent_init._affine import MIN_ABS_FRACTION
 
 from ._reference import check, uniform
 
@@ -141,6 +142,22 @@ def test_init_rate_dense(depth: int, act: str | None) -> None:
     assert init_rate(layer) >= 0.999
 
 
+def test_hidden_draws_are_scaled_isometries_pushed_away_from_zero() -> None:
+    """Hidden layer ``l`` is a semi-orthogonal ``A_l`` of entry scale ``1 / sqrt(h_l)``: after a LeakyReLU the
+    real weight holds ``A_l / (1 + slope)`` (the read-back gain), so ``(1 + slope) W`` is the isometry; every
+    hidden weight and bias is at least ``MIN_ABS_FRACTION / sqrt(h_l)`` in magnitude."""
+    slope, h = 1.0, 256
+    layer = TransparentLinear(4, [h, h], activation="leaky_relu", negative_slope=slope, generator=0)
+    first, second = layer.layers[0], layer.layers[2]
+    logical = (1 + slope) * second.weight.detach().double()[:h, :h]  # [A, -A] / g -> A
+    sv = torch.linalg.svdvals(logical)
+    assert float((sv - 1).abs().max()) < 0.05  # orthogonal up to the ~1 % pushed-away entries
+    floor = MIN_ABS_FRACTION / h**0.5
+    for weight, bias in ((first.weight, first.bias), ((1 + slope) * second.weight, second.bias)):
+        assert float(weight.detach().abs().min()) >= floor * (1 - 1e-6)
+        assert float(bias.detach().abs().min()) >= floor * (1 - 1e-6)
+
+
 # ---------------------------------------------------------------- structure
 
 
@@ -185,6 +202,22 @@ def test_every_layer_gets_dense_gradient_at_step_0(act: str | None) -> None:
         # every layer learns at step 0; a ReLU unit idle on the whole batch leaves its own row/column at 0
         assert float(p.grad.abs().max()) > 0
         assert float((p.grad != 0).double().mean()) >= 0.9
+
+
+def test_reset_parameters_keeps_a_copy_of_the_target() -> None:
+    """The target is copied at construction: in-place changes of the caller's tensor (float64 CPU, which
+    the conversion would otherwise alias) do not move the map that reset_parameters() redraws towards."""
+    target = torch.tensor([[2.0, 0.0], [1.0, -1.0]], dtype=torch.float64)
+    bias = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    f64 = torch.float64
+    layer = TransparentLinear(2, [4], target_weight=target, target_bias=bias, generator=0, dtype=f64)
+    expected = (target.clone(), bias.clone())
+    target.mul_(3)
+    bias.zero_()
+    layer.reset_parameters(generator=1)
+    x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), x @ expected[0].T + expected[1])
 
 
 def test_reproducible_from_seed_and_generator() -> None:
