@@ -51,9 +51,10 @@ __all__ = [
 MIN_ABS_FRACTION = 0.01
 
 #: The float64 solve is accepted as exact when its residual is below ``EXACT_SOLVE_RTOL`` times the largest
-#: target entry (at least 1). A chain with a right inverse gives ~1e-15; a chain without one (a hidden width
-#: below ``in_features``) leaves a residual of the order of the target itself, so the threshold only has to
-#: separate those two cases.
+#: target entry. A chain with a right inverse gives ~1e-15 of it; a chain without one (a hidden width below
+#: ``in_features``) leaves a residual of the order of the target itself, so the threshold only has to separate
+#: those two cases. Both scale with the target, so the test is relative at every scale (a zero target is
+#: solved exactly by a zero last layer).
 EXACT_SOLVE_RTOL = 1e-8
 
 #: How far (as a multiple of its worst-case rounding bound) the stored stack may miss the target map after the
@@ -178,7 +179,7 @@ def solve_last(
     s = p if last_bias else p[:, :h]
     x = torch.linalg.pinv(s) @ g
     residual = (s @ x - g).abs().max().item()
-    if not residual <= EXACT_SOLVE_RTOL * max(1.0, g.abs().max().item()):
+    if not residual <= EXACT_SOLVE_RTOL * g.abs().max().item():
         raise ValueError(
             f"the hidden layers have no exact right inverse (residual {residual:.3g}): "
             "every hidden width must be "

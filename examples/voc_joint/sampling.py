@@ -47,7 +47,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     An epoch holds ``steps_per_epoch = num_samples // (batch_size * num_replicas)`` steps; the remaining
     samples of the shuffled order are dropped (``drop_last``). :meth:`set_epoch` chooses the epoch and the
-    number of samples (over all processes) already done in it.
+    number of samples (over all processes) already done in it. After a change of batch size or world size
+    that number need not be a multiple of the new global batch: the epoch then continues with the whole
+    global batches that still fit before the ``drop_last`` boundary, and never reads a dropped sample.
 
     Example:
         >>> s = EpochSampler(10, batch_size=2, seed=0)

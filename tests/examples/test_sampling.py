@@ -90,6 +90,29 @@ def test_world_size_change_keeps_the_remaining_samples() -> None:
     assert not seen & set(rest) and len(rest) == 12  # (24 - 8) // 6 = 2 steps of 3 x 2
 
 
+@given(
+    n=st.integers(1, 40),
+    batch=st.integers(1, 5),
+    world=st.integers(1, 3),
+    seed=st.integers(0, 2**32),
+    data=st.data(),
+)
+def test_resume_at_any_position_stays_inside_the_epochs_full_batches(n, batch, world, seed, data) -> None:
+    """After a batch-size or world-size change a resume position need not be a multiple of the new global
+    batch: the rest of the epoch is then the whole global batches that still fit before the drop_last
+    boundary, and never reads a sample that a full epoch drops (e.g. n=10, global batch 3, start 1: 2 steps,
+    not 3 that would read the 10th sample)."""
+    global_batch = batch * world
+    usable = n // global_batch * global_batch
+    start = data.draw(st.integers(0, n))
+    kept = EpochSampler(n, batch_size=batch, seed=seed).order()[:usable]
+    rest = _epoch(n, batch, world, seed, epoch=0, start=start)
+    steps = max(0, usable - start) // global_batch
+    assert all(len(shard) == steps * batch for shard in rest)
+    flat = [i for shard in rest for i in shard]
+    assert sorted(flat) == sorted(kept[start : start + steps * global_batch])
+
+
 class _Noise(Dataset):
     def __len__(self) -> int:
         return 8

@@ -327,3 +327,24 @@ def test_inplace_target_errors() -> None:
         transparent_init_(nobias)
     with pytest.raises(ValueError, match="no exact right inverse"):  # also for a small target map
         transparent_init_(nobias, target_weight=1e-3 * torch.eye(3), generator=0)
+
+
+@pytest.mark.parametrize("scale", [1e3, 1.0, 1e-3, 1e-9, 1e-30, 1e-200])
+def test_exactness_test_of_the_solve_is_relative_at_every_scale(scale: float) -> None:
+    """A chain without a right inverse is refused and one with it accepted, whatever the target's scale: the
+    residual test was absolute below a target entry of 1, so ``1e-9 * I`` was accepted by a chain that cannot
+    realize it and missed it by a third of its size."""
+    f64 = torch.float64
+    target = scale * torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0], [3.0, 0.0, 1.0]], dtype=f64)
+    nobias = nn.Sequential(nn.Linear(3, 3, dtype=f64), nn.Linear(3, 3, bias=False, dtype=f64))
+    with pytest.raises(ValueError, match="no exact right inverse"):
+        transparent_init_(nobias, target_weight=target, generator=0)
+    wider = nn.Sequential(nn.Linear(3, 5, dtype=f64), nn.Linear(5, 3, bias=False, dtype=f64))
+    transparent_init_(wider, target_weight=target, generator=0)
+    x = torch.randn(7, 3, dtype=f64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(wider(x), x @ target.T, rtol=1e-12, atol=0)
+    zero = nn.Sequential(nn.Linear(3, 3, dtype=f64), nn.Linear(3, 3, bias=False, dtype=f64))
+    transparent_init_(zero, target_weight=torch.zeros(3, 3, dtype=f64), generator=0)  # solved by W = 0
+    with torch.no_grad():
+        assert bool((zero(x) == 0).all())
