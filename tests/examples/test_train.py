@@ -419,6 +419,36 @@ def test_resume_compares_path_options_as_absolute_paths(tiny_voc, tmp_path, monk
     assert load_checkpoint(out / "seg" / "checkpoint.pt")["step"] == 2
 
 
+def test_option_changes_rules(tmp_path, monkeypatch) -> None:
+    """The resume rules of ``option_changes`` one by one: legacy relative paths, ``--max-steps`` growth, fixed
+    options under ``--allow-option-changes``, options the rules do not classify."""
+    from examples.voc_joint.cli import UsageError
+    from examples.voc_joint.resume import option_changes
+
+    def changes(recorded: dict, current: dict, allow: bool = False) -> list:
+        return option_changes("seg", recorded, current, allow=allow, source=tmp_path / "c.pt", step=3)
+
+    monkeypatch.chdir(tmp_path)
+    # a checkpoint written before paths were recorded absolute: its relative path is read from here
+    assert changes({"data_root": "data"}, {"data_root": str(tmp_path.resolve() / "data")}) == []
+    with pytest.raises(UsageError, match=r"--data-root: 'data' \(checkpoint\) -> "):
+        changes({"data_root": "data"}, {"data_root": str(tmp_path.resolve() / "other")})
+    # --max-steps grows to None (no cap) or a larger cap; a cap on an uncapped run is not growth
+    grown = {"step": 3, "option": "--max-steps", "old": 5, "new": None}
+    assert changes({"max_steps": 5}, {"max_steps": None}) == [grown]
+    with pytest.raises(UsageError, match=r"--max-steps: None \(checkpoint\) -> 5 \(now\)\n"):
+        changes({"max_steps": None}, {"max_steps": 5})
+    # fixed options never change, even when changes are allowed
+    with pytest.raises(UsageError, match=r"--backbone: .* \[never changes on resume\]"):
+        changes({"backbone": "resnet18"}, {"backbone": "resnet34"}, allow=True)
+    # an option the rules do not classify is a training option: refused unless allowed
+    with pytest.raises(UsageError, match=r"--brand-new: 1 \(checkpoint\) -> 2 \(now\)"):
+        changes({"brand_new": 1}, {"brand_new": 2})
+    assert changes({"brand_new": 1}, {"brand_new": 2}, allow=True) == [
+        {"step": 3, "option": "--brand-new", "old": 1, "new": 2}
+    ]
+
+
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_data_errors_end_in_one_error_line(tiny_voc, tmp_path, monkeypatch, capsys, workers) -> None:  # noqa: F811
     """A ValueError-type data error (here labels out of --num-classes, then an empty list) ends like a missing
