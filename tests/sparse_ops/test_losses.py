@@ -230,6 +230,7 @@ def test_unvalidated_labels_outside_the_classes_add_no_cross_entropy() -> None:
     assoc = torch.softmax(torch.randn(2, 9, 5, 6, dtype=torch.float64), 1)
     target = torch.randint(0, 3, (2, 5, 6))
     target[0, 1, 2], target[1, 4, 5], target[1, 0, 0] = 7, -3, 255
+    target[0, 3, 3] = 3  # K itself: the first label outside [0, K)
     out = spixel_loss(assoc, target, 2, num_classes=3, validate=False)
     total, sem, pos = ref_loss(assoc, target, 2, num_classes=3)
     torch.testing.assert_close(out.semantic.item(), sem)
