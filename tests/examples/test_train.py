@@ -410,6 +410,8 @@ def test_resume_compares_path_options_as_absolute_paths(tiny_voc, tmp_path, monk
     monkeypatch.chdir(tmp_path / "elsewhere")
     train.main([*run("../elsewhere/../data/", 2), "--resume"])  # the same folder, spelled differently
     assert load_checkpoint(out / "seg" / "checkpoint.pt")["step"] == 2
+    # step 1 (the --max-steps cap, mid-epoch, not a multiple of --log-every 10) has its row, kept on resume
+    assert [r["step"] for r in _rows(out / "seg" / "log.csv")] == ["1", "2"]
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         train.main([*run("data", 3), "--resume"])  # "data" is another folder from here
