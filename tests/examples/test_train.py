@@ -339,6 +339,18 @@ def test_superpixel_loss_recompute_same_values_and_gradients_less_memory() -> No
         )
 
 
+def test_cross_entropy_is_a_mean_over_labelled_pixels_and_0_without_any() -> None:
+    from examples.voc_joint.engine import cross_entropy
+
+    logits = torch.zeros(1, 2, 1, 2, requires_grad=True)
+    one = cross_entropy(logits, torch.tensor([[[0, 255]]])).detach()
+    assert float(one) == pytest.approx(float(torch.tensor(2.0).log()))  # log 2 on the one labelled pixel
+    loss = cross_entropy(logits, torch.full((1, 1, 2), 255))  # a crop of void pixels only
+    assert float(loss.detach()) == 0.0  # not NaN, which would stop the training as a non-finite loss
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
 def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys, monkeypatch) -> None:  # noqa: F811
     """An evaluation lost to an interrupt (or never asked for) is made by ``--resume --eval``; an up-to-date
     one is not redone."""
