@@ -72,6 +72,22 @@ def test_accumulates_over_the_whole_set_not_per_image():
     assert m.compute()["num_images"] == 0 and math.isnan(m.compute()["miou"])
 
 
+@settings(max_examples=budget(15))
+@given(st.integers(0, 10_000), st.integers(2, 3), st.integers(2, 6), st.integers(2, 7))
+def test_one_update_per_image_gives_the_metrics_of_one_batched_update(seed, b, h, w):
+    """Every accumulator (confusion, boundary bands, superpixel sums, image count) adds up over batches."""
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randint(0, 3, (b, h, w), generator=g)
+    target = torch.randint(0, 3, (b, h, w), generator=g)
+    target[torch.rand(b, h, w, generator=g) < 0.2] = 255
+    sp = torch.randint(0, 4, (b, h, w), generator=g)
+    whole, split = (SegmentationMetrics(num_classes=3, boundary_widths=(1, 2)) for _ in range(2))
+    whole.update(pred, target, sp)
+    for i in range(b):
+        split.update(pred[i : i + 1], target[i : i + 1], sp[i : i + 1])
+    assert json.dumps(split.compute(), sort_keys=True) == json.dumps(whole.compute(), sort_keys=True)
+
+
 def _loop_confusion(pred, target, c, ignore):
     cm = np.zeros((c, c), np.int64)
     for p, t in zip(pred.reshape(-1).tolist(), target.reshape(-1).tolist(), strict=True):

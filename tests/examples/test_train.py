@@ -339,6 +339,18 @@ def test_superpixel_loss_recompute_same_values_and_gradients_less_memory() -> No
         )
 
 
+def test_cross_entropy_is_a_mean_over_labelled_pixels_and_0_without_any() -> None:
+    from examples.voc_joint.engine import cross_entropy
+
+    logits = torch.zeros(1, 2, 1, 2, requires_grad=True)
+    one = cross_entropy(logits, torch.tensor([[[0, 255]]])).detach()
+    assert float(one) == pytest.approx(float(torch.tensor(2.0).log()))  # log 2 on the one labelled pixel
+    loss = cross_entropy(logits, torch.full((1, 1, 2), 255))  # a crop of void pixels only
+    assert float(loss.detach()) == 0.0  # not NaN, which would stop the training as a non-finite loss
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
 def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys, monkeypatch) -> None:  # noqa: F811
     """An evaluation lost to an interrupt (or never asked for) is made by ``--resume --eval``; an up-to-date
     one is not redone."""
@@ -410,6 +422,8 @@ def test_resume_compares_path_options_as_absolute_paths(tiny_voc, tmp_path, monk
     monkeypatch.chdir(tmp_path / "elsewhere")
     train.main([*run("../elsewhere/../data/", 2), "--resume"])  # the same folder, spelled differently
     assert load_checkpoint(out / "seg" / "checkpoint.pt")["step"] == 2
+    # step 1 (the --max-steps cap, mid-epoch, not a multiple of --log-every 10) has its row, kept on resume
+    assert [r["step"] for r in _rows(out / "seg" / "log.csv")] == ["1", "2"]
     capsys.readouterr()
     with pytest.raises(SystemExit) as info:
         train.main([*run("data", 3), "--resume"])  # "data" is another folder from here
@@ -417,6 +431,36 @@ def test_resume_compares_path_options_as_absolute_paths(tiny_voc, tmp_path, monk
     assert info.value.code == 2 and f"--data-root: {recorded!r} (checkpoint) -> " in err
     assert f"-> {str(tiny_voc.resolve())!r} (now)" in err  # absolute, symbolic links resolved
     assert load_checkpoint(out / "seg" / "checkpoint.pt")["step"] == 2
+
+
+def test_option_changes_rules(tmp_path, monkeypatch) -> None:
+    """The resume rules of ``option_changes`` one by one: legacy relative paths, ``--max-steps`` growth, fixed
+    options under ``--allow-option-changes``, options the rules do not classify."""
+    from examples.voc_joint.cli import UsageError
+    from examples.voc_joint.resume import option_changes
+
+    def changes(recorded: dict, current: dict, allow: bool = False) -> list:
+        return option_changes("seg", recorded, current, allow=allow, source=tmp_path / "c.pt", step=3)
+
+    monkeypatch.chdir(tmp_path)
+    # a checkpoint written before paths were recorded absolute: its relative path is read from here
+    assert changes({"data_root": "data"}, {"data_root": str(tmp_path.resolve() / "data")}) == []
+    with pytest.raises(UsageError, match=r"--data-root: 'data' \(checkpoint\) -> "):
+        changes({"data_root": "data"}, {"data_root": str(tmp_path.resolve() / "other")})
+    # --max-steps grows to None (no cap) or a larger cap; a cap on an uncapped run is not growth
+    grown = {"step": 3, "option": "--max-steps", "old": 5, "new": None}
+    assert changes({"max_steps": 5}, {"max_steps": None}) == [grown]
+    with pytest.raises(UsageError, match=r"--max-steps: None \(checkpoint\) -> 5 \(now\)\n"):
+        changes({"max_steps": None}, {"max_steps": 5})
+    # fixed options never change, even when changes are allowed
+    with pytest.raises(UsageError, match=r"--backbone: .* \[never changes on resume\]"):
+        changes({"backbone": "resnet18"}, {"backbone": "resnet34"}, allow=True)
+    # an option the rules do not classify is a training option: refused unless allowed
+    with pytest.raises(UsageError, match=r"--brand-new: 1 \(checkpoint\) -> 2 \(now\)"):
+        changes({"brand_new": 1}, {"brand_new": 2})
+    assert changes({"brand_new": 1}, {"brand_new": 2}, allow=True) == [
+        {"step": 3, "option": "--brand-new", "old": 1, "new": 2}
+    ]
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])

@@ -136,6 +136,13 @@ def test_enforce_connectivity_merges_into_longest_border():
     assert out.tolist() == [[[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1]]] and k.tolist() == [2]
 
 
+def test_a_small_piece_grown_to_min_size_by_a_merge_is_kept():
+    # the pixel "2" (size 1) merges into its only neighbour "1" (size 2), which then has min_size = 3 pixels:
+    # no longer smaller than min_size, it stays (it is not merged on into "0")
+    out, k = enforce_connectivity(torch.tensor([[[0, 0, 0, 0, 1, 1, 2]]]), min_size=3)
+    assert out.tolist() == [[[0, 0, 0, 0, 1, 1, 1]]] and k.tolist() == [2]
+
+
 def test_hard_superpixels_with_connectivity():
     g = torch.Generator().manual_seed(1)
     a = torch.softmax(4 * torch.randn(2, 9, 24, 20, generator=g), dim=1)

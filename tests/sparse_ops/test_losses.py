@@ -188,6 +188,16 @@ def test_perfect_grid_labels():
     torch.testing.assert_close(out.total, out.semantic + 0.25 * out.position)
 
 
+def test_eps_is_the_constant_inside_the_logarithm() -> None:
+    g = torch.Generator().manual_seed(3)
+    assoc = torch.softmax(torch.randn(2, 9, 5, 6, generator=g, dtype=torch.float64), 1)
+    t = torch.randint(0, 3, (2, 5, 6), generator=g)
+    out = spixel_loss(assoc, t, 3, eps=0.5)
+    _, sem, _ = ref_loss(assoc, t, 3, eps=0.5)  # -log(r + 0.5), far from the default 1e-8
+    torch.testing.assert_close(out.semantic, torch.tensor(sem, dtype=torch.float64))
+    assert torch.equal(SpixelLoss(3, eps=0.5)(assoc, t).semantic, out.semantic)
+
+
 def test_module_options_and_forward() -> None:
     crit = SpixelLoss(4, pos_weight=0.5, num_classes=3)
     assert repr(crit) == "SpixelLoss(cell_size=4, pos_weight=0.5, ignore_index=255, num_classes=3)"
@@ -220,6 +230,7 @@ def test_unvalidated_labels_outside_the_classes_add_no_cross_entropy() -> None:
     assoc = torch.softmax(torch.randn(2, 9, 5, 6, dtype=torch.float64), 1)
     target = torch.randint(0, 3, (2, 5, 6))
     target[0, 1, 2], target[1, 4, 5], target[1, 0, 0] = 7, -3, 255
+    target[0, 3, 3] = 3  # K itself: the first label outside [0, K)
     out = spixel_loss(assoc, target, 2, num_classes=3, validate=False)
     total, sem, pos = ref_loss(assoc, target, 2, num_classes=3)
     torch.testing.assert_close(out.semantic.item(), sem)

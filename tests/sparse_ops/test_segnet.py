@@ -213,6 +213,11 @@ def test_module_record_forms() -> None:
     with pytest.raises(TypeError, match="MaxUnpool needs indices and output_size"):
         MaxUnpool()(p.values, p.indices)
     assert max_pool2d_with_indices(torch.randn(1, 1, 4, 4), np.int64(2)).values.shape == (1, 1, 2, 2)
+    # an explicit output_size overrides the recorded one in both record forms (here: crop the unused row 4)
+    cropped = max_unpool2d(p.values, p.indices, (4, 5))
+    assert cropped.shape == (1, 2, 4, 5)
+    assert torch.equal(MaxUnpool()(p, output_size=(4, 5)), cropped)
+    assert torch.equal(MaxUnpool()(p.values, p, (4, 5)), cropped)
 
 
 @pytest.mark.cuda
