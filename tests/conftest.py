@@ -1,6 +1,7 @@
-"""Shared fixtures: device/dtype parametrization and hypothesis profiles.
+"""Shared fixtures: device/dtype parametrization, hypothesis profiles and a time limit per test.
 
-CUDA cases run when CUDA exists and are skipped cleanly (with a reason) otherwise.
+CUDA cases run when CUDA exists and are skipped cleanly (with a reason) otherwise. A test body that runs
+past ``tests/time_limit.py``'s limit (600 s) fails with a ``TimeoutError`` instead of hanging the suite.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+
+from tests.time_limit import limit_test_call
 
 settings.register_profile(
     "default",
@@ -60,3 +63,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "error_case" in metafunc.fixturenames:
         errors = getattr(metafunc.cls, "errors", None) or []
         metafunc.parametrize("error_case", errors or [None], ids=[m[2][:40] for m in errors] or ["none"])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):  # type: ignore[no-untyped-def]
+    """Every test body runs under the suite's time limit (see ``tests/time_limit.py``)."""
+    yield from limit_test_call(item.nodeid)
