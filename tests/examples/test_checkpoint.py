@@ -58,6 +58,34 @@ def test_save_is_atomic_and_round_trips(tmp_path) -> None:
     assert load_checkpoint(path)["epoch"] == 4
 
 
+def test_save_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch) -> None:
+    """Durability order of the atomic write: the data fsynced in the temporary file, renamed onto the path,
+    then the folder fsynced (so the rename survives a power loss); the file gets 0666 & ~umask, not 0600."""
+    import os
+    import stat
+
+    import examples.voc_joint.checkpoint as ckpt_mod
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt_mod.os, "fsync", fsync)
+    monkeypatch.setattr(ckpt_mod.os, "replace", replace)
+    path = save_checkpoint(tmp_path / "c.pt", _ckpt(SpixelFCN(cell_size=8, width=4), "spixel"))
+    monkeypatch.undo()
+    assert events == [("fsync", "file"), ("replace", "c.pt"), ("fsync", "dir")]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~ckpt_mod._UMASK
+    assert load_checkpoint(path)["epoch"] == 3
+
+
 def test_refuses_pickled_objects(tmp_path) -> None:
     path = tmp_path / "evil.pt"
     net = SpixelFCN(width=4)
