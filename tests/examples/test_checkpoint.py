@@ -86,6 +86,23 @@ def test_save_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, m
     assert load_checkpoint(path)["epoch"] == 3
 
 
+def test_a_failed_write_keeps_the_previous_file_and_removes_its_temporary(tmp_path, monkeypatch) -> None:
+    import examples.voc_joint.checkpoint as ckpt_mod
+
+    net = SpixelFCN(cell_size=8, width=4)
+    path = save_checkpoint(tmp_path / "c.pt", _ckpt(net, "spixel"))
+
+    def replace(src, dst) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {**_ckpt(net, "spixel"), "epoch": 4})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+    assert load_checkpoint(path)["epoch"] == 3
+
+
 def test_refuses_pickled_objects(tmp_path) -> None:
     path = tmp_path / "evil.pt"
     net = SpixelFCN(width=4)
