@@ -352,6 +352,28 @@ def test_label_values_outside_range(voc_copy, sbd):
     assert str(ds.mask_path(0)) in str(info.value)
 
 
+def test_label_check_follows_num_classes(voc_copy):
+    """Labels are checked against ``num_classes`` (``--num-classes``), also through build_dataset; 1..255."""
+    ds = build_dataset(voc_copy, "train", num_classes=5)
+    arr = np.zeros(SIZE, np.uint8)
+    arr[0, :3] = [4, 5, 255]
+    m = Image.fromarray(arr)
+    m.putpalette(voc_palette())
+    m.save(ds.mask_path(0))
+    with pytest.raises(ValueError, match=r"outside \{0\.\.4, 255\}: 5 \(1 pixels\)"):
+        ds[0]
+    assert set(build_dataset(voc_copy, "train", num_classes=6)[0]["target"].unique().tolist()) == {
+        0,
+        4,
+        5,
+        255,
+    }
+    assert VOCSegmentation(voc_copy, "train", num_classes=255)[0]["target"].shape == SIZE
+    for bad in (0, 256):
+        with pytest.raises(ValueError, match=r"num_classes must be in 1\.\.255"):
+            VOCSegmentation(voc_copy, "train", num_classes=bad)
+
+
 def test_seeded_dataloader_workers_are_reproducible(voc):
     ds = build_dataset(voc, "train", crop_size=16, train=True)
 
