@@ -166,6 +166,16 @@ def test_train_transform_keeps_image_and_target_aligned(seed):
         assert found
 
 
+def test_pad_to_multiple_leaves_a_multiple_alone_and_nearest_resize_uses_row_centres():
+    image, target = _coded_pair(8, 12)
+    out_img, out_tgt = eval_transform(None, pad_to_multiple=4)(image, target)
+    assert torch.equal(out_tgt, target) and torch.equal(out_img, image)
+    # x1.5 of rows [a, b] is [a, b, b] (pixel centres 1/3, 1, 5/3), as for columns
+    mask = tv_tensors.Mask(torch.tensor([[1], [2]], dtype=torch.uint8).repeat(1, 2))
+    _, out = data.RandomScale((1.5, 1.5))(tv_tensors.Image(torch.zeros(3, 2, 2)), mask)
+    assert out[:, 0].tolist() == [1, 2, 2]
+
+
 def test_random_scale_range_and_nearest_labels():
     image, target = _coded_pair(10, 12)
     for s in (0.5, 2.0):
