@@ -440,6 +440,15 @@ def test_entries_in_subfolders_inside_the_root_are_fine(voc_copy):
     assert VOCSegmentation(voc_copy, "train")[0]["target"].shape == SIZE
 
 
+def test_list_entries_are_the_first_word_of_each_non_empty_line(voc_copy):
+    """As in VOC's ImageSets/Main lists (``name  1``): extra columns and blank lines are ignored."""
+    (voc_copy / "ImageSets" / "Segmentation" / "train.txt").write_text(
+        "synth_000001  1\n\n  \nsynth_000000 -1\n"
+    )
+    ds = VOCSegmentation(voc_copy, "train")
+    assert ds.names == ["synth_000001", "synth_000000"] and ds[0]["name"] == "synth_000001"
+
+
 def test_pixel_limit_refuses_large_images_and_masks_before_decoding(voc_copy, monkeypatch):
     limit = SIZE[0] * SIZE[1] - 1
     ds = VOCSegmentation(voc_copy, "train", max_pixels=limit)
