@@ -88,6 +88,14 @@ def test_evaluate_full_size(voc, tmp_path):
         assert im.format == "PNG" and im.width > 4 * SIZE[1]
 
 
+def test_eval_mode_is_restored_and_panels_stop_at_max_panels_inside_a_batch(voc, tmp_path):
+    loader = DataLoader(build_dataset(voc, "val"), batch_size=2)  # val: 3 images of one size
+    model = StubJoint().eval()
+    res = evaluate(model, loader, device="cpu", panels_dir=tmp_path, max_panels=1, progress=False)
+    assert not model.training  # restored to eval, not switched to training
+    assert len(res["panels"]) == 1 and len(list(tmp_path.glob("*.png"))) == 1
+
+
 def test_evaluate_equals_manual_accumulation(voc):
     ds = build_dataset(voc, "val", crop_size=(16, 20))
     model = StubJoint()
