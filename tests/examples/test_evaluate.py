@@ -218,6 +218,35 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     assert len(list((out / "panels").glob("*.png"))) == 2
 
 
+def test_cli_full_size_reads_one_image_per_batch(voc, tmp_path, monkeypatch):
+    """Full images of different sizes (as in VOC) evaluate whatever --batch-size says (it is for crops)."""
+    root = tmp_path / "mixed"
+    shutil.copytree(voc, root)
+    other = generate_synthetic_voc(tmp_path / "other", num_train=1, num_val=1, image_size=(20, 36), sbd=False)
+    name = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[1]
+    shutil.copy(other / "JPEGImages" / "synth_000001.jpg", root / "JPEGImages" / f"{name}.jpg")
+    shutil.copy(other / "SegmentationClass" / "synth_000001.png", root / "SegmentationClass" / f"{name}.png")
+    fake = types.ModuleType("examples.voc_joint.checkpoint")
+    fake.CheckpointError = ValueError
+    fake.load_model_from_checkpoint = lambda path, **kw: (
+        StubJoint().eval(),
+        {"model": {"arch": "joint", "deeplab": {"num_classes": 21}}},
+    )
+    monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
+    (tmp_path / "ckpt.pt").touch()
+    argv = [
+        "--checkpoint",
+        str(tmp_path / "ckpt.pt"),
+        "--data-root",
+        str(root),
+        "--out",
+        str(tmp_path / "ev"),
+    ]
+    assert evaluate_mod.main([*argv, "--batch-size", "2", "--max-panels", "0", "--no-progress"]) == 0
+    payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert payload["resolution"] == "full" and payload["joint"]["num_images"] == 3
+
+
 def test_cli_refuses_pad_to_multiple_with_crop_size(voc, tmp_path, capsys):
     """--pad-to-multiple pads full images; with --crop-size it used to be ignored silently."""
     (tmp_path / "ckpt.pt").touch()
