@@ -154,6 +154,21 @@ def test_mismatched_weights(tmp_path) -> None:
         load_weights_into(DeepLabV3Plus(21, "resnet18", aspp_channels=8), path, part="deeplab")
 
 
+def test_weights_saved_with_the_ddp_module_prefix_load(tmp_path) -> None:
+    """A state_dict taken from a DistributedDataParallel wrapper (``module.`` keys) still loads."""
+    torch.manual_seed(0)
+    net = SpixelFCN(cell_size=8, width=4)
+    ck = _ckpt(net, "spixel")
+    ck["model"] = {f"module.{k}": v for k, v in ck["model"].items()}
+    path = save_checkpoint(tmp_path / "ddp.pt", ck)
+    model, _config = load_model_from_checkpoint(path)
+    into = SpixelFCN(cell_size=8, width=4)
+    load_weights_into(into, path)
+    for got in (model.state_dict(), into.state_dict()):
+        assert got.keys() == net.state_dict().keys()
+        assert all(torch.equal(got[k], v) for k, v in net.state_dict().items())
+
+
 def test_load_model_from_checkpoint_rebuilds_every_arch(tmp_path) -> None:
     torch.manual_seed(0)
     deeplab, spixel = DeepLabV3Plus(21, "resnet18", aspp_channels=8), SpixelFCN(cell_size=8, width=4)
