@@ -58,6 +58,51 @@ def test_save_is_atomic_and_round_trips(tmp_path) -> None:
     assert load_checkpoint(path)["epoch"] == 4
 
 
+def test_save_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch) -> None:
+    """Durability order of the atomic write: the data fsynced in the temporary file, renamed onto the path,
+    then the folder fsynced (so the rename survives a power loss); the file gets 0666 & ~umask, not 0600."""
+    import os
+    import stat
+
+    import examples.voc_joint.checkpoint as ckpt_mod
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt_mod.os, "fsync", fsync)
+    monkeypatch.setattr(ckpt_mod.os, "replace", replace)
+    path = save_checkpoint(tmp_path / "c.pt", _ckpt(SpixelFCN(cell_size=8, width=4), "spixel"))
+    monkeypatch.undo()
+    assert events == [("fsync", "file"), ("replace", "c.pt"), ("fsync", "dir")]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~ckpt_mod._UMASK
+    assert load_checkpoint(path)["epoch"] == 3
+
+
+def test_a_failed_write_keeps_the_previous_file_and_removes_its_temporary(tmp_path, monkeypatch) -> None:
+    import examples.voc_joint.checkpoint as ckpt_mod
+
+    net = SpixelFCN(cell_size=8, width=4)
+    path = save_checkpoint(tmp_path / "c.pt", _ckpt(net, "spixel"))
+
+    def replace(src, dst) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {**_ckpt(net, "spixel"), "epoch": 4})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+    assert load_checkpoint(path)["epoch"] == 3
+
+
 def test_refuses_pickled_objects(tmp_path) -> None:
     path = tmp_path / "evil.pt"
     net = SpixelFCN(width=4)
@@ -107,6 +152,21 @@ def test_mismatched_weights(tmp_path) -> None:
         load_weights_into(SpixelFCN(width=4), path)
     with pytest.raises(CheckpointError, match=r"is a 'spixel' checkpoint .* comes from a 'seg' or 'joint'"):
         load_weights_into(DeepLabV3Plus(21, "resnet18", aspp_channels=8), path, part="deeplab")
+
+
+def test_weights_saved_with_the_ddp_module_prefix_load(tmp_path) -> None:
+    """A state_dict taken from a DistributedDataParallel wrapper (``module.`` keys) still loads."""
+    torch.manual_seed(0)
+    net = SpixelFCN(cell_size=8, width=4)
+    ck = _ckpt(net, "spixel")
+    ck["model"] = {f"module.{k}": v for k, v in ck["model"].items()}
+    path = save_checkpoint(tmp_path / "ddp.pt", ck)
+    model, _config = load_model_from_checkpoint(path)
+    into = SpixelFCN(cell_size=8, width=4)
+    load_weights_into(into, path)
+    for got in (model.state_dict(), into.state_dict()):
+        assert got.keys() == net.state_dict().keys()
+        assert all(torch.equal(got[k], v) for k, v in net.state_dict().items())
 
 
 def test_load_model_from_checkpoint_rebuilds_every_arch(tmp_path) -> None:

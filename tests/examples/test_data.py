@@ -166,6 +166,16 @@ def test_train_transform_keeps_image_and_target_aligned(seed):
         assert found
 
 
+def test_pad_to_multiple_leaves_a_multiple_alone_and_nearest_resize_uses_row_centres():
+    image, target = _coded_pair(8, 12)
+    out_img, out_tgt = eval_transform(None, pad_to_multiple=4)(image, target)
+    assert torch.equal(out_tgt, target) and torch.equal(out_img, image)
+    # x1.5 of rows [a, b] is [a, b, b] (pixel centres 1/3, 1, 5/3), as for columns
+    mask = tv_tensors.Mask(torch.tensor([[1], [2]], dtype=torch.uint8).repeat(1, 2))
+    _, out = data.RandomScale((1.5, 1.5))(tv_tensors.Image(torch.zeros(3, 2, 2)), mask)
+    assert out[:, 0].tolist() == [1, 2, 2]
+
+
 def test_random_scale_range_and_nearest_labels():
     image, target = _coded_pair(10, 12)
     for s in (0.5, 2.0):
@@ -352,6 +362,28 @@ def test_label_values_outside_range(voc_copy, sbd):
     assert str(ds.mask_path(0)) in str(info.value)
 
 
+def test_label_check_follows_num_classes(voc_copy):
+    """Labels are checked against ``num_classes`` (``--num-classes``), also through build_dataset; 1..255."""
+    ds = build_dataset(voc_copy, "train", num_classes=5)
+    arr = np.zeros(SIZE, np.uint8)
+    arr[0, :3] = [4, 5, 255]
+    m = Image.fromarray(arr)
+    m.putpalette(voc_palette())
+    m.save(ds.mask_path(0))
+    with pytest.raises(ValueError, match=r"outside \{0\.\.4, 255\}: 5 \(1 pixels\)"):
+        ds[0]
+    assert set(build_dataset(voc_copy, "train", num_classes=6)[0]["target"].unique().tolist()) == {
+        0,
+        4,
+        5,
+        255,
+    }
+    assert VOCSegmentation(voc_copy, "train", num_classes=255)[0]["target"].shape == SIZE
+    for bad in (0, 256):
+        with pytest.raises(ValueError, match=r"num_classes must be in 1\.\.255"):
+            VOCSegmentation(voc_copy, "train", num_classes=bad)
+
+
 def test_seeded_dataloader_workers_are_reproducible(voc):
     ds = build_dataset(voc, "train", crop_size=16, train=True)
 
@@ -406,6 +438,15 @@ def test_entries_in_subfolders_inside_the_root_are_fine(voc_copy):
     )
     (voc_copy / "ImageSets" / "Segmentation" / "train.txt").write_text("sub/a\n")
     assert VOCSegmentation(voc_copy, "train")[0]["target"].shape == SIZE
+
+
+def test_list_entries_are_the_first_word_of_each_non_empty_line(voc_copy):
+    """As in VOC's ImageSets/Main lists (``name  1``): extra columns and blank lines are ignored."""
+    (voc_copy / "ImageSets" / "Segmentation" / "train.txt").write_text(
+        "synth_000001  1\n\n  \nsynth_000000 -1\n"
+    )
+    ds = VOCSegmentation(voc_copy, "train")
+    assert ds.names == ["synth_000001", "synth_000000"] and ds[0]["name"] == "synth_000001"
 
 
 def test_pixel_limit_refuses_large_images_and_masks_before_decoding(voc_copy, monkeypatch):

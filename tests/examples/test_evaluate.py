@@ -88,6 +88,14 @@ def test_evaluate_full_size(voc, tmp_path):
         assert im.format == "PNG" and im.width > 4 * SIZE[1]
 
 
+def test_eval_mode_is_restored_and_panels_stop_at_max_panels_inside_a_batch(voc, tmp_path):
+    loader = DataLoader(build_dataset(voc, "val"), batch_size=2)  # val: 3 images of one size
+    model = StubJoint().eval()
+    res = evaluate(model, loader, device="cpu", panels_dir=tmp_path, max_panels=1, progress=False)
+    assert not model.training  # restored to eval, not switched to training
+    assert len(res["panels"]) == 1 and len(list(tmp_path.glob("*.png"))) == 1
+
+
 def test_evaluate_equals_manual_accumulation(voc):
     ds = build_dataset(voc, "val", crop_size=(16, 20))
     model = StubJoint()
@@ -208,6 +216,35 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     assert payload["joint"]["consistency"] == 1.0 and payload["joint"]["num_images"] == 3
     assert payload["resolution"] == ("full" if size_args == ["--full-size"] else 16)
     assert len(list((out / "panels").glob("*.png"))) == 2
+
+
+def test_cli_full_size_reads_one_image_per_batch(voc, tmp_path, monkeypatch):
+    """Full images of different sizes (as in VOC) evaluate whatever --batch-size says (it is for crops)."""
+    root = tmp_path / "mixed"
+    shutil.copytree(voc, root)
+    other = generate_synthetic_voc(tmp_path / "other", num_train=1, num_val=1, image_size=(20, 36), sbd=False)
+    name = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[1]
+    shutil.copy(other / "JPEGImages" / "synth_000001.jpg", root / "JPEGImages" / f"{name}.jpg")
+    shutil.copy(other / "SegmentationClass" / "synth_000001.png", root / "SegmentationClass" / f"{name}.png")
+    fake = types.ModuleType("examples.voc_joint.checkpoint")
+    fake.CheckpointError = ValueError
+    fake.load_model_from_checkpoint = lambda path, **kw: (
+        StubJoint().eval(),
+        {"model": {"arch": "joint", "deeplab": {"num_classes": 21}}},
+    )
+    monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
+    (tmp_path / "ckpt.pt").touch()
+    argv = [
+        "--checkpoint",
+        str(tmp_path / "ckpt.pt"),
+        "--data-root",
+        str(root),
+        "--out",
+        str(tmp_path / "ev"),
+    ]
+    assert evaluate_mod.main([*argv, "--batch-size", "2", "--max-panels", "0", "--no-progress"]) == 0
+    payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert payload["resolution"] == "full" and payload["joint"]["num_images"] == 3
 
 
 def test_cli_refuses_pad_to_multiple_with_crop_size(voc, tmp_path, capsys):

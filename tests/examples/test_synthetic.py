@@ -114,11 +114,35 @@ def test_idempotent_and_regenerates_on_new_arguments(tmp_path):
     assert not (root / "SegmentationClassAug").exists()
 
 
+def test_a_new_seed_or_jpeg_quality_regenerates_and_sbd_extras_carry_no_band(tmp_path):
+    kw = {"num_train": 2, "num_val": 1, "image_size": SIZE, "num_sbd_extra": 2}
+    root = generate_synthetic_voc(tmp_path, seed=5, **kw)
+    first = _digest(root)
+    assert _digest(generate_synthetic_voc(tmp_path, seed=6, **kw)) != first  # not reused for another seed
+    assert json.loads((root / "synthetic_voc.json").read_text())["seed"] == 6
+    jpg = root / "JPEGImages" / "synth_000000.jpg"
+    size = jpg.stat().st_size
+    generate_synthetic_voc(tmp_path, seed=6, jpeg_quality=30, **kw)
+    assert jpg.stat().st_size < size  # the quality reaches the JPEG encoder
+    for index in (3, 4):  # the SBD-only images: no 255 band, like SBD's annotations
+        with Image.open(root / "SegmentationClassAug" / f"synth_{index:06d}.png") as im:
+            mask = np.asarray(im)
+        assert 255 not in mask and np.array_equal(mask, render_sample(6, index, SIZE, band_radius=0)[1])
+    # every image has its own random stream (seed, index)
+    assert len({render_sample(6, i, SIZE)[0].tobytes() for i in range(5)}) == 5
+
+
 def test_classes_have_distinct_styles():
     styles = synthetic.CLASS_STYLES
     assert len(styles) == NUM_CLASSES
     keys = {(s["texture"], tuple(np.round(s["primary"], 2))) for s in styles[1:]}
     assert len(keys) == NUM_CLASSES - 1
+    # fixed, whatever the seed or the process: every process of a run sees the same classes
+    again = synthetic._make_class_styles()
+    assert all(
+        a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+        for a, b in zip(styles, again, strict=True)
+    )
 
 
 @pytest.mark.parametrize(
