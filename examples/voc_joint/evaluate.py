@@ -288,13 +288,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.to(device)
     root = args.data_root if args.data_root is not None else ensure_synthetic_voc()
     full_size = args.crop_size is None
-    dataset = build_dataset(
+    num_classes = checkpoint_num_classes(config)
+    dataset = build_dataset(  # masks are checked against the checkpoint's classes, as in training
         root,
         args.split,
         sbd=args.sbd,
         crop_size=args.crop_size,
         pad_to_multiple=args.pad_to_multiple,
         max_pixels=args.max_image_pixels,
+        num_classes=num_classes,
     )
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -309,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model,
         loader,
         device=device,
-        num_classes=checkpoint_num_classes(config),
+        num_classes=num_classes,
         boundary_widths=args.boundary_widths,
         panels_dir=out_dir / "panels" if args.max_panels > 0 else None,
         max_panels=args.max_panels,

@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from examples.voc_joint import evaluate as evaluate_mod
-from examples.voc_joint.data import build_dataset
+from examples.voc_joint.data import DataError, build_dataset
 from examples.voc_joint.evaluate import evaluate, split_results
 from examples.voc_joint.metrics import SegmentationMetrics
 from examples.voc_joint.synthetic import generate_synthetic_voc
@@ -287,6 +287,37 @@ def test_cli_takes_the_class_count_from_the_checkpoint(voc, tmp_path, capsys):
     payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert list(payload["joint"]["per_class_iou"]) == ["0", "1", "2", "3", "4"]
     assert payload["joint"]["num_images"] == 3 and "per-class IoU" in capsys.readouterr().out
+    # the masks are read against the checkpoint's 5 classes: an unfolded label is a data error naming its file
+    with pytest.raises(DataError, match=r"mask file .*\.png. has label values outside \{0\.\.4, 255\}"):
+        evaluate_mod.main(["--checkpoint", str(path), "--data-root", str(voc), "--out", str(tmp_path / "e2")])
+
+
+def test_cli_reads_labels_beyond_voc_for_a_checkpoint_with_more_classes(voc, tmp_path):
+    """A 30-class checkpoint evaluates masks with labels 21..29 (read against VOC's 21 classes, they were
+    refused)."""
+    from examples.voc_joint.checkpoint import FORMAT, save_checkpoint
+    from examples.voc_joint.models import DeepLabV3Plus, model_config
+
+    torch.manual_seed(0)
+    net = DeepLabV3Plus(30, "resnet18", aspp_channels=8).eval()
+    config = {"model": model_config(net), "args": {"num_classes": 30}}
+    ckpt = {"format": FORMAT, "version": 1, "stage": "seg", "config": config, "model": net.state_dict()}
+    path = save_checkpoint(tmp_path / "seg" / "checkpoint.pt", ckpt)
+    root = shutil.copytree(voc, tmp_path / "voc30")
+    for mask in (root / "SegmentationClass").glob("*.png"):
+        with Image.open(mask) as im:
+            palette, lab = im.getpalette(), np.asarray(im).copy()
+        lab[lab == 1] = 25
+        lab[0, 0] = 25
+        shifted = Image.fromarray(lab.astype(np.uint8), mode="P")
+        shifted.putpalette(palette)
+        shifted.save(mask)
+    rc = evaluate_mod.main(
+        ["--checkpoint", str(path), "--data-root", str(root), "--out", str(tmp_path / "ev"), "--no-progress"]
+    )
+    assert rc == 0
+    payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert len(payload["joint"]["per_class_iou"]) == 30 and payload["joint"]["num_images"] == 3
 
 
 def test_evaluate_on_device_matches_cpu(voc, device):
