@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 import torch
 
 from examples.voc_joint.cli import UsageError, existing_dir, existing_file, float_range, int_range
-from examples.voc_joint.engine import CsvLogger
+from examples.voc_joint.engine import CsvLogger, write_text_atomic
 from examples.voc_joint.models.joint import FUSION_INITS
 
 __all__ = [
@@ -530,13 +530,6 @@ def _smooth(values: list[float], width: int = 5) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------------- main
-def _write(path: Path, text: str) -> None:
-    """Atomic write (a temporary file renamed into place)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _settings(opts: argparse.Namespace, root: Path, seg: Path, spx: Path, val_images: int) -> dict[str, Any]:
     return {
         "data_root": str(root),
@@ -692,7 +685,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                     "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "commit": _commit()},
                 }
             )
-            _write(paths["json"], dumps(result) + "\n")
+            write_text_atomic(paths["json"], dumps(result) + "\n")
 
         t_runs = time.perf_counter()
         try:
@@ -707,7 +700,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         rows.sort(key=lambda r: (VARIANTS.index(r["init"]), r["seed"]))
         save(complete=True)
         data_name = "synthetic VOC" if opts.data_root is None else f"data: {root}"
-        _write(paths["md"], format_markdown(result["summary"], settings, data=data_name))
+        write_text_atomic(paths["md"], format_markdown(result["summary"], settings, data=data_name))
         plot(
             rows,
             paths["png"],

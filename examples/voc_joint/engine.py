@@ -45,6 +45,7 @@ __all__ = [
     "superpixel_loss",
     "train_one_epoch",
     "train_step",
+    "write_text_atomic",
 ]
 
 
@@ -453,11 +454,17 @@ def evaluate_checkpoint(
         progress=not args.no_progress,
     )
     res = {"checkpoint_step": config["step"], **res}  # which checkpoint this is (evaluation_current)
-    tmp = ckpt_path.parent / f".eval.json.{os.getpid()}.tmp"
-    tmp.write_text(dumps(res) + "\n")
-    os.replace(tmp, ckpt_path.parent / "eval.json")
+    write_text_atomic(ckpt_path.parent / "eval.json", dumps(res) + "\n")
     print(f"[eval] {ckpt_path}: mIoU {100 * res['miou']:.2f} %; details in {ckpt_path.parent / 'eval.json'}")
     return res
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place: readers see the old file or
+    the whole new one, never a partial write."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def evaluation_current(ckpt_path: Path, step: int) -> bool:
