@@ -48,13 +48,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402  # after the sys.path set-up, so the checkout's packages win
-import torch.nn.functional as F  # noqa: E402  # same reason
 from _harness import cpu_model  # noqa: E402  # the script's folder: run as a file or with it on sys.path
 from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
-IGNORE_INDEX = 255
 # Memory format of every variant by default: the training CLI's (where channels_last wins), one source.
+# The training CLI's loss (cross-entropy summed over the labelled pixels / their count), one source.
+from examples.voc_joint.engine import cross_entropy  # noqa: E402  # after the sys.path set-up
 from examples.voc_joint.models.joint import (  # noqa: E402  # after the sys.path set-up
     DEFAULT_CHANNELS_LAST,
     ChannelsLast,
@@ -106,12 +106,6 @@ def default_options(args: argparse.Namespace) -> dict[str, Any]:
         "recompute_loss": args.recompute_loss,
         "compile": args.compile,
     }
-
-
-def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """The training CLI's loss: cross-entropy summed over the labelled pixels, divided by their count."""
-    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (target != IGNORE_INDEX).sum().clamp_min(1)
 
 
 def build_model(
