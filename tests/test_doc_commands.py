@@ -218,3 +218,24 @@ def test_a_stale_command_fails(line: str, capsys: pytest.CaptureFixture[str]) ->
 def test_the_docs_hold_commands() -> None:
     """The search itself works on the real docs (an empty list would make the parametrized test vacuous)."""
     assert len(COMMANDS) >= 20
+
+
+_SCRIPT_PATH = re.compile(r"(?:^|[\s$(`])python3?\s+([\w./-]+\.py)\b")
+
+
+def script_paths_in(text: str) -> set[str]:
+    """Every ``python <path>.py`` of one file's text, the scripts outside ``SCRIPTS`` included."""
+    return set(_SCRIPT_PATH.findall(" ".join(text.split())))
+
+
+def test_every_documented_script_path_exists() -> None:
+    """A ``python <path>.py`` shown in the docs names a file of the checkout (the figure scripts of
+    ``docs/_scripts`` and the other scripts without a ``build_parser()`` are not parsed above, so a renamed
+    one would pass there)."""
+    shown = {(p, str(f.relative_to(ROOT))) for f in _doc_files() for p in script_paths_in(f.read_text())}
+    assert {p for p, _ in shown} >= {"docs/_scripts/make_joint_cost_figure.py", "examples/voc_joint/demo.py"}
+    assert sorted((p, where) for p, where in shown if not (ROOT / p).is_file()) == []
+    assert script_paths_in("run ``python docs/_scripts/gone.py`` and\n$ python3 x/y.py --a") == {
+        "docs/_scripts/gone.py",
+        "x/y.py",
+    }
