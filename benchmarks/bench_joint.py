@@ -18,12 +18,15 @@ The script also prints a **breakdown** of one ``joint_hard_ti`` step (DeepLabV3+
 uniformization, fusion, loss: forward + backward time and saved memory of each part, timed in isolation) and,
 with ``--levers``, the **lever study**: the same pair (DeepLabV3+ alone, ``joint_hard_ti``) under cumulative
 implementation choices, from the plain implementation (fusion on ``torch.cat([S, U])`` in NCHW, superpixel ids
-validated every step) to channels-last, activation recomputation and ``torch.compile``.
+validated every step) to channels-last, activation recomputation and ``torch.compile``; with ``--formats``,
+the **memory-format study**: DeepLabV3+ and SpixelFCN, each trained alone, in NCHW and in channels_last (the
+evidence for the per-network default memory format, ``DEFAULT_CHANNELS_LAST``).
 
 Usage::
 
     python benchmarks/bench_joint.py                      # CPU, B=2, 128x128, ResNet-18
     python benchmarks/bench_joint.py --backbone resnet101 --size 256 --levers
+    python benchmarks/bench_joint.py --variants deeplab --no-breakdown --formats --rounds 15
     python benchmarks/bench_joint.py --device cuda --amp --backbone resnet101 --batch-size 8 --size 512
 
 Writes ``benchmarks/results/joint.json`` (or ``--output``), one entry per device/backbone/batch/size/amp.
@@ -52,6 +55,8 @@ from _harness import cpu_model  # noqa: E402  # the script's folder: run as a fi
 from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
+#: The networks of the memory-format study (``--formats``), each trained alone.
+FORMAT_NETWORKS = ("deeplab", "spixelfcn")
 # Memory format of every variant by default: the training CLI's (where channels_last wins), one source.
 # The training CLI's loss (cross-entropy summed over the labelled pixels / their count), one source.
 from examples.voc_joint.engine import cross_entropy  # noqa: E402  # after the sys.path set-up
@@ -115,6 +120,11 @@ def build_model(
     from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN
 
     torch.manual_seed(0)
+    if variant == "spixelfcn":  # the superpixel network alone (the memory-format study)
+        net = SpixelFCN(args.cell_size)
+        if network_channels_last(opts.get("channels_last", False), "spixelfcn"):
+            net.to(memory_format=torch.channels_last)
+        return net.to(device).train()
     deeplab = DeepLabV3Plus(21, args.backbone, 16)
     model: nn.Module
     if variant == "deeplab":
@@ -180,6 +190,10 @@ def loss_of(
 ) -> Tensor:
     if variant == "deeplab":
         return cross_entropy(model(x), y)
+    if variant == "spixelfcn":  # its input converted in the step, as JointModel.forward does
+        if network_channels_last(opts.get("channels_last", False), "spixelfcn"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return spixel_loss_of(model(x), y, args, opts)
     out = model(x, x)
     return cross_entropy(out["logits"], y) + spixel_loss_of(out["assoc"], y, args, opts)
 
@@ -537,6 +551,51 @@ def lever_study(args: argparse.Namespace, device: torch.device, head: str) -> li
     return rows
 
 
+def format_study(args: argparse.Namespace, device: torch.device, head: str) -> list[dict[str, Any]]:
+    """Each network's training step alone in NCHW and in channels_last, all four alternating in the same
+    rounds: the evidence for :data:`DEFAULT_CHANNELS_LAST` (a network runs channels_last by default where it
+    wins).
+
+    DeepLabV3+ as in the ``deeplab`` variant (cross-entropy, BatchNorm frozen with ``--freeze-bn``), SpixelFCN
+    with the training CLI's ``spixel_loss`` (its input converted in the step, as ``JointModel`` does); both
+    with an SGD step. ``time_ratio_paired`` is channels_last over NCHW, the median of the round-by-round
+    ratios (below 1: channels_last is faster).
+    """
+    steps: dict[str, Callable[[], None]] = {}
+    for network in FORMAT_NETWORKS:
+        for cl in (False, True):
+            name = f"{network} {_format_name(cl)}"
+            _, steps[name] = make_step(network, args, device, {"channels_last": cl})
+    times = time_steps(steps, args, device)
+    default = DEFAULT_CHANNELS_LAST.get(device.type, False)
+    print(f"\nmemory format study (each network alone, all four steps alternate), {head}")
+    print(f"{'network':<10} {'NCHW ms':>9} {'ch.last ms':>11} {'ratio':>7} {'paired':>7}  default here")
+    rows: list[dict[str, Any]] = []
+    for network in FORMAT_NETWORKS:
+        nchw, cl = times[f"{network} NCHW"], times[f"{network} channels_last"]
+        row = {
+            "network": network,
+            "nchw_s": nchw["median_s"],
+            "channels_last_s": cl["median_s"],
+            "time_ratio": cl["median_s"] / nchw["median_s"],
+            "time_ratio_paired": paired_ratio(cl, nchw),
+            "default_channels_last": network_channels_last(default, network),
+            "samples_nchw_s": nchw["samples_s"],
+            "samples_channels_last_s": cl["samples_s"],
+        }
+        rows.append(row)
+        print(
+            f"{network:<10} {1e3 * row['nchw_s']:>9.1f} {1e3 * row['channels_last_s']:>11.1f} "
+            f"{row['time_ratio']:>7.3f} {row['time_ratio_paired']:>7.3f}  "
+            f"{_format_name(row['default_channels_last'])}"
+        )
+    return rows
+
+
+def _format_name(channels_last: bool) -> str:
+    return "channels_last" if channels_last else "NCHW"
+
+
 def _mem_name(device: torch.device) -> str:
     return "CUDA peak" if device.type == "cuda" else "saved act."
 
@@ -598,6 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-part breakdown")
     p.add_argument(
         "--levers", action="store_true", help="also run the lever study (deeplab vs joint_hard_ti)"
+    )
+    p.add_argument(
+        "--formats",
+        action="store_true",
+        help="also run the memory-format study (DeepLabV3+ and SpixelFCN alone, NCHW vs channels_last)",
     )
     p.add_argument(
         "--output", type=Path, default=ROOT / "benchmarks" / "results" / "joint.json", help="JSON output"
@@ -694,6 +758,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.levers:
         result["levers"] = lever_study(args, device, head)
+
+    if args.formats:
+        result["formats"] = format_study(args, device, head)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     existing = {}

@@ -10,7 +10,7 @@ did not finish ok). The issue's items are (a)-(e):
    ``bmm``; forward, forward+backward, peak memory (``torch.cuda.max_memory_allocated``), CUDA events after
    warm-up.
 2. ``joint`` (c): ``bench_joint.py`` with ResNet-101, B=8, 512 px, AMP: the training step of the joint model
-   against DeepLabV3+ alone.
+   against DeepLabV3+ alone, and each network alone in NCHW and channels_last (``--formats``).
 3. ``tests`` (a): every CUDA test (``pytest tests -k cuda``: the tests marked ``cuda``, which is every
    device-parametrized case on CUDA, plus the CUDA-only tests named after it); pass / fail / skip counts and
    the failures.
@@ -332,6 +332,7 @@ def build_stages(args: argparse.Namespace, work: Path) -> dict[str, Stage]:
         ]
     else:
         cmd += ["--backbone", "resnet101", "--batch-size", "8", "--size", "512"]
+    cmd += ["--formats"]  # each network alone in NCHW and channels_last: evidence for the default format
     cmd += ["--output", str(work / "joint.json")]
     stages["joint"] = Stage("joint", "(c) joint training step", cmd, work / "joint.json", notes)
 
@@ -415,6 +416,8 @@ def summarize_joint(raw: dict[str, Any]) -> dict[str, Any]:
         "ratios": {v: float(r["time_ratio"]) for v, r in rows.items()},
         "step_ms": {v: 1e3 * float(r["median_s"]) for v, r in rows.items()},
         "memory_ratios": {v: r.get("memory_ratio") for v, r in rows.items()},
+        # channels_last / NCHW step of each network alone (paired; below 1: channels_last wins)
+        "channels_last_ratios": {r["network"]: r["time_ratio_paired"] for r in entry.get("formats", [])},
     }
 
 
@@ -550,6 +553,11 @@ def render_summary(report: dict[str, Any]) -> str:
             "(c) joint training step, ms (x DeepLabV3+ alone): "
             + ", ".join(f"{v} {j['step_ms'][v]:.1f} ({j['ratios'][v]:.2f}x)" for v in j["ratios"]),
         ]
+        if j.get("channels_last_ratios"):
+            lines.append(
+                "    channels_last / NCHW step, each network alone (paired): "
+                + ", ".join(f"{n} {r:.2f}x" for n, r in j["channels_last_ratios"].items())
+            )
     if st.get("soft", {}).get("summary"):
         s = st["soft"]["summary"]
         lines += [

@@ -226,12 +226,21 @@ def test_bench_joint_tiny(tmp_path):
         "deeplab",
         "joint_hard_ti",
         "--amp",  # ignored on CPU, as in the training CLI (the GPU check passes it)
+        "--formats",
         "--output",
         str(out),
     )
     data = json.loads(out.read_text())
     (entry,) = data.values()
     assert [r["variant"] for r in entry["rows"]] == ["deeplab", "joint_hard_ti"]
+    # the memory-format study: each network alone in both formats, with the default this device uses
+    formats = {r["network"]: r for r in entry["formats"]}
+    assert list(formats) == ["deeplab", "spixelfcn"]
+    assert [formats[n]["default_channels_last"] for n in formats] == [False, True]  # the CPU's defaults
+    for r in formats.values():
+        assert r["nchw_s"] > 0 and r["channels_last_s"] > 0
+        assert r["time_ratio"] == pytest.approx(r["channels_last_s"] / r["nchw_s"])
+        assert len(r["samples_nchw_s"]) == len(r["samples_channels_last_s"]) == 1
     assert entry["rows"][0]["time_ratio"] == pytest.approx(1.0)
     assert entry["rows"][1]["memory_ratio"] > 1.0  # the joint model saves more activations than DeepLabV3+
     parts = entry["breakdown"]["parts"]

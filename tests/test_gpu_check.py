@@ -67,6 +67,8 @@ def test_dry_run_takes_every_stage_and_writes_the_report(tmp_path):
     joint = stages["joint"]["summary"]
     assert joint["ratios"]["deeplab"] == pytest.approx(1.0)
     assert set(joint["ratios"]) >= {"joint_hard_ti", "joint_hard_noti", "joint_soft_ti"}
+    assert set(joint["channels_last_ratios"]) == {"deeplab", "spixelfcn"}  # the memory-format study ran
+    assert all(r > 0 for r in joint["channels_last_ratios"].values())
 
     assert stages["soft"]["summary"]["max_abs_diff_f64"] < 1e-10
 
@@ -78,6 +80,7 @@ def test_dry_run_takes_every_stage_and_writes_the_report(tmp_path):
     assert [t["met"] for t in report["targets"]] == [None, None, None]  # no verdict without a GPU
     assert all(t["figure"] for t in report["targets"])
     assert "targets:" in summary and "not evaluated" in summary and "step-0 transparency" in summary
+    assert "channels_last / NCHW step, each network alone" in summary
 
 
 # ----------------------------------------------------------------------------------------------- refusals
