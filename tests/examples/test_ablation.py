@@ -10,7 +10,7 @@ import torch
 
 from examples.voc_joint import ablation
 
-from ._exmodels_utils import tiny_voc  # noqa: F401  (fixture)
+from ._exmodels_utils import tiny_voc, untrained_checkpoints  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -145,3 +145,109 @@ def test_quoted_run_times_agree_with_the_docs_and_the_committed_run() -> None:
     )
     assert " ".join(ablation.__doc__.split()).count(f"about {minutes} minutes on 2 CPU cores") == 1
     assert quick.startswith("a 3-minute version")
+
+
+def _row(init: str, seed: int, m0: float, m: float) -> dict:
+    """A finished run's row of ablation.json (one fine-tuning step)."""
+    band = {"1": m / 2, "3": m / 2, "5": m / 2}
+    return {
+        "init": init, "seed": seed, "step0_miou": m0, "miou": m, "boundary_miou": band,
+        "step0_boundary_miou": band, "consistency": 1.0, "steps": 1, "seconds": 1.0,
+        "curve": [{"step": 0, "miou": m0}, {"step": 1, "loss": 1.5, "miou": m}],
+    }  # fmt: skip
+
+
+def test_summary_pairs_by_seed_and_counts_strict_wins() -> None:
+    """Differences pair a variant's seeds with transparent's same seeds only; a tie is not a win; variants
+    without a paired seed get no difference; unknown variants come last instead of being dropped."""
+    rows = [_row("transparent", 0, 0.3, 0.5), _row("transparent", 1, 0.3, 0.6)]
+    rows += [_row("xavier", 1, 0.0, 0.6), _row("xavier", 2, 0.0, 0.9)]  # seed 2: transparent has none
+    rows += [_row("kaiming", 7, 0.0, 0.2), _row("no_fusion", 0, 0.3, 0.55), _row("custom", 0, 0.3, 0.4)]
+    summary = {s["init"]: s for s in ablation.summarize(rows)}
+    assert list(summary) == ["transparent", "xavier", "kaiming", "no_fusion", "custom"]
+    x = summary["xavier"]
+    assert x["seeds"] == 2 and x["miou"][0] == pytest.approx(0.75)
+    assert x["paired_seeds"] == 1 and x["diff_miou"] == (pytest.approx(0.0), None) and x["wins"] == 0
+    assert "diff_miou" not in summary["kaiming"] and "wins" not in summary["kaiming"]
+    assert summary["no_fusion"]["wins"] == 1 and summary["custom"]["diff_miou"][0] == pytest.approx(-0.1)
+    md = ablation.format_markdown(
+        list(summary.values()), {"steps": 1, "val_images": 2, "joint_lr": 1e-3, "fusion_lr": 1e-4}
+    )
+    assert "| no_fusion | +0.0 | +5.0 | +2.5 | 1/1 |" in md and "| xavier | -30.0 | +0.0 | +0.0 | 0/1 |" in md
+    assert "2 seed(s) per row" in md  # the most seeds of any row
+
+
+def test_unset_options_come_from_quick_or_the_defaults() -> None:
+    parse = ablation.build_parser().parse_args
+    quick = ablation.resolve(parse(["--quick"]))
+    assert {k: getattr(quick, k) for k in ablation.QUICK} == ablation.QUICK
+    assert quick.run_steps == ablation.QUICK["steps"]
+    full = ablation.resolve(parse([]))
+    assert {k: getattr(full, k) for k in ablation.DEFAULTS} == ablation.DEFAULTS
+    assert ablation.resolve(parse(["--quick", "--steps", "5"])).steps == 5  # a given option wins
+    assert ablation.resolve(parse(["--steps", "5", "--max-steps", "100"])).run_steps == 5  # a cap only lowers
+    assert ablation.resolve(parse(["--steps", "5", "--max-steps", "2"])).run_steps == 2
+
+
+@pytest.mark.parametrize("variant", ablation.VARIANTS)
+def test_each_variant_trains_what_its_name_says(variant: str) -> None:
+    from examples.voc_joint import train
+
+    args = train.build_parser().parse_args(ablation.variant_options(variant))
+    if variant == "no_superpixels":
+        assert (args.mode, args.fusion) == ("none", False)
+    elif variant == "no_fusion":
+        assert (args.mode, args.fusion) == ("hard", False)
+    else:
+        assert (args.mode, args.fusion, args.fusion_init) == ("hard", True, variant)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        ablation.variant_options("glorot")
+
+
+def _small_argv(root, out, seg, spx, threads) -> list[str]:
+    return [
+        "--data-root", str(root), "--output-dir", str(out), "--seg-checkpoint", str(seg),
+        "--spixel-checkpoint", str(spx), "--variants", "no_fusion", "--seeds", "1", "--crop-size", "32",
+        "--batch-size", "2", "--no-progress", *threads,
+    ]  # fmt: skip
+
+
+def test_unfinished_run_with_other_settings_refused(tiny_voc, tmp_path, one_thread, capsys) -> None:  # noqa: F811
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    out.mkdir()
+    stale = json.dumps({"settings": {"steps": 99}, "complete": False, "rows": []})
+    (out / "ablation.json").write_text(stale)
+    with pytest.raises(SystemExit) as info:
+        ablation.main([*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"])
+    assert info.value.code == 2
+    assert "holds an unfinished ablation with other settings" in capsys.readouterr().err
+    assert (out / "ablation.json").read_text() == stale
+
+
+def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:  # noqa: F811
+    """An unfinished ablation whose planned runs are all done finishes without training; rows of variants no
+    longer asked for are left out of the result."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    out.mkdir()
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+    opts = ablation.resolve(ablation.build_parser().parse_args(argv))
+    settings = ablation._settings(opts, tiny_voc, seg, spx, 2)
+    rows = [_row("no_fusion", 0, 0.3, 0.5), _row("xavier", 0, 0.0, 0.4)]
+    (out / "ablation.json").write_text(json.dumps({"settings": settings, "complete": False, "rows": rows}))
+    res = ablation.main(argv)
+    assert res["complete"] and [(r["init"], r["seed"]) for r in res["rows"]] == [("no_fusion", 0)]
+    assert [s["init"] for s in res["summary"]] == ["no_fusion"]
+    assert "xavier" not in (out / "ablation.md").read_text()
+    capsys.readouterr()
+
+
+def test_evaluations_every_n_steps_and_at_the_end(tiny_voc, tmp_path, one_thread, capsys) -> None:  # noqa: F811
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    res = ablation.main([*argv, "--steps", "3", "--eval-every", "2"])
+    (row,) = res["rows"]
+    assert [p["step"] for p in row["curve"]] == [0, 1, 2, 3]
+    assert [p["step"] for p in row["curve"] if "miou" in p] == [0, 2, 3]
+    capsys.readouterr()

@@ -144,3 +144,45 @@ def test_panels_show_the_pretrained_baseline_next_to_the_joint_model(
     with Image.open(paths[0]) as im:
         assert np.array_equal(np.asarray(im), np.asarray(expected))
     assert not torch.equal(out["seg_logits"].argmax(1)[0], base)  # the joint model's own network differs
+
+
+def test_same_size_batches_compare_the_whole_size() -> None:
+    """Images of equal width but different height (or the reverse) go to different batches."""
+
+    def sample(h: int, w: int) -> dict:
+        return {"seg_input": torch.zeros(3, h, w), "target": torch.zeros(h, w, dtype=torch.long)}
+
+    batches = demo.same_size_batches([sample(40, 48), sample(36, 48), sample(40, 52), sample(40, 48)])
+    assert [tuple(b["seg_input"].shape) for b in batches] == [(2, 3, 40, 48), (1, 3, 36, 48), (1, 3, 40, 52)]
+
+
+def test_transparency_check_detects_a_stack_that_is_not_transparent(
+    varied_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check compares the fusion model with the model without fusion (U(S)): a stack built to give 2 U
+    instead of U is reported with a difference of max |U|."""
+    from examples.voc_joint.models import joint as joint_mod
+
+    seg, spx = _checkpoints(tmp_path)
+    val = build_dataset(varied_voc, "val")
+    batch = demo.same_size_batches([val[0], val[1]])[0]
+    plain = demo.join_pretrained(seg, spx, fusion=False)
+    with torch.no_grad():
+        u = plain(batch["seg_input"], batch["spixel_input"])["logits"]
+    target = joint_mod.fusion_target_weight
+    monkeypatch.setattr(joint_mod, "fusion_target_weight", lambda c: 2 * target(c))
+    check = demo.transparency_check(seg, spx, batch)
+    assert check["max_abs_diff"] == pytest.approx(float(u.abs().max()), rel=1e-3)
+    assert check["max_abs_diff"] > 1e-2
+    # several batches: the largest difference of any of them, wherever it is
+    flat = {**batch, "seg_input": torch.zeros_like(batch["seg_input"])}
+    flat["spixel_input"] = torch.zeros_like(batch["spixel_input"])
+    small = demo.transparency_check(seg, spx, flat)["max_abs_diff"]
+    assert small < check["max_abs_diff"]
+    assert demo.transparency_check(seg, spx, [batch, flat])["max_abs_diff"] == check["max_abs_diff"]
+
+
+def test_val_loader_takes_at_most_the_images_there_are(varied_voc: Path) -> None:
+    assert len(demo.val_loader(varied_voc, 2).dataset) == 2
+    assert len(demo.val_loader(varied_voc, 100).dataset) == 4
+    assert len(list(demo.val_loader(varied_voc, 100))) == 4

@@ -679,3 +679,75 @@ def test_torchrun_two_ranks_generate_the_synthetic_set_and_train(tmp_path: Path)
     ck = load_checkpoint(tmp_path / "run" / "joint" / "checkpoint.pt")
     assert (ck["step"], ck["world_size"], ck["complete"]) == (1, 2, True)
     assert not any(k.startswith("module.") for k in ck["model"])
+
+
+# ------------------------------------------------------------------- locks, signal guard, fault specs
+
+
+def test_folder_lock_is_reentrant_reports_held_and_names_its_current_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from examples.voc_joint.locking import FolderLock, FolderLockedError
+
+    monkeypatch.setattr(sys, "argv", ["train.py", *["--a-long-option"] * 20])
+    lock = FolderLock(tmp_path / "run")
+    assert not lock.held
+    with lock:
+        assert lock.acquire() is lock and lock.held  # taking a held lock again is a no-op
+    assert not lock.held
+    monkeypatch.setattr(sys, "argv", ["short.py"])  # a shorter holder than the previous one
+    holder = rf"in use by pid {os.getpid()} .*\(command: short\.py\)"
+    with FolderLock(tmp_path / "run"), pytest.raises(FolderLockedError, match=holder):
+        FolderLock(tmp_path / "run").acquire()
+    assert (tmp_path / "run" / ".lock").read_text().count("\n") == 1  # the last holder only
+
+
+def test_interrupt_guard_defers_a_second_signal_inside_a_critical_section() -> None:
+    import signal
+    import threading
+
+    from examples.voc_joint.signals import Interrupted, InterruptGuard
+
+    assert threading.current_thread() is threading.main_thread()  # handlers can be installed here
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    reached = False
+    with InterruptGuard() as guard:
+        with guard:  # nested use of the same guard
+            os.kill(os.getpid(), signal.SIGTERM)  # the first signal is only recorded
+            assert guard.requested == signal.SIGTERM
+        with pytest.raises(Interrupted) as info, guard.critical():
+            os.kill(os.getpid(), signal.SIGINT)  # the second one waits for the end of the section
+            reached = True
+        assert reached and info.value.forced and info.value.signum == signal.SIGINT
+    assert {s: signal.getsignal(s) for s in before} == before  # the previous handlers are back
+
+
+def test_interrupt_guard_released_section_restores_the_guard() -> None:
+    import signal
+
+    from examples.voc_joint.signals import Interrupted, InterruptGuard
+
+    with InterruptGuard() as guard:
+        with guard.released(), pytest.raises(Interrupted):
+            os.kill(os.getpid(), signal.SIGINT)  # default behaviour inside: stop at once
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # after it: recorded again
+        except Interrupted:
+            pytest.fail("after released(), a signal must be recorded by the guard, not raised")
+        assert guard.requested == signal.SIGINT
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("explode@step:1", "actions are"),
+        ("sigint@nowhere:1", "points are"),
+        ("sigint-step-1", "cannot parse"),
+    ],
+)
+def test_fault_specs_are_checked(spec: str, match: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from examples.voc_joint import faults
+
+    monkeypatch.setenv(faults.ENV, spec)
+    with pytest.raises(ValueError, match=match):
+        faults.hit("step", 1)

@@ -442,3 +442,122 @@ def test_refine_has_no_host_device_sync_on_cuda() -> None:
         out.sum().backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+# ---------------------------------------------------------------- contract details (mutation campaign 4)
+
+
+def test_fusion_stack_refuses_an_unknown_init() -> None:
+    """FusionStack checks ``init`` itself (built alone, without JointModel's check)."""
+    with pytest.raises(ValueError, match=r"fusion_init must be one of .*got 'he'"):
+        FusionStack(3, [6], "relu", "he")  # type: ignore[arg-type]  # the wrong value is the point
+
+
+@pytest.mark.parametrize(
+    "activation,gain2", [("relu", 2.0), ("leaky_relu", 2.0 / (1 + 0.01**2)), (None, 1.0)]
+)
+@pytest.mark.parametrize("init", ["kaiming", "zero_residual"])
+def test_kaiming_inits_use_the_activation_gain_and_zero_biases(
+    init: str, activation: str | None, gain2: float
+) -> None:
+    """Kaiming (He) normal, fan-in, with the gain of the stack's activation (linear without one); biases 0."""
+    fuse = FusionStack(8, [64, 64], activation, init, generator=0)  # type: ignore[arg-type]
+    for k, conv in enumerate(fuse.convs[:-1]):
+        w = conv.weight.detach().flatten(1)
+        expect = (gain2 / w.shape[1]) ** 0.5
+        assert abs(float(w.std()) / expect - 1) < 0.1, (k, float(w.std()), expect)
+    assert all(not c.bias.detach().any() for c in fuse.convs), "every bias starts at zero"
+    if init == "zero_residual":
+        assert not fuse.convs[-1].weight.detach().any()
+
+
+@pytest.mark.parametrize("flag", ["fusion", "recompute_fusion", "compile_refine"])
+def test_every_model_flag_must_be_a_bool(flag: str) -> None:
+    deeplab, spixel = _nets()
+    with pytest.raises(TypeError, match=f"{flag} must be a bool, got str"):
+        JointModel(deeplab, spixel, **{flag: "yes"})
+
+
+def test_an_explicit_cell_size_overrides_the_spixelfcn_one() -> None:
+    deeplab, spixel = _nets()  # SpixelFCN of cell size 8
+    joint = JointModel(deeplab, spixel, cell_size=4).eval()
+    assert joint.cell_size == 4 and joint.config["cell_size"] == 4
+    x, y = _inputs(1)
+    with torch.no_grad():
+        ids = joint(x, y)["superpixels"]
+    # 4-pixel cells: more superpixels than an 8-pixel grid has
+    assert int(ids.max()) >= sparse_ops.num_grid_cells(H, W, CS)
+    assert int(ids.max()) < sparse_ops.num_grid_cells(H, W, 4)
+    assert JointModel(*_nets(), cell_size=None).cell_size == CS  # default: the SpixelFCN's
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft", "none"])
+def test_config_records_the_mode(mode: str) -> None:
+    deeplab, spixel = _nets()
+    joint = JointModel(deeplab, spixel, mode=mode)
+    assert joint.config["mode"] == mode
+    again = build_model(model_config(joint))
+    assert isinstance(again, JointModel) and again.mode == mode
+
+
+def test_refine_runs_in_float32_under_autocast() -> None:
+    """Mixed precision: the networks run in bfloat16 under autocast, everything after them in float32 (the
+    transparency of the fusion stack survives: the joint output is U(S) up to float32 rounding)."""
+    deeplab, spixel = _nets()
+    _scale_logits(deeplab)
+    joint = JointModel(deeplab, spixel).eval()
+    x, y = _inputs(1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = joint(x, y)
+    assert out["seg_logits"].dtype == torch.bfloat16  # the network did run under autocast
+    assert out["logits"].dtype == torch.float32
+    s = out["seg_logits"].float()
+    u = sparse_ops.uniformize(s, out["superpixels"], sparse_ops.num_grid_cells(H, W, CS))
+    assert s.abs().max() > 5 and (out["logits"] - u).abs().max().item() <= 1e-4
+    with torch.no_grad():  # refine itself takes half-precision S and Q
+        final, _ = joint.refine(out["seg_logits"], out["assoc"])
+    assert final.dtype == torch.float32 and (final - u).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("sizes", [((16, 16), (16, 17)), ((16, 16), (17, 16))])
+def test_inputs_of_different_sizes_are_refused(sizes: tuple[tuple[int, int], tuple[int, int]]) -> None:
+    deeplab, spixel = _nets()
+    joint = JointModel(deeplab, spixel).eval()
+    (h1, w1), (h2, w2) = sizes
+    with pytest.raises(ValueError, match="seg_input and spixel_input must have the same size"):
+        joint(torch.zeros(1, 3, h1, w1), torch.zeros(1, 3, h2, w2))
+
+
+def test_model_config_types_and_bounds() -> None:
+    """The schema's edges: bools are not ints, the bounds are inclusive, a fusion stack needs hidden widths
+    >= 2C (exactly 2C is fine; without a fusion stack its widths are not checked), required keys."""
+    from examples.voc_joint.models.build import validate_model_config
+
+    deeplab, spixel = _nets(num_classes=4)
+    cfg = model_config(JointModel(deeplab, spixel, 4, fusion_hidden=(8,)))  # hidden exactly 2C
+    validate_model_config(cfg)
+    one = {"arch": "deeplabv3plus", "deeplab": {**cfg["deeplab"], "num_classes": 1}}
+    validate_model_config(one)  # the lower bound itself
+    with pytest.raises(ValueError, match=r"deeplab\.num_classes must be an int in \[1, 1024\], got True"):
+        validate_model_config({"arch": "deeplabv3plus", "deeplab": {**cfg["deeplab"], "num_classes": True}})
+    bad = {**cfg, "joint": {**cfg["joint"], "fusion_hidden": []}}
+    with pytest.raises(
+        ValueError, match=r"invalid model config: joint\.fusion_hidden must be a list of 1 to 16"
+    ):
+        validate_model_config(bad)
+    no_fusion = {**cfg, "joint": {**cfg["joint"], "fusion": False, "fusion_hidden": [2]}}
+    validate_model_config(no_fusion)
+    assert build_model(no_fusion).fusion is None
+    missing = {**cfg, "joint": {k: v for k, v in cfg["joint"].items() if k != "fusion"}}
+    with pytest.raises(ValueError, match=r"invalid model config: 'joint' misses \['fusion'\]"):
+        validate_model_config(missing)
+
+
+@pytest.mark.parametrize("activation", ["relu", None])
+def test_exact_stacks_start_as_u_on_their_own(activation: str | None) -> None:
+    """FusionStack alone (no uniformization after it): transparent and zero_residual give U, not S."""
+    s, u = torch.randn(2, 3, 4, 5) * 10, torch.randn(2, 3, 4, 5) * 10
+    for init in ("transparent", "zero_residual"):
+        fuse = FusionStack(3, [6], activation, init, generator=0)  # type: ignore[arg-type]
+        with torch.no_grad():
+            assert (fuse(s, u) - u).abs().max() <= 1e-4, init

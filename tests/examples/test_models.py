@@ -162,3 +162,42 @@ def test_spixelfcn_centre_bias_starts_near_the_grid() -> None:
             SpixelFCN(cell_size=4, width=4).eval()(torch.randn(1, 3, 16, 20)), 4
         )
     assert (plain[0] == expect).float().mean() < 0.9  # without the bias: no grid at step 0
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34"])
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_basic_block_dilations_follow_torchvision_rule(name: str, output_stride: int) -> None:
+    """ResNet-18/34 get the dilations torchvision gives a bottleneck ResNet (its 3x3 convs): the first
+    block of a dilated stage keeps the previous dilation, the later blocks use the new one."""
+    net, _, _ = build_resnet_backbone(name, output_stride)
+    ref, _, _ = build_resnet_backbone("resnet50", output_stride)
+    for stage in ("layer2", "layer3", "layer4"):
+        ours, theirs = getattr(net, stage), getattr(ref, stage)
+        new = theirs[1].conv2.dilation  # the stage's own dilation
+        assert ours[0].conv1.dilation == theirs[0].conv2.dilation, (stage, 0)
+        for i, block in enumerate(ours):
+            assert block.conv2.dilation == new, (stage, i)
+            if i:
+                assert block.conv1.dilation == new, (stage, i)
+
+
+def test_backbone_weights_accept_the_documented_wrappers_and_prefixes(tmp_path) -> None:
+    """A state dict under "model" (or "state_dict") with "backbone." (or "module.") prefixed keys loads."""
+    torch.manual_seed(0)
+    src, _, _ = build_resnet_backbone("resnet18", 16)
+    path = tmp_path / "r18.pth"
+    torch.save({"model": {f"backbone.{k}": v for k, v in src.state_dict().items()}}, path)
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    load_backbone_weights(net, path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v), k
+
+
+def test_backbone_weights_of_the_wrong_shape_are_named(tmp_path) -> None:
+    src, _, _ = build_resnet_backbone("resnet18", 16)
+    state = dict(src.state_dict())
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)  # a 3x3 stem instead of 7x7
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"shape mismatches \['conv1\.weight'\]"):
+        load_backbone_weights(src, path)

@@ -558,3 +558,97 @@ def test_an_empty_scaler_state_resumes_into_an_enabled_scaler() -> None:
     saved = torch.amp.GradScaler("cpu", enabled=True, init_scale=8.0).state_dict()
     train.load_scaler_state(enabled, saved)
     assert enabled.get_scale() == 8.0
+
+
+def test_optimizer_options_reach_every_group() -> None:
+    """Each learning rate goes to its own group; --momentum and --weight-decay reach SGD and Adam."""
+    parser = train.build_parser()
+    small = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4"]
+    lrs = ["--lr", "1e-3", "--spixel-lr", "2e-4", "--fusion-lr", "3e-5", "--momentum", "0.5"]
+    args = train.resolve_stage_options("joint", parser.parse_args([*small, *lrs, "--weight-decay", "1e-5"]))
+    opt = train.build_optimizer("joint", train.build_stage_model("joint", args), args)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert {k: g["lr"] for k, g in groups.items()} == {"deeplab": 1e-3, "spixelfcn": 2e-4, "fusion": 3e-5}
+    assert all(g["momentum"] == 0.5 and g["weight_decay"] == 1e-5 for g in groups.values())
+    seg = train.resolve_stage_options(
+        "seg", parser.parse_args([*small, "--seg-lr", "0.01", "--head-lr-mult", "4"])
+    )
+    opt = train.build_optimizer("seg", train.build_stage_model("seg", seg), seg)
+    assert {g["name"]: g["lr"] for g in opt.param_groups} == {"backbone": 0.01, "head": pytest.approx(0.04)}
+    spx = train.resolve_stage_options("spixel", parser.parse_args([*small, "--spixel-pretrain-lr", "1e-3"]))
+    opt = train.build_optimizer("spixel", train.build_stage_model("spixel", spx), spx)
+    assert isinstance(opt, torch.optim.Adam)
+    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(1e-3, 4e-4)]  # the stage default
+
+
+def test_model_options_reach_the_joint_model() -> None:
+    """--fusion-activation none builds a stack without activation; --seed sets the fusion layers' draws."""
+    parser = train.build_parser()
+    small = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--fusion-hidden", "42"]
+
+    def fusion_weights(*extra: str) -> tuple[list[torch.Tensor], JointModel]:
+        args = train.resolve_stage_options("joint", parser.parse_args([*small, *extra]))
+        model = train.build_stage_model("joint", args)
+        assert isinstance(model, JointModel) and model.fusion is not None
+        return [c.weight for c in model.fusion.convs], model
+
+    _, linear = fusion_weights("--fusion-activation", "none")
+    assert linear.config["fusion_activation"] is None
+    assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU)) for m in linear.fusion.layers)
+    a, _ = fusion_weights("--fusion-init", "xavier", "--seed", "3")
+    b, _ = fusion_weights("--fusion-init", "xavier", "--seed", "3")
+    c, _ = fusion_weights("--fusion-init", "xavier", "--seed", "4")
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+
+
+def test_stage_all_joins_given_checkpoints_or_the_earlier_stages(tmp_path) -> None:
+    """``--stage all``: the joint stage starts from --seg-checkpoint / --spixel-checkpoint when given, else
+    from the seg / spixel stages' checkpoints in the output folder; a joint stage alone gets no default."""
+    given = tmp_path / "seg.pt"
+    given.touch()
+    parser = train.build_parser()
+    args = parser.parse_args(["--output-dir", str(tmp_path / "out"), "--seg-checkpoint", str(given)])
+    joint = train._stage_args("joint", args)
+    assert Path(joint.seg_checkpoint) == given.resolve()
+    assert Path(joint.spixel_checkpoint) == (tmp_path / "out" / "spixel" / "checkpoint.pt").resolve()
+    alone = train._stage_args("joint", parser.parse_args(["--output-dir", str(tmp_path), "--stage", "joint"]))
+    assert alone.seg_checkpoint is None and alone.spixel_checkpoint is None
+
+
+def test_equal_scale_bounds_are_accepted(tmp_path) -> None:
+    parser = train.build_parser()
+    args = parser.parse_args(["--output-dir", str(tmp_path), "--scale-min", "1", "--scale-max", "1"])
+    train.check_args(parser, args)  # no random scaling: fine
+
+
+def test_overwrite_and_resume_of_a_stage_that_reached_max_steps(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    ckpt = train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1"))[
+        "seg"
+    ]
+    before = ckpt.read_bytes()
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--resume", str(ckpt), "--overwrite"))
+    assert info.value.code == 2
+    assert "--overwrite would delete the checkpoint that --resume" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+    # the stage reached --max-steps: a --resume with the same cap skips it
+    train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--resume", "--max-steps", "1"))
+    assert "step 1; skipping the stage" in capsys.readouterr().out and ckpt.read_bytes() == before
+
+
+def test_option_types_include_their_closed_bounds(tmp_path, monkeypatch) -> None:
+    import argparse
+
+    from examples.voc_joint.cli import existing_file, float_range, int_range, resume_arg
+
+    assert int_range(1, 3)("3") == 3 and int_range(1, 3)("1") == 1
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be an integer in \[1, 3\], got 4"):
+        int_range(1, 3)("4")
+    assert float_range(0.0, 1.0)("1") == 1.0 and float_range(0.0, 1.0)("0") == 0.0
+    with pytest.raises(argparse.ArgumentTypeError, match="must be a finite number > 0"):
+        float_range(0.0, low_open=True)("0")
+    with pytest.raises(argparse.ArgumentTypeError, match="file not found"):
+        existing_file(str(tmp_path))  # a folder is not a file
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "c.pt").touch()
+    assert resume_arg("~/c.pt") == str(tmp_path / "c.pt") and resume_arg("auto") == "auto"

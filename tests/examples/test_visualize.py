@@ -78,3 +78,29 @@ def test_panel_blank_tiles_and_errors():
     assert (arr[14:, 2 * 12 : 2 * 12 + 8] == 255).all()
     with pytest.raises(ValueError, match="8x8"):
         make_panel(torch.rand(3, 8, 8), torch.zeros(7, 8, dtype=torch.long), None, None)
+
+
+def test_colorize_refuses_negative_labels():
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 255\], got range \[-1, 3\]"):
+        colorize(torch.tensor([[-1, 3]]))
+
+
+def test_float_images_are_rounded_to_the_nearest_uint8():
+    img = overlay_contours(torch.full((3, 2, 2), 0.5), None)
+    assert (img == 128).all()  # 127.5 rounds up
+    img = overlay_contours(torch.full((3, 2, 2), 0.999), None)
+    assert (img == 255).all()
+
+
+def test_tiles_are_upscaled_to_at_least_min_height():
+    target = torch.zeros(20, 10, dtype=torch.long)
+    arr = np.asarray(make_panel(torch.rand(3, 20, 10), target, None, None, min_height=50, legend=False))
+    assert arr.shape[:2] == (14 + 60, 4 * 30 + 3 * 4)  # factor 3: 60 >= 50 px
+
+
+def test_no_legend_for_ignored_pixels_only():
+    ignored = torch.full((8, 8), 255, dtype=torch.long)
+    arr = np.asarray(make_panel(torch.rand(3, 8, 8), ignored, ignored, None, min_height=8))
+    assert arr.shape[0] == 14 + 8  # no class to name: no legend strip
+    arr = np.asarray(make_panel(torch.rand(3, 8, 8), ignored.clamp(max=3), None, None, min_height=8))
+    assert arr.shape[0] > 14 + 8
