@@ -105,7 +105,7 @@ def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
         )
     )
     assert set(out) == {"seg", "spixel", "joint"}
-    for stage in ("seg", "joint"):  # --eval: exdata's evaluate() on the val split, JSON + panels
+    for stage in ("seg", "joint"):  # --eval: evaluate.evaluate() on the val split, JSON + panels
         res = json.loads((out[stage].parent / "eval.json").read_text())
         assert 0 <= res["miou"] <= 1 and list((out[stage].parent / "panels").glob("*.png"))
     assert not (out["spixel"].parent / "eval.json").exists()

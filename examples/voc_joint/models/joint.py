@@ -77,9 +77,10 @@ ChannelsLast = bool | Literal["spixelfcn"]
 
 #: Default memory format per device type (``--channels-last`` left unset in the training CLI,
 #: ``bench_joint.py``): where it wins, per network. CPU: SpixelFCN only (on the 2-core VM its training step
-#: runs 12-21 % faster in channels_last at 128-256 px, DeepLabV3+'s 4 % slower at ResNet-18 / 128 px and
-#: unchanged to 10 % faster at ResNet-101 / 256 px, see docs/benchmarks.rst). CUDA: both (the usual gain of
-#: NHWC convolutions on tensor cores; not measured by the project yet).
+#: runs 12-13 % faster in channels_last at 128 and 256 px; DeepLabV3+'s 2 % slower at ResNet-18 / 128 px and
+#: 5 % faster at ResNet-101 / 256 px, a backbone-dependent sign: ``bench_joint.py --formats``,
+#: benchmarks/results/memory_format_20261130.json). CUDA: both (the usual gain of NHWC convolutions on tensor
+#: cores; not measured by the project yet).
 DEFAULT_CHANNELS_LAST: dict[str, ChannelsLast] = {"cpu": "spixelfcn", "cuda": True}
 
 
