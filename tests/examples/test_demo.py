@@ -13,13 +13,11 @@ import numpy as np
 from PIL import Image
 
 from examples.voc_joint import demo
-from examples.voc_joint.checkpoint import FORMAT, save_checkpoint
 from examples.voc_joint.data import build_dataset
-from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN, model_config
 from examples.voc_joint.synthetic import generate_synthetic_voc
 from examples.voc_joint.visualize import make_panel
 
-from ._exmodels_utils import run_tiny_demo
+from ._exmodels_utils import run_tiny_demo, untrained_checkpoints
 
 # (height, width) of the resized images: the first two val images share a size, the others differ
 VAL_SIZES = [(40, 48), (40, 48), (44, 56), (36, 52)]
@@ -43,23 +41,6 @@ def varied_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _checkpoints(folder: Path) -> tuple[Path, Path]:
-    """Untrained tiny seg and spixel checkpoints in the training script's format."""
-    torch.manual_seed(0)
-    deeplab, spixel = DeepLabV3Plus(21, "resnet18", aspp_channels=8), SpixelFCN(cell_size=8, width=4)
-    paths = []
-    for net, stage in ((deeplab, "seg"), (spixel, "spixel")):
-        ckpt = {
-            "format": FORMAT,
-            "version": 1,
-            "stage": stage,
-            "config": {"model": model_config(net), "args": {}},
-            "model": net.state_dict(),
-        }
-        paths.append(save_checkpoint(folder / stage / "checkpoint.pt", ckpt))
-    return paths[0], paths[1]
-
-
 def test_same_size_batches_groups_by_size(varied_voc: Path) -> None:
     val = build_dataset(varied_voc, "val")
     samples = [val[i] for i in range(len(val))]
@@ -77,7 +58,7 @@ def test_same_size_batches_groups_by_size(varied_voc: Path) -> None:
 
 
 def test_transparency_check_on_images_of_different_sizes(varied_voc: Path, tmp_path: Path) -> None:
-    seg, spx = _checkpoints(tmp_path)
+    seg, spx = untrained_checkpoints(tmp_path)
     val = build_dataset(varied_voc, "val")
     samples = [val[i] for i in range(len(val))]
     check = demo.transparency_check(seg, spx, demo.same_size_batches(samples))
@@ -128,7 +109,7 @@ def test_panels_show_the_pretrained_baseline_next_to_the_joint_model(
 ) -> None:
     """The "baseline" tile is the baseline model's prediction (the table's pretrained row), not the joint
     model's own seg_logits; superpixels and the joint tile come from the joint model."""
-    seg, spx = _checkpoints(tmp_path)
+    seg, spx = untrained_checkpoints(tmp_path)
     joint = demo.join_pretrained(seg, spx, fusion=True)
     loader = demo.val_loader(varied_voc)
     paths = demo.write_panels(_Constant(15), joint, loader, tmp_path / "panels", max_panels=3)
@@ -163,7 +144,7 @@ def test_transparency_check_detects_a_stack_that_is_not_transparent(
     instead of U is reported with a difference of max |U|."""
     from examples.voc_joint.models import joint as joint_mod
 
-    seg, spx = _checkpoints(tmp_path)
+    seg, spx = untrained_checkpoints(tmp_path)
     val = build_dataset(varied_voc, "val")
     batch = demo.same_size_batches([val[0], val[1]])[0]
     plain = demo.join_pretrained(seg, spx, fusion=False)
