@@ -57,9 +57,10 @@ from torch import Tensor, nn  # noqa: E402  # same reason
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
 #: The networks of the memory-format study (``--formats``), each trained alone.
 FORMAT_NETWORKS = ("deeplab", "spixelfcn")
-# Memory format of every variant by default: the training CLI's (where channels_last wins), one source.
 # The training CLI's loss (cross-entropy summed over the labelled pixels / their count), one source.
 from examples.voc_joint.engine import cross_entropy  # noqa: E402  # after the sys.path set-up
+
+# Memory format of every variant by default: the training CLI's (where channels_last wins), one source.
 from examples.voc_joint.models.joint import (  # noqa: E402  # after the sys.path set-up
     DEFAULT_CHANNELS_LAST,
     ChannelsLast,
