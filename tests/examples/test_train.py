@@ -722,3 +722,43 @@ def test_error_text_of_an_error_raised_in_a_dataloader_worker() -> None:
     )
     assert train.error_text(ValueError(text)) == "mask file 'a.png' is bad: x: y (DataLoader worker 3)"
     assert train.error_text(OSError("disk full")) == "disk full"
+
+
+def test_check_run_of_a_resume_against_the_checkpoint_on_disk(tmp_path, monkeypatch) -> None:
+    """``_check_run`` (the checkpoint itself is faked): a relative --resume path to the folder's own
+    checkpoint is that checkpoint (--overwrite would delete it); another run's checkpoint may replace the
+    folder's with --overwrite only; the recorded option changes are kept; a new number of processes is one."""
+    from examples.voc_joint.resume import plain
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "out" / "seg"
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").touch()
+    (tmp_path / "other.pt").touch()
+    parser = train.build_parser()
+
+    def check(*extra: str, world_size: int = 1):
+        args = train.resolve_stage_options(
+            "seg", parser.parse_args(["--output-dir", str(tmp_path / "out"), "--stage", "seg", *extra])
+        )
+        recorded = {
+            k: plain(v)
+            for k, v in vars(args).items()
+            if k not in ("resume", "overwrite", "allow_option_changes")
+        }
+        old = {"step": 1, "option": "--seg-lr", "old": 0.1, "new": 0.01}
+        ckpt = {"step": 3, "epoch": 0, "world_size": 2, "config": {"args": recorded, "changes": [old]}}
+        source = Path(args.resume)
+        monkeypatch.setattr(train, "_resume_checkpoint", lambda stage, args, path: (ckpt, source))
+        return train._check_run("seg", args, Path(args.output_dir) / "seg", world_size)
+
+    with pytest.raises(train.UsageError, match="--overwrite would delete the checkpoint"):
+        check("--resume", "out/seg/checkpoint.pt", "--overwrite")
+    with pytest.raises(train.UsageError, match="holds another run's checkpoint"):
+        check("--resume", "other.pt")
+    _, source, changes = check("--resume", "other.pt", "--overwrite", "--allow-option-changes")
+    assert source == Path("other.pt")
+    assert changes[0] == {"step": 1, "option": "--seg-lr", "old": 0.1, "new": 0.01}  # the earlier change
+    assert [(c["old"], c["new"]) for c in changes[1:]] == [(2, 1)]  # 2 processes -> 1, at step 3
+    with pytest.raises(train.UsageError, match="options differ"):
+        check("--resume", "other.pt", "--overwrite")  # a new world size without --allow-option-changes
