@@ -762,3 +762,33 @@ def test_check_run_of_a_resume_against_the_checkpoint_on_disk(tmp_path, monkeypa
     assert [(c["old"], c["new"]) for c in changes[1:]] == [(2, 1)]  # 2 processes -> 1, at step 3
     with pytest.raises(train.UsageError, match="options differ"):
         check("--resume", "other.pt", "--overwrite")  # a new world size without --allow-option-changes
+
+
+def test_every_rng_is_seeded_with_the_seed_plus_the_rank(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """Each process draws its own dropout masks: the Python, NumPy and torch RNGs start from --seed + rank."""
+    import random
+
+    import numpy as np
+
+    from examples.voc_joint.distributed import DistInfo
+
+    args = train.resolve_stage_options("seg", train.build_parser().parse_args(train_args(tiny_voc, tmp_path)))
+    args.seed = 5
+    train._seed_everything(0)
+    train.build_train_state("seg", args, DistInfo(rank=2, world_size=1), None, 1)
+    assert torch.initial_seed() == 7
+    train._seed_everything(7)
+    assert random.random() == random.Random(7).random()
+    assert np.random.rand() == np.random.RandomState(7).rand()
+
+
+def test_stage_all_checks_every_stage_folder_before_the_first_stage(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    """``--stage all`` into an output folder whose joint stage holds a run: refused before seg trains."""
+    (tmp_path / "joint").mkdir()
+    (tmp_path / "joint" / "checkpoint.pt").write_bytes(b"a run")
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(tiny_voc, tmp_path, "--stage", "all", "--epochs", "1", "--max-steps", "1"))
+    assert (
+        info.value.code == 2 and f"output folder {tmp_path / 'joint'} holds a run" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "seg" / "checkpoint.pt").exists()
