@@ -314,3 +314,197 @@ def test_ab_uniformize_refuses_bad_options(capsys):
         with pytest.raises(SystemExit):
             ab.main(argv)
         assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ the statistics behind the figures
+class _Clocks:
+    """Fake wall and CPU clocks that only the fake steps advance (the CPU clock twice as fast)."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+
+    def step(self, *durations: float):
+        it = iter(durations)
+
+        def run() -> None:
+            self.wall += next(it)
+
+        return run
+
+    def namespace(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(perf_counter=lambda: self.wall, process_time=lambda: 2 * self.wall)
+
+
+def test_bench_joint_time_steps_median_min_clock_and_rounds(monkeypatch):
+    """Per step: the median and the min of the timed rounds (after untimed warm-up steps), every round's
+    sample kept; ``--clock cpu`` reads the process time; ``rounds`` overrides ``--rounds``."""
+    import argparse
+
+    bench = _import("bench_joint")
+    clocks = _Clocks()
+    monkeypatch.setattr(bench, "time", clocks.namespace())
+    args = argparse.Namespace(warmup=1, rounds=3, clock="wall")
+    steps = {"a": clocks.step(9.0, 1.0, 5.0, 2.0), "b": clocks.step(9.0, 4.0, 4.0, 1.0)}
+    times = bench.time_steps(steps, args, torch.device("cpu"))
+    assert times["a"] == {"median_s": 2.0, "min_s": 1.0, "samples": 3, "samples_s": [1.0, 5.0, 2.0]}
+    assert times["b"]["median_s"] == 4.0 and times["b"]["samples_s"] == [4.0, 4.0, 1.0]
+    args.clock = "cpu"
+    times = bench.time_steps({"a": clocks.step(9.0, 1.0, 3.0)}, args, torch.device("cpu"), rounds=2)
+    assert times["a"]["samples_s"] == [2.0, 6.0]
+
+
+def test_bench_joint_paired_ratio_is_the_median_of_round_ratios():
+    bench = _import("bench_joint")
+    a, b = {"samples_s": [2.0, 4.0, 9.0]}, {"samples_s": [1.0, 4.0, 3.0]}
+    assert bench.paired_ratio(a, b) == 2.0  # ratios 2, 1, 3 (the ratio of the medians would be 4 / 3)
+
+
+def _fake_times(samples: dict[str, list[float]]) -> dict[str, dict]:
+    import statistics
+
+    return {
+        k: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s), "samples_s": s}
+        for k, s in samples.items()
+    }
+
+
+def test_bench_joint_rows_are_ratios_to_deeplab_of_the_same_run(monkeypatch):
+    """time_ratio = step / deeplab's step, time_ratio_paired = median of the round ratios, memory_ratio on
+    CUDA from the allocator peak (on CPU from the saved activations), saved_ratio from saved activations."""
+    bench = _import("bench_joint")
+    samples = {"deeplab": [1.0, 2.0, 4.0], "joint_hard_ti": [1.5, 5.0, 4.0]}
+    saved = {"deeplab": 100, "joint_hard_ti": 250}
+    peak = {"deeplab": 1000, "joint_hard_ti": 1200}
+    monkeypatch.setattr(bench, "make_step", lambda v, *rest: (None, v))
+    monkeypatch.setattr(
+        bench, "time_steps", lambda steps, *rest, **kw: _fake_times({v: samples[v] for v in steps})
+    )
+    monkeypatch.setattr(bench, "saved_activation_bytes", lambda v, *rest: saved[v])
+    monkeypatch.setattr(bench, "peak_memory_cuda", lambda v, *rest: peak[v])
+    variants = ["deeplab", "joint_hard_ti"]
+    cuda = {r["variant"]: r for r in bench.measure_pair_set(variants, None, torch.device("cuda"), {})}
+    joint = cuda["joint_hard_ti"]
+    assert joint["time_ratio"] == pytest.approx(4.0 / 2.0)
+    assert joint["time_ratio_paired"] == pytest.approx(1.5)  # ratios 1.5, 2.5, 1.0
+    assert joint["memory_ratio"] == pytest.approx(1.2) and joint["saved_ratio"] == pytest.approx(2.5)
+    assert joint["memory_bytes"] == {"saved_activations": 250, "cuda_peak_allocated": 1200}
+    assert cuda["deeplab"]["time_ratio"] == cuda["deeplab"]["time_ratio_paired"] == 1.0
+    cpu = {r["variant"]: r for r in bench.measure_pair_set(variants, None, torch.device("cpu"), {})}
+    assert cpu["joint_hard_ti"]["memory_ratio"] == pytest.approx(2.5)
+
+
+def test_bench_joint_format_study_is_channels_last_over_nchw(monkeypatch):
+    """The docs quote these ratios (below 1: channels_last is faster)."""
+    import argparse
+
+    bench = _import("bench_joint")
+    samples = {
+        "deeplab NCHW": [2.0, 2.0, 2.0], "deeplab channels_last": [2.0, 2.2, 2.4],
+        "spixelfcn NCHW": [1.0, 2.0, 1.0], "spixelfcn channels_last": [0.9, 1.0, 0.8],
+    }  # fmt: skip
+    monkeypatch.setattr(bench, "make_step", lambda *rest: (None, None))
+    monkeypatch.setattr(
+        bench, "time_steps", lambda steps, *rest, **kw: _fake_times({k: samples[k] for k in steps})
+    )
+    rows = {r["network"]: r for r in bench.format_study(argparse.Namespace(), torch.device("cpu"), "head")}
+    assert rows["deeplab"]["time_ratio"] == pytest.approx(1.1) and rows["deeplab"]["time_ratio_paired"] == 1.1
+    spx = rows["spixelfcn"]
+    assert spx["time_ratio"] == pytest.approx(0.9) and spx["time_ratio_paired"] == pytest.approx(0.8)
+    assert spx["samples_nchw_s"] == samples["spixelfcn NCHW"]
+
+
+def test_bench_joint_lever_ratios_use_deeplab_in_the_same_memory_format(monkeypatch):
+    import argparse
+
+    bench = _import("bench_joint")
+    monkeypatch.setattr(bench, "make_step", lambda variant, args, device, lever: (None, lambda: None))
+    monkeypatch.setattr(bench, "refine_step", lambda *rest: lambda: None)
+
+    def times(steps, *rest, **kw):
+        base = {"deeplab NCHW": 2.0, "deeplab channels_last": 4.0}
+        return _fake_times({k: [base.get(k, 8.0)] for k in steps})
+
+    def saved(variant, args, device, opts):
+        return (100 if opts.get("channels_last") is True else 50) * (2 if variant == "joint_hard_ti" else 1)
+
+    monkeypatch.setattr(bench, "time_steps", times)
+    monkeypatch.setattr(bench, "saved_activation_bytes", saved)
+    rows = {
+        r["lever"]: r for r in bench.lever_study(argparse.Namespace(rounds=1), torch.device("cpu"), "head")
+    }
+    nchw, cl = rows["plain: cat([S, U]), NCHW, ids validated"], rows["+ channels_last end to end"]
+    assert (nchw["time_ratio"], nchw["saved_ratio"], nchw["deeplab_s"]) == (4.0, 2.0, 2.0)
+    assert (cl["time_ratio"], cl["saved_ratio"], cl["deeplab_s"]) == (2.0, 2.0, 4.0)
+
+
+def test_bench_joint_keeps_the_other_entries_of_its_output_file(tmp_path, monkeypatch):
+    """Each run replaces its own key (device, backbone, batch, size) of the JSON file, never the others."""
+    bench = _import("bench_joint")
+    out = tmp_path / "joint.json"
+    out.write_text(json.dumps({"cuda_resnet101_b8_512_amp": {"rows": ["kept"]}, "cpu": {"old": "layout"}}))
+    monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [])
+    bench.main(["--no-breakdown", "--threads", "1", "--variants", "deeplab", "--output", str(out)])
+    data = json.loads(out.read_text())
+    assert list(data) == ["cuda_resnet101_b8_512_amp", "cpu_resnet18_b2_128"]
+    assert (
+        data["cuda_resnet101_b8_512_amp"] == {"rows": ["kept"]} and data["cpu_resnet18_b2_128"]["rows"] == []
+    )
+
+
+def test_bench_uniformize_paired_ratio_is_the_median_of_pair_ratios(monkeypatch):
+    """scatter's "paired x floor": the median of op / floor over alternating pairs, not a median ratio."""
+    bench = _import("bench_uniformize")
+    floor, op = iter([1.0, 2.0, 4.0]), iter([3.0, 2.0, 12.0])
+
+    def time_ms(fn, n, warmup=1, device="cpu"):
+        if warmup == 0 and fn.__name__ in ("floor_fb", "fwd_bwd"):
+            return [next(floor if fn.__name__ == "floor_fb" else op)]
+        return [1.0] * n
+
+    monkeypatch.setattr(bench, "time_ms", time_ms)
+    cfg = {"B": 1, "C": 2, "H": 8, "W": 8, "N_s": 4, "labels": "grid", "threads": 1}
+    res = bench.run_one(cfg, "scatter", "cpu", 3, dense_max_gb=1.0, fresh_process=False)
+    assert res["paired_ratios"] == [3.0, 1.0, 3.0] and res["paired_floor_ms"] == 2.0
+    assert res["paired_x_floor"] == 3.0 and res["max_abs_err"] < 1e-5
+
+
+def test_bench_uniformize_sweep_medians_without_the_warm_up_round(monkeypatch):
+    """Per configuration: floor and op medians of the timed rounds (round 0 warms up), x floor the median of
+    the round ratios, and max / min over the grid configurations only."""
+    bench = _import("bench_uniformize")
+    per_round = {  # (floor, op) of the three configurations; round 0 is the warm-up
+        0: [(100, 100), (100, 100), (100, 100)],
+        1: [(1, 2), (1, 3), (1, 40)],
+        2: [(2, 2), (2, 4), (2, 40)],
+        3: [(4, 12), (4, 5), (4, 40)],
+    }
+    times = iter(t for r in range(4) for pair in per_round[r] for t in pair)
+    monkeypatch.setattr(bench, "time_ms", lambda fn, n, warmup=1, device="cpu": [float(next(times))])
+    cfgs = [
+        {"B": 1, "C": 2, "H": 8, "W": 8, "N_s": n, "labels": labels, "threads": 1}
+        for n, labels in ((4, "grid"), (16, "grid"), (4, "voronoi"))
+    ]
+    sweep = bench.run_sweep(cfgs, "cpu", 3)
+    rows = sweep["rows"]
+    assert [(r["floor_fwd_bwd_ms"], r["fwd_bwd_ms"]) for r in rows] == [(2.0, 2.0), (2.0, 4.0), (2.0, 40.0)]
+    assert rows[0]["x_floor"] == 2.0  # round ratios 2, 1, 3 (the ratio of the medians would be 1)
+    assert sweep["grid_max_over_min"] == 2.0  # 4 / 2: the Voronoi configuration does not count
+
+
+def test_bench_uniformize_table_ratios(monkeypatch):
+    """x floor and x copy from fwd+bwd times; paper/this from setup + fwd+bwd of both."""
+    bench = _import("bench_uniformize")
+    measured = {
+        "floor": {"setup_ms": 0.0, "fwd_ms": 0.5, "fwd_bwd_ms": 1.0, "peak_extra_mb": None},
+        "copy": {"setup_ms": 0.0, "fwd_ms": 0.2, "fwd_bwd_ms": 0.5, "peak_extra_mb": None},
+        "scatter": {"setup_ms": 1.0, "fwd_ms": 1.0, "fwd_bwd_ms": 3.0, "peak_extra_mb": None},
+        "paper_coo": {"setup_ms": 2.0, "fwd_ms": 4.0, "fwd_bwd_ms": 10.0, "peak_extra_mb": None},
+    }
+    monkeypatch.setattr(bench, "_measure", lambda args, cfg, variant: dict(measured[variant]))
+    argv = ["--quick", "--in-process", "--threads", "1", "--no-voronoi", "--num-superpixels", "64"]
+    data = bench.main([*argv, "--variants", "floor,copy,scatter,paper_coo", "--no-sweep"])
+    (config,) = data["configs"]
+    scatter = config["results"]["scatter"]
+    assert scatter["x_floor"] == 3.0 and scatter["x_copy"] == 6.0 and scatter["paper_over_this"] == 3.0

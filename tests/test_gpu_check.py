@@ -264,8 +264,10 @@ class _FakeEvent:
 
     def synchronize(self) -> None:
         assert self.t is not None
+        self.done = True
 
     def elapsed_time(self, end: _FakeEvent) -> float:
+        assert getattr(end, "done", False), "elapsed_time before the end event completed (CUDA: an error)"
         return end.t - self.t
 
 
@@ -331,3 +333,125 @@ def test_an_interrupted_check_writes_its_report(tmp_path, monkeypatch):
     assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 130
     assert not Path(report["meta"]["work"]).exists()  # the work folder is removed
     assert "interrupted" in (tmp_path / "gpu_check_cpu_quick.txt").read_text()
+
+
+def test_time_ms_on_the_cpu_times_each_run_alone_in_milliseconds(monkeypatch):
+    """Each run's own duration (not the time since the first run), in ms, after untimed warm-up runs."""
+    from types import SimpleNamespace
+
+    clock = [0.0]
+    durations = iter([0.5, 0.002, 0.003, 0.001])  # the warm-up run, then three timed ones (seconds)
+    monkeypatch.setattr(harness, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def run() -> None:
+        clock[0] += next(durations)
+
+    assert harness.time_ms(run, 3, warmup=1) == pytest.approx([2.0, 3.0, 1.0])
+
+
+def test_peak_memory_figures_in_mib_above_the_start(monkeypatch):
+    """CPU: KiB of /proc/self/status above the region's start / 1024 (MiB, as labelled); ru_maxrss (KiB on
+    Linux) likewise, where the peak reset is refused."""
+    from types import SimpleNamespace
+
+    status = {"VmRSS": 1_000_000, "VmHWM": 1_000_000}
+    monkeypatch.setattr(harness, "_proc_status_kib", lambda field: status[field])
+    monkeypatch.setattr(harness, "_reset_peak_rss", lambda: True)
+    memory = harness.PeakMemory("cpu")
+    status["VmHWM"] += 3 * 1024
+    assert memory.method == "vmhwm_reset" and memory.extra_mib() == 3.0
+
+    usage = SimpleNamespace(ru_maxrss=500_000)
+    monkeypatch.setattr(harness, "_reset_peak_rss", lambda: False)
+    monkeypatch.setattr(
+        harness,
+        "resource",
+        SimpleNamespace(RUSAGE_SELF=0, getrusage=lambda who: SimpleNamespace(**vars(usage))),
+    )
+    memory = harness.PeakMemory("cpu")
+    usage.ru_maxrss += 2 * 1024
+    assert memory.method == "ru_maxrss" and memory.extra_mib() == 2.0
+
+
+def test_peak_reset_counts_only_when_the_kernel_applied_it(monkeypatch):
+    """Writing /proc/self/clear_refs may succeed without resetting VmHWM (older kernels): then the peak is
+    still the process's old one and the reset is reported as refused."""
+    import io
+
+    status = {"VmRSS": 1_000_000, "VmHWM": 1_000_000 + 4096}
+    monkeypatch.setattr(harness, "open", lambda *args, **kwargs: io.StringIO(), raising=False)
+    monkeypatch.setattr(harness, "_proc_status_kib", lambda field: status[field])
+    assert harness._reset_peak_rss() is False
+    status["VmHWM"] = status["VmRSS"] + 512  # within the 1 MiB slack: the reset took
+    assert harness._reset_peak_rss() is True
+
+
+# ----------------------------------------------------------------------------------------------- summaries
+def test_joint_summary_quotes_the_ratio_of_medians_step_ms_and_paired_format_ratios():
+    """The (c) figures: time_ratio (ratio of the medians, the target's figure), the step in ms, and each
+    network's paired channels_last / NCHW ratio (the figure the docs quote)."""
+    rows = [
+        {
+            "variant": "deeplab",
+            "median_s": 0.2,
+            "time_ratio": 1.0,
+            "time_ratio_paired": 1.0,
+            "memory_ratio": 1.0,
+        },
+        {"variant": "joint_hard_ti", "median_s": 0.25, "time_ratio": 1.25, "time_ratio_paired": 1.2},
+    ]
+    formats = [
+        {"network": "deeplab", "time_ratio": 1.05, "time_ratio_paired": 1.02},
+        {"network": "spixelfcn", "time_ratio": 0.9, "time_ratio_paired": 0.88},
+    ]
+    raw = {"cuda_resnet101_b8_512_amp": {"config": {"size": 512}, "rows": rows, "formats": formats}}
+    joint = gpu_check.summarize_joint(raw)
+    assert joint["ratios"] == {"deeplab": 1.0, "joint_hard_ti": 1.25}
+    assert joint["step_ms"] == pytest.approx({"deeplab": 200.0, "joint_hard_ti": 250.0})
+    assert joint["memory_ratios"] == {"deeplab": 1.0, "joint_hard_ti": None}
+    assert joint["channels_last_ratios"] == {"deeplab": 1.02, "spixelfcn": 0.88}
+
+
+def test_uniformize_summary_names_the_fastest_backend_and_the_paired_ratio():
+    res = {
+        "floor": {"fwd_ms": 0.5, "fwd_bwd_ms": 1.0, "setup_ms": 0.0},
+        "scatter": {"fwd_ms": 1.0, "fwd_bwd_ms": 2.0, "setup_ms": 0.1, "x_floor": 2.0, "paired_x_floor": 1.8},
+        "sparse": {"fwd_ms": 1.5, "fwd_bwd_ms": 3.0, "setup_ms": 0.2, "x_floor": 3.0},
+        "dense_bmm": {"skipped": "needs 9.0 GB > budget 4 GB (--dense-max-gb)"},
+    }
+    raw = {
+        "meta": {"auto_backend": "scatter"},
+        "configs": [{"name": "n", "config": {"N_s": 64, "B": 8}, "results": res}],
+    }
+    (row,) = gpu_check.summarize_uniformize(raw)["rows"]
+    assert row["fastest_backend"] == "scatter" and row["scatter_paired_x_floor"] == 1.8
+    assert row["sparse"]["x_floor"] == 3.0 and row["dense_bmm"]["skipped"].startswith("needs")
+
+
+def test_targets_at_their_bounds_and_a_gpu_run_that_ran_no_test():
+    """A figure equal to its bound meets the target; a CUDA test stage that passed nothing (every test
+    skipped: the GPU was not used) does not count as "zero failing CUDA tests"."""
+    at = gpu_check.evaluate_targets(
+        _stages(gpu_check.TARGET_UNIFORMIZE, gpu_check.TARGET_JOINT, 0), on_gpu=True
+    )
+    assert [t["met"] for t in at] == [True, True, True]
+    stages = _stages(1.0, 1.0, 0)
+    stages["tests"]["summary"] = {"passed": 0, "failed": 0, "errors": 0, "skipped": 40}
+    assert gpu_check.evaluate_targets(stages, on_gpu=True)[2]["met"] is False
+
+
+def test_train_log_steady_step_time_leaves_out_the_first_steps(tmp_path):
+    """The first steps (cuDNN autotuning, allocator growth, the loader's start) are slow: the steady time is
+    measured from the 10th logged step on."""
+    path = tmp_path / "log.csv"
+    elapsed, lines = 0.0, ["stage,epoch,step,loss,ce,spixel,lr,images_per_s,elapsed_s"]
+    for s in range(1, 22):
+        elapsed += 5.0 if s <= 5 else 0.5
+        lines.append(f"seg,1,{s},1.0,,,0.1,1.0,{elapsed:.1f}")
+    path.write_text("\n".join(lines) + "\n")
+    res = gpu_check.read_train_log(path, batch=8)
+    assert (
+        res["steps"] == 21
+        and res["s_per_step"] == pytest.approx(0.5)
+        and res["images_per_s"] == pytest.approx(16)
+    )

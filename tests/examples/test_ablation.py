@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 
@@ -250,4 +251,104 @@ def test_evaluations_every_n_steps_and_at_the_end(tiny_voc, tmp_path, one_thread
     (row,) = res["rows"]
     assert [p["step"] for p in row["curve"]] == [0, 1, 2, 3]
     assert [p["step"] for p in row["curve"] if "miou" in p] == [0, 2, 3]
+    capsys.readouterr()
+
+
+def _curve_row(init: str, seed: int, miou: list[float], loss: list[float]) -> dict:
+    """A run of ``len(loss)`` steps evaluated at steps 0, 2, 4, ... (``miou``)."""
+    curve = [{"step": 0, "miou": miou[0]}]
+    for step, value in enumerate(loss, 1):
+        curve.append({"step": step, "loss": value, **({"miou": miou[step // 2]} if step % 2 == 0 else {})})
+    return {"init": init, "seed": seed, "curve": curve}
+
+
+def test_plot_draws_means_paired_differences_smoothed_losses_and_seed_bands(tmp_path, monkeypatch) -> None:
+    """ablation.png from its matplotlib objects: per init one mIoU line (mean over seeds, in %), one line
+    of the paired difference to transparent (same seeds only; none for transparent), one loss line (mean of
+    the seeds' 5-step running means), the controls dashed, the seeds' range shaded for 2+ seeds."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    loss = {0: [4.0, 1.0, 3.0, 2.0], 1: [2.0, 2.0, 1.0, 5.0], 2: [1.0, 1.0, 1.0, 1.0]}
+    rows = [_curve_row("transparent", s, [0.3, 0.4, 0.5 + 0.1 * s], loss[s]) for s in (0, 1)]
+    rows += [_curve_row("xavier", s, [0.0, 0.1 * s, 0.2 + 0.1 * s], loss[s]) for s in (0, 1, 2)]
+    rows += [_curve_row("no_fusion", 0, [0.3, 0.3, 0.45], loss[2])]
+    path = ablation.plot(rows, tmp_path / "ablation.png", title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (fig,) = figures
+    ax_m, ax_d, ax_l = fig.axes[:3]
+    smooth = {s: [np.mean(v[max(0, i - 2) : i + 3]) for i in range(4)] for s, v in loss.items()}
+
+    lines = {line.get_label(): line for line in ax_m.get_lines()}
+    assert list(lines) == ["transparent (2 seeds)", "xavier (3 seeds)", "no_fusion (1 seed)"]
+    assert list(lines["xavier (3 seeds)"].get_xdata()) == [0, 2, 4]
+    assert np.allclose(lines["xavier (3 seeds)"].get_ydata(), [0.0, 10.0, 30.0])
+    assert np.allclose(lines["transparent (2 seeds)"].get_ydata(), [30.0, 40.0, 55.0])
+    assert [line.get_linestyle() for line in lines.values()] == ["-", "-", "--"]
+
+    diffs = [line for line in ax_d.get_lines() if len(line.get_xdata()) == 3]  # not the zero line
+    assert len(diffs) == 2  # xavier, no_fusion: transparent has no difference to itself
+    assert np.allclose(diffs[0].get_ydata(), [-30.0, -35.0, -30.0])  # seeds 0 and 1 only
+    assert np.allclose(diffs[1].get_ydata(), [0.0, -10.0, -5.0])
+
+    losses = ax_l.get_lines()
+    assert len(losses) == 3 and list(losses[1].get_xdata()) == [1, 2, 3, 4]
+    assert np.allclose(losses[1].get_ydata(), np.mean([smooth[0], smooth[1], smooth[2]], axis=0))
+    assert np.allclose(losses[2].get_ydata(), smooth[2])
+
+    def band(ax, k: int) -> tuple[float, float]:
+        y = ax.collections[k].get_paths()[0].vertices[:, 1]
+        return float(y.min()), float(y.max())
+
+    assert len(ax_m.collections) == 2 and len(ax_d.collections) == 1 and len(ax_l.collections) == 2
+    assert band(ax_m, 1) == pytest.approx((0.0, 40.0))  # xavier's seeds: min and max over the steps
+    assert band(ax_d, 0) == pytest.approx((-40.0, -30.0))
+    low, high = np.min([smooth[s] for s in loss], axis=0), np.max([smooth[s] for s in loss], axis=0)
+    assert band(ax_l, 1) == pytest.approx((low.min(), high.max()))
+
+
+def test_step0_of_a_random_init_is_scored_per_seed_and_evaluations_leave_the_rng_alone(
+    tiny_voc,  # noqa: F811
+    tmp_path,
+    one_thread,
+    monkeypatch,
+    capsys,
+) -> None:
+    """Only the controls (no random draws) reuse their step-0 score across seeds: a random init's step 0
+    differs with the seed. An evaluation draws from the global RNG (its DataLoader's base seed) inside a
+    forked RNG, so the training that follows (dropout) does not depend on the evaluation schedule.
+
+    The evaluation is replaced by a fake whose score is a function of the weights (seed-dependent for
+    xavier, unlike an untrained model's mIoU, which may tie) and that draws from the global RNG."""
+    from examples.voc_joint import engine, evaluate
+
+    log: list[tuple[str, torch.Tensor]] = []
+
+    def fake_evaluate(model, loader, **kwargs) -> dict:
+        log.append(("eval", torch.get_rng_state()))
+        torch.rand(8)  # what a DataLoader iterator does
+        score = float(sum(p.detach().double().abs().sum() for p in model.parameters())) % 1.0
+        return {"miou": score, "boundary_miou": dict.fromkeys(("1", "3", "5"), score), "consistency": 1.0}
+
+    train_one_epoch = engine.train_one_epoch
+
+    def logged_train_one_epoch(*args, **kwargs):
+        log.append(("train", torch.get_rng_state()))
+        return train_one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(engine, "train_one_epoch", logged_train_one_epoch)
+    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)  # tested on its own
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    argv[argv.index("no_fusion")] = "xavier"
+    res = ablation.main([*argv, "--seeds", "2", "--steps", "1"])
+    step0 = {r["seed"]: r["step0_miou"] for r in res["rows"]}
+    assert step0[0] != step0[1]
+    for (what, state), (next_what, next_state) in itertools.pairwise(log):
+        if what == "eval" and next_what == "train":
+            assert torch.equal(state, next_state), "an evaluation changed the RNG that training draws from"
+    assert [w for w, _ in log] == ["eval", "train", "eval"] * 2  # 2 seeds: step 0, 1 step, step 1
     capsys.readouterr()

@@ -652,3 +652,143 @@ def test_option_types_include_their_closed_bounds(tmp_path, monkeypatch) -> None
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "c.pt").touch()
     assert resume_arg("~/c.pt") == str(tmp_path / "c.pt") and resume_arg("auto") == "auto"
+
+
+def test_schedule_horizon_counts_only_the_full_batches_left() -> None:
+    """The poly schedule's step count: a resume after a batch-size increase may find more samples done in the
+    epoch than the new size has full batches (nothing left in it, not a negative count); a finished run
+    keeps a horizon of at least 1 (the poly factor divides by it)."""
+    # batch 4 -> 16 after 6 steps of 4 (24 samples): 1 step per epoch at 16, none left in epoch 0
+    assert train.schedule_horizon(2, 1, 16, step=6, epoch=0, samples_in_epoch=24) == 6 + 0 + 1
+    assert train.schedule_horizon(2, 3, 4, step=5, epoch=1, samples_in_epoch=8) == 5 + 1
+    assert train.schedule_horizon(2, 3, 4, step=6, epoch=2) == 6
+    assert train.schedule_horizon(2, 3, 4, step=0, epoch=2) == 1
+
+
+def test_position_of_a_version_1_checkpoint_counts_samples_at_its_own_batch() -> None:
+    """Version-1 checkpoints record batches only: samples = batches x the recorded batch size x the recorded
+    number of processes (not the batch size of the resuming command)."""
+    args = argparse.Namespace(batch_size=8)
+    v1 = {"step": 5, "epoch": 1, "batch_in_epoch": 3, "world_size": 2, "config": {"args": {"batch_size": 4}}}
+    assert train._position(v1, args) == (5, 1, 3 * 4 * 2)
+    assert train._position({**v1, "samples_in_epoch": 20}, args) == (5, 1, 20)
+
+
+def test_a_run_is_finished_at_its_last_epoch_or_its_step_cap() -> None:
+    def finished(epoch: int, step: int, epochs: int = 2, max_steps: int | None = None) -> bool:
+        return train._finished(
+            {"epoch": epoch, "step": step}, argparse.Namespace(epochs=epochs, max_steps=max_steps)
+        )
+
+    assert finished(2, 10) and not finished(1, 10)
+    assert finished(1, 10, max_steps=10) and not finished(1, 9, max_steps=10)
+
+
+def test_exit_status_and_message_of_each_way_to_stop(monkeypatch, capsys) -> None:
+    """The script's exit status: 130 / 143 for SIGINT / SIGTERM (with a line when a second signal forced the
+    stop), 1 and one ``[train] error:`` line for diverged training (NonFiniteError), 0 otherwise."""
+    from examples.voc_joint.engine import NonFiniteError
+    from examples.voc_joint.signals import Interrupted
+
+    def stops_with(exc: BaseException | None) -> None:
+        def main() -> dict:
+            if exc is not None:
+                raise exc
+            return {}
+
+        monkeypatch.setattr(train, "main", main)
+
+    stops_with(Interrupted(signal.SIGTERM))
+    assert train._cli() == 143 and capsys.readouterr().err == ""
+    stops_with(Interrupted(signal.SIGINT, forced=True))
+    assert train._cli() == 130
+    assert "stopped by a second SIGINT: no new checkpoint" in capsys.readouterr().err
+    stops_with(NonFiniteError("non-finite loss at step 3"))
+    assert train._cli() == 1
+    assert capsys.readouterr().err == "[train] error: non-finite loss at step 3\n"
+    stops_with(KeyboardInterrupt())
+    assert train._cli() == 130
+    stops_with(None)
+    assert train._cli() == 0
+
+
+def test_error_text_of_an_error_raised_in_a_dataloader_worker() -> None:
+    """A worker's error carries its whole traceback: the one-line message is its last line without the
+    exception's qualified name, and the worker's number."""
+    text = (
+        "Caught DataError in DataLoader worker process 3.\nOriginal Traceback (most recent call last):\n"
+        '  File "data.py", line 1, in load\n    raise DataError(msg)\n'
+        "examples.voc_joint.data.DataError: mask file 'a.png' is bad: x: y\n\n"
+    )
+    assert train.error_text(ValueError(text)) == "mask file 'a.png' is bad: x: y (DataLoader worker 3)"
+    assert train.error_text(OSError("disk full")) == "disk full"
+
+
+def test_check_run_of_a_resume_against_the_checkpoint_on_disk(tmp_path, monkeypatch) -> None:
+    """``_check_run`` (the checkpoint itself is faked): a relative --resume path to the folder's own
+    checkpoint is that checkpoint (--overwrite would delete it); another run's checkpoint may replace the
+    folder's with --overwrite only; the recorded option changes are kept; a new number of processes is one."""
+    from examples.voc_joint.resume import plain
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "out" / "seg"
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").touch()
+    (tmp_path / "other.pt").touch()
+    parser = train.build_parser()
+
+    def check(*extra: str, world_size: int = 1):
+        args = train.resolve_stage_options(
+            "seg", parser.parse_args(["--output-dir", str(tmp_path / "out"), "--stage", "seg", *extra])
+        )
+        recorded = {
+            k: plain(v)
+            for k, v in vars(args).items()
+            if k not in ("resume", "overwrite", "allow_option_changes")
+        }
+        old = {"step": 1, "option": "--seg-lr", "old": 0.1, "new": 0.01}
+        ckpt = {"step": 3, "epoch": 0, "world_size": 2, "config": {"args": recorded, "changes": [old]}}
+        source = Path(args.resume)
+        monkeypatch.setattr(train, "_resume_checkpoint", lambda stage, args, path: (ckpt, source))
+        return train._check_run("seg", args, Path(args.output_dir) / "seg", world_size)
+
+    with pytest.raises(train.UsageError, match="--overwrite would delete the checkpoint"):
+        check("--resume", "out/seg/checkpoint.pt", "--overwrite")
+    with pytest.raises(train.UsageError, match="holds another run's checkpoint"):
+        check("--resume", "other.pt")
+    _, source, changes = check("--resume", "other.pt", "--overwrite", "--allow-option-changes")
+    assert source == Path("other.pt")
+    assert changes[0] == {"step": 1, "option": "--seg-lr", "old": 0.1, "new": 0.01}  # the earlier change
+    assert [(c["old"], c["new"]) for c in changes[1:]] == [(2, 1)]  # 2 processes -> 1, at step 3
+    with pytest.raises(train.UsageError, match="options differ"):
+        check("--resume", "other.pt", "--overwrite")  # a new world size without --allow-option-changes
+
+
+def test_every_rng_is_seeded_with_the_seed_plus_the_rank(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """Each process draws its own dropout masks: the Python, NumPy and torch RNGs start from --seed + rank."""
+    import random
+
+    import numpy as np
+
+    from examples.voc_joint.distributed import DistInfo
+
+    args = train.resolve_stage_options("seg", train.build_parser().parse_args(train_args(tiny_voc, tmp_path)))
+    args.seed = 5
+    train._seed_everything(0)
+    train.build_train_state("seg", args, DistInfo(rank=2, world_size=1), None, 1)
+    assert torch.initial_seed() == 7
+    train._seed_everything(7)
+    assert random.random() == random.Random(7).random()
+    assert np.random.rand() == np.random.RandomState(7).rand()
+
+
+def test_stage_all_checks_every_stage_folder_before_the_first_stage(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+    """``--stage all`` into an output folder whose joint stage holds a run: refused before seg trains."""
+    (tmp_path / "joint").mkdir()
+    (tmp_path / "joint" / "checkpoint.pt").write_bytes(b"a run")
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(tiny_voc, tmp_path, "--stage", "all", "--epochs", "1", "--max-steps", "1"))
+    assert (
+        info.value.code == 2 and f"output folder {tmp_path / 'joint'} holds a run" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "seg" / "checkpoint.pt").exists()

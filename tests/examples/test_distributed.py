@@ -1,0 +1,169 @@
+"""distributed.py and train.py's rank-0 protocol (``_agree``, ``data_root``) without a second process.
+
+The collectives of a 2-process group are replaced by fakes that play the other process, so every rank's code
+path runs here in milliseconds; the real gloo group is exercised by the torchrun test in test_faults.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from examples.voc_joint import distributed, train
+from examples.voc_joint.checkpoint import CheckpointError
+from examples.voc_joint.cli import UsageError
+from examples.voc_joint.distributed import DistInfo
+
+
+class _OtherProcess:
+    """Fake collectives of a 2-process group: the other process contributes ``value`` / ``flags`` and rank 0
+    broadcasts ``sent`` (what rank 0 broadcasts when this process is rank 0 is recorded in ``broadcasts``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, value=0.0, flags=None, sent=None) -> None:
+        self.value, self.flags, self.sent = value, flags, sent
+        self.broadcasts: list[tuple[object, int]] = []
+        self.calls: list[str] = []
+        monkeypatch.setattr(distributed.dist, "all_reduce", self.all_reduce)
+        monkeypatch.setattr(distributed.dist, "broadcast_object_list", self.broadcast_object_list)
+        monkeypatch.setattr(distributed.dist, "barrier", lambda: self.calls.append("barrier"))
+
+    def all_reduce(self, t: torch.Tensor, op=distributed.dist.ReduceOp.SUM) -> None:
+        if op == distributed.dist.ReduceOp.MAX:
+            torch.maximum(t, self.flags.to(t.dtype), out=t)
+        else:
+            assert op == distributed.dist.ReduceOp.SUM, op
+            t.add_(torch.tensor([self.value], dtype=t.dtype))
+
+    def broadcast_object_list(self, box: list, src: int) -> None:
+        assert src == 0, "the value of rank 0 is broadcast"
+        self.broadcasts.append((box[0], src))
+        if self.sent is not None:
+            box[0] = self.sent
+
+
+def test_main_process_is_global_rank_0_not_each_machines_local_rank_0() -> None:
+    """Only global rank 0 writes checkpoints and logs: on a second machine local rank 0 is not the main."""
+    assert DistInfo().main and not DistInfo().enabled
+    assert DistInfo(rank=0, world_size=4, local_rank=0).main
+    assert not DistInfo(rank=2, world_size=4, local_rank=0).main
+    assert DistInfo(rank=0, world_size=2).enabled
+
+
+def test_collectives_combine_both_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mean: float64 sum / world size (a float32 sum would round 1e8 + 1); any: element-wise maximum of 0/1
+    flags; from_main: rank 0's object on every rank."""
+    other = _OtherProcess(monkeypatch, value=1e8 + 3, flags=torch.tensor([1.0, 1.0, 0.0]), sent="rank 0's")
+    info = DistInfo(rank=1, world_size=2, local_rank=1)
+    assert info.mean(1e8 + 1) == 1e8 + 2
+    assert info.mean(1.0) == pytest.approx((1.0 + 1e8 + 3) / 2)
+    flags = torch.tensor([0.0, 1.0, 0.0])
+    assert info.any(flags) is flags and flags.tolist() == [1.0, 1.0, 0.0]
+    assert info.from_main("mine") == "rank 0's"
+    info.barrier()
+    assert other.calls == ["barrier"]
+
+
+def test_one_process_never_calls_a_collective(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("no collective without a process group")
+
+    for name in ("all_reduce", "broadcast_object_list", "barrier"):
+        monkeypatch.setattr(distributed.dist, name, refuse)
+    info = DistInfo()
+    flags = torch.tensor([0.0, 1.0])
+    assert info.mean(2.5) == 2.5 and info.any(flags).tolist() == [0.0, 1.0] and info.from_main(3) == 3
+    info.barrier()
+
+
+def test_init_distributed_reads_the_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RANK, WORLD_SIZE and LOCAL_RANK each go to their own field; CPU processes join a gloo group once."""
+    inits: list[dict] = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(inits))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: inits.append(kw))
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = distributed.init_distributed("cpu")
+    assert info == DistInfo(rank=3, world_size=4, local_rank=1, device=torch.device("cpu"))
+    assert inits == [{"backend": "gloo", "init_method": "env://"}]
+    distributed.init_distributed("cpu")  # already initialized: not a second time
+    assert len(inits) == 1
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name)
+    assert distributed.init_distributed("cpu") == DistInfo() and len(inits) == 1
+
+
+def test_ddp_processes_take_the_gpu_of_their_local_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.resolve_device("cuda", local_rank=1, distributed=True) == torch.device("cuda", 1)
+    assert distributed.resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert distributed.resolve_device("cuda", local_rank=1) == torch.device("cuda", 0)  # one process
+    with pytest.raises(ValueError, match=r"'cuda:2' requested but this machine has 2 CUDA device\(s\)"):
+        distributed.resolve_device("cuda", local_rank=2, distributed=True)
+
+
+def test_unwrap_model_returns_the_module_inside_a_wrapper() -> None:
+    """Checkpoints hold the inner model's keys (no ``module.`` prefix) whatever wraps it."""
+    net = nn.Linear(2, 2)
+    assert distributed.unwrap_model(nn.DataParallel(net)) is net
+    holder = nn.Module()
+    holder.module = "not a module"  # an attribute of that name that is no module: no wrapper
+    assert distributed.unwrap_model(holder) is holder
+
+
+# ---------------------------------------------------------------------------------- train.py's rank protocol
+def test_agree_runs_the_work_on_rank_0_and_gives_every_rank_its_result_or_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rank 0 runs ``work`` and broadcasts its result or its error (also when it fails, so that the others do
+    not wait forever); the other ranks never run it and raise rank 0's error with its type."""
+    ran: list[int] = []
+
+    def work() -> int:
+        ran.append(1)
+        return 42
+
+    def fails() -> int:
+        raise CheckpointError("corrupt checkpoint")
+
+    # one process: the error keeps its type (CheckpointError and UsageError read differently)
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        train._agree(DistInfo(), fails)
+    assert train._agree(DistInfo(), work) == 42
+
+    main = _OtherProcess(monkeypatch)
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        train._agree(DistInfo(rank=0, world_size=2), fails)
+    assert main.broadcasts == [((None, ("CheckpointError", "corrupt checkpoint")), 0)]
+
+    ran.clear()
+    _OtherProcess(monkeypatch, sent=(7, None))
+    assert train._agree(DistInfo(rank=1, world_size=2, local_rank=1), work) == 7 and ran == []
+    _OtherProcess(monkeypatch, sent=(None, ("UsageError", "folder in use")))
+    with pytest.raises(UsageError, match="folder in use"):
+        train._agree(DistInfo(rank=1, world_size=2, local_rank=1), work)
+    assert ran == []
+
+
+@pytest.mark.parametrize(
+    ("rank", "local_rank", "order"), [(2, 0, ["ensure", "barrier"]), (3, 1, ["barrier", "ensure"])]
+)
+def test_synthetic_data_is_generated_by_local_rank_0_of_every_machine(
+    monkeypatch: pytest.MonkeyPatch, rank: int, local_rank: int, order: list[str]
+) -> None:
+    """Each machine has its own cache: its local rank 0 generates the set before the barrier (a second
+    machine's local rank 0 is not global rank 0), the others check it after."""
+    from examples.voc_joint import data
+
+    other = _OtherProcess(monkeypatch)
+    monkeypatch.setattr(data, "ensure_synthetic_voc", lambda root: other.calls.append("ensure"))
+    info = DistInfo(rank=rank, world_size=4, local_rank=local_rank)
+    root = train.data_root(argparse.Namespace(data_root=None), info)
+    assert root == data.DEFAULT_CACHE / "synthetic_voc" and other.calls == order
+    other.calls.clear()
+    assert train.data_root(argparse.Namespace(data_root="/d/VOC"), info) == Path("/d/VOC") and not other.calls
