@@ -96,7 +96,7 @@ class TestUnpool(OpTester):
         ({0: lambda p: p[..., 0]}, ValueError, r"pooled must have shape \[B, N_s, C\]"),
         ({0: None}, TypeError, "pooled must be a torch.Tensor"),
         ({0: lambda p: p[:2]}, ValueError, r"superpixels must have the batch size of pooled \(2\)"),
-        ({0: lambda p: p[:, :4]}, ValueError, "< num_superpixels = 4, got the id 5"),
+        ({0: lambda p: p[:, :4]}, ValueError, r"< N_s = pooled.shape\[1\] = 4, got the id 5"),
         ({1: lambda s: s.float()}, TypeError, "superpixels must have an integer dtype"),
     ]
 
@@ -172,6 +172,18 @@ def test_batch_zero() -> None:
     sp = torch.zeros(0, 4, 4, dtype=torch.long)
     assert superpixel_pool(torch.randn(0, 3, 4, 4), sp, 5).shape == (0, 5, 3)
     assert superpixel_unpool(torch.zeros(0, 5, 3), sp).shape == (0, 3, 4, 4)
+
+
+def test_unpool_of_a_channels_first_pooled_tensor_names_the_layout() -> None:
+    """``[B, C, N_s]`` (the uniformize layout) instead of ``[B, N_s, C]``: the error says how to fix it."""
+    sp = torch.randint(0, 40, (2, 8, 8))
+    sp[0, 0, 0] = 39
+    pooled = superpixel_pool(torch.randn(2, 21, 8, 8), sp, 40).transpose(1, 2)  # [2, 21, 40]
+    layout = r"pooled.shape\[1\] = 21, got the id 39.*\[B, N_s, C\].*\(2, 21, 40\)"
+    with pytest.raises(ValueError, match=layout):
+        superpixel_unpool(pooled, sp)
+    with pytest.raises(ValueError, match="must be >= 0, got the id -1"):  # a negative id: its own message
+        superpixel_unpool(pooled.transpose(1, 2), sp - 1)
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
