@@ -224,6 +224,11 @@ def spixel_loss(
                 f"target must be an integer label map or floating features, got dtype {target.dtype}"
             )
         if target.is_floating_point():
+            if target.dim() == 3:  # the shape of a label map
+                raise ValueError(
+                    f"a floating target is read as features [B, C, H, W], got shape {tuple(target.shape)} "
+                    f"and dtype {target.dtype}; for a label map pass an integer tensor (target.long())"
+                )
             _checks.check_floating(target, "target", "[B, C, H, W]")
         elif target.dim() != 3 and not (target.dim() == 4 and target.shape[1] == 1):
             raise ValueError(

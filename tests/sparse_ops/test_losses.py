@@ -70,7 +70,8 @@ class TestSpixelLoss(OpTester):
         ({1: [0]}, TypeError, "target must be a Tensor"),
         ({1: lambda t: t[:1]}, ValueError, "target must have batch size 3 and spatial size"),
         ({1: lambda t: t[:, None].repeat(1, 2, 1, 1)}, ValueError, "an integer target must have shape"),
-        ({1: lambda t: t.float()}, ValueError, r"target must have shape \[B, C, H, W\]"),
+        ({1: lambda t: t.float()}, ValueError, r"floating target is read as features.*\(target.long\(\)\)"),
+        ({1: lambda t: t.float()[:, None, None]}, ValueError, r"target must have shape \[B, C, H, W\]"),
         ({1: lambda t: t.bool()}, TypeError, "target must be an integer label map or floating features"),
         ({1: lambda t: t - 1}, ValueError, "target labels must be >= 0"),
         (
