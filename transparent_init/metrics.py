@@ -61,7 +61,7 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
             f"{'x' if target is None else 'target'} shape {list(ref.shape)}"
             + ("; pass target= for a non-identity map" if target is None else "")
         )
-    return (y - ref.to(y)).abs()
+    return (y.detach() - ref.detach().to(y)).abs()  # a measurement: no graph (nn.Identity returns x itself)
 
 
 def recovery_rate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -58,6 +59,17 @@ def test_recovery_rate_and_max_error_by_hand() -> None:
     assert max_abs_error(m, x, target=x + 1.0) == pytest.approx(1.0)
     zeros = torch.zeros(4, dtype=torch.float64)  # an error of exactly eps is not recovered (strict <)
     assert recovery_rate(nn.Identity(), zeros, eps=0.25, target=zeros + 0.25) == 0.0
+
+
+def test_metrics_of_an_input_that_requires_grad_are_plain_numbers() -> None:
+    """Logits straight from a network require grad: the metrics build no graph and warn about nothing."""
+    x = torch.tensor([[-1.0, 2.0, -3.0]], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Converting a tensor with requires_grad=True to a scalar"
+        assert max_abs_error(nn.ReLU(), x * 1) == 3.0
+        assert max_abs_error(nn.Identity(), x, target=torch.zeros(1, 3)) == 3.0
+        assert recovery_rate(nn.ReLU(), x * 1) == pytest.approx(1 / 3)
+    assert x.grad is None
 
 
 def test_metric_errors() -> None:
