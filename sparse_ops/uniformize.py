@@ -47,8 +47,9 @@ def uniformize(
         validate (bool): check the inputs (``False`` skips all checks, e.g. under ``torch.compile``).
 
     Returns:
-        Tensor[B, C, H, W]: the uniformized logits, same shape and dtype as ``logits`` (contiguous; on the
-        CPU a channels-last ``logits`` gives a channels-last result, with the same values).
+        Tensor[B, C, H, W]: the uniformized logits, same shape and dtype as ``logits``, dense in memory:
+        NCHW-contiguous, except that on the CPU a channels-last ``logits`` gives a channels-last result (same
+        values).
 
     .. note::
         Deterministic: the default ``"scatter"`` backend uses ``scatter_add_`` and ``gather`` (on the CPU,

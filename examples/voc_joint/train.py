@@ -1028,7 +1028,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         if small:
             parser.error(
                 f"--fusion-hidden {small} below 2 x --num-classes = {2 * args.num_classes}: every hidden "
-                "width of a transparent stack must be at least twice its input width"
+                "width of a transparent stack must be at least its input width, here the 2 x --num-classes "
+                "channels of [S, U(S)]"
             )
     if not args.fusion and args.fusion_init != parser.get_default("fusion_init"):
         parser.error(
