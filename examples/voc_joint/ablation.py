@@ -668,7 +668,8 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             f"step 0, every {opts.eval_every} steps and at the end",
             flush=True,
         )
-        ctx = _Context(opts, root, out, seg, spx, common, val)
+        # the fine-tuning runs take the model options from the checkpoints (given ones may differ)
+        ctx = _Context(opts, root, out, seg, spx, common_args(opts, root, model=False), val)
         progress = _Progress(len(todo) * opts.run_steps, not opts.no_progress)
         result: dict[str, Any] = {}
 

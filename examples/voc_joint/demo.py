@@ -97,22 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def common_args(opts: argparse.Namespace, root: Path) -> list[str]:
-    """Training-CLI options shared by every stage of the demo (and of the ablation): the small CPU models,
-    the data and the run settings."""
+def common_args(opts: argparse.Namespace, root: Path, *, model: bool = True) -> list[str]:
+    """Training-CLI options shared by every stage of the demo (and of the ablation): the small CPU models
+    (not with ``model=False``: a joint stage takes them from its checkpoints), the data and the run
+    settings."""
+    models = ["--backbone", "resnet18", "--aspp-channels", "64", "--cell-size", str(opts.cell_size)]
+    models += ["--spixel-width", "8", "--spixel-centre-bias", "1.5"]
     argv = [
         "--data-root",
         str(root),
-        "--backbone",
-        "resnet18",
-        "--aspp-channels",
-        "64",
-        "--cell-size",
-        str(opts.cell_size),
-        "--spixel-width",
-        "8",
-        "--spixel-centre-bias",
-        "1.5",
+        *(models if model else []),
         "--crop-size",
         str(opts.crop_size),
         "--scale-min",

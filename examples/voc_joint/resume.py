@@ -100,6 +100,7 @@ STAGE_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "fusion_init",
             "seg_checkpoint",
             "spixel_checkpoint",
+            "from_scratch",
             "optimizer",
         ),
         "train": (

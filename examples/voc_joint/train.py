@@ -82,6 +82,7 @@ from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch
 from examples.voc_joint.signals import Interrupted, InterruptGuard
 
 __all__ = [
+    "CHECKPOINT_MODEL_OPTIONS",
     "EVAL_STAGES",
     "STAGES",
     "STAGE_DEFAULTS",
@@ -116,6 +117,37 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "spixel": {"optimizer": "adam", "schedule": "fixed", "weight_decay": 4e-4},
     "joint": {"optimizer": "sgd", "schedule": "fixed", "weight_decay": 5e-4},
 }
+#: The model options the pretrained networks fix in the joint stage: option -> (checkpoint option, network
+#: of the checkpoint's model config, key in that config, default). Left at ``None`` on the command line, an
+#: option is the checkpoint's (joint stage with that checkpoint) or the default; given, it must match.
+CHECKPOINT_MODEL_OPTIONS: dict[str, tuple[str, str, str, Any]] = {
+    "backbone": ("seg_checkpoint", "deeplab", "backbone", "resnet101"),
+    "output_stride": ("seg_checkpoint", "deeplab", "output_stride", 16),
+    "num_classes": ("seg_checkpoint", "deeplab", "num_classes", 21),
+    "aspp_channels": ("seg_checkpoint", "deeplab", "aspp_channels", 256),
+    "cell_size": ("spixel_checkpoint", "spixel", "cell_size", 16),
+    "spixel_width": ("spixel_checkpoint", "spixel", "width", 16),
+    "spixel_centre_bias": ("spixel_checkpoint", "spixel", "centre_bias", 0.0),
+}
+_FROM_CKPT = "; joint stage: that of --{}"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after each help text, except where the text already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _model_help(text: str, option: str) -> str:
+    """Help of a model option of :data:`CHECKPOINT_MODEL_OPTIONS`: its default, or the checkpoint's value."""
+    ckpt, _, _, default = CHECKPOINT_MODEL_OPTIONS[option]
+    return (
+        f"{text} (default: {default}{_FROM_CKPT.format(ckpt.replace('_', '-'))}, which a value given here "
+        "must match)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------- options
@@ -131,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
             "synthetic VOC-format set is generated into the cache. Run through torchrun for multi-GPU / "
             "multi-machine DDP."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("stage and data")
     g.add_argument("--stage", choices=(*STAGES, "all"), default="all", help="what to train")
@@ -180,18 +212,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--num-classes",
         type=int_range(1, 255),
-        default=21,
-        help="segmentation classes (label 255 is ignored)",
+        default=None,
+        help=_model_help("segmentation classes (label 255 is ignored)", "num_classes"),
     )
-    g.add_argument("--backbone", choices=BACKBONES, default="resnet101", help="DeepLabV3+ ResNet backbone")
+    g.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        default=None,
+        help=_model_help("DeepLabV3+ ResNet backbone", "backbone"),
+    )
     g.add_argument(
         "--output-stride",
         type=int,
         choices=(8, 16),
-        default=16,
-        help="DeepLabV3+ output stride (ASPP rates 6/12/18 at 16, 12/24/36 at 8)",
+        default=None,
+        help=_model_help(
+            "DeepLabV3+ output stride (ASPP rates 6/12/18 at 16, 12/24/36 at 8)", "output_stride"
+        ),
     )
-    g.add_argument("--aspp-channels", type=int_range(1, 4096), default=256, help="ASPP / decoder width")
+    g.add_argument(
+        "--aspp-channels",
+        type=int_range(1, 4096),
+        default=None,
+        help=_model_help("ASPP / decoder width", "aspp_channels"),
+    )
     g.add_argument(
         "--backbone-weights",
         type=existing_file,
@@ -199,14 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="LOCAL ResNet state dict (torch.load weights_only=True); nothing is downloaded",
     )
     g.add_argument(
-        "--cell-size", type=int_range(1, 1024), default=16, help="superpixel grid cell size in pixels"
+        "--cell-size",
+        type=int_range(1, 1024),
+        default=None,
+        help=_model_help("superpixel grid cell size in pixels", "cell_size"),
     )
-    g.add_argument("--spixel-width", type=int_range(1, 1024), default=16, help="SpixelFCN first-stage width")
+    g.add_argument(
+        "--spixel-width",
+        type=int_range(1, 1024),
+        default=None,
+        help=_model_help("SpixelFCN first-stage width", "spixel_width"),
+    )
     g.add_argument(
         "--spixel-centre-bias",
         type=float_range(-100.0, 100.0),
-        default=0.0,
-        help="initial bias of SpixelFCN's centre-cell logit (>0 starts near the regular grid)",
+        default=None,
+        help=_model_help(
+            "initial bias of SpixelFCN's centre-cell logit (>0 starts near the regular grid)",
+            "spixel_centre_bias",
+        ),
     )
     g.add_argument(
         "--mode",
@@ -254,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=existing_file,
         default=None,
         help="joint stage: SpixelFCN weights (spixel or joint checkpoint); 'all' uses the spixel stage's",
+    )
+    g.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="joint stage: let a network without --seg-checkpoint / --spixel-checkpoint start from random "
+        "weights (tests, benchmarks; the joint stage fine-tunes pretrained networks: --stage all pretrains "
+        "them)",
     )
 
     g = p.add_argument_group("optimization")
@@ -393,8 +455,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_stage_options(stage: str, args: argparse.Namespace) -> argparse.Namespace:
-    """A copy of ``args`` with the per-stage defaults (:data:`STAGE_DEFAULTS`) filled in and the path options
-    (:data:`~examples.voc_joint.resume.PATH_OPTIONS`) made absolute."""
+    """A copy of ``args`` with the per-stage defaults (:data:`STAGE_DEFAULTS`) filled in, the path options
+    (:data:`~examples.voc_joint.resume.PATH_OPTIONS`) made absolute and the model options resolved
+    (:data:`CHECKPOINT_MODEL_OPTIONS`: those the joint stage's checkpoints fix are the checkpoints', the
+    others left unset get their default).
+
+    Raises:
+        UsageError: a model option given contradicts the checkpoint of the joint stage (the message names the
+            option, both values and the checkpoint).
+        CheckpointError: an unreadable, corrupt or wrong-stage ``--seg-checkpoint`` / ``--spixel-checkpoint``.
+    """
+    return _resolve(stage, args)[0]
+
+
+def _resolve(stage: str, args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, list[str]]]:
+    """:func:`resolve_stage_options`, and the options taken from each checkpoint
+    (``{"--seg-checkpoint PATH": ["--backbone resnet18", ...]}``)."""
     out = argparse.Namespace(**vars(args))
     for key, value in STAGE_DEFAULTS[stage].items():
         if getattr(out, key) is None:
@@ -403,7 +479,61 @@ def resolve_stage_options(stage: str, args: argparse.Namespace) -> argparse.Name
         if getattr(out, key, None) is not None:
             setattr(out, key, absolute_path(getattr(out, key)))
     out.stage = stage
-    return out
+    configs: dict[str, tuple[Path, dict[str, Any]]] = {}
+    if stage == "joint":
+        for option, part in (("seg_checkpoint", "deeplab"), ("spixel_checkpoint", "spixel")):
+            path = getattr(out, option, None)
+            if path is not None and Path(path).is_file():  # 'all' checks before its checkpoints exist
+                configs[option] = (
+                    Path(path),
+                    _network_config(Path(path), part, "--" + option.replace("_", "-")),
+                )
+    conflicts: list[str] = []
+    taken: dict[str, list[str]] = {}
+    for name, (option, _, key, default) in CHECKPOINT_MODEL_OPTIONS.items():
+        given = getattr(out, name, None)
+        if option not in configs:
+            setattr(out, name, default if given is None else given)
+            continue
+        path, config = configs[option]
+        value = config.get(key, default)  # SpixelFCN records its centre bias when it is not 0
+        flag = "--" + name.replace("_", "-")
+        if given is None:
+            setattr(out, name, value)
+            taken.setdefault(f"--{option.replace('_', '-')} {path}", []).append(f"{flag} {value}")
+        elif given != value:
+            conflicts.append(f"{flag} {given!r} (given) vs {value!r} (--{option.replace('_', '-')} {path})")
+    if conflicts:
+        raise UsageError(
+            "model options contradict the pretrained checkpoints: "
+            + ", ".join(conflicts)
+            + "; the joint stage fine-tunes the checkpoints' networks: leave these options out (they are "
+            "then taken from the checkpoints) or give the checkpoints' values"
+        )
+    if "seg_checkpoint" in configs and getattr(out, "fusion", False):
+        error = _fusion_width_error(out.fusion_hidden, out.num_classes)
+        if error:
+            raise UsageError(
+                f"{error} (--num-classes {out.num_classes} of --seg-checkpoint {out.seg_checkpoint})"
+            )
+    return out, taken
+
+
+_CONFIG_CACHE: dict[tuple[str, int, int, str], dict[str, Any]] = {}
+
+
+def _network_config(path: Path, part: str, option: str) -> dict[str, Any]:
+    """The model config of the ``part`` network (``"deeplab"`` / ``"spixel"``) of a seg, spixel or joint
+    checkpoint (read once per file version)."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, part)
+    if key not in _CONFIG_CACHE:
+        try:
+            ckpt = load_checkpoint(path, expect_stage=("seg" if part == "deeplab" else "spixel", "joint"))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{option}: {exc}") from exc
+        _CONFIG_CACHE[key] = dict(ckpt["config"]["model"][part])
+    return dict(_CONFIG_CACHE[key])
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -843,7 +973,13 @@ def run_stage(
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     info = info or init_distributed(args.device)
-    args = resolve_stage_options(stage, args)
+    args, taken = _resolve(stage, args)
+    if taken and info.main:
+        print(
+            f"[{stage}] model options taken from the checkpoints: "
+            + "; ".join(f"from {where}: {', '.join(opts)}" for where, opts in taken.items()),
+            flush=True,
+        )
     folder = Path(args.output_dir) / stage
     ckpt_path = folder / "checkpoint.pt"
     lock = FolderLock(folder) if info.main and not locked else None
@@ -1023,14 +1159,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """Checks that involve several options (each option alone was checked by its ``type=``)."""
     if args.scale_min > args.scale_max:
         parser.error(f"--scale-min {args.scale_min} is larger than --scale-max {args.scale_max}")
-    if args.fusion and args.stage in ("joint", "all"):
-        small = [h for h in args.fusion_hidden if h < 2 * args.num_classes]
-        if small:
-            parser.error(
-                f"--fusion-hidden {small} below 2 x --num-classes = {2 * args.num_classes}: every hidden "
-                "width of a transparent stack must be at least its input width, here the 2 x --num-classes "
-                "channels of [S, U(S)]"
-            )
+    classes = args.num_classes
+    if classes is None and (args.stage == "all" or args.seg_checkpoint is None):
+        classes = CHECKPOINT_MODEL_OPTIONS["num_classes"][3]
+    if args.fusion and args.stage in ("joint", "all") and classes is not None:  # else: the checkpoint's
+        error = _fusion_width_error(args.fusion_hidden, classes)
+        if error:
+            parser.error(error)
     if not args.fusion and args.fusion_init != parser.get_default("fusion_init"):
         parser.error(
             f"--no-fusion with --fusion-init {args.fusion_init}: without the fusion stack there is nothing "
@@ -1046,15 +1181,42 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         )
     if args.overwrite and args.resume == "auto":
         parser.error("--overwrite with --resume (auto) contradicts itself: continue the run or replace it")
+    missing = [o for o in ("seg_checkpoint", "spixel_checkpoint") if getattr(args, o) is None]
+    if args.stage == "joint" and missing and not args.from_scratch:
+        parser.error(
+            "--stage joint fine-tunes pretrained networks: give "
+            + " and ".join("--" + o.replace("_", "-") for o in missing)
+            + " (the checkpoints of the seg and spixel stages), or use --stage all to pretrain both and then "
+            "join them (--from-scratch starts the joint stage from random networks instead)"
+        )
+    if args.from_scratch and args.stage != "joint":
+        parser.error(f"--from-scratch only applies to --stage joint (--stage {args.stage} pretrains itself)")
 
 
-def _stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
-    """The options of one stage of ``args.stage`` (``all``: the joint stage starts from the two others)."""
+def _fusion_width_error(hidden: Sequence[int], classes: int) -> str | None:
+    """The error of ``--fusion-hidden`` widths below twice the number of classes (None: they are fine)."""
+    small = [h for h in hidden if h < 2 * classes]
+    if not small:
+        return None
+    return (
+        f"--fusion-hidden {small} below 2 x --num-classes = {2 * classes}: every hidden width of a "
+        "transparent stack must be at least its input width, here the 2 x --num-classes channels of [S, U(S)]"
+    )
+
+
+def _stage_paths(stage: str, args: argparse.Namespace) -> argparse.Namespace:
+    """The options of one stage of ``args.stage`` before :func:`resolve_stage_options` (``all``: the joint
+    stage starts from the two others)."""
     out = argparse.Namespace(**vars(args))
     if args.stage == "all" and stage == "joint":
         out.seg_checkpoint = args.seg_checkpoint or Path(args.output_dir) / "seg" / "checkpoint.pt"
         out.spixel_checkpoint = args.spixel_checkpoint or Path(args.output_dir) / "spixel" / "checkpoint.pt"
-    return resolve_stage_options(stage, out)
+    return out
+
+
+def _stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
+    """The options of one stage of ``args.stage``, resolved (:func:`resolve_stage_options`)."""
+    return resolve_stage_options(stage, _stage_paths(stage, args))
 
 
 def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: int) -> None:
@@ -1090,7 +1252,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
             _agree(info, lambda: _acquire(locks))
             _agree(info, lambda: _check_stages(stages, args, info.world_size))
             for stage in stages:
-                out[stage] = run_stage(stage, _stage_args(stage, args), info, guard, locked=True)
+                out[stage] = run_stage(stage, _stage_paths(stage, args), info, guard, locked=True)
         except (UsageError, CheckpointError) as exc:
             parser.exit(2, f"{parser.prog}: error: {exc}\n")
         finally:

@@ -39,7 +39,7 @@ RUN = [
     "--aspp-channels", "16", "--cell-size", "8", "--spixel-width", "4", "--fusion-hidden", "42",
     "--crop-size", "32", "--batch-size", "2", "--device", "cpu", "--threads", "1", "--no-progress",
     "--no-freeze-bn", "--schedule", "poly", "--mode", "soft", "--lr", "0.01", "--spixel-lr", "0.001",
-    "--fusion-lr", "0.001",
+    "--fusion-lr", "0.001", "--from-scratch",
 ]  # fmt: skip
 
 

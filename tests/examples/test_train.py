@@ -19,7 +19,13 @@ from examples.voc_joint import train
 from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint
 from examples.voc_joint.models import JointModel
 
-from ._exmodels_utils import conv_layout, run_tiny_demo, tiny_voc, train_args  # noqa: F401  (fixture)
+from ._exmodels_utils import (  # noqa: F401  (fixture)
+    conv_layout,
+    run_tiny_demo,
+    tiny_voc,
+    train_args,
+    untrained_checkpoints,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,7 +154,7 @@ def test_train_loader_same_batches_under_every_worker_start_method(tiny_voc, con
 
     def batches(workers: int, ctx: str | None) -> list[dict]:
         argv = ["--stage", "seg", "--workers", str(workers), "--crop-size", "32", "--batch-size", "2"]
-        args = train.build_parser().parse_args(argv)
+        args = train.resolve_stage_options("seg", train.build_parser().parse_args(argv))
         loader, sampler = train.build_train_loader(args, DistInfo(), tiny_voc)
         if ctx is not None:
             loader.multiprocessing_context = ctx
@@ -289,7 +295,9 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
 
 def test_joint_stage_on_every_device_with_amp(tiny_voc, tmp_path, device) -> None:  # noqa: F811
     """One joint step with --amp (mixed precision on CUDA, ignored with a notice on CPU)."""
-    args = train_args(tiny_voc, tmp_path, "--stage", "joint", "--epochs", "1", "--max-steps", "1", "--amp")
+    args = train_args(
+        tiny_voc, tmp_path, "--stage", "joint", "--epochs", "1", "--max-steps", "1", "--amp", "--from-scratch"
+    )
     args[args.index("--device") + 1] = device.type
     out = train.main(args)["joint"]
     ck = load_checkpoint(out)
@@ -608,9 +616,11 @@ def test_stage_all_joins_given_checkpoints_or_the_earlier_stages(tmp_path) -> No
     given.touch()
     parser = train.build_parser()
     args = parser.parse_args(["--output-dir", str(tmp_path / "out"), "--seg-checkpoint", str(given)])
-    joint = train._stage_args("joint", args)
-    assert Path(joint.seg_checkpoint) == given.resolve()
-    assert Path(joint.spixel_checkpoint) == (tmp_path / "out" / "spixel" / "checkpoint.pt").resolve()
+    joint = train._stage_paths("joint", args)  # before resolve_stage_options (which reads the checkpoints)
+    assert Path(joint.seg_checkpoint).resolve() == given.resolve()
+    assert (
+        Path(joint.spixel_checkpoint).resolve() == (tmp_path / "out" / "spixel" / "checkpoint.pt").resolve()
+    )
     alone = train._stage_args("joint", parser.parse_args(["--output-dir", str(tmp_path), "--stage", "joint"]))
     assert alone.seg_checkpoint is None and alone.spixel_checkpoint is None
 
@@ -792,3 +802,158 @@ def test_stage_all_checks_every_stage_folder_before_the_first_stage(tiny_voc, tm
         info.value.code == 2 and f"output folder {tmp_path / 'joint'} holds a run" in capsys.readouterr().err
     )
     assert not (tmp_path / "seg" / "checkpoint.pt").exists()
+
+
+# ------------------------------------------------------------------- joint stage: the checkpoints' networks
+def _joint_argv(root: Path, out: Path, seg: Path, spx: Path, *extra: str) -> list[str]:
+    """A tiny CPU joint run from ``seg`` / ``spx``, without model options (those of the checkpoints)."""
+    return [
+        "--data-root", str(root), "--output-dir", str(out), "--stage", "joint", "--seg-checkpoint", str(seg),
+        "--spixel-checkpoint", str(spx), "--crop-size", "32", "--batch-size", "2", "--workers", "0",
+        "--device", "cpu", "--no-progress", "--threads", "2", "--fusion-hidden", "42", "--epochs", "2",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            ["--backbone", "resnet50", "--cell-size", "32", "--spixel-width", "32", "--output-stride", "8"],
+            [
+                "--backbone 'resnet50' (given) vs 'resnet18' (--seg-checkpoint {seg})",
+                "--output-stride 8 (given) vs 16 (--seg-checkpoint {seg})",
+                "--cell-size 32 (given) vs 8 (--spixel-checkpoint {spx})",
+                "--spixel-width 32 (given) vs 4 (--spixel-checkpoint {spx})",
+            ],
+        ),
+        (["--num-classes", "5"], ["--num-classes 5 (given) vs 21 (--seg-checkpoint {seg})"]),
+        (["--aspp-channels", "16"], ["--aspp-channels 16 (given) vs 8 (--seg-checkpoint {seg})"]),
+        (
+            ["--spixel-centre-bias", "1.5"],
+            ["--spixel-centre-bias 1.5 (given) vs 0.0 (--spixel-checkpoint {spx})"],
+        ),
+    ],
+)
+def test_joint_refuses_model_options_that_contradict_the_checkpoints(
+    tiny_voc,  # noqa: F811
+    tmp_path,
+    capsys,
+    given,
+    expected,
+) -> None:
+    """A model option given on the command line that the pretrained checkpoint contradicts: exit status 2 with
+    one line naming the option, both values and the checkpoint, before anything is trained."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    with pytest.raises(SystemExit) as info:
+        train.main(_joint_argv(tiny_voc, tmp_path / "out", seg, spx, "--max-steps", "1", *given))
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.startswith(
+        "python examples/voc_joint/train.py: error: model options contradict the pretrained"
+    )
+    assert err.count("\n") == 1, err  # one line
+    for part in expected:
+        assert part.format(seg=seg.resolve(), spx=spx.resolve()) in err, err
+    assert "leave these options out (they are then taken from the checkpoints)" in err
+    assert not (tmp_path / "out" / "joint" / "checkpoint.pt").exists()
+
+
+def test_joint_takes_model_options_from_the_checkpoints_and_resumes_with_or_without_them(
+    tiny_voc,  # noqa: F811
+    tmp_path,
+    capsys,
+) -> None:
+    """Model options left out are the checkpoints' (one line says which, from which file) and recorded as
+    built; the run resumes without them, or with the true values, and refuses other values."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "out"
+    ckpt = train.main(_joint_argv(tiny_voc, out, seg, spx, "--max-steps", "1"))["joint"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if "taken from the checkpoints" in line]
+    assert lines == [
+        "[joint] model options taken from the checkpoints: from --seg-checkpoint "
+        f"{seg.resolve()}: --backbone resnet18, --output-stride 16, --num-classes 21, --aspp-channels 8; "
+        "from --spixel-checkpoint "
+        f"{spx.resolve()}: --cell-size 8, --spixel-width 4, --spixel-centre-bias 0.0"
+    ]
+    recorded = load_checkpoint(ckpt)["config"]["args"]
+    built = {"backbone": "resnet18", "output_stride": 16, "num_classes": 21, "aspp_channels": 8}
+    built |= {"cell_size": 8, "spixel_width": 4, "spixel_centre_bias": 0.0}
+    assert {k: recorded[k] for k in built} == built
+    assert load_checkpoint(ckpt)["config"]["model"]["deeplab"]["backbone"] == "resnet18"
+    # resume without the options, then with the true ones
+    train.main(_joint_argv(tiny_voc, out, seg, spx, "--max-steps", "2", "--resume"))
+    true = ["--backbone", "resnet18", "--cell-size", "8", "--spixel-width", "4", "--num-classes", "21"]
+    train.main(_joint_argv(tiny_voc, out, seg, spx, "--max-steps", "3", "--resume", *true))
+    assert load_checkpoint(ckpt)["step"] == 3 and load_checkpoint(ckpt)["config"]["changes"] == [
+        {"step": 1, "option": "--max-steps", "old": 1, "new": 2},
+        {"step": 2, "option": "--max-steps", "old": 2, "new": 3},
+    ]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:  # another value: the checkpoint's network contradicts it
+        train.main(
+            _joint_argv(tiny_voc, out, seg, spx, "--max-steps", "4", "--resume", "--backbone", "resnet34")
+        )
+    assert info.value.code == 2
+    assert "--backbone 'resnet34' (given) vs 'resnet18' (--seg-checkpoint" in capsys.readouterr().err
+    assert load_checkpoint(ckpt)["step"] == 3
+
+
+def test_fusion_widths_are_checked_against_the_checkpoints_classes(tmp_path) -> None:
+    """--fusion-hidden below twice the classes of --seg-checkpoint (21 here; --num-classes left out)."""
+    seg, spx = untrained_checkpoints(tmp_path)
+    argv = ["--stage", "joint", "--seg-checkpoint", str(seg), "--spixel-checkpoint", str(spx)]
+    parser = train.build_parser()
+    args = parser.parse_args([*argv, "--fusion-hidden", "8"])
+    train.check_args(parser, args)  # the classes are the checkpoint's: not known when parsing
+    with pytest.raises(train.UsageError, match=r"--fusion-hidden \[8\] below 2 x --num-classes = 42"):
+        train.resolve_stage_options("joint", args)
+    assert (
+        train.resolve_stage_options("joint", parser.parse_args([*argv, "--fusion-hidden", "42"])).num_classes
+        == 21
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ([], "give --seg-checkpoint and --spixel-checkpoint (the checkpoints"),
+        (["--seg-checkpoint", "{seg}"], "give --spixel-checkpoint (the checkpoints"),
+        (["--spixel-checkpoint", "{spx}"], "give --seg-checkpoint (the checkpoints"),
+    ],
+)
+def test_joint_without_checkpoints_is_refused_unless_from_scratch(
+    tiny_voc,  # noqa: F811
+    tmp_path,
+    capsys,
+    given,
+    missing,
+) -> None:
+    """The joint stage fine-tunes pretrained networks: without their checkpoints it is refused (exit status 2,
+    pointing to --stage all) unless --from-scratch asks for random networks."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    given = [g.format(seg=seg, spx=spx) for g in given]
+    argv = train_args(
+        tiny_voc, tmp_path / "out", "--stage", "joint", "--epochs", "1", "--max-steps", "1", *given
+    )
+    with pytest.raises(SystemExit) as info:
+        train.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("usage: ")  # argparse's usage, then one error line
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert "error: --stage joint fine-tunes pretrained networks: " + missing in line
+    assert "use --stage all to pretrain both and then join them" in line and "--from-scratch" in line
+    assert not (tmp_path / "out" / "joint").exists()
+    parser = train.build_parser()
+    train.check_args(parser, parser.parse_args([*argv, "--from-scratch"]))  # the opt-in is accepted
+
+
+@pytest.mark.parametrize("stage", ["seg", "spixel", "all"])
+def test_from_scratch_only_applies_to_the_joint_stage(stage, capsys) -> None:
+    parser = train.build_parser()
+    with pytest.raises(SystemExit) as info:
+        train.check_args(parser, parser.parse_args(["--stage", stage, "--from-scratch"]))
+    assert info.value.code == 2
+    assert f"--from-scratch only applies to --stage joint (--stage {stage} pretrains itself)" in (
+        capsys.readouterr().err
+    )
