@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import torch
 
-from examples.voc_joint.cli import existing_dir, float_range, int_range
+from examples.voc_joint.cli import DefaultsHelpFormatter, existing_dir, float_range, int_range
 
 __all__ = [
     "PANEL_TITLES",
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python examples/voc_joint/demo.py",
         description="Synthetic-data demo of the joint DeepLabV3+ + SpixelFCN pipeline (CPU, a few minutes).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "--output-dir",
@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--fusion-lr", type=float_range(0.0), default=2e-4, help="fine-tuning lr of the transparent layers"
     )
     p.add_argument(
-        "--max-val-images", type=POS, default=None, help="evaluate on the first N validation images"
+        "--max-val-images",
+        type=POS,
+        default=None,
+        help="evaluate on the first N validation images (default: all)",
     )
     p.add_argument("--threads", type=POS, default=2, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -49,6 +49,7 @@ from examples.voc_joint.checkpoint import (
 )
 from examples.voc_joint.cli import (
     SEED_MAX,
+    DefaultsHelpFormatter,
     UsageError,
     device_arg,
     existing_dir,
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
             "synthetic VOC-format set is generated into the cache. Run through torchrun for multi-GPU / "
             "multi-machine DDP."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     g = p.add_argument_group("stage and data")
     g.add_argument("--stage", choices=(*STAGES, "all"), default="all", help="what to train")
@@ -353,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
     g.add_argument("--seed", type=int_range(0, SEED_MAX), default=0, help="seed of every RNG")
-    g.add_argument("--threads", type=POS, default=None, help="torch CPU threads per process")
+    g.add_argument(
+        "--threads", type=POS, default=None, help="torch CPU threads per process (default: torch's choice)"
+    )
     g.add_argument(
         "--resume",
         nargs="?",

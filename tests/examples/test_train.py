@@ -792,3 +792,20 @@ def test_stage_all_checks_every_stage_folder_before_the_first_stage(tiny_voc, tm
         info.value.code == 2 and f"output folder {tmp_path / 'joint'} holds a run" in capsys.readouterr().err
     )
     assert not (tmp_path / "seg" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("name", ["train", "demo", "ablation"])
+def test_help_states_each_default_once(name: str, monkeypatch) -> None:
+    """No "(default: None)" and no option whose help says its default twice (argparse's "(default: X)" after
+    a help text that already states it)."""
+    import re
+
+    from examples.voc_joint import ablation, demo
+
+    monkeypatch.setenv("COLUMNS", "2000")  # one line per option
+    parsers = {"train": train.build_parser, "demo": demo.build_parser, "ablation": ablation.build_parser}
+    text = parsers[name]().format_help()
+    assert "(default: None)" not in text
+    entries = re.split(r"\n  (?=-)", text)
+    twice = [e.split()[0] for e in entries if len(re.findall(r"\bdefault\b", e, flags=re.IGNORECASE)) > 1]
+    assert not twice, twice
