@@ -44,6 +44,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import torch
 
+from examples.voc_joint.checkpoint import CheckpointError
 from examples.voc_joint.cli import UsageError, existing_dir, existing_file, float_range, int_range
 from examples.voc_joint.engine import CsvLogger, write_text_atomic
 from examples.voc_joint.models.joint import FUSION_INITS
@@ -54,6 +55,7 @@ __all__ = [
     "VARIANTS",
     "build_parser",
     "check_args",
+    "check_pretrained",
     "format_markdown",
     "main",
     "plot",
@@ -601,12 +603,27 @@ def _run_line(row: dict[str, Any]) -> str:
     )
 
 
+def check_pretrained(seg: Path, spx: Path) -> None:
+    """Load both pretrained networks as the joint stage does (:func:`examples.voc_joint.train._pretrained`).
+
+    Raises:
+        CheckpointError: the training CLI's message, naming the option (``--seg-checkpoint: refusing
+            checkpoint ...``): an unreadable, corrupt or wrong-stage file.
+    """
+    from examples.voc_joint.train import _pretrained
+
+    _pretrained(seg, "deeplab", "--seg-checkpoint")
+    _pretrained(spx, "spixel", "--spixel-checkpoint")
+
+
 def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     """Run the ablation (see the module docstring); returns the content of ``ablation.json``.
 
     Raises:
         UsageError: the output folder is locked by another run, or holds a finished ablation (or one with
             other settings) and ``--overwrite`` was not given.
+        CheckpointError: ``--seg-checkpoint`` or ``--spixel-checkpoint`` is not a usable checkpoint (checked
+            before anything is printed or written).
     """
     import json
 
@@ -617,6 +634,8 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     from examples.voc_joint.metrics import dumps
 
     opts = resolve(opts)
+    if opts.seg_checkpoint is not None:  # a bad file fails now, as in train.py: before any plan or output
+        check_pretrained(Path(opts.seg_checkpoint), Path(opts.spixel_checkpoint))
     t_start, load_start = time.perf_counter(), os.getloadavg()
     torch.set_num_threads(opts.threads)
     root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
@@ -732,7 +751,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     check_args(parser, opts)
     try:
         return run_ablation(opts)
-    except UsageError as exc:
+    except (UsageError, CheckpointError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
 

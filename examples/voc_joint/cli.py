@@ -21,6 +21,7 @@ from pathlib import Path
 
 __all__ = [
     "SEED_MAX",
+    "DefaultsHelpFormatter",
     "UsageError",
     "device_arg",
     "existing_dir",
@@ -38,6 +39,27 @@ _SPLIT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 class UsageError(ValueError):
     """A command that cannot run as given, found after parsing: the command lines exit with status 2."""
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default stated once: argparse's ``(default: X)`` is added unless the help
+    text already states the default (it says "default") or the default is ``None`` (which means what the help
+    text says, never the word None).
+
+    Example:
+        >>> p = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+        >>> _ = p.add_argument("--n", type=int, default=3, help="count")
+        >>> _ = p.add_argument("--root", default=None, help="folder (default: the cache)")
+        >>> _ = p.add_argument("--cap", type=int, default=None, help="at most this many")
+        >>> [line.split(None, 2)[-1] for line in p.format_help().splitlines()[-3:]]
+        ['count (default: 3)', 'folder (default: the cache)', 'at most this many']
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or re.search(r"\bdefault\b", text, flags=re.IGNORECASE):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def int_range(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -14,6 +14,10 @@
    consistency), says that it rests on one seed (``ablation.py`` gives mean +- std over seeds), and where
    the panels and logs are.
 
+A second run into the same output folder is refused (one line, exit status 2, nothing touched): pass
+``--overwrite`` to replace the earlier run (its results, panels and checkpoints are deleted before anything is
+trained) or another ``--output-dir``.
+
 The numbers are whatever this short CPU run produces: tiny networks trained for about a minute on synthetic
 data are far from the paper's setting, and the table says so. The paper's fine-tuning learning rates (1e-6 /
 1e-7) move nothing in a few dozen steps, so the demo fine-tunes with larger ones (printed); the training CLI's
@@ -23,6 +27,7 @@ defaults stay the paper's.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -34,12 +39,15 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import torch
 
-from examples.voc_joint.cli import existing_dir, float_range, int_range
+from examples.voc_joint.cli import DefaultsHelpFormatter, UsageError, existing_dir, float_range, int_range
 
 __all__ = [
+    "DEMO_OUTPUTS",
     "PANEL_TITLES",
     "TABLE4_METRICS",
     "build_parser",
+    "clear_demo_run",
+    "demo_run_files",
     "join_pretrained",
     "main",
     "run_demo",
@@ -49,6 +57,17 @@ __all__ = [
 ]
 
 POS = int_range(1)
+#: What a demo run writes into its output folder (``--overwrite`` deletes these; other files stay).
+DEMO_OUTPUTS = (
+    "results.json",
+    "table.txt",
+    "panels",
+    "pretrain",
+    "baseline_finetuned",
+    "superpixel",
+    "superpixel_ti",
+    "superpixel_xavier",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python examples/voc_joint/demo.py",
         description="Synthetic-data demo of the joint DeepLabV3+ + SpixelFCN pipeline (CPU, a few minutes).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "--output-dir",
@@ -90,11 +109,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--fusion-lr", type=float_range(0.0), default=2e-4, help="fine-tuning lr of the transparent layers"
     )
     p.add_argument(
-        "--max-val-images", type=POS, default=None, help="evaluate on the first N validation images"
+        "--max-val-images",
+        type=POS,
+        default=None,
+        help="evaluate on the first N validation images (default: all)",
     )
     p.add_argument("--threads", type=POS, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier demo run in --output-dir (deleted first)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def demo_run_files(folder: Path) -> list[Path]:
+    """The outputs of a demo run present in ``folder`` (:data:`DEMO_OUTPUTS`)."""
+    paths = [folder / name for name in DEMO_OUTPUTS]
+    return [p for p in paths if p.exists() or p.is_symlink()]
+
+
+def clear_demo_run(folder: Path) -> None:
+    """Delete a demo run's outputs from ``folder`` (``--overwrite``; the caller holds the folder lock):
+    results first, then the stage folders, so that an interruption never leaves old results next to new
+    checkpoints."""
+    for path in demo_run_files(folder):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def common_args(opts: argparse.Namespace, root: Path, *, model: bool = True) -> list[str]:
@@ -289,7 +333,37 @@ TABLE4_METRICS = ("mIoU (%)", "boundary mIoU, 3 px (%)", "consistency, superpixe
 
 
 def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
-    """Run every step of the demo (see the module docstring); returns the results (also saved as JSON)."""
+    """Run every step of the demo (see the module docstring); returns the results (also saved as JSON).
+
+    The output folder is locked for the run (:class:`~examples.voc_joint.locking.FolderLock`). With
+    ``opts.overwrite`` the outputs of an earlier demo run there (:data:`DEMO_OUTPUTS`) are deleted first.
+
+    Raises:
+        UsageError: the folder holds a demo run and ``opts.overwrite`` is not set, or another run holds it.
+    """
+    from examples.voc_joint import data
+    from examples.voc_joint.locking import FolderLock
+
+    t_start = time.perf_counter()
+    out = Path(opts.output_dir) if opts.output_dir is not None else data.DEFAULT_CACHE / "demo"
+    _refuse_earlier_run(out, opts.overwrite)  # before the lock: a refusal leaves no trace
+    with FolderLock(out):
+        _refuse_earlier_run(out, opts.overwrite)  # a run that ended meanwhile
+        clear_demo_run(out)
+        return _run_demo(opts, out, t_start)
+
+
+def _refuse_earlier_run(out: Path, overwrite: bool) -> None:
+    present = demo_run_files(out)
+    if present and not overwrite:
+        names = ", ".join(p.name for p in present)
+        raise UsageError(
+            f"output folder {out} holds a demo run ({names}); pass --overwrite to replace it, or choose "
+            "another --output-dir (nothing was changed)"
+        )
+
+
+def _run_demo(opts: argparse.Namespace, out: Path, t_start: float) -> dict[str, Any]:
     from examples.voc_joint import data
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
     from examples.voc_joint.distributed import DistInfo
@@ -297,13 +371,10 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     from examples.voc_joint.metrics import dumps, format_table
     from examples.voc_joint.train import run_stage
 
-    t_start = time.perf_counter()
     torch.set_num_threads(opts.threads)
     root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
-    out = Path(opts.output_dir) if opts.output_dir is not None else data.DEFAULT_CACHE / "demo"
-    out.mkdir(parents=True, exist_ok=True)
     print(f"[demo] data: {root}\n[demo] outputs: {out}", flush=True)
-    common = [*common_args(opts, root), "--overwrite"]
+    common = common_args(opts, root)  # the stage folders are new: nothing for the stages to overwrite
     info = DistInfo(device=torch.device("cpu"))
     seg, spx = pretrain(opts, common, out / "pretrain", info, steps=("1/4", "2/4"))
 
@@ -439,8 +510,16 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse ``argv`` and run the demo."""
-    return run_demo(build_parser().parse_args(argv))
+    """Parse ``argv`` and run the demo (exit status 2 for a command that cannot run: the output folder holds
+    a demo run, another run holds it, a stage refuses its folder or a checkpoint)."""
+    from examples.voc_joint.checkpoint import CheckpointError
+
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    try:
+        return run_demo(opts)
+    except (UsageError, CheckpointError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ options default to the safe side.
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -254,9 +255,28 @@ def clear_run(folder: Path) -> None:
             path.unlink()
 
 
+def _logged_nothing(log: Path) -> bool:
+    """``log.csv`` holds no row (at most its header): its run stopped before its first step."""
+    try:
+        with open(log, newline="") as fh:
+            rows = csv.reader(fh)
+            return next(rows, None) is None or next(rows, None) is None  # empty, or a header alone
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
 def check_new_run(folder: Path, args: argparse.Namespace) -> None:
-    """Refuse a new run (no ``--resume``) in a folder holding one, unless ``--overwrite``."""
+    """Refuse a new run (no ``--resume``) in a folder holding one, unless ``--overwrite``.
+
+    What a run that stopped before its first step leaves (a ``log.csv`` without rows, and with
+    ``--tensorboard`` its event folder) is no run: there is nothing to resume, and the new run replaces it.
+    """
     present = run_files(folder)
+    log = folder / "log.csv"
+    if log in present and _logged_nothing(log):
+        leftovers = {log, folder / "tensorboard"}
+        if all(p in leftovers for p in present):
+            return
     if present and not args.overwrite:
         names = ", ".join(p.name for p in present)
         raise UsageError(

@@ -49,6 +49,7 @@ from examples.voc_joint.checkpoint import (
 )
 from examples.voc_joint.cli import (
     SEED_MAX,
+    DefaultsHelpFormatter,
     UsageError,
     device_arg,
     existing_dir,
@@ -132,15 +133,6 @@ CHECKPOINT_MODEL_OPTIONS: dict[str, tuple[str, str, str, Any]] = {
 _FROM_CKPT = "; joint stage: that of --{}"
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: X)`` after each help text, except where the text already says its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if "(default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def _model_help(text: str, option: str) -> str:
     """Help of a model option of :data:`CHECKPOINT_MODEL_OPTIONS`: its default, or the checkpoint's value."""
     ckpt, _, _, default = CHECKPOINT_MODEL_OPTIONS[option]
@@ -163,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
             "synthetic VOC-format set is generated into the cache. Run through torchrun for multi-GPU / "
             "multi-machine DDP."
         ),
-        formatter_class=_HelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     g = p.add_argument_group("stage and data")
     g.add_argument("--stage", choices=(*STAGES, "all"), default="all", help="what to train")
@@ -415,7 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
     g.add_argument("--seed", type=int_range(0, SEED_MAX), default=0, help="seed of every RNG")
-    g.add_argument("--threads", type=POS, default=None, help="torch CPU threads per process")
+    g.add_argument(
+        "--threads", type=POS, default=None, help="torch CPU threads per process (default: torch's choice)"
+    )
     g.add_argument(
         "--resume",
         nargs="?",

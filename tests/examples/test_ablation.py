@@ -352,3 +352,71 @@ def test_step0_of_a_random_init_is_scored_per_seed_and_evaluations_leave_the_rng
             assert torch.equal(state, next_state), "an evaluation changed the RNG that training draws from"
     assert [w for w, _ in log] == ["eval", "train", "eval"] * 2  # 2 seeds: step 0, 1 step, step 1
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("which", ["--seg-checkpoint", "--spixel-checkpoint"])
+def test_bad_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path, one_thread, capsys, which) -> None:  # noqa: F811
+    """A file that is not a checkpoint: train.py's one-line error and status 2, before the run plan, the
+    progress bar or the output folder (it used to die at the first run with torch's traceback, status 1)."""
+    from examples.voc_joint import train
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    fake = tmp_path / "fake.pt"
+    fake.write_text("not a checkpoint\n")
+    paths = {"--seg-checkpoint": seg, "--spixel-checkpoint": spx, which: fake}
+    out = tmp_path / "abl"
+    argv = [*_small_argv(tiny_voc, out, paths["--seg-checkpoint"], paths["--spixel-checkpoint"], one_thread)]
+    with pytest.raises(SystemExit) as info:
+        ablation.main([*argv, "--max-steps", "1"])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.out == ""
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "weights_only=False" not in err
+    prefix = "python examples/voc_joint/ablation.py: error: "
+    assert err.startswith(f"{prefix}{which}: refusing checkpoint {fake}: the file is damaged"), err
+    assert not out.exists()  # no folder, no lock file
+    # the same message as the training CLI's for the same file
+    train_argv = ["--data-root", str(tiny_voc), "--output-dir", str(tmp_path / "tr"), "--stage", "joint"]
+    train_argv += ["--seg-checkpoint", str(paths["--seg-checkpoint"])]
+    train_argv += ["--spixel-checkpoint", str(paths["--spixel-checkpoint"]), "--batch-size", "2"]
+    train_argv += ["--crop-size", "32", "--workers", "0", "--device", "cpu", "--no-progress"]
+    with pytest.raises(SystemExit) as info:
+        train.main(train_argv)
+    train_err = capsys.readouterr().err.strip()
+    assert info.value.code == 2
+    assert err.removeprefix(prefix) == train_err.removeprefix("python examples/voc_joint/train.py: error: ")
+
+
+def test_wrong_stage_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:  # noqa: F811
+    _, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    with pytest.raises(SystemExit) as info:
+        ablation.main([*_small_argv(tiny_voc, out, spx, spx, one_thread), "--max-steps", "1"])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.out == "" and not out.exists()
+    assert "--seg-checkpoint: checkpoint" in captured.err
+    assert "expected a 'seg' or 'joint' checkpoint" in captured.err
+
+
+def test_a_failed_ablation_releases_its_folder(tiny_voc, tmp_path, one_thread, monkeypatch, capsys) -> None:  # noqa: F811
+    """The folder lock is released on every failure (its ``.lock`` file stays, by design: an unlocked file
+    refuses nothing), so the next ablation into the same folder runs."""
+    from examples.voc_joint.locking import FolderLock
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("run failed")
+
+    monkeypatch.setattr(ablation, "finetune", fail)
+    with pytest.raises(RuntimeError, match="run failed"):
+        ablation.main(argv)
+    assert (out / ".lock").exists()
+    with FolderLock(out):  # not held any more
+        pass
+    monkeypatch.undo()
+    torch.set_num_threads(1)
+    res = ablation.main(argv)  # not refused
+    assert res["complete"] and [r["init"] for r in res["rows"]] == ["no_fusion"]

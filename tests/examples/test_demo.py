@@ -167,3 +167,95 @@ def test_val_loader_takes_at_most_the_images_there_are(varied_voc: Path) -> None
     assert len(demo.val_loader(varied_voc, 2).dataset) == 2
     assert len(demo.val_loader(varied_voc, 100).dataset) == 4
     assert len(list(demo.val_loader(varied_voc, 100))) == 4
+
+
+def _stale_demo_run(out: Path) -> list[Path]:
+    """The files of an earlier demo run in ``out`` (fake content), and a file of the user's."""
+    files = [
+        out / "results.json",
+        out / "table.txt",
+        out / "panels" / "a.png",
+        out / "pretrain" / "seg" / "checkpoint.pt",
+        out / "pretrain" / "spixel" / "log.csv",
+        out / "superpixel_ti" / "joint" / "checkpoint.pt",
+        out / "superpixel_xavier" / "joint" / "checkpoint.pt",
+    ]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("old")
+    (out / "notes.txt").write_text("mine")
+    return files
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_demo_refuses_a_folder_holding_a_demo_run(tmp_path: Path, capsys) -> None:
+    """A rerun into the same folder is refused at once (one line, status 2, nothing touched): the demo
+    used to pass --overwrite to every stage and silently replace the earlier run."""
+    out = tmp_path / "demo"
+    _stale_demo_run(out)
+    before = _snapshot(out)
+    with pytest.raises(SystemExit) as info:
+        demo.main(["--output-dir", str(out), "--data-root", str(tmp_path), "--no-progress"])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.out == ""
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("python examples/voc_joint/demo.py: error: ")
+    assert f"output folder {out} holds a demo run" in err
+    assert "--overwrite" in err and "another --output-dir" in err
+    assert _snapshot(out) == before
+    # a single leftover output counts, so does a bare stage folder of an interrupted run
+    for leftover in ("results.json", "pretrain"):
+        folder = tmp_path / f"only_{leftover}"
+        folder.mkdir()
+        if leftover == "pretrain":
+            (folder / leftover).mkdir()
+        else:
+            (folder / leftover).write_text("{}")
+        with pytest.raises(SystemExit):
+            demo.main(["--output-dir", str(folder), "--data-root", str(tmp_path)])
+        assert leftover in capsys.readouterr().err
+
+
+def test_demo_overwrite_clears_the_previous_run_before_training(tmp_path: Path, monkeypatch) -> None:
+    """With --overwrite nothing of the earlier run survives a rerun that stops early (it used to leave the
+    old results.json, table.txt, panels and joint checkpoints next to new pretraining); other files stay."""
+    out = tmp_path / "demo"
+    stale = _stale_demo_run(out)
+    seen: dict[str, object] = {}
+
+    def stop(opts, common, folder, info, **kw):
+        seen["files"] = _snapshot(out)
+        seen["common"] = common
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(demo, "pretrain", stop)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(RuntimeError, match="stopped"):
+            demo.main(["--output-dir", str(out), "--data-root", str(tmp_path), "--overwrite"])
+    finally:
+        torch.set_num_threads(threads)
+    assert not any(p.exists() for p in stale)
+    assert {p.name for p in out.iterdir()} - {".lock"} == {"notes.txt"}  # the lock file may stay
+    files = dict(seen["files"])  # type: ignore[call-overload]
+    files.pop(".lock", None)
+    assert files == {"notes.txt": "mine"}  # cleared before the first stage started
+    assert "--overwrite" not in seen["common"]  # type: ignore[operator]  # the stages start in empty folders
+
+
+def test_demo_overwrite_in_a_new_folder(tmp_path: Path, monkeypatch) -> None:
+    """--overwrite where there is nothing to replace is no error."""
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(demo, "pretrain", stop)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(RuntimeError, match="stopped"):
+            demo.main(["--output-dir", str(tmp_path / "new"), "--data-root", str(tmp_path), "--overwrite"])
+    finally:
+        torch.set_num_threads(threads)

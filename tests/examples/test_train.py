@@ -957,3 +957,61 @@ def test_from_scratch_only_applies_to_the_joint_stage(stage, capsys) -> None:
     assert f"--from-scratch only applies to --stage joint (--stage {stage} pretrains itself)" in (
         capsys.readouterr().err
     )
+
+
+def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(tiny_voc, tmp_path) -> None:  # noqa: F811
+    """A data error before step 1 leaves a header-only ``log.csv``: nothing to resume, so the same command
+    runs again once the data is fixed (it was refused: "holds a run (log.csv); continue it with --resume")."""
+    stems = (tiny_voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    root = _damaged_copy(tiny_voc, tmp_path / "data", stems[0])
+    for stem in stems[1:]:  # no training image: the first batch fails, whatever the order
+        (root / "JPEGImages" / f"{stem}.jpg").unlink()
+    argv = train_args(root, tmp_path / "out", "--stage", "seg", "--max-steps", "1", "--threads", "1")
+    with pytest.raises(FileNotFoundError, match="image file not found"):  # in the first batch
+        train.main(argv)
+    log = tmp_path / "out" / "seg" / "log.csv"
+    assert not (tmp_path / "out" / "seg" / "checkpoint.pt").exists()
+    assert len(log.read_text().splitlines()) == 1  # the header
+    for stem in stems:
+        shutil.copy(tiny_voc / "JPEGImages" / f"{stem}.jpg", root / "JPEGImages")
+    ckpt = train.main(argv)["seg"]
+    assert load_checkpoint(ckpt)["step"] == 1 and [r["step"] for r in _rows(ckpt.parent / "log.csv")] == ["1"]
+
+
+def test_only_a_log_with_rows_makes_a_folder_hold_a_run(tmp_path) -> None:
+    from examples.voc_joint.resume import check_new_run
+
+    new = argparse.Namespace(overwrite=False)
+    folder = tmp_path / "seg"
+    folder.mkdir()
+    header = "stage,epoch,step,loss,ce,spixel,lr,images_per_s,elapsed_s\n"
+    (folder / "log.csv").write_text(header)
+    check_new_run(folder, new)  # header only: no step was logged
+    (folder / "tensorboard").mkdir()
+    check_new_run(folder, new)  # and the event folder of --tensorboard
+    (folder / "log.csv").write_text("")
+    check_new_run(folder, new)  # empty
+    (folder / "log.csv").write_text(header + "seg,0,1,0.5,0.5,,0.01,3.0,1.0\n")
+    with pytest.raises(train.UsageError, match=r"holds a run \(log\.csv, tensorboard\)"):
+        check_new_run(folder, new)
+    (folder / "log.csv").write_text(header)
+    (folder / "checkpoint.pt").write_bytes(b"x")
+    with pytest.raises(train.UsageError, match=r"holds a run \(checkpoint\.pt, log\.csv, tensorboard\)"):
+        check_new_run(folder, new)
+
+
+@pytest.mark.parametrize("name", ["train", "demo", "ablation"])
+def test_help_states_each_default_once(name: str, monkeypatch) -> None:
+    """No "(default: None)" and no option whose help says its default twice (argparse's "(default: X)" after
+    a help text that already states it)."""
+    import re
+
+    from examples.voc_joint import ablation, demo
+
+    monkeypatch.setenv("COLUMNS", "2000")  # one line per option
+    parsers = {"train": train.build_parser, "demo": demo.build_parser, "ablation": ablation.build_parser}
+    text = parsers[name]().format_help()
+    assert "(default: None)" not in text
+    entries = re.split(r"\n  (?=-)", text)
+    twice = [e.split()[0] for e in entries if len(re.findall(r"\bdefault\b", e, flags=re.IGNORECASE)) > 1]
+    assert not twice, twice
