@@ -11,7 +11,7 @@ import torch
 
 from examples.voc_joint import ablation
 
-from ._exmodels_utils import tiny_voc, untrained_checkpoints  # noqa: F401  (fixture)
+from .helpers import untrained_checkpoints
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_quick_ablation_end_to_end(tiny_voc, tmp_path, one_thread, monkeypatch, capsys) -> None:  # noqa: F811
+def test_quick_ablation_end_to_end(tiny_voc, tmp_path, one_thread, monkeypatch, capsys) -> None:
     # without tqdm (a machine without the examples extra's progress bars): --no-progress must not import it
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
@@ -213,7 +213,7 @@ def _small_argv(root, out, seg, spx, threads) -> list[str]:
     ]  # fmt: skip
 
 
-def test_unfinished_run_with_other_settings_refused(tiny_voc, tmp_path, one_thread, capsys) -> None:  # noqa: F811
+def test_unfinished_run_with_other_settings_refused(tiny_voc, tmp_path, one_thread, capsys) -> None:
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     out = tmp_path / "abl"
     out.mkdir()
@@ -226,7 +226,7 @@ def test_unfinished_run_with_other_settings_refused(tiny_voc, tmp_path, one_thre
     assert (out / "ablation.json").read_text() == stale
 
 
-def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:  # noqa: F811
+def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:
     """An unfinished ablation whose planned runs are all done finishes without training; rows of variants no
     longer asked for are left out of the result."""
     seg, spx = untrained_checkpoints(tmp_path / "ck")
@@ -244,7 +244,7 @@ def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, 
     capsys.readouterr()
 
 
-def test_evaluations_every_n_steps_and_at_the_end(tiny_voc, tmp_path, one_thread, capsys) -> None:  # noqa: F811
+def test_evaluations_every_n_steps_and_at_the_end(tiny_voc, tmp_path, one_thread, capsys) -> None:
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
     res = ablation.main([*argv, "--steps", "3", "--eval-every", "2"])
@@ -310,7 +310,7 @@ def test_plot_draws_means_paired_differences_smoothed_losses_and_seed_bands(tmp_
 
 
 def test_step0_of_a_random_init_is_scored_per_seed_and_evaluations_leave_the_rng_alone(
-    tiny_voc,  # noqa: F811
+    tiny_voc,
     tmp_path,
     one_thread,
     monkeypatch,
@@ -355,7 +355,7 @@ def test_step0_of_a_random_init_is_scored_per_seed_and_evaluations_leave_the_rng
 
 
 @pytest.mark.parametrize("which", ["--seg-checkpoint", "--spixel-checkpoint"])
-def test_bad_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path, one_thread, capsys, which) -> None:  # noqa: F811
+def test_bad_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path, one_thread, capsys, which) -> None:
     """A file that is not a checkpoint: train.py's one-line error and status 2, before the run plan, the
     progress bar or the output folder (it used to die at the first run with torch's traceback, status 1)."""
     from examples.voc_joint import train
@@ -387,7 +387,7 @@ def test_bad_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path, one_thr
     assert err.removeprefix(prefix) == train_err.removeprefix("python examples/voc_joint/train.py: error: ")
 
 
-def test_wrong_stage_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:  # noqa: F811
+def test_wrong_stage_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:
     _, spx = untrained_checkpoints(tmp_path / "ck")
     out = tmp_path / "abl"
     with pytest.raises(SystemExit) as info:
@@ -398,7 +398,7 @@ def test_wrong_stage_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path,
     assert "expected a 'seg' or 'joint' checkpoint" in captured.err
 
 
-def test_a_failed_ablation_releases_its_folder(tiny_voc, tmp_path, one_thread, monkeypatch, capsys) -> None:  # noqa: F811
+def test_a_failed_ablation_releases_its_folder(tiny_voc, tmp_path, one_thread, monkeypatch, capsys) -> None:
     """The folder lock is released on every failure (its ``.lock`` file stays, by design: an unlocked file
     refuses nothing), so the next ablation into the same folder runs."""
     from examples.voc_joint.locking import FolderLock

@@ -17,7 +17,7 @@ from examples.voc_joint.data import build_dataset
 from examples.voc_joint.synthetic import generate_synthetic_voc
 from examples.voc_joint.visualize import make_panel
 
-from ._exmodels_utils import run_tiny_demo, untrained_checkpoints
+from .helpers import run_tiny_demo, untrained_checkpoints
 
 # (height, width) of the resized images: the first two val images share a size, the others differ
 VAL_SIZES = [(40, 48), (40, 48), (44, 56), (36, 52)]

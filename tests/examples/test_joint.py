@@ -19,7 +19,7 @@ from examples.voc_joint.models import (
 )
 from examples.voc_joint.models.joint import FUSION_INITS, FusionStack, fusion_target_weight
 
-from ._exmodels_utils import conv_layout
+from .helpers import conv_layout
 
 H, W, CS = 29, 35, 8  # odd size, partial border cells
 

@@ -19,10 +19,9 @@ from examples.voc_joint import train
 from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint
 from examples.voc_joint.models import JointModel
 
-from ._exmodels_utils import (  # noqa: F401  (fixture)
+from .helpers import (
     conv_layout,
     run_tiny_demo,
-    tiny_voc,
     train_args,
     untrained_checkpoints,
 )
@@ -94,7 +93,7 @@ def test_docs_help_listings_are_current(name: str) -> None:
     assert not missing, f"regenerate docs/examples/{name}_help.txt (see pipeline.rst); missing {missing}"
 
 
-def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
+def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:
     out = train.main(
         train_args(
             tiny_voc,
@@ -133,7 +132,7 @@ def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:  # noqa: F811
     )
 
 
-def test_data_error_in_a_worker_exits_promptly(tiny_voc, tmp_path) -> None:  # noqa: F811
+def test_data_error_in_a_worker_exits_promptly(tiny_voc, tmp_path) -> None:
     """A data error raised in a DataLoader worker (which ignores SIGTERM, so that only the main process
     handles signals) ends the run with the clean error line and status 1 instead of hanging at exit."""
     stem = (tiny_voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
@@ -146,7 +145,7 @@ def test_data_error_in_a_worker_exits_promptly(tiny_voc, tmp_path) -> None:  # n
 
 
 @pytest.mark.parametrize("context", ["fork", "forkserver", "spawn"])
-def test_train_loader_same_batches_under_every_worker_start_method(tiny_voc, context) -> None:  # noqa: F811
+def test_train_loader_same_batches_under_every_worker_start_method(tiny_voc, context) -> None:
     """Workers started by fork (Linux up to Python 3.13), forkserver (Linux from 3.14) or spawn (macOS,
     Windows) give the batches of ``--workers 0``: the dataset, its transforms and the worker hook pickle,
     and each sample's augmentation depends on (seed, epoch, index) only."""
@@ -242,7 +241,7 @@ def test_poly_schedule() -> None:
     assert lrs == pytest.approx(expect)
 
 
-def test_cli_errors(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+def test_cli_errors(tiny_voc, tmp_path, capsys) -> None:
     cases = [
         (["--resume", str(tmp_path / "x.pt")], "--resume checkpoint not found"),
         (["--batch-size", "1"], "--batch-size: must be an integer >= 2"),
@@ -254,7 +253,7 @@ def test_cli_errors(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
         assert info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_no_fusion_refuses_a_fusion_init(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+def test_no_fusion_refuses_a_fusion_init(tiny_voc, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         train.main(
             train_args(tiny_voc, tmp_path, "--stage", "joint", "--no-fusion", "--fusion-init", "xavier")
@@ -264,7 +263,7 @@ def test_no_fusion_refuses_a_fusion_init(tiny_voc, tmp_path, capsys) -> None:  #
     assert info.value.code == 2 and "--no-fusion with --fusion-init xavier" in err
 
 
-def test_stage_all_refuses_a_resume_path(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+def test_stage_all_refuses_a_resume_path(tiny_voc, tmp_path, capsys) -> None:
     """``--stage all --resume PATH`` would ignore PATH: a usage error that says how ``all`` resumes."""
     ckpt = train.main(
         train_args(tiny_voc, tmp_path / "ref", "--stage", "seg", "--epochs", "1", "--max-steps", "1")
@@ -278,7 +277,7 @@ def test_stage_all_refuses_a_resume_path(tiny_voc, tmp_path, capsys) -> None:  #
 
 
 @pytest.mark.slow
-def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:
     """The demo's every step on tiny data (1 step per stage): transparency passes, the table is printed."""
     res = run_tiny_demo(tiny_voc, tmp_path)
     text = capsys.readouterr().out
@@ -293,7 +292,7 @@ def test_demo_smoke(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
     assert (tmp_path / "results.json").is_file() and list((tmp_path / "panels").glob("*.png"))
 
 
-def test_joint_stage_on_every_device_with_amp(tiny_voc, tmp_path, device) -> None:  # noqa: F811
+def test_joint_stage_on_every_device_with_amp(tiny_voc, tmp_path, device) -> None:
     """One joint step with --amp (mixed precision on CUDA, ignored with a notice on CPU)."""
     args = train_args(
         tiny_voc, tmp_path, "--stage", "joint", "--epochs", "1", "--max-steps", "1", "--amp", "--from-scratch"
@@ -359,7 +358,7 @@ def test_cross_entropy_is_a_mean_over_labelled_pixels_and_0_without_any() -> Non
     assert torch.equal(logits.grad, torch.zeros_like(logits))
 
 
-def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys, monkeypatch) -> None:  # noqa: F811
+def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys, monkeypatch) -> None:
     """An evaluation lost to an interrupt (or never asked for) is made by ``--resume --eval``; an up-to-date
     one is not redone."""
     from examples.voc_joint import engine
@@ -390,14 +389,14 @@ def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys,
     assert (folder / "eval.json").read_bytes() == before
 
 
-def test_eval_checks_the_validation_split_before_training(tiny_voc, tmp_path) -> None:  # noqa: F811
+def test_eval_checks_the_validation_split_before_training(tiny_voc, tmp_path) -> None:
     argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1", "--eval")
     with pytest.raises(FileNotFoundError, match=r"split list file not found: .*nosuch\.txt"):
         train.main([*argv, "--val-split", "nosuch"])
     assert not (tmp_path / "seg" / "checkpoint.pt").exists()  # nothing was trained
 
 
-def test_sbd_eval_reads_the_sbd_layout(tiny_voc, tmp_path) -> None:  # noqa: F811
+def test_sbd_eval_reads_the_sbd_layout(tiny_voc, tmp_path) -> None:
     """``--sbd --eval`` checks and evaluates the SBD val split (on a tree without the VOC2012 layout)."""
     root = tmp_path / "sbd"
     shutil.copytree(tiny_voc, root)
@@ -412,7 +411,7 @@ def test_sbd_eval_reads_the_sbd_layout(tiny_voc, tmp_path) -> None:  # noqa: F81
     assert res["checkpoint_step"] == 1 and 0 <= res["miou"] <= 1
 
 
-def test_resume_compares_path_options_as_absolute_paths(tiny_voc, tmp_path, monkeypatch, capsys) -> None:  # noqa: F811
+def test_resume_compares_path_options_as_absolute_paths(tiny_voc, tmp_path, monkeypatch, capsys) -> None:
     """The same data folder spelled differently (from another working folder) resumes; the same relative
     spelling naming another folder is a changed option."""
     shutil.copytree(tiny_voc, tmp_path / "data")
@@ -472,7 +471,7 @@ def test_option_changes_rules(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])
-def test_data_errors_end_in_one_error_line(tiny_voc, tmp_path, monkeypatch, capsys, workers) -> None:  # noqa: F811
+def test_data_errors_end_in_one_error_line(tiny_voc, tmp_path, monkeypatch, capsys, workers) -> None:
     """A ValueError-type data error (here labels out of --num-classes, then an empty list) ends like a missing
     file: one ``[train] error:`` line naming the file and status 1, also when read in a DataLoader worker."""
     root = tmp_path / "data"
@@ -498,7 +497,7 @@ def test_data_errors_end_in_one_error_line(tiny_voc, tmp_path, monkeypatch, caps
     )
 
 
-def test_log_lr_is_the_learning_rate_of_the_step(tiny_voc, tmp_path) -> None:  # noqa: F811
+def test_log_lr_is_the_learning_rate_of_the_step(tiny_voc, tmp_path) -> None:
     """log.csv's lr column: the rate each step ran at (step 1 of a poly run: the base rate), not the next."""
     out = train.main(
         train_args(
@@ -510,7 +509,7 @@ def test_log_lr_is_the_learning_rate_of_the_step(tiny_voc, tmp_path) -> None:  #
     assert lrs == pytest.approx([0.01 * (1 - t / total) ** 0.9 for t in range(total)], rel=1e-5)
 
 
-def test_poly_schedule_after_a_batch_size_change_ends_at_the_last_step(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+def test_poly_schedule_after_a_batch_size_change_ends_at_the_last_step(tiny_voc, tmp_path, capsys) -> None:
     """``--resume --allow-option-changes --batch-size`` mid-run: the horizon counts the steps left at the new
     size, so no step runs at learning rate 0 (it used to be recomputed as epochs x new steps per epoch)."""
     argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "3", "--log-every", "1")
@@ -631,7 +630,7 @@ def test_equal_scale_bounds_are_accepted(tmp_path) -> None:
     train.check_args(parser, args)  # no random scaling: fine
 
 
-def test_overwrite_and_resume_of_a_stage_that_reached_max_steps(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+def test_overwrite_and_resume_of_a_stage_that_reached_max_steps(tiny_voc, tmp_path, capsys) -> None:
     ckpt = train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1"))[
         "seg"
     ]
@@ -774,7 +773,7 @@ def test_check_run_of_a_resume_against_the_checkpoint_on_disk(tmp_path, monkeypa
         check("--resume", "other.pt", "--overwrite")  # a new world size without --allow-option-changes
 
 
-def test_every_rng_is_seeded_with_the_seed_plus_the_rank(tiny_voc, tmp_path) -> None:  # noqa: F811
+def test_every_rng_is_seeded_with_the_seed_plus_the_rank(tiny_voc, tmp_path) -> None:
     """Each process draws its own dropout masks: the Python, NumPy and torch RNGs start from --seed + rank."""
     import random
 
@@ -792,7 +791,7 @@ def test_every_rng_is_seeded_with_the_seed_plus_the_rank(tiny_voc, tmp_path) -> 
     assert np.random.rand() == np.random.RandomState(7).rand()
 
 
-def test_stage_all_checks_every_stage_folder_before_the_first_stage(tiny_voc, tmp_path, capsys) -> None:  # noqa: F811
+def test_stage_all_checks_every_stage_folder_before_the_first_stage(tiny_voc, tmp_path, capsys) -> None:
     """``--stage all`` into an output folder whose joint stage holds a run: refused before seg trains."""
     (tmp_path / "joint").mkdir()
     (tmp_path / "joint" / "checkpoint.pt").write_bytes(b"a run")
@@ -836,7 +835,7 @@ def _joint_argv(root: Path, out: Path, seg: Path, spx: Path, *extra: str) -> lis
     ],
 )
 def test_joint_refuses_model_options_that_contradict_the_checkpoints(
-    tiny_voc,  # noqa: F811
+    tiny_voc,
     tmp_path,
     capsys,
     given,
@@ -860,7 +859,7 @@ def test_joint_refuses_model_options_that_contradict_the_checkpoints(
 
 
 def test_joint_takes_model_options_from_the_checkpoints_and_resumes_with_or_without_them(
-    tiny_voc,  # noqa: F811
+    tiny_voc,
     tmp_path,
     capsys,
 ) -> None:
@@ -923,7 +922,7 @@ def test_fusion_widths_are_checked_against_the_checkpoints_classes(tmp_path) -> 
     ],
 )
 def test_joint_without_checkpoints_is_refused_unless_from_scratch(
-    tiny_voc,  # noqa: F811
+    tiny_voc,
     tmp_path,
     capsys,
     given,
@@ -959,7 +958,7 @@ def test_from_scratch_only_applies_to_the_joint_stage(stage, capsys) -> None:
     )
 
 
-def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(tiny_voc, tmp_path) -> None:  # noqa: F811
+def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(tiny_voc, tmp_path) -> None:
     """A data error before step 1 leaves a header-only ``log.csv``: nothing to resume, so the same command
     runs again once the data is fixed (it was refused: "holds a run (log.csv); continue it with --resume")."""
     stems = (tiny_voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()

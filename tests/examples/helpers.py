@@ -1,10 +1,10 @@
-"""Shared helpers of the exmodels tests: a tiny synthetic VOC set, tiny training options, a layout probe."""
+"""Shared helpers of the example tests: tiny training options, a tiny demo run, untrained checkpoints, a
+layout probe (the tiny synthetic VOC set is the ``tiny_voc`` fixture of ``conftest.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 TINY_MODEL = [
@@ -30,15 +30,6 @@ TINY_MODEL = [
     "--threads",
     "2",
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 train / 2 val synthetic VOC images of 36x44 pixels (SBD lists included)."""
-    from examples.voc_joint.synthetic import generate_synthetic_voc
-
-    root = tmp_path_factory.mktemp("tiny_voc")
-    return generate_synthetic_voc(root, num_train=4, num_val=2, image_size=(36, 44), seed=1)
 
 
 def train_args(root: Path, out: Path, *extra: str) -> list[str]:
