@@ -1183,6 +1183,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             + " (the checkpoints of the seg and spixel stages), or use --stage all to pretrain both and then "
             "join them (--from-scratch starts the joint stage from random networks instead)"
         )
+    if args.stage == "joint" and args.seg_checkpoint is not None and args.backbone_weights is not None:
+        parser.error(
+            "--backbone-weights with --seg-checkpoint: the joint stage takes DeepLabV3+, backbone included, "
+            "from the checkpoint, so the backbone weights would be ignored; drop one of the two"
+        )
     if args.from_scratch and args.stage != "joint":
         parser.error(f"--from-scratch only applies to --stage joint (--stage {args.stage} pretrains itself)")
 

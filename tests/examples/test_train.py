@@ -958,6 +958,21 @@ def test_from_scratch_only_applies_to_the_joint_stage(stage, capsys) -> None:
     )
 
 
+def test_joint_refuses_backbone_weights_that_its_checkpoint_would_replace(tmp_path, capsys) -> None:
+    """--backbone-weights initializes a new DeepLabV3+; the joint stage's --seg-checkpoint brings its own."""
+    weights, seg = tmp_path / "resnet.pt", tmp_path / "seg.pt"
+    weights.write_bytes(b"w")
+    seg.write_bytes(b"c")
+    parser = train.build_parser()
+    joint = ["--stage", "joint", "--seg-checkpoint", str(seg), "--spixel-checkpoint", str(seg)]
+    with pytest.raises(SystemExit) as info:
+        train.check_args(parser, parser.parse_args([*joint, "--backbone-weights", str(weights)]))
+    assert info.value.code == 2
+    assert "--backbone-weights with --seg-checkpoint: " in capsys.readouterr().err
+    for ok in (["--stage", "all"], ["--stage", "seg"], ["--stage", "joint", "--from-scratch"]):
+        train.check_args(parser, parser.parse_args([*ok, "--backbone-weights", str(weights)]))  # used there
+
+
 def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(tiny_voc, tmp_path) -> None:
     """A data error before step 1 leaves a header-only ``log.csv``: nothing to resume, so the same command
     runs again once the data is fixed (it was refused: "holds a run (log.csv); continue it with --resume")."""
