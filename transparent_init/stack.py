@@ -23,6 +23,8 @@ from .inplace import _initialize, parse_stack, transparent_init_
 
 __all__ = ["TransparentConv1x1", "TransparentLinear", "build_transparent_stack"]
 
+DEFAULT_NEGATIVE_SLOPE = 0.01  # the LeakyReLU slope when none is given (nn.LeakyReLU's default)
+
 
 class _Config(NamedTuple):
     """Validated construction arguments of a transparent stack."""
@@ -57,7 +59,15 @@ def _validate(
         out_features = int(target_weight.shape[0])
     out_f = in_f if out_features is None else check_int(out_features, f"out_{name}")
     act = check_activation(activation)
-    slope = check_slope(negative_slope)
+    if negative_slope is None:
+        slope = DEFAULT_NEGATIVE_SLOPE
+    else:
+        slope = check_slope(negative_slope)
+        if act != "leaky_relu":
+            raise ValueError(
+                f"negative_slope is the slope of activation='leaky_relu', got negative_slope={slope} with "
+                f"activation={act!r}: drop negative_slope or use activation='leaky_relu'"
+            )
     has_bias = check_bool(bias, "bias")
     check_dtype(dtype)
     as_generator(generator)  # validated here, drawn from in _build
@@ -107,7 +117,7 @@ def build_transparent_stack(
     hidden_features: Sequence[int],
     out_features: int | None = None,
     activation: Activation | None = "relu",
-    negative_slope: float = 0.01,
+    negative_slope: float | None = None,
     bias: bool = True,
     *,
     conv: bool = False,
@@ -167,7 +177,7 @@ class _TransparentStack(nn.Module):
         hidden_features: Sequence[int],
         out_features: int | None = None,
         activation: Activation | None = "relu",
-        negative_slope: float = 0.01,
+        negative_slope: float | None = None,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,
@@ -247,7 +257,7 @@ class TransparentLinear(_TransparentStack):
         hidden_features: logical hidden widths (length >= 1, each ``>= in_features``); depth is ``len + 1``.
         out_features: output width; default ``in_features`` (needs ``target_weight`` when different).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
-        negative_slope: LeakyReLU slope (> 0).
+        negative_slope: LeakyReLU slope (> 0), only with ``activation="leaky_relu"``; ``None``: 0.01.
         bias: whether every layer has a bias.
         target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity.
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
@@ -284,7 +294,7 @@ class TransparentLinear(_TransparentStack):
         hidden_features: Sequence[int],
         out_features: int | None = None,
         activation: Activation | None = "relu",
-        negative_slope: float = 0.01,
+        negative_slope: float | None = None,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,
@@ -334,7 +344,7 @@ class TransparentConv1x1(_TransparentStack):
         hidden_channels: logical hidden widths (length >= 1, each ``>= in_channels``).
         out_channels: output channels; default ``in_channels`` (needs ``target_weight`` when different).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
-        negative_slope: LeakyReLU slope (> 0).
+        negative_slope: LeakyReLU slope (> 0), only with ``activation="leaky_relu"``; ``None``: 0.01.
         bias: whether every layer has a bias.
         target_weight (Tensor[out, in] | None): the per-pixel map's weight; ``None`` is the identity.
         target_bias (Tensor[out] | None): its bias; ``None`` is zero.
@@ -371,7 +381,7 @@ class TransparentConv1x1(_TransparentStack):
         hidden_channels: Sequence[int],
         out_channels: int | None = None,
         activation: Activation | None = "relu",
-        negative_slope: float = 0.01,
+        negative_slope: float | None = None,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,

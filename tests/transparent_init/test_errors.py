@@ -97,6 +97,17 @@ from transparent_init import (
             TypeError,
             "negative_slope must be a finite real > 0, got str",
         ),
+        (  # a slope without LeakyReLU would be ignored
+            {"in_features": 3, "hidden_features": [4], "negative_slope": 0.3},
+            ValueError,
+            r"negative_slope is the slope of activation='leaky_relu', got negative_slope=0.3 with "
+            r"activation='relu'",
+        ),
+        (
+            {"in_features": 3, "hidden_features": [4], "activation": None, "negative_slope": 0.01},
+            ValueError,
+            "with activation=None: drop negative_slope",
+        ),
         ({"in_features": 3, "hidden_features": [4], "bias": 1}, TypeError, "bias must be a bool, got int"),
         (
             {"in_features": 3, "hidden_features": [4], "dtype": torch.int64},

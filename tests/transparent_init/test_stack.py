@@ -57,7 +57,7 @@ def _make(cfg: dict, out_f: int | None = None, t_w=None, t_b=None) -> Transparen
         cfg["hidden"],
         out_f,
         activation=cfg["act"],
-        negative_slope=cfg["slope"],
+        negative_slope=cfg["slope"] if cfg["act"] == "leaky_relu" else None,
         bias=cfg["bias"],
         target_weight=t_w,
         target_bias=t_b,
@@ -164,7 +164,13 @@ def test_hidden_draws_are_scaled_isometries_pushed_away_from_zero() -> None:
 @pytest.mark.parametrize("act,mod", [(None, None), ("relu", nn.ReLU), ("leaky_relu", nn.LeakyReLU)])
 def test_layers_are_plain_and_doubled(act: str | None, mod: type | None) -> None:
     layer = TransparentLinear(
-        3, [4, 5], 2, activation=act, negative_slope=0.3, target_weight=torch.ones(2, 3), generator=0
+        3,
+        [4, 5],
+        2,
+        activation=act,
+        negative_slope=0.3 if act == "leaky_relu" else None,
+        target_weight=torch.ones(2, 3),
+        generator=0,
     )
     m = 1 if act is None else 2
     assert list(layer.children()) == [layer.layers]
