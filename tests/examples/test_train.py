@@ -197,6 +197,8 @@ def test_optimizer_groups_paper_defaults_and_weight_decay() -> None:
     assert (fresh.schedule, fresh.optimizer) == ("poly", "sgd")
     spx = train.resolve_stage_options("spixel", train.build_parser().parse_args([]))
     assert (spx.optimizer, spx.weight_decay) == ("adam", 4e-4)
+    # the resolved options name their stage (checkpoints and logs of --stage all record the stage run)
+    assert (fresh.stage, spx.stage) == ("seg", "spixel")
 
 
 def test_fusion_init_and_runtime_options_reach_the_model() -> None:
