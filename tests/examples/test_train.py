@@ -119,6 +119,11 @@ def test_all_stages_two_steps(tiny_voc, tmp_path) -> None:
         assert ck["stage"] == stage and ck["step"] == 2 and ck["complete"]
         rows = _rows(path.parent / "log.csv")
         assert rows and rows[-1]["step"] == "2" and float(rows[-1]["loss"]) > 0
+    # --stage all --resume of the finished run: every stage is checked up front against its own folder
+    # (the joint stage with the seg / spixel checkpoints that 'all' gave it) and nothing is redone
+    argv = ["--stage", "all", "--epochs", "1", "--max-steps", "2", "--mode", "soft", "--eval", "--resume"]
+    again = train.main(train_args(tiny_voc, tmp_path, *argv))
+    assert again == out and all(load_checkpoint(p)["step"] == 2 for p in again.values())
     joint_ck = load_checkpoint(out["joint"])
     assert joint_ck["config"]["args"]["seg_checkpoint"] == str(out["seg"])
     model, config = load_model_from_checkpoint(out["joint"])
