@@ -272,10 +272,20 @@ def check_slot_count(
 _WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 
 
-def check_id_range(index: Tensor, num_superpixels: int | None, per_image: Tensor | None, name: str) -> None:
+def check_id_range(
+    index: Tensor,
+    num_superpixels: int | None,
+    per_image: Tensor | None,
+    name: str,
+    *,
+    bound_name: str = "num_superpixels",
+    advice: str | None = None,
+) -> None:
     """Require every id of ``index[B, N]`` in ``[0, num_superpixels)`` (per image with ``per_image``).
 
-    ``num_superpixels=None`` checks the lower bound only. Synchronises with the device.
+    ``num_superpixels=None`` checks the lower bound only. Synchronises with the device. An id above an int
+    bound is reported against ``bound_name``, followed by ``advice`` (default: pass a larger bound, or
+    relabel).
     """
     if index.numel() == 0:
         return
@@ -303,9 +313,13 @@ def check_id_range(index: Tensor, num_superpixels: int | None, per_image: Tensor
     elif num_superpixels is not None:
         high = int(index.max())
         if high >= num_superpixels:
+            if advice is None:
+                advice = (
+                    f"; pass a larger num_superpixels (max id + 1 = {high + 1}) or relabel with "
+                    "relabel_contiguous"
+                )
             raise ValueError(
-                f"{name} ids must be < num_superpixels = {num_superpixels}, got the id {high}; pass a larger "
-                f"num_superpixels (max id + 1 = {high + 1}) or relabel with relabel_contiguous"
+                f"{name} ids must be < {bound_name} = {num_superpixels}, got the id {high}{advice}"
             )
 
 

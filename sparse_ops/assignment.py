@@ -42,11 +42,20 @@ def validate_labels(
     return labels, num, mask
 
 
-def validate_ids(labels: Tensor, num_superpixels: int | Tensor | None) -> None:
-    """Check that the ids of ``labels[B, H, W]`` lie in ``[0, num_superpixels)`` (synchronises)."""
+def validate_ids(
+    labels: Tensor,
+    num_superpixels: int | Tensor | None,
+    *,
+    bound_name: str = "num_superpixels",
+    advice: str | None = None,
+) -> None:
+    """Check that the ids of ``labels[B, H, W]`` lie in ``[0, num_superpixels)`` (synchronises);
+    ``bound_name`` and ``advice`` word the error of a too large id (see ``_checks.check_id_range``)."""
     per_image = num_superpixels if isinstance(num_superpixels, Tensor) else None
     bound = None if isinstance(num_superpixels, Tensor) else num_superpixels
-    _checks.check_id_range(labels.flatten(1), bound, per_image, "superpixels")
+    _checks.check_id_range(
+        labels.flatten(1), bound, per_image, "superpixels", bound_name=bound_name, advice=advice
+    )
 
 
 def _functorch_transforms_active() -> bool:

@@ -156,17 +156,13 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
         superpixels, _, _ = validate_labels(superpixels, pooled.shape[1], None)
         _checks.check_batch_match(pooled, "pooled", superpixels, "superpixels")
         _checks.check_same_device(pooled, "pooled", superpixels, "superpixels")
-        try:
-            validate_ids(superpixels, pooled.shape[1])
-        except ValueError as exc:
-            if "num_superpixels =" not in str(exc):  # a negative id: the message says all there is
-                raise
-            high = int(_checks.drop_channel_dim(superpixels).long().max())
-            raise ValueError(
-                f"superpixels ids must be < N_s = pooled.shape[1] = {pooled.shape[1]}, got the id {high}: "
-                f"pooled must be [B, N_s, C] with one row per superpixel, as superpixel_pool returns it, "
-                f"got shape {tuple(pooled.shape)} (a [B, C, N_s] tensor: pooled.transpose(1, 2))"
-            ) from None
+        validate_ids(  # the likely mistake behind a too large id: a [B, C, N_s] tensor
+            superpixels,
+            pooled.shape[1],
+            bound_name="N_s = pooled.shape[1]",
+            advice=": pooled must be [B, N_s, C] with one row per superpixel, as superpixel_pool returns "
+            f"it, got shape {tuple(pooled.shape)} (a [B, C, N_s] tensor: pooled.transpose(1, 2))",
+        )
     labels = _checks.drop_channel_dim(superpixels)
     if not torch.is_grad_enabled() or not pooled.requires_grad:  # no backward: a plain gather suffices
         b, h, w = labels.shape
