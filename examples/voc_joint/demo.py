@@ -27,7 +27,6 @@ defaults stay the paper's.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -46,8 +45,6 @@ __all__ = [
     "PANEL_TITLES",
     "TABLE4_METRICS",
     "build_parser",
-    "clear_demo_run",
-    "demo_run_files",
     "join_pretrained",
     "main",
     "run_demo",
@@ -57,7 +54,8 @@ __all__ = [
 ]
 
 POS = int_range(1)
-#: What a demo run writes into its output folder (``--overwrite`` deletes these; other files stay).
+#: What a demo run writes into its output folder, results first (``--overwrite`` deletes these in this order;
+#: other files stay).
 DEMO_OUTPUTS = (
     "results.json",
     "table.txt",
@@ -122,23 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
-
-
-def demo_run_files(folder: Path) -> list[Path]:
-    """The outputs of a demo run present in ``folder`` (:data:`DEMO_OUTPUTS`)."""
-    paths = [folder / name for name in DEMO_OUTPUTS]
-    return [p for p in paths if p.exists() or p.is_symlink()]
-
-
-def clear_demo_run(folder: Path) -> None:
-    """Delete a demo run's outputs from ``folder`` (``--overwrite``; the caller holds the folder lock):
-    results first, then the stage folders, so that an interruption never leaves old results next to new
-    checkpoints."""
-    for path in demo_run_files(folder):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 def common_args(opts: argparse.Namespace, root: Path, *, model: bool = True) -> list[str]:
@@ -343,18 +324,21 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     """
     from examples.voc_joint import data
     from examples.voc_joint.locking import FolderLock
+    from examples.voc_joint.resume import clear_run
 
     t_start = time.perf_counter()
     out = Path(opts.output_dir) if opts.output_dir is not None else data.DEFAULT_CACHE / "demo"
     _refuse_earlier_run(out, opts.overwrite)  # before the lock: a refusal leaves no trace
     with FolderLock(out):
         _refuse_earlier_run(out, opts.overwrite)  # a run that ended meanwhile
-        clear_demo_run(out)
+        clear_run(out, DEMO_OUTPUTS)  # results first: never old results next to new checkpoints
         return _run_demo(opts, out, t_start)
 
 
 def _refuse_earlier_run(out: Path, overwrite: bool) -> None:
-    present = demo_run_files(out)
+    from examples.voc_joint.resume import run_files
+
+    present = run_files(out, DEMO_OUTPUTS)
     if present and not overwrite:
         names = ", ".join(p.name for p in present)
         raise UsageError(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -235,20 +235,22 @@ def option_changes(
     return accepted
 
 
-def run_files(folder: Path) -> list[Path]:
-    """The files of a run present in a stage folder (:data:`RUN_FILES`)."""
+def run_files(folder: Path, names: Sequence[str] = RUN_FILES) -> list[Path]:
+    """The files of a run present in ``folder``, in the order of ``names`` (names or glob patterns; default:
+    a stage folder's :data:`RUN_FILES`). A symbolic link counts, also one whose target is gone."""
     found: list[Path] = []
-    for name in RUN_FILES:
+    for name in names:
         if any(c in name for c in "*?["):
             found += sorted(folder.glob(name)) if folder.is_dir() else []
-        elif (folder / name).exists():
+        elif (folder / name).exists() or (folder / name).is_symlink():
             found.append(folder / name)
     return found
 
 
-def clear_run(folder: Path) -> None:
-    """Delete a run's files from its stage folder (``--overwrite``; the caller holds the folder lock)."""
-    for path in run_files(folder):
+def clear_run(folder: Path, names: Sequence[str] = RUN_FILES) -> None:
+    """Delete a run's files (:func:`run_files`) from ``folder``, in the order of ``names`` (``--overwrite``;
+    the caller holds the folder lock); a symbolic link is removed, not what it points to."""
+    for path in run_files(folder, names):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
