@@ -56,6 +56,7 @@ __all__ = [
     "load_model_from_checkpoint",
     "load_network",
     "load_weights_into",
+    "network_config",
     "payload_sha256",
     "remove_stale_temporaries",
     "save_checkpoint",
@@ -367,6 +368,21 @@ def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = 
     return ckpt
 
 
+def _load_part_checkpoint(path: Path, part: str) -> dict[str, Any]:
+    """A checkpoint that holds the ``part`` network: one of its own stage, or a joint one."""
+    return load_checkpoint(path, expect_stage=(_PARTS[part][2], "joint"))
+
+
+def network_config(path: str | Path, part: str) -> dict[str, Any]:
+    """The model config of the ``part`` network (``"deeplab"`` or ``"spixel"``) of a stage or joint
+    checkpoint (a copy; the keyword arguments of its model class).
+
+    Raises:
+        CheckpointError: as :func:`load_network`.
+    """
+    return dict(_load_part_checkpoint(Path(path), part)["config"]["model"][part])
+
+
 def load_network(path: str | Path, part: str) -> nn.Module:
     """The ``part`` network (``"deeplab"`` or ``"spixel"``) of a stage or joint checkpoint, built from its
     config and filled with its weights.
@@ -378,8 +394,7 @@ def load_network(path: str | Path, part: str) -> nn.Module:
     from .models import DeepLabV3Plus, SpixelFCN
 
     path = Path(path)
-    stage = _PARTS[part][2]
-    ckpt = load_checkpoint(path, expect_stage=(stage, "joint"))
+    ckpt = _load_part_checkpoint(path, part)
     config = ckpt["config"]["model"][part]
     net: nn.Module = DeepLabV3Plus(**config) if part == "deeplab" else SpixelFCN(**config)
     try:

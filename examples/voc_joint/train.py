@@ -43,6 +43,7 @@ from examples.voc_joint.checkpoint import (
     get_rng_state,
     load_checkpoint,
     load_network,
+    network_config,
     remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
@@ -523,10 +524,9 @@ def _network_config(path: Path, part: str, option: str) -> dict[str, Any]:
     key = (str(path), stat.st_mtime_ns, stat.st_size, part)
     if key not in _CONFIG_CACHE:
         try:
-            ckpt = load_checkpoint(path, expect_stage=("seg" if part == "deeplab" else "spixel", "joint"))
+            _CONFIG_CACHE[key] = network_config(path, part)
         except CheckpointError as exc:
             raise CheckpointError(f"{option}: {exc}") from exc
-        _CONFIG_CACHE[key] = dict(ckpt["config"]["model"][part])
     return dict(_CONFIG_CACHE[key])
 
 
