@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -88,6 +88,9 @@ __all__ = [
     "EVAL_STAGES",
     "STAGES",
     "STAGE_DEFAULTS",
+    "STAGE_LEARNING_RATES",
+    "STAGE_ONLY_OPTIONS",
+    "CheckpointModelOption",
     "UsageError",
     "build_optimizer",
     "build_parser",
@@ -119,27 +122,65 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "spixel": {"optimizer": "adam", "schedule": "fixed", "weight_decay": 4e-4},
     "joint": {"optimizer": "sgd", "schedule": "fixed", "weight_decay": 5e-4},
 }
-#: The model options the pretrained networks fix in the joint stage: option -> (checkpoint option, network
-#: of the checkpoint's model config, key in that config, default). Left at ``None`` on the command line, an
+
+
+class CheckpointModelOption(NamedTuple):
+    """Where the joint stage takes a model option from: ``config[key]`` of the ``network`` (``"deeplab"`` /
+    ``"spixel"``) of the checkpoint that option ``checkpoint`` names; ``default`` without that checkpoint."""
+
+    checkpoint: str
+    network: str
+    key: str
+    default: Any
+
+
+#: The model options the pretrained networks fix in the joint stage. Left at ``None`` on the command line, an
 #: option is the checkpoint's (joint stage with that checkpoint) or the default; given, it must match.
-CHECKPOINT_MODEL_OPTIONS: dict[str, tuple[str, str, str, Any]] = {
-    "backbone": ("seg_checkpoint", "deeplab", "backbone", "resnet101"),
-    "output_stride": ("seg_checkpoint", "deeplab", "output_stride", 16),
-    "num_classes": ("seg_checkpoint", "deeplab", "num_classes", 21),
-    "aspp_channels": ("seg_checkpoint", "deeplab", "aspp_channels", 256),
-    "cell_size": ("spixel_checkpoint", "spixel", "cell_size", 16),
-    "spixel_width": ("spixel_checkpoint", "spixel", "width", 16),
-    "spixel_centre_bias": ("spixel_checkpoint", "spixel", "centre_bias", 0.0),
+CHECKPOINT_MODEL_OPTIONS: dict[str, CheckpointModelOption] = {
+    "backbone": CheckpointModelOption("seg_checkpoint", "deeplab", "backbone", "resnet101"),
+    "output_stride": CheckpointModelOption("seg_checkpoint", "deeplab", "output_stride", 16),
+    "num_classes": CheckpointModelOption("seg_checkpoint", "deeplab", "num_classes", 21),
+    "aspp_channels": CheckpointModelOption("seg_checkpoint", "deeplab", "aspp_channels", 256),
+    "cell_size": CheckpointModelOption("spixel_checkpoint", "spixel", "cell_size", 16),
+    "spixel_width": CheckpointModelOption("spixel_checkpoint", "spixel", "width", 16),
+    "spixel_centre_bias": CheckpointModelOption("spixel_checkpoint", "spixel", "centre_bias", 0.0),
 }
 _FROM_CKPT = "; joint stage: that of --{}"
+#: The options that only some stages use, with those stages. Given to another stage alone (not ``all``), an
+#: option here is refused (:func:`check_args`) instead of silently doing nothing: ``--stage seg --lr 0.01``
+#: would otherwise train at ``--seg-lr``. The model options are not here: they describe the whole pipeline,
+#: so one set of them may be given to every stage, and each stage builds its networks from its own.
+STAGE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "seg_lr": ("seg",),
+    "head_lr_mult": ("seg",),
+    "spixel_pretrain_lr": ("spixel",),
+    "pos_weight": ("spixel", "joint"),
+    "recompute_loss": ("spixel", "joint"),
+    "lr": ("joint",),
+    "spixel_lr": ("joint",),
+    "fusion_lr": ("joint",),
+    "spixel_loss_weight": ("joint",),
+    "freeze_bn": ("joint",),
+    "recompute_fusion": ("joint",),
+    "compile": ("joint",),
+    "seg_checkpoint": ("joint",),
+    "spixel_checkpoint": ("joint",),
+    "eval": EVAL_STAGES,
+}
+#: Each stage's learning-rate options (named when another stage's is given to it).
+STAGE_LEARNING_RATES = {
+    "seg": ("--seg-lr", "--head-lr-mult"),
+    "spixel": ("--spixel-pretrain-lr",),
+    "joint": ("--lr", "--spixel-lr", "--fusion-lr"),
+}
 
 
 def _model_help(text: str, option: str) -> str:
     """Help of a model option of :data:`CHECKPOINT_MODEL_OPTIONS`: its default, or the checkpoint's value."""
-    ckpt, _, _, default = CHECKPOINT_MODEL_OPTIONS[option]
+    source = CHECKPOINT_MODEL_OPTIONS[option]
     return (
-        f"{text} (default: {default}{_FROM_CKPT.format(ckpt.replace('_', '-'))}, which a value given here "
-        "must match)"
+        f"{text} (default: {source.default}{_FROM_CKPT.format(source.checkpoint.replace('_', '-'))}, which a "
+        "value given here must match)"
     )
 
 
@@ -476,7 +517,8 @@ def _resolve(stage: str, args: argparse.Namespace) -> tuple[argparse.Namespace, 
     out.stage = stage
     configs: dict[str, tuple[Path, dict[str, Any]]] = {}
     if stage == "joint":
-        for option, part in (("seg_checkpoint", "deeplab"), ("spixel_checkpoint", "spixel")):
+        networks = {o.checkpoint: o.network for o in CHECKPOINT_MODEL_OPTIONS.values()}
+        for option, part in networks.items():
             path = getattr(out, option, None)
             if path is not None and Path(path).is_file():  # 'all' checks before its checkpoints exist
                 configs[option] = (
@@ -1155,7 +1197,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--scale-min {args.scale_min} is larger than --scale-max {args.scale_max}")
     classes = args.num_classes
     if classes is None and (args.stage == "all" or args.seg_checkpoint is None):
-        classes = CHECKPOINT_MODEL_OPTIONS["num_classes"][3]
+        classes = CHECKPOINT_MODEL_OPTIONS["num_classes"].default
     if args.fusion and args.stage in ("joint", "all") and classes is not None:  # else: the checkpoint's
         error = _fusion_width_error(args.fusion_hidden, classes)
         if error:
@@ -1190,6 +1232,37 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         )
     if args.from_scratch and args.stage != "joint":
         parser.error(f"--from-scratch only applies to --stage joint (--stage {args.stage} pretrains itself)")
+    for name, stages in STAGE_ONLY_OPTIONS.items():
+        value = getattr(args, name)
+        if args.stage == "all" or args.stage in stages or value == parser.get_default(name):
+            continue
+        used = " and ".join(stages)
+        advice = "drop it"
+        if name == "lr" or name.endswith(("_lr", "_lr_mult")):
+            advice = f"the learning rates of --stage {args.stage} are " + ", ".join(
+                STAGE_LEARNING_RATES[args.stage]
+            )
+        elif name.endswith("_checkpoint"):
+            advice = "a stage continues from its own checkpoint with --resume PATH"
+        parser.error(
+            f"{_spelled(name, value)} does not apply to --stage {args.stage} (it is an option of the {used} "
+            f"stage{'s' if len(stages) > 1 else ''}): {advice}"
+        )
+    for name in ("eval_crop", "val_split"):
+        value = getattr(args, name)
+        if not args.eval and value != parser.get_default(name):
+            parser.error(f"{_spelled(name, value)} only applies with --eval")
+
+
+def _spelled(name: str, value: Any) -> str:
+    """Option ``name`` with ``value`` as typed on the command line (``--compile``, ``--no-freeze-bn``,
+    ``--lr 0.01``)."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    if isinstance(value, (list, tuple)):
+        return " ".join([flag, *map(str, value)])
+    return f"{flag} {value}"
 
 
 def _fusion_width_error(hidden: Sequence[int], classes: int) -> str | None:

@@ -965,6 +965,82 @@ def test_from_scratch_only_applies_to_the_joint_stage(stage, capsys) -> None:
     )
 
 
+#: A value other than the default for each option of ``train.STAGE_ONLY_OPTIONS`` (``FILE``: an existing
+#: file).
+_NOT_DEFAULT = {
+    "seg_lr": ["--seg-lr", "0.5"],
+    "head_lr_mult": ["--head-lr-mult", "2.5"],
+    "spixel_pretrain_lr": ["--spixel-pretrain-lr", "0.5"],
+    "pos_weight": ["--pos-weight", "0.5"],
+    "recompute_loss": ["--recompute-loss"],
+    "lr": ["--lr", "0.5"],
+    "spixel_lr": ["--spixel-lr", "0.5"],
+    "fusion_lr": ["--fusion-lr", "0.5"],
+    "spixel_loss_weight": ["--spixel-loss-weight", "0.5"],
+    "freeze_bn": ["--no-freeze-bn"],
+    "recompute_fusion": ["--recompute-fusion"],
+    "compile": ["--compile"],
+    "seg_checkpoint": ["--seg-checkpoint", "FILE"],
+    "spixel_checkpoint": ["--spixel-checkpoint", "FILE"],
+    "eval": ["--eval"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(train.STAGE_ONLY_OPTIONS))
+def test_an_option_of_other_stages_is_refused_not_ignored(name, tmp_path, capsys) -> None:
+    """``--stage seg --lr 0.01`` trained at ``--seg-lr`` without a word: an option that the stage run does not
+    use is refused (exit status 2, naming it, the stages that use it and, for a learning rate, the stage's
+    own); the stages that use it, and ``all``, accept it."""
+    file = tmp_path / "f.pt"
+    file.write_bytes(b"x")
+    given = [str(file) if a == "FILE" else a for a in _NOT_DEFAULT[name]]
+    parser = train.build_parser()
+    assert getattr(parser.parse_args(given), name) != parser.get_default(name)
+    users = train.STAGE_ONLY_OPTIONS[name]
+    for stage in (*train.STAGES, "all"):
+        argv = ["--stage", stage, *given]
+        if stage == "joint":
+            argv.append("--from-scratch")
+        if stage == "all" or stage in users:
+            train.check_args(parser, parser.parse_args(argv))
+            continue
+        with pytest.raises(SystemExit) as info:
+            train.check_args(parser, parser.parse_args(argv))
+        err = capsys.readouterr().err
+        assert info.value.code == 2, (stage, err)
+        assert f"error: {' '.join(given)} does not apply to --stage {stage} (it is an option of the " in err
+        assert " and ".join(users) + " stage" in err
+        if "_lr" in name or name == "lr":
+            assert ", ".join(train.STAGE_LEARNING_RATES[stage]) in err
+
+
+def test_the_stage_only_options_are_those_the_resume_rules_give_to_some_stages() -> None:
+    """Every optimization option recorded for only some stages (``resume.STAGE_OPTIONS``) is in
+    ``STAGE_ONLY_OPTIONS``, with the same stages: a new such option cannot be silently ignored elsewhere."""
+    from examples.voc_joint.resume import STAGE_OPTIONS
+
+    users: dict[str, set[str]] = {}
+    for stage, groups in STAGE_OPTIONS.items():
+        for name in (*groups["fixed"], *groups["train"]):
+            users.setdefault(name, set()).add(stage)
+    trained = {n for groups in STAGE_OPTIONS.values() for n in groups["train"]}
+    partial = {n for n in trained if users[n] != set(train.STAGES)}
+    assert partial and partial <= set(train.STAGE_ONLY_OPTIONS)
+    for name, stages in train.STAGE_ONLY_OPTIONS.items():
+        if name in users:
+            assert users[name] == set(stages), name
+
+
+@pytest.mark.parametrize("given", [["--eval-crop", "64"], ["--val-split", "train"]])
+def test_evaluation_options_need_eval(given, capsys) -> None:
+    parser = train.build_parser()
+    with pytest.raises(SystemExit) as info:
+        train.check_args(parser, parser.parse_args(["--stage", "seg", *given]))
+    assert info.value.code == 2
+    assert f"error: {' '.join(given)} only applies with --eval" in capsys.readouterr().err
+    train.check_args(parser, parser.parse_args(["--stage", "seg", "--eval", *given]))
+
+
 def test_joint_refuses_backbone_weights_that_its_checkpoint_would_replace(tmp_path, capsys) -> None:
     """--backbone-weights initializes a new DeepLabV3+; the joint stage's --seg-checkpoint brings its own."""
     weights, seg = tmp_path / "resnet.pt", tmp_path / "seg.pt"
