@@ -37,14 +37,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 
-from examples.voc_joint.checkpoint import CheckpointError
+from examples.voc_joint.checkpoint import CheckpointError, network_config
 from examples.voc_joint.cli import UsageError, existing_dir, existing_file, float_range, int_range
 from examples.voc_joint.engine import CsvLogger, write_text_atomic
 from examples.voc_joint.models.joint import FUSION_INITS
@@ -83,6 +83,8 @@ QUICK: dict[str, Any] = {
     "spixel_epochs": 8,
     "max_val_images": 8,
 }
+#: The superpixel cell size of the pretraining (``--cell-size`` left unset, no checkpoints given).
+CELL_SIZE = 8
 #: The boundary band shown in the Markdown table (pixels on each side of a ground-truth edge).
 TABLE_BAND = "3"
 POS = int_range(1)
@@ -175,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="training batch, >= 2: BatchNorm (default %(default)s)",
     )
     p.add_argument(
-        "--cell-size", type=int_range(1, 1024), default=8, help="superpixel cell size (default %(default)s)"
+        "--cell-size",
+        type=int_range(1, 1024),
+        default=None,
+        help=f"superpixel cell size of the pretrained SpixelFCN (default {CELL_SIZE}; with "
+        "--spixel-checkpoint: the checkpoint's, which a value given here must match)",
     )
     p.add_argument(
         "--joint-lr",
@@ -207,11 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve(opts: argparse.Namespace) -> argparse.Namespace:
-    """``opts`` with the unset options filled from :data:`DEFAULTS` (or :data:`QUICK`)."""
+    """``opts`` with the unset options filled from :data:`DEFAULTS` (or :data:`QUICK`), and without
+    checkpoints, ``--cell-size`` from :data:`CELL_SIZE` (with them it is the SpixelFCN checkpoint's:
+    :func:`run_ablation` reads it)."""
     out = argparse.Namespace(**vars(opts))
     for key, value in (QUICK if opts.quick else DEFAULTS).items():
         if getattr(out, key) is None:
             setattr(out, key, value)
+    if out.cell_size is None and out.spixel_checkpoint is None:
+        out.cell_size = CELL_SIZE
     out.run_steps = out.steps if out.max_steps is None else min(out.steps, out.max_steps)
     return out
 
@@ -542,7 +552,7 @@ def _settings(opts: argparse.Namespace, root: Path, seg: Path, spx: Path, val_im
         "val_images": val_images,
         "crop_size": opts.crop_size,
         "batch_size": opts.batch_size,
-        "cell_size": opts.cell_size,
+        "cell_size": network_config(spx, "spixel")["cell_size"],  # the pretrained SpixelFCN's
         "joint_lr": opts.joint_lr,
         "spixelfcn_lr": opts.joint_lr / 10,
         "fusion_lr": opts.fusion_lr,
@@ -603,17 +613,19 @@ def _run_line(row: dict[str, Any]) -> str:
     )
 
 
-def check_pretrained(seg: Path, spx: Path) -> None:
-    """Load both pretrained networks as the joint stage does (:func:`examples.voc_joint.train._pretrained`).
+def check_pretrained(seg: Path, spx: Path) -> int:
+    """Load both pretrained networks as the joint stage does (:func:`examples.voc_joint.train._pretrained`);
+    returns the superpixel cell size of the SpixelFCN.
 
     Raises:
         CheckpointError: the training CLI's message, naming the option (``--seg-checkpoint: refusing
             checkpoint ...``): an unreadable, corrupt or wrong-stage file.
     """
+    from examples.voc_joint.models import SpixelFCN
     from examples.voc_joint.train import _pretrained
 
     _pretrained(seg, "deeplab", "--seg-checkpoint")
-    _pretrained(spx, "spixel", "--spixel-checkpoint")
+    return cast(SpixelFCN, _pretrained(spx, "spixel", "--spixel-checkpoint")).cell_size
 
 
 def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
@@ -635,7 +647,14 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
 
     opts = resolve(opts)
     if opts.seg_checkpoint is not None:  # a bad file fails now, as in train.py: before any plan or output
-        check_pretrained(Path(opts.seg_checkpoint), Path(opts.spixel_checkpoint))
+        cell_size = check_pretrained(Path(opts.seg_checkpoint), Path(opts.spixel_checkpoint))
+        if opts.cell_size not in (None, cell_size):
+            raise UsageError(
+                f"--cell-size {opts.cell_size} contradicts --spixel-checkpoint {opts.spixel_checkpoint} "
+                f"(cell size {cell_size}): the runs fine-tune the checkpoint's SpixelFCN; leave --cell-size "
+                f"out or give {cell_size}"
+            )
+        opts.cell_size = cell_size
     t_start, load_start = time.perf_counter(), os.getloadavg()
     torch.set_num_threads(opts.threads)
     root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
@@ -740,6 +759,14 @@ def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> Non
     """Checks that involve several options (each option alone was checked by its ``type=``)."""
     if (opts.seg_checkpoint is None) != (opts.spixel_checkpoint is None):
         parser.error("--seg-checkpoint and --spixel-checkpoint go together (or neither: pretrain here)")
+    if opts.seg_checkpoint is not None:
+        for name in ("seg_epochs", "spixel_epochs"):
+            if getattr(opts, name) is not None:
+                parser.error(
+                    f"--{name.replace('_', '-')} {getattr(opts, name)} with --seg-checkpoint / "
+                    "--spixel-checkpoint: the epochs are those of the pretraining, which the checkpoints "
+                    "replace; drop it"
+                )
     if len(set(opts.variants)) != len(opts.variants):
         parser.error(f"--variants lists a variant twice: {opts.variants}")
 

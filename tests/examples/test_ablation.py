@@ -387,6 +387,39 @@ def test_bad_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path, one_thr
     assert err.removeprefix(prefix) == train_err.removeprefix("python examples/voc_joint/train.py: error: ")
 
 
+def test_the_cell_size_is_the_checkpoints_and_a_contradicting_one_is_refused(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """With pretrained checkpoints the runs fine-tune their SpixelFCN: ``--cell-size`` left out is its cell
+    size, recorded as such in the settings (it recorded the default 8); a contradicting one is refused before
+    anything runs (it was ignored)."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck", cell_size=4)
+    out = tmp_path / "abl"
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+    with pytest.raises(SystemExit) as info:
+        ablation.main([*argv, "--cell-size", "8"])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.out == "" and not out.exists()
+    assert f"error: --cell-size 8 contradicts --spixel-checkpoint {spx} (cell size 4): " in captured.err
+    assert ablation.main(argv)["settings"]["cell_size"] == 4
+    assert ablation.main([*argv, "--overwrite", "--cell-size", "4"])["settings"]["cell_size"] == 4
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("option", ["--seg-epochs", "--spixel-epochs"])
+def test_pretraining_epochs_with_pretrained_checkpoints_refused(tmp_path, option, capsys) -> None:
+    """The epochs set the pretraining, which the checkpoints replace: refused, not ignored."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    parser = ablation.build_parser()
+    given = ["--seg-checkpoint", str(seg), "--spixel-checkpoint", str(spx), option, "3"]
+    with pytest.raises(SystemExit) as info:
+        ablation.check_args(parser, parser.parse_args(given))
+    assert info.value.code == 2
+    assert f"error: {option} 3 with --seg-checkpoint / --spixel-checkpoint: " in capsys.readouterr().err
+    ablation.check_args(parser, parser.parse_args([option, "3"]))  # without checkpoints: the pretraining's
+    assert ablation.resolve(parser.parse_args([])).cell_size == ablation.CELL_SIZE
+
+
 def test_wrong_stage_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:
     _, spx = untrained_checkpoints(tmp_path / "ck")
     out = tmp_path / "abl"
