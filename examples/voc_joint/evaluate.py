@@ -45,7 +45,7 @@ from examples.voc_joint.metrics import (
 )
 from examples.voc_joint.visualize import save_panel
 
-__all__ = ["build_parser", "checkpoint_num_classes", "evaluate", "main", "split_results"]
+__all__ = ["build_parser", "check_args", "checkpoint_num_classes", "evaluate", "main", "split_results"]
 
 
 def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -> None:
@@ -268,12 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks that involve several options (each option alone was checked by its ``type=``)."""
+    if args.pad_to_multiple is not None and args.crop_size is not None:
+        parser.error("--pad-to-multiple pads full images: it cannot be combined with --crop-size")
+    if args.crop_size is None and args.batch_size != parser.get_default("batch_size"):
+        parser.error(
+            f"--batch-size {args.batch_size} applies to --crop-size: full images (the default) are evaluated "
+            "one at a time"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python -m examples.voc_joint.evaluate --help``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.pad_to_multiple is not None and args.crop_size is not None:
-        parser.error("--pad-to-multiple pads full images: it cannot be combined with --crop-size")
+    check_args(parser, args)
 
     from examples.voc_joint.checkpoint import CheckpointError, load_model_from_checkpoint
     from examples.voc_joint.distributed import resolve_device

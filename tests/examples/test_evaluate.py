@@ -219,7 +219,8 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
 
 
 def test_cli_full_size_reads_one_image_per_batch(voc, tmp_path, monkeypatch):
-    """Full images of different sizes (as in VOC) evaluate whatever --batch-size says (it is for crops)."""
+    """Full images of different sizes (as in VOC) are read one at a time, whatever the default --batch-size
+    (it is for crops) says."""
     root = tmp_path / "mixed"
     shutil.copytree(voc, root)
     other = generate_synthetic_voc(tmp_path / "other", num_train=1, num_val=1, image_size=(20, 36), sbd=False)
@@ -242,9 +243,21 @@ def test_cli_full_size_reads_one_image_per_batch(voc, tmp_path, monkeypatch):
         "--out",
         str(tmp_path / "ev"),
     ]
-    assert evaluate_mod.main([*argv, "--batch-size", "2", "--max-panels", "0", "--no-progress"]) == 0
+    assert evaluate_mod.main([*argv, "--max-panels", "0", "--no-progress"]) == 0
     payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert payload["resolution"] == "full" and payload["joint"]["num_images"] == 3
+
+
+@pytest.mark.parametrize("size_args", [[], ["--full-size"]])
+def test_cli_refuses_a_batch_size_for_full_images(size_args, capsys):
+    """Full images go one at a time: a --batch-size given for them was ignored silently; it is refused."""
+    parser = evaluate_mod.build_parser()
+    argv = ["--checkpoint", __file__, *size_args, "--batch-size", "4"]
+    with pytest.raises(SystemExit) as info:
+        evaluate_mod.check_args(parser, parser.parse_args(argv))
+    assert info.value.code == 2
+    assert "error: --batch-size 4 applies to --crop-size: full images" in capsys.readouterr().err
+    evaluate_mod.check_args(parser, parser.parse_args([*argv[:2], "--crop-size", "16", "--batch-size", "4"]))
 
 
 def test_cli_refuses_pad_to_multiple_with_crop_size(voc, tmp_path, capsys):
