@@ -28,6 +28,7 @@ __all__ = [
     "check_hidden",
     "check_int",
     "check_module",
+    "check_own_parameters",
     "check_real",
     "check_slope",
     "check_target",
@@ -62,10 +63,13 @@ def check_int(value: object, name: str, *, minimum: int = 1, maximum: int | None
 
 
 def check_bool(value: object, name: str) -> bool:
-    """``value`` itself, a Python ``bool`` (ints such as 0 / 1 are rejected: they often mean a width)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {_show(value)}")
-    return value
+    """``value`` as a Python ``bool``: a ``bool`` or a numpy bool (ints such as 0 / 1 are rejected: they often
+    mean a width)."""
+    if isinstance(value, bool):
+        return value
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {_show(value)}")
 
 
 def check_real(value: object, name: str, *, minimum: float = 0.0, strict: bool = True) -> float:
@@ -127,6 +131,25 @@ def check_module(module: object, name: str = "module") -> nn.Module:
     if not isinstance(module, nn.Module):
         raise TypeError(f"{name} must be an nn.Module, got {type(module).__name__}")
     return module
+
+
+def check_own_parameters(module: nn.Module, name: str) -> None:
+    """Refuse a layer whose ``weight`` or ``bias`` is computed from other tensors at each forward (a
+    parametrization, ``weight_norm``, ``spectral_norm``, pruning): a value written into it would be lost.
+
+    Reads no parameter (computing a spectral norm's weight would advance its power iteration).
+    """
+    for attr in ("weight", "bias"):
+        parametrized = torch.nn.utils.parametrize.is_parametrized(module, attr)
+        # weight_norm / pruning hooks move the parameter away and set a plain tensor in its place
+        if parametrized or (attr not in module._parameters and module.__dict__.get(attr) is not None):
+            raise ValueError(
+                f"{name} computes its {attr} from other tensors at each forward (a parametrization, "
+                "weight_norm, spectral_norm or pruning), so an initialization written into it would be lost: "
+                "initialize before applying it, or remove it first "
+                "(torch.nn.utils.parametrize.remove_parametrizations, torch.nn.utils.remove_weight_norm, "
+                "torch.nn.utils.prune.remove)"
+            )
 
 
 def check_target(value: object, shape: tuple[int, ...], name: str) -> Tensor:

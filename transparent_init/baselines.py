@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ._checks import as_generator, check_module, check_real
+from ._checks import as_generator, check_module, check_own_parameters, check_real
 
 __all__ = ["net2net_identity_init_", "random_uniform_init_", "xavier_init_"]
 
@@ -24,6 +24,8 @@ def _affine_layers(module: object) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
     layers = [(n or "module", m) for n, m in mod.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     if not layers:
         raise ValueError(f"module has no nn.Linear or nn.Conv2d layer: {type(module).__name__}")
+    for name, m in layers:
+        check_own_parameters(m, f"layer {name} ({type(m).__name__})")
     return layers
 
 

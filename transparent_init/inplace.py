@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from ._affine import transparent_parameters
-from ._checks import as_generator, resolve_target
+from ._checks import as_generator, check_own_parameters, resolve_target
 
 __all__ = ["StackLayout", "parse_stack", "transparent_init_"]
 
@@ -66,7 +66,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
     Raises:
         TypeError: if ``sequential`` is not an ``nn.Sequential`` or holds an unsupported module.
         ValueError: for kxk / grouped convs, mixed Linear and Conv2d, mismatched or odd widths,
-            non-positive slopes, a stack without a hidden layer, or a hidden layer narrower than the input.
+            non-positive slopes, a stack without a hidden layer, a hidden layer narrower than the input, or
+            a layer whose weight or bias is computed at each forward (parametrized, weight-normed, pruned).
     """
     if not isinstance(sequential, nn.Sequential):
         raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")
@@ -83,6 +84,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 "(or give the layer its in_features) before initializing it"
             )
         if isinstance(m, (nn.Linear, nn.Conv2d)):  # subclasses included: only the base kind matters
+            check_own_parameters(m, f"layer {i} ({type(m).__name__})")
             if isinstance(m, nn.Conv2d):
                 problem = _conv_problem(m)
                 if problem is not None:
@@ -196,8 +198,10 @@ def transparent_init_(
 
     Raises:
         TypeError: wrong argument types or unsupported modules.
-        ValueError: kxk / grouped convs, odd or too narrow hidden widths (naming the layer index),
-            wrong target shapes, non-finite targets, a target not representable in the layers' dtype.
+        ValueError: kxk / grouped convs, odd or too narrow hidden widths (naming the layer index), a layer
+            whose weight or bias is computed at each forward (a parametrization, weight_norm, spectral_norm,
+            pruning: the values written would be lost), wrong target shapes, non-finite targets, a target not
+            representable in the layers' dtype.
 
     Example:
         >>> import torch

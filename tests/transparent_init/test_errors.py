@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from transparent_init import (
     init_rate,
     random_uniform_init_,
     transparent_init_,
+    xavier_init_,
 )
 
 
@@ -325,6 +327,69 @@ def test_inplace_takes_subclasses_and_materialized_lazy_layers() -> None:
         x = torch.randn(5, 3)
         with torch.no_grad():
             torch.testing.assert_close(seq(x), x, rtol=0, atol=1e-5)
+
+
+def _parametrized(kind: str) -> nn.Sequential:
+    """A valid stack one of whose parameters is computed from other tensors at each forward (``kind``)."""
+    import torch.nn.utils.prune as prune
+    from torch.nn.utils import parametrizations
+
+    seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3))
+    if kind == "weight_norm":
+        seq[0] = parametrizations.weight_norm(seq[0])
+    elif kind == "spectral_norm":
+        seq[2] = parametrizations.spectral_norm(seq[2])
+    elif kind == "legacy_weight_norm":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecated, still in use
+            torch.nn.utils.weight_norm(seq[0])
+    elif kind == "pruned_weight":
+        prune.l1_unstructured(seq[0], "weight", amount=0.3)
+    else:
+        prune.l1_unstructured(seq[2], "bias", amount=0.3)
+    return seq
+
+
+_DERIVED = ["weight_norm", "spectral_norm", "legacy_weight_norm", "pruned_weight", "pruned_bias"]
+
+
+@pytest.mark.parametrize("kind", _DERIVED)
+def test_a_layer_with_a_derived_parameter_is_refused(kind: str) -> None:
+    """A parametrized, weight-normed or pruned layer recomputes its weight (or bias) at each forward: the
+    initialization was written into that copy and lost, and the stack was not transparent (error 3.6 with
+    weight_norm). It is refused, naming the layer and the parameter, and the stack is left unchanged."""
+    seq = _parametrized(kind)
+    layer = 2 if kind in ("spectral_norm", "pruned_bias") else 0
+    attr = "bias" if kind == "pruned_bias" else "weight"
+    before = {k: v.clone() for k, v in seq.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=rf"layer {layer} \(\w*Linear\) computes its {attr} from other tensors"
+    ):
+        transparent_init_(seq, generator=0)
+    for key, value in seq.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    with pytest.raises(ValueError, match=f"layer {layer} .* computes its {attr} from other tensors"):
+        xavier_init_(seq, generator=0)
+
+
+def test_reset_parameters_of_a_pruned_stack_is_refused() -> None:
+    import torch.nn.utils.prune as prune
+
+    stack = TransparentConv1x1(4, [4], generator=0)
+    prune.l1_unstructured(stack.layers[0], "weight", amount=0.1)
+    with pytest.raises(ValueError, match=r"layer 0 \(Conv2d\) computes its weight from other tensors"):
+        stack.reset_parameters(generator=1)
+    prune.remove(stack.layers[0], "weight")  # made permanent: an ordinary layer again
+    stack.reset_parameters(generator=1)
+    x = torch.randn(2, 4, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(stack(x), x, rtol=0, atol=1e-5)
+
+
+def test_numpy_bools_are_bools() -> None:
+    assert TransparentLinear(2, [2], bias=np.False_, generator=0).layers[0].bias is None
+    with pytest.raises(TypeError, match=r"bias must be a bool, got int64"):
+        TransparentLinear(2, [2], bias=np.int64(1))
 
 
 def test_inplace_target_errors() -> None:
