@@ -81,7 +81,8 @@ def read(z: Tensor, space: Tensor, num_pixels: int, rows: bool = False) -> Tenso
     if space.is_floating_point():  # the CSR matrix of the sparse backend (not an index)
         with torch.autocast(device_type=z.device.type, enabled=False):
             out = space @ z.transpose(1, 2).reshape(b * width, c)
-        return out.view(b, num_pixels, c).transpose(1, 2)
+        rows_out = out.view(b, num_pixels, c).transpose(1, 2)  # the product's rows are pixels
+        return rows_out if rows else rows_out.contiguous()
     if rows:
         table = z.transpose(1, 2).contiguous()  # [B, S + 1, C]
         out = z.new_empty(b, num_pixels, c)

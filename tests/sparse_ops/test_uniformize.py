@@ -199,6 +199,22 @@ def test_channels_last_input_keeps_its_layout_and_the_exact_values(masked: bool,
     assert torch.equal(y_nhwc, y_nchw) and torch.equal(x_nhwc.grad, x_nchw.grad)
 
 
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_an_nchw_input_gives_an_nchw_contiguous_result(backend: str, masked: bool) -> None:
+    """As documented, with both backends: the sparse backend's product has pixels as rows and gave a
+    channels-last result (``y.view(B, -1)`` failed), but only without a mask."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 8, 8, generator=g, requires_grad=True)
+    sp = torch.randint(0, 5, (2, 8, 8), generator=g)
+    mask = torch.rand(2, 8, 8, generator=g) > 0.3 if masked else None
+    y = uniformize(x, sp, 5, mask=mask, backend=backend)
+    y.backward(torch.randn(y.shape, generator=g))
+    assert y.is_contiguous() and x.grad is not None and x.grad.is_contiguous()
+    expected = uniformize(x.detach(), sp, 5, mask=mask, backend="scatter")
+    torch.testing.assert_close(y, expected)
+
+
 def test_channels_last_with_one_channel_or_pixel_is_plain_contiguous() -> None:
     """With C = 1 or H = W = 1 both layouts are the same strides: the [B, C, N] path, unchanged results."""
     for shape in ((2, 1, 4, 5), (2, 3, 1, 1)):
