@@ -35,6 +35,7 @@ __all__ = [
     "check_same_device",
     "check_slot_count",
     "check_spatial_match",
+    "dimension_order_hint",
     "drop_channel_dim",
     "slot_limit",
 ]
@@ -104,9 +105,15 @@ def check_floating(x: object, name: str, layout: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
     if not x.is_floating_point():
+        swapped = ""
+        if not x.is_complex() and x.dtype != torch.bool:
+            swapped = (
+                " if it holds values (an integer tensor here is often a label map passed first: the features "
+                "come first, then the superpixels)"
+            )
         raise TypeError(
             f"{name} must be a floating tensor (float16/bfloat16/float32/float64), got dtype {x.dtype}; "
-            f"convert it with {name}.float()"
+            f"convert it with {name}.float(){swapped}"
         )
     if x.dim() != ndim:
         raise ValueError(f"{name} must have shape {layout} ({ndim} dimensions), got shape {tuple(x.shape)}")
@@ -173,13 +180,23 @@ def check_batch_match(x: Tensor, x_name: str, other: Tensor, name: str) -> None:
         )
 
 
+def dimension_order_hint(name: str) -> str:
+    """The fix for a feature map ``name`` given as ``[B, H, W, C]``."""
+    return (
+        f"{name} looks like [B, H, W, C] (channels last in dimension order): pass {name}.permute(0, 3, 1, 2) "
+        "(a torch.channels_last tensor keeps the [B, C, H, W] order)"
+    )
+
+
 def check_spatial_match(x: Tensor, x_name: str, labels: Tensor, name: str = "superpixels") -> None:
     """Require ``x[B, C, H, W]`` and ``labels[B, H, W]`` to agree on ``B``, ``H``, ``W`` and the device."""
     expected = (x.shape[0], x.shape[2], x.shape[3])
     actual = tuple(labels.shape)
     if actual != expected:
         hint = ""
-        if actual[0] == expected[0]:
+        if actual == (x.shape[0], x.shape[1], x.shape[2]):  # x is [B, H, W, C]
+            hint = "; " + dimension_order_hint(x_name)
+        elif actual[0] == expected[0]:
             hint = (
                 f"; resize the label map with nearest interpolation, e.g. "
                 f"F.interpolate({name}[:, None].float(), size={tuple(expected[1:])}, mode='nearest')[:, "

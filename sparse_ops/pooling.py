@@ -33,11 +33,11 @@ def resize_to(
     if tuple(features.shape[-2:]) == size:
         return features
     if upsample is None:
-        raise ValueError(
-            f"{name} must have the spatial size of superpixels {size}, got {tuple(features.shape[-2:])}; "
-            "pass "
-            f"upsample='bilinear' (or another mode) to resize it"
-        )
+        fix = "pass upsample='bilinear' (or another mode) to resize it"
+        if features.dim() == 4 and tuple(features.shape[1:3]) == size:  # [B, H, W, C]
+            fix = _checks.dimension_order_hint(name)
+        got = tuple(features.shape[-2:])
+        raise ValueError(f"{name} must have the spatial size of superpixels {size}, got {got}; {fix}")
     align = {"align_corners": False} if upsample in ("bilinear", "bicubic") else {}
     return F.interpolate(features, size=size, mode=upsample, **align)
 

@@ -30,7 +30,12 @@ class TestPool(OpTester):
         (
             {0: lambda x: x[:, :, :2]},
             ValueError,
-            r"features must have the spatial size of superpixels \(4, 5\)",
+            r"features must have the spatial size of superpixels \(4, 5\).*pass upsample='bilinear'",
+        ),
+        (  # [B, H, W, C] features: permute them (resizing them would be wrong)
+            {0: lambda x: x.permute(0, 2, 3, 1)},
+            ValueError,
+            r"features looks like \[B, H, W, C\] .*: pass features.permute\(0, 3, 1, 2\)",
         ),
         ({1: lambda s: s[:2]}, ValueError, r"superpixels must have the batch size of features \(3\)"),
         (

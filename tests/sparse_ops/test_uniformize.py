@@ -24,7 +24,17 @@ class TestUniformize(OpTester):
     backend = "scatter"
     masked = False
     errors = [  # noqa: RUF012  (a table read by the base class)
-        ({0: lambda x: x.long()}, TypeError, r"logits must be a floating tensor.*torch.int64"),
+        (
+            {0: lambda x: x.long()},
+            TypeError,
+            r"logits must be a floating tensor.*torch.int64; convert it with logits.float\(\) if it holds "
+            r"values \(an integer tensor here is often a label map passed first",
+        ),
+        (  # [B, H, W, C] logits: permute them (resizing the label map would be wrong)
+            {0: lambda x: x.permute(0, 2, 3, 1)},
+            ValueError,
+            r"logits looks like \[B, H, W, C\] .*: pass logits.permute\(0, 3, 1, 2\)",
+        ),
         ({0: [1.0]}, TypeError, "logits must be a torch.Tensor"),
         ({0: lambda x: x[0]}, ValueError, r"logits must have shape \[B, C, H, W\].*got shape \(2, 4, 5\)"),
         ({1: lambda s: s.float()}, TypeError, "superpixels must have an integer dtype.*torch.float32"),
