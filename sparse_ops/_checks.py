@@ -228,10 +228,12 @@ def check_mask(mask: object, labels: Tensor, labels_name: str = "superpixels") -
     return mask
 
 
-def check_num_superpixels(num_superpixels: object, batch_size: int) -> int | Tensor | None:
+def check_num_superpixels(
+    num_superpixels: object, batch_size: int, *, values: bool = True
+) -> int | Tensor | None:
     """Require ``None``, a non-negative int or an integer ``Tensor[B]`` of non-negative counts; return it.
 
-    A tensor is checked for shape and dtype here and for its values (one synchronisation) as well.
+    A tensor is checked for shape and dtype here and, with ``values``, for its values (one synchronisation).
     """
     if num_superpixels is None:
         return None
@@ -247,7 +249,7 @@ def check_num_superpixels(num_superpixels: object, batch_size: int) -> int | Ten
                 f"num_superpixels must be an int or a Tensor of shape [B] = [{batch_size}], "
                 f"got shape {tuple(num_superpixels.shape)}"
             )
-        if num_superpixels.numel() and bool((num_superpixels < 0).any()):
+        if values and num_superpixels.numel() and bool((num_superpixels < 0).any()):
             raise ValueError(f"num_superpixels must be >= 0, got {num_superpixels.tolist()}")
         return num_superpixels
     try:

@@ -27,16 +27,17 @@ AUTO_BACKEND: dict[str, Literal["scatter", "sparse"]] = {"cpu": "scatter", "cuda
 
 
 def validate_labels(
-    superpixels: object, num_superpixels: object, mask: object
+    superpixels: object, num_superpixels: object, mask: object, *, values: bool = True
 ) -> tuple[Tensor, int | Tensor | None, Tensor | None]:
     """Check a label map, its ``num_superpixels`` and ``mask``; return ``([B, H, W], num_superpixels, mask)``.
 
-    Only types and shapes: the id range (a host-device synchronisation) is :func:`validate_ids`.
+    Types, shapes and devices (always checked), and with ``values`` the signs of a per-image
+    ``num_superpixels`` tensor; the id range (a host-device synchronisation) is :func:`validate_ids`.
     """
     labels = _checks.check_label_map(superpixels)
     _checks.check_not_vmapped(labels, "superpixels")
     _checks.check_not_vmapped(mask if isinstance(mask, Tensor) else None, "mask")
-    num = _checks.check_num_superpixels(num_superpixels, labels.shape[0])
+    num = _checks.check_num_superpixels(num_superpixels, labels.shape[0], values=values)
     if mask is not None:
         mask = _checks.check_mask(mask, labels)
     return labels, num, mask
@@ -96,8 +97,9 @@ class SuperpixelAssignment:
             ``"sparse"`` (``torch.sparse`` CSR matrix products, the paper's formulation) or ``"auto"`` (a
             per-device choice, :data:`AUTO_BACKEND`: ``"scatter"`` on CPU and CUDA). Inside ``torch.func``
             transforms, which do not support sparse tensors, ``"sparse"`` runs the scatter kernels.
-        validate (bool): check types, shapes, devices and id ranges here and the inputs of every method call
-            (the id range check synchronises with the device). ``False`` skips every check.
+        validate (bool): check the id range (a host-device synchronisation, which also breaks
+            ``torch.compile`` graphs). Types, shapes and devices are checked here and at every method call
+            whatever ``validate`` says (they read no tensor value).
 
     Attributes:
         counts (LongTensor[B, N_s]): number of counted (unmasked) pixels per superpixel.
@@ -127,9 +129,11 @@ class SuperpixelAssignment:
         backend: Backend = "auto",
         validate: bool = True,
     ) -> None:
+        _checks.check_option(backend, "backend", BACKENDS)
+        superpixels, num_superpixels, mask = validate_labels(
+            superpixels, num_superpixels, mask, values=validate
+        )
         if validate:
-            _checks.check_option(backend, "backend", BACKENDS)
-            superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
             validate_ids(superpixels, num_superpixels)
         self._build(superpixels, num_superpixels, mask, backend, validate, compact=False)
 
@@ -306,16 +310,15 @@ class SuperpixelAssignment:
             self._index(name, dtype)
 
     def _flat(self, x: Tensor, name: str) -> Tensor:
-        """Validate ``x[B, C, H, W]`` and return it as ``[B, C, N_p]`` in the accumulation dtype."""
-        if self.validate:
-            _checks.check_floating(x, name, "[B, C, H, W]")
-            b, h, w = self.batch_size, self.height, self.width
-            if x.shape[0] != b or tuple(x.shape[2:]) != (h, w):
-                raise ValueError(
-                    f"{name} must have shape [B, C, H, W] = [{b}, C, {h}, {w}] like the label map of the "
-                    f"assignment, got {tuple(x.shape)}"
-                )
-            _checks.check_same_device(self.counts, "superpixels", x, name)
+        """Check ``x[B, C, H, W]`` and return it as ``[B, C, N_p]`` in the accumulation dtype."""
+        _checks.check_floating(x, name, "[B, C, H, W]")
+        b, h, w = self.batch_size, self.height, self.width
+        if x.shape[0] != b or tuple(x.shape[2:]) != (h, w):
+            raise ValueError(
+                f"{name} must have shape [B, C, H, W] = [{b}, C, {h}, {w}] like the label map of the "
+                f"assignment, got {tuple(x.shape)}"
+            )
+        _checks.check_same_device(self.counts, "superpixels", x, name)
         x = _as_compute(x)
         return x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
 
@@ -331,8 +334,7 @@ class SuperpixelAssignment:
         Returns:
             Tensor[B, N_s, C]: pooled features in ``x``'s dtype (accumulated in float32 for half types).
         """
-        if self.validate:
-            _checks.check_option(reduce, "reduce", REDUCTIONS)
+        _checks.check_option(reduce, "reduce", REDUCTIONS)
         return self._pool(self._flat(x, "features"), reduce).to(x.dtype)
 
     def _pool(self, xf: Tensor, reduce: str) -> Tensor:
@@ -377,13 +379,12 @@ class SuperpixelAssignment:
             Tensor[B, C, H, W]: every pixel gets its superpixel's vector, ``pooled``'s dtype.
         """
         b, n_s = self.batch_size, self.num_superpixels
-        if self.validate:
-            _checks.check_floating(pooled, "pooled", "[B, N_s, C]")
-            _checks.check_same_device(self.counts, "superpixels", pooled, "pooled")
-            if pooled.shape[0] != b or pooled.shape[1] != n_s:
-                raise ValueError(
-                    f"pooled must have shape [B, N_s, C] = [{b}, {n_s}, C], got {list(pooled.shape)}"
-                )
+        _checks.check_floating(pooled, "pooled", "[B, N_s, C]")
+        _checks.check_same_device(self.counts, "superpixels", pooled, "pooled")
+        if pooled.shape[0] != b or pooled.shape[1] != n_s:
+            raise ValueError(
+                f"pooled must have shape [B, N_s, C] = [{b}, {n_s}, C], got {list(pooled.shape)}"
+            )
         return self._decode(_as_compute(pooled)).to(pooled.dtype)
 
     def _decode(self, pooled: Tensor) -> Tensor:

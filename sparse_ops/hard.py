@@ -79,7 +79,8 @@ def hard_superpixels(
         min_size (int | None): smallest piece kept by the connectivity step; default
             ``max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells))`` (SpixelFCN's choice, 0.06).
         return_counts (bool): also return the number of superpixels of every image.
-        validate (bool): check the inputs (the NaN check synchronises with the device).
+        validate (bool): check that ``assoc`` has no NaN (a host-device synchronisation); types, shapes and
+            devices are always checked.
 
     Returns:
         LongTensor[B, H, W]: global ids ``i * n_w + j`` in ``[0, num_grid_cells(H, W, cell_size))`` (or
@@ -92,13 +93,12 @@ def hard_superpixels(
         tensor([[[1, 0, 1, 1],
                  [1, 0, 1, 1]]])
     """
-    if validate:
-        _checks.check_assoc(assoc)
-        cell_size = _checks.check_int(cell_size, "cell_size", 1)
-        if min_size is not None:
-            min_size = _checks.check_int(min_size, "min_size", 1)
-        if assoc.numel() and bool(assoc.isnan().any()):
-            raise ValueError("assoc must not contain NaN (its arg-max would be arbitrary)")
+    _checks.check_assoc(assoc)
+    cell_size = _checks.check_int(cell_size, "cell_size", 1)
+    if min_size is not None:
+        min_size = _checks.check_int(min_size, "min_size", 1)
+    if validate and assoc.numel() and bool(assoc.isnan().any()):
+        raise ValueError("assoc must not contain NaN (its arg-max would be arbitrary)")
     B, _, H, W = assoc.shape
     labels = _best_neighbour_ids(assoc.detach(), cell_size)
     if connectivity:
@@ -217,7 +217,8 @@ def enforce_connectivity(
             values).
         min_size (int): pieces with fewer pixels are merged into the neighbouring piece sharing the longest
             border (``1`` only splits).
-        validate (bool): check the inputs.
+        validate (bool): kept for the common signature: there is no value to check (types, shapes and devices
+            are always checked).
 
     Returns:
         tuple[LongTensor[B, H, W], LongTensor[B]]: contiguous ids ``0..K_b - 1`` numbered in row-major order
@@ -238,16 +239,15 @@ def enforce_connectivity(
                  [0, 0, 0],
                  [1, 1, 1]]])
     """
-    if validate:
-        if not isinstance(labels, Tensor):
-            raise TypeError(f"labels must be a Tensor, got {type(labels).__name__}")
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-        if labels.dim() not in (2, 3) and not (labels.dim() == 4 and labels.shape[1] == 1):
-            raise ValueError(
-                f"labels must have shape [B, H, W], [B, 1, H, W] or [H, W], got shape {tuple(labels.shape)}"
-            )
-        min_size = _checks.check_int(min_size, "min_size", 1)
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"labels must be a Tensor, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    if labels.dim() not in (2, 3) and not (labels.dim() == 4 and labels.shape[1] == 1):
+        raise ValueError(
+            f"labels must have shape [B, H, W], [B, 1, H, W] or [H, W], got shape {tuple(labels.shape)}"
+        )
+    min_size = _checks.check_int(min_size, "min_size", 1)
     if labels.dim() == 4:  # [B, 1, H, W]: the same, with the channel dim kept in the result
         result4, k4 = enforce_connectivity(labels[:, 0], min_size=min_size, validate=False)
         return result4[:, None], k4

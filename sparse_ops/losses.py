@@ -190,7 +190,8 @@ def spixel_loss(
             ``None`` (a host synchronisation, and at most 4096 classes: pass it in training loops).
         eps (float): added inside the logarithm of the cross-entropy.
         renormalize (bool): border convention of the soft pooling (see :mod:`sparse_ops.soft`).
-        validate (bool): check the inputs (label range and association values synchronise with the device).
+        validate (bool): check the label range and the association's values (a host-device
+            synchronisation); types, shapes and devices are always checked.
 
     Returns:
         SpixelLossOutput: ``(total, semantic, position)`` scalar tensors, means over valid pixels.
@@ -202,40 +203,38 @@ def spixel_loss(
         >>> round(out.semantic.item(), 6), round(out.position.item(), 4)
         (0.0, 0.7071)
     """
+    _checks.check_assoc(assoc)
+    cell_size = _checks.check_int(cell_size, "cell_size", 1)
+    pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0)
+    eps = _checks.check_number(eps, "eps", 0.0)
+    ignore_index = _checks.check_int(ignore_index, "ignore_index")
+    if num_classes is not None:
+        num_classes = _checks.check_int(num_classes, "num_classes", 1)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a Tensor, got {type(target).__name__}")
+    if target.shape[0] != assoc.shape[0] or target.shape[-2:] != assoc.shape[-2:]:
+        raise ValueError(
+            f"target must have batch size {assoc.shape[0]} and spatial size {tuple(assoc.shape[-2:])} "
+            "like "
+            f"assoc, got shape {tuple(target.shape)}"
+        )
+    _checks.check_same_device(assoc, "assoc", target, "target")
+    if target.dtype == torch.bool or target.is_complex():
+        raise TypeError(f"target must be an integer label map or floating features, got dtype {target.dtype}")
+    if target.is_floating_point():
+        if target.dim() == 3:  # the shape of a label map
+            raise ValueError(
+                f"a floating target is read as features [B, C, H, W], got shape {tuple(target.shape)} "
+                f"and dtype {target.dtype}; for a label map pass an integer tensor (target.long())"
+            )
+        _checks.check_floating(target, "target", "[B, C, H, W]")
+    elif target.dim() != 3 and not (target.dim() == 4 and target.shape[1] == 1):
+        raise ValueError(
+            f"an integer target must have shape [B, H, W] or [B, 1, H, W], got {tuple(target.shape)}"
+        )
+    if mask is not None:
+        mask = _checks.check_mask(mask, assoc[:, 0], "assoc")
     if validate:
-        _checks.check_assoc(assoc)
-        cell_size = _checks.check_int(cell_size, "cell_size", 1)
-        pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0)
-        eps = _checks.check_number(eps, "eps", 0.0)
-        ignore_index = _checks.check_int(ignore_index, "ignore_index")
-        if num_classes is not None:
-            num_classes = _checks.check_int(num_classes, "num_classes", 1)
-        if not isinstance(target, Tensor):
-            raise TypeError(f"target must be a Tensor, got {type(target).__name__}")
-        if target.shape[0] != assoc.shape[0] or target.shape[-2:] != assoc.shape[-2:]:
-            raise ValueError(
-                f"target must have batch size {assoc.shape[0]} and spatial size {tuple(assoc.shape[-2:])} "
-                "like "
-                f"assoc, got shape {tuple(target.shape)}"
-            )
-        _checks.check_same_device(assoc, "assoc", target, "target")
-        if target.dtype == torch.bool or target.is_complex():
-            raise TypeError(
-                f"target must be an integer label map or floating features, got dtype {target.dtype}"
-            )
-        if target.is_floating_point():
-            if target.dim() == 3:  # the shape of a label map
-                raise ValueError(
-                    f"a floating target is read as features [B, C, H, W], got shape {tuple(target.shape)} "
-                    f"and dtype {target.dtype}; for a label map pass an integer tensor (target.long())"
-                )
-            _checks.check_floating(target, "target", "[B, C, H, W]")
-        elif target.dim() != 3 and not (target.dim() == 4 and target.shape[1] == 1):
-            raise ValueError(
-                f"an integer target must have shape [B, H, W] or [B, 1, H, W], got {tuple(target.shape)}"
-            )
-        if mask is not None:
-            mask = _checks.check_mask(mask, assoc[:, 0], "assoc")
         _checks.check_assoc_values(assoc)
     b, _, height, width = assoc.shape
     out_dtype = assoc.dtype
@@ -291,7 +290,8 @@ class SpixelLoss(nn.Module):
         num_classes (int | None): number of classes of integer targets (inferred if ``None``).
         eps (float): added inside the logarithm of the cross-entropy.
         renormalize (bool): border convention of the soft pooling.
-        validate (bool): check the inputs of every call.
+        validate (bool): the value checks of every call (see :func:`spixel_loss`); types, shapes and devices
+            are always checked.
 
     Shape:
         - assoc: :math:`(B, 9, H, W)`

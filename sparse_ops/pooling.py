@@ -75,7 +75,8 @@ def superpixel_pool(
             that resizes ``features`` to the superpixel map first, as superpixel pooling networks do with
             coarse feature maps; ``None``: ``h, w`` must equal ``H, W``.
         backend (str): ``"auto"``, ``"scatter"`` or ``"sparse"`` (``"max"`` always scatters).
-        validate (bool): check the inputs.
+        validate (bool): check the id range (a host-device synchronisation, which breaks ``torch.compile``
+            graphs); types, shapes and devices are always checked.
 
     Returns:
         Tensor[B, N_s, C]: pooled features in ``features``' dtype.
@@ -93,8 +94,7 @@ def superpixel_pool(
         >>> superpixel_pool(x, sp, 3)[..., 0]
         tensor([[1.5000, 4.5000, 0.0000]])
     """
-    if validate:
-        _checks.check_option(reduce, "reduce", REDUCTIONS)
+    _checks.check_option(reduce, "reduce", REDUCTIONS)
     features, assignment = features_and_assignment(
         features, superpixels, num_superpixels, mask, upsample, backend, validate
     )
@@ -111,18 +111,16 @@ def features_and_assignment(
     validate: bool,
 ) -> tuple[Tensor, SuperpixelAssignment]:
     """The checked inputs of a pooling op: ``features`` resized to the label map, and its assignment."""
+    _checks.check_floating(features, "features", "[B, C, h, w]")
+    _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
+    _checks.check_option(backend, "backend", BACKENDS)
+    labels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask, values=validate)
+    _checks.check_batch_match(features, "features", labels, "superpixels")
+    _checks.check_same_device(features, "features", labels, "superpixels")
     if validate:
-        _checks.check_floating(features, "features", "[B, C, h, w]")
-        _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
-        _checks.check_option(backend, "backend", BACKENDS)
-        superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
-        _checks.check_batch_match(features, "features", superpixels, "superpixels")
-        _checks.check_same_device(features, "features", superpixels, "superpixels")
-        validate_ids(superpixels, num_superpixels)
-    labels = _checks.drop_channel_dim(superpixels)
+        validate_ids(labels, num_superpixels)
     features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
-    if validate:
-        _checks.check_spatial_match(features, "features", labels)
+    _checks.check_spatial_match(features, "features", labels)
     assignment = SuperpixelAssignment(labels, num_superpixels, mask=mask, backend=backend, validate=False)
     return features, assignment
 
@@ -137,7 +135,8 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
     Args:
         pooled (Tensor[B, N_s, C]): a vector per superpixel.
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): ids in ``[0, N_s)``, any integer dtype.
-        validate (bool): check the inputs (the id range check synchronises with the device).
+        validate (bool): check the id range (a host-device synchronisation, which breaks ``torch.compile``
+            graphs); types, shapes and devices are always checked.
 
     Returns:
         Tensor[B, C, H, W]: ``out[b, :, i, j] = pooled[b, superpixels[b, i, j]]``, ``pooled``'s dtype.
@@ -151,19 +150,18 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
         <BLANKLINE>
                  [[10., 20., 20.]]]])
     """
+    _checks.check_floating(pooled, "pooled", "[B, N_s, C]")
+    labels, _, _ = validate_labels(superpixels, pooled.shape[1], None)
+    _checks.check_batch_match(pooled, "pooled", labels, "superpixels")
+    _checks.check_same_device(pooled, "pooled", labels, "superpixels")
     if validate:
-        _checks.check_floating(pooled, "pooled", "[B, N_s, C]")
-        superpixels, _, _ = validate_labels(superpixels, pooled.shape[1], None)
-        _checks.check_batch_match(pooled, "pooled", superpixels, "superpixels")
-        _checks.check_same_device(pooled, "pooled", superpixels, "superpixels")
         validate_ids(  # the likely mistake behind a too large id: a [B, C, N_s] tensor
-            superpixels,
+            labels,
             pooled.shape[1],
             bound_name="N_s = pooled.shape[1]",
             advice=": pooled must be [B, N_s, C] with one row per superpixel, as superpixel_pool returns "
             f"it, got shape {tuple(pooled.shape)} (a [B, C, N_s] tensor: pooled.transpose(1, 2))",
         )
-    labels = _checks.drop_channel_dim(superpixels)
     if not torch.is_grad_enabled() or not pooled.requires_grad:  # no backward: a plain gather suffices
         b, h, w = labels.shape
         index = labels.reshape(b, 1, h * w).long()
@@ -180,7 +178,7 @@ class SuperpixelPool(nn.Module):
         upsample (str | None): resize coarser feature maps to the superpixel map first (``"bilinear"``,
             ``"nearest"``, ``"bicubic"``, ``"area"``; SPN uses ``"bilinear"``); ``None``: sizes must match.
         backend (str): ``"auto"``, ``"scatter"`` or ``"sparse"``.
-        validate (bool): check the inputs of every call.
+        validate (bool): the id range check of every call; types, shapes and devices are always checked.
 
     Shape:
         - features: :math:`(B, C, h, w)`

@@ -22,7 +22,8 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
 
     Args:
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): ids, any integer dtype (negative allowed).
-        validate (bool): check the input's type and shape.
+        validate (bool): kept for the common signature: there is no value to check (types, shapes and devices
+            are always checked).
 
     Returns:
         tuple[LongTensor[B, H, W], LongTensor[B]]: the new ids and ``K_b`` per image.
@@ -42,7 +43,7 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
         >>> relabel_contiguous(torch.tensor([[[-(2**62), 2**62, 7]]]))[0]
         tensor([[[0, 2, 1]]])
     """
-    labels = _checks.check_label_map(superpixels) if validate else _checks.drop_channel_dim(superpixels)
+    labels = _checks.check_label_map(superpixels)
     b, h, w = labels.shape
     flat = labels.reshape(b, h * w)
     if flat.dtype == torch.uint64:  # the int64 keys of the same order: flip the sign bit

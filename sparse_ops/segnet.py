@@ -63,7 +63,8 @@ def max_pool2d_with_indices(
         padding (int | tuple[int, int]): implicit ``-inf`` padding (at most half the kernel).
         dilation (int | tuple[int, int]): window dilation.
         ceil_mode (bool): use ``ceil`` for the output size.
-        validate (bool): check the inputs.
+        validate (bool): kept for the common signature: there is no value to check (types, shapes and devices
+            are always checked).
 
     Returns:
         PooledWithIndices: ``(values, indices, input_size)``.
@@ -74,13 +75,12 @@ def max_pool2d_with_indices(
         >>> p.values, p.indices, p.input_size
         (tensor([[[[4.]]]]), tensor([[[[3]]]]), (3, 3))
     """
-    if validate:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
-        if x.dim() not in (3, 4):
-            raise ValueError(f"x must have shape [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"x must have shape [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
     k = _checks.check_pair(kernel_size, "kernel_size", 1)
     s = k if stride is None else _checks.check_pair(stride, "stride", 1)
     p = _checks.check_pair(padding, "padding", 0)
@@ -104,8 +104,8 @@ def max_unpool2d(
             :func:`max_pool2d_with_indices`.
         output_size (tuple[int, int] | torch.Size): ``(H, W)`` of the map to fill; a longer size (e.g.
             ``x.shape``) is accepted and its last two entries are used.
-        validate (bool): check the inputs, and that indices lie in ``[0, H * W)`` (a host-device
-            synchronisation on CUDA).
+        validate (bool): check that indices lie in ``[0, H * W)`` (a host-device synchronisation on
+            CUDA); types, shapes and devices are always checked.
 
     Returns:
         Tensor[B, C, H, W] | Tensor[C, H, W]: the unpooled map.
@@ -117,26 +117,20 @@ def max_unpool2d(
                   [4., 0., 0.],
                   [0., 0., 9.]]]])
     """
-    if validate:
-        if not isinstance(values, Tensor):
-            raise TypeError(f"values must be a Tensor, got {type(values).__name__}")
-        if not isinstance(indices, Tensor):
-            raise TypeError(f"indices must be a Tensor, got {type(indices).__name__}")
-        if values.dim() not in (3, 4):
-            raise ValueError(
-                f"values must have shape [B, C, h, w] or [C, h, w], got shape {tuple(values.shape)}"
-            )
-        if indices.shape != values.shape:
-            raise ValueError(
-                f"indices must have the shape of values {tuple(values.shape)}, got shape "
-                f"{tuple(indices.shape)}"
-            )
-        if indices.dtype != torch.long:
-            raise TypeError(f"indices must be a LongTensor (torch.int64), got dtype {indices.dtype}")
-        if indices.device != values.device:
-            raise ValueError(
-                f"indices must be on the device of values ({values.device}), got {indices.device}"
-            )
+    if not isinstance(values, Tensor):
+        raise TypeError(f"values must be a Tensor, got {type(values).__name__}")
+    if not isinstance(indices, Tensor):
+        raise TypeError(f"indices must be a Tensor, got {type(indices).__name__}")
+    if values.dim() not in (3, 4):
+        raise ValueError(f"values must have shape [B, C, h, w] or [C, h, w], got shape {tuple(values.shape)}")
+    if indices.shape != values.shape:
+        raise ValueError(
+            f"indices must have the shape of values {tuple(values.shape)}, got shape {tuple(indices.shape)}"
+        )
+    if indices.dtype != torch.long:
+        raise TypeError(f"indices must be a LongTensor (torch.int64), got dtype {indices.dtype}")
+    if indices.device != values.device:
+        raise ValueError(f"indices must be on the device of values ({values.device}), got {indices.device}")
     try:
         size = tuple(_checks.check_int(v, "output_size") for v in output_size)[-2:]
     except TypeError:
@@ -168,7 +162,8 @@ class MaxPoolWithIndices(nn.Module):
         padding (int | tuple[int, int]): implicit padding.
         dilation (int | tuple[int, int]): window dilation.
         ceil_mode (bool): use ``ceil`` for the output size.
-        validate (bool): check the input of every call.
+        validate (bool): kept for the common signature: there is no value to check (types, shapes and devices
+            are always checked).
 
     Shape:
         - input: :math:`(B, C, H, W)`
@@ -226,7 +221,8 @@ class MaxUnpool(nn.Module):
     features of the pooled shape plus ``indices`` and ``output_size`` (or the pooled record as ``indices``).
 
     Args:
-        validate (bool): check the index range (see :func:`max_unpool2d`).
+        validate (bool): check the index range (see :func:`max_unpool2d`); types, shapes and devices are
+            always checked.
 
     Shape:
         - input: :math:`(B, C, h, w)` values and indices

@@ -71,7 +71,8 @@ def normalize_assoc(
         assoc (Tensor[B, 9, H, W]): non-negative, finite association (e.g. a softmax over dim 1).
         cell_size (int): grid cell side in pixels.
         renormalize (bool): rescale the valid weights to sum to 1.
-        validate (bool): check the inputs (the value check synchronises with the device).
+        validate (bool): check that ``assoc`` is non-negative and finite (a host-device synchronisation);
+            types, shapes and devices are always checked.
 
     Returns:
         Tensor[B, 9, H, W]: the effective weights :math:`\hat q` used by pooling and unpooling.
@@ -81,10 +82,10 @@ def normalize_assoc(
         >>> q[0, :, 0, 0]  # a single cell: only the centre candidate exists
         tensor([0., 0., 0., 0., 1., 0., 0., 0., 0.])
     """
+    _checks.check_assoc(assoc)
+    cell_size = _checks.check_int(cell_size, "cell_size", 1)
     if validate:
-        _checks.check_assoc(assoc)
         _checks.check_assoc_values(assoc)
-        cell_size = _checks.check_int(cell_size, "cell_size", 1)
     dtype, compute = _compute_dtype(assoc)
     return _normalized(assoc.to(compute), cell_size, renormalize).to(dtype)
 
@@ -213,8 +214,9 @@ def _compute_dtype(*tensors: Tensor) -> tuple[torch.dtype, torch.dtype]:
 
 
 def _check_pool_inputs(
-    features: Tensor, name: str, assoc: Tensor, cell_size: object, mask: Tensor | None
+    features: Tensor, name: str, assoc: Tensor, cell_size: object, mask: Tensor | None, values: bool
 ) -> tuple[int, Tensor | None]:
+    """The checked ``cell_size`` and ``mask`` (``[B, H, W]``); ``values``: also the association's values."""
     _checks.check_floating(features, name, "[B, C, H, W]")
     _checks.check_assoc(assoc)
     cell = _checks.check_int(cell_size, "cell_size", 1)
@@ -226,7 +228,8 @@ def _check_pool_inputs(
     _checks.check_same_device(features, name, assoc, "assoc")
     if mask is not None:
         mask = _checks.check_mask(mask, assoc[:, 0], "assoc")
-    _checks.check_assoc_values(assoc)
+    if values:
+        _checks.check_assoc_values(assoc)
     return cell, mask
 
 
@@ -260,7 +263,8 @@ def soft_superpixel_pool(
         cell_size (int): grid cell side ``S`` in pixels; ``H`` and ``W`` need not be multiples of it.
         mask (BoolTensor[B, H, W] | None): pixels that take part (``True``); ``None``: all.
         renormalize (bool): border convention (see the module docstring).
-        validate (bool): check the inputs (the association check synchronises with the device).
+        validate (bool): check that ``assoc`` is non-negative and finite (a host-device synchronisation);
+            types, shapes and devices are always checked.
 
     Returns:
         Tensor[B, C, n_h, n_w]: centre features, ``n_h = ceil(H / S)``, ``n_w = ceil(W / S)``; 0 for a cell
@@ -273,9 +277,7 @@ def soft_superpixel_pool(
         tensor([[[[ 2.5000,  4.5000],
                   [10.5000, 12.5000]]]])
     """
-    if validate:
-        cell_size, mask = _check_pool_inputs(features, "features", assoc, cell_size, mask)
-    mask = None if mask is None else _checks.drop_channel_dim(mask)
+    cell_size, mask = _check_pool_inputs(features, "features", assoc, cell_size, mask, validate)
     dtype, compute = _compute_dtype(features, assoc)
     with torch.autocast(device_type=features.device.type, enabled=False):
         q = _normalized(assoc.to(compute), cell_size, renormalize)
@@ -296,7 +298,8 @@ def soft_superpixel_unpool(
             BL, B, BR).
         cell_size (int): grid cell side in pixels.
         renormalize (bool): border convention (see the module docstring).
-        validate (bool): check the inputs (the association check synchronises with the device).
+        validate (bool): check that ``assoc`` is non-negative and finite (a host-device synchronisation);
+            types, shapes and devices are always checked.
 
     Returns:
         Tensor[B, C, H, W]: :math:`f'(p) = \sum_k \hat q_k(p)\, c_{g(p) + d_k}`.
@@ -308,18 +311,18 @@ def soft_superpixel_unpool(
         tensor([[[[1.5000, 1.5000, 2.0000, 2.0000],
                   [1.5000, 1.5000, 2.0000, 2.0000]]]])
     """
+    _checks.check_floating(centres, "centres", "[B, C, n_h, n_w]")
+    _checks.check_assoc(assoc)
+    cell_size = _checks.check_int(cell_size, "cell_size", 1)
+    n_h, n_w = grid_shape(assoc.shape[-2], assoc.shape[-1], cell_size)
+    b = assoc.shape[0]
+    if centres.shape[0] != b or tuple(centres.shape[-2:]) != (n_h, n_w):
+        raise ValueError(
+            f"centres must have shape [B={b}, C, n_h={n_h}, n_w={n_w}] for assoc of shape "
+            f"{tuple(assoc.shape)} and cell_size={cell_size}, got shape {tuple(centres.shape)}"
+        )
+    _checks.check_same_device(centres, "centres", assoc, "assoc")
     if validate:
-        _checks.check_floating(centres, "centres", "[B, C, n_h, n_w]")
-        _checks.check_assoc(assoc)
-        cell_size = _checks.check_int(cell_size, "cell_size", 1)
-        n_h, n_w = grid_shape(assoc.shape[-2], assoc.shape[-1], cell_size)
-        b = assoc.shape[0]
-        if centres.shape[0] != b or tuple(centres.shape[-2:]) != (n_h, n_w):
-            raise ValueError(
-                f"centres must have shape [B={b}, C, n_h={n_h}, n_w={n_w}] for assoc of shape "
-                f"{tuple(assoc.shape)} and cell_size={cell_size}, got shape {tuple(centres.shape)}"
-            )
-        _checks.check_same_device(centres, "centres", assoc, "assoc")
         _checks.check_assoc_values(assoc)
     height, width = assoc.shape[-2:]
     dtype, compute = _compute_dtype(centres, assoc)
@@ -351,7 +354,8 @@ def soft_uniformize(
         cell_size (int): grid cell side in pixels.
         mask (BoolTensor[B, H, W] | None): pixels that count in the centres; all pixels are reconstructed.
         renormalize (bool): border convention (see the module docstring).
-        validate (bool): check the inputs (the association check synchronises with the device).
+        validate (bool): check that ``assoc`` is non-negative and finite (a host-device synchronisation);
+            types, shapes and devices are always checked.
 
     Returns:
         Tensor[B, C, H, W]: the smoothed logits.
@@ -364,9 +368,7 @@ def soft_uniformize(
         >>> soft_uniformize(x, q, 3).shape
         torch.Size([2, 3, 5, 7])
     """
-    if validate:
-        cell_size, mask = _check_pool_inputs(logits, "logits", assoc, cell_size, mask)
-    mask = None if mask is None else _checks.drop_channel_dim(mask)
+    cell_size, mask = _check_pool_inputs(logits, "logits", assoc, cell_size, mask, validate)
     height, width = logits.shape[-2:]
     dtype, compute = _compute_dtype(logits, assoc)
     with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -382,7 +384,7 @@ class SoftUniformize(nn.Module):
     Args:
         cell_size (int): grid cell side in pixels.
         renormalize (bool): border convention (see :mod:`sparse_ops.soft`).
-        validate (bool): check the inputs of every call.
+        validate (bool): the association check of every call; types, shapes and devices are always checked.
 
     Shape:
         - logits: :math:`(B, C, H, W)`

@@ -67,7 +67,8 @@ def superpixel_global_average(
         num_superpixels (int | LongTensor[B] | None): as in :func:`~sparse_ops.superpixel_pool`.
         mask (BoolTensor[B, H, W] | None): pixels that take part.
         upsample (str | None): interpolation mode for coarser features (``None``: sizes must match).
-        validate (bool): check the inputs.
+        validate (bool): check the id range (a host-device synchronisation, which breaks ``torch.compile``
+            graphs); types, shapes and devices are always checked.
 
     Returns:
         Tensor[B, C]: per-image features (0 for an image without any counted pixel).
@@ -143,7 +144,8 @@ def superpixel_cam(
             score of their superpixel).
         upsample (str | None): interpolation mode for coarser features.
         return_superpixel_scores (bool): also return the per-superpixel scores.
-        validate (bool): check the inputs.
+        validate (bool): check the id range (a host-device synchronisation, which breaks ``torch.compile``
+            graphs); types, shapes and devices are always checked.
 
     Returns:
         Tensor[B, K, H, W] | tuple[Tensor[B, K, H, W], Tensor[B, N_s, K]]: the SP-CAM (and the superpixel
@@ -158,27 +160,23 @@ def superpixel_cam(
         <BLANKLINE>
                  [[ 1.,  1.,  4.]]]])
     """
-    if validate:
-        if not isinstance(weight, Tensor) or weight.dim() != 2:
-            raise ValueError(
-                f"weight must be a Tensor of shape [K, C], got {getattr(weight, 'shape', weight)!r}"
-            )
-        if isinstance(features, Tensor) and weight.shape[1] != features.shape[1]:
-            raise ValueError(
-                f"weight must have C={features.shape[1]} columns like features, got shape "
-                f"{tuple(weight.shape)}"
-            )
-        if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],)):
-            raise ValueError(
-                f"bias must be a Tensor of shape [{weight.shape[0]}], got {getattr(bias, 'shape', bias)!r}"
-            )
-        if isinstance(features, Tensor) and not torch.is_autocast_enabled(features.device.type):
-            for name, param in (("weight", weight), ("bias", bias)):  # autocast casts them itself
-                if param is not None and param.dtype != features.dtype:
-                    raise TypeError(
-                        f"{name} must have the dtype of features ({features.dtype}), got {param.dtype}; cast "
-                        f"it with {name}.to(features.dtype) or run under torch.autocast"
-                    )
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        raise ValueError(f"weight must be a Tensor of shape [K, C], got {getattr(weight, 'shape', weight)!r}")
+    if isinstance(features, Tensor) and weight.shape[1] != features.shape[1]:
+        raise ValueError(
+            f"weight must have C={features.shape[1]} columns like features, got shape {tuple(weight.shape)}"
+        )
+    if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],)):
+        raise ValueError(
+            f"bias must be a Tensor of shape [{weight.shape[0]}], got {getattr(bias, 'shape', bias)!r}"
+        )
+    if isinstance(features, Tensor) and not torch.is_autocast_enabled(features.device.type):
+        for name, param in (("weight", weight), ("bias", bias)):  # autocast casts them itself
+            if param is not None and param.dtype != features.dtype:
+                raise TypeError(
+                    f"{name} must have the dtype of features ({features.dtype}), got {param.dtype}; cast "
+                    f"it with {name}.to(features.dtype) or run under torch.autocast"
+                )
     pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
     scores = F.linear(
         pooled.to(features.dtype), weight, bias
@@ -198,7 +196,7 @@ class SuperpixelClassifier(nn.Module):
         num_classes (int): classes ``K``.
         bias (bool): learn a bias.
         upsample (str | None): interpolation mode for coarser feature maps.
-        validate (bool): check the inputs of every call.
+        validate (bool): the id range check of every call; types, shapes and devices are always checked.
 
     Shape:
         - features: :math:`(B, C, h, w)`, superpixels: :math:`(B, H, W)`

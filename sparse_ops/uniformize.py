@@ -44,7 +44,8 @@ def uniformize(
             pixels still receive their superpixel's mean; a superpixel with no counted pixel leaves its
             pixels' logits unchanged.
         backend (str): ``"auto"``, ``"scatter"`` or ``"sparse"`` (see :class:`SuperpixelAssignment`).
-        validate (bool): check the inputs (``False`` skips all checks, e.g. under ``torch.compile``).
+        validate (bool): check the id range (a host-device synchronisation, which breaks ``torch.compile``
+            graphs); types, shapes and devices are always checked.
 
     Returns:
         Tensor[B, C, H, W]: the uniformized logits, same shape and dtype as ``logits``, dense in memory:
@@ -65,11 +66,11 @@ def uniformize(
         tensor([[[[2., 2., 8.],
                   [8., 8., 8.]]]])
     """
+    _checks.check_floating(logits, "logits", "[B, C, H, W]")
+    _checks.check_option(backend, "backend", BACKENDS)
+    superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask, values=validate)
+    _checks.check_spatial_match(logits, "logits", superpixels)
     if validate:
-        _checks.check_floating(logits, "logits", "[B, C, H, W]")
-        _checks.check_option(backend, "backend", BACKENDS)
-        superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
-        _checks.check_spatial_match(logits, "logits", superpixels)
         validate_ids(superpixels, num_superpixels)
     return SuperpixelAssignment._compact(superpixels, num_superpixels, mask, backend).uniformize(logits)
 
@@ -79,7 +80,7 @@ class SuperpixelUniformize(nn.Module):
 
     Args:
         backend (str): ``"auto"``, ``"scatter"`` or ``"sparse"``.
-        validate (bool): check the inputs of every call.
+        validate (bool): the id range check of every call; types, shapes and devices are always checked.
 
     Shape:
         - logits: :math:`(B, C, H, W)`

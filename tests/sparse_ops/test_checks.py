@@ -70,3 +70,34 @@ def test_uint64_ids_beyond_int64_are_refused_with_the_fix() -> None:
     sp[0, 0, 0] = 2**63
     with pytest.raises(ValueError, match=r"uint64 ids above 2\*\*63 - 1.*relabel_contiguous\(superpixels\)"):
         uniformize(torch.randn(1, 1, 2, 2), sp)
+
+
+def _shape_mistakes() -> list[tuple[str, object]]:
+    """One call per public op with a shape or type mistake and ``validate=False``."""
+    import sparse_ops as so
+
+    g = torch.Generator().manual_seed(0)
+    x, sp = torch.randn(2, 3, 8, 8, generator=g), torch.randint(0, 4, (2, 8, 8), generator=g)
+    q = torch.softmax(torch.randn(2, 9, 8, 8, generator=g), 1)
+    v, i, _ = so.max_pool2d_with_indices(x, 2)
+    return [
+        ("uniformize", lambda: so.uniformize(x, sp[:1], 4, validate=False)),
+        ("superpixel_pool", lambda: so.superpixel_pool(x, sp[:, :, :4], 4, validate=False)),
+        ("superpixel_unpool", lambda: so.superpixel_unpool(torch.randn(2, 4, 3), sp.float(), validate=False)),
+        ("SuperpixelAssignment", lambda: so.SuperpixelAssignment(sp, 4, validate=False).uniformize(x[:1])),
+        ("soft_uniformize", lambda: so.soft_uniformize(x, q[:, :, :4], 4, validate=False)),
+        ("soft_superpixel_unpool", lambda: so.soft_superpixel_unpool(x, q, 4, validate=False)),
+        ("spixel_loss", lambda: so.spixel_loss(q, sp[:, :4], 4, validate=False)),
+        ("hard_superpixels", lambda: so.hard_superpixels(q[:, :8], 4, validate=False)),
+        ("max_unpool2d", lambda: so.max_unpool2d(v, i[:1], (8, 8), validate=False)),
+        ("relabel_contiguous", lambda: so.relabel_contiguous(sp.float(), validate=False)),
+    ]
+
+
+@pytest.mark.parametrize("name, call", _shape_mistakes(), ids=[m[0] for m in _shape_mistakes()])
+def test_validate_false_keeps_the_type_and_shape_checks(name: str, call) -> None:
+    """``validate=False`` skips the checks that read tensor values (a host synchronisation); the type and
+    shape checks read nothing and run whatever it says: each of these mistakes gave a silently wrong result
+    or an error from inside the op."""
+    with pytest.raises((TypeError, ValueError), match="must"):
+        call()

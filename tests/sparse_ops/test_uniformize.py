@@ -332,3 +332,50 @@ def test_validate_false_reads_nothing_on_the_host() -> None:
     with _Recorder() as mode:  # the id range check does read the ids (the test can fail)
         uniformize(x, sp, 9, mask=mask)
     assert mode.host_reads
+
+
+#: Mistakes that a check of types and shapes alone catches: ``(name, transform of (x, sp, mask), message)``.
+#: Without the checks each gave a wrong result (a broadcast or re-read label map, truncated ids).
+_SHAPE_MISTAKES = [
+    (
+        "one label map for the batch",
+        lambda x, sp, m: (x, sp[:1], None),
+        r"superpixels must have shape \[B, H, W\]",
+    ),
+    ("[B, W, H] label map", lambda x, sp, m: (x, sp.reshape(2, 8, 6), None), r"superpixels must have shape"),
+    ("mask of another shape", lambda x, sp, m: (x, sp, m.reshape(2, 8, 6)), r"mask must have shape"),
+    ("float ids", lambda x, sp, m: (x, sp.float() + 0.7, m), r"superpixels must have an integer dtype"),
+    ("integer mask", lambda x, sp, m: (x, sp, m.long()), r"mask must have dtype torch.bool"),
+]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("mistake", _SHAPE_MISTAKES, ids=[m[0] for m in _SHAPE_MISTAKES])
+def test_validate_false_still_checks_types_and_shapes(mistake, compiled: bool) -> None:
+    """``validate=False`` (what ``torch.compile(fullgraph=True)`` needs) skips only the value checks that read
+    the tensors; the type and shape checks read nothing and still run, in eager mode and compiled (where
+    Dynamo reports the error, message included, as an exception of its own)."""
+    _, transform, message = mistake
+    g = torch.Generator().manual_seed(5)
+    x, sp, mask = torch.randn(2, 3, 6, 8, generator=g), torch.randint(0, 5, (2, 6, 8), generator=g), None
+    mask = torch.rand(2, 6, 8, generator=g) > 0.3
+
+    def op(a: torch.Tensor, s: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        return uniformize(a, s, 5, mask=m, validate=False)
+
+    fn = torch.compile(op, fullgraph=True, backend="eager") if compiled else op
+    fn(x, sp, mask)  # the valid call runs
+    with pytest.raises(Exception if compiled else (TypeError, ValueError), match=message):
+        fn(*transform(x, sp, mask))
+
+
+def test_validate_false_skips_only_the_value_checks() -> None:
+    """An id out of range or a negative per-image count is only found by reading the tensors: checked with
+    ``validate=True``; with ``validate=False`` nothing is read (uniformization compacts the ids, so an id out
+    of range still gives its superpixel's mean)."""
+    x, sp = torch.randn(1, 2, 3, 3), torch.randint(0, 4, (1, 3, 3))
+    with pytest.raises(ValueError, match="num_superpixels must be >= 0"):
+        uniformize(x, sp, torch.tensor([-1]))
+    with pytest.raises(ValueError, match="ids must be < num_superpixels"):
+        uniformize(x, sp + 4, 4)
+    torch.testing.assert_close(uniformize(x, sp + 4, 4, validate=False), uniformize(x, sp))
