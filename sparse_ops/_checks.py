@@ -54,6 +54,11 @@ def _describe(value: object) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+def _numpy_hint(value: object, name: str) -> str:
+    """``"; convert it with torch.from_numpy(name)"`` for a numpy array, else ``""``."""
+    return f"; convert it with torch.from_numpy({name})" if type(value).__module__ == "numpy" else ""
+
+
 def check_int(value: object, name: str, minimum: int | None = None) -> int:
     """``value`` as an ``int`` (anything :func:`operator.index` accepts, not ``bool``), ``>= minimum``."""
     if isinstance(value, bool):
@@ -103,7 +108,9 @@ def check_floating(x: object, name: str, layout: str) -> Tensor:
     """Require a floating tensor whose dimensions ``layout`` names, e.g. ``"[B, C, H, W]"``."""
     ndim = layout.count(",") + 1
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}{_numpy_hint(x, name)}"
+        )
     if not x.is_floating_point():
         swapped = ""
         if not x.is_complex() and x.dtype != torch.bool:
@@ -130,6 +137,7 @@ def check_label_map(labels: object, name: str = "superpixels") -> Tensor:
     if not isinstance(labels, Tensor):
         raise TypeError(
             f"{name} must be an integer torch.Tensor of shape [B, H, W], got {type(labels).__name__}"
+            f"{_numpy_hint(labels, name)}"
         )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(
@@ -214,6 +222,7 @@ def check_mask(mask: object, labels: Tensor, labels_name: str = "superpixels") -
     if not isinstance(mask, Tensor):
         raise TypeError(
             f"mask must be a bool torch.Tensor of shape [B, H, W] or None, got {type(mask).__name__}"
+            f"{_numpy_hint(mask, 'mask')}"
         )
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must have dtype torch.bool (True = the pixel counts), got {mask.dtype}")

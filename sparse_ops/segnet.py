@@ -85,6 +85,10 @@ def max_pool2d_with_indices(
     s = k if stride is None else _checks.check_pair(stride, "stride", 1)
     p = _checks.check_pair(padding, "padding", 0)
     d = _checks.check_pair(dilation, "dilation", 1)
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:  # PyTorch's rule (whatever the dilation)
+        raise ValueError(
+            f"padding must be at most half of kernel_size {k}: at most {(k[0] // 2, k[1] // 2)}, got {p}"
+        )
     values, indices = F.max_pool2d(x, k, s, p, d, ceil_mode=ceil_mode, return_indices=True)
     return PooledWithIndices(values, indices, (int(x.shape[-2]), int(x.shape[-1])))
 
@@ -159,7 +163,7 @@ class MaxPoolWithIndices(nn.Module):
     Args:
         kernel_size (int | tuple[int, int]): pooling window (default 2).
         stride (int | tuple[int, int] | None): defaults to ``kernel_size``.
-        padding (int | tuple[int, int]): implicit padding.
+        padding (int | tuple[int, int]): implicit ``-inf`` padding (at most half the kernel).
         dilation (int | tuple[int, int]): window dilation.
         ceil_mode (bool): use ``ceil`` for the output size.
         validate (bool): kept for the common signature: there is no value to check (types, shapes and devices

@@ -75,6 +75,12 @@ def check_bool(value: object, name: str) -> bool:
 def check_real(value: object, name: str, *, minimum: float = 0.0, strict: bool = True) -> float:
     """A finite real ``> minimum`` (``>= minimum`` when not ``strict``), as a Python float."""
     expected = f"a finite real {'>' if strict else '>='} {minimum:g}"
+    if (
+        isinstance(value, Tensor)
+        and value.dim() == 0
+        and not (value.is_complex() or value.dtype == torch.bool)
+    ):
+        value = value.item()  # a 0-d tensor, as integer arguments accept
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be {expected}, got {_show(value)}")
     out = float(value)

@@ -101,3 +101,15 @@ def test_validate_false_keeps_the_type_and_shape_checks(name: str, call) -> None
     or an error from inside the op."""
     with pytest.raises((TypeError, ValueError), match="must"):
         call()
+
+
+def test_numpy_arrays_are_refused_with_the_conversion() -> None:
+    x, sp = torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"got ndarray; convert it with torch.from_numpy\(superpixels\)"):
+        uniformize(x, sp.numpy())
+    with pytest.raises(TypeError, match=r"got ndarray; convert it with torch.from_numpy\(logits\)"):
+        uniformize(x.numpy(), sp)
+    with pytest.raises(TypeError, match=r"got ndarray; convert it with torch.from_numpy\(mask\)"):
+        uniformize(x, sp, mask=np.ones((1, 3, 3), dtype=bool))
+    with pytest.raises(TypeError, match=r"got list$"):  # no numpy hint for other types
+        uniformize(x, [[[0]]])  # type: ignore[arg-type]

@@ -58,6 +58,11 @@ class TestMaxPoolWithIndices(OpTester):
         ({1: 0}, ValueError, "kernel_size must be >= 1"),
         ({2: (1, 2, 3)}, TypeError, "stride must be an int or a pair of ints"),
         ({3: -1}, ValueError, "padding must be >= 0"),
+        (
+            {1: 3, 3: 2},
+            ValueError,
+            r"padding must be at most half of kernel_size \(3, 3\): at most \(1, 1\), got",
+        ),
     ]
 
     def op(self, *args: Any, **kwargs: Any) -> Any:

@@ -424,3 +424,11 @@ def test_exactness_test_of_the_solve_is_relative_at_every_scale(scale: float) ->
     transparent_init_(zero, target_weight=torch.zeros(3, 3, dtype=f64), generator=0)  # solved by W = 0
     with torch.no_grad():
         assert bool((zero(x) == 0).all())
+
+
+def test_zero_dim_tensors_are_reals_as_they_are_ints() -> None:
+    a = TransparentLinear(3, [4], activation="leaky_relu", negative_slope=torch.tensor(0.25), generator=0)
+    b = TransparentLinear(3, [4], activation="leaky_relu", negative_slope=0.25, generator=0)
+    assert a.negative_slope == 0.25 and torch.equal(a.layers[0].weight, b.layers[0].weight)
+    with pytest.raises(TypeError, match="negative_slope must be a finite real"):
+        TransparentLinear(3, [4], activation="leaky_relu", negative_slope=torch.tensor([0.2]))
