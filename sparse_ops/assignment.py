@@ -332,7 +332,8 @@ class SuperpixelAssignment:
                 superpixel gives 0.
 
         Returns:
-            Tensor[B, N_s, C]: pooled features in ``x``'s dtype (accumulated in float32 for half types).
+            Tensor[B, N_s, C]: pooled features in ``x``'s dtype (accumulated in float32 for half types),
+            contiguous.
         """
         _checks.check_option(reduce, "reduce", REDUCTIONS)
         return self._pool(self._flat(x, "features"), reduce).to(x.dtype)
@@ -356,7 +357,7 @@ class SuperpixelAssignment:
                 n_s,
                 layout.lanes,
             )
-        return out[..., :n_s].transpose(1, 2)
+        return out[..., :n_s].transpose(1, 2).contiguous()  # dense [B, N_s, C], like the docs say
 
     def encode(self, x: Tensor) -> Tensor:
         """Superpixel means ``E x`` (the sparse encoder, paper Eq. 13): ``pool(x, "mean")``.

@@ -79,7 +79,7 @@ def superpixel_pool(
             graphs); types, shapes and devices are always checked.
 
     Returns:
-        Tensor[B, N_s, C]: pooled features in ``features``' dtype.
+        Tensor[B, N_s, C]: pooled features in ``features``' dtype, contiguous.
 
     .. note::
         The gradient of ``"max"`` is shared evenly among tied maxima (``scatter_reduce`` semantics).

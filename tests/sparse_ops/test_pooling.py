@@ -203,3 +203,13 @@ def test_unpool_of_a_wide_pooled_tensor_does_not_depend_on_requires_grad(require
         out.sum().backward()
         counts = torch.zeros(2**16 + 4).index_add_(0, sp.flatten(), torch.ones(4))
         assert torch.equal(pooled.grad[0], counts[:, None].expand(-1, 2))
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum", "max"])
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+def test_pooled_features_are_contiguous(reduce: str, backend: str) -> None:
+    """``[B, N_s, C]`` dense: it was a transposed view of the accumulators (``pooled.view(B, -1)`` failed)."""
+    x, sp = torch.randn(2, 3, 4, 5), torch.randint(0, 6, (2, 4, 5))
+    pooled = superpixel_pool(x, sp, 6, reduce=reduce, backend=backend)
+    assert pooled.shape == (2, 6, 3) and pooled.is_contiguous()
+    assert torch.equal(pooled.view(2, -1), pooled.reshape(2, -1))
