@@ -138,6 +138,21 @@ class SuperpixelAssignment:
         self._build(superpixels, num_superpixels, mask, backend, validate, compact=False)
 
     @classmethod
+    def _checked(
+        cls,
+        labels: Tensor,
+        num_superpixels: int | Tensor | None,
+        mask: Tensor | None,
+        backend: Backend,
+    ) -> SuperpixelAssignment:
+        """An assignment of inputs that the calling op has checked already (each input is checked once per
+        call): ``labels[B, H, W]`` and ``mask`` as :func:`validate_labels` returns them."""
+        self = cls.__new__(cls)
+        self._build(labels, num_superpixels, mask, backend, False, compact=False)
+        self._check_inputs = False
+        return self
+
+    @classmethod
     def _compact(
         cls,
         superpixels: Tensor,
@@ -152,6 +167,7 @@ class SuperpixelAssignment:
         """
         self = cls.__new__(cls)
         self._build(superpixels, num_superpixels, mask, backend, False, compact=True)
+        self._check_inputs = False  # the calling op checked its inputs
         return self
 
     @classmethod
@@ -163,6 +179,7 @@ class SuperpixelAssignment:
         """
         self = cls.__new__(cls)
         self._build(superpixels, width, None, "auto", False, compact=False, limit_slots=False)
+        self._check_inputs = False  # the calling op checked its inputs
         return self
 
     def _build(
@@ -309,16 +326,21 @@ class SuperpixelAssignment:
         for name in names:
             self._index(name, dtype)
 
+    #: Whether the methods check their inputs: an assignment built by an op that checked them (once per call)
+    #: does not check them again.
+    _check_inputs = True
+
     def _flat(self, x: Tensor, name: str) -> Tensor:
         """Check ``x[B, C, H, W]`` and return it as ``[B, C, N_p]`` in the accumulation dtype."""
-        _checks.check_floating(x, name, "[B, C, H, W]")
-        b, h, w = self.batch_size, self.height, self.width
-        if x.shape[0] != b or tuple(x.shape[2:]) != (h, w):
-            raise ValueError(
-                f"{name} must have shape [B, C, H, W] = [{b}, C, {h}, {w}] like the label map of the "
-                f"assignment, got {tuple(x.shape)}"
-            )
-        _checks.check_same_device(self.counts, "superpixels", x, name)
+        if self._check_inputs:
+            _checks.check_floating(x, name, "[B, C, H, W]")
+            b, h, w = self.batch_size, self.height, self.width
+            if x.shape[0] != b or tuple(x.shape[2:]) != (h, w):
+                raise ValueError(
+                    f"{name} must have shape [B, C, H, W] = [{b}, C, {h}, {w}] like the label map of the "
+                    f"assignment, got {tuple(x.shape)}"
+                )
+            _checks.check_same_device(self.counts, "superpixels", x, name)
         x = _as_compute(x)
         return x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
 
@@ -335,7 +357,8 @@ class SuperpixelAssignment:
             Tensor[B, N_s, C]: pooled features in ``x``'s dtype (accumulated in float32 for half types),
             contiguous.
         """
-        _checks.check_option(reduce, "reduce", REDUCTIONS)
+        if self._check_inputs:
+            _checks.check_option(reduce, "reduce", REDUCTIONS)
         return self._pool(self._flat(x, "features"), reduce).to(x.dtype)
 
     def _pool(self, xf: Tensor, reduce: str) -> Tensor:
@@ -380,12 +403,13 @@ class SuperpixelAssignment:
             Tensor[B, C, H, W]: every pixel gets its superpixel's vector, ``pooled``'s dtype.
         """
         b, n_s = self.batch_size, self.num_superpixels
-        _checks.check_floating(pooled, "pooled", "[B, N_s, C]")
-        _checks.check_same_device(self.counts, "superpixels", pooled, "pooled")
-        if pooled.shape[0] != b or pooled.shape[1] != n_s:
-            raise ValueError(
-                f"pooled must have shape [B, N_s, C] = [{b}, {n_s}, C], got {list(pooled.shape)}"
-            )
+        if self._check_inputs:
+            _checks.check_floating(pooled, "pooled", "[B, N_s, C]")
+            _checks.check_same_device(self.counts, "superpixels", pooled, "pooled")
+            if pooled.shape[0] != b or pooled.shape[1] != n_s:
+                raise ValueError(
+                    f"pooled must have shape [B, N_s, C] = [{b}, {n_s}, C], got {list(pooled.shape)}"
+                )
         return self._decode(_as_compute(pooled)).to(pooled.dtype)
 
     def _decode(self, pooled: Tensor) -> Tensor:

@@ -121,7 +121,7 @@ def features_and_assignment(
         validate_ids(labels, num_superpixels)
     features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
     _checks.check_spatial_match(features, "features", labels)
-    assignment = SuperpixelAssignment(labels, num_superpixels, mask=mask, backend=backend, validate=False)
+    assignment = SuperpixelAssignment._checked(labels, num_superpixels, mask, backend)
     return features, assignment
 
 

@@ -113,3 +113,44 @@ def test_numpy_arrays_are_refused_with_the_conversion() -> None:
         uniformize(x, sp, mask=np.ones((1, 3, 3), dtype=bool))
     with pytest.raises(TypeError, match=r"got list$"):  # no numpy hint for other types
         uniformize(x, [[[0]]])  # type: ignore[arg-type]
+
+
+def _public_calls() -> list[tuple[str, object]]:
+    import sparse_ops as so
+
+    g = torch.Generator().manual_seed(0)
+    x, sp = torch.randn(2, 3, 8, 8, generator=g), torch.randint(0, 4, (2, 8, 8), generator=g)
+    mask = torch.rand(2, 8, 8, generator=g) > 0.3
+    q = torch.softmax(torch.randn(2, 9, 8, 8, generator=g), 1)
+    w = torch.randn(5, 3, generator=g)
+    return [
+        ("uniformize", lambda: so.uniformize(x, sp, 4, mask=mask)),
+        ("superpixel_pool", lambda: so.superpixel_pool(x, sp, 4, mask=mask, reduce="max")),
+        ("superpixel_unpool", lambda: so.superpixel_unpool(torch.randn(2, 4, 3), sp)),
+        ("superpixel_cam", lambda: so.superpixel_cam(x, sp, 4, weight=w, mask=mask)),
+        ("superpixel_global_average", lambda: so.superpixel_global_average(x, sp, 4)),
+        ("soft_uniformize", lambda: so.soft_uniformize(x, q, 4, mask=mask)),
+        ("spixel_loss", lambda: so.spixel_loss(q, sp, 4, mask=mask)),
+        ("hard_superpixels", lambda: so.hard_superpixels(q, 4)),
+    ]
+
+
+@pytest.mark.parametrize("name, call", _public_calls(), ids=[c[0] for c in _public_calls()])
+def test_each_input_is_checked_once_per_call(name: str, call, monkeypatch) -> None:
+    """A public op checks each of its inputs once: the ops it builds on get checked inputs and do not check
+    them again (the type and shape checks run whatever ``validate`` says, so a second round would be paid
+    on every call)."""
+    seen: list[tuple[str, object]] = []
+    for fn in ("check_floating", "check_label_map", "check_mask", "check_assoc", "check_option"):
+        original = getattr(_checks, fn)
+
+        def spy(value, *args, _fn=fn, _original=original, **kwargs):
+            label = args[0] if args and isinstance(args[0], str) else kwargs.get("name", id(value))
+            seen.append((_fn, label))
+            return _original(value, *args, **kwargs)
+
+        monkeypatch.setattr(_checks, fn, spy)
+    call()
+    assert seen, "no check ran: the spy is not wired"
+    repeated = {entry for entry in seen if seen.count(entry) > 1}
+    assert not repeated, f"{name} checks these inputs more than once: {sorted(map(str, repeated))}"
