@@ -135,7 +135,7 @@ class SuperpixelAssignment:
         )
         if validate:
             validate_ids(superpixels, num_superpixels)
-        self._build(superpixels, num_superpixels, mask, backend, validate, compact=False)
+        self._build(superpixels, num_superpixels, mask, backend, compact=False)
 
     @classmethod
     def _checked(
@@ -148,7 +148,7 @@ class SuperpixelAssignment:
         """An assignment of inputs that the calling op has checked already (each input is checked once per
         call): ``labels[B, H, W]`` and ``mask`` as :func:`validate_labels` returns them."""
         self = cls.__new__(cls)
-        self._build(labels, num_superpixels, mask, backend, False, compact=False)
+        self._build(labels, num_superpixels, mask, backend, compact=False)
         self._check_inputs = False
         return self
 
@@ -166,7 +166,7 @@ class SuperpixelAssignment:
         then indexed by compact ids, so only :meth:`uniformize` is meaningful.
         """
         self = cls.__new__(cls)
-        self._build(superpixels, num_superpixels, mask, backend, False, compact=True)
+        self._build(superpixels, num_superpixels, mask, backend, compact=True)
         self._check_inputs = False  # the calling op checked its inputs
         return self
 
@@ -178,7 +178,7 @@ class SuperpixelAssignment:
         ``[B, width, C]`` exists already, and its backward allocates no more than that.
         """
         self = cls.__new__(cls)
-        self._build(superpixels, width, None, "auto", False, compact=False, limit_slots=False)
+        self._build(superpixels, width, None, "auto", compact=False, limit_slots=False)
         self._check_inputs = False  # the calling op checked its inputs
         return self
 
@@ -188,7 +188,6 @@ class SuperpixelAssignment:
         num_superpixels: int | Tensor | None,
         mask: Tensor | None,
         backend: Backend,
-        validate: bool,
         *,
         compact: bool,
         limit_slots: bool = True,
@@ -233,7 +232,6 @@ class SuperpixelAssignment:
         self.backend: Literal["scatter", "sparse"] = (
             AUTO_BACKEND.get(device.type, "scatter") if backend == "auto" else backend
         )
-        self.validate = validate
         self._mask = masked
         self._layout: Layout = layout
         self._slot_counted = slot_counted
