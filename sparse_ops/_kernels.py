@@ -204,7 +204,8 @@ class _Pool(torch.autograd.Function):
         lanes: int,
     ) -> Tensor:
         out = sums(x, slot, extra_group, group_owner, num_space, lanes)
-        return out if scale is None else out.mul_(scale)
+        return out if scale is None else out * scale  # not in place: torch 2.11's AOT autograd then got the
+        # backward of a compiled mean pool wrong (every gradient; 2.13 and 2.14 were right)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
