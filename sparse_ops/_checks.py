@@ -56,7 +56,8 @@ def _describe(value: object) -> str:
 
 def _numpy_hint(value: object, name: str) -> str:
     """``"; convert it with torch.from_numpy(name)"`` for a numpy array, else ``""``."""
-    return f"; convert it with torch.from_numpy({name})" if type(value).__module__ == "numpy" else ""
+    is_array = type(value).__module__ == "numpy" and type(value).__name__ == "ndarray"
+    return f"; convert it with torch.from_numpy({name})" if is_array else ""
 
 
 def check_int(value: object, name: str, minimum: int | None = None) -> int:
@@ -104,8 +105,12 @@ def check_option(value: object, name: str, choices: Sequence[object]) -> None:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
-def check_floating(x: object, name: str, layout: str) -> Tensor:
-    """Require a floating tensor whose dimensions ``layout`` names, e.g. ``"[B, C, H, W]"``."""
+def check_floating(x: object, name: str, layout: str, *, before_labels: bool = False) -> Tensor:
+    """Require a floating tensor whose dimensions ``layout`` names, e.g. ``"[B, C, H, W]"``.
+
+    ``before_labels``: the op's next argument is a label map, so an integer ``x`` may be one passed first (the
+    error says so).
+    """
     ndim = layout.count(",") + 1
     if not isinstance(x, Tensor):
         raise TypeError(
@@ -113,7 +118,7 @@ def check_floating(x: object, name: str, layout: str) -> Tensor:
         )
     if not x.is_floating_point():
         swapped = ""
-        if not x.is_complex() and x.dtype != torch.bool:
+        if before_labels and not x.is_complex() and x.dtype != torch.bool:
             swapped = (
                 " if it holds values (an integer tensor here is often a label map passed first: the features "
                 "come first, then the superpixels)"
@@ -189,10 +194,10 @@ def check_batch_match(x: Tensor, x_name: str, other: Tensor, name: str) -> None:
 
 
 def dimension_order_hint(name: str) -> str:
-    """The fix for a feature map ``name`` given as ``[B, H, W, C]``."""
+    """The fix for a feature map ``name`` whose shape fits ``[B, H, W, C]`` (which it may not be)."""
     return (
-        f"{name} looks like [B, H, W, C] (channels last in dimension order): pass {name}.permute(0, 3, 1, 2) "
-        "(a torch.channels_last tensor keeps the [B, C, H, W] order)"
+        f"if {name} is [B, H, W, C] (channels last in dimension order), pass {name}.permute(0, 3, 1, 2) (a "
+        "torch.channels_last tensor keeps the [B, C, H, W] order)"
     )
 
 
@@ -202,14 +207,14 @@ def check_spatial_match(x: Tensor, x_name: str, labels: Tensor, name: str = "sup
     actual = tuple(labels.shape)
     if actual != expected:
         hint = ""
-        if actual == (x.shape[0], x.shape[1], x.shape[2]):  # x is [B, H, W, C]
-            hint = "; " + dimension_order_hint(x_name)
-        elif actual[0] == expected[0]:
+        if actual[0] == expected[0]:
             hint = (
                 f"; resize the label map with nearest interpolation, e.g. "
                 f"F.interpolate({name}[:, None].float(), size={tuple(expected[1:])}, mode='nearest')[:, "
                 "0].long()"
             )
+        if actual == (x.shape[0], x.shape[1], x.shape[2]):  # x may be [B, H, W, C]
+            hint = f"; {dimension_order_hint(x_name)}{hint.replace('; ', '; otherwise ', 1)}"
         raise ValueError(
             f"{name} must have shape [B, H, W] = {list(expected)} to match {x_name} of shape "
             f"{tuple(x.shape)}, got {list(actual)}{hint}"

@@ -120,6 +120,10 @@ class SuperpixelAssignment:
                   [3.5000, 3.5000, 3.5000]]]])
     """
 
+    #: Whether the methods check their inputs: an assignment built by an op that checked them (once per call)
+    #: does not check them again (:meth:`_unchecked`).
+    _check_inputs = True
+
     def __init__(
         self,
         superpixels: Tensor,
@@ -138,48 +142,27 @@ class SuperpixelAssignment:
         self._build(superpixels, num_superpixels, mask, backend, compact=False)
 
     @classmethod
-    def _checked(
+    def _unchecked(
         cls,
         labels: Tensor,
         num_superpixels: int | Tensor | None,
-        mask: Tensor | None,
-        backend: Backend,
+        mask: Tensor | None = None,
+        backend: Backend = "auto",
+        *,
+        compact: bool = False,
+        limit_slots: bool = True,
     ) -> SuperpixelAssignment:
-        """An assignment of inputs that the calling op has checked already (each input is checked once per
-        call): ``labels[B, H, W]`` and ``mask`` as :func:`validate_labels` returns them."""
+        """An assignment of inputs that the calling op has checked (each input is checked once per call); its
+        methods do not check theirs again.
+
+        ``compact``: the slots are the distinct ids of each image (for uniformization), so memory is
+        proportional to the pixels whatever the id values; ``counts`` and the pooled outputs are then indexed
+        by compact ids, and only :meth:`uniformize` is meaningful. ``limit_slots=False``: no slot limit, for a
+        decoder whose input ``[B, N_s, C]`` exists already (its backward allocates no more than that).
+        """
         self = cls.__new__(cls)
-        self._build(labels, num_superpixels, mask, backend, compact=False)
+        self._build(labels, num_superpixels, mask, backend, compact=compact, limit_slots=limit_slots)
         self._check_inputs = False
-        return self
-
-    @classmethod
-    def _compact(
-        cls,
-        superpixels: Tensor,
-        num_superpixels: int | Tensor | None,
-        mask: Tensor | None,
-        backend: Backend,
-    ) -> SuperpixelAssignment:
-        """An unvalidated assignment whose slots are the distinct ids of each image (for uniformization).
-
-        Its memory is proportional to the pixels whatever the id values; ``counts`` and the pooled outputs are
-        then indexed by compact ids, so only :meth:`uniformize` is meaningful.
-        """
-        self = cls.__new__(cls)
-        self._build(superpixels, num_superpixels, mask, backend, compact=True)
-        self._check_inputs = False  # the calling op checked its inputs
-        return self
-
-    @classmethod
-    def _decoder(cls, superpixels: Tensor, width: int) -> SuperpixelAssignment:
-        """An unvalidated assignment of ``width`` slots for decoding a tensor that already is that wide.
-
-        The slot limit guards against an allocation sized by an id value; the decoder's input
-        ``[B, width, C]`` exists already, and its backward allocates no more than that.
-        """
-        self = cls.__new__(cls)
-        self._build(superpixels, width, None, "auto", compact=False, limit_slots=False)
-        self._check_inputs = False  # the calling op checked its inputs
         return self
 
     def _build(
@@ -201,7 +184,13 @@ class SuperpixelAssignment:
         index = labels.reshape(b, n).to(torch.long, copy=True)  # own copy: no aliasing of the caller's map
         device = index.device
         if isinstance(num_superpixels, Tensor):
-            num_ids = int(num_superpixels.max()) if num_superpixels.numel() else 0
+            num_ids = 0
+            if (
+                num_superpixels.numel()
+            ):  # one read for both bounds; a negative count fails here also unvalidated
+                low, num_ids = torch.stack(torch.aminmax(num_superpixels)).tolist()
+                if low < 0:
+                    raise ValueError(f"num_superpixels must be >= 0, got {num_superpixels.tolist()}")
             inferred = False
         elif num_superpixels is None:
             num_ids = int(index.max()) + 1 if index.numel() else 0
@@ -323,10 +312,6 @@ class SuperpixelAssignment:
         names = ("slot", "space", "slot_counted", "space_counted")
         for name in names:
             self._index(name, dtype)
-
-    #: Whether the methods check their inputs: an assignment built by an op that checked them (once per call)
-    #: does not check them again.
-    _check_inputs = True
 
     def _flat(self, x: Tensor, name: str) -> Tensor:
         """Check ``x[B, C, H, W]`` and return it as ``[B, C, N_p]`` in the accumulation dtype."""

@@ -104,7 +104,7 @@ def hard_superpixels(
     if connectivity:
         if min_size is None:
             min_size = max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells(H, W, cell_size)))
-        labels, counts = enforce_connectivity(labels, min_size=min_size, validate=False)
+        labels, counts = _connectivity(labels, min_size)
     else:
         counts = torch.full((B,), num_grid_cells(H, W, cell_size), dtype=torch.long, device=assoc.device)
     return (labels, counts) if return_counts else labels
@@ -249,8 +249,13 @@ def enforce_connectivity(
         )
     min_size = _checks.check_int(min_size, "min_size", 1)
     if labels.dim() == 4:  # [B, 1, H, W]: the same, with the channel dim kept in the result
-        result4, k4 = enforce_connectivity(labels[:, 0], min_size=min_size, validate=False)
+        result4, k4 = _connectivity(labels[:, 0], min_size)
         return result4[:, None], k4
+    return _connectivity(labels, min_size)
+
+
+def _connectivity(labels: Tensor, min_size: int) -> tuple[Tensor, Tensor]:
+    """:func:`enforce_connectivity` of checked ``labels[B, H, W]`` or ``[H, W]``."""
     unbatched = labels.dim() == 2
     arr = labels.detach().cpu().numpy()
     if unbatched:

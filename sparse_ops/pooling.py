@@ -34,8 +34,8 @@ def resize_to(
         return features
     if upsample is None:
         fix = "pass upsample='bilinear' (or another mode) to resize it"
-        if features.dim() == 4 and tuple(features.shape[1:3]) == size:  # [B, H, W, C]
-            fix = _checks.dimension_order_hint(name)
+        if features.dim() == 4 and tuple(features.shape[1:3]) == size:  # maybe [B, H, W, C]
+            fix = f"{_checks.dimension_order_hint(name)}; otherwise {fix}"
         got = tuple(features.shape[-2:])
         raise ValueError(f"{name} must have the spatial size of superpixels {size}, got {got}; {fix}")
     align = {"align_corners": False} if upsample in ("bilinear", "bicubic") else {}
@@ -111,7 +111,7 @@ def features_and_assignment(
     validate: bool,
 ) -> tuple[Tensor, SuperpixelAssignment]:
     """The checked inputs of a pooling op: ``features`` resized to the label map, and its assignment."""
-    _checks.check_floating(features, "features", "[B, C, h, w]")
+    _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
     _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
     _checks.check_option(backend, "backend", BACKENDS)
     labels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask, values=validate)
@@ -121,7 +121,7 @@ def features_and_assignment(
         validate_ids(labels, num_superpixels)
     features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
     _checks.check_spatial_match(features, "features", labels)
-    assignment = SuperpixelAssignment._checked(labels, num_superpixels, mask, backend)
+    assignment = SuperpixelAssignment._unchecked(labels, num_superpixels, mask, backend)
     return features, assignment
 
 
@@ -150,7 +150,7 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
         <BLANKLINE>
                  [[10., 20., 20.]]]])
     """
-    _checks.check_floating(pooled, "pooled", "[B, N_s, C]")
+    _checks.check_floating(pooled, "pooled", "[B, N_s, C]", before_labels=True)
     labels, _, _ = validate_labels(superpixels, pooled.shape[1], None)
     _checks.check_batch_match(pooled, "pooled", labels, "superpixels")
     _checks.check_same_device(pooled, "pooled", labels, "superpixels")
@@ -167,7 +167,7 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
         index = labels.reshape(b, 1, h * w).long()
         z = pooled.transpose(1, 2)
         return read(z, index, h * w).view(b, z.shape[1], h, w)
-    return SuperpixelAssignment._decoder(labels, pooled.shape[1]).decode(pooled)
+    return SuperpixelAssignment._unchecked(labels, pooled.shape[1], limit_slots=False).decode(pooled)
 
 
 class SuperpixelPool(nn.Module):

@@ -66,13 +66,14 @@ def uniformize(
         tensor([[[[2., 2., 8.],
                   [8., 8., 8.]]]])
     """
-    _checks.check_floating(logits, "logits", "[B, C, H, W]")
+    _checks.check_floating(logits, "logits", "[B, C, H, W]", before_labels=True)
     _checks.check_option(backend, "backend", BACKENDS)
     superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask, values=validate)
     _checks.check_spatial_match(logits, "logits", superpixels)
     if validate:
         validate_ids(superpixels, num_superpixels)
-    return SuperpixelAssignment._compact(superpixels, num_superpixels, mask, backend).uniformize(logits)
+    assignment = SuperpixelAssignment._unchecked(superpixels, num_superpixels, mask, backend, compact=True)
+    return assignment.uniformize(logits)
 
 
 class SuperpixelUniformize(nn.Module):

@@ -72,47 +72,88 @@ def test_uint64_ids_beyond_int64_are_refused_with_the_fix() -> None:
         uniformize(torch.randn(1, 1, 2, 2), sp)
 
 
-def _shape_mistakes() -> list[tuple[str, object]]:
-    """One call per public op with a shape or type mistake and ``validate=False``."""
+def _shape_mistakes() -> list[tuple[str, object, str]]:
+    """One call per public op with a shape or type mistake that only the always-run checks catch, with
+    ``validate=False``, and the op's own message."""
     import sparse_ops as so
 
     g = torch.Generator().manual_seed(0)
     x, sp = torch.randn(2, 3, 8, 8, generator=g), torch.randint(0, 4, (2, 8, 8), generator=g)
+    mask = torch.ones(2, 8, 8, dtype=torch.bool)
     q = torch.softmax(torch.randn(2, 9, 8, 8, generator=g), 1)
     v, i, _ = so.max_pool2d_with_indices(x, 2)
     return [
-        ("uniformize", lambda: so.uniformize(x, sp[:1], 4, validate=False)),
-        ("superpixel_pool", lambda: so.superpixel_pool(x, sp[:, :, :4], 4, validate=False)),
-        ("superpixel_unpool", lambda: so.superpixel_unpool(torch.randn(2, 4, 3), sp.float(), validate=False)),
-        ("SuperpixelAssignment", lambda: so.SuperpixelAssignment(sp, 4, validate=False).uniformize(x[:1])),
-        ("soft_uniformize", lambda: so.soft_uniformize(x, q[:, :, :4], 4, validate=False)),
-        ("soft_superpixel_unpool", lambda: so.soft_superpixel_unpool(x, q, 4, validate=False)),
-        ("spixel_loss", lambda: so.spixel_loss(q, sp[:, :4], 4, validate=False)),
-        ("hard_superpixels", lambda: so.hard_superpixels(q[:, :8], 4, validate=False)),
-        ("max_unpool2d", lambda: so.max_unpool2d(v, i[:1], (8, 8), validate=False)),
-        ("relabel_contiguous", lambda: so.relabel_contiguous(sp.float(), validate=False)),
+        ("uniformize", lambda: so.uniformize(x, sp[:1], 4, validate=False), r"superpixels must have shape"),
+        (
+            "superpixel_pool",
+            lambda: so.superpixel_pool(x, sp, 4, mask=mask[:, :4], validate=False),
+            r"mask must have shape \[B, H, W\] = \[2, 8, 8\]",
+        ),
+        (
+            "superpixel_unpool",
+            lambda: so.superpixel_unpool(torch.randn(2, 4, 3), sp.float(), validate=False),
+            r"superpixels must have an integer dtype",
+        ),
+        (
+            "SuperpixelAssignment",
+            lambda: so.SuperpixelAssignment(sp, 4, validate=False).uniformize(x[:1]),
+            r"logits must have shape \[B, C, H, W\] = \[2, C, 8, 8\] like the label map",
+        ),
+        (
+            "soft_uniformize",
+            lambda: so.soft_uniformize(x, q[:, :, :4], 4, validate=False),
+            r"logits and assoc must agree in batch size and spatial size",
+        ),
+        (
+            "soft_superpixel_unpool",
+            lambda: so.soft_superpixel_unpool(x, q, 4, validate=False),
+            r"centres must have shape \[B=2, C, n_h=2, n_w=2\]",
+        ),
+        (
+            "spixel_loss",
+            lambda: so.spixel_loss(q, sp[:, :4], 4, validate=False),
+            r"target must have batch size 2 and spatial size \(8, 8\)",
+        ),
+        (
+            "hard_superpixels",
+            lambda: so.hard_superpixels(q[:, :8], 4, validate=False),
+            r"assoc must have 9 channels",
+        ),
+        (
+            "max_unpool2d",
+            lambda: so.max_unpool2d(v, i[:1], (8, 8), validate=False),
+            r"indices must have the shape of values",
+        ),
+        (
+            "relabel_contiguous",
+            lambda: so.relabel_contiguous(sp.float(), validate=False),
+            r"superpixels must have an integer dtype",
+        ),
     ]
 
 
-@pytest.mark.parametrize("name, call", _shape_mistakes(), ids=[m[0] for m in _shape_mistakes()])
-def test_validate_false_keeps_the_type_and_shape_checks(name: str, call) -> None:
+@pytest.mark.parametrize("name, call, message", _shape_mistakes(), ids=[m[0] for m in _shape_mistakes()])
+def test_validate_false_keeps_the_type_and_shape_checks(name: str, call, message: str) -> None:
     """``validate=False`` skips the checks that read tensor values (a host synchronisation); the type and
     shape checks read nothing and run whatever it says: each of these mistakes gave a silently wrong result
     or an error from inside the op."""
-    with pytest.raises((TypeError, ValueError), match="must"):
+    with pytest.raises((TypeError, ValueError), match=message):
         call()
 
 
-def test_numpy_arrays_are_refused_with_the_conversion() -> None:
+def test_the_argument_swap_hint_only_where_a_label_map_follows() -> None:
+    """An integer tensor given as features is often the label map passed first: said where the next argument
+    is the label map, not where there is none (an assignment's method, the soft ops)."""
+    import sparse_ops as so
+
     x, sp = torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long)
-    with pytest.raises(TypeError, match=r"got ndarray; convert it with torch.from_numpy\(superpixels\)"):
-        uniformize(x, sp.numpy())
-    with pytest.raises(TypeError, match=r"got ndarray; convert it with torch.from_numpy\(logits\)"):
-        uniformize(x.numpy(), sp)
-    with pytest.raises(TypeError, match=r"got ndarray; convert it with torch.from_numpy\(mask\)"):
-        uniformize(x, sp, mask=np.ones((1, 3, 3), dtype=bool))
-    with pytest.raises(TypeError, match=r"got list$"):  # no numpy hint for other types
-        uniformize(x, [[[0]]])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a label map passed first"):
+        so.superpixel_pool(sp[:, None], sp)
+    with pytest.raises(TypeError, match=r"convert it with features.float\(\)$"):
+        so.SuperpixelAssignment(sp).pool(x.to(torch.uint8))
+    q = torch.full((1, 9, 3, 3), 1 / 9)
+    with pytest.raises(TypeError, match=r"convert it with logits.float\(\)$"):
+        so.soft_uniformize(x.long(), q, 2)
 
 
 def _public_calls() -> list[tuple[str, object]]:

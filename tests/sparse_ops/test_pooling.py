@@ -35,7 +35,8 @@ class TestPool(OpTester):
         (  # [B, H, W, C] features: permute them (resizing them would be wrong)
             {0: lambda x: x.permute(0, 2, 3, 1)},
             ValueError,
-            r"features looks like \[B, H, W, C\] .*: pass features.permute\(0, 3, 1, 2\)",
+            r"if features is \[B, H, W, C\] .*, pass features.permute\(0, 3, 1, 2\) .*; otherwise pass "
+            r"upsample='bilinear'",
         ),
         ({1: lambda s: s[:2]}, ValueError, r"superpixels must have the batch size of features \(3\)"),
         (

@@ -33,7 +33,8 @@ class TestUniformize(OpTester):
         (  # [B, H, W, C] logits: permute them (resizing the label map would be wrong)
             {0: lambda x: x.permute(0, 2, 3, 1)},
             ValueError,
-            r"logits looks like \[B, H, W, C\] .*: pass logits.permute\(0, 3, 1, 2\)",
+            r"if logits is \[B, H, W, C\] .*, pass logits.permute\(0, 3, 1, 2\) .*; otherwise resize the "
+            r"label map",
         ),
         ({0: [1.0]}, TypeError, "logits must be a torch.Tensor"),
         ({0: lambda x: x[0]}, ValueError, r"logits must have shape \[B, C, H, W\].*got shape \(2, 4, 5\)"),
@@ -371,13 +372,15 @@ def test_validate_false_still_checks_types_and_shapes(mistake, compiled: bool) -
         fn(*transform(x, sp, mask))
 
 
-def test_validate_false_skips_only_the_value_checks() -> None:
-    """An id out of range or a negative per-image count is only found by reading the tensors: checked with
-    ``validate=True``; with ``validate=False`` nothing is read (uniformization compacts the ids, so an id out
-    of range still gives its superpixel's mean)."""
+def test_validate_decides_only_the_id_range() -> None:
+    """The id range is only found by reading the ids: checked with ``validate=True``, not read with
+    ``validate=False`` (uniformization compacts the ids, so an id out of range still gets its superpixel's
+    mean). A negative per-image count is refused either way: the op reads the counts anyway (one read for
+    their bounds), so the clear error costs nothing (it was an error from inside the layout code)."""
     x, sp = torch.randn(1, 2, 3, 3), torch.randint(0, 4, (1, 3, 3))
-    with pytest.raises(ValueError, match="num_superpixels must be >= 0"):
-        uniformize(x, sp, torch.tensor([-1]))
     with pytest.raises(ValueError, match="ids must be < num_superpixels"):
         uniformize(x, sp + 4, 4)
     torch.testing.assert_close(uniformize(x, sp + 4, 4, validate=False), uniformize(x, sp))
+    for validate in (True, False):
+        with pytest.raises(ValueError, match=r"num_superpixels must be >= 0, got \[-1\]"):
+            uniformize(x, sp, torch.tensor([-1]), validate=validate)
