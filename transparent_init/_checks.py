@@ -2,7 +2,7 @@
 
 Every check names the argument, the expected and the actual value. Integers go through :func:`operator.index`
 (Python and numpy integers, integer 0-d tensors; never ``bool`` or ``float``), reals through
-:class:`numbers.Real` (Python and numpy floats).
+:class:`numbers.Real` (Python and numpy floats, and real 0-d tensors), booleans are ``bool`` or numpy bools.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def check_own_parameters(module: nn.Module, name: str) -> None:
                 "weight_norm, spectral_norm or pruning), so an initialization written into it would be lost: "
                 "initialize before applying it, or remove it first "
                 "(torch.nn.utils.parametrize.remove_parametrizations, torch.nn.utils.remove_weight_norm, "
-                "torch.nn.utils.prune.remove)"
+                "torch.nn.utils.remove_spectral_norm, torch.nn.utils.prune.remove)"
             )
 
 

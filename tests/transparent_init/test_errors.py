@@ -343,6 +343,8 @@ def _parametrized(kind: str) -> nn.Sequential:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # deprecated, still in use
             torch.nn.utils.weight_norm(seq[0])
+    elif kind == "legacy_spectral_norm":
+        torch.nn.utils.spectral_norm(seq[2])
     elif kind == "pruned_weight":
         prune.l1_unstructured(seq[0], "weight", amount=0.3)
     else:
@@ -350,7 +352,14 @@ def _parametrized(kind: str) -> nn.Sequential:
     return seq
 
 
-_DERIVED = ["weight_norm", "spectral_norm", "legacy_weight_norm", "pruned_weight", "pruned_bias"]
+_DERIVED = [
+    "weight_norm",
+    "spectral_norm",
+    "legacy_weight_norm",
+    "legacy_spectral_norm",
+    "pruned_weight",
+    "pruned_bias",
+]
 
 
 @pytest.mark.parametrize("kind", _DERIVED)
@@ -359,7 +368,7 @@ def test_a_layer_with_a_derived_parameter_is_refused(kind: str) -> None:
     initialization was written into that copy and lost, and the stack was not transparent (error 3.6 with
     weight_norm). It is refused, naming the layer and the parameter, and the stack is left unchanged."""
     seq = _parametrized(kind)
-    layer = 2 if kind in ("spectral_norm", "pruned_bias") else 0
+    layer = 2 if kind in ("spectral_norm", "legacy_spectral_norm", "pruned_bias") else 0
     attr = "bias" if kind == "pruned_bias" else "weight"
     before = {k: v.clone() for k, v in seq.state_dict().items()}
     with pytest.raises(
