@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import torch
 
-from examples.voc_joint.checkpoint import CheckpointError, network_config
+from examples.voc_joint.checkpoint import CheckpointError
 from examples.voc_joint.cli import UsageError, existing_dir, existing_file, float_range, int_range
 from examples.voc_joint.engine import CsvLogger, write_text_atomic
 from examples.voc_joint.models.joint import FUSION_INITS
@@ -552,7 +552,7 @@ def _settings(opts: argparse.Namespace, root: Path, seg: Path, spx: Path, val_im
         "val_images": val_images,
         "crop_size": opts.crop_size,
         "batch_size": opts.batch_size,
-        "cell_size": network_config(spx, "spixel")["cell_size"],  # the pretrained SpixelFCN's
+        "cell_size": opts.cell_size,  # the pretrained SpixelFCN's (run_ablation reads a given checkpoint's)
         "joint_lr": opts.joint_lr,
         "spixelfcn_lr": opts.joint_lr / 10,
         "fusion_lr": opts.fusion_lr,

@@ -14,9 +14,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "existing_dir",
     "existing_file",
     "float_range",
+    "given_options",
     "int_range",
     "resume_arg",
     "split_name",
@@ -60,6 +62,24 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or re.search(r"\bdefault\b", text, flags=re.IGNORECASE):
             return action.help
         return super()._get_help_string(action)
+
+
+def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> frozenset[str]:
+    """The destinations of the options that ``argv`` gives, whatever their values (a value equal to the
+    default counts): ``argv`` parsed again with every default suppressed.
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> _ = p.add_argument("--lr", type=float, default=0.1)
+        >>> _ = p.add_argument("--seed", type=int, default=0)
+        >>> sorted(given_options(p, ["--lr", "0.1"]))
+        ['lr']
+    """
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    probe._defaults.clear()
+    return frozenset(vars(probe.parse_args(list(argv))))
 
 
 def int_range(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -28,7 +28,14 @@ from torch import Tensor, nn
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.voc_joint.cli import device_arg, existing_dir, existing_file, int_range, split_name
+from examples.voc_joint.cli import (
+    device_arg,
+    existing_dir,
+    existing_file,
+    given_options,
+    int_range,
+    split_name,
+)
 from examples.voc_joint.data import (
     DEFAULT_MAX_PIXELS,
     IGNORE_INDEX,
@@ -268,11 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks that involve several options (each option alone was checked by its ``type=``)."""
+def check_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None = None
+) -> None:
+    """Checks that involve several options (each option alone was checked by its ``type=``).
+
+    ``argv``: the command line ``args`` was parsed from, to tell which options were given; without it, an
+    option counts as given when its value is not the default.
+    """
     if args.pad_to_multiple is not None and args.crop_size is not None:
         parser.error("--pad-to-multiple pads full images: it cannot be combined with --crop-size")
-    if args.crop_size is None and args.batch_size != parser.get_default("batch_size"):
+    given = (
+        "batch_size" in given_options(parser, argv)
+        if argv is not None
+        else args.batch_size != parser.get_default("batch_size")
+    )
+    if args.crop_size is None and given and args.batch_size != 1:
         parser.error(
             f"--batch-size {args.batch_size} applies to --crop-size: full images (the default) are evaluated "
             "one at a time"
@@ -283,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python -m examples.voc_joint.evaluate --help``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_args(parser, args)
+    check_args(parser, args, sys.argv[1:] if argv is None else argv)
 
     from examples.voc_joint.checkpoint import CheckpointError, load_model_from_checkpoint
     from examples.voc_joint.distributed import resolve_device

@@ -56,6 +56,7 @@ from examples.voc_joint.cli import (
     existing_dir,
     existing_file,
     float_range,
+    given_options,
     int_range,
     resume_arg,
     split_name,
@@ -165,10 +166,11 @@ STAGE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
     "compile": ("joint",),
     "seg_checkpoint": ("joint",),
     "spixel_checkpoint": ("joint",),
+    "backbone_weights": ("seg", "joint"),
     "eval": EVAL_STAGES,
 }
 #: Each stage's learning-rate options (named when another stage's is given to it).
-STAGE_LEARNING_RATES = {
+STAGE_LEARNING_RATES: dict[str, tuple[str, ...]] = {
     "seg": ("--seg-lr", "--head-lr-mult"),
     "spixel": ("--spixel-pretrain-lr",),
     "joint": ("--lr", "--spixel-lr", "--fusion-lr"),
@@ -1191,8 +1193,19 @@ def _train(
 
 
 # ------------------------------------------------------------------------------------------------------ main
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks that involve several options (each option alone was checked by its ``type=``)."""
+def check_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None = None
+) -> None:
+    """Checks that involve several options (each option alone was checked by its ``type=``).
+
+    ``argv``: the command line ``args`` was parsed from, to tell which options were given (also with their
+    default value); without it, an option counts as given when its value is not the default.
+    """
+    given = None if argv is None else given_options(parser, argv)
+
+    def is_given(name: str) -> bool:
+        return getattr(args, name) != parser.get_default(name) if given is None else name in given
+
     if args.scale_min > args.scale_max:
         parser.error(f"--scale-min {args.scale_min} is larger than --scale-max {args.scale_max}")
     classes = args.num_classes
@@ -1234,7 +1247,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--from-scratch only applies to --stage joint (--stage {args.stage} pretrains itself)")
     for name, stages in STAGE_ONLY_OPTIONS.items():
         value = getattr(args, name)
-        if args.stage == "all" or args.stage in stages or value == parser.get_default(name):
+        if args.stage == "all" or args.stage in stages or not is_given(name):
             continue
         used = " and ".join(stages)
         advice = "drop it"
@@ -1249,9 +1262,17 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             f"stage{'s' if len(stages) > 1 else ''}): {advice}"
         )
     for name in ("eval_crop", "val_split"):
-        value = getattr(args, name)
-        if not args.eval and value != parser.get_default(name):
-            parser.error(f"{_spelled(name, value)} only applies with --eval")
+        if not args.eval and is_given(name):
+            parser.error(f"{_spelled(name, getattr(args, name))} only applies with --eval")
+    run = STAGES if args.stage == "all" else (args.stage,)
+    for name, setting, used_with in (("momentum", "optimizer", "sgd"), ("poly_power", "schedule", "poly")):
+        resolved = {s: getattr(args, setting) or STAGE_DEFAULTS[s][setting] for s in run}
+        if is_given(name) and used_with not in resolved.values():
+            uses = ", ".join(f"{s}: {v}" for s, v in resolved.items())
+            parser.error(
+                f"{_spelled(name, getattr(args, name))} applies to --{setting} {used_with}, which no stage "
+                f"of this run uses ({uses}): drop it, or give --{setting} {used_with}"
+            )
 
 
 def _spelled(name: str, value: Any) -> str:
@@ -1310,7 +1331,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_args(parser, args)
+    check_args(parser, args, sys.argv[1:] if argv is None else argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     stages = STAGES if args.stage == "all" else (args.stage,)

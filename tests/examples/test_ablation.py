@@ -234,6 +234,7 @@ def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, 
     out.mkdir()
     argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
     opts = ablation.resolve(ablation.build_parser().parse_args(argv))
+    opts.cell_size = ablation.check_pretrained(seg, spx)  # as run_ablation does with given checkpoints
     settings = ablation._settings(opts, tiny_voc, seg, spx, 2)
     rows = [_row("no_fusion", 0, 0.3, 0.5), _row("xavier", 0, 0.0, 0.4)]
     (out / "ablation.json").write_text(json.dumps({"settings": settings, "complete": False, "rows": rows}))

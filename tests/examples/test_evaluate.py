@@ -258,6 +258,11 @@ def test_cli_refuses_a_batch_size_for_full_images(size_args, capsys):
     assert info.value.code == 2
     assert "error: --batch-size 4 applies to --crop-size: full images" in capsys.readouterr().err
     evaluate_mod.check_args(parser, parser.parse_args([*argv[:2], "--crop-size", "16", "--batch-size", "4"]))
+    one = [*argv[:-1], "1"]  # what full images use anyway
+    evaluate_mod.check_args(parser, parser.parse_args(one), one)
+    default = [*argv[:-1], str(parser.get_default("batch_size"))]  # given, so refused, default value or not
+    with pytest.raises(SystemExit):
+        evaluate_mod.check_args(parser, parser.parse_args(default), default)
 
 
 def test_cli_refuses_pad_to_multiple_with_crop_size(voc, tmp_path, capsys):

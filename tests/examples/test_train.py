@@ -982,6 +982,7 @@ _NOT_DEFAULT = {
     "compile": ["--compile"],
     "seg_checkpoint": ["--seg-checkpoint", "FILE"],
     "spixel_checkpoint": ["--spixel-checkpoint", "FILE"],
+    "backbone_weights": ["--backbone-weights", "FILE"],
     "eval": ["--eval"],
 }
 
@@ -1002,10 +1003,10 @@ def test_an_option_of_other_stages_is_refused_not_ignored(name, tmp_path, capsys
         if stage == "joint":
             argv.append("--from-scratch")
         if stage == "all" or stage in users:
-            train.check_args(parser, parser.parse_args(argv))
+            train.check_args(parser, parser.parse_args(argv), argv)
             continue
         with pytest.raises(SystemExit) as info:
-            train.check_args(parser, parser.parse_args(argv))
+            train.check_args(parser, parser.parse_args(argv), argv)
         err = capsys.readouterr().err
         assert info.value.code == 2, (stage, err)
         assert f"error: {' '.join(given)} does not apply to --stage {stage} (it is an option of the " in err
@@ -1029,6 +1030,52 @@ def test_the_stage_only_options_are_those_the_resume_rules_give_to_some_stages()
     for name, stages in train.STAGE_ONLY_OPTIONS.items():
         if name in users:
             assert users[name] == set(stages), name
+
+
+def test_an_option_given_with_its_default_value_counts_as_given(capsys) -> None:
+    """``--stage seg --lr 1e-06`` (the joint stage's default) is as ignored as any other ``--lr``: the
+    command line tells which options were given, not a comparison with the defaults."""
+    parser = train.build_parser()
+    argv = ["--stage", "seg", "--lr", str(parser.get_default("lr"))]
+    with pytest.raises(SystemExit):
+        train.check_args(parser, parser.parse_args(argv), argv)
+    assert "--lr 1e-06 does not apply to --stage seg" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main([*argv, "--output-dir", "/nonexistent/never-created"])
+    assert "--lr 1e-06 does not apply to --stage seg" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, error",
+    [
+        (
+            ["--stage", "spixel", "--momentum", "0.5"],
+            "--momentum 0.5 applies to --optimizer sgd, which no stage",
+        ),
+        (
+            ["--stage", "all", "--optimizer", "adam", "--momentum", "0.5"],
+            "(seg: adam, spixel: adam, joint: adam)",
+        ),
+        (
+            ["--stage", "seg", "--schedule", "fixed", "--poly-power", "2"],
+            "--poly-power 2.0 applies to --schedule",
+        ),
+        (["--stage", "spixel", "--poly-power", "2"], "(spixel: fixed): drop it, or give --schedule poly"),
+        (["--stage", "spixel", "--optimizer", "sgd", "--momentum", "0.5"], None),
+        (["--stage", "all", "--momentum", "0.5", "--poly-power", "2"], None),  # seg uses both
+        (["--stage", "joint", "--from-scratch", "--schedule", "poly", "--poly-power", "2"], None),
+    ],
+)
+def test_optimizer_options_need_an_optimizer_that_reads_them(argv, error, capsys) -> None:
+    """``--momentum`` is SGD's and ``--poly-power`` the poly schedule's: given to a run where no stage uses
+    them (the spixel stage's Adam and fixed schedule, or ``--optimizer adam``), they were silently dropped."""
+    parser = train.build_parser()
+    if error is None:
+        train.check_args(parser, parser.parse_args(argv), argv)
+        return
+    with pytest.raises(SystemExit) as info:
+        train.check_args(parser, parser.parse_args(argv), argv)
+    assert info.value.code == 2 and error in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("given", [["--eval-crop", "64"], ["--val-split", "train"]])
