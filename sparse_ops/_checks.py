@@ -242,12 +242,11 @@ def check_mask(mask: object, labels: Tensor, labels_name: str = "superpixels") -
     return mask
 
 
-def check_num_superpixels(
-    num_superpixels: object, batch_size: int, *, values: bool = True
-) -> int | Tensor | None:
-    """Require ``None``, a non-negative int or an integer ``Tensor[B]`` of non-negative counts; return it.
+def check_num_superpixels(num_superpixels: object, batch_size: int) -> int | Tensor | None:
+    """Require ``None``, a non-negative int or an integer ``Tensor[B]``; return it.
 
-    A tensor is checked for shape and dtype here and, with ``values``, for its values (one synchronisation).
+    A tensor is checked for shape and dtype only: its values are read by :func:`check_id_range` (validated
+    calls) and by building the assignment, which refuses a negative count either way.
     """
     if num_superpixels is None:
         return None
@@ -263,8 +262,6 @@ def check_num_superpixels(
                 f"num_superpixels must be an int or a Tensor of shape [B] = [{batch_size}], "
                 f"got shape {tuple(num_superpixels.shape)}"
             )
-        if values and num_superpixels.numel() and bool((num_superpixels < 0).any()):
-            raise ValueError(f"num_superpixels must be >= 0, got {num_superpixels.tolist()}")
         return num_superpixels
     try:
         return check_int(num_superpixels, "num_superpixels", 0)
@@ -320,6 +317,8 @@ def check_id_range(
     bound is reported against ``bound_name``, followed by ``advice`` (default: pass a larger bound, or
     relabel).
     """
+    if per_image is not None and per_image.numel() and bool((per_image < 0).any()):
+        raise ValueError(f"num_superpixels must be >= 0, got {per_image.tolist()}")
     if index.numel() == 0:
         return
     if index.dtype in _WIDE_UNSIGNED:  # no min / max kernels for these: compare as int64

@@ -27,17 +27,17 @@ AUTO_BACKEND: dict[str, Literal["scatter", "sparse"]] = {"cpu": "scatter", "cuda
 
 
 def validate_labels(
-    superpixels: object, num_superpixels: object, mask: object, *, values: bool = True
+    superpixels: object, num_superpixels: object, mask: object
 ) -> tuple[Tensor, int | Tensor | None, Tensor | None]:
     """Check a label map, its ``num_superpixels`` and ``mask``; return ``([B, H, W], num_superpixels, mask)``.
 
-    Types, shapes and devices (always checked), and with ``values`` the signs of a per-image
-    ``num_superpixels`` tensor; the id range (a host-device synchronisation) is :func:`validate_ids`.
+    Types, shapes and devices only (always checked): the id range (a host-device synchronisation) is
+    :func:`validate_ids`.
     """
     labels = _checks.check_label_map(superpixels)
     _checks.check_not_vmapped(labels, "superpixels")
     _checks.check_not_vmapped(mask if isinstance(mask, Tensor) else None, "mask")
-    num = _checks.check_num_superpixels(num_superpixels, labels.shape[0], values=values)
+    num = _checks.check_num_superpixels(num_superpixels, labels.shape[0])
     if mask is not None:
         mask = _checks.check_mask(mask, labels)
     return labels, num, mask
@@ -134,9 +134,7 @@ class SuperpixelAssignment:
         validate: bool = True,
     ) -> None:
         _checks.check_option(backend, "backend", BACKENDS)
-        superpixels, num_superpixels, mask = validate_labels(
-            superpixels, num_superpixels, mask, values=validate
-        )
+        superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
         if validate:
             validate_ids(superpixels, num_superpixels)
         self._build(superpixels, num_superpixels, mask, backend, compact=False)
@@ -185,9 +183,7 @@ class SuperpixelAssignment:
         device = index.device
         if isinstance(num_superpixels, Tensor):
             num_ids = 0
-            if (
-                num_superpixels.numel()
-            ):  # one read for both bounds; a negative count fails here also unvalidated
+            if num_superpixels.numel():  # one read for both bounds: a negative count fails also unvalidated
                 low, num_ids = torch.stack(torch.aminmax(num_superpixels)).tolist()
                 if low < 0:
                     raise ValueError(f"num_superpixels must be >= 0, got {num_superpixels.tolist()}")

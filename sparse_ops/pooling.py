@@ -114,7 +114,7 @@ def features_and_assignment(
     _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
     _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
     _checks.check_option(backend, "backend", BACKENDS)
-    labels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask, values=validate)
+    labels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
     _checks.check_batch_match(features, "features", labels, "superpixels")
     _checks.check_same_device(features, "features", labels, "superpixels")
     if validate:

@@ -68,7 +68,7 @@ def uniformize(
     """
     _checks.check_floating(logits, "logits", "[B, C, H, W]", before_labels=True)
     _checks.check_option(backend, "backend", BACKENDS)
-    superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask, values=validate)
+    superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
     _checks.check_spatial_match(logits, "logits", superpixels)
     if validate:
         validate_ids(superpixels, num_superpixels)
