@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 import torch
 
 from examples.voc_joint.checkpoint import CheckpointError
-from examples.voc_joint.cli import UsageError, existing_dir, existing_file, float_range, int_range
+from examples.voc_joint.cli import UsageError, existing_dir, existing_file, flag, float_range, int_range
 from examples.voc_joint.engine import CsvLogger, write_text_atomic
 from examples.voc_joint.models.joint import FUSION_INITS
 
@@ -763,7 +763,7 @@ def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> Non
         for name in ("seg_epochs", "spixel_epochs"):
             if getattr(opts, name) is not None:
                 parser.error(
-                    f"--{name.replace('_', '-')} {getattr(opts, name)} with --seg-checkpoint / "
+                    f"{flag(name)} {getattr(opts, name)} with --seg-checkpoint / "
                     "--spixel-checkpoint: the epochs are those of the pretraining, which the checkpoints "
                     "replace; drop it"
                 )

@@ -27,10 +27,13 @@ __all__ = [
     "device_arg",
     "existing_dir",
     "existing_file",
+    "flag",
     "float_range",
     "given_options",
     "int_range",
+    "option_given",
     "resume_arg",
+    "spelled",
     "split_name",
 ]
 
@@ -64,6 +67,16 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def flag(name: str) -> str:
+    """The command-line spelling of option ``name`` (its ``dest``).
+
+    Example:
+        >>> flag("seg_lr")
+        '--seg-lr'
+    """
+    return "--" + name.replace("_", "-")
+
+
 def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> frozenset[str]:
     """The destinations of the options that ``argv`` gives, whatever their values (a value equal to the
     default counts): ``argv`` parsed again with every default suppressed.
@@ -80,6 +93,33 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> froze
         action.default = argparse.SUPPRESS
     probe._defaults.clear()
     return frozenset(vars(probe.parse_args(list(argv))))
+
+
+def spelled(name: str, value: object) -> str:
+    """Option ``name`` with ``value`` as typed on the command line.
+
+    Example:
+        >>> spelled("compile", True), spelled("freeze_bn", False), spelled("lr", 0.01)
+        ('--compile', '--no-freeze-bn', '--lr 0.01')
+        >>> spelled("fusion_hidden", [64, 64])
+        '--fusion-hidden 64 64'
+    """
+    if isinstance(value, bool):
+        return flag(name) if value else "--no-" + flag(name)[2:]
+    if isinstance(value, (list, tuple)):
+        return " ".join([flag(name), *map(str, value)])
+    return f"{flag(name)} {value}"
+
+
+def option_given(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None
+) -> Callable[[str], bool]:
+    """Whether each option was given: from ``argv`` (:func:`given_options`) when the caller has it, else
+    when its value in ``args`` is not the default."""
+    if argv is None:
+        return lambda name: bool(getattr(args, name) != parser.get_default(name))
+    given = given_options(parser, argv)
+    return given.__contains__
 
 
 def int_range(low: int, high: int | None = None) -> Callable[[str], int]:

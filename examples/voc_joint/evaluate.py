@@ -32,8 +32,8 @@ from examples.voc_joint.cli import (
     device_arg,
     existing_dir,
     existing_file,
-    given_options,
     int_range,
+    option_given,
     split_name,
 )
 from examples.voc_joint.data import (
@@ -285,12 +285,7 @@ def check_args(
     """
     if args.pad_to_multiple is not None and args.crop_size is not None:
         parser.error("--pad-to-multiple pads full images: it cannot be combined with --crop-size")
-    given = (
-        "batch_size" in given_options(parser, argv)
-        if argv is not None
-        else args.batch_size != parser.get_default("batch_size")
-    )
-    if args.crop_size is None and given and args.batch_size != 1:
+    if args.crop_size is None and option_given(parser, args, argv)("batch_size") and args.batch_size != 1:
         parser.error(
             f"--batch-size {args.batch_size} applies to --crop-size: full images (the default) are evaluated "
             "one at a time"

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from examples.voc_joint.cli import UsageError
+from examples.voc_joint.cli import UsageError, flag
 
 __all__ = [
     "GROWING_OPTIONS",
@@ -161,10 +161,6 @@ def _same(name: str, old: Any, new: Any) -> bool:
     return False
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _grew(name: str, old: Any, new: Any) -> bool:
     if name == "max_steps":
         return new is None or (old is not None and new >= old)
@@ -208,17 +204,17 @@ def option_changes(
         old, new = recorded[name], plain(current[name])
         if _same(name, old, new):
             continue
-        change = {"step": step, "option": _flag(name), "old": old, "new": new}
+        change = {"step": step, "option": flag(name), "old": old, "new": new}
         if name in GROWING_OPTIONS and _grew(name, old, new):
             accepted.append(change)
         elif name in fixed:
             refused.append(
-                f"  {_flag(name)}: {old!r} (checkpoint) -> {new!r} (now)  [never changes on resume]"
+                f"  {flag(name)}: {old!r} (checkpoint) -> {new!r} (now)  [never changes on resume]"
             )
         elif allow:
             accepted.append(change)
         else:
-            refused.append(f"  {_flag(name)}: {old!r} (checkpoint) -> {new!r} (now)")
+            refused.append(f"  {flag(name)}: {old!r} (checkpoint) -> {new!r} (now)")
     if refused:
         hint = (
             "Give the checkpoint's values, or --allow-option-changes to change training options "

@@ -56,9 +56,10 @@ from examples.voc_joint.cli import (
     existing_dir,
     existing_file,
     float_range,
-    given_options,
     int_range,
+    option_given,
     resume_arg,
+    spelled,
     split_name,
 )
 from examples.voc_joint.data import DEFAULT_MAX_PIXELS, DataError
@@ -1201,11 +1202,7 @@ def check_args(
     ``argv``: the command line ``args`` was parsed from, to tell which options were given (also with their
     default value); without it, an option counts as given when its value is not the default.
     """
-    given = None if argv is None else given_options(parser, argv)
-
-    def is_given(name: str) -> bool:
-        return getattr(args, name) != parser.get_default(name) if given is None else name in given
-
+    is_given = option_given(parser, args, argv)
     if args.scale_min > args.scale_max:
         parser.error(f"--scale-min {args.scale_min} is larger than --scale-max {args.scale_max}")
     classes = args.num_classes
@@ -1258,32 +1255,21 @@ def check_args(
         elif name.endswith("_checkpoint"):
             advice = "a stage continues from its own checkpoint with --resume PATH"
         parser.error(
-            f"{_spelled(name, value)} does not apply to --stage {args.stage} (it is an option of the {used} "
+            f"{spelled(name, value)} does not apply to --stage {args.stage} (it is an option of the {used} "
             f"stage{'s' if len(stages) > 1 else ''}): {advice}"
         )
     for name in ("eval_crop", "val_split"):
         if not args.eval and is_given(name):
-            parser.error(f"{_spelled(name, getattr(args, name))} only applies with --eval")
+            parser.error(f"{spelled(name, getattr(args, name))} only applies with --eval")
     run = STAGES if args.stage == "all" else (args.stage,)
     for name, setting, used_with in (("momentum", "optimizer", "sgd"), ("poly_power", "schedule", "poly")):
         resolved = {s: getattr(args, setting) or STAGE_DEFAULTS[s][setting] for s in run}
         if is_given(name) and used_with not in resolved.values():
             uses = ", ".join(f"{s}: {v}" for s, v in resolved.items())
             parser.error(
-                f"{_spelled(name, getattr(args, name))} applies to --{setting} {used_with}, which no stage "
+                f"{spelled(name, getattr(args, name))} applies to --{setting} {used_with}, which no stage "
                 f"of this run uses ({uses}): drop it, or give --{setting} {used_with}"
             )
-
-
-def _spelled(name: str, value: Any) -> str:
-    """Option ``name`` with ``value`` as typed on the command line (``--compile``, ``--no-freeze-bn``,
-    ``--lr 0.01``)."""
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, bool):
-        return flag if value else "--no-" + flag[2:]
-    if isinstance(value, (list, tuple)):
-        return " ".join([flag, *map(str, value)])
-    return f"{flag} {value}"
 
 
 def _fusion_width_error(hidden: Sequence[int], classes: int) -> str | None:
