@@ -18,7 +18,8 @@ The script also prints a **breakdown** of one ``joint_hard_ti`` step (DeepLabV3+
 uniformization, fusion, loss: forward + backward time and saved memory of each part, timed in isolation) and,
 with ``--levers``, the **lever study**: the same pair (DeepLabV3+ alone, ``joint_hard_ti``) under cumulative
 implementation choices, from the plain implementation (fusion on ``torch.cat([S, U])`` in NCHW, superpixel ids
-validated every step) to channels-last, activation recomputation and ``torch.compile``; with ``--formats``,
+validated every step) to the stack in one autograd Function, activation recomputation, channels-last and
+``torch.compile``; with ``--formats``,
 the **memory-format study**: DeepLabV3+ and SpixelFCN, each trained alone, in NCHW and in channels_last (the
 evidence for the per-network default memory format, ``DEFAULT_CHANNELS_LAST``).
 
@@ -76,21 +77,22 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("+ fusion as NHWC matrix products", {"impl": "nhwc", "chunk_rows": None}),
     ("+ NHWC rows in chunks (CPU: 8192 rows)", {"impl": "nhwc"}),
     ("+ SpixelFCN in channels_last", {"impl": "nhwc", "channels_last": "spixelfcn"}),
-    (
-        "+ recompute spixel_loss in backward",
-        {"impl": "nhwc", "channels_last": "spixelfcn", "recompute_loss": True},
-    ),
+    ("+ the stack in one autograd Function", {"impl": "fused", "channels_last": "spixelfcn"}),
     (
         "+ recompute the fusion in backward",
-        {"impl": "nhwc", "channels_last": "spixelfcn", "recompute_loss": True, "recompute": True},
+        {"impl": "fused", "channels_last": "spixelfcn", "recompute": True},
+    ),
+    (
+        "+ recompute spixel_loss in backward",
+        {"impl": "fused", "channels_last": "spixelfcn", "recompute": True, "recompute_loss": True},
     ),
     (
         "+ channels_last end to end",
-        {"impl": "nhwc", "recompute_loss": True, "recompute": True, "channels_last": True},
+        {"impl": "fused", "recompute": True, "recompute_loss": True, "channels_last": True},
     ),
     (
         "+ torch.compile of refine",
-        {"impl": "nhwc", "recompute_loss": True, "recompute": True, "channels_last": True, "compile": True},
+        {"impl": "fused", "recompute": True, "recompute_loss": True, "channels_last": True, "compile": True},
     ),
 )
 
@@ -106,7 +108,7 @@ def cli_defaults() -> dict[str, Any]:
 def default_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of the main table: the training CLI's defaults, or what the command line asks for."""
     return {
-        "impl": "nhwc",
+        "impl": "fused",
         "channels_last": args.channels_last,
         "recompute": args.recompute,
         "recompute_loss": args.recompute_loss,
@@ -146,7 +148,7 @@ def build_model(
         )
         joint._validate = bool(opts.get("validate"))  # bench knob: the pre-issue-11 validated assignment
         if joint.fusion is not None:
-            joint.fusion._impl = opts.get("impl", "nhwc")  # bench knob: concat / split / nhwc
+            joint.fusion._impl = opts.get("impl", "fused")  # bench knob: concat / split / nhwc / fused
             if "chunk_rows" in opts:  # bench knob: the NHWC form in one piece (None) or in other chunks
                 joint.fusion.cpu_chunk_rows = opts["chunk_rows"]
         model = joint
@@ -379,7 +381,9 @@ def breakdown(
 
     def p_fusion() -> Callable[[], None]:
         s, u = leaf(s0), leaf(u0)
-        if model.recompute_fusion:
+        if model.recompute_fusion and model.fusion._impl == "fused":  # as JointModel.refine does it
+            out = model.fusion(s, u, recompute=True, u_of=enc0.uniformize)
+        elif model.recompute_fusion:
             out = checkpoint(model.fusion, s, u, use_reentrant=False, preserve_rng_state=False)
         else:
             out = model.fusion(s, u)

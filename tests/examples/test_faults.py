@@ -275,7 +275,7 @@ def test_resume_with_changed_options(voc6: Path, one_epoch: Path, capsys: pytest
     out = train_cli.main(  # runtime options (memory format, recomputation) may differ freely
         _argv(
             voc6, one_epoch, "--resume", "--allow-option-changes", "--lr", "0.02", "--epochs", "2",
-            "--channels-last", "--recompute-fusion",
+            "--channels-last", "--no-recompute-fusion",
         )
     )["joint"]  # fmt: skip
     ck = load_checkpoint(out)

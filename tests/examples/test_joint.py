@@ -315,9 +315,10 @@ def test_fusion_draws_follow_the_generator() -> None:
 
 
 @pytest.mark.parametrize("init", ["transparent", "zero_residual"])
-@pytest.mark.parametrize("impl", ["concat", "split"])
+@pytest.mark.parametrize("impl", ["concat", "split", "nhwc"])
 def test_fusion_implementations_agree(impl: str, init: str) -> None:
-    """The NHWC split form (default) computes what the concatenated 1x1-conv stack computes, gradients too."""
+    """The fused form (default) computes what the concatenated 1x1-conv stack (and the other forms of the
+    benchmark's lever study) computes, gradients too."""
     fuse = FusionStack(4, [8, 8], "leaky_relu", init, generator=3)  # type: ignore[arg-type]
     with torch.no_grad():
         fuse.convs[-1].weight.normal_()  # a non-zero last layer, so every layer's gradient is checked
@@ -371,7 +372,7 @@ def _saved_bytes(fn) -> int:
 @pytest.mark.parametrize("mode", ["hard", "soft"])
 def test_recompute_fusion_same_result_less_memory(mode: str) -> None:
     deeplab, spixel = _nets()
-    plain = JointModel(deeplab, spixel, mode=mode).train()
+    plain = JointModel(deeplab, spixel, mode=mode, recompute_fusion=False).train()
     ckpt = copy.deepcopy(plain)
     ckpt.recompute_fusion = True
     s = torch.randn(2, 21, H, W, requires_grad=True)
@@ -406,10 +407,11 @@ def test_channels_last_gives_the_same_model(channels_last: bool | str) -> None:
         JointModel(deeplab, spixel, channels_last=1)  # type: ignore[arg-type]
 
 
-def test_refine_compiles_without_graph_breaks() -> None:
+@pytest.mark.parametrize("recompute", [True, False])
+def test_refine_compiles_without_graph_breaks(recompute: bool) -> None:
     """``compile_refine`` traces one graph (checked with the fast "aot_eager" backend and fullgraph=True)."""
     deeplab, spixel = _nets()
-    joint = JointModel(deeplab, spixel, compile_refine=True, recompute_fusion=True).train()
+    joint = JointModel(deeplab, spixel, compile_refine=True, recompute_fusion=recompute).train()
     ref = copy.deepcopy(joint)
     ref.compile_refine = False
     torch._dynamo.reset()

@@ -210,16 +210,18 @@ def test_fusion_init_and_runtime_options_reach_the_model() -> None:
     argv = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--fusion-init"]
     parser = train.build_parser()
     args = train.resolve_stage_options("joint", parser.parse_args([*argv, "zero_residual"]))
-    assert (args.channels_last, args.recompute_fusion, args.compile) == (None, False, False)
+    assert (args.channels_last, args.recompute_fusion, args.compile) == (None, True, False)
     model = train.build_stage_model("joint", args)
     assert isinstance(model, JointModel) and model.config["fusion_init"] == "zero_residual"
-    assert not (model.channels_last or model.recompute_fusion or model.compile_refine)
+    assert model.recompute_fusion and not (model.channels_last or model.compile_refine)
     args = train.resolve_stage_options(
-        "joint", parser.parse_args([*argv, "xavier", "--channels-last", "--recompute-fusion", "--compile"])
+        "joint",
+        parser.parse_args([*argv, "xavier", "--channels-last", "--no-recompute-fusion", "--compile"]),
     )
     model = train.build_stage_model("joint", args)
     assert model.config["fusion_init"] == "xavier"
-    assert model.channels_last and model.recompute_fusion and model.compile_refine  # compiles on first use
+    assert model.channels_last and not model.recompute_fusion
+    assert model.compile_refine  # compiles on first use
     assert conv_layout(model.deeplab) == "channels_last"
     # unset --channels-last resolves per device type (DEFAULT_CHANNELS_LAST)
     unset = parser.parse_args([])
@@ -978,7 +980,7 @@ _NOT_DEFAULT = {
     "fusion_lr": ["--fusion-lr", "0.5"],
     "spixel_loss_weight": ["--spixel-loss-weight", "0.5"],
     "freeze_bn": ["--no-freeze-bn"],
-    "recompute_fusion": ["--recompute-fusion"],
+    "recompute_fusion": ["--no-recompute-fusion"],
     "compile": ["--compile"],
     "seg_checkpoint": ["--seg-checkpoint", "FILE"],
     "spixel_checkpoint": ["--spixel-checkpoint", "FILE"],

@@ -215,7 +215,7 @@ def build_model(config: dict[str, Any], *, runtime: dict[str, Any] | None = None
                 spixel,
                 **joint,
                 channels_last=runtime.get("channels_last", False),
-                recompute_fusion=bool(runtime.get("recompute_fusion", False)),
+                recompute_fusion=bool(runtime.get("recompute_fusion", True)),
                 compile_refine=bool(runtime.get("compile_refine", False)),
             )
         net = DeepLabV3Plus(**config["deeplab"]) if arch == "deeplabv3plus" else SpixelFCN(**config["spixel"])

@@ -30,17 +30,19 @@ unless stated):
   first step.
 
 Cost (see ``benchmarks/bench_joint.py``): the fusion applies its first layer to ``S`` and ``U`` separately
-(``W [S; U] = W_S S + W_U U``: no concatenated copy), runs its 1x1 layers as matrix products on channels-last
-(NHWC) rows, and the superpixel assignment is built without validation (the grid ids are in range by
-construction), so ``refine`` has no host-device synchronisation. Options: ``channels_last`` (both networks
-and their inputs, or ``"spixelfcn"``: the superpixel network only), ``recompute_fusion`` (activation
-checkpointing of ``U`` and the fusion) and ``compile_refine`` (``torch.compile`` of everything after the two
+(``W [S; U] = W_S S + W_U U``: no concatenated copy) and runs forward and backward of its 1x1 layers as
+matrix products in one autograd Function, chunk by chunk of pixels
+(:func:`~examples.voc_joint.models.fused_stack.fused_stack`); the superpixel assignment is built without
+validation (the grid ids are in range by construction), so ``refine`` has no host-device synchronisation.
+Options: ``channels_last`` (both networks and their inputs, or ``"spixelfcn"``: the superpixel network only),
+``recompute_fusion`` (on by default: the stack keeps only ``S`` for backward and recomputes its activations
+and ``U`` there, chunk by chunk) and ``compile_refine`` (``torch.compile`` of everything after the two
 networks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, get_args
 
 import torch
@@ -50,6 +52,8 @@ from torch.utils.checkpoint import checkpoint
 
 import sparse_ops as so
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
+
+from .fused_stack import fused_stack
 
 __all__ = [
     "DEFAULT_CHANNELS_LAST",
@@ -126,7 +130,8 @@ class FusionStack(nn.Module):
 
     Shape:
         - Input: ``s (B, C, H, W)``, ``u (B, C, H, W)`` (any memory format).
-        - Output: ``(B, C, H, W)``, channels-last strides (the layers run as matrix products on NHWC rows).
+        - Output: ``(B, C, H, W)``, contiguous (the layers run as matrix products on every image's pixels,
+          in one autograd Function: :func:`~examples.voc_joint.models.fused_stack.fused_stack`).
 
     The parameters live in ``.layers`` (``nn.Conv2d`` 1x1 layers and activations), the same modules and
     state-dict keys for every ``init``; ``init="zero_residual"`` adds ``U`` to the stack's output.
@@ -141,12 +146,13 @@ class FusionStack(nn.Module):
         True
     """
 
-    _impl: str = "nhwc"  # benchmark knob (benchmarks/bench_joint.py --levers): "concat", "split" or "nhwc"
-    #: On the CPU the NHWC form runs over chunks of this many rows (``None``: all at once). glibc serves an
-    #: allocation above its mmap threshold (at most 32 MB) with fresh pages every time, and first touching
-    #: them costs about as much as the arithmetic here: one 128-wide hidden layer at B=2, 256 px is 67 MB.
-    #: Chunks of 8192 rows (4 MB per layer) cut the fusion's forward + backward by 11 % at 128 px and 16 %
-    #: at 256 px on the 2-core VM (paired; page faults per step 8 k -> 0 and 70 k -> 5 k). Not used on CUDA.
+    _impl: str = "fused"  # benchmark knob (bench_joint.py --levers): "concat", "split", "nhwc" or "fused"
+    #: On the CPU the stack runs over chunks of this many pixels (rows; in the fused form, of one image at a
+    #: time; ``None``: all at once). glibc serves an allocation above its mmap threshold (at most 32 MB) with
+    #: fresh pages every time, and first touching them costs about as much as the arithmetic here: one
+    #: 128-wide hidden layer at B=2, 256 px is 67 MB. Chunks of 8192 rows (4 MB per layer) cut the NHWC form's
+    #: forward + backward by 11 % at 128 px and 16 % at 256 px on the 2-core VM (paired; page faults per step
+    #: 8 k -> 0 and 70 k -> 5 k). Not used on CUDA.
     cpu_chunk_rows: int | None = 8192
 
     def __init__(
@@ -226,7 +232,21 @@ class FusionStack(nn.Module):
                 z = F.relu_(z)
         return z
 
-    def forward(self, s: Tensor, u: Tensor) -> Tensor:
+    def forward(
+        self, s: Tensor, u: Tensor, *, recompute: bool = False, u_of: Callable[[Tensor], Tensor] | None = None
+    ) -> Tensor:
+        """``F([S, U])``; see the class docstring.
+
+        Args:
+            s: ``S`` (B, C, H, W).
+            u: ``U`` (B, C, H, W).
+            recompute: keep only ``S`` and ``U`` for backward and recompute the hidden activations there,
+                chunk by chunk (:func:`~examples.voc_joint.models.fused_stack.fused_stack`).
+            u_of: with ``recompute``, the map that made ``U`` from ``S``: ``U`` is then not kept either but
+                rebuilt from ``S`` in backward (its gradient still flows through ``u``).
+        """
+        if recompute and self._impl != "fused":
+            raise ValueError(f"recompute needs the fused implementation, got _impl={self._impl!r}")
         c = self.num_classes
         layers = list(self.layers)
         first = layers[0]
@@ -240,6 +260,24 @@ class FusionStack(nn.Module):
             for m in layers[1:]:
                 z = m(z)
             out = z
+        elif self._impl == "fused":  # forward and backward in one Function, chunk by chunk (fused_stack)
+            slope = None
+            for m in layers:
+                if isinstance(m, nn.LeakyReLU):
+                    slope = float(m.negative_slope)
+                elif isinstance(m, nn.ReLU):
+                    slope = 0.0
+            convs = self.convs
+            out = fused_stack(
+                s,
+                u,
+                [m.weight.flatten(1) for m in convs],
+                [m.bias for m in convs],
+                slope,
+                chunk=self.cpu_chunk_rows if s.device.type == "cpu" else None,
+                recompute=recompute and torch.is_grad_enabled(),
+                u_of=u_of,
+            )
         else:  # the same on NHWC rows: (B*H*W, C) matrix products, in-place bias/accumulate/activations
             b, _, h, w_ = s.shape
             rows_s = s.permute(0, 2, 3, 1).reshape(b * h * w_, c)  # a view when s is channels-last
@@ -310,8 +348,10 @@ class JointModel(nn.Module):
         channels_last: convert both networks and their inputs to ``torch.channels_last`` (``True``), only
             SpixelFCN and its input (``"spixelfcn"``) or neither (``False``); a runtime option, not part of
             :attr:`config`.
-        recompute_fusion: in training, save only ``S`` (and ``Q`` in soft mode) for backward and recompute
-            the first uniformization and the fusion stack (activation checkpointing; runtime option).
+        recompute_fusion: in training, save only ``S`` (and ``Q`` in soft mode) for the fusion's backward and
+            recompute the first uniformization and the stack's activations there (``"hard"``: inside the
+            stack's Function, chunk by chunk; ``"soft"``: activation checkpointing). Same values and
+            gradients; on by default (runtime option).
         compile_refine: run :meth:`refine` through ``torch.compile`` (compiled on the first call; runtime
             option).
 
@@ -351,7 +391,7 @@ class JointModel(nn.Module):
         fusion_init: FusionInit = "transparent",
         generator: torch.Generator | int | None = 0,
         channels_last: ChannelsLast = False,
-        recompute_fusion: bool = False,
+        recompute_fusion: bool = True,
         compile_refine: bool = False,
     ) -> None:
         super().__init__()
@@ -430,7 +470,13 @@ class JointModel(nn.Module):
         # one pixel-to-superpixel assignment serves both uniformizations
         enc = None if self.mode == "none" else self.assignment(ids)
         if self.recompute_fusion and self.fusion is not None and torch.is_grad_enabled():
-            x = checkpoint(self._mix, s, q, enc, use_reentrant=False, preserve_rng_state=False)
+            if self.mode == "hard" and self.fusion._impl == "fused":
+                # the stack's Function recomputes its activations chunk by chunk, and U from S (the graph of
+                # the hard U keeps only the assignment)
+                assert enc is not None
+                x = self.fusion(s, enc.uniformize(s), recompute=True, u_of=enc.uniformize)
+            else:  # activation checkpointing of U and the stack (the soft U would keep S and Q blocks)
+                x = checkpoint(self._mix, s, q, enc, use_reentrant=False, preserve_rng_state=False)
         else:
             x = self._mix(s, q, enc)
         if enc is not None:

@@ -1,0 +1,233 @@
+"""Forward and backward of the fusion stack in one ``autograd.Function``, chunk by chunk of pixels.
+
+The stack is ``z_1 = W_S S + W_U U + b_1``, then ``z_{l+1} = W_{l+1} act(z_l) + b_{l+1}``: 1x1 layers, so
+matrix products on the pixels of every image. Autograd would record each product, bias and activation, and
+its backward allocates a gradient per node; this Function does the same arithmetic in fewer passes:
+
+* every chunk is up to ``chunk`` pixels of one image, read in place from ``S`` and ``U`` in either memory
+  format (a chunk of an NCHW map is a column-major ``(pixels, C)`` matrix, of a channels-last one a row-major
+  one: the matrix products take both without a copy); the last layer writes straight into an NCHW output;
+* forward: each layer is one ``addmm`` into its own buffer, the activation applied in place;
+* backward, per chunk: the weight gradients accumulate with ``addmm_``, the activation's derivative is read
+  off its saved *output* (``h > 0``) in place, and the input gradients are written into NCHW ``dS``, ``dU``;
+* ``recompute=True`` saves only ``S`` and ``U`` and recomputes a chunk's hidden activations just before its
+  backward, so the activations of the whole stack are never held at once (a chunk's at a time).
+
+The same values as the module form up to float rounding (the same products; the weight gradients are summed
+chunk by chunk). ``tests/examples/test_fused_stack.py`` checks it against autograd through the layers and with
+``torch.autograd.gradcheck`` in float64. First-order only (``once_differentiable``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["fused_stack"]
+
+
+def _chunks(batch: int, pixels: int, chunk: int) -> Iterator[tuple[int, slice]]:
+    """``(image, pixel slice)`` of every chunk, image by image."""
+    for b in range(batch):
+        for p0 in range(0, pixels, chunk):
+            yield b, slice(p0, min(p0 + chunk, pixels))
+
+
+def _act_(z: Tensor, slope: float | None) -> Tensor:
+    """The activation in place: ``None`` none, ``0.0`` ReLU, ``> 0`` LeakyReLU."""
+    if slope is None:
+        return z
+    return torch.relu_(z) if slope == 0.0 else F.leaky_relu_(z, slope)
+
+
+def _act_backward_(g: Tensor, h: Tensor, slope: float | None) -> Tensor:
+    """``g act'(z)`` in place, read off the activation's output ``h``: ``h > 0`` iff ``z > 0``."""
+    if slope is None:
+        return g
+    if slope == 0.0:
+        return torch.ops.aten.threshold_backward.grad_input(g, h, 0.0, grad_input=g)
+    return torch.ops.aten.leaky_relu_backward.grad_input(g, h, slope, True, grad_input=g)
+
+
+def _hidden(
+    s: Tensor,
+    u: Tensor,
+    ws: Sequence[Tensor],
+    bs: Sequence[Tensor | None],
+    slope: float | None,
+    bufs: Sequence[Tensor] | None,
+) -> list[Tensor]:
+    """The hidden activations ``(m, h_l)`` of one chunk (``s``, ``u``: ``(m, C)``), into ``bufs`` or new
+    tensors: ``act(W_S s + W_U u + b_1)``, then every layer but the last."""
+    c = s.shape[1]
+    outs = list(bufs) if bufs is not None else [s.new_empty(s.shape[0], w.shape[0]) for w in ws[:-1]]
+    w1 = ws[0]
+    if bs[0] is None:
+        z = torch.mm(s, w1[:, :c].t(), out=outs[0])
+    else:
+        z = torch.addmm(bs[0], s, w1[:, :c].t(), out=outs[0])
+    hs = [_act_(z.addmm_(u, w1[:, c:].t()), slope)]
+    for w, b, out in zip(ws[1:-1], bs[1:-1], outs[1:], strict=True):
+        z = torch.mm(hs[-1], w.t(), out=out) if b is None else torch.addmm(b, hs[-1], w.t(), out=out)
+        hs.append(_act_(z, slope))
+    return hs
+
+
+class _FusedStack(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        s: Tensor,
+        u: Tensor,
+        slope: float | None,
+        chunk: int,
+        recompute: bool,
+        u_of: Callable[[Tensor], Tensor] | None,
+        spatial: tuple[int, int],
+        num_layers: int,
+        *params: Tensor | None,
+    ) -> Tensor:
+        ws = [w for w in params[0::2] if w is not None]
+        bs = list(params[1::2])
+        batch, _, pixels = s.shape
+        m = min(chunk, pixels)
+        out = s.new_empty(batch, ws[-1].shape[0], pixels)
+        scratch = [s.new_empty(m, w.shape[0]) for w in ws[:-1]] if recompute else None
+        hidden: list[Tensor] = []
+        for b, p in _chunks(batch, pixels, chunk):
+            n = p.stop - p.start
+            bufs = None if scratch is None else [buf[:n] for buf in scratch]
+            hs = _hidden(s[b, :, p].t(), u[b, :, p].t(), ws, bs, slope, bufs)
+            if not recompute:
+                hidden.extend(hs)
+            # the last layer into the NCHW output: out[b, :, p] = W h^T + b
+            if bs[-1] is None:
+                torch.mm(ws[-1], hs[-1].t(), out=out[b, :, p])
+            else:
+                torch.addmm(bs[-1].unsqueeze(1), ws[-1], hs[-1].t(), out=out[b, :, p])
+        # with u_of (recompute only), U is rebuilt from S in backward instead of being kept
+        keep_u = u if u_of is None else None
+        ctx.save_for_backward(s, keep_u, *ws, *[b for b in bs if b is not None], *hidden)
+        ctx.layout = (slope, chunk, recompute, u_of, spatial, num_layers, [b is not None for b in bs])
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        slope, chunk, recompute, u_of, spatial, num_layers, has_bias = ctx.layout
+        grad = _pixel_matrix(grad)
+        saved = list(ctx.saved_tensors)
+        s, u = saved[0], saved[1]
+        if u is None:
+            with torch.no_grad():
+                u = _pixel_matrix(u_of(s.unflatten(2, spatial)))
+        ws = saved[2 : 2 + num_layers]
+        stored = iter(saved[2 + num_layers : 2 + num_layers + sum(has_bias)])
+        bs: list[Tensor | None] = [next(stored) if flag else None for flag in has_bias]
+        hidden = saved[2 + num_layers + sum(has_bias) :]
+        c = s.shape[1]
+        w1s, w1u = ws[0][:, :c], ws[0][:, c:]
+        gws = [torch.zeros_like(w) for w in ws]
+        gbs = [None if b is None else torch.zeros_like(b) for b in bs]
+        gs = s.new_empty(s.shape) if ctx.needs_input_grad[0] else None
+        gu = u.new_empty(u.shape) if ctx.needs_input_grad[1] else None
+        batch, _, pixels = s.shape
+        m = min(chunk, pixels)
+        # one buffer per hidden layer's gradient (and activation, when recomputing), reused by every chunk:
+        # on the CPU fresh large allocations cost page faults comparable to the arithmetic
+        gbuf = [s.new_empty(m, w.shape[1]) for w in ws[1:]]
+        scratch = [s.new_empty(m, w.shape[0]) for w in ws[:-1]] if recompute else None
+        for i, (b, p) in enumerate(_chunks(batch, pixels, chunk)):
+            n = p.stop - p.start
+            rows_s, rows_u = s[b, :, p].t(), u[b, :, p].t()
+            if scratch is not None:
+                hs = _hidden(rows_s, rows_u, ws, bs, slope, [buf[:n] for buf in scratch])
+            else:
+                hs = hidden[i * (num_layers - 1) : (i + 1) * (num_layers - 1)]
+            g = grad[b, :, p].t()  # (n, C_out)
+            for layer in range(num_layers - 1, 0, -1):  # the last layer down to the second
+                h = hs[layer - 1]
+                gws[layer].addmm_(g.t(), h)
+                gb = gbs[layer]
+                if gb is not None:
+                    gb += g.sum(0)
+                g = _act_backward_(torch.mm(g, ws[layer], out=gbuf[layer - 1][:n]), h, slope)
+            gws[0][:, :c].addmm_(g.t(), rows_s)
+            gws[0][:, c:].addmm_(g.t(), rows_u)
+            if gbs[0] is not None:
+                gbs[0] += g.sum(0)
+            if gs is not None:  # dS[b, :, p] = W_S^T g^T
+                torch.mm(w1s.t(), g.t(), out=gs[b, :, p])
+            if gu is not None:
+                torch.mm(w1u.t(), g.t(), out=gu[b, :, p])
+        params: list[Tensor | None] = []
+        for gw, gb in zip(gws, gbs, strict=True):
+            params += [gw, gb]
+        return (gs, gu, None, None, None, None, None, None, *params)
+
+
+def fused_stack(
+    s: Tensor,
+    u: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor | None],
+    slope: float | None,
+    *,
+    chunk: int | None = None,
+    recompute: bool = False,
+    u_of: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """The fusion stack ``[S, U] -> C_out`` per pixel, forward and backward chunk by chunk.
+
+    Args:
+        s (Tensor[B, C, H, W]): ``S``, NCHW or channels-last.
+        u (Tensor[B, C, H, W]): ``U``, the same shape.
+        weights: the layers' weights ``(out, in)`` (1x1 convolution weights flattened); the first is
+            ``(h_1, 2C)``, over ``[S, U]``.
+        biases: the layers' biases ``(out,)`` or ``None``, one per weight.
+        slope: the activation between layers: ``None`` (none), ``0.0`` (ReLU) or the LeakyReLU slope (> 0).
+        chunk: most pixels per chunk (``None``: one chunk per image).
+        recompute: save only ``S`` and ``U`` for backward and recompute the hidden activations chunk by chunk.
+        u_of: with ``recompute``, the map that made ``U`` from ``S`` (``u == u_of(s)``, e.g. the
+            uniformization): ``U`` is not kept either but rebuilt in backward. Its gradient still flows
+            through ``u``'s own graph.
+
+    Returns:
+        Tensor[B, C_out, H, W], contiguous (NCHW).
+    """
+    if len(weights) != len(biases) or len(weights) < 2:
+        raise ValueError(
+            f"need at least 2 layers and one bias (or None) per weight, got {len(weights)} weights and "
+            f"{len(biases)} biases"
+        )
+    batch, _, height, width = s.shape
+    pixels = height * width
+    params: list[Tensor | None] = []
+    for w, b in zip(weights, biases, strict=True):
+        params += [w, b]
+    dtype = weights[0].dtype  # the stack runs in its parameters' dtype, never under autocast
+    with torch.autocast(device_type=s.device.type, enabled=False):
+        out: Tensor = _FusedStack.apply(
+            _pixel_matrix(s.to(dtype)),
+            _pixel_matrix(u.to(dtype)),
+            slope,
+            max(1, chunk or pixels),
+            recompute,
+            u_of if recompute else None,
+            (height, width),
+            len(weights),
+            *params,
+        )
+    return out.view(batch, -1, height, width)
+
+
+def _pixel_matrix(x: Tensor) -> Tensor:
+    """``x[B, C, H, W]`` (or ``[B, C, N]``) as ``[B, C, N]`` whose every image is a row- or column-major
+    matrix: no copy for NCHW or channels-last, a contiguous copy otherwise (e.g. a stride-0 gradient)."""
+    flat = x.flatten(2)
+    return flat if flat.is_contiguous() or flat.transpose(1, 2).is_contiguous() else flat.contiguous()

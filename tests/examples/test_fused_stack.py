@@ -1,0 +1,149 @@
+"""The fusion stack in one autograd Function (``fused_stack``) against autograd on the layers."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import sparse_ops
+from examples.voc_joint.models.fused_stack import fused_stack
+
+SLOPES = {"relu": 0.0, "leaky_relu": 0.2, None: None}
+
+
+def _params(
+    widths: list[int], bias: list[bool], dtype: torch.dtype, device: torch.device, seed: int = 0
+) -> tuple[list[Tensor], list[Tensor | None]]:
+    g = torch.Generator().manual_seed(seed)
+    ws = [torch.randn(o, i, generator=g, dtype=dtype).to(device) for i, o in itertools.pairwise(widths)]
+    bs = [
+        torch.randn(o, generator=g, dtype=dtype).to(device) if b else None
+        for o, b in zip(widths[1:], bias, strict=True)
+    ]
+    return [w.requires_grad_() for w in ws], [None if b is None else b.requires_grad_() for b in bs]
+
+
+def _reference(s: Tensor, u: Tensor, ws: list[Tensor], bs: list[Tensor | None], act: str | None) -> Tensor:
+    """The obvious form: 1x1 convolutions on ``cat([S, U])`` with the activation between layers."""
+    z = torch.cat([s, u], dim=1)
+    for i, (w, b) in enumerate(zip(ws, bs, strict=True)):
+        z = F.conv2d(z, w[:, :, None, None], b)
+        if i < len(ws) - 1 and act is not None:
+            z = F.relu(z) if act == "relu" else F.leaky_relu(z, SLOPES[act])
+    return z
+
+
+def _grads(out: Tensor, inputs: list[Tensor], g: Tensor) -> tuple[Tensor, ...]:
+    return torch.autograd.grad(out, inputs, g)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", None])
+@pytest.mark.parametrize("chunk", [None, 7, 30, 1000])
+@pytest.mark.parametrize("memory_format", ["nchw", "channels_last"])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_matches_autograd_through_the_layers(
+    act: str | None, chunk: int | None, memory_format: str, recompute: bool, device: torch.device
+) -> None:
+    """Output and every gradient equal the 1x1-conv form, for chunks that split images unevenly (7), that
+    hold one image (None, 1000), both memory formats, with and without recomputation."""
+    ws, bs = _params([6, 10, 8, 3], [True, False, True], torch.float64, device)
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64).to(device)
+    u = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64).to(device)
+    if memory_format == "channels_last":
+        s, u = (t.contiguous(memory_format=torch.channels_last) for t in (s, u))
+    s.requires_grad_(), u.requires_grad_()
+    grad = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64).to(device)
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+    out = fused_stack(s, u, ws, bs, SLOPES[act], chunk=chunk, recompute=recompute)
+    ref = _reference(s, u, ws, bs, act)
+    assert out.is_contiguous() and out.shape == ref.shape
+    torch.testing.assert_close(out, ref)
+    for got, want in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_gradcheck() -> None:
+    ws, bs = _params([4, 6, 6, 2], [True, True, False], torch.float64, torch.device("cpu"))
+    s = torch.randn(2, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(2, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    for recompute in (False, True):
+
+        def fn(s: Tensor, u: Tensor, *p: Tensor, recompute: bool = recompute) -> Tensor:
+            return fused_stack(s, u, list(p[:3]), [p[3], p[4], None], 0.1, chunk=5, recompute=recompute)
+
+        assert torch.autograd.gradcheck(fn, (s, u, *ws, bs[0], bs[1]))
+
+
+def _saved(fn) -> dict[int, int]:  # type: ignore[no-untyped-def]
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return seen
+
+
+def test_recompute_keeps_only_the_inputs() -> None:
+    """Without recomputation the hidden activations are kept; with it only S and U (and the parameters);
+    with ``u_of`` not even U, which is rebuilt from S in backward, and U's own graph still gets its gradient.
+    """
+    ws, bs = _params([6, 16, 16, 3], [True, True, True], torch.float32, torch.device("cpu"))
+    ids = torch.arange(40).view(1, 5, 8).div(4, rounding_mode="floor").expand(2, 5, 8).contiguous()
+    enc = sparse_ops.SuperpixelAssignment(ids, 10)
+    s = torch.randn(2, 3, 5, 8, requires_grad=True)
+    params = sum(p.numel() * 4 for p in [*ws, *bs] if p is not None)
+    data = s.numel() * 4
+    runs = {}
+    for name, kwargs in {
+        "kept": {},
+        "recompute": {"recompute": True},
+        "u_of": {"recompute": True, "u_of": enc.uniformize},
+    }.items():
+        out: list[Tensor] = []
+
+        def forward(kwargs: dict = kwargs, out: list[Tensor] = out) -> None:
+            out.append(fused_stack(s, enc.uniformize(s), ws, bs, 0.0, **kwargs))
+
+        saved = _saved(forward)
+        runs[name] = (sum(saved.values()), torch.autograd.grad(out[0].square().sum(), [s, *ws]))
+    graph_u = enc_bytes(enc, s)
+    hidden = 2 * 16 * 80 * 4  # two 16-wide hidden layers over 2 x 40 pixels
+    assert runs["kept"][0] == params + 2 * data + hidden + graph_u
+    assert runs["recompute"][0] == params + 2 * data + graph_u
+    assert runs["u_of"][0] == params + data + graph_u
+    for name in ("recompute", "u_of"):
+        for got, want in zip(runs[name][1], runs["kept"][1], strict=True):
+            torch.testing.assert_close(got, want)
+
+
+def enc_bytes(enc: sparse_ops.SuperpixelAssignment, s: Tensor) -> int:
+    """What U's own graph node saves (the assignment's index tensors): the same in every run."""
+    return sum(_saved(lambda: enc.uniformize(s)).values())
+
+
+def test_expanded_gradient() -> None:
+    """A stride-0 incoming gradient (``out.sum()``) is read like a dense one."""
+    ws, bs = _params([4, 6, 2], [True, True], torch.float64, torch.device("cpu"))
+    s = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    got = torch.autograd.grad(fused_stack(s, u, ws, bs, 0.0, chunk=4).sum(), [s, u, *ws])
+    want = torch.autograd.grad(_reference(s, u, ws, bs, "relu").sum(), [s, u, *ws])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_needs_two_layers_and_a_bias_per_weight() -> None:
+    ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
+    s = u = torch.randn(1, 2, 3, 3)
+    with pytest.raises(ValueError, match="at least 2 layers and one bias"):
+        fused_stack(s, u, ws[:1], bs[:1], 0.0)
+    with pytest.raises(ValueError, match="got 2 weights and 1 biases"):
+        fused_stack(s, u, ws, bs[:1], 0.0)
