@@ -147,3 +147,56 @@ def test_needs_two_layers_and_a_bias_per_weight() -> None:
         fused_stack(s, u, ws[:1], bs[:1], 0.0)
     with pytest.raises(ValueError, match="got 2 weights and 1 biases"):
         fused_stack(s, u, ws, bs[:1], 0.0)
+
+
+def test_rejects_mismatched_shapes_and_a_negative_slope() -> None:
+    ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
+    s = torch.randn(2, 2, 3, 3)
+    for u in (torch.randn(2, 2, 4, 3), torch.randn(2, 2, 9), torch.randn(1, 2, 3, 3)):
+        with pytest.raises(
+            ValueError, match=r"s and u must have the same shape \[B, C, H, W\], got \(2, 2, 3, 3\)"
+        ):
+            fused_stack(s, u, ws, bs, 0.0)
+    with pytest.raises(ValueError, match=r"layer 0: weight must be \(out, 6\) .* got weight \(6, 4\)"):
+        fused_stack(torch.randn(2, 3, 3, 3), torch.randn(2, 3, 3, 3), ws, bs, 0.0)
+    with pytest.raises(
+        ValueError, match=r"layer 1: weight must be \(out, 6\) and bias \(out,\) or None, got .* bias \(3,\)"
+    ):
+        fused_stack(s, s, ws, [bs[0], torch.zeros(3)], 0.0)
+    with pytest.raises(ValueError, match=r"slope must be None, 0\.0 .* got -0\.1"):
+        fused_stack(s, s, ws, bs, -0.1)
+
+
+def test_empty_batch() -> None:
+    ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
+    assert fused_stack(torch.randn(0, 2, 3, 3), torch.randn(0, 2, 3, 3), ws, bs, 0.0).shape == (0, 2, 3, 3)
+
+
+def test_inference_keeps_no_activations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without autograd every chunk's activations go through one set of buffers (the memory of evaluation
+    does not grow with the image), with the same values."""
+    import examples.voc_joint.models.fused_stack as fs
+
+    calls: list[bool] = []
+    hidden = fs._hidden
+    monkeypatch.setattr(fs, "_hidden", lambda *a: calls.append(a[-1] is not None) or hidden(*a))
+    ws, bs = _params([6, 8, 3], [True, True], torch.float32, torch.device("cpu"))
+    s, u = torch.randn(2, 3, 5, 6), torch.randn(2, 3, 5, 6)
+    with torch.no_grad():
+        out = fused_stack(s, u, ws, bs, 0.0, chunk=7)
+    assert calls == [True] * 10  # 2 images x 5 chunks, all into the shared buffers
+    torch.testing.assert_close(out, _reference(s, u, ws, bs, "relu").detach())
+    calls.clear()
+    fused_stack(s, u, ws, bs, 0.0, chunk=7)  # with autograd: each chunk's own, kept for backward
+    assert calls == [False] * 10
+
+
+def test_runs_in_the_parameters_dtype_under_autocast() -> None:
+    """bfloat16 inputs under CPU autocast: the stack runs in float32, its weights' dtype, like on float32
+    inputs (autocast would run the products in bfloat16)."""
+    ws, bs = _params([6, 8, 3], [True, True], torch.float32, torch.device("cpu"))
+    s, u = torch.randn(2, 3, 4, 5).bfloat16(), torch.randn(2, 3, 4, 5).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused_stack(s, u, ws, bs, 0.0, chunk=7)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, _reference(s.float(), u.float(), ws, bs, "relu"), rtol=1e-6, atol=1e-6)

@@ -412,6 +412,8 @@ def test_refine_compiles_without_graph_breaks(recompute: bool) -> None:
     """``compile_refine`` traces one graph (checked with the fast "aot_eager" backend and fullgraph=True)."""
     deeplab, spixel = _nets()
     joint = JointModel(deeplab, spixel, compile_refine=True, recompute_fusion=recompute).train()
+    assert joint.fusion is not None
+    joint.fusion.cpu_chunk_rows = 300  # several chunks per image: strided writes into the NCHW maps
     ref = copy.deepcopy(joint)
     ref.compile_refine = False
     torch._dynamo.reset()

@@ -54,6 +54,18 @@ def _act_backward_(g: Tensor, h: Tensor, slope: float | None) -> Tensor:
     return torch.ops.aten.leaky_relu_backward.grad_input(g, h, slope, True, grad_input=g)
 
 
+def _product_into(out: Tensor, a: Tensor, b: Tensor, bias: Tensor | None = None) -> None:
+    """``out = a b (+ bias)`` for a strided ``out`` (a chunk of an NCHW map): written in place by the matrix
+    product in eager mode; under ``torch.compile``, which refuses a non-contiguous ``out=``, computed and
+    copied in (one graph either way)."""
+    if torch.compiler.is_compiling():
+        out.copy_(a @ b if bias is None else torch.addmm(bias, a, b))
+    elif bias is None:
+        torch.mm(a, b, out=out)
+    else:
+        torch.addmm(bias, a, b, out=out)
+
+
 def _hidden(
     s: Tensor,
     u: Tensor,
@@ -106,10 +118,8 @@ class _FusedStack(torch.autograd.Function):
             if not recompute:
                 hidden.extend(hs)
             # the last layer into the NCHW output: out[b, :, p] = W h^T + b
-            if bs[-1] is None:
-                torch.mm(ws[-1], hs[-1].t(), out=out[b, :, p])
-            else:
-                torch.addmm(bs[-1].unsqueeze(1), ws[-1], hs[-1].t(), out=out[b, :, p])
+            bias = None if bs[-1] is None else bs[-1].unsqueeze(1)
+            _product_into(out[b, :, p], ws[-1], hs[-1].t(), bias)
         # with u_of (recompute only), U is rebuilt from S in backward instead of being kept
         keep_u = u if u_of is None else None
         ctx.save_for_backward(s, keep_u, *ws, *[b for b in bs if b is not None], *hidden)
@@ -162,9 +172,9 @@ class _FusedStack(torch.autograd.Function):
             if gbs[0] is not None:
                 gbs[0] += g.sum(0)
             if gs is not None:  # dS[b, :, p] = W_S^T g^T
-                torch.mm(w1s.t(), g.t(), out=gs[b, :, p])
+                _product_into(gs[b, :, p], w1s.t(), g.t())
             if gu is not None:
-                torch.mm(w1u.t(), g.t(), out=gu[b, :, p])
+                _product_into(gu[b, :, p], w1u.t(), g.t())
         params: list[Tensor | None] = []
         for gw, gb in zip(gws, gbs, strict=True):
             params += [gw, gb]
@@ -193,20 +203,49 @@ def fused_stack(
         slope: the activation between layers: ``None`` (none), ``0.0`` (ReLU) or the LeakyReLU slope (> 0).
         chunk: most pixels per chunk (``None``: one chunk per image).
         recompute: save only ``S`` and ``U`` for backward and recompute the hidden activations chunk by chunk.
-        u_of: with ``recompute``, the map that made ``U`` from ``S`` (``u == u_of(s)``, e.g. the
-            uniformization): ``U`` is not kept either but rebuilt in backward. Its gradient still flows
-            through ``u``'s own graph.
+        u_of: with ``recompute``, the map that made ``U`` from ``S`` (e.g. the hard uniformization): ``U`` is
+            not kept either but rebuilt in backward as ``u_of(s)``. It must reproduce ``U`` exactly from ``S``
+            in the parameters' dtype (deterministically: a scatter that adds in another order on CUDA changes
+            the last bits of the gradients); it is not checked. ``U``'s gradient still flows through ``u``'s
+            own graph. Ignored without ``recompute``.
 
     Returns:
         Tensor[B, C_out, H, W], contiguous (NCHW).
+
+    Raises:
+        ValueError: ``s`` and ``u`` of different shapes, layer shapes that do not chain from ``2C``, a bias
+            of the wrong shape, a negative slope.
+
+    First-order only: the backward is not differentiable again (``create_graph=True`` gives no second
+    derivative through this op). Under ``torch.compile`` the loop over images and chunks is unrolled into the
+    graph, so compile time grows with the batch and the image size.
     """
     if len(weights) != len(biases) or len(weights) < 2:
         raise ValueError(
             f"need at least 2 layers and one bias (or None) per weight, got {len(weights)} weights and "
             f"{len(biases)} biases"
         )
-    batch, _, height, width = s.shape
+    if s.dim() != 4 or u.shape != s.shape:
+        raise ValueError(
+            f"s and u must have the same shape [B, C, H, W], got {tuple(s.shape)} and {tuple(u.shape)}"
+        )
+    batch, c, height, width = s.shape
+    fan_in = 2 * c
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        if w.dim() != 2 or w.shape[1] != fan_in or (b is not None and b.shape != (w.shape[0],)):
+            raise ValueError(
+                f"layer {i}: weight must be (out, {fan_in}) and bias (out,) or None, got weight "
+                f"{tuple(w.shape)} and bias {None if b is None else tuple(b.shape)}"
+            )
+        fan_in = w.shape[0]
+    if slope is not None and not slope >= 0:
+        raise ValueError(f"slope must be None, 0.0 (ReLU) or a LeakyReLU slope > 0, got {slope}")
     pixels = height * width
+    # nothing to differentiate (inference): the activations go through one chunk's buffers, never kept
+    tracked = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (s, u, *weights, *biases) if t is not None
+    )
+    recompute = recompute or not tracked
     params: list[Tensor | None] = []
     for w, b in zip(weights, biases, strict=True):
         params += [w, b]
@@ -223,11 +262,12 @@ def fused_stack(
             len(weights),
             *params,
         )
-    return out.view(batch, -1, height, width)
+    return out.view(batch, weights[-1].shape[0], height, width)
 
 
 def _pixel_matrix(x: Tensor) -> Tensor:
     """``x[B, C, H, W]`` (or ``[B, C, N]``) as ``[B, C, N]`` whose every image is a row- or column-major
-    matrix: no copy for NCHW or channels-last, a contiguous copy otherwise (e.g. a stride-0 gradient)."""
+    matrix: no copy for NCHW or channels-last, one contiguous copy otherwise (e.g. a stride-0 gradient, which
+    the products would otherwise copy per chunk)."""
     flat = x.flatten(2)
     return flat if flat.is_contiguous() or flat.transpose(1, 2).is_contiguous() else flat.contiguous()

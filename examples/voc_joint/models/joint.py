@@ -183,6 +183,11 @@ class FusionStack(nn.Module):
         )
         if init != "transparent":
             self._reinit(init, _generator(generator))
+        #: the activation for :func:`fused_stack`: ``None`` (none), ``0.0`` (ReLU) or the LeakyReLU slope
+        self._slope: float | None = None
+        for m in self.layers:
+            if isinstance(m, (nn.ReLU, nn.LeakyReLU)):
+                self._slope = float(getattr(m, "negative_slope", 0.0))
 
     @property
     def convs(self) -> list[nn.Conv2d]:
@@ -241,17 +246,34 @@ class FusionStack(nn.Module):
             s: ``S`` (B, C, H, W).
             u: ``U`` (B, C, H, W).
             recompute: keep only ``S`` and ``U`` for backward and recompute the hidden activations there,
-                chunk by chunk (:func:`~examples.voc_joint.models.fused_stack.fused_stack`).
+                chunk by chunk (:func:`~examples.voc_joint.models.fused_stack.fused_stack`; without autograd
+                nothing is kept either way).
             u_of: with ``recompute``, the map that made ``U`` from ``S``: ``U`` is then not kept either but
-                rebuilt from ``S`` in backward (its gradient still flows through ``u``).
+                rebuilt from ``S`` in backward (its gradient still flows through ``u``); ignored otherwise.
+
+        Returns:
+            ``F`` (B, C, H, W), contiguous in the fused form.
         """
         if recompute and self._impl != "fused":
             raise ValueError(f"recompute needs the fused implementation, got _impl={self._impl!r}")
+        out: Tensor
+        if self._impl == "fused":  # forward and backward in one Function, chunk by chunk (fused_stack)
+            convs = self.convs
+            out = fused_stack(
+                s,
+                u,
+                [m.weight.flatten(1) for m in convs],
+                [m.bias for m in convs],
+                self._slope,
+                chunk=self.cpu_chunk_rows if s.device.type == "cpu" else None,
+                recompute=recompute,
+                u_of=u_of,
+            )
+            return out + u if self.init == "zero_residual" else out
         c = self.num_classes
         layers = list(self.layers)
         first = layers[0]
         assert isinstance(first, nn.Conv2d)
-        out: Tensor
         if self._impl == "concat":  # the plain form: one 1x1 conv stack on torch.cat([S, U])
             out = self.layers(torch.cat([s, u], dim=1))
         elif self._impl == "split":  # W [S; U] = W_S S + W_U U, 1x1 convolutions
@@ -260,24 +282,6 @@ class FusionStack(nn.Module):
             for m in layers[1:]:
                 z = m(z)
             out = z
-        elif self._impl == "fused":  # forward and backward in one Function, chunk by chunk (fused_stack)
-            slope = None
-            for m in layers:
-                if isinstance(m, nn.LeakyReLU):
-                    slope = float(m.negative_slope)
-                elif isinstance(m, nn.ReLU):
-                    slope = 0.0
-            convs = self.convs
-            out = fused_stack(
-                s,
-                u,
-                [m.weight.flatten(1) for m in convs],
-                [m.bias for m in convs],
-                slope,
-                chunk=self.cpu_chunk_rows if s.device.type == "cpu" else None,
-                recompute=recompute and torch.is_grad_enabled(),
-                u_of=u_of,
-            )
         else:  # the same on NHWC rows: (B*H*W, C) matrix products, in-place bias/accumulate/activations
             b, _, h, w_ = s.shape
             rows_s = s.permute(0, 2, 3, 1).reshape(b * h * w_, c)  # a view when s is channels-last
