@@ -54,16 +54,15 @@ def _act_backward_(g: Tensor, h: Tensor, slope: float | None) -> Tensor:
     return torch.ops.aten.leaky_relu_backward.grad_input(g, h, slope, True, grad_input=g)
 
 
-def _product_into(out: Tensor, a: Tensor, b: Tensor, bias: Tensor | None = None) -> None:
-    """``out = a b (+ bias)`` for a strided ``out`` (a chunk of an NCHW map): written in place by the matrix
-    product in eager mode; under ``torch.compile``, which refuses a non-contiguous ``out=``, computed and
-    copied in (one graph either way)."""
-    if torch.compiler.is_compiling():
-        out.copy_(a @ b if bias is None else torch.addmm(bias, a, b))
-    elif bias is None:
-        torch.mm(a, b, out=out)
-    else:
-        torch.addmm(bias, a, b, out=out)
+def _product_into(out: Tensor, a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``out = a b (+ bias)``, written in place by the matrix product; a strided ``out`` (a chunk of an NCHW
+    map) under ``torch.compile``, which refuses a non-contiguous ``out=``, is computed and copied in (one
+    graph either way). Returns ``out``."""
+    if torch.compiler.is_compiling() and not out.is_contiguous():
+        return out.copy_(a @ b if bias is None else torch.addmm(bias, a, b))
+    if bias is None:
+        return torch.mm(a, b, out=out)
+    return torch.addmm(bias, a, b, out=out)
 
 
 def _hidden(
@@ -79,14 +78,10 @@ def _hidden(
     c = s.shape[1]
     outs = list(bufs) if bufs is not None else [s.new_empty(s.shape[0], w.shape[0]) for w in ws[:-1]]
     w1 = ws[0]
-    if bs[0] is None:
-        z = torch.mm(s, w1[:, :c].t(), out=outs[0])
-    else:
-        z = torch.addmm(bs[0], s, w1[:, :c].t(), out=outs[0])
+    z = _product_into(outs[0], s, w1[:, :c].t(), bs[0])
     hs = [_act_(z.addmm_(u, w1[:, c:].t()), slope)]
     for w, b, out in zip(ws[1:-1], bs[1:-1], outs[1:], strict=True):
-        z = torch.mm(hs[-1], w.t(), out=out) if b is None else torch.addmm(b, hs[-1], w.t(), out=out)
-        hs.append(_act_(z, slope))
+        hs.append(_act_(_product_into(out, hs[-1], w.t(), b), slope))
     return hs
 
 
