@@ -8,8 +8,10 @@ its backward allocates a gradient per node; this Function does the same arithmet
   format (a chunk of an NCHW map is a column-major ``(pixels, C)`` matrix, of a channels-last one a row-major
   one: the matrix products take both without a copy); the last layer writes straight into an NCHW output;
 * forward: each layer is one ``addmm`` into its own buffer, the activation applied in place;
-* backward, per chunk: the weight gradients accumulate with ``addmm_``, the activation's derivative is read
-  off its saved *output* (``h > 0``) in place, and the input gradients are written into NCHW ``dS``, ``dU``;
+* backward, per chunk: the weight gradients accumulate with ``addmm_`` (in float32 for half-precision
+  parameters, rounded once at the end), the activation's derivative is read off its saved *output*
+  (``h > 0``) in place, and the input gradients are written into NCHW ``dS``, ``dU``; only the gradients
+  asked for are computed (no product for a frozen weight, nothing below the lowest layer that needs one);
 * ``recompute=True`` saves only ``S`` and ``U`` and recomputes a chunk's hidden activations just before its
   backward, so the activations of the whole stack are never held at once (a chunk's at a time).
 
@@ -85,6 +87,20 @@ def _hidden(
     return hs
 
 
+def _accumulate_(total: Tensor | None, g: Tensor, x: Tensor | None = None) -> None:
+    """Add one chunk's weight gradient ``g^T x`` into ``total`` (its bias gradient ``sum_rows(g)`` without
+    ``x``); nothing if ``total`` is ``None`` (not asked for). A float32 ``total`` of half-precision chunks
+    takes every chunk's product rounded once: the chunks are added in float32."""
+    if total is None:
+        return
+    if x is None:
+        total += g.sum(0, dtype=total.dtype)
+    elif total.dtype == g.dtype:
+        total.addmm_(g.t(), x)
+    else:
+        total += torch.mm(g.t(), x)
+
+
 class _FusedStack(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -137,10 +153,21 @@ class _FusedStack(torch.autograd.Function):
         hidden = saved[2 + num_layers + sum(has_bias) :]
         c = s.shape[1]
         w1s, w1u = ws[0][:, :c], ws[0][:, c:]
-        gws = [torch.zeros_like(w) for w in ws]
-        gbs = [None if b is None else torch.zeros_like(b) for b in bs]
-        gs = s.new_empty(s.shape) if ctx.needs_input_grad[0] else None
-        gu = u.new_empty(u.shape) if ctx.needs_input_grad[1] else None
+        # the gradients asked for: a frozen layer's weight gradient is not computed, and the gradient stops
+        # at the lowest layer that still needs it (inputs: s, u, 6 options, then (weight, bias) per layer)
+        needs = ctx.needs_input_grad
+        need_w = [needs[8 + 2 * i] for i in range(num_layers)]
+        need_b = [needs[9 + 2 * i] for i in range(num_layers)]
+        lowest = 0 if needs[0] or needs[1] else min(i for i in range(num_layers) if need_w[i] or need_b[i])
+        # half-precision parameters: their gradients are summed over the chunks in float32, rounded once
+        acc = torch.float32 if ws[0].dtype in (torch.float16, torch.bfloat16) else ws[0].dtype
+        gws = [w.new_zeros(w.shape, dtype=acc) if need else None for w, need in zip(ws, need_w, strict=True)]
+        gbs = [
+            b.new_zeros(b.shape, dtype=acc) if b is not None and need else None
+            for b, need in zip(bs, need_b, strict=True)
+        ]
+        gs = s.new_empty(s.shape) if needs[0] else None
+        gu = u.new_empty(u.shape) if needs[1] else None
         batch, _, pixels = s.shape
         m = min(chunk, pixels)
         # one buffer per hidden layer's gradient (and activation, when recomputing), reused by every chunk:
@@ -154,25 +181,27 @@ class _FusedStack(torch.autograd.Function):
                 hs = _hidden(rows_s, rows_u, ws, bs, slope, [buf[:n] for buf in scratch])
             else:
                 hs = hidden[i * (num_layers - 1) : (i + 1) * (num_layers - 1)]
-            g = grad[b, :, p].t()  # (n, C_out)
-            for layer in range(num_layers - 1, 0, -1):  # the last layer down to the second
-                h = hs[layer - 1]
-                gws[layer].addmm_(g.t(), h)
-                gb = gbs[layer]
-                if gb is not None:
-                    gb += g.sum(0)
-                g = _act_backward_(torch.mm(g, ws[layer], out=gbuf[layer - 1][:n]), h, slope)
-            gws[0][:, :c].addmm_(g.t(), rows_s)
-            gws[0][:, c:].addmm_(g.t(), rows_u)
-            if gbs[0] is not None:
-                gbs[0] += g.sum(0)
-            if gs is not None:  # dS[b, :, p] = W_S^T g^T
-                _product_into(gs[b, :, p], w1s.t(), g.t())
-            if gu is not None:
-                _product_into(gu[b, :, p], w1u.t(), g.t())
+            g = grad[b, :, p].t()  # (n, C_out): the gradient of layer ``layer``'s pre-activation
+            for layer in range(num_layers - 1, lowest - 1, -1):
+                if layer == 0:
+                    gw = gws[0]
+                    if gw is not None:
+                        _accumulate_(gw[:, :c], g, rows_s)
+                        _accumulate_(gw[:, c:], g, rows_u)
+                    _accumulate_(gbs[0], g)
+                    break
+                _accumulate_(gws[layer], g, hs[layer - 1])
+                _accumulate_(gbs[layer], g)
+                if layer > lowest:
+                    g = _act_backward_(torch.mm(g, ws[layer], out=gbuf[layer - 1][:n]), hs[layer - 1], slope)
+            if lowest == 0:
+                if gs is not None:  # dS[b, :, p] = W_S^T g^T
+                    _product_into(gs[b, :, p], w1s.t(), g.t())
+                if gu is not None:
+                    _product_into(gu[b, :, p], w1u.t(), g.t())
         params: list[Tensor | None] = []
-        for gw, gb in zip(gws, gbs, strict=True):
-            params += [gw, gb]
+        for w, gw, gb in zip(ws, gws, gbs, strict=True):  # rounded once to the parameters' dtype
+            params += [None if gw is None else gw.to(w.dtype), None if gb is None else gb.to(w.dtype)]
         return (gs, gu, None, None, None, None, None, None, *params)
 
 
