@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="joint stage: keep only S for the fusion stack's backward and recompute its activations (and "
         "the first uniformization) there, chunk by chunk (default on: 29 %% less saved activation memory at "
-        "ResNet-18 / 128 px, 18 %% at ResNet-101 / 256 px, for a step 1-3 %% slower; see "
+        "ResNet-18 / 128 px, 18 %% at ResNet-101 / 256 px, for a step 2-5 %% slower; see "
         "docs/benchmarks.rst)",
     )
     g.add_argument(
