@@ -165,9 +165,12 @@ def solve_last(
 ) -> tuple[Tensor, Tensor]:
     """Last logical layer ``(W [out, h], c [out])`` with ``[x, 1] P H(W, c) = [x T^T + t, 1]`` (float64).
 
-    With a last-layer bias this is ``H(W, c) = P^+ H(T, t)`` (SVD pseudo-inverse of the full-row-rank chain
-    ``P``, the minimum-norm exact solution). Without one, ``c = 0`` and ``W^T`` solves the first ``h`` columns
-    of ``P`` alone (exact when those still have full row rank, or when the chain has no bias and ``t = 0``).
+    With a last-layer bias this is ``H(W, c) = P^+ H(T, t)``, the minimum-norm exact solution for the
+    full-row-rank chain ``P``, computed by a complete orthogonal factorization (LAPACK ``gelsy``, QR with
+    column pivoting): the pseudo-inverse's solution up to float64 rounding, without its SVD (at 1024 channels
+    0.4 s instead of 7 s on the 2-core CPU). Without a last-layer bias, ``c = 0`` and ``W^T`` solves the first
+    ``h`` columns of ``P`` alone (exact when those still have full row rank, or when the chain has no bias
+    and ``t = 0``).
 
     Raises:
         ValueError: if no exact solution exists (the chain has no right inverse).
@@ -177,7 +180,7 @@ def solve_last(
     out_f = target_weight.shape[0]
     g = homogeneous(target_weight, target_bias)[:, :out_f]  # [[T^T], [t]]
     s = p if last_bias else p[:, :h]
-    x = torch.linalg.pinv(s) @ g
+    x = torch.linalg.lstsq(s, g, driver="gelsy").solution  # float64 on the CPU (``chain``)
     residual = (s @ x - g).abs().max().item()
     if not residual <= EXACT_SOLVE_RTOL * g.abs().max().item():
         raise ValueError(

@@ -85,6 +85,28 @@ def test_solve_last_is_exact_for_target_map() -> None:
     torch.testing.assert_close(z @ w.T + c, x @ t_w.T + t_b, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("last_bias", [True, False])
+def test_solve_last_is_the_minimum_norm_solution(last_bias: bool) -> None:
+    """A widening chain has many exact last layers; the one chosen is the pseudo-inverse's (minimum norm),
+    from the orthogonal factorization as from an SVD; another exact solution would have a larger norm."""
+    g = torch.Generator().manual_seed(1)
+    affines = af.draw_hidden(3, [7, 9], [True, True], g)
+    p = af.chain(affines, 3)
+    t_w = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    t_b = torch.randn(2, generator=g, dtype=torch.float64) if last_bias else None
+    w, c = af.solve_last(p, t_w, t_b, last_bias=last_bias)
+    s = p if last_bias else p[:, :9]
+    target = af.homogeneous(t_w, t_b)[:, :2]
+    want = torch.linalg.pinv(s) @ target
+    got = torch.cat([w.T, c[None]]) if last_bias else w.T
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    # any null-space step keeps the map and grows the norm
+    null = torch.linalg.svd(s).Vh[s.shape[0] :].T  # basis of {v : s v = 0}
+    other = got + null @ torch.randn(null.shape[1], 2, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(s @ other, target, atol=1e-12, rtol=0)
+    assert bool((other.norm(dim=0) > got.norm(dim=0)).all())
+
+
 def test_solve_last_without_bias_and_rank_deficiency() -> None:
     g = torch.Generator().manual_seed(0)
     affines = af.draw_hidden(3, [5], [True], g)
