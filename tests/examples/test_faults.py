@@ -197,6 +197,35 @@ def test_interrupts_workers2_resume_bit_exact(voc6: Path, reference: Path, tmp_p
     assert_same_log(reference, ckpt.parent)
 
 
+#: The hard mode with the fusion's recomputation (the training CLI's defaults): its backward rebuilds U from
+#: S with the superpixel assignment inside the fusion Function, not through activation checkpointing.
+HARD = ("--mode", "hard", "--recompute-fusion", "--workers", "0")
+
+
+@pytest.fixture(scope="session")
+def reference_hard(voc6: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted 9-step run in the hard mode, computed once per session."""
+    out = _shared_dir(tmp_path_factory, "faults-reference-hard")
+    with _once(out) as build:
+        if build:
+            shutil.rmtree(out, ignore_errors=True)
+            res = train(out, voc6, *HARD)
+            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return out / "joint"
+
+
+def test_hard_mode_interrupts_resume_bit_exact(voc6: Path, reference_hard: Path, tmp_path: Path) -> None:
+    """The default hard mode, whose fusion recomputes inside its Function: SIGINT mid-step, then SIGTERM
+    during the second checkpoint write of the resumed run (the end of epoch 2), then ``--resume`` with recomputation switched off (it trains to the same bits:
+    a checkpoint of either setting resumes under the other); the end state is the uninterrupted run's."""
+    ckpt = tmp_path / "joint" / "checkpoint.pt"
+    _expect(train(tmp_path, voc6, *HARD, fault="sigint@step:2"), 130, 2, ckpt)
+    _expect(train(tmp_path, voc6, *HARD, "--resume", fault="sigterm@save:2"), 143, 6, ckpt)
+    _expect(train(tmp_path, voc6, *HARD, "--resume", "--no-recompute-fusion"), 0, 9, ckpt)
+    assert_same_training_state(reference_hard / "checkpoint.pt", ckpt)
+    assert_same_log(reference_hard, ckpt.parent)
+
+
 # --------------------------------------------------------------------------------------- non-finite values
 def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(
     voc6: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
