@@ -11,6 +11,9 @@ benchmarks/bench_transparent_init.py --quick`` (3 seeds, 16x smaller inputs, a s
 * Table 3: max |y - x| of ours for inputs U[-r, r], r = 1, 10, 100, 1000 (median and worst over seeds),
   beside the same construction with the authors' recipe (Gaussian N(0, 1/h) hidden draws, float32
   pseudo-inverse) measured in this run, and beside the paper's figures; plus depths 2-5.
+* Widths: the same error for ``TransparentLinear(w, [w, w])`` at w = 42, 256, 1024 (ReLU; 1024 also without an
+  activation and with LeakyReLU 0.01), 2048 input vectors, beside the float32 matrix-product floor (three
+  chained random orthogonal products).
 * Cost: forward time of a ``TransparentConv1x1`` against the same plain ``nn.Sequential`` (ratio ~1.0), the
   time to build (initialize) each, and memory (parameters, activations kept for backward).
 """
@@ -35,6 +38,7 @@ from torch import nn
 
 from transparent_init import (
     TransparentConv1x1,
+    TransparentLinear,
     _affine,
     init_rate,
     max_abs_error,
@@ -172,6 +176,55 @@ def table3(seeds: int, shape: tuple[int, ...] = INPUT_SHAPE) -> dict:
     return out
 
 
+WIDTH_CASES = (  # (name, width, activation, negative_slope) of the width table
+    ("42 relu", 42, "relu", None),
+    ("256 relu", 256, "relu", None),
+    ("1024 relu", 1024, "relu", None),
+    ("1024 none", 1024, None, None),
+    ("1024 leaky_relu 0.01", 1024, "leaky_relu", 0.01),
+)
+RANGES = (1, 10, 100, 1000)
+
+
+def _orthogonal(n: int, g: torch.Generator) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return q
+
+
+def widths(seeds: int, rows: int = 2048, max_width: int = 1024) -> dict:
+    """Max ``|y - x|`` of ``TransparentLinear(w, [w, w])`` in float32 for inputs ``U[-r, r]`` of ``rows``
+    vectors, median and worst over seeds, per width (up to ``max_width``) and activation; beside it the floor
+    of float32 matrix products: three chained random orthogonal ``w x w`` products of the same inputs against
+    float64."""
+    out: dict = {}
+    for name, width, act, slope in WIDTH_CASES:
+        if width > max_width:
+            continue
+        stacks = [
+            TransparentLinear(width, [width, width], activation=act, negative_slope=slope, generator=s)
+            for s in range(seeds)
+        ]
+        row = {}
+        for r in RANGES:
+            errs = [max_abs_error(m, inputs(float(r), s, (rows, width))) for s, m in enumerate(stacks)]
+            row[str(r)] = {"median": statistics.median(errs), "worst": max(errs)}
+        out[name] = row
+    floor: dict = {}
+    for width in (w for w in (42, 256, 1024) if w <= max_width):
+        errs = []
+        for s in range(seeds):
+            g = torch.Generator().manual_seed(20_000 + s)
+            qs = [_orthogonal(width, g) for _ in range(3)]
+            x = inputs(1.0, s, (rows, width))
+            y32, y64 = x, x.double()
+            for q in qs:
+                y32, y64 = y32 @ q.float().t(), y64 @ q.t()
+            errs.append(float((y32.double() - y64).abs().max()))
+        floor[str(width)] = {"median": statistics.median(errs), "worst": max(errs)}
+    out["matmul_floor_r1"] = floor
+    return out
+
+
 def _time_once(fn, number: int) -> float:
     t0 = time.perf_counter()
     for _ in range(number):
@@ -257,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     shape = QUICK_INPUT_SHAPE if args.quick else INPUT_SHAPE
     t2, t3 = table2(seeds, shape), table3(seeds, shape)
+    tw = widths(seeds, 256, 256) if args.quick else widths(seeds)
     c = cost(3, (2, C, 64, 64)) if args.quick else cost(25)
     machine = {
         "platform": platform.platform(),
@@ -303,6 +357,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
 
+    print("\nWidths (TransparentLinear(w, [w, w]), float32, inputs U[-r, r]: median [worst] over seeds)")
+    print(f"{'case':<22}" + "".join(f"{'r=' + str(r):>22}" for r in RANGES))
+    for name in (name for name, *_ in WIDTH_CASES if name in tw):
+        print(
+            f"{name:<22}"
+            + "".join(
+                f"{tw[name][str(r)]['median']:>12.2e} [{tw[name][str(r)]['worst']:.1e}]" for r in RANGES
+            )
+        )
+    print(
+        "float32 matmul floor (3 chained orthogonal products, r=1): "
+        + ", ".join(f"w={w}: {v['median']:.2e} [{v['worst']:.1e}]" for w, v in tw["matmul_floor_r1"].items())
+    )
     print(f"\nCost (input {c['input_shape']}, no_grad forward, median)")
     print(
         f"  forward: transparent {c['forward_ms']['transparent']:.2f} ms, plain nn.Sequential "
@@ -325,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "table2": t2,
         "paper_table2": PAPER_T2,
         "table3": t3,
+        "widths": tw,
         "paper_table3": {str(k): v for k, v in PAPER_T3.items()},
         "cost": c,
         "seconds": time.perf_counter() - t0,

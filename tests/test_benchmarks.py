@@ -202,6 +202,7 @@ def test_bench_transparent_init_quick(tmp_path):
     # transparent stacks reproduce their input: worst error at r = 1 far below the paper's 1e-4 recovery bar
     assert data["table3"]["ours_relu"]["1"]["worst"] < 1e-5
     assert data["table2"]["ours"]["recovery_relu"] == pytest.approx(100.0)
+    assert data["widths"]["256 relu"]["1"]["worst"] < 1e-5  # the width table (up to 256 in --quick)
     assert data["machine"]["cpu_model"] == _import("_harness").cpu_model()
 
 
