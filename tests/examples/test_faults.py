@@ -216,8 +216,9 @@ def reference_hard(voc6: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def test_hard_mode_interrupts_resume_bit_exact(voc6: Path, reference_hard: Path, tmp_path: Path) -> None:
     """The default hard mode, whose fusion recomputes inside its Function: SIGINT mid-step, then SIGTERM
-    during the second checkpoint write of the resumed run (the end of epoch 2), then ``--resume`` with recomputation switched off (it trains to the same bits:
-    a checkpoint of either setting resumes under the other); the end state is the uninterrupted run's."""
+    during the second checkpoint write of the resumed run (the end of epoch 2), then ``--resume`` with the
+    recomputation switched off (it trains to the same bits: a checkpoint of either setting resumes under the
+    other); the end state is the uninterrupted run's."""
     ckpt = tmp_path / "joint" / "checkpoint.pt"
     _expect(train(tmp_path, voc6, *HARD, fault="sigint@step:2"), 130, 2, ckpt)
     _expect(train(tmp_path, voc6, *HARD, "--resume", fault="sigterm@save:2"), 143, 6, ckpt)
