@@ -1,6 +1,6 @@
 """Fusion-initialization ablation of the joint model over seeds: transparent init against the usual choices.
 
-``python examples/voc_joint/ablation.py`` (``--help`` lists the options; about 7 minutes on 2 CPU cores with
+``python examples/voc_joint/ablation.py`` (``--help`` lists the options; about 6 minutes on 2 CPU cores with
 its pretraining, ``--quick`` about 3):
 
 1. takes one pair of pretrained checkpoints (``--seg-checkpoint`` / ``--spixel-checkpoint``), or pretrains
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fusion-initialization ablation of the joint DeepLabV3+ + SpixelFCN model on the "
         "synthetic VOC set: every fusion init and the demo's controls fine-tuned from the same pretrained "
         "checkpoints for the same steps, over several seeds; mean +- std tables, paired differences to "
-        "transparent init, curves. About 7 minutes on 2 CPU cores, pretraining included (--quick: about 3).",
+        "transparent init, curves. About 6 minutes on 2 CPU cores, pretraining included (--quick: about 3).",
     )
     p.add_argument(
         "--output-dir",
