@@ -117,12 +117,18 @@ def superpixel_loss(
             saved by SpixelFCN's softmax anyway) and recompute its forward in backward (activation
             checkpointing): the loss's own activations (one-hot targets, pooled centres, reconstructions at
             full resolution) are not kept, for one more forward pass of the loss. Same values and gradients.
+
+    The loss reads no tensor value on the host (``validate=False``: the labels come checked from the data
+    sets, and a non-finite association gives a non-finite loss, which :func:`train_step` catches).
     """
     import sparse_ops
 
     def total(q: Tensor) -> Tensor:
+        # not validated (no host-device synchronisation mid-step): the data sets check every label value
+        # when they read a mask, and a NaN or inf association makes the loss non-finite, which the step
+        # checks before any update
         return sparse_ops.spixel_loss(
-            q.float(), target, cell_size, pos_weight=pos_weight, num_classes=num_classes
+            q.float(), target, cell_size, pos_weight=pos_weight, num_classes=num_classes, validate=False
         ).total
 
     if recompute and torch.is_grad_enabled() and assoc.requires_grad:
