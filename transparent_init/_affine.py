@@ -121,8 +121,8 @@ def draw_hidden(
     """
     out: list[tuple[Tensor, Tensor]] = []
     prev = in_features
-    m_lin = torch.eye(in_features, dtype=torch.float64)  # chain so far: z = M x + m
-    m_off = torch.zeros(in_features, 1, dtype=torch.float64)
+    m_lin = torch.eye(in_features, dtype=torch.float64, device="cpu")  # chain so far: z = M x + m
+    m_off = torch.zeros(in_features, 1, dtype=torch.float64, device="cpu")
     for h, has_bias in zip(hidden, biases, strict=True):
         scale = 1.0 / math.sqrt(h)
         floor = MIN_ABS_FRACTION * scale
@@ -133,7 +133,11 @@ def draw_hidden(
             a = _range_preserving(h, basis, generator)
         a = _away_from_zero(a * math.sqrt(max(h, prev)), MIN_ABS_FRACTION) * scale
         b = _randn((h,), generator)
-        b = _away_from_zero(b * scale, floor) if has_bias else torch.zeros(h, dtype=torch.float64)
+        b = (
+            _away_from_zero(b * scale, floor)
+            if has_bias
+            else torch.zeros(h, dtype=torch.float64, device="cpu")
+        )
         out.append((a, b))
         m_lin = a @ m_lin
         m_off = a @ m_off + b[:, None]
@@ -154,8 +158,10 @@ def homogeneous(weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 def chain(affines: Sequence[tuple[Tensor, Tensor]], in_features: int) -> Tensor:
     """Product ``H_1 H_2 ... H_n`` of the homogeneous forms (``(in + 1, h_n + 1)``, float64)."""
-    p = torch.eye(in_features + 1, dtype=torch.float64)
-    for a, b in affines:
+    if not affines:
+        return torch.eye(in_features + 1, dtype=torch.float64, device="cpu")
+    p = homogeneous(*affines[0])  # not I @ H_1: the same bits, without a full product
+    for a, b in affines[1:]:
         p = p @ homogeneous(a, b)
     return p
 
@@ -190,7 +196,7 @@ def solve_last(
             + ("" if last_bias else ", and > in_features when only the last layer lacks a bias")
         )
     w = x[:h].T.contiguous()
-    c = x[h].contiguous() if last_bias else torch.zeros(out_f, dtype=x.dtype)
+    c = x[h].contiguous() if last_bias else torch.zeros(out_f, dtype=x.dtype, device="cpu")
     return w, c
 
 

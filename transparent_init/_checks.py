@@ -90,8 +90,9 @@ def check_real(value: object, name: str, *, minimum: float = 0.0, strict: bool =
 
 
 def check_slope(negative_slope: object, name: str = "negative_slope") -> float:
-    """A LeakyReLU slope: a finite real ``> 0`` (0 would be a ReLU without the ``[z, -z]`` read-back)."""
-    return check_real(negative_slope, name)
+    """A LeakyReLU slope: a finite real ``>= 0`` (0 is a ReLU: ``act(z) - act(-z) = (1 + slope) z`` holds for
+    every slope, and a negative one, which makes the activation non-monotone, is refused)."""
+    return check_real(negative_slope, name, strict=False)
 
 
 def check_hidden(
@@ -189,7 +190,7 @@ def resolve_target(
                 f"{out_name} = {out_features} != {in_name} = {in_features}: pass target_weight of shape "
                 f"[{out_features}, {in_features}] (identity is only the default when they are equal)"
             )
-        t_w = torch.eye(in_features, dtype=torch.float64)
+        t_w = torch.eye(in_features, dtype=torch.float64, device="cpu")
     else:
         t_w = check_target(target_weight, (out_features, in_features), "target_weight")
     t_b = None if target_bias is None else check_target(target_bias, (out_features,), "target_bias")

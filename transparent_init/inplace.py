@@ -108,8 +108,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 raise ValueError(f"layer {i}: two activations in a row (layers {pending[2]} and {i})")
             if isinstance(m, nn.LeakyReLU):
                 slope = float(m.negative_slope)
-                if not slope > 0:
-                    raise ValueError(f"layer {i} (LeakyReLU) needs negative_slope > 0, got {slope}")
+                if not slope >= 0:
+                    raise ValueError(f"layer {i} (LeakyReLU) needs negative_slope >= 0, got {slope}")
                 pending = ("leaky_relu", slope, i)
             else:
                 pending = ("relu", 0.0, i)
@@ -174,7 +174,7 @@ def transparent_init_(
     """Initialize a user's stack so that it computes ``x W^T + b`` (identity by default) exactly, in place.
 
     The stack is ``L_1, act, L_2, act, ..., L_k`` with every ``L`` an ``nn.Linear`` or a 1x1 ``nn.Conv2d``
-    (all the same kind) and each ``act`` an ``nn.ReLU``, an ``nn.LeakyReLU`` (slope > 0) or absent. A layer
+    (all the same kind) and each ``act`` an ``nn.ReLU``, an ``nn.LeakyReLU`` (slope >= 0) or absent. A layer
     followed by an activation holds ``2 h`` real units for a logical width ``h`` (``[z, -z]`` doubling), so
     its width must be even, and every logical hidden width must be ``>= in_features``. Every weight and bias
     is redrawn (hidden layers: dense random semi-orthogonal draws; last layer: float64 least-squares solve,

@@ -108,7 +108,11 @@ def _build(
         if cfg.activation is not None and i < len(widths) - 2:
             mods.append(nn.ReLU() if cfg.activation == "relu" else nn.LeakyReLU(cfg.negative_slope))
     seq = nn.Sequential(*mods)
-    t_w = torch.eye(cfg.in_features, dtype=torch.float64) if cfg.target_weight is None else cfg.target_weight
+    t_w = (
+        torch.eye(cfg.in_features, dtype=torch.float64, device="cpu")
+        if cfg.target_weight is None
+        else cfg.target_weight
+    )
     return _initialize(seq, parse_stack(seq), t_w, cfg.target_bias, as_generator(generator))
 
 
@@ -257,7 +261,8 @@ class TransparentLinear(_TransparentStack):
         hidden_features: logical hidden widths (length >= 1, each ``>= in_features``); depth is ``len + 1``.
         out_features: output width; default ``in_features`` (needs ``target_weight`` when different).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
-        negative_slope: LeakyReLU slope (> 0), only with ``activation="leaky_relu"``; ``None``: 0.01.
+        negative_slope: LeakyReLU slope (>= 0; 0 is a ReLU), only with ``activation="leaky_relu"``;
+            ``None``: 0.01.
         bias: whether every layer has a bias.
         target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity.
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
@@ -344,7 +349,8 @@ class TransparentConv1x1(_TransparentStack):
         hidden_channels: logical hidden widths (length >= 1, each ``>= in_channels``).
         out_channels: output channels; default ``in_channels`` (needs ``target_weight`` when different).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
-        negative_slope: LeakyReLU slope (> 0), only with ``activation="leaky_relu"``; ``None``: 0.01.
+        negative_slope: LeakyReLU slope (>= 0; 0 is a ReLU), only with ``activation="leaky_relu"``;
+            ``None``: 0.01.
         bias: whether every layer has a bias.
         target_weight (Tensor[out, in] | None): the per-pixel map's weight; ``None`` is the identity.
         target_bias (Tensor[out] | None): its bias; ``None`` is zero.

@@ -79,7 +79,8 @@ def selection_weight(
             ``slice`` is resolved against ``in_features`` (``slice(C, None)`` is the second half of ``2C``
             channels).
         dtype (torch.dtype | None): floating dtype of the result (default: ``torch.get_default_dtype()``).
-        device (torch.device | str | None): device of the result (default: CPU).
+        device (torch.device | str | None): device of the result (default: the default device, as for
+            ``torch.zeros``).
 
     Returns:
         Tensor[out, in_features]: the selection matrix, ``out = len(indices)`` (exact: entries are 0 and 1).

@@ -281,6 +281,7 @@ def test_half_parameters_sum_their_chunks_in_float32(dtype: torch.dtype) -> None
     want = torch.autograd.grad(ref, exact, grad.double())
     for a, b in zip(got, want, strict=True):
         assert a.dtype == dtype
-        # measured: at most 2.4e-3 of the largest gradient (bfloat16), 6e-4 (float16); 7 % for bfloat16
-        # when the chunks were added in bfloat16
-        torch.testing.assert_close(a.double(), b, rtol=1e-2, atol=1e-2 * float(b.abs().max()))
+        # measured: at most 2.4e-3 of the largest gradient (bfloat16), 6e-4 (float16); with the chunks added
+        # in the half type, 4.2e-2 (bfloat16) and 7.1e-3 (float16)
+        tol = 1e-2 if dtype == torch.bfloat16 else 2e-3
+        torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * float(b.abs().max()))

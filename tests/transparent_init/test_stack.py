@@ -17,7 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from transparent_init import TransparentConv1x1, TransparentLinear, init_rate, max_abs_error, recovery_rate
+from transparent_init import (
+    TransparentConv1x1,
+    TransparentLinear,
+    init_rate,
+    max_abs_error,
+    recovery_rate,
+    transparent_init_,
+)
 from transparent_init._affine import MIN_ABS_FRACTION
 
 from ._reference import check, uniform
@@ -39,7 +46,7 @@ def stacks(draw: st.DrawFn, dtypes: tuple[torch.dtype, ...] = (torch.float32, to
         "in_f": in_f,
         "hidden": hidden,
         "act": act,
-        "slope": draw(st.floats(0.01, 4.0)),
+        "slope": draw(st.one_of(st.just(0.0), st.floats(0.01, 4.0))),  # 0: LeakyReLU(0) is a ReLU
         "bias": draw(st.booleans()),
         "dtype": draw(st.sampled_from(dtypes)),
         "conv": draw(st.booleans()),
@@ -315,3 +322,27 @@ def test_generator_on_device(device: torch.device) -> None:
     g = torch.Generator(device=device).manual_seed(0)
     layer = TransparentLinear(3, [4], generator=g, device=device)
     check(layer, uniform((5, 3), 1.0, 0, device=device))
+
+
+def test_construction_runs_on_the_cpu_whatever_the_default_device() -> None:
+    """The float64 construction (draws, chain, solve) happens on the CPU, not on the default device: under
+    ``with torch.device("meta")`` (standing in for a default CUDA device, where the solver's LAPACK driver
+    does not exist) CPU stacks still come out exact, and stacks left to the default device land there."""
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    with torch.device("meta"):
+        layer = TransparentLinear(4, [8, 6], activation="leaky_relu", generator=0, device="cpu")
+        seq = nn.Sequential(nn.Linear(4, 8, device="cpu"), nn.ReLU(), nn.Linear(8, 4, device="cpu"))
+        transparent_init_(seq, generator=0)
+        on_default = TransparentLinear(4, [8], generator=0)
+    assert max_abs_error(layer, x) <= 1e-6 and max_abs_error(seq, x) <= 1e-6
+    assert on_default.layers[0].weight.device.type == "meta"
+
+
+def test_leaky_relu_with_slope_0_is_a_relu() -> None:
+    """``LeakyReLU(0.0)`` (a slope left at 0 in a config) is accepted, in a stack and in a user's Sequential,
+    and gives the same exact identity as ReLU."""
+    x = uniform((64, 5), 10.0, 3)
+    layer = TransparentLinear(5, [7, 6], activation="leaky_relu", negative_slope=0.0, generator=0)
+    seq = nn.Sequential(nn.Linear(5, 12), nn.LeakyReLU(0.0), nn.Linear(12, 5))
+    transparent_init_(seq, generator=0)
+    assert max_abs_error(layer, x) <= 1e-5 and max_abs_error(seq, x) <= 1e-5

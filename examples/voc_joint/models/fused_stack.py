@@ -10,8 +10,9 @@ its backward allocates a gradient per node; this Function does the same arithmet
 * forward: each layer is one ``addmm`` into its own buffer, the activation applied in place;
 * backward, per chunk: the weight gradients accumulate with ``addmm_`` (in float32 for half-precision
   parameters, rounded once at the end), the activation's derivative is read off its saved *output*
-  (``h > 0``) in place, and the input gradients are written into NCHW ``dS``, ``dU``; only the gradients
-  asked for are computed (no product for a frozen weight, nothing below the lowest layer that needs one);
+  (``h > 0``) in place, and the input gradients are written into NCHW ``dS``, ``dU``; no gradient is computed
+  for a tensor that does not require one (no product for a frozen weight, nothing below the lowest layer
+  that needs one);
 * ``recompute=True`` saves only ``S`` and ``U`` and recomputes a chunk's hidden activations just before its
   backward, so the activations of the whole stack are never held at once (a chunk's at a time).
 
