@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from typing import Literal, get_args
 
 import torch
@@ -99,7 +99,11 @@ def check_hidden(
     hidden: object, in_features: int, name: str = "hidden_features", in_name: str = "in_features"
 ) -> tuple[int, ...]:
     """Logical hidden widths: a non-empty sequence (list, tuple, range, 1-D array) of ints ``>= in``."""
-    if isinstance(hidden, (str, bytes, Mapping)) or not isinstance(hidden, Iterable):
+    if (
+        isinstance(hidden, (str, bytes, Mapping, Set))  # a set has no order
+        or not isinstance(hidden, Iterable)
+        or getattr(hidden, "ndim", 1) != 1  # a 0-d or 2-d tensor or array
+    ):
         raise TypeError(f"{name} must be a sequence of ints, got {_show(hidden)}")
     widths = tuple(check_int(h, f"{name}[{i}]") for i, h in enumerate(hidden))
     if not widths:

@@ -53,6 +53,16 @@ from transparent_init import (
             TypeError,
             r"hidden_features must be a sequence of ints, got dict",
         ),
+        (  # a set has no order: the layers would come out in hash order
+            {"in_features": 3, "hidden_features": {4, 5}},
+            TypeError,
+            r"hidden_features must be a sequence of ints, got set",
+        ),
+        (  # a 0-d tensor is not a sequence (iterating it raised PyTorch's own error)
+            {"in_features": 3, "hidden_features": torch.tensor(4)},
+            TypeError,
+            r"hidden_features must be a sequence of ints, got Tensor \(tensor\(4\)\)",
+        ),
         (
             {"in_features": 3, "hidden_features": [4, 0]},
             ValueError,
