@@ -255,6 +255,20 @@ def check_realized(
     )
 
 
+def _check_slope_underflow(a: Tensor, gain: float, slope: float, dtype: torch.dtype, name: str) -> None:
+    """Refuse a LeakyReLU slope so large that ``a / (1 + slope)``, the weights of the layer after it, falls
+    below the smallest normal number of ``dtype`` (the stack would lose its exactness, or hold zeros)."""
+    tiny = torch.finfo(dtype).tiny
+    smallest = float(a.abs().min()) / gain if a.numel() else math.inf
+    if smallest < tiny:
+        raise ValueError(
+            f"negative_slope={slope:g} is too large for {name} in {dtype}: the layer after a LeakyReLU "
+            f"holds its weights divided by 1 + negative_slope = {gain:.3g}, which puts entries of "
+            f"{smallest:.3g} below the smallest normal {dtype} ({tiny:.3g}); use a smaller slope or a wider "
+            f"dtype such as {'float32' if dtype in (torch.float16, torch.bfloat16) else 'float64'}"
+        )
+
+
 def transparent_parameters(
     in_features: int,
     hidden: Sequence[int],
@@ -299,6 +313,8 @@ def transparent_parameters(
         gain_in = activation_gain(activations[i - 1], negative_slopes[i - 1]) if i > 0 else 1.0
         doubled_in = i > 0 and activations[i - 1] is not None
         a_s = cast_representable(a / gain_in, dtypes[i], f"{names[i]} weight")
+        if gain_in != 1.0:
+            _check_slope_underflow(a, gain_in, negative_slopes[i - 1], dtypes[i], names[i])
         b_s = cast_representable(b, dtypes[i], f"{names[i]} bias")
         effective.append((a_s.double() * gain_in, b_s.double()))
         w = torch.cat([a_s, -a_s], dim=1) if doubled_in else a_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -15,6 +16,7 @@ from transparent_init import (
     TransparentLinear,
     build_transparent_stack,
     init_rate,
+    max_abs_error,
     random_uniform_init_,
     transparent_init_,
     xavier_init_,
@@ -445,3 +447,24 @@ def test_zero_dim_tensors_are_reals_as_they_are_ints() -> None:
     assert a.negative_slope == 0.25 and torch.equal(a.layers[0].weight, b.layers[0].weight)
     with pytest.raises(TypeError, match="negative_slope must be a finite real"):
         TransparentLinear(3, [4], activation="leaky_relu", negative_slope=torch.tensor([0.2]))
+
+
+@pytest.mark.parametrize(
+    "slope,dtype,wider",
+    [(1e300, torch.float32, "float64"), (1e6, torch.float16, "float32"), (1e3, torch.float16, "float32")],
+)
+def test_a_slope_that_underflows_the_next_layer_is_named(
+    slope: float, dtype: torch.dtype, wider: str
+) -> None:
+    """The layer after a LeakyReLU holds weights / (1 + slope): a slope that puts them below the smallest
+    normal number is refused naming the slope (it surfaced as a width or a target-scale error), and a moderate
+    slope in the same dtype builds."""
+    with pytest.raises(
+        ValueError, match=re.escape(f"negative_slope={slope:g} is too large") + f".* such as {wider}"
+    ):
+        TransparentLinear(6, [8, 8], activation="leaky_relu", negative_slope=slope, dtype=dtype, generator=0)
+    x = torch.rand(4, 6, generator=torch.Generator().manual_seed(0)).to(dtype)
+    layer = TransparentLinear(
+        6, [8, 8], activation="leaky_relu", negative_slope=4.0, dtype=dtype, generator=0
+    )
+    assert max_abs_error(layer, x) <= 1e-2

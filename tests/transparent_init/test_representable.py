@@ -103,10 +103,17 @@ def test_a_target_losing_a_few_bits_to_subnormals_is_accepted_within_the_slack(
 
 def test_underflow_message_reports_the_stored_magnitudes() -> None:
     """Behind a LeakyReLU the last layer stores its solution divided by ``1 + slope``: the message says so
-    (it reported entries of about 0.5 that "fall below" 6.1e-5)."""
+    (it reported entries of about 0.5 that "fall below" 6.1e-5; here the undivided ones, 7e-5, would not).
+    A slope that also underflows the hidden layers is refused before, naming the slope (test_errors)."""
     with pytest.raises(ValueError, match=UNDERFLOW.format(dtype=torch.float16)) as e:
         TransparentLinear(
-            8, [16, 16], activation="leaky_relu", negative_slope=1e6, dtype=torch.float16, generator=0
+            8,
+            [16, 16],
+            activation="leaky_relu",
+            negative_slope=10.0,
+            dtype=torch.float16,
+            target_weight=_eye(8, 1e-4),
+            generator=0,
         )
     reported = float(str(e.value).split("(up to ")[1].split(" in magnitude")[0])
     assert 0 < reported < torch.finfo(torch.float16).tiny
