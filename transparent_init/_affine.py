@@ -123,12 +123,17 @@ def draw_hidden(
     prev = in_features
     m_lin = torch.eye(in_features, dtype=torch.float64, device="cpu")  # chain so far: z = M x + m
     m_off = torch.zeros(in_features, 1, dtype=torch.float64, device="cpu")
+    done = 0  # layers of ``out`` already folded into (m_lin, m_off): only a narrowing layer needs them
     for h, has_bias in zip(hidden, biases, strict=True):
         scale = 1.0 / math.sqrt(h)
         floor = MIN_ABS_FRACTION * scale
         if h >= prev:
             a = semi_orthogonal(h, prev, generator)
         else:
+            for a_prev, b_prev in out[done:]:  # the same products, in the same order, as step by step
+                m_lin = a_prev @ m_lin
+                m_off = a_prev @ m_off + b_prev[:, None]
+            done = len(out)
             basis = torch.cat([m_lin, m_off], dim=1) if h > in_features and bool(m_off.any()) else m_lin
             a = _range_preserving(h, basis, generator)
         a = _away_from_zero(a * math.sqrt(max(h, prev)), MIN_ABS_FRACTION) * scale
@@ -139,8 +144,6 @@ def draw_hidden(
             else torch.zeros(h, dtype=torch.float64, device="cpu")
         )
         out.append((a, b))
-        m_lin = a @ m_lin
-        m_off = a @ m_off + b[:, None]
         prev = h
     return out
 
