@@ -66,7 +66,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
     Raises:
         TypeError: if ``sequential`` is not an ``nn.Sequential`` or holds an unsupported module.
         ValueError: for kxk / grouped convs, mixed Linear and Conv2d, mismatched or odd widths,
-            non-positive slopes, a stack without a hidden layer, a hidden layer narrower than the input, or
+            negative slopes, a stack without a hidden layer, a hidden layer narrower than the input, or
             a layer whose weight or bias is computed at each forward (parametrized, weight-normed, pruned).
     """
     if not isinstance(sequential, nn.Sequential):
@@ -103,6 +103,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 raise ValueError(f"layer {pending[2]} is an activation before the first affine layer")
             pending = None
             lin_idx.append(i)
+        elif type(m) is nn.Identity:  # a placeholder (e.g. a norm switched off in a config): no map
+            continue
         elif isinstance(m, (nn.ReLU, nn.LeakyReLU)):
             if pending is not None:
                 raise ValueError(f"layer {i}: two activations in a row (layers {pending[2]} and {i})")
@@ -116,7 +118,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         else:
             raise TypeError(
                 f"layer {i} is {type(m).__name__}: "
-                "only nn.Linear, 1x1 nn.Conv2d, nn.ReLU and nn.LeakyReLU are supported"
+                "only nn.Linear, 1x1 nn.Conv2d, nn.ReLU, nn.LeakyReLU and nn.Identity are supported"
             )
     if pending is not None:
         raise ValueError(
@@ -174,7 +176,8 @@ def transparent_init_(
     """Initialize a user's stack so that it computes ``x W^T + b`` (identity by default) exactly, in place.
 
     The stack is ``L_1, act, L_2, act, ..., L_k`` with every ``L`` an ``nn.Linear`` or a 1x1 ``nn.Conv2d``
-    (all the same kind) and each ``act`` an ``nn.ReLU``, an ``nn.LeakyReLU`` (slope >= 0) or absent. A layer
+    (all the same kind) and each ``act`` an ``nn.ReLU``, an ``nn.LeakyReLU`` (slope >= 0) or absent
+    (``nn.Identity`` placeholders anywhere are skipped). A layer
     followed by an activation holds ``2 h`` real units for a logical width ``h`` (``[z, -z]`` doubling), so
     its width must be even, and every logical hidden width must be ``>= in_features``. Every weight and bias
     is redrawn (hidden layers: dense random semi-orthogonal draws; last layer: float64 least-squares solve,

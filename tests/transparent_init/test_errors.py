@@ -269,7 +269,8 @@ def test_zero_target_bias_without_bias_is_fine() -> None:
         (
             nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)),
             TypeError,
-            "layer 1 is Tanh: only nn.Linear, 1x1 nn.Conv2d, nn.ReLU and nn.LeakyReLU are supported",
+            "layer 1 is Tanh: only nn.Linear, 1x1 nn.Conv2d, nn.ReLU, nn.LeakyReLU and nn.Identity are "
+            "supported",
         ),
         (nn.Sequential(nn.Linear(3, 7), nn.ReLU(), nn.Linear(7, 3)), ValueError, "layer 0 has odd width 7"),
         (

@@ -346,3 +346,24 @@ def test_leaky_relu_with_slope_0_is_a_relu() -> None:
     seq = nn.Sequential(nn.Linear(5, 12), nn.LeakyReLU(0.0), nn.Linear(12, 5))
     transparent_init_(seq, generator=0)
     assert max_abs_error(layer, x) <= 1e-5 and max_abs_error(seq, x) <= 1e-5
+
+
+def test_identity_placeholders_are_skipped() -> None:
+    """``nn.Identity`` anywhere in a user's Sequential (a layer switched off in a config) is no map: skipped,
+    the stack is exact; two activations around one still count as in a row."""
+    x = uniform((64, 3), 10.0, 4)
+    seq = nn.Sequential(
+        nn.Identity(),
+        nn.Linear(3, 8),
+        nn.Identity(),
+        nn.ReLU(),
+        nn.Identity(),
+        nn.Linear(8, 3),
+        nn.Identity(),
+    )
+    transparent_init_(seq, generator=0)
+    assert max_abs_error(seq, x) <= 1e-5
+    with pytest.raises(ValueError, match="two activations in a row"):
+        transparent_init_(
+            nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Identity(), nn.ReLU(), nn.Linear(8, 3))
+        )
