@@ -192,12 +192,14 @@ def solve_last(
     x = torch.linalg.lstsq(s, g, driver="gelsy").solution  # float64 on the CPU (``chain``)
     residual = (s @ x - g).abs().max().item()
     if not residual <= EXACT_SOLVE_RTOL * g.abs().max().item():
-        raise ValueError(
-            f"the hidden layers have no exact right inverse (residual {residual:.3g}): "
-            "every hidden width must be "
-            f">= in_features = {in_f}"
-            + ("" if last_bias else ", and > in_features when only the last layer lacks a bias")
+        rule = (
+            f"every hidden layer's logical width must be >= the input width {in_f}"
+            if last_bias
+            else f"without a bias in the last layer, the last hidden layer's logical width (here {h}) must "
+            f"exceed the input width {in_f} to absorb the hidden biases: widen it or give the last layer a "
+            "bias"
         )
+        raise ValueError(f"the hidden layers have no exact right inverse (residual {residual:.3g}): {rule}")
     w = x[:h].T.contiguous()
     c = x[h].contiguous() if last_bias else torch.zeros(out_f, dtype=x.dtype, device="cpu")
     return w, c
@@ -327,7 +329,10 @@ def transparent_parameters(
             bb = torch.cat([b_s, -b_s])
         stored.append((w, bb if biases[i] else None))
     p = chain(effective, in_features)
-    w_last, c_last = solve_last(p, target_weight, target_bias, last_bias=biases[-1])
+    try:
+        w_last, c_last = solve_last(p, target_weight, target_bias, last_bias=biases[-1])
+    except ValueError as err:  # name the layer being solved
+        raise ValueError(f"{names[-1]}: {err}") from None
     gain = activation_gain(activations[-1], negative_slopes[-1])
     t_max = float(target_weight.abs().max()) if target_weight.numel() else 0.0
     b_max = 0.0 if target_bias is None or not target_bias.numel() else float(target_bias.abs().max())

@@ -415,7 +415,11 @@ def test_inplace_target_errors() -> None:
     with pytest.raises(TypeError, match="generator must be"):
         transparent_init_(seq, target_weight=torch.ones(2, 3), generator=object())
     nobias = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3, bias=False))
-    with pytest.raises(ValueError, match="no exact right inverse"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer 1 \(Linear\): the hidden layers have no exact right inverse .* without a bias in the "
+        r"last layer, the last hidden layer's logical width \(here 3\) must exceed the input width 3",
+    ):
         transparent_init_(nobias)
     with pytest.raises(ValueError, match="no exact right inverse"):  # also for a small target map
         transparent_init_(nobias, target_weight=1e-3 * torch.eye(3), generator=0)
