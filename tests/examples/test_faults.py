@@ -144,16 +144,22 @@ def assert_same_log(a: Path, b: Path) -> None:
     assert [[r[c] for c in cols] for r in ra] == [[r[c] for c in cols] for r in rb]
 
 
-@pytest.fixture(scope="session")
-def reference(voc6: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The uninterrupted 9-step run (workers 0), computed once per session."""
-    out = _shared_dir(tmp_path_factory, "faults-reference")
+def _reference_run(voc6: Path, tmp_path_factory: pytest.TempPathFactory, name: str, *extra: str) -> Path:
+    """The uninterrupted 9-step run with ``extra`` options, computed once per session (shared by the xdist
+    workers); returns its stage folder."""
+    out = _shared_dir(tmp_path_factory, name)
     with _once(out) as build:
         if build:
             shutil.rmtree(out, ignore_errors=True)
-            res = train(out, voc6, "--workers", "0")
+            res = train(out, voc6, *extra)
             assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return out / "joint"
+
+
+@pytest.fixture(scope="session")
+def reference(voc6: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted 9-step run (workers 0)."""
+    return _reference_run(voc6, tmp_path_factory, "faults-reference", "--workers", "0")
 
 
 def _expect(res: subprocess.CompletedProcess[str], code: int, step: int, ckpt: Path) -> None:
@@ -204,14 +210,8 @@ HARD = ("--mode", "hard", "--recompute-fusion", "--workers", "0")
 
 @pytest.fixture(scope="session")
 def reference_hard(voc6: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The uninterrupted 9-step run in the hard mode, computed once per session."""
-    out = _shared_dir(tmp_path_factory, "faults-reference-hard")
-    with _once(out) as build:
-        if build:
-            shutil.rmtree(out, ignore_errors=True)
-            res = train(out, voc6, *HARD)
-            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    return out / "joint"
+    """The uninterrupted 9-step run in the hard mode."""
+    return _reference_run(voc6, tmp_path_factory, "faults-reference-hard", *HARD)
 
 
 def test_hard_mode_interrupts_resume_bit_exact(voc6: Path, reference_hard: Path, tmp_path: Path) -> None:
