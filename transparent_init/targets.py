@@ -75,7 +75,8 @@ def selection_weight(
     Args:
         in_features (int): input width (channels).
         indices (Sequence[int] | range | slice | LongTensor[out] | ndarray[out]): the input channel that each
-            output channel copies, in output order, each in ``[0, in_features)`` (repeats allowed); a
+            output channel copies, in output order, each in ``[-in_features, in_features)`` (negative ones
+            count from the end, as in ``x[..., indices]``; repeats allowed); a
             ``slice`` is resolved against ``in_features`` (``slice(C, None)`` is the second half of ``2C``
             channels).
         dtype (torch.dtype | None): floating dtype of the result (default: ``torch.get_default_dtype()``).
@@ -101,9 +102,12 @@ def selection_weight(
     idx = _resolve_indices(n_in, indices)
     if not idx:
         raise ValueError(f"indices must select at least one of the {n_in} input channels, got none")
-    bad = [i for i in idx if not 0 <= i < n_in]
+    bad = [i for i in idx if not -n_in <= i < n_in]
     if bad:
-        raise ValueError(f"indices must lie in [0, in_features) = [0, {n_in}), got {bad[:5]}")
+        raise ValueError(
+            f"indices must lie in [-in_features, in_features) = [-{n_in}, {n_in}), got {bad[:5]}"
+        )
+    idx = [i % n_in for i in idx]  # a negative index counts from the end, as in x[..., indices]
     if dtype is None:
         dtype = torch.get_default_dtype()
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:

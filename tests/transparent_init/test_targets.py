@@ -62,10 +62,10 @@ def test_errors() -> None:
         selection_weight(2.0, [0])  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(ValueError, match=r"in_features must be .*>= 1, got 0"):
         selection_weight(0, [0])
-    with pytest.raises(ValueError, match=r"\[0, 3\), got \[3\]"):
+    with pytest.raises(ValueError, match=r"\[-3, 3\), got \[3\]"):
         selection_weight(3, [0, 3])
-    with pytest.raises(ValueError, match=r"got \[-1\]"):
-        selection_weight(3, [-1])
+    with pytest.raises(ValueError, match=r"\[-3, 3\), got \[-4\]"):
+        selection_weight(3, [-4])
     with pytest.raises(ValueError, match="at least one"):
         selection_weight(3, slice(3, None))
     with pytest.raises(TypeError, match=r"indices\[1\] must be an int"):
@@ -84,3 +84,11 @@ def test_errors() -> None:
         selection_weight(3, 1)  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(TypeError, match=r"floating torch\.dtype"):
         selection_weight(3, [0], dtype=torch.int64)
+
+
+def test_negative_indices_count_from_the_end() -> None:
+    """``y = x[..., indices]``: -1 is the last channel, as in indexing (lists, tensors and arrays alike)."""
+    x = torch.randn(5, 4)
+    for idx in ([-1, 0, -4], torch.tensor([-1, 0, -4]), np.array([-1, 0, -4])):
+        t = selection_weight(4, idx)
+        assert torch.equal(x @ t.T, x[..., [-1, 0, -4]])
