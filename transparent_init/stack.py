@@ -161,6 +161,15 @@ def build_transparent_stack(
     return _build(cfg, is_conv, generator, device, dtype)
 
 
+def _compact(target: Tensor | None) -> Tensor | None:
+    """The float64 ``target`` in float32 if that dtype holds every entry exactly (the solve converts it back
+    to the same float64 values), else as is."""
+    if target is None:
+        return None
+    single = target.float()
+    return single if torch.equal(single.double(), target) else target
+
+
 class _TransparentStack(nn.Module):
     """Shared builder of :class:`TransparentLinear` and :class:`TransparentConv1x1`."""
 
@@ -211,9 +220,10 @@ class _TransparentStack(nn.Module):
         self.activation = cfg.activation
         self.negative_slope = cfg.negative_slope
         self._bias = cfg.bias
-        # kept (not saved in state_dict) so reset_parameters() redraws towards the same map
-        self._target_weight = cfg.target_weight
-        self._target_bias = cfg.target_bias
+        # kept (not saved in state_dict) so reset_parameters() redraws towards the same map; in float32 when
+        # that holds it exactly (selection matrices, float32 targets): half the size in a pickled module
+        self._target_weight = _compact(cfg.target_weight)
+        self._target_bias = _compact(cfg.target_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the real layers: ``self.layers(x)`` (no other work)."""

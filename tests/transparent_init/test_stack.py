@@ -367,3 +367,18 @@ def test_identity_placeholders_are_skipped() -> None:
         transparent_init_(
             nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Identity(), nn.ReLU(), nn.Linear(8, 3))
         )
+
+
+def test_the_kept_target_is_float32_when_that_is_exact() -> None:
+    """The copy kept for reset_parameters() is float32 when float32 holds the target exactly (half the size
+    in a pickled module, the same redraw), float64 otherwise."""
+    exact = TransparentLinear(
+        4, [6], 2, target_weight=torch.tensor([[0.0, 1, 0, 0], [0, 0, 0.5, 0]]), generator=0
+    )
+    assert exact._target_weight is not None and exact._target_weight.dtype == torch.float32
+    before = [p.detach().clone() for p in exact.parameters()]
+    exact.reset_parameters(generator=0)
+    assert all(torch.equal(p, q) for p, q in zip(before, exact.parameters(), strict=True))
+    fine = torch.tensor([[1.0 + 2.0**-40]], dtype=torch.float64)  # not a float32 value
+    wide = TransparentLinear(1, [2], target_weight=fine, generator=0, dtype=torch.float64)
+    assert wide._target_weight is not None and torch.equal(wide._target_weight, fine)
