@@ -1,4 +1,4 @@
-"""Transparent initialization of a user's own ``nn.Sequential`` of Linear / 1x1 Conv2d layers, in place."""
+"""Transparent initialization of a user's own ``nn.Sequential`` of Linear / pointwise conv layers in place."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class StackLayout:
         activations: activation after each hidden layer (``None``, ``"relu"``, ``"leaky_relu"``).
         negative_slopes: LeakyReLU slope after each hidden layer (0.0 where unused).
         biases: whether each affine layer has a bias.
-        conv: whether the affine layers are 1x1 ``nn.Conv2d``.
+        conv: whether the affine layers are pointwise convolutions (``nn.Conv1d`` / ``2d`` / ``3d``).
     """
 
     linear_indices: tuple[int, ...]
@@ -39,24 +39,29 @@ class StackLayout:
     conv: bool
 
 
-def _conv_problem(m: nn.Conv2d) -> str | None:
-    if tuple(m.kernel_size) != (1, 1):
+#: The pointwise convolutions (kernel 1 in every dimension) a stack may be made of, besides ``nn.Linear``.
+_CONVS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _conv_problem(m: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | None:
+    ones = (1,) * len(m.kernel_size)
+    if tuple(m.kernel_size) != ones:
         return f"kernel_size {tuple(m.kernel_size)} (only 1x1 convolutions are pointwise affine maps)"
     if m.groups != 1:
         return f"groups={m.groups} (only groups=1 is supported)"
-    if tuple(m.stride) != (1, 1) or tuple(m.dilation) != (1, 1):
+    if tuple(m.stride) != ones or tuple(m.dilation) != ones:
         return f"stride {tuple(m.stride)} / dilation {tuple(m.dilation)} (only 1 is supported)"
     pad = m.padding if isinstance(m.padding, str) else tuple(m.padding)
-    if pad not in ((0, 0), "valid", "same"):
+    if pad not in ((0,) * len(ones), "valid", "same"):
         return f"padding {pad} (padding would add non-input border pixels)"
     return None
 
 
-def _affine_module(sequential: nn.Sequential, index: int) -> nn.Linear | nn.Conv2d:
+def _affine_module(sequential: nn.Sequential, index: int) -> nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d:
     m = sequential[index]
     # parse_stack checked the types: this narrows them for the type checker
-    if not isinstance(m, (nn.Linear, nn.Conv2d)):
-        raise TypeError(f"layer {index} is {type(m).__name__}, expected nn.Linear or nn.Conv2d")
+    if not isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        raise TypeError(f"layer {index} is {type(m).__name__}, expected nn.Linear or a pointwise nn.ConvNd")
     return m
 
 
@@ -65,7 +70,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
 
     Raises:
         TypeError: if ``sequential`` is not an ``nn.Sequential`` or holds an unsupported module.
-        ValueError: for kxk / grouped convs, mixed Linear and Conv2d, mismatched or odd widths,
+        ValueError: for kxk / grouped convs, mixed kinds of layers, mismatched or odd widths,
             negative slopes, a stack without a hidden layer, a hidden layer narrower than the input, or
             a layer whose weight or bias is computed at each forward (parametrized, weight-normed, pruned).
     """
@@ -83,13 +88,15 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 f"layer {i} ({type(m).__name__}) has no weights yet: run one forward pass through the stack "
                 "(or give the layer its in_features) before initializing it"
             )
-        if isinstance(m, (nn.Linear, nn.Conv2d)):  # subclasses included: only the base kind matters
+        if isinstance(
+            m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+        ):  # subclasses: only the base kind counts
             check_own_parameters(m, f"layer {i} ({type(m).__name__})")
-            if isinstance(m, nn.Conv2d):
-                problem = _conv_problem(m)
+            base = next((c for c in _CONVS if isinstance(m, c)), nn.Linear)
+            if base is not nn.Linear:
+                problem = _conv_problem(m)  # type: ignore[arg-type]  # a ConvNd by the line above
                 if problem is not None:
-                    raise ValueError(f"layer {i} (Conv2d) is not supported: {problem}")
-            base = nn.Conv2d if isinstance(m, nn.Conv2d) else nn.Linear
+                    raise ValueError(f"layer {i} ({base.__name__}) is not supported: {problem}")
             if kind is not None and base is not kind:
                 raise ValueError(
                     f"layer {i} is {type(m).__name__} (an nn.{base.__name__}) but earlier layers are "
@@ -118,7 +125,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         else:
             raise TypeError(
                 f"layer {i} is {type(m).__name__}: "
-                "only nn.Linear, 1x1 nn.Conv2d, nn.ReLU, nn.LeakyReLU and nn.Identity are supported"
+                "only nn.Linear, pointwise 1x1 nn.Conv1d / nn.Conv2d / nn.Conv3d, nn.ReLU, nn.LeakyReLU "
+                "and nn.Identity are supported"
             )
     if pending is not None:
         raise ValueError(
@@ -128,7 +136,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         raise ValueError(f"the stack needs at least 2 affine layers (one hidden), got {len(lin_idx)}")
 
     def width(m: nn.Module, attr: str) -> int:
-        return int(getattr(m, attr + ("_channels" if isinstance(m, nn.Conv2d) else "_features")))
+        return int(getattr(m, attr + ("_features" if isinstance(m, nn.Linear) else "_channels")))
 
     first = mods[lin_idx[0]]
     in_features = width(first, "in")
@@ -162,7 +170,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         activations=tuple(acts),
         negative_slopes=tuple(slopes),
         biases=tuple(mods[i].bias is not None for i in lin_idx),
-        conv=kind is nn.Conv2d,
+        conv=kind is not nn.Linear,
     )
 
 
@@ -175,9 +183,9 @@ def transparent_init_(
 ) -> nn.Sequential:
     """Initialize a user's stack so that it computes ``x W^T + b`` (identity by default) exactly, in place.
 
-    The stack is ``L_1, act, L_2, act, ..., L_k`` with every ``L`` an ``nn.Linear`` or a 1x1 ``nn.Conv2d``
-    (all the same kind) and each ``act`` an ``nn.ReLU``, an ``nn.LeakyReLU`` (slope >= 0) or absent
-    (``nn.Identity`` placeholders anywhere are skipped). A layer
+    The stack is ``L_1, act, L_2, act, ..., L_k`` with every ``L`` an ``nn.Linear`` or a pointwise (1x1)
+    ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` (all the same kind) and each ``act`` an ``nn.ReLU``, an
+    ``nn.LeakyReLU`` (slope >= 0) or absent (``nn.Identity`` placeholders anywhere are skipped). A layer
     followed by an activation holds ``2 h`` real units for a logical width ``h`` (``[z, -z]`` doubling), so
     its width must be even, and every logical hidden width must be ``>= in_features``. Every weight and bias
     is redrawn (hidden layers: dense random semi-orthogonal draws; last layer: float64 least-squares solve,

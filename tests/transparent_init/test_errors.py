@@ -269,8 +269,8 @@ def test_zero_target_bias_without_bias_is_fine() -> None:
         (
             nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)),
             TypeError,
-            "layer 1 is Tanh: only nn.Linear, 1x1 nn.Conv2d, nn.ReLU, nn.LeakyReLU and nn.Identity are "
-            "supported",
+            "layer 1 is Tanh: only nn.Linear, pointwise 1x1 nn.Conv1d / nn.Conv2d / nn.Conv3d, nn.ReLU, "
+            "nn.LeakyReLU and nn.Identity are supported",
         ),
         (nn.Sequential(nn.Linear(3, 7), nn.ReLU(), nn.Linear(7, 3)), ValueError, "layer 0 has odd width 7"),
         (
@@ -306,6 +306,17 @@ def test_zero_target_bias_without_bias_is_fine() -> None:
             "layer 2 takes 6 inputs but layer 0 gives 8",
         ),
         (nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Conv2d(8, 3, 1)), ValueError, "do not mix"),
+        (nn.Sequential(nn.Conv1d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 3, 1)), ValueError, "do not mix"),
+        (
+            nn.Sequential(nn.Conv1d(3, 8, 3), nn.ReLU(), nn.Conv1d(8, 3, 1)),
+            ValueError,
+            r"layer 0 \(Conv1d\) is not supported: kernel_size \(3,\)",
+        ),
+        (
+            nn.Sequential(nn.Conv3d(3, 8, 1, stride=2), nn.ReLU(), nn.Conv3d(8, 3, 1)),
+            ValueError,
+            r"layer 0 \(Conv3d\) is not supported: stride \(2, 2, 2\)",
+        ),
         (
             nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 3)),
             ValueError,

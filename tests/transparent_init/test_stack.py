@@ -382,3 +382,14 @@ def test_the_kept_target_is_float32_when_that_is_exact() -> None:
     fine = torch.tensor([[1.0 + 2.0**-40]], dtype=torch.float64)  # not a float32 value
     wide = TransparentLinear(1, [2], target_weight=fine, generator=0, dtype=torch.float64)
     assert wide._target_weight is not None and torch.equal(wide._target_weight, fine)
+
+
+@pytest.mark.parametrize("dims", [1, 3])
+def test_pointwise_conv1d_and_conv3d_stacks(dims: int) -> None:
+    """1x1 ``nn.Conv1d`` / ``nn.Conv3d`` layers are the same per-position affine maps as 1x1 ``nn.Conv2d``."""
+    conv = nn.Conv1d if dims == 1 else nn.Conv3d
+    seq = nn.Sequential(conv(3, 8, 1), nn.LeakyReLU(0.1), conv(8, 10, 1), nn.ReLU(), conv(10, 3, 1))
+    transparent_init_(seq, generator=0)
+    x = torch.empty((2, 3) + (5,) * dims).uniform_(-10, 10, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert float((seq(x) - x).abs().max()) <= 1e-5
