@@ -195,14 +195,18 @@ def solve_last(
         rule = (
             f"every hidden layer's logical width must be >= the input width {in_f}"
             if last_bias
-            else f"without a bias in the last layer, the last hidden layer's logical width (here {h}) must "
-            f"exceed the input width {in_f} to absorb the hidden biases: widen it or give the last layer a "
-            "bias"
+            else "without a bias in the last layer, every hidden layer from the first one with a bias on "
+            f"must have a logical width greater than the input width {in_f} (to carry the biases on): widen "
+            "those or give the last layer a bias"
         )
         raise ValueError(f"the hidden layers have no exact right inverse (residual {residual:.3g}): {rule}")
     w = x[:h].T.contiguous()
     c = x[h].contiguous() if last_bias else torch.zeros(out_f, dtype=x.dtype, device="cpu")
     return w, c
+
+
+#: The next wider floating dtype that error messages suggest.
+_WIDER = {torch.float16: "float32", torch.bfloat16: "float32", torch.float32: "float64"}
 
 
 def check_realized(
@@ -255,23 +259,27 @@ def check_realized(
         f"{name} cannot realize the target map in {dtype}: after rounding to {dtype} the stack misses output "
         f"{col} by {float(err[row, col]):.3g} (relative {rel:.2g}), more than rounding allows "
         f"({float(allowed[row, col]):.3g}): its entries for output {col} (up to {big:.3g} in magnitude) fall "
-        f"below the smallest normal {dtype} ({torch.finfo(dtype).tiny:.3g}); scale the target map up or keep "
-        "this layer in a wider dtype such as float32"
+        f"below the smallest normal {dtype} ({torch.finfo(dtype).tiny:.3g}); scale the target map up"
+        + (f" or keep this layer in a wider dtype such as {_WIDER[dtype]}" if dtype in _WIDER else "")
     )
 
 
-def _check_slope_underflow(a: Tensor, gain: float, slope: float, dtype: torch.dtype, name: str) -> None:
-    """Refuse a LeakyReLU slope so large that ``a / (1 + slope)``, the weights of the layer after it, falls
-    below the smallest normal number of ``dtype`` (the stack would lose its exactness, or hold zeros)."""
+def _slope_note(a: Tensor, gain: float, slope: float, dtype: torch.dtype, name: str) -> str | None:
+    """Why a failure may be the LeakyReLU slope's: the layer after it holds ``a / (1 + slope)``, and this
+    puts entries below the smallest normal number of ``dtype``; ``None`` when it does not. Only named when the
+    stack fails (many such entries are harmless: the chain is computed from the stored values)."""
     tiny = torch.finfo(dtype).tiny
-    smallest = float(a.abs().min()) / gain if a.numel() else math.inf
-    if smallest < tiny:
-        raise ValueError(
-            f"negative_slope={slope:g} is too large for {name} in {dtype}: the layer after a LeakyReLU "
-            f"holds its weights divided by 1 + negative_slope = {gain:.3g}, which puts entries of "
-            f"{smallest:.3g} below the smallest normal {dtype} ({tiny:.3g}); use a smaller slope or a wider "
-            f"dtype such as {'float32' if dtype in (torch.float16, torch.bfloat16) else 'float64'}"
-        )
+    size = a.abs()
+    pushed = (size >= tiny) & (size / gain < tiny)  # normal before the division, below normal after it
+    if gain == 1.0 or not bool(pushed.any()):
+        return None
+    smallest = float(size[pushed].min()) / gain
+    wider = _WIDER.get(dtype)
+    return (
+        f"negative_slope={slope:g} divides the weights of {name} by 1 + negative_slope = {gain:.3g}, which "
+        f"puts entries of {smallest:.3g} below the smallest normal {dtype} ({tiny:.3g}): use a smaller slope"
+        + (f" or a wider dtype such as {wider}" if wider else "")
+    )
 
 
 def transparent_parameters(
@@ -314,12 +322,13 @@ def transparent_parameters(
     logical = draw_hidden(in_features, hidden, biases[: k - 1], generator)
     effective: list[tuple[Tensor, Tensor]] = []
     stored: list[tuple[Tensor, Tensor | None]] = []
+    notes: list[str | None] = []  # a large LeakyReLU slope that pushed a layer's weights below normal numbers
     for i, (a, b) in enumerate(logical):
         gain_in = activation_gain(activations[i - 1], negative_slopes[i - 1]) if i > 0 else 1.0
         doubled_in = i > 0 and activations[i - 1] is not None
         a_s = cast_representable(a / gain_in, dtypes[i], f"{names[i]} weight")
-        if gain_in != 1.0:
-            _check_slope_underflow(a, gain_in, negative_slopes[i - 1], dtypes[i], names[i])
+        if i > 0:
+            notes.append(_slope_note(a, gain_in, negative_slopes[i - 1], dtypes[i], names[i]))
         b_s = cast_representable(b, dtypes[i], f"{names[i]} bias")
         effective.append((a_s.double() * gain_in, b_s.double()))
         w = torch.cat([a_s, -a_s], dim=1) if doubled_in else a_s
@@ -331,8 +340,8 @@ def transparent_parameters(
     p = chain(effective, in_features)
     try:
         w_last, c_last = solve_last(p, target_weight, target_bias, last_bias=biases[-1])
-    except ValueError as err:  # name the layer being solved
-        raise ValueError(f"{names[-1]}: {err}") from None
+    except ValueError as err:  # name the layer being solved, and a slope that may be the cause
+        raise ValueError("; ".join([f"{names[-1]}: {err}", *filter(None, notes)])) from None
     gain = activation_gain(activations[-1], negative_slopes[-1])
     t_max = float(target_weight.abs().max()) if target_weight.numel() else 0.0
     b_max = 0.0 if target_bias is None or not target_bias.numel() else float(target_bias.abs().max())
@@ -342,15 +351,19 @@ def transparent_parameters(
     )
     w_s = cast_representable(w_last / gain, dtypes[-1], f"{names[-1]} weight", hint)
     c_s = cast_representable(c_last, dtypes[-1], f"{names[-1]} bias", hint)
-    check_realized(
-        p,
-        homogeneous(target_weight, target_bias)[:, : target_weight.shape[0]],
-        torch.cat([w_last.T, c_last[None]]),
-        torch.cat([w_s.double().T * gain, c_s.double()[None]]),
-        dtypes[-1],
-        names[-1],
-        weight_divisor=gain,
-    )
+    notes.append(_slope_note(w_last, gain, negative_slopes[-1], dtypes[-1], names[-1]) if k > 1 else None)
+    try:
+        check_realized(
+            p,
+            homogeneous(target_weight, target_bias)[:, : target_weight.shape[0]],
+            torch.cat([w_last.T, c_last[None]]),
+            torch.cat([w_s.double().T * gain, c_s.double()[None]]),
+            dtypes[-1],
+            names[-1],
+            weight_divisor=gain,
+        )
+    except ValueError as err:
+        raise ValueError("; ".join([str(err), *filter(None, notes)])) from None
     if activations[-1] is not None:
         w_s = torch.cat([w_s, -w_s], dim=1)
     stored.append((w_s, c_s if biases[-1] else None))

@@ -1,8 +1,8 @@
 """Baseline initializers of the paper's Table 2: random uniform, Xavier, Net2Net identity.
 
 Each takes a module (typically the ``.layers`` of a transparent stack, or a user's ``nn.Sequential``) and
-re-initializes every ``nn.Linear`` / ``nn.Conv2d`` inside it in place, so the same stack can be compared under
-each scheme with :mod:`transparent_init.metrics`.
+re-initializes every ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` inside it in place, so the
+same stack can be compared under each scheme with :mod:`transparent_init.metrics`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,15 @@ from ._checks import as_generator, check_module, check_own_parameters, check_rea
 __all__ = ["net2net_identity_init_", "random_uniform_init_", "xavier_init_"]
 
 
-def _affine_layers(module: object) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
+#: The convolutions re-initialized besides ``nn.Linear`` (as :func:`~transparent_init.transparent_init_`).
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _affine_layers(module: object) -> list[tuple[str, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d]]:
     mod = check_module(module)
-    layers = [(n or "module", m) for n, m in mod.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    layers = [(n or "module", m) for n, m in mod.named_modules() if isinstance(m, (nn.Linear, *_CONVS))]
     if not layers:
-        raise ValueError(f"module has no nn.Linear or nn.Conv2d layer: {type(module).__name__}")
+        raise ValueError(f"module has no nn.Linear or nn.Conv1d/2d/3d layer: {type(module).__name__}")
     for name, m in layers:
         check_own_parameters(m, f"layer {name} ({type(m).__name__})")
     return layers
@@ -47,7 +51,7 @@ def random_uniform_init_(
     """Weights and biases ``~ U(-a, a)`` with ``a = bound`` or ``1 / sqrt(fan_in)`` per layer ("random").
 
     Args:
-        module: every ``nn.Linear`` / ``nn.Conv2d`` in it is re-initialized.
+        module: every ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` in it is re-initialized.
         bound: ``a`` for every layer (a finite real > 0); ``None``: ``1 / sqrt(fan_in)`` per layer.
         generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
 
@@ -119,10 +123,10 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
     """
     layers = _affine_layers(module)
     for name, m in layers:  # check all before writing: nothing changes on an error
-        if isinstance(m, nn.Conv2d) and (m.groups != 1 or any(k % 2 == 0 for k in m.kernel_size)):
+        if isinstance(m, _CONVS) and (m.groups != 1 or any(k % 2 == 0 for k in m.kernel_size)):
             raise ValueError(
-                f"{name} (Conv2d) needs groups=1 and odd kernel sizes for an identity (one centre tap per "
-                f"channel), got groups={m.groups}, kernel_size={tuple(m.kernel_size)}"
+                f"{name} ({type(m).__name__}) needs groups=1 and odd kernel sizes for an identity (one centre"
+                f" tap per channel), got groups={m.groups}, kernel_size={tuple(m.kernel_size)}"
             )
     for _, m in layers:
         w = m.weight.view(m.weight.shape[0], m.weight.shape[1], -1)

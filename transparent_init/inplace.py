@@ -46,7 +46,7 @@ _CONVS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def _conv_problem(m: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | None:
     ones = (1,) * len(m.kernel_size)
     if tuple(m.kernel_size) != ones:
-        return f"kernel_size {tuple(m.kernel_size)} (only 1x1 convolutions are pointwise affine maps)"
+        return f"kernel_size {tuple(m.kernel_size)} (only kernel size 1, a pointwise map, is supported)"
     if m.groups != 1:
         return f"groups={m.groups} (only groups=1 is supported)"
     if tuple(m.stride) != ones or tuple(m.dilation) != ones:
@@ -126,7 +126,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
             raise TypeError(
                 f"layer {i} is {type(m).__name__}: "
                 "only nn.Linear, pointwise 1x1 nn.Conv1d / nn.Conv2d / nn.Conv3d, nn.ReLU, nn.LeakyReLU "
-                "and nn.Identity are supported"
+                "and nn.Identity itself (not a subclass) are supported"
             )
     if pending is not None:
         raise ValueError(

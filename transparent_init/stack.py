@@ -162,12 +162,15 @@ def build_transparent_stack(
 
 
 def _compact(target: Tensor | None) -> Tensor | None:
-    """The float64 ``target`` in float32 if that dtype holds every entry exactly (the solve converts it back
-    to the same float64 values), else as is."""
+    """The float64 ``target`` in float32 if that dtype holds every entry exactly and in its normal range (the
+    solve converts it back to the same float64 values; a subnormal would read as 0 under
+    ``torch.set_flush_denormal(True)``), else as is."""
     if target is None:
         return None
     single = target.float()
-    return single if torch.equal(single.double(), target) else target
+    size = single.abs()
+    normal = bool(((size == 0) | (size >= torch.finfo(torch.float32).tiny)).all())
+    return single if normal and torch.equal(single.double(), target) else target
 
 
 class _TransparentStack(nn.Module):

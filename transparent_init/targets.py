@@ -25,6 +25,8 @@ def _resolve_indices(in_features: int, indices: object) -> list[int]:
     if isinstance(indices, np.ndarray):  # a numpy index array: the same rules as a tensor
         if indices.dtype.kind not in "iu":
             raise TypeError(f"indices must be a 1-D integer array, got dtype {indices.dtype}")
+        if indices.dtype.kind == "u" and indices.size and int(indices.max()) > np.iinfo(np.int64).max:
+            raise ValueError(f"indices must lie in int64, got {int(indices.max())}")  # would wrap to negative
         indices = torch.from_numpy(indices.astype(np.int64))
     if isinstance(indices, Tensor):
         if (

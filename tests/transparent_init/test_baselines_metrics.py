@@ -164,7 +164,7 @@ def test_ours_dense_and_exact_with_relu() -> None:
 
 
 def test_baseline_errors() -> None:
-    with pytest.raises(ValueError, match=r"module has no nn\.Linear or nn\.Conv2d layer: ReLU"):
+    with pytest.raises(ValueError, match=r"module has no nn\.Linear or nn\.Conv1d/2d/3d layer: ReLU"):
         xavier_init_(nn.ReLU())
     with pytest.raises(TypeError, match=r"module must be an nn\.Module, got str"):
         net2net_identity_init_("net")
@@ -178,3 +178,18 @@ def test_seeded_baselines_draw_the_same_values_on_every_device(init, device) -> 
     for a, b in zip(on_cpu.parameters(), on_device.parameters(), strict=True):
         assert b.device.type == device.type
         assert torch.equal(a, b.cpu())
+
+
+def test_baselines_take_the_pointwise_convs_transparent_init_takes() -> None:
+    """Conv1d / Conv3d stacks, which transparent_init_ takes, are re-initialized by the baselines too."""
+    for conv in (nn.Conv1d, nn.Conv3d):
+        seq = nn.Sequential(conv(3, 6, 1), nn.ReLU(), conv(6, 3, 1))
+        before = [p.detach().clone() for p in seq.parameters()]
+        xavier_init_(seq, generator=0)
+        assert all(
+            not torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True) if p.dim() > 1
+        )
+        net2net_identity_init_(seq)
+        x = torch.rand((2, 3) + (4,) * (1 if conv is nn.Conv1d else 3))
+        with torch.no_grad():
+            assert torch.equal(seq(x), x)  # non-negative inputs pass the ReLU

@@ -382,6 +382,10 @@ def test_the_kept_target_is_float32_when_that_is_exact() -> None:
     fine = torch.tensor([[1.0 + 2.0**-40]], dtype=torch.float64)  # not a float32 value
     wide = TransparentLinear(1, [2], target_weight=fine, generator=0, dtype=torch.float64)
     assert wide._target_weight is not None and torch.equal(wide._target_weight, fine)
+    # exact in float32 but subnormal there (it would read as 0 under torch.set_flush_denormal(True))
+    tiny = torch.tensor([[2.0**-140]], dtype=torch.float64)
+    kept = TransparentLinear(1, [2], target_weight=tiny, generator=0, dtype=torch.float64)._target_weight
+    assert kept is not None and kept.dtype == torch.float64
 
 
 @pytest.mark.parametrize("dims", [1, 3])

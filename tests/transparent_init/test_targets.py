@@ -66,6 +66,8 @@ def test_errors() -> None:
         selection_weight(3, [0, 3])
     with pytest.raises(ValueError, match=r"\[-3, 3\), got \[-4\]"):
         selection_weight(3, [-4])
+    with pytest.raises(ValueError, match="indices must lie in int64, got 18446744073709551615"):
+        selection_weight(3, np.array([2**64 - 1], dtype=np.uint64))  # would wrap to -1: the last channel
     with pytest.raises(ValueError, match="at least one"):
         selection_weight(3, slice(3, None))
     with pytest.raises(TypeError, match=r"indices\[1\] must be an int"):
