@@ -346,12 +346,16 @@ def transparent_parameters(
     t_max = float(target_weight.abs().max()) if target_weight.numel() else 0.0
     b_max = 0.0 if target_bias is None or not target_bias.numel() else float(target_bias.abs().max())
     hint = (
-        f" (max |target_weight| = {t_max:.3g}, max |target_bias| = {b_max:.3g}): scale the target map down "
-        "or keep this layer in a wider dtype such as float32"
+        f" (max |target_weight| = {t_max:.3g}, max |target_bias| = {b_max:.3g}): scale the target map down"
+        + (
+            f" or keep this layer in a wider dtype such as {_WIDER[dtypes[-1]]}"
+            if dtypes[-1] in _WIDER
+            else ""
+        )
     )
     w_s = cast_representable(w_last / gain, dtypes[-1], f"{names[-1]} weight", hint)
     c_s = cast_representable(c_last, dtypes[-1], f"{names[-1]} bias", hint)
-    notes.append(_slope_note(w_last, gain, negative_slopes[-1], dtypes[-1], names[-1]) if k > 1 else None)
+    notes.append(_slope_note(w_last, gain, negative_slopes[-1], dtypes[-1], names[-1]))
     try:
         check_realized(
             p,

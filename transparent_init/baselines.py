@@ -15,12 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import as_generator, check_module, check_own_parameters, check_real
+from .inplace import _CONVS
 
 __all__ = ["net2net_identity_init_", "random_uniform_init_", "xavier_init_"]
-
-
-#: The convolutions re-initialized besides ``nn.Linear`` (as :func:`~transparent_init.transparent_init_`).
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _affine_layers(module: object) -> list[tuple[str, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d]]:

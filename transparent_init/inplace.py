@@ -40,7 +40,7 @@ class StackLayout:
 
 
 #: The pointwise convolutions (kernel 1 in every dimension) a stack may be made of, besides ``nn.Linear``.
-_CONVS: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _conv_problem(m: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | None:
@@ -60,7 +60,7 @@ def _conv_problem(m: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | None:
 def _affine_module(sequential: nn.Sequential, index: int) -> nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d:
     m = sequential[index]
     # parse_stack checked the types: this narrows them for the type checker
-    if not isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+    if not isinstance(m, (nn.Linear, *_CONVS)):
         raise TypeError(f"layer {index} is {type(m).__name__}, expected nn.Linear or a pointwise nn.ConvNd")
     return m
 
@@ -88,13 +88,11 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 f"layer {i} ({type(m).__name__}) has no weights yet: run one forward pass through the stack "
                 "(or give the layer its in_features) before initializing it"
             )
-        if isinstance(
-            m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-        ):  # subclasses: only the base kind counts
+        if isinstance(m, (nn.Linear, *_CONVS)):  # subclasses included: only the base kind counts
             check_own_parameters(m, f"layer {i} ({type(m).__name__})")
-            base = next((c for c in _CONVS if isinstance(m, c)), nn.Linear)
-            if base is not nn.Linear:
-                problem = _conv_problem(m)  # type: ignore[arg-type]  # a ConvNd by the line above
+            base: type[nn.Module] = next((c for c in _CONVS if isinstance(m, c)), nn.Linear)
+            if isinstance(m, _CONVS):
+                problem = _conv_problem(m)
                 if problem is not None:
                     raise ValueError(f"layer {i} ({base.__name__}) is not supported: {problem}")
             if kind is not None and base is not kind:

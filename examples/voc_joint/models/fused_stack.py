@@ -123,6 +123,7 @@ class _FusedStack(torch.autograd.Function):
         out = s.new_empty(batch, ws[-1].shape[0], pixels)
         scratch = [s.new_empty(m, w.shape[0]) for w in ws[:-1]] if recompute else None
         hidden: list[Tensor] = []
+        last_bias = None if bs[-1] is None else bs[-1].unsqueeze(1)  # a column: the output is (C_out, pixels)
         for b, p in _chunks(batch, pixels, chunk):
             n = p.stop - p.start
             bufs = None if scratch is None else [buf[:n] for buf in scratch]
@@ -130,8 +131,7 @@ class _FusedStack(torch.autograd.Function):
             if not recompute:
                 hidden.extend(hs)
             # the last layer into the NCHW output: out[b, :, p] = W h^T + b
-            bias = None if bs[-1] is None else bs[-1].unsqueeze(1)
-            _product_into(out[b, :, p], ws[-1], hs[-1].t(), bias)
+            _product_into(out[b, :, p], ws[-1], hs[-1].t(), last_bias)
         # with u_of (recompute only), U is rebuilt from S in backward instead of being kept
         keep_u = u if u_of is None else None
         ctx.save_for_backward(s, keep_u, *ws, *[b for b in bs if b is not None], *hidden)

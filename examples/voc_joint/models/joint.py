@@ -181,13 +181,13 @@ class FusionStack(nn.Module):
             target_weight=fusion_target_weight(c),
             generator=generator,
         )
-        if init != "transparent":
-            self._reinit(init, _generator(generator))
         #: the activation for :func:`fused_stack`: ``None`` (none), ``0.0`` (ReLU) or the LeakyReLU slope
         self._slope: float | None = None
         for m in self.layers:
             if isinstance(m, (nn.ReLU, nn.LeakyReLU)):
                 self._slope = float(getattr(m, "negative_slope", 0.0))
+        if init != "transparent":
+            self._reinit(init, _generator(generator))
 
     @property
     def convs(self) -> list[nn.Conv2d]:
@@ -200,10 +200,9 @@ class FusionStack(nn.Module):
         if init == "xavier":
             xavier_init_(self.layers, generator=gen)
         elif init in ("kaiming", "zero_residual"):
-            slope = next((m.negative_slope for m in self.layers if isinstance(m, nn.LeakyReLU)), 0.0)
             nonlin: Literal["linear", "leaky_relu"] = "linear" if self.activation is None else "leaky_relu"
             for m in convs:
-                nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity=nonlin, generator=gen)
+                nn.init.kaiming_normal_(m.weight, a=self._slope or 0.0, nonlinearity=nonlin, generator=gen)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             if init == "zero_residual":
