@@ -359,28 +359,19 @@ def test_superpixel_loss_recompute_same_values_and_gradients_less_memory() -> No
 def test_superpixel_loss_reads_no_value_on_the_host(recompute: bool) -> None:
     """Forward and backward of the training loss never read a tensor value on the host (a host-device
     synchronisation per step on CUDA): the value checks of ``spixel_loss`` are off in training."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from examples.voc_joint.engine import superpixel_loss
-
-    reads: list[str] = []
-
-    class HostReads(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-            if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
-                reads.append(str(func))
-            return func(*args, **(kwargs or {}))
+    from tests.sparse_ops.test_uniformize import _Recorder  # records every read of a value on the host
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 9, 24, 20, generator=g, requires_grad=True)
     target = torch.randint(0, 5, (2, 24, 20), generator=g)
     target[0, :3] = 255
-    with HostReads():
+    with _Recorder() as mode:
         loss = superpixel_loss(
             logits.softmax(1), target, 4, pos_weight=0.003, num_classes=5, recompute=recompute
         )
         loss.backward()
-    assert reads == []
+    assert mode.host_reads == []
     assert logits.grad is not None and bool(torch.isfinite(logits.grad).all())
 
 
