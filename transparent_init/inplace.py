@@ -42,6 +42,9 @@ class StackLayout:
 #: The pointwise convolutions (kernel 1 in every dimension) a stack may be made of, besides ``nn.Linear``.
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
+#: Modules that are the identity in eval mode and hold no parameters: skipped like ``nn.Identity``.
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
 
 def _conv_problem(m: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | None:
     ones = (1,) * len(m.kernel_size)
@@ -108,7 +111,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 raise ValueError(f"layer {pending[2]} is an activation before the first affine layer")
             pending = None
             lin_idx.append(i)
-        elif type(m) is nn.Identity:  # a placeholder (e.g. a norm switched off in a config): no map
+        elif type(m) is nn.Identity or isinstance(m, _DROPOUTS):  # no map (dropout: none in eval mode)
             continue
         elif isinstance(m, (nn.ReLU, nn.LeakyReLU)):
             if pending is not None:
@@ -123,8 +126,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         else:
             raise TypeError(
                 f"layer {i} is {type(m).__name__}: "
-                "only nn.Linear, pointwise 1x1 nn.Conv1d / nn.Conv2d / nn.Conv3d, nn.ReLU, nn.LeakyReLU "
-                "and nn.Identity itself (not a subclass) are supported"
+                "only nn.Linear, pointwise 1x1 nn.Conv1d / nn.Conv2d / nn.Conv3d, nn.ReLU, nn.LeakyReLU, "
+                "the dropout modules and nn.Identity itself (not a subclass) are supported"
             )
     if pending is not None:
         raise ValueError(
@@ -183,11 +186,13 @@ def transparent_init_(
 
     The stack is ``L_1, act, L_2, act, ..., L_k`` with every ``L`` an ``nn.Linear`` or a pointwise (1x1)
     ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` (all the same kind) and each ``act`` an ``nn.ReLU``, an
-    ``nn.LeakyReLU`` (slope >= 0) or absent (``nn.Identity`` placeholders anywhere are skipped). A layer
-    followed by an activation holds ``2 h`` real units for a logical width ``h`` (``[z, -z]`` doubling), so
-    its width must be even, and every logical hidden width must be ``>= in_features``. Every weight and bias
-    is redrawn (hidden layers: dense random semi-orthogonal draws; last layer: float64 least-squares solve,
-    then cast to the layer's dtype).
+    ``nn.LeakyReLU`` (slope >= 0) or absent. ``nn.Identity`` placeholders and dropout modules (``nn.Dropout``,
+    ``nn.Dropout1d/2d/3d``, ``nn.AlphaDropout``, ``nn.FeatureAlphaDropout``) anywhere are skipped: the stack
+    is exact in eval mode (``stack.eval()``); in training mode dropout drops units as usual. A layer followed
+    by an activation holds ``2 h`` real units for a logical width ``h`` (``[z, -z]`` doubling), so its width
+    must be even, and every logical hidden width must be ``>= in_features``. Every weight and bias is redrawn
+    (hidden layers: dense random semi-orthogonal draws; last layer: float64 least-squares solve, then cast to
+    the layer's dtype).
 
     Every parameter is computed and checked before the first one is written, so on any error the stack is
     left unchanged. In a low-precision dtype (float16, bfloat16) the target must be representable: a last

@@ -270,7 +270,7 @@ def test_zero_target_bias_without_bias_is_fine() -> None:
             nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)),
             TypeError,
             "layer 1 is Tanh: only nn.Linear, pointwise 1x1 nn.Conv1d / nn.Conv2d / nn.Conv3d, nn.ReLU, "
-            "nn.LeakyReLU and nn.Identity itself \\(not a subclass\\) are supported",
+            "nn.LeakyReLU, the dropout modules and nn.Identity itself \\(not a subclass\\) are supported",
         ),
         (nn.Sequential(nn.Linear(3, 7), nn.ReLU(), nn.Linear(7, 3)), ValueError, "layer 0 has odd width 7"),
         (

@@ -369,6 +369,22 @@ def test_identity_placeholders_are_skipped() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "dropout",
+    [nn.Dropout(0.5), nn.Dropout1d(0.5), nn.AlphaDropout(0.5), nn.FeatureAlphaDropout(0.5)],
+    ids=lambda m: type(m).__name__,
+)
+def test_dropout_is_skipped_and_exact_in_eval_mode(dropout: nn.Module) -> None:
+    """A head with dropout (a user's MLP) is initialized around it: exact in eval mode; in training mode the
+    dropout still drops units (the skipped module is kept, not removed)."""
+    x = uniform((64, 3), 10.0, 4)
+    seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), dropout, nn.Linear(8, 3))
+    transparent_init_(seq, generator=0).eval()
+    assert max_abs_error(seq, x) <= 1e-5
+    torch.manual_seed(0)
+    assert max_abs_error(seq.train(), x) > 1e-2
+
+
 def test_the_kept_target_is_float32_when_that_is_exact() -> None:
     """The copy kept for reset_parameters() is float32 when float32 holds the target exactly (half the size
     in a pickled module, the same redraw), float64 otherwise."""
