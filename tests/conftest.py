@@ -7,6 +7,7 @@ past ``tests/time_limit.py``'s limit (600 s) fails with a ``TimeoutError`` inste
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # the deterministic-mode tests run cuBLAS matrix products: releases that still check this variable raise
 # without it (it must be set before the first CUDA call; a no-op on the CPU and where already set)
@@ -34,6 +35,26 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # one thread per test process: the suite runs under pytest-xdist on a 2-core machine (no oversubscription)
 torch.set_num_threads(1)
+
+#: Without the examples extra (torchvision), the tests of the example pipeline are skipped: everything under
+#: tests/examples and every test marked ``examples`` (benchmarks and documented commands that run it).
+try:
+    import torchvision  # noqa: F401
+except ModuleNotFoundError:
+    HAS_TORCHVISION = False
+else:
+    HAS_TORCHVISION = True
+_EXAMPLE_TESTS = Path(__file__).resolve().parent / "examples"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAS_TORCHVISION:
+        return
+    skip = pytest.mark.skip(reason='needs torchvision: pip install -e ".[examples]"')
+    for item in items:
+        if item.get_closest_marker("examples") or _EXAMPLE_TESTS in item.path.parents:
+            item.add_marker(skip)
+
 
 CUDA = torch.cuda.is_available()
 DEVICES = [

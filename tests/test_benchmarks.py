@@ -208,8 +208,8 @@ def test_bench_transparent_init_quick(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore")
+@pytest.mark.examples
 def test_bench_joint_tiny(tmp_path):
-    pytest.importorskip("torchvision")
     out = tmp_path / "joint.json"
     _run(
         "bench_joint.py",
@@ -251,6 +251,7 @@ def test_bench_joint_tiny(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.examples
 def test_bench_joint_rejects_batch_of_one():
     proc = subprocess.run(
         [sys.executable, str(BENCH / "bench_joint.py"), "--batch-size", "1"],
@@ -338,6 +339,7 @@ class _Clocks:
         return SimpleNamespace(perf_counter=lambda: self.wall, process_time=lambda: 2 * self.wall)
 
 
+@pytest.mark.examples
 def test_bench_joint_time_steps_median_min_clock_and_rounds(monkeypatch):
     """Per step: the median and the min of the timed rounds (after untimed warm-up steps), every round's
     sample kept; ``--clock cpu`` reads the process time; ``rounds`` overrides ``--rounds``."""
@@ -356,6 +358,7 @@ def test_bench_joint_time_steps_median_min_clock_and_rounds(monkeypatch):
     assert times["a"]["samples_s"] == [2.0, 6.0]
 
 
+@pytest.mark.examples
 def test_bench_joint_paired_ratio_is_the_median_of_round_ratios():
     bench = _import("bench_joint")
     a, b = {"samples_s": [2.0, 4.0, 9.0]}, {"samples_s": [1.0, 4.0, 3.0]}
@@ -371,6 +374,7 @@ def _fake_times(samples: dict[str, list[float]]) -> dict[str, dict]:
     }
 
 
+@pytest.mark.examples
 def test_bench_joint_rows_are_ratios_to_deeplab_of_the_same_run(monkeypatch):
     """time_ratio = step / deeplab's step, time_ratio_paired = median of the round ratios, memory_ratio on
     CUDA from the allocator peak (on CPU from the saved activations), saved_ratio from saved activations."""
@@ -396,6 +400,7 @@ def test_bench_joint_rows_are_ratios_to_deeplab_of_the_same_run(monkeypatch):
     assert cpu["joint_hard_ti"]["memory_ratio"] == pytest.approx(2.5)
 
 
+@pytest.mark.examples
 def test_bench_joint_format_study_is_channels_last_over_nchw(monkeypatch):
     """The docs quote these ratios (below 1: channels_last is faster)."""
     import argparse
@@ -416,6 +421,7 @@ def test_bench_joint_format_study_is_channels_last_over_nchw(monkeypatch):
     assert spx["samples_nchw_s"] == samples["spixelfcn NCHW"]
 
 
+@pytest.mark.examples
 def test_bench_joint_lever_ratios_use_deeplab_in_the_same_memory_format(monkeypatch):
     import argparse
 
@@ -440,6 +446,7 @@ def test_bench_joint_lever_ratios_use_deeplab_in_the_same_memory_format(monkeypa
     assert (cl["time_ratio"], cl["saved_ratio"], cl["deeplab_s"]) == (2.0, 2.0, 4.0)
 
 
+@pytest.mark.examples
 def test_bench_joint_keeps_the_other_entries_of_its_output_file(tmp_path, monkeypatch):
     """Each run replaces its own key (device, backbone, batch, size) of the JSON file, never the others."""
     bench = _import("bench_joint")

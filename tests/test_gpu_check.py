@@ -35,6 +35,7 @@ harness = _import("_harness")
 
 # ----------------------------------------------------------------------------------------------- dry run
 @pytest.mark.slow
+@pytest.mark.examples
 def test_dry_run_takes_every_stage_and_writes_the_report(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--quick", "--out", str(tmp_path)],

@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 
+pytest.importorskip("torchvision")
+
 from examples.voc_joint import ablation
 
 from .helpers import untrained_checkpoints

@@ -13,6 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+pytest.importorskip("torchvision")
+
 from examples.voc_joint import distributed, train
 from examples.voc_joint.checkpoint import CheckpointError
 from examples.voc_joint.cli import UsageError

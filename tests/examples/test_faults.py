@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytest.importorskip("torchvision")
+
 from examples.voc_joint import train as train_cli
 from examples.voc_joint.checkpoint import (
     CheckpointError,

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytest.importorskip("torchvision")
+
 from examples.voc_joint import train
 from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint
 from examples.voc_joint.models import JointModel
