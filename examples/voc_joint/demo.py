@@ -1,4 +1,4 @@
-"""The README's main command: the whole joint pipeline on the bundled synthetic VOC set, on a laptop CPU.
+"""The README's main command: the whole joint pipeline on a generated synthetic VOC set, on a laptop CPU.
 
 ``python examples/voc_joint/demo.py`` (no arguments needed; ``--help`` lists the few knobs):
 

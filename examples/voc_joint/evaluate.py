@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root",
         type=existing_dir,
         default=None,
-        help="VOC2012 folder (or its VOCdevkit parent); default: the cached synthetic set",
+        help="VOC2012 folder or a folder above it (VOCdevkit or its parent); default: the cached "
+        "synthetic set",
     )
     parser.add_argument(
         "--split", type=split_name, default="val", help="list name in ImageSets (default val)"

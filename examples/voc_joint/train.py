@@ -208,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root",
         type=existing_dir,
         default=None,
-        help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets/...); default: the synthetic set "
-        "in $TRANSINIT_CACHE (generated if missing)",
+        help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets/...) or a folder above it "
+        "(VOCdevkit or its parent); default: the synthetic set in $TRANSINIT_CACHE (generated if missing)",
     )
     g.add_argument(
         "--sbd",
