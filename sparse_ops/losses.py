@@ -257,8 +257,11 @@ def spixel_loss(
             known = (labels >= 0) & (labels < num_classes)
             own = _own_label_reconstruction(q, valid, labels, known, num_classes, blocks)
             # -sum_k onehot_k log(r_k + eps) = -log(r_label + eps); a label outside [0, K) (not validated)
-            # has no one-hot entry: it adds nothing
-            per_pixel = -torch.log(own + eps) * known.to(dtype)
+            # has no one-hot entry: it adds nothing. Pixels that are not scored are left out with a where,
+            # before the logarithm (not by a 0 weight after it): their own reconstruction may be 0, and with
+            # eps = 0 the value -log(0) * 0 and its gradient would be NaN
+            scored = valid & known
+            per_pixel = torch.where(scored, -torch.log(torch.where(scored, own, 1.0) + eps), 0.0)
             centres, qb = _pool(xy, q, cell_size, valid)
             recon_xy = _unpool_blocks(centres, qb, blocks, (height, width))
         else:

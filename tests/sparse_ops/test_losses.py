@@ -264,3 +264,36 @@ def test_label_path_over_chunked_cells_gives_the_reference(chunk: int, seed: int
     torch.testing.assert_close(out.semantic.item(), sem)
     torch.testing.assert_close(out.position.item(), pos)
     torch.testing.assert_close(out.total.item(), total)
+
+
+@pytest.mark.parametrize("excluded", ["mask", "ignore_index", "unknown label"])
+def test_eps_zero_is_finite_where_a_pixel_is_not_scored(excluded: str) -> None:
+    """eps=0: the only pixel of class 0 is masked, ignored or (unvalidated) outside the classes, so its own
+    reconstruction is 0; it is excluded before the logarithm, so neither the value nor the gradient is NaN."""
+    g = torch.Generator().manual_seed(7)
+    assoc = torch.softmax(torch.randn(2, 9, 5, 6, generator=g, dtype=torch.float64), 1)
+    target = torch.randint(1, 3, (2, 5, 6), generator=g)
+    target[0, 2, 3] = 0
+    mask, kwargs, reference_target = None, {}, target.clone()
+    if excluded == "mask":
+        mask = torch.ones(2, 5, 6, dtype=torch.bool)
+        mask[0, 2, 3] = False
+        reference_target[0, 2, 3] = 255
+    elif excluded == "ignore_index":
+        target[0, 2, 3] = reference_target[0, 2, 3] = 255
+    else:
+        target[0, 2, 3] = reference_target[0, 2, 3] = 9
+        kwargs = {"num_classes": 3, "validate": False}
+    a = assoc.clone().requires_grad_()
+    out = spixel_loss(a, target, 3, mask=mask, eps=0.0, **kwargs)
+    out.total.backward()
+    assert torch.isfinite(a.grad).all()
+    # the reference over the counted pixels (a tiny eps only keeps its log(0) of the zero one-hot entries
+    # finite: every counted pixel reconstructs its own class with a mass far above it)
+    total, sem, pos = ref_loss(assoc, reference_target, 3, num_classes=3, eps=1e-300)
+    torch.testing.assert_close(out.semantic.item(), sem)
+    torch.testing.assert_close(out.position.item(), pos)
+    torch.testing.assert_close(out.total.item(), total)
+    assert torch.autograd.gradcheck(
+        lambda q: spixel_loss(q, target, 3, mask=mask, eps=0.0, num_classes=3, validate=False).total, (a,)
+    )
