@@ -297,6 +297,7 @@ class SuperpixelAssignment:
                     cols,
                     torch.ones(b * n, dtype=dtype, device=self.device),
                     size=(b * n, b * width),
+                    device=self.device,  # not the default device (torch.set_default_device)
                     check_invariants=False,
                 )
             self._csr_cache[(name, dtype)] = matrix
@@ -470,7 +471,7 @@ class SuperpixelAssignment:
             keep = self._mask.reshape(-1)
             rows, cols, values = rows[keep], cols[keep], values[keep]
         matrix = torch.sparse_coo_tensor(
-            torch.stack([rows, cols]), values, (b * n_s, b * n_p), check_invariants=False
+            torch.stack([rows, cols]), values, (b * n_s, b * n_p), device=self.device, check_invariants=False
         )
         if layout == torch.sparse_csr:
             with warnings.catch_warnings():

@@ -101,3 +101,23 @@ def test_decode_errors() -> None:
         ValueError, match=r"features must have shape \[B, C, H, W\] = \[2, C, 4, 5\] like the"
     ):
         a.encode(torch.zeros(2, 1, 5, 4))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_sparse_matrices_follow_the_label_map_under_another_default_device(masked: bool) -> None:
+    """The CSR matrices of backend="sparse" and to_sparse() are built on the assignment's device, not on the
+    default device (meta here; the same mechanism as torch.set_default_device("cuda") with CPU label maps)."""
+    g = torch.Generator().manual_seed(4)
+    sp = torch.randint(0, 5, (2, 3, 4), generator=g)
+    mask = torch.rand(2, 3, 4, generator=g) > 0.3 if masked else None
+    x = torch.randn(2, 3, 3, 4, generator=g, dtype=torch.float64)
+    expected = SuperpixelAssignment(sp, 6, mask=mask).uniformize(x)
+    with torch.device("meta"):
+        a = SuperpixelAssignment(sp, 6, mask=mask, backend="sparse")
+        got = a.uniformize(x)
+        matrices = [a.to_sparse(layout) for layout in (torch.sparse_coo, torch.sparse_csr)]
+    assert got.device.type == "cpu"
+    torch.testing.assert_close(got, expected)
+    for m in matrices:
+        assert m.device.type == "cpu"
+        torch.testing.assert_close(m.to_dense(), a.to_sparse().to_dense())
