@@ -247,6 +247,15 @@ class SuperpixelAssignment:
             f"backend={self.backend!r})"
         )
 
+    def __getstate__(self) -> dict[str, object]:
+        """The state for ``copy`` and ``pickle``, without the cached CSR matrices of the sparse backend.
+
+        Sparse CSR tensors cannot be deep-copied; the copy rebuilds its matrices on first use.
+        """
+        state = self.__dict__.copy()
+        state["_csr_cache"] = {}
+        return state
+
     def _inv(self, dtype: torch.dtype) -> Tensor:
         """``1 / count`` per slot ``[B, 1, N_s + 1]`` in ``dtype`` (0 for empty slots and the trash).
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +124,21 @@ def test_sparse_matrices_follow_the_label_map_under_another_default_device(maske
     for m in matrices:
         assert m.device.type == "cpu"
         torch.testing.assert_close(m.to_dense(), a.to_sparse().to_dense())
+
+
+def test_deepcopy_and_pickle_after_sparse_use_rebuild_the_matrices() -> None:
+    """The cached CSR matrices (which cannot be deep-copied) are not part of a copy: rebuilt on demand."""
+    g = torch.Generator().manual_seed(5)
+    sp = torch.randint(0, 4, (2, 3, 5), generator=g)
+    mask = torch.rand(2, 3, 5, generator=g) > 0.3
+    x = torch.randn(2, 2, 3, 5, generator=g, dtype=torch.float64)
+    a = SuperpixelAssignment(sp, 4, mask=mask, backend="sparse")
+    expected = a.uniformize(x)
+    assert a._csr_cache
+    for clone in (copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
+        assert clone._csr_cache == {} and clone.backend == "sparse"
+        assert clone.counts is not a.counts and torch.equal(clone.counts, a.counts)
+        torch.testing.assert_close(clone.uniformize(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(clone.encode(x), a.encode(x), rtol=0, atol=0)
+        assert clone._csr_cache
+    assert a._csr_cache  # the original keeps its matrices
