@@ -246,7 +246,9 @@ def check_num_superpixels(num_superpixels: object, batch_size: int) -> int | Ten
     """Require ``None``, a non-negative int or an integer ``Tensor[B]``; return it.
 
     A tensor is checked for shape and dtype only: its values are read by :func:`check_id_range` (validated
-    calls) and by building the assignment, which refuses a negative count either way.
+    calls) and by building the assignment, which refuses a negative count either way. A uint16/uint32/uint64
+    tensor (PyTorch has few kernels for them) is returned as int64; for uint64 this reads the values (one
+    host-device synchronisation) to refuse counts above ``2**63 - 1``, which int64 cannot hold.
     """
     if num_superpixels is None:
         return None
@@ -262,6 +264,14 @@ def check_num_superpixels(num_superpixels: object, batch_size: int) -> int | Ten
                 f"num_superpixels must be an int or a Tensor of shape [B] = [{batch_size}], "
                 f"got shape {tuple(num_superpixels.shape)}"
             )
+        if num_superpixels.dtype == torch.uint64 and bool((num_superpixels.view(torch.int64) < 0).any()):
+            raise ValueError(
+                f"num_superpixels holds uint64 counts above 2**63 - 1, which do not fit int64, got "
+                f"{num_superpixels.tolist()}; pass the number of superpixel slots of each image (at most its "
+                "largest id + 1)"
+            )
+        if num_superpixels.dtype in _WIDE_UNSIGNED:  # no comparison / min / max kernels for these
+            return num_superpixels.long()
         return num_superpixels
     try:
         return check_int(num_superpixels, "num_superpixels", 0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_ops import _checks, superpixel_pool, superpixel_unpool, uniformize
+from sparse_ops import SuperpixelAssignment, _checks, superpixel_pool, superpixel_unpool, uniformize
 
 
 @pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), np.uint8(3), torch.tensor(3)])
@@ -70,6 +70,38 @@ def test_uint64_ids_beyond_int64_are_refused_with_the_fix() -> None:
     assert sp.dtype == torch.uint64 and sp[0, 0, 0].view(torch.int64) == -(2**63)
     with pytest.raises(ValueError, match=r"uint64 ids above 2\*\*63 - 1.*relabel_contiguous\(superpixels\)"):
         uniformize(torch.randn(1, 1, 2, 2), sp)
+
+
+@pytest.mark.parametrize("validate", [True, False])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.uint32, torch.uint64])
+def test_unsigned_per_image_counts_give_the_int64_results(dtype: torch.dtype, validate: bool) -> None:
+    x = torch.randn(2, 3, 4, 5)
+    sp = torch.randint(0, 6, (2, 4, 5))
+    counts = torch.tensor([6, 7])
+    unsigned = counts.to(dtype)
+    checked = _checks.check_num_superpixels(unsigned, 2)
+    assert isinstance(checked, torch.Tensor) and torch.equal(checked.long(), counts)
+    for op in (uniformize, superpixel_pool):
+        assert torch.equal(op(x, sp, unsigned, validate=validate), op(x, sp, counts, validate=validate))
+    a = SuperpixelAssignment(sp, unsigned, validate=validate)
+    assert a.num_superpixels == 7 and torch.equal(a.encode(x), SuperpixelAssignment(sp, counts).encode(x))
+    if validate:
+        with pytest.raises(
+            ValueError, match=r"ids of image 0 must be < num_superpixels\[0\] = 3, got the id"
+        ):
+            superpixel_pool(x, sp.clamp_min(3), torch.tensor([3, 7]).to(dtype))
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_uint64_counts_beyond_int64_are_refused_with_the_fix(validate: bool) -> None:
+    counts = torch.tensor([-(2**63), 6]).view(torch.uint64)  # 2**63 (torch cannot assign it)
+    with pytest.raises(
+        ValueError,
+        match=r"num_superpixels holds uint64 counts above 2\*\*63 - 1.*got \[9223372036854775808, 6\]",
+    ):
+        superpixel_pool(
+            torch.randn(2, 1, 2, 2), torch.zeros(2, 2, 2, dtype=torch.long), counts, validate=validate
+        )
 
 
 def _shape_mistakes() -> list[tuple[str, object, str]]:
