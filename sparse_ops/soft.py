@@ -170,12 +170,16 @@ def _shift_to_targets(per_dir: Tensor) -> Tensor:
     This is exactly ``F.fold`` with a 3 x 3 kernel and padding 1 (contributions leaving the grid are dropped).
     """
     b, c, _, n_h, n_w = per_dir.shape
+    if c == 0:  # F.fold refuses zero channels: the empty result, still in the autograd graph
+        return per_dir.sum(dim=2)
     return F.fold(per_dir.reshape(b, c * 9, n_h * n_w), (n_h, n_w), kernel_size=3, padding=1)
 
 
 def _gather_from_neighbours(centres: Tensor) -> Tensor:
     """[B, C, n_h, n_w] -> [B, n_h, n_w, C, 9]: the centre of cell (i+dy, j+dx) (0 outside), ``F.unfold``."""
     b, c, n_h, n_w = centres.shape
+    if c == 0:  # F.unfold refuses zero channels: the empty result, still in the autograd graph
+        return centres.unsqueeze(-1).expand(b, c, n_h, n_w, 9).permute(0, 2, 3, 1, 4)
     neighbours = F.unfold(centres, kernel_size=3, padding=1).reshape(b, c, 9, n_h, n_w)
     return neighbours.permute(0, 3, 4, 1, 2)
 

@@ -250,3 +250,20 @@ def test_small_chunks_give_the_reference(data: st.DataObject, chunk: int) -> Non
     expected = ref_pool(f, a * mask[:, None], s)
     torch.testing.assert_close(centres, expected)
     torch.testing.assert_close(out, ref_unpool(expected, a, s))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_zero_channels_give_empty_results_like_the_hard_ops(masked: bool) -> None:
+    f = torch.zeros(3, 0, 5, 7, dtype=torch.float64, requires_grad=True)
+    a = A.double().requires_grad_()
+    mask = MASK if masked else None
+    pooled = soft_superpixel_pool(f, a, S, mask=mask)
+    smoothed = soft_uniformize(f, a, S, mask=mask)
+    c = torch.zeros(3, 0, 2, 3, dtype=torch.float64, requires_grad=True)
+    unpooled = soft_superpixel_unpool(c, a, S)
+    assert pooled.shape == (3, 0, 2, 3) and smoothed.shape == unpooled.shape == (3, 0, 5, 7)
+    for out in (pooled, smoothed, unpooled):
+        assert out.dtype == torch.float64 and out.requires_grad
+        out.sum().backward()  # the results stay in the graph, like those of the hard ops
+    assert f.grad is not None and f.grad.shape == f.shape and c.grad is not None and c.grad.shape == c.shape
+    assert a.grad is None or not a.grad.any()
