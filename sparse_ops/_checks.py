@@ -366,11 +366,16 @@ def check_id_range(
 
 
 def check_assoc(assoc: object, name: str = "assoc") -> Tensor:
-    """Require a floating association ``Tensor[B, 9, H, W]`` (checks of type and shape only)."""
+    """Require a floating association ``Tensor[B, 9, H, W]``, ``H, W >= 1`` (type and shape only)."""
     assoc = check_floating(assoc, name, "[B, 9, H, W]")
     if assoc.shape[1] != 9:
         raise ValueError(
             f"{name} must have 9 channels (dim 1), one per candidate cell, got shape {tuple(assoc.shape)}"
+        )
+    if assoc.shape[2] == 0 or assoc.shape[3] == 0:
+        raise ValueError(
+            f"{name} must have H, W >= 1 (an image without pixels has no grid of cells), got shape "
+            f"{tuple(assoc.shape)}; leave empty images out of the batch"
         )
     return assoc
 

@@ -223,7 +223,7 @@ def enforce_connectivity(
     Returns:
         tuple[LongTensor[B, H, W], LongTensor[B]]: contiguous ids ``0..K_b - 1`` numbered in row-major order
         of their first pixel, and ``K_b`` per image (shapes follow the input; ``K`` is a 0-dim tensor for an
-        unbatched input). On the input's device.
+        unbatched input; an empty image, ``H`` or ``W = 0``, has ``K_b = 0``). On the input's device.
 
     Example:
         >>> lab = torch.tensor([[[0, 1, 0], [0, 1, 0], [2, 2, 2]]])
@@ -263,6 +263,9 @@ def _connectivity(labels: Tensor, min_size: int) -> tuple[Tensor, Tensor]:
     out = np.empty(arr.shape, dtype=np.int64)
     counts = np.empty(arr.shape[0], dtype=np.int64)
     for b in range(arr.shape[0]):
+        if arr[b].size == 0:  # an empty image (H or W = 0): no pieces, nothing to relabel
+            counts[b] = 0
+            continue
         comp, n = _components(arr[b].astype(np.int64))
         merged = _merge_small(comp, n, min_size)
         _, first, inv = np.unique(merged.ravel(), return_index=True, return_inverse=True)

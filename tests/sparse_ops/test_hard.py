@@ -200,3 +200,20 @@ def test_consistent_with_uniformize(H, W, S, seed, connectivity):
             region = out[b][:, sp[b] == v]  # [C, n_pixels]
             assert torch.equal(region, region[:, :1].expand_as(region))
             torch.testing.assert_close(region[:, 0], logits[b][:, sp[b] == v].mean(1))
+
+
+@pytest.mark.parametrize("shape", [(1, 0, 3), (2, 3, 0), (0, 3), (2, 1, 0, 0)])
+def test_enforce_connectivity_of_empty_images_is_empty(shape: tuple[int, ...]) -> None:
+    labels = torch.zeros(shape, dtype=torch.int32)
+    out, k = enforce_connectivity(labels, min_size=2)
+    assert out.shape == labels.shape and out.dtype == torch.long
+    expected_k = torch.zeros(shape[0], dtype=torch.long) if len(shape) > 2 else torch.tensor(0)
+    assert torch.equal(k, expected_k)
+
+
+@pytest.mark.parametrize("size", [(0, 4), (4, 0)])
+def test_hard_superpixels_refuses_empty_images_naming_assoc(size: tuple[int, int]) -> None:
+    with pytest.raises(
+        ValueError, match=rf"assoc must have H, W >= 1.*got shape \(1, 9, {size[0]}, {size[1]}\)"
+    ):
+        hard_superpixels(torch.zeros(1, 9, *size), 2, connectivity=True)

@@ -297,3 +297,8 @@ def test_eps_zero_is_finite_where_a_pixel_is_not_scored(excluded: str) -> None:
     assert torch.autograd.gradcheck(
         lambda q: spixel_loss(q, target, 3, mask=mask, eps=0.0, num_classes=3, validate=False).total, (a,)
     )
+
+
+def test_empty_images_are_refused_naming_assoc() -> None:
+    with pytest.raises(ValueError, match=r"assoc must have H, W >= 1.*got shape \(1, 9, 0, 4\)"):
+        spixel_loss(torch.rand(1, 9, 0, 4), torch.zeros(1, 0, 4, dtype=torch.long), 2, num_classes=2)

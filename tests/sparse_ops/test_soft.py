@@ -267,3 +267,17 @@ def test_zero_channels_give_empty_results_like_the_hard_ops(masked: bool) -> Non
         out.sum().backward()  # the results stay in the graph, like those of the hard ops
     assert f.grad is not None and f.grad.shape == f.shape and c.grad is not None and c.grad.shape == c.shape
     assert a.grad is None or not a.grad.any()
+
+
+@pytest.mark.parametrize("size", [(0, 7), (5, 0)])
+def test_empty_images_are_refused_naming_assoc(size: tuple[int, int]) -> None:
+    a = torch.rand(3, 9, *size)
+    match = rf"assoc must have H, W >= 1.*got shape \(3, 9, {size[0]}, {size[1]}\)"
+    for call in (
+        lambda: normalize_assoc(a, S),
+        lambda: soft_superpixel_pool(torch.zeros(3, 2, *size), a, S),
+        lambda: soft_uniformize(torch.zeros(3, 2, *size), a, S, validate=False),
+        lambda: soft_superpixel_unpool(torch.zeros(3, 2, 0, 0), a, S),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
