@@ -22,6 +22,7 @@ __all__ = [
     "check_assoc",
     "check_assoc_values",
     "check_batch_match",
+    "check_classifier",
     "check_floating",
     "check_id_range",
     "check_int",
@@ -130,6 +131,30 @@ def check_floating(x: object, name: str, layout: str, *, before_labels: bool = F
     if x.dim() != ndim:
         raise ValueError(f"{name} must have shape {layout} ({ndim} dimensions), got shape {tuple(x.shape)}")
     return x
+
+
+def check_classifier(weight: object, bias: object, channels: int) -> tuple[Tensor, Tensor | None]:
+    """Require the parameters of a linear classifier on ``channels`` feature channels: ``weight[K, C]`` and
+    ``bias[K]`` or ``None`` (``C = channels``, the features' channels); return them."""
+    if not isinstance(weight, Tensor):
+        raise TypeError(
+            f"weight must be a Tensor of shape [K, C], got {type(weight).__name__}"
+            f"{_numpy_hint(weight, 'weight')}"
+        )
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be a Tensor of shape [K, C], got shape {tuple(weight.shape)}")
+    if weight.shape[1] != channels:
+        raise ValueError(
+            f"weight must have C={channels} columns like features, got shape {tuple(weight.shape)}"
+        )
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(
+            f"bias must be a Tensor of shape [{weight.shape[0]}] or None, got {type(bias).__name__}"
+            f"{_numpy_hint(bias, 'bias')}"
+        )
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias must be a Tensor of shape [{weight.shape[0]}], got shape {tuple(bias.shape)}")
+    return weight, bias
 
 
 def drop_channel_dim(labels: Tensor) -> Tensor:

@@ -109,9 +109,15 @@ def features_and_assignment(
     upsample: Upsample | None,
     backend: Backend,
     validate: bool,
+    *,
+    features_checked: bool = False,
 ) -> tuple[Tensor, SuperpixelAssignment]:
-    """The checked inputs of a pooling op: ``features`` resized to the label map, and its assignment."""
-    _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
+    """The checked inputs of a pooling op: ``features`` resized to the label map, and its assignment.
+
+    ``features_checked``: the caller has checked the type and shape of ``features`` already (once per call).
+    """
+    if not features_checked:
+        _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
     _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
     _checks.check_option(backend, "backend", BACKENDS)
     labels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)

@@ -40,11 +40,21 @@ def _superpixel_means(
     mask: Tensor | None,
     upsample: Upsample | None,
     validate: bool,
+    *,
+    features_checked: bool = False,
 ) -> tuple[Tensor, SuperpixelAssignment]:
     """Validated ``([B, N_s, C] superpixel means, assignment)`` of (resized) features, means in float32 for
-    half-precision features (the callers round once at the end)."""
+    half-precision features (the callers round once at the end). ``features_checked``: the caller has
+    checked ``features`` (each input is checked once per call)."""
     features, assignment = features_and_assignment(
-        features, superpixels, num_superpixels, mask, upsample, "auto", validate
+        features,
+        superpixels,
+        num_superpixels,
+        mask,
+        upsample,
+        "auto",
+        validate,
+        features_checked=features_checked,
     )
     accumulation = torch.float32 if features.dtype in (torch.float16, torch.bfloat16) else features.dtype
     return assignment.pool(features.to(accumulation), "mean"), assignment
@@ -80,11 +90,16 @@ def superpixel_global_average(
         tensor([[3.]])
     """
     pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
+    return _mean_over_present(pooled, assignment, features.dtype)
+
+
+def _mean_over_present(pooled: Tensor, assignment: SuperpixelAssignment, dtype: torch.dtype) -> Tensor:
+    """``[B, C]``: the mean of the superpixel means ``pooled[B, N_s, C]`` over the non-empty superpixels."""
     present = assignment.counts > 0  # [B, N_s]
     total = torch.where(present.unsqueeze(-1), pooled, 0.0).sum(
         dim=1
     )  # a reduction: not downcast by autocast
-    return (total / present.sum(dim=1, keepdim=True).clamp_min(1)).to(features.dtype)
+    return (total / present.sum(dim=1, keepdim=True).clamp_min(1)).to(dtype)
 
 
 @overload
@@ -160,24 +175,19 @@ def superpixel_cam(
         <BLANKLINE>
                  [[ 1.,  1.,  4.]]]])
     """
-    if not isinstance(weight, Tensor) or weight.dim() != 2:
-        raise ValueError(f"weight must be a Tensor of shape [K, C], got {getattr(weight, 'shape', weight)!r}")
-    if isinstance(features, Tensor) and weight.shape[1] != features.shape[1]:
-        raise ValueError(
-            f"weight must have C={features.shape[1]} columns like features, got shape {tuple(weight.shape)}"
-        )
-    if bias is not None and (not isinstance(bias, Tensor) or bias.shape != (weight.shape[0],)):
-        raise ValueError(
-            f"bias must be a Tensor of shape [{weight.shape[0]}], got {getattr(bias, 'shape', bias)!r}"
-        )
-    if isinstance(features, Tensor) and not torch.is_autocast_enabled(features.device.type):
+    # the features first: a label map passed first gets the swapped-arguments hint, not a weight error
+    _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
+    _checks.check_classifier(weight, bias, features.shape[1])
+    if not torch.is_autocast_enabled(features.device.type):
         for name, param in (("weight", weight), ("bias", bias)):  # autocast casts them itself
             if param is not None and param.dtype != features.dtype:
                 raise TypeError(
                     f"{name} must have the dtype of features ({features.dtype}), got {param.dtype}; cast "
                     f"it with {name}.to(features.dtype) or run under torch.autocast"
                 )
-    pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
+    pooled, assignment = _superpixel_means(
+        features, superpixels, num_superpixels, mask, upsample, validate, features_checked=True
+    )
     scores = F.linear(
         pooled.to(features.dtype), weight, bias
     )  # [B, N_s, K]; a linear layer, autocast applies
@@ -237,10 +247,13 @@ class SuperpixelClassifier(nn.Module):
         mask: Tensor | None = None,
     ) -> Tensor:
         """Image logits ``[B, K]`` of the global superpixel average (:func:`superpixel_global_average`)."""
-        pooled = superpixel_global_average(
-            features, superpixels, num_superpixels, mask=mask, upsample=self.upsample, validate=self.validate
+        # the features first (the swapped-arguments hint), then the classifier's in_channels (as in cam)
+        _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
+        _checks.check_classifier(self.classifier.weight, self.classifier.bias, features.shape[1])
+        means, assignment = _superpixel_means(
+            features, superpixels, num_superpixels, mask, self.upsample, self.validate, features_checked=True
         )
-        out: Tensor = self.classifier(pooled)
+        out: Tensor = self.classifier(_mean_over_present(means, assignment, features.dtype))
         return out
 
     def cam(

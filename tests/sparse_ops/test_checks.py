@@ -196,12 +196,14 @@ def _public_calls() -> list[tuple[str, object]]:
     mask = torch.rand(2, 8, 8, generator=g) > 0.3
     q = torch.softmax(torch.randn(2, 9, 8, 8, generator=g), 1)
     w = torch.randn(5, 3, generator=g)
+    head = so.SuperpixelClassifier(3, 5)  # built outside the call: its constructor checks upsample
     return [
         ("uniformize", lambda: so.uniformize(x, sp, 4, mask=mask)),
         ("superpixel_pool", lambda: so.superpixel_pool(x, sp, 4, mask=mask, reduce="max")),
         ("superpixel_unpool", lambda: so.superpixel_unpool(torch.randn(2, 4, 3), sp)),
         ("superpixel_cam", lambda: so.superpixel_cam(x, sp, 4, weight=w, mask=mask)),
         ("superpixel_global_average", lambda: so.superpixel_global_average(x, sp, 4)),
+        ("SuperpixelClassifier", lambda: head(x, sp, 4, mask=mask)),
         ("soft_uniformize", lambda: so.soft_uniformize(x, q, 4, mask=mask)),
         ("spixel_loss", lambda: so.spixel_loss(q, sp, 4, mask=mask)),
         ("hard_superpixels", lambda: so.hard_superpixels(q, 4)),

@@ -62,6 +62,9 @@ class TestCam(OpTester):
         ({"weight": torch.ones(2)}, ValueError, r"weight must be a Tensor of shape \[K, C\]"),
         ({"weight": torch.ones(1, 4)}, ValueError, "weight must have C=3 columns"),
         ({"bias": torch.ones(2)}, ValueError, r"bias must be a Tensor of shape \[4\]"),
+        ({"weight": None}, TypeError, r"weight must be a Tensor of shape \[K, C\], got NoneType"),
+        ({"weight": [[1.0] * 3] * 4}, TypeError, r"weight must be a Tensor of shape \[K, C\], got list"),
+        ({"bias": [0.0] * 4}, TypeError, r"bias must be a Tensor of shape \[4\] or None, got list"),
         (
             {"weight": torch.ones(4, 3, dtype=torch.float64)},
             TypeError,
@@ -173,3 +176,22 @@ def test_cam_under_autocast_takes_float32_parameters_with_low_precision_features
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cam = superpixel_cam(features, sp, 5, weight=linear.weight, bias=linear.bias)
     assert cam.dtype == torch.bfloat16 and cam.shape == (2, 4, 4, 4)
+
+
+def test_cam_with_swapped_arguments_says_so() -> None:
+    """The features are checked first: a label map passed first gets the swapped-arguments hint of the other
+    ops, not a weight error against the label map's height."""
+    f, sp = torch.randn(2, 4, 3, 4), torch.randint(0, 6, (2, 6, 8))
+    with pytest.raises(TypeError, match=r"features must be a floating tensor.*label map passed first"):
+        superpixel_cam(sp, f, 6, weight=torch.randn(3, 4))
+
+
+def test_classifier_forward_checks_in_channels_like_cam() -> None:
+    head = SuperpixelClassifier(5, 3)
+    f, sp = torch.randn(2, 4, 3, 4), torch.randint(0, 6, (2, 6, 8))
+    match = r"weight must have C=4 columns like features, got shape \(3, 5\)"
+    for call in (head, head.cam):
+        with pytest.raises(ValueError, match=match):
+            call(f, sp, 6)
+    with pytest.raises(TypeError, match=r"features must be a floating tensor.*label map passed first"):
+        head(sp, f, 6)
