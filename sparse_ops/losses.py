@@ -52,6 +52,7 @@ from sparse_ops.soft import (
     _Blocks,
     _blocks,
     _gather_from_neighbours,
+    _no_autocast,
     _normalized,
     _pixel_chunks,
     _pool,
@@ -249,7 +250,7 @@ def spixel_loss(
     if mask is not None:
         valid = valid & _checks.drop_channel_dim(mask)
     xy = pixel_xy(height, width, batch_size=b, dtype=dtype, device=assoc.device)
-    with torch.autocast(device_type=assoc.device.type, enabled=False):
+    with _no_autocast(assoc.device):
         q = _normalized(assoc.to(dtype), cell_size, renormalize)
         blocks = _blocks(height, width, cell_size)
         if is_labels:  # the one-hot's pooled classes and the own class back, without the one-hot

@@ -35,6 +35,7 @@ rounded once, also under ``torch.autocast``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -209,6 +210,14 @@ def _unpool_blocks(centres: Tensor, qb: Tensor, blocks: _Blocks, size: tuple[int
     return _from_blocks(torch.matmul(neighbours, qb), blocks, *size)
 
 
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """Autocast disabled on ``device`` (the accumulation dtype is chosen explicitly); nothing on a device type
+    without autocast (e.g. meta, where ``torch.autocast`` raises), which has nothing to disable."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _compute_dtype(*tensors: Tensor) -> tuple[torch.dtype, torch.dtype]:
     """(output dtype, accumulation dtype): the promoted dtype, computed in float32 if it is a half type."""
     dtype = tensors[0].dtype
@@ -283,7 +292,7 @@ def soft_superpixel_pool(
     """
     cell_size, mask = _check_pool_inputs(features, "features", assoc, cell_size, mask, validate)
     dtype, compute = _compute_dtype(features, assoc)
-    with torch.autocast(device_type=features.device.type, enabled=False):
+    with _no_autocast(features.device):
         q = _normalized(assoc.to(compute), cell_size, renormalize)
         centres, _ = _pool(features.to(compute), q, cell_size, mask)
     return centres.to(dtype)
@@ -330,7 +339,7 @@ def soft_superpixel_unpool(
         _checks.check_assoc_values(assoc)
     height, width = assoc.shape[-2:]
     dtype, compute = _compute_dtype(centres, assoc)
-    with torch.autocast(device_type=centres.device.type, enabled=False):
+    with _no_autocast(centres.device):
         q = _normalized(assoc.to(compute), cell_size, renormalize)
         blocks = _blocks(height, width, cell_size)
         out = _unpool_blocks(centres.to(compute), _to_blocks(q, blocks), blocks, (height, width))
@@ -375,7 +384,7 @@ def soft_uniformize(
     cell_size, mask = _check_pool_inputs(logits, "logits", assoc, cell_size, mask, validate)
     height, width = logits.shape[-2:]
     dtype, compute = _compute_dtype(logits, assoc)
-    with torch.autocast(device_type=logits.device.type, enabled=False):
+    with _no_autocast(logits.device):
         q = _normalized(assoc.to(compute), cell_size, renormalize)
         centres, qb = _pool(logits.to(compute), q, cell_size, mask)
         out = _unpool_blocks(centres, qb, _blocks(height, width, cell_size), (height, width))

@@ -302,3 +302,15 @@ def test_eps_zero_is_finite_where_a_pixel_is_not_scored(excluded: str) -> None:
 def test_empty_images_are_refused_naming_assoc() -> None:
     with pytest.raises(ValueError, match=r"assoc must have H, W >= 1.*got shape \(1, 9, 0, 4\)"):
         spixel_loss(torch.rand(1, 9, 0, 4), torch.zeros(1, 0, 4, dtype=torch.long), 2, num_classes=2)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_meta_tensors_give_scalars_without_validation(dense: bool) -> None:
+    assoc = torch.rand(2, 9, 5, 6, device="meta")
+    target = (
+        torch.rand(2, 3, 5, 6, device="meta")
+        if dense
+        else torch.zeros(2, 5, 6, dtype=torch.long, device="meta")
+    )
+    out = spixel_loss(assoc, target, 3, num_classes=4, validate=False)
+    assert all(t.shape == () and t.device.type == "meta" for t in out)

@@ -255,7 +255,7 @@ def test_small_chunks_give_the_reference(data: st.DataObject, chunk: int) -> Non
 @pytest.mark.parametrize("masked", [False, True])
 def test_zero_channels_give_empty_results_like_the_hard_ops(masked: bool) -> None:
     f = torch.zeros(3, 0, 5, 7, dtype=torch.float64, requires_grad=True)
-    a = A.double().requires_grad_()
+    a = A.detach().double().requires_grad_()
     mask = MASK if masked else None
     pooled = soft_superpixel_pool(f, a, S, mask=mask)
     smoothed = soft_uniformize(f, a, S, mask=mask)
@@ -281,3 +281,15 @@ def test_empty_images_are_refused_naming_assoc(size: tuple[int, int]) -> None:
     ):
         with pytest.raises(ValueError, match=match):
             call()
+
+
+def test_meta_tensors_give_the_shapes_without_validation() -> None:
+    """Shape inference on meta tensors (validate=False reads no value), as the hard ops allow: the autocast
+    guard is skipped on a device type without autocast."""
+    f, a = F.to("meta"), A.to("meta")
+    assert soft_superpixel_pool(f, a, S, mask=MASK.to("meta"), validate=False).shape == (3, 2, 2, 3)
+    assert (
+        soft_superpixel_unpool(torch.zeros(3, 2, 2, 3, device="meta"), a, S, validate=False).shape == F.shape
+    )
+    out = soft_uniformize(f.half(), a, S, validate=False)
+    assert out.shape == F.shape and out.dtype == torch.float32 and out.device.type == "meta"
