@@ -9,9 +9,11 @@ The encoder pools with :func:`max_pool2d_with_indices`, which returns the pooled
     \\mathrm{out}_{b,c}[\\,i_{b,c,u}\\,] = v_{b,c,u}, \\qquad \\text{0 elsewhere.}
 
 Unlike ``nn.MaxUnpool2d``, which raises under ``torch.use_deterministic_algorithms(True)``, the unpool is a
-single ``Tensor.scatter`` (deterministic on CPU and CUDA; when overlapping windows select the same input
-position twice, both writes carry the same value). Carrying the input size means odd sizes round-trip without
-passing ``output_size``.
+single ``Tensor.scatter``, which runs in that mode on CPU and CUDA. When overlapping windows (stride < kernel)
+select the same input position twice, the pooled values write the same value there twice; with other decoder
+features of the same shape the copies differ, and the value written is the last one on the CPU (as with
+``nn.MaxUnpool2d``) and unspecified on CUDA unless ``torch.use_deterministic_algorithms(True)`` is set.
+Carrying the input size means odd sizes round-trip without passing ``output_size``.
 
 With overlapping windows (stride < kernel) one input position can be selected by several windows; the
 backward, like ``nn.MaxUnpool2d``'s, then hands the output gradient to every copy (a gather).
