@@ -201,7 +201,13 @@ def test_eps_is_the_constant_inside_the_logarithm() -> None:
 
 def test_module_options_and_forward() -> None:
     crit = SpixelLoss(4, pos_weight=0.5, num_classes=3)
-    assert repr(crit) == "SpixelLoss(cell_size=4, pos_weight=0.5, ignore_index=255, num_classes=3)"
+    assert repr(crit) == (
+        "SpixelLoss(cell_size=4, pos_weight=0.5, ignore_index=255, num_classes=3, eps=1e-08, "
+        "renormalize=True)"
+    )
+    # options that change the value show in the repr
+    assert repr(SpixelLoss(4, eps=0.5, renormalize=False)) != repr(SpixelLoss(4))
+    assert repr(SpixelLoss(4, eps=0.5, renormalize=False)).endswith("eps=0.5, renormalize=False)")
     assoc = torch.softmax(torch.randn(2, 9, 8, 8, dtype=torch.float64), dim=1)
     t = torch.randint(0, 3, (2, 8, 8))
     mask = torch.rand(2, 8, 8) > 0.3
