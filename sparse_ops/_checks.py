@@ -24,6 +24,7 @@ __all__ = [
     "check_batch_match",
     "check_classifier",
     "check_floating",
+    "check_floating_dtype",
     "check_id_range",
     "check_int",
     "check_label_map",
@@ -155,6 +156,16 @@ def check_classifier(weight: object, bias: object, channels: int) -> tuple[Tenso
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"bias must be a Tensor of shape [{weight.shape[0]}], got shape {tuple(bias.shape)}")
     return weight, bias
+
+
+def check_floating_dtype(dtype: object, name: str, reason: str) -> torch.dtype:
+    """Require a floating ``torch.dtype`` (``reason``: what needs it, e.g. ``"with normalized=True"``)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must be a floating dtype {reason} (e.g. torch.float32), got {dtype!r}; pass "
+            f"{name}=torch.float32 or torch.float64"
+        )
+    return dtype
 
 
 def drop_channel_dim(labels: Tensor) -> Tensor:

@@ -456,7 +456,7 @@ class SuperpixelAssignment:
         Args:
             layout (torch.layout): ``torch.sparse_coo`` (built without a sort, uncoalesced) or
                 ``torch.sparse_csr`` (needs one sort by row).
-            dtype (torch.dtype): value dtype.
+            dtype (torch.dtype): value dtype (a floating one with ``normalized``).
             normalized (bool): values ``1 / count`` (the encoder :math:`E`) instead of 1 (the binary
                 :math:`M`).
 
@@ -468,6 +468,8 @@ class SuperpixelAssignment:
         """
         if layout not in (torch.sparse_coo, torch.sparse_csr):
             raise ValueError(f"layout must be torch.sparse_coo or torch.sparse_csr, got {layout}")
+        if normalized:  # 1 / count in an integer dtype would truncate to 0
+            _checks.check_floating_dtype(dtype, "dtype", "with normalized=True")
         b, n_p, n_s = self.batch_size, self.height * self.width, self.num_superpixels
         space = self._layout.space.view(b, n_p)
         rows = (space + torch.arange(b, device=self.device).mul_(n_s).view(b, 1)).reshape(-1)

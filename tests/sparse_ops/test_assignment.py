@@ -142,3 +142,11 @@ def test_deepcopy_and_pickle_after_sparse_use_rebuild_the_matrices() -> None:
         torch.testing.assert_close(clone.encode(x), a.encode(x), rtol=0, atol=0)
         assert clone._csr_cache
     assert a._csr_cache  # the original keeps its matrices
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_to_sparse_normalized_needs_a_floating_dtype(dtype: torch.dtype) -> None:
+    a = SuperpixelAssignment(torch.randint(0, 3, (1, 4, 4)), 3)
+    with pytest.raises(TypeError, match=rf"dtype must be a floating dtype with normalized=True.*got {dtype}"):
+        a.to_sparse(dtype=dtype, normalized=True)
+    assert a.to_sparse(dtype=dtype).dtype == dtype  # the binary M is fine in any dtype
