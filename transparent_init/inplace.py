@@ -68,14 +68,42 @@ def _affine_module(sequential: nn.Sequential, index: int) -> nn.Linear | nn.Conv
     return m
 
 
+def _record_unshared(m: nn.Module, index: int, seen: dict[int, tuple[int, str]]) -> None:
+    """Refuse a module, or a ``weight`` / ``bias`` Parameter, met at an earlier affine position (``seen``:
+    ``id`` -> (layer index, what it was there)); then record this layer's."""
+    kind = type(m).__name__
+    first = seen.get(id(m))
+    if first is not None:
+        raise ValueError(
+            f"layers {first[0]} and {index} are the same module ({kind}): its parameters would be written "
+            "once per position and the last write would win, so the stack would not compute the target map; "
+            "a transparent init needs independent layers (use a separate module at each position)"
+        )
+    seen[id(m)] = (index, "module")
+    for attr in ("weight", "bias"):
+        p = getattr(m, attr)
+        if p is None:
+            continue
+        first = seen.get(id(p))
+        if first is not None:
+            raise ValueError(
+                f"layer {index} ({kind}) shares its {attr} with layer {first[0]} (its {first[1]}): the same "
+                "Parameter would be written once per layer and the last write would win, so the stack would "
+                "not compute the target map; a transparent init needs independent layers (untie them, e.g. "
+                f"layer.{attr} = nn.Parameter(layer.{attr}.detach().clone()))"
+            )
+        seen[id(p)] = (index, attr)
+
+
 def parse_stack(sequential: nn.Sequential) -> StackLayout:
     """Read the layout of ``Linear|Conv1x1 (act Linear|Conv1x1)*`` stacks; raise a teaching error otherwise.
 
     Raises:
         TypeError: if ``sequential`` is not an ``nn.Sequential`` or holds an unsupported module.
         ValueError: for kxk / grouped convs, mixed kinds of layers, mismatched or odd widths,
-            negative slopes, a stack without a hidden layer, a hidden layer narrower than the input, or
-            a layer whose weight or bias is computed at each forward (parametrized, weight-normed, pruned).
+            negative slopes, a stack without a hidden layer, a hidden layer narrower than the input,
+            a layer whose weight or bias is computed at each forward (parametrized, weight-normed, pruned), or
+            the same module or Parameter at two affine positions (shared layers, tied weights).
     """
     if not isinstance(sequential, nn.Sequential):
         raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")
@@ -85,6 +113,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
     slopes: list[float] = []
     pending: tuple[str, float, int] | None = None
     kind: type | None = None
+    seen: dict[int, tuple[int, str]] = {}  # id of each affine module / parameter -> (layer, what)
     for i, m in enumerate(mods):
         if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
             raise ValueError(
@@ -93,6 +122,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
             )
         if isinstance(m, (nn.Linear, *_CONVS)):  # subclasses included: only the base kind counts
             check_own_parameters(m, f"layer {i} ({type(m).__name__})")
+            _record_unshared(m, i, seen)
             base: type[nn.Module] = next((c for c in _CONVS if isinstance(m, c)), nn.Linear)
             if isinstance(m, _CONVS):
                 problem = _conv_problem(m)
@@ -214,8 +244,9 @@ def transparent_init_(
         TypeError: wrong argument types or unsupported modules.
         ValueError: kxk / grouped convs, odd or too narrow hidden widths (naming the layer index), a layer
             whose weight or bias is computed at each forward (a parametrization, weight_norm, spectral_norm,
-            pruning: the values written would be lost), wrong target shapes, non-finite targets, a target not
-            representable in the layers' dtype.
+            pruning: the values written would be lost), the same module or Parameter at two positions
+            (shared layers, tied weights: naming both layers), wrong target shapes, non-finite targets, a
+            target not representable in the layers' dtype.
 
     Example:
         >>> import torch

@@ -334,6 +334,44 @@ def test_inplace_errors(seq: object, exc: type, match: str) -> None:
         transparent_init_(seq)
 
 
+def _shared_module() -> nn.Sequential:
+    lin = nn.Linear(4, 4)
+    return nn.Sequential(lin, lin)
+
+
+def _shared_hidden_module() -> nn.Sequential:
+    b = nn.Linear(16, 16)
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), b, nn.ReLU(), b, nn.ReLU(), nn.Linear(16, 4))
+
+
+def _tied(attr: str) -> nn.Sequential:
+    a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+    setattr(b, attr, getattr(a, attr))
+    return nn.Sequential(a, nn.Identity(), b)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (_shared_module, r"layers 0 and 1 are the same module \(Linear\)"),
+        (_shared_hidden_module, r"layers 2 and 4 are the same module \(Linear\)"),
+        (lambda: _tied("weight"), r"layer 2 \(Linear\) shares its weight with layer 0 \(its weight\)"),
+        (lambda: _tied("bias"), r"layer 2 \(Linear\) shares its bias with layer 0 \(its bias\)"),
+    ],
+    ids=["module", "hidden-module", "tied-weight", "tied-bias"],
+)
+def test_shared_layers_and_tied_parameters_are_refused(make, match: str) -> None:  # type: ignore[no-untyped-def]
+    """A module, or a Parameter, at two affine positions would be written twice (the second write wins) and
+    the stack would silently not be the target map (error 1.7 for ``Sequential(lin, lin)``): refused, naming
+    both layers and the parameter, before anything is written."""
+    seq = make()
+    before = {k: v.clone() for k, v in seq.state_dict().items()}
+    with pytest.raises(ValueError, match=match + ".*a transparent init needs independent layers"):
+        transparent_init_(seq, generator=0)
+    for key, value in seq.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
 def test_inplace_takes_subclasses_and_materialized_lazy_layers() -> None:
     class MyLinear(nn.Linear):
         pass
