@@ -61,7 +61,12 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
             f"{'x' if target is None else 'target'} shape {list(ref.shape)}"
             + ("; pass target= for a non-identity map" if target is None else "")
         )
-    return (y.detach() - ref.detach().to(y)).abs()  # a measurement: no graph (nn.Identity returns x itself)
+    # in the promoted dtype, at least float32 (float64 for integer / bool outputs): casting the target to a
+    # float16 or integer output's dtype would round it before the difference and under-report the error
+    dt = torch.promote_types(y.dtype, ref.dtype)
+    dt = torch.promote_types(dt, torch.float32) if dt.is_floating_point or dt.is_complex else torch.float64
+    # a measurement: no graph (nn.Identity returns x itself)
+    return (y.detach().to(dt) - ref.detach().to(y.device, dt)).abs()
 
 
 def recovery_rate(
@@ -69,7 +74,9 @@ def recovery_rate(
 ) -> float:
     """Share of output entries within ``eps`` of the target (the input by default), in ``[0, 1]``.
 
-    The paper's "recovery" (Table 2, percent): ``mean(|module(x) - target| < eps)``.
+    The paper's "recovery" (Table 2, percent): ``mean(|module(x) - target| < eps)``, the difference taken in
+    the promoted dtype of output and target, at least float32 (float64 for an integer output): the target is
+    never rounded to a float16 or integer output's dtype first.
 
     Args:
         module: the stack (evaluated under ``torch.no_grad``).
@@ -91,6 +98,9 @@ def recovery_rate(
 
 def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None) -> float:
     """``max |module(x) - target|`` (target defaults to ``x``), the paper's Table 3 figure.
+
+    The difference is taken in the promoted dtype of output and target, at least float32 (float64 for an
+    integer output), as in :func:`recovery_rate`.
 
     Example:
         >>> from torch import nn

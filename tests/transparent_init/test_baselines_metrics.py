@@ -72,6 +72,23 @@ def test_metrics_of_an_input_that_requires_grad_are_plain_numbers() -> None:
     assert x.grad is None
 
 
+def test_metrics_do_not_round_the_target_to_the_output_dtype() -> None:
+    """The difference is taken in the promoted dtype (at least float32, float64 for integer outputs): the
+    target was cast to the output's dtype first, so a float16 or integer output was compared against a
+    rounded target and the error under-reported (0.0 instead of 4e-4 / 0.5)."""
+    y16 = torch.tensor([1.0], dtype=torch.float16)
+    near = torch.tensor([1.0004])
+    assert max_abs_error(nn.Identity(), y16, target=near) == pytest.approx(4e-4, rel=1e-3)
+    assert recovery_rate(nn.Identity(), y16, target=near) == 0.0
+    assert recovery_rate(nn.Identity(), y16, eps=1e-3, target=near) == 1.0
+    assert max_abs_error(nn.Identity(), torch.tensor([0, 1]), target=torch.tensor([0.5, 1.5])) == 0.5
+    fine = torch.tensor([1.0 + 1e-12], dtype=torch.float64)  # float64 target, float32 output: float64
+    assert max_abs_error(nn.Identity(), torch.tensor([1.0]), target=fine) == pytest.approx(1e-12, rel=1e-3)
+    bf16 = torch.tensor([1.0], dtype=torch.bfloat16)
+    target16 = torch.tensor([1.0 + 2.0**-10], dtype=torch.float16)  # 1.0 in bfloat16
+    assert max_abs_error(nn.Identity(), bf16, target=target16) == 2.0**-10  # two half types: float32
+
+
 def test_metric_errors() -> None:
     with pytest.raises(TypeError, match=r"module must be an nn\.Module, got int"):
         init_rate(3)
