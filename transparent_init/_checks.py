@@ -163,14 +163,26 @@ def check_own_parameters(module: nn.Module, name: str) -> None:
             )
 
 
-def check_target(value: object, shape: tuple[int, ...], name: str) -> Tensor:
-    """A finite real tensor of exactly ``shape``, returned as float64 on CPU."""
+def check_target(value: object, shape: tuple[int, ...], name: str, *, allow_meta: bool = False) -> Tensor:
+    """A finite real tensor of exactly ``shape``, returned as float64 on CPU.
+
+    A tensor on the ``meta`` device holds no values: with ``allow_meta`` (every layer is on meta too, so no
+    value is computed) it is checked by shape and returned as float64 on meta; otherwise it is refused.
+    """
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {list(shape)}, got {type(value).__name__}")
     if value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
     if tuple(value.shape) != shape:
         raise ValueError(f"{name} must have shape {list(shape)}, got {list(value.shape)}")
+    if value.is_meta:
+        if allow_meta:
+            return value.detach().to(dtype=torch.float64)
+        raise ValueError(
+            f"{name} is on the meta device (shapes only, no values), got device {value.device}, but the "
+            f"layers are not on meta and their values are computed from it: create {name} outside the meta "
+            f"context (e.g. with device='cpu'), or build the stack on meta as well"
+        )
     out = value.detach().to(device="cpu", dtype=torch.float64)
     if not bool(torch.isfinite(out).all()):
         raise ValueError(f"{name} must be finite, got {int((~torch.isfinite(out)).sum())} non-finite entries")
@@ -186,8 +198,13 @@ def resolve_target(
     *,
     in_name: str = "in_features",
     out_name: str = "out_features",
+    allow_meta: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """Validated float64 target ``(T [out, in], t [out] | None)``; identity if ``target_weight`` is None."""
+    """Validated float64 target ``(T [out, in], t [out] | None)``; identity if ``target_weight`` is None.
+
+    ``allow_meta``: the layers are all on the meta device, so targets on meta are accepted (by shape only,
+    see :func:`check_target`).
+    """
     if target_weight is None:
         if out_features != in_features:
             raise ValueError(
@@ -196,9 +213,13 @@ def resolve_target(
             )
         t_w = torch.eye(in_features, dtype=torch.float64, device="cpu")
     else:
-        t_w = check_target(target_weight, (out_features, in_features), "target_weight")
-    t_b = None if target_bias is None else check_target(target_bias, (out_features,), "target_bias")
-    if t_b is not None and not has_bias and bool((t_b != 0).any()):
+        t_w = check_target(target_weight, (out_features, in_features), "target_weight", allow_meta=allow_meta)
+    t_b = (
+        None
+        if target_bias is None
+        else check_target(target_bias, (out_features,), "target_bias", allow_meta=allow_meta)
+    )
+    if t_b is not None and not t_b.is_meta and not has_bias and bool((t_b != 0).any()):
         raise ValueError(
             "target_bias must be zero (or None) when the last layer has no bias (bias=False), "
             f"got max |target_bias| = {float(t_b.abs().max()):.3g}"

@@ -237,6 +237,9 @@ def transparent_init_(
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed for reproducible draws; ``None`` uses the global RNG.
 
+    A target on the ``meta`` device (one made under ``with torch.device("meta")``) holds no values: it is
+    accepted only when every layer is on meta too, and then checked by shape only (nothing is computed).
+
     Returns:
         nn.Sequential: ``sequential`` itself.
 
@@ -246,7 +249,8 @@ def transparent_init_(
             whose weight or bias is computed at each forward (a parametrization, weight_norm, spectral_norm,
             pruning: the values written would be lost), the same module or Parameter at two positions
             (shared layers, tied weights: naming both layers), wrong target shapes, non-finite targets, a
-            target not representable in the layers' dtype.
+            target not representable in the layers' dtype, a target on the meta device for layers that are
+            not.
 
     Example:
         >>> import torch
@@ -259,8 +263,16 @@ def transparent_init_(
     """
     layout = parse_stack(sequential)
     gen = as_generator(generator)
+    on_meta = all(
+        p.is_meta for i in layout.linear_indices for p in _affine_module(sequential, i).parameters()
+    )
     t_w, t_b = resolve_target(
-        layout.in_features, layout.out_features, target_weight, target_bias, layout.biases[-1]
+        layout.in_features,
+        layout.out_features,
+        target_weight,
+        target_bias,
+        layout.biases[-1],
+        allow_meta=on_meta,
     )
     return _initialize(sequential, layout, t_w, t_b, gen)
 
@@ -273,7 +285,12 @@ def _initialize(
     generator: torch.Generator | None,
 ) -> nn.Sequential:
     """:func:`transparent_init_` on validated arguments (``layout`` from :func:`parse_stack`, float64 targets
-    from :func:`~transparent_init._checks.resolve_target`): draw, solve, check, then write."""
+    from :func:`~transparent_init._checks.resolve_target`): draw, solve, check, then write.
+
+    A target on the meta device (accepted only when every layer is on meta) holds no values: the stack is
+    then initialized by shape only (nothing is computed; a meta layer holds no values either)."""
+    if target_weight.is_meta or (target_bias is not None and target_bias.is_meta):
+        return sequential
     mods = [_affine_module(sequential, i) for i in layout.linear_indices]
     params = transparent_parameters(
         layout.in_features,

@@ -51,6 +51,7 @@ def _validate(
     generator: object,
     dtype: object,
     conv: bool,
+    device: torch.device | str | int | None,
 ) -> _Config:
     name = "channels" if conv else "features"
     in_f = check_int(in_features, f"in_{name}")
@@ -71,8 +72,16 @@ def _validate(
     has_bias = check_bool(bias, "bias")
     check_dtype(dtype)
     as_generator(generator)  # validated here, drawn from in _build
+    on_meta = torch.empty(0, device=device).is_meta  # the layers' device (None: the default device)
     t_w, t_b = resolve_target(
-        in_f, out_f, target_weight, target_bias, has_bias, in_name=f"in_{name}", out_name=f"out_{name}"
+        in_f,
+        out_f,
+        target_weight,
+        target_bias,
+        has_bias,
+        in_name=f"in_{name}",
+        out_name=f"out_{name}",
+        allow_meta=on_meta,
     )
     return _Config(
         in_f,
@@ -157,6 +166,7 @@ def build_transparent_stack(
         generator,
         dtype,
         is_conv,
+        device,
     )
     return _build(cfg, is_conv, generator, device, dtype)
 
@@ -165,8 +175,8 @@ def _compact(target: Tensor | None) -> Tensor | None:
     """The float64 ``target`` in float32 if that dtype holds every entry exactly and in its normal range (the
     solve converts it back to the same float64 values; a subnormal would read as 0 under
     ``torch.set_flush_denormal(True)``), else as is."""
-    if target is None:
-        return None
+    if target is None or target.is_meta:  # a meta target holds no values to compare
+        return target
     single = target.float()
     size = single.abs()
     normal = bool(((size == 0) | (size >= torch.finfo(torch.float32).tiny)).all())
@@ -215,6 +225,7 @@ class _TransparentStack(nn.Module):
             generator,
             dtype,
             self._conv,
+            device,
         )
         self.layers = _build(cfg, self._conv, generator, device, dtype)
         self._in = cfg.in_features
@@ -277,7 +288,8 @@ class TransparentLinear(_TransparentStack):
         negative_slope: LeakyReLU slope (>= 0; 0 is a ReLU), only with ``activation="leaky_relu"``;
             ``None``: 0.01.
         bias: whether every layer has a bias.
-        target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity.
+        target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity (on the meta
+            device only when ``device`` is meta: the stack is then built by shape).
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed for reproducible draws; ``None`` uses the global RNG.
         device: factory keyword argument.
@@ -365,7 +377,8 @@ class TransparentConv1x1(_TransparentStack):
         negative_slope: LeakyReLU slope (>= 0; 0 is a ReLU), only with ``activation="leaky_relu"``;
             ``None``: 0.01.
         bias: whether every layer has a bias.
-        target_weight (Tensor[out, in] | None): the per-pixel map's weight; ``None`` is the identity.
+        target_weight (Tensor[out, in] | None): the per-pixel map's weight; ``None`` is the identity (on the
+            meta device only when ``device`` is meta: the stack is then built by shape).
         target_bias (Tensor[out] | None): its bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
         device: factory keyword argument.

@@ -23,6 +23,7 @@ from transparent_init import (
     init_rate,
     max_abs_error,
     recovery_rate,
+    selection_weight,
     transparent_init_,
 )
 from transparent_init._affine import MIN_ABS_FRACTION
@@ -336,6 +337,36 @@ def test_construction_runs_on_the_cpu_whatever_the_default_device() -> None:
         on_default = TransparentLinear(4, [8], generator=0)
     assert max_abs_error(layer, x) <= 1e-6 and max_abs_error(seq, x) <= 1e-6
     assert on_default.layers[0].weight.device.type == "meta"
+
+
+def test_a_meta_target_builds_on_meta_by_shape_and_is_refused_elsewhere() -> None:
+    """A target built under ``with torch.device("meta")`` holds no values: the deferred-init pattern (build on
+    meta, materialize later) builds by shape, which needs none; layers that hold values cannot be computed
+    from it, and the error names the argument, its device and the fix (it was PyTorch's "Cannot copy out of
+    meta tensor")."""
+    with torch.device("meta"):
+        fuse = TransparentConv1x1(4, [4], out_channels=2, target_weight=selection_weight(4, [0, 1]))
+    assert [tuple(p.shape) for p in fuse.parameters()] == [(8, 4, 1, 1), (8,), (2, 8, 1, 1), (2,)]
+    assert all(p.is_meta for p in fuse.parameters())
+    fuse.reset_parameters(generator=0)  # still on meta: by shape again
+    seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).to("meta")
+    t_w, t_b = torch.ones(2, 4, device="meta"), torch.zeros(2, device="meta")
+    assert transparent_init_(seq, target_weight=t_w, target_bias=t_b, generator=0) is seq
+    with pytest.raises(ValueError, match=r"target_weight must have shape \[2, 4\], got \[4, 2\]"):
+        transparent_init_(seq, target_weight=t_w.T)  # shapes are still checked
+    fix = r"\(shapes only, no values\), got device meta, .* create {} outside the meta context"
+    cpu = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(
+        ValueError, match=r"target_weight is on the meta device " + fix.format("target_weight")
+    ):
+        transparent_init_(cpu, target_weight=t_w)
+    with pytest.raises(ValueError, match=r"target_bias is on the meta device " + fix.format("target_bias")):
+        transparent_init_(cpu, target_weight=torch.ones(2, 4), target_bias=t_b)
+    with pytest.raises(ValueError, match=r"target_weight is on the meta device"):
+        TransparentLinear(4, [4], 2, target_weight=t_w, device="cpu")
+    fuse.to_empty(device="cpu")  # materialized: the kept target has no values to redraw towards
+    with pytest.raises(ValueError, match=r"target_weight is on the meta device"):
+        fuse.reset_parameters(generator=0)
 
 
 def test_leaky_relu_with_slope_0_is_a_relu() -> None:
