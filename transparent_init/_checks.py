@@ -19,6 +19,7 @@ from torch import Tensor, nn
 __all__ = [
     "ACTIVATIONS",
     "SEED_RANGE",
+    "SUPPORTED_DTYPES",
     "Activation",
     "as_generator",
     "cast_representable",
@@ -38,6 +39,11 @@ __all__ = [
 #: The activations a transparent stack can read back (``None`` means no activation).
 Activation = Literal["relu", "leaky_relu"]
 ACTIVATIONS: tuple[Activation | None, ...] = (None, *get_args(Activation))
+
+
+#: The dtypes a stack may have: the construction rounds to them and checks the result (``torch.finfo``,
+#: ``isfinite``); float8 and complex dtypes have neither.
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 #: Seeds ``torch.Generator.manual_seed`` accepts (int64 and uint64 values).
@@ -131,9 +137,12 @@ def check_activation(activation: object, name: str = "activation") -> Activation
 
 
 def check_dtype(dtype: object, name: str = "dtype") -> torch.dtype | None:
-    """``None`` or a floating ``torch.dtype``."""
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"{name} must be None or a floating torch.dtype, got {_show(dtype)}")
+    """``None`` or one of the floating dtypes a stack supports (:data:`SUPPORTED_DTYPES`; not float8)."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or dtype not in SUPPORTED_DTYPES):
+        raise TypeError(
+            f"{name} must be None or a floating torch.dtype in ({', '.join(map(str, SUPPORTED_DTYPES))}), "
+            f"got {_show(dtype)}"
+        )
     return dtype
 
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from ._affine import transparent_parameters
-from ._checks import as_generator, check_own_parameters, resolve_target
+from ._checks import SUPPORTED_DTYPES, as_generator, check_own_parameters, resolve_target
 
 __all__ = ["StackLayout", "parse_stack", "transparent_init_"]
 
@@ -103,7 +103,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         ValueError: for kxk / grouped convs, mixed kinds of layers, mismatched or odd widths,
             negative slopes, a stack without a hidden layer, a hidden layer narrower than the input,
             a layer whose weight or bias is computed at each forward (parametrized, weight-normed, pruned), or
-            the same module or Parameter at two affine positions (shared layers, tied weights).
+            the same module or Parameter at two affine positions (shared layers, tied weights), or a layer
+            whose dtype is not float16, bfloat16, float32 or float64 (float8, complex).
     """
     if not isinstance(sequential, nn.Sequential):
         raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")
@@ -123,6 +124,14 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         if isinstance(m, (nn.Linear, *_CONVS)):  # subclasses included: only the base kind counts
             check_own_parameters(m, f"layer {i} ({type(m).__name__})")
             _record_unshared(m, i, seen)
+            for attr in ("weight", "bias"):
+                p = getattr(m, attr)
+                if p is not None and p.dtype not in SUPPORTED_DTYPES:
+                    names = ", ".join(map(str, SUPPORTED_DTYPES[:-1])) + f" and {SUPPORTED_DTYPES[-1]}"
+                    raise ValueError(
+                        f"layer {i} ({type(m).__name__}) has a {attr} of dtype {p.dtype}: only {names} are "
+                        "supported (convert the layers to one of them first, e.g. with .float())"
+                    )
             base: type[nn.Module] = next((c for c in _CONVS if isinstance(m, c)), nn.Linear)
             if isinstance(m, _CONVS):
                 problem = _conv_problem(m)
@@ -249,7 +258,8 @@ def transparent_init_(
             whose weight or bias is computed at each forward (a parametrization, weight_norm, spectral_norm,
             pruning: the values written would be lost), the same module or Parameter at two positions
             (shared layers, tied weights: naming both layers), wrong target shapes, non-finite targets, a
-            target not representable in the layers' dtype, a target on the meta device for layers that are
+            target not representable in the layers' dtype, layers of another dtype than float16, bfloat16,
+            float32 or float64 (float8, complex), a target on the meta device for layers that are
             not.
 
     Example:

@@ -293,7 +293,8 @@ class TransparentLinear(_TransparentStack):
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed for reproducible draws; ``None`` uses the global RNG.
         device: factory keyword argument.
-        dtype: factory keyword argument (floating; float16 / bfloat16 need a target representable in them).
+        dtype: factory keyword argument: float16, bfloat16, float32 or float64 (float16 / bfloat16 need a
+            target representable in them).
 
     Raises:
         TypeError: an argument of the wrong type (integers: anything :func:`operator.index` accepts).
@@ -382,7 +383,8 @@ class TransparentConv1x1(_TransparentStack):
         target_bias (Tensor[out] | None): its bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
         device: factory keyword argument.
-        dtype: factory keyword argument (floating; float16 / bfloat16 need a target representable in them).
+        dtype: factory keyword argument: float16, bfloat16, float32 or float64 (float16 / bfloat16 need a
+            target representable in them).
 
     Raises:
         TypeError: an argument of the wrong type (integers: anything :func:`operator.index` accepts).

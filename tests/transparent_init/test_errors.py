@@ -125,7 +125,19 @@ from transparent_init import (
         (
             {"in_features": 3, "hidden_features": [4], "dtype": torch.int64},
             TypeError,
-            "dtype must be None or a floating torch.dtype, got dtype",
+            r"dtype must be None or a floating torch.dtype in \(torch.float16, torch.bfloat16, "
+            r"torch.float32, torch.float64\), got dtype \(torch.int64\)",
+        ),
+        (  # floating, but the construction cannot round to it (it failed inside the representability check)
+            {"in_features": 3, "hidden_features": [4], "dtype": torch.float8_e4m3fn},
+            TypeError,
+            r"dtype must be None or a floating torch.dtype in \(torch.float16, .*\), got dtype "
+            r"\(torch.float8_e4m3fn\)",
+        ),
+        (
+            {"in_features": 3, "hidden_features": [4], "dtype": torch.float8_e5m2},
+            TypeError,
+            r"got dtype \(torch.float8_e5m2\)",
         ),
         (
             {"in_features": 3, "hidden_features": [4], "generator": "seed"},
@@ -326,6 +338,17 @@ def test_zero_target_bias_without_bias_is_fine() -> None:
             nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)),
             ValueError,
             "out_features = 2 != in_features = 3",
+        ),
+        (
+            nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4)).to(torch.float8_e4m3fn),
+            ValueError,
+            r"layer 0 \(Linear\) has a weight of dtype torch.float8_e4m3fn: only torch.float16, "
+            r"torch.bfloat16, torch.float32 and torch.float64 are supported",
+        ),
+        (
+            nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4, dtype=torch.complex64)),
+            ValueError,
+            r"layer 2 \(Linear\) has a weight of dtype torch.complex64: only torch.float16",
         ),
     ],
 )
