@@ -34,6 +34,7 @@ __all__ = [
     "check_slope",
     "check_target",
     "resolve_target",
+    "zero_width",
 ]
 
 #: The activations a transparent stack can read back (``None`` means no activation).
@@ -170,6 +171,16 @@ def check_own_parameters(module: nn.Module, name: str) -> None:
                 "(torch.nn.utils.parametrize.remove_parametrizations, torch.nn.utils.remove_weight_norm, "
                 "torch.nn.utils.remove_spectral_norm, torch.nn.utils.prune.remove)"
             )
+
+
+def zero_width(module: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | None:
+    """``"out_features = 0"`` (or ``in_`` / ``_channels``) for an affine layer with no input or no output
+    (legal in PyTorch: ``nn.Linear(0, n)``), else ``None``."""
+    suffix = "_features" if isinstance(module, nn.Linear) else "_channels"
+    for side in ("in", "out"):
+        if int(getattr(module, side + suffix)) < 1:
+            return f"{side}{suffix} = {getattr(module, side + suffix)}"
+    return None
 
 
 def check_target(value: object, shape: tuple[int, ...], name: str, *, allow_meta: bool = False) -> Tensor:

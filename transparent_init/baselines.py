@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ._checks import as_generator, check_module, check_own_parameters, check_real
+from ._checks import as_generator, check_module, check_own_parameters, check_real, zero_width
 from .inplace import _CONVS
 
 __all__ = ["net2net_identity_init_", "random_uniform_init_", "xavier_init_"]
@@ -25,8 +25,14 @@ def _affine_layers(module: object) -> list[tuple[str, nn.Linear | nn.Conv1d | nn
     layers = [(n or "module", m) for n, m in mod.named_modules() if isinstance(m, (nn.Linear, *_CONVS))]
     if not layers:
         raise ValueError(f"module has no nn.Linear or nn.Conv1d/2d/3d layer: {type(module).__name__}")
-    for name, m in layers:
+    for name, m in layers:  # checked before any layer is written: nothing changes on an error
         check_own_parameters(m, f"layer {name} ({type(m).__name__})")
+        empty = zero_width(m)
+        if empty is not None:
+            raise ValueError(
+                f"layer {name} ({type(m).__name__}) has {empty}: the baselines need every width >= 1 "
+                "(a layer without inputs has no fan-in, one without outputs no weights)"
+            )
     return layers
 
 
@@ -54,7 +60,8 @@ def random_uniform_init_(
 
     Raises:
         ValueError: if ``2 * bound`` is not representable in a layer's dtype (e.g. ``bound = 4e4`` for
-            float16); nothing is written then.
+            float16), or a layer has zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``: no fan-in or no
+            weights); nothing is written then.
 
     Example:
         >>> from torch import nn
@@ -85,6 +92,10 @@ def random_uniform_init_(
 def xavier_init_(module: nn.Module, *, generator: torch.Generator | int | None = None) -> nn.Module:
     """Xavier (Glorot) normal weights, zero biases ("Xavier").
 
+    Raises:
+        ValueError: if a layer has zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``); nothing is written
+            then.
+
     Example:
         >>> from torch import nn
         >>> net = xavier_init_(nn.Sequential(nn.Linear(4, 4)), generator=0)
@@ -108,8 +119,8 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
     the centre tap of its kernel (odd sizes, ``groups=1``; with ``padding="same"`` it passes its input on).
 
     Raises:
-        ValueError: for a grouped ``Conv2d`` or one with an even kernel size (no centre tap); nothing is
-            written then.
+        ValueError: for a grouped ``Conv2d`` or one with an even kernel size (no centre tap), or a layer of
+            zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``); nothing is written then.
 
     Example:
         >>> from torch import nn

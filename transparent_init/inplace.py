@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from ._affine import transparent_parameters
-from ._checks import SUPPORTED_DTYPES, as_generator, check_own_parameters, resolve_target
+from ._checks import SUPPORTED_DTYPES, as_generator, check_own_parameters, resolve_target, zero_width
 
 __all__ = ["StackLayout", "parse_stack", "transparent_init_"]
 
@@ -104,7 +104,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
             negative slopes, a stack without a hidden layer, a hidden layer narrower than the input,
             a layer whose weight or bias is computed at each forward (parametrized, weight-normed, pruned), or
             the same module or Parameter at two affine positions (shared layers, tied weights), or a layer
-            whose dtype is not float16, bfloat16, float32 or float64 (float8, complex).
+            whose dtype is not float16, bfloat16, float32 or float64 (float8, complex), or a zero-width
+            layer (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``).
     """
     if not isinstance(sequential, nn.Sequential):
         raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")
@@ -124,6 +125,12 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         if isinstance(m, (nn.Linear, *_CONVS)):  # subclasses included: only the base kind counts
             check_own_parameters(m, f"layer {i} ({type(m).__name__})")
             _record_unshared(m, i, seen)
+            empty = zero_width(m)
+            if empty is not None:
+                raise ValueError(
+                    f"layer {i} ({type(m).__name__}) has {empty}: every affine layer needs a width >= 1 "
+                    "(a layer without inputs or outputs passes nothing on)"
+                )
             for attr in ("weight", "bias"):
                 p = getattr(m, attr)
                 if p is not None and p.dtype not in SUPPORTED_DTYPES:

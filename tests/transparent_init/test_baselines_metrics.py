@@ -187,6 +187,31 @@ def test_baseline_errors() -> None:
         net2net_identity_init_("net")
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")  # PyTorch's own init
+@pytest.mark.parametrize("init", [random_uniform_init_, xavier_init_, net2net_identity_init_])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: nn.Sequential(nn.Linear(4, 4), nn.Linear(0, 2)), r"layer 1 \(Linear\) has in_features = 0"),
+        (lambda: nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 0)), r"layer 1 \(Linear\) has out_features = 0"),
+        (
+            lambda: nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 0, 3)),
+            r"layer 1 \(Conv2d\) has out_channels = 0",
+        ),
+    ],
+    ids=["in-0", "out-0", "conv-out-0"],
+)
+def test_baselines_refuse_zero_widths_before_writing(init, make, match: str) -> None:  # type: ignore[no-untyped-def]
+    """A zero-width layer (legal in PyTorch) has no fan-in or no diagonal: it is refused, naming the layer,
+    before anything is written (random_uniform_init_ divided by zero or indexed out of bounds after it had
+    rewritten the layers before it; net2net_identity_init_ failed reshaping an empty tensor)."""
+    net = make()
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(ValueError, match=match + r": the baselines need every width >= 1"):
+        init(net)
+    assert all(torch.equal(p, q) for p, q in zip(before, net.parameters(), strict=True))
+
+
 @pytest.mark.parametrize("init", [random_uniform_init_, xavier_init_])
 def test_seeded_baselines_draw_the_same_values_on_every_device(init, device) -> None:  # type: ignore[no-untyped-def]
     """An int seed is a CPU generator: the draws are made there and copied (CUDA modules raised)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -258,6 +259,13 @@ def test_zero_target_bias_without_bias_is_fine() -> None:
     torch.testing.assert_close(layer(x), x, atol=1e-5, rtol=0)
 
 
+def _quiet(make: Callable[[], nn.Sequential]) -> nn.Sequential:
+    """``make()`` without PyTorch's warning that the default init of a zero-width layer is a no-op."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
+        return make()
+
+
 @pytest.mark.parametrize(
     "seq,exc,match",
     [
@@ -338,6 +346,16 @@ def test_zero_target_bias_without_bias_is_fine() -> None:
             nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)),
             ValueError,
             "out_features = 2 != in_features = 3",
+        ),
+        (  # it failed in the solve with PyTorch's "max(): Expected reduction dim"
+            _quiet(lambda: nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 0))),
+            ValueError,
+            r"layer 2 \(Linear\) has out_features = 0: every affine layer needs a width >= 1",
+        ),
+        (
+            _quiet(lambda: nn.Sequential(nn.Conv1d(0, 4, 1), nn.ReLU(), nn.Conv1d(4, 0, 1))),
+            ValueError,
+            r"layer 0 \(Conv1d\) has in_channels = 0: every affine layer needs a width >= 1",
         ),
         (
             nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4)).to(torch.float8_e4m3fn),
