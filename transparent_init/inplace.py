@@ -9,7 +9,14 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from ._affine import transparent_parameters
-from ._checks import SUPPORTED_DTYPES, as_generator, check_own_parameters, resolve_target, zero_width
+from ._checks import (
+    SUPPORTED_DTYPES,
+    as_generator,
+    check_own_parameters,
+    check_slope,
+    resolve_target,
+    zero_width,
+)
 
 __all__ = ["StackLayout", "parse_stack", "transparent_init_"]
 
@@ -100,12 +107,12 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
 
     Raises:
         TypeError: if ``sequential`` is not an ``nn.Sequential`` or holds an unsupported module.
-        ValueError: for kxk / grouped convs, mixed kinds of layers, mismatched or odd widths,
-            negative slopes, a stack without a hidden layer, a hidden layer narrower than the input,
-            a layer whose weight or bias is computed at each forward (parametrized, weight-normed, pruned), or
-            the same module or Parameter at two affine positions (shared layers, tied weights), or a layer
-            whose dtype is not float16, bfloat16, float32 or float64 (float8, complex), or a zero-width
-            layer (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``).
+        ValueError: for kxk / grouped convs, mixed kinds of layers, mismatched or odd widths, negative or
+            non-finite slopes, a stack without a hidden layer, a hidden layer narrower than the input, a layer
+            whose weight or bias is computed at each forward (parametrized, weight-normed, pruned), the same
+            module or Parameter at two affine positions (shared layers, tied weights), a layer whose dtype is
+            not float16, bfloat16, float32 or float64 (float8, complex), or a zero-width layer
+            (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``).
     """
     if not isinstance(sequential, nn.Sequential):
         raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")
@@ -163,9 +170,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
             if pending is not None:
                 raise ValueError(f"layer {i}: two activations in a row (layers {pending[2]} and {i})")
             if isinstance(m, nn.LeakyReLU):
-                slope = float(m.negative_slope)
-                if not slope >= 0:
-                    raise ValueError(f"layer {i} (LeakyReLU) needs negative_slope >= 0, got {slope}")
+                # the constructors' check: a finite real >= 0 (inf / nan made the solve fail with NaNs)
+                slope = check_slope(m.negative_slope, f"layer {i} (LeakyReLU) negative_slope")
                 pending = ("leaky_relu", slope, i)
             else:
                 pending = ("relu", 0.0, i)

@@ -306,7 +306,17 @@ def _quiet(make: Callable[[], nn.Sequential]) -> nn.Sequential:
         (
             nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(-0.1), nn.Linear(8, 3)),
             ValueError,
-            r"layer 1 \(LeakyReLU\) needs negative_slope >= 0, got -0.1",
+            r"layer 1 \(LeakyReLU\) negative_slope must be a finite real >= 0, got -0.1",
+        ),
+        (  # the constructors' check: inf got through and failed in the realizability check with NaNs
+            nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(math.inf), nn.Linear(8, 3)),
+            ValueError,
+            r"layer 1 \(LeakyReLU\) negative_slope must be a finite real >= 0, got inf",
+        ),
+        (
+            nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(math.nan), nn.Linear(8, 3)),
+            ValueError,
+            r"layer 1 \(LeakyReLU\) negative_slope must be a finite real >= 0, got nan",
         ),
         (
             nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.ReLU(), nn.Linear(8, 3)),
