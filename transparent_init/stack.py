@@ -57,6 +57,11 @@ def _validate(
     in_f = check_int(in_features, f"in_{name}")
     hidden = check_hidden(hidden_features, in_f, f"hidden_{name}", f"in_{name}")
     if out_features is None and isinstance(target_weight, Tensor) and target_weight.dim() == 2:
+        if target_weight.shape[0] < 1:  # the user passed no out_{name}: name what they passed
+            raise ValueError(
+                f"target_weight must have at least one row (out_{name} defaults to target_weight.shape[0]), "
+                f"got shape {list(target_weight.shape)}"
+            )
         out_features = int(target_weight.shape[0])
     out_f = in_f if out_features is None else check_int(out_features, f"out_{name}")
     act = check_activation(activation)
@@ -283,7 +288,8 @@ class TransparentLinear(_TransparentStack):
     Args:
         in_features: input width ``C_in``.
         hidden_features: logical hidden widths (length >= 1, each ``>= in_features``); depth is ``len + 1``.
-        out_features: output width; default ``in_features`` (needs ``target_weight`` when different).
+        out_features: output width; default ``target_weight.shape[0]`` if ``target_weight`` is given, else
+            ``in_features`` (the identity).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
         negative_slope: LeakyReLU slope (>= 0; 0 is a ReLU), only with ``activation="leaky_relu"``;
             ``None``: 0.01.
@@ -373,7 +379,8 @@ class TransparentConv1x1(_TransparentStack):
     Args:
         in_channels: input channels ``C_in``.
         hidden_channels: logical hidden widths (length >= 1, each ``>= in_channels``).
-        out_channels: output channels; default ``in_channels`` (needs ``target_weight`` when different).
+        out_channels: output channels; default ``target_weight.shape[0]`` if ``target_weight`` is given, else
+            ``in_channels`` (the identity).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
         negative_slope: LeakyReLU slope (>= 0; 0 is a ReLU), only with ``activation="leaky_relu"``;
             ``None``: 0.01.

@@ -251,6 +251,22 @@ def test_metric_and_baseline_arguments() -> None:
 def test_out_features_inferred_from_target() -> None:
     layer = TransparentLinear(3, [4], target_weight=torch.ones(2, 3), generator=0)
     assert layer.out_features == 2
+    assert TransparentConv1x1(3, [4], target_weight=torch.ones(1, 3), generator=0).out_channels == 1
+
+
+@pytest.mark.parametrize("cls,name", [(TransparentLinear, "features"), (TransparentConv1x1, "channels")])
+def test_out_default_is_documented_and_a_target_without_rows_is_named(cls: type, name: str) -> None:
+    """The default output width is ``target_weight.shape[0]`` when a target is given (the docstrings said
+    "in_features (needs target_weight when different)"); a target with no rows was reported as
+    ``out_features must be an int >= 1, got 0``, an argument the user never passed."""
+    doc = " ".join((cls.__doc__ or "").split())
+    assert f"default ``target_weight.shape[0]`` if ``target_weight`` is given, else ``in_{name}``" in doc
+    with pytest.raises(
+        ValueError,
+        match=rf"target_weight must have at least one row \(out_{name} defaults to "
+        r"target_weight.shape\[0\]\), got shape \[0, 4\]",
+    ):
+        cls(4, [4], target_weight=torch.zeros(0, 4))
 
 
 def test_zero_target_bias_without_bias_is_fine() -> None:
