@@ -23,8 +23,11 @@ def _resolve_indices(in_features: int, indices: object) -> list[int]:
     if isinstance(indices, slice):
         return list(range(*indices.indices(in_features)))
     if isinstance(indices, np.ndarray):  # a numpy index array: the same rules as a tensor
-        if indices.dtype.kind not in "iu":
-            raise TypeError(f"indices must be a 1-D integer array, got dtype {indices.dtype}")
+        if indices.ndim != 1 or indices.dtype.kind not in "iu":  # named as passed, before the conversion
+            raise TypeError(
+                f"indices must be a 1-D integer array, "
+                f"got dtype {indices.dtype} and shape {list(indices.shape)}"
+            )
         if indices.dtype.kind == "u" and indices.size and int(indices.max()) > np.iinfo(np.int64).max:
             raise ValueError(f"indices must lie in int64, got {int(indices.max())}")  # would wrap to negative
         indices = torch.from_numpy(indices.astype(np.int64))
@@ -90,7 +93,7 @@ def selection_weight(
 
     Raises:
         TypeError: ``in_features`` not an int, ``indices`` not integers, ``dtype`` not floating.
-        ValueError: ``in_features < 1``, no index, or an index outside ``[0, in_features)``.
+        ValueError: ``in_features < 1``, no index, or an index outside ``[-in_features, in_features)``.
 
     Example:
         >>> selection_weight(4, range(2, 4))  # [S, U] with C = 2 -> U

@@ -78,14 +78,27 @@ def test_errors() -> None:
         selection_weight(3, torch.tensor([0.0]))
     with pytest.raises(TypeError, match="1-D integer array, got dtype float64"):
         selection_weight(3, np.array([0.0]))
-    with pytest.raises(TypeError, match="1-D integer tensor"):
-        selection_weight(3, np.array([[0, 1]]))
+    # the array the user passed is named, not the tensor it was converted to ("tensor, got dtype torch.int64")
+    with pytest.raises(
+        TypeError, match=r"indices must be a 1-D integer array, got dtype int64 and shape \[1, 2\]"
+    ):
+        selection_weight(3, np.array([[0, 1]], dtype=np.int64))
+    with pytest.raises(
+        TypeError, match=r"indices must be a 1-D integer array, got dtype uint8 and shape \[\]"
+    ):
+        selection_weight(3, np.array(1, dtype=np.uint8))
     with pytest.raises(TypeError, match="sequence of ints"):
         selection_weight(3, "01")  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(TypeError, match="sequence of ints"):
         selection_weight(3, 1)  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(TypeError, match=r"floating torch\.dtype"):
         selection_weight(3, [0], dtype=torch.int64)
+
+
+def test_raises_section_states_the_accepted_range() -> None:
+    """The Raises section said ``[0, in_features)``; negative indices count from the end (Args, code)."""
+    doc = " ".join((selection_weight.__doc__ or "").split())
+    assert "an index outside ``[-in_features, in_features)``" in doc and "[0, in_features)" not in doc
 
 
 def test_negative_indices_count_from_the_end() -> None:
