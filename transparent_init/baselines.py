@@ -115,12 +115,14 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
     """(Rectangular) identity weights and zero biases, as Net2Net's identity layers ("Net2Net").
 
     A stack of such layers is the identity when every width is ``>= in`` and there is no activation; with ReLU
-    it computes ``relu(x)`` and drops negative inputs; most weights are exactly zero. A ``Conv2d`` gets a 1 at
-    the centre tap of its kernel (odd sizes, ``groups=1``; with ``padding="same"`` it passes its input on).
+    it computes ``relu(x)`` and drops negative inputs; most weights are exactly zero. An ``nn.Conv1d`` /
+    ``nn.Conv2d`` / ``nn.Conv3d`` gets a 1 at the centre tap of its kernel (odd sizes, ``groups=1``; with
+    ``padding="same"`` it passes its input on).
 
     Raises:
-        ValueError: for a grouped ``Conv2d`` or one with an even kernel size (no centre tap), or a layer of
-            zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``); nothing is written then.
+        ValueError: for a grouped ``nn.ConvNd`` (1d, 2d or 3d) or one with an even kernel size (no centre
+            tap), or a layer of zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``); nothing is written
+            then.
 
     Example:
         >>> from torch import nn

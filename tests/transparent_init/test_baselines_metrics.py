@@ -160,6 +160,20 @@ def test_net2net_identity_of_a_3x3_same_conv_and_refusals() -> None:
         assert torch.equal(bad.weight, before)
 
 
+@pytest.mark.parametrize("conv", [nn.Conv1d, nn.Conv2d, nn.Conv3d], ids=lambda c: c.__name__)
+def test_net2net_docstring_and_refusals_cover_every_conv_dimension(conv: type) -> None:
+    """The docstring said ``Conv2d`` only; Conv1d / Conv2d / Conv3d get the same centre tap and the same
+    refusals, as documented now."""
+    doc = " ".join((net2net_identity_init_.__doc__ or "").split())
+    assert "An ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` gets a 1 at the centre tap" in doc
+    assert "for a grouped ``nn.ConvNd`` (1d, 2d or 3d)" in doc
+    net = net2net_identity_init_(nn.Sequential(conv(3, 3, 3, padding="same")))
+    x = torch.randn((2, 3) + (5,) * int(conv.__name__[-2]))
+    assert torch.equal(net(x), x)
+    with pytest.raises(ValueError, match=rf"1 \({conv.__name__}\) needs groups=1 and odd kernel sizes"):
+        net2net_identity_init_(nn.Sequential(nn.Linear(2, 2), conv(4, 4, 1, groups=2)))
+
+
 def test_net2net_conv_identity() -> None:
     net = net2net_identity_init_(nn.Sequential(nn.Conv2d(3, 5, 1), nn.Conv2d(5, 3, 1)))
     x = torch.randn(2, 3, 4, 4)
