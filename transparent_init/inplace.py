@@ -127,7 +127,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
             raise ValueError(
                 f"layer {i} ({type(m).__name__}) has no weights yet: run one forward pass through the stack "
-                "(or give the layer its in_features) before initializing it"
+                f"(or give the layer its {'in_features' if isinstance(m, nn.Linear) else 'in_channels'}) "
+                "before initializing it"
             )
         if isinstance(m, (nn.Linear, *_CONVS)):  # subclasses included: only the base kind counts
             check_own_parameters(m, f"layer {i} ({type(m).__name__})")
@@ -193,6 +194,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
 
     first = mods[lin_idx[0]]
     in_features = width(first, "in")
+    in_name = "in_features" if kind is nn.Linear else "in_channels"
     hidden: list[int] = []
     for j, idx in enumerate(lin_idx[:-1]):
         real = width(mods[idx], "out")
@@ -209,9 +211,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
             real //= 2
         if real < in_features:
             raise ValueError(
-                f"layer {idx} has logical width {real} < in_features = {in_features}: "
-                "every hidden width must be >= "
-                f"in_features for an exact right inverse"
+                f"layer {idx} has logical width {real} < {in_name} = {in_features}: "
+                f"every hidden width must be >= {in_name} for an exact right inverse"
                 + (" (real width halved by the doubling)" if acts[j] else "")
             )
         hidden.append(real)
@@ -295,6 +296,8 @@ def transparent_init_(
         target_weight,
         target_bias,
         layout.biases[-1],
+        in_name="in_channels" if layout.conv else "in_features",
+        out_name="out_channels" if layout.conv else "out_features",
         allow_meta=on_meta,
     )
     return _initialize(sequential, layout, t_w, t_b, gen)

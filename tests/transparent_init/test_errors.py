@@ -369,9 +369,24 @@ def _quiet(make: Callable[[], nn.Sequential]) -> nn.Sequential:
             r"layer 0 \(LazyLinear\) has no weights yet: run one forward pass",
         ),
         (
+            nn.Sequential(nn.LazyConv2d(8, 1), nn.ReLU(), nn.Conv2d(8, 3, 1)),
+            ValueError,
+            r"layer 0 \(LazyConv2d\) has no weights yet: .*\(or give the layer its in_channels\)",
+        ),
+        (
             nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)),
             ValueError,
             "out_features = 2 != in_features = 3",
+        ),
+        (  # conv stacks say channels, as TransparentConv1x1 does (they said out_features / in_features)
+            nn.Sequential(nn.Conv2d(4, 8, 1), nn.ReLU(), nn.Conv2d(8, 2, 1)),
+            ValueError,
+            r"out_channels = 2 != in_channels = 4: pass target_weight of shape \[2, 4\]",
+        ),
+        (
+            nn.Sequential(nn.Conv1d(3, 8, 1), nn.ReLU(), nn.Conv1d(8, 4, 1), nn.ReLU(), nn.Conv1d(4, 3, 1)),
+            ValueError,
+            "layer 2 has logical width 2 < in_channels = 3: every hidden width must be >= in_channels",
         ),
         (  # it failed in the solve with PyTorch's "max(): Expected reduction dim"
             _quiet(lambda: nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 0))),
