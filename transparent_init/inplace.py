@@ -59,8 +59,9 @@ def _conv_problem(m: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | None:
         return f"kernel_size {tuple(m.kernel_size)} (only kernel size 1, a pointwise map, is supported)"
     if m.groups != 1:
         return f"groups={m.groups} (only groups=1 is supported)"
-    if tuple(m.stride) != ones or tuple(m.dilation) != ones:
-        return f"stride {tuple(m.stride)} / dilation {tuple(m.dilation)} (only 1 is supported)"
+    # dilation spaces out the taps of a kernel: with kernel size 1 (checked above) it has no effect
+    if tuple(m.stride) != ones:
+        return f"stride {tuple(m.stride)} (only stride 1 is supported)"
     pad = m.padding if isinstance(m.padding, str) else tuple(m.padding)
     if pad not in ((0,) * len(ones), "valid", "same"):
         return f"padding {pad} (padding would add non-input border pixels)"

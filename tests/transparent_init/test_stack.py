@@ -444,3 +444,25 @@ def test_pointwise_conv1d_and_conv3d_stacks(dims: int) -> None:
     x = torch.empty((2, 3) + (5,) * dims).uniform_(-10, 10, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert float((seq(x) - x).abs().max()) <= 1e-5
+
+
+def test_dilation_of_a_1x1_conv_is_irrelevant_and_accepted() -> None:
+    """With kernel size 1 a conv's dilation has no effect (one tap, nothing to space out): such layers were
+    refused as "stride (1,) / dilation (3,)"; they are the same pointwise map, initialized exactly."""
+    seq = nn.Sequential(
+        nn.Conv2d(4, 8, 1, dilation=3), nn.ReLU(), nn.Conv2d(8, 4, 1, dilation=(2, 1), padding="same")
+    )
+    transparent_init_(seq, generator=0)
+    check(seq, uniform((2, 4, 5, 6), 10.0, 0))
+    seq2 = nn.Sequential(nn.Conv2d(3, 6, 1, dilation=(2, 5)), nn.LeakyReLU(0.1), nn.Conv2d(6, 3, 1))
+    t_w = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    transparent_init_(seq2, target_weight=t_w, generator=0)
+    check(seq2, uniform((2, 3, 4, 5), 10.0, 1), t_w)
+    seq1 = nn.Sequential(nn.Conv1d(4, 8, 1, dilation=3), nn.ReLU(), nn.Conv1d(8, 4, 1))
+    transparent_init_(seq1, generator=0)
+    x = uniform((2, 4, 7), 10.0, 2)
+    assert max_abs_error(seq1, x) <= 1e-5
+    with pytest.raises(
+        ValueError, match=r"layer 0 \(Conv1d\) is not supported: stride \(2,\) \(only stride 1"
+    ):
+        transparent_init_(nn.Sequential(nn.Conv1d(4, 8, 1, stride=2, dilation=3), nn.Conv1d(8, 4, 1)))
