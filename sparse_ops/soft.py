@@ -211,11 +211,12 @@ def _unpool_blocks(centres: Tensor, qb: Tensor, blocks: _Blocks, size: tuple[int
 
 
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
-    """Autocast disabled on ``device`` (the accumulation dtype is chosen explicitly); nothing on a device type
-    without autocast (e.g. meta, where ``torch.autocast`` raises), which has nothing to disable."""
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
+    """Autocast disabled on ``device`` (the accumulation dtype is chosen explicitly); nothing on the meta
+    device, which has no autocast (``torch.autocast`` raises there) and nothing to disable. (A device-type
+    test, not ``torch.amp.is_autocast_available``: torch 2.11's compiler cannot trace that call.)"""
+    if device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _compute_dtype(*tensors: Tensor) -> tuple[torch.dtype, torch.dtype]:
