@@ -37,6 +37,7 @@ SCRIPTS = {
     "examples/voc_joint/synthetic.py": "examples.voc_joint.synthetic",
     "benchmarks/ab_uniformize.py": "benchmarks/ab_uniformize.py",
     "benchmarks/bench_joint.py": "benchmarks/bench_joint.py",
+    "benchmarks/bench_ops.py": "benchmarks/bench_ops.py",
     "benchmarks/bench_uniformize.py": "benchmarks/bench_uniformize.py",
     "benchmarks/bench_soft.py": "benchmarks/bench_soft.py",
     "benchmarks/bench_transparent_init.py": "benchmarks/bench_transparent_init.py",

@@ -1,0 +1,721 @@
+"""Benchmark: the public superpixel ops that had no benchmark, each against the obvious alternative.
+
+Every op runs against what a user would write without the library, on the same inputs, checked equal before
+timing: float ops in float64 (outputs and the gradient; relative difference, max |ours - alternative| over
+max |alternative|, at most ``CHECK_TOLERANCE``), integer ops exactly (on the float32 inputs that are timed).
+Both are timed in float32, forward + backward where the op is differentiable (w.r.t. the input named in the
+table), forward otherwise. The ops and their alternatives (written here):
+
+* ``pool_mean`` / ``pool_sum`` / ``pool_max``: :func:`sparse_ops.superpixel_pool` (``reduce="mean"``,
+  ``"sum"``, ``"max"``; w.r.t. the features) against ``scatter_reduce`` (``"mean"`` and ``"amax"``,
+  ``include_self=False``) or ``scatter_add`` into ``torch.zeros(B, C, N_s)`` over the label map broadcast
+  from one channel to ``C`` (``expand``: no copy); the alternative returns its ``[B, N_s, C]`` result as a
+  transposed view (no copy either). B=4, C=21, 512x512, N_s=1024 Voronoi cells (SLIC-like: the irregular
+  labels of ``bench_uniformize.py``).
+* ``unpool``: :func:`sparse_ops.superpixel_unpool` (w.r.t. the pooled vectors) against ``torch.gather`` over
+  the same broadcast index; same sizes.
+* ``spixel_loss``: :func:`sparse_ops.spixel_loss` (a label map, 21 classes, ``renormalize=False``; w.r.t. the
+  association) against the public SpixelFCN recipe: an explicit one-hot of the labels, concatenated with the
+  pixel coordinates, pooled and unpooled by 9 shifts (``nine_shift_uniformize`` of ``bench_soft.py``), then
+  the cross-entropy and the position distance, means over the pixels. B=4, 512x512, cell 16.
+* ``relabel_contiguous``: :func:`sparse_ops.relabel_contiguous` against ``torch.unique(return_inverse=True)``
+  image by image; ids ``3 v + 1`` of the Voronoi map above (gaps, no 0).
+* ``enforce_connectivity``: :func:`sparse_ops.enforce_connectivity` (``min_size=1``: split into 4-connected
+  pieces, numbered in row-major order of their first pixel) against a loop over every label of every image
+  with ``scipy.ndimage.label`` of the whole image's mask, then the same numbering. Both run on the CPU with
+  scipy; the library labels each label inside its bounding box (``ndimage.find_objects``). B=4, 256x256
+  (the loop is slow), the arg-max map of the synthetic association below at cell 16 (about 1.7 pieces per
+  superpixel).
+* ``hard_superpixels``: :func:`sparse_ops.hard_superpixels` against ``argmax`` over the 9 candidates (those
+  outside the image set to ``-inf``, the channels put in the library's tie order, centre first) and a
+  ``gather`` of the 9 neighbour cell ids (``neighbour_cell_ids``). B=4, 512x512, cell 16.
+* ``superpixel_cam`` / ``superpixel_global_average`` (SPN; w.r.t. the features, at the label map's size,
+  C=21 channels, K=21 classes): against a dense one-hot ``[B, N_s, H W]`` mask, built in every call from the
+  labels (they change with every batch), and ``bmm``. B=4, 256x256, N_s=256 Voronoi cells (the mask takes
+  268 MB there; it would take 4.3 GB at 512x512 and N_s=1024).
+
+The association of ``spixel_loss`` and ``hard_superpixels`` is synthetic but shaped like a trained network's:
+the logits favour the candidate cells with the nearest centres, plus smooth noise.
+
+Every (op, implementation) runs in a fresh subprocess so that its peak resident memory (the growth of the
+peak resident set size above the resident size after the inputs are made, ``benchmarks/_harness.py``) can be
+reported (``--in-process``: all in this process, as the GPU check does; no CPU memory figure then; on CUDA the
+figure is ``torch.cuda.max_memory_allocated`` above the inputs either way). ``--quick`` (tiny shapes, 2
+repeats) always runs in this process: 20 interpreter starts would take most of its time, and memory figures
+at those sizes measure lazy initialisation. Medians over ``--repeats`` runs (half as many, at least 3, for
+the ops whose alternative takes seconds) after one warm-up run (three on CUDA), timed with
+``time.perf_counter`` on the CPU and CUDA events on CUDA (``benchmarks/_harness.py``);
+``torch.set_num_threads(2)`` (``--threads``). Two ratios per op, ours over the alternative: the ratio of the
+medians (from the two subprocesses) and the paired ratio: in the library's subprocess, after its memory
+reading, the two alternate for ``--repeats`` rounds (in alternating order), and the figure is the median of
+the per-round ratios (robust to the drift of a shared machine).
+
+Usage::
+
+    python benchmarks/bench_ops.py            # full run: results/bench_ops_cpu_<UTC date-time>.json
+    python benchmarks/bench_ops.py --quick    # smoke run on small shapes (no JSON unless --out)
+    python benchmarks/bench_ops.py --ops pool_mean,spixel_loss --repeats 21
+    python benchmarks/bench_ops.py --device cuda --in-process --out bench_ops_cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for _path in (str(ROOT), str(ROOT / "benchmarks")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+# imports after the path set-up: noqa E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _harness import PeakMemory, environment, time_ms  # noqa: E402
+from bench_soft import nine_shift_uniformize  # noqa: E402
+from bench_uniformize import make_labels  # noqa: E402
+
+from sparse_ops import (  # noqa: E402
+    NEIGHBOUR_OFFSETS,
+    enforce_connectivity,
+    hard_superpixels,
+    neighbour_cell_ids,
+    pixel_xy,
+    relabel_contiguous,
+    spixel_loss,
+    superpixel_cam,
+    superpixel_global_average,
+    superpixel_pool,
+    superpixel_unpool,
+)
+
+#: Largest relative difference (max |ours - alternative| / max |alternative|, per output and gradient) that
+#: passes the float64 check.
+CHECK_TOLERANCE = 1e-10
+Inputs = dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def _generator() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def _voronoi(cfg: dict) -> torch.Tensor:
+    """Irregular SLIC-like labels (Voronoi cells of jittered grid seeds), ids in ``[0, N_s)``."""
+    return make_labels("voronoi", cfg["B"], cfg["H"], cfg["W"], cfg["N_s"])
+
+
+def _grid_assoc(cfg: dict, g: torch.Generator) -> torch.Tensor:
+    """A synthetic association like a trained network's: the logits favour the candidate cells with the
+    nearest centres, plus smooth noise (drawn at 1/8 of the resolution, bilinearly upsampled), softmax over
+    the 9. Its arg-max map has grid-like superpixels with wiggly borders and stray pieces (about 1.7
+    4-connected pieces per superpixel at 256x256, cell 16)."""
+    b, h, w, s = cfg["B"], cfg["H"], cfg["W"], cfg["S"]
+    y, x = torch.arange(h).view(h, 1) + 0.5, torch.arange(w).view(1, w) + 0.5
+    cell_y, cell_x = (torch.arange(h) // s).view(h, 1), (torch.arange(w) // s).view(1, w)
+    dist2 = [
+        ((y - (cell_y + dy + 0.5) * s) ** 2 + (x - (cell_x + dx + 0.5) * s) ** 2) / s**2
+        for dy, dx in NEIGHBOUR_OFFSETS
+    ]
+    noise = torch.randn(b, 9, max(1, h // 8), max(1, w // 8), generator=g)
+    noise = F.interpolate(noise, size=(h, w), mode="bilinear", align_corners=False)
+    return torch.softmax(-4.0 * torch.stack(dist2) + 0.5 * noise, dim=1)
+
+
+def _features(cfg: dict, g: torch.Generator, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    x = torch.randn(cfg["B"], cfg["C"], cfg["H"], cfg["W"], generator=g)
+    return x.to(device=device, dtype=dtype).requires_grad_()
+
+
+def inputs_pool(cfg: dict, device: torch.device, dtype: torch.dtype) -> Inputs:
+    g = _generator()
+    x = _features(cfg, g, dtype, device)
+    grad = torch.randn(cfg["B"], cfg["N_s"], cfg["C"], generator=g).to(device=device, dtype=dtype)
+    return {"x": x, "sp": _voronoi(cfg).to(device), "n": cfg["N_s"], "grad": grad}
+
+
+def inputs_unpool(cfg: dict, device: torch.device, dtype: torch.dtype) -> Inputs:
+    g = _generator()
+    pooled = torch.randn(cfg["B"], cfg["N_s"], cfg["C"], generator=g).to(device=device, dtype=dtype)
+    grad = torch.randn(cfg["B"], cfg["C"], cfg["H"], cfg["W"], generator=g).to(device=device, dtype=dtype)
+    return {"pooled": pooled.requires_grad_(), "sp": _voronoi(cfg).to(device), "grad": grad}
+
+
+def inputs_loss(cfg: dict, device: torch.device, dtype: torch.dtype) -> Inputs:
+    g = _generator()
+    assoc = _grid_assoc(cfg, g).to(device=device, dtype=dtype).requires_grad_()
+    b, k, h, w = cfg["B"], cfg["K"], cfg["H"], cfg["W"]
+    regions = torch.randn(b, k, max(1, h // 32), max(1, w // 32), generator=g)  # blobby class regions
+    target = F.interpolate(regions, size=(h, w), mode="bilinear", align_corners=False).argmax(1)
+    return {"assoc": assoc, "target": target.to(device), "S": cfg["S"], "K": k}
+
+
+def inputs_relabel(cfg: dict, device: torch.device, dtype: torch.dtype) -> Inputs:
+    return {"sp": (3 * _voronoi(cfg) + 1).to(device)}
+
+
+def inputs_hard(cfg: dict, device: torch.device, dtype: torch.dtype) -> Inputs:
+    return {"assoc": _grid_assoc(cfg, _generator()).to(device=device, dtype=dtype), "S": cfg["S"]}
+
+
+def inputs_connectivity(cfg: dict, device: torch.device, dtype: torch.dtype) -> Inputs:
+    assoc = _grid_assoc(cfg, _generator()).to(device=device, dtype=dtype)
+    return {"labels": hard_superpixels(assoc, cfg["S"], validate=False)}
+
+
+def inputs_spn(cfg: dict, device: torch.device, dtype: torch.dtype) -> Inputs:
+    g = _generator()
+    x = _features(cfg, g, dtype, device)
+    weight = (torch.randn(cfg["K"], cfg["C"], generator=g) / cfg["C"] ** 0.5).to(device=device, dtype=dtype)
+    bias = torch.randn(cfg["K"], generator=g).to(device=device, dtype=dtype)
+    b, k, h, w = cfg["B"], cfg["K"], cfg["H"], cfg["W"]
+    grad_cam = torch.randn(b, k, h, w, generator=g).to(device=device, dtype=dtype)
+    grad_avg = torch.randn(b, cfg["C"], generator=g).to(device=device, dtype=dtype)
+    sp = _voronoi(cfg).to(device)
+    return {
+        "x": x,
+        "sp": sp,
+        "n": cfg["N_s"],
+        "weight": weight,
+        "bias": bias,
+        "grad_cam": grad_cam,
+        "grad_avg": grad_avg,
+    }
+
+
+# ------------------------------------------------------------------------------------------- alternatives
+def _broadcast_index(sp: torch.Tensor, channels: int) -> torch.Tensor:
+    """The label map ``[B, H, W]`` as a ``[B, C, H W]`` index: one channel broadcast over C (no copy)."""
+    b = sp.shape[0]
+    return sp.reshape(b, 1, -1).expand(b, channels, -1)
+
+
+def scatter_pool(x: torch.Tensor, sp: torch.Tensor, n: int, reduce: str) -> torch.Tensor:
+    """``scatter_add`` (sum) or ``scatter_reduce`` (mean, amax) into zeros; ``[B, N_s, C]`` as a view."""
+    b, c = x.shape[:2]
+    index, src = _broadcast_index(sp, c), x.reshape(b, c, -1)
+    out = x.new_zeros(b, c, n)
+    if reduce == "sum":
+        out = out.scatter_add(2, index, src)
+    else:  # include_self=False: the zeros do not count (an empty superpixel stays 0)
+        out = out.scatter_reduce(2, index, src, {"mean": "mean", "max": "amax"}[reduce], include_self=False)
+    return out.transpose(1, 2)
+
+
+def gather_unpool(pooled: torch.Tensor, sp: torch.Tensor) -> torch.Tensor:
+    b, _, c = pooled.shape
+    out = torch.gather(pooled.transpose(1, 2), 2, _broadcast_index(sp, c))
+    return out.view(b, c, *sp.shape[1:])
+
+
+def onehot_nine_shift_loss(
+    assoc: torch.Tensor, target: torch.Tensor, cell_size: int, num_classes: int, pos_weight: float = 0.003
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The public SpixelFCN recipe: one-hot labels and pixel coordinates through 9-shift pool and unpool."""
+    b, _, h, w = assoc.shape
+    onehot = F.one_hot(target, num_classes).permute(0, 3, 1, 2).to(assoc.dtype)
+    xy = pixel_xy(h, w, batch_size=b, dtype=assoc.dtype, device=assoc.device)
+    recon = nine_shift_uniformize(torch.cat([onehot, xy], 1), assoc, cell_size)
+    semantic = -(onehot * torch.log(recon[:, :num_classes] + 1e-8)).sum(1).mean()
+    position = (recon[:, num_classes:] - xy).norm(dim=1).mean()
+    return semantic + pos_weight / cell_size * position, semantic, position
+
+
+def unique_relabel(sp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(return_inverse=True)`` image by image."""
+    ids = torch.empty(sp.shape, dtype=torch.long, device=sp.device)
+    counts = []
+    for b in range(sp.shape[0]):
+        values, inverse = torch.unique(sp[b], return_inverse=True)
+        ids[b] = inverse
+        counts.append(values.numel())
+    return ids, torch.tensor(counts, device=sp.device)
+
+
+def ndimage_connectivity(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every label value of every image: ``scipy.ndimage.label`` of its mask (4-connected), then the pieces
+    numbered in row-major order of their first pixel."""
+    from scipy import ndimage
+
+    arr = labels.cpu().numpy()
+    out = np.empty(arr.shape, dtype=np.int64)
+    counts = []
+    for b in range(arr.shape[0]):
+        pieces_of_all = np.zeros(arr[b].shape, dtype=np.int64)
+        n = 0
+        for value in np.unique(arr[b]):
+            pieces, k = ndimage.label(arr[b] == value)
+            inside = pieces > 0
+            pieces_of_all[inside] = pieces[inside] + n
+            n += k
+        _, first, inverse = np.unique(pieces_of_all.ravel(), return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first)] = np.arange(len(first))
+        out[b] = rank[inverse].reshape(arr[b].shape)
+        counts.append(len(first))
+    return torch.from_numpy(out).to(labels.device), torch.tensor(counts, device=labels.device)
+
+
+#: The library's tie rule (documented in :func:`sparse_ops.hard_superpixels`): the centre candidate first,
+#: then TL, T, TR, L, R, BL, B, BR. ``argmax`` returns the first maximum, so the channels go in this order.
+TIE_ORDER = (4, 0, 1, 2, 3, 5, 6, 7, 8)
+
+
+def argmax_hard(assoc: torch.Tensor, cell_size: int) -> torch.Tensor:
+    b, _, h, w = assoc.shape
+    ids, valid = neighbour_cell_ids(h, w, cell_size, device=assoc.device)
+    order = torch.tensor(TIE_ORDER, device=assoc.device)
+    scores = assoc.index_select(1, order).masked_fill(~valid[order], float("-inf"))
+    best = scores.argmax(1, keepdim=True)
+    return ids[order].expand(b, 9, h, w).gather(1, best)[:, 0]
+
+
+def _dense_means(
+    x: torch.Tensor, sp: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Superpixel means ``[B, N_s, C]`` through a one-hot ``[B, N_s, H W]`` and ``bmm``; the one-hot and the
+    pixel counts ``[B, N_s, 1]``."""
+    b, c = x.shape[:2]
+    onehot = torch.zeros(b, n, sp[0].numel(), dtype=x.dtype, device=x.device)
+    onehot.scatter_(1, sp.reshape(b, 1, -1), 1.0)
+    counts = onehot.sum(2, keepdim=True)
+    sums = torch.bmm(onehot, x.reshape(b, c, -1).transpose(1, 2))
+    return sums / counts.clamp_min(1), onehot, counts
+
+
+def dense_cam(
+    x: torch.Tensor, sp: torch.Tensor, n: int, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    means, onehot, _ = _dense_means(x, sp, n)
+    scores = F.linear(means, weight, bias)  # [B, N_s, K]
+    return torch.bmm(scores.transpose(1, 2), onehot).view(x.shape[0], -1, *sp.shape[1:])
+
+
+def dense_global_average(x: torch.Tensor, sp: torch.Tensor, n: int) -> torch.Tensor:
+    means, _, counts = _dense_means(x, sp, n)
+    present = (counts > 0).to(x.dtype)  # the mean over the non-empty superpixels
+    return (means * present).sum(1) / present.sum(1).clamp_min(1)
+
+
+# ------------------------------------------------------------------------------------------- the cases
+@dataclass(frozen=True)
+class Case:
+    """One op: the library call and the alternative on the same inputs, and what is differentiated."""
+
+    op: str  # the library call as shown in the table
+    alternative: str  # the alternative's name
+    ours: Callable[[Inputs], Any]
+    alt: Callable[[Inputs], Any]
+    inputs: Callable[[dict, torch.device, torch.dtype], Inputs]
+    full: dict
+    quick: dict
+    grad_of: str | None = None  # the input differentiated (None: forward only)
+    grad: str | None = "grad"  # the input holding the output's gradient (None: a scalar loss)
+    exact: bool = False  # integer results: compared exactly on the timed inputs
+    slow: bool = False  # an implementation takes seconds: half the repeats
+
+    @property
+    def timed(self) -> str:
+        return "fwd" if self.grad_of is None else f"fwd+bwd (w.r.t. {self.grad_of})"
+
+
+_POOL = {"B": 4, "C": 21, "H": 512, "W": 512, "N_s": 1024}
+_POOL_QUICK = {"B": 1, "C": 21, "H": 64, "W": 64, "N_s": 16}
+_SPN = {"B": 4, "C": 21, "K": 21, "H": 256, "W": 256, "N_s": 256}
+_SPN_QUICK = {"B": 1, "C": 21, "K": 21, "H": 64, "W": 64, "N_s": 16}
+_GRID = {"B": 4, "H": 512, "W": 512, "S": 16}
+_GRID_QUICK = {"B": 1, "H": 64, "W": 64, "S": 16}
+
+
+def _pool_case(reduce: str, alternative: str) -> Case:
+    return Case(
+        op=f"superpixel_pool(reduce={reduce!r})",
+        alternative=alternative,
+        ours=lambda i: superpixel_pool(i["x"], i["sp"], i["n"], reduce=reduce, validate=False),
+        alt=lambda i: scatter_pool(i["x"], i["sp"], i["n"], reduce),
+        inputs=inputs_pool,
+        full=_POOL,
+        quick=_POOL_QUICK,
+        grad_of="x",
+    )
+
+
+CASES: dict[str, Case] = {
+    "pool_mean": _pool_case("mean", "scatter_reduce(mean)"),
+    "pool_sum": _pool_case("sum", "scatter_add"),
+    "pool_max": _pool_case("max", "scatter_reduce(amax)"),
+    "unpool": Case(
+        op="superpixel_unpool",
+        alternative="torch.gather",
+        ours=lambda i: superpixel_unpool(i["pooled"], i["sp"], validate=False),
+        alt=lambda i: gather_unpool(i["pooled"], i["sp"]),
+        inputs=inputs_unpool,
+        full=_POOL,
+        quick=_POOL_QUICK,
+        grad_of="pooled",
+    ),
+    "spixel_loss": Case(
+        op="spixel_loss(renormalize=False)",
+        alternative="one-hot + 9 shifts",
+        ours=lambda i: spixel_loss(
+            i["assoc"], i["target"], i["S"], num_classes=i["K"], renormalize=False, validate=False
+        ),
+        alt=lambda i: onehot_nine_shift_loss(i["assoc"], i["target"], i["S"], i["K"]),
+        inputs=inputs_loss,
+        full={**_GRID, "K": 21},
+        quick={**_GRID_QUICK, "K": 21},
+        grad_of="assoc",
+        grad=None,
+        slow=True,
+    ),
+    "relabel_contiguous": Case(
+        op="relabel_contiguous",
+        alternative="torch.unique per image",
+        ours=lambda i: relabel_contiguous(i["sp"]),
+        alt=lambda i: unique_relabel(i["sp"]),
+        inputs=inputs_relabel,
+        full={"B": 4, "H": 512, "W": 512, "N_s": 1024},
+        quick={"B": 1, "H": 64, "W": 64, "N_s": 16},
+        exact=True,
+    ),
+    "enforce_connectivity": Case(
+        op="enforce_connectivity(min_size=1)",
+        alternative="ndimage.label per label",
+        ours=lambda i: enforce_connectivity(i["labels"], min_size=1),
+        alt=lambda i: ndimage_connectivity(i["labels"]),
+        inputs=inputs_connectivity,
+        full={"B": 4, "H": 256, "W": 256, "S": 16},
+        quick=_GRID_QUICK,
+        exact=True,
+        slow=True,
+    ),
+    "hard_superpixels": Case(
+        op="hard_superpixels",
+        alternative="argmax + gather",
+        ours=lambda i: hard_superpixels(i["assoc"], i["S"], validate=False),
+        alt=lambda i: argmax_hard(i["assoc"], i["S"]),
+        inputs=inputs_hard,
+        full=_GRID,
+        quick=_GRID_QUICK,
+        exact=True,
+    ),
+    "superpixel_cam": Case(
+        op="superpixel_cam",
+        alternative="dense one-hot bmm",
+        ours=lambda i: superpixel_cam(
+            i["x"], i["sp"], i["n"], weight=i["weight"], bias=i["bias"], validate=False
+        ),
+        alt=lambda i: dense_cam(i["x"], i["sp"], i["n"], i["weight"], i["bias"]),
+        inputs=inputs_spn,
+        full=_SPN,
+        quick=_SPN_QUICK,
+        grad_of="x",
+        grad="grad_cam",
+    ),
+    "superpixel_global_average": Case(
+        op="superpixel_global_average",
+        alternative="dense one-hot bmm",
+        ours=lambda i: superpixel_global_average(i["x"], i["sp"], i["n"], validate=False),
+        alt=lambda i: dense_global_average(i["x"], i["sp"], i["n"]),
+        inputs=inputs_spn,
+        full=_SPN,
+        quick=_SPN_QUICK,
+        grad_of="x",
+        grad="grad_avg",
+    ),
+}
+
+
+def case_config(name: str, quick: bool, batch_size: int | None = None) -> dict:
+    """The sizes of one op (``quick``: the small ones; ``batch_size`` overrides B)."""
+    cfg = dict(CASES[name].quick if quick else CASES[name].full)
+    if batch_size is not None:
+        cfg["B"] = batch_size
+    return cfg
+
+
+def case_repeats(name: str, repeats: int, quick: bool) -> int:
+    if quick:
+        return 2
+    return max(3, repeats // 2) if CASES[name].slow else repeats
+
+
+def _outputs(out: Any) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+def make_step(case: Case, fn: Callable[[Inputs], Any], inp: Inputs) -> Callable[[], None]:
+    """One timed run: the call, and its backward where the op is differentiable."""
+    if case.grad_of is None:
+        return lambda: fn(inp)
+    leaf = inp[case.grad_of]
+    grad = None if case.grad is None else inp[case.grad]
+
+    def step() -> None:
+        leaf.grad = None
+        _outputs(fn(inp))[0].backward(grad)
+
+    return step
+
+
+# ------------------------------------------------------------------------------------------- check
+def check_case(name: str, cfg: dict, device: str = "cpu") -> dict:
+    """Ours against the alternative on the same inputs: float ops in float64 (outputs and the gradient),
+    integer ops exactly on the float32 inputs that are timed."""
+    case = CASES[name]
+    inp = case.inputs(cfg, torch.device(device), torch.float32 if case.exact else torch.float64)
+    results = []
+    for fn in (case.ours, case.alt):
+        outs = _outputs(fn(inp))
+        if case.grad_of is not None:
+            leaf = inp[case.grad_of]
+            leaf.grad = None
+            outs[0].backward(None if case.grad is None else inp[case.grad])
+            outs.append(leaf.grad)
+        results.append([o.detach() for o in outs])
+    ours, alt = results
+    shapes_equal = [tuple(o.shape) for o in ours] == [tuple(a.shape) for a in alt]
+    if case.exact:
+        equal = shapes_equal and all(torch.equal(o, a) for o, a in zip(ours, alt, strict=True))
+        return {"kind": "exact", "passed": bool(equal)}
+    if not shapes_equal:
+        return {"kind": "float64", "passed": False, "max_rel_diff": None}
+    rel = max(
+        float((o - a).abs().max() / a.abs().max().clamp_min(1e-300)) for o, a in zip(ours, alt, strict=True)
+    )
+    return {
+        "kind": "float64",
+        "max_rel_diff": rel,
+        "tolerance": CHECK_TOLERANCE,
+        "passed": rel <= CHECK_TOLERANCE,
+    }
+
+
+# ------------------------------------------------------------------------------------------- workers
+def _warmup(device: torch.device) -> int:
+    return 3 if device.type == "cuda" else 1
+
+
+def _memory_fields(memory: PeakMemory, fresh_process: bool) -> dict[str, Any]:
+    if memory.device.type == "cuda":
+        return {"peak_cuda_extra_mib": memory.extra_mib()}
+    return {
+        "peak_rss_growth_mib": memory.extra_mib() if fresh_process else None,
+        "memory_method": memory.method,
+    }
+
+
+def worker(
+    name: str, impl: str, cfg: dict, repeats: int, device: str = "cpu", fresh_process: bool = True
+) -> dict:
+    """Time one implementation (``"ours"`` or ``"alternative"``) of one op, with its peak memory; ``"ours"``
+    then also alternates both for the paired ratio (after the memory reading, which those runs disturb)."""
+    if impl not in ("ours", "alternative"):
+        raise ValueError(f"impl must be 'ours' or 'alternative', got {impl!r}")
+    case = CASES[name]
+    dev = torch.device(device)
+    inp = case.inputs(cfg, dev, torch.float32)
+    ours = make_step(case, case.ours, inp)
+    alt = make_step(case, case.alt, inp)
+    memory = PeakMemory(dev)
+    times = time_ms(ours if impl == "ours" else alt, repeats, warmup=_warmup(dev), device=dev)
+    row: dict[str, Any] = {
+        "impl": impl,
+        "median_ms": statistics.median(times),
+        "times_ms": times,
+        **_memory_fields(memory, fresh_process),
+    }
+    if impl == "ours":
+        for _ in range(_warmup(dev)):
+            alt()
+        ratios = []
+        for i in range(repeats):  # alternate which runs first: neither always finds a warmer machine
+            if i % 2:
+                t_alt = time_ms(alt, 1, warmup=0, device=dev)[0]
+                t_ours = time_ms(ours, 1, warmup=0, device=dev)[0]
+            else:
+                t_ours = time_ms(ours, 1, warmup=0, device=dev)[0]
+                t_alt = time_ms(alt, 1, warmup=0, device=dev)[0]
+            ratios.append(t_ours / t_alt)
+        row["paired_ratio_to_alternative"] = statistics.median(ratios)
+        row["paired_ratios"] = ratios
+    return row
+
+
+# ------------------------------------------------------------------------------------------- driver
+def _run_worker(args: argparse.Namespace, name: str, impl: str, cfg: dict, repeats: int) -> dict:
+    """One implementation of one op, in this process (``--in-process``) or in a fresh subprocess."""
+    if args.in_process:
+        try:
+            return worker(name, impl, cfg, repeats, device=args.device, fresh_process=False)
+        finally:
+            gc.collect()
+            if torch.device(args.device).type == "cuda":
+                torch.cuda.empty_cache()
+    cmd = [sys.executable, __file__, "--device", args.device, "--threads", str(args.threads)]
+    cmd += ["--repeats", str(repeats), "--worker", name, impl, json.dumps(cfg)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {"impl": impl, "failed": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _peak(row: dict) -> float | None:
+    return row.get("peak_cuda_extra_mib", row.get("peak_rss_growth_mib"))
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return format(float("nan") if value is None else value, spec)
+
+
+def _describe(cfg: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in cfg.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line (``python benchmarks/bench_ops.py --help``)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--quick", action="store_true", help="small shapes, 2 repeats, all in this process (smoke test)"
+    )
+    ap.add_argument("--repeats", type=int, default=10, help="timed runs per implementation (slow ops: half)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--batch-size", type=int, default=None, help="B of every op (default 4; quick 1)")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (here and in every worker)")
+    ap.add_argument("--ops", default=None, help=f"comma-separated subset of {','.join(CASES)} (default: all)")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure everything in this process (no fresh subprocess each; no CPU memory figure)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default: benchmarks/results/bench_ops_<device>_<UTC date-time>.json, never a "
+        "committed file; --quick writes none unless given)",
+    )
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    return ap
+
+
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks argparse cannot make (``ap.error`` on failure): known op names, positive counts."""
+    unknown = sorted(set(args.ops.split(",")) - set(CASES)) if args.ops else []
+    if unknown:
+        ap.error(f"--ops: unknown {unknown}; choose from {','.join(CASES)}")
+    for option in ("repeats", "threads", "batch_size"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            ap.error(f"--{option.replace('_', '-')} must be >= 1, got {value}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    check_args(ap, args)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
+
+    if args.worker:
+        name, impl, cfg = args.worker
+        print(json.dumps(worker(name, impl, json.loads(cfg), args.repeats, device=args.device)))
+        return {}
+    args.in_process = args.in_process or args.quick  # tiny shapes: no interpreter start per measurement
+
+    names = args.ops.split(",") if args.ops else list(CASES)
+    meta = environment(device, args.threads)  # load average before this run: is the machine shared now?
+    meta.update(repeats=args.repeats, in_process=args.in_process, quick=args.quick)
+    mode = "all in this process" if args.in_process else "one subprocess per implementation"
+    mem_name = "CUDA MiB" if device.type == "cuda" else "peak MiB"
+    print(
+        f"torch {torch.__version__}, device {args.device}, {meta['cpus']} CPUs, {meta['cpu_model']}, "
+        f"{args.threads} threads, {mode}; medians (ms), ratios ours / alternative, peak "
+        f"{'CUDA memory above the inputs' if device.type == 'cuda' else 'RSS growth'} (MiB)\n",
+        flush=True,
+    )
+    ops: dict[str, dict] = {}
+    for name in names:
+        case = CASES[name]
+        cfg = case_config(name, args.quick, args.batch_size)
+        repeats = case_repeats(name, args.repeats, args.quick)
+        check = check_case(name, cfg, args.device)
+        gc.collect()
+        entry: dict[str, Any] = {
+            "op": case.op,
+            "alternative": case.alternative,
+            "timed": case.timed,
+            "config": cfg,
+            "repeats": repeats,
+            "check": check,
+        }
+        ops[name] = entry
+        detail = (
+            "exact" if check["kind"] == "exact" else f"float64 rel. diff {_fmt(check['max_rel_diff'], '.1e')}"
+        )
+        print(
+            f"== {name}: {case.op}, {case.timed}, {_describe(cfg)}; check {detail}: "
+            f"{'passed' if check['passed'] else 'FAILED'}",
+            flush=True,
+        )
+        if not check["passed"]:
+            print("   not timed: the two implementations disagree\n", flush=True)
+            continue
+        rows = {impl: _run_worker(args, name, impl, cfg, repeats) for impl in ("ours", "alternative")}
+        entry["rows"] = list(rows.values())
+        if any("failed" in r for r in rows.values()):
+            print(f"   failed: {[r.get('failed') for r in rows.values()]}\n", flush=True)
+            continue
+        ours, alt = rows["ours"], rows["alternative"]
+        entry["ratio_to_alternative"] = ours["median_ms"] / alt["median_ms"]
+        entry["paired_ratio_to_alternative"] = ours["paired_ratio_to_alternative"]
+        print(f"   {'impl':<26}{'median ms':>11}{mem_name:>10}")
+        for label, r in ((case.op, ours), (case.alternative, alt)):
+            print(f"   {label[:25]:<26}{r['median_ms']:>11.2f}{_fmt(_peak(r), '>10.1f')}")
+        print(
+            f"   ours / alternative: {entry['ratio_to_alternative']:.2f}x (medians), "
+            f"{entry['paired_ratio_to_alternative']:.2f}x (paired, median of {repeats} rounds)\n",
+            flush=True,
+        )
+
+    print(f"{'op':<28}{'ours ms':>10}{'alt ms':>10}{'ratio':>8}{'paired':>8}{'ours MiB':>10}{'alt MiB':>10}")
+    for name, entry in ops.items():
+        if "ratio_to_alternative" not in entry:
+            print(f"{name:<28}  not timed")
+            continue
+        ours, alt = entry["rows"]
+        print(
+            f"{name:<28}{ours['median_ms']:>10.2f}{alt['median_ms']:>10.2f}"
+            f"{entry['ratio_to_alternative']:>7.2f}x{entry['paired_ratio_to_alternative']:>7.2f}x"
+            f"{_fmt(_peak(ours), '>10.1f')}{_fmt(_peak(alt), '>10.1f')}"
+        )
+    ok = all(e["check"]["passed"] and "ratio_to_alternative" in e for e in ops.values())
+    data = {"meta": meta, "ops": ops, "all_passed": ok}
+    if args.quick and not args.out:  # a smoke run must not replace a committed result
+        print("\n--quick: no JSON written (pass --out)")
+    else:
+        threads = "" if args.threads == 2 else f"_{args.threads}thread"
+        stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())  # a new file: never overwrite a committed result
+        out = args.out or ROOT / "benchmarks" / "results" / f"bench_ops_{args.device}{threads}_{stamp}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"\nwrote {out}")
+    if not ok:
+        raise SystemExit("a check failed or a measurement did not finish: see the table above")
+    return data
+
+
+if __name__ == "__main__":
+    main()
