@@ -175,6 +175,90 @@ def test_bench_soft_workers_in_subprocesses():
     assert paired["paired_ratio_to_nn"] > 0 and paired["repeats"] == 3
 
 
+@pytest.mark.slow
+def test_bench_ops_quick(tmp_path):
+    """Every op at tiny sizes: checked against its alternative (float64 or exactly), then both timed."""
+    bench = _import("bench_ops")
+    out = tmp_path / "ops.json"
+    stdout = _run("bench_ops.py", "--quick", "--threads", "1", "--out", str(out))
+    data = json.loads(out.read_text())
+    assert data["all_passed"] is True
+    meta = data["meta"]
+    assert meta["quick"] is True and meta["in_process"] is True and meta["device"] == "cpu"
+    assert meta["cpu_model"] == _import("_harness").cpu_model() and meta["threads"] == 1
+    assert list(data["ops"]) == list(bench.CASES)
+    for name, entry in data["ops"].items():
+        case = bench.CASES[name]
+        assert (entry["op"], entry["alternative"], entry["timed"]) == (case.op, case.alternative, case.timed)
+        check = entry["check"]
+        assert check["passed"] is True, (name, check)
+        if case.exact:
+            assert check["kind"] == "exact"
+        else:
+            assert check["kind"] == "float64" and check["max_rel_diff"] <= bench.CHECK_TOLERANCE, (
+                name,
+                check,
+            )
+        ours, alt = entry["rows"]
+        assert (ours["impl"], alt["impl"]) == ("ours", "alternative")
+        assert len(ours["times_ms"]) == len(alt["times_ms"]) == entry["repeats"] == 2
+        assert entry["ratio_to_alternative"] == pytest.approx(ours["median_ms"] / alt["median_ms"])
+        ratios = ours["paired_ratios"]
+        assert len(ratios) == 2 and entry["paired_ratio_to_alternative"] == pytest.approx(sum(ratios) / 2)
+        assert ours["peak_rss_growth_mib"] is None and alt["peak_rss_growth_mib"] is None  # in this process
+    assert "ours / alternative" in stdout
+
+
+@pytest.mark.slow
+def test_bench_ops_measures_in_subprocesses(tmp_path):
+    """A full run's path: the check here, then each implementation in a fresh subprocess with its peak RSS
+    growth, the paired ratio from the library's subprocess."""
+    out = tmp_path / "ops.json"
+    argv = ["--ops", "relabel_contiguous", "--batch-size", "1", "--repeats", "3", "--threads", "1"]
+    _run("bench_ops.py", *argv, "--out", str(out))
+    data = json.loads(out.read_text())
+    assert data["all_passed"] is True and data["meta"]["in_process"] is False
+    (entry,) = data["ops"].values()
+    assert entry["config"] == {"B": 1, "H": 512, "W": 512, "N_s": 1024} and entry["check"]["passed"] is True
+    ours, alt = entry["rows"]
+    assert len(ours["times_ms"]) == len(alt["times_ms"]) == 3
+    assert ours["peak_rss_growth_mib"] >= 0 and alt["peak_rss_growth_mib"] >= 0  # fresh processes: figures
+    assert entry["paired_ratio_to_alternative"] == sorted(ours["paired_ratios"])[1]
+    assert "paired_ratios" not in alt
+
+
+@pytest.mark.parametrize("name", ["pool_sum", "relabel_contiguous"])
+def test_bench_ops_check_refuses_a_wrong_alternative(name, monkeypatch, capsys):
+    """An alternative that computes something else fails the check (float64 or exact); the op is not timed
+    and the run exits with an error."""
+    import dataclasses
+
+    bench = _import("bench_ops")
+    case = bench.CASES[name]
+
+    def off_by_one(inp):
+        first, *rest = bench._outputs(case.alt(inp))
+        return (first + 1, *rest) if rest else first + 1
+
+    monkeypatch.setitem(bench.CASES, name, dataclasses.replace(case, alt=off_by_one))
+    with pytest.raises(SystemExit, match="a check failed"):
+        bench.main(["--quick", "--threads", "1", "--ops", name])
+    printed = capsys.readouterr().out
+    assert "FAILED" in printed and "not timed" in printed
+
+
+def test_bench_ops_refuses_bad_options(capsys):
+    bench = _import("bench_ops")
+    for argv, message in (
+        (["--ops", "pool_mean,pool_median"], "--ops: unknown ['pool_median']"),
+        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    ):
+        with pytest.raises(SystemExit):
+            bench.main(argv)
+        assert message in capsys.readouterr().err
+
+
 def test_cpu_model_names_the_cpu():
     """Result files name the CPU: the first ``model name`` of /proc/cpuinfo (Linux), ISA flags after it."""
     harness = _import("_harness")
