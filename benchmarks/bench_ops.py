@@ -43,12 +43,12 @@ reported (``--in-process``: all in this process, as the GPU check does; no CPU m
 figure is ``torch.cuda.max_memory_allocated`` above the inputs either way). ``--quick`` (tiny shapes, 2
 repeats) always runs in this process: 20 interpreter starts would take most of its time, and memory figures
 at those sizes measure lazy initialisation. Medians over ``--repeats`` runs (half as many, at least 3, for
-the ops whose alternative takes seconds) after one warm-up run (three on CUDA), timed with
+``spixel_loss``, whose alternative takes seconds) after one warm-up run (three on CUDA), timed with
 ``time.perf_counter`` on the CPU and CUDA events on CUDA (``benchmarks/_harness.py``);
 ``torch.set_num_threads(2)`` (``--threads``). Two ratios per op, ours over the alternative: the ratio of the
 medians (from the two subprocesses) and the paired ratio: in the library's subprocess, after its memory
-reading, the two alternate for ``--repeats`` rounds (in alternating order), and the figure is the median of
-the per-round ratios (robust to the drift of a shared machine).
+reading, the two alternate for as many rounds as it timed runs (in alternating order), and the figure is the
+median of the per-round ratios (robust to the drift of a shared machine).
 
 Usage::
 
@@ -397,7 +397,6 @@ CASES: dict[str, Case] = {
         full={"B": 4, "H": 256, "W": 256, "S": 16},
         quick=_GRID_QUICK,
         exact=True,
-        slow=True,
     ),
     "hard_superpixels": Case(
         op="hard_superpixels",
@@ -588,7 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--quick", action="store_true", help="small shapes, 2 repeats, all in this process (smoke test)"
     )
-    ap.add_argument("--repeats", type=int, default=10, help="timed runs per implementation (slow ops: half)")
+    ap.add_argument(
+        "--repeats", type=int, default=10, help="timed runs per implementation (spixel_loss: half)"
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--batch-size", type=int, default=None, help="B of every op (default 4; quick 1)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (here and in every worker)")
@@ -681,9 +682,9 @@ def main(argv: list[str] | None = None) -> dict:
         ours, alt = rows["ours"], rows["alternative"]
         entry["ratio_to_alternative"] = ours["median_ms"] / alt["median_ms"]
         entry["paired_ratio_to_alternative"] = ours["paired_ratio_to_alternative"]
-        print(f"   {'impl':<26}{'median ms':>11}{mem_name:>10}")
+        print(f"   {'implementation':<34}{'median ms':>11}{mem_name:>10}")
         for label, r in ((case.op, ours), (case.alternative, alt)):
-            print(f"   {label[:25]:<26}{r['median_ms']:>11.2f}{_fmt(_peak(r), '>10.1f')}")
+            print(f"   {label:<34}{r['median_ms']:>11.2f}{_fmt(_peak(r), '>10.1f')}")
         print(
             f"   ours / alternative: {entry['ratio_to_alternative']:.2f}x (medians), "
             f"{entry['paired_ratio_to_alternative']:.2f}x (paired, median of {repeats} rounds)\n",
