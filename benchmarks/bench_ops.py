@@ -14,6 +14,10 @@ table), forward otherwise. The ops and their alternatives (written here):
   labels of ``bench_uniformize.py``).
 * ``unpool``: :func:`sparse_ops.superpixel_unpool` (w.r.t. the pooled vectors) against ``torch.gather`` over
   the same broadcast index; same sizes.
+* ``pool_mean_reused`` / ``unpool_reused``: the same two ops through a
+  :class:`sparse_ops.SuperpixelAssignment` built once outside the timing (``.pool(x, "mean")``,
+  ``.decode(pooled)``), as a training loop that applies several ops to one label map uses them; the
+  functional ops above build it (a sort of the ids) in every call.
 * ``spixel_loss``: :func:`sparse_ops.spixel_loss` (a label map, 21 classes, ``renormalize=False``; w.r.t. the
   association) against the public SpixelFCN recipe: an explicit one-hot of the labels, concatenated with the
   pixel coordinates, pooled and unpooled by 9 shifts (``nine_shift_uniformize`` of ``bench_soft.py``), then
@@ -87,6 +91,7 @@ from bench_uniformize import make_labels  # noqa: E402
 
 from sparse_ops import (  # noqa: E402
     NEIGHBOUR_OFFSETS,
+    SuperpixelAssignment,
     enforce_connectivity,
     hard_superpixels,
     neighbour_cell_ids,
@@ -141,14 +146,18 @@ def inputs_pool(cfg: dict, device: torch.device, dtype: torch.dtype) -> Inputs:
     g = _generator()
     x = _features(cfg, g, dtype, device)
     grad = torch.randn(cfg["B"], cfg["N_s"], cfg["C"], generator=g).to(device=device, dtype=dtype)
-    return {"x": x, "sp": _voronoi(cfg).to(device), "n": cfg["N_s"], "grad": grad}
+    sp = _voronoi(cfg).to(device)
+    # the assignment built once (a training loop reuses it for every op on the same label map)
+    return {"x": x, "sp": sp, "n": cfg["N_s"], "grad": grad, "a": SuperpixelAssignment(sp, cfg["N_s"])}
 
 
 def inputs_unpool(cfg: dict, device: torch.device, dtype: torch.dtype) -> Inputs:
     g = _generator()
     pooled = torch.randn(cfg["B"], cfg["N_s"], cfg["C"], generator=g).to(device=device, dtype=dtype)
     grad = torch.randn(cfg["B"], cfg["C"], cfg["H"], cfg["W"], generator=g).to(device=device, dtype=dtype)
-    return {"pooled": pooled.requires_grad_(), "sp": _voronoi(cfg).to(device), "grad": grad}
+    sp = _voronoi(cfg).to(device)
+    a = SuperpixelAssignment(sp, cfg["N_s"])
+    return {"pooled": pooled.requires_grad_(), "sp": sp, "grad": grad, "a": a}
 
 
 def inputs_loss(cfg: dict, device: torch.device, dtype: torch.dtype) -> Inputs:
@@ -337,11 +346,13 @@ _GRID = {"B": 4, "H": 512, "W": 512, "S": 16}
 _GRID_QUICK = {"B": 1, "H": 64, "W": 64, "S": 16}
 
 
-def _pool_case(reduce: str, alternative: str) -> Case:
+def _pool_case(reduce: str, alternative: str, reused: bool = False) -> Case:
     return Case(
-        op=f"superpixel_pool(reduce={reduce!r})",
+        op=f"SuperpixelAssignment.pool({reduce!r})" if reused else f"superpixel_pool(reduce={reduce!r})",
         alternative=alternative,
-        ours=lambda i: superpixel_pool(i["x"], i["sp"], i["n"], reduce=reduce, validate=False),
+        ours=(lambda i: i["a"].pool(i["x"], reduce))
+        if reused
+        else (lambda i: superpixel_pool(i["x"], i["sp"], i["n"], reduce=reduce, validate=False)),
         alt=lambda i: scatter_pool(i["x"], i["sp"], i["n"], reduce),
         inputs=inputs_pool,
         full=_POOL,
@@ -354,10 +365,21 @@ CASES: dict[str, Case] = {
     "pool_mean": _pool_case("mean", "scatter_reduce(mean)"),
     "pool_sum": _pool_case("sum", "scatter_add"),
     "pool_max": _pool_case("max", "scatter_reduce(amax)"),
+    "pool_mean_reused": _pool_case("mean", "scatter_reduce(mean)", reused=True),
     "unpool": Case(
         op="superpixel_unpool",
         alternative="torch.gather",
         ours=lambda i: superpixel_unpool(i["pooled"], i["sp"], validate=False),
+        alt=lambda i: gather_unpool(i["pooled"], i["sp"]),
+        inputs=inputs_unpool,
+        full=_POOL,
+        quick=_POOL_QUICK,
+        grad_of="pooled",
+    ),
+    "unpool_reused": Case(
+        op="SuperpixelAssignment.decode",
+        alternative="torch.gather",
+        ours=lambda i: i["a"].decode(i["pooled"]),
         alt=lambda i: gather_unpool(i["pooled"], i["sp"]),
         inputs=inputs_unpool,
         full=_POOL,
