@@ -2,7 +2,10 @@
 
 :class:`FolderLock` takes an exclusive ``flock`` on ``<folder>/.lock`` and writes its holder (host, pid, start
 time, command line) into that file. The operating system releases the lock when the process ends, however it
-ends (``SIGKILL`` included), so a lock is never stale. A second run gets :class:`FolderLockedError` at once,
+ends (``SIGKILL`` included), so a lock is never stale. A ``flock`` belongs to the open file, which a child
+created by ``fork`` (a DataLoader worker, a ``multiprocessing`` process) would share and keep after its parent
+was killed; so every child closes its copy of the lock file at once (``os.register_at_fork``), and the lock
+lives exactly as long as the process that took it. A second run gets :class:`FolderLockedError` at once,
 with the holder's description. Advisory ``flock`` locks work between processes of one machine and on most
 network file systems that support them (NFSv4, Lustre with ``flock``); where ``fcntl`` does not exist
 (Windows) locking is skipped with a warning.
@@ -10,12 +13,14 @@ network file systems that support them (NFSv4, Lustre with ``flock``); where ``f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
 import time
 import warnings
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -34,6 +39,21 @@ LOCK_NAME = ".lock"
 
 class FolderLockedError(UsageError):
     """Another run holds the output folder."""
+
+
+#: The locks this process holds (a forked child closes its copies of their files).
+_HELD: weakref.WeakSet[FolderLock] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    """After ``fork``, in the child: close the inherited lock files without unlocking them (``LOCK_UN`` would
+    release the parent's lock: parent and child share one open file), so that only the parent holds them."""
+    for lock in list(_HELD):
+        lock._forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
 
 
 class FolderLock:
@@ -72,12 +92,15 @@ class FolderLock:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             fh.seek(0)
-            holder = _describe(fh.read())
+            holder, alive = _describe(fh.read())
             fh.close()
-            raise FolderLockedError(
-                f"output folder {self.folder} is in use by {holder}; wait for that run to end, stop it, or "
-                "use another --output-dir"
-            ) from None
+            advice = (
+                "wait for that run to end, stop it, or use another --output-dir"
+                if alive
+                else "that process is no longer running, but one it started (a DataLoader worker, for "
+                "instance) still holds the lock; such processes end within seconds: retry then"
+            )
+            raise FolderLockedError(f"output folder {self.folder} is in use by {holder}; {advice}") from None
         fh.seek(0)
         fh.truncate()
         info = {
@@ -89,16 +112,26 @@ class FolderLock:
         fh.write(json.dumps(info) + "\n")
         fh.flush()
         self._fh = fh
+        _HELD.add(self)
         return self
 
     def release(self) -> None:
         """Release the lock (the lock file stays; it is empty of meaning without a holder)."""
         if self._fh is None:
             return
+        _HELD.discard(self)
         if fcntl is not None:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
         self._fh.close()
         self._fh = None
+
+    def _forget(self) -> None:
+        """Close this process's copy of the lock file, leaving the lock to the other processes sharing it."""
+        _HELD.discard(self)
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()  # flushed when written: closing writes nothing
+            self._fh = None
 
     @property
     def held(self) -> bool:
@@ -114,11 +147,27 @@ class FolderLock:
         self.release()
 
 
-def _describe(text: str) -> str:
+def _describe(text: str) -> tuple[str, bool]:
+    """The holder recorded in the lock file, and whether it may be running (False: a process of this host
+    that no longer exists)."""
     try:
         info = json.loads(text.strip().splitlines()[-1])
-        return (
+        holder = (
             f"pid {info['pid']} on host {info['host']} since {info['started']} (command: {info['command']})"
         )
     except (json.JSONDecodeError, IndexError, KeyError, TypeError):
-        return "another process (its description is not readable yet)"
+        return "another process (its description is not readable yet)", True
+    return holder, info["host"] != socket.gethostname() or _alive(info["pid"])
+
+
+def _alive(pid: object) -> bool:
+    """Whether process ``pid`` of this host exists (True when that cannot be told)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True

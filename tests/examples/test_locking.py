@@ -1,0 +1,108 @@
+"""Output-folder locks: a killed run's forked children (DataLoader workers) never keep its folder locked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+fcntl = pytest.importorskip("fcntl")
+
+from examples.voc_joint.locking import FolderLock, FolderLockedError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Takes the lock, forks a child that lives on (as DataLoader workers do for seconds), waits until the child
+# runs Python code (a fork hook would have run by then), prints the child's pid and kills itself with SIGKILL,
+# as the OOM killer would.
+_KILLED_HOLDER = textwrap.dedent(
+    """
+    import multiprocessing, os, signal, sys, time
+    from examples.voc_joint.locking import FolderLock
+
+    def child(w):
+        os.write(w, b"x")
+        time.sleep(60)
+
+    lock = FolderLock(sys.argv[1]).acquire()
+    r, w = os.pipe()
+    proc = multiprocessing.get_context("fork").Process(target=child, args=(w,), daemon=False)
+    proc.start()
+    assert os.read(r, 1) == b"x"
+    print(proc.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_forked_child_does_not_keep_the_lock_of_a_killed_parent(tmp_path: Path) -> None:
+    folder = tmp_path / "run" / "joint"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(  # the child keeps the pipe open: read its pid, do not wait for EOF
+        [sys.executable, "-c", _KILLED_HOLDER, str(folder)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    child = int(line)
+    try:
+        assert not _gone(child)  # the forked child outlives its parent, with a copy of its open files
+        with FolderLock(folder) as lock:  # ... but not the lock: the folder is free at once
+            assert lock.held
+    finally:
+        os.kill(child, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not _gone(child) and time.monotonic() < deadline:  # reaped by init (or a subreaper)
+        time.sleep(0.05)
+
+
+def test_the_lock_stays_with_the_parent_when_a_forked_child_ends(tmp_path: Path) -> None:
+    """The child closes its copy without unlocking (the open file is shared: LOCK_UN would free the
+    parent's lock)."""
+    with FolderLock(tmp_path / "run") as lock:
+        pid = os.fork()
+        if pid == 0:  # the child: its copy was closed at the fork
+            os._exit(0 if not lock.held else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert lock.held
+        with pytest.raises(FolderLockedError, match=rf"in use by pid {os.getpid()} .*stop it"):
+            FolderLock(tmp_path / "run").acquire()
+    with FolderLock(tmp_path / "run"):  # released by the parent
+        pass
+
+
+def test_a_lock_held_for_a_dead_pid_says_so(tmp_path: Path) -> None:
+    """Should anything still hold the lock of a dead run, the refusal says that run ended and to retry."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    code = "import os; print(os.getpid())"
+    dead = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    pid = int(dead.stdout)
+    info = {"host": socket.gethostname(), "pid": pid, "started": "2026-12-01 10:00:00", "command": "train.py"}
+    with open(folder / ".lock", "w") as fh:  # a holder that is not this process's FolderLock
+        fh.write(json.dumps(info) + "\n")
+        fh.flush()
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(FolderLockedError) as exc:
+            FolderLock(folder).acquire()
+    text = str(exc.value)
+    assert f"in use by pid {pid} " in text and "no longer running" in text and "retry" in text
+    assert "stop it" not in text
