@@ -31,6 +31,7 @@ asked, the wrong stage.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -168,10 +169,16 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; a checkpoint gets the usual 0666 & ~umask
             os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(payload, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except (RuntimeError, OSError) as exc:
+            err = _write_error(path, exc)
+            if err is exc:
+                raise
+            raise err from exc
         faults.hit("save")
         os.replace(tmp, path)
     except BaseException:
@@ -179,6 +186,36 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _write_error(path: Path, exc: BaseException) -> BaseException:
+    """The error to raise for a failed write of ``path``: an ``OSError`` naming the file and the cause.
+
+    When the disk is full, torch's zip writer hides the ``OSError`` (``ENOSPC``) of the file's ``write``
+    behind a ``RuntimeError: [enforce fail at inline_container.cc:...] . unexpected pos ...`` raised while it
+    closes the archive; the ``OSError`` is found in the exception's context. Another ``RuntimeError`` (not
+    about writing) is returned as it is.
+    """
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and not isinstance(cause, OSError) and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).strip()
+    if isinstance(cause, OSError):
+        code = cause.errno
+        name = errno.errorcode.get(code, "") if code is not None else ""
+        reason = f"{cause.strerror or cause} ({name})" if name else str(cause)
+    elif "inline_container" in text or "PytorchStreamWriter" in text:
+        code, reason = None, text.splitlines()[0][:200] if text else type(exc).__name__
+    else:
+        return exc
+    err = OSError(
+        f"cannot write checkpoint {path}: {reason}; the file was not replaced (a previous checkpoint there "
+        "is unchanged)"
+    )
+    err.errno = code
+    return err
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:

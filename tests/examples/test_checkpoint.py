@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import random
 
 import numpy as np
@@ -101,6 +103,67 @@ def test_a_failed_write_keeps_the_previous_file_and_removes_its_temporary(tmp_pa
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
     assert load_checkpoint(path)["epoch"] == 3
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC after ``room`` bytes, as on a full disk."""
+
+    def __init__(self, fh, room: int) -> None:
+        self.fh, self.room = fh, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()
+
+
+@pytest.mark.parametrize("room", [2000, 10**9])  # torch's writer fails inside; the final fsync fails
+def test_a_full_disk_gives_an_oserror_naming_the_file_and_enospc(tmp_path, monkeypatch, room) -> None:
+    """torch's zip writer hides the ENOSPC OSError behind "RuntimeError: [enforce fail at
+    inline_container.cc:...] . unexpected pos ...": the error is an OSError (train.py's one-line error, exit
+    status 1) that names the file and the cause, and the previous checkpoint stays."""
+    import examples.voc_joint.checkpoint as ckpt_mod
+
+    net = SpixelFCN(cell_size=8, width=4)
+    path = save_checkpoint(tmp_path / "c.pt", _ckpt(net, "spixel"))
+    fdopen = os.fdopen
+    monkeypatch.setattr(ckpt_mod.os, "fdopen", lambda fd, mode: _FullDisk(fdopen(fd, mode), room))
+    if room > 2000:  # the data fit; the disk is found full when flushing to it
+
+        def fsync(fd: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(ckpt_mod.os, "fsync", fsync)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(path, {**_ckpt(net, "spixel"), "epoch": 4})
+    monkeypatch.undo()
+    text = str(info.value)
+    assert text.startswith(f"cannot write checkpoint {path}: No space left on device (ENOSPC);"), text
+    assert "inline_container" not in text and "\n" not in text and info.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no temporary left
+    assert load_checkpoint(path)["epoch"] == 3
+
+
+def test_a_runtime_error_not_about_writing_is_left_as_it_is(tmp_path, monkeypatch) -> None:
+    import examples.voc_joint.checkpoint as ckpt_mod
+
+    def save(obj, f) -> None:
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", save)
+    with pytest.raises(RuntimeError, match=r"^something else$"):
+        save_checkpoint(tmp_path / "c.pt", _ckpt(SpixelFCN(cell_size=8, width=4), "spixel"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_refuses_pickled_objects(tmp_path) -> None:
