@@ -25,6 +25,7 @@ __all__ = [
     "DefaultsHelpFormatter",
     "UsageError",
     "device_arg",
+    "error_text",
     "existing_dir",
     "existing_file",
     "flag",
@@ -171,6 +172,24 @@ def float_range(
 
     parse.__name__ = "float"
     return parse
+
+
+def error_text(exc: BaseException) -> str:
+    """The message of ``exc`` for a one-line error; an error re-raised from a DataLoader worker (its message
+    holds the worker's whole traceback) gives its original message and the worker's number.
+
+    Example:
+        >>> error_text(ValueError("Caught DataError in DataLoader worker process 1.\\nTraceback ...\\n"
+        ...                       "examples.voc_joint.data.DataError: bad mask 'a.png'"))
+        "bad mask 'a.png' (DataLoader worker 1)"
+    """
+    text = str(exc)
+    worker = re.match(r"Caught \w+ in DataLoader worker process (\d+)\.", text)
+    if worker is None:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    message = re.sub(r"^[\w.]+: ", "", last.strip(), count=1)
+    return f"{message} (DataLoader worker {worker.group(1)})"
 
 
 def device_arg(text: str) -> str:

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,6 +33,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 from examples.voc_joint.cli import (
     device_arg,
+    error_text,
     existing_dir,
     existing_file,
     int_range,
@@ -40,9 +44,11 @@ from examples.voc_joint.data import (
     DEFAULT_MAX_PIXELS,
     IGNORE_INDEX,
     NUM_CLASSES,
+    DataError,
     build_dataset,
     ensure_synthetic_voc,
 )
+from examples.voc_joint.engine import write_text_atomic
 from examples.voc_joint.metrics import (
     SegmentationMetrics,
     format_per_class_table,
@@ -310,6 +316,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     model.to(device)
+    try:
+        return _run(args, model, config, device)
+    except (OSError, DataError) as exc:  # a missing split or file, a wrong data root, a bad mask, a full disk
+        print(f"{parser.prog}: error: {error_text(exc)}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], device: torch.device) -> int:
+    """Evaluate the loaded checkpoint as ``args`` say; print the tables, write metrics.json and panels/."""
     root = args.data_root if args.data_root is not None else ensure_synthetic_voc()
     full_size = args.crop_size is None
     num_classes = checkpoint_num_classes(config)
@@ -331,24 +346,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out_dir = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = evaluate(
-        model,
-        loader,
-        device=device,
-        num_classes=num_classes,
-        boundary_widths=args.boundary_widths,
-        panels_dir=out_dir / "panels" if args.max_panels > 0 else None,
-        max_panels=args.max_panels,
-        progress=not args.no_progress,
-        boundary_tolerance=args.boundary_tolerance,
-        amp=args.amp,
-    )
+    # the panels go to a temporary folder first: an earlier evaluation's panels stay until this one is done,
+    # and are then replaced, never mixed with the new ones
+    staging = Path(tempfile.mkdtemp(prefix=".panels.", dir=out_dir)) if args.max_panels > 0 else None
+    try:
+        results = evaluate(
+            model,
+            loader,
+            device=device,
+            num_classes=num_classes,
+            boundary_widths=args.boundary_widths,
+            panels_dir=staging,
+            max_panels=args.max_panels,
+            progress=not args.no_progress,
+            boundary_tolerance=args.boundary_tolerance,
+            amp=args.amp,
+        )
+        results["panels"] = _replace_panels(results["panels"], out_dir / "panels")
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     mode = "full images" if full_size else f"{args.crop_size}x{args.crop_size} centre crops"
     title = f"{args.split} ({len(dataset)} images, {mode}) -- {args.checkpoint}"
     by_model = split_results(results)
-    print(format_table(by_model, title=title))
+    shown = by_model
+    if config.get("stage") == "seg":  # DeepLabV3+ alone: its "baseline" and "joint" are the same logits
+        shown = {"seg": by_model["joint"]}
+        title += " (seg checkpoint: DeepLabV3+ alone, no superpixels)"
+    print(format_table(shown, title=title))
     print()
-    print(format_per_class_table(by_model, title="per-class IoU (%)"))
+    print(format_per_class_table(shown, title="per-class IoU (%)"))
     payload = {
         "checkpoint": str(args.checkpoint),
         "data_root": str(dataset.root),
@@ -362,11 +389,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "images_per_second": results["images_per_second"],
     }
     text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False, default=str)
-    (out_dir / "metrics.json").write_text(text + "\n")
+    write_text_atomic(out_dir / "metrics.json", text + "\n")
     print(f"\nmetrics: {out_dir / 'metrics.json'}")
     if results["panels"]:
         print(f"panels:  {out_dir / 'panels'} ({len(results['panels'])} PNG)")
     return 0
+
+
+def _replace_panels(new: Sequence[str], panels_dir: Path) -> list[str]:
+    """Replace the PNG panels in ``panels_dir`` (an earlier evaluation's) with the files ``new``, moved
+    there; other files there stay. Returns the new panels' paths, in the order of ``new``."""
+    for old in panels_dir.glob("*.png") if panels_dir.is_dir() else []:
+        old.unlink()
+    if new:
+        panels_dir.mkdir(exist_ok=True)
+    elif panels_dir.is_dir() and not any(panels_dir.iterdir()):
+        panels_dir.rmdir()  # no panels this time: no empty folder either
+    moved = []
+    for path in map(Path, new):
+        os.replace(path, panels_dir / path.name)
+        moved.append(str(panels_dir / path.name))
+    return moved
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import sys
 import types
@@ -19,7 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from examples.voc_joint import evaluate as evaluate_mod
-from examples.voc_joint.data import DataError, build_dataset
+from examples.voc_joint.data import build_dataset
 from examples.voc_joint.evaluate import evaluate, split_results
 from examples.voc_joint.metrics import SegmentationMetrics
 from examples.voc_joint.synthetic import generate_synthetic_voc
@@ -306,8 +307,10 @@ def test_cli_takes_the_class_count_from_the_checkpoint(voc, tmp_path, capsys):
     assert list(payload["joint"]["per_class_iou"]) == ["0", "1", "2", "3", "4"]
     assert payload["joint"]["num_images"] == 3 and "per-class IoU" in capsys.readouterr().out
     # the masks are read against the checkpoint's 5 classes: an unfolded label is a data error naming its file
-    with pytest.raises(DataError, match=r"mask file .*\.png. has label values outside \{0\.\.4, 255\}"):
-        evaluate_mod.main(["--checkpoint", str(path), "--data-root", str(voc), "--out", str(tmp_path / "e2")])
+    argv = ["--checkpoint", str(path), "--data-root", str(voc), "--out", str(tmp_path / "e2")]
+    assert evaluate_mod.main([*argv, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"error: mask file .*\.png. has label values outside \{0\.\.4, 255\}", err), err
 
 
 def test_cli_reads_labels_beyond_voc_for_a_checkpoint_with_more_classes(voc, tmp_path):
@@ -345,3 +348,99 @@ def test_evaluate_on_device_matches_cpu(voc, device):
     assert dev["consistency"] == 1.0
     assert dev["num_pixels"] == cpu["num_pixels"]
     assert abs(dev["miou"] - cpu["miou"]) < 0.02
+
+
+# ------------------------------------------------------------------ CLI: data errors, reruns, seg checkpoints
+PROG = "python -m examples.voc_joint.evaluate"
+
+
+def _fake_checkpoint(monkeypatch, tmp_path, stage: str = "joint", model: nn.Module | None = None):
+    """--checkpoint: an existing file that loads as ``model`` (a StubJoint) of ``stage``."""
+    fake = types.ModuleType("examples.voc_joint.checkpoint")
+    fake.CheckpointError = ValueError
+    config = {"model": {"arch": stage, "deeplab": {"num_classes": 21}}, "stage": stage}
+    fake.load_model_from_checkpoint = lambda path, **kw: ((model or StubJoint()).eval(), config)
+    monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
+    (tmp_path / "ckpt.pt").touch()
+    return ["--checkpoint", str(tmp_path / "ckpt.pt"), "--no-progress"]
+
+
+def _bad_mask_voc(voc, tmp_path):
+    root = tmp_path / "badmask"
+    shutil.copytree(voc, root)
+    name = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[1]  # the second image
+    Image.fromarray(np.full(SIZE, 30, np.uint8), mode="L").save(root / "SegmentationClass" / f"{name}.png")
+    return root, name
+
+
+@pytest.mark.parametrize("case", ["split", "root", "mask", "mask_in_worker"])
+def test_cli_data_errors_are_one_line_with_exit_status_1(voc, tmp_path, monkeypatch, capsys, case):
+    """A missing split, a folder that is no VOC root or a bad mask: one line naming the problem, exit 1 (as
+    train.py), never a traceback."""
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--out", str(tmp_path / "ev"), "--data-root"]
+    if case == "split":
+        argv += [str(voc), "--split", "trainx"]
+        expected = "trainx"
+    elif case == "root":
+        (tmp_path / "empty").mkdir()
+        argv += [str(tmp_path / "empty")]
+        expected = str(tmp_path / "empty")
+    else:
+        root, name = _bad_mask_voc(voc, tmp_path)
+        argv += [str(root), *(["--num-workers", "1"] if case == "mask_in_worker" else [])]
+        expected = f"{name}.png"
+    assert evaluate_mod.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{PROG}: error: ") and err.count("\n") == 1 and expected in err, err
+    assert "Traceback" not in err
+    if case == "mask_in_worker":
+        assert err.rstrip().endswith("(DataLoader worker 0)")
+
+
+def test_cli_rerun_replaces_the_panels_and_writes_metrics_atomically(voc, tmp_path, monkeypatch, capsys):
+    """A second evaluation into the same --out leaves only its own panels (files of your own in panels/
+    stay), writes metrics.json through a rename, and a failed one leaves the earlier results as they were."""
+    base = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(tmp_path / "ev")]
+    panels = tmp_path / "ev" / "panels"
+
+    def run(n: int, argv: list[str] = base) -> dict:
+        assert evaluate_mod.main([*argv, "--max-panels", str(n)]) == 0
+        payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+        assert sorted(payload["panels"]) == sorted(str(p) for p in panels.glob("*.png"))
+        assert [p.name for p in (tmp_path / "ev").iterdir() if p.name.startswith(".")] == []  # no staging
+        return payload
+
+    assert len(run(3)["panels"]) == 3
+    (panels / "notes.txt").write_text("mine")
+    assert len(run(1)["panels"]) == 1
+    assert (panels / "notes.txt").read_text() == "mine"
+    assert run(0)["panels"] == [] and [p.name for p in panels.iterdir()] == ["notes.txt"]
+    (panels / "notes.txt").unlink()
+    assert run(0)["panels"] == [] and not panels.exists()  # no empty folder left
+    before = run(2)
+    snapshot = {p.name: p.read_bytes() for p in panels.iterdir()}
+    metrics = (tmp_path / "ev" / "metrics.json").read_bytes()
+    root, _ = _bad_mask_voc(voc, tmp_path)  # fails at its second image, after its first panel
+    argv = [*base[:-4], "--data-root", str(root), "--out", str(tmp_path / "ev"), "--max-panels", "3"]
+    assert evaluate_mod.main(argv) == 1
+    assert {p.name: p.read_bytes() for p in panels.iterdir()} == snapshot and len(before["panels"]) == 2
+    assert (tmp_path / "ev" / "metrics.json").read_bytes() == metrics
+    assert [p.name for p in (tmp_path / "ev").iterdir() if p.name.startswith(".")] == []
+    written = []
+    monkeypatch.setattr(evaluate_mod, "write_text_atomic", lambda path, text: written.append(path))
+    assert evaluate_mod.main([*base, "--max-panels", "0"]) == 0
+    assert written == [tmp_path / "ev" / "metrics.json"]
+    capsys.readouterr()
+
+
+def test_cli_seg_checkpoint_prints_one_column(voc, tmp_path, monkeypatch, capsys):
+    """A seg checkpoint has no superpixels: its "baseline" and "joint" were two identical columns; the tables
+    show one, named "seg" (metrics.json keeps both keys)."""
+    argv = _fake_checkpoint(monkeypatch, tmp_path, stage="seg", model=StubJoint(superpixels=False))
+    assert evaluate_mod.main([*argv, "--data-root", str(voc), "--out", str(tmp_path / "ev")]) == 0
+    text = capsys.readouterr().out
+    header = next(line for line in text.splitlines() if line.startswith("metric"))
+    assert header.split() == ["metric", "seg"] and "seg checkpoint" in text
+    assert "baseline" not in text and "joint" not in text
+    payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())  # the documented keys, as before
+    assert payload["joint"] == payload["baseline"] and payload["joint"]["num_images"] == 3
