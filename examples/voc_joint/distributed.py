@@ -37,7 +37,8 @@ def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = 
     Under DDP a CUDA device is ``cuda:<local_rank>``.
 
     Raises:
-        ValueError: an unknown device string, or a device type this machine does not have.
+        ValueError: an unknown device string, a device type this machine does not have, or a CPU device with
+            an index (``cpu:3``).
 
     Example:
         >>> resolve_device("cpu")
@@ -49,6 +50,8 @@ def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = 
     except (RuntimeError, ValueError) as exc:
         raise ValueError(f"unknown device {want!r}: {exc}") from exc
     if dev.type == "cpu":
+        if dev.index is not None:  # torch accepts "cpu:3", and runs on the one CPU device anyway
+            raise ValueError(f"device {want!r}: the CPU is one device, without an index (use cpu)")
         return torch.device("cpu")
     if dev.type == "cuda":
         if not torch.cuda.is_available():

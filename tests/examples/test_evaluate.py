@@ -444,3 +444,20 @@ def test_cli_seg_checkpoint_prints_one_column(voc, tmp_path, monkeypatch, capsys
     assert "baseline" not in text and "joint" not in text
     payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())  # the documented keys, as before
     assert payload["joint"] == payload["baseline"] and payload["joint"]["num_images"] == 3
+
+
+@pytest.mark.parametrize("device", ["cpu:3", "cpu:0"])
+def test_a_cpu_device_with_an_index_is_refused(device, capsys):
+    """``--device cpu:3`` was accepted (and ran on the one CPU): the shared ``--device`` type of train.py and
+    evaluate.py refuses it at parse time."""
+    from examples.voc_joint import train
+    from examples.voc_joint.cli import device_arg
+
+    for parser in (evaluate_mod.build_parser(), train.build_parser()):
+        action = next(a for a in parser._actions if a.dest == "device")
+        assert action.type is device_arg
+    with pytest.raises(SystemExit) as info:
+        evaluate_mod.build_parser().parse_args(["--checkpoint", __file__, "--device", device])
+    assert info.value.code == 2
+    assert f"argument --device: device '{device}': the CPU is one device" in capsys.readouterr().err
+    assert device_arg("cpu") == "cpu"
