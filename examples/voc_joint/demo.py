@@ -49,13 +49,14 @@ __all__ = [
     "main",
     "run_demo",
     "same_size_batches",
+    "table_footer",
     "transparency_check",
     "write_panels",
 ]
 
 POS = int_range(1)
-#: What a demo run writes into its output folder, results first (``--overwrite`` deletes these in this order;
-#: other files stay).
+#: What a demo run writes into its output folder, results first (``--overwrite`` deletes these in this order,
+#: the folders whole, with any file put into them; other files at the top level of the output folder stay).
 DEMO_OUTPUTS = (
     "results.json",
     "table.txt",
@@ -313,6 +314,15 @@ def write_panels(
 TABLE4_METRICS = ("mIoU (%)", "boundary mIoU, 3 px (%)", "consistency, superpixels (%)")
 
 
+def table_footer(num_val: int) -> str:
+    """What the demo's table rests on, printed under it (the demo has no seed option: every run uses 0)."""
+    return (
+        f"One seed (0, fixed) and {num_val} validation images: differences of a few points are within "
+        "run-to-run noise.\nMean +- std over seeds of every fusion init and both controls: python "
+        "examples/voc_joint/ablation.py; see docs/examples/ablation.rst."
+    )
+
+
 def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     """Run every step of the demo (see the module docstring); returns the results (also saved as JSON).
 
@@ -458,11 +468,7 @@ def _run_demo(opts: argparse.Namespace, out: Path, t_start: float) -> dict[str, 
     print("Table 4 format (synthetic VOC val, full images, ResNet-18 DeepLabV3+ trained from scratch on CPU;")
     print("about a minute of training on synthetic data: not comparable with the paper's numbers)")
     print(table)
-    print(
-        f"One seed (--seed 0) and {len(val)} validation images: differences of a few points are within "
-        "run-to-run noise.\nMean +- std over seeds of every fusion init and both controls: python "
-        "examples/voc_joint/ablation.py; see docs/examples/ablation.rst."
-    )
+    print(table_footer(len(val)))
     print("=" * 80)
     results = {
         "transparency": check,

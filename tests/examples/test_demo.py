@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -244,6 +245,40 @@ def test_demo_overwrite_clears_the_previous_run_before_training(tmp_path: Path, 
     files.pop(".lock", None)
     assert files == {"notes.txt": "mine"}  # cleared before the first stage started
     assert "--overwrite" not in seen["common"]  # type: ignore[operator]  # the stages start in empty folders
+
+
+def test_demo_overwrite_deletes_the_run_folders_whole_as_documented(tmp_path: Path, monkeypatch) -> None:
+    """--overwrite keeps files of your own at the top level of --output-dir only: a file put into a run
+    folder goes with it (pipeline.rst said "files of your own there stay", without that limit)."""
+    out = tmp_path / "demo"
+    _stale_demo_run(out)
+    (out / "superpixel_ti" / "mine.txt").write_text("mine")
+    (out / "pretrain" / "seg" / "notes").mkdir()
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(demo, "pretrain", stop)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(RuntimeError, match="stopped"):
+            demo.main(["--output-dir", str(out), "--data-root", str(tmp_path), "--overwrite"])
+    finally:
+        torch.set_num_threads(threads)
+    assert {p.name for p in out.iterdir()} - {".lock"} == {"notes.txt"}
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "examples" / "pipeline.rst").read_text().split())
+    assert "deleted whole, with any file you put into them" in doc
+    assert "files of your own at the top level of ``--output-dir`` stay" in doc
+
+
+def test_demo_table_footer_names_no_option_the_demo_lacks() -> None:
+    """The footer said "One seed (--seed 0)", but the demo has no --seed option."""
+    text = demo.table_footer(16)
+    assert text.startswith("One seed (0, fixed) and 16 validation images")
+    options = {s for a in demo.build_parser()._actions for s in a.option_strings}
+    assert set(re.findall(r"--[a-z][a-z-]*", text)) <= options
+    output = (Path(__file__).parents[2] / "docs" / "examples" / "demo_output.txt").read_text()
+    assert text.splitlines()[0] in output  # the recorded output is the current one
 
 
 def test_demo_overwrite_in_a_new_folder(tmp_path: Path, monkeypatch) -> None:
