@@ -230,15 +230,16 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return stale
 
 
-def _unreadable(path: Path, exc: Exception) -> str:
+def _unreadable(path: Path, exc: Exception, what: str = "checkpoint") -> str:
     """Why ``torch.load(path, weights_only=True)`` failed, without torch's advice to load with
-    ``weights_only=False`` (which would run code from the file, and cannot repair a damaged one)."""
+    ``weights_only=False`` (which would run code from the file, and cannot repair a damaged one); ``what``
+    names the kind of file (``"checkpoint"``, ``"backbone weights file"``)."""
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(path):
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        what = f" (first: {found.group(1)})" if found else ""
+        found_at = f" (first: {found.group(1)})" if found else ""
         return (
-            f"refusing checkpoint {path}: it holds pickled Python objects{what}, which are never loaded: it "
+            f"refusing {what} {path}: it holds pickled Python objects{found_at}, which are never loaded: it "
             "cannot be read with torch.load(weights_only=True), which accepts only tensors and plain "
             "containers"
         )
@@ -248,7 +249,7 @@ def _unreadable(path: Path, exc: Exception) -> str:
     if isinstance(exc, RuntimeError) and first:
         reason = f"{type(exc).__name__}: {first}"
     return (
-        f"refusing checkpoint {path}: the file is damaged (truncated or corrupted) or is not a checkpoint; "
+        f"refusing {what} {path}: the file is damaged (truncated or corrupted) or is not a {what}; "
         f"it cannot be read with torch.load(weights_only=True) ({reason})"
     )
 

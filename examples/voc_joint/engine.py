@@ -66,6 +66,8 @@ class TrainState:
         step: completed optimizer steps.
         samples_in_epoch: samples of the current epoch done by all processes together.
         option_changes: option changes accepted on resume (recorded in every checkpoint).
+        sources: joint stage: the seg / spixel checkpoints it started from, with their SHA-256 (recorded in
+            every checkpoint as ``config["sources"]``).
     """
 
     stage: str
@@ -78,6 +80,7 @@ class TrainState:
     step: int = 0
     samples_in_epoch: int = 0
     option_changes: list[dict[str, Any]] = field(default_factory=list)
+    sources: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------------ loss

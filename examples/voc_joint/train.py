@@ -43,7 +43,7 @@ from examples.voc_joint.checkpoint import (
     get_rng_state,
     load_checkpoint,
     load_network,
-    network_config,
+    payload_sha256,
     remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
@@ -94,6 +94,7 @@ __all__ = [
     "STAGE_ONLY_OPTIONS",
     "CheckpointModelOption",
     "UsageError",
+    "backbone_weights_error",
     "build_optimizer",
     "build_parser",
     "build_scheduler",
@@ -561,20 +562,71 @@ def _resolve(stage: str, args: argparse.Namespace) -> tuple[argparse.Namespace, 
     return out, taken
 
 
-_CONFIG_CACHE: dict[tuple[str, int, int, str], dict[str, Any]] = {}
+_SOURCE_CACHE: dict[tuple[str, int, int, str], tuple[dict[str, Any], str]] = {}
+#: The joint stage's source checkpoints: option, network and the stages whose checkpoints hold that network.
+_SOURCES = {
+    "seg_checkpoint": ("deeplab", ("seg", "joint")),
+    "spixel_checkpoint": ("spixel", ("spixel", "joint")),
+}
+
+
+def _source_facts(path: Path, part: str, option: str) -> tuple[dict[str, Any], str]:
+    """The model config of the ``part`` network (``"deeplab"`` / ``"spixel"``) of a seg, spixel or joint
+    checkpoint and the checkpoint's SHA-256 (:func:`~examples.voc_joint.checkpoint.payload_sha256`, the hash
+    it records and that was verified on reading); read once per file version."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size, part)
+    if key not in _SOURCE_CACHE:
+        stages = next(s for p, s in _SOURCES.values() if p == part)
+        try:
+            ckpt = load_checkpoint(path, expect_stage=stages)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{option}: {exc}") from exc
+        _SOURCE_CACHE[key] = (dict(ckpt["config"]["model"][part]), payload_sha256(ckpt))
+    config, sha = _SOURCE_CACHE[key]
+    return dict(config), sha
 
 
 def _network_config(path: Path, part: str, option: str) -> dict[str, Any]:
-    """The model config of the ``part`` network (``"deeplab"`` / ``"spixel"``) of a seg, spixel or joint
-    checkpoint (read once per file version)."""
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size, part)
-    if key not in _CONFIG_CACHE:
-        try:
-            _CONFIG_CACHE[key] = network_config(path, part)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{option}: {exc}") from exc
-    return dict(_CONFIG_CACHE[key])
+    """The model config of the ``part`` network of a seg, spixel or joint checkpoint."""
+    return _source_facts(path, part, option)[0]
+
+
+def _sources(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """What the joint stage starts from: ``{"seg_checkpoint": {"path": ..., "sha256": ...}, ...}`` (recorded
+    in its checkpoints' ``config["sources"]``; empty for networks started from scratch)."""
+    out = {}
+    for option, (part, _) in _SOURCES.items():
+        path = getattr(args, option, None)
+        if path is not None:
+            sha = _source_facts(Path(path), part, "--" + option.replace("_", "-"))[1]
+            out[option] = {"path": str(path), "sha256": sha}
+    return out
+
+
+def _check_sources(ckpt: dict[str, Any], args: argparse.Namespace, source: Path) -> None:
+    """Refuse to resume or skip a joint run whose seg / spixel source checkpoint changed since it started
+    (its recorded SHA-256 differs, or the file is gone): its weights came from a network that no longer
+    exists (e.g. ``--stage all --resume`` after a new seg stage). Checkpoints without a record pass."""
+    recorded = ckpt["config"].get("sources") or {}
+    for option, (part, _) in _SOURCES.items():
+        path, before = getattr(args, option, None), recorded.get(option)
+        if path is None or not before:
+            continue
+        flag = "--" + option.replace("_", "-")
+        was = f"the joint run in {source} was fine-tuned from {flag} {path} (SHA-256 {before['sha256'][:16]})"
+        advice = (
+            f"resuming or skipping it would keep a joint model trained from a {part} network that no longer "
+            f"exists: start the joint stage anew (--overwrite) or restore that {flag}"
+        )
+        if not Path(path).is_file():
+            raise UsageError(f"joint stage: {was}, which no longer exists; {advice}")
+        now = _source_facts(Path(path), part, flag)[1]
+        if now != before["sha256"]:
+            raise UsageError(
+                f"joint stage: {was}, which has changed since (SHA-256 now {now[:16]}: other weights); "
+                + advice
+            )
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -599,16 +651,11 @@ def _ignore_signals_in_worker(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def build_train_loader(
-    args: argparse.Namespace, info: DistInfo, root: Path
-) -> tuple[torch.utils.data.DataLoader[Any], EpochSampler]:
-    """Training DataLoader over an :class:`~examples.voc_joint.sampling.EpochSampler` (resumable order).
-
-    The sample order of an epoch and each sample's augmentation are functions of ``(--seed, epoch, index)``.
-    """
+def _train_dataset(args: argparse.Namespace, root: Path) -> Any:
+    """The training split of ``root`` (``VOCSegmentation`` with the training transform)."""
     from examples.voc_joint import data
 
-    ds = data.VOCSegmentation(
+    return data.VOCSegmentation(
         root,
         args.train_split,
         sbd=args.sbd,
@@ -616,14 +663,42 @@ def build_train_loader(
         max_pixels=args.max_image_pixels,
         num_classes=args.num_classes,
     )
+
+
+def _check_batches(size: int, args: argparse.Namespace, info: DistInfo, root: Path) -> None:
+    if size < args.batch_size * info.world_size:
+        raise UsageError(
+            f"training split {args.train_split!r} of {root} has {size} images, fewer than one batch "
+            f"(--batch-size {args.batch_size} x {info.world_size} processes)"
+        )
+
+
+def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool) -> Path:
+    """Check the data a run reads before it changes anything: the training split (it exists, lists readable
+    entries, holds at least one global batch) and, when ``val``, ``--val-split``; returns the data root.
+
+    Raises:
+        FileNotFoundError, DataError: as :func:`check_val_data`. UsageError: fewer images than one batch.
+    """
+    root = data_root(args, info)
+    _check_batches(len(_train_dataset(args, root)), args, info, root)
+    if val:
+        check_val_data(args, root)
+    return root
+
+
+def build_train_loader(
+    args: argparse.Namespace, info: DistInfo, root: Path
+) -> tuple[torch.utils.data.DataLoader[Any], EpochSampler]:
+    """Training DataLoader over an :class:`~examples.voc_joint.sampling.EpochSampler` (resumable order).
+
+    The sample order of an epoch and each sample's augmentation are functions of ``(--seed, epoch, index)``.
+    """
+    ds = _train_dataset(args, root)
     sampler = EpochSampler(
         len(ds), batch_size=args.batch_size, seed=args.seed, num_replicas=info.world_size, rank=info.rank
     )
-    if sampler.steps_per_epoch < 1:
-        raise UsageError(
-            f"training split {args.train_split!r} of {root} has {len(ds)} images, fewer than one batch "
-            f"(--batch-size {args.batch_size} x {info.world_size} processes)"
-        )
+    _check_batches(len(ds), args, info, root)
     loader = torch.utils.data.DataLoader(
         SeededDataset(ds),
         batch_size=args.batch_size,
@@ -778,7 +853,12 @@ def _checkpoint_dict(
         "format": FORMAT,
         "version": VERSION,
         "stage": state.stage,
-        "config": {"model": model_config(state.model), "args": options, "changes": state.option_changes},
+        "config": {
+            "model": model_config(state.model),
+            "args": options,
+            "changes": state.option_changes,
+            **({"sources": state.sources} if state.stage == "joint" else {}),
+        },
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
@@ -837,6 +917,8 @@ def _check_run(
         raise UsageError(f"--overwrite would delete the checkpoint that --resume {source} continues from")
     changes: list[dict[str, Any]] = []
     if ckpt is not None and source is not None:
+        if stage == "joint":  # first: no option can make up for other source weights
+            _check_sources(ckpt, args, source)
         recorded = {"world_size": ckpt.get("world_size", 1), **ckpt["config"].get("args", {})}
         current = {**vars(args), "world_size": world_size}
         new = option_changes(
@@ -1036,23 +1118,20 @@ def run_stage(
 def _run_locked(
     stage: str, args: argparse.Namespace, info: DistInfo, guard: InterruptGuard, folder: Path, ckpt_path: Path
 ) -> Path:
-    def prepare() -> tuple[Path | None, list[dict[str, Any]]]:
-        _, source, changes = _check_run(stage, args, folder, info.world_size)
-        if args.overwrite:
-            clear_run(folder)
-        remove_stale_temporaries(ckpt_path)
-        return source, changes
-
-    source, changes = _agree(info, prepare)
+    source, changes = _agree(info, lambda: _check_run(stage, args, folder, info.world_size)[1:])
     ckpt = load_checkpoint(source, expect_stage=stage) if source is not None else None
+    if args.resume == "auto" and source is None and info.main:
+        print(f"[{stage}] --resume: no checkpoint in {folder}; starting a new run", flush=True)
     evaluates = bool(args.eval) and stage in EVAL_STAGES
     if ckpt is not None and source is not None and _finished(ckpt, args):
         own = Path(source).resolve() == ckpt_path.resolve()
         step = int(ckpt["step"])
+        if args.overwrite:  # --overwrite --resume PATH of another folder: PATH is the stage's result
+            _agree(info, lambda: _clear(folder, ckpt_path, overwrite=True))
         pending = evaluates and own and not _agree(info, lambda: engine.evaluation_current(ckpt_path, step))
         if info.main:
             print(
-                f"[{stage}] {source} already reached epoch {ckpt['epoch']} / step {ckpt['step']}; "
+                f"[{stage}] {source} already reached {_where(ckpt)}; "
                 + ("evaluating it (no eval.json of this step yet)" if pending else "skipping the stage"),
                 flush=True,
             )
@@ -1061,6 +1140,8 @@ def _run_locked(
         if pending:
             _evaluate(stage, ckpt_path, args, info, guard, data_root(args, info))
         return Path(source)
+    # everything the run reads is checked and built before --overwrite deletes the old run: a typo in a
+    # split, a data folder or a weights file leaves that run intact
     root = data_root(args, info)
     if evaluates:  # a missing or empty validation split fails now, not after the training
         check_val_data(args, root)
@@ -1068,12 +1149,21 @@ def _run_locked(
     new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
     state, use_amp = build_train_state(stage, args, info, ckpt, sampler.steps_per_epoch, new_changes)
     state.option_changes = list(changes)
+    if (
+        stage == "joint" and info.main
+    ):  # what it fine-tunes (a resume keeps the record it was checked against)
+        state.sources = _sources(args) if ckpt is None else dict(ckpt["config"].get("sources") or {})
+    _agree(info, lambda: _clear(folder, ckpt_path, overwrite=bool(args.overwrite)))
     resume_step = None if ckpt is None else state.step
     if ckpt is not None and info.main:
         skip = state.samples_in_epoch // sampler.global_batch
+        same_batches = skip * sampler.global_batch == state.samples_in_epoch and skip == int(
+            ckpt.get("batch_in_epoch", 0) or 0
+        )  # the checkpoint's epoch has the same steps (else it says how many batches are skipped)
+        where = _where(ckpt, sampler.steps_per_epoch if same_batches else None)
         print(
-            f"[{stage}] resumed from {source}: epoch {state.epoch}, step {state.step}"
-            + (f", skipping {skip} done batches" if skip else "")
+            f"[{stage}] resumed from {source}: {where}"
+            + (f", skipping {skip} done batches" if skip and not same_batches else "")
             + "".join(
                 f"\n[{stage}] option change: {c['option']} {c['old']!r} -> {c['new']!r}" for c in changes
             ),
@@ -1090,6 +1180,24 @@ def _run_locked(
     else:
         info.barrier()
     return ckpt_path
+
+
+def _clear(folder: Path, ckpt_path: Path, *, overwrite: bool) -> None:
+    """Just before a stage starts: ``--overwrite`` deletes the folder's run; stale temporaries go."""
+    if overwrite:
+        clear_run(folder)
+    remove_stale_temporaries(ckpt_path)
+
+
+def _where(ckpt: dict[str, Any], steps_per_epoch: int | None = None) -> str:
+    """Where a checkpoint stands, counting epochs from 1 as log.csv and the progress bar do: "the end of
+    epoch 2 (step 6)", or mid-epoch "epoch 3, step 7 (1 of 3 steps of the epoch done)"."""
+    step, epoch, done = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt.get("batch_in_epoch", 0) or 0)
+    if not done:
+        return f"the end of epoch {epoch} (step {step})"
+    of = f" of {steps_per_epoch}" if steps_per_epoch else ""
+    plural = "" if done == 1 and not of else "s"
+    return f"epoch {epoch + 1}, step {step} ({done}{of} step{plural} of the epoch done)"
 
 
 def _evaluate(
@@ -1272,6 +1380,42 @@ def check_args(
                 f"{spelled(name, getattr(args, name))} applies to --{setting} {used_with}, which no stage "
                 f"of this run uses ({uses}): drop it, or give --{setting} {used_with}"
             )
+    if args.backbone_weights is not None:  # before anything is locked or deleted
+        error = backbone_weights_error(
+            Path(args.backbone_weights),
+            args.backbone or CHECKPOINT_MODEL_OPTIONS["backbone"].default,
+            args.output_stride or CHECKPOINT_MODEL_OPTIONS["output_stride"].default,
+        )
+        if error:
+            parser.error(f"--backbone-weights: {error}")
+
+
+def backbone_weights_error(path: Path, backbone: str, output_stride: int) -> str | None:
+    """Why the ``--backbone-weights`` file ``path`` cannot initialize the ResNet ``backbone`` (None: it can).
+
+    The file is read as the model will read it (``torch.load(weights_only=True)``) and its state dict is
+    loaded into the backbone built on the meta device (no memory, no computation): a damaged or pickled file,
+    missing or unexpected keys and wrong shapes (weights of another ResNet) are found before the run starts.
+    """
+    import warnings
+
+    from examples.voc_joint.checkpoint import _unreadable
+    from examples.voc_joint.models.deeplabv3plus import build_resnet_backbone, load_backbone_weights
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  # UnpicklingError for objects, RuntimeError/EOFError: damaged
+        return _unreadable(path, exc, "backbone weights file")
+    with torch.device("meta"):
+        net, _, _ = build_resnet_backbone(backbone, output_stride)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "copying ... to a meta parameter is a no-op": the point here
+            load_backbone_weights(net, path)
+    except ValueError as exc:
+        hint = f" (--backbone {backbone}: weights of another ResNet?)" if "do not match" in str(exc) else ""
+        return f"{exc}{hint}"
+    return None
 
 
 def _fusion_width_error(hidden: Sequence[int], classes: int) -> str | None:
@@ -1301,9 +1445,40 @@ def _stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: int) -> None:
-    """Every stage's checks (:func:`_check_run`) before the first one starts."""
+    """Every stage's checks (:func:`_check_run`) before the first one starts.
+
+    With ``all``, a joint run to resume or skip must not depend on a seg / spixel stage that will train
+    further first: its source checkpoints would change under it (refused here, before any training, rather
+    than by :func:`_check_sources` once those stages are done).
+    """
+    training = []
     for stage in stages:
-        _check_run(stage, _stage_args(stage, args), Path(args.output_dir) / stage, world_size)
+        stage_args = _stage_args(stage, args)
+        ckpt, source, _ = _check_run(stage, stage_args, Path(args.output_dir) / stage, world_size)
+        if stage != "joint" and (ckpt is None or not _finished(ckpt, stage_args)):
+            training.append(stage)
+        elif stage == "joint" and ckpt is not None and training and ckpt["config"].get("sources"):
+            raise UsageError(
+                f"joint stage: the joint run in {source} was fine-tuned from the current checkpoints of the "
+                f"earlier stages, but this command first trains the {' and '.join(training)} stage (not at "
+                "its --epochs / --max-steps yet), which would replace the checkpoint the joint run came "
+                "from: retrain the pipeline with --stage all --overwrite, or resume the joint stage alone"
+            )
+
+
+def _resolve_stages(stages: Sequence[str], args: argparse.Namespace) -> None:
+    """Resolve every stage's options (:func:`resolve_stage_options`): refuses unreadable or wrong-stage
+    checkpoints and model options that contradict them, without touching any output folder."""
+    for stage in stages:
+        _stage_args(stage, args)
+
+
+def _clear_stages(stages: Sequence[str], args: argparse.Namespace) -> None:
+    """``--stage all --overwrite``: delete every stage's old run before the first stage starts, so that a
+    later stage of the old run (finished, hence skipped by a ``--resume``) cannot outlive an interrupted new
+    one and be kept as if it came from the new stages."""
+    for stage in stages:
+        clear_run(Path(args.output_dir) / stage)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
@@ -1328,10 +1503,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     with InterruptGuard() as guard:
         info = init_distributed(args.device)
         try:
+            # what needs no output folder first: a refused command leaves no lock file or folder behind
+            _agree(info, lambda: _resolve_stages(stages, args))
+            check_data(_stage_args(stages[0], args), info, val=bool(args.eval))
             if info.main:
                 locks = [FolderLock(Path(args.output_dir) / stage) for stage in stages]
             _agree(info, lambda: _acquire(locks))
             _agree(info, lambda: _check_stages(stages, args, info.world_size))
+            if args.overwrite and len(stages) > 1:  # a new pipeline: no stage may keep the old run's results
+                _agree(info, lambda: _clear_stages(stages, args))
             for stage in stages:
                 out[stage] = run_stage(stage, _stage_paths(stage, args), info, guard, locked=True)
         except (UsageError, CheckpointError) as exc:

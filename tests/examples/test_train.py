@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -671,9 +672,17 @@ def test_overwrite_and_resume_of_a_stage_that_reached_max_steps(tiny_voc, tmp_pa
     assert info.value.code == 2
     assert "--overwrite would delete the checkpoint that --resume" in capsys.readouterr().err
     assert ckpt.read_bytes() == before
-    # the stage reached --max-steps: a --resume with the same cap skips it
+    # the stage reached --max-steps: a --resume with the same cap skips it; epochs count from 1, as in log.csv
+    # (it said "epoch 0 / step 1", as if nothing was done)
     train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--resume", "--max-steps", "1"))
-    assert "step 1; skipping the stage" in capsys.readouterr().out and ckpt.read_bytes() == before
+    out = capsys.readouterr().out
+    assert "already reached epoch 1, step 1 (1 step of the epoch done); skipping the stage" in out, out
+    assert ckpt.read_bytes() == before
+    # resumed mid-epoch: the step of the epoch, out of its steps
+    train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--resume", "--max-steps", "3"))
+    out = capsys.readouterr().out
+    assert "resumed from " in out and ": epoch 1, step 1 (1 of 2 steps of the epoch done)\n" in out, out
+    assert load_checkpoint(ckpt)["step"] == 3
 
 
 def test_option_types_include_their_closed_bounds(tmp_path, monkeypatch) -> None:
@@ -1012,10 +1021,11 @@ _NOT_DEFAULT = {
 
 
 @pytest.mark.parametrize("name", sorted(train.STAGE_ONLY_OPTIONS))
-def test_an_option_of_other_stages_is_refused_not_ignored(name, tmp_path, capsys) -> None:
+def test_an_option_of_other_stages_is_refused_not_ignored(name, tmp_path, capsys, monkeypatch) -> None:
     """``--stage seg --lr 0.01`` trained at ``--seg-lr`` without a word: an option that the stage run does not
     use is refused (exit status 2, naming it, the stages that use it and, for a learning rate, the stage's
     own); the stages that use it, and ``all``, accept it."""
+    monkeypatch.setattr(train, "backbone_weights_error", lambda *args: None)  # "x" is no weights file
     file = tmp_path / "f.pt"
     file.write_bytes(b"x")
     given = [str(file) if a == "FILE" else a for a in _NOT_DEFAULT[name]]
@@ -1112,8 +1122,11 @@ def test_evaluation_options_need_eval(given, capsys) -> None:
     train.check_args(parser, parser.parse_args(["--stage", "seg", "--eval", *given]))
 
 
-def test_joint_refuses_backbone_weights_that_its_checkpoint_would_replace(tmp_path, capsys) -> None:
+def test_joint_refuses_backbone_weights_that_its_checkpoint_would_replace(
+    tmp_path, capsys, monkeypatch
+) -> None:
     """--backbone-weights initializes a new DeepLabV3+; the joint stage's --seg-checkpoint brings its own."""
+    monkeypatch.setattr(train, "backbone_weights_error", lambda *args: None)  # "w" is no weights file
     weights, seg = tmp_path / "resnet.pt", tmp_path / "seg.pt"
     weights.write_bytes(b"w")
     seg.write_bytes(b"c")
@@ -1183,3 +1196,183 @@ def test_help_states_each_default_once(name: str, monkeypatch) -> None:
     entries = re.split(r"\n  (?=-)", text)
     twice = [e.split()[0] for e in entries if len(re.findall(r"\bdefault\b", e, flags=re.IGNORECASE)) > 1]
     assert not twice, twice
+
+
+# ---------------------------------------------- --overwrite, --backbone-weights, --stage all and its sources
+def _seg_run(root: Path, out: Path, *extra: str) -> Path:
+    """A finished one-step seg run in ``out``; its checkpoint."""
+    return train.main(train_args(root, out, "--stage", "seg", "--epochs", "1", "--max-steps", "1", *extra))[
+        "seg"
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--train-split", "tran"],
+        ["--eval", "--val-split", "vall"],
+        ["--data-root", "."],  # no VOC layout
+    ],
+)
+def test_overwrite_keeps_the_old_run_when_the_data_is_wrong(tiny_voc, tmp_path, bad) -> None:
+    """A typo in a split or the data folder with --overwrite failed after the old run was deleted (only
+    ``.lock`` was left); the data is now checked first: the old run stays, byte for byte."""
+    ckpt = _seg_run(tiny_voc, tmp_path)
+    before = {p.name: p.read_bytes() for p in ckpt.parent.iterdir() if p.is_file()}
+    argv = train_args(
+        tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1", "--overwrite"
+    )
+    argv += bad
+    with pytest.raises((FileNotFoundError, train.DataError)):
+        train.main(argv)
+    assert {p.name: p.read_bytes() for p in ckpt.parent.iterdir() if p.is_file()} == before
+
+
+def test_a_command_refused_before_it_starts_creates_no_output_folder(tiny_voc, tmp_path, capsys) -> None:
+    """Data errors and wrong checkpoints are found before the stage folders are locked (created)."""
+    with pytest.raises(FileNotFoundError, match="tran"):
+        train.main(train_args(tiny_voc, tmp_path / "a", "--stage", "all", "--train-split", "tran"))
+    seg, _ = untrained_checkpoints(tmp_path / "pre")
+    joint = ["--stage", "joint", "--seg-checkpoint", str(seg), "--spixel-checkpoint", str(seg)]
+    with pytest.raises(SystemExit) as info:  # a seg checkpoint as the spixel one
+        train.main(train_args(tiny_voc, tmp_path / "b", *joint, "--fusion-hidden", "42"))
+    assert info.value.code == 2 and "--spixel-checkpoint: " in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.fixture(scope="module")
+def resnet18_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torchvision
+
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+def test_bad_backbone_weights_are_refused_before_anything_is_touched(
+    tiny_voc, tmp_path, resnet18_weights, capsys
+) -> None:
+    """Missing keys, another ResNet's weights, a damaged file and pickled objects: exit status 2 naming
+    --backbone-weights (it was a traceback and status 1, after the folder was locked and, with --overwrite,
+    after the old run was deleted); a damaged file is called damaged, not "pickled objects"."""
+    import argparse
+
+    state = torch.load(resnet18_weights, weights_only=True)
+    missing = tmp_path / "missing.pth"
+    torch.save({k: v for k, v in state.items() if k != "layer1.0.conv1.weight"}, missing)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(resnet18_weights.read_bytes()[:50_000])
+    pickled = tmp_path / "pickled.pth"
+    torch.save({**state, "args": argparse.Namespace(lr=1)}, pickled)
+    ckpt = _seg_run(tiny_voc, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in ckpt.parent.iterdir()}
+    cases = [
+        (missing, "resnet18", r"do not match the backbone: missing keys \['layer1\.0\.conv1\.weight'\]"),
+        (
+            resnet18_weights,
+            "resnet34",
+            r"missing keys .*layer1\.2\..*--backbone resnet34: weights of another",
+        ),
+        (truncated, "resnet18", r"refusing backbone weights file .*truncated\.pth: the file is damaged"),
+        (pickled, "resnet18", r"holds pickled Python objects \(first: argparse\.Namespace\)"),
+    ]
+    for path, backbone, message in cases:
+        for out, extra in ((tmp_path / "run", ["--overwrite"]), (tmp_path / "new", [])):
+            argv = train_args(tiny_voc, out, "--stage", "seg", "--max-steps", "1", *extra)
+            argv += ["--backbone", backbone, "--backbone-weights", str(path)]
+            with pytest.raises(SystemExit) as info:
+                train.main(argv)
+            err = capsys.readouterr().err
+            assert info.value.code == 2 and "error: --backbone-weights: " in err, err
+            assert re.search(message, err), err
+            assert "weights_only=False" not in err
+    assert {p.name: p.read_bytes() for p in ckpt.parent.iterdir()} == before  # no lock taken, nothing deleted
+    assert not (tmp_path / "new").exists()
+    # good weights pass the check (and train)
+    argv = train_args(tiny_voc, tmp_path / "good", "--stage", "seg", "--max-steps", "1", "--epochs", "1")
+    assert train.main([*argv, "--backbone-weights", str(resnet18_weights)])["seg"].is_file()
+
+
+def test_resume_without_a_checkpoint_says_it_starts_a_new_run(tiny_voc, tmp_path, capsys) -> None:
+    ckpt = train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1", "--resume"))["seg"]
+    out = capsys.readouterr().out
+    assert f"[seg] --resume: no checkpoint in {tmp_path / 'seg'}; starting a new run\n" in out, out
+    assert load_checkpoint(ckpt)["step"] == 1
+
+
+_ALL = ("--stage", "all", "--epochs", "1", "--max-steps", "1")
+
+
+def test_stage_all_overwrite_clears_every_stage_before_the_first(tiny_voc, tmp_path, monkeypatch) -> None:
+    """``--stage all --overwrite`` stopped in its seg stage, then ``--resume``: the old run's spixel and
+    joint checkpoints were skipped as finished, so the joint model came from a seg model that was gone. Every
+    stage folder is now cleared before the first stage starts."""
+    first = train.main(train_args(tiny_voc, tmp_path, *_ALL))
+    old_joint = load_checkpoint(first["joint"])
+    monkeypatch.setenv("TRANSINIT_FAULT", "crash@step:1")
+    with pytest.raises(RuntimeError, match="injected crash"):
+        train.main(train_args(tiny_voc, tmp_path, *_ALL, "--overwrite", "--seg-lr", "0.001"))
+    assert not [p.name for s in ("spixel", "joint") for p in (tmp_path / s).iterdir() if p.name != ".lock"]
+    monkeypatch.delenv("TRANSINIT_FAULT")
+    out = train.main(train_args(tiny_voc, tmp_path, *_ALL, "--resume", "--seg-lr", "0.001"))
+    joint = load_checkpoint(out["joint"])
+    seg = load_checkpoint(out["seg"])
+    assert joint["config"]["sources"]["seg_checkpoint"]["sha256"] == train.payload_sha256(seg)
+    assert not torch.equal(
+        joint["model"]["deeplab.classifier.weight"], old_joint["model"]["deeplab.classifier.weight"]
+    )
+
+
+def test_joint_run_whose_source_checkpoint_changed_is_not_resumed_or_skipped(
+    tiny_voc, tmp_path, capsys
+) -> None:
+    """The joint checkpoint records the SHA-256 of its seg / spixel checkpoints; a resume that would keep a
+    joint run whose source changed (or is gone) is refused, naming the stage, the source and the change."""
+    out = train.main(train_args(tiny_voc, tmp_path, *_ALL))
+    joint = load_checkpoint(out["joint"])
+    sources = joint["config"]["sources"]
+    for stage in ("seg", "spixel"):
+        assert sources[f"{stage}_checkpoint"] == {
+            "path": str(out[stage]),
+            "sha256": train.payload_sha256(load_checkpoint(out[stage])),
+        }
+    joint_bytes = out["joint"].read_bytes()
+    # a new seg stage replaces the seg checkpoint
+    seg_argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1")
+    train.main([*seg_argv, "--overwrite", "--seg-lr", "0.001"])
+    capsys.readouterr()
+    standalone = train_args(
+        tiny_voc, tmp_path, "--stage", "joint", "--epochs", "1", "--max-steps", "2", "--resume",
+        "--seg-checkpoint", str(out["seg"]), "--spixel-checkpoint", str(out["spixel"]),
+    )  # fmt: skip
+    for argv in (train_args(tiny_voc, tmp_path, *_ALL, "--resume", "--seg-lr", "0.001"), standalone):
+        with pytest.raises(SystemExit) as info:
+            train.main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2, err
+        assert (
+            f"joint stage: the joint run in {out['joint']} was fine-tuned from --seg-checkpoint {out['seg']}"
+            in err
+        )
+        assert f"(SHA-256 {sources['seg_checkpoint']['sha256'][:16]}), which has changed since" in err, err
+    assert out["joint"].read_bytes() == joint_bytes
+    # the seg checkpoint gone: refused as well, before any stage trains
+    shutil.rmtree(tmp_path / "seg")
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(tiny_voc, tmp_path, *_ALL, "--resume"))
+    assert info.value.code == 2 and "which no longer exists" in capsys.readouterr().err
+    assert not (tmp_path / "seg" / "checkpoint.pt").exists() and out["joint"].read_bytes() == joint_bytes
+
+
+def test_stage_all_refuses_up_front_to_train_a_source_of_a_joint_run_further(
+    tiny_voc, tmp_path, capsys
+) -> None:
+    train.main(train_args(tiny_voc, tmp_path, *_ALL))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:  # seg and spixel would go on to step 2, under the joint run
+        train.main(
+            train_args(tiny_voc, tmp_path, "--stage", "all", "--epochs", "1", "--max-steps", "2", "--resume")
+        )
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "first trains the seg and spixel stage" in err, err
+    assert load_checkpoint(tmp_path / "seg" / "checkpoint.pt")["step"] == 1
