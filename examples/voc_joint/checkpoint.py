@@ -5,10 +5,12 @@ A checkpoint is a dict of tensors and plain Python containers only, so it is alw
 
 =====================  ================================================================================
 ``format``             ``"transinit-voc-joint"``
-``version``            ``2`` (``1``: written before checkpoints carried ``sha256``; still read)
+``version``            ``3`` (``2``: ``rng`` of one process only; ``1``: no ``sha256`` either; both read)
 ``stage``              ``"seg"``, ``"spixel"`` or ``"joint"``
 ``config``             ``{"model": <models.model_config(...)>, "args": <training options as plain values>,
-                       "changes": [<option changes accepted on resume>]}``
+                       "changes": [<option changes accepted on resume>]}``; joint stage also
+                       ``"sources": {"seg_checkpoint": {"path": ..., "sha256": ...}, "spixel_checkpoint":
+                       ...}`` (what it was fine-tuned from; checked before it is resumed or skipped)
 ``model``              the model's ``state_dict`` (without any ``DistributedDataParallel`` ``module.`` prefix)
 ``optimizer``          optimizer ``state_dict`` (training checkpoints)
 ``scheduler``          LR scheduler ``state_dict``
@@ -19,7 +21,8 @@ A checkpoint is a dict of tensors and plain Python containers only, so it is alw
 ``samples_in_epoch``   samples done in the current epoch by all processes together
 ``world_size``         processes of the run
 ``complete``           the stage reached ``--epochs`` or ``--max-steps``
-``rng``                RNG states: ``torch`` (ByteTensor), ``cuda`` (list), ``numpy``, ``python``
+``rng``                RNG states of every process, a list indexed by rank, each: ``torch`` (ByteTensor),
+                       ``cuda`` (list), ``numpy``, ``python`` (versions 1-2: one such dict, rank 0's)
 ``sha256``             SHA-256 of everything else (:func:`payload_sha256`), verified on every read
 =====================  ================================================================================
 
@@ -65,7 +68,7 @@ __all__ = [
 ]
 
 FORMAT = "transinit-voc-joint"
-VERSION = 2
+VERSION = 3
 _REQUIRED = ("format", "version", "stage", "config", "model")
 _UMASK = os.umask(0)  # read the process umask (set it back at once)
 os.umask(_UMASK)

@@ -109,6 +109,14 @@ class DistInfo:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return flags
 
+    def gather(self, obj: Any) -> list[Any]:
+        """Every process's ``obj`` (small and picklable), as a list indexed by rank, on every process."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def from_main(self, obj: Any) -> Any:
         """The value of ``obj`` on rank 0, on every process (a broadcast of a small picklable object)."""
         if not self.enabled:

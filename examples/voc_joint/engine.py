@@ -310,13 +310,15 @@ def train_one_epoch(
             if logger is not None and (
                 state.step % args.log_every == 0 or in_epoch == steps_per_epoch or reached
             ):
+                # every process's mean, the parts as the loss: loss = ce + weight x spixel holds in the log
+                means = {k: info.mean(values[k]) for k in ("loss", "ce", "spixel") if k in values}
                 logger.row(
                     stage=state.stage,
                     epoch=state.epoch + 1,
                     step=state.step,
-                    loss=f"{info.mean(values['loss']):.6f}",
-                    ce=f"{values['ce']:.6f}" if "ce" in values else "",
-                    spixel=f"{values['spixel']:.6f}" if "spixel" in values else "",
+                    loss=f"{means['loss']:.6f}",
+                    ce=f"{means['ce']:.6f}" if "ce" in means else "",
+                    spixel=f"{means['spixel']:.6f}" if "spixel" in means else "",
                     lr=f"{values['lr']:.6g}",  # the step's own learning rate
                     images_per_s=f"{ips:.2f}",
                     elapsed_s=f"{time.perf_counter() - t0:.3f}",  # ms: step times are read from it

@@ -674,14 +674,15 @@ def _check_batches(size: int, args: argparse.Namespace, info: DistInfo, root: Pa
 
 
 def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool) -> Path:
-    """Check the data a run reads before it changes anything: the training split (it exists, lists readable
-    entries, holds at least one global batch) and, when ``val``, ``--val-split``; returns the data root.
+    """Check the data a run reads before it changes anything: the training split (the data folder, its list
+    file and entries) and, when ``val``, ``--val-split``; returns the data root. (Whether the split holds one
+    global batch is checked with the run's checkpoint, by :func:`build_train_loader`.)
 
     Raises:
-        FileNotFoundError, DataError: as :func:`check_val_data`. UsageError: fewer images than one batch.
+        FileNotFoundError, DataError: as :func:`check_val_data`.
     """
     root = data_root(args, info)
-    _check_batches(len(_train_dataset(args, root)), args, info, root)
+    _train_dataset(args, root)
     if val:
         check_val_data(args, root)
     return root
@@ -845,8 +846,14 @@ def _seed_everything(seed: int) -> None:
 
 
 def _checkpoint_dict(
-    state: engine.TrainState, args: argparse.Namespace, global_batch: int, world_size: int, complete: bool
+    state: engine.TrainState,
+    args: argparse.Namespace,
+    global_batch: int,
+    world_size: int,
+    complete: bool,
+    rng: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """The checkpoint of ``state``; ``rng``: every process's RNG states by rank (default: this process's)."""
     options = {k: plain(v) for k, v in vars(args).items()}
     options["world_size"] = world_size
     return {
@@ -869,7 +876,7 @@ def _checkpoint_dict(
         "samples_in_epoch": state.samples_in_epoch,
         "world_size": world_size,
         "complete": complete,
-        "rng": get_rng_state(),
+        "rng": rng if rng is not None else [get_rng_state()],
     }
 
 
@@ -1015,13 +1022,35 @@ def build_train_state(
         state.step, state.epoch, state.samples_in_epoch = position
         if changes:
             _apply_optimizer_options(state, args)
-        set_rng_state(ckpt["rng"])  # last: building the model drew from the RNG
+        _restore_rng(ckpt, args, info, stage)  # last: building the model drew from the RNG
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None
         state.train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=ids, find_unused_parameters=stage == "joint"
         )
     return state, use_amp
+
+
+def _restore_rng(ckpt: dict[str, Any], args: argparse.Namespace, info: DistInfo, stage: str) -> None:
+    """Give each process the RNG states it had when ``ckpt`` was written (``ckpt["rng"]``: a list by rank;
+    one dict, rank 0's, before checkpoint version 3, read as a run of one process).
+
+    With another number of processes (``--allow-option-changes``) there is no such state: each process
+    reseeds from ``(--seed, rank, step)`` instead, so the run stays a function of its options, and rank 0
+    says so.
+    """
+    states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+    if len(states) == info.world_size:
+        set_rng_state(states[info.rank])
+        return
+    step = int(ckpt["step"])
+    _seed_everything(derive_seed(args.seed, info.rank, step))
+    if info.main:
+        print(
+            f"[{stage}] the checkpoint holds the RNG states of {len(states)} process(es), this run has "
+            f"{info.world_size}: every process reseeds from (--seed {args.seed}, its rank, step {step})",
+            flush=True,
+        )
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
@@ -1275,11 +1304,15 @@ def _train(
             t0=t0,
         )
         position = (state.step, state.epoch, state.samples_in_epoch)
-        if info.main and position != saved:  # never rewrite (or replace by an older state) what is on disk
-            complete = reason == "max_steps" or state.epoch >= args.epochs
-            checkpoint = _checkpoint_dict(state, args, sampler.global_batch, info.world_size, complete)
-            with guard.critical():
-                save_checkpoint(ckpt_path, checkpoint)
+        if position != saved:  # never rewrite (or replace by an older state) what is on disk
+            rng = info.gather(get_rng_state())  # every process's RNG states (each draws its own dropout)
+            if info.main:
+                complete = reason == "max_steps" or state.epoch >= args.epochs
+                checkpoint = _checkpoint_dict(
+                    state, args, sampler.global_batch, info.world_size, complete, rng
+                )
+                with guard.critical():
+                    save_checkpoint(ckpt_path, checkpoint)
             saved = position
         if reason == "epoch":
             faults.hit("epoch-end", state.epoch)

@@ -169,3 +169,72 @@ def test_synthetic_data_is_generated_by_local_rank_0_of_every_machine(
     assert root == data.DEFAULT_CACHE / "synthetic_voc" and other.calls == order
     other.calls.clear()
     assert train.data_root(argparse.Namespace(data_root="/d/VOC"), info) == Path("/d/VOC") and not other.calls
+
+
+def test_log_rows_average_the_loss_and_its_parts_over_the_processes(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """log.csv's ``loss`` was the mean over the processes but ``ce`` and ``spixel`` rank 0's own, so that
+    ``loss = ce + weight x spixel`` did not hold under DDP: all three are means now. The other process of the
+    fake group contributes 0, so every logged mean is half of this process's value."""
+    import csv
+
+    from examples.voc_joint import engine
+
+    from .helpers import train_args
+
+    argv = train_args(tiny_voc, tmp_path, "--stage", "joint", "--from-scratch", "--log-every", "1")
+    args = train.resolve_stage_options("joint", train.build_parser().parse_args([*argv, "--max-steps", "1"]))
+    one = DistInfo()
+    loader, sampler = train.build_train_loader(args, one, tiny_voc)
+    state, _ = train.build_train_state("joint", args, one, None, sampler.steps_per_epoch)
+    _OtherProcess(monkeypatch, value=0.0, flags=torch.zeros(4))
+    logger = engine.CsvLogger(tmp_path, True, False, None)
+    try:
+        engine.train_one_epoch(
+            state, loader, args, DistInfo(rank=0, world_size=2), steps_per_epoch=sampler.steps_per_epoch,
+            global_batch=sampler.global_batch, logger=logger,
+        )  # fmt: skip
+    finally:
+        logger.close()
+    with open(tmp_path / "log.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    loss, ce, spixel = (float(row[k]) for k in ("loss", "ce", "spixel"))
+    assert loss == pytest.approx(ce + args.spixel_loss_weight * spixel, abs=2e-6), row
+
+
+def test_each_process_resumes_with_its_own_rng_state(capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint holds every process's RNG states (by rank); each process restores its own (they all
+    restored rank 0's, so a DDP resume was not exact). Another number of processes reseeds from
+    ``(seed, rank, step)`` and says so; a single state (checkpoint version 2) counts as one process's."""
+    import random
+
+    from examples.voc_joint.checkpoint import get_rng_state
+    from examples.voc_joint.sampling import derive_seed
+
+    states = []
+    for seed in (10, 11):
+        train._seed_everything(seed)
+        states.append(get_rng_state())
+    args = argparse.Namespace(seed=3)
+    train._seed_everything(0)
+    train._seed_everything(11)
+    expected = (torch.rand(3), random.random())
+    train._restore_rng({"rng": states, "step": 4}, args, DistInfo(rank=1, world_size=2), "seg")
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    assert capsys.readouterr().out == ""
+    # 2 processes -> 3: no state for rank 2; every rank reseeds (rank 0 says so)
+    train._restore_rng({"rng": states, "step": 4}, args, DistInfo(rank=0, world_size=3), "seg")
+    assert torch.initial_seed() == derive_seed(3, 0, 4)
+    out = capsys.readouterr().out
+    assert out == (
+        "[seg] the checkpoint holds the RNG states of 2 process(es), this run has 3: every process reseeds "
+        "from (--seed 3, its rank, step 4)\n"
+    )
+    train._restore_rng({"rng": states, "step": 4}, args, DistInfo(rank=2, world_size=3), "seg")
+    assert torch.initial_seed() == derive_seed(3, 2, 4) and capsys.readouterr().out == ""
+    # version 2: one dict, read as the states of a run of one process
+    train._seed_everything(10)
+    expected_one = torch.rand(3)
+    train._restore_rng({"rng": states[0], "step": 4}, args, DistInfo(), "seg")
+    assert torch.equal(torch.rand(3), expected_one)
