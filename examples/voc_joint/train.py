@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import signal
 import sys
 import time
@@ -53,6 +52,7 @@ from examples.voc_joint.cli import (
     DefaultsHelpFormatter,
     UsageError,
     device_arg,
+    error_text,
     existing_dir,
     existing_file,
     float_range,
@@ -1575,18 +1575,6 @@ def _cli() -> int:
         print(f"[train] error: {error_text(exc)}", file=sys.stderr, flush=True)
         return 1
     return 0
-
-
-def error_text(exc: BaseException) -> str:
-    """The message of ``exc`` for the one-line error; an error re-raised from a DataLoader worker (its message
-    holds the worker's whole traceback) gives its original message and the worker's number."""
-    text = str(exc)
-    worker = re.match(r"Caught \w+ in DataLoader worker process (\d+)\.", text)
-    if worker is None:
-        return text
-    last = [line for line in text.splitlines() if line.strip()][-1]
-    message = re.sub(r"^[\w.]+: ", "", last.strip(), count=1)
-    return f"{message} (DataLoader worker {worker.group(1)})"
 
 
 if __name__ == "__main__":

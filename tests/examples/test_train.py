@@ -20,6 +20,7 @@ pytest.importorskip("torchvision")
 
 from examples.voc_joint import train
 from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint
+from examples.voc_joint.cli import error_text
 from examples.voc_joint.models import JointModel
 
 from .helpers import (
@@ -769,8 +770,8 @@ def test_error_text_of_an_error_raised_in_a_dataloader_worker() -> None:
         '  File "data.py", line 1, in load\n    raise DataError(msg)\n'
         "examples.voc_joint.data.DataError: mask file 'a.png' is bad: x: y\n\n"
     )
-    assert train.error_text(ValueError(text)) == "mask file 'a.png' is bad: x: y (DataLoader worker 3)"
-    assert train.error_text(OSError("disk full")) == "disk full"
+    assert error_text(ValueError(text)) == "mask file 'a.png' is bad: x: y (DataLoader worker 3)"
+    assert error_text(OSError("disk full")) == "disk full"
 
 
 def test_check_run_of_a_resume_against_the_checkpoint_on_disk(tmp_path, monkeypatch) -> None:
