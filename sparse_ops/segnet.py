@@ -11,8 +11,9 @@ The encoder pools with :func:`max_pool2d_with_indices`, which returns the pooled
 Unlike ``nn.MaxUnpool2d``, which raises under ``torch.use_deterministic_algorithms(True)``, the unpool is a
 single ``Tensor.scatter``, which runs in that mode on CPU and CUDA. When overlapping windows (stride < kernel)
 select the same input position twice, the pooled values write the same value there twice; with other decoder
-features of the same shape the copies differ, and the value written is the last one on the CPU (as with
-``nn.MaxUnpool2d``) and unspecified on CUDA unless ``torch.use_deterministic_algorithms(True)`` is set.
+features of the same shape the copies differ, and the position gets one of them: which one PyTorch leaves
+unspecified (as for ``nn.MaxUnpool2d``, which may pick another), on CUDA run to run unless
+``torch.use_deterministic_algorithms(True)`` is set.
 Carrying the input size means odd sizes round-trip without passing ``output_size``.
 
 With overlapping windows (stride < kernel) one input position can be selected by several windows; the
