@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["PeakMemory", "cpu_model", "environment", "median_upper", "sync", "time_ms"]
+__all__ = ["PeakMemory", "cpu_model", "environment", "median_upper", "paired_times", "sync", "time_ms"]
 
 
 def sync(device: torch.device | str) -> None:
@@ -73,6 +73,28 @@ def time_ms(
         fn()
         out.append((time.perf_counter() - t0) * 1e3)
     return out
+
+
+def paired_times(
+    first: Callable[[], object],
+    second: Callable[[], object],
+    rounds: int,
+    *,
+    device: torch.device | str = "cpu",
+) -> tuple[list[float], list[float]]:
+    """``rounds`` rounds of one timed run of each function (no warm-up), alternating which runs first so that
+    neither always finds a warmer machine; per-run milliseconds of ``first`` and of ``second``. Round ``i``'s
+    ratio ``first[i] / second[i]`` is robust to the drift of a shared machine (the paired ratio)."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(rounds):
+        if i % 2:
+            b.append(time_ms(second, 1, warmup=0, device=device)[0])
+            a.append(time_ms(first, 1, warmup=0, device=device)[0])
+        else:
+            a.append(time_ms(first, 1, warmup=0, device=device)[0])
+            b.append(time_ms(second, 1, warmup=0, device=device)[0])
+    return a, b
 
 
 def _proc_status_kib(field: str) -> int:

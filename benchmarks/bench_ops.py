@@ -85,7 +85,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _harness import PeakMemory, environment, time_ms  # noqa: E402
+from _harness import PeakMemory, environment, paired_times, time_ms  # noqa: E402
 from bench_soft import nine_shift_uniformize  # noqa: E402
 from bench_uniformize import make_labels  # noqa: E402
 
@@ -559,15 +559,8 @@ def worker(
     if impl == "ours":
         for _ in range(_warmup(dev)):
             alt()
-        ratios = []
-        for i in range(repeats):  # alternate which runs first: neither always finds a warmer machine
-            if i % 2:
-                t_alt = time_ms(alt, 1, warmup=0, device=dev)[0]
-                t_ours = time_ms(ours, 1, warmup=0, device=dev)[0]
-            else:
-                t_ours = time_ms(ours, 1, warmup=0, device=dev)[0]
-                t_alt = time_ms(alt, 1, warmup=0, device=dev)[0]
-            ratios.append(t_ours / t_alt)
+        t_ours, t_alt = paired_times(ours, alt, repeats, device=dev)
+        ratios = [o / a for o, a in zip(t_ours, t_alt, strict=True)]
         row["paired_ratio_to_alternative"] = statistics.median(ratios)
         row["paired_ratios"] = ratios
     return row

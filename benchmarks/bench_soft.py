@@ -51,7 +51,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _harness import PeakMemory, environment, time_ms  # noqa: E402
+from _harness import PeakMemory, environment, paired_times, time_ms  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sparse_ops import max_unpool2d, neighbour_cell_ids, normalize_assoc, soft_uniformize  # noqa: E402
@@ -202,15 +202,8 @@ def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int, device: s
     for _ in range(_warmup(dev)):  # warm-up each, then every round times one run of each
         ours()
         theirs()
-    ratios = []
-    for i in range(repeats):  # alternate which runs first: neither always finds a warmer machine
-        if i % 2:
-            t_theirs = time_ms(theirs, 1, warmup=0, device=dev)[0]
-            t_ours = time_ms(ours, 1, warmup=0, device=dev)[0]
-        else:
-            t_ours = time_ms(ours, 1, warmup=0, device=dev)[0]
-            t_theirs = time_ms(theirs, 1, warmup=0, device=dev)[0]
-        ratios.append(t_ours / t_theirs)
+    t_ours, t_theirs = paired_times(ours, theirs, repeats, device=dev)
+    ratios = [o / t for o, t in zip(t_ours, t_theirs, strict=True)]
     return {"paired_ratio_to_nn": statistics.median(ratios), "repeats": repeats}
 
 

@@ -600,3 +600,12 @@ def test_bench_uniformize_table_ratios(monkeypatch):
     (config,) = data["configs"]
     scatter = config["results"]["scatter"]
     assert scatter["x_floor"] == 3.0 and scatter["x_copy"] == 6.0 and scatter["paper_over_this"] == 3.0
+
+
+def test_paired_times_alternate_which_runs_first():
+    """One timed run of each per round, the order swapped every round; the lists pair round by round."""
+    harness = _import("_harness")
+    calls: list[str] = []
+    a, b = harness.paired_times(lambda: calls.append("a"), lambda: calls.append("b"), 4)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert len(a) == len(b) == 4 and all(t >= 0 for t in a + b)
