@@ -361,31 +361,28 @@ def _pool_case(reduce: str, alternative: str, reused: bool = False) -> Case:
     )
 
 
+def _unpool_case(reused: bool) -> Case:
+    return Case(
+        op="SuperpixelAssignment.decode" if reused else "superpixel_unpool",
+        alternative="torch.gather",
+        ours=(lambda i: i["a"].decode(i["pooled"]))
+        if reused
+        else (lambda i: superpixel_unpool(i["pooled"], i["sp"], validate=False)),
+        alt=lambda i: gather_unpool(i["pooled"], i["sp"]),
+        inputs=inputs_unpool,
+        full=_POOL,
+        quick=_POOL_QUICK,
+        grad_of="pooled",
+    )
+
+
 CASES: dict[str, Case] = {
     "pool_mean": _pool_case("mean", "scatter_reduce(mean)"),
     "pool_sum": _pool_case("sum", "scatter_add"),
     "pool_max": _pool_case("max", "scatter_reduce(amax)"),
     "pool_mean_reused": _pool_case("mean", "scatter_reduce(mean)", reused=True),
-    "unpool": Case(
-        op="superpixel_unpool",
-        alternative="torch.gather",
-        ours=lambda i: superpixel_unpool(i["pooled"], i["sp"], validate=False),
-        alt=lambda i: gather_unpool(i["pooled"], i["sp"]),
-        inputs=inputs_unpool,
-        full=_POOL,
-        quick=_POOL_QUICK,
-        grad_of="pooled",
-    ),
-    "unpool_reused": Case(
-        op="SuperpixelAssignment.decode",
-        alternative="torch.gather",
-        ours=lambda i: i["a"].decode(i["pooled"]),
-        alt=lambda i: gather_unpool(i["pooled"], i["sp"]),
-        inputs=inputs_unpool,
-        full=_POOL,
-        quick=_POOL_QUICK,
-        grad_of="pooled",
-    ),
+    "unpool": _unpool_case(reused=False),
+    "unpool_reused": _unpool_case(reused=True),
     "spixel_loss": Case(
         op="spixel_loss(renormalize=False)",
         alternative="one-hot + 9 shifts",

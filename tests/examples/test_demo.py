@@ -220,11 +220,9 @@ def test_demo_refuses_a_folder_holding_a_demo_run(tmp_path: Path, capsys) -> Non
         assert leftover in capsys.readouterr().err
 
 
-def test_demo_overwrite_clears_the_previous_run_before_training(tmp_path: Path, monkeypatch) -> None:
-    """With --overwrite nothing of the earlier run survives a rerun that stops early (it used to leave the
-    old results.json, table.txt, panels and joint checkpoints next to new pretraining); other files stay."""
-    out = tmp_path / "demo"
-    stale = _stale_demo_run(out)
+def _overwrite_until_pretraining(out: Path, data_root: Path, monkeypatch) -> dict[str, object]:
+    """Run the demo with ``--overwrite`` into ``out``, stopped where pretraining starts; what the output
+    folder held then (``files``) and the options the stages got (``common``)."""
     seen: dict[str, object] = {}
 
     def stop(opts, common, folder, info, **kw):
@@ -236,9 +234,18 @@ def test_demo_overwrite_clears_the_previous_run_before_training(tmp_path: Path, 
     threads = torch.get_num_threads()
     try:
         with pytest.raises(RuntimeError, match="stopped"):
-            demo.main(["--output-dir", str(out), "--data-root", str(tmp_path), "--overwrite"])
+            demo.main(["--output-dir", str(out), "--data-root", str(data_root), "--overwrite"])
     finally:
         torch.set_num_threads(threads)
+    return seen
+
+
+def test_demo_overwrite_clears_the_previous_run_before_training(tmp_path: Path, monkeypatch) -> None:
+    """With --overwrite nothing of the earlier run survives a rerun that stops early (it used to leave the
+    old results.json, table.txt, panels and joint checkpoints next to new pretraining); other files stay."""
+    out = tmp_path / "demo"
+    stale = _stale_demo_run(out)
+    seen = _overwrite_until_pretraining(out, tmp_path, monkeypatch)
     assert not any(p.exists() for p in stale)
     assert {p.name for p in out.iterdir()} - {".lock"} == {"notes.txt"}  # the lock file may stay
     files = dict(seen["files"])  # type: ignore[call-overload]
@@ -254,17 +261,7 @@ def test_demo_overwrite_deletes_the_run_folders_whole_as_documented(tmp_path: Pa
     _stale_demo_run(out)
     (out / "superpixel_ti" / "mine.txt").write_text("mine")
     (out / "pretrain" / "seg" / "notes").mkdir()
-
-    def stop(*args, **kwargs):
-        raise RuntimeError("stopped")
-
-    monkeypatch.setattr(demo, "pretrain", stop)
-    threads = torch.get_num_threads()
-    try:
-        with pytest.raises(RuntimeError, match="stopped"):
-            demo.main(["--output-dir", str(out), "--data-root", str(tmp_path), "--overwrite"])
-    finally:
-        torch.set_num_threads(threads)
+    _overwrite_until_pretraining(out, tmp_path, monkeypatch)
     assert {p.name for p in out.iterdir()} - {".lock"} == {"notes.txt"}
     doc = " ".join((Path(__file__).parents[2] / "docs" / "examples" / "pipeline.rst").read_text().split())
     assert "deleted whole, with any file you put into them" in doc
