@@ -247,9 +247,9 @@ class SuperpixelClassifier(nn.Module):
         mask: Tensor | None = None,
     ) -> Tensor:
         """Image logits ``[B, K]`` of the global superpixel average (:func:`superpixel_global_average`)."""
-        # the features first (the swapped-arguments hint), then the classifier's in_channels (as in cam)
+        # the features first (the swapped-arguments hint), then the classifier's in_channels
         _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
-        _checks.check_classifier(self.classifier.weight, self.classifier.bias, features.shape[1])
+        self._check_channels(features)
         means, assignment = _superpixel_means(
             features, superpixels, num_superpixels, mask, self.upsample, self.validate, features_checked=True
         )
@@ -265,6 +265,8 @@ class SuperpixelClassifier(nn.Module):
         mask: Tensor | None = None,
     ) -> Tensor:
         """SP-CAM of this classifier, ``Tensor[B, K, H, W]`` (see :func:`superpixel_cam`)."""
+        if isinstance(features, Tensor) and features.is_floating_point():  # else superpixel_cam says why
+            self._check_channels(features)
         return superpixel_cam(
             features,
             superpixels,
@@ -275,6 +277,14 @@ class SuperpixelClassifier(nn.Module):
             upsample=self.upsample,
             validate=self.validate,
         )
+
+    def _check_channels(self, features: Tensor) -> None:
+        """Refuse features whose channels differ from the classifier's ``in_channels`` (naming both)."""
+        if features.dim() == 4 and features.shape[1] != self.classifier.in_features:
+            raise ValueError(
+                f"features have C={features.shape[1]} channels, but this SuperpixelClassifier was built with "
+                f"in_channels={self.classifier.in_features}, got features of shape {tuple(features.shape)}"
+            )
 
     def extra_repr(self) -> str:
         return f"upsample={self.upsample!r}"

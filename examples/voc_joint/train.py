@@ -599,7 +599,11 @@ def _sources(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     for option, (part, _) in _SOURCES.items():
         path = getattr(args, option, None)
         if path is not None:
-            sha = _source_facts(Path(path), part, "--" + option.replace("_", "-"))[1]
+            flag = "--" + option.replace("_", "-")
+            try:
+                sha = _source_facts(Path(path), part, flag)[1]
+            except OSError as exc:  # gone since it was checked: an error every process raises (see _agree)
+                raise CheckpointError(f"{flag}: cannot read {path}: {exc}") from exc
             out[option] = {"path": str(path), "sha256": sha}
     return out
 
@@ -614,7 +618,12 @@ def _check_sources(ckpt: dict[str, Any], args: argparse.Namespace, source: Path)
         if path is None or not before:
             continue
         flag = "--" + option.replace("_", "-")
-        was = f"the joint run in {source} was fine-tuned from {flag} {path} (SHA-256 {before['sha256'][:16]})"
+        if Path(path).resolve() != Path(before["path"]).resolve():
+            continue  # another file given: a changed option, refused by the resume rules with both values
+        was = (
+            f"the joint run in {source} was fine-tuned from {flag} {before['path']} "
+            f"(SHA-256 {before['sha256'][:16]})"
+        )
         advice = (
             f"resuming or skipping it would keep a joint model trained from a {part} network that no longer "
             f"exists: start the joint stage anew (--overwrite) or restore that {flag}"
@@ -1178,10 +1187,11 @@ def _run_locked(
     new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
     state, use_amp = build_train_state(stage, args, info, ckpt, sampler.steps_per_epoch, new_changes)
     state.option_changes = list(changes)
-    if (
-        stage == "joint" and info.main
-    ):  # what it fine-tunes (a resume keeps the record it was checked against)
-        state.sources = _sources(args) if ckpt is None else dict(ckpt["config"].get("sources") or {})
+    if stage == "joint":  # what it fine-tunes (a resume keeps the record it was checked against)
+        recorded = None if ckpt is None else dict(ckpt["config"].get("sources") or {})
+        sources = _agree(info, lambda: _sources(args) if recorded is None else recorded)
+        if info.main:
+            state.sources = sources
     _agree(info, lambda: _clear(folder, ckpt_path, overwrite=bool(args.overwrite)))
     resume_step = None if ckpt is None else state.step
     if ckpt is not None and info.main:
@@ -1462,19 +1472,25 @@ def _fusion_width_error(hidden: Sequence[int], classes: int) -> str | None:
     )
 
 
-def _stage_paths(stage: str, args: argparse.Namespace) -> argparse.Namespace:
+def _stage_paths(
+    stage: str, args: argparse.Namespace, *, before_clearing: bool = False
+) -> argparse.Namespace:
     """The options of one stage of ``args.stage`` before :func:`resolve_stage_options` (``all``: the joint
-    stage starts from the two others)."""
+    stage starts from the two others' checkpoints in the output folder). ``before_clearing``: the checks that
+    run before ``--overwrite`` deletes the old run, whose checkpoints there are not the sources (ignored then,
+    as in a fresh folder)."""
     out = argparse.Namespace(**vars(args))
     if args.stage == "all" and stage == "joint":
-        out.seg_checkpoint = args.seg_checkpoint or Path(args.output_dir) / "seg" / "checkpoint.pt"
-        out.spixel_checkpoint = args.spixel_checkpoint or Path(args.output_dir) / "spixel" / "checkpoint.pt"
+        old_run = before_clearing and args.overwrite
+        for option, part in (("seg_checkpoint", "seg"), ("spixel_checkpoint", "spixel")):
+            default = None if old_run else Path(args.output_dir) / part / "checkpoint.pt"
+            setattr(out, option, getattr(args, option) or default)
     return out
 
 
-def _stage_args(stage: str, args: argparse.Namespace) -> argparse.Namespace:
+def _stage_args(stage: str, args: argparse.Namespace, *, before_clearing: bool = False) -> argparse.Namespace:
     """The options of one stage of ``args.stage``, resolved (:func:`resolve_stage_options`)."""
-    return resolve_stage_options(stage, _stage_paths(stage, args))
+    return resolve_stage_options(stage, _stage_paths(stage, args, before_clearing=before_clearing))
 
 
 def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: int) -> None:
@@ -1486,7 +1502,7 @@ def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: i
     """
     training = []
     for stage in stages:
-        stage_args = _stage_args(stage, args)
+        stage_args = _stage_args(stage, args, before_clearing=True)
         ckpt, source, _ = _check_run(stage, stage_args, Path(args.output_dir) / stage, world_size)
         if stage != "joint" and (ckpt is None or not _finished(ckpt, stage_args)):
             training.append(stage)
@@ -1503,7 +1519,7 @@ def _resolve_stages(stages: Sequence[str], args: argparse.Namespace) -> None:
     """Resolve every stage's options (:func:`resolve_stage_options`): refuses unreadable or wrong-stage
     checkpoints and model options that contradict them, without touching any output folder."""
     for stage in stages:
-        _stage_args(stage, args)
+        _stage_args(stage, args, before_clearing=True)
 
 
 def _clear_stages(stages: Sequence[str], args: argparse.Namespace) -> None:

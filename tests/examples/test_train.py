@@ -19,7 +19,7 @@ import torch
 pytest.importorskip("torchvision")
 
 from examples.voc_joint import train
-from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint
+from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint
 from examples.voc_joint.cli import error_text
 from examples.voc_joint.models import JointModel
 
@@ -1324,6 +1324,16 @@ def test_stage_all_overwrite_clears_every_stage_before_the_first(tiny_voc, tmp_p
     )
 
 
+def test_stage_all_overwrite_may_change_the_model_options(tiny_voc, tmp_path) -> None:
+    """``--stage all --overwrite`` starts a new pipeline: the old run's seg / spixel checkpoints, about to be
+    deleted, are not the joint stage's sources, so a model option that differs from them is no conflict (it
+    was refused as contradicting them)."""
+    train.main(train_args(tiny_voc, tmp_path, *_ALL))
+    out = train.main(train_args(tiny_voc, tmp_path, *_ALL, "--overwrite", "--aspp-channels", "8"))
+    for stage in ("seg", "joint"):
+        assert load_checkpoint(out[stage])["config"]["model"]["deeplab"]["aspp_channels"] == 8
+
+
 def test_joint_run_whose_source_checkpoint_changed_is_not_resumed_or_skipped(
     tiny_voc, tmp_path, capsys
 ) -> None:
@@ -1363,6 +1373,27 @@ def test_joint_run_whose_source_checkpoint_changed_is_not_resumed_or_skipped(
         train.main(train_args(tiny_voc, tmp_path, *_ALL, "--resume"))
     assert info.value.code == 2 and "which no longer exists" in capsys.readouterr().err
     assert not (tmp_path / "seg" / "checkpoint.pt").exists() and out["joint"].read_bytes() == joint_bytes
+
+
+def test_joint_resume_from_another_source_path_is_an_option_change(tiny_voc, tmp_path, capsys) -> None:
+    """A resume naming another spixel checkpoint file (other weights; the recorded one intact) is refused as
+    a changed option, with both paths; the source check does not claim that the recorded file changed (it
+    said so, naming the new path as the one the run came from)."""
+    out = train.main(train_args(tiny_voc, tmp_path, *_ALL))
+    other = load_checkpoint(out["spixel"])
+    name = next(iter(other["model"]))
+    other["model"][name] = other["model"][name] + 1.0
+    copy = save_checkpoint(tmp_path / "other" / "spixel.pt", other)
+    capsys.readouterr()
+    argv = train_args(
+        tiny_voc, tmp_path, "--stage", "joint", "--epochs", "1", "--max-steps", "2", "--resume",
+        "--seg-checkpoint", str(out["seg"]), "--spixel-checkpoint", str(copy),
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        train.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "has changed since" not in err, err
+    assert "--spixel-checkpoint" in err and str(copy) in err and str(out["spixel"]) in err, err
 
 
 def test_stage_all_refuses_up_front_to_train_a_source_of_a_joint_run_further(

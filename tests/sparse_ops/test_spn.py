@@ -186,10 +186,12 @@ def test_cam_with_swapped_arguments_says_so() -> None:
         superpixel_cam(sp, f, 6, weight=torch.randn(3, 4))
 
 
-def test_classifier_forward_checks_in_channels_like_cam() -> None:
+def test_classifier_forward_and_cam_check_in_channels() -> None:
+    """Features of another width than the head's in_channels: both calls name in_channels (not a weight the
+    caller never passed)."""
     head = SuperpixelClassifier(5, 3)
     f, sp = torch.randn(2, 4, 3, 4), torch.randint(0, 6, (2, 6, 8))
-    match = r"weight must have C=4 columns like features, got shape \(3, 5\)"
+    match = r"features have C=4 channels, but this SuperpixelClassifier was built with in_channels=5"
     for call in (head, head.cam):
         with pytest.raises(ValueError, match=match):
             call(f, sp, 6)
