@@ -27,7 +27,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["PeakMemory", "cpu_model", "environment", "median_upper", "paired_times", "sync", "time_ms"]
+__all__ = [
+    "PeakMemory",
+    "cpu_model",
+    "environment",
+    "median_upper",
+    "memory_fields",
+    "paired_times",
+    "sync",
+    "time_ms",
+    "warmup_runs",
+]
 
 
 def sync(device: torch.device | str) -> None:
@@ -73,6 +83,11 @@ def time_ms(
         fn()
         out.append((time.perf_counter() - t0) * 1e3)
     return out
+
+
+def warmup_runs(device: torch.device) -> int:
+    """Untimed runs before timing: 3 on CUDA (autotuning, allocator growth), 1 on the CPU."""
+    return 3 if device.type == "cuda" else 1
 
 
 def paired_times(
@@ -150,6 +165,17 @@ class PeakMemory:
 
 #: The vector extensions that decide the speed of the CPU kernels, reported when present.
 _ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def memory_fields(memory: PeakMemory, fresh_process: bool) -> dict[str, Any]:
+    """The result-file fields of a :class:`PeakMemory` reading: the CUDA peak, or the resident-set growth
+    (``None`` unless the process was fresh: a reused one has grown before) with the method used."""
+    if memory.device.type == "cuda":
+        return {"peak_cuda_extra_mib": memory.extra_mib()}
+    return {
+        "peak_rss_growth_mib": memory.extra_mib() if fresh_process else None,
+        "memory_method": memory.method,
+    }
 
 
 def cpu_model() -> str:

@@ -85,7 +85,14 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _harness import PeakMemory, environment, paired_times, time_ms  # noqa: E402
+from _harness import (  # noqa: E402
+    PeakMemory,
+    environment,
+    memory_fields,
+    paired_times,
+    time_ms,
+    warmup_runs,
+)
 from bench_soft import nine_shift_uniformize  # noqa: E402
 from bench_uniformize import make_labels  # noqa: E402
 
@@ -520,19 +527,6 @@ def check_case(name: str, cfg: dict, device: str = "cpu") -> dict:
 
 
 # ------------------------------------------------------------------------------------------- workers
-def _warmup(device: torch.device) -> int:
-    return 3 if device.type == "cuda" else 1
-
-
-def _memory_fields(memory: PeakMemory, fresh_process: bool) -> dict[str, Any]:
-    if memory.device.type == "cuda":
-        return {"peak_cuda_extra_mib": memory.extra_mib()}
-    return {
-        "peak_rss_growth_mib": memory.extra_mib() if fresh_process else None,
-        "memory_method": memory.method,
-    }
-
-
 def worker(
     name: str, impl: str, cfg: dict, repeats: int, device: str = "cpu", fresh_process: bool = True
 ) -> dict:
@@ -546,15 +540,15 @@ def worker(
     ours = make_step(case, case.ours, inp)
     alt = make_step(case, case.alt, inp)
     memory = PeakMemory(dev)
-    times = time_ms(ours if impl == "ours" else alt, repeats, warmup=_warmup(dev), device=dev)
+    times = time_ms(ours if impl == "ours" else alt, repeats, warmup=warmup_runs(dev), device=dev)
     row: dict[str, Any] = {
         "impl": impl,
         "median_ms": statistics.median(times),
         "times_ms": times,
-        **_memory_fields(memory, fresh_process),
+        **memory_fields(memory, fresh_process),
     }
     if impl == "ours":
-        for _ in range(_warmup(dev)):
+        for _ in range(warmup_runs(dev)):
             alt()
         t_ours, t_alt = paired_times(ours, alt, repeats, device=dev)
         ratios = [o / a for o, a in zip(t_ours, t_alt, strict=True)]

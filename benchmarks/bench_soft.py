@@ -51,7 +51,14 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _harness import PeakMemory, environment, paired_times, time_ms  # noqa: E402
+from _harness import (  # noqa: E402
+    PeakMemory,
+    environment,
+    memory_fields,
+    paired_times,
+    time_ms,
+    warmup_runs,
+)
 from torch import nn  # noqa: E402
 
 from sparse_ops import max_unpool2d, neighbour_cell_ids, normalize_assoc, soft_uniformize  # noqa: E402
@@ -110,19 +117,6 @@ SOFT_IMPLS = {"block": block_uniformize, "nine_shift": nine_shift_uniformize, "s
 
 
 # ------------------------------------------------------------------------------------------- workers
-def _warmup(device: torch.device) -> int:
-    return 3 if device.type == "cuda" else 1
-
-
-def _memory_fields(memory: PeakMemory, fresh_process: bool) -> dict[str, float | None]:
-    if memory.device.type == "cuda":
-        return {"peak_cuda_extra_mib": memory.extra_mib()}
-    return {
-        "peak_rss_growth_mib": memory.extra_mib() if fresh_process else None,
-        "memory_method": memory.method,
-    }
-
-
 def worker_soft(
     impl: str,
     B: int,
@@ -148,13 +142,13 @@ def worker_soft(
         out = fn(x, assoc, S)
         out.backward(grad)
 
-    times = time_ms(step, repeats, warmup=_warmup(dev), device=dev)
+    times = time_ms(step, repeats, warmup=warmup_runs(dev), device=dev)
     return {
         "impl": impl,
         "C": C,
         "median_ms": statistics.median(times),
         "times_ms": times,
-        **_memory_fields(memory, fresh_process),
+        **memory_fields(memory, fresh_process),
     }
 
 
@@ -184,13 +178,13 @@ def worker_unpool(
     dev = torch.device(device)
     step = _unpool_steps(B, C, H, W, dev)[impl]
     memory = PeakMemory(dev)
-    times = time_ms(step, repeats, warmup=_warmup(dev), device=dev)
+    times = time_ms(step, repeats, warmup=warmup_runs(dev), device=dev)
     return {
         "impl": impl,
         "C": C,
         "median_ms": statistics.median(times),
         "times_ms": times,
-        **_memory_fields(memory, fresh_process),
+        **memory_fields(memory, fresh_process),
     }
 
 
@@ -199,7 +193,7 @@ def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int, device: s
     dev = torch.device(device)
     steps = _unpool_steps(B, C, H, W, dev)
     ours, theirs = steps["max_unpool2d"], steps["nn.MaxUnpool2d"]
-    for _ in range(_warmup(dev)):  # warm-up each, then every round times one run of each
+    for _ in range(warmup_runs(dev)):  # warm-up each, then every round times one run of each
         ours()
         theirs()
     t_ours, t_theirs = paired_times(ours, theirs, repeats, device=dev)
