@@ -296,6 +296,11 @@ def load_checkpoint(
         )
     if ckpt["format"] != FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {ckpt['format']!r}, expected {FORMAT!r}")
+    if not isinstance(ckpt["version"], int) or not 1 <= ckpt["version"] <= VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {ckpt['version']!r}, this code reads versions 1 to "
+            f"{VERSION} (a newer version of the pipeline wrote it: update this checkout)"
+        )
     recorded = ckpt.pop("sha256", None)
     if recorded is None and ckpt["version"] != 1:
         raise CheckpointError(f"checkpoint {path} has no 'sha256' content hash (version {ckpt['version']!r})")

@@ -13,6 +13,7 @@ import torch
 
 from examples.voc_joint.checkpoint import (
     FORMAT,
+    VERSION,
     CheckpointError,
     get_rng_state,
     load_checkpoint,
@@ -191,6 +192,12 @@ def test_refuses_garbage_wrong_keys_and_format(tmp_path) -> None:
     torch.save({**_ckpt(SpixelFCN(width=4), "spixel"), "format": "something-else"}, other)
     with pytest.raises(CheckpointError, match="has format 'something-else'"):
         load_checkpoint(other)
+    for version in (VERSION + 1, 0, "3"):  # a newer pipeline's checkpoint, or no version at all
+        newer = tmp_path / "newer.pt"
+        save_checkpoint(newer, {**_ckpt(SpixelFCN(width=4), "spixel"), "version": version})
+        match = f"format version {version!r}, this code reads versions 1 to {VERSION}"
+        with pytest.raises(CheckpointError, match=match):
+            load_checkpoint(newer)
     listing = tmp_path / "list.pt"
     torch.save([1, 2], listing)
     with pytest.raises(CheckpointError, match="must hold a dict, got list"):
