@@ -55,6 +55,7 @@ from examples.voc_joint.cli import (
     error_text,
     existing_dir,
     existing_file,
+    flag,
     float_range,
     int_range,
     option_given,
@@ -529,7 +530,7 @@ def _resolve(stage: str, args: argparse.Namespace) -> tuple[argparse.Namespace, 
             if path is not None and Path(path).is_file():  # 'all' checks before its checkpoints exist
                 configs[option] = (
                     Path(path),
-                    _network_config(Path(path), part, "--" + option.replace("_", "-")),
+                    _network_config(Path(path), part, flag(option)),
                 )
     conflicts: list[str] = []
     taken: dict[str, list[str]] = {}
@@ -540,12 +541,12 @@ def _resolve(stage: str, args: argparse.Namespace) -> tuple[argparse.Namespace, 
             continue
         path, config = configs[option]
         value = config.get(key, default)  # SpixelFCN records its centre bias when it is not 0
-        flag = "--" + name.replace("_", "-")
+        spelling = flag(name)
         if given is None:
             setattr(out, name, value)
-            taken.setdefault(f"--{option.replace('_', '-')} {path}", []).append(f"{flag} {value}")
+            taken.setdefault(f"{flag(option)} {path}", []).append(f"{spelling} {value}")
         elif given != value:
-            conflicts.append(f"{flag} {given!r} (given) vs {value!r} (--{option.replace('_', '-')} {path})")
+            conflicts.append(f"{spelling} {given!r} (given) vs {value!r} ({flag(option)} {path})")
     if conflicts:
         raise UsageError(
             "model options contradict the pretrained checkpoints: "
@@ -599,11 +600,10 @@ def _sources(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     for option, (part, _) in _SOURCES.items():
         path = getattr(args, option, None)
         if path is not None:
-            flag = "--" + option.replace("_", "-")
             try:
-                sha = _source_facts(Path(path), part, flag)[1]
+                sha = _source_facts(Path(path), part, flag(option))[1]
             except OSError as exc:  # gone since it was checked: an error every process raises (see _agree)
-                raise CheckpointError(f"{flag}: cannot read {path}: {exc}") from exc
+                raise CheckpointError(f"{flag(option)}: cannot read {path}: {exc}") from exc
             out[option] = {"path": str(path), "sha256": sha}
     return out
 
@@ -617,20 +617,20 @@ def _check_sources(ckpt: dict[str, Any], args: argparse.Namespace, source: Path)
         path, before = getattr(args, option, None), recorded.get(option)
         if path is None or not before:
             continue
-        flag = "--" + option.replace("_", "-")
+        spelling = flag(option)
         if Path(path).resolve() != Path(before["path"]).resolve():
             continue  # another file given: a changed option, refused by the resume rules with both values
         was = (
-            f"the joint run in {source} was fine-tuned from {flag} {before['path']} "
+            f"the joint run in {source} was fine-tuned from {spelling} {before['path']} "
             f"(SHA-256 {before['sha256'][:16]})"
         )
         advice = (
             f"resuming or skipping it would keep a joint model trained from a {part} network that no longer "
-            f"exists: start the joint stage anew (--overwrite) or restore that {flag}"
+            f"exists: start the joint stage anew (--overwrite) or restore that {spelling}"
         )
         if not Path(path).is_file():
             raise UsageError(f"joint stage: {was}, which no longer exists; {advice}")
-        now = _source_facts(Path(path), part, flag)[1]
+        now = _source_facts(Path(path), part, spelling)[1]
         if now != before["sha256"]:
             raise UsageError(
                 f"joint stage: {was}, which has changed since (SHA-256 now {now[:16]}: other weights); "
@@ -1327,8 +1327,8 @@ def _train(
         if reason == "epoch":
             faults.hit("epoch-end", state.epoch)
         # every process leaves together: a signal seen by any of them during the save or the wait stops all
-        flag = torch.tensor([float(guard.requested is not None)], device=info.device)
-        if info.any(flag).item() and reason != "interrupt":
+        stop = torch.tensor([float(guard.requested is not None)], device=info.device)
+        if info.any(stop).item() and reason != "interrupt":
             reason = "interrupt"
     if reason == "interrupt":
         if info.main:
@@ -1384,7 +1384,7 @@ def check_args(
     if args.stage == "joint" and missing and not args.from_scratch:
         parser.error(
             "--stage joint fine-tunes pretrained networks: give "
-            + " and ".join("--" + o.replace("_", "-") for o in missing)
+            + " and ".join(flag(o) for o in missing)
             + " (the checkpoints of the seg and spixel stages), or use --stage all to pretrain both and then "
             "join them (--from-scratch starts the joint stage from random networks instead)"
         )
