@@ -1436,19 +1436,15 @@ def check_args(
 def backbone_weights_error(path: Path, backbone: str, output_stride: int) -> str | None:
     """Why the ``--backbone-weights`` file ``path`` cannot initialize the ResNet ``backbone`` (None: it can).
 
-    The file is read as the model will read it (``torch.load(weights_only=True)``) and its state dict is
-    loaded into the backbone built on the meta device (no memory, no computation): a damaged or pickled file,
-    missing or unexpected keys and wrong shapes (weights of another ResNet) are found before the run starts.
+    The file is loaded as the model will load it, by
+    :func:`~examples.voc_joint.models.deeplabv3plus.load_backbone_weights`, into the backbone built on the
+    meta device (no memory, no computation): a damaged or pickled file, missing or unexpected keys and wrong
+    shapes (weights of another ResNet) are found before the run starts.
     """
     import warnings
 
-    from examples.voc_joint.checkpoint import _unreadable
     from examples.voc_joint.models.deeplabv3plus import build_resnet_backbone, load_backbone_weights
 
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  # UnpicklingError for objects, RuntimeError/EOFError: damaged
-        return _unreadable(path, exc, "backbone weights file")
     with torch.device("meta"):
         net, _, _ = build_resnet_backbone(backbone, output_stride)
     try:

@@ -100,7 +100,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a weights-only state dict, or its keys/shapes do not match the backbone.
+        ValueError: the file is damaged, holds pickled objects or is not a state dict of tensors, or its
+            keys/shapes do not match the backbone.
     """
     path = Path(path)
     if not path.is_file():
@@ -109,11 +110,10 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError, RuntimeError, ...
-        raise ValueError(
-            f"cannot read backbone weights {path} with torch.load(weights_only=True): it must hold only "
-            f"tensors and plain containers (a state dict), not pickled objects ({type(exc).__name__}: {exc})"
-        ) from exc
+    except Exception as exc:  # pickle.UnpicklingError for objects, RuntimeError/EOFError for a damaged file
+        from examples.voc_joint.checkpoint import _unreadable  # the checkpoints' wording for either case
+
+        raise ValueError(_unreadable(path, exc, "backbone weights file")) from exc
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if key in state and isinstance(state[key], dict):
