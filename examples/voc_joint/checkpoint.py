@@ -23,6 +23,8 @@ A checkpoint is a dict of tensors and plain Python containers only, so it is alw
 ``complete``           the stage reached ``--epochs`` or ``--max-steps``
 ``rng``                RNG states of every process, a list indexed by rank, each: ``torch`` (ByteTensor),
                        ``cuda`` (list), ``numpy``, ``python`` (versions 1-2: one such dict, rank 0's)
+``elapsed_s``          seconds of training that led to this state, over every resume (absent before
+                       2026-12-01: read as 0)
 ``sha256``             SHA-256 of everything else (:func:`payload_sha256`), verified on every read
 =====================  ================================================================================
 

@@ -68,6 +68,8 @@ class TrainState:
         option_changes: option changes accepted on resume (recorded in every checkpoint).
         sources: joint stage: the seg / spixel checkpoints it started from, with their SHA-256 (recorded in
             every checkpoint as ``config["sources"]``).
+        elapsed_s: seconds of training that led to this state, over every resume (the ``elapsed_s`` of
+            ``log.csv`` continues from it).
     """
 
     stage: str
@@ -81,6 +83,7 @@ class TrainState:
     samples_in_epoch: int = 0
     option_changes: list[dict[str, Any]] = field(default_factory=list)
     sources: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
 
 
 # ------------------------------------------------------------------------------------------------------ loss

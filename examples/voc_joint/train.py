@@ -886,6 +886,7 @@ def _checkpoint_dict(
         "world_size": world_size,
         "complete": complete,
         "rng": rng if rng is not None else [get_rng_state()],
+        "elapsed_s": state.elapsed_s,
     }
 
 
@@ -1029,6 +1030,7 @@ def build_train_state(
         scheduler.load_state_dict(ckpt["scheduler"])
         load_scaler_state(scaler, ckpt["scaler"])
         state.step, state.epoch, state.samples_in_epoch = position
+        state.elapsed_s = float(ckpt.get("elapsed_s", 0.0))  # absent before 2026-12-01: counted from 0
         if changes:
             _apply_optimizer_options(state, args)
         _restore_rng(ckpt, args, info, stage)  # last: building the model drew from the RNG
@@ -1286,7 +1288,8 @@ def _train(
     saved_step: int | None,
 ) -> None:
     """The epoch loop: train, checkpoint after every epoch / at the step cap / on a signal, then stop."""
-    stage, t0 = state.stage, time.perf_counter()
+    # the clock of log.csv's elapsed_s: continues from the checkpoint's training time on --resume
+    stage, t0 = state.stage, time.perf_counter() - state.elapsed_s
     if info.main:
         lrs = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in state.optimizer.param_groups)
         print(
@@ -1316,6 +1319,7 @@ def _train(
         position = (state.step, state.epoch, state.samples_in_epoch)
         if position != saved:  # never rewrite (or replace by an older state) what is on disk
             rng = info.gather(get_rng_state())  # every process's RNG states (each draws its own dropout)
+            state.elapsed_s = time.perf_counter() - t0
             if info.main:
                 complete = reason == "max_steps" or state.epoch >= args.epochs
                 checkpoint = _checkpoint_dict(

@@ -138,10 +138,13 @@ def _log(folder: Path) -> list[dict[str, str]]:
 
 
 def assert_same_log(a: Path, b: Path) -> None:
-    """The same steps, once each, with the same loss values (timings aside)."""
+    """The same steps, once each, with the same loss values (timings aside), and ``b``'s clock
+    (``elapsed_s``) never runs back: it continues across resumes."""
     ra, rb = _log(a), _log(b)
     steps = [r["step"] for r in rb]
     assert len(steps) == len(set(steps)), f"duplicate steps in {b}: {steps}"
+    elapsed = [float(r["elapsed_s"]) for r in rb]
+    assert elapsed == sorted(elapsed), f"elapsed_s runs back in {b}: {elapsed}"
     cols = ("epoch", "step", "loss", "ce", "spixel", "lr")
     assert [[r[c] for c in cols] for r in ra] == [[r[c] for c in cols] for r in rb]
 
