@@ -337,7 +337,7 @@ def _resolve_root(root: Path) -> Path:
         f"'{root / 'VOCdevkit' / 'VOC2012' / 'JPEGImages'}') next to 'SegmentationClass' (or "
         "'SegmentationClassAug') and 'ImageSets/Segmentation' (or 'ImageSets/SegmentationAug'). "
         "Point --data-root at an extracted VOCtrainval_11-May-2012.tar, or generate a synthetic set with "
-        "'python -m examples.voc_joint.synthetic --out DIR'."
+        "'python examples/voc_joint/synthetic.py --out DIR'."
     )
 
 

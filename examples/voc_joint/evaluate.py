@@ -8,7 +8,7 @@ loader decides the resolution: crops (any batch size) or full images (batch size
 
 Command line::
 
-    python -m examples.voc_joint.evaluate --checkpoint runs/voc/joint/checkpoint.pt \\
+    python examples/voc_joint/evaluate.py --checkpoint runs/voc/joint/checkpoint.pt \\
         --data-root VOCdevkit/VOC2012 --split val --full-size --out runs/voc/joint/eval
 """
 
@@ -206,9 +206,9 @@ def split_results(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The evaluation's command line (``python -m examples.voc_joint.evaluate --help``)."""
+    """The evaluation's command line (``python examples/voc_joint/evaluate.py --help``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m examples.voc_joint.evaluate",
+        prog="python examples/voc_joint/evaluate.py",
         description="Evaluate a checkpoint: mIoU, per-class IoU, boundary (trimap) mIoU, superpixel "
         "ASA / boundary recall / count and consistency for the joint and the baseline "
         "predictions; prints tables, writes metrics.json and PNG panels.",
@@ -300,7 +300,7 @@ def check_args(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m examples.voc_joint.evaluate --help``)."""
+    """Command-line entry point (``python examples/voc_joint/evaluate.py --help``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args, sys.argv[1:] if argv is None else argv)

@@ -23,7 +23,7 @@ and their masks carry no 255 band, like the SBD annotations of the real ``traina
 
 Command line::
 
-    python -m examples.voc_joint.synthetic --out DIR --num-train 64 --num-val 16 --seed 0
+    python examples/voc_joint/synthetic.py --out DIR --num-train 64 --num-val 16 --seed 0
 """
 
 from __future__ import annotations
@@ -418,9 +418,9 @@ def _generation_lock(root: Path) -> Iterator[None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The generator's command line (``python -m examples.voc_joint.synthetic --help``)."""
+    """The generator's command line (``python examples/voc_joint/synthetic.py --help``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m examples.voc_joint.synthetic",
+        prog="python examples/voc_joint/synthetic.py",
         description="Write a synthetic PASCAL VOC 2012 format segmentation data set (deterministic from "
         "--seed).",
     )
@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m examples.voc_joint.synthetic --help``)."""
+    """Command-line entry point (``python examples/voc_joint/synthetic.py --help``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -351,7 +351,7 @@ def test_evaluate_on_device_matches_cpu(voc, device):
 
 
 # ------------------------------------------------------------------ CLI: data errors, reruns, seg checkpoints
-PROG = "python -m examples.voc_joint.evaluate"
+PROG = "python examples/voc_joint/evaluate.py"
 
 
 def _fake_checkpoint(monkeypatch, tmp_path, stage: str = "joint", model: nn.Module | None = None):
