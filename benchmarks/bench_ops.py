@@ -29,7 +29,7 @@ table), forward otherwise. The ops and their alternatives (written here):
   with ``scipy.ndimage.label`` of the whole image's mask, then the same numbering. Both run on the CPU with
   scipy; the library labels each label inside its bounding box (``ndimage.find_objects``). B=4, 256x256
   (the loop is slow), the arg-max map of the synthetic association below at cell 16 (about 1.7 pieces per
-  superpixel).
+  superpixel, counted by hand, not kept in the JSON).
 * ``hard_superpixels``: :func:`sparse_ops.hard_superpixels` against ``argmax`` over the 9 candidates (those
   outside the image set to ``-inf``, the channels put in the library's tie order, centre first) and a
   ``gather`` of the 9 neighbour cell ids (``neighbour_cell_ids``). B=4, 512x512, cell 16.
@@ -131,7 +131,7 @@ def _grid_assoc(cfg: dict, g: torch.Generator) -> torch.Tensor:
     """A synthetic association like a trained network's: the logits favour the candidate cells with the
     nearest centres, plus smooth noise (drawn at 1/8 of the resolution, bilinearly upsampled), softmax over
     the 9. Its arg-max map has grid-like superpixels with wiggly borders and stray pieces (about 1.7
-    4-connected pieces per superpixel at 256x256, cell 16)."""
+    4-connected pieces per superpixel at 256x256, cell 16; counted by hand, not kept in the JSON)."""
     b, h, w, s = cfg["B"], cfg["H"], cfg["W"], cfg["S"]
     y, x = torch.arange(h).view(h, 1) + 0.5, torch.arange(w).view(1, w) + 0.5
     cell_y, cell_x = (torch.arange(h) // s).view(h, 1), (torch.arange(w) // s).view(1, w)
