@@ -1,9 +1,11 @@
-"""The figure scripts under ``docs/_scripts`` that read committed benchmark results still read them."""
+"""The figures of the docs: the scripts under ``docs/_scripts`` still read the committed benchmark results,
+and every result file the docs cite is committed."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -60,3 +62,32 @@ def test_uniformize_speed_figure_from_the_committed_results(tmp_path: Path) -> N
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no grid-label configurations"):
         fig.grid_rows({"configs": []})
+
+
+#: Where figures are quoted: every result file they cite must be committed.
+_QUOTING = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.rst"))]
+_RESULTS = ROOT / "benchmarks" / "results"
+#: A result file named without its folder (``soft.json``): the names the benchmarks write.
+_RESULT_NAME = re.compile(
+    r"(?<![\w/<])((?:bench_|soft|joint|ab_|memory_format|fusion_|transparent_init)\w*\.json)"
+)
+
+
+def test_every_result_file_the_docs_cite_is_committed() -> None:
+    """A figure's source file cited by path (``benchmarks/results/<name>``) or by name exists under
+    ``benchmarks/results/``, unless the text says it is kept only in the git history (within the sentence).
+    Catches a result file renamed or removed while the docs still quote it."""
+    committed = {p.relative_to(_RESULTS).as_posix() for p in _RESULTS.rglob("*") if p.is_file()}
+    names = {Path(p).name for p in committed}
+    missing = []
+    for page in _QUOTING:
+        text = page.read_text()
+        for m in re.finditer(r"benchmarks/results/([\w./-]*\w)", text):
+            cited = m.group(1)
+            if cited not in committed and not any(p.startswith(cited + "/") for p in committed):
+                missing.append(f"{page.relative_to(ROOT)}: benchmarks/results/{cited}")
+        for m in _RESULT_NAME.finditer(text):
+            around = " ".join(text[max(0, m.start() - 300) : m.end() + 300].split())
+            if m.group(1) not in names and "git history" not in around and "removed" not in around:
+                missing.append(f"{page.relative_to(ROOT)}: {m.group(1)}")
+    assert not missing, "cited but not committed:\n" + "\n".join(sorted(set(missing)))
