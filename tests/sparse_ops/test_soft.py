@@ -252,6 +252,22 @@ def test_small_chunks_give_the_reference(data: st.DataObject, chunk: int) -> Non
     torch.testing.assert_close(out, ref_unpool(expected, a, s))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_chunk_sums_of_a_large_cell_are_added_in_float64(seed: int) -> None:
+    """float32 integer features whose 64-pixel chunk sums are exact (< 2**24) but whose cell sums are not: the
+    chunk sums are added in float64, so every centre is the exact mean rounded once (a float32 addition of
+    the chunk sums would round the cell sum, and differ)."""
+    side = 32  # a cell of 1024 pixels: 16 chunks, more than FLOAT32_CHUNK_SUMS
+    assert soft_module._blocks(2 * side, 2 * side, side).chunks > soft_module.FLOAT32_CHUNK_SUMS
+    f = torch.randint(0, 2**17, (2, 3, 2 * side, 2 * side), generator=torch.Generator().manual_seed(seed))
+    a = torch.zeros(2, 9, 2 * side, 2 * side)
+    a[:, 4] = 1  # every pixel fully in its own cell: the centres are the plain cell means
+    centres = soft_superpixel_pool(f.float(), a, side)
+    sums = f.view(2, 3, 2, side, 2, side).sum(dim=(3, 5))  # exact, in int64 (up to 2**27)
+    assert sums.max() > 2**24  # not exact in float32
+    torch.testing.assert_close(centres, (sums.double() / side**2).float(), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("masked", [False, True])
 def test_zero_channels_give_empty_results_like_the_hard_ops(masked: bool) -> None:
     f = torch.zeros(3, 0, 5, 7, dtype=torch.float64, requires_grad=True)
