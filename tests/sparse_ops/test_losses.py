@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from sparse_ops import SpixelLoss, spixel_loss
 from sparse_ops import soft as soft_module
+from sparse_ops.losses import _own_label_reconstruction
 from tests.hypothesis_budget import budget
 from tests.op_tester import Case, OpTester
 from tests.sparse_ops._soft_reference import ref_pool, ref_unpool
@@ -270,6 +271,26 @@ def test_label_path_over_chunked_cells_gives_the_reference(chunk: int, seed: int
     torch.testing.assert_close(out.semantic.item(), sem)
     torch.testing.assert_close(out.position.item(), pos)
     torch.testing.assert_close(out.total.item(), total)
+
+
+def test_label_table_adds_the_chunks_of_a_large_cell_in_float64() -> None:
+    """float32 weights with 17 fraction bits: every (chunk, class) entry of the table is exact, the cell sums
+    (26 bits) are not. Both classes get the same weights, the second in the reverse chunk order, so their
+    masses are equal exactly: added in float64, every pooled class is 0.5 and every pixel reconstructs
+    exactly 0.5 times its weight (a float32 addition of the chunk entries rounds the two sums differently)."""
+    b, side = 8, 32  # one cell of 1024 pixels per image: 16 chunks
+    blocks = soft_module._blocks(side, side, side)
+    assert blocks.chunks > soft_module.FLOAT32_CHUNK_SUMS
+    g = torch.Generator().manual_seed(0)
+    half = torch.randint(1, 2**17, (b, side, side // 2), generator=g).float() / 2**17
+    weight = torch.cat([half, half.flip(1)], dim=2)  # the right half: the left half's rows reversed
+    q = torch.zeros(b, 9, side, side)
+    q[:, 4] = weight  # the centre candidate only (the others are outside the image)
+    labels = torch.zeros(b, side, side, dtype=torch.long)
+    labels[..., side // 2 :] = 1
+    every = torch.ones(b, side, side, dtype=torch.bool)
+    own = _own_label_reconstruction(q, every, labels, every, 2, blocks)
+    torch.testing.assert_close(own, 0.5 * weight, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("excluded", ["mask", "ignore_index", "unknown label"])
