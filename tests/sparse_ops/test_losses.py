@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from sparse_ops import SpixelLoss, spixel_loss
 from sparse_ops import soft as soft_module
+from sparse_ops._checks import MAX_INFERRED_CLASSES
 from sparse_ops.losses import _own_label_reconstruction
 from tests.hypothesis_budget import budget
 from tests.op_tester import Case, OpTester
@@ -231,6 +232,19 @@ def test_stray_label_is_refused_before_allocating_and_num_classes_avoids_host_re
     with _Recorder() as mode:
         spixel_loss(assoc, target, 2)  # infers num_classes: reads the largest label
     assert mode.host_reads
+
+
+def test_at_most_max_inferred_classes_are_inferred() -> None:
+    """The bound of the inferred class count, on both sides: a largest label of MAX_INFERRED_CLASSES - 1
+    infers MAX_INFERRED_CLASSES classes; one more is refused as a stray label."""
+    assoc = torch.softmax(torch.randn(1, 9, 2, 2, generator=torch.Generator().manual_seed(0)), 1)
+    target = torch.zeros(1, 2, 2, dtype=torch.long)
+    target[0, 0, 0] = MAX_INFERRED_CLASSES - 1
+    inferred = spixel_loss(assoc, target, 2)
+    torch.testing.assert_close(inferred, spixel_loss(assoc, target, 2, num_classes=MAX_INFERRED_CLASSES))
+    target[0, 0, 0] = MAX_INFERRED_CLASSES
+    with pytest.raises(ValueError, match=f"the largest label of target is {MAX_INFERRED_CLASSES}, "):
+        spixel_loss(assoc, target, 2)
 
 
 def test_unvalidated_labels_outside_the_classes_add_no_cross_entropy() -> None:
