@@ -121,6 +121,16 @@ class TestMaxUnpool(OpTester):
         return self._case(x, 2, 2, 0).map(lambda t: t.to(device))
 
 
+def test_the_first_index_past_the_plane_is_refused() -> None:
+    """The upper bound is exclusive: H * W - 1 is the last position of an H x W plane, H * W is refused (a
+    ValueError naming the range, not an out-of-bounds error from the scatter)."""
+    values = torch.tensor([[[[1.0, 2.0]]]])
+    out = max_unpool2d(values, torch.tensor([[[[0, 8]]]]), (3, 3))
+    assert out[0, 0, 2, 2] == 2
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, H \* W\) = \[0, 9\).*got range \[0, 9\]"):
+        max_unpool2d(values, torch.tensor([[[[0, 9]]]]), (3, 3))
+
+
 @given(
     H=st.integers(2, 13),
     W=st.integers(2, 13),
