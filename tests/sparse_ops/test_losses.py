@@ -84,7 +84,11 @@ class TestSpixelLoss(OpTester):
         ({1: lambda t: t + 10**9}, ValueError, "the largest label of target is 1000000255.*pass num_classes"),
         ({"pos_weight": -1.0}, ValueError, "pos_weight must be a number >= 0.0, got -1.0"),
         ({"mask": torch.ones(3, 5, 6)}, TypeError, "mask must have dtype torch.bool"),
-        ({"mask": torch.ones(5, 6, dtype=torch.bool)}, ValueError, r"mask must have shape \[B, H, W\]"),
+        (
+            {"mask": torch.ones(5, 6, dtype=torch.bool)},
+            ValueError,
+            r"mask must have shape \[B, H, W\] = \[3, 5, 6\] like assoc, got \[5, 6\]",
+        ),
         ({0: lambda a: a[:, :3]}, ValueError, "assoc must have 9 channels"),
         ({0: lambda a: a - 1}, ValueError, "assoc must be non-negative and finite"),
         ({2: 0}, ValueError, "cell_size must be >= 1"),

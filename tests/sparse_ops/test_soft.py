@@ -61,7 +61,11 @@ class TestSoftPool(OpTester):
         ({2: 0}, ValueError, "cell_size must be >= 1, got 0"),
         ({2: 2.0}, TypeError, "cell_size must be an int, got float"),
         ({"mask": MASK.float()}, TypeError, "mask must have dtype torch.bool"),
-        ({"mask": MASK[:2]}, ValueError, r"mask must have shape \[B, H, W\] = \[3, 5, 7\]"),
+        (
+            {"mask": MASK[:2]},
+            ValueError,
+            r"mask must have shape \[B, H, W\] = \[3, 5, 7\] like assoc, got \[2, 5, 7\]",
+        ),
     ]
 
     def op(self, *args: Any, **kwargs: Any) -> Any:
