@@ -136,6 +136,14 @@ def test_enforce_connectivity_merges_into_longest_border():
     assert out.tolist() == [[[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1]]] and k.tolist() == [2]
 
 
+def test_enforce_connectivity_prefers_the_longer_border_over_the_lower_id():
+    # the single pixel "2" shares one edge with label 0 (left) and three with label 1 (up, right, down): it
+    # joins label 1, although label 0 has the lower id
+    lab = torch.tensor([[[0, 1, 1], [0, 2, 1], [1, 1, 1]]])
+    out, k = enforce_connectivity(lab, min_size=2)
+    assert out.tolist() == [[[0, 1, 1], [0, 1, 1], [1, 1, 1]]] and k.tolist() == [2]
+
+
 def test_a_small_piece_grown_to_min_size_by_a_merge_is_kept():
     # the pixel "2" (size 1) merges into its only neighbour "1" (size 2), which then has min_size = 3 pixels:
     # no longer smaller than min_size, it stays (it is not merged on into "0")
