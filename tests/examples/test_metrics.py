@@ -175,6 +175,35 @@ def test_voc_void_band_gives_a_trimap_on_both_sides():
     assert sorted(set(torch.nonzero(band[0])[:, 1].tolist())) == [2, 3, 4, 5, 6]
 
 
+def test_a_custom_ignore_index_reaches_every_accumulator():
+    """``SegmentationMetrics(ignore_index=9)`` skips label 9 in the confusion matrix, in the boundary bands
+    and in the superpixel scores alike (not only the default 255).
+
+    target 0 0 9 1   pred 0 1 1 1   superpixels 0 0 1 1
+           0 0 9 1        0 0 1 1                 0 0 1 1
+    """
+    target = T([[[0, 0, 9, 1], [0, 0, 9, 1]]])
+    pred = T([[[0, 1, 1, 1], [0, 0, 1, 1]]])
+    sp = T([[[0, 0, 1, 1], [0, 0, 1, 1]]])
+    m = SegmentationMetrics(num_classes=2, ignore_index=9, boundary_widths=(1,), boundary_tolerance=0)
+    m.update(pred, target, sp)
+    r = m.compute()
+    # valid: columns 0, 1 (class 0: predicted 0, 1, 0, 0) and 3 (class 1: predicted 1, 1)
+    assert r["confusion_matrix"] == [[3, 1], [0, 2]] and r["num_pixels"] == 6
+    assert r["miou"] == pytest.approx((3 / 4 + 2 / 3) / 2)  # IoU0 = 3 / (4 + 3 - 3), IoU1 = 2 / (2 + 3 - 2)
+    assert r["pixel_accuracy"] == pytest.approx(5 / 6)
+    # label edges (9 counts as a label): columns 1, 2, 3; valid in the band: column 1 (class 0, predicted 1
+    # and 0) and column 3 (class 1, predicted 1, 1): cm = [[1, 1], [0, 2]]
+    assert r["boundary_pixels"] == {"1": 4}
+    assert r["boundary_miou"]["1"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # ASA over the 6 valid pixels: superpixel 0 holds 4 class-0 pixels, superpixel 1 two class-1 ones (and the
+    # two ignored pixels of column 2); ground-truth edge pixels off label 9: columns 1 and 3 (4 pixels), of
+    # which column 1 lies on a superpixel edge (columns 1 | 2)
+    assert r["asa"] == 1.0 and r["boundary_recall"] == 0.5
+    # consistency counts every pixel: superpixel 0 predicts 0, 1, 0, 0 (not pure), superpixel 1 all 1
+    assert r["consistency"] == 0.5 and r["consistency_pixels"] == 7 / 8
+
+
 # ---------------------------------------------------------------- superpixels
 
 
