@@ -20,6 +20,7 @@ from torch import nn
 from transparent_init import (
     TransparentConv1x1,
     TransparentLinear,
+    build_transparent_stack,
     init_rate,
     max_abs_error,
     recovery_rate,
@@ -203,6 +204,34 @@ def test_conv_properties_and_repr() -> None:
     assert "in_features=3, hidden_features=[4, 4], out_features=3, activation='relu'" in repr(
         TransparentLinear(3, [4, 4], generator=0)
     )
+
+
+def test_extra_repr_names_the_slope_and_bias_only_where_they_apply() -> None:
+    """The stack's own line (``extra_repr``, not the child layers' ``bias=False``) shows ``negative_slope``
+    only for a LeakyReLU and ``bias=False`` only for a stack without biases."""
+    assert TransparentLinear(3, [4], generator=0).extra_repr() == (
+        "in_features=3, hidden_features=[4], out_features=3, activation='relu'"
+    )
+    assert TransparentConv1x1(3, [4], activation=None, bias=False, generator=0).extra_repr() == (
+        "in_channels=3, hidden_channels=[4], out_channels=3, activation=None, bias=False"
+    )
+    leaky = TransparentLinear(3, [4], activation="leaky_relu", negative_slope=0.5, generator=0)
+    assert leaky.extra_repr().endswith("activation='leaky_relu', negative_slope=0.5")
+
+
+def test_the_default_negative_slope_is_nn_leaky_relus() -> None:
+    """``negative_slope=None`` is documented as 0.01, ``nn.LeakyReLU``'s default: in the attribute, in every
+    LeakyReLU of the stack and in the repr, for the classes and for build_transparent_stack."""
+    assert nn.LeakyReLU().negative_slope == 0.01
+    for stack in (
+        TransparentLinear(3, [4, 4], activation="leaky_relu", generator=0),
+        TransparentConv1x1(3, [4, 4], activation="leaky_relu", generator=0),
+    ):
+        assert stack.negative_slope == 0.01 and "negative_slope=0.01" in stack.extra_repr()
+        acts = [m for m in stack.layers if isinstance(m, nn.LeakyReLU)]
+        assert len(acts) == 2 and all(a.negative_slope == 0.01 for a in acts)
+    seq = build_transparent_stack(3, [4], activation="leaky_relu", generator=0)
+    assert seq[1].negative_slope == 0.01
 
 
 @pytest.mark.parametrize("act", ACTS)
