@@ -89,6 +89,20 @@ def test_metrics_do_not_round_the_target_to_the_output_dtype() -> None:
     assert max_abs_error(nn.Identity(), bf16, target=target16) == 2.0**-10  # two half types: float32
 
 
+def test_metrics_of_one_narrow_dtype_do_not_overflow_or_wrap() -> None:
+    """Output and target of the same narrow dtype are still compared in float32 (float64 for integers and
+    bools): in float16, 60000 - (-60000) overflows to inf; in int8, 100 - (-100) wraps around to -56; two bool
+    tensors cannot be subtracted at all."""
+    h = torch.tensor([60000.0, 1.0], dtype=torch.float16)
+    assert max_abs_error(nn.Identity(), h, target=-h) == 120000.0
+    i8 = torch.tensor([100, 0], dtype=torch.int8)
+    assert max_abs_error(nn.Identity(), i8, target=-i8) == 200.0
+    assert recovery_rate(nn.Identity(), i8, eps=100.0, target=-i8) == 0.5  # |200| >= 100, |0| < 100
+    b = torch.tensor([True, False, True])
+    assert max_abs_error(nn.Identity(), b, target=torch.tensor([True, True, True])) == 1.0
+    assert recovery_rate(nn.Identity(), b, target=torch.tensor([True, True, True])) == pytest.approx(2 / 3)
+
+
 def test_metric_errors() -> None:
     with pytest.raises(TypeError, match=r"module must be an nn\.Module, got int"):
         init_rate(3)
