@@ -357,6 +357,43 @@ def test_step0_of_a_random_init_is_scored_per_seed_and_evaluations_leave_the_rng
     capsys.readouterr()
 
 
+def test_step0_and_final_scores_land_in_their_own_fields(
+    tiny_voc,
+    tmp_path,
+    one_thread,
+    monkeypatch,
+    capsys,
+) -> None:
+    """A row's step-0 fields (``step0_miou``, ``step0_boundary_miou``, the curve's step-0 point) hold the
+    evaluation before training, its final fields (``miou``, ``boundary_miou``, ``consistency``, the curve's
+    last point) the one after it, and the summary and ablation.md report them so. The evaluation is a fake
+    that returns other scores at each call."""
+    from examples.voc_joint import evaluate
+
+    scores = iter([0.25, 0.75])
+
+    def fake_evaluate(model, loader, **kwargs) -> dict:
+        m = next(scores)
+        return {"miou": m, "boundary_miou": {"1": m / 2, "3": m / 4, "5": m / 8}, "consistency": 1 - m}
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)  # tested on its own
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    argv[argv.index("no_fusion")] = "transparent"
+    res = ablation.main([*argv, "--steps", "2"])  # evaluated at step 0 and at the end (--eval-every 10)
+    (row,) = res["rows"]
+    assert row["step0_miou"] == 0.25 and row["step0_boundary_miou"] == {"1": 0.125, "3": 0.0625, "5": 0.03125}
+    assert row["miou"] == 0.75 and row["boundary_miou"] == {"1": 0.375, "3": 0.1875, "5": 0.09375}
+    assert row["consistency"] == 0.25 and row["steps"] == 2
+    assert [(p["step"], p.get("miou")) for p in row["curve"]] == [(0, 0.25), (1, None), (2, 0.75)]
+    (summary,) = res["summary"]
+    assert summary["step0_miou"] == (0.25, None) and summary["miou"] == (0.75, None)
+    assert summary["boundary_miou"] == (0.1875, None)
+    assert "| transparent | 1 | 25.0 | 75.0 | 18.8 |" in (tmp_path / "abl" / "ablation.md").read_text()
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("which", ["--seg-checkpoint", "--spixel-checkpoint"])
 def test_bad_checkpoint_refused_before_anything_runs(tiny_voc, tmp_path, one_thread, capsys, which) -> None:
     """A file that is not a checkpoint: train.py's one-line error and status 2, before the run plan, the
