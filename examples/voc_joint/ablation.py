@@ -30,6 +30,7 @@ the paper's (1e-6 / 1e-7 move nothing in a few dozen steps); they are recorded i
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -59,6 +60,7 @@ __all__ = [
     "format_markdown",
     "main",
     "plot",
+    "reloaded_row",
     "run_ablation",
     "summarize",
     "variant_options",
@@ -349,6 +351,25 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
         "curve": curve,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def reloaded_row(row: Any) -> Any:
+    """A row of ``ablation.json`` as it was before it was written: every ``null`` back to NaN.
+
+    ``ablation.json`` is strict JSON, so a NaN score (a validation subset with no valid pixel in a boundary
+    band) is written as ``null``; the summary and the figure of a continued ablation read such rows again.
+
+    Example:
+        >>> reloaded_row({"miou": None, "boundary_miou": {"3": 0.5}, "curve": [{"step": 0, "miou": None}]})
+        {'miou': nan, 'boundary_miou': {'3': 0.5}, 'curve': [{'step': 0, 'miou': nan}]}
+    """
+    if row is None:
+        return math.nan
+    if isinstance(row, dict):
+        return {k: reloaded_row(v) for k, v in row.items()}
+    if isinstance(row, list):
+        return [reloaded_row(v) for v in row]
+    return row
 
 
 # -------------------------------------------------------------------------------------------------- summary
@@ -691,7 +712,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                     f"{paths['json']} holds an unfinished ablation with other settings; --overwrite replaces "
                     "it, or choose another --output-dir (nothing was changed)"
                 )
-            rows = list(previous.get("rows", []))
+            rows = [reloaded_row(r) for r in previous.get("rows", [])]
         plan = [(v, s) for s in range(opts.seeds) for v in opts.variants]
         rows = [r for r in rows if (r["init"], int(r["seed"])) in set(plan)]
         done = {(r["init"], int(r["seed"])) for r in rows}

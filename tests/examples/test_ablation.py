@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import sys
 
 import pytest
@@ -244,6 +245,32 @@ def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, 
     assert res["complete"] and [(r["init"], r["seed"]) for r in res["rows"]] == [("no_fusion", 0)]
     assert [s["init"] for s in res["summary"]] == ["no_fusion"]
     assert "xavier" not in (out / "ablation.md").read_text()
+    capsys.readouterr()
+
+
+def test_continuing_reads_nan_scores_back_from_strict_json(tiny_voc, tmp_path, one_thread, capsys) -> None:
+    """A NaN score (a boundary band without a valid pixel) is written to ablation.json as null (strict JSON);
+    continuing the ablation reads it back as NaN: the summary, ablation.md and the figure are written (the
+    summary raised TypeError on the null)."""
+    from examples.voc_joint.metrics import dumps
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    out.mkdir()
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+    opts = ablation.resolve(ablation.build_parser().parse_args(argv))
+    opts.cell_size = ablation.check_pretrained(seg, spx)
+    settings = ablation._settings(opts, tiny_voc, seg, spx, 2)
+    row = _row("no_fusion", 0, 0.3, 0.5)
+    row["boundary_miou"] = {**row["boundary_miou"], "3": float("nan")}
+    row["curve"][0]["miou"] = float("nan")
+    (out / "ablation.json").write_text(dumps({"settings": settings, "complete": False, "rows": [row]}))
+    assert "NaN" not in (out / "ablation.json").read_text()  # strict JSON: null
+    res = ablation.main(argv)
+    (summary,) = res["summary"]
+    assert summary["miou"][0] == pytest.approx(0.5) and math.isnan(summary["boundary_miou"][0])
+    assert "nan" in (out / "ablation.md").read_text() and (out / "ablation.png").is_file()
+    assert json.loads((out / "ablation.json").read_text())["rows"][0]["boundary_miou"]["3"] is None
     capsys.readouterr()
 
 
