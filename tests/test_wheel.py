@@ -1,0 +1,104 @@
+"""What a user installs: the wheel's files and metadata, and the installed packages outside the source tree.
+
+The wheel is built offline with the project's build backend (``hatchling``, in the ``test`` extra); without it
+these tests skip.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("hatchling")
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("sparse_ops", "transparent_init")
+
+
+def _version() -> str:
+    """The version of the source tree (``transparent_init/_version.py``), read without importing it."""
+    scope: dict[str, object] = {}
+    exec((ROOT / "transparent_init" / "_version.py").read_text(), scope)
+    return str(scope["__version__"])
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    cmd = [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q"]
+    res = subprocess.run([*cmd, "-w", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (path,) = out.glob("transinit-*.whl")
+    return path
+
+
+def test_wheel_holds_the_two_packages_their_type_markers_and_the_license(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = {p.relative_to(ROOT).as_posix() for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py")}
+    assert sources <= names, f"missing from the wheel: {sorted(sources - names)}"
+    assert {f"{pkg}/py.typed" for pkg in PACKAGES} <= names  # PEP 561: users' type checkers read the hints
+    dist_info = f"transinit-{_version()}.dist-info"
+    assert f"{dist_info}/licenses/LICENSE" in names
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {*PACKAGES, dist_info}, f"unexpected top-level entries: {sorted(tops)}"
+
+
+def test_wheel_metadata_names_only_the_core_dependencies(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        meta = email.parser.Parser().parsestr(zf.read(f"transinit-{_version()}.dist-info/METADATA").decode())
+    assert (meta["Name"], meta["Version"], meta["License"]) == ("transinit", _version(), "MIT")
+    core = sorted(r.split(">")[0].split("=")[0] for r in meta.get_all("Requires-Dist") if "extra ==" not in r)
+    assert core == ["numpy", "scipy", "torch"]
+    assert {"test", "docs", "examples", "dev"} <= set(meta.get_all("Provides-Extra"))
+
+
+def test_installed_wheel_works_outside_the_source_tree(wheel: Path, tmp_path: Path) -> None:
+    """Installed from the wheel alone (no source tree on the path): both packages import from the install,
+    report the distribution's version, work, and load neither scipy nor the examples."""
+    target = tmp_path / "site"
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target)]
+    res = subprocess.run([*cmd, str(wheel)], capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    code = f"""
+import importlib.metadata, sys
+import torch
+import sparse_ops, transparent_init
+from sparse_ops import uniformize
+from transparent_init import TransparentLinear
+for pkg in (sparse_ops, transparent_init):
+    assert pkg.__file__.startswith({str(target)!r}), pkg.__file__
+    assert pkg.__version__ == importlib.metadata.version("transinit") == {_version()!r}, pkg.__version__
+x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+ids = torch.arange(16).reshape(1, 4, 4).div(8, rounding_mode="floor").expand(2, 4, 4)
+y = uniformize(x, ids)
+assert torch.allclose(y[..., :2, :], x[..., :2, :].mean(dim=(-2, -1), keepdim=True).expand(2, 3, 2, 4))
+layer = TransparentLinear(5, [12, 12], activation="relu").double()
+z = torch.randn(7, 5, dtype=torch.float64)
+assert torch.allclose(layer(z), z, atol=1e-9)
+assert "scipy" not in sys.modules and "examples" not in sys.modules
+print("ok")
+"""
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout[-2000:] + res.stderr[-3000:]
+
+
+def test_sdist_holds_the_license_and_what_the_tests_need(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(tmp_path)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (path,) = tmp_path.glob("transinit-*.tar.gz")
+    with tarfile.open(path) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    tops = {n.split("/")[0] for n in names}
+    expected = {"LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", *PACKAGES}
+    assert expected | {"tests", "examples", "benchmarks", "docs"} <= tops
+    assert "tests/conftest.py" in names and "examples/voc_joint/train.py" in names
