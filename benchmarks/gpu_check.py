@@ -30,9 +30,9 @@ command, status, time, figures, raw benchmark JSON and log tail) and a short tex
 The whole check keeps to ``--budget`` seconds (default 440, within 8 minutes with the start-up): a stage's
 time limit is cut so that every later stage keeps 30 s. It installs nothing: it needs torch, torchvision,
 pytest, hypothesis and scipy, and runs the project from this checkout (first on ``PYTHONPATH`` of every
-stage), so no install is needed; pytest-xdist is used when present. Without CUDA it stops with exit status 2, unless ``--device cpu --quick`` is given: that dry run
-takes the same code paths on the CPU at tiny sizes (ResNet-18, 64 px, 2 steps, one thread) and is what the
-test suite and CI run.
+stage), so no install is needed; pytest-xdist is used when present. Without CUDA it stops with exit status
+2, unless ``--device cpu --quick`` is given: that dry run takes the same code paths on the CPU at tiny sizes
+(ResNet-18, 64 px, 2 steps, one thread) and is what the test suite and CI run.
 
 Usage::
 
