@@ -166,6 +166,24 @@ def test_train_transform_keeps_image_and_target_aligned(seed):
         assert found
 
 
+def test_train_transform_flips_image_and_target_together_or_not_at_all():
+    """Crop as large as the image and scale 1: every output is the input or its mirror image, image and
+    target alike; ``hflip=True`` gives both over 16 draws (6 mirrored under seed 0), ``hflip=False`` none."""
+    target = tv_tensors.Mask(torch.arange(20, dtype=torch.uint8).view(4, 5))
+    image = tv_tensors.Image(torch.stack([target.float() / 255, torch.rand(4, 5), torch.rand(4, 5)]))
+    for hflip, mirrored in ((True, 6), (False, 0)):
+        t = train_transform((4, 5), scale=(1.0, 1.0), hflip=hflip)
+        torch.manual_seed(0)
+        flips = 0
+        for _ in range(16):
+            out_img, out_tgt = t(image, target)
+            flipped = torch.equal(out_tgt, target.flip(-1))
+            assert flipped or torch.equal(out_tgt, target)
+            assert torch.equal(out_img, image.flip(-1) if flipped else image)
+            flips += flipped
+        assert flips == mirrored
+
+
 def test_pad_to_multiple_leaves_a_multiple_alone_and_nearest_resize_uses_row_centres():
     image, target = _coded_pair(8, 12)
     out_img, out_tgt = eval_transform(None, pad_to_multiple=4)(image, target)
