@@ -36,6 +36,13 @@ def test_payload_hash_covers_dtype_and_shape_and_ignores_key_order() -> None:
     assert base != payload_sha256({"w": torch.zeros(2, 1), "step": 1, "cfg": {"a": 1, "b": [2, 3]}})
 
 
+def test_payload_hash_covers_the_key_names() -> None:
+    """A renamed key (same values in the same sorted order) is another checkpoint: the keys are hashed too."""
+    base = payload_sha256({"model": {"a.weight": torch.ones(2)}, "step": 1})
+    assert base != payload_sha256({"model": {"b.weight": torch.ones(2)}, "step": 1})
+    assert base != payload_sha256({"model": {"a.weight": torch.ones(2)}, "steps": 1})
+
+
 def _ckpt(model: torch.nn.Module, stage: str) -> dict:
     return {
         "format": FORMAT,
