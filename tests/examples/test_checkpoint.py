@@ -211,6 +211,17 @@ def test_refuses_garbage_wrong_keys_and_format(tmp_path) -> None:
         load_checkpoint(listing)
 
 
+@pytest.mark.parametrize("key", ["format", "version", "stage", "config", "model"])
+def test_each_required_key_is_required(tmp_path, key) -> None:
+    path = save_checkpoint(
+        tmp_path / "c.pt", {k: v for k, v in _ckpt(SpixelFCN(width=4), "spixel").items() if k != key}
+    )
+    with pytest.raises(
+        CheckpointError, match=rf"c\.pt is not a transinit voc_joint checkpoint: missing keys \['{key}'\]"
+    ):
+        load_checkpoint(path)
+
+
 def test_missing_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"checkpoint file not found: .*nope\.pt"):
         load_checkpoint(tmp_path / "nope.pt")
