@@ -287,12 +287,15 @@ def test_rng_state_round_trip(tmp_path) -> None:
     gen = torch.Generator().manual_seed(5)
     base = _ckpt(SpixelFCN(width=4), "spixel")
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
-    np.random.normal()  # a cached gaussian
+    np.random.normal(), random.gauss(0.0, 1.0)  # a cached gaussian in each (the second of a pair)
     state = get_rng_state(gen)
     path = save_checkpoint(tmp_path / "rng.pt", {**base, "rng": state})
     first = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(2, generator=gen))
+    cached = (np.random.normal(), random.gauss(0.0, 1.0))
     torch.manual_seed(9), np.random.seed(9), random.seed(9), gen.manual_seed(9)
+    np.random.normal(), random.gauss(0.0, 1.0)  # other cached gaussians, replaced by the restore
     set_rng_state(load_checkpoint(path)["rng"], gen)
     again = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(2, generator=gen))
     assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
     assert first[2] == again[2] and torch.equal(first[3], again[3])
+    assert (np.random.normal(), random.gauss(0.0, 1.0)) == cached
