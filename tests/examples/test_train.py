@@ -391,6 +391,40 @@ def test_cross_entropy_is_a_mean_over_labelled_pixels_and_0_without_any() -> Non
     assert torch.equal(logits.grad, torch.zeros_like(logits))
 
 
+class _FixedJoint(torch.nn.Module):
+    """A joint model's contract with fixed outputs: zero logits over 2 classes, the uniform association."""
+
+    cell_size = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, seg_input: torch.Tensor, spixel_input: torch.Tensor) -> dict:
+        logits = torch.zeros(1, 2, 8, 8) + self.bias
+        return {"logits": logits, "assoc": torch.full((1, 9, 8, 8), 1 / 9) + self.bias}
+
+
+def test_joint_stage_loss_weighs_the_superpixel_term() -> None:
+    """Joint loss = ce + --spixel-loss-weight x spixel; weight 0 leaves the superpixel term out."""
+    from examples.voc_joint.engine import stage_loss
+
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, :, 4:] = 1
+    batch = {"seg_input": torch.zeros(1, 3, 8, 8), "spixel_input": torch.zeros(1, 3, 8, 8), "target": target}
+    losses = {}
+    for weight in (0.0, 0.5, 1.0):
+        args = argparse.Namespace(spixel_loss_weight=weight, pos_weight=0.003, num_classes=2)
+        losses[weight] = stage_loss("joint", _FixedJoint(), batch, args, torch.device("cpu"))
+    (loss0, parts0), (half, parts), (full, _) = losses[0.0], losses[0.5], losses[1.0]
+    assert float(parts0["ce"]) == pytest.approx(float(torch.tensor(2.0).log()))  # zero logits: log 2
+    assert set(parts0) == {"ce"} and torch.equal(loss0.detach(), parts0["ce"])
+    spixel = float(parts["spixel"])
+    assert spixel > 0.01
+    assert float(half.detach()) == pytest.approx(float(parts["ce"]) + 0.5 * spixel)
+    assert float(full.detach()) - float(half.detach()) == pytest.approx(0.5 * spixel)
+
+
 def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys, monkeypatch) -> None:
     """An evaluation lost to an interrupt (or never asked for) is made by ``--resume --eval``; an up-to-date
     one is not redone."""
