@@ -425,6 +425,44 @@ def test_joint_stage_loss_weighs_the_superpixel_term() -> None:
     assert float(full.detach()) - float(half.detach()) == pytest.approx(0.5 * spixel)
 
 
+def test_csv_log_of_a_resumed_run_keeps_the_rows_up_to_the_checkpoint_step(tmp_path, monkeypatch) -> None:
+    """Rows up to the resume step (included) stay, later ones (written after that checkpoint) go; TensorBoard
+    purges the events from the step after it; a new log starts empty."""
+    import types
+
+    from examples.voc_joint.engine import CsvLogger
+
+    purges = []
+
+    class Writer:
+        def __init__(self, logdir: str, purge_step: int | None = None) -> None:
+            purges.append(purge_step)
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    log = CsvLogger(tmp_path, True, True, None)
+    for step in range(1, 6):
+        log.row(stage="seg", epoch=1, step=step, loss=f"{step}.0")
+    log.close()
+    log = CsvLogger(tmp_path, True, True, resume_step=3)
+    log.row(stage="seg", epoch=1, step=4, loss="0.5")
+    log.close()
+    assert [(r["step"], r["loss"]) for r in _rows(tmp_path / "log.csv")] == [
+        ("1", "1.0"),
+        ("2", "2.0"),
+        ("3", "3.0"),
+        ("4", "0.5"),
+    ]
+    assert purges == [None, 4]
+    CsvLogger(tmp_path, True, False, None).close()
+    assert _rows(tmp_path / "log.csv") == []
+
+
 def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys, monkeypatch) -> None:
     """An evaluation lost to an interrupt (or never asked for) is made by ``--resume --eval``; an up-to-date
     one is not redone."""
