@@ -285,3 +285,16 @@ def test_half_parameters_sum_their_chunks_in_float32(dtype: torch.dtype) -> None
         # in the half type, 4.2e-2 (bfloat16) and 7.1e-3 (float16)
         tol = 1e-2 if dtype == torch.bfloat16 else 2e-3
         torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_gradient_of_u_alone_through_frozen_layers(recompute: bool) -> None:
+    """Only ``U`` asks for a gradient (``S`` and every layer frozen): the backward still goes down to the
+    first layer; without activation and biases, dU = W_2 W_1U = 5 x 3 at every pixel."""
+    s = torch.randn(1, 1, 2, 3, dtype=torch.float64)
+    u = torch.randn(1, 1, 2, 3, dtype=torch.float64, requires_grad=True)
+    ws = [torch.tensor([[2.0, 3.0]], dtype=torch.float64), torch.tensor([[5.0]], dtype=torch.float64)]
+    out = fused_stack(s, u, ws, [None, None], None, chunk=4, recompute=recompute)
+    torch.testing.assert_close(out, 5 * (2 * s + 3 * u), rtol=0, atol=1e-12)
+    (gu,) = torch.autograd.grad(out, [u], torch.ones_like(out))
+    assert torch.equal(gu, torch.full_like(u, 15.0))
