@@ -181,8 +181,8 @@ class RandomScale(v2.Transform):  # type: ignore[misc, unused-ignore]  # torchvi
         >>> img = tv_tensors.Image(torch.rand(3, 4, 6))
         >>> mask = tv_tensors.Mask(torch.zeros(4, 6, dtype=torch.long))
         >>> out_img, out_mask = RandomScale((2.0, 2.0))(img, mask)
-        >>> tuple(out_img.shape), tuple(out_mask.shape), type(out_mask).__name__
-        ((3, 8, 12), (8, 12), 'Mask')
+        >>> tuple(out_img.shape), tuple(out_mask.shape), type(out_img).__name__, type(out_mask).__name__
+        ((3, 8, 12), (8, 12), 'Image', 'Mask')
     """
 
     def __init__(self, scale: tuple[float, float] = (0.5, 2.0)) -> None:
@@ -206,7 +206,8 @@ class RandomScale(v2.Transform):  # type: ignore[misc, unused-ignore]  # torchvi
             return tv_tensors.wrap(_resize_nearest_exact(inpt.as_subclass(Tensor), size), like=inpt)
         if isinstance(inpt, tv_tensors.Image):
             out = TF.resize(inpt, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-            return out.clamp_(0, 1) if out.is_floating_point() else out
+            # clamp_ returns a plain Tensor: wrap it again, or later steps that act on Images only skip it
+            return tv_tensors.wrap(out.clamp_(0, 1), like=inpt) if out.is_floating_point() else out
         return inpt
 
     # torchvision < 0.21 calls the private names

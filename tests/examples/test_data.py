@@ -201,6 +201,8 @@ def test_random_scale_range_and_nearest_labels():
         assert out_tgt.shape == (round(10 * s), round(12 * s)) and out_img.shape[-2:] == out_tgt.shape
         assert set(out_tgt.unique().tolist()) <= set(target.unique().tolist())
         assert out_img.min() >= 0 and out_img.max() <= 1
+        # still an Image (the clamp returned a plain Tensor, which later Image-only steps would skip)
+        assert type(out_img) is tv_tensors.Image and type(out_tgt) is type(target)
     _up_img, up_tgt = data.RandomScale((2.0, 2.0))(image, target)
     assert torch.equal(up_tgt, target.repeat_interleave(2, 0).repeat_interleave(2, 1))
     # nearest-exact (pixel centres), on uint8 masks too: x1.5 of [a, b] is [a, a, b] then [.., b]
