@@ -609,3 +609,11 @@ def test_paired_times_alternate_which_runs_first():
     a, b = harness.paired_times(lambda: calls.append("a"), lambda: calls.append("b"), 4)
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert len(a) == len(b) == 4 and all(t >= 0 for t in a + b)
+
+
+def test_paired_times_file_each_time_under_its_own_function(monkeypatch):
+    """Whichever runs first in a round, ``first``'s time goes to the first list, ``second``'s to the other."""
+    harness = _import("_harness")
+    monkeypatch.setattr(harness, "time_ms", lambda fn, n, warmup=1, device="cpu": [fn()])
+    a, b = harness.paired_times(lambda: 1.0, lambda: 3.0, 5)
+    assert a == [1.0] * 5 and b == [3.0] * 5

@@ -456,3 +456,22 @@ def test_train_log_steady_step_time_leaves_out_the_first_steps(tmp_path):
         and res["s_per_step"] == pytest.approx(0.5)
         and res["images_per_s"] == pytest.approx(16)
     )
+
+
+# ----------------------------------------------------------------------------------------------- harness (2)
+def test_peak_memory_starts_from_the_resident_size_not_the_reset_peak(monkeypatch):
+    """After the reset the peak may sit up to 1 MiB above the resident size: the region's growth is counted
+    from the resident size (VmRSS), not from that peak."""
+    status = {"VmRSS": 1_000_000, "VmHWM": 1_000_000 + 900}  # the reset took (within its 1 MiB slack)
+    monkeypatch.setattr(harness, "_proc_status_kib", lambda field: status[field])
+    monkeypatch.setattr(harness, "_reset_peak_rss", lambda: True)
+    memory = harness.PeakMemory("cpu")
+    status["VmHWM"] = status["VmRSS"] + 4 * 1024
+    assert memory.method == "vmhwm_reset" and memory.extra_mib() == 4.0
+
+
+def test_warmup_runs_per_device():
+    """Three untimed runs on CUDA (autotuning, allocator growth), one on the CPU."""
+    assert harness.warmup_runs(torch.device("cuda")) == 3
+    assert harness.warmup_runs(torch.device("cuda:1")) == 3
+    assert harness.warmup_runs(torch.device("cpu")) == 1
