@@ -617,3 +617,44 @@ def test_paired_times_file_each_time_under_its_own_function(monkeypatch):
     monkeypatch.setattr(harness, "time_ms", lambda fn, n, warmup=1, device="cpu": [fn()])
     a, b = harness.paired_times(lambda: 1.0, lambda: 3.0, 5)
     assert a == [1.0] * 5 and b == [3.0] * 5
+
+
+def test_bench_uniformize_paired_rounds_alternate_after_a_warm_floor(monkeypatch):
+    """scatter's paired rounds: one untimed floor run first, then floor and op in alternating order."""
+    bench = _import("bench_uniformize")
+    order: list[str] = []
+    backwards: list[int] = []
+    backward = torch.Tensor.backward
+
+    def counted(self, *args, **kwargs):
+        backwards.append(1)
+        return backward(self, *args, **kwargs)
+
+    def time_ms(fn, n, warmup=1, device="cpu"):  # records the paired rounds' calls, runs nothing
+        if warmup == 0:
+            order.append(fn.__name__)
+        return [1.0] * n
+
+    monkeypatch.setattr(bench, "time_ms", time_ms)
+    monkeypatch.setattr(torch.Tensor, "backward", counted)
+    cfg = {"B": 1, "C": 2, "H": 8, "W": 8, "N_s": 4, "labels": "grid", "threads": 1}
+    bench.run_one(cfg, "scatter", "cpu", 4, dense_max_gb=1.0, fresh_process=False)
+    assert order == ["floor_fb", "fwd_bwd", "fwd_bwd", "floor_fb"] * 2
+    assert len(backwards) == 1  # the floor's warm-up run (the timed runs are faked)
+
+
+def test_bench_uniformize_error_check_sees_a_wrong_result(monkeypatch):
+    """max_abs_err compares the variant's float32 output with the float64 reference: a wrong op shows."""
+    bench = _import("bench_uniformize")
+    from sparse_ops import SuperpixelAssignment
+
+    uniformize = SuperpixelAssignment.uniformize
+
+    def off_in_float32(self, x):  # the timed (float32) path is wrong, the float64 reference is not
+        return uniformize(self, x) * (1.5 if x.dtype == torch.float32 else 1.0)
+
+    monkeypatch.setattr(SuperpixelAssignment, "uniformize", off_in_float32)
+    monkeypatch.setattr(bench, "time_ms", lambda fn, n, warmup=1, device="cpu": [1.0] * n)
+    cfg = {"B": 1, "C": 2, "H": 8, "W": 8, "N_s": 4, "labels": "grid", "threads": 1}
+    res = bench.run_one(cfg, "scatter", "cpu", 1, dense_max_gb=1.0, paired=False, fresh_process=False)
+    assert res["max_abs_err"] > 1e-3
