@@ -658,3 +658,38 @@ def test_bench_uniformize_error_check_sees_a_wrong_result(monkeypatch):
     cfg = {"B": 1, "C": 2, "H": 8, "W": 8, "N_s": 4, "labels": "grid", "threads": 1}
     res = bench.run_one(cfg, "scatter", "cpu", 1, dense_max_gb=1.0, paired=False, fresh_process=False)
     assert res["max_abs_err"] > 1e-3
+
+
+@pytest.mark.examples
+def test_bench_joint_breakdown_shares_sum_and_deeplab_step(tmp_path, monkeypatch, capsys):
+    """The breakdown's JSON keeps the parts, their sum and DeepLabV3+'s step of the main table; the printed
+    shares are per cent of the sum of the parts."""
+    bench = _import("bench_joint")
+
+    def row(variant: str, median_s: float, ratio: float) -> dict:
+        return {
+            "variant": variant,
+            "median_s": median_s,
+            "time_ratio": ratio,
+            "time_ratio_paired": ratio,
+            "memory_ratio": 1.0,
+            "memory_bytes": {"saved_activations": 2**20},
+        }
+
+    parts = {
+        "DeepLabV3+": {"median_s": 0.3, "saved_bytes": 10},
+        "fusion": {"median_s": 0.1, "saved_bytes": 5},
+    }
+    monkeypatch.setattr(
+        bench, "measure_pair_set", lambda *rest: [row("deeplab", 0.2, 1.0), row("joint_hard_ti", 0.3, 1.5)]
+    )
+    monkeypatch.setattr(bench, "breakdown", lambda *rest: parts)
+    argv = ["--threads", "1", "--variants", "deeplab", "joint_hard_ti", "--output", str(tmp_path / "j.json")]
+    result = bench.main(argv)
+    assert result["breakdown"] == {
+        "parts": parts,
+        "sum_of_parts_s": pytest.approx(0.4),
+        "deeplab_step_s": 0.2,
+    }
+    printed = capsys.readouterr().out
+    assert "75.0%" in printed and "25.0%" in printed
