@@ -693,3 +693,97 @@ def test_bench_joint_breakdown_shares_sum_and_deeplab_step(tmp_path, monkeypatch
     }
     printed = capsys.readouterr().out
     assert "75.0%" in printed and "25.0%" in printed
+
+
+def test_bench_ops_check_refuses_a_wrong_gradient(monkeypatch):
+    """The float64 check compares the gradient too: an alternative with the right values and a doubled
+    gradient is refused."""
+    import dataclasses
+
+    bench = _import("bench_ops")
+    case = bench.CASES["pool_sum"]
+
+    def doubled_gradient(inp):
+        x = inp["x"]
+        return bench.scatter_pool(2 * x - x.detach(), inp["sp"], inp["n"], "sum")  # values of x, grad 2
+
+    monkeypatch.setitem(bench.CASES, "pool_sum", dataclasses.replace(case, alt=doubled_gradient))
+    check = bench.check_case("pool_sum", bench.case_config("pool_sum", quick=True))
+    assert check["passed"] is False and check["max_rel_diff"] == pytest.approx(0.5)  # |1 - 2| / 2
+
+
+def test_bench_ops_float_check_runs_in_float64(monkeypatch):
+    """Float ops are checked on float64 inputs (integer ops on the float32 inputs that are timed)."""
+    import dataclasses
+
+    bench = _import("bench_ops")
+    dtypes: list[torch.dtype] = []
+    for name in ("pool_mean", "relabel_contiguous"):
+        case = bench.CASES[name]
+
+        def inputs(cfg, device, dtype, make=case.inputs):
+            dtypes.append(dtype)
+            return make(cfg, device, dtype)
+
+        monkeypatch.setitem(bench.CASES, name, dataclasses.replace(case, inputs=inputs))
+        check = bench.check_case(name, bench.case_config(name, quick=True))
+        assert check["passed"] is True, (name, check)
+    assert dtypes == [torch.float64, torch.float32]
+
+
+def test_bench_ops_worker_times_each_implementation_and_pairs_ours_over_the_alternative(monkeypatch):
+    """Each row times its own implementation; the paired ratio is ours / alternative, median over rounds."""
+    bench = _import("bench_ops")
+    monkeypatch.setattr(
+        bench, "make_step", lambda case, fn, inp: (lambda: "ours") if fn is case.ours else (lambda: "alt")
+    )
+    timed = {"ours": [1.0, 2.0, 9.0], "alt": [4.0, 5.0, 6.0]}
+    monkeypatch.setattr(bench, "time_ms", lambda fn, n, warmup=1, device="cpu": timed[fn()][:n])
+
+    def paired_times(first, second, rounds, device="cpu"):
+        assert (first(), second(), rounds) == ("ours", "alt", 3)
+        return [1.0, 3.0, 8.0], [2.0, 2.0, 2.0]
+
+    monkeypatch.setattr(bench, "paired_times", paired_times)
+    cfg = bench.case_config("relabel_contiguous", quick=True)
+    ours = bench.worker("relabel_contiguous", "ours", cfg, 3, fresh_process=False)
+    alt = bench.worker("relabel_contiguous", "alternative", cfg, 3, fresh_process=False)
+    assert (ours["median_ms"], alt["median_ms"]) == (2.0, 5.0)
+    assert ours["paired_ratios"] == [0.5, 1.5, 4.0] and ours["paired_ratio_to_alternative"] == 1.5
+    assert "paired_ratios" not in alt
+
+
+def test_bench_ops_main_ratio_is_ours_over_the_alternative(monkeypatch):
+    bench = _import("bench_ops")
+    rows = {
+        "ours": {
+            "impl": "ours",
+            "median_ms": 2.0,
+            "paired_ratio_to_alternative": 0.4,
+            "paired_ratios": [0.4],
+        },
+        "alternative": {"impl": "alternative", "median_ms": 8.0},
+    }
+    monkeypatch.setattr(bench, "_run_worker", lambda args, name, impl, cfg, repeats: dict(rows[impl]))
+    data = bench.main(["--quick", "--threads", "1", "--ops", "relabel_contiguous"])
+    entry = data["ops"]["relabel_contiguous"]
+    assert entry["ratio_to_alternative"] == 0.25 and entry["paired_ratio_to_alternative"] == 0.4
+
+
+def test_bench_ops_does_not_time_an_op_whose_check_failed(monkeypatch):
+    import dataclasses
+
+    bench = _import("bench_ops")
+    case = bench.CASES["relabel_contiguous"]
+
+    def off_by_one(inp):
+        ids, counts = case.alt(inp)
+        return ids + 1, counts
+
+    def timed(*args):
+        raise AssertionError("an op whose check failed was timed")
+
+    monkeypatch.setitem(bench.CASES, "relabel_contiguous", dataclasses.replace(case, alt=off_by_one))
+    monkeypatch.setattr(bench, "_run_worker", timed)
+    with pytest.raises(SystemExit, match="a check failed"):
+        bench.main(["--quick", "--threads", "1", "--ops", "relabel_contiguous"])
