@@ -787,3 +787,50 @@ def test_bench_ops_does_not_time_an_op_whose_check_failed(monkeypatch):
     monkeypatch.setattr(bench, "_run_worker", timed)
     with pytest.raises(SystemExit, match="a check failed"):
         bench.main(["--quick", "--threads", "1", "--ops", "relabel_contiguous"])
+
+
+def test_bench_soft_refuses_an_implementation_that_disagrees(monkeypatch):
+    """The agreement check covers all three implementations, and a disagreement stops the run before any
+    timing."""
+    bench_soft = _import("bench_soft")
+    scatter = bench_soft.scatter_uniformize
+    monkeypatch.setitem(bench_soft.SOFT_IMPLS, "scatter", lambda x, a, s: 1.001 * scatter(x, a, s))
+    assert bench_soft.check_agreement() > 1e-4
+
+    def timed(*args):
+        raise AssertionError("timed although the implementations disagree")
+
+    monkeypatch.setattr(bench_soft, "_run_worker", timed)
+    with pytest.raises(SystemExit, match="disagree"):
+        bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+
+
+def test_bench_soft_ratios_to_block_and_to_nn(monkeypatch):
+    """ratio_to_block = impl / block and ratio_to_nn = impl / nn.MaxUnpool2d (medians of the same run); the
+    paired SegNet figure is max_unpool2d / nn.MaxUnpool2d, the median of the round ratios."""
+    bench_soft = _import("bench_soft")
+    soft_ms = {"block": 2.0, "nine_shift": 6.0, "scatter": 5.0}
+    unpool_ms = {"max_unpool2d": 1.0, "nn.MaxUnpool2d": 4.0}
+
+    def run_worker(args, params):
+        kind, *rest = params
+        if kind == "soft":
+            return {"impl": rest[0], "C": rest[2], "median_ms": soft_ms[rest[0]]}
+        if kind == "unpool":
+            return {"impl": rest[0], "C": rest[2], "median_ms": unpool_ms[rest[0]]}
+        return bench_soft.worker_unpool_paired(*rest, device=args.device)
+
+    def paired_times(first, second, rounds, device="cpu"):
+        assert (first.__name__, second.__name__) == ("ours", "theirs")
+        return [1.0, 3.0, 8.0], [2.0, 2.0, 2.0]
+
+    monkeypatch.setattr(bench_soft, "_run_worker", run_worker)
+    monkeypatch.setattr(bench_soft, "paired_times", paired_times)
+    data = bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+    ratios = {(r["impl"], r["C"]): r["ratio_to_block"] for r in data["soft"]["rows"]}
+    assert ratios == {(impl, c): soft_ms[impl] / 2.0 for impl in soft_ms for c in (2, 21)}
+    assert {r["impl"]: r["ratio_to_nn"] for r in data["segnet_unpool"]["rows"]} == {
+        "max_unpool2d": 0.25,
+        "nn.MaxUnpool2d": 1.0,
+    }
+    assert data["segnet_unpool"]["paired_ratio_to_nn"] == 1.5  # round ratios 0.5, 1.5, 4
