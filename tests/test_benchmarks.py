@@ -834,3 +834,58 @@ def test_bench_soft_ratios_to_block_and_to_nn(monkeypatch):
         "nn.MaxUnpool2d": 1.0,
     }
     assert data["segnet_unpool"]["paired_ratio_to_nn"] == 1.5  # round ratios 0.5, 1.5, 4
+
+
+def test_ab_uniformize_worker_pairs_rounds_in_alternating_order_after_two_warm_up_rounds(monkeypatch):
+    """Rounds alternate which of op and floor runs first; the two first rounds warm up; the paired figure is
+    the median of op / floor per round."""
+    from types import SimpleNamespace
+
+    import sparse_ops
+
+    ab = _import("ab_uniformize")
+    # ms in call order: rounds 0-1 warm up, round 2 op then floor, 3 floor then op, 4 op then floor
+    durations = iter([100.0, 100.0, 100.0, 100.0, 4.0, 2.0, 1.0, 3.0, 10.0, 2.0])
+    clock = {"t": 0.0, "start": True}
+
+    def perf_counter() -> float:
+        if not clock["start"]:
+            clock["t"] += next(durations) / 1e3
+        clock["start"] = not clock["start"]
+        return clock["t"]
+
+    monkeypatch.setattr(ab, "time", SimpleNamespace(perf_counter=perf_counter))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the worker puts its checkout first
+    root = Path(sparse_ops.__file__).resolve().parents[1]
+    argv = ["--previous", str(root), "--size", "8", "--batch-size", "1", "--channels", "2", "--rounds", "3"]
+    res = ab.worker(root, 4, ab.build_parser().parse_args([*argv, "--threads", "1"]))
+    assert res["floor_ms"] == pytest.approx(2.0) and res["op_ms"] == pytest.approx(4.0)
+    assert res["paired_x_floor"] == pytest.approx(3.0)  # round ratios 2, 3, 5
+
+
+def test_ab_uniformize_alternates_the_checkouts_across_repeats(tmp_path, monkeypatch):
+    """For each (repeat, N_s) the checkout that runs first alternates, repeats included."""
+    from types import SimpleNamespace
+
+    ab = _import("ab_uniformize")
+    previous = tmp_path / "previous"
+    (previous / "sparse_ops").mkdir(parents=True)
+    (previous / "sparse_ops" / "__init__.py").write_text("")
+
+    def run(cmd, **kwargs):
+        measured = {"floor_ms": 1.0, "op_ms": 2.0, "paired_x_floor": 2.0}
+        return SimpleNamespace(returncode=0, stdout=json.dumps(measured) + "\n", stderr="")
+
+    monkeypatch.setattr(ab.subprocess, "run", run)
+    argv = ["--previous", str(previous), "--num-superpixels", "4", "16", "--size", "8", "--repeats", "2"]
+    data = ab.main(argv)
+    assert [(r["repeat"], r["N_s"], r["code"]) for r in data["runs"]] == [
+        (0, 4, "previous"),
+        (0, 4, "current"),
+        (0, 16, "current"),
+        (0, 16, "previous"),
+        (1, 4, "current"),
+        (1, 4, "previous"),
+        (1, 16, "previous"),
+        (1, 16, "current"),
+    ]
