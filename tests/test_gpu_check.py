@@ -475,3 +475,48 @@ def test_warmup_runs_per_device():
     assert harness.warmup_runs(torch.device("cuda")) == 3
     assert harness.warmup_runs(torch.device("cuda:1")) == 3
     assert harness.warmup_runs(torch.device("cpu")) == 1
+
+
+# ----------------------------------------------------------------------------------------------- verdicts (2)
+def test_a_test_error_fails_the_zero_failing_tests_target():
+    """Errors (a fixture or collection that broke) count as failing CUDA tests, like failures."""
+    stages = _stages(1.0, 1.0, 0, tests_status="failed")  # pytest exits 1 on errors too
+    stages["tests"]["summary"]["errors"] = 1
+    verdict = gpu_check.evaluate_targets(stages, on_gpu=True)[2]
+    assert verdict["met"] is False and "1 errors" in verdict["figure"]
+
+
+def test_uniformize_target_uses_the_backend_auto_resolves_to():
+    """The (b) verdict is on the backend ``"auto"`` picks on the device, not on scatter."""
+    rows = [{"N_s": n, "scatter": {"x_floor": 2.0}, "sparse": {"x_floor": 1.2}} for n in (1024, 4096)]
+    stages = {"uniformize": {"status": "ok", "summary": {"auto_backend": "sparse", "rows": rows}}}
+    verdict = gpu_check.evaluate_targets(stages, on_gpu=True)[0]
+    assert verdict["met"] is True and "backend 'sparse'" in verdict["figure"] and "1.20x" in verdict["figure"]
+
+
+def test_text_summary_marks_each_verdict():
+    report = {
+        "meta": {
+            "device": "cuda",
+            "quick": False,
+            "platform": "p",
+            "torch": "t",
+            "time": "now",
+            "budget_s": 440,
+        },
+        "on_gpu": True,
+        "stages": {},
+        "targets": gpu_check.evaluate_targets(_stages(1.4, 1.31, 0), on_gpu=True),
+    }
+    text = gpu_check.render_summary(report)
+    marks = [line.split("]")[0] for line in text.splitlines() if line.startswith("  [")]
+    assert marks == ["  [met", "  [NOT MET", "  [met"]
+
+
+def test_train_log_wall_time_is_the_last_step(tmp_path):
+    path = tmp_path / "log.csv"
+    lines = ["stage,epoch,step,loss,ce,spixel,lr,images_per_s,elapsed_s"]
+    lines += [f"seg,1,{s},1.0,,,0.1,1.0,{2.0 * s:.1f}" for s in range(1, 6)]
+    path.write_text("\n".join(lines) + "\n")
+    res = gpu_check.read_train_log(path, batch=2)
+    assert (res["steps"], res["wall_s"], res["s_per_step"]) == (5, 10.0, 2.0)
