@@ -520,3 +520,76 @@ def test_train_log_wall_time_is_the_last_step(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     res = gpu_check.read_train_log(path, batch=2)
     assert (res["steps"], res["wall_s"], res["s_per_step"]) == (5, 10.0, 2.0)
+
+
+# ----------------------------------------------------------------------------------------------- run_stages
+def _stage_run_setup(tmp_path):
+    argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint,soft", "--budget", "200"]
+    args = gpu_check.parse_args([*argv, "--out", str(tmp_path)])
+    work = tmp_path / "work"
+    work.mkdir()
+    meta = {"device": "cpu", "quick": True, "platform": "p", "torch": "t", "time": "now", "budget_s": 200}
+    report = {"meta": meta, "on_gpu": False, "stages": {}, "targets": []}
+    return args, gpu_check.build_stages(args, work), report, work
+
+
+def test_run_stages_budget_limits_report_after_each_stage_and_no_figures_from_a_failed_stage(
+    tmp_path, monkeypatch
+):
+    """The budget runs from the check's start (100 s already spent here) and every later stage keeps 30 s; the
+    report on disk is rewritten before the next stage starts; a failed stage's result file is not read."""
+    args, stages, report, work = _stage_run_setup(tmp_path)
+    json_path, txt_path = tmp_path / "r.json", tmp_path / "r.txt"
+    limits: dict[str, float] = {}
+    seen: dict[str, dict] = {}
+    results = {
+        "uniformize": {"meta": {"auto_backend": "scatter"}, "configs": []},
+        "joint": {"k": {"rows": [{"variant": "deeplab", "time_ratio": 1.0, "median_s": 0.1}]}},
+        "soft": {"soft": {"rows": [], "max_abs_diff_f64": 0.0}, "segnet_unpool": {"paired_ratio_to_nn": 1.0}},
+    }
+
+    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None):
+        name = log_path.stem
+        limits[name] = timeout
+        (work / f"{name}.json").write_text(json.dumps(results[name]))
+        if name == "uniformize":  # wrote its file, then failed
+            return gpu_check.StageRun("failed", 1.0, 1, "boom\n", "exit status 1: boom")
+        seen[name] = json.loads(json_path.read_text())["stages"]
+        assert txt_path.is_file()
+        return gpu_check.StageRun("ok", 1.0, 0, "", None)
+
+    monkeypatch.setattr(gpu_check, "run_command", run_command)
+    t_start = time.perf_counter() - 100
+    gpu_check.run_stages(args, stages, report, work, None, t_start, json_path, txt_path)
+    # uniformize: min(90, 100 - 2 x 30); joint: min(120, 100 - 30); soft: min(90, 100)
+    assert limits == pytest.approx({"uniformize": 40, "joint": 70, "soft": 90}, abs=2)
+    assert seen["joint"]["uniformize"]["status"] == "failed" and "joint" in seen["soft"]
+    entries = report["stages"]
+    assert entries["uniformize"]["status"] == "failed" and "summary" not in entries["uniformize"]
+    assert entries["joint"]["summary"]["ratios"] == {"deeplab": 1.0} and entries["soft"]["status"] == "ok"
+
+
+def test_run_stages_does_not_start_a_stage_without_time_left(tmp_path, monkeypatch):
+    args, stages, report, work = _stage_run_setup(tmp_path)
+
+    def run_command(*args, **kwargs):
+        raise AssertionError("a stage started with no time left")
+
+    monkeypatch.setattr(gpu_check, "run_command", run_command)
+    t_start = time.perf_counter() - 195  # 5 s of the 200 s budget left
+    gpu_check.run_stages(args, stages, report, work, None, t_start, tmp_path / "r.json", tmp_path / "r.txt")
+    assert [e["status"] for e in report["stages"].values()] == ["not_run"] * 3
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_status"), [("ok", 0), ("timeout", 1), ("not_run", 1), ("parse_error", 1)]
+)
+def test_exit_status_counts_every_stage_that_did_not_finish_ok(status, exit_status, tmp_path, monkeypatch):
+    def stages_ran(args, stages, report, *rest):
+        report["stages"]["uniformize"] = {"title": "(b)", "command": [], "notes": [], "status": "ok"}
+        report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": [], "status": status}
+
+    monkeypatch.setattr(gpu_check, "run_stages", stages_ran)
+    argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint", "--out", str(tmp_path)]
+    assert gpu_check.main(argv) == exit_status
+    assert json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())["exit_status"] == exit_status
