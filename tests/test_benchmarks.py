@@ -889,3 +889,12 @@ def test_ab_uniformize_alternates_the_checkouts_across_repeats(tmp_path, monkeyp
         (1, 16, "previous"),
         (1, 16, "current"),
     ]
+
+
+def test_bench_soft_workers_report_the_median_of_their_runs(monkeypatch):
+    bench_soft = _import("bench_soft")
+    monkeypatch.setattr(bench_soft, "time_ms", lambda fn, n, warmup=1, device="cpu": [1.0, 2.0, 9.0][:n])
+    soft = bench_soft.worker_soft("block", 1, 2, 16, 16, 4, 3, fresh_process=False)
+    unpool = bench_soft.worker_unpool("max_unpool2d", 1, 2, 8, 8, 3, fresh_process=False)
+    assert soft["median_ms"] == unpool["median_ms"] == 2.0  # the mean would be 4
+    assert soft["times_ms"] == [1.0, 2.0, 9.0] and soft["peak_rss_growth_mib"] is None
