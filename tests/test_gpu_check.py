@@ -237,6 +237,32 @@ def test_targets_without_figures_or_gpu_have_no_verdict():
     assert [t["met"] for t in dry] == [None, None, None]
 
 
+def test_uniformize_target_is_not_met_over_the_configurations_that_survived():
+    """A configuration whose backend (or floor) failed, e.g. out of memory at N_s = 16384, has no ratio: the
+    target is then unjudged and the failure named (it was judged met on the configurations that survived);
+    a configuration with a figure above the bound still makes it not met."""
+    ok = {"floor": {"fwd_ms": 0.5, "fwd_bwd_ms": 1.0, "setup_ms": 0.0}}
+    raw = {
+        "meta": {"auto_backend": "scatter"},
+        "configs": [
+            {"name": "a", "config": {"N_s": 1024, "B": 8}, "results": {**ok, "scatter": {"x_floor": 1.2}}},
+            {
+                "name": "b",
+                "config": {"N_s": 16384, "B": 8},
+                "results": {**ok, "scatter": {"skipped": "failed: OOM"}},
+            },
+            {"name": "c", "config": {"N_s": 4096, "B": 8}, "results": {"floor": {"skipped": "failed: X"}}},
+        ],
+    }
+    stages = {"uniformize": {"status": "ok", "summary": gpu_check.summarize_uniformize(raw)}}
+    (uni, *_) = gpu_check.evaluate_targets(stages, on_gpu=True)
+    assert uni["met"] is None
+    assert "N_s=16384 (failed: OOM)" in uni["figure"] and "N_s=4096 (failed: X)" in uni["figure"]
+    raw["configs"][0]["results"]["scatter"]["x_floor"] = 1.6
+    stages = {"uniformize": {"status": "ok", "summary": gpu_check.summarize_uniformize(raw)}}
+    assert gpu_check.evaluate_targets(stages, on_gpu=True)[0]["met"] is False
+
+
 def test_train_log_steady_step_time(tmp_path):
     path = tmp_path / "log.csv"
     lines = ["stage,epoch,step,loss,ce,spixel,lr,images_per_s,elapsed_s"]
