@@ -74,12 +74,12 @@ from transparent_init import TransparentLinear
 for pkg in (sparse_ops, transparent_init):
     assert pkg.__file__.startswith({str(target)!r}), pkg.__file__
     assert pkg.__version__ == importlib.metadata.version("transinit") == {_version()!r}, pkg.__version__
-x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 ids = torch.arange(16).reshape(1, 4, 4).div(8, rounding_mode="floor").expand(2, 4, 4)
 y = uniformize(x, ids)
 assert torch.allclose(y[..., :2, :], x[..., :2, :].mean(dim=(-2, -1), keepdim=True).expand(2, 3, 2, 4))
-layer = TransparentLinear(5, [12, 12], activation="relu").double()
-z = torch.randn(7, 5, dtype=torch.float64)
+layer = TransparentLinear(5, [12, 12], activation="relu", dtype=torch.float64, generator=0)
+z = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 assert torch.allclose(layer(z), z, atol=1e-9)
 assert "scipy" not in sys.modules and "examples" not in sys.modules
 print("ok")
