@@ -607,6 +607,18 @@ class _Progress:
             self.bar.close()
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()``; None if unknown)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def _commit() -> str | None:
     """The checkout's git commit (None outside a git checkout)."""
     import subprocess
@@ -677,6 +689,13 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             )
         opts.cell_size = cell_size
     t_start, load_start = time.perf_counter(), os.getloadavg()
+    # the code and the machine the runs start on (read once: the checkout may get new commits meanwhile)
+    machine = {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "commit": _commit(),
+    }
     torch.set_num_threads(opts.threads)
     root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
     default_out = data.DEFAULT_CACHE / ("ablation_quick" if opts.quick else "ablation")
@@ -742,7 +761,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                     "seconds": time.perf_counter() - t_start,
                     "load_average_start": list(load_start),
                     "load_average_end": list(os.getloadavg()),
-                    "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "commit": _commit()},
+                    "machine": machine,
                 }
             )
             write_text_atomic(paths["json"], dumps(result) + "\n")

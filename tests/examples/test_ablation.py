@@ -284,6 +284,22 @@ def test_evaluations_every_n_steps_and_at_the_end(tiny_voc, tmp_path, one_thread
     capsys.readouterr()
 
 
+def test_the_machine_record_names_the_cpu_and_the_commit_the_runs_started_from(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """ablation.json records the commit read once at the start (it was read at every save, so a commit made
+    during a long run was recorded as the code that ran) and the CPU model."""
+    commits = iter(["c0ffee1", "beef002", "dead003", "f00d004"])
+    monkeypatch.setattr(ablation, "_commit", lambda: next(commits))
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    res = ablation.main([*argv, "--seeds", "2", "--steps", "1"])  # two runs: two saves, then the final one
+    machine = json.loads((tmp_path / "abl" / "ablation.json").read_text())["machine"]
+    assert machine["commit"] == res["machine"]["commit"] == "c0ffee1"
+    assert machine["cpu"] == ablation._cpu_model() and machine["cpus"] >= 1
+    capsys.readouterr()
+
+
 def _curve_row(init: str, seed: int, miou: list[float], loss: list[float]) -> dict:
     """A run of ``len(loss)`` steps evaluated at steps 0, 2, 4, ... (``miou``)."""
     curve = [{"step": 0, "miou": miou[0]}]
