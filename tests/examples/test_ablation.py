@@ -108,15 +108,17 @@ def test_summary_and_markdown() -> None:
     )
 
 
-def test_docs_page_shows_the_committed_result() -> None:
-    """docs/examples/ablation.rst quotes the tables of the committed default run (benchmarks/results)."""
+@pytest.mark.parametrize(("folder", "seeds"), [("ablation", 3), ("ablation_10seeds", 10)])
+def test_docs_page_shows_the_committed_result(folder: str, seeds: int) -> None:
+    """docs/examples/ablation.rst quotes the tables of the committed default run and of the 10-seed run
+    (benchmarks/results)."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    data = json.loads((root / "benchmarks" / "results" / "ablation" / "ablation.json").read_text())
+    data = json.loads((root / "benchmarks" / "results" / folder / "ablation.json").read_text())
     assert data["complete"] and data["settings"]["steps"] == 40
     summary = ablation.summarize(data["rows"])
-    assert [s["seeds"] for s in summary] == [3] * len(ablation.VARIANTS)
+    assert [s["seeds"] for s in summary] == [seeds] * len(ablation.VARIANTS)
     page = (root / "docs" / "examples" / "ablation.rst").read_text()
     pm = ablation._pm
     for s in summary:
@@ -127,7 +129,7 @@ def test_docs_page_shows_the_committed_result() -> None:
             diffs = [pm(s[k], True) for k in ("diff_step0_miou", "diff_miou", "diff_boundary_miou")]
             line = f"   {s['init']}, {', '.join(diffs)}, {s['wins']}/{s['paired_seeds']}\n"
             assert line in page, line
-    md = (root / "benchmarks" / "results" / "ablation" / "ablation.md").read_text()
+    md = (root / "benchmarks" / "results" / folder / "ablation.md").read_text()
     assert md == ablation.format_markdown(summary, data["settings"])
 
 
