@@ -21,7 +21,7 @@ did not finish ok). The issue's items are (a)-(e):
    output, model built from the seg and spixel checkpoints as the joint stage builds it, in float32 and under
    AMP) and the step time of each stage.
 
-The GPU targets are evaluated in the summary (met / not met, with the figure; unjudged where a figure is
+The GPU targets are evaluated in the summary (met / not met, with the figure; not evaluated where a figure is
 missing, a failed configuration named): uniformize fwd+bwd <= 1.5x the
 floor (the backend ``"auto"`` resolves to on the device), the joint step (``joint_hard_ti``) <= 1.3x
 DeepLabV3+ alone, zero failing CUDA tests. (e) One JSON (``gpu_check_<device>[_quick].json``: every stage's
@@ -455,7 +455,7 @@ def evaluate_targets(stages: dict[str, dict[str, Any]], on_gpu: bool) -> list[di
         backend = uni.get("auto_backend") or "scatter"
         ratios = [(r[backend]["x_floor"], r["N_s"]) for r in uni["rows"] if r.get(backend, {}).get("x_floor")]
         # a configuration without a figure (its backend or its floor failed, e.g. out of memory) leaves the
-        # target unjudged unless a configuration with a figure already misses it
+        # target not evaluated unless a configuration with a figure already misses it
         missing = [
             f"N_s={r['N_s']} ({_skip_reason(r, backend)})"
             for r in uni["rows"]
@@ -468,7 +468,7 @@ def evaluate_targets(stages: dict[str, dict[str, Any]], on_gpu: bool) -> list[di
             figure = f"backend {backend!r} ('auto'): {each}; worst {worst:.2f}x"
             target(name, met, figure + (f"; without a figure: {', '.join(missing)}" if missing else ""))
         else:
-            target(name, None, f"no {backend!r} figure")
+            target(name, None, f"no {backend!r} figure: {', '.join(missing)}")
     else:
         target(name, None, "stage did not produce figures")
 

@@ -59,7 +59,8 @@ def test_wheel_metadata_names_only_the_core_dependencies(wheel: Path) -> None:
 
 
 def test_installed_wheel_works_outside_the_source_tree(wheel: Path, tmp_path: Path) -> None:
-    """Installed from the wheel alone (no source tree on the path): both packages import from the install,
+    """Installed from the wheel into a folder put first on the path, run from outside the source tree (an
+    editable install may still list the checkout later on the path): both packages import from the install,
     report the distribution's version, work, and load neither scipy nor the examples."""
     target = tmp_path / "site"
     cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target)]

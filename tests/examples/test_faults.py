@@ -196,6 +196,22 @@ def test_interrupts_everywhere_workers0_resume_bit_exact(voc6: Path, reference: 
     assert_same_log(reference, ckpt.parent)
 
 
+def test_resume_from_a_checkpoint_without_elapsed_time(voc6: Path, tmp_path: Path) -> None:
+    """A checkpoint written before checkpoints recorded ``elapsed_s`` resumes (its training time read as 0);
+    the checkpoints written from then on record the time again."""
+    ckpt = tmp_path / "joint" / "checkpoint.pt"
+    w0 = ("--workers", "0")
+    _expect(train(tmp_path, voc6, *w0, "--max-steps", "2"), 0, 2, ckpt)
+    old = load_checkpoint(ckpt)
+    assert old["elapsed_s"] > 0
+    del old["elapsed_s"]
+    save_checkpoint(ckpt, old)  # re-hashed: a valid checkpoint of the older layout
+    assert "elapsed_s" not in load_checkpoint(ckpt)
+    _expect(train(tmp_path, voc6, *w0, "--resume", "--max-steps", "4"), 0, 4, ckpt)
+    assert load_checkpoint(ckpt)["elapsed_s"] > 0
+    assert [r["step"] for r in _log(ckpt.parent)] == ["1", "2", "3", "4"]
+
+
 def test_interrupts_workers2_resume_bit_exact(voc6: Path, reference: Path, tmp_path: Path) -> None:
     """With 2 DataLoader workers: Ctrl-C to the whole process group mid-epoch, then SIGTERM mid-step; the end
     state equals the uninterrupted run with 0 workers (augmentation depends on (seed, epoch, index) only)."""
