@@ -268,12 +268,15 @@ def test_uniformize_target_is_not_met_over_the_configurations_that_survived():
     assert uni["met"] is None and "N_s=16384 (failed: OOM)" in uni["figure"] and "N_s=4096" in uni["figure"]
 
 
+def _train_log(path: Path, rows: list[str]) -> Path:
+    """A log.csv with ``rows`` (comma-separated values of the columns after the header)."""
+    path.write_text("\n".join(["stage,epoch,step,loss,ce,spixel,lr,images_per_s,elapsed_s", *rows]) + "\n")
+    return path
+
+
 def test_train_log_steady_step_time(tmp_path):
-    path = tmp_path / "log.csv"
-    lines = ["stage,epoch,step,loss,ce,spixel,lr,images_per_s,elapsed_s"]
-    lines += [f"joint,1,{s},{1.0 / s:.6f},,,0.1,1.0,{5.0 + 0.5 * s:.1f}" for s in range(1, 61)]
-    path.write_text("\n".join(lines) + "\n")
-    res = gpu_check.read_train_log(path, batch=8)
+    rows = [f"joint,1,{s},{1.0 / s:.6f},,,0.1,1.0,{5.0 + 0.5 * s:.1f}" for s in range(1, 61)]
+    res = gpu_check.read_train_log(_train_log(tmp_path / "log.csv", rows), batch=8)
     assert res["steps"] == 60 and res["s_per_step"] == pytest.approx(0.5)
     assert res["images_per_s"] == pytest.approx(16.0)
     assert res["first_loss"] == "1.000000"
@@ -473,13 +476,11 @@ def test_targets_at_their_bounds_and_a_gpu_run_that_ran_no_test():
 def test_train_log_steady_step_time_leaves_out_the_first_steps(tmp_path):
     """The first steps (cuDNN autotuning, allocator growth, the loader's start) are slow: the steady time is
     measured from the 10th logged step on."""
-    path = tmp_path / "log.csv"
-    elapsed, lines = 0.0, ["stage,epoch,step,loss,ce,spixel,lr,images_per_s,elapsed_s"]
+    elapsed, rows = 0.0, []
     for s in range(1, 22):
         elapsed += 5.0 if s <= 5 else 0.5
-        lines.append(f"seg,1,{s},1.0,,,0.1,1.0,{elapsed:.1f}")
-    path.write_text("\n".join(lines) + "\n")
-    res = gpu_check.read_train_log(path, batch=8)
+        rows.append(f"seg,1,{s},1.0,,,0.1,1.0,{elapsed:.1f}")
+    res = gpu_check.read_train_log(_train_log(tmp_path / "log.csv", rows), batch=8)
     assert (
         res["steps"] == 21
         and res["s_per_step"] == pytest.approx(0.5)
@@ -543,11 +544,8 @@ def test_text_summary_marks_each_verdict():
 
 
 def test_train_log_wall_time_is_the_last_step(tmp_path):
-    path = tmp_path / "log.csv"
-    lines = ["stage,epoch,step,loss,ce,spixel,lr,images_per_s,elapsed_s"]
-    lines += [f"seg,1,{s},1.0,,,0.1,1.0,{2.0 * s:.1f}" for s in range(1, 6)]
-    path.write_text("\n".join(lines) + "\n")
-    res = gpu_check.read_train_log(path, batch=2)
+    rows = [f"seg,1,{s},1.0,,,0.1,1.0,{2.0 * s:.1f}" for s in range(1, 6)]
+    res = gpu_check.read_train_log(_train_log(tmp_path / "log.csv", rows), batch=2)
     assert (res["steps"], res["wall_s"], res["s_per_step"]) == (5, 10.0, 2.0)
 
 
