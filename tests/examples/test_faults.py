@@ -821,6 +821,48 @@ def test_interrupt_guard_released_section_restores_the_guard() -> None:
         assert guard.requested == signal.SIGINT
 
 
+def test_interrupt_guard_stops_at_once_on_a_second_signal_outside_a_critical_section() -> None:
+    """A second Ctrl-C outside a checkpoint write stops at once (forced: no new checkpoint)."""
+    import signal
+
+    from examples.voc_joint.signals import Interrupted, InterruptGuard
+
+    with InterruptGuard() as guard:
+        os.kill(os.getpid(), signal.SIGTERM)  # recorded
+        with pytest.raises(Interrupted) as info:
+            os.kill(os.getpid(), signal.SIGINT)
+        assert info.value.forced and info.value.signum == signal.SIGINT and info.value.exit_code == 130
+        assert guard.requested == signal.SIGTERM  # the first signal stays the one recorded
+
+
+def test_interrupt_guard_check_raises_the_recorded_signal_unforced() -> None:
+    import signal
+
+    from examples.voc_joint.signals import Interrupted, InterruptGuard
+
+    guard = InterruptGuard()
+    guard.check()  # nothing recorded: no-op
+    guard.requested = signal.SIGTERM
+    with pytest.raises(Interrupted) as info:
+        guard.check()
+    assert not info.value.forced and info.value.exit_code == 143
+
+
+def test_interrupt_guard_released_outside_the_guard_leaves_the_handlers_alone() -> None:
+    import signal
+
+    from examples.voc_joint.signals import InterruptGuard
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with InterruptGuard().released():  # the guard was never entered: nothing to release
+            assert {s: signal.getsignal(s) for s in before} == before
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 @pytest.mark.parametrize(
     "spec, match",
     [
