@@ -81,6 +81,24 @@ def test_one_process_never_calls_a_collective(monkeypatch: pytest.MonkeyPatch) -
     info.barrier()
 
 
+def test_gather_in_one_process_is_a_list_of_one() -> None:
+    assert DistInfo().gather({"rng": 1}) == [{"rng": 1}]
+
+
+def test_init_distributed_joins_an_nccl_group_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    inits: list[dict] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: None)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(inits))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: inits.append(kw))
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    info = distributed.init_distributed("cuda")
+    assert info.device == torch.device("cuda", 1)
+    assert inits == [{"backend": "nccl", "init_method": "env://"}]
+
+
 def test_init_distributed_reads_the_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """RANK, WORLD_SIZE and LOCAL_RANK each go to their own field; CPU processes join a gloo group once."""
     inits: list[dict] = []
