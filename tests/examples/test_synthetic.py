@@ -102,6 +102,47 @@ def test_deterministic_and_seed_dependent(tmp_path):
         assert np.array_equal(np.asarray(im), lab1)
 
 
+def test_the_seed_reaches_the_images_not_only_the_marker(tmp_path):
+    """The digests of two seeds differ through synthetic_voc.json alone: compare the images themselves."""
+    a = generate_synthetic_voc(tmp_path / "a", num_train=2, num_val=1, image_size=SIZE, seed=5, sbd=False)
+    b = generate_synthetic_voc(tmp_path / "b", num_train=2, num_val=1, image_size=SIZE, seed=6, sbd=False)
+    for name in ("synth_000000", "synth_000001", "synth_000002"):
+        assert (
+            a.joinpath("JPEGImages", f"{name}.jpg").read_bytes()
+            != b.joinpath("JPEGImages", f"{name}.jpg").read_bytes()
+        )
+    assert render_sample(5, 0, SIZE)[0].tobytes() != render_sample(6, 0, SIZE)[0].tobytes()
+
+
+def test_band_covers_both_sides_of_a_boundary_and_nothing_farther():
+    """band_radius=1: both pixels of every differing 4-neighbour pair are 255; a pixel whose 5x5
+    neighbourhood holds one class only keeps its label."""
+    from scipy import ndimage
+
+    for index in range(4):
+        _, raw = render_sample(2, index, SIZE, band_radius=0)
+        _, label = render_sample(2, index, SIZE, band_radius=1)
+        for a, b, sa, sb in (
+            (raw[:, 1:], raw[:, :-1], label[:, 1:], label[:, :-1]),
+            (raw[1:], raw[:-1], label[1:], label[:-1]),
+        ):
+            edge = a != b
+            assert (sa[edge] == 255).all() and (sb[edge] == 255).all()
+        far = ndimage.maximum_filter(raw, size=5) == ndimage.minimum_filter(raw, size=5)
+        assert np.array_equal(label[far], raw[far])
+
+
+def test_list_files_end_every_name_with_a_newline(voc):
+    for path in (voc / "ImageSets").rglob("*.txt"):
+        text = path.read_text()
+        assert text.endswith("\n") and text == "".join(f"{n}\n" for n in text.split()), path
+
+
+def test_the_set_has_the_usual_folder_mode_not_mkdtemps_private_one(tmp_path):
+    root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    assert root.stat().st_mode & 0o777 == 0o777 & ~synthetic._UMASK
+
+
 def test_idempotent_and_regenerates_on_new_arguments(tmp_path):
     root = generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=SIZE, sbd=False)
     jpg = root / "JPEGImages" / "synth_000000.jpg"
