@@ -877,3 +877,19 @@ def test_fault_specs_are_checked(spec: str, match: str, monkeypatch: pytest.Monk
     monkeypatch.setenv(faults.ENV, spec)
     with pytest.raises(ValueError, match=match):
         faults.hit("step", 1)
+
+
+def test_fault_hooks_send_the_named_signal_at_exactly_the_given_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A trailing comma is allowed; ``sigterm@step:2`` sends SIGTERM at step 2 only."""
+    import signal
+
+    from examples.voc_joint import faults
+
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setenv(faults.ENV, "sigterm@step:2,")
+    for step in (1, 2, 3):
+        faults.hit("step", step)
+    assert sent == [(os.getpid(), signal.SIGTERM)]
