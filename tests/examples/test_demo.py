@@ -164,6 +164,35 @@ def test_transparency_check_detects_a_stack_that_is_not_transparent(
     assert demo.transparency_check(seg, spx, [batch, flat])["max_abs_diff"] == check["max_abs_diff"]
 
 
+def test_join_pretrained_builds_the_fusion_stack_asked_for_with_the_given_seed(tmp_path: Path) -> None:
+    seg, spx = untrained_checkpoints(tmp_path)
+    assert demo.join_pretrained(seg, spx, fusion=False).fusion is None
+
+    def weights(seed: int) -> list[torch.Tensor]:
+        model = demo.join_pretrained(seg, spx, fusion=True, seed=seed, fusion_init="xavier")
+        assert model.fusion is not None
+        return [p.detach().clone() for p in model.fusion.parameters()]
+
+    w0, w1 = weights(0), weights(1)
+    assert all(torch.equal(a, b) for a, b in zip(w0, weights(0), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(w0, w1, strict=True))
+
+
+def test_transparency_check_consistency_pools_the_superpixels_of_every_batch(
+    varied_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from examples.voc_joint import metrics
+
+    seg, spx = untrained_checkpoints(tmp_path)
+    val = build_dataset(varied_voc, "val")
+    batches = demo.same_size_batches([val[0], val[2]])
+    scores = iter(
+        [{"pure_superpixels": 1.0, "superpixels": 4.0}, {"pure_superpixels": 3.0, "superpixels": 4.0}]
+    )
+    monkeypatch.setattr(metrics, "superpixel_scores", lambda *args, **kwargs: next(scores))
+    assert demo.transparency_check(seg, spx, batches)["consistency"] == 0.5  # 4 / 8, not the last batch's
+
+
 def test_val_loader_takes_at_most_the_images_there_are(varied_voc: Path) -> None:
     assert len(demo.val_loader(varied_voc, 2).dataset) == 2
     assert len(demo.val_loader(varied_voc, 100).dataset) == 4
