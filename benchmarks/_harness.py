@@ -18,6 +18,7 @@ of a fixed number of single runs (and same-run paired ratios), which ``blocked_a
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -29,6 +30,7 @@ import torch
 
 __all__ = [
     "PeakMemory",
+    "cli_device",
     "cpu_model",
     "environment",
     "median_upper",
@@ -83,6 +85,15 @@ def time_ms(
         fn()
         out.append((time.perf_counter() - t0) * 1e3)
     return out
+
+
+def cli_device(parser: argparse.ArgumentParser, device: str) -> torch.device:
+    """The device of a script's ``--device``; ``parser.error`` (exit status 2) where it is CUDA and CUDA is
+    not available."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {device}: CUDA is not available (torch {torch.__version__})")
+    return dev
 
 
 def warmup_runs(device: torch.device) -> int:

@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402  # after the sys.path set-up, so the checkout's packages win
-from _harness import cpu_model  # noqa: E402  # the script's folder: run as a file or with it on sys.path
+from _harness import cli_device, cpu_model  # noqa: E402  # the script's folder: run as a file or with it on sys.path
 from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
@@ -690,9 +690,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     check_args(p, args)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
+    device = cli_device(p, args.device)
     if args.channels_last is None:
         args.channels_last = DEFAULT_CHANNELS_LAST.get(device.type, False)
     amp_used = args.amp and device.type == "cuda"

@@ -87,6 +87,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
+    cli_device,
     environment,
     memory_fields,
     paired_times,
@@ -632,9 +633,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     check_args(ap, args)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        ap.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
+    device = cli_device(ap, args.device)
 
     if args.worker:
         name, impl, cfg = args.worker

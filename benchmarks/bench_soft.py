@@ -53,6 +53,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
+    cli_device,
     environment,
     memory_fields,
     paired_times,
@@ -275,9 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = build_parser()
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        ap.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
+    device = cli_device(ap, args.device)
 
     if args.worker:
         kind, *rest = args.worker

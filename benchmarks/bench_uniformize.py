@@ -64,7 +64,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from _harness import PeakMemory, environment, median_upper, time_ms  # noqa: E402 (after the path set-up)
+from _harness import PeakMemory, cli_device, environment, median_upper, time_ms  # noqa: E402 (after the path set-up)
 
 VARIANTS = ["floor", "copy", "scatter", "sparse", "sparse_coo", "paper_coo", "dense_bmm", "torch_scatter"]
 DEFAULT_VARIANTS = {
@@ -481,9 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
+    device = cli_device(p, args.device)
     variants = args.variants.split(",") if args.variants else DEFAULT_VARIANTS.get(device.type, VARIANTS)
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:

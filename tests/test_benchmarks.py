@@ -898,3 +898,14 @@ def test_bench_soft_workers_report_the_median_of_their_runs(monkeypatch):
     unpool = bench_soft.worker_unpool("max_unpool2d", 1, 2, 8, 8, 3, fresh_process=False)
     assert soft["median_ms"] == unpool["median_ms"] == 2.0  # the mean would be 4
     assert soft["times_ms"] == [1.0, 2.0, 9.0] and soft["peak_rss_growth_mib"] is None
+
+
+@pytest.mark.parametrize("script", ["bench_ops", "bench_soft", "bench_uniformize", "bench_joint"])
+def test_every_benchmark_refuses_cuda_without_it_as_a_usage_error(script, monkeypatch, capsys):
+    """``--device cuda`` where CUDA is missing: one argparse error naming the option (exit status 2), the same
+    in every script (``_harness.cli_device``)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        _import(script).main(["--device", "cuda"])
+    assert exc.value.code == 2
+    assert "error: --device cuda: CUDA is not available (torch " in capsys.readouterr().err
