@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
+from collections.abc import Iterator
 from typing import Literal, get_args
 
 import torch
@@ -24,6 +27,21 @@ REDUCTIONS: tuple[str, ...] = get_args(Reduce)
 #: exists yet, and on CUDA "scatter" is the backend covered by ``torch.use_deterministic_algorithms`` and
 #: ``torch.compile``.
 AUTO_BACKEND: dict[str, Literal["scatter", "sparse"]] = {"cpu": "scatter", "cuda": "scatter"}
+
+
+#: Serialises :func:`_quiet_sparse_beta`: ``warnings.catch_warnings`` saves and restores the process-wide
+#: filter list, so two threads inside it at once can restore each other's temporary filter and leave it
+#: installed for good (every later ``UserWarning`` of the process silenced).
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_sparse_beta() -> Iterator[None]:
+    """Ignore ``UserWarning`` in the block (PyTorch's "Sparse CSR tensor support is in beta"), one thread at a
+    time (:data:`_WARNINGS_LOCK`)."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def validate_labels(
@@ -299,8 +317,7 @@ class SuperpixelAssignment:
             if name.startswith("slot"):
                 width = self.num_superpixels * self._layout.lanes + 1 + self._layout.extra_group.shape[-1]
             cols = (index.view(b, n) + torch.arange(b, device=self.device).view(b, 1) * width).reshape(-1)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "Sparse CSR tensor support is in beta"
+            with _quiet_sparse_beta():
                 matrix = torch.sparse_csr_tensor(
                     torch.arange(b * n + 1, device=self.device),
                     cols,
@@ -485,7 +502,6 @@ class SuperpixelAssignment:
             torch.stack([rows, cols]), values, (b * n_s, b * n_p), device=self.device, check_invariants=False
         )
         if layout == torch.sparse_csr:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
+            with _quiet_sparse_beta():
                 matrix = matrix.coalesce().to_sparse_csr()
         return matrix

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import pickle
+import threading
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -150,3 +154,47 @@ def test_to_sparse_normalized_needs_a_floating_dtype(dtype: torch.dtype) -> None
     with pytest.raises(TypeError, match=rf"dtype must be a floating dtype with normalized=True.*got {dtype}"):
         a.to_sparse(dtype=dtype, normalized=True)
     assert a.to_sparse(dtype=dtype).dtype == dtype  # the binary M is fine in any dtype
+
+
+def test_concurrent_sparse_builds_leave_the_warning_filters_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads building CSR matrices at once must not leave the library's temporary "ignore UserWarning"
+    filter installed: ``warnings.catch_warnings`` saves and restores the process-wide filter list, so two
+    unserialised blocks that overlap can restore each other's filter and silence every later ``UserWarning``.
+    The build is slowed down so that the blocks overlap whenever the library lets them (the second thread
+    leaves last)."""
+    real_csr = torch.sparse_csr_tensor
+    both_inside = threading.Barrier(2)
+    first_inside = threading.Event()
+
+    def overlapping_csr(*args: object, **kwargs: object) -> torch.Tensor:
+        if threading.current_thread().name == "first":
+            first_inside.set()
+        with contextlib.suppress(threading.BrokenBarrierError):  # serialised blocks never meet: a timeout
+            both_inside.wait(timeout=0.5)
+        if threading.current_thread().name == "second":
+            time.sleep(0.1)
+        return real_csr(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "sparse_csr_tensor", overlapping_csr)
+    sp = torch.tensor([[[0, 0, 1], [2, 2, 1]]])
+    x = torch.arange(6.0).view(1, 1, 2, 3)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            torch.testing.assert_close(
+                SuperpixelAssignment(sp, 3, backend="sparse").uniformize(x),
+                SuperpixelAssignment(sp, 3).uniformize(x),
+            )
+        except AssertionError as e:  # reported by the main thread
+            errors.append(e)
+
+    before = list(warnings.filters)
+    first, second = threading.Thread(target=work, name="first"), threading.Thread(target=work, name="second")
+    first.start()
+    assert first_inside.wait(timeout=10)
+    second.start()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert not errors, errors
+    assert warnings.filters == before
