@@ -22,6 +22,7 @@ __all__ = [
     "check_assoc",
     "check_assoc_values",
     "check_batch_match",
+    "check_bool",
     "check_classifier",
     "check_floating",
     "check_floating_dtype",
@@ -73,6 +74,16 @@ def check_int(value: object, name: str, minimum: int | None = None) -> int:
     if minimum is not None and result < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {result}")
     return result
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` as a Python ``bool``: a ``bool`` or a numpy bool. Anything else is refused rather than read
+    by its truth value (``bool("False")`` is ``True``)."""
+    if isinstance(value, bool):
+        return value
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {_describe(value)}")
 
 
 def check_pair(value: object, name: str, minimum: int) -> tuple[int, int]:

@@ -95,6 +95,8 @@ def hard_superpixels(
     """
     _checks.check_assoc(assoc)
     cell_size = _checks.check_int(cell_size, "cell_size", 1)
+    connectivity = _checks.check_bool(connectivity, "connectivity")
+    return_counts = _checks.check_bool(return_counts, "return_counts")
     if min_size is not None:
         min_size = _checks.check_int(min_size, "min_size", 1)
     if validate and assoc.numel() and bool(assoc.isnan().any()):

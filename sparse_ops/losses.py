@@ -328,8 +328,8 @@ class SpixelLoss(nn.Module):
         self.ignore_index = _checks.check_int(ignore_index, "ignore_index")
         self.num_classes = None if num_classes is None else _checks.check_int(num_classes, "num_classes", 1)
         self.eps = _checks.check_number(eps, "eps", 0.0)
-        self.renormalize = bool(renormalize)
-        self.validate = validate
+        self.renormalize = _checks.check_bool(renormalize, "renormalize")
+        self.validate = _checks.check_bool(validate, "validate")
 
     def forward(self, assoc: Tensor, target: Tensor, *, mask: Tensor | None = None) -> SpixelLossOutput:
         """See :func:`spixel_loss`."""

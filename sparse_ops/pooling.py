@@ -217,7 +217,7 @@ class SuperpixelPool(nn.Module):
         self.reduce: Reduce = reduce
         self.upsample: Upsample | None = upsample
         self.backend: Backend = backend
-        self.validate = validate
+        self.validate = _checks.check_bool(validate, "validate")
 
     def forward(
         self,

@@ -88,6 +88,7 @@ def max_pool2d_with_indices(
     s = k if stride is None else _checks.check_pair(stride, "stride", 1)
     p = _checks.check_pair(padding, "padding", 0)
     d = _checks.check_pair(dilation, "dilation", 1)
+    ceil_mode = _checks.check_bool(ceil_mode, "ceil_mode")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:  # PyTorch's rule (whatever the dilation)
         raise ValueError(
             f"padding must be at most half of kernel_size {k}: at most {(k[0] // 2, k[1] // 2)}, got {p}"
@@ -199,8 +200,8 @@ class MaxPoolWithIndices(nn.Module):
         self.stride = self.kernel_size if stride is None else _checks.check_pair(stride, "stride", 1)
         self.padding = _checks.check_pair(padding, "padding", 0)
         self.dilation = _checks.check_pair(dilation, "dilation", 1)
-        self.ceil_mode = bool(ceil_mode)
-        self.validate = validate
+        self.ceil_mode = _checks.check_bool(ceil_mode, "ceil_mode")
+        self.validate = _checks.check_bool(validate, "validate")
 
     def forward(self, x: Tensor) -> PooledWithIndices:
         """See :func:`max_pool2d_with_indices`."""
@@ -247,7 +248,7 @@ class MaxUnpool(nn.Module):
 
     def __init__(self, *, validate: bool = True) -> None:
         super().__init__()
-        self.validate = bool(validate)
+        self.validate = _checks.check_bool(validate, "validate")
 
     def forward(
         self,

@@ -92,6 +92,7 @@ def normalize_assoc(
 
 
 def _normalized(assoc: Tensor, cell_size: int, renormalize: bool) -> Tensor:
+    renormalize = _checks.check_bool(renormalize, "renormalize")  # every op that takes it comes here once
     height, width = assoc.shape[-2:]
     valid = neighbour_validity(height, width, cell_size, device=assoc.device)
     q = assoc * valid.to(assoc.dtype)
@@ -416,8 +417,8 @@ class SoftUniformize(nn.Module):
     def __init__(self, cell_size: int, *, renormalize: bool = True, validate: bool = True) -> None:
         super().__init__()
         self.cell_size = _checks.check_int(cell_size, "cell_size", 1)
-        self.renormalize = bool(renormalize)
-        self.validate = validate
+        self.renormalize = _checks.check_bool(renormalize, "renormalize")
+        self.validate = _checks.check_bool(validate, "validate")
 
     def forward(self, logits: Tensor, assoc: Tensor, *, mask: Tensor | None = None) -> Tensor:
         """See :func:`soft_uniformize`."""

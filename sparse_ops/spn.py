@@ -233,10 +233,10 @@ class SuperpixelClassifier(nn.Module):
         self.classifier = nn.Linear(
             _checks.check_int(in_channels, "in_channels", 1),
             _checks.check_int(num_classes, "num_classes", 1),
-            bias=bias,
+            bias=_checks.check_bool(bias, "bias"),
         )
         self.upsample: Upsample | None = upsample
-        self.validate = validate
+        self.validate = _checks.check_bool(validate, "validate")
 
     def forward(
         self,

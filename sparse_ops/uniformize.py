@@ -101,7 +101,7 @@ class SuperpixelUniformize(nn.Module):
         super().__init__()
         _checks.check_option(backend, "backend", BACKENDS)
         self.backend: Backend = backend
-        self.validate = validate
+        self.validate = _checks.check_bool(validate, "validate")
 
     def forward(
         self,

@@ -229,3 +229,71 @@ def test_each_input_is_checked_once_per_call(name: str, call, monkeypatch) -> No
     assert seen, "no check ran: the spy is not wired"
     repeated = {entry for entry in seen if seen.count(entry) > 1}
     assert not repeated, f"{name} checks these inputs more than once: {sorted(map(str, repeated))}"
+
+
+def _flag_calls() -> list[tuple[str, str, object]]:
+    """(id, flag name, call passing the string "False" for that flag): truthy, so read as True if coerced."""
+    import sparse_ops as so
+
+    x, sp = torch.randn(1, 2, 5, 5), torch.zeros(1, 5, 5, dtype=torch.long)
+    q = torch.full((1, 9, 5, 5), 1 / 9)
+    no = "False"
+    return [
+        ("MaxPoolWithIndices.ceil_mode", "ceil_mode", lambda: so.MaxPoolWithIndices(2, ceil_mode=no)),
+        (
+            "max_pool2d_with_indices.ceil_mode",
+            "ceil_mode",
+            lambda: so.max_pool2d_with_indices(x, ceil_mode=no),
+        ),
+        ("MaxPoolWithIndices.validate", "validate", lambda: so.MaxPoolWithIndices(validate=no)),
+        ("MaxUnpool.validate", "validate", lambda: so.MaxUnpool(validate=no)),
+        ("SoftUniformize.renormalize", "renormalize", lambda: so.SoftUniformize(2, renormalize=no)),
+        ("SoftUniformize.validate", "validate", lambda: so.SoftUniformize(2, validate=no)),
+        ("soft_uniformize.renormalize", "renormalize", lambda: so.soft_uniformize(x, q, 2, renormalize=no)),
+        (
+            "soft_superpixel_pool.renormalize",
+            "renormalize",
+            lambda: so.soft_superpixel_pool(x, q, 2, renormalize=no),
+        ),
+        (
+            "soft_superpixel_unpool.renormalize",
+            "renormalize",
+            lambda: so.soft_superpixel_unpool(torch.randn(1, 2, 3, 3), q, 2, renormalize=no),
+        ),
+        ("normalize_assoc.renormalize", "renormalize", lambda: so.normalize_assoc(q, 2, renormalize=no)),
+        ("SpixelLoss.renormalize", "renormalize", lambda: so.SpixelLoss(2, renormalize=no)),
+        ("SpixelLoss.validate", "validate", lambda: so.SpixelLoss(2, validate=no)),
+        ("spixel_loss.renormalize", "renormalize", lambda: so.spixel_loss(q, sp, 2, renormalize=no)),
+        ("SuperpixelPool.validate", "validate", lambda: so.SuperpixelPool(validate=no)),
+        ("SuperpixelUniformize.validate", "validate", lambda: so.SuperpixelUniformize(validate=no)),
+        ("SuperpixelClassifier.bias", "bias", lambda: so.SuperpixelClassifier(2, 3, bias=no)),
+        ("hard_superpixels.connectivity", "connectivity", lambda: so.hard_superpixels(q, 2, connectivity=no)),
+        (
+            "hard_superpixels.return_counts",
+            "return_counts",
+            lambda: so.hard_superpixels(q, 2, return_counts=no),
+        ),
+        ("SuperpixelClassifier.validate", "validate", lambda: so.SuperpixelClassifier(2, 3, validate=no)),
+    ]
+
+
+@pytest.mark.parametrize("name, flag, call", _flag_calls(), ids=[c[0] for c in _flag_calls()])
+def test_flags_must_be_bools_not_truthy_values(name: str, flag: str, call) -> None:
+    """A flag given as a string (e.g. ``"False"`` from a config file) is refused, naming the flag and the
+    value, instead of being read as ``True`` (``bool("False")``): ``MaxPoolWithIndices(ceil_mode="False")``
+    pooled a 5 x 5 map to 3 x 3 while ``max_pool2d_with_indices`` raised PyTorch's own error."""
+    with pytest.raises(TypeError, match=rf"^{flag} must be a bool, got str 'False'$"):
+        call()
+
+
+def test_numpy_bools_are_accepted_as_flags() -> None:
+    import sparse_ops as so
+
+    pool = so.MaxPoolWithIndices(2, ceil_mode=np.bool_(True), validate=np.bool_(False))
+    assert pool.ceil_mode is True and pool.validate is False
+    assert pool(torch.randn(1, 1, 5, 5)).values.shape == (1, 1, 3, 3)
+    assert so.SoftUniformize(2, renormalize=np.bool_(False)).renormalize is False
+    q = torch.full((1, 9, 4, 4), 1 / 9)
+    torch.testing.assert_close(
+        so.normalize_assoc(q, 2, renormalize=np.bool_(False)), so.normalize_assoc(q, 2, renormalize=False)
+    )
