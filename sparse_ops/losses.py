@@ -350,4 +350,5 @@ class SpixelLoss(nn.Module):
         return (
             f"cell_size={self.cell_size}, pos_weight={self.pos_weight}, ignore_index={self.ignore_index}, "
             f"num_classes={self.num_classes}, eps={self.eps}, renormalize={self.renormalize}"
+            + ("" if self.validate else ", validate=False")
         )

@@ -240,4 +240,5 @@ class SuperpixelPool(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"reduce={self.reduce!r}, upsample={self.upsample!r}, backend={self.backend!r}"
+        s = f"reduce={self.reduce!r}, upsample={self.upsample!r}, backend={self.backend!r}"
+        return s if self.validate else s + ", validate=False"

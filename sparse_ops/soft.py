@@ -427,4 +427,5 @@ class SoftUniformize(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"cell_size={self.cell_size}, renormalize={self.renormalize}"
+        s = f"cell_size={self.cell_size}, renormalize={self.renormalize}"
+        return s if self.validate else s + ", validate=False"

@@ -287,4 +287,4 @@ class SuperpixelClassifier(nn.Module):
             )
 
     def extra_repr(self) -> str:
-        return f"upsample={self.upsample!r}"
+        return f"upsample={self.upsample!r}" + ("" if self.validate else ", validate=False")

@@ -117,4 +117,4 @@ class SuperpixelUniformize(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"backend={self.backend!r}"
+        return f"backend={self.backend!r}" + ("" if self.validate else ", validate=False")

@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 import sparse_ops
 
@@ -89,3 +91,21 @@ def test_stray_id_does_not_allocate_by_its_value() -> None:
     assert result["ok"]
     assert result["refused"] == [True, True, True, True]
     assert result["grown_mb"] < 16, result  # a slot per id value would be 2**40 slots (terabytes)
+
+
+def test_repr_shows_validate_false() -> None:
+    """A module built with ``validate=False`` (no id / association value checks) says so in its repr, as
+    ``MaxUnpool`` does: printing a model shows which layers run unchecked. The default stays unprinted."""
+    import sparse_ops as so
+
+    modules: dict[str, Callable[..., torch.nn.Module]] = {
+        "SuperpixelPool": so.SuperpixelPool,
+        "SuperpixelUniformize": so.SuperpixelUniformize,
+        "SoftUniformize": lambda **kw: so.SoftUniformize(4, **kw),
+        "SpixelLoss": lambda **kw: so.SpixelLoss(4, **kw),
+        "SuperpixelClassifier": lambda **kw: so.SuperpixelClassifier(3, 2, **kw),
+    }
+    for name, make in modules.items():
+        checked, unchecked = make(), make(validate=False)
+        assert "validate" not in checked.extra_repr(), name
+        assert unchecked.extra_repr() == checked.extra_repr() + ", validate=False", name
