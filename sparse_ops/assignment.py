@@ -44,6 +44,15 @@ def _quiet_sparse_beta() -> Iterator[None]:
         yield
 
 
+def _outside_inference_mode() -> contextlib.AbstractContextManager[object]:
+    """``torch.inference_mode(False)`` while inference mode is on (not when compiling), else a no-op: the
+    tensors an assignment keeps must not be inference tensors, which autograd refuses to save, so that one
+    built under ``torch.inference_mode()`` still serves a training step."""
+    if not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():
+        return torch.inference_mode(False)
+    return contextlib.nullcontext()
+
+
 def validate_labels(
     superpixels: object, num_superpixels: object, mask: object
 ) -> tuple[Tensor, int | Tensor | None, Tensor | None]:
@@ -155,7 +164,8 @@ class SuperpixelAssignment:
         superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
         if validate:
             validate_ids(superpixels, num_superpixels)
-        self._build(superpixels, num_superpixels, mask, backend, compact=False)
+        with _outside_inference_mode():  # kept for reuse: no inference tensors (see the helper)
+            self._build(superpixels, num_superpixels, mask, backend, compact=False)
 
     @classmethod
     def _unchecked(
@@ -245,7 +255,7 @@ class SuperpixelAssignment:
         )  # 1/count: exact integers, one rounding
         self._inv64 = torch.cat([inv, inv.new_zeros(b, 1)], dim=1).unsqueeze(1)  # the trash slot: 0
         self._inv32 = self._inv64.float()
-        self._csr_cache: dict[tuple[str, torch.dtype], Tensor] = {}
+        self._csr_cache: dict[tuple[str, torch.dtype, bool], Tensor] = {}  # (name, dtype, inference mode)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -310,14 +320,17 @@ class SuperpixelAssignment:
         }[name]
         if not self._use_sparse():
             return index
-        matrix = self._csr_cache.get((name, dtype))
+        # one set per mode: PyTorch cannot take a view (the product's transpose) of a normal sparse tensor in
+        # inference mode, and autograd refuses to save an inference tensor outside it
+        key = (name, dtype, torch.is_inference_mode_enabled())
+        matrix = self._csr_cache.get(key)
         if matrix is None:  # one entry per pixel row, built in row order: no sort
             b, n = self.batch_size, self.height * self.width
             width = self.num_superpixels + 1
             if name.startswith("slot"):
                 width = self.num_superpixels * self._layout.lanes + 1 + self._layout.extra_group.shape[-1]
-            cols = (index.view(b, n) + torch.arange(b, device=self.device).view(b, 1) * width).reshape(-1)
             with _quiet_sparse_beta():
+                cols = (index.view(b, n) + torch.arange(b, device=self.device).view(b, 1) * width).reshape(-1)
                 matrix = torch.sparse_csr_tensor(
                     torch.arange(b * n + 1, device=self.device),
                     cols,
@@ -326,7 +339,7 @@ class SuperpixelAssignment:
                     device=self.device,  # not the default device (torch.set_default_device)
                     check_invariants=False,
                 )
-            self._csr_cache[(name, dtype)] = matrix
+            self._csr_cache[key] = matrix
         return matrix
 
     def _build_sparse(self, dtype: torch.dtype) -> None:

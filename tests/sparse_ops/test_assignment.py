@@ -198,3 +198,47 @@ def test_concurrent_sparse_builds_leave_the_warning_filters_alone(monkeypatch: p
     second.join(timeout=30)
     assert not errors, errors
     assert warnings.filters == before
+
+
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_an_assignment_serves_both_inference_mode_and_training(backend: str, masked: bool) -> None:
+    """An assignment built once under ``torch.inference_mode()`` (e.g. cached by an evaluation loop) and
+    reused in training gives the gradients of one built outside (autograd refuses to save inference tensors:
+    "Inference tensors cannot be saved for backward", naming none of them), and one built and used in
+    training still runs under ``torch.inference_mode()`` (the sparse backend's cached matrices raised
+    "Cannot set version_counter for inference tensor")."""
+    g = torch.Generator().manual_seed(0)
+    sp = torch.randint(0, 5, (2, 4, 6), generator=g)
+    mask = torch.rand(2, 4, 6, generator=g) > 0.3 if masked else None
+    with torch.inference_mode():
+        cached = SuperpixelAssignment(sp, 5, mask=mask, backend=backend)  # type: ignore[arg-type]
+        assert not cached.counts.is_inference()
+        torch.testing.assert_close(cached.counts, SuperpixelAssignment(sp, 5, mask=mask).counts)
+        for dtype in (torch.float32, torch.float64):  # the sparse backend's matrices are built on first use
+            cached.uniformize(torch.zeros(2, 1, 4, 6, dtype=dtype))
+            cached.decode(torch.zeros(2, 5, 1, dtype=dtype))
+    fresh = SuperpixelAssignment(sp, 5, mask=mask, backend=backend)  # type: ignore[arg-type]
+    x = torch.randn(2, 3, 4, 6, generator=g, dtype=torch.float64)
+    p = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    runs = (
+        lambda a, x, p: a.uniformize(x),
+        lambda a, x, p: a.pool(x, "mean"),
+        lambda a, x, p: a.pool(x, "max"),
+        lambda a, x, p: a.decode(p),
+    )
+    for run in runs:
+        grads = []
+        for a in (cached, fresh):
+            xg, pg = x.clone().requires_grad_(True), p.clone().requires_grad_(True)
+            out = run(a, xg, pg)
+            grads.append(torch.autograd.grad(out.pow(2).sum(), (xg, pg), allow_unused=True))
+        for got, want in zip(*grads, strict=True):
+            if want is None:
+                assert got is None
+            else:
+                torch.testing.assert_close(got, want)
+    with torch.inference_mode():  # back to evaluation with both, their training-mode matrices cached
+        for run in runs:
+            torch.testing.assert_close(run(cached, x, p), run(fresh, x, p))
+            torch.testing.assert_close(run(fresh, x, p), run(SuperpixelAssignment(sp, 5, mask=mask), x, p))
