@@ -385,6 +385,8 @@ class SuperpixelAssignment:
         n_s = self.num_superpixels
         if reduce == "max":
             index = self._space_counted.expand(b, c, n)  # uncounted pixels -> the trash slot
+            if self._mask is not None:  # ... as zeros: a NaN there would make the trash's maximum NaN, which
+                xf = torch.where(self._mask.view(b, 1, n), xf, 0.0)  # none matches: NaN gradients for them
             out = xf.new_zeros(b, c, n_s + 1).scatter_reduce(2, index, xf, "amax", include_self=False)
         else:
             scale = self._inv(xf.dtype) if reduce == "mean" else None

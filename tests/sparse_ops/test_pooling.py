@@ -142,6 +142,25 @@ def test_masked_nan_stays_out_of_every_reduction() -> None:
             assert out.item() == value, (backend, reduce)
 
 
+@pytest.mark.parametrize("reduce", ["mean", "sum", "max"])
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+def test_masked_nan_stays_out_of_every_gradient(reduce: str, backend: str) -> None:
+    """The backward honours the mask as the forward does: a masked-out pixel gets a zero gradient even when it
+    holds a NaN (with ``"max"`` it got NaN: the masked pixels' maximum, NaN, matched none of them), so
+    ``torch.autograd.set_detect_anomaly(True)`` has nothing to report."""
+    x = torch.tensor([[[[1.0, float("nan")], [3.0, 5.0]], [[2.0, -1.0], [float("nan"), 0.0]]]])
+    sp = torch.tensor([[[0, 0], [1, 1]]])
+    mask = torch.tensor([[[True, False], [False, True]]])
+    x.requires_grad_(True)
+    with torch.autograd.set_detect_anomaly(True):
+        out = superpixel_pool(x, sp, 2, mask=mask, reduce=reduce, backend=backend)  # type: ignore[arg-type]
+        out.sum().backward()
+    assert out.isfinite().all()
+    assert x.grad is not None
+    assert torch.equal(x.grad[..., ~mask[0]], torch.zeros(1, 2, 2))
+    assert (x.grad[..., mask[0]] > 0).all()
+
+
 def test_upsample_resizes_coarse_features_first() -> None:
     f = torch.randn(2, 5, 3, 4, dtype=torch.float64)
     sp = torch.randint(0, 6, (2, 12, 16))
