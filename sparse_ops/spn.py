@@ -178,7 +178,8 @@ def superpixel_cam(
     # the features first: a label map passed first gets the swapped-arguments hint, not a weight error
     _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
     _checks.check_classifier(weight, bias, features.shape[1])
-    if not torch.is_autocast_enabled(features.device.type):
+    # the meta device has no autocast (torch.is_autocast_enabled raises there)
+    if features.is_meta or not torch.is_autocast_enabled(features.device.type):
         for name, param in (("weight", weight), ("bias", bias)):  # autocast casts them itself
             if param is not None and param.dtype != features.dtype:
                 raise TypeError(

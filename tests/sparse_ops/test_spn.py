@@ -197,3 +197,18 @@ def test_classifier_forward_and_cam_check_in_channels() -> None:
             call(f, sp, 6)
     with pytest.raises(TypeError, match=r"features must be a floating tensor.*label map passed first"):
         head(sp, f, 6)
+
+
+def test_cam_gives_the_shapes_on_meta_without_validation() -> None:
+    """Shape inference on meta tensors (validate=False reads no value), as the other ops allow: the dtype
+    check under autocast is skipped on the meta device, which has no autocast (it raised "unknown device type
+    for autocast")."""
+    with torch.device("meta"):
+        head = SuperpixelClassifier(3, 4, validate=False)
+        f, sp = torch.empty(2, 3, 4, 4), torch.zeros(2, 8, 8, dtype=torch.long)
+        cam, scores = superpixel_cam(
+            f, sp, 5, weight=head.classifier.weight, return_superpixel_scores=True, validate=False
+        )
+        assert cam.is_meta and cam.shape == (2, 4, 8, 8) and scores.shape == (2, 5, 4)
+        assert head.cam(f, sp, 5).shape == (2, 4, 8, 8)
+        assert head(f, sp, 5).shape == (2, 4)
