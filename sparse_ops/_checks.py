@@ -374,6 +374,8 @@ def check_id_range(
     bound is reported against ``bound_name``, followed by ``advice`` (default: pass a larger bound, or
     relabel).
     """
+    if index.is_meta or (per_image is not None and per_image.is_meta):  # shapes only: no values to check
+        return
     if per_image is not None and per_image.numel() and bool((per_image < 0).any()):
         raise ValueError(f"num_superpixels must be >= 0, got {per_image.tolist()}")
     if index.numel() == 0:
@@ -428,8 +430,8 @@ def check_assoc(assoc: object, name: str = "assoc") -> Tensor:
 
 
 def check_assoc_values(assoc: Tensor, name: str = "assoc") -> None:
-    """Require a non-negative, finite association (one synchronisation)."""
-    if assoc.numel() == 0:
+    """Require a non-negative, finite association (one synchronisation; nothing to check on meta)."""
+    if assoc.numel() == 0 or assoc.is_meta:
         return
     bad = ~torch.isfinite(assoc) | (assoc < 0)
     if bool(bad.any()):

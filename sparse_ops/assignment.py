@@ -209,6 +209,11 @@ class SuperpixelAssignment:
         n = h * w
         index = labels.reshape(b, n).to(torch.long, copy=True)  # own copy: no aliasing of the caller's map
         device = index.device
+        if device.type == "meta" and not isinstance(num_superpixels, int):  # a count read from the values
+            raise ValueError(
+                "num_superpixels must be an int for a label map on the meta device (shapes only: no ids or "
+                f"counts to read), got {'None' if num_superpixels is None else 'a Tensor'}"
+            )
         if isinstance(num_superpixels, Tensor):
             num_ids = 0
             if num_superpixels.numel():  # one read for both bounds: a negative count fails also unvalidated

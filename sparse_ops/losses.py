@@ -86,6 +86,13 @@ def _labels(
     """
     valid = target != ignore_index
     labels = torch.where(valid, target, torch.zeros_like(target)).long()
+    if labels.is_meta:  # shapes only: nothing to check, nothing to infer from
+        if num_classes is None:
+            raise ValueError(
+                "num_classes must be given for a label map on the meta device (shapes only: no labels to "
+                "infer it from), got None"
+            )
+        return valid, labels, num_classes
     if validate and labels.numel() and bool((labels < 0).any()):
         raise ValueError(
             f"target labels must be >= 0 (or ignore_index={ignore_index}), got {int(labels.min())}"

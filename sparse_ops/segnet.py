@@ -146,7 +146,7 @@ def max_unpool2d(
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"output_size must end with a positive (H, W), got {tuple(output_size)}")
     H, W = size
-    if validate and indices.numel():
+    if validate and indices.numel() and not indices.is_meta:  # meta: shapes only, no index to check
         lo, hi = int(indices.min()), int(indices.max())
         if lo < 0 or hi >= H * W:
             raise ValueError(

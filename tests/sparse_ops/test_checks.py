@@ -297,3 +297,59 @@ def test_numpy_bools_are_accepted_as_flags() -> None:
     torch.testing.assert_close(
         so.normalize_assoc(q, 2, renormalize=np.bool_(False)), so.normalize_assoc(q, 2, renormalize=False)
     )
+
+
+def test_modules_run_on_meta_with_their_value_checks_on() -> None:
+    """Shape inference on the meta device (``with torch.device("meta")``) runs every module with its default
+    ``validate=True``: a meta tensor holds no values, so the value checks have nothing to read (they raised
+    "Tensor.item() cannot be called on meta tensors")."""
+    import sparse_ops as so
+
+    with torch.device("meta"):
+        x, sp = torch.empty(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long)
+        q = torch.empty(2, 9, 8, 8)
+        pooled = so.MaxPoolWithIndices()(x)
+        outputs = {
+            "SuperpixelPool": so.SuperpixelPool()(x, sp, 5),
+            "SuperpixelPool max": so.SuperpixelPool("max")(x, sp, 5),
+            "SuperpixelUniformize": so.SuperpixelUniformize()(x, sp, 5),
+            "SoftUniformize": so.SoftUniformize(4)(x, q),
+            "SpixelLoss": so.SpixelLoss(4, num_classes=3)(q, sp).total,
+            "SpixelLoss features": so.SpixelLoss(4)(q, x).total,
+            "SuperpixelClassifier": so.SuperpixelClassifier(3, 4)(x[:, :, :4, :4], sp, 5),
+            "cam": so.SuperpixelClassifier(3, 4).cam(x, sp, 5),
+            "MaxUnpool": so.MaxUnpool()(pooled),
+            "superpixel_unpool": so.superpixel_unpool(torch.empty(2, 5, 3), sp),
+            "hard_superpixels": so.hard_superpixels(q, 4),
+        }
+    shapes = {
+        "SuperpixelPool": (2, 5, 3),
+        "SuperpixelPool max": (2, 5, 3),
+        "SuperpixelUniformize": (2, 3, 8, 8),
+        "SoftUniformize": (2, 3, 8, 8),
+        "SpixelLoss": (),
+        "SpixelLoss features": (),
+        "SuperpixelClassifier": (2, 4),
+        "cam": (2, 4, 8, 8),
+        "MaxUnpool": (2, 3, 8, 8),
+        "superpixel_unpool": (2, 3, 8, 8),
+        "hard_superpixels": (2, 8, 8),
+    }
+    for name, out in outputs.items():
+        assert out.is_meta and tuple(out.shape) == shapes[name], name
+
+
+def test_meta_label_maps_need_the_counts_that_cannot_be_inferred() -> None:
+    """What is inferred from the values (``num_superpixels=None``, ``num_classes=None``) cannot be on meta:
+    the error names the argument to pass instead of PyTorch's "Tensor.item() cannot be called on meta
+    tensors"."""
+    import sparse_ops as so
+
+    with torch.device("meta"):
+        x, sp = torch.empty(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long)
+        with pytest.raises(ValueError, match=r"^num_superpixels must be an int for a label map on the meta"):
+            so.uniformize(x, sp)
+        with pytest.raises(ValueError, match=r"^num_superpixels must be an int for a label map on the meta"):
+            so.SuperpixelAssignment(sp, torch.tensor([3]), validate=False)
+        with pytest.raises(ValueError, match=r"^num_classes must be given for a label map on the meta"):
+            so.spixel_loss(torch.empty(1, 9, 4, 4), sp, 2)
