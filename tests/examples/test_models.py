@@ -201,3 +201,36 @@ def test_backbone_weights_of_the_wrong_shape_are_named(tmp_path) -> None:
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"shape mismatches \['conv1\.weight'\]"):
         load_backbone_weights(src, path)
+
+
+def test_backbone_weights_without_num_batches_tracked_load(tmp_path) -> None:
+    """ResNet weights saved before torch 0.4.1 added ``num_batches_tracked`` (torchvision's original ImageNet
+    files, Caffe conversions) have no such keys: torch's own BatchNorm loading accepts them, and so does
+    ``--backbone-weights``; the counters start at 0."""
+    torch.manual_seed(0)
+    src, _, _ = build_resnet_backbone("resnet18", 16)
+    for m in src.modules():  # non-trivial statistics, to see that they are the ones loaded
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+    state = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)
+    path = tmp_path / "resnet18-5c106cde.pth"
+    torch.save(state, path)
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.num_batches_tracked.fill_(7)
+    load_backbone_weights(net, path)
+    for k, v in net.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            assert int(v) == 0, k
+        else:
+            assert torch.equal(v, src.state_dict()[k]), k
+    from examples.voc_joint.train import backbone_weights_error
+
+    assert backbone_weights_error(path, "resnet18", 16) is None
+    # a key other than the counters still has to be there
+    del state["bn1.running_mean"]
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"missing keys \['bn1\.running_mean'\]"):
+        load_backbone_weights(net, path)

@@ -97,6 +97,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
     The file must hold a state dict (optionally under ``"state_dict"`` or ``"model"``) readable with
     ``torch.load(weights_only=True)``; an optional ``"backbone."`` / ``"module."`` key prefix is stripped.
+    BatchNorm ``num_batches_tracked`` counters may be absent (files saved before torch 0.4.1, such as
+    torchvision's original ImageNet weights): they start at 0, as in torch's own loading.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -132,6 +134,10 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         if not k.startswith("fc."):
             cleaned[k] = v
     own = backbone.state_dict()
+    for k in own:  # weights saved before torch 0.4.1 (torchvision's original ImageNet files, Caffe
+        # conversions) have no BatchNorm step counters: torch's own BatchNorm loading starts them at 0
+        if k.endswith(".num_batches_tracked") and k not in cleaned:
+            cleaned[k] = torch.zeros((), dtype=torch.long)
     missing = sorted(set(own) - set(cleaned))
     unexpected = sorted(set(cleaned) - set(own))
     bad_shape = [k for k in own if k in cleaned and own[k].shape != cleaned[k].shape]
