@@ -54,6 +54,7 @@ __all__ = [
     "eval_transform",
     "normalize_seg",
     "normalize_spixel",
+    "read_list",
     "train_transform",
     "voc_palette",
 ]
@@ -402,7 +403,7 @@ def _read_mask(
     return arr
 
 
-def _read_list(list_file: Path) -> list[str]:
+def read_list(list_file: Path) -> list[str]:
     """The image names of a split list (first word of each non-empty line); each must stay inside the data
     folders: no absolute path, no ``..``."""
     names = []
@@ -491,7 +492,7 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
             raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
         self.num_classes = int(num_classes)
         _valid_labels(self.num_classes)  # checks the range
-        self.names = _read_list(self.list_file)
+        self.names = read_list(self.list_file)
         if not self.names:
             raise DataError(f"split list file '{self.list_file}' is empty")
 

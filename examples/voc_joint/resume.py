@@ -54,6 +54,7 @@ RUNTIME_OPTIONS = frozenset(
         "resume",
         "overwrite",
         "allow_option_changes",
+        "allow_val_overlap",
         "eval",
         "eval_crop",
         "val_split",

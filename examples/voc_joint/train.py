@@ -491,6 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--eval-crop", type=POS, default=None, help="evaluation centre crop (default: full images)"
     )
+    g.add_argument(
+        "--allow-val-overlap",
+        action="store_true",
+        help="train on images of the validation lists anyway (VOC's ImageSets/Segmentation/val.txt, the "
+        "layout's val.txt and, with --eval, --val-split), e.g. a trainval model for the test server; "
+        "without it such a training split is refused",
+    )
     g.add_argument("--log-every", type=POS, default=10, help="CSV / TensorBoard row every N steps")
     g.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (if it imports)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -691,10 +698,51 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool) -> Path:
         FileNotFoundError, DataError: as :func:`check_val_data`.
     """
     root = data_root(args, info)
-    _train_dataset(args, root)
+    ds = _train_dataset(args, root)
+    if not args.allow_val_overlap:
+        error = val_overlap_error(ds.names, ds.root, ds.list_file, args)
+        if error:
+            raise UsageError(error)
     if val:
         check_val_data(args, root)
     return root
+
+
+def val_overlap_error(
+    names: Sequence[str], voc_root: Path, list_file: Path, args: argparse.Namespace
+) -> str | None:
+    """Why the training split ``names`` (read from ``list_file``) must not be trained on: it holds images of
+    a validation list (None: it holds none).
+
+    The validation lists are VOC's ``ImageSets/Segmentation/val.txt``, the ``val.txt`` of the layout read
+    (``ImageSets/SegmentationAug`` with ``--sbd``) and, with ``--eval``, ``--val-split``, where they exist.
+    SBD's train and val sets hold many VOC 2012 val images: the standard 10582-image trainaug list
+    leaves them out, a union of SBD train + val + VOC train made by hand does not.
+    """
+    from examples.voc_joint import data
+
+    layout = voc_root / "ImageSets" / ("SegmentationAug" if args.sbd else "Segmentation")
+    candidates = [voc_root / "ImageSets" / "Segmentation" / "val.txt", layout / "val.txt"]
+    if args.eval:
+        candidates.append(layout / f"{args.val_split}.txt")
+    lists = [f for f in dict.fromkeys(candidates) if f.is_file()]
+    held = set(names)
+    found: dict[str, None] = {}
+    for f in lists:
+        for name in data.read_list(f):
+            if name in held:
+                found[name] = None
+    if not found:
+        return None
+    shown = ", ".join(repr(n) for n in list(found)[:5]) + (", ..." if len(found) > 5 else "")
+    count = f"{len(found)} image{'s' if len(found) > 1 else ''}"
+    return (
+        f"training split {args.train_split!r} ({list_file}) holds {count} of the validation lists "
+        f"{[str(f) for f in lists]}: {shown}. Every validation score of the run would count "
+        "images it was trained on (SBD's train and val sets contain VOC 2012 val images: the standard "
+        "trainaug list of 10582 images leaves them out). Remove them from the training list, or pass "
+        "--allow-val-overlap to train on them on purpose (e.g. a trainval model for the test server)"
+    )
 
 
 def build_train_loader(

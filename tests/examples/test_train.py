@@ -1480,3 +1480,34 @@ def test_stage_all_refuses_up_front_to_train_a_source_of_a_joint_run_further(
     err = capsys.readouterr().err
     assert info.value.code == 2 and "first trains the seg and spixel stage" in err, err
     assert load_checkpoint(tmp_path / "seg" / "checkpoint.pt")["step"] == 1
+
+
+def test_a_training_split_holding_validation_images_is_refused(tiny_voc, tmp_path, capsys) -> None:
+    """SBD's train and val sets hold many VOC 2012 val images: a trainaug list made as SBD train + val +
+    VOC train without taking VOC val out trains on the images it is scored on. A training split that shares
+    images with VOC's val list or with --val-split is refused before anything is written, naming the images
+    and the lists; --allow-val-overlap trains on them on purpose (a trainval model for the test server)."""
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    lists = root / "ImageSets"
+    val = (lists / "Segmentation" / "val.txt").read_text().split()
+    aug = (lists / "SegmentationAug" / "train.txt").read_text().split()
+    (lists / "SegmentationAug" / "leaky.txt").write_text("\n".join([*aug, val[1]]) + "\n")
+    seg = ["--stage", "seg", "--epochs", "1", "--max-steps", "1"]
+    leaky = train_args(root, tmp_path / "a", *seg, "--sbd", "--train-split", "leaky")
+    (lists / "SegmentationAug" / "val.txt").write_text(val[0] + "\n")
+    with pytest.raises(SystemExit) as info:  # VOC's val list counts even when the SBD val list misses one
+        train.main(leaky)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert "1 image of the validation lists" in err and repr(val[1]) in err, err
+    assert str(lists / "Segmentation" / "val.txt") in err and "--allow-val-overlap" in err, err
+    assert not (tmp_path / "a").exists()
+    # VOC's trainval holds every val image
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(root, tmp_path / "b", *seg, "--train-split", "trainval"))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"{len(val)} images of the validation lists" in err, err
+    # the standard lists pass, and so does an overlap asked for
+    assert train.main(train_args(root, tmp_path / "c", *seg, "--sbd"))["seg"].is_file()
+    assert train.main([*leaky, "--allow-val-overlap"])["seg"].is_file()
