@@ -445,7 +445,8 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
 
     Raises:
         FileNotFoundError: missing folder or list file (the message names it and the expected layout), or a
-            listed image/mask that does not exist (when the sample is read).
+            listed image/mask that does not exist (when the sample is read; :meth:`missing_files` lists them
+            all at once).
         DataError: (a ``ValueError``) an empty list file or an entry that leaves the data folders (``..``,
             absolute path); an unreadable image or mask, one above ``max_pixels``, a mask whose size differs
             from its image, or label values outside {0..num_classes-1, 255} (the message names the file and
@@ -506,6 +507,12 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
     def mask_path(self, index: int) -> Path:
         """Path of the label PNG of sample ``index``."""
         return self.mask_dir / f"{self.names[index]}.png"
+
+    def missing_files(self) -> list[Path]:
+        """The listed images and masks that do not exist (a cheap check of the whole split before a long
+        run: a missing file is otherwise found only when its sample is read)."""
+        paths = (p for i in range(len(self)) for p in (self.image_path(i), self.mask_path(i)))
+        return [p for p in paths if not p.is_file()]
 
     def load(self, index: int) -> tuple[Tensor, Tensor]:
         """Read sample ``index`` untransformed: image (uint8 Tensor[3, H, W]), target (LongTensor[H, W])."""

@@ -691,11 +691,14 @@ def _check_batches(size: int, args: argparse.Namespace, info: DistInfo, root: Pa
 
 def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool) -> Path:
     """Check the data a run reads before it changes anything: the training split (the data folder, its list
-    file and entries) and, when ``val``, ``--val-split``; returns the data root. (Whether the split holds one
-    global batch is checked with the run's checkpoint, by :func:`build_train_loader`.)
+    file and entries, that every listed image and mask exists, that it holds no validation image) and, when
+    ``val``, ``--val-split``; returns the data root. (Whether the split holds one global batch is checked with
+    the run's checkpoint, by :func:`build_train_loader`.)
 
     Raises:
-        FileNotFoundError, DataError: as :func:`check_val_data`.
+        FileNotFoundError, DataError: as :func:`check_val_data`; listed files that do not exist (all named).
+        UsageError: the training split holds validation images (:func:`val_overlap_error`) and
+            ``--allow-val-overlap`` is not given.
     """
     root = data_root(args, info)
     ds = _train_dataset(args, root)
@@ -703,8 +706,16 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool) -> Path:
         error = val_overlap_error(ds.names, ds.root, ds.list_file, args)
         if error:
             raise UsageError(error)
+    missing = ds.missing_files()
     if val:
-        check_val_data(args, root)
+        missing += check_val_data(args, root).missing_files()
+    if missing:
+        shown = "\n  ".join(str(p) for p in missing[:10]) + ("\n  ..." if len(missing) > 10 else "")
+        raise FileNotFoundError(
+            f"{len(missing)} files listed in {ds.list_file}"
+            + (f" or in the --val-split {args.val_split!r} list" if val else "")
+            + f" do not exist (an incomplete extraction, or a list of another data set?):\n  {shown}"
+        )
     return root
 
 
@@ -1309,8 +1320,9 @@ def _evaluate(
     info.barrier()
 
 
-def check_val_data(args: argparse.Namespace, root: Path) -> None:
-    """Check that ``--val-split`` of ``root`` exists and lists images (before training, for ``--eval``).
+def check_val_data(args: argparse.Namespace, root: Path) -> Any:
+    """Check that ``--val-split`` of ``root`` exists and lists images (before training, for ``--eval``);
+    returns its ``VOCSegmentation``.
 
     Raises:
         FileNotFoundError: missing data folder, mask folder or list file (the message names it).
@@ -1318,7 +1330,7 @@ def check_val_data(args: argparse.Namespace, root: Path) -> None:
     """
     from examples.voc_joint import data
 
-    data.VOCSegmentation(
+    return data.VOCSegmentation(
         root, args.val_split, sbd=args.sbd, max_pixels=args.max_image_pixels, num_classes=args.num_classes
     )
 

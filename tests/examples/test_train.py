@@ -63,9 +63,10 @@ def _run_script(*argv: str, timeout: float = 180) -> tuple[int | None, str]:
 
 
 def _damaged_copy(root: Path, dest: Path, stem: str) -> Path:
-    """A copy of the data set ``root`` without the training image ``stem``.jpg."""
+    """A copy of the data set ``root`` whose training image ``stem``.jpg is no image (found when it is read:
+    a missing file is found before the run starts)."""
     shutil.copytree(root, dest)
-    (dest / "JPEGImages" / f"{stem}.jpg").unlink()
+    (dest / "JPEGImages" / f"{stem}.jpg").write_bytes(b"not a JPEG")
     return dest
 
 
@@ -150,7 +151,7 @@ def test_data_error_in_a_worker_exits_promptly(tiny_voc, tmp_path) -> None:
     argv[argv.index("--workers") + 1] = "1"
     code, err = _run_script(*argv, timeout=120)
     assert code == 1, f"exit status {code} (None: still running after 120 s)\n{err[-3000:]}"
-    assert "[train] error:" in err and f"image file not found: '{root / 'JPEGImages' / stem}.jpg'" in err
+    assert "[train] error:" in err and f"cannot read image file '{root / 'JPEGImages' / stem}.jpg'" in err
 
 
 @pytest.mark.parametrize("context", ["fork", "forkserver", "spawn"])
@@ -1218,10 +1219,10 @@ def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(tiny_vo
     runs again once the data is fixed (it was refused: "holds a run (log.csv); continue it with --resume")."""
     stems = (tiny_voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
     root = _damaged_copy(tiny_voc, tmp_path / "data", stems[0])
-    for stem in stems[1:]:  # no training image: the first batch fails, whatever the order
-        (root / "JPEGImages" / f"{stem}.jpg").unlink()
+    for stem in stems[1:]:  # no readable training image: the first batch fails, whatever the order
+        (root / "JPEGImages" / f"{stem}.jpg").write_bytes(b"not a JPEG")
     argv = train_args(root, tmp_path / "out", "--stage", "seg", "--max-steps", "1", "--threads", "1")
-    with pytest.raises(FileNotFoundError, match="image file not found"):  # in the first batch
+    with pytest.raises(train.DataError, match="cannot read image file"):  # in the first batch
         train.main(argv)
     log = tmp_path / "out" / "seg" / "log.csv"
     assert not (tmp_path / "out" / "seg" / "checkpoint.pt").exists()
@@ -1511,3 +1512,22 @@ def test_a_training_split_holding_validation_images_is_refused(tiny_voc, tmp_pat
     # the standard lists pass, and so does an overlap asked for
     assert train.main(train_args(root, tmp_path / "c", *seg, "--sbd"))["seg"].is_file()
     assert train.main([*leaky, "--allow-val-overlap"])["seg"].is_file()
+
+
+def test_listed_files_that_do_not_exist_are_found_before_the_run_starts(tiny_voc, tmp_path) -> None:
+    """A listed image or mask that is missing (an incomplete extraction, a list of another release) was only
+    found when the sampler reached it, after the run had started (and at the same place on every resume);
+    every listed file of the training and --eval splits is now checked first, and all are named at once."""
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    train_names = (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    val_names = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    (root / "SegmentationClass" / f"{train_names[2]}.png").unlink()
+    (root / "JPEGImages" / f"{val_names[0]}.jpg").unlink()
+    seg = ["--stage", "seg", "--epochs", "1", "--max-steps", "1", "--eval"]
+    with pytest.raises(FileNotFoundError) as info:
+        train.main(train_args(root, tmp_path / "a", *seg))
+    text = str(info.value)
+    assert "2 files listed" in text, text
+    assert f"{train_names[2]}.png" in text and f"{val_names[0]}.jpg" in text, text
+    assert not (tmp_path / "a").exists()
