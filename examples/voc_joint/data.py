@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
 from typing import Any
@@ -403,14 +404,22 @@ def _read_mask(
     return arr
 
 
+#: The path form of a list entry (``/JPEGImages/<name>.jpg /SegmentationClassAug/<name>.png``, the trainaug
+#: lists of the DeepLab ports): the name is the image path's.
+_IMAGE_PATH_ENTRY = re.compile(r"/?JPEGImages/(.+)\.jpg")
+
+
 def read_list(list_file: Path) -> list[str]:
-    """The image names of a split list (first word of each non-empty line); each must stay inside the data
-    folders: no absolute path, no ``..``."""
+    """The image names of a split list (first word of each non-empty line, or the ``<name>`` of a first word
+    ``/JPEGImages/<name>.jpg``); each must stay inside the data folders: no absolute path, no ``..``."""
     names = []
     for lineno, line in enumerate(list_file.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         name = line.split()[0]
+        path_form = _IMAGE_PATH_ENTRY.fullmatch(name)
+        if path_form:
+            name = path_form.group(1)
         pure = PurePath(name)
         if pure.is_absolute() or ".." in pure.parts or "\0" in name or pure.drive:
             raise DataError(

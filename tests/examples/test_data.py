@@ -514,3 +514,19 @@ def test_pil_decompression_bomb_error_names_the_file(voc_copy, monkeypatch):
     ds = VOCSegmentation(voc_copy, "train")
     with pytest.raises(ValueError, match=r"image file '.*synth_000000\.jpg' refused as a decompression bomb"):
         ds[0]
+
+
+def test_list_entries_in_the_path_form_of_the_trainaug_lists(voc_copy):
+    """The trainaug lists most often distributed with SegmentationClassAug (DeepLab ports) have two paths per
+    line, ``/JPEGImages/<name>.jpg /SegmentationClassAug/<name>.png``: the name is taken from the image path
+    (it was refused as an absolute path); paths that leave the data folders are still refused."""
+    lst = voc_copy / "ImageSets" / "Segmentation" / "train.txt"
+    lst.write_text(
+        "/JPEGImages/synth_000001.jpg /SegmentationClassAug/synth_000001.png\n"
+        "JPEGImages/synth_000000.jpg SegmentationClassAug/synth_000000.png\n"
+    )
+    ds = VOCSegmentation(voc_copy, "train")
+    assert ds.names == ["synth_000001", "synth_000000"] and ds[0]["name"] == "synth_000001"
+    lst.write_text("/JPEGImages/../../x.jpg /SegmentationClassAug/x.png\n")
+    with pytest.raises(ValueError, match=r"train\.txt' line 1: entry .* points outside the data folders"):
+        VOCSegmentation(voc_copy, "train")
