@@ -412,8 +412,12 @@ _IMAGE_PATH_ENTRY = re.compile(r"/?JPEGImages/(.+)\.jpg")
 def read_list(list_file: Path) -> list[str]:
     """The image names of a split list (first word of each non-empty line, or the ``<name>`` of a first word
     ``/JPEGImages/<name>.jpg``); each must stay inside the data folders: no absolute path, no ``..``."""
+    try:  # "-sig": a byte order mark (Windows editors) is no part of the first name
+        text = list_file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"split list file '{list_file}' is not UTF-8 text: {exc}") from exc
     names = []
-    for lineno, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         name = line.split()[0]

@@ -530,3 +530,17 @@ def test_list_entries_in_the_path_form_of_the_trainaug_lists(voc_copy):
     lst.write_text("/JPEGImages/../../x.jpg /SegmentationClassAug/x.png\n")
     with pytest.raises(ValueError, match=r"train\.txt' line 1: entry .* points outside the data folders"):
         VOCSegmentation(voc_copy, "train")
+
+
+def test_list_files_with_a_byte_order_mark_and_crlf_lines(voc_copy):
+    """A list saved by a Windows editor starts with a UTF-8 byte order mark and ends its lines with CRLF: the
+    mark was read as part of the first name ('image file not found: .../\\ufeffsynth_000001.jpg', with an
+    invisible character in the path). A list that is no UTF-8 text is an error naming the file."""
+    (voc_copy / "ImageSets" / "Segmentation" / "train.txt").write_bytes(
+        b"\xef\xbb\xbfsynth_000001\r\nsynth_000000\r\n\r\n"
+    )
+    ds = VOCSegmentation(voc_copy, "train")
+    assert ds.names == ["synth_000001", "synth_000000"] and ds[0]["name"] == "synth_000001"
+    (voc_copy / "ImageSets" / "Segmentation" / "train.txt").write_bytes(b"synth_\xff000001\n")
+    with pytest.raises(ValueError, match=r"train\.txt' is not UTF-8 text"):
+        VOCSegmentation(voc_copy, "train")
