@@ -121,11 +121,14 @@ def test_sbd_label_files_are_checked_and_named(real_layout, tmp_path) -> None:
 def test_command_line(real_layout, capsys) -> None:
     root, ds = real_layout
     assert sbd.main(["--voc-root", str(root), "--sbd-root", str(root)]) == 0
-    assert "6 train and 3 val images" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "6 train and 3 val images" in out.out
+    assert "trainaug masks" in out.err and "9/9" in out.err  # the progress bar over the masks written
     with pytest.raises(SystemExit) as info:
         sbd.main(["--voc-root", str(root), "--sbd-root", str(root)])
     assert info.value.code == 2 and "--overwrite" in capsys.readouterr().err
     (ds / "cls" / "2008_000101.mat").unlink()
     with pytest.raises(SystemExit) as info:
-        sbd.main(["--voc-root", str(root), "--sbd-root", str(root), "--overwrite"])
-    assert info.value.code == 1 and "2008_000101.mat" in capsys.readouterr().err
+        sbd.main(["--voc-root", str(root), "--sbd-root", str(root), "--overwrite", "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "2008_000101.mat" in err and "trainaug masks" not in err
