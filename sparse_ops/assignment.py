@@ -161,6 +161,7 @@ class SuperpixelAssignment:
         validate: bool = True,
     ) -> None:
         _checks.check_option(backend, "backend", BACKENDS)
+        validate = _checks.check_bool(validate, "validate")
         superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
         if validate:
             validate_ids(superpixels, num_superpixels)

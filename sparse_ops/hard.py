@@ -93,6 +93,7 @@ def hard_superpixels(
         tensor([[[1, 0, 1, 1],
                  [1, 0, 1, 1]]])
     """
+    validate = _checks.check_bool(validate, "validate")
     _checks.check_assoc(assoc)
     cell_size = _checks.check_int(cell_size, "cell_size", 1)
     connectivity = _checks.check_bool(connectivity, "connectivity")
@@ -241,6 +242,7 @@ def enforce_connectivity(
                  [0, 0, 0],
                  [1, 1, 1]]])
     """
+    validate = _checks.check_bool(validate, "validate")
     if not isinstance(labels, Tensor):
         raise TypeError(f"labels must be a Tensor, got {type(labels).__name__}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:

@@ -211,6 +211,7 @@ def spixel_loss(
         >>> round(out.semantic.item(), 6), round(out.position.item(), 4)
         (0.0, 0.7071)
     """
+    validate = _checks.check_bool(validate, "validate")
     _checks.check_assoc(assoc)
     cell_size = _checks.check_int(cell_size, "cell_size", 1)
     pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0)

@@ -94,6 +94,7 @@ def superpixel_pool(
         >>> superpixel_pool(x, sp, 3)[..., 0]
         tensor([[1.5000, 4.5000, 0.0000]])
     """
+    validate = _checks.check_bool(validate, "validate")
     _checks.check_option(reduce, "reduce", REDUCTIONS)
     features, assignment = features_and_assignment(
         features, superpixels, num_superpixels, mask, upsample, backend, validate
@@ -156,6 +157,7 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
         <BLANKLINE>
                  [[10., 20., 20.]]]])
     """
+    validate = _checks.check_bool(validate, "validate")
     _checks.check_floating(pooled, "pooled", "[B, N_s, C]", before_labels=True)
     labels, _, _ = validate_labels(superpixels, pooled.shape[1], None)
     _checks.check_batch_match(pooled, "pooled", labels, "superpixels")

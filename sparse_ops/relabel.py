@@ -43,6 +43,7 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
         >>> relabel_contiguous(torch.tensor([[[-(2**62), 2**62, 7]]]))[0]
         tensor([[[0, 2, 1]]])
     """
+    validate = _checks.check_bool(validate, "validate")
     labels = _checks.check_label_map(superpixels)
     b, h, w = labels.shape
     flat = labels.reshape(b, h * w)

@@ -78,6 +78,7 @@ def max_pool2d_with_indices(
         >>> p.values, p.indices, p.input_size
         (tensor([[[[4.]]]]), tensor([[[[3]]]]), (3, 3))
     """
+    validate = _checks.check_bool(validate, "validate")
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4):
@@ -125,6 +126,7 @@ def max_unpool2d(
                   [4., 0., 0.],
                   [0., 0., 9.]]]])
     """
+    validate = _checks.check_bool(validate, "validate")
     if not isinstance(values, Tensor):
         raise TypeError(f"values must be a Tensor, got {type(values).__name__}")
     if not isinstance(indices, Tensor):

@@ -83,6 +83,7 @@ def normalize_assoc(
         >>> q[0, :, 0, 0]  # a single cell: only the centre candidate exists
         tensor([0., 0., 0., 0., 1., 0., 0., 0., 0.])
     """
+    validate = _checks.check_bool(validate, "validate")
     _checks.check_assoc(assoc)
     cell_size = _checks.check_int(cell_size, "cell_size", 1)
     if validate:
@@ -292,6 +293,7 @@ def soft_superpixel_pool(
         tensor([[[[ 2.5000,  4.5000],
                   [10.5000, 12.5000]]]])
     """
+    validate = _checks.check_bool(validate, "validate")
     cell_size, mask = _check_pool_inputs(features, "features", assoc, cell_size, mask, validate)
     dtype, compute = _compute_dtype(features, assoc)
     with _no_autocast(features.device):
@@ -326,6 +328,7 @@ def soft_superpixel_unpool(
         tensor([[[[1.5000, 1.5000, 2.0000, 2.0000],
                   [1.5000, 1.5000, 2.0000, 2.0000]]]])
     """
+    validate = _checks.check_bool(validate, "validate")
     _checks.check_floating(centres, "centres", "[B, C, n_h, n_w]")
     _checks.check_assoc(assoc)
     cell_size = _checks.check_int(cell_size, "cell_size", 1)
@@ -383,6 +386,7 @@ def soft_uniformize(
         >>> soft_uniformize(x, q, 3).shape
         torch.Size([2, 3, 5, 7])
     """
+    validate = _checks.check_bool(validate, "validate")
     cell_size, mask = _check_pool_inputs(logits, "logits", assoc, cell_size, mask, validate)
     height, width = logits.shape[-2:]
     dtype, compute = _compute_dtype(logits, assoc)

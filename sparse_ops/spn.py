@@ -89,6 +89,7 @@ def superpixel_global_average(
         >>> superpixel_global_average(f, sp)  # (1 + 5) / 2, not the pixel mean 2
         tensor([[3.]])
     """
+    validate = _checks.check_bool(validate, "validate")
     pooled, assignment = _superpixel_means(features, superpixels, num_superpixels, mask, upsample, validate)
     return _mean_over_present(pooled, assignment, features.dtype)
 
@@ -175,6 +176,7 @@ def superpixel_cam(
         <BLANKLINE>
                  [[ 1.,  1.,  4.]]]])
     """
+    validate = _checks.check_bool(validate, "validate")
     # the features first: a label map passed first gets the swapped-arguments hint, not a weight error
     _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
     _checks.check_classifier(weight, bias, features.shape[1])

@@ -66,6 +66,7 @@ def uniformize(
         tensor([[[[2., 2., 8.],
                   [8., 8., 8.]]]])
     """
+    validate = _checks.check_bool(validate, "validate")
     _checks.check_floating(logits, "logits", "[B, C, H, W]", before_labels=True)
     _checks.check_option(backend, "backend", BACKENDS)
     superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)

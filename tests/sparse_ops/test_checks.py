@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -284,6 +286,48 @@ def test_flags_must_be_bools_not_truthy_values(name: str, flag: str, call) -> No
     pooled a 5 x 5 map to 3 x 3 while ``max_pool2d_with_indices`` raised PyTorch's own error."""
     with pytest.raises(TypeError, match=rf"^{flag} must be a bool, got str 'False'$"):
         call()
+
+
+def _functions_with_validate() -> list[str]:
+    import sparse_ops as so
+
+    return sorted(
+        name
+        for name in so.__all__
+        if inspect.isfunction(getattr(so, name))
+        and "validate" in inspect.signature(getattr(so, name)).parameters
+    )
+
+
+@pytest.mark.parametrize("name", _functions_with_validate())
+@pytest.mark.parametrize("value", ["False", None, 0])
+def test_every_function_refuses_a_non_bool_validate(name: str, value: object) -> None:
+    """``validate`` is read first, before any input (every required argument here is ``None``): a string
+    ``"False"`` ran the checks and ``None`` or ``0`` skipped them silently."""
+    import sparse_ops as so
+
+    fn = getattr(so, name)
+    params = inspect.signature(fn).parameters.values()
+    required = [p for p in params if p.default is inspect.Parameter.empty]
+    args = [None for p in required if p.kind is p.POSITIONAL_OR_KEYWORD]
+    kwargs = {p.name: None for p in required if p.kind is p.KEYWORD_ONLY}
+    with pytest.raises(TypeError, match=rf"^validate must be a bool, got {type(value).__name__}"):
+        fn(*args, **kwargs, validate=value)
+
+
+def test_the_functions_with_validate_are_all_found() -> None:
+    """The enumeration above sees every public op that takes ``validate`` (it cannot pass vacuously)."""
+    assert {"uniformize", "superpixel_pool", "soft_uniformize", "spixel_loss", "max_unpool2d"} <= set(
+        _functions_with_validate()
+    )
+    assert len(_functions_with_validate()) >= 12
+
+
+def test_assignment_refuses_a_non_bool_validate() -> None:
+    import sparse_ops as so
+
+    with pytest.raises(TypeError, match=r"^validate must be a bool, got NoneType None$"):
+        so.SuperpixelAssignment(torch.zeros(1, 2, 2, dtype=torch.long), 1, validate=None)  # type: ignore[arg-type]
 
 
 def test_numpy_bools_are_accepted_as_flags() -> None:
