@@ -202,7 +202,7 @@ def test_batch_zero() -> None:
 def test_unpool_of_a_channels_first_pooled_tensor_names_the_layout() -> None:
     """``[B, C, N_s]`` (the uniformize layout) instead of ``[B, N_s, C]``: the error says how to fix it."""
     sp = torch.randint(0, 40, (2, 8, 8))
-    sp[0, 0, 0] = 39
+    sp[0, 0, 0], sp[1, 0, 0] = 39, 0  # the largest id, and an id 0 (so that sp - 1 holds -1)
     pooled = superpixel_pool(torch.randn(2, 21, 8, 8), sp, 40).transpose(1, 2)  # [2, 21, 40]
     layout = r"pooled.shape\[1\] = 21, got the id 39.*\[B, N_s, C\].*\(2, 21, 40\)"
     with pytest.raises(ValueError, match=layout):
