@@ -79,7 +79,8 @@ def recovery_rate(
     never rounded to a float16 or integer output's dtype first.
 
     Args:
-        module: the stack (evaluated under ``torch.no_grad``).
+        module: the stack (evaluated under ``torch.no_grad``, in its current train / eval mode: call
+            ``module.eval()`` first if it holds dropout or batch norm, whose training mode is not the map).
         x (Tensor[*]): input batch.
         eps: tolerance (> 0).
         target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
@@ -100,7 +101,8 @@ def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None)
     """``max |module(x) - target|`` (target defaults to ``x``), the paper's Table 3 figure.
 
     The difference is taken in the promoted dtype of output and target, at least float32 (float64 for an
-    integer output), as in :func:`recovery_rate`.
+    integer output), as in :func:`recovery_rate`; ``module`` is run as there (``torch.no_grad``, its current
+    train / eval mode).
 
     Example:
         >>> from torch import nn
