@@ -47,6 +47,7 @@ import torch
 
 from examples.voc_joint.checkpoint import CheckpointError
 from examples.voc_joint.cli import UsageError, existing_dir, existing_file, flag, float_range, int_range
+from examples.voc_joint.data import DataError
 from examples.voc_joint.engine import CsvLogger, write_text_atomic
 from examples.voc_joint.models.joint import FUSION_INITS
 
@@ -698,6 +699,11 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     }
     torch.set_num_threads(opts.threads)
     root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
+    if opts.data_root is not None:  # a user's data: train.py's checks, before anything is written
+        from examples.voc_joint import train
+
+        args = train.build_parser().parse_args(common_args(opts, root, model=False))
+        train.check_data(train.resolve_stage_options("seg", args), DistInfo(), val=True)  # missing files; validation images in the training split
     default_out = data.DEFAULT_CACHE / ("ablation_quick" if opts.quick else "ablation")
     out = Path(opts.output_dir) if opts.output_dir is not None else default_out
     paths = {k: out / f"ablation.{k}" for k in ("json", "md", "png")}
@@ -820,6 +826,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run_ablation(opts)
     except (UsageError, CheckpointError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except (FileNotFoundError, DataError) as exc:  # the data (train.py's checks): exit status 1, as there
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -218,6 +218,32 @@ def _small_argv(root, out, seg, spx, threads) -> list[str]:
     ]  # fmt: skip
 
 
+def test_a_users_data_gets_the_training_clis_checks(tiny_voc, tmp_path, one_thread, capsys) -> None:
+    """With --data-root, a training split holding validation images is refused (exit 2) and listed files that
+    do not exist are named (exit 1), before the output folder is made: train.py's checks."""
+    import shutil
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    lists = root / "ImageSets" / "Segmentation"
+    train_list = (lists / "train.txt").read_text()
+    val_names = (lists / "val.txt").read_text().split()
+    (lists / "train.txt").write_text(train_list + val_names[0] + "\n")
+    out = tmp_path / "abl"
+    with pytest.raises(SystemExit) as info:
+        ablation.main([*_small_argv(root, out, seg, spx, one_thread), "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "1 image of the validation lists" in err and val_names[0] in err, err
+    (lists / "train.txt").write_text(train_list)
+    (root / "JPEGImages" / f"{val_names[1]}.jpg").unlink()
+    with pytest.raises(SystemExit) as info:
+        ablation.main([*_small_argv(root, out, seg, spx, one_thread), "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and f"{val_names[1]}.jpg" in err and "do not exist" in err, err
+    assert not out.exists()
+
+
 def test_unfinished_run_with_other_settings_refused(tiny_voc, tmp_path, one_thread, capsys) -> None:
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     out = tmp_path / "abl"
