@@ -674,7 +674,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     import json
 
     from examples.voc_joint import data
-    from examples.voc_joint.demo import common_args, pretrain, val_loader
+    from examples.voc_joint.demo import check_user_data, common_args, pretrain, val_loader
     from examples.voc_joint.distributed import DistInfo
     from examples.voc_joint.locking import FolderLock
     from examples.voc_joint.metrics import dumps
@@ -699,11 +699,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     }
     torch.set_num_threads(opts.threads)
     root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
-    if opts.data_root is not None:  # a user's data: train.py's checks, before anything is written
-        from examples.voc_joint import train
-
-        args = train.build_parser().parse_args(common_args(opts, root, model=False))
-        train.check_data(train.resolve_stage_options("seg", args), DistInfo(), val=True)  # missing files; validation images in the training split
+    check_user_data(opts)  # a user's --data-root: train.py's checks, before anything is written
     default_out = data.DEFAULT_CACHE / ("ablation_quick" if opts.quick else "ablation")
     out = Path(opts.output_dir) if opts.output_dir is not None else default_out
     paths = {k: out / f"ablation.{k}" for k in ("json", "md", "png")}

@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 import torch
 
 from examples.voc_joint.cli import DefaultsHelpFormatter, UsageError, existing_dir, float_range, int_range
+from examples.voc_joint.data import DataError
 
 __all__ = [
     "DEMO_OUTPUTS",
@@ -339,10 +340,29 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     out = Path(opts.output_dir) if opts.output_dir is not None else data.DEFAULT_CACHE / "demo"
     _refuse_earlier_run(out, opts.overwrite)  # before the lock: a refusal leaves no trace
+    check_user_data(opts)  # as well; and before --overwrite deletes anything
     with FolderLock(out):
         _refuse_earlier_run(out, opts.overwrite)  # a run that ended meanwhile
         clear_run(out, DEMO_OUTPUTS)  # results first: never old results next to new checkpoints
         return _run_demo(opts, out, t_start)
+
+
+def check_user_data(opts: argparse.Namespace) -> None:
+    """With ``--data-root`` (a user's data, not the generated set): the training CLI's checks of the training
+    and validation splits (:func:`examples.voc_joint.train.check_data`), before anything is written.
+
+    Raises:
+        FileNotFoundError: listed images or masks that do not exist (all named), a missing list or folder.
+        DataError: an empty list, or an entry that leaves the data folders.
+        UsageError: the training split holds validation images.
+    """
+    if opts.data_root is None:
+        return
+    from examples.voc_joint import train
+    from examples.voc_joint.distributed import DistInfo
+
+    args = train.build_parser().parse_args(common_args(opts, Path(opts.data_root), model=False))
+    train.check_data(train.resolve_stage_options("seg", args), DistInfo(), val=True)
 
 
 def _refuse_earlier_run(out: Path, overwrite: bool) -> None:
@@ -510,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run_demo(opts)
     except (UsageError, CheckpointError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except (FileNotFoundError, DataError) as exc:  # the data (train.py's checks): exit status 1, as there
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -269,12 +269,14 @@ def _overwrite_until_pretraining(out: Path, data_root: Path, monkeypatch) -> dic
     return seen
 
 
-def test_demo_overwrite_clears_the_previous_run_before_training(tmp_path: Path, monkeypatch) -> None:
+def test_demo_overwrite_clears_the_previous_run_before_training(
+    tmp_path: Path, tiny_voc: Path, monkeypatch
+) -> None:
     """With --overwrite nothing of the earlier run survives a rerun that stops early (it used to leave the
     old results.json, table.txt, panels and joint checkpoints next to new pretraining); other files stay."""
     out = tmp_path / "demo"
     stale = _stale_demo_run(out)
-    seen = _overwrite_until_pretraining(out, tmp_path, monkeypatch)
+    seen = _overwrite_until_pretraining(out, tiny_voc, monkeypatch)
     assert not any(p.exists() for p in stale)
     assert {p.name for p in out.iterdir()} - {".lock"} == {"notes.txt"}  # the lock file may stay
     files = dict(seen["files"])  # type: ignore[call-overload]
@@ -283,14 +285,16 @@ def test_demo_overwrite_clears_the_previous_run_before_training(tmp_path: Path, 
     assert "--overwrite" not in seen["common"]  # type: ignore[operator]  # the stages start in empty folders
 
 
-def test_demo_overwrite_deletes_the_run_folders_whole_as_documented(tmp_path: Path, monkeypatch) -> None:
+def test_demo_overwrite_deletes_the_run_folders_whole_as_documented(
+    tmp_path: Path, tiny_voc: Path, monkeypatch
+) -> None:
     """--overwrite keeps files of your own at the top level of --output-dir only: a file put into a run
     folder goes with it (pipeline.rst said "files of your own there stay", without that limit)."""
     out = tmp_path / "demo"
     _stale_demo_run(out)
     (out / "superpixel_ti" / "mine.txt").write_text("mine")
     (out / "pretrain" / "seg" / "notes").mkdir()
-    _overwrite_until_pretraining(out, tmp_path, monkeypatch)
+    _overwrite_until_pretraining(out, tiny_voc, monkeypatch)
     assert {p.name for p in out.iterdir()} - {".lock"} == {"notes.txt"}
     doc = " ".join((Path(__file__).parents[2] / "docs" / "examples" / "pipeline.rst").read_text().split())
     assert "deleted whole, with any file you put into them" in doc
@@ -307,7 +311,7 @@ def test_demo_table_footer_names_no_option_the_demo_lacks() -> None:
     assert text.splitlines()[0] in output  # the recorded output is the current one
 
 
-def test_demo_overwrite_in_a_new_folder(tmp_path: Path, monkeypatch) -> None:
+def test_demo_overwrite_in_a_new_folder(tmp_path: Path, tiny_voc: Path, monkeypatch) -> None:
     """--overwrite where there is nothing to replace is no error."""
 
     def stop(*args, **kwargs):
@@ -317,6 +321,35 @@ def test_demo_overwrite_in_a_new_folder(tmp_path: Path, monkeypatch) -> None:
     threads = torch.get_num_threads()
     try:
         with pytest.raises(RuntimeError, match="stopped"):
-            demo.main(["--output-dir", str(tmp_path / "new"), "--data-root", str(tmp_path), "--overwrite"])
+            demo.main(["--output-dir", str(tmp_path / "new"), "--data-root", str(tiny_voc), "--overwrite"])
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_users_data_gets_the_training_clis_checks_before_overwrite_deletes(
+    tmp_path: Path, tiny_voc: Path, capsys
+) -> None:
+    """With --data-root, listed files that do not exist are named (exit 1) and a training split holding
+    validation images is refused (exit 2) before --overwrite deletes the earlier run: train.py's checks."""
+    import shutil
+
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    lists = root / "ImageSets" / "Segmentation"
+    train_list = (lists / "train.txt").read_text()
+    val_names = (lists / "val.txt").read_text().split()
+    out = tmp_path / "demo"
+    stale = _stale_demo_run(out)
+    argv = ["--output-dir", str(out), "--data-root", str(root), "--overwrite", "--no-progress"]
+    (lists / "train.txt").write_text(train_list + val_names[0] + "\n")
+    with pytest.raises(SystemExit) as info:
+        demo.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "1 image of the validation lists" in err and val_names[0] in err, err
+    (lists / "train.txt").write_text(train_list)
+    (root / "JPEGImages" / f"{val_names[1]}.jpg").unlink()
+    with pytest.raises(SystemExit) as info:
+        demo.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and f"{val_names[1]}.jpg" in err and "do not exist" in err, err
+    assert all(p.exists() for p in stale)  # nothing of the earlier run was deleted
