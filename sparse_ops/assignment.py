@@ -37,10 +37,12 @@ _WARNINGS_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _quiet_sparse_beta() -> Iterator[None]:
-    """Ignore ``UserWarning`` in the block (PyTorch's "Sparse CSR tensor support is in beta"), one thread at a
-    time (:data:`_WARNINGS_LOCK`)."""
+    """Ignore PyTorch's "Sparse CSR tensor support is in beta" ``UserWarning`` in the block (no other
+    warning), one thread at a time (:data:`_WARNINGS_LOCK`)."""
     with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings(
+            "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
+        )
         yield
 
 

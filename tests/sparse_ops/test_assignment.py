@@ -156,6 +156,21 @@ def test_to_sparse_normalized_needs_a_floating_dtype(dtype: torch.dtype) -> None
     assert a.to_sparse(dtype=dtype).dtype == dtype  # the binary M is fine in any dtype
 
 
+def test_the_csr_builds_silence_the_beta_warning_only() -> None:
+    """The CSR builds hide PyTorch's "Sparse CSR tensor support is in beta" warning, and no other
+    ``UserWarning`` raised inside them (a user's warning filter turned to errors still sees those)."""
+    from sparse_ops.assignment import _quiet_sparse_beta
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with _quiet_sparse_beta():
+            warnings.warn(
+                "Sparse CSR tensor support is in beta state. If you miss ...", UserWarning, stacklevel=1
+            )
+            warnings.warn("something else", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else"]
+
+
 def test_concurrent_sparse_builds_leave_the_warning_filters_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two threads building CSR matrices at once must not leave the library's temporary "ignore UserWarning"
     filter installed: ``warnings.catch_warnings`` saves and restores the process-wide filter list, so two
