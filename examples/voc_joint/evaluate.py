@@ -366,6 +366,14 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+    trained_on = training_overlap(config, dataset.names)
+    if trained_on:
+        print(
+            f"[evaluate] warning: the checkpoint was trained on {len(trained_on)} of the {len(dataset)} "
+            f"images evaluated (its training split lists them, e.g. {trained_on[0]!r}): not a held-out score",
+            file=sys.stderr,
+            flush=True,
+        )
     mode = "full images" if full_size else f"{args.crop_size}x{args.crop_size} centre crops"
     title = f"{args.split} ({len(dataset)} images, {mode}) -- {args.checkpoint}"
     by_model = split_results(results)
@@ -383,6 +391,7 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
         "sbd": args.sbd,
         "resolution": "full" if full_size else args.crop_size,
         "config": config,
+        "trained_on_evaluated_images": None if trained_on is None else len(trained_on),
         **by_model,
         "panels": results["panels"],
         "seconds": results["seconds"],
@@ -394,6 +403,29 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
     if results["panels"]:
         print(f"panels:  {out_dir / 'panels'} ({len(results['panels'])} PNG)")
     return 0
+
+
+def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] | None:
+    """The images of ``names`` that the checkpoint's training split lists (in the order of ``names``), or
+    None when that list cannot be read (a checkpoint without the options, or its data folder not here).
+
+    The list is the one the checkpoint's last stage trained on: ``config["args"]``'s ``data_root`` (None:
+    the generated set in the cache), ``sbd`` and ``train_split``. VOC names are global (``2008_000123``), so
+    the names are compared, wherever the evaluated folder lies.
+    """
+    from examples.voc_joint.data import DEFAULT_CACHE, _resolve_root, read_list
+
+    options = config.get("args")
+    if not isinstance(options, dict) or not isinstance(options.get("train_split"), str):
+        return None
+    root = options.get("data_root")
+    try:
+        voc = _resolve_root(Path(root) if root is not None else DEFAULT_CACHE / "synthetic_voc")
+        layout = "SegmentationAug" if options.get("sbd") else "Segmentation"
+        trained = set(read_list(voc / "ImageSets" / layout / f"{options['train_split']}.txt"))
+    except (OSError, DataError):  # moved, not on this machine, unreadable: unknown
+        return None
+    return [name for name in names if name in trained]
 
 
 def _replace_panels(new: Sequence[str], panels_dir: Path) -> list[str]:

@@ -461,3 +461,48 @@ def test_a_cpu_device_with_an_index_is_refused(device, capsys):
     assert info.value.code == 2
     assert f"argument --device: device '{device}': the CPU is one device" in capsys.readouterr().err
     assert device_arg("cpu") == "cpu"
+
+
+def test_training_overlap_reads_the_checkpoints_training_list(voc, tmp_path):
+    """The evaluated images that the checkpoint's training split lists; None when that list cannot be read."""
+    from examples.voc_joint.evaluate import training_overlap
+
+    val = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    train = (voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    args = {"data_root": str(voc), "sbd": False, "train_split": "train"}
+    assert training_overlap({"args": args}, val) == []
+    assert training_overlap({"args": {**args, "train_split": "trainval"}}, val) == val
+    assert training_overlap({"args": args}, [val[0], train[1], train[0]]) == [train[1], train[0]]
+    assert training_overlap({"args": {**args, "data_root": str(tmp_path / "gone")}}, val) is None
+    assert training_overlap({"args": {**args, "train_split": "nosuch"}}, val) is None
+    assert training_overlap({"model": {}}, val) is None  # no training options recorded
+
+
+@pytest.mark.parametrize("train_split", ["train", "trainval"])
+def test_cli_warns_when_the_checkpoint_was_trained_on_the_evaluated_images(
+    voc, tmp_path, monkeypatch, capsys, train_split
+):
+    """A checkpoint trained on a split holding the evaluated images (``--allow-val-overlap``, or a trainval
+    model evaluated on val) scores images it has seen: evaluate.py says so on stderr and in metrics.json."""
+
+    def load_model_from_checkpoint(path, *, map_location="cpu", expect_stage=None):
+        model = {"arch": "joint", "deeplab": {"num_classes": 21}}
+        args = {"data_root": str(voc), "sbd": False, "train_split": train_split}
+        return StubJoint().eval(), {"model": model, "stage": "joint", "args": args}
+
+    fake = types.ModuleType("examples.voc_joint.checkpoint")
+    fake.load_model_from_checkpoint = load_model_from_checkpoint
+    fake.CheckpointError = ValueError
+    (tmp_path / "ckpt.pt").touch()
+    monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
+    out = tmp_path / "eval"
+    argv = ["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(voc), "--split", "val"]
+    assert evaluate_mod.main([*argv, "--full-size", "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    payload = json.loads((out / "metrics.json").read_text())
+    if train_split == "trainval":
+        assert "trained on 3 of the 3 images evaluated" in err and "not a held-out score" in err, err
+        assert payload["trained_on_evaluated_images"] == 3
+    else:
+        assert "trained on" not in err, err
+        assert payload["trained_on_evaluated_images"] == 0
