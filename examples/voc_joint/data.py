@@ -18,6 +18,7 @@ number of ``DataLoader`` workers repeat exactly. Padding fills the image with 0 
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import os
@@ -509,6 +510,13 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         self.names = read_list(self.list_file)
         if not self.names:
             raise DataError(f"split list file '{self.list_file}' is empty")
+        repeated = [name for name, n in collections.Counter(self.names).items() if n > 1]
+        if repeated:  # e.g. lists concatenated by hand: each repeat would count twice in an epoch or a score
+            shown = ", ".join(repr(n) for n in repeated[:5]) + (", ..." if len(repeated) > 5 else "")
+            raise DataError(
+                f"split list file '{self.list_file}' names {len(repeated)} image(s) more than once: {shown} "
+                "(each would count twice per epoch or in a score; list every image once, e.g. sort -u)"
+            )
 
     def __len__(self) -> int:
         return len(self.names)

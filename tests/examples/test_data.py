@@ -544,3 +544,14 @@ def test_list_files_with_a_byte_order_mark_and_crlf_lines(voc_copy):
     (voc_copy / "ImageSets" / "Segmentation" / "train.txt").write_bytes(b"synth_\xff000001\n")
     with pytest.raises(ValueError, match=r"train\.txt' is not UTF-8 text"):
         VOCSegmentation(voc_copy, "train")
+
+
+def test_a_list_naming_an_image_twice_is_refused(voc_copy):
+    """A list that names an image twice (lists concatenated by hand) would train on it twice per epoch or
+    count it twice in a score: refused, naming the file and the repeated names."""
+    lst = voc_copy / "ImageSets" / "Segmentation" / "train.txt"
+    names = lst.read_text().split()
+    lst.write_text("\n".join([*names, names[1], names[0], names[1]]) + "\n")
+    repeated = rf"train\.txt' names 2 image\(s\) more than once: '{names[0]}', '{names[1]}'"
+    with pytest.raises(data.DataError, match=repeated):
+        VOCSegmentation(voc_copy, "train")
