@@ -235,10 +235,11 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return stale
 
 
-def _unreadable(path: Path, exc: Exception, what: str = "checkpoint") -> str:
+def _unreadable(path: Path, exc: Exception, what: str = "checkpoint", objects_hint: str = "") -> str:
     """Why ``torch.load(path, weights_only=True)`` failed, without torch's advice to load with
     ``weights_only=False`` (which would run code from the file, and cannot repair a damaged one); ``what``
-    names the kind of file (``"checkpoint"``, ``"backbone weights file"``)."""
+    names the kind of file (``"checkpoint"``, ``"backbone weights file"``); ``objects_hint`` ends the message
+    of a file that holds pickled objects."""
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(path):
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
@@ -246,7 +247,7 @@ def _unreadable(path: Path, exc: Exception, what: str = "checkpoint") -> str:
         return (
             f"refusing {what} {path}: it holds pickled Python objects{found_at}, which are never loaded: it "
             "cannot be read with torch.load(weights_only=True), which accepts only tensors and plain "
-            "containers"
+            f"containers{objects_hint}"
         )
     first = text.strip().splitlines()[0] if text.strip() else ""
     first = first.split(". This is an internal")[0].split(". If you")[0][:200]

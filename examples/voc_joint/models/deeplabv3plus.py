@@ -115,7 +115,11 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     except Exception as exc:  # pickle.UnpicklingError for objects, RuntimeError/EOFError for a damaged file
         from examples.voc_joint.checkpoint import _unreadable  # the checkpoints' wording for either case
 
-        raise ValueError(_unreadable(path, exc, "backbone weights file")) from exc
+        hint = (  # e.g. a training framework's checkpoint holding its state dict next to such objects
+            "; a file you trust can be converted once: load it in full in Python, and torch.save its state "
+            "dict of tensors on its own as the file to pass"
+        )
+        raise ValueError(_unreadable(path, exc, "backbone weights file", hint)) from exc
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if key in state and isinstance(state[key], dict):
