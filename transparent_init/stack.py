@@ -236,13 +236,24 @@ class _TransparentStack(nn.Module):
         self._in = cfg.in_features
         self._out = cfg.out_features
         self._hidden = cfg.hidden
-        self.activation = cfg.activation
-        self.negative_slope = cfg.negative_slope
+        self._activation = cfg.activation
+        self._negative_slope = cfg.negative_slope
         self._bias = cfg.bias
         # kept (not saved in state_dict) so reset_parameters() redraws towards the same map; in float32 when
         # that holds it exactly (selection matrices, float32 targets): half the size in a pickled module
         self._target_weight = _compact(cfg.target_weight)
         self._target_bias = _compact(cfg.target_bias)
+
+    @property
+    def activation(self) -> str | None:  # str for TorchScript, which compiles properties
+        """The activation between the layers (``"relu"``, ``"leaky_relu"`` or ``None``); read-only: the layers
+        were built for it (build a new stack for another)."""
+        return self._activation
+
+    @property
+    def negative_slope(self) -> float:
+        """The LeakyReLU slope the layers were built for (read-only, as :attr:`activation`)."""
+        return self._negative_slope
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the real layers: ``self.layers(x)`` (no other work)."""

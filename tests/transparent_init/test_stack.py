@@ -206,6 +206,19 @@ def test_conv_properties_and_repr() -> None:
     )
 
 
+@pytest.mark.parametrize("cls", [TransparentLinear, TransparentConv1x1])
+def test_shape_and_activation_attributes_are_read_only(cls) -> None:
+    """The layers were built for the widths, the activation and the slope: assigning another value would
+    change what the module reports but not what it computes, so it is refused."""
+    stack = cls(3, [4], activation="leaky_relu", negative_slope=0.5, generator=0)
+    assert (stack.activation, stack.negative_slope) == ("leaky_relu", 0.5)
+    width = "in_features" if cls is TransparentLinear else "in_channels"
+    for name in ("activation", "negative_slope", width):
+        with pytest.raises(AttributeError):
+            setattr(stack, name, None)
+    assert (stack.activation, stack.negative_slope) == ("leaky_relu", 0.5)
+
+
 def test_extra_repr_names_the_slope_and_bias_only_where_they_apply() -> None:
     """The stack's own line (``extra_repr``, not the child layers' ``bias=False``) shows ``negative_slope``
     only for a LeakyReLU and ``bias=False`` only for a stack without biases."""
