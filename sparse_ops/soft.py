@@ -104,7 +104,12 @@ def _normalized(assoc: Tensor, cell_size: int, renormalize: bool) -> Tensor:
 
 
 class _Blocks(NamedTuple):
-    """Cells as blocks of ``bh x bw`` pixels, each cut into ``kh x kw`` chunks of ``rh x cw`` pixels."""
+    """Cells as blocks of ``bh x bw`` pixels, zero-padded to ``ph x pw`` and cut into chunks of ``rh x cw``.
+
+    The padding (``ph - bh < rh`` rows and ``pw - bw < cw`` columns per block, weight 0) is there only for
+    sides without a divisor of a useful size (a prime cell side such as 67 would otherwise give one-pixel
+    chunks: 9 ``C`` products and partial sums per pixel instead of per 64 pixels).
+    """
 
     n_h: int
     n_w: int
@@ -112,34 +117,49 @@ class _Blocks(NamedTuple):
     bw: int
     rh: int
     cw: int
+    ph: int
+    pw: int
 
     @property
     def chunks(self) -> int:
-        return (self.bh // self.rh) * (self.bw // self.cw)
+        return (self.ph // self.rh) * (self.pw // self.cw)
 
 
 def _largest_divisor(n: int, limit: int) -> int:
     return next(d for d in range(min(n, limit), 0, -1) if n % d == 0)
 
 
+def _chunk_side(n: int, limit: int) -> int:
+    """The chunk side along a block side of ``n`` pixels, at most ``limit``: the largest divisor of ``n``
+    when it is at least a quarter of the limit (no padding), else the most even split of ``n`` into the
+    fewest pieces of at most ``limit`` (the block is then padded to a multiple of it)."""
+    divisor = _largest_divisor(n, limit)
+    if divisor == n or 4 * divisor >= limit:
+        return divisor
+    pieces = -(-n // limit)
+    return -(-n // pieces)
+
+
 def _blocks(height: int, width: int, cell_size: int) -> _Blocks:
     """The blocks and chunks of a grid.
 
     A block is a cell, or the whole image side when one cell covers it (so memory never depends on the cell
-    size); a chunk is the largest run of whole rows (or of a row) of a block with <= :data:`CHUNK` pixels.
+    size); a chunk is a run of whole rows (or of a row) of a block with <= :data:`CHUNK` pixels, of at least
+    a quarter of that where the block allows it (see :func:`_chunk_side`).
     """
     n_h, n_w = grid_shape(height, width, cell_size)
     bh, bw = cell_size if n_h > 1 else height, cell_size if n_w > 1 else width
-    cw = _largest_divisor(bw, CHUNK)
-    return _Blocks(n_h, n_w, bh, bw, _largest_divisor(bh, max(1, CHUNK // cw)), cw)
+    cw = _chunk_side(bw, CHUNK)
+    rh = _chunk_side(bh, max(1, CHUNK // cw))
+    return _Blocks(n_h, n_w, bh, bw, rh, cw, -(-bh // rh) * rh, -(-bw // cw) * cw)
 
 
 def _pixel_chunks(blocks: _Blocks, height: int, width: int, device: torch.device) -> Tensor:
     """The chunk of every pixel, ``[H, W]``: ``cell * blocks.chunks + k`` (cell id row-major, ``k`` the
     chunk within the cell in :func:`_to_blocks` order), so ``chunk // blocks.chunks`` is the pixel's cell.
     """
-    _, n_w, bh, bw, rh, cw = blocks
-    per_row = bw // cw
+    _, n_w, bh, bw, rh, cw, _, pw = blocks
+    per_row = pw // cw
     y = torch.arange(height, device=device)
     x = torch.arange(width, device=device)
     rows = (y // bh) * (n_w * blocks.chunks) + ((y % bh) // rh) * per_row
@@ -149,20 +169,24 @@ def _pixel_chunks(blocks: _Blocks, height: int, width: int, device: torch.device
 
 def _to_blocks(x: Tensor, blocks: _Blocks) -> Tensor:
     """[B, C, H, W] -> [B, n_h, n_w, K, C, P] (K chunks of P pixels per cell, zero-padded to whole cells)."""
-    n_h, n_w, bh, bw, rh, cw = blocks
+    n_h, n_w, bh, bw, rh, cw, ph, pw = blocks
     b, c, height, width = x.shape
     pad_h, pad_w = n_h * bh - height, n_w * bw - width
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
-    x = x.reshape(b, c, n_h, bh // rh, rh, n_w, bw // cw, cw).permute(0, 2, 5, 3, 6, 1, 4, 7)
+    if (ph, pw) != (bh, bw):  # pad every block to whole chunks
+        x = F.pad(x.reshape(b, c, n_h, bh, n_w, bw), (0, pw - bw, 0, 0, 0, ph - bh))
+    x = x.reshape(b, c, n_h, ph // rh, rh, n_w, pw // cw, cw).permute(0, 2, 5, 3, 6, 1, 4, 7)
     return x.reshape(b, n_h, n_w, blocks.chunks, c, rh * cw)
 
 
 def _from_blocks(x: Tensor, blocks: _Blocks, height: int, width: int) -> Tensor:
     """[B, n_h, n_w, K, C, P] -> [B, C, H, W] (cropping the padding)."""
-    n_h, n_w, bh, bw, rh, cw = blocks
+    n_h, n_w, bh, bw, rh, cw, ph, pw = blocks
     b, c = x.shape[0], x.shape[4]
-    x = x.reshape(b, n_h, n_w, bh // rh, bw // cw, c, rh, cw).permute(0, 5, 1, 3, 6, 2, 4, 7)
+    x = x.reshape(b, n_h, n_w, ph // rh, pw // cw, c, rh, cw).permute(0, 5, 1, 3, 6, 2, 4, 7)
+    if (ph, pw) != (bh, bw):
+        x = x.reshape(b, c, n_h, ph, n_w, pw)[:, :, :, :bh, :, :bw]
     return x.reshape(b, c, n_h * bh, n_w * bw)[:, :, :height, :width]
 
 

@@ -359,3 +359,17 @@ def test_meta_tensors_give_scalars_without_validation(dense: bool) -> None:
     )
     out = spixel_loss(assoc, target, 3, num_classes=4, validate=False)
     assert all(t.shape == () and t.device.type == "meta" for t in out)
+
+
+@pytest.mark.parametrize(("side", "cell"), [(67, 67), (26, 11)])
+def test_padded_chunks_of_a_cell_without_a_useful_divisor_give_the_reference(side: int, cell: int) -> None:
+    """Cells whose side has no divisor near ``CHUNK`` are padded to whole chunks (see
+    ``soft._blocks``); the label table of the loss indexes those chunks and still gives the reference."""
+    g = torch.Generator().manual_seed(side)
+    assoc = torch.softmax(torch.randn(2, 9, side, side, generator=g, dtype=torch.float64), 1)
+    target = torch.randint(0, 4, (2, side, side), generator=g)
+    target[0, :3] = 255
+    total, sem, pos = ref_loss(assoc, target, cell)
+    out = spixel_loss(assoc, target, cell)
+    for value, expected in zip(out, (total, sem, pos), strict=True):
+        torch.testing.assert_close(value, torch.tensor(expected, dtype=torch.float64))
