@@ -16,6 +16,7 @@ from sparse_ops.assignment import (
     Backend,
     Reduce,
     SuperpixelAssignment,
+    _as_compute,
     validate_ids,
     validate_labels,
 )
@@ -29,7 +30,12 @@ UPSAMPLE_MODES: tuple[str, ...] = get_args(Upsample)
 def resize_to(
     features: Tensor, size: tuple[int, int], upsample: Upsample | None, name: str = "features"
 ) -> Tensor:
-    """Resize ``features[B, C, h, w]`` to ``size`` with ``upsample`` (``None``: the sizes must match)."""
+    """Resize ``features[B, C, h, w]`` to ``size`` with ``upsample`` (``None``: the sizes must match).
+
+    float16/bfloat16 features are interpolated in float32 and returned in float32 (the pooling accumulates in
+    float32 anyway): interpolating in their own dtype would round every resized pixel once before the pooling
+    rounds its result again.
+    """
     if tuple(features.shape[-2:]) == size:
         return features
     if upsample is None:
@@ -39,7 +45,7 @@ def resize_to(
         got = tuple(features.shape[-2:])
         raise ValueError(f"{name} must have the spatial size of superpixels {size}, got {got}; {fix}")
     align = {"align_corners": False} if upsample in ("bilinear", "bicubic") else {}
-    return F.interpolate(features, size=size, mode=upsample, **align)
+    return F.interpolate(_as_compute(features), size=size, mode=upsample, **align)
 
 
 def superpixel_pool(
@@ -96,10 +102,10 @@ def superpixel_pool(
     """
     validate = _checks.check_bool(validate, "validate")
     _checks.check_option(reduce, "reduce", REDUCTIONS)
-    features, assignment = features_and_assignment(
+    resized, assignment = features_and_assignment(
         features, superpixels, num_superpixels, mask, upsample, backend, validate
     )
-    return assignment.pool(features, reduce)
+    return assignment.pool(resized, reduce).to(features.dtype)  # half features were resized in float32
 
 
 def features_and_assignment(
@@ -113,7 +119,8 @@ def features_and_assignment(
     *,
     features_checked: bool = False,
 ) -> tuple[Tensor, SuperpixelAssignment]:
-    """The checked inputs of a pooling op: ``features`` resized to the label map, and its assignment.
+    """The checked inputs of a pooling op: ``features`` resized to the label map (in float32 for half features
+    that needed resizing, see :func:`resize_to`), and its assignment.
 
     ``features_checked``: the caller has checked the type and shape of ``features`` already (once per call).
     """
