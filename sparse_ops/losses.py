@@ -72,10 +72,14 @@ class SpixelLossOutput(NamedTuple):
 
 
 def _safe_norm(diff: Tensor) -> Tensor:
-    """Euclidean norm over dim 1 with a zero (not NaN) gradient where the difference is exactly 0."""
+    """Euclidean norm over dim 1 with a zero (not NaN) gradient where the difference is exactly 0.
+
+    Only an exact 0 is special-cased: a NaN difference gives a NaN norm (a ``sq > 0`` test would map it to 0
+    and hide a NaN in the data behind a finite loss).
+    """
     sq = diff.square().sum(dim=1)
-    nz = sq > 0
-    return torch.where(nz, torch.where(nz, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
+    zero = sq == 0
+    return torch.where(zero, torch.zeros_like(sq), torch.where(zero, torch.ones_like(sq), sq).sqrt())
 
 
 def _labels(

@@ -177,6 +177,24 @@ def test_non_finite_feature_at_a_masked_pixel_reaches_neither_loss_nor_gradient(
     torch.testing.assert_close(got_grad, clean_grad, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("where", ["target", "assoc"])
+def test_a_nan_at_a_counted_pixel_reaches_the_loss(where: str) -> None:
+    """NaN is never hidden: a NaN feature at a counted pixel (or, unvalidated, a NaN association) makes the
+    terms it reaches NaN. The distances used to map a NaN squared norm to 0 (``sq > 0`` is False for NaN): a
+    NaN feature gave a finite, even zero, semantic term."""
+    g = torch.Generator().manual_seed(3)
+    assoc = torch.softmax(torch.randn(1, 9, 6, 6, dtype=torch.float64, generator=g), 1)
+    target = torch.rand(1, 3, 6, 6, dtype=torch.float64, generator=g)
+    if where == "target":
+        target[0, 1, 2, 2] = float("nan")
+    else:
+        assoc[0, 4, 1, 1] = float("nan")
+    out = spixel_loss(assoc, target, 3, validate=False)
+    assert out.semantic.isnan() and out.total.isnan()
+    if where == "assoc":  # the positions are reconstructed with the same association
+        assert out.position.isnan()
+
+
 def test_all_ignored_gives_zero():
     assoc = torch.softmax(torch.randn(1, 9, 4, 4), 1).requires_grad_()
     out = spixel_loss(assoc, torch.full((1, 4, 4), 255), 2, num_classes=21)
