@@ -136,9 +136,10 @@ def _own_label_reconstruction(
     its class, the direction): each entry adds at most :data:`~sparse_ops.soft.CHUNK` pixels (the chain of
     the soft pool), the chunks and classes are then added in float64. A label outside ``[0, K)`` (not
     validated) goes to an extra class that counts in the mass but is never read as a class, like the zero
-    row of its one-hot. The table holds ``9 (K + 1)`` entries per chunk: about 3 per pixel for 21 classes and
-    cells of 8 pixels or more (chunks of 64), 12 for cells of 4, and ``9 (K + 1)`` per pixel for cells of one
-    pixel, where it is larger than a one-hot (a degenerate grid).
+    row of its one-hot. The table holds ``9 (K + 1)`` entries per chunk: about 3 per pixel for 21 classes when
+    a cell's side allows chunks of 64 pixels (e.g. 8, 16, 32), more for other sides (smaller chunks: 7.3 per
+    pixel for cells of 9, 15 for cells of 13), 12 for cells of 4, and
+    ``9 (K + 1)`` per pixel for cells of one pixel, where it is larger than a one-hot (a degenerate grid).
 
     Args:
         q (Tensor[B, 9, H, W]): normalized association (:func:`~sparse_ops.soft._normalized`).

@@ -22,7 +22,9 @@ sum to 1, :math:`\hat q_k(p) = m_k(p) q_k(p) / \sum_j m_j(p) q_j(p)` with the va
 dropped (the behaviour of the public SpixelFCN code, whose shifts pad with zeros); ones then round-trip when
 every row of ``assoc`` sums to 1 over its valid candidates. A pixel whose valid mass is 0 contributes nothing
 and is reconstructed as 0; a cell that receives no mass has centre 0. A ``mask`` leaves pixels out of the
-pooling (their weights count as 0 there); they are still reconstructed.
+pooling (their weights count as 0 there); they are still reconstructed. The products multiply every feature by
+all 9 weights of its pixel, so an infinite feature also reaches the cells its pixel has weight 0 for, as NaN
+(IEEE :math:`0 \cdot \infty`); mask such pixels out to keep the other cells finite.
 
 **Implementation.** Exact dense block formulation: the image is cut into its ``n_h x n_w`` cells (one block
 of the whole image side when the cell is larger than it, so memory never depends on ``cell_size``), and for
