@@ -211,6 +211,44 @@ def test_optimizer_groups_paper_defaults_and_weight_decay() -> None:
     assert (fresh.stage, spx.stage) == ("seg", "spixel")
 
 
+def test_joint_loss_normalization_is_the_documented_one() -> None:
+    """The joint loss is ``CE + w * spixel_loss``: CE a mean over the non-ignored pixels of the batch (not
+    divided again by the batch size, as the authors' main.py did) and spixel_loss's semantic term a mean over
+    the valid pixels (not over pixel x class entries, as their loss.py did). docs/examples/pipeline.rst states
+    the difference and what it means for the paper's learning rates; this pins what it states."""
+    import sparse_ops
+    from examples.voc_joint import engine
+
+    small = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--cell-size", "8"]
+    args = train.resolve_stage_options(
+        "joint", train.build_parser().parse_args([*small, "--spixel-loss-weight", "0.5"])
+    )
+    model = train.build_stage_model("joint", args).eval()  # eval: no dropout, the same output per image
+    gen = torch.Generator().manual_seed(0)
+    seg, spx = torch.randn(1, 3, 32, 32, generator=gen), torch.randn(1, 3, 32, 32, generator=gen)
+    target = torch.randint(0, 21, (1, 32, 32), generator=gen)
+    target[:, :4] = 255
+
+    def loss(copies: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        batch = {"seg_input": seg.repeat(copies, 1, 1, 1), "spixel_input": spx.repeat(copies, 1, 1, 1)}
+        with torch.no_grad():
+            return engine.stage_loss(
+                "joint", model, {**batch, "target": target.repeat(copies, 1, 1)}, args, "cpu"
+            )
+
+    one, parts = loss(1)
+    four, _ = loss(4)
+    torch.testing.assert_close(four, one, rtol=1e-5, atol=0)  # not divided by the batch size
+    with torch.no_grad():
+        out = model(seg, spx)
+        sl = sparse_ops.spixel_loss(out["assoc"], target, 8, pos_weight=args.pos_weight, num_classes=21)
+    ce = torch.nn.functional.cross_entropy(out["logits"], target, ignore_index=255)  # mean over valid pixels
+    torch.testing.assert_close(parts["ce"], ce)
+    torch.testing.assert_close(parts["spixel"], sl.total)
+    torch.testing.assert_close(sl.total, sl.semantic + args.pos_weight / 8 * sl.position)
+    torch.testing.assert_close(one, ce + 0.5 * sl.total)
+
+
 def test_fusion_init_and_runtime_options_reach_the_model() -> None:
     argv = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--fusion-init"]
     parser = train.build_parser()
