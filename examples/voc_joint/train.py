@@ -89,6 +89,7 @@ from examples.voc_joint.signals import Interrupted, InterruptGuard
 __all__ = [
     "CHECKPOINT_MODEL_OPTIONS",
     "EVAL_STAGES",
+    "NO_DECAY_SUFFIX",
     "STAGES",
     "STAGE_DEFAULTS",
     "STAGE_LEARNING_RATES",
@@ -393,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight-decay",
         type=NONNEG,
         default=None,
-        help="applied by the optimizer (default 5e-4 seg/joint, 4e-4 spixel)",
+        help="applied by the optimizer (default 5e-4 seg/joint, 4e-4 spixel; spixel: biases exempt, as in "
+        "SpixelFCN)",
     )
     g.add_argument(
         "--schedule",
@@ -853,8 +855,17 @@ def runtime_options(args: argparse.Namespace, device: torch.device | None = None
     }
 
 
+#: Name suffix of a parameter group exempt from weight decay (its ``"weight_decay"`` is 0).
+NO_DECAY_SUFFIX = "_biases"
+
+
 def param_groups(stage: str, model: nn.Module, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Optimizer parameter groups with their learning rates (named by ``"name"``)."""
+    """Optimizer parameter groups with their learning rates (named by ``"name"``).
+
+    The spixel stage follows SpixelFCN's ``main.py``: weight decay on the weights (BatchNorm scales included),
+    none on the biases (its ``bias_decay`` of 0): a second group, ``"spixelfcn_biases"``, with
+    ``"weight_decay"`` 0. The other groups take ``--weight-decay``.
+    """
     if stage == "seg":
         seg = cast(DeepLabV3Plus, model)
         return [
@@ -862,7 +873,17 @@ def param_groups(stage: str, model: nn.Module, args: argparse.Namespace) -> list
             {"name": "head", "params": seg.head_parameters(), "lr": args.seg_lr * args.head_lr_mult},
         ]
     if stage == "spixel":
-        return [{"name": "spixelfcn", "params": list(model.parameters()), "lr": args.spixel_pretrain_lr}]
+        named = list(model.named_parameters())
+        lr = args.spixel_pretrain_lr
+        return [
+            {"name": "spixelfcn", "params": [p for n, p in named if not n.endswith("bias")], "lr": lr},
+            {
+                "name": "spixelfcn" + NO_DECAY_SUFFIX,
+                "params": [p for n, p in named if n.endswith("bias")],
+                "lr": lr,
+                "weight_decay": 0.0,
+            },
+        ]
     joint = cast(JointModel, model)
     groups = [
         {"name": "deeplab", "params": list(joint.deeplab.parameters()), "lr": args.lr},
@@ -1029,7 +1050,7 @@ def _apply_optimizer_options(state: engine.TrainState, args: argparse.Namespace)
     assert isinstance(sched, torch.optim.lr_scheduler.LambdaLR)  # built by build_scheduler
     for group, new in zip(groups, wanted, strict=True):
         group["initial_lr"] = new["lr"]
-        group["weight_decay"] = args.weight_decay
+        group["weight_decay"] = new.get("weight_decay", args.weight_decay)
         if "momentum" in group:
             group["momentum"] = args.momentum
     sched.base_lrs = [new["lr"] for new in wanted]
@@ -1079,13 +1100,20 @@ def build_train_state(
     state = engine.TrainState(stage, model, model, optimizer, scheduler, scaler)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        saved, regrouped = _regroup_optimizer_state(optimizer, ckpt["optimizer"], model)
+        optimizer.load_state_dict(saved)
         scheduler.load_state_dict(ckpt["scheduler"])
         load_scaler_state(scaler, ckpt["scaler"])
         state.step, state.epoch, state.samples_in_epoch = position
         state.elapsed_s = float(ckpt.get("elapsed_s", 0.0))  # absent before 2026-12-01: counted from 0
-        if changes:
+        if changes or regrouped:
             _apply_optimizer_options(state, args)
+        if regrouped and info.main:
+            print(
+                f"[{stage}] the checkpoint's optimizer has one parameter group (written before biases were "
+                "exempt from weight decay, as in SpixelFCN): from the next step its biases get none",
+                flush=True,
+            )
         _restore_rng(ckpt, args, info, stage)  # last: building the model drew from the RNG
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None
@@ -1093,6 +1121,41 @@ def build_train_state(
             model, device_ids=ids, find_unused_parameters=stage == "joint"
         )
     return state, use_amp
+
+
+def _regroup_optimizer_state(
+    optimizer: torch.optim.Optimizer, saved: dict[str, Any], model: nn.Module
+) -> tuple[dict[str, Any], bool]:
+    """``(state to load, whether it was regrouped)``: a saved optimizer state with the current group layout.
+
+    A spixel checkpoint written before its biases were exempt from weight decay holds one group over
+    ``model.parameters()``; its per-parameter state (Adam's moments, SGD's momentum) is moved to the same
+    parameters in the current groups, and each group keeps the saved hyper-parameters except its own
+    ``params``, ``name`` and ``weight_decay``. Any other layout is returned as it is (``load_state_dict``
+    then checks it).
+    """
+    current = optimizer.state_dict()
+    old_groups, new_groups = saved["param_groups"], current["param_groups"]
+    count = len(list(model.parameters()))
+    if not (
+        len(old_groups) == 1
+        and len(new_groups) > 1
+        and list(old_groups[0]["params"]) == list(range(count))
+        and sum(len(g["params"]) for g in new_groups) == count
+    ):
+        return saved, False
+    position = {id(p): i for i, p in enumerate(model.parameters())}  # the old group's order
+    new_to_old: dict[int, int] = {}
+    for group, indices in zip(optimizer.param_groups, new_groups, strict=True):
+        for p, index in zip(group["params"], indices["params"], strict=True):
+            new_to_old[index] = position[id(p)]
+    state = {new: saved["state"][old] for new, old in new_to_old.items() if old in saved["state"]}
+    keep = ("params", "name", "weight_decay")
+    groups = [
+        {**{k: v for k, v in old_groups[0].items() if k not in keep}, **{k: g[k] for k in keep if k in g}}
+        for g in new_groups
+    ]
+    return {"state": state, "param_groups": groups}, True
 
 
 def _restore_rng(ckpt: dict[str, Any], args: argparse.Namespace, info: DistInfo, stage: str) -> None:
@@ -1343,10 +1406,15 @@ def _train(
     # the clock of log.csv's elapsed_s: continues from the checkpoint's training time on --resume
     stage, t0 = state.stage, time.perf_counter() - state.elapsed_s
     if info.main:
-        lrs = ", ".join(f"{g['name']}={g['lr']:.3g}" for g in state.optimizer.param_groups)
+        groups = state.optimizer.param_groups
+        lrs = ", ".join(
+            f"{g['name']}={g['lr']:.3g}" for g in groups if not g["name"].endswith(NO_DECAY_SUFFIX)
+        )
+        exempt = args.weight_decay and any(g["name"].endswith(NO_DECAY_SUFFIX) for g in groups)
+        wd = f"wd {args.weight_decay}" + (" (biases 0)" if exempt else "")
         print(
             f"[{stage}] {type(state.model).__name__} on {info.device} x{info.world_size}, "
-            f"{sampler.steps_per_epoch} steps/epoch, {args.optimizer} ({lrs}, wd {args.weight_decay}, "
+            f"{sampler.steps_per_epoch} steps/epoch, {args.optimizer} ({lrs}, {wd}, "
             f"{args.schedule}), amp={use_amp}",
             flush=True,
         )

@@ -249,6 +249,82 @@ def test_joint_loss_normalization_is_the_documented_one() -> None:
     torch.testing.assert_close(one, ce + 0.5 * sl.total)
 
 
+def test_spixel_stage_biases_get_no_weight_decay() -> None:
+    """As in SpixelFCN's main.py (bias_decay 0, weight_decay 4e-4 on every 'weight', BatchNorm scales
+    included): a bias with a zero gradient stays where it is, a weight shrinks."""
+    args = train.resolve_stage_options("spixel", train.build_parser().parse_args(["--spixel-width", "4"]))
+    model = train.build_stage_model("spixel", args)
+    opt = train.build_optimizer("spixel", model, args)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert {k: g["weight_decay"] for k, g in groups.items()} == {"spixelfcn": 4e-4, "spixelfcn_biases": 0.0}
+    assert all(names[id(p)].endswith("bias") for p in groups["spixelfcn_biases"]["params"])
+    decayed = {names[id(p)] for p in groups["spixelfcn"]["params"]}
+    bn_scales = {
+        f"{n}.weight"
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    }
+    assert not any(n.endswith("bias") for n in decayed) and bn_scales and bn_scales <= decayed
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+            p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in model.named_parameters():
+        assert torch.all(p == 1.0) if n.endswith("bias") else torch.all(p < 1.0), n
+
+
+def test_spixel_checkpoint_with_one_optimizer_group_resumes(tiny_voc, tmp_path, capsys) -> None:
+    """A spixel checkpoint written before the bias exemption (one optimizer group) resumes: each parameter
+    keeps its Adam state, the biases get no weight decay from the next step, and the run says so."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1", "--max-steps", "1")
+    ckpt_path = train.main(argv)["spixel"]
+    ckpt = load_checkpoint(ckpt_path)
+    model = train.build_stage_model(
+        "spixel", train.resolve_stage_options("spixel", train.build_parser().parse_args(argv))
+    )
+    opt = ckpt["optimizer"]
+    index = {id(p): i for i, p in enumerate(model.parameters())}
+    layout = train.build_optimizer(
+        "spixel", model, train.resolve_stage_options("spixel", train.build_parser().parse_args(argv))
+    )
+    new_to_old = {
+        k: index[id(p)]
+        for g, saved in zip(layout.param_groups, opt["param_groups"], strict=True)
+        for k, p in zip(saved["params"], g["params"], strict=True)
+    }
+    moments = {old: opt["state"][new]["exp_avg"].clone() for new, old in new_to_old.items()}
+    old_group = {k: v for k, v in opt["param_groups"][0].items() if k != "params"}
+    old_group["weight_decay"] = 4e-4  # the old recipe: one group, every parameter decayed
+    ckpt["optimizer"] = {
+        "state": {old: opt["state"][new] for new, old in new_to_old.items()},
+        "param_groups": [{**old_group, "params": list(range(len(index)))}],
+    }
+    save_checkpoint(ckpt_path, ckpt)
+    capsys.readouterr()
+    train.main([*argv[: argv.index("--max-steps")], "--max-steps", "2", "--resume"])
+    assert "its biases get none" in capsys.readouterr().out
+    after = load_checkpoint(ckpt_path)
+    assert int(after["step"]) == 2
+    groups = after["optimizer"]["param_groups"]
+    assert [(g["name"], g["weight_decay"]) for g in groups] == [
+        ("spixelfcn", 4e-4),
+        ("spixelfcn_biases", 0.0),
+    ]
+    # the state moved with its parameter: regrouping alone (no step) gives back each parameter's moments
+    fresh = train.build_optimizer(
+        "spixel", model, train.resolve_stage_options("spixel", train.build_parser().parse_args(argv))
+    )
+    regrouped, done = train._regroup_optimizer_state(fresh, ckpt["optimizer"], model)
+    assert done
+    fresh.load_state_dict(regrouped)
+    for g in fresh.param_groups:
+        for p in g["params"]:
+            torch.testing.assert_close(fresh.state[p]["exp_avg"], moments[index[id(p)]], rtol=0, atol=0)
+
+
 def test_fusion_init_and_runtime_options_reach_the_model() -> None:
     argv = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--fusion-init"]
     parser = train.build_parser()
@@ -729,7 +805,8 @@ def test_optimizer_options_reach_every_group() -> None:
     spx = train.resolve_stage_options("spixel", parser.parse_args([*small, "--spixel-pretrain-lr", "1e-3"]))
     opt = train.build_optimizer("spixel", train.build_stage_model("spixel", spx), spx)
     assert isinstance(opt, torch.optim.Adam)
-    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(1e-3, 4e-4)]  # the stage default
+    # the stage default, biases exempt (SpixelFCN's bias_decay 0)
+    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(1e-3, 4e-4), (1e-3, 0.0)]
 
 
 def test_model_options_reach_the_joint_model() -> None:
