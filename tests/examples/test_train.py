@@ -325,6 +325,65 @@ def test_spixel_checkpoint_with_one_optimizer_group_resumes(tiny_voc, tmp_path, 
             torch.testing.assert_close(fresh.state[p]["exp_avg"], moments[index[id(p)]], rtol=0, atol=0)
 
 
+def test_joint_step_modes_and_transparency_in_training_mode() -> None:
+    """The joint stage's first step as train_one_epoch runs it (--freeze-bn): DeepLabV3+'s BatchNorm in eval
+    mode (statistics kept) but its dropout on, SpixelFCN's BatchNorm in training mode (statistics follow the
+    batch, as in the authors' code), and the fusion stack transparent in that mode too: the loss of step 1 is
+    taken on U(S) of the same forward pass (docs/examples/pipeline.rst, joint stage)."""
+    import sparse_ops
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    small = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--cell-size", "8"]
+    zero = ["--lr", "0", "--spixel-lr", "0", "--fusion-lr", "0", "--weight-decay", "0"]
+    args = train.resolve_stage_options(
+        "joint", train.build_parser().parse_args([*small, *zero, "--max-steps", "1", "--no-progress"])
+    )
+    state, _ = train.build_train_state("joint", args, DistInfo(), None, steps_per_epoch=1)
+    model = state.model
+    assert isinstance(model, JointModel)
+    with torch.no_grad():  # logits of a trained network's size, so the float32 bound means something
+        model.deeplab.classifier.weight.mul_(20)
+    bns = {
+        net: [
+            m for m in getattr(model, net).modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        ]
+        for net in ("deeplab", "spixelfcn")
+    }
+    before = {net: [m.running_mean.clone() for m in ms] for net, ms in bns.items()}
+    seen: list[dict] = []
+
+    def hook(module, inputs, out) -> None:
+        seen.append(
+            {
+                "out": {k: v.detach() for k, v in out.items()},
+                "deeplab_bn": {m.training for m in bns["deeplab"]},
+                "spixel_bn": {m.training for m in bns["spixelfcn"]},
+                "dropout": {m.training for m in model.deeplab.modules() if isinstance(m, torch.nn.Dropout)},
+            }
+        )
+
+    model.register_forward_hook(hook)
+    gen = torch.Generator().manual_seed(0)
+    batch = {
+        "seg_input": torch.randn(2, 3, 32, 32, generator=gen),
+        "spixel_input": torch.randn(2, 3, 32, 32, generator=gen),
+        "target": torch.randint(0, 21, (2, 32, 32), generator=gen),
+    }
+    reason = engine.train_one_epoch(state, [batch], args, DistInfo(), steps_per_epoch=1, global_batch=2)
+    assert reason == "max_steps" and len(seen) == 1
+    (step,) = seen
+    assert step["deeplab_bn"] == {False} and step["spixel_bn"] == {True} and step["dropout"] == {True}
+    out = step["out"]
+    u = sparse_ops.uniformize(out["seg_logits"], out["superpixels"], sparse_ops.num_grid_cells(32, 32, 8))
+    scale = float(out["seg_logits"].abs().max())
+    assert scale > 10 and (out["logits"] - u).abs().max().item() <= 1e-4 * max(1.0, scale / 10)
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before["deeplab"], bns["deeplab"], strict=True))
+    assert not all(
+        torch.equal(a, m.running_mean) for a, m in zip(before["spixelfcn"], bns["spixelfcn"], strict=True)
+    )  # learning rate 0, yet the eval-mode superpixels of the next evaluation differ
+
+
 def test_fusion_init_and_runtime_options_reach_the_model() -> None:
     argv = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--fusion-init"]
     parser = train.build_parser()
