@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pad-to-multiple",
         type=int_range(1),
         default=None,
-        help="pad full images bottom/right to a multiple (label 255: never scored); not with --crop-size",
+        help="pad full images bottom/right to a multiple (label 255: never scored, but the joint model's "
+        "superpixel means include it); not with --crop-size",
     )
     parser.add_argument(
         "--batch-size", type=int_range(1), default=8, help="batch size for --crop-size (full size uses 1)"
