@@ -72,6 +72,12 @@ def max_pool2d_with_indices(
     Returns:
         PooledWithIndices: ``(values, indices, input_size)``.
 
+    Raises:
+        TypeError: ``x`` not a floating tensor, or an argument of the wrong type.
+        ValueError: ``x`` not 3-D or 4-D or with an empty ``C``, ``H`` or ``W`` (the batch may be empty), a
+            negative padding or one above half the kernel, or windows (``dilation * (kernel_size - 1) + 1``)
+            that do not fit the padded input (an empty output).
+
     Example:
         >>> x = torch.tensor([[[[1., 2., 0.], [4., 3., 5.], [7., 8., 9.]]]])
         >>> p = max_pool2d_with_indices(x)
@@ -94,8 +100,31 @@ def max_pool2d_with_indices(
         raise ValueError(
             f"padding must be at most half of kernel_size {k}: at most {(k[0] // 2, k[1] // 2)}, got {p}"
         )
+    if any(n == 0 for n in x.shape[-3:]):  # PyTorch refuses them with a RuntimeError
+        raise ValueError(
+            f"x must have C, H, W >= 1 (only the batch may be empty), got shape {tuple(x.shape)}"
+        )
+    size = tuple(
+        _pooled_side(int(n), kk, ss, pp, dd, ceil_mode)
+        for n, kk, ss, pp, dd in zip(x.shape[-2:], k, s, p, d, strict=True)
+    )
+    if min(size) < 1:  # PyTorch's rule; checked here to name the arguments (PyTorch raises a RuntimeError)
+        window = tuple(dd * (kk - 1) + 1 for kk, dd in zip(k, d, strict=True))
+        raise ValueError(
+            f"kernel_size {k} with dilation {d} spans windows of {window} pixels, which must fit the input "
+            f"padded by {p}: x of shape {tuple(x.shape)} would give an empty output of size {size}"
+        )
     values, indices = F.max_pool2d(x, k, s, p, d, ceil_mode=ceil_mode, return_indices=True)
     return PooledWithIndices(values, indices, (int(x.shape[-2]), int(x.shape[-1])))
+
+
+def _pooled_side(n: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
+    """Output length of a max pooling along a side of ``n`` pixels (PyTorch's ``pooling_output_shape``)."""
+    span = n + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= n + padding:  # the last window must start inside the input
+        out -= 1
+    return out
 
 
 def max_unpool2d(

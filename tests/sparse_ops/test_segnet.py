@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -263,3 +264,33 @@ def test_cuda_device_mismatch_error():
     p = max_pool2d_with_indices(torch.randn(1, 1, 4, 4))
     with pytest.raises(ValueError, match="indices must be on the device of values"):
         max_unpool2d(p.values.cuda(), p.indices, p.input_size)
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 3, 2), (1, 2, 5, 4), (2, 1, 3)])
+def test_a_window_larger_than_the_padded_input_is_a_value_error(
+    shape: tuple[int, ...], ceil_mode: bool
+) -> None:
+    """Where PyTorch's max pooling refuses the sizes (a RuntimeError, "Output size is too small"), the op
+    raises a ValueError naming kernel_size, dilation and padding; where PyTorch accepts them, so does the
+    op."""
+    x = torch.randn(shape)
+    for k, s, p, d in [(2, 2, 0, 1), (3, 1, 1, 1), (3, 2, 0, 3), (4, 3, 2, 2), (5, 1, 0, 1), (2, 3, 1, 2)]:
+        try:
+            expected = F.max_pool2d(x, k, s, p, d, ceil_mode=ceil_mode, return_indices=True)
+        except RuntimeError:
+            with pytest.raises(
+                ValueError, match=r"kernel_size \(\d+, \d+\) with dilation .* must fit the input"
+            ):
+                max_pool2d_with_indices(x, k, s, p, dilation=d, ceil_mode=ceil_mode)
+            continue
+        out = max_pool2d_with_indices(x, k, s, p, dilation=d, ceil_mode=ceil_mode)
+        assert torch.equal(out.values, expected[0]) and torch.equal(out.indices, expected[1])
+
+
+@pytest.mark.parametrize("shape", [(1, 0, 4, 4), (1, 2, 0, 4), (0, 4, 4), (2, 3, 4, 0)])
+def test_empty_channel_or_spatial_dimension_is_a_value_error(shape: tuple[int, ...]) -> None:
+    """PyTorch refuses an empty C, H or W with a RuntimeError; the op names x and its shape."""
+    with pytest.raises(ValueError, match=r"x must have C, H, W >= 1 \(only the batch may be empty\)"):
+        max_pool2d_with_indices(torch.randn(shape))
+    assert max_pool2d_with_indices(torch.randn(0, 2, 4, 4)).values.shape == (0, 2, 2, 2)
