@@ -101,7 +101,9 @@ def check_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
 
 
 def check_number(value: object, name: str, minimum: float) -> float:
-    """Return a real number (not ``bool``) ``>= minimum`` as a ``float``."""
+    """Return a real number (not ``bool``, not a string) ``>= minimum`` as a ``float``."""
+    if isinstance(value, (str, bytes, bytearray)):  # float("0.5") would parse it: a string is not a number
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
             value = float(value)  # type: ignore[arg-type]  # numpy scalars; anything else: TypeError

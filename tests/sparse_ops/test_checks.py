@@ -41,6 +41,9 @@ def test_pairs_options_and_numbers() -> None:
     with pytest.raises(ValueError, match=r"reduce must be one of \('mean', 'sum'\), got 'max'"):
         _checks.check_option("max", "reduce", ("mean", "sum"))
     assert _checks.check_number(np.float32(0.5), "w", 0.0) == 0.5
+    for text in ("0.5", b"0.5"):  # float() would parse them: refused like any other non-number
+        with pytest.raises(TypeError, match=r"w must be a real number, got (str|bytes)"):
+            _checks.check_number(text, "w", 0.0)
     with pytest.raises(ValueError, match=r"w must be a number >= 0\.0, got nan"):
         _checks.check_number(float("nan"), "w", 0.0)
 

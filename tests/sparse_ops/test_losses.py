@@ -83,6 +83,8 @@ class TestSpixelLoss(OpTester):
         ),
         ({1: lambda t: t + 10**9}, ValueError, "the largest label of target is 1000000255.*pass num_classes"),
         ({"pos_weight": -1.0}, ValueError, "pos_weight must be a number >= 0.0, got -1.0"),
+        ({"pos_weight": "0.5"}, TypeError, "pos_weight must be a real number, got str '0.5'"),
+        ({"eps": "1e-3"}, TypeError, "eps must be a real number, got str '1e-3'"),
         ({"mask": torch.ones(3, 5, 6)}, TypeError, "mask must have dtype torch.bool"),
         (
             {"mask": torch.ones(5, 6, dtype=torch.bool)},
