@@ -200,8 +200,9 @@ def pixel_xy(
         Tensor[B, 2, H, W]: ``out[b, 0, y, x] = x`` and ``out[b, 1, y, x] = y``, exactly.
 
     Raises:
+        TypeError: if ``dtype`` is not a floating ``torch.dtype``, or a size is not an int.
         ValueError: if ``dtype`` cannot hold every coordinate exactly (``float16`` holds integers up to
-            2048, ``bfloat16`` up to 256).
+            2048, ``bfloat16`` up to 256), or ``height``, ``width`` < 1 or ``batch_size`` < 0.
 
     Example:
         >>> pixel_xy(2, 3)[0]
@@ -214,8 +215,8 @@ def pixel_xy(
     height = check_int(height, "height", 1)
     width = check_int(width, "width", 1)
     batch_size = check_int(batch_size, "batch_size", 0)
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}")
     exact_up_to = int(2 / torch.finfo(dtype).eps)  # every integer up to 2 ** (mantissa bits + 1) is exact
     if max(height, width) - 1 > exact_up_to:
         raise ValueError(

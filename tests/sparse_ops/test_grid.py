@@ -96,6 +96,8 @@ def test_grid_errors(args, exc, msg):
 def test_pixel_xy_errors():
     with pytest.raises(TypeError, match="floating dtype"):
         pixel_xy(2, 2, dtype=torch.long)
+    with pytest.raises(TypeError, match="dtype must be a floating dtype, got 'float32'"):
+        pixel_xy(2, 2, dtype="float32")  # an AttributeError before
     with pytest.raises(ValueError, match="batch_size must be >= 0"):
         pixel_xy(2, 2, batch_size=-1)
     with pytest.raises(ValueError, match=r"bfloat16 holds integers exactly only up to 256, .* reach 257"):
