@@ -59,9 +59,13 @@ def random_uniform_init_(
         generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
 
     Raises:
-        ValueError: if ``2 * bound`` is not representable in a layer's dtype (e.g. ``bound = 4e4`` for
-            float16), or a layer has zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``: no fan-in or no
-            weights); nothing is written then.
+        TypeError: ``module`` not an ``nn.Module``, ``bound`` not a real, ``generator`` neither ``None``, a
+            ``torch.Generator`` nor an int seed.
+        ValueError: if ``bound`` is not a finite real > 0, ``2 * bound`` is not representable in a layer's
+            dtype (e.g. ``bound = 4e4`` for float16), ``module`` holds no ``nn.Linear`` / ``nn.ConvNd``, a
+            layer has zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``: no fan-in or no weights) or
+            computes its weight at each forward (a parametrization, weight_norm, spectral_norm, pruning), or
+            a seed lies outside the int64 / uint64 range; nothing is written then.
 
     Example:
         >>> from torch import nn
@@ -93,8 +97,11 @@ def xavier_init_(module: nn.Module, *, generator: torch.Generator | int | None =
     """Xavier (Glorot) normal weights, zero biases ("Xavier").
 
     Raises:
-        ValueError: if a layer has zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``); nothing is written
-            then.
+        TypeError: ``module`` not an ``nn.Module``, or a bad ``generator`` (as in
+            :func:`random_uniform_init_`).
+        ValueError: if ``module`` holds no ``nn.Linear`` / ``nn.ConvNd``, or a layer has zero width
+            (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``) or computes its weight at each forward (a
+            parametrization, weight_norm, spectral_norm, pruning); nothing is written then.
 
     Example:
         >>> from torch import nn
@@ -120,9 +127,11 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
     ``padding="same"`` it passes its input on).
 
     Raises:
+        TypeError: ``module`` not an ``nn.Module``.
         ValueError: for a grouped ``nn.ConvNd`` (1d, 2d or 3d) or one with an even kernel size (no centre
-            tap), or a layer of zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``); nothing is written
-            then.
+            tap), a ``module`` without any ``nn.Linear`` / ``nn.ConvNd``, a layer of zero width
+            (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``) or one that computes its weight at each forward (a
+            parametrization, weight_norm, spectral_norm, pruning); nothing is written then.
 
     Example:
         >>> from torch import nn

@@ -108,8 +108,10 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
 
     Raises:
         TypeError: if ``sequential`` is not an ``nn.Sequential`` or holds an unsupported module.
-        ValueError: for kxk / grouped convs, mixed kinds of layers, mismatched or odd widths, negative or
-            non-finite slopes, a stack without a hidden layer, a hidden layer narrower than the input, a layer
+        ValueError: for kxk / grouped / strided / padded convs, mixed kinds of layers, mismatched or odd
+            widths, negative or non-finite slopes, an activation before the first or after the last affine
+            layer or two in a row, a lazy layer without weights yet, a stack without a hidden layer (fewer
+            than 2 affine layers), a hidden layer narrower than the input, a layer
             whose weight or bias is computed at each forward (parametrized, weight-normed, pruned), the same
             module or Parameter at two affine positions (shared layers, tied weights), a layer whose dtype is
             not float16, bfloat16, float32 or float64 (float8, complex), or a zero-width layer
@@ -269,13 +271,19 @@ def transparent_init_(
 
     Raises:
         TypeError: wrong argument types or unsupported modules.
-        ValueError: kxk / grouped convs, odd or too narrow hidden widths (naming the layer index), a layer
+        ValueError: every stack :func:`~transparent_init.inplace.parse_stack` refuses: kxk / grouped /
+            strided / padded convs, odd or too narrow hidden widths (naming the layer index), mismatched
+            widths, mixed kinds of layers, misplaced activations, a LeakyReLU slope that is negative or not
+            finite, a lazy layer without weights, fewer than 2 affine layers, a zero-width layer, a layer
             whose weight or bias is computed at each forward (a parametrization, weight_norm, spectral_norm,
             pruning: the values written would be lost), the same module or Parameter at two positions
-            (shared layers, tied weights: naming both layers), wrong target shapes, non-finite targets, a
-            target not representable in the layers' dtype, layers of another dtype than float16, bfloat16,
-            float32 or float64 (float8, complex), a target on the meta device for layers that are
-            not.
+            (shared layers, tied weights: naming both layers), layers of another dtype than float16,
+            bfloat16, float32 or float64 (float8, complex); and wrong target shapes, non-finite targets, no
+            ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a last layer without bias, a
+            last layer without bias when a hidden layer from the first biased one on is not wider than the
+            input (no exact solution: the message names the rule), a target not representable in the
+            layers' dtype, a target on the meta device for layers that are not, a seed outside the int64 /
+            uint64 range.
 
     Example:
         >>> import torch

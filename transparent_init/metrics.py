@@ -24,6 +24,10 @@ def init_rate(module: nn.Module, threshold: float = INIT_RATE_THRESHOLD) -> floa
         module: any module; every entry of ``module.parameters()`` counts once.
         threshold: magnitude a parameter must exceed (>= 0).
 
+    Raises:
+        TypeError: ``module`` not an ``nn.Module``, ``threshold`` not a real.
+        ValueError: ``threshold`` negative or not finite, or ``module`` without any parameter.
+
     Example:
         >>> from torch import nn
         >>> lin = nn.Linear(2, 2)
@@ -85,6 +89,11 @@ def recovery_rate(
         eps: tolerance (> 0).
         target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
 
+    Raises:
+        TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a tensor, ``eps`` not a real.
+        ValueError: ``eps`` not a finite real > 0, an empty ``x``, or an output whose shape differs from
+            the target's (``x``'s by default: pass ``target=`` for a non-identity map).
+
     Example:
         >>> from torch import nn
         >>> recovery_rate(nn.Identity(), torch.randn(4, 3))
@@ -103,6 +112,10 @@ def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None)
     The difference is taken in the promoted dtype of output and target, at least float32 (float64 for an
     integer output), as in :func:`recovery_rate`; ``module`` is run as there (``torch.no_grad``, its current
     train / eval mode).
+
+    Raises:
+        TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a tensor.
+        ValueError: an empty ``x``, or an output whose shape differs from the target's.
 
     Example:
         >>> from torch import nn

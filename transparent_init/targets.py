@@ -93,7 +93,8 @@ def selection_weight(
 
     Raises:
         TypeError: ``in_features`` not an int, ``indices`` not integers, ``dtype`` not floating.
-        ValueError: ``in_features < 1``, no index, or an index outside ``[-in_features, in_features)``.
+        ValueError: ``in_features < 1``, no index, an index outside ``[-in_features, in_features)``, or a
+            ``uint64`` index array with a value above the int64 range.
 
     Example:
         >>> selection_weight(4, range(2, 4))  # [S, U] with C = 2 -> U
