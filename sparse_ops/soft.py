@@ -17,22 +17,25 @@ of its 9 candidates:
 **Border convention.** Candidates outside the image (around the border, including next to partial border
 cells) get zero weight. By default (``renormalize=True``) the remaining weights of each pixel are rescaled to
 sum to 1, :math:`\hat q_k(p) = m_k(p) q_k(p) / \sum_j m_j(p) q_j(p)` with the validity mask ``m``, so that
-``soft_superpixel_unpool(soft_superpixel_pool(ones)) == ones`` for *any* non-negative association (and
+``soft_superpixel_unpool(soft_superpixel_pool(ones))`` is ``ones`` up to rounding (a few units of roundoff,
+not bit for bit) for any non-negative association that gives every pixel some valid mass (and
 :func:`soft_uniformize` is a convex combination). With ``renormalize=False`` the invalid mass is simply
 dropped (the behaviour of the public SpixelFCN code, whose shifts pad with zeros); ones then round-trip when
 every row of ``assoc`` sums to 1 over its valid candidates. A pixel whose valid mass is 0 contributes nothing
-and is reconstructed as 0; a cell that receives no mass has centre 0. A ``mask`` leaves pixels out of the
-pooling (their weights count as 0 there); they are still reconstructed. The products multiply every feature by
-all 9 weights of its pixel, so an infinite feature also reaches the cells its pixel has weight 0 for, as NaN
-(IEEE :math:`0 \cdot \infty`); mask such pixels out to keep the other cells finite.
+and is reconstructed as 0 (whatever the features); a cell that receives no mass has centre 0. A ``mask``
+leaves pixels out of the pooling (their weights count as 0 there); they are still reconstructed. The products
+multiply every feature by all 9 weights of its pixel, so an infinite feature also reaches the cells its pixel
+has weight 0 for, as NaN (IEEE :math:`0 \cdot \infty`); mask such pixels out to keep the other cells finite.
 
-**Implementation.** Exact dense block formulation: the image is cut into its ``n_h x n_w`` cells (one block
-of the whole image side when the cell is larger than it, so memory never depends on ``cell_size``), and for
-every cell small matrix products ``[C, P] x [P, 9]`` (pool) or ``[C, 9] x [9, P]`` (unpool) are batched over
-the grid; the 9 per-direction cell sums are then shifted onto their target cells. Each product accumulates at
-most :data:`CHUNK` pixels; the chunks of a large cell are added in float64, so every centre is within
-:math:`(\mathrm{CHUNK} + 2)\,u \max|f|` of the exact one. float16/bfloat16 inputs are computed in float32 and
-rounded once, also under ``torch.autocast``.
+**Implementation.** Exact dense block formulation: the image is cut into its ``n_h x n_w`` cells (one block of
+the whole image side when the cell is larger than it, so memory never depends on ``cell_size``), and for every
+cell small matrix products ``[C, P] x [P, 9]`` (pool) or ``[C, 9] x [9, P]`` (unpool) are batched over the
+grid; the 9 per-direction cell sums are then shifted onto their target cells. Each product accumulates at most
+:data:`CHUNK` pixels; the chunk sums of a cell are added in float32 when there are at most 4 of them
+(``FLOAT32_CHUNK_SUMS``) and in float64 beyond, and the mass (the denominator) alike, so every centre is
+within about :math:`2 \cdot 74\, u \max|f|` of the exact one (:math:`\approx 9 \cdot 10^{-6} \max|f|` in
+float32; the derivation is in :doc:`/concepts/uniformization`). float16/bfloat16 inputs are computed in
+float32 and rounded once, also under ``torch.autocast``.
 """
 
 from __future__ import annotations
@@ -216,7 +219,8 @@ def _gather_from_neighbours(centres: Tensor) -> Tensor:
 def _pool_blocks(fb: Tensor, qb: Tensor, dtype: torch.dtype) -> Tensor:
     """Feature and weight chunks ``[B, n_h, n_w, K, C | 9, P]`` -> centres ``[B, C, n_h, n_w]`` in ``dtype``.
 
-    Every product sums one chunk (at most :data:`CHUNK` pixels); the K chunk sums are added in float64.
+    Every product sums one chunk (at most :data:`CHUNK` pixels); the K chunk sums are added in float32 when
+    ``K <= FLOAT32_CHUNK_SUMS``, else in float64.
     """
     num = torch.matmul(fb, qb.transpose(-1, -2))  # [B, n_h, n_w, K, C, 9]
     mass = qb.sum(dim=-1).unsqueeze(-2)  # [B, n_h, n_w, K, 1, 9]
