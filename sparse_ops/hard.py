@@ -2,7 +2,7 @@
 
 :func:`hard_superpixels` gives every pixel the global id of its most associated candidate cell (arg-max over
 the 9 candidates). Out-of-image candidates are never chosen. **Ties** go to the centre candidate (the pixel's
-own cell) first, then to the lowest neighbour index (TL, T, TR, L, BL... in channel order), so a uniform
+own cell) first, then to the lowest neighbour index (TL, T, TR, L, R, BL, B, BR: channel order), so a uniform
 association reproduces the regular grid.
 
 :func:`enforce_connectivity` splits every superpixel into its connected pieces and merges pieces smaller than

@@ -1,7 +1,7 @@
 """Superpixel pooling network (SPN) parts: superpixel pooling, a global average over superpixels, SP-CAM.
 
 After Kwak, Hong, Han, "Weakly Supervised Semantic Segmentation using Superpixel Pooling Network" (AAAI 2017).
-A feature map (upsampled to the superpixel map if it is coarser) is average-pooled over every superpixel,
+A feature map (resized to the superpixel map if its size differs) is average-pooled over every superpixel,
 giving one feature vector per superpixel. For image-level classification the superpixel vectors are averaged
 (every non-empty superpixel counts once, whatever its size), and the superpixel-pooled class activation map
 (SP-CAM) scores every superpixel with the classifier and broadcasts the score back to its pixels:
@@ -72,11 +72,13 @@ def superpixel_global_average(
     """Image-level feature: the mean of the superpixel means over the non-empty superpixels.
 
     Args:
-        features (Tensor[B, C, h, w]): feature map; resized to the superpixel map if coarser.
+        features (Tensor[B, C, h, w]): feature map; resized to the superpixel map when its size differs
+            (coarser maps are upsampled, finer ones downsampled).
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel ids.
         num_superpixels (int | LongTensor[B] | None): as in :func:`~sparse_ops.superpixel_pool`.
         mask (BoolTensor[B, H, W] | None): pixels that take part.
-        upsample (str | None): interpolation mode for coarser features (``None``: sizes must match).
+        upsample (str | None): interpolation mode for features of another size (``None``: sizes must match,
+            which also catches a ``[B, H, W, C]`` tensor that resizing would silently accept).
         validate (bool): check the id range (a host-device synchronisation, which breaks ``torch.compile``
             graphs); types, shapes and devices are always checked.
 
@@ -151,14 +153,15 @@ def superpixel_cam(
     its pixels. Because the classifier is linear, this equals the superpixel average of the pixel CAM.
 
     Args:
-        features (Tensor[B, C, h, w]): feature map; resized to the superpixel map if coarser.
+        features (Tensor[B, C, h, w]): feature map; resized to the superpixel map when its size differs
+            (coarser maps are upsampled, finer ones downsampled).
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel ids.
         num_superpixels (int | LongTensor[B] | None): as in :func:`~sparse_ops.superpixel_pool`.
         weight (Tensor[K, C]): classifier weights (e.g. ``nn.Linear(C, K).weight``).
         bias (Tensor[K] | None): classifier bias.
         mask (BoolTensor[B, H, W] | None): pixels that take part in the pooling (others still receive the
             score of their superpixel).
-        upsample (str | None): interpolation mode for coarser features.
+        upsample (str | None): interpolation mode for features of another size (``None``: sizes must match).
         return_superpixel_scores (bool): also return the per-superpixel scores.
         validate (bool): check the id range (a host-device synchronisation, which breaks ``torch.compile``
             graphs); types, shapes and devices are always checked.
@@ -208,7 +211,8 @@ class SuperpixelClassifier(nn.Module):
         in_channels (int): feature channels ``C``.
         num_classes (int): classes ``K``.
         bias (bool): learn a bias.
-        upsample (str | None): interpolation mode for coarser feature maps.
+        upsample (str | None): interpolation mode for feature maps of another size (``None``: sizes must
+            match).
         validate (bool): the id range check of every call; types, shapes and devices are always checked.
 
     Shape:
