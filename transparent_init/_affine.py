@@ -297,7 +297,7 @@ def transparent_parameters(
     """Real ``(weight [out_real, in_real], bias [out_real] | None)`` of every layer, on CPU, in ``dtypes[i]``.
 
     Every parameter is checked after its cast: one that overflows ``dtypes[i]`` (e.g. a float16 stack
-    towards a target with entries ~1e5), or a last layer that underflows so far that the stored stack misses
+    towards a target with entries ~1e6), or a last layer that underflows so far that the stored stack misses
     the target (:func:`check_realized`), raises ``ValueError`` before the caller writes anything.
 
     Args:
