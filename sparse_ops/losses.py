@@ -312,7 +312,8 @@ class SpixelLoss(nn.Module):
 
     Shape:
         - assoc: :math:`(B, 9, H, W)`
-        - target: :math:`(B, H, W)` integer labels or :math:`(B, C, H, W)` floating features
+        - target: :math:`(B, H, W)` or :math:`(B, 1, H, W)` integer labels, or :math:`(B, C, H, W)` floating
+          features
         - mask: :math:`(B, H, W)`, bool, optional
         - output: :class:`SpixelLossOutput` of scalars
 

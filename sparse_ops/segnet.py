@@ -205,8 +205,9 @@ class MaxPoolWithIndices(nn.Module):
             are always checked).
 
     Shape:
-        - input: :math:`(B, C, H, W)`
-        - output: ``PooledWithIndices(values (B, C, h, w), indices (B, C, h, w), input_size (H, W))``
+        - input: :math:`(B, C, H, W)` or :math:`(C, H, W)`
+        - output: ``PooledWithIndices(values (B, C, h, w), indices (B, C, h, w), input_size (H, W))`` (without
+          ``B`` for an unbatched input)
 
     Example:
         >>> pool, unpool = MaxPoolWithIndices(2), MaxUnpool()

@@ -115,7 +115,7 @@ def draw_hidden(
     ``A_l`` is semi-orthogonal rescaled to entries of scale ``1 / sqrt(h_l)`` (the rule of the authors' code).
     A widening layer (``h_l >= h_{l-1}``) is a Haar draw with orthonormal columns, so the chain stays an exact
     isometry of ``x``; a narrowing layer has orthonormal rows and is drawn as an isometry on the range of the
-    chain so far (including the bias direction when there is room), so the chain keeps condition number ~1
+    chain so far (including the bias direction when there is room), so the chain stays well conditioned
     whatever the widths. ``b_l ~ N(0, 1 / h_l)`` (zero when the layer has no bias). Tiny draws are pushed away
     from zero (see :data:`MIN_ABS_FRACTION`).
     """

@@ -96,6 +96,10 @@ def random_uniform_init_(
 def xavier_init_(module: nn.Module, *, generator: torch.Generator | int | None = None) -> nn.Module:
     """Xavier (Glorot) normal weights, zero biases ("Xavier").
 
+    Args:
+        module: every ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` in it is re-initialized.
+        generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
+
     Raises:
         TypeError: ``module`` not an ``nn.Module``, or a bad ``generator`` (as in
             :func:`random_uniform_init_`).
@@ -125,6 +129,9 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
     it computes ``relu(x)`` and drops negative inputs; most weights are exactly zero. An ``nn.Conv1d`` /
     ``nn.Conv2d`` / ``nn.Conv3d`` gets a 1 at the centre tap of its kernel (odd sizes, ``groups=1``; with
     ``padding="same"`` it passes its input on).
+
+    Args:
+        module: every ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d`` in it is re-initialized.
 
     Raises:
         TypeError: ``module`` not an ``nn.Module``.

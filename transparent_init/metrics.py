@@ -113,6 +113,11 @@ def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None)
     integer output), as in :func:`recovery_rate`; ``module`` is run as there (``torch.no_grad``, its current
     train / eval mode).
 
+    Args:
+        module: the stack.
+        x (Tensor[*]): input batch.
+        target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
+
     Raises:
         TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a tensor.
         ValueError: an empty ``x``, or an output whose shape differs from the target's.
