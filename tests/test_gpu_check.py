@@ -163,6 +163,42 @@ def test_every_stage_command_targets_the_requested_device(tmp_path):
     assert stages["tests"].cmd[-1] == "tests" and "-k" in stages["tests"].cmd
 
 
+def test_tests_stage_survives_a_module_that_cannot_be_imported(tmp_path):
+    """A test module importing a package the GPU image lacks is one error in the counts, and the other CUDA
+    tests still run (pytest stops after collection errors by default: no CUDA test would run at all)."""
+    args = gpu_check.parse_args(["--device", "cuda"])
+    cmd = gpu_check.build_stages(args, tmp_path)["tests"].cmd
+    assert "--continue-on-collection-errors" in cmd
+    # the flag's effect, on a throwaway tree: one importable CUDA test, one module that cannot be imported
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "test_ok.py").write_text("def test_fine_on_cuda():\n    pass\n")
+    (tree / "test_broken.py").write_text("import no_such_package_on_the_gpu_image\n")
+    i = cmd.index("-m", 1)  # the "-m pytest" of the command, not a marker expression
+    flags = [c for c in cmd[i + 2 : -1] if not c.startswith("--junitxml")]
+    junit = tmp_path / "junit.xml"
+    run = gpu_check.run_command(
+        [sys.executable, "-m", "pytest", *flags, f"--junitxml={junit}", "-c", "/dev/null", str(tree)],
+        120,
+        echo=False,
+    )
+    counts = gpu_check.parse_junit(junit)
+    assert run.status == "failed" and counts["passed"] == 1 and counts["errors"] == 1, run.output[-2000:]
+
+
+def test_dry_run_collects_the_tree_the_gpu_run_collects(tmp_path):
+    """The CPU dry run imports every test module the CUDA run imports (``tests``, ``-k cuda``); it runs only
+    the cases marked ``cuda``, which skip on the CPU."""
+
+    def tests_cmd(*argv: str) -> list[str]:
+        return gpu_check.build_stages(gpu_check.parse_args(list(argv)), tmp_path)["tests"].cmd
+
+    cuda, quick = tests_cmd("--device", "cuda"), tests_cmd("--device", "cpu", "--quick")
+    assert cuda[-1] == quick[-1] == "tests"
+    assert [cuda[cuda.index("-k") + 1], quick[quick.index("-k") + 1]] == ["cuda", "cuda"]
+    assert quick[quick.index("-m", 3) + 1] == "cuda" and cuda.count("-m") == 1  # "-m pytest" only
+
+
 # ----------------------------------------------------------------------------------------------- pytest
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="5">
