@@ -19,9 +19,10 @@ did not finish ok). The issue's items are (a)-(e):
 4. ``soft`` (c): ``bench_soft.py --in-process`` at B=8, 512x512: soft pool + unpool and SegNet unpooling.
 5. ``train`` (d): ``examples/voc_joint/train.py --stage all --amp`` on a synthetic VOC-format set
    (ResNet-101, B=8, 512 px crops, 60 optimizer steps per stage in one epoch, no pretrained weights: nothing
-   is downloaded); the joint model's transparency at step 0 (joint output against the uniformized DeepLabV3+
-   output, model built from the seg and spixel checkpoints as the joint stage builds it, in float32 and under
-   AMP) and the step time of each stage.
+   is downloaded; 8 loader workers, fewer where ``/dev/shm`` cannot hold their batches, as in a container's
+   default 64 MiB, and the summary says so); the joint model's transparency at step 0 (joint output against
+   the uniformized DeepLabV3+ output, model built from the seg and spixel checkpoints as the joint stage
+   builds it, in float32 and under AMP) and the step time of each stage.
 
 The GPU targets are evaluated in the summary (met / not met, with the figure; not evaluated where a figure is
 missing, a failed configuration named): uniformize fwd+bwd <= 1.5x the
@@ -35,7 +36,7 @@ time limit is cut so that every later stage keeps 30 s. It installs nothing: it 
 pytest, hypothesis and scipy, and runs the project from this checkout (first on ``PYTHONPATH`` of every
 stage), so no install is needed; pytest-xdist is used when present. Without CUDA it stops with exit status
 2, unless ``--device cpu --quick`` is given: that dry run takes the same code paths on the CPU at tiny sizes
-(ResNet-18, 64 px, 2 steps, one thread) and is what the test suite and CI run.
+(ResNet-18, 64 px, 2 steps, one loader worker, one thread) and is what the test suite and CI run.
 
 Usage::
 
@@ -614,18 +615,52 @@ def render_summary(report: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the train stage
+#: Bytes per pixel of one training sample: ``image``, ``seg_input`` and ``spixel_input`` (3 x float32 each)
+#: and ``target`` (int64).
+SAMPLE_BYTES_PER_PIXEL = 3 * 3 * 4 + 8
+LOADER_PREFETCH = 2  # batches a DataLoader worker keeps ready (torch's default prefetch_factor)
+
+
+def loader_workers(want: int, batch: int, crop: int, shm: str = "/dev/shm") -> tuple[int, str | None]:
+    """Loader workers for the train stage that fit in shared memory, and a note where fewer than ``want``.
+
+    Every worker hands its batches to the main process through ``/dev/shm``, up to ``LOADER_PREFETCH`` at a
+    time: 2 x 88 MiB at B=8, 512 px. A container's default ``/dev/shm`` of 64 MiB cannot hold one: the
+    workers die with a bus error and the stage fails. Fewer workers (down to 0, loading in the main process)
+    keep the stage running; the step times then include more of the loading, which the note says.
+    """
+    if want <= 0:
+        return 0, None
+    per_worker = 1.5 * LOADER_PREFETCH * batch * crop * crop * SAMPLE_BYTES_PER_PIXEL  # 1.5: allocator slack
+    try:
+        free = shutil.disk_usage(shm).free
+    except OSError:
+        return 0, f"no {shm}: the training loader runs in the main process (0 workers instead of {want})"
+    workers = min(want, int(free // per_worker))
+    if workers == want:
+        return want, None
+    return workers, (
+        f"{shm} has {free / 2**20:.0f} MiB free, {per_worker / 2**20:.0f} MiB needed per loader worker: "
+        f"{workers} workers instead of {want} (step times include more of the data loading)"
+    )
+
+
 def train_check(device: str, quick: bool, work: Path) -> dict[str, Any]:
     """Stage (d), run in its own process: data, ``train.py --stage all``, step-0 transparency, speed."""
     import torch
 
     work.mkdir(parents=True, exist_ok=True)
-    if quick:
-        steps, batch, crop, backbone, workers = 2, 2, 64, "resnet18", 0
+    if quick:  # one loader worker: the dry run takes the worker processes of the CUDA run too
+        steps, batch, crop, backbone, workers = 2, 2, 64, "resnet18", 1
     else:
         steps, batch, crop, backbone, workers = 60, 8, 512, "resnet101", 8
+    workers, loader_note = loader_workers(workers, batch, crop)
+    if loader_note:
+        print(f"note: {loader_note}", flush=True)
     cuda = device.startswith("cuda")
     amp = cuda
     config = f"{backbone}, B={batch}, {crop} px crops, {steps} steps per stage, AMP {amp}, {device}"
+    config += f", {workers} loader workers" + (f" ({loader_note})" if loader_note else "")
     from examples.voc_joint.synthetic import generate_synthetic_voc
 
     t0 = time.perf_counter()

@@ -199,6 +199,31 @@ def test_dry_run_collects_the_tree_the_gpu_run_collects(tmp_path):
     assert quick[quick.index("-m", 3) + 1] == "cuda" and cuda.count("-m") == 1  # "-m pytest" only
 
 
+def test_train_stage_loader_workers_fit_in_shared_memory(monkeypatch):
+    """Each loader worker keeps up to two batches in /dev/shm (88 MiB each at B=8, 512 px): a container's
+    default 64 MiB takes none, and the workers would die with a bus error; fewer workers (0: the main
+    process) keep the stage running, and a note says so."""
+    usage = SimpleNamespace(free=0)
+    monkeypatch.setattr(gpu_check.shutil, "disk_usage", lambda path: usage)
+    batch_bytes = 8 * 512 * 512 * gpu_check.SAMPLE_BYTES_PER_PIXEL
+    assert batch_bytes / 2**20 == pytest.approx(88, abs=1)
+    usage.free = 64 * 2**20
+    workers, note = gpu_check.loader_workers(8, 8, 512)
+    assert workers == 0 and "64 MiB free" in note and "0 workers instead of 8" in note
+    usage.free = 3 * 3 * batch_bytes  # room for 3 workers of 2 batches each (+50 % slack)
+    assert gpu_check.loader_workers(8, 8, 512)[0] == 3
+    usage.free = 64 * 2**30
+    assert gpu_check.loader_workers(8, 8, 512) == (8, None)
+    assert gpu_check.loader_workers(0, 8, 512) == (0, None)
+
+    def missing(path):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(gpu_check.shutil, "disk_usage", missing)
+    workers, note = gpu_check.loader_workers(8, 8, 512)
+    assert workers == 0 and "no /dev/shm" in note
+
+
 # ----------------------------------------------------------------------------------------------- pytest
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="5">
