@@ -186,6 +186,36 @@ def test_tests_stage_survives_a_module_that_cannot_be_imported(tmp_path):
     assert run.status == "failed" and counts["passed"] == 1 and counts["errors"] == 1, run.output[-2000:]
 
 
+#: Packages of the project's extras and tools that the GPU image lacks (it has torch, torchvision, pytest,
+#: hypothesis, scipy and scikit-image); tqdm is missing too, and the check's stand-in replaces it.
+NOT_ON_THE_GPU_IMAGE = ("matplotlib", "torch_scatter", "tensorboard", "sphinx", "hatchling")
+
+
+@pytest.mark.slow
+@pytest.mark.examples
+def test_gpu_tests_collect_without_the_packages_the_gpu_image_lacks(tmp_path, monkeypatch):
+    """Every module the tests stage imports loads on the GPU image: ``pytest -k cuda tests`` collects without
+    matplotlib & co., with the tqdm stand-in first on the path (as the check runs it). A test module importing
+    one of them at its top would be a collection error on the GPU, found there only."""
+    site = tmp_path / "site"
+    site.mkdir()
+    blocked = ", ".join(repr(name) for name in NOT_ON_THE_GPU_IMAGE)
+    (site / "sitecustomize.py").write_text(
+        f"import sys\n\nfor name in ({blocked},):\n    sys.modules[name] = None  # importing it raises\n"
+    )
+    monkeypatch.setattr(gpu_check, "_has_module", lambda name: False)
+    stand_in = gpu_check.tqdm_stand_in(tmp_path)
+    assert stand_in is not None
+    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-k", "cuda", "-p", "no:cacheprovider"]
+    run = gpu_check.run_command([*cmd, "tests"], 300, echo=False, extra_path=[site, stand_in])
+    assert run.status == "ok", run.output[-3000:]
+    tail = run.output.strip().splitlines()[-1]
+    assert "error" not in tail and int(tail.split("/")[0]) >= 100, tail  # "135/1934 tests collected (...)"
+    probe = "import matplotlib" + "\n"
+    probe_run = gpu_check.run_command([sys.executable, "-c", probe], 60, echo=False, extra_path=[site])
+    assert probe_run.status == "failed" and "ModuleNotFoundError" in probe_run.output  # the block works
+
+
 def test_dry_run_collects_the_tree_the_gpu_run_collects(tmp_path):
     """The CPU dry run imports every test module the CUDA run imports (``tests``, ``-k cuda``); it runs only
     the cases marked ``cuda``, which skip on the CPU."""
