@@ -233,7 +233,9 @@ def train_step(
             (~torch.isfinite(loss.detach())).float(),
             _nonfinite(grads, device),
             _nonfinite([p.detach() for p in params], device),
-            torch.tensor(float(guard is not None and guard.requested is not None), device=device),
+            # a fill on the device: torch.tensor(value, device=cuda) copies from the host and waits for the
+            # stream (a second synchronisation per step, after the backward)
+            torch.full((), float(guard is not None and guard.requested is not None), device=device),
         ]
     )
     info.any(flags)

@@ -553,6 +553,42 @@ def test_superpixel_loss_reads_no_value_on_the_host(recompute: bool) -> None:
     assert logits.grad is not None and bool(torch.isfinite(logits.grad).all())
 
 
+@pytest.mark.parametrize("stop_requested", [False, True])
+def test_a_training_step_makes_no_tensor_from_host_data(stop_requested: bool) -> None:
+    """A step synchronises with the device once, in the ``tolist`` of its loss and flags: it reads no value on
+    the host before that and builds no tensor from Python data (on CUDA such a tensor is a host-to-device copy
+    that waits for the stream, i.e. for the whole backward: a second synchronisation per step)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    seen: list[str] = []
+
+    class FromHost(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func in (
+                torch.ops.aten.lift_fresh.default,  # torch.tensor(python data)
+                torch.ops.aten._local_scalar_dense.default,
+                torch.ops.aten.is_nonzero.default,
+            ):
+                seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 21, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    state = engine.TrainState("seg", model, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
+    args = argparse.Namespace(cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0)
+    batch = {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))}
+    guard = argparse.Namespace(requested=signal.SIGTERM if stop_requested else None)
+    with FromHost():
+        values, stop = engine.train_step(state, batch, args, DistInfo(), guard, False)  # type: ignore[arg-type]
+    assert seen == []
+    assert stop is stop_requested and set(values) == {"loss", "ce", "lr"} and state.step == 1
+
+
 def test_cross_entropy_is_a_mean_over_labelled_pixels_and_0_without_any() -> None:
     from examples.voc_joint.engine import cross_entropy
 
