@@ -393,8 +393,10 @@ class SuperpixelAssignment:
         n_s = self.num_superpixels
         if reduce == "max":
             index = self._space_counted.expand(b, c, n)  # uncounted pixels -> the trash slot
-            if self._mask is not None:  # ... as zeros: a NaN there would make the trash's maximum NaN, which
-                xf = torch.where(self._mask.view(b, 1, n), xf, 0.0)  # none matches: NaN gradients for them
+            # ... as zeros when a gradient flows: a NaN there would make the trash's maximum NaN, which none
+            # matches (NaN gradients for them); the trash is cut off, so without a gradient it changes nothing
+            if self._mask is not None and xf.requires_grad:
+                xf = torch.where(self._mask.view(b, 1, n), xf, 0.0)
             out = xf.new_zeros(b, c, n_s + 1).scatter_reduce(2, index, xf, "amax", include_self=False)
         else:
             scale = self._inv(xf.dtype) if reduce == "mean" else None
