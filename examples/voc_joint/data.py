@@ -461,10 +461,10 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         FileNotFoundError: missing folder or list file (the message names it and the expected layout), or a
             listed image/mask that does not exist (when the sample is read; :meth:`missing_files` lists them
             all at once).
-        DataError: (a ``ValueError``) an empty list file or an entry that leaves the data folders (``..``,
-            absolute path); an unreadable image or mask, one above ``max_pixels``, a mask whose size differs
-            from its image, or label values outside {0..num_classes-1, 255} (the message names the file and
-            the values).
+        DataError: (a ``ValueError``) an empty list file, one that is not UTF-8 text or names an image more
+            than once, or an entry that leaves the data folders (``..``, absolute path); an unreadable image
+            or mask, one above ``max_pixels``, a mask whose size differs from its image, or label values
+            outside {0..num_classes-1, 255} (the message names the file and the values).
     """
 
     def __init__(

@@ -353,7 +353,8 @@ def check_user_data(opts: argparse.Namespace) -> None:
 
     Raises:
         FileNotFoundError: listed images or masks that do not exist (all named), a missing list or folder.
-        DataError: an empty list, or an entry that leaves the data folders.
+        DataError: an empty list, one that is not UTF-8 text or names an image more than once, or an entry
+            that leaves the data folders.
         UsageError: the training split holds validation images.
     """
     if opts.data_root is None:

@@ -1383,7 +1383,8 @@ def check_val_data(args: argparse.Namespace, root: Path) -> VOCSegmentation:
 
     Raises:
         FileNotFoundError: missing data folder, mask folder or list file (the message names it).
-        DataError: an empty list file or an entry that leaves the data folders.
+        DataError: an empty list file, one that is not UTF-8 text or names an image more than once, or an
+            entry that leaves the data folders.
     """
     return VOCSegmentation(
         root, args.val_split, sbd=args.sbd, max_pixels=args.max_image_pixels, num_classes=args.num_classes
