@@ -337,8 +337,8 @@ class SuperpixelAssignment:
             width = self.num_superpixels + 1
             if name.startswith("slot"):
                 width = self.num_superpixels * self._layout.lanes + 1 + self._layout.extra_group.shape[-1]
+            cols = (index.view(b, n) + torch.arange(b, device=self.device).view(b, 1) * width).reshape(-1)
             with _quiet_sparse_beta():
-                cols = (index.view(b, n) + torch.arange(b, device=self.device).view(b, 1) * width).reshape(-1)
                 matrix = torch.sparse_csr_tensor(
                     torch.arange(b * n + 1, device=self.device),
                     cols,
@@ -527,6 +527,7 @@ class SuperpixelAssignment:
             torch.stack([rows, cols]), values, (b * n_s, b * n_p), device=self.device, check_invariants=False
         )
         if layout == torch.sparse_csr:
+            matrix = matrix.coalesce()  # the sort: outside the process-wide lock
             with _quiet_sparse_beta():
-                matrix = matrix.coalesce().to_sparse_csr()
+                matrix = matrix.to_sparse_csr()
         return matrix
