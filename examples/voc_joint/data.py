@@ -345,6 +345,12 @@ def _resolve_root(root: Path) -> Path:
     )
 
 
+def _list_dir(voc_root: Path, sbd: bool) -> Path:
+    """The folder of the split lists of a (resolved) VOC root: ``ImageSets/SegmentationAug`` for the
+    SBD-augmented layout, else ``ImageSets/Segmentation``."""
+    return voc_root / "ImageSets" / ("SegmentationAug" if sbd else "Segmentation")
+
+
 def _check_pixels(path: Path, kind: str, size: tuple[int, int], max_pixels: int) -> None:
     w, h = size
     if w * h > max_pixels:
@@ -494,7 +500,7 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
                 )
                 + f" under '{self.root}')"
             )
-        list_dir = self.root / "ImageSets" / ("SegmentationAug" if self.sbd else "Segmentation")
+        list_dir = _list_dir(self.root, self.sbd)
         self.list_file = self.root / list_file if list_file is not None else list_dir / f"{split}.txt"
         if not self.list_file.is_file():
             found = sorted(p.stem for p in list_dir.glob("*.txt")) if list_dir.is_dir() else []

@@ -414,7 +414,7 @@ def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] 
     the generated set in the cache), ``sbd`` and ``train_split``. VOC names are global (``2008_000123``), so
     the names are compared, wherever the evaluated folder lies.
     """
-    from examples.voc_joint.data import DEFAULT_CACHE, _resolve_root, read_list
+    from examples.voc_joint.data import DEFAULT_CACHE, _list_dir, _resolve_root, read_list
 
     options = config.get("args")
     if not isinstance(options, dict) or not isinstance(options.get("train_split"), str):
@@ -422,8 +422,7 @@ def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] 
     root = options.get("data_root")
     try:
         voc = _resolve_root(Path(root) if root is not None else DEFAULT_CACHE / "synthetic_voc")
-        layout = "SegmentationAug" if options.get("sbd") else "Segmentation"
-        trained = set(read_list(voc / "ImageSets" / layout / f"{options['train_split']}.txt"))
+        trained = set(read_list(_list_dir(voc, bool(options.get("sbd"))) / f"{options['train_split']}.txt"))
     except (OSError, DataError):  # moved, not on this machine, unreadable: unknown
         return None
     return [name for name in names if name in trained]

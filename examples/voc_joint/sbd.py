@@ -42,6 +42,7 @@ from examples.voc_joint.data import (
     IGNORE_INDEX,
     NUM_CLASSES,
     DataError,
+    _list_dir,
     _read_mask,
     _resolve_root,
     _valid_labels,
@@ -50,8 +51,8 @@ from examples.voc_joint.data import (
 
 __all__ = ["build_trainaug", "main", "read_sbd_mask", "resolve_sbd_root"]
 
-#: Folder and list folder written into the VOC root (those ``sbd=True`` reads).
-MASK_DIR, LIST_DIR = "SegmentationClassAug", "SegmentationAug"
+#: Mask folder written into the VOC root (the one ``sbd=True`` reads; its lists: ``_list_dir(voc, True)``).
+MASK_DIR = "SegmentationClassAug"
 
 
 def resolve_sbd_root(root: str | Path) -> Path:
@@ -170,7 +171,7 @@ def build_trainaug(
     """
     voc = _resolve_root(Path(voc_root).expanduser())
     sbd = resolve_sbd_root(sbd_root)
-    seg_lists = voc / "ImageSets" / "Segmentation"
+    seg_lists = _list_dir(voc, False)
     lists: dict[str, list[str]] = {}
     for key, path in (
         ("voc_train", seg_lists / "train.txt"),
@@ -188,7 +189,7 @@ def build_trainaug(
     sbd_names = _union(lists["sbd_train"], lists["sbd_val"])
     val_set = set(val)
     train = [n for n in _union(lists["voc_train"], sbd_names) if n not in val_set]
-    out_masks, out_lists = voc / MASK_DIR, voc / "ImageSets" / LIST_DIR
+    out_masks, out_lists = voc / MASK_DIR, _list_dir(voc, True)
     existing = [p for p in (out_masks, out_lists / "train.txt", out_lists / "val.txt") if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(

@@ -728,8 +728,8 @@ def val_overlap_error(
     SBD's train and val sets hold many VOC 2012 val images: the standard 10582-image trainaug list
     leaves them out, a union of SBD train + val + VOC train made by hand does not.
     """
-    layout = voc_root / "ImageSets" / ("SegmentationAug" if args.sbd else "Segmentation")
-    candidates = [voc_root / "ImageSets" / "Segmentation" / "val.txt", layout / "val.txt"]
+    layout = data._list_dir(voc_root, args.sbd)
+    candidates = [data._list_dir(voc_root, False) / "val.txt", layout / "val.txt"]
     if args.eval:
         candidates.append(layout / f"{args.val_split}.txt")
     lists = [f for f in dict.fromkeys(candidates) if f.is_file()]
