@@ -137,9 +137,10 @@ def _largest_divisor(n: int, limit: int) -> int:
 def _chunk_side(n: int, limit: int) -> int:
     """The chunk side along a block side of ``n`` pixels, at most ``limit``: the largest divisor of ``n``
     when it is at least a quarter of the limit (no padding), else the most even split of ``n`` into the
-    fewest pieces of at most ``limit`` (the block is then padded to a multiple of it)."""
+    fewest pieces of at most ``limit`` (the block is then padded to a multiple of it; a side ``n <= limit``
+    is one piece, ``n`` itself)."""
     divisor = _largest_divisor(n, limit)
-    if divisor == n or 4 * divisor >= limit:
+    if 4 * divisor >= limit:
         return divisor
     pieces = -(-n // limit)
     return -(-n // pieces)
