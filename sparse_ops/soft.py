@@ -174,7 +174,8 @@ def _pixel_chunks(blocks: _Blocks, height: int, width: int, device: torch.device
 
 
 def _to_blocks(x: Tensor, blocks: _Blocks) -> Tensor:
-    """[B, C, H, W] -> [B, n_h, n_w, K, C, P] (K chunks of P pixels per cell, zero-padded to whole cells)."""
+    """[B, C, H, W] -> [B, n_h, n_w, K, C, P] (K chunks of P pixels per cell; zero-padded to whole cells, and
+    every cell to whole chunks where ``blocks`` pads them)."""
     n_h, n_w, bh, bw, rh, cw, ph, pw = blocks
     b, c, height, width = x.shape
     pad_h, pad_w = n_h * bh - height, n_w * bw - width
