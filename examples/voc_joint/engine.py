@@ -479,8 +479,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file renamed into place: readers see the old file or
     the whole new one, never a partial write."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no temporary file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def evaluation_current(ckpt_path: Path, step: int) -> bool:

@@ -24,9 +24,7 @@ an error naming the file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from examples.voc_joint.data import (
     _valid_labels,
     read_list,
 )
+from examples.voc_joint.engine import write_text_atomic
 
 __all__ = ["build_trainaug", "main", "read_sbd_mask", "resolve_sbd_root"]
 
@@ -120,19 +119,6 @@ def read_sbd_mask(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
 
 def _union(*lists: Sequence[str]) -> list[str]:
     return sorted(set().union(*lists))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place (never a partial list)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_trainaug(
@@ -222,8 +208,9 @@ def build_trainaug(
                 f"is {height}x{width}"
             )
         Image.fromarray(labels).save(out_masks / f"{name}.png")  # uint8 [H, W]: mode "L"
-    _write_text(out_lists / "val.txt", "".join(f"{n}\n" for n in val))
-    _write_text(out_lists / "train.txt", "".join(f"{n}\n" for n in train))
+    out_lists.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_lists / "val.txt", "".join(f"{n}\n" for n in val))  # readable by all, as the masks
+    write_text_atomic(out_lists / "train.txt", "".join(f"{n}\n" for n in train))
     return {
         "voc_root": voc,
         "train": train,

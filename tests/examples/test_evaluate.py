@@ -506,3 +506,21 @@ def test_cli_warns_when_the_checkpoint_was_trained_on_the_evaluated_images(
     else:
         assert "trained on" not in err, err
         assert payload["trained_on_evaluated_images"] == 0
+
+
+def test_write_text_atomic_leaves_no_temporary_file_when_it_fails(tmp_path, monkeypatch) -> None:
+    """A failing rename (a full disk, an interrupt) keeps the old file and removes the temporary one."""
+    import os
+
+    from examples.voc_joint.engine import write_text_atomic
+
+    target = tmp_path / "metrics.json"
+    write_text_atomic(target, "old")
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="No space left"):
+        write_text_atomic(target, "new")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

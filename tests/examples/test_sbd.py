@@ -81,6 +81,9 @@ def test_trainaug_is_the_union_without_voc_val_with_voc_masks_first(real_layout)
     lists = voc / "ImageSets" / "SegmentationAug"
     assert (lists / "train.txt").read_text().split("\n") == [*expected, ""]
     assert (lists / "val.txt").read_text().split("\n") == [*VOC_VAL, ""]
+    mask_mode = (voc / "SegmentationClassAug" / f"{VOC_VAL[0]}.png").stat().st_mode & 0o777
+    assert {(lists / f).stat().st_mode & 0o777 for f in ("train.txt", "val.txt")} == {mask_mode}  # not 0600
+    assert not list(lists.glob(".*.tmp"))
     train = VOCSegmentation(root, "train", sbd=True)
     labels = {train[i]["name"]: set(train[i]["target"].unique().tolist()) for i in range(len(train))}
     assert labels["2007_000032"] == {0, 1, 255}  # in VOC train and SBD train: VOC's mask, band included
