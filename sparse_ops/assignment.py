@@ -397,7 +397,13 @@ class SuperpixelAssignment:
             # matches (NaN gradients for them); the trash is cut off, so without a gradient it changes nothing
             if self._mask is not None and xf.requires_grad:
                 xf = torch.where(self._mask.view(b, 1, n), xf, 0.0)
-            out = xf.new_zeros(b, c, n_s + 1).scatter_reduce(2, index, xf, "amax", include_self=False)
+            # from -inf, not 0: the backward of scatter_reduce("amax") counts the start value as a tie even
+            # with include_self=False, so a superpixel whose maximum is 0 gave each of its k maximal pixels
+            # 1/(k+1) of the gradient; a superpixel without counted pixels keeps the start and pools to 0
+            start = xf.new_full((b, c, n_s + 1), float("-inf"))
+            out = torch.where(
+                self._inv64 > 0, start.scatter_reduce(2, index, xf, "amax", include_self=False), 0.0
+            )
         else:
             scale = self._inv(xf.dtype) if reduce == "mean" else None
             layout = self._layout

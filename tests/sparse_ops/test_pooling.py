@@ -164,7 +164,28 @@ def test_masked_nan_stays_out_of_every_gradient(reduce: str, backend: str) -> No
     assert out.isfinite().all()
     assert x.grad is not None
     assert torch.equal(x.grad[..., ~mask[0]], torch.zeros(1, 2, 2))
-    assert (x.grad[..., mask[0]] > 0).all()
+    expected = {"mean": 1.0, "sum": 1.0, "max": 1.0}[reduce]  # one counted pixel per superpixel and channel
+    assert torch.equal(x.grad[..., mask[0]], torch.full((1, 2, 2), expected))
+
+
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+def test_max_pool_splits_the_gradient_among_the_tied_maxima_only(backend: str) -> None:
+    """The gradient of a superpixel's maximum is shared by its pixels that hold it, 1/k each: a maximum of 0
+    also counted the scatter's start value as a tie (1/(k+1) each); an empty superpixel still pools to 0."""
+    x = torch.tensor([[[[0.0, 0.0, 3.0, -1.0], [-2.0, 0.0, 3.0, -1.0]]]], requires_grad=True)
+    sp = torch.tensor([[[0, 0, 1, 2], [3, 0, 1, 2]]])  # id 4 is empty
+    out = superpixel_pool(x, sp, 5, reduce="max", backend=backend)  # type: ignore[arg-type]
+    assert out[0, :, 0].tolist() == [0.0, 3.0, -1.0, -2.0, 0.0]
+    out.sum().backward()
+    assert x.grad is not None
+    expected = torch.tensor([[[[1 / 3, 1 / 3, 0.5, 0.5], [1.0, 1 / 3, 0.5, 0.5]]]])
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=1e-7)
+    y = torch.full((1, 1, 2, 2), float("-inf"))
+    assert superpixel_pool(y, torch.tensor([[[0, 0], [0, 1]]]), 3, reduce="max")[0, :, 0].tolist() == [
+        float("-inf"),
+        float("-inf"),
+        0.0,
+    ]
 
 
 def test_upsample_resizes_coarse_features_first() -> None:
