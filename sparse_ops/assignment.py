@@ -516,6 +516,7 @@ class SuperpixelAssignment:
         """
         if layout not in (torch.sparse_coo, torch.sparse_csr):
             raise ValueError(f"layout must be torch.sparse_coo or torch.sparse_csr, got {layout}")
+        normalized = _checks.check_bool(normalized, "normalized")
         if normalized:  # 1 / count in an integer dtype would truncate to 0
             _checks.check_floating_dtype(dtype, "dtype", "with normalized=True")
         b, n_p, n_s = self.batch_size, self.height * self.width, self.num_superpixels

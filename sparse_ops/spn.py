@@ -180,6 +180,7 @@ def superpixel_cam(
                  [[ 1.,  1.,  4.]]]])
     """
     validate = _checks.check_bool(validate, "validate")
+    return_superpixel_scores = _checks.check_bool(return_superpixel_scores, "return_superpixel_scores")
     # the features first: a label map passed first gets the swapped-arguments hint, not a weight error
     _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
     _checks.check_classifier(weight, bias, features.shape[1])
