@@ -235,8 +235,7 @@ def test_train_stage_loader_workers_fit_in_shared_memory(monkeypatch):
     process) keep the stage running, and a note says so."""
     usage = SimpleNamespace(free=0)
     monkeypatch.setattr(gpu_check.shutil, "disk_usage", lambda path: usage)
-    batch_bytes = 8 * 512 * 512 * gpu_check.SAMPLE_BYTES_PER_PIXEL
-    assert batch_bytes / 2**20 == pytest.approx(88, abs=1)
+    batch_bytes = 8 * 512 * 512 * gpu_check.SAMPLE_BYTES_PER_PIXEL  # 88 MiB
     usage.free = 64 * 2**20
     workers, note = gpu_check.loader_workers(8, 8, 512)
     assert workers == 0 and "64 MiB free" in note and "0 workers instead of 8" in note
@@ -252,6 +251,18 @@ def test_train_stage_loader_workers_fit_in_shared_memory(monkeypatch):
     monkeypatch.setattr(gpu_check.shutil, "disk_usage", missing)
     workers, note = gpu_check.loader_workers(8, 8, 512)
     assert workers == 0 and "no /dev/shm" in note
+
+
+def test_sample_bytes_per_pixel_is_what_a_training_sample_holds(tmp_path):
+    """The loader-worker sizing counts the bytes of a real training sample (its tensors), per pixel."""
+    pytest.importorskip("torchvision")
+    from examples.voc_joint.data import build_dataset
+    from examples.voc_joint.synthetic import generate_synthetic_voc
+
+    root = generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=(36, 44), seed=1)
+    sample = build_dataset(root, "train", crop_size=32, train=True)[0]
+    held = sum(v.numel() * v.element_size() for v in sample.values() if isinstance(v, torch.Tensor))
+    assert held == 32 * 32 * gpu_check.SAMPLE_BYTES_PER_PIXEL
 
 
 # ----------------------------------------------------------------------------------------------- pytest
