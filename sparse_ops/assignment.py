@@ -37,12 +37,13 @@ _WARNINGS_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _quiet_sparse_beta() -> Iterator[None]:
-    """Ignore PyTorch's "Sparse CSR tensor support is in beta" ``UserWarning`` in the block (no other
-    warning), one thread at a time (:data:`_WARNINGS_LOCK`)."""
+    """Ignore PyTorch's sparse-matrix ``UserWarning`` in the block: "Sparse CSR tensor support is in beta" and
+    (torch 2.11) "Sparse invariant checks are implicitly disabled", although the matrices, valid by
+    construction, are built with ``check_invariants=False``; no other warning. One thread at a time
+    (:data:`_WARNINGS_LOCK`)."""
     with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
-        )
+        for message in ("Sparse CSR tensor support is in beta", "Sparse invariant checks are implicitly"):
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
         yield
 
 

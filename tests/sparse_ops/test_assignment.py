@@ -157,8 +157,9 @@ def test_to_sparse_normalized_needs_a_floating_dtype(dtype: torch.dtype) -> None
 
 
 def test_the_csr_builds_silence_the_beta_warning_only() -> None:
-    """The CSR builds hide PyTorch's "Sparse CSR tensor support is in beta" warning, and no other
-    ``UserWarning`` raised inside them (a user's warning filter turned to errors still sees those)."""
+    """The CSR builds hide PyTorch's two sparse-matrix warnings (beta state; invariant checks implicitly
+    disabled, torch 2.11), and no other ``UserWarning`` raised inside them (a user's warning filter turned to
+    errors still sees those)."""
     from sparse_ops.assignment import _quiet_sparse_beta
 
     with warnings.catch_warnings(record=True) as seen:
@@ -167,6 +168,8 @@ def test_the_csr_builds_silence_the_beta_warning_only() -> None:
             warnings.warn(
                 "Sparse CSR tensor support is in beta state. If you miss ...", UserWarning, stacklevel=1
             )
+            invariants = "Sparse invariant checks are implicitly disabled. Memory errors ..."  # torch 2.11
+            warnings.warn(invariants, UserWarning, stacklevel=1)
             warnings.warn("something else", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["something else"]
 
