@@ -24,7 +24,10 @@ an error naming the file.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -135,7 +138,8 @@ def build_trainaug(
     ``train`` = (VOC train | SBD train | SBD val) - VOC val, each name once, sorted; ``val`` = VOC val. A
     mask comes from VOC's ``SegmentationClass`` when VOC annotates the image (VOC ``train``, ``val`` or
     ``trainval`` lists), else from SBD's ``cls/<name>.mat``; it must have the size of its image
-    ``JPEGImages/<name>.jpg``.
+    ``JPEGImages/<name>.jpg``. The masks are written into a temporary folder and moved into place once all
+    of them are read, so a run that fails on a file writes nothing: fix the file and run it again.
 
     Args:
         voc_root: the VOC folder (``VOC2012``, ``VOCdevkit`` or the folder above it).
@@ -181,14 +185,50 @@ def build_trainaug(
         raise FileExistsError(
             f"{[str(p) for p in existing]} exist already: pass overwrite=True (--overwrite) to replace them"
         )
-    out_masks.mkdir(parents=True, exist_ok=True)
+    # the masks are written into a temporary folder first and moved into place once every one of them has
+    # been read: a run that fails on a file (a bad .mat, a missing image) leaves no partial output behind,
+    # so the same command runs again once the file is fixed
+    staging = Path(tempfile.mkdtemp(prefix=f".{MASK_DIR}.", suffix=".tmp", dir=voc))
+    try:
+        from_voc, from_sbd = _write_masks(
+            voc, sbd, sorted(set(train) | val_set), voc_annotated, staging, num_classes, max_pixels, progress
+        )
+        out_masks.mkdir(exist_ok=True)
+        for staged in sorted(staging.iterdir()):
+            os.replace(staged, out_masks / staged.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    out_lists.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_lists / "val.txt", "".join(f"{n}\n" for n in val))  # readable by all, as the masks
+    write_text_atomic(out_lists / "train.txt", "".join(f"{n}\n" for n in train))
+    return {
+        "voc_root": voc,
+        "train": train,
+        "val": val,
+        "from_voc": from_voc,
+        "from_sbd": from_sbd,
+        "val_removed": sorted(set(sbd_names) & val_set),
+    }
+
+
+def _write_masks(
+    voc: Path,
+    sbd: Path,
+    names: Sequence[str],
+    voc_annotated: set[str],
+    out: Path,
+    num_classes: int,
+    max_pixels: int,
+    progress: bool,
+) -> tuple[int, int]:
+    """Write the PNG mask of every name into ``out``; returns how many came from VOC and from SBD."""
     from_voc = from_sbd = 0
-    names: Any = sorted(set(train) | val_set)
+    items: Any = names
     if progress:  # tqdm (the examples extra) only when a bar is wanted
         from tqdm.auto import tqdm
 
-        names = tqdm(names, desc="trainaug masks", unit="mask", dynamic_ncols=True)
-    for name in names:
+        items = tqdm(names, desc="trainaug masks", unit="mask", dynamic_ncols=True)
+    for name in items:
         image = voc / "JPEGImages" / f"{name}.jpg"
         if not image.is_file():
             raise FileNotFoundError(f"image file not found: '{image}' (listed for the trainaug set)")
@@ -207,18 +247,8 @@ def build_trainaug(
                 f"label file '{source}' is {labels.shape[0]}x{labels.shape[1]} (HxW) but its image '{image}' "
                 f"is {height}x{width}"
             )
-        Image.fromarray(labels).save(out_masks / f"{name}.png")  # uint8 [H, W]: mode "L"
-    out_lists.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_lists / "val.txt", "".join(f"{n}\n" for n in val))  # readable by all, as the masks
-    write_text_atomic(out_lists / "train.txt", "".join(f"{n}\n" for n in train))
-    return {
-        "voc_root": voc,
-        "train": train,
-        "val": val,
-        "from_voc": from_voc,
-        "from_sbd": from_sbd,
-        "val_removed": sorted(set(sbd_names) & val_set),
-    }
+        Image.fromarray(labels).save(out / f"{name}.png")  # uint8 [H, W]: mode "L"
+    return from_voc, from_sbd
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -135,3 +135,22 @@ def test_command_line(real_layout, capsys) -> None:
         sbd.main(["--voc-root", str(root), "--sbd-root", str(root), "--overwrite", "--no-progress"])
     err = capsys.readouterr().err
     assert info.value.code == 1 and "2008_000101.mat" in err and "trainaug masks" not in err
+
+
+def test_a_failed_run_leaves_nothing_that_blocks_the_rerun(real_layout) -> None:
+    """A bad label file stops the build; once it is fixed, the same call (no overwrite) runs: the failed run
+    wrote no partial SegmentationClassAug (it was refused as 'exist already', naming --overwrite)."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    mat = ds / "cls" / "2008_000102.mat"  # the last name in sorted order: every other mask is written first
+    seg = _labels(3, band=False)
+    seg[0, 0] = 40
+    _write_mat(mat, seg)
+    with pytest.raises(DataError, match=r"2008_000102\.mat' has label values outside"):
+        sbd.build_trainaug(root, ds)
+    assert not (voc / "SegmentationClassAug").exists()
+    assert not (voc / "ImageSets" / "SegmentationAug").exists()
+    assert [p.name for p in voc.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+    _write_mat(mat, _labels(3, band=False))
+    res = sbd.build_trainaug(root, ds)
+    assert len(list((voc / "SegmentationClassAug").glob("*.png"))) == len(res["train"]) + len(res["val"])
