@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -371,7 +372,8 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
     if trained_on:
         print(
             f"[evaluate] warning: the checkpoint was trained on {len(trained_on)} of the {len(dataset)} "
-            f"images evaluated (its training split lists them, e.g. {trained_on[0]!r}): not a held-out score",
+            f"images evaluated (its training split, or that of a checkpoint it was fine-tuned from, lists "
+            f"them, e.g. {trained_on[0]!r}): not a held-out score",
             file=sys.stderr,
             flush=True,
         )
@@ -407,13 +409,24 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
 
 
 def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] | None:
-    """The images of ``names`` that the checkpoint's training split lists (in the order of ``names``), or
-    None when that list cannot be read (a checkpoint without the options, or its data folder not here).
+    """The images of ``names`` that the checkpoint was trained on (in the order of ``names``), or None when
+    that cannot be read (a checkpoint without the options, its data folder or a source checkpoint not here).
 
-    The list is the one the checkpoint's last stage trained on: ``config["args"]``'s ``data_root`` (None:
-    the generated set in the cache), ``sbd`` and ``train_split``. VOC names are global (``2008_000123``), so
-    the names are compared, wherever the evaluated folder lies.
+    The lists are the one the checkpoint's last stage trained on: ``config["args"]``'s ``data_root`` (None:
+    the generated set in the cache), ``sbd`` and ``train_split``; and, for a joint checkpoint, those of the
+    seg and spixel checkpoints it was fine-tuned from (``config["sources"]``, followed when the file there
+    still has the recorded SHA-256): a DeepLabV3+ pretrained on ``trainval`` has seen the val images, whatever
+    split the joint stage used. VOC names are global (``2008_000123``), so the names are compared, wherever
+    the evaluated folder lies.
     """
+    trained = _trained_names(config, set())
+    if trained is None:
+        return None
+    return [name for name in names if name in trained]
+
+
+def _trained_names(config: dict[str, Any], seen: set[str]) -> set[str] | None:
+    """The names of the training list of ``config`` and of its recorded source checkpoints (None: unknown)."""
     from examples.voc_joint.data import DEFAULT_CACHE, _list_dir, _resolve_root, read_list
 
     options = config.get("args")
@@ -425,7 +438,31 @@ def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] 
         trained = set(read_list(_list_dir(voc, bool(options.get("sbd"))) / f"{options['train_split']}.txt"))
     except (OSError, DataError):  # moved, not on this machine, unreadable: unknown
         return None
-    return [name for name in names if name in trained]
+    sources = config.get("sources") or {}
+    for source in sources.values() if isinstance(sources, dict) else ():
+        path = source.get("path") if isinstance(source, dict) else None
+        if not isinstance(path, str) or path in seen:
+            continue
+        seen.add(path)
+        source_config = _source_config(Path(path), source.get("sha256"))
+        more = None if source_config is None else _trained_names(source_config, seen)
+        if more is None:
+            return None
+        trained |= more
+    return trained
+
+
+def _source_config(path: Path, sha256: object) -> dict[str, Any] | None:
+    """The config of the checkpoint at ``path`` if it is still the recorded one (its SHA-256), else None.
+    Read memory-mapped: the weights are not loaded."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):  # gone, unreadable: unknown
+        return None
+    if not isinstance(ckpt, dict) or (sha256 is not None and ckpt.get("sha256") != sha256):
+        return None  # replaced since the joint stage read it (e.g. a new seg stage): another network
+    config = ckpt.get("config")
+    return config if isinstance(config, dict) else None
 
 
 def _replace_panels(new: Sequence[str], panels_dir: Path) -> list[str]:

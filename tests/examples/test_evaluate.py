@@ -478,6 +478,33 @@ def test_training_overlap_reads_the_checkpoints_training_list(voc, tmp_path):
     assert training_overlap({"model": {}}, val) is None  # no training options recorded
 
 
+def test_training_overlap_follows_the_checkpoints_a_joint_model_was_fine_tuned_from(voc, tmp_path):
+    """A joint stage on ``train`` from a DeepLabV3+ pretrained on ``trainval`` (--allow-val-overlap) has seen
+    the val images: counted through ``config["sources"]`` (it read 0 before); a source that is gone or was
+    replaced since (another SHA-256) makes the count unknown."""
+    from examples.voc_joint.evaluate import training_overlap
+
+    val = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    args = {"data_root": str(voc), "sbd": False, "train_split": "train"}
+    seg = tmp_path / "seg.pt"
+    torch.save({"config": {"args": {**args, "train_split": "trainval"}}, "sha256": "a" * 64}, seg)
+    spixel = tmp_path / "spixel.pt"
+    torch.save({"config": {"args": args}, "sha256": "b" * 64}, spixel)
+    sources = {
+        "seg_checkpoint": {"path": str(seg), "sha256": "a" * 64},
+        "spixel_checkpoint": {"path": str(spixel), "sha256": "b" * 64},
+    }
+    assert training_overlap({"args": args, "sources": sources}, val) == val
+    assert (
+        training_overlap({"args": args, "sources": {"spixel_checkpoint": sources["spixel_checkpoint"]}}, val)
+        == []
+    )
+    replaced = {**sources, "seg_checkpoint": {"path": str(seg), "sha256": "c" * 64}}
+    assert training_overlap({"args": args, "sources": replaced}, val) is None
+    seg.unlink()
+    assert training_overlap({"args": args, "sources": sources}, val) is None
+
+
 @pytest.mark.parametrize("train_split", ["train", "trainval"])
 def test_cli_warns_when_the_checkpoint_was_trained_on_the_evaluated_images(
     voc, tmp_path, monkeypatch, capsys, train_split
