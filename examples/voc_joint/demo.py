@@ -363,7 +363,7 @@ def check_user_data(opts: argparse.Namespace) -> None:
     from examples.voc_joint.distributed import DistInfo
 
     args = train.build_parser().parse_args(common_args(opts, Path(opts.data_root), model=False))
-    train.check_data(train.resolve_stage_options("seg", args), DistInfo(), val=True)
+    train.check_data(train.resolve_stage_options("seg", args), DistInfo(), val=True, own_command=False)
 
 
 def _refuse_earlier_run(out: Path, overwrite: bool) -> None:

@@ -687,7 +687,7 @@ def _check_batches(size: int, args: argparse.Namespace, info: DistInfo, root: Pa
         )
 
 
-def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool) -> Path:
+def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_command: bool = True) -> Path:
     """Check the data a run reads before it changes anything: the training split (the data folder, its list
     file and entries, that every listed image and mask exists, that it holds no validation image) and, when
     ``val``, ``--val-split``; returns the data root. (Whether the split holds one global batch is checked with
@@ -697,11 +697,14 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool) -> Path:
         FileNotFoundError, DataError: as :func:`check_val_data`; listed files that do not exist (all named).
         UsageError: the training split holds validation images (:func:`val_overlap_error`) and
             ``--allow-val-overlap`` is not given.
+
+    ``own_command=False``: the checks of another command (``demo.py``, ``ablation.py``), which has no
+    ``--allow-val-overlap`` to advise.
     """
     root = data_root(args, info)
     ds = _train_dataset(args, root)
     if not args.allow_val_overlap:
-        error = val_overlap_error(ds.names, ds.root, ds.list_file, args)
+        error = val_overlap_error(ds.names, ds.root, ds.list_file, args, own_command=own_command)
         if error:
             raise UsageError(error)
     missing = ds.missing_files()
@@ -718,7 +721,12 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool) -> Path:
 
 
 def val_overlap_error(
-    names: Sequence[str], voc_root: Path, list_file: Path, args: argparse.Namespace
+    names: Sequence[str],
+    voc_root: Path,
+    list_file: Path,
+    args: argparse.Namespace,
+    *,
+    own_command: bool = True,
 ) -> str | None:
     """Why the training split ``names`` (read from ``list_file``) must not be trained on: it holds images of
     a validation list (None: it holds none).
@@ -726,7 +734,8 @@ def val_overlap_error(
     The validation lists are VOC's ``ImageSets/Segmentation/val.txt``, the ``val.txt`` of the layout read
     (``ImageSets/SegmentationAug`` with ``--sbd``) and, with ``--eval``, ``--val-split``, where they exist.
     SBD's train and val sets hold many VOC 2012 val images: the standard 10582-image trainaug list
-    leaves them out, a union of SBD train + val + VOC train made by hand does not.
+    leaves them out, a union of SBD train + val + VOC train made by hand does not. ``own_command=False``: the
+    message of a command without ``--allow-val-overlap`` (``demo.py``, ``ablation.py``) points to train.py's.
     """
     layout = data._list_dir(voc_root, args.sbd)
     candidates = [data._list_dir(voc_root, False) / "val.txt", layout / "val.txt"]
@@ -747,8 +756,12 @@ def val_overlap_error(
         f"training split {args.train_split!r} ({list_file}) holds {count} of the validation lists "
         f"{[str(f) for f in lists]}: {shown}. Every validation score of the run would count "
         "images it was trained on (SBD's train and val sets contain VOC 2012 val images: the standard "
-        "trainaug list of 10582 images leaves them out). Remove them from the training list, or pass "
-        "--allow-val-overlap to train on them on purpose (e.g. a trainval model for the test server)"
+        "trainaug list of 10582 images leaves them out). Remove them from the training list, or "
+        + (
+            "pass --allow-val-overlap to train on them on purpose (e.g. a trainval model for the test server)"
+            if own_command
+            else "train on them on purpose with train.py --allow-val-overlap (not an option of this command)"
+        )
     )
 
 

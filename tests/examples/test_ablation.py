@@ -235,6 +235,8 @@ def test_a_users_data_gets_the_training_clis_checks(tiny_voc, tmp_path, one_thre
         ablation.main([*_small_argv(root, out, seg, spx, one_thread), "--max-steps", "1"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "1 image of the validation lists" in err and val_names[0] in err, err
+    # this command has no --allow-val-overlap: the message names train.py's
+    assert "pass --allow-val-overlap" not in err and "train.py --allow-val-overlap" in err, err
     (lists / "train.txt").write_text(train_list)
     (root / "JPEGImages" / f"{val_names[1]}.jpg").unlink()
     with pytest.raises(SystemExit) as info:
