@@ -420,8 +420,15 @@ def check_assoc(assoc: object, name: str = "assoc") -> Tensor:
     """Require a floating association ``Tensor[B, 9, H, W]``, ``H, W >= 1`` (type and shape only)."""
     assoc = check_floating(assoc, name, "[B, 9, H, W]")
     if assoc.shape[1] != 9:
+        hint = ""
+        if assoc.shape[-1] == 9:  # as for features: say how to pass a channels-last (dimension order) tensor
+            hint = (
+                f"; if {name} is [B, H, W, 9] (channels last in dimension order), pass "
+                f"{name}.permute(0, 3, 1, 2) (a torch.channels_last tensor keeps the [B, 9, H, W] order)"
+            )
         raise ValueError(
             f"{name} must have 9 channels (dim 1), one per candidate cell, got shape {tuple(assoc.shape)}"
+            + hint
         )
     if assoc.shape[2] == 0 or assoc.shape[3] == 0:
         raise ValueError(

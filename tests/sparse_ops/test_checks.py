@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import sparse_ops as so
 from sparse_ops import SuperpixelAssignment, _checks, superpixel_pool, superpixel_unpool, uniformize
 
 
@@ -442,3 +443,26 @@ def test_meta_label_maps_need_the_counts_that_cannot_be_inferred() -> None:
             so.SuperpixelAssignment(sp, torch.tensor([3]), validate=False)
         with pytest.raises(ValueError, match=r"^num_classes must be given for a label map on the meta"):
             so.spixel_loss(torch.empty(1, 9, 4, 4), sp, 2)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: so.hard_superpixels(a, 4),
+        lambda a: so.soft_uniformize(torch.randn(2, 3, 8, 8), a, 4),
+        lambda a: so.soft_superpixel_pool(torch.randn(2, 3, 8, 8), a, 4),
+        lambda a: so.spixel_loss(a, torch.randint(0, 3, (2, 8, 8)), 4),
+    ],
+    ids=["hard_superpixels", "soft_uniformize", "soft_superpixel_pool", "spixel_loss"],
+)
+def test_an_association_in_channels_last_order_is_told_how_to_permute(call) -> None:
+    """Like features and logits, an association given as [B, H, W, 9] is told to permute (it only said that
+    dim 1 must be 9); a channels_last-format tensor keeps the [B, 9, H, W] order and works."""
+    a = torch.rand(2, 8, 8, 9)
+    with pytest.raises(
+        ValueError, match=r"got shape \(2, 8, 8, 9\); if assoc is \[B, H, W, 9\].*permute\(0, 3, 1, 2\)"
+    ):
+        call(a)
+    call(a.permute(0, 3, 1, 2))
+    with pytest.raises(ValueError, match=r"got shape \(2, 8, 8, 8\)$"):  # no hint where it does not fit
+        call(torch.rand(2, 8, 8, 8))
