@@ -60,3 +60,35 @@ def test_refiner_is_exact_at_step0_on_large_logits(tutorial: ModuleType) -> None
     ref = sparse_ops.uniformize(logits, ids, 19)
     assert (out - ref).abs().max() < 1e-4
     assert (out - logits).abs().max() > 1  # not trivially the input
+
+
+def _page_code() -> str:
+    """The code blocks of ``docs/tutorials/own_model.rst`` in page order, as the page shows them."""
+    import re
+    import textwrap
+
+    page = (SCRIPT.parent / "own_model.rst").read_text()
+    source = SCRIPT.read_text()
+    blocks = []
+    for match in re.finditer(r"\.\. literalinclude:: own_model\.py\n((?:   :.*\n)+)", page):
+        opts = dict(re.findall(r":([\w-]+):[ \t]*(.*)", match.group(1)))
+        start = source.index("\n", source.index(opts["start-after"])) + 1
+        end = source.rindex("\n", 0, source.index(opts["end-before"], start)) + 1
+        block = source[start:end]
+        blocks.append(textwrap.dedent(block) if "dedent" in opts else block)
+    return "\n".join(blocks)
+
+
+def test_the_pages_code_runs_pasted_in_page_order() -> None:
+    """A reader who pastes the page's blocks in order needs only their images: the imports are shown, and
+    nothing is used before the page defines it (the model block built SuperpixelRefiner before the page showed
+    it, the imports and ``x`` were not shown, and the superpixel block read the script's ``args``)."""
+    pytest.importorskip("torchvision")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        namespace = {"images": torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))}
+        exec(compile(_page_code(), "own_model.rst", "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
+    assert namespace["step0_error"] < 1e-5 and torch.isfinite(namespace["loss"])

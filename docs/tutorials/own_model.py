@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 
+# --- [imports] -------------------------------------------------------------------------------------------
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import sparse_ops as so
 from transparent_init import TransparentConv1x1, selection_weight
+
+# --- [/imports] ------------------------------------------------------------------------------------------
 
 
 # --- [refiner] --------------------------------------------------------------------------------------------
@@ -97,25 +100,30 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     num_classes = 21
     # your pretrained model goes here; weights=None keeps this tutorial offline
     model = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
-    refiner = SuperpixelRefiner(num_classes)
     # --- [/model] -----------------------------------------------------------------------------------------
 
     images = make_images(2, args.size)
+    # --- [input] ------------------------------------------------------------------------------------------
+    # images: your batch, (B, 3, H, W) RGB in [0, 1] (here the astronaut photo of scikit-image and its mirror)
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
-    x = (images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    x = (images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)  # normalized as your model was trained
+    # --- [/input] -----------------------------------------------------------------------------------------
 
-    # --- [ids] --------------------------------------------------------------------------------------------
-    try:
-        if args.grid:
-            raise ImportError("--grid")
-        superpixels, n_s = slic_superpixels(images)
-        kind = "SLIC"
-    except ImportError:  # scikit-image is optional: fall back to the regular grid
+    if args.grid:  # --grid: the library's regular grid, even with scikit-image installed
         superpixels, n_s = grid_superpixels(images)
         kind = "grid"
-    # --- [/ids] -------------------------------------------------------------------------------------------
+    else:
+        # --- [ids] ----------------------------------------------------------------------------------------
+        try:
+            superpixels, n_s = slic_superpixels(images)
+            kind = "SLIC"
+        except ImportError:  # scikit-image is optional: fall back to the regular grid
+            superpixels, n_s = grid_superpixels(images)
+            kind = "grid"
+        # --- [/ids] ---------------------------------------------------------------------------------------
 
     # --- [step0] ------------------------------------------------------------------------------------------
+    refiner = SuperpixelRefiner(num_classes)
     model.eval()  # step-0 check: the refined output IS the uniformized output of your model
     with torch.no_grad():
         logits = model(x)["out"]
