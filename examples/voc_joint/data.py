@@ -499,6 +499,12 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
                     else "VOC2012 palette PNGs in 'SegmentationClass/'"
                 )
                 + f" under '{self.root}')"
+                + (
+                    "; build the trainaug layout from the official SBD release with 'python "
+                    f"examples/voc_joint/sbd.py --voc-root {self.root} --sbd-root <benchmark_RELEASE>'"
+                    if self.sbd and mask_dir is None
+                    else ""
+                )
             )
         list_dir = _list_dir(self.root, self.sbd)
         self.list_file = self.root / list_file if list_file is not None else list_dir / f"{split}.txt"
@@ -507,6 +513,11 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
             raise FileNotFoundError(
                 f"split list file not found: '{self.list_file}' (expected one image name per line in "
                 f"'{list_dir}/<split>.txt'; available splits: {found or 'none'})"
+                + (
+                    "; examples/voc_joint/sbd.py writes ImageSets/SegmentationAug/{train,val}.txt"
+                    if self.sbd and list_file is None and not found
+                    else ""
+                )
             )
         self.max_pixels = int(max_pixels)
         if self.max_pixels < 1:

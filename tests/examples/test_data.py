@@ -305,8 +305,12 @@ def test_missing_mask_folder(voc_copy):
         VOCSegmentation(voc_copy, "train")
     assert str(voc_copy / "SegmentationClass") in str(info.value)
     shutil.rmtree(voc_copy / "SegmentationClassAug")
-    with pytest.raises(FileNotFoundError, match="SegmentationClassAug"):
+    with pytest.raises(FileNotFoundError, match="SegmentationClassAug") as info:
         VOCSegmentation(voc_copy, "train", sbd=True)
+    assert "python examples/voc_joint/sbd.py --voc-root" in str(info.value)  # how to build it
+    with pytest.raises(FileNotFoundError) as info:
+        VOCSegmentation(voc_copy, "train", sbd=True, mask_dir="MyMasks")
+    assert "sbd.py" not in str(info.value)  # a folder of the user's naming: sbd.py does not write it
 
 
 def test_missing_list_file(voc_copy):
@@ -314,8 +318,9 @@ def test_missing_list_file(voc_copy):
         VOCSegmentation(voc_copy, "test")
     assert str(voc_copy / "ImageSets" / "Segmentation" / "test.txt") in str(info.value)
     shutil.rmtree(voc_copy / "ImageSets" / "SegmentationAug")
-    with pytest.raises(FileNotFoundError, match="SegmentationAug"):
+    with pytest.raises(FileNotFoundError, match="SegmentationAug") as info:
         VOCSegmentation(voc_copy, "train", sbd=True)
+    assert "examples/voc_joint/sbd.py writes ImageSets/SegmentationAug" in str(info.value)
 
 
 def test_empty_list_file(voc_copy):
