@@ -332,7 +332,9 @@ def eval_transform(
 # data set
 
 
-def _resolve_root(root: Path) -> Path:
+def _resolve_root(root: Path, option: str = "--data-root") -> Path:
+    """The VOC2012 folder of ``root`` (itself, ``root/VOC2012`` or ``root/VOCdevkit/VOC2012``); the error
+    names ``option``, the command-line option that gave ``root``."""
     for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
         if (candidate / "JPEGImages").is_dir():
             return candidate
@@ -340,7 +342,7 @@ def _resolve_root(root: Path) -> Path:
         f"no PASCAL VOC 2012 layout under '{root}': expected the folder '{root / 'JPEGImages'}' (or "
         f"'{root / 'VOCdevkit' / 'VOC2012' / 'JPEGImages'}') next to 'SegmentationClass' (or "
         "'SegmentationClassAug') and 'ImageSets/Segmentation' (or 'ImageSets/SegmentationAug'). "
-        "Point --data-root at an extracted VOCtrainval_11-May-2012.tar, or generate a synthetic set with "
+        f"Point {option} at an extracted VOCtrainval_11-May-2012.tar, or generate a synthetic set with "
         "'python examples/voc_joint/synthetic.py --out DIR'."
     )
 

@@ -159,7 +159,7 @@ def build_trainaug(
         FileNotFoundError: a missing folder, list, image or label file (named).
         DataError: an unreadable label file, labels out of range, a mask whose size differs from its image.
     """
-    voc = _resolve_root(Path(voc_root).expanduser())
+    voc = _resolve_root(Path(voc_root).expanduser(), option="--voc-root")
     sbd = resolve_sbd_root(sbd_root)
     seg_lists = _list_dir(voc, False)
     lists: dict[str, list[str]] = {}

@@ -119,6 +119,9 @@ def test_sbd_label_files_are_checked_and_named(real_layout, tmp_path) -> None:
         sbd.build_trainaug(root, ds, overwrite=True)
     with pytest.raises(FileNotFoundError, match="no SBD layout under"):
         sbd.build_trainaug(root, tmp_path / "VOCdevkit")
+    with pytest.raises(FileNotFoundError, match="no PASCAL VOC 2012 layout") as info:
+        sbd.build_trainaug(tmp_path / "nowhere", ds)
+    assert "Point --voc-root at" in str(info.value)  # sbd.py's option; it has no --data-root
 
 
 def test_command_line(real_layout, capsys) -> None:
