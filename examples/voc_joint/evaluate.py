@@ -425,6 +425,13 @@ def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] 
     return [name for name in names if name in trained]
 
 
+def checkpoint_training_names(path: str | Path) -> set[str] | None:
+    """The names of the images the checkpoint at ``path`` was trained on, those of the checkpoints it was
+    fine-tuned from included (as :func:`training_overlap`); None when that cannot be read."""
+    config = _source_config(Path(path), None)
+    return None if config is None else _trained_names(config, {str(path)})
+
+
 def _trained_names(config: dict[str, Any], seen: set[str]) -> set[str] | None:
     """The names of the training list of ``config`` and of its recorded source checkpoints (None: unknown)."""
     from examples.voc_joint.data import DEFAULT_CACHE, _list_dir, _resolve_root, read_list

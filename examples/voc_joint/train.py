@@ -705,6 +705,7 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
     ds = _train_dataset(args, root)
     if not args.allow_val_overlap:
         error = val_overlap_error(ds.names, ds.root, ds.list_file, args, own_command=own_command)
+        error = error or source_overlap_error(ds.root, args, own_command=own_command)
         if error:
             raise UsageError(error)
     missing = ds.missing_files()
@@ -737,6 +738,45 @@ def val_overlap_error(
     leaves them out, a union of SBD train + val + VOC train made by hand does not. ``own_command=False``: the
     message of a command without ``--allow-val-overlap`` (``demo.py``, ``ablation.py``) points to train.py's.
     """
+    found, lists = _val_images(names, voc_root, args)
+    if not found:
+        return None
+    return (
+        f"training split {args.train_split!r} ({list_file}) holds {_count(found)} of the validation lists "
+        f"{[str(f) for f in lists]}: {_names(found)}. Every validation score of the run would count "
+        "images it was trained on (SBD's train and val sets contain VOC 2012 val images: the standard "
+        "trainaug list of 10582 images leaves them out). Remove them from the training list, or "
+        + _override_advice(own_command)
+    )
+
+
+def source_overlap_error(voc_root: Path, args: argparse.Namespace, *, own_command: bool = True) -> str | None:
+    """Why the joint stage must not start from ``--seg-checkpoint`` / ``--spixel-checkpoint``: the training
+    lists they record (theirs and those of the checkpoints they were fine-tuned from) hold images of the
+    validation lists of :func:`val_overlap_error` (None: they hold none, or the lists cannot be read)."""
+    from examples.voc_joint.evaluate import checkpoint_training_names
+
+    for option in _SOURCES:
+        path = getattr(args, option, None)
+        trained = None if path is None else checkpoint_training_names(path)
+        if not trained:
+            continue
+        found, lists = _val_images(sorted(trained), voc_root, args)
+        if found:
+            return (
+                f"{flag(option)} {path} was trained on {_count(found)} of the validation lists "
+                f"{[str(f) for f in lists]}: {_names(found)} (its recorded training split, e.g. a trainval "
+                "run with --allow-val-overlap): every validation score of the joint model would count images "
+                "its network was trained on. Start from a network trained without them, or "
+                + _override_advice(own_command)
+            )
+    return None
+
+
+def _val_images(
+    names: Sequence[str], voc_root: Path, args: argparse.Namespace
+) -> tuple[list[str], list[Path]]:
+    """The names of ``names`` that a validation list holds (in list order) and the validation lists read."""
     layout = data._list_dir(voc_root, args.sbd)
     candidates = [data._list_dir(voc_root, False) / "val.txt", layout / "val.txt"]
     if args.eval:
@@ -748,21 +788,23 @@ def val_overlap_error(
         for name in data.read_list(f):
             if name in held:
                 found[name] = None
-    if not found:
-        return None
-    shown = ", ".join(repr(n) for n in list(found)[:5]) + (", ..." if len(found) > 5 else "")
-    count = f"{len(found)} image{'s' if len(found) > 1 else ''}"
-    return (
-        f"training split {args.train_split!r} ({list_file}) holds {count} of the validation lists "
-        f"{[str(f) for f in lists]}: {shown}. Every validation score of the run would count "
-        "images it was trained on (SBD's train and val sets contain VOC 2012 val images: the standard "
-        "trainaug list of 10582 images leaves them out). Remove them from the training list, or "
-        + (
+    return list(found), lists
+
+
+def _count(found: Sequence[str]) -> str:
+    return f"{len(found)} image{'s' if len(found) > 1 else ''}"
+
+
+def _names(found: Sequence[str]) -> str:
+    return ", ".join(repr(n) for n in found[:5]) + (", ..." if len(found) > 5 else "")
+
+
+def _override_advice(own_command: bool) -> str:
+    if own_command:
+        return (
             "pass --allow-val-overlap to train on them on purpose (e.g. a trainval model for the test server)"
-            if own_command
-            else "train on them on purpose with train.py --allow-val-overlap (not an option of this command)"
         )
-    )
+    return "train on them on purpose with train.py --allow-val-overlap (not an option of this command)"
 
 
 def build_train_loader(

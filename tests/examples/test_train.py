@@ -1745,3 +1745,42 @@ def test_listed_files_that_do_not_exist_are_found_before_the_run_starts(tiny_voc
     assert "2 files listed" in text, text
     assert f"{train_names[2]}.png" in text and f"{val_names[0]}.jpg" in text, text
     assert not (tmp_path / "a").exists()
+
+
+def test_a_joint_stage_from_a_network_trained_on_validation_images_is_refused(
+    tiny_voc, tmp_path, capsys
+) -> None:
+    """The refusal above held for the stage's own split only: a joint stage on 'train' from a DeepLabV3+
+    pretrained on 'trainval' (--allow-val-overlap) ran without the flag, and its val scores counted images its
+    network was trained on. Its --seg-checkpoint's recorded training split is checked too."""
+    seg = ["--epochs", "1", "--max-steps", "1"]
+    assert train.main(
+        train_args(
+            tiny_voc,
+            tmp_path / "tv",
+            "--stage",
+            "seg",
+            *seg,
+            "--train-split",
+            "trainval",
+            "--allow-val-overlap",
+        )
+    )["seg"].is_file()
+    assert train.main(train_args(tiny_voc, tmp_path / "ok", "--stage", "spixel", *seg))["spixel"].is_file()
+    sources = ["--seg-checkpoint", str(tmp_path / "tv" / "seg" / "checkpoint.pt")]
+    sources += ["--spixel-checkpoint", str(tmp_path / "ok" / "spixel" / "checkpoint.pt")]
+    joint = train_args(tiny_voc, tmp_path / "joint", "--stage", "joint", *seg, *sources)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        train.main(joint)
+    err = capsys.readouterr().err
+    val = (tiny_voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    assert (
+        info.value.code == 2 and f"--seg-checkpoint {sources[1]} was trained on {len(val)} images" in err
+    ), err
+    assert (
+        "of the validation lists" in err
+        and "--allow-val-overlap" in err
+        and not (tmp_path / "joint").exists()
+    )
+    assert train.main([*joint, "--allow-val-overlap"])["joint"].is_file()
