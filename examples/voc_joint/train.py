@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train on images of the validation lists anyway (VOC's ImageSets/Segmentation/val.txt, the "
         "layout's val.txt and, with --eval, --val-split), e.g. a trainval model for the test server; "
-        "without it such a training split is refused",
+        "without it such a training split is refused, and so is a joint stage from a --seg-checkpoint / "
+        "--spixel-checkpoint trained on such images",
     )
     g.add_argument("--log-every", type=POS, default=10, help="CSV / TensorBoard row every N steps")
     g.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (if it imports)")
