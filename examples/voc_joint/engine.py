@@ -443,12 +443,14 @@ def evaluate_checkpoint(
     With ``args.sbd`` the split is read from the SBD-augmented layout (``ImageSets/SegmentationAug``,
     ``SegmentationClassAug``), as for training and as ``evaluate.py --sbd`` does.
 
-    ``eval.json`` holds the scores and ``checkpoint_step``, the step of the checkpoint evaluated (see
-    :func:`evaluation_current`); it is written atomically, once the evaluation is complete.
+    ``eval.json`` holds the scores, ``checkpoint_step``, the step of the checkpoint evaluated (see
+    :func:`evaluation_current`), and ``trained_on_evaluated_images`` as ``evaluate.py``'s ``metrics.json``
+    (a run with ``--allow-val-overlap`` also says so in its line); it is written atomically, once the
+    evaluation is complete.
     """
     from examples.voc_joint import data
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
-    from examples.voc_joint.evaluate import evaluate
+    from examples.voc_joint.evaluate import evaluate, training_overlap
     from examples.voc_joint.metrics import dumps
 
     model, config = load_model_from_checkpoint(ckpt_path, map_location=device)
@@ -469,9 +471,21 @@ def evaluate_checkpoint(
         panels_dir=ckpt_path.parent / "panels",
         progress=not args.no_progress,
     )
-    res = {"checkpoint_step": config["step"], **res}  # which checkpoint this is (evaluation_current)
+    # as evaluate.py: a run with --allow-val-overlap scores images it was trained on, and says so
+    trained_on = training_overlap(config, ds.names)
+    res = {
+        "checkpoint_step": config["step"],  # which checkpoint this is (evaluation_current)
+        "trained_on_evaluated_images": None if trained_on is None else len(trained_on),
+        **res,
+    }
     write_text_atomic(ckpt_path.parent / "eval.json", dumps(res) + "\n")
-    print(f"[eval] {ckpt_path}: mIoU {100 * res['miou']:.2f} %; details in {ckpt_path.parent / 'eval.json'}")
+    note = (
+        f" (trained on {len(trained_on)} of the {len(ds)} images evaluated: not a held-out score)"
+        if trained_on
+        else ""
+    )
+    details = ckpt_path.parent / "eval.json"
+    print(f"[eval] {ckpt_path}: mIoU {100 * res['miou']:.2f} %{note}; details in {details}")
     return res
 
 

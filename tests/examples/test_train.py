@@ -1784,3 +1784,22 @@ def test_a_joint_stage_from_a_network_trained_on_validation_images_is_refused(
         and not (tmp_path / "joint").exists()
     )
     assert train.main([*joint, "--allow-val-overlap"])["joint"].is_file()
+
+
+def test_eval_of_a_run_on_validation_images_says_it_is_not_held_out(tiny_voc, tmp_path, capsys) -> None:
+    """--allow-val-overlap --eval scored val images the run trained on with a plain '[eval] ... mIoU' line
+    and an eval.json without the count that evaluate.py's metrics.json records: both say it now."""
+    val = (tiny_voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    seg = ["--stage", "seg", "--epochs", "1", "--max-steps", "1", "--eval"]
+    out = train.main(
+        train_args(tiny_voc, tmp_path / "tv", *seg, "--train-split", "trainval", "--allow-val-overlap")
+    )
+    res = json.loads((out["seg"].parent / "eval.json").read_text())
+    assert res["trained_on_evaluated_images"] == len(val)
+    assert (
+        f"(trained on {len(val)} of the {len(val)} images evaluated: not a held-out score)"
+        in capsys.readouterr().out
+    )
+    out = train.main(train_args(tiny_voc, tmp_path / "held_out", *seg))
+    assert json.loads((out["seg"].parent / "eval.json").read_text())["trained_on_evaluated_images"] == 0
+    assert "not a held-out score" not in capsys.readouterr().out
