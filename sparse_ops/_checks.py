@@ -193,6 +193,11 @@ def check_label_map(labels: object, name: str = "superpixels") -> Tensor:
             f"{name} must be an integer torch.Tensor of shape [B, H, W], got {type(labels).__name__}"
             f"{_numpy_hint(labels, name)}"
         )
+    if labels.is_floating_point() and labels.dim() == 4 and labels.shape[1] > 1:  # features, not labels
+        raise TypeError(
+            f"{name} must be an integer label map [B, H, W], got a floating tensor of shape "
+            f"{tuple(labels.shape)} (features or logits [B, C, H, W]?): pass the label map here"
+        )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(
             f"{name} must have an integer dtype (e.g. torch.int64), got {labels.dtype}; ids are labels, not "

@@ -167,7 +167,9 @@ def max_unpool2d(
             f"indices must have the shape of values {tuple(values.shape)}, got shape {tuple(indices.shape)}"
         )
     if indices.dtype != torch.long:
-        raise TypeError(f"indices must be a LongTensor (torch.int64), got dtype {indices.dtype}")
+        swapped = values.dtype == torch.long and indices.is_floating_point()
+        hint = " (the values come first, then the indices)" if swapped else ""
+        raise TypeError(f"indices must be a LongTensor (torch.int64), got dtype {indices.dtype}{hint}")
     if indices.device != values.device:
         raise ValueError(f"indices must be on the device of values ({values.device}), got {indices.device}")
     try:

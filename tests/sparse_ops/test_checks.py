@@ -466,3 +466,30 @@ def test_an_association_in_channels_last_order_is_told_how_to_permute(call) -> N
     call(a.permute(0, 3, 1, 2))
     with pytest.raises(ValueError, match=r"got shape \(2, 8, 8, 8\)$"):  # no hint where it does not fit
         call(torch.rand(2, 8, 8, 8))
+
+
+def test_features_passed_as_the_label_map_are_named_as_such() -> None:
+    """A floating ``[B, C, H, W]`` tensor where the label map goes (the arguments swapped, or logits given to
+    ``SuperpixelAssignment``) is told to pass the label map, not to convert the features with ``.long()``."""
+    import sparse_ops as so
+
+    logits = torch.randn(2, 21, 4, 4)
+    with pytest.raises(
+        TypeError, match=r"floating tensor of shape \(2, 21, 4, 4\) \(features or logits"
+    ) as info:
+        so.SuperpixelAssignment(logits, 5)
+    assert ".long()" not in str(info.value)
+    with pytest.raises(TypeError, match=r"convert with superpixels\.long\(\)"):  # a resized label map
+        so.SuperpixelAssignment(torch.zeros(2, 1, 4, 4), 5)
+
+
+def test_max_unpool_with_swapped_arguments_says_values_come_first() -> None:
+    import sparse_ops as so
+
+    pooled = so.max_pool2d_with_indices(torch.randn(1, 2, 4, 4), 2)
+    with pytest.raises(
+        TypeError, match=r"got dtype torch\.float32 \(the values come first, then the indices\)"
+    ):
+        so.max_unpool2d(pooled.indices, pooled.values, (4, 4))
+    with pytest.raises(TypeError, match=r"got dtype torch\.int32$"):  # no hint where nothing is swapped
+        so.max_unpool2d(pooled.values, pooled.indices.int(), (4, 4))
