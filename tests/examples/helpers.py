@@ -1,10 +1,13 @@
 """Shared helpers of the example tests: tiny training options, a tiny demo run, untrained checkpoints, a
-layout probe (the tiny synthetic VOC set is the ``tiny_voc`` fixture of ``conftest.py``)."""
+layout probe, the data checks of a command on a user's ``--data-root`` (the tiny synthetic VOC set is the
+``tiny_voc`` fixture of ``conftest.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
 TINY_MODEL = [
@@ -79,3 +82,26 @@ def untrained_checkpoints(folder: Path, cell_size: int = 8) -> tuple[Path, Path]
         }
         paths.append(save_checkpoint(folder / stage / "checkpoint.pt", ckpt))
     return paths[0], paths[1]
+
+
+def assert_data_root_is_checked(
+    run: Callable[[], object], root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run()`` (a command on ``--data-root root``, a copy of the tiny set) refuses a training list holding a
+    validation image (exit 2, pointing to ``train.py --allow-val-overlap``: the command has no such option),
+    then, the list restored, a listed image that does not exist (exit 1, the file named)."""
+    lists = root / "ImageSets" / "Segmentation"
+    train_list = (lists / "train.txt").read_text()
+    val_names = (lists / "val.txt").read_text().split()
+    (lists / "train.txt").write_text(train_list + val_names[0] + "\n")
+    with pytest.raises(SystemExit) as info:
+        run()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "1 image of the validation lists" in err and val_names[0] in err, err
+    assert "pass --allow-val-overlap" not in err and "train.py --allow-val-overlap" in err, err
+    (lists / "train.txt").write_text(train_list)
+    (root / "JPEGImages" / f"{val_names[1]}.jpg").unlink()
+    with pytest.raises(SystemExit) as info:
+        run()
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and f"{val_names[1]}.jpg" in err and "do not exist" in err, err

@@ -14,7 +14,7 @@ pytest.importorskip("torchvision")
 
 from examples.voc_joint import ablation
 
-from .helpers import untrained_checkpoints
+from .helpers import assert_data_root_is_checked, untrained_checkpoints
 
 
 @pytest.fixture
@@ -226,23 +226,9 @@ def test_a_users_data_gets_the_training_clis_checks(tiny_voc, tmp_path, one_thre
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     root = tmp_path / "voc"
     shutil.copytree(tiny_voc, root)
-    lists = root / "ImageSets" / "Segmentation"
-    train_list = (lists / "train.txt").read_text()
-    val_names = (lists / "val.txt").read_text().split()
-    (lists / "train.txt").write_text(train_list + val_names[0] + "\n")
     out = tmp_path / "abl"
-    with pytest.raises(SystemExit) as info:
-        ablation.main([*_small_argv(root, out, seg, spx, one_thread), "--max-steps", "1"])
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and "1 image of the validation lists" in err and val_names[0] in err, err
-    # this command has no --allow-val-overlap: the message names train.py's
-    assert "pass --allow-val-overlap" not in err and "train.py --allow-val-overlap" in err, err
-    (lists / "train.txt").write_text(train_list)
-    (root / "JPEGImages" / f"{val_names[1]}.jpg").unlink()
-    with pytest.raises(SystemExit) as info:
-        ablation.main([*_small_argv(root, out, seg, spx, one_thread), "--max-steps", "1"])
-    err = capsys.readouterr().err
-    assert info.value.code == 1 and f"{val_names[1]}.jpg" in err and "do not exist" in err, err
+    argv = [*_small_argv(root, out, seg, spx, one_thread), "--max-steps", "1"]
+    assert_data_root_is_checked(lambda: ablation.main(argv), root, capsys)
     assert not out.exists()
 
 

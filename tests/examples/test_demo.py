@@ -18,7 +18,7 @@ from examples.voc_joint.data import build_dataset
 from examples.voc_joint.synthetic import generate_synthetic_voc
 from examples.voc_joint.visualize import make_panel
 
-from .helpers import run_tiny_demo, untrained_checkpoints
+from .helpers import assert_data_root_is_checked, run_tiny_demo, untrained_checkpoints
 
 # (height, width) of the resized images: the first two val images share a size, the others differ
 VAL_SIZES = [(40, 48), (40, 48), (44, 56), (36, 52)]
@@ -335,23 +335,8 @@ def test_a_users_data_gets_the_training_clis_checks_before_overwrite_deletes(
 
     root = tmp_path / "voc"
     shutil.copytree(tiny_voc, root)
-    lists = root / "ImageSets" / "Segmentation"
-    train_list = (lists / "train.txt").read_text()
-    val_names = (lists / "val.txt").read_text().split()
     out = tmp_path / "demo"
     stale = _stale_demo_run(out)
     argv = ["--output-dir", str(out), "--data-root", str(root), "--overwrite", "--no-progress"]
-    (lists / "train.txt").write_text(train_list + val_names[0] + "\n")
-    with pytest.raises(SystemExit) as info:
-        demo.main(argv)
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and "1 image of the validation lists" in err and val_names[0] in err, err
-    # this command has no --allow-val-overlap: the message names train.py's
-    assert "pass --allow-val-overlap" not in err and "train.py --allow-val-overlap" in err, err
-    (lists / "train.txt").write_text(train_list)
-    (root / "JPEGImages" / f"{val_names[1]}.jpg").unlink()
-    with pytest.raises(SystemExit) as info:
-        demo.main(argv)
-    err = capsys.readouterr().err
-    assert info.value.code == 1 and f"{val_names[1]}.jpg" in err and "do not exist" in err, err
+    assert_data_root_is_checked(lambda: demo.main(argv), root, capsys)
     assert all(p.exists() for p in stale)  # nothing of the earlier run was deleted
