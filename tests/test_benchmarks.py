@@ -900,7 +900,11 @@ def test_bench_soft_workers_report_the_median_of_their_runs(monkeypatch):
     assert soft["times_ms"] == [1.0, 2.0, 9.0] and soft["peak_rss_growth_mib"] is None
 
 
-@pytest.mark.parametrize("script", ["bench_ops", "bench_soft", "bench_uniformize", "bench_joint"])
+@pytest.mark.parametrize(
+    "script",
+    # bench_joint builds the example's models: it needs the examples extra (torchvision)
+    ["bench_ops", "bench_soft", "bench_uniformize", pytest.param("bench_joint", marks=pytest.mark.examples)],
+)
 def test_every_benchmark_refuses_cuda_without_it_as_a_usage_error(script, monkeypatch, capsys):
     """``--device cuda`` where CUDA is missing: one argparse error naming the option (exit status 2), the same
     in every script (``_harness.cli_device``)."""
