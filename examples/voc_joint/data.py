@@ -57,6 +57,7 @@ __all__ = [
     "normalize_seg",
     "normalize_spixel",
     "read_list",
+    "shown_names",
     "train_transform",
     "voc_palette",
 ]
@@ -418,6 +419,11 @@ def _read_mask(
 _IMAGE_PATH_ENTRY = re.compile(r"/?JPEGImages/(.+)\.jpg")
 
 
+def shown_names(names: Sequence[str], limit: int = 5) -> str:
+    """The first ``limit`` image names for a message, quoted, with ``...`` when there are more."""
+    return ", ".join(repr(n) for n in names[:limit]) + (", ..." if len(names) > limit else "")
+
+
 def read_list(list_file: Path) -> list[str]:
     """The image names of a split list (first word of each non-empty line, or the ``<name>`` of a first word
     ``/JPEGImages/<name>.jpg``); each must stay inside the data folders: no absolute path, no ``..``."""
@@ -531,9 +537,9 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
             raise DataError(f"split list file '{self.list_file}' is empty")
         repeated = [name for name, n in collections.Counter(self.names).items() if n > 1]
         if repeated:  # e.g. lists concatenated by hand: each repeat would count twice in an epoch or a score
-            shown = ", ".join(repr(n) for n in repeated[:5]) + (", ..." if len(repeated) > 5 else "")
             raise DataError(
-                f"split list file '{self.list_file}' names {len(repeated)} image(s) more than once: {shown} "
+                f"split list file '{self.list_file}' names {len(repeated)} image(s) more than once: "
+                f"{shown_names(repeated)} "
                 "(each would count twice per epoch or in a score; list every image once, e.g. sort -u)"
             )
 

@@ -744,8 +744,8 @@ def val_overlap_error(
         return None
     return (
         f"training split {args.train_split!r} ({list_file}) holds {_count(found)} of the validation lists "
-        f"{[str(f) for f in lists]}: {_names(found)}. Every validation score of the run would count "
-        "images it was trained on (SBD's train and val sets contain VOC 2012 val images: the standard "
+        f"{[str(f) for f in lists]}: {data.shown_names(found)}. Every validation score of the run would "
+        "count images it was trained on (SBD's train and val sets contain VOC 2012 val images: the standard "
         "trainaug list of 10582 images leaves them out). Remove them from the training list, or "
         + _override_advice(own_command)
     )
@@ -766,9 +766,9 @@ def source_overlap_error(voc_root: Path, args: argparse.Namespace, *, own_comman
         if found:
             return (
                 f"{flag(option)} {path} was trained on {_count(found)} of the validation lists "
-                f"{[str(f) for f in lists]}: {_names(found)} (its recorded training split, e.g. a trainval "
-                "run with --allow-val-overlap): every validation score of the joint model would count images "
-                "its network was trained on. Start from a network trained without them, or "
+                f"{[str(f) for f in lists]}: {data.shown_names(found)} (its recorded training split, e.g. a "
+                "trainval run with --allow-val-overlap): every validation score of the joint model would "
+                "count images its network was trained on. Start from a network trained without them, or "
                 + _override_advice(own_command)
             )
     return None
@@ -794,10 +794,6 @@ def _val_images(
 
 def _count(found: Sequence[str]) -> str:
     return f"{len(found)} image{'s' if len(found) > 1 else ''}"
-
-
-def _names(found: Sequence[str]) -> str:
-    return ", ".join(repr(n) for n in found[:5]) + (", ..." if len(found) > 5 else "")
 
 
 def _override_advice(own_command: bool) -> str:
