@@ -2,10 +2,10 @@
 
 Three maps cover every hard op. With the accumulator layout of :mod:`sparse_ops._layout`, ``sums(x, slot)``
 adds every pixel into its accumulator (a ``scatter_add_``, or a CSR product for the ``"sparse"`` backend) and
-folds the extra accumulators of large superpixels into their primary slot in float64; ``read(z, space)`` gives
-every pixel its superpixel's value (a ``gather``, or a CSR product). A mask sends the uncounted pixels to a
-trash slot that nobody reads (``slot_counted``) or makes them read the trash slot, which holds 0
-(``space_counted``).
+folds the extra accumulators of large superpixels into their primary slot in float64 (on the host for a
+device without float64, see :mod:`sparse_ops._float64`); ``read(z, space)`` gives every pixel its
+superpixel's value (a ``gather``, or a CSR product). A mask sends the uncounted pixels to a trash slot that
+nobody reads (``slot_counted``) or makes them read the trash slot, which holds 0 (``space_counted``).
 
 * ``_Average`` (uniformization): ``y = where(keep, x, read(inv * sums(x, slot_counted), space))``; its
   adjoint swaps the roles: ``read(inv * sums(g, slot), space_counted)``. Without a mask the map is symmetric.
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sparse_ops import _float64
 from sparse_ops._checks import VMAP_FEATURES_ONLY
 
 __all__ = ["apply_average", "apply_decode", "apply_pool", "read", "sums"]
@@ -67,11 +68,23 @@ def sums(
     groups = group_owner.shape[-1]
     if num_extra and groups:  # the superpixels with extra accumulators: add those in float64
         owner = group_owner.expand(b, c, groups)
-        total = torch.gather(primary, 2, owner).double()
-        extras = partial[..., num_space * lanes + 1 :].double()
-        total.scatter_add_(2, extra_group.expand(b, c, num_extra), extras)
-        primary.scatter_(2, owner, total.to(x.dtype))
+        total = torch.gather(primary, 2, owner)
+        extras = partial[..., num_space * lanes + 1 :]
+        if _float64.has_float64(x.device):
+            primary.scatter_(2, owner, _fold_extras(total, extras, extra_group).to(x.dtype))
+        else:  # on the host ([B, C, G + E]: at most one value per K pixels and channel)
+            host = _float64.to_host
+            folded = _fold_extras(host(total), host(extras), host(extra_group))
+            primary.scatter_(2, owner, _float64.to_device(folded.to(x.dtype), x.device))
     return primary
+
+
+def _fold_extras(total: Tensor, extras: Tensor, extra_group: Tensor) -> Tensor:
+    """``total[B, C, G]`` plus the extra sums ``extras[B, C, E]`` of every group (``extra_group[B, 1, E]``),
+    added in float64 (on the device of the three)."""
+    total = total.double()
+    b, c, num_extra = extras.shape
+    return total.scatter_add_(2, extra_group.expand(b, c, num_extra), extras.double())
 
 
 def read(z: Tensor, space: Tensor, num_pixels: int, rows: bool = False) -> Tensor:

@@ -11,7 +11,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from sparse_ops import _checks
+from sparse_ops import _checks, _float64
 from sparse_ops._kernels import apply_average, apply_decode, apply_pool
 from sparse_ops._layout import Layout, build_layout
 
@@ -93,6 +93,13 @@ def _functorch_transforms_active() -> bool:
     """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) runs (a private API, read defensively)."""
     active = getattr(torch._C, "_are_functorch_transforms_active", None)
     return bool(active()) if active is not None else False
+
+
+def _reciprocals(counts: Tensor) -> Tensor:
+    """``1 / count`` ``[B, 1, N_s + 1]`` in float64 from ``counts[B, N_s]``: 0 for an empty superpixel and for
+    the trash slot (the last); exact integers, one rounding."""
+    inv = torch.where(counts > 0, counts.double().reciprocal(), 0.0)
+    return torch.cat([inv, inv.new_zeros(counts.shape[0], 1)], dim=1).unsqueeze(1)
 
 
 def _as_compute(x: Tensor) -> Tensor:
@@ -209,6 +216,12 @@ class SuperpixelAssignment:
         _checks.check_not_vmapped(superpixels, "superpixels")
         _checks.check_not_vmapped(mask, "mask")
         labels = _checks.drop_channel_dim(superpixels)
+        if backend == "sparse" and not _float64.has_float64(labels.device):
+            raise ValueError(
+                f"backend='sparse' is not supported on {labels.device}, a device without float64 (on mps "
+                "PyTorch has no sparse CSR tensors either), got backend='sparse'; use backend='scatter' "
+                "(what 'auto' picks there)"
+            )
         b, h, w = labels.shape
         n = h * w
         index = labels.reshape(b, n).to(torch.long, copy=True)  # own copy: no aliasing of the caller's map
@@ -259,11 +272,12 @@ class SuperpixelAssignment:
         self._slot_counted = slot_counted
         self._space_counted = space_counted
         self._keep = keep
-        inv = torch.where(
-            counts > 0, counts.double().reciprocal(), 0.0
-        )  # 1/count: exact integers, one rounding
-        self._inv64 = torch.cat([inv, inv.new_zeros(b, 1)], dim=1).unsqueeze(1)  # the trash slot: 0
-        self._inv32 = self._inv64.float()
+        if _float64.has_float64(device):
+            self._inv64: Tensor | None = _reciprocals(counts)
+            self._inv32 = self._inv64.float()
+        else:  # the same float64 values on the host, kept in float32 ([B, N_s]: small)
+            self._inv64 = None
+            self._inv32 = _float64.to_device(_reciprocals(_float64.to_host(counts)).float(), device)
         self._csr_cache: dict[tuple[str, torch.dtype, bool], Tensor] = {}  # (name, dtype, inference mode)
 
     # ------------------------------------------------------------------ helpers
@@ -300,6 +314,13 @@ class SuperpixelAssignment:
         """
         if dtype == torch.float32:
             return self._inv32
+        if self._inv64 is None:  # a device without float64: half types from float32 give the same values
+            if dtype == torch.float64:
+                raise TypeError(
+                    f"dtype must not be torch.float64 on {self.device}, which has no float64; pass "
+                    "dtype=torch.float32"
+                )
+            return self._inv32.to(dtype)
         return self._inv64 if dtype == torch.float64 else self._inv64.to(dtype)
 
     def _use_sparse(self) -> bool:
@@ -403,7 +424,7 @@ class SuperpixelAssignment:
             # 1/(k+1) of the gradient; a superpixel without counted pixels keeps the start and pools to 0
             start = xf.new_full((b, c, n_s + 1), float("-inf"))
             out = torch.where(
-                self._inv64 > 0, start.scatter_reduce(2, index, xf, "amax", include_self=False), 0.0
+                self._inv32 > 0, start.scatter_reduce(2, index, xf, "amax", include_self=False), 0.0
             )
         else:
             scale = self._inv(xf.dtype) if reduce == "mean" else None

@@ -46,7 +46,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from sparse_ops import _checks
+from sparse_ops import _checks, _float64
 from sparse_ops.grid import pixel_xy
 from sparse_ops.soft import (
     _Blocks,
@@ -134,7 +134,8 @@ def _own_label_reconstruction(
 
     The 9 weights of every counted pixel are added into a table indexed by (the pixel's chunk of its cell,
     its class, the direction): each entry adds at most :data:`~sparse_ops.soft.CHUNK` pixels (the chain of
-    the soft pool), the chunks and classes are then added in float64. A label outside ``[0, K)`` (not
+    the soft pool), the chunks and classes are then added in float64 (on the host for a device without
+    float64, with the shift onto the target cells and the division). A label outside ``[0, K)`` (not
     validated) goes to an extra class that counts in the mass but is never read as a class, like the zero
     row of its one-hot. The table holds ``9 (K + 1)`` entries per chunk: about 3 per pixel for 21 classes when
     a cell's side allows chunks of 64 pixels (e.g. 8, 16, 32), more for other sides (smaller chunks: 7.3 per
@@ -160,12 +161,17 @@ def _own_label_reconstruction(
     counted_rows = torch.where(counted.reshape(-1, 1), rows, 0.0)  # left out exactly (a NaN stays out)
     table = rows.new_zeros(b * cells * blocks.chunks * slots, 9)
     table = table.scatter_add(0, entry.expand(-1, 9), counted_rows)
+    on_host = not _float64.has_float64(q.device)  # then the float64 steps run on the host
+    if on_host:
+        table = _float64.to_host(table)
     per_dir = table.view(b, cells, blocks.chunks, slots, 9).double().sum(dim=2)  # [B, cells, K + 1, 9]
     mass = _shift_to_targets(per_dir.sum(dim=2).transpose(1, 2).reshape(b, 1, 9, blocks.n_h, blocks.n_w))
     num = per_dir[:, :, :num_classes].permute(0, 2, 3, 1).reshape(b, num_classes, 9, blocks.n_h, blocks.n_w)
     num = _shift_to_targets(num)
     safe = torch.where(mass > 0, mass, torch.ones_like(mass))
     centres = torch.where(mass > 0, num / safe, torch.zeros_like(num)).to(q.dtype)  # [B, K, n_h, n_w]
+    if on_host:
+        centres = _float64.to_device(centres, q.device)
     around = _gather_from_neighbours(centres).reshape(b, cells, num_classes, 9)
     around = torch.cat([around, around.new_zeros(b, cells, 1, 9)], dim=2).view(-1, 9)
     cell = (batch * cells + chunk // blocks.chunks) * slots + slot

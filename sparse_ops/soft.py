@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sparse_ops import _checks
+from sparse_ops import _checks, _float64
 from sparse_ops.grid import grid_shape, neighbour_validity
 
 __all__ = [
@@ -222,11 +222,16 @@ def _pool_blocks(fb: Tensor, qb: Tensor, dtype: torch.dtype) -> Tensor:
     """Feature and weight chunks ``[B, n_h, n_w, K, C | 9, P]`` -> centres ``[B, C, n_h, n_w]`` in ``dtype``.
 
     Every product sums one chunk (at most :data:`CHUNK` pixels); the K chunk sums are added in float32 when
-    ``K <= FLOAT32_CHUNK_SUMS``, else in float64.
+    ``K <= FLOAT32_CHUNK_SUMS``, else in float64 (on the host for a device without float64, with the steps
+    after them: the shift onto the target cells and the division).
     """
     num = torch.matmul(fb, qb.transpose(-1, -2))  # [B, n_h, n_w, K, C, 9]
     mass = qb.sum(dim=-1).unsqueeze(-2)  # [B, n_h, n_w, K, 1, 9]
     chunks = num.shape[3]
+    device = num.device
+    on_host = chunks > FLOAT32_CHUNK_SUMS and not _float64.has_float64(device)
+    if on_host:  # no float64 on the device: the float64 steps below run on the host (9 values per chunk)
+        num, mass = _float64.to_host(num), _float64.to_host(mass)
     if chunks > FLOAT32_CHUNK_SUMS:  # a long chain: add the chunk sums in float64
         num, mass = num.double(), mass.double()
     if chunks > 1:
@@ -236,7 +241,8 @@ def _pool_blocks(fb: Tensor, qb: Tensor, dtype: torch.dtype) -> Tensor:
     num = _shift_to_targets(num.permute(0, 3, 4, 1, 2))
     mass = _shift_to_targets(mass.permute(0, 3, 4, 1, 2))
     safe = torch.where(mass > 0, mass, torch.ones_like(mass))
-    return torch.where(mass > 0, num / safe, torch.zeros_like(num)).to(dtype)
+    centres = torch.where(mass > 0, num / safe, torch.zeros_like(num)).to(dtype)
+    return _float64.to_device(centres, device) if on_host else centres
 
 
 def _unpool_blocks(centres: Tensor, qb: Tensor, blocks: _Blocks, size: tuple[int, int]) -> Tensor:
