@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import cast_representable
+from ._checks import cast_representable, has_float64
 
 __all__ = [
     "EXACT_SOLVE_RTOL",
@@ -70,8 +70,11 @@ def activation_gain(activation: str | None, negative_slope: float) -> float:
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+    """Normal draws from ``generator`` (on its device), as float64 on the CPU. A generator on a device without
+    float64 (``mps``) draws float32 there, widened on the CPU."""
     device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(shape, generator=generator, dtype=torch.float64, device=device).cpu()
+    dtype = torch.float64 if has_float64(device) else torch.float32
+    return torch.randn(shape, generator=generator, dtype=dtype, device=device).cpu().double()
 
 
 def _away_from_zero(t: Tensor, floor: float) -> Tensor:

@@ -33,6 +33,7 @@ __all__ = [
     "check_real",
     "check_slope",
     "check_target",
+    "has_float64",
     "resolve_target",
     "zero_width",
 ]
@@ -203,10 +204,22 @@ def check_target(value: object, shape: tuple[int, ...], name: str, *, allow_meta
             f"layers are not on meta and their values are computed from it: create {name} outside the meta "
             f"context (e.g. with device='cpu'), or build the stack on meta as well"
         )
-    out = value.detach().to(device="cpu", dtype=torch.float64)
+    # to the CPU first, then to float64 there: MPS has no float64, and PyTorch refuses one copy from MPS into
+    # a float64 CPU tensor (the conversion would run on the device)
+    out = value.detach().to("cpu").to(torch.float64)
     if not bool(torch.isfinite(out).all()):
         raise ValueError(f"{name} must be finite, got {int((~torch.isfinite(out)).sum())} non-finite entries")
     return out
+
+
+def has_float64(device: torch.device) -> bool:
+    """Whether tensors of dtype float64 can be made on ``device``: not on ``mps``, nor on an ``xpu`` device
+    whose properties say it has no fp64 (the same test as ``sparse_ops._float64.has_float64``)."""
+    if device.type == "mps":
+        return False
+    if device.type == "xpu":
+        return bool(getattr(torch.xpu.get_device_properties(device), "has_fp64", True))
+    return True
 
 
 def resolve_target(
