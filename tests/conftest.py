@@ -1,7 +1,8 @@
 """Shared fixtures: device/dtype parametrization, hypothesis profiles and a time limit per test.
 
-CUDA cases run when CUDA exists and are skipped cleanly (with a reason) otherwise. A test body that runs
-past ``tests/time_limit.py``'s limit (600 s) fails with a ``TimeoutError`` instead of hanging the suite.
+CUDA and MPS cases run when the device exists and are skipped cleanly (with a reason) otherwise. A test body
+that runs past ``tests/time_limit.py``'s limit (600 s) fails with a ``TimeoutError`` instead of hanging the
+suite.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 CUDA = torch.cuda.is_available()
+MPS = torch.backends.mps.is_available()
 DEVICES = [
     pytest.param("cpu", id="cpu"),
     pytest.param(
@@ -77,18 +79,29 @@ DEVICES = [
         id="cuda",
         marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="CUDA is not available")],
     ),
+    pytest.param(
+        "mps",
+        id="mps",
+        marks=[pytest.mark.mps, pytest.mark.skipif(not MPS, reason="MPS is not available")],
+    ),
 ]
 
 
 @pytest.fixture(params=DEVICES)
 def device(request: pytest.FixtureRequest) -> torch.device:
-    """Every device the machine has: ``cpu`` always, ``cuda`` when available (else skipped)."""
+    """Every device the machine has: ``cpu`` always, ``cuda`` and ``mps`` when available (else skipped).
+
+    MPS has no float64: a test that also takes the ``dtype`` fixture skips its float64 case there.
+    """
     return torch.device(request.param)
 
 
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request: pytest.FixtureRequest) -> torch.dtype:
-    """The floating dtypes every op must support exactly."""
+    """The floating dtypes every op must support exactly (float64 skipped on MPS, which has none)."""
+    on_mps = "device" in request.fixturenames and request.getfixturevalue("device").type == "mps"
+    if request.param == torch.float64 and on_mps:
+        pytest.skip("MPS has no float64")
     return request.param
 
 
