@@ -7,7 +7,8 @@ simulation keeps track of which tensors *would* be on the host:
 * :func:`sparse_ops._float64.has_float64` answers ``False`` for every device;
 * :func:`~sparse_ops._float64.to_host` and :func:`~sparse_ops._float64.to_device` are replaced by autograd
   Functions that copy (as the real ones do) and mark their result as a host tensor, or as a device tensor
-  again; their backwards do the same for the gradient, which crosses the other way;
+  again; their backwards do the same for the gradient, which crosses the other way (and their ``jvp`` for a
+  tangent; ``torch.func`` transforms work through them);
 * a ``TorchDispatchMode`` sees every ATen op, forward and backward, and applies PyTorch's device rule to the
   marks: an op's results are on the host if its tensor inputs are, and on the device if none of them is; an
   op that mixes host tensors of more than 0 dimensions with device tensors fails (on two real devices it
@@ -86,35 +87,58 @@ class Float64Guard(TorchDispatchMode):
 _GUARD: list[Float64Guard] = []  # the active guard (one at a time)
 
 
+def _copy(t: Tensor, host: bool) -> Tensor:
+    """A copy of ``t`` marked as a host tensor or as a device tensor (a copy across the two devices)."""
+    guard = _GUARD[-1]
+    out = t.clone()
+    guard.mark(out, host)
+    guard.to_host_calls += host
+    return out
+
+
 class _ToHost(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, t: Tensor) -> Tensor:
-        out = t.to("cpu", copy=True)
-        _GUARD[-1].mark(out, host=True)
-        _GUARD[-1].to_host_calls += 1
-        return out
+    """The simulated ``to_host``; its gradient crosses back to the device (``torch.func`` ready)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # host -> device
-        out = grad.clone()
-        _GUARD[-1].mark(out, host=False)
-        return out
+    def forward(t: Tensor) -> Tensor:
+        return _copy(t, host=True)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return _copy(grad, host=False)
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: Tensor) -> Tensor:
+        return _copy(tangent, host=True)
 
 
 class _ToDevice(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, t: Tensor) -> Tensor:
-        assert _GUARD[-1].is_host(t), "to_device got a tensor that is not on the host"
-        out = t.clone()
-        _GUARD[-1].mark(out, host=False)
-        return out
+    """The simulated ``to_device``: from the host only (fails on another tensor)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:  # device -> host
-        out = grad.clone()
-        _GUARD[-1].mark(out, host=True)
-        _GUARD[-1].to_host_calls += 1
-        return out
+    def forward(t: Tensor) -> Tensor:
+        assert _GUARD[-1].is_host(t), "to_device got a tensor that is not on the host"
+        return _copy(t, host=False)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return _copy(grad, host=True)
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: Tensor) -> Tensor:
+        return _copy(tangent, host=False)
 
 
 def _to_host(t: Tensor) -> Tensor:

@@ -154,6 +154,28 @@ def test_second_order_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _same_without_float64(monkeypatch, run, [x]) > 0
 
 
+def test_torch_func_transforms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vmap over the features, jvp and grad (the host copies inside the maps' Functions)."""
+    x = torch.randn(3, 2, 2, H, W)
+    tangent = torch.randn(2, 2, H, W)
+
+    def run() -> tuple[Tensor, ...]:
+        def op(t: Tensor) -> Tensor:
+            return uniformize(t, _labels(), 3)
+
+        mapped = torch.func.vmap(op)(x)
+        value_and_derivative = torch.func.jvp(op, (x[0],), (tangent,))
+        grad = torch.func.grad(lambda t: op(t).square().sum())(x[1])
+        return mapped, *value_and_derivative, grad
+
+    expected = run()
+    with without_float64(monkeypatch) as guard:
+        got = run()
+    assert guard.to_host_calls > 0
+    for g, e in zip(got, expected, strict=True):
+        assert torch.equal(g, e)
+
+
 def test_to_sparse(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = SuperpixelAssignment(_labels(), 3).to_sparse(dtype=torch.float16, normalized=True)
     with without_float64(monkeypatch):
@@ -220,18 +242,27 @@ def test_small_cells_stay_on_the_device(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_ops_without_float_sums(monkeypatch: pytest.MonkeyPatch) -> None:
-    """relabel, the SPN parts (which pool through an assignment) and the SegNet parts."""
+    """relabel, hard superpixels, the SPN parts (which pool through an assignment), pooling of resized
+    features and the SegNet parts."""
     x = torch.randn(2, 3, H, W, requires_grad=True)
+    small = torch.randn(2, 3, H // 2, W // 2, requires_grad=True)
     weight = torch.randn(2, 3)
+    assoc = torch.softmax(torch.randn(2, 9, H, W), dim=1)
 
     def run() -> tuple[Tensor, ...]:
         relabelled, counts = relabel_contiguous(_labels() * 7)
+        hard, hard_counts = sparse_ops.hard_superpixels(assoc, 16, connectivity=True, return_counts=True)
         pooled = sparse_ops.max_pool2d_with_indices(x, 2)
         return (
             relabelled.float(),
             counts.float(),
+            hard.float(),
+            hard_counts.float(),
+            sparse_ops.normalize_assoc(assoc, 16),
             sparse_ops.superpixel_cam(x, relabelled, 3, weight=weight),
+            sparse_ops.superpixel_global_average(small, relabelled, 3),
+            superpixel_pool(small, relabelled, 3, upsample="bilinear"),
             sparse_ops.max_unpool2d(pooled.values, pooled.indices, (H, W)),
         )
 
-    _same_without_float64(monkeypatch, run, [x])
+    _same_without_float64(monkeypatch, run, [x, small])
