@@ -133,7 +133,9 @@ class SuperpixelAssignment:
         backend (str): ``"scatter"`` (``scatter_add_`` + ``gather`` in self-adjoint autograd Functions),
             ``"sparse"`` (``torch.sparse`` CSR matrix products, the paper's formulation) or ``"auto"`` (a
             per-device choice, :data:`AUTO_BACKEND`: ``"scatter"`` on CPU and CUDA). Inside ``torch.func``
-            transforms, which do not support sparse tensors, ``"sparse"`` runs the scatter kernels.
+            transforms, which do not support sparse tensors, ``"sparse"`` runs the scatter kernels. On a
+            device without float64 (Apple MPS, which has no sparse CSR tensors) ``"sparse"`` raises a
+            ``ValueError``.
         validate (bool): check the id range (a host-device synchronisation, which also breaks
             ``torch.compile`` graphs). Types, shapes and devices are checked here and at every method call
             whatever ``validate`` says (they read no tensor value).
@@ -317,8 +319,8 @@ class SuperpixelAssignment:
         if self._inv64 is None:  # a device without float64: half types from float32 give the same values
             if dtype == torch.float64:
                 raise TypeError(
-                    f"dtype must not be torch.float64 on {self.device}, which has no float64; pass "
-                    "dtype=torch.float32"
+                    f"dtype must be torch.float32 or a half type on {self.device}, which has no float64, got "
+                    "torch.float64"
                 )
             return self._inv32.to(dtype)
         return self._inv64 if dtype == torch.float64 else self._inv64.to(dtype)
