@@ -154,6 +154,9 @@ def test_second_order_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _same_without_float64(monkeypatch, run, [x]) > 0
 
 
+# torch loads its forward-AD decompositions with torch.jit.script on the first dual tensor, which warns on
+# torch >= 2.14 (as in test_functorch.py); not our code
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_torch_func_transforms(monkeypatch: pytest.MonkeyPatch) -> None:
     """vmap over the features, jvp and grad (the host copies inside the maps' Functions)."""
     x = torch.randn(3, 2, 2, H, W)
