@@ -394,13 +394,16 @@ def check_id_range(
                 f"with relabel_contiguous({name}) first"
             )
         index = index.long()
-    low = int(index.min())
+    if per_image is not None:
+        lows, highs = torch.aminmax(index, dim=1)  # one pass over the ids for both bounds
+        low = int(lows.min())
+    else:  # one pass over the ids and one read for both bounds (two reads were two synchronisations)
+        low, high = torch.stack(torch.aminmax(index)).tolist()
     if low < 0:
         raise ValueError(
             f"{name} ids must be >= 0, got the id {low}; shift or relabel them (relabel_contiguous)"
         )
     if per_image is not None:
-        highs = index.amax(dim=1)
         bad = (highs >= per_image.to(highs.device)).nonzero()
         if bad.numel():
             b = int(bad[0, 0])
@@ -408,17 +411,13 @@ def check_id_range(
                 f"{name} ids of image {b} must be < num_superpixels[{b}] = {int(per_image[b])}, "
                 f"got the id {int(highs[b])}"
             )
-    elif num_superpixels is not None:
-        high = int(index.max())
-        if high >= num_superpixels:
-            if advice is None:
-                advice = (
-                    f"; pass a larger num_superpixels (max id + 1 = {high + 1}) or relabel with "
-                    "relabel_contiguous"
-                )
-            raise ValueError(
-                f"{name} ids must be < {bound_name} = {num_superpixels}, got the id {high}{advice}"
+    elif num_superpixels is not None and high >= num_superpixels:
+        if advice is None:
+            advice = (
+                f"; pass a larger num_superpixels (max id + 1 = {high + 1}) or relabel with "
+                "relabel_contiguous"
             )
+        raise ValueError(f"{name} ids must be < {bound_name} = {num_superpixels}, got the id {high}{advice}")
 
 
 def check_assoc(assoc: object, name: str = "assoc") -> Tensor:
@@ -444,8 +443,16 @@ def check_assoc(assoc: object, name: str = "assoc") -> Tensor:
 
 
 def check_assoc_values(assoc: Tensor, name: str = "assoc") -> None:
-    """Require a non-negative, finite association (one synchronisation; nothing to check on meta)."""
+    """Require a non-negative, finite association (one synchronisation; nothing to check on meta).
+
+    One reduction (``aminmax``, which propagates NaN) decides; only a refused association is scanned again
+    for the index of its first bad entry (the mask of bad entries took seven temporaries of the
+    association's size on every call).
+    """
     if assoc.numel() == 0 or assoc.is_meta:
+        return
+    low, high = torch.stack(torch.aminmax(assoc)).tolist()
+    if low >= 0 and high < float("inf"):  # False for NaN
         return
     bad = ~torch.isfinite(assoc) | (assoc < 0)
     if bool(bad.any()):

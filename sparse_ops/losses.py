@@ -97,12 +97,12 @@ def _labels(
                 "infer it from), got None"
             )
         return valid, labels, num_classes
-    if validate and labels.numel() and bool((labels < 0).any()):
-        raise ValueError(
-            f"target labels must be >= 0 (or ignore_index={ignore_index}), got {int(labels.min())}"
-        )
+    low = largest = 0
+    if labels.numel() and (validate or num_classes is None):  # one pass and one read for both bounds
+        low, largest = torch.stack(torch.aminmax(labels)).tolist()
+    if validate and low < 0:
+        raise ValueError(f"target labels must be >= 0 (or ignore_index={ignore_index}), got {low}")
     if num_classes is None:
-        largest = int(labels.max()) if labels.numel() else 0
         if largest >= _checks.MAX_INFERRED_CLASSES:
             raise ValueError(
                 f"the largest label of target is {largest}, so num_classes would be inferred as "
@@ -112,10 +112,8 @@ def _labels(
                 f"is probably a stray label); pass num_classes, or set ignore_index to that label"
             )
         num_classes = largest + 1
-    elif validate and labels.numel():
-        largest = int(labels.max())
-        if largest >= num_classes:
-            raise ValueError(f"target labels must be < num_classes={num_classes}, got label {largest}")
+    elif validate and largest >= num_classes:
+        raise ValueError(f"target labels must be < num_classes={num_classes}, got label {largest}")
     return valid, labels, num_classes
 
 

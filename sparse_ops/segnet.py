@@ -180,7 +180,7 @@ def max_unpool2d(
         raise ValueError(f"output_size must end with a positive (H, W), got {tuple(output_size)}")
     H, W = size
     if validate and indices.numel() and not indices.is_meta:  # meta: shapes only, no index to check
-        lo, hi = int(indices.min()), int(indices.max())
+        lo, hi = torch.stack(torch.aminmax(indices)).tolist()  # one pass, one read (not two of each)
         if lo < 0 or hi >= H * W:
             raise ValueError(
                 f"indices must lie in [0, H * W) = [0, {H * W}) for output_size {(H, W)}, got range [{lo}, "

@@ -287,12 +287,28 @@ def test_module_forward_takes_the_functional_arguments_in_order() -> None:
 
 # ----------------------------------------------------------------------------- memory and synchronisation
 class _Recorder(TorchDispatchMode):
-    """Records the largest strided tensor produced and whether any op read a value on the host."""
+    """Records the largest strided tensor produced and whether any op read a value on the host
+    (``Tensor.tolist`` too, which dispatches no op on the CPU and copies to the host on CUDA)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.largest = 0
         self.host_reads: list[str] = []
+        self._tolist = torch.Tensor.tolist
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        original, reads = self._tolist, self.host_reads
+
+        def tolist(t: torch.Tensor) -> Any:
+            reads.append("Tensor.tolist")
+            return original(t)
+
+        torch.Tensor.tolist = tolist  # type: ignore[method-assign]  # restored on exit
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        torch.Tensor.tolist = self._tolist  # type: ignore[method-assign]
+        super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
