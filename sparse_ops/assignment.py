@@ -214,9 +214,8 @@ class SuperpixelAssignment:
         compact: bool,
         limit_slots: bool = True,
     ) -> None:
-        # also without validation: a clear error instead of PyTorch's (a flag test, no synchronisation)
-        _checks.check_not_vmapped(superpixels, "superpixels")
-        _checks.check_not_vmapped(mask, "mask")
+        # the callers have run validate_labels (types, shapes, and vmap's flag test: a clear error instead of
+        # PyTorch's) whatever validate says: each input is checked once per call
         labels = _checks.drop_channel_dim(superpixels)
         if backend == "sparse" and not _float64.has_float64(labels.device):
             raise ValueError(

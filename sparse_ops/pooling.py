@@ -133,8 +133,8 @@ def features_and_assignment(
     _checks.check_same_device(features, "features", labels, "superpixels")
     if validate:
         validate_ids(labels, num_superpixels)
+    # the batch and the device are checked above; resize_to gives the label map's size or raises
     features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
-    _checks.check_spatial_match(features, "features", labels)
     assignment = SuperpixelAssignment._unchecked(labels, num_superpixels, mask, backend)
     return features, assignment
 

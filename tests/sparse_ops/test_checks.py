@@ -207,6 +207,8 @@ def _public_calls() -> list[tuple[str, object]]:
         ("uniformize", lambda: so.uniformize(x, sp, 4, mask=mask)),
         ("superpixel_pool", lambda: so.superpixel_pool(x, sp, 4, mask=mask, reduce="max")),
         ("superpixel_unpool", lambda: so.superpixel_unpool(torch.randn(2, 4, 3), sp)),
+        ("superpixel_unpool (grad)", lambda: so.superpixel_unpool(torch.randn(2, 4, 3).requires_grad_(), sp)),
+        ("SuperpixelAssignment", lambda: so.SuperpixelAssignment(sp, 4, mask=mask)),
         ("superpixel_cam", lambda: so.superpixel_cam(x, sp, 4, weight=w, mask=mask)),
         ("superpixel_global_average", lambda: so.superpixel_global_average(x, sp, 4)),
         ("SuperpixelClassifier", lambda: head(x, sp, 4, mask=mask)),
@@ -222,11 +224,22 @@ def test_each_input_is_checked_once_per_call(name: str, call, monkeypatch) -> No
     them again (the type and shape checks run whatever ``validate`` says, so a second round would be paid
     on every call)."""
     seen: list[tuple[str, object]] = []
-    for fn in ("check_floating", "check_label_map", "check_mask", "check_assoc", "check_option"):
+    for fn in (
+        "check_floating",
+        "check_label_map",
+        "check_mask",
+        "check_assoc",
+        "check_option",
+        "check_not_vmapped",  # the flag tests too: they run whatever validate says, in every call
+        "check_same_device",
+        "check_batch_match",
+        "check_spatial_match",
+    ):
         original = getattr(_checks, fn)
 
         def spy(value, *args, _fn=fn, _original=original, **kwargs):
-            label = args[0] if args and isinstance(args[0], str) else kwargs.get("name", id(value))
+            names = tuple(a for a in args if isinstance(a, str))  # e.g. ("features", "superpixels")
+            label = names or kwargs.get("name", id(value))
             seen.append((_fn, label))
             return _original(value, *args, **kwargs)
 
