@@ -117,31 +117,32 @@ def _best_neighbour_ids(assoc: Tensor, cell_size: int) -> Tensor:
     """Global cell id of the most associated in-image candidate of every pixel (ties in ``_TIE_ORDER``).
 
     A running maximum over the 9 candidates in tie order with a strict ``>``: the first maximum wins, so a
-    uniform association gives the grid. Each candidate's ids and validity are two broadcast 1-D vectors
-    (no [9, H, W] tables, no host-to-device copies). An arg-max over dim 1 of the NCHW association made
-    this 37 ms instead of 11 ms at B=2, 256x256 on 2 CPU threads.
+    uniform association gives the grid. The cell ids and validity of the rows and columns one cell up, here
+    and down are two small tables (``[3, H]`` and ``[3, W]``, built once for the 8 neighbours): no [9, H, W]
+    tables, no host-to-device copies. An arg-max over dim 1 of the NCHW association made this 37 ms instead of
+    11 ms at B=2, 256x256 on 2 CPU threads. The maximum and the labels are updated in place, and an
+    out-of-image candidate is left out by its validity rather than by a copy of its scores filled with
+    ``-inf`` (the same choices: ``-inf`` never beat the maximum): 3 fewer pixel-sized temporaries and about
+    80 fewer ops per candidate set.
     """
     _, _, height, width = assoc.shape
     n_h, n_w = grid_shape(height, width, cell_size)
     rows, cols = _pixel_cells(height, width, cell_size, assoc.device)
+    step = torch.arange(-1, 2, device=assoc.device)[:, None]  # dy or dx + 1 indexes the tables
+    r, c = rows + step, cols + step  # [3, H], [3, W]
+    row_ids, col_ids = r.clamp(0, n_h - 1) * n_w, c.clamp(0, n_w - 1)
+    row_in, col_in = (r >= 0) & (r < n_h), (c >= 0) & (c < n_w)
 
-    def candidate(k: int) -> tuple[Tensor, Tensor]:  # (score [B, H, W], cell ids [H, W]) of candidate k
-        dy, dx = NEIGHBOUR_OFFSETS[k]
-        r, c = rows + dy, cols + dx
-        ids = (r.clamp(0, n_h - 1) * n_w)[:, None] + c.clamp(0, n_w - 1)[None, :]
-        if not (dy or dx):  # the centre: always in the image, no mask pass
-            return assoc[:, k], ids
-        inside = ((r >= 0) & (r < n_h))[:, None] & ((c >= 0) & (c < n_w))[None, :]
-        return assoc[:, k].masked_fill(~inside, float("-inf")), ids
-
-    first, *rest = _TIE_ORDER  # the centre first
-    best, ids = candidate(first)
-    labels = ids.expand_as(best).contiguous()
+    first, *rest = _TIE_ORDER  # the centre first: always in the image
+    best = assoc[:, first].clone()  # updated in place: not a view of the caller's association
+    labels = (row_ids[1, :, None] + col_ids[1]).expand_as(best).contiguous()
     for k in rest:
-        score, ids = candidate(k)
+        dy, dx = NEIGHBOUR_OFFSETS[k]
+        score = assoc[:, k]
         take = score > best
-        best = torch.where(take, score, best)
-        labels = torch.where(take, ids, labels)
+        take &= row_in[dy + 1, :, None] & col_in[dx + 1]  # an out-of-image candidate never wins
+        torch.where(take, score, best, out=best)
+        torch.where(take, row_ids[dy + 1, :, None] + col_ids[dx + 1], labels, out=labels)
     return labels
 
 

@@ -22,7 +22,7 @@ import sparse_ops as so
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 try:
-    from _counting import OpCounter
+    from _counting import OpCounter, allocations
 finally:
     sys.path.pop(0)
 
@@ -166,3 +166,31 @@ def test_the_association_check_refuses_every_bad_value(value: float, where: list
         so.normalize_assoc(assoc, 4)
     assoc[tuple(where)] = -0.0
     so.normalize_assoc(assoc, 4)
+
+
+def test_hard_superpixels_allocates_the_labels_the_maximum_and_a_flag_per_candidate() -> None:
+    """The running arg-max keeps its maximum and labels in place; an out-of-image candidate is left out by its
+    validity, not by a copy of its scores filled with ``-inf``. Per pixel of the batch (the growth from 2 to 4
+    images): the int64 label, the float32 maximum and 8 one-byte flags, 20 bytes (it was 144: a masked
+    copy of the scores and two new tensors per candidate)."""
+    h, w = 32, 32
+    allocated = {}
+    for b in (2, 4):
+        assoc = torch.softmax(torch.randn(b, 9, h, w), 1)
+        allocated[b] = allocations(lambda: so.hard_superpixels(assoc, 4, validate=False)).total_bytes  # noqa: B023
+    assert (allocated[4] - allocated[2]) / (2 * h * w) < 8 + 4 + 8 * 1 + 1, allocated  # + a few bytes
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hard_superpixels_of_any_values_matches_the_loop_reference(seed: int) -> None:
+    """Infinities and NaN (not validated) included: the strict ``>`` in tie order over in-image candidates,
+    exactly as the loop reference; the association is left as it was."""
+    from tests.sparse_ops.test_hard import ref_hard
+
+    g = torch.Generator().manual_seed(seed)
+    levels = torch.tensor([float("-inf"), -1.0, 0.0, 1.0, float("inf"), float("nan")])
+    assoc = levels[torch.randint(0, 6, (2, 9, 7, 10), generator=g)]
+    before = assoc.clone()
+    out = so.hard_superpixels(assoc, 3, validate=False)
+    assert torch.equal(out, ref_hard(assoc, 3))
+    assert torch.equal(assoc.nan_to_num(), before.nan_to_num()) and torch.equal(assoc.isnan(), before.isnan())
