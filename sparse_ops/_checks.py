@@ -383,10 +383,12 @@ def check_id_range(
     """
     if index.is_meta or (per_image is not None and per_image.is_meta):  # shapes only: no values to check
         return
-    if per_image is not None and per_image.numel() and bool((per_image < 0).any()):
-        raise ValueError(f"num_superpixels must be >= 0, got {per_image.tolist()}")
-    if index.numel() == 0:
-        return
+    negative_counts = "num_superpixels must be >= 0, got {}"
+    if index.numel() == 0 or index.dtype in _WIDE_UNSIGNED:  # the counts first: no ids, or ids checked below
+        if per_image is not None and per_image.numel() and bool((per_image < 0).any()):
+            raise ValueError(negative_counts.format(per_image.tolist()))
+        if index.numel() == 0:
+            return
     if index.dtype in _WIDE_UNSIGNED:  # no min / max kernels for these: compare as int64
         if index.dtype == torch.uint64 and bool((index.view(torch.int64) < 0).any()):
             raise ValueError(
@@ -395,8 +397,14 @@ def check_id_range(
             )
         index = index.long()
     if per_image is not None:
-        lows, highs = torch.aminmax(index, dim=1)  # one pass over the ids for both bounds
-        low = int(lows.min())
+        # one pass over the ids, and one read for the three answers (three reads were three synchronisations)
+        lows, highs = torch.aminmax(index, dim=1)
+        counts = per_image.to(highs.device)
+        over = highs >= counts
+        answers = [(counts < 0).any().long(), lows.min().long(), over.any().long()]
+        negative, low, any_over = torch.stack(answers).tolist()
+        if negative:
+            raise ValueError(negative_counts.format(per_image.tolist()))
     else:  # one pass over the ids and one read for both bounds (two reads were two synchronisations)
         low, high = torch.stack(torch.aminmax(index)).tolist()
     if low < 0:
@@ -404,9 +412,8 @@ def check_id_range(
             f"{name} ids must be >= 0, got the id {low}; shift or relabel them (relabel_contiguous)"
         )
     if per_image is not None:
-        bad = (highs >= per_image.to(highs.device)).nonzero()
-        if bad.numel():
-            b = int(bad[0, 0])
+        if any_over:
+            b = int(over.nonzero()[0, 0])
             raise ValueError(
                 f"{name} ids of image {b} must be < num_superpixels[{b}] = {int(per_image[b])}, "
                 f"got the id {int(highs[b])}"

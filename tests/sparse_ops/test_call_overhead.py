@@ -103,11 +103,32 @@ def test_validate_true_reads_each_checked_input_once(name: str, call: Call, most
     assert sum(syncs.values()) <= most, syncs
 
 
-def test_a_count_tensor_costs_one_read() -> None:
+def test_a_count_tensor_costs_one_read_and_its_check_one_more() -> None:
     """``num_superpixels`` as a per-image tensor: its bounds are read once (documented: one synchronisation),
-    and with ``validate=False`` nothing else is read."""
+    and with ``validate=False`` nothing else is read; the id range check against it reads once more (the
+    counts' sign, the ids' minimum and any id above its image's count: three reads before)."""
     call: Call = lambda i, v: so.uniformize(i["x"], i["sp"], torch.tensor([4, 4]), validate=v)  # noqa: E731
     assert _syncs(call, validate=False) == {"Tensor.tolist": 1}
+    assert _syncs(call, validate=True) == {"Tensor.tolist": 2}
+
+
+@pytest.mark.parametrize(
+    "counts, ids, message",
+    [
+        ([4, -1], None, r"num_superpixels must be >= 0, got \[4, -1\]"),
+        ([4, 4], lambda sp: sp - 1, "superpixels ids must be >= 0, got the id -1"),
+        ([4, 3], None, r"ids of image 1 must be < num_superpixels\[1\] = 3, got the id 3"),
+        ([4, -1], lambda sp: sp[:, :0], r"num_superpixels must be >= 0, got \[4, -1\]"),  # no ids at all
+        ([4, -1], lambda sp: sp.to(torch.uint16), r"num_superpixels must be >= 0, got \[4, -1\]"),
+    ],
+)
+def test_the_per_image_check_reports_the_first_problem(counts, ids, message) -> None:
+    """The one read of the per-image check keeps the order of its errors: the counts, the ids' lower bound,
+    then the first image with an id above its count."""
+    sp = torch.tensor([[[0, 1], [2, 3]], [[0, 1], [2, 3]]])
+    sp = sp if ids is None else ids(sp)
+    with pytest.raises(ValueError, match=message):
+        so.SuperpixelAssignment(sp, torch.tensor(counts))
 
 
 def test_the_counter_sees_a_sync() -> None:
