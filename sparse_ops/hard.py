@@ -100,7 +100,8 @@ def hard_superpixels(
     return_counts = _checks.check_bool(return_counts, "return_counts")
     if min_size is not None:
         min_size = _checks.check_int(min_size, "min_size", 1)
-    if validate and assoc.numel() and not assoc.is_meta and bool(assoc.isnan().any()):
+    # a minimum propagates NaN: one reduction, no mask of the association's size
+    if validate and assoc.numel() and not assoc.is_meta and bool(assoc.min().isnan()):
         raise ValueError("assoc must not contain NaN (its arg-max would be arbitrary)")
     B, _, H, W = assoc.shape
     labels = _best_neighbour_ids(assoc.detach(), cell_size)

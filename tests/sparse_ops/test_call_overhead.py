@@ -156,14 +156,16 @@ class _FullSize(TorchDispatchMode):
         return out
 
 
-def test_the_association_check_makes_no_temporary_of_its_size() -> None:
+@pytest.mark.parametrize("op", [so.normalize_assoc, so.hard_superpixels], ids=lambda f: f.__name__)
+def test_the_association_check_makes_no_temporary_of_its_size(op) -> None:
     """``validate=True`` adds one reduction over the association, not a mask of bad entries (that took seven
-    temporaries of the association's size: isfinite's three, ``~``, ``< 0``, ``|`` and ``any``'s input)."""
+    temporaries of the association's size: isfinite's three, ``~``, ``< 0``, ``|`` and ``any``'s input; the
+    NaN check of hard_superpixels one)."""
     assoc = torch.softmax(torch.randn(2, 9, 8, 8), 1)
     counts = {}
     for validate in (False, True):
         with _FullSize(assoc.numel()) as mode:
-            so.normalize_assoc(assoc, 4, validate=validate)
+            op(assoc, 4, validate=validate)
         counts[validate] = mode.count
     assert counts[True] == counts[False]
 
