@@ -903,7 +903,13 @@ def test_bench_soft_workers_report_the_median_of_their_runs(monkeypatch):
 @pytest.mark.parametrize(
     "script",
     # bench_joint builds the example's models: it needs the examples extra (torchvision)
-    ["bench_ops", "bench_soft", "bench_uniformize", pytest.param("bench_joint", marks=pytest.mark.examples)],
+    [
+        "bench_ops",
+        "bench_overhead",
+        "bench_soft",
+        "bench_uniformize",
+        pytest.param("bench_joint", marks=pytest.mark.examples),
+    ],
 )
 def test_every_benchmark_refuses_cuda_without_it_as_a_usage_error(script, monkeypatch, capsys):
     """``--device cuda`` where CUDA is missing: one argparse error naming the option (exit status 2), the same
@@ -913,3 +919,106 @@ def test_every_benchmark_refuses_cuda_without_it_as_a_usage_error(script, monkey
         _import(script).main(["--device", "cuda"])
     assert exc.value.code == 2
     assert "error: --device cuda: CUDA is not available (torch " in capsys.readouterr().err
+
+
+def test_bench_overhead_quick(tmp_path, capsys):
+    """Every op at the tiny size, in this process: the table, the JSON, and counts that repeat exactly."""
+    bench = _import("bench_overhead")
+    out = tmp_path / "overhead.json"
+    data = bench.main(["--quick", "--threads", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["rows"] == data["rows"]
+    rows = {(r["op"], r["validate"]): r for r in data["rows"]}
+    assert {op for op, _ in rows} == set(bench.CASES)
+    for (op, validate), row in rows.items():
+        assert row["fwd_ops"] > 0 and row["fwd_allocs"] > 0, op
+        # the regression test of the library asserts the same (test_call_overhead); the connectivity step
+        # runs on the host (numpy): one copy of the labels there, whatever validate says
+        if validate == "False" and op != "hard_superpixels connectivity":
+            assert row["fwd_syncs"] == row.get("bwd_syncs", 0) == 0, op
+    assert rows[("uniformize", "True")]["fwd_syncs"] == 1  # the id range: one read
+    assert "bwd_ops" in rows[("uniformize", "False")] and "bwd_ops" not in rows[("hard_superpixels", "False")]
+    again = bench.main(["--quick", "--threads", "1", "--ops", "uniformize,spixel_loss", "--out", str(out)])
+    assert again["rows"] == [r for r in data["rows"] if r["op"] in ("uniformize", "spixel_loss")]
+    assert "uniformize" in capsys.readouterr().out
+
+
+def test_bench_overhead_refuses_unknown_names(capsys):
+    bench = _import("bench_overhead")
+    for argv in (["--ops", "nope"], ["--sizes", "huge"]):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(argv)
+        assert exc.value.code == 2
+    assert "--sizes: unknown ['huge']" in capsys.readouterr().err
+
+
+def test_op_counter_counts_each_kind_of_host_sync():
+    """Every way of reading a value on the host is one sync; ops that read nothing are none."""
+    counting = _import("_counting")
+    x = torch.arange(6.0)
+    # lambdas, not bound methods: the counter patches Tensor.tolist / numpy, looked up at call time
+    syncing = {
+        "item": lambda: x[0].item(),  # noqa: PLW0108
+        "int": lambda: int(x.max()),
+        "bool": lambda: bool(x.any()),
+        "tolist": lambda: x.tolist(),  # noqa: PLW0108
+        "numpy": lambda: x.numpy(),  # noqa: PLW0108
+        "nonzero": lambda: x.nonzero(),  # noqa: PLW0108
+        "unique": lambda: torch.unique(x),
+        "boolean index": lambda: x[x > 2],
+        "masked_select": lambda: x.masked_select(x > 2),
+        "repeat_interleave": lambda: torch.repeat_interleave(x, torch.ones(6, dtype=torch.long)),
+    }
+    for name, fn in syncing.items():
+        with counting.OpCounter().active() as counter:
+            fn()
+        assert counter.syncs == 1, (name, dict(counter.sync_names))
+    quiet = [
+        lambda: x + 1,
+        lambda: x[torch.tensor([0, 2])],
+        lambda: torch.repeat_interleave(x, torch.ones(6, dtype=torch.long), output_size=6),
+        lambda: torch.aminmax(x),
+    ]
+    for fn in quiet:
+        with counting.OpCounter().active() as counter:
+            fn()
+        assert counter.syncs == 0 and counter.ops > 0
+    assert torch.Tensor.tolist(x) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # the method is restored
+
+
+def test_allocations_are_counted_exactly():
+    counting = _import("_counting")
+    one = counting.allocations(lambda: torch.empty(1000, dtype=torch.float64))
+    assert one.count == 1 and one.total_bytes == one.peak_bytes == 8000
+    two = counting.allocations(lambda: torch.empty(10) + torch.empty(10))  # the first freed after the add
+    assert two.count == 3 and two.total_bytes == 120
+
+
+def test_the_overhead_table_of_the_benchmarks_page_is_the_committed_result():
+    """The counts quoted on docs/benchmarks.rst are those of the committed JSON (not copied by hand wrong)."""
+    import csv
+
+    data = json.loads((BENCH / "results" / "overhead_cpu_20261201_xeon.json").read_text())
+    rows = {(r["op"], r["size"], r["validate"]): r for r in data["rows"]}
+    page = (ROOT / "docs" / "benchmarks.rst").read_text()
+    section = page.split("Per-call overhead, counted\n")[1].split("How to read it:")[0]
+    lines = [line.strip() for line in section.splitlines() if line.startswith('   "')]
+    assert len(lines) == len({op for op, _, _ in rows})
+    names = {"hard_superpixels, connectivity": "hard_superpixels connectivity"}
+    names["TransparentConv1x1(21, [42]) built"] = "TransparentConv1x1()"
+
+    def ops(row: dict) -> str:
+        return f"{row['fwd_ops']} / {row.get('bwd_ops', '-')}"
+
+    for shown, tiny, typical, syncs_true, syncs_false, allocs, kib in csv.reader(
+        lines, skipinitialspace=True
+    ):
+        op = names.get(shown, shown)
+        plain = {size: rows.get((op, size, "False")) or rows[(op, size, "-")] for size in ("tiny", "typical")}
+        assert (tiny, typical) == (ops(plain["tiny"]), ops(plain["typical"])), op
+        checked = rows.get((op, "typical", "True"))
+        syncs = (checked["fwd_syncs"] + checked.get("bwd_syncs", 0)) if checked else "-"
+        assert syncs_true == str(syncs), op
+        assert syncs_false == str(plain["typical"]["fwd_syncs"] + plain["typical"].get("bwd_syncs", 0)), op
+        assert allocs == str(plain["typical"]["fwd_allocs"]), op
+        bwd = f"{plain['typical']['bwd_kib']:.0f}" if "bwd_kib" in plain["typical"] else "-"
+        assert kib == f"{plain['typical']['fwd_kib']:.0f} / {bwd}", op

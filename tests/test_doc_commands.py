@@ -40,6 +40,7 @@ SCRIPTS = {
     "benchmarks/ab_uniformize.py": "benchmarks/ab_uniformize.py",
     "benchmarks/bench_joint.py": "benchmarks/bench_joint.py",
     "benchmarks/bench_ops.py": "benchmarks/bench_ops.py",
+    "benchmarks/bench_overhead.py": "benchmarks/bench_overhead.py",
     "benchmarks/bench_uniformize.py": "benchmarks/bench_uniformize.py",
     "benchmarks/bench_soft.py": "benchmarks/bench_soft.py",
     "benchmarks/bench_transparent_init.py": "benchmarks/bench_transparent_init.py",
