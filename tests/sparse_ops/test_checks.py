@@ -215,6 +215,14 @@ def _public_calls() -> list[tuple[str, object]]:
         ("soft_uniformize", lambda: so.soft_uniformize(x, q, 4, mask=mask)),
         ("spixel_loss", lambda: so.spixel_loss(q, sp, 4, mask=mask)),
         ("hard_superpixels", lambda: so.hard_superpixels(q, 4)),
+        ("uniformize, count tensor", lambda: so.uniformize(x, sp, torch.tensor([4, 4]), mask=mask)),
+        (
+            "superpixel_pool, upsample",
+            lambda: so.superpixel_pool(x[..., ::2, ::2], sp, 4, upsample="bilinear"),
+        ),
+        ("soft_superpixel_pool", lambda: so.soft_superpixel_pool(x, q, 4, mask=mask)),
+        ("soft_superpixel_unpool", lambda: so.soft_superpixel_unpool(x[..., :2, :2], q, 4)),
+        ("normalize_assoc", lambda: so.normalize_assoc(q, 4)),
     ]
 
 
@@ -234,6 +242,8 @@ def test_each_input_is_checked_once_per_call(name: str, call, monkeypatch) -> No
         "check_same_device",
         "check_batch_match",
         "check_spatial_match",
+        "check_id_range",  # the value checks: a host-device synchronisation each
+        "check_assoc_values",
     ):
         original = getattr(_checks, fn)
 
