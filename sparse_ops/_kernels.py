@@ -24,6 +24,10 @@ define ``jvp``: under ``torch.compile`` the same maps run from twin classes with
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -32,7 +36,24 @@ from torch import Tensor
 from sparse_ops import _float64
 from sparse_ops._checks import VMAP_FEATURES_ONLY
 
-__all__ = ["apply_average", "apply_decode", "apply_pool", "read", "sums"]
+__all__ = ["apply_average", "apply_decode", "apply_pool", "quiet_sparse_beta", "read", "sums"]
+
+#: Serialises :func:`quiet_sparse_beta`: ``warnings.catch_warnings`` saves and restores the process-wide
+#: filter list, so two threads inside it at once can restore each other's temporary filter and leave it
+#: installed for good (every later ``UserWarning`` of the process silenced).
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_sparse_beta() -> Iterator[None]:
+    """Ignore PyTorch's sparse-matrix ``UserWarning`` in the block: "Sparse CSR tensor support is in beta" and
+    (torch 2.11) "Sparse invariant checks are implicitly disabled", although the matrices, valid by
+    construction, are built with ``check_invariants=False``; no other warning. One thread at a time
+    (:data:`_WARNINGS_LOCK`)."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        for message in ("Sparse CSR tensor support is in beta", "Sparse invariant checks are implicitly"):
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        yield
 
 
 def sums(
@@ -127,6 +148,42 @@ def _dense(t: Tensor) -> Tensor:
     return t if t.is_contiguous() or t.transpose(1, 2).is_contiguous() else t.contiguous()
 
 
+def _save(ctx: Any, *tensors: Tensor | None) -> None:
+    """``save_for_backward`` and ``save_for_forward`` of ``tensors``, a CSR matrix (sparse backend) as its
+    three dense parts, rebuilt by :func:`_saved`.
+
+    Saved-tensor hooks then see dense tensors only: ``torch.autograd.graph.save_on_cpu(pin_memory=True)``
+    copies what it packs into an empty tensor of the same layout, which fails for a CSR matrix ("only sparse
+    compressed tensors with the same number of specified elements are supported").
+    """
+    flat: list[Tensor | None] = []
+    shapes: list[tuple[int, ...] | None] = []
+    for t in tensors:
+        if t is not None and t.layout == torch.sparse_csr:
+            flat += [t.crow_indices(), t.col_indices(), t.values()]
+            shapes.append(tuple(t.shape))
+        else:
+            flat.append(t)
+            shapes.append(None)
+    ctx.save_for_backward(*flat)
+    ctx.save_for_forward(*flat)
+    ctx.csr_shapes = shapes
+
+
+def _saved(ctx: Any) -> list[Any]:
+    """The tensors given to :func:`_save`, CSR matrices rebuilt from their parts (no copy)."""
+    parts = iter(ctx.saved_tensors)
+    out: list[Any] = []
+    for shape in ctx.csr_shapes:
+        if shape is None:
+            out.append(next(parts))
+            continue
+        crow, col, values = next(parts), next(parts), next(parts)
+        with quiet_sparse_beta():
+            out.append(torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=False))
+    return out
+
+
 def _fold(in_dims: tuple[int | None, ...], x: Tensor) -> tuple[Tensor, int]:
     """vmap over ``x`` only: move the mapped dim into the channels, ``[V, B, C, N] -> [B, V*C, N]``."""
     if any(d is not None for d in in_dims[1:]):
@@ -166,13 +223,12 @@ class _Average(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        ctx.save_for_backward(*inputs[1:-1])
-        ctx.save_for_forward(*inputs[1:-1])
+        _save(ctx, *inputs[1:-1])
         ctx.lanes = inputs[-1]
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        slot_fwd, space_fwd, slot_bwd, space_bwd, inv, keep, extra_group, group_owner = ctx.saved_tensors
+        slot_fwd, space_fwd, slot_bwd, space_bwd, inv, keep, extra_group, group_owner = _saved(ctx)
         grad_x = None
         if ctx.needs_input_grad[0]:
             if slot_bwd is None:  # symmetric (no mask): the backward is the forward map
@@ -191,7 +247,7 @@ class _Average(torch.autograd.Function):
 class _AverageForwardAD(_Average):
     @staticmethod
     def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
-        return apply_average(_dense(tangent), *ctx.saved_tensors, ctx.lanes)
+        return apply_average(_dense(tangent), *_saved(ctx), ctx.lanes)
 
 
 def apply_average(x: Tensor, *args: Any) -> Tensor:
@@ -223,14 +279,13 @@ class _Pool(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         x, slot, space_adjoint, scale, extra_group, group_owner, num_space, lanes = inputs
-        ctx.save_for_backward(slot, space_adjoint, scale, extra_group, group_owner)
-        ctx.save_for_forward(slot, space_adjoint, scale, extra_group, group_owner)
+        _save(ctx, slot, space_adjoint, scale, extra_group, group_owner)
         ctx.num_space, ctx.lanes = num_space, lanes
         ctx.num_pixels = x.shape[-1]
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        slot, space_adjoint, scale, extra_group, group_owner = ctx.saved_tensors
+        slot, space_adjoint, scale, extra_group, group_owner = _saved(ctx)
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad = grad if scale is None else grad * scale
@@ -248,7 +303,7 @@ class _Pool(torch.autograd.Function):
 class _PoolForwardAD(_Pool):
     @staticmethod
     def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
-        slot, space_adjoint, scale, extra_group, group_owner = ctx.saved_tensors
+        slot, space_adjoint, scale, extra_group, group_owner = _saved(ctx)
         return apply_pool(
             tangent.contiguous(),
             slot,
@@ -295,14 +350,13 @@ class _Decode(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         z, space, slot_adjoint, extra_group, group_owner, num_pixels, lanes = inputs
-        ctx.save_for_backward(space, slot_adjoint, extra_group, group_owner)
-        ctx.save_for_forward(space, slot_adjoint, extra_group, group_owner)
+        _save(ctx, space, slot_adjoint, extra_group, group_owner)
         ctx.num_space = z.shape[-1] - 1
         ctx.num_pixels, ctx.lanes = num_pixels, lanes
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        space, slot_adjoint, extra_group, group_owner = ctx.saved_tensors
+        space, slot_adjoint, extra_group, group_owner = _saved(ctx)
         grad_z = None
         if ctx.needs_input_grad[0]:
             grad_z = apply_pool(
@@ -326,7 +380,7 @@ class _Decode(torch.autograd.Function):
 class _DecodeForwardAD(_Decode):
     @staticmethod
     def jvp(ctx: Any, tangent: Tensor, *_: Any) -> Tensor:
-        space, slot_adjoint, extra_group, group_owner = ctx.saved_tensors
+        space, slot_adjoint, extra_group, group_owner = _saved(ctx)
         return apply_decode(
             tangent.contiguous(), space, slot_adjoint, extra_group, group_owner, ctx.num_pixels, ctx.lanes
         )

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 import warnings
-from collections.abc import Iterator
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from sparse_ops import _checks, _float64
-from sparse_ops._kernels import apply_average, apply_decode, apply_pool
+from sparse_ops._kernels import apply_average, apply_decode, apply_pool, quiet_sparse_beta
 from sparse_ops._layout import Layout, build_layout
 
 __all__ = ["AUTO_BACKEND", "Backend", "Reduce", "SuperpixelAssignment"]
@@ -27,24 +25,6 @@ REDUCTIONS: tuple[str, ...] = get_args(Reduce)
 #: extra memory; no GPU figure exists yet, and on CUDA "scatter" is the backend covered by
 #: ``torch.use_deterministic_algorithms`` and ``torch.compile``.
 AUTO_BACKEND: dict[str, Literal["scatter", "sparse"]] = {"cpu": "scatter", "cuda": "scatter"}
-
-
-#: Serialises :func:`_quiet_sparse_beta`: ``warnings.catch_warnings`` saves and restores the process-wide
-#: filter list, so two threads inside it at once can restore each other's temporary filter and leave it
-#: installed for good (every later ``UserWarning`` of the process silenced).
-_WARNINGS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _quiet_sparse_beta() -> Iterator[None]:
-    """Ignore PyTorch's sparse-matrix ``UserWarning`` in the block: "Sparse CSR tensor support is in beta" and
-    (torch 2.11) "Sparse invariant checks are implicitly disabled", although the matrices, valid by
-    construction, are built with ``check_invariants=False``; no other warning. One thread at a time
-    (:data:`_WARNINGS_LOCK`)."""
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        for message in ("Sparse CSR tensor support is in beta", "Sparse invariant checks are implicitly"):
-            warnings.filterwarnings("ignore", message=message, category=UserWarning)
-        yield
 
 
 def _outside_inference_mode() -> contextlib.AbstractContextManager[object]:
@@ -361,7 +341,7 @@ class SuperpixelAssignment:
             if name.startswith("slot"):
                 width = self.num_superpixels * self._layout.lanes + 1 + self._layout.extra_group.shape[-1]
             cols = (index.view(b, n) + torch.arange(b, device=self.device).view(b, 1) * width).reshape(-1)
-            with _quiet_sparse_beta():
+            with quiet_sparse_beta():
                 matrix = torch.sparse_csr_tensor(
                     torch.arange(b * n + 1, device=self.device),
                     cols,
@@ -558,6 +538,6 @@ class SuperpixelAssignment:
         )
         if layout == torch.sparse_csr:
             matrix = matrix.coalesce()  # the sort: outside the process-wide lock
-            with _quiet_sparse_beta():
+            with quiet_sparse_beta():
                 matrix = matrix.to_sparse_csr()
         return matrix

@@ -5,6 +5,8 @@ A subclass describes one op; the base runs the same checks on every op:
 * ``test_matches_reference``: the op against its slow, obvious reference over hypothesis-drawn inputs, float32
   and float64;
 * ``test_gradcheck``: float64 ``gradcheck`` (and ``gradgradcheck`` for ops whose backward is differentiable);
+* ``test_saved_tensor_hooks``: under ``torch.autograd.graph.save_on_cpu(pin_memory=True)`` and under hooks
+  that copy what is saved, the gradients of the plain run; what the op saves passes through the hooks only;
 * ``test_layouts``: non-contiguous, channels-last and expanded (stride-0) inputs give the results of
   contiguous copies, forward and backward;
 * ``test_autocast``: under ``torch.autocast`` the op computes what it computes outside (no silent downcast);
@@ -21,6 +23,8 @@ input), and the class attributes below.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
@@ -121,8 +125,12 @@ class OpTester:
     def call(self, case: Case, **extra: Any) -> Any:
         return self.op(*case.args, **{**case.kwargs, **extra})
 
-    def _backward(self, case: Case, **extra: Any) -> tuple[list[Tensor], list[Tensor | None]]:
-        """Forward the case with gradients on its data arguments; return (outputs, their gradients)."""
+    def _backward(
+        self, case: Case, *, between: Callable[[Any, list[Tensor]], None] | None = None, **extra: Any
+    ) -> tuple[list[Tensor], list[Tensor | None]]:
+        """Forward the case with gradients on its data arguments; return (outputs, their gradients).
+
+        ``between(result, leaves)``: called after the forward, before the backward (the graph alive)."""
         leaves = []
 
         def leaf(t: Tensor) -> Tensor:
@@ -135,6 +143,8 @@ class OpTester:
             if self.differentiable and args[i].is_floating_point():
                 args[i] = leaf(args[i])
         result = self.op(*args, **{**case.kwargs, **extra})
+        if between is not None:
+            between(result, leaves)
         outs = [o for o in outputs(result) if o.requires_grad]
         grads: list[Tensor | None] = [None] * len(leaves)
         if outs:
@@ -203,6 +213,39 @@ class OpTester:
         assert torch.autograd.gradcheck(fn, inputs, fast_mode=self.fast_gradcheck)
         if self.gradgrad:
             assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=self.fast_gradcheck)
+
+    @pytest.mark.parametrize("hooks", ["save_on_cpu", "copies"])
+    def test_saved_tensor_hooks(self, hooks: str) -> None:
+        """The gradients of the plain run when saved tensors are packed (CPU offloading, or copies): every
+        saved tensor goes through the pack hook (it can be moved or copied), and none is kept alive past the
+        forward by anything else (a ``ctx`` attribute, a cache), except the case's own tensors."""
+        if not self.differentiable:
+            pytest.skip("not differentiable")
+        case = self.small_case(torch.float64)
+        expected = self._backward(case)[1]
+        packed: list[weakref.ref[Tensor]] = []
+
+        def pack(t: Tensor) -> Tensor:
+            packed.append(weakref.ref(t))
+            return t.clone()
+
+        def nothing_else_keeps_them(result: Any, leaves: list[Tensor]) -> None:
+            """While the graph lives, only the caller holds an original of a saved tensor (the case's tensors,
+            the leaves and the outputs): the graph holds the packed copies."""
+            assert packed, "nothing was saved through the hooks"
+            held = [*case.args, *case.kwargs.values(), *leaves, *all_outputs(result)]
+            gc.collect()
+            alive = [t for t in (r() for r in packed) if t is not None and not any(t is h for h in held)]
+            assert not alive, f"saved tensors kept alive outside the hooks: {[tuple(t.shape) for t in alive]}"
+
+        if hooks == "save_on_cpu":
+            with torch.autograd.graph.save_on_cpu(pin_memory=True):
+                got = self._backward(case)[1]
+        else:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                got = self._backward(case, between=nothing_else_keeps_them)[1]
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=0, atol=0)
 
     @pytest.mark.parametrize("layout", ["non_contiguous", "channels_last", "expanded"])
     def test_layouts(self, layout: str) -> None:

@@ -160,11 +160,11 @@ def test_the_csr_builds_silence_the_beta_warning_only() -> None:
     """The CSR builds hide PyTorch's two sparse-matrix warnings (beta state; invariant checks implicitly
     disabled, torch 2.11), and no other ``UserWarning`` raised inside them (a user's warning filter turned to
     errors still sees those)."""
-    from sparse_ops.assignment import _quiet_sparse_beta
+    from sparse_ops._kernels import quiet_sparse_beta
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with _quiet_sparse_beta():
+        with quiet_sparse_beta():
             warnings.warn(
                 "Sparse CSR tensor support is in beta state. If you miss ...", UserWarning, stacklevel=1
             )
