@@ -18,8 +18,11 @@ whole pixel rows with ``index_add_`` and ``read`` writes rows with ``index_selec
 
 Every backward applies a Function again, so gradients of any order stay accurate; every map is linear, so its
 forward-mode derivative (``jvp``) is the map applied to the tangent, and a ``vmap`` over ``x`` folds the
-mapped dimension into the channels (the maps act on every channel alike). Dynamo does not trace Functions that
-define ``jvp``: under ``torch.compile`` the same maps run from twin classes without it.
+mapped dimension into the channels (the maps act on every channel alike). No Function returns a view of a
+tensor made in its forward (``read`` allocates its result, ``_Pool`` copies a slice of the sums): autograd
+refuses to change such a view in place ("This view was created inside a custom Function"), so
+``torch.relu_(out)`` on an op's result failed. Dynamo does not trace Functions that define ``jvp``: under
+``torch.compile`` the same maps run from twin classes without it.
 """
 
 from __future__ import annotations
@@ -116,13 +119,16 @@ def read(z: Tensor, space: Tensor, num_pixels: int, rows: bool = False) -> Tenso
         with torch.autocast(device_type=z.device.type, enabled=False):
             out = space @ z.transpose(1, 2).reshape(b * width, c)
         rows_out = out.view(b, num_pixels, c).transpose(1, 2)  # the product's rows are pixels
-        return rows_out if rows else rows_out.contiguous()
+        # a copy in either layout, never the view (contiguous() returns it when C = 1)
+        return rows_out.clone(memory_format=torch.preserve_format if rows else torch.contiguous_format)
     if rows:
         table = z.transpose(1, 2).contiguous()  # [B, S + 1, C]
-        out = z.new_empty(b, num_pixels, c)
+        # allocated channels innermost, not as a transposed view
+        out = torch.empty_strided((b, c, num_pixels), (num_pixels * c, 1, c), dtype=z.dtype, device=z.device)
+        pixel_rows = out.transpose(1, 2)  # [B, N, C], contiguous per image
         for i in range(b):
-            torch.index_select(table[i], 0, space[i, 0], out=out[i])
-        return out.transpose(1, 2)
+            torch.index_select(table[i], 0, space[i, 0], out=pixel_rows[i])
+        return out
     return torch.gather(z, 2, space.expand(b, c, num_pixels))
 
 
@@ -273,8 +279,9 @@ class _Pool(torch.autograd.Function):
         lanes: int,
     ) -> Tensor:
         out = sums(x, slot, extra_group, group_owner, num_space, lanes)
-        return out if scale is None else out * scale  # not in place: torch 2.11's AOT autograd then got the
-        # backward of a compiled mean pool wrong (every gradient; 2.13 and 2.14 were right)
+        # out * scale not in place: torch 2.11's AOT autograd then got the backward of a compiled mean pool
+        # wrong (every gradient; 2.13 and 2.14 were right)
+        return out.clone() if scale is None else out * scale  # sums may be a slice
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:

@@ -7,6 +7,8 @@ A subclass describes one op; the base runs the same checks on every op:
 * ``test_gradcheck``: float64 ``gradcheck`` (and ``gradgradcheck`` for ops whose backward is differentiable);
 * ``test_saved_tensor_hooks``: under ``torch.autograd.graph.save_on_cpu(pin_memory=True)`` and under hooks
   that copy what is saved, the gradients of the plain run; what the op saves passes through the hooks only;
+* ``test_inplace_on_outputs``: outputs changed in place before the backward (``relu_``, ``mul_``) give the
+  gradients of the same change out of place, for contiguous and channels-last inputs;
 * ``test_layouts``: non-contiguous, channels-last and expanded (stride-0) inputs give the results of
   contiguous copies, forward and backward;
 * ``test_autocast``: under ``torch.autocast`` the op computes what it computes outside (no silent downcast);
@@ -246,6 +248,28 @@ class OpTester:
                 got = self._backward(case, between=nothing_else_keeps_them)[1]
         for g, e in zip(got, expected, strict=True):
             torch.testing.assert_close(g, e, rtol=0, atol=0)
+
+    @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+    def test_inplace_on_outputs(self, layout: str) -> None:
+        """``out.mul_(2)`` on every floating output (as ``F.relu(out, inplace=True)`` would change it) before
+        the backward gives twice the gradients: no "view created inside a custom Function" error."""
+        if not self.differentiable:
+            pytest.skip("not differentiable")
+        case = self.small_case(torch.float64)
+        if layout == "channels_last":
+            case = case.with_data(_channels_last)
+        expected = self._backward(case)[1]
+
+        def double(result: Any, leaves: list[Tensor]) -> None:
+            for o in outputs(result):
+                if o.requires_grad:
+                    o.mul_(2.0)
+
+        got = self._backward(case, between=double)[1]
+        for g, e in zip(got, expected, strict=True):
+            assert (g is None) == (e is None)
+            if g is not None and e is not None:
+                torch.testing.assert_close(g, 2 * e)
 
     @pytest.mark.parametrize("layout", ["non_contiguous", "channels_last", "expanded"])
     def test_layouts(self, layout: str) -> None:
