@@ -104,6 +104,11 @@ def check_number(value: object, name: str, minimum: float) -> float:
     """Return a real number (not ``bool``, not a string) ``>= minimum`` as a ``float``."""
     if isinstance(value, (str, bytes, bytearray)):  # float("0.5") would parse it: a string is not a number
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    if isinstance(value, Tensor) and value.requires_grad:  # float() would cut it from the graph, silently
+        raise TypeError(
+            f"{name} must be a real number, got a Tensor that requires grad: no gradient would reach it "
+            f"(it is used as a constant); pass {name}.item()"
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
             value = float(value)  # type: ignore[arg-type]  # numpy scalars; anything else: TypeError
@@ -466,5 +471,5 @@ def check_assoc_values(assoc: Tensor, name: str = "assoc") -> None:
         where = [int(i) for i in bad.nonzero()[0]]
         raise ValueError(
             f"{name} must be non-negative and finite (e.g. a softmax over dim 1), "
-            f"got {float(assoc[tuple(where)])} at index {where}"
+            f"got {assoc[tuple(where)].item()} at index {where}"  # not float(): torch warns for a grad tensor
         )

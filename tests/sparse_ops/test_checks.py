@@ -516,3 +516,22 @@ def test_max_unpool_with_swapped_arguments_says_values_come_first() -> None:
         so.max_unpool2d(pooled.indices, pooled.values, (4, 4))
     with pytest.raises(TypeError, match=r"got dtype torch\.int32$"):  # no hint where nothing is swapped
         so.max_unpool2d(pooled.values, pooled.indices.int(), (4, 4))
+
+
+def test_a_bad_association_that_requires_grad_gets_the_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network's association requires grad: its bad value is reported without ``float()`` of a tensor that
+    requires grad, for which PyTorch warns "Converting a tensor with requires_grad=True to a scalar" (an error
+    under -W error, which hid the ValueError). PyTorch warns once per process: the test watches the call."""
+    float_of = torch.Tensor.__float__
+
+    def no_grad_floats(t: torch.Tensor) -> float:
+        assert not t.requires_grad, "float() of a tensor that requires grad"
+        return float_of(t)
+
+    monkeypatch.setattr(torch.Tensor, "__float__", no_grad_floats)
+    q = torch.full((1, 9, 4, 4), 1 / 9)
+    q[0, 3, 1, 2] = -0.5
+    with pytest.raises(
+        ValueError, match=r"assoc must be non-negative and finite .* got -0.5 at index \[0, 3, 1, 2\]"
+    ):
+        so.soft_uniformize(torch.ones(1, 2, 4, 4), q.requires_grad_(), 2)

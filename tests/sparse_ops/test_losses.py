@@ -84,6 +84,11 @@ class TestSpixelLoss(OpTester):
         ({1: lambda t: t + 10**9}, ValueError, "the largest label of target is 1000000255.*pass num_classes"),
         ({"pos_weight": -1.0}, ValueError, "pos_weight must be a number >= 0.0, got -1.0"),
         ({"pos_weight": "0.5"}, TypeError, "pos_weight must be a real number, got str '0.5'"),
+        (  # a learnable weight would be cut from the graph by float(): no gradient, silently
+            {"pos_weight": torch.tensor(0.5, requires_grad=True)},
+            TypeError,
+            r"pos_weight must be a real number, got a Tensor that requires grad: no gradient would reach it",
+        ),
         ({"eps": "1e-3"}, TypeError, "eps must be a real number, got str '1e-3'"),
         ({"mask": torch.ones(3, 5, 6)}, TypeError, "mask must have dtype torch.bool"),
         (
