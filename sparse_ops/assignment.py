@@ -269,8 +269,14 @@ class SuperpixelAssignment:
 
     @property
     def mask(self) -> Tensor | None:
-        """The mask ``[B, H, W]`` (a copy made at construction) or ``None``."""
-        return None if self._mask is None else self._mask.view(self.batch_size, self.height, self.width)
+        """A copy of the mask ``[B, H, W]`` given at construction, or ``None``.
+
+        A copy at every access: changing it in place leaves the assignment as built (a view of the kept mask
+        changed the gradient-carrying max pooling and :meth:`to_sparse` only, not the counts or the means).
+        """
+        if self._mask is None:
+            return None
+        return self._mask.view(self.batch_size, self.height, self.width).clone()
 
     def __repr__(self) -> str:
         return (

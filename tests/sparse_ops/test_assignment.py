@@ -88,6 +88,22 @@ def test_no_aliasing_of_the_callers_label_map_and_mask() -> None:
         assert torch.equal(a.mask, mask)
 
 
+def test_changing_the_mask_attribute_in_place_leaves_the_assignment_as_built() -> None:
+    """``a.mask`` is a copy: writing into it changed the max pooling of an input that requires grad (5 -> 1
+    below) and ``to_sparse``, not the counts or the means (the mask the assignment keeps was half changed)."""
+    sp = torch.tensor([[[0, 0, 1, 1]]])
+    a = SuperpixelAssignment(sp, 2, mask=torch.ones(1, 1, 4, dtype=torch.bool))
+    x = torch.tensor([[[[5.0, 1.0, 2.0, 3.0]]]], requires_grad=True)
+    before = (a.pool(x, "max"), a.encode(x), a.to_sparse().to_dense())
+    mask = a.mask
+    assert mask is not None
+    mask[0, 0, 0] = False
+    after = (a.pool(x, "max"), a.encode(x), a.to_sparse().to_dense())
+    for u, v in zip(before, after, strict=True):
+        assert torch.equal(u, v)
+    assert bool(a.mask.all())  # type: ignore[union-attr]
+
+
 def test_absurd_num_superpixels_is_refused_before_allocating() -> None:
     sp = torch.zeros(1, 4, 4, dtype=torch.long)
     sp[0, 0, 0] = 2**40  # a stray id
