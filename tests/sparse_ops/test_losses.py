@@ -66,7 +66,6 @@ def ref_loss(assoc, target, S, m=0.003, ignore=255, num_classes=None, eps=1e-8):
 class TestSpixelLoss(OpTester):
     dense = False
     fast_gradcheck = True  # a scalar of 9 x H x W association entries
-    gradgrad = False
     compile_kwargs = {"validate": False, "num_classes": 4}  # noqa: RUF012  (no host synchronisation then)
     errors = [  # noqa: RUF012  (a table read by the base class)
         ({1: [0]}, TypeError, "target must be a Tensor"),

@@ -91,7 +91,6 @@ class TestPoolSumMasked(TestPool):
 class TestPoolMaxMasked(TestPool):
     reduce = "max"
     masked = True
-    gradgrad = False  # scatter_reduce's max has no double backward
     errors = []  # noqa: RUF012  (covered by TestPool)
 
 

@@ -51,7 +51,6 @@ def ref_unpool(values, indices, H, W):
 
 
 class TestMaxPoolWithIndices(OpTester):
-    gradgrad = False  # the max picks; its backward is a scatter of the picks
     errors = [  # noqa: RUF012  (a table read by the base class)
         ({0: lambda x: x[0, 0]}, ValueError, "x must have shape"),
         ({0: lambda x: x.long()}, TypeError, "x must be a floating tensor"),
