@@ -87,6 +87,8 @@ def sums(
         lane_sums = partial[..., : num_space * lanes].reshape(b, c, num_space, lanes).sum(dim=-1)
         trash = num_space * lanes
         primary = torch.cat([lane_sums, partial[..., trash : trash + 1]], dim=-1)
+    elif partial.shape[-1] == num_space + 1:  # no extra slots: the sums themselves (a slice of every column
+        primary = partial  # is an alias, which the batched backward of is_grads_batched=True cannot run)
     else:
         primary = partial[..., : num_space + 1]
     groups = group_owner.shape[-1]

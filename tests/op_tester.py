@@ -4,7 +4,9 @@ A subclass describes one op; the base runs the same checks on every op:
 
 * ``test_matches_reference``: the op against its slow, obvious reference over hypothesis-drawn inputs, float32
   and float64;
-* ``test_gradcheck``: float64 ``gradcheck`` (and ``gradgradcheck`` for ops whose backward is differentiable);
+* ``test_gradcheck``: float64 ``gradcheck`` (and ``gradgradcheck`` for ops whose backward is differentiable),
+  batched gradients too (``check_batched_grad``: the backward that ``is_grads_batched=True`` and
+  ``torch.autograd.functional.jacobian(vectorize=True)`` run);
 * ``test_saved_tensor_hooks``: under ``torch.autograd.graph.save_on_cpu(pin_memory=True)`` and under hooks
   that copy what is saved, the gradients of the plain run; what the op saves passes through the hooks only;
 * ``test_inplace_on_outputs``: outputs changed in place before the backward (``relu_``, ``mul_``) give the
@@ -212,9 +214,10 @@ class OpTester:
             return tuple(outputs(self.op(*args, **case.kwargs)))
 
         inputs = tuple(case.args[i].detach().requires_grad_() for i in case.data)
-        assert torch.autograd.gradcheck(fn, inputs, fast_mode=self.fast_gradcheck)
+        fast = self.fast_gradcheck
+        assert torch.autograd.gradcheck(fn, inputs, fast_mode=fast, check_batched_grad=True)
         if self.gradgrad:
-            assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=self.fast_gradcheck)
+            assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=fast, check_batched_grad=True)
 
     @pytest.mark.parametrize("hooks", ["save_on_cpu", "copies"])
     def test_saved_tensor_hooks(self, hooks: str) -> None:
