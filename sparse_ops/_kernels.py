@@ -140,7 +140,8 @@ def _is_rows(x: Tensor) -> bool:
     Such inputs are summed with ``index_add_`` over whole pixel rows and read back with ``index_select``,
     in pixel order like the ``scatter_add_`` / ``gather`` of the ``[B, C, N]`` path (bit-identical
     results); the strided ``[B, C, N]`` path would touch every cache line of ``x`` once per channel. Not on
-    CUDA, where this path is unmeasured.
+    CUDA, where this path is unmeasured. Nor in the batched backward of ``is_grads_batched=True`` (a legacy
+    batched tensor), which cannot run their per-image ``out=`` / in-place writes.
     """
     return (
         x.device.type == "cpu"
@@ -148,7 +149,15 @@ def _is_rows(x: Tensor) -> bool:
         and x.shape[2] > 1
         and x.transpose(1, 2).is_contiguous()
         and not x.is_contiguous()
+        and not _legacy_batched(x)
     )
+
+
+def _legacy_batched(x: Tensor) -> bool:
+    """Whether ``x`` is a legacy batched tensor (``torch.autograd.grad(is_grads_batched=True)``, the batched
+    checks of ``gradcheck``); a private API, read defensively."""
+    is_legacy = getattr(torch._C._functorch, "is_legacy_batchedtensor", None)
+    return bool(is_legacy(x)) if is_legacy is not None else False
 
 
 def _dense(t: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """The ops inside the autograd machinery users wrap around them, where the op testers' cases do not reach:
 in-place changes of results whose forward made a view (one channel, one image), checkpointing with an
-assignment captured in the closure."""
+assignment captured in the closure, batched gradients of channels-last inputs."""
 
 from __future__ import annotations
 
@@ -62,3 +62,27 @@ def test_checkpoint_with_an_assignment_in_the_closure(reentrant: bool, backend: 
     checkpoint(block, ckpt, use_reentrant=reentrant).pow(3).sum().backward()
     assert ckpt.grad is not None
     torch.testing.assert_close(ckpt.grad, plain.grad, rtol=0, atol=0)
+
+
+SP2 = torch.randint(0, 6, (2, 3, 4), generator=G)
+MASK2 = torch.rand(2, 3, 4, generator=G) > 0.3
+CHANNELS_LAST: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "uniformize": lambda t: uniformize(t, SP2, 6),
+    "uniformize_masked": lambda t: uniformize(t, SP2, 6, mask=MASK2),
+    "assignment": lambda t: SuperpixelAssignment(SP2, 6, mask=MASK2).uniformize(t),
+}
+
+
+@pytest.mark.parametrize("name", list(CHANNELS_LAST))
+def test_batched_gradients_of_channels_last_inputs(name: str) -> None:
+    """``is_grads_batched=True`` (and ``jacobian(vectorize=True)``) runs the backward on a legacy batched
+    tensor, which the channels-last row path (per-image ``out=`` and in-place writes) cannot take: the
+    gradients of a loop over the batched grad outputs."""
+    fn = CHANNELS_LAST[name]
+    x = torch.randn(2, 3, 3, 4, dtype=torch.float64, generator=G)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = fn(x)
+    v = torch.randn(3, 2, 3, 4, 3, dtype=y.dtype, generator=G).permute(0, 1, 4, 2, 3)  # channels last each
+    (got,) = torch.autograd.grad(y, x, v, is_grads_batched=True, retain_graph=True)
+    expected = torch.stack([torch.autograd.grad(y, x, vi, retain_graph=True)[0] for vi in v])
+    torch.testing.assert_close(got, expected)
