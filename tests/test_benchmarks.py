@@ -938,8 +938,20 @@ def test_bench_overhead_quick(tmp_path, capsys):
     assert rows[("uniformize", "True")]["fwd_syncs"] == 1  # the id range: one read
     assert "bwd_ops" in rows[("uniformize", "False")] and "bwd_ops" not in rows[("hard_superpixels", "False")]
     again = bench.main(["--quick", "--threads", "1", "--ops", "uniformize,spixel_loss", "--out", str(out)])
-    assert again["rows"] == [r for r in data["rows"] if r["op"] in ("uniformize", "spixel_loss")]
+    # every count repeats exactly; the peaks need not: the backward of spixel_loss peaked at 9.0, 10.5 or
+    # 11.25 KiB in repeated runs in one process (the order of the frees varies), so they are bounded instead
+    peaks = ("fwd_peak_kib", "bwd_peak_kib")
+    first = [r for r in data["rows"] if r["op"] in ("uniformize", "spixel_loss")]
+    assert [_without(r, peaks) for r in again["rows"]] == [_without(r, peaks) for r in first]
+    for row in again["rows"] + first:
+        for phase in ("fwd", "bwd"):
+            if f"{phase}_kib" in row:
+                assert 0 < row[f"{phase}_peak_kib"] <= row[f"{phase}_kib"], (row["op"], phase)
     assert "uniformize" in capsys.readouterr().out
+
+
+def _without(row: dict, keys: tuple[str, ...]) -> dict:
+    return {k: v for k, v in row.items() if k not in keys}
 
 
 def test_bench_overhead_refuses_unknown_names(capsys):
