@@ -16,9 +16,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "EXPORT_VALIDATE_FIX",
     "MAX_INFERRED_CLASSES",
     "MAX_SLOTS_PER_PIXEL",
     "MIN_SLOT_LIMIT",
+    "SYNCHRONISATION",
     "check_assoc",
     "check_assoc_values",
     "check_batch_match",
@@ -30,6 +32,7 @@ __all__ = [
     "check_int",
     "check_label_map",
     "check_mask",
+    "check_not_exporting",
     "check_not_vmapped",
     "check_num_superpixels",
     "check_number",
@@ -235,6 +238,27 @@ def check_not_vmapped(t: Tensor | None, name: str) -> None:
         )
 
 
+#: How a refused value check says why it reads values.
+SYNCHRONISATION = " (a host-device synchronisation)"
+#: The fix for a value check (``validate=True``) that ``torch.export`` meets.
+EXPORT_VALIDATE_FIX = (
+    "export with validate=False (build the module with validate=False, or set module.validate = False on "
+    "every sparse_ops module of the model first) and check the inputs before calling the exported program"
+)
+
+
+def check_not_exporting(what: str, fix: str = EXPORT_VALIDATE_FIX) -> None:
+    """Refuse, while ``torch.export`` traces, a step that reads tensor values on the host (``what``).
+
+    Such a step (a value check, a size inferred from the ids, a numpy post-process) has no graph form: without
+    this check ``torch.export`` fails deep inside PyTorch (a data-dependent guard). Raises
+    :class:`ValueError` naming ``what`` and ``fix``; ``torch.compile`` (which breaks the graph there instead)
+    is not affected.
+    """
+    if torch.compiler.is_exporting():
+        raise ValueError(f"{what}, which torch.export cannot trace: {fix}")
+
+
 def check_same_device(reference: Tensor, ref_name: str, other: Tensor, name: str) -> None:
     """Require ``other`` on the device of ``reference``."""
     if other.device != reference.device:
@@ -388,6 +412,7 @@ def check_id_range(
     """
     if index.is_meta or (per_image is not None and per_image.is_meta):  # shapes only: no values to check
         return
+    check_not_exporting(f"validate=True checks the ids of {name} by reading them{SYNCHRONISATION}")
     negative_counts = "num_superpixels must be >= 0, got {}"
     if index.numel() == 0 or index.dtype in _WIDE_UNSIGNED:  # the counts first: no ids, or ids checked below
         if per_image is not None and per_image.numel() and bool((per_image < 0).any()):
@@ -463,6 +488,7 @@ def check_assoc_values(assoc: Tensor, name: str = "assoc") -> None:
     """
     if assoc.numel() == 0 or assoc.is_meta:
         return
+    check_not_exporting(f"validate=True checks the values of {name}{SYNCHRONISATION}")
     low, high = torch.stack(torch.aminmax(assoc)).tolist()
     if low >= 0 and high < float("inf"):  # False for NaN
         return

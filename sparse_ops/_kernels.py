@@ -141,10 +141,13 @@ def _is_rows(x: Tensor) -> bool:
     in pixel order like the ``scatter_add_`` / ``gather`` of the ``[B, C, N]`` path (bit-identical
     results); the strided ``[B, C, N]`` path would touch every cache line of ``x`` once per channel. Not on
     CUDA, where this path is unmeasured. Nor in the batched backward of ``is_grads_batched=True`` (a legacy
-    batched tensor), which cannot run their per-image ``out=`` / in-place writes.
+    batched tensor), which cannot run their per-image ``out=`` / in-place writes. Nor under ``torch.export``,
+    which refuses its ``out=`` writes inside a Function and would specialize its loop over the batch (the other
+    path gives the same values).
     """
     return (
         x.device.type == "cpu"
+        and not torch.compiler.is_exporting()
         and x.shape[1] > 1
         and x.shape[2] > 1
         and x.transpose(1, 2).is_contiguous()

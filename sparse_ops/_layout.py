@@ -176,12 +176,13 @@ def build_layout(
     # run (4 images at once took 0.41x the time of one at a time on 2 CPU threads); the temporaries, about
     # 16 bytes per pixel of a block, stay bounded by BUILD_BLOCK_PIXELS (the whole batch on an accelerator or
     # under torch.compile, where get_num_threads() does not trace)
+    # (a single block is not sliced: slicing would specialize a symbolic batch size under torch.export)
     if device.type != "cpu" or torch.compiler.is_compiling():
-        block = b
+        rows = [slice(None)]
     else:
         block = max(1, torch.get_num_threads(), BUILD_BLOCK_PIXELS // max(n, 1))
-    for start in range(0, b, block):
-        row = slice(start, start + block)
+        rows = [slice(start, start + block) for start in range(0, b, block)]
+    for row in rows:
         _rows_slots(
             index[row],
             space[row],

@@ -113,9 +113,9 @@ class SuperpixelAssignment:
         backend (str): ``"scatter"`` (``scatter_add_`` + ``gather`` in self-adjoint autograd Functions),
             ``"sparse"`` (``torch.sparse`` CSR matrix products, the paper's formulation) or ``"auto"`` (a
             per-device choice, :data:`AUTO_BACKEND`: ``"scatter"`` on CPU and CUDA). Inside ``torch.func``
-            transforms, which do not support sparse tensors, ``"sparse"`` runs the scatter kernels. On a
-            device without float64 (Apple MPS, which has no sparse CSR tensors) ``"sparse"`` raises a
-            ``ValueError``.
+            transforms and ``torch.export``, which do not support sparse tensors, ``"sparse"`` runs the
+            scatter kernels. On a device without float64 (Apple MPS, which has no sparse CSR tensors)
+            ``"sparse"`` raises a ``ValueError``.
         validate (bool): check the id range (a host-device synchronisation, which also breaks
             ``torch.compile`` graphs). Types, shapes and devices are checked here and at every method call
             whatever ``validate`` says (they read no tensor value).
@@ -211,6 +211,13 @@ class SuperpixelAssignment:
             raise ValueError(
                 "num_superpixels must be an int for a label map on the meta device (shapes only: no ids or "
                 f"counts to read), got {'None' if num_superpixels is None else 'a Tensor'}"
+            )
+        if not isinstance(num_superpixels, int):  # the size N_s would be read from tensor values
+            given = "None (N_s = max id + 1)" if num_superpixels is None else "a Tensor (N_s = its maximum)"
+            _checks.check_not_exporting(
+                f"num_superpixels={given} reads a size from tensor values",
+                "pass an int num_superpixels, an upper bound of the ids (for grid or hard_superpixels ids: "
+                "sparse_ops.num_grid_cells(H, W, cell_size))",
             )
         if isinstance(num_superpixels, Tensor):
             num_ids = 0
@@ -313,8 +320,10 @@ class SuperpixelAssignment:
     def _use_sparse(self) -> bool:
         if self.backend != "sparse":
             return False
-        if _functorch_transforms_active():  # torch.func does not support sparse tensors: run the same maps
-            return False  # with the scatter kernels (identical results up to rounding)
+        # torch.func and torch.export do not support sparse tensors: run the same maps with the scatter
+        # kernels (identical results up to rounding)
+        if _functorch_transforms_active() or torch.compiler.is_exporting():
+            return False
         if self.device.type == "cuda" and torch.are_deterministic_algorithms_enabled():
             warnings.warn(
                 "backend='sparse' is not covered by torch.use_deterministic_algorithms on CUDA "

@@ -100,12 +100,19 @@ def hard_superpixels(
     return_counts = _checks.check_bool(return_counts, "return_counts")
     if min_size is not None:
         min_size = _checks.check_int(min_size, "min_size", 1)
+    if validate and assoc.numel() and not assoc.is_meta:
+        _checks.check_not_exporting(f"validate=True checks assoc for NaN{_checks.SYNCHRONISATION}")
     # a minimum propagates NaN: one reduction, no mask of the association's size
     if validate and assoc.numel() and not assoc.is_meta and bool(assoc.min().isnan()):
         raise ValueError("assoc must not contain NaN (its arg-max would be arbitrary)")
     B, _, H, W = assoc.shape
     labels = _best_neighbour_ids(assoc.detach(), cell_size)
     if connectivity:
+        _checks.check_not_exporting(
+            "connectivity=True relabels the ids with numpy on the host",
+            "export the network that gives assoc, and call hard_superpixels(assoc, cell_size, "
+            "connectivity=True) on the exported program's output",
+        )
         if min_size is None:
             min_size = max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells(H, W, cell_size)))
         labels, counts = _connectivity(labels, min_size)

@@ -97,6 +97,13 @@ def _labels(
                 "infer it from), got None"
             )
         return valid, labels, num_classes
+    if validate and labels.numel():
+        _checks.check_not_exporting(f"validate=True checks the labels of target{_checks.SYNCHRONISATION}")
+    if num_classes is None:
+        _checks.check_not_exporting(
+            "num_classes=None infers the class count from the largest label of target",
+            "pass num_classes (an int)",
+        )
     low = largest = 0
     if labels.numel() and (validate or num_classes is None):  # one pass and one read for both bounds
         low, largest = torch.stack(torch.aminmax(labels)).tolist()

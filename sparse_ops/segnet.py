@@ -180,6 +180,7 @@ def max_unpool2d(
         raise ValueError(f"output_size must end with a positive (H, W), got {tuple(output_size)}")
     H, W = size
     if validate and indices.numel() and not indices.is_meta:  # meta: shapes only, no index to check
+        _checks.check_not_exporting(f"validate=True checks the range of indices{_checks.SYNCHRONISATION}")
         lo, hi = torch.stack(torch.aminmax(indices)).tolist()  # one pass, one read (not two of each)
         if lo < 0 or hi >= H * W:
             raise ValueError(
