@@ -435,6 +435,22 @@ def test_refine_compiles_without_graph_breaks(recompute: bool) -> None:
     assert copy.deepcopy(joint)._compiled is None and joint._compiled is not None
 
 
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_eval_model_exports_with_torch_export(mode: str) -> None:
+    """The trained model deploys with ``torch.export`` (non-strict) in eval mode: the exported program gives
+    every output of the contract bitwise, also on new inputs. The fused stack's products wrote with ``out=``,
+    which export refuses inside a Function whose parameters require grad."""
+    deeplab, spixel = _nets()
+    joint = JointModel(deeplab, spixel, mode=mode).eval()
+    x, y = _inputs()
+    program = torch.export.export(joint, (x, y)).module()
+    for inputs in ((x, y), (x.flip(-1), y.flip(-2))):
+        got, expected = program(*inputs), joint(*inputs)
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            assert torch.equal(got[key], value), key
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 def test_refine_has_no_host_device_sync_on_cuda() -> None:

@@ -60,8 +60,9 @@ def _act_backward_(g: Tensor, h: Tensor, slope: float | None) -> Tensor:
 def _product_into(out: Tensor, a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
     """``out = a b (+ bias)``, written in place by the matrix product; a strided ``out`` (a chunk of an NCHW
     map) under ``torch.compile``, which refuses a non-contiguous ``out=``, is computed and copied in (one
-    graph either way). Returns ``out``."""
-    if torch.compiler.is_compiling() and not out.is_contiguous():
+    graph either way), and so is every product under ``torch.export``, which refuses ``out=`` inside a
+    Function whose inputs require grad (the model's parameters). Returns ``out``."""
+    if torch.compiler.is_exporting() or (torch.compiler.is_compiling() and not out.is_contiguous()):
         return out.copy_(a @ b if bias is None else torch.addmm(bias, a, b))
     if bias is None:
         return torch.mm(a, b, out=out)
