@@ -309,3 +309,33 @@ def test_torch_compile_still_runs_the_value_checks() -> None:
     compiled = torch.compile(lambda x, ids: so.uniformize(x, ids, N_S), backend="aot_eager")
     with pytest.raises(ValueError, match="ids must be < num_superpixels"):
         compiled(data["x"], data["ids"] + N_S)
+
+
+def test_a_dynamic_image_size_is_guarded_not_silently_wrong() -> None:
+    """The documented limitation: the hard ops' accumulator layout depends on the pixel count, so a program
+    exported with a dynamic height and width fails on another pixel count (a guard), never returning values
+    of another layout. If this starts passing, the "Deployment" page's limitation can go."""
+    module = so.SuperpixelUniformize(validate=False)
+    data = _inputs()
+    height, width = Dim("height", min=2, max=1024), Dim("width", min=2, max=1024)
+    program = torch.export.export(
+        module,
+        (data["x"], data["ids"], N_S),
+        dynamic_shapes=({2: height, 3: width}, {1: height, 2: width}, None),
+    )
+    _assert_same(program.module()(data["x"], data["ids"], N_S), module(data["x"], data["ids"], N_S))
+    x, ids = torch.randn(B, C, 64, 64), torch.randint(0, N_S, (B, 64, 64))
+    with pytest.raises(Exception, match="Guard failed"):  # AssertionError or RuntimeError across releases
+        program.module()(x, ids, N_S)
+
+
+def test_soft_ops_refuse_a_dynamic_image_size() -> None:
+    """The soft ops build their blocks from the image size: export says it was specialized."""
+    data = _inputs()
+    height, width = Dim("height", min=8, max=1024), Dim("width", min=8, max=1024)
+    with pytest.raises(Exception, match="specialized"):
+        torch.export.export(
+            so.SoftUniformize(CELL, validate=False),
+            (data["x"], data["assoc"]),
+            dynamic_shapes=({2: height, 3: width}, {2: height, 3: width}),
+        )

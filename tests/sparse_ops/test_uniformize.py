@@ -400,3 +400,17 @@ def test_validate_decides_only_the_id_range() -> None:
     for validate in (True, False):
         with pytest.raises(ValueError, match=r"num_superpixels must be >= 0, got \[-1\]"):
             uniformize(x, sp, torch.tensor([-1]), validate=validate)
+
+
+def test_compile_with_a_second_batch_size_serves_every_later_one() -> None:
+    """A second batch size compiles once more, with a dynamic batch that serves the later sizes (the layout is
+    built for the whole batch while tracing; sliced into blocks it specialized every batch size)."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(lambda x, sp: uniformize(x, sp, 10, validate=False), backend=counter)
+    for b in (2, 3, 4, 5):
+        x, sp = torch.randn(b, 3, 16, 16), torch.randint(0, 10, (b, 16, 16))
+        assert torch.equal(compiled(x, sp), uniformize(x, sp, 10))
+    assert counter.frame_count == 2
