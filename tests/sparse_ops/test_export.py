@@ -169,6 +169,21 @@ def test_export_with_a_dynamic_batch(name: str) -> None:
         _assert_same(program.module()(*args, **kwargs), module(*args, **kwargs))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    "name", ["SuperpixelUniformize-mask", "SuperpixelPool-max", "SuperpixelPool-bilinear", "SoftUniformize"]
+)
+def test_export_in_half_precision(name: str, dtype: torch.dtype) -> None:
+    """A model converted with ``.half()`` / ``.to(torch.bfloat16)`` feeds half features: eager values."""
+    case = CASES[name]
+    data = {k: v.to(dtype) if v.is_floating_point() else v for k, v in _inputs().items()}
+    module = case.module().eval()
+    args, kwargs = case.call(data)
+    program = torch.export.export(module, args, kwargs)
+    _assert_same(program.module()(*args, **kwargs), module(*args, **kwargs))
+    assert program.module()(*args, **kwargs).dtype == dtype
+
+
 @pytest.mark.parametrize("name", ["SuperpixelUniformize", "SuperpixelPool-max", "SoftUniformize"])
 def test_strict_export_matches_eager(name: str) -> None:
     program, module = _export(CASES[name], strict=True)
