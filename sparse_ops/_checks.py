@@ -20,6 +20,7 @@ __all__ = [
     "MAX_INFERRED_CLASSES",
     "MAX_SLOTS_PER_PIXEL",
     "MIN_SLOT_LIMIT",
+    "NUM_SUPERPIXELS_EXPORT_FIX",
     "SYNCHRONISATION",
     "check_assoc",
     "check_assoc_values",
@@ -247,6 +248,13 @@ EXPORT_VALIDATE_FIX = (
 )
 
 
+#: The fix for a slot count ``N_s`` that ``torch.export`` would read from tensor values.
+NUM_SUPERPIXELS_EXPORT_FIX = (
+    "pass an int num_superpixels, an upper bound of the ids (for grid or hard_superpixels ids: "
+    "sparse_ops.num_grid_cells(H, W, cell_size))"
+)
+
+
 def check_not_exporting(what: str, fix: str = EXPORT_VALIDATE_FIX) -> None:
     """Refuse, while ``torch.export`` traces, a step that reads tensor values on the host (``what``).
 
@@ -356,6 +364,10 @@ def check_num_superpixels(num_superpixels: object, batch_size: int) -> int | Ten
         if num_superpixels.dtype in _WIDE_UNSIGNED:  # no comparison / min / max kernels for these
             return num_superpixels.long()
         return num_superpixels
+    if isinstance(num_superpixels, Tensor):  # a 0-dim tensor: its value is read by operator.index
+        check_not_exporting(
+            "num_superpixels=a 0-dim Tensor reads a size from its value", NUM_SUPERPIXELS_EXPORT_FIX
+        )
     try:
         return check_int(num_superpixels, "num_superpixels", 0)
     except TypeError:

@@ -215,9 +215,7 @@ class SuperpixelAssignment:
         if not isinstance(num_superpixels, int):  # the size N_s would be read from tensor values
             given = "None (N_s = max id + 1)" if num_superpixels is None else "a Tensor (N_s = its maximum)"
             _checks.check_not_exporting(
-                f"num_superpixels={given} reads a size from tensor values",
-                "pass an int num_superpixels, an upper bound of the ids (for grid or hard_superpixels ids: "
-                "sparse_ops.num_grid_cells(H, W, cell_size))",
+                f"num_superpixels={given} reads a size from tensor values", _checks.NUM_SUPERPIXELS_EXPORT_FIX
             )
         if isinstance(num_superpixels, Tensor):
             num_ids = 0

@@ -293,6 +293,11 @@ _REFUSED: dict[str, tuple[Callable[..., Any], tuple[str, ...], str]] = {
         ("x", "ids"),
         r"num_superpixels=a Tensor \(N_s = its maximum\) reads a size from tensor values",
     ),
+    "num_superpixels 0-dim Tensor": (
+        lambda x, ids: so.uniformize(x, ids, torch.tensor(N_S), validate=False),
+        ("x", "ids"),
+        r"num_superpixels=a 0-dim Tensor reads a size from its value.*pass an int num_superpixels",
+    ),
     "num_classes None": (
         lambda q, t: so.spixel_loss(q, t, CELL, validate=False)[0],
         ("assoc", "labels"),
