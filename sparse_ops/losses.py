@@ -273,7 +273,8 @@ def spixel_loss(
         valid = torch.ones(b, height, width, dtype=torch.bool, device=assoc.device)
     if mask is not None:
         valid = valid & _checks.drop_channel_dim(mask)
-    xy = pixel_xy(height, width, batch_size=b, dtype=dtype, device=assoc.device)
+    # one image expanded to the batch: a batch_size argument would specialize a symbolic batch under export
+    xy = pixel_xy(height, width, dtype=dtype, device=assoc.device).expand(b, 2, height, width)
     with _no_autocast(assoc.device):
         q = _normalized(assoc.to(dtype), cell_size, renormalize)
         blocks = _blocks(height, width, cell_size)

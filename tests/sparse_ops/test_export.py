@@ -64,13 +64,11 @@ class _SegNet(nn.Module):
 
 
 class Export(NamedTuple):
-    """A module, how to call it (positional inputs by name, keyword inputs by name), and whether its batch
-    size may be exported as dynamic."""
+    """A module and how to call it (positional inputs by name or as ints, keyword inputs by name)."""
 
     module: Callable[[], nn.Module]
     args: tuple[str | int, ...]
     kwargs: tuple[str, ...] = ()
-    dynamic_batch: bool = True
 
     def call(self, data: dict[str, Tensor]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         args = tuple(data[a] if isinstance(a, str) else a for a in self.args)
@@ -99,9 +97,8 @@ CASES: dict[str, Export] = {
     "SoftUniformize": Export(lambda: so.SoftUniformize(CELL, validate=False), ("x", "assoc")),
     "MaxPoolWithIndices": Export(lambda: so.MaxPoolWithIndices(2, validate=False), ("x",)),
     "MaxPoolWithIndices+MaxUnpool": Export(_SegNet, ("x",)),
-    "SpixelLoss": Export(  # a training loss; its pixel grid is built for the batch size (static only)
-        lambda: so.SpixelLoss(CELL, num_classes=3, validate=False), ("assoc", "labels"), dynamic_batch=False
-    ),
+    "SpixelLoss": Export(lambda: so.SpixelLoss(CELL, num_classes=3, validate=False), ("assoc", "labels")),
+    "SpixelLoss-features": Export(lambda: so.SpixelLoss(CELL, validate=False), ("assoc", "x")),
     "hard_superpixels+SuperpixelAssignment": Export(_Hard, ("x", "assoc")),
 }
 
@@ -159,7 +156,7 @@ def test_export_matches_eager(name: str) -> None:
     _assert_same(got, expected)
 
 
-@pytest.mark.parametrize("name", sorted(n for n, c in CASES.items() if c.dynamic_batch))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_export_with_a_dynamic_batch(name: str) -> None:
     """With the batch dimension dynamic, one program serves other batch sizes (the accumulator layout is built
     for the whole batch at once while exporting: slicing it into blocks specialized the batch size)."""
