@@ -31,6 +31,9 @@ def _inputs(b: int = B) -> dict[str, Tensor]:
         "labels": torch.randint(0, 3, (b, H, W), generator=g),
         "mask": torch.rand(b, H, W, generator=g) > 0.3,
         "pooled": torch.randn(b, N_S, C, generator=g),
+        # 2 superpixels of about 2048 pixels: several lanes and extra accumulators per superpixel
+        "x_large": torch.randn(b, C, 64, 64, generator=g) * 100 + 1000,
+        "ids_large": torch.randint(0, 2, (b, 64, 64), generator=g),
     }
 
 
@@ -83,6 +86,9 @@ CASES: dict[str, Export] = {
     ),
     "SuperpixelUniformize-sparse": Export(
         lambda: so.SuperpixelUniformize(backend="sparse", validate=False), ("x", "ids", N_S)
+    ),
+    "SuperpixelUniformize-large": Export(
+        lambda: so.SuperpixelUniformize(validate=False), ("x_large", "ids_large", 2)
     ),
     "SuperpixelPool-mean": Export(lambda: so.SuperpixelPool(validate=False), ("x", "ids", N_S)),
     "SuperpixelPool-sum": Export(lambda: so.SuperpixelPool(reduce="sum", validate=False), ("x", "ids", N_S)),
