@@ -142,8 +142,8 @@ def _is_rows(x: Tensor) -> bool:
     results); the strided ``[B, C, N]`` path would touch every cache line of ``x`` once per channel. Not on
     CUDA, where this path is unmeasured. Nor in the batched backward of ``is_grads_batched=True`` (a legacy
     batched tensor), which cannot run their per-image ``out=`` / in-place writes. Nor under ``torch.export``,
-    which refuses its ``out=`` writes inside a Function and would specialize its loop over the batch (the other
-    path gives the same values).
+    which refuses its ``out=`` writes inside a Function and would specialize its loop over the batch (the
+    other path gives the same values).
     """
     return (
         x.device.type == "cpu"
