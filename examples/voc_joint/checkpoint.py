@@ -25,6 +25,8 @@ A checkpoint is a dict of tensors and plain Python containers only, so it is alw
                        ``cuda`` (list), ``numpy``, ``python`` (versions 1-2: one such dict, rank 0's)
 ``elapsed_s``          seconds of training that led to this state, over every resume (absent before
                        2026-12-01: read as 0)
+``cpu_threads``        ``torch.get_num_threads()`` of the process that wrote it (a CPU resume with another
+                       count says it is not bit-identical; absent before 2026-12-01)
 ``sha256``             SHA-256 of everything else (:func:`payload_sha256`), verified on every read
 =====================  ================================================================================
 

@@ -112,6 +112,7 @@ __all__ = [
     "run_stage",
     "runtime_options",
     "schedule_horizon",
+    "thread_count_note",
 ]
 
 STAGES = ("seg", "spixel", "joint")
@@ -1013,7 +1014,34 @@ def _checkpoint_dict(
         "complete": complete,
         "rng": rng if rng is not None else [get_rng_state()],
         "elapsed_s": state.elapsed_s,
+        "cpu_threads": torch.get_num_threads(),  # results depend on it on the CPU (see thread_count_note)
     }
+
+
+def thread_count_note(stage: str, ckpt: dict[str, Any], device: torch.device) -> str | None:
+    """The note a CPU resume prints when the checkpoint's run used another torch thread count (``None``: the
+    same count, a CUDA run, or a checkpoint written before the count was recorded).
+
+    PyTorch's CPU convolutions and sums round differently with another number of threads, so the continuation
+    is not bit-identical to an uninterrupted run; the default of ``--threads`` follows the machine's cores.
+
+    Example:
+        >>> n = torch.get_num_threads()
+        >>> thread_count_note("seg", {"cpu_threads": n}, torch.device("cpu")) is None
+        True
+        >>> thread_count_note("seg", {"cpu_threads": n + 1}, torch.device("cpu")).endswith(
+        ...     f"pass --threads {n + 1} to continue it bit for bit"
+        ... )
+        True
+    """
+    recorded, current = ckpt.get("cpu_threads"), torch.get_num_threads()
+    if device.type != "cpu" or recorded is None or int(recorded) == current:
+        return None
+    return (
+        f"[{stage}] the run used {int(recorded)} CPU threads, this process {current}: PyTorch rounds "
+        "differently with another thread count, so the result will not be bit-identical to an uninterrupted "
+        f"run; pass --threads {int(recorded)} to continue it bit for bit"
+    )
 
 
 def _resume_checkpoint(
@@ -1378,6 +1406,9 @@ def _run_locked(
             ),
             flush=True,
         )
+        note = thread_count_note(stage, ckpt, info.device)
+        if note is not None:
+            print(note, flush=True)
     del ckpt
     logger = engine.CsvLogger(folder, info.main, args.tensorboard, resume_step)
     try:

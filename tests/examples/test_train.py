@@ -325,6 +325,32 @@ def test_spixel_checkpoint_with_one_optimizer_group_resumes(tiny_voc, tmp_path, 
             torch.testing.assert_close(fresh.state[p]["exp_avg"], moments[index[id(p)]], rtol=0, atol=0)
 
 
+def test_resume_with_another_thread_count_says_it_is_not_bit_identical(tiny_voc, tmp_path, capsys) -> None:
+    """A checkpoint records the torch thread count; a CPU resume with another count says that the result will
+    not be bit-identical to an uninterrupted run (PyTorch's CPU kernels round differently; a 6-step seg run
+    on 1 and on 2 threads ends with other weights) and names the --threads to pass; the same count says
+    nothing."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "2", "--max-steps", "1")
+    assert argv[argv.index("--threads") + 1] == "2"
+    threads = torch.get_num_threads()
+    try:
+        ckpt_path = train.main(argv)["spixel"]
+        assert load_checkpoint(ckpt_path)["cpu_threads"] == 2
+        resume = [*argv[: argv.index("--max-steps")], "--resume", "--max-steps"]
+        capsys.readouterr()
+        train.main([*resume, "2"])
+        assert "CPU threads" not in capsys.readouterr().out
+        one = [*resume, "3"]
+        one[one.index("--threads") + 1] = "1"
+        train.main(one)
+        out = capsys.readouterr().out
+        assert "[spixel] the run used 2 CPU threads, this process 1" in out, out
+        assert "not be bit-identical" in out and "pass --threads 2" in out, out
+        assert load_checkpoint(ckpt_path)["cpu_threads"] == 1  # the count of the steps since
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_joint_step_modes_and_transparency_in_training_mode() -> None:
     """The joint stage's first step as train_one_epoch runs it (--freeze-bn): DeepLabV3+'s BatchNorm in eval
     mode (statistics kept) but its dropout on, SpixelFCN's BatchNorm in training mode (statistics follow the
