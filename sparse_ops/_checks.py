@@ -355,6 +355,11 @@ def check_num_superpixels(num_superpixels: object, batch_size: int) -> int | Ten
                 f"num_superpixels must be an int or a Tensor of shape [B] = [{batch_size}], "
                 f"got shape {tuple(num_superpixels.shape)}"
             )
+        if num_superpixels.dtype == torch.uint64:  # the read below: refused first while exporting
+            check_not_exporting(
+                "num_superpixels=a Tensor (N_s = its maximum) reads a size from tensor values",
+                NUM_SUPERPIXELS_EXPORT_FIX,
+            )
         if num_superpixels.dtype == torch.uint64 and bool((num_superpixels.view(torch.int64) < 0).any()):
             raise ValueError(
                 f"num_superpixels holds uint64 counts above 2**63 - 1, which do not fit int64, got "

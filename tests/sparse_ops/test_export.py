@@ -296,6 +296,11 @@ _REFUSED: dict[str, tuple[Callable[..., Any], tuple[str, ...], str]] = {
         ("x", "ids"),
         r"num_superpixels=a Tensor \(N_s = its maximum\) reads a size from tensor values",
     ),
+    "num_superpixels uint64 Tensor": (  # its values were read for the int64 range before the refusal
+        lambda x, ids: so.superpixel_pool(x, ids, torch.full((B,), N_S, dtype=torch.uint64), validate=False),
+        ("x", "ids"),
+        r"num_superpixels=a Tensor \(N_s = its maximum\) reads a size from tensor values",
+    ),
     "num_superpixels 0-dim Tensor": (
         lambda x, ids: so.uniformize(x, ids, torch.tensor(N_S), validate=False),
         ("x", "ids"),
