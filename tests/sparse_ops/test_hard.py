@@ -75,6 +75,15 @@ def test_uniform_assoc_gives_the_grid(device: torch.device) -> None:
     assert k.tolist() == [num_grid_cells(7, 10, 3)] * 2
 
 
+def test_vmap_over_associations_equals_the_loop() -> None:
+    """``torch.func.vmap`` over a leading dim of the association (validate=False: no value read) gives the
+    labels of a loop; the in-place arg-max (``out=``, which vmap has no rule for) is not used there."""
+    g = torch.Generator().manual_seed(0)
+    qs = torch.softmax(torch.randn(3, 2, 9, 10, 13, generator=g), 2)
+    fn = lambda q: hard_superpixels(q, 4, validate=False)  # noqa: E731
+    assert torch.equal(torch.func.vmap(fn)(qs), torch.stack([fn(q) for q in qs]))
+
+
 def test_invalid_neighbours_never_chosen():
     a = torch.zeros(1, 9, 4, 4)
     a[:, 0] = 10.0  # everybody prefers top-left, which does not exist for the first row/column of cells
