@@ -217,6 +217,24 @@ def test_export_under_no_grad() -> None:
     _assert_same(program.module()(*args, **kwargs), module(*args, **kwargs))
 
 
+@pytest.mark.parametrize("name", ["SuperpixelUniformize-large", "SuperpixelPool-mean", "SpixelLoss"])
+def test_export_on_a_device_without_float64(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """With ``has_float64`` answering ``False`` (MPS) the float64 steps' copies to the host and back trace
+    into the program (a dynamic batch included), which gives the float64 path's values bitwise."""
+    from sparse_ops import _float64
+
+    copies: list[Tensor] = []
+    to_host = _float64.to_host
+    with monkeypatch.context() as patch:
+        patch.setattr(_float64, "has_float64", lambda device: False)
+        patch.setattr(_float64, "to_host", lambda t: copies.append(t) or to_host(t))
+        program, module = _export(CASES[name], dynamic_batch=True)
+    assert copies  # the host path was traced
+    for b in (2, 3):
+        args, kwargs = CASES[name].call(_inputs(b))
+        _assert_same(program.module()(*args, **kwargs), module(*args, **kwargs))
+
+
 class _ChannelsLastHead(nn.Module):
     """A 1x1 conv (parameters that require grad) whose channels-last output is uniformized."""
 
