@@ -52,6 +52,7 @@ def _cases() -> Iterator[tuple[str, Callable[..., Tensor], tuple[Tensor, ...]]]:
     yield "unpool-large", lambda p: so.superpixel_unpool(p, BIG), (POOLED[:, :2],)
     yield "soft-uniformize", lambda x, a: so.soft_uniformize(x, a, CELL, mask=MASK), (X, ASSOC)
     yield "soft-pool", lambda x, a: so.soft_superpixel_pool(x, a, CELL), (X, ASSOC)
+    yield "soft-unpool", lambda c, a: so.soft_superpixel_unpool(c, a, CELL), (X[..., ::CELL, ::CELL], ASSOC)
     yield "normalize-assoc", lambda a: so.normalize_assoc(a, CELL), (ASSOC,)
     yield "segnet", lambda x: so.max_unpool2d(*so.max_pool2d_with_indices(x)), (X,)
     yield "global-average", lambda x: so.superpixel_global_average(x, SP, 64), (X[..., ::2, ::2],)
@@ -102,3 +103,19 @@ def test_spixel_loss_gradient_does_not_depend_on_the_thread_count(target: str) -
         return so.spixel_loss(assoc, t, CELL).total
 
     assert torch.equal(_run(total, (ASSOC,), 1, False)[1], _run(total, (ASSOC,), 2, False)[1])
+
+
+def test_the_integer_ops_do_not_depend_on_the_thread_count() -> None:
+    """``hard_superpixels`` (with its connectivity step) and ``relabel_contiguous``: the same ids, counts."""
+
+    def ids(threads: int) -> list[Tensor]:
+        before = torch.get_num_threads()
+        try:
+            torch.set_num_threads(threads)
+            hard, counts = so.hard_superpixels(ASSOC, CELL, connectivity=True, return_counts=True)
+            return [hard, counts, *so.relabel_contiguous(SP * 7 - 100)]
+        finally:
+            torch.set_num_threads(before)
+
+    for a, b in zip(ids(1), ids(2), strict=True):
+        assert torch.equal(a, b)
