@@ -295,7 +295,7 @@ class _Pool(torch.autograd.Function):
         out = sums(x, slot, extra_group, group_owner, num_space, lanes)
         # out * scale not in place: torch 2.11's AOT autograd then got the backward of a compiled mean pool
         # wrong (every gradient; 2.13 and 2.14 were right)
-        return out.clone() if scale is None else out * scale  # sums may be a slice
+        return out.clone() if scale is None else out * scale  # sums may be a view (a slice, a transpose)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:

@@ -16,7 +16,7 @@ G = torch.Generator().manual_seed(0)
 SP = torch.randint(0, 5, (1, 3, 4), generator=G)
 MASK = torch.rand(1, 3, 4, generator=G) > 0.3
 
-# one image, one channel: the sums [B, C, S + 1] are returned as slices, reads of a CSR product as views
+# one image, one channel: the forwards returned views (a slice of the sums, a read of a CSR product)
 ONE_CHANNEL: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], tuple[int, ...]]] = {
     "pool_sum": (lambda t: superpixel_pool(t, SP, 6, reduce="sum"), (1, 1, 3, 4)),
     "pool_sum_masked": (lambda t: superpixel_pool(t, SP, 6, mask=MASK, reduce="sum"), (1, 1, 3, 4)),
