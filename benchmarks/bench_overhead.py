@@ -5,9 +5,9 @@ mostly overhead: Python, dispatch, small allocations and, on CUDA, host-device s
 stalls the host until the queued work is done. These can be counted exactly, and the counts are the same run
 after run (``benchmarks/_counting.py``); the peaks of live memory are not always (the backward of
 ``spixel_loss`` at the tiny size peaked at 9.0, 10.5 or 11.25 KiB in repeated runs: the order of the frees
-varies). For every public op of ``sparse_ops`` and for a transparent
-stack, at a tiny size (B=1, C=3, 8x8, 4 superpixels, cell 4) and a typical one (B=2, C=21, 128x128, 225
-superpixels, cell 9), with ``validate=True`` and ``validate=False``, the script reports:
+varies). For every public op of ``sparse_ops`` and for a transparent stack, at a tiny size (B=1, C=3, 8x8,
+4 superpixels, cell 4) and a typical one (B=2, C=21, 128x128, 225 superpixels, cell 9), with
+``validate=True`` and ``validate=False``, the script reports:
 
 * the aten ops one forward call dispatches, and one backward (``torch.autograd.backward`` of the outputs
   with a given gradient, so that no loss op is counted);
