@@ -158,7 +158,10 @@ def _is_rows(x: Tensor) -> bool:
 
 def _legacy_batched(x: Tensor) -> bool:
     """Whether ``x`` is a legacy batched tensor (``torch.autograd.grad(is_grads_batched=True)``, the batched
-    checks of ``gradcheck``); a private API, read defensively."""
+    checks of ``gradcheck``); a private API, read defensively. Never while compiling: Dynamo cannot trace the
+    test (a graph break, an error under ``fullgraph=True``), and a traced tensor is no legacy batched one."""
+    if torch.compiler.is_compiling():
+        return False
     is_legacy = getattr(torch._C._functorch, "is_legacy_batchedtensor", None)
     return bool(is_legacy(x)) if is_legacy is not None else False
 

@@ -15,7 +15,8 @@ A subclass describes one op; the base runs the same checks on every op:
   contiguous copies, forward and backward;
 * ``test_autocast``: under ``torch.autocast`` the op computes what it computes outside (no silent downcast);
 * ``test_half_precision``: float16/bfloat16 inputs give the float32 result rounded once;
-* ``test_compile``: ``torch.compile(fullgraph=True)`` gives the eager values and gradients (where supported);
+* ``test_compile``: ``torch.compile(fullgraph=True)`` gives the eager values and gradients (where supported),
+  for contiguous and channels-last inputs;
 * ``test_empty_batch``: a batch of 0 images gives empty results and gradients;
 * ``test_device``: every device (``cuda`` skipped cleanly without one) gives the CPU result;
 * ``test_errors``: every bad input raises the documented error naming the argument.
@@ -324,10 +325,15 @@ class OpTester:
             assert g.dtype == dtype
             assert torch.equal(g, r)
 
-    def test_compile(self) -> None:
+    @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+    def test_compile(self, layout: str) -> None:
+        """``torch.compile(fullgraph=True)`` gives the eager values and gradients, also for channels-last
+        inputs (on the CPU they take the row path of the hard ops, whose layout tests must trace)."""
         if self.compile_kwargs is None:
             pytest.skip("not compilable with fullgraph=True")
         case = self.small_case(torch.float32)
+        if layout == "channels_last":
+            case = case.with_data(_channels_last)
         compiled = torch.compile(self.op, fullgraph=True, backend="aot_eager")
         got, got_grads = self._compiled_backward(compiled, case)
         exp, exp_grads = self._backward(case, **self.compile_kwargs)
