@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_module, check_real
+from ._checks import check_module, check_real, has_float64
 
 __all__ = ["INIT_RATE_THRESHOLD", "RECOVERY_EPS", "init_rate", "max_abs_error", "recovery_rate"]
 
@@ -70,7 +70,14 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
     dt = torch.promote_types(y.dtype, ref.dtype)
     dt = torch.promote_types(dt, torch.float32) if dt.is_floating_point or dt.is_complex else torch.float64
     # a measurement: no graph (nn.Identity returns x itself)
+    if dt == torch.float64 and not has_float64(y.device):  # MPS: the float64 difference on the host
+        y, ref = _to_host(y), _to_host(ref)
     return (y.detach().to(dt) - ref.detach().to(y.device, dt)).abs()
+
+
+def _to_host(t: Tensor) -> Tensor:
+    """``t`` on the CPU, in its own dtype (from MPS a move and a float64 cast in one copy would raise)."""
+    return t.cpu()
 
 
 def recovery_rate(

@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from sparse_ops import _float64
 from tests.sparse_ops._no_float64 import without_float64
-from transparent_init import TransparentLinear, _affine, _checks, recovery_rate
+from transparent_init import TransparentLinear, _affine, _checks, metrics, recovery_rate
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda", "meta", "mps", "xpu"])
@@ -92,3 +92,21 @@ def test_recovery_rate_makes_no_float64_on_the_device(monkeypatch: pytest.Monkey
     with without_float64(monkeypatch):
         got = recovery_rate(lin, x, eps=0.3)
     assert got == expected and 0 < got < 1
+
+
+class _Halve(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x // 2 * 2
+
+
+def test_an_integer_output_is_compared_in_float64_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An integer output and target are compared in float64: on a device without it, on the host. (A float64
+    target takes the same branch, but cannot be simulated: it cannot exist on such a device, and the guard
+    counts every tensor of the simulation as on the device.)"""
+    x = torch.tensor([[0, 1, -2], [3, 4, 5]])
+    with without_float64(monkeypatch) as guard:
+        monkeypatch.setattr(metrics, "has_float64", lambda device: False)
+        monkeypatch.setattr(metrics, "_to_host", _float64.to_host)  # the simulated copy (patched above)
+        got = recovery_rate(_Halve(), x, eps=0.3)
+    assert guard.to_host_calls == 2  # the output and the target
+    assert got == 3 / 6  # 0, -2 and 4 are even
