@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 from collections import Counter
 
 import torch
@@ -31,7 +32,9 @@ from torch import Tensor, nn
 __all__ = ["ENV", "corrupt_loss", "corrupt_model", "hit"]
 
 ENV = "TRANSINIT_FAULT"
-_SIGNALS = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}
+#: The signal of each signal action (``SIGKILL`` is POSIX only: the module imports on Windows, where a
+#: ``sigkill`` action is refused when it runs).
+_SIGNALS = {"sigint": "SIGINT", "sigterm": "SIGTERM", "sigkill": "SIGKILL"}
 _ACTIONS = (*_SIGNALS, "group-sigint", "crash", "nan-loss", "nan-grad", "nan-weight")
 _POINTS = ("step", "save", "epoch-end")
 _counts: Counter[str] = Counter()
@@ -67,11 +70,23 @@ def hit(point: str, n: int | None = None) -> None:
     """Run the signal / crash actions registered for ``point`` number ``n`` (``None``: count calls)."""
     for action in _actions(point, n):
         if action in _SIGNALS:
-            os.kill(os.getpid(), _SIGNALS[action])
+            os.kill(os.getpid(), _signal(action, _SIGNALS[action]))
         elif action == "group-sigint":
+            if not hasattr(os, "killpg"):
+                raise RuntimeError(
+                    f"{ENV}: {action!r} needs process groups (os.killpg), which {sys.platform} lacks"
+                )
             os.killpg(os.getpgid(0), signal.SIGINT)
         elif action == "crash":
             raise RuntimeError(f"{ENV}: injected crash at {point}:{n}")
+
+
+def _signal(action: str, name: str) -> int:
+    """The number of signal ``name`` for ``action``; a clear error where this platform lacks it."""
+    number = getattr(signal, name, None)
+    if number is None:
+        raise RuntimeError(f"{ENV}: {action!r} needs signal.{name}, which {sys.platform} lacks")
+    return int(number)
 
 
 def corrupt_loss(step: int, loss: Tensor) -> Tensor:

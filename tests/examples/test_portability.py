@@ -1,0 +1,71 @@
+"""The pipeline off Linux, simulated on Linux: Windows' missing POSIX names, consoles and locales that cannot
+encode every character. (DataLoader workers started with ``spawn``, the default on macOS and Windows: see
+``test_train_loader_same_batches_under_every_worker_start_method`` in test_train.py.)
+
+Nothing here runs on Windows or macOS itself; each test removes, in a subprocess, what differs there.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torchvision")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Python run in a subprocess before the code under test: the third-party packages are imported (they are
+#: tested on Windows by their makers), then the pipeline's standard-library names that Windows lacks removed.
+_WINDOWS_LIKE = """
+import os, signal, sys
+import numpy, PIL.Image, torch, torchvision, torch.utils.data
+sys.modules["fcntl"] = None
+for name in ("SIGKILL", "SIGALRM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "alarm", "setitimer"):
+    if hasattr(signal, name):
+        delattr(signal, name)
+for name in ("killpg", "getpgid", "getloadavg", "fchmod", "fork", "setsid"):
+    if hasattr(os, name):
+        delattr(os, name)
+"""
+
+
+def _python(
+    code: str, *, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run ``code`` with this interpreter in the repository root (``env`` added to a copy of the
+    environment); the completed process, output captured as bytes."""
+    full = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    full.pop("TRANSINIT_FAULT", None)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=full, capture_output=True, timeout=timeout, check=False
+    )
+
+
+def test_every_script_imports_without_the_posix_only_names() -> None:
+    """Windows has no fcntl, signal.SIGKILL, os.killpg or os.getloadavg: the scripts import, and the fault
+    actions that need them are refused with the missing name (faults.py took signal.SIGKILL at import)."""
+    code = _WINDOWS_LIKE + (
+        "import importlib\n"
+        "for name in ('train', 'evaluate', 'demo', 'ablation', 'sbd', 'synthetic', 'locking', 'faults'):\n"
+        "    importlib.import_module('examples.voc_joint.' + name)\n"
+        "from examples.voc_joint import faults\n"
+        "for action in ('sigkill', 'group-sigint'):\n"
+        "    os.environ[faults.ENV] = action + '@save:1'\n"
+        "    try:\n"
+        "        faults.hit('save', 1)\n"
+        "    except RuntimeError as exc:\n"
+        "        print(exc)\n"
+    )
+    res = _python(code)
+    out, err = res.stdout.decode(), res.stderr.decode()
+    assert res.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    assert "'sigkill' needs signal.SIGKILL" in lines[0] and sys.platform in lines[0], out
+    assert "'group-sigint' needs process groups (os.killpg)" in lines[1], out
