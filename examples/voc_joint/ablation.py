@@ -710,7 +710,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                 for p in paths.values():
                     p.unlink(missing_ok=True)
             else:
-                previous = json.loads(paths["json"].read_text())
+                previous = json.loads(paths["json"].read_text(encoding="utf-8"))
                 if previous.get("complete"):
                     raise UsageError(
                         f"{out} holds a finished ablation ({paths['json']}); --overwrite replaces it, or "
@@ -788,7 +788,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             f"joint model, synthetic VOC: {opts.run_steps} fine-tuning steps, {opts.seeds} seed(s), "
             f"{settings['val_images']} val images",
         )
-    print("\n" + paths["md"].read_text())
+    print("\n" + paths["md"].read_text(encoding="utf-8"))
     elapsed = time.perf_counter() - t_start
     print(
         f"[ablation] finished in {elapsed:.0f} s (load average {load_start[0]:.2f} at the start, "

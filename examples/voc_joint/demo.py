@@ -509,8 +509,8 @@ def _run_demo(opts: argparse.Namespace, out: Path, t_start: float) -> dict[str, 
         },
         "seconds": elapsed,
     }
-    (out / "results.json").write_text(dumps(results) + "\n")
-    (out / "table.txt").write_text(table + "\n")
+    (out / "results.json").write_text(dumps(results) + "\n", encoding="utf-8")
+    (out / "table.txt").write_text(table + "\n", encoding="utf-8")
     print(f"[demo] finished in {elapsed:.0f} s")
     print(f"[demo] panels ({' | '.join(PANEL_TITLES)}): {panels_dir}")
     print(

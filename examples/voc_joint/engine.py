@@ -388,16 +388,16 @@ class CsvLogger:
         self.path = folder / "log.csv"
         kept: list[dict[str, str]] = []
         if resume_step is not None and self.path.exists():
-            with open(self.path, newline="") as fh:
+            with open(self.path, newline="", encoding="utf-8") as fh:
                 kept = [r for r in csv.DictReader(fh) if _int_or_none(r.get("step")) is not None]
             kept = [r for r in kept if int(r["step"]) <= resume_step]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", newline="") as fh:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.FIELDS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(kept)
         os.replace(tmp, self.path)
-        self.fh = open(self.path, "a", newline="")  # noqa: SIM115  # kept open for the whole stage
+        self.fh = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115  # kept open for the whole stage
         self.csv = csv.DictWriter(self.fh, fieldnames=self.FIELDS)
         if tensorboard:
             try:
@@ -494,7 +494,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     the whole new one, never a partial write."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except BaseException:  # a full disk, an interrupt: no temporary file left behind
         tmp.unlink(missing_ok=True)
@@ -506,7 +506,9 @@ def evaluation_current(ckpt_path: Path, step: int) -> bool:
     import json
 
     try:
-        recorded = json.loads((ckpt_path.parent / "eval.json").read_text()).get("checkpoint_step")
+        recorded = json.loads((ckpt_path.parent / "eval.json").read_text(encoding="utf-8")).get(
+            "checkpoint_step"
+        )
     except (OSError, ValueError, AttributeError):
         return False
     return recorded == step

@@ -83,7 +83,7 @@ class FolderLock:
         if self._fh is not None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")  # noqa: SIM115  # held open as long as the lock
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  # held open as long as the lock
         if fcntl is None:
             warnings.warn("no fcntl on this platform: output folders are not locked", stacklevel=2)
             self._fh = fh

@@ -257,7 +257,7 @@ def clear_run(folder: Path, names: Sequence[str] = RUN_FILES) -> None:
 def _logged_nothing(log: Path) -> bool:
     """``log.csv`` holds no row (at most its header): its run stopped before its first step."""
     try:
-        with open(log, newline="") as fh:
+        with open(log, newline="", encoding="utf-8") as fh:
             rows = csv.reader(fh)
             return next(rows, None) is None or next(rows, None) is None  # empty, or a header alone
     except (OSError, UnicodeDecodeError, csv.Error):

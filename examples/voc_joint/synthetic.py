@@ -234,7 +234,7 @@ def render_sample(
 
 def _write_list(path: Path, names: Sequence[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{n}\n" for n in names))
+    path.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
 
 
 def generate_synthetic_voc(
@@ -345,7 +345,7 @@ def _is_complete(root: Path, params: dict[str, Any]) -> bool:
     if not marker.is_file():
         return False
     try:
-        if json.loads(marker.read_text()) != params:
+        if json.loads(marker.read_text(encoding="utf-8")) != params:
             return False
     except (json.JSONDecodeError, OSError):
         return False
@@ -386,7 +386,7 @@ def _write_set(root: Path, params: dict[str, Any]) -> None:
     if sbd:
         _write_list(root / "ImageSets" / "SegmentationAug" / "train.txt", train + sbd_only)
         _write_list(root / "ImageSets" / "SegmentationAug" / "val.txt", val)
-    (root / _MARKER).write_text(json.dumps(params, indent=2) + "\n")
+    (root / _MARKER).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
 
 
 def _replace_folder(new: Path, root: Path) -> None:
@@ -407,7 +407,7 @@ def _generation_lock(root: Path) -> Iterator[None]:
     """Exclusive lock of the generation of ``root`` (``<parent>/.<name>.lock``): concurrent generators (e.g.
     the processes of a torchrun job) wait, then find the set complete."""
     root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "a") as fh:
+    with open(root.parent / f".{root.name}.lock", "a", encoding="utf-8") as fh:
         if fcntl is not None:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:

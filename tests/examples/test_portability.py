@@ -69,3 +69,21 @@ def test_every_script_imports_without_the_posix_only_names() -> None:
     assert len(lines) == 2, out
     assert "'sigkill' needs signal.SIGKILL" in lines[0] and sys.platform in lines[0], out
     assert "'group-sigint' needs process groups (os.killpg)" in lines[1], out
+
+
+def test_text_files_are_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """Under a locale whose encoding is not UTF-8 (a legacy Windows code page; here ASCII, the strictest),
+    the files the pipeline writes are UTF-8: before, ablation.md's "±" was written in the locale's encoding
+    (cp1252 bytes on Windows, a UnicodeEncodeError under ASCII)."""
+    path = tmp_path / "table.md"
+    code = (
+        "import locale, sys\n"
+        "assert locale.getpreferredencoding(False).lower() in ('ascii', 'ansi_x3.4-1968'), "
+        "locale.getpreferredencoding(False)\n"
+        "from pathlib import Path\n"
+        "from examples.voc_joint.engine import write_text_atomic\n"
+        f"write_text_atomic(Path({str(path)!r}), 'mean \\u00b1 std\\n')\n"
+    )
+    res = _python(code, env={"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"})
+    assert res.returncode == 0, res.stderr.decode()
+    assert path.read_bytes() == "mean ± std\n".encode()

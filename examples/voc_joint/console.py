@@ -1,0 +1,48 @@
+"""Console output that cannot fail on an encoding: the command lines call :func:`tolerant_output` first.
+
+Python writes ``sys.stdout`` in the encoding of the console or, when the output is redirected to a file or a
+pipe, of the locale: cp1252 (or another legacy code page) on most Windows machines, ASCII under a POSIX ``C``
+locale without UTF-8 mode. A character it cannot represent there (a path such as ``C:\\Users\\Иван\\voc``, the
+``±`` of the ablation table) raises ``UnicodeEncodeError`` in the ``print`` and stops the command, possibly
+after hours of training. ``sys.stderr`` already escapes such characters (``backslashreplace``);
+:func:`tolerant_output` makes ``sys.stdout`` do the same. Files the pipeline writes are UTF-8 whatever the
+console (``encoding="utf-8"``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import sys
+
+__all__ = ["ESCAPE", "tolerant_output"]
+
+#: The error handler :func:`tolerant_output` gives ``sys.stdout``: the bytes of a file name Python decoded
+#: with ``surrogateescape`` are written back as they were, every other character is escaped (``\xb1``).
+ESCAPE = "transinit-escape"
+
+
+def _escape(exc: UnicodeError) -> tuple[str | bytes, int]:
+    if isinstance(exc, UnicodeEncodeError):
+        chunk = exc.object[exc.start : exc.end]
+        if all(0xDC80 <= ord(c) <= 0xDCFF for c in chunk):  # undecodable bytes, kept by surrogateescape
+            return bytes(ord(c) - 0xDC00 for c in chunk), exc.end
+    return codecs.backslashreplace_errors(exc)
+
+
+codecs.register_error(ESCAPE, _escape)
+
+
+def tolerant_output() -> None:
+    """Make ``sys.stdout`` escape the characters its encoding cannot represent instead of raising
+    ``UnicodeEncodeError`` (a no-op for a stream that is not a text file, or whose error handler already
+    replaces or drops such characters).
+
+    Example:
+        >>> tolerant_output()  # then print("\\u00b1") writes \\xb1 to an ASCII console instead of failing
+        >>> "\\u00b1 \\udcff".encode("ascii", errors=ESCAPE)
+        b'\\\\xb1 \\xff'
+    """
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper) and stream.errors in ("strict", "surrogateescape"):
+        stream.reconfigure(errors=ESCAPE)
