@@ -827,8 +827,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    from examples.voc_joint.console import tolerant_output
     from examples.voc_joint.signals import Interrupted
 
+    tolerant_output()  # a path or a character the console cannot encode is escaped, not fatal
     try:
         main()
     except Interrupted as exc:  # Ctrl-C during the pretraining: its checkpoint was written

@@ -489,4 +489,7 @@ def _replace_panels(new: Sequence[str], panels_dir: Path) -> list[str]:
 
 
 if __name__ == "__main__":
+    from examples.voc_joint.console import tolerant_output
+
+    tolerant_output()  # a path or a character the console cannot encode is escaped, not fatal
     raise SystemExit(main())

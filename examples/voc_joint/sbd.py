@@ -287,4 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from examples.voc_joint.console import tolerant_output
+
+    tolerant_output()  # a path or a character the console cannot encode is escaped, not fatal
     raise SystemExit(main())

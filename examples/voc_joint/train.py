@@ -1798,4 +1798,7 @@ def _cli() -> int:
 
 
 if __name__ == "__main__":
+    from examples.voc_joint.console import tolerant_output
+
+    tolerant_output()  # a path or a character the console cannot encode is escaped, not fatal
     sys.exit(_cli())
