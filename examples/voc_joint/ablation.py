@@ -608,6 +608,21 @@ class _Progress:
             self.bar.close()
 
 
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (None where the platform has none: Windows)."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    try:
+        return list(os.getloadavg())
+    except OSError:  # not obtainable
+        return None
+
+
+def _load_text(load: list[float] | None) -> str:
+    """The 1-minute load average of :func:`_load_average` for a message (``n/a`` when unknown)."""
+    return "n/a" if load is None else f"{load[0]:.2f}"
+
+
 def _cpu_model() -> str | None:
     """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()``; None if unknown)."""
     try:
@@ -689,7 +704,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                 f"out or give {cell_size}"
             )
         opts.cell_size = cell_size
-    t_start, load_start = time.perf_counter(), os.getloadavg()
+    t_start, load_start = time.perf_counter(), _load_average()
     # the code and the machine the runs start on (read once: the checkout may get new commits meanwhile)
     machine = {
         "platform": platform.platform(),
@@ -761,8 +776,8 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                     "rows": rows,
                     "summary": summarize(rows) if rows else [],
                     "seconds": time.perf_counter() - t_start,
-                    "load_average_start": list(load_start),
-                    "load_average_end": list(os.getloadavg()),
+                    "load_average_start": load_start,
+                    "load_average_end": _load_average(),
                     "machine": machine,
                 }
             )
@@ -791,8 +806,8 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     print("\n" + paths["md"].read_text(encoding="utf-8"))
     elapsed = time.perf_counter() - t_start
     print(
-        f"[ablation] finished in {elapsed:.0f} s (load average {load_start[0]:.2f} at the start, "
-        f"{os.getloadavg()[0]:.2f} at the end); {paths['json']}, {paths['md']}, {paths['png']}"
+        f"[ablation] finished in {elapsed:.0f} s (load average {_load_text(load_start)} at the start, "
+        f"{_load_text(_load_average())} at the end); {paths['json']}, {paths['md']}, {paths['png']}"
     )
     return result
 

@@ -7,6 +7,7 @@ Nothing here runs on Windows or macOS itself; each test removes, in a subprocess
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 pytest.importorskip("torchvision")
 
+from .helpers import untrained_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,3 +101,26 @@ def test_output_a_console_cannot_encode_is_escaped(tmp_path: Path) -> None:
     res = _python(code, env={"PYTHONIOENCODING": "ascii"})
     assert res.returncode == 0, res.stderr.decode()
     assert "Zo\\xeb-\\u0418\\u0432\\u0430\\u043d" in res.stdout.decode("ascii")
+
+
+def test_ablation_on_a_windows_like_platform(tmp_path: Path) -> None:
+    """ablation.py end to end without os.getloadavg (Windows: it raised AttributeError before the first run)
+    on an ASCII console and locale: ablation.json records no load average, ablation.md is UTF-8 with its
+    "±", and the table it prints is escaped where the console cannot encode it."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    from examples.voc_joint.synthetic import generate_synthetic_voc
+
+    root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=(36, 44), seed=1)
+    out = tmp_path / "abl"
+    argv = ["--data-root", str(root), "--output-dir", str(out), "--seg-checkpoint", str(seg)]
+    argv += ["--spixel-checkpoint", str(spx), "--variants", "no_fusion", "--seeds", "1", "--crop-size", "32"]
+    argv += ["--batch-size", "2", "--no-progress", "--threads", "1", "--max-steps", "1"]
+    code = _WINDOWS_LIKE + f"import runpy\nsys.argv = {['ablation.py', *argv]!r}\n"
+    code += "runpy.run_path('examples/voc_joint/ablation.py', run_name='__main__')\n"
+    res = _python(code, env={"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"})
+    stdout = res.stdout.decode("ascii")
+    assert res.returncode == 0, res.stderr.decode()
+    result = json.loads((out / "ablation.json").read_text(encoding="utf-8"))
+    assert result["complete"] and result["load_average_start"] is None and result["load_average_end"] is None
+    assert " ± " in (out / "ablation.md").read_text(encoding="utf-8")
+    assert " \\xb1 " in stdout and "load average n/a at the start, n/a at the end" in stdout, stdout
