@@ -18,6 +18,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+# the timing harness reads peak memory with the POSIX resource module (the benchmarks run on Linux)
+pytest.importorskip(
+    "resource", reason="the benchmark harness needs the resource module (POSIX; not on Windows)"
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 

@@ -7,7 +7,6 @@ the ``TRANSINIT_FAULT`` hook (:mod:`examples.voc_joint.faults`) instead of timer
 from __future__ import annotations
 
 import csv
-import fcntl
 import os
 import shutil
 import subprocess
@@ -31,6 +30,9 @@ from examples.voc_joint.checkpoint import (
 )
 from examples.voc_joint.engine import NonFiniteError
 from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN
+
+# the runs are stopped with POSIX signals sent to process groups, and share data under flock (not on Windows)
+fcntl = pytest.importorskip("fcntl", reason="needs fcntl, POSIX signals and process groups (not on Windows)")
 
 ROOT = Path(__file__).resolve().parents[2]
 

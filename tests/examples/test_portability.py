@@ -21,19 +21,8 @@ from .helpers import untrained_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Python run in a subprocess before the code under test: the third-party packages are imported (they are
-#: tested on Windows by their makers), then the pipeline's standard-library names that Windows lacks removed.
-_WINDOWS_LIKE = """
-import os, signal, sys
-import numpy, PIL.Image, torch, torchvision, torch.utils.data
-sys.modules["fcntl"] = None
-for name in ("SIGKILL", "SIGALRM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "alarm", "setitimer"):
-    if hasattr(signal, name):
-        delattr(signal, name)
-for name in ("killpg", "getpgid", "getloadavg", "fchmod", "fork", "setsid"):
-    if hasattr(os, name):
-        delattr(os, name)
-"""
+#: The start of the code a test runs in a subprocess: what Windows lacks is removed (tests/windows_like.py).
+_WINDOWS_LIKE = "import os, sys\nfrom tests.windows_like import simulate\nsimulate()\n"
 
 
 def _python(
