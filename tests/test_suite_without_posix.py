@@ -49,3 +49,11 @@ def test_the_suite_collects_and_skips_what_needs_posix() -> None:
         "tests/test_gpu_check.py",
     ):
         assert f"SKIPPED [2] {path}" in out, out[-3000:]
+
+
+def test_the_pipelines_doctests_pass_without_fcntl() -> None:
+    """FolderLock's example holds on every platform (before, it showed a refusal that Windows never gives)."""
+    pytest.importorskip("torchvision")
+    res = _pytest("examples/voc_joint/locking.py")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert f"is not locked: {sys.platform} has no fcntl (flock)" in res.stdout, res.stdout[-3000:]

@@ -62,15 +62,17 @@ class FolderLock:
     Args:
         folder: the folder to lock.
 
+    While it is held, ``FolderLock(folder).acquire()`` in any process raises :class:`FolderLockedError`
+    naming the holder (where ``fcntl`` exists; on Windows nothing is locked, with a warning).
+
     Example:
         >>> import tempfile
         >>> folder = Path(tempfile.mkdtemp())
-        >>> with FolderLock(folder):
-        ...     try:
-        ...         FolderLock(folder).acquire()
-        ...     except FolderLockedError as exc:
-        ...         print("refused:", "in use by pid" in str(exc))
-        refused: True
+        >>> with FolderLock(folder) as lock:
+        ...     print(lock.held, (folder / LOCK_NAME).is_file())
+        True True
+        >>> lock.held
+        False
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -85,7 +87,11 @@ class FolderLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  # held open as long as the lock
         if fcntl is None:
-            warnings.warn("no fcntl on this platform: output folders are not locked", stacklevel=2)
+            warnings.warn(
+                f"output folder {self.folder} is not locked: {sys.platform} has no fcntl (flock), so a "
+                "second run writing to it at the same time is not refused; run one at a time per folder",
+                stacklevel=2,
+            )
             self._fh = fh
             return self
         try:
