@@ -120,7 +120,8 @@ class AllocationCounts:
 
 def allocations(fn: Callable[[], object]) -> AllocationCounts:
     """Profile ``fn()`` on the CPU with ``profile_memory=True`` and sum its allocator events."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    # acc_events: one cycle either way; without it torch 2.11 warns that events are cleared between cycles
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, acc_events=True) as prof:
         fn()
     results = prof.profiler.kineto_results if prof.profiler is not None else None
     events = [] if results is None else [e for e in results.events() if e.name() == "[memory]"]
