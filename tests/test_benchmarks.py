@@ -7,6 +7,7 @@ reference, table structure), never timings. The subprocess smoke runs are marked
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import subprocess
@@ -1034,3 +1035,80 @@ def test_the_overhead_table_of_the_benchmarks_page_is_the_committed_result():
         assert allocs == str(plain["typical"]["fwd_allocs"]), op
         bwd = f"{plain['typical']['bwd_kib']:.0f}" if "bwd_kib" in plain["typical"] else "-"
         assert kib == f"{plain['typical']['fwd_kib']:.0f} / {bwd}", op
+
+
+_YAML = """\
+- func: gather(Tensor self, int dim, Tensor index) -> Tensor
+  structured_delegate: gather.out
+
+- func: gather.out(Tensor self, int dim, Tensor index, *, Tensor(a!) out) -> Tensor(a!)
+  structured: True
+  dispatch:
+    CPU, CUDA: gather_out
+    MPS: gather_out_mps
+
+- func: add.out(Tensor self, Tensor other, *, Tensor(a!) out) -> Tensor(a!)
+  ufunc_inner_loop:
+    Generic: add (AllAndComplex, BFloat16, Half, ComplexHalf)
+  dispatch:
+    SparseCPU: add_out_sparse_cpu
+    MPS: add_out_mps
+
+- func: stack(Tensor[] tensors, int dim=0) -> Tensor
+  dispatch:
+    CompositeExplicitAutograd: stack
+
+- func: _to_sparse_csr(Tensor self, int? dense_dim=None) -> Tensor
+  dispatch:
+    CPU, CUDA: dense_to_sparse_csr
+    SparseCPU, SparseCUDA: coo_to_sparse_csr
+
+- func: cat(Tensor[] tensors, int dim=0) -> Tensor
+  dispatch:
+    CPU, CUDA: cat
+"""
+
+
+def test_op_coverage_reads_the_dispatch_entries(tmp_path):
+    """Kernels by dispatch key, through a structured delegate, from a ufunc loop (CPU and CUDA only), a
+    composite entry followed into the ops it decomposes into, and a sparse layout's own key."""
+    cov = _import("op_coverage")
+    path = tmp_path / "native_functions.yaml"
+    path.write_text(_YAML)
+    entries = cov.parse_yaml(path)
+    assert cov.kernel(entries, "gather", "MPS") == ("kernel", None)
+    assert cov.kernel(entries, "add.out", "CUDA") == ("kernel", None)
+    assert cov.kernel(entries, "add.out", "MPS") == ("kernel", None)
+    assert cov.kernel(entries, "add.out", "XPU") == ("none", None)
+    assert cov.kernel(entries, "stack", "MPS") == ("composite", "CompositeExplicitAutograd")
+    assert cov.kernel(entries, "no_such_op", "MPS") == ("unknown", None)
+    record = cov.Record()
+    record.ops["stack"] = cov.Seen(children={"cat"})
+    record.ops["_to_sparse_csr [coo]"] = cov.Seen(layouts={"coo"})
+    assert cov.status(entries, record, "stack", "CUDA") == "yes (CompositeExplicitAutograd)"
+    assert cov.status(entries, record, "stack", "MPS") == "NO (CompositeExplicitAutograd into cat)"
+    assert cov.status(entries, record, "_to_sparse_csr [coo]", "CUDA") == "yes (SparseCUDA)"
+    assert cov.status(entries, record, "_to_sparse_csr [coo]", "MPS") == "NO"
+
+
+@pytest.mark.slow
+def test_op_coverage_quick(tmp_path):
+    """The tiny size: every device op of the no-float64 path has an MPS kernel in this torch but the CSR
+    conversion of ``to_sparse``; the float64 steps are host ops there; the committed table lists every op."""
+    cov = _import("op_coverage")
+    out = tmp_path / "coverage.csv"
+    stdout = _run("op_coverage.py", "--quick", "--out", str(out))
+    version = torch.__version__.split("+")[0].rsplit(".", 1)[0]
+    rows = {row["op"]: row for row in csv.DictReader(out.open())}
+    columns = [*cov.COLUMNS, f"MPS {version}", f"CUDA {version}", "known gaps"]
+    assert list(next(iter(rows.values()))) == columns
+    for op in ("scatter_add_", "gather", "sort.stable", "searchsorted.Tensor", "cumsum"):
+        assert rows[op]["runs on"] == "cuda device, mps device", rows[op]
+        assert rows[op][f"MPS {version}"] == "yes", rows[op]
+    assert rows["reciprocal"]["runs on"] == "cuda device, mps host"  # 1 / count: float64 on the host there
+    assert rows["mm [csr]"]["runs on"] == "cuda device"  # backend="sparse" is refused on MPS
+    assert cov.gaps(list(rows.values())) == [f"_to_sparse_csr [coo] ({version})"]
+    assert "device ops without an MPS kernel: _to_sparse_csr [coo]" in stdout
+    assert "not run" not in stdout  # every case ran, forward and backward
+    committed = {row["op"] for row in csv.DictReader(cov.OUT.open())}
+    assert set(rows) <= committed, f"re-run benchmarks/op_coverage.py: {sorted(set(rows) - committed)}"

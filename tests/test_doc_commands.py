@@ -45,6 +45,7 @@ SCRIPTS = {
     "benchmarks/bench_soft.py": "benchmarks/bench_soft.py",
     "benchmarks/bench_transparent_init.py": "benchmarks/bench_transparent_init.py",
     "benchmarks/gpu_check.py": "benchmarks/gpu_check.py",
+    "benchmarks/op_coverage.py": "benchmarks/op_coverage.py",
     "docs/tutorials/own_model.py": "docs/tutorials/own_model.py",
 }
 _MODULE_NAMES = {mod: script for script, mod in SCRIPTS.items() if "/" not in mod}

@@ -152,17 +152,20 @@ def _to_device(t: Tensor, device: torch.device) -> Tensor:
 
 
 @contextlib.contextmanager
-def without_float64(monkeypatch: pytest.MonkeyPatch) -> Iterator[Float64Guard]:
+def without_float64(
+    monkeypatch: pytest.MonkeyPatch, guard: Float64Guard | None = None
+) -> Iterator[Float64Guard]:
     """Run the block as on a device without float64 (see the module docstring); yields the guard.
 
     Make the inputs and the float64 references outside the block: a float64 tensor made inside it counts as
-    one on the device.
+    one on the device. ``guard``: an instance of a subclass to use instead of a new :class:`Float64Guard`
+    (``benchmarks/op_coverage.py`` records the ops it sees).
     """
     with monkeypatch.context() as patch:
         patch.setattr(_float64, "has_float64", lambda device: False)
         patch.setattr(_float64, "to_host", _to_host)
         patch.setattr(_float64, "to_device", _to_device)
-        guard = Float64Guard()
+        guard = Float64Guard() if guard is None else guard
         _GUARD.append(guard)
         try:
             with guard:
