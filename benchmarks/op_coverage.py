@@ -90,7 +90,7 @@ KNOWN_GAPS: dict[str, str] = {
     "searchsorted.Tensor": "MPS kernel since pytorch/pytorch#112829 (2023); no gap found",
     "_to_sparse_csr": "no sparse CSR tensors on MPS: torch.sparse_csr_tensor fails too "
     "(new_compressed_tensor has no MPS case; pytorch/pytorch#196192, #129842, #196205 open). "
-    "SuperpixelAssignment.to_sparse(layout=torch.sparse_csr) raises there; COO works",
+    "SuperpixelAssignment.to_sparse(layout=torch.sparse_csr) refuses it there with a ValueError; COO works",
     "sparse_compressed_tensor.comp_plain_value_size": "composite in the yaml, yet it fails on MPS: "
     "new_compressed_tensor, which it calls without dispatching, has no MPS case (pytorch/pytorch#196192). "
     "Only backend='sparse' (refused on MPS) builds CSR matrices",
@@ -256,12 +256,13 @@ class Variant:
     masked: bool
     validate: bool
     backend: str
+    path: str  # "mps" (the no-float64 simulation) or "cuda"
 
     def __str__(self) -> str:
         return (
             f"{'large' if self.large else 'tiny'} {str(self.dtype).removeprefix('torch.')} "
             f"{'NHWC' if self.channels_last else 'NCHW'}{' mask' if self.masked else ''} "
-            f"validate={self.validate} {self.backend}"
+            f"validate={self.validate} {self.backend}, {self.path}"
         )
 
 
@@ -307,6 +308,13 @@ def cases(v: Variant) -> dict[str, Call]:
         a = so.SuperpixelAssignment(sp, n_s, mask=mask, backend=bk, validate=val)
         return a.encode(x), a.decode(pooled), a.uniformize(x), a.pool(x, "max")
 
+    def to_sparse() -> tuple[torch.Tensor, ...]:
+        a = so.SuperpixelAssignment(sp, n_s, mask=mask)
+        coo = a.to_sparse(torch.sparse_coo, normalized=True).coalesce().values()
+        if v.path == "mps":  # CSR is refused there (PyTorch has no CSR tensors on MPS)
+            return (coo,)
+        return coo, a.to_sparse(torch.sparse_csr, normalized=True).values()
+
     def segnet() -> tuple[torch.Tensor, ...]:
         out = so.max_pool2d_with_indices(x, 2, validate=val)
         return out.values, so.max_unpool2d(out.values, out.indices, (h, w), validate=val)
@@ -321,12 +329,7 @@ def cases(v: Variant) -> dict[str, Call]:
         "superpixel_pool upsample": lambda: so.superpixel_pool(small, sp, n_s, upsample="bilinear"),
         "superpixel_unpool": lambda: so.superpixel_unpool(pooled, sp, validate=val),
         "SuperpixelAssignment": assignment,
-        "to_sparse": lambda: tuple(
-            so.SuperpixelAssignment(sp, n_s, mask=mask).to_sparse(layout, normalized=True).coalesce().values()
-            if layout == torch.sparse_coo
-            else so.SuperpixelAssignment(sp, n_s, mask=mask).to_sparse(layout, normalized=True).values()
-            for layout in (torch.sparse_coo, torch.sparse_csr)
-        ),
+        "to_sparse": to_sparse,
         "soft_superpixel_pool": lambda: so.soft_superpixel_pool(f, assoc, cell, mask=soft_mask, validate=val),
         "soft_superpixel_unpool": lambda: so.soft_superpixel_unpool(centres, assoc, cell, validate=val),
         "soft_uniformize": lambda: so.soft_uniformize(f, assoc, cell, mask=soft_mask, validate=val),
@@ -360,7 +363,7 @@ def variants(quick: bool, path: str) -> Iterator[Variant]:
     for large, dtype, cl, masked, validate, backend in itertools.product(
         sizes, dtypes, (False, True), (False, True), (True, False), backends
     ):
-        yield Variant(large, dtype, cl, masked, validate, backend)
+        yield Variant(large, dtype, cl, masked, validate, backend, path)
 
 
 def _outputs(out: Any) -> list[torch.Tensor]:
@@ -423,7 +426,7 @@ def record_all(quick: bool = False) -> Record:
             record.path = path
             for v in variants(quick, path):
                 for name, call in cases(v).items():
-                    label = f"{v}, {path}"
+                    label = str(v)
                     if path == "cuda":
                         with DeviceRecorder(record):
                             run_case(record, name, call, label)

@@ -519,7 +519,8 @@ class SuperpixelAssignment:
 
         Args:
             layout (torch.layout): ``torch.sparse_coo`` (built without a sort, uncoalesced) or
-                ``torch.sparse_csr`` (needs one sort by row).
+                ``torch.sparse_csr`` (needs one sort by row; on a device without float64, Apple MPS, where
+                PyTorch has no CSR tensors, a ``ValueError``).
             dtype (torch.dtype): value dtype (a floating one with ``normalized``).
             normalized (bool): values ``1 / count`` (the encoder :math:`E`) instead of 1 (the binary
                 :math:`M`).
@@ -532,6 +533,12 @@ class SuperpixelAssignment:
         """
         if layout not in (torch.sparse_coo, torch.sparse_csr):
             raise ValueError(f"layout must be torch.sparse_coo or torch.sparse_csr, got {layout}")
+        if layout == torch.sparse_csr and not _float64.has_float64(self.device):
+            raise ValueError(
+                f"layout=torch.sparse_csr is not supported on {self.device}, a device without float64 (on "
+                "mps PyTorch has no sparse CSR tensors), got layout=torch.sparse_csr; use "
+                "layout=torch.sparse_coo or an assignment on the CPU"
+            )
         normalized = _checks.check_bool(normalized, "normalized")
         if normalized:  # 1 / count in an integer dtype would truncate to 0
             _checks.check_floating_dtype(dtype, "dtype", "with normalized=True")

@@ -189,6 +189,18 @@ def test_to_sparse(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch.equal(got.to_dense(), expected.to_dense())
 
 
+def test_csr_matrix_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``to_sparse(layout=torch.sparse_csr)`` names the device and the way out (PyTorch has no CSR tensors on
+    MPS: ``_to_sparse_csr`` has no kernel there, ``benchmarks/op_coverage.py``); COO is still built."""
+    expected = SuperpixelAssignment(_labels(), 3).to_sparse().to_dense()
+    with without_float64(monkeypatch):
+        a = SuperpixelAssignment(_labels(), 3)
+        with pytest.raises(ValueError, match=r"layout=torch.sparse_csr is not supported on cpu, a device"):
+            a.to_sparse(torch.sparse_csr)
+        got = a.to_sparse(torch.sparse_coo)
+    assert torch.equal(got.to_dense(), expected)
+
+
 def test_half_reciprocals_from_float32_are_those_from_float64() -> None:
     """Without float64 an assignment keeps ``1 / count`` in float32 only; float16 / bfloat16 values rounded
     from it are those rounded from float64, for every count up to 2**24 (H * W of a 4096 x 4096 image)."""
