@@ -59,7 +59,19 @@ def grid_shape(height: int, width: int, cell_size: int) -> tuple[int, int]:
 
 
 def num_grid_cells(height: int, width: int, cell_size: int) -> int:
-    """Total number of grid cells (superpixels), ``n_h * n_w``.
+    """Total number of grid cells (superpixels), ``n_h * n_w``: the ``num_superpixels`` of grid ids.
+
+    Args:
+        height (int): image height ``H`` in pixels (>= 1).
+        width (int): image width ``W`` in pixels (>= 1).
+        cell_size (int): side of a cell in pixels (>= 1).
+
+    Returns:
+        int: ``ceil(H / cell_size) * ceil(W / cell_size)`` (see :func:`grid_shape`).
+
+    Raises:
+        TypeError: an argument is not an integer.
+        ValueError: an argument is below 1.
 
     Example:
         >>> num_grid_cells(100, 37, 16)
