@@ -191,10 +191,10 @@ def _decomposition(func: Any, args: Any, kwargs: Any, composite: str) -> set[str
 
     children = _Children()
     try:
-        with torch.no_grad(), children:
-            func._op_dk(
-                getattr(torch._C.DispatchKey, composite), *tree_map(copy, args), **tree_map(copy, kwargs)
-            )
+        with torch.no_grad():  # the copies before the recording: their clone and detach are not the kernel's
+            args, kwargs = tree_map(copy, args), tree_map(copy, kwargs)
+            with children:
+                func._op_dk(getattr(torch._C.DispatchKey, composite), *args, **kwargs)
     except (RuntimeError, TypeError, NotImplementedError):
         return set()
     return children.names

@@ -1114,3 +1114,17 @@ def test_op_coverage_quick(tmp_path):
     assert "not run" not in stdout  # every case ran, forward and backward
     committed = {row["op"] for row in csv.DictReader(cov.OUT.open())}
     assert set(rows) <= committed, f"re-run benchmarks/op_coverage.py: {sorted(set(rows) - committed)}"
+
+
+def test_op_coverage_records_only_the_ops_of_a_composite_kernel():
+    """The decomposition of a composite entry is what its kernel dispatches: not the ``clone`` and ``detach``
+    of the argument copies it runs on (recorded as its children before)."""
+    cov = _import("op_coverage")
+    x = torch.randn(3, 4)
+    composite = "CompositeExplicitAutograd"
+    assert cov._decomposition(torch.ops.aten.sum.default, (x,), {}, composite) == {"sum.dim_IntList"}
+    zeros = cov._decomposition(torch.ops.aten.zeros_like.default, (x,), {}, composite)
+    assert zeros == {"empty_like", "zero_"}
+    y, index = torch.zeros(3), [torch.tensor([1])]
+    put = cov._decomposition(torch.ops.aten.index_put_.default, (y, index, torch.ones(1)), {}, composite)
+    assert put == {"_index_put_impl_"} and not y.any()  # an in-place op changes the copies only
