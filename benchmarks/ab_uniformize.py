@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                   ("size", args.size), ("rounds", args.rounds), ("threads", args.threads))
     ] + (["--channels-last"] if args.channels_last else [])  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # each worker picks its checkout
+    meta = environment("cpu", args.threads)  # before the runs: its load average is the one at the start
     runs = []
     for repeat in range(args.repeats):
         for i, n_s in enumerate(args.num_superpixels):
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "benchmark": "uniformize fwd+bwd, same-session A/B of two checkouts (paired x the x*1 floor)",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "worker"},
-        "meta": environment("cpu", args.threads),
+        "meta": meta,
         "runs": runs,
     }
     if args.output is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -890,6 +891,28 @@ def test_ab_uniformize_alternates_the_checkouts_across_repeats(tmp_path, monkeyp
         (1, 16, "previous"),
         (1, 16, "current"),
     ]
+
+
+def test_ab_uniformize_records_the_load_average_before_the_runs(tmp_path, monkeypatch):
+    """``load_average_at_start`` is read before the first worker (it was read after the last one: the 18:11
+    A/B recorded 1.21, the load its own runs had made)."""
+    from types import SimpleNamespace
+
+    ab = _import("ab_uniformize")
+    previous = tmp_path / "previous"
+    (previous / "sparse_ops").mkdir(parents=True)
+    (previous / "sparse_ops" / "__init__.py").write_text("")
+    load = [0.25]
+
+    def run(cmd, **kwargs):
+        load[0] = 2.0  # the machine gets busy once a worker has run
+        measured = {"floor_ms": 1.0, "op_ms": 2.0, "paired_x_floor": 2.0}
+        return SimpleNamespace(returncode=0, stdout=json.dumps(measured) + "\n", stderr="")
+
+    monkeypatch.setattr(ab.subprocess, "run", run)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load[0], load[0], load[0]))
+    data = ab.main(["--previous", str(previous), "--num-superpixels", "4", "--size", "8", "--repeats", "1"])
+    assert data["meta"]["load_average_at_start"] == 0.25
 
 
 def test_bench_soft_workers_report_the_median_of_their_runs(monkeypatch):
