@@ -22,12 +22,23 @@ __all__ = ["ESCAPE", "tolerant_output"]
 ESCAPE = "transinit-escape"
 
 
+def _is_byte(char: str) -> bool:
+    """``char`` stands for an undecodable byte (``surrogateescape``)."""
+    return 0xDC80 <= ord(char) <= 0xDCFF
+
+
 def _escape(exc: UnicodeError) -> tuple[str | bytes, int]:
-    if isinstance(exc, UnicodeEncodeError):
-        chunk = exc.object[exc.start : exc.end]
-        if all(0xDC80 <= ord(c) <= 0xDCFF for c in chunk):  # undecodable bytes, kept by surrogateescape
-            return bytes(ord(c) - 0xDC00 for c in chunk), exc.end
-    return codecs.backslashreplace_errors(exc)
+    """The undecodable bytes at the start of the failed run as bytes, else the run up to the next such byte
+    escaped; the encoder resumes after what is returned (a run can hold both)."""
+    if not isinstance(exc, UnicodeEncodeError):
+        return codecs.backslashreplace_errors(exc)
+    chunk = exc.object[exc.start : exc.end]
+    n = next((i for i, c in enumerate(chunk) if not _is_byte(c)), len(chunk))
+    if n:
+        return bytes(ord(c) - 0xDC00 for c in chunk[:n]), exc.start + n
+    n = next((i for i, c in enumerate(chunk) if _is_byte(c)), len(chunk))
+    head = UnicodeEncodeError(exc.encoding, exc.object, exc.start, exc.start + n, exc.reason)
+    return codecs.backslashreplace_errors(head)
 
 
 codecs.register_error(ESCAPE, _escape)

@@ -113,3 +113,12 @@ def test_ablation_on_a_windows_like_platform(tmp_path: Path) -> None:
     assert result["complete"] and result["load_average_start"] is None and result["load_average_end"] is None
     assert " ± " in (out / "ablation.md").read_text(encoding="utf-8")
     assert " \\xb1 " in stdout and "load average n/a at the start, n/a at the end" in stdout, stdout
+
+
+def test_escape_keeps_undecodable_bytes_next_to_an_escaped_character() -> None:
+    """A run the console cannot encode that holds both a file name's undecodable bytes and another character:
+    the bytes are written back, the character escaped (before, the whole run was escaped: ``\\udcc3``)."""
+    from examples.voc_joint.console import ESCAPE
+
+    assert "a\udcc3\udcab\u00b1\udcc3b".encode("ascii", errors=ESCAPE) == b"a\xc3\xab\\xb1\xc3b"
+    assert "\u00b1\u0418 \udcff".encode("ascii", errors=ESCAPE) == b"\\xb1\\u0418 \xff"
