@@ -69,9 +69,10 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
     # float16 or integer output's dtype would round it before the difference and under-report the error
     dt = torch.promote_types(y.dtype, ref.dtype)
     dt = torch.promote_types(dt, torch.float32) if dt.is_floating_point or dt.is_complex else torch.float64
-    # a measurement: no graph (nn.Identity returns x itself)
-    if dt == torch.float64 and not has_float64(y.device):  # MPS: the float64 difference on the host
+    # no float64 (nor complex128) on the device (MPS): the difference on the host
+    if dt in (torch.float64, torch.complex128) and not has_float64(y.device):
         y, ref = _to_host(y), _to_host(ref)
+    # a measurement: no graph (nn.Identity returns x itself)
     return (y.detach().to(dt) - ref.detach().to(y.device, dt)).abs()
 
 

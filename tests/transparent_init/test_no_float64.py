@@ -110,3 +110,16 @@ def test_an_integer_output_is_compared_in_float64_on_the_host(monkeypatch: pytes
         got = recovery_rate(_Halve(), x, eps=0.3)
     assert guard.to_host_calls == 2  # the output and the target
     assert got == 3 / 6  # 0, -2 and 4 are even
+
+
+def test_a_complex128_target_is_compared_on_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """complex128, float64's complex dtype, exists on such a device no more than float64 does: a complex64
+    output against a complex128 target is compared on the host too (it was widened on the device)."""
+    x = torch.tensor([1 + 1j, 2 - 1j, 3 + 0j], dtype=torch.complex64)
+    target = x.to(torch.complex128) + torch.tensor([0, 0.5, 0], dtype=torch.complex128)
+    with without_float64(monkeypatch) as guard:
+        monkeypatch.setattr(metrics, "has_float64", lambda device: False)
+        monkeypatch.setattr(metrics, "_to_host", _float64.to_host)  # the simulated copy (patched above)
+        got = recovery_rate(nn.Identity(), x, eps=0.3, target=target)
+    assert guard.to_host_calls == 2  # the output and the target
+    assert got == 2 / 3
