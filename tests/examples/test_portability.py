@@ -122,3 +122,20 @@ def test_escape_keeps_undecodable_bytes_next_to_an_escaped_character() -> None:
 
     assert "a\udcc3\udcab\u00b1\udcc3b".encode("ascii", errors=ESCAPE) == b"a\xc3\xab\\xb1\xc3b"
     assert "\u00b1\u0418 \udcff".encode("ascii", errors=ESCAPE) == b"\\xb1\\u0418 \xff"
+
+
+def test_train_on_a_windows_like_platform(tiny_voc: Path, tmp_path: Path) -> None:
+    """train.py end to end without the POSIX-only names: the output folder is not locked (a warning says so)
+    and the checkpoint is written without ``os.fchmod`` (Windows before Python 3.13); nothing else ran the
+    training command there (ablation.py fine-tunes from given checkpoints)."""
+    from .helpers import train_args
+
+    out = tmp_path / "out"
+    argv = train_args(tiny_voc, out, "--stage", "spixel", "--epochs", "1", "--threads", "1")
+    code = _WINDOWS_LIKE + f"import runpy\nsys.argv = {['train.py', *argv]!r}\n"
+    code += "runpy.run_path('examples/voc_joint/train.py', run_name='__main__')\n"
+    res = _python(code)
+    err = res.stderr.decode()
+    assert res.returncode == 0, err[-3000:]
+    assert f"output folder {out / 'spixel'} is not locked" in err, err[-3000:]
+    assert (out / "spixel" / "checkpoint.pt").is_file()
