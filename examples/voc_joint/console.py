@@ -1,12 +1,12 @@
 """Console output that cannot fail on an encoding: the command lines call :func:`tolerant_output` first.
 
-Python writes ``sys.stdout`` in the encoding of the console or, when the output is redirected to a file or a
-pipe, of the locale: cp1252 (or another legacy code page) on most Windows machines, ASCII under a POSIX ``C``
-locale without UTF-8 mode. A character it cannot represent there (a path such as ``C:\\Users\\Иван\\voc``, the
-``±`` of the ablation table) raises ``UnicodeEncodeError`` in the ``print`` and stops the command, possibly
-after hours of training. ``sys.stderr`` already escapes such characters (``backslashreplace``);
-:func:`tolerant_output` makes ``sys.stdout`` do the same. Files the pipeline writes are UTF-8 whatever the
-console (``encoding="utf-8"``).
+Python writes ``sys.stdout`` redirected to a file or a pipe in the locale's encoding: a legacy code page
+such as cp1252 on most Windows machines (a Windows console itself takes every character), ASCII under a POSIX
+``C`` locale without UTF-8 mode. A character it cannot represent there (the ``Иван`` of a path such as
+``C:\\Users\\Иван\\voc`` in cp1252; under ASCII also the ``±`` of the ablation table) raises
+``UnicodeEncodeError`` in the ``print`` and stops the command, possibly after hours of training.
+``sys.stderr`` already escapes such characters (``backslashreplace``); :func:`tolerant_output` makes
+``sys.stdout`` do the same. Files the pipeline writes are UTF-8 whatever the console (``encoding="utf-8"``).
 """
 
 from __future__ import annotations
