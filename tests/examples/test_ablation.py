@@ -552,3 +552,17 @@ def test_a_failed_ablation_releases_its_folder(tiny_voc, tmp_path, one_thread, m
     torch.set_num_threads(1)
     res = ablation.main(argv)  # not refused
     assert res["complete"] and [r["init"] for r in res["rows"]] == ["no_fusion"]
+
+
+def test_load_average_is_none_where_it_cannot_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``os.getloadavg`` raises (the load average is unobtainable) as where it does not exist (Windows,
+    ``tests/examples/test_portability.py``), ablation.json records ``null`` and the messages say n/a."""
+
+    def unobtainable() -> tuple[float, float, float]:
+        raise OSError("Load average was unobtainable")
+
+    monkeypatch.setattr(ablation.os, "getloadavg", unobtainable)
+    assert ablation._load_average() is None and ablation._load_text(None) == "n/a"
+    monkeypatch.setattr(ablation.os, "getloadavg", lambda: (0.5, 0.25, 0.125))
+    load = ablation._load_average()
+    assert load == [0.5, 0.25, 0.125] and ablation._load_text(load) == "0.50"
