@@ -26,7 +26,8 @@ def init_rate(module: nn.Module, threshold: float = INIT_RATE_THRESHOLD) -> floa
 
     Raises:
         TypeError: ``module`` not an ``nn.Module``, ``threshold`` not a real.
-        ValueError: ``threshold`` negative or not finite, or ``module`` without any parameter.
+        ValueError: ``threshold`` negative or not finite, ``module`` without any parameter, or a parameter
+            on the ``meta`` device (no values).
 
     Example:
         >>> from torch import nn
@@ -40,7 +41,9 @@ def init_rate(module: nn.Module, threshold: float = INIT_RATE_THRESHOLD) -> floa
     thr = check_real(threshold, "threshold", strict=False)
     total = 0
     big = 0
-    for p in mod.parameters():
+    for name, p in mod.named_parameters():
+        if p.is_meta:
+            raise ValueError(f"module parameter {name!r} is on the meta device (no values to count)")
         total += p.numel()
         big += int((p.detach().abs() > thr).sum())
     if total == 0:
@@ -54,11 +57,18 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.numel() == 0:
         raise ValueError(f"x must not be empty, got shape {list(x.shape)}")
-    with torch.no_grad():
-        y: Tensor = mod(x)
     ref = x if target is None else target
     if not isinstance(ref, Tensor):
         raise TypeError(f"target must be a torch.Tensor or None, got {type(ref).__name__}")
+    for name, t in (("x", x), ("target", ref)):
+        if t.is_meta:  # shapes only: no difference can be measured
+            raise ValueError(
+                f"{name} must hold values, got a tensor on the meta device (shape {list(t.shape)})"
+            )
+    with torch.no_grad():
+        y = mod(x)
+    if not isinstance(y, Tensor):  # e.g. an nn.LSTM's (output, state) tuple
+        raise TypeError(f"module must return a torch.Tensor, got {type(y).__name__}")
     if y.shape != ref.shape:
         raise ValueError(
             f"module output shape {list(y.shape)} != "
@@ -98,9 +108,11 @@ def recovery_rate(
         target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
 
     Raises:
-        TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a tensor, ``eps`` not a real.
-        ValueError: ``eps`` not a finite real > 0, an empty ``x``, or an output whose shape differs from
-            the target's (``x``'s by default: pass ``target=`` for a non-identity map).
+        TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a tensor, ``eps`` not a real, or
+            a module output that is not a tensor (a tuple, as ``nn.LSTM`` returns).
+        ValueError: ``eps`` not a finite real > 0, an empty ``x``, ``x`` or ``target`` on the ``meta``
+            device (no values), or an output whose shape differs from the target's (``x``'s by default: pass
+            ``target=`` for a non-identity map).
 
     Example:
         >>> from torch import nn
@@ -127,8 +139,10 @@ def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None)
         target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
 
     Raises:
-        TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a tensor.
-        ValueError: an empty ``x``, or an output whose shape differs from the target's.
+        TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a tensor, or a module output
+            that is not a tensor.
+        ValueError: an empty ``x``, ``x`` or ``target`` on the ``meta`` device, or an output whose shape
+            differs from the target's.
 
     Example:
         >>> from torch import nn

@@ -122,6 +122,24 @@ def test_metric_errors() -> None:
         max_abs_error(nn.Identity(), torch.ones(0))
 
 
+def test_metrics_refuse_what_holds_no_values_and_non_tensor_outputs() -> None:
+    """Found by fuzzing the API: a meta tensor or module reached ``.item()`` / a copy out of meta
+    (RuntimeError, NotImplementedError from PyTorch) and an ``nn.LSTM``'s tuple output ``.shape``
+    (AttributeError)."""
+    x = torch.ones(3, 2)
+    with pytest.raises(TypeError, match=r"module must return a torch\.Tensor, got tuple"):
+        recovery_rate(nn.LSTM(2, 2), x)
+    for metric in (recovery_rate, max_abs_error):
+        with pytest.raises(
+            ValueError, match=r"x must hold values, got a tensor on the meta device \(shape \[3, 2\]\)"
+        ):
+            metric(nn.Identity(), x.to("meta"))
+        with pytest.raises(ValueError, match="target must hold values, got a tensor on the meta device"):
+            metric(nn.Identity(), x, target=x.to("meta"))
+    with pytest.raises(ValueError, match=r"module parameter 'layers\.0\.weight' is on the meta device"):
+        init_rate(TransparentLinear(2, [2], device="meta"))
+
+
 # ---------------------------------------------------------------- baselines
 
 
