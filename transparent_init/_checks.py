@@ -57,9 +57,13 @@ def _show(value: object) -> str:
 
 
 def check_int(value: object, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
-    """``value`` as a Python int in ``[minimum, maximum]`` (what :func:`operator.index` takes, but bool)."""
+    """``value`` as a Python int in ``[minimum, maximum]`` (what :func:`operator.index` takes, but a
+    ``bool``, a bool tensor or a tensor that is not 0-d)."""
     expected = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
-    if isinstance(value, bool):
+    # operator.index also takes a bool tensor and a one-element tensor of any shape: only 0-d integer ones
+    if isinstance(value, bool) or (
+        isinstance(value, Tensor) and (value.dim() != 0 or value.dtype == torch.bool)
+    ):
         raise TypeError(f"{name} must be {expected}, got {_show(value)}")
     try:
         out = operator.index(value)  # type: ignore[arg-type]  # any object: the TypeError is the check

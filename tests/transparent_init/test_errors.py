@@ -240,6 +240,24 @@ def test_numpy_and_tensor_integers_are_ints() -> None:
     assert layer.negative_slope == 0.5 and type(layer.negative_slope) is float
 
 
+@pytest.mark.parametrize(
+    "value", [torch.tensor(True), torch.tensor([3]), torch.tensor([[3]])], ids=["bool", "1-d", "2-d"]
+)
+def test_bool_and_non_scalar_tensors_are_not_ints(value: torch.Tensor) -> None:
+    """Found by fuzzing the API: ``operator.index`` takes a bool tensor (as 1) and a one-element tensor of
+    any shape, so they built stacks (and seeded generators) where a ``bool`` and a 1-element list are
+    refused."""
+    shown = re.escape(repr(value))
+    with pytest.raises(TypeError, match=rf"in_features must be an int >= 1, got Tensor \({shown}\)"):
+        TransparentLinear(value, [4])  # type: ignore[arg-type]  # the wrong type is the point
+    with pytest.raises(TypeError, match=r"hidden_features\[0\] must be an int >= 1, got Tensor"):
+        TransparentLinear(1, [value])  # type: ignore[list-item]  # the wrong type is the point
+    with pytest.raises(
+        TypeError, match=r"generator must be None, a torch\.Generator or an int seed, got Tensor"
+    ):
+        TransparentLinear(1, [4], generator=value)  # type: ignore[arg-type]  # the wrong type is the point
+
+
 def test_metric_and_baseline_arguments() -> None:
     with pytest.raises(ValueError, match=r"threshold must be a finite real >= 0, got nan"):
         init_rate(nn.Linear(2, 2), threshold=math.nan)
