@@ -7,7 +7,7 @@ matrix. :func:`selection_weight` builds it in one line.
 
 from __future__ import annotations
 
-import numbers
+import operator
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,7 +21,11 @@ __all__ = ["selection_weight"]
 
 def _resolve_indices(in_features: int, indices: object) -> list[int]:
     if isinstance(indices, slice):
-        return list(range(*indices.indices(in_features)))
+        try:
+            return list(range(*indices.indices(in_features)))
+        except (TypeError, ValueError) as err:  # a non-integer bound, a zero step: Python's bare message
+            msg = f"indices must be a slice of ints with a non-zero step, got {indices!r}"
+            raise type(err)(msg) from None
     if isinstance(indices, np.ndarray):  # a numpy index array: the same rules as a tensor
         if indices.ndim != 1 or indices.dtype.kind not in "iu":  # named as passed, before the conversion
             raise TypeError(
@@ -50,9 +54,14 @@ def _resolve_indices(in_features: int, indices: object) -> list[int]:
         )
     out = []
     for k, i in enumerate(indices):
-        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+        # Python and numpy ints and 0-d integer tensors, as the other integer arguments (``check_int``)
+        scalar = not isinstance(i, Tensor) or (i.dim() == 0 and i.dtype != torch.bool)
+        if isinstance(i, bool) or not scalar:
             raise TypeError(f"indices[{k}] must be an int, got {type(i).__name__} ({i!r})")
-        out.append(int(i))
+        try:
+            out.append(operator.index(i))
+        except TypeError:  # a float tensor
+            raise TypeError(f"indices[{k}] must be an int, got {type(i).__name__} ({i!r})") from None
     return out
 
 
@@ -81,9 +90,9 @@ def selection_weight(
         in_features (int): input width (channels).
         indices (Sequence[int] | range | slice | LongTensor[out] | ndarray[out]): the input channel that each
             output channel copies, in output order, each in ``[-in_features, in_features)`` (negative ones
-            count from the end, as in ``x[..., indices]``; repeats allowed); a
-            ``slice`` is resolved against ``in_features`` (``slice(C, None)`` is the second half of ``2C``
-            channels).
+            count from the end, as in ``x[..., indices]``; repeats allowed; a sequence's items are Python or
+            numpy ints or 0-d integer tensors); a ``slice`` is resolved against ``in_features``
+            (``slice(C, None)`` is the second half of ``2C`` channels).
         dtype (torch.dtype | None): floating dtype of the result (default: ``torch.get_default_dtype()``).
         device (torch.device | str | None): device of the result (default: the default device, as for
             ``torch.zeros``).
@@ -93,8 +102,8 @@ def selection_weight(
 
     Raises:
         TypeError: ``in_features`` not an int, ``indices`` not integers, ``dtype`` not floating.
-        ValueError: ``in_features < 1``, no index, an index outside ``[-in_features, in_features)``, or a
-            ``uint64`` index array with a value above the int64 range.
+        ValueError: ``in_features < 1``, no index, an index outside ``[-in_features, in_features)``, a
+            ``uint64`` index array with a value above the int64 range, or a slice with step 0.
 
     Example:
         >>> selection_weight(4, range(2, 4))  # [S, U] with C = 2 -> U

@@ -95,6 +95,21 @@ def test_errors() -> None:
         selection_weight(3, [0], dtype=torch.int64)
 
 
+def test_zero_dim_integer_tensors_are_indices_and_slice_errors_name_indices() -> None:
+    """Found by fuzzing the API: a list of 0-d integer tensors (``[t.argmax()]``) was refused although every
+    other integer argument takes them, and a bad slice raised Python's bare "slice step cannot be zero" /
+    "slice indices must be integers" without naming ``indices``."""
+    tensor_ints = [torch.tensor(2), np.int64(0)]
+    assert torch.equal(selection_weight(3, tensor_ints), selection_weight(3, [2, 0]))  # type: ignore[arg-type]
+    for bad in ([torch.tensor(True)], [torch.tensor([1])], [torch.tensor(1.0)]):
+        with pytest.raises(TypeError, match=r"indices\[0\] must be an int, got Tensor"):
+            selection_weight(3, bad)  # type: ignore[arg-type]  # the wrong type is the point
+    with pytest.raises(ValueError, match=r"indices must be a slice of ints with a non-zero step, got slice"):
+        selection_weight(3, slice(None, None, 0))
+    with pytest.raises(TypeError, match=r"indices must be a slice of ints .*, got slice\(0\.5, 2, None\)"):
+        selection_weight(3, slice(0.5, 2))
+
+
 def test_raises_section_states_the_accepted_range() -> None:
     """The Raises section said ``[0, in_features)``; negative indices count from the end (Args, code)."""
     doc = " ".join((selection_weight.__doc__ or "").split())
