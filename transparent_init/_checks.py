@@ -25,6 +25,7 @@ __all__ = [
     "cast_representable",
     "check_activation",
     "check_bool",
+    "check_dense",
     "check_dtype",
     "check_hidden",
     "check_int",
@@ -188,6 +189,15 @@ def zero_width(module: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | N
     return None
 
 
+def check_dense(value: Tensor, name: str) -> None:
+    """Refuse a sparse (COO, CSR, ...) or nested tensor: elementwise checks and products need a strided one
+    (PyTorch's own errors there, ``NotImplementedError`` / ``RuntimeError``, name no argument)."""
+    if value.is_nested:
+        raise TypeError(f"{name} must be a dense tensor, got a nested tensor")
+    if value.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got layout {value.layout}: pass {name}.to_dense()")
+
+
 def check_target(value: object, shape: tuple[int, ...], name: str, *, allow_meta: bool = False) -> Tensor:
     """A finite real tensor of exactly ``shape``, returned as float64 on CPU.
 
@@ -196,6 +206,7 @@ def check_target(value: object, shape: tuple[int, ...], name: str, *, allow_meta
     """
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {list(shape)}, got {type(value).__name__}")
+    check_dense(value, name)
     if value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
     if tuple(value.shape) != shape:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_module, check_real, has_float64
+from ._checks import check_dense, check_module, check_real, has_float64
 
 __all__ = ["INIT_RATE_THRESHOLD", "RECOVERY_EPS", "init_rate", "max_abs_error", "recovery_rate"]
 
@@ -55,11 +55,13 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
     mod = check_module(module)
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_dense(x, "x")
     if x.numel() == 0:
         raise ValueError(f"x must not be empty, got shape {list(x.shape)}")
     ref = x if target is None else target
     if not isinstance(ref, Tensor):
         raise TypeError(f"target must be a torch.Tensor or None, got {type(ref).__name__}")
+    check_dense(ref, "target")
     for name, t in (("x", x), ("target", ref)):
         if t.is_meta:  # shapes only: no difference can be measured
             raise ValueError(
@@ -108,8 +110,8 @@ def recovery_rate(
         target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
 
     Raises:
-        TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a tensor, ``eps`` not a real, or
-            a module output that is not a tensor (a tuple, as ``nn.LSTM`` returns).
+        TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a dense tensor (sparse, nested),
+            ``eps`` not a real, or a module output that is not a tensor (a tuple, as ``nn.LSTM`` returns).
         ValueError: ``eps`` not a finite real > 0, an empty ``x``, ``x`` or ``target`` on the ``meta``
             device (no values), or an output whose shape differs from the target's (``x``'s by default: pass
             ``target=`` for a non-identity map).
@@ -139,8 +141,8 @@ def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None)
         target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
 
     Raises:
-        TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a tensor, or a module output
-            that is not a tensor.
+        TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a dense tensor (sparse,
+            nested), or a module output that is not a tensor.
         ValueError: an empty ``x``, ``x`` or ``target`` on the ``meta`` device, or an output whose shape
             differs from the target's.
 

@@ -314,7 +314,8 @@ class TransparentLinear(_TransparentStack):
             target representable in them).
 
     Raises:
-        TypeError: an argument of the wrong type (integers: anything :func:`operator.index` accepts).
+        TypeError: an argument of the wrong type (integers: Python and numpy ints, 0-d integer tensors;
+            targets: dense real tensors).
         ValueError: a bad value, naming the argument, the expected and the actual value; a hidden width
             below the input width; a target map the dtype cannot represent (overflow or underflow of the
             last layer, naming the layer, the parameter, the dtype and the magnitude).
@@ -405,7 +406,8 @@ class TransparentConv1x1(_TransparentStack):
             target representable in them).
 
     Raises:
-        TypeError: an argument of the wrong type (integers: anything :func:`operator.index` accepts).
+        TypeError: an argument of the wrong type (integers: Python and numpy ints, 0-d integer tensors;
+            targets: dense real tensors).
         ValueError: a bad value, naming the argument, the expected and the actual value; a hidden width
             below the input width; a target map the dtype cannot represent (overflow or underflow of the
             last layer, naming the layer, the parameter, the dtype and the magnitude).

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_int
+from ._checks import check_dense, check_int
 
 __all__ = ["selection_weight"]
 
@@ -36,6 +36,7 @@ def _resolve_indices(in_features: int, indices: object) -> list[int]:
             raise ValueError(f"indices must lie in int64, got {int(indices.max())}")  # would wrap to negative
         indices = torch.from_numpy(indices.astype(np.int64))
     if isinstance(indices, Tensor):
+        check_dense(indices, "indices")
         if (
             indices.dim() != 1
             or indices.is_floating_point()
@@ -101,7 +102,8 @@ def selection_weight(
         Tensor[out, in_features]: the selection matrix, ``out = len(indices)`` (exact: entries are 0 and 1).
 
     Raises:
-        TypeError: ``in_features`` not an int, ``indices`` not integers, ``dtype`` not floating.
+        TypeError: ``in_features`` not an int, ``indices`` not integers (or a sparse tensor), ``dtype`` not
+            floating.
         ValueError: ``in_features < 1``, no index, an index outside ``[-in_features, in_features)``, a
             ``uint64`` index array with a value above the int64 range, or a slice with step 0.
 

@@ -19,6 +19,8 @@ from transparent_init import (
     init_rate,
     max_abs_error,
     random_uniform_init_,
+    recovery_rate,
+    selection_weight,
     transparent_init_,
     xavier_init_,
 )
@@ -555,6 +557,31 @@ def test_numpy_bools_are_bools() -> None:
     assert TransparentLinear(2, [2], bias=np.False_, generator=0).layers[0].bias is None
     with pytest.raises(TypeError, match=r"bias must be a bool, got int64"):
         TransparentLinear(2, [2], bias=np.int64(1))
+
+
+@pytest.mark.filterwarnings("ignore:.*(Sparse CSR|nested tensors).*:UserWarning")  # PyTorch's beta notices
+def test_sparse_and_nested_tensors_are_refused_by_name() -> None:
+    """Found by fuzzing the API: a sparse target (a selection matrix as COO), a sparse or nested metric input
+    and sparse indices reached PyTorch's NotImplementedError ("Could not run 'aten::ne.Scalar' with
+    arguments from the 'SparseCPU' backend") or RuntimeError, naming no argument."""
+    eye = torch.eye(3)
+    coo = r"must be a dense tensor, got layout torch\.sparse_coo"
+    with pytest.raises(TypeError, match="target_weight " + coo + r": pass target_weight\.to_dense\(\)"):
+        TransparentLinear(3, [3], target_weight=eye.to_sparse())
+    with pytest.raises(TypeError, match=r"target_weight must be a dense .*, got layout torch\.sparse_csr"):
+        TransparentLinear(3, [3], target_weight=eye.to_sparse_csr())
+    with pytest.raises(TypeError, match="target_bias " + coo):
+        transparent_init_(
+            nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3)), target_bias=torch.ones(3).to_sparse()
+        )
+    with pytest.raises(TypeError, match="x " + coo):
+        max_abs_error(nn.Identity(), eye.to_sparse())
+    with pytest.raises(TypeError, match="target " + coo):
+        recovery_rate(nn.Identity(), eye, target=eye.to_sparse())
+    with pytest.raises(TypeError, match="x must be a dense tensor, got a nested tensor"):
+        max_abs_error(nn.Identity(), torch.nested.nested_tensor([eye]))
+    with pytest.raises(TypeError, match="indices " + coo):
+        selection_weight(3, torch.tensor([0, 1]).to_sparse())
 
 
 def test_inplace_target_errors() -> None:
