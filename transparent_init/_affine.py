@@ -194,7 +194,16 @@ def solve_last(
     s = p if last_bias else p[:, :h]
     x = torch.linalg.lstsq(s, g, driver="gelsy").solution  # float64 on the CPU (``chain``)
     residual = (s @ x - g).abs().max().item()
-    if not residual <= EXACT_SOLVE_RTOL * g.abs().max().item():
+    g_max = g.abs().max().item()
+    if not residual <= EXACT_SOLVE_RTOL * g_max:
+        tiny = torch.finfo(torch.float64).tiny
+        # below this the relative test itself underflows: float64 rounding alone fails it, whatever the widths
+        too_small = (
+            f" (or the target map is too small to solve in float64: its largest entry is {g_max:.3g}, the "
+            f"exactness test needs it >= {tiny / EXACT_SOLVE_RTOL:.3g}; scale the target map up)"
+            if EXACT_SOLVE_RTOL * g_max < tiny
+            else ""
+        )
         rule = (
             f"every hidden layer's logical width must be >= the input width {in_f}"
             if last_bias
@@ -202,7 +211,9 @@ def solve_last(
             f"must have a logical width greater than the input width {in_f} (to carry the biases on): widen "
             "those or give the last layer a bias"
         )
-        raise ValueError(f"the hidden layers have no exact right inverse (residual {residual:.3g}): {rule}")
+        raise ValueError(
+            f"the hidden layers have no exact right inverse (residual {residual:.3g}): {rule}{too_small}"
+        )
     w = x[:h].T.contiguous()
     c = x[h].contiguous() if last_bias else torch.zeros(out_f, dtype=x.dtype, device="cpu")
     return w, c

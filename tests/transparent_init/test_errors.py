@@ -623,6 +623,18 @@ def test_exactness_test_of_the_solve_is_relative_at_every_scale(scale: float) ->
         assert bool((zero(x) == 0).all())
 
 
+@pytest.mark.parametrize("scale", [1e-320, 5e-324])
+def test_a_target_too_small_for_the_relative_exactness_test_is_named(scale: float) -> None:
+    """Found by fuzzing the API: a float64 target of subnormal entries (below ~1e-316) fails the relative
+    exactness test by float64 rounding alone, and the error blamed the hidden widths only (which are fine
+    here); it now also names the target's magnitude and the smallest one the test takes."""
+    target = scale * torch.eye(3, dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"or the target map is too small to solve in float64: .* >= 2\.23e-300"
+    ):
+        TransparentLinear(3, [3], target_weight=target, dtype=torch.float64, generator=0)
+
+
 def test_zero_dim_tensors_are_reals_as_they_are_ints() -> None:
     a = TransparentLinear(3, [4], activation="leaky_relu", negative_slope=torch.tensor(0.25), generator=0)
     b = TransparentLinear(3, [4], activation="leaky_relu", negative_slope=0.25, generator=0)
