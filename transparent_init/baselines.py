@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
 from ._checks import as_generator, check_module, check_own_parameters, check_real, zero_width
 from .inplace import _CONVS
@@ -26,6 +27,11 @@ def _affine_layers(module: object) -> list[tuple[str, nn.Linear | nn.Conv1d | nn
     if not layers:
         raise ValueError(f"module has no nn.Linear or nn.Conv1d/2d/3d layer: {type(module).__name__}")
     for name, m in layers:  # checked before any layer is written: nothing changes on an error
+        if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():  # its widths read 0 until then
+            raise ValueError(
+                f"layer {name} ({type(m).__name__}) has no weights yet: run one forward pass through the "
+                "module before initializing it"
+            )
         check_own_parameters(m, f"layer {name} ({type(m).__name__})")
         empty = zero_width(m)
         if empty is not None:
@@ -63,9 +69,10 @@ def random_uniform_init_(
             ``torch.Generator`` nor an int seed.
         ValueError: if ``bound`` is not a finite real > 0, ``2 * bound`` is not representable in a layer's
             dtype (e.g. ``bound = 4e4`` for float16), ``module`` holds no ``nn.Linear`` / ``nn.ConvNd``, a
-            layer has zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``: no fan-in or no weights) or
-            computes its weight at each forward (a parametrization, weight_norm, spectral_norm, pruning), or
-            a seed lies outside the int64 / uint64 range; nothing is written then.
+            layer has zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``: no fan-in or no weights), is a
+            lazy layer without weights yet or computes its weight at each forward (a parametrization,
+            weight_norm, spectral_norm, pruning), or a seed lies outside the int64 / uint64 range; nothing is
+            written then.
 
     Example:
         >>> from torch import nn
@@ -104,8 +111,9 @@ def xavier_init_(module: nn.Module, *, generator: torch.Generator | int | None =
         TypeError: ``module`` not an ``nn.Module``, or a bad ``generator`` (as in
             :func:`random_uniform_init_`).
         ValueError: if ``module`` holds no ``nn.Linear`` / ``nn.ConvNd``, or a layer has zero width
-            (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``) or computes its weight at each forward (a
-            parametrization, weight_norm, spectral_norm, pruning); nothing is written then.
+            (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``), is a lazy layer without weights yet or computes its
+            weight at each forward (a parametrization, weight_norm, spectral_norm, pruning); nothing is
+            written then.
 
     Example:
         >>> from torch import nn
@@ -137,8 +145,9 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
         TypeError: ``module`` not an ``nn.Module``.
         ValueError: for a grouped ``nn.ConvNd`` (1d, 2d or 3d) or one with an even kernel size (no centre
             tap), a ``module`` without any ``nn.Linear`` / ``nn.ConvNd``, a layer of zero width
-            (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``) or one that computes its weight at each forward (a
-            parametrization, weight_norm, spectral_norm, pruning); nothing is written then.
+            (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``), a lazy layer without weights yet or one that computes
+            its weight at each forward (a parametrization, weight_norm, spectral_norm, pruning); nothing is
+            written then.
 
     Example:
         >>> from torch import nn

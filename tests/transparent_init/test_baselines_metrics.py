@@ -258,6 +258,19 @@ def test_baselines_refuse_zero_widths_before_writing(init, make, match: str) -> 
     assert all(torch.equal(p, q) for p, q in zip(before, net.parameters(), strict=True))
 
 
+@pytest.mark.filterwarnings("ignore:Lazy modules are a new feature")  # PyTorch's notice
+@pytest.mark.parametrize("init", [random_uniform_init_, xavier_init_, net2net_identity_init_])
+def test_baselines_name_a_lazy_layer_without_weights(init) -> None:  # type: ignore[no-untyped-def]
+    """Found by fuzzing the API: an uninitialized ``nn.LazyLinear`` was refused as a zero-width layer
+    ("has in_features = 0"), a wrong reason; it gets transparent_init_'s advice now, and works after a
+    forward pass."""
+    net = nn.Sequential(nn.LazyLinear(4))
+    with pytest.raises(ValueError, match=r"layer 0 \(LazyLinear\) has no weights yet: run one forward pass"):
+        init(net)
+    net(torch.ones(2, 3))
+    init(net)
+
+
 @pytest.mark.parametrize("init", [random_uniform_init_, xavier_init_])
 def test_seeded_baselines_draw_the_same_values_on_every_device(init, device) -> None:  # type: ignore[no-untyped-def]
     """An int seed is a CPU generator: the draws are made there and copied (CUDA modules raised)."""
