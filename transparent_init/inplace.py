@@ -264,7 +264,8 @@ def transparent_init_(
         generator: ``torch.Generator`` or int seed for reproducible draws; ``None`` uses the global RNG.
 
     A target on the ``meta`` device (one made under ``with torch.device("meta")``) holds no values: it is
-    accepted only when every layer is on meta too, and then checked by shape only (nothing is computed).
+    accepted only when every layer is on meta too, and then checked by shape only. Layers all on meta are
+    initialized by shape whatever the target: nothing is computed (no draw, no solve).
 
     Returns:
         nn.Sequential: ``sequential`` itself.
@@ -322,11 +323,12 @@ def _initialize(
     """:func:`transparent_init_` on validated arguments (``layout`` from :func:`parse_stack`, float64 targets
     from :func:`~transparent_init._checks.resolve_target`): draw, solve, check, then write.
 
-    A target on the meta device (accepted only when every layer is on meta) holds no values: the stack is
-    then initialized by shape only (nothing is computed; a meta layer holds no values either)."""
-    if target_weight.is_meta or (target_bias is not None and target_bias.is_meta):
-        return sequential
+    A stack whose layers are all on the meta device holds no values, nor does a target on meta (accepted
+    only then): the stack is initialized by shape only, and nothing is computed (for a target on the CPU too,
+    as the identity default is: the float64 draws and solve would be thrown away)."""
     mods = [_affine_module(sequential, i) for i in layout.linear_indices]
+    if all(p.is_meta for m in mods for p in m.parameters()):
+        return sequential
     params = transparent_parameters(
         layout.in_features,
         layout.hidden,
