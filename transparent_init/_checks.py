@@ -34,6 +34,7 @@ __all__ = [
     "check_real",
     "check_slope",
     "check_target",
+    "check_writable",
     "has_float64",
     "resolve_target",
     "zero_width",
@@ -176,6 +177,28 @@ def check_own_parameters(module: nn.Module, name: str) -> None:
                 "initialize before applying it, or remove it first "
                 "(torch.nn.utils.parametrize.remove_parametrizations, torch.nn.utils.remove_weight_norm, "
                 "torch.nn.utils.remove_spectral_norm, torch.nn.utils.prune.remove)"
+            )
+
+
+def check_writable(module: nn.Module, name: str) -> None:
+    """Refuse a layer whose ``weight`` or ``bias`` cannot be written in place, so that the initializers fail
+    before their first write (PyTorch's ``RuntimeError`` came after the layers before it had been written):
+    an inference tensor outside inference mode, or an expanded one (stride 0: entries share memory)."""
+    for attr in ("weight", "bias"):
+        p = module._parameters.get(attr)
+        if p is None:
+            continue
+        if p.is_inference() and not torch.is_inference_mode_enabled():
+            raise ValueError(
+                f"{name} {attr} is an inference tensor (made under torch.inference_mode()), which cannot be "
+                "written outside inference mode: create the layer outside inference mode, or initialize it "
+                f"inside it (or give it a normal tensor: layer.{attr} = nn.Parameter(layer.{attr}.clone()))"
+            )
+        if any(stride == 0 and size > 1 for stride, size in zip(p.stride(), p.shape, strict=True)):
+            raise ValueError(
+                f"{name} {attr} is an expanded tensor (stride {tuple(p.stride())}: entries share one memory "
+                f"location), which cannot hold independent values: give the layer a {attr} of its own "
+                f"(layer.{attr} = nn.Parameter(layer.{attr}.detach().clone()))"
             )
 
 

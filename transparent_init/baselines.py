@@ -15,7 +15,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from ._checks import as_generator, check_module, check_own_parameters, check_real, zero_width
+from ._checks import (
+    as_generator,
+    check_module,
+    check_own_parameters,
+    check_real,
+    check_writable,
+    zero_width,
+)
 from .inplace import _CONVS
 
 __all__ = ["net2net_identity_init_", "random_uniform_init_", "xavier_init_"]
@@ -33,6 +40,7 @@ def _affine_layers(module: object) -> list[tuple[str, nn.Linear | nn.Conv1d | nn
                 "module before initializing it"
             )
         check_own_parameters(m, f"layer {name} ({type(m).__name__})")
+        check_writable(m, f"layer {name} ({type(m).__name__})")
         empty = zero_width(m)
         if empty is not None:
             raise ValueError(
@@ -71,7 +79,8 @@ def random_uniform_init_(
             dtype (e.g. ``bound = 4e4`` for float16), ``module`` holds no ``nn.Linear`` / ``nn.ConvNd``, a
             layer has zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``: no fan-in or no weights), is a
             lazy layer without weights yet or computes its weight at each forward (a parametrization,
-            weight_norm, spectral_norm, pruning), or a seed lies outside the int64 / uint64 range; nothing is
+            weight_norm, spectral_norm, pruning) or cannot be written in place (an inference tensor outside
+            inference mode, an expanded tensor), or a seed lies outside the int64 / uint64 range; nothing is
             written then.
 
     Example:
@@ -112,7 +121,8 @@ def xavier_init_(module: nn.Module, *, generator: torch.Generator | int | None =
             :func:`random_uniform_init_`).
         ValueError: if ``module`` holds no ``nn.Linear`` / ``nn.ConvNd``, or a layer has zero width
             (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``), is a lazy layer without weights yet or computes its
-            weight at each forward (a parametrization, weight_norm, spectral_norm, pruning); nothing is
+            weight at each forward (a parametrization, weight_norm, spectral_norm, pruning) or cannot be
+            written in place (an inference tensor outside inference mode, an expanded tensor); nothing is
             written then.
 
     Example:
@@ -146,7 +156,8 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
         ValueError: for a grouped ``nn.ConvNd`` (1d, 2d or 3d) or one with an even kernel size (no centre
             tap), a ``module`` without any ``nn.Linear`` / ``nn.ConvNd``, a layer of zero width
             (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``), a lazy layer without weights yet or one that computes
-            its weight at each forward (a parametrization, weight_norm, spectral_norm, pruning); nothing is
+            its weight at each forward (a parametrization, weight_norm, spectral_norm, pruning) or cannot be
+            written in place (an inference tensor outside inference mode, an expanded tensor); nothing is
             written then.
 
     Example:

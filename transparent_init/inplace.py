@@ -14,6 +14,7 @@ from ._checks import (
     as_generator,
     check_own_parameters,
     check_slope,
+    check_writable,
     resolve_target,
     zero_width,
 )
@@ -112,7 +113,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
             widths, negative or non-finite slopes, an activation before the first or after the last affine
             layer or two in a row, a lazy layer without weights yet, a stack without a hidden layer (fewer
             than 2 affine layers), a hidden layer narrower than the input, a layer
-            whose weight or bias is computed at each forward (parametrized, weight-normed, pruned), the same
+            whose weight or bias is computed at each forward (parametrized, weight-normed, pruned) or cannot
+            be written in place (an inference tensor outside inference mode, an expanded tensor), the same
             module or Parameter at two affine positions (shared layers, tied weights), a layer whose dtype is
             not float16, bfloat16, float32 or float64 (float8, complex), or a zero-width layer
             (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``).
@@ -135,6 +137,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
             )
         if isinstance(m, (nn.Linear, *_CONVS)):  # subclasses included: only the base kind counts
             check_own_parameters(m, f"layer {i} ({type(m).__name__})")
+            check_writable(m, f"layer {i} ({type(m).__name__})")
             _record_unshared(m, i, seen)
             empty = zero_width(m)
             if empty is not None:
@@ -277,7 +280,8 @@ def transparent_init_(
             widths, mixed kinds of layers, misplaced activations, a LeakyReLU slope that is negative or not
             finite, a lazy layer without weights, fewer than 2 affine layers, a zero-width layer, a layer
             whose weight or bias is computed at each forward (a parametrization, weight_norm, spectral_norm,
-            pruning: the values written would be lost), the same module or Parameter at two positions
+            pruning: the values written would be lost) or cannot be written in place (an inference tensor
+            outside inference mode, an expanded tensor), the same module or Parameter at two positions
             (shared layers, tied weights: naming both layers), layers of another dtype than float16,
             bfloat16, float32 or float64 (float8, complex); and wrong target shapes, non-finite targets, no
             ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a last layer without bias, a

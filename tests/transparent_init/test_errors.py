@@ -584,6 +584,39 @@ def test_sparse_and_nested_tensors_are_refused_by_name() -> None:
         selection_weight(3, torch.tensor([0, 1]).to_sparse())
 
 
+def _inference_linear(n_in: int, n_out: int) -> nn.Linear:
+    with torch.inference_mode():
+        return nn.Linear(n_in, n_out)
+
+
+def _expanded_linear(n_in: int, n_out: int) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    layer.weight = nn.Parameter(torch.ones(1, n_in).expand(n_out, n_in))
+    return layer
+
+
+@pytest.mark.parametrize(
+    "init", [transparent_init_, xavier_init_, random_uniform_init_], ids=lambda f: f.__name__
+)
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (_inference_linear, r"layer 2 \(Linear\) weight is an inference tensor \(made under torch"),
+        (_expanded_linear, r"layer 2 \(Linear\) weight is an expanded tensor \(stride \(0, 1\)"),
+    ],
+    ids=["inference", "expanded"],
+)
+def test_a_parameter_that_cannot_be_written_is_refused_before_any_write(init, make, match: str) -> None:  # type: ignore[no-untyped-def]
+    """Found by fuzzing the API: a layer made under ``torch.inference_mode()`` or with an expanded (stride 0)
+    weight failed in PyTorch's ``copy_`` with a RuntimeError, after the layers before it had been written
+    (the docs promise that nothing is written on an error)."""
+    seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), make(8, 3))
+    before = [p.detach().clone() for p in seq.parameters()]
+    with pytest.raises(ValueError, match=match):
+        init(seq)
+    assert all(torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True))
+
+
 def test_inplace_target_errors() -> None:
     seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
     with pytest.raises(ValueError, match=r"target_weight must have shape \[2, 3\]"):
