@@ -97,7 +97,10 @@ def check_real(value: object, name: str, *, minimum: float = 0.0, strict: bool =
         value = value.item()  # a 0-d tensor, as integer arguments accept
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be {expected}, got {_show(value)}")
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:  # an int beyond the float range (10**400)
+        out = math.inf
     if not (math.isfinite(out) and (out > minimum if strict else out >= minimum)):
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return out

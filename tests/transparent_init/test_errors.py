@@ -676,6 +676,22 @@ def test_zero_dim_tensors_are_reals_as_they_are_ints() -> None:
         TransparentLinear(3, [4], activation="leaky_relu", negative_slope=torch.tensor([0.2]))
 
 
+def test_a_real_beyond_the_float_range_is_a_value_error() -> None:
+    """Found by fuzzing the API: an int too large for a float (``10**400``) escaped as Python's
+    OverflowError from ``float()`` instead of the argument's ValueError."""
+    big = 10**400
+    with pytest.raises(ValueError, match=r"negative_slope must be a finite real >= 0, got 1000000000"):
+        TransparentLinear(3, [4], activation="leaky_relu", negative_slope=big)
+    with pytest.raises(ValueError, match=r"layer 1 \(LeakyReLU\) negative_slope must be a finite real >= 0"):
+        transparent_init_(nn.Sequential(nn.Linear(2, 4), nn.LeakyReLU(big), nn.Linear(4, 2)))
+    with pytest.raises(ValueError, match="bound must be a finite real > 0"):
+        random_uniform_init_(nn.Linear(2, 2), bound=big)
+    with pytest.raises(ValueError, match="threshold must be a finite real >= 0"):
+        init_rate(nn.Linear(2, 2), threshold=big)
+    with pytest.raises(ValueError, match="eps must be a finite real > 0"):
+        recovery_rate(nn.Identity(), torch.ones(2), eps=big)
+
+
 @pytest.mark.parametrize(
     "slope,dtype,wider",
     [
