@@ -285,8 +285,11 @@ def resolve_target(
                 f"{out_name} = {out_features} != {in_name} = {in_features}: pass target_weight of shape "
                 f"[{out_features}, {in_features}] (identity is only the default when they are equal)"
             )
-        # on meta when the layers are (nothing is computed then): a float64 identity of a wide stack is large
-        t_w = torch.eye(in_features, dtype=torch.float64, device="meta" if allow_meta else "cpu")
+        t_w = (  # layers on meta are initialized by shape, without values (a wide float64 identity is large)
+            torch.empty(in_features, in_features, dtype=torch.float64, device="meta")
+            if allow_meta
+            else torch.eye(in_features, dtype=torch.float64, device="cpu")
+        )
     else:
         t_w = check_target(target_weight, (out_features, in_features), "target_weight", allow_meta=allow_meta)
     t_b = (

@@ -122,8 +122,10 @@ def _build(
         if cfg.activation is not None and i < len(widths) - 2:
             mods.append(nn.ReLU() if cfg.activation == "relu" else nn.LeakyReLU(cfg.negative_slope))
     seq = nn.Sequential(*mods)
-    t_w = (  # on meta for layers on meta, which are initialized by shape (a wide identity is large)
-        torch.eye(cfg.in_features, dtype=torch.float64, device="meta" if target.type == "meta" else "cpu")
+    if target.type == "meta":  # shapes only: nothing to compute (see _initialize)
+        return seq
+    t_w = (
+        torch.eye(cfg.in_features, dtype=torch.float64, device="cpu")
         if cfg.target_weight is None
         else cfg.target_weight
     )
