@@ -17,8 +17,8 @@ On a device the CPU-only branches are not taken: the recording replaces ``sparse
 ``mps`` and ``cuda``. The ``transparent_init`` stacks compute their parameters on the CPU (float64); what
 runs on their device is recorded by building them on ``meta`` (an op with a ``meta`` tensor is a device op)
 and by their forward and backward. A stack on meta computes and writes nothing, so the ``copy_`` of its
-parameters into a device's layers is not recorded by a run since 2026-12-01 (the committed table, recorded
-before, lists it under ``build``; ``copy_`` has its kernels from the other cases either way).
+parameters into a device's layers is not recorded under ``build`` (``copy_`` has its kernels from the other
+cases).
 
 Each device op is then looked up in the ``native_functions.yaml`` that torchgen ships with torch (this
 interpreter's, and any given with ``--yaml``): an ``MPS`` / ``CUDA`` dispatch entry (``SparseMPS``,
