@@ -116,10 +116,11 @@ def grid_cell_ids(
                 [3, 3, 4, 4, 5]])
     """
     _n_h, n_w = grid_shape(height, width, cell_size)
+    if batch_size is not None:  # checked before the map of H x W ids is allocated
+        batch_size = check_int(batch_size, "batch_size", 0)
     rows, cols = _pixel_cells(height, width, cell_size, device)
     ids = rows[:, None] * n_w + cols[None, :]
     if batch_size is not None:
-        batch_size = check_int(batch_size, "batch_size", 0)
         ids = ids.expand(batch_size, height, width).contiguous()
     return ids
 

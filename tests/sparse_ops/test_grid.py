@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import sparse_ops.grid
 from sparse_ops import (
     NEIGHBOUR_OFFSETS,
     grid_cell_ids,
@@ -119,3 +120,17 @@ def test_batch_of_zero_gives_empty_maps() -> None:
     assert grid_cell_ids(3, 4, 2, batch_size=0).shape == (0, 3, 4)
     with pytest.raises(ValueError, match="batch_size must be >= 0"):
         grid_cell_ids(2, 2, 1, batch_size=-1)
+
+
+@pytest.mark.parametrize(("batch_size", "exc"), [(-1, ValueError), (2.0, TypeError)])
+def test_grid_cell_ids_checks_batch_size_before_allocating_the_map(
+    monkeypatch: pytest.MonkeyPatch, batch_size: object, exc: type[Exception]
+) -> None:
+    # a bad batch_size of a large image was refused only after the H x W map was built (grid_cell_ids(2**31,
+    # 2, 2, batch_size=-1) allocated 16 GiB first, a RuntimeError where that failed): no map may be built
+    def refuse(*args: object) -> None:
+        raise AssertionError("the H x W map was built before batch_size was checked")
+
+    monkeypatch.setattr(sparse_ops.grid, "_pixel_cells", refuse)
+    with pytest.raises(exc, match="batch_size must be"):
+        grid_cell_ids(2**31, 2, 2, batch_size=batch_size)  # type: ignore[arg-type]
