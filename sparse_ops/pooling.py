@@ -44,6 +44,14 @@ def resize_to(
             fix = f"{_checks.dimension_order_hint(name)}; otherwise {fix}"
         got = tuple(features.shape[-2:])
         raise ValueError(f"{name} must have the spatial size of superpixels {size}, got {got}; {fix}")
+    if 0 in features.shape[-2:] and 0 not in size:  # PyTorch's interpolation raises a RuntimeError
+        raise ValueError(
+            f"{name} must have h, w >= 1 to be resized to the spatial size of superpixels {size} with "
+            f"upsample={upsample!r}, got shape {tuple(features.shape)}"
+        )
+    if features.numel() == 0 or 0 in size:  # nothing to interpolate (PyTorch refuses empty tensors)
+        # the empty result as a view, still in the autograd graph
+        return _as_compute(features)[:, :, :1, :1].expand(features.shape[0], features.shape[1], *size)
     align = {"align_corners": False} if upsample in ("bilinear", "bicubic") else {}
     return F.interpolate(_as_compute(features), size=size, mode=upsample, **align)
 

@@ -199,6 +199,28 @@ def test_upsample_resizes_coarse_features_first() -> None:
         torch.testing.assert_close(pool(f, sp, 6), expected)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic", "area"])
+def test_upsample_of_empty_features_or_to_an_empty_map(mode: str) -> None:
+    # PyTorch's interpolation refuses empty tensors: C = 0 features, or a label map with H or W = 0, raised
+    # its RuntimeError ("Non-empty 4D data tensor expected"); features without pixels cannot be resized
+    sp = torch.zeros(2, 4, 4, dtype=torch.long)
+    f = torch.randn(2, 0, 2, 2, requires_grad=True)
+    assert superpixel_pool(f, sp, 3, upsample=mode).shape == (2, 3, 0)  # type: ignore[arg-type]
+    assert superpixel_global_average(f, sp, 3, upsample=mode).shape == (2, 0)  # type: ignore[arg-type]
+    cam = superpixel_cam(f, sp, 3, weight=torch.randn(4, 0), bias=torch.ones(4), upsample=mode)  # type: ignore[arg-type]
+    assert torch.equal(cam, torch.ones(2, 4, 4, 4))
+    g = torch.randn(2, 3, 2, 2, requires_grad=True)
+    for empty in (torch.zeros(2, 0, 4, dtype=torch.long), torch.zeros(2, 4, 0, dtype=torch.long)):
+        pooled = superpixel_pool(g, empty, 1, upsample=mode)  # type: ignore[arg-type]
+        assert torch.equal(pooled, torch.zeros(2, 1, 3))
+        (grad,) = torch.autograd.grad(pooled.sum(), g, allow_unused=True)
+        assert grad is not None and torch.equal(grad, torch.zeros_like(g))
+    with pytest.raises(
+        ValueError, match=r"features must have h, w >= 1 to be resized .* got shape \(2, 3, 0, 2\)"
+    ):
+        superpixel_pool(torch.randn(2, 3, 0, 2), sp, 3, upsample=mode)  # type: ignore[arg-type]
+
+
 def test_module_options_and_forward_order() -> None:
     x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     sp = torch.randint(0, 5, (2, 4, 4))
