@@ -105,6 +105,21 @@ def _mean_over_present(pooled: Tensor, assignment: SuperpixelAssignment, dtype: 
     return (total / present.sum(dim=1, keepdim=True).clamp_min(1)).to(dtype)
 
 
+def _check_classifier_dtype(
+    features: Tensor, weight: Tensor, bias: Tensor | None, fix: str = "cast it with {name}.to(features.dtype)"
+) -> None:
+    """Refuse classifier parameters of another dtype than ``features`` outside autocast (``F.linear`` raises a
+    ``RuntimeError`` then); ``fix`` is the advice, ``{name}`` the parameter's name."""
+    # the meta device has no autocast (torch.is_autocast_enabled raises there)
+    if features.is_meta or not torch.is_autocast_enabled(features.device.type):
+        for name, param in (("weight", weight), ("bias", bias)):  # autocast casts them itself
+            if param is not None and param.dtype != features.dtype:
+                raise TypeError(
+                    f"{name} must have the dtype of features ({features.dtype}), got {param.dtype}; "
+                    f"{fix.format(name=name)} or run under torch.autocast"
+                )
+
+
 @overload
 def superpixel_cam(
     features: Tensor,
@@ -184,14 +199,7 @@ def superpixel_cam(
     # the features first: a label map passed first gets the swapped-arguments hint, not a weight error
     _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
     _checks.check_classifier(weight, bias, features.shape[1])
-    # the meta device has no autocast (torch.is_autocast_enabled raises there)
-    if features.is_meta or not torch.is_autocast_enabled(features.device.type):
-        for name, param in (("weight", weight), ("bias", bias)):  # autocast casts them itself
-            if param is not None and param.dtype != features.dtype:
-                raise TypeError(
-                    f"{name} must have the dtype of features ({features.dtype}), got {param.dtype}; cast "
-                    f"it with {name}.to(features.dtype) or run under torch.autocast"
-                )
+    _check_classifier_dtype(features, weight, bias)
     pooled, assignment = _superpixel_means(
         features, superpixels, num_superpixels, mask, upsample, validate, features_checked=True
     )
@@ -258,6 +266,12 @@ class SuperpixelClassifier(nn.Module):
         # the features first (the swapped-arguments hint), then the classifier's in_channels
         _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
         self._check_channels(features)
+        _check_classifier_dtype(
+            features,
+            self.classifier.weight,
+            self.classifier.bias,
+            f"cast the module with .to({features.dtype}) (the classifier's {{name}})",
+        )
         means, assignment = _superpixel_means(
             features, superpixels, num_superpixels, mask, self.upsample, self.validate, features_checked=True
         )

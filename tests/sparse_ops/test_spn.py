@@ -212,3 +212,19 @@ def test_cam_gives_the_shapes_on_meta_without_validation() -> None:
         assert cam.is_meta and cam.shape == (2, 4, 8, 8) and scores.shape == (2, 5, 4)
         assert head.cam(f, sp, 5).shape == (2, 4, 8, 8)
         assert head(f, sp, 5).shape == (2, 4)
+
+
+def test_classifier_forward_checks_the_dtype_like_cam() -> None:
+    """Features of another dtype than the head's parameters: forward raised F.linear's RuntimeError ("mat1
+    and mat2 must have the same dtype") where cam names the parameter; under autocast both run."""
+    head = SuperpixelClassifier(3, 2)
+    f, sp = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randint(0, 5, (2, 4, 4))
+    match = r"weight must have the dtype of features \(torch.float64\), got torch.float32"
+    with pytest.raises(TypeError, match=match + r"; cast the module with .to\(torch.float64\)"):
+        head(f, sp, 5)
+    with pytest.raises(TypeError, match=match):
+        head.cam(f, sp, 5)
+    assert head.to(torch.float64)(f, sp, 5).dtype == torch.float64
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = SuperpixelClassifier(3, 2)(f.to(torch.bfloat16), sp, 5)
+    assert logits.dtype == torch.bfloat16
