@@ -50,8 +50,9 @@ def resize_to(
             f"upsample={upsample!r}, got shape {tuple(features.shape)}"
         )
     if features.numel() == 0 or 0 in size:  # nothing to interpolate (PyTorch refuses empty tensors)
-        # the empty result as a view, still in the autograd graph
-        return _as_compute(features)[:, :, :1, :1].expand(features.shape[0], features.shape[1], *size)
+        # the empty result, still in the autograd graph (a sum over no pixel gives the [B, C, 1, 1] to expand)
+        corner = _as_compute(features).sum(dim=(-2, -1), keepdim=True)
+        return corner.expand(features.shape[0], features.shape[1], *size)
     align = {"align_corners": False} if upsample in ("bilinear", "bicubic") else {}
     return F.interpolate(_as_compute(features), size=size, mode=upsample, **align)
 

@@ -215,6 +215,9 @@ def test_upsample_of_empty_features_or_to_an_empty_map(mode: str) -> None:
         assert torch.equal(pooled, torch.zeros(2, 1, 3))
         (grad,) = torch.autograd.grad(pooled.sum(), g, allow_unused=True)
         assert grad is not None and torch.equal(grad, torch.zeros_like(g))
+    no_pixels = torch.randn(2, 3, 0, 0, requires_grad=True)  # to an empty map of another size: empty too
+    for empty in (sp[:, :0], sp[:, :, :0]):
+        assert superpixel_pool(no_pixels, empty, 1, upsample=mode).shape == (2, 1, 3)  # type: ignore[arg-type]
     with pytest.raises(
         ValueError, match=r"features must have h, w >= 1 to be resized .* got shape \(2, 3, 0, 2\)"
     ):
