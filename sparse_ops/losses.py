@@ -71,6 +71,14 @@ class SpixelLossOutput(NamedTuple):
     position: Tensor
 
 
+def _check_ignore_index(value: object) -> int:
+    """``ignore_index`` as an int in the int64 range (comparing a label map with a larger int overflows)."""
+    ignore_index = _checks.check_int(value, "ignore_index")
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index must be an int64 label (in [-2**63, 2**63)), got {ignore_index}")
+    return ignore_index
+
+
 def _safe_norm(diff: Tensor) -> Tensor:
     """Euclidean norm over dim 1 with a zero (not NaN) gradient where the difference is exactly 0.
 
@@ -232,7 +240,7 @@ def spixel_loss(
     cell_size = _checks.check_int(cell_size, "cell_size", 1)
     pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0)
     eps = _checks.check_number(eps, "eps", 0.0)
-    ignore_index = _checks.check_int(ignore_index, "ignore_index")
+    ignore_index = _check_ignore_index(ignore_index)
     if num_classes is not None:
         num_classes = _checks.check_int(num_classes, "num_classes", 1)
     if not isinstance(target, Tensor):
@@ -351,7 +359,7 @@ class SpixelLoss(nn.Module):
         super().__init__()
         self.cell_size = _checks.check_int(cell_size, "cell_size", 1)
         self.pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0)
-        self.ignore_index = _checks.check_int(ignore_index, "ignore_index")
+        self.ignore_index = _check_ignore_index(ignore_index)
         self.num_classes = None if num_classes is None else _checks.check_int(num_classes, "num_classes", 1)
         self.eps = _checks.check_number(eps, "eps", 0.0)
         self.renormalize = _checks.check_bool(renormalize, "renormalize")

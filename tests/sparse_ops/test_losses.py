@@ -89,6 +89,11 @@ class TestSpixelLoss(OpTester):
             r"pos_weight must be a real number, got a Tensor that requires grad: no gradient would reach it",
         ),
         ({"eps": "1e-3"}, TypeError, "eps must be a real number, got str '1e-3'"),
+        (  # an OverflowError from the comparison with the label map before
+            {"ignore_index": 2**70},
+            ValueError,
+            r"ignore_index must be an int64 label \(in \[-2\*\*63, 2\*\*63\)\), got 1180591620717411303424",
+        ),
         ({"mask": torch.ones(3, 5, 6)}, TypeError, "mask must have dtype torch.bool"),
         (
             {"mask": torch.ones(5, 6, dtype=torch.bool)},
@@ -245,6 +250,8 @@ def test_module_options_and_forward() -> None:
     t_masked = torch.where(mask, t, 255)  # masking equals ignoring
     total, _, _ = ref_loss(assoc, t_masked, 4, m=0.5)
     torch.testing.assert_close(out.total, torch.tensor(total, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"ignore_index must be an int64 label"):
+        SpixelLoss(4, ignore_index=-(2**63) - 1)  # the module refuses it when built
 
 
 def test_stray_label_is_refused_before_allocating_and_num_classes_avoids_host_reads() -> None:
