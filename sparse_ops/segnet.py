@@ -64,7 +64,9 @@ def max_pool2d_with_indices(
         kernel_size (int | tuple[int, int]): pooling window.
         stride (int | tuple[int, int] | None): defaults to ``kernel_size``.
         padding (int | tuple[int, int]): implicit ``-inf`` padding (at most half the kernel).
-        dilation (int | tuple[int, int]): window dilation.
+        dilation (int | tuple[int, int]): window dilation. With ``dilation > 1`` a window may lie entirely in
+            the padding (e.g. a 1 x 1 input, kernel 2, padding 1, dilation 2): as in PyTorch, its value is
+            ``-inf`` and its index lies outside the input, which :func:`max_unpool2d` refuses.
         ceil_mode (bool): use ``ceil`` for the output size.
         validate (bool): kept for the common signature: there is no value to check (types, shapes and devices
             are always checked).
@@ -186,7 +188,8 @@ def max_unpool2d(
             raise ValueError(
                 f"indices must lie in [0, H * W) = [0, {H * W}) for output_size {(H, W)}, got range [{lo}, "
                 f"{hi}] "
-                "(indices from an input of another size?)"
+                "(indices from an input of another size, or of a pooling window that lies entirely in the "
+                "padding?)"
             )
     lead = values.shape[:-2]
     flat_v = values.flatten(-2)

@@ -293,3 +293,15 @@ def test_empty_channel_or_spatial_dimension_is_a_value_error(shape: tuple[int, .
     with pytest.raises(ValueError, match=r"x must have C, H, W >= 1 \(only the batch may be empty\)"):
         max_pool2d_with_indices(torch.randn(shape))
     assert max_pool2d_with_indices(torch.randn(0, 2, 4, 4)).values.shape == (0, 2, 2, 2)
+
+
+def test_a_window_entirely_in_the_padding_is_named_by_the_unpool() -> None:
+    """With dilation a window may cover only padding: PyTorch gives -inf and an index outside the input (the
+    pooling follows it); the unpool's error names that cause besides an input of another size."""
+    p = max_pool2d_with_indices(torch.randn(1, 1, 1, 1), 2, None, 1, dilation=2)
+    expected = F.max_pool2d(torch.randn(1, 1, 1, 1), 2, None, 1, 2, return_indices=True)
+    assert p.values.item() == float("-inf") and torch.equal(p.indices, expected[1]) and p.indices.item() == 2
+    with pytest.raises(
+        ValueError, match=r"got range \[2, 2\] .*a pooling window that lies entirely in the padding"
+    ):
+        max_unpool2d(*p)
