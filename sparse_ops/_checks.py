@@ -68,9 +68,13 @@ def _numpy_hint(value: object, name: str) -> str:
 
 
 def check_int(value: object, name: str, minimum: int | None = None) -> int:
-    """``value`` as an ``int`` (anything :func:`operator.index` accepts, not ``bool``), ``>= minimum``."""
+    """``value`` as an ``int`` (anything :func:`operator.index` accepts but a ``bool``, a bool tensor or a
+    tensor that is not 0-d), ``>= minimum``."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got bool {value}")
+    # operator.index also takes torch.tensor(True) as 1 and a one-element tensor of any shape ([[3]]) as 3
+    if isinstance(value, Tensor) and (value.dim() != 0 or value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an int, got {_describe(value)}")
     try:
         result = operator.index(value)  # type: ignore[arg-type]  # any object: a TypeError is the answer
     except TypeError:

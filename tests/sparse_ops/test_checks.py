@@ -26,6 +26,8 @@ def test_integers_are_accepted_wherever_python_ints_are(value: object) -> None:
         (2.0, TypeError, "n must be an int, got float 2.0"),
         ("2", TypeError, "n must be an int, got str '2'"),
         (0, ValueError, "n must be >= 1, got 0"),
+        (torch.tensor(True), TypeError, r"n must be an int, got Tensor of shape \(\) and dtype torch.bool"),
+        (torch.tensor([[3]]), TypeError, r"n must be an int, got Tensor of shape \(1, 1\) and dtype"),
     ],
 )
 def test_check_int_errors(value: object, exc: type[Exception], match: str) -> None:
