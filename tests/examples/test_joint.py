@@ -601,3 +601,14 @@ def test_exact_stacks_start_as_u_on_their_own(activation: str | None) -> None:
         fuse = FusionStack(3, [6], activation, init, generator=0)  # type: ignore[arg-type]
         with torch.no_grad():
             assert (fuse(s, u) - u).abs().max() <= 1e-4, init
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft", "none"])
+def test_joint_model_runs_on_the_meta_device(mode: str) -> None:
+    """Shapes without data (the meta device has no autocast: ``torch.autocast`` raised there)."""
+    deeplab, spixel = _nets(3)
+    joint = JointModel(deeplab, spixel, 3, mode=mode, fusion_hidden=[6]).to("meta")
+    x = torch.empty(2, 3, H, W, device="meta")
+    out = joint(x, x)
+    assert out["logits"].device.type == "meta" and out["logits"].shape == (2, 3, H, W)
+    assert out["superpixels"] is not None and out["superpixels"].shape == (2, H, W)

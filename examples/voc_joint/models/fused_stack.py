@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from sparse_ops.soft import _no_autocast
+
 __all__ = ["fused_stack"]
 
 
@@ -276,7 +278,7 @@ def fused_stack(
     for w, b in zip(weights, biases, strict=True):
         params += [w, b]
     dtype = weights[0].dtype  # the stack runs in its parameters' dtype, never under autocast
-    with torch.autocast(device_type=s.device.type, enabled=False):
+    with _no_autocast(s.device):
         out: Tensor = _FusedStack.apply(
             _pixel_matrix(s.to(dtype)),
             _pixel_matrix(u.to(dtype)),

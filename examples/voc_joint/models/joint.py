@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 import sparse_ops as so
+from sparse_ops.soft import _no_autocast
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 
 from .fused_stack import fused_stack
@@ -508,6 +509,6 @@ class JointModel(nn.Module):
                 f"seg_input and spixel_input must have the same size, got {tuple(s.shape[-2:])} "
                 f"and {tuple(q.shape[-2:])}"
             )
-        with torch.autocast(device_type=s.device.type, enabled=False):
+        with _no_autocast(s.device):
             final, ids = self.refine(s, q)
         return _contract(final, s, ids, q)
