@@ -612,3 +612,44 @@ def test_joint_model_runs_on_the_meta_device(mode: str) -> None:
     out = joint(x, x)
     assert out["logits"].device.type == "meta" and out["logits"].shape == (2, 3, H, W)
     assert out["superpixels"] is not None and out["superpixels"].shape == (2, H, W)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_classes": 0}, "num_classes must be a positive int, got 0"),
+        ({"num_classes": True}, "num_classes must be a positive int, got True"),
+        ({"num_classes": 2.5}, "num_classes must be a positive int, got 2.5"),
+        ({"num_classes": 5}, "num_classes must match the segmentation network's, got 5 and deeplab's 3"),
+        ({"num_classes": 3, "cell_size": 0}, "cell_size must be a positive int, got 0"),
+        ({"num_classes": 3, "cell_size": "8"}, "cell_size must be a positive int, got '8'"),
+    ],
+)
+def test_joint_model_names_a_bad_size_argument(kwargs: dict[str, object], match: str) -> None:
+    """Refused at construction (before: accepted and an error about the fusion stack's layers, or none)."""
+    deeplab, spixel = _nets(3)
+    with pytest.raises(ValueError, match=match):
+        JointModel(deeplab, spixel, **kwargs)  # type: ignore[arg-type]  # the wrong values are the point
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft", "none"])
+@pytest.mark.parametrize(
+    "s_shape,q_shape,match",
+    [
+        (
+            (2, 4, 9, 9),
+            (2, 9, 9, 9),
+            r"seg_logits must have shape \(B, num_classes=3, H, W\), got \(2, 4, 9, 9\)",
+        ),
+        ((2, 3, 9, 9), (1, 9, 9, 9), r"assoc must have shape \(B, 9, H, W\) .*got \(1, 9, 9, 9\)"),
+        ((2, 3, 9, 9), (2, 9, 9, 8), r"assoc must have shape \(B, 9, H, W\) .*got \(2, 9, 9, 8\)"),
+    ],
+)
+def test_refine_names_inputs_that_do_not_match(
+    mode: str, s_shape: tuple[int, ...], q_shape: tuple[int, ...], match: str
+) -> None:
+    """Before: the fused stack's weight-shape error, or (``mode="none"``) ids of another size returned."""
+    deeplab, spixel = _nets(3)
+    joint = JointModel(deeplab, spixel, 3, mode=mode, fusion_hidden=[6])
+    with pytest.raises(ValueError, match=match):
+        joint.refine(torch.randn(s_shape), torch.rand(q_shape))

@@ -359,6 +359,13 @@ class JointModel(nn.Module):
         compile_refine: run :meth:`refine` through ``torch.compile`` (compiled on the first call; runtime
             option).
 
+    Raises:
+        ValueError: ``num_classes`` or ``cell_size`` not a positive int, ``num_classes`` other than
+            ``deeplab.config["num_classes"]`` (:class:`DeepLabV3Plus`), or an unknown ``mode`` or
+            ``fusion_init``; in :meth:`refine`, ``seg_logits`` without ``num_classes`` channels or ``assoc``
+            of another batch or image size.
+        TypeError: a flag that is not a bool.
+
     Shape:
         - Input: ``seg_input (B, 3, H, W)``, ``spixel_input (B, 3, H, W)``.
         - Output: dict (the pipeline's model contract): ``logits (B, C, H, W)`` final logits (constant on
@@ -413,7 +420,17 @@ class JointModel(nn.Module):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         self.deeplab = deeplab
         self.spixelfcn = spixelfcn
-        self.num_classes = int(num_classes)
+        for name, value in (("num_classes", num_classes), ("cell_size", cell_size)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        net_config = getattr(deeplab, "config", None)  # DeepLabV3Plus's; any other network is trusted
+        net_classes = net_config.get("num_classes") if isinstance(net_config, dict) else None
+        if net_classes is not None and net_classes != num_classes:
+            raise ValueError(
+                f"num_classes must match the segmentation network's, got {num_classes} and deeplab's "
+                f"{net_classes}"
+            )
+        self.num_classes = num_classes
         self.cell_size = int(cell_size if cell_size is not None else getattr(spixelfcn, "cell_size", 16))
         self.mode = mode
         self.fusion: FusionStack | None = None
@@ -489,6 +506,20 @@ class JointModel(nn.Module):
 
     def refine(self, seg_logits: Tensor, assoc: Tensor) -> tuple[Tensor, Tensor]:
         """Everything after the two networks: ``(final logits, hard ids)`` from ``S`` and ``Q`` (float32)."""
+        if seg_logits.dim() != 4 or seg_logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"seg_logits must have shape (B, num_classes={self.num_classes}, H, W), got "
+                f"{tuple(seg_logits.shape)}"
+            )
+        if (
+            assoc.dim() != 4
+            or assoc.shape[0] != seg_logits.shape[0]
+            or assoc.shape[2:] != seg_logits.shape[2:]
+        ):
+            raise ValueError(
+                f"assoc must have shape (B, 9, H, W) with the B, H, W of seg_logits "
+                f"{tuple(seg_logits.shape)}, got {tuple(assoc.shape)}"
+            )
         s, q = seg_logits.float(), assoc.float()
         if self.compile_refine:
             if self._compiled is None:
