@@ -96,6 +96,10 @@ def confusion_matrix(
     Returns:
         LongTensor[C, C] (on the CPU).
 
+    Raises:
+        TypeError: ``pred`` or ``target`` not an integer tensor.
+        ValueError: maps (or ``mask``) of different shapes or not ``[B, H, W]``, labels out of range.
+
     Example:
         >>> p = torch.tensor([[[0, 1], [1, 1]]]); t = torch.tensor([[[0, 0], [1, 255]]])
         >>> confusion_matrix(p, t, num_classes=2).tolist()
@@ -104,6 +108,10 @@ def confusion_matrix(
     _check_maps(pred, target, num_classes, ignore_index)
     valid = target != ignore_index
     if mask is not None:
+        if mask.shape != target.shape:
+            raise ValueError(
+                f"mask must have the shape of target {tuple(target.shape)}, got {tuple(mask.shape)}"
+            )
         valid = valid & mask.to(valid.device, torch.bool)
     idx = target[valid].long() * num_classes + pred[valid].long()
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes).cpu()
@@ -111,6 +119,8 @@ def confusion_matrix(
 
 def iou_from_confusion(cm: Tensor) -> Tensor:
     """Per-class IoU (Tensor[C], float64) of a confusion matrix; NaN for classes absent and not predicted."""
+    if cm.dim() != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square matrix [C, C], got shape {tuple(cm.shape)}")
     cm = cm.double()
     inter = cm.diagonal()
     union = cm.sum(0) + cm.sum(1) - inter
@@ -142,7 +152,7 @@ def label_edges(labels: Tensor) -> Tensor:
 
 def _dilate(mask: Tensor, radius: int) -> Tensor:
     """Pixels within Chebyshev distance ``radius`` of a ``True`` pixel (max-pool with a (2r+1)^2 window)."""
-    if radius <= 0:
+    if radius <= 0 or mask.numel() == 0:  # max-pool refuses empty images
         return mask
     out = F.max_pool2d(mask[:, None].float(), kernel_size=2 * radius + 1, stride=1, padding=radius)
     return out[:, 0] > 0
@@ -177,9 +187,17 @@ def superpixel_scores(
 ) -> dict[str, float]:
     """Raw sums of the superpixel metrics of one batch (see :class:`SegmentationMetrics` for their pooling).
 
+    Raises:
+        ValueError: ``pred``, ``target`` or ``superpixels`` of different shapes, labels out of range (as
+            :func:`confusion_matrix`), negative superpixel ids or a negative ``tolerance``.
+        TypeError: maps that are not integer tensors.
+
     Returns a dict of sums: ``asa_hits``, ``asa_pixels``, ``br_hits``, ``br_edges``, ``pure_superpixels``,
     ``superpixels``, ``majority_pixels``, ``pixels``, ``images``.
     """
+    _check_maps(pred, target, num_classes, ignore_index)  # an out-of-range label would count in another bin
+    if int(tolerance) < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if superpixels.dim() == 4 and superpixels.shape[1] == 1:
         superpixels = superpixels[:, 0]
     if superpixels.shape != target.shape:

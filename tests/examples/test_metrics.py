@@ -364,3 +364,41 @@ def test_device_inputs_match_cpu(device):
     dev.update(pred.to(device), target.to(device), sp.to(device))
     a, b = cpu.compute(), dev.compute()
     assert a == b
+
+
+@pytest.mark.parametrize(
+    "pred, target, match",
+    [
+        (T([[[2, 0]]]), T([[[0, 0]]]), r"pred values must lie in \[0, 2\)"),
+        (T([[[0, 0]]]), T([[[2, 0]]]), r"target values must lie in \[0, 2\) or be 255, got \[2\]"),
+    ],
+)
+def test_superpixel_scores_refuse_labels_out_of_range(pred, target, match):
+    """Before: label 2 of superpixel 0 was counted in superpixel 1's bin of class 0 (silently: both
+    superpixels pure, ASA 1)."""
+    with pytest.raises(ValueError, match=match):
+        superpixel_scores(pred, target, T([[[0, 1]]]), num_classes=2)
+    with pytest.raises(ValueError, match="tolerance must be >= 0, got -1"):
+        superpixel_scores(T([[[0, 0]]]), T([[[0, 0]]]), T([[[0, 1]]]), num_classes=2, tolerance=-1)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 2, 2), (3, 2, 2)])
+def test_confusion_matrix_names_a_mask_of_another_shape(shape):
+    p = torch.zeros(2, 2, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"mask must have the shape of target \(2, 2, 2\), got"):
+        confusion_matrix(p, p, 2, mask=torch.ones(shape, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3)])
+def test_iou_needs_a_square_matrix(shape):
+    with pytest.raises(ValueError, match=r"cm must be a square matrix \[C, C\], got shape"):
+        iou_from_confusion(torch.zeros(shape, dtype=torch.long))
+
+
+def test_images_without_pixels_add_nothing():
+    """Before: the boundary band's max-pool refused a 0-row image (``RuntimeError``)."""
+    m = SegmentationMetrics(num_classes=2, boundary_widths=(1, 3))
+    empty = torch.zeros(1, 0, 4, dtype=torch.long)
+    m.update(empty, empty, empty)
+    r = m.compute()
+    assert r["num_pixels"] == 0 and math.isnan(r["miou"]) and r["boundary_pixels"] == {"1": 0, "3": 0}
