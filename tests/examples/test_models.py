@@ -81,7 +81,7 @@ def test_deeplab_errors() -> None:
     with pytest.raises(ValueError, match="num_classes"):
         DeepLabV3Plus(0, "resnet18")
     net = DeepLabV3Plus(21, "resnet18", aspp_channels=8)
-    with pytest.raises(ValueError, match=r"x must have shape \(B, 3, H, W\), got \(1, 4, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 3, H, W\).*got \(1, 4, 8, 8\)"):
         net(torch.zeros(1, 4, 8, 8))
 
 
@@ -234,3 +234,39 @@ def test_backbone_weights_without_num_batches_tracked_load(tmp_path) -> None:
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"missing keys \['bn1\.running_mean'\]"):
         load_backbone_weights(net, path)
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: DeepLabV3Plus(True, "resnet18"), "num_classes must be a positive int, got True"),
+        (
+            lambda: DeepLabV3Plus(3, "resnet18", aspp_channels=-1),
+            "aspp_channels must be a positive int, got -1",
+        ),
+        (
+            lambda: DeepLabV3Plus(3, "resnet18", low_level_channels=2.0),
+            "low_level_channels must be a positive int, got 2.0",
+        ),
+        (lambda: SpixelFCN(True), "cell_size must be a positive int, got True"),
+        (lambda: SpixelFCN(8, centre_bias=float("nan")), "centre_bias must be a finite number, got nan"),
+        (lambda: SpixelFCN(8, centre_bias=None), "centre_bias must be a finite number, got None"),
+    ],
+)
+def test_network_sizes_are_named(build, match: str) -> None:
+    """Before: PyTorch's RuntimeError/TypeError from a layer's allocation, or a bool/NaN accepted."""
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+@pytest.mark.parametrize("net", [DeepLabV3Plus(3, "resnet18", aspp_channels=4), SpixelFCN(8, 2)])
+def test_networks_name_integer_or_empty_images(net: torch.nn.Module) -> None:
+    """Raw uint8 images and 0-pixel images: named, not a convolution's RuntimeError."""
+    with pytest.raises(
+        TypeError, match=r"x must be a floating-point tensor of normalized images, got torch\.uint8"
+    ):
+        net(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(B, 3, H, W\) with H, W >= 1, got \(1, 3, 0, 8\)"
+    ):
+        net(torch.zeros(1, 3, 0, 8))

@@ -14,11 +14,14 @@ back.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .deeplabv3plus import _check_images
 
 __all__ = ["SpixelFCN"]
 
@@ -69,10 +72,15 @@ class SpixelFCN(nn.Module):
 
     def __init__(self, cell_size: int = 16, width: int = 16, *, centre_bias: float = 0.0) -> None:
         super().__init__()
-        if not isinstance(cell_size, int) or cell_size < 1:
-            raise ValueError(f"cell_size must be a positive int, got {cell_size!r}")
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive int, got {width!r}")
+        for name, value in (("cell_size", cell_size), ("width", width)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if (
+            isinstance(centre_bias, bool)
+            or not isinstance(centre_bias, (int, float))
+            or not math.isfinite(centre_bias)
+        ):
+            raise ValueError(f"centre_bias must be a finite number, got {centre_bias!r}")
         self.cell_size = cell_size
         c = [width * m for m in (1, 2, 4, 8, 16)]
         self.enc0 = nn.Sequential(_conv(3, c[0]), _conv(c[0], c[0]))
@@ -100,8 +108,7 @@ class SpixelFCN(nn.Module):
             self.config["centre_bias"] = float(centre_bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}")
+        _check_images(x)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride
         if ph or pw:
