@@ -270,3 +270,17 @@ def test_networks_name_integer_or_empty_images(net: torch.nn.Module) -> None:
         ValueError, match=r"x must have shape \(B, 3, H, W\) with H, W >= 1, got \(1, 3, 0, 8\)"
     ):
         net(torch.zeros(1, 3, 0, 8))
+
+
+def test_deeplab_names_a_single_image_in_training_mode() -> None:
+    """Before: PyTorch's BatchNorm error about an input of size (1, 4, 1, 1), naming no layer; frozen
+    BatchNorm (the joint stage's ``--freeze-bn``) or eval mode take one image."""
+    from examples.voc_joint.engine import set_bn_eval
+
+    torch.manual_seed(0)
+    net = DeepLabV3Plus(3, "resnet18", aspp_channels=4, low_level_channels=4).train()
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"x must hold at least 2 images in training mode.*\(1, 3, 16, 16\)"):
+        net(x)
+    set_bn_eval(net)
+    assert net.training and net(x).shape == (1, 3, 16, 16)

@@ -218,8 +218,13 @@ class DeepLabV3Plus(nn.Module):
         aspp_channels: width of ASPP and of the decoder (256 in the paper).
         low_level_channels: width of the low-level projection (48 in the paper).
 
+    Raises:
+        ValueError: a bad size argument; in ``forward``, ``x`` not ``(B, 3, H, W)`` with ``H, W >= 1``, or a
+            single image while the BatchNorm layers train (the image-pooling branch needs ``B >= 2``).
+        TypeError: in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images).
+
     Shape:
-        - Input: ``(B, 3, H, W)`` ImageNet-normalized images, any ``H, W >= 1``.
+        - Input: ``(B, 3, H, W)`` ImageNet-normalized images, any ``H, W >= 1``; ``B >= 2`` in training mode.
         - Output: ``(B, num_classes, H, W)`` logits.
 
     Example:
@@ -291,6 +296,12 @@ class DeepLabV3Plus(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_images(x)
+        if x.shape[0] == 1 and self.aspp.pool[2].training:  # PyTorch's error names neither layer nor remedy
+            raise ValueError(
+                "x must hold at least 2 images in training mode: the BatchNorm of ASPP's image-pooling "
+                f"branch sees one value per channel, got x of shape {tuple(x.shape)} (use eval() or freeze "
+                "BatchNorm)"
+            )
         size = x.shape[-2:]
         b: Any = self.backbone  # a torchvision ResNet
         x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
