@@ -653,3 +653,13 @@ def test_refine_names_inputs_that_do_not_match(
     joint = JointModel(deeplab, spixel, 3, mode=mode, fusion_hidden=[6])
     with pytest.raises(ValueError, match=match):
         joint.refine(torch.randn(s_shape), torch.rand(q_shape))
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 2.0, "2", None])
+def test_fusion_target_and_stack_name_a_bad_num_classes(value: object) -> None:
+    """Before: ``transparent_init``'s error about ``in_features`` (twice the value), a TypeError about an int
+    operation, or (``True``, ``2.0``) accepted."""
+    with pytest.raises(ValueError, match=f"num_classes must be a positive int, got {value!r}"):
+        fusion_target_weight(value)  # type: ignore[arg-type]  # the wrong value is the point
+    with pytest.raises(ValueError, match=f"num_classes must be a positive int, got {value!r}"):
+        FusionStack(value, [6])  # type: ignore[arg-type]  # the wrong value is the point
