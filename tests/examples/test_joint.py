@@ -663,3 +663,11 @@ def test_fusion_target_and_stack_name_a_bad_num_classes(value: object) -> None:
         fusion_target_weight(value)  # type: ignore[arg-type]  # the wrong value is the point
     with pytest.raises(ValueError, match=f"num_classes must be a positive int, got {value!r}"):
         FusionStack(value, [6])  # type: ignore[arg-type]  # the wrong value is the point
+
+
+@pytest.mark.parametrize("hidden", [6, None, "66"])
+def test_fusion_hidden_must_be_a_sequence(hidden: object) -> None:
+    """Before: ``'int' object is not iterable`` (naming no argument); a string was read digit by digit."""
+    deeplab, spixel = _nets(3)
+    with pytest.raises(TypeError, match=f"fusion_hidden must be a sequence of ints, got {hidden!r}"):
+        JointModel(deeplab, spixel, 3, fusion_hidden=hidden)  # type: ignore[arg-type]  # the wrong type is the point

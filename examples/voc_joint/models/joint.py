@@ -446,6 +446,8 @@ class JointModel(nn.Module):
         self.num_classes = num_classes
         self.cell_size = int(cell_size if cell_size is not None else getattr(spixelfcn, "cell_size", 16))
         self.mode = mode
+        if isinstance(fusion_hidden, (str, bytes)) or not isinstance(fusion_hidden, Sequence):
+            raise TypeError(f"fusion_hidden must be a sequence of ints, got {fusion_hidden!r}")
         self.fusion: FusionStack | None = None
         if fusion:
             self.fusion = FusionStack(
