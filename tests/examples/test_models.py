@@ -284,3 +284,18 @@ def test_deeplab_names_a_single_image_in_training_mode() -> None:
         net(x)
     set_bn_eval(net)
     assert net.training and net(x).shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (16, 16), (9, 13)])
+def test_spixelfcn_names_one_small_image_in_training_mode(size: tuple[int, int]) -> None:
+    """One image padded to 16 x 16 leaves one value per channel at the 1/16 stage (PyTorch's BatchNorm error
+    before); a larger image, a second image or eval mode run."""
+    torch.manual_seed(0)
+    net = SpixelFCN(8, 2).train()
+    with pytest.raises(
+        ValueError, match=r"x must not be a single image of at most 16 x 16 pixels in training"
+    ):
+        net(torch.randn(1, 3, *size))
+    assert net(torch.randn(2, 3, *size)).shape == (2, 9, *size)
+    assert net(torch.randn(1, 3, 17, 3)).shape == (1, 9, 17, 3)
+    assert net.eval()(torch.randn(1, 3, *size)).shape == (1, 9, *size)

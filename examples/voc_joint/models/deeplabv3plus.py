@@ -296,7 +296,9 @@ class DeepLabV3Plus(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_images(x)
-        if x.shape[0] == 1 and self.aspp.pool[2].training:  # PyTorch's error names neither layer nor remedy
+        if (
+            self.aspp.pool[2].training and x.shape[0] == 1
+        ):  # the mode first: no shape guard in eval mode  # PyTorch's error names neither layer nor remedy
             raise ValueError(
                 "x must hold at least 2 images in training mode: the BatchNorm of ASPP's image-pooling "
                 f"branch sees one value per channel, got x of shape {tuple(x.shape)} (use eval() or freeze "

@@ -54,6 +54,12 @@ class SpixelFCN(nn.Module):
             untrained network start close to the regular grid (every pixel in its own cell), which helps very
             short pretraining runs such as the demo.
 
+    Raises:
+        ValueError: a bad ``cell_size``, ``width`` or ``centre_bias``; in ``forward``, ``x`` not
+            ``(B, 3, H, W)`` with ``H, W >= 1``, or one image of at most 16 x 16 pixels while the BatchNorm
+            layers train (one value per channel at the 1/16 stage).
+        TypeError: in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images).
+
     Shape:
         - Input: ``(B, 3, H, W)`` images normalized as ``x - (0.411, 0.432, 0.45)`` (values in [0, 1] before).
         - Output: ``(B, 9, H, W)`` association, non-negative, summing to 1 over the 9 channels.
@@ -111,6 +117,16 @@ class SpixelFCN(nn.Module):
         _check_images(x)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride
+        if (
+            self.training
+            and x.shape[0] * (h + ph) * (w + pw) == self.stride**2
+            and any(m.training for m in self.enc4.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+        ):  # (the mode first: no shape guard in eval mode, for torch.export with a dynamic batch)
+            raise ValueError(  # PyTorch's error names neither the layer nor the remedy
+                f"x must not be a single image of at most {self.stride} x {self.stride} pixels in training "
+                f"mode: the BatchNorm of the 1/{self.stride} stage sees one value per channel, got x of "
+                f"shape {tuple(x.shape)} (use 2 images or more, a larger image, eval() or frozen BatchNorm)"
+            )
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         e0 = self.enc0(x)
