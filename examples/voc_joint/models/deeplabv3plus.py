@@ -296,9 +296,8 @@ class DeepLabV3Plus(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_images(x)
-        if (
-            self.aspp.pool[2].training and x.shape[0] == 1
-        ):  # the mode first: no shape guard in eval mode  # PyTorch's error names neither layer nor remedy
+        # the mode first (no shape guard in eval mode); PyTorch's error names neither the layer nor the remedy
+        if self.aspp.pool[2].training and x.shape[0] == 1:
             raise ValueError(
                 "x must hold at least 2 images in training mode: the BatchNorm of ASPP's image-pooling "
                 f"branch sees one value per channel, got x of shape {tuple(x.shape)} (use eval() or freeze "
