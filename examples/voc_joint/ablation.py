@@ -46,7 +46,17 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 import torch
 
 from examples.voc_joint.checkpoint import CheckpointError
-from examples.voc_joint.cli import UsageError, existing_dir, existing_file, flag, float_range, int_range
+from examples.voc_joint.cli import (
+    SIDE_MAX,
+    THREADS_MAX,
+    UsageError,
+    existing_dir,
+    existing_file,
+    flag,
+    float_range,
+    int_range,
+    output_path,
+)
 from examples.voc_joint.data import DataError
 from examples.voc_joint.engine import CsvLogger, write_text_atomic
 from examples.voc_joint.models.joint import FUSION_INITS
@@ -104,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--output-dir",
-        type=Path,
+        type=output_path,
         default=None,
         help="ablation.json / .md / .png and the pretraining go here (default: <cache>/ablation, "
         "<cache>/ablation_quick with --quick)",
@@ -172,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"SpixelFCN pretraining epochs (default {DEFAULTS['spixel_epochs']})",
     )
-    p.add_argument("--crop-size", type=POS, default=64, help="training crop (default %(default)s)")
+    p.add_argument(
+        "--crop-size", type=int_range(1, SIDE_MAX), default=64, help="training crop (default %(default)s)"
+    )
     p.add_argument(
         "--batch-size",
         type=int_range(2),
@@ -204,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluate on the first N validation images (default all)",
     )
-    p.add_argument("--threads", type=POS, default=2, help="torch CPU threads (default %(default)s)")
+    p.add_argument(
+        "--threads", type=int_range(1, THREADS_MAX), default=2, help="torch CPU threads (default %(default)s)"
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -837,7 +851,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run_ablation(opts)
     except (UsageError, CheckpointError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    except (FileNotFoundError, DataError) as exc:  # the data (train.py's checks): exit status 1, as there
+    except (OSError, DataError) as exc:  # the data (train.py's checks), an output folder that cannot be
+        # written (a file, no permission, a full disk): exit status 1, as in train.py
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
 
 

@@ -21,7 +21,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = [
+    "SCALE_MAX",
     "SEED_MAX",
+    "SIDE_MAX",
+    "THREADS_MAX",
     "DefaultsHelpFormatter",
     "UsageError",
     "device_arg",
@@ -33,6 +36,7 @@ __all__ = [
     "given_options",
     "int_range",
     "option_given",
+    "output_path",
     "resume_arg",
     "spelled",
     "split_name",
@@ -40,6 +44,14 @@ __all__ = [
 
 #: Largest accepted ``--seed`` (``torch.manual_seed`` takes 64-bit seeds; numpy gets ``seed % 2**32``).
 SEED_MAX = 2**63 - 1
+#: Largest image side, crop, padding multiple or band width in pixels an option accepts (beyond it torch's and
+#: numpy's size arithmetic overflows: a traceback after the run started, not a usage error).
+SIDE_MAX = 2**14
+#: Largest ``--threads`` (torch accepts up to 2**31 - 1, then crashes creating that many threads).
+THREADS_MAX = 1024
+#: Largest random training scale (``--scale-min`` / ``--scale-max``): a 500-pixel image scaled 16 times is
+#: 8000 pixels wide; far larger factors overflow the resize (``1e308``: an ``OverflowError``).
+SCALE_MAX = 16.0
 _SPLIT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -193,9 +205,12 @@ def error_text(exc: BaseException) -> str:
 
 
 def device_arg(text: str) -> str:
-    """``type=`` for ``--device``: a device torch knows (``cpu``, ``cuda``, ``cuda:N``) that exists."""
+    """``type=`` for ``--device``: a device torch knows (``cpu``, ``cuda``, ``cuda:N``) that exists (an empty
+    string, e.g. an unset shell variable, is refused rather than taken as the default)."""
     from examples.voc_joint.distributed import resolve_device
 
+    if not text:
+        raise argparse.ArgumentTypeError("expected cpu, cuda or cuda:N, got ''")
     try:
         resolve_device(text)
     except ValueError as exc:
@@ -203,8 +218,23 @@ def device_arg(text: str) -> str:
     return text
 
 
+def output_path(text: str) -> Path:
+    """``type=`` for an output folder or file: any path but the empty string (an unset shell variable, which
+    ``Path`` would take as the current folder).
+
+    Example:
+        >>> output_path("runs").name
+        'runs'
+    """
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got ''")
+    return Path(text)
+
+
 def existing_file(text: str) -> Path:
     """``type=`` for a path that must be an existing file."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file, got ''")
     path = Path(text).expanduser()
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"file not found: {text!r}")
@@ -212,7 +242,10 @@ def existing_file(text: str) -> Path:
 
 
 def existing_dir(text: str) -> Path:
-    """``type=`` for a path that must be an existing folder."""
+    """``type=`` for a path that must be an existing folder (not the empty string, which ``Path`` would take
+    as the current folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got ''")
     path = Path(text).expanduser()
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"folder not found: {text!r}")

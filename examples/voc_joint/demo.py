@@ -38,7 +38,16 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import torch
 
-from examples.voc_joint.cli import DefaultsHelpFormatter, UsageError, existing_dir, float_range, int_range
+from examples.voc_joint.cli import (
+    SIDE_MAX,
+    THREADS_MAX,
+    DefaultsHelpFormatter,
+    UsageError,
+    existing_dir,
+    float_range,
+    int_range,
+    output_path,
+)
 from examples.voc_joint.data import DataError
 
 __all__ = [
@@ -79,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--output-dir",
-        type=Path,
+        type=output_path,
         default=None,
         help="where checkpoints, logs, panels and results go (default: <cache>/demo)",
     )
@@ -95,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-steps", type=POS, default=None, help="cap every stage at this many steps (smoke runs)"
     )
-    p.add_argument("--crop-size", type=POS, default=64, help="training crop")
+    p.add_argument("--crop-size", type=int_range(1, SIDE_MAX), default=64, help="training crop")
     p.add_argument("--batch-size", type=int_range(2), default=8, help="training batch (>= 2: BatchNorm)")
     p.add_argument("--cell-size", type=int_range(1, 1024), default=8, help="superpixel cell size")
     p.add_argument(
@@ -114,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="evaluate on the first N validation images (default: all)",
     )
-    p.add_argument("--threads", type=POS, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int_range(1, THREADS_MAX), default=2, help="torch CPU threads")
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -531,7 +540,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return run_demo(opts)
     except (UsageError, CheckpointError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    except (FileNotFoundError, DataError) as exc:  # the data (train.py's checks): exit status 1, as there
+    except (OSError, DataError) as exc:  # the data (train.py's checks), an output folder that cannot be
+        # written (a file, no permission, a full disk): exit status 1, as in train.py
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
 
 

@@ -33,12 +33,14 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from examples.voc_joint.cli import (
+    SIDE_MAX,
     device_arg,
     error_text,
     existing_dir,
     existing_file,
     int_range,
     option_given,
+    output_path,
     split_name,
 )
 from examples.voc_joint.data import (
@@ -237,11 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate whole images with batch size 1 (the default without --crop-size)",
     )
     size.add_argument(
-        "--crop-size", type=int_range(1), default=None, help="evaluate centre crops of this size instead"
+        "--crop-size",
+        type=int_range(1, SIDE_MAX),
+        default=None,
+        help="evaluate centre crops of this size instead",
     )
     parser.add_argument(
         "--pad-to-multiple",
-        type=int_range(1),
+        type=int_range(1, SIDE_MAX),
         default=None,
         help="pad full images bottom/right to a multiple (label 255: never scored, but the joint model's "
         "superpixel means include it); not with --crop-size",
@@ -256,14 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_path,
         default=None,
         help="output folder for metrics.json and panels/ (default: next to the checkpoint)",
     )
     parser.add_argument("--max-panels", type=int_range(0), default=8, help="number of PNG panels (0: none)")
     parser.add_argument(
         "--boundary-widths",
-        type=int_range(1),
+        type=int_range(1, SIDE_MAX),
         nargs="+",
         default=[1, 3, 5],
         help="trimap band widths in pixels (default 1 3 5)",

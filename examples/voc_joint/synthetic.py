@@ -47,7 +47,7 @@ from scipy import ndimage
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.voc_joint.cli import int_range
+from examples.voc_joint.cli import SIDE_MAX, int_range, output_path
 from examples.voc_joint.data import NUM_CLASSES, voc_palette
 
 try:
@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out",
         required=True,
-        type=Path,
+        type=output_path,
         help="output folder (the VOC2012 layout is written into it; a folder holding other files is refused)",
     )
     parser.add_argument(
@@ -435,10 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--num-val", type=int_range(1), default=16, help="number of val images (default 16)")
     parser.add_argument(
-        "--height", type=int_range(16), default=96, help="image height in pixels (default 96)"
+        "--height", type=int_range(16, SIDE_MAX), default=96, help="image height in pixels (default 96)"
     )
     parser.add_argument(
-        "--width", type=int_range(16), default=128, help="image width in pixels (default 128)"
+        "--width", type=int_range(16, SIDE_MAX), default=128, help="image width in pixels (default 128)"
     )
     parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0, help="random seed (default 0)")
     parser.add_argument("--no-sbd", action="store_true", help="do not write the SBD-augmented layout")
@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--band-radius",
-        type=int_range(0),
+        type=int_range(0, SIDE_MAX),
         default=1,
         help="half-width of the 255 ignore band along boundaries in pixels (default 1)",
     )
@@ -461,6 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python examples/voc_joint/synthetic.py --help``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.no_sbd and args.num_sbd_extra is not None:
+        parser.error(
+            f"--num-sbd-extra {args.num_sbd_extra} with --no-sbd: the extra images exist only in the "
+            "SBD-augmented layout, which --no-sbd does not write; drop one of the two"
+        )
     start = time.perf_counter()
     try:
         root = generate_synthetic_voc(

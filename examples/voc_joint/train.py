@@ -48,7 +48,10 @@ from examples.voc_joint.checkpoint import (
     set_rng_state,
 )
 from examples.voc_joint.cli import (
+    SCALE_MAX,
     SEED_MAX,
+    SIDE_MAX,
+    THREADS_MAX,
     DefaultsHelpFormatter,
     UsageError,
     device_arg,
@@ -59,6 +62,7 @@ from examples.voc_joint.cli import (
     float_range,
     int_range,
     option_given,
+    output_path,
     resume_arg,
     spelled,
     split_name,
@@ -119,7 +123,10 @@ STAGES = ("seg", "spixel", "joint")
 #: The stages ``--eval`` evaluates.
 EVAL_STAGES = ("seg", "joint")
 POS = int_range(1)
-POS_FLOAT = float_range(0.0, low_open=True)
+#: A random training scale.
+SCALE = float_range(0.0, SCALE_MAX, low_open=True)
+#: A crop in pixels.
+CROP = int_range(1, SIDE_MAX)
 NONNEG = float_range(0.0)
 
 #: Per-stage defaults of the options left at ``None`` on the command line.
@@ -229,9 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="val",
         help="list file name of the validation split (--eval; with --sbd, in the SBD lists)",
     )
-    g.add_argument("--crop-size", type=POS, default=512, help="training crop (after random scale 0.5-2)")
-    g.add_argument("--scale-min", type=POS_FLOAT, default=0.5, help="smallest random scale")
-    g.add_argument("--scale-max", type=POS_FLOAT, default=2.0, help="largest random scale")
+    g.add_argument("--crop-size", type=CROP, default=512, help="training crop (after random scale 0.5-2)")
+    g.add_argument("--scale-min", type=SCALE, default=0.5, help="smallest random scale")
+    g.add_argument("--scale-max", type=SCALE, default=2.0, help="largest random scale")
     g.add_argument(
         "--batch-size", type=int_range(2), default=8, help="images per process and step (>= 2: BatchNorm)"
     )
@@ -244,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--output-dir",
-        type=Path,
+        type=output_path,
         default=Path("runs/voc_joint"),
         help="checkpoints and logs go to <output-dir>/<stage>/",
     )
@@ -460,7 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
     g.add_argument("--seed", type=int_range(0, SEED_MAX), default=0, help="seed of every RNG")
     g.add_argument(
-        "--threads", type=POS, default=None, help="torch CPU threads per process (default: torch's choice)"
+        "--threads",
+        type=int_range(1, THREADS_MAX),
+        default=None,
+        help="torch CPU threads per process (default: torch's choice)",
     )
     g.add_argument(
         "--resume",
@@ -492,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with --resume, a finished stage without an evaluation of its checkpoint is evaluated)",
     )
     g.add_argument(
-        "--eval-crop", type=POS, default=None, help="evaluation centre crop (default: full images)"
+        "--eval-crop", type=CROP, default=None, help="evaluation centre crop (default: full images)"
     )
     g.add_argument(
         "--allow-val-overlap",

@@ -566,3 +566,15 @@ def test_load_average_is_none_where_it_cannot_be_read(monkeypatch: pytest.Monkey
     monkeypatch.setattr(ablation.os, "getloadavg", lambda: (0.5, 0.25, 0.125))
     load = ablation._load_average()
     assert load == [0.5, 0.25, 0.125] and ablation._load_text(load) == "0.50"
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_error_line(tmp_path, one_thread, capsys) -> None:
+    """An --output-dir that is a file: one error line and exit status 1, as train.py gives (a FileExistsError
+    traceback before)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as info:
+        ablation.main(["--output-dir", str(blocker), "--quick", "--no-progress", *one_thread])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("python examples/voc_joint/ablation.py: error: ") and str(blocker) in err

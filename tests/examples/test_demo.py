@@ -340,3 +340,18 @@ def test_a_users_data_gets_the_training_clis_checks_before_overwrite_deletes(
     argv = ["--output-dir", str(out), "--data-root", str(root), "--overwrite", "--no-progress"]
     assert_data_root_is_checked(lambda: demo.main(argv), root, capsys)
     assert all(p.exists() for p in stale)  # nothing of the earlier run was deleted
+
+
+@pytest.mark.parametrize("where", ["file", "below a file"])
+def test_demo_output_folder_that_cannot_be_made_is_one_error_line(tmp_path: Path, where: str, capsys) -> None:
+    """An --output-dir that is a file (or lies below one): one error line and exit status 1, as train.py gives
+    (the demo ended with a FileExistsError / NotADirectoryError traceback)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = blocker if where == "file" else blocker / "demo"
+    with pytest.raises(SystemExit) as info:
+        demo.main(["--output-dir", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("python examples/voc_joint/demo.py: error: ") and str(blocker) in err
+    assert blocker.read_text() == "x"

@@ -227,6 +227,16 @@ def test_cli(tmp_path, capsys):
         assert im.size == (40, 32)
 
 
+def test_cli_refuses_sbd_extra_images_without_the_sbd_layout(tmp_path, capsys):
+    """--num-sbd-extra with --no-sbd was accepted and ignored (no layout holds the extra images): refused now,
+    before anything is written."""
+    out = tmp_path / "voc"
+    with pytest.raises(SystemExit) as info:
+        synthetic.main(["--out", str(out), "--num-train", "1", "--no-sbd", "--num-sbd-extra", "5"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "error: --num-sbd-extra 5 with --no-sbd" in err and not out.exists()
+
+
 def test_incomplete_set_is_regenerated(tmp_path):
     root = generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=SIZE)
     (root / "JPEGImages" / "synth_000001.jpg").unlink()

@@ -1829,3 +1829,55 @@ def test_eval_of_a_run_on_validation_images_says_it_is_not_held_out(tiny_voc, tm
     out = train.main(train_args(tiny_voc, tmp_path / "held_out", *seg))
     assert json.loads((out["seg"].parent / "eval.json").read_text())["trained_on_evaluated_images"] == 0
     assert "not a held-out score" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        # found by fuzzing the command lines: each of these parsed, then failed with a traceback once the run
+        # had started (torch's size arithmetic, torch.set_num_threads, the random-scale resize)
+        ("train", ["--threads", "2147483648"], "--threads: must be an integer in [1, 1024], got 2147483648"),
+        ("train", ["--crop-size", "99999999999999999999"], "--crop-size: must be an integer in [1, 16384]"),
+        ("train", ["--eval", "--eval-crop", "20000"], "--eval-crop: must be an integer in [1, 16384]"),
+        ("train", ["--scale-max", "1e308"], "--scale-max: must be a finite number > 0 and <= 16, got 1e308"),
+        ("demo", ["--threads", "2147483648"], "--threads: must be an integer in [1, 1024], got 2147483648"),
+        ("demo", ["--crop-size", "20000"], "--crop-size: must be an integer in [1, 16384], got 20000"),
+        ("ablation", ["--threads", "2147483648"], "--threads: must be an integer in [1, 1024]"),
+        ("ablation", ["--crop-size", "20000"], "--crop-size: must be an integer in [1, 16384], got 20000"),
+        ("evaluate", ["--crop-size", "20000"], "--crop-size: must be an integer in [1, 16384], got 20000"),
+        ("evaluate", ["--pad-to-multiple", "20000"], "--pad-to-multiple: must be an integer in [1, 16384]"),
+        ("evaluate", ["--boundary-widths", "1", "20000"], "--boundary-widths: must be an integer in [1,"),
+        ("synthetic", ["--height", "20000"], "--height: must be an integer in [16, 16384], got 20000"),
+        ("synthetic", ["--width", "20000"], "--width: must be an integer in [16, 16384], got 20000"),
+        ("synthetic", ["--band-radius", "20000"], "--band-radius: must be an integer in [0, 16384]"),
+        # an empty value (an unset shell variable) is refused, not taken as the current folder / the default
+        ("train", ["--output-dir", ""], "--output-dir: expected a path, got ''"),
+        ("train", ["--data-root", ""], "--data-root: expected a folder, got ''"),
+        ("train", ["--device", ""], "--device: expected cpu, cuda or cuda:N, got ''"),
+        ("demo", ["--output-dir", ""], "--output-dir: expected a path, got ''"),
+        ("ablation", ["--output-dir", ""], "--output-dir: expected a path, got ''"),
+        ("ablation", ["--seg-checkpoint", ""], "--seg-checkpoint: expected a file, got ''"),
+        ("evaluate", ["--out", ""], "--out: expected a path, got ''"),
+        ("synthetic", ["--out", ""], "--out: expected a path, got ''"),
+    ],
+)
+def test_values_a_run_cannot_use_are_refused_when_parsed(script, argv, message, capsys) -> None:
+    """One argparse error naming the option, the range and the value (exit status 2), before anything runs."""
+    import importlib
+
+    module = importlib.import_module(f"examples.voc_joint.{script}")
+    required = {"evaluate": ["--checkpoint", __file__], "synthetic": ["--out", "unused"]}.get(script, [])
+    with pytest.raises(SystemExit) as exc:
+        module.build_parser().parse_args([*required, *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {message}" in err and "Traceback" not in err
+
+
+def test_the_largest_accepted_sizes_and_thread_count_parse() -> None:
+    from examples.voc_joint.cli import SCALE_MAX, SIDE_MAX, THREADS_MAX
+
+    args = train.build_parser().parse_args(
+        ["--threads", str(THREADS_MAX), "--crop-size", str(SIDE_MAX), "--scale-max", str(SCALE_MAX)]
+    )
+    assert (args.threads, args.crop_size, args.scale_max) == (THREADS_MAX, SIDE_MAX, SCALE_MAX)
