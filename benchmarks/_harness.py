@@ -19,17 +19,22 @@ of a fixed number of single runs (and same-run paired ratios), which ``blocked_a
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 __all__ = [
+    "THREADS_MAX",
     "PeakMemory",
+    "check_counts",
+    "check_output",
     "cli_device",
     "cpu_model",
     "environment",
@@ -40,6 +45,11 @@ __all__ = [
     "time_ms",
     "warmup_runs",
 ]
+
+
+#: Largest ``--threads`` a script accepts: torch takes up to 2**31 - 1 threads, then crashes creating them
+#: (``torch.set_num_threads(100000)``: a segmentation fault at the first parallel op).
+THREADS_MAX = 1024
 
 
 def sync(device: torch.device | str) -> None:
@@ -88,12 +98,55 @@ def time_ms(
 
 
 def cli_device(parser: argparse.ArgumentParser, device: str) -> torch.device:
-    """The device of a script's ``--device``; ``parser.error`` (exit status 2) where it is CUDA and CUDA is
-    not available."""
-    dev = torch.device(device)
+    """The device of a script's ``--device``; ``parser.error`` (exit status 2) where it is not ``cpu``,
+    ``cuda`` or ``cuda:N``, where it is CUDA and CUDA is not available, or a CUDA index this machine lacks."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index is not None):
+        parser.error(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {device}: CUDA is not available (torch {torch.__version__})")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        parser.error(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+def check_counts(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, lowest: Mapping[str, int]
+) -> None:
+    """``parser.error`` (exit status 2) for an option of ``lowest`` (by ``dest``) below its smallest value, a
+    non-finite or negative float among them, or a ``--threads`` above :data:`THREADS_MAX`; options left at
+    ``None`` (a per-mode default) are not checked.
+
+    Example:
+        >>> check_counts(argparse.ArgumentParser(), argparse.Namespace(repeats=3, threads=2), {"repeats": 1})
+    """
+    for name, low in lowest.items():
+        value = getattr(args, name)
+        if value is not None and (value < low or (isinstance(value, float) and not math.isfinite(value))):
+            parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    threads = getattr(args, "threads", None)
+    if threads is not None and not 1 <= threads <= THREADS_MAX:
+        parser.error(f"--threads must be in [1, {THREADS_MAX}], got {threads}")
+
+
+def check_output(parser: argparse.ArgumentParser, option: str, path: Path | str | None) -> None:
+    """``parser.error`` (exit status 2) where the result file ``path`` of ``option`` cannot be written: an
+    existing folder, or below an existing file (checked before the measurements, not after them).
+
+    Example:
+        >>> check_output(argparse.ArgumentParser(), "--out", None)  # the script's default
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        parser.error(f"{option} must be a file path, got the folder {str(path)!r}")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        parser.error(f"{option} {str(path)!r} lies below the file {str(blocker)!r}")
 
 
 def warmup_runs(device: torch.device) -> int:

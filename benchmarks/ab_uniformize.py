@@ -27,7 +27,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import environment  # the script's folder: run as a file or with it on sys.path
+from _harness import (
+    check_counts,
+    check_output,
+    environment,
+)  # the script's folder: run as a file or with it on sys.path
 from bench_uniformize import make_labels  # the grid labels of bench_uniformize's configurations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,9 +71,10 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse values the run cannot use, naming the option."""
     if args.worker is not None:  # a worker of a checked run
         return
-    for name in ("batch_size", "channels", "size", "rounds", "repeats", "threads"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_counts(
+        ap, args, dict.fromkeys(("batch_size", "channels", "size", "rounds", "repeats", "threads"), 1)
+    )
+    check_output(ap, "--output", args.output)
     side = [round(n**0.5) for n in args.num_superpixels]
     bad = [n for n, s in zip(args.num_superpixels, side, strict=True) if s * s != n or s > args.size]
     if bad:

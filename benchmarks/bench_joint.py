@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402  # after the sys.path set-up, so the checkout's packages win
-from _harness import cli_device, cpu_model  # noqa: E402  # the script's folder: run as a file or with it on sys.path
+from _harness import check_counts, check_output, cli_device, cpu_model  # noqa: E402  # the script's folder: run as a file or with it on sys.path
 from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
@@ -60,6 +60,7 @@ VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
 FORMAT_NETWORKS = ("deeplab", "spixelfcn")
 # The training CLI's loss (cross-entropy summed over the labelled pixels / their count), one source.
 from examples.voc_joint.engine import cross_entropy  # noqa: E402  # after the sys.path set-up
+from examples.voc_joint.models.deeplabv3plus import BACKBONES  # noqa: E402  # same reason
 
 # Memory format of every variant by default: the training CLI's (where channels_last wins), one source.
 from examples.voc_joint.models.joint import (  # noqa: E402  # after the sys.path set-up
@@ -609,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_joint.py --help``)."""
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--backbone", default="resnet18", help="DeepLabV3+ backbone")
+    p.add_argument("--backbone", default="resnet18", choices=BACKBONES, help="DeepLabV3+ backbone")
     p.add_argument("--batch-size", type=int, default=2, help="batch size")
     p.add_argument("--size", type=int, default=128, help="square input size")
     p.add_argument("--cell-size", type=int, default=16, help="superpixel cell size")
@@ -681,7 +682,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             f"--batch-size must be >= 2 (the ASPP image-pooling BatchNorm sees one value per channel per "
             f"image in training mode), got {args.batch_size}"
         )
-    if args.clock == "cpu" and torch.device(args.device).type != "cpu":
+    check_counts(p, args, {"size": 1, "cell_size": 1, "rounds": 1, "warmup": 0, "threads": 1})
+    check_output(p, "--output", args.output)
+    if args.clock == "cpu" and cli_device(p, args.device).type != "cpu":
         p.error(f"--clock cpu measures CPU time and needs --device cpu, got --device {args.device}")
 
 

@@ -87,6 +87,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
+    check_counts,
+    check_output,
     cli_device,
     environment,
     memory_fields,
@@ -622,10 +624,8 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     unknown = sorted(set(args.ops.split(",")) - set(CASES)) if args.ops else []
     if unknown:
         ap.error(f"--ops: unknown {unknown}; choose from {','.join(CASES)}")
-    for option in ("repeats", "threads", "batch_size"):
-        value = getattr(args, option)
-        if value is not None and value < 1:
-            ap.error(f"--{option.replace('_', '-')} must be >= 1, got {value}")
+    check_counts(ap, args, dict.fromkeys(("repeats", "threads", "batch_size"), 1))
+    check_output(ap, "--out", args.out)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -46,7 +46,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
 from _counting import OpCounter, allocations  # noqa: E402
-from _harness import cli_device, environment  # noqa: E402
+from _harness import check_counts, check_output, cli_device, environment  # noqa: E402
 
 import sparse_ops as so  # noqa: E402
 from sparse_ops._layout import BUILD_BLOCK_PIXELS  # noqa: E402
@@ -323,8 +323,8 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         unknown = sorted(set(chosen.split(",")) - set(known)) if chosen else []
         if unknown:
             ap.error(f"{option}: unknown {unknown}; choose from {','.join(known)}")
-    if args.threads < 1:
-        ap.error(f"--threads must be >= 1, got {args.threads}")
+    check_counts(ap, args, {"threads": 1})
+    check_output(ap, "--out", args.out)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

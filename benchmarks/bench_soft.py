@@ -53,6 +53,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
+    check_counts,
+    check_output,
     cli_device,
     environment,
     memory_fields,
@@ -275,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     ap = build_parser()
     args = ap.parse_args(argv)
+    check_counts(ap, args, dict.fromkeys(("repeats", "batch_size", "threads"), 1))
+    check_output(ap, "--out", args.out)
     torch.set_num_threads(args.threads)
     device = cli_device(ap, args.device)
 

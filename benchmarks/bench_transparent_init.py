@@ -33,7 +33,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
-from _harness import cpu_model
+from _harness import check_counts, check_output, cpu_model
 from torch import nn
 
 from transparent_init import (
@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    check_counts(ap, args, {"seeds": 1, "threads": 1})
+    check_output(ap, "--out", args.out)
     torch.set_num_threads(args.threads)
     seeds = 3 if args.quick else args.seeds
     load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?

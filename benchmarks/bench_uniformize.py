@@ -64,7 +64,15 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from _harness import PeakMemory, cli_device, environment, median_upper, time_ms  # noqa: E402 (after the path set-up)
+from _harness import (  # noqa: E402 (after the path set-up)
+    PeakMemory,
+    check_counts,
+    check_output,
+    cli_device,
+    environment,
+    median_upper,
+    time_ms,
+)
 
 VARIANTS = ["floor", "copy", "scatter", "sparse", "sparse_coo", "paper_coo", "dense_bmm", "torch_scatter"]
 DEFAULT_VARIANTS = {
@@ -469,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     p = build_parser()
     args = p.parse_args(argv)
+    check_counts(p, args, {"repeats": 1, "threads": 1, "batch_size": 1, "dense_max_gb": 0})
+    check_output(p, "--out", args.out)
 
     if args._sweep:
         print(json.dumps(run_sweep(json.loads(args._sweep), args.device, args.repeats)))
@@ -486,7 +496,14 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         p.error(f"--variants: unknown {unknown}; choose from {VARIANTS}")
-    sizes = [int(n) for n in args.num_superpixels.split(",")] if args.num_superpixels else None
+    sizes = None
+    if args.num_superpixels:
+        try:
+            sizes = [int(n) for n in args.num_superpixels.split(",")]
+        except ValueError:
+            sizes = [0]
+        if min(sizes) < 1:
+            p.error(f"--num-superpixels must be positive integers, got {args.num_superpixels!r}")
     meta = environment(device, args.threads)  # load average before this run: is the machine shared now?
     meta["repeats"] = args.repeats
     meta["in_process"] = args.in_process

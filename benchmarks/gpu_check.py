@@ -867,6 +867,10 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--stages: unknown {unknown}; choose from {list(STAGES)}")
     if not (args.device == "cuda" or args.device.startswith("cuda:") or args.device == "cpu"):
         p.error(f"--device must be cuda, cuda:N or cpu, got {args.device!r}")
+    if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):
+        p.error(f"--budget must be a finite number of seconds > 0, got {args.budget}")
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out must be a folder, got the file {str(args.out)!r}")
     if args.device == "cpu" and not args.quick:
         p.error("--device cpu is only the dry run: pass --device cpu --quick (the GPU figures need CUDA)")
 

@@ -945,6 +945,87 @@ def test_every_benchmark_refuses_cuda_without_it_as_a_usage_error(script, monkey
     assert "error: --device cuda: CUDA is not available (torch " in capsys.readouterr().err
 
 
+_SCRIPTS = [
+    "bench_ops",
+    "bench_overhead",
+    "bench_soft",
+    "bench_uniformize",
+    pytest.param("bench_joint", marks=pytest.mark.examples),
+]
+
+
+@pytest.mark.parametrize("device", ["tpu", "mps", "cpu:1", "", "cuda:x"])
+@pytest.mark.parametrize("script", _SCRIPTS)
+def test_every_benchmark_refuses_a_device_it_cannot_use_as_a_usage_error(script, device, capsys):
+    """A device string torch does not parse (a traceback from ``torch.device`` before), or one these scripts
+    do not measure on (``mps``: a traceback at the first tensor): one argparse error, exit status 2."""
+    with pytest.raises(SystemExit) as exc:
+        _import(script).main(["--device", device])
+    assert exc.value.code == 2
+    assert f"error: --device must be cpu, cuda or cuda:N, got {device!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "message"),
+    [
+        # each of these parsed, then ended in a traceback (or, for --repeats 0, in a run measuring nothing)
+        ("bench_soft", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        ("bench_soft", ["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        ("bench_soft", ["--threads", "0"], "--threads must be >= 1, got 0"),
+        ("bench_transparent_init", ["--seeds", "0"], "--seeds must be >= 1, got 0"),
+        ("bench_transparent_init", ["--threads", "-1"], "--threads must be >= 1, got -1"),
+        ("bench_uniformize", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        ("bench_uniformize", ["--dense-max-gb", "nan"], "--dense-max-gb must be >= 0, got nan"),
+        ("bench_uniformize", ["--num-superpixels", "64,abc"], "--num-superpixels must be positive integers"),
+        ("bench_ops", ["--threads", "2147483648"], "--threads must be in [1, 1024], got 2147483648"),
+        ("bench_overhead", ["--threads", "100000"], "--threads must be in [1, 1024], got 100000"),
+        pytest.param(
+            "bench_joint", ["--rounds", "0"], "--rounds must be >= 1, got 0", marks=pytest.mark.examples
+        ),
+        pytest.param(
+            "bench_joint", ["--size", "0"], "--size must be >= 1, got 0", marks=pytest.mark.examples
+        ),
+        pytest.param("bench_joint", ["--warmup", "-1"], "--warmup must be >= 0", marks=pytest.mark.examples),
+        pytest.param("bench_joint", ["--threads", "0"], "--threads must be >= 1", marks=pytest.mark.examples),
+        pytest.param(
+            "bench_joint", ["--backbone", "resnet7"], "--backbone: invalid", marks=pytest.mark.examples
+        ),
+    ],
+)
+def test_benchmark_counts_are_checked_before_anything_runs(script, argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _import(script).main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("script", "option"),
+    [
+        ("bench_ops", "--out"),
+        ("bench_overhead", "--out"),
+        ("bench_soft", "--out"),
+        ("bench_transparent_init", "--out"),
+        ("bench_uniformize", "--out"),
+        pytest.param("bench_joint", "--output", marks=pytest.mark.examples),
+    ],
+)
+def test_a_result_path_that_cannot_be_written_is_refused_before_the_measurements(
+    script, option, tmp_path, capsys
+):
+    """A folder given as the JSON path failed with IsADirectoryError after the whole run (minutes)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for path, message in (
+        (tmp_path, f"{option} must be a file path, got the folder {str(tmp_path)!r}"),
+        (blocker / "r.json", f"{option} {str(blocker / 'r.json')!r} lies below the file {str(blocker)!r}"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            _import(script).main([option, str(path)])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
 def test_bench_overhead_quick(tmp_path, capsys):
     """Every op at the tiny size, in this process: the table, the JSON, and counts that repeat exactly."""
     bench = _import("bench_overhead")

@@ -105,8 +105,12 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         (["--device", "cpu"], "--device cpu --quick"),
         (["--device", "tpu", "--quick"], "--device must be cuda, cuda:N or cpu, got 'tpu'"),
         (["--stages", "uniformize,bogus"], "--stages: unknown ['bogus']"),
+        # a NaN budget was accepted and meant no budget; a file as --out ended in a FileExistsError traceback
+        (["--budget", "nan"], "--budget must be a finite number of seconds > 0, got nan"),
+        (["--budget", "-5"], "--budget must be a finite number of seconds > 0, got -5.0"),
+        (["--out", __file__], "--out must be a folder, got the file"),
     ],
-    ids=["cpu-without-quick", "unknown-device", "unknown-stage"],  # ids without "cuda": `-k cuda` on a GPU
+    ids=["cpu-without-quick", "unknown-device", "unknown-stage", "nan-budget", "negative-budget", "out-file"],  # ids without "cuda": `-k cuda` on a GPU
 )
 def test_bad_arguments_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
