@@ -47,6 +47,7 @@ import torch
 
 from examples.voc_joint.checkpoint import CheckpointError
 from examples.voc_joint.cli import (
+    FACTOR_MAX,
     SIDE_MAX,
     THREADS_MAX,
     UsageError,
@@ -200,13 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--joint-lr",
-        type=float_range(0.0),
+        type=float_range(0.0, FACTOR_MAX),
         default=2e-3,
         help="fine-tuning lr of DeepLabV3+; SpixelFCN gets a tenth (default %(default)s)",
     )
     p.add_argument(
         "--fusion-lr",
-        type=float_range(0.0),
+        type=float_range(0.0, FACTOR_MAX),
         default=2e-4,
         help="fine-tuning lr of the fusion layers (default %(default)s)",
     )

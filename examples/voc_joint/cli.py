@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = [
+    "FACTOR_MAX",
     "SCALE_MAX",
     "SEED_MAX",
     "SIDE_MAX",
@@ -52,6 +53,9 @@ THREADS_MAX = 1024
 #: Largest random training scale (``--scale-min`` / ``--scale-max``): a 500-pixel image scaled 16 times is
 #: 8000 pixels wide; far larger factors overflow the resize (``1e308``: an ``OverflowError``).
 SCALE_MAX = 16.0
+#: Largest learning rate, multiplier, loss weight or power accepted: the optimizers compute in float32, and a
+#: learning rate beyond its range (``--seg-lr 1e308``) is a RuntimeError at the first step.
+FACTOR_MAX = 1e6
 _SPLIT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 

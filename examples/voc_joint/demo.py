@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 import torch
 
 from examples.voc_joint.cli import (
+    FACTOR_MAX,
     SIDE_MAX,
     THREADS_MAX,
     DefaultsHelpFormatter,
@@ -109,13 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-size", type=int_range(1, 1024), default=8, help="superpixel cell size")
     p.add_argument(
         "--joint-lr",
-        type=float_range(0.0),
+        type=float_range(0.0, FACTOR_MAX),
         default=2e-3,
         help="fine-tuning lr of DeepLabV3+; SpixelFCN gets a tenth (the paper's 1e-6 moves nothing in a "
         "short demo)",
     )
     p.add_argument(
-        "--fusion-lr", type=float_range(0.0), default=2e-4, help="fine-tuning lr of the transparent layers"
+        "--fusion-lr",
+        type=float_range(0.0, FACTOR_MAX),
+        default=2e-4,
+        help="fine-tuning lr of the transparent layers",
     )
     p.add_argument(
         "--max-val-images",

@@ -48,6 +48,7 @@ from examples.voc_joint.checkpoint import (
     set_rng_state,
 )
 from examples.voc_joint.cli import (
+    FACTOR_MAX,
     SCALE_MAX,
     SEED_MAX,
     SIDE_MAX,
@@ -127,7 +128,7 @@ POS = int_range(1)
 SCALE = float_range(0.0, SCALE_MAX, low_open=True)
 #: A crop in pixels.
 CROP = int_range(1, SIDE_MAX)
-NONNEG = float_range(0.0)
+NONNEG = float_range(0.0, FACTOR_MAX)
 
 #: Per-stage defaults of the options left at ``None`` on the command line.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -702,19 +703,22 @@ def _check_batches(size: int, args: argparse.Namespace, info: DistInfo, root: Pa
 def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_command: bool = True) -> Path:
     """Check the data a run reads before it changes anything: the training split (the data folder, its list
     file and entries, that every listed image and mask exists, that it holds no validation image) and, when
-    ``val``, ``--val-split``; returns the data root. (Whether the split holds one global batch is checked with
-    the run's checkpoint, by :func:`build_train_loader`.)
+    ``val``, ``--val-split``; returns the data root. Whether the split holds one global batch is checked
+    here for a new run (before any output folder exists) and, with the run's checkpoint, by
+    :func:`build_train_loader`.
 
     Raises:
         FileNotFoundError, DataError: as :func:`check_val_data`; listed files that do not exist (all named).
         UsageError: the training split holds validation images (:func:`val_overlap_error`) and
-            ``--allow-val-overlap`` is not given.
+            ``--allow-val-overlap`` is not given, or (a new run) fewer images than one global batch.
 
     ``own_command=False``: the checks of another command (``demo.py``, ``ablation.py``), which has no
     ``--allow-val-overlap`` to advise.
     """
     root = data_root(args, info)
     ds = _train_dataset(args, root)
+    if args.resume is None:  # a new run: its batch size is this one (a resumed run's: with its checkpoint)
+        _check_batches(len(ds), args, info, root)
     if not args.allow_val_overlap:
         error = val_overlap_error(ds.names, ds.root, ds.list_file, args, own_command=own_command)
         error = error or source_overlap_error(ds.root, args, own_command=own_command)

@@ -1550,6 +1550,27 @@ def test_a_command_refused_before_it_starts_creates_no_output_folder(tiny_voc, t
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_a_batch_larger_than_the_training_split_is_refused_before_the_folder_is_made(
+    tiny_voc, tmp_path, capsys
+) -> None:
+    """Found by fuzzing: the check ran after the stage folder was locked, leaving ``<stage>/.lock`` behind."""
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(tiny_voc, tmp_path / "a", "--stage", "seg", "--batch-size", "1000"))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "fewer than one batch (--batch-size 1000 x 1 processes)" in err
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("option", ["--seg-lr", "--head-lr-mult", "--weight-decay", "--poly-power"])
+def test_factors_beyond_float32_are_refused_when_parsed(option, capsys) -> None:
+    """Found by fuzzing: ``--seg-lr 1e308`` parsed, then the optimizer's step raised a RuntimeError (float32
+    overflow) after the run had started."""
+    with pytest.raises(SystemExit) as info:
+        train.build_parser().parse_args(["--stage", "seg", option, "1e308"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"argument {option}: must be a finite number >= 0 and <= 1e+06" in err
+
+
 @pytest.fixture(scope="module")
 def resnet18_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torchvision
@@ -1842,6 +1863,8 @@ def test_eval_of_a_run_on_validation_images_says_it_is_not_held_out(tiny_voc, tm
         ("train", ["--scale-max", "1e308"], "--scale-max: must be a finite number > 0 and <= 16, got 1e308"),
         ("demo", ["--threads", "2147483648"], "--threads: must be an integer in [1, 1024], got 2147483648"),
         ("demo", ["--crop-size", "20000"], "--crop-size: must be an integer in [1, 16384], got 20000"),
+        ("demo", ["--joint-lr", "1e308"], "--joint-lr: must be a finite number >= 0 and <= 1e+06, got 1e308"),
+        ("ablation", ["--fusion-lr", "1e39"], "--fusion-lr: must be a finite number >= 0 and <= 1e+06"),
         ("ablation", ["--threads", "2147483648"], "--threads: must be an integer in [1, 1024]"),
         ("ablation", ["--crop-size", "20000"], "--crop-size: must be an integer in [1, 16384], got 20000"),
         ("evaluate", ["--crop-size", "20000"], "--crop-size: must be an integer in [1, 16384], got 20000"),
