@@ -473,8 +473,9 @@ def case_config(name: str, quick: bool, batch_size: int | None = None) -> dict:
 
 
 def case_repeats(name: str, repeats: int, quick: bool) -> int:
+    """Timed runs of op ``name``: ``repeats`` under ``--quick``, else half of it (at least 3) if slow."""
     if quick:
-        return 2
+        return repeats
     return max(3, repeats // 2) if CASES[name].slow else repeats
 
 
@@ -597,7 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="small shapes, 2 repeats, all in this process (smoke test)"
     )
     ap.add_argument(
-        "--repeats", type=int, default=10, help="timed runs per implementation (spixel_loss: half)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs per implementation (slow ops: half, at least 3; default 10, quick 2)",
     )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--batch-size", type=int, default=None, help="B of every op (default 4; quick 1)")
@@ -640,6 +644,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(worker(name, impl, json.loads(cfg), args.repeats, device=args.device)))
         return {}
     args.in_process = args.in_process or args.quick  # tiny shapes: no interpreter start per measurement
+    if args.repeats is None:  # given: also with --quick (it was ignored there, and recorded as if used)
+        args.repeats = 2 if args.quick else 10
 
     names = args.ops.split(",") if args.ops else list(CASES)
     meta = environment(device, args.threads)  # load average before this run: is the machine shared now?

@@ -255,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_soft.py --help``)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="timed runs per implementation (default 5; quick 2)"
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--batch-size", type=int, default=None, help="B (default 4; quick 1)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (here and in every worker)")
@@ -291,7 +293,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         B, H, W, S, Cs, repeats = 1, 64, 64, 16, (2, 21), 2
     else:
-        B, H, W, S, Cs, repeats = 4, 512, 512, 16, (2, 21, 23), args.repeats
+        B, H, W, S, Cs, repeats = 4, 512, 512, 16, (2, 21, 23), 5
+    if args.repeats is not None:  # given: also with --quick (it was ignored there)
+        repeats = args.repeats
     if args.batch_size is not None:
         B = args.batch_size
     env = environment(device, torch.get_num_threads())  # load average before this run: is the machine shared?

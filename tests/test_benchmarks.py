@@ -968,7 +968,7 @@ def test_every_benchmark_refuses_a_device_it_cannot_use_as_a_usage_error(script,
 @pytest.mark.parametrize(
     ("script", "argv", "message"),
     [
-        # each of these parsed, then ended in a traceback (or, for --repeats 0, in a run measuring nothing)
+        # each of these parsed, then ended in a traceback (bench_soft --quick ignored --repeats)
         ("bench_soft", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
         ("bench_soft", ["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
         ("bench_soft", ["--threads", "0"], "--threads must be >= 1, got 0"),
@@ -1024,6 +1024,39 @@ def test_a_result_path_that_cannot_be_written_is_refused_before_the_measurements
             _import(script).main([option, str(path)])
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_bench_ops_quick_uses_the_repeats_given(tmp_path):
+    """--quick ignored an explicit --repeats (2 runs) and recorded the unused default (10) in the JSON."""
+    out = tmp_path / "ops.json"
+    data = _import("bench_ops").main(
+        ["--quick", "--ops", "relabel_contiguous", "--repeats", "3", "--out", str(out)]
+    )
+    (entry,) = data["ops"].values()
+    assert data["meta"]["repeats"] == entry["repeats"] == len(entry["rows"][0]["times_ms"]) == 3
+    assert _import("bench_ops").main(["--quick", "--ops", "relabel_contiguous"])["meta"]["repeats"] == 2
+
+
+def test_bench_soft_quick_uses_the_repeats_given(tmp_path):
+    data = _import("bench_soft").main(
+        ["--quick", "--in-process", "--repeats", "1", "--out", str(tmp_path / "s.json")]
+    )
+    assert data["soft"]["repeats"] == 1  # --quick's 2 before, whatever --repeats said
+
+
+def test_bench_transparent_init_quick_uses_the_seeds_given(monkeypatch):
+    bench = _import("bench_transparent_init")
+    seen = []
+
+    def stop(seeds, shape):
+        seen.append(seeds)
+        raise KeyboardInterrupt  # the tables are what this test is about: stop before them
+
+    monkeypatch.setattr(bench, "table2", stop)
+    for argv, seeds in ((["--quick", "--seeds", "5"], 5), (["--quick"], 3), ([], 10)):
+        with pytest.raises(KeyboardInterrupt):
+            bench.main(argv)
+        assert seen.pop() == seeds
 
 
 def test_bench_overhead_quick(tmp_path, capsys):
