@@ -25,6 +25,10 @@ VAL_SIZES = [(40, 48), (40, 48), (44, 56), (36, 52)]
 TRAIN_SIZES = [(40, 48), (44, 56), (36, 52), (48, 40)]
 
 
+#: A batch the tiny data sets hold (4 or 5 training images; the demo's default is 8, refused up front).
+SMALL_BATCH = ("--batch-size", "2")
+
+
 @pytest.fixture(scope="module")
 def varied_voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic VOC set (4 train / 4 val) whose images and masks are resized to different sizes."""
@@ -263,7 +267,7 @@ def _overwrite_until_pretraining(out: Path, data_root: Path, monkeypatch) -> dic
     threads = torch.get_num_threads()
     try:
         with pytest.raises(RuntimeError, match="stopped"):
-            demo.main(["--output-dir", str(out), "--data-root", str(data_root), "--overwrite"])
+            demo.main(["--output-dir", str(out), "--data-root", str(data_root), "--overwrite", *SMALL_BATCH])
     finally:
         torch.set_num_threads(threads)
     return seen
@@ -321,7 +325,15 @@ def test_demo_overwrite_in_a_new_folder(tmp_path: Path, tiny_voc: Path, monkeypa
     threads = torch.get_num_threads()
     try:
         with pytest.raises(RuntimeError, match="stopped"):
-            demo.main(["--output-dir", str(tmp_path / "new"), "--data-root", str(tiny_voc), "--overwrite"])
+            argv = [
+                "--output-dir",
+                str(tmp_path / "new"),
+                "--data-root",
+                str(tiny_voc),
+                "--overwrite",
+                *SMALL_BATCH,
+            ]
+            demo.main(argv)
     finally:
         torch.set_num_threads(threads)
 
@@ -337,7 +349,7 @@ def test_a_users_data_gets_the_training_clis_checks_before_overwrite_deletes(
     shutil.copytree(tiny_voc, root)
     out = tmp_path / "demo"
     stale = _stale_demo_run(out)
-    argv = ["--output-dir", str(out), "--data-root", str(root), "--overwrite", "--no-progress"]
+    argv = ["--output-dir", str(out), "--data-root", str(root), "--overwrite", "--no-progress", *SMALL_BATCH]
     assert_data_root_is_checked(lambda: demo.main(argv), root, capsys)
     assert all(p.exists() for p in stale)  # nothing of the earlier run was deleted
 
