@@ -110,7 +110,14 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         (["--budget", "-5"], "--budget must be a finite number of seconds > 0, got -5.0"),
         (["--out", __file__], "--out must be a folder, got the file"),
     ],
-    ids=["cpu-without-quick", "unknown-device", "unknown-stage", "nan-budget", "negative-budget", "out-file"],  # ids without "cuda": `-k cuda` on a GPU
+    ids=[
+        "cpu-without-quick",
+        "unknown-device",
+        "unknown-stage",
+        "nan-budget",
+        "negative-budget",
+        "out-file",
+    ],  # ids without "cuda": `-k cuda` on a GPU
 )
 def test_bad_arguments_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
