@@ -865,6 +865,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     unknown = sorted({s for s in args.stages.split(",") if s} - set(STAGES))
     if unknown:
         p.error(f"--stages: unknown {unknown}; choose from {list(STAGES)}")
+    if not any(args.stages.split(",")):
+        p.error(f"--stages names no stage; choose from {list(STAGES)}")
     if not (args.device == "cuda" or args.device.startswith("cuda:") or args.device == "cpu"):
         p.error(f"--device must be cuda, cuda:N or cpu, got {args.device!r}")
     if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):

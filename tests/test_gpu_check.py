@@ -109,6 +109,7 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         (["--budget", "nan"], "--budget must be a finite number of seconds > 0, got nan"),
         (["--budget", "-5"], "--budget must be a finite number of seconds > 0, got -5.0"),
         (["--out", __file__], "--out must be a folder, got the file"),
+        (["--stages", ","], "--stages names no stage"),  # ran nothing and exited 0
     ],
     ids=[
         "cpu-without-quick",
@@ -117,6 +118,7 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         "nan-budget",
         "negative-budget",
         "out-file",
+        "no-stage",
     ],  # ids without "cuda": `-k cuda` on a GPU
 )
 def test_bad_arguments_are_refused(argv, message, capsys):
