@@ -303,3 +303,19 @@ def test_spixelfcn_names_one_small_image_in_training_mode(size: tuple[int, int])
     assert net(torch.randn(2, 3, *size)).shape == (2, 9, *size)
     assert net(torch.randn(1, 3, 17, 3)).shape == (1, 9, 17, 3)
     assert net.eval()(torch.randn(1, 3, *size)).shape == (1, 9, *size)
+
+
+@pytest.mark.parametrize(
+    "build, x",
+    [
+        (lambda: DeepLabV3Plus(3, "resnet18", aspp_channels=4, low_level_channels=4), (1, 3, 16, 16)),
+        (lambda: SpixelFCN(8, 2), (1, 3, 16, 16)),
+    ],
+)
+def test_single_image_check_leaves_sync_batchnorm_to_pytorch(build, x: tuple[int, ...]) -> None:
+    """Under ``--sync-bn`` one image per process is a valid batch (SyncBatchNorm counts every process's
+    values), so the networks' own single-image refusal must not fire there: without a process group PyTorch's
+    own BatchNorm error is what remains (the networks' message before)."""
+    net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build()).train()
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        net(torch.randn(*x))

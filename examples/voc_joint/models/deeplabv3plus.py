@@ -220,11 +220,13 @@ class DeepLabV3Plus(nn.Module):
 
     Raises:
         ValueError: a bad size argument; in ``forward``, ``x`` not ``(B, 3, H, W)`` with ``H, W >= 1``, or a
-            single image while the BatchNorm layers train (the image-pooling branch needs ``B >= 2``).
+            single image while the BatchNorm layers train (the image-pooling branch needs ``B >= 2``; under
+            ``SyncBatchNorm`` PyTorch counts the images of every process instead).
         TypeError: in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images).
 
     Shape:
-        - Input: ``(B, 3, H, W)`` ImageNet-normalized images, any ``H, W >= 1``; ``B >= 2`` in training mode.
+        - Input: ``(B, 3, H, W)`` ImageNet-normalized images, any ``H, W >= 1``; ``B >= 2`` in training mode
+          unless the BatchNorm layers are ``SyncBatchNorm``.
         - Output: ``(B, num_classes, H, W)`` logits.
 
     Example:
@@ -296,8 +298,10 @@ class DeepLabV3Plus(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_images(x)
-        # the mode first (no shape guard in eval mode); PyTorch's error names neither the layer nor the remedy
-        if self.aspp.pool[2].training and x.shape[0] == 1:
+        # the mode first (no shape guard in eval mode); PyTorch's error names neither the layer nor the fix.
+        # Not for SyncBatchNorm (--sync-bn): it counts the images of every process, so one per process runs.
+        bn = self.aspp.pool[2]
+        if bn.training and x.shape[0] == 1 and not isinstance(bn, nn.SyncBatchNorm):
             raise ValueError(
                 "x must hold at least 2 images in training mode: the BatchNorm of ASPP's image-pooling "
                 f"branch sees one value per channel, got x of shape {tuple(x.shape)} (use eval() or freeze "

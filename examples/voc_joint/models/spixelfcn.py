@@ -120,7 +120,11 @@ class SpixelFCN(nn.Module):
         if (
             self.training
             and x.shape[0] * (h + ph) * (w + pw) == self.stride**2
-            and any(m.training for m in self.enc4.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+            and any(  # not SyncBatchNorm (--sync-bn): it counts the pixels of every process
+                m.training and not isinstance(m, nn.SyncBatchNorm)
+                for m in self.enc4.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            )
         ):  # (the mode first: no shape guard in eval mode, for torch.export with a dynamic batch)
             raise ValueError(  # PyTorch's error names neither the layer nor the remedy
                 f"x must not be a single image of at most {self.stride} x {self.stride} pixels in training "
