@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_images, positive_int
+
 __all__ = ["ASPP", "BACKBONES", "DeepLabV3Plus", "build_resnet_backbone", "load_backbone_weights"]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -154,15 +156,6 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     backbone.load_state_dict(cleaned, strict=True)
 
 
-def _check_images(x: Tensor) -> None:
-    """The input contract of both networks: floating-point images ``(B, 3, H, W)``, ``H, W >= 1``."""
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        got = getattr(x, "dtype", type(x).__name__)
-        raise TypeError(f"x must be a floating-point tensor of normalized images, got {got}")
-    if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"x must have shape (B, 3, H, W) with H, W >= 1, got {tuple(x.shape)}")
-
-
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling: 1x1, three atrous 3x3 branches, image pooling, then a 1x1 projection.
 
@@ -248,13 +241,9 @@ class DeepLabV3Plus(nn.Module):
         low_level_channels: int = 48,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("num_classes", num_classes),
-            ("aspp_channels", aspp_channels),
-            ("low_level_channels", low_level_channels),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_int(num_classes, "num_classes")
+        positive_int(aspp_channels, "aspp_channels")
+        positive_int(low_level_channels, "low_level_channels")
         self.backbone, low_c, high_c = build_resnet_backbone(backbone, output_stride)
         if backbone_weights is not None:
             load_backbone_weights(self.backbone, backbone_weights)
@@ -297,7 +286,7 @@ class DeepLabV3Plus(nn.Module):
         return [p for p in self.parameters() if id(p) not in ids]
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_images(x)
+        check_images(x)
         # the mode first (no shape guard in eval mode); PyTorch's error names neither the layer nor the fix.
         # Not for SyncBatchNorm (--sync-bn): it counts the images of every process, so one per process runs.
         bn = self.aspp.pool[2]

@@ -54,6 +54,7 @@ import sparse_ops as so
 from sparse_ops.soft import _no_autocast
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 
+from ._checks import positive_int
 from .fused_stack import fused_stack
 
 __all__ = [
@@ -101,12 +102,6 @@ def network_channels_last(channels_last: ChannelsLast, network: Literal["deeplab
     return channels_last is True or (channels_last == "spixelfcn" and network == "spixelfcn")
 
 
-def _positive_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def fusion_target_weight(num_classes: int) -> Tensor:
     """Target map ``[0 | I]`` of shape ``(C, 2C)``: the fusion stack starts by taking the uniformized half.
 
@@ -118,7 +113,7 @@ def fusion_target_weight(num_classes: int) -> Tensor:
         tensor([[0., 0., 1., 0.],
                 [0., 0., 0., 1.]])
     """
-    c = _positive_int(num_classes, "num_classes")
+    c = positive_int(num_classes, "num_classes")
     return selection_weight(2 * c, range(c, 2 * c), dtype=torch.float32)
 
 
@@ -178,7 +173,7 @@ class FusionStack(nn.Module):
         super().__init__()
         if init not in FUSION_INITS:
             raise ValueError(f"fusion_init must be one of {FUSION_INITS}, got {init!r}")
-        c = _positive_int(num_classes, "num_classes")
+        c = positive_int(num_classes, "num_classes")
         self.num_classes = c
         self.init = init
         self.activation = activation
@@ -433,9 +428,9 @@ class JointModel(nn.Module):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         self.deeplab = deeplab
         self.spixelfcn = spixelfcn
-        _positive_int(num_classes, "num_classes")
+        positive_int(num_classes, "num_classes")
         if cell_size is not None:
-            _positive_int(cell_size, "cell_size")
+            positive_int(cell_size, "cell_size")
         net_config = getattr(deeplab, "config", None)  # DeepLabV3Plus's; any other network is trusted
         net_classes = net_config.get("num_classes") if isinstance(net_config, dict) else None
         if net_classes is not None and net_classes != num_classes:

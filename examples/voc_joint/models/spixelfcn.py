@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .deeplabv3plus import _check_images
+from ._checks import check_images, positive_int
 
 __all__ = ["SpixelFCN"]
 
@@ -78,9 +78,8 @@ class SpixelFCN(nn.Module):
 
     def __init__(self, cell_size: int = 16, width: int = 16, *, centre_bias: float = 0.0) -> None:
         super().__init__()
-        for name, value in (("cell_size", cell_size), ("width", width)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_int(cell_size, "cell_size")
+        positive_int(width, "width")
         if (
             isinstance(centre_bias, bool)
             or not isinstance(centre_bias, (int, float))
@@ -114,7 +113,7 @@ class SpixelFCN(nn.Module):
             self.config["centre_bias"] = float(centre_bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_images(x)
+        check_images(x)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride
         if (
