@@ -22,13 +22,17 @@ import argparse
 import math
 import os
 import platform
-import resource
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+try:
+    import resource
+except ModuleNotFoundError:  # Windows: no ru_maxrss; PeakMemory reports no CPU figure there
+    resource = None  # type: ignore[assignment]
 
 __all__ = [
     "THREADS_MAX",
@@ -38,6 +42,7 @@ __all__ = [
     "cli_device",
     "cpu_model",
     "environment",
+    "load_average",
     "median_upper",
     "memory_fields",
     "paired_times",
@@ -200,7 +205,8 @@ class PeakMemory:
 
     Attributes:
         method (str): how it is measured: ``"cuda_allocator"``, ``"vmhwm_reset"`` (Linux: peak reset at the
-            start) or ``"ru_maxrss"`` (growth above the process's earlier peak only: fresh processes).
+            start), ``"ru_maxrss"`` (growth above the process's earlier peak only: fresh processes) or
+            ``"unavailable"`` (neither ``/proc`` nor :mod:`resource`, as on Windows: no figure).
     """
 
     def __init__(self, device: torch.device | str) -> None:
@@ -213,17 +219,22 @@ class PeakMemory:
         elif _reset_peak_rss():
             self.method = "vmhwm_reset"
             self.base = float(_proc_status_kib("VmRSS"))
-        else:
+        elif resource is not None:
             self.method = "ru_maxrss"
             self.base = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+        else:
+            self.method = "unavailable"
+            self.base = 0.0
 
-    def extra_mib(self) -> float:
-        """Peak memory above the starting point, MiB."""
+    def extra_mib(self) -> float | None:
+        """Peak memory above the starting point, MiB (None where it cannot be measured: ``"unavailable"``)."""
         if self.device.type == "cuda":
             sync(self.device)
             return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
         if self.method == "vmhwm_reset":
             return (_proc_status_kib("VmHWM") - self.base) / 1024
+        if resource is None:
+            return None
         return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.base) / 1024
 
 
@@ -240,6 +251,17 @@ def memory_fields(memory: PeakMemory, fresh_process: bool) -> dict[str, Any]:
         "peak_rss_growth_mib": memory.extra_mib() if fresh_process else None,
         "memory_method": memory.method,
     }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (is the machine shared right now?); None where the platform has none
+    (Windows) or refuses it."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not obtainable
+        return None
 
 
 def cpu_model() -> str:
@@ -274,7 +296,7 @@ def environment(device: torch.device | str, threads: int | None = None) -> dict[
         "processor": platform.processor(),
         "cpu_model": cpu_model(),
         "threads": threads if threads is not None else torch.get_num_threads(),
-        "load_average_at_start": os.getloadavg()[0],
+        "load_average_at_start": load_average(),
         "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     if device.type == "cuda":

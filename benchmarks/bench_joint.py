@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402  # after the sys.path set-up, so the checkout's packages win
-from _harness import check_counts, check_output, cli_device, cpu_model  # noqa: E402  # the script's folder: run as a file or with it on sys.path
+from _harness import check_counts, check_output, cli_device, cpu_model, load_average  # noqa: E402  # the script's folder: run as a file or with it on sys.path
 from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
@@ -699,7 +699,8 @@ def main(argv: list[str] | None = None) -> dict:
     amp_used = args.amp and device.type == "cuda"
     if args.amp and not amp_used:
         print("note: --amp is ignored on CPU (as in the training CLI)")
-    load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
+    load0 = load_average()  # before this run: is the machine shared right now? (None: unknown, Windows)
+    load_text = "n/a" if load0 is None else f"{load0:.2f}"
     opts = default_options(args)
     variants = list(args.variants)
     rows = measure_pair_set(variants, args, device, opts)
@@ -707,7 +708,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"B={args.batch_size}, {args.size}x{args.size}, {args.backbone}, {device}, amp={amp_used}, "
         f"channels_last={args.channels_last}, recompute={args.recompute}, "
         f"recompute_loss={args.recompute_loss}, compile={args.compile}, "
-        f"{args.threads} thread(s), {args.clock} clock, torch {torch.__version__}, load {load0:.2f}"
+        f"{args.threads} thread(s), {args.clock} clock, torch {torch.__version__}, load {load_text}"
     )
     cpu = cpu_model()
     print(f"\n{cpu}, {os.cpu_count()} CPUs")

@@ -33,7 +33,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
-from _harness import check_counts, check_output, cpu_model
+from _harness import check_counts, check_output, cpu_model, load_average
 from torch import nn
 
 from transparent_init import (
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     check_output(ap, "--out", args.out)
     torch.set_num_threads(args.threads)
     seeds = args.seeds if args.seeds is not None else (3 if args.quick else 10)  # given: with --quick too
-    load0 = os.getloadavg()[0]  # the 1-minute load average before this run: is the machine shared right now?
+    load0 = load_average()  # before this run: is the machine shared right now? (None: unknown, Windows)
     t0 = time.perf_counter()
     shape = QUICK_INPUT_SHAPE if args.quick else INPUT_SHAPE
     t2, t3 = table2(seeds, shape), table3(seeds, shape)

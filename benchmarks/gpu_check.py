@@ -786,13 +786,16 @@ def _environment(device: str) -> dict[str, Any]:
 
     import torch
 
+    load = None  # the 1-minute load average; none on Windows
+    with contextlib.suppress(AttributeError, OSError):
+        load = os.getloadavg()[0]
     meta: dict[str, Any] = {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load_average_at_start": os.getloadavg()[0],
+        "load_average_at_start": load,
     }
     from importlib import metadata
 

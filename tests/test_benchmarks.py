@@ -51,6 +51,56 @@ def _run(script: str, *args: str, timeout: float = 300) -> str:
     return proc.stdout
 
 
+def test_peak_memory_where_neither_proc_nor_resource_exists(monkeypatch):
+    """Windows has no ``/proc`` and no :mod:`resource`: the CPU memory figure is None, not a crash."""
+    harness = _import("_harness")
+    monkeypatch.setattr(harness, "resource", None)
+    monkeypatch.setattr(harness, "_reset_peak_rss", lambda: False)
+    memory = harness.PeakMemory("cpu")
+    assert memory.method == "unavailable" and memory.extra_mib() is None
+    assert harness.memory_fields(memory, fresh_process=True) == {
+        "peak_rss_growth_mib": None,
+        "memory_method": "unavailable",
+    }
+    monkeypatch.delattr(harness.os, "getloadavg")
+    assert harness.load_average() is None and harness.environment("cpu")["load_average_at_start"] is None
+
+
+def test_benchmarks_run_without_the_posix_only_names(tmp_path):
+    """On a Windows-like platform (no ``resource``, no ``os.getloadavg``) every benchmark script imports and
+    one runs end to end, recording no load average; before, ``_harness`` failed to import ``resource`` and
+    the scripts called ``os.getloadavg`` unguarded."""
+    out = tmp_path / "ti.json"
+    scripts = sorted(p.stem for p in BENCH.glob("*.py"))
+    code = (
+        "import importlib, runpy, sys\n"
+        "from tests.windows_like import simulate\n"
+        "simulate()\n"
+        f"sys.path.insert(0, {str(BENCH)!r})\n"
+        f"for name in {scripts!r}:\n"
+        "    importlib.import_module(name)\n"
+        "sys.argv = ['bench_transparent_init.py', '--quick', '--seeds', '1', '--threads', '1', '--out', "
+        f"{str(out)!r}]\n"
+        f"runpy.run_path({str(BENCH / 'bench_transparent_init.py')!r}, run_name='__main__')\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bench_uniformize" in scripts and "gpu_check" in scripts
+    assert json.loads(out.read_text())["machine"]["load_average_at_start"] is None
+
+
 @pytest.mark.slow
 def test_bench_uniformize_quick(tmp_path):
     """The CPU default path: one fresh subprocess per (config, variant), then the sweep in another one."""
