@@ -162,9 +162,17 @@ def run_command(
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+    """Stop a stage: SIGTERM, then SIGKILL to its process group; where there are no process groups
+    (Windows) terminate and kill the stage's own process."""
+    posix = hasattr(os, "killpg") and hasattr(signal, "SIGKILL")
+    for step, wait in ((0, 5.0), (1, 5.0)):
         try:
-            os.killpg(proc.pid, sig)
+            if posix:
+                os.killpg(proc.pid, (signal.SIGTERM, signal.SIGKILL)[step])
+            elif proc.poll() is None:
+                (proc.terminate, proc.kill)[step]()
+            else:
+                return
         except ProcessLookupError:
             return
         try:

@@ -149,6 +149,18 @@ def test_run_command_records_failure_and_timeout(tmp_path):
     assert time.perf_counter() - t0 < 30  # the process group (grandchild included) was killed
 
 
+def test_a_timeout_stops_the_stage_where_there_are_no_process_groups(monkeypatch):
+    """Without ``os.killpg`` (Windows) a stage past its limit is terminated itself; before, the timeout
+    raised AttributeError and left the stage running."""
+    monkeypatch.delattr(gpu_check.os, "killpg")
+    t0 = time.perf_counter()
+    code = "import time; print('started', flush=True); time.sleep(60)"
+    slow = gpu_check.run_command([sys.executable, "-c", code], 2, echo=False)
+    assert slow.status == "timeout" and "started" in slow.output
+    assert slow.returncode is not None and slow.returncode != 0  # it was stopped, not left running
+    assert time.perf_counter() - t0 < 30
+
+
 def test_missing_program_is_an_error_not_a_crash():
     run = gpu_check.run_command(["/nonexistent/python-for-gpu-check"], 5, echo=False)
     assert run.status == "error" and "could not start" in run.error
