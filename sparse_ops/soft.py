@@ -41,6 +41,7 @@ float32 and rounded once, also under ``torch.autocast``.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import NamedTuple
 
 import torch
@@ -71,7 +72,9 @@ def normalize_assoc(
     r"""Apply the border convention to an association map.
 
     Out-of-image candidates get zero weight; with ``renormalize`` the valid weights of each pixel are rescaled
-    to sum to 1 (pixels with no valid mass keep all-zero weights).
+    to sum to 1 (pixels with no valid mass keep all-zero weights). The rescaling does not depend on the scale
+    of a pixel's weights: weights near the largest finite value or subnormal ones give the weights of the same
+    row scaled by a power of two (bit for bit).
 
     Args:
         assoc (Tensor[B, 9, H, W]): non-negative, finite association (e.g. a softmax over dim 1).
@@ -103,9 +106,26 @@ def _normalized(assoc: Tensor, cell_size: int, renormalize: bool) -> Tensor:
     valid = neighbour_validity(height, width, cell_size, device=assoc.device)
     q = assoc * valid.to(assoc.dtype)
     if renormalize:
+        q = q * _power_of_two_scale(q)
         total = q.sum(dim=1, keepdim=True)
         q = q / torch.where(total > 0, total, torch.ones_like(total))
     return q
+
+
+def _power_of_two_scale(q: Tensor) -> Tensor:
+    """``[B, 1, H, W]`` powers of two that bring every pixel's largest weight of ``q[B, 9, H, W]`` into
+    ``[1/2, 2)`` (1 for a pixel without mass), within the dtype's range.
+
+    Renormalization divides by the sum of the 9 weights, which overflowed to ``inf`` for weights near the
+    largest finite value (every weight then became 0: the pixel was silently left out). A power of two scales
+    exactly, so the normalized weights of any other association are unchanged, bit for bit. Not differentiated
+    (the normalized weights do not depend on it).
+    """
+    with torch.no_grad():
+        largest = q.amax(dim=1, keepdim=True)
+        limit = math.frexp(torch.finfo(q.dtype).max)[1] - 1  # 2**limit and 2**-limit are representable
+        exponent = torch.where(largest > 0, largest, torch.ones_like(largest)).log2().round()
+        return torch.exp2(-exponent.clamp(-limit, limit))
 
 
 class _Blocks(NamedTuple):

@@ -234,6 +234,19 @@ def test_eps_is_the_constant_inside_the_logarithm() -> None:
     assert torch.equal(SpixelLoss(3, eps=0.5)(assoc, t).semantic, out.semantic)
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_an_association_near_the_largest_float_gives_the_loss_of_its_normalized_rows(dense: bool) -> None:
+    # 9 weights of 2**126 summed to inf in the renormalization: every weight became 0 and the loss was that of
+    # pixels without mass (reconstructed as 0), a finite, wrong value
+    g = torch.Generator().manual_seed(4)
+    assoc = torch.rand(2, 9, 5, 6, generator=g) + 0.5
+    t = torch.randn(2, 3, 5, 6, generator=g) if dense else torch.randint(0, 3, (2, 5, 6), generator=g)
+    huge = assoc * 2.0**126
+    assert huge.isfinite().all()
+    for got, expected in zip(spixel_loss(huge, t, 3), spixel_loss(assoc, t, 3), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 def test_module_options_and_forward() -> None:
     crit = SpixelLoss(4, pos_weight=0.5, num_classes=3)
     assert repr(crit) == (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from unittest import mock
 
@@ -171,6 +172,29 @@ def test_without_renormalize_only_rows_summing_to_one_round_trip() -> None:
     torch.testing.assert_close(soft_uniformize(ones, a, 4, renormalize=False), ones)
     raw = torch.softmax(torch.randn(2, 9, 9, 10), dim=1)  # loses its out-of-image mass at the border
     assert soft_uniformize(ones, raw, 4, renormalize=False)[..., 0, 0].max() < 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("exponent", ["largest", "subnormal"])
+def test_renormalization_is_scale_free_up_to_the_largest_and_down_to_subnormal_weights(
+    dtype: torch.dtype, exponent: str
+) -> None:
+    # the valid weights of a pixel are divided by their sum: weights near the largest finite value overflowed
+    # that sum (9 x 2**126 in float32, also for bfloat16, computed in float32), and every weight became
+    # w / inf = 0: the pixel was silently left out (reconstructed as 0). Subnormal weights were divided on the
+    # subnormal grid. Scaled by a power of two first, both give the weights of the unscaled association
+    info = torch.finfo(dtype)
+    top, tiny = math.frexp(info.max)[1] - 1, math.frexp(info.tiny)[1] - 1
+    power = top - 1 if exponent == "largest" else tiny - 2
+    base = torch.rand(3, 9, 5, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64) + 0.5
+    if exponent == "subnormal":  # weights that stay exact on the subnormal grid (multiples of 2**-2)
+        base = (base * 4).round() / 4
+    base = base.to(dtype)
+    scaled = torch.ldexp(base, torch.tensor(power))
+    assert scaled.isfinite().all() and (torch.ldexp(scaled, torch.tensor(-power)) == base).all()
+    torch.testing.assert_close(normalize_assoc(scaled, S), normalize_assoc(base, S), rtol=0, atol=0)
+    f = F.to(dtype)
+    torch.testing.assert_close(soft_uniformize(f, scaled, S), soft_uniformize(f, base, S), rtol=0, atol=0)
 
 
 def test_one_hot_assoc_gives_plain_cell_averages_and_empty_cells_give_zero() -> None:
