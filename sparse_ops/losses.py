@@ -56,6 +56,7 @@ from sparse_ops.soft import (
     _normalized,
     _pixel_chunks,
     _pool,
+    _power_of_two_scale,
     _shift_to_targets,
     _unpool_blocks,
 )
@@ -83,11 +84,15 @@ def _safe_norm(diff: Tensor) -> Tensor:
     """Euclidean norm over dim 1 with a zero (not NaN) gradient where the difference is exactly 0.
 
     Only an exact 0 is special-cased: a NaN difference gives a NaN norm (a ``sq > 0`` test would map it to 0
-    and hide a NaN in the data behind a finite loss).
+    and hide a NaN in the data behind a finite loss). The squares are taken after an exact power-of-two scale
+    of every pixel's difference (``sparse_ops.soft._power_of_two_scale``): unscaled, differences beyond
+    ``sqrt(max)`` (1.8e19 in float32) overflowed to an infinite norm and those below ``sqrt(tiny)`` (1.1e-19)
+    underflowed to a zero or inexact one.
     """
-    sq = diff.square().sum(dim=1)
+    scale = _power_of_two_scale(diff.detach().abs().amax(dim=1))
+    sq = (diff * scale.unsqueeze(1)).square().sum(dim=1)
     zero = sq == 0
-    return torch.where(zero, torch.zeros_like(sq), torch.where(zero, torch.ones_like(sq), sq).sqrt())
+    return torch.where(zero, torch.zeros_like(sq), torch.where(zero, torch.ones_like(sq), sq).sqrt() / scale)
 
 
 def _labels(

@@ -106,24 +106,31 @@ def _normalized(assoc: Tensor, cell_size: int, renormalize: bool) -> Tensor:
     valid = neighbour_validity(height, width, cell_size, device=assoc.device)
     q = assoc * valid.to(assoc.dtype)
     if renormalize:
-        q = q * _power_of_two_scale(q)
+        q = q * _weight_scale(q)
         total = q.sum(dim=1, keepdim=True)
         q = q / torch.where(total > 0, total, torch.ones_like(total))
     return q
 
 
-def _power_of_two_scale(q: Tensor) -> Tensor:
-    """``[B, 1, H, W]`` powers of two that bring every pixel's largest weight of ``q[B, 9, H, W]`` into
-    ``[1/2, 2)`` (1 for a pixel without mass), within the dtype's range.
+def _weight_scale(q: Tensor) -> Tensor:
+    """``[B, 1, H, W]`` powers of two that bring every pixel's largest weight of ``q[B, 9, H, W]`` near 1 (1
+    for a pixel without mass), within the dtype's range: see :func:`_power_of_two_scale`.
 
     Renormalization divides by the sum of the 9 weights, which overflowed to ``inf`` for weights near the
     largest finite value (every weight then became 0: the pixel was silently left out). A power of two scales
-    exactly, so the normalized weights of any other association are unchanged, bit for bit. Not differentiated
-    (the normalized weights do not depend on it).
+    exactly, so the normalized weights of any other association are unchanged, bit for bit.
+    """
+    return _power_of_two_scale(q.amax(dim=1, keepdim=True))
+
+
+def _power_of_two_scale(largest: Tensor) -> Tensor:
+    """Powers of two ``2**-e`` that bring the non-negative ``largest`` into ``[2**-0.5, 2**0.5]``, ``e``
+    clamped so that both ``2**e`` and ``2**-e`` are finite in the dtype; 1 where ``largest`` is 0 or NaN.
+
+    Not differentiated: a scale that cancels (a quotient, a norm divided by it again) changes no value.
     """
     with torch.no_grad():
-        largest = q.amax(dim=1, keepdim=True)
-        limit = math.frexp(torch.finfo(q.dtype).max)[1] - 1  # 2**limit and 2**-limit are representable
+        limit = math.frexp(torch.finfo(largest.dtype).max)[1] - 1  # 2**limit and 2**-limit are finite
         exponent = torch.where(largest > 0, largest, torch.ones_like(largest)).log2().round()
         return torch.exp2(-exponent.clamp(-limit, limit))
 

@@ -247,6 +247,27 @@ def test_an_association_near_the_largest_float_gives_the_loss_of_its_normalized_
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("power", [70, -70])
+def test_dense_targets_far_from_one_give_the_scaled_loss_and_gradient(power: int) -> None:
+    # the Euclidean distance squared the difference: entries of 2**70 (1.2e21) in float32 gave an infinite
+    # semantic term and entries of 2**-70 one 4e-5 off (squares on the subnormal grid), while every other step
+    # scales exactly by the power of two
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 9, 5, 6, generator=g, requires_grad=True)
+    t = torch.randn(2, 3, 5, 6, generator=g)
+    grads = []
+    semantics = []
+    for target in (t, torch.ldexp(t, torch.tensor(power))):
+        out = spixel_loss(torch.softmax(logits, 1), target, 3)
+        (grad,) = torch.autograd.grad(out.semantic, logits)
+        semantics.append(out.semantic)
+        grads.append(grad)
+    scale = torch.tensor(2.0**power)
+    torch.testing.assert_close(semantics[1], semantics[0] * scale, rtol=1e-6, atol=0)
+    atol = 1e-6 * grads[0].abs().max() * scale
+    torch.testing.assert_close(grads[1], grads[0] * scale, rtol=1e-5, atol=atol)
+
+
 def test_module_options_and_forward() -> None:
     crit = SpixelLoss(4, pos_weight=0.5, num_classes=3)
     assert repr(crit) == (
