@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from sparse_ops import SuperpixelUniformize, uniformize
+from sparse_ops import SuperpixelUniformize, superpixel_pool, uniformize
 from tests.op_tester import Case, OpTester
 from tests.sparse_ops._reference import label_maps, ref_uniformize
 
@@ -149,6 +149,36 @@ def test_empty_superpixels_give_zero_grad_and_no_nan(backend: str) -> None:
     y.sum().backward()
     assert torch.isfinite(y).all()
     torch.testing.assert_close(x.grad, torch.ones_like(x))  # column sums of a mean operator are 1
+
+
+_EXTREME = {  # one 2 x 4 superpixel's values (the other superpixel holds ones), the dtype
+    "nan": ([float("nan")] + [0.0] * 7, torch.float32),
+    "inf": ([float("inf")] + [0.0] * 7, torch.float32),
+    "inf and -inf": ([float("inf"), float("-inf")] + [0.0] * 6, torch.float32),
+    "float32 sum beyond the range": ([3e38] * 8, torch.float32),
+    "float16 near its largest": ([60000.0] * 8, torch.float16),
+    "bfloat16 sum beyond the float32 range": ([3e38] * 8, torch.bfloat16),
+    "subnormal": ([1e-40] * 8, torch.float32),
+    "negative zero": ([-0.0] * 8, torch.float32),
+}
+
+
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+@pytest.mark.parametrize("case", list(_EXTREME))
+def test_extreme_values_give_what_torch_mean_gives(backend: str, case: str) -> None:
+    # the "Extreme values" list of the uniformization page: float32 accumulation (half types too) and no
+    # flushing, NaN never hidden, the other superpixel untouched
+    values, dtype = _EXTREME[case]
+    x = torch.ones(1, 1, 4, 4, dtype=dtype)
+    x[0, 0, :2] = torch.tensor(values, dtype=dtype).view(2, 4)
+    sp = torch.tensor([[[0] * 4] * 2 + [[1] * 4] * 2])
+    expected = torch.stack([x[0, 0, :2].float().mean(), x.new_ones(()).float()]).to(dtype)
+    pooled = superpixel_pool(x, sp, 2, backend=backend)[0, :, 0]
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(pooled.signbit(), expected.signbit())
+    out = uniformize(x, sp, 2, backend=backend)
+    broadcast = expected.repeat_interleave(8).view(1, 1, 4, 4)
+    torch.testing.assert_close(out, broadcast, rtol=0, atol=0, equal_nan=True)
 
 
 def test_one_pixel_and_single_superpixel() -> None:
