@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -17,6 +19,9 @@ RECOVERY_EPS = 1e-4
 
 def init_rate(module: nn.Module, threshold: float = INIT_RATE_THRESHOLD) -> float:
     """Share of all parameter entries (weights and biases) with ``|w| > threshold``, in ``[0, 1]``.
+
+    NaN when an entry is NaN (neither above nor below the threshold: counting it as not initialized would hide
+    it); infinite entries count as above.
 
     The paper's "init rate" (its Table 2 reports it in percent): how much of the stack starts non-negligible.
 
@@ -41,14 +46,17 @@ def init_rate(module: nn.Module, threshold: float = INIT_RATE_THRESHOLD) -> floa
     thr = check_real(threshold, "threshold", strict=False)
     total = 0
     big = 0
+    nan = False
     for name, p in mod.named_parameters():
         if p.is_meta:
             raise ValueError(f"module parameter {name!r} is on the meta device (no values to count)")
         total += p.numel()
-        big += int((p.detach().abs() > thr).sum())
+        size = p.detach().abs()
+        big += int((size > thr).sum())
+        nan = nan or bool(size.isnan().any())
     if total == 0:
         raise ValueError("module has no parameters")
-    return big / total
+    return math.nan if nan else big / total
 
 
 def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:

@@ -42,6 +42,22 @@ def test_init_rate_counts_weights_and_biases() -> None:
     assert init_rate(lin, threshold=2.5) == 2 / 8
 
 
+def test_init_rate_is_nan_when_a_parameter_is_nan_and_counts_infinities() -> None:
+    # a NaN entry is neither above nor below the threshold: it was counted as "not initialized", so a stack
+    # with a NaN weight read 99.8 % (TransparentLinear(4, [8, 8]) with one NaN) instead of showing the NaN
+    lin = nn.Linear(3, 2)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.bias.fill_(1.0)
+        lin.weight[0, 0] = float("inf")
+        lin.bias[1] = float("-inf")
+    assert init_rate(lin) == 1.0
+    with torch.no_grad():
+        lin.weight[1, 2] = float("nan")
+    assert math.isnan(init_rate(lin))
+    assert math.isnan(init_rate(lin, threshold=0.0))
+
+
 def test_recovery_rate_and_max_error_by_hand() -> None:
     shift = nn.Sequential(nn.Identity())
     x = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
