@@ -137,6 +137,16 @@ def test_error_linear_in_range_up_to_1000(act: str | None, width: int) -> None:
 
 
 @pytest.mark.parametrize("act", ACTS)
+def test_without_bias_the_error_is_relative_from_1e_minus_30_to_1e38(act: str | None) -> None:
+    """The "Extreme inputs" list of the transparent-init page: without biases nothing has a fixed size, so the
+    float32 error scales with the input (measured 5-7e-7 of r) until the hidden sums leave the range."""
+    layer = TransparentLinear(42, [64, 64], activation=act, generator=0, bias=False)
+    for r in (1e-30, 1e-10, 1.0, 1e20, 1e38):
+        x = uniform((256, 42), r, 1)
+        assert max_abs_error(layer, x) <= 2e-6 * r, r
+
+
+@pytest.mark.parametrize("act", ACTS)
 def test_float64_relative_error(act: str | None) -> None:
     layer = TransparentLinear(42, [64, 64], activation=act, generator=0, dtype=torch.float64)
     x = uniform((1024, 42), 1000.0, 1, torch.float64)
