@@ -505,11 +505,14 @@ def check_assoc_values(assoc: Tensor, name: str = "assoc") -> None:
 
     One reduction (``aminmax``, which propagates NaN) decides; only a refused association is scanned again
     for the index of its first bad entry (the mask of bad entries took seven temporaries of the
-    association's size on every call).
+    association's size on every call). On the detached values: for an ``assoc`` that requires grad, autograd
+    recorded the reduction and saved the association for a backward that never runs (under
+    ``save_on_cpu``, a copy of it to the host).
     """
     if assoc.numel() == 0 or assoc.is_meta:
         return
     check_not_exporting(f"validate=True checks the values of {name}{SYNCHRONISATION}")
+    assoc = assoc.detach()
     low, high = torch.stack(torch.aminmax(assoc)).tolist()
     if low >= 0 and high < float("inf"):  # False for NaN
         return
@@ -518,5 +521,5 @@ def check_assoc_values(assoc: Tensor, name: str = "assoc") -> None:
         where = [int(i) for i in bad.nonzero()[0]]
         raise ValueError(
             f"{name} must be non-negative and finite (e.g. a softmax over dim 1), "
-            f"got {assoc[tuple(where)].item()} at index {where}"  # not float(): torch warns for a grad tensor
+            f"got {assoc[tuple(where)].item()} at index {where}"
         )

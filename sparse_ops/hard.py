@@ -103,8 +103,9 @@ def hard_superpixels(
         min_size = _checks.check_int(min_size, "min_size", 1)
     if validate and assoc.numel() and not assoc.is_meta:
         _checks.check_not_exporting(f"validate=True checks assoc for NaN{_checks.SYNCHRONISATION}")
-    # a minimum propagates NaN: one reduction, no mask of the association's size
-    if validate and assoc.numel() and not assoc.is_meta and bool(assoc.min().isnan()):
+    # a minimum propagates NaN: one reduction, no mask of the association's size (of the detached values: no
+    # graph recorded for an assoc that requires grad)
+    if validate and assoc.numel() and not assoc.is_meta and bool(assoc.detach().min().isnan()):
         raise ValueError("assoc must not contain NaN (its arg-max would be arbitrary)")
     B, _, H, W = assoc.shape
     labels = _best_neighbour_ids(assoc.detach(), cell_size)

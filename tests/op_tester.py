@@ -223,17 +223,25 @@ class OpTester:
     @pytest.mark.parametrize("hooks", ["save_on_cpu", "copies"])
     def test_saved_tensor_hooks(self, hooks: str) -> None:
         """The gradients of the plain run when saved tensors are packed (CPU offloading, or copies): every
-        saved tensor goes through the pack hook (it can be moved or copied), and none is kept alive past the
-        forward by anything else (a ``ctx`` attribute, a cache), except the case's own tensors."""
+        saved tensor goes through the pack hook (it can be moved or copied), none is kept alive past the
+        forward by anything else (a ``ctx`` attribute, a cache), except the case's own tensors, and the
+        backward unpacks every one of them: a tensor saved for a node that the backward never runs (a graph
+        recorded by an input check on a tensor that requires grad) is work for nothing, and under
+        ``save_on_cpu`` a copy to the host."""
         if not self.differentiable:
             pytest.skip("not differentiable")
         case = self.small_case(torch.float64)
         expected = self._backward(case)[1]
         packed: list[weakref.ref[Tensor]] = []
+        unpacked: set[int] = set()
 
-        def pack(t: Tensor) -> Tensor:
+        def pack(t: Tensor) -> tuple[int, Tensor]:
             packed.append(weakref.ref(t))
-            return t.clone()
+            return len(packed) - 1, t.clone()
+
+        def unpack(saved: tuple[int, Tensor]) -> Tensor:
+            unpacked.add(saved[0])
+            return saved[1]
 
         def nothing_else_keeps_them(result: Any, leaves: list[Tensor]) -> None:
             """While the graph lives, only the caller holds an original of a saved tensor (the case's tensors,
@@ -248,8 +256,10 @@ class OpTester:
             with torch.autograd.graph.save_on_cpu(pin_memory=True):
                 got = self._backward(case)[1]
         else:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
                 got = self._backward(case, between=nothing_else_keeps_them)[1]
+            never = sorted(set(range(len(packed))) - unpacked)
+            assert not never, f"{len(never)} of {len(packed)} saved tensors never unpacked by the backward"
         # copies keep the strides: the same gradients; save_on_cpu saves contiguous copies, whose products may
         # round otherwise (as nn.Linear's do)
         exact = {"rtol": 0.0, "atol": 0.0} if hooks == "copies" else {}

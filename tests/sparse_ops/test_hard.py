@@ -84,6 +84,22 @@ def test_vmap_over_associations_equals_the_loop() -> None:
     assert torch.equal(torch.func.vmap(fn)(qs), torch.stack([fn(q) for q in qs]))
 
 
+def test_an_assoc_that_requires_grad_records_no_graph() -> None:
+    """The labels are integers (no gradient): the NaN check on an association from a network in training
+    records nothing either (it saved the association for a backward that never runs; under
+    ``torch.autograd.graph.save_on_cpu`` a copy of it to the host on every call)."""
+    assoc = torch.rand(2, 9, 8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    saved: list[tuple[int, ...]] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        hard_superpixels(assoc, 4, connectivity=True)
+    assert saved == []
+
+
 def test_invalid_neighbours_never_chosen():
     a = torch.zeros(1, 9, 4, 4)
     a[:, 0] = 10.0  # everybody prefers top-left, which does not exist for the first row/column of cells
