@@ -44,6 +44,7 @@ __all__ = [
     "check_spatial_match",
     "dimension_order_hint",
     "drop_channel_dim",
+    "savable",
     "slot_limit",
 ]
 
@@ -223,6 +224,28 @@ def check_label_map(labels: object, name: str = "superpixels") -> Tensor:
 
 #: Why a label map or a mask cannot be mapped over by ``torch.func.vmap``.
 VMAP_FEATURES_ONLY = "sparse_ops supports torch.func.vmap over the features only"
+
+
+def savable(t: Tensor, *data: Tensor) -> Tensor:
+    """``t`` (a mask or an index) as autograd can save it: a copy if it is an inference tensor (made under
+    ``torch.inference_mode()``) and the op records a graph (outside inference mode, grad mode on, a tensor of
+    ``data`` requiring grad), else ``t`` itself.
+
+    Autograd refuses to save an inference tensor ("Inference tensors cannot be saved for backward"); the hard
+    ops keep copies of their label map and mask anyway (:class:`~sparse_ops.SuperpixelAssignment`), so a mask
+    from an evaluation pass serves a training step there, and with this in the ops that use theirs directly.
+    Not while compiling or exporting (traced tensors are no inference tensors).
+    """
+    if (
+        torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.is_inference_mode_enabled()
+        or not torch.is_grad_enabled()
+        or not any(d.requires_grad for d in data)
+        or not t.is_inference()
+    ):
+        return t
+    return t.clone()
 
 
 def check_not_vmapped(t: Tensor | None, name: str) -> None:

@@ -193,7 +193,7 @@ def max_unpool2d(
             )
     lead = values.shape[:-2]
     flat_v = values.flatten(-2)
-    flat_i = indices.flatten(-2)
+    flat_i = _checks.savable(indices, values).flatten(-2)  # saved by the scatter: indices of an eval pass
     out = values.new_zeros(*lead, H * W).scatter_(-1, flat_i, flat_v)  # in place on a fresh map: one pass
     return out.reshape(*lead, H, W)
 

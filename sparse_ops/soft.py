@@ -320,7 +320,8 @@ def _pool(features: Tensor, q: Tensor, cell_size: int, mask: Tensor | None) -> t
     qb = _to_blocks(q, blocks)
     if mask is None:
         return _pool_blocks(_to_blocks(features, blocks), qb, features.dtype), qb
-    counted = mask[:, None]  # left out exactly: a NaN at an uncounted pixel does not reach any centre
+    # left out exactly: a NaN at an uncounted pixel does not reach any centre
+    counted = _checks.savable(mask, features, q)[:, None]
     pool_q = _to_blocks(torch.where(counted, q, 0.0), blocks)
     fb = _to_blocks(torch.where(counted, features, 0.0), blocks)
     return _pool_blocks(fb, pool_q, features.dtype), qb

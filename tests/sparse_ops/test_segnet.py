@@ -305,3 +305,19 @@ def test_a_window_entirely_in_the_padding_is_named_by_the_unpool() -> None:
         ValueError, match=r"got range \[2, 2\] .*a pooling window that lies entirely in the padding"
     ):
         max_unpool2d(*p)
+
+
+def test_indices_made_in_inference_mode_serve_a_training_step() -> None:
+    """Indices from an encoder run under ``torch.inference_mode()`` (inference tensors, which autograd refuses
+    to save) unpool decoder features that require grad, with the gradient of normal indices."""
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        pooled = max_pool2d_with_indices(x)
+    grads = []
+    for indices in (pooled.indices.clone(), pooled.indices):
+        values = pooled.values.clone().requires_grad_()
+        max_unpool2d(values, indices, pooled.input_size).square().sum().backward()
+        assert values.grad is not None
+        grads.append(values.grad)
+    assert pooled.indices.is_inference()
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)

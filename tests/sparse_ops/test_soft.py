@@ -231,8 +231,9 @@ def test_gradient_reaches_assoc_through_softmax() -> None:
 
 
 def test_deterministic_mode(device: torch.device) -> None:
-    f = F.to(device).requires_grad_()
-    a = A.to(device).requires_grad_()
+    # copies: on the CPU .to() returns the module's F and A, which requires_grad_() changed for later tests
+    f = F.to(device, copy=True).requires_grad_()
+    a = A.to(device, copy=True).requires_grad_()
     was = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
@@ -357,3 +358,20 @@ def test_meta_tensors_give_the_shapes_without_validation() -> None:
     )
     out = soft_uniformize(f.half(), a, S, validate=False)
     assert out.shape == F.shape and out.dtype == torch.float32 and out.device.type == "meta"
+
+
+@pytest.mark.parametrize("op", [soft_uniformize, soft_superpixel_pool], ids=["uniformize", "pool"])
+def test_a_mask_made_in_inference_mode_serves_a_training_step(op: Any) -> None:
+    """A mask from an evaluation pass under ``torch.inference_mode()`` (an inference tensor, which autograd
+    refuses to save) gives the gradients of a normal mask, as it does for the hard ops."""
+    with torch.inference_mode():
+        evaluation_mask = MASK.clone()
+    grads = []
+    for mask in (MASK, evaluation_mask):
+        f, a = F.detach().clone().requires_grad_(), A.detach().clone().requires_grad_()
+        op(f, a, 4, mask=mask).square().sum().backward()
+        assert f.grad is not None and a.grad is not None
+        grads.append((f.grad, a.grad))
+    assert evaluation_mask.is_inference()
+    for got, expected in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
