@@ -46,17 +46,31 @@ __all__ = ["apply_average", "apply_decode", "apply_pool", "quiet_sparse_beta", "
 #: installed for good (every later ``UserWarning`` of the process silenced).
 _WARNINGS_LOCK = threading.Lock()
 
+#: Whether a block of :func:`quiet_sparse_beta` has run to its end: PyTorch gives its sparse warnings once per
+#: process, so later blocks change no filter.
+_quieted = threading.Event()
+
 
 @contextlib.contextmanager
 def quiet_sparse_beta() -> Iterator[None]:
     """Ignore PyTorch's sparse-matrix ``UserWarning`` in the block: "Sparse CSR tensor support is in beta" and
     (torch 2.11) "Sparse invariant checks are implicitly disabled", although the matrices, valid by
     construction, are built with ``check_invariants=False``; no other warning. One thread at a time
-    (:data:`_WARNINGS_LOCK`)."""
+    (:data:`_WARNINGS_LOCK`).
+
+    Only until a block has run to its end (every block builds a CSR tensor; PyTorch warns once per process):
+    the filter list is process-wide, so a block overlapping another thread's ``warnings.catch_warnings``
+    (which no lock of ours can serialise) could leave that thread's temporary filter installed for good, or
+    ours.
+    """
+    if _quieted.is_set():
+        yield
+        return
     with _WARNINGS_LOCK, warnings.catch_warnings():
         for message in ("Sparse CSR tensor support is in beta", "Sparse invariant checks are implicitly"):
             warnings.filterwarnings("ignore", message=message, category=UserWarning)
         yield
+        _quieted.set()
 
 
 def sums(

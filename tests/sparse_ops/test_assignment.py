@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import sparse_ops._kernels as kernels
 from sparse_ops import AUTO_BACKEND, SuperpixelAssignment
 from tests.sparse_ops._reference import ref_pool, ref_uniformize, ref_unpool
 
@@ -172,15 +173,14 @@ def test_to_sparse_normalized_needs_a_floating_dtype(dtype: torch.dtype) -> None
     assert a.to_sparse(dtype=dtype).dtype == dtype  # the binary M is fine in any dtype
 
 
-def test_the_csr_builds_silence_the_beta_warning_only() -> None:
+def test_the_csr_builds_silence_the_beta_warning_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CSR builds hide PyTorch's two sparse-matrix warnings (beta state; invariant checks implicitly
     disabled, torch 2.11), and no other ``UserWarning`` raised inside them (a user's warning filter turned to
-    errors still sees those)."""
-    from sparse_ops._kernels import quiet_sparse_beta
-
+    errors still sees those). (As the first build of a process: later builds install no filter.)"""
+    monkeypatch.setattr(kernels, "_quieted", threading.Event())
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with quiet_sparse_beta():
+        with kernels.quiet_sparse_beta():
             warnings.warn(
                 "Sparse CSR tensor support is in beta state. If you miss ...", UserWarning, stacklevel=1
             )
@@ -195,7 +195,8 @@ def test_concurrent_sparse_builds_leave_the_warning_filters_alone(monkeypatch: p
     filter installed: ``warnings.catch_warnings`` saves and restores the process-wide filter list, so two
     unserialised blocks that overlap can restore each other's filter and silence every later ``UserWarning``.
     The build is slowed down so that the blocks overlap whenever the library lets them (the second thread
-    leaves last)."""
+    leaves last). (As the first builds of a process: later builds install no filter.)"""
+    monkeypatch.setattr(kernels, "_quieted", threading.Event())
     real_csr = torch.sparse_csr_tensor
     both_inside = threading.Barrier(2)
     first_inside = threading.Event()
@@ -232,6 +233,58 @@ def test_concurrent_sparse_builds_leave_the_warning_filters_alone(monkeypatch: p
     second.join(timeout=30)
     assert not errors, errors
     assert warnings.filters == before
+
+
+def _sparse_round_trip(sp: torch.Tensor, x: torch.Tensor) -> None:
+    """CSR builds of every kind: the matrices of the forward, those of the backward, and ``to_sparse``."""
+    a = SuperpixelAssignment(sp, 3, backend="sparse")
+    a.uniformize(x.clone().requires_grad_()).sum().backward()
+    a.to_sparse(torch.sparse_csr)
+
+
+def test_a_later_csr_build_shows_no_warning() -> None:
+    """PyTorch gives its sparse-matrix warnings once per process, which is why the builds after the first
+    install no warning filter: on a PyTorch that repeats them, this fails."""
+    sp, x = torch.tensor([[[0, 0, 1], [2, 2, 1]]]), torch.arange(6.0).view(1, 1, 2, 3)
+    _sparse_round_trip(sp, x)  # the first build (unless an earlier test made one)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _sparse_round_trip(sp, x)
+    assert [str(w.message) for w in seen] == []
+
+
+def test_a_later_csr_build_leaves_another_threads_warning_filters_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another thread's ``warnings.catch_warnings`` block, which no lock of ours serialises, entered before a
+    CSR build and left during it: its temporary filter must not come back when the build ends (a block of
+    ours restored the filter list saved on entry, that thread's filter included, for good). The two threads'
+    steps are played in this one, in that order."""
+    sp, x = torch.tensor([[[0, 0, 1], [2, 2, 1]]]), torch.arange(6.0).view(1, 1, 2, 3)
+    _sparse_round_trip(sp, x)  # the first build (unless an earlier test made one)
+    before = list(warnings.filters)
+    other = warnings.catch_warnings()
+    left: list[bool] = []
+    real_csr = torch.sparse_csr_tensor
+
+    def csr_during_which_the_other_block_ends(*args: object, **kwargs: object) -> torch.Tensor:
+        if not left:
+            other.__exit__(None, None, None)
+            left.append(True)
+        return real_csr(*args, **kwargs)
+
+    other.__enter__()
+    try:
+        warnings.simplefilter("error", DeprecationWarning)  # the other thread's temporary filter
+        monkeypatch.setattr(torch, "sparse_csr_tensor", csr_during_which_the_other_block_ends)
+        SuperpixelAssignment(sp, 3, backend="sparse").uniformize(x)
+        after = list(warnings.filters)
+    finally:
+        if not left:
+            other.__exit__(None, None, None)
+        warnings.filters[:] = before
+    assert left
+    assert after == before
 
 
 @pytest.mark.parametrize("backend", ["scatter", "sparse"])
