@@ -4,11 +4,13 @@ accumulators). Only :func:`spixel_loss`'s scalar values may differ in the last b
 over 32768 elements into per-thread parts (its gradient does not depend on the thread count).
 
 The inputs exceed PyTorch's parallel grain (32768 elements), so a second thread takes part where it can.
+Python threads calling at once (sharing one assignment) get the results of the same calls made in turn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -119,3 +121,33 @@ def test_the_integer_ops_do_not_depend_on_the_thread_count() -> None:
 
     for a, b in zip(ids(1), ids(2), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+def test_python_threads_sharing_an_assignment_get_the_serial_results(backend: str) -> None:
+    """Four Python threads at once (an inference server's request threads) using one new assignment, half of
+    them under ``torch.inference_mode()`` and half with a backward, get the bits of the same calls made one
+    after the other: no state shared between calls but the assignment's own matrices (the sparse backend
+    builds them on first use, one set per mode, from any thread)."""
+    small_sp, small_mask = SP[:, :32, :32], MASK[:, :32, :32]
+    xs = [X[:, :4, :32, :32] + i for i in range(8)]
+
+    def call(a: so.SuperpixelAssignment, i: int) -> list[Tensor]:
+        x = xs[i % 8].clone().requires_grad_(i % 2 == 0)
+        if i % 2:
+            with torch.inference_mode():
+                return [t.clone() for t in (a.uniformize(x), a.pool(x), a.decode(a.pool(x)))]
+        out = [a.uniformize(x), a.pool(x), a.decode(a.pool(x))]
+        (grad,) = torch.autograd.grad(sum(t.square().sum() for t in out), x)
+        return [*(t.detach() for t in out), grad]
+
+    def assignment() -> so.SuperpixelAssignment:
+        return so.SuperpixelAssignment(small_sp, 64, mask=small_mask, backend=backend)
+
+    serial = assignment()
+    expected = [call(serial, i) for i in range(16)]
+    shared = assignment()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: call(shared, i), range(16)))
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert all(torch.equal(a, b) for a, b in zip(g, e, strict=True)), f"call {i}"
