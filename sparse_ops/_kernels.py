@@ -58,10 +58,10 @@ def quiet_sparse_beta() -> Iterator[None]:
     construction, are built with ``check_invariants=False``; no other warning. One thread at a time
     (:data:`_WARNINGS_LOCK`).
 
-    Only until a block has run to its end (every block builds a CSR tensor; PyTorch warns once per process):
-    the filter list is process-wide, so a block overlapping another thread's ``warnings.catch_warnings``
-    (which no lock of ours can serialise) could leave that thread's temporary filter installed for good, or
-    ours.
+    Only until a block has run to its end: PyTorch gives each of these warnings once per process, and the
+    first block spends both (:func:`_spend_sparse_warnings`) whatever it builds itself. The filter list is
+    process-wide, so a block overlapping another thread's ``warnings.catch_warnings`` (which no lock of ours
+    can serialise) could leave that thread's temporary filter installed for good, or ours.
     """
     if _quieted.is_set():
         yield
@@ -69,8 +69,20 @@ def quiet_sparse_beta() -> Iterator[None]:
     with _WARNINGS_LOCK, warnings.catch_warnings():
         for message in ("Sparse CSR tensor support is in beta", "Sparse invariant checks are implicitly"):
             warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        if not _quieted.is_set():
+            _spend_sparse_warnings()
         yield
         _quieted.set()
+
+
+def _spend_sparse_warnings() -> None:
+    """Build a 1 x 1 COO (without invariant checks) and a CSR matrix on the CPU: each warning PyTorch gives
+    once per process for them is then given, inside a :func:`quiet_sparse_beta` block (a block that built only
+    a COO matrix left the CSR warning to the next build, outside any filter)."""
+    index = torch.zeros(2, 1, dtype=torch.long)
+    coo = torch.sparse_coo_tensor(index, torch.ones(1), (1, 1), check_invariants=False)
+    coo.coalesce().to_sparse_csr()
+    torch.sparse_csr_tensor(torch.tensor([0, 1]), torch.tensor([0]), torch.ones(1), size=(1, 1))
 
 
 def sums(

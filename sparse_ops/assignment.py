@@ -553,9 +553,11 @@ class SuperpixelAssignment:
         if self._mask is not None:
             keep = self._mask.reshape(-1)
             rows, cols, values = rows[keep], cols[keep], values[keep]
-        matrix = torch.sparse_coo_tensor(
-            torch.stack([rows, cols]), values, (b * n_s, b * n_p), device=self.device, check_invariants=False
-        )
+        index = torch.stack([rows, cols])
+        with quiet_sparse_beta():  # torch 2.11 warns of the disabled invariant checks here too
+            matrix = torch.sparse_coo_tensor(
+                index, values, (b * n_s, b * n_p), device=self.device, check_invariants=False
+            )
         if layout == torch.sparse_csr:
             matrix = matrix.coalesce()  # the sort: outside the process-wide lock
             with quiet_sparse_beta():

@@ -120,7 +120,7 @@ def _weight_scale(q: Tensor) -> Tensor:
     largest finite value (every weight then became 0: the pixel was silently left out). A power of two scales
     exactly, so the normalized weights of any other association are unchanged, bit for bit.
     """
-    return _power_of_two_scale(q.amax(dim=1, keepdim=True))
+    return _power_of_two_scale(q.detach().amax(dim=1, keepdim=True))  # no graph: nothing saved for it
 
 
 def _power_of_two_scale(largest: Tensor) -> Tensor:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import pickle
+import subprocess
+import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,6 +255,33 @@ def test_a_later_csr_build_shows_no_warning() -> None:
         warnings.simplefilter("always")
         _sparse_round_trip(sp, x)
     assert [str(w.message) for w in seen] == []
+
+
+def test_no_sparse_warning_whatever_the_first_build() -> None:
+    """In a fresh process whose first sparse build is a COO ``to_sparse`` (no CSR matrix in it), the later CSR
+    builds give no warning either: the first block spends every once-per-process warning. Before, that
+    block ended the filtering and the CSR beta warning reached the user at the next build."""
+    code = (
+        "import warnings, torch\n"
+        "from sparse_ops import SuperpixelAssignment\n"
+        "sp, x = torch.tensor([[[0, 0, 1], [2, 2, 1]]]), torch.arange(6.0).view(1, 1, 2, 3)\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    SuperpixelAssignment(sp, 3).to_sparse()\n"
+        "    a = SuperpixelAssignment(sp, 3, backend='sparse')\n"
+        "    a.uniformize(x.clone().requires_grad_()).sum().backward()\n"
+        "    a.to_sparse(torch.sparse_csr)\n"
+        "print([str(w.message)[:60] for w in seen])\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_a_later_csr_build_leaves_another_threads_warning_filters_alone(
