@@ -363,19 +363,35 @@ def _check_pixels(path: Path, kind: str, size: tuple[int, int], max_pixels: int)
         )
 
 
+def _to_rgb(im: Image.Image, path: Path) -> np.ndarray:
+    """The pixels of an open image as uint8 RGB [H, W, 3]: PIL's ``convert("RGB")`` for 8-bit modes; a 16-bit
+    grayscale image (``I;16*``, or ``I`` from a PNG, which holds at most 16 bits) scaled to 8 bits (value /
+    257, rounded), since PIL's conversion clips it at 255; the other 32-bit modes (``I``, ``F``, no fixed
+    range) refused."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
+        gray = (np.asarray(im).astype(np.uint32) + 128) // 257  # the decoding happens here
+        return np.repeat(gray.astype(np.uint8)[:, :, None], 3, axis=2)
+    if im.mode in ("I", "F") or im.mode.startswith(("I;", "F;")):
+        raise DataError(
+            f"image file '{path}' has PIL mode '{im.mode}' (32-bit pixels of no fixed range): expected an "
+            "8-bit (or 16-bit PNG) grayscale, palette, RGB(A) or CMYK image; convert it to 8 bits first"
+        )
+    return np.array(im.convert("RGB"), dtype=np.uint8)  # the decoding happens here
+
+
 def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     """Read an RGB image as a uint8 tensor [3, H, W] with PIL; errors name the file.
 
     PIL reads the header first (decoding is lazy), so images above ``max_pixels`` are refused before any
     decoding. (``torchvision.io.decode_image`` gives the same pixels for JPEG, but is deprecated since
-    torchvision 0.29.)
+    torchvision 0.29.) 16-bit grayscale images are scaled to 8 bits, 32-bit ones refused (:func:`_to_rgb`).
     """
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: '{path}'")
     try:
         with Image.open(path) as im:
             _check_pixels(path, "image", im.size, max_pixels)
-            rgb = np.array(im.convert("RGB"), dtype=np.uint8)  # the decoding happens here
+            rgb = _to_rgb(im, path)
     except Image.DecompressionBombError as exc:
         raise DataError(f"image file '{path}' refused as a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:

@@ -560,3 +560,31 @@ def test_a_list_naming_an_image_twice_is_refused(voc_copy):
     repeated = rf"train\.txt' names 2 image\(s\) more than once: '{names[0]}', '{names[1]}'"
     with pytest.raises(data.DataError, match=repeated):
         VOCSegmentation(voc_copy, "train")
+
+
+def test_16_bit_grayscale_images_are_scaled_to_8_bits(tmp_path):
+    """A 16-bit grayscale PNG (PIL mode 'I;16') was converted to RGB by clipping at 255, so nearly every pixel
+    of a real 16-bit image came out white; it is scaled to 8 bits (value / 257, rounded) like a 16-bit RGB
+    PNG, which PIL reduces to 8 bits itself."""
+    values = np.array([[0, 128, 129, 257, 1000], [32767, 40000, 65278, 65279, 65535]], np.uint16)
+    path = tmp_path / "g16.png"
+    Image.fromarray(values).save(path)
+    with Image.open(path) as im:
+        assert im.mode == "I;16"
+    out = data._read_image(path)
+    expected = np.round(values / 257.0).astype(np.uint8)
+    assert out.dtype == torch.uint8 and out.shape == (3, 2, 5)
+    assert all(np.array_equal(out[c].numpy(), expected) for c in range(3)), out[0].tolist()
+    older = Image.fromarray(values.astype(np.int32))  # mode 'I': how older Pillow versions open such a PNG
+    older.format = "PNG"
+    assert np.array_equal(data._to_rgb(older, path), np.repeat(expected[:, :, None], 3, axis=2))
+
+
+@pytest.mark.parametrize("mode", ["I", "F"])
+def test_32_bit_images_of_unknown_range_are_refused(tmp_path, mode):
+    """PIL's 32-bit modes have no fixed range (convert('RGB') clipped them at 255): refused, naming the file
+    and the mode, instead of a white image."""
+    path = tmp_path / "x.tif"
+    Image.fromarray(np.full((3, 4), 1000, np.int32)).convert(mode).save(path)
+    with pytest.raises(data.DataError, match=rf"image file '.*x\.tif' has PIL mode '{mode}'"):
+        data._read_image(path)
