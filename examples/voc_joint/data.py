@@ -442,14 +442,15 @@ def shown_names(names: Sequence[str], limit: int = 5) -> str:
 
 def read_list(list_file: Path) -> list[str]:
     """The image names of a split list (first word of each non-empty line, or the ``<name>`` of a first word
-    ``/JPEGImages/<name>.jpg``); each must stay inside the data folders: no absolute path, no ``..``."""
+    ``/JPEGImages/<name>.jpg``; a line whose first word starts with ``#`` is a comment); each must stay
+    inside the data folders: no absolute path, no ``..``."""
     try:  # "-sig": a byte order mark (Windows editors) is no part of the first name
         text = list_file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"split list file '{list_file}' is not UTF-8 text: {exc}") from exc
     names = []
     for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+        if not line.strip() or line.split()[0].startswith("#"):  # blank, or a comment
             continue
         name = line.split()[0]
         path_form = _IMAGE_PATH_ENTRY.fullmatch(name)

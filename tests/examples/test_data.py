@@ -588,3 +588,15 @@ def test_32_bit_images_of_unknown_range_are_refused(tmp_path, mode):
     Image.fromarray(np.full((3, 4), 1000, np.int32)).convert(mode).save(path)
     with pytest.raises(data.DataError, match=rf"image file '.*x\.tif' has PIL mode '{mode}'"):
         data._read_image(path)
+
+
+def test_list_lines_starting_with_a_hash_are_comments(voc_copy):
+    """A user's own split list often opens with a comment: '# my split' was read as an image named '#' and
+    failed as 'image file not found: .../#.jpg'. Lines whose first word starts with '#' are skipped."""
+    lst = voc_copy / "ImageSets" / "Segmentation" / "train.txt"
+    lst.write_text("# my own split: two images\nsynth_000001\n  #synth_000002 (left out)\nsynth_000000  \n")
+    ds = VOCSegmentation(voc_copy, "train")
+    assert ds.names == ["synth_000001", "synth_000000"] and ds.missing_files() == []
+    lst.write_text("# nothing but a comment\n")
+    with pytest.raises(data.DataError, match=r"train\.txt' is empty"):
+        VOCSegmentation(voc_copy, "train")
