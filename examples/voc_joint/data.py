@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import glob
 import math
 import os
 import re
@@ -54,6 +55,7 @@ __all__ = [
     "build_dataset",
     "ensure_synthetic_voc",
     "eval_transform",
+    "missing_file_hint",
     "normalize_seg",
     "normalize_spixel",
     "read_list",
@@ -379,6 +381,43 @@ def _to_rgb(im: Image.Image, path: Path) -> np.ndarray:
     return np.array(im.convert("RGB"), dtype=np.uint8)  # the decoding happens here
 
 
+#: Extensions of a list entry that names its file (``2007_000032.jpg``): the name is without it.
+_NAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def missing_file_hint(path: Path) -> str:
+    """Why the listed image or mask ``path`` (``<folder>/<name>.jpg`` or ``.png``), which does not exist, may
+    be missing: ``" (found '<file>' in its folder: <why it is not read>)"`` for the first near miss, ``""``
+    when there is none.
+
+    Near misses: the list gives the names with an extension (``rgb.jpg``: ``rgb.jpg.jpg`` is read), the file
+    has another extension (``<name>.png`` or ``<name>.JPG`` images, ``<name>.PNG`` masks), or the name holds
+    a space (only the first word of a list line is read: ``my image 01`` is read as ``my``).
+
+    Example:
+        >>> missing_file_hint(Path("/nonexistent/JPEGImages/2007_000032.jpg"))
+        ''
+    """
+    folder, suffix = path.parent, path.suffix  # ".jpg" for images, ".png" for masks
+    name = path.name[: -len(suffix)] if suffix else path.name
+    stem, name_suffix = os.path.splitext(name)
+    if name_suffix.lower() in _NAME_SUFFIXES and (folder / f"{stem}{suffix}").is_file():
+        return f" (found '{stem}{suffix}' in its folder: list the names without '{name_suffix}')"
+    reads = (
+        "images are read as '<name>.jpg', in any format PIL reads"
+        if suffix == ".jpg"
+        else (f"masks are read as '<name>{suffix}'")
+    )
+    for pattern, why in (
+        (glob.escape(name) + ".*", reads),
+        (glob.escape(name) + " *", "a list entry is the first word of its line, so names cannot hold spaces"),
+    ):
+        found = sorted(p.name for p in folder.glob(pattern) if p.is_file())
+        if found:
+            return f" (found '{found[0]}' in its folder: {why})"
+    return ""
+
+
 def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     """Read an RGB image as a uint8 tensor [3, H, W] with PIL; errors name the file.
 
@@ -387,7 +426,7 @@ def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     torchvision 0.29.) 16-bit grayscale images are scaled to 8 bits, 32-bit ones refused (:func:`_to_rgb`).
     """
     if not path.is_file():
-        raise FileNotFoundError(f"image file not found: '{path}'")
+        raise FileNotFoundError(f"image file not found: '{path}'" + missing_file_hint(path))
     try:
         with Image.open(path) as im:
             _check_pixels(path, "image", im.size, max_pixels)
@@ -405,7 +444,7 @@ def _read_mask(
     """Read a label PNG (palette "P" or grayscale "L") as a uint8 array [H, W] of labels in
     ``0..num_classes-1`` or 255; errors name the file."""
     if not path.is_file():
-        raise FileNotFoundError(f"mask file not found: '{path}'")
+        raise FileNotFoundError(f"mask file not found: '{path}'" + missing_file_hint(path))
     try:
         with Image.open(path) as im:
             _check_pixels(path, "mask", im.size, max_pixels)

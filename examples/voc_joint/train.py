@@ -68,7 +68,7 @@ from examples.voc_joint.cli import (
     spelled,
     split_name,
 )
-from examples.voc_joint.data import DEFAULT_MAX_PIXELS, DataError, VOCSegmentation
+from examples.voc_joint.data import DEFAULT_MAX_PIXELS, DataError, VOCSegmentation, missing_file_hint
 from examples.voc_joint.distributed import DistInfo, cleanup_distributed, init_distributed
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
@@ -728,7 +728,8 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
     if val:
         missing += check_val_data(args, root).missing_files()
     if missing:
-        shown = "\n  ".join(str(p) for p in missing[:10]) + ("\n  ..." if len(missing) > 10 else "")
+        shown = "\n  ".join(f"{p}{missing_file_hint(p)}" for p in missing[:10])
+        shown += "\n  ..." if len(missing) > 10 else ""
         raise FileNotFoundError(
             f"{len(missing)} files listed in {ds.list_file}"
             + (f" or in the --val-split {args.val_split!r} list" if val else "")

@@ -600,3 +600,35 @@ def test_list_lines_starting_with_a_hash_are_comments(voc_copy):
     lst.write_text("# nothing but a comment\n")
     with pytest.raises(data.DataError, match=r"train\.txt' is empty"):
         VOCSegmentation(voc_copy, "train")
+
+
+def test_a_missing_file_names_the_near_miss_in_its_folder(voc_copy):
+    """Own data rarely has exactly VOC's names: PNG (or '.JPG', '.jpeg') images, a list giving the extension,
+    names with spaces (only the first word of a line is read). The error said only 'image file not found:
+    .../my.jpg'; it names the file found in its place and why it is not read, in the reader's error and in
+    the list of missing files that train.py prints before a run."""
+    lst = voc_copy / "ImageSets" / "Segmentation" / "train.txt"
+    images, masks = voc_copy / "JPEGImages", voc_copy / "SegmentationClass"
+    (images / "synth_000000.jpg").rename(images / "own_png.png")
+    (images / "synth_000001.jpg").rename(images / "CAMERA.JPG")
+    (images / "synth_000002.jpg").rename(images / "my image 01.jpg")
+    (masks / "synth_000003.png").rename(masks / "synth_000003.PNG")
+    lst.write_text("own_png\nCAMERA\nmy image 01\nsynth_000003\nsynth_000004.jpg\n")
+    Image.new("RGB", (2, 2)).save(images / "synth_000004.jpg.png")  # a second near miss: one hint only
+    ds = VOCSegmentation(voc_copy, "train")
+    expected = {
+        "own_png.jpg": r"found 'own_png\.png' in its folder: images are read as '<name>\.jpg'",
+        "CAMERA.jpg": r"found 'CAMERA\.JPG' in its folder: images are read as '<name>\.jpg'",
+        "my.jpg": r"found 'my image 01\.jpg' in its folder: a list entry is the first word of its line",
+        "synth_000003.png": r"found 'synth_000003\.PNG' in its folder: masks are read as '<name>\.png'",
+        "synth_000004.jpg.jpg": r"found 'synth_000004\.jpg' in its folder: list the names without '\.jpg'",
+    }
+    for index, (file, hint) in enumerate(expected.items()):
+        with pytest.raises(FileNotFoundError, match=rf"file not found: '.*{file}' \({hint}") as info:
+            ds.load(index)
+        assert str(info.value).count("found '") == 1, info.value
+    assert [p.name for p in ds.missing_files()] == [
+        "own_png.jpg", "own_png.png", "CAMERA.jpg", "CAMERA.png", "my.jpg", "my.png", "synth_000003.png",
+        "synth_000004.jpg.jpg", "synth_000004.jpg.png",
+    ]  # fmt: skip
+    assert data.missing_file_hint(masks / "own_png.png") == ""  # nothing near it

@@ -18,6 +18,8 @@ import torch
 
 pytest.importorskip("torchvision")
 
+from PIL import Image
+
 from examples.voc_joint import train
 from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint
 from examples.voc_joint.cli import error_text
@@ -1784,13 +1786,17 @@ def test_listed_files_that_do_not_exist_are_found_before_the_run_starts(tiny_voc
     train_names = (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
     val_names = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
     (root / "SegmentationClass" / f"{train_names[2]}.png").unlink()
-    (root / "JPEGImages" / f"{val_names[0]}.jpg").unlink()
+    image = root / "JPEGImages" / f"{val_names[0]}.jpg"
+    with Image.open(image) as im:  # own PNG image: only <name>.jpg is read; named as the near miss
+        im.save(image.with_suffix(".png"))
+    image.unlink()
     seg = ["--stage", "seg", "--epochs", "1", "--max-steps", "1", "--eval"]
     with pytest.raises(FileNotFoundError) as info:
         train.main(train_args(root, tmp_path / "a", *seg))
     text = str(info.value)
     assert "2 files listed" in text, text
     assert f"{train_names[2]}.png" in text and f"{val_names[0]}.jpg" in text, text
+    assert f"{val_names[0]}.jpg (found '{val_names[0]}.png' in its folder: images are read as" in text, text
     assert not (tmp_path / "a").exists()
 
 
