@@ -469,6 +469,23 @@ def _read_mask(
     return arr
 
 
+def _exif_rotation_hint(path: Path) -> str:
+    """For a mask of the transposed size of its image ``path``: why, when the image has an EXIF orientation
+    that turns it by 90 degrees (5 to 8), else ``""``."""
+    try:
+        with Image.open(path) as im:
+            orientation = im.getexif().get(0x0112)  # the Orientation tag
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    if orientation not in (5, 6, 7, 8):
+        return ""
+    return (
+        f": the image has EXIF orientation {orientation} (shown rotated by 90 degrees), which the reader "
+        "ignores, as VOC's masks align with the stored pixels; the mask seems drawn on the rotated view: "
+        "store the images upright (PIL.ImageOps.exif_transpose) and keep the masks"
+    )
+
+
 #: The path form of a list entry (``/JPEGImages/<name>.jpg /SegmentationClassAug/<name>.png``, the trainaug
 #: lists of the DeepLab ports): the name is the image path's.
 _IMAGE_PATH_ENTRY = re.compile(r"/?JPEGImages/(.+)\.jpg")
@@ -625,6 +642,7 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
             raise DataError(
                 f"mask file '{mask_path}' is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image "
                 f"'{image_path}' is {image.shape[1]}x{image.shape[2]}"
+                + (_exif_rotation_hint(image_path) if tuple(mask.shape) == tuple(image.shape[:0:-1]) else "")
             )
         return image, torch.from_numpy(mask.astype(np.int64))
 

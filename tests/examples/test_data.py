@@ -632,3 +632,30 @@ def test_a_missing_file_names_the_near_miss_in_its_folder(voc_copy):
         "synth_000004.jpg.jpg", "synth_000004.jpg.png",
     ]  # fmt: skip
     assert data.missing_file_hint(masks / "own_png.png") == ""  # nothing near it
+
+
+def test_a_mask_drawn_on_the_exif_rotated_view_is_refused_naming_the_orientation(voc_copy):
+    """The reader takes an image's pixels as stored and ignores its EXIF orientation (VOC's JPEGs carry none;
+    masks align with the stored pixels). A photo tagged 'rotate 90' whose mask was drawn on the rotated view
+    (as most viewers and annotation tools show it) has the transposed size: the size error says why."""
+    ds = VOCSegmentation(voc_copy, "train")
+    with Image.open(ds.image_path(0)) as im:
+        rgb = im.convert("RGB")
+    exif = rgb.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    rgb.save(ds.image_path(0), exif=exif.tobytes())
+    with Image.open(ds.image_path(0)) as im:  # the stored pixels, not turned
+        assert torch.equal(ds.load(0)[0], torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
+    mask = Image.fromarray(np.zeros((SIZE[1], SIZE[0]), np.uint8))
+    mask.save(ds.mask_path(0))
+    with pytest.raises(
+        data.DataError,
+        match=r"is 48x32 \(HxW\) but its image .* is 32x48: the image has EXIF "
+        r"orientation 6 \(shown rotated by 90 degrees\)",
+    ) as info:
+        ds[0]
+    assert "PIL.ImageOps.exif_transpose" in str(info.value)
+    exif[0x0112] = 1  # upright: the plain size error
+    rgb.save(ds.image_path(0), exif=exif.tobytes())
+    with pytest.raises(data.DataError, match=r"is 32x48$"):
+        ds[0]
