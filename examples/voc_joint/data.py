@@ -441,13 +441,18 @@ def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
 def _read_mask(
     path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, num_classes: int = NUM_CLASSES
 ) -> np.ndarray:
-    """Read a label PNG (palette "P" or grayscale "L") as a uint8 array [H, W] of labels in
-    ``0..num_classes-1`` or 255; errors name the file."""
+    """Read a label PNG (palette "P" or grayscale "L"; no JPEG, which is lossy) as a uint8 array [H, W] of
+    labels in ``0..num_classes-1`` or 255; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"mask file not found: '{path}'" + missing_file_hint(path))
     try:
         with Image.open(path) as im:
             _check_pixels(path, "mask", im.size, max_pixels)
+            if im.format in ("JPEG", "MPO"):  # PIL reads by content, whatever the name
+                raise DataError(
+                    f"mask file '{path}' is a {im.format} file (lossy: the compression changes the labels "
+                    "along every edge into other classes): save the masks as PNG, from their original labels"
+                )
             if im.mode not in ("P", "L"):
                 raise DataError(
                     f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale "

@@ -659,3 +659,19 @@ def test_a_mask_drawn_on_the_exif_rotated_view_is_refused_naming_the_orientation
     rgb.save(ds.image_path(0), exif=exif.tobytes())
     with pytest.raises(data.DataError, match=r"is 32x48$"):
         ds[0]
+
+
+def test_a_jpeg_mask_under_a_png_name_is_refused(voc_copy):
+    """A mask saved as JPEG and renamed '.png' (PIL reads by content) is a grayscale image whose labels the
+    lossy compression changed along every edge: it was read as labels (here 15 next to 0 became 1..14, all
+    valid classes, silently). Refused, naming the file and the format."""
+    ds = VOCSegmentation(voc_copy, "train")
+    labels = np.zeros(SIZE, np.uint8)
+    labels[9:27, 10:40] = 15
+    labels[17:22, 19:29] = 7
+    Image.fromarray(labels).save(ds.mask_path(0), format="JPEG", quality=90)
+    with Image.open(ds.mask_path(0)) as im:  # what was read as labels: wrong, and all valid classes
+        read = np.asarray(im)
+        assert im.mode == "L" and (read != labels).sum() > 100 and read.max() <= 20
+    with pytest.raises(data.DataError, match=r"mask file '.*synth_000000\.png' is a JPEG file \(lossy"):
+        ds[0]
