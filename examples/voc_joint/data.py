@@ -390,14 +390,17 @@ def missing_file_hint(path: Path) -> str:
     be missing: ``" (found '<file>' in its folder: <why it is not read>)"`` for the first near miss, ``""``
     when there is none.
 
-    Near misses: the list gives the names with an extension (``rgb.jpg``: ``rgb.jpg.jpg`` is read), the file
-    has another extension (``<name>.png`` or ``<name>.JPG`` images, ``<name>.PNG`` masks), or the name holds
-    a space (only the first word of a list line is read: ``my image 01`` is read as ``my``).
+    Near misses: a broken symbolic link, a list that gives the names with an extension (``rgb.jpg``:
+    ``rgb.jpg.jpg`` is read), a file of another extension (``<name>.png`` or ``<name>.JPG`` images,
+    ``<name>.PNG`` masks), a name that holds a space (only the first word of a list line is read: ``my image
+    01`` is read as ``my``).
 
     Example:
         >>> missing_file_hint(Path("/nonexistent/JPEGImages/2007_000032.jpg"))
         ''
     """
+    if path.is_symlink():
+        return f" (a broken link to '{os.readlink(path)}')"
     folder, suffix = path.parent, path.suffix  # ".jpg" for images, ".png" for masks
     name = path.name[: -len(suffix)] if suffix else path.name
     stem, name_suffix = os.path.splitext(name)

@@ -632,6 +632,10 @@ def test_a_missing_file_names_the_near_miss_in_its_folder(voc_copy):
         "synth_000004.jpg.jpg", "synth_000004.jpg.png",
     ]  # fmt: skip
     assert data.missing_file_hint(masks / "own_png.png") == ""  # nothing near it
+    (images / "linked.jpg").symlink_to(voc_copy / "moved" / "linked.jpg")  # a link whose target has moved
+    hint = r"\(a broken link to '.*moved/linked\.jpg'\)$"
+    with pytest.raises(FileNotFoundError, match=rf"image file not found: '.*linked\.jpg' {hint}"):
+        data._read_image(images / "linked.jpg")
 
 
 def test_a_mask_drawn_on_the_exif_rotated_view_is_refused_naming_the_orientation(voc_copy):
