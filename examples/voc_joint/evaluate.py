@@ -50,6 +50,7 @@ from examples.voc_joint.data import (
     DataError,
     build_dataset,
     ensure_synthetic_voc,
+    missing_file_hint,
 )
 from examples.voc_joint.engine import write_text_atomic
 from examples.voc_joint.metrics import (
@@ -344,6 +345,12 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
         max_pixels=args.max_image_pixels,
         num_classes=num_classes,
     )
+    missing = dataset.missing_files()  # all at once, before the model runs on the images listed before them
+    if missing:
+        named = "; ".join(f"'{p}'{missing_file_hint(p)}" for p in missing[:5]) + (
+            "; ..." if len(missing) > 5 else ""
+        )
+        raise FileNotFoundError(f"{len(missing)} files listed in {dataset.list_file} do not exist: {named}")
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=1 if full_size else args.batch_size,

@@ -397,6 +397,25 @@ def test_cli_data_errors_are_one_line_with_exit_status_1(voc, tmp_path, monkeypa
         assert err.rstrip().endswith("(DataLoader worker 0)")
 
 
+def test_cli_names_every_missing_listed_file_before_it_evaluates(voc, tmp_path, monkeypatch, capsys):
+    """A listed image or mask that does not exist stopped the evaluation when the loader reached it, naming
+    only that file, after the images before it had been run through the model; every listed file is checked
+    first and all missing ones are named at once (with a near miss), before the output folder is made."""
+    root = tmp_path / "voc"
+    shutil.copytree(voc, root)
+    names = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    image = root / "JPEGImages" / f"{names[-1]}.jpg"
+    image.rename(image.with_suffix(".JPG"))
+    (root / "SegmentationClass" / f"{names[0]}.png").unlink()
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(root), "--out", str(tmp_path / "ev")]
+    assert evaluate_mod.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{PROG}: error: 2 files listed in ") and err.count("\n") == 1, err
+    assert f"{names[0]}.png'" in err, err
+    assert f"{names[-1]}.jpg' (found '{names[-1]}.JPG' in its folder" in err, err
+    assert not (tmp_path / "ev").exists()
+
+
 def test_cli_rerun_replaces_the_panels_and_writes_metrics_atomically(voc, tmp_path, monkeypatch, capsys):
     """A second evaluation into the same --out leaves only its own panels (files of your own in panels/
     stay), writes metrics.json through a rename, and a failed one leaves the earlier results as they were."""
