@@ -421,6 +421,19 @@ def missing_file_hint(path: Path) -> str:
     return ""
 
 
+def _pil_limit_note(max_pixels: int) -> str:
+    """Why PIL refused an image that ``max_pixels`` allows: its own limit, checked on opening, is twice
+    ``PIL.Image.MAX_IMAGE_PIXELS``; ``""`` when ``max_pixels`` is within it."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or max_pixels <= 2 * limit:
+        return ""
+    return (
+        f"; PIL refuses more than {2 * limit} pixels on its own (twice PIL.Image.MAX_IMAGE_PIXELS), whatever "
+        f"max_pixels / --max-image-pixels ({max_pixels}) allows: raise PIL.Image.MAX_IMAGE_PIXELS in your "
+        "own code, or cut the image into tiles"
+    )
+
+
 def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     """Read an RGB image as a uint8 tensor [3, H, W] with PIL; errors name the file.
 
@@ -435,7 +448,9 @@ def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
             _check_pixels(path, "image", im.size, max_pixels)
             rgb = _to_rgb(im, path)
     except Image.DecompressionBombError as exc:
-        raise DataError(f"image file '{path}' refused as a decompression bomb: {exc}") from exc
+        raise DataError(
+            f"image file '{path}' refused as a decompression bomb: {exc}" + _pil_limit_note(max_pixels)
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"cannot read image file '{path}': {exc}") from exc
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
@@ -463,7 +478,9 @@ def _read_mask(
                 )
             arr = np.asarray(im, dtype=np.uint8)
     except Image.DecompressionBombError as exc:
-        raise DataError(f"mask file '{path}' refused as a decompression bomb: {exc}") from exc
+        raise DataError(
+            f"mask file '{path}' refused as a decompression bomb: {exc}" + _pil_limit_note(max_pixels)
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"cannot read mask file '{path}': {exc}") from exc
     bad = ~_valid_labels(num_classes)[arr]

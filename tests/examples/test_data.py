@@ -679,3 +679,20 @@ def test_a_jpeg_mask_under_a_png_name_is_refused(voc_copy):
         assert im.mode == "L" and (read != labels).sum() > 100 and read.max() <= 20
     with pytest.raises(data.DataError, match=r"mask file '.*synth_000000\.png' is a JPEG file \(lossy"):
         ds[0]
+
+
+def test_a_pixel_limit_above_pils_own_says_that_pil_refuses_first(voc_copy, monkeypatch):
+    """PIL refuses, on opening, images above twice its ``Image.MAX_IMAGE_PIXELS`` (178956970 by default),
+    whatever ``max_pixels`` (``--max-image-pixels``) allows: a 15000x12000 aerial tile under
+    ``--max-image-pixels 200000000`` was refused as 'a decompression bomb' with PIL's limit only. The message
+    says where that limit comes from; within ``max_pixels`` of PIL's own, the plain message stays."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses > 200 pixels on open; the image: 1536
+    ds = VOCSegmentation(voc_copy, "train", max_pixels=10_000)
+    with pytest.raises(
+        data.DataError,
+        match=r"refused as a decompression bomb: .*PIL refuses more than 200 "
+        r"pixels on its own \(twice PIL\.Image\.MAX_IMAGE_PIXELS\), whatever max_pixels",
+    ):
+        ds[0]
+    with pytest.raises(data.DataError, match=r"refused as a decompression bomb: [^;]*$"):
+        VOCSegmentation(voc_copy, "train", max_pixels=200)[0]
