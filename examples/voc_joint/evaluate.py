@@ -167,7 +167,7 @@ def evaluate(
                     image = images[i] if images is not None else torch.zeros(3, *target.shape[-2:])
                     name = str(names[i]) if names is not None else f"sample_{len(panels):04d}"
                     path = save_panel(
-                        Path(panels_dir) / f"{name}.png",
+                        Path(panels_dir) / _panel_file_name(name),
                         image,
                         target[i],
                         None if base_pred is None else base_pred[i],
@@ -482,6 +482,12 @@ def _source_config(path: Path, sha256: object) -> dict[str, Any] | None:
         return None  # replaced since the joint stage read it (e.g. a new seg stage): another network
     config = ckpt.get("config")
     return config if isinstance(config, dict) else None
+
+
+def _panel_file_name(name: str) -> str:
+    """The panel file of sample ``name``, one file name for a list entry in a subfolder too (``a/0001``:
+    ``a%2F0001.png``; ``%`` itself is ``%25``, so two entries never share a file)."""
+    return name.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C") + ".png"
 
 
 def _replace_panels(new: Sequence[str], panels_dir: Path) -> list[str]:

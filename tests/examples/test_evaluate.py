@@ -8,6 +8,7 @@ import re
 import shutil
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -414,6 +415,31 @@ def test_cli_names_every_missing_listed_file_before_it_evaluates(voc, tmp_path, 
     assert f"{names[0]}.png'" in err, err
     assert f"{names[-1]}.jpg' (found '{names[-1]}.JPG' in its folder" in err, err
     assert not (tmp_path / "ev").exists()
+
+
+def test_cli_panels_of_images_in_subfolders_of_the_same_file_name_are_all_kept(
+    voc, tmp_path, monkeypatch, capsys
+):
+    """List entries may name images in subfolders ('site_a/0001', 'site_b/0001'); their panels were moved into
+    panels/ by file name alone, so the second overwrote the first ('3 PNG' printed, 2 files, metrics.json
+    listing one path twice). A panel's file name now holds the whole entry."""
+    root = tmp_path / "voc"
+    shutil.copytree(voc, root)
+    names = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    entries = ["site_a/0001", "site_b/0001", names[0]]
+    for entry, name in zip(entries[:2], names[1:3], strict=True):
+        for folder, ext in (("JPEGImages", "jpg"), ("SegmentationClass", "png")):
+            (root / folder / entry).parent.mkdir(exist_ok=True)
+            (root / folder / f"{name}.{ext}").rename(root / folder / f"{entry}.{ext}")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(entries) + "\n")
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(root), "--out", str(tmp_path / "ev")]
+    assert evaluate_mod.main(argv) == 0
+    panels = json.loads((tmp_path / "ev" / "metrics.json").read_text())["panels"]
+    assert len(set(panels)) == 3 and all(Path(p).is_file() for p in panels), panels
+    assert sorted(p.name for p in (tmp_path / "ev" / "panels").iterdir()) == sorted(
+        Path(p).name for p in panels
+    )
+    assert Path(panels[0]).name == "site_a%2F0001.png"
 
 
 def test_cli_rerun_replaces_the_panels_and_writes_metrics_atomically(voc, tmp_path, monkeypatch, capsys):
