@@ -24,6 +24,7 @@ import glob
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
 from typing import Any
@@ -393,7 +394,7 @@ def missing_file_hint(path: Path) -> str:
     Near misses: a broken symbolic link, a list that gives the names with an extension (``rgb.jpg``:
     ``rgb.jpg.jpg`` is read), a file of another extension (``<name>.png`` or ``<name>.JPG`` images,
     ``<name>.PNG`` masks), a name that holds a space (only the first word of a list line is read: ``my image
-    01`` is read as ``my``).
+    01`` is read as ``my``), the name in another Unicode normal form (``é`` as ``e`` + accent: macOS).
 
     Example:
         >>> missing_file_hint(Path("/nonexistent/JPEGImages/2007_000032.jpg"))
@@ -411,6 +412,13 @@ def missing_file_hint(path: Path) -> str:
         if suffix == ".jpg"
         else (f"masks are read as '<name>{suffix}'")
     )
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, name)
+        if other != name and (folder / f"{other}{suffix}").is_file():
+            return (
+                f" (found '{other}{suffix}' in its folder: the same name in another Unicode normal form "
+                f"({form}), as macOS often writes names; write the list in that form, or rename the files)"
+            )
     for pattern, why in (
         (glob.escape(name) + ".*", reads),
         (glob.escape(name) + " *", "a list entry is the first word of its line, so names cannot hold spaces"),

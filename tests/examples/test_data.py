@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -632,6 +633,14 @@ def test_a_missing_file_names_the_near_miss_in_its_folder(voc_copy):
         "synth_000004.jpg.jpg", "synth_000004.jpg.png",
     ]  # fmt: skip
     assert data.missing_file_hint(masks / "own_png.png") == ""  # nothing near it
+    nfd = unicodedata.normalize("NFD", "café")  # as macOS writes the name; typed lists hold the NFC form
+    shutil.copy(images / "synth_000005.jpg", images / f"{nfd}.jpg")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"found 'cafe\u0301\.jpg' in its folder: the same name in "
+        r"another Unicode normal form \(NFD\)",
+    ):
+        data._read_image(images / f"{unicodedata.normalize('NFC', 'café')}.jpg")
     (images / "linked.jpg").symlink_to(voc_copy / "moved" / "linked.jpg")  # a link whose target has moved
     hint = r"\(a broken link to '.*moved/linked\.jpg'\)$"
     with pytest.raises(FileNotFoundError, match=rf"image file not found: '.*linked\.jpg' {hint}"):
