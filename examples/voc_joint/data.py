@@ -464,6 +464,27 @@ def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
+def _colour_mask_note(im: Image.Image) -> str:
+    """For a refused RGB(A) mask: whether its colours are VOC palette colours (a palette mask saved as RGB)
+    and how to map them back; ``""`` for other modes."""
+    if im.mode not in ("RGB", "RGBA"):
+        return ""
+    rgb = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    colours = np.unique(rgb[:, 0].astype(np.int64) << 16 | rgb[:, 1].astype(np.int64) << 8 | rgb[:, 2])
+    palette = np.asarray(voc_palette(), dtype=np.int64).reshape(-1, 3)
+    voc = palette[:, 0] << 16 | palette[:, 1] << 8 | palette[:, 2]
+    if np.isin(colours, voc).all():
+        return (
+            f"; its {colours.size} colours are all colours of the VOC palette (a palette mask saved as RGB, "
+            "e.g. read and written by OpenCV): map each colour back to its index in voc_palette() and save "
+            "the indices"
+        )
+    return (
+        f"; its {colours.size} colours are not all in the VOC palette: a colour-coded mask? map each colour "
+        "to its class id and save the ids"
+    )
+
+
 def _read_mask(
     path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, num_classes: int = NUM_CLASSES
 ) -> np.ndarray:
@@ -482,7 +503,7 @@ def _read_mask(
             if im.mode not in ("P", "L"):
                 raise DataError(
                     f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale "
-                    "('L') PNG whose pixel values are the class indices"
+                    "('L') PNG whose pixel values are the class indices" + _colour_mask_note(im)
                 )
             arr = np.asarray(im, dtype=np.uint8)
     except Image.DecompressionBombError as exc:

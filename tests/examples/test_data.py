@@ -705,3 +705,19 @@ def test_a_pixel_limit_above_pils_own_says_that_pil_refuses_first(voc_copy, monk
         ds[0]
     with pytest.raises(data.DataError, match=r"refused as a decompression bomb: [^;]*$"):
         VOCSegmentation(voc_copy, "train", max_pixels=200)[0]
+
+
+def test_an_rgb_mask_in_voc_colours_says_so(voc_copy):
+    """A VOC palette mask written back as RGB (OpenCV reads palette PNGs as colour images) is refused; when
+    all its colours are VOC palette colours the message says so and how to map them back, else it asks for
+    the colour-to-id mapping of a colour-coded mask."""
+    ds = VOCSegmentation(voc_copy, "train")
+    with Image.open(ds.mask_path(0)) as im:
+        im.convert("RGB").save(ds.mask_path(0))
+        colours = len(np.unique(np.asarray(im)))
+    voc_colours = rf"its {colours} colours are all colours of the VOC palette \(a palette mask saved as RGB"
+    with pytest.raises(data.DataError, match=rf"has PIL mode 'RGB': .*; {voc_colours}"):
+        ds[0]
+    Image.new("RGB", (SIZE[1], SIZE[0]), (10, 200, 30)).save(ds.mask_path(0))
+    with pytest.raises(data.DataError, match=r"mode 'RGB': .*; its 1 colours? (is|are) not .*VOC palette"):
+        ds[0]
