@@ -451,6 +451,8 @@ def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     """
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: '{path}'" + missing_file_hint(path))
+    if path.stat().st_size == 0:
+        raise DataError(f"image file '{path}' is empty (0 bytes: an interrupted copy or download?)")
     try:
         with Image.open(path) as im:
             _check_pixels(path, "image", im.size, max_pixels)
@@ -492,6 +494,8 @@ def _read_mask(
     labels in ``0..num_classes-1`` or 255; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"mask file not found: '{path}'" + missing_file_hint(path))
+    if path.stat().st_size == 0:
+        raise DataError(f"mask file '{path}' is empty (0 bytes: an interrupted copy or download?)")
     try:
         with Image.open(path) as im:
             _check_pixels(path, "mask", im.size, max_pixels)

@@ -721,3 +721,14 @@ def test_an_rgb_mask_in_voc_colours_says_so(voc_copy):
     Image.new("RGB", (SIZE[1], SIZE[0]), (10, 200, 30)).save(ds.mask_path(0))
     with pytest.raises(data.DataError, match=r"mode 'RGB': .*; its 1 colours? (is|are) not .*VOC palette"):
         ds[0]
+
+
+def test_an_empty_image_or_mask_file_says_it_is_empty(voc_copy):
+    """A 0-byte file (an interrupted copy or download) was 'cannot identify image file': it says so."""
+    ds = VOCSegmentation(voc_copy, "train")
+    ds.image_path(0).write_bytes(b"")
+    with pytest.raises(data.DataError, match=r"image file '.*synth_000000\.jpg' is empty \(0 bytes"):
+        ds[0]
+    ds.mask_path(1).write_bytes(b"")
+    with pytest.raises(data.DataError, match=r"mask file '.*synth_000001\.png' is empty \(0 bytes"):
+        ds[1]
