@@ -6,7 +6,7 @@ validate=True)`` (see :doc:`/api/index`). See :doc:`/concepts/uniformization` fo
 
 from importlib.metadata import PackageNotFoundError, version
 
-from sparse_ops.assignment import AUTO_BACKEND, SuperpixelAssignment
+from sparse_ops.assignment import AUTO_BACKEND, Backend, Reduce, SuperpixelAssignment
 from sparse_ops.grid import (
     NEIGHBOUR_OFFSETS,
     grid_cell_ids,
@@ -18,7 +18,7 @@ from sparse_ops.grid import (
 )
 from sparse_ops.hard import enforce_connectivity, hard_superpixels
 from sparse_ops.losses import SpixelLoss, SpixelLossOutput, spixel_loss
-from sparse_ops.pooling import SuperpixelPool, superpixel_pool, superpixel_unpool
+from sparse_ops.pooling import SuperpixelPool, Upsample, superpixel_pool, superpixel_unpool
 from sparse_ops.relabel import relabel_contiguous
 from sparse_ops.segnet import (
     MaxPoolWithIndices,
@@ -45,9 +45,11 @@ except PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "AUTO_BACKEND",
     "NEIGHBOUR_OFFSETS",
+    "Backend",
     "MaxPoolWithIndices",
     "MaxUnpool",
     "PooledWithIndices",
+    "Reduce",
     "SoftUniformize",
     "SpixelLoss",
     "SpixelLossOutput",
@@ -55,6 +57,7 @@ __all__ = [
     "SuperpixelClassifier",
     "SuperpixelPool",
     "SuperpixelUniformize",
+    "Upsample",
     "__version__",
     "enforce_connectivity",
     "grid_cell_ids",

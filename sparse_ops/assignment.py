@@ -15,7 +15,9 @@ from sparse_ops._layout import Layout, build_layout
 
 __all__ = ["AUTO_BACKEND", "Backend", "Reduce", "SuperpixelAssignment"]
 
+#: The ``backend`` option (exported as ``sparse_ops.Backend``, to annotate one's own wrappers).
 Backend = Literal["auto", "scatter", "sparse"]
+#: The ``reduce`` option of the pooling ops (exported as ``sparse_ops.Reduce``).
 Reduce = Literal["mean", "sum", "max"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 REDUCTIONS: tuple[str, ...] = get_args(Reduce)

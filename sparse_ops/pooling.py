@@ -23,6 +23,7 @@ from sparse_ops.assignment import (
 
 __all__ = ["SuperpixelPool", "Upsample", "superpixel_pool", "superpixel_unpool"]
 
+#: The ``upsample`` option (``None`` aside) of the pooling ops (exported as ``sparse_ops.Upsample``).
 Upsample = Literal["bilinear", "nearest", "bicubic", "area"]
 UPSAMPLE_MODES: tuple[str, ...] = get_args(Upsample)
 

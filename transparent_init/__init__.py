@@ -5,6 +5,7 @@ See :doc:`/concepts/transparent_init` for the math.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._checks import Activation
 from .baselines import net2net_identity_init_, random_uniform_init_, xavier_init_
 from .inplace import transparent_init_
 from .metrics import init_rate, max_abs_error, recovery_rate
@@ -17,6 +18,7 @@ except PackageNotFoundError:  # a source checkout that was never installed: the 
     from ._version import __version__
 
 __all__ = [
+    "Activation",
     "TransparentConv1x1",
     "TransparentLinear",
     "__version__",

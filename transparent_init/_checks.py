@@ -40,7 +40,8 @@ __all__ = [
     "zero_width",
 ]
 
-#: The activations a transparent stack can read back (``None`` means no activation).
+#: The activations a transparent stack can read back (``None`` means no activation); exported as
+#: ``transparent_init.Activation``, to annotate one's own wrappers.
 Activation = Literal["relu", "leaky_relu"]
 ACTIVATIONS: tuple[Activation | None, ...] = (None, *get_args(Activation))
 

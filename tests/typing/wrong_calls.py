@@ -1,0 +1,24 @@
+"""Wrong calls of the public API that ``mypy --strict`` must reject (checked by tests/test_typing_user.py).
+
+Every line that ends in ``# error: <code>`` must get a mypy error with that code, and no other line an error.
+The function is never run: each call would raise.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from sparse_ops import Reduce, superpixel_pool
+from transparent_init import Activation
+
+__all__ = ["wrong_calls"]
+
+
+def my_pool(x: Tensor, sp: Tensor, reduce: Reduce) -> Tensor:
+    return superpixel_pool(x, sp, reduce=reduce)
+
+
+def wrong_calls(x: Tensor, sp: Tensor) -> None:
+    my_pool(x, sp, "avg")  # error: arg-type
+    relu: Activation = "gelu"  # error: assignment
+    del relu
