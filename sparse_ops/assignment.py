@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Literal, get_args
+from typing import Literal, SupportsIndex, get_args
 
 import torch
 from torch import Tensor
@@ -148,7 +148,7 @@ class SuperpixelAssignment:
     def __init__(
         self,
         superpixels: Tensor,
-        num_superpixels: int | Tensor | None = None,
+        num_superpixels: SupportsIndex | Tensor | None = None,
         *,
         mask: Tensor | None = None,
         backend: Backend = "auto",

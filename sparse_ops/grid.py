@@ -16,6 +16,9 @@ neighbours. The nine candidates are ordered row-major over ``(dy, dx)`` in ``{-1
 
 from __future__ import annotations
 
+import operator
+from typing import SupportsIndex
+
 import torch
 from torch import Tensor
 
@@ -35,7 +38,7 @@ __all__ = [
 NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
-def grid_shape(height: int, width: int, cell_size: int) -> tuple[int, int]:
+def grid_shape(height: SupportsIndex, width: SupportsIndex, cell_size: SupportsIndex) -> tuple[int, int]:
     """Number of grid cells along each axis, counting partial border cells.
 
     Args:
@@ -58,7 +61,7 @@ def grid_shape(height: int, width: int, cell_size: int) -> tuple[int, int]:
     return -(-height // cell_size), -(-width // cell_size)
 
 
-def num_grid_cells(height: int, width: int, cell_size: int) -> int:
+def num_grid_cells(height: SupportsIndex, width: SupportsIndex, cell_size: SupportsIndex) -> int:
     """Total number of grid cells (superpixels), ``n_h * n_w``: the ``num_superpixels`` of grid ids.
 
     Args:
@@ -90,11 +93,11 @@ def _pixel_cells(
 
 
 def grid_cell_ids(
-    height: int,
-    width: int,
-    cell_size: int,
+    height: SupportsIndex,
+    width: SupportsIndex,
+    cell_size: SupportsIndex,
     *,
-    batch_size: int | None = None,
+    batch_size: SupportsIndex | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
     """Initial cell id of every pixel (the regular grid as a superpixel map).
@@ -116,6 +119,8 @@ def grid_cell_ids(
                 [3, 3, 4, 4, 5]])
     """
     _n_h, n_w = grid_shape(height, width, cell_size)
+    # checked by grid_shape: Python ints from here on
+    height, width, cell_size = operator.index(height), operator.index(width), operator.index(cell_size)
     if batch_size is not None:  # checked before the map of H x W ids is allocated
         batch_size = check_int(batch_size, "batch_size", 0)
     rows, cols = _pixel_cells(height, width, cell_size, device)
@@ -126,7 +131,11 @@ def grid_cell_ids(
 
 
 def neighbour_validity(
-    height: int, width: int, cell_size: int, *, device: torch.device | str | None = None
+    height: SupportsIndex,
+    width: SupportsIndex,
+    cell_size: SupportsIndex,
+    *,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """Which of the 9 candidate cells of every pixel lie inside the image.
 
@@ -145,6 +154,8 @@ def neighbour_validity(
         [False, False, False, False, True, True, False, True, True]
     """
     n_h, n_w = grid_shape(height, width, cell_size)
+    # checked by grid_shape: Python ints from here on
+    height, width, cell_size = operator.index(height), operator.index(width), operator.index(cell_size)
     rows, cols = _pixel_cells(height, width, cell_size, device)
     # NEIGHBOUR_OFFSETS in index form (dy outer, dx inner), made on the device: no host-to-device copy
     three = torch.arange(3, device=device) - 1
@@ -158,7 +169,11 @@ def neighbour_validity(
 
 
 def neighbour_cell_ids(
-    height: int, width: int, cell_size: int, *, device: torch.device | str | None = None
+    height: SupportsIndex,
+    width: SupportsIndex,
+    cell_size: SupportsIndex,
+    *,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Global ids of the 9 candidate cells of every pixel, with a validity mask.
 
@@ -183,6 +198,8 @@ def neighbour_cell_ids(
         [True, True, False, True, True, False, False, False, False]
     """
     n_h, n_w = grid_shape(height, width, cell_size)
+    # checked by grid_shape: Python ints from here on
+    height, width, cell_size = operator.index(height), operator.index(width), operator.index(cell_size)
     rows, cols = _pixel_cells(height, width, cell_size, device)
     ids = torch.empty(9, height, width, dtype=torch.long, device=device)
     for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
@@ -193,10 +210,10 @@ def neighbour_cell_ids(
 
 
 def pixel_xy(
-    height: int,
-    width: int,
+    height: SupportsIndex,
+    width: SupportsIndex,
     *,
-    batch_size: int = 1,
+    batch_size: SupportsIndex = 1,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:

@@ -14,7 +14,7 @@ numpy/scipy (a post-processing step, not differentiable) and returns tensors on 
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Literal, SupportsIndex, overload
 
 import numpy as np
 import torch
@@ -39,10 +39,10 @@ MIN_SIZE_FRACTION = 0.06
 @overload
 def hard_superpixels(
     assoc: Tensor,
-    cell_size: int,
+    cell_size: SupportsIndex,
     *,
     connectivity: bool = ...,
-    min_size: int | None = ...,
+    min_size: SupportsIndex | None = ...,
     return_counts: Literal[False] = ...,
     validate: bool = ...,
 ) -> Tensor: ...
@@ -51,10 +51,10 @@ def hard_superpixels(
 @overload
 def hard_superpixels(
     assoc: Tensor,
-    cell_size: int,
+    cell_size: SupportsIndex,
     *,
     connectivity: bool = ...,
-    min_size: int | None = ...,
+    min_size: SupportsIndex | None = ...,
     return_counts: Literal[True],
     validate: bool = ...,
 ) -> tuple[Tensor, Tensor]: ...
@@ -62,10 +62,10 @@ def hard_superpixels(
 
 def hard_superpixels(
     assoc: Tensor,
-    cell_size: int,
+    cell_size: SupportsIndex,
     *,
     connectivity: bool = False,
-    min_size: int | None = None,
+    min_size: SupportsIndex | None = None,
     return_counts: bool = False,
     validate: bool = True,
 ) -> Tensor | tuple[Tensor, Tensor]:
@@ -228,7 +228,7 @@ def _merge_small(comp: npt.NDArray[np.int64], n: int, min_size: int) -> npt.NDAr
 
 
 def enforce_connectivity(
-    labels: Tensor, *, min_size: int = 1, validate: bool = True
+    labels: Tensor, *, min_size: SupportsIndex = 1, validate: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Split superpixels into 4-connected pieces, merge small pieces, relabel contiguously.
 

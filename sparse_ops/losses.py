@@ -41,7 +41,7 @@ the host. ``num_classes=None`` reads the largest label (and refuses one above
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, SupportsIndex
 
 import torch
 from torch import Tensor, nn
@@ -199,12 +199,12 @@ def _own_label_reconstruction(
 def spixel_loss(
     assoc: Tensor,
     target: Tensor,
-    cell_size: int,
+    cell_size: SupportsIndex,
     *,
     mask: Tensor | None = None,
     pos_weight: float = 0.003,
-    ignore_index: int = 255,
-    num_classes: int | None = None,
+    ignore_index: SupportsIndex = 255,
+    num_classes: SupportsIndex | None = None,
     eps: float = 1e-8,
     renormalize: bool = True,
     validate: bool = True,
@@ -352,11 +352,11 @@ class SpixelLoss(nn.Module):
 
     def __init__(
         self,
-        cell_size: int,
+        cell_size: SupportsIndex,
         *,
         pos_weight: float = 0.003,
-        ignore_index: int = 255,
-        num_classes: int | None = None,
+        ignore_index: SupportsIndex = 255,
+        num_classes: SupportsIndex | None = None,
         eps: float = 1e-8,
         renormalize: bool = True,
         validate: bool = True,

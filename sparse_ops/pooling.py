@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, SupportsIndex, get_args
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +61,7 @@ def resize_to(
 def superpixel_pool(
     features: Tensor,
     superpixels: Tensor,
-    num_superpixels: int | Tensor | None = None,
+    num_superpixels: SupportsIndex | Tensor | None = None,
     *,
     mask: Tensor | None = None,
     reduce: Reduce = "mean",
@@ -121,7 +121,7 @@ def superpixel_pool(
 def features_and_assignment(
     features: Tensor,
     superpixels: Tensor,
-    num_superpixels: int | Tensor | None,
+    num_superpixels: SupportsIndex | Tensor | None,
     mask: Tensor | None,
     upsample: Upsample | None,
     backend: Backend,
@@ -242,7 +242,7 @@ class SuperpixelPool(nn.Module):
         self,
         features: Tensor,
         superpixels: Tensor,
-        num_superpixels: int | Tensor | None = None,
+        num_superpixels: SupportsIndex | Tensor | None = None,
         *,
         mask: Tensor | None = None,
     ) -> Tensor:

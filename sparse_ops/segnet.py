@@ -22,7 +22,7 @@ backward, like ``nn.MaxUnpool2d``'s, then hands the output gradient to every cop
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, SupportsIndex
 
 import torch
 import torch.nn.functional as F
@@ -49,11 +49,11 @@ class PooledWithIndices(NamedTuple):
 
 def max_pool2d_with_indices(
     x: Tensor,
-    kernel_size: int | tuple[int, int] = 2,
-    stride: int | tuple[int, int] | None = None,
-    padding: int | tuple[int, int] = 0,
+    kernel_size: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 2,
+    stride: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | None = None,
+    padding: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 0,
     *,
-    dilation: int | tuple[int, int] = 1,
+    dilation: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 1,
     ceil_mode: bool = False,
     validate: bool = True,
 ) -> PooledWithIndices:
@@ -130,7 +130,11 @@ def _pooled_side(n: int, kernel: int, stride: int, padding: int, dilation: int, 
 
 
 def max_unpool2d(
-    values: Tensor, indices: Tensor, output_size: tuple[int, int] | torch.Size, *, validate: bool = True
+    values: Tensor,
+    indices: Tensor,
+    output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size,
+    *,
+    validate: bool = True,
 ) -> Tensor:
     """Deterministic max unpooling: scatter ``values`` to ``indices`` of a zero map of ``output_size``.
 
@@ -225,11 +229,11 @@ class MaxPoolWithIndices(nn.Module):
 
     def __init__(
         self,
-        kernel_size: int | tuple[int, int] = 2,
-        stride: int | tuple[int, int] | None = None,
-        padding: int | tuple[int, int] = 0,
+        kernel_size: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 2,
+        stride: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | None = None,
+        padding: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 0,
         *,
-        dilation: int | tuple[int, int] = 1,
+        dilation: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 1,
         ceil_mode: bool = False,
         validate: bool = True,
     ) -> None:
@@ -292,7 +296,7 @@ class MaxUnpool(nn.Module):
         self,
         x: Tensor | PooledWithIndices,
         indices: Tensor | PooledWithIndices | None = None,
-        output_size: tuple[int, int] | torch.Size | None = None,
+        output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
     ) -> Tensor:
         """See :func:`max_unpool2d`; ``x`` or ``indices`` may be the pooling record."""
         if isinstance(x, PooledWithIndices):

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import NamedTuple
+from typing import NamedTuple, SupportsIndex
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,7 @@ FLOAT32_CHUNK_SUMS = 4
 
 
 def normalize_assoc(
-    assoc: Tensor, cell_size: int, *, renormalize: bool = True, validate: bool = True
+    assoc: Tensor, cell_size: SupportsIndex, *, renormalize: bool = True, validate: bool = True
 ) -> Tensor:
     r"""Apply the border convention to an association map.
 
@@ -330,7 +330,7 @@ def _pool(features: Tensor, q: Tensor, cell_size: int, mask: Tensor | None) -> t
 def soft_superpixel_pool(
     features: Tensor,
     assoc: Tensor,
-    cell_size: int,
+    cell_size: SupportsIndex,
     *,
     mask: Tensor | None = None,
     renormalize: bool = True,
@@ -369,7 +369,12 @@ def soft_superpixel_pool(
 
 
 def soft_superpixel_unpool(
-    centres: Tensor, assoc: Tensor, cell_size: int, *, renormalize: bool = True, validate: bool = True
+    centres: Tensor,
+    assoc: Tensor,
+    cell_size: SupportsIndex,
+    *,
+    renormalize: bool = True,
+    validate: bool = True,
 ) -> Tensor:
     r"""Reconstruct per-pixel features from the centres of their 9 candidate cells (SpixelFCN Eq. 2b).
 
@@ -420,7 +425,7 @@ def soft_superpixel_unpool(
 def soft_uniformize(
     logits: Tensor,
     assoc: Tensor,
-    cell_size: int,
+    cell_size: SupportsIndex,
     *,
     mask: Tensor | None = None,
     renormalize: bool = True,
@@ -484,7 +489,7 @@ class SoftUniformize(nn.Module):
         torch.Size([1, 21, 8, 8])
     """
 
-    def __init__(self, cell_size: int, *, renormalize: bool = True, validate: bool = True) -> None:
+    def __init__(self, cell_size: SupportsIndex, *, renormalize: bool = True, validate: bool = True) -> None:
         super().__init__()
         self.cell_size = _checks.check_int(cell_size, "cell_size", 1)
         self.renormalize = _checks.check_bool(renormalize, "renormalize")

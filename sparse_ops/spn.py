@@ -20,7 +20,7 @@ classifier.
 
 from __future__ import annotations
 
-from typing import Literal, overload
+from typing import Literal, SupportsIndex, overload
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ __all__ = ["SuperpixelClassifier", "superpixel_cam", "superpixel_global_average"
 def _superpixel_means(
     features: Tensor,
     superpixels: Tensor,
-    num_superpixels: int | Tensor | None,
+    num_superpixels: SupportsIndex | Tensor | None,
     mask: Tensor | None,
     upsample: Upsample | None,
     validate: bool,
@@ -63,7 +63,7 @@ def _superpixel_means(
 def superpixel_global_average(
     features: Tensor,
     superpixels: Tensor,
-    num_superpixels: int | Tensor | None = None,
+    num_superpixels: SupportsIndex | Tensor | None = None,
     *,
     mask: Tensor | None = None,
     upsample: Upsample | None = "bilinear",
@@ -124,7 +124,7 @@ def _check_classifier_dtype(
 def superpixel_cam(
     features: Tensor,
     superpixels: Tensor,
-    num_superpixels: int | Tensor | None = ...,
+    num_superpixels: SupportsIndex | Tensor | None = ...,
     *,
     weight: Tensor,
     bias: Tensor | None = ...,
@@ -139,7 +139,7 @@ def superpixel_cam(
 def superpixel_cam(
     features: Tensor,
     superpixels: Tensor,
-    num_superpixels: int | Tensor | None = ...,
+    num_superpixels: SupportsIndex | Tensor | None = ...,
     *,
     weight: Tensor,
     bias: Tensor | None = ...,
@@ -153,7 +153,7 @@ def superpixel_cam(
 def superpixel_cam(
     features: Tensor,
     superpixels: Tensor,
-    num_superpixels: int | Tensor | None = None,
+    num_superpixels: SupportsIndex | Tensor | None = None,
     *,
     weight: Tensor,
     bias: Tensor | None = None,
@@ -237,8 +237,8 @@ class SuperpixelClassifier(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
-        num_classes: int,
+        in_channels: SupportsIndex,
+        num_classes: SupportsIndex,
         *,
         bias: bool = True,
         upsample: Upsample | None = "bilinear",
@@ -258,7 +258,7 @@ class SuperpixelClassifier(nn.Module):
         self,
         features: Tensor,
         superpixels: Tensor,
-        num_superpixels: int | Tensor | None = None,
+        num_superpixels: SupportsIndex | Tensor | None = None,
         *,
         mask: Tensor | None = None,
     ) -> Tensor:
@@ -282,7 +282,7 @@ class SuperpixelClassifier(nn.Module):
         self,
         features: Tensor,
         superpixels: Tensor,
-        num_superpixels: int | Tensor | None = None,
+        num_superpixels: SupportsIndex | Tensor | None = None,
         *,
         mask: Tensor | None = None,
     ) -> Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import SupportsIndex
+
 from torch import Tensor, nn
 
 from sparse_ops import _checks
@@ -13,7 +15,7 @@ __all__ = ["SuperpixelUniformize", "uniformize"]
 def uniformize(
     logits: Tensor,
     superpixels: Tensor,
-    num_superpixels: int | Tensor | None = None,
+    num_superpixels: SupportsIndex | Tensor | None = None,
     *,
     mask: Tensor | None = None,
     backend: Backend = "auto",
@@ -108,7 +110,7 @@ class SuperpixelUniformize(nn.Module):
         self,
         logits: Tensor,
         superpixels: Tensor,
-        num_superpixels: int | Tensor | None = None,
+        num_superpixels: SupportsIndex | Tensor | None = None,
         *,
         mask: Tensor | None = None,
     ) -> Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import SupportsIndex
 
 import torch
 from torch import Tensor, nn
@@ -63,7 +64,7 @@ def _fill(param: Tensor, gen: torch.Generator | None, init: Callable[[Tensor], o
 
 @torch.no_grad()
 def random_uniform_init_(
-    module: nn.Module, *, bound: float | None = None, generator: torch.Generator | int | None = None
+    module: nn.Module, *, bound: float | None = None, generator: torch.Generator | SupportsIndex | None = None
 ) -> nn.Module:
     """Weights and biases ``~ U(-a, a)`` with ``a = bound`` or ``1 / sqrt(fan_in)`` per layer ("random").
 
@@ -109,7 +110,7 @@ def random_uniform_init_(
 
 
 @torch.no_grad()
-def xavier_init_(module: nn.Module, *, generator: torch.Generator | int | None = None) -> nn.Module:
+def xavier_init_(module: nn.Module, *, generator: torch.Generator | SupportsIndex | None = None) -> nn.Module:
     """Xavier (Glorot) normal weights, zero biases ("Xavier").
 
     Args:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import SupportsIndex
 
 import torch
 from torch import Tensor, nn
@@ -239,7 +240,7 @@ def transparent_init_(
     *,
     target_weight: Tensor | None = None,
     target_bias: Tensor | None = None,
-    generator: torch.Generator | int | None = None,
+    generator: torch.Generator | SupportsIndex | None = None,
 ) -> nn.Sequential:
     """Initialize a user's stack so that it computes ``x W^T + b`` (identity by default) exactly, in place.
 

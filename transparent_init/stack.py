@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, SupportsIndex
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
@@ -103,7 +105,7 @@ def _validate(
 def _build(
     cfg: _Config,
     conv: bool,
-    generator: torch.Generator | int | None,
+    generator: torch.Generator | SupportsIndex | None,
     device: torch.device | str | int | None,
     dtype: torch.dtype | None,
 ) -> nn.Sequential:
@@ -133,9 +135,9 @@ def _build(
 
 
 def build_transparent_stack(
-    in_features: int,
-    hidden_features: Sequence[int],
-    out_features: int | None = None,
+    in_features: SupportsIndex,
+    hidden_features: Sequence[SupportsIndex] | Tensor | npt.NDArray[np.integer[Any]],
+    out_features: SupportsIndex | None = None,
     activation: Activation | None = "relu",
     negative_slope: float | None = None,
     bias: bool = True,
@@ -143,7 +145,7 @@ def build_transparent_stack(
     conv: bool = False,
     target_weight: Tensor | None = None,
     target_bias: Tensor | None = None,
-    generator: torch.Generator | int | None = None,
+    generator: torch.Generator | SupportsIndex | None = None,
     device: torch.device | str | int | None = None,
     dtype: torch.dtype | None = None,
 ) -> nn.Sequential:
@@ -206,16 +208,16 @@ class _TransparentStack(nn.Module):
 
     def __init__(
         self,
-        in_features: int,
-        hidden_features: Sequence[int],
-        out_features: int | None = None,
+        in_features: SupportsIndex,
+        hidden_features: Sequence[SupportsIndex] | Tensor | npt.NDArray[np.integer[Any]],
+        out_features: SupportsIndex | None = None,
         activation: Activation | None = "relu",
         negative_slope: float | None = None,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,
         target_bias: Tensor | None = None,
-        generator: torch.Generator | int | None = None,
+        generator: torch.Generator | SupportsIndex | None = None,
         device: torch.device | str | int | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -263,7 +265,7 @@ class _TransparentStack(nn.Module):
         return out
 
     @torch.no_grad()
-    def reset_parameters(self, generator: torch.Generator | int | None = None) -> None:
+    def reset_parameters(self, generator: torch.Generator | SupportsIndex | None = None) -> None:
         """Redraw every parameter (still transparent, towards the same target map).
 
         Args:
@@ -341,16 +343,16 @@ class TransparentLinear(_TransparentStack):
 
     def __init__(
         self,
-        in_features: int,
-        hidden_features: Sequence[int],
-        out_features: int | None = None,
+        in_features: SupportsIndex,
+        hidden_features: Sequence[SupportsIndex] | Tensor | npt.NDArray[np.integer[Any]],
+        out_features: SupportsIndex | None = None,
         activation: Activation | None = "relu",
         negative_slope: float | None = None,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,
         target_bias: Tensor | None = None,
-        generator: torch.Generator | int | None = None,
+        generator: torch.Generator | SupportsIndex | None = None,
         device: torch.device | str | int | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -433,16 +435,16 @@ class TransparentConv1x1(_TransparentStack):
 
     def __init__(
         self,
-        in_channels: int,
-        hidden_channels: Sequence[int],
-        out_channels: int | None = None,
+        in_channels: SupportsIndex,
+        hidden_channels: Sequence[SupportsIndex] | Tensor | npt.NDArray[np.integer[Any]],
+        out_channels: SupportsIndex | None = None,
         activation: Activation | None = "relu",
         negative_slope: float | None = None,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,
         target_bias: Tensor | None = None,
-        generator: torch.Generator | int | None = None,
+        generator: torch.Generator | SupportsIndex | None = None,
         device: torch.device | str | int | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:

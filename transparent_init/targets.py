@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from typing import Any, SupportsIndex
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -67,8 +69,8 @@ def _resolve_indices(in_features: int, indices: object) -> list[int]:
 
 
 def selection_weight(
-    in_features: int,
-    indices: Sequence[int] | range | slice | Tensor,
+    in_features: SupportsIndex,
+    indices: Sequence[SupportsIndex] | range | slice | Tensor | npt.NDArray[np.integer[Any]],
     *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,

@@ -6,14 +6,50 @@ runs :func:`user_code`, so every call here is one the runtime accepts too.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from typing_extensions import assert_type
 
 import sparse_ops
 import transparent_init
-from sparse_ops import Backend, Reduce, Upsample, superpixel_pool
-from transparent_init import Activation, TransparentLinear
+from sparse_ops import (
+    Backend,
+    PooledWithIndices,
+    Reduce,
+    SpixelLossOutput,
+    SuperpixelAssignment,
+    Upsample,
+    enforce_connectivity,
+    grid_cell_ids,
+    grid_shape,
+    hard_superpixels,
+    max_pool2d_with_indices,
+    max_unpool2d,
+    neighbour_cell_ids,
+    neighbour_validity,
+    normalize_assoc,
+    num_grid_cells,
+    pixel_xy,
+    soft_superpixel_pool,
+    soft_superpixel_unpool,
+    soft_uniformize,
+    spixel_loss,
+    superpixel_cam,
+    superpixel_global_average,
+    superpixel_pool,
+    uniformize,
+)
+from transparent_init import (
+    Activation,
+    TransparentConv1x1,
+    TransparentLinear,
+    build_transparent_stack,
+    random_uniform_init_,
+    selection_weight,
+    transparent_init_,
+    xavier_init_,
+)
 
 __all__ = ["user_code"]
 
@@ -38,3 +74,40 @@ def user_code() -> None:
     assert_type(my_stack("leaky_relu"), TransparentLinear)
     assert_type(sparse_ops.__version__, str)
     assert_type(transparent_init.__version__, str)
+
+    # integers: Python ints, numpy integers and 0-d integer tensors alike (what operator.index accepts)
+    n, n32, zero_d = np.int64(4), np.int32(4), torch.tensor(4)
+    q = torch.rand(2, 9, 8, 8).softmax(1)
+    assert_type(uniformize(x, sp, n), Tensor)
+    assert_type(superpixel_pool(x, sp, zero_d), Tensor)
+    assert_type(superpixel_global_average(x, sp, n32), Tensor)
+    assert_type(superpixel_cam(x, sp, n, weight=torch.randn(5, 3)), Tensor)
+    assert_type(SuperpixelAssignment(sp, n).counts, Tensor)
+    assert_type(soft_uniformize(x, q, n), Tensor)
+    assert_type(soft_superpixel_pool(x, q, zero_d), Tensor)
+    assert_type(soft_superpixel_unpool(torch.randn(2, 3, 2, 2), q, n), Tensor)
+    assert_type(normalize_assoc(q, n32), Tensor)
+    assert_type(hard_superpixels(q, n, connectivity=True, min_size=n), Tensor)
+    assert_type(enforce_connectivity(sp, min_size=n), tuple[Tensor, Tensor])
+    assert_type(spixel_loss(q, sp, n, ignore_index=n, num_classes=n), SpixelLossOutput)
+    assert_type(grid_cell_ids(np.int64(8), np.int64(8), n, batch_size=n), Tensor)
+    assert_type(grid_shape(8, 8, zero_d), tuple[int, int])
+    assert_type(num_grid_cells(8, 8, n), int)
+    assert_type(neighbour_cell_ids(8, 8, n), tuple[Tensor, Tensor])
+    assert_type(neighbour_validity(8, 8, n), Tensor)
+    assert_type(pixel_xy(8, 8, batch_size=n), Tensor)
+    pooled = max_pool2d_with_indices(x, np.int64(2), (n32, 2), np.int64(0), dilation=zero_d // 4)
+    assert_type(pooled, PooledWithIndices)
+    assert_type(max_unpool2d(pooled.values, pooled.indices, (n * 2, n32 * 2)), Tensor)
+    assert_type(max_unpool2d(pooled.values, pooled.indices, x.shape[-2:]), Tensor)
+    assert_type(TransparentLinear(n, [n, n32], n, generator=n).hidden_features, tuple[int, ...])
+    assert_type(TransparentConv1x1(3, np.array([4, 6]), generator=zero_d).out_channels, int)
+    assert_type(TransparentLinear(3, torch.tensor([4]), 3).in_features, int)
+    assert_type(build_transparent_stack(3, range(4, 6), 3, "relu", conv=True, generator=n), nn.Sequential)
+    stack = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert_type(transparent_init_(stack, generator=n32), nn.Sequential)
+    assert_type(xavier_init_(stack, generator=n), nn.Module)
+    assert_type(random_uniform_init_(stack, generator=zero_d), nn.Module)
+    assert_type(selection_weight(n, [n - 1, 2, zero_d - 4]), Tensor)
+    assert_type(selection_weight(4, np.array([0, 2])), Tensor)
+    assert_type(selection_weight(4, slice(0, 2)), Tensor)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from sparse_ops import Reduce, superpixel_pool
-from transparent_init import Activation
+from sparse_ops import Reduce, grid_shape, superpixel_pool
+from transparent_init import Activation, TransparentLinear
 
 __all__ = ["wrong_calls"]
 
@@ -22,3 +22,6 @@ def wrong_calls(x: Tensor, sp: Tensor) -> None:
     my_pool(x, sp, "avg")  # error: arg-type
     relu: Activation = "gelu"  # error: assignment
     del relu
+    grid_shape(8.0, 8, 4)  # error: arg-type
+    TransparentLinear(3, {4, 6})  # error: arg-type
+    TransparentLinear(3, "46")  # error: arg-type
