@@ -41,7 +41,7 @@ the host. ``num_classes=None`` reads the largest label (and refuses one above
 
 from __future__ import annotations
 
-from typing import NamedTuple, SupportsIndex
+from typing import TYPE_CHECKING, NamedTuple, SupportsIndex
 
 import torch
 from torch import Tensor, nn
@@ -384,6 +384,13 @@ class SpixelLoss(nn.Module):
             renormalize=self.renormalize,
             validate=self.validate,
         )
+
+    if TYPE_CHECKING:  # nn.Module.__call__ is typed (*args, **kwargs) -> Any: give callers forward's
+        # signature (tests/test_typing_user.py checks that the two agree)
+
+        def __call__(
+            self, assoc: Tensor, target: Tensor, *, mask: Tensor | None = None
+        ) -> SpixelLossOutput: ...
 
     def extra_repr(self) -> str:
         return (

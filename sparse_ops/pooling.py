@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, SupportsIndex, get_args
+from typing import TYPE_CHECKING, Literal, SupportsIndex, get_args
 
 import torch
 import torch.nn.functional as F
@@ -257,6 +257,18 @@ class SuperpixelPool(nn.Module):
             backend=self.backend,
             validate=self.validate,
         )
+
+    if TYPE_CHECKING:  # nn.Module.__call__ is typed (*args, **kwargs) -> Any: give callers forward's
+        # signature (tests/test_typing_user.py checks that the two agree)
+
+        def __call__(
+            self,
+            features: Tensor,
+            superpixels: Tensor,
+            num_superpixels: SupportsIndex | Tensor | None = None,
+            *,
+            mask: Tensor | None = None,
+        ) -> Tensor: ...
 
     def extra_repr(self) -> str:
         s = f"reduce={self.reduce!r}, upsample={self.upsample!r}, backend={self.backend!r}"

@@ -22,7 +22,7 @@ backward, like ``nn.MaxUnpool2d``'s, then hands the output gradient to every cop
 
 from __future__ import annotations
 
-from typing import NamedTuple, SupportsIndex
+from typing import TYPE_CHECKING, NamedTuple, SupportsIndex
 
 import torch
 import torch.nn.functional as F
@@ -257,6 +257,11 @@ class MaxPoolWithIndices(nn.Module):
             validate=self.validate,
         )
 
+    if TYPE_CHECKING:  # nn.Module.__call__ is typed (*args, **kwargs) -> Any: give callers forward's
+        # signature (tests/test_typing_user.py checks that the two agree)
+
+        def __call__(self, x: Tensor) -> PooledWithIndices: ...
+
     def extra_repr(self) -> str:
         return (
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -313,6 +318,16 @@ class MaxUnpool(nn.Module):
                 "pool"
             )
         return max_unpool2d(x, indices, output_size, validate=self.validate)
+
+    if TYPE_CHECKING:  # nn.Module.__call__ is typed (*args, **kwargs) -> Any: give callers forward's
+        # signature (tests/test_typing_user.py checks that the two agree)
+
+        def __call__(
+            self,
+            x: Tensor | PooledWithIndices,
+            indices: Tensor | PooledWithIndices | None = None,
+            output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+        ) -> Tensor: ...
 
     def extra_repr(self) -> str:
         return f"validate={self.validate}"

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import NamedTuple, SupportsIndex
+from typing import TYPE_CHECKING, NamedTuple, SupportsIndex
 
 import torch
 import torch.nn.functional as F
@@ -500,6 +500,11 @@ class SoftUniformize(nn.Module):
         return soft_uniformize(
             logits, assoc, self.cell_size, mask=mask, renormalize=self.renormalize, validate=self.validate
         )
+
+    if TYPE_CHECKING:  # nn.Module.__call__ is typed (*args, **kwargs) -> Any: give callers forward's
+        # signature (tests/test_typing_user.py checks that the two agree)
+
+        def __call__(self, logits: Tensor, assoc: Tensor, *, mask: Tensor | None = None) -> Tensor: ...
 
     def extra_repr(self) -> str:
         s = f"cell_size={self.cell_size}, renormalize={self.renormalize}"

@@ -20,7 +20,7 @@ classifier.
 
 from __future__ import annotations
 
-from typing import Literal, SupportsIndex, overload
+from typing import TYPE_CHECKING, Literal, SupportsIndex, overload
 
 import torch
 import torch.nn.functional as F
@@ -277,6 +277,18 @@ class SuperpixelClassifier(nn.Module):
         )
         out: Tensor = self.classifier(_mean_over_present(means, assignment, features.dtype))
         return out
+
+    if TYPE_CHECKING:  # nn.Module.__call__ is typed (*args, **kwargs) -> Any: give callers forward's
+        # signature (tests/test_typing_user.py checks that the two agree)
+
+        def __call__(
+            self,
+            features: Tensor,
+            superpixels: Tensor,
+            num_superpixels: SupportsIndex | Tensor | None = None,
+            *,
+            mask: Tensor | None = None,
+        ) -> Tensor: ...
 
     def cam(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import SupportsIndex
+from typing import TYPE_CHECKING, SupportsIndex
 
 from torch import Tensor, nn
 
@@ -118,6 +118,18 @@ class SuperpixelUniformize(nn.Module):
         return uniformize(
             logits, superpixels, num_superpixels, mask=mask, backend=self.backend, validate=self.validate
         )
+
+    if TYPE_CHECKING:  # nn.Module.__call__ is typed (*args, **kwargs) -> Any: give callers forward's
+        # signature (tests/test_typing_user.py checks that the two agree)
+
+        def __call__(
+            self,
+            logits: Tensor,
+            superpixels: Tensor,
+            num_superpixels: SupportsIndex | Tensor | None = None,
+            *,
+            mask: Tensor | None = None,
+        ) -> Tensor: ...
 
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}" + ("" if self.validate else ", validate=False")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple, SupportsIndex
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
@@ -263,6 +263,11 @@ class _TransparentStack(nn.Module):
         """Apply the real layers: ``self.layers(x)`` (no other work)."""
         out: Tensor = self.layers(x)
         return out
+
+    if TYPE_CHECKING:  # nn.Module.__call__ is typed (*args, **kwargs) -> Any: give callers forward's
+        # signature (tests/test_typing_user.py checks that the two agree)
+
+        def __call__(self, x: Tensor) -> Tensor: ...
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | SupportsIndex | None = None) -> None:

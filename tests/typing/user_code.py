@@ -15,10 +15,17 @@ import sparse_ops
 import transparent_init
 from sparse_ops import (
     Backend,
+    MaxPoolWithIndices,
+    MaxUnpool,
     PooledWithIndices,
     Reduce,
+    SoftUniformize,
+    SpixelLoss,
     SpixelLossOutput,
     SuperpixelAssignment,
+    SuperpixelClassifier,
+    SuperpixelPool,
+    SuperpixelUniformize,
     Upsample,
     enforce_connectivity,
     grid_cell_ids,
@@ -111,3 +118,21 @@ def user_code() -> None:
     assert_type(selection_weight(n, [n - 1, 2, zero_d - 4]), Tensor)
     assert_type(selection_weight(4, np.array([0, 2])), Tensor)
     assert_type(selection_weight(4, slice(0, 2)), Tensor)
+
+    # modules called as module(x, ...): forward's parameters and return type
+    mask = torch.ones(2, 8, 8, dtype=torch.bool)
+    assert_type(SuperpixelUniformize(backend="scatter")(x, sp, n, mask=mask), Tensor)
+    assert_type(SuperpixelPool("max", upsample="nearest")(x, sp, 4), Tensor)
+    assert_type(SoftUniformize(n)(x, q, mask=mask), Tensor)
+    loss = SpixelLoss(4, num_classes=n)(q, sp)
+    assert_type(loss, SpixelLossOutput)
+    assert_type(loss.total, Tensor)
+    pooled = MaxPoolWithIndices(2)(x)
+    assert_type(pooled, PooledWithIndices)
+    assert_type(MaxUnpool()(pooled), Tensor)
+    assert_type(MaxUnpool()(pooled.values, pooled.indices, x.shape[-2:]), Tensor)
+    classifier = SuperpixelClassifier(3, 5)
+    assert_type(classifier(x, sp, zero_d), Tensor)
+    assert_type(classifier.cam(x, sp, 4), Tensor)
+    assert_type(TransparentLinear(3, [4])(torch.randn(2, 3)), Tensor)
+    assert_type(TransparentConv1x1(3, [4])(x), Tensor)

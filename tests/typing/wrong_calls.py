@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from sparse_ops import Reduce, grid_shape, superpixel_pool
-from transparent_init import Activation, TransparentLinear
+from sparse_ops import MaxPoolWithIndices, Reduce, SoftUniformize, SuperpixelPool, grid_shape, superpixel_pool
+from transparent_init import Activation, TransparentConv1x1, TransparentLinear
 
 __all__ = ["wrong_calls"]
 
@@ -25,3 +25,7 @@ def wrong_calls(x: Tensor, sp: Tensor) -> None:
     grid_shape(8.0, 8, 4)  # error: arg-type
     TransparentLinear(3, {4, 6})  # error: arg-type
     TransparentLinear(3, "46")  # error: arg-type
+    SuperpixelPool()(x)  # error: call-arg
+    SoftUniformize(4)(x, sp, mask=3)  # error: arg-type
+    assert MaxPoolWithIndices(2)(x).output_size  # error: attr-defined
+    TransparentConv1x1(3, [4])(x, sp)  # error: call-arg
