@@ -60,6 +60,18 @@ def hard_superpixels(
 ) -> tuple[Tensor, Tensor]: ...
 
 
+@overload
+def hard_superpixels(
+    assoc: Tensor,
+    cell_size: SupportsIndex,
+    *,
+    connectivity: bool = ...,
+    min_size: SupportsIndex | None = ...,
+    return_counts: bool,
+    validate: bool = ...,
+) -> Tensor | tuple[Tensor, Tensor]: ...
+
+
 def hard_superpixels(
     assoc: Tensor,
     cell_size: SupportsIndex,

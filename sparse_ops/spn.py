@@ -150,6 +150,21 @@ def superpixel_cam(
 ) -> tuple[Tensor, Tensor]: ...
 
 
+@overload
+def superpixel_cam(
+    features: Tensor,
+    superpixels: Tensor,
+    num_superpixels: SupportsIndex | Tensor | None = ...,
+    *,
+    weight: Tensor,
+    bias: Tensor | None = ...,
+    mask: Tensor | None = ...,
+    upsample: Upsample | None = ...,
+    return_superpixel_scores: bool,
+    validate: bool = ...,
+) -> Tensor | tuple[Tensor, Tensor]: ...
+
+
 def superpixel_cam(
     features: Tensor,
     superpixels: Tensor,

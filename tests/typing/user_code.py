@@ -136,3 +136,13 @@ def user_code() -> None:
     assert_type(classifier.cam(x, sp, 4), Tensor)
     assert_type(TransparentLinear(3, [4])(torch.randn(2, 3)), Tensor)
     assert_type(TransparentConv1x1(3, [4])(x), Tensor)
+
+    # flags that change the return type: a literal picks the overload, a bool variable gets the union
+    assert_type(hard_superpixels(q, 4, return_counts=True), tuple[Tensor, Tensor])
+    assert_type(
+        superpixel_cam(x, sp, weight=torch.randn(5, 3), return_superpixel_scores=True), tuple[Tensor, Tensor]
+    )
+    flag = bool(torch.rand(()) < 0.5)
+    assert_type(hard_superpixels(q, 4, return_counts=flag), Tensor | tuple[Tensor, Tensor])
+    cam = superpixel_cam(x, sp, weight=torch.randn(5, 3), return_superpixel_scores=flag)
+    assert_type(cam, Tensor | tuple[Tensor, Tensor])
