@@ -41,7 +41,7 @@ the host. ``num_classes=None`` reads the largest label (and refuses one above
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, SupportsIndex
+from typing import TYPE_CHECKING, NamedTuple, SupportsFloat, SupportsIndex
 
 import torch
 from torch import Tensor, nn
@@ -202,10 +202,10 @@ def spixel_loss(
     cell_size: SupportsIndex,
     *,
     mask: Tensor | None = None,
-    pos_weight: float = 0.003,
+    pos_weight: SupportsFloat = 0.003,
     ignore_index: SupportsIndex = 255,
     num_classes: SupportsIndex | None = None,
-    eps: float = 1e-8,
+    eps: SupportsFloat = 1e-8,
     renormalize: bool = True,
     validate: bool = True,
 ) -> SpixelLossOutput:
@@ -354,10 +354,10 @@ class SpixelLoss(nn.Module):
         self,
         cell_size: SupportsIndex,
         *,
-        pos_weight: float = 0.003,
+        pos_weight: SupportsFloat = 0.003,
         ignore_index: SupportsIndex = 255,
         num_classes: SupportsIndex | None = None,
-        eps: float = 1e-8,
+        eps: SupportsFloat = 1e-8,
         renormalize: bool = True,
         validate: bool = True,
     ) -> None:

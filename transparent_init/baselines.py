@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import SupportsIndex
+from typing import SupportsFloat, SupportsIndex
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +64,10 @@ def _fill(param: Tensor, gen: torch.Generator | None, init: Callable[[Tensor], o
 
 @torch.no_grad()
 def random_uniform_init_(
-    module: nn.Module, *, bound: float | None = None, generator: torch.Generator | SupportsIndex | None = None
+    module: nn.Module,
+    *,
+    bound: SupportsFloat | None = None,
+    generator: torch.Generator | SupportsIndex | None = None,
 ) -> nn.Module:
     """Weights and biases ``~ U(-a, a)`` with ``a = bound`` or ``1 / sqrt(fan_in)`` per layer ("random").
 

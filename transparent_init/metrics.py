@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import SupportsFloat
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +18,7 @@ INIT_RATE_THRESHOLD = 1e-4
 RECOVERY_EPS = 1e-4
 
 
-def init_rate(module: nn.Module, threshold: float = INIT_RATE_THRESHOLD) -> float:
+def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD) -> float:
     """Share of all parameter entries (weights and biases) with ``|w| > threshold``, in ``[0, 1]``.
 
     NaN when an entry is NaN (neither above nor below the threshold: counting it as not initialized would hide
@@ -102,7 +103,7 @@ def _to_host(t: Tensor) -> Tensor:
 
 
 def recovery_rate(
-    module: nn.Module, x: Tensor, eps: float = RECOVERY_EPS, *, target: Tensor | None = None
+    module: nn.Module, x: Tensor, eps: SupportsFloat = RECOVERY_EPS, *, target: Tensor | None = None
 ) -> float:
     """Share of output entries within ``eps`` of the target (the input by default), in ``[0, 1]``.
 

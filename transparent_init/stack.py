@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, SupportsIndex
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, SupportsFloat, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
@@ -139,7 +139,7 @@ def build_transparent_stack(
     hidden_features: Sequence[SupportsIndex] | Tensor | npt.NDArray[np.integer[Any]],
     out_features: SupportsIndex | None = None,
     activation: Activation | None = "relu",
-    negative_slope: float | None = None,
+    negative_slope: SupportsFloat | None = None,
     bias: bool = True,
     *,
     conv: bool = False,
@@ -212,7 +212,7 @@ class _TransparentStack(nn.Module):
         hidden_features: Sequence[SupportsIndex] | Tensor | npt.NDArray[np.integer[Any]],
         out_features: SupportsIndex | None = None,
         activation: Activation | None = "relu",
-        negative_slope: float | None = None,
+        negative_slope: SupportsFloat | None = None,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,
@@ -352,7 +352,7 @@ class TransparentLinear(_TransparentStack):
         hidden_features: Sequence[SupportsIndex] | Tensor | npt.NDArray[np.integer[Any]],
         out_features: SupportsIndex | None = None,
         activation: Activation | None = "relu",
-        negative_slope: float | None = None,
+        negative_slope: SupportsFloat | None = None,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,
@@ -444,7 +444,7 @@ class TransparentConv1x1(_TransparentStack):
         hidden_channels: Sequence[SupportsIndex] | Tensor | npt.NDArray[np.integer[Any]],
         out_channels: SupportsIndex | None = None,
         activation: Activation | None = "relu",
-        negative_slope: float | None = None,
+        negative_slope: SupportsFloat | None = None,
         bias: bool = True,
         *,
         target_weight: Tensor | None = None,

@@ -52,7 +52,9 @@ from transparent_init import (
     TransparentConv1x1,
     TransparentLinear,
     build_transparent_stack,
+    init_rate,
     random_uniform_init_,
+    recovery_rate,
     selection_weight,
     transparent_init_,
     xavier_init_,
@@ -146,3 +148,14 @@ def user_code() -> None:
     assert_type(hard_superpixels(q, 4, return_counts=flag), Tensor | tuple[Tensor, Tensor])
     cam = superpixel_cam(x, sp, weight=torch.randn(5, 3), return_superpixel_scores=flag)
     assert_type(cam, Tensor | tuple[Tensor, Tensor])
+
+    # reals: Python floats and ints, numpy floats and 0-d tensors alike
+    f32, real_0d = np.float32(0.01), torch.tensor(0.01)
+    assert_type(spixel_loss(q, sp, 4, pos_weight=f32, eps=real_0d), SpixelLossOutput)
+    assert_type(SpixelLoss(4, pos_weight=real_0d, eps=np.float16(1e-3))(q, sp), SpixelLossOutput)
+    leaky = TransparentLinear(3, [4], activation="leaky_relu", negative_slope=f32)
+    assert_type(TransparentConv1x1(3, [4], 3, "leaky_relu", real_0d).hidden_channels, tuple[int, ...])
+    assert_type(build_transparent_stack(3, [4], activation="leaky_relu", negative_slope=0), nn.Sequential)
+    assert_type(init_rate(leaky, f32), float)
+    assert_type(recovery_rate(leaky, torch.randn(4, 3), real_0d), float)
+    assert_type(random_uniform_init_(stack, bound=f32), nn.Module)

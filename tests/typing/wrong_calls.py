@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from sparse_ops import MaxPoolWithIndices, Reduce, SoftUniformize, SuperpixelPool, grid_shape, superpixel_pool
+from sparse_ops import (
+    MaxPoolWithIndices,
+    Reduce,
+    SoftUniformize,
+    SuperpixelPool,
+    grid_shape,
+    spixel_loss,
+    superpixel_pool,
+)
 from transparent_init import Activation, TransparentConv1x1, TransparentLinear
 
 __all__ = ["wrong_calls"]
@@ -29,3 +37,5 @@ def wrong_calls(x: Tensor, sp: Tensor) -> None:
     SoftUniformize(4)(x, sp, mask=3)  # error: arg-type
     assert MaxPoolWithIndices(2)(x).output_size  # error: attr-defined
     TransparentConv1x1(3, [4])(x, sp)  # error: call-arg
+    spixel_loss(x, sp, 4, pos_weight="0.003")  # error: arg-type
+    TransparentLinear(3, [4], activation="leaky_relu", negative_slope=1j)  # error: arg-type
