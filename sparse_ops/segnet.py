@@ -22,7 +22,7 @@ backward, like ``nn.MaxUnpool2d``'s, then hands the output gradient to every cop
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, SupportsIndex
+from typing import TYPE_CHECKING, NamedTuple, SupportsIndex, overload
 
 import torch
 import torch.nn.functional as F
@@ -297,6 +297,27 @@ class MaxUnpool(nn.Module):
         super().__init__()
         self.validate = _checks.check_bool(validate, "validate")
 
+    @overload
+    def forward(
+        self,
+        x: PooledWithIndices,
+        indices: None = None,
+        output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+    ) -> Tensor: ...
+
+    @overload
+    def forward(
+        self,
+        x: Tensor,
+        indices: PooledWithIndices,
+        output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+    ) -> Tensor: ...
+
+    @overload
+    def forward(
+        self, x: Tensor, indices: Tensor, output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size
+    ) -> Tensor: ...
+
     def forward(
         self,
         x: Tensor | PooledWithIndices,
@@ -321,6 +342,27 @@ class MaxUnpool(nn.Module):
 
     if TYPE_CHECKING:  # nn.Module.__call__ is typed (*args, **kwargs) -> Any: give callers forward's
         # signature (tests/test_typing_user.py checks that the two agree)
+
+        @overload
+        def __call__(
+            self,
+            x: PooledWithIndices,
+            indices: None = None,
+            output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+        ) -> Tensor: ...
+
+        @overload
+        def __call__(
+            self,
+            x: Tensor,
+            indices: PooledWithIndices,
+            output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+        ) -> Tensor: ...
+
+        @overload
+        def __call__(
+            self, x: Tensor, indices: Tensor, output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size
+        ) -> Tensor: ...
 
         def __call__(
             self,

@@ -95,21 +95,33 @@ def _public_modules() -> list[type[nn.Module]]:
     ]
 
 
-def _call_and_forward(cls: type[nn.Module]) -> tuple[ast.FunctionDef | None, ast.FunctionDef]:
-    """The ``def __call__`` under ``if TYPE_CHECKING:`` and the ``def forward`` of the class of the package
-    that defines ``cls.forward`` (a base class for the transparent stacks), read from its source."""
+def _signatures(functions: list[ast.FunctionDef]) -> list[tuple[list[str], str, str | None]]:
+    """Decorators (``overload``), parameters and return annotation of each function."""
+    return [
+        (
+            [ast.unparse(d) for d in f.decorator_list],
+            ast.dump(f.args),
+            ast.unparse(f.returns) if f.returns else None,
+        )
+        for f in functions
+    ]
+
+
+def _call_and_forward(cls: type[nn.Module]) -> tuple[list[ast.FunctionDef], list[ast.FunctionDef]]:
+    """The ``def __call__`` under ``if TYPE_CHECKING:`` and the ``def forward`` (overloads included, in order)
+    of the class of the package that defines ``cls.forward`` (a base class for the transparent stacks)."""
     owner = next(c for c in cls.__mro__ if "forward" in vars(c))
     tree = ast.parse(Path(inspect.getfile(owner)).read_text())
     node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == owner.__name__)
-    forward = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "forward")
-    stubs = [
+    forward = [n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "forward"]
+    calls = [
         n
         for block in node.body
         if isinstance(block, ast.If) and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
         for n in block.body
         if isinstance(n, ast.FunctionDef) and n.name == "__call__"
     ]
-    return (stubs[0] if stubs else None), forward
+    return calls, forward
 
 
 @pytest.mark.parametrize("cls", _public_modules(), ids=lambda cls: cls.__name__)
@@ -117,11 +129,9 @@ def test_module_call_is_typed_as_its_forward(cls: type[nn.Module]) -> None:
     """``nn.Module.__call__`` is typed ``(*args, **kwargs) -> Any``: every public module declares, for type
     checkers only, a ``__call__`` with exactly ``forward``'s parameters and return type, so ``module(x, ...)``
     is checked like a function call (a forward changed without its ``__call__`` fails here)."""
-    call, forward = _call_and_forward(cls)
-    assert call is not None, f"{cls.__name__} has no `if TYPE_CHECKING: def __call__(...)`"
-    assert ast.dump(call.args) == ast.dump(forward.args), f"{cls.__name__}.__call__ and forward differ"
-    returns = [ast.unparse(f.returns) if f.returns else None for f in (call, forward)]
-    assert returns[0] == returns[1], f"{cls.__name__}.__call__ returns {returns[0]}, forward {returns[1]}"
+    calls, forward = _call_and_forward(cls)
+    assert calls, f"{cls.__name__} has no `if TYPE_CHECKING: def __call__(...)`"
+    assert _signatures(calls) == _signatures(forward), f"{cls.__name__}.__call__ and forward differ"
 
 
 def test_every_public_module_is_found() -> None:

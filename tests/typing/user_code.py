@@ -133,6 +133,8 @@ def user_code() -> None:
     assert_type(pooled, PooledWithIndices)
     assert_type(MaxUnpool()(pooled), Tensor)
     assert_type(MaxUnpool()(pooled.values, pooled.indices, x.shape[-2:]), Tensor)
+    assert_type(MaxUnpool()(pooled.values * 2, pooled), Tensor)
+    assert_type(MaxUnpool()(pooled.values, pooled.indices, (8, n * 2)), Tensor)
     classifier = SuperpixelClassifier(3, 5)
     assert_type(classifier(x, sp, zero_d), Tensor)
     assert_type(classifier.cam(x, sp, 4), Tensor)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from sparse_ops import (
     MaxPoolWithIndices,
+    MaxUnpool,
     Reduce,
     SoftUniformize,
     SuperpixelPool,
@@ -39,3 +40,7 @@ def wrong_calls(x: Tensor, sp: Tensor) -> None:
     TransparentConv1x1(3, [4])(x, sp)  # error: call-arg
     spixel_loss(x, sp, 4, pos_weight="0.003")  # error: arg-type
     TransparentLinear(3, [4], activation="leaky_relu", negative_slope=1j)  # error: arg-type
+    pooled = MaxPoolWithIndices(2)(x)
+    MaxUnpool()(x)  # error: call-overload
+    MaxUnpool()(pooled.values, pooled.indices)  # error: call-overload
+    MaxUnpool()(pooled, pooled.indices)  # error: call-overload
