@@ -4,7 +4,7 @@ Every op follows one argument convention, ``op(x, superpixels, num_superpixels=N
 validate=True)`` (see :doc:`/api/index`). See :doc:`/concepts/uniformization` for the math.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from sparse_ops.assignment import AUTO_BACKEND, Backend, Reduce, SuperpixelAssignment
 from sparse_ops.grid import (
@@ -38,8 +38,8 @@ from sparse_ops.spn import SuperpixelClassifier, superpixel_cam, superpixel_glob
 from sparse_ops.uniformize import SuperpixelUniformize, uniformize
 
 try:
-    __version__ = version("transinit")
-except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = _metadata.version("transinit")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [

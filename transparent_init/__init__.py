@@ -3,7 +3,7 @@
 See :doc:`/concepts/transparent_init` for the math.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from ._checks import Activation
 from .baselines import net2net_identity_init_, random_uniform_init_, xavier_init_
@@ -13,8 +13,8 @@ from .stack import TransparentConv1x1, TransparentLinear, build_transparent_stac
 from .targets import selection_weight
 
 try:
-    __version__ = version("transinit")
-except PackageNotFoundError:  # a source checkout that was never installed: the version it would install as
+    __version__ = _metadata.version("transinit")
+except _metadata.PackageNotFoundError:  # a source checkout never installed: the version it would install as
     from ._version import __version__
 
 __all__ = [

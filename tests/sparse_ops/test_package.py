@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import json
 import os
 import subprocess
@@ -109,3 +110,10 @@ def test_repr_shows_validate_false() -> None:
         checked, unchecked = make(), make(validate=False)
         assert "validate" not in checked.extra_repr(), name
         assert unchecked.extra_repr() == checked.extra_repr() + ", validate=False", name
+
+
+def test_no_public_name_outside_all() -> None:
+    """``dir(sparse_ops)`` shows ``__all__`` and the submodules, nothing else (``version`` and
+    ``PackageNotFoundError`` of ``importlib.metadata`` were public attributes)."""
+    stray = [n for n in dir(sparse_ops) if not n.startswith("_") and n not in sparse_ops.__all__]
+    assert [n for n in stray if not inspect.ismodule(getattr(sparse_ops, n))] == []

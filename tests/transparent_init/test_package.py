@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import json
 import subprocess
 import sys
@@ -62,3 +63,10 @@ def test_public_surface() -> None:
     for name in transparent_init.__all__:
         assert getattr(transparent_init, name) is not None
     assert not [n for n in transparent_init.__all__ if n.startswith("_") and n != "__version__"]
+
+
+def test_no_public_name_outside_all() -> None:
+    """``dir(transparent_init)`` shows ``__all__`` and the submodules, nothing else (``version`` and
+    ``PackageNotFoundError`` of ``importlib.metadata`` were public attributes)."""
+    stray = [n for n in dir(transparent_init) if not n.startswith("_") and n not in transparent_init.__all__]
+    assert [n for n in stray if not inspect.ismodule(getattr(transparent_init, n))] == []
