@@ -307,7 +307,8 @@ class TransparentLinear(_TransparentStack):
 
     Args:
         in_features: input width ``C_in``.
-        hidden_features: logical hidden widths (length >= 1, each ``>= in_features``); depth is ``len + 1``.
+        hidden_features (Sequence[int] | Tensor | ndarray): logical hidden widths (length >= 1, each
+            ``>= in_features``); depth is ``len + 1``.
         out_features: output width; default ``target_weight.shape[0]`` if ``target_weight`` is given, else
             ``in_features`` (the identity).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
@@ -399,7 +400,8 @@ class TransparentConv1x1(_TransparentStack):
 
     Args:
         in_channels: input channels ``C_in``.
-        hidden_channels: logical hidden widths (length >= 1, each ``>= in_channels``).
+        hidden_channels (Sequence[int] | Tensor | ndarray): logical hidden widths (length >= 1, each
+            ``>= in_channels``).
         out_channels: output channels; default ``target_weight.shape[0]`` if ``target_weight`` is given, else
             ``in_channels`` (the identity).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
