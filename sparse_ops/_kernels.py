@@ -78,11 +78,16 @@ def quiet_sparse_beta() -> Iterator[None]:
 def _spend_sparse_warnings() -> None:
     """Build a 1 x 1 COO (without invariant checks) and a CSR matrix on the CPU: each warning PyTorch gives
     once per process for them is then given, inside a :func:`quiet_sparse_beta` block (a block that built only
-    a COO matrix left the CSR warning to the next build, outside any filter)."""
-    index = torch.zeros(2, 1, dtype=torch.long)
-    coo = torch.sparse_coo_tensor(index, torch.ones(1), (1, 1), check_invariants=False)
+    a COO matrix left the CSR warning to the next build, outside any filter). The device is named in every
+    call: under another default device (``torch.device("meta")``, ``torch.set_default_device``) the meta
+    device has no CSR conversion, and a CUDA default would start CUDA for a CPU op."""
+    cpu = torch.device("cpu")
+    index = torch.zeros(2, 1, dtype=torch.long, device=cpu)
+    one = torch.ones(1, dtype=torch.float32, device=cpu)
+    coo = torch.sparse_coo_tensor(index, one, (1, 1), device=cpu, check_invariants=False)
     coo.coalesce().to_sparse_csr()
-    torch.sparse_csr_tensor(torch.tensor([0, 1]), torch.tensor([0]), torch.ones(1), size=(1, 1))
+    rows, cols = torch.tensor([0, 1], device=cpu), torch.tensor([0], device=cpu)
+    torch.sparse_csr_tensor(rows, cols, one, size=(1, 1), device=cpu)
 
 
 def sums(

@@ -284,6 +284,19 @@ def test_no_sparse_warning_whatever_the_first_build() -> None:
     assert out.stdout.strip() == "[]", out.stdout
 
 
+def test_the_first_sparse_build_ignores_the_default_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 1 x 1 matrices that spend PyTorch's once-per-process sparse warnings are the library's own: built
+    on the CPU whatever the default device. Under ``torch.device("meta")`` (a model built without memory) the
+    first sparse build of a CPU assignment raised ``NotImplementedError`` (no CSR conversion on the meta
+    device); under a CUDA default it would have started CUDA for a CPU op."""
+    monkeypatch.setattr(kernels, "_quieted", threading.Event())  # as the first block of a process
+    sp, x = torch.tensor([[[0, 0, 1], [2, 2, 1]]]), torch.arange(6.0).view(1, 1, 2, 3)
+    with torch.device("meta"):
+        out = SuperpixelAssignment(sp, 3, backend="sparse").uniformize(x)
+    assert kernels._quieted.is_set()  # the block ran to its end
+    torch.testing.assert_close(out, SuperpixelAssignment(sp, 3).uniformize(x), rtol=0, atol=0)
+
+
 def test_a_later_csr_build_leaves_another_threads_warning_filters_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
