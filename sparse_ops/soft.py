@@ -73,8 +73,9 @@ def normalize_assoc(
 
     Out-of-image candidates get zero weight; with ``renormalize`` the valid weights of each pixel are rescaled
     to sum to 1 (pixels with no valid mass keep all-zero weights). The rescaling does not depend on the scale
-    of a pixel's weights: weights near the largest finite value or subnormal ones give the weights of the same
-    row scaled by a power of two (bit for bit).
+    of a pixel's weights: weights near the largest finite value (scaled by a power of two before their sum,
+    which would overflow) or subnormal ones give the weights of the same row scaled by a power of two (bit for
+    bit).
 
     Args:
         assoc (Tensor[B, 9, H, W]): non-negative, finite association (e.g. a softmax over dim 1).
@@ -113,14 +114,19 @@ def _normalized(assoc: Tensor, cell_size: int, renormalize: bool) -> Tensor:
 
 
 def _weight_scale(q: Tensor) -> Tensor:
-    """``[B, 1, H, W]`` powers of two that bring every pixel's largest weight of ``q[B, 9, H, W]`` near 1 (1
-    for a pixel without mass), within the dtype's range: see :func:`_power_of_two_scale`.
+    """``[B, 1, H, W]`` powers of two for the pixels of ``q[B, 9, H, W]`` whose sum of weights could overflow
+    (a largest weight from ``2**(e - 3)`` on, with ``2**e`` the dtype's largest power of two: ``2**124`` in
+    float32), bringing it near 1 (:func:`_power_of_two_scale`); 1 for every other pixel.
 
     Renormalization divides by the sum of the 9 weights, which overflowed to ``inf`` for weights near the
     largest finite value (every weight then became 0: the pixel was silently left out). A power of two scales
-    exactly, so the normalized weights of any other association are unchanged, bit for bit.
+    exactly, except where it makes a subnormal: a scale below 1 on a row that cannot overflow rounded its tiny
+    weights twice (one subnormal step off the plain quotient), so such rows keep the plain quotient, bit for
+    bit. Nine weights below ``2**(e - 3)`` sum below ``1.125 * 2**e``, a finite value: no overflow.
     """
-    return _power_of_two_scale(q.detach().amax(dim=1, keepdim=True))  # no graph: nothing saved for it
+    largest = q.detach().amax(dim=1, keepdim=True)  # no graph: nothing saved for it
+    limit = math.frexp(torch.finfo(q.dtype).max)[1] - 1
+    return torch.where(largest >= 2.0 ** (limit - 3), _power_of_two_scale(largest), 1.0)
 
 
 def _power_of_two_scale(largest: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ import sparse_ops.soft as soft_module
 from sparse_ops import (
     SoftUniformize,
     grid_shape,
+    neighbour_validity,
     normalize_assoc,
     soft_superpixel_pool,
     soft_superpixel_unpool,
@@ -181,8 +182,9 @@ def test_renormalization_is_scale_free_up_to_the_largest_and_down_to_subnormal_w
 ) -> None:
     # the valid weights of a pixel are divided by their sum: weights near the largest finite value overflowed
     # that sum (9 x 2**126 in float32, also for bfloat16, computed in float32), and every weight became
-    # w / inf = 0: the pixel was silently left out (reconstructed as 0). Subnormal weights were divided on the
-    # subnormal grid. Scaled by a power of two first, both give the weights of the unscaled association
+    # w / inf = 0: the pixel was silently left out (reconstructed as 0). Scaled by a power of two first, they
+    # give the weights of the unscaled association; subnormal weights do as well (the plain quotient of exact
+    # subnormals is scale-free: that case passed before too, and guards the scale against rounding them)
     info = torch.finfo(dtype)
     top, tiny = math.frexp(info.max)[1] - 1, math.frexp(info.tiny)[1] - 1
     power = top - 1 if exponent == "largest" else tiny - 2
@@ -195,6 +197,20 @@ def test_renormalization_is_scale_free_up_to_the_largest_and_down_to_subnormal_w
     torch.testing.assert_close(normalize_assoc(scaled, S), normalize_assoc(base, S), rtol=0, atol=0)
     f = F.to(dtype)
     torch.testing.assert_close(soft_uniformize(f, scaled, S), soft_uniformize(f, base, S), rtol=0, atol=0)
+
+
+def test_renormalization_of_a_row_whose_sum_cannot_overflow_is_the_plain_quotient() -> None:
+    # the power-of-two scale is exact only where it makes no subnormal: a row of largest weight 6 scaled by
+    # 2**-3 turned a weight of 11 * 2**-149 into 11/8 * 2**-149, rounded to 2**-149 on the subnormal grid
+    # (then divided by 6/8: 2**-149), where the plain quotient 11/6 * 2**-149 rounds to 2 * 2**-149
+    assoc = torch.zeros(2, 9, 5, 7)
+    assoc[:, 4] = 6.0  # the own cell: always inside the image
+    assoc[:, 0] = 11 * 2.0**-149  # the upper left cell, where it exists
+    assoc[1] = torch.rand(9, 5, 7, generator=torch.Generator().manual_seed(0)).mul(40).sub(20).exp()  # wide
+    q = assoc * neighbour_validity(5, 7, S)
+    expected = q / q.sum(dim=1, keepdim=True)
+    assert expected[0, 0, -1, -1] == 2 * 2.0**-149
+    torch.testing.assert_close(normalize_assoc(assoc, S), expected, rtol=0, atol=0)
 
 
 def test_one_hot_assoc_gives_plain_cell_averages_and_empty_cells_give_zero() -> None:
