@@ -50,6 +50,9 @@ _WARNINGS_LOCK = threading.Lock()
 #: process, so later blocks change no filter.
 _quieted = threading.Event()
 
+#: The beginnings of the sparse-matrix ``UserWarning`` messages that :func:`quiet_sparse_beta` ignores.
+_SPARSE_WARNINGS = ("Sparse CSR tensor support is in beta", "Sparse invariant checks are implicitly")
+
 
 @contextlib.contextmanager
 def quiet_sparse_beta() -> Iterator[None]:
@@ -61,18 +64,20 @@ def quiet_sparse_beta() -> Iterator[None]:
     Only until a block has run to its end: PyTorch gives each of these warnings once per process, and the
     first block spends both (:func:`_spend_sparse_warnings`) whatever it builds itself. The filter list is
     process-wide, so a block overlapping another thread's ``warnings.catch_warnings`` (which no lock of ours
-    can serialise) could leave that thread's temporary filter installed for good, or ours.
+    can serialise) could leave that thread's temporary filter installed for good, or ours. A block that waited
+    for the lock while the first one ran looks again, and installs nothing once that one has ended.
     """
-    if _quieted.is_set():
-        yield
-        return
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        for message in ("Sparse CSR tensor support is in beta", "Sparse invariant checks are implicitly"):
-            warnings.filterwarnings("ignore", message=message, category=UserWarning)
-        if not _quieted.is_set():
-            _spend_sparse_warnings()
-        yield
-        _quieted.set()
+    if not _quieted.is_set():
+        with _WARNINGS_LOCK:
+            if not _quieted.is_set():  # not when a first block ended while this one waited for the lock
+                with warnings.catch_warnings():
+                    for message in _SPARSE_WARNINGS:
+                        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+                    _spend_sparse_warnings()
+                    yield
+                    _quieted.set()
+                return
+    yield
 
 
 def _spend_sparse_warnings() -> None:

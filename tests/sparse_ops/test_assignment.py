@@ -12,6 +12,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -295,6 +296,56 @@ def test_the_first_sparse_build_ignores_the_default_device(monkeypatch: pytest.M
         out = SuperpixelAssignment(sp, 3, backend="sparse").uniformize(x)
     assert kernels._quieted.is_set()  # the block ran to its end
     torch.testing.assert_close(out, SuperpixelAssignment(sp, 3).uniformize(x), rtol=0, atol=0)
+
+
+def test_a_build_that_waited_for_the_first_block_changes_no_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build that finds no block ended yet waits for the first one's lock; once that block has spent the
+    warnings, it must not install filters of its own (``warnings.catch_warnings``, whose restore can undo
+    another thread's temporary filter or keep it for good): only the first block enters one. Before, every
+    build queued behind the first block did. The second thread's steps are ordered by events, not sleeps."""
+    monkeypatch.setattr(kernels, "_quieted", threading.Event())  # as the first block of a process
+    second_waits = threading.Event()
+
+    class WatchedLock:
+        """The warnings lock, telling when the second thread (past its look at ``_quieted``) asks for it."""
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def __enter__(self) -> bool:
+            if threading.current_thread().name == "second":
+                second_waits.set()
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.__exit__(None, None, None)
+
+    monkeypatch.setattr(kernels, "_WARNINGS_LOCK", WatchedLock())
+    entered: list[str] = []
+
+    class CountingCatchWarnings(warnings.catch_warnings):
+        def __enter__(self) -> Any:
+            entered.append(threading.current_thread().name)
+            return super().__enter__()
+
+    monkeypatch.setattr(warnings, "catch_warnings", CountingCatchWarnings)
+
+    def first() -> None:
+        with kernels.quiet_sparse_beta():
+            second.start()
+            assert second_waits.wait(timeout=10)
+
+    def run_second() -> None:
+        with kernels.quiet_sparse_beta():
+            pass
+
+    second = threading.Thread(target=run_second, name="second")
+    one = threading.Thread(target=first, name="first")
+    one.start()
+    one.join(timeout=30)
+    second.join(timeout=30)
+    assert second_waits.is_set() and not second.is_alive()
+    assert entered == ["first"]
 
 
 def test_a_later_csr_build_leaves_another_threads_warning_filters_alone(
