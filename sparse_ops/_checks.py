@@ -110,15 +110,21 @@ def check_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
 
 
 def check_number(value: object, name: str, minimum: float) -> float:
-    """Return a real number (not ``bool``, not a string) ``>= minimum`` as a ``float``."""
+    """Return a real number (not a ``bool`` of any kind, not a string, not a tensor that is not 0-d)
+    ``>= minimum`` as a ``float``."""
     if isinstance(value, (str, bytes, bytearray)):  # float("0.5") would parse it: a string is not a number
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    is_numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    if isinstance(value, bool) or is_numpy_bool:  # float(True) is 1.0: refused, as check_int refuses it
+        raise TypeError(f"{name} must be a real number, got bool {value}")
+    if isinstance(value, Tensor) and (value.dim() != 0 or value.dtype == torch.bool):  # float() reads [0.5]
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     if isinstance(value, Tensor) and value.requires_grad:  # float() would cut it from the graph, silently
         raise TypeError(
             f"{name} must be a real number, got a Tensor that requires grad: no gradient would reach it "
             f"(it is used as a constant); pass {name}.item()"
         )
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not isinstance(value, (int, float)):
         try:
             value = float(value)  # type: ignore[arg-type]  # numpy scalars; anything else: TypeError
         except (TypeError, ValueError):

@@ -49,6 +49,12 @@ def test_pairs_options_and_numbers() -> None:
             _checks.check_number(text, "w", 0.0)
     with pytest.raises(ValueError, match=r"w must be a number >= 0\.0, got nan"):
         _checks.check_number(float("nan"), "w", 0.0)
+    assert _checks.check_number(torch.tensor(0.5, dtype=torch.float64), "w", 0.0) == 0.5  # a 0-d tensor
+    # refused as integers are (check_int) and as transparent_init's reals are: a bool of any kind and a tensor
+    # that is not 0-d (float() read True as 1.0 and torch.tensor([0.5]) as 0.5)
+    for wrong in (True, np.bool_(False), torch.tensor(True), torch.tensor([0.5])):
+        with pytest.raises(TypeError, match=r"w must be a real number, got (bool|Tensor of shape)"):
+            _checks.check_number(wrong, "w", 0.0)
 
 
 def test_slot_limit_names_the_largest_id_and_the_fix() -> None:
