@@ -143,7 +143,8 @@ def test_the_counter_sees_a_sync() -> None:
 
 
 class _FullSize(TorchDispatchMode):
-    """Counts the ops whose output has ``numel`` elements (temporaries the size of the checked tensor)."""
+    """Counts the ops whose output has ``numel`` elements (temporaries the size of the checked tensor); a view
+    of an input (``detach``, ``view``: no memory of its own) is not a temporary."""
 
     def __init__(self, numel: int) -> None:
         super().__init__()
@@ -151,7 +152,12 @@ class _FullSize(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
-        if isinstance(out, torch.Tensor) and out.numel() == self.numel:
+        inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+        if (
+            isinstance(out, torch.Tensor)
+            and out.numel() == self.numel
+            and out.untyped_storage().data_ptr() not in inputs
+        ):
             self.count += 1
         return out
 
