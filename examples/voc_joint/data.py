@@ -19,13 +19,14 @@ number of ``DataLoader`` workers repeat exactly. Padding fills the image with 0 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import glob
 import math
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -366,19 +367,28 @@ def _check_pixels(path: Path, kind: str, size: tuple[int, int], max_pixels: int)
         )
 
 
-def _to_rgb(im: Image.Image, path: Path) -> np.ndarray:
-    """The pixels of an open image as uint8 RGB [H, W, 3]: PIL's ``convert("RGB")`` for 8-bit modes; a 16-bit
-    grayscale image (``I;16*``, or ``I`` from a PNG, which holds at most 16 bits) scaled to 8 bits (value /
-    257, rounded), since PIL's conversion clips it at 255; the other 32-bit modes (``I``, ``F``, no fixed
-    range) refused."""
+def _check_image_header(path: Path, im: Image.Image) -> None:
+    """The rules on an open image that its header decides (PIL mode and format; no pixel is decoded): 32-bit
+    modes (``I`` but from a PNG, ``F``: no fixed range) are refused. The per-sample read and the header pass
+    (:meth:`VOCSegmentation.header_problems`) both apply it."""
     if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
-        gray = (np.asarray(im).astype(np.uint32) + 128) // 257  # the decoding happens here
-        return np.repeat(gray.astype(np.uint8)[:, :, None], 3, axis=2)
+        return
     if im.mode in ("I", "F") or im.mode.startswith(("I;", "F;")):
         raise DataError(
             f"image file '{path}' has PIL mode '{im.mode}' (32-bit pixels of no fixed range): expected an "
             "8-bit (or 16-bit PNG) grayscale, palette, RGB(A) or CMYK image; convert it to 8 bits first"
         )
+
+
+def _to_rgb(im: Image.Image, path: Path) -> np.ndarray:
+    """The pixels of an open image as uint8 RGB [H, W, 3]: PIL's ``convert("RGB")`` for 8-bit modes; a 16-bit
+    grayscale image (``I;16*``, or ``I`` from a PNG, which holds at most 16 bits) scaled to 8 bits (value /
+    257, rounded), since PIL's conversion clips it at 255; the other 32-bit modes (``I``, ``F``, no fixed
+    range) refused (:func:`_check_image_header`)."""
+    _check_image_header(path, im)
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
+        gray = (np.asarray(im).astype(np.uint32) + 128) // 257  # the decoding happens here
+        return np.repeat(gray.astype(np.uint8)[:, :, None], 3, axis=2)
     return np.array(im.convert("RGB"), dtype=np.uint8)  # the decoding happens here
 
 
@@ -442,6 +452,32 @@ def _pil_limit_note(max_pixels: int) -> str:
     )
 
 
+def _check_file(path: Path, kind: str) -> None:
+    """``path`` exists and is not empty (``kind``: "image" or "mask", for the message)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} file not found: '{path}'" + missing_file_hint(path))
+    if path.stat().st_size == 0:
+        raise DataError(f"{kind} file '{path}' is empty (0 bytes: an interrupted copy or download?)")
+
+
+@contextlib.contextmanager
+def _open(path: Path, kind: str, max_pixels: int) -> Iterator[Image.Image]:
+    """``path`` opened with PIL (its header read, no pixel decoded), after :func:`_check_file`, its size
+    checked against ``max_pixels``; PIL's errors, in the ``with`` block too (decoding), become a
+    :class:`DataError` naming the file."""
+    _check_file(path, kind)
+    try:
+        with Image.open(path) as im:
+            _check_pixels(path, kind, im.size, max_pixels)
+            yield im
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"{kind} file '{path}' refused as a decompression bomb: {exc}" + _pil_limit_note(max_pixels)
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"cannot read {kind} file '{path}': {exc}") from exc
+
+
 def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     """Read an RGB image as a uint8 tensor [3, H, W] with PIL; errors name the file.
 
@@ -449,20 +485,8 @@ def _read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     decoding. (``torchvision.io.decode_image`` gives the same pixels for JPEG, but is deprecated since
     torchvision 0.29.) 16-bit grayscale images are scaled to 8 bits, 32-bit ones refused (:func:`_to_rgb`).
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: '{path}'" + missing_file_hint(path))
-    if path.stat().st_size == 0:
-        raise DataError(f"image file '{path}' is empty (0 bytes: an interrupted copy or download?)")
-    try:
-        with Image.open(path) as im:
-            _check_pixels(path, "image", im.size, max_pixels)
-            rgb = _to_rgb(im, path)
-    except Image.DecompressionBombError as exc:
-        raise DataError(
-            f"image file '{path}' refused as a decompression bomb: {exc}" + _pil_limit_note(max_pixels)
-        ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"cannot read image file '{path}': {exc}") from exc
+    with _open(path, "image", max_pixels) as im:
+        rgb = _to_rgb(im, path)
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
@@ -487,35 +511,31 @@ def _colour_mask_note(im: Image.Image) -> str:
     )
 
 
+def _check_mask_header(path: Path, im: Image.Image, *, notes: bool = True) -> None:
+    """The rules on an open mask that its header decides: a palette ("P") or grayscale ("L") PNG, no JPEG
+    (lossy). ``notes``: for a refused RGB(A) mask, say whether its colours are VOC palette colours (decodes
+    the pixels; the header pass leaves it out). The per-sample read and the header pass
+    (:meth:`VOCSegmentation.header_problems`) both apply it."""
+    if im.format in ("JPEG", "MPO"):  # PIL reads by content, whatever the name
+        raise DataError(
+            f"mask file '{path}' is a {im.format} file (lossy: the compression changes the labels "
+            "along every edge into other classes): save the masks as PNG, from their original labels"
+        )
+    if im.mode not in ("P", "L"):
+        raise DataError(
+            f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale "
+            "('L') PNG whose pixel values are the class indices" + (_colour_mask_note(im) if notes else "")
+        )
+
+
 def _read_mask(
     path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, num_classes: int = NUM_CLASSES
 ) -> np.ndarray:
     """Read a label PNG (palette "P" or grayscale "L"; no JPEG, which is lossy) as a uint8 array [H, W] of
     labels in ``0..num_classes-1`` or 255; errors name the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"mask file not found: '{path}'" + missing_file_hint(path))
-    if path.stat().st_size == 0:
-        raise DataError(f"mask file '{path}' is empty (0 bytes: an interrupted copy or download?)")
-    try:
-        with Image.open(path) as im:
-            _check_pixels(path, "mask", im.size, max_pixels)
-            if im.format in ("JPEG", "MPO"):  # PIL reads by content, whatever the name
-                raise DataError(
-                    f"mask file '{path}' is a {im.format} file (lossy: the compression changes the labels "
-                    "along every edge into other classes): save the masks as PNG, from their original labels"
-                )
-            if im.mode not in ("P", "L"):
-                raise DataError(
-                    f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale "
-                    "('L') PNG whose pixel values are the class indices" + _colour_mask_note(im)
-                )
-            arr = np.asarray(im, dtype=np.uint8)
-    except Image.DecompressionBombError as exc:
-        raise DataError(
-            f"mask file '{path}' refused as a decompression bomb: {exc}" + _pil_limit_note(max_pixels)
-        ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"cannot read mask file '{path}': {exc}") from exc
+    with _open(path, "mask", max_pixels) as im:
+        _check_mask_header(path, im)
+        arr = np.asarray(im, dtype=np.uint8)
     bad = ~_valid_labels(num_classes)[arr]
     if bad.any():
         values = np.unique(arr[bad])
@@ -525,6 +545,19 @@ def _read_mask(
             f"({int(bad.sum())} pixels)"
         )
     return arr
+
+
+def _check_same_size(
+    image_path: Path, image_hw: tuple[int, int], mask_path: Path, mask_hw: tuple[int, int]
+) -> None:
+    """A mask of the size ``(H, W)`` of its image; for the transposed size, why when the image has an EXIF
+    orientation (:func:`_exif_rotation_hint`)."""
+    if mask_hw != image_hw:
+        raise DataError(
+            f"mask file '{mask_path}' is {mask_hw[0]}x{mask_hw[1]} (HxW) but its image "
+            f"'{image_path}' is {image_hw[0]}x{image_hw[1]}"
+            + (_exif_rotation_hint(image_path) if mask_hw == image_hw[::-1] else "")
+        )
 
 
 def _exif_rotation_hint(path: Path) -> str:
@@ -691,17 +724,46 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         paths = (p for i in range(len(self)) for p in (self.image_path(i), self.mask_path(i)))
         return [p for p in paths if not p.is_file()]
 
+    def header_problems(self, index: int) -> list[str]:
+        """Every problem of sample ``index`` that the file headers decide, without decoding a pixel (the
+        header pass of ``train.py`` and ``evaluate.py``): a missing or empty file, one PIL cannot identify,
+        above ``max_pixels``, a 32-bit image, a mask that is no palette / grayscale PNG, a mask whose size
+        differs from its image. The rules and messages are those of :meth:`load`, which finds the same
+        problems (one at a time) when it reads the sample; label values and a file cut after its header are
+        found only then.
+
+        Returns:
+            list[str]: the messages, each naming its file (empty: the headers are fine).
+        """
+        image_path, mask_path = self.image_path(index), self.mask_path(index)
+        problems: list[str] = []
+        sizes: list[tuple[int, int]] = []
+        checks: tuple[tuple[Path, str, Callable[[Path, Image.Image], None]], ...] = (
+            (image_path, "image", _check_image_header),
+            (mask_path, "mask", functools.partial(_check_mask_header, notes=False)),
+        )
+        for path, kind, check in checks:
+            try:
+                with _open(path, kind, self.max_pixels) as im:
+                    check(path, im)
+                    sizes.append((im.height, im.width))
+            except (DataError, FileNotFoundError) as exc:
+                problems.append(str(exc))
+        if len(sizes) == 2:
+            try:
+                _check_same_size(image_path, sizes[0], mask_path, sizes[1])
+            except DataError as exc:
+                problems.append(str(exc))
+        return problems
+
     def load(self, index: int) -> tuple[Tensor, Tensor]:
         """Read sample ``index`` untransformed: image (uint8 Tensor[3, H, W]), target (LongTensor[H, W])."""
         image_path, mask_path = self.image_path(index), self.mask_path(index)
         image = _read_image(image_path, self.max_pixels)
         mask = _read_mask(mask_path, self.max_pixels, self.num_classes)
-        if tuple(mask.shape) != tuple(image.shape[-2:]):
-            raise DataError(
-                f"mask file '{mask_path}' is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image "
-                f"'{image_path}' is {image.shape[1]}x{image.shape[2]}"
-                + (_exif_rotation_hint(image_path) if tuple(mask.shape) == tuple(image.shape[:0:-1]) else "")
-            )
+        _check_same_size(
+            image_path, (image.shape[1], image.shape[2]), mask_path, (mask.shape[0], mask.shape[1])
+        )
         return image, torch.from_numpy(mask.astype(np.int64))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
