@@ -53,6 +53,7 @@ from examples.voc_joint.data import (
     missing_file_hint,
 )
 from examples.voc_joint.engine import write_text_atomic
+from examples.voc_joint.headers import check_headers
 from examples.voc_joint.metrics import (
     SegmentationMetrics,
     format_per_class_table,
@@ -286,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_PIXELS,
         help="refuse images and masks with more pixels than this (decompression-bomb guard)",
     )
+    parser.add_argument(
+        "--check-files",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="before evaluating, read the header of every listed image and mask (no pixel decoded) and name "
+        "every file the reader would refuse (default on)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -351,6 +359,8 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
             "; ..." if len(missing) > 5 else ""
         )
         raise FileNotFoundError(f"{len(missing)} files listed in {dataset.list_file} do not exist: {named}")
+    if args.check_files:  # every bad header at once, before the model runs on the files listed before it
+        check_headers([dataset], progress=not args.no_progress, prefix="evaluate", one_line=True)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=1 if full_size else args.batch_size,

@@ -62,6 +62,7 @@ RUNTIME_OPTIONS = frozenset(
         "tensorboard",
         "no_progress",
         "max_image_pixels",
+        "check_files",
         "channels_last",
         "recompute_fusion",
         "recompute_loss",

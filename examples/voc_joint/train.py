@@ -70,6 +70,7 @@ from examples.voc_joint.cli import (
 )
 from examples.voc_joint.data import DEFAULT_MAX_PIXELS, DataError, VOCSegmentation, missing_file_hint
 from examples.voc_joint.distributed import DistInfo, cleanup_distributed, init_distributed
+from examples.voc_joint.headers import check_headers
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
@@ -249,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=POS,
         default=DEFAULT_MAX_PIXELS,
         help="refuse images and masks with more pixels than this (decompression-bomb guard)",
+    )
+    g.add_argument(
+        "--check-files",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="before the first step, read the header of every listed image and mask (training split and, "
+        "with --eval, --val-split; no pixel decoded) and name every file the reader would refuse mid-run "
+        "(default on: about 3 s for VOC trainaug + val, 24062 files, from a warm disk cache)",
     )
     g.add_argument(
         "--output-dir",
@@ -708,7 +717,9 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
     :func:`build_train_loader`.
 
     Raises:
-        FileNotFoundError, DataError: as :func:`check_val_data`; listed files that do not exist (all named).
+        FileNotFoundError, DataError: as :func:`check_val_data`; listed files that do not exist (all named);
+            with ``--check-files`` (the default), every listed file whose header the reader refuses (all
+            named: :func:`~examples.voc_joint.headers.check_headers`, run by rank 0 only).
         UsageError: the training split holds validation images (:func:`val_overlap_error`) and
             ``--allow-val-overlap`` is not given, or (a new run) fewer images than one global batch.
 
@@ -724,9 +735,8 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
         error = error or source_overlap_error(ds.root, args, own_command=own_command)
         if error:
             raise UsageError(error)
-    missing = ds.missing_files()
-    if val:
-        missing += check_val_data(args, root).missing_files()
+    val_ds = check_val_data(args, root) if val else None
+    missing = ds.missing_files() + (val_ds.missing_files() if val_ds is not None else [])
     if missing:
         shown = "\n  ".join(f"{p}{missing_file_hint(p)}" for p in missing[:10])
         shown += "\n  ..." if len(missing) > 10 else ""
@@ -735,7 +745,23 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
             + (f" or in the --val-split {args.val_split!r} list" if val else "")
             + f" do not exist (an incomplete extraction, or a list of another data set?):\n  {shown}"
         )
+    if args.check_files:
+        _check_headers([ds] if val_ds is None else [ds, val_ds], args, info)
     return root
+
+
+def _check_headers(datasets: Sequence[VOCSegmentation], args: argparse.Namespace, info: DistInfo) -> None:
+    """The header pass (:func:`~examples.voc_joint.headers.check_headers`) on rank 0 only (the other
+    processes wait, then raise its error too): one process reads the headers, not one per GPU."""
+    error = None
+    if info.main:
+        try:
+            check_headers(datasets, progress=not args.no_progress)
+        except DataError as exc:
+            error = str(exc)
+    error = info.from_main(error)
+    if error is not None:
+        raise DataError(error)
 
 
 def val_overlap_error(

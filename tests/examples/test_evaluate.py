@@ -417,6 +417,32 @@ def test_cli_names_every_missing_listed_file_before_it_evaluates(voc, tmp_path, 
     assert not (tmp_path / "ev").exists()
 
 
+def test_cli_names_every_bad_header_in_one_line_before_it_evaluates(voc, tmp_path, monkeypatch, capsys):
+    """Files that exist but that the reader refuses (here a mask of another size and a JPEG mask) stopped the
+    evaluation one at a time, when the loader reached them; the header pass names both first, on one line,
+    before the model runs or the output folder is made. --no-check-files leaves them to the reader."""
+    root = tmp_path / "voc"
+    shutil.copytree(voc, root)
+    names = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    small, jpeg = (root / "SegmentationClass" / f"{n}.png" for n in (names[1], names[2]))
+    Image.new("L", (5, 4)).save(small)
+    Image.new("L", SIZE[::-1]).save(jpeg, format="JPEG")
+    model = StubJoint()
+    model.forward = lambda *a: pytest.fail("the model ran")  # type: ignore[method-assign]
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path, model=model), "--data-root", str(root)]
+    assert evaluate_mod.main([*argv, "--out", str(tmp_path / "ev")]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"{PROG}: error: 2 problems in the headers of the 6 listed") and err.count("\n") == 1
+    )
+    assert f"'{small}' is 4x5 (HxW)" in err and f"'{jpeg}' is a JPEG file" in err, err
+    assert not (tmp_path / "ev").exists()
+    model.forward = StubJoint().forward  # type: ignore[method-assign]
+    assert evaluate_mod.main([*argv, "--out", str(tmp_path / "ev2"), "--no-check-files"]) == 1
+    err = capsys.readouterr().err
+    assert "problems in the headers" not in err and f"'{small}' is 4x5 (HxW)" in err and str(jpeg) not in err
+
+
 def test_cli_panels_of_images_in_subfolders_of_the_same_file_name_are_all_kept(
     voc, tmp_path, monkeypatch, capsys
 ):

@@ -65,8 +65,8 @@ def _run_script(*argv: str, timeout: float = 180) -> tuple[int | None, str]:
 
 
 def _damaged_copy(root: Path, dest: Path, stem: str) -> Path:
-    """A copy of the data set ``root`` whose training image ``stem``.jpg is no image (found when it is read:
-    a missing file is found before the run starts)."""
+    """A copy of the data set ``root`` whose training image ``stem``.jpg is no image (found when it is read
+    with ``--no-check-files``: the header pass names it before the run starts, as a missing file)."""
     shutil.copytree(root, dest)
     (dest / "JPEGImages" / f"{stem}.jpg").write_bytes(b"not a JPEG")
     return dest
@@ -150,6 +150,7 @@ def test_data_error_in_a_worker_exits_promptly(tiny_voc, tmp_path) -> None:
     stem = (tiny_voc / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
     root = _damaged_copy(tiny_voc, tmp_path / "data", stem)
     argv = train_args(root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--threads", "1")
+    argv += ["--no-check-files"]  # else the header pass finds the file before any worker starts
     argv[argv.index("--workers") + 1] = "1"
     code, err = _run_script(*argv, timeout=120)
     assert code == 1, f"exit status {code} (None: still running after 120 s)\n{err[-3000:]}"
@@ -1460,6 +1461,7 @@ def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(tiny_vo
     for stem in stems[1:]:  # no readable training image: the first batch fails, whatever the order
         (root / "JPEGImages" / f"{stem}.jpg").write_bytes(b"not a JPEG")
     argv = train_args(root, tmp_path / "out", "--stage", "seg", "--max-steps", "1", "--threads", "1")
+    argv += ["--no-check-files"]  # the header pass would refuse the data before the stage folder exists
     with pytest.raises(train.DataError, match="cannot read image file"):  # in the first batch
         train.main(argv)
     log = tmp_path / "out" / "seg" / "log.csv"
