@@ -28,6 +28,7 @@ refuses to change such a view in place ("This view was created inside a custom F
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -45,6 +46,17 @@ __all__ = ["apply_average", "apply_decode", "apply_pool", "quiet_sparse_beta", "
 #: filter list, so two threads inside it at once can restore each other's temporary filter and leave it
 #: installed for good (every later ``UserWarning`` of the process silenced).
 _WARNINGS_LOCK = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    """After ``fork`` the child runs one thread: a :data:`_WARNINGS_LOCK` held by another thread of the parent
+    at that moment would stay held for good, and the child's first sparse build would wait forever."""
+    global _WARNINGS_LOCK  # noqa: PLW0603  # rebinding the module's lock is the point: no thread holds it here
+    _WARNINGS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 #: Whether a block of :func:`quiet_sparse_beta` has run to its end: PyTorch gives its sparse warnings once per
 #: process, so later blocks change no filter.

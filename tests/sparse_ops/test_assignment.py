@@ -258,6 +258,47 @@ def test_a_later_csr_build_shows_no_warning() -> None:
     assert [str(w.message) for w in seen] == []
 
 
+def _first_sparse_block() -> None:
+    """A forked child's first :func:`quiet_sparse_beta` block (its exit code tells the parent it ended)."""
+    with kernels.quiet_sparse_beta():
+        pass
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="fork is POSIX")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_fork_while_another_thread_holds_the_warnings_lock_leaves_the_child_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process forked while another thread is inside the first sparse build (a DataLoader worker started
+    then) gets a lock of its own: before, the child inherited the held lock and its first build hung."""
+    import multiprocessing
+
+    monkeypatch.setattr(kernels, "_quieted", threading.Event())
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with kernels._WARNINGS_LOCK:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        child = multiprocessing.get_context("fork").Process(target=_first_sparse_block)
+        child.start()
+        child.join(timeout=20)
+        hung = child.exitcode is None
+        if hung:
+            child.kill()
+            child.join()
+        assert not hung, "the child's first sparse build waited for a lock no thread of it holds"
+        assert child.exitcode == 0
+    finally:
+        release.set()
+        holder.join()
+
+
 def test_no_sparse_warning_whatever_the_first_build() -> None:
     """In a fresh process whose first sparse build is a COO ``to_sparse`` (no CSR matrix in it), the later CSR
     builds give no warning either: the first block spends every once-per-process warning. Before, that
