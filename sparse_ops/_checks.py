@@ -74,7 +74,7 @@ def check_int(value: object, name: str, minimum: int | None = None) -> int:
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got bool {value}")
     # operator.index also takes torch.tensor(True) as 1 and a one-element tensor of any shape ([[3]]) as 3
-    if isinstance(value, Tensor) and (value.dim() != 0 or value.dtype == torch.bool):
+    if _is_unscalar_tensor(value):
         raise TypeError(f"{name} must be an int, got {_describe(value)}")
     try:
         result = operator.index(value)  # type: ignore[arg-type]  # any object: a TypeError is the answer
@@ -88,11 +88,22 @@ def check_int(value: object, name: str, minimum: int | None = None) -> int:
 def check_bool(value: object, name: str) -> bool:
     """``value`` as a Python ``bool``: a ``bool`` or a numpy bool. Anything else is refused rather than read
     by its truth value (``bool("False")`` is ``True``)."""
-    if isinstance(value, bool):
-        return value
-    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
-        return bool(value)
+    if _is_bool(value):
+        return bool(value)  # a bool or a numpy bool
     raise TypeError(f"{name} must be a bool, got {_describe(value)}")
+
+
+def _is_bool(value: object) -> bool:
+    """Whether ``value`` is a ``bool`` or a numpy bool."""
+    return isinstance(value, bool) or (
+        type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    )
+
+
+def _is_unscalar_tensor(value: object) -> bool:
+    """Whether ``value`` is a tensor that Python would read as a number although it is none: a bool tensor or
+    one that is not 0-d (``operator.index`` and ``float()`` read any one-element tensor)."""
+    return isinstance(value, Tensor) and (value.dim() != 0 or value.dtype == torch.bool)
 
 
 def check_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
@@ -114,10 +125,9 @@ def check_number(value: object, name: str, minimum: float) -> float:
     ``>= minimum`` as a ``float``."""
     if isinstance(value, (str, bytes, bytearray)):  # float("0.5") would parse it: a string is not a number
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
-    is_numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
-    if isinstance(value, bool) or is_numpy_bool:  # float(True) is 1.0: refused, as check_int refuses it
+    if _is_bool(value):  # float(True) is 1.0: refused, as check_int refuses it
         raise TypeError(f"{name} must be a real number, got bool {value}")
-    if isinstance(value, Tensor) and (value.dim() != 0 or value.dtype == torch.bool):  # float() reads [0.5]
+    if _is_unscalar_tensor(value):  # float() reads [0.5]
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     if isinstance(value, Tensor) and value.requires_grad:  # float() would cut it from the graph, silently
         raise TypeError(

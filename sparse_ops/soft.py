@@ -125,8 +125,12 @@ def _weight_scale(q: Tensor) -> Tensor:
     bit. Nine weights below ``2**(e - 3)`` sum below ``1.125 * 2**e``, a finite value: no overflow.
     """
     largest = q.detach().amax(dim=1, keepdim=True)  # no graph: nothing saved for it
-    limit = math.frexp(torch.finfo(q.dtype).max)[1] - 1
-    return torch.where(largest >= 2.0 ** (limit - 3), _power_of_two_scale(largest), 1.0)
+    return torch.where(largest >= 2.0 ** (_max_exponent(q.dtype) - 3), _power_of_two_scale(largest), 1.0)
+
+
+def _max_exponent(dtype: torch.dtype) -> int:
+    """``e`` of the dtype's largest power of two ``2**e`` (127 in float32); ``2**-e`` is finite too."""
+    return math.frexp(torch.finfo(dtype).max)[1] - 1
 
 
 def _power_of_two_scale(largest: Tensor) -> Tensor:
@@ -136,7 +140,7 @@ def _power_of_two_scale(largest: Tensor) -> Tensor:
     Not differentiated: a scale that cancels (a quotient, a norm divided by it again) changes no value.
     """
     with torch.no_grad():
-        limit = math.frexp(torch.finfo(largest.dtype).max)[1] - 1  # 2**limit and 2**-limit are finite
+        limit = _max_exponent(largest.dtype)
         exponent = torch.where(largest > 0, largest, torch.ones_like(largest)).log2().round()
         return torch.exp2(-exponent.clamp(-limit, limit))
 

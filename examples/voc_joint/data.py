@@ -367,11 +367,16 @@ def _check_pixels(path: Path, kind: str, size: tuple[int, int], max_pixels: int)
         )
 
 
+def _is_16_bit_gray(im: Image.Image) -> bool:
+    """Whether ``im`` is a 16-bit grayscale image: mode ``I;16*``, or ``I`` from a PNG (at most 16 bits)."""
+    return im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG")
+
+
 def _check_image_header(path: Path, im: Image.Image) -> None:
     """The rules on an open image that its header decides (PIL mode and format; no pixel is decoded): 32-bit
     modes (``I`` but from a PNG, ``F``: no fixed range) are refused. The per-sample read and the header pass
     (:meth:`VOCSegmentation.header_problems`) both apply it."""
-    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
+    if _is_16_bit_gray(im):
         return
     if im.mode in ("I", "F") or im.mode.startswith(("I;", "F;")):
         raise DataError(
@@ -386,7 +391,7 @@ def _to_rgb(im: Image.Image, path: Path) -> np.ndarray:
     257, rounded), since PIL's conversion clips it at 255; the other 32-bit modes (``I``, ``F``, no fixed
     range) refused (:func:`_check_image_header`)."""
     _check_image_header(path, im)
-    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
+    if _is_16_bit_gray(im):
         gray = (np.asarray(im).astype(np.uint32) + 128) // 257  # the decoding happens here
         return np.repeat(gray.astype(np.uint8)[:, :, None], 3, axis=2)
     return np.array(im.convert("RGB"), dtype=np.uint8)  # the decoding happens here
