@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from examples.voc_joint.data import DataError, VOCSegmentation
 
-__all__ = ["SHOWN_PROBLEMS", "check_headers", "header_problems", "problems_message"]
+__all__ = ["SHOWN_PROBLEMS", "check_headers", "header_problems", "problems_message", "shown_problems"]
 
 #: The most problems a header-pass error lists (then their count).
 SHOWN_PROBLEMS = 20
@@ -61,11 +61,29 @@ def header_problems(datasets: Sequence[VOCSegmentation], *, progress: bool = Fal
     return problems
 
 
+def shown_problems(problems: Sequence[str], *, limit: int = SHOWN_PROBLEMS, one_line: bool = False) -> str:
+    """The end of a message that lists ``problems`` (after its colon): the first ``limit``, one a line
+    indented by two spaces (``one_line``: separated by ``"; "``), then how many more.
+
+    Example:
+        >>> print("2 files are bad:" + shown_problems(["a.png", "b.png", "c.png"], limit=2))
+        2 files are bad:
+          a.png
+          b.png
+          ... and 1 more
+        >>> "2 files are bad:" + shown_problems(["a.png", "b.png"], one_line=True)
+        '2 files are bad: a.png; b.png'
+    """
+    sep = "; " if one_line else "\n  "
+    more = [f"... and {len(problems) - limit} more"] if len(problems) > limit else []
+    return (" " if one_line else sep) + sep.join([*problems[:limit], *more])
+
+
 def problems_message(
     problems: Sequence[str], files: int, *, limit: int = SHOWN_PROBLEMS, one_line: bool = False
 ) -> str:
     """One message for the problems found in the headers of ``files`` files: the first ``limit``, one a line
-    (``one_line``: separated by ``"; "``), then how many more.
+    (``one_line``: separated by ``"; "``), then how many more (:func:`shown_problems`).
 
     Example:
         >>> print(problems_message(["a.png is bad", "b.png is bad", "c.jpg is bad"], 10, limit=2))
@@ -74,13 +92,10 @@ def problems_message(
           b.png is bad
           ... and 1 more
     """
-    sep = "; " if one_line else "\n  "
-    shown = sep.join(
-        [*problems[:limit], *([f"... and {len(problems) - limit} more"] if len(problems) > limit else [])]
-    )
     return (
         f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the headers of the {files} listed "
-        f"images and masks (--no-check-files skips this check):{' ' if one_line else sep}{shown}"
+        "images and masks (--no-check-files skips this check):"
+        + shown_problems(problems, limit=limit, one_line=one_line)
     )
 
 
