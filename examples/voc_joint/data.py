@@ -402,14 +402,15 @@ _NAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def missing_file_hint(path: Path) -> str:
-    """Why the listed image or mask ``path`` (``<folder>/<name>.jpg`` or ``.png``), which does not exist, may
-    be missing: ``" (found '<file>' in its folder: <why it is not read>)"`` for the first near miss, ``""``
-    when there is none.
+    """Why the listed image, mask or SBD label file ``path`` (``<folder>/<name>.jpg``, ``.png`` or ``.mat``),
+    which does not exist, may be missing: ``" (found '<file>' in its folder: <why it is not read>)"`` for the
+    first near miss, ``""`` when there is none.
 
     Near misses: a broken symbolic link, a list that gives the names with an extension (``rgb.jpg``:
     ``rgb.jpg.jpg`` is read), a file of another extension (``<name>.png`` or ``<name>.JPG`` images,
-    ``<name>.PNG`` masks), a name that holds a space (only the first word of a list line is read: ``my image
-    01`` is read as ``my``), the name in another Unicode normal form (``é`` as ``e`` + accent: macOS).
+    ``<name>.PNG`` masks, ``<name>.MAT`` label files), a name that holds a space (only the first word of a
+    list line is read: ``my image 01`` is read as ``my``), the name in another Unicode normal form (``é`` as
+    ``e`` + accent: macOS).
 
     Example:
         >>> missing_file_hint(Path("/nonexistent/JPEGImages/2007_000032.jpg"))
@@ -422,11 +423,10 @@ def missing_file_hint(path: Path) -> str:
     stem, name_suffix = os.path.splitext(name)
     if name_suffix.lower() in _NAME_SUFFIXES and (folder / f"{stem}{suffix}").is_file():
         return f" (found '{stem}{suffix}' in its folder: list the names without '{name_suffix}')"
-    reads = (
-        "images are read as '<name>.jpg', in any format PIL reads"
-        if suffix == ".jpg"
-        else (f"masks are read as '<name>{suffix}'")
-    )
+    reads = {
+        ".jpg": "images are read as '<name>.jpg', in any format PIL reads",
+        ".mat": "SBD label files are read as '<name>.mat'",  # examples/voc_joint/sbd.py
+    }.get(suffix, f"masks are read as '<name>{suffix}'")
     for form in ("NFC", "NFD"):
         other = unicodedata.normalize(form, name)
         if other != name and (folder / f"{other}{suffix}").is_file():

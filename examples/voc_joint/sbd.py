@@ -18,17 +18,18 @@ Command line::
     python examples/voc_joint/sbd.py --voc-root ~/data/VOCdevkit/VOC2012 --sbd-root ~/data/benchmark_RELEASE
 
 SBD's ``.mat`` files are MATLAB v5 files (read with ``scipy.io.loadmat``); v7.3 (HDF5) files are refused with
-an error naming the file.
+an error naming the file, as are damaged ones. Every missing file is named before a mask is read, every bad
+file after all are read; nothing is written unless all are good.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,18 @@ from examples.voc_joint.data import (
     IGNORE_INDEX,
     NUM_CLASSES,
     DataError,
+    _check_file,
+    _check_same_size,
     _list_dir,
+    _open,
     _read_mask,
     _resolve_root,
     _valid_labels,
+    missing_file_hint,
     read_list,
 )
 from examples.voc_joint.engine import write_text_atomic
+from examples.voc_joint.headers import shown_problems
 
 __all__ = ["build_trainaug", "main", "read_sbd_mask", "resolve_sbd_root"]
 
@@ -57,71 +63,207 @@ __all__ = ["build_trainaug", "main", "read_sbd_mask", "resolve_sbd_root"]
 MASK_DIR = "SegmentationClassAug"
 
 
+def _is_sbd_layout(folder: Path) -> bool:
+    return (folder / "cls").is_dir() and (folder / "train.txt").is_file()
+
+
+def _found_below(root: Path, depth: int = 3) -> Iterator[Path]:
+    """The folders up to ``depth`` levels below ``root`` that hold the SBD layout (the data folders ``cls``,
+    ``inst`` and ``img``, with thousands of files each, are not entered)."""
+    if depth == 0:
+        return
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_dir() and p.name not in ("cls", "inst", "img"))
+    except OSError:
+        return
+    for child in children:
+        if _is_sbd_layout(child):
+            yield child
+        else:
+            yield from _found_below(child, depth - 1)
+
+
+def _sbd_layout_hint(root: Path, candidates: Sequence[Path]) -> str:
+    """Why ``root`` holds no SBD layout, when a near miss shows it: ``" ('...': <why>)"``, else ``""``."""
+    if root.is_file():
+        return f" ('{root}' is a file: extract it first (tar -xzf {root.name}) and pass the folder it makes)"
+    if not root.is_dir():
+        return f" ('{root}' does not exist)"
+    if _is_sbd_layout(root.parent) and root.name == "cls":
+        return f" ('{root}' is the folder of the label files: pass its parent '{root.parent}')"
+    for folder in candidates:
+        if (folder / "inst").is_dir() and not (folder / "cls").is_dir():
+            return (
+                f" ('{folder}' has 'inst/' (the instance labels) but no 'cls/' (the class labels read here): "
+                "extract cls/ from benchmark.tgz too)"
+            )
+        if (folder / "cls").is_dir():
+            return f" ('{folder}' has 'cls/' but no 'train.txt': extract the list files of benchmark.tgz too)"
+    found = next(_found_below(root), None)
+    if found is not None:
+        return f" (found the SBD layout in '{found}': pass that folder)"
+    return ""
+
+
 def resolve_sbd_root(root: str | Path) -> Path:
     """The SBD folder holding ``cls/``, ``train.txt`` and ``val.txt``: ``root`` itself, ``root/dataset`` or
     ``root/benchmark_RELEASE/dataset``.
 
     Raises:
-        FileNotFoundError: none of them has that layout (the message names the root and the layout).
+        FileNotFoundError: none of them has that layout (the message names the root and the layout, and a
+            near miss: an archive not extracted, the ``cls`` folder itself, ``inst/`` without ``cls/``, the
+            layout a few levels deeper).
     """
     root = Path(root).expanduser()
-    for candidate in (root, root / "dataset", root / "benchmark_RELEASE" / "dataset"):
-        if (candidate / "cls").is_dir() and (candidate / "train.txt").is_file():
+    candidates = (root, root / "dataset", root / "benchmark_RELEASE" / "dataset")
+    for candidate in candidates:
+        if _is_sbd_layout(candidate):
             return candidate
     raise FileNotFoundError(
         f"no SBD layout under '{root}': expected 'cls/<name>.mat', 'train.txt' and 'val.txt' in '{root}', "
         f"'{root / 'dataset'}' or '{root / 'benchmark_RELEASE' / 'dataset'}' (extract benchmark.tgz of the "
-        "Semantic Boundaries Dataset)"
+        "Semantic Boundaries Dataset)" + _sbd_layout_hint(root, candidates)
     )
+
+
+#: What a damaged label file needs (the end of its message).
+_REEXTRACT = "a damaged or cut download? extract it again from benchmark.tgz"
+
+
+def _describe(value: Any) -> str:
+    """A value read from a ``.mat`` file, for a message: ``uint8 array of shape (12, 16)``, ``str``."""
+    if isinstance(value, np.ndarray | np.generic):
+        return f"{value.dtype} array of shape {np.shape(value)}"
+    return type(value).__name__
+
+
+def _segmentation(path: Path, mat: dict[str, Any], v4: bool) -> Any:
+    """``GTcls.Segmentation`` of a loaded label file (``squeeze_me``, ``struct_as_record=False``; ``v4``: a
+    MATLAB v4 file); a :class:`DataError` saying what the file holds instead."""
+    head = f"SBD label file '{path}' has no 2-D integer GTcls.Segmentation: "
+    gt = mat.get("GTcls")
+    if gt is None:
+        import scipy.io
+
+        variables = ", ".join(name for name, _, _ in scipy.io.whosmat(str(path))) or "none"
+        raise DataError(
+            head + f"no variable 'GTcls' (its variables: {variables}); expected SBD's cls/<name>.mat (inst/ "
+            "files hold GTinst, the instance labels)"
+        )
+    if isinstance(gt, np.ndarray) and gt.dtype == object:  # a struct array: squeeze_me keeps it an array
+        raise DataError(head + f"'GTcls' is a struct array of {gt.size} elements: expected one struct")
+    fields = getattr(gt, "_fieldnames", None)
+    if fields is None:
+        raise DataError(
+            head
+            + f"'GTcls' is a {_describe(gt)}, not a struct"
+            + (" (a MATLAB v4 file holds no structs)" if v4 else "")
+            + ": expected SBD's struct with the field 'Segmentation'"
+        )
+    if "Segmentation" not in fields:
+        raise DataError(
+            head + f"'GTcls' has no field 'Segmentation' (its fields: {', '.join(fields) or 'none'})"
+        )
+    seg = gt.Segmentation
+    if not isinstance(seg, np.ndarray) or seg.ndim != 2 or seg.size == 0:
+        raise DataError(head + f"it is a {_describe(seg)}: expected a 2-D array [H, W] of class labels")
+    if np.issubdtype(seg.dtype, np.floating):  # MATLAB's default type: whole numbers are labels
+        fractional = ~np.isfinite(seg) | (seg != np.round(seg))
+        if fractional.any():
+            values = ", ".join(str(v) for v in np.unique(seg[fractional])[:10].tolist())
+            raise DataError(head + f"it is {seg.dtype} with non-integer values: {values}")
+        return seg
+    if not np.issubdtype(seg.dtype, np.integer) and seg.dtype != bool:
+        raise DataError(head + f"it is a {_describe(seg)}: expected integer class labels")
+    return seg
 
 
 def read_sbd_mask(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """The class labels of an SBD ``cls/<name>.mat`` file (``GTcls.Segmentation``) as a uint8 array [H, W].
 
+    Labels of any integer type are read, and whole numbers of a floating type (MATLAB's default ``double``).
+
     Raises:
-        FileNotFoundError: the file does not exist.
-        DataError: a MATLAB v7.3 (HDF5) file, an unreadable file, no ``GTcls.Segmentation``, not a 2-D integer
-            array, or labels outside ``0..num_classes-1`` (and 255); the message names the file.
+        FileNotFoundError: the file does not exist (with a near miss in its folder, e.g. ``<name>.MAT``).
+        DataError: an empty, damaged or MATLAB v7.3 (HDF5) file, no ``GTcls.Segmentation`` (the message says
+            what the file holds), not a 2-D array of whole numbers, or labels outside ``0..num_classes-1``
+            (and 255); the message names the file.
     """
     import scipy.io
 
-    if not path.is_file():
-        raise FileNotFoundError(f"SBD label file not found: '{path}'")
+    try:
+        _check_file(path, "SBD label")
+    except DataError as exc:  # an empty file
+        raise DataError(f"{exc}; extract it again from benchmark.tgz") from None
     try:
         version = scipy.io.matlab.matfile_version(str(path))
-        if version[0] == 2:
-            raise DataError(
-                f"SBD label file '{path}' is a MATLAB v7.3 (HDF5) file, which is not read: the SBD release "
-                "holds MATLAB v5 files (re-extract benchmark.tgz, or save it again with MATLAB's "
-                "save(..., '-v7'))"
-            )
-        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False, variable_names=["GTcls"])
-    except DataError:
-        raise
-    except (ValueError, TypeError, OSError, NotImplementedError) as exc:
-        raise DataError(f"cannot read SBD label file '{path}': {exc}") from exc
-    seg: Any = getattr(mat.get("GTcls"), "Segmentation", None)
-    if not isinstance(seg, np.ndarray) or seg.ndim != 2 or not np.issubdtype(seg.dtype, np.integer):
+    except Exception as exc:  # scipy raises several types on a file that is no MAT-file
         raise DataError(
-            f"SBD label file '{path}' has no 2-D integer GTcls.Segmentation (found "
-            f"{type(seg).__name__ if not isinstance(seg, np.ndarray) else f'{seg.dtype} {seg.shape}'})"
+            f"cannot read SBD label file '{path}' ({type(exc).__name__}: {exc}): {_REEXTRACT}"
+        ) from exc
+    if version[0] == 2:
+        raise DataError(
+            f"SBD label file '{path}' is a MATLAB v7.3 (HDF5) file, which is not read: the SBD release "
+            "holds MATLAB v5 files (re-extract benchmark.tgz, or save it again with MATLAB's "
+            "save(..., '-v7'))"
         )
-    if seg.size and (seg.min() < 0 or seg.max() > IGNORE_INDEX):
-        bad_values = np.unique(seg[(seg < 0) | (seg > IGNORE_INDEX)])[:10].tolist()
-        raise DataError(f"SBD label file '{path}' has label values outside 0..255: {bad_values}")
-    labels = seg.astype(np.uint8)
-    bad = ~_valid_labels(num_classes)[labels]
+    try:
+        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False, variable_names=["GTcls"])
+    except Exception as exc:  # a damaged file: MatReadError, IndexError, zlib.error, OSError, ValueError, ...
+        raise DataError(
+            f"cannot read SBD label file '{path}' ({type(exc).__name__}: {exc}): {_REEXTRACT}"
+        ) from exc
+    seg = _segmentation(path, mat, v4=version[0] == 0)
+    valid = _valid_labels(num_classes)
+    wide = seg.astype(np.int64)
+    bad = (wide < 0) | (wide > IGNORE_INDEX)
+    bad[~bad] = ~valid[wide[~bad]]
     if bad.any():
-        values = ", ".join(str(int(v)) for v in np.unique(labels[bad])[:10])
+        values = np.unique(wide[bad])
+        shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if values.size > 10 else "")
         raise DataError(
             f"SBD label file '{path}' has label values outside {{0..{num_classes - 1}, {IGNORE_INDEX}}}: "
-            f"{values} ({int(bad.sum())} pixels)"
+            f"{shown} ({int(bad.sum())} pixels)"
         )
-    return labels
+    return wide.astype(np.uint8)
 
 
 def _union(*lists: Sequence[str]) -> list[str]:
     return sorted(set().union(*lists))
+
+
+#: Where each list of the build comes from (for the message of an empty one).
+_LIST_ORIGIN = {
+    "voc_train": "VOCtrainval_11-May-2012.tar",
+    "voc_val": "VOCtrainval_11-May-2012.tar",
+    "sbd_train": "benchmark.tgz",
+    "sbd_val": "benchmark.tgz",
+}
+
+
+def _read_lists(voc: Path, sbd: Path) -> dict[str, list[str]]:
+    """The four lists of the build (``voc_train``, ``voc_val``, ``sbd_train``, ``sbd_val``); a missing or
+    empty one is refused: an empty VOC ``val.txt`` would put the VOC val images SBD holds into the training
+    list, an empty SBD list would shrink it, both silently."""
+    seg_lists = _list_dir(voc, False)
+    lists: dict[str, list[str]] = {}
+    for key, path in (
+        ("voc_train", seg_lists / "train.txt"),
+        ("voc_val", seg_lists / "val.txt"),
+        ("sbd_train", sbd / "train.txt"),
+        ("sbd_val", sbd / "val.txt"),
+    ):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"list file not found: '{path}'{missing_file_hint(path)} (it comes with {_LIST_ORIGIN[key]})"
+            )
+        lists[key] = read_list(path)
+        if not lists[key]:
+            raise DataError(
+                f"split list file '{path}' is empty: expected one image name a line (an interrupted copy or "
+                f"download? extract it again from {_LIST_ORIGIN[key]})"
+            )
+    return lists
 
 
 def build_trainaug(
@@ -138,13 +280,18 @@ def build_trainaug(
     ``train`` = (VOC train | SBD train | SBD val) - VOC val, each name once, sorted; ``val`` = VOC val. A
     mask comes from VOC's ``SegmentationClass`` when VOC annotates the image (VOC ``train``, ``val`` or
     ``trainval`` lists), else from SBD's ``cls/<name>.mat``; it must have the size of its image
-    ``JPEGImages/<name>.jpg``. The masks are written into a temporary folder and moved into place once all
-    of them are read, so a run that fails on a file writes nothing: fix the file and run it again.
+    ``JPEGImages/<name>.jpg``.
+
+    Every needed file that does not exist is named at once before a mask is read; every bad label file or
+    image at once after all are read. The masks are written into a temporary folder, which becomes
+    ``SegmentationClassAug`` in one rename once all of them are written (with ``overwrite`` and an existing
+    folder they are moved into it one by one, over the files of the same names; its other files stay), so a
+    run that fails (a bad file, a full disk) or is interrupted writes nothing: fix it and run it again.
 
     Args:
         voc_root: the VOC folder (``VOC2012``, ``VOCdevkit`` or the folder above it).
         sbd_root: the SBD folder (``benchmark_RELEASE``, its ``dataset`` folder or the folder above it).
-        overwrite: replace an existing ``SegmentationClassAug`` / ``SegmentationAug`` (else refused).
+        overwrite: write over an existing ``SegmentationClassAug`` / ``SegmentationAug`` (else refused).
         num_classes: labels accepted: ``0..num_classes-1`` and 255.
         max_pixels: largest image and mask accepted (read from the header).
         progress: show a tqdm progress bar over the masks written (about 12000 with the real data sets; tqdm
@@ -156,22 +303,15 @@ def build_trainaug(
 
     Raises:
         FileExistsError: the output exists and ``overwrite`` is False.
-        FileNotFoundError: a missing folder, list, image or label file (named).
-        DataError: an unreadable label file, labels out of range, a mask whose size differs from its image.
+        FileNotFoundError: a missing folder or list; missing images or label files (all named).
+        DataError: an empty list, unreadable label files or images, labels out of range, masks whose size
+            differs from their image (all named).
+        OSError: the VOC folder cannot be written (the message names it; nothing was written).
     """
     voc = _resolve_root(Path(voc_root).expanduser(), option="--voc-root")
     sbd = resolve_sbd_root(sbd_root)
+    lists = _read_lists(voc, sbd)
     seg_lists = _list_dir(voc, False)
-    lists: dict[str, list[str]] = {}
-    for key, path in (
-        ("voc_train", seg_lists / "train.txt"),
-        ("voc_val", seg_lists / "val.txt"),
-        ("sbd_train", sbd / "train.txt"),
-        ("sbd_val", sbd / "val.txt"),
-    ):
-        if not path.is_file():
-            raise FileNotFoundError(f"list file not found: '{path}'")
-        lists[key] = read_list(path)
     voc_annotated = set(lists["voc_train"]) | set(lists["voc_val"])
     if (seg_lists / "trainval.txt").is_file():
         voc_annotated |= set(read_list(seg_lists / "trainval.txt"))
@@ -183,19 +323,35 @@ def build_trainaug(
     existing = [p for p in (out_masks, out_lists / "train.txt", out_lists / "val.txt") if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(
-            f"{[str(p) for p in existing]} exist already: pass overwrite=True (--overwrite) to replace them"
+            f"{[str(p) for p in existing]} exist already: pass overwrite=True (--overwrite) to replace them "
+            "(the masks of the listed images are written over the files of the same names; other files stay)"
         )
-    # the masks are written into a temporary folder first and moved into place once every one of them has
-    # been read: a run that fails on a file (a bad .mat, a missing image) leaves no partial output behind,
-    # so the same command runs again once the file is fixed
-    staging = Path(tempfile.mkdtemp(prefix=f".{MASK_DIR}.", suffix=".tmp", dir=voc))
+    names = sorted(set(train) | val_set)
+    sources = {
+        name: (
+            voc / "JPEGImages" / f"{name}.jpg",
+            voc / "SegmentationClass" / f"{name}.png"
+            if name in voc_annotated
+            else sbd / "cls" / f"{name}.mat",
+        )
+        for name in names
+    }
+    _check_exist(sources)
+    staging = voc / f".{MASK_DIR}.{secrets.token_hex(4)}.tmp"
     try:
-        from_voc, from_sbd = _write_masks(
-            voc, sbd, sorted(set(train) | val_set), voc_annotated, staging, num_classes, max_pixels, progress
-        )
-        out_masks.mkdir(exist_ok=True)
-        for staged in sorted(staging.iterdir()):
-            os.replace(staged, out_masks / staged.name)
+        staging.mkdir()  # the umask's permissions, as the folder it becomes
+    except OSError as exc:
+        raise type(exc)(
+            f"cannot write into the VOC folder '{voc}' ({exc.strerror or exc}): the trainaug layout is "
+            "written into it; make it writable, or copy the VOC folder to a writable place and pass that"
+        ) from exc
+    try:
+        from_voc, from_sbd = _write_masks(sources, voc_annotated, staging, num_classes, max_pixels, progress)
+        if not out_masks.exists():
+            os.replace(staging, out_masks)  # one step: an interrupt leaves no partial folder
+        else:
+            for staged in sorted(staging.iterdir()):
+                os.replace(staged, out_masks / staged.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     out_lists.mkdir(parents=True, exist_ok=True)
@@ -211,43 +367,90 @@ def build_trainaug(
     }
 
 
+def _check_exist(sources: dict[str, tuple[Path, Path]]) -> None:
+    """Every image and label file of ``sources`` (name -> (image, label file)) exists, else one
+    FileNotFoundError naming them all (with their near misses, :func:`missing_file_hint`)."""
+    missing = []
+    for image, source in sources.values():
+        kind = "SBD label" if source.suffix == ".mat" else "mask"
+        for path, what in ((image, "image"), (source, kind)):
+            if not path.is_file():
+                missing.append(f"{what} file not found: '{path}'{missing_file_hint(path)}")
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} file{'s' if len(missing) != 1 else ''} the trainaug set needs "
+            f"{'do' if len(missing) != 1 else 'does'} not exist (an "
+            "incomplete extraction of VOCtrainval_11-May-2012.tar or benchmark.tgz, or lists of another "
+            "release?):" + shown_problems(missing)
+        )
+
+
+def _check_size(image: Path, image_hw: tuple[int, int], source: Path, labels: np.ndarray) -> None:
+    """The labels of ``source`` have the size ``(H, W)`` of their image, else a DataError (an SBD file: why;
+    a VOC mask: the message of the VOC reader)."""
+    hw = (labels.shape[0], labels.shape[1])
+    if source.suffix != ".mat":
+        _check_same_size(image, image_hw, source, hw)
+    elif hw != image_hw:
+        raise DataError(
+            f"SBD label file '{source}' is {hw[0]}x{hw[1]} (HxW) but its image '{image}' is "
+            f"{image_hw[0]}x{image_hw[1]}"
+            + (
+                ": the transposed size (labels saved from a [W, H] array?)"
+                if hw == image_hw[::-1]
+                else ": SBD's images are VOC's own JPEGs, so the file belongs to another image (renamed or "
+                "mixed up?); extract it again from benchmark.tgz"
+            )
+        )
+
+
 def _write_masks(
-    voc: Path,
-    sbd: Path,
-    names: Sequence[str],
+    sources: dict[str, tuple[Path, Path]],
     voc_annotated: set[str],
     out: Path,
     num_classes: int,
     max_pixels: int,
     progress: bool,
 ) -> tuple[int, int]:
-    """Write the PNG mask of every name into ``out``; returns how many came from VOC and from SBD."""
+    """Write the PNG mask of every name of ``sources`` (name -> (image, label file)) into ``out``; returns
+    how many came from VOC and from SBD. Bad files are all named at the end, in one DataError; a write error
+    (a full disk) stops at once."""
     from_voc = from_sbd = 0
-    items: Any = names
+    items: Any = sources.items()
     if progress:  # tqdm (the examples extra) only when a bar is wanted
         from tqdm.auto import tqdm
 
-        items = tqdm(names, desc="trainaug masks", unit="mask", dynamic_ncols=True)
-    for name in items:
-        image = voc / "JPEGImages" / f"{name}.jpg"
-        if not image.is_file():
-            raise FileNotFoundError(f"image file not found: '{image}' (listed for the trainaug set)")
-        if name in voc_annotated:
-            source = voc / "SegmentationClass" / f"{name}.png"
-            labels = _read_mask(source, max_pixels, num_classes)
-            from_voc += 1
-        else:
-            source = sbd / "cls" / f"{name}.mat"
-            labels = read_sbd_mask(source, num_classes)
-            from_sbd += 1
-        with Image.open(image) as im:
-            width, height = im.size
-        if labels.shape != (height, width):
-            raise DataError(
-                f"label file '{source}' is {labels.shape[0]}x{labels.shape[1]} (HxW) but its image '{image}' "
-                f"is {height}x{width}"
-            )
-        Image.fromarray(labels).save(out / f"{name}.png")  # uint8 [H, W]: mode "L"
+        items = tqdm(items, desc="trainaug masks", unit="mask", dynamic_ncols=True)
+    problems: list[str] = []
+    for name, (image, source) in items:
+        try:
+            if name in voc_annotated:
+                labels = _read_mask(source, max_pixels, num_classes)
+            else:
+                labels = read_sbd_mask(source, num_classes)
+            with _open(image, "image", max_pixels) as im:
+                image_hw = (im.height, im.width)
+            _check_size(image, image_hw, source, labels)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        from_voc += name in voc_annotated
+        from_sbd += name not in voc_annotated
+        if problems:
+            continue  # nothing is written any more: only the other problems are looked for
+        try:
+            Image.fromarray(labels).save(out / f"{name}.png")  # uint8 [H, W]: mode "L"
+        except OSError as exc:
+            raise type(exc)(
+                exc.errno,
+                f"cannot write the trainaug masks into '{out.parent}': {exc.strerror or exc} (nothing was "
+                "written: free some space, or fix the folder, and run it again)",
+            ) from exc
+    if problems:
+        raise DataError(
+            f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the files of the trainaug set "
+            "(nothing was written: fix or replace the files and run it again):" + shown_problems(problems)
+        )
     return from_voc, from_sbd
 
 
@@ -267,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; data errors exit with status 1 and one line naming the file."""
+    """Command-line entry point: exit status 0; 1 for bad data or a folder that cannot be written (the
+    message names the files); 2 for an output that exists already; 130 when interrupted (Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -276,8 +480,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except FileExistsError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    except (FileNotFoundError, DataError) as exc:
+    except (OSError, DataError) as exc:  # the data; a VOC folder that cannot be written, a full disk
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
+    except KeyboardInterrupt:
+        print(
+            f"{parser.prog}: interrupted (a run stopped before its masks moved into place wrote nothing)",
+            file=sys.stderr,
+        )
+        return 130
     print(
         f"trainaug: {len(res['train'])} train and {len(res['val'])} val images in {res['voc_root']} "
         f"({res['from_voc']} masks from VOC, {res['from_sbd']} from SBD; {len(res['val_removed'])} SBD "

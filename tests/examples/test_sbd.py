@@ -3,7 +3,12 @@ palette PNGs with a 255 band, SBD ``cls/*.mat`` files holding the ``GTcls`` stru
 
 from __future__ import annotations
 
+import errno
+import io
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -157,3 +162,249 @@ def test_a_failed_run_leaves_nothing_that_blocks_the_rerun(real_layout) -> None:
     _write_mat(mat, _labels(3, band=False))
     res = sbd.build_trainaug(root, ds)
     assert len(list((voc / "SegmentationClassAug").glob("*.png"))) == len(res["train"]) + len(res["val"])
+
+
+def _compressed_mat() -> bytes:
+    """A small SBD-like label file as MATLAB writes it by default (v5, compressed)."""
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"GTcls": {"Segmentation": _labels(3, band=False)}}, do_compression=True)
+    return buffer.getvalue()
+
+
+def _flipped(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda d: b"", "is empty (0 bytes"),
+        (lambda d: d[:16], "cannot read SBD label file"),  # scipy: MatReadError
+        (lambda d: d[:64], "cannot read SBD label file"),  # scipy: IndexError
+        (lambda d: _flipped(d, 140), "cannot read SBD label file"),  # scipy: zlib.error
+    ],
+    ids=["empty", "cut_in_header", "cut_in_tag", "bad_compressed_byte"],
+)
+def test_a_damaged_label_file_is_a_data_error_naming_it(real_layout, damage, expected) -> None:
+    """scipy's reader raises many types on a damaged file (MatReadError, IndexError, zlib.error, ...): each
+    escaped as itself before, a traceback on the command line."""
+    root, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    mat.write_bytes(damage(_compressed_mat()))
+    with pytest.raises(DataError, match=r"2008_000100\.mat") as info:
+        sbd.build_trainaug(root, ds)
+    assert expected in str(info.value) and "benchmark.tgz" in str(info.value), info.value
+
+
+@pytest.mark.parametrize("which", ["voc_val", "sbd_train"])
+def test_an_empty_list_file_is_refused(real_layout, which) -> None:
+    """An empty VOC val.txt (an interrupted copy) put every VOC val image SBD holds into the training list;
+    an empty SBD train.txt gave a small training list; both silently."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    path = voc / "ImageSets" / "Segmentation" / "val.txt" if which == "voc_val" else ds / "train.txt"
+    path.write_text("\r\n")
+    with pytest.raises(
+        DataError, match=r"list file '.*val\.txt' is empty" if which == "voc_val" else "is empty"
+    ):
+        sbd.build_trainaug(root, ds)
+    assert not (voc / "SegmentationClassAug").exists()
+
+
+def test_every_missing_file_is_named_at_once_before_a_mask_is_read(real_layout, monkeypatch) -> None:
+    """A missing file stopped the build alone, after every mask before it had been read (minutes with the
+    real sets); all are named at once now, first, with the near misses of the VOC reader."""
+    root, ds = real_layout
+    (ds / "cls" / "2008_000101.mat").unlink()
+    (ds / "cls" / "2008_000102.mat").rename(ds / "cls" / "2008_000102.MAT")
+    (ds / "train.txt").write_text("2007_000032\n2007_000033\n2008_000100.jpg\n2008_000101\n")  # one as a file
+    (root / "VOCdevkit" / "VOC2012" / "SegmentationClass" / f"{VOC_VAL[2]}.png").unlink()
+    monkeypatch.setattr(sbd, "read_sbd_mask", lambda *a: pytest.fail("a mask was read"))
+    with pytest.raises(FileNotFoundError) as info:
+        sbd.build_trainaug(root, ds)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("5 files the trainaug set needs do not exist"), lines
+    assert f"mask file not found: '{root / 'VOCdevkit' / 'VOC2012' / 'SegmentationClass'}" in lines[1], lines
+    assert (
+        "2008_000100.jpg.jpg' (found '2008_000100.jpg' in its folder: list the names without '.jpg')"
+        in (lines[2])
+    )
+    assert (
+        "SBD label file not found" in lines[3] and "2008_000100.jpg.mat' (found '2008_000100.mat'" in lines[3]
+    )
+    assert (
+        "2008_000101.mat'" in lines[4]
+        and "2008_000102.mat' (found '2008_000102.MAT' in its folder: SBD " in (lines[5])
+    ), lines
+
+
+def test_every_bad_label_file_and_image_is_named_at_once(real_layout) -> None:
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    seg = _labels(3, band=False)
+    seg[0, 0] = 40
+    _write_mat(ds / "cls" / "2008_000100.mat", seg)
+    _write_mat(ds / "cls" / "2008_000101.mat", _labels(3, band=False).T.copy())
+    (voc / "JPEGImages" / "2008_000102.jpg").write_bytes(b"<html>not found</html>")
+    with pytest.raises(DataError) as info:
+        sbd.build_trainaug(root, ds)
+    text = str(info.value)
+    assert text.startswith("3 problems in the files of the trainaug set") and "nothing was written" in text, (
+        text
+    )
+    assert "2008_000100.mat' has label values outside {0..20, 255}: 40 (1 pixels)" in text, text
+    assert "2008_000101.mat' is 16x12 (HxW) but its image" in text and "transposed" in text, text
+    assert "cannot read image file '" in text and "2008_000102.jpg'" in text, text
+    assert not (voc / "SegmentationClassAug").exists() and not [p for p in voc.iterdir() if p.name[0] == "."]
+
+
+def _struct_array() -> np.ndarray:
+    arr = np.empty((1, 2), dtype=[("Segmentation", object)])
+    arr[0, 0]["Segmentation"] = arr[0, 1]["Segmentation"] = _labels(3, band=False)
+    return arr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ({"GTinst": {"Segmentation": _labels(3, band=False)}}, "no variable 'GTcls' (its variables: GTinst)"),
+        (
+            {"GTcls": {"Boundaries": _labels(3, band=False)}},
+            "'GTcls' has no field 'Segmentation' (its fields: ",
+        ),
+        ({"GTcls": _labels(3, band=False)}, "'GTcls' is a uint8 array of shape (12, 16), not a struct"),
+        ({"GTcls": _struct_array()}, "'GTcls' is a struct array of 2 elements: expected one"),
+        ({"GTcls": {"Segmentation": np.zeros((H, W, 3), np.uint8)}}, "uint8 array of shape (12, 16, 3)"),
+        ({"GTcls": {"Segmentation": np.full((H, W), 0.5)}}, "non-integer values: 0.5"),
+        (
+            {"GTcls": {"Segmentation": np.full((H, W), 300, np.uint16)}},
+            "outside {0..20, 255}: 300 (192 pixels)",
+        ),
+        ({"GTcls": {"Segmentation": np.full((H, W), -1, np.int32)}}, "outside {0..20, 255}: -1 (192 pixels)"),
+    ],
+    ids=[
+        "no_GTcls",
+        "no_Segmentation",
+        "not_a_struct",
+        "struct_array",
+        "3d",
+        "fractional",
+        "300",
+        "negative",
+    ],
+)
+def test_a_label_file_of_another_structure_says_what_it_holds(real_layout, content, expected) -> None:
+    _, ds = real_layout
+    scipy.io.savemat(ds / "cls" / "2008_000100.mat", content)
+    with pytest.raises(DataError) as info:
+        sbd.read_sbd_mask(ds / "cls" / "2008_000100.mat")
+    assert (
+        "2008_000100.mat' has no 2-D integer GTcls.Segmentation" in str(info.value) or "outside" in expected
+    )
+    assert expected in str(info.value), info.value
+
+
+def test_a_matlab_double_label_array_of_whole_numbers_is_read(real_layout) -> None:
+    """MATLAB's default type is double: a label file saved again from MATLAB holds whole-number doubles."""
+    _, ds = real_layout
+    scipy.io.savemat(
+        ds / "cls" / "2008_000100.mat", {"GTcls": {"Segmentation": _labels(7, False).astype(float)}}
+    )
+    labels = sbd.read_sbd_mask(ds / "cls" / "2008_000100.mat")
+    assert labels.dtype == np.uint8 and np.array_equal(labels, _labels(7, band=False))
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("cls", "is the folder of the label files: pass its parent"),
+        ("nested", "found the SBD layout in '"),
+        ("inst_only", "has 'inst/' (the instance labels) but no 'cls/'"),
+        ("archive", "is a file: extract it first"),
+    ],
+)
+def test_a_near_miss_of_the_sbd_layout_is_named(real_layout, where, expected) -> None:
+    root, ds = real_layout
+    if where == "cls":
+        arg = ds / "cls"
+    elif where == "nested":  # extracted into a folder of the same name
+        (root / "outer").mkdir()
+        (root / "benchmark_RELEASE").rename(root / "outer" / "benchmark_RELEASE")
+        (root / "outer").rename(root / "benchmark_RELEASE")
+        arg = root
+    elif where == "inst_only":
+        shutil.rmtree(ds / "cls")
+        arg = root
+    else:
+        arg = root / "benchmark.tgz"
+        arg.write_bytes(b"\x1f\x8b")
+    with pytest.raises(FileNotFoundError, match="no SBD layout under") as info:
+        sbd.resolve_sbd_root(arg)
+    assert expected in str(info.value), info.value
+    if where == "nested":
+        assert str(root / "benchmark_RELEASE" / "benchmark_RELEASE" / "dataset") in str(info.value)
+
+
+def test_command_line_write_errors_and_interrupts_leave_nothing(real_layout, monkeypatch, capsys) -> None:
+    """A VOC folder that cannot be written, a full disk: one line naming the folder, exit status 1, no
+    traceback (the OSError escaped before), nothing left behind; Ctrl-C: exit status 130."""
+    root, _ = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    argv = ["--voc-root", str(root), "--sbd-root", str(root), "--no-progress"]
+    real_mkdir = os.mkdir
+
+    def read_only(path: Any, *args: Any) -> None:
+        if Path(path).parent == voc:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real_mkdir(path, *args)
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    with pytest.raises(SystemExit) as info:
+        sbd.main(argv)
+    err = capsys.readouterr().err
+    assert (
+        info.value.code == 1 and f"cannot write into the VOC folder '{voc}'" in err and "writable" in err
+    ), err
+    monkeypatch.undo()
+    real_save, calls = Image.Image.save, []
+
+    def full_disk(self: Image.Image, fp: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(fp)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(SystemExit) as info:
+        sbd.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and "No space left on device" in err and "nothing was written" in err, err
+    assert sorted(p.name for p in voc.iterdir()) == ["ImageSets", "JPEGImages", "SegmentationClass"]
+    monkeypatch.undo()
+    monkeypatch.setattr(sbd, "read_sbd_mask", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert sbd.main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in voc.iterdir()) == ["ImageSets", "JPEGImages", "SegmentationClass"]
+
+
+def test_an_interrupt_while_the_masks_move_into_place_leaves_no_partial_folder(
+    real_layout, monkeypatch
+) -> None:
+    """The staged masks were moved one by one: Ctrl-C between two left a partial SegmentationClassAug, which
+    the next run refused as existing. The staging folder is renamed into place in one step now."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    real_replace, calls = os.replace, []
+
+    def interrupted(src: Any, dst: Any) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sbd.build_trainaug(root, ds)
+    masks = voc / "SegmentationClassAug"
+    assert not masks.exists() or len(list(masks.iterdir())) == 9
+    assert not [p for p in voc.iterdir() if p.name.startswith(".")]
