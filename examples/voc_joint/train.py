@@ -70,7 +70,7 @@ from examples.voc_joint.cli import (
 )
 from examples.voc_joint.data import DEFAULT_MAX_PIXELS, DataError, VOCSegmentation, missing_file_hint
 from examples.voc_joint.distributed import DistInfo, cleanup_distributed, init_distributed
-from examples.voc_joint.headers import check_headers
+from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
@@ -738,12 +738,11 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
     val_ds = check_val_data(args, root) if val else None
     missing = ds.missing_files() + (val_ds.missing_files() if val_ds is not None else [])
     if missing:
-        shown = "\n  ".join(f"{p}{missing_file_hint(p)}" for p in missing[:10])
-        shown += "\n  ..." if len(missing) > 10 else ""
         raise FileNotFoundError(
             f"{len(missing)} files listed in {ds.list_file}"
             + (f" or in the --val-split {args.val_split!r} list" if val else "")
-            + f" do not exist (an incomplete extraction, or a list of another data set?):\n  {shown}"
+            + " do not exist (an incomplete extraction, or a list of another data set?):"
+            + shown_problems([f"{p}{missing_file_hint(p)}" for p in missing])
         )
     if args.check_files:
         _check_headers([ds] if val_ds is None else [ds, val_ds], args, info)

@@ -417,6 +417,20 @@ def test_cli_names_every_missing_listed_file_before_it_evaluates(voc, tmp_path, 
     assert not (tmp_path / "ev").exists()
 
 
+def test_cli_missing_file_list_counts_the_files_it_leaves_out(voc, tmp_path, monkeypatch, capsys):
+    """The one-line list of missing files showed 5, then '...' without a count; it shows the first 20 and
+    counts the rest, as the header pass does (``headers.shown_problems``)."""
+    root = tmp_path / "voc"
+    shutil.copytree(voc, root)
+    val_list = root / "ImageSets" / "Segmentation" / "val.txt"
+    val_list.write_text(val_list.read_text() + "".join(f"gone_{i:02d}\n" for i in range(11)))
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(root), "--out", str(tmp_path / "ev")]
+    assert evaluate_mod.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{PROG}: error: 22 files listed in ") and err.count("\n") == 1, err
+    assert err.count("gone_") == 20 and err.rstrip().endswith("; ... and 2 more"), err
+
+
 def test_cli_names_every_bad_header_in_one_line_before_it_evaluates(voc, tmp_path, monkeypatch, capsys):
     """Files that exist but that the reader refuses (here a mask of another size and a JPEG mask) stopped the
     evaluation one at a time, when the loader reached them; the header pass names both first, on one line,

@@ -1802,6 +1802,20 @@ def test_listed_files_that_do_not_exist_are_found_before_the_run_starts(tiny_voc
     assert not (tmp_path / "a").exists()
 
 
+def test_the_missing_file_list_counts_the_files_it_leaves_out(tiny_voc, tmp_path) -> None:
+    """The list of missing files showed 10, then '...' without a count; it shows the first 20 and counts the
+    rest, as the header pass does (``headers.shown_problems``)."""
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    train_list = root / "ImageSets" / "Segmentation" / "train.txt"
+    train_list.write_text(train_list.read_text() + "".join(f"gone_{i:02d}\n" for i in range(12)))
+    with pytest.raises(FileNotFoundError) as info:
+        train.main(train_args(root, tmp_path / "a", "--stage", "seg", "--max-steps", "1"))
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("24 files listed in ") and len(lines) == 22, lines
+    assert lines[1].endswith("gone_00.jpg") and lines[-1] == "  ... and 4 more", lines
+
+
 def test_a_joint_stage_from_a_network_trained_on_validation_images_is_refused(
     tiny_voc, tmp_path, capsys
 ) -> None:
