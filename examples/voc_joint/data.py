@@ -408,7 +408,8 @@ def missing_file_hint(path: Path) -> str:
 
     Near misses: a broken symbolic link, a list that gives the names with an extension (``rgb.jpg``:
     ``rgb.jpg.jpg`` is read), a file of another extension (``<name>.png`` or ``<name>.JPG`` images,
-    ``<name>.PNG`` masks, ``<name>.MAT`` label files), a name that holds a space (only the first word of a
+    ``<name>.PNG`` masks, ``<name>.MAT`` label files), the file one level too deep (``<folder>/<folder>/``:
+    an archive unzipped into a folder of its own name), a name that holds a space (only the first word of a
     list line is read: ``my image 01`` is read as ``my``), the name in another Unicode normal form (``é`` as
     ``e`` + accent: macOS).
 
@@ -423,6 +424,11 @@ def missing_file_hint(path: Path) -> str:
     stem, name_suffix = os.path.splitext(name)
     if name_suffix.lower() in _NAME_SUFFIXES and (folder / f"{stem}{suffix}").is_file():
         return f" (found '{stem}{suffix}' in its folder: list the names without '{name_suffix}')"
+    if (folder / folder.name / path.name).is_file():  # e.g. an archive unzipped into a folder of its name
+        return (
+            f" (found '{folder.name}/{path.name}' in its folder: the files lie one level too deep (an "
+            f"archive extracted into a folder of its own name?); move them up into '{folder}')"
+        )
     reads = {
         ".jpg": "images are read as '<name>.jpg', in any format PIL reads",
         ".mat": "SBD label files are read as '<name>.mat'",  # examples/voc_joint/sbd.py

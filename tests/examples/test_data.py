@@ -647,6 +647,23 @@ def test_a_missing_file_names_the_near_miss_in_its_folder(voc_copy):
         data._read_image(images / "linked.jpg")
 
 
+def test_a_mask_folder_extracted_one_level_too_deep_is_named(voc_copy):
+    """A pre-built SegmentationClassAug archive unzipped inside a folder of its own name puts every mask in
+    SegmentationClassAug/SegmentationClassAug/: each was 'not found', with no hint."""
+    masks = voc_copy / "SegmentationClass"
+    (voc_copy / "nested").mkdir()
+    masks.rename(voc_copy / "nested" / "SegmentationClass")
+    (voc_copy / "nested").rename(masks)
+    ds = VOCSegmentation(voc_copy, "train")
+    with pytest.raises(FileNotFoundError) as info:
+        ds.load(0)
+    assert (
+        f"(found 'SegmentationClass/{ds.names[0]}.png' in its folder: the files lie one level too deep"
+        in (str(info.value))
+    ), info.value
+    assert f"move them up into '{masks}'" in str(info.value), info.value
+
+
 def test_a_mask_drawn_on_the_exif_rotated_view_is_refused_naming_the_orientation(voc_copy):
     """The reader takes an image's pixels as stored and ignores its EXIF orientation (VOC's JPEGs carry none;
     masks align with the stored pixels). A photo tagged 'rotate 90' whose mask was drawn on the rotated view
