@@ -89,8 +89,8 @@ def _sbd_layout_hint(root: Path, candidates: Sequence[Path]) -> str:
         return f" ('{root}' is a file: extract it first (tar -xzf {root.name}) and pass the folder it makes)"
     if not root.is_dir():
         return f" ('{root}' does not exist)"
-    if _is_sbd_layout(root.parent) and root.name == "cls":
-        return f" ('{root}' is the folder of the label files: pass its parent '{root.parent}')"
+    if _is_sbd_layout(root.parent):  # cls/, inst/ or img/ itself
+        return f" ('{root}' is the '{root.name}' folder of the SBD layout: pass its parent '{root.parent}')"
     for folder in candidates:
         if (folder / "inst").is_dir() and not (folder / "cls").is_dir():
             return (
@@ -111,8 +111,8 @@ def resolve_sbd_root(root: str | Path) -> Path:
 
     Raises:
         FileNotFoundError: none of them has that layout (the message names the root and the layout, and a
-            near miss: an archive not extracted, the ``cls`` folder itself, ``inst/`` without ``cls/``, the
-            layout a few levels deeper).
+            near miss: an archive not extracted, a folder inside the layout (``cls``), ``inst/`` without
+            ``cls/``, the layout a few levels deeper).
     """
     root = Path(root).expanduser()
     candidates = (root, root / "dataset", root / "benchmark_RELEASE" / "dataset")
@@ -214,18 +214,18 @@ def read_sbd_mask(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
             f"cannot read SBD label file '{path}' ({type(exc).__name__}: {exc}): {_REEXTRACT}"
         ) from exc
     seg = _segmentation(path, mat, v4=version[0] == 0)
-    valid = _valid_labels(num_classes)
-    wide = seg.astype(np.int64)
-    bad = (wide < 0) | (wide > IGNORE_INDEX)
-    bad[~bad] = ~valid[wide[~bad]]
+    bad = (seg < 0) | (seg > IGNORE_INDEX)  # in the file's own type: no wrap-around, no overflow
+    labels = np.zeros(seg.shape, np.uint8)
+    labels[~bad] = seg[~bad]
+    bad |= ~_valid_labels(num_classes)[labels]
     if bad.any():
-        values = np.unique(wide[bad])
+        values = np.unique(seg[bad])
         shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if values.size > 10 else "")
         raise DataError(
             f"SBD label file '{path}' has label values outside {{0..{num_classes - 1}, {IGNORE_INDEX}}}: "
             f"{shown} ({int(bad.sum())} pixels)"
         )
-    return wide.astype(np.uint8)
+    return labels
 
 
 def _union(*lists: Sequence[str]) -> list[str]:

@@ -281,6 +281,10 @@ def _struct_array() -> np.ndarray:
             "outside {0..20, 255}: 300 (192 pixels)",
         ),
         ({"GTcls": {"Segmentation": np.full((H, W), -1, np.int32)}}, "outside {0..20, 255}: -1 (192 pixels)"),
+        (
+            {"GTcls": {"Segmentation": np.full((H, W), 2.0**70)}},
+            f"outside {{0..20, 255}}: {2**70} (192 pixels)",
+        ),
     ],
     ids=[
         "no_GTcls",
@@ -291,6 +295,7 @@ def _struct_array() -> np.ndarray:
         "fractional",
         "300",
         "negative",
+        "huge_double",
     ],
 )
 def test_a_label_file_of_another_structure_says_what_it_holds(real_layout, content, expected) -> None:
@@ -317,7 +322,7 @@ def test_a_matlab_double_label_array_of_whole_numbers_is_read(real_layout) -> No
 @pytest.mark.parametrize(
     ("where", "expected"),
     [
-        ("cls", "is the folder of the label files: pass its parent"),
+        ("cls", "is the 'cls' folder of the SBD layout: pass its parent '"),
         ("nested", "found the SBD layout in '"),
         ("inst_only", "has 'inst/' (the instance labels) but no 'cls/'"),
         ("archive", "is a file: extract it first"),
