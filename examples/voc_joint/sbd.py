@@ -25,6 +25,7 @@ file after all are read; nothing is written unless all are good.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import secrets
 import shutil
@@ -351,7 +352,7 @@ def build_trainaug(
             os.replace(staging, out_masks)  # one step: an interrupt leaves no partial folder
         else:
             for staged in sorted(staging.iterdir()):
-                os.replace(staged, out_masks / staged.name)
+                _move(staged, out_masks / staged.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     out_lists.mkdir(parents=True, exist_ok=True)
@@ -365,6 +366,18 @@ def build_trainaug(
         "from_sbd": from_sbd,
         "val_removed": sorted(set(sbd_names) & val_set),
     }
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Move the file ``src`` over ``dst``: renamed, or copied when ``dst`` lies on another file system (a
+    mask folder that links to another disk)."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copyfile(src, dst)
+        src.unlink()
 
 
 def _check_exist(sources: dict[str, tuple[Path, Path]]) -> None:

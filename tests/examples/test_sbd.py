@@ -413,3 +413,24 @@ def test_an_interrupt_while_the_masks_move_into_place_leaves_no_partial_folder(
     masks = voc / "SegmentationClassAug"
     assert not masks.exists() or len(list(masks.iterdir())) == 9
     assert not [p for p in voc.iterdir() if p.name.startswith(".")]
+
+
+def test_overwrite_into_a_mask_folder_on_another_file_system(real_layout, monkeypatch) -> None:
+    """A SegmentationClassAug that links to a folder on another disk: a rename into it fails with EXDEV
+    (simulated), which stopped the --overwrite run; such a mask is copied over the old one instead."""
+    root, ds = real_layout
+    masks = root / "VOCdevkit" / "VOC2012" / "SegmentationClassAug"
+    masks.mkdir()
+    Image.fromarray(_labels(7, band=False)).save(masks / "2008_000100.png")  # an older mask, replaced
+    real_replace = os.replace
+
+    def across_devices(src: Any, dst: Any) -> None:
+        if Path(dst).parent == masks:
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", across_devices)
+    res = sbd.build_trainaug(root, ds, overwrite=True)
+    assert sorted(p.stem for p in masks.iterdir()) == sorted(res["train"] + res["val"])
+    with Image.open(masks / "2008_000100.png") as im:
+        assert set(np.unique(np.asarray(im)).tolist()) == {0, 12}  # SBD's labels of that image
