@@ -51,7 +51,8 @@ from transparent_init import (
         (
             {"in_features": 3, "hidden_features": np.array([4.0, 5.0])},
             TypeError,
-            r"hidden_features\[0\] must be an int >= 1, got float64 \(np.float64\(4.0\)\)",
+            # the value's repr: 'np.float64(4.0)' from NumPy 2, '4.0' on the 1.x floor
+            rf"hidden_features\[0\] must be an int >= 1, got float64 \({re.escape(repr(np.float64(4.0)))}\)",
         ),
         (
             {"in_features": 3, "hidden_features": {"a": 4}},
