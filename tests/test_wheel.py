@@ -7,6 +7,7 @@ these tests skip.
 from __future__ import annotations
 
 import email.parser
+import re
 import subprocess
 import sys
 import tarfile
@@ -17,8 +18,14 @@ import pytest
 
 pytest.importorskip("hatchling")
 
+from packaging.requirements import Requirement  # a dependency of pytest and of hatchling
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("sparse_ops", "transparent_init")
+#: The lowest declared versions, pinned (docs/development.rst, "The lowest declared versions").
+LOWEST = ROOT / ".ci" / "lowest-constraints.txt"
 
 
 def _version() -> str:
@@ -56,6 +63,43 @@ def test_wheel_metadata_names_only_the_core_dependencies(wheel: Path) -> None:
     core = sorted(r.split(">")[0].split("=")[0] for r in meta.get_all("Requires-Dist") if "extra ==" not in r)
     assert core == ["numpy", "scipy", "torch"]
     assert {"test", "docs", "examples", "dev"} <= set(meta.get_all("Provides-Extra"))
+
+
+def test_lowest_constraints_pin_every_declared_floor(wheel: Path) -> None:
+    """``.ci/lowest-constraints.txt`` pins exactly the lowest versions the wheel declares, core and extras,
+    and the build backend's (docs/development.rst, "The lowest declared versions"): a floor raised without
+    its pin would leave that run testing a stack the project no longer allows. Every dependency has a floor
+    (``>=``) or an exact pin (``==``, the dev tools, left out of the file), and a package named in two
+    extras has one floor."""
+    if not (ROOT / ".ci").is_dir():
+        pytest.skip("no .ci folder (an sdist): the pins live in the repository")
+    with zipfile.ZipFile(wheel) as zf:
+        meta = email.parser.Parser().parsestr(zf.read(f"transinit-{_version()}.dist-info/METADATA").decode())
+    build = re.search(
+        r"^\[build-system\]\s*requires = \[([^\]]*)\]", (ROOT / "pyproject.toml").read_text(), re.M
+    )
+    assert build is not None
+    declared = [*meta.get_all("Requires-Dist"), *re.findall(r'"([^"]+)"', build.group(1))]
+    floors: dict[str, set[Version]] = {}
+    for line in declared:
+        req = Requirement(line)
+        ops = {spec.operator: Version(spec.version) for spec in req.specifier}
+        assert ">=" in ops or set(ops) == {"=="}, f"no floor nor pin: {line!r}"
+        if ">=" in ops:
+            floors.setdefault(canonicalize_name(req.name), set()).add(ops[">="])
+    assert all(len(v) == 1 for v in floors.values()), {k: sorted(map(str, v)) for k, v in floors.items()}
+    lines = LOWEST.read_text().splitlines() if LOWEST.exists() else []
+    pins: dict[str, Version] = {}
+    for line in (ln.strip() for ln in lines):
+        if line and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[canonicalize_name(req.name)] = Version(spec.version)
+    assert pins == {name: v for name, (v,) in floors.items()}, (
+        f"{LOWEST.name} pins {sorted(f'{k}=={v}' for k, v in pins.items())}, "
+        f"pyproject.toml's floors are {sorted(f'{k}>={next(iter(v))}' for k, v in floors.items())}"
+    )
 
 
 def test_installed_wheel_works_outside_the_source_tree(wheel: Path, tmp_path: Path) -> None:
