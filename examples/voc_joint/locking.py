@@ -67,11 +67,12 @@ class FolderLock:
 
     Example:
         >>> import tempfile
-        >>> folder = Path(tempfile.mkdtemp())
-        >>> with FolderLock(folder) as lock:
-        ...     print(lock.held, (folder / LOCK_NAME).is_file())
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     folder = Path(tmp)
+        ...     with FolderLock(folder) as lock:
+        ...         print(lock.held, (folder / LOCK_NAME).is_file())
+        ...     print(lock.held)
         True True
-        >>> lock.held
         False
     """
 

@@ -283,8 +283,9 @@ def generate_synthetic_voc(
 
     Example:
         >>> import tempfile
-        >>> root = generate_synthetic_voc(tempfile.mkdtemp(), num_train=2, num_val=1, image_size=(32, 48))
-        >>> sorted(p.name for p in root.iterdir())  # doctest: +NORMALIZE_WHITESPACE
+        >>> with tempfile.TemporaryDirectory() as tmp:  # the set, and its lock file beside it, go with tmp
+        ...     root = generate_synthetic_voc(Path(tmp) / "voc", num_train=2, num_val=1, image_size=(32, 48))
+        ...     sorted(p.name for p in root.iterdir())  # doctest: +NORMALIZE_WHITESPACE
         ['ImageSets', 'JPEGImages', 'SegmentationClass', 'SegmentationClassAug', 'synthetic_voc.json']
     """
     if int(num_train) < 1 or int(num_val) < 1:

@@ -722,7 +722,7 @@ def test_torchrun_two_ranks_generate_the_synthetic_set_and_train(tmp_path: Path)
         "examples/voc_joint/train.py", "--output-dir", str(tmp_path / "run"), *RUN, "--max-steps", "1",
         "--workers", "0",
     ]  # fmt: skip
-    env = {**_env(), "TRANSINIT_CACHE": str(cache)}
+    env = {**_torchrun_env(tmp_path), "TRANSINIT_CACHE": str(cache)}
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "x2" in res.stdout  # rank 0 reports a world size of 2
@@ -744,8 +744,17 @@ def _torchrun(
         "--workers", "0", *extra,
     ]  # fmt: skip
     return subprocess.run(
-        cmd, cwd=ROOT, env=_env(fault), capture_output=True, text=True, timeout=300, check=False
-    )
+        cmd, cwd=ROOT, env=_torchrun_env(out.parent, fault), capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+
+
+def _torchrun_env(tmp_path: Path, fault: str | None = None) -> dict[str, str]:
+    """``_env`` with a temporary folder in ``tmp_path``: torchrun makes a ``torchelastic_*`` log folder in the
+    temporary folder when no ``--log-dir`` is given and never removes it (one stayed in /tmp per run)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
+    return {**_env(fault), "TMPDIR": str(tmp)}
 
 
 @pytest.mark.slow
