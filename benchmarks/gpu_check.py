@@ -144,16 +144,23 @@ def run_command(
     reader.start()
     status, error = "ok", None
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        status, error = "timeout", f"killed after its time limit of {timeout:.0f} s"
-        _kill_group(proc)
-    except BaseException:  # Ctrl-C or SIGTERM of the check: take the stage's processes down with it
-        _kill_group(proc)
-        raise
-    reader.join(timeout=10)
-    if log is not None:
-        log.close()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            status, error = "timeout", f"killed after its time limit of {timeout:.0f} s"
+            _kill_group(proc)
+        except BaseException:  # Ctrl-C or SIGTERM of the check: take the stage's processes down with it
+            _kill_group(proc)
+            raise
+    finally:
+        reader.join(timeout=10)
+        # the pipe and the log are closed once the reader is done with them (a process that left the group
+        # and still holds the pipe keeps the reader, a daemon thread, reading: both stay open for it then)
+        if not reader.is_alive():
+            assert proc.stdout is not None
+            proc.stdout.close()
+            if log is not None:
+                log.close()
     output = "".join(lines)
     if status == "ok" and proc.returncode != 0:
         tail = [ln for ln in output.strip().splitlines() if ln.strip()][-3:]

@@ -1290,7 +1290,7 @@ def test_op_coverage_quick(tmp_path):
     out = tmp_path / "coverage.csv"
     stdout = _run("op_coverage.py", "--quick", "--out", str(out))
     version = torch.__version__.split("+")[0].rsplit(".", 1)[0]
-    rows = {row["op"]: row for row in csv.DictReader(out.open())}
+    rows = {row["op"]: row for row in csv.DictReader(out.read_text().splitlines())}
     columns = [*cov.COLUMNS, f"MPS {version}", f"CUDA {version}", "known gaps"]
     assert list(next(iter(rows.values()))) == columns
     for op in ("scatter_add_", "gather", "sort.stable", "searchsorted.Tensor", "cumsum"):
@@ -1302,7 +1302,7 @@ def test_op_coverage_quick(tmp_path):
     assert cov.gaps(list(rows.values())) == []
     assert "device ops without an MPS kernel: none" in stdout
     assert "not run" not in stdout  # every case ran, forward and backward
-    committed = {row["op"] for row in csv.DictReader(cov.OUT.open())}
+    committed = {row["op"] for row in csv.DictReader(cov.OUT.read_text().splitlines())}
     assert set(rows) <= committed, f"re-run benchmarks/op_coverage.py: {sorted(set(rows) - committed)}"
 
 

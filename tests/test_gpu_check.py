@@ -7,11 +7,13 @@ the CUDA branches of the timing harness (with a fake ``torch.cuda``). No test he
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -147,6 +149,21 @@ def test_run_command_records_failure_and_timeout(tmp_path):
     assert slow.status == "timeout" and "time limit of 3 s" in slow.error
     assert "started" in slow.output
     assert time.perf_counter() - t0 < 30  # the process group (grandchild included) was killed
+
+
+@pytest.mark.parametrize("limit", [60, 2], ids=["ends", "timeout"])
+def test_run_command_closes_the_pipe_and_the_log(limit, tmp_path):
+    """What ``run_command`` opens is closed when it returns: before, the stage's output pipe was left to the
+    garbage collector (a ResourceWarning under ``python -X dev``, an error under ``-W error``)."""
+    code = "import sys, time; print('hello', flush=True); time.sleep(float(sys.argv[1]))"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = gpu_check.run_command(
+            [sys.executable, "-c", code, "0" if limit == 60 else "60"], limit, tmp_path / "log", echo=False
+        )
+        gc.collect()
+    assert run.status == ("ok" if limit == 60 else "timeout") and "hello" in run.output
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_a_timeout_stops_the_stage_where_there_are_no_process_groups(monkeypatch):

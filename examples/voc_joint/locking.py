@@ -86,13 +86,14 @@ class FolderLock:
         if self._fh is not None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  # held open as long as the lock
-        if fcntl is None:
+        if fcntl is None:  # warned before the file is open: a warning made an error leaks no open file
             warnings.warn(
                 f"output folder {self.folder} is not locked: {sys.platform} has no fcntl (flock), so a "
                 "second run writing to it at the same time is not refused; run one at a time per folder",
                 stacklevel=2,
             )
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  # held open as long as the lock
+        if fcntl is None:
             self._fh = fh
             return self
         try:

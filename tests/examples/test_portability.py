@@ -7,10 +7,12 @@ Nothing here runs on Windows or macOS itself; each test removes, in a subprocess
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,22 @@ def test_train_on_a_windows_like_platform(tiny_voc: Path, tmp_path: Path) -> Non
     assert res.returncode == 0, err[-3000:]
     assert f"output folder {out / 'spixel'} is not locked" in err, err[-3000:]
     assert (out / "spixel" / "checkpoint.pt").is_file()
+
+
+def test_the_not_locked_warning_made_an_error_leaves_no_file_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without fcntl, under ``-W error``, the warning that the folder is not locked is raised before the lock
+    file is opened: before, that open file was left to the garbage collector (a ResourceWarning)."""
+    from examples.voc_joint import locking
+
+    monkeypatch.setattr(locking, "fcntl", None)
+    lock = locking.FolderLock(tmp_path / "run")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("error", UserWarning)
+        with pytest.raises(UserWarning, match="is not locked"):
+            lock.acquire()
+        gc.collect()
+    assert not lock.held
+    assert [str(w.message) for w in caught] == []
