@@ -56,7 +56,6 @@ import os
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +122,6 @@ def run_one(
     """Measure one variant (in a fresh process unless ``fresh_process=False``: no CPU memory figure then)."""
     import torch
 
-    warnings.simplefilter("ignore")
     torch.set_num_threads(cfg.get("threads", 2))
     from sparse_ops import SuperpixelAssignment
 
@@ -281,7 +279,6 @@ def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
     """
     import torch
 
-    warnings.simplefilter("ignore")
     torch.set_num_threads(cfgs[0].get("threads", 2))
     from sparse_ops import SuperpixelAssignment
 

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,20 @@ def test_bench_uniformize_every_variant_in_process():
             assert res["max_abs_err"] < 1e-5, (variant, res)
     with pytest.raises(ValueError, match="variant must be one of"):
         bench.run_one(cfg, "csr", "cpu", 1, dense_max_gb=1.0)
+
+
+def test_bench_uniformize_leaves_the_warning_filters_alone():
+    """A measurement neither warns nor changes the process's warning filters: before, it ignored every
+    warning from then on (``warnings.simplefilter("ignore")``), hiding any our ops raise, ``-W error`` too."""
+    bench = _import("bench_uniformize")
+    cfg = {"B": 1, "C": 2, "H": 16, "W": 16, "N_s": 4, "labels": "grid", "threads": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        before = list(warnings.filters)
+        for variant in ("scatter", "sparse", "sparse_coo", "paper_coo", "dense_bmm"):
+            bench.run_one(cfg, variant, "cpu", 1, dense_max_gb=1.0, fresh_process=False)
+        bench.run_sweep([cfg], "cpu", 1)
+        assert warnings.filters == before
 
 
 def test_bench_uniformize_configs():
