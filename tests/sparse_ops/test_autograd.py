@@ -12,6 +12,8 @@ from torch.utils.checkpoint import checkpoint
 
 from sparse_ops import SuperpixelAssignment, superpixel_pool, uniformize
 
+# module constants only: a test draws from its own generator, so that its inputs do not depend on which tests
+# of the module ran before it in the same process (the order, -k, the xdist split)
 G = torch.Generator().manual_seed(0)
 SP = torch.randint(0, 5, (1, 3, 4), generator=G)
 MASK = torch.rand(1, 3, 4, generator=G) > 0.3
@@ -36,7 +38,7 @@ ONE_CHANNEL: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], tuple[int, 
 @pytest.mark.parametrize("name", list(ONE_CHANNEL))
 def test_results_can_be_changed_in_place_before_the_backward(name: str) -> None:
     fn, shape = ONE_CHANNEL[name]
-    x = torch.randn(shape, dtype=torch.float64, generator=G).requires_grad_()
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
     (expected,) = torch.autograd.grad(torch.relu(fn(x)).sum() * 2, x)
     out = fn(x)
     torch.relu_(out.mul_(2))  # "a view created inside a custom Function" was refused here
@@ -49,14 +51,15 @@ def test_results_can_be_changed_in_place_before_the_backward(name: str) -> None:
 def test_checkpoint_with_an_assignment_in_the_closure(reentrant: bool, backend: str) -> None:
     """Recomputing the forward in the backward reuses the captured assignment (and its cached CSR matrices):
     the gradients of the plain run, with a mask."""
-    sp = torch.randint(0, 7, (2, 5, 6), generator=G)
-    mask = torch.rand(2, 5, 6, generator=G) > 0.3
+    g = torch.Generator().manual_seed(2)
+    sp = torch.randint(0, 7, (2, 5, 6), generator=g)
+    mask = torch.rand(2, 5, 6, generator=g) > 0.3
     a = SuperpixelAssignment(sp, 7, mask=mask, backend=backend)  # type: ignore[arg-type]
 
     def block(t: torch.Tensor) -> torch.Tensor:
         return a.decode(a.encode(t) * 3) + a.uniformize(t).square()
 
-    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, generator=G)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, generator=g)
     plain, ckpt = x.clone().requires_grad_(), x.clone().requires_grad_()
     block(plain).pow(3).sum().backward()
     checkpoint(block, ckpt, use_reentrant=reentrant).pow(3).sum().backward()
@@ -79,10 +82,11 @@ def test_batched_gradients_of_channels_last_inputs(name: str) -> None:
     tensor, which the channels-last row path (per-image ``out=`` and in-place writes) cannot take: the
     gradients of a loop over the batched grad outputs."""
     fn = CHANNELS_LAST[name]
-    x = torch.randn(2, 3, 3, 4, dtype=torch.float64, generator=G)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 3, 4, dtype=torch.float64, generator=g)
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
     y = fn(x)
-    v = torch.randn(3, 2, 3, 4, 3, dtype=y.dtype, generator=G).permute(0, 1, 4, 2, 3)  # channels last each
+    v = torch.randn(3, 2, 3, 4, 3, dtype=y.dtype, generator=g).permute(0, 1, 4, 2, 3)  # channels last each
     (got,) = torch.autograd.grad(y, x, v, is_grads_batched=True, retain_graph=True)
     expected = torch.stack([torch.autograd.grad(y, x, vi, retain_graph=True)[0] for vi in v])
     torch.testing.assert_close(got, expected)
