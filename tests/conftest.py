@@ -50,6 +50,14 @@ def _seed_global_rng() -> None:
     torch.manual_seed(TEST_SEED)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """Every test starts on one torch thread, as the suite set above. The in-process runs of the scripts
+    (``train.main([..., "--threads", "2"])``, a benchmark's ``main``) set the process-wide count and left it
+    for the tests after them, which then ran on 1 or 2 threads by the order and the pytest-xdist split."""
+    torch.set_num_threads(1)
+
+
 #: Without the examples extra (torchvision), the tests of the example pipeline are skipped: everything under
 #: tests/examples and every test marked ``examples`` (benchmarks and documented commands that run it).
 try:

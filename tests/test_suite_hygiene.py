@@ -1,0 +1,117 @@
+"""The suite's own rules for random inputs, checked on its source: a test's inputs depend on nothing but
+the test.
+
+* Every test starts from the global seed (``tests/conftest.py``), so a draw from the global RNG in a test
+  body is reproducible; a draw at import time (a module constant) is not: its value depends on which test
+  files were collected, and so drew from the global RNG, before.
+* A ``torch.Generator`` made at module level is fine for module constants, drawn once at import; a test body
+  (or a function it calls) drawing from it gets the generator's state after every test of the module that ran
+  before it in the same process, so its inputs change with the order, ``-k`` and the pytest-xdist split.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+#: Calls (functions, then in-place methods) that draw from the global RNG unless given ``generator=``.
+DRAWS = {"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "normal"}
+DRAWS |= {"bernoulli", "normal_", "uniform_", "random_", "bernoulli_", "exponential_", "cauchy_"}
+
+
+def _is_generator(value: ast.expr) -> bool:
+    """``torch.Generator(...)``, possibly followed by ``.manual_seed(...)``."""
+    while isinstance(value, ast.Call):
+        func = value.func
+        if isinstance(func, ast.Attribute) and func.attr == "Generator":
+            return True
+        if isinstance(func, ast.Attribute) and func.attr == "manual_seed":
+            value = func.value
+            continue
+        return False
+    return False
+
+
+def _functions(tree: ast.Module) -> list[ast.AST]:
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
+
+
+def shared_generator_uses(source: str) -> list[int]:
+    """Lines where a function or lambda uses a generator made at module level."""
+    tree = ast.parse(source)
+    names = {
+        t.id
+        for stmt in tree.body
+        if isinstance(stmt, ast.Assign) and _is_generator(stmt.value)
+        for t in stmt.targets
+        if isinstance(t, ast.Name)
+    }
+    lines = set()
+    for fn in _functions(tree):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in names:
+                lines.add(node.lineno)
+    return sorted(lines)
+
+
+def import_time_global_draws(source: str) -> list[int]:
+    """Lines where a statement run at import time (module or class body, a decorator, a default value)
+    draws from the global RNG (a random-tensor call without ``generator=``)."""
+    tree = ast.parse(source)
+    called = set()  # the nodes of function and lambda bodies: they run when called, after the test's seed
+    for fn in _functions(tree):
+        for part in fn.body if isinstance(fn.body, list) else [fn.body]:
+            called.update(id(n) for n in ast.walk(part))
+    lines = set()
+    for node in ast.walk(tree):
+        if id(node) in called:
+            continue
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        seeded = any(k.arg == "generator" for k in node.keywords)
+        if node.func.attr in DRAWS and not seeded:
+            lines.add(node.lineno)
+    return sorted(lines)
+
+
+def _test_sources() -> list[Path]:
+    return sorted(p for p in TESTS.rglob("*.py") if p.is_file())
+
+
+@pytest.mark.parametrize("check", [shared_generator_uses, import_time_global_draws], ids=lambda f: f.__name__)
+def test_no_test_input_depends_on_the_tests_run_before(check) -> None:  # type: ignore[no-untyped-def]
+    found = {
+        str(p.relative_to(TESTS.parent)): lines for p in _test_sources() if (lines := check(p.read_text()))
+    }
+    assert not found, f"{check.__doc__.split(chr(10))[0]} {found}; make a generator in the test instead"
+
+
+def test_the_checks_find_what_they_look_for() -> None:
+    """Each pattern in the form test_autograd.py had it (a shared generator in test bodies, 2026-12-02)."""
+    shared = (
+        "import torch\n"
+        "G = torch.Generator().manual_seed(0)\n"
+        "SP = torch.randint(0, 5, (1, 3, 4), generator=G)\n"  # a module constant: fine
+        "def test_a():\n"
+        "    x = torch.randn(3, generator=G)\n"  # 5
+        "F = lambda: torch.rand(2, generator=G)\n"  # 6
+        "def test_b():\n"
+        "    g = torch.Generator().manual_seed(1)\n"
+        "    x = torch.randn(3, generator=g)\n"  # its own: fine
+    )
+    assert shared_generator_uses(shared) == [5, 6]
+    draws = (
+        "import torch, pytest\n"
+        "X = torch.randn(3)\n"  # 2
+        "Y = torch.randn(3, generator=torch.Generator().manual_seed(0))\n"
+        "class T:\n"
+        "    W = torch.empty(3).normal_()\n"  # 5
+        "@pytest.mark.parametrize('x', [torch.rand(2)])\n"  # 6
+        "def test_c(x, y=torch.randint(0, 3, (2,))):\n"  # 7
+        "    z = torch.randn(3)\n"  # in the body: seeded per test, fine
+        "CALLS = [lambda a: torch.randn(2, 3)]\n"  # runs in the test: fine
+    )
+    assert import_time_global_draws(draws) == [2, 5, 6, 7]
