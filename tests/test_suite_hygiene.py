@@ -4,6 +4,7 @@ the test.
 * Every test starts from the global seed (``tests/conftest.py``), so a draw from the global RNG in a test
   body is reproducible; a draw at import time (a module constant) is not: its value depends on which test
   files were collected, and so drew from the global RNG, before.
+* Hypothesis does not reseed torch for each example: a ``@given`` test seeds what it draws from a drawn value.
 * A ``torch.Generator`` made at module level is fine for module constants, drawn once at import; a test body
   (or a function it calls) drawing from it gets the generator's state after every test of the module that ran
   before it in the same process, so its inputs change with the order, ``-k`` and the pytest-xdist split.
@@ -40,7 +41,7 @@ def _functions(tree: ast.Module) -> list[ast.AST]:
 
 
 def shared_generator_uses(source: str) -> list[int]:
-    """Lines where a function or lambda uses a generator made at module level."""
+    """Lines where a function or lambda uses a generator made at module level (make one in the test)."""
     tree = ast.parse(source)
     names = {
         t.id
@@ -59,7 +60,7 @@ def shared_generator_uses(source: str) -> list[int]:
 
 def import_time_global_draws(source: str) -> list[int]:
     """Lines where a statement run at import time (module or class body, a decorator, a default value)
-    draws from the global RNG (a random-tensor call without ``generator=``)."""
+    draws from the global RNG (a random-tensor call without ``generator=``; draw from a seeded generator)."""
     tree = ast.parse(source)
     called = set()  # the nodes of function and lambda bodies: they run when called, after the test's seed
     for fn in _functions(tree):
@@ -77,16 +78,40 @@ def import_time_global_draws(source: str) -> list[int]:
     return sorted(lines)
 
 
+def unseeded_draws_in_given_tests(source: str) -> list[int]:
+    """Lines where a Hypothesis test draws from the global RNG without seeding it in its body: Hypothesis
+    does not reseed torch per example, so the draw depends on the examples run before it and a failing
+    example replayed from the database gets other values (draw a seed with the strategies instead)."""
+    tree = ast.parse(source)
+    lines = set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        decorators = [d.func for d in fn.decorator_list if isinstance(d, ast.Call)]
+        if not any(getattr(d, "id", getattr(d, "attr", None)) == "given" for d in decorators):
+            continue
+        calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
+        if any(c.func.attr == "manual_seed" for c in calls):  # type: ignore[attr-defined]
+            continue  # seeded (from a drawn value) in the body
+        for c in calls:
+            if c.func.attr in DRAWS and not any(k.arg == "generator" for k in c.keywords):  # type: ignore[attr-defined]
+                lines.add(c.lineno)
+    return sorted(lines)
+
+
 def _test_sources() -> list[Path]:
     return sorted(p for p in TESTS.rglob("*.py") if p.is_file())
 
 
-@pytest.mark.parametrize("check", [shared_generator_uses, import_time_global_draws], ids=lambda f: f.__name__)
+CHECKS = [shared_generator_uses, import_time_global_draws, unseeded_draws_in_given_tests]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda f: f.__name__)
 def test_no_test_input_depends_on_the_tests_run_before(check) -> None:  # type: ignore[no-untyped-def]
     found = {
         str(p.relative_to(TESTS.parent)): lines for p in _test_sources() if (lines := check(p.read_text()))
     }
-    assert not found, f"{check.__doc__.split(chr(10))[0]} {found}; make a generator in the test instead"
+    assert not found, f"{check.__name__} (its docstring says why and what to do instead): {found}"
 
 
 def test_the_checks_find_what_they_look_for() -> None:
@@ -115,3 +140,15 @@ def test_the_checks_find_what_they_look_for() -> None:
         "CALLS = [lambda a: torch.randn(2, 3)]\n"  # runs in the test: fine
     )
     assert import_time_global_draws(draws) == [2, 5, 6, 7]
+    given = (
+        "import torch\n"
+        "from hypothesis import given, strategies as st\n"
+        "@given(st.integers(1, 4))\n"
+        "def test_d(n):\n"
+        "    x = torch.randn(5, n)\n"  # 5: as test_targets.py had it
+        "@given(st.integers(0, 9))\n"
+        "def test_e(seed):\n"
+        "    torch.manual_seed(seed)\n"
+        "    x = torch.randn(5)\n"  # seeded from the draw: fine
+    )
+    assert unseeded_draws_in_given_tests(given) == [5]

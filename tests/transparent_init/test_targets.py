@@ -16,7 +16,7 @@ from transparent_init import TransparentConv1x1, TransparentLinear, selection_we
 )
 def test_selects_the_given_channels(case: tuple[int, list[int]]) -> None:
     n, idx = case
-    x = torch.randn(5, n, dtype=torch.float64)
+    x = torch.randn(5, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
     t = selection_weight(n, idx, dtype=torch.float64)
     assert t.shape == (len(idx), n)
     assert torch.equal(x @ t.T, x[:, idx])  # exact: one 1 per row
