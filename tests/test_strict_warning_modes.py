@@ -26,9 +26,17 @@ def _run(args: list[str], tmp: Path) -> str:
     env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
     for name in ("PYTHONWARNINGS", "TRANSINIT_FAULT"):
         env.pop(name, None)
-    proc = subprocess.run(
-        [*STRICT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    try:
+        proc = subprocess.run(
+            [*STRICT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+    except subprocess.TimeoutExpired as exc:  # a hang: show what the process printed, stderr in full
+        printed = [
+            b.decode(errors="replace") if isinstance(b, bytes) else b or "" for b in (exc.stdout, exc.stderr)
+        ]
+        pytest.fail(
+            f"{args[0]} did not finish in 300 s; it printed:\n{printed[0][-2000:]}\n{printed[1][-6000:]}"
+        )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "ResourceWarning" not in out and "Exception ignored" not in out, out[-3000:]
