@@ -9,8 +9,11 @@ by the garbage collector does not change the exit status), and leave nothing in 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,13 +46,25 @@ def _run(args: list[str], tmp: Path) -> str:
     return out
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A private temporary folder with a short path: a DataLoader worker shares each batch through a Unix
+    socket that ``multiprocessing`` binds in ``$TMPDIR/pymp-*/listener-*``, whose path must fit in 107 bytes
+    (Linux). Under pytest-xdist, ``tmp_path`` (``.../pytest-<n>/popen-gw<k>/<test name>_0``) made it too long:
+    the worker failed to send its first batch ("AF_UNIX path too long") and the run waited for it for ever."""
+    parent = "/tmp" if os.path.isdir("/tmp") else None
+    folder = Path(tempfile.mkdtemp(prefix="strict-", dir=parent))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _left(tmp: Path) -> list[str]:
     """What is left in ``tmp``, but torch's compile cache (``torchinductor_<user>``), kept on purpose."""
     return sorted(p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor_"))
 
 
-def test_an_op_test_file_passes_with_every_warning_an_error(tmp_path: Path) -> None:
-    tmp = tmp_path / "tmp"
+def test_an_op_test_file_passes_with_every_warning_an_error(tmp_path: Path, short_tmp: Path) -> None:
+    tmp = short_tmp
     args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-o", "filterwarnings="]
     args += ["-W", "error::pytest.PytestUnraisableExceptionWarning", "--basetemp", str(tmp_path / "base")]
     targets = ["tests/sparse_ops/test_pooling.py::TestPool", "sparse_ops/pooling.py", "-k", "not compile"]
@@ -60,9 +75,9 @@ def test_an_op_test_file_passes_with_every_warning_an_error(tmp_path: Path) -> N
 
 @pytest.mark.slow
 @pytest.mark.examples
-def test_a_tiny_training_run_with_every_warning_an_error(tmp_path: Path) -> None:
+def test_a_tiny_training_run_with_every_warning_an_error(tmp_path: Path, short_tmp: Path) -> None:
     """A synthetic set, then one step of the segmentation stage with two DataLoader workers."""
-    tmp, voc, out = tmp_path / "tmp", tmp_path / "voc", tmp_path / "run"
+    tmp, voc, out = short_tmp, tmp_path / "voc", tmp_path / "run"
     _run(["examples/voc_joint/synthetic.py", "--out", str(voc), "--num-train", "4", "--num-val", "2"], tmp)
     args = ["--data-root", str(voc), "--output-dir", str(out), "--stage", "seg", "--max-steps", "1"]
     args += ["--backbone", "resnet18", "--aspp-channels", "16", "--crop-size", "32", "--batch-size", "2"]
