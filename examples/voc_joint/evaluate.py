@@ -62,6 +62,7 @@ from examples.voc_joint.metrics import (
     to_jsonable,
 )
 from examples.voc_joint.visualize import save_panel
+from examples.voc_joint.workers import worker_tmpdir_error
 
 __all__ = ["build_parser", "check_args", "checkpoint_num_classes", "evaluate", "main", "split_results"]
 
@@ -313,6 +314,9 @@ def check_args(
             f"--batch-size {args.batch_size} applies to --crop-size: full images (the default) are evaluated "
             "one at a time"
         )
+    error = worker_tmpdir_error(args.num_workers, "--num-workers")
+    if error:
+        parser.error(error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -91,6 +91,7 @@ from examples.voc_joint.resume import (
 )
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch, derive_seed
 from examples.voc_joint.signals import Interrupted, InterruptGuard
+from examples.voc_joint.workers import worker_tmpdir_error
 
 __all__ = [
     "CHECKPOINT_MODEL_OPTIONS",
@@ -1671,6 +1672,9 @@ def check_args(
                 f"{spelled(name, getattr(args, name))} applies to --{setting} {used_with}, which no stage "
                 f"of this run uses ({uses}): drop it, or give --{setting} {used_with}"
             )
+    error = worker_tmpdir_error(args.workers, "--workers")
+    if error:
+        parser.error(error)
     if args.backbone_weights is not None:  # before anything is locked or deleted
         error = backbone_weights_error(
             Path(args.backbone_weights),

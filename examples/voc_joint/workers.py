@@ -1,0 +1,89 @@
+"""DataLoader worker processes need a short temporary folder: found before any worker starts.
+
+A ``DataLoader`` worker hands each batch to the main process by sending the file descriptors of the batch's
+shared memory over a Unix socket, which :mod:`multiprocessing` binds at
+``<temporary folder>/pymp-XXXXXXXX/listener-XXXXXXXX`` (the temporary folder is ``$TMPDIR``, else ``$TEMP``,
+``$TMP``, ``/tmp``). A socket path holds at most 107 bytes on Linux (103 on macOS and the BSDs): with a
+temporary folder longer than 75 bytes (71) the bind fails in a background thread of the worker, the batch
+never arrives and the main process waits for it forever, without a message (the ``DataLoader`` has no timeout
+by default). Cluster jobs are where this happens: schedulers set ``TMPDIR`` to a per-job folder with a long
+path. :func:`worker_tmpdir_error` names the problem before the run starts. Windows passes handles, not Unix
+sockets, and has no limit here.
+
+Example:
+    >>> worker_tmpdir_error(0, "--workers") is None  # no worker process: no socket
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+__all__ = ["max_tmpdir_bytes", "socket_path_limit", "worker_socket_path", "worker_tmpdir_error"]
+
+#: What ``multiprocessing`` appends to the temporary folder for the socket: two names of 8 random characters.
+_SOCKET_SUFFIX = os.path.join("pymp-" + "x" * 8, "listener-" + "x" * 8)
+
+
+def socket_path_limit(platform: str = sys.platform) -> int | None:
+    """The longest Unix socket path, in bytes, on ``platform`` (``sun_path`` less its final NUL byte); None
+    where ``DataLoader`` workers use no Unix socket (Windows)."""
+    if platform.startswith("win"):
+        return None
+    return 107 if platform.startswith("linux") else 103
+
+
+def worker_socket_path(tmpdir: str | None = None) -> str:
+    """The path of the socket a worker binds, of the length it will have (its random names as ``x``).
+
+    ``tmpdir``: the temporary folder (default :func:`tempfile.gettempdir`, as :mod:`multiprocessing` takes).
+    """
+    return os.path.join(tmpdir if tmpdir is not None else tempfile.gettempdir(), _SOCKET_SUFFIX)
+
+
+def max_tmpdir_bytes(platform: str = sys.platform) -> int | None:
+    """The longest temporary folder, in bytes, with which ``DataLoader`` workers can run (None: no limit).
+
+    Example:
+        >>> max_tmpdir_bytes("linux")
+        75
+    """
+    limit = socket_path_limit(platform)
+    return None if limit is None else limit - len(os.fsencode(os.sep + _SOCKET_SUFFIX))
+
+
+def worker_tmpdir_error(workers: int, option: str, *, platform: str = sys.platform) -> str | None:
+    """Why ``workers`` DataLoader worker processes would hang under this temporary folder (None: they won't).
+
+    Args:
+        workers (int): the number of worker processes (0: loading in the main process, never a problem).
+        option (str): the command-line option that set ``workers`` (``--workers``), named in the message.
+        platform (str): as :data:`sys.platform` (for tests).
+
+    Returns:
+        str | None: the message, naming the folder, the variable it came from, its length, the longest that
+        works, and the two ways out (a shorter folder, or ``option 0``).
+    """
+    limit = socket_path_limit(platform)
+    if workers == 0 or limit is None:
+        return None
+    tmpdir = tempfile.gettempdir()
+    size = len(os.fsencode(worker_socket_path(tmpdir)))
+    if size <= limit:
+        return None
+    named = [
+        f"${v}"
+        for v in ("TMPDIR", "TEMP", "TMP")
+        if os.environ.get(v) and os.path.abspath(os.environ[v]) == tmpdir
+    ]
+    source = named[0] if named else "tempfile.gettempdir()"
+    longest = max_tmpdir_bytes(platform)
+    return (
+        f"{option} {workers}: the temporary folder {tmpdir!r} (from {source}) is {len(os.fsencode(tmpdir))} "
+        "bytes long, and DataLoader workers cannot run under it: they hand each batch over through a Unix "
+        f"socket in it, whose path would be {size} bytes, above the {limit} this system allows, and the run "
+        f"would wait forever for the first batch. Set TMPDIR to a folder of at most {longest} bytes "
+        f"(TMPDIR=/tmp), or load in the main process with {option} 0"
+    )

@@ -1,0 +1,161 @@
+"""A temporary folder too long for DataLoader workers is refused before the run starts, not left to hang.
+
+The limit is measured, not only computed: a loader with two workers runs under a temporary folder of exactly
+:func:`max_tmpdir_bytes` and waits for its first batch under one a byte longer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from examples.voc_joint.workers import (
+    max_tmpdir_bytes,
+    socket_path_limit,
+    worker_socket_path,
+    worker_tmpdir_error,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def short_parent() -> Iterator[Path]:
+    """A private folder with a short path, to grow folders of an exact length in (``tmp_path`` may already be
+    longer than the limit under pytest-xdist)."""
+    folder = Path(tempfile.mkdtemp(prefix="w-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def folder_of_length(parent: Path, size: int, fill: str = "d") -> Path:
+    """A new folder inside ``parent`` whose path is ``size`` bytes long (UTF-8; ``fill`` of 1 or 2 bytes)."""
+    room = size - len(os.fsencode(str(parent))) - 1
+    width = len(fill.encode())
+    assert room >= width and room % width == 0, (parent, size, fill)
+    folder = parent / (fill * (room // width))
+    folder.mkdir()
+    assert len(os.fsencode(str(folder))) == size
+    return folder
+
+
+def test_the_limits_per_platform() -> None:
+    assert socket_path_limit("linux") == 107 and max_tmpdir_bytes("linux") == 75
+    assert socket_path_limit("darwin") == 103 and max_tmpdir_bytes("darwin") == 71
+    assert socket_path_limit("freebsd14") == 103
+    assert socket_path_limit("win32") is None and max_tmpdir_bytes("win32") is None
+    assert worker_socket_path("/t") == "/t/pymp-xxxxxxxx/listener-xxxxxxxx"
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_folders_up_to_the_limit_pass_one_byte_more_is_refused(platform, short_parent, monkeypatch) -> None:
+    longest = max_tmpdir_bytes(platform)
+    assert longest is not None
+    monkeypatch.setattr(tempfile, "tempdir", str(folder_of_length(short_parent, longest)))
+    assert worker_tmpdir_error(4, "--workers", platform=platform) is None
+    too_long = str(folder_of_length(short_parent, longest + 1, fill="e"))
+    monkeypatch.setattr(tempfile, "tempdir", too_long)
+    error = worker_tmpdir_error(4, "--workers", platform=platform)
+    assert error is not None
+    assert error.startswith(f"--workers 4: the temporary folder {too_long!r} ")
+    limit = socket_path_limit(platform)
+    assert f"is {longest + 1} bytes long" in error
+    assert f"whose path would be {limit + 1} bytes, above the {limit} this system allows" in error
+    assert f"Set TMPDIR to a folder of at most {longest} bytes (TMPDIR=/tmp)" in error
+    assert error.endswith("or load in the main process with --workers 0")
+    assert worker_tmpdir_error(0, "--workers", platform=platform) is None  # no worker, no socket
+    assert worker_tmpdir_error(4, "--workers", platform="win32") is None
+
+
+def test_the_length_is_counted_in_bytes(short_parent, monkeypatch) -> None:
+    """Two-byte characters: the folder is too long in bytes, though not in characters."""
+    longest = max_tmpdir_bytes("linux")
+    assert longest is not None
+    size = longest + 1
+    if (size - len(os.fsencode(str(short_parent))) - 1) % 2:
+        size += 1  # whole characters
+    folder = folder_of_length(short_parent, size, fill="\u0418")
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    assert len(str(folder)) <= longest  # in characters it would pass
+    assert worker_tmpdir_error(1, "--num-workers", platform="linux") is not None
+
+
+def test_the_message_names_the_variable_the_folder_came_from(short_parent, monkeypatch) -> None:
+    folder = str(folder_of_length(short_parent, 90))
+    monkeypatch.setattr(tempfile, "tempdir", folder)
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.delenv(name, raising=False)
+    assert "(from tempfile.gettempdir())" in str(worker_tmpdir_error(2, "--workers", platform="linux"))
+    monkeypatch.setenv("TMP", folder)
+    monkeypatch.setenv("TMPDIR", "/some/other/folder")  # set, but not the one in use (e.g. not writable)
+    assert "(from $TMP)" in str(worker_tmpdir_error(2, "--workers", platform="linux"))
+    monkeypatch.setenv("TMPDIR", folder)
+    assert "(from $TMPDIR)" in str(worker_tmpdir_error(2, "--workers", platform="linux"))
+
+
+PROBE = """
+import sys
+import torch
+class Data(torch.utils.data.Dataset):
+    def __len__(self): return 4
+    def __getitem__(self, i): return torch.zeros(3, 4, 4)
+loader = torch.utils.data.DataLoader(Data(), batch_size=2, num_workers=2, timeout=float(sys.argv[1]))
+try:
+    print(sum(1 for _ in loader))
+except RuntimeError as exc:
+    print("timed out" if "timed out" in str(exc) else exc)
+"""
+
+
+@pytest.mark.skipif(socket_path_limit() is None, reason="no Unix socket between DataLoader workers here")
+def test_the_computed_limit_is_where_workers_stop_delivering(short_parent) -> None:
+    """The formula against the system: at the limit two batches arrive, one byte beyond it none does."""
+    longest = max_tmpdir_bytes()
+    assert longest is not None
+    outcomes = []
+    for size, fill, timeout in ((longest, "d", "60"), (longest + 1, "e", "5")):
+        env = {
+            **os.environ,
+            "TMPDIR": str(folder_of_length(short_parent, size, fill)),
+            "PYTHONPATH": str(ROOT),
+        }
+        run = subprocess.run(
+            [sys.executable, "-c", PROBE, timeout],
+            check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        outcomes.append(run.stdout.strip())
+    assert outcomes == ["2", "timed out"]
+
+
+@pytest.mark.examples
+def test_train_and_evaluate_refuse_a_temporary_folder_too_long_for_their_workers(
+    short_parent, monkeypatch, capsys
+) -> None:
+    pytest.importorskip("torchvision")
+    from examples.voc_joint import evaluate, train
+
+    monkeypatch.setattr(tempfile, "tempdir", str(folder_of_length(short_parent, 90)))
+    parser = train.build_parser()
+    with pytest.raises(SystemExit) as info:
+        train.check_args(parser, parser.parse_args(["--workers", "3"]))
+    assert info.value.code == 2
+    assert "error: --workers 3: the temporary folder " in capsys.readouterr().err
+    train.check_args(parser, parser.parse_args(["--workers", "0"]))
+    parser = evaluate.build_parser()
+    argv = ["--checkpoint", __file__]
+    with pytest.raises(SystemExit) as info:
+        evaluate.check_args(parser, parser.parse_args([*argv, "--num-workers", "1"]))
+    assert info.value.code == 2
+    assert "error: --num-workers 1: the temporary folder " in capsys.readouterr().err
+    evaluate.check_args(parser, parser.parse_args(argv))  # default 0
