@@ -1701,7 +1701,11 @@ def backbone_weights_error(path: Path, backbone: str, output_stride: int) -> str
         net, _, _ = build_resnet_backbone(backbone, output_stride)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "copying ... to a meta parameter is a no-op": the point here
+            # torch's "copying from a non-meta parameter ... to a meta parameter ..., which is a no-op" is the
+            # point here; any other warning of the load is shown
+            warnings.filterwarnings(
+                "ignore", r".* to a meta parameter in the current model, which is a no-op"
+            )
             load_backbone_weights(net, path)
     except ValueError as exc:
         hint = f" (--backbone {backbone}: weights of another ResNet?)" if "do not match" in str(exc) else ""

@@ -203,7 +203,7 @@ def test_backbone_weights_of_the_wrong_shape_are_named(tmp_path) -> None:
         load_backbone_weights(src, path)
 
 
-def test_backbone_weights_without_num_batches_tracked_load(tmp_path) -> None:
+def test_backbone_weights_without_num_batches_tracked_load(tmp_path, monkeypatch) -> None:
     """ResNet weights saved before torch 0.4.1 added ``num_batches_tracked`` (torchvision's original ImageNet
     files, Caffe conversions) have no such keys: torch's own BatchNorm loading accepts them, and so does
     ``--backbone-weights``; the counters start at 0."""
@@ -226,9 +226,24 @@ def test_backbone_weights_without_num_batches_tracked_load(tmp_path) -> None:
             assert int(v) == 0, k
         else:
             assert torch.equal(v, src.state_dict()[k]), k
-    from examples.voc_joint.train import backbone_weights_error
+    import warnings
 
-    assert backbone_weights_error(path, "resnet18", 16) is None
+    from examples.voc_joint import train
+    from examples.voc_joint.models import deeplabv3plus
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "copying ... to a meta parameter is a no-op" is filtered out
+        assert train.backbone_weights_error(path, "resnet18", 16) is None
+    original = deeplabv3plus.load_backbone_weights
+
+    def load_and_warn(net: torch.nn.Module, file: object) -> None:
+        warnings.warn("another warning of the load", UserWarning, stacklevel=1)
+        original(net, file)
+
+    monkeypatch.setattr(deeplabv3plus, "load_backbone_weights", load_and_warn)
+    with pytest.warns(UserWarning, match="another warning of the load"):  # only that one is hidden
+        assert train.backbone_weights_error(path, "resnet18", 16) is None
+    monkeypatch.undo()
     # a key other than the counters still has to be there
     del state["bn1.running_mean"]
     torch.save(state, path)
