@@ -286,7 +286,7 @@ def load_checkpoint(
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise FileNotFoundError(f"checkpoint file not found: '{path}'")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError for objects, RuntimeError/EOFError for garbage

@@ -57,6 +57,7 @@ __all__ = [
     "build_dataset",
     "ensure_synthetic_voc",
     "eval_transform",
+    "file_not_found",
     "missing_file_hint",
     "normalize_seg",
     "normalize_spixel",
@@ -463,10 +464,21 @@ def _pil_limit_note(max_pixels: int) -> str:
     )
 
 
+def file_not_found(kind: str, path: Path) -> str:
+    """The message for the listed ``kind`` file ``path`` (``"image"``, ``"mask"``, ...) that does not exist,
+    with its near miss (:func:`missing_file_hint`); the reader and ``sbd.py`` word it so.
+
+    Example:
+        >>> file_not_found("mask", Path("/nonexistent/SegmentationClass/a.png"))
+        "mask file not found: '/nonexistent/SegmentationClass/a.png'"
+    """
+    return f"{kind} file not found: '{path}'{missing_file_hint(path)}"
+
+
 def _check_file(path: Path, kind: str) -> None:
     """``path`` exists and is not empty (``kind``: "image" or "mask", for the message)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{kind} file not found: '{path}'" + missing_file_hint(path))
+        raise FileNotFoundError(file_not_found(kind, path))
     if path.stat().st_size == 0:
         raise DataError(f"{kind} file '{path}' is empty (0 bytes: an interrupted copy or download?)")
 

@@ -52,7 +52,7 @@ from examples.voc_joint.data import (
     _read_mask,
     _resolve_root,
     _valid_labels,
-    missing_file_hint,
+    file_not_found,
     read_list,
 )
 from examples.voc_joint.engine import write_text_atomic
@@ -255,9 +255,7 @@ def _read_lists(voc: Path, sbd: Path) -> dict[str, list[str]]:
         ("sbd_val", sbd / "val.txt"),
     ):
         if not path.is_file():
-            raise FileNotFoundError(
-                f"list file not found: '{path}'{missing_file_hint(path)} (it comes with {_LIST_ORIGIN[key]})"
-            )
+            raise FileNotFoundError(f"{file_not_found('list', path)} (it comes with {_LIST_ORIGIN[key]})")
         lists[key] = read_list(path)
         if not lists[key]:
             raise DataError(
@@ -382,13 +380,14 @@ def _move(src: Path, dst: Path) -> None:
 
 def _check_exist(sources: dict[str, tuple[Path, Path]]) -> None:
     """Every image and label file of ``sources`` (name -> (image, label file)) exists, else one
-    FileNotFoundError naming them all (with their near misses, :func:`missing_file_hint`)."""
+    FileNotFoundError naming them all, with their near misses
+    (:func:`~examples.voc_joint.data.file_not_found`)."""
     missing = []
     for image, source in sources.values():
         kind = "SBD label" if source.suffix == ".mat" else "mask"
         for path, what in ((image, "image"), (source, kind)):
             if not path.is_file():
-                missing.append(f"{what} file not found: '{path}'{missing_file_hint(path)}")
+                missing.append(file_not_found(what, path))
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} file{'s' if len(missing) != 1 else ''} the trainaug set needs "

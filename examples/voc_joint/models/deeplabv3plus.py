@@ -110,7 +110,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"backbone weights file not found: {path} (nothing is downloaded; give a local file)"
+            f"backbone weights file not found: '{path}' (nothing is downloaded; give a local file)"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
