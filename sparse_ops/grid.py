@@ -85,7 +85,7 @@ def num_grid_cells(height: SupportsIndex, width: SupportsIndex, cell_size: Suppo
 
 
 def _pixel_cells(
-    height: int, width: int, cell_size: int, device: torch.device | str | None
+    height: int, width: int, cell_size: int, device: torch.device | str | int | None
 ) -> tuple[Tensor, Tensor]:
     rows = torch.arange(height, device=device) // cell_size
     cols = torch.arange(width, device=device) // cell_size
@@ -98,7 +98,7 @@ def grid_cell_ids(
     cell_size: SupportsIndex,
     *,
     batch_size: SupportsIndex | None = None,
-    device: torch.device | str | None = None,
+    device: torch.device | str | int | None = None,
 ) -> Tensor:
     """Initial cell id of every pixel (the regular grid as a superpixel map).
 
@@ -135,7 +135,7 @@ def neighbour_validity(
     width: SupportsIndex,
     cell_size: SupportsIndex,
     *,
-    device: torch.device | str | None = None,
+    device: torch.device | str | int | None = None,
 ) -> Tensor:
     """Which of the 9 candidate cells of every pixel lie inside the image.
 
@@ -173,7 +173,7 @@ def neighbour_cell_ids(
     width: SupportsIndex,
     cell_size: SupportsIndex,
     *,
-    device: torch.device | str | None = None,
+    device: torch.device | str | int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Global ids of the 9 candidate cells of every pixel, with a validity mask.
 
@@ -215,7 +215,7 @@ def pixel_xy(
     *,
     batch_size: SupportsIndex = 1,
     dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
+    device: torch.device | str | int | None = None,
 ) -> Tensor:
     """Pixel coordinate features: channel 0 is ``x`` (column), channel 1 is ``y`` (row), in pixels.
 

@@ -73,7 +73,7 @@ def selection_weight(
     indices: Sequence[SupportsIndex] | range | slice | Tensor | npt.NDArray[np.integer[Any]],
     *,
     dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
+    device: torch.device | str | int | None = None,
 ) -> Tensor:
     r"""The ``(out, in)`` weight of the map that selects input channels: ``y = x[..., indices]``.
 
@@ -97,7 +97,7 @@ def selection_weight(
             numpy ints or 0-d integer tensors); a ``slice`` is resolved against ``in_features``
             (``slice(C, None)`` is the second half of ``2C`` channels).
         dtype (torch.dtype | None): floating dtype of the result (default: ``torch.get_default_dtype()``).
-        device (torch.device | str | None): device of the result (default: the default device, as for
+        device (torch.device | str | int | None): device of the result (default: the default device, as for
             ``torch.zeros``).
 
     Returns:
