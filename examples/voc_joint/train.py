@@ -120,6 +120,7 @@ __all__ = [
     "runtime_options",
     "schedule_horizon",
     "thread_count_note",
+    "torch_version_note",
 ]
 
 STAGES = ("seg", "spixel", "joint")
@@ -1056,6 +1057,7 @@ def _checkpoint_dict(
         "rng": rng if rng is not None else [get_rng_state()],
         "elapsed_s": state.elapsed_s,
         "cpu_threads": torch.get_num_threads(),  # results depend on it on the CPU (see thread_count_note)
+        "torch_version": str(torch.__version__),  # kernels may change between releases (torch_version_note)
     }
 
 
@@ -1082,6 +1084,33 @@ def thread_count_note(stage: str, ckpt: dict[str, Any], device: torch.device) ->
         f"[{stage}] the run used {int(recorded)} CPU threads, this process {current}: PyTorch rounds "
         "differently with another thread count, so the result will not be bit-identical to an uninterrupted "
         f"run; pass --threads {int(recorded)} to continue it bit for bit"
+    )
+
+
+def torch_version_note(stage: str, ckpt: dict[str, Any]) -> str | None:
+    """The note a resume prints when the checkpoint's run used another torch version (``None``: the same
+    version, or a checkpoint written before the version was recorded).
+
+    PyTorch does not promise the same bits across releases (its kernels and the libraries it bundles change),
+    so the continuation may not be bit-identical to an uninterrupted run. Measured on a CPU: torch 2.11.0 and
+    2.14.1 gave the same bits for the three stages, resumed across both ways; another machine, device or
+    release may not.
+
+    Example:
+        >>> v = str(torch.__version__)
+        >>> torch_version_note("seg", {"torch_version": v}) is None
+        True
+        >>> note = torch_version_note("seg", {"torch_version": "2.0.0"})
+        >>> note.endswith("resume with torch 2.0.0 to be sure")
+        True
+    """
+    recorded, current = ckpt.get("torch_version"), str(torch.__version__)
+    if recorded is None or str(recorded) == current:
+        return None
+    return (
+        f"[{stage}] the run was trained with torch {recorded}, this process runs torch {current}: PyTorch "
+        "does not promise the same bits across releases, so the result may not be bit-identical to an "
+        f"uninterrupted run; resume with torch {recorded} to be sure"
     )
 
 
@@ -1447,9 +1476,9 @@ def _run_locked(
             ),
             flush=True,
         )
-        note = thread_count_note(stage, ckpt, info.device)
-        if note is not None:
-            print(note, flush=True)
+        for note in (thread_count_note(stage, ckpt, info.device), torch_version_note(stage, ckpt)):
+            if note is not None:
+                print(note, flush=True)
     del ckpt
     logger = engine.CsvLogger(folder, info.main, args.tensorboard, resume_step)
     try:

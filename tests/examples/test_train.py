@@ -354,6 +354,36 @@ def test_resume_with_another_thread_count_says_it_is_not_bit_identical(tiny_voc,
         torch.set_num_threads(threads)
 
 
+def test_resume_with_another_torch_version_says_it_may_not_be_bit_identical(
+    tiny_voc, tmp_path, capsys, monkeypatch
+) -> None:
+    """A checkpoint records the torch version that trained it; a resume under another version (an upgrade
+    between an interrupt and the resume, another install) says that PyTorch does not promise the same bits
+    across releases and names the version to resume with; the same version says nothing. The other install is
+    simulated: the first run records a patched ``torch.__version__``."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "2", "--max-steps", "1")
+    current = str(torch.__version__)
+    other = "2.11.0+cpu" if current != "2.11.0+cpu" else "2.14.1+cpu"
+    threads = torch.get_num_threads()
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(torch, "__version__", other)
+            ckpt_path = train.main(argv)["spixel"]
+        assert load_checkpoint(ckpt_path)["torch_version"] == other
+        resume = [*argv[: argv.index("--max-steps")], "--resume", "--max-steps"]
+        capsys.readouterr()
+        train.main([*resume, "2"])
+        out = capsys.readouterr().out
+        said = f"[spixel] the run was trained with torch {other}, this process runs torch {current}"
+        assert said in out, out
+        assert "may not be bit-identical" in out and f"resume with torch {other}" in out, out
+        assert load_checkpoint(ckpt_path)["torch_version"] == current  # the version of the steps since
+        train.main([*resume, "3"])
+        assert "this process runs torch" not in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_joint_step_modes_and_transparency_in_training_mode() -> None:
     """The joint stage's first step as train_one_epoch runs it (--freeze-bn): DeepLabV3+'s BatchNorm in eval
     mode (statistics kept) but its dropout on, SpixelFCN's BatchNorm in training mode (statistics follow the
