@@ -74,6 +74,7 @@ __all__ = [
     "plot",
     "reloaded_row",
     "run_ablation",
+    "settings_differences",
     "summarize",
     "variant_options",
 ]
@@ -598,6 +599,26 @@ def _settings(opts: argparse.Namespace, root: Path, seg: Path, spx: Path, val_im
     }
 
 
+def settings_differences(recorded: Any, current: dict[str, Any]) -> list[str]:
+    """One line per setting that differs between an unfinished ablation's ``recorded`` settings and the
+    ``current`` ones, with both values (``torch``: the torch version, whose kernels may change between
+    releases); an unreadable record is one difference.
+
+    Example:
+        >>> settings_differences({"steps": 40, "torch": "2.11.0"}, {"steps": 40, "torch": "2.14.1"})
+        ["  torch: '2.11.0' (unfinished ablation) -> '2.14.1' (now)"]
+    """
+    if not isinstance(recorded, dict):
+        return [f"  settings: {recorded!r} (unfinished ablation) -> {current!r} (now)"]
+    old, new = ({k: repr(v) for k, v in d.items()} for d in (recorded, current))
+    old_text, new_text = "(not recorded)", "(no such setting)"
+    return [
+        f"  {key}: {old.get(key, old_text)} (unfinished ablation) -> {new.get(key, new_text)} (now)"
+        for key in sorted(set(old) | set(new))
+        if key not in old or key not in new or recorded[key] != current[key]
+    ]
+
+
 class _Progress:
     """An overall tqdm bar over every fine-tuning step (or plain lines with ``--no-progress``)."""
 
@@ -758,10 +779,12 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         settings = _settings(opts, root, seg, spx, len(val.dataset))  # type: ignore[arg-type]  # a Subset
         rows: list[dict[str, Any]] = []
         if previous is not None:
-            if previous.get("settings") != json.loads(dumps(settings)):
+            differences = settings_differences(previous.get("settings"), json.loads(dumps(settings)))
+            if differences:
                 raise UsageError(
-                    f"{paths['json']} holds an unfinished ablation with other settings; --overwrite replaces "
-                    "it, or choose another --output-dir (nothing was changed)"
+                    f"{paths['json']} holds an unfinished ablation with other settings:\n"
+                    + "\n".join(differences)
+                    + "\n--overwrite replaces it, or choose another --output-dir (nothing was changed)"
                 )
             rows = [reloaded_row(r) for r in previous.get("rows", [])]
         plan = [(v, s) for s in range(opts.seeds) for v in opts.variants]

@@ -245,6 +245,28 @@ def test_unfinished_run_with_other_settings_refused(tiny_voc, tmp_path, one_thre
     assert (out / "ablation.json").read_text() == stale
 
 
+def test_unfinished_run_of_another_torch_version_names_the_difference(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """An unfinished ablation is continued only with the same settings, the torch version among them (its runs
+    would mix two releases' kernels); the refusal names each differing setting with both values."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+    ablation.main(argv)
+    record = json.loads((out / "ablation.json").read_text())
+    record["complete"], record["settings"]["torch"] = False, "2.0.0"
+    (out / "ablation.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        ablation.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds an unfinished ablation with other settings" in err, err
+    assert f"torch: '2.0.0' (unfinished ablation) -> '{torch.__version__}' (now)" in err, err
+    assert "steps:" not in err, err  # only what differs
+
+
 def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:
     """An unfinished ablation whose planned runs are all done finishes without training; rows of variants no
     longer asked for are left out of the result."""
