@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import os
 import pickle
 import subprocess
@@ -168,6 +169,34 @@ def test_deepcopy_and_pickle_after_sparse_use_rebuild_the_matrices() -> None:
         torch.testing.assert_close(clone.encode(x), a.encode(x), rtol=0, atol=0)
         assert clone._csr_cache
     assert a._csr_cache  # the original keeps its matrices
+
+
+def test_torch_save_needs_weights_only_false_or_the_ids() -> None:
+    """``torch.save`` of an assignment after sparse use (the docs' claim, and the route across torch versions:
+    2.11 and 2.14 read each other's files, by hand): ``torch.load(weights_only=False)`` gives it back without
+    the CSR matrices and with the same bits; ``torch.load``'s default ``weights_only=True`` refuses it, naming
+    the class; its ids and mask, saved as tensors, load weights-only and rebuild it."""
+    g = torch.Generator().manual_seed(6)
+    sp = torch.randint(0, 4, (2, 3, 5), generator=g)
+    mask = torch.rand(2, 3, 5, generator=g) > 0.3
+    x = torch.randn(2, 2, 3, 5, generator=g)
+    a = SuperpixelAssignment(sp, 4, mask=mask, backend="sparse")
+    expected = a.uniformize(x)
+    buffer = io.BytesIO()
+    torch.save(a, buffer)
+    buffer.seek(0)
+    clone = torch.load(buffer, weights_only=False)
+    assert clone._csr_cache == {} and clone.backend == "sparse"
+    torch.testing.assert_close(clone.uniformize(x), expected, rtol=0, atol=0)
+    buffer.seek(0)
+    with pytest.raises(pickle.UnpicklingError, match="SuperpixelAssignment"):
+        torch.load(buffer, weights_only=True)
+    buffer = io.BytesIO()
+    torch.save({"superpixels": sp, "mask": mask}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    rebuilt = SuperpixelAssignment(saved["superpixels"], 4, mask=saved["mask"], backend="sparse")
+    torch.testing.assert_close(rebuilt.uniformize(x), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
