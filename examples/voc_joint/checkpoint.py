@@ -478,7 +478,8 @@ def load_model_from_checkpoint(
 
     Returns:
         tuple: ``(model, config)`` with ``config`` the checkpoint's ``config`` dict (``"model"``, ``"args"``)
-        plus ``"stage"``, ``"epoch"`` and ``"step"``.
+        plus ``"stage"``, ``"epoch"``, ``"step"`` and ``"torch_version"`` (the torch that trained it; None
+        for a checkpoint written before 2026-12-02).
 
     Raises:
         FileNotFoundError: missing file. CheckpointError: not a weights-only pipeline checkpoint, corrupt,
@@ -500,4 +501,5 @@ def load_model_from_checkpoint(
     model = model.to(map_location).eval()
     config = dict(ckpt["config"])
     config.update(stage=ckpt["stage"], epoch=ckpt.get("epoch"), step=ckpt.get("step"))
+    config["torch_version"] = ckpt.get("torch_version")
     return model, config

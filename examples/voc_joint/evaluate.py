@@ -423,6 +423,7 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
         "panels": results["panels"],
         "seconds": results["seconds"],
         "images_per_second": results["images_per_second"],
+        "torch": str(torch.__version__),  # the evaluating torch; config["torch_version"]: the training one
     }
     text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False, default=str)
     write_text_atomic(out_dir / "metrics.json", text + "\n")

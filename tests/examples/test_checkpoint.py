@@ -257,6 +257,16 @@ def test_weights_saved_with_the_ddp_module_prefix_load(tmp_path) -> None:
         assert all(torch.equal(got[k], v) for k, v in net.state_dict().items())
 
 
+def test_load_model_from_checkpoint_returns_the_torch_version_that_trained_it(tmp_path) -> None:
+    """The config it returns carries the checkpoint's ``torch_version`` (evaluate.py writes the config into
+    metrics.json), None for a checkpoint written before the version was recorded."""
+    net = SpixelFCN(cell_size=8, width=4)
+    old = save_checkpoint(tmp_path / "old.pt", _ckpt(net, "spixel"))
+    new = save_checkpoint(tmp_path / "new.pt", {**_ckpt(net, "spixel"), "torch_version": "2.0.0"})
+    assert load_model_from_checkpoint(old)[1]["torch_version"] is None
+    assert load_model_from_checkpoint(new)[1]["torch_version"] == "2.0.0"
+
+
 def test_load_model_from_checkpoint_rebuilds_every_arch(tmp_path) -> None:
     torch.manual_seed(0)
     deeplab, spixel = DeepLabV3Plus(21, "resnet18", aspp_channels=8), SpixelFCN(cell_size=8, width=4)

@@ -531,6 +531,16 @@ def test_cli_seg_checkpoint_prints_one_column(voc, tmp_path, monkeypatch, capsys
     assert payload["joint"] == payload["baseline"] and payload["joint"]["num_images"] == 3
 
 
+def test_cli_metrics_record_the_torch_versions(voc, tmp_path, monkeypatch, capsys):
+    """metrics.json says which torch evaluated (``torch``) and, in its ``config``, which trained the
+    checkpoint (``torch_version``): results may differ between releases."""
+    argv = _fake_checkpoint(monkeypatch, tmp_path)
+    assert evaluate_mod.main([*argv, "--data-root", str(voc), "--out", str(tmp_path / "ev")]) == 0
+    payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert payload["torch"] == str(torch.__version__)
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("device", ["cpu:3", "cpu:0"])
 def test_a_cpu_device_with_an_index_is_refused(device, capsys):
     """``--device cpu:3`` was accepted (and ran on the one CPU): the shared ``--device`` type of train.py and
