@@ -646,3 +646,45 @@ def test_write_text_atomic_leaves_no_temporary_file_when_it_fails(tmp_path, monk
     with pytest.raises(OSError, match="No space left"):
         write_text_atomic(target, "new")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc, tmp_path, monkeypatch):
+    """An evaluation stopped by SIGTERM, SIGKILL or a power cut left its ``.panels.*`` staging folder (with
+    its panels) in --out, and no later run removed it: one more folder per killed evaluation (4 after 4
+    kills of ``evaluate.py --num-workers 2``). A later run now removes those that no process holds (each
+    evaluation holds an flock on its own while it runs) and leaves a running evaluation's alone."""
+    fcntl = pytest.importorskip("fcntl")
+    import os
+
+    out = tmp_path / "ev"
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(out)]
+    killed, running = out / ".panels.killed", out / ".panels.running"
+    for folder in (killed, running):
+        folder.mkdir(parents=True)
+        (folder / "0001.png").write_bytes(b"partial")
+    held = os.open(running, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    locked_while_running = []
+    real_save_panel = evaluate_mod.save_panel
+
+    def save_panel(path, *args, **kwargs):  # is this run's staging folder locked against the other runs?
+        other = os.open(Path(path).parent, os.O_RDONLY)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked_while_running.append(False)
+        except OSError:
+            locked_while_running.append(True)
+        finally:
+            os.close(other)
+        return real_save_panel(path, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_mod, "save_panel", save_panel)
+    try:
+        assert evaluate_mod.main([*argv, "--max-panels", "2"]) == 0
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".panels.running"]
+        assert (running / "0001.png").read_bytes() == b"partial"
+        assert locked_while_running == [True, True]
+    finally:
+        os.close(held)
+    assert evaluate_mod.main([*argv, "--max-panels", "0"]) == 0  # its holder gone: removed too
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
