@@ -596,7 +596,9 @@ def _resolve(stage: str, args: argparse.Namespace) -> tuple[argparse.Namespace, 
     return out, taken
 
 
+#: :func:`_source_facts` of the last :data:`_SOURCE_CACHE_SIZE` file versions read (a stage reads two files).
 _SOURCE_CACHE: dict[tuple[str, int, int, str], tuple[dict[str, Any], str]] = {}
+_SOURCE_CACHE_SIZE = 8
 #: The joint stage's source checkpoints: option, network and the stages whose checkpoints hold that network.
 _SOURCES = {
     "seg_checkpoint": ("deeplab", ("seg", "joint")),
@@ -607,7 +609,7 @@ _SOURCES = {
 def _source_facts(path: Path, part: str, option: str) -> tuple[dict[str, Any], str]:
     """The model config of the ``part`` network (``"deeplab"`` / ``"spixel"``) of a seg, spixel or joint
     checkpoint and the checkpoint's SHA-256 (:func:`~examples.voc_joint.checkpoint.payload_sha256`, the hash
-    it records and that was verified on reading); read once per file version."""
+    it records and that was verified on reading); read once per file version (of the last few)."""
     stat = path.stat()
     key = (str(path), stat.st_mtime_ns, stat.st_size, part)
     if key not in _SOURCE_CACHE:
@@ -617,6 +619,8 @@ def _source_facts(path: Path, part: str, option: str) -> tuple[dict[str, Any], s
         except CheckpointError as exc:
             raise CheckpointError(f"{option}: {exc}") from exc
         _SOURCE_CACHE[key] = (dict(ckpt["config"]["model"][part]), payload_sha256(ckpt))
+        while len(_SOURCE_CACHE) > _SOURCE_CACHE_SIZE:  # the oldest first: no growth over rounds in a process
+            del _SOURCE_CACHE[next(iter(_SOURCE_CACHE))]
     config, sha = _SOURCE_CACHE[key]
     return dict(config), sha
 

@@ -1956,3 +1956,25 @@ def test_the_largest_accepted_sizes_and_thread_count_parse() -> None:
         ["--threads", str(THREADS_MAX), "--crop-size", str(SIDE_MAX), "--scale-max", str(SCALE_MAX)]
     )
     assert (args.threads, args.crop_size, args.scale_max) == (THREADS_MAX, SIDE_MAX, SCALE_MAX)
+
+
+def test_the_source_checkpoint_cache_keeps_a_bounded_number_of_file_versions(tmp_path, monkeypatch) -> None:
+    """The joint stage reads each source checkpoint once per file version (path, mtime, size) into a module
+    cache that was never emptied: one entry more for every version a process read (a loop of pretrain +
+    fine-tune rounds in one process, a checkpoint rewritten between rounds). It now keeps the newest few."""
+    loads = []
+
+    def fake_load(path, expect_stage=None):
+        loads.append(Path(path))
+        return {"config": {"model": {"deeplab": {"backbone": "resnet18"}}}}
+
+    monkeypatch.setattr(train, "load_checkpoint", fake_load)
+    monkeypatch.setattr(train, "payload_sha256", lambda ckpt: "0" * 64)
+    monkeypatch.setattr(train, "_SOURCE_CACHE", {})
+    path = tmp_path / "seg.pt"
+    for version in range(40):  # 40 versions of one file, as rewritten by 40 pretraining rounds
+        path.write_bytes(b"x" * (version + 1))
+        for _ in range(3):  # read three times per stage set-up: loaded once
+            assert train._source_facts(path, "deeplab", "--seg-checkpoint")[1] == "0" * 64
+        assert len(loads) == version + 1
+    assert len(train._SOURCE_CACHE) <= 8, len(train._SOURCE_CACHE)
