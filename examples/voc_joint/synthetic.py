@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -311,6 +312,7 @@ def generate_synthetic_voc(
         "jpeg_quality": int(jpeg_quality),
     }
     with _generation_lock(root):
+        _remove_abandoned(root)
         if _is_complete(root, params):
             return root
         if root.is_dir() and any(root.iterdir()) and not (root / _MARKER).is_file():
@@ -401,6 +403,20 @@ def _replace_folder(new: Path, root: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(new, root)
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Remove what generations of ``root`` stopped by SIGTERM or SIGKILL left next to it: their temporary
+    folder (``.<name>.<random>.tmp``) and a swapped-out older set (``.<name>.<random>.old``). Called under
+    :func:`_generation_lock`, which no other generator of ``root`` holds meanwhile (nothing is removed without
+    ``fcntl``, whose lock is then a no-op); the random part is ``mkdtemp``'s, so a sibling set's folders
+    (``.<name>.x.<random>.tmp``) never match."""
+    if fcntl is None or not root.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(root.name)}\.[a-z0-9_]{{8}}\.(tmp|old)")
+    for path in root.parent.iterdir():
+        if pattern.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager
