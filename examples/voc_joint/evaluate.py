@@ -20,7 +20,6 @@ import os
 import pickle
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,11 +27,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]  # no flock: the staging folders of killed runs are not removed
 
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -66,6 +60,7 @@ from examples.voc_joint.metrics import (
     iou_from_confusion,
     to_jsonable,
 )
+from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 from examples.voc_joint.visualize import save_panel
 from examples.voc_joint.workers import worker_tmpdir_error
 
@@ -379,8 +374,9 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
     out_dir.mkdir(parents=True, exist_ok=True)
     # the panels go to a temporary folder first: an earlier evaluation's panels stay until this one is done,
     # and are then replaced, never mixed with the new ones
-    _remove_abandoned_staging(out_dir)
-    staging, held = _new_staging(out_dir) if args.max_panels > 0 else (None, None)
+    # (the folders of evaluations killed before their end are removed here: see staging.py)
+    remove_abandoned_staging(out_dir, ".panels.")
+    staging, held = new_staging(out_dir, ".panels.") if args.max_panels > 0 else (None, None)
     try:
         results = evaluate(
             model,
@@ -503,50 +499,6 @@ def _source_config(path: Path, sha256: object) -> dict[str, Any] | None:
         return None  # replaced since the joint stage read it (e.g. a new seg stage): another network
     config = ckpt.get("config")
     return config if isinstance(config, dict) else None
-
-
-#: Name prefix of the panels' staging folders in the output folder.
-_STAGING = ".panels."
-
-
-def _new_staging(out_dir: Path) -> tuple[Path, int | None]:
-    """A new staging folder ``<out_dir>/.panels.*`` and an open descriptor of it that holds an ``flock`` on it
-    until closed (``None`` without ``fcntl``). The folder gets its name only once locked: a run that starts
-    meanwhile never takes it for an abandoned one."""
-    private = Path(tempfile.mkdtemp(prefix=".panels-", dir=out_dir))
-    held = None
-    if fcntl is not None:
-        held = os.open(private, os.O_RDONLY)
-        fcntl.flock(held, fcntl.LOCK_EX)
-    staging = out_dir / (_STAGING + private.name.removeprefix(".panels-"))
-    os.rename(private, staging)  # the lock stays: it belongs to the folder, not to its name
-    return staging, held
-
-
-def _remove_abandoned_staging(out_dir: Path) -> list[Path]:
-    """Remove the staging folders that no process holds: those of evaluations stopped by SIGTERM, SIGKILL or
-    a power cut, which never reached their ``finally`` (one more per killed run, else). A running
-    evaluation's (locked) stays. Nothing is removed without ``fcntl``: a running one could not be told apart.
-    Returns the folders removed."""
-    removed: list[Path] = []
-    if fcntl is None:
-        return removed
-    for folder in sorted(out_dir.glob(_STAGING + "*")):
-        try:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:  # not a folder, or removed meanwhile
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # a running evaluation's (or its DataLoader workers', for seconds after it died)
-            os.close(fd)
-            continue
-        try:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-        finally:
-            os.close(fd)
-    return removed
 
 
 def _panel_file_name(name: str) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import secrets
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -57,6 +56,7 @@ from examples.voc_joint.data import (
 )
 from examples.voc_joint.engine import write_text_atomic
 from examples.voc_joint.headers import shown_problems
+from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 
 __all__ = ["build_trainaug", "main", "read_sbd_mask", "resolve_sbd_root"]
 
@@ -336,9 +336,11 @@ def build_trainaug(
         for name in names
     }
     _check_exist(sources)
-    staging = voc / f".{MASK_DIR}.{secrets.token_hex(4)}.tmp"
+    # the masks go to a staging folder, renamed into place once complete; those of runs killed before
+    # (SIGTERM, SIGKILL: no finally) are removed here, those of a running conversion stay (see staging.py)
+    remove_abandoned_staging(voc, f".{MASK_DIR}.", ".tmp")
     try:
-        staging.mkdir()  # the umask's permissions, as the folder it becomes
+        staging, held = new_staging(voc, f".{MASK_DIR}.", ".tmp")  # the umask's permissions, as the folder
     except OSError as exc:
         raise type(exc)(
             f"cannot write into the VOC folder '{voc}' ({exc.strerror or exc}): the trainaug layout is "
@@ -353,6 +355,8 @@ def build_trainaug(
                 _move(staged, out_masks / staged.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if held is not None:
+            os.close(held)
     out_lists.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_lists / "val.txt", "".join(f"{n}\n" for n in val))  # readable by all, as the masks
     write_text_atomic(out_lists / "train.txt", "".join(f"{n}\n" for n in train))

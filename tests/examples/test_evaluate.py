@@ -658,7 +658,7 @@ def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc,
 
     out = tmp_path / "ev"
     argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(out)]
-    killed, running = out / ".panels.killed", out / ".panels.running"
+    killed, running = out / ".panels.killed_1", out / ".panels.running1"
     for folder in (killed, running):
         folder.mkdir(parents=True)
         (folder / "0001.png").write_bytes(b"partial")
@@ -681,7 +681,7 @@ def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc,
     monkeypatch.setattr(evaluate_mod, "save_panel", save_panel)
     try:
         assert evaluate_mod.main([*argv, "--max-panels", "2"]) == 0
-        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".panels.running"]
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".panels.running1"]
         assert (running / "0001.png").read_bytes() == b"partial"
         assert locked_while_running == [True, True]
     finally:

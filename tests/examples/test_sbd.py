@@ -434,3 +434,29 @@ def test_overwrite_into_a_mask_folder_on_another_file_system(real_layout, monkey
     assert sorted(p.stem for p in masks.iterdir()) == sorted(res["train"] + res["val"])
     with Image.open(masks / "2008_000100.png") as im:
         assert set(np.unique(np.asarray(im)).tolist()) == {0, 12}  # SBD's labels of that image
+
+
+def test_a_run_removes_the_staging_folders_of_killed_runs_not_of_running_ones(real_layout) -> None:
+    """A conversion stopped by SIGTERM or SIGKILL left its ``.SegmentationClassAug.<random>.tmp`` folder of
+    partial masks in the VOC folder, and no later run removed it: one more per killed run. A run now removes
+    those that no process holds (each holds an flock on its own while it runs); a running one's stays, and
+    the masks folder it renames into place keeps the umask's permissions."""
+    fcntl = pytest.importorskip("fcntl")
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    killed, running = voc / ".SegmentationClassAug.0badc0de.tmp", voc / ".SegmentationClassAug.running1.tmp"
+    for folder in (killed, running):
+        folder.mkdir()
+        (folder / "2008_000002.png").write_bytes(b"partial")
+    held = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        sbd.build_trainaug(root, ds)
+        assert sorted(p.name for p in voc.iterdir() if p.name.startswith(".")) == [running.name]
+    finally:
+        os.close(held)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (voc / "SegmentationClassAug").stat().st_mode & 0o777 == 0o777 & ~umask
+    sbd.build_trainaug(root, ds, overwrite=True)
+    assert [p.name for p in voc.iterdir() if p.name.startswith(".")] == []

@@ -1,0 +1,81 @@
+"""Staging folders that a later run can tell apart from a running one's, and removes once abandoned.
+
+A command that builds its output in a temporary folder next to it (``evaluate.py``'s panels, ``sbd.py``'s
+masks) removes that folder in a ``finally`` block, which SIGTERM, SIGKILL or a power cut never reach: the
+folder stayed, one more per killed run. :func:`new_staging` makes the folder and holds an ``flock`` on it
+for as long as the process (or a child it forked, such as a DataLoader worker) keeps the returned descriptor
+open; :func:`remove_abandoned_staging` removes the folders of the same name pattern that no process holds. The
+operating system releases the lock however the process ends. Where ``fcntl`` does not exist (Windows) folders
+are made unlocked and nothing is removed: a running run's folder could not be told apart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]  # no flock: abandoned folders are not removed
+
+__all__ = ["new_staging", "remove_abandoned_staging"]
+
+#: The random part of a name made by ``tempfile.mkdtemp``.
+_RANDOM = "[a-z0-9_]{8}"
+_UMASK = os.umask(0)  # read the process umask (set it back at once)
+os.umask(_UMASK)
+
+
+def new_staging(parent: Path, prefix: str, suffix: str = "") -> tuple[Path, int | None]:
+    """Make the folder ``<parent>/<prefix><8 random characters><suffix>`` (the umask's mode, as ``mkdir``'s:
+    the folder may become an output) and return it with an open descriptor that holds an ``flock`` on it
+    until it is closed (``None`` without ``fcntl``). The folder gets its name only once locked, so that a run
+    starting meanwhile never takes it for an abandoned one.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     folder, held = new_staging(Path(tmp), ".panels.")
+        ...     print(folder.name.startswith(".panels."), remove_abandoned_staging(Path(tmp), ".panels."))
+        ...     if held is not None:
+        ...         os.close(held)  # abandoned now: the next remove_abandoned_staging removes it
+        True []
+    """
+    private = Path(tempfile.mkdtemp(prefix=f"{prefix}unlocked-", suffix=suffix, dir=parent))
+    private.chmod(0o777 & ~_UMASK)  # mkdtemp makes a private 0700 folder
+    held = None
+    if fcntl is not None:
+        held = os.open(private, os.O_RDONLY)
+        fcntl.flock(held, fcntl.LOCK_EX)
+    random = private.name[len(prefix) + len("unlocked-") :][:8]
+    folder = parent / f"{prefix}{random}{suffix}"
+    os.rename(private, folder)  # the lock stays: it belongs to the folder, not to its name
+    return folder, held
+
+
+def remove_abandoned_staging(parent: Path, prefix: str, suffix: str = "") -> list[Path]:
+    """Remove the folders ``<parent>/<prefix><8 random characters><suffix>`` that no process holds (those of
+    runs that ended without removing theirs); the folders of running runs stay. Nothing is removed without
+    ``fcntl``. Returns the folders removed."""
+    removed: list[Path] = []
+    if fcntl is None or not parent.is_dir():
+        return removed
+    pattern = re.compile(re.escape(prefix) + _RANDOM + re.escape(suffix))
+    for folder in sorted(p for p in parent.iterdir() if pattern.fullmatch(p.name)):
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:  # not a folder (or a link to one), or removed meanwhile
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a running run's (or its DataLoader workers', for seconds after it died)
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    return removed
