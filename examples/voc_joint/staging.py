@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 try:
@@ -24,10 +24,9 @@ except ImportError:  # Windows
 
 __all__ = ["new_staging", "remove_abandoned_staging"]
 
-#: The random part of a name made by ``tempfile.mkdtemp``.
+#: The random part of a staging folder's name (8 hexadecimal digits; ``[a-z0-9_]`` also matches the names
+#: ``tempfile.mkdtemp`` gave before).
 _RANDOM = "[a-z0-9_]{8}"
-_UMASK = os.umask(0)  # read the process umask (set it back at once)
-os.umask(_UMASK)
 
 
 def new_staging(parent: Path, prefix: str, suffix: str = "") -> tuple[Path, int | None]:
@@ -37,6 +36,7 @@ def new_staging(parent: Path, prefix: str, suffix: str = "") -> tuple[Path, int 
     starting meanwhile never takes it for an abandoned one.
 
     Example:
+        >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     folder, held = new_staging(Path(tmp), ".panels.")
         ...     print(folder.name.startswith(".panels."), remove_abandoned_staging(Path(tmp), ".panels."))
@@ -44,13 +44,20 @@ def new_staging(parent: Path, prefix: str, suffix: str = "") -> tuple[Path, int 
         ...         os.close(held)  # abandoned now: the next remove_abandoned_staging removes it
         True []
     """
-    private = Path(tempfile.mkdtemp(prefix=f"{prefix}unlocked-", suffix=suffix, dir=parent))
-    private.chmod(0o777 & ~_UMASK)  # mkdtemp makes a private 0700 folder
+    for _ in range(100):  # os.mkdir, not tempfile.mkdtemp: the umask's mode, not a private 0700 folder
+        random = secrets.token_hex(4)
+        private = parent / f"{prefix}unlocked-{random}{suffix}"
+        try:
+            private.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free name for a staging folder '{prefix}<random>{suffix}' in '{parent}'")
     held = None
     if fcntl is not None:
         held = os.open(private, os.O_RDONLY)
         fcntl.flock(held, fcntl.LOCK_EX)
-    random = private.name[len(prefix) + len("unlocked-") :][:8]
     folder = parent / f"{prefix}{random}{suffix}"
     os.rename(private, folder)  # the lock stays: it belongs to the folder, not to its name
     return folder, held
