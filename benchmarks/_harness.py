@@ -23,7 +23,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,11 @@ except ModuleNotFoundError:  # Windows: no ru_maxrss; PeakMemory reports no CPU 
     resource = None  # type: ignore[assignment]
 
 __all__ = [
+    "SHAPE_MAX",
     "THREADS_MAX",
     "PeakMemory",
     "check_counts",
+    "check_lists",
     "check_output",
     "cli_device",
     "cpu_model",
@@ -55,6 +57,10 @@ __all__ = [
 #: Largest ``--threads`` a script accepts: torch takes up to 2**31 - 1 threads, then crashes creating them
 #: (``torch.set_num_threads(100000)``: a segmentation fault at the first parallel op).
 THREADS_MAX = 1024
+#: Largest value of a shape option (``--batch-size``, ``--channels``, ``--size``, ...), checked by
+#: :func:`check_counts`: beyond it torch's size arithmetic overflows (``--batch-size 2**70``: a ``TypeError``
+#: traceback after the run started, or every variant recorded as failed).
+SHAPE_MAX = {"batch_size": 2**10, "channels": 2**12, "size": 2**14, "cell_size": 2**14}
 
 
 def sync(device: torch.device | str) -> None:
@@ -121,9 +127,9 @@ def cli_device(parser: argparse.ArgumentParser, device: str) -> torch.device:
 def check_counts(
     parser: argparse.ArgumentParser, args: argparse.Namespace, lowest: Mapping[str, int]
 ) -> None:
-    """``parser.error`` (exit status 2) for an option of ``lowest`` (by ``dest``) below its smallest value, a
-    non-finite or negative float among them, or a ``--threads`` above :data:`THREADS_MAX`; options left at
-    ``None`` (a per-mode default) are not checked.
+    """``parser.error`` (exit status 2) for an option of ``lowest`` (by ``dest``) below its smallest value or
+    above its :data:`SHAPE_MAX`, a non-finite or negative float among them, or a ``--threads`` above
+    :data:`THREADS_MAX`; options left at ``None`` (a per-mode default) are not checked.
 
     Example:
         >>> check_counts(argparse.ArgumentParser(), argparse.Namespace(repeats=3, threads=2), {"repeats": 1})
@@ -132,9 +138,24 @@ def check_counts(
         value = getattr(args, name)
         if value is not None and (value < low or (isinstance(value, float) and not math.isfinite(value))):
             parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+        high = SHAPE_MAX.get(name)
+        if value is not None and high is not None and value > high:
+            parser.error(f"--{name.replace('_', '-')} must be in [{low}, {high}], got {value}")
     threads = getattr(args, "threads", None)
     if threads is not None and not 1 <= threads <= THREADS_MAX:
         parser.error(f"--threads must be in [1, {THREADS_MAX}], got {threads}")
+
+
+def check_lists(parser: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str]) -> None:
+    """``parser.error`` (exit status 2) for a comma-separated list option of ``names`` (by ``dest``) given as
+    the empty string (an unset shell variable), which would silently mean its default, every name.
+
+    Example:
+        >>> check_lists(argparse.ArgumentParser(), argparse.Namespace(ops=None), ["ops"])  # not given
+    """
+    for name in names:
+        if getattr(args, name) == "":
+            parser.error(f"--{name.replace('_', '-')}: expected a comma-separated list, got ''")
 
 
 def check_output(parser: argparse.ArgumentParser, option: str, path: Path | str | None) -> None:
@@ -147,9 +168,13 @@ def check_output(parser: argparse.ArgumentParser, option: str, path: Path | str 
     if path is None:
         return
     path = Path(path)
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    except OSError as exc:  # a name too long for the system, ...: not a traceback
+        parser.error(f"{option} must be a file path, got {str(path)!r}: {exc.strerror}")
+    if is_dir:
         parser.error(f"{option} must be a file path, got the folder {str(path)!r}")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         parser.error(f"{option} {str(path)!r} lies below the file {str(blocker)!r}")
 

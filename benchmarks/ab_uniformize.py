@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -38,9 +39,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def checkout_dir(text: str) -> Path:
-    """``type=`` of ``--previous``: a folder that holds a ``sparse_ops`` package."""
+    """``type=`` of ``--previous``: a folder that holds a ``sparse_ops`` package (not the empty string, an
+    unset shell variable, which ``Path`` would take as the current folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a checkout, got ''")
     path = Path(text).expanduser()
-    if not (path / "sparse_ops" / "__init__.py").is_file():
+    try:
+        found = (path / "sparse_ops" / "__init__.py").is_file()
+    except OSError as exc:  # a name too long for the system, ...: not a traceback
+        raise argparse.ArgumentTypeError(f"expected a checkout, got {text!r}: {exc.strerror}") from None
+    if not found:
         raise argparse.ArgumentTypeError(f"not a checkout of this repository (no sparse_ops/ in {text!r})")
     return path
 
@@ -75,10 +83,10 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap, args, dict.fromkeys(("batch_size", "channels", "size", "rounds", "repeats", "threads"), 1)
     )
     check_output(ap, "--output", args.output)
-    side = [round(n**0.5) for n in args.num_superpixels]
-    bad = [n for n, s in zip(args.num_superpixels, side, strict=True) if s * s != n or s > args.size]
+    side = [math.isqrt(max(n, 0)) for n in args.num_superpixels]
+    bad = [n for n, s in zip(args.num_superpixels, side, strict=True) if n < 1 or s * s != n or s > args.size]
     if bad:
-        ap.error(f"--num-superpixels must be squares of at most --size ** 2 (grid labels), got {bad}")
+        ap.error(f"--num-superpixels must be positive squares of at most --size ** 2 (grid labels): {bad}")
 
 
 def worker(root: Path, num_superpixels: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -682,7 +682,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             f"--batch-size must be >= 2 (the ASPP image-pooling BatchNorm sees one value per channel per "
             f"image in training mode), got {args.batch_size}"
         )
-    check_counts(p, args, {"size": 1, "cell_size": 1, "rounds": 1, "warmup": 0, "threads": 1})
+    check_counts(
+        p, args, {"batch_size": 2, "size": 1, "cell_size": 1, "rounds": 1, "warmup": 0, "threads": 1}
+    )
     check_output(p, "--output", args.output)
     if args.clock == "cpu" and cli_device(p, args.device).type != "cpu":
         p.error(f"--clock cpu measures CPU time and needs --device cpu, got --device {args.device}")

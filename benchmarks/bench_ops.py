@@ -88,6 +88,7 @@ import torch.nn.functional as F  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
     check_counts,
+    check_lists,
     check_output,
     cli_device,
     environment,
@@ -625,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks argparse cannot make (``ap.error`` on failure): known op names, positive counts."""
+    check_lists(ap, args, ["ops"])
     unknown = sorted(set(args.ops.split(",")) - set(CASES)) if args.ops else []
     if unknown:
         ap.error(f"--ops: unknown {unknown}; choose from {','.join(CASES)}")

@@ -46,7 +46,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
 from _counting import OpCounter, allocations  # noqa: E402
-from _harness import check_counts, check_output, cli_device, environment  # noqa: E402
+from _harness import check_counts, check_lists, check_output, cli_device, environment  # noqa: E402
 
 import sparse_ops as so  # noqa: E402
 from sparse_ops._layout import BUILD_BLOCK_PIXELS  # noqa: E402
@@ -319,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks argparse cannot make (``ap.error`` on failure): known op and size names, a thread count."""
+    check_lists(ap, args, ["ops", "sizes"])
     for option, chosen, known in (("--ops", args.ops, CASES), ("--sizes", args.sizes, SIZES)):
         unknown = sorted(set(chosen.split(",")) - set(known)) if chosen else []
         if unknown:

@@ -276,11 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks argparse cannot make (``ap.error`` on failure): positive counts, a writable ``--out``."""
+    check_counts(ap, args, dict.fromkeys(("repeats", "batch_size", "threads"), 1))
+    check_output(ap, "--out", args.out)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = build_parser()
     args = ap.parse_args(argv)
-    check_counts(ap, args, dict.fromkeys(("repeats", "batch_size", "threads"), 1))
-    check_output(ap, "--out", args.out)
+    check_args(ap, args)
     torch.set_num_threads(args.threads)
     device = cli_device(ap, args.device)
 

@@ -301,11 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks argparse cannot make (``ap.error`` on failure): positive counts, a writable ``--out``."""
+    check_counts(ap, args, {"seeds": 1, "threads": 1})
+    check_output(ap, "--out", args.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    check_counts(ap, args, {"seeds": 1, "threads": 1})
-    check_output(ap, "--out", args.out)
+    check_args(ap, args)
     torch.set_num_threads(args.threads)
     seeds = args.seeds if args.seeds is not None else (3 if args.quick else 10)  # given: with --quick too
     load0 = load_average()  # before this run: is the machine shared right now? (None: unknown, Windows)

@@ -64,8 +64,10 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
         sys.path.insert(0, _path)
 
 from _harness import (  # noqa: E402 (after the path set-up)
+    SHAPE_MAX,
     PeakMemory,
     check_counts,
+    check_lists,
     check_output,
     cli_device,
     environment,
@@ -471,11 +473,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks argparse cannot make (``p.error`` on failure): counts, a writable ``--out``, known
+    ``--variants``, positive ``--num-superpixels``."""
+    check_counts(p, args, {"repeats": 1, "threads": 1, "batch_size": 1, "dense_max_gb": 0})
+    check_lists(p, args, ["variants", "num_superpixels"])
+    check_output(p, "--out", args.out)
+    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS)) if args.variants else []
+    if unknown:
+        p.error(f"--variants: unknown {unknown}; choose from {VARIANTS}")
+    if args.num_superpixels:
+        try:
+            sizes = [int(n) for n in args.num_superpixels.split(",")]
+        except ValueError:
+            sizes = [0]
+        if min(sizes) < 1 or max(sizes) > SHAPE_MAX["size"] ** 2:
+            high = SHAPE_MAX["size"] ** 2
+            p.error(f"--num-superpixels must be positive integers <= {high}, got {args.num_superpixels!r}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = build_parser()
     args = p.parse_args(argv)
-    check_counts(p, args, {"repeats": 1, "threads": 1, "batch_size": 1, "dense_max_gb": 0})
-    check_output(p, "--out", args.out)
+    check_args(p, args)
 
     if args._sweep:
         print(json.dumps(run_sweep(json.loads(args._sweep), args.device, args.repeats)))
@@ -490,17 +510,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = cli_device(p, args.device)
     variants = args.variants.split(",") if args.variants else DEFAULT_VARIANTS.get(device.type, VARIANTS)
-    unknown = sorted(set(variants) - set(VARIANTS))
-    if unknown:
-        p.error(f"--variants: unknown {unknown}; choose from {VARIANTS}")
-    sizes = None
-    if args.num_superpixels:
-        try:
-            sizes = [int(n) for n in args.num_superpixels.split(",")]
-        except ValueError:
-            sizes = [0]
-        if min(sizes) < 1:
-            p.error(f"--num-superpixels must be positive integers, got {args.num_superpixels!r}")
+    sizes = [int(n) for n in args.num_superpixels.split(",")] if args.num_superpixels else None
     meta = environment(device, args.threads)  # load average before this run: is the machine shared now?
     meta["repeats"] = args.repeats
     meta["in_process"] = args.in_process

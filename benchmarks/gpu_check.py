@@ -861,6 +861,14 @@ def _environment(device: str) -> dict[str, Any]:
     return meta
 
 
+def out_arg(text: str) -> Path:
+    """``type=`` of ``--out``: a folder path, not the empty string (an unset shell variable, which ``Path``
+    would take as the current folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got ''")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The check's command line (``python benchmarks/gpu_check.py --help``)."""
     p = argparse.ArgumentParser(
@@ -868,7 +876,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (only with --quick: the dry run)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (the CPU dry run)")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder of the results")
+    p.add_argument(
+        "--out", type=out_arg, default=ROOT / "benchmarks" / "results", help="folder of the results"
+    )
     p.add_argument(
         "--budget", type=float, default=None, help="seconds for the whole check (default 440; quick 400)"
     )
@@ -889,7 +899,11 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--device must be cuda, cuda:N or cpu, got {args.device!r}")
     if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):
         p.error(f"--budget must be a finite number of seconds > 0, got {args.budget}")
-    if args.out.exists() and not args.out.is_dir():
+    try:
+        is_file = args.out.exists() and not args.out.is_dir()
+    except OSError as exc:  # a name too long for the system, ...: not a traceback
+        p.error(f"--out must be a folder, got {str(args.out)!r}: {exc.strerror}")
+    if is_file:
         p.error(f"--out must be a folder, got the file {str(args.out)!r}")
     if args.device == "cpu" and not args.quick:
         p.error("--device cpu is only the dry run: pass --device cpu --quick (the GPU figures need CUDA)")

@@ -61,6 +61,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from _harness import check_output  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_leaves, tree_map  # noqa: E402
 
@@ -604,6 +605,21 @@ def gaps(rows: list[dict[str, str]]) -> list[str]:
     return out
 
 
+def yaml_spec(text: str) -> tuple[str, Path]:
+    """``type=`` of ``--yaml``: ``VERSION=PATH`` of an existing file, as ``(VERSION, PATH)``."""
+    version, sep, path = text.partition("=")
+    try:
+        found = bool(sep) and Path(path).is_file()
+    except OSError:  # a name too long for the system, ...: not a traceback
+        found = False
+    if not found:
+        raise argparse.ArgumentTypeError(f"must be VERSION=PATH of an existing file, got {text!r}")
+    return version, Path(path)
+
+
+yaml_spec.checks_path = True  # type: ignore[attr-defined]  # documented commands name the reader's paths
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line (``python benchmarks/op_coverage.py --help``)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -611,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--yaml",
         action="append",
+        type=yaml_spec,
         default=[],
         metavar="VERSION=PATH",
         help="another torch's native_functions.yaml (repeatable); this interpreter's is always read",
@@ -619,15 +636,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks argparse cannot make (``ap.error`` on failure): ``--out`` can be written."""
+    check_output(ap, "--out", args.out)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, str]]:
     ap = build_parser()
     args = ap.parse_args(argv)
-    yamls: dict[str, Path] = {}
-    for item in args.yaml:
-        version, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            ap.error(f"--yaml must be VERSION=PATH of an existing file, got {item!r}")
-        yamls[version] = Path(path)
+    check_args(ap, args)
+    yamls = dict(args.yaml)
     yamls[torch.__version__.split("+")[0].rsplit(".", 1)[0]] = yaml_of()
     torch.set_num_threads(1)
     record = record_all(args.quick)

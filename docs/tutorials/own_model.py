@@ -81,11 +81,22 @@ def make_images(batch_size: int, size: int) -> Tensor:
     return torch.cat([img, img.flip(-1)] * batch_size)[:batch_size]  # the photo and its mirror image
 
 
+def image_size(text: str) -> int:
+    """``type=`` of ``--size``: an image side in [32, 2048] pixels (0 or 2**70: a traceback in the model)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [32, 2048], got {text!r}") from None
+    if not 32 <= value <= 2048:
+        raise argparse.ArgumentTypeError(f"must be an integer in [32, 2048], got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The tutorial's command line (``python docs/tutorials/own_model.py --help``)."""
     p = argparse.ArgumentParser(description="Superpixel refinement for your own segmentation model")
     p.add_argument("--grid", action="store_true", help="regular-grid superpixels instead of SLIC")
-    p.add_argument("--size", type=int, default=128, help="image size")
+    p.add_argument("--size", type=image_size, default=128, help="image size")
     return p
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ __all__ = [
     "SEED_MAX",
     "SIDE_MAX",
     "THREADS_MAX",
+    "WORKERS_MAX",
     "DefaultsHelpFormatter",
     "UsageError",
     "device_arg",
@@ -50,6 +52,9 @@ SEED_MAX = 2**63 - 1
 SIDE_MAX = 2**14
 #: Largest ``--threads`` (torch accepts up to 2**31 - 1, then crashes creating that many threads).
 THREADS_MAX = 1024
+#: Largest ``--workers`` / ``--num-workers``: the DataLoader starts its worker processes one by one, so a huge
+#: count (``2**63``) forks until the machine runs out of processes or memory instead of being refused.
+WORKERS_MAX = 256
 #: Largest random training scale (``--scale-min`` / ``--scale-max``): a 500-pixel image scaled 16 times is
 #: 8000 pixels wide; far larger factors overflow the resize (``1e308``: an ``OverflowError``).
 SCALE_MAX = 16.0
@@ -235,10 +240,27 @@ def output_path(text: str) -> Path:
     return Path(text)
 
 
+def _unusable(text: str, what: str) -> argparse.ArgumentTypeError | None:
+    """Why ``text`` cannot even be looked up as a path (a name too long for the system, ...), or None: the
+    error to raise instead of the ``OSError`` (a traceback) that ``Path.is_file`` raises for it."""
+    try:
+        Path(text).expanduser().stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        return argparse.ArgumentTypeError(f"expected {what}, got {text!r}: {exc.strerror}")
+    return None
+
+
 def existing_file(text: str) -> Path:
     """``type=`` for a path that must be an existing file."""
     if not text:
         raise argparse.ArgumentTypeError("expected a file, got ''")
+    error = _unusable(text, "a file")
+    if error is not None:
+        raise error
     path = Path(text).expanduser()
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"file not found: {text!r}")
@@ -250,6 +272,9 @@ def existing_dir(text: str) -> Path:
     as the current folder)."""
     if not text:
         raise argparse.ArgumentTypeError("expected a folder, got ''")
+    error = _unusable(text, "a folder")
+    if error is not None:
+        raise error
     path = Path(text).expanduser()
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"folder not found: {text!r}")
@@ -270,6 +295,9 @@ def resume_arg(text: str) -> str:
     """``type=`` for ``--resume PATH``: an existing checkpoint file (``--resume`` alone means ``auto``)."""
     if text == "auto":
         return text
+    error = _unusable(text, "a checkpoint file")
+    if error is not None:
+        raise error
     if not Path(text).expanduser().is_file():
         raise argparse.ArgumentTypeError(f"--resume checkpoint not found: {text!r}")
     return str(Path(text).expanduser())

@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 from examples.voc_joint.cli import (
     SIDE_MAX,
+    WORKERS_MAX,
     device_arg,
     error_text,
     existing_dir,
@@ -257,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-size", type=int_range(1), default=8, help="batch size for --crop-size (full size uses 1)"
     )
-    parser.add_argument("--num-workers", type=int_range(0), default=0, help="DataLoader workers (default 0)")
+    parser.add_argument(
+        "--num-workers", type=int_range(0, WORKERS_MAX), default=0, help="DataLoader workers (default 0)"
+    )
     parser.add_argument(
         "--device", type=device_arg, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
     )
@@ -278,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--boundary-tolerance",
-        type=int_range(0),
+        type=int_range(0, SIDE_MAX),
         default=2,
         help="superpixel boundary-recall tolerance in pixels (default 2)",
     )

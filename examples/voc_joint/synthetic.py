@@ -51,12 +51,24 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 from examples.voc_joint.cli import SIDE_MAX, int_range, output_path
 from examples.voc_joint.data import NUM_CLASSES, voc_palette
 
+#: Largest ``--num-train`` / ``--num-val`` / ``--num-sbd-extra`` (a million images: hours of writing already).
+#: A huge count (``2**63``) was a ``MemoryError`` traceback after allocating a list of names until it failed.
+IMAGES_MAX = 10**6
+
 try:
     import fcntl
 except ImportError:  # Windows: generation is not locked against concurrent generators
     fcntl = None  # type: ignore[assignment]  # checked before use
 
-__all__ = ["CLASS_STYLES", "build_parser", "generate_synthetic_voc", "main", "render_sample"]
+__all__ = [
+    "CLASS_STYLES",
+    "IMAGES_MAX",
+    "build_parser",
+    "check_args",
+    "generate_synthetic_voc",
+    "main",
+    "render_sample",
+]
 
 _FORMAT_VERSION = 1
 _UMASK = os.umask(0)  # read the process umask (set it back at once)
@@ -448,9 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (the VOC2012 layout is written into it; a folder holding other files is refused)",
     )
     parser.add_argument(
-        "--num-train", type=int_range(1), default=64, help="number of train images (default 64)"
+        "--num-train", type=int_range(1, IMAGES_MAX), default=64, help="number of train images (default 64)"
     )
-    parser.add_argument("--num-val", type=int_range(1), default=16, help="number of val images (default 16)")
+    parser.add_argument(
+        "--num-val", type=int_range(1, IMAGES_MAX), default=16, help="number of val images (default 16)"
+    )
     parser.add_argument(
         "--height", type=int_range(16, SIDE_MAX), default=96, help="image height in pixels (default 96)"
     )
@@ -461,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-sbd", action="store_true", help="do not write the SBD-augmented layout")
     parser.add_argument(
         "--num-sbd-extra",
-        type=int_range(0),
+        type=int_range(0, IMAGES_MAX),
         default=None,
         help="extra train images only in the SBD-augmented list (default num-train // 2)",
     )
@@ -474,15 +488,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python examples/voc_joint/synthetic.py --help``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks that involve several options (each option alone was checked by its ``type=``)."""
     if args.no_sbd and args.num_sbd_extra is not None:
         parser.error(
             f"--num-sbd-extra {args.num_sbd_extra} with --no-sbd: the extra images exist only in the "
             "SBD-augmented layout, which --no-sbd does not write; drop one of the two"
         )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python examples/voc_joint/synthetic.py --help``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     start = time.perf_counter()
     try:
         root = generate_synthetic_voc(

@@ -53,6 +53,7 @@ from examples.voc_joint.cli import (
     SEED_MAX,
     SIDE_MAX,
     THREADS_MAX,
+    WORKERS_MAX,
     DefaultsHelpFormatter,
     UsageError,
     device_arg,
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--batch-size", type=int_range(2), default=8, help="images per process and step (>= 2: BatchNorm)"
     )
-    g.add_argument("--workers", type=int_range(0), default=2, help="DataLoader worker processes")
+    g.add_argument("--workers", type=int_range(0, WORKERS_MAX), default=2, help="DataLoader worker processes")
     g.add_argument(
         "--max-image-pixels",
         type=POS,

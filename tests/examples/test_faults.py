@@ -556,7 +556,7 @@ _BAD_TRAIN = [
     (["--epochs", "0"], "--epochs: must be an integer >= 1"),
     (["--max-steps", "0"], "--max-steps: must be an integer >= 1"),
     (["--batch-size", "1"], "--batch-size: must be an integer >= 2"),
-    (["--workers", "-1"], "--workers: must be an integer >= 0"),
+    (["--workers", "-1"], "--workers: must be an integer in [0, 256]"),
     (["--threads", "0"], "--threads: must be an integer in [1, 1024]"),
     (["--crop-size", "0"], "--crop-size: must be an integer in [1, 16384]"),
     (["--eval-crop", "-3"], "--eval-crop: must be an integer in [1, 16384]"),
@@ -610,10 +610,10 @@ _BAD_EVALUATE = [
     (["--crop-size", "0"], "--crop-size: must be an integer in [1, 16384]"),
     (["--pad-to-multiple", "0"], "--pad-to-multiple: must be an integer in [1, 16384]"),
     (["--batch-size", "0"], "--batch-size: must be an integer >= 1"),
-    (["--num-workers", "-1"], "--num-workers: must be an integer >= 0"),
+    (["--num-workers", "-1"], "--num-workers: must be an integer in [0, 256]"),
     (["--max-panels", "-1"], "--max-panels: must be an integer >= 0"),
     (["--boundary-widths", "1", "0"], "--boundary-widths: must be an integer in [1, 16384]"),
-    (["--boundary-tolerance", "-1"], "--boundary-tolerance: must be an integer >= 0"),
+    (["--boundary-tolerance", "-1"], "--boundary-tolerance: must be an integer in [0, 16384]"),
     (["--max-image-pixels", "0"], "--max-image-pixels: must be an integer >= 1"),
     (["--device", "tpu"], "--device: unknown device 'tpu'"),
     (["--split", "a/b"], "--split: must be a list name"),
@@ -652,12 +652,12 @@ _BAD_ABLATION = [
     (["--spixel-checkpoint", __file__], "--seg-checkpoint and --spixel-checkpoint go together"),
 ]
 _BAD_SYNTHETIC = [
-    (["--num-train", "0"], "--num-train: must be an integer >= 1"),
-    (["--num-val", "0"], "--num-val: must be an integer >= 1"),
+    (["--num-train", "0"], "--num-train: must be an integer in [1, 1000000]"),
+    (["--num-val", "0"], "--num-val: must be an integer in [1, 1000000]"),
     (["--height", "8"], "--height: must be an integer in [16, 16384]"),
     (["--width", "-1"], "--width: must be an integer in [16, 16384]"),
     (["--seed", "-5"], "--seed: must be an integer in [0, 9223372036854775807]"),
-    (["--num-sbd-extra", "-1"], "--num-sbd-extra: must be an integer >= 0"),
+    (["--num-sbd-extra", "-1"], "--num-sbd-extra: must be an integer in [0, 1000000]"),
     (["--band-radius", "-1"], "--band-radius: must be an integer in [0, 16384]"),
 ]
 

@@ -1,0 +1,298 @@
+"""Hostile values for every option of every command line: a usage error naming the option, or accepted on
+purpose.
+
+Every option that takes a value, of every script's parser (read from ``parser._actions``: a new option is
+swept too), gets each value of :data:`HOSTILE`. ``parse_args`` and then ``check_args`` (what ``main`` runs
+before anything else) must end in ``SystemExit(2)`` whose message names the option, or accept the value:
+exactly the values :data:`ACCEPTED` lists for that option, each group with its reason. An option added
+without a type check accepts ``nan`` or ``''`` and fails here until it gets one (or an entry saying why).
+Nothing runs: no data is read, no folder is written.
+
+``-inf`` is not among the values: argparse takes an argument that starts with ``-`` and is not a number for
+an option, so ``--seed -inf`` is its own "expected one argument" usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib
+import importlib.util
+import inspect
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.test_doc_commands import SCRIPTS as DOC_SCRIPTS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Every command line: the documented scripts, and sbd.py.
+SCRIPTS = sorted({*DOC_SCRIPTS, "examples/voc_joint/sbd.py"})
+
+#: Options hidden from ``--help`` (``help=argparse.SUPPRESS``): the protocol between a benchmark and the
+#: subprocesses it starts itself (a JSON configuration, a worker's arguments), never typed by a user.
+INTERNAL = {
+    ("benchmarks/ab_uniformize.py", "--worker"),
+    ("benchmarks/bench_ops.py", "--worker"),
+    ("benchmarks/bench_soft.py", "--worker"),
+    ("benchmarks/bench_uniformize.py", "--_child"),
+    ("benchmarks/bench_uniformize.py", "--_sweep"),
+    ("benchmarks/gpu_check.py", "--_train"),
+}
+
+
+def _hostile(tmp: Path) -> dict[str, str]:
+    """The values tried on every option, by name."""
+    (tmp / "folder").mkdir(exist_ok=True)
+    (tmp / "junk.pt").write_bytes(b"not a checkpoint")
+    return {
+        "empty": "",  # an unset shell variable
+        "blank": " ",
+        "negative": "-1",
+        "zero": "0",
+        "fraction": "1.5",
+        "exponent": "1e3",
+        "nan": "nan",
+        "inf": "inf",
+        "huge": str(2**70),
+        "unicode": "é字",
+        "long_path": "/" + "a" * 5000,  # longer than any file name the system takes
+        "missing": str(tmp / "missing"),
+        "folder": str(tmp / "folder"),
+        "file": str(tmp / "junk.pt"),
+    }
+
+
+#: The names of the values of :func:`_hostile`.
+HOSTILE = ("empty", "blank", "negative", "zero", "fraction", "exponent", "nan", "inf", "huge", "unicode")
+HOSTILE += ("long_path", "missing", "folder", "file")
+
+_ALL = frozenset(HOSTILE)
+_PATHS = frozenset({"long_path", "missing", "folder", "file"})
+_NUMBERS = frozenset({"zero", "fraction", "exponent", "huge", "negative"})
+#: Any text but the empty string is a name or path to write (an unusable one fails when it is written:
+#: exit status 1, with the path in the message).
+_OUTPUT = _ALL - {"empty"}
+#: A benchmark's result file: any path but a folder or one below a file (and the empty string, the
+#: current folder), refused by ``check_output`` before the measurements.
+_RESULT_FILE = _ALL - {"empty", "folder"}
+#: A split list name (``train``, ``val``): any plain file stem, digits included.
+_SPLIT = frozenset({"zero", "fraction", "exponent", "nan", "inf", "huge"})
+#: A count that only makes the run longer (Ctrl-C stops it); a batch larger than the data set is refused
+#: when the data is read.
+_LONG = frozenset({"huge"})
+#: A rate, weight or power inside its documented range (0, 1.5 and 1000 are all finite and <= 1e6).
+_RATE = frozenset({"zero", "fraction", "exponent"})
+
+#: (script, option) -> (the values accepted, why). An option missing here accepts none of them.
+ACCEPTED: dict[tuple[str, str], tuple[frozenset[str], str]] = {}
+
+
+def _accept(script: str, options: str, values: frozenset[str], why: str) -> None:
+    for option in options.split():
+        ACCEPTED[(script, option)] = (values, why)
+
+
+_T, _E, _D, _A, _S = (
+    f"examples/voc_joint/{s}.py" for s in ("train", "evaluate", "demo", "ablation", "synthetic")
+)
+_accept(_T, "--output-dir", _OUTPUT, "an output folder")
+_accept(_E, "--out", _OUTPUT, "an output folder")
+_accept(_D, "--output-dir", _OUTPUT, "an output folder")
+_accept(_A, "--output-dir", _OUTPUT, "an output folder")
+_accept(_S, "--out", _OUTPUT, "an output folder")
+_accept(_T, "--data-root", frozenset({"folder"}), "an existing folder (what it holds is checked next)")
+_accept(_E, "--data-root", frozenset({"folder"}), "an existing folder (what it holds is checked next)")
+_accept(_D, "--data-root", frozenset({"folder"}), "an existing folder (what it holds is checked next)")
+_accept(_A, "--data-root", frozenset({"folder"}), "an existing folder (what it holds is checked next)")
+_accept(_T, "--train-split", _SPLIT, "a list name (--val-split alone: 'only applies with --eval')")
+_accept(_E, "--split", _SPLIT, "a list name")
+_accept(
+    _T, "--seg-checkpoint --spixel-checkpoint", frozenset({"file"}), "an existing file, read by its stage"
+)
+_accept(_E, "--checkpoint", frozenset({"file"}), "an existing file, read next (exit status 2)")
+_accept(_T, "--seg-lr --head-lr-mult --spixel-pretrain-lr --lr --spixel-lr --fusion-lr", _RATE, "in range")
+_accept(_T, "--weight-decay --poly-power --spixel-loss-weight --pos-weight", _RATE, "in range")
+_accept(_T, "--momentum", frozenset({"zero"}), "in [0, 1)")
+_accept(_T, "--scale-min --scale-max", frozenset({"fraction"}), "in (0, 16]")
+_accept(_T, "--spixel-centre-bias", frozenset({"zero", "negative", "fraction"}), "in [-10, 10]")
+_accept(_T, "--seed", frozenset({"zero"}), "in [0, 2**63 - 1]")
+_accept(_T, "--workers", frozenset({"zero"}), "0: load in the main process")
+_accept(_T, "--batch-size --epochs --max-steps --log-every", _LONG, "a longer run")
+_accept(_T, "--max-image-pixels", _LONG, "no decompression-bomb guard, as asked")
+_accept(_E, "--num-workers --boundary-tolerance", frozenset({"zero"}), "0 is meaningful")
+_accept(_E, "--max-panels", frozenset({"zero", "huge"}), "0: no panels; more than the images: all of them")
+_accept(_E, "--max-image-pixels", _LONG, "no decompression-bomb guard, as asked")
+for _script in (_D, _A):
+    _accept(_script, "--joint-lr --fusion-lr", _RATE, "in range")
+    _accept(_script, "--max-steps --batch-size --max-val-images", _LONG, "a longer run")
+_accept(_D, "--seg-epochs --spixel-epochs --joint-epochs", _LONG, "a longer run")
+_accept(_A, "--seg-epochs --spixel-epochs --steps --eval-every", _LONG, "a longer run")
+_accept(_S, "--seed", frozenset({"zero"}), "in [0, 2**63 - 1]")
+_accept(_S, "--num-sbd-extra --band-radius", frozenset({"zero"}), "0 is meaningful")
+_accept(
+    "examples/voc_joint/sbd.py", "--voc-root --sbd-root", _ALL, "read next: exit status 1 naming the path"
+)
+
+_B = "benchmarks/"
+for _script, _option in (
+    ("ab_uniformize", "--output"),
+    ("bench_joint", "--output"),
+    ("bench_ops", "--out"),
+    ("bench_overhead", "--out"),
+    ("bench_soft", "--out"),
+    ("bench_transparent_init", "--out"),
+    ("bench_uniformize", "--out"),
+    ("op_coverage", "--out"),
+):
+    _accept(f"{_B}{_script}.py", _option, _RESULT_FILE - {"long_path"}, "a result file to write")
+_accept(f"{_B}gpu_check.py", "--out", _ALL - {"empty", "file", "long_path"}, "a results folder to make")
+_accept(f"{_B}ab_uniformize.py", "--rounds --repeats", _LONG, "a longer run")
+_accept(f"{_B}bench_joint.py", "--rounds --warmup", _LONG, "a longer run")
+_accept(f"{_B}bench_joint.py", "--warmup", frozenset({"zero", "huge"}), "0: no warm-up; or a longer run")
+_accept(f"{_B}bench_ops.py", "--repeats", _LONG, "a longer run")
+_accept(f"{_B}bench_soft.py", "--repeats", _LONG, "a longer run")
+_accept(f"{_B}bench_transparent_init.py", "--seeds", _LONG, "a longer run")
+_accept(f"{_B}bench_uniformize.py", "--repeats", _LONG, "a longer run")
+_accept(
+    f"{_B}bench_uniformize.py",
+    "--dense-max-gb",
+    _RATE | {"huge"},
+    "a memory budget for the dense variant (0: skip it); a huge one runs it wherever it fits",
+)
+_accept(f"{_B}gpu_check.py", "--budget", frozenset({"fraction", "exponent", "huge"}), "seconds (stages fit)")
+
+
+@functools.cache
+def _module(script: str) -> ModuleType:
+    if script.startswith("examples/"):
+        return importlib.import_module(script[:-3].replace("/", "."))
+    path = ROOT / script
+    name = f"_hostile_cli_{path.stem}"
+    sys.path.insert(0, str(path.parent))  # the benchmarks import their sibling _harness
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def _base(script: str, tmp: Path) -> list[str]:
+    """The required options of ``script``, with harmless values."""
+    (tmp / "junk.pt").write_bytes(b"not a checkpoint")
+    return {
+        "examples/voc_joint/evaluate.py": ["--checkpoint", str(tmp / "junk.pt")],
+        "examples/voc_joint/sbd.py": ["--voc-root", str(tmp), "--sbd-root", str(tmp)],
+        "examples/voc_joint/synthetic.py": ["--out", str(tmp / "syn")],
+        "benchmarks/ab_uniformize.py": ["--previous", str(ROOT)],
+    }.get(script, [])
+
+
+def _checks(script: str) -> Callable[[list[str]], object]:
+    """What ``main`` of ``script`` runs on ``argv`` before anything else."""
+    module = _module(script)
+
+    def run(argv: list[str]) -> object:
+        parser = module.build_parser()
+        args = parser.parse_args(argv)
+        check = getattr(module, "check_args", None)
+        if check is not None:
+            if "argv" in inspect.signature(check).parameters:
+                check(parser, args, argv)
+            else:
+                check(parser, args)
+        if "--device" in argv and hasattr(module, "cli_device"):  # the benchmarks check it next
+            module.cli_device(parser, args.device)
+        return args
+
+    return run
+
+
+def _options(script: str) -> list[argparse.Action]:
+    return [
+        a
+        for a in _module(script).build_parser()._actions
+        if a.option_strings and a.nargs != 0 and a.help != argparse.SUPPRESS
+    ]
+
+
+def _cases() -> list[object]:
+    return [
+        pytest.param(script, action.option_strings[0], id=f"{Path(script).name}{action.option_strings[0]}")
+        for script in SCRIPTS
+        for action in _options(script)
+    ]
+
+
+def outcome(script: str, argv: list[str]) -> tuple[str, str]:
+    """``("accepted", "")`` or ``("refused", the last line of the message)``; anything else fails."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            _checks(script)(argv)
+    except SystemExit as exc:
+        lines = err.getvalue().strip().splitlines()
+        assert exc.code == 2, (argv, exc.code, err.getvalue()[-500:])
+        assert len(lines) >= 1, argv
+        return "refused", lines[-1]
+    return "accepted", ""
+
+
+@pytest.mark.parametrize("script, option", _cases())
+def test_every_option_refuses_hostile_values_or_accepts_them_on_purpose(
+    script: str, option: str, tmp_path: Path
+) -> None:
+    action = next(a for a in _options(script) if a.option_strings[0] == option)
+    width = action.nargs if isinstance(action.nargs, int) else 1
+    accepted = set()
+    for name, value in _hostile(tmp_path).items():
+        result, message = outcome(script, [*_base(script, tmp_path), option, *[value] * width])
+        if result == "accepted":
+            accepted.add(name)
+        else:
+            assert any(o in message for o in action.option_strings), (value[:40], message)
+            assert "Traceback" not in message
+    expected, why = ACCEPTED.get((script, option), (frozenset(), "nothing"))
+    assert accepted == expected, (
+        f"{script} {option} accepts {sorted(accepted)}; ACCEPTED: {sorted(expected)} ({why})"
+    )
+
+
+def test_the_sweep_reaches_every_script_and_the_table_names_only_real_options() -> None:
+    swept = {(c.values[0], c.values[1]) for c in _cases()}  # type: ignore[attr-defined]
+    assert {s for s, _ in swept} == set(SCRIPTS)
+    assert len(swept) > 150
+    assert set(ACCEPTED) <= swept, sorted(set(ACCEPTED) - swept)
+    hidden = {
+        (s, a.option_strings[0])
+        for s in SCRIPTS
+        for a in _module(s).build_parser()._actions
+        if a.option_strings and a.help == argparse.SUPPRESS
+    }
+    assert hidden == INTERNAL
+
+
+def test_an_option_added_without_a_type_check_is_swept_and_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = "benchmarks/bench_overhead.py"
+    module = _module(script)
+    build = module.build_parser
+
+    def with_new_option() -> argparse.ArgumentParser:
+        parser = build()
+        parser.add_argument("--new-count", type=int, default=1, help="a count")
+        return parser
+
+    monkeypatch.setattr(module, "build_parser", with_new_option)
+    assert "--new-count" in [a.option_strings[0] for a in _options(script)]
+    assert outcome(script, ["--new-count", "-1"]) == ("accepted", "")
+    assert (script, "--new-count") not in ACCEPTED
