@@ -498,7 +498,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python examples/voc_joint/synthetic.py --help``)."""
+    """Command-line entry point (``python examples/voc_joint/synthetic.py --help``): exit status 0; 2 for a
+    bad option or an ``--out`` that holds other files; 1 for an ``--out`` that cannot be written."""
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
@@ -514,8 +515,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_sbd_extra=args.num_sbd_extra,
             band_radius=args.band_radius,
         )
-    except FileExistsError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except OSError as exc:
+        # the generator's own refusals (a folder holding other files, a file) are FileExistsErrors without an
+        # errno: exit status 2; an OS error (a name too long, a path below a file, no permission, a full disk)
+        # is exit status 1, one line naming the path, as in train.py
+        own = isinstance(exc, FileExistsError) and exc.errno is None
+        parser.exit(2 if own else 1, f"{parser.prog}: error: {exc}\n")
     n = len(list((root / "JPEGImages").glob("*.jpg")))
     print(
         f"synthetic VOC data set: {n} images of {args.height}x{args.width} in {root} "

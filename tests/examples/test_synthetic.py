@@ -237,6 +237,23 @@ def test_cli_refuses_sbd_extra_images_without_the_sbd_layout(tmp_path, capsys):
     assert info.value.code == 2 and "error: --num-sbd-extra 5 with --no-sbd" in err and not out.exists()
 
 
+@pytest.mark.parametrize("where", ["below_a_file", "name_too_long"])
+def test_cli_output_folder_that_cannot_be_written_is_one_line_with_exit_status_1(tmp_path, capsys, where):
+    """A name too long for the system was an OSError traceback; a path below a file exit status 2 with
+    "File exists" (the generator's refusals of a folder it must not write into stay exit status 2)."""
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "voc" if where == "below_a_file" else tmp_path / ("a" * 300)
+    with pytest.raises(SystemExit) as info:
+        synthetic.main(
+            ["--out", str(out), "--num-train", "1", "--num-val", "1", "--height", "16", "--width", "16"]
+        )
+    err = capsys.readouterr().err
+    assert info.value.code == 1, err
+    assert err.startswith("python examples/voc_joint/synthetic.py: error: ") and err.count("\n") == 1, err
+    assert (str(tmp_path / "file") if where == "below_a_file" else "a" * 300) in err
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]  # nothing left behind
+
+
 def test_incomplete_set_is_regenerated(tmp_path):
     root = generate_synthetic_voc(tmp_path, num_train=2, num_val=1, image_size=SIZE)
     (root / "JPEGImages" / "synth_000001.jpg").unlink()
