@@ -1045,6 +1045,8 @@ def test_every_benchmark_refuses_a_device_it_cannot_use_as_a_usage_error(script,
         ("bench_uniformize", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
         ("bench_uniformize", ["--dense-max-gb", "nan"], "--dense-max-gb must be >= 0, got nan"),
         ("bench_uniformize", ["--num-superpixels", "64,abc"], "--num-superpixels must be positive integers"),
+        ("bench_uniformize", ["--num-superpixels", "64,7", "--quick"], "--num-superpixels must be squares"),
+        ("bench_uniformize", ["--quick", "--num-superpixels", "65536"], "squares <= 16384 (grid labels"),
         ("bench_ops", ["--threads", "2147483648"], "--threads must be in [1, 1024], got 2147483648"),
         ("bench_overhead", ["--threads", "100000"], "--threads must be in [1, 1024], got 100000"),
         pytest.param(
