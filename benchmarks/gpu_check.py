@@ -895,7 +895,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--stages: unknown {unknown}; choose from {list(STAGES)}")
     if not any(args.stages.split(",")):
         p.error(f"--stages names no stage; choose from {list(STAGES)}")
-    if not (args.device == "cuda" or args.device.startswith("cuda:") or args.device == "cpu"):
+    if not re.fullmatch(r"cuda(:[0-9]+)?|cpu", args.device):  # not "cuda:-1", "cuda: 0" (torch refuses them)
         p.error(f"--device must be cuda, cuda:N or cpu, got {args.device!r}")
     if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):
         p.error(f"--budget must be a finite number of seconds > 0, got {args.budget}")

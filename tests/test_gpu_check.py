@@ -112,6 +112,8 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         (["--budget", "-5"], "--budget must be a finite number of seconds > 0, got -5.0"),
         (["--out", __file__], "--out must be a folder, got the file"),
         (["--stages", ","], "--stages names no stage"),  # ran nothing and exited 0
+        (["--device", "cuda:-1"], "--device must be cuda, cuda:N or cpu, got 'cuda:-1'"),
+        (["--device", "cuda: 0"], "--device must be cuda, cuda:N or cpu, got 'cuda: 0'"),
     ],
     ids=[
         "cpu-without-quick",
@@ -121,6 +123,8 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         "negative-budget",
         "out-file",
         "no-stage",
+        "negative-index",
+        "blank-index",
     ],  # ids without "cuda": `-k cuda` on a GPU
 )
 def test_bad_arguments_are_refused(argv, message, capsys):
