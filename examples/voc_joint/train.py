@@ -18,6 +18,7 @@ and on Ctrl-C / SIGTERM), ``log.csv`` (and TensorBoard events with ``--tensorboa
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import signal
 import sys
@@ -128,6 +129,10 @@ STAGES = ("seg", "spixel", "joint")
 #: The stages ``--eval`` evaluates.
 EVAL_STAGES = ("seg", "joint")
 POS = int_range(1)
+#: Largest product of two consecutive ``--fusion-hidden`` widths (the weights of one hidden layer): the
+#: transparent initialization of 8192 x 8192 takes about 70 s and 4 GB on one CPU thread (time grows about as
+#: width**2.6, memory as width**2); ``--fusion-hidden 65536 65536`` tried to allocate 68.7 GB (a traceback).
+FUSION_LAYER_MAX = 2**26
 #: A random training scale.
 SCALE = float_range(0.0, SCALE_MAX, low_open=True)
 #: A crop in pixels.
@@ -1648,6 +1653,14 @@ def check_args(
         error = _fusion_width_error(args.fusion_hidden, classes)
         if error:
             parser.error(error)
+    hidden = args.fusion_hidden
+    wide = [(a, b) for a, b in itertools.pairwise(hidden) if a * b > FUSION_LAYER_MAX]
+    if args.fusion and wide:
+        (a, b), given = wide[0], " ".join(map(str, hidden))
+        parser.error(
+            f"--fusion-hidden {given}: the layer between widths {a} and {b} has {a * b} weights, at most "
+            f"{FUSION_LAYER_MAX} (8192 x 8192 takes about 70 s and 4 GB to initialize)"
+        )
     if not args.fusion and args.fusion_init != parser.get_default("fusion_init"):
         parser.error(
             f"--no-fusion with --fusion-init {args.fusion_init}: without the fusion stack there is nothing "
