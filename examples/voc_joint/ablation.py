@@ -56,6 +56,7 @@ from examples.voc_joint.cli import (
     flag,
     float_range,
     int_range,
+    out_of_memory_error,
     output_path,
 )
 from examples.voc_joint.data import DataError
@@ -878,6 +879,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except (OSError, DataError) as exc:  # the data (train.py's checks), an output folder that cannot be
         # written (a file, no permission, a full disk): exit status 1, as in train.py
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
+    except (MemoryError, RuntimeError) as exc:  # a --crop-size or --batch-size too large for the machine
+        message = out_of_memory_error(exc)
+        if message is None:
+            raise
+        parser.exit(1, f"{parser.prog}: error: {message}\n")
 
 
 if __name__ == "__main__":

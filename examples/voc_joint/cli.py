@@ -39,6 +39,7 @@ __all__ = [
     "given_options",
     "int_range",
     "option_given",
+    "out_of_memory_error",
     "output_path",
     "resume_arg",
     "spelled",
@@ -211,6 +212,28 @@ def error_text(exc: BaseException) -> str:
     last = [line for line in text.splitlines() if line.strip()][-1]
     message = re.sub(r"^[\w.]+: ", "", last.strip(), count=1)
     return f"{message} (DataLoader worker {worker.group(1)})"
+
+
+def out_of_memory_error(exc: BaseException) -> str | None:
+    """The one-line message for ``exc`` when it is an allocation that failed (``torch.OutOfMemoryError``,
+    the CPU allocator's ``RuntimeError`` "can't allocate memory", a ``MemoryError``), else None: a
+    ``--crop-size`` or ``--batch-size`` within its bounds but too large for the machine ends in this line
+    (exit status 1), not a traceback.
+
+    Example:
+        >>> out_of_memory_error(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
+        "out of memory (a smaller --crop-size or --batch-size needs less): DefaultCPUAllocator: can't ..."
+        >>> out_of_memory_error(RuntimeError("shape mismatch")) is None
+        True
+    """
+    import torch
+
+    if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and not (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    ):
+        return None
+    first = error_text(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"out of memory (a smaller --crop-size or --batch-size needs less): {first}"
 
 
 def device_arg(text: str) -> str:

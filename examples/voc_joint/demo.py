@@ -47,6 +47,7 @@ from examples.voc_joint.cli import (
     existing_dir,
     float_range,
     int_range,
+    out_of_memory_error,
     output_path,
 )
 from examples.voc_joint.data import DataError
@@ -547,6 +548,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     except (OSError, DataError) as exc:  # the data (train.py's checks), an output folder that cannot be
         # written (a file, no permission, a full disk): exit status 1, as in train.py
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
+    except (MemoryError, RuntimeError) as exc:  # a --crop-size or --batch-size too large for the machine
+        message = out_of_memory_error(exc)
+        if message is None:
+            raise
+        parser.exit(1, f"{parser.prog}: error: {message}\n")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from examples.voc_joint.cli import (
     existing_file,
     int_range,
     option_given,
+    out_of_memory_error,
     output_path,
     split_name,
 )
@@ -343,6 +344,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, model, config, device)
     except (OSError, DataError) as exc:  # a missing split or file, a wrong data root, a bad mask, a full disk
         print(f"{parser.prog}: error: {error_text(exc)}", file=sys.stderr, flush=True)
+        return 1
+    except (MemoryError, RuntimeError) as exc:  # a --crop-size or --batch-size too large for the machine
+        message = out_of_memory_error(exc)
+        if message is None:
+            raise
+        print(f"{parser.prog}: error: {message}", file=sys.stderr, flush=True)
         return 1
 
 

@@ -65,6 +65,7 @@ from examples.voc_joint.cli import (
     float_range,
     int_range,
     option_given,
+    out_of_memory_error,
     output_path,
     resume_arg,
     spelled,
@@ -1888,6 +1889,12 @@ def _cli() -> int:
     except (FloatingPointError, OSError, DataError) as exc:  # NonFiniteError, a refused save, a failing
         # disk, a missing or unusable data file
         print(f"[train] error: {error_text(exc)}", file=sys.stderr, flush=True)
+        return 1
+    except (MemoryError, RuntimeError) as exc:
+        message = out_of_memory_error(exc)
+        if message is None:
+            raise
+        print(f"[train] error: {message} (the checkpoints on disk are intact)", file=sys.stderr, flush=True)
         return 1
     return 0
 

@@ -688,3 +688,29 @@ def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc,
         os.close(held)
     assert evaluate_mod.main([*argv, "--max-panels", "0"]) == 0  # its holder gone: removed too
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+class _NoMemory(nn.Module):
+    """A model whose forward fails as the CPU allocator does for a --crop-size too large for the machine."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def forward(self, seg_input, spixel_input):
+        raise RuntimeError(self.message)
+
+
+def test_cli_out_of_memory_is_one_line_with_exit_status_1(voc, tmp_path, monkeypatch, capsys):
+    """An allocation that fails (``--crop-size 16384 --batch-size 8`` on a CPU machine: 3 GB refused) was the
+    allocator's RuntimeError traceback; any other RuntimeError still propagates."""
+    oom = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 3221225472 bytes"
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path, model=_NoMemory(oom)), "--data-root", str(voc)]
+    assert evaluate_mod.main([*argv, "--out", str(tmp_path / "ev")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{PROG}: error: out of memory (") and err.count("\n") == 1 and oom in err, err
+    argv = [
+        *_fake_checkpoint(monkeypatch, tmp_path, model=_NoMemory("shape mismatch")),
+        "--data-root",
+        str(voc),
+    ]
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        evaluate_mod.main([*argv, "--out", str(tmp_path / "ev2")])

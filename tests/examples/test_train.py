@@ -1100,6 +1100,18 @@ def test_exit_status_and_message_of_each_way_to_stop(monkeypatch, capsys) -> Non
     assert capsys.readouterr().err == "[train] error: non-finite loss at step 3\n"
     stops_with(KeyboardInterrupt())
     assert train._cli() == 130
+    # an allocation that fails (--crop-size 16384 on a CPU machine) was the allocator's traceback
+    stops_with(
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 3221225472 bytes")
+    )
+    assert train._cli() == 1
+    err = capsys.readouterr().err
+    assert err.startswith("[train] error: out of memory (a smaller --crop-size") and err.count("\n") == 1, err
+    stops_with(MemoryError())
+    assert train._cli() == 1 and "error: out of memory (" in capsys.readouterr().err
+    stops_with(RuntimeError("shape mismatch"))  # any other error still propagates
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        train._cli()
     stops_with(None)
     assert train._cli() == 0
 
