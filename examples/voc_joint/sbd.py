@@ -39,6 +39,7 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from examples.voc_joint.cli import existing_dir
 from examples.voc_joint.data import (
     DEFAULT_MAX_PIXELS,
     IGNORE_INDEX,
@@ -478,8 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ImageSets/SegmentationAug/{train,val}.txt) into a VOC 2012 folder, from the official SBD release: "
         "VOC train + SBD train + SBD val, minus VOC val, VOC's masks where VOC annotates an image.",
     )
-    parser.add_argument("--voc-root", required=True, type=Path, help="VOC2012 folder (or VOCdevkit)")
-    parser.add_argument("--sbd-root", required=True, type=Path, help="benchmark_RELEASE (or its dataset/)")
+    parser.add_argument("--voc-root", required=True, type=existing_dir, help="VOC2012 folder (or VOCdevkit)")
+    parser.add_argument(
+        "--sbd-root", required=True, type=existing_dir, help="benchmark_RELEASE (or its dataset/)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing trainaug layout")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -487,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: exit status 0; 1 for bad data or a folder that cannot be written (the
-    message names the files); 2 for an output that exists already; 130 when interrupted (Ctrl-C)."""
+    message names the files); 2 for a root that is not a folder (or the empty string, an unset shell variable,
+    which was taken as the current folder) or an output that exists already; 130 when interrupted (Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
