@@ -603,6 +603,8 @@ _BAD_TRAIN = [
     (["--allow-option-changes"], "--allow-option-changes only applies with --resume"),
     (["--backbone", "resnet9"], "--backbone: invalid choice"),
     (["--fusion-init", "glorot"], "--fusion-init: invalid choice: 'glorot'"),
+    (["--no-fusion", "--fusion-hidden", "128"], "--no-fusion with --fusion-hidden 128: without the fusion"),
+    (["--no-fusion", "--fusion-activation", "none"], "--no-fusion with --fusion-activation none: without"),
     (["--channels-last=no"], "--channels-last/--no-channels-last: ignored explicit argument 'no'"),
     (["--recompute-fusion=1"], "--recompute-fusion/--no-recompute-fusion: ignored explicit argument '1'"),
     (["--compile=yes"], "--compile/--no-compile: ignored explicit argument 'yes'"),
