@@ -148,14 +148,20 @@ def check_counts(
 
 def check_lists(parser: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str]) -> None:
     """``parser.error`` (exit status 2) for a comma-separated list option of ``names`` (by ``dest``) given as
-    the empty string (an unset shell variable), which would silently mean its default, every name.
+    the empty string (an unset shell variable), which would silently mean its default, every name, or naming
+    an entry twice (measured twice, one result kept).
 
     Example:
         >>> check_lists(argparse.ArgumentParser(), argparse.Namespace(ops=None), ["ops"])  # not given
     """
     for name in names:
-        if getattr(args, name) == "":
+        value = getattr(args, name)
+        if value == "":
             parser.error(f"--{name.replace('_', '-')}: expected a comma-separated list, got ''")
+        entries = value.split(",") if value else []
+        twice = sorted({e for e in entries if entries.count(e) > 1})
+        if twice:
+            parser.error(f"--{name.replace('_', '-')} lists {', '.join(twice)} twice, got {value!r}")
 
 
 def check_output(parser: argparse.ArgumentParser, option: str, path: Path | str | None) -> None:

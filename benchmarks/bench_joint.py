@@ -686,6 +686,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p, args, {"batch_size": 2, "size": 1, "cell_size": 1, "rounds": 1, "warmup": 0, "threads": 1}
     )
     check_output(p, "--output", args.output)
+    if args.cell_size > args.size:  # one superpixel for the whole image: nothing to measure
+        p.error(f"--cell-size {args.cell_size} is larger than --size {args.size}")
     if args.clock == "cpu" and cli_device(p, args.device).type != "cpu":
         p.error(f"--clock cpu measures CPU time and needs --device cpu, got --device {args.device}")
 

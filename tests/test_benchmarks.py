@@ -1048,6 +1048,8 @@ def test_every_benchmark_refuses_a_device_it_cannot_use_as_a_usage_error(script,
         ("bench_uniformize", ["--num-superpixels", "64,7", "--quick"], "--num-superpixels must be squares"),
         ("bench_uniformize", ["--quick", "--num-superpixels", "65536"], "squares <= 16384 (grid labels"),
         ("bench_ops", ["--threads", "2147483648"], "--threads must be in [1, 1024], got 2147483648"),
+        ("bench_ops", ["--quick", "--ops", "pool_mean,pool_mean"], "--ops lists pool_mean twice"),
+        ("bench_uniformize", ["--quick", "--variants", "floor,floor"], "--variants lists floor twice"),
         ("bench_overhead", ["--threads", "100000"], "--threads must be in [1, 1024], got 100000"),
         pytest.param(
             "bench_joint", ["--rounds", "0"], "--rounds must be >= 1, got 0", marks=pytest.mark.examples
@@ -1056,6 +1058,12 @@ def test_every_benchmark_refuses_a_device_it_cannot_use_as_a_usage_error(script,
             "bench_joint", ["--size", "0"], "--size must be >= 1, got 0", marks=pytest.mark.examples
         ),
         pytest.param("bench_joint", ["--warmup", "-1"], "--warmup must be >= 0", marks=pytest.mark.examples),
+        pytest.param(  # one superpixel for the whole image
+            "bench_joint",
+            ["--cell-size", "200"],
+            "--cell-size 200 is larger than --size 128",
+            marks=pytest.mark.examples,
+        ),
         pytest.param("bench_joint", ["--threads", "0"], "--threads must be >= 1", marks=pytest.mark.examples),
         pytest.param(
             "bench_joint", ["--backbone", "resnet7"], "--backbone: invalid", marks=pytest.mark.examples
