@@ -184,6 +184,21 @@ def test_refuses_pickled_objects(tmp_path) -> None:
         load_model_from_checkpoint(path)
 
 
+def test_a_checkpoint_this_user_may_not_read_is_named_so_not_called_damaged(tmp_path, monkeypatch) -> None:
+    """``--checkpoint`` / ``--resume`` of a file with mode 000 (not reproducible as root, hence the stand-in
+    for ``open``'s PermissionError) was "the file is damaged (truncated or corrupted)"."""
+    locked = tmp_path / "locked.pt"
+    save_checkpoint(locked, _ckpt(SpixelFCN(width=4), "spixel"))
+
+    def denied(path: object, **kwargs: object) -> object:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(locked)
+    assert str(info.value) == f"cannot read checkpoint {locked}: Permission denied"
+
+
 def test_refuses_garbage_wrong_keys_and_format(tmp_path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
