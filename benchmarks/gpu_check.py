@@ -76,6 +76,7 @@ STAGE_LIMITS = {
     "quick": {"tests": 90, "uniformize": 90, "joint": 120, "soft": 90, "train": 150},
 }
 MIN_STAGE_S = 30  # time kept back for every later stage when a stage's limit is cut to fit the budget
+SHORTEST_STAGE_S = 10  # a stage with less time left is not run
 UNIFORMIZE_VARIANTS = "floor,copy,scatter,sparse,sparse_coo,paper_coo,dense_bmm"
 TARGET_UNIFORMIZE = 1.5  # fwd+bwd / floor
 TARGET_JOINT = 1.3  # joint step / DeepLabV3+ step
@@ -899,6 +900,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--device must be cuda, cuda:N or cpu, got {args.device!r}")
     if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):
         p.error(f"--budget must be a finite number of seconds > 0, got {args.budget}")
+    if args.budget is not None and args.budget < SHORTEST_STAGE_S:  # every stage "not run", exit status 1
+        p.error(f"--budget must be at least {SHORTEST_STAGE_S} s (the shortest stage), got {args.budget}")
     try:
         is_file = args.out.exists() and not args.out.is_dir()
     except OSError as exc:  # a name too long for the system, ...: not a traceback
@@ -1010,7 +1013,7 @@ def run_stages(
         entry: dict[str, Any] = {"title": stage.title, "command": stage.cmd, "notes": stage.notes}
         entry["limit_s"] = timeout
         report["stages"][name] = entry
-        if timeout < 10:
+        if timeout < SHORTEST_STAGE_S:
             entry.update(status="not_run", seconds=0.0, error="no time left in the budget")
             _log(f"stage {i + 1}/{len(args.stage_list)} {name}: not run (no time left)")
             continue

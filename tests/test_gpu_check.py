@@ -110,6 +110,7 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         # a NaN budget was accepted and meant no budget; a file as --out ended in a FileExistsError traceback
         (["--budget", "nan"], "--budget must be a finite number of seconds > 0, got nan"),
         (["--budget", "-5"], "--budget must be a finite number of seconds > 0, got -5.0"),
+        (["--budget", "5e-324"], "--budget must be at least 10 s (the shortest stage), got 5e-324"),
         (["--out", __file__], "--out must be a folder, got the file"),
         (["--stages", ","], "--stages names no stage"),  # ran nothing and exited 0
         (["--device", "cuda:-1"], "--device must be cuda, cuda:N or cpu, got 'cuda:-1'"),
@@ -121,6 +122,7 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         "unknown-stage",
         "nan-budget",
         "negative-budget",
+        "budget-below-any-stage",
         "out-file",
         "no-stage",
         "negative-index",

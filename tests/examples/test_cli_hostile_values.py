@@ -166,7 +166,7 @@ _accept(
     _RATE | {"huge"},
     "a memory budget for the dense variant (0: skip it); a huge one runs it wherever it fits",
 )
-_accept(f"{_B}gpu_check.py", "--budget", frozenset({"fraction", "exponent", "huge"}), "seconds (stages fit)")
+_accept(f"{_B}gpu_check.py", "--budget", frozenset({"exponent", "huge"}), "seconds (stages fit)")
 
 
 @functools.cache
