@@ -245,9 +245,9 @@ def _unreadable(path: Path, exc: Exception, what: str = "checkpoint", objects_hi
     names the kind of file (``"checkpoint"``, ``"backbone weights file"``); ``objects_hint`` ends the message
     of a file that holds pickled objects."""
     text = str(exc)
-    if isinstance(exc, OSError) and exc.strerror:  # a file this user may not read (chmod 000), an I/O error:
-        # not a damaged file (that message sent the reader to re-download a good one)
-        return f"cannot read {what} {path}: {exc.strerror}"
+    if isinstance(exc, PermissionError):  # a file this user may not read (chmod 000), not a damaged one (that
+        # message sent the reader to fetch a good copy); torch reads a truncated file as OSError(EINVAL)
+        return f"cannot read {what} {path}: {exc.strerror or exc}"
     if isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(path):
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         found_at = f" (first: {found.group(1)})" if found else ""
