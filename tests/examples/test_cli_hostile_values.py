@@ -74,8 +74,6 @@ HOSTILE = ("empty", "blank", "negative", "zero", "fraction", "exponent", "nan", 
 HOSTILE += ("long_path", "missing", "folder", "file")
 
 _ALL = frozenset(HOSTILE)
-_PATHS = frozenset({"long_path", "missing", "folder", "file"})
-_NUMBERS = frozenset({"zero", "fraction", "exponent", "huge", "negative"})
 #: Any text but the empty string is a name or path to write (an unusable one fails when it is written:
 #: exit status 1, with the path in the message).
 _OUTPUT = _ALL - {"empty"}
@@ -268,7 +266,9 @@ def test_every_option_refuses_hostile_values_or_accepts_them_on_purpose(
     )
 
 
-def test_the_sweep_reaches_every_script_and_the_table_names_only_real_options() -> None:
+def test_the_sweep_reaches_every_script_and_the_table_names_only_real_options(tmp_path: Path) -> None:
+    assert tuple(_hostile(tmp_path)) == HOSTILE
+    assert all(values <= _ALL for values, _ in ACCEPTED.values())
     swept = {(c.values[0], c.values[1]) for c in _cases()}  # type: ignore[attr-defined]
     assert {s for s, _ in swept} == set(SCRIPTS)
     assert len(swept) > 150
