@@ -688,6 +688,8 @@ def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc,
         os.close(held)
     assert evaluate_mod.main([*argv, "--max-panels", "0"]) == 0  # its holder gone: removed too
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
 class _NoMemory(nn.Module):
     """A model whose forward fails as the CPU allocator does for a --crop-size too large for the machine."""
 
