@@ -137,13 +137,8 @@ def _all_commands() -> list[Command]:
 COMMANDS = _all_commands()
 
 
-@functools.cache
-def _module(script: str) -> ModuleType:
-    target = SCRIPTS[script]
-    if "/" not in target:
-        return importlib.import_module(target)
-    path = ROOT / target
-    name = f"_doc_cli_{path.stem}"
+def load_script(path: Path, name: str) -> ModuleType:
+    """The script at ``path`` (not a package module: a benchmark, a tutorial) imported as module ``name``."""
     sys.path.insert(0, str(path.parent))  # the benchmarks import their sibling _harness
     try:
         spec = importlib.util.spec_from_file_location(name, path)
@@ -154,6 +149,15 @@ def _module(script: str) -> ModuleType:
     finally:
         sys.path.remove(str(path.parent))
     return module
+
+
+@functools.cache
+def _module(script: str) -> ModuleType:
+    target = SCRIPTS[script]
+    if "/" not in target:
+        return importlib.import_module(target)
+    path = ROOT / target
+    return load_script(path, f"_doc_cli_{path.stem}")
 
 
 #: Functions of the scripts that read a file named by an option (the reader's file: not read here).

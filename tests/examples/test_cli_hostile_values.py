@@ -21,7 +21,6 @@ import importlib
 import importlib.util
 import inspect
 import io
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +28,7 @@ from types import ModuleType
 import pytest
 
 from tests.test_doc_commands import SCRIPTS as DOC_SCRIPTS
+from tests.test_doc_commands import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,17 +172,7 @@ def _module(script: str) -> ModuleType:
     if script.startswith("examples/"):
         return importlib.import_module(script[:-3].replace("/", "."))
     path = ROOT / script
-    name = f"_hostile_cli_{path.stem}"
-    sys.path.insert(0, str(path.parent))  # the benchmarks import their sibling _harness
-    try:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
+    return load_script(path, f"_hostile_cli_{path.stem}")
 
 
 def _base(script: str, tmp: Path) -> list[str]:

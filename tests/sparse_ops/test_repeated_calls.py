@@ -131,4 +131,6 @@ def test_calls_on_a_new_label_map_of_a_new_size_every_time_keep_nothing_alive() 
         _new_map_call(i)
     after_tensors, after_objects = _counts()
     assert after_tensors == tensors, f"{after_tensors - tensors} more live tensors after 40 calls"
-    assert after_objects == objects, f"{after_objects - objects} more Python objects after 40 calls"
+    # a cache keyed by shape or map grows by at least one object per call (an injected one: 40); a few objects
+    # come and go with the rest of the process (the count was 1 lower once, under pytest-xdist in CI)
+    assert abs(after_objects - objects) < 10, f"{after_objects - objects} more Python objects after 40 calls"
