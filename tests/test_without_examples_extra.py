@@ -35,6 +35,29 @@ def test_the_pipeline_tests_skip_without_torchvision(tmp_path: Path) -> None:
     )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out
+    # every test file, not only those above, is collected without an import error (a module-level import of
+    # the pipeline without importorskip errors here)
+    collect = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "--collect-only",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "tests",
+        ],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert collect.returncode == 0, (collect.stdout + collect.stderr)[-3000:]
     assert "needs torchvision" in out and "examples/voc_joint" not in out.split("short test summary")[0]
     summary = out.strip().splitlines()[-1]
     assert " passed" in summary and " skipped" in summary and "error" not in summary, summary

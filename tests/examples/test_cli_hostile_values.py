@@ -27,6 +27,8 @@ from types import ModuleType
 
 import pytest
 
+pytest.importorskip("torchvision")  # the pipeline's scripts, and bench_joint.py, import it
+
 from tests.test_doc_commands import SCRIPTS as DOC_SCRIPTS
 from tests.test_doc_commands import load_script
 
