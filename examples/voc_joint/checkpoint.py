@@ -46,7 +46,7 @@ import os
 import pickle
 import random
 import re
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,8 +76,6 @@ __all__ = [
 FORMAT = "transinit-voc-joint"
 VERSION = 3
 _REQUIRED = ("format", "version", "stage", "config", "model")
-_UMASK = os.umask(0)  # read the process umask (set it back at once)
-os.umask(_UMASK)
 #: What each stage's checkpoint holds (for messages).
 STAGE_MODELS = {"seg": "DeepLabV3+", "spixel": "SpixelFCN", "joint": "the joint model"}
 
@@ -173,11 +171,8 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     payload = {k: v for k, v in checkpoint.items() if k != "sha256"}
     payload["sha256"] = payload_sha256(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = _new_file(path.parent, f".{path.name}.", ".tmp")
     try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; a checkpoint gets the usual 0666 & ~umask
-            os.fchmod(fd, 0o666 & ~_UMASK)
         try:
             with os.fdopen(fd, "wb") as fh:
                 torch.save(payload, fh)
@@ -195,6 +190,20 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """A new file ``<folder>/<prefix><8 random hexadecimal digits><suffix>``, open for writing, with the mode
+    ``open`` gives (``0o666`` less the umask: ``tempfile.mkstemp`` makes private ``0o600`` files, and reading
+    the umask takes ``os.umask``, which changes it for every thread of the process for an instant)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free name for a new file '{prefix}<random>{suffix}' in '{folder}'")
 
 
 def _write_error(path: Path, exc: BaseException) -> BaseException:

@@ -22,11 +22,33 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]  # no flock: abandoned folders are not removed
 
-__all__ = ["new_staging", "remove_abandoned_staging"]
+__all__ = ["new_staging", "remove_abandoned_staging", "unique_folder"]
 
 #: The random part of a staging folder's name (8 hexadecimal digits; ``[a-z0-9_]`` also matches the names
 #: ``tempfile.mkdtemp`` gave before).
 _RANDOM = "[a-z0-9_]{8}"
+
+
+def unique_folder(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """Make a new folder ``<parent>/<prefix><8 random hexadecimal digits><suffix>`` with the mode ``mkdir``
+    gives (``0o777`` less the umask; ``tempfile.mkdtemp`` makes private ``0o700`` folders, and reading the
+    umask takes ``os.umask``, which changes it for every thread of the process for an instant).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     folder = unique_folder(Path(tmp), ".set.", ".tmp")
+        ...     print(folder.is_dir(), folder.name.startswith(".set."), folder.name.endswith(".tmp"))
+        True True True
+    """
+    for _ in range(100):
+        folder = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"no free name for a new folder '{prefix}<random>{suffix}' in '{parent}'")
 
 
 def new_staging(parent: Path, prefix: str, suffix: str = "") -> tuple[Path, int | None]:
@@ -44,16 +66,8 @@ def new_staging(parent: Path, prefix: str, suffix: str = "") -> tuple[Path, int 
         ...         os.close(held)  # abandoned now: the next remove_abandoned_staging removes it
         True []
     """
-    for _ in range(100):  # os.mkdir, not tempfile.mkdtemp: the umask's mode, not a private 0700 folder
-        random = secrets.token_hex(4)
-        private = parent / f"{prefix}unlocked-{random}{suffix}"
-        try:
-            private.mkdir()
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(f"no free name for a staging folder '{prefix}<random>{suffix}' in '{parent}'")
+    private = unique_folder(parent, f"{prefix}unlocked-", suffix)
+    random = private.name[len(prefix) + len("unlocked-") :][:8]
     held = None
     if fcntl is not None:
         held = os.open(private, os.O_RDONLY)

@@ -50,6 +50,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 from examples.voc_joint.cli import SIDE_MAX, int_range, output_path
 from examples.voc_joint.data import NUM_CLASSES, voc_palette
+from examples.voc_joint.staging import unique_folder
 
 #: Largest ``--num-train`` / ``--num-val`` / ``--num-sbd-extra`` (a million images: hours of writing already).
 #: A huge count (``2**63``) was a ``MemoryError`` traceback after allocating a list of names until it failed.
@@ -71,8 +72,6 @@ __all__ = [
 ]
 
 _FORMAT_VERSION = 1
-_UMASK = os.umask(0)  # read the process umask (set it back at once)
-os.umask(_UMASK)
 _MARKER = "synthetic_voc.json"
 _TEXTURES = ("stripes", "checker", "dots", "rings", "noise")
 _SHAPES = ("ellipse", "polygon", "blob")
@@ -335,8 +334,7 @@ def generate_synthetic_voc(
         if root.exists() and not root.is_dir():
             raise FileExistsError(f"refusing to write the synthetic set into {root}: it is not a folder")
         root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-        tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes a private 0700 folder; the set gets the usual mode
+        tmp = unique_folder(root.parent, f".{root.name}.", ".tmp")  # mkdir's mode, as the set gets
         try:
             _write_set(tmp, params)
             _replace_folder(tmp, root)
@@ -421,8 +419,8 @@ def _remove_abandoned(root: Path) -> None:
     """Remove what generations of ``root`` stopped by SIGTERM or SIGKILL left next to it: their temporary
     folder (``.<name>.<random>.tmp``) and a swapped-out older set (``.<name>.<random>.old``). Called under
     :func:`_generation_lock`, which no other generator of ``root`` holds meanwhile (nothing is removed without
-    ``fcntl``, whose lock is then a no-op); the random part is ``mkdtemp``'s, so a sibling set's folders
-    (``.<name>.x.<random>.tmp``) never match."""
+    ``fcntl``, whose lock is then a no-op); the random part is 8 characters (hexadecimal, or ``mkdtemp``'s),
+    so a sibling set's folders (``.<name>.x.<random>.tmp``) never match."""
     if fcntl is None or not root.parent.is_dir():
         return
     pattern = re.compile(rf"\.{re.escape(root.name)}\.[a-z0-9_]{{8}}\.(tmp|old)")

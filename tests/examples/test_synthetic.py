@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -138,9 +139,32 @@ def test_list_files_end_every_name_with_a_newline(voc):
         assert text.endswith("\n") and text == "".join(f"{n}\n" for n in text.split()), path
 
 
+def test_the_set_and_a_checkpoint_take_the_umask_without_changing_it(tmp_path, monkeypatch):
+    """Their modes follow the umask (0o027 here: 0o750 and 0o640), read by the kernel when the folder and the
+    file are made; ``os.umask``, which sets the umask of every thread for an instant, is never called."""
+    from examples.voc_joint.checkpoint import save_checkpoint
+
+    old = os.umask(0o027)
+    try:
+
+        def no_umask(mask: int) -> int:
+            raise AssertionError("os.umask called")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, sbd=False)
+        ckpt = save_checkpoint(tmp_path / "run" / "checkpoint.pt", {"format": "test"})
+        monkeypatch.undo()
+    finally:
+        os.umask(old)
+    assert root.stat().st_mode & 0o777 == 0o750
+    assert ckpt.stat().st_mode & 0o777 == 0o640
+
+
 def test_the_set_has_the_usual_folder_mode_not_mkdtemps_private_one(tmp_path):
     root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, sbd=False)
-    assert root.stat().st_mode & 0o777 == 0o777 & ~synthetic._UMASK
+    umask = os.umask(0)
+    os.umask(umask)
+    assert root.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_idempotent_and_regenerates_on_new_arguments(tmp_path):
