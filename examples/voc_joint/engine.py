@@ -477,6 +477,8 @@ def evaluate_checkpoint(
         "checkpoint_step": config["step"],  # which checkpoint this is (evaluation_current)
         "trained_on_evaluated_images": None if trained_on is None else len(trained_on),
         **res,
+        "torch": str(torch.__version__),  # the evaluating torch, as in evaluate.py's metrics.json
+        "checkpoint_torch_version": config["torch_version"],  # the training one (None: not recorded)
     }
     write_text_atomic(ckpt_path.parent / "eval.json", dumps(res) + "\n")
     note = (

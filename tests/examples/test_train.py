@@ -756,6 +756,7 @@ def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys,
     assert "evaluating it (no eval.json of this step yet)" in out and "[eval]" in out
     res = json.loads((folder / "eval.json").read_text())
     assert res["checkpoint_step"] == 2 and 0 <= res["miou"] <= 1
+    assert res["torch"] == res["checkpoint_torch_version"] == str(torch.__version__)
     before = (folder / "eval.json").read_bytes()
     train.main([*argv, "--resume", "--eval"])
     out = capsys.readouterr().out
