@@ -263,27 +263,22 @@ def output_path(text: str) -> Path:
     return Path(text)
 
 
-def _unusable(text: str, what: str) -> argparse.ArgumentTypeError | None:
-    """Why ``text`` cannot even be looked up as a path (a name too long for the system, ...), or None: the
-    error to raise instead of the ``OSError`` (a traceback) that ``Path.is_file`` raises for it."""
+def _check_usable(text: str, what: str) -> None:
+    """Raise the ``ArgumentTypeError`` for a ``text`` that cannot even be looked up as a path (a name too long
+    for the system, ...), instead of the ``OSError`` (a traceback) that ``Path.is_file`` raises for it; a path
+    that does not exist passes (the caller says so)."""
     try:
         Path(text).expanduser().stat()
-    except FileNotFoundError:
-        return None
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return None
-        return argparse.ArgumentTypeError(f"expected {what}, got {text!r}: {exc.strerror}")
-    return None
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}: {exc.strerror}") from None
 
 
 def existing_file(text: str) -> Path:
     """``type=`` for a path that must be an existing file."""
     if not text:
         raise argparse.ArgumentTypeError("expected a file, got ''")
-    error = _unusable(text, "a file")
-    if error is not None:
-        raise error
+    _check_usable(text, "a file")
     path = Path(text).expanduser()
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"file not found: {text!r}")
@@ -295,9 +290,7 @@ def existing_dir(text: str) -> Path:
     as the current folder)."""
     if not text:
         raise argparse.ArgumentTypeError("expected a folder, got ''")
-    error = _unusable(text, "a folder")
-    if error is not None:
-        raise error
+    _check_usable(text, "a folder")
     path = Path(text).expanduser()
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"folder not found: {text!r}")
@@ -318,9 +311,7 @@ def resume_arg(text: str) -> str:
     """``type=`` for ``--resume PATH``: an existing checkpoint file (``--resume`` alone means ``auto``)."""
     if text == "auto":
         return text
-    error = _unusable(text, "a checkpoint file")
-    if error is not None:
-        raise error
+    _check_usable(text, "a checkpoint file")
     if not Path(text).expanduser().is_file():
         raise argparse.ArgumentTypeError(f"--resume checkpoint not found: {text!r}")
     return str(Path(text).expanduser())

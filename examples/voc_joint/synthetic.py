@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -50,7 +49,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 from examples.voc_joint.cli import SIDE_MAX, int_range, output_path
 from examples.voc_joint.data import NUM_CLASSES, voc_palette
-from examples.voc_joint.staging import unique_folder
+from examples.voc_joint.staging import remove_abandoned_staging, unique_folder
 
 #: Largest ``--num-train`` / ``--num-val`` / ``--num-sbd-extra`` (a million images: hours of writing already).
 #: A huge count (``2**63``) was a ``MemoryError`` traceback after allocating a list of names until it failed.
@@ -417,16 +416,13 @@ def _replace_folder(new: Path, root: Path) -> None:
 
 def _remove_abandoned(root: Path) -> None:
     """Remove what generations of ``root`` stopped by SIGTERM or SIGKILL left next to it: their temporary
-    folder (``.<name>.<random>.tmp``) and a swapped-out older set (``.<name>.<random>.old``). Called under
-    :func:`_generation_lock`, which no other generator of ``root`` holds meanwhile (nothing is removed without
-    ``fcntl``, whose lock is then a no-op); the random part is 8 characters (hexadecimal, or ``mkdtemp``'s),
-    so a sibling set's folders (``.<name>.x.<random>.tmp``) never match."""
-    if fcntl is None or not root.parent.is_dir():
-        return
-    pattern = re.compile(rf"\.{re.escape(root.name)}\.[a-z0-9_]{{8}}\.(tmp|old)")
-    for path in root.parent.iterdir():
-        if pattern.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+    folder (``.<name>.<random>.tmp``) and a swapped-out older set (``.<name>.<random>.old``), with
+    :func:`~examples.voc_joint.staging.remove_abandoned_staging`. Called under :func:`_generation_lock`,
+    which no other generator of ``root`` holds meanwhile, so none of them is in use (nothing is removed
+    without ``fcntl``); the random part is 8 characters, so a sibling set's folders
+    (``.<name>.x.<random>.tmp``) never match."""
+    for suffix in (".tmp", ".old"):
+        remove_abandoned_staging(root.parent, f".{root.name}.", suffix)
 
 
 @contextmanager
