@@ -473,6 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_sizes(value: str | None) -> list[int] | None:
+    """The N_s values of ``--num-superpixels`` (``None``: the defaults); ``ValueError`` for a non-integer.
+
+    Example:
+        >>> parse_sizes("64,256"), parse_sizes(None)
+        ([64, 256], None)
+    """
+    return [int(n) for n in value.split(",")] if value else None
+
+
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks argparse cannot make (``p.error`` on failure): counts, a writable ``--out``, known
     ``--variants``, positive ``--num-superpixels``."""
@@ -484,7 +494,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--variants: unknown {unknown}; choose from {VARIANTS}")
     if args.num_superpixels:
         try:
-            sizes = [int(n) for n in args.num_superpixels.split(",")]
+            sizes = parse_sizes(args.num_superpixels) or [0]
         except ValueError:
             sizes = [0]
         if min(sizes) < 1:
@@ -515,7 +525,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = cli_device(p, args.device)
     variants = args.variants.split(",") if args.variants else DEFAULT_VARIANTS.get(device.type, VARIANTS)
-    sizes = [int(n) for n in args.num_superpixels.split(",")] if args.num_superpixels else None
+    sizes = parse_sizes(args.num_superpixels)
     meta = environment(device, args.threads)  # load average before this run: is the machine shared now?
     meta["repeats"] = args.repeats
     meta["in_process"] = args.in_process
