@@ -65,6 +65,7 @@ from examples.voc_joint.models.joint import FUSION_INITS
 
 __all__ = [
     "CONTROLS",
+    "PLOT_STYLES",
     "QUICK",
     "VARIANTS",
     "build_parser",
@@ -84,6 +85,17 @@ __all__ = [
 CONTROLS = ("no_superpixels", "no_fusion")
 #: Every row of the ablation, in table order.
 VARIANTS: tuple[str, ...] = (*FUSION_INITS, *CONTROLS)
+#: How ``ablation.png`` draws each row: colour (Okabe-Ito, told apart with red-green colour blindness), marker
+#: and line style; no two rows share a marker, so the lines stay apart in grayscale too. Controls are dashed.
+PLOT_STYLES: dict[str, dict[str, str]] = {
+    "transparent": {"color": "#000000", "marker": "o", "linestyle": "-"},
+    "xavier": {"color": "#E69F00", "marker": "s", "linestyle": "-"},
+    "kaiming": {"color": "#56B4E9", "marker": "^", "linestyle": "-"},
+    "net2net": {"color": "#009E73", "marker": "D", "linestyle": "-"},
+    "zero_residual": {"color": "#0072B2", "marker": "v", "linestyle": "-"},
+    "no_superpixels": {"color": "#D55E00", "marker": "P", "linestyle": "--"},
+    "no_fusion": {"color": "#CC79A7", "marker": "X", "linestyle": "--"},
+}
 #: Defaults of the full run and of ``--quick`` (options left unset on the command line).
 DEFAULTS: dict[str, Any] = {
     "steps": 40,
@@ -506,68 +518,78 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     import matplotlib.ticker
     import numpy as np
 
-    fig, (ax_m, ax_d, ax_l) = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
-    colors = plt.get_cmap("tab10")
-    by: dict[str, dict[int, dict[str, Any]]] = {}
-    for r in rows:
-        by.setdefault(r["init"], {})[int(r["seed"])] = r
-    ref = by.get("transparent", {})
-    for k, variant in enumerate(v for v in VARIANTS if v in by):
-        runs = by[variant]
-        style: dict[str, Any] = {"color": colors(k), "linestyle": "--" if variant in CONTROLS else "-"}
-        band: dict[str, Any] = {"color": colors(k), "alpha": 0.15, "linewidth": 0}
-        first = next(iter(runs.values()))
-        steps = [p["step"] for p in first["curve"] if "miou" in p]
-        miou = np.array([[_at(r, s, "miou") for s in steps] for r in runs.values()]) * 100
-        label = f"{variant} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
-        ax_m.plot(steps, miou.mean(0), marker="o", markersize=3, label=label, **style)
-        paired = [s for s in runs if s in ref]
-        if variant != "transparent" and paired:
-            diff = np.array(
-                [[_at(runs[s], t, "miou") - _at(ref[s], t, "miou") for t in steps] for s in paired]
+    # 12 pt: the figure is 15 inches wide and the docs show it at about half its size
+    with plt.rc_context({"font.size": 12}):
+        fig, (ax_m, ax_d, ax_l) = plt.subplots(1, 3, figsize=(15, 5.2), layout="constrained")
+        by: dict[str, dict[int, dict[str, Any]]] = {}
+        for r in rows:
+            by.setdefault(r["init"], {})[int(r["seed"])] = r
+        ref = by.get("transparent", {})
+        for variant in (v for v in VARIANTS if v in by):
+            runs = by[variant]
+            style: dict[str, Any] = {**PLOT_STYLES[variant], "markersize": 6}
+            band: dict[str, Any] = {"color": style["color"], "alpha": 0.15, "linewidth": 0}
+            first = next(iter(runs.values()))
+            steps = [p["step"] for p in first["curve"] if "miou" in p]
+            miou = np.array([[_at(r, s, "miou") for s in steps] for r in runs.values()]) * 100
+            label = f"{variant} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+            ax_m.plot(steps, miou.mean(0), label=label, **style)
+            paired = [s for s in runs if s in ref]
+            if variant != "transparent" and paired:
+                diff = np.array(
+                    [[_at(runs[s], t, "miou") - _at(ref[s], t, "miou") for t in steps] for s in paired]
+                )
+                ax_d.plot(steps, 100 * diff.mean(0), **style)
+            else:
+                diff = None
+            lsteps = [p["step"] for p in first["curve"] if "loss" in p]
+            loss = (
+                np.array([_smooth([_at(r, s, "loss") for s in lsteps]) for r in runs.values()])
+                if lsteps
+                else None
             )
-            ax_d.plot(steps, 100 * diff.mean(0), marker="o", markersize=3, **style)
-        else:
-            diff = None
-        lsteps = [p["step"] for p in first["curve"] if "loss" in p]
-        loss = (
-            np.array([_smooth([_at(r, s, "loss") for s in lsteps]) for r in runs.values()])
-            if lsteps
-            else None
-        )
-        if loss is not None:
-            ax_l.plot(lsteps, loss.mean(0), **style)
-        if len(runs) > 1:
-            ax_m.fill_between(steps, miou.min(0), miou.max(0), **band)
-            if diff is not None:
-                ax_d.fill_between(steps, 100 * diff.min(0), 100 * diff.max(0), **band)
             if loss is not None:
-                ax_l.fill_between(lsteps, loss.min(0), loss.max(0), **band)
-    ax_m.set(xlabel="fine-tuning step", ylabel="validation mIoU (%)", title="mIoU (mean; band: seeds' range)")
-    ax_d.set(
-        xlabel="fine-tuning step",
-        ylabel="mIoU - transparent's, same seed (points)",
-        title="paired difference to transparent (symlog)",
-    )
-    ax_d.axhline(0.0, color="black", linewidth=0.8)
-    ax_d.set_yscale("symlog", linthresh=2.0)  # linear within +-2 points, logarithmic beyond
-    ax_l.set(
-        xlabel="fine-tuning step", ylabel="training loss (5-step running mean)", title="loss", yscale="log"
-    )
-    ticks = [-100, -30, -10, -3, -1, 0, 1, 3, 10, 30, 100]
-    ax_d.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
-    ax_l.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
-    ax_l.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    for axis in (ax_d.yaxis, ax_l.yaxis):
-        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    for ax in (ax_m, ax_d, ax_l):
-        ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncol=min(len(by), 7), fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+                ax_l.plot(
+                    lsteps, loss.mean(0), markevery=max(1, len(lsteps) // 8), **style
+                )  # about 8 markers
+            if len(runs) > 1:
+                ax_m.fill_between(steps, miou.min(0), miou.max(0), **band)
+                if diff is not None:
+                    ax_d.fill_between(steps, 100 * diff.min(0), 100 * diff.max(0), **band)
+                if loss is not None:
+                    ax_l.fill_between(lsteps, loss.min(0), loss.max(0), **band)
+        ax_m.set(
+            xlabel="fine-tuning step",
+            ylabel="validation mIoU (%)",
+            title="validation mIoU (mean; band: seeds' range)",
+        )
+        ax_d.set(
+            xlabel="fine-tuning step",
+            ylabel="mIoU - transparent's, same seed (points)",
+            title="paired difference to transparent (symlog)",
+        )
+        ax_d.axhline(0.0, color="black", linewidth=0.8)
+        ax_d.set_yscale("symlog", linthresh=2.0)  # linear within +-2 points, logarithmic beyond
+        ax_l.set(
+            xlabel="fine-tuning step",
+            ylabel="training loss (5-step running mean)",
+            title="training loss (log scale)",
+            yscale="log",
+        )
+        ticks = [-100, -30, -10, -3, -1, 0, 1, 3, 10, 30, 100]
+        ax_d.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        ax_l.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+        ax_l.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        for axis in (ax_d.yaxis, ax_l.yaxis):
+            axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        for ax in (ax_m, ax_d, ax_l):
+            ax.grid(alpha=0.3)
+        fig.legend(loc="outside lower center", ncol=min(len(by), 4))
+        if title:
+            fig.suptitle(title)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
     return path
 
 

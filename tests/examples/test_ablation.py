@@ -393,6 +393,41 @@ def test_plot_draws_means_paired_differences_smoothed_losses_and_seed_bands(tmp_
     assert band(ax_l, 1) == pytest.approx((low.min(), high.max()))
 
 
+def test_plot_tells_the_inits_apart_without_colour_and_in_readable_type(tmp_path, monkeypatch) -> None:
+    """Every line of ablation.png differs from the others of its panel by marker or line style, not only by
+    colour (red-green colour blindness, grayscale print), and keeps its colour, marker and style in all three
+    panels and the legend; no text is under 10 pt (the docs show the 15-inch figure at about half size); the
+    font setting does not leak into later figures."""
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    font_size = plt.rcParams["font.size"]
+    rows = [
+        _curve_row(v, s, [0.1 * k, 0.2, 0.3 + 0.01 * s], [2.0, 1.5, 1.2, 1.0])
+        for k, v in enumerate(ablation.VARIANTS)
+        for s in (0, 1)
+    ]
+    ablation.plot(rows, tmp_path / "ablation.png", title="t")
+    (fig,) = figures
+    assert plt.rcParams["font.size"] == font_size
+
+    def look(artist) -> tuple:
+        return artist.get_marker(), artist.get_linestyle(), artist.get_color()
+
+    handles = fig.legends[0].legend_handles
+    assert len({look(h)[:2] for h in handles}) == len(handles) == len(ablation.VARIANTS)
+    for ax in fig.axes[:3]:
+        lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]  # not the zero line
+        assert len({look(line)[:2] for line in lines}) == len(lines) >= len(ablation.VARIANTS) - 1
+        assert {look(line) for line in lines} <= {look(h) for h in handles}  # the legend's styles
+    fig.canvas.draw()
+    sizes = {
+        t.get_text(): t.get_fontsize() for t in fig.findobj(plt.Text) if t.get_visible() and t.get_text()
+    }
+    assert min(sizes.values()) >= 10, sorted(sizes.items(), key=lambda kv: kv[1])[:5]
+
+
 def test_step0_of_a_random_init_is_scored_per_seed_and_evaluations_leave_the_rng_alone(
     tiny_voc,
     tmp_path,
