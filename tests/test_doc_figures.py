@@ -4,11 +4,13 @@ and every result file the docs cite is committed."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import re
 import subprocess
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -63,6 +65,61 @@ def test_uniformize_speed_figure_from_the_committed_results(tmp_path: Path) -> N
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no grid-label configurations"):
         fig.grid_rows({"configs": []})
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The figures the scripts draw, kept from ``plt.close`` to be inspected."""
+    import matplotlib.pyplot as plt
+
+    figures: list[Any] = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    return figures
+
+
+def _nothing_cut_and_legends_clear(fig: Any) -> None:
+    """Everything drawn lies inside the figure (no label cut at its edge), and no legend covers a drawn line
+    or marker (sampled along each line's segments, in pixels)."""
+    import numpy as np
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    drawn = fig.get_tightbbox(renderer)  # inches, every artist drawn
+    width, height = fig.get_size_inches()
+    assert drawn.x0 > -0.01 and drawn.y0 > -0.01, f"cut at the left or bottom edge: {drawn}"
+    assert drawn.x1 < width + 0.01 and drawn.y1 < height + 0.01, f"cut at the right or top edge: {drawn}"
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        for line in ax.get_lines():
+            xy = line.get_transform().transform(line.get_xydata())
+            if len(xy) > 1 and line.get_linestyle() not in ("None", ""):
+                t = np.linspace(0, 1, 50)[:, None]
+                xy = np.concatenate([a + t * (b - a) for a, b in itertools.pairwise(xy)])
+            inside = (xy[:, 0] > box.x0) & (xy[:, 0] < box.x1) & (xy[:, 1] > box.y0) & (xy[:, 1] < box.y1)
+            assert not inside.any(), f"the legend covers {line.get_label()!r}"
+
+
+def _lines_apart_without_colour(ax: Any) -> None:
+    """The lines of ``ax`` differ by marker or line style, not only by colour (red-green colour blindness,
+    grayscale print)."""
+    looks = [(line.get_marker(), line.get_linestyle(), line.get_label()) for line in ax.get_lines()]
+    assert len({look[:2] for look in looks}) == len(looks), looks
+
+
+def test_uniformize_speed_figure_reads_without_colour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uniformize_speed.png: the lines of each panel differ by marker or line style, no text is cut at the
+    figure's edge (the left y label was), no legend covers data."""
+    fig = _load("make_uniformize_speed_figure")
+    figures = _drawn(monkeypatch)
+    fig.draw(*(json.loads(p.read_text()) for p in (fig.CURRENT, fig.PREVIOUS, fig.AB)), tmp_path / "u.png")
+    (drawn,) = figures
+    for ax in drawn.axes:
+        _lines_apart_without_colour(ax)
+    _nothing_cut_and_legends_clear(drawn)
 
 
 #: Where figures are quoted: every result file they cite must be committed.

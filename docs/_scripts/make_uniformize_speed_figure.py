@@ -5,8 +5,8 @@ current code on the Intel Xeon VM of 2026-11-30 and with the previous implementa
 accumulation chains) on the AMD EPYC VM of 2026-11-26, and ``benchmarks/ab_uniformize.py``, the two
 implementations alternating on the Xeon in one session. Left: milliseconds of forward + backward per variant
 of the current run (log scales). Right: the op's ratio to the ``x * 1`` floor (round-robin sweeps as lines,
-paired per-configuration ratios as circles, A/B processes as crosses, nudged apart along N_s), with the
-target of issue 9 dashed.
+paired per-configuration ratios as circles, A/B processes as crosses: x current, + previous, nudged apart
+along N_s), with the target of issue 9 dash-dotted.
 
 Run from the repository root: ``python docs/_scripts/make_uniformize_speed_figure.py``.
 """
@@ -30,13 +30,14 @@ AB = RESULTS / "ab_uniformize_20261130_xeon.json"
 OUT = ROOT / "docs" / "_static" / "uniformize_speed.png"
 TARGET = 1.45
 
-#: variants drawn on the left: key in the result files, legend label, colour
+#: variants drawn on the left: key in the result files, legend label, colour, marker and line style (markers
+#: and styles tell the lines apart without colour: red-green colour blindness, grayscale print)
 VARIANTS = (
-    ("floor", "floor: y = x * 1", "#9e9e9e"),
-    ("scatter", "uniformize (this library)", "#dd8452"),
-    ("sparse", 'uniformize, backend="sparse"', "#8172b2"),
-    ("paper_coo", "the paper's COO torch.sparse.mm", "#4c72b0"),
-    ("torch_scatter", "torch_scatter", "#55a868"),
+    ("floor", "floor: y = x * 1", "#9e9e9e", "o", ":"),
+    ("scatter", "uniformize (this library)", "#dd8452", "s", "-"),
+    ("sparse", 'uniformize, backend="sparse"', "#8172b2", "^", "--"),
+    ("paper_coo", "the paper's COO torch.sparse.mm", "#4c72b0", "D", "-."),
+    ("torch_scatter", "torch_scatter", "#55a868", "v", (0, (5, 1, 1, 1, 1, 1))),
 )
 
 
@@ -55,29 +56,36 @@ def sweep(run: dict[str, Any]) -> list[tuple[int, float]]:
 
 def draw(current: dict[str, Any], previous: dict[str, Any], ab: dict[str, Any], out: Path) -> None:
     """Draw the figure from the three result dictionaries into ``out`` (PNG)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.0))
     rows = grid_rows(current)
-    for key, label, colour in VARIANTS:
+    for key, label, colour, marker, style in VARIANTS:
         points = [(n, r[key]["fwd_bwd_ms"]) for n, r in rows if r.get(key, {}).get("fwd_bwd_ms")]
         if points:
-            left.plot(*zip(*points, strict=True), "o-", color=colour, label=label)
+            left.plot(*zip(*points, strict=True), color=colour, marker=marker, ls=style, label=label)
     left.set_xscale("log", base=2)
     left.set_yscale("log")
     left.set_xlabel("superpixels per image, N_s (grid labels)")
-    left.set_ylabel("forward + backward, ms (medians of 15 runs; 7 for sparse, paper)")
-    left.set_title(f"current code, Intel Xeon VM, {current['meta'].get('time', '')[:10]}", fontsize=10)
+    left.set_ylabel("forward + backward (ms)")
+    date = current["meta"].get("time", "")[:10]
+    left.set_title(
+        f"current code, Intel Xeon VM, {date}\nmedians of 15 runs (7 for sparse, paper)", fontsize=10
+    )
     left.grid(alpha=0.3, which="both")
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
 
     right.plot(*zip(*sweep(current), strict=True), "-", color="#dd8452", label="current code, Xeon: sweep")
     paired = [(n, r["scatter"]["paired_x_floor"]) for n, r in grid_rows(current)]
     label = "current code, Xeon: paired"
     right.plot(*zip(*paired, strict=True), "o", color="#dd8452", mfc="none", label=label)
-    for code, colour, shift in (("current", "#dd8452", 1.06), ("previous", "#4c72b0", 0.94)):
+    for code, colour, marker, shift in (
+        ("current", "#dd8452", "x", 1.06),
+        ("previous", "#4c72b0", "+", 0.94),
+    ):
         points = [(r["N_s"] * shift, r["paired_x_floor"]) for r in ab["runs"] if r["code"] == code]
-        right.plot(*zip(*points, strict=True), "x", color=colour, label=f"{code} code, Xeon: A/B processes")
+        label = f"{code} code, Xeon: A/B processes"
+        right.plot(*zip(*points, strict=True), marker, ms=8, color=colour, label=label)
     right.plot(*zip(*sweep(previous), strict=True), "--", color="#4c72b0", label="previous code, EPYC: sweep")
-    right.axhline(TARGET, color="#c44e52", ls="--", lw=1.5, label=f"target {TARGET}x (issue 9)")
+    right.axhline(TARGET, color="#c44e52", ls="-.", lw=1.5, label=f"target {TARGET}x (issue 9)")
     right.axhline(1.0, color="#555555", ls=":", lw=0.8)
     right.set_xscale("log", base=2)
     right.set_ylim(0.9, 2.4)
@@ -85,7 +93,7 @@ def draw(current: dict[str, Any], previous: dict[str, Any], ab: dict[str, Any], 
     right.set_ylabel("forward + backward, x the floor")
     right.set_title("ratio to the floor: flat in N_s; its level moved with the machine", fontsize=10)
     right.grid(alpha=0.3, which="both")
-    right.legend(fontsize=7, loc="lower right")
+    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: covers no data
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=130)
