@@ -108,6 +108,26 @@ def _lines_apart_without_colour(ax: Any) -> None:
     assert len({look[:2] for look in looks}) == len(looks), looks
 
 
+def test_joint_cost_figure_reads_without_colour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """joint_cost.png: bars of different parts (colours) differ by hatch too, in the panels and in the legend
+    (orange fusion and green loss looked alike with red-green colour blindness, and every part in grayscale);
+    nothing is cut at the figure's edge."""
+    from matplotlib.colors import to_hex
+
+    fig = _load("make_joint_cost_figure")
+    figures = _drawn(monkeypatch)
+    fig.draw(json.loads(fig.JOINT_JSON.read_text()), tmp_path / "j.png")
+    (drawn,) = figures
+    patches = [p for ax in drawn.axes for p in ax.patches] + list(drawn.legends[0].get_patches())
+    hatch_of: dict[str, set[str | None]] = {}
+    for patch in patches:
+        hatch_of.setdefault(to_hex(patch.get_facecolor()), set()).add(patch.get_hatch() or None)
+    assert len(hatch_of) == len(fig.PART_COLOURS)
+    assert all(len(h) == 1 for h in hatch_of.values()), hatch_of  # one hatch per part, legend included
+    assert len({h for hs in hatch_of.values() for h in hs}) == len(hatch_of), hatch_of  # all different
+    _nothing_cut_and_legends_clear(drawn)
+
+
 def test_uniformize_speed_figure_reads_without_colour(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,7 +7,8 @@ proportion to their times in the breakdown (each part timed alone, forward + bac
 up to more than the full step, and the VM's speed drifts between the two measurements, so only their shares
 are used). Right, the activation bytes each part saves for backward (exact; a storage shared by two parts
 counts twice, so the stack can end a little past the full step). A black bar marks the full step as
-measured, a red dashed one the target of issue 11 where there is one.
+measured, a red dashed one the target of issue 11 where there is one. Each part has a hatch pattern as well
+as a colour (Okabe-Ito), so the parts stay apart with red-green colour blindness and in grayscale print.
 
 Run from the repository root: ``python docs/_scripts/make_joint_cost_figure.py``.
 """
@@ -35,12 +36,29 @@ CONFIGS = (
 )
 PART_COLOURS = {
     "DeepLabV3+": "#9e9e9e",
-    "SpixelFCN": "#4c72b0",
-    "superpixel ids": "#8172b2",
-    "uniformization": "#64b5cd",
-    "fusion": "#dd8452",
-    "loss": "#55a868",
+    "SpixelFCN": "#0072b2",
+    "superpixel ids": "#cc79a7",
+    "uniformization": "#56b4e9",
+    "fusion": "#e69f00",
+    "loss": "#009e73",
 }
+#: the parts' hatch patterns: told apart without their colours
+PART_HATCHES = {
+    "DeepLabV3+": "",
+    "SpixelFCN": "//",
+    "superpixel ids": "..",
+    "uniformization": "xx",
+    "fusion": "\\\\",
+    "loss": "++",
+}
+
+
+def _ink(colour: str) -> str:
+    """Black or white, whichever reads better on ``colour`` (``#rrggbb``): relative luminance above 0.3:
+    black."""
+    srgb = [int(colour[k : k + 2], 16) / 255 for k in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in srgb]
+    return "black" if 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2] > 0.3 else "white"
 
 
 def _row(result: dict[str, Any], variant: str) -> dict[str, Any]:
@@ -87,11 +105,12 @@ def draw(results: dict[str, Any], out: Path) -> None:
             b = bars(results[key])
             left = 0.0
             for name, value in b[f"{kind}_parts"].items():
-                colour = PART_COLOURS.get(name, "#cccccc")
-                ax.barh(y, value, left=left, color=colour, edgecolor="white", height=0.6)
+                colour, hatch = PART_COLOURS.get(name, "#cccccc"), PART_HATCHES.get(name, "")
+                ax.barh(y, value, left=left, color=colour, edgecolor="white", hatch=hatch, height=0.6)
                 if value > 0.12:
-                    mid = left + value / 2
-                    ax.text(mid, y, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white")
+                    mid, ink = left + value / 2, _ink(colour)
+                    box = {"boxstyle": "round,pad=0.15", "facecolor": colour, "edgecolor": "none"}
+                    ax.text(mid, y, f"{value:.2f}", ha="center", va="center", fontsize=8, color=ink, bbox=box)
                 left += value
             full = b[f"{kind}_full"]
             target = time_target if kind == "time" else memory_target
@@ -103,14 +122,25 @@ def draw(results: dict[str, Any], out: Path) -> None:
                 ax.plot([target, target], [y - 0.42, y + 0.42], color="#c44e52", lw=1.8, ls="--")
                 ax.text(right, y + 0.18, f"target {target:.2f}x", va="center", fontsize=8, color="#c44e52")
         ax.set_title(title, fontsize=10)
+        ax.set_xlabel("ratio to DeepLabV3+ alone (dotted: 1)", fontsize=9)
         ax.set_xlim(0, 4.2 if kind == "memory" else 2.6)
         ax.axvline(1.0, color="#555555", lw=0.8, ls=":")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(configs)), [c[1] for c in configs], fontsize=9)
     axes[0].invert_yaxis()
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PART_COLOURS.values()]
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, facecolor=c, edgecolor="white", hatch=PART_HATCHES[n])
+        for n, c in PART_COLOURS.items()
+    ]
     fig.legend(
-        handles, list(PART_COLOURS), loc="lower center", ncol=len(PART_COLOURS), fontsize=8, frameon=False
+        handles,
+        list(PART_COLOURS),
+        loc="lower center",
+        ncol=len(PART_COLOURS),
+        fontsize=9,
+        frameon=False,
+        handlelength=3,
+        handleheight=1.5,
     )
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
