@@ -108,6 +108,67 @@ def _lines_apart_without_colour(ax: Any) -> None:
     assert len({look[:2] for look in looks}) == len(looks), looks
 
 
+#: Colour-blind views of linear RGB (Machado, Oliveira and Fernandes 2009, severity 1).
+_DEUTERANOPIA = (
+    (0.367322, 0.860646, -0.227968),
+    (0.280085, 0.672501, 0.047413),
+    (-0.011820, 0.042940, 0.968881),
+)
+_PROTANOPIA = (
+    (0.152286, 1.052583, -0.204868),
+    (0.114503, 0.786281, 0.099216),
+    (-0.003882, -0.048116, 1.051998),
+)
+
+
+def _views(colours: tuple[str, ...]) -> dict[str, Any]:
+    """``#rrggbb`` colours as seen with deuteranopia and protanopia (sRGB in [0, 1], ``[n, 3]``) and printed
+    in grayscale (lightness in [0, 1], ``[n, 1]``)."""
+    import numpy as np
+
+    srgb = np.array([[int(c[k : k + 2], 16) / 255 for k in (1, 3, 5)] for c in colours])
+    lin = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+
+    def back(x: Any) -> Any:
+        x = np.clip(x, 0.0, 1.0)
+        return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+
+    return {
+        "deuteranopia": back(lin @ np.array(_DEUTERANOPIA).T),
+        "protanopia": back(lin @ np.array(_PROTANOPIA).T),
+        "grayscale": back(lin @ np.array([[0.2126], [0.7152], [0.0722]])),
+    }
+
+
+def test_views_of_known_colours() -> None:
+    """The simulation itself: gray stays gray; the green and the red of the old uniformization figure, far
+    apart for most readers, nearly merge with deuteranopia and protanopia, where its blue stays apart; in
+    grayscale all three print alike."""
+    import numpy as np
+
+    views = _views(("#808080", "#5a8c5a", "#d94c40", "#4066d9"))
+    for view in views.values():
+        assert np.allclose(view[0], view[0].mean(), atol=0.01)
+    gap = {k: lambda i, j, v=v: float(np.abs(v[i] - v[j]).max()) for k, v in views.items()}
+    for name in ("deuteranopia", "protanopia"):
+        assert gap[name](1, 2) < 0.15 < 0.5 < gap[name](2, 3)
+    assert max(gap["grayscale"](1, 2), gap["grayscale"](1, 3), gap["grayscale"](2, 3)) < 0.1
+
+
+def test_uniformize_figure_classes_apart_for_colour_blind_readers_and_in_print() -> None:
+    """uniformize_figure.png's three classes (background, disc, square) stay apart with deuteranopia and
+    protanopia (the old green background and red disc nearly merged) and in grayscale (all three printed as
+    the same grey)."""
+    import numpy as np
+
+    pytest.importorskip("scipy")
+    colours = _load("make_uniformize_figure").CLASS_COLOURS
+    for name, view in _views(colours).items():
+        for i, j in itertools.combinations(range(len(colours)), 2):
+            gap = float(np.abs(view[i] - view[j]).max())
+            assert gap >= (0.15 if name == "grayscale" else 0.3), (name, colours[i], colours[j], gap)
+
+
 def test_joint_cost_figure_reads_without_colour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """joint_cost.png: bars of different parts (colours) differ by hatch too, in the panels and in the legend
     (orange fusion and green loss looked alike with red-green colour blindness, and every part in grayscale);

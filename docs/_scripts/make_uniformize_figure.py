@@ -2,7 +2,8 @@
 
 Synthetic data only (runs offline): a 3-class image of a disc and a square on a background, noisy per-pixel
 logits whose argmax is ragged at the boundaries, Voronoi superpixels of jittered grid seeds whose edges follow
-the object outlines, and the argmax after :func:`sparse_ops.uniformize`.
+the object outlines, and the argmax after :func:`sparse_ops.uniformize`. The three classes are pale grey,
+orange and blue (``CLASS_COLOURS``): told apart with red-green colour blindness and in grayscale print.
 
 Run from the repository root: ``python docs/_scripts/make_uniformize_figure.py``.
 """
@@ -27,6 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from sparse_ops import relabel_contiguous, uniformize  # noqa: E402
 
+#: background, disc, square: in the image and in the label panels; apart in hue and in lightness
+CLASS_COLOURS = ("#d9d9d0", "#e69f00", "#0072b2")
+
 
 def synthetic(h: int = 120, w: int = 160, seed: int = 0):
     g = np.random.default_rng(seed)
@@ -34,7 +38,7 @@ def synthetic(h: int = 120, w: int = 160, seed: int = 0):
     target = np.zeros((h, w), dtype=np.int64)
     target[(yy - 60) ** 2 + (xx - 50) ** 2 < 32**2] = 1
     target[(abs(yy - 55) < 28) & (abs(xx - 118) < 26)] = 2
-    palette = np.array([[0.35, 0.55, 0.35], [0.85, 0.3, 0.25], [0.25, 0.4, 0.85]])
+    palette = np.array([[int(c[k : k + 2], 16) / 255 for k in (1, 3, 5)] for c in CLASS_COLOURS])
     image = np.clip(palette[target] + g.normal(0, 0.04, (h, w, 3)), 0, 1)
     # logits: a blurred (hence boundary-smeared) one-hot plus spatially correlated noise
     onehot = np.stack([(target == c).astype(float) for c in range(3)])
@@ -76,7 +80,7 @@ def main(out: Path = ROOT / "docs" / "_static" / "uniformize_figure.png") -> Non
     raw = x.argmax(1)[0].numpy()
     uni = y.argmax(1)[0].numpy()
     acc_raw, acc_uni = (raw == target).mean(), (uni == target).mean()
-    cmap = ListedColormap(["#5a8c5a", "#d94c40", "#4066d9"])
+    cmap = ListedColormap(CLASS_COLOURS)
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.1))
     panels = [
         (image, None, "synthetic image"),
@@ -87,9 +91,7 @@ def main(out: Path = ROOT / "docs" / "_static" / "uniformize_figure.png") -> Non
     for ax, (img, cm, title) in zip(axes, panels, strict=True):
         ax.imshow(img, cmap=cm, vmin=0, vmax=2, interpolation="nearest")
         if title != "synthetic image":
-            ax.contour(
-                boundaries(sp), levels=[0.5], colors="white" if cm is not None else "yellow", linewidths=0.4
-            )
+            ax.contour(boundaries(sp), levels=[0.5], colors="black", linewidths=0.4)
         ax.set_title(title, fontsize=10)
         ax.axis("off")
     fig.tight_layout()
