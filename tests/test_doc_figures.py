@@ -243,3 +243,66 @@ def test_every_result_file_the_docs_cite_is_committed() -> None:
             if m.group(1) not in names and "git history" not in around and "removed" not in around:
                 missing.append(f"{page.relative_to(ROOT)}: {m.group(1)}")
     assert not missing, "cited but not committed:\n" + "\n".join(sorted(set(missing)))
+
+
+_IMAGE = re.compile(r"^(?P<indent> *)\.\. (?:image|figure):: *(?P<path>\S+)")
+
+
+def _images_without_alt(text: str) -> list[str]:
+    """The images of reStructuredText ``text`` (``.. image::`` / ``.. figure::``) whose options give no
+    ``:alt:`` text, or one that only repeats the file name (what a screen reader says otherwise), and the
+    Markdown images with empty ``![]()`` alt text."""
+    lines = text.splitlines()
+    missing = []
+    for k, line in enumerate(lines):
+        m = _IMAGE.match(line)
+        if m is None:
+            continue
+        alt = ""
+        for option in lines[k + 1 :]:
+            if not option.strip() or len(option) - len(option.lstrip()) <= len(m["indent"]):
+                break  # the options end at a blank line or at text no more indented than the directive
+            if option.strip().startswith(":alt:"):
+                alt = option.strip().removeprefix(":alt:").strip()
+        name = Path(m["path"]).name
+        if not alt or alt in (name, Path(name).stem):
+            missing.append(f"line {k + 1}: {m['path']}")
+    missing += [f"markdown image {m.group(1)}" for m in re.finditer(r"!\[\s*\]\(([^)]*)\)", text)]
+    return missing
+
+
+def test_alt_text_check_itself() -> None:
+    text = """
+.. image:: a.png
+
+.. figure:: /_static/b.png
+   :width: 80%
+
+   A caption is not alt text.
+
+.. image:: c.png
+   :alt: c.png
+
+   .. figure:: d.png
+      :alt: the speckle of the raw argmax gone after uniformization
+
+![](e.png) ![a bar chart of step times](f.png)
+"""
+    assert _images_without_alt(text) == [
+        "line 2: a.png",
+        "line 4: /_static/b.png",
+        "line 9: c.png",
+        "markdown image e.png",
+    ]
+
+
+def test_every_image_in_the_docs_has_alt_text() -> None:
+    """A reader who cannot see a figure hears its ``:alt:`` text: every image and figure of the docs and the
+    README has one that says what it shows."""
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.rst"))]
+    missing = [
+        f"{page.relative_to(ROOT)} {where}"
+        for page in pages
+        for where in _images_without_alt(page.read_text())
+    ]
+    assert not missing, "images without alt text:\n" + "\n".join(missing)
