@@ -72,3 +72,40 @@ def test_a_failing_block_fails() -> None:
     assert where == "x.rst:3"
     with pytest.raises(AssertionError):
         test_code_block_runs(where, code)
+
+
+def blocks_without_language(text: str, name: str) -> list[str]:
+    """Where one Markdown or reST text shows code without naming its language: a ```` ``` ```` fence without
+    one, a reST ``::`` literal block (highlighted as Python whatever it holds, so shell lines come out in
+    Python's colours) or a ``.. code-block::`` without one."""
+    lines = text.split("\n")
+    out = []
+    if name.endswith(".md"):
+        fences = [i for i, line in enumerate(lines) if line.startswith("```")]
+        return [f"{name}:{i + 1}" for i in fences[::2] if lines[i].strip() == "```"]  # opening fences only
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped in (".. code-block::", ".. code::", ".. sourcecode::"):
+            out.append(f"{name}:{i + 1}")
+        elif (
+            stripped.endswith("::")
+            and not stripped.startswith(".. ")
+            and not "".join(lines[i + 1 : i + 2]).strip()
+        ):
+            out.append(f"{name}:{i + 1}")  # "text::" and a blank line: an expanded literal block follows
+    return out
+
+
+def test_every_code_block_names_its_language() -> None:
+    """Each code block of the README and the Sphinx pages says what it holds (``bash``, ``python``, ``text``
+    for a file tree or output), for the highlighting and for whoever reads it."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.rst"))]
+    missing = [
+        w
+        for p in files
+        for w in blocks_without_language(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))
+    ]
+    assert not missing, missing
+    bad = "Run::\n\n    pip install x\n\n.. code-block::\n\n   y\n\n.. code-block:: bash\n\n   z\n"
+    assert blocks_without_language(bad, "a.rst") == ["a.rst:1", "a.rst:5"]
+    assert blocks_without_language("```\nx\n```\n```bash\ny\n```\n", "b.md") == ["b.md:1"]
