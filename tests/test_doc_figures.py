@@ -248,25 +248,39 @@ def test_every_result_file_the_docs_cite_is_committed() -> None:
 _IMAGE = re.compile(r"^(?P<indent> *)\.\. (?:image|figure):: *(?P<path>\S+)")
 
 
-def _images_without_alt(text: str) -> list[str]:
-    """The images of reStructuredText ``text`` (``.. image::`` / ``.. figure::``) whose options give no
-    ``:alt:`` text, or one that only repeats the file name (what a screen reader says otherwise), and the
-    Markdown images with empty ``![]()`` alt text."""
+def _images(text: str) -> list[tuple[int, str, dict[str, str]]]:
+    """``(line, path, options)`` of each ``.. image::`` / ``.. figure::`` of reStructuredText ``text``; an
+    option's text continues on its more indented lines."""
     lines = text.splitlines()
-    missing = []
+    found = []
     for k, line in enumerate(lines):
         m = _IMAGE.match(line)
         if m is None:
             continue
-        alt = ""
+        options: dict[str, str] = {}
+        key = ""
         for option in lines[k + 1 :]:
             if not option.strip() or len(option) - len(option.lstrip()) <= len(m["indent"]):
                 break  # the options end at a blank line or at text no more indented than the directive
-            if option.strip().startswith(":alt:"):
-                alt = option.strip().removeprefix(":alt:").strip()
-        name = Path(m["path"]).name
+            o = re.match(r"\s*:(\w+):(.*)", option)
+            if o is not None:
+                key = o.group(1)
+                options[key] = o.group(2).strip()
+            elif key:
+                options[key] += " " + option.strip()
+        found.append((k + 1, m["path"], options))
+    return found
+
+
+def _images_without_alt(text: str) -> list[str]:
+    """The images of reStructuredText ``text`` whose options give no ``:alt:`` text, or one that only
+    repeats the file name (what a screen reader says otherwise), and the Markdown images with empty ``![]()``
+    alt text."""
+    missing = []
+    for line, path, options in _images(text):
+        alt, name = options.get("alt", ""), Path(path).name
         if not alt or alt in (name, Path(name).stem):
-            missing.append(f"line {k + 1}: {m['path']}")
+            missing.append(f"line {line}: {path}")
     missing += [f"markdown image {m.group(1)}" for m in re.finditer(r"!\[\s*\]\(([^)]*)\)", text)]
     return missing
 
@@ -306,3 +320,24 @@ def test_every_image_in_the_docs_has_alt_text() -> None:
         for where in _images_without_alt(page.read_text())
     ]
     assert not missing, "images without alt text:\n" + "\n".join(missing)
+
+
+#: About the width in pixels of the docs' text column (furo): a wider image is shown scaled down.
+_COLUMN_PX = 800
+
+
+def test_wide_figures_link_to_their_full_size() -> None:
+    """An image wider than the docs' column is shown scaled down, its labels smaller than they were drawn; a
+    ``:width:`` option makes Sphinx link the image to its full-size file, one click away."""
+    pages = sorted((ROOT / "docs").rglob("*.rst"))
+    narrow = []
+    for page in pages:
+        for line, path, options in _images(page.read_text()):
+            file = ROOT / "docs" / path.lstrip("/") if path.startswith("/") else page.parent / path
+            header = file.read_bytes()[:24]
+            assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{page.relative_to(ROOT)}:{line}: {path} is not a PNG"
+            if int.from_bytes(header[16:20], "big") > _COLUMN_PX and "width" not in options:
+                narrow.append(f"{page.relative_to(ROOT)}:{line}: {path}")
+    assert not narrow, "wide images shown scaled down without a link to their full size:\n" + "\n".join(
+        narrow
+    )
