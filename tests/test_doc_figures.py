@@ -341,3 +341,18 @@ def test_wide_figures_link_to_their_full_size() -> None:
     assert not narrow, "wide images shown scaled down without a link to their full size:\n" + "\n".join(
         narrow
     )
+
+
+def test_trimap_figure_titles_readable_at_the_column_width(tmp_path: Path) -> None:
+    """trimap_bands.png (1296 pixels wide) is shown scaled to the docs' column: its panel titles must still
+    be at least 9 pixels tall there (Pillow's default bitmap font came out 6)."""
+    import numpy as np
+    from PIL import Image
+
+    pytest.importorskip("torchvision")  # the synthetic data set's reader
+    _load("make_synthetic_figure").main(tmp_path)
+    gray = np.asarray(Image.open(tmp_path / "trimap_bands.png").convert("L"))
+    tiles = next(r for r in range(gray.shape[0]) if (gray[r] < 250).mean() > 0.5)  # first row of the tiles
+    ink = np.nonzero((gray[:tiles] < 128).any(axis=1))[0]
+    shown = (ink.max() - ink.min() + 1) * min(1.0, _COLUMN_PX / gray.shape[1])
+    assert shown >= 9, f"titles {ink.max() - ink.min() + 1} px tall, {shown:.1f} px at the column width"

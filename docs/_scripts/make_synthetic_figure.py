@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -27,6 +27,16 @@ from examples.voc_joint.visualize import colorize  # noqa: E402
 
 STATIC = ROOT / "docs" / "_static"
 GAP = 4
+#: the panel titles' font size in pixels: the 1296-pixel figure is shown about 800 pixels wide in the docs
+TITLE_PX = 20
+
+
+def _title_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at ``TITLE_PX`` (a scalable font from Pillow 10.1; before, its small bitmap)."""
+    try:
+        return ImageFont.load_default(size=TITLE_PX)
+    except TypeError:  # Pillow 10.0: no size argument
+        return ImageFont.load_default()
 
 
 def _grid(rows: list[list[np.ndarray]], scale: int) -> Image.Image:
@@ -40,8 +50,9 @@ def _grid(rows: list[list[np.ndarray]], scale: int) -> Image.Image:
     return canvas
 
 
-def main() -> None:
-    STATIC.mkdir(parents=True, exist_ok=True)
+def main(out: Path = STATIC) -> None:
+    """Write both figures into the folder ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         root = generate_synthetic_voc(tmp, num_train=6, num_val=1, seed=0, sbd=False)
         ds = VOCSegmentation(root, "train")
@@ -50,7 +61,7 @@ def main() -> None:
             image, target = ds.load(i)
             images.append(image.permute(1, 2, 0).numpy())
             masks.append(colorize(target))
-        _grid([images, masks], 1).save(STATIC / "synthetic_voc_samples.png", optimize=True)
+        _grid([images, masks], 1).save(out / "synthetic_voc_samples.png", optimize=True)
 
         image, target = ds.load(1)
         tiles = [image.permute(1, 2, 0).numpy(), colorize(target)]
@@ -60,14 +71,16 @@ def main() -> None:
             tile[~band] = (tile[~band] * 0.25 + 191).astype(np.uint8)
             tiles.append(tile)
         grid = _grid([tiles], 2)
-        fig = Image.new("RGB", (grid.width, grid.height + 14), (255, 255, 255))
-        fig.paste(grid, (0, 14))
+        strip = TITLE_PX + 8
+        fig = Image.new("RGB", (grid.width, grid.height + strip), (255, 255, 255))
+        fig.paste(grid, (0, strip))
         draw = ImageDraw.Draw(fig)
-        w = image.shape[-1] * 2
-        for k, title in enumerate(["image", "ground truth", "band w=1", "band w=3", "band w=5"]):
-            draw.text((k * (w + GAP) + 3, 1), title, fill=(0, 0, 0))
-        fig.save(STATIC / "trimap_bands.png", optimize=True)
-    print(f"wrote {STATIC / 'synthetic_voc_samples.png'} and {STATIC / 'trimap_bands.png'}")
+        w, font = image.shape[-1] * 2, _title_font()
+        titles = ["image", "ground truth", *(f"band, width {b} px" for b in (1, 3, 5))]
+        for k, title in enumerate(titles):
+            draw.text((k * (w + GAP) + 3, 3), title, fill=(0, 0, 0), font=font)
+        fig.save(out / "trimap_bands.png", optimize=True)
+    print(f"wrote {out / 'synthetic_voc_samples.png'} and {out / 'trimap_bands.png'}")
 
 
 if __name__ == "__main__":
