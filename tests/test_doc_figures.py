@@ -356,3 +356,45 @@ def test_trimap_figure_titles_readable_at_the_column_width(tmp_path: Path) -> No
     ink = np.nonzero((gray[:tiles] < 128).any(axis=1))[0]
     shown = (ink.max() - ink.min() + 1) * min(1.0, _COLUMN_PX / gray.shape[1])
     assert shown >= 9, f"titles {ink.max() - ink.min() + 1} px tall, {shown:.1f} px at the column width"
+
+
+def _smallest_text_px(fig: Any) -> tuple[float, str]:
+    """The smallest visible text of a matplotlib figure, in pixels once the figure is shown at most
+    ``_COLUMN_PX`` wide (a wider figure is scaled down to the column), with its text."""
+    import matplotlib.pyplot as plt
+
+    fig.canvas.draw()
+    width_in = float(fig.get_size_inches()[0])
+    scale = min(1.0, _COLUMN_PX / (width_in * 72))  # pixels per point, at 72 points an inch
+    texts = [t for t in fig.findobj(plt.Text) if t.get_visible() and t.get_text().strip()]
+    smallest = min(texts, key=lambda t: t.get_fontsize())
+    return smallest.get_fontsize() * scale, smallest.get_text()
+
+
+#: The smallest type a figure of the docs may show at the column width, in pixels (about 6 pt in print).
+_SMALLEST_PX = 8.0
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["make_joint_cost_figure", "make_uniformize_speed_figure", "make_soft_figure", "make_uniformize_figure"],
+)
+def test_doc_figure_type_readable_at_the_column_width(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No text of a docs figure comes out under ``_SMALLEST_PX`` pixels when the figure is scaled to the docs'
+    column (7-point legends and value labels on 11-inch figures came out 7 pixels)."""
+    if script == "make_uniformize_figure":
+        pytest.importorskip("scipy")
+    module = _load(script)
+    figures = _drawn(monkeypatch)
+    out = tmp_path / "f.png"
+    if script == "make_joint_cost_figure":
+        module.draw(json.loads(module.JOINT_JSON.read_text()), out)
+    elif script == "make_uniformize_speed_figure":
+        module.draw(*(json.loads(p.read_text()) for p in (module.CURRENT, module.PREVIOUS, module.AB)), out)
+    else:
+        module.main(out)
+    (fig,) = figures
+    px, text = _smallest_text_px(fig)
+    assert px >= _SMALLEST_PX, f"{text!r} is {px:.1f} px at the column width"

@@ -92,11 +92,12 @@ def main(out: Path = ROOT / "docs" / "_static" / "uniformize_figure.png") -> Non
         ax.imshow(img, cmap=cm, vmin=0, vmax=2, interpolation="nearest")
         if title != "synthetic image":
             ax.contour(boundaries(sp), levels=[0.5], colors="black", linewidths=0.4)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=12)
         ax.axis("off")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
+    plt.close(fig)
     print(f"wrote {out} (raw {acc_raw:.3f}, uniformized {acc_uni:.3f})")
 
 
