@@ -1,7 +1,10 @@
 """PNG panels: image with superpixel contours | ground truth | baseline prediction | joint prediction.
 
 Label maps are drawn in the VOC palette (ignore = 255 in cream), superpixel contours in yellow; small images
-are upscaled (nearest) so that the panels stay legible. Pure PIL + numpy (no display needed).
+are upscaled (nearest) so that the panels stay legible. Titles and the legend grow with the tiles (10 pixels
+for tiles under 160 pixels wide, up to 18; each title shrinks until it fits its tile) so that a panel shown
+scaled down in a page stays readable; the legend wraps onto more rows rather than run off the panel.
+Pure PIL + numpy (no display needed).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from examples.voc_joint.data import IGNORE_INDEX, VOC_CLASSES, voc_palette
@@ -19,8 +22,27 @@ from examples.voc_joint.data import IGNORE_INDEX, VOC_CLASSES, voc_palette
 __all__ = ["colorize", "make_panel", "overlay_contours", "save_panel", "superpixel_contours"]
 
 _PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
-_TITLE_H = 14
 _GAP = 4
+#: the smallest and largest font size of titles and legend, pixels
+_FONT_PX = (10, 18)
+
+
+def _font(px: int) -> Any:
+    """Pillow's default font at ``px`` pixels (scalable from Pillow 10.1; before, its 10-pixel bitmap)."""
+    try:
+        return ImageFont.load_default(size=px)
+    except TypeError:  # Pillow 10.0: no size argument
+        return ImageFont.load_default()
+
+
+def _title_font(titles: Sequence[str], tile_width: int) -> tuple[Any, int]:
+    """The font of the titles and the legend and its size in pixels: a 16th of the tile width within
+    ``_FONT_PX``, smaller (not under ``_FONT_PX[0]``) until every title fits its tile."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    px = max(_FONT_PX[0], min(_FONT_PX[1], tile_width // 16))
+    while px > _FONT_PX[0] and max(draw.textlength(str(t), font=_font(px)) for t in titles) > tile_width - 4:
+        px -= 1
+    return _font(px), px
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
@@ -113,20 +135,29 @@ def make_panel(
     tiles = [np.repeat(np.repeat(t, factor, 0), factor, 1) for t in tiles]
     th, tw = h * factor, w * factor
     present = sorted({int(v) for arr in labels for v in np.unique(arr) if v != IGNORE_INDEX})
-    legend_h = (_TITLE_H + 2) if legend and present else 0
-    canvas = Image.new("RGB", (4 * tw + 3 * _GAP, _TITLE_H + th + legend_h), (255, 255, 255))
+    font, px = _title_font(titles, tw)
+    title_h, width = px + 4, 4 * tw + 3 * _GAP
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    entries, x, row = [], 2, 0  # the legend: (class, x, row), wrapped at the panel's width
+    for c in present if legend else []:
+        name = VOC_CLASSES[c] if c < len(VOC_CLASSES) else str(c)
+        size = px + 2 + int(draw.textlength(name, font=font)) + px - 2
+        if x > 2 and x + size > width:
+            x, row = 2, row + 1
+        entries.append((c, name, x, row))
+        x += size
+    legend_h = (row + 1) * (title_h + 2) if entries else 0
+    canvas = Image.new("RGB", (width, title_h + th + legend_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for i, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
         x = i * (tw + _GAP)
-        canvas.paste(Image.fromarray(tile), (x, _TITLE_H))
-        draw.text((x + 2, 1), str(title), fill=(0, 0, 0))
-    if legend_h:
-        x, y = 2, _TITLE_H + th + 3
-        for c in present:
-            name = VOC_CLASSES[c] if c < len(VOC_CLASSES) else str(c)
-            draw.rectangle([x, y, x + 9, y + 9], fill=tuple(int(v) for v in _PALETTE[c]), outline=(0, 0, 0))
-            draw.text((x + 12, y - 1), name, fill=(0, 0, 0))
-            x += 12 + int(draw.textlength(name)) + 8
+        canvas.paste(Image.fromarray(tile), (x, title_h))
+        draw.text((x + 2, 1), str(title), fill=(0, 0, 0), font=font)
+    for c, name, x, row in entries:
+        y = title_h + th + 3 + row * (title_h + 2)
+        box = px - 1  # the colour swatch
+        draw.rectangle([x, y, x + box, y + box], fill=tuple(int(v) for v in _PALETTE[c]), outline=(0, 0, 0))
+        draw.text((x + px + 2, y - 1), name, fill=(0, 0, 0), font=font)
     return canvas
 
 

@@ -104,3 +104,46 @@ def test_no_legend_for_ignored_pixels_only():
     assert arr.shape[0] == 14 + 8  # no class to name: no legend strip
     arr = np.asarray(make_panel(torch.rand(3, 8, 8), ignored.clamp(max=3), None, None, min_height=8))
     assert arr.shape[0] > 14 + 8
+
+
+def _ink_rows(arr: np.ndarray, top: int, bottom: int) -> np.ndarray:
+    """The rows between ``top`` and ``bottom`` with dark (text) pixels."""
+    return np.nonzero((arr[top:bottom].min(axis=2) < 128).any(axis=1))[0] + top
+
+
+def test_titles_grow_with_the_tiles_and_stay_in_their_tile():
+    """The demo's 256-pixel tiles (a 1036-pixel panel, shown about 800 wide in the docs) get titles at
+    least 13 pixels tall, not Pillow's 10-pixel bitmap font; the longest demo title stays inside its tile."""
+    titles = (
+        "image + superpixels",
+        "ground truth",
+        "baseline (pretrained)",
+        "joint (transparent init, fine-tuned)",
+    )
+    target = torch.zeros(96, 128, dtype=torch.long)
+    arr = np.asarray(make_panel(torch.rand(3, 96, 128), target, target, target, titles=titles, legend=False))
+    tile_top = arr.shape[0] - 192  # 96 px tiles upscaled twice
+    ink = _ink_rows(arr, 0, tile_top)
+    assert ink.max() - ink.min() + 1 >= 13
+    columns = np.nonzero((arr[:tile_top, :].min(axis=2) < 128).any(axis=0))[0]
+    for i in range(4):  # each title's ink lies over its own tile, not in the gap or the next tile
+        inside = columns[(columns >= i * 260) & (columns < i * 260 + 260)]
+        assert inside.size and inside.max() < i * 260 + 256, titles[i]
+
+
+def test_legend_wraps_instead_of_running_off_the_panel():
+    """All 21 classes on small tiles: every legend entry lies inside the panel, on as many rows as needed."""
+    target = (torch.arange(21).repeat_interleave(3)[None].expand(16, -1) % 21).clone()  # 16 x 63
+    im = make_panel(torch.rand(3, 16, 63), target, None, None, min_height=16)
+    arr = np.asarray(im)
+    tiles_end = 14 + 16
+    legend = arr[tiles_end:]
+    assert legend.shape[0] >= 2 * 14  # wrapped: two rows or more
+    dark = np.nonzero((legend.min(axis=2) < 128).any(axis=0))[0]
+    assert dark.max() < arr.shape[1] - 1  # nothing cut at the right edge
+    # every class swatch is drawn: its palette colour appears in the legend strip
+    palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+    for c in range(21):
+        if c == 0:
+            continue  # black: the outline colour too
+        assert (legend == palette[c]).all(axis=2).any(), c
