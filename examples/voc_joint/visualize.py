@@ -138,7 +138,7 @@ def make_panel(
     font, px = _title_font(titles, tw)
     title_h, width = px + 4, 4 * tw + 3 * _GAP
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    entries, x, row = [], 2, 0  # the legend: (class, x, row), wrapped at the panel's width
+    entries, x, row = [], 2, 0  # the legend: (class, name, x, row), wrapped at the panel's width
     for c in present if legend else []:
         name = VOC_CLASSES[c] if c < len(VOC_CLASSES) else str(c)
         size = px + 2 + int(draw.textlength(name, font=font)) + px - 2
