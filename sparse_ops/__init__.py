@@ -5,6 +5,8 @@ validate=True)`` (see :doc:`/api/index`). See :doc:`/concepts/uniformization` fo
 """
 
 import importlib.metadata as _metadata
+import re as _re
+from pathlib import Path as _Path
 
 from sparse_ops.assignment import AUTO_BACKEND, Backend, Reduce, SuperpixelAssignment
 from sparse_ops.grid import (
@@ -37,10 +39,20 @@ from sparse_ops.soft import (
 from sparse_ops.spn import SuperpixelClassifier, superpixel_cam, superpixel_global_average
 from sparse_ops.uniformize import SuperpixelUniformize, uniformize
 
+
+def _source_version() -> str:
+    """The version a source checkout never installed would install as: the one written in
+    ``transparent_init/_version.py`` (the one place hatchling reads it), read as text so that
+    ``import sparse_ops`` does not import ``transparent_init``; ``"0+unknown"`` without that file."""
+    path = _Path(__file__).resolve().parent.parent / "transparent_init" / "_version.py"
+    found = _re.search(r'^__version__ = "([^"]+)"$', path.read_text(), _re.M) if path.is_file() else None
+    return found.group(1) if found else "0+unknown"
+
+
 try:
     __version__ = _metadata.version("transinit")
-except _metadata.PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+except _metadata.PackageNotFoundError:  # a source checkout never installed: the version it would install as
+    __version__ = _source_version()
 
 __all__ = [
     "AUTO_BACKEND",

@@ -46,6 +46,28 @@ def test_one_version_for_both_packages() -> None:
     assert sparse_ops.__version__ == transparent_init.__version__ == expected
 
 
+def test_one_version_for_both_packages_in_a_checkout_never_installed() -> None:
+    """Without the distribution's metadata (a source checkout on ``PYTHONPATH``, never installed) both
+    packages report the version written in ``transparent_init/_version.py``, the one place hatchling reads it
+    (``sparse_ops`` said ``0+unknown``), and ``import sparse_ops`` still loads no ``transparent_init``."""
+    out = _run(
+        """
+        import json, sys
+        import importlib.metadata as md
+        def missing(name):
+            raise md.PackageNotFoundError(name)
+        md.version = missing
+        import sparse_ops
+        loaded = "transparent_init" in sys.modules
+        import transparent_init
+        print(json.dumps([sparse_ops.__version__, transparent_init.__version__, loaded]))
+        """
+    )
+    scope: dict[str, object] = {}
+    exec((ROOT / "transparent_init" / "_version.py").read_text(), scope)
+    assert json.loads(out) == [scope["__version__"], scope["__version__"], False]
+
+
 def test_every_exported_name_exists_and_is_documented() -> None:
     api = (ROOT / "docs" / "api").glob("sparse_ops_*.rst")
     documented = "\n".join(p.read_text() for p in api)
