@@ -6,6 +6,7 @@ these tests skip.
 
 from __future__ import annotations
 
+import email.message
 import email.parser
 import re
 import subprocess
@@ -45,6 +46,12 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _metadata(wheel: Path) -> email.message.Message:
+    """The wheel's ``METADATA``: what a package index shows and pip resolves."""
+    with zipfile.ZipFile(wheel) as zf:
+        return email.parser.Parser().parsestr(zf.read(f"transinit-{_version()}.dist-info/METADATA").decode())
+
+
 def test_wheel_holds_the_two_packages_their_type_markers_and_the_license(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = {p.relative_to(ROOT).as_posix() for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py")}
@@ -57,12 +64,28 @@ def test_wheel_holds_the_two_packages_their_type_markers_and_the_license(wheel: 
 
 
 def test_wheel_metadata_names_only_the_core_dependencies(wheel: Path) -> None:
-    with zipfile.ZipFile(wheel) as zf:
-        meta = email.parser.Parser().parsestr(zf.read(f"transinit-{_version()}.dist-info/METADATA").decode())
+    meta = _metadata(wheel)
     assert (meta["Name"], meta["Version"], meta["License"]) == ("transinit", _version(), "MIT")
     core = sorted(r.split(">")[0].split("=")[0] for r in meta.get_all("Requires-Dist") if "extra ==" not in r)
     assert core == ["numpy", "scipy", "torch"]
     assert {"test", "docs", "examples", "dev"} <= set(meta.get_all("Provides-Extra"))
+
+
+def test_python_classifiers_start_at_requires_python(wheel: Path) -> None:
+    """The Python versions a package index shows (the ``Programming Language :: Python :: 3.X`` classifiers)
+    run without a gap from the ``Requires-Python`` floor, which is also ruff's ``target-version`` and mypy's
+    ``python_version``: raising one of them without the others fails here."""
+    meta = _metadata(wheel)
+    classifiers = meta.get_all("Classifier") or []
+    assert "Programming Language :: Python :: 3 :: Only" in classifiers
+    listed = (re.fullmatch(r"Programming Language :: Python :: 3\.(\d+)", c) for c in classifiers)
+    minors = sorted(int(m.group(1)) for m in listed if m is not None)
+    floor = re.fullmatch(r">=3\.(\d+)", meta["Requires-Python"])
+    assert floor is not None, meta["Requires-Python"]
+    lowest = int(floor.group(1))
+    assert minors and minors == list(range(lowest, lowest + len(minors))), (meta["Requires-Python"], minors)
+    config = (ROOT / "pyproject.toml").read_text()
+    assert f'target-version = "py3{lowest}"' in config and f'python_version = "3.{lowest}"' in config
 
 
 def test_lowest_constraints_pin_every_declared_floor(wheel: Path) -> None:
@@ -73,8 +96,7 @@ def test_lowest_constraints_pin_every_declared_floor(wheel: Path) -> None:
     extras has one floor."""
     if not (ROOT / ".ci").is_dir():
         pytest.skip("no .ci folder (an sdist): the pins live in the repository")
-    with zipfile.ZipFile(wheel) as zf:
-        meta = email.parser.Parser().parsestr(zf.read(f"transinit-{_version()}.dist-info/METADATA").decode())
+    meta = _metadata(wheel)
     build = re.search(
         r"^\[build-system\]\s*requires = \[([^\]]*)\]", (ROOT / "pyproject.toml").read_text(), re.M
     )
