@@ -56,7 +56,12 @@ def test_wheel_holds_the_two_packages_their_type_markers_and_the_license(wheel: 
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = {p.relative_to(ROOT).as_posix() for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py")}
     assert sources <= names, f"missing from the wheel: {sorted(sources - names)}"
-    assert {f"{pkg}/py.typed" for pkg in PACKAGES} <= names  # PEP 561: users' type checkers read the hints
+    markers = {f"{pkg}/py.typed" for pkg in PACKAGES}
+    assert markers <= names  # PEP 561: users' type checkers read the hints
+    # Nothing else in the packages: an untracked file the .gitignore does not name (an editor's backup, a
+    # stray output) in a package folder would be installed on every user's machine.
+    stray = {n for n in names if n.split("/")[0] in PACKAGES} - sources - markers
+    assert not stray, f"not a source file of the packages: {sorted(stray)}"
     dist_info = f"transinit-{_version()}.dist-info"
     assert f"{dist_info}/licenses/LICENSE" in names
     tops = {n.split("/")[0] for n in names}
@@ -171,7 +176,41 @@ def test_sdist_holds_the_license_and_what_the_tests_need(tmp_path: Path) -> None
     (path,) = tmp_path.glob("transinit-*.tar.gz")
     with tarfile.open(path) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+        sizes = {m.name.split("/", 1)[1]: m.size for m in tf.getmembers() if m.isfile()}
     tops = {n.split("/")[0] for n in names}
     expected = {"LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", *PACKAGES}
     assert expected | {"tests", "examples", "benchmarks", "docs"} <= tops
     assert "tests/conftest.py" in names and "examples/voc_joint/train.py" in names
+    # What .gitignore keeps out of a working tree's sdist: caches, builds, virtual environments, run outputs.
+    junk = {"__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache", "_build", ".venv"}
+    shipped_junk = [n for n in names if junk & set(n.split("/")) or n.endswith((".pyc", ".pt", ".egg-info"))]
+    assert not shipped_junk, shipped_junk
+    # The largest file is about 400 kB (an ablation's JSON); a data set or a checkpoint would be far larger.
+    large = {n: size for n, size in sizes.items() if size > 1_000_000}
+    assert not large, large
+
+
+def test_sdist_builds_the_same_wheel(wheel: Path, tmp_path: Path) -> None:
+    """A wheel built from the unpacked sdist (as ``python -m build`` and pip do) holds the same files, byte
+    for byte, as the one built from the source tree: the sdist is missing nothing the wheel needs."""
+    cmd = [sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(tmp_path / "sdist")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (sdist,) = (tmp_path / "sdist").glob("transinit-*.tar.gz")
+    with tarfile.open(sdist) as tf:
+        # The "data" filter (Python 3.10.12+ and 3.11.4+) refuses links and paths outside the folder.
+        tf.extractall(tmp_path / "src", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    (src,) = (tmp_path / "src").iterdir()
+    cmd = [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q"]
+    cmd += ["-w", str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (rebuilt,) = tmp_path.glob("transinit-*.whl")
+
+    def contents(path: Path) -> dict[str, bytes]:
+        with zipfile.ZipFile(path) as zf:
+            return {n: zf.read(n) for n in zf.namelist()}
+
+    direct, from_sdist = contents(wheel), contents(rebuilt)
+    assert sorted(direct) == sorted(from_sdist)
+    assert [n for n in direct if direct[n] != from_sdist[n]] == []
