@@ -46,6 +46,16 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sdist")
+    cmd = [sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(out)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (path,) = out.glob("transinit-*.tar.gz")
+    return path
+
+
 def _metadata(wheel: Path) -> email.message.Message:
     """The wheel's ``METADATA``: what a package index shows and pip resolves."""
     with zipfile.ZipFile(wheel) as zf:
@@ -91,6 +101,21 @@ def test_python_classifiers_start_at_requires_python(wheel: Path) -> None:
     assert minors and minors == list(range(lowest, lowest + len(minors))), (meta["Requires-Python"], minors)
     config = (ROOT / "pyproject.toml").read_text()
     assert f'target-version = "py3{lowest}"' in config and f'python_version = "3.{lowest}"' in config
+
+
+def test_core_metadata_version_is_one_every_uploader_reads(wheel: Path, sdist: Path) -> None:
+    """Both archives carry core metadata 2.4 (``core-metadata-version`` in ``pyproject.toml``): the version
+    that has ``License-File``, which PyPI refuses in older versions (hatchling before 1.27 wrote it in 2.1),
+    and that twine and the upload actions read (hatchling 1.32+ writes 2.5 by default, which twine with
+    packaging before 26.2 refuses: "'2.5' is not a valid metadata version")."""
+    with tarfile.open(sdist) as tf:
+        (member,) = [m for m in tf.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO")]
+        extracted = tf.extractfile(member)
+        assert extracted is not None
+        pkg_info = email.parser.Parser().parsestr(extracted.read().decode())
+    for meta in (_metadata(wheel), pkg_info):
+        assert meta["Metadata-Version"] == "2.4"
+        assert meta.get_all("License-File") == ["LICENSE"]
 
 
 def test_lowest_constraints_pin_every_declared_floor(wheel: Path) -> None:
@@ -169,12 +194,8 @@ print("ok")
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout[-2000:] + res.stderr[-3000:]
 
 
-def test_sdist_holds_the_license_and_what_the_tests_need(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(tmp_path)]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    (path,) = tmp_path.glob("transinit-*.tar.gz")
-    with tarfile.open(path) as tf:
+def test_sdist_holds_the_license_and_what_the_tests_need(sdist: Path) -> None:
+    with tarfile.open(sdist) as tf:
         names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
         sizes = {m.name.split("/", 1)[1]: m.size for m in tf.getmembers() if m.isfile()}
     tops = {n.split("/")[0] for n in names}
@@ -190,13 +211,9 @@ def test_sdist_holds_the_license_and_what_the_tests_need(tmp_path: Path) -> None
     assert not large, large
 
 
-def test_sdist_builds_the_same_wheel(wheel: Path, tmp_path: Path) -> None:
+def test_sdist_builds_the_same_wheel(wheel: Path, sdist: Path, tmp_path: Path) -> None:
     """A wheel built from the unpacked sdist (as ``python -m build`` and pip do) holds the same files, byte
     for byte, as the one built from the source tree: the sdist is missing nothing the wheel needs."""
-    cmd = [sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(tmp_path / "sdist")]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    (sdist,) = (tmp_path / "sdist").glob("transinit-*.tar.gz")
     with tarfile.open(sdist) as tf:
         # The "data" filter (Python 3.10.12+ and 3.11.4+) refuses links and paths outside the folder.
         tf.extractall(tmp_path / "src", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
