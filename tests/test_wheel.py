@@ -80,7 +80,10 @@ def test_wheel_holds_the_two_packages_their_type_markers_and_the_license(wheel: 
 
 def test_wheel_metadata_names_only_the_core_dependencies(wheel: Path) -> None:
     meta = _metadata(wheel)
-    assert (meta["Name"], meta["Version"], meta["License"]) == ("transinit", _version(), "MIT")
+    assert (meta["Name"], meta["Version"], meta["License-Expression"]) == ("transinit", _version(), "MIT")
+    # PEP 639: the SPDX expression replaces the free-text License field and the License classifiers.
+    assert meta["License"] is None
+    assert [c for c in meta.get_all("Classifier") or [] if c.startswith("License ::")] == []
     core = sorted(r.split(">")[0].split("=")[0] for r in meta.get_all("Requires-Dist") if "extra ==" not in r)
     assert core == ["numpy", "scipy", "torch"]
     assert {"test", "docs", "examples", "dev"} <= set(meta.get_all("Provides-Extra"))
