@@ -1855,8 +1855,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     stages = STAGES if args.stage == "all" else (args.stage,)
     out: dict[str, Path] = {}
     locks = []
+    # the process group first, under the default signal handlers: a process waiting here for one that failed
+    # at start stops on torchrun's SIGTERM (the guard would defer it to a safe point this wait never reaches)
+    info = init_distributed(args.device)
     with InterruptGuard() as guard:
-        info = init_distributed(args.device)
         try:
             # what needs no output folder first: a refused command leaves no lock file or folder behind
             _agree(info, lambda: _resolve_stages(stages, args))

@@ -780,6 +780,45 @@ def test_torchrun_two_ranks_interrupted_and_resumed_bit_exact(voc6: Path, tmp_pa
         assert float(row["loss"]) == pytest.approx(float(row["ce"]) + float(row["spixel"]), abs=2e-6), row
 
 
+def test_a_process_waiting_for_the_others_to_join_stops_on_sigterm(voc6: Path, tmp_path: Path) -> None:
+    """Rank 0 of 2 whose peer never joins (it failed at start: no data on its machine) waits in
+    ``init_process_group``; torchrun then stops it with SIGTERM. It ignored that SIGTERM: the signal guard,
+    installed before the process group, recorded it for a safe point that the wait never reaches, and torchrun
+    killed it with SIGKILL 30 s later ("Unable to shutdown process ... via 15"); without torchrun it waited
+    for the group's 30-minute timeout. The guard starts after the group is formed now."""
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**_env(), "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    env["MASTER_PORT"] = str(port)
+    cmd = [sys.executable, "examples/voc_joint/train.py", "--data-root", str(voc6), "--output-dir"]
+    proc = subprocess.Popen(
+        [*cmd, str(tmp_path / "run"), *RUN, "--workers", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        while True:  # rank 0 serves the group's store on MASTER_PORT once it waits in init_process_group
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("rank 0 ignored SIGTERM while waiting for the other process to join")
+        assert proc.returncode == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert not (tmp_path / "run").exists()  # stopped before any output folder
+
+
 # ------------------------------------------------------------------- locks, signal guard, fault specs
 
 
