@@ -169,6 +169,15 @@ def _grew(name: str, old: Any, new: Any) -> bool:
     return bool(new >= old)
 
 
+#: How a compared setting that is no option of train.py is named in messages and change records.
+_LABELS = {"world_size": "processes (torchrun --nproc-per-node x --nnodes)"}
+
+
+def _label(name: str) -> str:
+    """The option's command-line spelling, or what sets a compared value that is no option (world_size)."""
+    return _LABELS.get(name, flag(name))
+
+
 def option_changes(
     stage: str,
     recorded: Mapping[str, Any],
@@ -206,17 +215,17 @@ def option_changes(
         old, new = recorded[name], plain(current[name])
         if _same(name, old, new):
             continue
-        change = {"step": step, "option": flag(name), "old": old, "new": new}
+        change = {"step": step, "option": _label(name), "old": old, "new": new}
         if name in GROWING_OPTIONS and _grew(name, old, new):
             accepted.append(change)
         elif name in fixed:
             refused.append(
-                f"  {flag(name)}: {old!r} (checkpoint) -> {new!r} (now)  [never changes on resume]"
+                f"  {_label(name)}: {old!r} (checkpoint) -> {new!r} (now)  [never changes on resume]"
             )
         elif allow:
             accepted.append(change)
         else:
-            refused.append(f"  {flag(name)}: {old!r} (checkpoint) -> {new!r} (now)")
+            refused.append(f"  {_label(name)}: {old!r} (checkpoint) -> {new!r} (now)")
     if refused:
         hint = (
             "Give the checkpoint's values, or --allow-option-changes to change training options "

@@ -1169,6 +1169,26 @@ def test_check_run_of_a_resume_against_the_checkpoint_on_disk(tmp_path, monkeypa
         check("--resume", "other.pt", "--overwrite")  # a new world size without --allow-option-changes
 
 
+def test_a_resume_under_another_number_of_processes_names_torchruns_options() -> None:
+    """train.py has no ``--world-size``: the refusal said "--world-size: 2 (checkpoint) -> 1 (now)" and asked
+    for "the checkpoint's values", which no option of train.py takes. It names torchrun's options now."""
+    from examples.voc_joint.cli import UsageError
+    from examples.voc_joint.resume import option_changes
+
+    def changes(allow: bool) -> list[dict]:
+        recorded, current = {"world_size": 2, "seg_lr": 0.1}, {"world_size": 1, "seg_lr": 0.1}
+        return option_changes("seg", recorded, current, allow=allow, source=Path("c.pt"), step=3)
+
+    with pytest.raises(UsageError) as refused:
+        changes(allow=False)
+    (line,) = [x for x in str(refused.value).splitlines() if "(checkpoint)" in x]
+    assert line == "  processes (torchrun --nproc-per-node x --nnodes): 2 (checkpoint) -> 1 (now)"
+    assert changes(allow=True) == [
+        {"step": 3, "option": "processes (torchrun --nproc-per-node x --nnodes)", "old": 2, "new": 1}
+    ]
+    assert "--world-size" not in train.build_parser().format_help()
+
+
 def test_every_rng_is_seeded_with_the_seed_plus_the_rank(tiny_voc, tmp_path) -> None:
     """Each process draws its own dropout masks: the Python, NumPy and torch RNGs start from --seed + rank."""
     import random
