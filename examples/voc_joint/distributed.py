@@ -2,12 +2,14 @@
 
 :func:`init_distributed` reads the environment that ``torchrun`` sets (``WORLD_SIZE``, ``RANK``,
 ``LOCAL_RANK``), picks the device, and initializes the process group (``nccl`` on CUDA, ``gloo`` on CPU) when
-there is more than one process. :func:`cleanup_distributed` destroys it. Without ``WORLD_SIZE`` everything
-runs in one process and every collective of :class:`DistInfo` is a no-op.
+there is more than one process, and a gloo group of the same processes for :meth:`DistInfo.wait_for_main`.
+:func:`cleanup_distributed` destroys them. Without ``WORLD_SIZE`` everything runs in one process and every
+collective of :class:`DistInfo` is a no-op.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +18,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "cleanup_distributed", "init_distributed", "resolve_device", "unwrap_model"]
+__all__ = [
+    "MAIN_WORK_TIMEOUT",
+    "DistInfo",
+    "cleanup_distributed",
+    "init_distributed",
+    "resolve_device",
+    "unwrap_model",
+]
+
+#: How long :meth:`DistInfo.wait_for_main` waits for rank 0's own work (an evaluation of the validation
+#: split): not the process group's timeout (torch's default: 30 minutes with gloo, 10 with NCCL), which a long
+#: evaluation outlasts. A process that dies still ends the wait at once (its connection closes).
+MAIN_WORK_TIMEOUT = datetime.timedelta(hours=24)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -73,12 +87,14 @@ class DistInfo:
         world_size: number of processes.
         local_rank: rank on this machine.
         device: the device this process trains on.
+        wait_group: the gloo group of every process that :meth:`wait_for_main` uses (None: the default group).
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    wait_group: Any = field(default=None, compare=False, repr=False)
 
     @property
     def enabled(self) -> bool:
@@ -94,6 +110,15 @@ class DistInfo:
         """Wait for every process (no-op in one process)."""
         if self.enabled:
             dist.barrier()
+
+    def wait_for_main(self) -> None:
+        """Wait for every process after work that rank 0 alone does (no-op in one process): a barrier of
+        :attr:`wait_group`, whose timeout is :data:`MAIN_WORK_TIMEOUT`, not the process group's."""
+        if self.enabled:
+            if self.wait_group is None:
+                dist.barrier()
+            else:
+                dist.barrier(group=self.wait_group)
 
     def mean(self, value: float) -> float:
         """Mean of a Python number over the processes."""
@@ -144,7 +169,10 @@ def init_distributed(device: str | None = None) -> DistInfo:
         torch.cuda.set_device(dev)
     if enabled and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://")
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+    wait_group = dist.new_group(backend="gloo", timeout=MAIN_WORK_TIMEOUT) if enabled else None
+    return DistInfo(
+        rank=rank, world_size=world_size, local_rank=local_rank, device=dev, wait_group=wait_group
+    )
 
 
 def cleanup_distributed() -> None:

@@ -1538,7 +1538,7 @@ def _evaluate(
                 flush=True,
             )
             raise
-    info.barrier()
+    info.wait_for_main()  # not under the process group's timeout, which a long evaluation outlasts
 
 
 def check_val_data(args: argparse.Namespace, root: Path) -> VOCSegmentation:

@@ -92,11 +92,16 @@ def test_init_distributed_joins_an_nccl_group_on_cuda(monkeypatch: pytest.Monkey
     monkeypatch.setattr(torch.cuda, "set_device", lambda dev: None)
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(inits))
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: inits.append(kw))
+    groups: list[dict] = []
+    monkeypatch.setattr(distributed.dist, "new_group", lambda **kw: groups.append(kw) or "gloo group")
     for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
         monkeypatch.setenv(name, value)
     info = distributed.init_distributed("cuda")
     assert info.device == torch.device("cuda", 1)
     assert inits == [{"backend": "nccl", "init_method": "env://"}]
+    # waiting for rank 0's evaluation: a gloo group whose timeout is not NCCL's 10 minutes
+    assert groups == [{"backend": "gloo", "timeout": distributed.MAIN_WORK_TIMEOUT}]
+    assert info.wait_group == "gloo group"
 
 
 def test_init_distributed_reads_the_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,6 +109,7 @@ def test_init_distributed_reads_the_torchrun_environment(monkeypatch: pytest.Mon
     inits: list[dict] = []
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(inits))
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: inits.append(kw))
+    monkeypatch.setattr(distributed.dist, "new_group", lambda **kw: None)
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -819,6 +819,51 @@ def test_a_process_waiting_for_the_others_to_join_stops_on_sigterm(voc6: Path, t
     assert not (tmp_path / "run").exists()  # stopped before any output folder
 
 
+_LONG_EVALUATION = """
+import datetime, sys, time
+from pathlib import Path
+import torch.distributed as dist
+from examples.voc_joint import distributed, engine, train
+from examples.voc_joint.signals import InterruptGuard
+
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=2))  # a short group timeout
+info = distributed.init_distributed("cpu")
+engine.evaluate_checkpoint = lambda *args: time.sleep(6)  # rank 0's evaluation outlasts it
+train._evaluate("seg", Path("checkpoint.pt"), None, info, InterruptGuard(), Path("."))
+print("evaluated", info.rank, flush=True)
+distributed.cleanup_distributed()
+"""
+
+
+def test_the_other_processes_wait_for_an_evaluation_longer_than_the_groups_timeout(tmp_path: Path) -> None:
+    """--eval runs on rank 0 while the others wait; they waited at a barrier of the process group, under its
+    timeout (torch's default: 30 minutes with gloo, 10 with NCCL), so a longer evaluation ended the run with a
+    timeout error. Here the group's timeout is 2 s and the evaluation takes 6 s: both processes finish."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "long_evaluation.py"
+    script.write_text(_LONG_EVALUATION)
+    procs = []
+    for rank in (0, 1):
+        env = {**_env(), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        cmd = [sys.executable, str(script)]
+        out = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, **out))
+    try:
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for rank, (p, out) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0 and f"evaluated {rank}" in out, out[-3000:]
+
+
 # ------------------------------------------------------------------- locks, signal guard, fault specs
 
 
