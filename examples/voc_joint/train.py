@@ -1180,6 +1180,10 @@ def _check_run(
     return ckpt, source, changes
 
 
+#: Set on the copy of rank 0's error that :func:`_agree` raises on the other processes (main prints none).
+_RANK_0_PRINTS = "printed_by_rank_0"
+
+
 def _agree(info: DistInfo, work: Callable[[], Any]) -> Any:
     """Run ``work()`` on rank 0; every process gets its (picklable) result or raises its error (same type)."""
     result, error = None, None
@@ -1190,7 +1194,9 @@ def _agree(info: DistInfo, work: Callable[[], Any]) -> Any:
             error = (type(exc).__name__, str(exc))
     result, error = info.from_main((result, error))
     if error is not None:
-        raise (CheckpointError if error[0] == "CheckpointError" else UsageError)(error[1])
+        refusal = (CheckpointError if error[0] == "CheckpointError" else UsageError)(error[1])
+        setattr(refusal, _RANK_0_PRINTS, not info.main)  # every process has it: main prints it on rank 0 only
+        raise refusal
     return result
 
 
@@ -1872,7 +1878,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
             for stage in stages:
                 out[stage] = run_stage(stage, _stage_paths(stage, args), info, guard, locked=True)
         except (UsageError, CheckpointError) as exc:
-            parser.exit(2, f"{parser.prog}: error: {exc}\n")
+            # rank 0's refusal reaches every process: one copy, not one per process
+            parser.exit(2, None if getattr(exc, _RANK_0_PRINTS, False) else f"{parser.prog}: error: {exc}\n")
         finally:
             for lock in locks:
                 lock.release()

@@ -176,6 +176,32 @@ def test_agree_runs_the_work_on_rank_0_and_gives_every_rank_its_result_or_error(
     assert ran == []
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_an_error_rank_0_decided_is_printed_by_rank_0_only(
+    rank: int,
+    tiny_voc: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A refusal that rank 0 decides (``_agree``) reaches every process, and every process printed it: as many
+    copies as processes under torchrun. Rank 0 prints it; the others exit with the same status, silently."""
+    from .helpers import train_args
+
+    def refuse(stages, args) -> None:
+        raise UsageError("the checkpoint's options differ")
+
+    monkeypatch.setattr(train, "_resolve_stages", refuse)  # runs on rank 0 only
+    monkeypatch.setattr(train, "init_distributed", lambda device: DistInfo(rank=rank, world_size=2))
+    refusal = (None, ("UsageError", "the checkpoint's options differ"))
+    _OtherProcess(monkeypatch, sent=refusal if rank else None)  # rank 0's refusal, broadcast to rank 1
+    with pytest.raises(SystemExit) as stop:
+        train.main(train_args(tiny_voc, tmp_path / "run", "--stage", "seg"))
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert ("the checkpoint's options differ" in err) == (rank == 0), err
+
+
 @pytest.mark.parametrize(
     ("rank", "local_rank", "order"), [(2, 0, ["ensure", "barrier"]), (3, 1, ["barrier", "ensure"])]
 )
