@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -62,6 +63,7 @@ from examples.voc_joint.metrics import (
     iou_from_confusion,
     to_jsonable,
 )
+from examples.voc_joint.signals import Interrupted, InterruptGuard
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 from examples.voc_joint.visualize import save_panel
 from examples.voc_joint.workers import worker_tmpdir_error
@@ -329,6 +331,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args, sys.argv[1:] if argv is None else argv)
 
+    # SIGINT and SIGTERM stop the evaluation at once, with one line and exit status 130 / 143: the ``finally``
+    # blocks run (its staging folder is removed), and metrics.json and panels/ are only written at the end
+    with InterruptGuard() as guard, guard.released():
+        try:
+            return _main(parser, args)
+        except Interrupted as exc:
+            out = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
+            print(
+                f"{parser.prog}: stopped by {signal.Signals(exc.signum).name} (exit status {exc.exit_code}); "
+                f"{out / 'metrics.json'} and panels/ are only written by a finished evaluation",
+                file=sys.stderr,
+                flush=True,
+            )
+            return exc.exit_code
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """:func:`main` after the options were parsed and checked."""
     from examples.voc_joint.checkpoint import CheckpointError, load_model_from_checkpoint
     from examples.voc_joint.distributed import resolve_device
 
@@ -400,50 +420,56 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
             boundary_tolerance=args.boundary_tolerance,
             amp=args.amp,
         )
-        results["panels"] = _replace_panels(results["panels"], out_dir / "panels")
+        # the panels' paths once moved into place: metrics.json and panels/ are replaced together below
+        panels = [str(out_dir / "panels" / Path(p).name) for p in results["panels"]]
+        trained_on = training_overlap(config, dataset.names)
+        if trained_on:
+            print(
+                f"[evaluate] warning: the checkpoint was trained on {len(trained_on)} of the {len(dataset)} "
+                f"images evaluated (its training split, or that of a checkpoint it was fine-tuned from, "
+                f"lists them, e.g. {trained_on[0]!r}): not a held-out score",
+                file=sys.stderr,
+                flush=True,
+            )
+        mode = "full images" if full_size else f"{args.crop_size}x{args.crop_size} centre crops"
+        title = f"{args.split} ({len(dataset)} images, {mode}) -- {args.checkpoint}"
+        by_model = split_results(results)
+        shown = by_model
+        if config.get("stage") == "seg":  # DeepLabV3+ alone: its "baseline" and "joint" are the same logits
+            shown = {"seg": by_model["joint"]}
+            title += " (seg checkpoint: DeepLabV3+ alone, no superpixels)"
+        print(format_table(shown, title=title))
+        print()
+        print(format_per_class_table(shown, title="per-class IoU (%)"))
+        payload = {
+            "checkpoint": str(args.checkpoint),
+            "data_root": str(dataset.root),
+            "split": args.split,
+            "sbd": args.sbd,
+            "resolution": "full" if full_size else args.crop_size,
+            "config": config,
+            "trained_on_evaluated_images": None if trained_on is None else len(trained_on),
+            **by_model,
+            "panels": panels,
+            "seconds": results["seconds"],
+            "images_per_second": results["images_per_second"],
+            # the evaluating torch; config["torch_version"]: the training one
+            "torch": str(torch.__version__),
+        }
+        text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False, default=str)
+        # the old panels and metrics.json go and the new ones come in one step: a signal waits for its end
+        with InterruptGuard() as deferred, deferred.critical():
+            _replace_panels(results["panels"], out_dir / "panels")
+            write_text_atomic(out_dir / "metrics.json", text + "\n")
+        deferred.check()
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         if held is not None:
             os.close(held)
-    trained_on = training_overlap(config, dataset.names)
-    if trained_on:
-        print(
-            f"[evaluate] warning: the checkpoint was trained on {len(trained_on)} of the {len(dataset)} "
-            f"images evaluated (its training split, or that of a checkpoint it was fine-tuned from, lists "
-            f"them, e.g. {trained_on[0]!r}): not a held-out score",
-            file=sys.stderr,
-            flush=True,
-        )
-    mode = "full images" if full_size else f"{args.crop_size}x{args.crop_size} centre crops"
-    title = f"{args.split} ({len(dataset)} images, {mode}) -- {args.checkpoint}"
-    by_model = split_results(results)
-    shown = by_model
-    if config.get("stage") == "seg":  # DeepLabV3+ alone: its "baseline" and "joint" are the same logits
-        shown = {"seg": by_model["joint"]}
-        title += " (seg checkpoint: DeepLabV3+ alone, no superpixels)"
-    print(format_table(shown, title=title))
-    print()
-    print(format_per_class_table(shown, title="per-class IoU (%)"))
-    payload = {
-        "checkpoint": str(args.checkpoint),
-        "data_root": str(dataset.root),
-        "split": args.split,
-        "sbd": args.sbd,
-        "resolution": "full" if full_size else args.crop_size,
-        "config": config,
-        "trained_on_evaluated_images": None if trained_on is None else len(trained_on),
-        **by_model,
-        "panels": results["panels"],
-        "seconds": results["seconds"],
-        "images_per_second": results["images_per_second"],
-        "torch": str(torch.__version__),  # the evaluating torch; config["torch_version"]: the training one
-    }
-    text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False, default=str)
-    write_text_atomic(out_dir / "metrics.json", text + "\n")
     print(f"\nmetrics: {out_dir / 'metrics.json'}")
-    if results["panels"]:
-        print(f"panels:  {out_dir / 'panels'} ({len(results['panels'])} PNG)")
+    if panels:
+        print(f"panels:  {out_dir / 'panels'} ({len(panels)} PNG)")
     return 0
 
 

@@ -716,3 +716,78 @@ def test_cli_out_of_memory_is_one_line_with_exit_status_1(voc, tmp_path, monkeyp
     ]
     with pytest.raises(RuntimeError, match="shape mismatch"):
         evaluate_mod.main([*argv, "--out", str(tmp_path / "ev2")])
+
+
+class _Stopped(Exception):
+    """What this test's own SIGTERM handler raises: the signal reached no handler of evaluate.py's."""
+
+
+@pytest.fixture
+def sigterm_raises_stopped():
+    """SIGTERM raises :class:`_Stopped` outside evaluate.py's handling (its default would end pytest)."""
+    import signal
+
+    def stopped(signum, frame):
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is not deliverable to oneself on Windows")
+def test_cli_sigterm_is_one_line_with_exit_status_143_and_leaves_the_earlier_results(
+    voc, tmp_path, monkeypatch, capsys, sigterm_raises_stopped
+):
+    """SIGTERM (or SIGINT) during an evaluation ended it at once with no message (SIGINT: a traceback) and
+    left its ``.panels.*`` staging folder until the next run. It now ends it with one line naming the signal,
+    exit status 143 (130), no staging folder, and the earlier evaluation's metrics.json and panels as they
+    were."""
+    import os
+    import signal
+
+    base = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(tmp_path / "ev")]
+    assert evaluate_mod.main([*base, "--max-panels", "2"]) == 0
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
+    real_save_panel = evaluate_mod.save_panel
+    saved = []
+
+    def save_panel(path, *args, **kwargs):  # SIGTERM once this run's first panel is in its staging folder
+        real_save_panel(path, *args, **kwargs)
+        saved.append(path)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(evaluate_mod, "save_panel", save_panel)
+    capsys.readouterr()
+    assert evaluate_mod.main([*base, "--max-panels", "3"]) == 143
+    err = capsys.readouterr().err
+    assert len(saved) == 1 and "stopped by SIGTERM (exit status 143)" in err and len(err.splitlines()) == 1
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
+    assert after == before  # no staging folder, the earlier panels and metrics.json untouched
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="no signal masks")
+def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
+    voc, tmp_path, monkeypatch, capsys, sigterm_raises_stopped
+):
+    """A signal between the replacement of panels/ and that of metrics.json left the new panels next to the
+    earlier metrics.json (which lists the earlier panels). Both are now replaced before the signal acts."""
+    import os
+    import signal
+
+    base = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(tmp_path / "ev")]
+    assert evaluate_mod.main([*base, "--max-panels", "1"]) == 0
+    real_replace = evaluate_mod._replace_panels
+
+    def replace(new, panels_dir):  # SIGTERM once the panels are replaced, before metrics.json is
+        moved = real_replace(new, panels_dir)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return moved
+
+    monkeypatch.setattr(evaluate_mod, "_replace_panels", replace)
+    assert evaluate_mod.main([*base, "--max-panels", "3"]) == 143
+    payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert sorted(payload["panels"]) == sorted(str(p) for p in (tmp_path / "ev" / "panels").glob("*.png"))
+    assert len(payload["panels"]) == 3
+    assert [p.name for p in (tmp_path / "ev").iterdir() if p.name.startswith(".")] == []
+    capsys.readouterr()
