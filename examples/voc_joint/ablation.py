@@ -855,15 +855,18 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         finally:
             progress.close()
         rows.sort(key=lambda r: (VARIANTS.index(r["init"]), r["seed"]))
-        save(complete=True)
         data_name = "synthetic VOC" if opts.data_root is None else f"data: {root}"
-        write_text_atomic(paths["md"], format_markdown(result["summary"], settings, data=data_name))
+        summary = summarize(rows) if rows else []
+        write_text_atomic(paths["md"], format_markdown(summary, settings, data=data_name))
         plot(
             rows,
             paths["png"],
             f"joint model, synthetic VOC: {opts.run_steps} fine-tuning steps, {opts.seeds} seed(s), "
             f"{settings['val_images']} val images",
         )
+        # "complete" last: an ablation stopped while it wrote the .md or the .png continues (nothing left to
+        # train) instead of being a finished one without them, which only --overwrite (all runs again) cleared
+        save(complete=True)
     print("\n" + paths["md"].read_text(encoding="utf-8"))
     elapsed = time.perf_counter() - t_start
     print(

@@ -613,6 +613,33 @@ def test_a_failed_ablation_releases_its_folder(tiny_voc, tmp_path, one_thread, m
     assert res["complete"] and [r["init"] for r in res["rows"]] == ["no_fusion"]
 
 
+def test_an_ablation_stopped_while_it_writes_its_report_continues(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """ablation.json said "complete" before ablation.md and .png were written: an ablation stopped in
+    between (Ctrl-C during the plot, 1 of 6 SIGINTs sent at 95 % of a --quick run) left a finished ablation
+    without its report, which a rerun refused ("holds a finished ablation") and only --overwrite, all runs
+    again, cleared. The rerun now continues and writes the report without training."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ablation, "plot", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ablation.main(argv)
+    assert not json.loads((out / "ablation.json").read_text())["complete"]
+    monkeypatch.undo()
+    trained = []
+    monkeypatch.setattr(ablation, "finetune", lambda *args: trained.append(args))
+    res = ablation.main(argv)
+    assert res["complete"] and trained == [] and [r["init"] for r in res["rows"]] == ["no_fusion"]
+    assert "[ablation] 0 fine-tuning runs" in capsys.readouterr().out
+    assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "ablation.md").exists()
+
+
 def test_load_average_is_none_where_it_cannot_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where ``os.getloadavg`` raises (the load average is unobtainable) as where it does not exist (Windows,
     ``tests/examples/test_portability.py``), ablation.json records ``null`` and the messages say n/a."""
