@@ -19,7 +19,6 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -63,7 +62,7 @@ from examples.voc_joint.metrics import (
     iou_from_confusion,
     to_jsonable,
 )
-from examples.voc_joint.signals import Interrupted, InterruptGuard
+from examples.voc_joint.signals import InterruptGuard, run_stoppable
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 from examples.voc_joint.visualize import save_panel
 from examples.voc_joint.workers import worker_tmpdir_error
@@ -331,20 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args, sys.argv[1:] if argv is None else argv)
 
-    # SIGINT and SIGTERM stop the evaluation at once, with one line and exit status 130 / 143: the ``finally``
-    # blocks run (its staging folder is removed), and metrics.json and panels/ are only written at the end
-    with InterruptGuard() as guard, guard.released():
-        try:
-            return _main(parser, args)
-        except Interrupted as exc:
-            out = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
-            print(
-                f"{parser.prog}: stopped by {signal.Signals(exc.signum).name} (exit status {exc.exit_code}); "
-                f"{out / 'metrics.json'} and panels/ are only written by a finished evaluation",
-                file=sys.stderr,
-                flush=True,
-            )
-            return exc.exit_code
+    out = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
+    # SIGINT and SIGTERM stop the evaluation at once (its staging folder removed) with one line, 130 / 143
+    return run_stoppable(
+        lambda: _main(parser, args),
+        parser.prog,
+        f"{out / 'metrics.json'} and panels/ are only written by a finished evaluation",
+    )
 
 
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -57,6 +57,7 @@ from examples.voc_joint.data import (
 )
 from examples.voc_joint.engine import write_text_atomic
 from examples.voc_joint.headers import shown_problems
+from examples.voc_joint.signals import run_stoppable
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 
 __all__ = ["build_trainaug", "main", "read_sbd_mask", "resolve_sbd_root"]
@@ -491,9 +492,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: exit status 0; 1 for bad data or a folder that cannot be written (the
     message names the files); 2 for a root that is not a folder (or the empty string, an unset shell variable,
-    which was taken as the current folder) or an output that exists already; 130 when interrupted (Ctrl-C)."""
+    which was taken as the current folder) or an output that exists already; 130 when stopped by SIGINT
+    (Ctrl-C), 143 by SIGTERM."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # SIGINT and SIGTERM stop the conversion at once (its staging folder removed) with one line, 130 / 143
+    return run_stoppable(
+        lambda: _main(parser, args),
+        parser.prog,
+        "a conversion stopped before its masks moved into place wrote nothing",
+    )
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """:func:`main` after the options were parsed."""
     try:
         res = build_trainaug(
             args.voc_root, args.sbd_root, overwrite=args.overwrite, progress=not args.no_progress
@@ -502,12 +514,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     except (OSError, DataError) as exc:  # the data; a VOC folder that cannot be written, a full disk
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
-    except KeyboardInterrupt:
-        print(
-            f"{parser.prog}: interrupted (a run stopped before its masks moved into place wrote nothing)",
-            file=sys.stderr,
-        )
-        return 130
     print(
         f"trainaug: {len(res['train'])} train and {len(res['val'])} val images in {res['voc_root']} "
         f"({res['from_voc']} masks from VOC, {res['from_sbd']} from SBD; {len(res['val_removed'])} SBD "

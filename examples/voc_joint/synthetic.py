@@ -49,6 +49,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 from examples.voc_joint.cli import SIDE_MAX, int_range, output_path
 from examples.voc_joint.data import NUM_CLASSES, voc_palette
+from examples.voc_joint.signals import run_stoppable
 from examples.voc_joint.staging import remove_abandoned_staging, unique_folder
 
 #: Largest ``--num-train`` / ``--num-val`` / ``--num-sbd-extra`` (a million images: hours of writing already).
@@ -497,6 +498,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
+    # SIGINT and SIGTERM stop the generation at once (its temporary folder removed) with one line, 130 / 143
+    return run_stoppable(
+        lambda: _main(parser, args),
+        parser.prog,
+        f"the set is built in a temporary folder and only a finished one is moved to {args.out}",
+    )
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """:func:`main` after the options were parsed and checked."""
     start = time.perf_counter()
     try:
         root = generate_synthetic_voc(

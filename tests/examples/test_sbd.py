@@ -388,7 +388,7 @@ def test_command_line_write_errors_and_interrupts_leave_nothing(real_layout, mon
     monkeypatch.undo()
     monkeypatch.setattr(sbd, "read_sbd_mask", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     assert sbd.main(argv) == 130
-    assert "interrupted" in capsys.readouterr().err
+    assert "stopped by SIGINT (exit status 130)" in capsys.readouterr().err
     assert sorted(p.name for p in voc.iterdir()) == ["ImageSets", "JPEGImages", "SegmentationClass"]
 
 
@@ -460,3 +460,37 @@ def test_a_run_removes_the_staging_folders_of_killed_runs_not_of_running_ones(re
     assert (voc / "SegmentationClassAug").stat().st_mode & 0o777 == 0o777 & ~umask
     sbd.build_trainaug(root, ds, overwrite=True)
     assert [p.name for p in voc.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="SIGTERM to oneself: POSIX")
+def test_cli_sigterm_is_one_line_with_exit_status_143_and_no_staging_folder(real_layout, monkeypatch, capsys):
+    """``sbd.py`` stopped by SIGTERM ended silently and left its ``.SegmentationClassAug.<random>.tmp``
+    folder of partial masks until the next run. It now prints one line naming the signal, exits 143 and
+    removes the folder (Ctrl-C already did)."""
+    import signal
+
+    class Stopped(Exception):
+        pass
+
+    def stopped(signum, frame):  # where sbd.py handles no SIGTERM (its default would end pytest)
+        raise Stopped
+
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    real_read, calls = sbd.read_sbd_mask, []
+
+    def read(*args):  # SIGTERM while the second SBD mask is converted
+        calls.append(args)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_read(*args)
+
+    monkeypatch.setattr(sbd, "read_sbd_mask", read)
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        assert sbd.main(["--voc-root", str(root), "--sbd-root", str(ds), "--no-progress"]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM (exit status 143)" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in voc.iterdir()) == ["ImageSets", "JPEGImages", "SegmentationClass"]

@@ -337,3 +337,41 @@ def test_a_generation_removes_what_killed_generations_of_its_folder_left(tmp_pat
     left[0].mkdir()  # killed while regenerating with other arguments; the complete set is found as it is
     generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE)
     assert not left[0].exists() and sibling.is_dir()
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="SIGTERM to oneself: POSIX")
+def test_cli_sigterm_is_one_line_with_exit_status_143_and_no_temporary_folder(tmp_path, monkeypatch, capsys):
+    """``synthetic.py`` stopped by SIGTERM ended silently (SIGINT: a traceback) and left its
+    ``.voc.<random>.tmp`` folder until the next generation. It now prints one line naming the signal, exits
+    143 and removes the folder; the earlier set stays as it was."""
+    import signal
+
+    class Stopped(Exception):
+        pass
+
+    def stopped(signum, frame):  # where synthetic.py handles no SIGTERM (its default would end pytest)
+        raise Stopped
+
+    argv = ["--out", str(tmp_path / "voc"), "--num-train", "3", "--num-val", "2", "--height", "32"]
+    assert synthetic.main([*argv, "--width", "48"]) == 0
+    before = _digest(tmp_path / "voc")
+    real = synthetic.render_sample
+
+    def render(*args, **kwargs):  # SIGTERM during the second image of a new set (another width)
+        if render.calls == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        render.calls += 1
+        return real(*args, **kwargs)
+
+    render.calls = 0
+    monkeypatch.setattr(synthetic, "render_sample", render)
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        capsys.readouterr()
+        assert synthetic.main([*argv, "--width", "40"]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM (exit status 143)" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".voc.lock", "voc"]
+    assert _digest(tmp_path / "voc") == before
