@@ -913,12 +913,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     from examples.voc_joint.console import tolerant_output
-    from examples.voc_joint.signals import Interrupted
+    from examples.voc_joint.signals import run_stoppable
 
     tolerant_output()  # a path or a character the console cannot encode is escaped, not fatal
-    try:
+
+    # SIGINT / SIGTERM: one line, exit status 130 / 143 (a pretraining writes its checkpoint first)
+    def _cli() -> int:
         main()
-    except Interrupted as exc:  # Ctrl-C during the pretraining: its checkpoint was written
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:  # during the fine-tuning: the finished runs are in ablation.json
-        sys.exit(130)
+        return 0
+
+    sys.exit(
+        run_stoppable(
+            _cli,
+            build_parser().prog,
+            "ablation.json keeps the finished runs: the same command continues with the others",
+        )
+    )

@@ -557,12 +557,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     from examples.voc_joint.console import tolerant_output
-    from examples.voc_joint.signals import Interrupted
+    from examples.voc_joint.signals import run_stoppable
 
     tolerant_output()  # a path or a character the console cannot encode is escaped, not fatal
-    try:
+
+    # SIGINT / SIGTERM: one line, exit status 130 / 143 (a stage writes its checkpoint first)
+    def _cli() -> int:
         main()
-    except Interrupted as exc:  # Ctrl-C / SIGTERM during a stage: its checkpoint was written
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        return 0
+
+    sys.exit(
+        run_stoppable(
+            _cli,
+            build_parser().prog,
+            "a demo does not continue: the same command with --overwrite runs it again",
+        )
+    )

@@ -367,3 +367,30 @@ def test_demo_output_folder_that_cannot_be_made_is_one_error_line(tmp_path: Path
     assert info.value.code == 1 and len(err.splitlines()) == 1, err
     assert err.startswith("python examples/voc_joint/demo.py: error: ") and str(blocker) in err
     assert blocker.read_text() == "x"
+
+
+def test_a_signal_is_one_line_with_exit_status_143(tiny_voc: Path, tmp_path: Path) -> None:
+    """SIGTERM during a stage of the demo wrote the stage's checkpoint and ended with exit status 143 but no
+    word on what to do (SIGINT outside a stage: 130 and no word either). One line now names the signal and
+    how to run the demo again."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSINIT_FAULT": "sigterm@step:1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    argv = ["--output-dir", str(tmp_path / "demo"), "--data-root", str(tiny_voc), "--max-steps", "2"]
+    argv += ["--threads", "1", "--no-progress", *SMALL_BATCH]
+    res = subprocess.run(
+        [sys.executable, "examples/voc_joint/demo.py", *argv],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 143, res.stderr
+    assert "stopped by SIGTERM (exit status 143); a demo does not continue" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
