@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _atomic import write_text_atomic
 from _harness import (
     check_counts,
     check_output,
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(args.output, json.dumps(result, indent=2) + "\n")
         print(f"written to {args.output}")
     return result
 

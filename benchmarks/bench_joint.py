@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402  # after the sys.path set-up, so the checkout's packages win
+from _atomic import write_text_atomic  # noqa: E402
 from _harness import check_counts, check_output, cli_device, cpu_model, load_average  # noqa: E402  # the script's folder: run as a file or with it on sys.path
 from torch import Tensor, nn  # noqa: E402  # same reason
 
@@ -783,7 +784,7 @@ def main(argv: list[str] | None = None) -> dict:
     key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}" + ("_amp" if amp_used else "")
     existing.pop(device.type, None)  # layout of an older version of this script
     existing[key] = result
-    args.output.write_text(json.dumps(existing, indent=2, allow_nan=False, default=_json_default))
+    write_text_atomic(args.output, json.dumps(existing, indent=2, allow_nan=False, default=_json_default))
     print(f"written to {args.output} (key {key!r})")
     return result
 

@@ -85,6 +85,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _atomic import write_text_atomic  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
     check_counts,
@@ -724,7 +725,7 @@ def main(argv: list[str] | None = None) -> dict:
         stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())  # a new file: never overwrite a committed result
         out = args.out or ROOT / "benchmarks" / "results" / f"bench_ops_{args.device}{threads}_{stamp}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=1) + "\n")
+        write_text_atomic(out, json.dumps(data, indent=1) + "\n")
         print(f"\nwrote {out}")
     if not ok:
         raise SystemExit("a check failed or a measurement did not finish: see the table above")

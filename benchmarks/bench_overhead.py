@@ -45,6 +45,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
+from _atomic import write_text_atomic  # noqa: E402
 from _counting import OpCounter, allocations  # noqa: E402
 from _harness import check_counts, check_lists, check_output, cli_device, environment  # noqa: E402
 
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())
         out = args.out or ROOT / "benchmarks" / "results" / f"overhead_{device.type}_{stamp}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(data, indent=1) + "\n")
+        write_text_atomic(out, json.dumps(data, indent=1) + "\n")
         print(f"\nwrote {out}")
     return data
 

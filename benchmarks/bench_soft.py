@@ -51,6 +51,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _atomic import write_text_atomic  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
     check_counts,
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or (None if args.quick else ROOT / "benchmarks" / "results" / f"soft_{stamp}.json")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomic(out, json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {out}")
     return result
 

@@ -33,6 +33,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
+from _atomic import write_text_atomic
 from _harness import check_counts, check_output, cpu_model, load_average
 from torch import nn
 
@@ -411,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n--quick: no JSON written (pass --out) in {result['seconds']:.0f} s")
         return 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_text_atomic(out, json.dumps(result, indent=2))
     print(f"\nwrote {out} in {result['seconds']:.0f} s")
     return 0
 

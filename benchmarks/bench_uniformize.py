@@ -64,6 +64,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from _atomic import write_text_atomic  # noqa: E402
 from _harness import (  # noqa: E402 (after the path set-up)
     PeakMemory,
     check_counts,
@@ -602,7 +603,7 @@ def main(argv: list[str] | None = None) -> dict:
     default = ROOT / "benchmarks" / "results" / f"bench_uniformize_{args.device}{threads}_{stamp}.json"
     out = Path(args.out) if args.out else default
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1))
+    write_text_atomic(out, json.dumps(data, indent=1))
     print(f"wrote {out}")
     return data
 

@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _atomic import write_text_atomic  # the script's folder: run as a file or with it on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 
@@ -927,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args._train is not None:
         result = train_check(args.device, args.quick, args._train)
-        (args._train / "train_check.json").write_text(json.dumps(result, indent=1))
+        write_text_atomic(args._train / "train_check.json", json.dumps(result, indent=1))
         print(json.dumps(result, indent=1))
         return 0
 
@@ -1059,8 +1061,8 @@ def train_summary(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(report: dict[str, Any], json_path: Path, txt_path: Path) -> None:
-    json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    txt_path.write_text(render_summary(report))
+    write_text_atomic(json_path, json.dumps(report, indent=1, default=str) + "\n")
+    write_text_atomic(txt_path, render_summary(report))
 
 
 if __name__ == "__main__":

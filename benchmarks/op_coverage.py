@@ -43,6 +43,7 @@ import argparse
 import csv
 import functools
 import importlib.util
+import io
 import itertools
 import re
 import sys
@@ -61,6 +62,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from _atomic import write_text_atomic  # noqa: E402
 from _harness import check_output  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_leaves, tree_map  # noqa: E402
@@ -652,10 +654,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, str]]:
     rows = table(record, dict(sorted(yamls.items())))
     out = args.out or OUT
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out, text.getvalue(), newline="")
     print(f"torch {torch.__version__}: {len(rows)} ATen overloads ({', '.join(yamls)}); wrote {out}")
     for name, why in sorted(record.skipped.items()):
         print(f"  not run: {name}: {why}")

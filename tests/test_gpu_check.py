@@ -778,3 +778,41 @@ def test_exit_status_counts_every_stage_that_did_not_finish_ok(status, exit_stat
     argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint", "--out", str(tmp_path)]
     assert gpu_check.main(argv) == exit_status
     assert json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())["exit_status"] == exit_status
+
+
+def test_a_report_write_stopped_halfway_leaves_the_previous_stages_report(tmp_path, monkeypatch):
+    """The report and its summary are rewritten after every stage; ``Path.write_text`` truncated them first,
+    so a check stopped during a write (the budget's SIGKILL, a full disk) left an empty report.json in place
+    of the previous stage's. Both are now written to a temporary file renamed into place: the previous
+    report stays whole and no temporary file is left."""
+    import builtins
+    import io
+
+    meta = {"device": "cuda", "quick": False, "platform": "p", "torch": "t", "time": "now", "budget_s": 1}
+    report = {
+        "meta": meta,
+        "on_gpu": True,
+        "stages": {},
+        "targets": gpu_check.evaluate_targets(_stages(1.4, 1.31, 0), on_gpu=True),
+    }
+    json_path, txt_path = tmp_path / "report.json", tmp_path / "summary.txt"
+    gpu_check._write(report, json_path, txt_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_open = io.open
+
+    class Stopped(BaseException):
+        pass
+
+    def stopping_open(file, mode="r", *args, **kwargs):  # the file is opened (truncated), then the run stops
+        fh = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and Path(file).parent == tmp_path:
+            fh.close()
+            raise Stopped
+        return fh
+
+    monkeypatch.setattr(io, "open", stopping_open)
+    monkeypatch.setattr(builtins, "open", stopping_open)
+    with pytest.raises(Stopped):
+        gpu_check._write({**report, "stages": {"tests": {"status": "ok"}}}, json_path, txt_path)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
