@@ -18,6 +18,7 @@ import csv
 import os
 import time
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, cast
 
@@ -493,7 +494,9 @@ def evaluate_checkpoint(
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file renamed into place: readers see the old file or
-    the whole new one, never a partial write."""
+    the whole new one, never a partial write. The temporary files of earlier writes of ``path`` whose
+    process is gone (killed while writing) are removed first."""
+    _remove_dead_writers_files(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
@@ -501,6 +504,25 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:  # a full disk, an interrupt: no temporary file left behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _remove_dead_writers_files(path: Path) -> None:
+    """Remove ``.<name>.<pid>.tmp`` next to ``path`` where no process ``<pid>`` runs (a SIGKILL during a
+    write left it; nothing else ever removed it). A running writer's file stays, as does one whose process
+    id was reused meanwhile; where ``os.kill`` cannot probe a process (Windows) nothing is removed."""
+    if os.name == "nt" or not path.parent.is_dir():
+        return
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix) : -len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # gone: its file is abandoned
+            tmp.unlink(missing_ok=True)
+        except OSError:  # alive (another user's: PermissionError)
+            continue
 
 
 def evaluation_current(ckpt_path: Path, step: int) -> bool:

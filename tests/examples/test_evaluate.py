@@ -791,3 +791,32 @@ def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
     assert len(payload["panels"]) == 3
     assert [p.name for p in (tmp_path / "ev").iterdir() if p.name.startswith(".")] == []
     capsys.readouterr()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGKILL, and no process probe: nothing is removed")
+def test_write_text_atomic_removes_the_temporary_files_of_killed_writers(tmp_path) -> None:
+    """A SIGKILL while metrics.json (eval.json, ablation.json, ...) was written left its
+    ``.metrics.json.<pid>.tmp`` behind, and no later run removed it. The next write of the file removes those
+    whose process is gone; a running writer's stays."""
+    import os
+    import subprocess
+
+    from examples.voc_joint.engine import write_text_atomic
+
+    target = tmp_path / "metrics.json"
+    killed = subprocess.run(  # a writer killed with its temporary file half-written
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; "
+            "open(f'{sys.argv[1]}/.metrics.json.{os.getpid()}.tmp', 'w').write('{\"mi'); "
+            "os.kill(os.getpid(), signal.SIGKILL)",
+            str(tmp_path),
+        ],
+        check=False,
+    )
+    assert killed.returncode == -9 and len(list(tmp_path.iterdir())) == 1
+    running = tmp_path / f".metrics.json.{os.getppid()}.tmp"  # pytest's parent process: alive
+    running.write_text("{")
+    write_text_atomic(target, "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", running.name])
