@@ -963,7 +963,10 @@ def main(argv: list[str] | None = None) -> int:
         meta["notes"] = ["tqdm is not installed: the children import a no-op stand-in for its progress bar"]
         _log(meta["notes"][0])
 
+    stopped_by = [signal.SIGINT]  # KeyboardInterrupt: Ctrl-C, unless SIGTERM raised it
+
     def on_sigterm(signum: int, frame: object) -> None:
+        stopped_by[0] = signal.SIGTERM
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
@@ -980,7 +983,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [n for n, e in report["stages"].items() if e["status"] != "ok"]
     bad += [n for n in args.stage_list if n not in report["stages"]]  # never started
     signal.signal(signal.SIGTERM, previous)
-    report["exit_status"] = 130 if interrupted else 1 if bad else 0
+    # 128 + the signal, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM
+    report["exit_status"] = 128 + int(stopped_by[0]) if interrupted else 1 if bad else 0
     report["seconds"] = time.perf_counter() - t_start
     report["targets"] = evaluate_targets(report["stages"], on_gpu)
     _write(report, json_path, txt_path)

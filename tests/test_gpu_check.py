@@ -525,6 +525,24 @@ def test_an_interrupted_check_writes_its_report(tmp_path, monkeypatch):
     assert "interrupted" in (tmp_path / "gpu_check_cpu_quick.txt").read_text()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to oneself: POSIX")
+def test_a_check_stopped_by_sigterm_exits_143(tmp_path, monkeypatch):
+    """SIGTERM (the budget's stop, a scheduler's) gave exit status 130, Ctrl-C's; it is 143 now, as a
+    shell reports a process ended by SIGTERM, in the report too."""
+    import os
+    import signal
+
+    def stopped_stages(args, stages, report, *rest):
+        report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": []}  # running when stopped
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(gpu_check, "run_stages", stopped_stages)
+    argv = ["--device", "cpu", "--quick", "--stages", "joint", "--out", str(tmp_path)]
+    assert gpu_check.main(argv) == 143
+    report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
+    assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 143
+
+
 def test_time_ms_on_the_cpu_times_each_run_alone_in_milliseconds(monkeypatch):
     """Each run's own duration (not the time since the first run), in ms, after untimed warm-up runs."""
 
