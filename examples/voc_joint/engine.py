@@ -392,6 +392,7 @@ class CsvLogger:
             with open(self.path, newline="", encoding="utf-8") as fh:
                 kept = [r for r in csv.DictReader(fh) if _int_or_none(r.get("step")) is not None]
             kept = [r for r in kept if int(r["step"]) <= resume_step]
+        _remove_dead_writers_files(self.path)  # a run killed while it rewrote log.csv left one
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.FIELDS, extrasaction="ignore")

@@ -795,7 +795,7 @@ def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGKILL, and no process probe: nothing is removed")
 def test_write_text_atomic_removes_the_temporary_files_of_killed_writers(tmp_path) -> None:
-    """A SIGKILL while metrics.json (eval.json, ablation.json, ...) was written left its
+    """A SIGKILL while metrics.json (eval.json, ablation.json, log.csv, ...) was written left its
     ``.metrics.json.<pid>.tmp`` behind, and no later run removed it. The next write of the file removes those
     whose process is gone; a running writer's stays."""
     import os
@@ -816,7 +816,14 @@ def test_write_text_atomic_removes_the_temporary_files_of_killed_writers(tmp_pat
         check=False,
     )
     assert killed.returncode == -9 and len(list(tmp_path.iterdir())) == 1
+    dead_pid = next(tmp_path.iterdir()).name.split(".")[3]
     running = tmp_path / f".metrics.json.{os.getppid()}.tmp"  # pytest's parent process: alive
     running.write_text("{")
     write_text_atomic(target, "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", running.name])
+    # log.csv, rewritten when a stage starts: the same
+    from examples.voc_joint.engine import CsvLogger
+
+    (tmp_path / f".log.csv.{dead_pid}.tmp").write_text("stage,epo")
+    CsvLogger(tmp_path, True, False, None).close()
+    assert not (tmp_path / f".log.csv.{dead_pid}.tmp").exists() and (tmp_path / "log.csv").exists()
