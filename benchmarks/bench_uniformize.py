@@ -609,4 +609,12 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from examples.voc_joint.signals import run_stoppable
+
+    def _cli() -> int:
+        main()
+        return 0
+
+    # SIGINT / SIGTERM: one line and exit status 130 / 143, the measuring child killed on the way (after a
+    # SIGTERM it ran on, orphaned); the result file is only written at the end
+    raise SystemExit(run_stoppable(_cli, "bench_uniformize.py", "no result file written"))

@@ -1343,3 +1343,50 @@ def test_op_coverage_records_only_the_ops_of_a_composite_kernel():
     y, index = torch.zeros(3), [torch.tensor([1])]
     put = cov._decomposition(torch.ops.aten.index_put_.default, (y, index, torch.ones(1)), {}, composite)
     assert put == {"_index_put_impl_"} and not y.any()  # an in-place op changes the copies only
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads a process's children from /proc")
+def test_a_benchmark_stopped_by_sigterm_stops_its_measuring_child(tmp_path):
+    """``bench_soft.py`` measures in a fresh child process; SIGTERM ended the parent at once and the child
+    ran on, orphaned (measured: 1 of 2 SIGTERMs left a process running after the parent). The child is
+    now killed first, the parent prints one line and exits 143, and no result file is written."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(BENCH / "bench_soft.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    children: list[int] = []
+    deadline = time.monotonic() + 120
+    try:
+        while not children and time.monotonic() < deadline and proc.poll() is None:
+            children = [int(c) for c in children_file.read_text().split()] if children_file.exists() else []
+            time.sleep(0.05)
+        assert children, "no measuring child appeared"
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    assert "bench_soft.py: stopped by SIGTERM (exit status 143)" in err and "Traceback" not in err, err[
+        -2000:
+    ]
+    for child in children:  # gone (reaped by the parent), not running on
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)
+    assert not (tmp_path / "r.json").exists()
