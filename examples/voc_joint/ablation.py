@@ -30,6 +30,7 @@ the paper's (1e-6 / 1e-7 move nothing in a few dozen steps); they are recorded i
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -71,9 +72,11 @@ __all__ = [
     "build_parser",
     "check_args",
     "check_pretrained",
+    "figure_title",
     "format_markdown",
     "main",
     "plot",
+    "redraw_figure",
     "reloaded_row",
     "run_ablation",
     "settings_differences",
@@ -593,6 +596,41 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     return path
 
 
+def figure_title(settings: dict[str, Any], seeds: int) -> str:
+    """The title of ``ablation.png`` for an ablation of ``settings`` (as ``ablation.json`` records them) over
+    ``seeds`` seeds.
+
+    Example:
+        >>> figure_title({"steps": 40, "val_images": 16}, 3)
+        'joint model, synthetic VOC: 40 fine-tuning steps, 3 seed(s), 16 val images'
+    """
+    return (
+        f"joint model, synthetic VOC: {settings['steps']} fine-tuning steps, {seeds} seed(s), "
+        f"{settings['val_images']} val images"
+    )
+
+
+def redraw_figure(folder: str | Path) -> Path:
+    """Draw ``ablation.png`` again from the rows of the finished ``ablation.json`` in ``folder``, without
+    training (after a change of :func:`plot`, or a lost figure).
+
+    Returns:
+        Path: the figure written (``folder/ablation.png``).
+
+    Raises:
+        UsageError: ``folder`` holds no ``ablation.json``, or an unfinished one.
+    """
+    path = Path(folder) / "ablation.json"
+    if not path.is_file():
+        raise UsageError(f"folder: expected a folder with an ablation.json, found none in {str(folder)!r}")
+    result = json.loads(path.read_text(encoding="utf-8"))
+    if not result.get("complete"):
+        raise UsageError(f"folder: {str(path)!r} holds an unfinished ablation (its rerun draws the figure)")
+    rows = [reloaded_row(r) for r in result["rows"]]
+    seeds = len({int(r["seed"]) for r in rows})
+    return plot(rows, path.with_suffix(".png"), figure_title(result["settings"], seeds))
+
+
 def _at(row: dict[str, Any], step: int, key: str) -> float:
     return float(next(p[key] for p in row["curve"] if p["step"] == step and key in p))
 
@@ -745,8 +783,6 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         CheckpointError: ``--seg-checkpoint`` or ``--spixel-checkpoint`` is not a usable checkpoint (checked
             before anything is printed or written).
     """
-    import json
-
     from examples.voc_joint import data
     from examples.voc_joint.demo import check_user_data, common_args, pretrain, val_loader
     from examples.voc_joint.distributed import DistInfo
@@ -858,12 +894,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         data_name = "synthetic VOC" if opts.data_root is None else f"data: {root}"
         summary = summarize(rows) if rows else []
         write_text_atomic(paths["md"], format_markdown(summary, settings, data=data_name))
-        plot(
-            rows,
-            paths["png"],
-            f"joint model, synthetic VOC: {opts.run_steps} fine-tuning steps, {opts.seeds} seed(s), "
-            f"{settings['val_images']} val images",
-        )
+        plot(rows, paths["png"], figure_title(settings, opts.seeds))
         # "complete" last: an ablation stopped while it wrote the .md or the .png continues (nothing left to
         # train) instead of being a finished one without them, which only --overwrite (all runs again) cleared
         save(complete=True)

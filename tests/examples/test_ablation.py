@@ -692,3 +692,33 @@ def test_a_signal_during_a_run_is_one_line_with_exit_status_143(tiny_voc, tmp_pa
     assert "stopped by SIGTERM (exit status 143); ablation.json keeps the finished runs" in res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (out / "ablation.json").exists()  # no run finished
+
+
+@pytest.mark.parametrize(("folder", "seeds"), [("ablation", 3), ("ablation_10seeds", 10)])
+def test_redraw_figure_draws_the_committed_rows_with_the_runs_title(
+    folder: str, seeds: int, tmp_path, monkeypatch
+) -> None:
+    """``redraw_figure`` draws ``ablation.png`` from a finished ``ablation.json`` (how the committed figures
+    are redrawn after a change of ``plot``), with the title the run gives it, and refuses a folder without
+    one or with an unfinished one."""
+    from pathlib import Path
+
+    from examples.voc_joint.cli import UsageError
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "benchmarks" / "results" / folder / "ablation.json").read_text()
+    (tmp_path / "ablation.json").write_text(text)
+    drawn: list[tuple[int, Path, str]] = []
+    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": drawn.append((len(rows), path, title)))
+    ablation.redraw_figure(tmp_path)
+    rows = json.loads(text)["rows"]
+    title = f"joint model, synthetic VOC: 40 fine-tuning steps, {seeds} seed(s), 16 val images"
+    assert drawn == [(len(rows), tmp_path / "ablation.png", title)]
+
+    unfinished = json.loads(text)
+    unfinished["complete"] = False
+    (tmp_path / "ablation.json").write_text(json.dumps(unfinished))
+    with pytest.raises(UsageError, match="unfinished ablation"):
+        ablation.redraw_figure(tmp_path)
+    with pytest.raises(UsageError, match="found none"):
+        ablation.redraw_figure(tmp_path / "empty")
