@@ -11,6 +11,8 @@
   earlier peak: :attr:`PeakMemory.method` says which.
 * :func:`environment`: torch version, device name, CPU model (:func:`cpu_model`), CPU count and the
   1-minute load average (is the machine shared right now?) for the result files.
+* :func:`run_script`: every script's entry point: SIGINT / SIGTERM end it with one line and exit status
+  130 / 143 instead of a traceback (``examples.voc_joint.signals.run_stoppable``).
 
 This is a module of plain functions rather than ``torch.utils.benchmark.Timer``: the scripts report the median
 of a fixed number of single runs (and same-run paired ratios), which ``blocked_autorange`` does not give.
@@ -22,6 +24,7 @@ import argparse
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +51,7 @@ __all__ = [
     "median_upper",
     "memory_fields",
     "paired_times",
+    "run_script",
     "sync",
     "time_ms",
     "warmup_runs",
@@ -338,3 +342,36 @@ def environment(device: torch.device | str, threads: int | None = None) -> dict[
         env["cuda_memory_gib"] = round(props.total_memory / 2**30, 1)
         env["cuda_runtime"] = torch.version.cuda
     return env
+
+
+def run_script(main: Callable[[], object], prog: str, note: str = "no result file written") -> int:
+    """Run a benchmark's ``main()`` as its command line does: SIGINT (Ctrl-C) and SIGTERM stop it at once,
+    its ``finally`` blocks run (a measuring child is killed), and the stop is one line on stderr, ``<prog>:
+    stopped by SIGTERM (exit status 143); <note>``, instead of Python's traceback (SIGINT) or a silent end
+    (SIGTERM).
+
+    It is ``examples.voc_joint.signals.run_stoppable``, the helper of the example scripts, with the exit
+    status of a benchmark's ``main()``: the ``int`` it returns, or 0 for a result (a dict or a list).
+
+    Args:
+        main: the script's ``main`` with its arguments bound (it reads ``sys.argv`` when called bare).
+        prog: the script's name, the first word of the line.
+        note: what a stop leaves, the end of the line (the result files are written once, at the end).
+
+    Returns:
+        int: the exit status: ``main()``'s, or ``128 + signal`` (130, 143) when a signal stopped it.
+
+    Example:
+        >>> run_script(lambda: {"rows": []}, "bench_demo.py"), run_script(lambda: 1, "bench_demo.py")
+        (0, 1)
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:  # the checkout's examples package (a worker of ab_uniformize.py runs without it)
+        sys.path.append(root)
+    from examples.voc_joint.signals import run_stoppable
+
+    def status() -> int:
+        result = main()
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+    return run_stoppable(status, prog, note)

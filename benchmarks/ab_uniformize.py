@@ -33,6 +33,7 @@ from _harness import (
     check_counts,
     check_output,
     environment,
+    run_script,
 )  # the script's folder: run as a file or with it on sys.path
 from bench_uniformize import make_labels  # the grid labels of bench_uniformize's configurations
 
@@ -183,4 +184,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback, the running worker killed
+    raise SystemExit(run_script(main, "ab_uniformize.py"))

@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402  # after the sys.path set-up, so the checkout's packages win
 from _atomic import write_text_atomic  # noqa: E402
-from _harness import check_counts, check_output, cli_device, cpu_model, load_average  # noqa: E402  # the script's folder: run as a file or with it on sys.path
+from _harness import check_counts, check_output, cli_device, cpu_model, load_average, run_script  # noqa: E402  # the script's folder: run as a file or with it on sys.path
 from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
@@ -798,4 +798,5 @@ def _json_default(obj: object) -> object:
 
 
 if __name__ == "__main__":
-    main()
+    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback
+    raise SystemExit(run_script(main, "bench_joint.py"))

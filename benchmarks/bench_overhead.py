@@ -47,7 +47,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 import torch  # noqa: E402
 from _atomic import write_text_atomic  # noqa: E402
 from _counting import OpCounter, allocations  # noqa: E402
-from _harness import check_counts, check_lists, check_output, cli_device, environment  # noqa: E402
+from _harness import check_counts, check_lists, check_output, cli_device, environment, run_script  # noqa: E402
 
 import sparse_ops as so  # noqa: E402
 from sparse_ops._layout import BUILD_BLOCK_PIXELS  # noqa: E402
@@ -373,4 +373,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback
+    raise SystemExit(run_script(main, "bench_overhead.py"))

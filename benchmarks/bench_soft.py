@@ -60,6 +60,7 @@ from _harness import (  # noqa: E402
     environment,
     memory_fields,
     paired_times,
+    run_script,
     time_ms,
     warmup_runs,
 )
@@ -384,12 +385,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from examples.voc_joint.signals import run_stoppable
-
-    def _cli() -> int:
-        main()
-        return 0
-
-    # SIGINT / SIGTERM: one line and exit status 130 / 143, the measuring child killed on the way (after a
-    # SIGTERM it ran on, orphaned); the result file is only written at the end
-    raise SystemExit(run_stoppable(_cli, "bench_soft.py", "no result file written"))
+    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback, the measuring child killed
+    raise SystemExit(run_script(main, "bench_soft.py"))

@@ -34,7 +34,7 @@ if __package__ in (None, ""):
 
 import torch
 from _atomic import write_text_atomic
-from _harness import check_counts, check_output, cpu_model, load_average
+from _harness import check_counts, check_output, cpu_model, load_average, run_script
 from torch import nn
 
 from transparent_init import (
@@ -418,4 +418,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback
+    raise SystemExit(run_script(main, "bench_transparent_init.py"))

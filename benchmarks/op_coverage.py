@@ -63,7 +63,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from _atomic import write_text_atomic  # noqa: E402
-from _harness import check_output  # noqa: E402
+from _harness import check_output, run_script  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_leaves, tree_map  # noqa: E402
 
@@ -668,4 +668,5 @@ def main(argv: list[str] | None = None) -> list[dict[str, str]]:
 
 
 if __name__ == "__main__":
-    main()
+    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback
+    raise SystemExit(run_script(main, "op_coverage.py"))

@@ -1390,3 +1390,83 @@ def test_a_benchmark_stopped_by_sigterm_stops_its_measuring_child(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(child, 0)
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="sends POSIX signals to a child process")
+@pytest.mark.parametrize("signum, status", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+def test_run_script_turns_a_signal_into_one_line_and_128_plus_the_signal(signum, status):
+    """The benchmarks' entry point (``_harness.run_script``), stopped while its ``main()`` runs: one line on
+    stderr, exit status 130 / 143, no traceback; the signal is sent once the child's ``main()`` runs."""
+    import signal
+
+    code = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(BENCH)!r})\n"
+        "from _harness import run_script\n"
+        "def main():\n"
+        "    print('main is running', flush=True)\n"
+        "    time.sleep(300)\n"
+        "    return {}\n"
+        "raise SystemExit(run_script(main, 'bench_demo.py'))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "main is running\n", proc.stderr.read() if proc.stderr else ""
+        os.kill(proc.pid, signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    name = signal.Signals(signum).name
+    assert err == f"bench_demo.py: stopped by {name} (exit status {status}); no result file written\n", err
+    assert proc.returncode == status
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "ab_uniformize",
+        "bench_joint",
+        "bench_ops",
+        "bench_overhead",
+        "bench_soft",
+        "bench_transparent_init",
+        "bench_uniformize",
+        "op_coverage",
+    ],
+)
+def test_every_benchmark_runs_its_main_through_run_script(script, monkeypatch, capsys):
+    """Run as a file, each benchmark calls its ``main`` through ``_harness.run_script``: a Ctrl-C inside it is
+    one line and exit status 130 (five of them printed Python's traceback). The script's real ``__main__``
+    block runs here with ``main`` swapped for one that raises ``KeyboardInterrupt`` at once; an unknown
+    option on the command line makes a script that calls ``main()`` itself fail with argparse's status 2."""
+    import runpy
+
+    harness = _import("_harness")
+    real, called = harness.run_script, []
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    def run_script(main, prog, *args, **kwargs):
+        called.append((main.__code__.co_filename, main.__name__, prog))
+        return real(interrupted, prog, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "run_script", run_script)
+    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])  # the script's own insertions are undone
+    path = BENCH / f"{script}.py"
+    monkeypatch.setattr(sys, "argv", [str(path), "--no-such-option"])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(path), run_name="__main__")
+    err = capsys.readouterr().err
+    assert exc.value.code == 130, err[-2000:]
+    assert called == [(str(path), "main", f"{script}.py")]
+    assert err == f"{script}.py: stopped by SIGINT (exit status 130); no result file written\n"
