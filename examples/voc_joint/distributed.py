@@ -129,7 +129,8 @@ class DistInfo:
         return float(t.item()) / self.world_size
 
     def any(self, flags: torch.Tensor) -> torch.Tensor:
-        """Element-wise "true on any process" of a small float tensor of 0/1 flags (in place; returned)."""
+        """Element-wise "true on any process" of a small float tensor of 0/1 flags (in place; returned): the
+        maximum over the processes, so other values give their largest (a signal number)."""
         if self.enabled:
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return flags

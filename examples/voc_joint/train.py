@@ -1591,7 +1591,10 @@ def _train(
         )
     saved = None if saved_step is None else (state.step, state.epoch, state.samples_in_epoch)
     reason = "epoch"
-    if info.any(torch.tensor([float(guard.requested is not None)], device=info.device)).item():
+    # the signal every process stops on: the largest number any of them recorded (0: none), so that every
+    # process exits with the same status (128 + it), not Ctrl-C's where only another process was signalled
+    agreed = _agreed_signal(guard, info)
+    if agreed:
         reason = "interrupt"  # a signal during the set-up: nothing new to save
     while state.epoch < args.epochs and reason not in ("max_steps", "interrupt"):
         begin_epoch(sampler, loader.generator, args.seed, state.epoch, state.samples_in_epoch)
@@ -1622,8 +1625,8 @@ def _train(
         if reason == "epoch":
             faults.hit("epoch-end", state.epoch)
         # every process leaves together: a signal seen by any of them during the save or the wait stops all
-        stop = torch.tensor([float(guard.requested is not None)], device=info.device)
-        if info.any(stop).item() and reason != "interrupt":
+        agreed = _agreed_signal(guard, info)
+        if agreed and reason != "interrupt":
             reason = "interrupt"
     if reason == "interrupt":
         if info.main:
@@ -1633,12 +1636,18 @@ def _train(
                 else "before the first step (nothing to save)"
             )
             print(f"\n[{stage}] interrupted: {where}", flush=True)
-        raise Interrupted(guard.requested or signal.SIGINT)
+        raise Interrupted(agreed or guard.requested or signal.SIGINT)
     if info.main:
         print(
             f"[{stage}] done: {state.step} steps in {time.perf_counter() - t0:.1f} s; checkpoint {ckpt_path}",
             flush=True,
         )
+
+
+def _agreed_signal(guard: InterruptGuard, info: DistInfo) -> int:
+    """The largest signal number recorded by any process (0: none), the same on every process."""
+    recorded = torch.tensor([float(guard.requested or 0)], device=info.device)
+    return int(info.any(recorded).item())
 
 
 # ------------------------------------------------------------------------------------------------------ main

@@ -288,3 +288,16 @@ def test_each_process_resumes_with_its_own_rng_state(capsys: pytest.CaptureFixtu
     expected_one = torch.rand(3)
     train._restore_rng({"rng": states[0], "step": 4}, args, DistInfo(), "seg")
     assert torch.equal(torch.rand(3), expected_one)
+
+
+@pytest.mark.parametrize(
+    "mine, other, agreed", [(None, 15.0, 15), (2, 15.0, 15), (15, 2.0, 15), (None, 0.0, 0)]
+)
+def test_every_process_stops_on_the_largest_signal_any_of_them_recorded(
+    mine: int | None, other: float, agreed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The processes agree on a signal number, not on a 0/1 flag: a SIGTERM that reached one process only
+    ends every process with 143, not Ctrl-C's 130 (SIGTERM wins over SIGINT)."""
+    _OtherProcess(monkeypatch, flags=torch.tensor([other]))
+    guard = argparse.Namespace(requested=mine)
+    assert train._agreed_signal(guard, DistInfo(rank=0, world_size=2)) == agreed  # type: ignore[arg-type]

@@ -864,6 +864,49 @@ def test_the_other_processes_wait_for_an_evaluation_longer_than_the_groups_timeo
         assert p.returncode == 0 and f"evaluated {rank}" in out, out[-3000:]
 
 
+def _two_processes(out: Path, root: Path, faults: tuple[str | None, str | None]) -> list[tuple[int, str]]:
+    """train.py as ranks 0 and 1 of a gloo group (torchrun's environment, without torchrun: each rank gets its
+    own fault and its own exit status): ``[(exit status, stdout + stderr)]`` by rank."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "examples/voc_joint/train.py", "--data-root", str(root), "--output-dir", str(out)]
+    procs = []
+    for rank, fault in enumerate(faults):
+        env = {**_env(fault), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(
+            subprocess.Popen(
+                [*cmd, *RUN, "--workers", "0"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        )
+    try:
+        outs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return [(p.returncode, o) for p, o in zip(procs, outs, strict=True)]
+
+
+def test_a_signal_to_one_process_gives_every_process_its_exit_status(voc6: Path, tmp_path: Path) -> None:
+    """SIGTERM (a scheduler's) to rank 1 only, in step 2: both processes stop after that step, and both exit
+    143. Rank 0 exited 130, Ctrl-C's status, as the processes shared a stop flag, not the signal's number."""
+    (rc0, out0), (rc1, out1) = _two_processes(tmp_path / "run", voc6, (None, "sigterm@step:2"))
+    assert (rc0, rc1) == (143, 143), out0[-3000:] + out1[-3000:]
+    assert "[joint] interrupted: checkpoint of step 2" in out0
+    assert load_checkpoint(tmp_path / "run" / "joint" / "checkpoint.pt")["step"] == 2
+
+
 # ------------------------------------------------------------------- locks, signal guard, fault specs
 
 
