@@ -20,9 +20,12 @@ from torch import nn
 
 __all__ = [
     "MAIN_WORK_TIMEOUT",
+    "PEER_LOST_MESSAGES",
     "DistInfo",
+    "ProcessLostError",
     "cleanup_distributed",
     "init_distributed",
+    "peer_lost",
     "resolve_device",
     "unwrap_model",
 ]
@@ -31,6 +34,27 @@ __all__ = [
 #: split): not the process group's timeout (torch's default: 30 minutes with gloo, 10 with NCCL), which a long
 #: evaluation outlasts. A process that dies still ends the wait at once (its connection closes).
 MAIN_WORK_TIMEOUT = datetime.timedelta(hours=24)
+
+#: What gloo's TCP transport says when the process at the other end of a connection is gone (killed or
+#: crashed): the next collective of every other process fails with a ``RuntimeError`` holding one of these.
+#: (NCCL reports a lost process otherwise, or only at its timeout: not checked, no multi-GPU machine here.)
+PEER_LOST_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+class ProcessLostError(RuntimeError):
+    """A collective failed because another process of the group is gone (killed or crashed)."""
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective's failure because another process is gone (:data:`PEER_LOST_MESSAGES`).
+
+    Example:
+        >>> peer_lost(RuntimeError("[pair.cc:534] Connection closed by peer [127.0.0.1]:41234"))
+        True
+        >>> peer_lost(RuntimeError("shape mismatch"))
+        False
+    """
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in PEER_LOST_MESSAGES)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -72,7 +72,13 @@ from examples.voc_joint.cli import (
     split_name,
 )
 from examples.voc_joint.data import DEFAULT_MAX_PIXELS, DataError, VOCSegmentation, missing_file_hint
-from examples.voc_joint.distributed import DistInfo, cleanup_distributed, init_distributed
+from examples.voc_joint.distributed import (
+    DistInfo,
+    ProcessLostError,
+    cleanup_distributed,
+    init_distributed,
+    peer_lost,
+)
 from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
@@ -1889,11 +1895,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         except (UsageError, CheckpointError) as exc:
             # rank 0's refusal reaches every process: one copy, not one per process
             parser.exit(2, None if getattr(exc, _RANK_0_PRINTS, False) else f"{parser.prog}: error: {exc}\n")
+        except RuntimeError as exc:
+            if not (info.enabled and peer_lost(exc)):
+                raise
+            running = stages[min(len(out), len(stages) - 1)]  # the stage that was running
+            raise ProcessLostError(_lost_text(info, Path(args.output_dir) / running)) from exc
         finally:
             for lock in locks:
                 lock.release()
             cleanup_distributed()
     return out
+
+
+def _lost_text(info: DistInfo, folder: Path) -> str:
+    """The one-line error of a process whose collective failed because another process is gone."""
+    ckpt = folder / "checkpoint.pt"
+    kept = (
+        f"the last checkpoint of the {folder.name} stage, {ckpt}, is intact: continue with --resume"
+        if ckpt.is_file()
+        else f"no checkpoint of the {folder.name} stage was written yet: run the command again"
+    )
+    return (
+        f"another of the {info.world_size} processes was lost (killed or crashed: its own output or the "
+        f"launcher's report says why); {kept}"
+    )
 
 
 def _cli() -> int:
@@ -1910,6 +1935,9 @@ def _cli() -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except ProcessLostError as exc:
+        print(f"[train] error: {exc}", file=sys.stderr, flush=True)
+        return 1
     except (FloatingPointError, OSError, DataError) as exc:  # NonFiniteError, a refused save, a failing
         # disk, a missing or unusable data file
         print(f"[train] error: {error_text(exc)}", file=sys.stderr, flush=True)

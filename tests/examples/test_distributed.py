@@ -301,3 +301,16 @@ def test_every_process_stops_on_the_largest_signal_any_of_them_recorded(
     _OtherProcess(monkeypatch, flags=torch.tensor([other]))
     guard = argparse.Namespace(requested=mine)
     assert train._agreed_signal(guard, DistInfo(rank=0, world_size=2)) == agreed  # type: ignore[arg-type]
+
+
+def test_a_lost_process_is_named_with_the_checkpoint_to_resume_from_or_none(tmp_path: Path) -> None:
+    """The one line of a process whose peer is gone: the stage's checkpoint if one is on disk, else none."""
+    info = DistInfo(rank=0, world_size=3)
+    text = train._lost_text(info, tmp_path / "seg")
+    assert text.startswith("another of the 3 processes was lost")
+    assert text.endswith("no checkpoint of the seg stage was written yet: run the command again")
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "checkpoint.pt").write_bytes(b"")
+    ckpt = tmp_path / "seg" / "checkpoint.pt"
+    text = train._lost_text(info, tmp_path / "seg")
+    assert text.endswith(f"the last checkpoint of the seg stage, {ckpt}, is intact: continue with --resume")

@@ -907,6 +907,23 @@ def test_a_signal_to_one_process_gives_every_process_its_exit_status(voc6: Path,
     assert load_checkpoint(tmp_path / "run" / "joint" / "checkpoint.pt")["step"] == 2
 
 
+def test_a_process_lost_to_sigkill_leaves_the_other_one_line(voc6: Path, tmp_path: Path) -> None:
+    """Rank 1 killed (SIGKILL) in step 2 of 3 (1 step per epoch): rank 0's next collective fails, and it
+    printed gloo's "Connection closed by peer" / "reset by peer" traceback. Now: one line naming the lost
+    process and the checkpoint to resume from (epoch 1's end), exit status 1."""
+    (rc0, out0), (rc1, _) = _two_processes(tmp_path / "run", voc6, (None, "sigkill@step:2"))
+    ckpt = tmp_path / "run" / "joint" / "checkpoint.pt"
+    assert (rc0, rc1) == (1, -9), out0[-3000:]
+    assert "Traceback" not in out0, out0[-3000:]
+    line = (
+        "[train] error: another of the 2 processes was lost (killed or crashed: its own output or the "
+        f"launcher's report says why); the last checkpoint of the joint stage, {ckpt}, is intact: continue "
+        "with --resume\n"
+    )
+    assert out0.endswith(line), out0[-3000:]
+    assert load_checkpoint(ckpt)["step"] == 1
+
+
 # ------------------------------------------------------------------- locks, signal guard, fault specs
 
 
