@@ -969,7 +969,9 @@ def main(argv: list[str] | None = None) -> int:
         stopped_by[0] = signal.SIGTERM
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_IGN:  # started with SIGTERM ignored: it stays ignored
+        signal.signal(signal.SIGTERM, on_sigterm)
     interrupted = False
     try:
         run_stages(args, stages, report, work, stand_in, t_start, json_path, txt_path)

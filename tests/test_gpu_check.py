@@ -543,6 +543,28 @@ def test_a_check_stopped_by_sigterm_exits_143(tmp_path, monkeypatch):
     assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 143
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to oneself: POSIX")
+def test_a_check_started_with_sigterm_ignored_runs_on_after_sigterm(tmp_path, monkeypatch):
+    """A SIGTERM the process was started to ignore stays ignored: the stage finishes."""
+    import os
+    import signal
+
+    def stages_ending_well(args, stages, report, *rest):
+        os.kill(os.getpid(), signal.SIGTERM)
+        report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": [], "status": "ok"}
+
+    monkeypatch.setattr(gpu_check, "run_stages", stages_ending_well)
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        argv = ["--device", "cpu", "--quick", "--stages", "joint", "--out", str(tmp_path)]
+        assert gpu_check.main(argv) == 0
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
+    assert report["stages"]["joint"]["status"] == "ok" and report["exit_status"] == 0
+
+
 def test_time_ms_on_the_cpu_times_each_run_alone_in_milliseconds(monkeypatch):
     """Each run's own duration (not the time since the first run), in ms, after untimed warm-up runs."""
 

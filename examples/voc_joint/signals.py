@@ -9,6 +9,9 @@ atomic). Inside :meth:`InterruptGuard.critical` (a checkpoint write) every signa
 the section.
 
 Only the main thread can install signal handlers; elsewhere the guard is inert (the flag is never set).
+A signal the process was started with set to be ignored stays ignored (a job started with ``&`` by a shell
+script without job control ignores SIGINT, so that a Ctrl-C meant for the script leaves it running): the guard
+neither records nor acts on it.
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ class InterruptGuard:
         if self._depth == 1 and threading.current_thread() is threading.main_thread():
             for sig in _SIGNALS:
                 self._previous[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._handle)
+                if self._previous[sig] is not signal.SIG_IGN:
+                    signal.signal(sig, self._handle)
         return self
 
     def __exit__(
@@ -115,12 +119,13 @@ class InterruptGuard:
         if threading.current_thread() is not threading.main_thread() or not self._previous:
             yield
             return
-        for sig in _SIGNALS:
+        watched = [sig for sig in _SIGNALS if self._previous.get(sig) is not signal.SIG_IGN]
+        for sig in watched:
             signal.signal(sig, _raise_interrupted)
         try:
             yield
         finally:
-            for sig in _SIGNALS:
+            for sig in watched:
                 signal.signal(sig, self._handle)
 
     def check(self) -> None:

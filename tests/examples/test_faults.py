@@ -1052,3 +1052,71 @@ def test_fault_hooks_send_the_named_signal_at_exactly_the_given_point(
     for step in (1, 2, 3):
         faults.hit("step", step)
     assert sent == [(os.getpid(), signal.SIGTERM)]
+
+
+def test_interrupt_guard_leaves_an_ignored_signal_ignored() -> None:
+    """A signal ignored when the guard starts (SIGINT of a job a shell script starts with ``&``) stays
+    ignored, in the guard and in its released sections; the other signal is still recorded."""
+    import signal
+
+    from examples.voc_joint.signals import Interrupted, InterruptGuard
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with InterruptGuard() as guard:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert guard.requested is None
+            with guard.released():
+                assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+                os.kill(os.getpid(), signal.SIGINT)  # would raise Interrupted if it were watched
+                with pytest.raises(Interrupted):
+                    os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert guard.requested == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_a_command_started_with_sigint_ignored_runs_on_after_sigint() -> None:
+    """``run_stoppable`` (every script without a checkpoint to save) in a process started with SIGINT ignored,
+    as ``cmd &`` in a shell script starts it: SIGINT leaves it running, SIGTERM still stops it (143)."""
+    import signal
+    import subprocess
+
+    code = (
+        "import sys, time\n"
+        "from examples.voc_joint.signals import run_stoppable\n"
+        "def main():\n"
+        "    print('ready', flush=True)\n"
+        "    sys.stdin.readline()  # the test's go-ahead after its SIGINT\n"
+        "    print('still running', flush=True)\n"
+        "    time.sleep(60)\n"
+        "    return 0\n"
+        "sys.exit(run_stoppable(main, 'job', 'nothing written'))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "still running\n"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err
