@@ -1,9 +1,10 @@
-"""Shared helpers of the example tests: tiny training options, a tiny demo run, untrained checkpoints, a
-layout probe, the data checks of a command on a user's ``--data-root`` (the tiny synthetic VOC set is the
-``tiny_voc`` fixture of ``conftest.py``)."""
+"""Shared helpers of the example tests: a script's environment, tiny training options, a tiny demo run,
+untrained checkpoints, a layout probe, the data checks of a command on a user's ``--data-root`` (the tiny
+synthetic VOC set is the ``tiny_voc`` fixture of ``conftest.py``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +34,21 @@ TINY_MODEL = [
     "--threads",
     "2",
 ]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def script_env(fault: str | None = None) -> dict[str, str]:
+    """The environment of an example script that a test runs as a subprocess in :data:`ROOT`: this one
+    with one OpenMP thread, the repository first on ``PYTHONPATH``, and ``TRANSINIT_FAULT`` only as
+    ``fault``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env.pop("TRANSINIT_FAULT", None)
+    if fault:
+        env["TRANSINIT_FAULT"] = fault
+    return env
 
 
 def train_args(root: Path, out: Path, *extra: str) -> list[str]:

@@ -14,7 +14,7 @@ pytest.importorskip("torchvision")
 
 from examples.voc_joint import ablation
 
-from .helpers import assert_data_root_is_checked, untrained_checkpoints
+from .helpers import assert_data_root_is_checked, script_env, untrained_checkpoints
 
 
 @pytest.fixture
@@ -669,7 +669,6 @@ def test_an_output_folder_that_cannot_be_made_is_one_error_line(tmp_path, one_th
 def test_a_signal_during_a_run_is_one_line_with_exit_status_143(tiny_voc, tmp_path) -> None:
     """SIGTERM during a fine-tuning run ended the ablation silently (SIGINT: exit status 130 and no word
     either). It now prints one line naming the signal and what a rerun does, with exit status 143."""
-    import os
     import subprocess
     from pathlib import Path
 
@@ -677,8 +676,7 @@ def test_a_signal_during_a_run_is_one_line_with_exit_status_143(tiny_voc, tmp_pa
     out = tmp_path / "abl"
     argv = [*_small_argv(tiny_voc, out, seg, spx, ["--threads", "1"]), "--max-steps", "1"]
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSINIT_FAULT": "sigterm@step:1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env = script_env("sigterm@step:1")
     res = subprocess.run(
         [sys.executable, "examples/voc_joint/ablation.py", *argv],
         cwd=root,

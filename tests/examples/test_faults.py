@@ -34,7 +34,7 @@ from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN
 # the runs are stopped with POSIX signals sent to process groups, and share data under flock (not on Windows)
 fcntl = pytest.importorskip("fcntl", reason="needs fcntl, POSIX signals and process groups (not on Windows)")
 
-ROOT = Path(__file__).resolve().parents[2]
+from .helpers import ROOT, script_env  # noqa: E402  # after the skips above
 
 #: 6 training images, batch 2: 3 steps per epoch; 3 epochs = 9 steps. BatchNorm in training mode everywhere
 #: (--no-freeze-bn), dropout, soft uniformization, poly schedule and lrs large enough to move every weight.
@@ -77,22 +77,13 @@ def voc6(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_synthetic_voc(root, num_train=6, num_val=2, image_size=(36, 44), seed=1)
 
 
-def _env(fault: str | None = None) -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    env.pop("TRANSINIT_FAULT", None)
-    if fault:
-        env["TRANSINIT_FAULT"] = fault
-    return env
-
-
 def train(out: Path, root: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run train.py in its own session (a group signal reaches only it and its DataLoader workers)."""
     cmd = [sys.executable, "examples/voc_joint/train.py", "--data-root", str(root), "--output-dir", str(out)]
     return subprocess.run(
         [*cmd, *RUN, *extra],
         cwd=ROOT,
-        env=_env(fault),
+        env=script_env(fault),
         check=False,
         capture_output=True,
         text=True,
@@ -386,7 +377,7 @@ for i in range(12):
 def test_concurrent_writers_never_leave_an_unreadable_file(tmp_path: Path) -> None:
     path = tmp_path / "c.pt"
     writers = [
-        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(w)], cwd=ROOT, env=_env())
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(w)], cwd=ROOT, env=script_env())
         for w in (1, 2)
     ]
     seen = set()
@@ -758,7 +749,7 @@ def _torchrun_env(tmp_path: Path, fault: str | None = None) -> dict[str, str]:
     temporary folder when no ``--log-dir`` is given and never removes it (one stayed in /tmp per run)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir(exist_ok=True)
-    return {**_env(fault), "TMPDIR": str(tmp)}
+    return {**script_env(fault), "TMPDIR": str(tmp)}
 
 
 @pytest.mark.slow
@@ -792,7 +783,7 @@ def test_a_process_waiting_for_the_others_to_join_stops_on_sigterm(voc6: Path, t
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**_env(), "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    env = {**script_env(), "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
     env["MASTER_PORT"] = str(port)
     cmd = [sys.executable, "examples/voc_joint/train.py", "--data-root", str(voc6), "--output-dir"]
     proc = subprocess.Popen(
@@ -848,7 +839,7 @@ def test_the_other_processes_wait_for_an_evaluation_longer_than_the_groups_timeo
     script.write_text(_LONG_EVALUATION)
     procs = []
     for rank in (0, 1):
-        env = {**_env(), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        env = {**script_env(), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         cmd = [sys.executable, str(script)]
         out = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
@@ -875,7 +866,7 @@ def _two_processes(out: Path, root: Path, faults: tuple[str | None, str | None])
     cmd = [sys.executable, "examples/voc_joint/train.py", "--data-root", str(root), "--output-dir", str(out)]
     procs = []
     for rank, fault in enumerate(faults):
-        env = {**_env(fault), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        env = {**script_env(fault), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(
             subprocess.Popen(

@@ -26,13 +26,13 @@ from examples.voc_joint.cli import error_text
 from examples.voc_joint.models import JointModel
 
 from .helpers import (
+    ROOT,
     conv_layout,
     run_tiny_demo,
+    script_env,
     train_args,
     untrained_checkpoints,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rows(path: Path) -> list[dict]:
@@ -43,13 +43,10 @@ def _rows(path: Path) -> list[dict]:
 def _run_script(*argv: str, timeout: float = 180) -> tuple[int | None, str]:
     """Run train.py in its own session; ``(exit status, stderr)``, status None when it outlived ``timeout``
     (then its whole process group, DataLoader workers included, is killed)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env.pop("TRANSINIT_FAULT", None)
     proc = subprocess.Popen(
         [sys.executable, "examples/voc_joint/train.py", *argv],
         cwd=ROOT,
-        env=env,
+        env=script_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
