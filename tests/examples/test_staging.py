@@ -1,0 +1,75 @@
+"""Staging folders (``examples/voc_joint/staging.py``) on their own: the folder a killed run leaves is found
+by the next run, a running run's is not, and no other folder is ever taken for one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from examples.voc_joint import staging
+from examples.voc_joint.staging import new_staging, remove_abandoned_staging, unique_folder
+
+fcntl = pytest.importorskip("fcntl")  # without flock nothing is locked and nothing removed (module docstring)
+
+
+@pytest.mark.parametrize("suffix", ["", ".tmp"])
+def test_the_folder_of_a_run_that_ended_without_removing_it_is_removed_next_time(tmp_path, suffix) -> None:
+    """What ``new_staging`` makes is what ``remove_abandoned_staging`` looks for: the earlier tests planted
+    folders by hand, so a folder name that no longer matched the pattern (one random character short) left
+    every killed run's folder behind for good."""
+    running, held_running = new_staging(tmp_path, ".panels.", suffix)
+    killed, held_killed = new_staging(tmp_path, ".panels.", suffix)
+    assert held_killed is not None and held_running is not None
+    os.close(held_killed)  # its process is gone: the operating system released the lock
+    try:
+        assert remove_abandoned_staging(tmp_path, ".panels.", suffix) == [killed]
+        assert sorted(tmp_path.iterdir()) == [running]
+    finally:
+        os.close(held_running)
+
+
+def test_only_names_of_the_whole_pattern_are_removed(tmp_path) -> None:
+    """A folder whose name merely starts like a staging folder's (a user's copy, ``.panels.12345678.keep``)
+    is not one, unlocked as it is."""
+    for name in (".panels.12345678.keep", ".panels.1234567", ".panels.12345678"):
+        (tmp_path / name).mkdir()
+    assert remove_abandoned_staging(tmp_path, ".panels.") == [tmp_path / ".panels.12345678"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".panels.1234567", ".panels.12345678.keep"]
+
+
+def test_the_folder_is_locked_before_it_gets_a_name_another_run_removes(tmp_path, monkeypatch) -> None:
+    """A run starting between the folder's rename and its lock would take it for an abandoned one and remove
+    it under the running run: the lock comes first."""
+    locked_at_rename = []
+    real_rename = os.rename
+
+    def rename(src, dst):
+        probe = os.open(src, os.O_RDONLY)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked_at_rename.append(False)
+        except OSError:
+            locked_at_rename.append(True)
+        finally:
+            os.close(probe)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(staging.os, "rename", rename)
+    folder, held = new_staging(tmp_path, ".panels.")
+    monkeypatch.undo()
+    assert held is not None
+    os.close(held)
+    assert locked_at_rename == [True] and folder.is_dir()
+
+
+def test_a_taken_name_is_drawn_again(tmp_path, monkeypatch) -> None:
+    names = iter(["0badc0de", "0badc0de", "600dc0de"])
+    monkeypatch.setattr(staging.secrets, "token_hex", lambda n: next(names))
+    assert unique_folder(tmp_path, ".set.", ".tmp").name == ".set.0badc0de.tmp"
+    assert unique_folder(tmp_path, ".set.", ".tmp").name == ".set.600dc0de.tmp"
+
+
+def test_nothing_to_remove_in_a_folder_that_does_not_exist(tmp_path: Path) -> None:
+    assert remove_abandoned_staging(tmp_path / "missing", ".panels.") == []
