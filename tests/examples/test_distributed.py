@@ -79,6 +79,7 @@ def test_one_process_never_calls_a_collective(monkeypatch: pytest.MonkeyPatch) -
     flags = torch.tensor([0.0, 1.0])
     assert info.mean(2.5) == 2.5 and info.any(flags).tolist() == [0.0, 1.0] and info.from_main(3) == 3
     info.barrier()
+    info.wait_for_main()  # train.py --eval in one process: no group to wait in
 
 
 def test_gather_in_one_process_is_a_list_of_one() -> None:
@@ -102,6 +103,8 @@ def test_init_distributed_joins_an_nccl_group_on_cuda(monkeypatch: pytest.Monkey
     # waiting for rank 0's evaluation: a gloo group whose timeout is not NCCL's 10 minutes
     assert groups == [{"backend": "gloo", "timeout": distributed.MAIN_WORK_TIMEOUT}]
     assert info.wait_group == "gloo group"
+    # longer than the process group's own timeout (30 minutes by default), which a long evaluation outlasted
+    assert distributed.dist.constants.default_pg_timeout < distributed.MAIN_WORK_TIMEOUT
 
 
 def test_init_distributed_reads_the_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1013,6 +1013,24 @@ def test_interrupt_guard_released_outside_the_guard_leaves_the_handlers_alone() 
             signal.signal(s, handler)
 
 
+def test_run_stoppable_gives_a_keyboard_interrupt_raised_by_code_sigints_line_and_status(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A plain ``KeyboardInterrupt`` (raised by code, not by the guard's handler, which raises
+    ``Interrupted``) is SIGINT's stop too: one line and 130, not a traceback."""
+    from examples.voc_joint.signals import run_stoppable
+
+    def main() -> int:
+        raise KeyboardInterrupt
+
+    try:
+        status = run_stoppable(main, "prog", "nothing was written")
+    except KeyboardInterrupt:  # escaped: it would be a traceback
+        pytest.fail("run_stoppable let a KeyboardInterrupt through")
+    assert status == 130
+    assert capsys.readouterr().err == "prog: stopped by SIGINT (exit status 130); nothing was written\n"
+
+
 @pytest.mark.parametrize(
     "spec, match",
     [

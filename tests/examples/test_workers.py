@@ -98,6 +98,8 @@ def test_the_message_names_the_variable_the_folder_came_from(short_parent, monke
     assert "(from $TMP)" in str(worker_tmpdir_error(2, "--workers", platform="linux"))
     monkeypatch.setenv("TMPDIR", folder)
     assert "(from $TMPDIR)" in str(worker_tmpdir_error(2, "--workers", platform="linux"))
+    monkeypatch.setenv("TMPDIR", folder + os.sep)  # as often written: the same folder
+    assert "(from $TMPDIR)" in str(worker_tmpdir_error(2, "--workers", platform="linux"))
 
 
 PROBE = """
