@@ -68,6 +68,21 @@ def test_save_is_atomic_and_round_trips(tmp_path) -> None:
     assert load_checkpoint(path)["epoch"] == 4
 
 
+def test_a_temporary_name_another_writer_holds_is_left_to_it(tmp_path, monkeypatch) -> None:
+    """Concurrent writers of one path each write their own temporary file: a drawn name that exists (another
+    writer's) is drawn again, never opened and overwritten."""
+    from examples.voc_joint import checkpoint
+
+    names = iter(["0badc0de", "0badc0de", "600dc0de"])
+    monkeypatch.setattr(checkpoint.secrets, "token_hex", lambda n: next(names))
+    others = tmp_path / ".c.pt.0badc0de.tmp"
+    others.write_bytes(b"another writer's half-written checkpoint")
+    save_checkpoint(tmp_path / "c.pt", _ckpt(SpixelFCN(cell_size=8, width=4), "spixel"))
+    assert others.read_bytes() == b"another writer's half-written checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".c.pt.0badc0de.tmp", "c.pt"]
+    assert load_checkpoint(tmp_path / "c.pt")["epoch"] == 3
+
+
 def test_save_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch) -> None:
     """Durability order of the atomic write: the data fsynced in the temporary file, renamed onto the path,
     then the folder fsynced (so the rename survives a power loss); the file gets 0666 & ~umask, not 0600."""

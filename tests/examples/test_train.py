@@ -381,6 +381,14 @@ def test_resume_with_another_torch_version_says_it_may_not_be_bit_identical(
         torch.set_num_threads(threads)
 
 
+def test_a_checkpoint_without_a_recorded_torch_version_gets_no_version_note() -> None:
+    """Checkpoints written before the version was recorded (2026-12-02) hold none: nothing is known to
+    differ, so their resume prints no note (not "trained with torch None")."""
+    assert train.torch_version_note("seg", {}) is None
+    assert train.torch_version_note("seg", {"torch_version": None}) is None
+    assert train.torch_version_note("seg", {"torch_version": "0.0.1"}) is not None
+
+
 def test_joint_step_modes_and_transparency_in_training_mode() -> None:
     """The joint stage's first step as train_one_epoch runs it (--freeze-bn): DeepLabV3+'s BatchNorm in eval
     mode (statistics kept) but its dropout on, SpixelFCN's BatchNorm in training mode (statistics follow the
