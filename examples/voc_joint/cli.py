@@ -63,6 +63,9 @@ SCALE_MAX = 16.0
 #: learning rate beyond its range (``--seg-lr 1e308``) is a RuntimeError at the first step.
 FACTOR_MAX = 1e6
 _SPLIT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: How torch's CPU allocator words a failed allocation: after posix_memalign (Linux, macOS), after
+#: _aligned_malloc (Windows).
+_CPU_ALLOCATOR_FAILED = ("can't allocate memory", "DefaultCPUAllocator: not enough memory")
 
 
 class UsageError(ValueError):
@@ -216,9 +219,9 @@ def error_text(exc: BaseException) -> str:
 
 def out_of_memory_error(exc: BaseException) -> str | None:
     """The one-line message for ``exc`` when it is an allocation that failed (``torch.OutOfMemoryError``,
-    the CPU allocator's ``RuntimeError`` "can't allocate memory", a ``MemoryError``), else None: a
-    ``--crop-size`` or ``--batch-size`` within its bounds but too large for the machine ends in this line
-    (exit status 1), not a traceback.
+    the CPU allocator's ``RuntimeError``: "can't allocate memory" on Linux and macOS, "not enough memory" on
+    Windows; a ``MemoryError``), else None: a ``--crop-size`` or ``--batch-size`` within its bounds but too
+    large for the machine ends in this line (exit status 1), not a traceback.
 
     Example:
         >>> out_of_memory_error(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
@@ -229,7 +232,7 @@ def out_of_memory_error(exc: BaseException) -> str | None:
     import torch
 
     if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and not (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+        isinstance(exc, RuntimeError) and any(words in str(exc) for words in _CPU_ALLOCATOR_FAILED)
     ):
         return None
     first = error_text(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -323,3 +323,34 @@ def test_a_run_too_large_for_the_machine_is_one_line_with_exit_status_1(
     monkeypatch.setattr(module, runner, fails("shape mismatch"))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         module.main(["--output-dir", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError(_NO_MEMORY),  # the CPU allocator on Linux and macOS (posix_memalign)
+        RuntimeError(  # on Windows (_aligned_malloc): the same failure, other words
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
+            "allocate 3221225472 bytes."
+        ),
+        MemoryError(),  # Python's own, usually without a message
+    ],
+    ids=["posix", "windows", "memoryerror"],
+)
+def test_every_failed_allocation_is_an_out_of_memory_line(exc: BaseException) -> None:
+    from examples.voc_joint.cli import out_of_memory_error
+
+    message = out_of_memory_error(exc)
+    assert message is not None and message.startswith("out of memory (a smaller --crop-size or --batch-size")
+    assert message.endswith(str(exc) or type(exc).__name__), message
+
+
+def test_a_gpu_out_of_memory_error_is_an_out_of_memory_line_and_other_runtime_errors_are_not() -> None:
+    import torch
+
+    from examples.voc_joint.cli import out_of_memory_error
+
+    gpu = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert str(out_of_memory_error(gpu)).endswith(": CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert out_of_memory_error(RuntimeError("Trying to resize storage that is not resizable")) is None
+    assert out_of_memory_error(RuntimeError("the model could not allocate its buffers")) is None
