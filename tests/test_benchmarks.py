@@ -1104,6 +1104,18 @@ def test_a_result_path_that_cannot_be_written_is_refused_before_the_measurements
         assert message in capsys.readouterr().err
 
 
+def test_a_result_path_below_a_file_is_refused_however_deep(tmp_path, capsys):
+    """Not only the immediate parent: ``a_file/2026/r.json`` lies below a file as well (that parent does
+    not exist, and the write after the measurements would fail)."""
+    import argparse
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        _import("_harness").check_output(argparse.ArgumentParser(), "--out", blocker / "2026" / "r.json")
+    assert exc.value.code == 2 and f"lies below the file {str(blocker)!r}" in capsys.readouterr().err
+
+
 def test_bench_ops_quick_uses_the_repeats_given(tmp_path):
     """--quick ignored an explicit --repeats (2 runs) and recorded the unused default (10) in the JSON."""
     out = tmp_path / "ops.json"

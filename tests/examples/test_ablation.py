@@ -637,7 +637,8 @@ def test_an_ablation_stopped_while_it_writes_its_report_continues(
     res = ablation.main(argv)
     assert res["complete"] and trained == [] and [r["init"] for r in res["rows"]] == ["no_fusion"]
     assert "[ablation] 0 fine-tuning runs" in capsys.readouterr().out
-    assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "ablation.md").exists()
+    assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "\n| no_fusion | 1 | " in (out / "ablation.md").read_text()  # the runs of the first attempt
 
 
 def test_load_average_is_none_where_it_cannot_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -720,3 +721,18 @@ def test_redraw_figure_draws_the_committed_rows_with_the_runs_title(
         ablation.redraw_figure(tmp_path)
     with pytest.raises(UsageError, match="found none"):
         ablation.redraw_figure(tmp_path / "empty")
+
+
+def test_redraw_figure_reads_a_null_score_back_as_nan(tmp_path) -> None:
+    """``ablation.json`` writes a NaN score (no valid pixel in a boundary band) as ``null``: the redraw reads
+    the rows back as the run had them (``reloaded_row``), which the figure draws; ``None`` was a TypeError."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = json.loads((root / "benchmarks" / "results" / "ablation" / "ablation.json").read_text())
+    row = result["rows"][0]
+    next(p for p in row["curve"] if p["step"] > 0 and "miou" in p)["miou"] = None
+    row["boundary_miou"] = None
+    (tmp_path / "ablation.json").write_text(json.dumps(result))
+    path = ablation.redraw_figure(tmp_path)
+    assert path == tmp_path / "ablation.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -630,7 +630,8 @@ def test_cli_warns_when_the_checkpoint_was_trained_on_the_evaluated_images(
         assert payload["trained_on_evaluated_images"] == 0
 
 
-def test_write_text_atomic_leaves_no_temporary_file_when_it_fails(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_write_text_atomic_leaves_no_temporary_file_when_it_fails(tmp_path, monkeypatch, error) -> None:
     """A failing rename (a full disk, an interrupt) keeps the old file and removes the temporary one."""
     import os
 
@@ -640,10 +641,10 @@ def test_write_text_atomic_leaves_no_temporary_file_when_it_fails(tmp_path, monk
     write_text_atomic(target, "old")
 
     def refuse(src, dst):
-        raise OSError(28, "No space left on device")
+        raise error
 
     monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(type(error)):
         write_text_atomic(target, "new")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
@@ -767,11 +768,13 @@ def test_cli_sigterm_is_one_line_with_exit_status_143_and_leaves_the_earlier_res
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="no signal masks")
+@pytest.mark.parametrize("signals", [1, 2])
 def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
-    voc, tmp_path, monkeypatch, capsys, sigterm_raises_stopped
+    voc, tmp_path, monkeypatch, capsys, sigterm_raises_stopped, signals
 ):
     """A signal between the replacement of panels/ and that of metrics.json left the new panels next to the
-    earlier metrics.json (which lists the earlier panels). Both are now replaced before the signal acts."""
+    earlier metrics.json (which lists the earlier panels). Both are now replaced before the signal acts, and
+    before a second one does (which outside such a section stops at once)."""
     import os
     import signal
 
@@ -781,7 +784,8 @@ def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
 
     def replace(new, panels_dir):  # SIGTERM once the panels are replaced, before metrics.json is
         moved = real_replace(new, panels_dir)
-        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGTERM)
         return moved
 
     monkeypatch.setattr(evaluate_mod, "_replace_panels", replace)
@@ -827,3 +831,53 @@ def test_write_text_atomic_removes_the_temporary_files_of_killed_writers(tmp_pat
     (tmp_path / f".log.csv.{dead_pid}.tmp").write_text("stage,epo")
     CsvLogger(tmp_path, True, False, None).close()
     assert not (tmp_path / f".log.csv.{dead_pid}.tmp").exists() and (tmp_path / "log.csv").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no process probe: nothing is removed")
+def test_write_text_atomic_keeps_temporary_files_it_cannot_tell_abandoned(tmp_path, monkeypatch) -> None:
+    """Only ``.<name>.<pid>.tmp`` of a process that is gone is removed: a name whose middle is not a process
+    id is not such a file (and was an uncaught ValueError had it been read as one), and a process of another
+    user (``os.kill`` raises PermissionError) is alive."""
+    import os
+
+    from examples.voc_joint.engine import write_text_atomic
+
+    other_pid = os.getpid() + 1  # not this process (whose own file is never probed)
+    other_users = tmp_path / f".metrics.json.{other_pid}.tmp"
+    not_a_pid = tmp_path / ".metrics.json.backup.tmp"
+    for path in (other_users, not_a_pid):
+        path.write_text("{")
+    probed = []
+
+    def kill(pid, signum):
+        probed.append(pid)
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", kill)
+    write_text_atomic(tmp_path / "metrics.json", "new")
+    assert probed == [other_pid] and other_users.exists() and not_a_pid.exists()
+
+
+def test_cli_closes_the_descriptor_that_locks_its_staging_folder(voc, tmp_path, monkeypatch) -> None:
+    """The descriptor holding the staging folder's flock is closed when the evaluation ends: left open, each
+    call of ``main`` in one process (a notebook, a script evaluating several checkpoints) kept one more."""
+    import os
+
+    held, closed = [], []
+    real_new_staging, real_close = evaluate_mod.new_staging, os.close
+
+    def new_staging(*args, **kwargs):
+        folder, fd = real_new_staging(*args, **kwargs)
+        held.append(fd)
+        return folder, fd
+
+    def close(fd):
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(evaluate_mod, "new_staging", new_staging)
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(tmp_path / "ev")]
+    monkeypatch.setattr(os, "close", close)
+    assert evaluate_mod.main([*argv, "--max-panels", "1"]) == 0
+    monkeypatch.undo()
+    assert len(held) == 1 and (held[0] is None or held[0] in closed)
