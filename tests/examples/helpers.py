@@ -5,7 +5,9 @@ synthetic VOC set is the ``tiny_voc`` fixture of ``conftest.py``)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,22 @@ def script_env(fault: str | None = None) -> dict[str, str]:
     if fault:
         env["TRANSINIT_FAULT"] = fault
     return env
+
+
+def run_example(
+    script: str, argv: Sequence[str], fault: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/voc_joint/<script>`` with ``argv`` as a subprocess (:func:`script_env` with ``fault``);
+    the completed process, output captured as text."""
+    return subprocess.run(
+        [sys.executable, f"examples/voc_joint/{script}", *argv],
+        cwd=ROOT,
+        env=script_env(fault),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def train_args(root: Path, out: Path, *extra: str) -> list[str]:

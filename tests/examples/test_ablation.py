@@ -14,7 +14,7 @@ pytest.importorskip("torchvision")
 
 from examples.voc_joint import ablation
 
-from .helpers import assert_data_root_is_checked, script_env, untrained_checkpoints
+from .helpers import assert_data_root_is_checked, run_example, untrained_checkpoints
 
 
 @pytest.fixture
@@ -670,23 +670,10 @@ def test_an_output_folder_that_cannot_be_made_is_one_error_line(tmp_path, one_th
 def test_a_signal_during_a_run_is_one_line_with_exit_status_143(tiny_voc, tmp_path) -> None:
     """SIGTERM during a fine-tuning run ended the ablation silently (SIGINT: exit status 130 and no word
     either). It now prints one line naming the signal and what a rerun does, with exit status 143."""
-    import subprocess
-    from pathlib import Path
-
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     out = tmp_path / "abl"
     argv = [*_small_argv(tiny_voc, out, seg, spx, ["--threads", "1"]), "--max-steps", "1"]
-    root = Path(__file__).resolve().parents[2]
-    env = script_env("sigterm@step:1")
-    res = subprocess.run(
-        [sys.executable, "examples/voc_joint/ablation.py", *argv],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    res = run_example("ablation.py", argv, fault="sigterm@step:1")
     assert res.returncode == 143, res.stderr
     assert "stopped by SIGTERM (exit status 143); ablation.json keeps the finished runs" in res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

@@ -18,7 +18,7 @@ from examples.voc_joint.data import build_dataset
 from examples.voc_joint.synthetic import generate_synthetic_voc
 from examples.voc_joint.visualize import make_panel
 
-from .helpers import assert_data_root_is_checked, run_tiny_demo, script_env, untrained_checkpoints
+from .helpers import assert_data_root_is_checked, run_example, run_tiny_demo, untrained_checkpoints
 
 # (height, width) of the resized images: the first two val images share a size, the others differ
 VAL_SIZES = [(40, 48), (40, 48), (44, 56), (36, 52)]
@@ -373,22 +373,9 @@ def test_a_signal_is_one_line_with_exit_status_143(tiny_voc: Path, tmp_path: Pat
     """SIGTERM during a stage of the demo wrote the stage's checkpoint and ended with exit status 143 but no
     word on what to do (SIGINT outside a stage: 130 and no word either). One line now names the signal and
     how to run the demo again."""
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[2]
-    env = script_env("sigterm@step:1")
     argv = ["--output-dir", str(tmp_path / "demo"), "--data-root", str(tiny_voc), "--max-steps", "2"]
     argv += ["--threads", "1", "--no-progress", *SMALL_BATCH]
-    res = subprocess.run(
-        [sys.executable, "examples/voc_joint/demo.py", *argv],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    res = run_example("demo.py", argv, fault="sigterm@step:1")
     assert res.returncode == 143, res.stderr
     assert "stopped by SIGTERM (exit status 143); a demo does not continue" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
