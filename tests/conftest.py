@@ -8,6 +8,7 @@ suite.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 # the deterministic-mode tests run cuBLAS matrix products: releases that still check this variable raise
@@ -36,6 +37,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 # one thread per test process: the suite runs under pytest-xdist on a 2-core machine (no oversubscription)
 torch.set_num_threads(1)
+
+# Ctrl-C as in a terminal, wherever the suite runs: a suite that a script starts in the background
+# (``.ci/run`` under ``nohup ... &``) inherits SIGINT ignored, which the scripts' signal guard leaves ignored,
+# so the tests of what SIGINT does (sent to this process or to a script it starts) would see nothing happen.
+# A Python handler here also gives the scripts the tests start the default SIGINT (exec resets handled
+# signals, not ignored ones); a test of the ignored case sets it in its child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 #: The global RNG seed of every test (``TRANSINIT_TEST_SEED``, default 0).
