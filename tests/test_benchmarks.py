@@ -1446,7 +1446,12 @@ def test_run_script_turns_a_signal_into_one_line_and_128_plus_the_signal(signum,
     "script",
     [
         "ab_uniformize",
-        "bench_joint",
+        pytest.param(  # it builds the example's models: the examples extra
+            "bench_joint",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("torchvision") is None, reason="needs torchvision (examples extra)"
+            ),
+        ),
         "bench_ops",
         "bench_overhead",
         "bench_soft",
