@@ -1,7 +1,7 @@
 """What a user installs: the wheel's files and metadata, and the installed packages outside the source tree.
 
-The wheel is built offline with the project's build backend (``hatchling``, in the ``test`` extra); without it,
-or with one older than the build-system floor (an offline GPU image's), these tests skip.
+The wheel is built offline with the project's build backend (``hatchling``, in the ``test`` extra); without
+it, or with one older than the build-system floor (an offline GPU image's), these tests skip.
 """
 
 from __future__ import annotations
