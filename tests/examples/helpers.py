@@ -69,6 +69,21 @@ def run_example(
     )
 
 
+def flock_held(path: str | os.PathLike[str]) -> bool:
+    """Whether another open file description holds an exclusive ``flock`` on ``path`` (a file or a folder):
+    a probe of our own cannot take it at once (POSIX only)."""
+    import fcntl
+
+    probe = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(probe)
+
+
 def train_args(root: Path, out: Path, *extra: str) -> list[str]:
     """Command-line options of a tiny CPU run on ``root`` writing to ``out``."""
     return ["--data-root", str(root), "--output-dir", str(out), *TINY_MODEL, *extra]

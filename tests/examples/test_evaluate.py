@@ -26,6 +26,8 @@ from examples.voc_joint.evaluate import evaluate, split_results
 from examples.voc_joint.metrics import SegmentationMetrics
 from examples.voc_joint.synthetic import generate_synthetic_voc
 
+from .helpers import flock_held
+
 SIZE = (30, 44)  # not multiples of the cell size: partial border cells
 
 
@@ -669,14 +671,7 @@ def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc,
     real_save_panel = evaluate_mod.save_panel
 
     def save_panel(path, *args, **kwargs):  # is this run's staging folder locked against the other runs?
-        other = os.open(Path(path).parent, os.O_RDONLY)
-        try:
-            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            locked_while_running.append(False)
-        except OSError:
-            locked_while_running.append(True)
-        finally:
-            os.close(other)
+        locked_while_running.append(flock_held(Path(path).parent))
         return real_save_panel(path, *args, **kwargs)
 
     monkeypatch.setattr(evaluate_mod, "save_panel", save_panel)

@@ -826,52 +826,24 @@ distributed.cleanup_distributed()
 """
 
 
-def test_the_other_processes_wait_for_an_evaluation_longer_than_the_groups_timeout(tmp_path: Path) -> None:
-    """--eval runs on rank 0 while the others wait; they waited at a barrier of the process group, under its
-    timeout (torch's default: 30 minutes with gloo, 10 with NCCL), so a longer evaluation ended the run with a
-    timeout error. Here the group's timeout is 2 s and the evaluation takes 6 s: both processes finish."""
+def _ranks(
+    cmd: list[str], cwd: Path, faults: tuple[str | None, str | None], timeout: float
+) -> list[tuple[int, str]]:
+    """``cmd`` as ranks 0 and 1 of a gloo group (torchrun's environment, without torchrun: each rank gets its
+    own fault and its own exit status, in its own session): ``[(exit status, stdout + stderr)]`` by rank."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    script = tmp_path / "long_evaluation.py"
-    script.write_text(_LONG_EVALUATION)
-    procs = []
-    for rank in (0, 1):
-        env = {**script_env(), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        cmd = [sys.executable, str(script)]
-        out = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-        procs.append(subprocess.Popen(cmd, cwd=tmp_path, env=env, **out))
-    try:
-        outs = [p.communicate(timeout=120)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for rank, (p, out) in enumerate(zip(procs, outs, strict=True)):
-        assert p.returncode == 0 and f"evaluated {rank}" in out, out[-3000:]
-
-
-def _two_processes(out: Path, root: Path, faults: tuple[str | None, str | None]) -> list[tuple[int, str]]:
-    """train.py as ranks 0 and 1 of a gloo group (torchrun's environment, without torchrun: each rank gets its
-    own fault and its own exit status): ``[(exit status, stdout + stderr)]`` by rank."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "examples/voc_joint/train.py", "--data-root", str(root), "--output-dir", str(out)]
     procs = []
     for rank, fault in enumerate(faults):
         env = {**script_env(fault), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(
             subprocess.Popen(
-                [*cmd, *RUN, "--workers", "0"],
-                cwd=ROOT,
+                cmd,
+                cwd=cwd,
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -880,13 +852,30 @@ def _two_processes(out: Path, root: Path, faults: tuple[str | None, str | None])
             )
         )
     try:
-        outs = [p.communicate(timeout=240)[0] for p in procs]
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.communicate()
     return [(p.returncode, o) for p, o in zip(procs, outs, strict=True)]
+
+
+def test_the_other_processes_wait_for_an_evaluation_longer_than_the_groups_timeout(tmp_path: Path) -> None:
+    """--eval runs on rank 0 while the others wait; they waited at a barrier of the process group, under its
+    timeout (torch's default: 30 minutes with gloo, 10 with NCCL), so a longer evaluation ended the run with a
+    timeout error. Here the group's timeout is 2 s and the evaluation takes 6 s: both processes finish."""
+    script = tmp_path / "long_evaluation.py"
+    script.write_text(_LONG_EVALUATION)
+    results = _ranks([sys.executable, str(script)], tmp_path, (None, None), timeout=120)
+    for rank, (rc, out) in enumerate(results):
+        assert rc == 0 and f"evaluated {rank}" in out, out[-3000:]
+
+
+def _two_processes(out: Path, root: Path, faults: tuple[str | None, str | None]) -> list[tuple[int, str]]:
+    """train.py as ranks 0 and 1 (:func:`_ranks`) on ``root`` writing to ``out``, each rank with its fault."""
+    cmd = [sys.executable, "examples/voc_joint/train.py", "--data-root", str(root), "--output-dir", str(out)]
+    return _ranks([*cmd, *RUN, "--workers", "0"], ROOT, faults, timeout=240)
 
 
 def test_a_signal_to_one_process_gives_every_process_its_exit_status(voc6: Path, tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ import pytest
 from examples.voc_joint import staging
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging, unique_folder
 
+from .helpers import flock_held
+
 fcntl = pytest.importorskip("fcntl")  # without flock nothing is locked and nothing removed (module docstring)
 
 
@@ -46,14 +48,7 @@ def test_the_folder_is_locked_before_it_gets_a_name_another_run_removes(tmp_path
     real_rename = os.rename
 
     def rename(src, dst):
-        probe = os.open(src, os.O_RDONLY)
-        try:
-            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            locked_at_rename.append(False)
-        except OSError:
-            locked_at_rename.append(True)
-        finally:
-            os.close(probe)
+        locked_at_rename.append(flock_held(src))
         real_rename(src, dst)
 
     monkeypatch.setattr(staging.os, "rename", rename)
