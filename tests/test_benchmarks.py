@@ -1382,11 +1382,25 @@ def test_a_benchmark_stopped_by_sigterm_stops_its_measuring_child(tmp_path):
         start_new_session=True,
     )
     children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+
+    def measuring_children() -> list[int]:
+        """The ``--worker`` children: ``import torch`` runs ``ldconfig -p`` (ctypes.util.find_library, from
+        cuda-pathfinder), a child that a slow start showed long enough to be taken for the measuring one,
+        and the SIGTERM then hit the import, before the script's handler was installed (exit -15)."""
+        found = []
+        for pid in children_file.read_text().split() if children_file.exists() else []:
+            try:
+                if b"--worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+            except OSError:  # ended meanwhile
+                continue
+        return found
+
     children: list[int] = []
     deadline = time.monotonic() + 120
     try:
         while not children and time.monotonic() < deadline and proc.poll() is None:
-            children = [int(c) for c in children_file.read_text().split()] if children_file.exists() else []
+            children = measuring_children()
             time.sleep(0.05)
         assert children, "no measuring child appeared"
         os.kill(proc.pid, signal.SIGTERM)
