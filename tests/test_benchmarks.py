@@ -1501,3 +1501,46 @@ def test_every_benchmark_runs_its_main_through_run_script(script, monkeypatch, c
     assert exc.value.code == 130, err[-2000:]
     assert called == [(str(path), "main", f"{script}.py")]
     assert err == f"{script}.py: stopped by SIGINT (exit status 130); no result file written\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGKILL, and no process probe: nothing is removed")
+def test_benchmark_results_are_written_by_the_examples_one_atomic_writer(tmp_path) -> None:
+    """The benchmarks had a twin of the example's atomic writer without its clean-up: a benchmark SIGKILLed
+    while writing its JSON left ``.<name>.<pid>.tmp`` that no later run removed. One implementation now,
+    which imports no torch (``gpu_check.py`` runs before torch is known to work) and removes a dead writer's
+    file."""
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import _atomic, gpu_check; "
+        "from examples.voc_joint import atomic; "
+        "print(_atomic.write_text_atomic is atomic.write_text_atomic, 'torch' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the checkout found from the folder
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(BENCH)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]
+    killed = subprocess.run(  # a benchmark killed while its result was half-written
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; "
+            "open(f'{sys.argv[1]}/.joint.json.{os.getpid()}.tmp', 'w').write('{\"cpu'); "
+            "os.kill(os.getpid(), signal.SIGKILL)",
+            str(tmp_path),
+        ],
+        check=False,
+    )
+    assert killed.returncode == -9
+    sys.path.insert(0, str(BENCH))
+    try:
+        atomic_writer = importlib.import_module("_atomic").write_text_atomic
+    finally:
+        sys.path.remove(str(BENCH))
+    atomic_writer(tmp_path / "joint.json", "{}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joint.json"]

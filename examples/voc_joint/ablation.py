@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import torch
 
+from examples.voc_joint.atomic import write_text_atomic
 from examples.voc_joint.checkpoint import CheckpointError
 from examples.voc_joint.cli import (
     FACTOR_MAX,
@@ -61,7 +62,7 @@ from examples.voc_joint.cli import (
     output_path,
 )
 from examples.voc_joint.data import DataError
-from examples.voc_joint.engine import CsvLogger, write_text_atomic
+from examples.voc_joint.engine import CsvLogger
 from examples.voc_joint.models.joint import FUSION_INITS
 
 __all__ = [

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
+import io
 import time
 from dataclasses import dataclass, field
-from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +28,7 @@ from torch.nn.utils import get_total_norm
 from torch.utils.checkpoint import checkpoint
 
 from examples.voc_joint import faults
+from examples.voc_joint.atomic import write_text_atomic
 from examples.voc_joint.data import IGNORE_INDEX
 from examples.voc_joint.distributed import DistInfo, unwrap_model
 from examples.voc_joint.signals import InterruptGuard
@@ -46,7 +46,6 @@ __all__ = [
     "superpixel_loss",
     "train_one_epoch",
     "train_step",
-    "write_text_atomic",
 ]
 
 
@@ -392,13 +391,11 @@ class CsvLogger:
             with open(self.path, newline="", encoding="utf-8") as fh:
                 kept = [r for r in csv.DictReader(fh) if _int_or_none(r.get("step")) is not None]
             kept = [r for r in kept if int(r["step"]) <= resume_step]
-        _remove_dead_writers_files(self.path)  # a run killed while it rewrote log.csv left one
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, self.path)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        write_text_atomic(self.path, text.getvalue(), newline="")  # csv's own line ends, as the appends below
         self.fh = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115  # kept open for the whole stage
         self.csv = csv.DictWriter(self.fh, fieldnames=self.FIELDS)
         if tensorboard:
@@ -491,39 +488,6 @@ def evaluate_checkpoint(
     details = ckpt_path.parent / "eval.json"
     print(f"[eval] {ckpt_path}: mIoU {100 * res['miou']:.2f} %{note}; details in {details}")
     return res
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place: readers see the old file or
-    the whole new one, never a partial write. The temporary files of earlier writes of ``path`` whose
-    process is gone (killed while writing) are removed first."""
-    _remove_dead_writers_files(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, an interrupt: no temporary file left behind
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _remove_dead_writers_files(path: Path) -> None:
-    """Remove ``.<name>.<pid>.tmp`` next to ``path`` where no process ``<pid>`` runs (a SIGKILL during a
-    write left it; nothing else ever removed it). A running writer's file stays, as does one whose process
-    id was reused meanwhile; where ``os.kill`` cannot probe a process (Windows) nothing is removed."""
-    if os.name == "nt" or not path.parent.is_dir():
-        return
-    prefix = f".{path.name}."
-    for tmp in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
-        pid = tmp.name[len(prefix) : -len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:  # gone: its file is abandoned
-            tmp.unlink(missing_ok=True)
-        except OSError:  # alive (another user's: PermissionError)
-            continue
 
 
 def evaluation_current(ckpt_path: Path, step: int) -> bool:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from examples.voc_joint.atomic import write_text_atomic
 from examples.voc_joint.cli import (
     SIDE_MAX,
     WORKERS_MAX,
@@ -53,7 +54,6 @@ from examples.voc_joint.data import (
     ensure_synthetic_voc,
     missing_file_hint,
 )
-from examples.voc_joint.engine import write_text_atomic
 from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.metrics import (
     SegmentationMetrics,

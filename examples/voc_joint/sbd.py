@@ -39,6 +39,7 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from examples.voc_joint.atomic import write_text_atomic
 from examples.voc_joint.cli import existing_dir
 from examples.voc_joint.data import (
     DEFAULT_MAX_PIXELS,
@@ -55,7 +56,6 @@ from examples.voc_joint.data import (
     file_not_found,
     read_list,
 )
-from examples.voc_joint.engine import write_text_atomic
 from examples.voc_joint.headers import shown_problems
 from examples.voc_joint.signals import run_stoppable
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging

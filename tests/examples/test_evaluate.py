@@ -637,7 +637,7 @@ def test_write_text_atomic_leaves_no_temporary_file_when_it_fails(tmp_path, monk
     """A failing rename (a full disk, an interrupt) keeps the old file and removes the temporary one."""
     import os
 
-    from examples.voc_joint.engine import write_text_atomic
+    from examples.voc_joint.atomic import write_text_atomic
 
     target = tmp_path / "metrics.json"
     write_text_atomic(target, "old")
@@ -800,7 +800,7 @@ def test_write_text_atomic_removes_the_temporary_files_of_killed_writers(tmp_pat
     import os
     import subprocess
 
-    from examples.voc_joint.engine import write_text_atomic
+    from examples.voc_joint.atomic import write_text_atomic
 
     target = tmp_path / "metrics.json"
     killed = subprocess.run(  # a writer killed with its temporary file half-written
@@ -828,6 +828,28 @@ def test_write_text_atomic_removes_the_temporary_files_of_killed_writers(tmp_pat
     assert not (tmp_path / f".log.csv.{dead_pid}.tmp").exists() and (tmp_path / "log.csv").exists()
 
 
+def test_log_csv_rewrite_that_fails_leaves_no_temporary_file(tmp_path, monkeypatch) -> None:
+    """``log.csv`` is rewritten when a stage starts (the rows up to the resumed step kept); its own copy of
+    the atomic write left ``.log.csv.<pid>.tmp`` behind when the rename failed (a full disk, a read-only
+    folder). It goes through the one atomic writer now: the error reaches the caller, the old log stays, and
+    nothing is left."""
+    import errno
+    import os
+
+    from examples.voc_joint.engine import CsvLogger
+
+    (tmp_path / "log.csv").write_text("stage,epoch,step\nseg,0,1\n")
+
+    def replace(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space left"):
+        CsvLogger(tmp_path, True, False, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv"]
+    assert (tmp_path / "log.csv").read_text() == "stage,epoch,step\nseg,0,1\n"
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no process probe: nothing is removed")
 def test_write_text_atomic_keeps_temporary_files_it_cannot_tell_abandoned(tmp_path, monkeypatch) -> None:
     """Only ``.<name>.<pid>.tmp`` of a process that is gone is removed: a name whose middle is not a process
@@ -835,7 +857,7 @@ def test_write_text_atomic_keeps_temporary_files_it_cannot_tell_abandoned(tmp_pa
     user (``os.kill`` raises PermissionError) is alive."""
     import os
 
-    from examples.voc_joint.engine import write_text_atomic
+    from examples.voc_joint.atomic import write_text_atomic
 
     other_pid = os.getpid() + 1  # not this process (whose own file is never probed)
     other_users = tmp_path / f".metrics.json.{other_pid}.tmp"

@@ -74,7 +74,7 @@ def test_text_files_are_utf8_whatever_the_locale(tmp_path: Path) -> None:
         "assert locale.getpreferredencoding(False).lower() in ('ascii', 'ansi_x3.4-1968'), "
         "locale.getpreferredencoding(False)\n"
         "from pathlib import Path\n"
-        "from examples.voc_joint.engine import write_text_atomic\n"
+        "from examples.voc_joint.atomic import write_text_atomic\n"
         f"write_text_atomic(Path({str(path)!r}), 'mean \\u00b1 std\\n')\n"
     )
     res = _python(code, env={"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"})

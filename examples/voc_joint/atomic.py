@@ -1,0 +1,64 @@
+"""Files written whole or not at all, with the leftovers of killed writers removed (standard library only).
+
+``Path.write_text`` truncates the file, then writes: a run stopped in between (SIGKILL, a full disk) leaves an
+empty or cut file in place of the earlier one. :func:`write_text_atomic` writes ``.<name>.<pid>.tmp`` next to
+the target and renames it onto the target with ``os.replace``: readers see the earlier file or the whole new
+one. A writer killed between the two steps leaves its temporary file; the next write of the same file removes
+it (:func:`remove_dead_writers_files`).
+
+The one implementation for the example's outputs (``metrics.json``, ``eval.json``, ``ablation.json``,
+``log.csv``, the data set lists) and the benchmarks' results (``benchmarks/_atomic.py`` re-exports it): it
+imports no torch, as ``benchmarks/gpu_check.py`` must not.
+"""
+
+from __future__ import annotations
+
+import os
+from glob import escape as glob_escape
+from pathlib import Path
+
+__all__ = ["remove_dead_writers_files", "write_text_atomic"]
+
+
+def write_text_atomic(path: Path | str, text: str, newline: str | None = None) -> None:
+    """Write ``text`` (UTF-8; ``newline`` as ``open``'s) to ``path`` through ``.<name>.<pid>.tmp`` in its
+    folder, renamed into place. The temporary file is removed when the write fails or is interrupted, and the
+    temporary files of earlier writes of ``path`` whose process is gone are removed first.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     write_text_atomic(Path(tmp) / "r.json", "{}\\n")
+        ...     print(sorted(p.name for p in Path(tmp).iterdir()), (Path(tmp) / "r.json").read_text())
+        ['r.json'] {}
+        <BLANKLINE>
+    """
+    path = Path(path)
+    remove_dead_writers_files(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline=newline) as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no temporary file left, the earlier file intact
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_dead_writers_files(path: Path) -> None:
+    """Remove ``.<name>.<pid>.tmp`` next to ``path`` where no process ``<pid>`` runs (a SIGKILL during a
+    write left it; nothing else ever removes it). A running writer's file stays, as does one whose process
+    id was reused meanwhile; where ``os.kill`` cannot probe a process (Windows) nothing is removed."""
+    if os.name == "nt" or not path.parent.is_dir():
+        return
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix) : -len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # gone: its file is abandoned
+            tmp.unlink(missing_ok=True)
+        except OSError:  # alive (another user's: PermissionError)
+            continue
