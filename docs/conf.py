@@ -39,6 +39,8 @@ intersphinx_mapping = {
     "python": ("https://docs.python.org/3", ("_intersphinx/python.inv", None)),
     "torch": ("https://docs.pytorch.org/docs/stable", ("_intersphinx/torch.inv", None)),
     "numpy": ("https://numpy.org/doc/stable", ("_intersphinx/numpy.inv", None)),
+    "torchvision": ("https://docs.pytorch.org/vision/stable", ("_intersphinx/torchvision.inv", None)),
+    "pillow": ("https://pillow.readthedocs.io/en/stable", ("_intersphinx/pillow.inv", None)),
 }
 intersphinx_timeout = 5
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
-# (name, domain:role, relative uri) per project; "$" in the uri means "the name itself" (Sphinx convention).
+# (name, domain:role, relative uri) per project; "$" in the uri means "the name itself". Sphinx expands only a
+# final "$" when it reads an inventory, so write_inventory expands the others ("generated/$.html#$").
 ENTRIES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     "python": (
         "Python",
@@ -24,17 +25,30 @@ ENTRIES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("tuple", "py:class", "library/stdtypes.html#tuple"),
             ("list", "py:class", "library/stdtypes.html#list"),
             ("dict", "py:class", "library/stdtypes.html#dict"),
+            ("range", "py:class", "library/stdtypes.html#range"),
+            ("slice", "py:class", "library/functions.html#slice"),
+            ("object", "py:class", "library/functions.html#object"),
             ("ValueError", "py:exception", "library/exceptions.html#$"),
             ("TypeError", "py:exception", "library/exceptions.html#$"),
             ("RuntimeError", "py:exception", "library/exceptions.html#$"),
             ("FileNotFoundError", "py:exception", "library/exceptions.html#$"),
+            ("operator.index", "py:function", "library/operator.html#$"),
+            ("sys.platform", "py:data", "library/sys.html#$"),
+            ("tempfile.gettempdir", "py:function", "library/tempfile.html#$"),
+            ("multiprocessing", "py:module", "library/multiprocessing.html#module-$"),
+            ("argparse.ArgumentParser", "py:class", "library/argparse.html#$"),
+            ("argparse.Namespace", "py:class", "library/argparse.html#$"),
             ("collections.abc.Sequence", "py:class", "library/collections.abc.html#$"),
             ("collections.abc.Callable", "py:class", "library/collections.abc.html#$"),
             ("collections.abc.Iterable", "py:class", "library/collections.abc.html#$"),
+            ("collections.abc.Mapping", "py:class", "library/collections.abc.html#$"),
+            ("typing.Any", "py:data", "library/typing.html#$"),
             ("typing.Optional", "py:data", "library/typing.html#$"),
             ("typing.Union", "py:data", "library/typing.html#$"),
             ("typing.Literal", "py:data", "library/typing.html#$"),
             ("typing.NamedTuple", "py:class", "library/typing.html#$"),
+            ("typing.SupportsIndex", "py:class", "library/typing.html#$"),
+            ("typing.SupportsFloat", "py:class", "library/typing.html#$"),
             ("pathlib.Path", "py:class", "library/pathlib.html#$"),
             ("os.PathLike", "py:class", "library/os.html#$"),
         ],
@@ -45,6 +59,7 @@ ENTRIES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("torch.Tensor", "py:class", "tensors.html#$"),
             ("torch.dtype", "py:class", "tensor_attributes.html#$"),
             ("torch.device", "py:class", "tensor_attributes.html#$"),
+            ("torch.layout", "py:class", "tensor_attributes.html#$"),
             ("torch.Generator", "py:class", "generated/$.html#$"),
             ("torch.Size", "py:class", "size.html#$"),
             ("torch.nn.Module", "py:class", "generated/$.html#$"),
@@ -60,6 +75,7 @@ ENTRIES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("torch.autograd.Function", "py:class", "autograd.html#$"),
             ("torch.sparse.mm", "py:function", "generated/$.html#$"),
             ("torch.compile", "py:function", "generated/$.html#$"),
+            ("torch.export.export", "py:function", "user_guide/torch_compiler/export/api_reference.html#$"),
             ("torch.use_deterministic_algorithms", "py:function", "generated/$.html#$"),
             (
                 "torch.autograd.gradcheck",
@@ -68,6 +84,7 @@ ENTRIES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ),
             ("torch.utils.data.Dataset", "py:class", "data.html#$"),
             ("torch.utils.data.DataLoader", "py:class", "data.html#$"),
+            ("torch.utils.data.Sampler", "py:class", "data.html#$"),
             ("torch.optim.Optimizer", "py:class", "optim.html#$"),
         ],
     ),
@@ -76,9 +93,34 @@ ENTRIES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         [
             ("numpy.ndarray", "py:class", "reference/generated/$.html#$"),
             ("numpy.random.Generator", "py:class", "reference/random/generator.html#$"),
+            ("numpy.dtype", "py:class", "reference/generated/$.html#$"),
+            ("numpy.integer", "py:class", "reference/arrays.scalars.html#$"),
+        ],
+    ),
+    "torchvision": (
+        "Torchvision",
+        [
+            ("torchvision.transforms.v2.Compose", "py:class", "generated/$.html#$"),
+        ],
+    ),
+    "pillow": (
+        "Pillow (PIL Fork)",
+        [
+            ("PIL.Image.Image", "py:class", "reference/Image.html#$"),
         ],
     ),
 }
+
+
+def expand_uri(name: str, uri: str) -> str:
+    """``uri`` with each ``$`` but a final one replaced by ``name`` (Sphinx expands only the final one).
+
+    Example:
+        >>> expand_uri("torch.nn.Module", "generated/$.html#$")
+        'generated/torch.nn.Module.html#$'
+    """
+    head, final = (uri[:-1], "$") if uri.endswith("$") else (uri, "")
+    return head.replace("$", name) + final
 
 
 def write_inventory(key: str, project: str, entries: list[tuple[str, str, str]]) -> Path:
@@ -89,7 +131,7 @@ def write_inventory(key: str, project: str, entries: list[tuple[str, str, str]])
         "# Version: offline\n"
         "# The remainder of this file is compressed using zlib.\n"
     ).encode()
-    body = "".join(f"{name} {role} 1 {uri} -\n" for name, role, uri in entries).encode()
+    body = "".join(f"{name} {role} 1 {expand_uri(name, uri)} -\n" for name, role, uri in entries).encode()
     path = HERE / f"{key}.inv"
     path.write_bytes(header + zlib.compress(body))
     return path
