@@ -31,7 +31,9 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True
-napoleon_custom_sections = [("Shape", "params_style")]
+# PyTorch's "Shape:" section, a list of "- name: shape" bullets: a heading and the list as written (read as
+# parameters, the bullets became fields named "- input", "- output").
+napoleon_custom_sections = ["Shape"]
 
 # The build machines have no internet: read the small offline inventories in _intersphinx/ first (regenerate
 # them with _intersphinx/make_inventories.py), and the projects' online objects.inv only if those are missing.

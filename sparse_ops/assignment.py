@@ -22,7 +22,7 @@ Reduce = Literal["mean", "sum", "max"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 REDUCTIONS: tuple[str, ...] = get_args(Reduce)
 
-#: What ``backend="auto"`` runs on each device type, from ``benchmarks/bench_uniformize.py``: on CPU "scatter"
+#: What ``backend="auto"`` runs on each device type. From ``benchmarks/bench_uniformize.py``, on CPU "scatter"
 #: is 4.8-5.7x faster than "sparse" forward+backward (2026-12-01; 2.7-5.5x in earlier runs) with half the
 #: extra memory; no GPU figure exists yet, and on CUDA "scatter" is the backend covered by
 #: ``torch.use_deterministic_algorithms`` and ``torch.compile``.

@@ -94,9 +94,9 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: SpixelFCN's input normalization: ``x - SPIXEL_MEAN`` on [0, 1] RGB, no division.
+#: SpixelFCN's input normalization is ``x - SPIXEL_MEAN`` on [0, 1] RGB, no division.
 SPIXEL_MEAN = (0.411, 0.432, 0.45)
-#: Default largest image (and mask) in pixels: PIL's own default ``Image.MAX_IMAGE_PIXELS``.
+#: Default largest image (and mask) in pixels, PIL's own default ``Image.MAX_IMAGE_PIXELS``.
 DEFAULT_MAX_PIXELS = 89_478_485
 #: Cache folder of generated data (``$TRANSINIT_CACHE``, default ``~/.cache/transinit``).
 DEFAULT_CACHE = Path(os.environ.get("TRANSINIT_CACHE", "~/.cache/transinit")).expanduser()

@@ -62,7 +62,7 @@ from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 
 __all__ = ["build_trainaug", "main", "read_sbd_mask", "resolve_sbd_root"]
 
-#: Mask folder written into the VOC root (the one ``sbd=True`` reads; its lists: ``_list_dir(voc, True)``).
+#: Mask folder written into the VOC root (the one ``sbd=True`` reads; its lists are ``_list_dir(voc, True)``).
 MASK_DIR = "SegmentationClassAug"
 
 

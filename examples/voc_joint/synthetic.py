@@ -52,7 +52,7 @@ from examples.voc_joint.data import NUM_CLASSES, voc_palette
 from examples.voc_joint.signals import run_stoppable
 from examples.voc_joint.staging import remove_abandoned_staging, unique_folder
 
-#: Largest ``--num-train`` / ``--num-val`` / ``--num-sbd-extra`` (a million images: hours of writing already).
+#: Largest ``--num-train`` / ``--num-val`` / ``--num-sbd-extra`` (a million images, hours of writing already).
 #: A huge count (``2**63``) was a ``MemoryError`` traceback after allocating a list of names until it failed.
 IMAGES_MAX = 10**6
 
@@ -109,7 +109,7 @@ def _make_class_styles() -> tuple[dict[str, Any], ...]:
     return tuple(styles)
 
 
-#: Appearance of every class: colours, texture kind, texture period (px) and angle, preferred shape.
+#: Appearance of every class (colours, texture kind, texture period (px) and angle, preferred shape).
 CLASS_STYLES: tuple[dict[str, Any], ...] = _make_class_styles()
 
 
