@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, os.path.abspath(".."))
 
 from transparent_init import __version__
+
+if TYPE_CHECKING:
+    from docutils.nodes import Element
+    from sphinx.addnodes import pending_xref
+    from sphinx.application import Sphinx
+    from sphinx.environment import BuildEnvironment
 
 project = "transinit"
 author = "transinit developers"
@@ -46,9 +53,58 @@ intersphinx_mapping = {
 }
 intersphinx_timeout = 5
 
-nitpicky = False
+# Every cross-reference must resolve (with -W an unresolved one fails the build), except the parts of the
+# shape pseudo-types of our docstrings: in ``x (Tensor[B, C, H, W])`` or ``Tensor[B, 9, H, W]`` the Python
+# domain makes a class reference of each dimension, which names no object. Only such dimensions are listed:
+# one or two letters with an optional subscript, a number, ``*``, ``in``/``out``, and the products
+# ``B*N_s``/``B*N_p``.
+nitpicky = True
+nitpick_ignore_regex = [("py:class", r"[A-Za-z]{1,2}(_[a-z]+)?|[0-9]+|\*|in|out|B\*N_[a-z]")]
+
+# Names that our docstrings and autodoc's type hints spell otherwise than the documented name of the object:
+# ``Tensor``, ``nn.Module``, ``Path`` or ``Sequence`` as our modules import them (``LongTensor[B, H, W]`` and
+# the like are tensors of that dtype: they link to ``torch.Tensor``), and the defining module that autodoc
+# writes for a re-exported class. The reference is renamed before intersphinx looks it up; its text stays as
+# written.
+XREF_ALIASES = {
+    # as our modules import them
+    "Tensor": "torch.Tensor",
+    "LongTensor": "torch.Tensor",
+    "IntTensor": "torch.Tensor",
+    "BoolTensor": "torch.Tensor",
+    "nn.Module": "torch.nn.Module",
+    "nn.Sequential": "torch.nn.Sequential",
+    "Dataset": "torch.utils.data.Dataset",
+    "ndarray": "numpy.ndarray",
+    "Path": "pathlib.Path",
+    "Any": "typing.Any",
+    "SupportsIndex": "typing.SupportsIndex",
+    "SupportsFloat": "typing.SupportsFloat",
+    "Sequence": "collections.abc.Sequence",
+    "Callable": "collections.abc.Callable",
+    "Iterable": "collections.abc.Iterable",
+    # the defining module that autodoc writes for a re-exported class
+    "torch.nn.modules.module.Module": "torch.nn.Module",
+    "torch.nn.modules.container.Sequential": "torch.nn.Sequential",
+    "torch._C.Generator": "torch.Generator",
+    "torch.utils.data.dataset.Dataset": "torch.utils.data.Dataset",
+    "torch.utils.data.sampler.Sampler": "torch.utils.data.Sampler",
+    "torchvision.transforms.v2._container.Compose": "torchvision.transforms.v2.Compose",
+}
+
 templates_path = []
 exclude_patterns = ["_build", "_intersphinx"]
 html_theme = "furo"
 html_static_path = ["_static"]
 html_title = f"transinit {version}"
+
+
+def _rename_alias(app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: Element) -> None:
+    """``missing-reference`` handler: rename a Python reference listed in ``XREF_ALIASES`` (resolves none)."""
+    if node.get("refdomain") == "py" and node.get("reftarget") in XREF_ALIASES:
+        node["reftarget"] = XREF_ALIASES[node["reftarget"]]
+
+
+def setup(app: Sphinx) -> None:
+    """Run ``_rename_alias`` before intersphinx (priority 500) resolves the reference."""
+    app.connect("missing-reference", _rename_alias, priority=400)

@@ -114,10 +114,10 @@ class SuperpixelAssignment:
             ``superpixels``.
         backend (str): ``"scatter"`` (``scatter_add_`` + ``gather`` in self-adjoint autograd Functions),
             ``"sparse"`` (``torch.sparse`` CSR matrix products, the paper's formulation) or ``"auto"`` (a
-            per-device choice, :data:`AUTO_BACKEND`: ``"scatter"`` on CPU and CUDA). Inside ``torch.func``
-            transforms and ``torch.export``, which do not support sparse tensors, ``"sparse"`` runs the
-            scatter kernels. On a device without float64 (Apple MPS, which has no sparse CSR tensors)
-            ``"sparse"`` raises a ``ValueError``.
+            per-device choice, :data:`~sparse_ops.assignment.AUTO_BACKEND`: ``"scatter"`` on CPU and CUDA).
+            Inside ``torch.func`` transforms and ``torch.export``, which do not support sparse tensors,
+            ``"sparse"`` runs the scatter kernels. On a device without float64 (Apple MPS, which has no sparse
+            CSR tensors) ``"sparse"`` raises a ``ValueError``.
         validate (bool): check the id range (a host-device synchronisation, which also breaks
             ``torch.compile`` graphs). Types, shapes and devices are checked here and at every method call
             whatever ``validate`` says (they read no tensor value).

@@ -1,14 +1,14 @@
 """Hard superpixels from a soft 9-neighbour association, and an optional connectivity clean-up.
 
-:func:`hard_superpixels` gives every pixel the global id of its most associated candidate cell (arg-max over
-the 9 candidates). Out-of-image candidates are never chosen. **Ties** go to the centre candidate (the pixel's
-own cell) first, then to the lowest neighbour index (TL, T, TR, L, R, BL, B, BR: channel order), so a uniform
-association reproduces the regular grid.
+:func:`~sparse_ops.hard_superpixels` gives every pixel the global id of its most associated candidate cell
+(arg-max over the 9 candidates). Out-of-image candidates are never chosen. **Ties** go to the centre candidate
+(the pixel's own cell) first, then to the lowest neighbour index (TL, T, TR, L, R, BL, B, BR: channel order),
+so a uniform association reproduces the regular grid.
 
-:func:`enforce_connectivity` splits every superpixel into its connected pieces and merges pieces smaller than
-``min_size`` pixels into the adjacent piece with which they share the longest border (ties: the lowest id),
-smallest pieces first; the result is relabelled to contiguous ids ``0..K_b - 1``. It runs on the CPU with
-numpy/scipy (a post-processing step, not differentiable) and returns tensors on the input device.
+:func:`~sparse_ops.enforce_connectivity` splits every superpixel into its connected pieces and merges pieces
+smaller than ``min_size`` pixels into the adjacent piece with which they share the longest border (ties: the
+lowest id), smallest pieces first; the result is relabelled to contiguous ids ``0..K_b - 1``. It runs on the
+CPU with numpy/scipy (a post-processing step, not differentiable) and returns tensors on the input device.
 """
 
 from __future__ import annotations

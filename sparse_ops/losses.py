@@ -35,7 +35,7 @@ rounding. Forward + backward at B=2, 21 classes, 128 / 256 px on the 2-core CPU:
 
 **Host synchronisation.** With ``num_classes`` given and ``validate=False`` the loss reads no tensor value on
 the host. ``num_classes=None`` reads the largest label (and refuses one above
-:data:`~sparse_ops._checks.MAX_INFERRED_CLASSES` - 1, a stray label, before allocating anything per class);
+``sparse_ops._checks.MAX_INFERRED_CLASSES - 1``, a stray label, before allocating anything per class);
 ``validate=True`` checks the label range and the association values.
 """
 

@@ -77,7 +77,7 @@ def superpixel_pool(
 
     Means are within :math:`133\,u \max|x|` and sums within :math:`131\,u \sum|x|` of the exact value for any
     superpixel size (:math:`u` the unit roundoff; see :doc:`/concepts/uniformization`); the pixel counts are
-    :attr:`SuperpixelAssignment.counts`.
+    ``counts`` of :class:`~sparse_ops.SuperpixelAssignment`.
 
     Args:
         features (Tensor[B, C, h, w]): floating features (float16/bfloat16 accumulate in float32).

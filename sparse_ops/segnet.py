@@ -1,8 +1,9 @@
 """SegNet-style max pooling with recorded indices, and a deterministic scatter-based max unpooling.
 
-The encoder pools with :func:`max_pool2d_with_indices`, which returns the pooled values, the flat position
-(``y * W + x`` within each ``H x W`` plane) of every maximum, and the input size. The decoder calls
-:func:`max_unpool2d`, which writes values back at those positions of a zero map of the recorded size:
+The encoder pools with :func:`~sparse_ops.max_pool2d_with_indices`, which returns the pooled values, the flat
+position (``y * W + x`` within each ``H x W`` plane) of every maximum, and the input size. The decoder calls
+:func:`~sparse_ops.max_unpool2d`, which writes values back at those positions of a zero map of the recorded
+size:
 
 .. math::
 

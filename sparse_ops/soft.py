@@ -19,13 +19,14 @@ cells) get zero weight. By default (``renormalize=True``) the remaining weights 
 sum to 1, :math:`\hat q_k(p) = m_k(p) q_k(p) / \sum_j m_j(p) q_j(p)` with the validity mask ``m``, so that
 ``soft_superpixel_unpool(soft_superpixel_pool(ones))`` is ``ones`` up to rounding (a few units of roundoff,
 not bit for bit) for any non-negative association that gives every pixel some valid mass (and
-:func:`soft_uniformize` is a convex combination). With ``renormalize=False`` the invalid mass is simply
-dropped (the behaviour of the public SpixelFCN code, whose shifts pad with zeros); ones then round-trip when
-every row of ``assoc`` sums to 1 over its valid candidates. A pixel whose valid mass is 0 contributes nothing
-and is reconstructed as 0 (whatever the features); a cell that receives no mass has centre 0. A ``mask``
-leaves pixels out of the pooling (their weights count as 0 there); they are still reconstructed. The products
-multiply every feature by all 9 weights of its pixel, so an infinite feature also reaches the cells its pixel
-has weight 0 for, as NaN (IEEE :math:`0 \cdot \infty`); mask such pixels out to keep the other cells finite.
+:func:`~sparse_ops.soft_uniformize` is a convex combination). With ``renormalize=False`` the invalid mass is
+simply dropped (the behaviour of the public SpixelFCN code, whose shifts pad with zeros); ones then round-trip
+when every row of ``assoc`` sums to 1 over its valid candidates. A pixel whose valid mass is 0 contributes
+nothing and is reconstructed as 0 (whatever the features); a cell that receives no mass has centre 0. A
+``mask`` leaves pixels out of the pooling (their weights count as 0 there); they are still reconstructed. The
+products multiply every feature by all 9 weights of its pixel, so an infinite feature also reaches the cells
+its pixel has weight 0 for, as NaN (IEEE :math:`0 \cdot \infty`); mask such pixels out to keep the other cells
+finite.
 
 **Implementation.** Exact dense block formulation: the image is cut into its ``n_h x n_w`` cells (one block of
 the whole image side when the cell is larger than it, so memory never depends on ``cell_size``), and for every
@@ -60,7 +61,7 @@ __all__ = [
     "soft_uniformize",
 ]
 
-#: Most pixels one float32 matrix-product accumulation of :func:`soft_superpixel_pool` adds up.
+#: Most pixels one float32 matrix-product accumulation of :func:`~sparse_ops.soft_superpixel_pool` adds up.
 CHUNK = 64
 #: Up to this many chunk sums of a cell are added in float32 (a short chain); more are added in float64.
 FLOAT32_CHUNK_SUMS = 4

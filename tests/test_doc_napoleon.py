@@ -74,6 +74,7 @@ def _attribute_comments(text: str) -> list[tuple[int, list[str]]]:
 
 def test_the_files_include_the_examples_pages() -> None:
     assert ROOT / "examples" / "voc_joint" / "data.py" in FILES
+    assert ROOT / "examples" / "voc_joint" / "checkpoint.py" in FILES
 
 
 @pytest.mark.parametrize("path", FILES, ids=IDS)

@@ -290,11 +290,11 @@ def load_checkpoint(
         expect_stage: the stage(s) the caller can use (``"seg"``, ``("seg", "joint")``, ...); None: any.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist. CheckpointError: the file holds pickled objects (refused),
-        is not a dict, has another ``format``, misses
-            one of ``format``, ``version``, ``stage``, ``config``, ``model``, its content does not match its
-            ``sha256`` (corrupt or edited), its model config is invalid, or its stage is not ``expect_stage``
-            (the message says which stage it is and which was expected).
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file holds pickled objects (refused), is not a dict, has another ``format``,
+            misses one of ``format``, ``version``, ``stage``, ``config``, ``model``, its content does not
+            match its ``sha256`` (corrupt or edited), its model config is invalid, or its stage is not
+            ``expect_stage`` (the message says which stage it is and which was expected).
     """
     from examples.voc_joint.models.build import validate_model_config
 
@@ -494,9 +494,9 @@ def load_model_from_checkpoint(
         for a checkpoint written before 2026-12-02).
 
     Raises:
-        FileNotFoundError: missing file. CheckpointError: not a weights-only pipeline checkpoint, corrupt,
-        invalid model config, wrong stage, or
-            mismatched weights.
+        FileNotFoundError: missing file.
+        CheckpointError: not a weights-only pipeline checkpoint, corrupt, invalid model config, wrong stage,
+            or mismatched weights.
     """
     from .models import SegmentationOnly, build_model
 

@@ -117,8 +117,9 @@ def evaluate(
         amp (bool): autocast to float16 on CUDA.
 
     Returns:
-        dict: the metrics of the final ``out["logits"]`` (every key of :meth:`SegmentationMetrics.compute`:
-        ``res["miou"]``, ``res["boundary_miou"]["3"]``, ...) plus ``"baseline"`` (the same metrics of
+        dict: the metrics of the final ``out["logits"]`` (every key of
+        :meth:`~examples.voc_joint.metrics.SegmentationMetrics.compute`: ``res["miou"]``,
+        ``res["boundary_miou"]["3"]``, ...) plus ``"baseline"`` (the same metrics of
         ``out["seg_logits"]``, or None when the model gives none), ``"panels"`` (list of PNG paths),
         ``"seconds"`` and ``"images_per_second"``. Superpixel metrics of both use ``out["superpixels"]`` (NaN
         when it is None).
