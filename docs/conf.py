@@ -105,6 +105,21 @@ def _rename_alias(app: Sphinx, env: BuildEnvironment, node: pending_xref, contno
         node["reftarget"] = XREF_ALIASES[node["reftarget"]]
 
 
+def _type_alias(app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: Element) -> Element | None:
+    """``missing-reference`` handler: a docstring type naming one of our type aliases (``Activation``,
+    documented as data) falls back to data, then attributes, as Sphinx 9 does itself (7.2 looks for classes
+    only)."""
+    if node.get("refdomain") != "py" or node.get("reftype") != "class":
+        return None
+    domain = env.get_domain("py")
+    for role in ("data", "attr"):
+        found = domain.resolve_xref(env, node["refdoc"], app.builder, role, node["reftarget"], node, contnode)
+        if found is not None:
+            return found
+    return None
+
+
 def setup(app: Sphinx) -> None:
-    """Run ``_rename_alias`` before intersphinx (priority 500) resolves the reference."""
+    """Run both handlers before intersphinx (priority 500) resolves the reference."""
     app.connect("missing-reference", _rename_alias, priority=400)
+    app.connect("missing-reference", _type_alias, priority=450)
