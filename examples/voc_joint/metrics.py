@@ -309,7 +309,7 @@ class SegmentationMetrics:
             pred, target = pred[None], target[None]
             superpixels = None if superpixels is None else superpixels.reshape(1, *superpixels.shape[-2:])
         self.confusion += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
-        for w in self.boundary_widths:
+        for w in self.band_confusion:  # each width once, when it is given more than once too
             band = boundary_band(target, w)
             self.band_confusion[w] += confusion_matrix(
                 pred, target, self.num_classes, self.ignore_index, band

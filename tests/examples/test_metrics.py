@@ -150,6 +150,20 @@ def test_band_matches_loop(seed, width):
     assert np.array_equal(boundary_band(target, width).numpy(), _loop_band(target, width))
 
 
+def test_a_repeated_boundary_width_counts_its_band_once():
+    """``boundary_widths=(1, 1)`` (``evaluate.py --boundary-widths 1 1``) scores the band of width 1 once.
+    Before: each repeat added the band's pixels again to the same matrix (``boundary_pixels`` doubled)."""
+    target = torch.zeros(1, 4, 6, dtype=torch.long)
+    target[..., 3:] = 1
+    once, twice = (
+        SegmentationMetrics(num_classes=2, boundary_widths=(1,)),
+        SegmentationMetrics(num_classes=2, boundary_widths=(1, 1)),
+    )
+    once.update(target.clone(), target)
+    twice.update(target.clone(), target)
+    assert twice.compute()["boundary_pixels"] == once.compute()["boundary_pixels"] == {"1": 8}
+
+
 def test_boundary_miou_penalises_edge_errors_only_near_edges():
     target = torch.zeros(1, 8, 16, dtype=torch.long)
     target[..., 8:] = 1
