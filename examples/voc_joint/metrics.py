@@ -32,7 +32,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from examples.voc_joint.data import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
@@ -65,16 +64,22 @@ def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: in
         raise ValueError(
             f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
         )
-    if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= num_classes):
-        raise ValueError(
-            f"pred values must lie in [0, {num_classes}), got range [{int(pred.min())}, {int(pred.max())}]"
-        )
+    if not pred.numel():
+        return
+    # the ranges of pred and of the valid target pixels in one pass each and one read on the host (no
+    # gather of the valid pixels: a boolean index costs more than the whole check)
     valid = target != ignore_index
-    if valid.any():
+    lo, hi = torch.aminmax(pred)
+    tlo, thi = torch.aminmax(torch.where(valid, target, 0))
+    pred_lo, pred_hi, target_lo, target_hi = torch.stack(
+        [lo.long(), hi.long(), tlo.long(), thi.long()]
+    ).tolist()
+    if pred_lo < 0 or pred_hi >= num_classes:
+        raise ValueError(f"pred values must lie in [0, {num_classes}), got range [{pred_lo}, {pred_hi}]")
+    if target_lo < 0 or target_hi >= num_classes:
         tv = target[valid]
-        if int(tv.min()) < 0 or int(tv.max()) >= num_classes:
-            bad = torch.unique(tv[(tv < 0) | (tv >= num_classes)])[:10].tolist()
-            raise ValueError(f"target values must lie in [0, {num_classes}) or be {ignore_index}, got {bad}")
+        bad = torch.unique(tv[(tv < 0) | (tv >= num_classes)])[:10].tolist()
+        raise ValueError(f"target values must lie in [0, {num_classes}) or be {ignore_index}, got {bad}")
 
 
 def confusion_matrix(
@@ -113,8 +118,25 @@ def confusion_matrix(
                 f"mask must have the shape of target {tuple(target.shape)}, got {tuple(mask.shape)}"
             )
         valid = valid & mask.to(valid.device, torch.bool)
-    idx = target[valid].long() * num_classes + pred[valid].long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes).cpu()
+    return _confusion(_pair_index(pred, target, num_classes), valid, num_classes)
+
+
+def _pair_index(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """``target * C + pred`` (LongTensor[B, H, W]): the confusion-matrix cell of each pixel (meaningful where
+    the target is valid)."""
+    return target.long() * num_classes + pred.long()
+
+
+def _confusion(index: Tensor, counted: Tensor, num_classes: int) -> Tensor:
+    """The confusion matrix (LongTensor[C, C], on the CPU) of the cells ``index`` (LongTensor[B, H, W], from
+    :func:`_pair_index`) of the pixels ``counted`` (Bool[B, H, W]).
+
+    The pixels not counted go to one extra bin, dropped: one pass over the map, where a boolean index would
+    gather the counted pixels first (several times slower).
+    """
+    cells = num_classes * num_classes
+    bins = torch.where(counted, index, cells).reshape(-1)
+    return torch.bincount(bins, minlength=cells + 1)[:cells].reshape(num_classes, num_classes).cpu()
 
 
 def iou_from_confusion(cm: Tensor) -> Tensor:
@@ -150,20 +172,45 @@ def label_edges(labels: Tensor) -> Tensor:
     return edges
 
 
+def _window_any(mask: Tensor, radius: int, dim: int) -> Tensor:
+    """``out[i] = any(mask[i - radius .. i + radius])`` along ``dim`` (the window clipped at the borders).
+
+    Shifted ORs that double the window each time: about ``log2(2 radius + 1)`` passes over a boolean map.
+    """
+    n = mask.shape[dim]
+    pad_shape = list(mask.shape)
+    pad_shape[dim] = radius
+    # acc[i] = any(padded[i - span + 1 .. i]); padded = mask then `radius` False entries
+    acc = torch.cat([mask, mask.new_zeros(pad_shape)], dim)
+    size, span, length = n + radius, 1, 2 * radius + 1
+    while span < length:
+        step = min(span, length - span)
+        if step < size:
+            out = acc.clone()
+            out.narrow(dim, step, size - step).logical_or_(acc.narrow(dim, 0, size - step))
+            acc = out
+        span += step
+    return acc.narrow(dim, radius, n)  # window [i - radius, i + radius] of mask
+
+
 def _dilate(mask: Tensor, radius: int) -> Tensor:
-    """Pixels within Chebyshev distance ``radius`` of a ``True`` pixel (max-pool with a (2r+1)^2 window)."""
-    if radius <= 0 or mask.numel() == 0:  # max-pool refuses empty images
+    """Pixels within Chebyshev distance ``radius`` of a ``True`` pixel of ``mask`` (Bool[B, H, W]).
+
+    The (2r+1)^2 square window is a row window then a column window, each a few shifted ORs
+    (:func:`_window_any`): the pixels of a stride-1 max-pool of that window, for a fraction of its cost.
+    """
+    if radius <= 0 or mask.numel() == 0:
         return mask
-    out = F.max_pool2d(mask[:, None].float(), kernel_size=2 * radius + 1, stride=1, padding=radius)
-    return out[:, 0] > 0
+    return _window_any(_window_any(mask, radius, -1), radius, -2).contiguous()
 
 
 def boundary_band(target: Tensor, width: int) -> Tensor:
     r"""Trimap band of ``width`` pixels on each side of every label change of ``target``.
 
     The band is :math:`\{p : d_\infty(p, E) \le w - 1\}` with :math:`E` = :func:`label_edges` (pixels adjacent
-    to a change), computed as a stride-1 max-pool of :math:`E` with a :math:`(2w-1)^2` window. For a vertical
-    step edge between columns 4 and 5, width 1 gives columns 4-5 and width 3 columns 2-7.
+    to a change): the dilation of :math:`E` by a :math:`(2w-1)^2` square, the pixels of a stride-1 max-pool
+    of that window. For a vertical step edge between columns 4 and 5, width 1 gives columns 4-5 and width 3
+    columns 2-7.
 
     Args:
         target (LongTensor[B, H, W]): label map (``ignore_index`` included as a label).
@@ -198,6 +245,20 @@ def superpixel_scores(
     _check_maps(pred, target, num_classes, ignore_index)  # an out-of-range label would count in another bin
     if int(tolerance) < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    return _superpixel_sums(pred, target, superpixels, num_classes, ignore_index, int(tolerance))
+
+
+def _superpixel_sums(
+    pred: Tensor,
+    target: Tensor,
+    superpixels: Tensor,
+    num_classes: int,
+    ignore_index: int,
+    tolerance: int,
+    target_edges: Tensor | None = None,
+) -> dict[str, float]:
+    """:func:`superpixel_scores` of maps ``pred`` and ``target`` already checked (:func:`_check_maps`) and a
+    ``tolerance`` >= 0; ``target_edges``: :func:`label_edges` of ``target`` when already at hand."""
     if superpixels.dim() == 4 and superpixels.shape[1] == 1:
         superpixels = superpixels[:, 0]
     if superpixels.shape != target.shape:
@@ -222,8 +283,9 @@ def superpixel_scores(
         ),
         0.0,
     )
-    gt_edges = label_edges(target) & (target != ignore_index)
-    sp_near = _dilate(label_edges(superpixels), int(tolerance))
+    edges = label_edges(target) if target_edges is None else target_edges
+    gt_edges = edges & (target != ignore_index)
+    sp_near = _dilate(label_edges(superpixels), tolerance)
     sums["br_hits"] += float((gt_edges & sp_near).sum())
     sums["br_edges"] += float(gt_edges.sum())
     local_ids, per_image = relabel_contiguous(superpixels)  # ids 0..K_b-1 per image
@@ -239,7 +301,9 @@ def superpixel_scores(
         sums["majority_pixels"] += float(top.sum())
         sums["pixels"] += float(size.sum())
         valid = t != ignore_index
-        hist_gt = torch.bincount(inverse[valid] * num_classes + t[valid], minlength=k * num_classes)
+        # ignored pixels in one extra bin, dropped (no gather of the valid pixels)
+        cells = torch.where(valid, inverse * num_classes + t, k * num_classes)
+        hist_gt = torch.bincount(cells, minlength=k * num_classes + 1)[: k * num_classes]
         sums["asa_hits"] += float(hist_gt.view(k, num_classes).max(1).values.sum())
         sums["asa_pixels"] += float(valid.sum())
         sums["images"] += 1.0
@@ -308,20 +372,26 @@ class SegmentationMetrics:
         if pred.dim() == 2:
             pred, target = pred[None], target[None]
             superpixels = None if superpixels is None else superpixels.reshape(1, *superpixels.shape[-2:])
-        self.confusion += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
-        for w in self.band_confusion:  # each width once, when it is given more than once too
-            band = boundary_band(target, w)
-            self.band_confusion[w] += confusion_matrix(
-                pred, target, self.num_classes, self.ignore_index, band
-            )
+        # the maps are checked, and the cells, valid pixels and label edges found, once for every accumulator
+        _check_maps(pred, target, self.num_classes, self.ignore_index)
+        index = _pair_index(pred, target, self.num_classes)
+        valid = target != self.ignore_index
+        edges = label_edges(target)
+        self.confusion += _confusion(index, valid, self.num_classes)
+        # the band of width w = the band of a smaller width v dilated by w - v more pixels (squares add up)
+        band, band_width = edges, 1
+        for w in sorted(self.band_confusion):
+            band, band_width = _dilate(band, w - band_width), w
+            self.band_confusion[w] += _confusion(index, valid & band, self.num_classes)
         if superpixels is not None:
-            sums = superpixel_scores(
+            sums = _superpixel_sums(
                 pred,
                 target,
                 superpixels.to(pred.device),
                 self.num_classes,
                 self.ignore_index,
                 self.boundary_tolerance,
+                edges,
             )
             for key, value in sums.items():
                 self.superpixel_sums[key] = self.superpixel_sums.get(key, 0.0) + value

@@ -150,6 +150,45 @@ def test_band_matches_loop(seed, width):
     assert np.array_equal(boundary_band(target, width).numpy(), _loop_band(target, width))
 
 
+def _max_pool_dilate(mask, radius):
+    """The dilation as it was computed before: a stride-1 max-pool of a (2r+1)^2 window (the reference)."""
+    if radius <= 0 or mask.numel() == 0:
+        return mask
+    out = torch.nn.functional.max_pool2d(mask[:, None].float(), 2 * radius + 1, stride=1, padding=radius)
+    return out[:, 0] > 0
+
+
+@settings(max_examples=budget(25))
+@given(st.integers(0, 10_000), st.integers(1, 13), st.integers(1, 13), st.integers(0, 16), st.floats(0, 0.3))
+def test_dilation_equals_the_max_pool_it_replaced(seed, h, w, radius, density):
+    """The shifted-OR dilation gives the pixels of the max-pool, radii wider than the image included."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(2, h, w, generator=g) < density
+    assert torch.equal(metrics._dilate(mask, radius), _max_pool_dilate(mask, radius))
+
+
+@settings(max_examples=budget(15))
+@given(
+    st.integers(0, 10_000),
+    st.lists(st.integers(1, 9), min_size=1, max_size=4, unique=True),
+    st.sampled_from([torch.long, torch.int32, torch.uint8]),
+)
+def test_update_scores_each_band_as_confusion_of_its_band(seed, widths, dtype):
+    """Bands built from one another (in any order of the widths) count the pixels that ``confusion_matrix``
+    counts with each band of ``boundary_band`` alone, as the update did before (one band per width)."""
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randint(0, 4, (2, 11, 13), generator=g).to(dtype)
+    target = torch.randint(0, 4, (2, 11, 13), generator=g)
+    target[torch.rand(2, 11, 13, generator=g) < 0.2] = 255
+    target = target.to(dtype)
+    m = SegmentationMetrics(num_classes=4, boundary_widths=widths)
+    m.update(pred, target)
+    assert torch.equal(m.confusion, confusion_matrix(pred, target, 4))
+    for width in widths:
+        expected = confusion_matrix(pred, target, 4, mask=boundary_band(target, width))
+        assert torch.equal(m.band_confusion[width], expected), width
+
+
 def test_a_repeated_boundary_width_counts_its_band_once():
     """``boundary_widths=(1, 1)`` (``evaluate.py --boundary-widths 1 1``) scores the band of width 1 once.
     Before: each repeat added the band's pixels again to the same matrix (``boundary_pixels`` doubled)."""
@@ -162,6 +201,30 @@ def test_a_repeated_boundary_width_counts_its_band_once():
     once.update(target.clone(), target)
     twice.update(target.clone(), target)
     assert twice.compute()["boundary_pixels"] == once.compute()["boundary_pixels"] == {"1": 8}
+
+
+def test_update_checks_the_maps_and_finds_the_edges_once(monkeypatch):
+    """One update reads the label ranges of ``pred`` and ``target`` once and finds the label edges of
+    ``target`` once, whatever the number of boundary widths (before: once per width, and again for the
+    superpixel scores: 5 checks and 5 edge maps a batch with the default three widths)."""
+    calls = {"check": 0, "edges": 0}
+    check, edges = metrics._check_maps, metrics.label_edges
+
+    def counted_check(*args, **kwargs):
+        calls["check"] += 1
+        return check(*args, **kwargs)
+
+    def counted_edges(labels):
+        calls["edges"] += 1
+        return edges(labels)
+
+    monkeypatch.setattr(metrics, "_check_maps", counted_check)
+    monkeypatch.setattr(metrics, "label_edges", counted_edges)
+    pred = torch.zeros(1, 6, 6, dtype=torch.long)
+    target = pred.clone()
+    target[:, :, 3:] = 1
+    SegmentationMetrics(num_classes=2, boundary_widths=(1, 3, 5)).update(pred, target, target.clone())
+    assert calls == {"check": 1, "edges": 2}  # the edges of the target and of the superpixels
 
 
 def test_boundary_miou_penalises_edge_errors_only_near_edges():
