@@ -27,6 +27,9 @@ A checkpoint is a dict of tensors and plain Python containers only, so it is alw
                        2026-12-01: read as 0)
 ``cpu_threads``        ``torch.get_num_threads()`` of the process that wrote it (a CPU resume with another
                        count says it is not bit-identical; absent before 2026-12-01)
+``channels_last``      the memory format its networks ran in: ``--channels-last`` resolved (``True``,
+                       ``False`` or ``"spixelfcn"``; a resume that changes it for a network of the stage says
+                       it is not bit-identical; absent before 2026-12-02)
 ``torch_version``      ``torch.__version__`` of the process that wrote it (a resume under another version says
                        that it may not be bit-identical; absent before 2026-12-02)
 ``sha256``             SHA-256 of everything else (:func:`payload_sha256`), verified on every read

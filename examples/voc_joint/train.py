@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -123,6 +123,7 @@ __all__ = [
     "check_val_data",
     "load_scaler_state",
     "main",
+    "numerics_note",
     "param_groups",
     "resolve_stage_options",
     "run_stage",
@@ -1074,6 +1075,8 @@ def _checkpoint_dict(
         "rng": rng if rng is not None else [get_rng_state()],
         "elapsed_s": state.elapsed_s,
         "cpu_threads": torch.get_num_threads(),  # results depend on it on the CPU (see thread_count_note)
+        # the memory format, resolved (unset: the device's default); results depend on it (numerics_note)
+        "channels_last": runtime_options(args, _model_device(state.model))["channels_last"],
         "torch_version": str(torch.__version__),  # kernels may change between releases (torch_version_note)
     }
 
@@ -1101,6 +1104,78 @@ def thread_count_note(stage: str, ckpt: dict[str, Any], device: torch.device) ->
         f"[{stage}] the run used {int(recorded)} CPU threads, this process {current}: PyTorch rounds "
         "differently with another thread count, so the result will not be bit-identical to an uninterrupted "
         f"run; pass --threads {int(recorded)} to continue it bit for bit"
+    )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+#: The networks of each stage whose memory format shapes its results.
+_STAGE_NETWORKS: dict[str, tuple[Literal["deeplab", "spixelfcn"], ...]] = {
+    "seg": ("deeplab",),
+    "spixel": ("spixelfcn",),
+    "joint": ("deeplab", "spixelfcn"),
+}
+
+
+def _memory_format_advice(channels_last: ChannelsLast, stage: str) -> str:
+    """What to pass to give the stage's networks the memory formats of ``channels_last``."""
+    formats = {network_channels_last(channels_last, n) for n in _STAGE_NETWORKS[stage]}
+    if formats == {True}:
+        return "pass --channels-last"
+    if formats == {False}:
+        return "pass --no-channels-last"
+    return "leave out --channels-last and --no-channels-last on the CPU"  # "spixelfcn": the CPU default
+
+
+def numerics_note(
+    stage: str, ckpt: dict[str, Any], args: argparse.Namespace, device: torch.device
+) -> str | None:
+    """The note a resume prints when a runtime option that changes the arithmetic differs from the run's
+    (``None``: nothing known to differ, or a checkpoint written before the memory format was recorded).
+
+    Two runtime options may differ on ``--resume`` but change the bits of the continuation (measured on the
+    CPU, 16 steps, ResNet-18, 32 px crops): the memory format of the stage's networks (``--channels-last``;
+    its convolutions take other kernels, which round differently: seg weights up to 0.019 apart) and
+    ``--compile`` (joint stage; the compiled uniformization and fusion stack round differently: momentum
+    buffers up to 4e-7 apart). ``--recompute-fusion`` and ``--recompute-loss`` give the same bits and are not
+    named.
+
+    Example:
+        >>> args = argparse.Namespace(channels_last=None, compile=False)
+        >>> ckpt = {"channels_last": "spixelfcn", "config": {"args": {"compile": False}}}
+        >>> numerics_note("seg", ckpt, args, torch.device("cpu")) is None
+        True
+        >>> args.channels_last = True  # DeepLabV3+ in channels_last now: another arithmetic
+        >>> numerics_note("seg", ckpt, args, torch.device("cpu")).endswith(
+        ...     "pass --no-channels-last to continue it bit for bit"
+        ... )
+        True
+        >>> numerics_note("spixel", ckpt, args, torch.device("cpu")) is None  # SpixelFCN's format is the same
+        True
+    """
+    changed: list[str] = []
+    advice: list[str] = []
+    recorded = ckpt.get("channels_last")
+    if recorded is not None:
+        current = runtime_options(args, device)["channels_last"]
+        if any(
+            network_channels_last(recorded, n) != network_channels_last(current, n)
+            for n in _STAGE_NETWORKS[stage]
+        ):
+            changed.append(f"the memory format (channels_last {recorded!r} then, {current!r} now)")
+            advice.append(_memory_format_advice(recorded, stage))
+    compiled = ckpt.get("config", {}).get("args", {}).get("compile")
+    if stage == "joint" and compiled is not None and bool(compiled) != bool(getattr(args, "compile", False)):
+        changed.append(f"--compile ({'on' if compiled else 'off'} then, {'off' if compiled else 'on'} now)")
+        advice.append("pass --compile" if compiled else "pass --no-compile")
+    if not changed:
+        return None
+    return (
+        f"[{stage}] this resume changes {' and '.join(changed)}: the arithmetic differs, so the result will "
+        f"not be bit-identical to an uninterrupted run; {' and '.join(advice)} to continue it bit for bit"
     )
 
 
@@ -1499,7 +1574,11 @@ def _run_locked(
             ),
             flush=True,
         )
-        for note in (thread_count_note(stage, ckpt, info.device), torch_version_note(stage, ckpt)):
+        for note in (
+            thread_count_note(stage, ckpt, info.device),
+            numerics_note(stage, ckpt, args, info.device),
+            torch_version_note(stage, ckpt),
+        ):
             if note is not None:
                 print(note, flush=True)
     del ckpt

@@ -351,6 +351,48 @@ def test_resume_with_another_thread_count_says_it_is_not_bit_identical(tiny_voc,
         torch.set_num_threads(threads)
 
 
+def test_resume_with_another_memory_format_says_it_is_not_bit_identical(tiny_voc, tmp_path, capsys) -> None:
+    """A checkpoint records the memory format its networks ran in (``--channels-last`` resolved: unset is the
+    device's default); a resume that changes it for a network of the stage says that the result will not be
+    bit-identical (the convolutions take other kernels: 16 seg steps in channels_last ended up to 0.019 away
+    from the default's weights) and names what to pass; a change that leaves the stage's networks alone, or
+    none, says nothing. Before, such a resume was accepted without a word."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "2", "--max-steps", "1")
+    threads = torch.get_num_threads()
+    try:
+        ckpt_path = train.main(argv)["spixel"]
+        assert load_checkpoint(ckpt_path)["channels_last"] == "spixelfcn"  # the CPU default, resolved
+        resume = [*argv[: argv.index("--max-steps")], "--resume", "--max-steps"]
+        capsys.readouterr()
+        train.main([*resume, "2", "--channels-last"])  # SpixelFCN in channels_last, as before
+        assert "memory format" not in capsys.readouterr().out
+        assert load_checkpoint(ckpt_path)["channels_last"] is True
+        train.main([*resume, "3", "--no-channels-last"])
+        out = capsys.readouterr().out
+        said = "[spixel] this resume changes the memory format (channels_last True then, False now)"
+        assert said in out, out
+        assert "not be bit-identical" in out and "pass --channels-last to continue it bit for bit" in out, out
+        assert load_checkpoint(ckpt_path)["channels_last"] is False  # the format of the steps since
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_numerics_note_names_compile_for_the_joint_stage_only() -> None:
+    """``--compile`` changes the joint stage's arithmetic (16 steps: momentum buffers up to 4e-7 apart), so a
+    joint resume that turns it on or off says so; a checkpoint without a recorded memory format (written
+    before 2026-12-02) gets no memory-format note."""
+    cpu = torch.device("cpu")
+    ckpt = {"config": {"args": {"compile": False}}}
+    on = argparse.Namespace(channels_last=None, compile=True)
+    note = train.numerics_note("joint", ckpt, on, cpu)
+    assert note is not None and "--compile (off then, on now)" in note and "pass --no-compile" in note, note
+    assert "memory format" not in note
+    assert train.numerics_note("joint", {"config": {"args": {"compile": True}}}, on, cpu) is None
+    mixed = {"channels_last": "spixelfcn", "config": {"args": {"compile": True}}}
+    note = train.numerics_note("joint", mixed, argparse.Namespace(channels_last=False, compile=True), cpu)
+    assert note is not None and "leave out --channels-last and --no-channels-last on the CPU" in note, note
+
+
 def test_resume_with_another_torch_version_says_it_may_not_be_bit_identical(
     tiny_voc, tmp_path, capsys, monkeypatch
 ) -> None:
