@@ -11,8 +11,8 @@
   earlier peak: :attr:`PeakMemory.method` says which.
 * :func:`environment`: torch version, device name, CPU model (:func:`cpu_model`), CPU count and the
   1-minute load average (is the machine shared right now?) for the result files.
-* :func:`run_script`: every script's entry point: SIGINT / SIGTERM end it with one line and exit status
-  130 / 143 instead of a traceback (``examples.voc_joint.signals.run_stoppable``).
+* :func:`run_script`: every script's entry point: SIGINT / SIGTERM / SIGHUP end it with one line and exit
+  status 130 / 143 / 129 instead of a traceback (``examples.voc_joint.signals.run_stoppable``).
 
 This is a module of plain functions rather than ``torch.utils.benchmark.Timer``: the scripts report the median
 of a fixed number of single runs (and same-run paired ratios), which ``blocked_autorange`` does not give.
@@ -345,10 +345,10 @@ def environment(device: torch.device | str, threads: int | None = None) -> dict[
 
 
 def run_script(main: Callable[[], object], prog: str, note: str = "no result file written") -> int:
-    """Run a benchmark's ``main()`` as its command line does: SIGINT (Ctrl-C) and SIGTERM stop it at once,
-    its ``finally`` blocks run (a measuring child is killed), and the stop is one line on stderr, ``<prog>:
-    stopped by SIGTERM (exit status 143); <note>``, instead of Python's traceback (SIGINT) or a silent end
-    (SIGTERM).
+    """Run a benchmark's ``main()`` as its command line does: SIGINT (Ctrl-C), SIGTERM and SIGHUP (a closed
+    terminal) stop it at once, its ``finally`` blocks run (a measuring child is killed), and the stop is one
+    line on stderr, ``<prog>: stopped by SIGTERM (exit status 143); <note>``, instead of Python's traceback
+    (SIGINT) or a silent end (SIGTERM, SIGHUP).
 
     It is ``examples.voc_joint.signals.run_stoppable``, the helper of the example scripts, with the exit
     status of a benchmark's ``main()``: the ``int`` it returns, or 0 for a result (a dict or a list).
@@ -359,7 +359,7 @@ def run_script(main: Callable[[], object], prog: str, note: str = "no result fil
         note: what a stop leaves, the end of the line (the result files are written once, at the end).
 
     Returns:
-        int: the exit status: ``main()``'s, or ``128 + signal`` (130, 143) when a signal stopped it.
+        int: the exit status: ``main()``'s, or ``128 + signal`` (130, 143, 129) when a signal stopped it.
 
     Example:
         >>> run_script(lambda: {"rows": []}, "bench_demo.py"), run_script(lambda: 1, "bench_demo.py")

@@ -184,5 +184,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback, the running worker killed
+    # SIGINT / SIGTERM / SIGHUP: one line and exit status 130 / 143 / 129 instead of a traceback,
+    # the running worker killed
     raise SystemExit(run_script(main, "ab_uniformize.py"))

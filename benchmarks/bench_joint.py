@@ -798,5 +798,5 @@ def _json_default(obj: object) -> object:
 
 
 if __name__ == "__main__":
-    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback
+    # SIGINT / SIGTERM / SIGHUP: one line and exit status 130 / 143 / 129 instead of a traceback
     raise SystemExit(run_script(main, "bench_joint.py"))

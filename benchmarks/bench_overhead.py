@@ -373,5 +373,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback
+    # SIGINT / SIGTERM / SIGHUP: one line and exit status 130 / 143 / 129 instead of a traceback
     raise SystemExit(run_script(main, "bench_overhead.py"))

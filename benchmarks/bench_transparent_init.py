@@ -418,5 +418,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback
+    # SIGINT / SIGTERM / SIGHUP: one line and exit status 130 / 143 / 129 instead of a traceback
     raise SystemExit(run_script(main, "bench_transparent_init.py"))

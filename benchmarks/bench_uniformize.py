@@ -610,5 +610,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback, the measuring child killed
+    # SIGINT / SIGTERM / SIGHUP: one line and exit status 130 / 143 / 129 instead of a traceback,
+    # the measuring child killed
     raise SystemExit(run_script(main, "bench_uniformize.py"))

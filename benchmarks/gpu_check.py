@@ -90,6 +90,17 @@ def _log(msg: str) -> None:
     print(f"[gpu_check {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def _detach_hung_up_output() -> None:
+    """Point standard output and error at the null device where they write to a hung-up terminal
+    (``examples.voc_joint.signals.detach_hung_up_output``, the examples' guard's)."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.append(root)
+    from examples.voc_joint.signals import detach_hung_up_output
+
+    detach_hung_up_output()
+
+
 # ------------------------------------------------------------------------------------------ running a stage
 @dataclass
 class StageRun:
@@ -152,7 +163,9 @@ def run_command(
         except subprocess.TimeoutExpired:
             status, error = "timeout", f"killed after its time limit of {timeout:.0f} s"
             _kill_group(proc)
-        except BaseException:  # Ctrl-C or SIGTERM of the check: take the stage's processes down with it
+        except (
+            BaseException
+        ):  # Ctrl-C, SIGTERM or SIGHUP of the check: take the stage's processes down with it
             _kill_group(proc)
             raise
     finally:
@@ -963,29 +976,38 @@ def main(argv: list[str] | None = None) -> int:
         meta["notes"] = ["tqdm is not installed: the children import a no-op stand-in for its progress bar"]
         _log(meta["notes"][0])
 
-    stopped_by = [signal.SIGINT]  # KeyboardInterrupt: Ctrl-C, unless SIGTERM raised it
+    stopped_by: list[int] = [signal.SIGINT]  # KeyboardInterrupt: Ctrl-C, unless SIGTERM or SIGHUP raised it
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        stopped_by[0] = signal.SIGTERM
+    def on_stop(signum: int, frame: object) -> None:
+        stopped_by[0] = signum
+        if signum == getattr(
+            signal, "SIGHUP", None
+        ):  # the terminal may be gone: no EIO on the report's lines
+            _detach_hung_up_output()
         raise KeyboardInterrupt
 
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_IGN:  # started with SIGTERM ignored: it stays ignored
-        signal.signal(signal.SIGTERM, on_sigterm)
+    # SIGTERM, and SIGHUP (a closed terminal; not on Windows) as SIGTERM; one started ignored stays ignored
+    stops = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {sig: signal.getsignal(sig) for sig in stops}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, on_stop)
     interrupted = False
     try:
         run_stages(args, stages, report, work, stand_in, t_start, json_path, txt_path)
     except KeyboardInterrupt:
         interrupted = True
+        name = signal.Signals(stopped_by[0]).name
         for entry in report["stages"].values():
             if "status" not in entry:
-                entry.update(status="interrupted", error="the check was interrupted (Ctrl-C or SIGTERM)")
+                entry.update(status="interrupted", error=f"the check was interrupted ({name})")
         _log("interrupted: writing what was measured so far")
 
     bad = [n for n, e in report["stages"].items() if e["status"] != "ok"]
     bad += [n for n in args.stage_list if n not in report["stages"]]  # never started
-    signal.signal(signal.SIGTERM, previous)
-    # 128 + the signal, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    # 128 + the signal, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     report["exit_status"] = 128 + int(stopped_by[0]) if interrupted else 1 if bad else 0
     report["seconds"] = time.perf_counter() - t_start
     report["targets"] = evaluate_targets(report["stages"], on_gpu)

@@ -668,5 +668,5 @@ def main(argv: list[str] | None = None) -> list[dict[str, str]]:
 
 
 if __name__ == "__main__":
-    # SIGINT / SIGTERM: one line and exit status 130 / 143 instead of a traceback
+    # SIGINT / SIGTERM / SIGHUP: one line and exit status 130 / 143 / 129 instead of a traceback
     raise SystemExit(run_script(main, "op_coverage.py"))

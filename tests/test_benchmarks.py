@@ -1419,10 +1419,13 @@ def test_a_benchmark_stopped_by_sigterm_stops_its_measuring_child(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="sends POSIX signals to a child process")
-@pytest.mark.parametrize("signum, status", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum, status", [(2, 130), (15, 143), (1, 129)], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 def test_run_script_turns_a_signal_into_one_line_and_128_plus_the_signal(signum, status):
     """The benchmarks' entry point (``_harness.run_script``), stopped while its ``main()`` runs: one line on
-    stderr, exit status 130 / 143, no traceback; the signal is sent once the child's ``main()`` runs."""
+    stderr, exit status 130 / 143 / 129, no traceback; the signal is sent once the child's ``main()`` runs.
+    SIGHUP (a closed terminal) ended the process silently before."""
     import signal
 
     code = (

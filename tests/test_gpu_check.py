@@ -565,6 +565,50 @@ def test_a_check_started_with_sigterm_ignored_runs_on_after_sigterm(tmp_path, mo
     assert report["stages"]["joint"]["status"] == "ok" and report["exit_status"] == 0
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP: POSIX")
+def test_a_check_stopped_by_sighup_writes_its_report_and_exits_129(tmp_path, monkeypatch):
+    """SIGHUP (a closed terminal) is SIGTERM's stop, exit status 129: before, it killed the check at once,
+    with no report, and left the running stage (a session of its own, which the terminal's SIGHUP does not
+    reach) running on."""
+    import os
+    import signal
+
+    def stopped_stages(args, stages, report, *rest):
+        report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": []}  # running when stopped
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    monkeypatch.setattr(gpu_check, "run_stages", stopped_stages)
+    before = signal.getsignal(signal.SIGHUP)
+    argv = ["--device", "cpu", "--quick", "--stages", "joint", "--out", str(tmp_path)]
+    assert gpu_check.main(argv) == 129
+    assert signal.getsignal(signal.SIGHUP) == before  # the handler is restored
+    report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
+    assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 129
+    assert "SIGHUP" in report["stages"]["joint"]["error"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP: POSIX")
+def test_a_check_started_with_sighup_ignored_runs_on_after_sighup(tmp_path, monkeypatch):
+    """A SIGHUP the process was started to ignore (``nohup``) stays ignored: the stage finishes."""
+    import os
+    import signal
+
+    def stages_ending_well(args, stages, report, *rest):
+        os.kill(os.getpid(), signal.SIGHUP)
+        report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": [], "status": "ok"}
+
+    monkeypatch.setattr(gpu_check, "run_stages", stages_ending_well)
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        argv = ["--device", "cpu", "--quick", "--stages", "joint", "--out", str(tmp_path)]
+        assert gpu_check.main(argv) == 0
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
+    assert report["stages"]["joint"]["status"] == "ok" and report["exit_status"] == 0
+
+
 def test_time_ms_on_the_cpu_times_each_run_alone_in_milliseconds(monkeypatch):
     """Each run's own duration (not the time since the first run), in ms, after untimed warm-up runs."""
 

@@ -949,7 +949,8 @@ if __name__ == "__main__":
 
     tolerant_output()  # a path or a character the console cannot encode is escaped, not fatal
 
-    # SIGINT / SIGTERM: one line, exit status 130 / 143 (a pretraining writes its checkpoint first)
+    # SIGINT / SIGTERM / SIGHUP: one line, exit status 130 / 143 / 129 (a pretraining writes its checkpoint
+    # first)
     def _cli() -> int:
         main()
         return 0

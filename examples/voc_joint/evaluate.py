@@ -332,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_args(parser, args, sys.argv[1:] if argv is None else argv)
 
     out = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
-    # SIGINT and SIGTERM stop the evaluation at once (its staging folder removed) with one line, 130 / 143
+    # SIGINT, SIGTERM and SIGHUP stop the evaluation at once (its staging folder removed) with one line,
+    # exit status 130 / 143 / 129
     return run_stoppable(
         lambda: _main(parser, args),
         parser.prog,

@@ -10,8 +10,9 @@
 ``epoch-end:N`` after the end-of-epoch checkpoint of epoch N (1-based), where the processes meet at a barrier
 ==============  ===========================================================================================
 
-Actions: ``sigint``, ``sigterm``, ``sigkill`` (to this process), ``group-sigint`` (to its process group, like
-Ctrl-C in a terminal: DataLoader workers get it too), ``crash`` (``RuntimeError``); at ``step`` points also
+Actions: ``sigint``, ``sigterm``, ``sighup``, ``sigkill`` (to this process), ``group-sigint`` and
+``group-sighup`` (to its process group, like Ctrl-C in a terminal or a shell that lost its terminal:
+DataLoader workers get it too), ``crash`` (``RuntimeError``); at ``step`` points also
 ``nan-loss``, ``nan-grad`` and ``nan-weight`` (make the loss, one gradient or one weight NaN).
 
 The hooks cost one dictionary lookup when the variable is unset. They exist so that tests hit exact interrupt
@@ -32,10 +33,12 @@ from torch import Tensor, nn
 __all__ = ["ENV", "corrupt_loss", "corrupt_model", "hit"]
 
 ENV = "TRANSINIT_FAULT"
-#: The signal of each signal action (``SIGKILL`` is POSIX only: the module imports on Windows, where a
-#: ``sigkill`` action is refused when it runs).
-_SIGNALS = {"sigint": "SIGINT", "sigterm": "SIGTERM", "sigkill": "SIGKILL"}
-_ACTIONS = (*_SIGNALS, "group-sigint", "crash", "nan-loss", "nan-grad", "nan-weight")
+#: The signal of each signal action (``SIGHUP`` and ``SIGKILL`` are POSIX only: the module imports on Windows,
+#: where a ``sighup`` or ``sigkill`` action is refused when it runs).
+_SIGNALS = {"sigint": "SIGINT", "sigterm": "SIGTERM", "sighup": "SIGHUP", "sigkill": "SIGKILL"}
+#: The signal of each action sent to the process group.
+_GROUP_SIGNALS = {"group-sigint": "SIGINT", "group-sighup": "SIGHUP"}
+_ACTIONS = (*_SIGNALS, *_GROUP_SIGNALS, "crash", "nan-loss", "nan-grad", "nan-weight")
 _POINTS = ("step", "save", "epoch-end")
 _counts: Counter[str] = Counter()
 
@@ -71,12 +74,12 @@ def hit(point: str, n: int | None = None) -> None:
     for action in _actions(point, n):
         if action in _SIGNALS:
             os.kill(os.getpid(), _signal(action, _SIGNALS[action]))
-        elif action == "group-sigint":
+        elif action in _GROUP_SIGNALS:
             if not hasattr(os, "killpg"):
                 raise RuntimeError(
                     f"{ENV}: {action!r} needs process groups (os.killpg), which {sys.platform} lacks"
                 )
-            os.killpg(os.getpgid(0), signal.SIGINT)
+            os.killpg(os.getpgid(0), _signal(action, _GROUP_SIGNALS[action]))
         elif action == "crash":
             raise RuntimeError(f"{ENV}: injected crash at {point}:{n}")
 

@@ -493,10 +493,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: exit status 0; 1 for bad data or a folder that cannot be written (the
     message names the files); 2 for a root that is not a folder (or the empty string, an unset shell variable,
     which was taken as the current folder) or an output that exists already; 130 when stopped by SIGINT
-    (Ctrl-C), 143 by SIGTERM."""
+    (Ctrl-C), 143 by SIGTERM, 129 by SIGHUP (a closed terminal)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    # SIGINT and SIGTERM stop the conversion at once (its staging folder removed) with one line, 130 / 143
+    # SIGINT, SIGTERM and SIGHUP stop the conversion at once (its staging folder removed) with one line,
+    # exit status 130 / 143 / 129
     return run_stoppable(
         lambda: _main(parser, args),
         parser.prog,

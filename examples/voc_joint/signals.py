@@ -1,21 +1,31 @@
-"""Graceful interrupts: SIGINT (Ctrl-C) and SIGTERM are recorded, acted upon at safe points, exit 130 / 143.
+"""Graceful interrupts: SIGINT (Ctrl-C), SIGTERM and SIGHUP are recorded, acted upon at safe points, exit
+130 / 143 / 129.
 
-:class:`InterruptGuard` is a context manager. Inside it, the first SIGINT or SIGTERM only sets a flag; the
-training loop polls :attr:`InterruptGuard.requested` after every completed optimizer step, saves a checkpoint
-of that state and raises :class:`Interrupted`, which the command line turns into the exit status ``128 +
-signal`` (130 for SIGINT, 143 for SIGTERM). A second signal outside a critical section raises
+:class:`InterruptGuard` is a context manager. Inside it, the first SIGINT, SIGTERM or SIGHUP (a closed
+terminal, a dropped SSH session; POSIX only) only sets a flag; the training loop polls
+:attr:`InterruptGuard.requested` after every completed optimizer step, saves a checkpoint of that state and
+raises :class:`Interrupted`, which the command line turns into the exit status ``128 + signal`` (130 for
+SIGINT, 143 for SIGTERM, 129 for SIGHUP). A second signal outside a critical section raises
 :class:`Interrupted` at once (no new checkpoint: the last one on disk stays valid, as checkpoint writes are
 atomic). Inside :meth:`InterruptGuard.critical` (a checkpoint write) every signal is deferred to the end of
 the section.
 
 Only the main thread can install signal handlers; elsewhere the guard is inert (the flag is never set).
 A signal the process was started with set to be ignored stays ignored (a job started with ``&`` by a shell
-script without job control ignores SIGINT, so that a Ctrl-C meant for the script leaves it running): the guard
-neither records nor acts on it.
+script without job control ignores SIGINT, so that a Ctrl-C meant for the script leaves it running;
+``nohup`` starts its command with SIGHUP ignored, so that it outlives the terminal): the guard neither records
+nor acts on it.
+
+After a SIGHUP the terminal may be gone: every write to it fails (``EIO``), so the progress bar, the line
+that names the checkpoint or the one-line stop message would end the command with an ``OSError`` (exit status
+1) instead of 129. :func:`detach_hung_up_output` points the standard output and error that write to a hung-up
+terminal at the null device (output redirected to a file, or a terminal still there, is left alone).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 import threading
@@ -24,17 +34,51 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["InterruptGuard", "Interrupted", "exit_status", "run_stoppable"]
+__all__ = ["InterruptGuard", "Interrupted", "detach_hung_up_output", "exit_status", "run_stoppable"]
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The signals the guard handles: SIGHUP only where the platform has it (not on Windows).
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def detach_hung_up_output(fds: tuple[int, ...] = (1, 2)) -> list[int]:
+    """Point each of the file descriptors ``fds`` (standard output and error) that writes to a hung-up
+    terminal (a zero-byte write fails with ``EIO``: the terminal was closed) at the null device, so that the
+    writes after a SIGHUP succeed, unseen, instead of raising ``OSError``. A file, a pipe or a terminal that
+    is still there is left alone.
+
+    Returns:
+        list[int]: the descriptors that were redirected.
+
+    Example:
+        >>> detach_hung_up_output(())  # no descriptor to look at
+        []
+    """
+    detached = []
+    for fd in filter(_hung_up, fds):
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+        detached.append(fd)
+    return detached
+
+
+def _hung_up(fd: int) -> bool:
+    """Whether writing to ``fd`` fails with ``EIO``, as it does on a terminal that was hung up."""
+    try:
+        os.write(fd, b"")
+    except OSError as exc:
+        return exc.errno == errno.EIO
+    return False
 
 
 def exit_status(signum: int) -> int:
     """The conventional shell exit status of a process stopped by signal ``signum`` (``128 + signum``).
 
     Example:
-        >>> exit_status(signal.SIGINT), exit_status(signal.SIGTERM)
-        (130, 143)
+        >>> exit_status(signal.SIGINT), exit_status(signal.SIGTERM), exit_status(1)  # 1: SIGHUP
+        (130, 143, 129)
     """
     return 128 + int(signum)
 
@@ -43,7 +87,7 @@ class Interrupted(KeyboardInterrupt):
     """Training stopped on a signal (after writing its checkpoint unless ``forced``).
 
     Attributes:
-        signum: the signal number (``signal.SIGINT`` or ``signal.SIGTERM``).
+        signum: the signal number (``signal.SIGINT``, ``signal.SIGTERM`` or ``signal.SIGHUP``).
         forced: True when a second signal stopped the process without a new checkpoint.
     """
 
@@ -54,12 +98,12 @@ class Interrupted(KeyboardInterrupt):
 
     @property
     def exit_code(self) -> int:
-        """``128 + signum``: 130 for SIGINT, 143 for SIGTERM."""
+        """``128 + signum``: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP."""
         return exit_status(self.signum)
 
 
 class InterruptGuard:
-    """Record SIGINT/SIGTERM instead of dying; restore the previous handlers on exit.
+    """Record SIGINT / SIGTERM / SIGHUP instead of dying; restore the previous handlers on exit.
 
     Example:
         >>> with InterruptGuard() as guard:
@@ -93,6 +137,7 @@ class InterruptGuard:
             self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        _after_hangup(signum)
         if self.requested is None:
             self.requested = signum
             return
@@ -135,9 +180,10 @@ class InterruptGuard:
 
 
 def run_stoppable(main: Callable[[], int], prog: str, note: str) -> int:
-    """Run ``main()`` (a command with nothing to save on the way) with SIGINT and SIGTERM stopping it at once
-    as Ctrl-C does (its ``finally`` blocks run), and turn a stop into one line on stderr, ``<prog>: stopped by
-    SIGTERM (exit status 143); <note>``, instead of a traceback (SIGINT) or a silent end (SIGTERM).
+    """Run ``main()`` (a command with nothing to save on the way) with SIGINT, SIGTERM and SIGHUP stopping it
+    at once as Ctrl-C does (its ``finally`` blocks run), and turn a stop into one line on stderr, ``<prog>:
+    stopped by SIGTERM (exit status 143); <note>``, instead of a traceback (SIGINT) or a silent end (SIGTERM,
+    SIGHUP).
 
     Returns:
         int: what ``main()`` returned, or the exit status ``128 + signal`` when a signal stopped it.
@@ -156,5 +202,12 @@ def run_stoppable(main: Callable[[], int], prog: str, note: str) -> int:
             return exit_status(signum)
 
 
+def _after_hangup(signum: int) -> None:
+    """On SIGHUP: :func:`detach_hung_up_output` (the terminal may be gone)."""
+    if signum == getattr(signal, "SIGHUP", None):
+        detach_hung_up_output()
+
+
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    _after_hangup(signum)
     raise Interrupted(signum)

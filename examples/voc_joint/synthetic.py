@@ -498,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
-    # SIGINT and SIGTERM stop the generation at once (its temporary folder removed) with one line, 130 / 143
+    # SIGINT, SIGTERM and SIGHUP stop the generation at once (its temporary folder removed) with one line,
+    # exit status 130 / 143 / 129
     return run_stoppable(
         lambda: _main(parser, args),
         parser.prog,

@@ -11,8 +11,8 @@ epoch loop and the evaluation are in :mod:`examples.voc_joint.engine`, signal ha
 :mod:`examples.voc_joint.signals`.
 
 Outputs, per stage, under ``<output-dir>/<stage>/``: ``checkpoint.pt`` (written atomically after every epoch
-and on Ctrl-C / SIGTERM), ``log.csv`` (and TensorBoard events with ``--tensorboard``), ``eval.json`` with
-``--eval``.
+and on Ctrl-C / SIGTERM / SIGHUP), ``log.csv`` (and TensorBoard events with ``--tensorboard``), ``eval.json``
+with ``--eval``.
 """
 
 from __future__ import annotations
@@ -704,9 +704,11 @@ def data_root(args: argparse.Namespace, info: DistInfo) -> Path:
 
 
 def _ignore_signals_in_worker(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops after the current step."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """DataLoader workers leave SIGINT / SIGTERM / SIGHUP to the main process, which stops after the current
+    step (a shell that loses its terminal sends SIGHUP to the whole job: workers included)."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):  # no SIGHUP on Windows
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def _train_dataset(args: argparse.Namespace, root: Path) -> VOCSegmentation:
@@ -1492,7 +1494,7 @@ def run_stage(
         locked: the caller already holds the lock of ``<output-dir>/<stage>`` (else it is taken here).
 
     Raises:
-        Interrupted: SIGINT / SIGTERM; the checkpoint of the last completed step was written first.
+        Interrupted: SIGINT / SIGTERM / SIGHUP; the checkpoint of the last completed step was written first.
         NonFiniteError: non-finite loss, gradients or weights; the last good checkpoint stays.
         UsageError: the command cannot run as given (folder in use or holding a run, changed options, ...).
         CheckpointError: an unreadable, corrupt or wrong-stage checkpoint.
@@ -1944,7 +1946,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     Raises:
         SystemExit: status 2 for a command that cannot run (bad option, folder in use or holding a run,
             changed options on resume, wrong or corrupt checkpoint).
-        Interrupted: SIGINT / SIGTERM after the checkpoint was written (exit status 130 / 143 as a script).
+        Interrupted: SIGINT / SIGTERM / SIGHUP after the checkpoint was written (exit status 130 / 143 / 129
+            as a script).
         NonFiniteError: training diverged (exit status 1 as a script).
     """
     parser = build_parser()

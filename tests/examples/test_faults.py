@@ -217,6 +217,79 @@ def test_interrupts_workers2_resume_bit_exact(voc6: Path, reference: Path, tmp_p
     assert_same_log(reference, ckpt.parent)
 
 
+def test_sighup_interrupts_resume_bit_exact(voc6: Path, reference: Path, tmp_path: Path) -> None:
+    """SIGHUP (a closed terminal: the shell sends it to the whole job) is SIGTERM's stop, exit status 129:
+    to the process group with 2 DataLoader workers mid-epoch (the workers ignore it; before, it killed every
+    process with no checkpoint), then during a checkpoint write of the resumed run (the end of epoch 2, step
+    6: deferred to its end); the end state equals the uninterrupted run's."""
+    ckpt = tmp_path / "joint" / "checkpoint.pt"
+    w2 = ("--workers", "2")
+    _expect(train(tmp_path, voc6, *w2, fault="group-sighup@step:5"), 129, 5, ckpt)
+    _expect(train(tmp_path, voc6, *w2, "--resume", fault="sighup@save:1"), 129, 6, ckpt)
+    _expect(train(tmp_path, voc6, *w2, "--resume"), 0, 9, ckpt)
+    assert_same_training_state(reference / "checkpoint.pt", ckpt)
+    assert_same_log(reference, ckpt.parent)
+
+
+def test_a_closed_terminal_stops_training_with_a_checkpoint_and_exit_129(voc6: Path, tmp_path: Path) -> None:
+    """train.py with a terminal (a pty) as its controlling terminal and its output, the terminal closed after
+    the first step: the kernel's SIGHUP, then every write to the terminal fails (EIO). The run stops after the
+    step in flight with a checkpoint and exit status 129. Before: killed by SIGHUP with no checkpoint; with
+    SIGHUP only recorded, the progress bar's or the stop line's write raised EIO: exit status 1."""
+    import fcntl as fcntl_  # the module's fcntl is the skip's: the same module
+    import select
+    import signal
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    fcntl_.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a bar to draw
+
+    def own_terminal() -> None:  # a session of its own, the pty its controlling terminal (as a login shell's)
+        os.setsid()
+        fcntl_.ioctl(0, termios.TIOCSCTTY, 0)
+
+    cmd = [
+        sys.executable,
+        "examples/voc_joint/train.py",
+        "--data-root",
+        str(voc6),
+        "--output-dir",
+        str(tmp_path),
+    ]
+    run = [a for a in RUN if a != "--no-progress"]  # the bar: output to the terminal during every step
+    proc = subprocess.Popen(
+        [*cmd, *run, "--epochs", "30", "--workers", "0"],
+        cwd=ROOT,
+        env=script_env(),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=own_terminal,  # noqa: PLW1509  # setsid, then the pty as the controlling terminal
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 240
+        while b"1/3 [" not in seen and time.monotonic() < deadline:  # the bar after the first step
+            if select.select([master], [], [], 1)[0]:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:  # the process ended and the terminal with it
+                    break
+        assert b"1/3 [" in seen, seen[-2000:].decode(errors="replace")
+        os.close(master)  # the terminal is gone: hangup
+        master = -1
+        status = proc.wait(timeout=120)
+    finally:
+        if master >= 0:
+            os.close(master)
+        proc.kill()
+    assert status == 128 + signal.SIGHUP, f"exit status {status} (-1: killed by SIGHUP)"
+    saved = load_checkpoint(tmp_path / "joint" / "checkpoint.pt")
+    assert 1 <= saved["step"] < 90 and not saved["complete"]
+
+
 #: The hard mode with the fusion's recomputation (the training CLI's defaults): its backward rebuilds U from
 #: S with the superpixel assignment inside the fusion Function, not through activation checkpointing.
 HARD = ("--mode", "hard", "--recompute-fusion", "--workers", "0")
@@ -1075,6 +1148,134 @@ def test_interrupt_guard_leaves_an_ignored_signal_ignored() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_interrupt_guard_records_sighup_as_sigterm_with_exit_status_129() -> None:
+    """SIGHUP (a closed terminal) is recorded and acted upon as SIGTERM; a SIGHUP the process was started to
+    ignore (``nohup``) stays ignored."""
+    import signal
+
+    from examples.voc_joint.signals import Interrupted, InterruptGuard
+
+    with InterruptGuard() as guard:
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert guard.requested == signal.SIGHUP
+        with pytest.raises(Interrupted) as info:
+            guard.check()
+        assert info.value.exit_code == 129 and not info.value.forced
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with InterruptGuard() as guard:
+            os.kill(os.getpid(), signal.SIGHUP)
+            with guard.released():
+                os.kill(os.getpid(), signal.SIGHUP)  # would raise Interrupted if it were watched
+            assert guard.requested is None
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+def test_detach_hung_up_output_points_a_hung_up_terminal_at_the_null_device() -> None:
+    """A pty whose other end was closed (a closed terminal) fails every write with EIO: it is pointed at the
+    null device, a pipe is left alone."""
+    from examples.voc_joint.signals import detach_hung_up_output
+
+    master, slave = os.openpty()
+    read_end, write_end = os.pipe()
+    try:
+        assert detach_hung_up_output((slave, write_end)) == []  # a terminal still there, a pipe
+        os.close(master)
+        with pytest.raises(OSError, match="Input/output error"):
+            os.write(slave, b"x")
+        assert detach_hung_up_output((slave, write_end)) == [slave]
+        assert os.write(slave, b"x") == 1  # to the null device
+        assert os.write(write_end, b"y") == 1 and os.read(read_end, 1) == b"y"
+    finally:
+        for fd in (slave, read_end, write_end):
+            os.close(fd)
+
+
+def test_a_command_started_with_sighup_ignored_runs_on_after_sighup() -> None:
+    """``run_stoppable`` in a process started with SIGHUP ignored, as ``nohup cmd`` starts it: SIGHUP leaves
+    it running, SIGTERM still stops it (143)."""
+    import signal
+    import subprocess
+
+    code = (
+        "import sys, time\n"
+        "from examples.voc_joint.signals import run_stoppable\n"
+        "def main():\n"
+        "    print('ready', flush=True)\n"
+        "    sys.stdin.readline()  # the test's go-ahead after its signal\n"
+        "    print('still running', flush=True)\n"
+        "    time.sleep(60)\n"
+        "    return 0\n"
+        "sys.exit(run_stoppable(main, 'job', 'nothing written'))\n"
+    )
+    number = signal.SIGHUP
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(number, signal.SIG_IGN),  # noqa: PLW1509
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(number)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "still running\n"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err
+
+
+def test_run_stoppable_stops_on_sighup_with_one_line_and_exit_status_129() -> None:
+    """SIGHUP stops a command of ``run_stoppable`` at once, its ``finally`` blocks run, with one line and exit
+    status 129 (before: killed by the signal, no line, no clean-up)."""
+    import signal
+    import subprocess
+
+    code = (
+        "import sys, time\n"
+        "from examples.voc_joint.signals import run_stoppable\n"
+        "def main():\n"
+        "    try:\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(60)\n"
+        "    finally:\n"
+        "        print('cleaned up', flush=True)\n"
+        "    return 0\n"
+        "sys.exit(run_stoppable(main, 'job', 'nothing written'))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 129, err
+    assert out == "cleaned up\n"
+    assert err == "job: stopped by SIGHUP (exit status 129); nothing written\n"
 
 
 def test_a_command_started_with_sigint_ignored_runs_on_after_sigint() -> None:

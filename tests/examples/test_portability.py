@@ -48,7 +48,7 @@ def test_every_script_imports_without_the_posix_only_names() -> None:
         "for name in ('train', 'evaluate', 'demo', 'ablation', 'sbd', 'synthetic', 'locking', 'faults'):\n"
         "    importlib.import_module('examples.voc_joint.' + name)\n"
         "from examples.voc_joint import faults\n"
-        "for action in ('sigkill', 'group-sigint'):\n"
+        "for action in ('sigkill', 'group-sigint', 'sighup', 'group-sighup'):\n"
         "    os.environ[faults.ENV] = action + '@save:1'\n"
         "    try:\n"
         "        faults.hit('save', 1)\n"
@@ -59,9 +59,11 @@ def test_every_script_imports_without_the_posix_only_names() -> None:
     out, err = res.stdout.decode(), res.stderr.decode()
     assert res.returncode == 0, err
     lines = out.splitlines()
-    assert len(lines) == 2, out
+    assert len(lines) == 4, out
     assert "'sigkill' needs signal.SIGKILL" in lines[0] and sys.platform in lines[0], out
     assert "'group-sigint' needs process groups (os.killpg)" in lines[1], out
+    assert "'sighup' needs signal.SIGHUP" in lines[2], out
+    assert "'group-sighup' needs process groups (os.killpg)" in lines[3], out
 
 
 def test_text_files_are_utf8_whatever_the_locale(tmp_path: Path) -> None:
