@@ -8,7 +8,7 @@ alternates, round after round, the floor ``y = x * 1`` and the op (forward + bac
 reports the median over rounds of the op / floor ratio ("paired x floor") and both medians in ms.
 
     git worktree add /tmp/previous <commit>
-    python benchmarks/ab_uniformize.py --previous /tmp/previous --output /tmp/ab_uniformize.json
+    python benchmarks/ab_uniformize.py --previous /tmp/previous --out /tmp/ab_uniformize.json
 
 Both checkouts must have ``SuperpixelAssignment(superpixels, num_superpixels).uniformize(x)`` (every version
 of this library has).
@@ -62,17 +62,27 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line (``python benchmarks/ab_uniformize.py --help``)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--previous", type=checkout_dir, required=True, help="root of the other checkout")
-    ap.add_argument("--num-superpixels", type=int, nargs="+", default=[256, 1024, 4096, 16384], help="N_s")
-    ap.add_argument("--batch-size", type=int, default=4, help="B")
-    ap.add_argument("--channels", type=int, default=21, help="C")
-    ap.add_argument("--size", type=int, default=512, help="H = W")
-    ap.add_argument("--rounds", type=int, default=15, help="timed rounds per process (+2 warm-up)")
-    ap.add_argument("--repeats", type=int, default=2, help="processes per checkout and N_s")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every process")
+    ap.add_argument(
+        "--num-superpixels",
+        type=int,
+        nargs="+",
+        default=[256, 1024, 4096, 16384],
+        help="superpixel counts N_s (default 256 1024 4096 16384)",
+    )
+    ap.add_argument("--batch-size", type=int, default=4, help="batch size B (default 4)")
+    ap.add_argument("--channels", type=int, default=21, help="channels C (default 21)")
+    ap.add_argument("--size", type=int, default=512, help="image size H = W in pixels (default 512)")
+    ap.add_argument(
+        "--rounds", type=int, default=15, help="timed rounds per process, after 2 warm-up rounds (default 15)"
+    )
+    ap.add_argument("--repeats", type=int, default=2, help="processes per checkout and N_s (default 2)")
+    ap.add_argument(
+        "--threads", type=int, default=2, help="torch.set_num_threads in every process (default 2)"
+    )
     ap.add_argument(
         "--channels-last", action="store_true", help="x and its gradient in channels_last (default: NCHW)"
     )
-    ap.add_argument("--output", type=Path, default=None, help="JSON path (default: print only)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON path (default: print only)")
     ap.add_argument("--worker", nargs=2, metavar=("ROOT", "N_S"), help=argparse.SUPPRESS)
     return ap
 
@@ -84,7 +94,7 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     check_counts(
         ap, args, dict.fromkeys(("batch_size", "channels", "size", "rounds", "repeats", "threads"), 1)
     )
-    check_output(ap, "--output", args.output)
+    check_output(ap, "--out", args.out)
     side = [math.isqrt(max(n, 0)) for n in args.num_superpixels]
     bad = [n for n, s in zip(args.num_superpixels, side, strict=True) if n < 1 or s * s != n or s > args.size]
     if bad:
@@ -176,10 +186,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "meta": meta,
         "runs": runs,
     }
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.output, json.dumps(result, indent=2) + "\n")
-        print(f"written to {args.output}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
+        print(f"written to {args.out}")
     return result
 
 

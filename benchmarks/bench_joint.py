@@ -30,7 +30,7 @@ Usage::
     python benchmarks/bench_joint.py --variants deeplab --no-breakdown --formats --rounds 15
     python benchmarks/bench_joint.py --device cuda --amp --backbone resnet101 --batch-size 8 --size 512
 
-Writes ``benchmarks/results/joint.json`` (or ``--output``), one entry per device/backbone/batch/size/amp.
+Writes ``benchmarks/results/joint.json`` (or ``--out``), one entry per device/backbone/batch/size/amp.
 """
 
 from __future__ import annotations
@@ -610,14 +610,14 @@ def _mem_name(device: torch.device) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_joint.py --help``)."""
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--backbone", default="resnet18", choices=BACKBONES, help="DeepLabV3+ backbone")
     p.add_argument("--batch-size", type=int, default=2, help="batch size")
     p.add_argument("--size", type=int, default=128, help="square input size")
     p.add_argument("--cell-size", type=int, default=16, help="superpixel cell size")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds (each runs every variant once)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument(
         "--clock",
         choices=("wall", "cpu"),
@@ -638,7 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = cli_defaults()
     p.add_argument(
-        "--recompute",
+        "--recompute-fusion",
+        dest="recompute",  # the result files' key
         action=argparse.BooleanOptionalAction,
         default=defaults["recompute"],
         help="recompute the fusion stack in backward (default: the training CLI's --recompute-fusion)",
@@ -671,7 +672,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the memory-format study (DeepLabV3+ and SpixelFCN alone, NCHW vs channels_last)",
     )
     p.add_argument(
-        "--output", type=Path, default=ROOT / "benchmarks" / "results" / "joint.json", help="JSON output"
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "joint.json",
+        help="JSON path; the entries of other configurations there are kept "
+        "(default benchmarks/results/joint.json)",
     )
     return p
 
@@ -686,7 +691,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     check_counts(
         p, args, {"batch_size": 2, "size": 1, "cell_size": 1, "rounds": 1, "warmup": 0, "threads": 1}
     )
-    check_output(p, "--output", args.output)
+    check_output(p, "--out", args.out)
     if args.cell_size > args.size:  # one superpixel for the whole image: nothing to measure
         p.error(f"--cell-size {args.cell_size} is larger than --size {args.size}")
     if args.clock == "cpu" and cli_device(p, args.device).type != "cpu":
@@ -774,18 +779,18 @@ def main(argv: list[str] | None = None) -> dict:
     if args.formats:
         result["formats"] = format_study(args, device, head)
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     existing = {}
-    if args.output.exists():
+    if args.out.exists():
         try:
-            existing = json.loads(args.output.read_text())
+            existing = json.loads(args.out.read_text())
         except json.JSONDecodeError:
             existing = {}
     key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}" + ("_amp" if amp_used else "")
     existing.pop(device.type, None)  # layout of an older version of this script
     existing[key] = result
-    write_text_atomic(args.output, json.dumps(existing, indent=2, allow_nan=False, default=_json_default))
-    print(f"written to {args.output} (key {key!r})")
+    write_text_atomic(args.out, json.dumps(existing, indent=2, allow_nan=False, default=_json_default))
+    print(f"written to {args.out} (key {key!r})")
     return result
 
 

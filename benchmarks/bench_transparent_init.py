@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="JSON path (default benchmarks/results/transparent_init.json; --quick writes none unless given)",
     )
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     return ap
 
 

@@ -435,16 +435,18 @@ def _fmt(value: float | None, spec: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_uniformize.py --help``)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--quick", action="store_true", help="small smoke configuration")
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument(
+        "--repeats", type=int, default=7, help="timed runs per variant and configuration (default 7)"
+    )
     p.add_argument("--dense-max-gb", type=float, default=3.0, help="skip dense_bmm when its mask needs more")
     p.add_argument(
         "--variants",
         default=None,
         help=f"comma-separated subset of {','.join(VARIANTS)} (default: per device, see the docstring)",
     )
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every child")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every child (default 2)")
     p.add_argument(
         "--batch-size", type=int, default=None, help="B of every configuration (default 4; quick 1)"
     )

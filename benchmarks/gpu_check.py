@@ -372,7 +372,7 @@ def build_stages(args: argparse.Namespace, work: Path) -> dict[str, Stage]:
     else:
         cmd += ["--backbone", "resnet101", "--batch-size", "8", "--size", "512"]
     cmd += ["--formats"]  # each network alone in NCHW and channels_last: evidence for the default format
-    cmd += ["--output", str(work / "joint.json")]
+    cmd += ["--out", str(work / "joint.json")]
     stages["joint"] = Stage("joint", "(c) joint training step", cmd, work / "joint.json", notes)
 
     cmd = [

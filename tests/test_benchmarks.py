@@ -382,7 +382,7 @@ def test_bench_joint_tiny(tmp_path):
         "joint_hard_ti",
         "--amp",  # ignored on CPU, as in the training CLI (the GPU check passes it)
         "--formats",
-        "--output",
+        "--out",
         str(out),
     )
     data = json.loads(out.read_text())
@@ -442,7 +442,7 @@ def test_ab_uniformize_against_the_same_checkout(tmp_path):
         "--threads",
         "1",
         "--channels-last",
-        "--output",
+        "--out",
         str(out),
     )
     data = json.loads(out.read_text())
@@ -607,7 +607,7 @@ def test_bench_joint_keeps_the_other_entries_of_its_output_file(tmp_path, monkey
     out = tmp_path / "joint.json"
     out.write_text(json.dumps({"cuda_resnet101_b8_512_amp": {"rows": ["kept"]}, "cpu": {"old": "layout"}}))
     monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [])
-    bench.main(["--no-breakdown", "--threads", "1", "--variants", "deeplab", "--output", str(out)])
+    bench.main(["--no-breakdown", "--threads", "1", "--variants", "deeplab", "--out", str(out)])
     data = json.loads(out.read_text())
     assert list(data) == ["cuda_resnet101_b8_512_amp", "cpu_resnet18_b2_128"]
     assert (
@@ -754,7 +754,7 @@ def test_bench_joint_breakdown_shares_sum_and_deeplab_step(tmp_path, monkeypatch
         bench, "measure_pair_set", lambda *rest: [row("deeplab", 0.2, 1.0), row("joint_hard_ti", 0.3, 1.5)]
     )
     monkeypatch.setattr(bench, "breakdown", lambda *rest: parts)
-    argv = ["--threads", "1", "--variants", "deeplab", "joint_hard_ti", "--output", str(tmp_path / "j.json")]
+    argv = ["--threads", "1", "--variants", "deeplab", "joint_hard_ti", "--out", str(tmp_path / "j.json")]
     result = bench.main(argv)
     assert result["breakdown"] == {
         "parts": parts,
@@ -1085,7 +1085,7 @@ def test_benchmark_counts_are_checked_before_anything_runs(script, argv, message
         ("bench_soft", "--out"),
         ("bench_transparent_init", "--out"),
         ("bench_uniformize", "--out"),
-        pytest.param("bench_joint", "--output", marks=pytest.mark.examples),
+        pytest.param("bench_joint", "--out", marks=pytest.mark.examples),
     ],
 )
 def test_a_result_path_that_cannot_be_written_is_refused_before_the_measurements(

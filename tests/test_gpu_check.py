@@ -195,6 +195,31 @@ def test_stage_time_limits_keep_time_for_later_stages():
     assert gpu_check.stage_timeout(100, 50, later_stages=2) == 0
 
 
+@pytest.mark.parametrize(
+    "argv", [["--device", "cuda"], ["--device", "cpu", "--quick"]], ids=["cuda", "quick"]
+)
+def test_every_benchmark_stage_command_parses_with_its_script(argv, tmp_path):
+    """The stages run the benchmarks with options of their own: a benchmark option renamed (``bench_joint.py
+    --output``, now ``--out``) without the check's command would fail only on the GPU machine, after its
+    start-up. Each stage that runs a benchmark script is parsed by that script's own parser here."""
+    pytest.importorskip("torchvision")  # bench_joint.py builds the example's models
+    from tests.test_doc_commands import load_script
+
+    stages = gpu_check.build_stages(gpu_check.parse_args(argv), tmp_path)
+    parsed = []
+    for name, stage in stages.items():
+        script = Path(stage.cmd[1])
+        if script.parent != BENCH or script.name == "gpu_check.py":  # pytest; the check's own training run
+            continue
+        parser = load_script(script, f"_gpu_check_stage_{script.stem}").build_parser()
+        try:
+            parser.parse_args(stage.cmd[2:])
+        except SystemExit:
+            pytest.fail(f"stage {name}: {script.name} refuses {stage.cmd[2:]}")
+        parsed.append(name)
+    assert {"uniformize", "joint", "soft"} <= set(parsed), parsed
+
+
 def test_every_stage_command_targets_the_requested_device(tmp_path):
     args = gpu_check.parse_args(["--device", "cuda"])
     stages = gpu_check.build_stages(args, tmp_path)

@@ -53,7 +53,7 @@ SEED_MAX = 2**63 - 1
 SIDE_MAX = 2**14
 #: Largest ``--threads`` (torch accepts up to 2**31 - 1, then crashes creating that many threads).
 THREADS_MAX = 1024
-#: Largest ``--workers`` / ``--num-workers``: the DataLoader starts its worker processes one by one, so a huge
+#: Largest ``--workers``: the DataLoader starts its worker processes one by one, so a huge
 #: count (``2**63``) forks until the machine runs out of processes or memory instead of being refused.
 WORKERS_MAX = 256
 #: Largest random training scale (``--scale-min`` / ``--scale-max``): a 500-pixel image scaled 16 times is

@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int_range(1), default=8, help="batch size for --crop-size (full size uses 1)"
     )
     parser.add_argument(
-        "--num-workers", type=int_range(0, WORKERS_MAX), default=0, help="DataLoader workers (default 0)"
+        "--workers", type=int_range(0, WORKERS_MAX), default=0, help="DataLoader worker processes (default 0)"
     )
     parser.add_argument(
         "--device", type=device_arg, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
@@ -320,7 +320,7 @@ def check_args(
             f"--batch-size {args.batch_size} applies to --crop-size: full images (the default) are evaluated "
             "one at a time"
         )
-    error = worker_tmpdir_error(args.num_workers, "--num-workers")
+    error = worker_tmpdir_error(args.workers, "--workers")
     if error:
         parser.error(error)
 
@@ -391,7 +391,7 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
         dataset,
         batch_size=1 if full_size else args.batch_size,
         shuffle=False,
-        num_workers=args.num_workers,
+        num_workers=args.workers,
         pin_memory=device.type == "cuda",
     )
     out_dir = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"

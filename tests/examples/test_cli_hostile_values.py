@@ -126,7 +126,7 @@ _accept(_T, "--seed", frozenset({"zero"}), "in [0, 2**63 - 1]")
 _accept(_T, "--workers", frozenset({"zero"}), "0: load in the main process")
 _accept(_T, "--batch-size --epochs --max-steps --log-every", _LONG, "a longer run")
 _accept(_T, "--max-image-pixels", _LONG, "no decompression-bomb guard, as asked")
-_accept(_E, "--num-workers --boundary-tolerance", frozenset({"zero"}), "0 is meaningful")
+_accept(_E, "--workers --boundary-tolerance", frozenset({"zero"}), "0 is meaningful")
 _accept(_E, "--max-panels", frozenset({"zero", "huge"}), "0: no panels; more than the images: all of them")
 _accept(_E, "--max-image-pixels", _LONG, "no decompression-bomb guard, as asked")
 for _script in (_D, _A):
@@ -142,8 +142,8 @@ _accept(
 
 _B = "benchmarks/"
 for _script, _option in (
-    ("ab_uniformize", "--output"),
-    ("bench_joint", "--output"),
+    ("ab_uniformize", "--out"),
+    ("bench_joint", "--out"),
     ("bench_ops", "--out"),
     ("bench_overhead", "--out"),
     ("bench_soft", "--out"),

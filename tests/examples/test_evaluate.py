@@ -390,7 +390,7 @@ def test_cli_data_errors_are_one_line_with_exit_status_1(voc, tmp_path, monkeypa
         expected = str(tmp_path / "empty")
     else:
         root, name = _bad_mask_voc(voc, tmp_path)
-        argv += [str(root), *(["--num-workers", "1"] if case == "mask_in_worker" else [])]
+        argv += [str(root), *(["--workers", "1"] if case == "mask_in_worker" else [])]
         expected = f"{name}.png"
     assert evaluate_mod.main(argv) == 1
     err = capsys.readouterr().err
@@ -654,7 +654,7 @@ def test_write_text_atomic_leaves_no_temporary_file_when_it_fails(tmp_path, monk
 def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc, tmp_path, monkeypatch):
     """An evaluation stopped by SIGTERM, SIGKILL or a power cut left its ``.panels.*`` staging folder (with
     its panels) in --out, and no later run removed it: one more folder per killed evaluation (4 after 4
-    kills of ``evaluate.py --num-workers 2``). A later run now removes those that no process holds (each
+    kills of ``evaluate.py --workers 2``). A later run now removes those that no process holds (each
     evaluation holds an flock on its own while it runs) and leaves a running evaluation's alone."""
     fcntl = pytest.importorskip("fcntl")
     import os

@@ -678,7 +678,7 @@ _BAD_EVALUATE = [
     (["--crop-size", "0"], "--crop-size: must be an integer in [1, 16384]"),
     (["--pad-to-multiple", "0"], "--pad-to-multiple: must be an integer in [1, 16384]"),
     (["--batch-size", "0"], "--batch-size: must be an integer >= 1"),
-    (["--num-workers", "-1"], "--num-workers: must be an integer in [0, 256]"),
+    (["--workers", "-1"], "--workers: must be an integer in [0, 256]"),
     (["--max-panels", "-1"], "--max-panels: must be an integer >= 0"),
     (["--boundary-widths", "1", "0"], "--boundary-widths: must be an integer in [1, 16384]"),
     (["--boundary-tolerance", "-1"], "--boundary-tolerance: must be an integer in [0, 16384]"),

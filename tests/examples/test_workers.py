@@ -84,7 +84,7 @@ def test_the_length_is_counted_in_bytes(short_parent, monkeypatch) -> None:
     folder = folder_of_length(short_parent, size, fill="\u0418")
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     assert len(str(folder)) <= longest  # in characters it would pass
-    assert worker_tmpdir_error(1, "--num-workers", platform="linux") is not None
+    assert worker_tmpdir_error(1, "--workers", platform="linux") is not None
 
 
 def test_the_message_names_the_variable_the_folder_came_from(short_parent, monkeypatch) -> None:
@@ -157,7 +157,7 @@ def test_train_and_evaluate_refuse_a_temporary_folder_too_long_for_their_workers
     parser = evaluate.build_parser()
     argv = ["--checkpoint", __file__]
     with pytest.raises(SystemExit) as info:
-        evaluate.check_args(parser, parser.parse_args([*argv, "--num-workers", "1"]))
+        evaluate.check_args(parser, parser.parse_args([*argv, "--workers", "1"]))
     assert info.value.code == 2
-    assert "error: --num-workers 1: the temporary folder " in capsys.readouterr().err
+    assert "error: --workers 1: the temporary folder " in capsys.readouterr().err
     evaluate.check_args(parser, parser.parse_args(argv))  # default 0
