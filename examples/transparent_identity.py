@@ -19,16 +19,60 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import torch
 
+from examples.voc_joint.cli import SEED_MAX, float_range, int_range  # the standard library only
 from transparent_init import TransparentConv1x1, init_rate, max_abs_error, recovery_rate
+
+__all__ = ["build_parser", "check_args", "main"]
+
+#: Largest ``--channels`` / ``--hidden`` width (the input alone is 4 x 4096 x 64 x 64 floats, 256 MiB).
+WIDTH_MAX = 4096
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--channels",
+        type=int_range(1, WIDTH_MAX),
+        default=42,
+        help="input and output channels of the stack (default %(default)s)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int_range(1, WIDTH_MAX),
+        nargs="+",
+        default=[64, 64],
+        help="hidden widths of the stack, each >= --channels (default 64 64)",
+    )
+    parser.add_argument(
+        "--range",
+        type=float_range(0.0, 1e6, low_open=True),
+        default=10.0,
+        help="inputs are uniform in [-range, range] (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int_range(0, SEED_MAX),
+        default=0,
+        help="seed of the inputs and of the stacks' weights (default %(default)s)",
+    )
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` (exit status 2) for a hidden width below ``--channels``: such a stack has no exact
+    right inverse (the library's ``ValueError`` was a traceback)."""
+    narrow = [w for w in args.hidden if w < args.channels]
+    if narrow:
+        parser.error(f"--hidden: every width must be >= --channels {args.channels}, got {args.hidden}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--channels", type=int, default=42)
-    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
-    parser.add_argument("--range", type=float, default=10.0, help="inputs are uniform in [-range, range]")
-    parser.add_argument("--seed", type=int, default=0)
+    """Build the stacks, print the table; exit status 0 when every stack is transparent, 1 otherwise, 2 for
+    a bad option."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    check_args(parser, args)
 
     gen = torch.Generator().manual_seed(args.seed + 1)
     x = (torch.rand(4, args.channels, 64, 64, generator=gen) * 2 - 1) * args.range

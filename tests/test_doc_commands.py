@@ -37,6 +37,8 @@ SCRIPTS = {
     "examples/voc_joint/demo.py": "examples.voc_joint.demo",
     "examples/voc_joint/ablation.py": "examples.voc_joint.ablation",
     "examples/voc_joint/synthetic.py": "examples.voc_joint.synthetic",
+    "examples/voc_joint/sbd.py": "examples.voc_joint.sbd",
+    "examples/transparent_identity.py": "examples.transparent_identity",
     "benchmarks/ab_uniformize.py": "benchmarks/ab_uniformize.py",
     "benchmarks/bench_joint.py": "benchmarks/bench_joint.py",
     "benchmarks/bench_ops.py": "benchmarks/bench_ops.py",
@@ -210,6 +212,10 @@ def test_every_script_is_documented_and_follows_the_cli_convention() -> None:
     benchmarks = (ROOT / "benchmarks").glob("*.py")
     on_disk = {f"benchmarks/{p.name}" for p in benchmarks if not p.name.startswith("_")}
     assert sorted(on_disk - set(SCRIPTS)) == []  # a new benchmark script joins SCRIPTS
+    examples = [*(ROOT / "examples").glob("*.py"), *(ROOT / "examples" / "voc_joint").glob("*.py")]
+    main = 'if __name__ == "__main__":'
+    entry_points = {str(p.relative_to(ROOT)) for p in examples if main in p.read_text()}
+    assert sorted(entry_points - set(SCRIPTS)) == []  # a new example script joins SCRIPTS
     for script in SCRIPTS:
         assert callable(getattr(_module(script), "build_parser", None)), script
 
@@ -275,3 +281,53 @@ def test_every_documented_script_path_exists() -> None:
         "docs/_scripts/gone.py",
         "x/y.py",
     }
+
+
+#: The option tables of the docs (a table whose first column is headed ``option``) and their scripts.
+OPTION_TABLES = {"docs/examples/data_and_metrics.rst": "examples/voc_joint/evaluate.py"}
+
+
+def option_table(text: str) -> dict[str, str]:
+    """The rows of the first reST simple table headed ``option`` in ``text``: ``{option: meaning}``, the
+    meaning's continuation lines joined."""
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if re.match(r"option\s{2,}\S", line))
+    rule = lines[head - 1]
+    width = len(rule.split()[0])
+    rows: dict[str, str] = {}
+    last = None
+    for line in lines[head + 2 :]:
+        if line.startswith("="):
+            break
+        first, meaning = line[:width].strip(), line[width:].strip()
+        if first:
+            last = re.sub(r"``", "", first).split()[0]
+            rows[last] = meaning
+        elif last is not None:
+            rows[last] += " " + meaning
+    return rows
+
+
+@pytest.mark.examples
+@pytest.mark.parametrize("doc", sorted(OPTION_TABLES))
+def test_an_option_table_lists_the_options_and_defaults_of_its_script(doc: str) -> None:
+    """Every visible option of the script is in the docs' table (one of a ``--x`` / ``--no-x`` pair is
+    enough), the table names no option the script lacks, and a ``(default N)`` there is the parser's
+    (where the parser has one: ``None`` is a default computed at run time, described in words)."""
+    rows = option_table((ROOT / doc).read_text(encoding="utf-8"))
+    parser: argparse.ArgumentParser = _module(OPTION_TABLES[doc]).build_parser()
+    actions = [a for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS]
+    actions = [a for a in actions if not isinstance(a, argparse._HelpAction)]
+    known = {opt: a for a in actions for opt in a.option_strings}
+    assert sorted(set(rows) - set(known)) == [], f"{doc} lists options that {OPTION_TABLES[doc]} lacks"
+    missing = [a.option_strings[0] for a in actions if not set(a.option_strings) & set(rows)]
+    assert missing == [], f"{doc}: the table lacks {missing}"
+    for opt, meaning in rows.items():
+        m = re.search(r"\(default (?:``([^`]+)``|([\w.]+))", meaning)
+        default = known[opt].default
+        if m is None or default is None:  # none shown, or one described in words (computed at run time)
+            continue
+        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+        assert (m.group(1) or m.group(2)) == shown, (
+            f"{doc}: {opt} says default {m.group(0)!r}, --help {shown}"
+        )

@@ -102,6 +102,9 @@ def _accept(script: str, options: str, values: frozenset[str], why: str) -> None
 _T, _E, _D, _A, _S = (
     f"examples/voc_joint/{s}.py" for s in ("train", "evaluate", "demo", "ablation", "synthetic")
 )
+_I = "examples/transparent_identity.py"
+_accept(_I, "--range", frozenset({"fraction", "exponent"}), "in (0, 1e6]")
+_accept(_I, "--seed", frozenset({"zero"}), "in [0, 2**63 - 1]")
 _accept(_T, "--output-dir", _OUTPUT, "an output folder")
 _accept(_E, "--out", _OUTPUT, "an output folder")
 _accept(_D, "--output-dir", _OUTPUT, "an output folder")
