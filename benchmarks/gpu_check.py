@@ -905,7 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks of ``--stages`` and ``--device`` (``p.error``: exit status 2)."""
+    """Checks of ``--stages``, ``--device``, ``--budget`` and ``--out`` (``p.error``: exit status 2)."""
     unknown = sorted({s for s in args.stages.split(",") if s} - set(STAGES))
     if unknown:
         p.error(f"--stages: unknown {unknown}; choose from {list(STAGES)}")
@@ -919,10 +919,13 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--budget must be at least {SHORTEST_STAGE_S} s (the shortest stage), got {args.budget}")
     try:
         is_file = args.out.exists() and not args.out.is_dir()
+        blocker = next((q for q in args.out.parents if q.exists() and not q.is_dir()), None)
     except OSError as exc:  # a name too long for the system, ...: not a traceback
         p.error(f"--out must be a folder, got {str(args.out)!r}: {exc.strerror}")
     if is_file:
         p.error(f"--out must be a folder, got the file {str(args.out)!r}")
+    if blocker is not None:  # the folder cannot be made (NotADirectoryError: a traceback before)
+        p.error(f"--out {str(args.out)!r} lies below the file {str(blocker)!r}")
     if args.device == "cpu" and not args.quick:
         p.error("--device cpu is only the dry run: pass --device cpu --quick (the GPU figures need CUDA)")
 

@@ -195,6 +195,17 @@ def test_stage_time_limits_keep_time_for_later_stages():
     assert gpu_check.stage_timeout(100, 50, later_stages=2) == 0
 
 
+def test_an_out_folder_below_a_file_is_refused_at_parse_time(tmp_path, capsys):
+    """``--out`` below a file ended the dry run with a ``NotADirectoryError`` traceback (exit status 1) when
+    the folder was made; it is refused with the benchmarks' message and status 2 before anything runs."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exc:
+        gpu_check.parse_args(["--device", "cpu", "--quick", "--out", str(blocker / "results")])
+    assert exc.value.code == 2
+    assert f"--out '{blocker / 'results'}' lies below the file '{blocker}'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv", [["--device", "cuda"], ["--device", "cpu", "--quick"]], ids=["cuda", "quick"]
 )
