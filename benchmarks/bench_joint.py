@@ -60,6 +60,7 @@ VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
 #: The networks of the memory-format study (``--formats``), each trained alone.
 FORMAT_NETWORKS = ("deeplab", "spixelfcn")
 # The training CLI's loss (cross-entropy summed over the labelled pixels / their count), one source.
+from examples.voc_joint.cli import DefaultsHelpFormatter  # noqa: E402  # after the sys.path set-up
 from examples.voc_joint.engine import cross_entropy  # noqa: E402  # after the sys.path set-up
 from examples.voc_joint.models.deeplabv3plus import BACKBONES  # noqa: E402  # same reason
 
@@ -609,7 +610,9 @@ def _mem_name(device: torch.device) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_joint.py --help``)."""
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0], formatter_class=DefaultsHelpFormatter
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--backbone", default="resnet18", choices=BACKBONES, help="DeepLabV3+ backbone")
     p.add_argument("--batch-size", type=int, default=2, help="batch size")

@@ -440,7 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--repeats", type=int, default=7, help="timed runs per variant and configuration (default 7)"
     )
-    p.add_argument("--dense-max-gb", type=float, default=3.0, help="skip dense_bmm when its mask needs more")
+    p.add_argument(
+        "--dense-max-gb",
+        type=float,
+        default=3.0,
+        help="skip dense_bmm when its mask needs more than this many GB, 1e9 bytes (default 3.0)",
+    )
     p.add_argument(
         "--variants",
         default=None,

@@ -893,12 +893,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (only with --quick: the dry run)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (the CPU dry run)")
     p.add_argument(
-        "--out", type=out_arg, default=ROOT / "benchmarks" / "results", help="folder of the results"
+        "--out",
+        type=out_arg,
+        default=ROOT / "benchmarks" / "results",
+        help="folder of the results (default benchmarks/results)",
     )
     p.add_argument(
         "--budget", type=float, default=None, help="seconds for the whole check (default 440; quick 400)"
     )
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help=f"comma-separated subset of {','.join(STAGES)} (default: all)",
+    )
     p.add_argument("--keep-work", action="store_true", help="keep the work folder (checkpoints, raw logs)")
     p.add_argument("--_train", type=Path, default=None, help=argparse.SUPPRESS)
     return p

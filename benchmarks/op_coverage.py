@@ -632,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=yaml_spec,
         default=[],
         metavar="VERSION=PATH",
-        help="another torch's native_functions.yaml (repeatable); this interpreter's is always read",
+        help="another torch's native_functions.yaml (repeatable; default: none); this interpreter's is "
+        "always read",
     )
     ap.add_argument("--out", type=Path, default=None, help=f"the CSV (default: {OUT.relative_to(ROOT)})")
     return ap

@@ -55,3 +55,20 @@ def test_every_option_has_a_help_text(script: str) -> None:
     """``--help`` says what every option does (an option without a help text is a bare name there)."""
     bare = [action.option_strings[0] for action in _options(script) if not (action.help or "").strip()]
     assert not bare, f"{script}: options without a help text: {bare}"
+
+
+@pytest.mark.parametrize("script", _PARAMS)
+def test_every_default_is_in_the_help(script: str) -> None:
+    """``--help`` names the default of every option that has one (a flag aside; ``None`` is a default that
+    the help text describes in words): ``evaluate.py --batch-size``, ``bench_joint.py --rounds`` and 14
+    others did not."""
+    parser: argparse.ArgumentParser = _module(script).build_parser()
+    formatter = parser._get_formatter()
+    silent = [
+        action.option_strings[0]
+        for action in _options(script)
+        if action.default is not None
+        and not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        and "default" not in formatter._expand_help(action).lower()
+    ]
+    assert not silent, f"{script}: --help does not name the default of {silent}"

@@ -35,6 +35,7 @@ from examples.voc_joint.atomic import write_text_atomic
 from examples.voc_joint.cli import (
     SIDE_MAX,
     WORKERS_MAX,
+    DefaultsHelpFormatter,
     device_arg,
     error_text,
     existing_dir,
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a checkpoint: mIoU, per-class IoU, boundary (trimap) mIoU, superpixel "
         "ASA / boundary recall / count and consistency for the joint and the baseline "
         "predictions; prints tables, writes metrics.json and PNG panels.",
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument(
         "--checkpoint", required=True, type=existing_file, help="seg or joint checkpoint written by train.py"
