@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 from examples.voc_joint.atomic import write_text_atomic
 from examples.voc_joint.cli import (
     SIDE_MAX,
+    THREADS_MAX,
     WORKERS_MAX,
     DefaultsHelpFormatter,
     device_arg,
@@ -303,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="before evaluating, read the header of every listed image and mask (no pixel decoded) and name "
         "every file the reader would refuse (default on)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int_range(1, THREADS_MAX),
+        default=None,
+        help="torch CPU threads (default: torch's choice), as train.py's --threads",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -333,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args, sys.argv[1:] if argv is None else argv)
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     out = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
     # SIGINT, SIGTERM and SIGHUP stop the evaluation at once (its staging folder removed) with one line,
     # exit status 130 / 143 / 129

@@ -252,6 +252,18 @@ def test_cli_full_size_reads_one_image_per_batch(voc, tmp_path, monkeypatch):
     assert payload["resolution"] == "full" and payload["joint"]["num_images"] == 3
 
 
+def test_cli_threads_sets_torchs_cpu_threads(tmp_path, monkeypatch):
+    """``--threads`` as in train.py, demo.py, ablation.py and the benchmarks (evaluate.py had none: on a
+    shared CPU machine it took every core)."""
+    calls: list[int] = []
+    monkeypatch.setattr(evaluate_mod.torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(evaluate_mod, "_main", lambda parser, args: 0)
+    (tmp_path / "ckpt.pt").touch()
+    assert evaluate_mod.main(["--checkpoint", str(tmp_path / "ckpt.pt"), "--threads", "3"]) == 0
+    assert evaluate_mod.main(["--checkpoint", str(tmp_path / "ckpt.pt")]) == 0  # torch's choice: untouched
+    assert calls == [3]
+
+
 @pytest.mark.parametrize("size_args", [[], ["--full-size"]])
 def test_cli_refuses_a_batch_size_for_full_images(size_args, capsys):
     """Full images go one at a time: a --batch-size given for them was ignored silently; it is refused."""
