@@ -774,6 +774,41 @@ def test_cli_sigterm_is_one_line_with_exit_status_143_and_leaves_the_earlier_res
     assert after == before  # no staging folder, the earlier panels and metrics.json untouched
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="SIGHUP: POSIX")
+def test_cli_sighup_is_one_line_with_exit_status_129_and_removes_the_staging_folder(
+    voc, tmp_path, monkeypatch, capsys
+):
+    """SIGHUP (a closed terminal) ended an evaluation at once with no message and left its ``.panels.*``
+    staging folder until the next run; it now stops it as SIGTERM does: one line, exit status 129, no staging
+    folder, the earlier evaluation's results untouched."""
+    import os
+    import signal
+
+    def stopped(signum, frame):  # where evaluate.py handles no SIGHUP (its default would end pytest)
+        raise _Stopped
+
+    base = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(tmp_path / "ev")]
+    assert evaluate_mod.main([*base, "--max-panels", "2"]) == 0
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
+    real_save_panel = evaluate_mod.save_panel
+
+    def save_panel(path, *args, **kwargs):  # SIGHUP once this run's first panel is in its staging folder
+        real_save_panel(path, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    monkeypatch.setattr(evaluate_mod, "save_panel", save_panel)
+    capsys.readouterr()
+    previous = signal.signal(signal.SIGHUP, stopped)
+    try:
+        assert evaluate_mod.main([*base, "--max-panels", "3"]) == 129
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    err = capsys.readouterr().err
+    assert "stopped by SIGHUP (exit status 129)" in err and len(err.splitlines()) == 1
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
+    assert after == before  # no staging folder, the earlier panels and metrics.json untouched
+
+
 @pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="no signal masks")
 @pytest.mark.parametrize("signals", [1, 2])
 def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
