@@ -47,6 +47,23 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# SIGHUP likewise: ``nohup`` starts the suite with it ignored, which every process it starts inherits, so the
+# tests of what SIGHUP does would see nothing happen. The suite itself should still outlive a closed terminal
+# (the reason for ``nohup``): a Python handler that does nothing keeps it alive, while the scripts and
+# pytest-xdist workers it starts get the default SIGHUP (exec resets handled signals); the workers, told so
+# through the environment, install the same handler.
+def _outlive_hangup(signum: int, frame: object) -> None:
+    """Ignore SIGHUP in this process only (a handled signal, not an inherited ``SIG_IGN``)."""
+
+
+_HUP_IGNORED = "TRANSINIT_TESTS_STARTED_WITH_SIGHUP_IGNORED"
+if hasattr(signal, "SIGHUP") and (
+    signal.getsignal(signal.SIGHUP) is signal.SIG_IGN or os.environ.get(_HUP_IGNORED) == "1"
+):
+    os.environ[_HUP_IGNORED] = "1"
+    signal.signal(signal.SIGHUP, _outlive_hangup)
+
+
 #: The global RNG seed of every test (``TRANSINIT_TEST_SEED``, default 0).
 TEST_SEED = int(os.environ.get("TRANSINIT_TEST_SEED", "0"))
 
