@@ -9,7 +9,7 @@ loader decides the resolution: crops (any batch size) or full images (batch size
 Command line::
 
     python examples/voc_joint/evaluate.py --checkpoint runs/voc/joint/checkpoint.pt \\
-        --data-root VOCdevkit/VOC2012 --split val --full-size --out runs/voc/joint/eval
+        --data-root VOCdevkit/VOC2012 --split val --full-size --output-dir runs/voc/joint/eval
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
     parser.add_argument(
-        "--out",
+        "--output-dir",
         type=output_path,
         default=None,
         help="output folder for metrics.json and panels/ (default: next to the checkpoint)",
@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    out = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
+    out = args.output_dir if args.output_dir is not None else args.checkpoint.parent / f"eval_{args.split}"
     # SIGINT, SIGTERM and SIGHUP stop the evaluation at once (its staging folder removed) with one line,
     # exit status 130 / 143 / 129
     return run_stoppable(
@@ -405,7 +405,9 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
         num_workers=args.workers,
         pin_memory=device.type == "cuda",
     )
-    out_dir = args.out if args.out is not None else args.checkpoint.parent / f"eval_{args.split}"
+    out_dir = (
+        args.output_dir if args.output_dir is not None else args.checkpoint.parent / f"eval_{args.split}"
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     # the panels go to a temporary folder first: an earlier evaluation's panels stay until this one is done,
     # and are then replaced, never mixed with the new ones

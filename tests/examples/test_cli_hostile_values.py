@@ -106,7 +106,7 @@ _I = "examples/transparent_identity.py"
 _accept(_I, "--range", frozenset({"fraction", "exponent"}), "in (0, 1e6]")
 _accept(_I, "--seed", frozenset({"zero"}), "in [0, 2**63 - 1]")
 _accept(_T, "--output-dir", _OUTPUT, "an output folder")
-_accept(_E, "--out", _OUTPUT, "an output folder")
+_accept(_E, "--output-dir", _OUTPUT, "an output folder")
 _accept(_D, "--output-dir", _OUTPUT, "an output folder")
 _accept(_A, "--output-dir", _OUTPUT, "an output folder")
 _accept(_S, "--out", _OUTPUT, "an output folder")

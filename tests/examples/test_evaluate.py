@@ -197,7 +197,7 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
             "--split",
             "val",
             *size_args,
-            "--out",
+            "--output-dir",
             str(out),
             "--max-panels",
             "2",
@@ -244,7 +244,7 @@ def test_cli_full_size_reads_one_image_per_batch(voc, tmp_path, monkeypatch):
         str(tmp_path / "ckpt.pt"),
         "--data-root",
         str(root),
-        "--out",
+        "--output-dir",
         str(tmp_path / "ev"),
     ]
     assert evaluate_mod.main([*argv, "--max-panels", "0", "--no-progress"]) == 0
@@ -315,14 +315,22 @@ def test_cli_takes_the_class_count_from_the_checkpoint(voc, tmp_path, capsys):
     path = save_checkpoint(tmp_path / "seg" / "checkpoint.pt", ckpt)
     root = _fold_labels(voc, tmp_path / "voc5", 5)
     rc = evaluate_mod.main(
-        ["--checkpoint", str(path), "--data-root", str(root), "--out", str(tmp_path / "ev"), "--no-progress"]
+        [
+            "--checkpoint",
+            str(path),
+            "--data-root",
+            str(root),
+            "--output-dir",
+            str(tmp_path / "ev"),
+            "--no-progress",
+        ]
     )
     assert rc == 0
     payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert list(payload["joint"]["per_class_iou"]) == ["0", "1", "2", "3", "4"]
     assert payload["joint"]["num_images"] == 3 and "per-class IoU" in capsys.readouterr().out
     # the masks are read against the checkpoint's 5 classes: an unfolded label is a data error naming its file
-    argv = ["--checkpoint", str(path), "--data-root", str(voc), "--out", str(tmp_path / "e2")]
+    argv = ["--checkpoint", str(path), "--data-root", str(voc), "--output-dir", str(tmp_path / "e2")]
     assert evaluate_mod.main([*argv, "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert re.search(r"error: mask file .*\.png. has label values outside \{0\.\.4, 255\}", err), err
@@ -349,7 +357,15 @@ def test_cli_reads_labels_beyond_voc_for_a_checkpoint_with_more_classes(voc, tmp
         shifted.putpalette(palette)
         shifted.save(mask)
     rc = evaluate_mod.main(
-        ["--checkpoint", str(path), "--data-root", str(root), "--out", str(tmp_path / "ev"), "--no-progress"]
+        [
+            "--checkpoint",
+            str(path),
+            "--data-root",
+            str(root),
+            "--output-dir",
+            str(tmp_path / "ev"),
+            "--no-progress",
+        ]
     )
     assert rc == 0
     payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -392,7 +408,7 @@ def _bad_mask_voc(voc, tmp_path):
 def test_cli_data_errors_are_one_line_with_exit_status_1(voc, tmp_path, monkeypatch, capsys, case):
     """A missing split, a folder that is no VOC root or a bad mask: one line naming the problem, exit 1 (as
     train.py), never a traceback."""
-    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--out", str(tmp_path / "ev"), "--data-root"]
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--output-dir", str(tmp_path / "ev"), "--data-root"]
     if case == "split":
         argv += [str(voc), "--split", "trainx"]
         expected = "trainx"
@@ -422,7 +438,13 @@ def test_cli_names_every_missing_listed_file_before_it_evaluates(voc, tmp_path, 
     image = root / "JPEGImages" / f"{names[-1]}.jpg"
     image.rename(image.with_suffix(".JPG"))
     (root / "SegmentationClass" / f"{names[0]}.png").unlink()
-    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(root), "--out", str(tmp_path / "ev")]
+    argv = [
+        *_fake_checkpoint(monkeypatch, tmp_path),
+        "--data-root",
+        str(root),
+        "--output-dir",
+        str(tmp_path / "ev"),
+    ]
     assert evaluate_mod.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"{PROG}: error: 2 files listed in ") and err.count("\n") == 1, err
@@ -438,7 +460,13 @@ def test_cli_missing_file_list_counts_the_files_it_leaves_out(voc, tmp_path, mon
     shutil.copytree(voc, root)
     val_list = root / "ImageSets" / "Segmentation" / "val.txt"
     val_list.write_text(val_list.read_text() + "".join(f"gone_{i:02d}\n" for i in range(11)))
-    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(root), "--out", str(tmp_path / "ev")]
+    argv = [
+        *_fake_checkpoint(monkeypatch, tmp_path),
+        "--data-root",
+        str(root),
+        "--output-dir",
+        str(tmp_path / "ev"),
+    ]
     assert evaluate_mod.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"{PROG}: error: 22 files listed in ") and err.count("\n") == 1, err
@@ -458,7 +486,7 @@ def test_cli_names_every_bad_header_in_one_line_before_it_evaluates(voc, tmp_pat
     model = StubJoint()
     model.forward = lambda *a: pytest.fail("the model ran")  # type: ignore[method-assign]
     argv = [*_fake_checkpoint(monkeypatch, tmp_path, model=model), "--data-root", str(root)]
-    assert evaluate_mod.main([*argv, "--out", str(tmp_path / "ev")]) == 1
+    assert evaluate_mod.main([*argv, "--output-dir", str(tmp_path / "ev")]) == 1
     err = capsys.readouterr().err
     assert (
         err.startswith(f"{PROG}: error: 2 problems in the headers of the 6 listed") and err.count("\n") == 1
@@ -466,7 +494,7 @@ def test_cli_names_every_bad_header_in_one_line_before_it_evaluates(voc, tmp_pat
     assert f"'{small}' is 4x5 (HxW)" in err and f"'{jpeg}' is a JPEG file" in err, err
     assert not (tmp_path / "ev").exists()
     model.forward = StubJoint().forward  # type: ignore[method-assign]
-    assert evaluate_mod.main([*argv, "--out", str(tmp_path / "ev2"), "--no-check-files"]) == 1
+    assert evaluate_mod.main([*argv, "--output-dir", str(tmp_path / "ev2"), "--no-check-files"]) == 1
     err = capsys.readouterr().err
     assert "problems in the headers" not in err and f"'{small}' is 4x5 (HxW)" in err and str(jpeg) not in err
 
@@ -486,7 +514,13 @@ def test_cli_panels_of_images_in_subfolders_of_the_same_file_name_are_all_kept(
             (root / folder / entry).parent.mkdir(exist_ok=True)
             (root / folder / f"{name}.{ext}").rename(root / folder / f"{entry}.{ext}")
     (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(entries) + "\n")
-    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(root), "--out", str(tmp_path / "ev")]
+    argv = [
+        *_fake_checkpoint(monkeypatch, tmp_path),
+        "--data-root",
+        str(root),
+        "--output-dir",
+        str(tmp_path / "ev"),
+    ]
     assert evaluate_mod.main(argv) == 0
     panels = json.loads((tmp_path / "ev" / "metrics.json").read_text())["panels"]
     assert len(set(panels)) == 3 and all(Path(p).is_file() for p in panels), panels
@@ -497,9 +531,15 @@ def test_cli_panels_of_images_in_subfolders_of_the_same_file_name_are_all_kept(
 
 
 def test_cli_rerun_replaces_the_panels_and_writes_metrics_atomically(voc, tmp_path, monkeypatch, capsys):
-    """A second evaluation into the same --out leaves only its own panels (files of your own in panels/
+    """A second evaluation into the same --output-dir leaves only its own panels (files of your own in panels/
     stay), writes metrics.json through a rename, and a failed one leaves the earlier results as they were."""
-    base = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(tmp_path / "ev")]
+    base = [
+        *_fake_checkpoint(monkeypatch, tmp_path),
+        "--data-root",
+        str(voc),
+        "--output-dir",
+        str(tmp_path / "ev"),
+    ]
     panels = tmp_path / "ev" / "panels"
 
     def run(n: int, argv: list[str] = base) -> dict:
@@ -520,7 +560,7 @@ def test_cli_rerun_replaces_the_panels_and_writes_metrics_atomically(voc, tmp_pa
     snapshot = {p.name: p.read_bytes() for p in panels.iterdir()}
     metrics = (tmp_path / "ev" / "metrics.json").read_bytes()
     root, _ = _bad_mask_voc(voc, tmp_path)  # fails at its second image, after its first panel
-    argv = [*base[:-4], "--data-root", str(root), "--out", str(tmp_path / "ev"), "--max-panels", "3"]
+    argv = [*base[:-4], "--data-root", str(root), "--output-dir", str(tmp_path / "ev"), "--max-panels", "3"]
     assert evaluate_mod.main(argv) == 1
     assert {p.name: p.read_bytes() for p in panels.iterdir()} == snapshot and len(before["panels"]) == 2
     assert (tmp_path / "ev" / "metrics.json").read_bytes() == metrics
@@ -536,7 +576,7 @@ def test_cli_seg_checkpoint_prints_one_column(voc, tmp_path, monkeypatch, capsys
     """A seg checkpoint has no superpixels: its "baseline" and "joint" were two identical columns; the tables
     show one, named "seg" (metrics.json keeps both keys)."""
     argv = _fake_checkpoint(monkeypatch, tmp_path, stage="seg", model=StubJoint(superpixels=False))
-    assert evaluate_mod.main([*argv, "--data-root", str(voc), "--out", str(tmp_path / "ev")]) == 0
+    assert evaluate_mod.main([*argv, "--data-root", str(voc), "--output-dir", str(tmp_path / "ev")]) == 0
     text = capsys.readouterr().out
     header = next(line for line in text.splitlines() if line.startswith("metric"))
     assert header.split() == ["metric", "seg"] and "seg checkpoint" in text
@@ -549,7 +589,7 @@ def test_cli_metrics_record_the_torch_versions(voc, tmp_path, monkeypatch, capsy
     """metrics.json says which torch evaluated (``torch``) and, in its ``config``, which trained the
     checkpoint (``torch_version``): results may differ between releases."""
     argv = _fake_checkpoint(monkeypatch, tmp_path)
-    assert evaluate_mod.main([*argv, "--data-root", str(voc), "--out", str(tmp_path / "ev")]) == 0
+    assert evaluate_mod.main([*argv, "--data-root", str(voc), "--output-dir", str(tmp_path / "ev")]) == 0
     payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert payload["torch"] == str(torch.__version__)
     capsys.readouterr()
@@ -633,7 +673,7 @@ def test_cli_warns_when_the_checkpoint_was_trained_on_the_evaluated_images(
     monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
     out = tmp_path / "eval"
     argv = ["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(voc), "--split", "val"]
-    assert evaluate_mod.main([*argv, "--full-size", "--out", str(out), "--no-progress"]) == 0
+    assert evaluate_mod.main([*argv, "--full-size", "--output-dir", str(out), "--no-progress"]) == 0
     err = capsys.readouterr().err
     payload = json.loads((out / "metrics.json").read_text())
     if train_split == "trainval":
@@ -665,14 +705,14 @@ def test_write_text_atomic_leaves_no_temporary_file_when_it_fails(tmp_path, monk
 
 def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc, tmp_path, monkeypatch):
     """An evaluation stopped by SIGTERM, SIGKILL or a power cut left its ``.panels.*`` staging folder (with
-    its panels) in --out, and no later run removed it: one more folder per killed evaluation (4 after 4
+    its panels) in --output-dir, and no later run removed it: one more folder per killed evaluation (4 after 4
     kills of ``evaluate.py --workers 2``). A later run now removes those that no process holds (each
     evaluation holds an flock on its own while it runs) and leaves a running evaluation's alone."""
     fcntl = pytest.importorskip("fcntl")
     import os
 
     out = tmp_path / "ev"
-    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(out)]
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--output-dir", str(out)]
     killed, running = out / ".panels.killed_1", out / ".panels.running1"
     for folder in (killed, running):
         folder.mkdir(parents=True)
@@ -714,7 +754,7 @@ def test_cli_out_of_memory_is_one_line_with_exit_status_1(voc, tmp_path, monkeyp
     allocator's RuntimeError traceback; any other RuntimeError still propagates."""
     oom = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 3221225472 bytes"
     argv = [*_fake_checkpoint(monkeypatch, tmp_path, model=_NoMemory(oom)), "--data-root", str(voc)]
-    assert evaluate_mod.main([*argv, "--out", str(tmp_path / "ev")]) == 1
+    assert evaluate_mod.main([*argv, "--output-dir", str(tmp_path / "ev")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"{PROG}: error: out of memory (") and err.count("\n") == 1 and oom in err, err
     argv = [
@@ -723,7 +763,7 @@ def test_cli_out_of_memory_is_one_line_with_exit_status_1(voc, tmp_path, monkeyp
         str(voc),
     ]
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        evaluate_mod.main([*argv, "--out", str(tmp_path / "ev2")])
+        evaluate_mod.main([*argv, "--output-dir", str(tmp_path / "ev2")])
 
 
 class _Stopped(Exception):
@@ -754,7 +794,13 @@ def test_cli_sigterm_is_one_line_with_exit_status_143_and_leaves_the_earlier_res
     import os
     import signal
 
-    base = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(tmp_path / "ev")]
+    base = [
+        *_fake_checkpoint(monkeypatch, tmp_path),
+        "--data-root",
+        str(voc),
+        "--output-dir",
+        str(tmp_path / "ev"),
+    ]
     assert evaluate_mod.main([*base, "--max-panels", "2"]) == 0
     before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
     real_save_panel = evaluate_mod.save_panel
@@ -787,7 +833,13 @@ def test_cli_sighup_is_one_line_with_exit_status_129_and_removes_the_staging_fol
     def stopped(signum, frame):  # where evaluate.py handles no SIGHUP (its default would end pytest)
         raise _Stopped
 
-    base = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(tmp_path / "ev")]
+    base = [
+        *_fake_checkpoint(monkeypatch, tmp_path),
+        "--data-root",
+        str(voc),
+        "--output-dir",
+        str(tmp_path / "ev"),
+    ]
     assert evaluate_mod.main([*base, "--max-panels", "2"]) == 0
     before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
     real_save_panel = evaluate_mod.save_panel
@@ -820,7 +872,13 @@ def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
     import os
     import signal
 
-    base = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(tmp_path / "ev")]
+    base = [
+        *_fake_checkpoint(monkeypatch, tmp_path),
+        "--data-root",
+        str(voc),
+        "--output-dir",
+        str(tmp_path / "ev"),
+    ]
     assert evaluate_mod.main([*base, "--max-panels", "1"]) == 0
     real_replace = evaluate_mod._replace_panels
 
@@ -940,7 +998,13 @@ def test_cli_closes_the_descriptor_that_locks_its_staging_folder(voc, tmp_path, 
         real_close(fd)
 
     monkeypatch.setattr(evaluate_mod, "new_staging", new_staging)
-    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--out", str(tmp_path / "ev")]
+    argv = [
+        *_fake_checkpoint(monkeypatch, tmp_path),
+        "--data-root",
+        str(voc),
+        "--output-dir",
+        str(tmp_path / "ev"),
+    ]
     monkeypatch.setattr(os, "close", close)
     assert evaluate_mod.main([*argv, "--max-panels", "1"]) == 0
     monkeypatch.undo()

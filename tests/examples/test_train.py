@@ -2012,7 +2012,7 @@ def test_eval_of_a_run_on_validation_images_says_it_is_not_held_out(tiny_voc, tm
         ("demo", ["--output-dir", ""], "--output-dir: expected a path, got ''"),
         ("ablation", ["--output-dir", ""], "--output-dir: expected a path, got ''"),
         ("ablation", ["--seg-checkpoint", ""], "--seg-checkpoint: expected a file, got ''"),
-        ("evaluate", ["--out", ""], "--out: expected a path, got ''"),
+        ("evaluate", ["--output-dir", ""], "--output-dir: expected a path, got ''"),
         ("synthetic", ["--out", ""], "--out: expected a path, got ''"),
     ],
 )
