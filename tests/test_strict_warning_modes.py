@@ -78,7 +78,10 @@ def test_an_op_test_file_passes_with_every_warning_an_error(tmp_path: Path, shor
 def test_a_tiny_training_run_with_every_warning_an_error(tmp_path: Path, short_tmp: Path) -> None:
     """A synthetic set, then one step of the segmentation stage with two DataLoader workers."""
     tmp, voc, out = short_tmp, tmp_path / "voc", tmp_path / "run"
-    _run(["examples/voc_joint/synthetic.py", "--out", str(voc), "--num-train", "4", "--num-val", "2"], tmp)
+    _run(
+        ["examples/voc_joint/synthetic.py", "--output-dir", str(voc), "--num-train", "4", "--num-val", "2"],
+        tmp,
+    )
     args = ["--data-root", str(voc), "--output-dir", str(out), "--stage", "seg", "--max-steps", "1"]
     args += ["--backbone", "resnet18", "--aspp-channels", "16", "--crop-size", "32", "--batch-size", "2"]
     args += ["--workers", "2", "--device", "cpu", "--no-progress", "--threads", "1"]

@@ -349,7 +349,7 @@ def _resolve_root(root: Path, option: str = "--data-root") -> Path:
         f"'{root / 'VOCdevkit' / 'VOC2012' / 'JPEGImages'}') next to 'SegmentationClass' (or "
         "'SegmentationClassAug') and 'ImageSets/Segmentation' (or 'ImageSets/SegmentationAug'). "
         f"Point {option} at an extracted VOCtrainval_11-May-2012.tar, or generate a synthetic set with "
-        "'python examples/voc_joint/synthetic.py --out DIR'."
+        "'python examples/voc_joint/synthetic.py --output-dir DIR'."
     )
 
 

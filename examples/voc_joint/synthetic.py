@@ -23,7 +23,7 @@ and their masks carry no 255 band, like the SBD annotations of the real ``traina
 
 Command line::
 
-    python examples/voc_joint/synthetic.py --out DIR --num-train 64 --num-val 16 --seed 0
+    python examples/voc_joint/synthetic.py --output-dir DIR --num-train 64 --num-val 16 --seed 0
 """
 
 from __future__ import annotations
@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed).",
     )
     parser.add_argument(
-        "--out",
+        "--output-dir",
         required=True,
         type=output_path,
         help="output folder (the VOC2012 layout is written into it; a folder holding other files is refused)",
@@ -494,7 +494,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python examples/voc_joint/synthetic.py --help``): exit status 0; 2 for a
-    bad option or an ``--out`` that holds other files; 1 for an ``--out`` that cannot be written."""
+    bad option or an ``--output-dir`` that holds other files; 1 for an ``--output-dir`` that cannot be
+    written."""
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
@@ -503,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_stoppable(
         lambda: _main(parser, args),
         parser.prog,
-        f"the set is built in a temporary folder and only a finished one is moved to {args.out}",
+        f"the set is built in a temporary folder and only a finished one is moved to {args.output_dir}",
     )
 
 
@@ -512,7 +513,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         root = generate_synthetic_voc(
-            args.out,
+            args.output_dir,
             num_train=args.num_train,
             num_val=args.num_val,
             image_size=(args.height, args.width),

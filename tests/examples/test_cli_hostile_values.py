@@ -109,7 +109,7 @@ _accept(_T, "--output-dir", _OUTPUT, "an output folder")
 _accept(_E, "--output-dir", _OUTPUT, "an output folder")
 _accept(_D, "--output-dir", _OUTPUT, "an output folder")
 _accept(_A, "--output-dir", _OUTPUT, "an output folder")
-_accept(_S, "--out", _OUTPUT, "an output folder")
+_accept(_S, "--output-dir", _OUTPUT, "an output folder")
 _accept(_T, "--data-root", frozenset({"folder"}), "an existing folder (what it holds is checked next)")
 _accept(_E, "--data-root", frozenset({"folder"}), "an existing folder (what it holds is checked next)")
 _accept(_D, "--data-root", frozenset({"folder"}), "an existing folder (what it holds is checked next)")
@@ -186,7 +186,7 @@ def _base(script: str, tmp: Path) -> list[str]:
     return {
         "examples/voc_joint/evaluate.py": ["--checkpoint", str(tmp / "junk.pt")],
         "examples/voc_joint/sbd.py": ["--voc-root", str(tmp), "--sbd-root", str(tmp)],
-        "examples/voc_joint/synthetic.py": ["--out", str(tmp / "syn")],
+        "examples/voc_joint/synthetic.py": ["--output-dir", str(tmp / "syn")],
         "benchmarks/ab_uniformize.py": ["--previous", str(ROOT)],
     }.get(script, [])
 

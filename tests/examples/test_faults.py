@@ -770,7 +770,7 @@ def test_every_bad_cli_value_exits_2_at_parse_time(
     elif tool == "ablation":
         run, base = ablation.main, ["--output-dir", str(tmp_path / "abl")]
     else:
-        run, base = synthetic.main, ["--out", str(tmp_path / "syn")]
+        run, base = synthetic.main, ["--output-dir", str(tmp_path / "syn")]
     with pytest.raises(SystemExit) as info:
         run([*base, *argv])
     assert info.value.code == 2

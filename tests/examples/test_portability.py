@@ -88,7 +88,7 @@ def test_output_a_console_cannot_encode_is_escaped(tmp_path: Path) -> None:
     """A path the console's encoding cannot represent (stdout redirected to a file on Windows: the locale's
     code page) is printed escaped; before, the print raised UnicodeEncodeError and the command failed."""
     out = tmp_path / "Zo\u00eb-\u0418\u0432\u0430\u043d"
-    argv = ["--out", str(out), "--num-train", "1", "--num-val", "1", "--height", "16", "--width", "16"]
+    argv = ["--output-dir", str(out), "--num-train", "1", "--num-val", "1", "--height", "16", "--width", "16"]
     code = f"import runpy, sys\nsys.argv = {['synthetic.py', *argv]!r}\n"
     code += "runpy.run_path('examples/voc_joint/synthetic.py', run_name='__main__')\n"
     res = _python(code, env={"PYTHONIOENCODING": "ascii"})

@@ -229,7 +229,7 @@ def test_cli(tmp_path, capsys):
     assert (
         synthetic.main(
             [
-                "--out",
+                "--output-dir",
                 str(tmp_path),
                 "--num-train",
                 "2",
@@ -256,7 +256,7 @@ def test_cli_refuses_sbd_extra_images_without_the_sbd_layout(tmp_path, capsys):
     before anything is written."""
     out = tmp_path / "voc"
     with pytest.raises(SystemExit) as info:
-        synthetic.main(["--out", str(out), "--num-train", "1", "--no-sbd", "--num-sbd-extra", "5"])
+        synthetic.main(["--output-dir", str(out), "--num-train", "1", "--no-sbd", "--num-sbd-extra", "5"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "error: --num-sbd-extra 5 with --no-sbd" in err and not out.exists()
 
@@ -269,7 +269,18 @@ def test_cli_output_folder_that_cannot_be_written_is_one_line_with_exit_status_1
     out = tmp_path / "file" / "voc" if where == "below_a_file" else tmp_path / ("a" * 300)
     with pytest.raises(SystemExit) as info:
         synthetic.main(
-            ["--out", str(out), "--num-train", "1", "--num-val", "1", "--height", "16", "--width", "16"]
+            [
+                "--output-dir",
+                str(out),
+                "--num-train",
+                "1",
+                "--num-val",
+                "1",
+                "--height",
+                "16",
+                "--width",
+                "16",
+            ]
         )
     err = capsys.readouterr().err
     assert info.value.code == 1, err
@@ -295,7 +306,7 @@ def test_refuses_a_folder_holding_other_data(tmp_path, capsys):
         "ImageSets"
     ]
     with pytest.raises(SystemExit) as info:
-        synthetic.main(["--out", str(tmp_path), "--num-train", "2", "--num-val", "1"])
+        synthetic.main(["--output-dir", str(tmp_path), "--num-train", "2", "--num-val", "1"])
     assert info.value.code == 2 and "did not write" in capsys.readouterr().err
 
 
@@ -352,7 +363,7 @@ def test_cli_sigterm_is_one_line_with_exit_status_143_and_no_temporary_folder(tm
     def stopped(signum, frame):  # where synthetic.py handles no SIGTERM (its default would end pytest)
         raise Stopped
 
-    argv = ["--out", str(tmp_path / "voc"), "--num-train", "3", "--num-val", "2", "--height", "32"]
+    argv = ["--output-dir", str(tmp_path / "voc"), "--num-train", "3", "--num-val", "2", "--height", "32"]
     assert synthetic.main([*argv, "--width", "48"]) == 0
     before = _digest(tmp_path / "voc")
     real = synthetic.render_sample

@@ -2013,7 +2013,7 @@ def test_eval_of_a_run_on_validation_images_says_it_is_not_held_out(tiny_voc, tm
         ("ablation", ["--output-dir", ""], "--output-dir: expected a path, got ''"),
         ("ablation", ["--seg-checkpoint", ""], "--seg-checkpoint: expected a file, got ''"),
         ("evaluate", ["--output-dir", ""], "--output-dir: expected a path, got ''"),
-        ("synthetic", ["--out", ""], "--out: expected a path, got ''"),
+        ("synthetic", ["--output-dir", ""], "--output-dir: expected a path, got ''"),
     ],
 )
 def test_values_a_run_cannot_use_are_refused_when_parsed(script, argv, message, capsys) -> None:
@@ -2021,7 +2021,9 @@ def test_values_a_run_cannot_use_are_refused_when_parsed(script, argv, message, 
     import importlib
 
     module = importlib.import_module(f"examples.voc_joint.{script}")
-    required = {"evaluate": ["--checkpoint", __file__], "synthetic": ["--out", "unused"]}.get(script, [])
+    required = {"evaluate": ["--checkpoint", __file__], "synthetic": ["--output-dir", "unused"]}.get(
+        script, []
+    )
     with pytest.raises(SystemExit) as exc:
         module.build_parser().parse_args([*required, *argv])
     assert exc.value.code == 2
