@@ -52,7 +52,9 @@ SCRIPTS = {
 }
 _MODULE_NAMES = {mod: script for script, mod in SCRIPTS.items() if "/" not in mod}
 
-_START = re.compile(r"(?:^|[\s$(])((?:python3?|torchrun)\s.*)$")
+#: A command's start: at a line's start, after a blank, ``$`` or ``(``, or after a quote (a command that a
+#: message of the code quotes, ``'python .../synthetic.py --output-dir DIR'``: it ends at the closing quote).
+_START = re.compile(r"(?:^|[\s$(]|(?P<quote>['\"]))(?P<command>(?:python3?|torchrun)\s.*)$")
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,11 @@ def _parse(snippet: str, where: str) -> Command | None:
     for chained in re.split(r"&&|;|\|\|?", snippet):
         part = chained.split(" #")[0].split(">")[0]  # a trailing comment, a redirection
         m = _START.search(part.strip())
-        if m is None:
+        if m is None or part.strip()[: m.start()].endswith("prog="):  # a parser's name, not a command
             continue
+        text = m.group("command").split(m.group("quote"))[0] if m.group("quote") else m.group("command")
         try:
-            tokens = shlex.split(m.group(1))
+            tokens = shlex.split(text)
         except ValueError:  # an unbalanced quote: prose, not a command
             continue
         if tokens[0] == "torchrun":  # its own options first, then the script
@@ -170,6 +173,9 @@ def check_command(cmd: Command, capsys: pytest.CaptureFixture[str]) -> None:
     """Parse ``cmd`` as its script would; an ``AssertionError`` names the command and argparse's message."""
     module = _module(cmd.script)
     parser: argparse.ArgumentParser = module.build_parser()
+    # every option spelled in full: argparse takes a unique prefix, so a renamed option's old name that is a
+    # prefix of the new one (--out of --output-dir) would still parse here
+    parser.allow_abbrev = False
     for action in parser._actions:  # the docs' paths are the reader's: do not require them here
         if action.type in (cli.existing_file, cli.existing_dir) or getattr(action.type, "checks_path", False):
             action.type = Path
@@ -237,6 +243,19 @@ def test_the_extraction_sees_wrapped_continued_and_chained_commands() -> None:
     ]
 
 
+def test_the_extraction_sees_a_command_that_a_message_quotes() -> None:
+    """A command quoted in a message of the code (``data.py``: "... generate a synthetic set with 'python
+    examples/voc_joint/synthetic.py --out DIR'") was not seen (a quote before ``python``), so the message
+    kept an option name after its rename; it ends at the closing quote. A parser's ``prog=`` is a name, not
+    a command."""
+    text = (
+        "        \"set with 'python examples/voc_joint/synthetic.py --output-dir DIR'.\"\n"
+        '        prog="python examples/voc_joint/train.py",\n'
+    )
+    got = [(c.where, c.script, c.argv) for c in commands_in(text, "x.py")]
+    assert got == [("x.py:1", "examples/voc_joint/synthetic.py", ("--output-dir", "DIR"))]
+
+
 def _train(argv: str) -> object:
     """A ``train.py`` command line as a parameter (the script needs the examples extra)."""
     return pytest.param(f"``python examples/voc_joint/train.py {argv}``", marks=pytest.mark.examples)
@@ -249,6 +268,10 @@ def _train(argv: str) -> object:
         _train("--epochs 0"),  # a value its type refuses
         _train("--overwrite --resume"),  # a combination check_args refuses
         "``python benchmarks/gpu_check.py --device cpu``",  # the check's own cross-option rule
+        # a command that a message quotes, with an option renamed since (--out of a folder: --output-dir)
+        pytest.param(
+            "\"... with 'python examples/voc_joint/synthetic.py --out DIR'.\"", marks=pytest.mark.examples
+        ),
     ],
 )
 def test_a_stale_command_fails(line: str, capsys: pytest.CaptureFixture[str]) -> None:
