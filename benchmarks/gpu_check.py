@@ -29,7 +29,7 @@ missing, a failed configuration named): uniformize fwd+bwd <= 1.5x the
 floor (the backend ``"auto"`` resolves to on the device), the joint step (``joint_hard_ti``) <= 1.3x
 DeepLabV3+ alone, zero failing CUDA tests. (e) One JSON (``gpu_check_<device>[_quick].json``: every stage's
 command, status, time, figures, raw benchmark JSON and log tail) and a short text summary (``.txt``) go to
-``--out``; both are rewritten after every stage, so a check cut short still leaves its results.
+``--output-dir``; both are rewritten after every stage, so a check cut short still leaves its results.
 
 The whole check keeps to ``--budget`` seconds (default 440, within 8 minutes with the start-up): a stage's
 time limit is cut so that every later stage keeps 30 s. It installs nothing: it needs torch, torchvision,
@@ -41,7 +41,7 @@ stage), so no install is needed; pytest-xdist is used when present. Without CUDA
 Usage::
 
     python benchmarks/gpu_check.py                          # CUDA machine: everything, about 5-7 minutes
-    python benchmarks/gpu_check.py --out /tmp/gpu           # results elsewhere (default benchmarks/results/)
+    python benchmarks/gpu_check.py --output-dir /tmp/gpu    # results elsewhere (default benchmarks/results/)
     python benchmarks/gpu_check.py --stages uniformize,joint --budget 200
     python benchmarks/gpu_check.py --device cpu --quick     # CPU dry run (about 1 minute)
 """
@@ -877,9 +877,9 @@ def _environment(device: str) -> dict[str, Any]:
     return meta
 
 
-def out_arg(text: str) -> Path:
-    """``type=`` of ``--out``: a folder path, not the empty string (an unset shell variable, which ``Path``
-    would take as the current folder)."""
+def output_dir_arg(text: str) -> Path:
+    """``type=`` of ``--output-dir``: a folder path, not the empty string (an unset shell variable, which
+    ``Path`` would take as the current folder)."""
     if not text:
         raise argparse.ArgumentTypeError("expected a folder, got ''")
     return Path(text)
@@ -893,8 +893,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (only with --quick: the dry run)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (the CPU dry run)")
     p.add_argument(
-        "--out",
-        type=out_arg,
+        "--output-dir",
+        type=output_dir_arg,
         default=ROOT / "benchmarks" / "results",
         help="folder of the results (default benchmarks/results)",
     )
@@ -912,7 +912,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks of ``--stages``, ``--device``, ``--budget`` and ``--out`` (``p.error``: exit status 2)."""
+    """Checks of ``--stages``, ``--device``, ``--budget`` and ``--output-dir`` (``p.error``: exit status
+    2)."""
     unknown = sorted({s for s in args.stages.split(",") if s} - set(STAGES))
     if unknown:
         p.error(f"--stages: unknown {unknown}; choose from {list(STAGES)}")
@@ -925,14 +926,14 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.budget is not None and args.budget < SHORTEST_STAGE_S:  # every stage "not run", exit status 1
         p.error(f"--budget must be at least {SHORTEST_STAGE_S} s (the shortest stage), got {args.budget}")
     try:
-        is_file = args.out.exists() and not args.out.is_dir()
-        blocker = next((q for q in args.out.parents if q.exists() and not q.is_dir()), None)
+        is_file = args.output_dir.exists() and not args.output_dir.is_dir()
+        blocker = next((q for q in args.output_dir.parents if q.exists() and not q.is_dir()), None)
     except OSError as exc:  # a name too long for the system, ...: not a traceback
-        p.error(f"--out must be a folder, got {str(args.out)!r}: {exc.strerror}")
+        p.error(f"--output-dir must be a folder, got {str(args.output_dir)!r}: {exc.strerror}")
     if is_file:
-        p.error(f"--out must be a folder, got the file {str(args.out)!r}")
+        p.error(f"--output-dir must be a folder, got the file {str(args.output_dir)!r}")
     if blocker is not None:  # the folder cannot be made (NotADirectoryError: a traceback before)
-        p.error(f"--out {str(args.out)!r} lies below the file {str(blocker)!r}")
+        p.error(f"--output-dir {str(args.output_dir)!r} lies below the file {str(blocker)!r}")
     if args.device == "cpu" and not args.quick:
         p.error("--device cpu is only the dry run: pass --device cpu --quick (the GPU figures need CUDA)")
 
@@ -969,8 +970,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     on_gpu = args.device.startswith("cuda")
     tag = f"gpu_check_{'cuda' if on_gpu else 'cpu'}{'_quick' if args.quick else ''}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path, txt_path = args.out / f"{tag}.json", args.out / f"{tag}.txt"
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    json_path, txt_path = args.output_dir / f"{tag}.json", args.output_dir / f"{tag}.txt"
     work = Path(tempfile.mkdtemp(prefix="transinit-gpu-check-"))
     meta = _environment(args.device)
     meta.update(device=args.device, quick=args.quick, budget_s=args.budget, work=str(work))

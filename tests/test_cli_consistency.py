@@ -3,7 +3,9 @@
 A reader who learned ``train.py --workers`` and a benchmark's ``--out`` types them into the next script too:
 ``evaluate.py --num-workers`` and ``bench_joint.py --output`` / ``ab_uniformize.py --output`` were such
 traps (an ``unrecognized arguments`` error, or worse, an abbreviation that matched another option), as was
-``bench_joint.py --recompute`` for the training CLI's ``--recompute-fusion``. The scripts are those of
+``bench_joint.py --recompute`` for the training CLI's ``--recompute-fusion``. So was ``--out``, a result file
+of the benchmarks but the output folder of ``evaluate.py``, ``synthetic.py`` and ``gpu_check.py``: one name
+per kind of output path, ``--output-dir`` for a folder and ``--out`` for a file. The scripts are those of
 ``tests/test_doc_commands.py`` (every script of the project, each with ``build_parser()``).
 """
 
@@ -23,6 +25,32 @@ OTHER_NAMES = {
     "--num-workers": "--workers",  # DataLoader worker processes
     "--num-threads": "--threads",
     "--recompute": "--recompute-fusion",  # the training CLI's name of the fusion stack's recomputation
+}
+
+
+#: The option of each kind of output path.
+OUTPUT_OPTION = {"folder": "--output-dir", "file": "--out"}
+
+#: What each script writes to a path given on its command line: a folder, a file, or nothing (``None``:
+#: ``sbd.py`` writes into the VOC folder it reads, ``--voc-root``; the others print). A new script joins here.
+OUTPUT_KIND: dict[str, str | None] = {
+    "examples/voc_joint/train.py": "folder",  # <output-dir>/<stage>/: checkpoint, log, evaluation
+    "examples/voc_joint/evaluate.py": "folder",  # metrics.json and panels/
+    "examples/voc_joint/demo.py": "folder",  # checkpoints, logs, panels, results
+    "examples/voc_joint/ablation.py": "folder",  # ablation.json / .md / .png and the pretraining
+    "examples/voc_joint/synthetic.py": "folder",  # the VOC2012 layout
+    "examples/voc_joint/sbd.py": None,
+    "examples/transparent_identity.py": None,
+    "benchmarks/ab_uniformize.py": "file",  # the JSON
+    "benchmarks/bench_joint.py": "file",
+    "benchmarks/bench_ops.py": "file",
+    "benchmarks/bench_overhead.py": "file",
+    "benchmarks/bench_uniformize.py": "file",
+    "benchmarks/bench_soft.py": "file",
+    "benchmarks/bench_transparent_init.py": "file",
+    "benchmarks/gpu_check.py": "folder",  # the report's .json and .txt
+    "benchmarks/op_coverage.py": "file",  # the CSV
+    "docs/tutorials/own_model.py": None,
 }
 
 
@@ -48,6 +76,27 @@ def test_one_name_per_idea(script: str) -> None:
     used = {opt for action in _options(script) for opt in action.option_strings}
     wrong = {opt: OTHER_NAMES[opt] for opt in sorted(used & set(OTHER_NAMES))}
     assert not wrong, f"{script}: rename {wrong} (the name the other scripts use)"
+
+
+def test_every_script_says_what_it_writes() -> None:
+    """:data:`OUTPUT_KIND` names every script (a new one states whether it writes a folder or a file)."""
+    assert sorted(set(SCRIPTS) ^ set(OUTPUT_KIND)) == []
+
+
+@pytest.mark.parametrize("script", _PARAMS)
+def test_one_name_per_kind_of_output_path(script: str) -> None:
+    """A script's output path is ``--output-dir`` when it is a folder, ``--out`` when it is a file, and a
+    script that writes no path of its own has neither: ``evaluate.py --out``, ``synthetic.py --out`` and
+    ``gpu_check.py --out`` named folders, as ``--output-dir`` does in ``train.py``, ``demo.py`` and
+    ``ablation.py``."""
+    used = {opt for action in _options(script) for opt in action.option_strings}
+    kind = OUTPUT_KIND[script]
+    expected = {OUTPUT_OPTION[kind]} if kind is not None else set()
+    got = used & set(OUTPUT_OPTION.values())
+    writes = f"a {kind}" if kind is not None else "no path of its own"
+    assert got == expected, (
+        f"{script} writes {writes}: expected the options {sorted(expected)}, got {sorted(got)}"
+    )
 
 
 @pytest.mark.parametrize("script", _PARAMS)

@@ -46,7 +46,15 @@ harness = _import("_harness")
 @pytest.mark.examples
 def test_dry_run_takes_every_stage_and_writes_the_report(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--quick", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(BENCH / "gpu_check.py"),
+            "--device",
+            "cpu",
+            "--quick",
+            "--output-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -95,7 +103,7 @@ def test_dry_run_takes_every_stage_and_writes_the_report(tmp_path):
 # ----------------------------------------------------------------------------------------------- refusals
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the check would really run")
 def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
-    assert gpu_check.main(["--out", str(tmp_path)]) == 2
+    assert gpu_check.main(["--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "CUDA is not available" in err and "--device cpu --quick" in err
     assert not list(tmp_path.iterdir())  # nothing written
@@ -107,11 +115,12 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         (["--device", "cpu"], "--device cpu --quick"),
         (["--device", "tpu", "--quick"], "--device must be cuda, cuda:N or cpu, got 'tpu'"),
         (["--stages", "uniformize,bogus"], "--stages: unknown ['bogus']"),
-        # a NaN budget was accepted and meant no budget; a file as --out ended in a FileExistsError traceback
+        # a NaN budget was accepted and meant no budget; a file as the results folder (--output-dir) ended in
+        # a FileExistsError traceback
         (["--budget", "nan"], "--budget must be a finite number of seconds > 0, got nan"),
         (["--budget", "-5"], "--budget must be a finite number of seconds > 0, got -5.0"),
         (["--budget", "5e-324"], "--budget must be at least 10 s (the shortest stage), got 5e-324"),
-        (["--out", __file__], "--out must be a folder, got the file"),
+        (["--output-dir", __file__], "--output-dir must be a folder, got the file"),
         (["--stages", ","], "--stages names no stage"),  # ran nothing and exited 0
         (["--device", "cuda:-1"], "--device must be cuda, cuda:N or cpu, got 'cuda:-1'"),
         (["--device", "cuda: 0"], "--device must be cuda, cuda:N or cpu, got 'cuda: 0'"),
@@ -195,15 +204,16 @@ def test_stage_time_limits_keep_time_for_later_stages():
     assert gpu_check.stage_timeout(100, 50, later_stages=2) == 0
 
 
-def test_an_out_folder_below_a_file_is_refused_at_parse_time(tmp_path, capsys):
-    """``--out`` below a file ended the dry run with a ``NotADirectoryError`` traceback (exit status 1) when
-    the folder was made; it is refused with the benchmarks' message and status 2 before anything runs."""
+def test_an_output_dir_below_a_file_is_refused_at_parse_time(tmp_path, capsys):
+    """``--output-dir`` (then ``--out``) below a file ended the dry run with a ``NotADirectoryError``
+    traceback (exit status 1) when the folder was made; it is refused with the benchmarks' message and status
+    2 before anything runs."""
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     with pytest.raises(SystemExit) as exc:
-        gpu_check.parse_args(["--device", "cpu", "--quick", "--out", str(blocker / "results")])
+        gpu_check.parse_args(["--device", "cpu", "--quick", "--output-dir", str(blocker / "results")])
     assert exc.value.code == 2
-    assert f"--out '{blocker / 'results'}' lies below the file '{blocker}'" in capsys.readouterr().err
+    assert f"--output-dir '{blocker / 'results'}' lies below the file '{blocker}'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -223,6 +233,7 @@ def test_every_benchmark_stage_command_parses_with_its_script(argv, tmp_path):
         if script.parent != BENCH or script.name == "gpu_check.py":  # pytest; the check's own training run
             continue
         parser = load_script(script, f"_gpu_check_stage_{script.stem}").build_parser()
+        parser.allow_abbrev = False  # spelled in full: a renamed option's old name may be a prefix of the new
         try:
             parser.parse_args(stage.cmd[2:])
         except SystemExit:
@@ -553,7 +564,7 @@ def test_an_interrupted_check_writes_its_report(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(gpu_check, "run_stages", interrupted_stages)
-    argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint,tests", "--out", str(tmp_path)]
+    argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint,tests", "--output-dir", str(tmp_path)]
     assert gpu_check.main(argv) == 130
     report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
     assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 130
@@ -573,7 +584,7 @@ def test_a_check_stopped_by_sigterm_exits_143(tmp_path, monkeypatch):
         os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(gpu_check, "run_stages", stopped_stages)
-    argv = ["--device", "cpu", "--quick", "--stages", "joint", "--out", str(tmp_path)]
+    argv = ["--device", "cpu", "--quick", "--stages", "joint", "--output-dir", str(tmp_path)]
     assert gpu_check.main(argv) == 143
     report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
     assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 143
@@ -592,7 +603,7 @@ def test_a_check_started_with_sigterm_ignored_runs_on_after_sigterm(tmp_path, mo
     monkeypatch.setattr(gpu_check, "run_stages", stages_ending_well)
     before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        argv = ["--device", "cpu", "--quick", "--stages", "joint", "--out", str(tmp_path)]
+        argv = ["--device", "cpu", "--quick", "--stages", "joint", "--output-dir", str(tmp_path)]
         assert gpu_check.main(argv) == 0
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
@@ -615,7 +626,7 @@ def test_a_check_stopped_by_sighup_writes_its_report_and_exits_129(tmp_path, mon
 
     monkeypatch.setattr(gpu_check, "run_stages", stopped_stages)
     before = signal.getsignal(signal.SIGHUP)
-    argv = ["--device", "cpu", "--quick", "--stages", "joint", "--out", str(tmp_path)]
+    argv = ["--device", "cpu", "--quick", "--stages", "joint", "--output-dir", str(tmp_path)]
     assert gpu_check.main(argv) == 129
     assert signal.getsignal(signal.SIGHUP) == before  # the handler is restored
     report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
@@ -636,7 +647,7 @@ def test_a_check_started_with_sighup_ignored_runs_on_after_sighup(tmp_path, monk
     monkeypatch.setattr(gpu_check, "run_stages", stages_ending_well)
     before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        argv = ["--device", "cpu", "--quick", "--stages", "joint", "--out", str(tmp_path)]
+        argv = ["--device", "cpu", "--quick", "--stages", "joint", "--output-dir", str(tmp_path)]
         assert gpu_check.main(argv) == 0
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
@@ -827,7 +838,7 @@ def test_train_log_wall_time_is_the_last_step(tmp_path):
 # ----------------------------------------------------------------------------------------------- run_stages
 def _stage_run_setup(tmp_path):
     argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint,soft", "--budget", "200"]
-    args = gpu_check.parse_args([*argv, "--out", str(tmp_path)])
+    args = gpu_check.parse_args([*argv, "--output-dir", str(tmp_path)])
     work = tmp_path / "work"
     work.mkdir()
     meta = {"device": "cpu", "quick": True, "platform": "p", "torch": "t", "time": "now", "budget_s": 200}
@@ -895,7 +906,7 @@ def test_exit_status_counts_every_stage_that_did_not_finish_ok(status, exit_stat
         report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": [], "status": status}
 
     monkeypatch.setattr(gpu_check, "run_stages", stages_ran)
-    argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint", "--out", str(tmp_path)]
+    argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint", "--output-dir", str(tmp_path)]
     assert gpu_check.main(argv) == exit_status
     assert json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())["exit_status"] == exit_status
 

@@ -155,7 +155,9 @@ for _script, _option in (
     ("op_coverage", "--out"),
 ):
     _accept(f"{_B}{_script}.py", _option, _RESULT_FILE - {"long_path"}, "a result file to write")
-_accept(f"{_B}gpu_check.py", "--out", _ALL - {"empty", "file", "long_path"}, "a results folder to make")
+_accept(
+    f"{_B}gpu_check.py", "--output-dir", _ALL - {"empty", "file", "long_path"}, "a results folder to make"
+)
 _accept(f"{_B}ab_uniformize.py", "--rounds --repeats", _LONG, "a longer run")
 _accept(f"{_B}bench_joint.py", "--rounds --warmup", _LONG, "a longer run")
 _accept(f"{_B}bench_joint.py", "--warmup", frozenset({"zero", "huge"}), "0: no warm-up; or a longer run")
