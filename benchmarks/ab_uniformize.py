@@ -60,7 +60,9 @@ checkout_dir.checks_path = True  # type: ignore[attr-defined]  # documented comm
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (``python benchmarks/ab_uniformize.py --help``)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--previous", type=checkout_dir, required=True, help="root of the other checkout")
     ap.add_argument(
         "--num-superpixels",

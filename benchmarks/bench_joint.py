@@ -611,7 +611,9 @@ def _mem_name(device: torch.device) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_joint.py --help``)."""
     p = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0], formatter_class=DefaultsHelpFormatter
+        allow_abbrev=False,
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--backbone", default="resnet18", choices=BACKBONES, help="DeepLabV3+ backbone")

@@ -596,7 +596,9 @@ def _describe(cfg: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_ops.py --help``)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument(
         "--quick", action="store_true", help="small shapes, 2 repeats, all in this process (smoke test)"
     )

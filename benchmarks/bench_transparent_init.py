@@ -287,7 +287,7 @@ def cost(rounds: int, shape: tuple[int, ...] = (8, C, 128, 128)) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_transparent_init.py --help``)."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=None, help="seeds of every table (default 10; quick 3)")
     ap.add_argument(
         "--quick", action="store_true", help="3 seeds, small inputs and short timings (smoke test)"

@@ -888,7 +888,9 @@ def output_dir_arg(text: str) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     """The check's command line (``python benchmarks/gpu_check.py --help``)."""
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        allow_abbrev=False,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (only with --quick: the dry run)")
     p.add_argument("--quick", action="store_true", help="tiny sizes (the CPU dry run)")

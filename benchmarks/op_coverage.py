@@ -624,7 +624,9 @@ yaml_spec.checks_path = True  # type: ignore[attr-defined]  # documented command
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (``python benchmarks/op_coverage.py --help``)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="the tiny size in float32 only (a smoke test)")
     ap.add_argument(
         "--yaml",

@@ -30,7 +30,7 @@ WIDTH_MAX = 4096
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line's options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument(
         "--channels",
         type=int_range(1, WIDTH_MAX),

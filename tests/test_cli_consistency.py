@@ -100,6 +100,36 @@ def test_one_name_per_kind_of_output_path(script: str) -> None:
 
 
 @pytest.mark.parametrize("script", _PARAMS)
+def test_options_are_taken_by_their_whole_name(script: str) -> None:
+    """No parser takes a prefix of an option for the option (``allow_abbrev=False``): a prefix is an alias
+    that nobody declared, which a later option can make ambiguous, and which kept a renamed option's old name
+    working where it is a prefix of the new one (see the next test)."""
+    assert _module(script).build_parser().allow_abbrev is False, f"{script}: pass allow_abbrev=False"
+
+
+@pytest.mark.parametrize(
+    ("script", "required"),
+    [
+        pytest.param(
+            "examples/voc_joint/evaluate.py", ["--checkpoint", __file__], marks=pytest.mark.examples
+        ),
+        pytest.param("examples/voc_joint/synthetic.py", [], marks=pytest.mark.examples),
+        ("benchmarks/gpu_check.py", []),
+    ],
+)
+def test_the_old_name_of_an_output_folder_is_refused(
+    script: str, required: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` of a folder was renamed ``--output-dir`` (0.x: no alias), but argparse took ``--out DIR`` as
+    an abbreviation of ``--output-dir`` and ran on: ``--out`` named a folder there and a file elsewhere."""
+    parser: argparse.ArgumentParser = _module(script).build_parser()
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([*required, "--output-dir", "kept", "--out", "taken"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --out taken" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", _PARAMS)
 def test_every_option_has_a_help_text(script: str) -> None:
     """``--help`` says what every option does (an option without a help text is a bare name there)."""
     bare = [action.option_strings[0] for action in _options(script) if not (action.help or "").strip()]

@@ -94,7 +94,9 @@ def image_size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The tutorial's command line (``python docs/tutorials/own_model.py --help``)."""
-    p = argparse.ArgumentParser(description="Superpixel refinement for your own segmentation model")
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, description="Superpixel refinement for your own segmentation model"
+    )
     p.add_argument("--grid", action="store_true", help="regular-grid superpixels instead of SLIC")
     p.add_argument("--size", type=image_size, default=128, help="image side in pixels (default 128)")
     return p

@@ -125,6 +125,7 @@ POS = int_range(1)
 def build_parser() -> argparse.ArgumentParser:
     """The command line (every option checked at parse time)."""
     p = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python examples/voc_joint/ablation.py",
         description="Fusion-initialization ablation of the joint DeepLabV3+ + SpixelFCN model on the "
         "synthetic VOC set: every fusion init and the demo's controls fine-tuned from the same pretrained "

@@ -84,6 +84,7 @@ DEMO_OUTPUTS = (
 def build_parser() -> argparse.ArgumentParser:
     """The demo's command line (``python examples/voc_joint/demo.py --help``)."""
     p = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python examples/voc_joint/demo.py",
         description="Synthetic-data demo of the joint DeepLabV3+ + SpixelFCN pipeline (CPU, a few minutes).",
         formatter_class=DefaultsHelpFormatter,

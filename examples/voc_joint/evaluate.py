@@ -220,6 +220,7 @@ def split_results(results: dict[str, Any]) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The evaluation's command line (``python examples/voc_joint/evaluate.py --help``)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python examples/voc_joint/evaluate.py",
         description="Evaluate a checkpoint: mIoU, per-class IoU, boundary (trimap) mIoU, superpixel "
         "ASA / boundary recall / count and consistency for the joint and the baseline "

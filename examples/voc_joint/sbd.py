@@ -475,6 +475,7 @@ def _write_masks(
 def build_parser() -> argparse.ArgumentParser:
     """The command line (``python examples/voc_joint/sbd.py --help``)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python examples/voc_joint/sbd.py",
         description="Write the SBD-augmented trainaug layout (SegmentationClassAug, "
         "ImageSets/SegmentationAug/{train,val}.txt) into a VOC 2012 folder, from the official SBD release: "

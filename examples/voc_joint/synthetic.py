@@ -444,6 +444,7 @@ def _generation_lock(root: Path) -> Iterator[None]:
 def build_parser() -> argparse.ArgumentParser:
     """The generator's command line (``python examples/voc_joint/synthetic.py --help``)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python examples/voc_joint/synthetic.py",
         description="Write a synthetic PASCAL VOC 2012 format segmentation data set (deterministic from "
         "--seed).",

@@ -220,6 +220,7 @@ def _model_help(text: str, option: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (every option documented in ``--help``)."""
     p = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python examples/voc_joint/train.py",
         description=(
             "Train DeepLabV3+ + SpixelFCN joined by superpixel uniformization and transparent layers. "
