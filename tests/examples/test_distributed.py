@@ -317,3 +317,49 @@ def test_a_lost_process_is_named_with_the_checkpoint_to_resume_from_or_none(tmp_
     ckpt = tmp_path / "seg" / "checkpoint.pt"
     text = train._lost_text(info, tmp_path / "seg")
     assert text.endswith(f"the last checkpoint of the seg stage, {ckpt}, is intact: continue with --resume")
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+def test_cleanup_lets_go_of_the_ddp_model_before_it_destroys_the_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stage interrupted by a signal raises through the frames that hold its DDP model; the model outlived
+    ``destroy_process_group`` (the traceback kept it) and, freed later, dropped the gloo group's last
+    reference in a destructor that holds the GIL while it waits for gloo's worker thread, itself waiting for
+    the GIL: a rank hung after writing its checkpoint (torch 2.11, 1 run in 4 under load, seen in
+    test_a_signal_to_one_process_gives_every_process_its_exit_status). The model is gone before the group
+    is destroyed now."""
+    import weakref
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    refs: list[weakref.ref[nn.Module]] = []
+    model_gone_at_destroy = []
+    real_destroy = dist.destroy_process_group
+
+    def destroy(*args: object, **kwargs: object) -> None:
+        model_gone_at_destroy.append(refs[0]() is None)
+        real_destroy(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dist, "destroy_process_group", destroy)
+
+    class Stopped(Exception):
+        pass
+
+    def stage() -> None:
+        model = DistributedDataParallel(nn.Linear(2, 2))
+        refs.append(weakref.ref(model))
+        raise Stopped
+
+    try:
+        with pytest.raises(Stopped):
+            try:
+                stage()
+            finally:
+                distributed.cleanup_distributed()
+    finally:
+        if dist.is_initialized():
+            real_destroy()
+    assert model_gone_at_destroy == [True]
