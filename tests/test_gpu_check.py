@@ -590,24 +590,27 @@ def test_a_check_stopped_by_sigterm_exits_143(tmp_path, monkeypatch):
     assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 143
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to oneself: POSIX")
-def test_a_check_started_with_sigterm_ignored_runs_on_after_sigterm(tmp_path, monkeypatch):
-    """A SIGTERM the process was started to ignore stays ignored: the stage finishes."""
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM / SIGHUP to oneself: POSIX")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_a_check_started_with_a_signal_ignored_runs_on_after_it(name, tmp_path, monkeypatch):
+    """A SIGTERM or SIGHUP (``nohup``) the process was started to ignore stays ignored: the stage finishes."""
     import os
     import signal
 
+    number = getattr(signal, name)
+
     def stages_ending_well(args, stages, report, *rest):
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), number)
         report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": [], "status": "ok"}
 
     monkeypatch.setattr(gpu_check, "run_stages", stages_ending_well)
-    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    before = signal.signal(number, signal.SIG_IGN)
     try:
         argv = ["--device", "cpu", "--quick", "--stages", "joint", "--output-dir", str(tmp_path)]
         assert gpu_check.main(argv) == 0
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(number) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGTERM, before)
+        signal.signal(number, before)
     report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
     assert report["stages"]["joint"]["status"] == "ok" and report["exit_status"] == 0
 
@@ -632,28 +635,6 @@ def test_a_check_stopped_by_sighup_writes_its_report_and_exits_129(tmp_path, mon
     report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
     assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 129
     assert "SIGHUP" in report["stages"]["joint"]["error"]
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGHUP: POSIX")
-def test_a_check_started_with_sighup_ignored_runs_on_after_sighup(tmp_path, monkeypatch):
-    """A SIGHUP the process was started to ignore (``nohup``) stays ignored: the stage finishes."""
-    import os
-    import signal
-
-    def stages_ending_well(args, stages, report, *rest):
-        os.kill(os.getpid(), signal.SIGHUP)
-        report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": [], "status": "ok"}
-
-    monkeypatch.setattr(gpu_check, "run_stages", stages_ending_well)
-    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        argv = ["--device", "cpu", "--quick", "--stages", "joint", "--output-dir", str(tmp_path)]
-        assert gpu_check.main(argv) == 0
-        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGHUP, before)
-    report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
-    assert report["stages"]["joint"]["status"] == "ok" and report["exit_status"] == 0
 
 
 def test_time_ms_on_the_cpu_times_each_run_alone_in_milliseconds(monkeypatch):
