@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 # the deterministic-mode tests run cuBLAS matrix products: releases that still check this variable raise
@@ -119,6 +120,15 @@ DEVICES = [
         marks=[pytest.mark.mps, pytest.mark.skipif(not MPS, reason="MPS is not available")],
     ),
 ]
+
+
+@pytest.fixture
+def deterministic() -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` for one test (the earlier setting restored)."""
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(was)
 
 
 @pytest.fixture(params=DEVICES)

@@ -22,14 +22,6 @@ def _twice(op: Callable[..., Tensor], inputs: tuple[Tensor, ...], channels_last:
     return [_run(op, inputs, torch.get_num_threads(), channels_last) for _ in range(2)]
 
 
-@pytest.fixture
-def deterministic():
-    was = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(was)
-
-
 LOSS_CASES = [
     ("spixel-loss-labels", lambda a: so.spixel_loss(a, LABELS, CELL).total, (ASSOC,)),
     ("spixel-loss-features", lambda a: so.spixel_loss(a, X[:, :3], CELL).total, (ASSOC,)),

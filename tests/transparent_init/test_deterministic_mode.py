@@ -10,19 +10,10 @@ from __future__ import annotations
 
 import warnings
 
-import pytest
 import torch
 from torch import nn
 
 import transparent_init as ti
-
-
-@pytest.fixture
-def deterministic():
-    was = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    yield
-    torch.use_deterministic_algorithms(was)
 
 
 def _parameters() -> list[torch.Tensor]:
