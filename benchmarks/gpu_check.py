@@ -68,6 +68,9 @@ from typing import Any
 
 from _atomic import write_text_atomic  # the script's folder: run as a file or with it on sys.path
 
+# _atomic put the checkout on sys.path; the signals module imports no torch, as this script must not
+from examples.voc_joint.signals import STOP_SIGNALS, detach_hung_up_output
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 
@@ -88,17 +91,6 @@ TEST_LOG_TAIL = 20000
 
 def _log(msg: str) -> None:
     print(f"[gpu_check {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def _detach_hung_up_output() -> None:
-    """Point standard output and error at the null device where they write to a hung-up terminal
-    (``examples.voc_joint.signals.detach_hung_up_output``, the examples' guard's)."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.append(root)
-    from examples.voc_joint.signals import detach_hung_up_output
-
-    detach_hung_up_output()
 
 
 # ------------------------------------------------------------------------------------------ running a stage
@@ -163,9 +155,8 @@ def run_command(
         except subprocess.TimeoutExpired:
             status, error = "timeout", f"killed after its time limit of {timeout:.0f} s"
             _kill_group(proc)
-        except (
-            BaseException
-        ):  # Ctrl-C, SIGTERM or SIGHUP of the check: take the stage's processes down with it
+        except BaseException:
+            # Ctrl-C, SIGTERM or SIGHUP of the check: take the stage's processes down with it
             _kill_group(proc)
             raise
     finally:
@@ -993,14 +984,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_stop(signum: int, frame: object) -> None:
         stopped_by[0] = signum
-        if signum == getattr(
-            signal, "SIGHUP", None
-        ):  # the terminal may be gone: no EIO on the report's lines
-            _detach_hung_up_output()
+        if signum == getattr(signal, "SIGHUP", None):
+            detach_hung_up_output()  # the terminal may be gone: no EIO on the report's lines
         raise KeyboardInterrupt
 
     # SIGTERM, and SIGHUP (a closed terminal; not on Windows) as SIGTERM; one started ignored stays ignored
-    stops = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    stops = [sig for sig in STOP_SIGNALS if sig != signal.SIGINT]  # SIGINT: Python's KeyboardInterrupt
     previous = {sig: signal.getsignal(sig) for sig in stops}
     for sig, handler in previous.items():
         if handler is not signal.SIG_IGN:

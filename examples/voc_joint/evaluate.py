@@ -335,6 +335,11 @@ def check_args(
         parser.error(error)
 
 
+def _output_dir(args: argparse.Namespace) -> Path:
+    """Where the results go: ``--output-dir``, or ``eval_<split>`` next to the checkpoint."""
+    return args.output_dir if args.output_dir is not None else args.checkpoint.parent / f"eval_{args.split}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python examples/voc_joint/evaluate.py --help``)."""
     parser = build_parser()
@@ -343,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    out = args.output_dir if args.output_dir is not None else args.checkpoint.parent / f"eval_{args.split}"
+    out = _output_dir(args)
     # SIGINT, SIGTERM and SIGHUP stop the evaluation at once (its staging folder removed) with one line,
     # exit status 130 / 143 / 129
     return run_stoppable(
@@ -406,9 +411,7 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
         num_workers=args.workers,
         pin_memory=device.type == "cuda",
     )
-    out_dir = (
-        args.output_dir if args.output_dir is not None else args.checkpoint.parent / f"eval_{args.split}"
-    )
+    out_dir = _output_dir(args)
     out_dir.mkdir(parents=True, exist_ok=True)
     # the panels go to a temporary folder first: an earlier evaluation's panels stay until this one is done,
     # and are then replaced, never mixed with the new ones

@@ -34,10 +34,21 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
-__all__ = ["InterruptGuard", "Interrupted", "detach_hung_up_output", "exit_status", "run_stoppable"]
+__all__ = [
+    "STOP_SIGNALS",
+    "InterruptGuard",
+    "Interrupted",
+    "detach_hung_up_output",
+    "exit_status",
+    "run_stoppable",
+]
 
-#: The signals the guard handles: SIGHUP only where the platform has it (not on Windows).
-_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+#: The signals that stop a script, SIGINT, SIGTERM and SIGHUP (SIGHUP only where the platform has it, not on
+#: Windows). The guard and :func:`run_stoppable` handle them; DataLoader workers ignore them, and
+#: ``gpu_check.py`` handles them too.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 def detach_hung_up_output(fds: tuple[int, ...] = (1, 2)) -> list[int]:
@@ -121,7 +132,7 @@ class InterruptGuard:
     def __enter__(self) -> InterruptGuard:
         self._depth += 1
         if self._depth == 1 and threading.current_thread() is threading.main_thread():
-            for sig in _SIGNALS:
+            for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.getsignal(sig)
                 if self._previous[sig] is not signal.SIG_IGN:
                     signal.signal(sig, self._handle)
@@ -164,7 +175,7 @@ class InterruptGuard:
         if threading.current_thread() is not threading.main_thread() or not self._previous:
             yield
             return
-        watched = [sig for sig in _SIGNALS if self._previous.get(sig) is not signal.SIG_IGN]
+        watched = [sig for sig in STOP_SIGNALS if self._previous.get(sig) is not signal.SIG_IGN]
         for sig in watched:
             signal.signal(sig, _raise_interrupted)
         try:

@@ -99,7 +99,7 @@ from examples.voc_joint.resume import (
     plain,
 )
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch, derive_seed
-from examples.voc_joint.signals import Interrupted, InterruptGuard
+from examples.voc_joint.signals import STOP_SIGNALS, Interrupted, InterruptGuard
 from examples.voc_joint.workers import worker_tmpdir_error
 
 __all__ = [
@@ -707,9 +707,8 @@ def data_root(args: argparse.Namespace, info: DistInfo) -> Path:
 def _ignore_signals_in_worker(worker_id: int) -> None:
     """DataLoader workers leave SIGINT / SIGTERM / SIGHUP to the main process, which stops after the current
     step (a shell that loses its terminal sends SIGHUP to the whole job: workers included)."""
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):  # no SIGHUP on Windows
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _train_dataset(args: argparse.Namespace, root: Path) -> VOCSegmentation:
