@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import re
 import runpy
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,35 +86,32 @@ def test_attribute_comment_is_not_read_as_a_type(path: Path) -> None:
         assert not typed, f"{path.name}:{number}: napoleon reads {typed[0]!r} from {lines[0]!r}"
 
 
+def _docstrings_with(path: Path, section: str) -> Iterator[tuple[str, str]]:
+    """``(name, docstring)`` of every function and class of ``path`` whose docstring holds ``section``."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            doc = ast.get_docstring(node)
+            if doc and section in doc:
+                yield node.name, doc
+
+
 @pytest.mark.parametrize("path", FILES, ids=IDS)
 def test_raises_entries_name_one_exception(path: Path) -> None:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            continue
-        doc = ast.get_docstring(node)
-        if not doc or "Raises:" not in doc:
-            continue
-        rendered = GoogleDocstring(doc, CONFIG, what="function", name=node.name).lines()
+    for name, doc in _docstrings_with(path, "Raises:"):
+        rendered = GoogleDocstring(doc, CONFIG, what="function", name=name).lines()
         for line in rendered:
             found = re.match(r":raises (.*?):", line)
             assert found is None or re.fullmatch(r"[A-Za-z_][\w.]*", found.group(1)), (
-                f"{path.name}: {node.name}: napoleon reads the exception {found.group(1)!r}"
+                f"{path.name}: {name}: napoleon reads the exception {found.group(1)!r}"
             )
 
 
 @pytest.mark.parametrize("path", FILES, ids=IDS)
 def test_shape_section_is_a_list_under_a_heading(path: Path) -> None:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            continue
-        doc = ast.get_docstring(node)
-        if not doc or "\nShape:" not in doc:
-            continue
-        rendered = GoogleDocstring(doc, CONFIG, what="class", name=node.name).lines()
-        assert ".. rubric:: Shape" in rendered, f"{path.name}: {node.name}: no Shape heading"
+    for name, doc in _docstrings_with(path, "\nShape:"):
+        rendered = GoogleDocstring(doc, CONFIG, what="class", name=name).lines()
+        assert ".. rubric:: Shape" in rendered, f"{path.name}: {name}: no Shape heading"
         items = [line for line in rendered if line.startswith("- ")]
-        assert items, f"{path.name}: {node.name}: the Shape bullets are gone"
+        assert items, f"{path.name}: {name}: the Shape bullets are gone"
         named = [line for line in rendered if re.match(r":\w+ -", line)]
-        assert not named, f"{path.name}: {node.name}: napoleon names a field {named[0]!r}"
+        assert not named, f"{path.name}: {name}: napoleon names a field {named[0]!r}"

@@ -783,16 +783,22 @@ def sigterm_raises_stopped():
     signal.signal(signal.SIGTERM, previous)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is not deliverable to oneself on Windows")
-def test_cli_sigterm_is_one_line_with_exit_status_143_and_leaves_the_earlier_results(
-    voc, tmp_path, monkeypatch, capsys, sigterm_raises_stopped
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM / SIGHUP: not deliverable to oneself on Windows")
+@pytest.mark.parametrize(("name", "status"), [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_cli_stop_signal_is_one_line_with_its_exit_status_and_leaves_the_earlier_results(
+    voc, tmp_path, monkeypatch, capsys, name, status
 ):
     """SIGTERM (or SIGINT) during an evaluation ended it at once with no message (SIGINT: a traceback) and
-    left its ``.panels.*`` staging folder until the next run. It now ends it with one line naming the signal,
-    exit status 143 (130), no staging folder, and the earlier evaluation's metrics.json and panels as they
-    were."""
+    left its ``.panels.*`` staging folder until the next run; SIGHUP (a closed terminal) did the same. Each
+    now ends it with one line naming the signal, exit status 143 (130, 129), no staging folder, and the
+    earlier evaluation's metrics.json and panels as they were."""
     import os
     import signal
+
+    number = getattr(signal, name)
+
+    def stopped(signum, frame):  # where evaluate.py does not handle the signal (its default would end pytest)
+        raise _Stopped
 
     base = [
         *_fake_checkpoint(monkeypatch, tmp_path),
@@ -806,57 +812,21 @@ def test_cli_sigterm_is_one_line_with_exit_status_143_and_leaves_the_earlier_res
     real_save_panel = evaluate_mod.save_panel
     saved = []
 
-    def save_panel(path, *args, **kwargs):  # SIGTERM once this run's first panel is in its staging folder
+    def save_panel(path, *args, **kwargs):  # the signal once this run's first panel is in its staging folder
         real_save_panel(path, *args, **kwargs)
         saved.append(path)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), number)
 
     monkeypatch.setattr(evaluate_mod, "save_panel", save_panel)
     capsys.readouterr()
-    assert evaluate_mod.main([*base, "--max-panels", "3"]) == 143
-    err = capsys.readouterr().err
-    assert len(saved) == 1 and "stopped by SIGTERM (exit status 143)" in err and len(err.splitlines()) == 1
-    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
-    assert after == before  # no staging folder, the earlier panels and metrics.json untouched
-
-
-@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="SIGHUP: POSIX")
-def test_cli_sighup_is_one_line_with_exit_status_129_and_removes_the_staging_folder(
-    voc, tmp_path, monkeypatch, capsys
-):
-    """SIGHUP (a closed terminal) ended an evaluation at once with no message and left its ``.panels.*``
-    staging folder until the next run; it now stops it as SIGTERM does: one line, exit status 129, no staging
-    folder, the earlier evaluation's results untouched."""
-    import os
-    import signal
-
-    def stopped(signum, frame):  # where evaluate.py handles no SIGHUP (its default would end pytest)
-        raise _Stopped
-
-    base = [
-        *_fake_checkpoint(monkeypatch, tmp_path),
-        "--data-root",
-        str(voc),
-        "--output-dir",
-        str(tmp_path / "ev"),
-    ]
-    assert evaluate_mod.main([*base, "--max-panels", "2"]) == 0
-    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
-    real_save_panel = evaluate_mod.save_panel
-
-    def save_panel(path, *args, **kwargs):  # SIGHUP once this run's first panel is in its staging folder
-        real_save_panel(path, *args, **kwargs)
-        os.kill(os.getpid(), signal.SIGHUP)
-
-    monkeypatch.setattr(evaluate_mod, "save_panel", save_panel)
-    capsys.readouterr()
-    previous = signal.signal(signal.SIGHUP, stopped)
+    previous = signal.signal(number, stopped)
     try:
-        assert evaluate_mod.main([*base, "--max-panels", "3"]) == 129
+        assert evaluate_mod.main([*base, "--max-panels", "3"]) == status
     finally:
-        signal.signal(signal.SIGHUP, previous)
+        signal.signal(number, previous)
     err = capsys.readouterr().err
-    assert "stopped by SIGHUP (exit status 129)" in err and len(err.splitlines()) == 1
+    assert len(saved) == 1 and f"stopped by {name} (exit status {status})" in err
+    assert len(err.splitlines()) == 1
     after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
     assert after == before  # no staging folder, the earlier panels and metrics.json untouched
 

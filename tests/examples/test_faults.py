@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -1195,32 +1196,38 @@ def test_detach_hung_up_output_points_a_hung_up_terminal_at_the_null_device() ->
             os.close(fd)
 
 
+def _stoppable_job(main_body: str, **popen: Any) -> subprocess.Popen[str]:
+    """A ``python -c`` process in :data:`ROOT` whose ``main()`` (``main_body``, indented) runs under
+    ``run_stoppable``, as every script without a checkpoint to save; stdout and stderr piped, text."""
+    code = (
+        "import sys, time\n"
+        "from examples.voc_joint.signals import run_stoppable\n"
+        f"def main():\n{main_body}"
+        "sys.exit(run_stoppable(main, 'job', 'nothing written'))\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=script_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
 def test_run_stoppable_stops_on_sighup_with_one_line_and_exit_status_129() -> None:
     """SIGHUP stops a command of ``run_stoppable`` at once, its ``finally`` blocks run, with one line and exit
     status 129 (before: killed by the signal, no line, no clean-up)."""
     import signal
-    import subprocess
 
-    code = (
-        "import sys, time\n"
-        "from examples.voc_joint.signals import run_stoppable\n"
-        "def main():\n"
+    proc = _stoppable_job(
         "    try:\n"
         "        print('ready', flush=True)\n"
         "        time.sleep(60)\n"
         "    finally:\n"
         "        print('cleaned up', flush=True)\n"
         "    return 0\n"
-        "sys.exit(run_stoppable(main, 'job', 'nothing written'))\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -1245,27 +1252,14 @@ def test_a_command_started_with_a_signal_ignored_runs_on_after_it(name: str) -> 
     if not hasattr(signal, name):
         pytest.skip(f"no {name} on this platform")
     number = getattr(signal, name)
-    code = (
-        "import sys, time\n"
-        "from examples.voc_joint.signals import run_stoppable\n"
-        "def main():\n"
+    proc = _stoppable_job(
         "    print('ready', flush=True)\n"
         "    sys.stdin.readline()  # the test's go-ahead after its signal\n"
         "    print('still running', flush=True)\n"
         "    time.sleep(60)\n"
-        "    return 0\n"
-        "sys.exit(run_stoppable(main, 'job', 'nothing written'))\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
+        "    return 0\n",
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(number, signal.SIG_IGN),  # noqa: PLW1509
+        preexec_fn=lambda: signal.signal(number, signal.SIG_IGN),
     )
     try:
         assert proc.stdout is not None and proc.stdin is not None
