@@ -165,7 +165,12 @@ class _FusedStack(torch.autograd.Function):
         lowest = 0 if needs[0] or needs[1] else min(i for i in range(num_layers) if need_w[i] or need_b[i])
         # half-precision parameters: their gradients are summed over the chunks in float32, rounded once
         acc = torch.float32 if ws[0].dtype in (torch.float16, torch.bfloat16) else ws[0].dtype
-        gws = [w.new_zeros(w.shape, dtype=acc) if need else None for w, need in zip(ws, need_w, strict=True)]
+        gws: list[Tensor | None] = [None]  # the first layer's: gw1t below
+        gws += [w.new_zeros(w.shape, dtype=acc) if need_w[i] else None for i, w in enumerate(ws) if i > 0]
+        # the first layer's weight gradient is summed transposed, as (2C, h_1) = [S; U] g: with the narrow
+        # side first the product ran 1.7x faster on the 2-core CPU (0.36 against 0.61 ms per (8192 x 21)
+        # chunk), 3 % of the stack's forward + backward; the same sums, so the same values
+        gw1t = ws[0].new_zeros(ws[0].shape[::-1], dtype=acc) if need_w[0] else None
         gbs = [
             b.new_zeros(b.shape, dtype=acc) if b is not None and need else None
             for b, need in zip(bs, need_b, strict=True)
@@ -188,10 +193,9 @@ class _FusedStack(torch.autograd.Function):
             g = grad[b, :, p].t()  # (n, C_out): the gradient of layer ``layer``'s pre-activation
             for layer in range(num_layers - 1, lowest - 1, -1):
                 if layer == 0:
-                    gw = gws[0]
-                    if gw is not None:
-                        _accumulate_(gw[:, :c], g, rows_s)
-                        _accumulate_(gw[:, c:], g, rows_u)
+                    if gw1t is not None:  # W^T's gradient [S; U] g, part by part
+                        _accumulate_(gw1t[:c], rows_s, g)
+                        _accumulate_(gw1t[c:], rows_u, g)
                     _accumulate_(gbs[0], g)
                     break
                 _accumulate_(gws[layer], g, hs[layer - 1])
@@ -203,6 +207,8 @@ class _FusedStack(torch.autograd.Function):
                     _product_into(gs[b, :, p], w1s.t(), g.t())
                 if gu is not None:
                     _product_into(gu[b, :, p], w1u.t(), g.t())
+        if gw1t is not None:
+            gws[0] = gw1t.t().contiguous()
         params: list[Tensor | None] = []
         for w, gw, gb in zip(ws, gws, gbs, strict=True):  # rounded once to the parameters' dtype
             params += [None if gw is None else gw.to(w.dtype), None if gb is None else gb.to(w.dtype)]
