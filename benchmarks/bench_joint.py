@@ -15,7 +15,9 @@ over rounds that alternate the variants. Memory: the bytes of activations autogr
 (distinct storages, exact, any device) and, on CUDA, the ``torch.cuda.max_memory_allocated`` peak of one step.
 
 The script also prints a **breakdown** of one ``joint_hard_ti`` step (DeepLabV3+, SpixelFCN, superpixel ids,
-uniformization, fusion, loss: forward + backward time and saved memory of each part, timed in isolation) and,
+uniformization, fusion, loss: forward + backward time and saved memory of each part, timed in isolation), the
+fusion's arithmetic against the rate ``torch.mm`` reaches on its widest layer in the same run (what the step
+would cost with the fusion at that rate: how far any faster fusion code could take the ratio) and,
 with ``--levers``, the **lever study**: the same pair (DeepLabV3+ alone, ``joint_hard_ti``) under cumulative
 implementation choices, from the plain implementation (fusion on ``torch.cat([S, U])`` in NCHW, superpixel ids
 validated every step) to the stack in one autograd Function, activation recomputation, channels-last and
@@ -68,6 +70,7 @@ from examples.voc_joint.models.deeplabv3plus import BACKBONES  # noqa: E402  # s
 from examples.voc_joint.models.joint import (  # noqa: E402  # after the sys.path set-up
     DEFAULT_CHANNELS_LAST,
     ChannelsLast,
+    FusionStack,
     network_channels_last,
 )
 
@@ -417,6 +420,53 @@ def breakdown(
 
     times = time_steps({k: timed(p) for k, p in parts.items()}, args, device)
     return {k: {"median_s": times[k]["median_s"], "saved_bytes": saved[k]} for k in parts}
+
+
+def fusion_flops(model: nn.Module, pixels: int) -> int:
+    """Floating-point operations of the matrix products of one forward + backward of ``model``'s fusion stack
+    over ``pixels`` pixels (2 per multiply-add): every layer's forward, weight gradient and input gradient,
+    and, when the stack recomputes (``recompute_fusion``), every hidden layer's forward once more."""
+    fusion = model.fusion
+    assert isinstance(fusion, FusionStack)
+    macs = [m.weight.shape[0] * m.weight.shape[1] for m in fusion.convs]
+    per_pixel = 3 * sum(macs) + (sum(macs[:-1]) if model.recompute_fusion else 0)
+    return 2 * pixels * per_pixel
+
+
+def fusion_floor(
+    args: argparse.Namespace, device: torch.device, opts: dict[str, Any], fusion_s: float
+) -> dict[str, Any]:
+    """The fusion's arithmetic against the rate of ``torch.mm`` on its widest layer, in this run.
+
+    ``matmul_gflops`` is ``torch.mm`` of one chunk of rows (the CPU chunk, or every pixel on other devices)
+    by the widest hidden layer's square weight, timed over ``args.rounds``; ``floor_s`` is the fusion's
+    arithmetic at that rate: an estimate of the least the stack could take with these products, not a bound
+    on every implementation."""
+    model = build_model("joint_hard_ti", args, device, opts)
+    pixels = args.batch_size * args.size * args.size
+    flops = fusion_flops(model, pixels)
+    fusion = model.fusion
+    assert isinstance(fusion, FusionStack)
+    width = max(m.weight.shape[0] for m in fusion.convs)
+    chunk = fusion.cpu_chunk_rows if device.type == "cpu" else None
+    rows = min(chunk or pixels, pixels)
+    g = torch.Generator(device="cpu").manual_seed(2)
+    a = torch.randn(rows, width, generator=g).to(device)
+    w = torch.randn(width, width, generator=g).to(device)
+    out = torch.empty(rows, width, device=device)
+
+    def product() -> None:
+        torch.mm(a, w.t(), out=out)
+
+    mm_s = time_steps({"mm": product}, args, device)["mm"]["median_s"]
+    matmul_gflops = 2 * rows * width * width / mm_s / 1e9
+    return {
+        "flops": flops,
+        "gflops": flops / fusion_s / 1e9,
+        "matmul_shape": [rows, width, width],
+        "matmul_gflops": matmul_gflops,
+        "floor_s": flops / (matmul_gflops * 1e9),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -772,10 +822,26 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"{'sum of parts':<16} {1e3 * total_t:>8.1f}    (full step {1e3 * full['median_s']:.1f} ms)"
             )
+        floor = fusion_floor(args, device, opts, parts["fusion"]["median_s"])
+        rows_, width = floor["matmul_shape"][:2]
+        print(
+            f"fusion: {floor['flops'] / 1e9:.2f} GFLOP of matrix products per step, "
+            f"{floor['gflops']:.0f} GFLOP/s; torch.mm ({rows_} x {width}) @ ({width} x {width}) in this run: "
+            f"{floor['matmul_gflops']:.0f} GFLOP/s, so >= {1e3 * floor['floor_s']:.1f} ms at that rate"
+        )
+        noti = next((r for r in rows if r["variant"] == "joint_hard_noti"), None)
+        floor["step_ratio_floor"] = None
+        if noti is not None and base is not None:  # the step with the fusion's products at torch.mm's rate
+            floor["step_ratio_floor"] = (noti["median_s"] + floor["floor_s"]) / base["median_s"]
+            print(
+                f"joint_hard_noti + the fusion at that rate: {floor['step_ratio_floor']:.2f}x deeplab "
+                f"(joint_hard_ti measured {_fmt(full['time_ratio'] if full else None)}x)"
+            )
         result["breakdown"] = {
             "parts": parts,
             "sum_of_parts_s": total_t,
             "deeplab_step_s": base["median_s"] if base else None,
+            "fusion_floor": floor,
         }
 
     if args.levers:

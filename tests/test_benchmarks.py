@@ -750,19 +750,66 @@ def test_bench_joint_breakdown_shares_sum_and_deeplab_step(tmp_path, monkeypatch
         "DeepLabV3+": {"median_s": 0.3, "saved_bytes": 10},
         "fusion": {"median_s": 0.1, "saved_bytes": 5},
     }
-    monkeypatch.setattr(
-        bench, "measure_pair_set", lambda *rest: [row("deeplab", 0.2, 1.0), row("joint_hard_ti", 0.3, 1.5)]
-    )
+    rows = [row("deeplab", 0.2, 1.0), row("joint_hard_noti", 0.25, 1.25), row("joint_hard_ti", 0.3, 1.5)]
+    monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: rows)
     monkeypatch.setattr(bench, "breakdown", lambda *rest: parts)
+    floor = {"flops": 4e9, "gflops": 40.0, "matmul_shape": [8192, 128, 128], "matmul_gflops": 100.0}
+    floor["floor_s"] = 0.04
+    monkeypatch.setattr(bench, "fusion_floor", lambda *rest: dict(floor))
     argv = ["--threads", "1", "--variants", "deeplab", "joint_hard_ti", "--out", str(tmp_path / "j.json")]
     result = bench.main(argv)
     assert result["breakdown"] == {
         "parts": parts,
         "sum_of_parts_s": pytest.approx(0.4),
         "deeplab_step_s": 0.2,
+        # joint_hard_noti's step + the fusion's products at torch.mm's rate, over DeepLabV3+'s
+        "fusion_floor": {**floor, "step_ratio_floor": pytest.approx((0.25 + 0.04) / 0.2)},
     }
     printed = capsys.readouterr().out
     assert "75.0%" in printed and "25.0%" in printed
+    assert "4.00 GFLOP" in printed and "1.45x deeplab (joint_hard_ti measured 1.50x)" in printed
+
+
+@pytest.mark.examples
+@pytest.mark.parametrize("recompute", [False, True])
+def test_bench_joint_fusion_flops_match_the_products_run(recompute):
+    """``fusion_flops`` counts what the fused stack's forward and backward multiply: torch's FLOP counter over
+    one step of the stack (its in-place ``addmm_`` counted too, which the counter leaves out by default)."""
+    from types import SimpleNamespace
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from examples.voc_joint.models.joint import FusionStack
+
+    bench = _import("bench_joint")
+    fusion = FusionStack(3, [6, 7], "relu", "transparent")  # widths 6 -> 12 -> 14 -> 3
+    model = SimpleNamespace(fusion=fusion, recompute_fusion=recompute)
+    s, u = (torch.randn(2, 3, 4, 6, requires_grad=True) for _ in range(2))
+
+    def addmm_(self_shape, a, b, *rest, out_shape=None, **kwargs):
+        return 2 * a[0] * a[1] * b[1]
+
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_}) as counter:
+        fusion(s, u, recompute=recompute).sum().backward()
+    assert bench.fusion_flops(model, 2 * 4 * 6) == counter.get_total_flops() > 0
+
+
+@pytest.mark.examples
+def test_bench_joint_fusion_floor_is_the_flops_at_the_matmul_rate(monkeypatch):
+    """The floor is the fusion's FLOPs at the rate of the timed ``torch.mm`` (one CPU chunk of rows by the
+    widest hidden layer); the fusion's own rate is its FLOPs over its measured time."""
+    bench = _import("bench_joint")
+    args = bench.build_parser().parse_args(["--threads", "1", "--size", "16", "--rounds", "1"])
+    args.channels_last = False
+    monkeypatch.setattr(bench, "time_steps", lambda steps, *rest: {"mm": {"median_s": 0.5}})
+    floor = bench.fusion_floor(args, torch.device("cpu"), bench.default_options(args), 2.0)
+    pixels = args.batch_size * 16 * 16
+    flops = bench.fusion_flops(bench.build_model("joint_hard_ti", args, torch.device("cpu"), {}), pixels)
+    assert floor["matmul_shape"] == [pixels, 128, 128]  # fewer pixels than a CPU chunk: all of them
+    assert floor["matmul_gflops"] == pytest.approx(2 * pixels * 128 * 128 / 0.5 / 1e9)
+    assert floor["flops"] > flops  # the CLI default recomputes, the bare model does not
+    assert floor["gflops"] == pytest.approx(floor["flops"] / 2.0 / 1e9)
+    assert floor["floor_s"] == pytest.approx(floor["flops"] / (floor["matmul_gflops"] * 1e9))
 
 
 def test_bench_ops_check_refuses_a_wrong_gradient(monkeypatch):
