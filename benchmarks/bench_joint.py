@@ -13,6 +13,9 @@ backward, SGD step (momentum 0.9, weight decay 5e-4), DeepLabV3+ BatchNorm froze
 float16 autocast + gradient scaling with ``--amp`` on CUDA (ignored on CPU, as in the training CLI). Medians
 over rounds that alternate the variants. Memory: the bytes of activations autograd saves for backward
 (distinct storages, exact, any device) and, on CUDA, the ``torch.cuda.max_memory_allocated`` peak of one step.
+Arithmetic: the FLOPs of one step's convolutions and matrix products, forward + backward (``flops``, counted
+by ``torch.utils.flop_counter``), and their ratio to DeepLabV3+'s: the time ratio a variant would have if
+every FLOP ran at DeepLabV3+'s rate and nothing else cost anything.
 
 The script also prints a **breakdown** of one ``joint_hard_ti`` step (DeepLabV3+, SpixelFCN, superpixel ids,
 uniformization, fusion, loss: forward + backward time and saved memory of each part, timed in isolation), the
@@ -469,6 +472,31 @@ def fusion_floor(
     }
 
 
+def _addmm_inplace_flops(
+    self_shape: Any, a: Any, b: Any, *rest: Any, out_shape: Any = None, **kw: Any
+) -> int:
+    """FLOPs of ``x.addmm_(a, b)``, which torch's FLOP counter does not count by default."""
+    return 2 * a[0] * a[1] * b[1]
+
+
+def step_flops(
+    variant: str, args: argparse.Namespace, device: torch.device, opts: dict[str, Any]
+) -> int | None:
+    """FLOPs of the convolutions and matrix products of one training step of ``variant`` (forward +
+    backward), counted by ``torch.utils.flop_counter`` (the fused stack's in-place ``addmm_`` included;
+    elementwise work, the optimizer and the superpixel ops are not counted). ``None`` with ``compile``."""
+    if opts.get("compile"):
+        return None
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _, step = make_step(variant, args, device, opts)
+    mapping = {torch.ops.aten.addmm_: _addmm_inplace_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        step()
+    flops: int = counter.get_total_flops()
+    return flops
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def measure_pair_set(
     variants: list[str], args: argparse.Namespace, device: torch.device, opts: dict[str, Any]
@@ -482,12 +510,14 @@ def measure_pair_set(
         mems[v] = {"saved_activations": saved_activation_bytes(v, args, device, opts)}
         if device.type == "cuda":
             mems[v]["cuda_peak_allocated"] = peak_memory_cuda(v, args, device, opts)
+    flops = {v: step_flops(v, args, device, opts) for v in variants}
     key = "cuda_peak_allocated" if device.type == "cuda" else "saved_activations"
+    base_f = flops.get("deeplab")
     base_t = times["deeplab"]["median_s"] if "deeplab" in times else None
     base_m = mems["deeplab"][key] if "deeplab" in mems else None
     rows = []
     for v in variants:
-        t, m = times[v]["median_s"], mems[v][key]
+        t, m, f = times[v]["median_s"], mems[v][key], flops[v]
         rows.append(
             {
                 "variant": v,
@@ -499,6 +529,8 @@ def measure_pair_set(
                 "saved_ratio": mems[v]["saved_activations"] / mems["deeplab"]["saved_activations"]
                 if "deeplab" in mems
                 else None,
+                "flops": f,
+                "flop_ratio": f / base_f if f is not None and base_f else None,
             }
         )
     return rows
@@ -781,15 +813,18 @@ def main(argv: list[str] | None = None) -> dict:
     mem_name = _mem_name(device)
     print(
         f"{'variant':<18} {'step ms':>9} {'x deeplab':>10} {'paired':>7} {mem_name + ' MiB':>15} "
-        f"{'x deeplab':>10}"
+        f"{'x deeplab':>10} {'GFLOP':>7} {'x deeplab':>10}"
     )
     key = "cuda_peak_allocated" if device.type == "cuda" else "saved_activations"
     for r in rows:
         m = r["memory_bytes"][key]
+        gflop = "-" if r.get("flops") is None else f"{r['flops'] / 1e9:.1f}"
         print(
             f"{r['variant']:<18} {1e3 * r['median_s']:>9.1f} {_fmt(r['time_ratio']):>10} "
-            f"{_fmt(r['time_ratio_paired']):>7} {m / 2**20:>15.1f} {_fmt(r['memory_ratio']):>10}"
+            f"{_fmt(r['time_ratio_paired']):>7} {m / 2**20:>15.1f} {_fmt(r['memory_ratio']):>10} "
+            f"{gflop:>7} {_fmt(r.get('flop_ratio')):>10}"
         )
+    print("GFLOP: convolutions and matrix products of one step, forward + backward (torch's FLOP counter)")
 
     result: dict[str, Any] = {
         "benchmark": "joint training step vs DeepLabV3+ alone",

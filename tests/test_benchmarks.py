@@ -542,9 +542,11 @@ def test_bench_joint_rows_are_ratios_to_deeplab_of_the_same_run(monkeypatch):
     )
     monkeypatch.setattr(bench, "saved_activation_bytes", lambda v, *rest: saved[v])
     monkeypatch.setattr(bench, "peak_memory_cuda", lambda v, *rest: peak[v])
+    monkeypatch.setattr(bench, "step_flops", lambda v, *rest: {"deeplab": 40, "joint_hard_ti": 58}[v])
     variants = ["deeplab", "joint_hard_ti"]
     cuda = {r["variant"]: r for r in bench.measure_pair_set(variants, None, torch.device("cuda"), {})}
     joint = cuda["joint_hard_ti"]
+    assert joint["flops"] == 58 and joint["flop_ratio"] == pytest.approx(1.45)
     assert joint["time_ratio"] == pytest.approx(4.0 / 2.0)
     assert joint["time_ratio_paired"] == pytest.approx(1.5)  # ratios 1.5, 2.5, 1.0
     assert joint["memory_ratio"] == pytest.approx(1.2) and joint["saved_ratio"] == pytest.approx(2.5)
@@ -786,12 +788,27 @@ def test_bench_joint_fusion_flops_match_the_products_run(recompute):
     model = SimpleNamespace(fusion=fusion, recompute_fusion=recompute)
     s, u = (torch.randn(2, 3, 4, 6, requires_grad=True) for _ in range(2))
 
-    def addmm_(self_shape, a, b, *rest, out_shape=None, **kwargs):
+    def addmm_(self_shape, a, b, *rest, out_shape=None, **kwargs):  # written out, not the script's
         return 2 * a[0] * a[1] * b[1]
 
     with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_}) as counter:
         fusion(s, u, recompute=recompute).sum().backward()
     assert bench.fusion_flops(model, 2 * 4 * 6) == counter.get_total_flops() > 0
+
+
+@pytest.mark.examples
+def test_bench_joint_step_flops_differ_by_the_fusion_stack():
+    """Two independent counts agree: the joint step with the fusion stack minus the one without it is the
+    fusion's arithmetic by ``fusion_flops``; nothing is counted under ``--compile``."""
+    bench = _import("bench_joint")
+    args = bench.build_parser().parse_args(["--threads", "1", "--size", "16"])
+    args.channels_last = False
+    opts = bench.default_options(args)
+    cpu = torch.device("cpu")
+    with_stack, without = (bench.step_flops(v, args, cpu, opts) for v in ("joint_hard_ti", "joint_hard_noti"))
+    model = bench.build_model("joint_hard_ti", args, cpu, opts)
+    assert with_stack - without == bench.fusion_flops(model, args.batch_size * 16 * 16) > 0
+    assert bench.step_flops("deeplab", args, cpu, {**opts, "compile": True}) is None
 
 
 @pytest.mark.examples
