@@ -472,6 +472,78 @@ def test_ab_uniformize_refuses_bad_options(capsys):
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.examples
+def test_ab_fusion_against_the_same_checkout(tmp_path):
+    """Both sides are this checkout's fused_stack, loaded twice by path: every row bit-identical, ratios and
+    medians present, the table printed and the JSON written."""
+    out = tmp_path / "ab.json"
+    sizes = ["--sizes", "8", "16", "--rounds", "2", "--threads", "1"]
+    stdout = _run("ab_fusion.py", "--previous", str(ROOT), *sizes, "--out", str(out))
+    data = json.loads(out.read_text())
+    rows = [(r["size"], r["recompute"]) for r in data["rows"]]
+    assert rows == [(8, False), (8, True), (16, False), (16, True)]
+    for r in data["rows"]:
+        assert r["bit_identical"] is True and r["not_identical"] == [] and r["max_abs_diff"] == 0.0
+        assert r["previous_ms"] > 0 and r["current_ms"] > 0 and r["paired_ratio"] > 0
+    assert data["config"]["previous"] == str(ROOT) and data["config"]["hidden"] == [64, 64]
+    assert data["meta"]["cpu_model"] and data["meta"]["chunk"] == 8192
+    assert "paired ratio" in stdout and "bit-identical" in stdout and f"written to {out}" in stdout
+
+
+#: The line of fused_stack's backward that rounds the weight gradients, and a copy that scales them.
+_WEIGHT_GRADIENT = "None if gw is None else gw.to(w.dtype)"
+_SCALED = "None if gw is None else (gw * (1 + 2**-20)).to(w.dtype)"
+
+
+def _previous_checkout(tmp_path: Path, source: str) -> Path:
+    """A folder laid out like a checkout whose fused_stack.py is ``source``."""
+    module = tmp_path / "previous" / "examples" / "voc_joint" / "models" / "fused_stack.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(source)
+    return tmp_path / "previous"
+
+
+@pytest.mark.examples
+def test_ab_fusion_reports_a_backward_that_is_not_bit_identical(tmp_path, capsys):
+    """A previous fused_stack whose weight gradients are scaled by 1 + 2**-20: the rows say which tensors
+    differ (the weights' gradients only), by how much, and the table shows it."""
+    ab = _import("ab_fusion")
+    source = (ROOT / ab.MODULE).read_text()
+    assert source.count(_WEIGHT_GRADIENT) == 1, "the anchor of the deliberate change moved"
+    previous = _previous_checkout(tmp_path, source.replace(_WEIGHT_GRADIENT, _SCALED))
+    data = ab.main(["--previous", str(previous), "--sizes", "8", "--hidden", "8", "--channels", "3",
+                    "--batch-size", "1", "--rounds", "1", "--threads", "1"])  # fmt: skip
+    assert [(r["size"], r["recompute"]) for r in data["rows"]] == [(8, False), (8, True)]
+    for r in data["rows"]:
+        assert r["bit_identical"] is False and r["max_abs_diff"] > 0
+        assert r["not_identical"] == ["weight 0", "weight 1"]  # one hidden layer: two weights
+    table = capsys.readouterr().out.splitlines()[-2:]
+    assert [line.split()[:2] + line.split()[-2:-1] for line in table] == [
+        ["8", "False", "False"],
+        ["8", "True", "False"],
+    ]
+
+
+def test_ab_fusion_refuses_bad_options(tmp_path, capsys):
+    ab = _import("ab_fusion")
+    no_function = _previous_checkout(tmp_path, "fused_stack = None\n")
+    for argv, message in (
+        (["--previous", str(BENCH)], "--previous: not a checkout of this repository (no examples/"),
+        (["--previous", ""], "--previous: expected a checkout, got ''"),
+        (["--previous", str(no_function)], f"--previous: {no_function / ab.MODULE} must define a callable"),
+        (["--sizes", "0"], "--sizes must be distinct sides in [1, 16384], got [0]"),
+        (["--sizes", "8", "8"], "--sizes must be distinct sides"),
+        (["--hidden", "41"], "--hidden widths must be in [2 x --channels = 42, 8192], got [41]"),
+        (["--activation", "gelu"], "argument --activation: invalid choice: 'gelu'"),
+        (["--rounds", "0"], "--rounds must be >= 1, got 0"),
+        (["--threads", "0"], "--threads must be >= 1, got 0"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            ab.main(argv if argv[0] == "--previous" else ["--previous", str(ROOT), *argv])
+        assert exc.value.code == 2 and message in capsys.readouterr().err, argv
+
+
 # ------------------------------------------------------------------------ the statistics behind the figures
 class _Clocks:
     """Fake wall and CPU clocks that only the fake steps advance (the CPU clock twice as fast)."""
@@ -995,6 +1067,30 @@ def test_ab_uniformize_worker_pairs_rounds_in_alternating_order_after_two_warm_u
     res = ab.worker(root, 4, ab.build_parser().parse_args([*argv, "--threads", "1"]))
     assert res["floor_ms"] == pytest.approx(2.0) and res["op_ms"] == pytest.approx(4.0)
     assert res["paired_x_floor"] == pytest.approx(3.0)  # round ratios 2, 3, 5
+
+
+def test_ab_fusion_pairs_rounds_in_alternating_order_after_two_warm_up_rounds(monkeypatch):
+    """Rounds alternate which side runs first (previous in even rounds), the warm-up rounds included; the two
+    first rounds are not timed; the paired figure is the median of current / previous per round."""
+    from types import SimpleNamespace
+
+    ab = _import("ab_fusion")
+    clock, calls = {"t": 0.0}, []
+    # ms per run in call order: rounds 0-1 warm up, round 2 previous then current, 3 current then previous
+    durations = iter([100.0, 100.0, 100.0, 100.0, 4.0, 2.0, 1.0, 3.0, 10.0, 2.0])
+
+    def side(name: str):
+        def run() -> None:
+            calls.append(name)
+            clock["t"] += next(durations) / 1e3
+
+        return run
+
+    monkeypatch.setattr(ab, "time", SimpleNamespace(perf_counter=lambda: clock["t"]))
+    res = ab.paired_rounds({"previous": side("previous"), "current": side("current")}, 3)
+    assert calls == ["previous", "current", "current", "previous"] * 2 + ["previous", "current"]
+    assert res["previous_ms"] == pytest.approx(4.0) and res["current_ms"] == pytest.approx(2.0)
+    assert res["paired_ratio"] == pytest.approx(1 / 3)  # round ratios 2 / 4, 1 / 3, 2 / 10 (not 2 / 4)
 
 
 def test_ab_uniformize_alternates_the_checkouts_across_repeats(tmp_path, monkeypatch):
@@ -1526,6 +1622,7 @@ def test_run_script_turns_a_signal_into_one_line_and_128_plus_the_signal(signum,
 @pytest.mark.parametrize(
     "script",
     [
+        "ab_fusion",
         "ab_uniformize",
         pytest.param(  # it builds the example's models: the examples extra
             "bench_joint",

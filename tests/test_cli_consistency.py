@@ -41,6 +41,7 @@ OUTPUT_KIND: dict[str, str | None] = {
     "examples/voc_joint/synthetic.py": "folder",  # the VOC2012 layout
     "examples/voc_joint/sbd.py": None,
     "examples/transparent_identity.py": None,
+    "benchmarks/ab_fusion.py": "file",  # the JSON
     "benchmarks/ab_uniformize.py": "file",  # the JSON
     "benchmarks/bench_joint.py": "file",
     "benchmarks/bench_ops.py": "file",

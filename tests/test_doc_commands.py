@@ -39,6 +39,7 @@ SCRIPTS = {
     "examples/voc_joint/synthetic.py": "examples.voc_joint.synthetic",
     "examples/voc_joint/sbd.py": "examples.voc_joint.sbd",
     "examples/transparent_identity.py": "examples.transparent_identity",
+    "benchmarks/ab_fusion.py": "benchmarks/ab_fusion.py",
     "benchmarks/ab_uniformize.py": "benchmarks/ab_uniformize.py",
     "benchmarks/bench_joint.py": "benchmarks/bench_joint.py",
     "benchmarks/bench_ops.py": "benchmarks/bench_ops.py",

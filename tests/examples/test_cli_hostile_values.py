@@ -145,6 +145,7 @@ _accept(
 
 _B = "benchmarks/"
 for _script, _option in (
+    ("ab_fusion", "--out"),
     ("ab_uniformize", "--out"),
     ("bench_joint", "--out"),
     ("bench_ops", "--out"),
@@ -158,6 +159,7 @@ for _script, _option in (
 _accept(
     f"{_B}gpu_check.py", "--output-dir", _ALL - {"empty", "file", "long_path"}, "a results folder to make"
 )
+_accept(f"{_B}ab_fusion.py", "--rounds", _LONG, "a longer run")
 _accept(f"{_B}ab_uniformize.py", "--rounds --repeats", _LONG, "a longer run")
 _accept(f"{_B}bench_joint.py", "--rounds --warmup", _LONG, "a longer run")
 _accept(f"{_B}bench_joint.py", "--warmup", frozenset({"zero", "huge"}), "0: no warm-up; or a longer run")
@@ -189,6 +191,7 @@ def _base(script: str, tmp: Path) -> list[str]:
         "examples/voc_joint/evaluate.py": ["--checkpoint", str(tmp / "junk.pt")],
         "examples/voc_joint/sbd.py": ["--voc-root", str(tmp), "--sbd-root", str(tmp)],
         "examples/voc_joint/synthetic.py": ["--output-dir", str(tmp / "syn")],
+        "benchmarks/ab_fusion.py": ["--previous", str(ROOT)],
         "benchmarks/ab_uniformize.py": ["--previous", str(ROOT)],
     }.get(script, [])
 
