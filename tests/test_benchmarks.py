@@ -473,7 +473,6 @@ def test_ab_uniformize_refuses_bad_options(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.examples
 def test_ab_fusion_against_the_same_checkout(tmp_path):
     """Both sides are this checkout's fused_stack, loaded twice by path: every row bit-identical, ratios and
     medians present, the table printed and the JSON written."""
@@ -501,10 +500,9 @@ def _previous_checkout(tmp_path: Path, source: str) -> Path:
     module = tmp_path / "previous" / "examples" / "voc_joint" / "models" / "fused_stack.py"
     module.parent.mkdir(parents=True)
     module.write_text(source)
-    return tmp_path / "previous"
+    return (tmp_path / "previous").resolve()
 
 
-@pytest.mark.examples
 def test_ab_fusion_reports_a_backward_that_is_not_bit_identical(tmp_path, capsys):
     """A previous fused_stack whose weight gradients are scaled by 1 + 2**-20: the rows say which tensors
     differ (the weights' gradients only), by how much, and the table shows it."""
@@ -527,11 +525,13 @@ def test_ab_fusion_reports_a_backward_that_is_not_bit_identical(tmp_path, capsys
 
 def test_ab_fusion_refuses_bad_options(tmp_path, capsys):
     ab = _import("ab_fusion")
-    no_function = _previous_checkout(tmp_path, "fused_stack = None\n")
+    no_function = _previous_checkout(tmp_path / "a", "fused_stack = None\n")
+    old_import = _previous_checkout(tmp_path / "b", "from sparse_ops.soft import _gone\n")  # a renamed helper
     for argv, message in (
         (["--previous", str(BENCH)], "--previous: not a checkout of this repository (no examples/"),
         (["--previous", ""], "--previous: expected a checkout, got ''"),
         (["--previous", str(no_function)], f"--previous: {no_function / ab.MODULE} must define a callable"),
+        (["--previous", str(old_import)], f"--previous: cannot load {old_import / ab.MODULE}: ImportError"),
         (["--sizes", "0"], "--sizes must be distinct sides in [1, 16384], got [0]"),
         (["--sizes", "8", "8"], "--sizes must be distinct sides"),
         (["--hidden", "41"], "--hidden widths must be in [2 x --channels = 42, 8192], got [41]"),
