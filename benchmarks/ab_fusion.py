@@ -2,8 +2,9 @@
 
 A change to ``examples/voc_joint/models/fused_stack.py`` (the joint model's fusion stack in one autograd
 Function) is judged by alternating the two versions on the same machine in the same session. Both modules are
-loaded by path into this one process (what they import, today only ``sparse_ops.soft._no_autocast``, comes
-from this checkout) and run on the same float32 weights: a transparent ``FusionStack`` of this checkout (its
+loaded by path into this one process, each with the helper modules of its own ``models`` folder (its relative
+imports; what it imports absolutely, ``sparse_ops``, comes from this checkout), and run on the same float32
+weights: a transparent ``FusionStack`` of this checkout (its
 layer shapes and its CPU chunk, ``cpu_chunk_rows`` pixels) plus ``0.01 * randn`` so that it is not the
 identity. For every image size, with ``recompute`` off and on, one forward + backward per side first checks
 that the output and every gradient (weights, biases, ``S``, ``U``) are bit-identical (``torch.equal``; else
@@ -24,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,14 +119,20 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def load_fused_stack(ap: argparse.ArgumentParser, root: Path, label: str) -> Callable[..., Tensor]:
-    """``fused_stack`` of the checkout ``root``, its module loaded by path as ``_ab_fusion_<label>``; a module
-    that does not load or has no callable ``fused_stack`` is a usage error naming ``label`` (the option)."""
+    """``fused_stack`` of the checkout ``root``, loaded as ``_ab_fusion_<label>.fused_stack``: a stand-in
+    package over the checkout's ``models`` folder, so that the module's relative imports (its helper modules)
+    come from the same checkout, without running the folder's ``__init__`` (which imports every model). A
+    module that does not load or has no callable ``fused_stack`` is a usage error naming ``label`` (the
+    option)."""
     path = root / MODULE
-    spec = importlib.util.spec_from_file_location(f"_ab_fusion_{label.strip('-')}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
+    package = f"_ab_fusion_{label.strip('-')}"
+    for name in [n for n in sys.modules if n == package or n.startswith(f"{package}.")]:
+        del sys.modules[name]  # a checkout loaded before under this label (several runs in one process)
+    stand_in = types.ModuleType(package)
+    stand_in.__path__ = [str(path.parent)]
+    sys.modules[package] = stand_in
     try:
-        spec.loader.exec_module(module)
+        module = importlib.import_module(f"{package}.{path.stem}")
     except (ImportError, AttributeError, NameError, SyntaxError) as exc:  # e.g. a name this checkout lacks
         ap.error(f"{label}: cannot load {path}: {type(exc).__name__}: {exc}")
     fn = getattr(module, "fused_stack", None)

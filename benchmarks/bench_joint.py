@@ -86,9 +86,16 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("+ fusion as NHWC matrix products", {"impl": "nhwc", "chunk_rows": None}),
     ("+ NHWC rows in chunks (CPU: 8192 rows)", {"impl": "nhwc"}),
     ("+ SpixelFCN in channels_last", {"impl": "nhwc", "channels_last": "spixelfcn"}),
-    ("+ the stack in one autograd Function", {"impl": "fused", "channels_last": "spixelfcn"}),
+    (
+        "+ the stack in one autograd Function",
+        {"impl": "fused", "channels_last": "spixelfcn", "products": "mm"},
+    ),
     (
         "+ recompute the fusion in backward",
+        {"impl": "fused", "channels_last": "spixelfcn", "recompute": True, "products": "mm"},
+    ),
+    (
+        "+ its products as oneDNN 1x1 convolutions (CPU float32)",
         {"impl": "fused", "channels_last": "spixelfcn", "recompute": True},
     ),
     (
@@ -158,6 +165,7 @@ def build_model(
         joint._validate = bool(opts.get("validate"))  # bench knob: the pre-issue-11 validated assignment
         if joint.fusion is not None:
             joint.fusion._impl = opts.get("impl", "fused")  # bench knob: concat / split / nhwc / fused
+            joint.fusion._products = opts.get("products", "auto")  # bench knob: the fused form's products
             if "chunk_rows" in opts:  # bench knob: the NHWC form in one piece (None) or in other chunks
                 joint.fusion.cpu_chunk_rows = opts["chunk_rows"]
         model = joint

@@ -493,13 +493,22 @@ def test_ab_fusion_against_the_same_checkout(tmp_path):
 #: The line of fused_stack's backward that rounds the weight gradients, and a copy that scales them.
 _WEIGHT_GRADIENT = "None if gw is None else gw.to(w.dtype)"
 _SCALED = "None if gw is None else (gw * (1 + 2**-20)).to(w.dtype)"
+# the same deliberate change in the convolutions' form (the float32 CPU default)
+_CONV_WEIGHT_GRADIENT = "gws[layer] += gw.reshape(ws[layer].shape)"
+_CONV_SCALED = "gws[layer] += gw.reshape(ws[layer].shape) * (1 + 2**-20)"
 
 
-def _previous_checkout(tmp_path: Path, source: str) -> Path:
-    """A folder laid out like a checkout whose fused_stack.py is ``source``."""
+def _previous_checkout(tmp_path: Path, source: str, conv_source: str | None = None) -> Path:
+    """A folder laid out like a checkout whose fused_stack.py is ``source``, beside this checkout's helper
+    modules (fused_conv_stack.py: ``conv_source`` if given)."""
+    models = ROOT / "examples" / "voc_joint" / "models"
     module = tmp_path / "previous" / "examples" / "voc_joint" / "models" / "fused_stack.py"
     module.parent.mkdir(parents=True)
     module.write_text(source)
+    for helper in ("_activation.py", "fused_conv_stack.py"):
+        (module.parent / helper).write_text((models / helper).read_text())
+    if conv_source is not None:
+        (module.parent / "fused_conv_stack.py").write_text(conv_source)
     return (tmp_path / "previous").resolve()
 
 
@@ -508,8 +517,14 @@ def test_ab_fusion_reports_a_backward_that_is_not_bit_identical(tmp_path, capsys
     differ (the weights' gradients only), by how much, and the table shows it."""
     ab = _import("ab_fusion")
     source = (ROOT / ab.MODULE).read_text()
+    conv_source = (ROOT / ab.MODULE).with_name("fused_conv_stack.py").read_text()
     assert source.count(_WEIGHT_GRADIENT) == 1, "the anchor of the deliberate change moved"
-    previous = _previous_checkout(tmp_path, source.replace(_WEIGHT_GRADIENT, _SCALED))
+    assert conv_source.count(_CONV_WEIGHT_GRADIENT) == 1, "the anchor of the deliberate change moved"
+    previous = _previous_checkout(
+        tmp_path,
+        source.replace(_WEIGHT_GRADIENT, _SCALED),
+        conv_source.replace(_CONV_WEIGHT_GRADIENT, _CONV_SCALED),
+    )
     data = ab.main(["--previous", str(previous), "--sizes", "8", "--hidden", "8", "--channels", "3",
                     "--batch-size", "1", "--rounds", "1", "--threads", "1"])  # fmt: skip
     assert [(r["size"], r["recompute"]) for r in data["rows"]] == [(8, False), (8, True)]

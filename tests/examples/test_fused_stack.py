@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import examples.voc_joint.models.fused_conv_stack as fcs
 import sparse_ops
 from examples.voc_joint.models.fused_stack import fused_stack
 
@@ -176,7 +177,7 @@ def test_empty_batch() -> None:
 
 def test_inference_keeps_no_activations(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without autograd every chunk's activations go through one set of buffers (the memory of evaluation
-    does not grow with the image), with the same values."""
+    does not grow with the image), with the same values (matrix products; the convolutions' form below)."""
     import examples.voc_joint.models.fused_stack as fs
 
     calls: list[bool] = []
@@ -186,11 +187,11 @@ def test_inference_keeps_no_activations(monkeypatch: pytest.MonkeyPatch) -> None
     g = torch.Generator().manual_seed(4)
     s, u = torch.randn(2, 3, 5, 6, generator=g), torch.randn(2, 3, 5, 6, generator=g)
     with torch.no_grad():
-        out = fused_stack(s, u, ws, bs, 0.0, chunk=7)
+        out = fused_stack(s, u, ws, bs, 0.0, chunk=7, products="mm")
     assert calls == [True] * 10  # 2 images x 5 chunks, all into the shared buffers
     torch.testing.assert_close(out, _reference(s, u, ws, bs, "relu").detach())
     calls.clear()
-    fused_stack(s, u, ws, bs, 0.0, chunk=7)  # with autograd: each chunk's own, kept for backward
+    fused_stack(s, u, ws, bs, 0.0, chunk=7, products="mm")  # with autograd: each chunk's own, kept
     assert calls == [False] * 10
 
 
@@ -298,3 +299,152 @@ def test_gradient_of_u_alone_through_frozen_layers(recompute: bool) -> None:
     torch.testing.assert_close(out, 5 * (2 * s + 3 * u), rtol=0, atol=1e-12)
     (gu,) = torch.autograd.grad(out, [u], torch.ones_like(out))
     assert torch.equal(gu, torch.full_like(u, 15.0))
+
+
+# ------------------------------------------------------------------ products as oneDNN 1x1 convolutions (CPU)
+needs_onednn = pytest.mark.skipif(
+    not fcs.conv_products_available(torch.device("cpu"), torch.float32), reason="oneDNN is not available"
+)
+
+
+@needs_onednn
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", None])
+@pytest.mark.parametrize("chunk", [None, 7, 12, 13, 1000])
+@pytest.mark.parametrize("memory_format", ["nchw", "channels_last"])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_conv_products_match_float64(
+    act: str | None, chunk: int | None, memory_format: str, recompute: bool
+) -> None:
+    """``products="conv"`` in float32: output and every gradient within float32 rounding of the float64
+    reference, for chunks of one image row (7, 13 over rows of 6 pixels), of two rows that split the image
+    unevenly (12: 2 + 2 + 1 rows), of whole images (None, 1000), both memory formats, with and without
+    recomputation; the matrix products are held to the same tolerance."""
+    ws, bs = _params([6, 10, 8, 3], [True, False, True], torch.float64, torch.device("cpu"))
+    g = torch.Generator().manual_seed(1)
+    s, u, grad = (torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64) for _ in range(3))
+    if memory_format == "channels_last":
+        s, u = (t.contiguous(memory_format=torch.channels_last) for t in (s, u))
+    exact = [t.detach().requires_grad_() for t in (s, u, *ws, bs[0], bs[2])]
+    single = [t.detach().float().requires_grad_() for t in exact]
+    results = {}
+    for products in ("conv", "mm"):
+        s32, u32, w0, w1, w2, b0, b2 = single
+        out = fused_stack(
+            s32,
+            u32,
+            [w0, w1, w2],
+            [b0, None, b2],
+            SLOPES[act],
+            chunk=chunk,
+            recompute=recompute,
+            products=products,
+        )
+        results[products] = (out, *_grads(out, single, grad.float()))
+    s64, u64, w0, w1, w2, b0, b2 = exact
+    ref = _reference(s64, u64, [w0, w1, w2], [b0, None, b2], act)
+    want = (ref, *_grads(ref, exact, grad))
+    assert results["conv"][0].is_contiguous() and results["conv"][0].dtype == torch.float32
+    for products, got in results.items():  # both forms within the same float32 rounding of float64
+        for a, w in zip(got, want, strict=True):
+            torch.testing.assert_close(
+                a.double(), w, rtol=1e-5, atol=1e-5 * float(w.detach().abs().max()), msg=products
+            )
+
+
+@needs_onednn
+def test_conv_products_are_the_float32_cpu_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``products="auto"`` runs the convolutions for float32 on the CPU (without autograd: recomputing, so
+    nothing is kept), the matrix products for float64 and half types; ``"mm"`` never the convolutions."""
+    calls: list[bool] = []
+    conv_stack = fcs.fused_conv_stack
+    import examples.voc_joint.models.fused_stack as fs
+
+    def spy(*args: Any, recompute: bool, **kwargs: Any) -> Tensor:
+        calls.append(recompute)
+        return conv_stack(*args, recompute=recompute, **kwargs)
+
+    monkeypatch.setattr(fs, "fused_conv_stack", spy)
+    for dtype, products, expected in (
+        (torch.float32, "auto", [False]),
+        (torch.float64, "auto", []),
+        (torch.bfloat16, "auto", []),
+        (torch.float32, "mm", []),
+        (torch.float32, "conv", [False]),
+    ):
+        ws, bs = _params([4, 6, 2], [True, True], dtype, torch.device("cpu"))
+        s = torch.randn(1, 2, 3, 3, dtype=dtype)
+        calls.clear()
+        fused_stack(s, s, ws, bs, 0.0, products=products)
+        assert calls == expected, (dtype, products)
+    calls.clear()
+    with torch.no_grad():
+        fused_stack(s.float(), s.float(), [w.float() for w in ws], [b.float() for b in bs], 0.0)
+    assert calls == [True]
+
+
+def test_conv_products_refused_where_they_cannot_run() -> None:
+    """``products="conv"`` in float64 (oneDNN has no float64 convolution) or an unknown value: a ValueError
+    naming the argument, what it needs and what it got."""
+    ws, bs = _params([4, 6, 2], [True, True], torch.float64, torch.device("cpu"))
+    s = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"products='conv' needs float32 parameters on the CPU .* got torch.float64 on cpu"
+    ):
+        fused_stack(s, s, ws, bs, 0.0, products="conv")
+    with pytest.raises(ValueError, match=r"products must be one of \('auto', 'mm', 'conv'\), got 'bmm'"):
+        fused_stack(s, s, ws, bs, 0.0, products="bmm")  # type: ignore[arg-type]
+
+
+class _ConvBackwards(TorchDispatchMode):
+    """Records ``(weight shape, output_mask)`` of every ``convolution_backward`` run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[tuple[int, ...], tuple[bool, ...]]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func.overloadpacket is torch.ops.aten.convolution_backward:
+            self.calls.append((tuple(args[2].shape[:2]), tuple(args[-1])))
+        return func(*args, **(kwargs or {}))
+
+
+@needs_onednn
+@pytest.mark.parametrize("trained", ["inputs", "u", "last", "middle", "first_bias"])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_conv_products_compute_only_the_gradients_asked_for(trained: str, recompute: bool) -> None:
+    """Each layer's ``convolution_backward`` asks only for what is needed: a frozen weight's or bias's
+    gradient is not computed, no input gradient below the lowest layer asked for, none of the first layer's
+    unless S or U wants one; the gradients are still the reference's."""
+    ws, bs = _params([6, 10, 8, 3], [True, False, True], torch.float32, torch.device("cpu"))
+    for t in (*ws, *[b for b in bs if b is not None]):
+        t.requires_grad_(False)
+    g = torch.Generator().manual_seed(3)
+    s, u, grad = (torch.randn(2, 3, 5, 6, generator=g) for _ in range(3))
+    wanted = {"inputs": [s, u], "u": [u], "last": [ws[2]], "middle": [ws[1]], "first_bias": [bs[0]]}[trained]
+    for t in wanted:
+        assert t is not None
+        t.requires_grad_(True)
+    out = fused_stack(s, u, ws, bs, 0.2, chunk=12, recompute=recompute, products="conv")
+    with _ConvBackwards() as backwards:
+        got = torch.autograd.grad(out, wanted, grad)
+    want = torch.autograd.grad(_reference(s, u, ws, bs, "leaky_relu"), wanted, grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    # (input, weight, bias) per layer, from the last: 3 chunks of 2 + 2 + 1 rows in each of 2 images
+    every_input = [
+        ((3, 8), (True, False, False)),
+        ((8, 10), (True, False, False)),
+        ((10, 6), (True, False, False)),
+    ]
+    masks = {
+        "inputs": every_input,
+        "u": every_input,
+        "last": [((3, 8), (False, True, False))],
+        "middle": [((3, 8), (True, False, False)), ((8, 10), (False, True, False))],
+        "first_bias": [
+            ((3, 8), (True, False, False)),
+            ((8, 10), (True, False, False)),
+            ((10, 6), (False, False, True)),
+        ],
+    }[trained]
+    assert backwards.calls == masks * 6

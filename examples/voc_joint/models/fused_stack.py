@@ -24,16 +24,22 @@ chunk by chunk). ``tests/examples/test_fused_stack.py`` checks it against autogr
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from sparse_ops.soft import _no_autocast
 
-__all__ = ["fused_stack"]
+from ._activation import act_, act_backward_
+from .fused_conv_stack import conv_products_available, fused_conv_stack
+
+__all__ = ["PRODUCTS", "Products", "fused_stack"]
+
+Products = Literal["auto", "mm", "conv"]
+#: The ways the stack's products can run (:func:`fused_stack`'s ``products``).
+PRODUCTS: tuple[Products, ...] = ("auto", "mm", "conv")
 
 
 def _chunks(batch: int, pixels: int, chunk: int) -> Iterator[tuple[int, slice]]:
@@ -41,22 +47,6 @@ def _chunks(batch: int, pixels: int, chunk: int) -> Iterator[tuple[int, slice]]:
     for b in range(batch):
         for p0 in range(0, pixels, chunk):
             yield b, slice(p0, min(p0 + chunk, pixels))
-
-
-def _act_(z: Tensor, slope: float | None) -> Tensor:
-    """The activation in place: ``None`` none, ``0.0`` ReLU, ``> 0`` LeakyReLU."""
-    if slope is None:
-        return z
-    return torch.relu_(z) if slope == 0.0 else F.leaky_relu_(z, slope)
-
-
-def _act_backward_(g: Tensor, h: Tensor, slope: float | None) -> Tensor:
-    """``g act'(z)`` in place, read off the activation's output ``h``: ``h > 0`` iff ``z > 0``."""
-    if slope is None:
-        return g
-    if slope == 0.0:
-        return torch.ops.aten.threshold_backward.grad_input(g, h, 0.0, grad_input=g)
-    return torch.ops.aten.leaky_relu_backward.grad_input(g, h, slope, True, grad_input=g)
 
 
 def _product_into(out: Tensor, a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -85,9 +75,9 @@ def _hidden(
     outs = list(bufs) if bufs is not None else [s.new_empty(s.shape[0], w.shape[0]) for w in ws[:-1]]
     w1 = ws[0]
     z = _product_into(outs[0], s, w1[:, :c].t(), bs[0])
-    hs = [_act_(z.addmm_(u, w1[:, c:].t()), slope)]
+    hs = [act_(z.addmm_(u, w1[:, c:].t()), slope)]
     for w, b, out in zip(ws[1:-1], bs[1:-1], outs[1:], strict=True):
-        hs.append(_act_(_product_into(out, hs[-1], w.t(), b), slope))
+        hs.append(act_(_product_into(out, hs[-1], w.t(), b), slope))
     return hs
 
 
@@ -201,7 +191,7 @@ class _FusedStack(torch.autograd.Function):
                 _accumulate_(gws[layer], g, hs[layer - 1])
                 _accumulate_(gbs[layer], g)
                 if layer > lowest:
-                    g = _act_backward_(torch.mm(g, ws[layer], out=gbuf[layer - 1][:n]), hs[layer - 1], slope)
+                    g = act_backward_(torch.mm(g, ws[layer], out=gbuf[layer - 1][:n]), hs[layer - 1], slope)
             if lowest == 0:
                 if gs is not None:  # dS[b, :, p] = W_S^T g^T
                     _product_into(gs[b, :, p], w1s.t(), g.t())
@@ -225,6 +215,7 @@ def fused_stack(
     chunk: int | None = None,
     recompute: bool = False,
     u_of: Callable[[Tensor], Tensor] | None = None,
+    products: Products = "auto",
 ) -> Tensor:
     """The fusion stack ``[S, U] -> C_out`` per pixel, forward and backward chunk by chunk.
 
@@ -242,6 +233,10 @@ def fused_stack(
             in the parameters' dtype (deterministically: a scatter that adds in another order on CUDA changes
             the last bits of the gradients); it is not checked. ``U``'s gradient still flows through ``u``'s
             own graph. Ignored without ``recompute``.
+        products: how the layers' products run: ``"mm"`` matrix products (PyTorch's BLAS: MKL on the CPU,
+            cuBLAS on CUDA), ``"conv"`` oneDNN 1x1 convolutions over channels-last chunks of whole image rows
+            (:func:`~examples.voc_joint.models.fused_conv_stack.fused_conv_stack`; float32 on the CPU only),
+            ``"auto"`` (default) ``"conv"`` where it runs, else ``"mm"``. Same values up to float rounding.
 
     Returns:
         Tensor[B, C_out, H, W], contiguous (NCHW).
@@ -274,16 +269,30 @@ def fused_stack(
         fan_in = w.shape[0]
     if slope is not None and not slope >= 0:
         raise ValueError(f"slope must be None, 0.0 (ReLU) or a LeakyReLU slope > 0, got {slope}")
+    if products not in PRODUCTS:
+        raise ValueError(f"products must be one of {PRODUCTS}, got {products!r}")
+    dtype = weights[0].dtype  # the stack runs in its parameters' dtype, never under autocast
+    conv = conv_products_available(s.device, dtype)
+    if products == "conv" and not conv:
+        raise ValueError(
+            f"products='conv' needs float32 parameters on the CPU with oneDNN enabled, got {dtype} on "
+            f"{s.device.type} (oneDNN built in: {torch.backends.mkldnn.is_available()}, enabled: "
+            f"{torch.backends.mkldnn.enabled})"
+        )
     pixels = height * width
     # nothing to differentiate (inference): the activations go through one chunk's buffers, never kept
     tracked = torch.is_grad_enabled() and any(
         t.requires_grad for t in (s, u, *weights, *biases) if t is not None
     )
     recompute = recompute or not tracked
+    if conv and products != "mm":
+        with _no_autocast(s.device):
+            return fused_conv_stack(
+                s.to(dtype), u.to(dtype), weights, biases, slope, chunk=chunk, recompute=recompute, u_of=u_of
+            )
     params: list[Tensor | None] = []
     for w, b in zip(weights, biases, strict=True):
         params += [w, b]
-    dtype = weights[0].dtype  # the stack runs in its parameters' dtype, never under autocast
     with _no_autocast(s.device):
         out: Tensor = _FusedStack.apply(
             _pixel_matrix(s.to(dtype)),

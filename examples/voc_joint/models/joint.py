@@ -55,7 +55,7 @@ from sparse_ops.soft import _no_autocast
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 
 from ._checks import positive_int
-from .fused_stack import fused_stack
+from .fused_stack import Products, fused_stack
 
 __all__ = [
     "DEFAULT_CHANNELS_LAST",
@@ -153,6 +153,7 @@ class FusionStack(nn.Module):
     """
 
     _impl: str = "fused"  # benchmark knob (bench_joint.py --levers): "concat", "split", "nhwc" or "fused"
+    _products: Products = "auto"  # benchmark knob: fused_stack's products ("mm": the matrix products only)
     #: On the CPU the stack runs over chunks of this many pixels (rows; in the fused form, of one image at a
     #: time; ``None``: all at once). glibc serves an allocation above its mmap threshold (at most 32 MB) with
     #: fresh pages every time, and first touching them costs about as much as the arithmetic here: one
@@ -273,6 +274,7 @@ class FusionStack(nn.Module):
                 chunk=self.cpu_chunk_rows if s.device.type == "cpu" else None,
                 recompute=recompute,
                 u_of=u_of,
+                products=self._products,
             )
             return out + u if self.init == "zero_residual" else out
         c = self.num_classes

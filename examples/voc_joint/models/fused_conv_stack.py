@@ -1,0 +1,224 @@
+"""The fused stack with its products as oneDNN 1x1 convolutions over channels-last chunks (CPU, float32).
+
+:func:`~examples.voc_joint.models.fused_stack.fused_stack` computes the stack's layers as matrix products,
+which PyTorch runs with its BLAS (MKL) on the CPU; a convolution runs with oneDNN instead. On the AMD EPYC VM
+(2 threads, 2026-12-02) MKL reached 175-194 GFLOP/s on the stack's shapes and oneDNN's 1x1 convolutions in
+channels_last 220-446 GFLOP/s forward and 250-390 GFLOP/s for the input and weight gradients together.
+This Function does the same arithmetic as the matrix-product form, with every layer one 1x1 convolution
+forward and one ``convolution_backward`` (input, weight and bias gradients at once) backward:
+
+* a chunk is whole rows of one image (about ``chunk`` pixels), held in channels_last: ``[S, U]`` copied into
+  one ``2C``-channel buffer (the first layer is one convolution), then each hidden layer's output, its
+  activation applied in place;
+* the output and the input gradients are written into NCHW tensors, as the matrix-product form writes them;
+* ``recompute=True`` saves only ``S`` (and ``U``, unless ``u_of`` rebuilds it) and recomputes a chunk's
+  hidden activations just before its backward;
+* no gradient is computed for a tensor that does not require one (a frozen layer's weight, nothing below the
+  lowest layer that needs one).
+
+Float32 on the CPU only (:func:`conv_products_available`); the values equal the matrix-product form's up to
+float rounding (other kernels, other summation orders), checked by ``tests/examples/test_fused_stack.py``.
+First-order only (``once_differentiable``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ._activation import act_, act_backward_
+
+__all__ = ["conv_products_available", "fused_conv_stack"]
+
+_CL = torch.channels_last
+
+
+_ONEDNN = torch.backends.mkldnn.is_available()  # read once: the compiler does not trace torch.backends
+
+
+def conv_products_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether :func:`fused_conv_stack` runs: float32 on the CPU, with oneDNN built in and enabled (under
+    ``torch.compile``, built in: the compiler reads no ``torch.backends`` switch)."""
+    if device.type != "cpu" or dtype != torch.float32 or not _ONEDNN:
+        return False
+    return torch.compiler.is_compiling() or bool(torch.backends.mkldnn.enabled)
+
+
+def _cl_buffer(like: Tensor, channels: int, rows: int, width: int) -> Tensor:
+    """An uninitialised channels-last ``(1, channels, rows, width)`` tensor of ``like``'s dtype and device."""
+    return torch.empty(1, channels, rows, width, dtype=like.dtype, device=like.device, memory_format=_CL)
+
+
+def _row_chunks(batch: int, height: int, rows: int) -> Iterator[tuple[int, slice]]:
+    """``(image, row slice)`` of every chunk, image by image."""
+    for b in range(batch):
+        for h0 in range(0, height, rows):
+            yield b, slice(h0, min(h0 + rows, height))
+
+
+def _inputs(buf: Tensor, s: Tensor, u: Tensor, b: int, rows: slice) -> Tensor:
+    """``[S, U]`` of one chunk, copied into the channels-last buffer ``buf`` (1, 2C, rows, W)."""
+    c = s.shape[1]
+    x = buf[:, :, : rows.stop - rows.start]
+    x[:, :c].copy_(s[b : b + 1, :, rows])
+    x[:, c:].copy_(u[b : b + 1, :, rows])
+    return x
+
+
+def _hidden(
+    x: Tensor, filters: Sequence[Tensor], biases: Sequence[Tensor | None], slope: float | None
+) -> list[Tensor]:
+    """The hidden activations of one chunk: ``act(conv(x))`` through every layer but the last."""
+    hs = []
+    for w, b in zip(filters[:-1], biases[:-1], strict=True):
+        x = act_(F.conv2d(x, w, b), slope)
+        hs.append(x)
+    return hs
+
+
+class _FusedConvStack(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        s: Tensor,
+        u: Tensor,
+        slope: float | None,
+        rows: int,
+        recompute: bool,
+        u_of: Callable[[Tensor], Tensor] | None,
+        num_layers: int,
+        *params: Tensor | None,
+    ) -> Tensor:
+        ws = [w for w in params[0::2] if w is not None]
+        bs = list(params[1::2])
+        filters = [w[:, :, None, None] for w in ws]
+        batch, c, height, width = s.shape
+        out = s.new_empty(batch, ws[-1].shape[0], height, width)
+        buf = _cl_buffer(s, 2 * c, min(rows, height), width)
+        hidden: list[Tensor] = []
+        for b, r in _row_chunks(batch, height, rows):
+            hs = _hidden(_inputs(buf, s, u, b, r), filters, bs, slope)
+            if not recompute:
+                hidden.extend(hs)
+            out[b : b + 1, :, r].copy_(F.conv2d(hs[-1], filters[-1], bs[-1]))
+        keep_u = u if u_of is None else None  # with u_of (recompute only), U is rebuilt from S in backward
+        ctx.save_for_backward(s, keep_u, *ws, *[b for b in bs if b is not None], *hidden)
+        ctx.layout = (slope, rows, recompute, u_of, num_layers, [b is not None for b in bs])
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        slope, rows, recompute, u_of, num_layers, has_bias = ctx.layout
+        saved = list(ctx.saved_tensors)
+        s, u = saved[0], saved[1]
+        if u is None:
+            with torch.no_grad():
+                u = u_of(s)
+        ws = saved[2 : 2 + num_layers]
+        stored = iter(saved[2 + num_layers : 2 + num_layers + sum(has_bias)])
+        bs: list[Tensor | None] = [next(stored) if flag else None for flag in has_bias]
+        hidden = saved[2 + num_layers + sum(has_bias) :]
+        filters = [w[:, :, None, None] for w in ws]
+        # inputs: s, u, 5 options, then (weight, bias) per layer
+        needs = ctx.needs_input_grad
+        need_w = [needs[7 + 2 * i] for i in range(num_layers)]
+        need_b = [needs[8 + 2 * i] for i in range(num_layers)]
+        need_x = needs[0] or needs[1]
+        lowest = 0 if need_x else min(i for i in range(num_layers) if need_w[i] or need_b[i])
+        gws = [w.new_zeros(w.shape) if need else None for w, need in zip(ws, need_w, strict=True)]
+        gbs = [
+            b.new_zeros(b.shape) if b is not None and need else None
+            for b, need in zip(bs, need_b, strict=True)
+        ]
+        gs = s.new_empty(s.shape) if needs[0] else None
+        gu = u.new_empty(u.shape) if needs[1] else None
+        batch, c, height, width = s.shape
+        buf = _cl_buffer(s, 2 * c, min(rows, height), width)
+        gbuf = _cl_buffer(s, ws[-1].shape[0], min(rows, height), width)
+        for i, (b, r) in enumerate(_row_chunks(batch, height, rows)):
+            x = _inputs(buf, s, u, b, r)
+            hs = (
+                _hidden(x, filters, bs, slope)
+                if recompute
+                else hidden[i * (num_layers - 1) : (i + 1) * (num_layers - 1)]
+            )
+            layer_inputs = [x, *hs]
+            g = gbuf[:, :, : r.stop - r.start]
+            g.copy_(grad[b : b + 1, :, r])  # the gradient of the last layer's output, in channels_last
+            for layer in range(num_layers - 1, lowest - 1, -1):
+                want_input = layer > lowest or need_x
+                gi, gw, gb = torch.ops.aten.convolution_backward(
+                    g,
+                    layer_inputs[layer],
+                    filters[layer],
+                    [ws[layer].shape[0]] if has_bias[layer] else None,
+                    [1, 1],
+                    [0, 0],
+                    [1, 1],
+                    False,
+                    [0, 0],
+                    1,
+                    [want_input, need_w[layer], need_b[layer] and has_bias[layer]],
+                )
+                if gws[layer] is not None:
+                    gws[layer] += gw.reshape(ws[layer].shape)
+                if gbs[layer] is not None:
+                    gbs[layer] += gb
+                if layer > lowest:
+                    g = act_backward_(gi, hs[layer - 1], slope)
+                elif layer == 0 and need_x:
+                    if gs is not None:
+                        gs[b : b + 1, :, r].copy_(gi[:, :c])
+                    if gu is not None:
+                        gu[b : b + 1, :, r].copy_(gi[:, c:])
+        params: list[Tensor | None] = []
+        for gw, gb in zip(gws, gbs, strict=True):
+            params += [gw, gb]
+        return (gs, gu, None, None, None, None, None, *params)
+
+
+def fused_conv_stack(
+    s: Tensor,
+    u: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor | None],
+    slope: float | None,
+    *,
+    chunk: int | None = None,
+    recompute: bool = False,
+    u_of: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """The fusion stack ``[S, U] -> C_out`` per pixel with oneDNN 1x1 convolutions, chunk by chunk.
+
+    The arguments are :func:`~examples.voc_joint.models.fused_stack.fused_stack`'s, already checked there
+    (which calls this function for float32 on the CPU); ``chunk`` is rounded to whole image rows (at least
+    one).
+
+    Args:
+        s (Tensor[B, C, H, W]): ``S``, float32, any memory format.
+        u (Tensor[B, C, H, W]): ``U``, the same shape.
+        weights: the layers' weights ``(out, in)``, float32; the first over ``[S, U]``.
+        biases: the layers' biases ``(out,)`` or ``None``, one per weight.
+        slope: ``None`` (no activation), ``0.0`` (ReLU) or the LeakyReLU slope.
+        chunk: about this many pixels per chunk (``None``: one chunk per image).
+        recompute: save only ``S`` and ``U`` and recompute the hidden activations in backward.
+        u_of: with ``recompute``, the map that rebuilds ``U`` from ``S`` in backward.
+
+    Returns:
+        Tensor[B, C_out, H, W], contiguous (NCHW).
+    """
+    height, width = s.shape[-2:]
+    rows = height if chunk is None else max(1, min(height, chunk // max(width, 1)))
+    params: list[Tensor | None] = []
+    for w, b in zip(weights, biases, strict=True):
+        params += [w, b]
+    out: Tensor = _FusedConvStack.apply(
+        s, u, slope, max(rows, 1), recompute, u_of if recompute else None, len(weights), *params
+    )
+    return out
