@@ -843,7 +843,7 @@ def test_bench_joint_breakdown_shares_sum_and_deeplab_step(tmp_path, monkeypatch
     monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: rows)
     monkeypatch.setattr(bench, "breakdown", lambda *rest: parts)
     floor = {"flops": 4e9, "gflops": 40.0, "matmul_shape": [8192, 128, 128], "matmul_gflops": 100.0}
-    floor["floor_s"] = 0.04
+    floor |= {"conv_shape": [1, 128, 64, 128], "conv_gflops": 80.0, "floor_s": 0.04}
     monkeypatch.setattr(bench, "fusion_floor", lambda *rest: dict(floor))
     argv = ["--threads", "1", "--variants", "deeplab", "joint_hard_ti", "--out", str(tmp_path / "j.json")]
     result = bench.main(argv)
@@ -900,20 +900,26 @@ def test_bench_joint_step_flops_differ_by_the_fusion_stack():
 
 @pytest.mark.examples
 def test_bench_joint_fusion_floor_is_the_flops_at_the_matmul_rate(monkeypatch):
-    """The floor is the fusion's FLOPs at the rate of the timed ``torch.mm`` (one CPU chunk of rows by the
-    widest hidden layer); the fusion's own rate is its FLOPs over its measured time."""
+    """The floor is the fusion's FLOPs at the faster of the timed ``torch.mm`` and 1x1 convolution (one CPU
+    chunk of rows by the widest hidden layer); the fusion's own rate is its FLOPs over its measured time."""
     bench = _import("bench_joint")
     args = bench.build_parser().parse_args(["--threads", "1", "--size", "16", "--rounds", "1"])
     args.channels_last = False
-    monkeypatch.setattr(bench, "time_steps", lambda steps, *rest: {"mm": {"median_s": 0.5}})
-    floor = bench.fusion_floor(args, torch.device("cpu"), bench.default_options(args), 2.0)
     pixels = args.batch_size * 16 * 16
     flops = bench.fusion_flops(bench.build_model("joint_hard_ti", args, torch.device("cpu"), {}), pixels)
-    assert floor["matmul_shape"] == [pixels, 128, 128]  # fewer pixels than a CPU chunk: all of them
-    assert floor["matmul_gflops"] == pytest.approx(2 * pixels * 128 * 128 / 0.5 / 1e9)
-    assert floor["flops"] > flops  # the CLI default recomputes, the bare model does not
-    assert floor["gflops"] == pytest.approx(floor["flops"] / 2.0 / 1e9)
-    assert floor["floor_s"] == pytest.approx(floor["flops"] / (floor["matmul_gflops"] * 1e9))
+    for mm_s, conv_s in ((0.5, 0.25), (0.25, 0.5)):  # the floor takes the faster of the two rates
+        times = {"mm": {"median_s": mm_s}, "conv": {"median_s": conv_s}}
+        monkeypatch.setattr(
+            bench, "time_steps", lambda steps, *rest, times=times: {k: times[k] for k in steps}
+        )
+        floor = bench.fusion_floor(args, torch.device("cpu"), bench.default_options(args), 2.0)
+        assert floor["matmul_shape"] == [pixels, 128, 128]  # fewer pixels than a CPU chunk: all of them
+        assert floor["conv_shape"] == [1, 128, pixels // 16, 16]  # the same pixels as whole image rows
+        assert floor["matmul_gflops"] == pytest.approx(2 * pixels * 128 * 128 / mm_s / 1e9)
+        assert floor["conv_gflops"] == pytest.approx(2 * pixels * 128 * 128 / conv_s / 1e9)
+        assert floor["flops"] > flops  # the CLI default recomputes, the bare model does not
+        assert floor["gflops"] == pytest.approx(floor["flops"] / 2.0 / 1e9)
+        assert floor["floor_s"] == pytest.approx(floor["flops"] / (2 * pixels * 128 * 128 / 0.25))
 
 
 def test_bench_ops_check_refuses_a_wrong_gradient(monkeypatch):
