@@ -312,22 +312,13 @@ needs_onednn = pytest.mark.skipif(
 @pytest.mark.parametrize("chunk", [None, 7, 12, 13, 1000])
 @pytest.mark.parametrize("memory_format", ["nchw", "channels_last"])
 @pytest.mark.parametrize("recompute", [False, True])
-@pytest.mark.parametrize("in_place", [True, False])
 def test_conv_products_match_float64(
-    act: str | None,
-    chunk: int | None,
-    memory_format: str,
-    recompute: bool,
-    in_place: bool,
-    monkeypatch: pytest.MonkeyPatch,
+    act: str | None, chunk: int | None, memory_format: str, recompute: bool
 ) -> None:
     """``products="conv"`` in float32: output and every gradient within float32 rounding of the float64
     reference, for chunks of one image row (7, 13 over rows of 6 pixels), of two rows that split the image
     unevenly (12: 2 + 2 + 1 rows), of whole images (None, 1000), both memory formats, with and without
-    recomputation, with oneDNN's in-place convolution into the recomputation's buffers and without it (the
-    fallback where the operator is missing); the matrix products are held to the same tolerance."""
-    if not in_place:
-        monkeypatch.setattr(fcs, "_CONV_ADD_", None)
+    recomputation; the matrix products are held to the same tolerance."""
     ws, bs = _params([6, 10, 8, 3], [True, False, True], torch.float64, torch.device("cpu"))
     g = torch.Generator().manual_seed(1)
     s, u, grad = (torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64) for _ in range(3))
@@ -457,38 +448,3 @@ def test_conv_products_compute_only_the_gradients_asked_for(trained: str, recomp
         ],
     }[trained]
     assert backwards.calls == masks * 6
-
-
-@needs_onednn
-@pytest.mark.parametrize("act", ["relu", "leaky_relu", None])
-def test_conv_products_recompute_into_shared_buffers(
-    act: str | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Recomputing, every hidden layer of every chunk goes through oneDNN's in-place convolution into one set
-    of buffers (forward and backward: no new tensor per chunk), with the values of new tensors up to float
-    rounding."""
-    real = fcs._CONV_ADD_
-    assert real is not None
-    outs: list[int] = []
-
-    class Spy:
-        def binary(self, out: Tensor, *args: Any) -> Tensor:
-            outs.append(out.untyped_storage().data_ptr())
-            return real.binary(out, *args)
-
-    ws, bs = _params([6, 10, 8, 3], [True, False, True], torch.float32, torch.device("cpu"))
-    g = torch.Generator().manual_seed(5)
-    s, u, grad = (torch.randn(2, 3, 5, 6, generator=g) for _ in range(3))
-    s.requires_grad_()
-    monkeypatch.setattr(fcs, "_CONV_ADD_", Spy())
-    got = torch.autograd.grad(
-        fused_stack(s, u, ws, bs, SLOPES[act], chunk=12, recompute=True), [s, *ws], grad
-    )
-    # 2 hidden layers x 3 chunks x 2 images, forward and again in backward; one buffer per layer in each
-    assert len(outs) == 24 and len(set(outs[:12])) == 2 and len(set(outs[12:])) == 2
-    monkeypatch.setattr(fcs, "_CONV_ADD_", None)
-    want = torch.autograd.grad(
-        fused_stack(s, u, ws, bs, SLOPES[act], chunk=12, recompute=True), [s, *ws], grad
-    )
-    for a, b in zip(got, want, strict=True):  # the bias joins the sums at another point: float rounding
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))

@@ -39,9 +39,6 @@ _CL = torch.channels_last
 
 
 _ONEDNN = torch.backends.mkldnn.is_available()  # read once: the compiler does not trace torch.backends
-#: oneDNN's ``out = act(out + conv(x))`` in place (an operator of PyTorch's oneDNN fusions, in torch 2.11 to
-#: 2.14 at least); ``None`` where missing: then each layer's output is a new tensor
-_CONV_ADD_ = getattr(torch.ops.mkldnn, "_convolution_pointwise_", None) if _ONEDNN else None
 
 
 def conv_products_available(device: torch.device, dtype: torch.dtype) -> bool:
@@ -73,37 +70,13 @@ def _inputs(buf: Tensor, s: Tensor, u: Tensor, b: int, rows: slice) -> Tensor:
     return x
 
 
-def _layer(x: Tensor, w: Tensor, b: Tensor | None, slope: float | None, out: Tensor | None) -> Tensor:
-    """``act(conv(x) + b)``, into ``out`` when given (a channels-last buffer of the right shape).
-
-    Into ``out`` it is oneDNN's in-place ``out += conv(x)`` (``out`` first set to the bias), with the ReLU
-    fused: a fresh output per chunk cost page faults comparable to the products (the allocator returns freed
-    memory to the system between chunks: 5100 faults a step at B=2, 128 px). Under ``torch.compile`` or
-    ``torch.export``, or where the op is missing, ``F.conv2d`` into a new tensor (the same values)."""
-    if out is None or _CONV_ADD_ is None or torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        return act_(F.conv2d(x, w, b), slope)
-    if b is None:
-        out.zero_()
-    else:
-        out.copy_(b.view(1, -1, 1, 1))
-    fused = "relu" if slope == 0.0 else None
-    _CONV_ADD_.binary(out, x, w, None, [0, 0], [1, 1], [1, 1], 1, "add", None, fused, [], None)
-    return out if fused else act_(out, slope)
-
-
 def _hidden(
-    x: Tensor,
-    filters: Sequence[Tensor],
-    biases: Sequence[Tensor | None],
-    slope: float | None,
-    bufs: Sequence[Tensor] | None = None,
+    x: Tensor, filters: Sequence[Tensor], biases: Sequence[Tensor | None], slope: float | None
 ) -> list[Tensor]:
-    """The hidden activations of one chunk: ``act(conv(x))`` through every layer but the last, into
-    ``bufs`` (full-chunk channels-last buffers, cut to ``x``'s rows) or new tensors."""
+    """The hidden activations of one chunk: ``act(conv(x))`` through every layer but the last."""
     hs = []
-    for i, (w, b) in enumerate(zip(filters[:-1], biases[:-1], strict=True)):
-        out = None if bufs is None else bufs[i][:, :, : x.shape[2]]
-        x = _layer(x, w, b, slope, out)
+    for w, b in zip(filters[:-1], biases[:-1], strict=True):
+        x = act_(F.conv2d(x, w, b), slope)
         hs.append(x)
     return hs
 
@@ -127,11 +100,9 @@ class _FusedConvStack(torch.autograd.Function):
         batch, c, height, width = s.shape
         out = s.new_empty(batch, ws[-1].shape[0], height, width)
         buf = _cl_buffer(s, 2 * c, min(rows, height), width)
-        # recomputing: every chunk's activations through one set of buffers; else each chunk's own, kept
-        bufs = [_cl_buffer(s, w.shape[0], min(rows, height), width) for w in ws[:-1]] if recompute else None
         hidden: list[Tensor] = []
         for b, r in _row_chunks(batch, height, rows):
-            hs = _hidden(_inputs(buf, s, u, b, r), filters, bs, slope, bufs)
+            hs = _hidden(_inputs(buf, s, u, b, r), filters, bs, slope)
             if not recompute:
                 hidden.extend(hs)
             out[b : b + 1, :, r].copy_(F.conv2d(hs[-1], filters[-1], bs[-1]))
@@ -170,11 +141,10 @@ class _FusedConvStack(torch.autograd.Function):
         batch, c, height, width = s.shape
         buf = _cl_buffer(s, 2 * c, min(rows, height), width)
         gbuf = _cl_buffer(s, ws[-1].shape[0], min(rows, height), width)
-        bufs = [_cl_buffer(s, w.shape[0], min(rows, height), width) for w in ws[:-1]] if recompute else None
         for i, (b, r) in enumerate(_row_chunks(batch, height, rows)):
             x = _inputs(buf, s, u, b, r)
             hs = (
-                _hidden(x, filters, bs, slope, bufs)
+                _hidden(x, filters, bs, slope)
                 if recompute
                 else hidden[i * (num_layers - 1) : (i + 1) * (num_layers - 1)]
             )
