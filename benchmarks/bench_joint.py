@@ -96,7 +96,7 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
         {"impl": "fused", "channels_last": "spixelfcn", "recompute": True, "products": "mm"},
     ),
     (
-        "+ its products as oneDNN 1x1 convolutions (CPU float32)",
+        "+ its products as oneDNN 1x1 convolutions",
         {"impl": "fused", "channels_last": "spixelfcn", "recompute": True},
     ),
     (
