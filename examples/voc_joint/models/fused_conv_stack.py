@@ -36,8 +36,6 @@ from ._activation import act_, act_backward_
 __all__ = ["conv_products_available", "fused_conv_stack"]
 
 _CL = torch.channels_last
-
-
 _ONEDNN = torch.backends.mkldnn.is_available()  # read once: the compiler does not trace torch.backends
 
 

@@ -16,6 +16,12 @@ its backward allocates a gradient per node; this Function does the same arithmet
 * ``recompute=True`` saves only ``S`` and ``U`` and recomputes a chunk's hidden activations just before its
   backward, so the activations of the whole stack are never held at once (a chunk's at a time).
 
+With float32 parameters on the CPU, :func:`fused_stack` hands the same work to
+:func:`~examples.voc_joint.models.fused_conv_stack.fused_conv_stack`, which runs every product as a oneDNN 1x1
+convolution over channels-last chunks (``products="auto"``; ``"mm"`` keeps the matrix products): on the
+2-core AMD EPYC VM oneDNN ran the widest layer's product 2.2-2.4x as fast as MKL's matrix product, and the
+whole stack with recomputation took 0.55-0.73x the time.
+
 The same values as the module form up to float rounding (the same products; the weight gradients are summed
 chunk by chunk). ``tests/examples/test_fused_stack.py`` checks it against autograd through the layers and with
 ``torch.autograd.gradcheck`` in float64. First-order only (``once_differentiable``).
