@@ -44,6 +44,7 @@ __all__ = [
     "check_counts",
     "check_lists",
     "check_output",
+    "checkout_type",
     "cli_device",
     "cpu_model",
     "environment",
@@ -187,6 +188,28 @@ def check_output(parser: argparse.ArgumentParser, option: str, path: Path | str 
         parser.error(f"{option} must be a file path, got the folder {str(path)!r}")
     if blocker is not None:
         parser.error(f"{option} {str(path)!r} lies below the file {str(blocker)!r}")
+
+
+def checkout_type(marker: str | Path) -> Callable[[str], Path]:
+    """``type=`` of an A/B script's ``--previous``: a folder of another checkout that holds ``marker`` (a
+    path relative to the checkout's root), refusing the empty string (an unset shell variable, which ``Path``
+    would take as the current folder), a name the system cannot look up and a folder without ``marker``,
+    each as a one-line argparse error. Marked ``checks_path``: documented commands name the reader's paths."""
+
+    def checkout_dir(text: str) -> Path:
+        if not text:
+            raise argparse.ArgumentTypeError("expected a checkout, got ''")
+        path = Path(text).expanduser()
+        try:
+            found = (path / marker).is_file()
+        except OSError as exc:  # a name too long for the system, ...: not a traceback
+            raise argparse.ArgumentTypeError(f"expected a checkout, got {text!r}: {exc.strerror}") from None
+        if not found:
+            raise argparse.ArgumentTypeError(f"not a checkout of this repository (no {marker} in {text!r})")
+        return path
+
+    checkout_dir.checks_path = True  # type: ignore[attr-defined]
+    return checkout_dir
 
 
 def warmup_runs(device: torch.device) -> int:

@@ -39,6 +39,7 @@ from _harness import (
     SHAPE_MAX,
     check_counts,
     check_output,
+    checkout_type,
     environment,
     run_script,
 )  # the script's folder: run as a file or with it on sys.path
@@ -56,22 +57,7 @@ HIDDEN_MAX = 2**13
 SIDES = ("previous", "current")
 
 
-def checkout_dir(text: str) -> Path:
-    """``type=`` of ``--previous``: a folder that holds ``examples/voc_joint/models/fused_stack.py`` (not the
-    empty string, an unset shell variable, which ``Path`` would take as the current folder)."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a checkout, got ''")
-    path = Path(text).expanduser()
-    try:
-        found = (path / MODULE).is_file()
-    except OSError as exc:  # a name too long for the system, ...: not a traceback
-        raise argparse.ArgumentTypeError(f"expected a checkout, got {text!r}: {exc.strerror}") from None
-    if not found:
-        raise argparse.ArgumentTypeError(f"not a checkout of this repository (no {MODULE} in {text!r})")
-    return path
-
-
-checkout_dir.checks_path = True  # type: ignore[attr-defined]  # documented commands name the reader's paths
+checkout_dir = checkout_type(MODULE)
 
 
 def build_parser() -> argparse.ArgumentParser:

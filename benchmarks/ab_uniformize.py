@@ -32,6 +32,7 @@ from _atomic import write_text_atomic
 from _harness import (
     check_counts,
     check_output,
+    checkout_type,
     environment,
     run_script,
 )  # the script's folder: run as a file or with it on sys.path
@@ -40,22 +41,7 @@ from bench_uniformize import make_labels  # the grid labels of bench_uniformize'
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def checkout_dir(text: str) -> Path:
-    """``type=`` of ``--previous``: a folder that holds a ``sparse_ops`` package (not the empty string, an
-    unset shell variable, which ``Path`` would take as the current folder)."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a checkout, got ''")
-    path = Path(text).expanduser()
-    try:
-        found = (path / "sparse_ops" / "__init__.py").is_file()
-    except OSError as exc:  # a name too long for the system, ...: not a traceback
-        raise argparse.ArgumentTypeError(f"expected a checkout, got {text!r}: {exc.strerror}") from None
-    if not found:
-        raise argparse.ArgumentTypeError(f"not a checkout of this repository (no sparse_ops/ in {text!r})")
-    return path
-
-
-checkout_dir.checks_path = True  # type: ignore[attr-defined]  # documented commands name the reader's paths
+checkout_dir = checkout_type("sparse_ops/__init__.py")
 
 
 def build_parser() -> argparse.ArgumentParser:
