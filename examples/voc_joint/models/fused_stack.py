@@ -165,7 +165,7 @@ class _FusedStack(torch.autograd.Function):
         gws += [w.new_zeros(w.shape, dtype=acc) if need_w[i] else None for i, w in enumerate(ws) if i > 0]
         # the first layer's weight gradient is summed transposed, as (2C, h_1) = [S; U] g: with the narrow
         # side first the product ran 1.7x faster on the 2-core CPU (0.36 against 0.61 ms per (8192 x 21)
-        # chunk), 3 % of the stack's forward + backward; the same sums, so the same values
+        # chunk), 4 % of the stack's forward + backward; the same sums, so the same values
         gw1t = ws[0].new_zeros(ws[0].shape[::-1], dtype=acc) if need_w[0] else None
         gbs = [
             b.new_zeros(b.shape, dtype=acc) if b is not None and need else None
@@ -249,7 +249,8 @@ def fused_stack(
 
     Raises:
         ValueError: ``s`` and ``u`` of different shapes, layer shapes that do not chain from ``2C``, a bias
-            of the wrong shape, a negative slope.
+            of the wrong shape, a negative slope, an unknown ``products``, ``products="conv"`` where it
+            cannot run (not float32 on the CPU, or oneDNN missing or disabled).
 
     First-order only: the backward is not differentiable again (``create_graph=True`` gives no second
     derivative through this op). Under ``torch.compile`` the loop over images and chunks is unrolled into the
