@@ -500,17 +500,15 @@ def _addmm_inplace_flops(
     return 2 * a[0] * a[1] * b[1]
 
 
-def step_flops(
-    variant: str, args: argparse.Namespace, device: torch.device, opts: dict[str, Any]
-) -> int | None:
-    """FLOPs of the convolutions and matrix products of one training step of ``variant`` (forward +
-    backward), counted by ``torch.utils.flop_counter`` (the fused stack's in-place ``addmm_`` included;
-    elementwise work, the optimizer and the superpixel ops are not counted). ``None`` with ``compile``."""
+def step_flops(step: Callable[[], None], opts: dict[str, Any]) -> int | None:
+    """FLOPs of the convolutions and matrix products of one call of ``step`` (a training step of
+    :func:`make_step`: forward + backward), counted by ``torch.utils.flop_counter`` (the fused stack's
+    in-place ``addmm_`` included; elementwise work, the optimizer and the superpixel ops are not counted).
+    ``None`` with ``compile``."""
     if opts.get("compile"):
         return None
     from torch.utils.flop_counter import FlopCounterMode
 
-    _, step = make_step(variant, args, device, opts)
     mapping = {torch.ops.aten.addmm_: _addmm_inplace_flops}
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         step()
@@ -525,13 +523,13 @@ def measure_pair_set(
     """Time and memory rows of ``variants`` measured together (same run, same options), ratios to deeplab."""
     steps = {v: make_step(v, args, device, opts)[1] for v in variants}
     times = time_steps(steps, args, device)
+    flops = {v: step_flops(step, opts) for v, step in steps.items()}  # one more step each, not timed
     del steps
     mems: dict[str, dict[str, int]] = {}
     for v in variants:
         mems[v] = {"saved_activations": saved_activation_bytes(v, args, device, opts)}
         if device.type == "cuda":
             mems[v]["cuda_peak_allocated"] = peak_memory_cuda(v, args, device, opts)
-    flops = {v: step_flops(v, args, device, opts) for v in variants}
     key = "cuda_peak_allocated" if device.type == "cuda" else "saved_activations"
     base_f = flops.get("deeplab")
     base_t = times["deeplab"]["median_s"] if "deeplab" in times else None

@@ -629,7 +629,8 @@ def test_bench_joint_rows_are_ratios_to_deeplab_of_the_same_run(monkeypatch):
     )
     monkeypatch.setattr(bench, "saved_activation_bytes", lambda v, *rest: saved[v])
     monkeypatch.setattr(bench, "peak_memory_cuda", lambda v, *rest: peak[v])
-    monkeypatch.setattr(bench, "step_flops", lambda v, *rest: {"deeplab": 40, "joint_hard_ti": 58}[v])
+    # make_step's step is the variant's name here: the FLOPs are counted on the timed steps themselves
+    monkeypatch.setattr(bench, "step_flops", lambda step, *rest: {"deeplab": 40, "joint_hard_ti": 58}[step])
     variants = ["deeplab", "joint_hard_ti"]
     cuda = {r["variant"]: r for r in bench.measure_pair_set(variants, None, torch.device("cuda"), {})}
     joint = cuda["joint_hard_ti"]
@@ -860,10 +861,12 @@ def test_bench_joint_breakdown_shares_sum_and_deeplab_step(tmp_path, monkeypatch
 
 
 @pytest.mark.examples
+@pytest.mark.parametrize("products", ["auto", "mm"])
 @pytest.mark.parametrize("recompute", [False, True])
-def test_bench_joint_fusion_flops_match_the_products_run(recompute):
+def test_bench_joint_fusion_flops_match_the_products_run(recompute, products):
     """``fusion_flops`` counts what the fused stack's forward and backward multiply: torch's FLOP counter over
-    one step of the stack (its in-place ``addmm_`` counted too, which the counter leaves out by default)."""
+    one step of the stack, as the CPU runs it in float32 (oneDNN convolutions) and as matrix products (their
+    in-place ``addmm_`` counted too, which the counter leaves out by default)."""
     from types import SimpleNamespace
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -872,6 +875,7 @@ def test_bench_joint_fusion_flops_match_the_products_run(recompute):
 
     bench = _import("bench_joint")
     fusion = FusionStack(3, [6, 7], "relu", "transparent")  # widths 6 -> 12 -> 14 -> 3
+    fusion._products = products
     model = SimpleNamespace(fusion=fusion, recompute_fusion=recompute)
     s, u = (torch.randn(2, 3, 4, 6, requires_grad=True) for _ in range(2))
 
@@ -884,18 +888,22 @@ def test_bench_joint_fusion_flops_match_the_products_run(recompute):
 
 
 @pytest.mark.examples
-def test_bench_joint_step_flops_differ_by_the_fusion_stack():
+@pytest.mark.parametrize("products", ["auto", "mm"])
+def test_bench_joint_step_flops_differ_by_the_fusion_stack(products):
     """Two independent counts agree: the joint step with the fusion stack minus the one without it is the
-    fusion's arithmetic by ``fusion_flops``; nothing is counted under ``--compile``."""
+    fusion's arithmetic by ``fusion_flops``, with the stack's products as the CPU runs them in float32 and as
+    matrix products (whose in-place ``addmm_`` the script counts); nothing is counted under ``--compile``."""
     bench = _import("bench_joint")
     args = bench.build_parser().parse_args(["--threads", "1", "--size", "16"])
     args.channels_last = False
-    opts = bench.default_options(args)
+    opts = {**bench.default_options(args), "products": products}
     cpu = torch.device("cpu")
-    with_stack, without = (bench.step_flops(v, args, cpu, opts) for v in ("joint_hard_ti", "joint_hard_noti"))
-    model = bench.build_model("joint_hard_ti", args, cpu, opts)
+    (model, with_step), (_, without_step) = (
+        bench.make_step(v, args, cpu, opts) for v in ("joint_hard_ti", "joint_hard_noti")
+    )
+    with_stack, without = bench.step_flops(with_step, opts), bench.step_flops(without_step, opts)
     assert with_stack - without == bench.fusion_flops(model, args.batch_size * 16 * 16) > 0
-    assert bench.step_flops("deeplab", args, cpu, {**opts, "compile": True}) is None
+    assert bench.step_flops(with_step, {**opts, "compile": True}) is None
 
 
 @pytest.mark.examples
