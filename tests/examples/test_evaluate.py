@@ -303,35 +303,34 @@ def _fold_labels(src, dst, num_classes):
     return dst
 
 
-def test_cli_takes_the_class_count_from_the_checkpoint(voc, tmp_path, capsys):
-    """A seg checkpoint trained with --num-classes 5 evaluates with 5 classes (not VOC's default 21)."""
+def _seg_checkpoint(tmp_path, num_classes):
+    """A seg-stage checkpoint of a small DeepLabV3+ with ``num_classes`` classes, recorded in its config."""
     from examples.voc_joint.checkpoint import FORMAT, save_checkpoint
     from examples.voc_joint.models import DeepLabV3Plus, model_config
 
     torch.manual_seed(0)
-    net = DeepLabV3Plus(5, "resnet18", aspp_channels=8).eval()
-    config = {"model": model_config(net), "args": {"num_classes": 5}}
+    net = DeepLabV3Plus(num_classes, "resnet18", aspp_channels=8).eval()
+    config = {"model": model_config(net), "args": {"num_classes": num_classes}}
     ckpt = {"format": FORMAT, "version": 1, "stage": "seg", "config": config, "model": net.state_dict()}
-    path = save_checkpoint(tmp_path / "seg" / "checkpoint.pt", ckpt)
+    return save_checkpoint(tmp_path / "seg" / "checkpoint.pt", ckpt)
+
+
+def _evaluate(path, root, out):
+    """evaluate.py's exit status for the checkpoint ``path`` on the data set ``root``, results in ``out``."""
+    argv = ["--checkpoint", str(path), "--data-root", str(root), "--output-dir", str(out), "--no-progress"]
+    return evaluate_mod.main(argv)
+
+
+def test_cli_takes_the_class_count_from_the_checkpoint(voc, tmp_path, capsys):
+    """A seg checkpoint trained with --num-classes 5 evaluates with 5 classes (not VOC's default 21)."""
+    path = _seg_checkpoint(tmp_path, 5)
     root = _fold_labels(voc, tmp_path / "voc5", 5)
-    rc = evaluate_mod.main(
-        [
-            "--checkpoint",
-            str(path),
-            "--data-root",
-            str(root),
-            "--output-dir",
-            str(tmp_path / "ev"),
-            "--no-progress",
-        ]
-    )
-    assert rc == 0
+    assert _evaluate(path, root, tmp_path / "ev") == 0
     payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert list(payload["joint"]["per_class_iou"]) == ["0", "1", "2", "3", "4"]
     assert payload["joint"]["num_images"] == 3 and "per-class IoU" in capsys.readouterr().out
     # the masks are read against the checkpoint's 5 classes: an unfolded label is a data error naming its file
-    argv = ["--checkpoint", str(path), "--data-root", str(voc), "--output-dir", str(tmp_path / "e2")]
-    assert evaluate_mod.main([*argv, "--no-progress"]) == 1
+    assert _evaluate(path, voc, tmp_path / "e2") == 1
     err = capsys.readouterr().err
     assert re.search(r"error: mask file .*\.png. has label values outside \{0\.\.4, 255\}", err), err
 
@@ -339,14 +338,7 @@ def test_cli_takes_the_class_count_from_the_checkpoint(voc, tmp_path, capsys):
 def test_cli_reads_labels_beyond_voc_for_a_checkpoint_with_more_classes(voc, tmp_path):
     """A 30-class checkpoint evaluates masks with labels 21..29 (read against VOC's 21 classes, they were
     refused)."""
-    from examples.voc_joint.checkpoint import FORMAT, save_checkpoint
-    from examples.voc_joint.models import DeepLabV3Plus, model_config
-
-    torch.manual_seed(0)
-    net = DeepLabV3Plus(30, "resnet18", aspp_channels=8).eval()
-    config = {"model": model_config(net), "args": {"num_classes": 30}}
-    ckpt = {"format": FORMAT, "version": 1, "stage": "seg", "config": config, "model": net.state_dict()}
-    path = save_checkpoint(tmp_path / "seg" / "checkpoint.pt", ckpt)
+    path = _seg_checkpoint(tmp_path, 30)
     root = shutil.copytree(voc, tmp_path / "voc30")
     for mask in (root / "SegmentationClass").glob("*.png"):
         with Image.open(mask) as im:
@@ -356,18 +348,7 @@ def test_cli_reads_labels_beyond_voc_for_a_checkpoint_with_more_classes(voc, tmp
         shifted = Image.fromarray(lab.astype(np.uint8), mode="P")
         shifted.putpalette(palette)
         shifted.save(mask)
-    rc = evaluate_mod.main(
-        [
-            "--checkpoint",
-            str(path),
-            "--data-root",
-            str(root),
-            "--output-dir",
-            str(tmp_path / "ev"),
-            "--no-progress",
-        ]
-    )
-    assert rc == 0
+    assert _evaluate(path, root, tmp_path / "ev") == 0
     payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert len(payload["joint"]["per_class_iou"]) == 30 and payload["joint"]["num_images"] == 3
 
