@@ -499,14 +499,14 @@ _CONV_SCALED = "gws[layer] += gw.reshape(ws[layer].shape) * (1 + 2**-20)"
 
 
 def _previous_checkout(tmp_path: Path, source: str, conv_source: str | None = None) -> Path:
-    """A folder laid out like a checkout whose fused_stack.py is ``source``, beside this checkout's helper
-    modules (fused_conv_stack.py: ``conv_source`` if given)."""
+    """A folder laid out like a checkout whose fused_stack.py is ``source``, beside this checkout's other
+    model modules (the helpers it imports; fused_conv_stack.py: ``conv_source`` if given)."""
     models = ROOT / "examples" / "voc_joint" / "models"
     module = tmp_path / "previous" / "examples" / "voc_joint" / "models" / "fused_stack.py"
     module.parent.mkdir(parents=True)
+    for helper in models.glob("*.py"):
+        (module.parent / helper.name).write_text(helper.read_text())
     module.write_text(source)
-    for helper in ("_activation.py", "fused_conv_stack.py"):
-        (module.parent / helper).write_text((models / helper).read_text())
     if conv_source is not None:
         (module.parent / "fused_conv_stack.py").write_text(conv_source)
     return (tmp_path / "previous").resolve()

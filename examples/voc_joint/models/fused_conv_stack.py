@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._activation import act_, act_backward_
+from ._stack_backward import act_, act_backward_, gradients_asked, unpack_saved
 
 __all__ = ["conv_products_available", "fused_conv_stack"]
 
@@ -113,22 +113,14 @@ class _FusedConvStack(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         slope, rows, recompute, u_of, num_layers, has_bias = ctx.layout
-        saved = list(ctx.saved_tensors)
-        s, u = saved[0], saved[1]
+        s, u, ws, bs, hidden = unpack_saved(ctx.saved_tensors, num_layers, has_bias)
         if u is None:
             with torch.no_grad():
                 u = u_of(s)
-        ws = saved[2 : 2 + num_layers]
-        stored = iter(saved[2 + num_layers : 2 + num_layers + sum(has_bias)])
-        bs: list[Tensor | None] = [next(stored) if flag else None for flag in has_bias]
-        hidden = saved[2 + num_layers + sum(has_bias) :]
         filters = [w[:, :, None, None] for w in ws]
-        # inputs: s, u, 5 options, then (weight, bias) per layer
-        needs = ctx.needs_input_grad
-        need_w = [needs[7 + 2 * i] for i in range(num_layers)]
-        need_b = [needs[8 + 2 * i] for i in range(num_layers)]
+        needs = ctx.needs_input_grad  # inputs: s, u, 5 options, then (weight, bias) per layer
+        need_w, need_b, lowest = gradients_asked(needs, 7, num_layers)
         need_x = needs[0] or needs[1]
-        lowest = 0 if need_x else min(i for i in range(num_layers) if need_w[i] or need_b[i])
         gws = [w.new_zeros(w.shape) if need else None for w, need in zip(ws, need_w, strict=True)]
         gbs = [
             b.new_zeros(b.shape) if b is not None and need else None

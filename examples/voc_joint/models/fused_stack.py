@@ -38,7 +38,7 @@ from torch.autograd.function import once_differentiable
 
 from sparse_ops.soft import _no_autocast
 
-from ._activation import act_, act_backward_
+from ._stack_backward import act_, act_backward_, gradients_asked, unpack_saved
 from .fused_conv_stack import conv_products_available, fused_conv_stack
 
 __all__ = ["PRODUCTS", "Products", "fused_stack"]
@@ -142,23 +142,14 @@ class _FusedStack(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         slope, chunk, recompute, u_of, spatial, num_layers, has_bias = ctx.layout
         grad = _pixel_matrix(grad)
-        saved = list(ctx.saved_tensors)
-        s, u = saved[0], saved[1]
+        s, u, ws, bs, hidden = unpack_saved(ctx.saved_tensors, num_layers, has_bias)
         if u is None:
             with torch.no_grad():
                 u = _pixel_matrix(u_of(s.unflatten(2, spatial)))
-        ws = saved[2 : 2 + num_layers]
-        stored = iter(saved[2 + num_layers : 2 + num_layers + sum(has_bias)])
-        bs: list[Tensor | None] = [next(stored) if flag else None for flag in has_bias]
-        hidden = saved[2 + num_layers + sum(has_bias) :]
         c = s.shape[1]
         w1s, w1u = ws[0][:, :c], ws[0][:, c:]
-        # the gradients asked for: a frozen layer's weight gradient is not computed, and the gradient stops
-        # at the lowest layer that still needs it (inputs: s, u, 6 options, then (weight, bias) per layer)
-        needs = ctx.needs_input_grad
-        need_w = [needs[8 + 2 * i] for i in range(num_layers)]
-        need_b = [needs[9 + 2 * i] for i in range(num_layers)]
-        lowest = 0 if needs[0] or needs[1] else min(i for i in range(num_layers) if need_w[i] or need_b[i])
+        needs = ctx.needs_input_grad  # inputs: s, u, 6 options, then (weight, bias) per layer
+        need_w, need_b, lowest = gradients_asked(needs, 8, num_layers)
         # half-precision parameters: their gradients are summed over the chunks in float32, rounded once
         acc = torch.float32 if ws[0].dtype in (torch.float16, torch.bfloat16) else ws[0].dtype
         gws: list[Tensor | None] = [None]  # the first layer's: gw1t below

@@ -1,0 +1,55 @@
+"""What both forms of the fused stack share: the activation and its derivative in place, the unpacking of
+the tensors their forward saves, and which gradients their backward must compute."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["act_", "act_backward_", "gradients_asked", "unpack_saved"]
+
+
+def act_(z: Tensor, slope: float | None) -> Tensor:
+    """The activation in place: ``None`` none, ``0.0`` ReLU, ``> 0`` LeakyReLU."""
+    if slope is None:
+        return z
+    return torch.relu_(z) if slope == 0.0 else F.leaky_relu_(z, slope)
+
+
+def act_backward_(g: Tensor, h: Tensor, slope: float | None) -> Tensor:
+    """``g act'(z)`` in place, read off the activation's output ``h``: ``h > 0`` iff ``z > 0``."""
+    if slope is None:
+        return g
+    if slope == 0.0:
+        return torch.ops.aten.threshold_backward.grad_input(g, h, 0.0, grad_input=g)
+    return torch.ops.aten.leaky_relu_backward.grad_input(g, h, slope, True, grad_input=g)
+
+
+def unpack_saved(
+    saved: Sequence[Tensor | None], num_layers: int, has_bias: Sequence[bool]
+) -> tuple[Tensor, Tensor | None, list[Tensor], list[Tensor | None], list[Tensor]]:
+    """``(s, u, weights, biases, hidden)`` from what the forward saved: ``s``, ``u`` (``None`` when it is
+    rebuilt from ``s``), the weights, the biases that exist, then the hidden activations (none when
+    recomputing)."""
+    s, u = saved[0], saved[1]
+    assert s is not None
+    ws = list(saved[2 : 2 + num_layers])
+    stored = iter(saved[2 + num_layers : 2 + num_layers + sum(has_bias)])
+    bs = [next(stored) if flag else None for flag in has_bias]
+    hidden = list(saved[2 + num_layers + sum(has_bias) :])
+    return s, u, ws, bs, hidden  # type: ignore[return-value]  # weights and hidden are never None
+
+
+def gradients_asked(
+    needs: Sequence[bool], first_param: int, num_layers: int
+) -> tuple[list[bool], list[bool], int]:
+    """``(need_w, need_b, lowest)`` from ``ctx.needs_input_grad`` (``s``, ``u``, options, then ``(weight,
+    bias)`` per layer from index ``first_param``): a frozen layer's weight gradient is not computed, and the
+    gradient stops at the lowest layer that still needs it (0 when ``s`` or ``u`` wants one)."""
+    need_w = [needs[first_param + 2 * i] for i in range(num_layers)]
+    need_b = [needs[first_param + 1 + 2 * i] for i in range(num_layers)]
+    lowest = 0 if needs[0] or needs[1] else min(i for i in range(num_layers) if need_w[i] or need_b[i])
+    return need_w, need_b, lowest
