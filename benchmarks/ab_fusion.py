@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
-import json
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _atomic import write_text_atomic
+from _atomic import write_json
 from _harness import (
     SHAPE_MAX,
     check_counts,
@@ -219,8 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
         print(f"written to {args.out}")
     return result
 

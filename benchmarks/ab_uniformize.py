@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _atomic import write_text_atomic
+from _atomic import write_json
 from _harness import (
     check_counts,
     check_output,
@@ -175,8 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs": runs,
     }
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.out, json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
         print(f"written to {args.out}")
     return result
 

@@ -58,7 +58,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402  # after the sys.path set-up, so the checkout's packages win
 import torch.nn.functional as F  # noqa: E402  # after the sys.path set-up
-from _atomic import write_text_atomic  # noqa: E402
+from _atomic import write_json  # noqa: E402
 from _harness import check_counts, check_output, cli_device, cpu_model, load_average, run_script  # noqa: E402  # the script's folder: run as a file or with it on sys.path
 from torch import Tensor, nn  # noqa: E402  # same reason
 
@@ -905,7 +905,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.formats:
         result["formats"] = format_study(args, device, head)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     existing = {}
     if args.out.exists():
         try:
@@ -915,17 +914,13 @@ def main(argv: list[str] | None = None) -> dict:
     key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}" + ("_amp" if amp_used else "")
     existing.pop(device.type, None)  # layout of an older version of this script
     existing[key] = result
-    write_text_atomic(args.out, json.dumps(existing, indent=2, allow_nan=False, default=_json_default))
+    write_json(args.out, existing)
     print(f"written to {args.out} (key {key!r})")
     return result
 
 
 def _fmt(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.2f}"
-
-
-def _json_default(obj: object) -> object:
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +84,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _atomic import write_text_atomic  # noqa: E402
+from _atomic import stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
     check_counts,
@@ -727,10 +726,8 @@ def main(argv: list[str] | None = None) -> dict:
         print("\n--quick: no JSON written (pass --out)")
     else:
         threads = "" if args.threads == 2 else f"_{args.threads}thread"
-        stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())  # a new file: never overwrite a committed result
-        out = args.out or ROOT / "benchmarks" / "results" / f"bench_ops_{args.device}{threads}_{stamp}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out, json.dumps(data, indent=1) + "\n")
+        out = args.out or stamped_result(f"bench_ops_{args.device}{threads}")  # never a committed result
+        write_json(out, data)
         print(f"\nwrote {out}")
     if not ok:
         raise SystemExit("a check failed or a measurement did not finish: see the table above")

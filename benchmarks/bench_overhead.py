@@ -30,9 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +43,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
-from _atomic import write_text_atomic  # noqa: E402
+from _atomic import stamped_result, write_json  # noqa: E402
 from _counting import OpCounter, allocations  # noqa: E402
 from _harness import check_counts, check_lists, check_output, cli_device, environment, run_script  # noqa: E402
 
@@ -366,10 +364,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick and not args.out:  # a smoke run must not replace a committed result
         print("\n--quick: no JSON written (pass --out)")
     else:
-        stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())
-        out = args.out or ROOT / "benchmarks" / "results" / f"overhead_{device.type}_{stamp}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out, json.dumps(data, indent=1) + "\n")
+        out = args.out or stamped_result(f"overhead_{device.type}")  # never a committed result
+        write_json(out, data)
         print(f"\nwrote {out}")
     return data
 

@@ -38,7 +38,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _atomic import write_text_atomic  # noqa: E402
+from _atomic import stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
     check_counts,
@@ -379,11 +378,9 @@ def main(argv: list[str] | None = None) -> dict:
             "paired_ratio_to_nn": paired["paired_ratio_to_nn"],
         },
     }
-    stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())  # a new file: never overwrite a committed result
-    out = args.out or (None if args.quick else ROOT / "benchmarks" / "results" / f"soft_{stamp}.json")
+    out = args.out or (None if args.quick else stamped_result("soft"))  # never a committed result
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+        write_json(out, result)
         print(f"\nwrote {out}")
     return result
 

@@ -21,7 +21,6 @@ benchmarks/bench_transparent_init.py --quick`` (3 seeds, 16x smaller inputs, a s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,7 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
-from _atomic import write_text_atomic
+from _atomic import RESULTS, write_json
 from _harness import check_counts, check_output, cpu_model, load_average, run_script
 from torch import nn
 
@@ -407,12 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out
     if out is None and not args.quick:  # a smoke run must not replace the committed full result
-        out = Path(__file__).resolve().parent / "results" / "transparent_init.json"
+        out = RESULTS / "transparent_init.json"
     if out is None:
         print(f"\n--quick: no JSON written (pass --out) in {result['seconds']:.0f} s")
         return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(result, indent=2))
+    write_json(out, result)
     print(f"\nwrote {out} in {result['seconds']:.0f} s")
     return 0
 

@@ -56,7 +56,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +63,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from _atomic import write_text_atomic  # noqa: E402
+from _atomic import stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402 (after the path set-up)
     PeakMemory,
     check_counts,
@@ -607,11 +606,8 @@ def main(argv: list[str] | None = None) -> dict:
         print("--quick: no JSON written (pass --out)")
         return data
     threads = "" if args.threads == 2 else f"_{args.threads}thread"
-    stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())  # a new file: never overwrite a committed result
-    default = ROOT / "benchmarks" / "results" / f"bench_uniformize_{args.device}{threads}_{stamp}.json"
-    out = Path(args.out) if args.out else default
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(data, indent=1))
+    out = Path(args.out) if args.out else stamped_result(f"bench_uniformize_{args.device}{threads}")
+    write_json(out, data)  # the default: a new file, never a committed result
     print(f"wrote {out}")
     return data
 

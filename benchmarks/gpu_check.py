@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _atomic import write_text_atomic  # the script's folder: run as a file or with it on sys.path
+from _atomic import write_json, write_text_atomic  # the script's folder: run as a file or with it on sys.path
 
 # _atomic put the checkout on sys.path; the signals module imports no torch, as this script must not
 from examples.voc_joint.signals import STOP_SIGNALS, detach_hung_up_output
@@ -946,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args._train is not None:
         result = train_check(args.device, args.quick, args._train)
-        write_text_atomic(args._train / "train_check.json", json.dumps(result, indent=1))
+        write_json(args._train / "train_check.json", result)
         print(json.dumps(result, indent=1))
         return 0
 
@@ -1091,7 +1091,7 @@ def train_summary(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(report: dict[str, Any], json_path: Path, txt_path: Path) -> None:
-    write_text_atomic(json_path, json.dumps(report, indent=1, default=str) + "\n")
+    write_json(json_path, report)
     write_text_atomic(txt_path, render_summary(report))
 
 

@@ -12,8 +12,10 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -1737,3 +1739,108 @@ def test_benchmark_results_are_written_by_the_examples_one_atomic_writer(tmp_pat
         sys.path.remove(str(BENCH))
     atomic_writer(tmp_path / "joint.json", "{}\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["joint.json"]
+
+
+def test_write_json_is_strict_json_indented_by_2_ending_in_a_newline(tmp_path, capsys) -> None:
+    """The scripts wrote their results in four styles (indent 1 or 2, with or without a final newline, NaN
+    allowed or refused, ``default=str`` or none): one style now, in a folder it makes, keys in their order."""
+    atomic = _import("_atomic")
+    path = tmp_path / "new" / "folder" / "r.json"
+    assert atomic.write_json(path, {"b": 1, "a": [1.5, (2, "x")], "none": None, "ok": True}) == []
+    text = path.read_text()
+    lines = ["{", '  "b": 1,', '  "a": [', "    1.5,", "    [", "      2,", '      "x"', "    ]", "  ],"]
+    assert text == "\n".join([*lines, '  "none": null,', '  "ok": true', "}", ""])
+    assert list(json.loads(text)) == ["b", "a", "none", "ok"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
+    assert capsys.readouterr().err == ""
+
+
+def test_write_json_writes_nan_and_infinity_as_null_and_names_each_on_stderr(tmp_path, capsys) -> None:
+    """``json.dumps`` wrote ``NaN`` and ``Infinity``, which are not JSON (``jq`` and browsers refuse the
+    file), and ``bench_joint.py`` refused them after its whole run: they are written as null, each named in a
+    note on stderr."""
+    atomic = _import("_atomic")
+    path = tmp_path / "r.json"
+    data = {"rows": [{"ms": 1.0, "err": float("nan")}], "ratio": float("inf"), "low": -float("inf")}
+    nulled = atomic.write_json(path, data)
+    assert nulled == ["nan at result['rows'][0]['err']", "inf at result['ratio']", "-inf at result['low']"]
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} is not JSON")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {
+        "rows": [{"ms": 1.0, "err": None}],
+        "ratio": None,
+        "low": None,
+    }
+    assert data["ratio"] == float("inf")  # the caller's result is left as it was
+    assert capsys.readouterr().err == f"{path}: no JSON for {', '.join(nulled)}; written as null\n"
+
+
+def test_write_json_refuses_a_value_json_has_no_type_for_and_keeps_the_earlier_file(tmp_path) -> None:
+    """A value JSON has no type for is refused with its place, before anything is written (``gpu_check.py``
+    wrote it as ``str(value)``, the others failed in ``json.dumps`` without saying where)."""
+    atomic = _import("_atomic")
+    path = tmp_path / "r.json"
+    path.write_text("earlier\n")
+    with pytest.raises(TypeError, match=r"JSON values only, got \w*Path .* at result\['config'\]\['out'\]"):
+        atomic.write_json(path, {"config": {"out": Path("/tmp/x")}})
+    assert path.read_text() == "earlier\n" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_write_json_stopped_while_writing_leaves_the_earlier_file_whole(tmp_path, monkeypatch) -> None:
+    """The result is written to a temporary file renamed into place: a run stopped before the rename leaves
+    the earlier result as it was and no temporary file."""
+    atomic = _import("_atomic")
+    path = tmp_path / "joint.json"
+    path.write_text('{"cuda_resnet101_b8_512": {}}\n')
+
+    def stopped(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.write_json(path, {"cpu_resnet18_b2_256": {"rows": []}})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joint.json"]
+    assert path.read_text() == '{"cuda_resnet101_b8_512": {}}\n'
+
+
+def test_stamped_result_is_a_new_file_in_the_results_folder(monkeypatch) -> None:
+    """The default name of the scripts that write a new file each run (bench_ops, bench_overhead, bench_soft,
+    bench_uniformize), as the docs name it: ``<stem>_<UTC yyyymmdd-HHMM>.json`` in benchmarks/results."""
+    atomic = _import("_atomic")
+    now = time.struct_time((2026, 12, 2, 15, 30, 0, 2, 336, 0))
+    monkeypatch.setattr(time, "gmtime", lambda *args: now)
+    assert (
+        atomic.stamped_result("bench_ops_cpu_1thread")
+        == BENCH / "results" / "bench_ops_cpu_1thread_20261202-1530.json"
+    )
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "ab_fusion",
+        "ab_uniformize",
+        "bench_joint",
+        "bench_ops",
+        "bench_overhead",
+        "bench_soft",
+        "bench_transparent_init",
+        "bench_uniformize",
+        "gpu_check",
+    ],
+)
+def test_every_json_result_is_written_by_the_one_writer(script) -> None:
+    """Each script writes its JSON result through ``write_json`` and names a new file with
+    ``stamped_result``: no call of the atomic writer with its own ``json.dumps``, no stamp of its own."""
+    source = (BENCH / f"{script}.py").read_text()
+    assert "write_json(" in source
+    for start in (m.end() for m in re.finditer(r"write_text_atomic\(", source)):
+        depth, end = 1, start
+        while depth:
+            depth += {"(": 1, ")": -1}.get(source[end], 0)
+            end += 1
+        assert "json.dumps" not in source[start:end], source[start:end]
+    assert "%Y%m%d" not in source
