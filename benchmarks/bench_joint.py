@@ -348,9 +348,10 @@ BREAKDOWN_PARTS = ("DeepLabV3+", "SpixelFCN", "superpixel ids", "uniformization"
 
 
 def breakdown(
-    args: argparse.Namespace, device: torch.device, opts: dict[str, Any]
+    args: argparse.Namespace, device: torch.device, opts: dict[str, Any], model: nn.Module
 ) -> dict[str, dict[str, float]]:
-    """Forward + backward time and saved bytes of each part of one ``joint_hard_ti`` step, in isolation.
+    """Forward + backward time and saved bytes of each part of one step of ``model`` (``joint_hard_ti`` of
+    :func:`build_model` with ``opts``), in isolation.
 
     Each part runs on detached copies of its real inputs (leaf tensors that require grad where the step
     back-propagates into them). Timed alone, the parts add up to more than the step (each pays its own
@@ -358,7 +359,6 @@ def breakdown(
     """
     from torch.utils.checkpoint import checkpoint
 
-    model = build_model("joint_hard_ti", args, device, opts)
     x, y = make_batch(args, device, opts.get("channels_last", False))
     x_spixel = (  # the SpixelFCN input in the network's memory format, as JointModel.forward makes it
         x.contiguous(memory_format=torch.channels_last)
@@ -446,16 +446,17 @@ def fusion_flops(model: nn.Module, pixels: int) -> int:
 
 
 def fusion_floor(
-    args: argparse.Namespace, device: torch.device, opts: dict[str, Any], fusion_s: float
+    args: argparse.Namespace, device: torch.device, model: nn.Module, fusion_s: float
 ) -> dict[str, Any]:
-    """The fusion's arithmetic against the faster of two product rates on its widest layer, in this run.
+    """The arithmetic of ``model``'s fusion stack (the breakdown's ``joint_hard_ti``: only its layer shapes,
+    its CPU chunk and whether it recomputes are read) against the faster of two product rates on its widest
+    layer, in this run.
 
     ``matmul_gflops`` is ``torch.mm`` of one chunk of rows (the CPU chunk, or every pixel on other devices)
     by the widest hidden layer's square weight; ``conv_gflops`` the same product as a 1x1 convolution over
     the chunk in channels_last (``(1, width, chunk / size, size)``: the oneDNN form the stack runs on the
     CPU); each timed over ``args.rounds``. ``floor_s`` is the fusion's arithmetic at the faster rate: an
     estimate of the least the stack could take with these products, not a bound on every implementation."""
-    model = build_model("joint_hard_ti", args, device, opts)
     pixels = args.batch_size * args.size * args.size
     flops = fusion_flops(model, pixels)
     fusion = model.fusion
@@ -861,7 +862,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
 
     if not args.no_breakdown:
-        parts = breakdown(args, device, opts)
+        model = build_model("joint_hard_ti", args, device, opts)  # the parts and the floor: one model
+        parts = breakdown(args, device, opts, model)
         base = next((r for r in rows if r["variant"] == "deeplab"), None)
         total_t = sum(v["median_s"] for v in parts.values())
         print(f"\nbreakdown of one joint_hard_ti step (parts timed in isolation, forward + backward), {head}")
@@ -876,7 +878,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"{'sum of parts':<16} {1e3 * total_t:>8.1f}    (full step {1e3 * full['median_s']:.1f} ms)"
             )
-        floor = fusion_floor(args, device, opts, parts["fusion"]["median_s"])
+        floor = fusion_floor(args, device, model, parts["fusion"]["median_s"])
+        del model
         rows_, width = floor["matmul_shape"][:2]
         print(
             f"fusion: {floor['flops'] / 1e9:.2f} GFLOP of products per step, {floor['gflops']:.0f} GFLOP/s; "

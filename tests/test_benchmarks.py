@@ -844,6 +844,7 @@ def test_bench_joint_breakdown_shares_sum_and_deeplab_step(tmp_path, monkeypatch
     }
     rows = [row("deeplab", 0.2, 1.0), row("joint_hard_noti", 0.25, 1.25), row("joint_hard_ti", 0.3, 1.5)]
     monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: rows)
+    monkeypatch.setattr(bench, "build_model", lambda *rest: None)  # the model of the breakdown and the floor
     monkeypatch.setattr(bench, "breakdown", lambda *rest: parts)
     floor = {"flops": 4e9, "gflops": 40.0, "matmul_shape": [8192, 128, 128], "matmul_gflops": 100.0}
     floor |= {"conv_shape": [1, 128, 64, 128], "conv_gflops": 80.0, "floor_s": 0.04}
@@ -909,6 +910,40 @@ def test_bench_joint_step_flops_differ_by_the_fusion_stack(products):
 
 
 @pytest.mark.examples
+def test_bench_joint_builds_one_model_for_the_breakdown_and_the_fusion_floor(tmp_path, monkeypatch):
+    """``fusion_floor`` built the joint model once more per run only to read the stack's layer shapes: it
+    reads them from the breakdown's model now, with the same figures as from a model of its own."""
+    bench = _import("bench_joint")
+    built: list[str] = []
+    build = bench.build_model
+
+    def counted(variant, *rest):
+        built.append(variant)
+        return build(variant, *rest)
+
+    def fake_times(steps, *rest):
+        return {k: {"median_s": 0.5 if k == "conv" else 0.25} for k in steps}
+
+    row = {"variant": "deeplab", "median_s": 0.2, "time_ratio": 1.0, "time_ratio_paired": 1.0}
+    row |= {"memory_ratio": 1.0, "memory_bytes": {"saved_activations": 2**20}}
+    monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [row])
+    monkeypatch.setattr(bench, "build_model", counted)
+    monkeypatch.setattr(bench, "time_steps", fake_times)
+    argv = ["--threads", "1", "--size", "16", "--rounds", "1", "--variants", "deeplab"]
+    result = bench.main([*argv, "--out", str(tmp_path / "j.json")])
+    assert built == ["joint_hard_ti"]
+    args = bench.build_parser().parse_args(argv)
+    args.channels_last = bench.DEFAULT_CHANNELS_LAST.get("cpu", False)  # as main sets it
+    own = build(  # the model fusion_floor built for itself
+        "joint_hard_ti", args, torch.device("cpu"), bench.default_options(args)
+    )
+    floor = bench.fusion_floor(
+        args, torch.device("cpu"), own, result["breakdown"]["parts"]["fusion"]["median_s"]
+    )
+    assert result["breakdown"]["fusion_floor"] == {**floor, "step_ratio_floor": None}
+
+
+@pytest.mark.examples
 def test_bench_joint_fusion_floor_is_the_flops_at_the_matmul_rate(monkeypatch):
     """The floor is the fusion's FLOPs at the faster of the timed ``torch.mm`` and 1x1 convolution (one CPU
     chunk of rows by the widest hidden layer); the fusion's own rate is its FLOPs over its measured time."""
@@ -922,7 +957,8 @@ def test_bench_joint_fusion_floor_is_the_flops_at_the_matmul_rate(monkeypatch):
         monkeypatch.setattr(
             bench, "time_steps", lambda steps, *rest, times=times: {k: times[k] for k in steps}
         )
-        floor = bench.fusion_floor(args, torch.device("cpu"), bench.default_options(args), 2.0)
+        model = bench.build_model("joint_hard_ti", args, torch.device("cpu"), bench.default_options(args))
+        floor = bench.fusion_floor(args, torch.device("cpu"), model, 2.0)
         assert floor["matmul_shape"] == [pixels, 128, 128]  # fewer pixels than a CPU chunk: all of them
         assert floor["conv_shape"] == [1, 128, pixels // 16, 16]  # the same pixels as whole image rows
         assert floor["matmul_gflops"] == pytest.approx(2 * pixels * 128 * 128 / mm_s / 1e9)
