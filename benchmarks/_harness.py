@@ -9,6 +9,8 @@
   (``/proc/self/clear_refs``), so memory freed before the region does not hide growth inside it. Elsewhere
   (or where the reset is refused) the growth of ``ru_maxrss``, which only sees growth above the process's
   earlier peak: :attr:`PeakMemory.method` says which.
+* :func:`peak_mib` and :func:`cell`: a row's memory figure (as :func:`memory_fields` recorded it) and a
+  figure as a cell of a printed table, ``nan`` where there is none.
 * :func:`environment`: torch version, device name, CPU model (:func:`cpu_model`), CPU count and the
   1-minute load average (is the machine shared right now?) for the result files.
 * :func:`run_script`: every script's entry point: SIGINT / SIGTERM / SIGHUP end it with one line and exit
@@ -41,6 +43,7 @@ __all__ = [
     "SHAPE_MAX",
     "THREADS_MAX",
     "PeakMemory",
+    "cell",
     "check_counts",
     "check_lists",
     "check_output",
@@ -52,6 +55,7 @@ __all__ = [
     "median_upper",
     "memory_fields",
     "paired_times",
+    "peak_mib",
     "run_script",
     "sync",
     "time_ms",
@@ -309,6 +313,28 @@ def memory_fields(memory: PeakMemory, fresh_process: bool) -> dict[str, Any]:
         "peak_rss_growth_mib": memory.extra_mib() if fresh_process else None,
         "memory_method": memory.method,
     }
+
+
+def peak_mib(row: Mapping[str, Any]) -> float | None:
+    """The memory figure of a result row holding :func:`memory_fields`: the CUDA peak, else the resident-set
+    growth; ``None`` where it has none (a reused process, a platform without a figure).
+
+    Example:
+        >>> peak_mib({"peak_rss_growth_mib": 12.5, "memory_method": "vmhwm_reset"})
+        12.5
+    """
+    return row.get("peak_cuda_extra_mib", row.get("peak_rss_growth_mib"))
+
+
+def cell(value: float | None, spec: str) -> str:
+    """``value`` as a cell of a printed table, formatted by ``spec`` (``">10.1f"``): ``None`` (no figure) as
+    ``nan`` in the same width, so that the columns stay aligned.
+
+    Example:
+        >>> cell(1.5, ">6.1f"), cell(None, ">6.1f")
+        ('   1.5', '   nan')
+    """
+    return format(float("nan") if value is None else value, spec)
 
 
 def load_average() -> float | None:

@@ -87,6 +87,7 @@ import torch.nn.functional as F  # noqa: E402
 from _atomic import stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
+    cell,
     check_counts,
     check_lists,
     check_output,
@@ -94,6 +95,7 @@ from _harness import (  # noqa: E402
     environment,
     memory_fields,
     paired_times,
+    peak_mib,
     run_script,
     time_ms,
     warmup_runs,
@@ -581,14 +583,6 @@ def _run_worker(args: argparse.Namespace, name: str, impl: str, cfg: dict, repea
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _peak(row: dict) -> float | None:
-    return row.get("peak_cuda_extra_mib", row.get("peak_rss_growth_mib"))
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return format(float("nan") if value is None else value, spec)
-
-
 def _describe(cfg: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in cfg.items())
 
@@ -682,7 +676,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         ops[name] = entry
         detail = (
-            "exact" if check["kind"] == "exact" else f"float64 rel. diff {_fmt(check['max_rel_diff'], '.1e')}"
+            "exact" if check["kind"] == "exact" else f"float64 rel. diff {cell(check['max_rel_diff'], '.1e')}"
         )
         print(
             f"== {name}: {case.op}, {case.timed}, {_describe(cfg)}; check {detail}: "
@@ -702,7 +696,7 @@ def main(argv: list[str] | None = None) -> dict:
         entry["paired_ratio_to_alternative"] = ours["paired_ratio_to_alternative"]
         print(f"   {'implementation':<34}{'median ms':>11}{mem_name:>10}")
         for label, r in ((case.op, ours), (case.alternative, alt)):
-            print(f"   {label:<34}{r['median_ms']:>11.2f}{_fmt(_peak(r), '>10.1f')}")
+            print(f"   {label:<34}{r['median_ms']:>11.2f}{cell(peak_mib(r), '>10.1f')}")
         print(
             f"   ours / alternative: {entry['ratio_to_alternative']:.2f}x (medians), "
             f"{entry['paired_ratio_to_alternative']:.2f}x (paired, median of {repeats} rounds)\n",
@@ -718,7 +712,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{name:<28}{ours['median_ms']:>10.2f}{alt['median_ms']:>10.2f}"
             f"{entry['ratio_to_alternative']:>7.2f}x{entry['paired_ratio_to_alternative']:>7.2f}x"
-            f"{_fmt(_peak(ours), '>10.1f')}{_fmt(_peak(alt), '>10.1f')}"
+            f"{cell(peak_mib(ours), '>10.1f')}{cell(peak_mib(alt), '>10.1f')}"
         )
     ok = all(e["check"]["passed"] and "ratio_to_alternative" in e for e in ops.values())
     data = {"meta": meta, "ops": ops, "all_passed": ok}

@@ -53,12 +53,14 @@ import torch.nn.functional as F  # noqa: E402
 from _atomic import stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
+    cell,
     check_counts,
     check_output,
     cli_device,
     environment,
     memory_fields,
     paired_times,
+    peak_mib,
     run_script,
     time_ms,
     warmup_runs,
@@ -244,14 +246,6 @@ def _run_worker(args: argparse.Namespace, params: list[Any]) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _peak(row: dict) -> float | None:
-    return row.get("peak_cuda_extra_mib", row.get("peak_rss_growth_mib"))
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return format(float("nan") if value is None else value, spec)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_soft.py --help``)."""
     ap = argparse.ArgumentParser(
@@ -328,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
             soft_rows.append(r)
             print(
                 f"{C:>3} {impl:>11} {r['median_ms']:>10.1f} {r['ratio_to_block']:>8.2f}x "
-                f"{_fmt(_peak(r), '>9.0f')}",
+                f"{cell(peak_mib(r), '>9.0f')}",
                 flush=True,
             )
 
@@ -342,7 +336,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for impl, r in unpool_rows.items():
         r["ratio_to_nn"] = r["median_ms"] / unpool_rows["nn.MaxUnpool2d"]["median_ms"]
-        print(f"{impl:>15} {r['median_ms']:>8.2f} ms {r['ratio_to_nn']:>6.2f}x {_fmt(_peak(r), '>6.0f')} MiB")
+        print(
+            f"{impl:>15} {r['median_ms']:>8.2f} ms {r['ratio_to_nn']:>6.2f}x {cell(peak_mib(r), '>6.0f')} MiB"
+        )
     paired = _run_worker(args, ["unpool_paired", B, uC, uH, uH, u_repeats])
     print(
         f"paired (both alternated in one process): max_unpool2d / nn.MaxUnpool2d = "

@@ -66,6 +66,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 from _atomic import stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402 (after the path set-up)
     PeakMemory,
+    cell,
     check_counts,
     check_lists,
     check_output,
@@ -427,10 +428,6 @@ def _sweep(args: argparse.Namespace, cfgs: list[dict]) -> dict:
     return _failure(proc) if proc.returncode != 0 else _last_line_json(proc.stdout)
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return format(float("nan") if value is None else value, spec)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_uniformize.py --help``)."""
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
@@ -572,9 +569,9 @@ def main(argv: list[str] | None = None) -> dict:
             r["paper_over_this"] = paper_total / total if paper_total else None
             print(
                 f"{variant:<14}{r['setup_ms']:>10.2f}{r['fwd_ms']:>10.2f}{r['fwd_bwd_ms']:>12.2f}"
-                f"{_fmt(r['x_floor'], '>9.2f')}"
-                + (_fmt(r["x_copy"], ">8.2f") if copy else "")
-                + f"{_fmt(r['paper_over_this'], '>12.2f')}{_fmt(r['peak_extra_mb'], '>10.0f')}"
+                f"{cell(r['x_floor'], '>9.2f')}"
+                + (cell(r["x_copy"], ">8.2f") if copy else "")
+                + f"{cell(r['paper_over_this'], '>12.2f')}{cell(r['peak_extra_mb'], '>10.0f')}"
                 f"{r.get('max_abs_err', float('nan')):>10.1e}"
                 f"{r.get('paired_x_floor', float('nan')):>16.2f}"
             )

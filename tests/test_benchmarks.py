@@ -1880,3 +1880,23 @@ def test_every_json_result_is_written_by_the_one_writer(script) -> None:
             end += 1
         assert "json.dumps" not in source[start:end], source[start:end]
     assert "%Y%m%d" not in source
+
+
+def test_peak_mib_reads_the_memory_figure_memory_fields_recorded() -> None:
+    """bench_ops and bench_soft each had a ``_peak`` reading the fields of ``memory_fields``: one helper."""
+    harness = _import("_harness")
+    assert harness.peak_mib({"peak_cuda_extra_mib": 3.0, "median_ms": 1.0}) == 3.0
+    assert harness.peak_mib({"peak_rss_growth_mib": 2.5, "memory_method": "vmhwm_reset"}) == 2.5
+    assert harness.peak_mib({"peak_rss_growth_mib": None, "memory_method": "ru_maxrss"}) is None
+    assert harness.peak_mib({"median_ms": 1.0}) is None
+
+
+@pytest.mark.parametrize("script", ["bench_ops", "bench_soft", "bench_uniformize"])
+def test_a_missing_figure_is_a_nan_cell_of_the_width_of_its_column(script) -> None:
+    """bench_ops, bench_soft and bench_uniformize each had the same ``_fmt``: one ``cell`` now, which they
+    import (``None``, no figure, printed as ``nan`` in the column's width)."""
+    harness = _import("_harness")
+    assert harness.cell(None, ">10.1f") == f"{'nan':>10}" and harness.cell(2.25, ">9.2f") == f"{2.25:>9.2f}"
+    assert harness.cell(None, ".1e") == "nan"
+    bench = _import(script)
+    assert bench.cell is harness.cell and not hasattr(bench, "_fmt") and not hasattr(bench, "_peak")
