@@ -11,6 +11,7 @@
   earlier peak: :attr:`PeakMemory.method` says which.
 * :func:`peak_mib` and :func:`cell`: a row's memory figure (as :func:`memory_fields` recorded it) and a
   figure as a cell of a printed table, ``nan`` where there is none.
+* :func:`options_of`: a run's command-line options for its result file.
 * :func:`environment`: torch version, device name, CPU model (:func:`cpu_model`), CPU count and the
   1-minute load average (is the machine shared right now?) for the result files.
 * :func:`run_script`: every script's entry point: SIGINT / SIGTERM / SIGHUP end it with one line and exit
@@ -54,6 +55,7 @@ __all__ = [
     "load_average",
     "median_upper",
     "memory_fields",
+    "options_of",
     "paired_times",
     "peak_mib",
     "run_script",
@@ -366,6 +368,17 @@ def cpu_model() -> str:
     flags = set(fields.get("flags", "").split())
     isa = [f for f in _ISA_FLAGS if f in flags]
     return f"{name} ({', '.join(isa)})" if isa else name
+
+
+def options_of(args: argparse.Namespace, leave_out: Sequence[str] = ()) -> dict[str, Any]:
+    """A run's options for its result file (``"config"``): ``vars(args)`` with every path as its string (JSON
+    has no path type), without the hidden options ``leave_out`` (by ``dest``, e.g. a worker's arguments).
+
+    Example:
+        >>> options_of(argparse.Namespace(out=Path("r.json"), rounds=7, worker=None), leave_out=["worker"])
+        {'out': 'r.json', 'rounds': 7}
+    """
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in leave_out}
 
 
 def environment(device: torch.device | str, threads: int | None = None) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from _harness import (
     check_output,
     checkout_type,
     environment,
+    options_of,
     run_script,
 )  # the script's folder: run as a file or with it on sys.path
 
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{r['paired_ratio']:>13.3f} {r['bit_identical']!s:>14} {r['max_abs_diff']:>9.2g}")  # fmt: skip
     result = {
         "benchmark": "fused_stack fwd+bwd, same-session A/B of two checkouts in one process (paired)",
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": options_of(args),
         "meta": {**meta, "chunk": stack.cpu_chunk_rows},
         "rows": rows,
     }

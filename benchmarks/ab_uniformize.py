@@ -34,6 +34,7 @@ from _harness import (
     check_output,
     checkout_type,
     environment,
+    options_of,
     run_script,
 )  # the script's folder: run as a file or with it on sys.path
 from bench_uniformize import make_labels  # the grid labels of bench_uniformize's configurations
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{n_s:>6} {cells[0]:>17} {cells[1]:>16}")
     result = {
         "benchmark": "uniformize fwd+bwd, same-session A/B of two checkouts (paired x the x*1 floor)",
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "worker"},
+        "config": options_of(args, leave_out=["worker"]),
         "meta": meta,
         "runs": runs,
     }

@@ -59,7 +59,15 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402  # after the sys.path set-up, so the checkout's packages win
 import torch.nn.functional as F  # noqa: E402  # after the sys.path set-up
 from _atomic import write_json  # noqa: E402
-from _harness import check_counts, check_output, cli_device, cpu_model, load_average, run_script  # noqa: E402  # the script's folder: run as a file or with it on sys.path
+from _harness import (  # noqa: E402
+    check_counts,
+    check_output,
+    cli_device,
+    cpu_model,
+    load_average,
+    options_of,
+    run_script,
+)  # the script's folder: run as a file or with it on sys.path
 from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
@@ -848,7 +856,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     result: dict[str, Any] = {
         "benchmark": "joint training step vs DeepLabV3+ alone",
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": options_of(args),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),

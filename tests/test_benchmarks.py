@@ -7,6 +7,7 @@ reference, table structure), never timings. The subprocess smoke runs are marked
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib
 import importlib.util
@@ -1900,3 +1901,24 @@ def test_a_missing_figure_is_a_nan_cell_of_the_width_of_its_column(script) -> No
     assert harness.cell(None, ".1e") == "nan"
     bench = _import(script)
     assert bench.cell is harness.cell and not hasattr(bench, "_fmt") and not hasattr(bench, "_peak")
+
+
+@pytest.mark.parametrize("script", ["ab_fusion", "ab_uniformize", "bench_joint"])
+def test_the_options_of_a_run_are_its_config_with_paths_as_strings(script) -> None:
+    """ab_fusion, ab_uniformize and bench_joint each wrote ``vars(args)`` with paths as strings under
+    ``"config"`` in a copy of their own: one ``options_of`` now, which leaves out the hidden options named."""
+    harness = _import("_harness")
+    args = argparse.Namespace(out=Path("/tmp/r.json"), previous=Path("/tmp/p"), sizes=[64], worker=["a", "1"])
+    assert harness.options_of(args) == {
+        "out": "/tmp/r.json",
+        "previous": "/tmp/p",
+        "sizes": [64],
+        "worker": ["a", "1"],
+    }
+    assert harness.options_of(args, leave_out=["worker"]) == {
+        "out": "/tmp/r.json",
+        "previous": "/tmp/p",
+        "sizes": [64],
+    }
+    source = (BENCH / f"{script}.py").read_text()
+    assert "options_of(args" in source and "vars(args)" not in source
