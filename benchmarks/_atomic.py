@@ -14,6 +14,9 @@
   value JSON has no type for is refused before anything is written, with the place where it lies.
 * :func:`stamped_result`: the default name of a script whose every run writes a new file,
   ``benchmarks/results/<stem>_<UTC yyyymmdd-HHMM>.json``: a run never overwrites a committed result.
+* :func:`result_path`: the rule of the scripts with a ``--quick`` smoke run: ``--out`` when given, else no
+  file for a smoke run (it must neither replace nor add a result; a line says so) and the default for a
+  full run.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ if _ROOT not in sys.path:  # run as ``python benchmarks/<script>.py``: the check
 
 from examples.voc_joint.atomic import remove_dead_writers_files, write_text_atomic  # noqa: E402
 
-__all__ = ["RESULTS", "remove_dead_writers_files", "stamped_result", "write_json", "write_text_atomic"]
+__all__ = [
+    "RESULTS",
+    "remove_dead_writers_files",
+    "result_path",
+    "stamped_result",
+    "write_json",
+    "write_text_atomic",
+]
 
 #: The folder of the committed results, ``benchmarks/results``.
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,6 +55,22 @@ def stamped_result(stem: str) -> Path:
         True
     """
     return RESULTS / f"{stem}_{time.strftime('%Y%m%d-%H%M', time.gmtime())}.json"
+
+
+def result_path(out: Path | None, default: Path, quick: bool) -> Path | None:
+    """Where a run writes its result: ``out`` (``--out``) when given; else ``None`` for a ``--quick`` smoke
+    run, which prints ``--quick: no JSON written (pass --out)``, and ``default`` for a full run.
+
+    Example:
+        >>> result_path(None, Path("results/soft.json"), quick=False).name
+        'soft.json'
+    """
+    if out is not None:
+        return out
+    if quick:  # a smoke run must not replace a committed result, nor add one
+        print("--quick: no JSON written (pass --out)")
+        return None
+    return default
 
 
 def _strict(value: object, where: str, nulled: list[str]) -> object:

@@ -84,7 +84,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _atomic import stamped_result, write_json  # noqa: E402
+from _atomic import result_path, stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
     cell,
@@ -716,11 +716,9 @@ def main(argv: list[str] | None = None) -> dict:
         )
     ok = all(e["check"]["passed"] and "ratio_to_alternative" in e for e in ops.values())
     data = {"meta": meta, "ops": ops, "all_passed": ok}
-    if args.quick and not args.out:  # a smoke run must not replace a committed result
-        print("\n--quick: no JSON written (pass --out)")
-    else:
-        threads = "" if args.threads == 2 else f"_{args.threads}thread"
-        out = args.out or stamped_result(f"bench_ops_{args.device}{threads}")  # never a committed result
+    threads = "" if args.threads == 2 else f"_{args.threads}thread"
+    out = result_path(args.out, stamped_result(f"bench_ops_{args.device}{threads}"), args.quick)
+    if out is not None:
         write_json(out, data)
         print(f"\nwrote {out}")
     if not ok:

@@ -43,7 +43,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
-from _atomic import stamped_result, write_json  # noqa: E402
+from _atomic import result_path, stamped_result, write_json  # noqa: E402
 from _counting import OpCounter, allocations  # noqa: E402
 from _harness import check_counts, check_lists, check_output, cli_device, environment, run_script  # noqa: E402
 
@@ -361,10 +361,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for loop in found:
             print(f"  {size:<8} {loop['where']}: {loop['loop']}: {loop['trips']} ({loop['grows_with']})")
     data = {"meta": meta, "rows": rows, "loops": data_loops}
-    if args.quick and not args.out:  # a smoke run must not replace a committed result
-        print("\n--quick: no JSON written (pass --out)")
-    else:
-        out = args.out or stamped_result(f"overhead_{device.type}")  # never a committed result
+    out = result_path(args.out, stamped_result(f"overhead_{device.type}"), args.quick)
+    if out is not None:
         write_json(out, data)
         print(f"\nwrote {out}")
     return data

@@ -50,7 +50,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _atomic import stamped_result, write_json  # noqa: E402
+from _atomic import result_path, stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
     cell,
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
             "paired_ratio_to_nn": paired["paired_ratio_to_nn"],
         },
     }
-    out = args.out or (None if args.quick else stamped_result("soft"))  # never a committed result
+    out = result_path(args.out, stamped_result("soft"), args.quick)
     if out is not None:
         write_json(out, result)
         print(f"\nwrote {out}")

@@ -32,7 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
-from _atomic import RESULTS, write_json
+from _atomic import RESULTS, result_path, write_json
 from _harness import check_counts, check_output, cpu_model, load_average, run_script
 from torch import nn
 
@@ -404,14 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         "cost": c,
         "seconds": time.perf_counter() - t0,
     }
-    out = args.out
-    if out is None and not args.quick:  # a smoke run must not replace the committed full result
-        out = RESULTS / "transparent_init.json"
+    print(f"\nmeasured in {result['seconds']:.0f} s")
+    out = result_path(args.out, RESULTS / "transparent_init.json", args.quick)
     if out is None:
-        print(f"\n--quick: no JSON written (pass --out) in {result['seconds']:.0f} s")
         return 0
     write_json(out, result)
-    print(f"\nwrote {out} in {result['seconds']:.0f} s")
+    print(f"wrote {out}")
     return 0
 
 

@@ -63,7 +63,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from _atomic import stamped_result, write_json  # noqa: E402
+from _atomic import result_path, stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402 (after the path set-up)
     PeakMemory,
     cell,
@@ -599,12 +599,12 @@ def main(argv: list[str] | None = None) -> dict:
             print()
 
     data = {"meta": meta, "configs": results, "sweep": sweep}
-    if args.quick and not args.out:  # a smoke run must not replace a committed result
-        print("--quick: no JSON written (pass --out)")
-        return data
     threads = "" if args.threads == 2 else f"_{args.threads}thread"
-    out = Path(args.out) if args.out else stamped_result(f"bench_uniformize_{args.device}{threads}")
-    write_json(out, data)  # the default: a new file, never a committed result
+    default = stamped_result(f"bench_uniformize_{args.device}{threads}")
+    out = result_path(None if args.out is None else Path(args.out), default, args.quick)
+    if out is None:
+        return data
+    write_json(out, data)
     print(f"wrote {out}")
     return data
 

@@ -1922,3 +1922,28 @@ def test_the_options_of_a_run_are_its_config_with_paths_as_strings(script) -> No
     }
     source = (BENCH / f"{script}.py").read_text()
     assert "options_of(args" in source and "vars(args)" not in source
+
+
+def test_result_path_is_out_else_none_for_a_smoke_run_else_the_default(capsys) -> None:
+    """The rule of the scripts with ``--quick`` (bench_ops, bench_overhead, bench_soft,
+    bench_transparent_init, bench_uniformize), written once: ``--out`` when given, no file for a smoke run,
+    the default otherwise."""
+    atomic = _import("_atomic")
+    default, given = Path("results/soft_20261202-1530.json"), Path("/tmp/s.json")
+    assert atomic.result_path(given, default, quick=True) == given
+    assert atomic.result_path(given, default, quick=False) == given
+    assert atomic.result_path(None, default, quick=False) == default
+    assert capsys.readouterr().out == ""
+    assert atomic.result_path(None, default, quick=True) is None
+    assert capsys.readouterr().out == "--quick: no JSON written (pass --out)\n"
+    for script in ("bench_ops", "bench_overhead", "bench_soft", "bench_transparent_init", "bench_uniformize"):
+        assert "result_path(" in (BENCH / f"{script}.py").read_text(), script
+
+
+def test_bench_soft_quick_without_out_says_it_writes_no_file(capsys) -> None:
+    """bench_soft's smoke run wrote no file without ``--out``, as documented, but said nothing about it (the
+    other scripts print a line): the same line now."""
+    before = sorted(p.name for p in (BENCH / "results").iterdir())
+    _import("bench_soft").main(["--quick", "--in-process", "--repeats", "1", "--threads", "1"])
+    assert "--quick: no JSON written (pass --out)\n" in capsys.readouterr().out
+    assert sorted(p.name for p in (BENCH / "results").iterdir()) == before
