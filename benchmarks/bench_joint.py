@@ -796,6 +796,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def existing_entries(out: Path) -> dict[str, Any]:
+    """The entries of the result file ``out`` that a run keeps (every key but its own): ``{}`` where there is
+    no file or an empty one.
+
+    Raises:
+        ValueError: ``out`` holds no JSON object (a merge conflict, a hand edit gone wrong): writing over it
+            would drop every other entry (those of other machines), so it is refused, naming the file.
+    """
+    keep = "mend it or pass another --out (writing over it would drop the entries of the other runs)"
+    try:
+        text = out.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--out {str(out)!r} cannot be read ({exc}): {keep}") from None
+    if not text.strip():
+        return {}
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--out {str(out)!r} holds no JSON ({exc}): {keep}") from None
+    if not isinstance(entries, dict):
+        raise ValueError(f"--out {str(out)!r} holds a JSON {type(entries).__name__}, not an object: {keep}")
+    return entries
+
+
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Checks that involve several options or more than a type (``p.error``: exit status 2)."""
     if args.batch_size < 2:
@@ -807,6 +833,10 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p, args, {"batch_size": 2, "size": 1, "cell_size": 1, "rounds": 1, "warmup": 0, "threads": 1}
     )
     check_output(p, "--out", args.out)
+    try:  # before the run, not after it: the file's other entries are kept, so they must be readable
+        existing_entries(args.out)
+    except ValueError as exc:
+        p.error(str(exc))
     if args.cell_size > args.size:  # one superpixel for the whole image: nothing to measure
         p.error(f"--cell-size {args.cell_size} is larger than --size {args.size}")
     if args.clock == "cpu" and cli_device(p, args.device).type != "cpu":
@@ -916,12 +946,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.formats:
         result["formats"] = format_study(args, device, head)
 
-    existing = {}
-    if args.out.exists():
-        try:
-            existing = json.loads(args.out.read_text())
-        except json.JSONDecodeError:
-            existing = {}
+    existing = existing_entries(args.out)  # read again: another run may have added its entry meanwhile
     key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}" + ("_amp" if amp_used else "")
     existing.pop(device.type, None)  # layout of an older version of this script
     existing[key] = result

@@ -708,6 +708,45 @@ def test_bench_joint_keeps_the_other_entries_of_its_output_file(tmp_path, monkey
     )
 
 
+@pytest.mark.examples
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            '<<<<<<< HEAD\n{"cuda_resnet101_b8_512_amp": {"rows": ["kept"]}}\n=======\n>>>>>>> b\n',
+            "holds no JSON",
+        ),
+        ('[{"cuda_resnet101_b8_512_amp": {"rows": ["kept"]}}]\n', "holds a JSON list, not an object"),
+        (b"\xff\xfe{}", "cannot be read"),
+    ],
+)
+def test_bench_joint_refuses_an_output_file_it_cannot_keep_the_entries_of(
+    text, said, tmp_path, monkeypatch, capsys
+):
+    """A joint.json that held no JSON object (a merge conflict, a hand edit) was read as no entries after the
+    whole run, and the run's entry replaced every other one (the only CUDA result among them): refused before
+    the run now, naming the file; the file is left as it was. An empty file still means no entries."""
+    bench = _import("bench_joint")
+    out = tmp_path / "joint.json"
+    out.write_bytes(text if isinstance(text, bytes) else text.encode())
+    before = out.read_bytes()
+
+    def not_run(*rest):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(bench, "measure_pair_set", not_run)
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--no-breakdown", "--threads", "1", "--variants", "deeplab", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r} {said}" in err and "drop the entries of the other runs" in err
+    assert out.read_bytes() == before
+    out.write_text("\n")
+    monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [])
+    bench.main(["--no-breakdown", "--threads", "1", "--variants", "deeplab", "--out", str(out)])
+    assert list(json.loads(out.read_text())) == ["cpu_resnet18_b2_128"]
+
+
 def test_bench_uniformize_paired_ratio_is_the_median_of_pair_ratios(monkeypatch):
     """scatter's "paired x floor": the median of op / floor over alternating pairs, not a median ratio."""
     bench = _import("bench_uniformize")
