@@ -616,8 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="JSON path (default: benchmarks/results/bench_ops_<device>_<UTC date-time>.json, never a "
-        "committed file; --quick writes none unless given)",
+        help="JSON path (default: benchmarks/results/bench_ops_<device>_<UTC date-time>.json, with "
+        "_<N>thread after <device> for --threads N other than 2: never a committed file; --quick writes none "
+        "unless given)",
     )
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     return ap

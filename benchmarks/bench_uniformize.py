@@ -465,8 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         default=None,
-        help="JSON path (default benchmarks/results/bench_uniformize_<device>_<UTC date-time>.json; --quick "
-        "writes none unless given)",
+        help="JSON path (default benchmarks/results/bench_uniformize_<device>_<UTC date-time>.json, with "
+        "_<N>thread after <device> for --threads N other than 2; --quick writes none unless given)",
     )
     p.add_argument(
         "--no-sweep",

@@ -1986,3 +1986,15 @@ def test_bench_soft_quick_without_out_says_it_writes_no_file(capsys) -> None:
     _import("bench_soft").main(["--quick", "--in-process", "--repeats", "1", "--threads", "1"])
     assert "--quick: no JSON written (pass --out)\n" in capsys.readouterr().out
     assert sorted(p.name for p in (BENCH / "results").iterdir()) == before
+
+
+@pytest.mark.parametrize("script", ["bench_ops", "bench_uniformize"])
+def test_the_help_names_the_thread_count_part_of_the_default_file_name(script, monkeypatch) -> None:
+    """bench_ops and bench_uniformize name a run's file ``<stem>_<N>thread_<stamp>.json`` for ``--threads N``
+    other than 2 (the committed ``bench_uniformize_cpu_1thread.json``); their ``--help`` named only
+    ``<stem>_<stamp>.json``."""
+    bench = _import(script)
+    text = "".join(bench.build_parser().format_help().split())  # wrapped anywhere, "date-time" included
+    assert f"{script}_<device>_<UTCdate-time>.json,with_<N>threadafter<device>for--threadsNotherthan2" in text
+    source = (BENCH / f"{script}.py").read_text()
+    assert 'threads = "" if args.threads == 2 else f"_{args.threads}thread"' in source
