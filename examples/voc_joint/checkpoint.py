@@ -66,6 +66,7 @@ __all__ = [
     "CheckpointError",
     "get_rng_state",
     "load_checkpoint",
+    "load_checkpoint_with_sha256",
     "load_model_from_checkpoint",
     "load_network",
     "load_weights_into",
@@ -285,12 +286,40 @@ def load_checkpoint(
     map_location: str | torch.device = "cpu",
     expect_stage: str | Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Read a pipeline checkpoint with ``torch.load(weights_only=True)`` and check it.
+    """Read a pipeline checkpoint with ``torch.load(weights_only=True)`` and check it (the checks of
+    :func:`load_checkpoint_with_sha256`, which also returns the content's SHA-256).
 
     Args:
         path: the file.
         map_location: where tensors go.
         expect_stage: the stage(s) the caller can use (``"seg"``, ``("seg", "joint")``, ...); None: any.
+
+    Returns:
+        dict: the checkpoint, without its ``sha256`` key.
+
+    Raises:
+        FileNotFoundError, CheckpointError: as :func:`load_checkpoint_with_sha256`.
+    """
+    return _load_verified(Path(path), map_location, expect_stage)[0]
+
+
+def load_checkpoint_with_sha256(
+    path: str | Path,
+    *,
+    map_location: str | torch.device = "cpu",
+    expect_stage: str | Sequence[str] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """:func:`load_checkpoint` and the checkpoint's content SHA-256 (:func:`payload_sha256`), hashed once:
+    the recorded hash, once the content was checked against it; a version-1 file (no recorded hash) is
+    hashed here. The joint stage records it as the identity of its source checkpoints.
+
+    Args:
+        path: the file.
+        map_location: where tensors go.
+        expect_stage: the stage(s) the caller can use (``"seg"``, ``("seg", "joint")``, ...); None: any.
+
+    Returns:
+        tuple[dict, str]: the checkpoint (without its ``sha256`` key) and the SHA-256 of its content (hex).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -299,9 +328,16 @@ def load_checkpoint(
             match its ``sha256`` (corrupt or edited), its model config is invalid, or its stage is not
             ``expect_stage`` (the message says which stage it is and which was expected).
     """
+    ckpt, recorded = _load_verified(Path(path), map_location, expect_stage)
+    return ckpt, recorded if recorded is not None else payload_sha256(ckpt)
+
+
+def _load_verified(
+    path: Path, map_location: str | torch.device, expect_stage: str | Sequence[str] | None
+) -> tuple[dict[str, Any], str | None]:
+    """:func:`load_checkpoint_with_sha256` with the recorded SHA-256, verified (None: a version-1 file)."""
     from examples.voc_joint.models.build import validate_model_config
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: '{path}'")
     try:
@@ -347,7 +383,7 @@ def load_checkpoint(
                 f"checkpoint {path} is a {ckpt['stage']!r} checkpoint ({STAGE_MODELS[ckpt['stage']]}); "
                 f"expected a {names} checkpoint"
             )
-    return ckpt
+    return ckpt, recorded
 
 
 def get_rng_state(loader_generator: torch.Generator | None = None) -> dict[str, Any]:

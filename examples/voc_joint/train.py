@@ -42,8 +42,8 @@ from examples.voc_joint.checkpoint import (
     CheckpointError,
     get_rng_state,
     load_checkpoint,
+    load_checkpoint_with_sha256,
     load_network,
-    payload_sha256,
     remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
@@ -624,16 +624,17 @@ _SOURCES = {
 def _source_facts(path: Path, part: str, option: str) -> tuple[dict[str, Any], str]:
     """The model config of the ``part`` network (``"deeplab"`` / ``"spixel"``) of a seg, spixel or joint
     checkpoint and the checkpoint's SHA-256 (:func:`~examples.voc_joint.checkpoint.payload_sha256`, the hash
-    it records and that was verified on reading); read once per file version (of the last few)."""
+    it records, verified on reading and not computed again: ``load_checkpoint_with_sha256``); read once per
+    file version (of the last few)."""
     stat = path.stat()
     key = (str(path), stat.st_mtime_ns, stat.st_size, part)
     if key not in _SOURCE_CACHE:
         stages = next(s for p, s in _SOURCES.values() if p == part)
         try:
-            ckpt = load_checkpoint(path, expect_stage=stages)
+            ckpt, sha = load_checkpoint_with_sha256(path, expect_stage=stages)  # hashed once, verified
         except CheckpointError as exc:
             raise CheckpointError(f"{option}: {exc}") from exc
-        _SOURCE_CACHE[key] = (dict(ckpt["config"]["model"][part]), payload_sha256(ckpt))
+        _SOURCE_CACHE[key] = (dict(ckpt["config"]["model"][part]), sha)
         while len(_SOURCE_CACHE) > _SOURCE_CACHE_SIZE:  # the oldest first: no growth over rounds in a process
             del _SOURCE_CACHE[next(iter(_SOURCE_CACHE))]
     config, sha = _SOURCE_CACHE[key]

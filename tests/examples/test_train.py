@@ -21,7 +21,13 @@ pytest.importorskip("torchvision")
 from PIL import Image
 
 from examples.voc_joint import train
-from examples.voc_joint.checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint
+from examples.voc_joint.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_from_checkpoint,
+    payload_sha256,
+    save_checkpoint,
+)
 from examples.voc_joint.cli import error_text
 from examples.voc_joint.models import JointModel
 
@@ -1766,7 +1772,7 @@ def test_stage_all_overwrite_clears_every_stage_before_the_first(tiny_voc, tmp_p
     out = train.main(train_args(tiny_voc, tmp_path, *_ALL, "--resume", "--seg-lr", "0.001"))
     joint = load_checkpoint(out["joint"])
     seg = load_checkpoint(out["seg"])
-    assert joint["config"]["sources"]["seg_checkpoint"]["sha256"] == train.payload_sha256(seg)
+    assert joint["config"]["sources"]["seg_checkpoint"]["sha256"] == payload_sha256(seg)
     assert not torch.equal(
         joint["model"]["deeplab.classifier.weight"], old_joint["model"]["deeplab.classifier.weight"]
     )
@@ -1793,7 +1799,7 @@ def test_joint_run_whose_source_checkpoint_changed_is_not_resumed_or_skipped(
     for stage in ("seg", "spixel"):
         assert sources[f"{stage}_checkpoint"] == {
             "path": str(out[stage]),
-            "sha256": train.payload_sha256(load_checkpoint(out[stage])),
+            "sha256": payload_sha256(load_checkpoint(out[stage])),
         }
     joint_bytes = out["joint"].read_bytes()
     # a new seg stage replaces the seg checkpoint
@@ -2040,6 +2046,69 @@ def test_the_largest_accepted_sizes_and_thread_count_parse() -> None:
     assert (args.threads, args.crop_size, args.scale_max) == (THREADS_MAX, SIDE_MAX, SCALE_MAX)
 
 
+def _counting_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the ``stage`` of every checkpoint that ``payload_sha256`` hashes, wherever it is called from."""
+    from examples.voc_joint import checkpoint
+
+    hashed: list[str] = []
+    original = checkpoint.payload_sha256
+
+    def counting(ckpt):
+        hashed.append(ckpt.get("stage"))
+        return original(ckpt)
+
+    monkeypatch.setattr(checkpoint, "payload_sha256", counting)
+    if hasattr(train, "payload_sha256"):  # a copy imported by name
+        monkeypatch.setattr(train, "payload_sha256", counting)
+    return hashed
+
+
+def test_the_joint_stage_hashes_each_source_checkpoint_once_when_reading_its_facts(
+    tmp_path, monkeypatch
+) -> None:
+    """``_source_facts`` hashed each source checkpoint twice: ``load_checkpoint`` verified the recorded
+    SHA-256, then ``payload_sha256`` hashed the same content again for the record (0.12 s per stage for
+    ResNet-101's DeepLabV3+ on 1 thread). The verified hash is now the one recorded, computed once, and it
+    is the file's hash."""
+    seg, spixel = untrained_checkpoints(tmp_path)
+    monkeypatch.setattr(train, "_SOURCE_CACHE", {})
+    hashed = _counting_hashes(monkeypatch)
+    facts = [
+        train._source_facts(seg, "deeplab", "--seg-checkpoint"),
+        train._source_facts(spixel, "spixel", "--spixel-checkpoint"),
+    ]
+    assert hashed == ["seg", "spixel"]
+    for (_config, sha), path in zip(facts, (seg, spixel), strict=True):
+        raw = torch.load(path, weights_only=True)
+        assert sha == raw["sha256"] == payload_sha256({k: v for k, v in raw.items() if k != "sha256"})
+
+
+def test_a_corrupted_source_checkpoint_is_still_refused_with_a_single_hash(tmp_path, monkeypatch) -> None:
+    """Hashing once kept the check: a source checkpoint whose content no longer matches its recorded SHA-256
+    is refused, naming the option."""
+    seg, _ = untrained_checkpoints(tmp_path)
+    ckpt = torch.load(seg, weights_only=True)
+    ckpt["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    torch.save(ckpt, seg)  # the old sha256 with other weights
+    monkeypatch.setattr(train, "_SOURCE_CACHE", {})
+    with pytest.raises(CheckpointError, match=r"--seg-checkpoint: checkpoint .* is corrupt or was modified"):
+        train._source_facts(seg, "deeplab", "--seg-checkpoint")
+
+
+def test_a_version_1_source_checkpoint_without_a_recorded_hash_is_hashed_once(tmp_path, monkeypatch) -> None:
+    """A version-1 checkpoint records no SHA-256: its content is hashed, once, for the joint stage's
+    record."""
+    seg, _ = untrained_checkpoints(tmp_path)
+    ckpt = torch.load(seg, weights_only=True)
+    recorded = ckpt.pop("sha256")
+    torch.save({**ckpt, "version": 1}, seg)
+    monkeypatch.setattr(train, "_SOURCE_CACHE", {})
+    hashed = _counting_hashes(monkeypatch)
+    _, sha = train._source_facts(seg, "deeplab", "--seg-checkpoint")
+    assert hashed == ["seg"]
+    assert sha == recorded  # the content is that of the file written with a recorded hash
+
+
 def test_the_source_checkpoint_cache_keeps_a_bounded_number_of_file_versions(tmp_path, monkeypatch) -> None:
     """The joint stage reads each source checkpoint once per file version (path, mtime, size) into a module
     cache that was never emptied: one entry more for every version a process read (a loop of pretrain +
@@ -2048,10 +2117,9 @@ def test_the_source_checkpoint_cache_keeps_a_bounded_number_of_file_versions(tmp
 
     def fake_load(path, expect_stage=None):
         loads.append(Path(path))
-        return {"config": {"model": {"deeplab": {"backbone": "resnet18"}}}}
+        return {"config": {"model": {"deeplab": {"backbone": "resnet18"}}}}, "0" * 64
 
-    monkeypatch.setattr(train, "load_checkpoint", fake_load)
-    monkeypatch.setattr(train, "payload_sha256", lambda ckpt: "0" * 64)
+    monkeypatch.setattr(train, "load_checkpoint_with_sha256", fake_load)
     monkeypatch.setattr(train, "_SOURCE_CACHE", {})
     path = tmp_path / "seg.pt"
     for version in range(40):  # 40 versions of one file, as rewritten by 40 pretraining rounds
