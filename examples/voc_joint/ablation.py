@@ -53,6 +53,7 @@ from examples.voc_joint.cli import (
     SIDE_MAX,
     THREADS_MAX,
     UsageError,
+    check_output_dir,
     existing_dir,
     existing_file,
     flag,
@@ -812,8 +813,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(opts.threads)
     root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
     check_user_data(opts)  # a user's --data-root: train.py's checks, before anything is written
-    default_out = data.DEFAULT_CACHE / ("ablation_quick" if opts.quick else "ablation")
-    out = Path(opts.output_dir) if opts.output_dir is not None else default_out
+    out = _output_dir(opts)
     paths = {k: out / f"ablation.{k}" for k in ("json", "md", "png")}
     with FolderLock(out):
         previous: dict[str, Any] | None = None
@@ -909,8 +909,17 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _output_dir(opts: argparse.Namespace) -> Path:
+    """Where the ablation writes: ``--output-dir``, or ``ablation`` (``ablation_quick``) in the cache."""
+    from examples.voc_joint import data
+
+    default = data.DEFAULT_CACHE / ("ablation_quick" if opts.quick else "ablation")
+    return Path(opts.output_dir) if opts.output_dir is not None else default
+
+
 def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
-    """Checks that involve several options (each option alone was checked by its ``type=``)."""
+    """Checks that involve several options (each option alone was checked by its ``type=``), and that the
+    output folder can be written (``cli.check_output_dir``)."""
     if (opts.seg_checkpoint is None) != (opts.spixel_checkpoint is None):
         parser.error("--seg-checkpoint and --spixel-checkpoint go together (or neither: pretrain here)")
     if opts.seg_checkpoint is not None:
@@ -923,6 +932,7 @@ def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> Non
                 )
     if len(set(opts.variants)) != len(opts.variants):
         parser.error(f"--variants lists a variant twice: {opts.variants}")
+    check_output_dir(parser, _output_dir(opts), given=opts.output_dir is not None)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import argparse
 import copy
 import errno
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "WORKERS_MAX",
     "DefaultsHelpFormatter",
     "UsageError",
+    "check_output_dir",
     "device_arg",
     "error_text",
     "existing_dir",
@@ -40,6 +42,7 @@ __all__ = [
     "int_range",
     "option_given",
     "out_of_memory_error",
+    "output_dir_error",
     "output_path",
     "resume_arg",
     "spelled",
@@ -264,6 +267,60 @@ def output_path(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("expected a path, got ''")
     return Path(text)
+
+
+def output_dir_error(path: Path) -> str | None:
+    """Why ``path`` cannot be an output folder (None: it can, as far as can be told before writing): an
+    existing file, a path below a file, a folder this user may not write in (``path`` itself, or the nearest
+    existing folder above it, where it would be made), or a name the system cannot look up.
+
+    Such a folder is a usage error (exit status 2, found before anything runs), as every other value a
+    command cannot use; what fails later while writing (a full disk) is exit status 1.
+
+    Example:
+        >>> output_dir_error(Path("runs/voc_joint")) is None  # made in the current folder
+        True
+    """
+    try:
+        existing = next((p for p in (path, *path.parents) if _exists(p)), None)
+        is_dir = existing is not None and existing.is_dir()
+    except OSError as exc:  # a name too long for the system, ...: not a traceback
+        return f"{str(path)!r} cannot be used: {exc.strerror}"
+    if existing is None:  # only a drive that does not exist holds no existing folder above the path
+        return f"{str(path)!r} cannot be made: none of the folders above it exists"
+    if not is_dir:
+        if existing == path:
+            return f"expected a folder, got the file {str(path)!r}"
+        return f"{str(path)!r} lies below the file {str(existing)!r}"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f", where {str(path)!r} would be made"
+        return f"this user may not write in the folder {str(existing)!r}{where} (permission denied)"
+    return None
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; an ``OSError`` other than "no such file" or "not a folder" (a name too long,
+    ...) is raised, unlike ``os.path.exists``, which takes any error for "does not exist"."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return False
+        raise
+    return True
+
+
+def check_output_dir(parser: argparse.ArgumentParser, path: Path, *, given: bool = True) -> None:
+    """``parser.error`` (exit status 2) naming ``--output-dir`` where ``path`` cannot be an output folder
+    (:func:`output_dir_error`); ``given=False``: ``path`` comes from the option's default, which the
+    message says.
+
+    Example:
+        >>> check_output_dir(argparse.ArgumentParser(), Path("runs"))  # a folder to make here: no error
+    """
+    error = output_dir_error(path)
+    if error is not None:
+        parser.error(f"--output-dir{'' if given else ' (not given: its default)'}: {error}")
 
 
 def _check_usable(text: str, what: str) -> None:

@@ -44,6 +44,7 @@ from examples.voc_joint.cli import (
     THREADS_MAX,
     DefaultsHelpFormatter,
     UsageError,
+    check_output_dir,
     existing_dir,
     float_range,
     int_range,
@@ -57,6 +58,7 @@ __all__ = [
     "PANEL_TITLES",
     "TABLE4_METRICS",
     "build_parser",
+    "check_args",
     "join_pretrained",
     "main",
     "run_demo",
@@ -348,18 +350,29 @@ def run_demo(opts: argparse.Namespace) -> dict[str, Any]:
     Raises:
         UsageError: the folder holds a demo run and ``opts.overwrite`` is not set, or another run holds it.
     """
-    from examples.voc_joint import data
     from examples.voc_joint.locking import FolderLock
     from examples.voc_joint.resume import clear_run
 
     t_start = time.perf_counter()
-    out = Path(opts.output_dir) if opts.output_dir is not None else data.DEFAULT_CACHE / "demo"
+    out = _output_dir(opts)
     _refuse_earlier_run(out, opts.overwrite)  # before the lock: a refusal leaves no trace
     check_user_data(opts)  # as well; and before --overwrite deletes anything
     with FolderLock(out):
         _refuse_earlier_run(out, opts.overwrite)  # a run that ended meanwhile
         clear_run(out, DEMO_OUTPUTS)  # results first: never old results next to new checkpoints
         return _run_demo(opts, out, t_start)
+
+
+def _output_dir(opts: argparse.Namespace) -> Path:
+    """Where the demo writes: ``--output-dir``, or ``demo`` in the cache."""
+    from examples.voc_joint import data
+
+    return Path(opts.output_dir) if opts.output_dir is not None else data.DEFAULT_CACHE / "demo"
+
+
+def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    """Checks before anything runs: the output folder can be written (``cli.check_output_dir``)."""
+    check_output_dir(parser, _output_dir(opts), given=opts.output_dir is not None)
 
 
 def check_user_data(opts: argparse.Namespace) -> None:
@@ -542,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     parser = build_parser()
     opts = parser.parse_args(argv)
+    check_args(parser, opts)
     try:
         return run_demo(opts)
     except (UsageError, CheckpointError) as exc:

@@ -37,6 +37,7 @@ from examples.voc_joint.cli import (
     THREADS_MAX,
     WORKERS_MAX,
     DefaultsHelpFormatter,
+    check_output_dir,
     device_arg,
     error_text,
     existing_dir,
@@ -333,6 +334,7 @@ def check_args(
     error = worker_tmpdir_error(args.workers, "--workers")
     if error:
         parser.error(error)
+    check_output_dir(parser, _output_dir(args), given=args.output_dir is not None)
 
 
 def _output_dir(args: argparse.Namespace) -> Path:

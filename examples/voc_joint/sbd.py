@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from examples.voc_joint.atomic import write_text_atomic
-from examples.voc_joint.cli import existing_dir
+from examples.voc_joint.cli import existing_dir, output_dir_error
 from examples.voc_joint.data import (
     DEFAULT_MAX_PIXELS,
     IGNORE_INDEX,
@@ -60,7 +60,7 @@ from examples.voc_joint.headers import shown_problems
 from examples.voc_joint.signals import run_stoppable
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 
-__all__ = ["build_trainaug", "main", "read_sbd_mask", "resolve_sbd_root"]
+__all__ = ["build_parser", "build_trainaug", "check_args", "main", "read_sbd_mask", "resolve_sbd_root"]
 
 #: Mask folder written into the VOC root (the one ``sbd=True`` reads; its lists are ``_list_dir(voc, True)``).
 MASK_DIR = "SegmentationClassAug"
@@ -490,13 +490,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` (exit status 2) naming ``--voc-root`` where the folders the trainaug layout goes into
+    cannot be written (``cli.output_dir_error``: no write permission, a file in the
+    way), before any ``.mat`` file is read. A ``--voc-root`` without the VOC layout is left to the
+    conversion, whose message says what it expected."""
+    try:
+        voc = _resolve_root(Path(args.voc_root).expanduser(), option="--voc-root")
+    except OSError:
+        return
+    for folder in (voc / MASK_DIR, _list_dir(voc, True)):
+        error = output_dir_error(folder)
+        if error is not None:
+            parser.error(f"--voc-root: the trainaug layout is written into the VOC folder, but {error}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: exit status 0; 1 for bad data or a folder that cannot be written (the
-    message names the files); 2 for a root that is not a folder (or the empty string, an unset shell variable,
-    which was taken as the current folder) or an output that exists already; 130 when stopped by SIGINT
-    (Ctrl-C), 143 by SIGTERM, 129 by SIGHUP (a closed terminal)."""
+    """Command-line entry point: exit status 0; 1 for bad data or a write that fails during the conversion
+    (the message names the files); 2 for a root that is not a folder (or the empty string, an unset shell
+    variable, which was taken as the current folder), a VOC folder this user may not write in, or an output
+    that exists already; 130 when stopped by SIGINT (Ctrl-C), 143 by SIGTERM, 129 by SIGHUP (a closed
+    terminal)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_args(parser, args)
     # SIGINT, SIGTERM and SIGHUP stop the conversion at once (its staging folder removed) with one line,
     # exit status 130 / 143 / 129
     return run_stoppable(

@@ -47,7 +47,7 @@ from scipy import ndimage
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.voc_joint.cli import SIDE_MAX, int_range, output_path
+from examples.voc_joint.cli import SIDE_MAX, check_output_dir, int_range, output_path
 from examples.voc_joint.data import NUM_CLASSES, voc_palette
 from examples.voc_joint.signals import run_stoppable
 from examples.voc_joint.staging import remove_abandoned_staging, unique_folder
@@ -485,18 +485,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks that involve several options (each option alone was checked by its ``type=``)."""
+    """Checks that involve several options (each option alone was checked by its ``type=``), and that
+    ``--output-dir`` can be written (``cli.check_output_dir``)."""
     if args.no_sbd and args.num_sbd_extra is not None:
         parser.error(
             f"--num-sbd-extra {args.num_sbd_extra} with --no-sbd: the extra images exist only in the "
             "SBD-augmented layout, which --no-sbd does not write; drop one of the two"
         )
+    check_output_dir(parser, args.output_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``python examples/voc_joint/synthetic.py --help``): exit status 0; 2 for a
-    bad option or an ``--output-dir`` that holds other files; 1 for an ``--output-dir`` that cannot be
-    written."""
+    bad option or an ``--output-dir`` that cannot be used (a file, a path below a file, a folder this user
+    may not write in: found before anything is written; or a folder that holds other files); 1 for a write
+    that fails during the generation (a full disk)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
@@ -525,8 +528,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         # the generator's own refusals (a folder holding other files, a file) are FileExistsErrors without an
-        # errno: exit status 2; an OS error (a name too long, a path below a file, no permission, a full disk)
-        # is exit status 1, one line naming the path, as in train.py
+        # errno: exit status 2; an OS error while writing (a full disk; a folder made unwritable meanwhile:
+        # check_args refuses one that is so already) is exit status 1, one line naming the path (train.py)
         own = isinstance(exc, FileExistsError) and exc.errno is None
         parser.exit(2 if own else 1, f"{parser.prog}: error: {exc}\n")
     n = len(list((root / "JPEGImages").glob("*.jpg")))

@@ -57,6 +57,7 @@ from examples.voc_joint.cli import (
     WORKERS_MAX,
     DefaultsHelpFormatter,
     UsageError,
+    check_output_dir,
     device_arg,
     error_text,
     existing_dir,
@@ -1832,6 +1833,8 @@ def check_args(
     error = worker_tmpdir_error(args.workers, "--workers")
     if error:
         parser.error(error)
+    for stage in run:  # <output-dir>/<stage>/: a file, below a file, no write permission
+        check_output_dir(parser, Path(args.output_dir) / stage, given=is_given("output_dir"))
     if args.backbone_weights is not None:  # before anything is locked or deleted
         error = backbone_weights_error(
             Path(args.backbone_weights),

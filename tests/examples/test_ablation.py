@@ -656,15 +656,20 @@ def test_load_average_is_none_where_it_cannot_be_read(monkeypatch: pytest.Monkey
 
 
 def test_an_output_folder_that_cannot_be_made_is_one_error_line(tmp_path, one_thread, capsys) -> None:
-    """An --output-dir that is a file: one error line and exit status 1, as train.py gives (a FileExistsError
-    traceback before)."""
+    """An --output-dir that is a file: one error line (a FileExistsError traceback, then exit status 1), exit
+    status 2 with argparse's usage before anything runs, as every script's unusable output folder
+    (``test_cli_output_dir.py``)."""
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(SystemExit) as info:
         ablation.main(["--output-dir", str(blocker), "--quick", "--no-progress", *one_thread])
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 1 and len(err.splitlines()) == 1, err
-    assert err.startswith("python examples/voc_joint/ablation.py: error: ") and str(blocker) in err
+    assert info.value.code == 2 and err.count("error:") == 1, err
+    last = err.splitlines()[-1]
+    assert (
+        last.startswith("python examples/voc_joint/ablation.py: error: --output-dir: ")
+        and str(blocker) in last
+    )
 
 
 def test_a_signal_during_a_run_is_one_line_with_exit_status_143(tiny_voc, tmp_path) -> None:

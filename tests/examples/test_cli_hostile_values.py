@@ -76,9 +76,10 @@ HOSTILE = ("empty", "blank", "negative", "zero", "fraction", "exponent", "nan", 
 HOSTILE += ("long_path", "missing", "folder", "file")
 
 _ALL = frozenset(HOSTILE)
-#: Any text but the empty string is a name or path to write (an unusable one fails when it is written:
-#: exit status 1, with the path in the message).
-_OUTPUT = _ALL - {"empty"}
+#: An output folder: any path but the empty string (the current folder), a file or a path below one, and a
+#: name the system cannot look up (or a folder this user may not write in), refused before anything runs
+#: (``cli.check_output_dir``); what fails later, while writing (a full disk), is exit status 1.
+_OUTPUT = _ALL - {"empty", "file", "long_path"}
 #: A benchmark's result file: any path but a folder or one below a file (and the empty string, the
 #: current folder), refused by ``check_output`` before the measurements.
 _RESULT_FILE = _ALL - {"empty", "folder"}

@@ -356,16 +356,20 @@ def test_a_users_data_gets_the_training_clis_checks_before_overwrite_deletes(
 
 @pytest.mark.parametrize("where", ["file", "below a file"])
 def test_demo_output_folder_that_cannot_be_made_is_one_error_line(tmp_path: Path, where: str, capsys) -> None:
-    """An --output-dir that is a file (or lies below one): one error line and exit status 1, as train.py gives
-    (the demo ended with a FileExistsError / NotADirectoryError traceback)."""
+    """An --output-dir that is a file (or lies below one): one error line (the demo ended with a
+    FileExistsError / NotADirectoryError traceback, then exit status 1), exit status 2 with argparse's usage
+    before anything runs, as every script's unusable output folder (``test_cli_output_dir.py``)."""
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     out = blocker if where == "file" else blocker / "demo"
     with pytest.raises(SystemExit) as info:
         demo.main(["--output-dir", str(out), "--no-progress"])
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 1 and len(err.splitlines()) == 1, err
-    assert err.startswith("python examples/voc_joint/demo.py: error: ") and str(blocker) in err
+    assert info.value.code == 2 and err.count("error:") == 1, err
+    last = err.splitlines()[-1]
+    assert (
+        last.startswith("python examples/voc_joint/demo.py: error: --output-dir: ") and str(blocker) in last
+    )
     assert blocker.read_text() == "x"
 
 
