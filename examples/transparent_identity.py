@@ -13,13 +13,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
-from examples.voc_joint.cli import SEED_MAX, float_range, int_range  # the standard library only
+from examples.voc_joint.cli import (  # the standard library only
+    SEED_MAX,
+    DefaultsHelpFormatter,
+    float_range,
+    int_range,
+    out_of_memory_error,
+)
+from examples.voc_joint.signals import run_stoppable  # the standard library only
 from transparent_init import TransparentConv1x1, init_rate, max_abs_error, recovery_rate
 
 __all__ = ["build_parser", "check_args", "main"]
@@ -30,7 +38,12 @@ WIDTH_MAX = 4096
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line's options."""
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
+        prog="python examples/transparent_identity.py",
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultsHelpFormatter,
+    )
     parser.add_argument(
         "--channels",
         type=int_range(1, WIDTH_MAX),
@@ -67,13 +80,30 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--hidden: every width must be >= --channels {args.channels}, got {args.hidden}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Build the stacks, print the table; exit status 0 when every stack is transparent, 1 otherwise, 2 for
-    a bad option."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the stacks, print the table; exit status 0 when every stack is transparent, 1 otherwise or when
+    the stacks do not fit in memory (one line), 2 for a bad option, 130 / 143 / 129 when stopped by SIGINT /
+    SIGTERM / SIGHUP (one line), as the pipeline's scripts."""
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
+    return run_stoppable(lambda: _main(parser, args), parser.prog, "it writes nothing: run it again")
 
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """:func:`main` after the options were parsed and checked."""
+    try:
+        return _run(args)
+    except (MemoryError, RuntimeError) as exc:  # --channels / --hidden too wide for the machine
+        message = out_of_memory_error(exc)
+        if message is None:
+            raise
+        print(f"{parser.prog}: error: {message}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Build the stacks and print the table (:func:`main`)."""
     gen = torch.Generator().manual_seed(args.seed + 1)
     x = (torch.rand(4, args.channels, 64, 64, generator=gen) * 2 - 1) * args.range
     print(
@@ -108,4 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from examples.voc_joint.console import tolerant_output
+
+    tolerant_output()  # a character the console cannot encode is escaped, not fatal
     raise SystemExit(main())

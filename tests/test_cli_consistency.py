@@ -12,10 +12,11 @@ per kind of output path, ``--output-dir`` for a folder and ``--out`` for a file.
 from __future__ import annotations
 
 import argparse
+import inspect
 
 import pytest
 
-from tests.test_doc_commands import NEEDS_EXAMPLES, SCRIPTS, _module
+from tests.test_doc_commands import NEEDS_EXAMPLES, ROOT, SCRIPTS, _module
 
 #: Names of one idea that a script must not use, with the name the other scripts use for it.
 OTHER_NAMES = {
@@ -152,3 +153,25 @@ def test_every_default_is_in_the_help(script: str) -> None:
         and "default" not in formatter._expand_help(action).lower()
     ]
     assert not silent, f"{script}: --help does not name the default of {silent}"
+
+
+#: The example scripts (the benchmarks share ``benchmarks/_harness.run_script`` instead).
+_EXAMPLES = [
+    pytest.param(s, marks=pytest.mark.examples) for s in SCRIPTS if s.startswith("examples/voc_joint/")
+]
+_EXAMPLES.append("examples/transparent_identity.py")
+
+
+@pytest.mark.parametrize("script", _EXAMPLES)
+def test_every_example_script_has_the_same_shape(script: str) -> None:
+    """``build_parser()`` whose usage names the command as typed (``python examples/...``), ``main(argv)``
+    for tests and callers, and a ``__main__`` block that makes stdout escape what the console cannot encode
+    (``console.tolerant_output``): ``transparent_identity.py`` had none of the three (``usage:
+    transparent_identity.py``, ``main(argv: list[str])``, a ``UnicodeEncodeError`` possible)."""
+    module = _module(script)
+    assert module.build_parser().prog == f"python {script}"
+    argv = inspect.signature(module.main).parameters.get("argv")
+    assert argv is not None and argv.default is None, f"{script}: main(argv=None)"
+    source = (ROOT / script).read_text(encoding="utf-8")
+    block = source.split('if __name__ == "__main__":', 1)[1]
+    assert "tolerant_output()" in block, f"{script}: call console.tolerant_output() in the __main__ block"
