@@ -65,7 +65,7 @@ from examples.voc_joint.metrics import (
     iou_from_confusion,
     to_jsonable,
 )
-from examples.voc_joint.signals import InterruptGuard, run_stoppable
+from examples.voc_joint.signals import InterruptGuard, ignore_stop_signals, run_stoppable
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 from examples.voc_joint.visualize import save_panel
 from examples.voc_joint.workers import worker_tmpdir_error
@@ -267,7 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int_range(1), default=8, help="batch size for --crop-size (full size uses 1)"
     )
     parser.add_argument(
-        "--workers", type=int_range(0, WORKERS_MAX), default=0, help="DataLoader worker processes (default 0)"
+        "--workers",
+        type=int_range(0, WORKERS_MAX),
+        default=2,
+        help="DataLoader worker processes, as train.py's --workers (default 2; 0: load in this process)",
     )
     parser.add_argument(
         "--device", type=device_arg, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
@@ -412,6 +415,7 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
         shuffle=False,
         num_workers=args.workers,
         pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_stop_signals if args.workers > 0 else None,  # the main process stops
     )
     out_dir = _output_dir(args)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ __all__ = [
     "Interrupted",
     "detach_hung_up_output",
     "exit_status",
+    "ignore_stop_signals",
     "run_stoppable",
 ]
 
@@ -188,6 +189,15 @@ class InterruptGuard:
         """Raise :class:`Interrupted` if a signal was recorded (for places with nothing new to save)."""
         if self.requested is not None:
             raise Interrupted(self.requested)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """``worker_init_fn`` of a ``DataLoader``: its worker processes ignore :data:`STOP_SIGNALS` and leave them
+    to the main process (a shell that loses its terminal, or ``kill -TERM -<group>``, signals the whole
+    process group: workers included). A worker that died of the SIGTERM first made the main process's stop a
+    ``DataLoader worker ... is killed by signal`` traceback."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def run_stoppable(main: Callable[[], int], prog: str, note: str) -> int:

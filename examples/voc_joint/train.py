@@ -100,7 +100,7 @@ from examples.voc_joint.resume import (
     plain,
 )
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch, derive_seed
-from examples.voc_joint.signals import STOP_SIGNALS, Interrupted, InterruptGuard
+from examples.voc_joint.signals import Interrupted, InterruptGuard, ignore_stop_signals
 from examples.voc_joint.workers import worker_tmpdir_error
 
 __all__ = [
@@ -706,13 +706,6 @@ def data_root(args: argparse.Namespace, info: DistInfo) -> Path:
     return root
 
 
-def _ignore_signals_in_worker(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT / SIGTERM / SIGHUP to the main process, which stops after the current
-    step (a shell that loses its terminal sends SIGHUP to the whole job: workers included)."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-
-
 def _train_dataset(args: argparse.Namespace, root: Path) -> VOCSegmentation:
     """The training split of ``root`` (``VOCSegmentation`` with the training transform)."""
     return VOCSegmentation(
@@ -888,7 +881,7 @@ def build_train_loader(
         num_workers=args.workers,
         generator=torch.Generator().manual_seed(derive_seed(args.seed)),
         pin_memory=info.device.type == "cuda",
-        worker_init_fn=_ignore_signals_in_worker if args.workers > 0 else None,
+        worker_init_fn=ignore_stop_signals if args.workers > 0 else None,  # the main process stops
         persistent_workers=False,
     )
     return loader, sampler

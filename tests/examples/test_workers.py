@@ -160,4 +160,4 @@ def test_train_and_evaluate_refuse_a_temporary_folder_too_long_for_their_workers
         evaluate.check_args(parser, parser.parse_args([*argv, "--workers", "1"]))
     assert info.value.code == 2
     assert "error: --workers 1: the temporary folder " in capsys.readouterr().err
-    evaluate.check_args(parser, parser.parse_args(argv))  # default 0
+    evaluate.check_args(parser, parser.parse_args([*argv, "--workers", "0"]))
