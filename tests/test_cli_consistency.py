@@ -175,3 +175,23 @@ def test_every_example_script_has_the_same_shape(script: str) -> None:
     source = (ROOT / script).read_text(encoding="utf-8")
     block = source.split('if __name__ == "__main__":', 1)[1]
     assert "tolerant_output()" in block, f"{script}: call console.tolerant_output() in the __main__ block"
+
+
+#: Options that mean the same in every example script that has them: one ``--help`` text (``cli.*_HELP``).
+SAME_HELP = ("--device", "--amp", "--data-root")
+
+
+@pytest.mark.examples
+@pytest.mark.parametrize("option", SAME_HELP)
+def test_an_option_of_the_same_meaning_has_the_same_help_in_every_example_script(option: str) -> None:
+    """``evaluate.py --device`` said "cuda, cuda:1, ... (default: cuda if available)" and ``train.py`` "cuda:N
+    (default: cuda when available)"; ``--amp`` was "float16 autocast on CUDA" and "mixed precision (CUDA only;
+    ignored on CPU)"; ``demo.py --data-root`` "VOC folder" where ``train.py`` says which folders it takes."""
+    helps = {
+        script: action.help
+        for script in SCRIPTS
+        if script.startswith("examples/")
+        for action in _options(script)
+        if option in action.option_strings
+    }
+    assert len(helps) >= 2 and len(set(helps.values())) == 1, helps

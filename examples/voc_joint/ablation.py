@@ -49,6 +49,7 @@ import torch
 from examples.voc_joint.atomic import write_text_atomic
 from examples.voc_joint.checkpoint import CheckpointError
 from examples.voc_joint.cli import (
+    DATA_ROOT_HELP,
     FACTOR_MAX,
     SIDE_MAX,
     THREADS_MAX,
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root",
         type=existing_dir,
         default=None,
-        help="VOC folder (default: synthetic set in the cache)",
+        help=DATA_ROOT_HELP,
     )
     p.add_argument(
         "--seg-checkpoint",

@@ -23,6 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = [
+    "AMP_HELP",
+    "DATA_ROOT_HELP",
+    "DEVICE_HELP",
     "FACTOR_MAX",
     "SCALE_MAX",
     "SEED_MAX",
@@ -49,6 +52,15 @@ __all__ = [
     "split_name",
 ]
 
+#: ``--help`` of the options that mean the same in every script that has them (one text: the scripts described
+#: one option three ways, ``cuda if available`` and ``cuda when available``, ``float16 autocast on CUDA`` and
+#: ``mixed precision (CUDA only; ignored on CPU)``).
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when available)"
+AMP_HELP = "float16 mixed precision (CUDA only; ignored on CPU)"
+DATA_ROOT_HELP = (
+    "VOC2012 folder (JPEGImages, SegmentationClass, ImageSets/...) or a folder above it (VOCdevkit or its "
+    "parent); default: the synthetic set in $TRANSINIT_CACHE (generated if missing)"
+)
 #: Largest accepted ``--seed`` (``torch.manual_seed`` takes 64-bit seeds; numpy gets ``seed % 2**32``).
 SEED_MAX = 2**63 - 1
 #: Largest image side, crop, padding multiple or band width in pixels an option accepts (beyond it torch's and

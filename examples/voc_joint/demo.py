@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 import torch
 
 from examples.voc_joint.cli import (
+    DATA_ROOT_HELP,
     FACTOR_MAX,
     SIDE_MAX,
     THREADS_MAX,
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root",
         type=existing_dir,
         default=None,
-        help="VOC folder (default: synthetic set in the cache)",
+        help=DATA_ROOT_HELP,
     )
     p.add_argument("--seg-epochs", type=POS, default=36, help="DeepLabV3+ pretraining epochs")
     p.add_argument("--spixel-epochs", type=POS, default=16, help="SpixelFCN pretraining epochs")

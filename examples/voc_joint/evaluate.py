@@ -33,6 +33,9 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 from examples.voc_joint.atomic import write_text_atomic
 from examples.voc_joint.cli import (
+    AMP_HELP,
+    DATA_ROOT_HELP,
+    DEVICE_HELP,
     SIDE_MAX,
     THREADS_MAX,
     WORKERS_MAX,
@@ -235,8 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root",
         type=existing_dir,
         default=None,
-        help="VOC2012 folder or a folder above it (VOCdevkit or its parent); default: the cached "
-        "synthetic set",
+        help=DATA_ROOT_HELP,
     )
     parser.add_argument(
         "--split", type=split_name, default="val", help="list name in ImageSets (default val)"
@@ -272,10 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="DataLoader worker processes, as train.py's --workers (default 2; 0: load in this process)",
     )
-    parser.add_argument(
-        "--device", type=device_arg, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
-    )
-    parser.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
+    parser.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
+    parser.add_argument("--amp", action="store_true", help=AMP_HELP)
     parser.add_argument(
         "--output-dir",
         type=output_path,
@@ -369,6 +369,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from examples.voc_joint.distributed import resolve_device
 
     device = resolve_device(args.device)
+    if args.amp and device.type != "cuda":  # as train.py says it
+        print(f"[evaluate] --amp ignored on {device.type} (CUDA only)", flush=True)
     try:
         model, config = load_model_from_checkpoint(
             args.checkpoint, map_location="cpu", expect_stage=("seg", "joint")

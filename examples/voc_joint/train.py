@@ -49,6 +49,9 @@ from examples.voc_joint.checkpoint import (
     set_rng_state,
 )
 from examples.voc_joint.cli import (
+    AMP_HELP,
+    DATA_ROOT_HELP,
+    DEVICE_HELP,
     FACTOR_MAX,
     SCALE_MAX,
     SEED_MAX,
@@ -239,8 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root",
         type=existing_dir,
         default=None,
-        help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets/...) or a folder above it "
-        "(VOCdevkit or its parent); default: the synthetic set in $TRANSINIT_CACHE (generated if missing)",
+        help=DATA_ROOT_HELP,
     )
     g.add_argument(
         "--sbd",
@@ -453,10 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("runtime")
-    g.add_argument(
-        "--device", type=device_arg, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
-    )
-    g.add_argument("--amp", action="store_true", help="mixed precision (CUDA only; ignored on CPU)")
+    g.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
+    g.add_argument("--amp", action="store_true", help=AMP_HELP)
     g.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,

@@ -1007,3 +1007,12 @@ def test_a_worker_ignores_the_stop_signals() -> None:
         timeout=60,
     )
     assert proc.returncode == 0 and proc.stdout == "alive\n", (proc.returncode, proc.stderr)
+
+
+def test_amp_on_the_cpu_is_said_to_be_ignored_as_in_train(voc, tmp_path, capsys):
+    """``train.py --amp`` on the CPU says ``[seg] --amp ignored on cpu (CUDA only)``; ``evaluate.py --amp``
+    ignored it without a word."""
+    path = _seg_checkpoint(tmp_path, 21)
+    argv = ["--checkpoint", str(path), "--data-root", str(voc), "--output-dir", str(tmp_path / "ev")]
+    assert evaluate_mod.main([*argv, "--no-progress", "--device", "cpu", "--amp", "--workers", "0"]) == 0
+    assert "[evaluate] --amp ignored on cpu (CUDA only)\n" in capsys.readouterr().out
