@@ -451,6 +451,7 @@ def evaluate_checkpoint(
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
     from examples.voc_joint.evaluate import evaluate, training_overlap
     from examples.voc_joint.metrics import dumps
+    from examples.voc_joint.signals import ignore_stop_signals
 
     model, config = load_model_from_checkpoint(ckpt_path, map_location=device)
     ds = data.build_dataset(
@@ -461,7 +462,13 @@ def evaluate_checkpoint(
         max_pixels=args.max_image_pixels,
         num_classes=args.num_classes,
     )
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False, num_workers=args.workers)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=1,
+        shuffle=False,
+        num_workers=args.workers,
+        worker_init_fn=ignore_stop_signals if args.workers > 0 else None,  # the main process stops
+    )
     res = evaluate(
         model,
         loader,

@@ -983,7 +983,7 @@ def test_workers_default_as_in_train_and_ignore_the_stop_signals(voc, tmp_path, 
     monkeypatch.setattr(torch.utils.data, "DataLoader", Recording)
     path = _seg_checkpoint(tmp_path, 21)
     assert _evaluate(path, voc, tmp_path / "ev") == 0
-    assert [(k["num_workers"], k["worker_init_fn"]) for k in made] == [(2, ignore_stop_signals)]
+    assert [(k["num_workers"], k.get("worker_init_fn")) for k in made] == [(2, ignore_stop_signals)]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a signal sent to oneself ends the process on Windows")
@@ -1016,3 +1016,27 @@ def test_amp_on_the_cpu_is_said_to_be_ignored_as_in_train(voc, tmp_path, capsys)
     argv = ["--checkpoint", str(path), "--data-root", str(voc), "--output-dir", str(tmp_path / "ev")]
     assert evaluate_mod.main([*argv, "--no-progress", "--device", "cpu", "--amp", "--workers", "0"]) == 0
     assert "[evaluate] --amp ignored on cpu (CUDA only)\n" in capsys.readouterr().out
+
+
+def test_the_workers_of_train_eval_ignore_the_stop_signals(voc, tmp_path, monkeypatch):
+    """``train.py --eval`` evaluates with ``--workers`` (2 by default) worker processes that took SIGTERM /
+    SIGHUP themselves: a signal to the process group during the evaluation could end it with the
+    ``DataLoader worker ... is killed by signal`` traceback instead of the stop (as ``evaluate.py``'s did)."""
+    from examples.voc_joint import engine, train
+    from examples.voc_joint.signals import ignore_stop_signals
+
+    class Made(Exception):
+        pass
+
+    made = []
+
+    def recording(*args, **kwargs):
+        made.append(kwargs)
+        raise Made
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", recording)
+    args = train.build_parser().parse_args(["--workers", "2"])
+    args.num_classes = 21
+    with pytest.raises(Made):
+        engine.evaluate_checkpoint(_seg_checkpoint(tmp_path, 21), args, torch.device("cpu"), voc)
+    assert [(k["num_workers"], k.get("worker_init_fn")) for k in made] == [(2, ignore_stop_signals)]
