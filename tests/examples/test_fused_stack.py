@@ -395,6 +395,60 @@ def test_conv_products_refused_where_they_cannot_run() -> None:
         fused_stack(s, s, ws, bs, 0.0, products="bmm")  # type: ignore[arg-type]
 
 
+def test_conv_products_refused_and_not_chosen_with_onednn_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With oneDNN switched off (``torch.backends.mkldnn.flags(enabled=False)``) the convolutions do not run:
+    ``conv_products_available`` is False, ``products="conv"`` is a ValueError that says so, and ``"auto"``
+    runs the matrix products."""
+    import examples.voc_joint.models.fused_stack as fs
+
+    calls: list[bool] = []
+    monkeypatch.setattr(fs, "fused_conv_stack", lambda *a, **k: calls.append(True))
+    ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
+    s = torch.randn(1, 2, 3, 3)
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # restored after the test
+    assert not fcs.conv_products_available(torch.device("cpu"), torch.float32)
+    with pytest.raises(
+        ValueError, match=r"products='conv' needs .* got torch.float32 on cpu .*enabled: False"
+    ):
+        fused_stack(s, s, ws, bs, 0.0, products="conv")
+    out = fused_stack(s, s, ws, bs, 0.0)
+    assert calls == [] and out.shape == (1, 2, 3, 3)
+
+
+@needs_onednn
+def test_conv_products_chunk_is_whole_rows_of_the_image_width() -> None:
+    """``chunk`` pixels are rounded down to whole rows of the image's width: ``chunk=7`` over 8 x 3 images is
+    2 rows (6 pixels), 4 chunks per image, one ``convolution_backward`` each for the one trained layer;
+    the gradient is the reference's."""
+    ws, bs = _params([6, 10, 3], [True, True], torch.float32, torch.device("cpu"))
+    for t in (*ws, *[b for b in bs if b is not None]):
+        t.requires_grad_(False)
+    ws[1].requires_grad_(True)
+    g = torch.Generator().manual_seed(4)
+    s, u, grad = (torch.randn(2, 3, 8, 3, generator=g) for _ in range(3))
+    out = fused_stack(s, u, ws, bs, 0.0, chunk=7, products="conv")
+    with _ConvBackwards() as backwards:
+        (got,) = torch.autograd.grad(out, [ws[1]], grad)
+    (want,) = torch.autograd.grad(_reference(s, u, ws, bs, "relu"), [ws[1]], grad)
+    torch.testing.assert_close(got, want)
+    assert len(backwards.calls) == 2 * 4
+
+
+@pytest.mark.parametrize("products", ["mm", pytest.param("conv", marks=needs_onednn)])
+def test_u_of_is_ignored_without_recompute(products: str) -> None:
+    """Without ``recompute`` the stack keeps ``U`` and ignores ``u_of`` (as documented): a ``u_of`` that does
+    not rebuild ``U`` changes no gradient."""
+    ws, bs = _params([6, 10, 3], [True, True], torch.float32, torch.device("cpu"))
+    g = torch.Generator().manual_seed(5)
+    s, u, grad = (torch.randn(2, 3, 4, 5, generator=g) for _ in range(3))
+    results = []
+    for u_of in (None, torch.zeros_like):
+        out = fused_stack(s, u, ws, bs, 0.0, chunk=10, u_of=u_of, products=products)  # type: ignore[arg-type]
+        results.append(torch.autograd.grad(out, [*ws, *[b for b in bs if b is not None]], grad))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
 class _ConvBackwards(TorchDispatchMode):
     """Records ``(weight shape, output_mask)`` of every ``convolution_backward`` run under it."""
 
