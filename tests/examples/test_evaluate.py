@@ -932,6 +932,29 @@ def test_write_text_atomic_keeps_temporary_files_it_cannot_tell_abandoned(tmp_pa
     assert probed == [other_pid] and other_users.exists() and not_a_pid.exists()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no process probe: nothing is removed")
+def test_write_text_atomic_removes_a_dead_writers_file_of_a_name_with_glob_characters(
+    tmp_path, monkeypatch
+) -> None:
+    """A file name with ``[``, ``]`` (``run[1].json``) is matched literally when the dead writers' files are
+    looked for: its own ``.run[1].json.<pid>.tmp`` goes, the one of ``run1.json`` (which ``[1]`` would match
+    as a pattern) stays."""
+    import os
+
+    from examples.voc_joint.atomic import write_text_atomic
+
+    own, other = tmp_path / ".run[1].json.4242.tmp", tmp_path / ".run1.json.4242.tmp"
+    for path in (own, other):
+        path.write_text("{")
+
+    def kill(pid, signum):
+        raise ProcessLookupError(3, "No such process")  # every probed writer is gone
+
+    monkeypatch.setattr(os, "kill", kill)
+    write_text_atomic(tmp_path / "run[1].json", "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "run[1].json"])
+
+
 def test_cli_closes_the_descriptor_that_locks_its_staging_folder(voc, tmp_path, monkeypatch) -> None:
     """The descriptor holding the staging folder's flock is closed when the evaluation ends: left open, each
     call of ``main`` in one process (a notebook, a script evaluating several checkpoints) kept one more."""

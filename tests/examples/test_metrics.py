@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
@@ -174,6 +174,7 @@ def test_dilation_equals_the_max_pool_it_replaced(seed, h, w, radius, density):
     st.lists(st.integers(1, 9), min_size=1, max_size=4, unique=True),
     st.sampled_from([torch.long, torch.int32, torch.uint8]),
 )
+@example(0, [5, 1, 3], torch.long)  # unsorted, and a third band grown from the second
 def test_update_scores_each_band_as_confusion_of_its_band(seed, widths, dtype):
     """Bands built from one another (in any order of the widths) count the pixels that ``confusion_matrix``
     counts with each band of ``boundary_band`` alone, as the update did before (one band per width)."""
@@ -188,6 +189,18 @@ def test_update_scores_each_band_as_confusion_of_its_band(seed, widths, dtype):
     for width in widths:
         expected = confusion_matrix(pred, target, 4, mask=boundary_band(target, width))
         assert torch.equal(m.band_confusion[width], expected), width
+
+
+@pytest.mark.parametrize("widths", [(1, 3, 5), (5, 1, 3)])
+def test_update_bands_of_a_step_edge_for_widths_in_any_order(widths):
+    """The bands the update grows from one another have the widths asked for, in any order: for a vertical
+    step edge between columns 9 and 10 of 3 x 30 maps, 2, 6 and 10 columns. (Random labels, where nearly
+    every pixel is an edge, fill every band and cannot tell one width from another.)"""
+    target = torch.zeros(1, 3, 30, dtype=torch.long)
+    target[..., 10:] = 1
+    m = SegmentationMetrics(num_classes=2, boundary_widths=widths)
+    m.update(target.clone(), target)
+    assert m.compute()["boundary_pixels"] == {str(w): 3 * 2 * w for w in widths}
 
 
 def test_a_repeated_boundary_width_counts_its_band_once():
@@ -417,6 +430,7 @@ def test_superpixels_with_channel_dim_accepted():
         (T([[[0, 0]]]), T([[[0, 0, 0]]]), None, ValueError, "same shape"),
         (T([[[0, 5]]]), T([[[0, 0]]]), None, ValueError, r"pred values must lie in \[0, 3\)"),
         (T([[[0, 0]]]), T([[[0, 7]]]), None, ValueError, r"target values .* got \[7\]"),
+        (T([[[0, 0]]]), T([[[0, -1]]]), None, ValueError, r"target values .* or be 255, got \[-1\]"),
         (T([[[0, 0]]]), T([[[0, 0]]]), T([[[0, -1]]]), ValueError, "superpixel ids must be >= 0"),
         (T([[[0, 0]]]), T([[[0, 0]]]), T([[[0, 0, 0]]]), ValueError, "superpixels must have shape"),
         (T([[[0, 0]]]), T([[[0, 0]]]), torch.zeros(1, 1, 2), TypeError, "superpixels must be an integer"),
@@ -511,3 +525,33 @@ def test_images_without_pixels_add_nothing():
     m.update(empty, empty, empty)
     r = m.compute()
     assert r["num_pixels"] == 0 and math.isnan(r["miou"]) and r["boundary_pixels"] == {"1": 0, "3": 0}
+    assert math.isnan(r["pixel_accuracy"]) and math.isnan(r["mean_class_accuracy"])  # undefined, not 0 %
+
+
+def test_a_negative_ignore_index_reaches_every_accumulator():
+    """``ignore_index=-100`` (``torch.nn.CrossEntropyLoss``'s default) gives the metrics of the same maps with
+    255: its pixels, in the boundary bands too, never reach a confusion-matrix bin (a negative one)."""
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (2, 9, 10), generator=g)
+    target[:, :, 4:6] = 255  # a void band between labels: ignored pixels inside every boundary band
+    pred = torch.randint(0, 3, (2, 9, 10), generator=g)
+    sp = torch.arange(90).view(1, 9, 10).div(15, rounding_mode="floor").expand(2, 9, 10)
+    results = []
+    for ignore in (255, -100):
+        m = SegmentationMetrics(num_classes=3, ignore_index=ignore, boundary_widths=(1, 2))
+        m.update(pred, torch.where(target == 255, ignore, target), sp)
+        results.append(m.compute())
+    assert results[0]["boundary_pixels"]["1"] > 0
+    assert json.dumps(to_jsonable(results[0])) == json.dumps(to_jsonable(results[1]))
+
+
+def test_per_class_table_ends_with_the_miou():
+    """The per-class table's last row, ``mean``, is the mIoU (58.33 %), not another average (pixel accuracy
+    here 75 %)."""
+    m = SegmentationMetrics(num_classes=2, boundary_widths=(1,))
+    m.update(T([[[0, 1], [1, 1]]]), T([[[0, 0], [1, 1]]]))
+    r = m.compute()
+    assert r["pixel_accuracy"] == 0.75
+    assert format_per_class_table(r).splitlines()[-1].split() == ["mean", "58.33"]
+    two = format_per_class_table({"a": r, "b": r}).splitlines()
+    assert two[0].split() == ["class", "a", "b"] and two[-1].split() == ["mean", "58.33", "58.33"]
