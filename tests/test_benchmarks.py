@@ -1998,3 +1998,99 @@ def test_the_help_names_the_thread_count_part_of_the_default_file_name(script, m
     assert f"{script}_<device>_<UTCdate-time>.json,with_<N>threadafter<device>for--threadsNotherthan2" in text
     source = (BENCH / f"{script}.py").read_text()
     assert 'threads = "" if args.threads == 2 else f"_{args.threads}thread"' in source
+
+
+def test_median_upper_takes_the_upper_middle_of_an_even_count():
+    """``median_upper``: the middle of an odd count, the upper of the two middle values of an even one."""
+    harness = _import("_harness")
+    assert harness.median_upper([3.0, 1.0, 2.0]) == 2.0
+    assert harness.median_upper([4.0, 1.0, 3.0, 2.0]) == 3.0
+
+
+def test_peak_memory_counts_memory_freed_inside_the_region():
+    """The region's peak counts an allocation freed before ``extra_mib`` is read (the peak, not the resident
+    size at the end)."""
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); from _harness import PeakMemory\n"
+        "m = PeakMemory('cpu'); x = torch.ones(2**25); x.add_(1); del x  # 128 MiB inside the region, freed\n"
+        "print(m.method, m.extra_mib())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "benchmarks")], capture_output=True, text=True, check=True
+    )
+    method, extra = out.stdout.split()
+    if method == "ru_maxrss":
+        pytest.skip("this kernel refuses the peak reset (/proc/self/clear_refs)")
+    assert method == "vmhwm_reset" and 120 < float(extra) < 160
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="no peak reset on this system")
+def test_peak_reset_that_did_not_take_is_reported_refused(monkeypatch):
+    """A reset the kernel accepted without lowering the peak (``VmHWM`` still well above ``VmRSS``) is
+    refused: the growth would otherwise be measured from a stale peak."""
+    harness = _import("_harness")
+    kib = {"VmHWM": 500_000, "VmRSS": 100_000}
+    monkeypatch.setattr(harness, "_proc_status_kib", lambda field: kib[field])
+    assert harness._reset_peak_rss() is False
+    kib["VmHWM"] = 100_512  # within the 1 MiB slack: taken
+    assert harness._reset_peak_rss() is True
+
+
+def test_check_counts_refuses_one_above_the_largest_shape():
+    """``SHAPE_MAX`` is the largest value accepted: ``--batch-size 1024`` runs, 1025 is refused."""
+    import argparse
+
+    harness = _import("_harness")
+    top = harness.SHAPE_MAX["batch_size"]
+    harness.check_counts(argparse.ArgumentParser(), argparse.Namespace(batch_size=top), {"batch_size": 1})
+    with pytest.raises(SystemExit):
+        harness.check_counts(
+            argparse.ArgumentParser(), argparse.Namespace(batch_size=top + 1), {"batch_size": 1}
+        )
+
+
+def test_cli_device_refuses_the_cuda_index_one_past_the_last(monkeypatch, capsys):
+    """With one CUDA device, ``cuda:0`` is accepted and ``cuda:1`` refused (indices start at 0)."""
+    import argparse
+
+    harness = _import("_harness")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert harness.cli_device(argparse.ArgumentParser(), "cuda:0") == torch.device("cuda:0")
+    with pytest.raises(SystemExit):
+        harness.cli_device(argparse.ArgumentParser(), "cuda:1")
+    assert "--device cuda:1: this machine has 1 CUDA device(s)" in capsys.readouterr().err
+
+
+def test_run_script_takes_a_boolean_result_for_a_result_not_a_status():
+    """``main()`` returning ``True`` or ``False`` (a result, not an ``int`` status) exits 0."""
+    harness = _import("_harness")
+    assert harness.run_script(lambda: True, "bench_demo.py") == 0
+    assert harness.run_script(lambda: False, "bench_demo.py") == 0
+
+
+def test_warmup_runs_one_on_the_cpu_three_on_cuda():
+    """One untimed run before timing on the CPU (first-call costs), three on CUDA (autotuning, allocator)."""
+    harness = _import("_harness")
+    assert harness.warmup_runs(torch.device("cpu")) == 1
+    assert harness.warmup_runs(torch.device("cuda")) == 3
+
+
+def test_ab_fusion_params_are_the_stack_s_plus_a_seeded_perturbation():
+    """``make_params`` moves every weight and bias off the transparent stack's (a stack near the identity
+    would hide a wrong gradient term), by the same ``0.01 * randn`` on every call, as float32 leaves that
+    require grad."""
+    from examples.voc_joint.models.joint import FusionStack
+
+    ab = _import("ab_fusion")
+    stack = FusionStack(3, [6, 8], "relu", "transparent", generator=0)
+    (ws, bs), (ws2, bs2) = ab.make_params(stack), ab.make_params(stack)
+    for m, w, w2 in zip(stack.convs, ws, ws2, strict=True):
+        diff = (w.detach() - m.weight.detach().flatten(1)).abs()
+        assert w.dtype == torch.float32 and w.requires_grad and w.is_leaf and torch.equal(w, w2)
+        assert 0 < float(diff.max()) < 0.1 and float(diff.min()) >= 0
+        assert int((diff > 0).sum()) > diff.numel() // 2
+    for m, b, b2 in zip(stack.convs, bs, bs2, strict=True):
+        assert (b is None) == (m.bias is None)
+        if b is not None:
+            assert torch.equal(b, b2) and not torch.equal(b, m.bias.detach().float())

@@ -1063,3 +1063,16 @@ def test_the_workers_of_train_eval_ignore_the_stop_signals(voc, tmp_path, monkey
     with pytest.raises(Made):
         engine.evaluate_checkpoint(_seg_checkpoint(tmp_path, 21), args, torch.device("cpu"), voc)
     assert [(k["num_workers"], k.get("worker_init_fn")) for k in made] == [(2, ignore_stop_signals)]
+
+
+def test_results_go_next_to_the_checkpoint_unless_output_dir_is_given(tmp_path) -> None:
+    """Without ``--output-dir`` the results go to ``eval_<split>`` next to the checkpoint (one folder per
+    split: a val and a train evaluation do not replace each other's); with it, there."""
+    import argparse
+
+    from examples.voc_joint import evaluate as ev
+
+    args = argparse.Namespace(output_dir=None, checkpoint=tmp_path / "joint" / "checkpoint.pt", split="train")
+    assert ev._output_dir(args) == tmp_path / "joint" / "eval_train"
+    args.output_dir = tmp_path / "elsewhere"
+    assert ev._output_dir(args) == tmp_path / "elsewhere"

@@ -394,6 +394,8 @@ def test_numerics_note_names_compile_for_the_joint_stage_only() -> None:
     assert note is not None and "--compile (off then, on now)" in note and "pass --no-compile" in note, note
     assert "memory format" not in note
     assert train.numerics_note("joint", {"config": {"args": {"compile": True}}}, on, cpu) is None
+    assert train.numerics_note("seg", ckpt, on, cpu) is None  # the networks alone: compile changes nothing
+    assert train.numerics_note("spixel", ckpt, on, cpu) is None
     mixed = {"channels_last": "spixelfcn", "config": {"args": {"compile": True}}}
     note = train.numerics_note("joint", mixed, argparse.Namespace(channels_last=False, compile=True), cpu)
     assert note is not None and "leave out --channels-last and --no-channels-last on the CPU" in note, note
@@ -2128,3 +2130,26 @@ def test_the_source_checkpoint_cache_keeps_a_bounded_number_of_file_versions(tmp
             assert train._source_facts(path, "deeplab", "--seg-checkpoint")[1] == "0" * 64
         assert len(loads) == version + 1
     assert len(train._SOURCE_CACHE) <= 8, len(train._SOURCE_CACHE)
+
+
+def test_dataloader_workers_ignore_every_stop_signal() -> None:
+    """A DataLoader worker ignores SIGINT, SIGTERM and SIGHUP (a shell that loses its terminal sends SIGHUP to
+    the whole job), leaving them to the main process, which stops after the current step."""
+    from examples.voc_joint.signals import STOP_SIGNALS
+
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        train._ignore_signals_in_worker(0)
+        assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == dict.fromkeys(
+            STOP_SIGNALS, signal.SIG_IGN
+        )
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def test_model_device_is_the_parameters_device() -> None:
+    """The checkpoint records the memory format resolved for the model's device (the CPU's default is not
+    CUDA's): the device of the parameters, the CPU for a model without any."""
+    assert train._model_device(torch.nn.Linear(2, 2, device="meta")) == torch.device("meta")
+    assert train._model_device(torch.nn.ReLU()) == torch.device("cpu")
