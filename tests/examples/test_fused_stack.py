@@ -382,6 +382,29 @@ def test_conv_products_are_the_float32_cpu_default(monkeypatch: pytest.MonkeyPat
     assert calls == [True]
 
 
+@needs_onednn
+def test_conv_products_follow_the_parameters_dtype_not_the_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack runs in its parameters' dtype, so they choose the products: bfloat16 ``S`` and ``U`` (from
+    networks under autocast) with float32 parameters run the convolutions; float32 inputs with float64
+    parameters cannot (``products="conv"`` refused, naming float64)."""
+    import examples.voc_joint.models.fused_stack as fs
+
+    calls: list[bool] = []
+    conv_stack = fcs.fused_conv_stack
+
+    def spy(*args: Any, **kwargs: Any) -> Tensor:
+        calls.append(True)
+        return conv_stack(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "fused_conv_stack", spy)
+    ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
+    s = torch.randn(1, 2, 3, 3, dtype=torch.bfloat16)
+    assert fused_stack(s, s, ws, bs, 0.0).dtype == torch.float32 and calls == [True]
+    ws64, bs64 = _params([4, 6, 2], [True, True], torch.float64, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"products='conv' needs float32 parameters .* got torch.float64"):
+        fused_stack(s.float(), s.float(), ws64, bs64, 0.0, products="conv")
+
+
 def test_conv_products_refused_where_they_cannot_run() -> None:
     """``products="conv"`` in float64 (oneDNN has no float64 convolution) or an unknown value: a ValueError
     naming the argument, what it needs and what it got."""
