@@ -316,8 +316,8 @@ def test_conv_products_match_float64(
     act: str | None, chunk: int | None, memory_format: str, recompute: bool
 ) -> None:
     """``products="conv"`` in float32: output and every gradient within float32 rounding of the float64
-    reference, for chunks of one image row (7, 13 over rows of 6 pixels), of two rows that split the image
-    unevenly (12: 2 + 2 + 1 rows), of whole images (None, 1000), both memory formats, with and without
+    reference, for chunks of one image row (7 over rows of 6 pixels), of two rows that split the image
+    unevenly (12, 13: 2 + 2 + 1 rows), of whole images (None, 1000), both memory formats, with and without
     recomputation; the matrix products are held to the same tolerance."""
     ws, bs = _params([6, 10, 8, 3], [True, False, True], torch.float64, torch.device("cpu"))
     g = torch.Generator().manual_seed(1)
