@@ -148,7 +148,6 @@ _B = "benchmarks/"
 for _script, _option in (
     ("ab_fusion", "--out"),
     ("ab_uniformize", "--out"),
-    ("bench_joint", "--out"),
     ("bench_ops", "--out"),
     ("bench_overhead", "--out"),
     ("bench_soft", "--out"),
@@ -157,6 +156,9 @@ for _script, _option in (
     ("op_coverage", "--out"),
 ):
     _accept(f"{_B}{_script}.py", _option, _RESULT_FILE - {"long_path"}, "a result file to write")
+_accept(  # it adds its entry to the file's others: a file that holds no JSON object is refused before the run
+    f"{_B}bench_joint.py", "--out", _RESULT_FILE - {"long_path", "file"}, "a result file to write or add to"
+)
 _accept(
     f"{_B}gpu_check.py", "--output-dir", _ALL - {"empty", "file", "long_path"}, "a results folder to make"
 )
