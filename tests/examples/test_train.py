@@ -2139,7 +2139,7 @@ def test_dataloader_workers_ignore_every_stop_signal() -> None:
 
     before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
-        train._ignore_signals_in_worker(0)
+        train.ignore_stop_signals(0)  # the worker_init_fn of its DataLoaders
         assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == dict.fromkeys(
             STOP_SIGNALS, signal.SIG_IGN
         )
