@@ -10,6 +10,11 @@ SIGINT, 143 for SIGTERM, 129 for SIGHUP). A second signal outside a critical sec
 atomic). Inside :meth:`InterruptGuard.critical` (a checkpoint write) every signal is deferred to the end of
 the section.
 
+A stop raised by a handler where Python cannot pass an exception on (an at-fork hook, e.g. logging's lock
+release while a DataLoader starts its workers; a ``__del__`` method; a weakref or garbage-collector callback:
+Python prints "Exception ignored in ..." and goes on) is not lost: inside the guard such a dropped
+:class:`Interrupted` is delivered again a moment later, until it reaches code that passes it on.
+
 Only the main thread can install signal handlers; elsewhere the guard is inert (the flag is never set).
 A signal the process was started with set to be ignored stays ignored (a job started with ``&`` by a shell
 script without job control ignores SIGINT, so that a Ctrl-C meant for the script leaves it running;
@@ -24,6 +29,7 @@ terminal at the null device (output redirected to a file, or a terminal still th
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import signal
@@ -50,6 +56,9 @@ __all__ = [
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
+#: Seconds after which a stop that Python dropped is delivered again (:class:`InterruptGuard`): long enough
+#: for the code that dropped it (an at-fork hook, a ``__del__``) to have ended, at most 20 tries a second.
+REDELIVERY_DELAY_S = 0.05
 
 
 def detach_hung_up_output(fds: tuple[int, ...] = (1, 2)) -> list[int]:
@@ -129,6 +138,7 @@ class InterruptGuard:
         self._depth = 0
         self._critical = 0
         self._pending_force: int | None = None
+        self._unraisablehook: Callable[[Any], object] | None = None
 
     def __enter__(self) -> InterruptGuard:
         self._depth += 1
@@ -137,6 +147,8 @@ class InterruptGuard:
                 self._previous[sig] = signal.getsignal(sig)
                 if self._previous[sig] is not signal.SIG_IGN:
                     signal.signal(sig, self._handle)
+            self._unraisablehook = sys.unraisablehook
+            sys.unraisablehook = self._redeliver_dropped
         return self
 
     def __exit__(
@@ -147,6 +159,27 @@ class InterruptGuard:
             for sig, handler in self._previous.items():
                 signal.signal(sig, handler)
             self._previous.clear()
+            if self._unraisablehook is not None:
+                sys.unraisablehook, self._unraisablehook = self._unraisablehook, None
+
+    def _redeliver_dropped(self, unraisable: Any) -> None:
+        """``sys.unraisablehook`` inside the guard: an :class:`Interrupted` that Python dropped (raised by a
+        handler in an at-fork hook, a ``__del__``, a callback) is delivered again, as its signal, from another
+        thread after :data:`REDELIVERY_DELAY_S` (the handler then runs in the main thread, in the code that
+        follows; dropped again, it comes back again); anything else goes to the previous hook. A guard that
+        has ended by then delivers nothing (the work it guarded is over)."""
+        exc = unraisable.exc_value
+        if isinstance(exc, Interrupted):
+            timer = threading.Timer(REDELIVERY_DELAY_S, self._redeliver, (exc.signum,))
+            timer.daemon = True
+            timer.start()
+        elif self._unraisablehook is not None:
+            self._unraisablehook(unraisable)
+
+    def _redeliver(self, signum: int) -> None:
+        """Deliver ``signum`` to the main thread's handler again, if the guard is still on."""
+        if self._depth:
+            _thread.interrupt_main(signal.Signals(signum))
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         _after_hangup(signum)

@@ -1274,3 +1274,90 @@ def test_a_command_started_with_a_signal_ignored_runs_on_after_it(name: str) -> 
         proc.kill()
     assert proc.returncode == 143, err
     assert "stopped by SIGTERM" in err
+
+
+class _SignalledWhileFinalized:
+    """An object whose ``__del__`` signals its own process and goes on running Python code: the signal handler
+    runs inside ``__del__``, where Python prints an exception it raises ("Exception ignored in ...") and drops
+    it, as in an at-fork hook (a DataLoader starting its workers: logging's lock release) or a DataLoader
+    iterator's shutdown."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), self.signum)
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:  # the handler runs in here (a signal is handled between bytecodes)
+            pass
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_run_stoppable_stops_on_a_signal_that_arrived_where_python_drops_exceptions(
+    signame: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stop signal whose handler raised inside a ``__del__`` (an at-fork hook, a weakref callback: places
+    where Python drops exceptions) still stops the command, with one line and ``128 + signal``: it was lost
+    (the work ran to its end, exit status 0, under an "Exception ignored" traceback; seen with SIGTERM while
+    ``evaluate.py``'s DataLoader workers started)."""
+    import signal
+
+    from examples.voc_joint.signals import exit_status, run_stoppable
+
+    signum = getattr(signal, signame)
+    ended = []
+
+    def main() -> int:
+        _SignalledWhileFinalized(signum)  # collected at once: its __del__ runs here
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:  # the stop must come back while the work goes on
+            time.sleep(0.005)
+        ended.append(True)
+        return 0
+
+    status = run_stoppable(main, "prog", "nothing written")
+    err = capsys.readouterr().err
+    assert (status, ended) == (exit_status(signum), []), err
+    assert err == f"prog: stopped by {signame} (exit status {exit_status(signum)}); nothing written\n"
+
+
+def test_a_dropped_stop_is_not_delivered_after_its_guard_has_ended() -> None:
+    """The redelivery of a stop that Python dropped comes from another thread a moment later: once the guard
+    has ended (the work it guarded is over) it delivers nothing, rather than a KeyboardInterrupt wherever the
+    main thread is by then (SIGINT's handler is Python's default one again)."""
+    import signal
+
+    from examples.voc_joint.signals import REDELIVERY_DELAY_S, InterruptGuard
+
+    with InterruptGuard() as guard, guard.released():
+        _SignalledWhileFinalized(signal.SIGINT)  # dropped inside __del__; redelivery due after the delay
+    try:
+        time.sleep(10 * REDELIVERY_DELAY_S)  # past the delay, outside the guard
+    except KeyboardInterrupt:
+        pytest.fail("a stop dropped inside the guard was delivered after it ended")
+
+
+def test_the_guard_leaves_other_dropped_exceptions_to_the_previous_hook() -> None:
+    """Inside the guard, ``sys.unraisablehook`` takes only the stops it raised; any other exception Python
+    drops goes to the hook that was there before (pytest's, the default one), and that hook is back after."""
+    import sys
+
+    from examples.voc_joint.signals import InterruptGuard
+
+    seen: list[BaseException] = []
+    before = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: seen.append(unraisable.exc_value)
+    try:
+        previous = sys.unraisablehook
+        with InterruptGuard():
+            assert sys.unraisablehook is not previous
+
+            class Failing:
+                def __del__(self) -> None:
+                    raise ValueError("dropped")
+
+            Failing()
+        assert sys.unraisablehook is previous
+    finally:
+        sys.unraisablehook = before
+    assert [type(e) for e in seen] == [ValueError]
