@@ -177,7 +177,10 @@ def check_lists(parser: argparse.ArgumentParser, args: argparse.Namespace, names
 
 def check_output(parser: argparse.ArgumentParser, option: str, path: Path | str | None) -> None:
     """``parser.error`` (exit status 2) where the result file ``path`` of ``option`` cannot be written: an
-    existing folder, or below an existing file (checked before the measurements, not after them).
+    existing folder, below an existing file, or in a folder this user may not write in (the nearest existing
+    folder above ``path``, where the file or its missing folders would be made); checked before the
+    measurements, not after them. The file is written by renaming a temporary file in its folder, so a
+    read-only file in a writable folder is no obstacle.
 
     Example:
         >>> check_output(argparse.ArgumentParser(), "--out", None)  # the script's default
@@ -187,13 +190,17 @@ def check_output(parser: argparse.ArgumentParser, option: str, path: Path | str 
     path = Path(path)
     try:
         is_dir = path.is_dir()
-        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        existing = next((p for p in path.parents if p.exists()), None)
+        is_file = existing is not None and not existing.is_dir()
     except OSError as exc:  # a name too long for the system, ...: not a traceback
         parser.error(f"{option} must be a file path, got {str(path)!r}: {exc.strerror}")
     if is_dir:
         parser.error(f"{option} must be a file path, got the folder {str(path)!r}")
-    if blocker is not None:
-        parser.error(f"{option} {str(path)!r} lies below the file {str(blocker)!r}")
+    if is_file:
+        parser.error(f"{option} {str(path)!r} lies below the file {str(existing)!r}")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        where = f"this user may not write in the folder {str(existing)!r} (permission denied)"
+        parser.error(f"{option} {str(path)!r}: {where}")
 
 
 def checkout_type(marker: str | Path) -> Callable[[str], Path]:

@@ -1356,19 +1356,40 @@ def test_benchmark_counts_are_checked_before_anything_runs(script, argv, message
     ],
 )
 def test_a_result_path_that_cannot_be_written_is_refused_before_the_measurements(
-    script, option, tmp_path, capsys
+    script, option, tmp_path, monkeypatch, capsys
 ):
-    """A folder given as the JSON path failed with IsADirectoryError after the whole run (minutes)."""
+    """A folder given as the JSON path failed with IsADirectoryError after the whole run (minutes); a path in
+    a folder this user may not write in, with PermissionError."""
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    _deny_writes(monkeypatch, locked)
+    denied = "this user may not write in the folder"
     for path, message in (
         (tmp_path, f"{option} must be a file path, got the folder {str(tmp_path)!r}"),
         (blocker / "r.json", f"{option} {str(blocker / 'r.json')!r} lies below the file {str(blocker)!r}"),
+        (locked / "r.json", f"{option} {str(locked / 'r.json')!r}: {denied} {str(locked)!r} (permission"),
+        (locked / "2026" / "r.json", f"{denied} {str(locked)!r}"),  # the folder where 2026/ would be made
     ):
         with pytest.raises(SystemExit) as exc:
             _import(script).main([option, str(path)])
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == [blocker, locked] and not any(locked.iterdir())
+
+
+def _deny_writes(monkeypatch, folder):
+    """``os.access`` says that ``folder`` cannot be written (a read-only folder, which root, as the tests
+    run in the container, could still write to)."""
+    real = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if Path(path) == folder and mode & os.W_OK:
+            return False
+        return real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
 
 
 def test_a_result_path_below_a_file_is_refused_however_deep(tmp_path, capsys):
