@@ -1717,7 +1717,7 @@ def _train(
                 if saved is not None
                 else "before the first step (nothing to save)"
             )
-            print(f"\n[{stage}] interrupted: {where}", flush=True)
+            print(f"\n[{stage}] interrupted: {where}", file=sys.stderr, flush=True)
         raise Interrupted(agreed or guard.requested or signal.SIGINT)
     if info.main:
         print(

@@ -178,7 +178,11 @@ def test_interrupts_everywhere_workers0_resume_bit_exact(voc6: Path, reference: 
     w0 = ("--workers", "0")
     _expect(train(tmp_path, voc6, *w0, "--max-steps", "1"), 0, 1, ckpt)
     assert load_checkpoint(ckpt)["complete"] and load_checkpoint(ckpt)["batch_in_epoch"] == 1
-    _expect(train(tmp_path, voc6, *w0, "--resume", fault="sigint@step:2"), 130, 2, ckpt)
+    res = train(tmp_path, voc6, *w0, "--resume", fault="sigint@step:2")
+    _expect(res, 130, 2, ckpt)
+    # the stop is a status line on stderr, with train.py's other stop and error lines (stdout: the run's log)
+    assert f"[joint] interrupted: checkpoint of step 2 in {ckpt}" in res.stderr, res.stderr[-2000:]
+    assert "[joint] interrupted" not in res.stdout
     _expect(train(tmp_path, voc6, *w0, "--resume", fault="sigterm@save:1"), 143, 3, ckpt)
     _expect(train(tmp_path, voc6, *w0, "--resume", fault="sigint@epoch-end:2"), 130, 6, ckpt)
     res = train(tmp_path, voc6, *w0, "--resume", fault="sigkill@save:1")  # killed while writing step 9
