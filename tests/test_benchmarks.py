@@ -144,23 +144,31 @@ def test_bench_uniformize_quick(tmp_path):
     assert "flatness in N_s" in stdout
 
 
-def test_peak_memory_is_not_hidden_by_memory_freed_before_it(tmp_path):
-    """A region's growth counts in full even after a larger allocation was freed (the process's old peak)."""
+def _peak_in_a_fresh_process(region: str, before: str = "") -> tuple[str, float]:
+    """``PeakMemory('cpu')``'s method and ``extra_mib()`` around ``region`` in a new Python process
+    (``before`` runs first, outside the region)."""
     code = (
         "import sys, torch; sys.path.insert(0, sys.argv[1]); from _harness import PeakMemory\n"
-        "big = torch.ones(2**26); big.add_(1); del big  # a 256 MiB peak, freed\n"
-        "m = PeakMemory('cpu'); x = torch.ones(2**25); x.add_(1)  # 128 MiB inside the region\n"
-        "print(m.method, m.extra_mib())\n"
+        f"{before}\nm = PeakMemory('cpu'); {region}\nprint(m.method, m.extra_mib())\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(ROOT / "benchmarks")], capture_output=True, text=True, check=True
     )
     method, extra = out.stdout.split()
+    return method, float(extra)
+
+
+def test_peak_memory_is_not_hidden_by_memory_freed_before_it():
+    """A region's growth counts in full even after a larger allocation was freed (the process's old peak)."""
+    method, extra = _peak_in_a_fresh_process(
+        "x = torch.ones(2**25); x.add_(1)  # 128 MiB inside the region",
+        before="big = torch.ones(2**26); big.add_(1); del big  # a 256 MiB peak, freed",
+    )
     if method == "ru_maxrss":
         pytest.skip(
             "this kernel refuses the peak reset (/proc/self/clear_refs): growth above the old peak only"
         )
-    assert method == "vmhwm_reset" and 120 < float(extra) < 160
+    assert method == "vmhwm_reset" and 120 < extra < 160
 
 
 def test_bench_uniformize_every_variant_in_process():
@@ -2031,18 +2039,12 @@ def test_median_upper_takes_the_upper_middle_of_an_even_count():
 def test_peak_memory_counts_memory_freed_inside_the_region():
     """The region's peak counts an allocation freed before ``extra_mib`` is read (the peak, not the resident
     size at the end)."""
-    code = (
-        "import sys, torch; sys.path.insert(0, sys.argv[1]); from _harness import PeakMemory\n"
-        "m = PeakMemory('cpu'); x = torch.ones(2**25); x.add_(1); del x  # 128 MiB inside the region, freed\n"
-        "print(m.method, m.extra_mib())\n"
+    method, extra = _peak_in_a_fresh_process(
+        "x = torch.ones(2**25); x.add_(1); del x  # 128 MiB inside the region, freed"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(ROOT / "benchmarks")], capture_output=True, text=True, check=True
-    )
-    method, extra = out.stdout.split()
     if method == "ru_maxrss":
         pytest.skip("this kernel refuses the peak reset (/proc/self/clear_refs)")
-    assert method == "vmhwm_reset" and 120 < float(extra) < 160
+    assert method == "vmhwm_reset" and 120 < extra < 160
 
 
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="no peak reset on this system")
