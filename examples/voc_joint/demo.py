@@ -187,15 +187,13 @@ def pretrain(
 ) -> tuple[Path, Path]:
     """Pretrain DeepLabV3+ (``opts.seg_epochs``) and SpixelFCN (``opts.spixel_epochs``) into ``folder``
     with the demo's recipe; returns the two checkpoints."""
-    from examples.voc_joint.train import run_stage
-
     print(f"\n[{tag}] {steps[0]} pretraining DeepLabV3+ (ResNet-18, untrained backbone) ...", flush=True)
     seg_argv = ["--output-dir", str(folder), "--epochs", str(opts.seg_epochs), "--seg-lr", "0.02"]
-    seg = run_stage("seg", _train_args([*common, *seg_argv, "--head-lr-mult", "5"]), info)
+    seg = _run_stage("seg", [*common, *seg_argv, "--head-lr-mult", "5"], info)
     print(f"\n[{tag}] {steps[1]} pretraining SpixelFCN ...", flush=True)
     spx_argv = ["--output-dir", str(folder), "--epochs", str(opts.spixel_epochs)]
     spx_argv += ["--spixel-pretrain-lr", "2e-3", "--weight-decay", "0"]
-    spx = run_stage("spixel", _train_args([*common, *spx_argv]), info)
+    spx = _run_stage("spixel", [*common, *spx_argv], info)
     return seg, spx
 
 
@@ -215,6 +213,14 @@ def _train_args(extra: list[str]) -> argparse.Namespace:
     from examples.voc_joint import train
 
     return train.build_parser().parse_args(extra)
+
+
+def _run_stage(stage: str, argv: list[str], info: Any) -> Path:
+    """One stage of the training CLI with the options ``argv``; a stop is said by the demo's own line (it
+    has no ``--resume``), not by the stage's."""
+    from examples.voc_joint.train import run_stage
+
+    return run_stage(stage, _train_args(argv), info, own_command=False)
 
 
 def join_pretrained(
@@ -413,7 +419,6 @@ def _run_demo(opts: argparse.Namespace, out: Path, t_start: float) -> dict[str, 
     from examples.voc_joint.distributed import DistInfo
     from examples.voc_joint.evaluate import evaluate
     from examples.voc_joint.metrics import dumps, format_table
-    from examples.voc_joint.train import run_stage
 
     torch.set_num_threads(opts.threads)
     root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
@@ -466,21 +471,17 @@ def _run_demo(opts: argparse.Namespace, out: Path, t_start: float) -> dict[str, 
         "--mode",
         "hard",
     ]
-    control = run_stage(
+    control = _run_stage(
         "joint",
-        _train_args(
-            [*joint_common, "--mode", "none", "--no-fusion", "--output-dir", str(out / "baseline_finetuned")]
-        ),
+        [*joint_common, "--mode", "none", "--no-fusion", "--output-dir", str(out / "baseline_finetuned")],
         info,
     )
-    sp_only = run_stage(
-        "joint", _train_args([*joint_common, "--no-fusion", "--output-dir", str(out / "superpixel")]), info
+    sp_only = _run_stage(
+        "joint", [*joint_common, "--no-fusion", "--output-dir", str(out / "superpixel")], info
     )
-    sp_ti = run_stage(
-        "joint", _train_args([*joint_common, "--fusion", "--output-dir", str(out / "superpixel_ti")]), info
-    )
+    sp_ti = _run_stage("joint", [*joint_common, "--fusion", "--output-dir", str(out / "superpixel_ti")], info)
     xavier_argv = ["--fusion", "--fusion-init", "xavier", "--output-dir", str(out / "superpixel_xavier")]
-    sp_xavier = run_stage("joint", _train_args([*joint_common, *xavier_argv]), info)
+    sp_xavier = _run_stage("joint", [*joint_common, *xavier_argv], info)
 
     print("\n[demo] evaluating on the validation split (full images) ...", flush=True)
     progress = not opts.no_progress

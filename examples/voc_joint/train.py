@@ -1478,6 +1478,7 @@ def run_stage(
     guard: InterruptGuard | None = None,
     *,
     locked: bool = False,
+    own_command: bool = True,
 ) -> Path:
     """Train one stage and return the path of its final checkpoint.
 
@@ -1487,6 +1488,9 @@ def run_stage(
         info: distributed facts (from :func:`~examples.voc_joint.distributed.init_distributed` when ``None``).
         guard: the signal guard of the whole run (a new one around this stage when ``None``).
         locked: the caller already holds the lock of ``<output-dir>/<stage>`` (else it is taken here).
+        own_command: ``train.py`` runs the stage: a stop prints where its checkpoint is and that ``--resume``
+            continues it (on stderr). ``False`` for another command (``demo.py``, ``ablation.py``), whose
+            own stop line says what to do: it has no ``--resume``.
 
     Raises:
         Interrupted: SIGINT / SIGTERM / SIGHUP; the checkpoint of the last completed step was written first.
@@ -1510,14 +1514,20 @@ def run_stage(
     with nullcontext(guard) if guard is not None else InterruptGuard() as active:
         _agree(info, lambda: _acquire([lock] if lock is not None else []))
         try:
-            return _run_locked(stage, args, info, active, folder, ckpt_path)
+            return _run_locked(stage, args, info, active, folder, ckpt_path, own_command)
         finally:
             if lock is not None:
                 lock.release()
 
 
 def _run_locked(
-    stage: str, args: argparse.Namespace, info: DistInfo, guard: InterruptGuard, folder: Path, ckpt_path: Path
+    stage: str,
+    args: argparse.Namespace,
+    info: DistInfo,
+    guard: InterruptGuard,
+    folder: Path,
+    ckpt_path: Path,
+    own_command: bool,
 ) -> Path:
     source, changes = _agree(info, lambda: _check_run(stage, args, folder, info.world_size)[1:])
     ckpt = load_checkpoint(source, expect_stage=stage) if source is not None else None
@@ -1581,7 +1591,9 @@ def _run_locked(
     del ckpt
     logger = engine.CsvLogger(folder, info.main, args.tensorboard, resume_step)
     try:
-        _train(state, loader, sampler, args, info, guard, logger, ckpt_path, use_amp, resume_step)
+        _train(
+            state, loader, sampler, args, info, guard, logger, ckpt_path, use_amp, resume_step, own_command
+        )
     finally:
         logger.close()
     if evaluates:
@@ -1654,8 +1666,10 @@ def _train(
     ckpt_path: Path,
     use_amp: bool,
     saved_step: int | None,
+    own_command: bool,
 ) -> None:
-    """The epoch loop: train, checkpoint after every epoch / at the step cap / on a signal, then stop."""
+    """The epoch loop: train, checkpoint after every epoch / at the step cap / on a signal, then stop (with
+    ``own_command``, a stop says where the checkpoint is)."""
     # the clock of log.csv's elapsed_s: continues from the checkpoint's training time on --resume
     stage, t0 = state.stage, time.perf_counter() - state.elapsed_s
     if info.main:
@@ -1711,7 +1725,7 @@ def _train(
         if agreed and reason != "interrupt":
             reason = "interrupt"
     if reason == "interrupt":
-        if info.main:
+        if info.main and own_command:
             where = (
                 f"checkpoint of step {state.step} in {ckpt_path} (continue with --resume)"
                 if saved is not None
