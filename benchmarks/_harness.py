@@ -185,22 +185,25 @@ def check_output(parser: argparse.ArgumentParser, option: str, path: Path | str 
     Example:
         >>> check_output(argparse.ArgumentParser(), "--out", None)  # the script's default
     """
+    # the pipeline's rule for an output folder (the scripts import _atomic first, which puts the checkout's
+    # examples package on sys.path)
+    from examples.voc_joint.cli import output_dir_error
+
     if path is None:
         return
     path = Path(path)
     try:
         is_dir = path.is_dir()
-        existing = next((p for p in path.parents if p.exists()), None)
-        is_file = existing is not None and not existing.is_dir()
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     except OSError as exc:  # a name too long for the system, ...: not a traceback
         parser.error(f"{option} must be a file path, got {str(path)!r}: {exc.strerror}")
     if is_dir:
         parser.error(f"{option} must be a file path, got the folder {str(path)!r}")
-    if is_file:
-        parser.error(f"{option} {str(path)!r} lies below the file {str(existing)!r}")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        where = f"this user may not write in the folder {str(existing)!r} (permission denied)"
-        parser.error(f"{option} {str(path)!r}: {where}")
+    if blocker is not None:
+        parser.error(f"{option} {str(path)!r} lies below the file {str(blocker)!r}")
+    error = output_dir_error(path.parent)  # no file in the way: the folder's permission, where it is made
+    if error is not None:
+        parser.error(f"{option} {str(path)!r}: {error}")
 
 
 def checkout_type(marker: str | Path) -> Callable[[str], Path]:
