@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.read_only import deny_writes
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 
@@ -1372,7 +1374,7 @@ def test_a_result_path_that_cannot_be_written_is_refused_before_the_measurements
     blocker.write_text("x")
     locked = tmp_path / "locked"
     locked.mkdir()
-    _deny_writes(monkeypatch, locked)
+    deny_writes(monkeypatch, locked)
     denied = "this user may not write in the folder"
     for path, message in (
         (tmp_path, f"{option} must be a file path, got the folder {str(tmp_path)!r}"),
@@ -1385,19 +1387,6 @@ def test_a_result_path_that_cannot_be_written_is_refused_before_the_measurements
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
     assert sorted(tmp_path.iterdir()) == [blocker, locked] and not any(locked.iterdir())
-
-
-def _deny_writes(monkeypatch, folder):
-    """``os.access`` says that ``folder`` cannot be written (a read-only folder, which root, as the tests
-    run in the container, could still write to)."""
-    real = os.access
-
-    def access(path, mode, *args, **kwargs):
-        if Path(path) == folder and mode & os.W_OK:
-            return False
-        return real(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(os, "access", access)
 
 
 def test_a_result_path_below_a_file_is_refused_however_deep(tmp_path, capsys):

@@ -11,14 +11,14 @@ file: the ``OSError``), and 1 in ``ablation.py`` after its data checks.
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.read_only import deny_writes
 
 from .helpers import ROOT, script_env
 
@@ -48,21 +48,6 @@ def _scratch(tmp: Path) -> None:
     (tmp / "given.pt").write_bytes(b"a checkpoint, not read before the checks")
 
 
-def _deny_writes(monkeypatch: pytest.MonkeyPatch, folder: Path | None) -> None:
-    """``os.access`` says that ``folder`` cannot be written (as a read-only folder, which root could write
-    to: the tests run as root in the container)."""
-    if folder is None:
-        return
-    real = os.access
-
-    def access(path: Any, mode: int, *args: Any, **kwargs: Any) -> bool:
-        if Path(path) == folder and mode & os.W_OK:
-            return False
-        return real(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(os, "access", access)
-
-
 def _files(tmp: Path) -> list[Path]:
     return sorted(tmp.rglob("*"))
 
@@ -78,7 +63,7 @@ def test_an_unusable_output_folder_is_exit_status_2_before_anything_runs(
 ) -> None:
     _scratch(tmp_path)
     out, locked = CASES[case](tmp_path)
-    _deny_writes(monkeypatch, locked)
+    deny_writes(monkeypatch, locked)
     before = _files(tmp_path)
     module = importlib.import_module(f"examples.voc_joint.{script}")
     with pytest.raises(SystemExit) as exc:
@@ -97,7 +82,7 @@ def test_evaluate_names_its_default_output_folder_when_it_cannot_be_used(
     from examples.voc_joint import evaluate
 
     _scratch(tmp_path)
-    _deny_writes(monkeypatch, tmp_path)
+    deny_writes(monkeypatch, tmp_path)
     with pytest.raises(SystemExit) as exc:
         evaluate.main(["--checkpoint", str(tmp_path / "given.pt")])
     err = capsys.readouterr().err
@@ -117,7 +102,7 @@ def test_sbd_refuses_a_voc_folder_it_may_not_write_in_before_reading_anything(
     (voc / "ImageSets").mkdir()
     for folder in (voc, voc / "ImageSets"):
         monkeypatch.undo()
-        _deny_writes(monkeypatch, folder)
+        deny_writes(monkeypatch, folder)
         with pytest.raises(SystemExit) as exc:
             sbd.main(["--voc-root", str(tmp_path), "--sbd-root", str(tmp_path), "--no-progress"])
         err = capsys.readouterr().err
