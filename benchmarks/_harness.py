@@ -175,22 +175,33 @@ def check_lists(parser: argparse.ArgumentParser, args: argparse.Namespace, names
             parser.error(f"--{name.replace('_', '-')} lists {', '.join(twice)} twice, got {value!r}")
 
 
-def check_output(parser: argparse.ArgumentParser, option: str, path: Path | str | None) -> None:
+def check_output(
+    parser: argparse.ArgumentParser,
+    option: str,
+    path: Path | str | None,
+    *,
+    default: Path | None = None,
+) -> None:
     """``parser.error`` (exit status 2) where the result file ``path`` of ``option`` cannot be written: an
     existing folder, below an existing file, or in a folder this user may not write in (the nearest existing
     folder above ``path``, where the file or its missing folders would be made); checked before the
     measurements, not after them. The file is written by renaming a temporary file in its folder, so a
     read-only file in a writable folder is no obstacle.
 
+    Without ``path`` the script writes to ``default`` (``None``: it writes nothing, as a ``--quick`` run or a
+    worker process), which is checked the same way, named as "the default result file".
+
     Example:
-        >>> check_output(argparse.ArgumentParser(), "--out", None)  # the script's default
+        >>> check_output(argparse.ArgumentParser(), "--out", None)  # nothing written without --out
     """
     # the pipeline's rule for an output folder (the scripts import _atomic first, which puts the checkout's
     # examples package on sys.path)
     from examples.voc_joint.cli import output_dir_error
 
     if path is None:
-        return
+        if default is None:
+            return
+        path, option = default, f"the default result file (no {option} given)"
     path = Path(path)
     try:
         is_dir = path.is_dir()

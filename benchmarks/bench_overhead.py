@@ -326,7 +326,13 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if unknown:
             ap.error(f"{option}: unknown {unknown}; choose from {','.join(known)}")
     check_counts(ap, args, {"threads": 1})
-    check_output(ap, "--out", args.out)
+    check_output(ap, "--out", args.out, default=None if args.quick else default_out(args))
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    """The result file of a full run without ``--out``: ``benchmarks/results/overhead_<device type>_<UTC
+    date-time>.json``."""
+    return stamped_result(f"overhead_{args.device.split(':')[0]}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -361,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for loop in found:
             print(f"  {size:<8} {loop['where']}: {loop['loop']}: {loop['trips']} ({loop['grows_with']})")
     data = {"meta": meta, "rows": rows, "loops": data_loops}
-    out = result_path(args.out, stamped_result(f"overhead_{device.type}"), args.quick)
+    out = result_path(args.out, default_out(args), args.quick)
     if out is not None:
         write_json(out, data)
         print(f"\nwrote {out}")

@@ -278,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks argparse cannot make (``ap.error`` on failure): positive counts, a writable ``--out``."""
     check_counts(ap, args, dict.fromkeys(("repeats", "batch_size", "threads"), 1))
-    check_output(ap, "--out", args.out)
+    check_output(ap, "--out", args.out, default=None if args.quick or args.worker else default_out())
+
+
+def default_out() -> Path:
+    """The result file of a full run without ``--out``: ``benchmarks/results/soft_<UTC date-time>.json``."""
+    return stamped_result("soft")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -374,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
             "paired_ratio_to_nn": paired["paired_ratio_to_nn"],
         },
     }
-    out = result_path(args.out, stamped_result("soft"), args.quick)
+    out = result_path(args.out, default_out(), args.quick)
     if out is not None:
         write_json(out, result)
         print(f"\nwrote {out}")

@@ -1389,6 +1389,44 @@ def test_a_result_path_that_cannot_be_written_is_refused_before_the_measurements
     assert sorted(tmp_path.iterdir()) == [blocker, locked] and not any(locked.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("script", "worker"),
+    [
+        ("bench_ops", ["--worker", "pool_mean", "ours", "{}"]),
+        ("bench_overhead", None),
+        ("bench_soft", ["--worker", "soft"]),
+        ("bench_transparent_init", None),
+        ("bench_uniformize", ["--_child", '[{}, "floor"]']),
+        ("op_coverage", None),
+    ],
+)
+def test_a_default_result_folder_that_cannot_be_written_is_refused_before_the_measurements(
+    script, worker, tmp_path, monkeypatch, capsys
+):
+    """Only ``--out`` was checked: without it a full run measured for minutes and then failed to write its
+    default result file. The default is checked the same way, where the run writes it: not for a ``--quick``
+    run (it writes nothing without ``--out``, except op_coverage, which always writes its CSV), nor for a
+    worker process (its parent writes)."""
+    module = _import(script)
+    folder = module.OUT.parent if script == "op_coverage" else _import("_atomic").RESULTS
+    deny_writes(monkeypatch, folder)
+    ap = module.build_parser()
+    with pytest.raises(SystemExit) as exc:
+        module.check_args(ap, ap.parse_args([]))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "the default result file (no --out given)" in err
+    assert f"this user may not write in the folder {str(folder)!r}" in err
+    if script == "op_coverage":  # --quick writes the CSV too
+        with pytest.raises(SystemExit):
+            module.check_args(ap, ap.parse_args(["--quick"]))
+    else:
+        module.check_args(ap, ap.parse_args(["--quick"]))
+    if worker is not None:
+        module.check_args(ap, ap.parse_args(worker))
+    module.check_args(ap, ap.parse_args(["--out", str(tmp_path / "r.json")]))  # elsewhere: no objection
+
+
 def test_a_result_path_below_a_file_is_refused_however_deep(tmp_path, capsys):
     """Not only the immediate parent: ``a_file/2026/r.json`` lies below a file as well (that parent does
     not exist, and the write after the measurements would fail)."""
