@@ -451,7 +451,7 @@ def evaluate_checkpoint(
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
     from examples.voc_joint.evaluate import evaluate, training_overlap
     from examples.voc_joint.metrics import dumps
-    from examples.voc_joint.signals import ignore_stop_signals
+    from examples.voc_joint.signals import worker_init_fn
 
     model, config = load_model_from_checkpoint(ckpt_path, map_location=device)
     ds = data.build_dataset(
@@ -467,7 +467,7 @@ def evaluate_checkpoint(
         batch_size=1,
         shuffle=False,
         num_workers=args.workers,
-        worker_init_fn=ignore_stop_signals if args.workers > 0 else None,  # the main process stops
+        worker_init_fn=worker_init_fn(args.workers),
     )
     res = evaluate(
         model,

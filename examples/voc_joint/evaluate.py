@@ -68,7 +68,7 @@ from examples.voc_joint.metrics import (
     iou_from_confusion,
     to_jsonable,
 )
-from examples.voc_joint.signals import InterruptGuard, ignore_stop_signals, run_stoppable
+from examples.voc_joint.signals import InterruptGuard, run_stoppable, worker_init_fn
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 from examples.voc_joint.visualize import save_panel
 from examples.voc_joint.workers import worker_tmpdir_error
@@ -417,7 +417,7 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
         shuffle=False,
         num_workers=args.workers,
         pin_memory=device.type == "cuda",
-        worker_init_fn=ignore_stop_signals if args.workers > 0 else None,  # the main process stops
+        worker_init_fn=worker_init_fn(args.workers),
     )
     out_dir = _output_dir(args)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ __all__ = [
     "exit_status",
     "ignore_stop_signals",
     "run_stoppable",
+    "worker_init_fn",
 ]
 
 #: The signals that stop a script, SIGINT, SIGTERM and SIGHUP (SIGHUP only where the platform has it, not on
@@ -231,6 +232,18 @@ def ignore_stop_signals(worker_id: int) -> None:
     ``DataLoader worker ... is killed by signal`` traceback."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def worker_init_fn(workers: int) -> Callable[[int], None] | None:
+    """The ``worker_init_fn`` of a ``DataLoader`` with ``workers`` worker processes:
+    :func:`ignore_stop_signals` (the main process stops, and stops its workers), or ``None`` without worker
+    processes (the loading runs in the main process, whose signal handling must stay as it is).
+
+    Example:
+        >>> worker_init_fn(0) is None, worker_init_fn(2) is ignore_stop_signals
+        (True, True)
+    """
+    return ignore_stop_signals if workers > 0 else None
 
 
 def run_stoppable(main: Callable[[], int], prog: str, note: str) -> int:

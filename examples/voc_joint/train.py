@@ -103,7 +103,7 @@ from examples.voc_joint.resume import (
     plain,
 )
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch, derive_seed
-from examples.voc_joint.signals import Interrupted, InterruptGuard, ignore_stop_signals
+from examples.voc_joint.signals import Interrupted, InterruptGuard, worker_init_fn
 from examples.voc_joint.workers import worker_tmpdir_error
 
 __all__ = [
@@ -881,7 +881,7 @@ def build_train_loader(
         num_workers=args.workers,
         generator=torch.Generator().manual_seed(derive_seed(args.seed)),
         pin_memory=info.device.type == "cuda",
-        worker_init_fn=ignore_stop_signals if args.workers > 0 else None,  # the main process stops
+        worker_init_fn=worker_init_fn(args.workers),
         persistent_workers=False,
     )
     return loader, sampler

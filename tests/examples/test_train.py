@@ -2139,7 +2139,9 @@ def test_dataloader_workers_ignore_every_stop_signal() -> None:
 
     before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
-        train.ignore_stop_signals(0)  # the worker_init_fn of its DataLoaders
+        init = train.worker_init_fn(2)  # the worker_init_fn of its DataLoaders with worker processes
+        assert init is not None and train.worker_init_fn(0) is None
+        init(0)
         assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == dict.fromkeys(
             STOP_SIGNALS, signal.SIG_IGN
         )
