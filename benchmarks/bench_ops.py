@@ -631,6 +631,7 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if unknown:
         ap.error(f"--ops: unknown {unknown}; choose from {','.join(CASES)}")
     check_counts(ap, args, dict.fromkeys(("repeats", "threads", "batch_size"), 1))
+    cli_device(ap, args.device)  # before the default result file, whose name holds it
     check_output(ap, "--out", args.out, default=None if args.quick or args.worker else default_out(args))
 
 

@@ -326,6 +326,7 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if unknown:
             ap.error(f"{option}: unknown {unknown}; choose from {','.join(known)}")
     check_counts(ap, args, {"threads": 1})
+    cli_device(ap, args.device)  # before the default result file, whose name holds its type
     check_output(ap, "--out", args.out, default=None if args.quick else default_out(args))
 
 

@@ -493,8 +493,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     ``--variants``, positive ``--num-superpixels``."""
     check_counts(p, args, {"repeats": 1, "threads": 1, "batch_size": 1, "dense_max_gb": 0})
     check_lists(p, args, ["variants", "num_superpixels"])
-    worker = args._child or args._sweep
-    check_output(p, "--out", args.out, default=None if args.quick or worker else default_out(args))
+    check_output(p, "--out", args.out)
     unknown = sorted(set(args.variants.split(",")) - set(VARIANTS)) if args.variants else []
     if unknown:
         p.error(f"--variants: unknown {unknown}; choose from {VARIANTS}")
@@ -511,6 +510,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if bad:  # the grid has round(sqrt(N_s)) ** 2 cells (7: ids up to 8); more cells than pixels: ops fail
             size = f"{base['H']}x{base['W']}"
             p.error(f"--num-superpixels must be squares <= {pixels} (grid labels of {size} images): {bad}")
+    if args.out is None and not (args.quick or args._child or args._sweep):  # workers: the parent writes
+        cli_device(p, args.device)  # before the default result file, whose name holds it
+        check_output(p, "--out", None, default=default_out(args))
 
 
 def default_out(args: argparse.Namespace) -> Path:
