@@ -180,7 +180,7 @@ def check_output(
     option: str,
     path: Path | str | None,
     *,
-    default: Path | None = None,
+    default_in: Path | None = None,
 ) -> None:
     """``parser.error`` (exit status 2) where the result file ``path`` of ``option`` cannot be written: an
     existing folder, below an existing file, or in a folder this user may not write in (the nearest existing
@@ -188,8 +188,8 @@ def check_output(
     measurements, not after them. The file is written by renaming a temporary file in its folder, so a
     read-only file in a writable folder is no obstacle.
 
-    Without ``path`` the script writes to ``default`` (``None``: it writes nothing, as a ``--quick`` run or a
-    worker process), which is checked the same way, named as "the default result file".
+    Without ``path`` the script writes its default result file into the folder ``default_in`` (``None``: it
+    writes nothing, as a ``--quick`` run or a worker process), which is checked as an output folder.
 
     Example:
         >>> check_output(argparse.ArgumentParser(), "--out", None)  # nothing written without --out
@@ -199,9 +199,10 @@ def check_output(
     from examples.voc_joint.cli import output_dir_error
 
     if path is None:
-        if default is None:
-            return
-        path, option = default, f"the default result file (no {option} given)"
+        error = None if default_in is None else output_dir_error(default_in)
+        if error is not None:
+            parser.error(f"no {option} given, and the default result folder cannot be used: {error}")
+        return
     path = Path(path)
     try:
         is_dir = path.is_dir()

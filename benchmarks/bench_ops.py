@@ -84,7 +84,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _atomic import result_path, stamped_result, write_json  # noqa: E402
+from _atomic import RESULTS, result_path, stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
     cell,
@@ -631,15 +631,7 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if unknown:
         ap.error(f"--ops: unknown {unknown}; choose from {','.join(CASES)}")
     check_counts(ap, args, dict.fromkeys(("repeats", "threads", "batch_size"), 1))
-    cli_device(ap, args.device)  # before the default result file, whose name holds it
-    check_output(ap, "--out", args.out, default=None if args.quick or args.worker else default_out(args))
-
-
-def default_out(args: argparse.Namespace) -> Path:
-    """The result file of a full run without ``--out``:
-    ``benchmarks/results/bench_ops_<device>[_<N>thread]_<UTC date-time>.json``."""
-    threads = "" if args.threads == 2 else f"_{args.threads}thread"
-    return stamped_result(f"bench_ops_{args.device}{threads}")
+    check_output(ap, "--out", args.out, default_in=None if args.quick or args.worker else RESULTS)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -725,7 +717,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
     ok = all(e["check"]["passed"] and "ratio_to_alternative" in e for e in ops.values())
     data = {"meta": meta, "ops": ops, "all_passed": ok}
-    out = result_path(args.out, default_out(args), args.quick)
+    threads = "" if args.threads == 2 else f"_{args.threads}thread"
+    out = result_path(args.out, stamped_result(f"bench_ops_{args.device}{threads}"), args.quick)
     if out is not None:
         write_json(out, data)
         print(f"\nwrote {out}")

@@ -43,7 +43,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
-from _atomic import result_path, stamped_result, write_json  # noqa: E402
+from _atomic import RESULTS, result_path, stamped_result, write_json  # noqa: E402
 from _counting import OpCounter, allocations  # noqa: E402
 from _harness import check_counts, check_lists, check_output, cli_device, environment, run_script  # noqa: E402
 
@@ -326,14 +326,7 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if unknown:
             ap.error(f"{option}: unknown {unknown}; choose from {','.join(known)}")
     check_counts(ap, args, {"threads": 1})
-    cli_device(ap, args.device)  # before the default result file, whose name holds its type
-    check_output(ap, "--out", args.out, default=None if args.quick else default_out(args))
-
-
-def default_out(args: argparse.Namespace) -> Path:
-    """The result file of a full run without ``--out``: ``benchmarks/results/overhead_<device type>_<UTC
-    date-time>.json``."""
-    return stamped_result(f"overhead_{args.device.split(':')[0]}")
+    check_output(ap, "--out", args.out, default_in=None if args.quick else RESULTS)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -368,7 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for loop in found:
             print(f"  {size:<8} {loop['where']}: {loop['loop']}: {loop['trips']} ({loop['grows_with']})")
     data = {"meta": meta, "rows": rows, "loops": data_loops}
-    out = result_path(args.out, default_out(args), args.quick)
+    out = result_path(args.out, stamped_result(f"overhead_{device.type}"), args.quick)
     if out is not None:
         write_json(out, data)
         print(f"\nwrote {out}")

@@ -50,7 +50,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _atomic import result_path, stamped_result, write_json  # noqa: E402
+from _atomic import RESULTS, result_path, stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402
     PeakMemory,
     cell,
@@ -278,12 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks argparse cannot make (``ap.error`` on failure): positive counts, a writable ``--out``."""
     check_counts(ap, args, dict.fromkeys(("repeats", "batch_size", "threads"), 1))
-    check_output(ap, "--out", args.out, default=None if args.quick or args.worker else default_out())
-
-
-def default_out() -> Path:
-    """The result file of a full run without ``--out``: ``benchmarks/results/soft_<UTC date-time>.json``."""
-    return stamped_result("soft")
+    check_output(ap, "--out", args.out, default_in=None if args.quick or args.worker else RESULTS)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -379,7 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
             "paired_ratio_to_nn": paired["paired_ratio_to_nn"],
         },
     }
-    out = result_path(args.out, default_out(), args.quick)
+    out = result_path(args.out, stamped_result("soft"), args.quick)
     if out is not None:
         write_json(out, result)
         print(f"\nwrote {out}")

@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks argparse cannot make (``ap.error`` on failure): positive counts, a writable ``--out``."""
     check_counts(ap, args, {"seeds": 1, "threads": 1})
-    check_output(ap, "--out", args.out, default=None if args.quick else DEFAULT_OUT)
+    check_output(ap, "--out", args.out, default_in=None if args.quick else DEFAULT_OUT.parent)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,7 +63,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from _atomic import result_path, stamped_result, write_json  # noqa: E402
+from _atomic import RESULTS, result_path, stamped_result, write_json  # noqa: E402
 from _harness import (  # noqa: E402 (after the path set-up)
     PeakMemory,
     cell,
@@ -493,7 +493,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     ``--variants``, positive ``--num-superpixels``."""
     check_counts(p, args, {"repeats": 1, "threads": 1, "batch_size": 1, "dense_max_gb": 0})
     check_lists(p, args, ["variants", "num_superpixels"])
-    check_output(p, "--out", args.out)
+    worker = args._child or args._sweep  # the parent writes
+    check_output(p, "--out", args.out, default_in=None if args.quick or worker else RESULTS)
     unknown = sorted(set(args.variants.split(",")) - set(VARIANTS)) if args.variants else []
     if unknown:
         p.error(f"--variants: unknown {unknown}; choose from {VARIANTS}")
@@ -510,16 +511,6 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if bad:  # the grid has round(sqrt(N_s)) ** 2 cells (7: ids up to 8); more cells than pixels: ops fail
             size = f"{base['H']}x{base['W']}"
             p.error(f"--num-superpixels must be squares <= {pixels} (grid labels of {size} images): {bad}")
-    if args.out is None and not (args.quick or args._child or args._sweep):  # workers: the parent writes
-        cli_device(p, args.device)  # before the default result file, whose name holds it
-        check_output(p, "--out", None, default=default_out(args))
-
-
-def default_out(args: argparse.Namespace) -> Path:
-    """The result file of a full run without ``--out``:
-    ``benchmarks/results/bench_uniformize_<device>[_<N>thread]_<UTC date-time>.json``."""
-    threads = "" if args.threads == 2 else f"_{args.threads}thread"
-    return stamped_result(f"bench_uniformize_{args.device}{threads}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -609,7 +600,9 @@ def main(argv: list[str] | None = None) -> dict:
             print()
 
     data = {"meta": meta, "configs": results, "sweep": sweep}
-    out = result_path(None if args.out is None else Path(args.out), default_out(args), args.quick)
+    threads = "" if args.threads == 2 else f"_{args.threads}thread"
+    default = stamped_result(f"bench_uniformize_{args.device}{threads}")
+    out = result_path(None if args.out is None else Path(args.out), default, args.quick)
     if out is None:
         return data
     write_json(out, data)

@@ -643,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The checks argparse cannot make (``ap.error`` on failure): ``--out`` can be written."""
-    check_output(ap, "--out", args.out, default=OUT)
+    check_output(ap, "--out", args.out, default_in=OUT.parent)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, str]]:

@@ -1404,9 +1404,9 @@ def test_a_default_result_folder_that_cannot_be_written_is_refused_before_the_me
     script, worker, tmp_path, monkeypatch, capsys
 ):
     """Only ``--out`` was checked: without it a full run measured for minutes and then failed to write its
-    default result file. The default is checked the same way, where the run writes it: not for a ``--quick``
-    run (it writes nothing without ``--out``, except op_coverage, which always writes its CSV), nor for a
-    worker process (its parent writes)."""
+    default result file. Its folder is checked as an output folder, where the run writes it: not for a
+    ``--quick`` run (it writes nothing without ``--out``, except op_coverage, which always writes its CSV),
+    nor for a worker process (its parent writes)."""
     module = _import(script)
     folder = module.OUT.parent if script == "op_coverage" else _import("_atomic").RESULTS
     deny_writes(monkeypatch, folder)
@@ -1415,7 +1415,7 @@ def test_a_default_result_folder_that_cannot_be_written_is_refused_before_the_me
         module.check_args(ap, ap.parse_args([]))
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "the default result file (no --out given)" in err
+    assert "no --out given, and the default result folder cannot be used" in err
     assert f"this user may not write in the folder {str(folder)!r}" in err
     if script == "op_coverage":  # --quick writes the CSV too
         with pytest.raises(SystemExit):
