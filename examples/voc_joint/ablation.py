@@ -47,7 +47,6 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 import torch
 
 from examples.voc_joint.atomic import write_text_atomic
-from examples.voc_joint.checkpoint import CheckpointError
 from examples.voc_joint.cli import (
     DATA_ROOT_HELP,
     FACTOR_MAX,
@@ -60,10 +59,9 @@ from examples.voc_joint.cli import (
     flag,
     float_range,
     int_range,
-    out_of_memory_error,
     output_path,
+    run_command,
 )
-from examples.voc_joint.data import DataError
 from examples.voc_joint.engine import CsvLogger
 from examples.voc_joint.models.joint import FUSION_INITS
 
@@ -937,22 +935,12 @@ def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse ``argv`` and run the ablation (exit status 2 for a command that cannot run)."""
+    """Parse ``argv`` and run the ablation (exit status 2 for a command that cannot run, 1 for what fails
+    while it runs: :func:`~examples.voc_joint.cli.run_command`)."""
     parser = build_parser()
     opts = parser.parse_args(argv)
     check_args(parser, opts)
-    try:
-        return run_ablation(opts)
-    except (UsageError, CheckpointError) as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    except (OSError, DataError) as exc:  # the data (train.py's checks), an output folder that cannot be
-        # written (a file, no permission, a full disk): exit status 1, as in train.py
-        parser.exit(1, f"{parser.prog}: error: {exc}\n")
-    except (MemoryError, RuntimeError) as exc:  # a --crop-size or --batch-size too large for the machine
-        message = out_of_memory_error(exc)
-        if message is None:
-            raise
-        parser.exit(1, f"{parser.prog}: error: {message}\n")
+    return run_command(parser, lambda: run_ablation(opts))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = [
     "AMP_HELP",
@@ -48,6 +49,7 @@ __all__ = [
     "output_dir_error",
     "output_path",
     "resume_arg",
+    "run_command",
     "spelled",
     "split_name",
 ]
@@ -252,6 +254,42 @@ def out_of_memory_error(exc: BaseException) -> str | None:
         return None
     first = error_text(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"out of memory (a smaller --crop-size or --batch-size needs less): {first}"
+
+
+_T = TypeVar("_T")
+
+
+def run_command(parser: argparse.ArgumentParser, run: Callable[[], _T]) -> _T:
+    """``run()``, with what it raises as the pipeline's exit statuses and one line on stderr,
+    ``<prog>: error: <message>``, instead of a traceback:
+
+    * 2, a command that cannot run: :class:`UsageError` (an output folder that holds another run, ...) and a
+      refused checkpoint (``CheckpointError``);
+    * 1, what failed while running: the data (``DataError``, condensed by :func:`error_text` when a DataLoader
+      worker raised it), an ``OSError`` (a file that cannot be written, a full disk) and an allocation that
+      failed (:func:`out_of_memory_error`).
+
+    Anything else propagates (a bug: its traceback is the report). ``demo.py`` and ``ablation.py`` run
+    through it.
+
+    Example:
+        >>> run_command(argparse.ArgumentParser(prog="demo"), lambda: 3)
+        3
+    """
+    from examples.voc_joint.checkpoint import CheckpointError  # both import torch: only when a command runs
+    from examples.voc_joint.data import DataError
+
+    try:
+        return run()
+    except (UsageError, CheckpointError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {error_text(exc)}\n")
+    except (OSError, DataError) as exc:
+        parser.exit(1, f"{parser.prog}: error: {error_text(exc)}\n")
+    except (MemoryError, RuntimeError) as exc:  # a --crop-size or --batch-size too large for the machine
+        message = out_of_memory_error(exc)
+        if message is None:
+            raise
+        parser.exit(1, f"{parser.prog}: error: {message}\n")
 
 
 def device_arg(text: str) -> str:

@@ -49,10 +49,9 @@ from examples.voc_joint.cli import (
     existing_dir,
     float_range,
     int_range,
-    out_of_memory_error,
     output_path,
+    run_command,
 )
-from examples.voc_joint.data import DataError
 
 __all__ = [
     "DEMO_OUTPUTS",
@@ -552,24 +551,12 @@ def _run_demo(opts: argparse.Namespace, out: Path, t_start: float) -> dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv`` and run the demo (exit status 2 for a command that cannot run: the output folder holds
-    a demo run, another run holds it, a stage refuses its folder or a checkpoint)."""
-    from examples.voc_joint.checkpoint import CheckpointError
-
+    a demo run, another run holds it, a stage refuses its folder or a checkpoint; 1 for what fails while it
+    runs: :func:`~examples.voc_joint.cli.run_command`)."""
     parser = build_parser()
     opts = parser.parse_args(argv)
     check_args(parser, opts)
-    try:
-        return run_demo(opts)
-    except (UsageError, CheckpointError) as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    except (OSError, DataError) as exc:  # the data (train.py's checks), an output folder that cannot be
-        # written (a file, no permission, a full disk): exit status 1, as in train.py
-        parser.exit(1, f"{parser.prog}: error: {exc}\n")
-    except (MemoryError, RuntimeError) as exc:  # a --crop-size or --batch-size too large for the machine
-        message = out_of_memory_error(exc)
-        if message is None:
-            raise
-        parser.exit(1, f"{parser.prog}: error: {message}\n")
+    return run_command(parser, lambda: run_demo(opts))
 
 
 if __name__ == "__main__":

@@ -336,6 +336,46 @@ def test_a_run_too_large_for_the_machine_is_one_line_with_exit_status_1(
         module.main(["--output-dir", str(tmp_path / "out")])
 
 
+@pytest.mark.parametrize("script, runner", [("demo", "run_demo"), ("ablation", "run_ablation")])
+def test_what_a_run_raises_is_one_line_with_the_pipelines_exit_status(
+    script: str,
+    runner: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One rule for both scripts (``cli.run_command``): 2 for a command that cannot run, 1 for what fails
+    while it runs, one line each. A data error re-raised from a DataLoader worker was printed with the
+    worker's whole traceback in its "one line" (``train.py`` and ``evaluate.py`` already condensed it)."""
+    from examples.voc_joint.checkpoint import CheckpointError
+    from examples.voc_joint.cli import UsageError
+    from examples.voc_joint.data import DataError
+
+    module = importlib.import_module(f"examples.voc_joint.{script}")
+    worker = DataError(
+        "Caught DataError in DataLoader worker process 3.\nOriginal Traceback (most recent call last):\n"
+        "  File \"data.py\", line 1, in read\nexamples.voc_joint.data.DataError: bad mask 'a.png'\n"
+    )
+    for exc, status, message in (
+        (UsageError("the output folder holds another run"), 2, "the output folder holds another run"),
+        (CheckpointError("--seg-checkpoint: not a checkpoint"), 2, "--seg-checkpoint: not a checkpoint"),
+        (worker, 1, "bad mask 'a.png' (DataLoader worker 3)"),
+        (OSError(28, "No space left on device"), 1, "[Errno 28] No space left on device"),
+    ):
+
+        def run(*args: object, exc: BaseException = exc, **kwargs: object) -> object:
+            raise exc
+
+        monkeypatch.setattr(module, runner, run)
+        with pytest.raises(SystemExit) as info:
+            module.main(["--output-dir", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        prog = f"python examples/voc_joint/{script}.py"
+        assert (info.value.code, err) == (status, f"{prog}: error: {message}\n")
+    monkeypatch.setattr(module, runner, lambda *args, **kwargs: {"rows": []})
+    assert module.main(["--output-dir", str(tmp_path / "out")]) == {"rows": []}
+
+
 @pytest.mark.parametrize(
     "exc",
     [
