@@ -27,6 +27,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax from the docs' own _static/: the math renders without internet
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
 ]
