@@ -85,6 +85,7 @@ from examples.voc_joint.models.joint import (  # noqa: E402  # after the sys.pat
     FusionStack,
     network_channels_last,
 )
+from sparse_ops import num_grid_cells  # noqa: E402  # after the sys.path set-up
 
 # (name, options) of the lever study, cumulative ("impl" and "validate": JointModel/FusionStack bench knobs).
 # Memory-format independent levers first, then channels_last and torch.compile.
@@ -105,6 +106,10 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ),
     (
         "+ its products as oneDNN 1x1 convolutions",
+        {"impl": "fused", "channels_last": "spixelfcn", "recompute": True, "pool_last": False},
+    ),
+    (
+        "+ its last layer on superpixel means",
         {"impl": "fused", "channels_last": "spixelfcn", "recompute": True},
     ),
     (
@@ -175,6 +180,8 @@ def build_model(
         if joint.fusion is not None:
             joint.fusion._impl = opts.get("impl", "fused")  # bench knob: concat / split / nhwc / fused
             joint.fusion._products = opts.get("products", "auto")  # bench knob: the fused form's products
+            # bench knob: the final uniformization folded into the stack (its last layer on superpixel means)
+            joint.fusion._pool_last = opts.get("pool_last", True)
             if "chunk_rows" in opts:  # bench knob: the NHWC form in one piece (None) or in other chunks
                 joint.fusion.cpu_chunk_rows = opts["chunk_rows"]
         model = joint
@@ -399,20 +406,25 @@ def breakdown(
         model.assignment(model.superpixels(q0))
         return lambda: None
 
-    def p_uniformize() -> Callable[[], None]:  # both uniformizations of the step (U and the final one)
+    # the hard fusion returns its output uniformized: where it folds that uniformization into its last layer
+    # (the CPU), the final decode belongs to the fusion's part, elsewhere the final uniformization to this one
+    folded = model.fusion.folds_uniformization(device)
+    pool = (ids0, enc0)
+
+    def p_uniformize() -> Callable[[], None]:  # the uniformizations of the step outside the fusion
         s, f = leaf(s0), leaf(f0)
-        u = enc0.uniformize(s)
-        final = enc0.uniformize(f)
-        return lambda: torch.autograd.backward([u, final], [g_s, g_s])
+        outs = [enc0.uniformize(s)] if folded else [enc0.uniformize(s), enc0.uniformize(f)]
+        return lambda: torch.autograd.backward(outs, [g_s] * len(outs))
 
     def p_fusion() -> Callable[[], None]:
         s, u = leaf(s0), leaf(u0)
+        kept = {"uniformize": pool} if folded else {}
         if model.recompute_fusion and model.fusion._impl == "fused":  # as JointModel.refine does it
-            out = model.fusion(s, u, recompute=True, u_of=enc0.uniformize)
+            out = model.fusion(s, u, recompute=True, u_of=enc0.uniformize, **kept)
         elif model.recompute_fusion:
-            out = checkpoint(model.fusion, s, u, use_reentrant=False, preserve_rng_state=False)
+            out = checkpoint(model.fusion, s, u, use_reentrant=False, preserve_rng_state=False, **kept)
         else:
-            out = model.fusion(s, u)
+            out = model.fusion(s, u, **kept)
         return lambda: out.backward(g_s)
 
     def p_loss() -> Callable[[], None]:
@@ -442,13 +454,21 @@ def breakdown(
     return {k: {"median_s": times[k]["median_s"], "saved_bytes": saved[k]} for k in parts}
 
 
-def fusion_flops(model: nn.Module, pixels: int) -> int:
+def fusion_flops(model: nn.Module, pixels: int, device: torch.device, superpixels: int | None) -> int:
     """Floating-point operations of the matrix products of one forward + backward of ``model``'s fusion stack
     over ``pixels`` pixels (2 per multiply-add): every layer's forward, weight gradient and input gradient,
-    and, when the stack recomputes (``recompute_fusion``), every hidden layer's forward once more."""
+    and, when the stack recomputes (``recompute_fusion``), every hidden layer's forward once more.
+
+    ``superpixels`` (over the batch): the stack returns its output uniformized (the hard joint model). Where
+    it folds that uniformization into its last layer (:meth:`FusionStack.folds_uniformization`), that layer's
+    three products run once per superpixel instead of once per pixel, and only the hidden layers below the
+    last one are recomputed. ``None``: the stack alone, per pixel."""
     fusion = model.fusion
     assert isinstance(fusion, FusionStack)
     macs = [m.weight.shape[0] * m.weight.shape[1] for m in fusion.convs]
+    if superpixels is not None and fusion.folds_uniformization(device):
+        per_pixel = 3 * sum(macs[:-1]) + (sum(macs[:-2]) if model.recompute_fusion else 0)
+        return 2 * (pixels * per_pixel + superpixels * 3 * macs[-1])
     per_pixel = 3 * sum(macs) + (sum(macs[:-1]) if model.recompute_fusion else 0)
     return 2 * pixels * per_pixel
 
@@ -466,7 +486,8 @@ def fusion_floor(
     CPU); each timed over ``args.rounds``. ``floor_s`` is the fusion's arithmetic at the faster rate: an
     estimate of the least the stack could take with these products, not a bound on every implementation."""
     pixels = args.batch_size * args.size * args.size
-    flops = fusion_flops(model, pixels)
+    superpixels = args.batch_size * num_grid_cells(args.size, args.size, args.cell_size)
+    flops = fusion_flops(model, pixels, device, superpixels if model.mode == "hard" else None)
     fusion = model.fusion
     assert isinstance(fusion, FusionStack)
     width = max(m.weight.shape[0] for m in fusion.convs)

@@ -916,14 +916,18 @@ def test_bench_joint_breakdown_shares_sum_and_deeplab_step(tmp_path, monkeypatch
 @pytest.mark.examples
 @pytest.mark.parametrize("products", ["auto", "mm"])
 @pytest.mark.parametrize("recompute", [False, True])
-def test_bench_joint_fusion_flops_match_the_products_run(recompute, products):
+@pytest.mark.parametrize("uniformized", [False, True])
+def test_bench_joint_fusion_flops_match_the_products_run(recompute, products, uniformized):
     """``fusion_flops`` counts what the fused stack's forward and backward multiply: torch's FLOP counter over
     one step of the stack, as the CPU runs it in float32 (oneDNN convolutions) and as matrix products (their
-    in-place ``addmm_`` counted too, which the counter leaves out by default)."""
+    in-place ``addmm_`` counted too, which the counter leaves out by default); and with the hard
+    uniformization folded in (``uniformize``: the last layer once per superpixel where the products are
+    oneDNN convolutions, the stack per pixel otherwise)."""
     from types import SimpleNamespace
 
     from torch.utils.flop_counter import FlopCounterMode
 
+    import sparse_ops
     from examples.voc_joint.models.joint import FusionStack
 
     bench = _import("bench_joint")
@@ -931,13 +935,22 @@ def test_bench_joint_fusion_flops_match_the_products_run(recompute, products):
     fusion._products = products
     model = SimpleNamespace(fusion=fusion, recompute_fusion=recompute)
     s, u = (torch.randn(2, 3, 4, 6, requires_grad=True) for _ in range(2))
+    ids = torch.arange(24).view(4, 6).div(5, rounding_mode="floor").expand(2, 4, 6)  # 5 superpixels an image
+    kwargs = {"uniformize": (ids, sparse_ops.SuperpixelAssignment(ids, 5))} if uniformized else {}
 
     def addmm_(self_shape, a, b, *rest, out_shape=None, **kwargs):  # written out, not the script's
         return 2 * a[0] * a[1] * b[1]
 
     with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: addmm_}) as counter:
-        fusion(s, u, recompute=recompute).sum().backward()
-    assert bench.fusion_flops(model, 2 * 4 * 6) == counter.get_total_flops() > 0
+        fusion(s, u, recompute=recompute, **kwargs).sum().backward()
+    flops = bench.fusion_flops(model, 2 * 4 * 6, torch.device("cpu"), 2 * 5 if uniformized else None)
+    assert flops == counter.get_total_flops() > 0
+    # the last layer (14 -> 3) on 10 superpixels instead of 48 pixels, and not recomputed
+    folded = uniformized and products == "auto"
+    per_pixel_form = FusionStack(3, [6, 7], "relu", "transparent")
+    per_pixel_form._products = "mm"
+    per_pixel = SimpleNamespace(fusion=per_pixel_form, recompute_fusion=recompute)
+    assert (flops < bench.fusion_flops(per_pixel, 2 * 4 * 6, torch.device("cpu"), 2 * 5)) == folded
 
 
 @pytest.mark.examples
@@ -955,7 +968,8 @@ def test_bench_joint_step_flops_differ_by_the_fusion_stack(products):
         bench.make_step(v, args, cpu, opts) for v in ("joint_hard_ti", "joint_hard_noti")
     )
     with_stack, without = bench.step_flops(with_step, opts), bench.step_flops(without_step, opts)
-    assert with_stack - without == bench.fusion_flops(model, args.batch_size * 16 * 16) > 0
+    superpixels = args.batch_size * bench.num_grid_cells(16, 16, args.cell_size)
+    assert with_stack - without == bench.fusion_flops(model, args.batch_size * 16 * 16, cpu, superpixels) > 0
     assert bench.step_flops(with_step, {**opts, "compile": True}) is None
 
 
@@ -1001,7 +1015,9 @@ def test_bench_joint_fusion_floor_is_the_flops_at_the_matmul_rate(monkeypatch):
     args = bench.build_parser().parse_args(["--threads", "1", "--size", "16", "--rounds", "1"])
     args.channels_last = False
     pixels = args.batch_size * 16 * 16
-    flops = bench.fusion_flops(bench.build_model("joint_hard_ti", args, torch.device("cpu"), {}), pixels)
+    bare = bench.build_model("joint_hard_ti", args, torch.device("cpu"), {})
+    superpixels = args.batch_size * bench.num_grid_cells(16, 16, args.cell_size)
+    flops = bench.fusion_flops(bare, pixels, torch.device("cpu"), superpixels)
     for mm_s, conv_s in ((0.5, 0.25), (0.25, 0.5)):  # the floor takes the faster of the two rates
         times = {"mm": {"median_s": mm_s}, "conv": {"median_s": conv_s}}
         monkeypatch.setattr(

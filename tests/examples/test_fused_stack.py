@@ -525,3 +525,148 @@ def test_conv_products_compute_only_the_gradients_asked_for(trained: str, recomp
         ],
     }[trained]
     assert backwards.calls == masks * 6
+
+
+# ---------------------------------------------------------------- the last layer on superpixel means
+
+
+def _pool(ids: Tensor, num_superpixels: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``fused_stack``'s ``pool``: flat ids and ``1 / count`` (0 for an empty superpixel)."""
+    counts = torch.stack([torch.bincount(i.flatten(), minlength=num_superpixels) for i in ids]).to(dtype)
+    return ids.flatten(1), torch.where(counts > 0, counts.reciprocal(), 0.0)
+
+
+def _pooled_case(dtype: torch.dtype, seed: int = 5) -> tuple[Tensor, Tensor, Tensor, int]:
+    """``S``, ``U`` and ids ``(2, 5, 6)`` over 9 slots, two of them empty (ids 7 and 8 unused)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 7, (2, 5, 6), generator=g)
+    ids[:, 0, :2] = torch.tensor([0, 6])  # every used id present in both images
+    s = torch.randn(2, 3, 5, 6, generator=g, dtype=dtype)
+    u = torch.randn(2, 3, 5, 6, generator=g, dtype=dtype)
+    return s.requires_grad_(), u.requires_grad_(), ids, 9
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", None])
+@pytest.mark.parametrize("chunk", [None, 7, 13])
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("form", ["mm", "conv"])
+def test_pooled_output_is_the_superpixel_mean_of_the_stack(
+    act: str | None, chunk: int | None, recompute: bool, form: str
+) -> None:
+    """With ``pool`` the stack returns the mean of its per-pixel output over every superpixel (0 for an
+    empty one, as ``SuperpixelAssignment.encode``), gradients too: the last layer runs on the means of the
+    last hidden layer, whose sign alone is kept for backward (float64; the conv form called directly, as
+    ``fused_stack`` hands it float32 only; chunks of whole rows (7, 13) and whole images)."""
+    s, u, ids, n_s = _pooled_case(torch.float64)
+    ws, bs = _params([6, 10, 8, 3], [True, False, True], torch.float64, torch.device("cpu"))
+    pool = _pool(ids, n_s, torch.float64)
+    if form == "conv":
+        out = fcs.fused_conv_stack(s, u, ws, bs, SLOPES[act], chunk=chunk, recompute=recompute, pool=pool)
+    else:
+        out = fused_stack(
+            s, u, ws, bs, SLOPES[act], chunk=chunk, recompute=recompute, products="mm", pool=pool
+        )
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u, ws, bs, act))
+    assert out.shape == (2, n_s, 3)
+    torch.testing.assert_close(out, ref)
+    assert torch.equal(out[:, 7:], torch.zeros(2, 2, 3, dtype=torch.float64))  # empty superpixels
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+    for got, want in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_pooled_gradcheck() -> None:
+    """float64 gradcheck of the conv form with ``pool``, with and without recomputation, LeakyReLU so that
+    the packed signs scale the negative side."""
+    s, u, ids, n_s = _pooled_case(torch.float64, seed=7)
+    ws, bs = _params([6, 4, 4, 2], [True, True, True], torch.float64, torch.device("cpu"))
+    pool = _pool(ids, n_s, torch.float64)
+    for recompute in (False, True):
+
+        def fn(s: Tensor, u: Tensor, *p: Tensor, recompute: bool = recompute) -> Tensor:
+            return fcs.fused_conv_stack(
+                s, u, list(p[:3]), list(p[3:]), 0.1, chunk=12, recompute=recompute, pool=pool
+            )
+
+        assert torch.autograd.gradcheck(fn, (s, u, *ws, *bs))
+
+
+@pytest.mark.parametrize("trained", ["last", "middle", "input"])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_pooled_gradients_asked_for(trained: str, recompute: bool) -> None:
+    """Only some tensors want a gradient (frozen layers, no input gradient): those are right, the others are
+    not computed (float32, the form ``fused_stack`` picks on the CPU)."""
+    s, u, ids, n_s = _pooled_case(torch.float32, seed=8)
+    s, u = s.detach().requires_grad_(trained == "input"), u.detach()
+    ws, bs = _params([6, 8, 8, 3], [True, True, True], torch.float32, torch.device("cpu"))
+    wanted = {"last": [ws[2], bs[2]], "middle": [ws[1]], "input": [s]}[trained]
+    for p in [*ws, *bs]:
+        assert p is not None
+        p.requires_grad_(any(p is w for w in wanted))
+    out = fused_stack(s, u, ws, bs, 0.0, chunk=12, recompute=recompute, pool=_pool(ids, n_s, torch.float32))
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u, ws, bs, "relu"))
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(9))
+    for got, want in zip(_grads(out, wanted, grad), _grads(ref, wanted, grad), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_pooled_keeps_the_last_hidden_layer_as_sign_bits() -> None:
+    """With ``pool`` and recomputation the stack keeps ``S`` (``U`` rebuilt by ``u_of``), the sign of its last
+    hidden layer packed 8 per byte, the superpixel means of that layer, the ids and ``1 / count``: exactly,
+    and 1/32 of the 16-wide float32 layer it replaces."""
+    ws, bs = _params([6, 16, 16, 3], [True, True, True], torch.float32, torch.device("cpu"))
+    with torch.no_grad():  # values of order 1: float32 gradients within the default tolerance
+        for w in ws:
+            w.div_(w.shape[1] ** 0.5)
+    ids = torch.arange(40).view(1, 5, 8).div(4, rounding_mode="floor").expand(2, 5, 8).contiguous()
+    enc = sparse_ops.SuperpixelAssignment(ids, 10)
+    s = torch.randn(2, 3, 5, 8, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    pool = _pool(ids, 10, torch.float32)
+    out: list[Tensor] = []
+    saved = _saved(
+        lambda: out.append(
+            fused_stack(s, enc.uniformize(s), ws, bs, 0.0, recompute=True, u_of=enc.uniformize, pool=pool)
+        )
+    )
+    params = sum(p.numel() * 4 for p in [*ws, *bs] if p is not None)
+    signs = 2 * 40 * 16 // 8  # one chunk per image: 40 pixels x 16 units, one bit each (whole 8-byte words)
+    means = 2 * 10 * 16 * 4
+    assert (
+        sum(saved.values())
+        == params + s.numel() * 4 + enc_bytes(enc, s) + signs + means + 2 * 40 * 8 + 2 * 10 * 4
+    )
+    (g,) = torch.autograd.grad(out[0].square().sum(), [s])
+    ref = enc.encode(_reference(s, enc.uniformize(s), ws, bs, "relu"))
+    (want,) = torch.autograd.grad(ref.square().sum(), [s])
+    torch.testing.assert_close(g, want)
+
+
+@pytest.mark.parametrize("numel", [1, 7, 8, 63, 64, 65, 1000])
+def test_sign_bits_round_trip(numel: int) -> None:
+    """``pack_positive_`` / ``unpack_positive`` give back ``h > 0`` for every length (padding to whole 8-byte
+    words), for random signs, all set, none set, ``-0.0`` and NaN (not positive)."""
+    from examples.voc_joint.models._stack_backward import pack_positive_, packed_size, unpack_positive
+
+    g = torch.Generator().manual_seed(numel)
+    cases = [
+        torch.randn(numel, generator=g),
+        torch.ones(numel),
+        -torch.ones(numel),
+        torch.full((numel,), -0.0),
+        torch.where(torch.rand(numel, generator=g) < 0.5, float("nan"), 1.0),
+    ]
+    for h in cases:
+        packed = torch.empty(packed_size(numel), dtype=torch.uint8)
+        assert packed.numel() % 8 == 0 and packed.numel() * 8 >= numel > packed.numel() * 8 - 64
+        back = unpack_positive(pack_positive_(h, packed), torch.empty(numel))
+        assert torch.equal(back, (h > 0).float())
+
+
+def test_pool_of_the_wrong_shape_is_refused() -> None:
+    ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
+    s = torch.randn(2, 2, 3, 3)
+    ids = torch.zeros(2, 9, dtype=torch.long)
+    for pool in ((ids[:, :8], torch.ones(2, 4)), (ids, torch.ones(1, 4)), (ids, torch.ones(2, 4, 1))):
+        with pytest.raises(ValueError, match=r"pool must be \(ids \[B, H\*W\] = \[2, 9\], inv \[B, N_s\]"):
+            fused_stack(s, s, ws, bs, 0.0, pool=pool)

@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["act_", "act_backward_", "gradients_asked", "unpack_saved"]
+__all__ = [
+    "act_",
+    "act_backward_",
+    "gradients_asked",
+    "pack_positive_",
+    "packed_size",
+    "unpack_positive",
+    "unpack_saved",
+]
 
 
 def act_(z: Tensor, slope: float | None) -> Tensor:
@@ -53,3 +61,32 @@ def gradients_asked(
     need_b = [needs[first_param + 1 + 2 * i] for i in range(num_layers)]
     lowest = 0 if needs[0] or needs[1] else min(i for i in range(num_layers) if need_w[i] or need_b[i])
     return need_w, need_b, lowest
+
+
+def packed_size(numel: int) -> int:
+    """Bytes that hold ``numel`` bits packed by :func:`pack_positive_` (whole 8-byte words)."""
+    return -(-numel // 64) * 8
+
+
+def pack_positive_(h: Tensor, out: Tensor) -> Tensor:
+    """The bits ``h > 0`` of a flat ``h`` (in its memory order) packed 8 per byte into ``out`` (uint8,
+    :func:`packed_size` bytes): the activation's derivative where only its sign is needed, at 1/32 of a
+    float32 copy. Shifts and ORs on 8-byte words (no multiplication that could overflow). Returns ``out``."""
+    n = h.numel()
+    mask = torch.zeros(out.numel() * 8, dtype=torch.bool, device=h.device)
+    torch.gt(h, 0, out=mask[:n])
+    x = mask.view(torch.uint8).view(torch.int64)  # word k: the 0/1 bytes of elements 8k .. 8k + 7
+    x |= x >> 7
+    x |= x >> 14
+    x |= x >> 28  # the low byte of every word now holds its 8 bits
+    return out.copy_(x)  # to uint8: the low byte
+
+
+def unpack_positive(packed: Tensor, out: Tensor) -> Tensor:
+    """The inverse of :func:`pack_positive_`: ``out`` (flat, float, the ``h`` it was packed from in memory
+    order) gets 1 where ``h > 0`` and 0 elsewhere. Returns ``out``."""
+    y = packed.to(torch.int64)
+    y = (y | (y << 28)) & 0x0000000F0000000F  # bits 4-7 to the upper half
+    y = (y | (y << 14)) & 0x0003000300030003
+    y = (y | (y << 7)) & 0x0101010101010101  # bit k of the byte in byte k of the word
+    return out.copy_(y.view(torch.uint8)[: out.numel()])

@@ -14,7 +14,12 @@ forward and one ``convolution_backward`` (input, weight and bias gradients at on
 * ``recompute=True`` saves only ``S`` (and ``U``, unless ``u_of`` rebuilds it) and recomputes a chunk's
   hidden activations just before its backward;
 * no gradient is computed for a tensor that does not require one (a frozen layer's weight, nothing below the
-  lowest layer that needs one).
+  lowest layer that needs one);
+* ``pool`` (the joint model's hard uniformization of the stack's output): the last layer runs on the
+  superpixel means of the last hidden layer (the mean of an affine map is the map of the mean), so its
+  per-pixel products, forward and backward, are replaced by one ``index_add_`` of the last hidden layer per
+  chunk and one ``index_select`` of its gradient; that layer is needed in backward only through its sign,
+  kept as packed bits (1/32 of the float32 layer) instead of being recomputed.
 
 Float32 on the CPU only (:func:`conv_products_available`); the values equal the matrix-product form's up to
 float rounding (other kernels, other summation orders), checked by ``tests/examples/test_fused_stack.py``.
@@ -31,7 +36,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._stack_backward import act_, act_backward_, gradients_asked, unpack_saved
+from ._stack_backward import (
+    act_,
+    act_backward_,
+    gradients_asked,
+    pack_positive_,
+    packed_size,
+    unpack_positive,
+    unpack_saved,
+)
 
 __all__ = ["conv_products_available", "fused_conv_stack"]
 
@@ -68,6 +81,11 @@ def _inputs(buf: Tensor, s: Tensor, u: Tensor, b: int, rows: slice) -> Tensor:
     return x
 
 
+def _rows_view(x: Tensor) -> Tensor:
+    """A channels-last ``(1, C, rows, W)`` chunk as the ``(rows W, C)`` matrix of its pixels (a view)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
 def _hidden(
     x: Tensor, filters: Sequence[Tensor], biases: Sequence[Tensor | None], slope: float | None
 ) -> list[Tensor]:
@@ -90,36 +108,76 @@ class _FusedConvStack(torch.autograd.Function):
         recompute: bool,
         u_of: Callable[[Tensor], Tensor] | None,
         num_layers: int,
+        pool_ids: Tensor | None,
+        pool_inv: Tensor | None,
+        tracked: bool,
         *params: Tensor | None,
     ) -> Tensor:
         ws = [w for w in params[0::2] if w is not None]
         bs = list(params[1::2])
         filters = [w[:, :, None, None] for w in ws]
         batch, c, height, width = s.shape
-        out = s.new_empty(batch, ws[-1].shape[0], height, width)
-        buf = _cl_buffer(s, 2 * c, min(rows, height), width)
+        chunk_rows = min(rows, height)
+        buf = _cl_buffer(s, 2 * c, chunk_rows, width)
         hidden: list[Tensor] = []
-        for b, r in _row_chunks(batch, height, rows):
+        width_in = ws[-1].shape[1]  # the last hidden layer's width
+        if pool_ids is not None:
+            assert pool_inv is not None
+            sums = s.new_zeros(batch, pool_inv.shape[1], width_in)
+            # the last hidden layer is needed in backward only through its sign (its weight's gradient takes
+            # the superpixel means): kept as packed bits, never recomputed
+            chunks = batch * -(-height // chunk_rows)
+            keep_sign = tracked and slope is not None
+            signs = s.new_empty(
+                chunks if keep_sign else 0, packed_size(chunk_rows * width * width_in), dtype=torch.uint8
+            )
+        else:
+            out = s.new_empty(batch, ws[-1].shape[0], height, width)
+        for i, (b, r) in enumerate(_row_chunks(batch, height, rows)):
             hs = _hidden(_inputs(buf, s, u, b, r), filters, bs, slope)
+            if pool_ids is not None:
+                last = _rows_view(hs.pop())
+                sums[b].index_add_(0, pool_ids[b, r.start * width : r.stop * width], last)
+                if keep_sign:
+                    pack_positive_(last.view(-1), signs[i, : packed_size(last.numel())])
+            else:
+                out[b : b + 1, :, r].copy_(F.conv2d(hs[-1], filters[-1], bs[-1]))
             if not recompute:
                 hidden.extend(hs)
-            out[b : b + 1, :, r].copy_(F.conv2d(hs[-1], filters[-1], bs[-1]))
+        extra: list[Tensor | None] = [None, None, None, None]
+        if pool_ids is not None:
+            assert pool_inv is not None
+            means = sums.mul_(pool_inv.unsqueeze(2))
+            out = torch.matmul(means, ws[-1].t())
+            if bs[-1] is not None:  # an empty superpixel pools to 0, as in SuperpixelAssignment.encode
+                out.add_(bs[-1]).masked_fill_(pool_inv.unsqueeze(2) == 0, 0.0)
+            extra = [means, signs if keep_sign else None, pool_ids, pool_inv]
         keep_u = u if u_of is None else None  # with u_of (recompute only), U is rebuilt from S in backward
-        ctx.save_for_backward(s, keep_u, *ws, *[b for b in bs if b is not None], *hidden)
-        ctx.layout = (slope, rows, recompute, u_of, num_layers, [b is not None for b in bs])
+        ctx.save_for_backward(s, keep_u, *ws, *[b for b in bs if b is not None], *hidden, *extra)
+        ctx.layout = (
+            slope,
+            rows,
+            recompute,
+            u_of,
+            num_layers,
+            [b is not None for b in bs],
+            pool_ids is not None,
+        )
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        slope, rows, recompute, u_of, num_layers, has_bias = ctx.layout
-        s, u, ws, bs, hidden = unpack_saved(ctx.saved_tensors, num_layers, has_bias)
+        slope, rows, recompute, u_of, num_layers, has_bias, pooled = ctx.layout
+        saved = ctx.saved_tensors
+        means, signs, pool_ids, pool_inv = saved[-4:]
+        s, u, ws, bs, hidden = unpack_saved(saved[:-4], num_layers, has_bias)
         if u is None:
             with torch.no_grad():
                 u = u_of(s)
         filters = [w[:, :, None, None] for w in ws]
-        needs = ctx.needs_input_grad  # inputs: s, u, 5 options, then (weight, bias) per layer
-        need_w, need_b, lowest = gradients_asked(needs, 7, num_layers)
+        needs = ctx.needs_input_grad  # inputs: s, u, 8 options, then (weight, bias) per layer
+        need_w, need_b, lowest = gradients_asked(needs, 10, num_layers)
         need_x = needs[0] or needs[1]
         gws = [w.new_zeros(w.shape) if need else None for w, need in zip(ws, need_w, strict=True)]
         gbs = [
@@ -129,19 +187,49 @@ class _FusedConvStack(torch.autograd.Function):
         gs = s.new_empty(s.shape) if needs[0] else None
         gu = u.new_empty(u.shape) if needs[1] else None
         batch, c, height, width = s.shape
-        buf = _cl_buffer(s, 2 * c, min(rows, height), width)
-        gbuf = _cl_buffer(s, ws[-1].shape[0], min(rows, height), width)
+        chunk_rows = min(rows, height)
+        buf = _cl_buffer(s, 2 * c, chunk_rows, width)
+        top = num_layers - 1  # the highest layer whose convolution runs backward chunk by chunk
+        if pooled:
+            # the last layer on the superpixel means: its gradients at once, then the gradient of each pixel's
+            # last hidden activation is its superpixel's, divided by the pixel count
+            top -= 1
+            last = num_layers - 1
+            if has_bias[last]:  # the output of an empty superpixel is 0 whatever the parameters
+                grad = grad.masked_fill(pool_inv.unsqueeze(2) == 0, 0.0)
+            if gws[last] is not None:
+                gws[last] += torch.mm(grad.flatten(0, 1).t(), means.flatten(0, 1))
+            if gbs[last] is not None:
+                gbs[last] += grad.sum((0, 1))
+            per_pixel = torch.matmul(grad, ws[last]).mul_(pool_inv.unsqueeze(2))
+            width_in = ws[last].shape[1]
+            gbuf = _cl_buffer(s, width_in, chunk_rows, width)
+            sign_buf = s.new_empty(chunk_rows * width * width_in) if signs is not None else None
+        else:
+            gbuf = _cl_buffer(s, ws[-1].shape[0], chunk_rows, width)
+        per_chunk = top  # hidden activations kept per chunk (without recomputation)
         for i, (b, r) in enumerate(_row_chunks(batch, height, rows)):
+            if top < lowest:
+                break  # only the last layer wanted a gradient
             x = _inputs(buf, s, u, b, r)
             hs = (
-                _hidden(x, filters, bs, slope)
+                _hidden(x, filters[: top + 1], bs[: top + 1], slope)
                 if recompute
-                else hidden[i * (num_layers - 1) : (i + 1) * (num_layers - 1)]
+                else hidden[i * per_chunk : (i + 1) * per_chunk]
             )
             layer_inputs = [x, *hs]
             g = gbuf[:, :, : r.stop - r.start]
-            g.copy_(grad[b : b + 1, :, r])  # the gradient of the last layer's output, in channels_last
-            for layer in range(num_layers - 1, lowest - 1, -1):
+            if pooled:
+                g_rows = _rows_view(g)
+                torch.index_select(per_pixel[b], 0, pool_ids[b, r.start * width : r.stop * width], out=g_rows)
+                if signs is not None:
+                    assert sign_buf is not None
+                    n = g_rows.numel()
+                    sign = unpack_positive(signs[i, : packed_size(n)], sign_buf[:n])
+                    act_backward_(g_rows, sign.view(g_rows.shape), slope)
+            else:
+                g.copy_(grad[b : b + 1, :, r])  # the gradient of the last layer's output, in channels_last
+            for layer in range(top, lowest - 1, -1):
                 want_input = layer > lowest or need_x
                 gi, gw, gb = torch.ops.aten.convolution_backward(
                     g,
@@ -170,7 +258,7 @@ class _FusedConvStack(torch.autograd.Function):
         params: list[Tensor | None] = []
         for gw, gb in zip(gws, gbs, strict=True):
             params += [gw, gb]
-        return (gs, gu, None, None, None, None, None, *params)
+        return (gs, gu, None, None, None, None, None, None, None, None, *params)
 
 
 def fused_conv_stack(
@@ -183,6 +271,7 @@ def fused_conv_stack(
     chunk: int | None = None,
     recompute: bool = False,
     u_of: Callable[[Tensor], Tensor] | None = None,
+    pool: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """The fusion stack ``[S, U] -> C_out`` per pixel with oneDNN 1x1 convolutions, chunk by chunk.
 
@@ -199,16 +288,33 @@ def fused_conv_stack(
         chunk: about this many pixels per chunk (``None``: one chunk per image).
         recompute: save only ``S`` and ``U`` and recompute the hidden activations in backward.
         u_of: with ``recompute``, the map that rebuilds ``U`` from ``S`` in backward.
+        pool: ``(ids, inv)``: superpixel ids ``[B, H W]`` (long, in ``[0, N_s)``) and ``1 / count`` per
+            superpixel ``[B, N_s]`` (0 for an empty one, the parameters' dtype): return the stack's output
+            averaged over every superpixel instead.
 
     Returns:
-        Tensor[B, C_out, H, W], contiguous (NCHW).
+        Tensor[B, C_out, H, W], contiguous (NCHW); with ``pool``, Tensor[B, N_s, C_out].
     """
     height, width = s.shape[-2:]
     rows = height if chunk is None else max(1, min(height, chunk // max(width, 1)))
     params: list[Tensor | None] = []
     for w, b in zip(weights, biases, strict=True):
         params += [w, b]
+    tracked = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (s, u, *weights, *biases) if t is not None
+    )
+    ids, inv = (None, None) if pool is None else pool
     out: Tensor = _FusedConvStack.apply(
-        s, u, slope, max(rows, 1), recompute, u_of if recompute else None, len(weights), *params
+        s,
+        u,
+        slope,
+        max(rows, 1),
+        recompute,
+        u_of if recompute else None,
+        len(weights),
+        ids,
+        inv,
+        tracked,
+        *params,
     )
     return out

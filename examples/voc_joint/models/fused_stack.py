@@ -15,6 +15,9 @@ its backward allocates a gradient per node; this Function does the same arithmet
   that needs one);
 * ``recompute=True`` saves only ``S`` and ``U`` and recomputes a chunk's hidden activations just before its
   backward, so the activations of the whole stack are never held at once (a chunk's at a time).
+* ``pool=(ids, inv)`` returns the stack's output averaged over every superpixel (the joint model's hard
+  uniformization folded in): the conv form below runs the last layer on the superpixel means of the last
+  hidden layer; this form computes the per-pixel output and averages it.
 
 With float32 parameters on the CPU, :func:`fused_stack` hands the same work to
 :func:`~examples.voc_joint.models.fused_conv_stack.fused_conv_stack`, which runs every product as a oneDNN 1x1
@@ -213,6 +216,7 @@ def fused_stack(
     recompute: bool = False,
     u_of: Callable[[Tensor], Tensor] | None = None,
     products: Products = "auto",
+    pool: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """The fusion stack ``[S, U] -> C_out`` per pixel, forward and backward chunk by chunk.
 
@@ -234,9 +238,16 @@ def fused_stack(
             cuBLAS on CUDA), ``"conv"`` oneDNN 1x1 convolutions over channels-last chunks of whole image rows
             (:func:`~examples.voc_joint.models.fused_conv_stack.fused_conv_stack`; float32 on the CPU only),
             ``"auto"`` (default) ``"conv"`` where it runs, else ``"mm"``. Same values up to float rounding.
+        pool: ``(ids, inv)``: superpixel ids ``[B, H W]`` (long, in ``[0, N_s)``; not checked) and
+            ``1 / count`` per superpixel ``[B, N_s]`` (0 for an empty superpixel): return the mean of the
+            stack's output over every superpixel. The output is affine in the last hidden layer, so its mean
+            is the last layer applied to the mean of that layer: one product per superpixel instead of per
+            pixel, and the last hidden layer is needed in backward only through its sign (kept as packed bits
+            in the ``"conv"`` form, never recomputed; the ``"mm"`` form computes the per-pixel output and
+            averages it). ``inv`` in the parameters' dtype.
 
     Returns:
-        Tensor[B, C_out, H, W], contiguous (NCHW).
+        Tensor[B, C_out, H, W], contiguous (NCHW); with ``pool``, Tensor[B, N_s, C_out].
 
     Raises:
         ValueError: ``s`` and ``u`` of different shapes, layer shapes that do not chain from ``2C``, a bias
@@ -283,10 +294,25 @@ def fused_stack(
         t.requires_grad for t in (s, u, *weights, *biases) if t is not None
     )
     recompute = recompute or not tracked
+    if pool is not None:
+        ids, inv = pool
+        if ids.shape != (batch, pixels) or inv.dim() != 2 or inv.shape[0] != batch:
+            raise ValueError(
+                f"pool must be (ids [B, H*W] = [{batch}, {pixels}], inv [B, N_s] = [{batch}, N_s]), got "
+                f"{tuple(ids.shape)} and {tuple(inv.shape)}"
+            )
     if conv and products != "mm":
         with _no_autocast(s.device):
             return fused_conv_stack(
-                s.to(dtype), u.to(dtype), weights, biases, slope, chunk=chunk, recompute=recompute, u_of=u_of
+                s.to(dtype),
+                u.to(dtype),
+                weights,
+                biases,
+                slope,
+                chunk=chunk,
+                recompute=recompute,
+                u_of=u_of,
+                pool=pool,
             )
     params: list[Tensor | None] = []
     for w, b in zip(weights, biases, strict=True):
@@ -303,7 +329,17 @@ def fused_stack(
             len(weights),
             *params,
         )
-    return out.view(batch, weights[-1].shape[0], height, width)
+    if pool is None:
+        return out.view(batch, weights[-1].shape[0], height, width)
+    ids, inv = pool  # the mean over every superpixel of the per-pixel output
+    rows = out.transpose(1, 2)  # (B, pixels, C_out)
+    zeros = out.new_zeros(inv.shape[1], out.shape[1])
+    sums = (
+        torch.stack([zeros.index_add(0, ids[b], rows[b]) for b in range(batch)])
+        if batch
+        else out.new_zeros(0, *zeros.shape)
+    )
+    return sums * inv.unsqueeze(2)
 
 
 def _pixel_matrix(x: Tensor) -> Tensor:

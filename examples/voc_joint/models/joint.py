@@ -34,10 +34,13 @@ Cost (see ``benchmarks/bench_joint.py``): the fusion applies its first layer to 
 matrix products in one autograd Function, chunk by chunk of pixels
 (:func:`~examples.voc_joint.models.fused_stack.fused_stack`); the superpixel assignment is built without
 validation (the grid ids are in range by construction), so ``refine`` has no host-device synchronisation.
-Options: ``channels_last`` (both networks and their inputs, or ``"spixelfcn"``: the superpixel network only),
-``recompute_fusion`` (on by default: the stack keeps only ``S`` for backward and recomputes its activations
-and ``U`` there, chunk by chunk) and ``compile_refine`` (``torch.compile`` of everything after the two
-networks).
+In ``"hard"`` mode on the CPU (float32) the final uniformization is folded into the stack: ``uniformize(F)``
+is the last layer applied to every superpixel's mean of the last hidden layer, decoded to the pixels, so
+the last layer runs once per superpixel instead of once per pixel (``FusionStack.forward``'s
+``uniformize``). Options: ``channels_last`` (both networks and their inputs, or ``"spixelfcn"``: the
+superpixel network only), ``recompute_fusion`` (on by default: the stack keeps only ``S`` for backward and
+recomputes its activations and ``U`` there, chunk by chunk) and ``compile_refine`` (``torch.compile`` of
+everything after the two networks).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from sparse_ops.soft import _no_autocast
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 
 from ._checks import positive_int
+from .fused_conv_stack import conv_products_available
 from .fused_stack import Products, fused_stack
 
 __all__ = [
@@ -154,6 +158,9 @@ class FusionStack(nn.Module):
 
     _impl: str = "fused"  # benchmark knob (bench_joint.py --levers): "concat", "split", "nhwc" or "fused"
     _products: Products = "auto"  # benchmark knob: fused_stack's products ("mm": the matrix products only)
+    #: benchmark knob: with ``uniformize``, the last layer on superpixel means where the stack's products
+    #: are oneDNN convolutions (the CPU, float32); elsewhere the stack runs per pixel, then is uniformized
+    _pool_last: bool = True
     #: On the CPU the stack runs over chunks of this many pixels (rows; in the fused form, of one image at a
     #: time; ``None``: all at once). glibc serves an allocation above its mmap threshold (at most 32 MB) with
     #: fresh pages every time, and first touching them costs about as much as the arithmetic here: one
@@ -244,7 +251,13 @@ class FusionStack(nn.Module):
         return z
 
     def forward(
-        self, s: Tensor, u: Tensor, *, recompute: bool = False, u_of: Callable[[Tensor], Tensor] | None = None
+        self,
+        s: Tensor,
+        u: Tensor,
+        *,
+        recompute: bool = False,
+        u_of: Callable[[Tensor], Tensor] | None = None,
+        uniformize: tuple[Tensor, so.SuperpixelAssignment] | None = None,
     ) -> Tensor:
         """``F([S, U])``; see the class docstring.
 
@@ -256,15 +269,35 @@ class FusionStack(nn.Module):
                 nothing is kept either way).
             u_of: with ``recompute``, the map that made ``U`` from ``S``: ``U`` is then not kept either but
                 rebuilt from ``S`` in backward (its gradient still flows through ``u``); ignored otherwise.
+            uniformize: ``(ids, assignment)``, hard superpixel ids ``(B, H, W)`` and their
+                :class:`~sparse_ops.SuperpixelAssignment`: return ``F`` uniformized over them. The mean of an
+                affine map is the map of the mean, so the fused form on the CPU runs the last layer on every
+                superpixel's mean of the last hidden layer and decodes that (one product per superpixel
+                instead of per pixel; the last hidden layer is kept for backward as packed sign bits) where
+                its products are oneDNN convolutions (float32 on the CPU); elsewhere the stack runs per
+                pixel and its output is uniformized. Same values up to float rounding.
 
         Returns:
-            ``F`` (B, C, H, W), contiguous in the fused form.
+            ``F`` (B, C, H, W), contiguous in the fused form; with ``uniformize``, ``F`` uniformized.
         """
         if recompute and self._impl != "fused":
             raise ValueError(f"recompute needs the fused implementation, got _impl={self._impl!r}")
         out: Tensor
         if self._impl == "fused":  # forward and backward in one Function, chunk by chunk (fused_stack)
             convs = self.convs
+            pool = None
+            if uniformize is not None and not self.folds_uniformization(
+                s.device
+            ):  # per pixel, then uniformized
+                out = self(s, u, recompute=recompute, u_of=u_of)
+                return uniformize[1].uniformize(out)
+            if uniformize is not None:
+                ids, enc = uniformize
+                counts = enc.counts.to(convs[0].weight.dtype)
+                pool = (
+                    ids.reshape(ids.shape[0], -1).long(),
+                    torch.where(counts > 0, counts.reciprocal(), 0.0),
+                )
             out = fused_stack(
                 s,
                 u,
@@ -275,8 +308,12 @@ class FusionStack(nn.Module):
                 recompute=recompute,
                 u_of=u_of,
                 products=self._products,
+                pool=pool,
             )
-            return out + u if self.init == "zero_residual" else out
+            if uniformize is None:
+                return out + u if self.init == "zero_residual" else out
+            enc = uniformize[1]
+            return enc.decode(out + enc.encode(u) if self.init == "zero_residual" else out)
         c = self.num_classes
         layers = list(self.layers)
         first = layers[0]
@@ -302,7 +339,19 @@ class FusionStack(nn.Module):
             parts = [self._rows(chunk_s, chunk_u) for chunk_s, chunk_u in chunks]
             z = parts[0] if len(parts) == 1 else torch.cat(parts)
             out = z.view(b, h, w_, c).permute(0, 3, 1, 2)
-        return out + u if self.init == "zero_residual" else out
+        out = out + u if self.init == "zero_residual" else out
+        return out if uniformize is None else uniformize[1].uniformize(out)
+
+    def folds_uniformization(self, device: torch.device) -> bool:
+        """Whether :meth:`forward` with ``uniformize`` on ``device`` runs the last layer on superpixel means
+        (the fused form with oneDNN products: float32 on the CPU) instead of uniformizing the per-pixel
+        output."""
+        return (
+            self._impl == "fused"
+            and self._pool_last
+            and self._products != "mm"
+            and conv_products_available(device, self.convs[0].weight.dtype)
+        )
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, init={self.init!r}"
@@ -493,10 +542,13 @@ class JointModel(nn.Module):
             return so.soft_uniformize(s, q, self.cell_size, validate=self._validate)
         return s
 
-    def _mix(self, s: Tensor, q: Tensor, enc: so.SuperpixelAssignment | None) -> Tensor:
-        """``U`` and the fusion ``F([S, U])`` (``U`` alone without a fusion stack)."""
+    def _mix(self, s: Tensor, q: Tensor, enc: so.SuperpixelAssignment | None, ids: Tensor) -> Tensor:
+        """``U`` and the fusion ``F([S, U])`` (``U`` alone without a fusion stack); in ``"hard"`` mode the
+        fusion returns ``F`` uniformized already."""
         u = self._uniformized(s, q, enc)
-        return u if self.fusion is None else self.fusion(s, u)
+        if self.fusion is None:
+            return u
+        return self.fusion(s, u, uniformize=None if enc is None or self.mode != "hard" else (ids, enc))
 
     def _refine(self, s: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
         ids = self.superpixels(q)
@@ -507,13 +559,15 @@ class JointModel(nn.Module):
                 # the stack's Function recomputes its activations chunk by chunk, and U from S (the graph of
                 # the hard U keeps only the assignment)
                 assert enc is not None
-                x = self.fusion(s, enc.uniformize(s), recompute=True, u_of=enc.uniformize)
+                x = self.fusion(
+                    s, enc.uniformize(s), recompute=True, u_of=enc.uniformize, uniformize=(ids, enc)
+                )
             else:  # activation checkpointing of U and the stack (the soft U would keep S and Q blocks)
-                x = checkpoint(self._mix, s, q, enc, use_reentrant=False, preserve_rng_state=False)
+                x = checkpoint(self._mix, s, q, enc, ids, use_reentrant=False, preserve_rng_state=False)
         else:
-            x = self._mix(s, q, enc)
-        if enc is not None:
-            x = enc.uniformize(x)
+            x = self._mix(s, q, enc, ids)
+        if enc is not None and not (self.mode == "hard" and self.fusion is not None):
+            x = enc.uniformize(x)  # (the hard fusion uniformized its output)
         return x, ids
 
     def refine(self, seg_logits: Tensor, assoc: Tensor) -> tuple[Tensor, Tensor]:
