@@ -314,22 +314,25 @@ def test_fusion_draws_follow_the_generator() -> None:
 # ---------------------------------------------------------------- cost options (issue 11)
 
 
+@pytest.mark.parametrize("uniformized", [False, True])
 @pytest.mark.parametrize("init", ["transparent", "zero_residual"])
 @pytest.mark.parametrize("impl", ["concat", "split", "nhwc"])
-def test_fusion_implementations_agree(impl: str, init: str) -> None:
+def test_fusion_implementations_agree(impl: str, init: str, uniformized: bool) -> None:
     """The fused form (default) computes what the concatenated 1x1-conv stack (and the other forms of the
-    benchmark's lever study) computes, gradients too."""
+    benchmark's lever study) computes, gradients too; also with its output uniformized (``uniformize``)."""
     fuse = FusionStack(4, [8, 8], "leaky_relu", init, generator=3)  # type: ignore[arg-type]
     with torch.no_grad():
         fuse.convs[-1].weight.normal_()  # a non-zero last layer, so every layer's gradient is checked
     s = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     u = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 6, (2, 5, 6), generator=torch.Generator().manual_seed(4))
+    kwargs = {"uniformize": (ids, sparse_ops.SuperpixelAssignment(ids, 7))} if uniformized else {}
     fuse.double()
-    out = fuse(s, u)
+    out = fuse(s, u, **kwargs)
     grads = torch.autograd.grad(out.square().sum(), [s, u, *fuse.parameters()])
     ref_fuse = copy.deepcopy(fuse)
     ref_fuse._impl = impl
-    ref = ref_fuse(s, u)
+    ref = ref_fuse(s, u, **kwargs)
     ref_grads = torch.autograd.grad(ref.square().sum(), [s, u, *ref_fuse.parameters()])
     torch.testing.assert_close(out, ref)
     for g, r in zip(grads, ref_grads, strict=True):
