@@ -283,15 +283,13 @@ class FusionStack(nn.Module):
         if recompute and self._impl != "fused":
             raise ValueError(f"recompute needs the fused implementation, got _impl={self._impl!r}")
         out: Tensor
+        c = self.num_classes
         if self._impl == "fused":  # forward and backward in one Function, chunk by chunk (fused_stack)
             convs = self.convs
+            folded = uniformize is not None and self.folds_uniformization(s.device)
             pool = None
-            if uniformize is not None and not self.folds_uniformization(
-                s.device
-            ):  # per pixel, then uniformized
-                out = self(s, u, recompute=recompute, u_of=u_of)
-                return uniformize[1].uniformize(out)
-            if uniformize is not None:
+            if folded:
+                assert uniformize is not None
                 ids, enc = uniformize
                 counts = enc.counts.to(convs[0].weight.dtype)
                 pool = (
@@ -310,17 +308,16 @@ class FusionStack(nn.Module):
                 products=self._products,
                 pool=pool,
             )
-            if uniformize is None:
-                return out + u if self.init == "zero_residual" else out
-            enc = uniformize[1]
-            return enc.decode(out + enc.encode(u) if self.init == "zero_residual" else out)
-        c = self.num_classes
-        layers = list(self.layers)
-        first = layers[0]
-        assert isinstance(first, nn.Conv2d)
-        if self._impl == "concat":  # the plain form: one 1x1 conv stack on torch.cat([S, U])
+            if folded:  # out: the superpixel means of the stack's output
+                assert uniformize is not None
+                enc = uniformize[1]
+                return enc.decode(out + enc.encode(u) if self.init == "zero_residual" else out)
+        elif self._impl == "concat":  # the plain form: one 1x1 conv stack on torch.cat([S, U])
             out = self.layers(torch.cat([s, u], dim=1))
         elif self._impl == "split":  # W [S; U] = W_S S + W_U U, 1x1 convolutions
+            layers = list(self.layers)
+            first = layers[0]
+            assert isinstance(first, nn.Conv2d)
             w = first.weight
             z = F.conv2d(s, w[:, :c]) + F.conv2d(u, w[:, c:], first.bias)
             for m in layers[1:]:
