@@ -12,6 +12,7 @@ from torch import Tensor
 __all__ = [
     "act_",
     "act_backward_",
+    "grad_tracked",
     "gradients_asked",
     "pack_positive_",
     "packed_size",
@@ -61,6 +62,11 @@ def gradients_asked(
     need_b = [needs[first_param + 1 + 2 * i] for i in range(num_layers)]
     lowest = 0 if needs[0] or needs[1] else min(i for i in range(num_layers) if need_w[i] or need_b[i])
     return need_w, need_b, lowest
+
+
+def grad_tracked(*tensors: Tensor | None) -> bool:
+    """Whether autograd records an op on ``tensors``: grad mode on and one of them requires a gradient."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors if t is not None)
 
 
 def packed_size(numel: int) -> int:

@@ -39,6 +39,7 @@ from torch.autograd.function import once_differentiable
 from ._stack_backward import (
     act_,
     act_backward_,
+    grad_tracked,
     gradients_asked,
     pack_positive_,
     packed_size,
@@ -120,9 +121,9 @@ class _FusedConvStack(torch.autograd.Function):
         chunk_rows = min(rows, height)
         buf = _cl_buffer(s, 2 * c, chunk_rows, width)
         hidden: list[Tensor] = []
-        width_in = ws[-1].shape[1]  # the last hidden layer's width
         if pool_ids is not None:
             assert pool_inv is not None
+            width_in = ws[-1].shape[1]  # the last hidden layer's width
             sums = s.new_zeros(batch, pool_inv.shape[1], width_in)
             # the last hidden layer is needed in backward only through its sign (its weight's gradient takes
             # the superpixel means): kept as packed bits, never recomputed
@@ -208,9 +209,9 @@ class _FusedConvStack(torch.autograd.Function):
         else:
             gbuf = _cl_buffer(s, ws[-1].shape[0], chunk_rows, width)
         per_chunk = top  # hidden activations kept per chunk (without recomputation)
-        for i, (b, r) in enumerate(_row_chunks(batch, height, rows)):
-            if top < lowest:
-                break  # only the last layer wanted a gradient
+        # (no chunk to run when only the last layer, on the superpixel means, wanted a gradient)
+        chunks = _row_chunks(batch, height, rows) if top >= lowest else iter(())
+        for i, (b, r) in enumerate(chunks):
             x = _inputs(buf, s, u, b, r)
             hs = (
                 _hidden(x, filters[: top + 1], bs[: top + 1], slope)
@@ -300,9 +301,6 @@ def fused_conv_stack(
     params: list[Tensor | None] = []
     for w, b in zip(weights, biases, strict=True):
         params += [w, b]
-    tracked = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (s, u, *weights, *biases) if t is not None
-    )
     ids, inv = (None, None) if pool is None else pool
     out: Tensor = _FusedConvStack.apply(
         s,
@@ -314,7 +312,7 @@ def fused_conv_stack(
         len(weights),
         ids,
         inv,
-        tracked,
+        grad_tracked(s, u, *weights, *biases),
         *params,
     )
     return out

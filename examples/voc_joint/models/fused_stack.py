@@ -41,7 +41,7 @@ from torch.autograd.function import once_differentiable
 
 from sparse_ops.soft import _no_autocast
 
-from ._stack_backward import act_, act_backward_, gradients_asked, unpack_saved
+from ._stack_backward import act_, act_backward_, grad_tracked, gradients_asked, unpack_saved
 from .fused_conv_stack import conv_products_available, fused_conv_stack
 
 __all__ = ["PRODUCTS", "Products", "fused_stack"]
@@ -290,10 +290,7 @@ def fused_stack(
         )
     pixels = height * width
     # nothing to differentiate (inference): the activations go through one chunk's buffers, never kept
-    tracked = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (s, u, *weights, *biases) if t is not None
-    )
-    recompute = recompute or not tracked
+    recompute = recompute or not grad_tracked(s, u, *weights, *biases)
     if pool is not None:
         ids, inv = pool
         if ids.shape != (batch, pixels) or inv.dim() != 2 or inv.shape[0] != batch:
