@@ -302,9 +302,20 @@ def test_an_option_added_without_a_type_check_is_swept_and_caught(monkeypatch: p
 
 
 _NO_MEMORY = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 3221225472 bytes"
+#: (script, the function its main runs) of the two scripts that share ``cli.run_command``
+_RUNNERS = [("demo", "run_demo"), ("ablation", "run_ablation")]
 
 
-@pytest.mark.parametrize("script, runner", [("demo", "run_demo"), ("ablation", "run_ablation")])
+def _raising(exc: BaseException) -> Callable[..., object]:
+    """A stand-in for a script's run function that raises ``exc``."""
+
+    def run(*args: object, **kwargs: object) -> object:
+        raise exc
+
+    return run
+
+
+@pytest.mark.parametrize("script, runner", _RUNNERS)
 def test_a_run_too_large_for_the_machine_is_one_line_with_exit_status_1(
     script: str,
     runner: str,
@@ -315,14 +326,7 @@ def test_a_run_too_large_for_the_machine_is_one_line_with_exit_status_1(
     """A value within its bounds can still not fit (``--crop-size 16384`` on a CPU machine: the allocator
     refuses 3 GB); that was the allocator's RuntimeError traceback. Any other RuntimeError propagates."""
     module = importlib.import_module(f"examples.voc_joint.{script}")
-
-    def fails(message: str) -> Callable[..., object]:
-        def run(*args: object, **kwargs: object) -> object:
-            raise RuntimeError(message)
-
-        return run
-
-    monkeypatch.setattr(module, runner, fails(_NO_MEMORY))
+    monkeypatch.setattr(module, runner, _raising(RuntimeError(_NO_MEMORY)))
     with pytest.raises(SystemExit) as info:
         module.main(["--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
@@ -331,12 +335,12 @@ def test_a_run_too_large_for_the_machine_is_one_line_with_exit_status_1(
         f"python examples/voc_joint/{script}.py: error: out of memory (a smaller --crop-size"
     )
     assert _NO_MEMORY in err
-    monkeypatch.setattr(module, runner, fails("shape mismatch"))
+    monkeypatch.setattr(module, runner, _raising(RuntimeError("shape mismatch")))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         module.main(["--output-dir", str(tmp_path / "out")])
 
 
-@pytest.mark.parametrize("script, runner", [("demo", "run_demo"), ("ablation", "run_ablation")])
+@pytest.mark.parametrize("script, runner", _RUNNERS)
 def test_what_a_run_raises_is_one_line_with_the_pipelines_exit_status(
     script: str,
     runner: str,
@@ -362,11 +366,7 @@ def test_what_a_run_raises_is_one_line_with_the_pipelines_exit_status(
         (worker, 1, "bad mask 'a.png' (DataLoader worker 3)"),
         (OSError(28, "No space left on device"), 1, "[Errno 28] No space left on device"),
     ):
-
-        def run(*args: object, exc: BaseException = exc, **kwargs: object) -> object:
-            raise exc
-
-        monkeypatch.setattr(module, runner, run)
+        monkeypatch.setattr(module, runner, _raising(exc))
         with pytest.raises(SystemExit) as info:
             module.main(["--output-dir", str(tmp_path / "out")])
         err = capsys.readouterr().err
