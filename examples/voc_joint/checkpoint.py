@@ -298,7 +298,9 @@ def load_checkpoint(
         dict: the checkpoint, without its ``sha256`` key.
 
     Raises:
-        FileNotFoundError, CheckpointError: as :func:`load_checkpoint_with_sha256`.
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is not a valid pipeline checkpoint of ``expect_stage`` (the cases of
+            :func:`load_checkpoint_with_sha256`).
     """
     return _load_verified(Path(path), map_location, expect_stage)[0]
 
