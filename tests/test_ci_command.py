@@ -1,0 +1,109 @@
+"""What CI runs is what the README says, and it installs what the tests need, so no test skips there unseen.
+
+``.ci/run`` runs the README's test command (between its "keep in sync" lines). A test module that calls
+``pytest.importorskip`` on a package of an extra that this command does not install skips in every CI run:
+the 120 tests that read the docstrings with sphinx's napoleon did, until the command installed the ``docs``
+extra, and a docstring broke their rule unseen. The suite also writes checkpoints and demo runs into
+``tmp_path``: a passed test's folder must go when the test ends (kept, a run's came to about 8 GB, enough to
+fill a CI machine's disk).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+#: Import names whose distribution is spelled otherwise.
+DISTRIBUTIONS = {"skimage": "scikit-image"}
+OWN_PACKAGES = {"transparent_init", "sparse_ops", "examples"}
+
+
+def _readme_test_command() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"Run the tests,.*?```bash\n(.*?)\n```", readme, re.S)
+    assert found, "README.md has no 'Run the tests' block"
+    return found.group(1).strip()
+
+
+def _ci_test_command() -> str:
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    found = re.search(r"# --- keep in sync with README\.md.*?\n(.*?)\n\s*# -{5,}", script, re.S)
+    assert found, ".ci/run has no block kept in sync with the README"
+    return found.group(1).strip()
+
+
+def _extras(command: str) -> set[str]:
+    return {name for group in re.findall(r"\.\[([\w,-]+)\]", command) for name in group.split(",")}
+
+
+def _name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+    assert match, requirement
+    return re.sub(r"[-_.]+", "-", match.group(0)).lower()
+
+
+def _distributions(extras: set[str]) -> set[str]:
+    optional = PYPROJECT["project"]["optional-dependencies"]
+    names = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    return names | {_name(r) for extra in extras for r in optional[extra]}
+
+
+def _importorskips(source: str) -> list[str]:
+    """The module names that ``pytest.importorskip`` is called with (a literal first argument)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "importorskip"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append(node.args[0].value)
+    return found
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    assert _ci_test_command() == _readme_test_command()
+
+
+def test_the_ci_install_covers_every_package_a_test_skips_without() -> None:
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    install = script[script.index("install() {") : script.index("readme_tests() {")]
+    available = _distributions(_extras(_ci_test_command()) | _extras(install))
+    modules = {
+        module: path.relative_to(ROOT)
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for module in _importorskips(path.read_text(encoding="utf-8"))
+    }
+    assert "sphinx" in modules and "fcntl" in modules  # the scan sees the calls (the scan itself)
+    missing = {
+        module: str(path)
+        for module, path in modules.items()
+        if (top := module.split(".")[0]) not in sys.stdlib_module_names
+        and top not in OWN_PACKAGES
+        and _name(DISTRIBUTIONS.get(top, top)) not in available
+    }
+    assert not missing, f"CI does not install these packages, so these tests skip there: {missing}"
+
+
+def test_the_scan_finds_a_package_that_no_extra_holds() -> None:
+    assert _importorskips('import pytest\nnp = pytest.importorskip("nonexistent_pkg", reason="x")\n') == [
+        "nonexistent_pkg"
+    ]
+    assert "nonexistent-pkg" not in _distributions(set(PYPROJECT["project"]["optional-dependencies"]))
+    assert "sphinx" not in _distributions({"test", "examples"})  # the command before the docs extra
+    assert "sphinx" in _distributions({"docs"})
+
+
+def test_a_passed_tests_tmp_path_is_removed_when_it_ends() -> None:
+    assert PYPROJECT["tool"]["pytest"]["ini_options"]["tmp_path_retention_policy"] == "failed"
