@@ -328,15 +328,10 @@ def fused_stack(
         )
     if pool is None:
         return out.view(batch, weights[-1].shape[0], height, width)
-    ids, inv = pool  # the mean over every superpixel of the per-pixel output
-    rows = out.transpose(1, 2)  # (B, pixels, C_out)
-    zeros = out.new_zeros(inv.shape[1], out.shape[1])
-    sums = (
-        torch.stack([zeros.index_add(0, ids[b], rows[b]) for b in range(batch)])
-        if batch
-        else out.new_zeros(0, *zeros.shape)
-    )
-    return sums * inv.unsqueeze(2)
+    ids, inv = pool  # the mean over every superpixel of the per-pixel output (B, C_out, pixels)
+    sums = out.new_zeros(batch, out.shape[1], inv.shape[1])
+    sums.scatter_add_(2, ids.unsqueeze(1).expand(out.shape), out)
+    return (sums * inv.unsqueeze(1)).transpose(1, 2).contiguous()
 
 
 def _pixel_matrix(x: Tensor) -> Tensor:
