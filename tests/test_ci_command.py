@@ -21,6 +21,7 @@ tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard libr
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+CI_RUN = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 #: Import names whose distribution is spelled otherwise.
 DISTRIBUTIONS = {"skimage": "scikit-image"}
 OWN_PACKAGES = {"transparent_init", "sparse_ops", "examples"}
@@ -34,8 +35,7 @@ def _readme_test_command() -> str:
 
 
 def _ci_test_command() -> str:
-    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    found = re.search(r"# --- keep in sync with README\.md.*?\n(.*?)\n\s*# -{5,}", script, re.S)
+    found = re.search(r"# --- keep in sync with README\.md.*?\n(.*?)\n\s*# -{5,}", CI_RUN, re.S)
     assert found, ".ci/run has no block kept in sync with the README"
     return found.group(1).strip()
 
@@ -77,22 +77,21 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_the_ci_install_covers_every_package_a_test_skips_without() -> None:
-    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    install = script[script.index("install() {") : script.index("readme_tests() {")]
+    install = CI_RUN[CI_RUN.index("install() {") : CI_RUN.index("readme_tests() {")]
     available = _distributions(_extras(_ci_test_command()) | _extras(install))
-    modules = {
-        module: path.relative_to(ROOT)
+    calls = [
+        (module, str(path.relative_to(ROOT)))
         for path in sorted((ROOT / "tests").rglob("*.py"))
         for module in _importorskips(path.read_text(encoding="utf-8"))
-    }
-    assert "sphinx" in modules and "fcntl" in modules  # the scan sees the calls (the scan itself)
-    missing = {
-        module: str(path)
-        for module, path in modules.items()
+    ]
+    assert {"sphinx", "fcntl"} <= {module for module, _ in calls}  # the scan sees the calls (the scan itself)
+    missing = [
+        (module, path)
+        for module, path in calls
         if (top := module.split(".")[0]) not in sys.stdlib_module_names
         and top not in OWN_PACKAGES
         and _name(DISTRIBUTIONS.get(top, top)) not in available
-    }
+    ]
     assert not missing, f"CI does not install these packages, so these tests skip there: {missing}"
 
 
