@@ -110,6 +110,10 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ),
     (
         "+ its last layer on superpixel means",
+        {"impl": "fused", "channels_last": "spixelfcn", "recompute": True, "u_cells": False},
+    ),
+    (
+        "+ its first layer's U half per superpixel",
         {"impl": "fused", "channels_last": "spixelfcn", "recompute": True},
     ),
     (
@@ -177,6 +181,7 @@ def build_model(
             compile_refine=bool(opts.get("compile")),
         )
         joint._validate = bool(opts.get("validate"))  # bench knob: the pre-issue-11 validated assignment
+        joint._u_cells = opts.get("u_cells", True)  # bench knob: the hard fusion's U per superpixel
         if joint.fusion is not None:
             joint.fusion._impl = opts.get("impl", "fused")  # bench knob: concat / split / nhwc / fused
             joint.fusion._products = opts.get("products", "auto")  # bench knob: the fused form's products
@@ -411,7 +416,12 @@ def breakdown(
     folded = model.fusion.folds_uniformization(device)
     pool = (ids0, enc0)
 
+    # and where it folds it, it also makes U itself, on the superpixel means of S (JointModel._u_cells)
+    u_inside = folded and model._u_cells
+
     def p_uniformize() -> Callable[[], None]:  # the uniformizations of the step outside the fusion
+        if u_inside:  # none: the fusion makes U and uniformizes its own output
+            return lambda: None
         s, f = leaf(s0), leaf(f0)
         outs = [enc0.uniformize(s)] if folded else [enc0.uniformize(s), enc0.uniformize(f)]
         return lambda: torch.autograd.backward(outs, [g_s] * len(outs))
@@ -419,7 +429,11 @@ def breakdown(
     def p_fusion() -> Callable[[], None]:
         s, u = leaf(s0), leaf(u0)
         kept = {"uniformize": pool} if folded else {}
-        if model.recompute_fusion and model.fusion._impl == "fused":  # as JointModel.refine does it
+        if u_inside and model.recompute_fusion:  # as JointModel.refine does it
+            out = model.fusion(s, None, recompute=True, **kept)
+        elif u_inside:
+            out = model.fusion(s, None, **kept)
+        elif model.recompute_fusion and model.fusion._impl == "fused":  # as JointModel.refine does it
             out = model.fusion(s, u, recompute=True, u_of=enc0.uniformize, **kept)
         elif model.recompute_fusion:
             out = checkpoint(model.fusion, s, u, use_reentrant=False, preserve_rng_state=False, **kept)
@@ -462,13 +476,21 @@ def fusion_flops(model: nn.Module, pixels: int, device: torch.device, superpixel
     ``superpixels`` (over the batch): the stack returns its output uniformized (the hard joint model). Where
     it folds that uniformization into its last layer (:meth:`FusionStack.folds_uniformization`), that layer's
     three products run once per superpixel instead of once per pixel, and only the hidden layers below the
-    last one are recomputed. ``None``: the stack alone, per pixel."""
+    last one are recomputed; when the stack also makes ``U`` itself (``model._u_cells``, the joint model's
+    default), the first layer's ``U`` half runs per superpixel too (its products, and its forward once more
+    where the first layer is recomputed). ``None``: the stack alone, per pixel."""
     fusion = model.fusion
     assert isinstance(fusion, FusionStack)
     macs = [m.weight.shape[0] * m.weight.shape[1] for m in fusion.convs]
+    recompute = bool(model.recompute_fusion)
     if superpixels is not None and fusion.folds_uniformization(device):
-        per_pixel = 3 * sum(macs[:-1]) + (sum(macs[:-2]) if model.recompute_fusion else 0)
-        return 2 * (pixels * per_pixel + superpixels * 3 * macs[-1])
+        per_cell = 3 * macs[-1]
+        if getattr(model, "_u_cells", False):
+            half = macs[0] // 2  # the first layer's U half, on the superpixels
+            per_cell += 3 * half + (half if recompute and len(macs) > 2 else 0)
+            macs[0] -= half
+        per_pixel = 3 * sum(macs[:-1]) + (sum(macs[:-2]) if recompute else 0)
+        return 2 * (pixels * per_pixel + superpixels * per_cell)
     per_pixel = 3 * sum(macs) + (sum(macs[:-1]) if model.recompute_fusion else 0)
     return 2 * pixels * per_pixel
 

@@ -507,8 +507,8 @@ def test_ab_fusion_against_the_same_checkout(tmp_path):
 _WEIGHT_GRADIENT = "None if gw is None else gw.to(w.dtype)"
 _SCALED = "None if gw is None else (gw * (1 + 2**-20)).to(w.dtype)"
 # the same deliberate change in the convolutions' form (the float32 CPU default)
-_CONV_WEIGHT_GRADIENT = "gws[layer] += gw.reshape(ws[layer].shape)"
-_CONV_SCALED = "gws[layer] += gw.reshape(ws[layer].shape) * (1 + 2**-20)"
+_CONV_WEIGHT_GRADIENT = "(total[:, :c] if layer == 0 and u_cells else total).add_(gw)"
+_CONV_SCALED = "(total[:, :c] if layer == 0 and u_cells else total).add_(gw * (1 + 2**-20))"
 
 
 def _previous_checkout(tmp_path: Path, source: str, conv_source: str | None = None) -> Path:

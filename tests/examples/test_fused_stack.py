@@ -155,11 +155,21 @@ def test_needs_two_layers_and_a_bias_per_weight() -> None:
 def test_rejects_mismatched_shapes_and_a_negative_slope() -> None:
     ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
     s = torch.randn(2, 2, 3, 3)
-    for u in (torch.randn(2, 2, 4, 3), torch.randn(2, 2, 9), torch.randn(1, 2, 3, 3)):
+    for u in (torch.randn(2, 2, 4, 3), torch.randn(1, 2, 3, 3), torch.randn(2, 2, 3, 3, 1)):
         with pytest.raises(
             ValueError, match=r"s and u must have the same shape \[B, C, H, W\], got \(2, 2, 3, 3\)"
         ):
             fused_stack(s, u, ws, bs, 0.0)
+    with pytest.raises(
+        ValueError, match=r"u of shape \(2, 2, 9\) is read as U per superpixel .* got pool=None"
+    ):
+        fused_stack(s, torch.randn(2, 2, 9), ws, bs, 0.0)
+    pool = (torch.zeros(2, 9, dtype=torch.long), torch.ones(2, 4))
+    for u in (torch.randn(2, 5, 2), torch.randn(2, 4, 3), torch.randn(1, 4, 2)):
+        with pytest.raises(
+            ValueError, match=r"u per superpixel must have shape \[B, N_s, C\] = \[2, 4, 2\] \(N_s of pool\)"
+        ):
+            fused_stack(s, u, ws, bs, 0.0, pool=pool)
     with pytest.raises(ValueError, match=r"layer 0: weight must be \(out, 6\) .* got weight \(6, 4\)"):
         fused_stack(torch.randn(2, 3, 3, 3), torch.randn(2, 3, 3, 3), ws, bs, 0.0)
     with pytest.raises(
@@ -670,3 +680,149 @@ def test_pool_of_the_wrong_shape_is_refused() -> None:
     for pool in ((ids[:, :8], torch.ones(2, 4)), (ids, torch.ones(1, 4)), (ids, torch.ones(2, 4, 1))):
         with pytest.raises(ValueError, match=r"pool must be \(ids \[B, H\*W\] = \[2, 9\], inv \[B, N_s\]"):
             fused_stack(s, s, ws, bs, 0.0, pool=pool)
+
+
+# ---------------------------------------------------------------- U given per superpixel
+
+
+def _per_cell_u(dtype: torch.dtype, seed: int = 11) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """``S``, ``U`` per superpixel ``(2, 9, 3)`` (rows 7 and 8: empty superpixels), the same ``U`` broadcast
+    to the pixels through ``gather`` (autograd carries its gradient back to the superpixels) and the ids."""
+    s, _, ids, n_s = _pooled_case(dtype, seed)
+    u_cells = torch.randn(2, n_s, 3, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    u_cells.requires_grad_()
+    flat = ids.flatten(1)
+    u_pixels = torch.gather(u_cells, 1, flat.unsqueeze(2).expand(2, flat.shape[1], 3))
+    return s, u_cells, u_pixels.transpose(1, 2).reshape(2, 3, *ids.shape[1:]), ids, n_s
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", None])
+@pytest.mark.parametrize("chunk", [None, 7, 13])
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("form", ["mm", "conv"])
+@pytest.mark.parametrize("layers", [2, 3])
+def test_u_per_superpixel_is_u_broadcast_to_its_pixels(
+    act: str | None, chunk: int | None, recompute: bool, form: str, layers: int
+) -> None:
+    """``U`` given per superpixel ``[B, N_s, C]`` (with ``pool``) gives what the same ``U`` broadcast to every
+    pixel gives, output and every gradient (``U``'s per superpixel): the conv form runs the first layer's
+    ``U`` half and bias per superpixel, the mm form broadcasts (float64; chunks of whole rows and whole
+    images; one hidden layer, whose first layer is never recomputed, and two)."""
+    s, u_cells, u_pixels, ids, n_s = _per_cell_u(torch.float64)
+    widths = [6, 10, 8, 3] if layers == 3 else [6, 10, 3]
+    ws, bs = _params(widths, [True] * (len(widths) - 2) + [False], torch.float64, torch.device("cpu"))
+    pool = _pool(ids, n_s, torch.float64)
+
+    def run(u: Tensor) -> Tensor:
+        if form == "conv":
+            return fcs.fused_conv_stack(
+                s, u, ws, bs, SLOPES[act], chunk=chunk, recompute=recompute, pool=pool
+            )
+        return fused_stack(
+            s, u, ws, bs, SLOPES[act], chunk=chunk, recompute=recompute, products="mm", pool=pool
+        )
+
+    out, ref = run(u_cells), run(u_pixels)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    inputs = [s, u_cells, *ws, *[b for b in bs if b is not None]]
+    for got, want in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_u_per_superpixel_gradcheck() -> None:
+    """float64 gradcheck of the conv form with ``U`` per superpixel, with and without recomputation."""
+    s, u_cells, _, ids, n_s = _per_cell_u(torch.float64, seed=13)
+    ws, bs = _params([6, 4, 4, 2], [True, True, True], torch.float64, torch.device("cpu"))
+    pool = _pool(ids, n_s, torch.float64)
+    for recompute in (False, True):
+
+        def fn(s: Tensor, u: Tensor, *p: Tensor, recompute: bool = recompute) -> Tensor:
+            return fcs.fused_conv_stack(
+                s, u, list(p[:3]), list(p[3:]), 0.1, chunk=12, recompute=recompute, pool=pool
+            )
+
+        assert torch.autograd.gradcheck(fn, (s, u_cells, *ws, *bs))
+
+
+@pytest.mark.parametrize("trained", ["u", "s", "first", "first_bias", "middle"])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_u_per_superpixel_gradients_asked_for(trained: str, recompute: bool) -> None:
+    """Only some tensors want a gradient: those are right (float32, the form ``fused_stack`` picks on the
+    CPU), including ``U`` or the first layer alone, whose gradients come from ``T``'s, and ``S`` alone, whose
+    gradient skips ``T``'s."""
+    s, u_cells, u_pixels, ids, n_s = _per_cell_u(torch.float32, seed=14)
+    ws, bs = _params([6, 8, 8, 3], [True, True, True], torch.float32, torch.device("cpu"))
+    wanted = {
+        "u": [u_cells],
+        "s": [s],
+        "first": [ws[0]],
+        "first_bias": [bs[0]],
+        "middle": [ws[1]],
+    }[trained]
+    for t in [s, *ws, *bs]:
+        assert t is not None
+        t.requires_grad_(any(t is w for w in wanted))
+    pool = _pool(ids, n_s, torch.float32)
+    out = fused_stack(s, u_cells, ws, bs, 0.0, chunk=12, recompute=recompute, pool=pool)
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u_pixels, ws, bs, "relu"))
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(15))
+    for got, want in zip(_grads(out, wanted, grad), _grads(ref, wanted, grad), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_u_per_superpixel_keeps_no_per_pixel_u() -> None:
+    """With ``U`` per superpixel and recomputation the stack keeps ``S``, ``U`` per superpixel (1/4 of ``S``'s
+    bytes here: 10 superpixels of 4 pixels), the packed signs, the means, the ids and ``1 / count``: exactly,
+    and nothing of the size of a per-pixel ``U``."""
+    ws, bs = _params([6, 16, 16, 3], [True, True, True], torch.float32, torch.device("cpu"))
+    with torch.no_grad():
+        for w in ws:
+            w.div_(w.shape[1] ** 0.5)
+    ids = torch.arange(40).view(1, 5, 8).div(4, rounding_mode="floor").expand(2, 5, 8).contiguous()
+    s = torch.randn(2, 3, 5, 8, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    u = torch.randn(2, 10, 3, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    pool = _pool(ids, 10, torch.float32)
+    out: list[Tensor] = []
+    saved = _saved(lambda: out.append(fused_stack(s, u, ws, bs, 0.0, recompute=True, pool=pool)))
+    params = sum(p.numel() * 4 for p in [*ws, *bs] if p is not None)
+    signs = 2 * 40 * 16 // 8
+    means = 2 * 10 * 16 * 4
+    assert (
+        sum(saved.values())
+        == params + s.numel() * 4 + u.numel() * 4 + signs + means + 2 * 40 * 8 + 2 * 10 * 4
+    )
+    flat = ids.flatten(1)
+    u_pixels = torch.gather(u, 1, flat.unsqueeze(2).expand(2, 40, 3)).transpose(1, 2).reshape(2, 3, 5, 8)
+    ref = sparse_ops.SuperpixelAssignment(ids, 10).encode(_reference(s, u_pixels, ws, bs, "relu"))
+    for got, want in zip(
+        torch.autograd.grad(out[0].square().sum(), [s, u]),
+        torch.autograd.grad(ref.square().sum(), [s, u]),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want)
+
+
+@needs_onednn
+@pytest.mark.parametrize("trained", ["u", "s", "first", "first_bias"])
+def test_u_per_superpixel_runs_the_first_convolution_only_for_s_or_its_weight(trained: str) -> None:
+    """With ``U`` per superpixel the first layer's convolution covers ``S`` alone (a ``(10, 3)`` filter) and
+    runs backward only for ``S``'s gradient or its weight's; ``U``'s and the first bias's come from ``T``'s
+    (no convolution of that layer at all); the gradients are still the reference's."""
+    s, u_cells, u_pixels, ids, n_s = _per_cell_u(torch.float32, seed=16)
+    ws, bs = _params([6, 10, 3], [True, True], torch.float32, torch.device("cpu"))
+    wanted = {"u": [u_cells], "s": [s], "first": [ws[0]], "first_bias": [bs[0]]}[trained]
+    for t in [s, *ws, *bs]:
+        assert t is not None
+        t.requires_grad_(any(t is w for w in wanted))
+    pool = _pool(ids, n_s, torch.float32)
+    out = fused_stack(s, u_cells, ws, bs, 0.0, chunk=12, recompute=True, pool=pool, products="conv")
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(17))
+    with _ConvBackwards() as backwards:
+        got = torch.autograd.grad(out, wanted, grad)
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u_pixels, ws, bs, "relu"))
+    for a, b in zip(got, torch.autograd.grad(ref, wanted, grad), strict=True):
+        torch.testing.assert_close(a, b)
+    mask = {"s": (True, False, False), "first": (False, True, False)}.get(trained)
+    # 3 chunks of 2 + 2 + 1 rows in each of 2 images
+    assert backwards.calls == ([((10, 3), mask)] * 6 if mask else [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 
 import pytest
 import torch
@@ -340,13 +341,45 @@ def test_fusion_implementations_agree(impl: str, init: str, uniformized: bool) -
 
 
 @pytest.mark.parametrize("init", ["transparent", "zero_residual"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_fusion_makes_the_hard_u_itself(init: str, dtype: torch.dtype, recompute: bool) -> None:
+    """``u=None`` with ``uniformize``: ``U`` is ``S`` uniformized over those superpixels. Output and gradients
+    are those of the stack given that ``U`` (float32 on the CPU: the first layer's ``U`` half on the
+    superpixel means of ``S``; float64: ``U`` per pixel, rebuilt from ``S`` when recomputing)."""
+    fuse = FusionStack(4, [8, 8], "relu", init, generator=5).to(dtype)  # type: ignore[arg-type]
+    with torch.no_grad():
+        fuse.convs[-1].weight.normal_(std=0.3)
+    fuse.cpu_chunk_rows = 12  # several chunks per image
+    g = torch.Generator().manual_seed(6)
+    s = torch.randn(2, 4, 5, 6, generator=g, dtype=dtype, requires_grad=True)
+    ids = torch.randint(0, 6, (2, 5, 6), generator=g)
+    enc = sparse_ops.SuperpixelAssignment(ids, 7)  # superpixel 6 empty
+    assert fuse.folds_uniformization(s.device) == (dtype == torch.float32)
+    results = []
+    for u in (None, enc.uniformize(s)):
+        u_of = enc.uniformize if u is not None and recompute else None
+        out = fuse(s, u, recompute=recompute, u_of=u_of, uniformize=(ids, enc))
+        results.append([out, *torch.autograd.grad(out.square().sum(), [s, *fuse.parameters()])])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_fusion_needs_uniformize_to_make_u() -> None:
+    fuse = FusionStack(4, [8], "relu")
+    with pytest.raises(ValueError, match=r"u=None means U is S uniformized .* pass uniformize=\(ids, "):
+        fuse(torch.randn(1, 4, 3, 3), None)
+
+
+@pytest.mark.parametrize("init", ["transparent", "zero_residual"])
 @pytest.mark.parametrize("recompute", [False, True])
 def test_hard_fusion_runs_its_last_layer_on_superpixel_means(init: str, recompute: bool) -> None:
     """In ``"hard"`` mode the float32 CPU fusion returns ``uniformize(F)`` by applying its last layer to
-    superpixel means. Output and gradients agree with the float64 model (which runs the stack per pixel and
-    then uniformizes) as closely as the float32 per-pixel path does (the ``_pool_last`` knob off): within
-    2e-6 of each tensor's largest value (both measured 1e-7 to 7e-7); and the pooled path did run (other
-    sums, other float32 values)."""
+    superpixel means, and makes ``U`` itself, its first layer's ``U`` half on the superpixel means of ``S``.
+    Output and gradients agree with the float64 model (which runs the stack per pixel and then uniformizes)
+    as closely as the float32 per-pixel path does (the ``_pool_last`` knob off) and the pooled path with a
+    per-pixel ``U`` (the ``_u_cells`` knob off): within 2e-6 of each tensor's largest value (all measured
+    1e-7 to 7e-7); and each path did run (other sums, other float32 values)."""
     deeplab, spixel = _nets()
     joint = JointModel(deeplab, spixel, fusion_init=init, recompute_fusion=recompute).train()  # type: ignore[arg-type]
     assert joint.fusion is not None
@@ -364,12 +397,13 @@ def test_hard_fusion_runs_its_last_layer_on_superpixel_means(init: str, recomput
     j64 = copy.deepcopy(joint).double()
     want = run(j64, s.detach().double().requires_grad_(), q.double())
     results = []
-    for pooled in (True, False):
-        joint.fusion._pool_last = pooled
+    for pooled, u_cells in ((True, True), (True, False), (False, True)):
+        joint.fusion._pool_last, joint._u_cells = pooled, u_cells
         results.append(run(joint, s, q))
         for got, ref in zip(results[-1], want, strict=True):
-            assert (got.double() - ref).abs().max() <= 2e-6 * ref.abs().max(), pooled
-    assert not torch.equal(results[0][0], results[1][0])
+            assert (got.double() - ref).abs().max() <= 2e-6 * ref.abs().max(), (pooled, u_cells)
+    for a, b in itertools.combinations(results, 2):
+        assert not torch.equal(a[0], b[0])
 
 
 @pytest.mark.parametrize("rows", [7, 60, None])
@@ -421,14 +455,16 @@ def test_recompute_fusion_same_result_less_memory(mode: str) -> None:
     torch.testing.assert_close(outs["ckpt"][0], outs["plain"][0])
     for g, r in zip(outs["ckpt"][1], outs["plain"][1], strict=True):
         torch.testing.assert_close(g, r)
-    # without recomputation the fusion saves ~ 2C + 2 x 128 + ... channels per pixel; with it only S (+ Q)
-    assert outs["ckpt"][2] < 0.25 * outs["plain"][2]
+    # without recomputation the fusion saves ~ 2C + 2 x 128 + ... channels per pixel (soft; the hard fusion
+    # ~ C + 128: its U is per superpixel, 1414580 bytes measured); with it only S (+ Q)
+    assert outs["ckpt"][2] < (0.25 if mode == "soft" else 0.27) * outs["plain"][2]
     if mode == "hard":
-        # S, the assignment's indices and the sign bits of the last hidden layer (measured 371860 bytes: S
-        # 170520, the signs 32480, 1 bit per unit of the 128-wide layer): U, as large as S, is not kept but
-        # rebuilt from S in backward
+        # S, the assignment's indices, the sign bits of the last hidden layer and U per superpixel (measured
+        # 375220 bytes: S 170520, the signs 32480, 1 bit per unit of the 128-wide layer, U 3360, the means of
+        # S on the 4 x 5 cells): a per-pixel U, as large as S, is never made
         signs = s.shape[0] * H * W * 128 // 8
-        assert outs["ckpt"][2] < 2 * s.numel() * s.element_size() + signs
+        u_cells = s.shape[0] * -(-H // CS) * -(-W // CS) * 21 * s.element_size()
+        assert outs["ckpt"][2] < 2 * s.numel() * s.element_size() + signs + u_cells
 
 
 @pytest.mark.parametrize("channels_last", [True, "spixelfcn"])

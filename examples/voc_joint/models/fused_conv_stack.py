@@ -19,7 +19,11 @@ forward and one ``convolution_backward`` (input, weight and bias gradients at on
   superpixel means of the last hidden layer (the mean of an affine map is the map of the mean), so its
   per-pixel products, forward and backward, are replaced by one ``index_add_`` of the last hidden layer per
   chunk and one ``index_select`` of its gradient; that layer is needed in backward only through its sign,
-  kept as packed bits (1/32 of the float32 layer) instead of being recomputed.
+  kept as packed bits (1/32 of the float32 layer) instead of being recomputed;
+* ``U`` given per superpixel (``[B, N_s, C]``, with ``pool``: the joint model's hard ``U`` is constant on
+  every superpixel): the first layer's ``U`` half and bias run once per superpixel, ``T = U W_U^T + b_1``,
+  and every pixel adds its superpixel's row of ``T`` to ``W_S S``; the chunks hold ``S`` only, no per-pixel
+  ``U`` is made or kept, and ``U``'s gradient is ``T``'s (one ``index_add_`` per chunk) times ``W_U``.
 
 Float32 on the CPU only (:func:`conv_products_available`); the values equal the matrix-product form's up to
 float rounding (other kernels, other summation orders), checked by ``tests/examples/test_fused_stack.py``.
@@ -73,12 +77,14 @@ def _row_chunks(batch: int, height: int, rows: int) -> Iterator[tuple[int, slice
             yield b, slice(h0, min(h0 + rows, height))
 
 
-def _inputs(buf: Tensor, s: Tensor, u: Tensor, b: int, rows: slice) -> Tensor:
-    """``[S, U]`` of one chunk, copied into the channels-last buffer ``buf`` (1, 2C, rows, W)."""
+def _inputs(buf: Tensor, s: Tensor, u: Tensor | None, b: int, rows: slice) -> Tensor:
+    """``[S, U]`` of one chunk (``S`` alone when ``u`` is ``None``: ``U`` per superpixel), copied into the
+    channels-last buffer ``buf`` (1, 2C or C, rows, W)."""
     c = s.shape[1]
     x = buf[:, :, : rows.stop - rows.start]
     x[:, :c].copy_(s[b : b + 1, :, rows])
-    x[:, c:].copy_(u[b : b + 1, :, rows])
+    if u is not None:
+        x[:, c:].copy_(u[b : b + 1, :, rows])
     return x
 
 
@@ -88,14 +94,54 @@ def _rows_view(x: Tensor) -> Tensor:
 
 
 def _hidden(
-    x: Tensor, filters: Sequence[Tensor], biases: Sequence[Tensor | None], slope: float | None
+    x: Tensor,
+    filters: Sequence[Tensor],
+    biases: Sequence[Tensor | None],
+    slope: float | None,
+    first: Tensor | None = None,
 ) -> list[Tensor]:
-    """The hidden activations of one chunk: ``act(conv(x))`` through every layer but the last."""
+    """The hidden activations of one chunk: ``act(conv(x))`` through every layer but the last; ``first``
+    (``(rows W, h_1)``, the chunk's rows of ``T``) is added to the first layer's output before its activation
+    (the first filter and bias then cover ``S`` only: ``W_S`` and no bias)."""
     hs = []
     for w, b in zip(filters[:-1], biases[:-1], strict=True):
-        x = act_(F.conv2d(x, w, b), slope)
+        z = F.conv2d(x, w, b)
+        if first is not None:
+            _rows_view(z).add_(first)
+            first = None
+        x = act_(z, slope)
         hs.append(x)
     return hs
+
+
+def _layers(
+    ws: Sequence[Tensor], bs: Sequence[Tensor | None], u: Tensor | None, table: bool = True
+) -> tuple[list[Tensor], list[Tensor | None], Tensor | None]:
+    """``(filters, conv_biases, T)``: the 1x1 filters and the biases their convolutions add; with ``U`` per
+    superpixel (``u`` ``[B, N_s, C]``) the first filter covers ``S`` only, and ``T = U W_U^T + b_1``
+    (``[B, N_s, h_1]``) takes ``U``'s half and the first bias (``None`` without ``table``: not needed)."""
+    filters = [w[:, :, None, None] for w in ws]
+    if u is None or u.dim() != 3:
+        return filters, list(bs), None
+    w1 = ws[0]
+    c = w1.shape[1] // 2
+    filters[0] = w1[:, :c].contiguous()[:, :, None, None]
+    if not table:
+        return filters, [None, *bs[1:]], None
+    t = torch.matmul(u, w1[:, c:].t())
+    if bs[0] is not None:
+        t.add_(bs[0])
+    return filters, [None, *bs[1:]], t
+
+
+def _table_rows(table: Tensor, ids: Tensor, b: int, rows: slice, width: int, out: Tensor) -> Tensor:
+    """The rows of ``T`` (``[B, N_s, h_1]``) of the pixels of one chunk, ``(rows W, h_1)``, into ``out`` (a
+    buffer reused by every chunk), or a new tensor under the compiler or where ``T`` requires grad (an
+    ``out=`` is refused where autograd records, as when ``torch.export`` traces the Function)."""
+    chunk_ids = ids[b, rows.start * width : rows.stop * width]
+    if table.requires_grad or torch.compiler.is_compiling():
+        return table[b].index_select(0, chunk_ids)
+    return torch.index_select(table[b], 0, chunk_ids, out=out[: chunk_ids.numel()])
 
 
 class _FusedConvStack(torch.autograd.Function):
@@ -116,10 +162,11 @@ class _FusedConvStack(torch.autograd.Function):
     ) -> Tensor:
         ws = [w for w in params[0::2] if w is not None]
         bs = list(params[1::2])
-        filters = [w[:, :, None, None] for w in ws]
+        filters, conv_bs, table = _layers(ws, bs, u)
         batch, c, height, width = s.shape
         chunk_rows = min(rows, height)
-        buf = _cl_buffer(s, 2 * c, chunk_rows, width)
+        buf = _cl_buffer(s, c if table is not None else 2 * c, chunk_rows, width)
+        t_rows = s.new_empty(0 if table is None else chunk_rows * width, ws[0].shape[0])
         hidden: list[Tensor] = []
         if pool_ids is not None:
             assert pool_inv is not None
@@ -135,7 +182,13 @@ class _FusedConvStack(torch.autograd.Function):
         else:
             out = s.new_empty(batch, ws[-1].shape[0], height, width)
         for i, (b, r) in enumerate(_row_chunks(batch, height, rows)):
-            hs = _hidden(_inputs(buf, s, u, b, r), filters, bs, slope)
+            first = None
+            if table is not None:  # (U per superpixel comes with pool)
+                assert pool_ids is not None
+                first = _table_rows(table, pool_ids, b, r, width, t_rows)
+            hs = _hidden(
+                _inputs(buf, s, None if table is not None else u, b, r), filters, conv_bs, slope, first
+            )
             if pool_ids is not None:
                 last = _rows_view(hs.pop())
                 sums[b].index_add_(0, pool_ids[b, r.start * width : r.stop * width], last)
@@ -153,7 +206,8 @@ class _FusedConvStack(torch.autograd.Function):
             if bs[-1] is not None:  # an empty superpixel pools to 0, as in SuperpixelAssignment.encode
                 out.add_(bs[-1]).masked_fill_(pool_inv.unsqueeze(2) == 0, 0.0)
             extra = [means, signs if keep_sign else None, pool_ids, pool_inv]
-        keep_u = u if u_of is None else None  # with u_of (recompute only), U is rebuilt from S in backward
+        # with u_of (recompute only), U is rebuilt from S in backward; U per superpixel is always kept (small)
+        keep_u = u if u_of is None or table is not None else None
         ctx.save_for_backward(s, keep_u, *ws, *[b for b in bs if b is not None], *hidden, *extra)
         ctx.layout = (
             slope,
@@ -176,10 +230,21 @@ class _FusedConvStack(torch.autograd.Function):
         if u is None:
             with torch.no_grad():
                 u = u_of(s)
-        filters = [w[:, :, None, None] for w in ws]
         needs = ctx.needs_input_grad  # inputs: s, u, 8 options, then (weight, bias) per layer
         need_w, need_b, lowest = gradients_asked(needs, 10, num_layers)
         need_x = needs[0] or needs[1]
+        top = num_layers - 2 if pooled else num_layers - 1  # the highest layer run backward chunk by chunk
+        # U per superpixel (u [B, N_s, C]): the first convolution's input is S alone, and T is needed only to
+        # recompute the first layer below the top one; the first layer's U half and bias take their gradients
+        # from T's, whose rows add up the pixels' gradients of the first layer's output
+        u_cells = u.dim() == 3
+        filters, conv_bs, table = _layers(ws, bs, u, table=recompute and top > 0)
+        g_table = (
+            s.new_zeros(u.shape[0], u.shape[1], ws[0].shape[0])
+            if u_cells and lowest == 0 and (needs[1] or need_w[0] or need_b[0])
+            else None
+        )
+        conv_need_x = needs[0] if u_cells else need_x
         gws = [w.new_zeros(w.shape) if need else None for w, need in zip(ws, need_w, strict=True)]
         gbs = [
             b.new_zeros(b.shape) if b is not None and need else None
@@ -189,12 +254,11 @@ class _FusedConvStack(torch.autograd.Function):
         gu = u.new_empty(u.shape) if needs[1] else None
         batch, c, height, width = s.shape
         chunk_rows = min(rows, height)
-        buf = _cl_buffer(s, 2 * c, chunk_rows, width)
-        top = num_layers - 1  # the highest layer whose convolution runs backward chunk by chunk
+        buf = _cl_buffer(s, c if u_cells else 2 * c, chunk_rows, width)
+        t_rows = s.new_empty(0 if table is None else chunk_rows * width, ws[0].shape[0])
         if pooled:
             # the last layer on the superpixel means: its gradients at once, then the gradient of each pixel's
             # last hidden activation is its superpixel's, divided by the pixel count
-            top -= 1
             last = num_layers - 1
             if has_bias[last]:  # the output of an empty superpixel is 0 whatever the parameters
                 grad = grad.masked_fill(pool_inv.unsqueeze(2) == 0, 0.0)
@@ -212,9 +276,10 @@ class _FusedConvStack(torch.autograd.Function):
         # (no chunk to run when only the last layer, on the superpixel means, wanted a gradient)
         chunks = _row_chunks(batch, height, rows) if top >= lowest else iter(())
         for i, (b, r) in enumerate(chunks):
-            x = _inputs(buf, s, u, b, r)
+            x = _inputs(buf, s, None if u_cells else u, b, r)
+            first = None if table is None else _table_rows(table, pool_ids, b, r, width, t_rows)
             hs = (
-                _hidden(x, filters[: top + 1], bs[: top + 1], slope)
+                _hidden(x, filters[: top + 1], conv_bs[: top + 1], slope, first)
                 if recompute
                 else hidden[i * per_chunk : (i + 1) * per_chunk]
             )
@@ -231,31 +296,45 @@ class _FusedConvStack(torch.autograd.Function):
             else:
                 g.copy_(grad[b : b + 1, :, r])  # the gradient of the last layer's output, in channels_last
             for layer in range(top, lowest - 1, -1):
-                want_input = layer > lowest or need_x
+                want_input = layer > lowest or conv_need_x
+                bias_here = conv_bs[layer] is not None  # (T holds the first bias with U per superpixel)
+                if layer == 0 and g_table is not None:
+                    g_table[b].index_add_(0, pool_ids[b, r.start * width : r.stop * width], _rows_view(g))
+                if not (want_input or need_w[layer] or (need_b[layer] and bias_here)):
+                    continue  # (the first layer with U per superpixel: only T wanted a gradient)
                 gi, gw, gb = torch.ops.aten.convolution_backward(
                     g,
                     layer_inputs[layer],
                     filters[layer],
-                    [ws[layer].shape[0]] if has_bias[layer] else None,
+                    [ws[layer].shape[0]] if bias_here else None,
                     [1, 1],
                     [0, 0],
                     [1, 1],
                     False,
                     [0, 0],
                     1,
-                    [want_input, need_w[layer], need_b[layer] and has_bias[layer]],
+                    [want_input, need_w[layer], need_b[layer] and bias_here],
                 )
-                if gws[layer] is not None:
-                    gws[layer] += gw.reshape(ws[layer].shape)
-                if gbs[layer] is not None:
+                total = gws[layer]
+                if total is not None:
+                    gw = gw.reshape(filters[layer].shape[:2])
+                    (total[:, :c] if layer == 0 and u_cells else total).add_(gw)
+                if gbs[layer] is not None and bias_here:
                     gbs[layer] += gb
                 if layer > lowest:
                     g = act_backward_(gi, hs[layer - 1], slope)
-                elif layer == 0 and need_x:
+                elif layer == 0 and conv_need_x:
                     if gs is not None:
                         gs[b : b + 1, :, r].copy_(gi[:, :c])
-                    if gu is not None:
+                    if gu is not None and not u_cells:
                         gu[b : b + 1, :, r].copy_(gi[:, c:])
+        if g_table is not None:  # T = U W_U^T + b_1
+            if gws[0] is not None:
+                gws[0][:, c:] += torch.mm(g_table.flatten(0, 1).t(), u.flatten(0, 1))
+            if gbs[0] is not None:
+                gbs[0] += g_table.sum((0, 1))
+            if gu is not None:
+                torch.matmul(g_table, ws[0][:, c:], out=gu)
         params: list[Tensor | None] = []
         for gw, gb in zip(gws, gbs, strict=True):
             params += [gw, gb]
@@ -282,13 +361,15 @@ def fused_conv_stack(
 
     Args:
         s (Tensor[B, C, H, W]): ``S``, float32, any memory format.
-        u (Tensor[B, C, H, W]): ``U``, the same shape.
+        u (Tensor[B, C, H, W] | Tensor[B, N_s, C]): ``U``, the same shape, or its value on every superpixel
+            of ``pool`` (``U`` constant on each): the first layer's ``U`` half then runs per superpixel.
         weights: the layers' weights ``(out, in)``, float32; the first over ``[S, U]``.
         biases: the layers' biases ``(out,)`` or ``None``, one per weight.
         slope: ``None`` (no activation), ``0.0`` (ReLU) or the LeakyReLU slope.
         chunk: about this many pixels per chunk (``None``: one chunk per image).
         recompute: save only ``S`` and ``U`` and recompute the hidden activations in backward.
-        u_of: with ``recompute``, the map that rebuilds ``U`` from ``S`` in backward.
+        u_of: with ``recompute``, the map that rebuilds a per-pixel ``U`` from ``S`` in backward (``U`` per
+            superpixel is kept: it is small).
         pool: ``(ids, inv)``: superpixel ids ``[B, H W]`` (long, in ``[0, N_s)``) and ``1 / count`` per
             superpixel ``[B, N_s]`` (0 for an empty one, the parameters' dtype): return the stack's output
             averaged over every superpixel instead.
@@ -296,6 +377,8 @@ def fused_conv_stack(
     Returns:
         Tensor[B, C_out, H, W], contiguous (NCHW); with ``pool``, Tensor[B, N_s, C_out].
     """
+    if u.dim() == 3 and pool is None:
+        raise ValueError(f"u per superpixel [B, N_s, C] needs pool (the pixels' ids), got u {tuple(u.shape)}")
     height, width = s.shape[-2:]
     rows = height if chunk is None else max(1, min(height, chunk // max(width, 1)))
     params: list[Tensor | None] = []

@@ -18,6 +18,9 @@ its backward allocates a gradient per node; this Function does the same arithmet
 * ``pool=(ids, inv)`` returns the stack's output averaged over every superpixel (the joint model's hard
   uniformization folded in): the conv form below runs the last layer on the superpixel means of the last
   hidden layer; this form computes the per-pixel output and averages it.
+* ``u`` may be given per superpixel (``[B, N_s, C]``, with ``pool``; a ``U`` constant on every superpixel):
+  the conv form runs the first layer's ``U`` half and bias once per superpixel; this form broadcasts ``U``
+  to the pixels.
 
 With float32 parameters on the CPU, :func:`fused_stack` hands the same work to
 :func:`~examples.voc_joint.models.fused_conv_stack.fused_conv_stack`, which runs every product as a oneDNN 1x1
@@ -222,18 +225,23 @@ def fused_stack(
 
     Args:
         s (Tensor[B, C, H, W]): ``S``, NCHW or channels-last.
-        u (Tensor[B, C, H, W]): ``U``, the same shape.
+        u (Tensor[B, C, H, W] | Tensor[B, N_s, C]): ``U``, the same shape, or, with ``pool``, its value on
+            every superpixel (a ``U`` constant on each, such as the hard uniformization of ``S``:
+            ``SuperpixelAssignment.encode(s)``): the ``"conv"`` form then runs the first layer's ``U`` half
+            and bias once per superpixel and adds its superpixel's row to every pixel (no per-pixel ``U`` made
+            or kept); the ``"mm"`` form broadcasts ``U`` to the pixels.
         weights: the layers' weights ``(out, in)`` (1x1 convolution weights flattened); the first is
             ``(h_1, 2C)``, over ``[S, U]``.
         biases: the layers' biases ``(out,)`` or ``None``, one per weight.
         slope: the activation between layers: ``None`` (none), ``0.0`` (ReLU) or the LeakyReLU slope (> 0).
         chunk: most pixels per chunk (``None``: one chunk per image).
         recompute: save only ``S`` and ``U`` for backward and recompute the hidden activations chunk by chunk.
-        u_of: with ``recompute``, the map that made ``U`` from ``S`` (e.g. the hard uniformization): ``U`` is
-            not kept either but rebuilt in backward as ``u_of(s)``. It must reproduce ``U`` exactly from ``S``
-            in the parameters' dtype (deterministically: a scatter that adds in another order on CUDA changes
-            the last bits of the gradients); it is not checked. ``U``'s gradient still flows through ``u``'s
-            own graph. Ignored without ``recompute``.
+        u_of: with ``recompute``, the map that made a per-pixel ``U`` from ``S`` (e.g. the hard
+            uniformization): ``U`` is not kept either but rebuilt in backward as ``u_of(s)``. It must
+            reproduce ``U`` exactly from ``S`` in the parameters' dtype (deterministically: a scatter that
+            adds in another order on CUDA changes the last bits of the gradients); it is not checked. ``U``'s
+            gradient still flows through ``u``'s own graph. Ignored without ``recompute`` (and for a ``U``
+            per superpixel, which is kept: it is small).
         products: how the layers' products run: ``"mm"`` matrix products (PyTorch's BLAS: MKL on the CPU,
             cuBLAS on CUDA), ``"conv"`` oneDNN 1x1 convolutions over channels-last chunks of whole image rows
             (:func:`~examples.voc_joint.models.fused_conv_stack.fused_conv_stack`; float32 on the CPU only),
@@ -250,7 +258,8 @@ def fused_stack(
         Tensor[B, C_out, H, W], contiguous (NCHW); with ``pool``, Tensor[B, N_s, C_out].
 
     Raises:
-        ValueError: ``s`` and ``u`` of different shapes, layer shapes that do not chain from ``2C``, a bias
+        ValueError: ``s`` and ``u`` of different shapes (``u`` per superpixel: not ``[B, N_s, C]`` of
+            ``pool``, or without ``pool``), layer shapes that do not chain from ``2C``, a bias
             of the wrong shape, a negative slope, an unknown ``products``, ``products="conv"`` where it
             cannot run (not float32 on the CPU, or oneDNN missing or disabled).
 
@@ -263,7 +272,8 @@ def fused_stack(
             f"need at least 2 layers and one bias (or None) per weight, got {len(weights)} weights and "
             f"{len(biases)} biases"
         )
-    if s.dim() != 4 or u.shape != s.shape:
+    per_superpixel = u.dim() == 3
+    if s.dim() != 4 or (u.shape != s.shape and not per_superpixel):
         raise ValueError(
             f"s and u must have the same shape [B, C, H, W], got {tuple(s.shape)} and {tuple(u.shape)}"
         )
@@ -298,6 +308,16 @@ def fused_stack(
                 f"pool must be (ids [B, H*W] = [{batch}, {pixels}], inv [B, N_s] = [{batch}, N_s]), got "
                 f"{tuple(ids.shape)} and {tuple(inv.shape)}"
             )
+    if per_superpixel and pool is None:
+        raise ValueError(
+            f"u of shape {tuple(u.shape)} is read as U per superpixel [B, N_s, C], which needs pool (the "
+            "pixels' superpixel ids), got pool=None"
+        )
+    if per_superpixel and u.shape != (batch, pool[1].shape[1], c):  # type: ignore[index]  # pool is set
+        raise ValueError(
+            f"u per superpixel must have shape [B, N_s, C] = [{batch}, {pool[1].shape[1]}, {c}] (N_s of "  # type: ignore[index]
+            f"pool), got {tuple(u.shape)}"
+        )
     if conv and products != "mm":
         with _no_autocast(s.device):
             return fused_conv_stack(
@@ -311,6 +331,9 @@ def fused_stack(
                 u_of=u_of,
                 pool=pool,
             )
+    if per_superpixel:  # every pixel gets its superpixel's U: [B, C, H W], column-major images
+        assert pool is not None
+        u = torch.gather(u, 1, pool[0].unsqueeze(2).expand(batch, pixels, c)).transpose(1, 2)
     params: list[Tensor | None] = []
     for w, b in zip(weights, biases, strict=True):
         params += [w, b]

@@ -37,7 +37,9 @@ validation (the grid ids are in range by construction), so ``refine`` has no hos
 In ``"hard"`` mode on the CPU (float32) the final uniformization is folded into the stack: ``uniformize(F)``
 is the last layer applied to every superpixel's mean of the last hidden layer, decoded to the pixels, so
 the last layer runs once per superpixel instead of once per pixel (``FusionStack.forward``'s
-``uniformize``). Options: ``channels_last`` (both networks and their inputs, or ``"spixelfcn"``: the
+``uniformize``), and ``U`` is never made per pixel: the first layer's ``U`` half and bias run on the
+superpixel means of ``S``, and every pixel adds its superpixel's result (``FusionStack.forward`` with
+``u=None``). Options: ``channels_last`` (both networks and their inputs, or ``"spixelfcn"``: the
 superpixel network only), ``recompute_fusion`` (on by default: the stack keeps only ``S`` for backward and
 recomputes its activations and ``U`` there, chunk by chunk) and ``compile_refine`` (``torch.compile`` of
 everything after the two networks).
@@ -253,7 +255,7 @@ class FusionStack(nn.Module):
     def forward(
         self,
         s: Tensor,
-        u: Tensor,
+        u: Tensor | None,
         *,
         recompute: bool = False,
         u_of: Callable[[Tensor], Tensor] | None = None,
@@ -263,12 +265,16 @@ class FusionStack(nn.Module):
 
         Args:
             s: ``S`` (B, C, H, W).
-            u: ``U`` (B, C, H, W).
+            u: ``U`` (B, C, H, W), or ``None`` with ``uniformize``: ``U`` is ``S`` uniformized over those
+                superpixels (the hard mode's ``U``). Where the stack folds the uniformization (below), ``U``
+                is then never made per pixel: the first layer's ``U`` half and bias run on the superpixel
+                means of ``S``, and every pixel adds its superpixel's result.
             recompute: keep only ``S`` and ``U`` for backward and recompute the hidden activations there,
                 chunk by chunk (:func:`~examples.voc_joint.models.fused_stack.fused_stack`; without autograd
                 nothing is kept either way).
             u_of: with ``recompute``, the map that made ``U`` from ``S``: ``U`` is then not kept either but
-                rebuilt from ``S`` in backward (its gradient still flows through ``u``); ignored otherwise.
+                rebuilt from ``S`` in backward (its gradient still flows through ``u``); ignored otherwise
+                (with ``u=None``, the assignment's uniformization where a per-pixel ``U`` is made).
             uniformize: ``(ids, assignment)``, hard superpixel ids ``(B, H, W)`` and their
                 :class:`~sparse_ops.SuperpixelAssignment`: return ``F`` uniformized over them. The mean of an
                 affine map is the map of the mean, so the fused form on the CPU runs the last layer on every
@@ -279,15 +285,27 @@ class FusionStack(nn.Module):
 
         Returns:
             ``F`` (B, C, H, W), contiguous in the fused form; with ``uniformize``, ``F`` uniformized.
+
+        Raises:
+            ValueError: ``recompute`` without the fused implementation; ``u=None`` without ``uniformize``.
         """
         if recompute and self._impl != "fused":
             raise ValueError(f"recompute needs the fused implementation, got _impl={self._impl!r}")
+        if u is None and uniformize is None:
+            raise ValueError(
+                "u=None means U is S uniformized over the superpixels of uniformize: pass "
+                "uniformize=(ids, assignment), got None"
+            )
         out: Tensor
         c = self.num_classes
+        folded = uniformize is not None and self.folds_uniformization(s.device)
+        if u is None and not folded:  # U per pixel, rebuilt from S in backward when recomputing
+            assert uniformize is not None
+            u, u_of = uniformize[1].uniformize(s), uniformize[1].uniformize
         if self._impl == "fused":  # forward and backward in one Function, chunk by chunk (fused_stack)
             convs = self.convs
-            folded = uniformize is not None and self.folds_uniformization(s.device)
             pool = None
+            u_in = u
             if folded:
                 assert uniformize is not None
                 ids, enc = uniformize
@@ -296,9 +314,12 @@ class FusionStack(nn.Module):
                     ids.reshape(ids.shape[0], -1).long(),
                     torch.where(counts > 0, counts.reciprocal(), 0.0),
                 )
+                if u is None:  # U per superpixel: the means of S
+                    u_in = enc.encode(s)
+            assert u_in is not None
             out = fused_stack(
                 s,
-                u,
+                u_in,
                 [m.weight.flatten(1) for m in convs],
                 [m.bias for m in convs],
                 self._slope,
@@ -311,10 +332,14 @@ class FusionStack(nn.Module):
             if folded:  # out: the superpixel means of the stack's output
                 assert uniformize is not None
                 enc = uniformize[1]
-                return enc.decode(out + enc.encode(u) if self.init == "zero_residual" else out)
+                if self.init == "zero_residual":
+                    out = out + (u_in if u is None else enc.encode(u))
+                return enc.decode(out)
         elif self._impl == "concat":  # the plain form: one 1x1 conv stack on torch.cat([S, U])
+            assert u is not None  # (made above: only the fused form folds)
             out = self.layers(torch.cat([s, u], dim=1))
         elif self._impl == "split":  # W [S; U] = W_S S + W_U U, 1x1 convolutions
+            assert u is not None  # (made above: only the fused form folds)
             layers = list(self.layers)
             first = layers[0]
             assert isinstance(first, nn.Conv2d)
@@ -324,6 +349,7 @@ class FusionStack(nn.Module):
                 z = m(z)
             out = z
         else:  # the same on NHWC rows: (B*H*W, C) matrix products, in-place bias/accumulate/activations
+            assert u is not None  # (made above: only the fused form folds)
             b, _, h, w_ = s.shape
             rows_s = s.permute(0, 2, 3, 1).reshape(b * h * w_, c)  # a view when s is channels-last
             rows_u = u.permute(0, 2, 3, 1).reshape(b * h * w_, c)
@@ -336,6 +362,7 @@ class FusionStack(nn.Module):
             parts = [self._rows(chunk_s, chunk_u) for chunk_s, chunk_u in chunks]
             z = parts[0] if len(parts) == 1 else torch.cat(parts)
             out = z.view(b, h, w_, c).permute(0, 3, 1, 2)
+        assert u is not None
         out = out + u if self.init == "zero_residual" else out
         return out if uniformize is None else uniformize[1].uniformize(out)
 
@@ -443,6 +470,9 @@ class JointModel(nn.Module):
     """
 
     _validate: bool = False  # benchmark knob (bench_joint.py --levers): validate the ids every step (syncs)
+    #: benchmark knob (bench_joint.py --levers): the hard fusion makes U itself, per superpixel where it folds
+    #: the uniformization (``False``: U per pixel, made here and rebuilt from S in backward)
+    _u_cells: bool = True
 
     def __init__(
         self,
@@ -541,11 +571,13 @@ class JointModel(nn.Module):
 
     def _mix(self, s: Tensor, q: Tensor, enc: so.SuperpixelAssignment | None, ids: Tensor) -> Tensor:
         """``U`` and the fusion ``F([S, U])`` (``U`` alone without a fusion stack); in ``"hard"`` mode the
-        fusion returns ``F`` uniformized already."""
-        u = self._uniformized(s, q, enc)
+        fusion makes ``U`` itself (per superpixel where it can) and returns ``F`` uniformized already."""
         if self.fusion is None:
-            return u
-        return self.fusion(s, u, uniformize=None if enc is None or self.mode != "hard" else (ids, enc))
+            return self._uniformized(s, q, enc)
+        if self.mode == "hard":
+            assert enc is not None
+            return self.fusion(s, None if self._u_cells else enc.uniformize(s), uniformize=(ids, enc))
+        return self.fusion(s, self._uniformized(s, q, enc))
 
     def _refine(self, s: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
         ids = self.superpixels(q)
@@ -553,12 +585,11 @@ class JointModel(nn.Module):
         enc = None if self.mode == "none" else self.assignment(ids)
         if self.recompute_fusion and self.fusion is not None and torch.is_grad_enabled():
             if self.mode == "hard" and self.fusion._impl == "fused":
-                # the stack's Function recomputes its activations chunk by chunk, and U from S (the graph of
-                # the hard U keeps only the assignment)
+                # the stack's Function recomputes its activations chunk by chunk; the hard U is S's superpixel
+                # means, or, where a per-pixel U is made, rebuilt from S (its graph keeps only the assignment)
                 assert enc is not None
-                x = self.fusion(
-                    s, enc.uniformize(s), recompute=True, u_of=enc.uniformize, uniformize=(ids, enc)
-                )
+                u, u_of = (None, None) if self._u_cells else (enc.uniformize(s), enc.uniformize)
+                x = self.fusion(s, u, recompute=True, u_of=u_of, uniformize=(ids, enc))
             else:  # activation checkpointing of U and the stack (the soft U would keep S and Q blocks)
                 x = checkpoint(self._mix, s, q, enc, ids, use_reentrant=False, preserve_rng_state=False)
         else:
