@@ -586,10 +586,14 @@ def test_pooled_output_is_the_superpixel_mean_of_the_stack(
         torch.testing.assert_close(got, want)
 
 
-def test_pooled_gradcheck() -> None:
+@pytest.mark.parametrize("u_given", ["per_pixel", "per_superpixel"])
+def test_pooled_gradcheck(u_given: str) -> None:
     """float64 gradcheck of the conv form with ``pool``, with and without recomputation, LeakyReLU so that
-    the packed signs scale the negative side."""
-    s, u, ids, n_s = _pooled_case(torch.float64, seed=7)
+    the packed signs scale the negative side; ``U`` per pixel and per superpixel."""
+    if u_given == "per_pixel":
+        s, u, ids, n_s = _pooled_case(torch.float64, seed=7)
+    else:
+        s, u, _, ids, n_s = _per_cell_u(torch.float64, seed=13)
     ws, bs = _params([6, 4, 4, 2], [True, True, True], torch.float64, torch.device("cpu"))
     pool = _pool(ids, n_s, torch.float64)
     for recompute in (False, True):
@@ -728,21 +732,6 @@ def test_u_per_superpixel_is_u_broadcast_to_its_pixels(
     inputs = [s, u_cells, *ws, *[b for b in bs if b is not None]]
     for got, want in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad), strict=True):
         torch.testing.assert_close(got, want)
-
-
-def test_u_per_superpixel_gradcheck() -> None:
-    """float64 gradcheck of the conv form with ``U`` per superpixel, with and without recomputation."""
-    s, u_cells, _, ids, n_s = _per_cell_u(torch.float64, seed=13)
-    ws, bs = _params([6, 4, 4, 2], [True, True, True], torch.float64, torch.device("cpu"))
-    pool = _pool(ids, n_s, torch.float64)
-    for recompute in (False, True):
-
-        def fn(s: Tensor, u: Tensor, *p: Tensor, recompute: bool = recompute) -> Tensor:
-            return fcs.fused_conv_stack(
-                s, u, list(p[:3]), list(p[3:]), 0.1, chunk=12, recompute=recompute, pool=pool
-            )
-
-        assert torch.autograd.gradcheck(fn, (s, u_cells, *ws, *bs))
 
 
 @pytest.mark.parametrize("trained", ["u", "s", "first", "first_bias", "middle"])
