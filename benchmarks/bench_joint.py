@@ -429,10 +429,8 @@ def breakdown(
     def p_fusion() -> Callable[[], None]:
         s, u = leaf(s0), leaf(u0)
         kept = {"uniformize": pool} if folded else {}
-        if u_inside and model.recompute_fusion:  # as JointModel.refine does it
-            out = model.fusion(s, None, recompute=True, **kept)
-        elif u_inside:
-            out = model.fusion(s, None, **kept)
+        if u_inside:  # (a folding stack is the fused form) as JointModel.refine does it
+            out = model.fusion(s, None, recompute=model.recompute_fusion, **kept)
         elif model.recompute_fusion and model.fusion._impl == "fused":  # as JointModel.refine does it
             out = model.fusion(s, u, recompute=True, u_of=enc0.uniformize, **kept)
         elif model.recompute_fusion:

@@ -308,16 +308,18 @@ def fused_stack(
                 f"pool must be (ids [B, H*W] = [{batch}, {pixels}], inv [B, N_s] = [{batch}, N_s]), got "
                 f"{tuple(ids.shape)} and {tuple(inv.shape)}"
             )
-    if per_superpixel and pool is None:
-        raise ValueError(
-            f"u of shape {tuple(u.shape)} is read as U per superpixel [B, N_s, C], which needs pool (the "
-            "pixels' superpixel ids), got pool=None"
-        )
-    if per_superpixel and u.shape != (batch, pool[1].shape[1], c):  # type: ignore[index]  # pool is set
-        raise ValueError(
-            f"u per superpixel must have shape [B, N_s, C] = [{batch}, {pool[1].shape[1]}, {c}] (N_s of "  # type: ignore[index]
-            f"pool), got {tuple(u.shape)}"
-        )
+    if per_superpixel:
+        if pool is None:
+            raise ValueError(
+                f"u of shape {tuple(u.shape)} is read as U per superpixel [B, N_s, C], which needs pool (the "
+                "pixels' superpixel ids), got pool=None"
+            )
+        n_s = pool[1].shape[1]
+        if u.shape != (batch, n_s, c):
+            raise ValueError(
+                f"u per superpixel must have shape [B, N_s, C] = [{batch}, {n_s}, {c}] (N_s of pool), got "
+                f"{tuple(u.shape)}"
+            )
     if conv and products != "mm":
         with _no_autocast(s.device):
             return fused_conv_stack(
