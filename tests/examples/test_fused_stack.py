@@ -792,6 +792,27 @@ def test_u_per_superpixel_keeps_no_per_pixel_u() -> None:
         torch.testing.assert_close(got, want)
 
 
+def test_table_rows_buffer_is_allocated_only_where_it_is_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunk buffer for the rows of ``T`` is made only where :func:`_table_rows` writes into it: not
+    without ``T``, nor where ``T`` requires grad, nor under the compiler (it makes new tensors there); the
+    rows are the same either way."""
+    s = torch.zeros(2, 3, 4, 5)
+    table = torch.randn(2, 6, 7)
+    ids = torch.randint(0, 6, (2, 20))
+    assert fcs._table_buffer(s, None, 2, 5).numel() == 0
+    buf = fcs._table_buffer(s, table, 2, 5)
+    assert buf.shape == (10, 7)
+    want = table[1][ids[1, 5:15]]
+    got = fcs._table_rows(table, ids, 1, slice(1, 3), 5, buf)
+    assert got.data_ptr() == buf.data_ptr()
+    assert torch.equal(got, want)
+    assert fcs._table_buffer(s, table.clone().requires_grad_(), 2, 5).numel() == 0
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    empty = fcs._table_buffer(s, table, 2, 5)
+    assert empty.numel() == 0
+    assert torch.equal(fcs._table_rows(table, ids, 1, slice(1, 3), 5, empty), want)
+
+
 @needs_onednn
 @pytest.mark.parametrize("trained", ["u", "s", "first", "first_bias"])
 def test_u_per_superpixel_runs_the_first_convolution_only_for_s_or_its_weight(trained: str) -> None:

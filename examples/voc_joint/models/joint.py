@@ -576,8 +576,15 @@ class JointModel(nn.Module):
             return self._uniformized(s, q, enc)
         if self.mode == "hard":
             assert enc is not None
-            return self.fusion(s, None if self._u_cells else enc.uniformize(s), uniformize=(ids, enc))
+            return self.fusion(s, self._hard_u(s, enc)[0], uniformize=(ids, enc))
         return self.fusion(s, self._uniformized(s, q, enc))
+
+    def _hard_u(
+        self, s: Tensor, enc: so.SuperpixelAssignment
+    ) -> tuple[Tensor | None, Callable[[Tensor], Tensor] | None]:
+        """``(u, u_of)`` for the hard fusion: ``(None, None)`` where the stack makes ``U`` itself from ``S``
+        (the default), else the per-pixel ``U`` and the map that rebuilds it from ``S`` when recomputing."""
+        return (None, None) if self._u_cells else (enc.uniformize(s), enc.uniformize)
 
     def _refine(self, s: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
         ids = self.superpixels(q)
@@ -588,7 +595,7 @@ class JointModel(nn.Module):
                 # the stack's Function recomputes its activations chunk by chunk; the hard U is S's superpixel
                 # means, or, where a per-pixel U is made, rebuilt from S (its graph keeps only the assignment)
                 assert enc is not None
-                u, u_of = (None, None) if self._u_cells else (enc.uniformize(s), enc.uniformize)
+                u, u_of = self._hard_u(s, enc)
                 x = self.fusion(s, u, recompute=True, u_of=u_of, uniformize=(ids, enc))
             else:  # activation checkpointing of U and the stack (the soft U would keep S and Q blocks)
                 x = checkpoint(self._mix, s, q, enc, ids, use_reentrant=False, preserve_rng_state=False)
