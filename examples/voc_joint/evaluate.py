@@ -21,7 +21,7 @@ import pickle
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ from examples.voc_joint.data import (
     ensure_synthetic_voc,
     missing_file_hint,
 )
+from examples.voc_joint.engine import close_loader_iterator
 from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.metrics import (
     SegmentationMetrics,
@@ -143,12 +144,16 @@ def evaluate(
     was_training = model.training
     model.eval()
     start = time.perf_counter()
+    # the iterator is closed in the finally: one left to the garbage collector (kept by the traceback of a
+    # data error re-raised from a worker) stalled there 5 s or more, its queues finalized before it
+    batches = iter(loader)
     try:
-        bar: Any = loader
+        bar: Any = batches
         if progress:  # tqdm (the examples extra) only when a bar is wanted: progress=False runs without it
             from tqdm.auto import tqdm
 
-            bar = tqdm(loader, desc="evaluate", unit="batch", dynamic_ncols=True)
+            total = len(loader) if isinstance(loader, Sized) else None
+            bar = tqdm(batches, total=total, desc="evaluate", unit="batch", dynamic_ncols=True)
         for batch in bar:
             target = batch["target"].to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
@@ -193,6 +198,7 @@ def evaluate(
                 bar.set_postfix(mIoU=f"{100 * float(iou.mean()) if iou.numel() else 0.0:.1f}")
     finally:
         model.train(was_training)
+        close_loader_iterator(batches)
     seconds = time.perf_counter() - start
     joint = joint_m.compute()
     return {
