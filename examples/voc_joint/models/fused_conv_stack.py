@@ -176,23 +176,18 @@ def _(out: Tensor, signs: Tensor, chunk: int) -> None:
 
 def _table_buffer(s: Tensor, table: Tensor | None, chunk_rows: int, width: int) -> Tensor:
     """The buffer :func:`_table_rows` writes every chunk's rows of ``T`` into, ``(chunk_rows W, h_1)``; empty
-    where it makes new tensors instead (no ``T``, under the compiler, or where ``T`` requires grad)."""
-    if table is None or not _table_rows_in_place(table):
+    (new tensors instead) without ``T``, under the compiler, or where ``T`` requires grad (an ``out=`` is
+    refused where autograd records, as when ``torch.export`` traces the Function)."""
+    if table is None or table.requires_grad or torch.compiler.is_compiling():
         return s.new_empty(0, 0)
     return s.new_empty(chunk_rows * width, table.shape[-1])
-
-
-def _table_rows_in_place(table: Tensor) -> bool:
-    """Whether :func:`_table_rows` writes into its buffer: not under the compiler, nor where ``T`` requires
-    grad (an ``out=`` is refused where autograd records, as when ``torch.export`` traces the Function)."""
-    return not (table.requires_grad or torch.compiler.is_compiling())
 
 
 def _table_rows(table: Tensor, ids: Tensor, b: int, rows: slice, width: int, out: Tensor) -> Tensor:
     """The rows of ``T`` (``[B, N_s, h_1]``) of the pixels of one chunk, ``(rows W, h_1)``, into ``out`` (a
     buffer reused by every chunk, :func:`_table_buffer`), or a new tensor where that buffer is empty."""
     chunk_ids = ids[b, rows.start * width : rows.stop * width]
-    if not _table_rows_in_place(table):
+    if out.numel() == 0:
         return table[b].index_select(0, chunk_ids)
     return torch.index_select(table[b], 0, chunk_ids, out=out[: chunk_ids.numel()])
 
