@@ -111,7 +111,8 @@ def evaluate(
     Args:
         model (nn.Module): obeys the model contract; evaluated in eval mode (its mode is restored afterwards).
         loader (Iterable[dict]): batches with ``seg_input``, ``spixel_input`` (Tensor[B, 3, H, W]), ``target``
-            (LongTensor[B, H, W]), and optionally ``image`` and ``name`` (used by the panels).
+            (LongTensor[B, H, W]), and optionally ``image`` and ``name`` (used by the panels). A DataLoader's
+            worker processes are stopped when the evaluation ends, also when it ends by an error.
         device (torch.device | str): where the model runs.
         num_classes (int): C.
         boundary_widths (Sequence[int]): trimap widths (pixels on each side of a ground-truth edge).
