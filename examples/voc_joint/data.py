@@ -28,7 +28,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -322,8 +322,8 @@ def eval_transform(
     Args:
         crop_size (int | Sequence[int] | None): centre crop ``(H, W)`` (padding bottom/right with image 0 /
             label 255 first where the image is smaller), or None for the full image.
-        pad_to_multiple (int | None): additionally pad bottom/right to a multiple (label 255, so the padding
-            never counts in the metrics).
+        pad_to_multiple (int | None): additionally pad bottom/right to a multiple (label 255; the data set's
+            ``region`` marks the padding, so that no metric counts it).
     """
     steps: list[v2.Transform] = []
     if crop_size is not None:
@@ -654,9 +654,16 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
             decoding: a guard against decompression bombs); default PIL's 89478485.
         num_classes (int): labels must be in ``0..num_classes-1`` or 255 (default 21, VOC's classes).
 
+        with_region (bool): add ``region`` to every sample: the pixels of the image itself (False where the
+            transform padded it), so that the metrics can leave padding out (see
+            :class:`~examples.voc_joint.metrics.SegmentationMetrics`). It needs a
+            ``torchvision.transforms.v2`` transform (one that takes any number of inputs and moves every
+            ``Mask`` alike): a mask of ones goes through it with the sample, and padding fills masks with
+            anything but 1 (255 here, 0 in torchvision).
+
     A sample is a dict: ``image`` (Tensor[3, H, W] in [0, 1], for display), ``seg_input``
     (ImageNet-normalized), ``spixel_input`` (SpixelFCN-normalized), ``target`` (LongTensor[H, W] in
-    {0..num_classes-1, 255}) and ``name`` (str).
+    {0..num_classes-1, 255}), ``name`` (str) and, with ``with_region``, ``region`` (BoolTensor[H, W]).
 
     Raises:
         FileNotFoundError: missing folder or list file (the message names it and the expected layout), or a
@@ -666,6 +673,7 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
             than once, or an entry that leaves the data folders (``..``, absolute path); an unreadable image
             or mask, one above ``max_pixels``, a mask whose size differs from its image, or label values
             outside {0..num_classes-1, 255} (the message names the file and the values).
+        TypeError: ``with_region`` with a ``transform`` that is not a ``torchvision.transforms.v2`` transform.
     """
 
     def __init__(
@@ -679,9 +687,16 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         list_file: str | Path | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         num_classes: int = NUM_CLASSES,
+        with_region: bool = False,
     ) -> None:
+        if with_region and transform is not None and not isinstance(transform, v2.Transform):
+            raise TypeError(
+                "with_region needs a torchvision.transforms.v2 transform (it moves a mask of ones with the "
+                f"sample), got transform {type(transform).__name__}"
+            )
         self.root = _resolve_root(Path(root).expanduser())
         self.split, self.sbd, self.transform = split, bool(sbd), transform
+        self.with_region = bool(with_region)
         self.image_dir = self.root / "JPEGImages"
         default_mask = "SegmentationClassAug" if self.sbd else "SegmentationClass"
         self.mask_dir = self.root / (mask_dir if mask_dir is not None else default_mask)
@@ -793,16 +808,25 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         image_u8, target_long = self.load(index)
         image: Tensor = tv_tensors.Image(image_u8.float().div_(255.0))
         target: Tensor = tv_tensors.Mask(target_long.to(torch.uint8))
-        if self.transform is not None:
+        region: Tensor | None = None
+        if self.with_region:  # ones, moved (cropped, padded) with the sample: 1 where the image's pixels are
+            region = tv_tensors.Mask(torch.ones(target.shape, dtype=torch.uint8))
+            if self.transform is not None:  # a v2 transform (checked on construction): any number of inputs
+                moves = cast(Callable[..., tuple[Tensor, Tensor, Tensor]], self.transform)
+                image, target, region = moves(image, target, region)
+        elif self.transform is not None:
             image, target = self.transform(image, target)
         image = image.as_subclass(Tensor).contiguous()
-        return {
+        sample = {
             "image": image,
             "seg_input": normalize_seg(image),
             "spixel_input": normalize_spixel(image),
             "target": target.as_subclass(Tensor).long().contiguous(),
             "name": self.names[index],
         }
+        if region is not None:
+            sample["region"] = region.as_subclass(Tensor) == 1
+        return sample
 
     def __repr__(self) -> str:
         return (
@@ -831,7 +855,7 @@ def build_dataset(
         sbd (bool): SBD-augmented layout.
         crop_size (int | Sequence[int] | None): training crop, or eval centre crop; None at eval = full image.
         train (bool): training augmentation (:func:`train_transform`, needs ``crop_size``) instead of
-            :func:`eval_transform`.
+            :func:`eval_transform` (whose samples carry ``region``: the metrics leave its padding out).
         scale (tuple[float, float]): random scale range when training.
         pad_to_multiple (int | None): eval only: pad to a multiple (label 255).
         max_pixels (int): largest image accepted (see :class:`VOCSegmentation`).
@@ -847,7 +871,13 @@ def build_dataset(
     else:
         transform = eval_transform(crop_size, pad_to_multiple=pad_to_multiple)
     return VOCSegmentation(
-        root, split, sbd=sbd, transform=transform, max_pixels=max_pixels, num_classes=num_classes
+        root,
+        split,
+        sbd=sbd,
+        transform=transform,
+        max_pixels=max_pixels,
+        num_classes=num_classes,
+        with_region=not train,
     )
 
 

@@ -288,6 +288,7 @@ def transparency_check(
             batch["target"],
             out["superpixels"],
             num_classes=cast(int, with_ti.num_classes),
+            region=batch.get("region"),
         )
         max_diff = max(max_diff, float((out["logits"] - ref["logits"]).abs().max()))
         max_logit = max(max_logit, float(out["seg_logits"].abs().max()))

@@ -111,8 +111,9 @@ def evaluate(
     Args:
         model (nn.Module): obeys the model contract; evaluated in eval mode (its mode is restored afterwards).
         loader (Iterable[dict]): batches with ``seg_input``, ``spixel_input`` (Tensor[B, 3, H, W]), ``target``
-            (LongTensor[B, H, W]), and optionally ``image`` and ``name`` (used by the panels). A DataLoader's
-            worker processes are stopped when the evaluation ends, also when it ends by an error.
+            (LongTensor[B, H, W]), and optionally ``region`` (BoolTensor[B, H, W], the images' own pixels:
+            padding outside it counts in no metric), ``image`` and ``name`` (used by the panels). A
+            DataLoader's worker processes are stopped when the evaluation ends, also when it ends by an error.
         device (torch.device | str): where the model runs.
         num_classes (int): C.
         boundary_widths (Sequence[int]): trimap widths (pixels on each side of a ground-truth edge).
@@ -157,6 +158,7 @@ def evaluate(
             bar = tqdm(batches, total=total, desc="evaluate", unit="batch", dynamic_ncols=True)
         for batch in bar:
             target = batch["target"].to(device)
+            region = batch.get("region")  # the images' own pixels: padding counts in no metric
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
                 out = model(batch["seg_input"].to(device), batch["spixel_input"].to(device))
             if not isinstance(out, dict) or "logits" not in out:
@@ -169,12 +171,12 @@ def evaluate(
             superpixels = out.get("superpixels")
             if superpixels is not None:
                 superpixels = superpixels.reshape(target.shape).to(device)
-            joint_m.update(pred, target, superpixels)
+            joint_m.update(pred, target, superpixels, region)
             base_pred = None
             if out.get("seg_logits") is not None:
                 _check_logits("seg_logits", out["seg_logits"], target, num_classes)
                 base_pred = out["seg_logits"].argmax(1)
-                base_m.update(base_pred, target, superpixels)
+                base_m.update(base_pred, target, superpixels, region)
                 has_baseline = True
             if panels_dir is not None and len(panels) < max_panels:
                 images = batch.get("image")
@@ -269,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pad-to-multiple",
         type=int_range(1, SIDE_MAX),
         default=None,
-        help="pad full images bottom/right to a multiple (label 255: never scored, but the joint model's "
+        help="pad full images bottom/right to a multiple (never scored, but the joint model's "
         "superpixel means include it); not with --crop-size",
     )
     parser.add_argument(

@@ -22,6 +22,9 @@ ground truth ``target`` (LongTensor[B, H, W] in ``0..C-1`` or ``ignore_index``) 
   (``consistency``) and the share of pixels whose prediction equals their superpixel's majority prediction
   (``consistency_pixels``); both are 1 (100 %) for predictions uniformized on the same superpixels. All pixels
   count here, ignored ones included, because the property concerns the prediction alone.
+* **Padding**: pixels outside ``region`` (the images' own pixels; the evaluation data sets give it with every
+  sample) count in no metric, and the border of the region is no edge, like the image border: padding is
+  labelled ``ignore_index`` like a VOC void band, but a void band is a boundary, padding is not.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ __all__ = [
 ]
 
 
-def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> None:
+def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    """Check the two maps; return ``target`` as int64 (compared with ``ignore_index`` in a narrower dtype,
+    e.g. uint8, the label would wrap around: -1 would match 255)."""
     for name, t in (("pred", pred), ("target", target)):
         if not isinstance(t, Tensor) or t.dtype.is_floating_point or t.dtype == torch.bool:
             raise TypeError(
@@ -64,8 +69,9 @@ def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: in
         raise ValueError(
             f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
         )
+    target = target.long()
     if not pred.numel():
-        return
+        return target
     # the ranges of pred and of the valid target pixels in one pass each and one read on the host (no
     # gather of the valid pixels: a boolean index costs more than the whole check)
     valid = target != ignore_index
@@ -80,6 +86,23 @@ def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: in
         tv = target[valid]
         bad = torch.unique(tv[(tv < 0) | (tv >= num_classes)])[:10].tolist()
         raise ValueError(f"target values must lie in [0, {num_classes}) or be {ignore_index}, got {bad}")
+    return target
+
+
+def _check_region(region: Tensor | None, target: Tensor) -> Tensor | None:
+    """``region`` as a boolean map on ``target``'s device, checked against ``target``'s shape."""
+    if region is None:
+        return None
+    if not isinstance(region, Tensor) or region.dtype != torch.bool:
+        raise TypeError(
+            "region must be a boolean tensor [B, H, W], got "
+            f"{type(region).__name__} {getattr(region, 'dtype', '')}"
+        )
+    if region.shape != target.shape:
+        raise ValueError(
+            f"region must have the shape of target {tuple(target.shape)}, got {tuple(region.shape)}"
+        )
+    return region.to(target.device)
 
 
 def confusion_matrix(
@@ -110,7 +133,7 @@ def confusion_matrix(
         >>> confusion_matrix(p, t, num_classes=2).tolist()
         [[1, 1], [0, 1]]
     """
-    _check_maps(pred, target, num_classes, ignore_index)
+    target = _check_maps(pred, target, num_classes, ignore_index)
     valid = target != ignore_index
     if mask is not None:
         if mask.shape != target.shape:
@@ -154,17 +177,27 @@ def _nanmean(x: Tensor) -> float:
     return float(x.mean()) if x.numel() else float("nan")
 
 
-def label_edges(labels: Tensor) -> Tensor:
+def label_edges(labels: Tensor, region: Tensor | None = None) -> Tensor:
     """Pixels next to a label change, ``labels[p] != labels[q]`` for a 4-neighbour ``q`` (Bool[B, H, W]).
 
-    Both sides of a change are marked; the image border is not an edge. ``ignore_index`` counts as a label, so
-    a VOC void band yields edges on both of its sides.
+    Both sides of a change are marked; the image border is not an edge, nor is the border of ``region``
+    (Bool[B, H, W], the images' own pixels: padding is no image content). ``ignore_index`` counts as a label,
+    so a VOC void band yields edges on both of its sides.
+
+    Example:
+        >>> t = torch.tensor([[[0, 0, 1, 255]]])
+        >>> label_edges(t).int().tolist(), label_edges(t, t != 255).int().tolist()
+        ([[[0, 1, 1, 1]]], [[[0, 1, 1, 0]]])
     """
     if labels.dim() != 3:
         raise ValueError(f"labels must have shape [B, H, W], got {tuple(labels.shape)}")
+    region = _check_region(region, labels)
     edges = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
     dx = labels[:, :, 1:] != labels[:, :, :-1]
     dy = labels[:, 1:, :] != labels[:, :-1, :]
+    if region is not None:  # a change between two pixels of the image only
+        dx &= region[:, :, 1:] & region[:, :, :-1]
+        dy &= region[:, 1:, :] & region[:, :-1, :]
     edges[:, :, 1:] |= dx
     edges[:, :, :-1] |= dx
     edges[:, 1:, :] |= dy
@@ -204,7 +237,7 @@ def _dilate(mask: Tensor, radius: int) -> Tensor:
     return _window_any(_window_any(mask, radius, -1), radius, -2).contiguous()
 
 
-def boundary_band(target: Tensor, width: int) -> Tensor:
+def boundary_band(target: Tensor, width: int, region: Tensor | None = None) -> Tensor:
     r"""Trimap band of ``width`` pixels on each side of every label change of ``target``.
 
     The band is :math:`\{p : d_\infty(p, E) \le w - 1\}` with :math:`E` = :func:`label_edges` (pixels adjacent
@@ -215,13 +248,14 @@ def boundary_band(target: Tensor, width: int) -> Tensor:
     Args:
         target (LongTensor[B, H, W]): label map (``ignore_index`` included as a label).
         width (int): w >= 1.
+        region (BoolTensor[B, H, W] | None): the images' own pixels (see :func:`label_edges`); None: all.
 
     Returns:
         BoolTensor[B, H, W].
     """
     if int(width) < 1:
         raise ValueError(f"width must be >= 1, got {width}")
-    return _dilate(label_edges(target), int(width) - 1)
+    return _dilate(label_edges(target, region), int(width) - 1)
 
 
 def superpixel_scores(
@@ -231,21 +265,29 @@ def superpixel_scores(
     num_classes: int = NUM_CLASSES,
     ignore_index: int = IGNORE_INDEX,
     tolerance: int = 2,
+    region: Tensor | None = None,
 ) -> dict[str, float]:
     """Raw sums of the superpixel metrics of one batch (see :class:`SegmentationMetrics` for their pooling).
 
+    ``region`` (BoolTensor[B, H, W] | None): the images' own pixels; padding (False) is left out of every sum
+    and makes no edge (see :func:`label_edges`). None: every pixel is the image's.
+
     Raises:
-        ValueError: ``pred``, ``target`` or ``superpixels`` of different shapes, labels out of range (as
-            :func:`confusion_matrix`), negative superpixel ids or a negative ``tolerance``.
-        TypeError: maps that are not integer tensors.
+        ValueError: ``pred``, ``target``, ``superpixels`` or ``region`` of different shapes, labels out of
+            range (as :func:`confusion_matrix`), negative superpixel ids or a negative ``tolerance``.
+        TypeError: maps that are not integer tensors, a ``region`` that is not boolean.
 
     Returns a dict of sums: ``asa_hits``, ``asa_pixels``, ``br_hits``, ``br_edges``, ``pure_superpixels``,
     ``superpixels``, ``majority_pixels``, ``pixels``, ``images``.
     """
-    _check_maps(pred, target, num_classes, ignore_index)  # an out-of-range label would count in another bin
+    # an out-of-range label would count in another bin
+    target = _check_maps(pred, target, num_classes, ignore_index)
+    region = _check_region(region, target)
     if int(tolerance) < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    return _superpixel_sums(pred, target, superpixels, num_classes, ignore_index, int(tolerance))
+    return _superpixel_sums(
+        pred, target, superpixels, num_classes, ignore_index, int(tolerance), region=region
+    )
 
 
 def _superpixel_sums(
@@ -256,9 +298,11 @@ def _superpixel_sums(
     ignore_index: int,
     tolerance: int,
     target_edges: Tensor | None = None,
+    region: Tensor | None = None,
 ) -> dict[str, float]:
-    """:func:`superpixel_scores` of maps ``pred`` and ``target`` already checked (:func:`_check_maps`) and a
-    ``tolerance`` >= 0; ``target_edges``: :func:`label_edges` of ``target`` when already at hand."""
+    """:func:`superpixel_scores` of maps ``pred`` and ``target`` (int64) and ``region`` already checked
+    (:func:`_check_maps`, :func:`_check_region`) and a ``tolerance`` >= 0; ``target_edges``:
+    :func:`label_edges` of ``target`` and ``region`` when already at hand."""
     if superpixels.dim() == 4 and superpixels.shape[1] == 1:
         superpixels = superpixels[:, 0]
     if superpixels.shape != target.shape:
@@ -269,9 +313,12 @@ def _superpixel_sums(
         raise TypeError(f"superpixels must be an integer tensor, got {superpixels.dtype}")
     if superpixels.numel() and int(superpixels.min()) < 0:
         raise ValueError(f"superpixel ids must be >= 0, got min {int(superpixels.min())}")
-    edges = label_edges(target) if target_edges is None else target_edges
-    gt_edges = edges & (target != ignore_index)
-    sp_near = _dilate(label_edges(superpixels), tolerance)
+    edges = label_edges(target, region) if target_edges is None else target_edges
+    valid = target != ignore_index
+    if region is not None:
+        valid &= region
+    gt_edges = edges & valid
+    sp_near = _dilate(label_edges(superpixels, region), tolerance)
     local_ids, per_image = relabel_contiguous(superpixels)  # ids 0..K_b-1 per image
     sizes = per_image.tolist()
     # the counts stay on the device and are read on the host at once: two reads per batch, not six per image
@@ -280,26 +327,35 @@ def _superpixel_sums(
     counts = []
     for b, k in enumerate(sizes):
         inverse = local_ids[b].reshape(-1)
-        p, t = pred[b].reshape(-1).long(), target[b].reshape(-1).long()
-        hist_pred = torch.bincount(inverse * num_classes + p, minlength=k * num_classes).view(k, num_classes)
+        p, t, ok = pred[b].reshape(-1).long(), target[b].reshape(-1), valid[b].reshape(-1)
+        cells = inverse * num_classes
+        if region is not None:  # padding in one extra bin, dropped: superpixels of padding alone are empty
+            cells = torch.where(region[b].reshape(-1), cells, k * num_classes)
+        hist_pred = torch.bincount(cells + p, minlength=k * num_classes + num_classes)[: k * num_classes]
+        hist_pred = hist_pred.view(k, num_classes)
         size = hist_pred.sum(1)
         top = hist_pred.max(1).values
-        valid = t != ignore_index
         # ignored pixels in one extra bin, dropped (no gather of the valid pixels)
-        cells = torch.where(valid, inverse * num_classes + t, k * num_classes)
-        hist_gt = torch.bincount(cells, minlength=k * num_classes + 1)[: k * num_classes]
-        hits = hist_gt.view(k, num_classes).max(1).values.sum()
-        counts.append(torch.stack([hits, valid.sum(), (top == size).sum(), top.sum(), size.sum()]))
-    per_batch = torch.stack(counts).sum(0) if counts else torch.zeros(5, dtype=torch.long, device=pred.device)
+        hist_gt = torch.bincount(
+            torch.where(ok, inverse * num_classes + t, k * num_classes), minlength=k * num_classes + 1
+        )
+        hits = hist_gt[: k * num_classes].view(k, num_classes).max(1).values.sum()
+        nonempty = size > 0
+        counts.append(
+            torch.stack(
+                [hits, ok.sum(), (nonempty & (top == size)).sum(), top.sum(), size.sum(), nonempty.sum()]
+            )
+        )
+    per_batch = torch.stack(counts).sum(0) if counts else torch.zeros(6, dtype=torch.long, device=pred.device)
     totals = torch.cat([torch.stack(boundary), per_batch]).tolist()
-    br_hits, br_edges, asa_hits, asa_pixels, pure, majority, pixels = map(float, totals)
+    br_hits, br_edges, asa_hits, asa_pixels, pure, majority, pixels, superpixel_count = map(float, totals)
     return {
         "asa_hits": asa_hits,
         "asa_pixels": asa_pixels,
         "br_hits": br_hits,
         "br_edges": br_edges,
         "pure_superpixels": pure,
-        "superpixels": float(sum(sizes)),
+        "superpixels": superpixel_count,
         "majority_pixels": majority,
         "pixels": pixels,
         "images": float(len(sizes)),
@@ -357,22 +413,31 @@ class SegmentationMetrics:
         self.num_images = 0
 
     @torch.no_grad()
-    def update(self, pred: Tensor, target: Tensor, superpixels: Tensor | None = None) -> None:
+    def update(
+        self, pred: Tensor, target: Tensor, superpixels: Tensor | None = None, region: Tensor | None = None
+    ) -> None:
         """Add a batch.
 
         Args:
             pred (LongTensor[B, H, W]): predicted classes.
             target (LongTensor[B, H, W]): ground truth (``ignore_index`` skipped).
             superpixels (LongTensor[B, H, W] | None): superpixel ids of the same images.
+            region (BoolTensor[B, H, W] | None): the images' own pixels: padding (False) counts in no metric
+                and makes no edge (its border is the image border), also where its label is
+                ``ignore_index`` like a VOC void band. None: every pixel is the image's.
         """
         if pred.dim() == 2:
             pred, target = pred[None], target[None]
             superpixels = None if superpixels is None else superpixels.reshape(1, *superpixels.shape[-2:])
+            region = None if region is None else region.reshape(1, *region.shape[-2:])
         # the maps are checked, and the cells, valid pixels and label edges found, once for every accumulator
-        _check_maps(pred, target, self.num_classes, self.ignore_index)
+        target = _check_maps(pred, target, self.num_classes, self.ignore_index)
+        region = _check_region(region, target)
         index = _pair_index(pred, target, self.num_classes)
         valid = target != self.ignore_index
-        edges = label_edges(target)
+        if region is not None:
+            valid &= region
+        edges = label_edges(target, region)
         self.confusion += _confusion(index, valid, self.num_classes)
         # the band of width w = the band of a smaller width v dilated by w - v more pixels (squares add up)
         band, band_width = edges, 1
@@ -388,6 +453,7 @@ class SegmentationMetrics:
                 self.ignore_index,
                 self.boundary_tolerance,
                 edges,
+                region,
             )
             for key, value in sums.items():
                 self.superpixel_sums[key] = self.superpixel_sums.get(key, 0.0) + value

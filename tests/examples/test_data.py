@@ -263,6 +263,40 @@ def test_full_size_eval_dataset(voc):
 
 
 @pytest.mark.parametrize(
+    "kwargs, rows, cols",
+    [
+        ({}, slice(0, 32), slice(0, 48)),  # the full image: no padding
+        ({"pad_to_multiple": 20}, slice(0, 32), slice(0, 48)),  # padded to 40 x 60
+        ({"crop_size": (40, 40)}, slice(0, 32), slice(0, 40)),  # rows padded, columns cropped (centre: 4..44)
+    ],
+)
+def test_eval_samples_mark_the_images_own_pixels(voc, kwargs, rows, cols):
+    """Evaluation samples carry ``region``: True on the image's pixels, False on the padding (whose label is
+    255, like VOC's void band, which the metrics must tell apart); training samples carry none."""
+    sample = build_dataset(voc, "val", **kwargs)[0]
+    region, target = sample["region"], sample["target"]
+    assert region.dtype == torch.bool and region.shape == target.shape
+    expected = torch.zeros_like(region)
+    expected[rows, cols] = True
+    assert torch.equal(region, expected)
+    assert torch.all(target[~region] == IGNORE_INDEX)
+    full = build_dataset(voc, "val")[0]["target"]
+    assert torch.equal(
+        target[region].view(rows.stop - rows.start, -1), full[:, 4:44] if "crop_size" in kwargs else full
+    )
+    assert "region" not in build_dataset(voc, "train", crop_size=40, train=True)[0]
+
+
+def test_a_region_needs_a_transform_that_moves_every_mask(voc):
+    with pytest.raises(
+        TypeError, match=r"with_region needs a torchvision\.transforms\.v2 transform.* got transform function"
+    ):
+        VOCSegmentation(voc, "val", transform=lambda image, target: (image, target), with_region=True)
+    sample = VOCSegmentation(voc, "val", with_region=True)[0]  # no transform: every pixel is the image's
+    assert sample["region"].all() and sample["region"].shape == SIZE
+
+
+@pytest.mark.parametrize(
     "make, exc, match",
     [
         (lambda: data.RandomScale((0.0, 1.0)), ValueError, "scale"),

@@ -228,9 +228,9 @@ def test_update_checks_the_maps_and_finds_the_edges_once(monkeypatch):
         calls["check"] += 1
         return check(*args, **kwargs)
 
-    def counted_edges(labels):
+    def counted_edges(labels, region=None):
         calls["edges"] += 1
-        return edges(labels)
+        return edges(labels, region)
 
     monkeypatch.setattr(metrics, "_check_maps", counted_check)
     monkeypatch.setattr(metrics, "label_edges", counted_edges)
@@ -555,3 +555,101 @@ def test_per_class_table_ends_with_the_miou():
     assert format_per_class_table(r).splitlines()[-1].split() == ["mean", "58.33"]
     two = format_per_class_table({"a": r, "b": r}).splitlines()
     assert two[0].split() == ["class", "a", "b"] and two[-1].split() == ["mean", "58.33", "58.33"]
+
+
+# ---------------------------------------------------------------- padding (region) and narrow label dtypes
+
+
+@settings(max_examples=budget(20))
+@given(st.integers(0, 10_000), st.tuples(*[st.integers(0, 3)] * 4), st.booleans())
+def test_padding_outside_the_region_changes_no_metric(seed, pads, batched):
+    """Images padded on any side with 255, any predictions and superpixel ids in the padding (ids the image
+    uses too, and others): with ``region`` marking the images' pixels every metric is that of the images
+    alone. Before, the padding's border was a label edge (boundary bands, boundary recall) and the superpixel
+    statistics counted its pixels and its superpixels."""
+    top, bottom, left, right = pads
+    g = torch.Generator().manual_seed(seed)
+    b, h, w, c = 2, 6, 7, 3
+    pred = torch.randint(0, c, (b, h, w), generator=g)
+    target = torch.randint(0, c, (b, h, w), generator=g)
+    target[torch.rand(b, h, w, generator=g) < 0.15] = 255
+    sp = (
+        torch.randint(0, 4, (b, 3, 4), generator=g).repeat_interleave(2, 1).repeat_interleave(2, 2)[:, :h, :w]
+    )
+    size = (b, h + top + bottom, w + left + right)
+    inside = (slice(None), slice(top, top + h), slice(left, left + w))
+    padded_pred, padded_sp = torch.randint(0, c, size, generator=g), torch.randint(0, 7, size, generator=g)
+    padded_target, region = torch.full(size, 255), torch.zeros(size, dtype=torch.bool)
+    for padded, image in ((padded_pred, pred), (padded_target, target), (padded_sp, sp), (region, True)):
+        padded[inside] = image
+
+    def scores(*maps):
+        m = SegmentationMetrics(num_classes=c, boundary_widths=(1, 2, 4), boundary_tolerance=1)
+        for i in range(b) if not batched else [slice(None)]:
+            m.update(*(t[i] for t in maps))
+        return json.dumps(to_jsonable(m.compute()))
+
+    assert scores(padded_pred, padded_target, padded_sp, region) == scores(pred, target, sp)
+    assert torch.equal(boundary_band(padded_target, 3, region)[inside], boundary_band(target, 3))
+    assert torch.equal(label_edges(padded_sp, region)[inside], label_edges(sp))
+    got = superpixel_scores(padded_pred, padded_target, padded_sp, c, tolerance=2, region=region)
+    assert got == superpixel_scores(pred, target, sp, c, tolerance=2)
+
+
+def test_a_region_of_every_pixel_changes_nothing():
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.randint(0, 3, (2, 5, 6), generator=g), torch.randint(0, 3, (2, 5, 6), generator=g)
+    target[:, 2] = 255
+    sp = torch.randint(0, 5, (2, 5, 6), generator=g)
+    results = []
+    for region in (None, torch.ones(2, 5, 6, dtype=torch.bool)):
+        m = SegmentationMetrics(num_classes=3)
+        m.update(pred, target, sp, region)
+        results.append(json.dumps(to_jsonable(m.compute())))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize(
+    "region, exc, match",
+    [
+        (
+            torch.ones(1, 1, 2, dtype=torch.uint8),
+            TypeError,
+            r"region must be a boolean tensor \[B, H, W\], got",
+        ),
+        ([[[True, True]]], TypeError, "region must be a boolean tensor .* got list"),
+        (
+            torch.ones(1, 1, 3, dtype=torch.bool),
+            ValueError,
+            r"region must have the shape of target \(1, 1, 2\)",
+        ),
+    ],
+)
+def test_a_bad_region_is_refused_by_every_function_that_takes_one(region, exc, match):
+    maps = T([[[0, 1]]]), T([[[0, 255]]])
+    calls = [
+        lambda: SegmentationMetrics(num_classes=3).update(*maps, None, region),
+        lambda: superpixel_scores(*maps, T([[[0, 0]]]), 3, region=region),
+        lambda: label_edges(maps[1], region),
+        lambda: boundary_band(maps[1], 1, region),
+    ]
+    for call in calls:
+        with pytest.raises(exc, match=match):
+            call()
+
+
+def test_a_narrow_target_dtype_does_not_wrap_the_ignore_label():
+    """Labels compared with ``ignore_index`` in the target's own dtype wrapped around: with a uint8 target,
+    ``ignore_index=-1`` skipped the 255 pixels (out of range, refused with an int64 target) and 256 skipped
+    class 0; with an int8 target, -1 pixels were skipped as 255."""
+    pred, target = T([[[0, 1, 1]]]), T([[[0, 1, 255]]])
+    with pytest.raises(ValueError, match=r"or be -1, got \[255\]"):
+        confusion_matrix(pred, target.to(torch.uint8), num_classes=2, ignore_index=-1)
+    with pytest.raises(ValueError, match=r"or be 255, got \[-1\]"):
+        SegmentationMetrics(num_classes=2).update(pred, T([[[0, 1, -1]]]).to(torch.int8))
+    with pytest.raises(ValueError, match=r"or be 255, got \[-1\]"):
+        superpixel_scores(pred, T([[[0, 1, -1]]]).to(torch.int8), T([[[0, 0, 0]]]), 2)
+    assert confusion_matrix(pred, target.to(torch.uint8), 2).tolist() == [[1, 0], [0, 1]]
+    m = SegmentationMetrics(num_classes=2, ignore_index=256)
+    m.update(pred, T([[[0, 1, 0]]]).to(torch.uint8))
+    assert m.confusion.tolist() == [[1, 1], [0, 1]]  # class 0 counted: 256 is no uint8 label
