@@ -33,6 +33,7 @@ from ._checks import cast_representable, has_float64
 __all__ = [
     "EXACT_SOLVE_RTOL",
     "MIN_ABS_FRACTION",
+    "MIN_OFFSET_FRACTION",
     "REALIZE_SLACK",
     "activation_gain",
     "chain",
@@ -49,6 +50,14 @@ __all__ = [
 #: the chain's conditioning intact and keeps every hidden parameter well away from zero (the paper's "init
 #: rate").
 MIN_ABS_FRACTION = 0.01
+
+#: Without a bias in the last layer, the chain's offset must carry the target's bias and its own out of the
+#: chain's range: each hidden bias is drawn with its part outside the chain's range at least this fraction of
+#: that part's root-mean-square norm (see :func:`draw_hidden`). Over 200 seeds of a 42-[43] x 4 chain the
+#: last layer's solve then has a condition number of at most 46 (median 21), where plain draws reach 9462
+#: (median 25). A ReLU stack 42-[43, 43]-42 (100 seeds, inputs in [-10, 10]): float32 errors up to 1.9e-3
+#: (1e-4 recovery rate down to 0.69) with plain draws, up to 2.3e-5 with the floor (6.7e-6 with a last bias).
+MIN_OFFSET_FRACTION = 1.0
 
 #: The float64 solve is accepted as exact when its residual is below ``EXACT_SOLVE_RTOL`` times the largest
 #: target entry. A chain with a right inverse gives ~1e-15 of it; a chain without one (a hidden width below
@@ -110,8 +119,34 @@ def _range_preserving(rows: int, basis: Tensor, generator: torch.Generator | Non
     return semi_orthogonal(rows, rows, generator) @ torch.cat([u, v], dim=1).T
 
 
+def _offset_off_range(lin: Tensor, off: Tensor, b: Tensor, in_features: int) -> Tensor:
+    """``b`` with the part of the chain's new offset ``off`` (``[h]``) outside ``range(lin)`` (``lin [h,
+    in]``) raised to at least ``MIN_OFFSET_FRACTION`` of its root-mean-square norm ``sqrt((h - in) / h)``
+    (``b``'s entries have scale ``1 / sqrt(h)``): only that part of ``b`` changes, along its own
+    direction."""
+    h = lin.shape[0]
+    q, _ = torch.linalg.qr(lin)
+    perp = off - q @ (q.T @ off)
+    norm, floor = float(perp.norm()), MIN_OFFSET_FRACTION * math.sqrt((h - in_features) / h)
+    if norm >= floor:
+        return b
+    if norm == 0.0:  # no direction to scale up: the part outside the range of the unit vector least in it
+        unit = torch.zeros_like(off)
+        unit[int((q * q).sum(1).argmin())] = 1.0
+        away = unit - q @ (q.T @ unit)
+        added: Tensor = away * (floor / float(away.norm()))
+    else:
+        added = perp * (floor / norm - 1.0)
+    return b + added
+
+
 def draw_hidden(
-    in_features: int, hidden: Sequence[int], biases: Sequence[bool], generator: torch.Generator | None
+    in_features: int,
+    hidden: Sequence[int],
+    biases: Sequence[bool],
+    generator: torch.Generator | None,
+    *,
+    carry_offset: bool = False,
 ) -> list[tuple[Tensor, Tensor]]:
     """Logical hidden affine maps ``(A_l [h_l, h_{l-1}], b_l [h_l])`` in float64, drawn in layer order.
 
@@ -121,6 +156,14 @@ def draw_hidden(
     chain so far (including the bias direction when there is room), so the chain stays well conditioned
     whatever the widths. ``b_l ~ N(0, 1 / h_l)`` (zero when the layer has no bias). Tiny draws are pushed away
     from zero (see :data:`MIN_ABS_FRACTION`).
+
+    ``carry_offset`` (the last layer has no bias): the last layer then solves with the chain's linear part
+    and offset alone, so the offset needs a part outside the chain's range; with one spare dimension (a width
+    ``in + 1``) a plain draw leaves that part as small as chance makes it (float32 errors 100x the usual for
+    some seeds). Each biased layer wider than ``in_features`` then keeps it at least
+    :data:`MIN_OFFSET_FRACTION` of its root-mean-square norm (:func:`_offset_off_range`). It draws no more
+    random numbers: the generator ends in the same state, and only that bias and the narrowing layers drawn
+    on the chain's range after it change.
     """
     out: list[tuple[Tensor, Tensor]] = []
     prev = in_features
@@ -133,10 +176,7 @@ def draw_hidden(
         if h >= prev:
             a = semi_orthogonal(h, prev, generator)
         else:
-            for a_prev, b_prev in out[done:]:  # the same products, in the same order, as step by step
-                m_lin = a_prev @ m_lin
-                m_off = a_prev @ m_off + b_prev[:, None]
-            done = len(out)
+            m_lin, m_off, done = _fold(out, done, m_lin, m_off)
             basis = torch.cat([m_lin, m_off], dim=1) if h > in_features and bool(m_off.any()) else m_lin
             a = _range_preserving(h, basis, generator)
         a = _away_from_zero(a * math.sqrt(max(h, prev)), MIN_ABS_FRACTION) * scale
@@ -146,9 +186,24 @@ def draw_hidden(
             if has_bias
             else torch.zeros(h, dtype=torch.float64, device="cpu")
         )
+        if carry_offset and has_bias and h > in_features:
+            m_lin, m_off, done = _fold(out, done, m_lin, m_off)
+            b = _offset_off_range(a @ m_lin, (a @ m_off)[:, 0] + b, b, in_features)
+            b = _away_from_zero(b, floor)
         out.append((a, b))
         prev = h
     return out
+
+
+def _fold(
+    layers: Sequence[tuple[Tensor, Tensor]], done: int, m_lin: Tensor, m_off: Tensor
+) -> tuple[Tensor, Tensor, int]:
+    """The chain ``z = m_lin x + m_off`` with ``layers[done:]`` folded in (the same products, in the same
+    order, as step by step), and the new count of folded layers."""
+    for a, b in layers[done:]:
+        m_lin = a @ m_lin
+        m_off = a @ m_off + b[:, None]
+    return m_lin, m_off, len(layers)
 
 
 def homogeneous(weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -333,7 +388,7 @@ def transparent_parameters(
     """
     k = len(hidden) + 1
     names = [f"affine layer {i}" for i in range(k)] if names is None else list(names)
-    logical = draw_hidden(in_features, hidden, biases[: k - 1], generator)
+    logical = draw_hidden(in_features, hidden, biases[: k - 1], generator, carry_offset=not biases[-1])
     effective: list[tuple[Tensor, Tensor]] = []
     stored: list[tuple[Tensor, Tensor | None]] = []
     notes: list[str | None] = []  # a large LeakyReLU slope that pushed a layer's weights below normal numbers
