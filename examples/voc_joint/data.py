@@ -23,6 +23,7 @@ import contextlib
 import functools
 import glob
 import math
+import numbers
 import os
 import re
 import unicodedata
@@ -160,10 +161,17 @@ def normalize_spixel(image: Tensor) -> Tensor:
 
 
 def _size_pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, int) else tuple(size)
-    if len(pair) != 2 or not all(isinstance(s, int) and s >= 1 for s in pair):
+    """``(H, W)`` of a side or a pair; any integer type (a NumPy integer too), never a bool."""
+
+    def side(s: object) -> int | None:
+        return None if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 else int(s)
+
+    one = side(size)
+    pair = (size, size) if one is not None else tuple(size) if isinstance(size, Sequence) else ()
+    sides = [side(s) for s in pair]
+    if len(sides) != 2 or None in sides:
         raise ValueError(f"{name} must be a positive int or (H, W) of positive ints, got {size!r}")
-    return pair[0], pair[1]
+    return cast(int, sides[0]), cast(int, sides[1])
 
 
 def _resize_nearest_exact(labels: Tensor, size: Sequence[int]) -> Tensor:
@@ -277,9 +285,9 @@ class PadToMultiple(_PadBottomRight):
 
     def __init__(self, multiple: int, *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__(fill=fill, ignore_index=ignore_index)
-        if not isinstance(multiple, int) or multiple < 1:
+        if isinstance(multiple, bool) or not isinstance(multiple, numbers.Integral) or multiple < 1:
             raise ValueError(f"multiple must be an int >= 1, got {multiple!r}")
-        self.multiple = multiple
+        self.multiple: int = int(multiple)
 
     def _target(self, h: int, w: int) -> tuple[int, int]:
         m = self.multiple

@@ -305,12 +305,24 @@ def test_a_region_needs_a_transform_that_moves_every_mask(voc):
         (lambda: data.PadIfSmaller(0), ValueError, "size"),
         (lambda: data.PadIfSmaller((3, 4, 5)), ValueError, "size"),
         (lambda: data.PadToMultiple(0), ValueError, "multiple"),
+        (lambda: data.PadToMultiple(True), ValueError, "multiple must be an int >= 1, got True"),
         (lambda: train_transform((3, 0)), ValueError, "crop_size"),
+        (lambda: train_transform(True), ValueError, "crop_size must be a positive int .* got True"),
+        (lambda: eval_transform((2, 2.0)), ValueError, r"crop_size must be .* got \(2, 2.0\)"),
+        (lambda: eval_transform("ab"), ValueError, "crop_size must be .* got 'ab'"),
     ],
 )
 def test_bad_transform_arguments(make, exc, match):
     with pytest.raises(exc, match=match):
         make()
+
+
+def test_sizes_of_any_integer_type():
+    """A NumPy integer is a size (before: ``TypeError: 'numpy.int64' object is not iterable``); a bool is not
+    (before: ``True`` was a crop of 1 pixel)."""
+    image, target = _coded_pair(5, 7)
+    for size in (np.int64(4), (np.int32(4), 4)):
+        assert eval_transform(size)(image, target)[1].shape == (4, 4)
 
 
 def test_build_dataset_train_needs_crop(voc):
