@@ -552,7 +552,11 @@ def check_assoc_values(assoc: Tensor, name: str = "assoc") -> None:
         return
     check_not_exporting(f"validate=True checks the values of {name}{SYNCHRONISATION}")
     assoc = assoc.detach()
-    low, high = torch.stack(torch.aminmax(assoc)).tolist()
+    # the two scalars in float32 (or float64) before the stack: autocast promotes the inputs of torch.stack,
+    # and refuses a half type other than its own (float16 scalars under a bfloat16 autocast raised "Unexpected
+    # floating ScalarType in at::autocast::prioritize"); widening is exact, so the test below is unchanged
+    wide = torch.promote_types(assoc.dtype, torch.float32)
+    low, high = torch.stack([bound.to(wide) for bound in torch.aminmax(assoc)]).tolist()
     if low >= 0 and high < float("inf"):  # False for NaN
         return
     bad = ~torch.isfinite(assoc) | (assoc < 0)

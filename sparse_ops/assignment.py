@@ -250,6 +250,8 @@ class SuperpixelAssignment:
             keep = torch.gather(counts, 1, layout.space.view(b, n)).eq(0).view(b, 1, n)
 
         self.num_superpixels: int = num_space
+        # N_s = the bound of the ids (num_superpixels, or max id + 1), also where the slots are compact ids
+        self._num_ids: int = num_ids
         self.counts: Tensor = counts
         self.batch_size, self.height, self.width = b, h, w
         self.backend: Literal["scatter", "sparse"] = (
@@ -415,10 +417,12 @@ class SuperpixelAssignment:
             # matches (NaN gradients for them); the trash is cut off, so without a gradient it changes nothing
             if self._mask is not None and xf.requires_grad:
                 xf = torch.where(self._mask.view(b, 1, n), xf, 0.0)
-            # from -inf, not 0: the backward of scatter_reduce("amax") counts the start value as a tie even
-            # with include_self=False, so a superpixel whose maximum is 0 gave each of its k maximal pixels
-            # 1/(k+1) of the gradient; a superpixel without counted pixels keeps the start and pools to 0
-            start = xf.new_full((b, c, n_s + 1), float("-inf"))
+            # from NaN, which equals no maximum: the backward of scatter_reduce("amax") counts the start value
+            # as a tie even with include_self=False (which keeps it out of the forward), so a start of 0 gave
+            # each of the k maximal pixels of a superpixel whose maximum is 0 1/(k+1) of the gradient, and a
+            # start of -inf did the same where the maximum is -inf; a superpixel without counted pixels keeps
+            # the start and pools to 0 (the where below)
+            start = xf.new_full((b, c, n_s + 1), float("nan"))
             out = torch.where(
                 self._inv32 > 0, start.scatter_reduce(2, index, xf, "amax", include_self=False), 0.0
             )

@@ -253,7 +253,10 @@ def pixel_xy(
             f"{dtype} holds integers exactly only up to {exact_up_to}, but the coordinates of a {height} x "
             f"{width} image reach {max(height, width) - 1}: use float32 (or wider)"
         )
-    ys = torch.arange(height, dtype=dtype, device=device)
-    xs = torch.arange(width, dtype=dtype, device=device)
-    xy = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)])
-    return xy.expand(batch_size, 2, height, width).contiguous()
+    # filled by copies, not torch.stack: autocast promotes the inputs of a stack and refuses a half type other
+    # than its own (float16 under a bfloat16 autocast raised "Unexpected floating ScalarType in
+    # at::autocast::prioritize"); a copy keeps ``dtype`` under any autocast
+    xy = torch.empty(batch_size, 2, height, width, dtype=dtype, device=device)
+    xy[:, 0] = torch.arange(width, dtype=dtype, device=device)
+    xy[:, 1] = torch.arange(height, dtype=dtype, device=device)[:, None]
+    return xy

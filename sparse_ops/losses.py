@@ -12,7 +12,9 @@ reconstructions ``t'(p)`` and ``xy'(p)``. Over the set ``V`` of valid pixels:
       \\rVert_2}_{\\text{position}}
 
 with ``d`` the cross-entropy ``-sum_c t_c log(t'_c + eps)`` for label maps and the Euclidean distance
-``||t - t'||_2`` for dense targets, ``m = pos_weight`` and ``S = cell_size``.
+``||t - t'||_2`` for dense targets, ``m = pos_weight`` and ``S = cell_size``. A dense target without channels
+(``C = 0``, which the soft ops take as well) has a semantic term of 0, the distance between empty vectors:
+the loss is then the weighted position term, and so is its gradient.
 
 **Normalization.** The public SpixelFCN code *sums* both terms over pixels (divided by the batch size) and
 scales the total by 0.005; we take **means over the valid pixels** of the whole batch instead, so the value
@@ -87,8 +89,12 @@ def _safe_norm(diff: Tensor) -> Tensor:
     and hide a NaN in the data behind a finite loss). The squares are taken after an exact power-of-two scale
     of every pixel's difference (``sparse_ops.soft._power_of_two_scale``): unscaled, differences beyond
     ``sqrt(max)`` (1.8e19 in float32) overflowed to an infinite norm and those below ``sqrt(tiny)`` (1.1e-19)
-    underflowed to a zero or inexact one.
+    underflowed to a zero or inexact one. Without channels (``diff`` of shape ``[B, 0, H, W]``) every norm is
+    that of an empty vector, 0, with a zero gradient (the largest entry, which sets the scale, does not
+    exist).
     """
+    if diff.shape[1] == 0:  # the empty sum, still in the autograd graph
+        return diff.sum(dim=1)
     scale = _power_of_two_scale(diff.detach().abs().amax(dim=1))
     sq = (diff * scale.unsqueeze(1)).square().sum(dim=1)
     zero = sq == 0
@@ -100,9 +106,18 @@ def _labels(
 ) -> tuple[Tensor, Tensor, int]:
     """The valid pixels ``[B, H, W]``, the labels ``[B, H, W]`` (0 at ignored pixels; outside ``[0, K)`` only
     when not validated) and the number of classes ``K`` (inferred from the largest label if ``None``).
+
+    The labels are compared with ``ignore_index`` as int64, so every integer dtype behaves as int64 does: in
+    the label map's own dtype the comparison wrapped (``ignore_index=256`` is 0 in uint8, which ignored every
+    label 0; the default 255 is -1 in int8, which ignored a label -1 instead of refusing it). A uint64 label
+    above ``2**63 - 1`` (negative as int64) equals no ``ignore_index``: it is never ignored.
     """
-    valid = target != ignore_index
-    labels = torch.where(valid, target, torch.zeros_like(target)).long()
+    as_int64 = target.long()
+    valid = as_int64 != ignore_index
+    wrapped = target.dtype == torch.uint64
+    if wrapped:  # above 2**63 - 1: no int64 ignore_index is equal to it
+        valid = valid | (as_int64 < 0)
+    labels = torch.where(valid, as_int64, 0)
     if labels.is_meta:  # shapes only: nothing to check, nothing to infer from
         if num_classes is None:
             raise ValueError(
@@ -121,6 +136,11 @@ def _labels(
     if labels.numel() and (validate or num_classes is None):  # one pass and one read for both bounds
         low, largest = torch.stack(torch.aminmax(labels)).tolist()
     if validate and low < 0:
+        if wrapped:  # a uint64 label above 2**63 - 1, read back as int64
+            raise ValueError(
+                f"target labels must be < num_classes (or ignore_index={ignore_index}), got the uint64 label "
+                f"{low + 2**64}"
+            )
         raise ValueError(f"target labels must be >= 0 (or ignore_index={ignore_index}), got {low}")
     if num_classes is None:
         if largest >= _checks.MAX_INFERRED_CLASSES:
@@ -218,7 +238,7 @@ def spixel_loss(
         assoc (Tensor[B, 9, H, W]): association probabilities (softmax over the 9 candidates).
         target (LongTensor[B, H, W] | LongTensor[B, 1, H, W] | Tensor[B, C, H, W]): an integer label map
             (one-hot encoded internally; ``ignore_index`` pixels excluded) or floating dense features (e.g.
-            CIELAB colours), compared with the Euclidean distance.
+            CIELAB colours), compared with the Euclidean distance (``C = 0``: a semantic term of 0).
         cell_size (int): grid cell side ``S`` in pixels.
         mask (BoolTensor[B, H, W] | None): additionally restrict both terms (and the pooling) to these pixels.
         pos_weight (float): ``m``; the position term is weighted by ``m / S``.

@@ -98,7 +98,9 @@ def superpixel_pool(
         Tensor[B, N_s, C]: pooled features in ``features``' dtype, contiguous.
 
     .. note::
-        The gradient of ``"max"`` is shared evenly among tied maxima (``scatter_reduce`` semantics).
+        The gradient of ``"max"`` is shared evenly among tied maxima: each of the ``k`` counted pixels that
+        hold a superpixel's maximum gets ``1/k`` of it (as with ``torch.amax``), also for a maximum of 0 or
+        ``-inf``.
 
     Example:
         >>> import torch
@@ -128,11 +130,15 @@ def features_and_assignment(
     validate: bool,
     *,
     features_checked: bool = False,
+    compact: bool = False,
 ) -> tuple[Tensor, SuperpixelAssignment]:
     """The checked inputs of a pooling op: ``features`` resized to the label map (in float32 for half features
     that needed resizing, see :func:`resize_to`), and its assignment.
 
     ``features_checked``: the caller has checked the type and shape of ``features`` already (once per call).
+    ``compact``: an assignment whose slots are the distinct ids of each image (see
+    ``SuperpixelAssignment._unchecked``), for an op whose result does not depend on the id values: its memory
+    is then proportional to the pixels, and no slot limit applies.
     """
     if not features_checked:
         _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
@@ -145,7 +151,7 @@ def features_and_assignment(
         validate_ids(labels, num_superpixels)
     # the batch and the device are checked above; resize_to gives the label map's size or raises
     features = resize_to(features, (labels.shape[1], labels.shape[2]), upsample)
-    assignment = SuperpixelAssignment._unchecked(labels, num_superpixels, mask, backend)
+    assignment = SuperpixelAssignment._unchecked(labels, num_superpixels, mask, backend, compact=compact)
     return features, assignment
 
 

@@ -16,6 +16,14 @@ All pooling and broadcasting goes through :func:`~sparse_ops.superpixel_pool` (w
 resizes coarse feature maps; its module :class:`~sparse_ops.SuperpixelPool` is SPN's superpixel pooling layer)
 and :func:`~sparse_ops.superpixel_unpool`; this module only adds the averaging over superpixels and the
 classifier.
+
+**Memory.** The superpixels are pooled on the distinct ids of each image (compact slots, as
+:func:`~sparse_ops.uniformize` does), not on ``N_s = max id + 1`` slots: the image features, the CAM and
+the classifier head's logits take memory proportional to the pixels whatever the id values, and no slot limit
+applies to them (``num_superpixels`` still bounds the ids when validated). Only the per-superpixel scores of
+:func:`superpixel_cam` (``return_superpixel_scores=True``) are indexed by id, ``[B, N_s, K]``: that output
+alone is ``N_s`` wide, and refused above ``max(2**16, 16 * H * W)`` slots like
+:func:`~sparse_ops.superpixel_pool`.
 """
 
 from __future__ import annotations
@@ -43,8 +51,9 @@ def _superpixel_means(
     *,
     features_checked: bool = False,
 ) -> tuple[Tensor, SuperpixelAssignment]:
-    """Validated ``([B, N_s, C] superpixel means, assignment)`` of (resized) features, means in float32 for
-    half-precision features (the callers round once at the end). ``features_checked``: the caller has
+    """Validated ``([B, S, C] superpixel means, assignment)`` of (resized) features over the compact slots
+    (the distinct ids of each image, in id order; ``S <= H * W``, see the module's *Memory*), means in float32
+    for half-precision features (the callers round once at the end). ``features_checked``: the caller has
     checked ``features`` (each input is checked once per call)."""
     features, assignment = features_and_assignment(
         features,
@@ -55,6 +64,7 @@ def _superpixel_means(
         "auto",
         validate,
         features_checked=features_checked,
+        compact=True,
     )
     accumulation = torch.float32 if features.dtype in (torch.float16, torch.bfloat16) else features.dtype
     return assignment.pool(features.to(accumulation), "mean"), assignment
@@ -75,7 +85,9 @@ def superpixel_global_average(
         features (Tensor[B, C, h, w]): feature map; resized to the superpixel map when its size differs
             (coarser maps are upsampled, finer ones downsampled).
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel ids.
-        num_superpixels (int | LongTensor[B] | None): as in :func:`~sparse_ops.superpixel_pool`.
+        num_superpixels (int | LongTensor[B] | None): the bound of the ids, as in
+            :func:`~sparse_ops.superpixel_pool`, but without its slot limit: the superpixels are pooled on the
+            distinct ids of each image, so memory is proportional to the pixels whatever the id values.
         mask (BoolTensor[B, H, W] | None): pixels that take part.
         upsample (str | None): interpolation mode for features of another size (``None``: sizes must match,
             which also catches a ``[B, H, W, C]`` tensor that resizing would silently accept).
@@ -97,12 +109,41 @@ def superpixel_global_average(
 
 
 def _mean_over_present(pooled: Tensor, assignment: SuperpixelAssignment, dtype: torch.dtype) -> Tensor:
-    """``[B, C]``: the mean of the superpixel means ``pooled[B, N_s, C]`` over the non-empty superpixels."""
-    present = assignment.counts > 0  # [B, N_s]
+    """``[B, C]``: the mean of the superpixel means ``pooled[B, S, C]`` over the non-empty superpixels."""
+    present = assignment.counts > 0  # [B, S]
     total = torch.where(present.unsqueeze(-1), pooled, 0.0).sum(
         dim=1
     )  # a reduction: not downcast by autocast
     return (total / present.sum(dim=1, keepdim=True).clamp_min(1)).to(dtype)
+
+
+def _scores_by_id(
+    scores: Tensor, empty: Tensor, assignment: SuperpixelAssignment, superpixels: Tensor, inferred: bool
+) -> Tensor:
+    """The scores of the compact slots placed at their superpixel ids: ``[B, N_s, K]``, contiguous.
+
+    Args:
+        scores (Tensor[B, S, K]): the score of every compact slot of ``assignment`` (in id order).
+        empty (Tensor[1, 1, K]): the score of an empty superpixel (the classifier applied to a zero mean).
+        assignment (SuperpixelAssignment): the compact assignment of ``superpixels``.
+        superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): the checked label map.
+        inferred (bool): ``N_s`` was inferred as ``max id + 1`` (for the error of a too large ``N_s``).
+
+    Raises:
+        ValueError: if ``N_s`` is above ``max(2**16, 16 * H * W)``, before anything ``N_s`` wide exists.
+    """
+    b, num_slots, k = scores.shape
+    num_ids = assignment._num_ids
+    num_pixels = assignment.height * assignment.width
+    _checks.check_slot_count(num_ids, num_pixels, inferred)
+    ids = _checks.drop_channel_dim(superpixels).reshape(b, num_pixels).long()
+    space = assignment._layout.space.view(b, num_pixels)
+    owner = torch.zeros(b, num_slots, dtype=torch.long, device=ids.device)
+    owner = owner.scatter_(1, space, ids)  # the pixels of a slot share its id: any of them writes it
+    # slots without pixels (an image with fewer distinct ids than S) go to an extra row, cut off below
+    target = torch.where(assignment._layout.sizes > 0, owner, num_ids)
+    by_id = empty.expand(b, num_ids + 1, k).scatter(1, target.unsqueeze(-1).expand(b, num_slots, k), scores)
+    return by_id[:, :num_ids].contiguous()
 
 
 def _check_classifier_dtype(
@@ -186,7 +227,10 @@ def superpixel_cam(
         features (Tensor[B, C, h, w]): feature map; resized to the superpixel map when its size differs
             (coarser maps are upsampled, finer ones downsampled).
         superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): superpixel ids.
-        num_superpixels (int | LongTensor[B] | None): as in :func:`~sparse_ops.superpixel_pool`.
+        num_superpixels (int | LongTensor[B] | None): the bound of the ids, as in
+            :func:`~sparse_ops.superpixel_pool` (``N_s``, the rows of the superpixel scores); the superpixels
+            are pooled on the distinct ids of each image, so only the scores are ``N_s`` wide (and refused
+            above ``max(2**16, 16 * H * W)``), the CAM's memory is proportional to the pixels.
         weight (Tensor[K, C]): classifier weights (e.g. ``nn.Linear(C, K).weight``).
         bias (Tensor[K] | None): classifier bias.
         mask (BoolTensor[B, H, W] | None): pixels that take part in the pooling (others still receive the
@@ -198,7 +242,7 @@ def superpixel_cam(
 
     Returns:
         Tensor[B, K, H, W] | tuple[Tensor[B, K, H, W], Tensor[B, N_s, K]]: the SP-CAM (and the superpixel
-        scores; an empty superpixel scores ``bias``, or 0).
+        scores, row ``s`` for id ``s``; an empty or absent superpixel scores ``bias``, or 0).
 
     Example:
         >>> f = torch.tensor([[[[1., 3., 10.]], [[0., 2., 4.]]]])  # C = 2, H = 1, W = 3
@@ -218,11 +262,13 @@ def superpixel_cam(
     pooled, assignment = _superpixel_means(
         features, superpixels, num_superpixels, mask, upsample, validate, features_checked=True
     )
-    scores = F.linear(
-        pooled.to(features.dtype), weight, bias
-    )  # [B, N_s, K]; a linear layer, autocast applies
+    scores = F.linear(pooled.to(features.dtype), weight, bias)  # [B, S, K]; a linear layer, autocast applies
     cam = assignment.decode(scores)
-    return (cam, scores) if return_superpixel_scores else cam
+    if not return_superpixel_scores:
+        return cam
+    # an empty superpixel's mean is 0: its score is the classifier's at 0 (in the dtype autocast gives)
+    empty = F.linear(pooled.new_zeros(1, 1, pooled.shape[-1], dtype=features.dtype), weight, bias)
+    return cam, _scores_by_id(scores, empty, assignment, superpixels, num_superpixels is None)
 
 
 class SuperpixelClassifier(nn.Module):

@@ -134,3 +134,18 @@ def test_grid_cell_ids_checks_batch_size_before_allocating_the_map(
     monkeypatch.setattr(sparse_ops.grid, "_pixel_cells", refuse)
     with pytest.raises(exc, match="batch_size must be"):
         grid_cell_ids(2**31, 2, 2, batch_size=batch_size)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "autocast"), [(torch.float16, torch.bfloat16), (torch.bfloat16, torch.float16)]
+)
+def test_pixel_xy_of_a_half_type_under_autocast_of_the_other(
+    dtype: torch.dtype, autocast: torch.dtype
+) -> None:
+    """The coordinates keep ``dtype`` under any autocast: a stack of half tensors under the other half type's
+    autocast raised ("Unexpected floating ScalarType in at::autocast::prioritize")."""
+    expected = pixel_xy(3, 4, batch_size=2, dtype=dtype)
+    with torch.autocast("cpu", dtype=autocast):
+        got = pixel_xy(3, 4, batch_size=2, dtype=dtype)
+    assert got.dtype == dtype and torch.equal(got, expected)
+    assert pixel_xy(3, 4, batch_size=0, dtype=dtype).shape == (0, 2, 3, 4)

@@ -438,3 +438,107 @@ def test_padded_chunks_of_a_cell_without_a_useful_divisor_give_the_reference(sid
     out = spixel_loss(assoc, target, cell)
     for value, expected in zip(out, (total, sem, pos), strict=True):
         torch.testing.assert_close(value, torch.tensor(expected, dtype=torch.float64))
+
+
+INTEGER_DTYPES = [
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.uint16,
+    torch.uint32,
+    torch.uint64,
+]
+
+
+@pytest.mark.parametrize("dtype", INTEGER_DTYPES)
+@pytest.mark.parametrize("ignore_index", [255, 256, -1, -129, 2**40])
+def test_ignore_index_is_compared_as_int64_for_every_label_dtype(
+    dtype: torch.dtype, ignore_index: int
+) -> None:
+    """The labels equal to ``ignore_index`` as int64 are ignored, whatever the label map's dtype: compared in
+    that dtype ``ignore_index`` wrapped (256 is 0 in uint8: every label 0 was ignored; 2**40 is 0 in the
+    32-bit and smaller types)."""
+    g = torch.Generator().manual_seed(4)
+    assoc = torch.softmax(torch.randn(2, 9, 4, 6, generator=g, dtype=torch.float64), 1)
+    target = torch.randint(0, 3, (2, 4, 6), generator=g)
+    target[0, 0] = 127  # an ignored label that fits every dtype: ignore_index names another value
+    expected = spixel_loss(assoc, target, 2, ignore_index=ignore_index, num_classes=128)
+    got = spixel_loss(assoc, target.to(dtype), 2, ignore_index=ignore_index, num_classes=128)
+    assert torch.equal(got.semantic, expected.semantic) and torch.equal(got.position, expected.position)
+    if torch.iinfo(dtype).min <= ignore_index <= torch.iinfo(dtype).max:  # ... and one that it names
+        target[0, 0] = ignore_index
+        expected = spixel_loss(assoc, target, 2, ignore_index=ignore_index, num_classes=3)
+        got = spixel_loss(assoc, target.to(dtype), 2, ignore_index=ignore_index, num_classes=3)
+        assert torch.equal(got.semantic, expected.semantic) and torch.equal(got.position, expected.position)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64])
+def test_a_negative_label_is_refused_for_every_signed_dtype(dtype: torch.dtype) -> None:
+    """Label -1 with the default ``ignore_index=255``: int8 read 255 as -1 and ignored the label silently."""
+    assoc = torch.softmax(torch.randn(1, 9, 2, 2), 1)
+    target = torch.tensor([[[0, 1], [-1, 1]]], dtype=dtype)
+    with pytest.raises(ValueError, match=r"target labels must be >= 0 \(or ignore_index=255\), got -1"):
+        spixel_loss(assoc, target, 2)
+
+
+def test_a_uint64_label_above_the_int64_range_is_neither_ignored_nor_a_class() -> None:
+    """2**64 - 1 reads as -1 in int64: with ``ignore_index=-1`` it is not ignored; validated, it is
+    refused."""
+    assoc = torch.softmax(torch.randn(1, 9, 2, 2, dtype=torch.float64), 1)
+    target = torch.tensor([[[0, 1], [1, 2**64 - 1]]], dtype=torch.uint64)
+    with pytest.raises(ValueError, match="got the uint64 label 18446744073709551615"):
+        spixel_loss(assoc, target, 2, ignore_index=-1)
+    out = spixel_loss(assoc, target, 2, ignore_index=-1, num_classes=2, validate=False)
+    as_stray = torch.tensor([[[0, 1], [1, 7]]])  # a label outside the classes: pooled, scored, no class
+    assert torch.equal(
+        out.total, spixel_loss(assoc, as_stray, 2, ignore_index=-1, num_classes=2, validate=False).total
+    )
+
+
+@pytest.mark.parametrize(
+    ("half", "autocast"), [(torch.float16, torch.bfloat16), (torch.bfloat16, torch.float16)]
+)
+@pytest.mark.parametrize("dense", [False, True])
+def test_half_association_under_autocast_of_the_other_half_type(
+    half: torch.dtype, autocast: torch.dtype, dense: bool
+) -> None:
+    """The validated loss of a half association runs under the other half type's autocast too: the value
+    check of ``assoc`` stacked two half scalars, which autocast refused."""
+    g = torch.Generator().manual_seed(5)
+    assoc = torch.softmax(torch.randn(2, 9, 6, 5, generator=g), 1).to(half)
+    target = (
+        torch.randn(2, 3, 6, 5, generator=g).to(half)
+        if dense
+        else torch.randint(0, 3, (2, 6, 5), generator=g)
+    )
+    expected = spixel_loss(assoc, target, 3)
+    with torch.autocast("cpu", dtype=autocast):
+        got = spixel_loss(assoc, target, 3)
+    for g_, e in zip(got, expected, strict=True):
+        assert g_.dtype == e.dtype == half and torch.equal(g_, e)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_dense_target_without_channels_has_a_semantic_term_of_zero(masked: bool) -> None:
+    """``C = 0`` (empty feature vectors, which the soft ops take): the distance between empty vectors is 0, so
+    the loss and its gradient are those of the position term, as for a constant zero target (reconstructed
+    exactly); the largest entry that scales the norm does not exist (amax raised an IndexError)."""
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(2, 9, 5, 6, generator=g, dtype=torch.float64)
+    mask = torch.rand(2, 5, 6, generator=g) > 0.3 if masked else None
+    grads = []
+    for channels in (0, 1):
+        leaf = logits.clone().requires_grad_(True)
+        out = spixel_loss(
+            torch.softmax(leaf, 1), torch.zeros(2, channels, 5, 6, dtype=torch.float64), 3, mask=mask
+        )
+        if channels == 0:
+            assert out.semantic == 0 and out.semantic.dtype == torch.float64
+            empty = out
+        out.total.backward()
+        grads.append(leaf.grad)
+    assert torch.equal(empty.position, out.position) and torch.equal(empty.total, out.total)
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)

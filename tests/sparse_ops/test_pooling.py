@@ -187,6 +187,34 @@ def test_max_pool_splits_the_gradient_among_the_tied_maxima_only(backend: str) -
     ]
 
 
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+def test_max_pool_gradient_of_an_infinite_maximum_sums_to_one(backend: str, masked: bool) -> None:
+    """A superpixel whose maximum is -inf (e.g. log-probabilities of 0) shares its gradient among its k tied
+    pixels, 1/k each, as ``torch.amax`` does: the scatter's start value -inf was counted as a tie (1/(k+1)
+    each, summing to k/(k+1)); a maximum of +inf and masked-out pixels (left out, even when -inf) alike."""
+    inf = float("inf")
+    x = torch.tensor([[[[-inf, -inf, -inf, inf], [-inf, 1.0, inf, -inf]]]], requires_grad=True)
+    sp = torch.tensor([[[0, 0, 0, 1], [2, 2, 1, 3]]])  # 0: three -inf; 1: two +inf; 2: -inf and 1; 3: -inf
+    mask = torch.tensor([[[True, True, True, True], [True, True, True, False]]]) if masked else None
+    out = superpixel_pool(x, sp, 4, mask=mask, reduce="max", backend=backend)  # type: ignore[arg-type]
+    expected_out = [-inf, inf, 1.0, 0.0 if masked else -inf]  # id 3 has no counted pixel when masked
+    assert out[0, :, 0].tolist() == expected_out
+    out.sum().backward()
+    assert x.grad is not None
+    expected = torch.zeros_like(x)
+    counted = torch.ones_like(sp, dtype=torch.bool) if mask is None else mask
+    for s in range(4):  # torch.amax of every superpixel's counted pixels, one at a time
+        leaf = x.detach().clone().requires_grad_(True)
+        chosen = (sp == s) & counted
+        if chosen.any():
+            leaf[0, 0][chosen[0]].amax().backward()
+            assert leaf.grad is not None
+            expected += leaf.grad
+    assert torch.equal(x.grad, expected)
+    assert torch.equal(x.grad[0, 0, 0, :3], torch.full((3,), 1 / 3)) and x.grad[0, 0, 1, 0] == 0.0
+
+
 def test_upsample_resizes_coarse_features_first() -> None:
     f = torch.randn(2, 5, 3, 4, dtype=torch.float64)
     sp = torch.randint(0, 6, (2, 12, 16))

@@ -391,3 +391,27 @@ def test_a_mask_made_in_inference_mode_serves_a_training_step(op: Any) -> None:
     assert evaluation_mask.is_inference()
     for got, expected in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+HALF_UNDER_OTHER_AUTOCAST = [(torch.float16, torch.bfloat16), (torch.bfloat16, torch.float16)]
+
+
+@pytest.mark.parametrize(("half", "autocast"), HALF_UNDER_OTHER_AUTOCAST, ids=["f16-in-bf16", "bf16-in-f16"])
+def test_half_inputs_under_autocast_of_the_other_half_type(half: torch.dtype, autocast: torch.dtype) -> None:
+    """Half inputs give their results also under an autocast of the other half type, validated or not: the
+    value check stacked two half scalars, which autocast refused ("Unexpected floating ScalarType in
+    at::autocast::prioritize")."""
+    f, a, c, mask = F.to(half), A.to(half), torch.randn(3, 2, 2, 3, generator=G).to(half), MASK
+    calls = {
+        "pool": lambda v: soft_superpixel_pool(f, a, S, mask=mask, validate=v),
+        "unpool": lambda v: soft_superpixel_unpool(c, a, S, validate=v),
+        "uniformize": lambda v: soft_uniformize(f, a, S, mask=mask, validate=v),
+        "normalize_assoc": lambda v: normalize_assoc(a, S, validate=v),
+    }
+    for name, call in calls.items():
+        for validate in (True, False):
+            expected = call(validate)
+            with torch.autocast("cpu", dtype=autocast):
+                got = call(validate)
+            assert got.dtype == expected.dtype == half, name
+            assert torch.equal(got, expected), name

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sparse_ops import SuperpixelClassifier, superpixel_cam, superpixel_global_average, uniformize
 from tests.op_tester import Case, OpTester
+from tests.sparse_ops.test_uniformize import _Recorder
 
 
 def ref_means(f: torch.Tensor, sp: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,3 +229,92 @@ def test_classifier_forward_checks_the_dtype_like_cam() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = SuperpixelClassifier(3, 2)(f.to(torch.bfloat16), sp, 5)
     assert logits.dtype == torch.bfloat16
+
+
+def _spn_outputs(f: torch.Tensor, sp: torch.Tensor, mask: torch.Tensor | None) -> list[torch.Tensor]:
+    """Image features, head logits and SP-CAM of ``sp`` with their gradients (ids bounded by inference)."""
+    torch.manual_seed(0)
+    head = SuperpixelClassifier(f.shape[1], 3, upsample=None)
+    leaf = f.detach().clone().requires_grad_(True)
+    outs = [
+        superpixel_global_average(leaf, sp, mask=mask, upsample=None),
+        head(leaf, sp, mask=mask),
+        head.cam(leaf, sp, mask=mask),
+    ]
+    sum(o.sum() for o in outs).backward()  # type: ignore[union-attr]
+    assert leaf.grad is not None and head.classifier.weight.grad is not None
+    return [o.detach() for o in outs] + [leaf.grad, head.classifier.weight.grad]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_results_do_not_depend_on_the_id_values(masked: bool) -> None:
+    """The same partition with ids shifted and scaled (order kept) gives the same features, logits, CAM and
+    gradients, bit for bit: the superpixels are pooled on the distinct ids of each image, not on ``max id +
+    1`` slots (whose accumulator layout, too, depended on that count)."""
+    g = torch.Generator().manual_seed(8)
+    f = torch.randn(2, 4, 6, 7, generator=g)
+    sp = torch.randint(0, 5, (2, 6, 7), generator=g)
+    mask = torch.rand(2, 6, 7, generator=g) > 0.3 if masked else None
+    expected = _spn_outputs(f, sp, mask)
+    for renumbered in (sp * 12000 + 7, sp + 2**40):
+        for got, exp in zip(_spn_outputs(f, renumbered, mask), expected, strict=True):
+            assert torch.equal(got, exp)
+
+
+def test_superpixel_scores_stay_indexed_by_id() -> None:
+    """``return_superpixel_scores`` keeps its ``[B, N_s, K]`` contract over compact pooling: row ``s`` is the
+    score of id ``s`` (an absent id scores the bias), and its gradient reaches the features and the
+    classifier as that of the dense formulation (a linear layer on the id-indexed means) does."""
+    g = torch.Generator().manual_seed(9)
+    f = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    sp = torch.randint(0, 4, (2, 4, 5), generator=g) * 3 + 2  # ids 2, 5, 8, 11; the others absent
+    sp[1, :2] = 20  # another id in image 1 only
+    weight = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    leaf = f.clone().requires_grad_(True)
+    cam, scores = superpixel_cam(leaf, sp, 22, weight=weight, bias=bias, return_superpixel_scores=True)
+    means, cnt = ref_means(f, sp, 22)
+    expected = means @ weight.detach().T + bias.detach()  # an absent id: a zero mean, the bias
+    assert scores.shape == (2, 22, 4) and scores.is_contiguous()
+    torch.testing.assert_close(scores.detach(), expected)
+    assert torch.equal(scores.detach()[cnt == 0], bias.detach().expand(int((cnt == 0).sum()), 4))
+    upstream = torch.randn(2, 22, 4, generator=g, dtype=torch.float64)
+    (scores * upstream).sum().backward()
+    dense_leaf, dense_weight, dense_bias = (
+        t.detach().clone().requires_grad_(True) for t in (f, weight, bias)
+    )
+    members = F.one_hot(sp.flatten(1), 22).double().transpose(1, 2)  # [B, N_s, pixels]
+    dense_means = members @ dense_leaf.flatten(2).transpose(1, 2) / cnt.clamp_min(1)[..., None]
+    (F.linear(dense_means, dense_weight, dense_bias) * upstream).sum().backward()
+    for got, exp in ((leaf, dense_leaf), (weight, dense_weight), (bias, dense_bias)):
+        assert got.grad is not None and exp.grad is not None
+        torch.testing.assert_close(got.grad, exp.grad)
+    cam2 = superpixel_cam(f, sp, 22, weight=weight.detach(), bias=bias.detach())
+    assert torch.equal(cam.detach(), cam2)
+
+
+def test_memory_does_not_depend_on_id_values() -> None:
+    """A stray id of 2**40 (``N_s`` inferred as 2**40 + 1): features, logits and CAM allocate in proportion to
+    the pixels (the dense pooling was ``N_s`` wide: refused above ``max(2**16, 16 H W)`` slots, and below it
+    memory grew with the largest id); only the id-indexed scores, ``N_s`` wide by contract, are refused."""
+    b, c, h, w = 2, 3, 8, 8
+    g = torch.Generator().manual_seed(10)
+    f = torch.randn(b, c, h, w, generator=g, requires_grad=True)
+    sp = torch.randint(0, 5, (b, h, w), generator=g)
+    sp[0, 0, 0] = 2**40  # its low 32 bits are 0: a truncating key would merge it with id 0
+    head = SuperpixelClassifier(c, 4, upsample=None)
+    relabelled = torch.where(sp == 2**40, 5, sp)  # the same partition with small ids
+    for ids in (relabelled, relabelled * 12000):  # ids up to 60000: under the slot limit, which grew memory
+        with _Recorder() as mode:
+            head.cam(f, ids).sum().backward()
+        assert mode.largest <= 2 * b * 4 * h * w
+    with _Recorder() as mode:
+        outs = [superpixel_global_average(f, sp), head(f, sp), head.cam(f, sp), head.cam(f, sp, 2**41)]
+        sum(o.sum() for o in outs).backward()  # type: ignore[union-attr]
+    assert mode.largest <= 2 * b * 4 * h * w  # proportional to the pixels (K = 4 CAM channels)
+    for got, exp in zip(outs, [superpixel_global_average(f, relabelled), head(f, relabelled)], strict=False):
+        assert torch.equal(got, exp)
+    with pytest.raises(
+        ValueError, match=r"the largest id of superpixels is 1099511627776.*relabel_contiguous"
+    ):
+        superpixel_cam(f, sp, weight=head.classifier.weight, return_superpixel_scores=True)
