@@ -20,9 +20,9 @@ classifier.
 **Memory.** The superpixels are pooled on the distinct ids of each image (compact slots, as
 :func:`~sparse_ops.uniformize` does), not on ``N_s = max id + 1`` slots: the image features, the CAM and
 the classifier head's logits take memory proportional to the pixels whatever the id values, and no slot limit
-applies to them (``num_superpixels`` still bounds the ids when validated). Only the per-superpixel scores of
-:func:`superpixel_cam` (``return_superpixel_scores=True``) are indexed by id, ``[B, N_s, K]``: that output
-alone is ``N_s`` wide, and refused above ``max(2**16, 16 * H * W)`` slots like
+applies to them (``num_superpixels`` still bounds the ids when validated). Only the per-superpixel scores
+of :func:`~sparse_ops.superpixel_cam` (``return_superpixel_scores=True``) are indexed by id, ``[B, N_s,
+K]``: that output alone is ``N_s`` wide, and refused above ``max(2**16, 16 * H * W)`` slots like
 :func:`~sparse_ops.superpixel_pool`.
 """
 
