@@ -91,6 +91,17 @@ def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -
         )
 
 
+def _check_superpixels(superpixels: Tensor, target: Tensor) -> None:
+    """One superpixel map per image: ``[B, H, W]`` or ``[B, 1, H, W]`` of the target's batch and size."""
+    shape = tuple(getattr(superpixels, "shape", ()))
+    b, h, w = target.shape
+    if not isinstance(superpixels, Tensor) or shape not in ((b, h, w), (b, 1, h, w)):
+        raise ValueError(
+            f"model output 'superpixels' must be a Tensor[B, H, W] (or [B, 1, H, W]) with one map per image, "
+            f"{(b, h, w)} here (batch, target size); got {type(superpixels).__name__} {shape}"
+        )
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -170,6 +181,7 @@ def evaluate(
             pred = out["logits"].argmax(1)
             superpixels = out.get("superpixels")
             if superpixels is not None:
+                _check_superpixels(superpixels, target)
                 superpixels = superpixels.reshape(target.shape).to(device)
             joint_m.update(pred, target, superpixels, region)
             base_pred = None

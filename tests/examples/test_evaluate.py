@@ -188,6 +188,21 @@ def test_contract_violations(voc, out, exc, match):
         evaluate(_BadModel(out), loader, device="cpu", progress=False)
 
 
+@pytest.mark.parametrize("shape", [(1, 16, 20), (2, 2, 16, 20), (2, 16, 19), (2 * 16 * 20,)])
+def test_superpixels_need_one_map_per_image(voc, shape):
+    """One map shared by a batch of 2 (or of another size) is refused with the contract's shapes (before: a
+    bare ``reshape`` error, or for a flat map of the right count, silently read as one map per image)."""
+
+    def out(x):
+        logits = torch.zeros(x.shape[0], 21, *x.shape[-2:])
+        return {"logits": logits, "superpixels": torch.zeros(shape, dtype=torch.long)}
+
+    loader = DataLoader(build_dataset(voc, "val", crop_size=(16, 20)), batch_size=2)
+    match = r"'superpixels' must be a Tensor\[B, H, W\] \(or \[B, 1, H, W\]\) .* \(2, 16, 20\) here"
+    with pytest.raises(ValueError, match=match):
+        evaluate(_BadModel(out), loader, device="cpu", progress=False)
+
+
 @pytest.mark.parametrize("size_args", [["--full-size"], ["--crop-size", "16", "--batch-size", "2"]])
 def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     calls = {}
