@@ -172,7 +172,7 @@ def test_errors() -> None:
     with pytest.raises(TypeError, match="recompute_fusion must be a bool"):
         JointModel(deeplab, spixel, recompute_fusion="yes")  # type: ignore[arg-type]  # the wrong type is the point
     joint = JointModel(deeplab, spixel).eval()
-    with pytest.raises(ValueError, match="same size"):
+    with pytest.raises(ValueError, match="same batch size and image size"):
         joint(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 17))
 
 
@@ -666,13 +666,65 @@ def test_refine_runs_in_float32_under_autocast() -> None:
     assert final.dtype == torch.float32 and (final - u).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("sizes", [((16, 16), (16, 17)), ((16, 16), (17, 16))])
-def test_inputs_of_different_sizes_are_refused(sizes: tuple[tuple[int, int], tuple[int, int]]) -> None:
+@pytest.mark.parametrize(
+    "shapes", [((1, 16, 16), (1, 16, 17)), ((1, 16, 16), (1, 17, 16)), ((2, 8, 8), (1, 8, 8))]
+)
+def test_inputs_of_different_sizes_are_refused(shapes: tuple[tuple[int, ...], tuple[int, ...]]) -> None:
+    """Also different batch sizes, before either network runs (before: an error about ``assoc`` and
+    ``seg_logits``, arguments the caller never passed)."""
     deeplab, spixel = _nets()
     joint = JointModel(deeplab, spixel).eval()
-    (h1, w1), (h2, w2) = sizes
-    with pytest.raises(ValueError, match="seg_input and spixel_input must have the same size"):
-        joint(torch.zeros(1, 3, h1, w1), torch.zeros(1, 3, h2, w2))
+    (b1, h1, w1), (b2, h2, w2) = shapes
+    match = (
+        r"seg_input and spixel_input must have the same batch size and image size, got "
+        rf"\({b1}, 3, {h1}, {w1}\) and \({b2}, 3, {h2}, {w2}\)"
+    )
+    with pytest.raises(ValueError, match=match):
+        joint(torch.zeros(b1, 3, h1, w1), torch.zeros(b2, 3, h2, w2))
+
+
+@pytest.mark.parametrize(
+    "s_shape, u_shape, match",
+    [
+        ((1, 4, 5, 5), (1, 4, 5, 5), r"s must have shape \(B, num_classes=3, H, W\), got \(1, 4, 5, 5\)"),
+        ((4, 5, 5), (4, 5, 5), r"s must have shape \(B, num_classes=3, H, W\), got \(4, 5, 5\)"),
+        ((1, 3, 5, 5), (1, 3, 5, 4), r"u must have the shape of s \(1, 3, 5, 5\), got \(1, 3, 5, 4\)"),
+    ],
+)
+def test_fusion_stack_names_inputs_of_the_wrong_shape(s_shape, u_shape, match) -> None:
+    """Before: S with 4 channels for a 3-class stack was reported as the first layer's weight shape."""
+    with pytest.raises(ValueError, match=match):
+        FusionStack(3, [6], "relu")(torch.randn(s_shape), torch.randn(u_shape))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"fusion_activation": "tanh"}, r"fusion_activation must be one of \('relu', 'leaky_relu', None\)"),
+        ({"fusion_hidden": ()}, r"fusion_hidden must name at least one hidden width, got \(\)"),
+        ({"fusion_hidden": (8, 0)}, "fusion_hidden entries must be a positive int, got 0"),
+    ],
+)
+def test_fusion_options_are_checked_also_without_a_fusion_stack(kwargs, match) -> None:
+    """They are recorded in the model's config: a model built with ``fusion=False`` and a bad value
+    used to build, then its checkpoint was refused when loaded (``build_model(model_config(m))``)."""
+    deeplab, spixel = _nets(3)
+    for fusion in (False, True):
+        with pytest.raises(ValueError, match=match):
+            JointModel(deeplab, spixel, 3, fusion=fusion, **kwargs)
+    rebuilt = build_model(model_config(JointModel(deeplab, spixel, 3, fusion=False, fusion_hidden=(2,))))
+    assert rebuilt.fusion is None
+
+
+@pytest.mark.parametrize("init", ["transparent", "zero_residual", "xavier"])
+def test_every_init_gives_logits_in_the_stacks_dtype(init: str) -> None:
+    """A joint model converted to bfloat16: zero_residual's ``F + U`` was promoted to float32 by the float32
+    ``U`` where the other inits gave bfloat16."""
+    deeplab, spixel = _nets(3)
+    joint = JointModel(deeplab, spixel, 3, fusion_hidden=[6], fusion_init=init).eval().bfloat16()
+    x = torch.randn(1, 3, H, W, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert joint(x, x)["logits"].dtype == torch.bfloat16
 
 
 def test_model_config_types_and_bounds() -> None:
@@ -694,6 +746,11 @@ def test_model_config_types_and_bounds() -> None:
         validate_model_config(bad)
     no_fusion = {**cfg, "joint": {**cfg["joint"], "fusion": False, "fusion_hidden": [2]}}
     validate_model_config(no_fusion)
+    wide = {**cfg, "joint": {**cfg["joint"], "fusion_hidden": [4096, 4097]}}  # 4097 -> 8194 x 8192 real
+    with pytest.raises(
+        ValueError, match=r"joint\.fusion_hidden must be a list of 1 to 16 ints in \[1, 4096\]"
+    ):
+        validate_model_config(wide)
     assert build_model(no_fusion).fusion is None
     missing = {**cfg, "joint": {k: v for k, v in cfg["joint"].items() if k != "fusion"}}
     with pytest.raises(ValueError, match=r"invalid model config: 'joint' misses \['fusion'\]"):

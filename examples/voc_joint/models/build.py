@@ -20,7 +20,14 @@ import torch
 from torch import nn
 
 from .deeplabv3plus import BACKBONES, DeepLabV3Plus
-from .joint import FUSION_INITS, MODES, JointModel, SegmentationOnly, network_channels_last
+from .joint import (
+    FUSION_ACTIVATIONS,
+    FUSION_INITS,
+    MODES,
+    JointModel,
+    SegmentationOnly,
+    network_channels_last,
+)
 from .spixelfcn import SpixelFCN
 
 __all__ = ["ARCHS", "RUNTIME_KEYS", "SCHEMAS", "build_model", "model_config", "validate_model_config"]
@@ -59,12 +66,10 @@ def _finite(bound: float) -> Check:
 
 
 def _widths(v: Any) -> str | None:
-    ok = (
-        isinstance(v, (list, tuple))
-        and 1 <= len(v) <= 16
-        and all(_int(1, 16 * MAX_WIDTH)(h) is None for h in v)
-    )
-    return None if ok else f"a list of 1 to 16 ints in [1, {16 * MAX_WIDTH}]"
+    # logical widths: an activation doubles them, so 4096 is an 8192 x 8192 layer (256 MiB in float32); the
+    # bound was 65536 (a 64 GiB layer, attempted after the config passed); 4096 is still 2 x MAX_CLASSES
+    ok = isinstance(v, (list, tuple)) and 1 <= len(v) <= 16 and all(_int(1, MAX_WIDTH)(h) is None for h in v)
+    return None if ok else f"a list of 1 to 16 ints in [1, {MAX_WIDTH}]"
 
 
 #: Per section: key -> check; keys marked required must be present.
@@ -83,7 +88,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "mode": _choice(MODES),
         "fusion": _bool,
         "fusion_hidden": _widths,
-        "fusion_activation": _choice(("relu", "leaky_relu", None)),
+        "fusion_activation": _choice(FUSION_ACTIVATIONS),
         "fusion_init": _choice(FUSION_INITS),
     },
 }

@@ -81,6 +81,7 @@ MODES = ("hard", "soft", "none")
 
 FusionInit = Literal["transparent", "xavier", "kaiming", "net2net", "zero_residual"]
 FusionActivation = Literal["relu", "leaky_relu"] | None
+FUSION_ACTIVATIONS: tuple[str | None, ...] = ("relu", "leaky_relu", None)
 FUSION_INITS: tuple[str, ...] = get_args(FusionInit)
 
 #: ``channels_last`` of :class:`JointModel`: ``True`` (both networks), ``"spixelfcn"`` (the superpixel network
@@ -287,8 +288,15 @@ class FusionStack(nn.Module):
             ``F`` (B, C, H, W), contiguous in the fused form; with ``uniformize``, ``F`` uniformized.
 
         Raises:
-            ValueError: ``recompute`` without the fused implementation; ``u=None`` without ``uniformize``.
+            ValueError: ``s`` not ``(B, num_classes, H, W)``, ``u`` not of its shape, ``recompute`` without
+                the fused implementation, ``u=None`` without ``uniformize``.
         """
+        if s.dim() != 4 or s.shape[1] != self.num_classes:
+            raise ValueError(
+                f"s must have shape (B, num_classes={self.num_classes}, H, W), got {tuple(s.shape)}"
+            )
+        if u is not None and u.shape != s.shape:
+            raise ValueError(f"u must have the shape of s {tuple(s.shape)}, got {tuple(u.shape)}")
         if recompute and self._impl != "fused":
             raise ValueError(f"recompute needs the fused implementation, got _impl={self._impl!r}")
         if u is None and uniformize is None:
@@ -333,7 +341,7 @@ class FusionStack(nn.Module):
                 assert uniformize is not None
                 enc = uniformize[1]
                 if self.init == "zero_residual":
-                    out = out + (u_in if u is None else enc.encode(u))
+                    out = _residual(out, u_in if u is None else enc.encode(u))
                 return enc.decode(out)
         elif self._impl == "concat":  # the plain form: one 1x1 conv stack on torch.cat([S, U])
             assert u is not None  # (made above: only the fused form folds)
@@ -363,7 +371,7 @@ class FusionStack(nn.Module):
             z = parts[0] if len(parts) == 1 else torch.cat(parts)
             out = z.view(b, h, w_, c).permute(0, 3, 1, 2)
         assert u is not None
-        out = out + u if self.init == "zero_residual" else out
+        out = _residual(out, u) if self.init == "zero_residual" else out
         return out if uniformize is None else uniformize[1].uniformize(out)
 
     def folds_uniformization(self, device: torch.device) -> bool:
@@ -379,6 +387,12 @@ class FusionStack(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, init={self.init!r}"
+
+
+def _residual(out: Tensor, u: Tensor) -> Tensor:
+    """``F + U`` of the zero-residual init, in the stack's dtype (``U`` is float32: in a stack converted to
+    another dtype the sum was promoted to float32, where the other inits give the stack's dtype)."""
+    return (out + u).to(out.dtype)
 
 
 def _contract(
@@ -521,6 +535,15 @@ class JointModel(nn.Module):
         self.mode = mode
         if isinstance(fusion_hidden, (str, bytes)) or not isinstance(fusion_hidden, Sequence):
             raise TypeError(f"fusion_hidden must be a sequence of ints, got {fusion_hidden!r}")
+        # recorded in the config also without a stack (a model rebuilt from it must accept them): checked here
+        if not fusion_hidden:
+            raise ValueError(f"fusion_hidden must name at least one hidden width, got {fusion_hidden!r}")
+        for h in fusion_hidden:
+            positive_int(h, "fusion_hidden entries")
+        if fusion_activation not in FUSION_ACTIVATIONS:
+            raise ValueError(
+                f"fusion_activation must be one of {FUSION_ACTIVATIONS}, got {fusion_activation!r}"
+            )
         self.fusion: FusionStack | None = None
         if fusion:
             self.fusion = FusionStack(
@@ -631,6 +654,13 @@ class JointModel(nn.Module):
         return self._refine(s, q)
 
     def forward(self, seg_input: Tensor, spixel_input: Tensor) -> dict[str, Tensor | None]:
+        shapes = [tuple(getattr(x, "shape", ())) for x in (seg_input, spixel_input)]
+        batch_and_size = [(shape[0], *shape[2:]) for shape in shapes if len(shape) == 4]
+        if len(batch_and_size) == 2 and batch_and_size[0] != batch_and_size[1]:  # before either network runs
+            raise ValueError(
+                "seg_input and spixel_input must have the same batch size and image size, got "
+                f"{shapes[0]} and {shapes[1]}"
+            )
         if network_channels_last(self.channels_last, "deeplab"):
             seg_input = seg_input.contiguous(memory_format=torch.channels_last)
         if network_channels_last(self.channels_last, "spixelfcn"):
