@@ -86,6 +86,7 @@ from examples.voc_joint.distributed import (
 from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
+from examples.voc_joint.models.build import FUSION_LAYER_MAX, MAX_FUSION_WIDTH  # the config schema's bounds
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
 from examples.voc_joint.models.joint import (
     DEFAULT_CHANNELS_LAST,
@@ -141,10 +142,6 @@ STAGES = ("seg", "spixel", "joint")
 #: The stages ``--eval`` evaluates.
 EVAL_STAGES = ("seg", "joint")
 POS = int_range(1)
-#: Largest product of two consecutive ``--fusion-hidden`` widths (the weights of one hidden layer): the
-#: transparent initialization of 8192 x 8192 takes about 70 s and 4 GB on one CPU thread (time grows about as
-#: width**2.6, memory as width**2); ``--fusion-hidden 65536 65536`` tried to allocate 68.7 GB (a traceback).
-FUSION_LAYER_MAX = 2**26
 #: A random training scale.
 SCALE = float_range(0.0, SCALE_MAX, low_open=True)
 #: A crop in pixels.
@@ -356,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--fusion-hidden",
-        type=int_range(1, 65536),
+        type=int_range(1, MAX_FUSION_WIDTH),
         nargs="+",
         default=[64, 64],
         help="logical hidden widths of the fusion stack (each >= 2 x classes)",

@@ -746,11 +746,11 @@ def test_model_config_types_and_bounds() -> None:
         validate_model_config(bad)
     no_fusion = {**cfg, "joint": {**cfg["joint"], "fusion": False, "fusion_hidden": [2]}}
     validate_model_config(no_fusion)
-    wide = {**cfg, "joint": {**cfg["joint"], "fusion_hidden": [4096, 4097]}}  # 4097 -> 8194 x 8192 real
-    with pytest.raises(
-        ValueError, match=r"joint\.fusion_hidden must be a list of 1 to 16 ints in \[1, 4096\]"
-    ):
-        validate_model_config(wide)
+    for widths in ([65536, 65536], [8192, 8193]):  # a 64 GiB layer (was accepted), one weight too many
+        wide = {**cfg, "joint": {**cfg["joint"], "fusion_hidden": widths}}
+        with pytest.raises(ValueError, match=r"fusion_hidden must be a list .* product of at most 67108864"):
+            validate_model_config(wide)
+    validate_model_config({**cfg, "joint": {**cfg["joint"], "fusion_hidden": [8192, 8192, 65536 // 8]}})
     assert build_model(no_fusion).fusion is None
     missing = {**cfg, "joint": {k: v for k, v in cfg["joint"].items() if k != "fusion"}}
     with pytest.raises(ValueError, match=r"invalid model config: 'joint' misses \['fusion'\]"):

@@ -12,6 +12,7 @@ its section's schema.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any, cast
@@ -37,6 +38,11 @@ ARCHS = ("deeplabv3plus", "spixelfcn", "joint")
 RUNTIME_KEYS = ("channels_last", "recompute_fusion", "compile_refine")
 #: Bounds of the checks: far above any real model, far below an allocation that cannot succeed.
 MAX_CLASSES, MAX_WIDTH, MAX_CELL = 1024, 4096, 1024
+#: Largest logical fusion width, and largest product of two consecutive ones (a hidden layer's weights before
+#: the activation doubles both widths): the initialization of 8192 x 8192 takes about 70 s and 4 GB on one CPU
+#: thread (time grows about as width**2.6, memory as width**2); 65536 x 65536 would be a 64 GiB layer. The
+#: training CLI's ``--fusion-hidden`` has the same bounds.
+MAX_FUSION_WIDTH, FUSION_LAYER_MAX = 65536, 2**26
 
 Check = Callable[[Any], str | None]  # None when fine, else what was expected
 
@@ -66,10 +72,18 @@ def _finite(bound: float) -> Check:
 
 
 def _widths(v: Any) -> str | None:
-    # logical widths: an activation doubles them, so 4096 is an 8192 x 8192 layer (256 MiB in float32); the
-    # bound was 65536 (a 64 GiB layer, attempted after the config passed); 4096 is still 2 x MAX_CLASSES
-    ok = isinstance(v, (list, tuple)) and 1 <= len(v) <= 16 and all(_int(1, MAX_WIDTH)(h) is None for h in v)
-    return None if ok else f"a list of 1 to 16 ints in [1, {MAX_WIDTH}]"
+    ok = (
+        isinstance(v, (list, tuple))
+        and 1 <= len(v) <= 16
+        and all(_int(1, MAX_FUSION_WIDTH)(h) is None for h in v)
+        and all(a * b <= FUSION_LAYER_MAX for a, b in itertools.pairwise(v))
+    )
+    return (
+        None
+        if ok
+        else f"a list of 1 to 16 ints in [1, {MAX_FUSION_WIDTH}], each two consecutive ones with a product "
+        f"of at most {FUSION_LAYER_MAX}"
+    )
 
 
 #: Per section: key -> check; keys marked required must be present.
