@@ -5,8 +5,10 @@ Architecture (Chen et al., ECCV 2018), built from torchvision layers:
 * backbone: ``torchvision.models.resnetXX(weights=None)``; the last one (OS16) or two (OS8) stages trade their
   stride for dilation. Bottleneck ResNets (50/101/152) use torchvision's ``replace_stride_with_dilation``;
   torchvision refuses dilation in ``BasicBlock`` (ResNet-18/34), so for those the strides and dilations of
-  the built convolutions are rewritten here (same receptive-field rule as torchvision: the first block of a
-  dilated stage keeps the previous dilation, the others use the new one);
+  the built convolutions are rewritten here: the strided convolution (the first block's ``conv1``) keeps the
+  previous dilation and every later 3x3 convolution of the stage, the first block's ``conv2`` included, uses
+  the new one (the exact a-trous conversion: after the removed stride each of them sees a grid twice as dense;
+  torchvision's rule for its Bottleneck, whose blocks have one 3x3 convolution, per convolution);
 * ASPP: a 1x1 branch, three 3x3 atrous branches with rates (6, 12, 18) at OS16 or (12, 24, 36) at OS8, and an
   image-pooling branch; concatenation, 1x1 projection, dropout 0.5;
 * decoder: the stride-4 ``layer1`` feature projected to 48 channels, concatenated with the upsampled ASPP
@@ -43,7 +45,8 @@ def _conv_bn_relu(cin: int, cout: int, k: int, dilation: int = 1) -> nn.Sequenti
 
 
 def _dilate_basic_stage(stage: nn.Sequential, previous_dilation: int, dilation: int) -> None:
-    """Turn a strided BasicBlock stage into a dilated one in place (stride 1, dilated 3x3 convs)."""
+    """Turn a strided BasicBlock stage into a dilated one in place (stride 1, dilated 3x3 convs): the first
+    block's strided ``conv1`` keeps ``previous_dilation``, every later 3x3 conv gets ``dilation``."""
     block: Any  # torchvision BasicBlock (untyped attributes)
     for i, block in enumerate(stage):
         d1 = previous_dilation if i == 0 else dilation
