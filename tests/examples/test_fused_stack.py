@@ -178,6 +178,9 @@ def test_rejects_mismatched_shapes_and_a_negative_slope() -> None:
         fused_stack(s, s, ws, [bs[0], torch.zeros(3)], 0.0)
     with pytest.raises(ValueError, match=r"slope must be None, 0\.0 .* got -0\.1"):
         fused_stack(s, s, ws, bs, -0.1)
+    for chunk in (0, -5, True, 2.0):  # before: 0 and -5 ran as one pixel (or row) per chunk, silently slow
+        with pytest.raises(ValueError, match=rf"chunk must be None or an int >= 1 .* got {chunk!r}"):
+            fused_stack(s, s, ws, bs, 0.0, chunk=chunk)  # type: ignore[arg-type]  # the bad value is the point
 
 
 def test_empty_batch() -> None:

@@ -683,6 +683,19 @@ def test_inputs_of_different_sizes_are_refused(shapes: tuple[tuple[int, ...], tu
         joint(torch.zeros(b1, 3, h1, w1), torch.zeros(b2, 3, h2, w2))
 
 
+@pytest.mark.parametrize("which", ["seg_input", "spixel_input"])
+def test_a_bad_input_is_named(which: str) -> None:
+    """The networks' own checks call their input ``x``: the joint model names which of its two is wrong."""
+    deeplab, spixel = _nets()
+    joint = JointModel(deeplab, spixel).eval()
+    good = torch.zeros(1, 3, 16, 16)
+    inputs = {"seg_input": good, "spixel_input": good}
+    with pytest.raises(ValueError, match=rf"{which} must have shape \(B, 3, H, W\) .* got \(1, 4, 16, 16\)"):
+        joint(**{**inputs, which: torch.zeros(1, 4, 16, 16)})
+    with pytest.raises(TypeError, match=rf"{which} must be a floating-point tensor .* got torch.uint8"):
+        joint(**{**inputs, which: torch.zeros(1, 3, 16, 16, dtype=torch.uint8)})
+
+
 @pytest.mark.parametrize(
     "s_shape, u_shape, match",
     [

@@ -259,9 +259,9 @@ def fused_stack(
 
     Raises:
         ValueError: ``s`` and ``u`` of different shapes (``u`` per superpixel: not ``[B, N_s, C]`` of
-            ``pool``, or without ``pool``), layer shapes that do not chain from ``2C``, a bias
-            of the wrong shape, a negative slope, an unknown ``products``, ``products="conv"`` where it
-            cannot run (not float32 on the CPU, or oneDNN missing or disabled).
+            ``pool``, or without ``pool``), layer shapes that do not chain from ``2C``, a bias of the wrong
+            shape, a negative slope, a ``chunk`` below 1, an unknown ``products``, ``products="conv"`` where
+            it cannot run (not float32 on the CPU, or oneDNN missing or disabled).
 
     First-order only: the backward is not differentiable again (``create_graph=True`` gives no second
     derivative through this op). Under ``torch.compile`` the loop over images and chunks is unrolled into the
@@ -288,6 +288,8 @@ def fused_stack(
         fan_in = w.shape[0]
     if slope is not None and not slope >= 0:
         raise ValueError(f"slope must be None, 0.0 (ReLU) or a LeakyReLU slope > 0, got {slope}")
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be None or an int >= 1 (pixels per chunk), got {chunk!r}")
     if products not in PRODUCTS:
         raise ValueError(f"products must be one of {PRODUCTS}, got {products!r}")
     dtype = weights[0].dtype  # the stack runs in its parameters' dtype, never under autocast

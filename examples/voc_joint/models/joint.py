@@ -59,7 +59,7 @@ import sparse_ops as so
 from sparse_ops.soft import _no_autocast
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 
-from ._checks import positive_int
+from ._checks import check_images, positive_int
 from .fused_conv_stack import conv_products_available
 from .fused_stack import Products, fused_stack
 
@@ -654,12 +654,14 @@ class JointModel(nn.Module):
         return self._refine(s, q)
 
     def forward(self, seg_input: Tensor, spixel_input: Tensor) -> dict[str, Tensor | None]:
-        shapes = [tuple(getattr(x, "shape", ())) for x in (seg_input, spixel_input)]
-        batch_and_size = [(shape[0], *shape[2:]) for shape in shapes if len(shape) == 4]
-        if len(batch_and_size) == 2 and batch_and_size[0] != batch_and_size[1]:  # before either network runs
+        # before either network runs, and naming the input (the networks' own checks call it x)
+        check_images(seg_input, "seg_input")
+        check_images(spixel_input, "spixel_input")
+        (b1, _, h1, w1), (b2, _, h2, w2) = seg_input.shape, spixel_input.shape
+        if (b1, h1, w1) != (b2, h2, w2):
             raise ValueError(
                 "seg_input and spixel_input must have the same batch size and image size, got "
-                f"{shapes[0]} and {shapes[1]}"
+                f"{tuple(seg_input.shape)} and {tuple(spixel_input.shape)}"
             )
         if network_channels_last(self.channels_last, "deeplab"):
             seg_input = seg_input.contiguous(memory_format=torch.channels_last)
