@@ -86,7 +86,13 @@ from examples.voc_joint.distributed import (
 from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
-from examples.voc_joint.models.build import FUSION_LAYER_MAX, MAX_FUSION_WIDTH  # the config schema's bounds
+from examples.voc_joint.models.build import (  # the config schema's bounds: a model trained here must load
+    FUSION_LAYER_MAX,
+    MAX_CELL,
+    MAX_FUSION_WIDTH,
+    MAX_SPIXEL_WIDTH,
+    MAX_WIDTH,
+)
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
 from examples.voc_joint.models.joint import (
     DEFAULT_CHANNELS_LAST,
@@ -307,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--aspp-channels",
-        type=int_range(1, 4096),
+        type=int_range(1, MAX_WIDTH),
         default=None,
         help=_model_help("ASPP / decoder width", "aspp_channels"),
     )
@@ -319,13 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--cell-size",
-        type=int_range(1, 1024),
+        type=int_range(1, MAX_CELL),
         default=None,
         help=_model_help("superpixel grid cell size in pixels", "cell_size"),
     )
     g.add_argument(
         "--spixel-width",
-        type=int_range(1, 1024),
+        type=int_range(1, MAX_SPIXEL_WIDTH),
         default=None,
         help=_model_help("SpixelFCN first-stage width", "spixel_width"),
     )

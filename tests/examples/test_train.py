@@ -2155,3 +2155,30 @@ def test_model_device_is_the_parameters_device() -> None:
     CUDA's): the device of the parameters, the CPU for a model without any."""
     assert train._model_device(torch.nn.Linear(2, 2, device="meta")) == torch.device("meta")
     assert train._model_device(torch.nn.ReLU()) == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "option, section, key, largest",
+    [
+        ("--spixel-width", "spixel", "width", "MAX_SPIXEL_WIDTH"),
+        ("--cell-size", "spixel", "cell_size", "MAX_CELL"),
+        ("--aspp-channels", "deeplab", "aspp_channels", "MAX_WIDTH"),
+    ],
+)
+def test_the_model_options_take_what_a_checkpoint_config_may_hold(option, section, key, largest, capsys):
+    """A model the training CLI builds must load again from its checkpoint: ``--spixel-width`` took up to
+    1024 where the config schema allows 256, so a wider SpixelFCN trained and its checkpoint was then refused
+    (``invalid model config: spixel.width must be an int in [1, 256]``). The bounds are the schema's now."""
+    from examples.voc_joint.models import build
+
+    bound = getattr(build, largest)
+    parser = train.build_parser()
+    dest = "spixel_width" if key == "width" else key
+    assert getattr(parser.parse_args([option, str(bound)]), dest) == bound
+    with pytest.raises(SystemExit):
+        parser.parse_args([option, str(bound + 1)])
+    assert option in capsys.readouterr().err
+    deeplab = {"num_classes": 21, "backbone": "resnet18"}
+    base = deeplab if section == "deeplab" else {"cell_size": 16, "width": 16}
+    arch = "deeplabv3plus" if section == "deeplab" else "spixelfcn"
+    build.validate_model_config({"arch": arch, section: {**base, key: bound}})

@@ -38,6 +38,8 @@ ARCHS = ("deeplabv3plus", "spixelfcn", "joint")
 RUNTIME_KEYS = ("channels_last", "recompute_fusion", "compile_refine")
 #: Bounds of the checks: far above any real model, far below an allocation that cannot succeed.
 MAX_CLASSES, MAX_WIDTH, MAX_CELL = 1024, 4096, 1024
+#: SpixelFCN's first-stage width (its deepest stage is 16x wider: 4096 channels, 600 MB of 3x3 weights).
+MAX_SPIXEL_WIDTH = 256
 #: Largest logical fusion width, and largest product of two consecutive ones (a hidden layer's weights before
 #: the activation doubles both widths): the initialization of 8192 x 8192 takes about 70 s and 4 GB on one CPU
 #: thread (time grows about as width**2.6, memory as width**2); 65536 x 65536 would be a 64 GiB layer. The
@@ -95,7 +97,11 @@ SCHEMAS: dict[str, dict[str, Check]] = {
         "aspp_channels": _int(1, MAX_WIDTH),
         "low_level_channels": _int(1, MAX_WIDTH),
     },
-    "spixel": {"cell_size": _int(1, MAX_CELL), "width": _int(1, 256), "centre_bias": _finite(100.0)},
+    "spixel": {
+        "cell_size": _int(1, MAX_CELL),
+        "width": _int(1, MAX_SPIXEL_WIDTH),
+        "centre_bias": _finite(100.0),
+    },
     "joint": {
         "num_classes": _int(1, MAX_CLASSES),
         "cell_size": _int(1, MAX_CELL),
