@@ -633,7 +633,7 @@ _BAD_TRAIN = [
     (["--num-classes", "256"], "--num-classes: must be an integer in [1, 255]"),
     (["--aspp-channels", "0"], "--aspp-channels: must be an integer in [1, 4096]"),
     (["--cell-size", "0"], "--cell-size: must be an integer in [1, 1024]"),
-    (["--spixel-width", "0"], "--spixel-width: must be an integer in [1, 1024]"),
+    (["--spixel-width", "0"], "--spixel-width: must be an integer in [1, 256]"),
     (["--fusion-hidden", "64", "0"], "--fusion-hidden: must be an integer in [1, 65536]"),
     (["--fusion-hidden", "32"], "--fusion-hidden [32] below 2 x --num-classes = 42"),
     # a 68.7 GB allocation attempt (a traceback) when the stack was built; 8192 8192 takes 70 s and 4 GB
