@@ -160,15 +160,21 @@ def normalize_spixel(image: Tensor) -> Tensor:
 # joint transforms (torchvision.transforms.v2 on tv_tensors.Image + tv_tensors.Mask)
 
 
+def _as_positive_int(value: object) -> int | None:
+    """``value`` as an int where it is an integer >= 1 of any type (a NumPy integer too, never a bool), else
+    None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        return None
+    return int(value)
+
+
 def _size_pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
-    """``(H, W)`` of a side or a pair; any integer type (a NumPy integer too), never a bool."""
-
-    def side(s: object) -> int | None:
-        return None if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 else int(s)
-
-    one = side(size)
-    pair = (size, size) if one is not None else tuple(size) if isinstance(size, Sequence) else ()
-    sides = [side(s) for s in pair]
+    """``(H, W)`` of a side or a pair of positive ints (:func:`_as_positive_int`)."""
+    if isinstance(size, numbers.Integral):
+        pair: tuple[object, ...] = (size, size)
+    else:
+        pair = tuple(size) if isinstance(size, Sequence) else ()
+    sides = [_as_positive_int(s) for s in pair]
     if len(sides) != 2 or None in sides:
         raise ValueError(f"{name} must be a positive int or (H, W) of positive ints, got {size!r}")
     return cast(int, sides[0]), cast(int, sides[1])
@@ -285,9 +291,10 @@ class PadToMultiple(_PadBottomRight):
 
     def __init__(self, multiple: int, *, fill: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__(fill=fill, ignore_index=ignore_index)
-        if isinstance(multiple, bool) or not isinstance(multiple, numbers.Integral) or multiple < 1:
+        checked = _as_positive_int(multiple)
+        if checked is None:
             raise ValueError(f"multiple must be an int >= 1, got {multiple!r}")
-        self.multiple: int = int(multiple)
+        self.multiple = checked
 
     def _target(self, h: int, w: int) -> tuple[int, int]:
         m = self.multiple

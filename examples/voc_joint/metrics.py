@@ -105,6 +105,12 @@ def _check_region(region: Tensor | None, target: Tensor) -> Tensor | None:
     return region.to(target.device)
 
 
+def _counted(target: Tensor, ignore_index: int, region: Tensor | None) -> Tensor:
+    """The pixels every accuracy metric counts (Bool[B, H, W]): not ``ignore_index``, inside ``region``."""
+    valid = target != ignore_index
+    return valid if region is None else valid & region
+
+
 def confusion_matrix(
     pred: Tensor,
     target: Tensor,
@@ -299,10 +305,11 @@ def _superpixel_sums(
     tolerance: int,
     target_edges: Tensor | None = None,
     region: Tensor | None = None,
+    counted: Tensor | None = None,
 ) -> dict[str, float]:
     """:func:`superpixel_scores` of maps ``pred`` and ``target`` (int64) and ``region`` already checked
     (:func:`_check_maps`, :func:`_check_region`) and a ``tolerance`` >= 0; ``target_edges``:
-    :func:`label_edges` of ``target`` and ``region`` when already at hand."""
+    :func:`label_edges` of ``target`` and ``region``, ``counted``: :func:`_counted`, when already at hand."""
     if superpixels.dim() == 4 and superpixels.shape[1] == 1:
         superpixels = superpixels[:, 0]
     if superpixels.shape != target.shape:
@@ -314,9 +321,7 @@ def _superpixel_sums(
     if superpixels.numel() and int(superpixels.min()) < 0:
         raise ValueError(f"superpixel ids must be >= 0, got min {int(superpixels.min())}")
     edges = label_edges(target, region) if target_edges is None else target_edges
-    valid = target != ignore_index
-    if region is not None:
-        valid &= region
+    valid = _counted(target, ignore_index, region) if counted is None else counted
     gt_edges = edges & valid
     sp_near = _dilate(label_edges(superpixels, region), tolerance)
     local_ids, per_image = relabel_contiguous(superpixels)  # ids 0..K_b-1 per image
@@ -434,9 +439,7 @@ class SegmentationMetrics:
         target = _check_maps(pred, target, self.num_classes, self.ignore_index)
         region = _check_region(region, target)
         index = _pair_index(pred, target, self.num_classes)
-        valid = target != self.ignore_index
-        if region is not None:
-            valid &= region
+        valid = _counted(target, self.ignore_index, region)
         edges = label_edges(target, region)
         self.confusion += _confusion(index, valid, self.num_classes)
         # the band of width w = the band of a smaller width v dilated by w - v more pixels (squares add up)
@@ -454,6 +457,7 @@ class SegmentationMetrics:
                 self.boundary_tolerance,
                 edges,
                 region,
+                valid,
             )
             for key, value in sums.items():
                 self.superpixel_sums[key] = self.superpixel_sums.get(key, 0.0) + value
