@@ -67,8 +67,8 @@ def _validate(
         out_features = int(target_weight.shape[0])
     out_f = in_f if out_features is None else check_int(out_features, f"out_{name}")
     act = check_activation(activation)
-    if negative_slope is None:
-        slope = DEFAULT_NEGATIVE_SLOPE
+    if negative_slope is None:  # the slope of the activation for negative inputs: ReLU 0, the identity 1
+        slope = {"leaky_relu": DEFAULT_NEGATIVE_SLOPE, "relu": 0.0, None: 1.0}[act]
     else:
         slope = check_slope(negative_slope)
         if act != "leaky_relu":
@@ -256,7 +256,9 @@ class _TransparentStack(nn.Module):
 
     @property
     def negative_slope(self) -> float:
-        """The LeakyReLU slope the layers were built for (read-only, as :attr:`activation`)."""
+        """The slope of the activation the layers were built for on negative inputs (read-only, as
+        :attr:`activation`): the LeakyReLU's slope, 0.0 for a ReLU and 1.0 without an activation (the
+        identity)."""
         return self._negative_slope
 
     def forward(self, x: Tensor) -> Tensor:

@@ -257,6 +257,20 @@ def test_the_default_negative_slope_is_nn_leaky_relus() -> None:
     assert seq[1].negative_slope == 0.01
 
 
+@pytest.mark.parametrize("cls", [TransparentLinear, TransparentConv1x1])
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", None])
+def test_negative_slope_is_the_activations_slope_for_negative_inputs(cls, act) -> None:
+    """``negative_slope`` reads what the stack's activation does to a negative input: a ReLU's 0.0 and the
+    identity's 1.0 without an activation (it read LeakyReLU's default 0.01 for both), a LeakyReLU's slope."""
+    stack = cls(3, [4], activation=act, generator=0)
+    acts = [m for m in stack.layers if isinstance(m, (nn.ReLU, nn.LeakyReLU))]
+    assert len(acts) == (0 if act is None else 1)
+    minus_one = torch.tensor([-1.0])
+    out = acts[0](minus_one) if acts else minus_one
+    assert stack.negative_slope == {"relu": 0.0, "leaky_relu": 0.01, None: 1.0}[act]
+    assert -out.item() == pytest.approx(stack.negative_slope, abs=0.0, rel=1e-7)  # 0.01 in float32
+
+
 @pytest.mark.parametrize("act", ACTS)
 def test_every_layer_gets_dense_gradient_at_step_0(act: str | None) -> None:
     layer = TransparentLinear(6, [8, 8, 8], activation=act, generator=0)
