@@ -18,6 +18,15 @@ from examples.voc_joint.models import (
     build_model,
     model_config,
 )
+from examples.voc_joint.models._checks import (
+    FUSION_LAYER_MAX,
+    MAX_CELL,
+    MAX_CENTRE_BIAS,
+    MAX_CLASSES,
+    MAX_FUSION_DEPTH,
+    MAX_FUSION_WIDTH,
+)
+from examples.voc_joint.models.build import validate_model_config
 from examples.voc_joint.models.joint import FUSION_INITS, FusionStack, fusion_target_weight
 
 from .helpers import conv_layout
@@ -714,8 +723,11 @@ def test_fusion_stack_names_inputs_of_the_wrong_shape(s_shape, u_shape, match) -
     "kwargs, match",
     [
         ({"fusion_activation": "tanh"}, r"fusion_activation must be one of \('relu', 'leaky_relu', None\)"),
-        ({"fusion_hidden": ()}, r"fusion_hidden must name at least one hidden width, got \(\)"),
-        ({"fusion_hidden": (8, 0)}, "fusion_hidden entries must be a positive int, got 0"),
+        ({"fusion_hidden": ()}, r"fusion_hidden must be a list of 1 to 16 ints in \[1, 65536\].*, got \[\]"),
+        ({"fusion_hidden": (8, 0)}, r"fusion_hidden must be a list of 1 to 16 ints .*, got \[8, 0\]"),
+        ({"fusion_hidden": (8,) * 17}, r"fusion_hidden must be a list of 1 to 16 ints .*, got \[8, 8,"),
+        ({"fusion_hidden": (65537,)}, r"fusion_hidden must be a list of 1 to 16 ints in \[1, 65536\]"),
+        ({"fusion_hidden": (8193, 8192)}, r"with a product of at most 67108864, got \[8193, 8192\]"),
     ],
 )
 def test_fusion_options_are_checked_also_without_a_fusion_stack(kwargs, match) -> None:
@@ -727,6 +739,20 @@ def test_fusion_options_are_checked_also_without_a_fusion_stack(kwargs, match) -
             JointModel(deeplab, spixel, 3, fusion=fusion, **kwargs)
     rebuilt = build_model(model_config(JointModel(deeplab, spixel, 3, fusion=False, fusion_hidden=(2,))))
     assert rebuilt.fusion is None
+
+
+def test_models_built_at_the_constructors_bounds_have_configs_a_checkpoint_can_load() -> None:
+    """What can be built can be saved and loaded. With the refusals one above each bound (here and in
+    test_models.py) this pins the constructors' bounds to the checkpoint schema's: before, e.g.
+    ``SpixelFCN(width=257)`` or a joint model with 17 fusion widths built and trained, and their checkpoints
+    were refused on load."""
+    deeplab = DeepLabV3Plus(MAX_CLASSES, "resnet18", aspp_channels=4, low_level_channels=4)
+    spixel = SpixelFCN(MAX_CELL, 1, centre_bias=-MAX_CENTRE_BIAS)
+    widest = [MAX_FUSION_WIDTH, FUSION_LAYER_MAX // MAX_FUSION_WIDTH] * (MAX_FUSION_DEPTH // 2)
+    joint = JointModel(deeplab, spixel, MAX_CLASSES, cell_size=MAX_CELL, fusion=False, fusion_hidden=widest)
+    for model in (deeplab, spixel, joint):
+        validate_model_config(model_config(model))  # raises on a value outside the schema
+    assert joint.config["fusion_hidden"] == widest and len(widest) == MAX_FUSION_DEPTH
 
 
 @pytest.mark.parametrize("init", ["transparent", "zero_residual", "xavier"])
@@ -794,12 +820,14 @@ def test_joint_model_runs_on_the_meta_device(mode: str) -> None:
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"num_classes": 0}, "num_classes must be a positive int, got 0"),
-        ({"num_classes": True}, "num_classes must be a positive int, got True"),
-        ({"num_classes": 2.5}, "num_classes must be a positive int, got 2.5"),
+        ({"num_classes": 0}, r"num_classes must be an int in \[1, 1024\], got 0"),
+        ({"num_classes": True}, r"num_classes must be an int in \[1, 1024\], got True"),
+        ({"num_classes": 2.5}, r"num_classes must be an int in \[1, 1024\], got 2.5"),
+        ({"num_classes": 1025}, r"num_classes must be an int in \[1, 1024\], got 1025"),
         ({"num_classes": 5}, "num_classes must match the segmentation network's, got 5 and deeplab's 3"),
-        ({"num_classes": 3, "cell_size": 0}, "cell_size must be a positive int, got 0"),
-        ({"num_classes": 3, "cell_size": "8"}, "cell_size must be a positive int, got '8'"),
+        ({"num_classes": 3, "cell_size": 0}, r"cell_size must be an int in \[1, 1024\], got 0"),
+        ({"num_classes": 3, "cell_size": "8"}, r"cell_size must be an int in \[1, 1024\], got '8'"),
+        ({"num_classes": 3, "cell_size": 1025}, r"cell_size must be an int in \[1, 1024\], got 1025"),
     ],
 )
 def test_joint_model_names_a_bad_size_argument(kwargs: dict[str, object], match: str) -> None:

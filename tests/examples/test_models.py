@@ -128,7 +128,7 @@ def test_spixelfcn_architecture_and_errors() -> None:
     net = SpixelFCN()
     assert [m.out_channels for m in (net.enc0[0][0], net.enc4[0][0], net.pred)] == [16, 256, 9]
     assert isinstance(net.enc0[0][2], torch.nn.LeakyReLU) and net.enc0[0][2].negative_slope == 0.1
-    with pytest.raises(ValueError, match="cell_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"cell_size must be an int in \[1, 1024\], got 0"):
         SpixelFCN(cell_size=0)
     with pytest.raises(ValueError, match="width"):
         SpixelFCN(width=-1)
@@ -254,18 +254,40 @@ def test_backbone_weights_without_num_batches_tracked_load(tmp_path, monkeypatch
 @pytest.mark.parametrize(
     "build,match",
     [
-        (lambda: DeepLabV3Plus(True, "resnet18"), "num_classes must be a positive int, got True"),
+        (lambda: DeepLabV3Plus(True, "resnet18"), r"num_classes must be an int in \[1, 1024\], got True"),
         (
             lambda: DeepLabV3Plus(3, "resnet18", aspp_channels=-1),
-            "aspp_channels must be a positive int, got -1",
+            r"aspp_channels must be an int in \[1, 4096\], got -1",
         ),
         (
             lambda: DeepLabV3Plus(3, "resnet18", low_level_channels=2.0),
-            "low_level_channels must be a positive int, got 2.0",
+            r"low_level_channels must be an int in \[1, 4096\], got 2.0",
         ),
-        (lambda: SpixelFCN(True), "cell_size must be a positive int, got True"),
-        (lambda: SpixelFCN(8, centre_bias=float("nan")), "centre_bias must be a finite number, got nan"),
-        (lambda: SpixelFCN(8, centre_bias=None), "centre_bias must be a finite number, got None"),
+        (lambda: SpixelFCN(True), r"cell_size must be an int in \[1, 1024\], got True"),
+        (
+            lambda: SpixelFCN(8, centre_bias=float("nan")),
+            r"centre_bias must be a finite number in \[-100, 100\], got nan",
+        ),
+        (
+            lambda: SpixelFCN(8, centre_bias=None),
+            r"centre_bias must be a finite number in \[-100, 100\], got None",
+        ),
+        # above the bounds of a checkpoint's config: built before, then the checkpoint was refused on load
+        (lambda: DeepLabV3Plus(1025, "resnet18"), r"num_classes must be an int in \[1, 1024\], got 1025"),
+        (
+            lambda: DeepLabV3Plus(3, "resnet18", aspp_channels=4097),
+            r"aspp_channels must be an int in \[1, 4096\], got 4097",
+        ),
+        (
+            lambda: DeepLabV3Plus(3, "resnet18", low_level_channels=4097),
+            r"low_level_channels must be an int in \[1, 4096\], got 4097",
+        ),
+        (lambda: SpixelFCN(1025), r"cell_size must be an int in \[1, 1024\], got 1025"),
+        (lambda: SpixelFCN(8, 257), r"width must be an int in \[1, 256\], got 257"),
+        (
+            lambda: SpixelFCN(8, centre_bias=100.5),
+            r"centre_bias must be a finite number in \[-100, 100\], got 100.5",
+        ),
     ],
 )
 def test_network_sizes_are_named(build, match: str) -> None:

@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 from torch import Tensor
 
-__all__ = ["check_images", "positive_int"]
+__all__ = [
+    "FUSION_LAYER_MAX",
+    "MAX_CELL",
+    "MAX_CENTRE_BIAS",
+    "MAX_CLASSES",
+    "MAX_FUSION_DEPTH",
+    "MAX_FUSION_WIDTH",
+    "MAX_SPIXEL_WIDTH",
+    "MAX_WIDTH",
+    "bounded_int",
+    "check_images",
+    "finite_number",
+    "fusion_widths_problem",
+    "positive_int",
+]
+
+# The bounds of the networks' constructors and of the config schema of checkpoints (models.build.SCHEMAS):
+# one place, so that every model that can be built can be saved and loaded again.
+#: Bounds of classes, DeepLabV3+'s widths and the superpixel cell: far above any real model, far below an
+#: allocation that cannot succeed.
+MAX_CLASSES, MAX_WIDTH, MAX_CELL = 1024, 4096, 1024
+#: SpixelFCN's first-stage width (its deepest stage is 16x wider: 4096 channels, 600 MB of 3x3 weights).
+MAX_SPIXEL_WIDTH = 256
+#: SpixelFCN's ``centre_bias`` (a logit: 100 already makes the centre cell's weight 1 - e**-100).
+MAX_CENTRE_BIAS = 100.0
+#: Largest logical fusion width, and largest product of two consecutive ones (a hidden layer's weights before
+#: the activation doubles both widths): the initialization of 8192 x 8192 takes about 70 s and 4 GB on one CPU
+#: thread (time grows about as width**2.6, memory as width**2); 65536 x 65536 would be a 64 GiB layer. The
+#: training CLI's ``--fusion-hidden`` has the same bounds.
+MAX_FUSION_WIDTH, FUSION_LAYER_MAX = 65536, 2**26
+#: Most hidden layers of the fusion stack.
+MAX_FUSION_DEPTH = 16
 
 
 def positive_int(value: object, name: str) -> int:
@@ -17,6 +51,62 @@ def positive_int(value: object, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def bounded_int(value: object, name: str, high: int) -> int:
+    """``value`` if it is a Python int in ``[1, high]`` (not a bool), else a ``ValueError`` naming ``name``.
+
+    Example:
+        >>> bounded_int(300, "width", 256)
+        Traceback (most recent call last):
+        ...
+        ValueError: width must be an int in [1, 256], got 300
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+        raise ValueError(f"{name} must be an int in [1, {high}], got {value!r}")
+    return value
+
+
+def fusion_widths_problem(widths: object) -> str | None:
+    """``None`` if ``widths`` are valid logical hidden widths of the fusion stack, else what was expected.
+
+    Valid: a list or tuple of 1 to :data:`MAX_FUSION_DEPTH` ints in ``[1, MAX_FUSION_WIDTH]``, each two
+    consecutive ones with a product of at most :data:`FUSION_LAYER_MAX`.
+
+    Example:
+        >>> fusion_widths_problem([64, 64]) is None
+        True
+    """
+    ok = (
+        isinstance(widths, (list, tuple))
+        and 1 <= len(widths) <= MAX_FUSION_DEPTH
+        and all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_FUSION_WIDTH for h in widths)
+        and all(a * b <= FUSION_LAYER_MAX for a, b in itertools.pairwise(widths))
+    )
+    if ok:
+        return None
+    return (
+        f"a list of 1 to {MAX_FUSION_DEPTH} ints in [1, {MAX_FUSION_WIDTH}], each two consecutive ones with "
+        f"a product of at most {FUSION_LAYER_MAX}"
+    )
+
+
+def finite_number(value: object, name: str, bound: float) -> float:
+    """``value`` if it is a finite int or float in ``[-bound, bound]`` (not a bool), else a ``ValueError``.
+
+    Example:
+        >>> finite_number(0.5, "centre_bias", 100.0)
+        0.5
+    """
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= bound
+    )
+    if not ok:
+        raise ValueError(f"{name} must be a finite number in [-{bound:g}, {bound:g}], got {value!r}")
+    return value  # type: ignore[return-value]
 
 
 def check_images(x: Tensor, name: str = "x") -> None:

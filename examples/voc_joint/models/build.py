@@ -12,7 +12,6 @@ its section's schema.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any, cast
@@ -20,6 +19,16 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from ._checks import (  # the constructors' bounds (a model that can be built can be loaded); re-exported
+    FUSION_LAYER_MAX,
+    MAX_CELL,
+    MAX_CENTRE_BIAS,
+    MAX_CLASSES,
+    MAX_FUSION_WIDTH,
+    MAX_SPIXEL_WIDTH,
+    MAX_WIDTH,
+    fusion_widths_problem,
+)
 from .deeplabv3plus import BACKBONES, DeepLabV3Plus
 from .joint import (
     FUSION_ACTIVATIONS,
@@ -31,21 +40,25 @@ from .joint import (
 )
 from .spixelfcn import SpixelFCN
 
-__all__ = ["ARCHS", "RUNTIME_KEYS", "SCHEMAS", "build_model", "model_config", "validate_model_config"]
+__all__ = [
+    "ARCHS",
+    "FUSION_LAYER_MAX",
+    "MAX_CELL",
+    "MAX_CENTRE_BIAS",
+    "MAX_CLASSES",
+    "MAX_FUSION_WIDTH",
+    "MAX_SPIXEL_WIDTH",
+    "MAX_WIDTH",
+    "RUNTIME_KEYS",
+    "SCHEMAS",
+    "build_model",
+    "model_config",
+    "validate_model_config",
+]
 
 ARCHS = ("deeplabv3plus", "spixelfcn", "joint")
 #: Runtime options of :func:`build_model` (how a model runs, never stored in its config).
 RUNTIME_KEYS = ("channels_last", "recompute_fusion", "compile_refine")
-#: Bounds of the checks: far above any real model, far below an allocation that cannot succeed.
-MAX_CLASSES, MAX_WIDTH, MAX_CELL = 1024, 4096, 1024
-#: SpixelFCN's first-stage width (its deepest stage is 16x wider: 4096 channels, 600 MB of 3x3 weights).
-MAX_SPIXEL_WIDTH = 256
-#: Largest logical fusion width, and largest product of two consecutive ones (a hidden layer's weights before
-#: the activation doubles both widths): the initialization of 8192 x 8192 takes about 70 s and 4 GB on one CPU
-#: thread (time grows about as width**2.6, memory as width**2); 65536 x 65536 would be a 64 GiB layer. The
-#: training CLI's ``--fusion-hidden`` has the same bounds.
-MAX_FUSION_WIDTH, FUSION_LAYER_MAX = 65536, 2**26
-
 Check = Callable[[Any], str | None]  # None when fine, else what was expected
 
 
@@ -74,18 +87,7 @@ def _finite(bound: float) -> Check:
 
 
 def _widths(v: Any) -> str | None:
-    ok = (
-        isinstance(v, (list, tuple))
-        and 1 <= len(v) <= 16
-        and all(_int(1, MAX_FUSION_WIDTH)(h) is None for h in v)
-        and all(a * b <= FUSION_LAYER_MAX for a, b in itertools.pairwise(v))
-    )
-    return (
-        None
-        if ok
-        else f"a list of 1 to 16 ints in [1, {MAX_FUSION_WIDTH}], each two consecutive ones with a product "
-        f"of at most {FUSION_LAYER_MAX}"
-    )
+    return fusion_widths_problem(v)
 
 
 #: Per section: key -> check; keys marked required must be present.
@@ -100,7 +102,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
     "spixel": {
         "cell_size": _int(1, MAX_CELL),
         "width": _int(1, MAX_SPIXEL_WIDTH),
-        "centre_bias": _finite(100.0),
+        "centre_bias": _finite(MAX_CENTRE_BIAS),
     },
     "joint": {
         "num_classes": _int(1, MAX_CLASSES),

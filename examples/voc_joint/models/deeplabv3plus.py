@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_images, positive_int
+from ._checks import MAX_CLASSES, MAX_WIDTH, bounded_int, check_images
 
 __all__ = ["ASPP", "BACKBONES", "DeepLabV3Plus", "build_resnet_backbone", "load_backbone_weights"]
 
@@ -244,9 +244,10 @@ class DeepLabV3Plus(nn.Module):
         low_level_channels: int = 48,
     ) -> None:
         super().__init__()
-        positive_int(num_classes, "num_classes")
-        positive_int(aspp_channels, "aspp_channels")
-        positive_int(low_level_channels, "low_level_channels")
+        # the bounds of a checkpoint's config (models.build.SCHEMAS): what can be built can be loaded
+        bounded_int(num_classes, "num_classes", MAX_CLASSES)
+        bounded_int(aspp_channels, "aspp_channels", MAX_WIDTH)
+        bounded_int(low_level_channels, "low_level_channels", MAX_WIDTH)
         self.backbone, low_c, high_c = build_resnet_backbone(backbone, output_stride)
         if backbone_weights is not None:
             load_backbone_weights(self.backbone, backbone_weights)

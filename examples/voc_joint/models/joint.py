@@ -59,7 +59,7 @@ import sparse_ops as so
 from sparse_ops.soft import _no_autocast
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 
-from ._checks import check_images, positive_int
+from ._checks import MAX_CELL, MAX_CLASSES, bounded_int, check_images, fusion_widths_problem, positive_int
 from .fused_conv_stack import conv_products_available
 from .fused_stack import Products, fused_stack
 
@@ -520,9 +520,11 @@ class JointModel(nn.Module):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         self.deeplab = deeplab
         self.spixelfcn = spixelfcn
-        positive_int(num_classes, "num_classes")
-        if cell_size is not None:
-            positive_int(cell_size, "cell_size")
+        # the bounds of a checkpoint's config (models.build.SCHEMAS): what can be built can be loaded
+        bounded_int(num_classes, "num_classes", MAX_CLASSES)
+        if cell_size is None:  # SpixelFCN's (bounded by its constructor), 16 for a network without one
+            cell_size = getattr(spixelfcn, "cell_size", 16)
+        bounded_int(cell_size, "cell_size", MAX_CELL)
         net_config = getattr(deeplab, "config", None)  # DeepLabV3Plus's; any other network is trusted
         net_classes = net_config.get("num_classes") if isinstance(net_config, dict) else None
         if net_classes is not None and net_classes != num_classes:
@@ -531,15 +533,14 @@ class JointModel(nn.Module):
                 f"{net_classes}"
             )
         self.num_classes = num_classes
-        self.cell_size = int(cell_size if cell_size is not None else getattr(spixelfcn, "cell_size", 16))
+        self.cell_size = cell_size
         self.mode = mode
         if isinstance(fusion_hidden, (str, bytes)) or not isinstance(fusion_hidden, Sequence):
             raise TypeError(f"fusion_hidden must be a sequence of ints, got {fusion_hidden!r}")
         # recorded in the config also without a stack (a model rebuilt from it must accept them): checked here
-        if not fusion_hidden:
-            raise ValueError(f"fusion_hidden must name at least one hidden width, got {fusion_hidden!r}")
-        for h in fusion_hidden:
-            positive_int(h, "fusion_hidden entries")
+        expected = fusion_widths_problem(list(fusion_hidden))
+        if expected is not None:
+            raise ValueError(f"fusion_hidden must be {expected}, got {list(fusion_hidden)!r}")
         if fusion_activation not in FUSION_ACTIVATIONS:
             raise ValueError(
                 f"fusion_activation must be one of {FUSION_ACTIVATIONS}, got {fusion_activation!r}"

@@ -14,14 +14,13 @@ back.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_images, positive_int
+from ._checks import MAX_CELL, MAX_CENTRE_BIAS, MAX_SPIXEL_WIDTH, bounded_int, check_images, finite_number
 
 __all__ = ["SpixelFCN"]
 
@@ -78,14 +77,10 @@ class SpixelFCN(nn.Module):
 
     def __init__(self, cell_size: int = 16, width: int = 16, *, centre_bias: float = 0.0) -> None:
         super().__init__()
-        positive_int(cell_size, "cell_size")
-        positive_int(width, "width")
-        if (
-            isinstance(centre_bias, bool)
-            or not isinstance(centre_bias, (int, float))
-            or not math.isfinite(centre_bias)
-        ):
-            raise ValueError(f"centre_bias must be a finite number, got {centre_bias!r}")
+        # the bounds of a checkpoint's config (models.build.SCHEMAS): what can be built can be loaded
+        bounded_int(cell_size, "cell_size", MAX_CELL)
+        bounded_int(width, "width", MAX_SPIXEL_WIDTH)
+        finite_number(centre_bias, "centre_bias", MAX_CENTRE_BIAS)
         self.cell_size = cell_size
         c = [width * m for m in (1, 2, 4, 8, 16)]
         self.enc0 = nn.Sequential(_conv(3, c[0]), _conv(c[0], c[0]))
