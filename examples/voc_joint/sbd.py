@@ -141,8 +141,9 @@ def _describe(value: Any) -> str:
 
 
 def _segmentation(path: Path, mat: dict[str, Any], v4: bool) -> Any:
-    """``GTcls.Segmentation`` of a loaded label file (``squeeze_me``, ``struct_as_record=False``; ``v4``: a
-    MATLAB v4 file); a :class:`DataError` saying what the file holds instead."""
+    """``GTcls.Segmentation`` of a loaded label file (``struct_as_record=False``, no ``squeeze_me``: every
+    array keeps MATLAB's 2 or more dimensions, so the labels of an image 1 pixel high or wide stay [1, W] or
+    [H, 1]; ``v4``: a MATLAB v4 file); a :class:`DataError` saying what the file holds instead."""
     head = f"SBD label file '{path}' has no 2-D integer GTcls.Segmentation: "
     gt = mat.get("GTcls")
     if gt is None:
@@ -153,8 +154,10 @@ def _segmentation(path: Path, mat: dict[str, Any], v4: bool) -> Any:
             head + f"no variable 'GTcls' (its variables: {variables}); expected SBD's cls/<name>.mat (inst/ "
             "files hold GTinst, the instance labels)"
         )
-    if isinstance(gt, np.ndarray) and gt.dtype == object:  # a struct array: squeeze_me keeps it an array
-        raise DataError(head + f"'GTcls' is a struct array of {gt.size} elements: expected one struct")
+    if isinstance(gt, np.ndarray) and gt.dtype == object:  # a struct array: [1, 1] for one struct
+        if gt.size != 1:
+            raise DataError(head + f"'GTcls' is a struct array of {gt.size} elements: expected one struct")
+        gt = gt.item()  # a cell array's element is an array: refused below as no struct
     fields = getattr(gt, "_fieldnames", None)
     if fields is None:
         raise DataError(
@@ -211,7 +214,8 @@ def read_sbd_mask(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
             "save(..., '-v7'))"
         )
     try:
-        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False, variable_names=["GTcls"])
+        # no squeeze_me: it made the [1, W], [H, 1] and [1, 1] labels of a thin image 1-D arrays or scalars
+        mat = scipy.io.loadmat(str(path), struct_as_record=False, variable_names=["GTcls"])
     except Exception as exc:  # a damaged file: MatReadError, IndexError, zlib.error, OSError, ValueError, ...
         raise DataError(
             f"cannot read SBD label file '{path}' ({type(exc).__name__}: {exc}): {_REEXTRACT}"

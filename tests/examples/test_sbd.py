@@ -264,6 +264,13 @@ def _struct_array() -> np.ndarray:
     return arr
 
 
+def _cell_of_struct() -> np.ndarray:
+    """A 1x1 cell array holding SBD's struct (``{GTcls}``): no struct itself."""
+    cell = np.empty((1, 1), dtype=object)
+    cell[0, 0] = {"Segmentation": _labels(3, band=False)}
+    return cell
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
@@ -274,7 +281,11 @@ def _struct_array() -> np.ndarray:
         ),
         ({"GTcls": _labels(3, band=False)}, "'GTcls' is a uint8 array of shape (12, 16), not a struct"),
         ({"GTcls": _struct_array()}, "'GTcls' is a struct array of 2 elements: expected one"),
+        ({"GTcls": _cell_of_struct()}, "'GTcls' is a object array of shape (1, 1), not a struct"),
         ({"GTcls": {"Segmentation": np.zeros((H, W, 3), np.uint8)}}, "uint8 array of shape (12, 16, 3)"),
+        ({"GTcls": {"Segmentation": np.zeros((0, 0), np.uint8)}}, "uint8 array of shape (0, 0): expected"),
+        ({"GTcls": {"Segmentation": "abc"}}, "<U3 array of shape (1,): expected a 2-D array"),
+        ({"GTcls": {"Segmentation": {"a": np.zeros(2)}}}, "object array of shape (1, 1): expected integer"),
         ({"GTcls": {"Segmentation": np.full((H, W), 0.5)}}, "non-integer values: 0.5"),
         (
             {"GTcls": {"Segmentation": np.full((H, W), 300, np.uint16)}},
@@ -291,7 +302,11 @@ def _struct_array() -> np.ndarray:
         "no_Segmentation",
         "not_a_struct",
         "struct_array",
+        "cell_of_struct",
         "3d",
+        "empty",
+        "string",
+        "nested_struct",
         "fractional",
         "300",
         "negative",
@@ -494,3 +509,41 @@ def test_cli_sigterm_is_one_line_with_exit_status_143_and_no_staging_folder(real
     err = capsys.readouterr().err
     assert "stopped by SIGTERM (exit status 143)" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in voc.iterdir()) == ["ImageSets", "JPEGImages", "SegmentationClass"]
+
+
+def _thin_labels(shape: tuple[int, int]) -> np.ndarray:
+    """Labels of ``shape`` holding every valid value in turn (0..20 and 255), so a lost or transposed axis
+    shows."""
+    values = np.array([*range(21), 255], np.uint8)
+    return values[np.arange(shape[0] * shape[1]) % values.size].reshape(shape)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "compressed"])
+@pytest.mark.parametrize("shape", [(1, W), (H, 1), (1, 1), (H, W)], ids=["1xW", "Hx1", "1x1", "HxW"])
+def test_a_label_file_of_an_image_one_pixel_high_or_wide_is_read(real_layout, shape, compressed) -> None:
+    """``squeeze_me`` turned the [1, W] and [H, 1] labels of such an image into a 1-D array (and [1, 1] into
+    a scalar), which was refused as 'no 2-D integer GTcls.Segmentation' although the file is valid."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    seg = _thin_labels(shape)
+    if compressed:  # as MATLAB saves it by default
+        scipy.io.savemat(mat, {"GTcls": {"Segmentation": seg}}, do_compression=True)
+    else:
+        _write_mat(mat, seg)
+    labels = sbd.read_sbd_mask(mat)
+    assert labels.dtype == np.uint8 and labels.shape == shape and np.array_equal(labels, seg), labels
+    scipy.io.savemat(mat, {"GTcls": {"Segmentation": seg.astype(float)}})  # MATLAB's double
+    assert np.array_equal(sbd.read_sbd_mask(mat), seg)
+
+
+@pytest.mark.parametrize("shape", [(1, W), (H, 1), (1, 1)], ids=["1xW", "Hx1", "1x1"])
+def test_trainaug_writes_the_mask_of_an_image_one_pixel_high_or_wide(real_layout, shape) -> None:
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    seg = _thin_labels(shape)
+    seg[seg == 255] = 0
+    Image.fromarray(np.zeros((*shape, 3), np.uint8)).save(voc / "JPEGImages" / "2008_000100.jpg")
+    _write_mat(ds / "cls" / "2008_000100.mat", seg)
+    sbd.build_trainaug(root, ds)
+    with Image.open(voc / "SegmentationClassAug" / "2008_000100.png") as im:
+        assert im.mode == "L" and np.array_equal(np.asarray(im), seg)
