@@ -289,7 +289,8 @@ def transparent_init_(
             last layer without bias when a hidden layer from the first biased one on is not wider than the
             input (no exact solution: the message names the rule), a target not representable in the
             layers' dtype, a target on the meta device for layers that are not, a seed outside the int64 /
-            uint64 range.
+            uint64 range. A call that raises writes nothing and leaves the generator (or the global RNG)
+            as it was.
 
     Example:
         >>> import torch

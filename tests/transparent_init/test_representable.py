@@ -128,6 +128,28 @@ def test_inplace_is_atomic_on_error(dtype: torch.dtype) -> None:
     assert all(torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("explicit", [True, False], ids=["generator", "global_rng"])
+def test_a_failed_initialization_leaves_the_generator_as_it_was(explicit: bool) -> None:
+    """Before: the hidden layers were drawn, then the last layer failed its dtype check with the generator
+    advanced, so a retry in float32 drew other weights than a first try in float32 would have."""
+    with torch.random.fork_rng(devices=[]):  # the global RNG is restored for the other tests
+        torch.manual_seed(5)
+        g = torch.Generator().manual_seed(5) if explicit else None
+        source = g if g is not None else torch.default_generator
+        seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4)).half()  # draws: before the state
+        state = source.get_state()
+        with pytest.raises(ValueError, match=r"cannot be stored in torch\.float16"):
+            TransparentLinear(4, [6, 6], dtype=torch.float16, target_weight=_eye(4, 1e5), generator=g)
+        with pytest.raises(ValueError, match=r"cannot be stored in torch\.float16"):
+            transparent_init_(seq, target_weight=_eye(4, 1e5), generator=g)
+        assert torch.equal(source.get_state(), state)
+        retry = TransparentLinear(4, [6, 6], target_weight=_eye(4, 1e5), generator=g)
+        assert not torch.equal(source.get_state(), state)  # the successful call did draw
+        source.set_state(state)
+        first = TransparentLinear(4, [6, 6], target_weight=_eye(4, 1e5), generator=g)
+    assert all(torch.equal(p, q) for p, q in zip(retry.parameters(), first.parameters(), strict=True))
+
+
 def test_reset_parameters_after_half_raises() -> None:
     layer = TransparentLinear(4, [6], target_weight=_eye(4, 1e5), generator=0)  # fine in float32
     layer.half()  # PyTorch's own cast leaves inf in the last layer
