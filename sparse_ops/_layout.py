@@ -28,7 +28,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["MAX_CHAIN_LENGTH", "Layout", "build_layout", "compact_ids", "lanes_for"]
+__all__ = [
+    "MAX_CHAIN_LENGTH",
+    "POSITION_LIMIT",
+    "Layout",
+    "build_layout",
+    "compact_ids",
+    "lanes_for",
+    "position_dtype",
+]
 
 #: Longest chain of additions into one accumulator (``K``) for any layout; means are within ``(K + P + 1) u``.
 MAX_CHAIN_LENGTH = 128
@@ -38,6 +46,43 @@ MAX_LANES, MAX_LANE_SLOTS = 4, 8192
 BUILD_BLOCK_PIXELS = 2**22
 #: Superpixels smaller than this on average get one lane (their chains are short anyway).
 MIN_MEAN_SIZE_FOR_LANES = 32
+#: Positions and slot numbers are built in int32 while they all stay below this (``2**31``), else in int64.
+POSITION_LIMIT = 2**31
+
+
+def _known_below(value: int | torch.SymInt, limit: int) -> bool:
+    """``value < limit``; for a symbolic size, only if it holds for every value of its range.
+
+    A symbolic size (a dynamic batch under ``torch.compile`` or ``torch.export``) is never guarded on: a guard
+    would constrain the batch (an export with an unbounded ``Dim`` fails), so unknown means "no". (Dynamo
+    sees a symbolic size as an ``int``: the test is whether a graph is being traced.)
+    """
+    if not torch.compiler.is_compiling():
+        return bool(value < limit)
+    # (loaded already wherever a graph is traced: the import costs nothing there, and nothing in eager mode)
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    return statically_known_true(value < limit)
+
+
+def position_dtype(
+    rows: int | torch.SymInt, num_space: int, num_pixels: int | torch.SymInt, lanes: int, chain: int
+) -> torch.dtype:
+    """The dtype of the positions and slots of ``R = rows`` images built at once: int32 if exact, else int64.
+
+    The values are flat positions into the ``[R, S]`` tables (below ``R * S``), ranks and positions in an
+    image (at most ``N``) and slot numbers (below ``S * P + 1 + N // K``; the ids of a non-compact layout
+    are below ``S``). int32 (faster cumsums and gathers) is used when ``R * S``, ``S * P + 1 + N // K`` and
+    ``N`` are all below :data:`POSITION_LIMIT`; int64 otherwise, and also when that is not known for every
+    value of a symbolic size (nothing is guarded on).
+    """
+    limit = POSITION_LIMIT
+    fits = (
+        _known_below(rows * num_space, limit)
+        and _known_below(num_space * lanes + 1 + num_pixels // chain, limit)
+        and _known_below(num_pixels, limit)
+    )
+    return torch.int32 if fits else torch.int64
 
 
 def lanes_for(num_pixels: int, num_space: int) -> int:
@@ -116,31 +161,33 @@ def _rows_slots(
 ) -> None:
     """Fill ``space``, ``slot`` and ``sizes`` (``[R, N]``, ``[R, N]``, ``[R, S]``) of ``R`` images in place.
 
-    ``narrow``: the ids fit in int32 (32-bit keys sort faster).
+    ``narrow``: the ids fit in int32 (32-bit keys sort faster). The positions and slots are computed in the
+    dtype of ``sizes`` (:func:`position_dtype`: int32 only where every value fits).
     """
     rows, n = index.shape
     num_space = sizes.shape[1]
-    # flat positions into the [R, S] per-superpixel tables (index_select takes int32 indices; R * S < 2**31)
-    row_offset = (torch.arange(rows, dtype=torch.int32, device=index.device) * num_space).view(rows, 1)
+    dtype = sizes.dtype
+    # flat positions into the [R, S] per-superpixel tables (int32 only where R * S fits: position_dtype)
+    row_offset = (torch.arange(rows, dtype=dtype, device=index.device) * num_space).view(rows, 1)
     keys = index.to(torch.int32) if narrow else index
     values, order = torch.sort(keys, dim=1, stable=True)
     del keys
     if compact:
-        space_sorted = torch.cumsum(_segment_starts(values), dim=1, dtype=torch.int32).sub_(1)
+        space_sorted = torch.cumsum(_segment_starts(values), dim=1, dtype=dtype).sub_(1)
         space.copy_(torch.empty_like(space_sorted).scatter_(1, order, space_sorted))
     else:
-        space_sorted = values.to(torch.int32)
+        space_sorted = values.to(dtype)
     del values
-    sizes.scatter_add_(1, space, torch.ones(1, 1, dtype=torch.int32, device=index.device).expand(rows, n))
+    sizes.scatter_add_(1, space, torch.ones(1, 1, dtype=dtype, device=index.device).expand(rows, n))
     accumulators = _accumulators(sizes, chain, lanes)
     extras = (accumulators - lanes).clamp_min(0)
     flat = (space_sorted + row_offset).view(-1)
     # the rank of every (sorted) pixel among its superpixel's pixels, raster order: position - first position
-    rank = (torch.cumsum(sizes, dim=1, dtype=torch.int32) - sizes).view(-1).index_select(0, flat).neg_()
-    rank += torch.arange(n, dtype=torch.int32, device=index.device).repeat(rows)
+    rank = (torch.cumsum(sizes, dim=1, dtype=dtype) - sizes).view(-1).index_select(0, flat).neg_()
+    rank += torch.arange(n, dtype=dtype, device=index.device).repeat(rows)
     lane = rank.remainder_(accumulators.view(-1).index_select(0, flat))  # in place: the pixel's accumulator
     # the extra slot S * P + 1 + e of the pixels with lane >= P, the lane s * P + lane of the others
-    slot_sorted = (torch.cumsum(extras, dim=1, dtype=torch.int32) - extras).view(-1).index_select(0, flat)
+    slot_sorted = (torch.cumsum(extras, dim=1, dtype=dtype) - extras).view(-1).index_select(0, flat)
     slot_sorted.add_(lane).add_(num_space * lanes + 1 - lanes)
     torch.where(lane < lanes, space_sorted.view(-1) * lanes + lane, slot_sorted, out=slot_sorted)
     del lane, rank, space_sorted, flat
@@ -171,17 +218,18 @@ def build_layout(
         num_extra = 0
     slot = torch.empty_like(index)
     space = torch.empty_like(index) if compact else index
-    sizes = torch.zeros(b, num_space, dtype=torch.int32, device=device)
     # a block of images at a time: the sort runs in parallel over the block's rows and fewer, larger kernels
     # run (4 images at once took 0.41x the time of one at a time on 2 CPU threads); the temporaries, about
     # 16 bytes per pixel of a block, stay bounded by BUILD_BLOCK_PIXELS (the whole batch on an accelerator or
     # under torch.compile, where get_num_threads() does not trace)
     # (a single block is not sliced: slicing would specialize a symbolic batch size under torch.export)
     if device.type != "cpu" or torch.compiler.is_compiling():
-        rows = [slice(None)]
+        rows, block_rows = [slice(None)], b
     else:
         block = max(1, torch.get_num_threads(), BUILD_BLOCK_PIXELS // max(n, 1))
-        rows = [slice(start, start + block) for start in range(0, b, block)]
+        rows, block_rows = [slice(start, start + block) for start in range(0, b, block)], min(block, b)
+    dtype = position_dtype(block_rows, num_space, n, lanes, chain)
+    sizes = torch.zeros(b, num_space, dtype=dtype, device=device)
     for row in rows:
         _rows_slots(
             index[row],
@@ -194,7 +242,7 @@ def build_layout(
             narrow=num_ids < 2**31,
         )
     extras = (_accumulators(sizes, chain, lanes) - lanes).clamp_min(0)
-    extras_end = torch.cumsum(extras, dim=1, dtype=torch.int32)
+    extras_end = torch.cumsum(extras, dim=1, dtype=dtype)
 
     # groups: the superpixels with extras first (group = their rank), then the others, so that the owners of
     # unused groups are distinct superpixels whose extra sum is 0 (adding it changes nothing)
@@ -204,7 +252,7 @@ def build_layout(
     owners = torch.arange(num_space, device=device).expand(b, num_space)
     group_owner = torch.empty_like(owners).scatter_(1, position, owners)[:, :num_groups]
     group_of = torch.cat([big_rank.clamp_min(0), big_rank.new_zeros(b, 1)], dim=1)  # unused extras -> group 0
-    extra_position = torch.arange(num_extra, dtype=torch.int32, device=device).expand(b, num_extra)
+    extra_position = torch.arange(num_extra, dtype=dtype, device=device).expand(b, num_extra)
     extra_owner = torch.searchsorted(extras_end, extra_position.contiguous(), right=True)
     extra_group = torch.gather(group_of, 1, extra_owner)
     layout = Layout(
