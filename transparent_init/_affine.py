@@ -23,7 +23,8 @@ has 2x units); the next layer reads ``z`` back with ``[A, -A] / g`` since ``act(
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -40,6 +41,7 @@ __all__ = [
     "check_realized",
     "draw_hidden",
     "homogeneous",
+    "restored_on_error",
     "semi_orthogonal",
     "solve_last",
     "transparent_parameters",
@@ -84,6 +86,20 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
     device = generator.device if generator is not None else torch.device("cpu")
     dtype = torch.float64 if has_float64(device) else torch.float32
     return torch.randn(shape, generator=generator, dtype=dtype, device=device).cpu().double()
+
+
+@contextmanager
+def restored_on_error(generator: torch.Generator | None) -> Iterator[None]:
+    """Put the source of :func:`_randn`'s draws (``generator``; for ``None`` the global CPU generator) back in
+    its state on entry when the block raises: a failed initialization draws nothing, as far as anyone can
+    tell, and a retry draws what a first successful call would have drawn."""
+    source = torch.default_generator if generator is None else generator
+    state = source.get_state()
+    try:
+        yield
+    except BaseException:
+        source.set_state(state)
+        raise
 
 
 def _away_from_zero(t: Tensor, floor: float) -> Tensor:
@@ -382,46 +398,10 @@ def transparent_parameters(
         generator: source of the hidden draws (``None``: the global RNG).
         names: how error messages name each of the ``k`` layers (default ``"affine layer i"``).
 
-    A call that raises leaves ``generator`` (or, for ``None``, the global CPU generator) in the state it had
-    on entry: retrying, e.g. in a wider dtype, draws what a first successful call would have drawn.
-
     Raises:
         ValueError: if the hidden layers have no exact right inverse (:func:`solve_last`), or a parameter
             cannot be represented in its dtype.
     """
-    source = torch.default_generator if generator is None else generator  # where _randn draws from
-    state = source.get_state()
-    try:
-        return _transparent_parameters(
-            in_features,
-            hidden,
-            activations,
-            negative_slopes,
-            biases,
-            target_weight,
-            target_bias,
-            dtypes,
-            generator,
-            names,
-        )
-    except BaseException:
-        source.set_state(state)
-        raise
-
-
-def _transparent_parameters(
-    in_features: int,
-    hidden: Sequence[int],
-    activations: Sequence[str | None],
-    negative_slopes: Sequence[float],
-    biases: Sequence[bool],
-    target_weight: Tensor,
-    target_bias: Tensor | None,
-    dtypes: Sequence[torch.dtype],
-    generator: torch.Generator | None,
-    names: Sequence[str] | None,
-) -> list[tuple[Tensor, Tensor | None]]:
-    """:func:`transparent_parameters` without the generator's restore on error."""
     k = len(hidden) + 1
     names = [f"affine layer {i}" for i in range(k)] if names is None else list(names)
     logical = draw_hidden(in_features, hidden, biases[: k - 1], generator, carry_offset=not biases[-1])

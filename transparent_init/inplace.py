@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from ._affine import transparent_parameters
+from ._affine import restored_on_error, transparent_parameters
 from ._checks import (
     SUPPORTED_DTYPES,
     as_generator,
@@ -335,18 +335,19 @@ def _initialize(
     mods = [_affine_module(sequential, i) for i in layout.linear_indices]
     if all(p.is_meta for m in mods for p in m.parameters()):
         return sequential
-    params = transparent_parameters(
-        layout.in_features,
-        layout.hidden,
-        layout.activations,
-        layout.negative_slopes,
-        layout.biases,
-        target_weight,
-        target_bias,
-        [m.weight.dtype for m in mods],
-        generator,
-        [f"layer {i} ({type(m).__name__})" for i, m in zip(layout.linear_indices, mods, strict=True)],
-    )
+    with restored_on_error(generator):  # a call that raises leaves the generator as it was
+        params = transparent_parameters(
+            layout.in_features,
+            layout.hidden,
+            layout.activations,
+            layout.negative_slopes,
+            layout.biases,
+            target_weight,
+            target_bias,
+            [m.weight.dtype for m in mods],
+            generator,
+            [f"layer {i} ({type(m).__name__})" for i, m in zip(layout.linear_indices, mods, strict=True)],
+        )
     with torch.no_grad():
         for m, (w, b) in zip(mods, params, strict=True):
             m.weight.copy_(w.view(m.weight.shape))
