@@ -523,7 +523,7 @@ class JointModel(nn.Module):
         # the bounds of a checkpoint's config (models.build.SCHEMAS): what can be built can be loaded
         bounded_int(num_classes, "num_classes", MAX_CLASSES)
         if cell_size is None:  # SpixelFCN's (bounded by its constructor), 16 for a network without one
-            cell_size = getattr(spixelfcn, "cell_size", 16)
+            cell_size = int(getattr(spixelfcn, "cell_size", 16))
         bounded_int(cell_size, "cell_size", MAX_CELL)
         net_config = getattr(deeplab, "config", None)  # DeepLabV3Plus's; any other network is trusted
         net_classes = net_config.get("num_classes") if isinstance(net_config, dict) else None
