@@ -71,16 +71,17 @@ def position_dtype(
     """The dtype of the positions and slots of ``R = rows`` images built at once: int32 if exact, else int64.
 
     The values are flat positions into the ``[R, S]`` tables (below ``R * S``), ranks and positions in an
-    image (at most ``N``) and slot numbers (below ``S * P + 1 + N // K``; the ids of a non-compact layout
-    are below ``S``). int32 (faster cumsums and gathers) is used when ``R * S``, ``S * P + 1 + N // K`` and
-    ``N`` are all below :data:`POSITION_LIMIT`; int64 otherwise, and also when that is not known for every
-    value of a symbolic size (nothing is guarded on).
+    image (at most ``N``; a superpixel's size plus ``K - 1`` in its count of accumulators) and slot numbers
+    (below ``S * P + 1 + N // K``; the ids of a non-compact layout are below ``S``). int32 (faster cumsums and
+    gathers) is used when ``R * S``, ``S * P + 1 + N // K`` and ``N + K - 1`` are all below
+    :data:`POSITION_LIMIT`; int64 otherwise, and also when that is not known for every value of a symbolic
+    size (nothing is guarded on).
     """
     limit = POSITION_LIMIT
     fits = (
         _known_below(rows * num_space, limit)
         and _known_below(num_space * lanes + 1 + num_pixels // chain, limit)
-        and _known_below(num_pixels, limit)
+        and _known_below(num_pixels + chain - 1, limit)
     )
     return torch.int32 if fits else torch.int64
 

@@ -86,9 +86,20 @@ def test_int64_positions_in_blocks_of_images(compact: bool) -> None:
     """The CPU build in blocks of images (each block's positions start at 0) also agrees with int32."""
     ids, num_ids = _labels("few", 5, 40, 40, np.random.default_rng(7))
     whole, _ = build_layout(ids.clone(), num_ids, compact=compact)
-    with mock.patch.object(layout_module, "BUILD_BLOCK_PIXELS", 2 * 1600), position_limit(2) as picked:
-        blocks, _ = build_layout(ids.clone(), num_ids, compact=compact)
+    threads = torch.get_num_threads()  # the block is at least one image per thread: 1 thread, blocks of 2
+    rows_slots = mock.Mock(wraps=layout_module._rows_slots)
+    try:
+        torch.set_num_threads(1)
+        with (
+            mock.patch.object(layout_module, "BUILD_BLOCK_PIXELS", 2 * 1600),
+            mock.patch.object(layout_module, "_rows_slots", rows_slots),
+            position_limit(2) as picked,
+        ):
+            blocks, _ = build_layout(ids.clone(), num_ids, compact=compact)
+    finally:
+        torch.set_num_threads(threads)
     assert picked == [torch.int64]  # blocks of 2 rows: 2 * 3 >= 2
+    assert [c.args[0].shape[0] for c in rows_slots.call_args_list] == [2, 2, 1]  # 3 blocks
     _assert_same(whole, blocks)
 
 
@@ -104,9 +115,9 @@ def test_position_dtype_picks_int64_exactly_at_the_limit() -> None:
         assert position_dtype(1, 950, n, lanes, chain) == torch.int64  # 2001
         assert position_dtype(1, 900, 1989, lanes, chain) == torch.int32  # 1800 + 1 + 198 = 1999
         assert position_dtype(1, 900, 1990, lanes, chain) == torch.int64  # 1800 + 1 + 199 = 2000
-        # N itself (ranks and positions in an image)
-        assert position_dtype(1, 1, 1999, 1, 10**6) == torch.int32
-        assert position_dtype(1, 1, 2000, 1, 10**6) == torch.int64
+        # N + K - 1 (ranks and positions in an image; a superpixel's size + K - 1 in its accumulator count)
+        assert position_dtype(1, 1, 1990, 1, chain) == torch.int32  # 1990 + 9 = 1999
+        assert position_dtype(1, 1, 1991, 1, chain) == torch.int64  # 2000
 
 
 def test_position_dtype_at_the_real_2_31_boundary() -> None:
@@ -122,9 +133,9 @@ def test_position_dtype_at_the_real_2_31_boundary() -> None:
     # S * P + 1 + N // K (R = 1)
     assert position_dtype(1, 2**29 - 1, 2 * k, 4, k) == torch.int32  # 2**31 - 4 + 1 + 2
     assert position_dtype(1, 2**29 - 1, 3 * k, 4, k) == torch.int64  # 2**31
-    # N (a single image of 2**31 pixels)
-    assert position_dtype(1, 1, 2**31 - 1, 1, k) == torch.int32
-    assert position_dtype(1, 1, 2**31, 1, k) == torch.int64
+    # N + K - 1 (a single image of about 2**31 pixels: one superpixel's size + K - 1 must not wrap)
+    assert position_dtype(1, 1, 2**31 - k, 1, k) == torch.int32
+    assert position_dtype(1, 1, 2**31 - k + 1, 1, k) == torch.int64
     # the default lanes of the common case stay int32 on a large batch
     assert position_dtype(64, 256, 512 * 512, lanes_for(512 * 512, 256), k) == torch.int32
 
