@@ -553,6 +553,10 @@ def test_checkpoint_content_hash(stage_ckpts: dict[str, Path], tmp_path: Path, e
             {"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 2, "centre_bias": float("nan")}},
             "centre_bias must be a finite number",
         ),
+        (  # before: math.isfinite's OverflowError, not a CheckpointError
+            {"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 2, "centre_bias": 10**400}},
+            "centre_bias must be a finite number",
+        ),
     ],
 )
 def test_bad_model_configs_refused_before_building(

@@ -25,6 +25,8 @@ from examples.voc_joint.models._checks import (
     MAX_CLASSES,
     MAX_FUSION_DEPTH,
     MAX_FUSION_WIDTH,
+    MAX_SPIXEL_WIDTH,
+    MAX_WIDTH,
 )
 from examples.voc_joint.models.build import validate_model_config
 from examples.voc_joint.models.joint import FUSION_INITS, FusionStack, fusion_target_weight
@@ -746,13 +748,34 @@ def test_models_built_at_the_constructors_bounds_have_configs_a_checkpoint_can_l
     test_models.py) this pins the constructors' bounds to the checkpoint schema's: before, e.g.
     ``SpixelFCN(width=257)`` or a joint model with 17 fusion widths built and trained, and their checkpoints
     were refused on load."""
-    deeplab = DeepLabV3Plus(MAX_CLASSES, "resnet18", aspp_channels=4, low_level_channels=4)
-    spixel = SpixelFCN(MAX_CELL, 1, centre_bias=-MAX_CENTRE_BIAS)
     widest = [MAX_FUSION_WIDTH, FUSION_LAYER_MAX // MAX_FUSION_WIDTH] * (MAX_FUSION_DEPTH // 2)
-    joint = JointModel(deeplab, spixel, MAX_CLASSES, cell_size=MAX_CELL, fusion=False, fusion_hidden=widest)
-    for model in (deeplab, spixel, joint):
+    with torch.device("meta"):  # shapes only: the widest networks hold GBs of weights
+        widths = {"aspp_channels": MAX_WIDTH, "low_level_channels": MAX_WIDTH}
+        deeplab = DeepLabV3Plus(MAX_CLASSES, "resnet18", **widths)
+        models = [
+            deeplab,
+            DeepLabV3Plus(1, "resnet18", aspp_channels=1, low_level_channels=1),
+            SpixelFCN(MAX_CELL, MAX_SPIXEL_WIDTH, centre_bias=MAX_CENTRE_BIAS),
+            SpixelFCN(1, 1, centre_bias=-MAX_CENTRE_BIAS),
+        ]
+        joint = JointModel(
+            deeplab, models[2], MAX_CLASSES, cell_size=MAX_CELL, fusion=False, fusion_hidden=widest
+        )
+    for model in [*models, joint]:
         validate_model_config(model_config(model))  # raises on a value outside the schema
     assert joint.config["fusion_hidden"] == widest and len(widest) == MAX_FUSION_DEPTH
+    assert model_config(models[2])["spixel"] == {"cell_size": 1024, "width": 256, "centre_bias": 100.0}
+
+
+def test_a_cell_size_read_from_the_superpixel_network_is_named_as_such() -> None:
+    """``cell_size=None`` reads it from ``spixelfcn``: an error names where the value came from."""
+
+    class Cells(torch.nn.Module):
+        cell_size = MAX_CELL + 1
+
+    deeplab, _ = _nets(3)
+    with pytest.raises(ValueError, match=r"spixelfcn\.cell_size must be an int in \[1, 1024\], got 1025"):
+        JointModel(deeplab, Cells(), 3)
 
 
 @pytest.mark.parametrize("init", ["transparent", "zero_residual", "xavier"])

@@ -284,6 +284,10 @@ def test_backbone_weights_without_num_batches_tracked_load(tmp_path, monkeypatch
         ),
         (lambda: SpixelFCN(1025), r"cell_size must be an int in \[1, 1024\], got 1025"),
         (lambda: SpixelFCN(8, 257), r"width must be an int in \[1, 256\], got 257"),
+        (  # before: math.isfinite's OverflowError
+            lambda: SpixelFCN(8, centre_bias=10**400),
+            r"centre_bias must be a finite number in \[-100, 100\], got 1000000",
+        ),
         (
             lambda: SpixelFCN(8, centre_bias=100.5),
             r"centre_bias must be a finite number in \[-100, 100\], got 100.5",

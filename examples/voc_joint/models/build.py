@@ -12,7 +12,6 @@ its section's schema.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -24,6 +23,7 @@ from ._checks import (  # the constructors' bounds (a model that can be built ca
     MAX_CELL,
     MAX_CENTRE_BIAS,
     MAX_CLASSES,
+    MAX_FUSION_DEPTH,
     MAX_FUSION_WIDTH,
     MAX_SPIXEL_WIDTH,
     MAX_WIDTH,
@@ -46,6 +46,7 @@ __all__ = [
     "MAX_CELL",
     "MAX_CENTRE_BIAS",
     "MAX_CLASSES",
+    "MAX_FUSION_DEPTH",
     "MAX_FUSION_WIDTH",
     "MAX_SPIXEL_WIDTH",
     "MAX_WIDTH",
@@ -80,7 +81,8 @@ def _bool(v: Any) -> str | None:
 
 def _finite(bound: float) -> Check:
     def check(v: Any) -> str | None:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= bound
+        # the bound first: exact for any int (math.isfinite raises OverflowError on 10**400), False for NaN
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= bound
         return None if ok else f"a finite number in [-{bound:g}, {bound:g}]"
 
     return check

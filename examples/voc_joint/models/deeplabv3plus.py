@@ -215,9 +215,11 @@ class DeepLabV3Plus(nn.Module):
         low_level_channels: width of the low-level projection (48 in the paper).
 
     Raises:
-        ValueError: a bad size argument; in ``forward``, ``x`` not ``(B, 3, H, W)`` with ``H, W >= 1``, or a
-            single image while the BatchNorm layers train (the image-pooling branch needs ``B >= 2``; under
-            ``SyncBatchNorm`` PyTorch counts the images of every process instead).
+        ValueError: ``num_classes`` not an int in ``[1, 1024]`` or a width not one in ``[1, 4096]`` (the
+            bounds of a checkpoint's config), an unknown ``backbone``, ``output_stride`` not 8 or 16; in
+            ``forward``, ``x`` not ``(B, 3, H, W)`` with ``H, W >= 1``, or a single image while the BatchNorm
+            layers train (the image-pooling branch needs ``B >= 2``; under ``SyncBatchNorm`` PyTorch counts
+            the images of every process instead).
         TypeError: in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images).
 
     Shape:

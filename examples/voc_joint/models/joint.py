@@ -454,7 +454,9 @@ class JointModel(nn.Module):
             option).
 
     Raises:
-        ValueError: ``num_classes`` or ``cell_size`` not a positive int, ``num_classes`` other than
+        ValueError: ``num_classes`` or ``cell_size`` (given, or read from ``spixelfcn.cell_size``) not an int
+            in ``[1, 1024]``, ``fusion_hidden`` not 1 to 16 ints in ``[1, 65536]`` with consecutive
+            products of at most ``2**26`` (the bounds of a checkpoint's config), ``num_classes`` other than
             ``deeplab.config["num_classes"]`` (:class:`DeepLabV3Plus`), or an unknown ``mode`` or
             ``fusion_init``; in :meth:`refine`, ``seg_logits`` without ``num_classes`` channels or ``assoc``
             of another batch or image size.
@@ -523,7 +525,7 @@ class JointModel(nn.Module):
         # the bounds of a checkpoint's config (models.build.SCHEMAS): what can be built can be loaded
         bounded_int(num_classes, "num_classes", MAX_CLASSES)
         if cell_size is None:  # SpixelFCN's (bounded by its constructor), 16 for a network without one
-            cell_size = int(getattr(spixelfcn, "cell_size", 16))
+            cell_size = bounded_int(int(getattr(spixelfcn, "cell_size", 16)), "spixelfcn.cell_size", MAX_CELL)
         bounded_int(cell_size, "cell_size", MAX_CELL)
         net_config = getattr(deeplab, "config", None)  # DeepLabV3Plus's; any other network is trusted
         net_classes = net_config.get("num_classes") if isinstance(net_config, dict) else None

@@ -54,9 +54,10 @@ class SpixelFCN(nn.Module):
             short pretraining runs such as the demo.
 
     Raises:
-        ValueError: a bad ``cell_size``, ``width`` or ``centre_bias``; in ``forward``, ``x`` not
-            ``(B, 3, H, W)`` with ``H, W >= 1``, or one image of at most 16 x 16 pixels while the BatchNorm
-            layers train (one value per channel at the 1/16 stage).
+        ValueError: ``cell_size`` not an int in ``[1, 1024]``, ``width`` not one in ``[1, 256]`` or
+            ``centre_bias`` not a number in ``[-100, 100]`` (the bounds of a checkpoint's config); in
+            ``forward``, ``x`` not ``(B, 3, H, W)`` with ``H, W >= 1``, or one image of at most 16 x 16 pixels
+            while the BatchNorm layers train (one value per channel at the 1/16 stage).
         TypeError: in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images).
 
     Shape:
