@@ -76,6 +76,7 @@ FORMAT_NETWORKS = ("deeplab", "spixelfcn")
 # The training CLI's loss (cross-entropy summed over the labelled pixels / their count), one source.
 from examples.voc_joint.cli import DefaultsHelpFormatter  # noqa: E402  # after the sys.path set-up
 from examples.voc_joint.engine import cross_entropy  # noqa: E402  # after the sys.path set-up
+from examples.voc_joint.models.build import MAX_CELL  # noqa: E402  # same reason: SpixelFCN's bound
 from examples.voc_joint.models.deeplabv3plus import BACKBONES  # noqa: E402  # same reason
 
 # Memory format of every variant by default: the training CLI's (where channels_last wins), one source.
@@ -878,6 +879,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         existing_entries(args.out)
     except ValueError as exc:
         p.error(str(exc))
+    if args.cell_size > MAX_CELL:  # SpixelFCN's (and a checkpoint's) bound
+        p.error(f"--cell-size must be <= {MAX_CELL} (SpixelFCN's bound), got {args.cell_size}")
     if args.cell_size > args.size:  # one superpixel for the whole image: nothing to measure
         p.error(f"--cell-size {args.cell_size} is larger than --size {args.size}")
     if args.clock == "cpu" and cli_device(p, args.device).type != "cpu":

@@ -1357,6 +1357,12 @@ def test_every_benchmark_refuses_a_device_it_cannot_use_as_a_usage_error(script,
             "--cell-size 200 is larger than --size 128",
             marks=pytest.mark.examples,
         ),
+        pytest.param(  # before: SpixelFCN's ValueError (a traceback) after the parse
+            "bench_joint",
+            ["--size", "4096", "--cell-size", "2048"],
+            "--cell-size must be <= 1024 (SpixelFCN's bound), got 2048",
+            marks=pytest.mark.examples,
+        ),
         pytest.param("bench_joint", ["--threads", "0"], "--threads must be >= 1", marks=pytest.mark.examples),
         pytest.param(
             "bench_joint", ["--backbone", "resnet7"], "--backbone: invalid", marks=pytest.mark.examples

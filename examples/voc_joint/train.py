@@ -89,6 +89,7 @@ from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, buil
 from examples.voc_joint.models.build import (  # the config schema's bounds: a model trained here must load
     FUSION_LAYER_MAX,
     MAX_CELL,
+    MAX_FUSION_DEPTH,
     MAX_FUSION_WIDTH,
     MAX_SPIXEL_WIDTH,
     MAX_WIDTH,
@@ -362,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int_range(1, MAX_FUSION_WIDTH),
         nargs="+",
         default=[64, 64],
-        help="logical hidden widths of the fusion stack (each >= 2 x classes)",
+        help=f"logical hidden widths of the fusion stack (1 to {MAX_FUSION_DEPTH}, each >= 2 x classes)",
     )
     g.add_argument(
         "--fusion-activation",
@@ -1769,6 +1770,10 @@ def check_args(
         if error:
             parser.error(error)
     hidden = args.fusion_hidden
+    if args.fusion and len(hidden) > MAX_FUSION_DEPTH:
+        parser.error(
+            f"--fusion-hidden takes at most {MAX_FUSION_DEPTH} widths (hidden layers), got {len(hidden)}"
+        )
     wide = [(a, b) for a, b in itertools.pairwise(hidden) if a * b > FUSION_LAYER_MAX]
     if args.fusion and wide:
         (a, b), given = wide[0], " ".join(map(str, hidden))

@@ -642,6 +642,7 @@ _BAD_TRAIN = [
     (["--fusion-hidden", "32"], "--fusion-hidden [32] below 2 x --num-classes = 42"),
     # a 68.7 GB allocation attempt (a traceback) when the stack was built; 8192 8192 takes 70 s and 4 GB
     (["--fusion-hidden", "64", "65536", "65536"], "widths 65536 and 65536 has 4294967296 weights, at most"),
+    (["--fusion-hidden", *["64"] * 17], "--fusion-hidden takes at most 16 widths (hidden layers), got 17"),
     (["--max-image-pixels", "0"], "--max-image-pixels: must be an integer >= 1"),
     (["--seed", "-1"], "--seed: must be an integer in [0, 9223372036854775807]"),
     (["--epochs", "two"], "--epochs: expected an integer >= 1, got 'two'"),
