@@ -633,6 +633,8 @@ def read_list(list_file: Path) -> list[str]:
         text = list_file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"split list file '{list_file}' is not UTF-8 text: {exc}") from exc
+    # a mark inside the text too (lists saved with one, joined with ``cat``): never part of a name
+    text = text.replace("\ufeff", "")
     names = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.split()[0].startswith("#"):  # blank, or a comment

@@ -599,6 +599,16 @@ def test_list_files_with_a_byte_order_mark_and_crlf_lines(voc_copy):
         VOCSegmentation(voc_copy, "train")
 
 
+def test_a_byte_order_mark_inside_a_list_is_no_part_of_a_name(voc_copy):
+    """Two lists saved with a byte order mark and joined with ``cat``: the second mark was read as part of a
+    name, and the error showed a path that exists ('.../\ufeffsynth_000000.jpg', the character invisible)."""
+    (voc_copy / "ImageSets" / "Segmentation" / "train.txt").write_bytes(
+        b"\xef\xbb\xbfsynth_000001\r\n\xef\xbb\xbfsynth_000000\r\n"
+    )
+    ds = VOCSegmentation(voc_copy, "train")
+    assert ds.names == ["synth_000001", "synth_000000"] and ds[1]["name"] == "synth_000000"
+
+
 def test_a_list_naming_an_image_twice_is_refused(voc_copy):
     """A list that names an image twice (lists concatenated by hand) would train on it twice per epoch or
     count it twice in a score: refused, naming the file and the repeated names."""
