@@ -205,6 +205,7 @@ def evaluate(
                         None if base_pred is None else base_pred[i],
                         pred[i],
                         None if superpixels is None else superpixels[i],
+                        class_names=joint_m.class_names,
                     )
                     panels.append(str(path))
             if progress:

@@ -104,6 +104,7 @@ def make_panel(
     titles: Sequence[str] = ("image + superpixels", "ground truth", "baseline", "joint"),
     min_height: int = 160,
     legend: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> Image.Image:
     """Build the four-tile panel as a PIL image.
 
@@ -117,6 +118,8 @@ def make_panel(
         titles (Sequence[str]): four tile titles.
         min_height (int): upscale (nearest, integer factor) until the tiles are at least this high.
         legend (bool): add a strip naming the classes present (ground truth and predictions).
+        class_names (Sequence[str] | None): the legend's name of each class (default: the VOC names; a class
+            beyond the names is shown as its number).
     """
     img = overlay_contours(image, superpixels)
     h, w = img.shape[:2]
@@ -139,8 +142,9 @@ def make_panel(
     title_h, width = px + 4, 4 * tw + 3 * _GAP
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     entries, x, row = [], 2, 0  # the legend: (class, name, x, row), wrapped at the panel's width
+    names = VOC_CLASSES if class_names is None else class_names
     for c in present if legend else []:
-        name = VOC_CLASSES[c] if c < len(VOC_CLASSES) else str(c)
+        name = str(names[c]) if c < len(names) else str(c)
         size = px + 2 + int(draw.textlength(name, font=font)) + px - 2
         if x > 2 and x + size > width:
             x, row = 2, row + 1

@@ -93,6 +93,20 @@ def test_evaluate_full_size(voc, tmp_path):
         assert im.format == "PNG" and im.width > 4 * SIZE[1]
 
 
+def test_panels_name_the_classes_as_the_metrics_do(voc, tmp_path, monkeypatch):
+    """The panels' legend takes the metrics' class names (VOC's for 21 classes, the numbers otherwise)."""
+    calls: list[dict] = []
+    monkeypatch.setattr(evaluate_mod, "save_panel", lambda path, *a, **k: (calls.append(k), path)[1])
+    loader = DataLoader(build_dataset(voc, "val"), batch_size=1)
+    names = ("bg", *(f"c{i}" for i in range(1, 21)))
+    evaluate(StubJoint(), loader, device="cpu", panels_dir=tmp_path, max_panels=1, progress=False)
+    monkeypatch.setattr(
+        evaluate_mod, "SegmentationMetrics", lambda **kw: SegmentationMetrics(**kw, class_names=names)
+    )
+    evaluate(StubJoint(), loader, device="cpu", panels_dir=tmp_path, max_panels=1, progress=False)
+    assert [c["class_names"] for c in calls] == [SegmentationMetrics().class_names, names]
+
+
 def test_eval_mode_is_restored_and_panels_stop_at_max_panels_inside_a_batch(voc, tmp_path):
     loader = DataLoader(build_dataset(voc, "val"), batch_size=2)  # val: 3 images of one size
     model = StubJoint().eval()

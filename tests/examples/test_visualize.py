@@ -147,3 +147,23 @@ def test_legend_wraps_instead_of_running_off_the_panel():
         if c == 0:
             continue  # black: the outline colour too
         assert (legend == palette[c]).all(axis=2).any(), c
+
+
+def test_legend_names_come_from_class_names(monkeypatch):
+    """The legend named every class by its VOC name, also for a model of 3 classes whose metrics call them
+    '0', '1', '2'; with ``class_names`` it uses those (a class beyond them shown as its number)."""
+    from PIL import ImageDraw
+
+    drawn: list[str] = []
+    text = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(
+        ImageDraw.ImageDraw,
+        "text",
+        lambda self, xy, s, *a, **k: (drawn.append(s), text(self, xy, s, *a, **k)),
+    )
+    target = torch.tensor([[0, 1], [2, 3]])
+    make_panel(torch.rand(3, 2, 2), target, None, None, titles=("", "", "", ""), class_names=("0", "1", "2"))
+    assert [s for s in drawn if s] == ["0", "1", "2", "3"]
+    drawn.clear()
+    make_panel(torch.rand(3, 2, 2), target, None, None, titles=("", "", "", ""))
+    assert [s for s in drawn if s] == ["background", "aeroplane", "bicycle", "bird"]
