@@ -289,8 +289,14 @@ class _Average(torch.autograd.Function):
         lanes: int,
     ) -> Tensor:
         means = sums(x, slot_fwd, extra_group, group_owner, inv.shape[-1] - 1, lanes).mul_(inv)
-        y = read(means, space_fwd, x.shape[-1], _is_rows(x))
-        return y if keep is None else torch.where(keep, x, y)
+        rows = _is_rows(x)
+        y = read(means, space_fwd, x.shape[-1], rows)
+        if keep is None:
+            return y
+        out = torch.where(keep, x, y)  # follows x's strides: a permuted x's too, a layout read never gives
+        if out.stride() == y.stride():
+            return out
+        return out.transpose(1, 2).contiguous().transpose(1, 2) if rows else out.contiguous()
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:

@@ -256,6 +256,23 @@ def test_an_nchw_input_gives_an_nchw_contiguous_result(backend: str, masked: boo
     torch.testing.assert_close(y, expected)
 
 
+@pytest.mark.parametrize("layout", ["batch and channels swapped", "H and W swapped", "channels_last"])
+def test_a_masked_result_has_a_documented_layout_whatever_the_inputs(layout: str) -> None:
+    """With a mask the result took the strides of a permuted input (``torch.where`` follows its first value),
+    a layout the docstring rules out: NCHW-contiguous, or channels-last for a channels-last input."""
+    g = torch.Generator().manual_seed(4)
+    x = {
+        "batch and channels swapped": torch.randn(3, 2, 4, 5, generator=g).transpose(0, 1),
+        "H and W swapped": torch.randn(2, 3, 5, 4, generator=g).transpose(2, 3),
+        "channels_last": torch.randn(2, 3, 4, 5, generator=g).contiguous(memory_format=torch.channels_last),
+    }[layout].requires_grad_()
+    sp, mask = torch.randint(0, 3, (2, 4, 5), generator=g), torch.rand(2, 4, 5, generator=g) > 0.3
+    y = uniformize(x, sp, mask=mask)
+    rows = layout == "channels_last"
+    assert y.is_contiguous(memory_format=torch.channels_last if rows else torch.contiguous_format)
+    assert torch.equal(y, uniformize(x.detach().contiguous(), sp, mask=mask))
+
+
 def test_channels_last_with_one_channel_or_pixel_is_plain_contiguous() -> None:
     """With C = 1 or H = W = 1 both layouts are the same strides: the [B, C, N] path, unchanged results."""
     for shape in ((2, 1, 4, 5), (2, 3, 1, 1)):
