@@ -58,7 +58,8 @@ MAX_INFERRED_CLASSES = 2**12
 
 def _describe(value: object) -> str:
     if isinstance(value, Tensor):
-        return f"Tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+        meta = " on the meta device" if value.is_meta else ""
+        return f"Tensor of shape {tuple(value.shape)} and dtype {value.dtype}{meta}"
     return f"{type(value).__name__} {value!r}"
 
 
@@ -76,10 +77,16 @@ def check_int(value: object, name: str, minimum: int | None = None) -> int:
     # operator.index also takes torch.tensor(True) as 1 and a one-element tensor of any shape ([[3]]) as 3
     if _is_unscalar_tensor(value):
         raise TypeError(f"{name} must be an int, got {_describe(value)}")
+    if isinstance(value, Tensor) and value.is_meta:  # no value to read (.item() raises deep inside)
+        raise TypeError(f"{name} must be an int, got {_describe(value)} (it holds no value)")
     try:
         result = operator.index(value)  # type: ignore[arg-type]  # any object: a TypeError is the answer
     except TypeError:
         raise TypeError(f"{name} must be an int, got {_describe(value)}") from None
+    except RuntimeError:  # a uint64 tensor above 2**63 - 1 ("cannot be converted to type int64_t")
+        if not (isinstance(value, Tensor) and value.dtype == torch.uint64):
+            raise
+        raise ValueError(f"{name} must fit int64 (at most 2**63 - 1), got uint64 {value.item()}") from None
     if minimum is not None and result < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {result}")
     return result
@@ -150,6 +157,10 @@ def check_option(value: object, name: str, choices: Sequence[object]) -> None:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
+#: The floating dtypes the ops compute in (PyTorch has no scatter, gather or arithmetic kernels for float8).
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def check_floating(x: object, name: str, layout: str, *, before_labels: bool = False) -> Tensor:
     """Require a floating tensor whose dimensions ``layout`` names, e.g. ``"[B, C, H, W]"``.
 
@@ -172,14 +183,20 @@ def check_floating(x: object, name: str, layout: str, *, before_labels: bool = F
             f"{name} must be a floating tensor (float16/bfloat16/float32/float64), got dtype {x.dtype}; "
             f"convert it with {name}.float(){swapped}"
         )
+    if x.dtype not in FLOAT_DTYPES:  # float8: no kernels (an obscure NotImplementedError deep inside)
+        raise TypeError(
+            f"{name} must be a floating tensor (float16/bfloat16/float32/float64), got dtype {x.dtype}; "
+            f"convert it with {name}.float()"
+        )
     if x.dim() != ndim:
         raise ValueError(f"{name} must have shape {layout} ({ndim} dimensions), got shape {tuple(x.shape)}")
     return x
 
 
-def check_classifier(weight: object, bias: object, channels: int) -> tuple[Tensor, Tensor | None]:
-    """Require the parameters of a linear classifier on ``channels`` feature channels: ``weight[K, C]`` and
-    ``bias[K]`` or ``None`` (``C = channels``, the features' channels); return them."""
+def check_classifier(weight: object, bias: object, features: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Require the parameters of a linear classifier on the channels of ``features[B, C, h, w]``:
+    ``weight[K, C]`` and ``bias[K]`` or ``None``, on the features' device; return them."""
+    channels = features.shape[1]
     if not isinstance(weight, Tensor):
         raise TypeError(
             f"weight must be a Tensor of shape [K, C], got {type(weight).__name__}"
@@ -198,15 +215,19 @@ def check_classifier(weight: object, bias: object, channels: int) -> tuple[Tenso
         )
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"bias must be a Tensor of shape [{weight.shape[0]}], got shape {tuple(bias.shape)}")
+    # on the meta device F.linear gives an uninitialised tensor on the features' device, silently
+    check_same_device(features, "features", weight, "weight")
+    if bias is not None:
+        check_same_device(features, "features", bias, "bias")
     return weight, bias
 
 
 def check_floating_dtype(dtype: object, name: str, reason: str) -> torch.dtype:
     """Require a floating ``torch.dtype`` (``reason``: what needs it, e.g. ``"with normalized=True"``)."""
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+    if dtype not in FLOAT_DTYPES:
         raise TypeError(
-            f"{name} must be a floating dtype {reason} (e.g. torch.float32), got {dtype!r}; pass "
-            f"{name}=torch.float32 or torch.float64"
+            f"{name} must be a floating dtype {reason} (float16/bfloat16/float32/float64), got {dtype!r}; "
+            f"pass {name}=torch.float32 or torch.float64"
         )
     return dtype
 

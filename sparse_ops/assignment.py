@@ -50,6 +50,11 @@ def validate_labels(
     _checks.check_not_vmapped(labels, "superpixels")
     _checks.check_not_vmapped(mask if isinstance(mask, Tensor) else None, "mask")
     num = _checks.check_num_superpixels(num_superpixels, labels.shape[0])
+    if isinstance(num, Tensor) and num.is_meta and not labels.is_meta:  # its counts are read: it has none
+        raise ValueError(
+            "num_superpixels must be a Tensor with values (on the CPU or the label map's device, "
+            f"{labels.device}), got one on the meta device"
+        )
     if mask is not None:
         mask = _checks.check_mask(mask, labels)
     return labels, num, mask
@@ -546,6 +551,8 @@ class SuperpixelAssignment:
                 "layout=torch.sparse_coo or an assignment on the CPU"
             )
         normalized = _checks.check_bool(normalized, "normalized")
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float32), got {dtype!r}")
         if normalized:  # 1 / count in an integer dtype would truncate to 0
             _checks.check_floating_dtype(dtype, "dtype", "with normalized=True")
         b, n_p, n_s = self.batch_size, self.height * self.width, self.num_superpixels

@@ -22,7 +22,7 @@ from typing import SupportsIndex
 import torch
 from torch import Tensor
 
-from sparse_ops._checks import check_int
+from sparse_ops._checks import FLOAT_DTYPES, check_int
 
 __all__ = [
     "NEIGHBOUR_OFFSETS",
@@ -245,8 +245,8 @@ def pixel_xy(
     height = check_int(height, "height", 1)
     width = check_int(width, "width", 1)
     batch_size = check_int(batch_size, "batch_size", 0)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}")
+    if dtype not in FLOAT_DTYPES:  # float8: no arange kernel
+        raise TypeError(f"dtype must be a floating dtype (float16/bfloat16/float32/float64), got {dtype!r}")
     exact_up_to = int(2 / torch.finfo(dtype).eps)  # every integer up to 2 ** (mantissa bits + 1) is exact
     if max(height, width) - 1 > exact_up_to:
         raise ValueError(

@@ -92,8 +92,10 @@ def max_pool2d_with_indices(
         raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4):
         raise ValueError(f"x must have shape [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
+    if x.dtype not in _checks.FLOAT_DTYPES:  # float8 too: no kernels
+        raise TypeError(
+            f"x must be a floating tensor (float16/bfloat16/float32/float64), got dtype {x.dtype}"
+        )
     k = _checks.check_pair(kernel_size, "kernel_size", 1)
     s = k if stride is None else _checks.check_pair(stride, "stride", 1)
     p = _checks.check_pair(padding, "padding", 0)

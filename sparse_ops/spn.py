@@ -257,7 +257,7 @@ def superpixel_cam(
     return_superpixel_scores = _checks.check_bool(return_superpixel_scores, "return_superpixel_scores")
     # the features first: a label map passed first gets the swapped-arguments hint, not a weight error
     _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
-    _checks.check_classifier(weight, bias, features.shape[1])
+    _checks.check_classifier(weight, bias, features)
     _check_classifier_dtype(features, weight, bias)
     pooled, assignment = _superpixel_means(
         features, superpixels, num_superpixels, mask, upsample, validate, features_checked=True
@@ -327,6 +327,7 @@ class SuperpixelClassifier(nn.Module):
         # the features first (the swapped-arguments hint), then the classifier's in_channels
         _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
         self._check_channels(features)
+        _checks.check_classifier(self.classifier.weight, self.classifier.bias, features)  # the device
         _check_classifier_dtype(
             features,
             self.classifier.weight,

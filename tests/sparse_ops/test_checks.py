@@ -28,6 +28,18 @@ def test_integers_are_accepted_wherever_python_ints_are(value: object) -> None:
         (0, ValueError, "n must be >= 1, got 0"),
         (torch.tensor(True), TypeError, r"n must be an int, got Tensor of shape \(\) and dtype torch.bool"),
         (torch.tensor([[3]]), TypeError, r"n must be an int, got Tensor of shape \(1, 1\) and dtype"),
+        # before: PyTorch's "value cannot be converted to type int64_t without overflow", naming nothing
+        (
+            torch.tensor(2**64 - 1, dtype=torch.uint64),
+            ValueError,
+            r"n must fit int64 .*got uint64 18446744073709551615$",
+        ),
+        # before: "Tensor.item() cannot be called on meta tensors"
+        (
+            torch.tensor(3, device="meta"),
+            TypeError,
+            r"n must be an int, got .* on the meta device \(it holds",
+        ),
     ],
 )
 def test_check_int_errors(value: object, exc: type[Exception], match: str) -> None:
@@ -543,3 +555,68 @@ def test_a_bad_association_that_requires_grad_gets_the_value_error(monkeypatch: 
         ValueError, match=r"assoc must be non-negative and finite .* got -0.5 at index \[0, 3, 1, 2\]"
     ):
         so.soft_uniformize(torch.ones(1, 2, 4, 4), q.requires_grad_(), 2)
+
+
+def test_float8_inputs_are_refused_naming_the_argument() -> None:
+    """float8 tensors are floating but PyTorch has no scatter / gather / arange kernels for them: they reached
+    a NotImplementedError ('"scatter_gather_tensor_cpu" not implemented for 'Float8_e4m3fn'') deep inside."""
+    f8 = torch.float8_e4m3fn
+    x, sp = torch.randn(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long)
+    q = torch.full((1, 9, 2, 2), 1 / 9)
+    calls = [
+        ("logits", lambda: uniformize(x.to(f8), sp)),
+        ("features", lambda: superpixel_pool(x.to(f8), sp)),
+        ("pooled", lambda: superpixel_unpool(torch.randn(1, 1, 2).to(f8), sp)),
+        ("logits", lambda: so.soft_uniformize(x.to(f8), q, 2)),
+        ("assoc", lambda: so.soft_uniformize(x, q.to(f8), 2)),
+        ("x", lambda: so.max_pool2d_with_indices(x.to(f8))),
+    ]
+    for name, call in calls:
+        with pytest.raises(
+            TypeError, match=rf"{name} must be a floating tensor \(float16/bfloat16/float32/float64"
+        ):
+            call()
+    with pytest.raises(
+        TypeError, match=r"dtype must be a floating dtype \(float16/bfloat16/float32/float64\)"
+    ):
+        so.pixel_xy(2, 2, dtype=f8)
+    with pytest.raises(TypeError, match=r"dtype must be a floating dtype with normalized=True \(float16/"):
+        SuperpixelAssignment(sp).to_sparse(normalized=True, dtype=f8)
+
+
+def test_to_sparse_refuses_a_dtype_that_is_no_torch_dtype() -> None:
+    """Before: PyTorch's "ones(): argument 'dtype' must be torch.dtype, not str"."""
+    with pytest.raises(TypeError, match=r"dtype must be a torch.dtype \(e.g. torch.float32\), got 'float32'"):
+        SuperpixelAssignment(torch.zeros(1, 2, 2, dtype=torch.long)).to_sparse(dtype="float32")
+
+
+def test_counts_beyond_int64_or_on_meta_are_refused_naming_the_argument() -> None:
+    """A 0-dim uint64 count above 2**63 - 1 got PyTorch's overflow error (the [B] form was handled); a [B]
+    count tensor on the meta device got "Cannot copy out of meta tensor" (with validate=False too)."""
+    x, sp = torch.randn(2, 1, 2, 2), torch.zeros(2, 2, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"num_superpixels must fit int64 .*got uint64 18446744073709551615"):
+        superpixel_pool(x, sp, torch.tensor(2**64 - 1, dtype=torch.uint64))
+    with pytest.raises(ValueError, match=r"cell_size must fit int64 .*got uint64 9223372036854775808"):
+        so.soft_uniformize(x, torch.ones(2, 9, 2, 2), torch.tensor(2**63, dtype=torch.uint64))
+    for validate in (True, False):
+        with pytest.raises(
+            ValueError, match=r"num_superpixels must be a Tensor with values .* on the meta device"
+        ):
+            superpixel_pool(x, sp, torch.tensor([1, 1], device="meta"), validate=validate)
+
+
+def test_classifier_parameters_on_another_device_are_refused() -> None:
+    """A classifier left on the meta device (deferred initialisation without ``to_empty``) gave uninitialised
+    memory as CAM and logits: ``F.linear`` with meta weights returns an empty tensor on the features'
+    device."""
+    x, sp = torch.randn(1, 2, 2, 3), torch.tensor([[[0, 0, 1], [1, 2, 2]]])
+    message = r"weight must be on the same device as features \(cpu\), got meta"
+    with pytest.raises(ValueError, match=message):
+        so.superpixel_cam(x, sp, weight=torch.randn(3, 2, device="meta"))
+    with pytest.raises(ValueError, match=r"bias must be on the same device as features \(cpu\), got meta"):
+        so.superpixel_cam(x, sp, weight=torch.randn(3, 2), bias=torch.randn(3, device="meta"))
+    with torch.device("meta"):
+        head = so.SuperpixelClassifier(2, 3, bias=False)
+    for call in (head, head.cam):
+        with pytest.raises(ValueError, match=message):
+            call(x, sp)
