@@ -16,7 +16,9 @@ its pretraining, ``--quick`` about 3):
    end (mIoU, boundary mIoU in 1 / 3 / 5 px bands) and records its loss at every step;
 4. writes into ``--output-dir``: ``ablation.json`` (``{"rows": [{"init", "seed", "step0_miou", "miou",
    "boundary_miou": {"<band px>": ...}, "curve": [...]}, ...], ...}``; strict JSON, rewritten after every run,
-   so an interrupted ablation continues where it stopped), ``ablation.md`` (mean +- std over seeds per init,
+   so an interrupted ablation continues where it stopped, with the same settings only: the pretrained
+   checkpoints' SHA-256 and the pretraining epochs among them, compared before the pretraining is reused),
+   ``ablation.md`` (mean +- std over seeds per init,
    at step 0 and at the end, and the paired difference to ``transparent`` with its spread) and
    ``ablation.png`` (mIoU and loss against step, one line per init, the seeds' range shaded).
 
@@ -643,11 +645,39 @@ def _smooth(values: list[float], width: int = 5) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------------- main
+#: The settings that name the pretrained checkpoints and their content (known once the pretraining is done).
+_CHECKPOINT_SETTINGS = (
+    "seg_checkpoint",
+    "seg_checkpoint_sha256",
+    "spixel_checkpoint",
+    "spixel_checkpoint_sha256",
+)
+
+
 def _settings(opts: argparse.Namespace, root: Path, seg: Path, spx: Path, val_images: int) -> dict[str, Any]:
+    """Everything an ablation's rows depend on: :func:`_run_settings` and the pretrained checkpoints' paths
+    with the SHA-256 of their content (the hash each checkpoint records, verified on reading): a pretraining
+    trained further, or a ``--seg-checkpoint`` file replaced, gives other weights under the same path."""
+    from examples.voc_joint.train import _source_facts
+
+    return {
+        "seg_checkpoint": str(seg),
+        "seg_checkpoint_sha256": _source_facts(seg, "deeplab", "--seg-checkpoint")[1],
+        "spixel_checkpoint": str(spx),
+        "spixel_checkpoint_sha256": _source_facts(spx, "spixel", "--spixel-checkpoint")[1],
+        **_run_settings(opts, root, val_images),
+    }
+
+
+def _run_settings(opts: argparse.Namespace, root: Path, val_images: int) -> dict[str, Any]:
+    """The settings known before any pretraining: all of :func:`_settings` but
+    :data:`_CHECKPOINT_SETTINGS`; the pretraining's epochs and step cap are None with given checkpoints."""
+    pretrains = opts.seg_checkpoint is None
     return {
         "data_root": str(root),
-        "seg_checkpoint": str(seg),
-        "spixel_checkpoint": str(spx),
+        "seg_epochs": opts.seg_epochs if pretrains else None,
+        "spixel_epochs": opts.spixel_epochs if pretrains else None,
+        "pretrain_max_steps": opts.max_steps if pretrains else None,
         "steps": opts.run_steps,
         "eval_every": opts.eval_every,
         "val_images": val_images,
@@ -680,6 +710,28 @@ def settings_differences(recorded: Any, current: dict[str, Any]) -> list[str]:
         for key in sorted(set(old) | set(new))
         if key not in old or key not in new or recorded[key] != current[key]
     ]
+
+
+def _check_continuation(previous: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    """Refuse to continue the unfinished ablation ``previous`` (the content of ``path``) with the settings
+    ``current``, all of :func:`_settings` or those known before the pretraining (:func:`_run_settings`: the
+    recorded :data:`_CHECKPOINT_SETTINGS` are then not compared), when one of them differs.
+
+    Raises:
+        UsageError: naming each differing setting with both values (nothing was changed).
+    """
+    from examples.voc_joint.metrics import dumps
+
+    recorded = previous.get("settings")
+    if isinstance(recorded, dict) and not set(_CHECKPOINT_SETTINGS) <= set(current):
+        recorded = {k: v for k, v in recorded.items() if k not in _CHECKPOINT_SETTINGS}
+    differences = settings_differences(recorded, json.loads(dumps(current)))
+    if differences:
+        raise UsageError(
+            f"{path} holds an unfinished ablation with other settings:\n"
+            + "\n".join(differences)
+            + "\n--overwrite replaces it, or choose another --output-dir (nothing was changed)"
+        )
 
 
 class _Progress:
@@ -827,6 +879,10 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                         f"{out} holds a finished ablation ({paths['json']}); --overwrite replaces it, or "
                         "choose another --output-dir (nothing was changed)"
                     )
+        val = val_loader(root, opts.max_val_images)
+        val_images = len(val.dataset)  # type: ignore[arg-type]  # a Subset
+        if previous is not None:  # before the pretraining, which --resume would train further in place
+            _check_continuation(previous, _run_settings(opts, root, val_images), paths["json"])
         print(f"[ablation] data: {root}\n[ablation] outputs: {out}", flush=True)
         common = common_args(opts, root)
         if opts.seg_checkpoint is not None:
@@ -835,17 +891,10 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         else:
             reuse = ["--overwrite"] if opts.overwrite else ["--resume"]  # a finished pretraining is reused
             seg, spx = pretrain(opts, [*common, *reuse], out / "pretrain", DistInfo(), tag="ablation")
-        val = val_loader(root, opts.max_val_images)
-        settings = _settings(opts, root, seg, spx, len(val.dataset))  # type: ignore[arg-type]  # a Subset
+        settings = _settings(opts, root, seg, spx, val_images)
         rows: list[dict[str, Any]] = []
-        if previous is not None:
-            differences = settings_differences(previous.get("settings"), json.loads(dumps(settings)))
-            if differences:
-                raise UsageError(
-                    f"{paths['json']} holds an unfinished ablation with other settings:\n"
-                    + "\n".join(differences)
-                    + "\n--overwrite replaces it, or choose another --output-dir (nothing was changed)"
-                )
+        if previous is not None:  # the checkpoints too: their paths and content
+            _check_continuation(previous, settings, paths["json"])
             rows = [reloaded_row(r) for r in previous.get("rows", [])]
         plan = [(v, s) for s in range(opts.seeds) for v in opts.variants]
         rows = [r for r in rows if (r["init"], int(r["seed"])) in set(plan)]

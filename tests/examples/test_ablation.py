@@ -267,6 +267,59 @@ def test_unfinished_run_of_another_torch_version_names_the_difference(
     assert "steps:" not in err, err  # only what differs
 
 
+def test_continuing_after_longer_pretraining_is_refused_before_it_trains(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """An unfinished ablation was continued after a larger --seg-epochs: the pretraining (reused with
+    --resume) trained the DeepLabV3+ further in place, and the rows of two pretrained networks were mixed into
+    a "complete" ablation. The epochs are settings now, compared before the pretraining runs: refused, the
+    pretrained checkpoint untouched."""
+    out = tmp_path / "abl"
+    argv = ["--data-root", str(tiny_voc), "--output-dir", str(out), "--spixel-epochs", "1", "--steps", "1"]
+    argv += ["--eval-every", "1", "--seeds", "1", "--variants", "no_fusion", "--max-val-images", "1"]
+    argv += ["--crop-size", "32", "--batch-size", "2", "--no-progress", *one_thread]
+    first = ablation.main([*argv, "--seg-epochs", "1"])
+    assert first["settings"]["seg_epochs"] == 1 and len(first["settings"]["seg_checkpoint_sha256"]) == 64
+    record = json.loads((out / "ablation.json").read_text())
+    record["complete"] = False  # as if stopped before its last run
+    (out / "ablation.json").write_text(json.dumps(record))
+    seg = out / "pretrain" / "seg" / "checkpoint.pt"
+    before = seg.read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        ablation.main([*argv, "--seg-epochs", "3"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "holds an unfinished ablation with other settings" in err, err
+    assert "seg_epochs: 1 (unfinished ablation) -> 3 (now)" in err, err
+    assert seg.read_bytes() == before  # not trained further
+
+
+def test_continuing_with_a_replaced_checkpoint_file_is_refused(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """A --seg-checkpoint file replaced by other weights between two runs of an unfinished ablation was not
+    noticed (the settings held its path only): its SHA-256 is a setting now, and the refusal names it."""
+    from examples.voc_joint.checkpoint import load_checkpoint, save_checkpoint
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+    ablation.main(argv)
+    record = json.loads((out / "ablation.json").read_text())
+    record["complete"] = False
+    (out / "ablation.json").write_text(json.dumps(record))
+    ckpt = load_checkpoint(seg)
+    ckpt["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    save_checkpoint(seg, ckpt)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        ablation.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "holds an unfinished ablation with other settings" in err, err
+    assert f"seg_checkpoint_sha256: '{record['settings']['seg_checkpoint_sha256']}'" in err, err
+    assert "spixel_checkpoint_sha256" not in err and "seg_checkpoint:" not in err, err
+
+
 def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:
     """An unfinished ablation whose planned runs are all done finishes without training; rows of variants no
     longer asked for are left out of the result."""
