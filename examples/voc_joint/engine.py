@@ -41,6 +41,7 @@ __all__ = [
     "cross_entropy",
     "evaluate_checkpoint",
     "evaluation_current",
+    "evaluation_options",
     "set_bn_eval",
     "stage_loss",
     "superpixel_loss",
@@ -442,10 +443,11 @@ def evaluate_checkpoint(
     With ``args.sbd`` the split is read from the SBD-augmented layout (``ImageSets/SegmentationAug``,
     ``SegmentationClassAug``), as for training and as ``evaluate.py --sbd`` does.
 
-    ``eval.json`` holds the scores, ``checkpoint_step``, the step of the checkpoint evaluated (see
-    :func:`evaluation_current`), and ``trained_on_evaluated_images`` as ``evaluate.py``'s ``metrics.json``
-    (a run with ``--allow-val-overlap`` also says so in its line); it is written atomically, once the
-    evaluation is complete.
+    ``eval.json`` holds the scores, ``checkpoint_step``, the step of the checkpoint evaluated, what was
+    evaluated as ``evaluate.py``'s ``metrics.json`` names it (``split``, ``sbd``, ``resolution``: see
+    :func:`evaluation_options` and :func:`evaluation_current`), and ``trained_on_evaluated_images`` as
+    ``metrics.json`` (a run with ``--allow-val-overlap`` also says so in its line); it is written atomically,
+    once the evaluation is complete.
     """
     from examples.voc_joint import data
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
@@ -481,6 +483,7 @@ def evaluate_checkpoint(
     trained_on = training_overlap(config, ds.names)
     res = {
         "checkpoint_step": config["step"],  # which checkpoint this is (evaluation_current)
+        **evaluation_options(args),  # and on what (evaluation_current)
         "trained_on_evaluated_images": None if trained_on is None else len(trained_on),
         **res,
         "torch": str(torch.__version__),  # the evaluating torch, as in evaluate.py's metrics.json
@@ -497,14 +500,29 @@ def evaluate_checkpoint(
     return res
 
 
-def evaluation_current(ckpt_path: Path, step: int) -> bool:
-    """Whether ``eval.json`` next to ``ckpt_path`` is the evaluation of its checkpoint of step ``step``."""
+def evaluation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``--eval`` evaluates, under the names of ``evaluate.py``'s ``metrics.json``: ``split``
+    (``--val-split``), ``sbd`` (``--sbd``) and ``resolution`` (``"full"``, or the ``--eval-crop`` size).
+
+    Example:
+        >>> evaluation_options(argparse.Namespace(val_split="val", sbd=False, eval_crop=None))
+        {'split': 'val', 'sbd': False, 'resolution': 'full'}
+    """
+    return {
+        "split": args.val_split,
+        "sbd": bool(args.sbd),
+        "resolution": "full" if args.eval_crop is None else int(args.eval_crop),
+    }
+
+
+def evaluation_current(ckpt_path: Path, step: int, args: argparse.Namespace) -> bool:
+    """Whether ``eval.json`` next to ``ckpt_path`` is the evaluation of its checkpoint of step ``step`` with
+    the :func:`evaluation_options` of ``args`` (an ``eval.json`` that does not record them is not)."""
     import json
 
     try:
-        recorded = json.loads((ckpt_path.parent / "eval.json").read_text(encoding="utf-8")).get(
-            "checkpoint_step"
-        )
-    except (OSError, ValueError, AttributeError):
+        recorded = json.loads((ckpt_path.parent / "eval.json").read_text(encoding="utf-8"))
+        wanted = {"checkpoint_step": step, **evaluation_options(args)}
+        return all(key in recorded and recorded[key] == value for key, value in wanted.items())
+    except (OSError, ValueError, TypeError):
         return False
-    return recorded == step

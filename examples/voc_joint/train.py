@@ -531,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval",
         action="store_true",
         help="evaluate on --val-split after the seg and joint stages (the split is checked before training; "
-        "with --resume, a finished stage without an evaluation of its checkpoint is evaluated)",
+        "with --resume, a finished stage without an evaluation of its checkpoint with this --val-split, "
+        "--eval-crop and --sbd is evaluated)",
     )
     g.add_argument(
         "--eval-crop", type=CROP, default=None, help="evaluation centre crop (default: full images)"
@@ -1543,11 +1544,18 @@ def _run_locked(
         step = int(ckpt["step"])
         if args.overwrite:  # --overwrite --resume PATH of another folder: PATH is the stage's result
             _agree(info, lambda: _clear(folder, ckpt_path, overwrite=True))
-        pending = evaluates and own and not _agree(info, lambda: engine.evaluation_current(ckpt_path, step))
+        pending = (
+            evaluates and own and not _agree(info, lambda: engine.evaluation_current(ckpt_path, step, args))
+        )
         if info.main:
             print(
                 f"[{stage}] {source} already reached {_where(ckpt)}; "
-                + ("evaluating it (no eval.json of this step yet)" if pending else "skipping the stage"),
+                + (
+                    "evaluating it (no eval.json of this step with this --val-split, --eval-crop and --sbd "
+                    "yet)"
+                    if pending
+                    else "skipping the stage"
+                ),
                 flush=True,
             )
             if evaluates and not own:

@@ -808,7 +808,7 @@ def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys,
     assert load_checkpoint(folder / "checkpoint.pt")["complete"] and not (folder / "eval.json").exists()
     train.main([*argv, "--resume", "--eval"])
     out = capsys.readouterr().out
-    assert "evaluating it (no eval.json of this step yet)" in out and "[eval]" in out
+    assert "evaluating it (no eval.json of this step with this --val-split" in out and "[eval]" in out
     res = json.loads((folder / "eval.json").read_text())
     assert res["checkpoint_step"] == 2 and 0 <= res["miou"] <= 1
     assert res["torch"] == res["checkpoint_torch_version"] == str(torch.__version__)
@@ -817,6 +817,33 @@ def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys,
     out = capsys.readouterr().out
     assert "skipping the stage" in out and "[eval]" not in out
     assert (folder / "eval.json").read_bytes() == before
+
+
+def test_resume_eval_with_another_split_or_crop_evaluates_again(tiny_voc, tmp_path, capsys) -> None:
+    """``--resume --eval`` with another --val-split or --eval-crop skipped the finished stage and kept the
+    evaluation of the old split (eval.json did not say what it scored): eval.json records the split, sbd and
+    resolution as evaluate.py's metrics.json, and is current only when all match."""
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    lists = root / "ImageSets" / "Segmentation"
+    (lists / "val1.txt").write_text((lists / "val.txt").read_text().split()[0] + "\n")
+    argv = train_args(root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--max-steps", "2", "--eval")
+    eval_json = tmp_path / "out" / "seg" / "eval.json"
+    train.main(argv)
+    res = json.loads(eval_json.read_text())
+    assert (res["split"], res["sbd"], res["resolution"], res["num_images"]) == ("val", False, "full", 2)
+    for extra, expected in (
+        (["--val-split", "val1"], ("val1", False, "full", 1)),
+        (["--val-split", "val1", "--eval-crop", "16"], ("val1", False, 16, 1)),
+    ):
+        capsys.readouterr()
+        train.main([*argv, "--resume", *extra])
+        out = capsys.readouterr().out
+        assert "evaluating it" in out and "skipping the stage" not in out, out
+        res = json.loads(eval_json.read_text())
+        assert (res["split"], res["sbd"], res["resolution"], res["num_images"]) == expected
+    train.main([*argv, "--resume", "--val-split", "val1", "--eval-crop", "16"])
+    assert "skipping the stage" in capsys.readouterr().out  # the same evaluation: not redone
 
 
 def test_eval_checks_the_validation_split_before_training(tiny_voc, tmp_path) -> None:
