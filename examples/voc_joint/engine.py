@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -446,14 +448,17 @@ def evaluate_checkpoint(
     ``eval.json`` holds the scores, ``checkpoint_step``, the step of the checkpoint evaluated, what was
     evaluated as ``evaluate.py``'s ``metrics.json`` names it (``split``, ``sbd``, ``resolution``: see
     :func:`evaluation_options` and :func:`evaluation_current`), and ``trained_on_evaluated_images`` as
-    ``metrics.json`` (a run with ``--allow-val-overlap`` also says so in its line); it is written atomically,
-    once the evaluation is complete.
+    ``metrics.json`` (a run with ``--allow-val-overlap`` also says so in its line). As ``evaluate.py`` does,
+    the PNG panels are made in a staging folder, then replace the earlier evaluation's ``panels/`` together
+    with ``eval.json`` (written atomically), once the evaluation is complete: an interrupted evaluation leaves
+    the earlier set and its ``eval.json`` as they were, and ``eval.json``'s ``panels`` lists the whole set.
     """
     from examples.voc_joint import data
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
-    from examples.voc_joint.evaluate import evaluate, training_overlap
+    from examples.voc_joint.evaluate import _replace_panels, evaluate, training_overlap
     from examples.voc_joint.metrics import dumps
     from examples.voc_joint.signals import worker_init_fn
+    from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 
     model, config = load_model_from_checkpoint(ckpt_path, map_location=device)
     ds = data.build_dataset(
@@ -471,25 +476,42 @@ def evaluate_checkpoint(
         num_workers=args.workers,
         worker_init_fn=worker_init_fn(args.workers),
     )
-    res = evaluate(
-        model,
-        loader,
-        device=device,
-        num_classes=args.num_classes,
-        panels_dir=ckpt_path.parent / "panels",
-        progress=not args.no_progress,
-    )
-    # as evaluate.py: a run with --allow-val-overlap scores images it was trained on, and says so
-    trained_on = training_overlap(config, ds.names)
-    res = {
-        "checkpoint_step": config["step"],  # which checkpoint this is (evaluation_current)
-        **evaluation_options(args),  # and on what (evaluation_current)
-        "trained_on_evaluated_images": None if trained_on is None else len(trained_on),
-        **res,
-        "torch": str(torch.__version__),  # the evaluating torch, as in evaluate.py's metrics.json
-        "checkpoint_torch_version": config["torch_version"],  # the training one (None: not recorded)
-    }
-    write_text_atomic(ckpt_path.parent / "eval.json", dumps(res) + "\n")
+    folder = ckpt_path.parent
+    # as evaluate.py: the panels go to a staging folder first, and replace the earlier evaluation's panels
+    # together with eval.json once this one is done, never mixed with them (see staging.py for the folders
+    # of evaluations killed before their end, removed here)
+    remove_abandoned_staging(folder, ".panels.")
+    staging, held = new_staging(folder, ".panels.")
+    try:
+        res = evaluate(
+            model,
+            loader,
+            device=device,
+            num_classes=args.num_classes,
+            panels_dir=staging,
+            progress=not args.no_progress,
+        )
+        staged = res["panels"]
+        # as evaluate.py: a run with --allow-val-overlap scores images it was trained on, and says so
+        trained_on = training_overlap(config, ds.names)
+        res = {
+            "checkpoint_step": config["step"],  # which checkpoint this is (evaluation_current)
+            **evaluation_options(args),  # and on what (evaluation_current)
+            "trained_on_evaluated_images": None if trained_on is None else len(trained_on),
+            **res,
+            "panels": [str(folder / "panels" / Path(p).name) for p in staged],  # once moved into place
+            "torch": str(torch.__version__),  # the evaluating torch, as in evaluate.py's metrics.json
+            "checkpoint_torch_version": config["torch_version"],  # the training one (None: not recorded)
+        }
+        # the old panels and eval.json go and the new ones come in one step: a signal waits for its end
+        with InterruptGuard() as deferred, deferred.critical():
+            _replace_panels(staged, folder / "panels")
+            write_text_atomic(folder / "eval.json", dumps(res) + "\n")
+        deferred.check()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if held is not None:
+            os.close(held)
     note = (
         f" (trained on {len(trained_on)} of the {len(ds)} images evaluated: not a held-out score)"
         if trained_on

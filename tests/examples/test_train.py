@@ -846,6 +846,46 @@ def test_resume_eval_with_another_split_or_crop_evaluates_again(tiny_voc, tmp_pa
     assert "skipping the stage" in capsys.readouterr().out  # the same evaluation: not redone
 
 
+def test_eval_replaces_the_panel_set_with_eval_json(tiny_voc, tmp_path, capsys, monkeypatch) -> None:
+    """``train.py --eval`` wrote its panels straight into <stage>/panels: an earlier evaluation's panels
+    stayed beside the new ones (eval.json listing only the new), and an interrupted evaluation left a mix. As
+    evaluate.py, it now stages them and replaces the set together with eval.json."""
+    from examples.voc_joint import evaluate
+    from examples.voc_joint.signals import Interrupted
+
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    lists = root / "ImageSets" / "Segmentation"
+    (lists / "val1.txt").write_text((lists / "val.txt").read_text().split()[0] + "\n")
+    argv = train_args(root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--max-steps", "2", "--eval")
+    folder = tmp_path / "out" / "seg"
+    train.main(argv)
+
+    def saved() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted((folder / "panels").iterdir())}
+
+    assert len(saved()) == 2
+    before, eval_before = saved(), (folder / "eval.json").read_bytes()
+    calls = []
+    real_save_panel = evaluate.save_panel
+
+    def save_then_stop(*args, **kwargs):
+        calls.append(real_save_panel(*args, **kwargs))
+        raise Interrupted(signal.SIGINT)  # after the first panel of the new evaluation was written
+
+    with monkeypatch.context() as m:
+        m.setattr(evaluate, "save_panel", save_then_stop)
+        with pytest.raises(Interrupted):
+            train.main([*argv, "--resume", "--eval-crop", "16"])
+    assert len(calls) == 1 and saved() == before and (folder / "eval.json").read_bytes() == eval_before
+    assert not list(folder.glob(".panels.*"))  # the staging folder went
+    capsys.readouterr()
+    train.main([*argv, "--resume", "--val-split", "val1"])
+    res = json.loads((folder / "eval.json").read_text())
+    assert res["split"] == "val1" and len(res["panels"]) == 1
+    assert sorted(map(str, (folder / "panels").iterdir())) == res["panels"]  # the old set went
+
+
 def test_eval_checks_the_validation_split_before_training(tiny_voc, tmp_path) -> None:
     argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1", "--eval")
     with pytest.raises(FileNotFoundError, match=r"split list file not found: .*nosuch\.txt"):
