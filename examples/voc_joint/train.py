@@ -1723,7 +1723,9 @@ def _train(
             rng = info.gather(get_rng_state())  # every process's RNG states (each draws its own dropout)
             state.elapsed_s = time.perf_counter() - t0
             if info.main:
-                complete = reason == "max_steps" or state.epoch >= args.epochs
+                # from the position, not from why the epoch loop stopped: a signal at the step that
+                # reaches --max-steps stops it as "interrupt", the stage finished all the same
+                complete = _done(state, args)
                 checkpoint = _checkpoint_dict(
                     state, args, sampler.global_batch, info.world_size, complete, rng
                 )
@@ -1737,12 +1739,18 @@ def _train(
         if agreed and reason != "interrupt":
             reason = "interrupt"
     if reason == "interrupt":
+        # exit status 128 + signal even when the stage has just finished (as evaluate.py's after its results
+        # are written): what the command would do next (--eval, the next stage of --stage all) did not run
         if info.main and own_command:
-            where = (
-                f"checkpoint of step {state.step} in {ckpt_path} (continue with --resume)"
-                if saved is not None
-                else "before the first step (nothing to save)"
-            )
+            if saved is not None and _done(state, args):
+                where = (
+                    f"the stage finished: its checkpoint of step {state.step} in {ckpt_path} is complete "
+                    "(--resume skips it and goes on with what follows)"
+                )
+            elif saved is not None:
+                where = f"checkpoint of step {state.step} in {ckpt_path} (continue with --resume)"
+            else:
+                where = "before the first step (nothing to save)"
             print(f"\n[{stage}] interrupted: {where}", file=sys.stderr, flush=True)
         raise Interrupted(agreed or guard.requested or signal.SIGINT)
     if info.main:
@@ -1750,6 +1758,12 @@ def _train(
             f"[{stage}] done: {state.step} steps in {time.perf_counter() - t0:.1f} s; checkpoint {ckpt_path}",
             flush=True,
         )
+
+
+def _done(state: engine.TrainState, args: argparse.Namespace) -> bool:
+    """Whether the training state has finished the stage: ``--epochs`` done or ``--max-steps`` reached (as
+    :func:`_finished` of a checkpoint)."""
+    return state.epoch >= args.epochs or (args.max_steps is not None and state.step >= args.max_steps)
 
 
 def _agreed_signal(guard: InterruptGuard, info: DistInfo) -> int:

@@ -194,6 +194,28 @@ def test_interrupts_everywhere_workers0_resume_bit_exact(voc6: Path, reference: 
     assert_same_log(reference, ckpt.parent)
 
 
+def test_a_signal_at_the_step_reaching_max_steps_finishes_the_stage(voc6: Path, tmp_path: Path) -> None:
+    """SIGINT at the step that reaches --max-steps wrote the checkpoint with ``complete: False`` and said
+    "continue with --resume", while the same state without the signal is complete. Completeness now comes from
+    the position: the checkpoint is complete and the stop line says the stage finished. The exit status stays
+    130, as for any stop by a signal after finished work (evaluate.py's after its results are written; a
+    signal at the end of the last epoch): what the command would do next (--eval, the next stage of
+    --stage all) did not run. --resume then skips the stage."""
+    ckpt = tmp_path / "joint" / "checkpoint.pt"
+    cap = ("--workers", "0", "--max-steps", "2")
+    res = train(tmp_path, voc6, *cap, fault="sigint@step:2")
+    _expect(res, 130, 2, ckpt)
+    assert load_checkpoint(ckpt)["complete"], "the state of step 2 is the finished stage"
+    assert (
+        f"[joint] interrupted: the stage finished: its checkpoint of step 2 in {ckpt} is complete"
+        in res.stderr
+    )
+    assert "continue with --resume" not in res.stderr, res.stderr[-2000:]
+    res = train(tmp_path, voc6, *cap, "--resume")
+    _expect(res, 0, 2, ckpt)
+    assert "skipping the stage" in res.stdout, res.stdout[-2000:]
+
+
 def test_resume_from_a_checkpoint_without_elapsed_time(voc6: Path, tmp_path: Path) -> None:
     """A checkpoint written before checkpoints recorded ``elapsed_s`` resumes (its training time read as 0);
     the checkpoints written from then on record the time again."""
