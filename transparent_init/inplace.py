@@ -78,9 +78,26 @@ def _affine_module(sequential: nn.Sequential, index: int) -> nn.Linear | nn.Conv
     return m
 
 
-def _record_unshared(m: nn.Module, index: int, seen: dict[int, tuple[int, str]]) -> None:
+def _memory_span(p: Tensor) -> tuple[torch.device, int, int] | None:
+    """The bytes ``p`` can touch, ``(device, first, end)``; ``None`` on meta or when empty (no memory)."""
+    if p.is_meta or p.numel() == 0:
+        return None
+    first = p.untyped_storage().data_ptr() + int(p.storage_offset()) * p.element_size()
+    reach = sum((int(size) - 1) * int(stride) for size, stride in zip(p.shape, p.stride(), strict=True))
+    return p.device, first, first + (reach + 1) * p.element_size()
+
+
+def _record_unshared(
+    m: nn.Module,
+    index: int,
+    seen: dict[int, tuple[int, str]],
+    spans: list[tuple[torch.device, int, int, int, str]],
+) -> None:
     """Refuse a module, or a ``weight`` / ``bias`` Parameter, met at an earlier affine position (``seen``:
-    ``id`` -> (layer index, what it was there)); then record this layer's."""
+    ``id`` -> (layer index, what it was there)), or a ``weight`` / ``bias`` whose memory overlaps one recorded
+    before (``spans``: (device, first byte, end, layer index, what); tied weights that are separate Parameter
+    objects over one storage, such as ``nn.Parameter(other.weight)`` or a transposed view); then record this
+    layer's."""
     kind = type(m).__name__
     first = seen.get(id(m))
     if first is not None:
@@ -103,6 +120,21 @@ def _record_unshared(m: nn.Module, index: int, seen: dict[int, tuple[int, str]])
                 f"layer.{attr} = nn.Parameter(layer.{attr}.detach().clone()))"
             )
         seen[id(p)] = (index, attr)
+        span = _memory_span(p)
+        if span is None:
+            continue
+        device, lo, hi = span
+        for other_device, other_lo, other_hi, other_index, other_attr in spans:
+            if other_device == device and lo < other_hi and other_lo < hi:
+                raise ValueError(
+                    f"layer {index} ({kind}) shares the memory of its {attr} with layer {other_index} (its "
+                    f"{other_attr}): separate Parameters over one storage (tied weights, e.g. "
+                    "nn.Parameter(other.weight) or a transposed view) would be written once per layer and "
+                    "the last write would win, so the stack would not compute the target map; a transparent "
+                    f"init needs independent layers (untie them, e.g. layer.{attr} = "
+                    f"nn.Parameter(layer.{attr}.detach().clone()))"
+                )
+        spans.append((device, lo, hi, index, attr))
 
 
 def parse_stack(sequential: nn.Sequential) -> StackLayout:
@@ -116,7 +148,8 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
             than 2 affine layers), a hidden layer narrower than the input, a layer
             whose weight or bias is computed at each forward (parametrized, weight-normed, pruned) or cannot
             be written in place (an inference tensor outside inference mode, an expanded tensor), the same
-            module or Parameter at two affine positions (shared layers, tied weights), a layer whose dtype is
+            module or Parameter at two affine positions (shared layers, tied weights), weights or biases
+            whose memory overlaps (separate Parameters over one storage), a layer whose dtype is
             not float16, bfloat16, float32 or float64 (float8, complex), or a zero-width layer
             (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``).
     """
@@ -129,6 +162,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
     pending: tuple[str, float, int] | None = None
     kind: type | None = None
     seen: dict[int, tuple[int, str]] = {}  # id of each affine module / parameter -> (layer, what)
+    spans: list[tuple[torch.device, int, int, int, str]] = []  # memory of each weight / bias (_memory_span)
     for i, m in enumerate(mods):
         if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
             raise ValueError(
@@ -139,7 +173,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         if isinstance(m, (nn.Linear, *_CONVS)):  # subclasses included: only the base kind counts
             check_own_parameters(m, f"layer {i} ({type(m).__name__})")
             check_writable(m, f"layer {i} ({type(m).__name__})")
-            _record_unshared(m, i, seen)
+            _record_unshared(m, i, seen, spans)
             empty = zero_width(m)
             if empty is not None:
                 raise ValueError(
@@ -283,7 +317,8 @@ def transparent_init_(
             whose weight or bias is computed at each forward (a parametrization, weight_norm, spectral_norm,
             pruning: the values written would be lost) or cannot be written in place (an inference tensor
             outside inference mode, an expanded tensor), the same module or Parameter at two positions
-            (shared layers, tied weights: naming both layers), layers of another dtype than float16,
+            (shared layers, tied weights: naming both layers) or weights / biases whose memory overlaps
+            (separate Parameters over one storage), layers of another dtype than float16,
             bfloat16, float32 or float64 (float8, complex); and wrong target shapes, non-finite targets, no
             ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a last layer without bias, a
             last layer without bias when a hidden layer from the first biased one on is not wider than the

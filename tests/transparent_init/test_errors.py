@@ -453,6 +453,24 @@ def _tied(attr: str) -> nn.Sequential:
     return nn.Sequential(a, nn.Identity(), b)
 
 
+def _tied_storage() -> nn.Sequential:
+    l0, l1, l2, l3 = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 4)
+    l2.weight = nn.Parameter(l1.weight)  # another Parameter object over the same storage
+    return nn.Sequential(l0, nn.ReLU(), l1, nn.ReLU(), l2, nn.ReLU(), l3)
+
+
+def _tied_transposed() -> nn.Sequential:
+    enc, dec = nn.Linear(4, 8), nn.Linear(8, 4)
+    dec.weight = nn.Parameter(enc.weight.t())  # an autoencoder's tied decoder
+    return nn.Sequential(enc, nn.ReLU(), dec)
+
+
+def _bias_in_weight() -> nn.Sequential:
+    a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+    b.bias = nn.Parameter(b.weight[1])  # a view of the same layer's weight
+    return nn.Sequential(a, b)
+
+
 @pytest.mark.parametrize(
     "make,match",
     [
@@ -460,13 +478,25 @@ def _tied(attr: str) -> nn.Sequential:
         (_shared_hidden_module, r"layers 2 and 4 are the same module \(Linear\)"),
         (lambda: _tied("weight"), r"layer 2 \(Linear\) shares its weight with layer 0 \(its weight\)"),
         (lambda: _tied("bias"), r"layer 2 \(Linear\) shares its bias with layer 0 \(its bias\)"),
+        (_tied_storage, r"layer 4 \(Linear\) shares the memory of its weight with layer 2 \(its weight\)"),
+        (_tied_transposed, r"layer 2 \(Linear\) shares the memory of its weight with layer 0 \(its weight\)"),
+        (_bias_in_weight, r"layer 1 \(Linear\) shares the memory of its bias with layer 1 \(its weight\)"),
     ],
-    ids=["module", "hidden-module", "tied-weight", "tied-bias"],
+    ids=[
+        "module",
+        "hidden-module",
+        "tied-weight",
+        "tied-bias",
+        "tied-storage",
+        "tied-transposed",
+        "bias-view",
+    ],
 )
 def test_shared_layers_and_tied_parameters_are_refused(make, match: str) -> None:  # type: ignore[no-untyped-def]
     """A module, or a Parameter, at two affine positions would be written twice (the second write wins) and
     the stack would silently not be the target map (error 1.7 for ``Sequential(lin, lin)``): refused, naming
-    both layers and the parameter, before anything is written."""
+    both layers and the parameter, before anything is written. So are separate Parameter objects over one
+    memory (``nn.Parameter(l1.weight)``, a transposed view), which were accepted (error 3.7)."""
     seq = make()
     before = {k: v.clone() for k, v in seq.state_dict().items()}
     with pytest.raises(ValueError, match=match + ".*a transparent init needs independent layers"):
@@ -721,3 +751,15 @@ def test_large_slopes_that_still_realize_the_map_build(width: int, slope: float)
     )
     x = torch.rand(4, width, generator=torch.Generator().manual_seed(0)).half()
     assert max_abs_error(layer, x) <= 1e-2
+
+
+def test_parameters_over_disjoint_parts_of_one_buffer_are_independent() -> None:
+    """Only overlapping memory is refused: layers whose weights are disjoint views of one flat buffer (as a
+    flat-parameter wrapper makes) are written independently and the stack is exact."""
+    flat = torch.zeros(8 * 4 + 4 * 8)
+    l0, l1 = nn.Linear(4, 8), nn.Linear(8, 4)
+    l0.weight = nn.Parameter(flat[:32].view(8, 4))
+    l1.weight = nn.Parameter(flat[32:].view(4, 8))
+    net = transparent_init_(nn.Sequential(l0, nn.ReLU(), l1), generator=0)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    assert max_abs_error(net, x) < 1e-5
