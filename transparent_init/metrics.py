@@ -77,7 +77,9 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
                 f"{name} must hold values, got a tensor on the meta device (shape {list(t.shape)})"
             )
     with torch.no_grad():
-        y = mod(x)
+        # on a copy: an in-place module (nn.ReLU(inplace=True)) would change the caller's x, which is also
+        # the default reference (the error then read 0)
+        y = mod(x.detach().clone())
     if not isinstance(y, Tensor):  # e.g. an nn.LSTM's (output, state) tuple
         raise TypeError(f"module must return a torch.Tensor, got {type(y).__name__}")
     if y.shape != ref.shape:
@@ -114,7 +116,8 @@ def recovery_rate(
     Args:
         module: the stack (evaluated under ``torch.no_grad``, in its current train / eval mode: call
             ``module.eval()`` first if it holds dropout or batch norm, whose training mode is not the map).
-        x (Tensor[*]): input batch.
+        x (Tensor[*]): input batch; ``module`` runs on a copy of it, so an in-place module
+            (``nn.ReLU(inplace=True)``) changes neither ``x`` nor the reference.
         eps: tolerance (> 0).
         target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
 
@@ -142,7 +145,7 @@ def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None)
 
     The difference is taken in the promoted dtype of output and target, at least float32 (float64 for an
     integer output), as in :func:`recovery_rate`; ``module`` is run as there (``torch.no_grad``, its current
-    train / eval mode).
+    train / eval mode, on a copy of ``x``: an in-place module changes neither ``x`` nor the reference).
 
     Args:
         module: the stack.

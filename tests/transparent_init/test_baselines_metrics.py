@@ -77,6 +77,17 @@ def test_recovery_rate_and_max_error_by_hand() -> None:
     assert recovery_rate(nn.Identity(), zeros, eps=0.25, target=zeros + 0.25) == 0.0
 
 
+def test_metrics_of_an_in_place_module_compare_against_the_input_as_passed() -> None:
+    """An in-place module (``nn.ReLU(inplace=True)``) overwrote ``x``, the default reference, before the
+    comparison: the metrics read a perfect recovery (1.0, error 0.0) and the caller's tensor was changed."""
+    x = torch.tensor([-1.0, 2.0, -3.0, 4.0])
+    assert recovery_rate(nn.ReLU(inplace=True), x) == 0.5
+    assert max_abs_error(nn.ReLU(inplace=True), x) == 3.0
+    target = x.clone()
+    assert max_abs_error(nn.ReLU(inplace=True), x, target=target) == 3.0
+    assert torch.equal(x, torch.tensor([-1.0, 2.0, -3.0, 4.0])) and torch.equal(target, x)
+
+
 def test_metrics_of_an_input_that_requires_grad_are_plain_numbers() -> None:
     """Logits straight from a network require grad: the metrics build no graph and warn about nothing."""
     x = torch.tensor([[-1.0, 2.0, -3.0]], requires_grad=True)
