@@ -70,6 +70,23 @@ def _conv_problem(m: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | None:
     return None
 
 
+def _shape_problem(m: nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | None:
+    """Which of ``weight`` / ``bias`` has another shape than the layer's width attributes give (a parameter
+    replaced by one of another shape: the widths the stack is read from would be stale), else ``None``."""
+    if isinstance(m, nn.Linear):
+        n_in, n_out, names = m.in_features, m.out_features, ("in_features", "out_features")
+        kernel: tuple[int, ...] = ()
+    else:
+        n_in, n_out, names = m.in_channels // m.groups, m.out_channels, ("in_channels", "out_channels")
+        kernel = tuple(m.kernel_size)
+    widths = f"{names[1]} = {n_out}, {names[0]} = {n_in}"
+    for attr, expected in (("weight", (n_out, n_in, *kernel)), ("bias", (n_out,))):
+        p = getattr(m, attr)
+        if p is not None and tuple(p.shape) != expected:
+            return f"a {attr} of shape {list(p.shape)}, expected {list(expected)} ({widths})"
+    return None
+
+
 def _affine_module(sequential: nn.Sequential, index: int) -> nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d:
     m = sequential[index]
     # parse_stack checked the types: this narrows them for the type checker
@@ -145,13 +162,13 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
         ValueError: for kxk / grouped / strided / padded convs, mixed kinds of layers, mismatched or odd
             widths, negative or non-finite slopes, an activation before the first or after the last affine
             layer or two in a row, a lazy layer without weights yet, a stack without a hidden layer (fewer
-            than 2 affine layers), a hidden layer narrower than the input, a layer
-            whose weight or bias is computed at each forward (parametrized, weight-normed, pruned) or cannot
-            be written in place (an inference tensor outside inference mode, an expanded tensor), the same
-            module or Parameter at two affine positions (shared layers, tied weights), weights or biases
-            whose memory overlaps (separate Parameters over one storage), a layer whose dtype is
-            not float16, bfloat16, float32 or float64 (float8, complex), or a zero-width layer
-            (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``).
+            than 2 affine layers), a hidden layer narrower than the input, a layer whose weight or bias has
+            another shape than its width attributes give, or is computed at each forward (parametrized,
+            weight-normed, pruned) or cannot be written in place (an inference tensor outside inference
+            mode, an expanded tensor), the same module or Parameter at two affine positions (shared layers,
+            tied weights), weights or biases whose memory overlaps (separate Parameters over one storage), a
+            layer whose dtype is not float16, bfloat16, float32 or float64 (float8, complex), or a
+            zero-width layer (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``).
     """
     if not isinstance(sequential, nn.Sequential):
         raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")
@@ -193,6 +210,13 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 problem = _conv_problem(m)
                 if problem is not None:
                     raise ValueError(f"layer {i} ({base.__name__}) is not supported: {problem}")
+            mismatch = _shape_problem(m)
+            if mismatch is not None:
+                raise ValueError(
+                    f"layer {i} ({type(m).__name__}) has {mismatch}: its parameter no longer matches its "
+                    "width attributes (replaced by one of another shape?); give it a parameter of the "
+                    "expected shape, or a new layer of the widths it should have"
+                )
             if kind is not None and base is not kind:
                 raise ValueError(
                     f"layer {i} is {type(m).__name__} (an nn.{base.__name__}) but earlier layers are "
@@ -314,18 +338,18 @@ def transparent_init_(
             strided / padded convs, odd or too narrow hidden widths (naming the layer index), mismatched
             widths, mixed kinds of layers, misplaced activations, a LeakyReLU slope that is negative or not
             finite, a lazy layer without weights, fewer than 2 affine layers, a zero-width layer, a layer
-            whose weight or bias is computed at each forward (a parametrization, weight_norm, spectral_norm,
-            pruning: the values written would be lost) or cannot be written in place (an inference tensor
-            outside inference mode, an expanded tensor), the same module or Parameter at two positions
-            (shared layers, tied weights: naming both layers) or weights / biases whose memory overlaps
-            (separate Parameters over one storage), layers of another dtype than float16,
-            bfloat16, float32 or float64 (float8, complex); and wrong target shapes, non-finite targets, no
-            ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a last layer without bias, a
-            last layer without bias when a hidden layer from the first biased one on is not wider than the
-            input (no exact solution: the message names the rule), a target not representable in the
-            layers' dtype, a target on the meta device for layers that are not, a seed outside the int64 /
-            uint64 range. A call that raises writes nothing and leaves the generator (or the global RNG)
-            as it was.
+            whose weight or bias has another shape than its widths give, or is computed at each forward (a
+            parametrization, weight_norm, spectral_norm, pruning: the values written would be lost) or
+            cannot be written in place (an inference tensor outside inference mode, an expanded tensor), the
+            same module or Parameter at two positions (shared layers, tied weights: naming both layers) or
+            weights / biases whose memory overlaps (separate Parameters over one storage), layers of another
+            dtype than float16, bfloat16, float32 or float64 (float8, complex); and wrong target shapes,
+            non-finite targets, no ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a
+            last layer without bias, a last layer without bias when a hidden layer from the first biased one
+            on is not wider than the input (no exact solution: the message names the rule), a target not
+            representable in the layers' dtype, a target on the meta device for layers that are not, a seed
+            outside the int64 / uint64 range. A call that raises writes nothing and leaves the generator (or
+            the global RNG) as it was.
 
     Example:
         >>> import torch

@@ -763,3 +763,45 @@ def test_parameters_over_disjoint_parts_of_one_buffer_are_independent() -> None:
     net = transparent_init_(nn.Sequential(l0, nn.ReLU(), l1), generator=0)
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
     assert max_abs_error(net, x) < 1e-5
+
+
+def _replaced(attr: str, value: torch.Tensor, conv: bool = False) -> nn.Sequential:
+    seq = (
+        nn.Sequential(nn.Conv2d(4, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+        if conv
+        else nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))
+    )
+    if attr == "both":  # weight and bias of 6 outputs, out_features still 4
+        seq[2].weight, seq[2].bias = nn.Parameter(torch.randn(6, 8)), nn.Parameter(torch.randn(6))
+    else:
+        setattr(seq[2], attr, nn.Parameter(value))
+    return seq
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (
+            lambda: _replaced("both", torch.empty(0)),
+            r"layer 2 \(Linear\) has a weight of shape \[6, 8\], expected \[4, 8\] \(out_features = 4, "
+            r"in_features = 8\)",
+        ),
+        (
+            lambda: _replaced("bias", torch.zeros(1)),
+            r"layer 2 \(Linear\) has a bias of shape \[1\], expected \[4\] \(out_features = 4",
+        ),
+        (
+            lambda: _replaced("weight", torch.randn(4, 8), conv=True),
+            r"layer 2 \(Conv2d\) has a weight of shape \[4, 8\], expected \[4, 8, 1, 1\] \(out_channels = 4",
+        ),
+    ],
+    ids=["weight-and-bias", "bias", "conv-weight"],
+)
+def test_a_parameter_of_another_shape_than_the_layers_widths_is_refused_before_any_write(make, match) -> None:  # type: ignore[no-untyped-def]
+    """A weight or bias replaced by one of another shape (the layer's widths left stale) failed in PyTorch's
+    ``view`` / ``copy_`` with an unnamed RuntimeError after the layers before it had been written."""
+    seq = make()
+    before = [p.detach().clone() for p in seq.parameters()]
+    with pytest.raises(ValueError, match=match):
+        transparent_init_(seq, generator=0)
+    assert all(torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True))
