@@ -167,8 +167,9 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
             weight-normed, pruned) or cannot be written in place (an inference tensor outside inference
             mode, an expanded tensor), the same module or Parameter at two affine positions (shared layers,
             tied weights), weights or biases whose memory overlaps (separate Parameters over one storage), a
-            layer whose dtype is not float16, bfloat16, float32 or float64 (float8, complex), or a
-            zero-width layer (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``).
+            layer whose dtype is not float16, bfloat16, float32 or float64 (float8, complex), some layers on
+            the meta device and others not, or a zero-width layer (``nn.Linear(0, n)``,
+            ``nn.Linear(n, 0)``).
     """
     if not isinstance(sequential, nn.Sequential):
         raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")
@@ -180,6 +181,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
     kind: type | None = None
     seen: dict[int, tuple[int, str]] = {}  # id of each affine module / parameter -> (layer, what)
     spans: list[tuple[torch.device, int, int, int, str]] = []  # memory of each weight / bias (_memory_span)
+    placed: tuple[int, str, torch.device] | None = None  # the first weight / bias: (layer, what, device)
     for i, m in enumerate(mods):
         if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
             raise ValueError(
@@ -210,6 +212,19 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 problem = _conv_problem(m)
                 if problem is not None:
                     raise ValueError(f"layer {i} ({base.__name__}) is not supported: {problem}")
+            for attr in ("weight", "bias"):
+                p = getattr(m, attr)
+                if p is None:
+                    continue
+                if placed is None:
+                    placed = (i, attr, p.device)
+                elif p.is_meta != (placed[2].type == "meta"):
+                    raise ValueError(
+                        f"layer {i} ({type(m).__name__}) has its {attr} on device {p.device} but layer "
+                        f"{placed[0]} has its {placed[1]} on {placed[2]}: the affine layers must be all on "
+                        "the meta device (initialized by shape) or all hold values; materialize the meta "
+                        "ones first (e.g. stack.to_empty(device=...))"
+                    )
             mismatch = _shape_problem(m)
             if mismatch is not None:
                 raise ValueError(
@@ -343,12 +358,13 @@ def transparent_init_(
             cannot be written in place (an inference tensor outside inference mode, an expanded tensor), the
             same module or Parameter at two positions (shared layers, tied weights: naming both layers) or
             weights / biases whose memory overlaps (separate Parameters over one storage), layers of another
-            dtype than float16, bfloat16, float32 or float64 (float8, complex); and wrong target shapes,
-            non-finite targets, no ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a
-            last layer without bias, a last layer without bias when a hidden layer from the first biased one
-            on is not wider than the input (no exact solution: the message names the rule), a target not
-            representable in the layers' dtype, a target on the meta device for layers that are not, a seed
-            outside the int64 / uint64 range. A call that raises writes nothing and leaves the generator (or
+            dtype than float16, bfloat16, float32 or float64 (float8, complex), some layers on the meta
+            device and others not (naming both); and wrong target shapes, non-finite targets, no
+            ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a last layer without bias, a
+            last layer without bias when a hidden layer from the first biased one on is not wider than the
+            input (no exact solution: the message names the rule), a target not representable in the
+            layers' dtype, a target on the meta device for layers that are not, a seed outside the int64 /
+            uint64 range. A call that raises writes nothing and leaves the generator (or
             the global RNG) as it was.
 
     Example:

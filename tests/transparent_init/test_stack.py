@@ -435,6 +435,23 @@ def test_a_meta_target_builds_on_meta_by_shape_and_is_refused_elsewhere() -> Non
         fuse.reset_parameters(generator=0)
 
 
+def test_a_stack_partly_on_meta_is_refused() -> None:
+    """Layers some on meta and some holding values were accepted: the values were written, the meta layers
+    stayed on meta, and the stack was left half-initialized."""
+    seq = nn.Sequential(nn.Linear(4, 8, device="meta"), nn.ReLU(), nn.Linear(8, 4))
+    before = seq[2].weight.detach().clone()
+    with pytest.raises(
+        ValueError,
+        match=r"layer 2 \(Linear\) has its weight on device cpu but layer 0 has its weight on meta",
+    ):
+        transparent_init_(seq, generator=0)
+    assert torch.equal(seq[2].weight, before) and seq[0].weight.is_meta
+    seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))
+    seq[2].bias = nn.Parameter(torch.empty(4, device="meta"))
+    with pytest.raises(ValueError, match=r"layer 2 \(Linear\) has its bias on device meta but layer 0 has"):
+        transparent_init_(seq, generator=0)
+
+
 def test_a_stack_on_meta_computes_nothing_whatever_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by fuzzing the API: "built on the meta device, a stack computes no values" held for a target on
     meta only; the identity default and CPU targets ran the whole float64 draw and solve (3.7 s at width
