@@ -277,7 +277,25 @@ class _TransparentStack(nn.Module):
 
         Args:
             generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
+
+        Raises:
+            ValueError: if the stack was built on the meta device with a target on meta (no values) and its
+                layers now hold values (after ``to_empty``): there is no map to redraw towards (build it
+                with a target made outside the meta context, e.g. with ``device="cpu"``: that one is kept);
+                otherwise as :func:`~transparent_init.transparent_init_` for the layers as they are now (a
+                pruned layer, a parametrization, ...).
         """
+        for name, kept in (("target_weight", self._target_weight), ("target_bias", self._target_bias)):
+            if kept is not None and kept.is_meta and not any(p.is_meta for p in self.layers.parameters()):
+                device = next(self.layers.parameters()).device
+                raise ValueError(
+                    f"{type(self).__name__} was built with {name} on the meta device (shapes only, no "
+                    f"values) and its layers now hold values (device {device}), so reset_parameters has no "
+                    f"map to redraw towards: build it with {name} made outside the meta context (e.g. "
+                    f"selection_weight(..., device='cpu'), or torch.tensor(..., device='cpu') inside "
+                    "`with torch.device('meta')`); a target with values is kept and reset_parameters works "
+                    "after to_empty"
+                )
         transparent_init_(
             self.layers, target_weight=self._target_weight, target_bias=self._target_bias, generator=generator
         )
@@ -318,7 +336,9 @@ class TransparentLinear(_TransparentStack):
             ``None``: 0.01.
         bias: whether every layer has a bias.
         target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity (on the meta
-            device only when ``device`` is meta: the stack is then built by shape).
+            device only when ``device`` is meta: the stack is then built by shape, and
+            ``reset_parameters()`` after ``to_empty`` needs a target with values, e.g. one made with
+            ``device="cpu"``).
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed for reproducible draws; ``None`` uses the global RNG.
         device: factory keyword argument.
@@ -411,7 +431,9 @@ class TransparentConv1x1(_TransparentStack):
             ``None``: 0.01.
         bias: whether every layer has a bias.
         target_weight (Tensor[out, in] | None): the per-pixel map's weight; ``None`` is the identity (on the
-            meta device only when ``device`` is meta: the stack is then built by shape).
+            meta device only when ``device`` is meta: the stack is then built by shape, and
+            ``reset_parameters()`` after ``to_empty`` needs a target with values, e.g. one made with
+            ``device="cpu"``).
         target_bias (Tensor[out] | None): its bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
         device: factory keyword argument.

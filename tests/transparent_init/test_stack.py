@@ -431,8 +431,21 @@ def test_a_meta_target_builds_on_meta_by_shape_and_is_refused_elsewhere() -> Non
     with pytest.raises(ValueError, match=r"target_weight is on the meta device"):
         TransparentLinear(4, [4], 2, target_weight=t_w, device="cpu")
     fuse.to_empty(device="cpu")  # materialized: the kept target has no values to redraw towards
-    with pytest.raises(ValueError, match=r"target_weight is on the meta device"):
+    with pytest.raises(  # it said "create target_weight outside the meta context": no argument takes it here
+        ValueError,
+        match=r"TransparentConv1x1 was built with target_weight on the meta device .* now hold values "
+        r"\(device cpu\), so reset_parameters has no map to redraw towards: build it with target_weight made "
+        r"outside the meta context \(e\.g\. selection_weight\(\.\.\., device='cpu'\)",
+    ):
         fuse.reset_parameters(generator=0)
+    with torch.device("meta"):  # what the message says: a target with values, kept for reset_parameters
+        fuse = TransparentConv1x1(
+            4, [4], out_channels=2, target_weight=selection_weight(4, [2, 3], device="cpu")
+        )
+    fuse.to_empty(device="cpu")
+    fuse.reset_parameters(generator=0)
+    x = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fuse(x), x[:, 2:], atol=1e-5, rtol=0)
 
 
 def test_a_stack_partly_on_meta_is_refused() -> None:
