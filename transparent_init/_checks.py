@@ -29,6 +29,7 @@ __all__ = [
     "check_dtype",
     "check_hidden",
     "check_int",
+    "check_layer_dtype",
     "check_module",
     "check_own_parameters",
     "check_real",
@@ -203,6 +204,20 @@ def check_writable(module: nn.Module, name: str) -> None:
                 f"{name} {attr} is an expanded tensor (stride {tuple(p.stride())}: entries share one memory "
                 f"location), which cannot hold independent values: give the layer a {attr} of its own "
                 f"(layer.{attr} = nn.Parameter(layer.{attr}.detach().clone()))"
+            )
+
+
+def check_layer_dtype(module: nn.Module, name: str) -> None:
+    """Refuse a layer whose ``weight`` or ``bias`` has a dtype outside :data:`SUPPORTED_DTYPES` (float8,
+    complex), before any layer is written (PyTorch's ``NotImplementedError`` for a float8 draw came after
+    the layers before it had been written)."""
+    for attr in ("weight", "bias"):
+        p = module._parameters.get(attr)
+        if p is not None and p.dtype not in SUPPORTED_DTYPES:
+            names = ", ".join(map(str, SUPPORTED_DTYPES[:-1])) + f" and {SUPPORTED_DTYPES[-1]}"
+            raise ValueError(
+                f"{name} has a {attr} of dtype {p.dtype}: only {names} are supported (convert the layers to "
+                "one of them first, e.g. with .float())"
             )
 
 

@@ -18,6 +18,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from ._checks import (
     as_generator,
+    check_layer_dtype,
     check_module,
     check_own_parameters,
     check_real,
@@ -42,6 +43,7 @@ def _affine_layers(module: object) -> list[tuple[str, nn.Linear | nn.Conv1d | nn
             )
         check_own_parameters(m, f"layer {name} ({type(m).__name__})")
         check_writable(m, f"layer {name} ({type(m).__name__})")
+        check_layer_dtype(m, f"layer {name} ({type(m).__name__})")
         empty = zero_width(m)
         if empty is not None:
             raise ValueError(
@@ -84,8 +86,9 @@ def random_uniform_init_(
             layer has zero width (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``: no fan-in or no weights), is a
             lazy layer without weights yet or computes its weight at each forward (a parametrization,
             weight_norm, spectral_norm, pruning) or cannot be written in place (an inference tensor outside
-            inference mode, an expanded tensor), or a seed lies outside the int64 / uint64 range; nothing is
-            written then.
+            inference mode, an expanded tensor) or has another dtype than float16, bfloat16, float32 or
+            float64 (float8, complex), or a seed lies outside the int64 / uint64 range; nothing is written
+            then.
 
     Example:
         >>> from torch import nn
@@ -126,8 +129,8 @@ def xavier_init_(module: nn.Module, *, generator: torch.Generator | SupportsInde
         ValueError: if ``module`` holds no ``nn.Linear`` / ``nn.ConvNd``, or a layer has zero width
             (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``), is a lazy layer without weights yet or computes its
             weight at each forward (a parametrization, weight_norm, spectral_norm, pruning) or cannot be
-            written in place (an inference tensor outside inference mode, an expanded tensor); nothing is
-            written then.
+            written in place (an inference tensor outside inference mode, an expanded tensor) or has another
+            dtype than float16, bfloat16, float32 or float64 (float8, complex); nothing is written then.
 
     Example:
         >>> from torch import nn
@@ -161,8 +164,8 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
             tap), a ``module`` without any ``nn.Linear`` / ``nn.ConvNd``, a layer of zero width
             (``nn.Linear(0, n)``, ``nn.Linear(n, 0)``), a lazy layer without weights yet or one that computes
             its weight at each forward (a parametrization, weight_norm, spectral_norm, pruning) or cannot be
-            written in place (an inference tensor outside inference mode, an expanded tensor); nothing is
-            written then.
+            written in place (an inference tensor outside inference mode, an expanded tensor) or has another
+            dtype than float16, bfloat16, float32 or float64 (float8, complex); nothing is written then.
 
     Example:
         >>> from torch import nn

@@ -11,8 +11,8 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from ._affine import restored_on_error, transparent_parameters
 from ._checks import (
-    SUPPORTED_DTYPES,
     as_generator,
+    check_layer_dtype,
     check_own_parameters,
     check_slope,
     check_writable,
@@ -199,14 +199,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                     f"layer {i} ({type(m).__name__}) has {empty}: every affine layer needs a width >= 1 "
                     "(a layer without inputs or outputs passes nothing on)"
                 )
-            for attr in ("weight", "bias"):
-                p = getattr(m, attr)
-                if p is not None and p.dtype not in SUPPORTED_DTYPES:
-                    names = ", ".join(map(str, SUPPORTED_DTYPES[:-1])) + f" and {SUPPORTED_DTYPES[-1]}"
-                    raise ValueError(
-                        f"layer {i} ({type(m).__name__}) has a {attr} of dtype {p.dtype}: only {names} are "
-                        "supported (convert the layers to one of them first, e.g. with .float())"
-                    )
+            check_layer_dtype(m, f"layer {i} ({type(m).__name__})")
             base: type[nn.Module] = next((c for c in _CONVS if isinstance(m, c)), nn.Linear)
             if isinstance(m, _CONVS):
                 problem = _conv_problem(m)

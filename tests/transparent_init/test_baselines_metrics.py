@@ -285,6 +285,22 @@ def test_baselines_refuse_zero_widths_before_writing(init, make, match: str) -> 
     assert all(torch.equal(p, q) for p, q in zip(before, net.parameters(), strict=True))
 
 
+@pytest.mark.filterwarnings("ignore:Complex modules are a new feature")  # PyTorch's notice
+@pytest.mark.parametrize("init", [random_uniform_init_, xavier_init_, net2net_identity_init_])
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.complex64], ids=str)
+def test_baselines_refuse_unsupported_dtypes_before_writing(init, dtype: torch.dtype) -> None:  # type: ignore[no-untyped-def]
+    """A float8 layer was accepted: the layers before it were rewritten, then PyTorch's NotImplementedError
+    ("normal_kernel_cpu" not implemented for 'Float8_e4m3fn'); refused now as transparent_init_ refuses it."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4).to(dtype))
+    before = net[0].weight.detach().clone()
+    with pytest.raises(
+        ValueError,
+        match=rf"layer 1 \(Linear\) has a weight of dtype {dtype}: only torch.float16, torch.bfloat16",
+    ):
+        init(net)
+    assert torch.equal(net[0].weight, before)
+
+
 @pytest.mark.filterwarnings("ignore:Lazy modules are a new feature")  # PyTorch's notice
 @pytest.mark.parametrize("init", [random_uniform_init_, xavier_init_, net2net_identity_init_])
 def test_baselines_name_a_lazy_layer_without_weights(init) -> None:  # type: ignore[no-untyped-def]
