@@ -18,6 +18,17 @@ INIT_RATE_THRESHOLD = 1e-4
 RECOVERY_EPS = 1e-4
 
 
+def _above(size: Tensor, threshold: float) -> Tensor:
+    """``size > threshold`` exactly, whatever the dtype of ``size``: compared in that dtype, ``threshold`` was
+    rounded to it first (``1e-4`` is ``1.0001659e-4`` in float16), so a value counted or not by dtype. Exact
+    without a float64 copy: with ``t`` the threshold rounded to the nearest value of the dtype, no value of it
+    lies strictly between ``t`` and ``threshold``."""
+    if not size.is_floating_point():  # integer parameters: the promoted comparison, as before
+        return size > threshold
+    t = torch.tensor(threshold, dtype=torch.float64).to(size.dtype)  # nearest (inf beyond the range)
+    return size >= t.to(size.device) if float(t) > threshold else size > t.to(size.device)
+
+
 def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD) -> float:
     """Share of all parameter entries (weights and biases) with ``|w| > threshold``, in ``[0, 1]``.
 
@@ -28,7 +39,8 @@ def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD)
 
     Args:
         module: any module; every entry of ``module.parameters()`` counts once.
-        threshold: magnitude a parameter must exceed (>= 0).
+        threshold: magnitude a parameter must exceed (>= 0), compared exactly (not rounded to a
+            parameter's dtype first: the same value counts alike in every dtype).
 
     Raises:
         TypeError: ``module`` not an ``nn.Module``, ``threshold`` not a real.
@@ -53,7 +65,7 @@ def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD)
             raise ValueError(f"module parameter {name!r} is on the meta device (no values to count)")
         total += p.numel()
         size = p.detach().abs()
-        big += int((size > thr).sum())
+        big += int(_above(size, thr).sum())
         nan = nan or bool(size.isnan().any())
     if total == 0:
         raise ValueError("module has no parameters")

@@ -42,6 +42,22 @@ def test_init_rate_counts_weights_and_biases() -> None:
     assert init_rate(lin, threshold=2.5) == 2 / 8
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_init_rate_compares_with_the_threshold_exactly_in_every_dtype(dtype: torch.dtype) -> None:
+    """The threshold was rounded to each parameter's dtype first: 1e-4 reads 1.0001659e-4 in float16, so a
+    float16 weight of that value counted as not above 1e-4 (0.0) while the same value in float64 did (1.0)."""
+    lin = nn.Linear(1, 1, bias=False, dtype=dtype)
+    for threshold in (1e-4, 0.1, 1e-30, 1e30):
+        near = torch.tensor(threshold, dtype=torch.float64).to(dtype)  # the dtype's nearest value
+        with torch.no_grad():
+            lin.weight.fill_(near)
+        assert init_rate(lin, threshold) == float(float(near) > threshold), threshold
+        nxt = torch.nextafter(near, torch.tensor(math.inf, dtype=dtype))  # the next one up: above
+        with torch.no_grad():
+            lin.weight.fill_(nxt)
+        assert init_rate(lin, threshold) == float(float(nxt) > threshold), threshold
+
+
 def test_init_rate_is_nan_when_a_parameter_is_nan_and_counts_infinities() -> None:
     # a NaN entry is neither above nor below the threshold: it was counted as "not initialized", so a stack
     # with a NaN weight read 99.8 % (TransparentLinear(4, [8, 8]) with one NaN) instead of showing the NaN
