@@ -31,6 +31,7 @@ __all__ = [
     "check_int",
     "check_layer_dtype",
     "check_module",
+    "check_not_meta",
     "check_own_parameters",
     "check_real",
     "check_slope",
@@ -60,15 +61,28 @@ def _show(value: object) -> str:
     return f"{type(value).__name__} ({value!r})"
 
 
+def check_not_meta(value: object, name: str, expected: str, instead: str = "a Python number") -> None:
+    """Refuse a tensor on the ``meta`` device where a value is read (PyTorch's own errors, "Tensor.item()
+    cannot be called on meta tensors" / "Cannot copy out of meta tensor", name no argument)."""
+    if isinstance(value, Tensor) and value.is_meta:
+        raise ValueError(
+            f"{name} must be {expected}, got a tensor on the meta device (shape {list(value.shape)}, no "
+            f"values; made under `with torch.device('meta')`?): create it with device='cpu', or pass "
+            f"{instead}"
+        )
+
+
 def check_int(value: object, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
     """``value`` as a Python int in ``[minimum, maximum]`` (what :func:`operator.index` takes, but a
-    ``bool``, a bool tensor or a tensor that is not 0-d)."""
+    ``bool``, a bool tensor or a tensor that is not 0-d; a tensor on the meta device, which holds no value,
+    is a ``ValueError``)."""
     expected = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
     # operator.index also takes a bool tensor and a one-element tensor of any shape: only 0-d integer ones
     if isinstance(value, bool) or (
         isinstance(value, Tensor) and (value.dim() != 0 or value.dtype == torch.bool)
     ):
         raise TypeError(f"{name} must be {expected}, got {_show(value)}")
+    check_not_meta(value, name, expected)
     try:
         out = operator.index(value)  # type: ignore[arg-type]  # any object: the TypeError is the check
     except TypeError:
@@ -89,13 +103,15 @@ def check_bool(value: object, name: str) -> bool:
 
 
 def check_real(value: object, name: str, *, minimum: float = 0.0, strict: bool = True) -> float:
-    """A finite real ``> minimum`` (``>= minimum`` when not ``strict``), as a Python float."""
+    """A finite real ``> minimum`` (``>= minimum`` when not ``strict``), as a Python float (a 0-d tensor on
+    the meta device, which holds no value, is a ``ValueError``)."""
     expected = f"a finite real {'>' if strict else '>='} {minimum:g}"
     if (
         isinstance(value, Tensor)
         and value.dim() == 0
         and not (value.is_complex() or value.dtype == torch.bool)
     ):
+        check_not_meta(value, name, expected)
         value = value.item()  # a 0-d tensor, as integer arguments accept
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be {expected}, got {_show(value)}")

@@ -15,6 +15,7 @@ from ._checks import (
     as_generator,
     check_activation,
     check_bool,
+    check_dense,
     check_dtype,
     check_hidden,
     check_int,
@@ -58,6 +59,8 @@ def _validate(
     name = "channels" if conv else "features"
     in_f = check_int(in_features, f"in_{name}")
     hidden = check_hidden(hidden_features, in_f, f"hidden_{name}", f"in_{name}")
+    if isinstance(target_weight, Tensor):
+        check_dense(target_weight, "target_weight")  # before its shape (a nested tensor has none)
     if out_features is None and isinstance(target_weight, Tensor) and target_weight.dim() == 2:
         if target_weight.shape[0] < 1:  # the user passed no out_{name}: name what they passed
             raise ValueError(

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from ._checks import check_dense, check_int
+from ._checks import check_dense, check_int, check_not_meta
 
 __all__ = ["selection_weight"]
 
@@ -39,6 +39,7 @@ def _resolve_indices(in_features: int, indices: object) -> list[int]:
         indices = torch.from_numpy(indices.astype(np.int64))
     if isinstance(indices, Tensor):
         check_dense(indices, "indices")
+        check_not_meta(indices, "indices", "a 1-D integer tensor", "a list of ints")
         if (
             indices.dim() != 1
             or indices.is_floating_point()
@@ -61,6 +62,7 @@ def _resolve_indices(in_features: int, indices: object) -> list[int]:
         scalar = not isinstance(i, Tensor) or (i.dim() == 0 and i.dtype != torch.bool)
         if isinstance(i, bool) or not scalar:
             raise TypeError(f"indices[{k}] must be an int, got {type(i).__name__} ({i!r})")
+        check_not_meta(i, f"indices[{k}]", "an int")
         try:
             out.append(operator.index(i))
         except TypeError:  # a float tensor
@@ -107,7 +109,8 @@ def selection_weight(
         TypeError: ``in_features`` not an int, ``indices`` not integers (or a sparse tensor), ``dtype`` not
             floating.
         ValueError: ``in_features < 1``, no index, an index outside ``[-in_features, in_features)``, a
-            ``uint64`` index array with a value above the int64 range, or a slice with step 0.
+            ``uint64`` index array with a value above the int64 range, index tensors on the meta device (no
+            values), or a slice with step 0.
 
     Example:
         >>> selection_weight(4, range(2, 4))  # [S, U] with C = 2 -> U

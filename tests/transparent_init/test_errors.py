@@ -261,6 +261,25 @@ def test_bool_and_non_scalar_tensors_are_not_ints(value: torch.Tensor) -> None:
         TransparentLinear(1, [4], generator=value)  # type: ignore[arg-type]  # the wrong type is the point
 
 
+def test_meta_tensors_as_numbers_are_named() -> None:
+    """Found by fuzzing the API: 0-d tensors made under ``with torch.device("meta")`` hold no value and
+    reached PyTorch's "Tensor.item() cannot be called on meta tensors", naming no argument."""
+    fix = r"got a tensor on the meta device \(shape \[\], no values; .*create it with device='cpu'"
+    with torch.device("meta"):
+        with pytest.raises(ValueError, match=r"hidden_features\[0\] must be an int >= 1, " + fix):
+            TransparentLinear(4, torch.tensor([8, 8]))
+        with pytest.raises(ValueError, match=r"in_features must be an int >= 1, " + fix):
+            TransparentLinear(torch.tensor(4), [8])  # type: ignore[arg-type]  # 0-d tensors are ints
+        with pytest.raises(ValueError, match=r"negative_slope must be a finite real >= 0, " + fix):
+            TransparentLinear(4, [8], activation="leaky_relu", negative_slope=torch.tensor(0.1))
+        with pytest.raises(ValueError, match=r"generator must be an int in .*, " + fix):
+            TransparentLinear(4, [8], generator=torch.tensor(0))  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"threshold must be a finite real >= 0, " + fix):
+            init_rate(nn.Linear(2, 2, device="cpu"), threshold=torch.tensor(0.1))
+        layer = TransparentLinear(4, [8, 8])  # Python ints: built on meta, by shape
+    assert layer.layers[0].weight.is_meta
+
+
 def test_metric_and_baseline_arguments() -> None:
     with pytest.raises(ValueError, match=r"threshold must be a finite real >= 0, got nan"):
         init_rate(nn.Linear(2, 2), threshold=math.nan)
@@ -609,6 +628,11 @@ def test_sparse_and_nested_tensors_are_refused_by_name() -> None:
         max_abs_error(nn.Identity(), eye.to_sparse())
     with pytest.raises(TypeError, match="target " + coo):
         recovery_rate(nn.Identity(), eye, target=eye.to_sparse())
+    nested = torch.nested.nested_tensor([torch.ones(3)] * 3)
+    with pytest.raises(TypeError, match="target_weight must be a dense tensor, got a nested tensor"):
+        TransparentLinear(3, [4], target_weight=nested)  # without out_features: its shape was read first
+    with pytest.raises(TypeError, match="target_weight must be a dense tensor, got a nested tensor"):
+        TransparentConv1x1(3, [4], 3, target_weight=nested)
     with pytest.raises(TypeError, match="x must be a dense tensor, got a nested tensor"):
         max_abs_error(nn.Identity(), torch.nested.nested_tensor([eye]))
     with pytest.raises(TypeError, match="indices " + coo):

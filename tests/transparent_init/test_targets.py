@@ -110,6 +110,22 @@ def test_zero_dim_integer_tensors_are_indices_and_slice_errors_name_indices() ->
         selection_weight(3, slice(0.5, 2))
 
 
+def test_index_tensors_on_meta_are_named() -> None:
+    """Found by fuzzing the API: under ``with torch.device("meta")`` an index tensor holds no values and
+    reached PyTorch's "Cannot copy out of meta tensor" (a 1-D tensor) or "Tensor.item() cannot be called on
+    meta tensors" (a list of 0-d tensors), naming no argument; a list of ints still works there."""
+    with torch.device("meta"):
+        with pytest.raises(
+            ValueError,
+            match=r"indices must be a 1-D integer tensor, got a tensor on the meta device \(shape \[2\], "
+            r"no values; .* or pass a list of ints",
+        ):
+            selection_weight(4, torch.tensor([2, 3]))
+        with pytest.raises(ValueError, match=r"indices\[0\] must be an int, got a tensor on the meta device"):
+            selection_weight(4, [torch.tensor(2)])  # type: ignore[list-item]  # 0-d tensors are ints
+        assert selection_weight(4, [2, 3]).is_meta
+
+
 def test_raises_section_states_the_accepted_range() -> None:
     """The Raises section said ``[0, in_features)``; negative indices count from the end (Args, code)."""
     doc = " ".join((selection_weight.__doc__ or "").split())
