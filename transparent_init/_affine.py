@@ -256,7 +256,8 @@ def solve_last(
     and ``t = 0``).
 
     Raises:
-        ValueError: if no exact solution exists (the chain has no right inverse).
+        ValueError: if no exact solution exists (the chain has no right inverse), or the solve overflows
+            float64 (a target near the float64 maximum).
     """
     in_f = p.shape[0] - 1
     h = p.shape[1] - 1
@@ -266,6 +267,15 @@ def solve_last(
     x = torch.linalg.lstsq(s, g, driver="gelsy").solution  # float64 on the CPU (``chain``)
     residual = (s @ x - g).abs().max().item()
     g_max = g.abs().max().item()
+    if not (math.isfinite(residual) and bool(torch.isfinite(x).all())):
+        # a target near the float64 maximum: the solution or its check left the float64 range (the widths are
+        # not the cause, and the message blamed them)
+        raise ValueError(
+            f"the float64 solve overflowed (residual {residual:.3g}): the target map's largest entry "
+            f"{g_max:.3g} is too close to the largest float64 ({torch.finfo(torch.float64).max:.3g}) for the "
+            "last layer's solution; scale the target map down (e.g. by 1e-10) and the stack's output back up "
+            "after it"
+        )
     if not residual <= EXACT_SOLVE_RTOL * g_max:
         tiny = torch.finfo(torch.float64).tiny
         # below this the relative test itself underflows: float64 rounding alone fails it, whatever the widths

@@ -356,9 +356,9 @@ def transparent_init_(
             ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a last layer without bias, a
             last layer without bias when a hidden layer from the first biased one on is not wider than the
             input (no exact solution: the message names the rule), a target not representable in the
-            layers' dtype, a target on the meta device for layers that are not, a seed outside the int64 /
-            uint64 range. A call that raises writes nothing and leaves the generator (or
-            the global RNG) as it was.
+            layers' dtype (or so close to the float64 maximum that the solve overflows), a target on the
+            meta device for layers that are not, a seed outside the int64 / uint64 range. A call that raises
+            writes nothing and leaves the generator (or the global RNG) as it was.
 
     Example:
         >>> import torch

@@ -723,6 +723,21 @@ def test_a_target_too_small_for_the_relative_exactness_test_is_named(scale: floa
         TransparentLinear(3, [3], target_weight=target, dtype=torch.float64, generator=0)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_target_that_overflows_the_float64_solve_is_named(seed: int) -> None:
+    """Found by fuzzing the API: a float64 target near the float64 maximum overflowed the solve (residual
+    inf / nan), and the error blamed the hidden widths ("every hidden layer's logical width must be >= the
+    input width"), which are fine here; it now says the solve overflowed and to scale the target down."""
+    target = 1.79e308 * torch.ones(2, 2, dtype=torch.float64)
+    match = (
+        r"layer 1 \(Linear\): the float64 solve overflowed \(residual (inf|nan)\): the target map's largest "
+        r"entry 1\.79e\+308 is too close to the largest float64 .* scale the target map down"
+    )
+    with pytest.raises(ValueError, match=match) as info:
+        TransparentLinear(2, [2], activation=None, target_weight=target, dtype=torch.float64, generator=seed)
+    assert "logical width" not in str(info.value)
+
+
 def test_zero_dim_tensors_are_reals_as_they_are_ints() -> None:
     a = TransparentLinear(3, [4], activation="leaky_relu", negative_slope=torch.tensor(0.25), generator=0)
     b = TransparentLinear(3, [4], activation="leaky_relu", negative_slope=0.25, generator=0)
