@@ -28,6 +28,17 @@ def _resolve_indices(in_features: int, indices: object) -> list[int]:
         except (TypeError, ValueError) as err:  # a non-integer bound, a zero step: Python's bare message
             msg = f"indices must be a slice of ints with a non-zero step, got {indices!r}"
             raise type(err)(msg) from None
+    # a range is monotone, so its ends bound it: checked before it is expanded (range(10**9) took minutes and
+    # gigabytes to reach selection_weight's bounds check)
+    if (
+        isinstance(indices, range)
+        and indices
+        and not -in_features <= min(indices[0], indices[-1]) <= max(indices[0], indices[-1]) < in_features
+    ):
+        raise ValueError(
+            f"indices must lie in [-in_features, in_features) = [-{in_features}, {in_features}), "
+            f"got {indices!r} (from {indices[0]} to {indices[-1]})"
+        )
     if isinstance(indices, np.ndarray):  # a numpy index array: the same rules as a tensor
         if indices.ndim != 1 or indices.dtype.kind not in "iu":  # named as passed, before the conversion
             raise TypeError(
