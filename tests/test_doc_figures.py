@@ -29,7 +29,7 @@ def _load(name: str) -> ModuleType:
 
 def test_joint_cost_figure_from_the_committed_results(tmp_path: Path) -> None:
     fig = _load("make_joint_cost_figure")
-    results = json.loads(fig.JOINT_JSON.read_text())
+    results = fig.load()
     for key, *_ in fig.CONFIGS:
         b = fig.bars(results[key])
         joint = next(r for r in results[key]["rows"] if r["variant"] == "joint_hard_ti")
@@ -43,6 +43,15 @@ def test_joint_cost_figure_from_the_committed_results(tmp_path: Path) -> None:
     out = tmp_path / "joint_cost.png"
     fig.draw(results, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_joint_cost_figure_reads_one_run_per_configuration(tmp_path: Path) -> None:
+    """The figure draws every configuration from the committed runs it names; a configuration in two files is
+    refused (which run is drawn would depend on the order)."""
+    fig = _load("make_joint_cost_figure")
+    assert set(fig.load()) == {key for key, *_ in fig.CONFIGS}
+    with pytest.raises(ValueError, match="more than one"):
+        fig.load((fig.JOINT_JSONS[0], fig.JOINT_JSONS[0]))
 
 
 def test_joint_cost_figure_refuses_results_without_its_configurations(tmp_path: Path) -> None:
@@ -177,7 +186,7 @@ def test_joint_cost_figure_reads_without_colour(tmp_path: Path, monkeypatch: pyt
 
     fig = _load("make_joint_cost_figure")
     figures = _drawn(monkeypatch)
-    fig.draw(json.loads(fig.JOINT_JSON.read_text()), tmp_path / "j.png")
+    fig.draw(fig.load(), tmp_path / "j.png")
     (drawn,) = figures
     patches = [p for ax in drawn.axes for p in ax.patches] + list(drawn.legends[0].get_patches())
     hatch_of: dict[str, set[str | None]] = {}
@@ -390,7 +399,7 @@ def test_doc_figure_type_readable_at_the_column_width(
     figures = _drawn(monkeypatch)
     out = tmp_path / "f.png"
     if script == "make_joint_cost_figure":
-        module.draw(json.loads(module.JOINT_JSON.read_text()), out)
+        module.draw(module.load(), out)
     elif script == "make_uniformize_speed_figure":
         module.draw(*(json.loads(p.read_text()) for p in (module.CURRENT, module.PREVIOUS, module.AB)), out)
     else:

@@ -1,7 +1,7 @@
 """Make ``docs/_static/joint_cost.png``: where the joint step's time and saved memory go.
 
-Reads the committed ``benchmarks/results/joint.json`` (written by ``benchmarks/bench_joint.py``) and draws,
-per configuration, one ``joint_hard_ti`` training step as a stacked bar in units of DeepLabV3+ alone's step.
+Reads the committed runs of the current code in ``JOINT_JSONS`` (written by ``benchmarks/bench_joint.py``,
+one configuration each: ResNet-18 / 128 px and ResNet-101 / 256 px of 2026-12-03) and draws, per configuration, one ``joint_hard_ti`` training step as a stacked bar in units of DeepLabV3+ alone's step.
 Left, time: DeepLabV3+ counts 1, and the measured overhead above it is split over the other parts in
 proportion to their times in the breakdown (each part timed alone, forward + backward; timed alone they add
 up to more than the full step, and the VM's speed drifts between the two measurements, so only their shares
@@ -26,10 +26,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[2]
-JOINT_JSON = ROOT / "benchmarks" / "results" / "joint.json"
+#: the runs drawn, one configuration each (same row and breakdown schema as ``joint.json``, which holds both
+#: configurations of 2026-12-01, the code of that day)
+JOINT_JSONS = (
+    ROOT / "benchmarks" / "results" / "joint_resnet18_20261203_ucells_epyc.json",
+    ROOT / "benchmarks" / "results" / "joint_resnet101_20261203_ucells_epyc.json",
+)
 OUT = ROOT / "docs" / "_static" / "joint_cost.png"
 
-#: configurations drawn (top to bottom): key in joint.json, label, time target, saved-memory target
+#: configurations drawn (top to bottom): key in the results, label, time target, saved-memory target
 CONFIGS = (
     ("cpu_resnet18_b2_128", "ResNet-18\nB=2, 128 px", 1.5, 2.2),
     ("cpu_resnet101_b2_256", "ResNet-101\nB=2, 256 px", 1.35, None),
@@ -91,8 +96,21 @@ def bars(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def load(paths: tuple[Path, ...] = JOINT_JSONS) -> dict[str, Any]:
+    """The configurations of the result files ``paths``, merged into one dictionary (a key in two files is an
+    error: which run to draw would be ambiguous)."""
+    results: dict[str, Any] = {}
+    for path in paths:
+        for key, result in json.loads(path.read_text()).items():
+            if key in results:
+                raise ValueError(f"configuration {key!r} in more than one of {[str(p) for p in paths]}")
+            results[key] = result
+    return results
+
+
 def draw(results: dict[str, Any], out: Path) -> None:
-    """Draw the figure from the ``joint.json`` dictionary ``results`` into ``out`` (PNG)."""
+    """Draw the figure from the ``bench_joint.py`` results ``results`` (configuration -> result) into ``out``
+    (PNG)."""
     configs = [c for c in CONFIGS if c[0] in results]
     if not configs:
         raise ValueError(f"none of {[c[0] for c in CONFIGS]} in the results (keys: {sorted(results)})")
@@ -149,6 +167,6 @@ def draw(results: dict[str, Any], out: Path) -> None:
 
 
 if __name__ == "__main__":
-    draw(json.loads(JOINT_JSON.read_text()), OUT)
+    draw(load(), OUT)
     print(f"wrote {OUT.relative_to(ROOT)}")
     sys.exit(0)
