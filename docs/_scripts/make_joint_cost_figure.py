@@ -1,7 +1,8 @@
 """Make ``docs/_static/joint_cost.png``: where the joint step's time and saved memory go.
 
 Reads the committed runs of the current code in ``JOINT_JSONS`` (written by ``benchmarks/bench_joint.py``,
-one configuration each: ResNet-18 / 128 px and ResNet-101 / 256 px of 2026-12-03) and draws, per configuration, one ``joint_hard_ti`` training step as a stacked bar in units of DeepLabV3+ alone's step.
+one configuration each: ResNet-18 / 128 px and ResNet-101 / 256 px of 2026-12-03) and draws, per
+configuration, one ``joint_hard_ti`` training step as a stacked bar in units of DeepLabV3+ alone's step.
 Left, time: DeepLabV3+ counts 1, and the measured overhead above it is split over the other parts in
 proportion to their times in the breakdown (each part timed alone, forward + backward; timed alone they add
 up to more than the full step, and the VM's speed drifts between the two measurements, so only their shares
