@@ -51,6 +51,7 @@ import random
 import re
 import secrets
 import zipfile
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,26 @@ def _refuse_nonfinite(checkpoint: dict[str, Any], path: Path) -> None:
             )
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _not_plain(obj: Any, where: str) -> str | None:
+    """Where ``obj`` holds anything but plain values (str, int, float, bool, None) in dicts, lists and tuples
+    (None: nowhere); e.g. ``"config['model']['deeplab']['output_stride'] = np.int64(16) (numpy.int64)"``."""
+    if isinstance(obj, (dict, list, tuple)) and type(obj) in (dict, OrderedDict, list, tuple):
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        for key, value in items:
+            if type(key) not in _PLAIN:
+                return f"a key of {where}: {key!r} ({type(key).__module__}.{type(key).__qualname__})"
+            found = _not_plain(value, f"{where}[{key!r}]")
+            if found is not None:
+                return found
+        return None
+    if type(obj) in _PLAIN:
+        return None
+    return f"{where} = {obj!r:.100} ({type(obj).__module__}.{type(obj).__qualname__})"
+
+
 def _feed(h: Any, obj: Any) -> None:
     if isinstance(obj, Tensor):
         t = obj.detach().cpu().contiguous()
@@ -167,11 +188,22 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
 
     Returns:
         Path: ``path``.
+
+    Raises:
+        FloatingPointError: NaN or infinite weights or optimizer states (named).
+        CheckpointError: ``config`` holds anything but plain values (str, int, float, bool, None in dicts,
+            lists and tuples; named): :func:`load_checkpoint` could not read the file (weights-only).
     """
     from examples.voc_joint import faults
 
     path = Path(path)
     _refuse_nonfinite(checkpoint, path)
+    found = _not_plain(checkpoint.get("config"), "config")
+    if found is not None:
+        raise CheckpointError(
+            f"refusing to write checkpoint {path}: {found} is not a plain value (str, int, float, bool or "
+            "None in dicts, lists and tuples): torch.load(weights_only=True) could not read the file"
+        )
     payload = {k: v for k, v in checkpoint.items() if k != "sha256"}
     payload["sha256"] = payload_sha256(payload)
     path.parent.mkdir(parents=True, exist_ok=True)

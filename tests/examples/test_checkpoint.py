@@ -325,6 +325,40 @@ def test_load_model_from_checkpoint_rebuilds_every_arch(tmp_path) -> None:
         assert torch.equal(fresh.state_dict()[k], v)
 
 
+def test_a_model_built_from_numpy_option_values_round_trips(tmp_path) -> None:
+    """Option values given as numpy strings (e.g. read from an array of settings) are stored as plain str:
+    such a model's checkpoint was written, then refused on loading ("it holds pickled Python objects (first:
+    numpy._core.multiarray.scalar)")."""
+    deeplab = DeepLabV3Plus(3, np.str_("resnet18"), 16, aspp_channels=8)
+    joint = JointModel(
+        deeplab,
+        SpixelFCN(cell_size=8, width=4),
+        3,
+        mode=np.str_("soft"),
+        fusion_activation=np.str_("leaky_relu"),
+        fusion_init=np.str_("xavier"),
+    )
+    config = model_config(joint)
+    assert all(type(v) is str for v in (config["deeplab"]["backbone"], config["joint"]["mode"]))
+    path = save_checkpoint(tmp_path / "joint.pt", _ckpt(joint, "joint"))
+    rebuilt, loaded = load_model_from_checkpoint(path)
+    assert loaded["model"] == config and model_config(rebuilt) == config
+
+
+def test_save_refuses_a_config_that_is_not_plain(tmp_path) -> None:
+    """A config value that weights-only loading refuses (a numpy scalar, a path, ...) is refused before the
+    file is written, with its place, instead of a checkpoint that can never be read back."""
+    ck = _ckpt(SpixelFCN(width=4), "spixel")
+    ck["config"]["args"] = {"lr": np.float64(0.1), "data": ["a", os.curdir]}
+    with pytest.raises(
+        CheckpointError,
+        match=r"refusing to write checkpoint .*c\.pt: config\['args'\]\['lr'\] = np\.float64\(0\.1\) "
+        r"\(numpy\.float64\) is not a plain value",
+    ):
+        save_checkpoint(tmp_path / "c.pt", ck)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_rng_state_round_trip(tmp_path) -> None:
     gen = torch.Generator().manual_seed(5)
     base = _ckpt(SpixelFCN(width=4), "spixel")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,6 +85,19 @@ def test_deeplab_errors() -> None:
     net = DeepLabV3Plus(21, "resnet18", aspp_channels=8)
     with pytest.raises(ValueError, match=r"x must have shape \(B, 3, H, W\).*got \(1, 4, 8, 8\)"):
         net(torch.zeros(1, 4, 8, 8))
+
+
+def test_deeplab_stores_plain_option_values() -> None:
+    """A numpy string is stored in the config as the plain str (a numpy scalar there made every checkpoint of
+    the model unreadable: weights-only loading refuses it); a numpy integer, a float or a tensor stride is
+    refused, as for the widths."""
+    net = DeepLabV3Plus(3, np.str_("resnet18"), 8, aspp_channels=8)
+    assert type(net.config["backbone"]) is str and type(net.config["output_stride"]) is int
+    for stride in (np.int64(16), 16.0, torch.tensor(16), True):
+        with pytest.raises(ValueError, match=re.escape(f"output_stride must be 8 or 16, got {stride!r}")):
+            DeepLabV3Plus(3, "resnet18", stride, aspp_channels=8)
+    with pytest.raises(ValueError, match=r"backbone must be one of \('resnet18', .*\), got b'resnet18'"):
+        DeepLabV3Plus(3, b"resnet18", aspp_channels=8)  # type: ignore[arg-type]
 
 
 def test_backbone_weights_from_local_file(tmp_path) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from typing import TypeVar
 
 from torch import Tensor
+
+T = TypeVar("T")
 
 __all__ = [
     "FUSION_LAYER_MAX",
@@ -19,6 +22,7 @@ __all__ = [
     "check_images",
     "finite_number",
     "fusion_widths_problem",
+    "one_of",
     "positive_int",
 ]
 
@@ -64,6 +68,27 @@ def bounded_int(value: object, name: str, high: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
         raise ValueError(f"{name} must be an int in [1, {high}], got {value!r}")
     return value
+
+
+def one_of(value: object, name: str, options: tuple[T, ...], expected: str | None = None) -> T:
+    """The option of ``options`` equal to ``value``, else a ``ValueError`` naming ``name`` (and ``expected``,
+    default ``"one of <options>"``).
+
+    ``value`` is compared only with the options of its own kind: a ``str`` subclass (e.g. ``numpy.str_``)
+    matches its plain ``str``, but a bool, a float, a numpy integer or a tensor never matches an int. The
+    plain option is returned, for the ``config`` of a model: a checkpoint is read weights-only, which refuses
+    a file holding a numpy scalar.
+
+    Example:
+        >>> one_of(16.0, "output_stride", (8, 16))
+        Traceback (most recent call last):
+        ...
+        ValueError: output_stride must be one of (8, 16), got 16.0
+    """
+    for option in options:
+        if isinstance(value, type(option)) and not isinstance(value, bool) and value == option:
+            return option
+    raise ValueError(f"{name} must be {expected or f'one of {options}'}, got {value!r}")
 
 
 def fusion_widths_problem(widths: object) -> str | None:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import MAX_CLASSES, MAX_WIDTH, bounded_int, check_images
+from ._checks import MAX_CLASSES, MAX_WIDTH, bounded_int, check_images, one_of
 
 __all__ = ["ASPP", "BACKBONES", "DeepLabV3Plus", "build_resnet_backbone", "load_backbone_weights"]
 
@@ -73,10 +73,8 @@ def build_resnet_backbone(name: str, output_stride: int) -> tuple[nn.Module, int
     """
     import torchvision
 
-    if name not in BACKBONES:
-        raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
-    if output_stride not in (8, 16):
-        raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
+    name = one_of(name, "backbone", BACKBONES)
+    output_stride = one_of(output_stride, "output_stride", (8, 16), "8 or 16")
     dilate = [False, output_stride == 8, True]
     ctor = getattr(torchvision.models, name)
     basic = name in ("resnet18", "resnet34")
@@ -250,6 +248,9 @@ class DeepLabV3Plus(nn.Module):
         bounded_int(num_classes, "num_classes", MAX_CLASSES)
         bounded_int(aspp_channels, "aspp_channels", MAX_WIDTH)
         bounded_int(low_level_channels, "low_level_channels", MAX_WIDTH)
+        # stored as the plain option (a numpy scalar in the config would make the checkpoint unreadable)
+        backbone = one_of(backbone, "backbone", BACKBONES)
+        output_stride = one_of(output_stride, "output_stride", (8, 16), "8 or 16")
         self.backbone, low_c, high_c = build_resnet_backbone(backbone, output_stride)
         if backbone_weights is not None:
             load_backbone_weights(self.backbone, backbone_weights)

@@ -48,7 +48,7 @@ everything after the two networks).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,15 @@ import sparse_ops as so
 from sparse_ops.soft import _no_autocast
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 
-from ._checks import MAX_CELL, MAX_CLASSES, bounded_int, check_images, fusion_widths_problem, positive_int
+from ._checks import (
+    MAX_CELL,
+    MAX_CLASSES,
+    bounded_int,
+    check_images,
+    fusion_widths_problem,
+    one_of,
+    positive_int,
+)
 from .fused_conv_stack import conv_products_available
 from .fused_stack import Products, fused_stack
 
@@ -182,8 +190,7 @@ class FusionStack(nn.Module):
         generator: torch.Generator | int | None = 0,
     ) -> None:
         super().__init__()
-        if init not in FUSION_INITS:
-            raise ValueError(f"fusion_init must be one of {FUSION_INITS}, got {init!r}")
+        init = cast(FusionInit, one_of(init, "fusion_init", FUSION_INITS))
         c = positive_int(num_classes, "num_classes")
         self.num_classes = c
         self.init = init
@@ -508,10 +515,9 @@ class JointModel(nn.Module):
         compile_refine: bool = False,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if fusion_init not in FUSION_INITS:
-            raise ValueError(f"fusion_init must be one of {FUSION_INITS}, got {fusion_init!r}")
+        # the plain options are stored in the config (a numpy scalar would make the checkpoint unreadable)
+        mode = one_of(mode, "mode", MODES)
+        fusion_init = cast(FusionInit, one_of(fusion_init, "fusion_init", FUSION_INITS))
         network_channels_last(channels_last, "deeplab")  # checks the value
         for name, flag in (
             ("fusion", fusion),
@@ -543,10 +549,9 @@ class JointModel(nn.Module):
         expected = fusion_widths_problem(list(fusion_hidden))
         if expected is not None:
             raise ValueError(f"fusion_hidden must be {expected}, got {list(fusion_hidden)!r}")
-        if fusion_activation not in FUSION_ACTIVATIONS:
-            raise ValueError(
-                f"fusion_activation must be one of {FUSION_ACTIVATIONS}, got {fusion_activation!r}"
-            )
+        fusion_activation = cast(
+            FusionActivation, one_of(fusion_activation, "fusion_activation", FUSION_ACTIVATIONS)
+        )
         self.fusion: FusionStack | None = None
         if fusion:
             self.fusion = FusionStack(
