@@ -232,6 +232,21 @@ def test_config_round_trip() -> None:
         build_model(cfg, runtime={"channels_last": "deeplab"})
 
 
+@pytest.mark.parametrize("key", ["recompute_fusion", "compile_refine"])
+@pytest.mark.parametrize("value", ["false", "no", None, 0, 1])
+def test_build_model_passes_runtime_flags_as_they_are(key: str, value: object) -> None:
+    """``bool(value)`` turned ``"false"`` and ``"no"`` into True (``torch.compile`` on) and None into False
+    (``recompute_fusion`` off instead of its default): a flag that is not a bool is refused, naming it."""
+    deeplab, spixel = _nets()
+    cfg = model_config(JointModel(deeplab, spixel))
+    with pytest.raises(TypeError, match=rf"runtime option {key} must be a bool, got {value!r}"):
+        build_model(cfg, runtime={key: value})
+    default = build_model(cfg, runtime={})
+    assert isinstance(default, JointModel) and default.recompute_fusion and not default.compile_refine
+    given = build_model(cfg, runtime={"recompute_fusion": False, "compile_refine": True})
+    assert isinstance(given, JointModel) and not given.recompute_fusion and given.compile_refine
+
+
 def test_joint_on_every_device(device: torch.device) -> None:
     """Transparency, consistency and the soft-mode gradient on each device (CUDA skipped without one)."""
     deeplab, spixel = _nets()

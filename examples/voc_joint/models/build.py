@@ -221,7 +221,9 @@ def build_model(config: dict[str, Any], *, runtime: dict[str, Any] | None = None
             ``compile_refine`` (joint models only; see :class:`~examples.voc_joint.models.JointModel`).
 
     Raises:
-        ValueError: an invalid config (:func:`validate_model_config`, checked before any layer is built).
+        ValueError: an invalid config (:func:`validate_model_config`, checked before any layer is built), an
+            unknown runtime option or an invalid ``channels_last``.
+        TypeError: ``recompute_fusion`` or ``compile_refine`` given but not a bool.
 
     Example:
         >>> build_model({"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 4}}).cell_size
@@ -232,6 +234,9 @@ def build_model(config: dict[str, Any], *, runtime: dict[str, Any] | None = None
     unknown = sorted(set(runtime) - set(RUNTIME_KEYS))
     if unknown:
         raise ValueError(f"unknown runtime options {unknown} (known: {list(RUNTIME_KEYS)})")
+    for key in ("recompute_fusion", "compile_refine"):  # passed as they are: bool("false") was True
+        if key in runtime and not isinstance(runtime[key], bool):
+            raise TypeError(f"runtime option {key} must be a bool, got {runtime[key]!r}")
     arch = config["arch"]
     net: nn.Module
     try:
@@ -244,8 +249,8 @@ def build_model(config: dict[str, Any], *, runtime: dict[str, Any] | None = None
                 spixel,
                 **joint,
                 channels_last=runtime.get("channels_last", False),
-                recompute_fusion=bool(runtime.get("recompute_fusion", True)),
-                compile_refine=bool(runtime.get("compile_refine", False)),
+                recompute_fusion=runtime.get("recompute_fusion", True),
+                compile_refine=runtime.get("compile_refine", False),
             )
         net = DeepLabV3Plus(**config["deeplab"]) if arch == "deeplabv3plus" else SpixelFCN(**config["spixel"])
     except (KeyError, TypeError) as exc:
