@@ -359,6 +359,24 @@ def test_save_refuses_a_config_that_is_not_plain(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_loaded_segmentation_model_saves_and_loads_again(tmp_path) -> None:
+    """The SegmentationOnly wrapper of a ``seg`` checkpoint saves its network's state dict (no ``deeplab.``
+    prefix, as training saves it) next to its network's config: its checkpoint was refused ("does not match
+    its own model config: Missing key(s) ... backbone.conv1.weight"), and so was loading a ``seg``
+    checkpoint into a wrapper."""
+    torch.manual_seed(0)
+    deeplab = DeepLabV3Plus(3, "resnet18", aspp_channels=8)
+    first = save_checkpoint(tmp_path / "seg.pt", _ckpt(deeplab, "seg"))
+    loaded, _config = load_model_from_checkpoint(first)
+    again, _config = load_model_from_checkpoint(save_checkpoint(tmp_path / "again.pt", _ckpt(loaded, "seg")))
+    assert isinstance(loaded, SegmentationOnly) and list(loaded.state_dict()) == list(deeplab.state_dict())
+    wrapper = SegmentationOnly(DeepLabV3Plus(3, "resnet18", aspp_channels=8))
+    load_weights_into(wrapper, first)
+    for got in (again.state_dict(), wrapper.state_dict(), wrapper.deeplab.state_dict()):
+        assert got.keys() == deeplab.state_dict().keys()
+        assert all(torch.equal(got[k], v) for k, v in deeplab.state_dict().items())
+
+
 def test_rng_state_round_trip(tmp_path) -> None:
     gen = torch.Generator().manual_seed(5)
     base = _ckpt(SpixelFCN(width=4), "spixel")

@@ -408,6 +408,25 @@ def _contract(
     return {"logits": logits, "seg_logits": seg_logits, "superpixels": superpixels, "assoc": assoc}
 
 
+def _unwrapped_state(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """:class:`SegmentationOnly`'s state-dict hook: its keys (the last ones written, after its network's)
+    lose the ``deeplab.`` after ``prefix``, in place and in order, and so do their metadata entries."""
+    inner = prefix + "deeplab."
+    for key in [k for k in state if k.startswith(inner)]:
+        state[prefix + key[len(inner) :]] = state.pop(key)
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        for key in [k for k in metadata if k == inner[:-1] or k.startswith(inner)]:
+            metadata[prefix + key[len(inner) :] if key != inner[:-1] else prefix[:-1]] = metadata.pop(key)
+
+
+def _wrapped_state(module: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
+    """:class:`SegmentationOnly`'s load pre-hook: its keys (those under ``prefix``) get the ``deeplab.``
+    back, in place (a copy that ``load_state_dict`` made)."""
+    for key in [k for k in state if k.startswith(prefix)]:
+        state[prefix + "deeplab." + key[len(prefix) :]] = state.pop(key)
+
+
 class SegmentationOnly(nn.Module):
     """Wrap a plain segmentation network (e.g. DeepLabV3+) in the pipeline's model contract.
 
@@ -416,17 +435,26 @@ class SegmentationOnly(nn.Module):
         - Output: dict with ``logits`` = ``seg_logits`` ``(B, C, H, W)``,
           ``superpixels`` = ``assoc`` = ``None``.
 
+    Its ``state_dict`` is the wrapped network's, keys without the ``deeplab.`` of the attribute, and
+    ``load_state_dict`` takes such a one: what a ``seg`` checkpoint holds, next to the wrapped network's
+    config (:func:`~examples.voc_joint.models.build.model_config` of the wrapper), so a wrapper saves and
+    loads as its network does.
+
     Example:
         >>> import torch
         >>> m = SegmentationOnly(torch.nn.Conv2d(3, 21, 1))
         >>> out = m(torch.zeros(1, 3, 5, 7))
         >>> out["logits"].shape, out["superpixels"]
         (torch.Size([1, 21, 5, 7]), None)
+        >>> list(m.state_dict()) == list(m.deeplab.state_dict())
+        True
     """
 
     def __init__(self, deeplab: nn.Module) -> None:
         super().__init__()
         self.deeplab = deeplab
+        self.register_state_dict_post_hook(_unwrapped_state)
+        self.register_load_state_dict_pre_hook(_wrapped_state)
 
     def forward(self, seg_input: Tensor, spixel_input: Tensor | None = None) -> dict[str, Tensor | None]:
         s = self.deeplab(seg_input)
