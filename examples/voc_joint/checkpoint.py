@@ -6,7 +6,8 @@ A checkpoint is a dict of tensors and plain Python containers only, so it is alw
 =====================  ================================================================================
 ``format``             ``"transinit-voc-joint"``
 ``version``            ``3`` (``2``: ``rng`` of one process only; ``1``: no ``sha256`` either; both read)
-``stage``              ``"seg"``, ``"spixel"`` or ``"joint"``
+``stage``              ``"seg"``, ``"spixel"`` or ``"joint"`` (its model's ``arch``: ``"deeplabv3plus"``,
+                       ``"spixelfcn"``, ``"joint"``)
 ``config``             ``{"model": <models.model_config(...)>, "args": <training options as plain values>,
                        "changes": [<option changes accepted on resume>]}``; joint stage also
                        ``"sources": {"seg_checkpoint": {"path": ..., "sha256": ...}, "spixel_checkpoint":
@@ -37,8 +38,8 @@ A checkpoint is a dict of tensors and plain Python containers only, so it is alw
 
 :func:`save_checkpoint` refuses non-finite weights or optimizer states; :func:`load_checkpoint` refuses files
 that are not weights-only loadable, have wrong keys, a different content hash, an invalid model config
-(:func:`~examples.voc_joint.models.build.validate_model_config`, checked before any layer is built), or, when
-asked, the wrong stage.
+(:func:`~examples.voc_joint.models.build.validate_model_config`, checked before any layer is built) or one of
+another architecture than the stage's, a ``model`` that is not a state dict, or, when asked, the wrong stage.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "FORMAT",
+    "STAGE_ARCHS",
     "STAGE_MODELS",
     "VERSION",
     "CheckpointError",
@@ -83,6 +85,8 @@ VERSION = 3
 _REQUIRED = ("format", "version", "stage", "config", "model")
 #: What each stage's checkpoint holds (for messages).
 STAGE_MODELS = {"seg": "DeepLabV3+", "spixel": "SpixelFCN", "joint": "the joint model"}
+#: The model architecture (``config["model"]["arch"]``) of each stage's checkpoint.
+STAGE_ARCHS = {"seg": "deeplabv3plus", "spixel": "spixelfcn", "joint": "joint"}
 
 
 class CheckpointError(ValueError):
@@ -359,8 +363,10 @@ def load_checkpoint_with_sha256(
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: the file holds pickled objects (refused), is not a dict, has another ``format``,
             misses one of ``format``, ``version``, ``stage``, ``config``, ``model``, its content does not
-            match its ``sha256`` (corrupt or edited), its model config is invalid, or its stage is not
-            ``expect_stage`` (the message says which stage it is and which was expected).
+            match its ``sha256`` (corrupt or edited), its model config is invalid or of another
+            architecture than its stage's (:data:`STAGE_ARCHS`), its ``model`` is not a state dict (str
+            keys, tensor values), or its stage is not ``expect_stage`` (the message says which stage it is
+            and which was expected).
     """
     ckpt, recorded = _load_verified(Path(path), map_location, expect_stage)
     return ckpt, recorded if recorded is not None else payload_sha256(ckpt)
@@ -407,8 +413,19 @@ def _load_verified(
         validate_model_config(ckpt["config"]["model"])
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {path}: {exc}") from exc
-    if ckpt["stage"] not in STAGE_MODELS:
+    if not isinstance(ckpt["stage"], str) or ckpt["stage"] not in STAGE_MODELS:
         raise CheckpointError(f"checkpoint {path} has an unknown stage {ckpt['stage']!r}")
+    arch = ckpt["config"]["model"]["arch"]
+    if arch != STAGE_ARCHS[ckpt["stage"]]:
+        raise CheckpointError(
+            f"checkpoint {path} is a {ckpt['stage']!r} checkpoint, whose model must have arch "
+            f"{STAGE_ARCHS[ckpt['stage']]!r}, got {arch!r}"
+        )
+    bad = _not_state_dict(ckpt["model"])
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path}: 'model' must be a state dict (str keys, tensor values), {bad}"
+        )
     if expect_stage is not None:
         wanted = (expect_stage,) if isinstance(expect_stage, str) else tuple(expect_stage)
         if ckpt["stage"] not in wanted:
@@ -418,6 +435,17 @@ def _load_verified(
                 f"expected a {names} checkpoint"
             )
     return ckpt, recorded
+
+
+def _not_state_dict(state: Any) -> str | None:
+    """What makes ``state`` no state dict (a dict of str keys to tensors), e.g. ``"got list"``; None if it is
+    one."""
+    if not isinstance(state, dict):
+        return f"got {type(state).__name__}"
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, Tensor):
+            return f"got the key {key!r:.100} ({type(key).__name__}) -> {type(value).__name__}"
+    return None
 
 
 def get_rng_state(loader_generator: torch.Generator | None = None) -> dict[str, Any]:

@@ -27,6 +27,9 @@ from examples.voc_joint.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_model_from_checkpoint,
+    load_network,
+    load_weights_into,
+    payload_sha256,
     save_checkpoint,
 )
 from examples.voc_joint.engine import NonFiniteError
@@ -597,6 +600,60 @@ def test_bad_model_configs_refused_before_building(
     for load in (load_checkpoint, load_model_from_checkpoint):
         with pytest.raises(CheckpointError, match=match):
             load(path)
+
+
+@pytest.mark.parametrize(
+    "network, edit, match",
+    [
+        ("spixel", lambda c: c.update(model=[1, 2]), r"got list"),
+        ("spixel", lambda c: c.update(model=torch.zeros(3)), r"got Tensor"),
+        ("spixel", lambda c: c.update(model={0: torch.zeros(1)}), r"got the key 0 \(int\) -> Tensor"),
+        (
+            "spixel",
+            lambda c: c["model"].update({"pred.bias": 0.5}),
+            r"got the key 'pred\.bias' \(str\) -> float",
+        ),
+        (  # before: RuntimeError "Boolean value of Tensor with more than one value is ambiguous"
+            "deeplab",
+            lambda c: c["config"]["model"]["deeplab"].update(output_stride=torch.tensor([8, 16])),
+            r"deeplab\.output_stride must be one of \(8, 16\), got tensor\(\[ 8, 16\]\)",
+        ),
+        (  # before: accepted by the config check (tensor(16) in (8, 16)), then a plain ValueError
+            "deeplab",
+            lambda c: c["config"]["model"]["deeplab"].update(output_stride=torch.tensor(16)),
+            r"deeplab\.output_stride must be one of \(8, 16\), got tensor\(16\)",
+        ),
+        (  # before: a bare SpixelFCN from load_model_from_checkpoint(path, expect_stage="seg")
+            "spixel",
+            lambda c: c.update(stage="seg"),
+            r"is a 'seg' checkpoint, whose model must have arch 'deeplabv3plus', got 'spixelfcn'",
+        ),
+        ("deeplab", lambda c: c.update(stage="joint"), r"arch 'joint', got 'deeplabv3plus'"),
+    ],
+)
+def test_crafted_checkpoints_with_a_valid_hash_are_refused(
+    tmp_path: Path, network: str, edit, match: str
+) -> None:
+    """A malformed checkpoint whose content hash matches (anyone can compute one) is a CheckpointError for
+    every reader, never an AttributeError, a RuntimeError or a model of another stage."""
+    make = {
+        "deeplab": lambda: DeepLabV3Plus(21, "resnet18", aspp_channels=8),
+        "spixel": lambda: SpixelFCN(8, 2),
+    }
+    ck = _stage_ckpt(make[network](), "seg" if network == "deeplab" else "spixel")
+    edit(ck)
+    path = tmp_path / "c.pt"
+    torch.save({**ck, "sha256": payload_sha256(ck)}, path)
+    readers: list[Callable[[Path], object]] = [
+        load_checkpoint,
+        load_model_from_checkpoint,
+        lambda p: load_model_from_checkpoint(p, expect_stage=ck["stage"]),
+        lambda p: load_weights_into(make[network](), p),
+        lambda p: load_network(p, network),
+    ]
+    for read in readers:
+        with pytest.raises(CheckpointError, match=match):
+            read(path)
 
 
 def test_joint_config_consistency_checked(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from ._checks import (  # the constructors' bounds (a model that can be built ca
     MAX_SPIXEL_WIDTH,
     MAX_WIDTH,
     fusion_widths_problem,
+    one_of,
 )
 from .deeplabv3plus import BACKBONES, DeepLabV3Plus
 from .joint import (
@@ -72,7 +73,14 @@ def _int(low: int, high: int) -> Check:
 
 
 def _choice(options: tuple[Any, ...]) -> Check:
-    return lambda v: None if v in options else f"one of {options}"
+    def check(v: Any) -> str | None:
+        try:  # only a str, an int or None (``v in options`` compared a tensor: tensor(16) was 16)
+            one_of(v, "", options)
+        except ValueError:
+            return f"one of {options}"
+        return None
+
+    return check
 
 
 def _bool(v: Any) -> str | None:
