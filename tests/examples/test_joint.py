@@ -187,6 +187,22 @@ def test_errors() -> None:
         joint(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 17))
 
 
+@pytest.mark.parametrize("init", FUSION_INITS)
+def test_fusion_widths_below_twice_the_classes_are_named(init: str) -> None:
+    """A hidden width below 2C was refused by transparent_init in its own words ("hidden_channels[0] (hidden
+    layer 0) has width 32 < in_channels = 42: ... exact right inverse"), for every init: the argument is named
+    now. Without a stack the widths are only recorded (the config schema checks them only with fusion)."""
+    deeplab, spixel = _nets()
+    c = deeplab.config["num_classes"]
+    with pytest.raises(
+        ValueError, match=rf"^fusion_hidden must be ints >= 2 x num_classes = {2 * c}, got \[{c}\]$"
+    ):
+        JointModel(deeplab, spixel, c, fusion_hidden=(c,), fusion_init=init)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^hidden must be ints >= 2 x num_classes = 42, got \[64, 32\]$"):
+        FusionStack(21, [64, 32], "relu", init)  # type: ignore[arg-type]
+    assert JointModel(deeplab, spixel, c, fusion=False, fusion_hidden=(c,)).config["fusion_hidden"] == [c]
+
+
 def test_config_round_trip() -> None:
     deeplab, spixel = _nets()
     joint = JointModel(

@@ -157,6 +157,10 @@ class FusionStack(nn.Module):
     The parameters live in ``.layers`` (``nn.Conv2d`` 1x1 layers and activations), the same modules and
     state-dict keys for every ``init``; ``init="zero_residual"`` adds ``U`` to the stack's output.
 
+    Raises:
+        ValueError: ``num_classes`` not a positive int, a ``hidden`` width below ``2 x num_classes`` (every
+            init shares the transparent layer shapes, which need it), an unknown ``init`` or ``activation``.
+
     Example:
         >>> fuse = FusionStack(3, [6], "relu", "transparent", generator=0)
         >>> s, u = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
@@ -192,13 +196,16 @@ class FusionStack(nn.Module):
         super().__init__()
         init = cast(FusionInit, one_of(init, "fusion_init", FUSION_INITS))
         c = positive_int(num_classes, "num_classes")
+        hidden = list(hidden)
+        if all(isinstance(h, int) for h in hidden) and hidden and min(hidden) < 2 * c:  # others: below
+            raise ValueError(f"hidden must be ints >= 2 x num_classes = {2 * c}, got {hidden}")
         self.num_classes = c
         self.init = init
         self.activation = activation
         # the transparent construction also fixes the layer shapes shared by every init
         self.layers = build_transparent_stack(
             2 * c,
-            list(hidden),
+            hidden,
             c,
             activation,
             conv=True,
@@ -491,10 +498,11 @@ class JointModel(nn.Module):
     Raises:
         ValueError: ``num_classes`` or ``cell_size`` (given, or read from ``spixelfcn.cell_size``) not an int
             in ``[1, 1024]``, ``fusion_hidden`` not 1 to 16 ints in ``[1, 65536]`` with consecutive
-            products of at most ``2**26`` (the bounds of a checkpoint's config), ``num_classes`` other than
-            ``deeplab.config["num_classes"]`` (:class:`DeepLabV3Plus`), or an unknown ``mode`` or
-            ``fusion_init``; in :meth:`refine`, ``seg_logits`` without ``num_classes`` channels or ``assoc``
-            of another batch or image size.
+            products of at most ``2**26`` (the bounds of a checkpoint's config) or, with ``fusion``, with
+            a width below ``2 x num_classes``, ``num_classes`` other than ``deeplab.config["num_classes"]``
+            (:class:`DeepLabV3Plus`), or an unknown ``mode``, ``fusion_activation`` or ``fusion_init``; in
+            :meth:`refine`, ``seg_logits`` without ``num_classes`` channels or ``assoc`` of another batch or
+            image size.
         TypeError: a flag that is not a bool.
 
     Shape:
@@ -577,6 +585,11 @@ class JointModel(nn.Module):
         expected = fusion_widths_problem(list(fusion_hidden))
         if expected is not None:
             raise ValueError(f"fusion_hidden must be {expected}, got {list(fusion_hidden)!r}")
+        if fusion and min(fusion_hidden) < 2 * num_classes:  # the stack's shapes (any init) need it
+            raise ValueError(
+                f"fusion_hidden must be ints >= 2 x num_classes = {2 * num_classes}, got "
+                f"{list(fusion_hidden)}"
+            )
         fusion_activation = cast(
             FusionActivation, one_of(fusion_activation, "fusion_activation", FUSION_ACTIVATIONS)
         )
