@@ -86,6 +86,7 @@ from examples.voc_joint.distributed import (
 from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
+from examples.voc_joint.models._checks import fusion_weights_problem
 from examples.voc_joint.models.build import (  # the config schema's bounds: a model trained here must load
     FUSION_LAYER_MAX,
     MAX_CELL,
@@ -1787,10 +1788,6 @@ def check_args(
     classes = args.num_classes
     if classes is None and (args.stage == "all" or args.seg_checkpoint is None):
         classes = CHECKPOINT_MODEL_OPTIONS["num_classes"].default
-    if args.fusion and args.stage in ("joint", "all") and classes is not None:  # else: the checkpoint's
-        error = _fusion_width_error(args.fusion_hidden, classes)
-        if error:
-            parser.error(error)
     hidden = args.fusion_hidden
     if args.fusion and len(hidden) > MAX_FUSION_DEPTH:
         parser.error(
@@ -1803,6 +1800,10 @@ def check_args(
             f"--fusion-hidden {given}: the layer between widths {a} and {b} has {a * b} weights, at most "
             f"{FUSION_LAYER_MAX} (8192 x 8192 takes about 70 s and 4 GB to initialize)"
         )
+    if args.fusion and args.stage in ("joint", "all") and classes is not None:  # else: the checkpoint's
+        error = _fusion_width_error(hidden, classes)
+        if error:
+            parser.error(error)
     if not args.fusion and args.fusion_init != parser.get_default("fusion_init"):
         parser.error(
             f"--no-fusion with --fusion-init {args.fusion_init}: without the fusion stack there is nothing "
@@ -1911,14 +1912,19 @@ def backbone_weights_error(path: Path, backbone: str, output_stride: int) -> str
 
 
 def _fusion_width_error(hidden: Sequence[int], classes: int) -> str | None:
-    """The error of ``--fusion-hidden`` widths below twice the number of classes (None: they are fine)."""
+    """The error of ``--fusion-hidden`` widths below twice the number of classes, or of a stack of more than
+    ``FUSION_WEIGHTS_MAX`` weights for them (None: they are fine)."""
     small = [h for h in hidden if h < 2 * classes]
-    if not small:
-        return None
-    return (
-        f"--fusion-hidden {small} below 2 x --num-classes = {2 * classes}: every hidden width of a "
-        "transparent stack must be at least its input width, here the 2 x --num-classes channels of [S, U(S)]"
-    )
+    if small:
+        return (
+            f"--fusion-hidden {small} below 2 x --num-classes = {2 * classes}: every hidden width of a "
+            "transparent stack must be at least its input width, here the 2 x --num-classes channels of "
+            "[S, U(S)]"
+        )
+    too_big = fusion_weights_problem(list(hidden), classes)
+    if too_big:
+        return f"--fusion-hidden {' '.join(map(str, hidden))} {too_big}"
+    return None
 
 
 def _stage_paths(

@@ -602,6 +602,31 @@ def test_bad_model_configs_refused_before_building(
             load(path)
 
 
+def test_a_crafted_checkpoint_of_a_huge_fusion_stack_is_refused_before_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 fusion widths of 8192 (each layer within the bound) in a tiny file: the model was built before its
+    weights were compared, 4e9 parameters (15 GiB) and about 17 minutes of initialization."""
+    from examples.voc_joint.models import JointModel, model_config
+    from examples.voc_joint.models import joint as joint_mod
+
+    def no_stack(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a fusion stack was built from an invalid config")
+
+    torch.manual_seed(0)
+    joint = JointModel(DeepLabV3Plus(21, "resnet18", aspp_channels=8), SpixelFCN(8, 2), fusion=False)
+    ck = {**_stage_ckpt(joint, "joint"), "model": {}}
+    ck["config"]["model"] = model_config(joint)
+    ck["config"]["model"]["joint"].update(fusion=True, fusion_hidden=[8192] * 16)
+    path = save_checkpoint(tmp_path / "huge.pt", ck)
+    monkeypatch.setattr(joint_mod, "FusionStack", no_stack)
+    for load in (load_checkpoint, load_model_from_checkpoint):
+        with pytest.raises(
+            CheckpointError, match=r"joint\.fusion_hidden \[8192, .*\] makes 1007149056 fusion weights"
+        ):
+            load(path)
+
+
 @pytest.mark.parametrize(
     "network, edit, match",
     [
@@ -722,6 +747,8 @@ _BAD_TRAIN = [
     # a 68.7 GB allocation attempt (a traceback) when the stack was built; 8192 8192 takes 70 s and 4 GB
     (["--fusion-hidden", "64", "65536", "65536"], "widths 65536 and 65536 has 4294967296 weights, at most"),
     (["--fusion-hidden", *["64"] * 17], "--fusion-hidden takes at most 16 widths (hidden layers), got 17"),
+    # each layer within the bound, 1e9 weights in all: 15 GiB and 17 minutes to build
+    (["--fusion-hidden", *["8192"] * 16], "8192 makes 1007149056 fusion weights with 21 classes"),
     (["--max-image-pixels", "0"], "--max-image-pixels: must be an integer >= 1"),
     (["--seed", "-1"], "--seed: must be an integer in [0, 9223372036854775807]"),
     (["--epochs", "two"], "--epochs: expected an integer >= 1, got 'two'"),

@@ -20,6 +20,7 @@ from examples.voc_joint.models import (
 )
 from examples.voc_joint.models._checks import (
     FUSION_LAYER_MAX,
+    FUSION_WEIGHTS_MAX,
     MAX_CELL,
     MAX_CENTRE_BIAS,
     MAX_CLASSES,
@@ -27,6 +28,7 @@ from examples.voc_joint.models._checks import (
     MAX_FUSION_WIDTH,
     MAX_SPIXEL_WIDTH,
     MAX_WIDTH,
+    fusion_weights,
 )
 from examples.voc_joint.models.build import validate_model_config
 from examples.voc_joint.models.joint import FUSION_INITS, FusionStack, fusion_target_weight
@@ -796,6 +798,33 @@ def test_models_built_at_the_constructors_bounds_have_configs_a_checkpoint_can_l
         validate_model_config(model_config(model))  # raises on a value outside the schema
     assert joint.config["fusion_hidden"] == widest and len(widest) == MAX_FUSION_DEPTH
     assert model_config(models[2])["spixel"] == {"cell_size": 1024, "width": 256, "centre_bias": 100.0}
+
+
+def test_the_whole_fusion_stack_is_bounded_not_only_each_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each two consecutive widths of 16 x 8192 are within FUSION_LAYER_MAX, but the stack had 1e9 logical
+    weights (4e9 parameters, 15 GiB, about 17 minutes to initialize): the total is bounded too, by the
+    constructor and the config schema alike, before any layer is built; three such layers still pass."""
+    from examples.voc_joint.models import joint as joint_mod
+
+    def no_stack(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a fusion stack was built")
+
+    deeplab, spixel = _nets()
+    monkeypatch.setattr(joint_mod, "FusionStack", no_stack)
+    cfg = model_config(JointModel(deeplab, spixel, fusion=False))
+    assert fusion_weights([64, 64], 21) == 2 * 21 * 64 + 64 * 64 + 64 * 21
+    for widths, total in (([8192] * 16, 1007149056), ([8192] * 5, 268951552)):
+        match = (
+            rf"fusion_hidden \[8192, .*\] makes {total} fusion weights with 21 classes .* at most 268435456"
+        )
+        with pytest.raises(ValueError, match=match):
+            JointModel(deeplab, spixel, fusion_hidden=widths)
+        cfg["joint"].update(fusion=True, fusion_hidden=widths)
+        with pytest.raises(ValueError, match=rf"invalid model config: joint\.{match}"):
+            validate_model_config(cfg)
+    cfg["joint"]["fusion_hidden"] = [8192] * 3
+    validate_model_config(cfg)  # 2**27 weights and a little: half the bound
+    assert fusion_weights([8192] * 3, 21) <= FUSION_WEIGHTS_MAX < fusion_weights([8192] * 5, 21)
 
 
 def test_a_cell_size_read_from_the_superpixel_network_is_named_as_such() -> None:

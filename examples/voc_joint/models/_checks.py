@@ -11,6 +11,7 @@ T = TypeVar("T")
 
 __all__ = [
     "FUSION_LAYER_MAX",
+    "FUSION_WEIGHTS_MAX",
     "MAX_CELL",
     "MAX_CENTRE_BIAS",
     "MAX_CLASSES",
@@ -21,6 +22,8 @@ __all__ = [
     "bounded_int",
     "check_images",
     "finite_number",
+    "fusion_weights",
+    "fusion_weights_problem",
     "fusion_widths_problem",
     "one_of",
     "positive_int",
@@ -42,6 +45,12 @@ MAX_CENTRE_BIAS = 100.0
 MAX_FUSION_WIDTH, FUSION_LAYER_MAX = 65536, 2**26
 #: Most hidden layers of the fusion stack.
 MAX_FUSION_DEPTH = 16
+#: Most weights of the whole fusion stack, counted as :data:`FUSION_LAYER_MAX` counts (logical widths, before
+#: the activation doubles the hidden ones): ``2C x h_1 + h_1 x h_2 + ... + h_L x C`` (:func:`fusion_weights`).
+#: Four of the largest layers: 4 GiB of float32 weights once doubled, about 5 minutes to initialize; far above
+#: any real stack (the paper's (64, 64) with 21 classes: 8 k; 16 widths of 2048 with 1024 classes: 69 M).
+#: The layer bound alone let 16 widths of 8192 pass: 1e9 logical weights (15 GiB, 17 minutes).
+FUSION_WEIGHTS_MAX = 4 * FUSION_LAYER_MAX
 
 
 def positive_int(value: object, name: str) -> int:
@@ -112,6 +121,40 @@ def fusion_widths_problem(widths: object) -> str | None:
     return (
         f"a list of 1 to {MAX_FUSION_DEPTH} ints in [1, {MAX_FUSION_WIDTH}], each two consecutive ones with "
         f"a product of at most {FUSION_LAYER_MAX}"
+    )
+
+
+def fusion_weights(widths: list[int] | tuple[int, ...], num_classes: int) -> int:
+    """The logical weights of a fusion stack of hidden ``widths`` for ``num_classes`` classes: ``2C x h_1 +
+    h_1 x h_2 + ... + h_L x C`` (counted before the activation doubles the hidden widths, as
+    :data:`FUSION_LAYER_MAX`).
+
+    Example:
+        >>> fusion_weights([64, 64], 21)
+        8128
+    """
+    widths = list(widths)
+    return (
+        2 * num_classes * widths[0]
+        + sum(a * b for a, b in itertools.pairwise(widths))
+        + widths[-1] * num_classes
+    )
+
+
+def fusion_weights_problem(widths: list[int] | tuple[int, ...], num_classes: int) -> str | None:
+    """``None`` if the stack of valid hidden ``widths`` (:func:`fusion_widths_problem`) for ``num_classes``
+    has at most :data:`FUSION_WEIGHTS_MAX` weights, else what it has and may have.
+
+    Example:
+        >>> fusion_weights_problem([8192] * 16, 21)[:42]
+        'makes 1007149056 fusion weights with 21 cl'
+    """
+    total = fusion_weights(widths, num_classes)
+    if total <= FUSION_WEIGHTS_MAX:
+        return None
+    return (
+        f"makes {total} fusion weights with {num_classes} classes (2C x h_1 + h_1 x h_2 + ... + h_L x C, "
+        f"before the activation doubles the hidden widths), at most {FUSION_WEIGHTS_MAX}"
     )
 
 

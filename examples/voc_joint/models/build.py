@@ -20,6 +20,7 @@ from torch import nn
 
 from ._checks import (  # the constructors' bounds (a model that can be built can be loaded); re-exported
     FUSION_LAYER_MAX,
+    FUSION_WEIGHTS_MAX,
     MAX_CELL,
     MAX_CENTRE_BIAS,
     MAX_CLASSES,
@@ -27,6 +28,7 @@ from ._checks import (  # the constructors' bounds (a model that can be built ca
     MAX_FUSION_WIDTH,
     MAX_SPIXEL_WIDTH,
     MAX_WIDTH,
+    fusion_weights_problem,
     fusion_widths_problem,
     one_of,
 )
@@ -44,6 +46,7 @@ from .spixelfcn import SpixelFCN
 __all__ = [
     "ARCHS",
     "FUSION_LAYER_MAX",
+    "FUSION_WEIGHTS_MAX",
     "MAX_CELL",
     "MAX_CENTRE_BIAS",
     "MAX_CLASSES",
@@ -137,8 +140,8 @@ def validate_model_config(config: Any) -> None:
 
     Raises:
         ValueError: not a dict, unknown ``arch``, a missing or unknown section or key, a value of the wrong
-        type
-            or out of bounds (e.g. a width above 4096), or a joint model inconsistent with its networks.
+            type or out of bounds (e.g. a width above 4096), a joint model inconsistent with its networks, or
+            a fusion stack of more than :data:`FUSION_WEIGHTS_MAX` weights.
 
     Example:
         >>> validate_model_config({"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 10**9}})
@@ -189,6 +192,9 @@ def validate_model_config(config: Any) -> None:
                 f"invalid model config: joint.fusion_hidden {hidden} must be >= 2 x num_classes = "
                 f"{2 * classes}"
             )
+        too_big = fusion_weights_problem(hidden, classes) if config["joint"]["fusion"] else None
+        if too_big is not None:
+            raise ValueError(f"invalid model config: joint.fusion_hidden {hidden} {too_big}")
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:

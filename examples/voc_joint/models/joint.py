@@ -64,6 +64,7 @@ from ._checks import (
     MAX_CLASSES,
     bounded_int,
     check_images,
+    fusion_weights_problem,
     fusion_widths_problem,
     one_of,
     positive_int,
@@ -499,7 +500,9 @@ class JointModel(nn.Module):
         ValueError: ``num_classes`` or ``cell_size`` (given, or read from ``spixelfcn.cell_size``) not an int
             in ``[1, 1024]``, ``fusion_hidden`` not 1 to 16 ints in ``[1, 65536]`` with consecutive
             products of at most ``2**26`` (the bounds of a checkpoint's config) or, with ``fusion``, with
-            a width below ``2 x num_classes``, ``num_classes`` other than ``deeplab.config["num_classes"]``
+            a width below ``2 x num_classes`` or more than ``2**28`` weights in all
+            (:func:`~examples.voc_joint.models._checks.fusion_weights`), ``num_classes`` other than
+            ``deeplab.config["num_classes"]``
             (:class:`DeepLabV3Plus`), or an unknown ``mode``, ``fusion_activation`` or ``fusion_init``; in
             :meth:`refine`, ``seg_logits`` without ``num_classes`` channels or ``assoc`` of another batch or
             image size.
@@ -590,6 +593,9 @@ class JointModel(nn.Module):
                 f"fusion_hidden must be ints >= 2 x num_classes = {2 * num_classes}, got "
                 f"{list(fusion_hidden)}"
             )
+        too_big = fusion_weights_problem(list(fusion_hidden), num_classes) if fusion else None
+        if too_big is not None:  # before any layer is built (a crafted checkpoint's config builds one first)
+            raise ValueError(f"fusion_hidden {list(fusion_hidden)} {too_big}")
         fusion_activation = cast(
             FusionActivation, one_of(fusion_activation, "fusion_activation", FUSION_ACTIVATIONS)
         )
