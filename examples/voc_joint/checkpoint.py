@@ -510,6 +510,29 @@ def _part_state(ckpt: dict[str, Any], path: Path, part: str | None) -> dict[str,
     return state
 
 
+def _build_matching(config: dict[str, Any], state: dict[str, Tensor], path: Path) -> nn.Module:
+    """``build_model(config)``, once the shapes of its state dict, built on the meta device first (nothing
+    allocated), are those of ``state``: a small crafted file never has a large model built.
+
+    Raises:
+        CheckpointError: missing or unexpected keys, or other shapes (the first five of each).
+    """
+    from .models import build_model
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != expected:
+        missing = sorted(set(expected) - set(got))
+        unexpected = sorted(set(got) - set(expected))
+        shapes = [f"{k} {got[k]} (config: {v})" for k, v in expected.items() if k in got and got[k] != v]
+        raise CheckpointError(
+            f"checkpoint {path} does not match its own model config: missing keys {missing[:5]}, unexpected "
+            f"keys {unexpected[:5]}, other shapes {shapes[:5]}"
+        )
+    return build_model(config)
+
+
 def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = None) -> dict[str, Any]:
     """Load the weights of a pipeline checkpoint into ``model`` (strict), optionally one sub-network of it.
 
@@ -557,14 +580,12 @@ def load_network(path: str | Path, part: str) -> nn.Module:
         CheckpointError: an invalid checkpoint, or one of another network (e.g. a ``spixel`` checkpoint asked
             for ``"deeplab"``: the message says which stage it is and which were expected).
     """
-    from .models import DeepLabV3Plus, SpixelFCN
-
     path = Path(path)
     ckpt = _load_part_checkpoint(path, part)
-    config = ckpt["config"]["model"][part]
-    net: nn.Module = DeepLabV3Plus(**config) if part == "deeplab" else SpixelFCN(**config)
+    state = _part_state(ckpt, path, part)
+    net = _build_matching({"arch": _PARTS[part][0], part: ckpt["config"]["model"][part]}, state, path)
     try:
-        net.load_state_dict(_part_state(ckpt, path, part), strict=True)
+        net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(
             f"checkpoint {path} does not match its own model config: {str(exc)[:500]}"
@@ -584,6 +605,9 @@ def load_model_from_checkpoint(
     ``JointModel``: both obey the pipeline's model contract (``model(seg_input, spixel_input) -> dict``). A
     ``spixel`` checkpoint gives the bare ``SpixelFCN`` (``model(spixel_input) -> assoc``).
 
+    The model is built once the shapes of the checkpoint's weights are those of its config (compared with a
+    model built on the meta device: nothing allocated), filled, then moved.
+
     Args:
         path: the checkpoint.
         map_location: where the model goes.
@@ -599,12 +623,13 @@ def load_model_from_checkpoint(
         CheckpointError: not a weights-only pipeline checkpoint, corrupt, invalid model config, wrong stage,
             or mismatched weights.
     """
-    from .models import SegmentationOnly, build_model
+    from .models import SegmentationOnly
 
     ckpt = load_checkpoint(path, map_location="cpu", expect_stage=expect_stage)
-    model = build_model(ckpt["config"]["model"])  # the config was validated by load_checkpoint
+    state = _strip_module(ckpt["model"])
+    model = _build_matching(ckpt["config"]["model"], state, Path(path))  # config checked by load_checkpoint
     try:
-        model.load_state_dict(_strip_module(ckpt["model"]), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(
             f"checkpoint {path} does not match its own model config: {str(exc)[:500]}"

@@ -627,6 +627,36 @@ def test_a_crafted_checkpoint_of_a_huge_fusion_stack_is_refused_before_building(
             load(path)
 
 
+def test_weights_of_other_shapes_than_the_config_are_refused_before_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny file whose config asks for a large fusion stack (3 x 8192: within the bounds, 2 GiB and minutes
+    to build) is compared with the shapes of a model built on the meta device (nothing allocated) first."""
+    from examples.voc_joint import models
+    from examples.voc_joint.models import JointModel
+
+    built_on: list[torch.device] = []
+
+    def spy(*args: Any, **kwargs: Any) -> torch.nn.Module:
+        built_on.append(torch.get_default_device())
+        return build(*args, **kwargs)
+
+    build = models.build_model
+    monkeypatch.setattr(models, "build_model", spy)
+    joint = JointModel(DeepLabV3Plus(21, "resnet18", aspp_channels=8), SpixelFCN(8, 2), fusion_hidden=[64])
+    ck = _stage_ckpt(joint, "joint")
+    ck["config"]["model"]["joint"]["fusion_hidden"] = [8192] * 3
+    path = save_checkpoint(tmp_path / "c.pt", ck)
+    with pytest.raises(
+        CheckpointError,
+        match=r"c\.pt does not match its own model config: missing keys \['fusion\.layers\.4\.bias', .*\], "
+        r"unexpected keys \[\], other shapes \['fusion\.layers\.0\.weight \(128, 42, 1, 1\) \(config: "
+        r"\(16384, 42, 1, 1\)\)'",
+    ):
+        load_model_from_checkpoint(path)
+    assert built_on == [torch.device("meta")]
+
+
 @pytest.mark.parametrize(
     "network, edit, match",
     [
