@@ -327,7 +327,7 @@ def load_checkpoint(
 
     Args:
         path: the file.
-        map_location: where tensors go.
+        map_location: where tensors go (once the file was read and checked on the CPU; ``"meta"`` too).
         expect_stage: the stage(s) the caller can use (``"seg"``, ``("seg", "joint")``, ...); None: any.
 
     Returns:
@@ -353,7 +353,7 @@ def load_checkpoint_with_sha256(
 
     Args:
         path: the file.
-        map_location: where tensors go.
+        map_location: where tensors go (once the file was read and checked on the CPU; ``"meta"`` too).
         expect_stage: the stage(s) the caller can use (``"seg"``, ``("seg", "joint")``, ...); None: any.
 
     Returns:
@@ -380,8 +380,8 @@ def _load_verified(
 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: '{path}'")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:  # on the CPU: the content hash reads every tensor (a "meta" one has no data), then moved
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for objects, RuntimeError/EOFError for garbage
         raise CheckpointError(_unreadable(path, exc)) from exc
     if not isinstance(ckpt, dict):
@@ -434,7 +434,20 @@ def _load_verified(
                 f"checkpoint {path} is a {ckpt['stage']!r} checkpoint ({STAGE_MODELS[ckpt['stage']]}); "
                 f"expected a {names} checkpoint"
             )
+    if torch.device(map_location) != torch.device("cpu"):
+        ckpt = _moved(ckpt, torch.device(map_location))
     return ckpt, recorded
+
+
+def _moved(obj: Any, device: torch.device) -> Any:
+    """``obj`` with every tensor in its dicts, lists and tuples moved to ``device``."""
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return type(obj)((k, _moved(v, device)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_moved(v, device) for v in obj)
+    return obj
 
 
 def _not_state_dict(state: Any) -> str | None:
@@ -511,8 +524,9 @@ def _part_state(ckpt: dict[str, Any], path: Path, part: str | None) -> dict[str,
 
 
 def _build_matching(config: dict[str, Any], state: dict[str, Tensor], path: Path) -> nn.Module:
-    """``build_model(config)``, once the shapes of its state dict, built on the meta device first (nothing
-    allocated), are those of ``state``: a small crafted file never has a large model built.
+    """``build_model(config)`` on the CPU, whatever the default device (under ``with torch.device("meta")``
+    its parameters could not be filled), once the shapes of its state dict, built on the meta device first
+    (nothing allocated), are those of ``state``: a small crafted file never has a large model built.
 
     Raises:
         CheckpointError: missing or unexpected keys, or other shapes (the first five of each).
@@ -530,7 +544,8 @@ def _build_matching(config: dict[str, Any], state: dict[str, Tensor], path: Path
             f"checkpoint {path} does not match its own model config: missing keys {missing[:5]}, unexpected "
             f"keys {unexpected[:5]}, other shapes {shapes[:5]}"
         )
-    return build_model(config)
+    with torch.device("cpu"):
+        return build_model(config)
 
 
 def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = None) -> dict[str, Any]:
@@ -605,8 +620,8 @@ def load_model_from_checkpoint(
     ``JointModel``: both obey the pipeline's model contract (``model(seg_input, spixel_input) -> dict``). A
     ``spixel`` checkpoint gives the bare ``SpixelFCN`` (``model(spixel_input) -> assoc``).
 
-    The model is built once the shapes of the checkpoint's weights are those of its config (compared with a
-    model built on the meta device: nothing allocated), filled, then moved.
+    The model is built on the CPU (whatever the default device, e.g. under ``with torch.device("meta")``),
+    once the shapes of the checkpoint's weights are those of its config, filled, then moved.
 
     Args:
         path: the checkpoint.

@@ -18,6 +18,7 @@ from examples.voc_joint.checkpoint import (
     get_rng_state,
     load_checkpoint,
     load_model_from_checkpoint,
+    load_network,
     load_weights_into,
     payload_sha256,
     save_checkpoint,
@@ -375,6 +376,23 @@ def test_a_loaded_segmentation_model_saves_and_loads_again(tmp_path) -> None:
     for got in (again.state_dict(), wrapper.state_dict(), wrapper.deeplab.state_dict()):
         assert got.keys() == deeplab.state_dict().keys()
         assert all(torch.equal(got[k], v) for k, v in deeplab.state_dict().items())
+
+
+def test_an_ambient_or_requested_meta_device_does_not_break_loading(tmp_path) -> None:
+    """``map_location="meta"`` failed ("Cannot copy out of meta tensor": the content hash was read after the
+    mapping); under ``with torch.device("meta")`` load_model_from_checkpoint built meta parameters that
+    loading could not fill (NotImplementedError) and load_network returned such a network, without weights."""
+    torch.manual_seed(0)
+    net = SpixelFCN(cell_size=8, width=4)
+    path = save_checkpoint(tmp_path / "s.pt", _ckpt(net, "spixel"))
+    assert all(t.is_meta for t in load_checkpoint(path, map_location="meta")["model"].values())
+    assert all(p.is_meta for p in load_model_from_checkpoint(path, map_location="meta")[0].parameters())
+    with torch.device("meta"):
+        loaded = [load_model_from_checkpoint(path)[0], load_network(path, "spixel")]
+        assert not load_checkpoint(path)["model"]["pred.bias"].is_meta
+    for model in loaded:
+        got = model.state_dict()
+        assert all(torch.equal(got[k], v) for k, v in net.state_dict().items())
 
 
 def test_rng_state_round_trip(tmp_path) -> None:
