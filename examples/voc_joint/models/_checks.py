@@ -25,6 +25,7 @@ __all__ = [
     "fusion_weights",
     "fusion_weights_problem",
     "fusion_widths_problem",
+    "is_number_within",
     "one_of",
     "positive_int",
 ]
@@ -158,6 +159,17 @@ def fusion_weights_problem(widths: list[int] | tuple[int, ...], num_classes: int
     )
 
 
+def is_number_within(value: object, bound: float) -> bool:
+    """Whether ``value`` is an int or float (not a bool) in ``[-bound, bound]``: False for NaN and infinities,
+    exact for any int (``math.isfinite`` raised ``OverflowError`` on ``10**400``).
+
+    Example:
+        >>> is_number_within(10**400, 100.0), is_number_within(float("nan"), 100.0)
+        (False, False)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= bound
+
+
 def finite_number(value: object, name: str, bound: float) -> float:
     """``value`` if it is a finite int or float in ``[-bound, bound]`` (not a bool), else a ``ValueError``.
 
@@ -165,9 +177,7 @@ def finite_number(value: object, name: str, bound: float) -> float:
         >>> finite_number(0.5, "centre_bias", 100.0)
         0.5
     """
-    # the bound first: exact for any int (math.isfinite raised OverflowError on 10**400), False for NaN, inf
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= bound
-    if not ok:
+    if not is_number_within(value, bound):
         raise ValueError(f"{name} must be a finite number in [-{bound:g}, {bound:g}], got {value!r}")
     return value  # type: ignore[return-value]
 

@@ -30,6 +30,7 @@ from ._checks import (  # the constructors' bounds (a model that can be built ca
     MAX_WIDTH,
     fusion_weights_problem,
     fusion_widths_problem,
+    is_number_within,
     one_of,
 )
 from .deeplabv3plus import BACKBONES, DeepLabV3Plus
@@ -92,9 +93,7 @@ def _bool(v: Any) -> str | None:
 
 def _finite(bound: float) -> Check:
     def check(v: Any) -> str | None:
-        # the bound first: exact for any int (math.isfinite raises OverflowError on 10**400), False for NaN
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= bound
-        return None if ok else f"a finite number in [-{bound:g}, {bound:g}]"
+        return None if is_number_within(v, bound) else f"a finite number in [-{bound:g}, {bound:g}]"
 
     return check
 
