@@ -135,7 +135,7 @@ _PLAIN = (str, int, float, bool, type(None))
 def _not_plain(obj: Any, where: str) -> str | None:
     """Where ``obj`` holds anything but plain values (str, int, float, bool, None) in dicts, lists and tuples
     (None: nowhere); e.g. ``"config['model']['deeplab']['output_stride'] = np.int64(16) (numpy.int64)"``."""
-    if isinstance(obj, (dict, list, tuple)) and type(obj) in (dict, OrderedDict, list, tuple):
+    if type(obj) in (dict, OrderedDict, list, tuple):
         items = obj.items() if isinstance(obj, dict) else enumerate(obj)
         for key, value in items:
             if type(key) not in _PLAIN:
