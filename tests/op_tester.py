@@ -363,7 +363,8 @@ class OpTester:
 
     def test_device(self, device: torch.device) -> None:
         case = self.small_case(torch.float32)
-        on_device = case.map(lambda t: t.to(device))
+        on_device = case.map(lambda t: t.to(device))  # every tensor, keyword arguments too (a mask, a weight)
+        on_device.kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in case.kwargs.items()}
         if device.type == "mps" and case.kwargs.get("backend") == "sparse":  # no CSR tensors on MPS
             with pytest.raises(ValueError, match="backend='sparse' is not supported on mps"):
                 self.call(on_device)

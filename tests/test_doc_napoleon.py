@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sphinx", reason="the docs extra (sphinx) is not installed")
+pytest.importorskip("sphinx.ext.napoleon", reason="the docs extra (sphinx) is not installed")
 from sphinx.ext.napoleon import Config
 from sphinx.ext.napoleon.docstring import GoogleDocstring
 

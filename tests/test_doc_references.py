@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sphinx", reason="the docs extra (sphinx) is not installed")
+pytest.importorskip("sphinx.cmd.build", reason="the docs extra (sphinx) is not installed")
 pytest.importorskip("furo", reason="the docs extra (furo) is not installed")
 from sphinx.cmd.build import build_main
 
