@@ -90,6 +90,14 @@ def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = 
         dev = torch.device(want)
     except (RuntimeError, ValueError) as exc:
         raise ValueError(f"unknown device {want!r}: {exc}") from exc
+    # torch keeps a device index in 8 bits and wraps a larger one without a word ("cuda:4096" is cuda:0):
+    # the index is read off the text itself
+    index_text = want.partition(":")[2]
+    if index_text.isdecimal() and int(index_text) != dev.index:
+        if dev.type == "cuda" and torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            raise ValueError(f"device {want!r} requested but this machine has {count} CUDA device(s)")
+        dev = torch.device(dev.type, 0)  # refused below (no CUDA here, an index on the CPU), with want named
     if dev.type == "cpu":
         if dev.index is not None:  # torch accepts "cpu:3", and runs on the one CPU device anyway
             raise ValueError(f"device {want!r}: the CPU is one device, without an index (use cpu)")

@@ -136,6 +136,22 @@ def test_ddp_processes_take_the_gpu_of_their_local_rank(monkeypatch: pytest.Monk
         distributed.resolve_device("cuda", local_rank=2, distributed=True)
 
 
+@pytest.mark.parametrize("index", [2, 255, 256, 4096, 70000])
+def test_a_device_index_torch_would_wrap_is_refused(monkeypatch: pytest.MonkeyPatch, index: int) -> None:
+    """torch keeps a device index in 8 bits: ``torch.device("cuda:4096")`` is ``cuda:0``, ``cuda:70000`` is
+    ``cuda:112``. The index of the text is the one checked, on a GPU machine and on the CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    wanted = rf"'cuda:{index}' requested but this machine has 2 CUDA device\(s\)"
+    with pytest.raises(ValueError, match=wanted):
+        distributed.resolve_device(f"cuda:{index}")
+    with pytest.raises(ValueError, match=rf"device 'cpu:{index}': the CPU is one device, without an index"):
+        distributed.resolve_device(f"cpu:{index}")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=rf"'cuda:{index}' requested but CUDA is not available"):
+        distributed.resolve_device(f"cuda:{index}")
+
+
 def test_unwrap_model_returns_the_module_inside_a_wrapper() -> None:
     """Checkpoints hold the inner model's keys (no ``module.`` prefix) whatever wraps it."""
     net = nn.Linear(2, 2)
