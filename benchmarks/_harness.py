@@ -130,7 +130,10 @@ def cli_device(parser: argparse.ArgumentParser, device: str) -> torch.device:
         parser.error(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {device}: CUDA is not available (torch {torch.__version__})")
-    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+    # torch keeps a device index in 8 bits and wraps a larger one ("cuda:4096" is cuda:0): read the text's
+    index_text = device.partition(":")[2]
+    index = int(index_text) if index_text.isdecimal() else (dev.index or 0)
+    if dev.type == "cuda" and index >= torch.cuda.device_count():
         parser.error(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 

@@ -93,6 +93,29 @@ def _log(msg: str) -> None:
     print(f"[gpu_check {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def git_revision(root: Path) -> str | None:
+    """The checkout's commit (``git rev-parse --short HEAD``), with ``+N changed`` where N tracked files
+    differ from it; ``None`` without git or outside a repository.
+
+    A copy of a working tree can carry an older ``.git`` than its files (the first GPU run of 2026-12-04 named
+    a commit two behind the code it ran): the count says that the commit alone does not name the code.
+    """
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").strip()
+        changed = [
+            ln for ln in git("status", "--porcelain", "--untracked-files=no").splitlines() if ln.strip()
+        ]
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+{len(changed)} changed" if changed else head
+
+
 # ------------------------------------------------------------------------------------------ running a stage
 @dataclass
 class StageRun:
@@ -837,17 +860,7 @@ def _environment(device: str) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     meta["packages"] = versions
-    try:
-        meta["git"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        meta["git"] = None
+    meta["git"] = git_revision(ROOT)
     if device.startswith("cuda"):
         meta["cuda_device"] = torch.cuda.get_device_name(torch.device(device))  # the one measured (cuda:N)
         meta["cuda_runtime"] = torch.version.cuda

@@ -2129,9 +2129,10 @@ def test_cli_device_refuses_the_cuda_index_one_past_the_last(monkeypatch, capsys
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert harness.cli_device(argparse.ArgumentParser(), "cuda:0") == torch.device("cuda:0")
-    with pytest.raises(SystemExit):
-        harness.cli_device(argparse.ArgumentParser(), "cuda:1")
-    assert "--device cuda:1: this machine has 1 CUDA device(s)" in capsys.readouterr().err
+    for index in (1, 256, 4096):  # torch wraps an index above 127 ("cuda:4096" is cuda:0)
+        with pytest.raises(SystemExit):
+            harness.cli_device(argparse.ArgumentParser(), f"cuda:{index}")
+        assert f"--device cuda:{index}: this machine has 1 CUDA device(s)" in capsys.readouterr().err
 
 
 def test_run_script_takes_a_boolean_result_for_a_result_not_a_status():
@@ -2166,3 +2167,4 @@ def test_ab_fusion_params_are_the_stack_s_plus_a_seeded_perturbation():
         assert (b is None) == (m.bias is None)
         if b is not None:
             assert torch.equal(b, b2) and not torch.equal(b, m.bias.detach().float())
+

@@ -102,6 +102,29 @@ def test_dry_run_takes_every_stage_and_writes_the_report(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- refusals
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the check would really run")
+def test_git_revision_says_when_the_files_are_not_the_commits(tmp_path):
+    """A copy of a working tree can carry an older ``.git`` than its files (a GPU run of 2026-12-04 named a
+    commit two behind the code it ran): the report then counts the tracked files that differ."""
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, timeout=30)
+
+    assert gpu_check.git_revision(tmp_path) is None  # not a repository
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 1\n")
+    git("add", "a.py", "b.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (tmp_path / "new.py").write_text("untracked files do not count\n")
+    assert gpu_check.git_revision(tmp_path) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    (tmp_path / "b.py").unlink()
+    assert gpu_check.git_revision(tmp_path) == f"{head}+2 changed"
+
+
 def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
     assert gpu_check.main(["--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
