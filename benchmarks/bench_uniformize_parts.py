@@ -43,13 +43,21 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 
 # imports after the path set-up: noqa E402
 import torch  # noqa: E402
-from _atomic import result_path, stamped_result, write_json  # noqa: E402
-from _harness import cli_device, environment, time_ms, warmup_runs  # noqa: E402
+from _atomic import RESULTS, result_path, stamped_result, write_json  # noqa: E402
+from _harness import (  # noqa: E402
+    check_counts,
+    check_output,
+    cli_device,
+    environment,
+    run_script,
+    time_ms,
+    warmup_runs,
+)
 
 from sparse_ops import SuperpixelAssignment  # noqa: E402
 from sparse_ops.grid import grid_cell_ids  # noqa: E402
 
-__all__ = ["main", "measure_parts"]
+__all__ = ["build_parser", "check_args", "main", "measure_parts"]
 
 
 def measure_parts(
@@ -134,28 +142,48 @@ def _one_grid(
     return {"N_s": n_s, "ms": times}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--repeats", type=int, default=30, help="timed runs per part (default 30)")
-    p.add_argument("--quick", action="store_true", help="CPU smoke run: 3 repeats, no compile, no JSON")
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
-    p.add_argument("--out", type=Path, default=None, help="JSON path (default: a stamped file in results/)")
-    args = p.parse_args(argv)
-    device = cli_device(p, args.device)
-    if args.repeats < 1:
-        p.error(f"--repeats must be >= 1, got {args.repeats}")
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line (``python benchmarks/bench_uniformize_parts.py --help``)."""
+    ap = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ap.add_argument("--repeats", type=int, default=30, help="timed runs per part (default 30; quick 3)")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: 3 repeats, no compile, no JSON unless --out"
+    )
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON path (default: benchmarks/results/uniformize_parts_<UTC date-time>.json, never a "
+        "committed file)",
+    )
+    return ap
+
+
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks argparse cannot make (``ap.error`` on failure): a positive count, a writable ``--out``."""
+    check_counts(ap, args, {"repeats": 1})
+    check_output(ap, "--out", args.out, default_in=None if args.quick else RESULTS)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    check_args(ap, args)
+    device = cli_device(ap, args.device)
     shape = (8, 21, 512, 512) if device.type == "cuda" else (1, 3, 64, 64)
     repeats = 3 if args.quick else args.repeats
     parts = measure_parts(device, shape, (16, 8), repeats, compile_=not (args.quick or args.no_compile))
+    result = {"machine": environment(device), "shape": list(shape), "repeats": repeats, "parts": parts}
     path = result_path(args.out, stamped_result("uniformize_parts"), args.quick)
     if path is not None:
-        write_json(
-            path, {"machine": environment(device), "shape": list(shape), "repeats": repeats, "parts": parts}
-        )
+        write_json(path, result)
         print(f"wrote {path}")
-    return 0
+    return result
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_script(main, "bench_uniformize_parts.py"))

@@ -2168,3 +2168,20 @@ def test_ab_fusion_params_are_the_stack_s_plus_a_seeded_perturbation():
         if b is not None:
             assert torch.equal(b, b2) and not torch.equal(b, m.bias.detach().float())
 
+
+def test_uniformize_parts_times_every_part_and_the_library_op(tmp_path):
+    """``bench_uniformize_parts.py`` (the evidence for the GPU uniformization target) runs on the CPU at its
+    small shape and writes every part for both grids, each a positive time."""
+    parts_script = _import("bench_uniformize_parts")
+    out = tmp_path / "parts.json"
+    result = parts_script.main(["--repeats", "1", "--no-compile", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["parts"] == result["parts"]
+    assert data["shape"] == [1, 3, 64, 64]
+    assert set(data["parts"]) == {"cell16", "cell8"}
+    assert data["parts"]["cell8"]["N_s"] == 64
+    for grid in data["parts"].values():
+        ms = grid["ms"]
+        assert {"floor x * 1, forward+backward", "library uniformize, forward+backward"} <= set(ms)
+        assert "plain mean under torch.compile" not in ms  # --no-compile
+        assert len(ms) == 15 - 1 and all(v > 0 for v in ms.values())

@@ -45,6 +45,7 @@ SCRIPTS = {
     "benchmarks/bench_ops.py": "benchmarks/bench_ops.py",
     "benchmarks/bench_overhead.py": "benchmarks/bench_overhead.py",
     "benchmarks/bench_uniformize.py": "benchmarks/bench_uniformize.py",
+    "benchmarks/bench_uniformize_parts.py": "benchmarks/bench_uniformize_parts.py",
     "benchmarks/bench_soft.py": "benchmarks/bench_soft.py",
     "benchmarks/bench_transparent_init.py": "benchmarks/bench_transparent_init.py",
     "benchmarks/gpu_check.py": "benchmarks/gpu_check.py",
