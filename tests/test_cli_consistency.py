@@ -48,6 +48,7 @@ OUTPUT_KIND: dict[str, str | None] = {
     "benchmarks/bench_ops.py": "file",
     "benchmarks/bench_overhead.py": "file",
     "benchmarks/bench_uniformize.py": "file",
+    "benchmarks/bench_uniformize_parts.py": "file",
     "benchmarks/bench_soft.py": "file",
     "benchmarks/bench_transparent_init.py": "file",
     "benchmarks/gpu_check.py": "folder",  # the report's .json and .txt

@@ -153,6 +153,7 @@ for _script, _option in (
     ("bench_soft", "--out"),
     ("bench_transparent_init", "--out"),
     ("bench_uniformize", "--out"),
+    ("bench_uniformize_parts", "--out"),
     ("op_coverage", "--out"),
 ):
     _accept(f"{_B}{_script}.py", _option, _RESULT_FILE - {"long_path"}, "a result file to write")
@@ -170,6 +171,7 @@ _accept(f"{_B}bench_ops.py", "--repeats", _LONG, "a longer run")
 _accept(f"{_B}bench_soft.py", "--repeats", _LONG, "a longer run")
 _accept(f"{_B}bench_transparent_init.py", "--seeds", _LONG, "a longer run")
 _accept(f"{_B}bench_uniformize.py", "--repeats", _LONG, "a longer run")
+_accept(f"{_B}bench_uniformize_parts.py", "--repeats", _LONG, "a longer run")
 _accept(
     f"{_B}bench_uniformize.py",
     "--dense-max-gb",
