@@ -97,7 +97,7 @@ def git_revision(root: Path) -> str | None:
     """The checkout's commit (``git rev-parse --short HEAD``), with ``+N changed`` where N tracked files
     differ from it; ``None`` without git or outside a repository.
 
-    A copy of a working tree can carry an older ``.git`` than its files (the first GPU run of 2026-12-04 named
+    A copy of a working tree can carry an older ``.git`` than its files (the last GPU run of 2026-12-04 named
     a commit two behind the code it ran): the count says that the commit alone does not name the code.
     """
 
