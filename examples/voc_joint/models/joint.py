@@ -102,10 +102,11 @@ ChannelsLast = bool | Literal["spixelfcn"]
 #: runs 12-13 % faster in channels_last at 128 and 256 px; DeepLabV3+'s 2 % slower at ResNet-18 / 128 px and
 #: 5 % faster at ResNet-101 / 256 px, a backbone-dependent sign: ``bench_joint.py --formats``,
 #: benchmarks/results/memory_format_20261130.json). CUDA: SpixelFCN only too (H200, ResNet-101, B=8, 512 px,
-#: AMP, 2026-12-04: SpixelFCN's step alone 0.52-0.63x in channels_last, DeepLabV3+'s 1.05-1.11x, i.e. slower,
-#: in three memory-format studies; in the lever study the joint step took 104.5 ms with both networks in
-#: channels_last, 101.1 ms with SpixelFCN alone, other options equal: gpu_check_cuda_20261204_h200_first.json,
-#: gpu_check_cuda_20261204_h200.json and joint_levers_cuda_20261204_h200.json in benchmarks/results/).
+#: AMP, 2026-12-04: SpixelFCN's step alone 0.52-0.63x in channels_last, DeepLabV3+'s 1.08-1.11x, i.e. slower,
+#: in two memory-format studies (paired; 1.06x by medians in the lever study); in the lever study the joint
+#: step took 104.5 ms with both networks in channels_last, 101.1 ms with SpixelFCN alone, other options equal:
+#: gpu_check_cuda_20261204_h200_first.json, gpu_check_cuda_20261204_h200.json and
+#: joint_levers_cuda_20261204_h200.json in benchmarks/results/).
 DEFAULT_CHANNELS_LAST: dict[str, ChannelsLast] = {"cpu": "spixelfcn", "cuda": "spixelfcn"}
 
 
