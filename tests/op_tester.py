@@ -65,6 +65,11 @@ class Case:
         )
         return replace(self, args=args)
 
+    def map_all(self, fn: Callable[[Tensor], Tensor]) -> Case:
+        """Apply ``fn`` to every tensor argument, the keyword ones too (a mask, a classifier weight)."""
+        kwargs = {k: fn(v) if isinstance(v, Tensor) else v for k, v in self.kwargs.items()}
+        return replace(self.map(fn), kwargs=kwargs)
+
     def with_data(self, fn: Callable[[Tensor], Tensor]) -> Case:
         return self.map(fn, self.data)
 
@@ -363,8 +368,7 @@ class OpTester:
 
     def test_device(self, device: torch.device) -> None:
         case = self.small_case(torch.float32)
-        on_device = case.map(lambda t: t.to(device))  # every tensor, keyword arguments too (a mask, a weight)
-        on_device.kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in case.kwargs.items()}
+        on_device = case.map_all(lambda t: t.to(device))
         if device.type == "mps" and case.kwargs.get("backend") == "sparse":  # no CSR tensors on MPS
             with pytest.raises(ValueError, match="backend='sparse' is not supported on mps"):
                 self.call(on_device)
@@ -380,10 +384,10 @@ class OpTester:
         batch = case.args[0].shape[0]
         assert batch > 0
 
-        def no_images(t: Any) -> Any:
-            return t[:0] if isinstance(t, Tensor) and t.dim() and t.shape[0] == batch else t
+        def no_images(t: Tensor) -> Tensor:
+            return t[:0] if t.dim() and t.shape[0] == batch else t
 
-        empty = replace(case.map(no_images), kwargs={k: no_images(v) for k, v in case.kwargs.items()})
+        empty = case.map_all(no_images)
         full = all_outputs(self.call(case))
         if self.differentiable:
             got, grads = self._backward(empty)

@@ -78,8 +78,7 @@ class TestPool(OpTester):
 
     def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
         case = self._case(X.to(dtype), SP.clone(), 7, MASK.clone())  # id 6 is empty
-        case.kwargs["mask"] = None if case.kwargs["mask"] is None else case.kwargs["mask"].to(device)
-        return case.map(lambda t: t.to(device))
+        return case.map_all(lambda t: t.to(device))
 
 
 class TestPoolSumMasked(TestPool):

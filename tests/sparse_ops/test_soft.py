@@ -85,8 +85,9 @@ class TestSoftPool(OpTester):
         )
 
     def small_case(self, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Case:
-        mask = MASK.to(device) if self.masked else None
-        return Case((F.to(dtype), A.to(dtype), S), {"mask": mask}, data=(0, 1)).map(lambda t: t.to(device))
+        mask = MASK if self.masked else None
+        case = Case((F.to(dtype), A.to(dtype), S), {"mask": mask}, data=(0, 1))
+        return case.map_all(lambda t: t.to(device))
 
 
 class TestSoftPoolMasked(TestSoftPool):

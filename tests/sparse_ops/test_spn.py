@@ -101,8 +101,7 @@ class TestCam(OpTester):
         case = Case(
             (F0.to(dtype), SP0, 7), {"weight": W0.to(dtype, copy=True), "bias": B0.to(dtype, copy=True)}
         )
-        case.kwargs = {k: v.to(device) for k, v in case.kwargs.items()}
-        return case.map(lambda t: t.to(device))
+        return case.map_all(lambda t: t.to(device))
 
 
 def test_sp_cam_hand_made_example() -> None:

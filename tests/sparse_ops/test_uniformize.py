@@ -104,13 +104,7 @@ class TestUniformize(OpTester):
             mask = torch.rand(3, 4, 5, generator=torch.Generator().manual_seed(2)) > 0.3
             mask[2, 0] = False  # superpixel 6 of image 2 has no counted pixel: its pixels pass through
         case = Case((x, sp, 8), {"mask": mask, "backend": self.backend})
-        return case.map(lambda t: t.to(device)) if mask is None else _to(case, device)
-
-
-def _to(case: Case, device: Any) -> Case:
-    case = case.map(lambda t: t.to(device))
-    case.kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in case.kwargs.items()}
-    return case
+        return case.map_all(lambda t: t.to(device))
 
 
 class TestUniformizeMasked(TestUniformize):
