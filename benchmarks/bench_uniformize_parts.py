@@ -55,7 +55,7 @@ from _harness import (  # noqa: E402
 )
 
 from sparse_ops import SuperpixelAssignment  # noqa: E402
-from sparse_ops.grid import grid_cell_ids  # noqa: E402
+from sparse_ops.grid import grid_cell_ids, num_grid_cells  # noqa: E402
 
 __all__ = ["build_parser", "check_args", "main", "measure_parts"]
 
@@ -87,7 +87,7 @@ def _one_grid(
         print(f"  {name:<46} {times[name]:9.3f} ms", flush=True)
 
     labels = grid_cell_ids(h, w, cell_px, batch_size=b, device=device)
-    n_s = int(labels.max()) + 1
+    n_s = num_grid_cells(h, w, cell_px)
     print(f"\n{cell_px} px cells: N_s = {n_s}, B={b}, C={c}, {h}x{w}, {device}", flush=True)
     ids = labels.reshape(b, 1, n).expand(b, c, n)
     flat = x.view(b, c, n)
