@@ -78,8 +78,9 @@ def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = 
     Under DDP a CUDA device is ``cuda:<local_rank>``.
 
     Raises:
-        ValueError: an unknown device string, a device type this machine does not have, or a CPU device with
-            an index (``cpu:3``).
+        ValueError: an unknown device string, a device type this machine does not have, a CUDA index it
+            does not have (read off the text: torch would wrap ``cuda:4096`` to ``cuda:0``), or a CPU device
+            with an index (``cpu:3``).
 
     Example:
         >>> resolve_device("cpu")
