@@ -44,6 +44,7 @@ __all__ = [
     "check_spatial_match",
     "dimension_order_hint",
     "drop_channel_dim",
+    "restore_id_layout",
     "savable",
     "slot_limit",
 ]
@@ -237,11 +238,13 @@ def drop_channel_dim(labels: Tensor) -> Tensor:
     return labels[:, 0] if labels.dim() == 4 else labels
 
 
-def check_label_map(labels: object, name: str = "superpixels") -> Tensor:
-    """Require an integer label map ``[B, H, W]`` or ``[B, 1, H, W]``; return it as ``[B, H, W]``."""
+def check_label_map(labels: object, name: str = "superpixels", *, unbatched: bool = False) -> Tensor:
+    """Require an integer label map ``[B, H, W]`` or ``[B, 1, H, W]`` (or ``[H, W]`` with ``unbatched``, for
+    the maps from ids to ids); return it as ``[B, H, W]`` (``[1, H, W]`` for ``[H, W]``)."""
+    shapes = "[B, H, W], [B, 1, H, W] or [H, W]" if unbatched else "[B, H, W] or [B, 1, H, W]"
     if not isinstance(labels, Tensor):
         raise TypeError(
-            f"{name} must be an integer torch.Tensor of shape [B, H, W], got {type(labels).__name__}"
+            f"{name} must be an integer torch.Tensor of shape {shapes}, got {type(labels).__name__}"
             f"{_numpy_hint(labels, name)}"
         )
     if labels.is_floating_point() and labels.dim() == 4 and labels.shape[1] > 1:  # features, not labels
@@ -254,9 +257,22 @@ def check_label_map(labels: object, name: str = "superpixels") -> Tensor:
             f"{name} must have an integer dtype (e.g. torch.int64), got {labels.dtype}; ids are labels, not "
             f"values: convert with {name}.long() (after rounding if they were resized)"
         )
+    if unbatched and labels.dim() == 2:
+        return labels[None]
     if labels.dim() not in (3, 4) or (labels.dim() == 4 and labels.shape[1] != 1):
-        raise ValueError(f"{name} must have shape [B, H, W] or [B, 1, H, W], got shape {tuple(labels.shape)}")
+        raise ValueError(f"{name} must have shape {shapes}, got shape {tuple(labels.shape)}")
     return drop_channel_dim(labels)
+
+
+def restore_id_layout(ids: Tensor, counts: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """``(ids, counts)`` of a map from ids to ids, computed as ``[B, H, W]`` and ``[B]``, in the layout of
+    its input ``like``: ``[B, 1, H, W]`` keeps its channel dim; ``[H, W]`` gives ``[H, W]`` and a 0-dim
+    count."""
+    if like.dim() == 2:
+        return ids[0], counts[0]
+    if like.dim() == 4:
+        return ids[:, None], counts
+    return ids, counts
 
 
 #: Why a label map or a mask cannot be mapped over by ``torch.func.vmap``.

@@ -240,13 +240,13 @@ def _merge_small(comp: npt.NDArray[np.int64], n: int, min_size: int) -> npt.NDAr
 
 
 def enforce_connectivity(
-    labels: Tensor, *, min_size: SupportsIndex = 1, validate: bool = True
+    superpixels: Tensor, *, min_size: SupportsIndex = 1, validate: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Split superpixels into 4-connected pieces, merge small pieces, relabel contiguously.
 
     Args:
-        labels (LongTensor[B, H, W] | LongTensor[B, 1, H, W] | LongTensor[H, W]): superpixel ids (any integer
-            values).
+        superpixels (LongTensor[B, H, W] | LongTensor[B, 1, H, W] | LongTensor[H, W]): superpixel ids (any
+            integer dtype and values).
         min_size (int): pieces with fewer pixels are merged into the neighbouring piece sharing the longest
             border (``1`` only splits).
         validate (bool): kept for the common signature: there is no value to check (types, shapes and devices
@@ -254,8 +254,10 @@ def enforce_connectivity(
 
     Returns:
         tuple[LongTensor[B, H, W], LongTensor[B]]: contiguous ids ``0..K_b - 1`` numbered in row-major order
-        of their first pixel, and ``K_b`` per image (shapes follow the input; ``K`` is a 0-dim tensor for an
-        unbatched input; an empty image, ``H`` or ``W = 0``, has ``K_b = 0``). On the input's device.
+        of their first pixel, and ``K_b`` per image, in the input's layout (as
+        :func:`~sparse_ops.relabel_contiguous`): ``[B, 1, H, W]`` keeps its channel dim, and ``[H, W]`` gives
+        ``[H, W]`` ids and a 0-dim ``K``; an empty image, ``H`` or ``W = 0``, has ``K_b = 0``. On the input's
+        device.
 
     Example:
         >>> lab = torch.tensor([[[0, 1, 0], [0, 1, 0], [2, 2, 2]]])
@@ -272,27 +274,14 @@ def enforce_connectivity(
                  [1, 1, 1]]])
     """
     validate = _checks.check_bool(validate, "validate")
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a Tensor, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-    if labels.dim() not in (2, 3) and not (labels.dim() == 4 and labels.shape[1] == 1):
-        raise ValueError(
-            f"labels must have shape [B, H, W], [B, 1, H, W] or [H, W], got shape {tuple(labels.shape)}"
-        )
+    labels = _checks.check_label_map(superpixels, unbatched=True)
     min_size = _checks.check_int(min_size, "min_size", 1)
-    if labels.dim() == 4:  # [B, 1, H, W]: the same, with the channel dim kept in the result
-        result4, k4 = _connectivity(labels[:, 0], min_size)
-        return result4[:, None], k4
-    return _connectivity(labels, min_size)
+    return _checks.restore_id_layout(*_connectivity(labels, min_size), superpixels)
 
 
 def _connectivity(labels: Tensor, min_size: int) -> tuple[Tensor, Tensor]:
-    """:func:`enforce_connectivity` of checked ``labels[B, H, W]`` or ``[H, W]``."""
-    unbatched = labels.dim() == 2
+    """:func:`enforce_connectivity` of checked ``labels[B, H, W]``."""
     arr = labels.detach().cpu().numpy()
-    if unbatched:
-        arr = arr[None]
     out = np.empty(arr.shape, dtype=np.int64)
     counts = np.empty(arr.shape[0], dtype=np.int64)
     for b in range(arr.shape[0]):
@@ -308,6 +297,4 @@ def _connectivity(labels: Tensor, min_size: int) -> tuple[Tensor, Tensor]:
         counts[b] = len(first)
     result = torch.from_numpy(out).to(labels.device)
     k = torch.from_numpy(counts).to(labels.device)
-    if unbatched:
-        return result[0], k[0]
     return result, k

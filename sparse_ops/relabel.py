@@ -21,12 +21,15 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
     sorted and compared, never shifted.
 
     Args:
-        superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W]): ids, any integer dtype (negative allowed).
+        superpixels (IntTensor[B, H, W] | IntTensor[B, 1, H, W] | IntTensor[H, W]): ids, any integer dtype
+            (negative allowed); ``[H, W]`` is one image, as scikit-image's ``slic`` returns it.
         validate (bool): kept for the common signature: there is no value to check (types, shapes and devices
             are always checked).
 
     Returns:
-        tuple[LongTensor[B, H, W], LongTensor[B]]: the new ids and ``K_b`` per image.
+        tuple[LongTensor[B, H, W], LongTensor[B]]: the new ids and ``K_b`` per image, in the input's layout
+        (as :func:`~sparse_ops.enforce_connectivity`): ``[B, 1, H, W]`` keeps its channel dim, and ``[H, W]``
+        gives ``[H, W]`` ids and a 0-dim ``K``.
 
     Example:
         >>> import torch
@@ -42,9 +45,12 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
         tensor([3, 1])
         >>> relabel_contiguous(torch.tensor([[[-(2**62), 2**62, 7]]]))[0]
         tensor([[[0, 2, 1]]])
+        >>> relabel_contiguous(torch.tensor([[1, 1, 4], [4, 9, 9]]))  # one [H, W] image (skimage's slic)
+        (tensor([[0, 0, 1],
+                [1, 2, 2]]), tensor(3))
     """
     validate = _checks.check_bool(validate, "validate")
-    labels = _checks.check_label_map(superpixels)
+    labels = _checks.check_label_map(superpixels, unbatched=True)
     b, h, w = labels.shape
     flat = labels.reshape(b, h * w)
     if flat.dtype == torch.uint64:  # the int64 keys of the same order: flip the sign bit
@@ -52,4 +58,4 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
     else:
         keys = flat.to(torch.long)
     ids, counts = compact_ids(keys)
-    return ids.view(b, h, w), counts
+    return _checks.restore_id_layout(ids.view(b, h, w), counts, superpixels)

@@ -195,17 +195,19 @@ def test_enforce_connectivity_keeps_a_channel_dim() -> None:
     out, k = enforce_connectivity(lab[:, None], min_size=2)
     expected, expected_k = enforce_connectivity(lab, min_size=2)
     assert torch.equal(out, expected[:, None]) and torch.equal(k, expected_k)
-    with pytest.raises(ValueError, match="labels must have shape"):
+    with pytest.raises(ValueError, match="superpixels must have shape"):
         enforce_connectivity(torch.zeros(1, 2, 3, 3, dtype=torch.long))
 
 
 def test_enforce_connectivity_errors() -> None:
-    with pytest.raises(TypeError, match=r"labels must be an integer tensor, got dtype torch\.float32"):
+    with pytest.raises(TypeError, match=r"superpixels must have an integer dtype .*got torch\.float32"):
         enforce_connectivity(torch.zeros(3, 3))
-    with pytest.raises(TypeError, match="labels must be a Tensor"):
+    with pytest.raises(
+        TypeError, match=r"superpixels must be an integer torch\.Tensor .*torch\.from_numpy\(superpixels\)"
+    ):
         enforce_connectivity(np.zeros((3, 3), dtype=int))  # type: ignore[arg-type]  # the error under test
     with pytest.raises(
-        ValueError, match=r"labels must have shape \[B, H, W\], \[B, 1, H, W\] or \[H, W\], got"
+        ValueError, match=r"superpixels must have shape \[B, H, W\], \[B, 1, H, W\] or \[H, W\], got"
     ):
         enforce_connectivity(torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="min_size must be >= 1, got 0"):

@@ -23,7 +23,12 @@ class TestRelabelContiguous(OpTester):
     half_precision = False
     errors = [  # noqa: RUF012  (a table read by the base class)
         ({0: lambda s: s.float()}, TypeError, "superpixels must have an integer dtype"),
-        ({0: lambda s: s[0]}, ValueError, r"superpixels must have shape \[B, H, W\]"),
+        (
+            {0: lambda s: s[0, 0]},
+            ValueError,
+            r"superpixels must have shape \[B, H, W\], \[B, 1, H, W\] or \[H, W\], got shape \(3,\)",
+        ),
+        ({0: lambda s: s[:, None].expand(-1, 2, -1, -1)}, ValueError, r"got shape \(3, 2, 2, 3\)"),
     ]
 
     def op(self, *args: Any, **kwargs: Any) -> Any:
@@ -67,9 +72,25 @@ def test_matches_numpy_unique_over_the_int64_range(
 def test_slic_start_label_one_and_channel_dim(device: torch.device) -> None:
     sp = torch.tensor([[[1, 1, 2], [4, 4, 2]]], dtype=torch.int32, device=device)[:, None]
     ids, k = relabel_contiguous(sp)
-    assert ids.tolist() == [[[0, 0, 1], [2, 2, 1]]] and k.tolist() == [3]
+    assert ids.tolist() == [[[[0, 0, 1], [2, 2, 1]]]] and k.tolist() == [3]  # the channel dim kept
     x = torch.randn(1, 2, 2, 3, device=device)
     torch.testing.assert_close(uniformize(x, ids, k), uniformize(x, sp))
+
+
+@pytest.mark.parametrize("layout", ["B,H,W", "B,1,H,W", "H,W"])
+def test_the_result_keeps_the_layout_of_the_input_as_enforce_connectivity(layout: str) -> None:
+    """The two maps from ids to ids take and give the same layouts (one image ``[H, W]``, as skimage's
+    ``slic`` returns it, gives ``[H, W]`` ids and a 0-dim count)."""
+    from sparse_ops import enforce_connectivity
+
+    sp = torch.tensor([[[7, 7, 3], [3, 3, 3]], [[2, 5, 5], [2, 2, 5]]])  # connected ids, in first-pixel order
+    x = {"B,H,W": sp, "B,1,H,W": sp[:, None], "H,W": sp[1]}[layout]
+    ids, k = relabel_contiguous(x)
+    assert ids.shape == x.shape and k.shape == (() if layout == "H,W" else (2,))
+    expected_ids, expected_k = TestRelabelContiguous().reference(x.reshape(-1, *x.shape[-2:]))
+    assert torch.equal(ids, expected_ids.view(x.shape)) and torch.equal(k, expected_k.view(k.shape))
+    c_ids, c_k = enforce_connectivity(x)
+    assert c_ids.shape == ids.shape and c_k.shape == k.shape and torch.equal(c_k, k)
 
 
 def test_batch_zero_and_empty_images() -> None:
