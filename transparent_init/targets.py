@@ -21,7 +21,10 @@ from ._checks import check_dense, check_int, check_not_meta
 __all__ = ["selection_weight"]
 
 
-def _resolve_indices(in_features: int, indices: object) -> list[int]:
+def _resolve_indices(in_features: int, indices: object) -> list[int] | Tensor:
+    """The indices as a list of ints, or, for an index tensor or array, as a 1-D int64 tensor on the CPU
+    (range-checked as a tensor: converting ten million indices to Python ints took seconds and hundreds of
+    megabytes before an out-of-range one was found)."""
     if isinstance(indices, slice):
         try:
             return list(range(*indices.indices(in_features)))
@@ -61,7 +64,12 @@ def _resolve_indices(in_features: int, indices: object) -> list[int]:
                 f"indices must be a 1-D integer tensor, "
                 f"got dtype {indices.dtype} and shape {list(indices.shape)}"
             )
-        return [int(i) for i in indices.tolist()]
+        flat = indices.detach().to("cpu")
+        if flat.dtype == torch.uint64:  # above 2**63 - 1 (negative as int64): would wrap, as for an array
+            wrapped = flat.view(torch.int64) < 0
+            if bool(wrapped.any()):
+                raise ValueError(f"indices must lie in int64, got {flat[wrapped][0].item()}")
+        return flat.to(torch.int64)
     if isinstance(indices, (str, bytes)) or not isinstance(indices, (Sequence, range)):
         raise TypeError(
             f"indices must be a sequence of ints, a range, a slice or a 1-D integer tensor or array, "
@@ -120,8 +128,8 @@ def selection_weight(
         TypeError: ``in_features`` not an int, ``indices`` not integers (or a sparse tensor), ``dtype`` not
             floating.
         ValueError: ``in_features < 1``, no index, an index outside ``[-in_features, in_features)``, a
-            ``uint64`` index array with a value above the int64 range, index tensors on the meta device (no
-            values), or a slice with step 0.
+            ``uint64`` index array or tensor with a value above the int64 range, index tensors on the meta
+            device (no values), or a slice with step 0.
 
     Example:
         >>> selection_weight(4, range(2, 4))  # [S, U] with C = 2 -> U
@@ -133,18 +141,23 @@ def selection_weight(
     """
     n_in = check_int(in_features, "in_features", minimum=1)
     idx = _resolve_indices(n_in, indices)
-    if not idx:
+    if len(idx) == 0:
         raise ValueError(f"indices must select at least one of the {n_in} input channels, got none")
-    bad = [i for i in idx if not -n_in <= i < n_in]
+    if isinstance(idx, list):
+        bad = [i for i in idx if not -n_in <= i < n_in]
+    else:
+        outside = (idx < -n_in) | (idx >= n_in)
+        bad = idx[outside][:5].tolist() if bool(outside.any()) else []
     if bad:
         raise ValueError(
             f"indices must lie in [-in_features, in_features) = [-{n_in}, {n_in}), got {bad[:5]}"
         )
-    idx = [i % n_in for i in idx]  # a negative index counts from the end, as in x[..., indices]
+    # a negative index counts from the end, as in x[..., indices]
+    columns = torch.as_tensor(idx, dtype=torch.int64, device="cpu") % n_in  # (not on a default meta device)
     if dtype is None:
         dtype = torch.get_default_dtype()
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    weight = torch.zeros(len(idx), n_in, dtype=dtype, device=device)
-    weight[torch.arange(len(idx), device=weight.device), torch.tensor(idx, device=weight.device)] = 1
+    weight = torch.zeros(len(columns), n_in, dtype=dtype, device=device)
+    weight[torch.arange(len(columns), device=weight.device), columns.to(weight.device)] = 1
     return weight
