@@ -278,7 +278,10 @@ def time_steps(
 ) -> dict[str, dict[str, Any]]:
     """Median / min seconds of every step, over rounds that alternate them (after warm-up steps).
 
-    ``"samples_s"`` keeps every round's time, so that ratios can be paired round by round.
+    ``"samples_s"`` keeps every round's time, so that ratios can be paired round by round;
+    ``"minor_faults"`` is the median number of the process's minor page faults during one step (``None``
+    where the platform does not count them): the host pages the step's allocations touch for the first time,
+    a cost on the CPU that the FLOP count does not show (see :func:`minor_faults`).
     """
     for fn in steps.values():
         for _ in range(args.warmup):
@@ -286,17 +289,43 @@ def time_steps(
     _sync(device)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     samples: dict[str, list[float]] = {k: [] for k in steps}
+    faults: dict[str, list[int]] = {k: [] for k in steps}
     for _ in range(args.rounds if rounds is None else rounds):
         for k, fn in steps.items():
             _sync(device)
+            f0 = minor_faults()
             t0 = clock()
             fn()
             _sync(device)
             samples[k].append(clock() - t0)
+            f1 = minor_faults()
+            if f0 is not None and f1 is not None:
+                faults[k].append(f1 - f0)
     return {
-        k: {"median_s": statistics.median(s), "min_s": min(s), "samples": len(s), "samples_s": s}
+        k: {
+            "median_s": statistics.median(s),
+            "min_s": min(s),
+            "samples": len(s),
+            "samples_s": s,
+            "minor_faults": statistics.median(faults[k]) if faults[k] else None,
+        }
         for k, s in samples.items()
     }
+
+
+def minor_faults() -> int | None:
+    """The process's minor page faults so far (``getrusage``), or ``None`` where there is no such count.
+
+    With glibc's default malloc, a large tensor freed at the end of a step can go back to the kernel and the
+    next step's tensor of that size then faults its pages in again (zero-filled); on the 2-core VM that was
+    about 11 000 faults (43 MiB) and tens of milliseconds per DeepLabV3+ step (benchmarks page, "CPU: page
+    faults of the allocator").
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 def paired_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -915,18 +944,20 @@ def main(argv: list[str] | None = None) -> dict:
     mem_name = _mem_name(device)
     print(
         f"{'variant':<18} {'step ms':>9} {'x deeplab':>10} {'paired':>7} {mem_name + ' MiB':>15} "
-        f"{'x deeplab':>10} {'GFLOP':>7} {'x deeplab':>10}"
+        f"{'x deeplab':>10} {'GFLOP':>7} {'x deeplab':>10} {'faults':>7}"
     )
     key = "cuda_peak_allocated" if device.type == "cuda" else "saved_activations"
     for r in rows:
         m = r["memory_bytes"][key]
         gflop = "-" if r.get("flops") is None else f"{r['flops'] / 1e9:.1f}"
+        faults = "-" if r.get("minor_faults") is None else f"{r['minor_faults']:.0f}"
         print(
             f"{r['variant']:<18} {1e3 * r['median_s']:>9.1f} {_fmt(r['time_ratio']):>10} "
             f"{_fmt(r['time_ratio_paired']):>7} {m / 2**20:>15.1f} {_fmt(r['memory_ratio']):>10} "
-            f"{gflop:>7} {_fmt(r.get('flop_ratio')):>10}"
+            f"{gflop:>7} {_fmt(r.get('flop_ratio')):>10} {faults:>7}"
         )
     print("GFLOP: convolutions and matrix products of one step, forward + backward (torch's FLOP counter)")
+    print("faults: the process's minor page faults during one step (median), the allocator's fresh pages")
 
     result: dict[str, Any] = {
         "benchmark": "joint training step vs DeepLabV3+ alone",
@@ -939,6 +970,8 @@ def main(argv: list[str] | None = None) -> dict:
             "torch": torch.__version__,
             "threads": args.threads,
             "load_average_at_start": load0,
+            # glibc's malloc options (they change the page faults of every step: see minor_faults)
+            "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},
         },
         "rows": rows,
     }

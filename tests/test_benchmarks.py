@@ -605,11 +605,33 @@ def test_bench_joint_time_steps_median_min_clock_and_rounds(monkeypatch):
     args = argparse.Namespace(warmup=1, rounds=3, clock="wall")
     steps = {"a": clocks.step(9.0, 1.0, 5.0, 2.0), "b": clocks.step(9.0, 4.0, 4.0, 1.0)}
     times = bench.time_steps(steps, args, torch.device("cpu"))
+    faults = times["a"].pop("minor_faults")  # the page faults of a step: counted, not faked here
+    assert faults is None or faults >= 0
     assert times["a"] == {"median_s": 2.0, "min_s": 1.0, "samples": 3, "samples_s": [1.0, 5.0, 2.0]}
     assert times["b"]["median_s"] == 4.0 and times["b"]["samples_s"] == [4.0, 4.0, 1.0]
     args.clock = "cpu"
     times = bench.time_steps({"a": clocks.step(9.0, 1.0, 3.0)}, args, torch.device("cpu"), rounds=2)
     assert times["a"]["samples_s"] == [2.0, 6.0]
+
+
+@pytest.mark.examples
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="minor page faults counted as on Linux")
+def test_bench_joint_counts_the_page_faults_of_a_step():
+    """A step that writes 64 MiB of freshly mapped memory faults its pages in; one that allocates nothing
+    does not (a count that cannot tell them apart would explain nothing)."""
+    import argparse
+    import mmap
+
+    bench = _import("bench_joint")
+    args = argparse.Namespace(warmup=0, rounds=3, clock="wall")
+
+    def touch() -> None:
+        with mmap.mmap(-1, 64 * 2**20) as m:  # anonymous pages: new to the process each time
+            m.write(b"x" * (64 * 2**20))
+
+    times = bench.time_steps({"touch": touch, "idle": lambda: None}, args, torch.device("cpu"))
+    assert times["touch"]["minor_faults"] >= 16  # 64 MiB: 16384 4-KiB pages, or 32 huge pages
+    assert times["idle"]["minor_faults"] < times["touch"]["minor_faults"]
 
 
 @pytest.mark.examples
