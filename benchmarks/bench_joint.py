@@ -50,7 +50,14 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+resource: ModuleType | None
+try:  # the page-fault count of every step (minor_faults); POSIX only
+    import resource
+except ImportError:  # Windows
+    resource = None
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -317,13 +324,11 @@ def minor_faults() -> int | None:
     """The process's minor page faults so far (``getrusage``), or ``None`` where there is no such count.
 
     With glibc's default malloc, a large tensor freed at the end of a step can go back to the kernel and the
-    next step's tensor of that size then faults its pages in again (zero-filled); on the 2-core VM that was
-    about 11 000 faults (43 MiB) and tens of milliseconds per DeepLabV3+ step (benchmarks page, "CPU: page
-    faults of the allocator").
+    next step's tensor of that size then faults its pages in again (zero-filled). On the 2-core AMD EPYC VM
+    (2026-12-04) that was about 8 650 faults (34 MiB) per step for every variant alike, and removing them with
+    glibc's ``MALLOC_*`` options did not make the steps faster (benchmarks page, 2026-12-04 paragraph).
     """
-    try:
-        import resource
-    except ImportError:  # Windows
+    if resource is None:  # Windows
         return None
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
