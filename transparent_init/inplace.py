@@ -324,7 +324,9 @@ def transparent_init_(
     left unchanged. In a low-precision dtype (float16, bfloat16) the target must be representable: a last
     layer whose exact solution overflows the dtype, or underflows so far that the stored stack would miss the
     target by more than rounding allows, raises ``ValueError`` naming the layer, the parameter, the dtype and
-    the magnitude, instead of leaving ``inf`` / ``NaN`` (or silently zero) weights.
+    the magnitude, instead of leaving ``inf`` / ``NaN`` (or silently zero) weights; so does a stack whose
+    finite weights would still overflow in a layer's sums for some input with ``max |x| <= 1`` where the
+    target map's outputs are finite.
 
     Args:
         sequential: the stack to initialize (modified in place, also returned).
@@ -356,7 +358,8 @@ def transparent_init_(
             ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a last layer without bias, a
             last layer without bias when a hidden layer from the first biased one on is not wider than the
             input (no exact solution: the message names the rule), a target not representable in the
-            layers' dtype (or so close to the float64 maximum that the solve overflows), a target on the
+            layers' dtype (or so close to the float64 maximum that the solve overflows, or whose stack
+            would overflow the dtype in its sums for inputs with ``max |x| <= 1``), a target on the
             meta device for layers that are not, a seed outside the int64 / uint64 range. A call that raises
             writes nothing and leaves the generator (or the global RNG) as it was.
 

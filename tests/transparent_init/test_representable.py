@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unittest.mock
+
 import pytest
 import torch
 from hypothesis import given
@@ -25,8 +28,19 @@ OVERFLOW = (
 UNDERFLOW = r"cannot realize the target map in {dtype}: .* fall below the smallest normal {dtype}"
 
 
+FORWARD_OVERFLOW_MESSAGE = "at initialization the stack's sums in this layer reach"
+BIAS_OVERFLOW = "the target map's output at x = 0 (its bias, up to"
+
+
 def _eye(n: int, scale: float) -> torch.Tensor:
     return torch.eye(n, dtype=torch.float64) * scale
+
+
+def _corners(n: int, r: float, dtype: torch.dtype) -> torch.Tensor:
+    """Every input of ``{-r, 0, r}^n`` (``3^n`` rows): the corners of the box, where a linear map's outputs
+    and the terms of its sums are largest, and the points between them."""
+    grid = torch.cartesian_prod(*[torch.tensor([-r, 0.0, r], dtype=torch.float64)] * n)
+    return grid.reshape(-1, n).to(dtype)
 
 
 @pytest.mark.parametrize(
@@ -119,6 +133,121 @@ def test_underflow_message_reports_the_stored_magnitudes() -> None:
     assert 0 < reported < torch.finfo(torch.float16).tiny
 
 
+@pytest.mark.parametrize(
+    "dtype,scale",
+    [(torch.float16, 3e4), (torch.bfloat16, 3e38), (torch.float32, 3e38), (torch.float64, 1e308)],
+    ids=["float16", "bfloat16", "float32", "float64"],
+)
+@pytest.mark.parametrize("cls", [TransparentLinear, TransparentConv1x1])
+def test_a_stack_whose_forward_overflows_where_the_target_does_not_raises(
+    dtype: torch.dtype, scale: float, cls: type
+) -> None:
+    """Before: every parameter was finite and the last layer exact, but the stack's forward returned inf for
+    ``x = 1`` (float32, 3e38 I: the target's output 3e38 is finite): the last layer's dense terms cancel, so
+    its sums run beyond its outputs. Now refused, naming the layer, the bound and the dtype."""
+    with pytest.raises(ValueError, match=r"^layer 2 \((Linear|Conv2d)\): " + FORWARD_OVERFLOW_MESSAGE) as e:
+        cls(4, [8], dtype=dtype, target_weight=_eye(4, scale), generator=0)
+    assert f"above the largest finite {dtype} ({torch.finfo(dtype).max:.3g})" in str(e.value)
+    assert "for inputs with max |x| <= 1," in str(e.value)
+
+
+def test_the_stacks_the_range_check_refused_did_overflow() -> None:
+    """The refused float32 stack, built without the check, really returns inf for a unit input whose target
+    output is finite; a target 30x smaller passes the check and stays finite at every corner of the box (the
+    bound is a worst case: here it is 12x the target's largest output)."""
+    with unittest.mock.patch.object(af, "check_forward_range"):
+        unchecked = TransparentLinear(4, [8], dtype=torch.float32, target_weight=_eye(4, 3e38), generator=0)
+    with torch.no_grad():
+        assert not bool(unchecked(torch.ones(1, 4)).isfinite().all())
+    smaller = TransparentLinear(4, [8], dtype=torch.float32, target_weight=_eye(4, 1e37), generator=0)
+    with torch.no_grad():
+        assert bool(smaller(_corners(4, 1.0, torch.float32)).isfinite().all())
+
+
+def test_the_range_check_uses_the_radius_where_the_target_itself_stays_finite() -> None:
+    """A target whose own outputs overflow float32 for unit inputs is checked on the smaller box where they do
+    not (its radius), and the message names that box (no radius where its bias alone overflows)."""
+    t_w = torch.full((2, 2), 2e38, dtype=torch.float64)  # row sums 4e38 > float32 max: radius 0.85
+    r = af.unit_input_radius(t_w, None, torch.float32)
+    assert r == pytest.approx(torch.finfo(torch.float32).max / 4e38)
+    assert af.unit_input_radius(t_w / 100, None, torch.float32) == 1.0
+    assert af.unit_input_radius(t_w, torch.full((2,), 4e38, dtype=torch.float64), torch.float32) is None
+    with pytest.raises(ValueError, match=FORWARD_OVERFLOW_MESSAGE) as e:
+        TransparentLinear(2, [4], dtype=torch.float32, target_weight=t_w, generator=0)
+    assert f"for inputs with max |x| <= {r:.3g}," in str(e.value)
+    layer = TransparentLinear(2, [4], dtype=torch.float32, target_weight=t_w / 100, generator=0)
+    with torch.no_grad():
+        assert bool(layer(_corners(2, 1.0, torch.float32)).isfinite().all())
+
+
+def test_a_target_bias_beyond_the_dtype_is_refused() -> None:
+    """Before: a bfloat16 stack towards a bias of -3.4e38 (above the largest bfloat16 in magnitude, with a
+    last-layer bias that still fit) built, and returned -inf for every input."""
+    t_b = torch.tensor([-3.4e38, 1.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^layer 2 \(Linear\): " + re.escape(BIAS_OVERFLOW) + r" 3.4e\+38"):
+        TransparentLinear(2, [4], dtype=torch.bfloat16, target_bias=t_b, generator=0)
+    TransparentLinear(2, [4], dtype=torch.float64, target_bias=t_b, generator=0)  # in range there
+
+
+TOP_DECADES = {torch.float16: (3.0, 5.0), torch.bfloat16: (35.0, 38.6), torch.float32: (35.0, 38.6)}
+
+
+@given(
+    st.sampled_from(sorted(TOP_DECADES, key=str)),
+    st.floats(0.0, 1.0),
+    st.integers(1, 5),
+    st.lists(st.integers(0, 3), min_size=1, max_size=2),
+    st.sampled_from([None, "relu", "leaky_relu"]),
+    st.floats(0.0, 100.0),
+    st.booleans(),
+    st.integers(0, 2**16),
+)
+def test_near_the_top_of_the_range_a_stack_raises_or_stays_finite(
+    dtype: torch.dtype,
+    where: float,
+    n: int,
+    extra: list[int],
+    act: str | None,
+    slope: float,
+    with_bias: bool,
+    seed: int,
+) -> None:
+    """Targets within a few decades of the dtype's maximum, any depth, activation and LeakyReLU slope (a
+    slope above 1 makes ``|act(-z)|`` larger than ``|z|``): the stack either raises a named ValueError or its
+    forward pass in its own dtype is finite at every point of ``{-r, 0, r}^n``."""
+    low, high = TOP_DECADES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    scale = 10.0 ** (low + where * (high - low))
+    t_w = torch.randn(n, n, generator=g, dtype=torch.float64) * scale
+    t_b = torch.randn(n, generator=g, dtype=torch.float64) * scale if with_bias else None
+    try:
+        layer = TransparentLinear(
+            n,
+            [n + e for e in extra],
+            activation=act,
+            negative_slope=slope if act == "leaky_relu" else None,
+            target_weight=t_w,
+            target_bias=t_b,
+            dtype=dtype,
+            generator=seed,
+        )
+    except ValueError as e:
+        assert str(dtype) in str(e)
+        return
+    r = af.unit_input_radius(t_w, t_b, dtype)
+    assert r is not None
+    with torch.no_grad():
+        assert bool(layer(_corners(n, r, dtype)).isfinite().all())
+
+
+def test_inplace_refuses_a_forward_that_overflows_and_writes_nothing() -> None:
+    seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3))
+    before = [p.detach().clone() for p in seq.parameters()]
+    with pytest.raises(ValueError, match=r"^layer 2 \(Linear\): " + FORWARD_OVERFLOW_MESSAGE):
+        transparent_init_(seq, target_weight=_eye(3, 3e38), generator=0)
+    assert all(torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_inplace_is_atomic_on_error(dtype: torch.dtype) -> None:
     seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)).to(dtype)
@@ -178,16 +307,18 @@ def test_random_uniform_bound_beyond_dtype_raises() -> None:
 
 @given(
     st.sampled_from([torch.float16, torch.bfloat16, torch.float32]),
-    st.integers(-45, 45),
+    st.integers(-45, 45) | st.floats(4.0, 5.0) | st.floats(36.0, 39.0),
     st.integers(1, 6),
     st.sampled_from([None, "relu", "leaky_relu"]),
     st.booleans(),
 )
 def test_raises_or_realizes_the_target(
-    dtype: torch.dtype, log_scale: int, n: int, act: str | None, with_bias: bool
+    dtype: torch.dtype, log_scale: float, n: int, act: str | None, with_bias: bool
 ) -> None:
-    """For any target scale: either a clear ValueError, or finite weights that realize the target."""
-    g = torch.Generator().manual_seed(log_scale + 100)
+    """For any target scale (finely near the float16 and float32 maxima): either a clear ValueError, or finite
+    weights that realize the target and a forward pass in the stack's dtype that stays finite wherever the
+    target's does."""
+    g = torch.Generator().manual_seed(round(log_scale) + 100)
     t_w = torch.randn(n, n, generator=g, dtype=torch.float64) * 10.0**log_scale
     t_b = torch.randn(n, generator=g, dtype=torch.float64) * 10.0**log_scale if with_bias else None
     try:
@@ -196,9 +327,22 @@ def test_raises_or_realizes_the_target(
         )
     except ValueError as e:
         assert str(dtype) in str(e) and f"layer {1 if act is None else 2} (Linear)" in str(e)
-        assert ("cannot be stored" in str(e)) or ("below the smallest normal" in str(e))
+        assert any(
+            m in str(e)
+            for m in (
+                "cannot be stored",
+                "below the smallest normal",
+                FORWARD_OVERFLOW_MESSAGE,
+                BIAS_OVERFLOW,
+            )
+        )
         return
     assert all(bool(p.isfinite().all()) for p in layer.parameters())
+    # and the stack as stored, in its own dtype, stays finite wherever the target map does for unit inputs
+    r = af.unit_input_radius(t_w, t_b, dtype)
+    assert r is not None  # (refused above)
+    with torch.no_grad():
+        assert bool(layer(_corners(n, r, dtype)).isfinite().all())
     # the stored layers evaluated exactly (float64) realize the target within the last layer's rounding
     x = uniform((9, n), 1.0, 0, dtype)
     b = bound(layer.layers, x, t_w, t_b)
