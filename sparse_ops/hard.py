@@ -8,7 +8,10 @@ so a uniform association reproduces the regular grid.
 :func:`~sparse_ops.enforce_connectivity` splits every superpixel into its connected pieces and merges pieces
 smaller than ``min_size`` pixels into the adjacent piece with which they share the longest border (ties: the
 lowest id), smallest pieces first; the result is relabelled to contiguous ids ``0..K_b - 1``. It runs on the
-CPU with numpy/scipy (a post-processing step, not differentiable) and returns tensors on the input device.
+CPU with numpy/scipy (a post-processing step, not differentiable) and returns tensors on the input device. It
+reads the ids, so it cannot run on the meta device (a ``ValueError`` naming the argument), while
+``torch.export`` traces (a ``ValueError``: run it on the exported program's output) or under a
+``torch.func.vmap`` over the label map (a ``NotImplementedError``: loop over the label maps).
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ def hard_superpixels(
             "export the network that gives assoc, and call hard_superpixels(assoc, cell_size, "
             "connectivity=True) on the exported program's output",
         )
+        _check_host_values(assoc, "assoc", "connectivity=True relabels the ids with numpy on the host")
         if min_size is None:
             min_size = max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells(H, W, cell_size)))
         labels, counts = _connectivity(labels, min_size)
@@ -275,8 +279,22 @@ def enforce_connectivity(
     """
     validate = _checks.check_bool(validate, "validate")
     labels = _checks.check_label_map(superpixels, unbatched=True)
+    _checks.check_not_vmapped(labels, "superpixels")
     min_size = _checks.check_int(min_size, "min_size", 1)
+    _checks.check_not_exporting(
+        "enforce_connectivity relabels the ids with numpy on the host",
+        "export the network that gives superpixels, and call enforce_connectivity(superpixels) on the "
+        "exported program's output",
+    )
+    _check_host_values(labels, "superpixels", "enforce_connectivity relabels them with numpy on the host")
     return _checks.restore_id_layout(*_connectivity(labels, min_size), superpixels)
+
+
+def _check_host_values(t: Tensor, name: str, why: str) -> None:
+    """Refuse ``t`` on the meta device, which holds no values for the numpy connectivity step (``why``);
+    PyTorch's own error there is "Cannot copy out of meta tensor; no data!"."""
+    if t.is_meta:
+        raise ValueError(f"{name} must hold values ({why}), got a Tensor on the meta device")
 
 
 def _connectivity(labels: Tensor, min_size: int) -> tuple[Tensor, Tensor]:

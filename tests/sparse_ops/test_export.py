@@ -334,6 +334,11 @@ _REFUSED: dict[str, tuple[Callable[..., Any], tuple[str, ...], str]] = {
         ("assoc",),
         "connectivity=True relabels the ids with numpy on the host.*on the exported program's output",
     ),
+    "enforce_connectivity": (  # before: "RuntimeError: .numpy() is not supported for tensor subclasses"
+        lambda ids: so.enforce_connectivity(ids)[0],
+        ("ids",),
+        "enforce_connectivity relabels the ids with numpy on the host.*on the exported program's output",
+    ),
 }
 
 

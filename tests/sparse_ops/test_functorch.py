@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.func as tf
 
-from sparse_ops import superpixel_pool, superpixel_unpool, uniformize
+from sparse_ops import enforce_connectivity, superpixel_pool, superpixel_unpool, uniformize
 
 # torch loads its forward-AD decompositions with torch.jit.script on the first dual tensor
 # (torch/_decomp/decompositions_for_jvp.py), which warns on torch >= 2.14; not our code
@@ -73,6 +73,8 @@ MAPPED_LABEL_OPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "pool": lambda s: superpixel_pool(X, s, 6),
     "pool_max_sparse": lambda s: superpixel_pool(X, s, 6, reduce="max", backend="sparse"),
     "unpool_with_grad": lambda s: superpixel_unpool(POOLED_GRAD, s),
+    # before: "RuntimeError: Cannot access data pointer of Tensor that doesn't have storage"
+    "enforce_connectivity": lambda s: enforce_connectivity(s)[0],
 }
 
 

@@ -252,3 +252,16 @@ def test_hard_superpixels_refuses_empty_images_naming_assoc(size: tuple[int, int
         ValueError, match=rf"assoc must have H, W >= 1.*got shape \(1, 9, {size[0]}, {size[1]}\)"
     ):
         hard_superpixels(torch.zeros(1, 9, *size), 2, connectivity=True)
+
+
+def test_the_connectivity_step_on_meta_names_the_argument() -> None:
+    """The numpy connectivity step reads the ids: on the meta device (no values) a ``ValueError`` names the
+    argument instead of PyTorch's "Cannot copy out of meta tensor; no data!"; ``hard_superpixels`` without it
+    still runs there."""
+    with torch.device("meta"):
+        labels, assoc = torch.zeros(1, 4, 4, dtype=torch.long), torch.rand(1, 9, 4, 4)
+        with pytest.raises(ValueError, match=r"^superpixels must hold values \(enforce_connectivity .*meta"):
+            enforce_connectivity(labels)
+        with pytest.raises(ValueError, match=r"^assoc must hold values \(connectivity=True .*meta device"):
+            hard_superpixels(assoc, 2, connectivity=True)
+        assert hard_superpixels(assoc, 2).is_meta
