@@ -87,6 +87,9 @@ def num_grid_cells(height: SupportsIndex, width: SupportsIndex, cell_size: Suppo
 def _pixel_cells(
     height: int, width: int, cell_size: int, device: torch.device | str | int | None
 ) -> tuple[Tensor, Tensor]:
+    # a cell at least as large as the image is one cell whatever its size: a cell side from 2**63 on wrapped
+    # in the tensor division (2**63 became -2**63) or raised an OverflowError
+    cell_size = min(cell_size, max(height, width))
     rows = torch.arange(height, device=device) // cell_size
     cols = torch.arange(width, device=device) // cell_size
     return rows, cols

@@ -117,6 +117,18 @@ def test_pixel_xy_is_exact_up_to_the_dtype_limit(dtype: torch.dtype, side: int) 
     assert torch.equal(xy[0, 1, :, 0].double(), expected)
 
 
+@pytest.mark.parametrize("cell_size", [2**63 - 1, 2**63, 2**64 + 1, 10**40])
+def test_a_cell_beyond_the_int64_range_is_one_cell(cell_size: int) -> None:
+    """Any cell at least as large as the image is the single cell 0. A cell size from 2**63 on wrapped in the
+    tensor division of the pixel coordinates (2**63 became -2**63: ids -1 and -2, every neighbour out of the
+    image) or raised an OverflowError that named no argument (from 2**64)."""
+    ids, valid = neighbour_cell_ids(3, 4, cell_size)
+    assert grid_cell_ids(3, 4, cell_size).eq(0).all()
+    torch.testing.assert_close(ids, torch.zeros(9, 3, 4, dtype=torch.long))
+    torch.testing.assert_close(valid, neighbour_validity(3, 4, 4))
+    torch.testing.assert_close(neighbour_validity(3, 4, cell_size), neighbour_validity(3, 4, 4))
+
+
 def test_batch_of_zero_gives_empty_maps() -> None:
     assert pixel_xy(3, 4, batch_size=0).shape == (0, 2, 3, 4)
     assert grid_cell_ids(3, 4, 2, batch_size=0).shape == (0, 3, 4)

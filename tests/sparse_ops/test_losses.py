@@ -335,6 +335,10 @@ def test_huge_cell_size_is_one_cell() -> None:
     torch.testing.assert_close(
         spixel_loss(assoc, target, 10**12).semantic, spixel_loss(assoc, target, 4).semantic
     )
+    for cell_size in (2**63, 2**64 + 1):  # beyond int64: the grid wrapped (or raised an OverflowError)
+        out = spixel_loss(assoc, target, cell_size)
+        torch.testing.assert_close(out.semantic, spixel_loss(assoc, target, 4).semantic)
+        torch.testing.assert_close(out.position, spixel_loss(assoc, target, 4).position)
 
 
 @settings(max_examples=budget(15), deadline=None)
