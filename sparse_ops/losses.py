@@ -105,7 +105,8 @@ def _labels(
     target: Tensor, ignore_index: int, num_classes: int | None, validate: bool
 ) -> tuple[Tensor, Tensor, int]:
     """The valid pixels ``[B, H, W]``, the labels ``[B, H, W]`` (0 at ignored pixels; outside ``[0, K)`` only
-    when not validated) and the number of classes ``K`` (inferred from the largest label if ``None``).
+    when not validated) and the number of classes ``K`` (inferred from the largest label if ``None``, at least
+    1: unvalidated labels that are all below 0 inferred ``K <= 0``, and a table with a negative size).
 
     The labels are compared with ``ignore_index`` as int64, so every integer dtype behaves as int64 does: in
     the label map's own dtype the comparison wrapped (``ignore_index=256`` is 0 in uint8, which ignored every
@@ -151,7 +152,7 @@ def _labels(
                 "pixel "
                 f"is probably a stray label); pass num_classes, or set ignore_index to that label"
             )
-        num_classes = largest + 1
+        num_classes = max(largest, 0) + 1  # unvalidated labels all below 0 are no class: still one class
     elif validate and largest >= num_classes:
         raise ValueError(f"target labels must be < num_classes={num_classes}, got label {largest}")
     return valid, labels, num_classes
@@ -243,8 +244,9 @@ def spixel_loss(
         mask (BoolTensor[B, H, W] | None): additionally restrict both terms (and the pooling) to these pixels.
         pos_weight (float): ``m``; the position term is weighted by ``m / S``.
         ignore_index (int): label of ignored pixels (integer targets only).
-        num_classes (int | None): number of classes of an integer target; inferred as ``max label + 1`` if
-            ``None`` (a host synchronisation, and at most 4096 classes: pass it in training loops).
+        num_classes (int | None): number of classes of an integer target; inferred as ``max label + 1``
+            (at least 1) if ``None`` (a host synchronisation, and at most 4096 classes: pass it in training
+            loops).
         eps (float): added inside the logarithm of the cross-entropy.
         renormalize (bool): border convention of the soft pooling (see :mod:`sparse_ops.soft`).
         validate (bool): check the label range and the association's values (a host-device

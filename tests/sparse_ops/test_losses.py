@@ -329,6 +329,19 @@ def test_unvalidated_labels_outside_the_classes_add_no_cross_entropy() -> None:
     torch.testing.assert_close(out.total.item(), total)
 
 
+def test_unvalidated_labels_all_below_zero_infer_one_class() -> None:
+    """num_classes=None, validate=False: the inferred class count is at least 1. Labels that are all below 0
+    (none ignored) inferred largest + 1 classes (-4 for -5: a RuntimeError creating the table with a negative
+    dimension); none of them is a class, so they add no cross-entropy and still count in the pooling."""
+    assoc = torch.softmax(torch.randn(2, 9, 5, 6, dtype=torch.float64), 1)
+    target = torch.full((2, 5, 6), -5)
+    target[1, 2, 3] = -3
+    out = spixel_loss(assoc, target, 2, validate=False)
+    torch.testing.assert_close(out, spixel_loss(assoc, target, 2, num_classes=1, validate=False))
+    assert out.semantic.item() == 0
+    torch.testing.assert_close(out.position.item(), ref_loss(assoc, target, 2, num_classes=1)[2])
+
+
 def test_huge_cell_size_is_one_cell() -> None:
     assoc = torch.softmax(torch.randn(1, 9, 4, 4, dtype=torch.float64), 1)
     target = torch.randint(0, 3, (1, 4, 4))
