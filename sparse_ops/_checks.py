@@ -130,7 +130,7 @@ def check_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
 
 def check_number(value: object, name: str, minimum: float) -> float:
     """Return a real number (not a ``bool`` of any kind, not a string, not a tensor that is not 0-d)
-    ``>= minimum`` as a ``float``."""
+    ``>= minimum`` as a ``float`` (``inf`` for an int beyond the float range)."""
     if isinstance(value, (str, bytes, bytearray)):  # float("0.5") would parse it: a string is not a number
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     if _is_bool(value):  # float(True) is 1.0: refused, as check_int refuses it
@@ -149,7 +149,10 @@ def check_number(value: object, name: str, minimum: float) -> float:
             raise TypeError(f"{name} must be a real number, got {_describe(value)}") from None
     if not value >= minimum:  # also rejects NaN
         raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range (10**400): inf, as a float overflow rounds
+        return float("inf")
 
 
 def check_option(value: object, name: str, choices: Sequence[object]) -> None:

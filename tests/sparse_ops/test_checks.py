@@ -69,6 +69,19 @@ def test_pairs_options_and_numbers() -> None:
             _checks.check_number(wrong, "w", 0.0)
 
 
+def test_an_int_beyond_the_float_range_is_an_infinite_number() -> None:
+    """float(10**400) raises an OverflowError that names no argument (spixel_loss(pos_weight=10**400) raised
+    it); such an int rounds to inf, as a float overflow does, and is then checked as inf is."""
+    assert _checks.check_number(10**400, "w", 0.0) == float("inf")
+    with pytest.raises(ValueError, match=r"w must be a number >= 0\.0, got -1000"):
+        _checks.check_number(-(10**400), "w", 0.0)
+    assoc = torch.softmax(torch.randn(1, 9, 4, 4, generator=torch.Generator().manual_seed(0)), 1)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    out = so.spixel_loss(assoc, target, 2, pos_weight=10**400)
+    assert torch.equal(out.total, so.spixel_loss(assoc, target, 2, pos_weight=float("inf")).total)
+    assert so.SpixelLoss(2, eps=10**400).eps == float("inf")
+
+
 def test_slot_limit_names_the_largest_id_and_the_fix() -> None:
     assert _checks.slot_limit(16) == 2**16 and _checks.slot_limit(2**20) == 2**24
     _checks.check_slot_count(2**16, 16, inferred=True)
