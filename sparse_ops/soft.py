@@ -26,7 +26,7 @@ nothing and is reconstructed as 0 (whatever the features); a cell that receives 
 ``mask`` leaves pixels out of the pooling (their weights count as 0 there); they are still reconstructed. The
 products multiply every feature by all 9 weights of its pixel, so an infinite feature also reaches the cells
 its pixel has weight 0 for, as NaN (IEEE :math:`0 \cdot \infty`); mask such pixels out to keep the other cells
-finite.
+finite. A NaN weight (``validate=False``) makes the centres it weighs on NaN (not "no mass": never hidden).
 
 **Implementation.** Exact dense block formulation: the image is cut into its ``n_h x n_w`` cells (one block of
 the whole image side when the cell is larger than it, so memory never depends on ``cell_size``), and for every
@@ -278,8 +278,10 @@ def _pool_blocks(fb: Tensor, qb: Tensor, dtype: torch.dtype) -> Tensor:
         num, mass = num[:, :, :, 0], mass[:, :, :, 0]
     num = _shift_to_targets(num.permute(0, 3, 4, 1, 2))
     mass = _shift_to_targets(mass.permute(0, 3, 4, 1, 2))
-    safe = torch.where(mass > 0, mass, torch.ones_like(mass))
-    centres = torch.where(mass > 0, num / safe, torch.zeros_like(num)).to(dtype)
+    # no mass: centre 0; a NaN mass (a NaN weight, unvalidated) is not "no mass": a NaN centre, never hidden
+    empty = mass <= 0
+    safe = torch.where(empty, torch.ones_like(mass), mass)
+    centres = torch.where(empty, torch.zeros_like(num), num / safe).to(dtype)
     return _float64.to_device(centres, device) if on_host else centres
 
 

@@ -373,6 +373,20 @@ def test_label_path_over_chunked_cells_gives_the_reference(chunk: int, seed: int
     torch.testing.assert_close(out.total.item(), total)
 
 
+def test_an_unvalidated_nan_association_reaches_the_pooled_classes_it_weighs_on() -> None:
+    """As in the soft pool: a NaN weight (validate=False) makes the mass of the cells it weighs on NaN, and
+    their pooled classes NaN, so every pixel reconstructed from them is NaN (a ``mass > 0`` test made them 0:
+    the other pixels of those cells were reconstructed finite)."""
+    q = torch.softmax(torch.randn(1, 9, 8, 8, generator=torch.Generator().manual_seed(0)), 1)
+    q = soft_module._normalized(q, 2, True)
+    q[0, :, 0, 0] = float("nan")  # weighs on cells (0, 0), (0, 1), (1, 0), (1, 1)
+    labels = torch.randint(0, 3, (1, 8, 8), generator=torch.Generator().manual_seed(1))
+    every = torch.ones(1, 8, 8, dtype=torch.bool)
+    own = _own_label_reconstruction(q, every, labels, every, 3, soft_module._blocks(8, 8, 2))
+    assert own[0, :2, :2].isnan().all()  # cell (0, 0): every candidate of its pixels is a reached cell
+    assert own[0, 6:, 6:].isfinite().all()  # cell (3, 3): no candidate is
+
+
 def test_label_table_adds_the_chunks_of_a_large_cell_in_float64() -> None:
     """float32 weights with 17 fraction bits: every (chunk, class) entry of the table is exact, the cell sums
     (26 bits) are not. Both classes get the same weights, the second in the reverse chunk order, so their

@@ -236,6 +236,25 @@ def test_masked_pixels_are_left_out_exactly() -> None:
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("renormalize", [True, False])
+def test_an_unvalidated_nan_association_reaches_the_centres_it_weighs_on(renormalize: bool) -> None:
+    """validate=False skips the value check: a NaN weight (a softmax of NaN logits) makes the mass of every
+    cell it weighs on NaN, and such a centre is NaN, as for a NaN feature. A ``mass > 0`` test read it as a
+    cell without mass: centre 0, a finite pooling (all zeros for an all-NaN association) and no gradient."""
+    f = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    assoc = torch.softmax(torch.randn(2, 9, 6, 6, generator=torch.Generator().manual_seed(1)), 1)
+    assoc[0, :, 0, 0] = float("nan")  # candidates inside the image: cells (0, 0), (0, 1), (1, 0), (1, 1)
+    out = soft_superpixel_pool(f, assoc, 2, renormalize=renormalize, validate=False)
+    reached = torch.zeros(2, 3, 3, 3, dtype=torch.bool)
+    reached[0, :, :2, :2] = True
+    assert out[reached].isnan().all()
+    mask = torch.ones(2, 6, 6, dtype=torch.bool)
+    mask[0, 0, 0] = False
+    without = soft_superpixel_pool(f, assoc, 2, mask=mask, renormalize=renormalize, validate=False)
+    assert torch.equal(out[~reached], without[~reached])
+    assert soft_superpixel_pool(f, torch.full_like(assoc, math.nan), 2, validate=False).isnan().all()
+
+
 def test_mixed_dtypes_promote() -> None:
     assert soft_superpixel_pool(F.double(), A, 2).dtype == torch.float64
     assert soft_uniformize(F.half(), A, 2).dtype == torch.float32
