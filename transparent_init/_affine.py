@@ -434,7 +434,9 @@ def check_forward_range(
     is not tight: ``TransparentLinear(42, [64, 64])`` in float32 accepts identities scaled up to 4.2e37, where
     8192 random corners of the box stayed finite up to 1.5e38 (a factor 8 below the float32 maximum against
     2.3; at 4 -> 8 -> 4, 3.5 against 1.5). A target bias beyond the range (the output at ``x = 0``) raises as
-    such.
+    such. The sums bound only the terms ``|w| |act|``, where a LeakyReLU of slope :math:`a > 1` divides the
+    next weights by :math:`g` but outputs ``act(-z) = -a z`` itself: its largest output :math:`a \max \bar
+    z_l` (attained) must stay within the dtype of layer ``l`` too, or it raises, naming the slope.
 
     Args:
         stored: the real ``(weight, bias)`` of every layer as stored (``dtypes[i]``).
@@ -448,7 +450,8 @@ def check_forward_range(
         names: how the message names each layer.
 
     Raises:
-        ValueError: naming the first layer whose sums can overflow, the bound, the radius and the dtype.
+        ValueError: naming the first layer whose sums (or the LeakyReLU after it) can overflow, the bound,
+            the radius and the dtype.
     """
 
     def remedy(dtype: torch.dtype) -> str:
@@ -475,6 +478,22 @@ def check_forward_range(
 
     z = torch.full((in_features,), r, dtype=torch.float64, device="cpu")  # the inputs, then each layer's z
     for i, (w, b) in enumerate(stored):
+        slope = negative_slopes[i - 1] if i > 0 and activations[i - 1] == "leaky_relu" else 0.0
+        if slope > 1.0:  # act(-z) = -slope z is the largest activation, and not a term of the sums below
+            prev = torch.finfo(dtypes[i - 1])
+            reach = slope * (float(z.max()) if z.numel() else 0.0)
+            if not reach <= prev.max / (1.0 + (stored[i - 1][0].shape[1] + 2) * prev.eps):
+                raise ValueError(
+                    f"{names[i - 1]}: at initialization the LeakyReLU after this layer (negative_slope="
+                    f"{slope:g}) outputs up to {reach:.3g} for inputs with max |x| <= {r:.3g}, above the "
+                    f"largest finite {dtypes[i - 1]} ({prev.max:.3g}), where the target map's outputs stay "
+                    "finite: its forward pass would return inf; use a smaller negative_slope"
+                    + (
+                        f", or keep the stack in a wider dtype such as {_WIDER[dtypes[i - 1]]}"
+                        if dtypes[i - 1] in _WIDER
+                        else ""
+                    )
+                )
         size = w.double().abs()
         gain = 1.0
         if i > 0 and activations[i - 1] is not None:  # twin columns [act(z), act(-z)]

@@ -325,8 +325,8 @@ def transparent_init_(
     layer whose exact solution overflows the dtype, or underflows so far that the stored stack would miss the
     target by more than rounding allows, raises ``ValueError`` naming the layer, the parameter, the dtype and
     the magnitude, instead of leaving ``inf`` / ``NaN`` (or silently zero) weights; so does a stack whose
-    finite weights would still overflow in a layer's sums for some input with ``max |x| <= 1`` where the
-    target map's outputs are finite.
+    finite weights would still overflow in a layer's sums (or a LeakyReLU's outputs, for a slope above 1) for
+    some input with ``max |x| <= 1`` where the target map's outputs are finite.
 
     Args:
         sequential: the stack to initialize (modified in place, also returned).
@@ -359,9 +359,9 @@ def transparent_init_(
             last layer without bias when a hidden layer from the first biased one on is not wider than the
             input (no exact solution: the message names the rule), a target not representable in the
             layers' dtype (or so close to the float64 maximum that the solve overflows, or whose stack
-            would overflow the dtype in its sums for inputs with ``max |x| <= 1``), a target on the
-            meta device for layers that are not, a seed outside the int64 / uint64 range. A call that raises
-            writes nothing and leaves the generator (or the global RNG) as it was.
+            would overflow the dtype in its sums or LeakyReLU outputs for inputs with ``max |x| <= 1``), a
+            target on the meta device for layers that are not, a seed outside the int64 / uint64 range. A
+            call that raises writes nothing and leaves the generator (or the global RNG) as it was.
 
     Example:
         >>> import torch

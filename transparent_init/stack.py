@@ -354,8 +354,8 @@ class TransparentLinear(_TransparentStack):
         ValueError: a bad value, naming the argument, the expected and the actual value; a hidden width
             below the input width; a target map the dtype cannot represent (overflow or underflow of the
             last layer, naming the layer, the parameter, the dtype and the magnitude), or one whose stack
-            would overflow the dtype in its sums for inputs with ``max |x| <= 1`` where the map does not
-            (naming the layer and the bound).
+            would overflow the dtype in its sums (or in a LeakyReLU's outputs, for a slope above 1) for
+            inputs with ``max |x| <= 1`` where the map does not (naming the layer and the bound).
 
     Shape:
         - Input: ``(*, C_in)``.
@@ -451,8 +451,8 @@ class TransparentConv1x1(_TransparentStack):
         ValueError: a bad value, naming the argument, the expected and the actual value; a hidden width
             below the input width; a target map the dtype cannot represent (overflow or underflow of the
             last layer, naming the layer, the parameter, the dtype and the magnitude), or one whose stack
-            would overflow the dtype in its sums for inputs with ``max |x| <= 1`` where the map does not
-            (naming the layer and the bound).
+            would overflow the dtype in its sums (or in a LeakyReLU's outputs, for a slope above 1) for
+            inputs with ``max |x| <= 1`` where the map does not (naming the layer and the bound).
 
     Shape:
         - Input: ``(N, C_in, H, W)``.

@@ -240,6 +240,47 @@ def test_near_the_top_of_the_range_a_stack_raises_or_stays_finite(
         assert bool(layer(_corners(n, r, dtype)).isfinite().all())
 
 
+LEAKY_OVERFLOW = r"at initialization the LeakyReLU after this layer \(negative_slope={slope}\) outputs up to"
+
+
+def test_a_leaky_relu_whose_outputs_overflow_the_dtype_raises() -> None:
+    """Before: a float16 stack with negative_slope=1.2e4 was accepted and returned inf / NaN at corners of the
+    unit box (its sums are bounded, but ``act(-z) = -1.2e4 z`` itself passed 65504 for ``z > 5.5``, and ``z``
+    reaches 7.0): the check bounded the terms ``|w| |act|`` (the next weights are divided by ``1 + slope``)
+    and never the activation's own outputs. Now refused, naming the layer before it, the slope and the
+    dtype; without the check the stack does overflow at the corners ``sign(W_1)``, where ``z`` is largest,
+    and a slope the check accepts stays finite there."""
+    kwargs = {"activation": "leaky_relu", "dtype": torch.float16, "generator": 0}
+    with pytest.raises(
+        ValueError, match=r"^layer 0 \(Linear\): " + LEAKY_OVERFLOW.format(slope="12000")
+    ) as e:
+        TransparentLinear(64, [64], negative_slope=1.2e4, **kwargs)
+    assert "above the largest finite torch.float16 (6.55e+04)" in str(e.value)
+    assert "use a smaller negative_slope, or keep the stack in a wider dtype such as float32" in str(e.value)
+    with unittest.mock.patch.object(af, "check_forward_range"):
+        unchecked = TransparentLinear(64, [64], negative_slope=1.2e4, **kwargs)
+    with torch.no_grad():
+        assert not bool(unchecked(unchecked.layers[0].weight.sign()).isfinite().all())
+    layer = TransparentLinear(64, [64], negative_slope=8e3, **kwargs)
+    random = (torch.rand(4096, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1).sign().half()
+    with torch.no_grad():
+        assert bool(layer(torch.cat([layer.layers[0].weight.sign(), random])).isfinite().all())
+
+
+def test_inplace_refuses_a_leaky_relu_that_overflows_between_other_activations() -> None:
+    """A float32 stack whose first LeakyReLU has slope 3e38 (a ReLU before the last layer, so the last
+    layer's weights are not divided by it and stay normal) returned inf / NaN for 28 % of the unit box."""
+    seq = nn.Sequential(nn.Linear(4, 16), nn.LeakyReLU(3e38), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    before = [p.detach().clone() for p in seq.parameters()]
+    with pytest.raises(ValueError, match=r"^layer 0 \(Linear\): " + LEAKY_OVERFLOW.format(slope="3e\\+38")):
+        transparent_init_(seq, generator=0)
+    assert all(torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True))
+    seq[1].negative_slope = 1e38  # z stays below 2 here: finite at every corner
+    transparent_init_(seq, generator=0)
+    with torch.no_grad():
+        assert bool(seq(_corners(4, 1.0, torch.float32)).isfinite().all())
+
+
 def test_inplace_refuses_a_forward_that_overflows_and_writes_nothing() -> None:
     seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3))
     before = [p.detach().clone() for p in seq.parameters()]
