@@ -1602,7 +1602,10 @@ def _run_locked(
             if note is not None:
                 print(note, flush=True)
     del ckpt
-    logger = engine.CsvLogger(folder, info.main, args.tensorboard, resume_step)
+    # --resume without a checkpoint continues a run lost before its first checkpoint (a new run is refused
+    # there) from step 0: its log.csv rows and its TensorBoard events go alike
+    logged_to = 0 if args.resume is not None and resume_step is None else resume_step
+    logger = engine.CsvLogger(folder, info.main, args.tensorboard, logged_to)
     try:
         _train(
             state, loader, sampler, args, info, guard, logger, ckpt_path, use_amp, resume_step, own_command

@@ -1824,6 +1824,40 @@ def test_resume_without_a_checkpoint_says_it_starts_a_new_run(tiny_voc, tmp_path
     assert load_checkpoint(ckpt)["step"] == 1
 
 
+def test_resume_without_a_checkpoint_purges_the_tensorboard_events_of_the_lost_run(
+    tiny_voc, tmp_path, monkeypatch
+) -> None:
+    """A run killed before its first checkpoint (SIGKILL, a crash in the first epoch) leaves log.csv rows and
+    TensorBoard events; the refused new run's message says to continue it with --resume, which starts at
+    step 0: log.csv drops every row, and the events were kept (purge_step None), so TensorBoard showed each
+    step twice. They are purged from step 1 now, as after any resume."""
+    import types
+
+    purges = []
+
+    class Writer:
+        def __init__(self, logdir: str, purge_step: int | None = None) -> None:
+            purges.append(purge_step)
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    folder = tmp_path / "seg"
+    folder.mkdir()
+    (folder / "log.csv").write_text("stage,epoch,step,loss\nseg,1,1,3.0\nseg,1,2,2.5\n")
+    (folder / "tensorboard").mkdir()  # the lost run's events, steps 1 and 2
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1", "--tensorboard")
+    with pytest.raises(train.UsageError, match=r"holds a run \(log\.csv, tensorboard\); continue it with"):
+        train.run_stage("seg", train.build_parser().parse_args(argv))
+    train.main([*argv, "--resume"])
+    assert [r["step"] for r in _rows(folder / "log.csv")] == ["1"]
+    assert purges == [1]
+
+
 _ALL = ("--stage", "all", "--epochs", "1", "--max-steps", "1")
 
 
