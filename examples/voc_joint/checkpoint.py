@@ -39,7 +39,8 @@ A checkpoint is a dict of tensors and plain Python containers only, so it is alw
 :func:`save_checkpoint` refuses non-finite weights or optimizer states; :func:`load_checkpoint` refuses files
 that are not weights-only loadable, have wrong keys, a different content hash, an invalid model config
 (:func:`~examples.voc_joint.models.build.validate_model_config`, checked before any layer is built) or one of
-another architecture than the stage's, a ``model`` that is not a state dict, or, when asked, the wrong stage.
+another architecture than the stage's, a ``model`` that is not a state dict, or, when asked, the wrong stage;
+:func:`check_resumable` refuses, for ``--resume``, one without a training state or with a malformed one.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ __all__ = [
     "FORMAT",
     "STAGE_ARCHS",
     "STAGE_MODELS",
+    "TRAINING_KEYS",
     "VERSION",
     "CheckpointError",
+    "check_resumable",
     "get_rng_state",
     "load_checkpoint",
     "load_checkpoint_with_sha256",
@@ -485,19 +488,130 @@ def get_rng_state(loader_generator: torch.Generator | None = None) -> dict[str, 
     return state
 
 
+def _numpy_state(state: dict[str, Any]) -> tuple[Any, ...]:
+    """The ``numpy.random.set_state`` tuple of a :func:`get_rng_state` dict."""
+    npst = state["numpy"]
+    return ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"])
+
+
+def _python_state(state: dict[str, Any]) -> tuple[Any, ...]:
+    """The ``random.setstate`` tuple of a :func:`get_rng_state` dict."""
+    pyst = state["python"]
+    return (pyst["version"], tuple(int(v) for v in pyst["state"].tolist()), pyst["gauss"])
+
+
 def set_rng_state(state: dict[str, Any], loader_generator: torch.Generator | None = None) -> None:
     """Restore the states saved by :func:`get_rng_state`."""
     torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    npst = state["numpy"]
-    np.random.set_state(
-        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"])
-    )
-    pyst = state["python"]
-    random.setstate((pyst["version"], tuple(int(v) for v in pyst["state"].tolist()), pyst["gauss"]))
+    np.random.set_state(_numpy_state(state))
+    random.setstate(_python_state(state))
     if loader_generator is not None and "loader" in state:
         loader_generator.set_state(state["loader"].cpu())
+
+
+def _rng_problem(state: Any) -> str | None:
+    """Why ``state`` is no :func:`get_rng_state` dict that :func:`set_rng_state` restores (None: it is one):
+    each state is set into a new generator of its kind, the global ones stay as they are."""
+    if not isinstance(state, dict):
+        return f"got {type(state).__name__}"
+    try:
+        torch.Generator().set_state(state["torch"])
+        cuda = state.get("cuda", [])
+        if not isinstance(cuda, list) or not all(
+            isinstance(t, Tensor) and t.dtype == torch.uint8 for t in cuda
+        ):
+            return f"'cuda' must be a list of byte tensors, got {cuda!r:.100}"
+        np.random.RandomState().set_state(_numpy_state(state))
+        random.Random().setstate(_python_state(state))
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, OverflowError) as exc:
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    return None
+
+
+#: What ``--resume`` reads besides the model: every training checkpoint holds these keys.
+TRAINING_KEYS = ("epoch", "step", "optimizer", "scheduler", "scaler", "rng")
+
+
+def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint (as :func:`load_checkpoint` returns it) whose training cannot be continued.
+
+    A checkpoint without a training state (a weights-only file, as written for ``--seg-checkpoint``) and a
+    malformed one (its content hash proves nothing about who wrote it) gave a ``KeyError``, a ``TypeError`` or
+    an error from inside torch's RNG or optimizer code, or resumed from a negative epoch.
+
+    Raises:
+        CheckpointError: a missing :data:`TRAINING_KEYS` entry, or the first malformed value, named.
+    """
+    missing = [k for k in TRAINING_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} holds no training state to resume (missing keys {missing}): a checkpoint of "
+            "weights only can start a joint stage (--seg-checkpoint / --spixel-checkpoint), not continue one"
+        )
+    problem = _training_state_problem(ckpt)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path} cannot be resumed: {problem}")
+
+
+def _training_state_problem(ckpt: dict[str, Any]) -> str | None:
+    """The first malformed part of a checkpoint's training state (None: none), e.g. ``"epoch must be an int
+    >= 0, got -5"``."""
+    for key, least in (("step", 0), ("epoch", 0), ("samples_in_epoch", 0), ("batch_in_epoch", 0)):
+        value = ckpt.get(key, 0)
+        if type(value) is not int or value < least:
+            return f"{key} must be an int >= {least}, got {value!r:.100}"
+    if type(ckpt.get("world_size", 1)) is not int or ckpt.get("world_size", 1) < 1:
+        return f"world_size must be an int >= 1, got {ckpt['world_size']!r:.100}"
+    elapsed = ckpt.get("elapsed_s", 0.0)
+    if type(elapsed) not in (int, float) or not 0 <= elapsed < float("inf"):
+        return f"elapsed_s must be a finite number >= 0, got {elapsed!r:.100}"
+    config = ckpt["config"]
+    for key, kind in (("args", dict), ("changes", list), ("sources", dict)):
+        if config.get(key) is not None and not isinstance(config[key], kind):
+            return f"config['{key}'] must be a {kind.__name__}, got {type(config[key]).__name__}"
+    for change in config.get("changes") or []:
+        if not isinstance(change, dict) or not {"step", "option", "old", "new"} <= set(change):
+            return (
+                f"config['changes'] must hold {{'step', 'option', 'old', 'new'}} dicts, got {change!r:.100}"
+            )
+    for option, source in (config.get("sources") or {}).items():
+        if source and not (
+            isinstance(source, dict)
+            and isinstance(source.get("path"), str)
+            and isinstance(source.get("sha256"), str)
+        ):
+            return f"config['sources'][{option!r}] must be a dict of str 'path', 'sha256': {source!r:.100}"
+    optimizer = ckpt["optimizer"]
+    groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+    if not (
+        isinstance(optimizer, dict)
+        and isinstance(optimizer.get("state"), dict)
+        and isinstance(groups, list)
+        and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+        and all(type(i) is int for g in groups for i in g["params"])
+    ):
+        found = f" with keys {sorted(map(str, optimizer))[:5]}" if isinstance(optimizer, dict) else ""
+        return (
+            "optimizer must be an optimizer state dict ('state', and 'param_groups' with a 'params' list of "
+            f"int each), got {type(optimizer).__name__}{found}"
+        )
+    for key in ("scheduler", "scaler"):
+        if not isinstance(ckpt[key], dict):
+            return f"{key} must be a state dict, got {type(ckpt[key]).__name__}"
+    last = ckpt["scheduler"].get("last_epoch")
+    if type(last) is not int or last < 0:
+        return f"scheduler['last_epoch'] must be an int >= 0, got {last!r:.100}"
+    states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
+    if not states:
+        return "rng holds no process's RNG states"
+    for rank, state in enumerate(states):
+        problem = _rng_problem(state)
+        if problem is not None:
+            return f"rng[{rank}] is not an RNG state that can be restored ({problem})"
+    return None
 
 
 def _strip_module(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

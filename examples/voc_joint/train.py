@@ -33,13 +33,14 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from examples.voc_joint import data, engine, faults
 from examples.voc_joint.checkpoint import (
     FORMAT,
     VERSION,
     CheckpointError,
+    check_resumable,
     get_rng_state,
     load_checkpoint,
     load_checkpoint_with_sha256,
@@ -1221,6 +1222,7 @@ def _resume_checkpoint(
             raise UsageError(f"--resume checkpoint not found: {source}")
         return None, None
     ckpt = load_checkpoint(source, expect_stage=stage)
+    check_resumable(ckpt, source)  # a training state, well formed: before anything is compared or built
     return ckpt, source
 
 
@@ -1317,11 +1319,16 @@ def build_train_state(
     ckpt: dict[str, Any] | None,
     steps_per_epoch: int,
     changes: Sequence[dict[str, Any]] = (),
+    source: Path | None = None,
 ) -> tuple[engine.TrainState, bool]:
-    """Model, optimizer, scheduler and scaler (restored from ``ckpt`` when resuming); ``(state, use_amp)``.
+    """Model, optimizer, scheduler and scaler (restored from ``ckpt``, the file ``source``, when resuming);
+    ``(state, use_amp)``.
 
     Every RNG is seeded with ``--seed`` (plus the rank) first, so a new run's random draws (fusion layers,
     dropout) are a function of the seed.
+
+    Raises:
+        CheckpointError: the checkpoint's weights, optimizer, scheduler or scaler state do not fit its model.
     """
     _seed_everything(args.seed + info.rank)
     device = info.device
@@ -1350,11 +1357,7 @@ def build_train_state(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     state = engine.TrainState(stage, model, model, optimizer, scheduler, scaler)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        saved, regrouped = _regroup_optimizer_state(optimizer, ckpt["optimizer"], model)
-        optimizer.load_state_dict(saved)
-        scheduler.load_state_dict(ckpt["scheduler"])
-        load_scaler_state(scaler, ckpt["scaler"])
+        regrouped = _restore_training_state(state, ckpt, source)
         state.step, state.epoch, state.samples_in_epoch = position
         state.elapsed_s = float(ckpt.get("elapsed_s", 0.0))  # absent before 2026-12-01: counted from 0
         if changes or regrouped:
@@ -1372,6 +1375,43 @@ def build_train_state(
             model, device_ids=ids, find_unused_parameters=stage == "joint"
         )
     return state, use_amp
+
+
+def _restore_training_state(state: engine.TrainState, ckpt: dict[str, Any], source: Path | None) -> bool:
+    """Load the checkpoint's weights, optimizer, scheduler and scaler states into ``state``; returns whether
+    the optimizer state was regrouped (:func:`_regroup_optimizer_state`).
+
+    Raises:
+        CheckpointError: a state that does not fit the model built from the checkpoint's config (other keys or
+            shapes, other parameter groups, optimizer states of other shapes than their parameters, which only
+            the first step would have found), named with the error.
+    """
+    part = "weights"
+    try:
+        state.model.load_state_dict(ckpt["model"])
+        part = "optimizer state"
+        saved, regrouped = _regroup_optimizer_state(state.optimizer, ckpt["optimizer"], state.model)
+        state.optimizer.load_state_dict(saved)
+        for param, values in state.optimizer.state.items():
+            for key, value in values.items():
+                if isinstance(value, Tensor) and value.dim() and value.shape != param.shape:
+                    raise ValueError(
+                        f"{key!r} of shape {tuple(value.shape)} for a parameter of shape {tuple(param.shape)}"
+                    )
+        part = "scheduler state"
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+        part = "scaler state"
+        load_scaler_state(state.scaler, ckpt["scaler"])
+    except torch.OutOfMemoryError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        text = " ".join(str(exc).split())  # load_state_dict lists the keys on the lines after the first
+        reason = f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+        raise CheckpointError(
+            f"--resume {source}: the checkpoint's {part} cannot be restored into the {state.stage} model of "
+            f"its config ({reason})"
+        ) from exc
+    return regrouped
 
 
 def _regroup_optimizer_state(
@@ -1571,7 +1611,9 @@ def _run_locked(
         check_val_data(args, root)
     loader, sampler = build_train_loader(args, info, root)
     new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
-    state, use_amp = build_train_state(stage, args, info, ckpt, sampler.steps_per_epoch, new_changes)
+    state, use_amp = build_train_state(
+        stage, args, info, ckpt, sampler.steps_per_epoch, new_changes, source=source
+    )
     state.option_changes = list(changes)
     if stage == "joint":  # what it fine-tunes (a resume keeps the record it was checked against)
         recorded = None if ckpt is None else dict(ckpt["config"].get("sources") or {})

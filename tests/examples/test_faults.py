@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -709,6 +710,89 @@ def test_crafted_checkpoints_with_a_valid_hash_are_refused(
     for read in readers:
         with pytest.raises(CheckpointError, match=match):
             read(path)
+
+
+@pytest.fixture(scope="module")
+def seg_run(tiny_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seg stage of 1 step (of 2 epochs of 2 steps: unfinished) on the tiny set; its checkpoint."""
+    from .helpers import train_args
+
+    out = tmp_path_factory.mktemp("seg_run")
+    argv = train_args(tiny_voc, out, "--stage", "seg", "--epochs", "2", "--max-steps", "1")
+    return train_cli.main(argv)["seg"]
+
+
+def _optimizer(c: dict[str, Any], **edits: Any) -> None:
+    c["optimizer"] = {**c["optimizer"], **edits}
+
+
+def _first_group_without_its_last_parameter(c: dict[str, Any]) -> None:
+    groups = [dict(g) for g in c["optimizer"]["param_groups"]]
+    groups[0]["params"] = groups[0]["params"][:-1]
+    _optimizer(c, param_groups=groups)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (  # a checkpoint of weights only, e.g. one written for --seg-checkpoint
+            lambda c: [c.pop(k) for k in ("step", "epoch", "optimizer", "scheduler", "scaler", "rng")],
+            r"holds no training state to resume \(missing keys \['epoch', 'step', 'optimizer', 'scheduler', "
+            r"'scaler', 'rng'\]\): a checkpoint of weights only can start a joint stage",
+        ),
+        (lambda c: c.pop("rng"), r"missing keys \['rng'\]"),  # was: KeyError: 'rng'
+        (lambda c: c.update(epoch=-5), r"cannot be resumed: epoch must be an int >= 0, got -5"),  # trained
+        (lambda c: c.update(step="1"), r"step must be an int >= 0, got '1'"),  # was: resumed
+        (lambda c: c["config"].update(args=[1]), r"config\['args'\] must be a dict, got list"),  # TypeError
+        (lambda c: c.update(optimizer={}), r"optimizer must be an optimizer state dict"),  # KeyError in torch
+        (lambda c: c.update(scheduler=[1]), r"scheduler must be a state dict, got list"),  # TypeError
+        (  # was: RuntimeError from torch.set_rng_state
+            lambda c: c["rng"][0].update(torch=torch.zeros(3, dtype=torch.uint8)),
+            r"rng\[0\] is not an RNG state that can be restored \(RuntimeError: Expected a "
+            r"CPUGeneratorImplState",
+        ),
+        (  # was: ValueError from inside Optimizer.load_state_dict
+            _first_group_without_its_last_parameter,
+            r"the checkpoint's optimizer state cannot be restored into the seg model of its config "
+            r"\(ValueError: loaded state dict contains a parameter group that doesn't match",
+        ),
+        (  # was: accepted, then a RuntimeError inside the first optimizer step
+            lambda c: _optimizer(
+                c, state={**c["optimizer"]["state"], 0: {"momentum_buffer": torch.zeros(1)}}
+            ),
+            r"optimizer state cannot be restored .*'momentum_buffer' of shape \(1,\) for a parameter of "
+            r"shape \(64, 3, 7, 7\)",
+        ),
+        (  # was: RuntimeError from load_state_dict
+            lambda c: c.update(model={k: v for k, v in c["model"].items() if k != "backbone.conv1.weight"}),
+            r"the checkpoint's weights cannot be restored .*Missing key\(s\) in state_dict: "
+            r'"backbone\.conv1\.weight"',
+        ),
+    ],
+)
+def test_resuming_a_checkpoint_without_a_well_formed_training_state_is_refused(
+    seg_run: Path, tiny_voc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit, match: str
+) -> None:
+    """A checkpoint's hash proves nothing about who wrote it, and a checkpoint of weights only has no training
+    state: --resume gave a KeyError, a TypeError or an error from inside torch's RNG or optimizer code (or
+    trained on from a negative epoch); it is a usage error now (exit status 2) naming the part, and nothing is
+    changed."""
+    from .helpers import train_args
+
+    ck = load_checkpoint(seg_run)
+    ck["config"] = dict(ck["config"])
+    ck["rng"] = [dict(ck["rng"][0])]
+    edit(ck)
+    path = tmp_path / "seg" / "checkpoint.pt"
+    path.parent.mkdir()
+    torch.save({**ck, "sha256": payload_sha256(ck)}, path)
+    before = path.read_bytes()
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "2", "--max-steps", "2", "--resume")
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and re.search(match, err), err
+    assert path.read_bytes() == before and not (path.parent / "log.csv").exists()
 
 
 def test_joint_config_consistency_checked(tmp_path: Path) -> None:
