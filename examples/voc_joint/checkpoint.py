@@ -531,7 +531,7 @@ def _rng_problem(state: Any) -> str | None:
     return None
 
 
-#: What ``--resume`` reads besides the model: every training checkpoint holds these keys.
+#: The keys besides the model that ``--resume`` reads; every training checkpoint holds them.
 TRAINING_KEYS = ("epoch", "step", "optimizer", "scheduler", "scaler", "rng")
 
 
