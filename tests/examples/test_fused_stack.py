@@ -763,6 +763,24 @@ def test_u_per_superpixel_gradients_asked_for(trained: str, recompute: bool) -> 
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("products", ["mm", pytest.param("conv", marks=needs_onednn)])
+def test_u_of_is_ignored_for_u_per_superpixel(products: str) -> None:
+    """``U`` per superpixel is kept, and ``u_of`` ignored, also with ``recompute`` (as documented): a
+    ``u_of`` that does not rebuild the (broadcast) ``U`` changes no gradient. The mm form broadcast ``U``
+    to the pixels and then rebuilt it in backward as ``u_of(s)``."""
+    s, u_cells, _, ids, n_s = _per_cell_u(torch.float32, seed=16)
+    ws, bs = _params([6, 10, 3], [True, True], torch.float32, torch.device("cpu"))
+    pool = _pool(ids, n_s, torch.float32)
+    grad = torch.randn(2, n_s, 3, generator=torch.Generator().manual_seed(17))
+    inputs = [s, u_cells, *ws, *[b for b in bs if b is not None]]
+    results = []
+    for u_of in (None, torch.zeros_like):
+        out = fused_stack(s, u_cells, ws, bs, 0.0, recompute=True, u_of=u_of, products=products, pool=pool)  # type: ignore[arg-type]
+        results.append(torch.autograd.grad(out, inputs, grad))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_u_per_superpixel_keeps_no_per_pixel_u() -> None:
     """With ``U`` per superpixel and recomputation the stack keeps ``S``, ``U`` per superpixel (1/4 of ``S``'s
     bytes here: 10 superpixels of 4 pixels), the packed signs, the means, the ids and ``1 / count``: exactly,

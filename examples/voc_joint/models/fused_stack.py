@@ -348,7 +348,7 @@ def fused_stack(
             slope,
             max(1, chunk or pixels),
             recompute,
-            u_of if recompute else None,
+            u_of if recompute and not per_superpixel else None,  # U per superpixel is kept (broadcast)
             (height, width),
             len(weights),
             *params,
