@@ -188,6 +188,22 @@ def test_empty_batch() -> None:
     assert fused_stack(torch.randn(0, 2, 3, 3), torch.randn(0, 2, 3, 3), ws, bs, 0.0).shape == (0, 2, 3, 3)
 
 
+@pytest.mark.parametrize("products", ["auto", "mm"])
+@pytest.mark.parametrize("size", [(0, 3), (3, 0)])
+@pytest.mark.parametrize("pooled", [False, True])
+def test_empty_images(products: str, size: tuple[int, int], pooled: bool) -> None:
+    """Images without pixels (H or W = 0), like an empty batch: an empty output, or with ``pool`` every
+    superpixel empty (0), and zero gradients, in every form (the conv form divided by zero rows with
+    ``pool`` and refused a zero-width convolution)."""
+    ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
+    s = torch.randn(2, 2, *size, requires_grad=True)
+    pool = (torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 3)) if pooled else None
+    out = fused_stack(s, s, ws, bs, 0.0, chunk=4, products=products, pool=pool)  # type: ignore[arg-type]
+    assert torch.equal(out, torch.zeros((2, 3, 2) if pooled else (2, 2, *size)))
+    for g in torch.autograd.grad(out.sum(), [s, *ws, *bs]):  # type: ignore[list-item]
+        assert not g.any()
+
+
 def test_inference_keeps_no_activations(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without autograd every chunk's activations go through one set of buffers (the memory of evaluation
     does not grow with the image), with the same values (matrix products; the convolutions' form below)."""

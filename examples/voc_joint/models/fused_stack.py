@@ -246,6 +246,7 @@ def fused_stack(
             cuBLAS on CUDA), ``"conv"`` oneDNN 1x1 convolutions over channels-last chunks of whole image rows
             (:func:`~examples.voc_joint.models.fused_conv_stack.fused_conv_stack`; float32 on the CPU only),
             ``"auto"`` (default) ``"conv"`` where it runs, else ``"mm"``. Same values up to float rounding.
+            Images without pixels (H or W = 0) take the ``"mm"`` form: there is no product to run.
         pool: ``(ids, inv)``: superpixel ids ``[B, H W]`` (long, in ``[0, N_s)``; not checked) and
             ``1 / count`` per superpixel ``[B, N_s]`` (0 for an empty superpixel): return the mean of the
             stack's output over every superpixel. The output is affine in the last hidden layer, so its mean
@@ -322,7 +323,8 @@ def fused_stack(
                 f"u per superpixel must have shape [B, N_s, C] = [{batch}, {n_s}, {c}] (N_s of pool), got "
                 f"{tuple(u.shape)}"
             )
-    if conv and products != "mm":
+    # images without pixels have no product to run (and the convolutions refuse a zero width): the mm form
+    if conv and products != "mm" and pixels > 0:
         with _no_autocast(s.device):
             return fused_conv_stack(
                 s.to(dtype),
