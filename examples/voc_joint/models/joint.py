@@ -16,8 +16,8 @@ superpixel-averaged evidence per class. The authors fed 21 copies of the raw int
 instead: those channels carry no class information, and their large unnormalized values (0..1023) inflate the
 float32 error of the transparent stack about 100-fold.
 
-Fusion initializations (``fusion_init``; all share the layer shapes ``2C -> 2h_1 -> ... -> C``, biases zero
-unless stated):
+Fusion initializations (``fusion_init``; all share the layer shapes ``2C -> 2h_1 -> ... -> C``, without an
+activation ``2C -> h_1 -> ... -> C``; biases zero unless stated):
 
 * ``"transparent"``: the paper's method: random hidden layers, last layer solved so the stack is exactly
   ``F = U`` (up to float32 rounding) and every layer gets a gradient from the first step.
