@@ -18,8 +18,9 @@ Command line::
     python examples/voc_joint/sbd.py --voc-root ~/data/VOCdevkit/VOC2012 --sbd-root ~/data/benchmark_RELEASE
 
 SBD's ``.mat`` files are MATLAB v5 files (read with ``scipy.io.loadmat``); v7.3 (HDF5) files are refused with
-an error naming the file, as are damaged ones. Every missing file is named before a mask is read, every bad
-file after all are read; nothing is written unless all are good.
+an error naming the file, as are damaged ones and, before they are read, those that unpack to more than the
+labels of ``max_pixels`` pixels take (a decompression bomb). Every missing file is named before a mask is
+read, every bad file after all are read; nothing is written unless all are good.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import argparse
 import errno
 import os
 import shutil
+import struct
 import sys
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -184,16 +187,63 @@ def _segmentation(path: Path, mat: dict[str, Any], v4: bool) -> Any:
     return seg
 
 
-def read_sbd_mask(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
+#: The most bytes a label file may unpack to, per pixel of ``max_pixels`` (plus 1 MiB): a ``double`` label
+#: array (MATLAB's default type) and as much again for the rest of ``GTcls`` (its boundaries).
+_MAT_BYTES_PER_PIXEL = 16
+#: The data type of a compressed element of a MATLAB v5 file (a zlib stream).
+_MI_COMPRESSED = 15
+
+
+def _mat_unpacked_bytes(path: Path, limit: int) -> int:
+    """The bytes the data elements of the MATLAB v5 file ``path`` unpack to, counted until they pass
+    ``limit``: compressed elements are inflated in pieces and thrown away, so a small file that unpacks to
+    gigabytes (a decompression bomb) is found without unpacking it whole. A damaged file is counted as far as
+    it reads (``scipy.io.loadmat`` names the damage)."""
+    total = 0
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        order = "<" if f.read(128)[126:128] == b"IM" else ">"  # the endian indicator
+        while total <= limit:
+            tag = f.read(8)
+            if len(tag) < 8:
+                break
+            mdtype, nbytes = struct.unpack(order + "II", tag)
+            if mdtype != _MI_COMPRESSED:  # read as it is stored: at most the rest of the file
+                total += min(nbytes, size - f.tell())
+                f.seek(nbytes, os.SEEK_CUR)
+                continue
+            inflate = zlib.decompressobj()
+            while nbytes > 0 and total <= limit:
+                data = f.read(min(nbytes, 1 << 16))
+                if not data:
+                    break
+                nbytes -= len(data)
+                while data and total <= limit:
+                    try:
+                        total += len(inflate.decompress(data, 1 << 20))
+                    except zlib.error:
+                        return total
+                    data = inflate.unconsumed_tail
+            f.seek(nbytes, os.SEEK_CUR)
+    return total
+
+
+def read_sbd_mask(
+    path: Path, num_classes: int = NUM_CLASSES, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """The class labels of an SBD ``cls/<name>.mat`` file (``GTcls.Segmentation``) as a uint8 array [H, W].
 
     Labels of any integer type are read, and whole numbers of a floating type (MATLAB's default ``double``).
+    A file that unpacks to more than 16 bytes a pixel of ``max_pixels`` (plus 1 MiB) is refused before it is
+    read (a decompression bomb: a few MB of zlib data can unpack to gigabytes), and so are more labels than
+    ``max_pixels``.
 
     Raises:
         FileNotFoundError: the file does not exist (with a near miss in its folder, e.g. ``<name>.MAT``).
-        DataError: an empty, damaged or MATLAB v7.3 (HDF5) file, no ``GTcls.Segmentation`` (the message says
-            what the file holds), not a 2-D array of whole numbers, or labels outside ``0..num_classes-1``
-            (and 255); the message names the file.
+        DataError: an empty, damaged or MATLAB v7.3 (HDF5) file, one that unpacks beyond ``max_pixels``, no
+            ``GTcls.Segmentation`` (the message says what the file holds), not a 2-D array of whole numbers,
+            more labels than ``max_pixels``, or labels outside ``0..num_classes-1`` (and 255); the message
+            names the file.
     """
     import scipy.io
 
@@ -213,6 +263,13 @@ def read_sbd_mask(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
             "holds MATLAB v5 files (re-extract benchmark.tgz, or save it again with MATLAB's "
             "save(..., '-v7'))"
         )
+    limit = _MAT_BYTES_PER_PIXEL * max_pixels + 2**20
+    if version[0] == 1 and _mat_unpacked_bytes(path, limit) > limit:  # v4 files are stored unpacked
+        raise DataError(
+            f"SBD label file '{path}' unpacks to more than {limit} bytes, more than the labels of "
+            f"{max_pixels} pixels (max_pixels) take ({_MAT_BYTES_PER_PIXEL} bytes a pixel, + 1 MiB): "
+            f"refusing to read it (decompression-bomb guard; {_REEXTRACT})"
+        )
     try:
         # no squeeze_me: it made the [1, W], [H, 1] and [1, 1] labels of a thin image 1-D arrays or scalars
         mat = scipy.io.loadmat(str(path), struct_as_record=False, variable_names=["GTcls"])
@@ -221,6 +278,11 @@ def read_sbd_mask(path: Path, num_classes: int = NUM_CLASSES) -> np.ndarray:
             f"cannot read SBD label file '{path}' ({type(exc).__name__}: {exc}): {_REEXTRACT}"
         ) from exc
     seg = _segmentation(path, mat, v4=version[0] == 0)
+    if seg.size > max_pixels:
+        raise DataError(
+            f"SBD label file '{path}' holds {seg.shape[0]}x{seg.shape[1]} = {seg.size} labels, more than the "
+            f"limit of {max_pixels} pixels (max_pixels)"
+        )
     bad = (seg < 0) | (seg > IGNORE_INDEX)  # in the file's own type: no wrap-around, no overflow
     labels = np.zeros(seg.shape, np.uint8)
     labels[~bad] = seg[~bad]
@@ -298,7 +360,8 @@ def build_trainaug(
         sbd_root: the SBD folder (``benchmark_RELEASE``, its ``dataset`` folder or the folder above it).
         overwrite: write over an existing ``SegmentationClassAug`` / ``SegmentationAug`` (else refused).
         num_classes: labels accepted: ``0..num_classes-1`` and 255.
-        max_pixels: largest image and mask accepted (read from the header).
+        max_pixels: largest image, mask and SBD label array accepted (read from the header; a label file's
+            unpacked size is counted before it is read: :func:`read_sbd_mask`).
         progress: show a tqdm progress bar over the masks written (about 12000 with the real data sets; tqdm
             is imported only then).
 
@@ -449,7 +512,7 @@ def _write_masks(
             if name in voc_annotated:
                 labels = _read_mask(source, max_pixels, num_classes)
             else:
-                labels = read_sbd_mask(source, num_classes)
+                labels = read_sbd_mask(source, num_classes, max_pixels)
             with _open(image, "image", max_pixels) as im:
                 image_hw = (im.height, im.width)
             _check_size(image, image_hw, source, labels)

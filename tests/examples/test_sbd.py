@@ -547,3 +547,32 @@ def test_trainaug_writes_the_mask_of_an_image_one_pixel_high_or_wide(real_layout
     sbd.build_trainaug(root, ds)
     with Image.open(voc / "SegmentationClassAug" / "2008_000100.png") as im:
         assert im.mode == "L" and np.array_equal(np.asarray(im), seg)
+
+
+def test_a_label_file_that_unpacks_beyond_max_pixels_is_refused_before_it_is_read(real_layout, monkeypatch):
+    """A small compressed label file that unpacks to gigabytes (a decompression bomb: 486 KB held 500 million
+    labels) was read whole whatever max_pixels said, 3.3 GB and 30 s, then refused for its size; 5 MB took
+    the machine's memory. Its unpacked size is counted first now, in pieces; labels above max_pixels are
+    refused too."""
+    root, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    scipy.io.savemat(mat, {"GTcls": {"Segmentation": np.zeros((1024, 2048), np.uint8)}}, do_compression=True)
+    assert mat.stat().st_size < 10_000  # 2 MiB of labels
+    loadmat, read = scipy.io.loadmat, []
+
+    def recorded(path: str, **kw: Any) -> Any:
+        read.append(Path(path))
+        return loadmat(path, **kw)
+
+    monkeypatch.setattr(scipy.io, "loadmat", recorded)
+    expected = r"2008_000100\.mat' unpacks to more than 1051648 bytes.*\(decompression-bomb guard"
+    with pytest.raises(DataError, match=expected):
+        sbd.read_sbd_mask(mat, max_pixels=H * W)  # 16 bytes a pixel + 1 MiB
+    with pytest.raises(DataError, match=expected):
+        sbd.build_trainaug(root, ds, max_pixels=H * W)
+    assert mat not in read and len(read) == 2, read  # the other two label files
+    assert not (root / "VOCdevkit" / "VOC2012" / "SegmentationClassAug").exists()
+    _write_mat(mat, np.zeros((H, W + 1), np.uint8))  # small: read, and its labels counted
+    with pytest.raises(DataError, match=r"mat' holds 12x17 = 204 labels, more than the limit of 203 pixels"):
+        sbd.read_sbd_mask(mat, max_pixels=H * (W + 1) - 1)
+    assert sbd.read_sbd_mask(mat, max_pixels=H * (W + 1)).shape == (H, W + 1)
