@@ -26,6 +26,7 @@ import math
 import numbers
 import os
 import re
+import struct
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePath
@@ -33,7 +34,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
@@ -498,21 +499,29 @@ def _check_file(path: Path, kind: str) -> None:
         raise DataError(f"{kind} file '{path}' is empty (0 bytes: an interrupted copy or download?)")
 
 
+#: What PIL raises on a file it cannot read: ``OSError`` (``UnidentifiedImageError``, a cut file) and, on
+#: some damaged files, the others (opening a PGM whose size is no number, decoding a BMP of too many palette
+#: colours: ``ValueError``; TIFF: ``TypeError``).
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, struct.error, EOFError)
+
+
 @contextlib.contextmanager
 def _open(path: Path, kind: str, max_pixels: int) -> Iterator[Image.Image]:
     """``path`` opened with PIL (its header read, no pixel decoded), after :func:`_check_file`, its size
-    checked against ``max_pixels``; PIL's errors, in the ``with`` block too (decoding), become a
-    :class:`DataError` naming the file."""
+    checked against ``max_pixels``; PIL's errors (:data:`_PIL_ERRORS`), in the ``with`` block too
+    (decoding), become a :class:`DataError` naming the file."""
     _check_file(path, kind)
     try:
         with Image.open(path) as im:
             _check_pixels(path, kind, im.size, max_pixels)
             yield im
+    except DataError:  # the file's own problem (a ValueError), already naming it
+        raise
     except Image.DecompressionBombError as exc:
         raise DataError(
             f"{kind} file '{path}' refused as a decompression bomb: {exc}" + _pil_limit_note(max_pixels)
         ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except _PIL_ERRORS as exc:
         raise DataError(f"cannot read {kind} file '{path}': {exc}") from exc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import unicodedata
 from pathlib import Path
@@ -24,6 +25,7 @@ from examples.voc_joint.data import (
     IGNORE_INDEX,
     NUM_CLASSES,
     VOC_CLASSES,
+    DataError,
     VOCSegmentation,
     build_dataset,
     ensure_synthetic_voc,
@@ -398,6 +400,34 @@ def test_unreadable_image_and_mask(voc_copy):
     assert str(ds.image_path(0)) in str(info.value)
     ds.mask_path(1).write_bytes(b"\x89PNG garbage")
     with pytest.raises(ValueError, match="cannot read mask file") as info:
+        ds[1]
+    assert str(ds.mask_path(1)) in str(info.value)
+
+
+def _damaged_palette_bmp(shape: tuple[int, int]) -> bytes:
+    """A palette BMP whose header claims 407 colours: PIL opens it, and raises ValueError decoding it."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros(shape, np.uint8)).save(buffer, format="BMP")
+    data = bytearray(buffer.getvalue())
+    data[46:50] = (407).to_bytes(4, "little")  # biClrUsed
+    return bytes(data)
+
+
+def test_a_damaged_file_that_pil_fails_on_with_a_value_error_names_the_file(voc_copy):
+    """PIL raises ValueError (and TypeError, struct.error, ...) on some damaged files, opening a PGM whose
+    size is no number, decoding a BMP of too many palette colours: they escaped as themselves, without the
+    file's name, from the header pass (a traceback of train.py or evaluate.py) or from a DataLoader worker."""
+    ds = VOCSegmentation(voc_copy, "train")
+    ds.image_path(0).write_bytes(b"P5\nx2 24\n255\n" + bytes(48))  # PIL: invalid literal for int()
+    problems = ds.header_problems(0)
+    assert len(problems) == 1, problems
+    assert f"cannot read image file '{ds.image_path(0)}': invalid literal" in problems[0], problems
+    with pytest.raises(DataError, match=r"cannot read image file .*: invalid literal for int\(\)") as info:
+        ds[0]
+    assert str(ds.image_path(0)) in str(info.value)
+    ds.mask_path(1).write_bytes(_damaged_palette_bmp(SIZE))  # a palette BMP: its header passes
+    assert ds.header_problems(1) == []
+    with pytest.raises(DataError, match=r"cannot read mask file .*: invalid palette size") as info:
         ds[1]
     assert str(ds.mask_path(1)) in str(info.value)
 
