@@ -411,9 +411,17 @@ def reloaded_row(row: Any) -> Any:
 
 # -------------------------------------------------------------------------------------------------- summary
 def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
+    """Mean and sample standard deviation (None for a single value; NaN when a value is NaN or infinite,
+    which ``statistics.stdev`` does not compute).
+
+    Example:
+        >>> _mean_std([0.5, 0.7]), _mean_std([0.5]), _mean_std([0.5, math.nan])
+        ((0.6, 0.14142135623730948), (0.5, None), (nan, nan))
+    """
     mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) if len(values) > 1 else None
+    if len(values) < 2:
+        return mean, None
+    return mean, statistics.stdev(values) if all(map(math.isfinite, values)) else math.nan
 
 
 def summarize(rows: Sequence[dict[str, Any]], band: str = TABLE_BAND) -> list[dict[str, Any]]:

@@ -365,6 +365,49 @@ def test_continuing_reads_nan_scores_back_from_strict_json(tiny_voc, tmp_path, o
     capsys.readouterr()
 
 
+def test_a_nan_score_among_several_seeds_gives_a_nan_spread() -> None:
+    """A NaN score of one seed (a boundary band without a valid pixel) makes the mean, the sample std and the
+    paired difference of its column NaN, shown as ``nan``, and leaves the other columns alone
+    (statistics.stdev raised AttributeError on a NaN, ValueError on Python 3.10, with two seeds or more)."""
+    rows = [_row("transparent", s, 0.3, m) for s, m in enumerate((0.5, 0.6, 0.7))]
+    rows += [_row("xavier", s, 0.0, m) for s, m in enumerate((0.4, 0.4, 0.7))]
+    rows[1]["boundary_miou"] = {**rows[1]["boundary_miou"], "3": float("nan")}  # transparent, seed 1
+    rows[5]["miou"] = float("nan")  # xavier, seed 2
+    t, x = ablation.summarize(rows)
+    assert t["miou"] == (pytest.approx(0.6), pytest.approx(0.1))
+    assert all(math.isnan(v) for v in (*t["boundary_miou"], *x["miou"], *x["diff_miou"]))
+    assert all(math.isnan(v) for v in x["diff_boundary_miou"])
+    assert x["diff_step0_miou"] == (pytest.approx(-0.3), pytest.approx(0.0)) and x["wins"] == 0
+    md = ablation.format_markdown([t, x], {"steps": 1, "val_images": 2, "joint_lr": 1e-3, "fusion_lr": 1e-4})
+    assert "| transparent | 3 | 30.0 ± 0.0 | 60.0 ± 10.0 | nan ± nan |" in md
+    assert "| xavier | 3 | 0.0 ± 0.0 | nan ± nan | 25.0 ± 8.7 |" in md
+    assert "| xavier | -30.0 ± 0.0 | +nan ± nan | +nan ± nan | 0/3 |" in md
+
+
+def test_continuing_with_a_nan_score_over_two_seeds_finishes(tiny_voc, tmp_path, one_thread, capsys) -> None:
+    """An unfinished ablation of two seeds, one with a NaN boundary score (null in ablation.json), finishes:
+    its summary has a NaN spread where it raised AttributeError (statistics.stdev) and wrote nothing."""
+    from examples.voc_joint.metrics import dumps
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    out.mkdir()
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1", "--seeds", "2"]
+    opts = ablation.resolve(ablation.build_parser().parse_args(argv))
+    opts.cell_size = ablation.check_pretrained(seg, spx)
+    settings = ablation._settings(opts, tiny_voc, seg, spx, 2)
+    rows = [_row("no_fusion", 0, 0.3, 0.5), _row("no_fusion", 1, 0.3, 0.7)]
+    rows[1]["boundary_miou"] = {**rows[1]["boundary_miou"], "3": float("nan")}
+    (out / "ablation.json").write_text(dumps({"settings": settings, "complete": False, "rows": rows}))
+    res = ablation.main(argv)
+    (summary,) = res["summary"]
+    assert summary["miou"] == (pytest.approx(0.6), pytest.approx(0.1414, abs=1e-4))
+    assert all(math.isnan(v) for v in summary["boundary_miou"])
+    assert "| no_fusion | 2 | 30.0 ± 0.0 | 60.0 ± 14.1 | nan ± nan |" in (out / "ablation.md").read_text()
+    assert res["complete"] and (out / "ablation.png").is_file()
+    capsys.readouterr()
+
+
 def test_evaluations_every_n_steps_and_at_the_end(tiny_voc, tmp_path, one_thread, capsys) -> None:
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
