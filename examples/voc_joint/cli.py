@@ -266,8 +266,9 @@ def run_command(parser: argparse.ArgumentParser, run: Callable[[], _T]) -> _T:
     * 2, a command that cannot run: :class:`UsageError` (an output folder that holds another run, ...) and a
       refused checkpoint (``CheckpointError``);
     * 1, what failed while running: the data (``DataError``, condensed by :func:`error_text` when a DataLoader
-      worker raised it), an ``OSError`` (a file that cannot be written, a full disk) and an allocation that
-      failed (:func:`out_of_memory_error`).
+      worker raised it), an ``OSError`` (a file that cannot be written, a full disk), training that diverged
+      (the engine's ``NonFiniteError``, a ``FloatingPointError``: as ``train.py`` says it) and an allocation
+      that failed (:func:`out_of_memory_error`).
 
     Anything else propagates (a bug: its traceback is the report). ``demo.py`` and ``ablation.py`` run
     through it.
@@ -283,7 +284,7 @@ def run_command(parser: argparse.ArgumentParser, run: Callable[[], _T]) -> _T:
         return run()
     except (UsageError, CheckpointError) as exc:
         parser.exit(2, f"{parser.prog}: error: {error_text(exc)}\n")
-    except (OSError, DataError) as exc:
+    except (OSError, DataError, FloatingPointError) as exc:  # FloatingPointError: NonFiniteError
         parser.exit(1, f"{parser.prog}: error: {error_text(exc)}\n")
     except (MemoryError, RuntimeError) as exc:  # a --crop-size or --batch-size too large for the machine
         message = out_of_memory_error(exc)

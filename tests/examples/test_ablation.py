@@ -408,6 +408,25 @@ def test_continuing_with_a_nan_score_over_two_seeds_finishes(tiny_voc, tmp_path,
     capsys.readouterr()
 
 
+def test_a_diverged_run_is_one_error_line_and_keeps_the_finished_runs(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """A fine-tuning run that diverges (xavier with --fusion-lr 1e6: non-finite gradients, the engine's
+    NonFiniteError) ends the ablation with one error line and exit status 1, the run finished before it kept
+    in ablation.json (the same command continues); that was a NonFiniteError traceback."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "3", "--fusion-lr", "1e6"]
+    argv[argv.index("no_fusion") + 1 : argv.index("no_fusion") + 1] = ["xavier"]
+    with pytest.raises(SystemExit) as info:
+        ablation.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and err.count("\n") == 1, err
+    assert err.startswith("python examples/voc_joint/ablation.py: error: [joint] non-finite "), err
+    saved = json.loads((out / "ablation.json").read_text())
+    assert not saved["complete"] and [(r["init"], r["seed"]) for r in saved["rows"]] == [("no_fusion", 0)]
+
+
 def test_evaluations_every_n_steps_and_at_the_end(tiny_voc, tmp_path, one_thread, capsys) -> None:
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)

@@ -378,6 +378,27 @@ def test_what_a_run_raises_is_one_line_with_the_pipelines_exit_status(
     assert module.main(["--output-dir", str(tmp_path / "out")]) == {"rows": []}
 
 
+@pytest.mark.parametrize("script, runner", _RUNNERS)
+def test_a_diverged_run_is_one_line_with_exit_status_1(
+    script: str,
+    runner: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Training that diverges (``--joint-lr 1e6``, within its bounds: the engine's NonFiniteError) fails while
+    the command runs: one line, exit status 1, as ``train.py`` says it. That was a traceback."""
+    from examples.voc_joint.engine import NonFiniteError
+
+    module = importlib.import_module(f"examples.voc_joint.{script}")
+    message = "[joint] non-finite loss and gradients at step 2 (epoch 1; loss nan): training stopped"
+    monkeypatch.setattr(module, runner, _raising(NonFiniteError(message)))
+    with pytest.raises(SystemExit) as info:
+        module.main(["--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert (info.value.code, err) == (1, f"python examples/voc_joint/{script}.py: error: {message}\n")
+
+
 @pytest.mark.parametrize(
     "exc",
     [
