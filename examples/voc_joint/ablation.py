@@ -608,16 +608,16 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     return path
 
 
-def figure_title(settings: dict[str, Any], seeds: int) -> str:
+def figure_title(settings: dict[str, Any], seeds: int, *, data: str = "synthetic VOC") -> str:
     """The title of ``ablation.png`` for an ablation of ``settings`` (as ``ablation.json`` records them) over
-    ``seeds`` seeds.
+    ``seeds`` seeds; ``data`` names the data set, as in the title of ``ablation.md``.
 
     Example:
         >>> figure_title({"steps": 40, "val_images": 16}, 3)
         'joint model, synthetic VOC: 40 fine-tuning steps, 3 seed(s), 16 val images'
     """
     return (
-        f"joint model, synthetic VOC: {settings['steps']} fine-tuning steps, {seeds} seed(s), "
+        f"joint model, {data}: {settings['steps']} fine-tuning steps, {seeds} seed(s), "
         f"{settings['val_images']} val images"
     )
 
@@ -640,7 +640,9 @@ def redraw_figure(folder: str | Path) -> Path:
         raise UsageError(f"folder: {str(path)!r} holds an unfinished ablation (its rerun draws the figure)")
     rows = [reloaded_row(r) for r in result["rows"]]
     seeds = len({int(r["seed"]) for r in rows})
-    return plot(rows, path.with_suffix(".png"), figure_title(result["settings"], seeds))
+    # "data" is recorded since the title names a --data-root: a JSON without it is of the synthetic set
+    title = figure_title(result["settings"], seeds, data=result.get("data", "synthetic VOC"))
+    return plot(rows, path.with_suffix(".png"), title)
 
 
 def _at(row: dict[str, Any], step: int, key: str) -> float:
@@ -921,12 +923,14 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         # the fine-tuning runs take the model options from the checkpoints (given ones may differ)
         ctx = _Context(opts, root, out, seg, spx, common_args(opts, root, model=False), val)
         progress = _Progress(len(todo) * opts.run_steps, not opts.no_progress)
+        data_name = "synthetic VOC" if opts.data_root is None else f"data: {root}"
         result: dict[str, Any] = {}
 
         def save(complete: bool) -> None:
             result.update(
                 {
                     "settings": settings,
+                    "data": data_name,  # the titles of ablation.md and ablation.png
                     "complete": complete,
                     "rows": rows,
                     "summary": summarize(rows) if rows else [],
@@ -949,10 +953,9 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         finally:
             progress.close()
         rows.sort(key=lambda r: (VARIANTS.index(r["init"]), r["seed"]))
-        data_name = "synthetic VOC" if opts.data_root is None else f"data: {root}"
         summary = summarize(rows) if rows else []
         write_text_atomic(paths["md"], format_markdown(summary, settings, data=data_name))
-        plot(rows, paths["png"], figure_title(settings, opts.seeds))
+        plot(rows, paths["png"], figure_title(settings, opts.seeds, data=data_name))
         # "complete" last: an ablation stopped while it wrote the .md or the .png continues (nothing left to
         # train) instead of being a finished one without them, which only --overwrite (all runs again) cleared
         save(complete=True)

@@ -830,6 +830,24 @@ def test_redraw_figure_draws_the_committed_rows_with_the_runs_title(
         ablation.redraw_figure(tmp_path / "empty")
 
 
+def test_the_figure_title_names_the_data_as_ablation_md_does(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """With --data-root the title of ablation.png names that data, as the title of ablation.md does, and so
+    does its redraw (it said "synthetic VOC" whatever the data); the committed runs' JSON, which predates the
+    record, keeps its title (test above)."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    titles: list[str] = []
+    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": titles.append(title))
+    ablation.main([*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"])
+    ablation.redraw_figure(out)
+    md_title = (out / "ablation.md").read_text().splitlines()[0]
+    assert md_title.endswith(f", data: {tiny_voc})")
+    assert titles == [f"joint model, data: {tiny_voc}: 1 fine-tuning steps, 1 seed(s), 2 val images"] * 2
+    capsys.readouterr()
+
+
 def test_redraw_figure_reads_a_null_score_back_as_nan(tmp_path) -> None:
     """``ablation.json`` writes a NaN score (no valid pixel in a boundary band) as ``null``: the redraw reads
     the rows back as the run had them (``reloaded_row``), which the figure draws; ``None`` was a TypeError."""
