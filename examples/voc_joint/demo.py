@@ -516,8 +516,11 @@ def _run_demo(opts: argparse.Namespace, out: Path, t_start: float) -> dict[str, 
     write_panels(seg_model, m_ti, loader, panels_dir, max_panels=4)
     elapsed = time.perf_counter() - t_start
     print("\n" + "=" * 80)
-    print("Table 4 format (synthetic VOC val, full images, ResNet-18 DeepLabV3+ trained from scratch on CPU;")
-    print(f"a run of {elapsed:.0f} s in all on synthetic data: not comparable with the paper's numbers)")
+    synthetic = opts.data_root is None
+    split = "synthetic VOC val" if synthetic else f"val split of {root}"
+    print(f"Table 4 format ({split}, full images, ResNet-18 DeepLabV3+ trained from scratch on CPU;")
+    on = " on synthetic data" if synthetic else ""
+    print(f"a run of {elapsed:.0f} s in all{on}: not comparable with the paper's numbers)")
     print(table)
     print(table_footer(len(val)))
     print("=" * 80)

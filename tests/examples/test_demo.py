@@ -91,6 +91,16 @@ def test_demo_runs_on_images_of_different_sizes(varied_voc: Path, tmp_path: Path
     assert len(list((tmp_path / "panels").glob("*.png"))) == 4
 
 
+@pytest.mark.slow
+def test_the_table_title_names_a_users_data(tiny_voc: Path, tmp_path: Path, capsys) -> None:
+    """With ``--data-root`` the table's title names that folder's validation split, not the synthetic set (it
+    said "synthetic VOC val ... on synthetic data" whatever the data)."""
+    run_tiny_demo(tiny_voc, tmp_path)
+    text = capsys.readouterr().out
+    assert f"Table 4 format (val split of {tiny_voc}, full images, ResNet-18 DeepLabV3+" in text
+    assert "synthetic" not in text.split("Table 4 format")[1], text
+
+
 def test_help_says_spixelfcn_gets_a_tenth() -> None:
     help_text = next(a.help for a in demo.build_parser()._actions if "--joint-lr" in a.option_strings)
     assert "DeepLabV3+" in help_text and "SpixelFCN gets a tenth" in help_text and "both" not in help_text
