@@ -905,9 +905,19 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
         if previous is not None:  # the checkpoints too: their paths and content
             _check_continuation(previous, settings, paths["json"])
-            rows = [reloaded_row(r) for r in previous.get("rows", [])]
+            # with the runs an earlier continuation left out: a later plan that asks for them reuses them
+            rows = [reloaded_row(r) for r in [*previous.get("rows", []), *previous.get("left_out", [])]]
         plan = [(v, s) for s in range(opts.seeds) for v in opts.variants]
+        # finished runs outside this plan (fewer --seeds or --variants) are not in its summary, but kept
+        left_out = [r for r in rows if (r["init"], int(r["seed"])) not in set(plan)]
         rows = [r for r in rows if (r["init"], int(r["seed"])) in set(plan)]
+        if left_out:
+            print(
+                f"[ablation] {len(left_out)} finished runs are not in this plan ("
+                + ", ".join(f"{r['init']} seed {int(r['seed'])}" for r in left_out)
+                + "): left out of the summary, kept in ablation.json under 'left_out'",
+                flush=True,
+            )
         done = {(r["init"], int(r["seed"])) for r in rows}
         todo = [(v, s) for v, s in plan if (v, s) not in done]
         if done and todo:
@@ -933,6 +943,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                     "data": data_name,  # the titles of ablation.md and ablation.png
                     "complete": complete,
                     "rows": rows,
+                    **({"left_out": left_out} if left_out else {}),
                     "summary": summarize(rows) if rows else [],
                     "seconds": time.perf_counter() - t_start,
                     "load_average_start": load_start,

@@ -322,7 +322,7 @@ def test_continuing_with_a_replaced_checkpoint_file_is_refused(
 
 def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:
     """An unfinished ablation whose planned runs are all done finishes without training; rows of variants no
-    longer asked for are left out of the result."""
+    longer asked for are left out of the summary, said so and kept in ablation.json under ``left_out``."""
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     out = tmp_path / "abl"
     out.mkdir()
@@ -336,7 +336,38 @@ def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, 
     assert res["complete"] and [(r["init"], r["seed"]) for r in res["rows"]] == [("no_fusion", 0)]
     assert [s["init"] for s in res["summary"]] == ["no_fusion"]
     assert "xavier" not in (out / "ablation.md").read_text()
-    capsys.readouterr()
+    assert [(r["init"], r["seed"]) for r in res["left_out"]] == [("xavier", 0)]
+    kept = json.loads((out / "ablation.json").read_text())["left_out"]
+    assert [(r["init"], r["seed"], r["miou"]) for r in kept] == [("xavier", 0, 0.4)]
+    assert "1 finished runs are not in this plan (xavier seed 0)" in capsys.readouterr().out
+
+
+def test_continuing_reuses_the_runs_an_earlier_plan_left_out(tiny_voc, tmp_path, one_thread, capsys) -> None:
+    """Runs that a continuation with fewer variants left out (ablation.json's ``left_out``) are reused when a
+    later continuation asks for them again: nothing is trained, both rows are in the result."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    out.mkdir()
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+    at = argv.index("no_fusion")
+    argv[at : at + 1] = ["no_fusion", "xavier"]  # --variants no_fusion xavier
+    opts = ablation.resolve(ablation.build_parser().parse_args(argv))
+    opts.cell_size = ablation.check_pretrained(seg, spx)
+    settings = ablation._settings(opts, tiny_voc, seg, spx, 2)
+    previous = {
+        "settings": settings,
+        "complete": False,
+        "rows": [_row("no_fusion", 0, 0.3, 0.5)],
+        "left_out": [_row("xavier", 0, 0.0, 0.4)],
+    }
+    (out / "ablation.json").write_text(json.dumps(previous))
+    res = ablation.main(argv)
+    assert res["complete"] and "left_out" not in res
+    assert sorted((r["init"], r["seed"], r["miou"]) for r in res["rows"]) == [
+        ("no_fusion", 0, 0.5),
+        ("xavier", 0, 0.4),
+    ]
+    assert "fine-tuning runs" in capsys.readouterr().out
 
 
 def test_continuing_reads_nan_scores_back_from_strict_json(tiny_voc, tmp_path, one_thread, capsys) -> None:
