@@ -92,8 +92,8 @@ def hard_superpixels(
         cell_size (int): grid cell side in pixels.
         connectivity (bool): post-process with :func:`enforce_connectivity` (ids become contiguous per image
             and their count may differ from the number of grid cells).
-        min_size (int | None): smallest piece kept by the connectivity step; default
-            ``max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells))`` (SpixelFCN's choice, 0.06).
+        min_size (int | None): smallest piece kept by the connectivity step, only with ``connectivity=True``;
+            default ``max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells))`` (SpixelFCN's choice, 0.06).
         return_counts (bool): also return the number of superpixels of every image.
         validate (bool): check that ``assoc`` has no NaN (a host-device synchronisation); types, shapes and
             devices are always checked.
@@ -116,6 +116,11 @@ def hard_superpixels(
     return_counts = _checks.check_bool(return_counts, "return_counts")
     if min_size is not None:
         min_size = _checks.check_int(min_size, "min_size", 1)
+        if not connectivity:  # it would do nothing: refused, as a negative_slope without a LeakyReLU is
+            raise ValueError(
+                f"min_size is the smallest piece kept by the connectivity step, got min_size={min_size} with "
+                "connectivity=False: drop min_size or pass connectivity=True"
+            )
     if validate and assoc.numel() and not assoc.is_meta:
         _checks.check_not_exporting(f"validate=True checks assoc for NaN{_checks.SYNCHRONISATION}")
     # a minimum propagates NaN: one reduction, no mask of the association's size (of the detached values: no

@@ -190,6 +190,17 @@ def test_hard_superpixels_with_connectivity():
     assert torch.equal(out, expected)
 
 
+def test_min_size_without_connectivity_is_refused() -> None:
+    # min_size belongs to the connectivity step: without connectivity=True it used to be accepted and ignored,
+    # so hard_superpixels(assoc, 8, min_size=50) returned the raw arg-max map with its 1-pixel fragments
+    a = torch.softmax(4 * torch.randn(1, 9, 24, 20, generator=torch.Generator().manual_seed(1)), dim=1)
+    with pytest.raises(ValueError, match=r"min_size=3 .*connectivity=False.*connectivity=True"):
+        hard_superpixels(a, 8, min_size=3)
+    with pytest.raises(ValueError, match="connectivity=False"):
+        hard_superpixels(a, 8, connectivity=False, min_size=3, return_counts=True)
+    assert torch.equal(hard_superpixels(a, 8, min_size=None), hard_superpixels(a, 8))
+
+
 def test_enforce_connectivity_keeps_a_channel_dim() -> None:
     lab = torch.tensor([[[0, 1, 0], [0, 1, 0], [2, 2, 2]]])
     out, k = enforce_connectivity(lab[:, None], min_size=2)
