@@ -272,7 +272,10 @@ def spixel_loss(
     if num_classes is not None:
         num_classes = _checks.check_int(num_classes, "num_classes", 1)
     if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a Tensor, got {type(target).__name__}")
+        raise TypeError(
+            "target must be a Tensor of shape [B, H, W] (labels) or [B, C, H, W] (features), got "
+            f"{type(target).__name__}{_checks._numpy_hint(target, 'target')}"
+        )
     if target.shape[0] != assoc.shape[0] or target.shape[-2:] != assoc.shape[-2:]:
         raise ValueError(
             f"target must have batch size {assoc.shape[0]} and spatial size {tuple(assoc.shape[-2:])} "

@@ -89,7 +89,10 @@ def max_pool2d_with_indices(
     """
     validate = _checks.check_bool(validate, "validate")
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
+        raise TypeError(
+            f"x must be a Tensor of shape [B, C, H, W] or [C, H, W], got {type(x).__name__}"
+            f"{_checks._numpy_hint(x, 'x')}"
+        )
     if x.dim() not in (3, 4):
         raise ValueError(f"x must have shape [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
     if x.dtype not in _checks.FLOAT_DTYPES:  # float8 too: no kernels
@@ -166,9 +169,15 @@ def max_unpool2d(
     """
     validate = _checks.check_bool(validate, "validate")
     if not isinstance(values, Tensor):
-        raise TypeError(f"values must be a Tensor, got {type(values).__name__}")
+        raise TypeError(
+            f"values must be a Tensor of shape [B, C, h, w] or [C, h, w], got {type(values).__name__}"
+            f"{_checks._numpy_hint(values, 'values')}"
+        )
     if not isinstance(indices, Tensor):
-        raise TypeError(f"indices must be a Tensor, got {type(indices).__name__}")
+        raise TypeError(
+            f"indices must be a Tensor of shape [B, C, h, w] or [C, h, w], got {type(indices).__name__}"
+            f"{_checks._numpy_hint(indices, 'indices')}"
+        )
     if values.dim() not in (3, 4):
         raise ValueError(f"values must have shape [B, C, h, w] or [C, h, w], got shape {tuple(values.shape)}")
     if indices.shape != values.shape:

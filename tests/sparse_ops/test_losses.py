@@ -6,6 +6,7 @@ import math
 from typing import Any
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -573,3 +574,14 @@ def test_a_dense_target_without_channels_has_a_semantic_term_of_zero(masked: boo
     assert torch.equal(empty.position, out.position) and torch.equal(empty.total, out.total)
     assert grads[0] is not None and grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+def test_a_numpy_target_is_refused_with_the_shapes_and_the_conversion() -> None:
+    # as the association (and every other op's data): the expected shapes and torch.from_numpy
+    assoc = torch.full((1, 9, 4, 4), 1 / 9)
+    with pytest.raises(
+        TypeError,
+        match=r"target must be a Tensor of shape \[B, H, W\] \(labels\) or \[B, C, H, W\] \(features\), got "
+        r"ndarray; convert it with torch\.from_numpy\(target\)",
+    ):
+        spixel_loss(assoc, np.zeros((1, 4, 4), dtype=np.int64), 2)  # type: ignore[arg-type]

@@ -321,3 +321,23 @@ def test_indices_made_in_inference_mode_serve_a_training_step() -> None:
         grads.append(values.grad)
     assert pooled.indices.is_inference()
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
+
+
+def test_a_numpy_array_is_refused_with_the_shape_and_the_conversion() -> None:
+    # as every other op of the library: the expected shape and torch.from_numpy, not only "must be a Tensor"
+    x = np.zeros((1, 2, 4, 4), dtype=np.float32)
+    with pytest.raises(
+        TypeError, match=r"x must be a Tensor of shape \[B, C, H, W\] .*torch\.from_numpy\(x\)"
+    ):
+        max_pool2d_with_indices(x)  # type: ignore[arg-type]
+    p = max_pool2d_with_indices(torch.from_numpy(x))
+    with pytest.raises(
+        TypeError, match=r"values must be a Tensor of shape \[B, C, h, w\] .*torch\.from_numpy\(values\)"
+    ):
+        max_unpool2d(p.values.numpy(), p.indices, p.input_size)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"indices must be a Tensor of shape \[B, C, h, w\] .*torch\.from_numpy\(indices\)"
+    ):
+        max_unpool2d(p.values, p.indices.numpy(), p.input_size)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"got list$"):  # no conversion hint for what is not an array
+        max_pool2d_with_indices([1.0])  # type: ignore[arg-type]
