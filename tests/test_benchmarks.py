@@ -1030,6 +1030,41 @@ def test_bench_joint_builds_one_model_for_the_breakdown_and_the_fusion_floor(tmp
 
 
 @pytest.mark.examples
+def test_bench_joint_breakdown_loss_part_runs_no_uniformization(monkeypatch):
+    """The loss part times (and counts the saved bytes of) cross-entropy + ``spixel_loss`` on the final
+    logits made beforehand: it made them in its timed runs, one more uniformization of the fusion's output,
+    with a graph (its time and saved bytes charged to the loss)."""
+    import sparse_ops
+
+    bench = _import("bench_joint")
+    args = bench.build_parser().parse_args(["--threads", "1", "--size", "16", "--rounds", "1"])
+    args.channels_last = bench.DEFAULT_CHANNELS_LAST.get("cpu", False)  # as main sets it
+    opts = bench.default_options(args)
+    model = bench.build_model("joint_hard_ti", args, torch.device("cpu"), opts)
+    calls = {"n": 0}
+    uniformize = sparse_ops.SuperpixelAssignment.uniformize
+
+    def counted(self, *rest, **kw):
+        calls["n"] += 1
+        return uniformize(self, *rest, **kw)
+
+    per_part: dict[str, int] = {}
+
+    def fake_times(steps, *rest):
+        for name, run in steps.items():
+            calls["n"] = 0
+            run()
+            per_part[name] = calls["n"]
+        return {k: {"median_s": 1.0} for k in steps}
+
+    monkeypatch.setattr(sparse_ops.SuperpixelAssignment, "uniformize", counted)
+    monkeypatch.setattr(bench, "time_steps", fake_times)
+    parts = bench.breakdown(args, torch.device("cpu"), opts, model)
+    assert list(per_part) == list(parts) == list(bench.BREAKDOWN_PARTS)
+    assert per_part["loss"] == 0
+
+
+@pytest.mark.examples
 def test_bench_joint_fusion_floor_is_the_flops_at_the_matmul_rate(monkeypatch):
     """The floor is the fusion's FLOPs at the faster of the timed ``torch.mm`` and 1x1 convolution (one CPU
     chunk of rows by the widest hidden layer); the fusion's own rate is its FLOPs over its measured time."""
