@@ -75,9 +75,11 @@ def superpixel_pool(
 
         p_{b,s,c} = \operatorname{reduce}_{q:\ s_{b,q} = s,\ m_{b,q}} x_{b,c,q}
 
-    Means are within :math:`133\,u \max|x|` and sums within :math:`131\,u \sum|x|` of the exact value for any
-    superpixel size (:math:`u` the unit roundoff; see :doc:`/concepts/uniformization`); the pixel counts are
-    ``counts`` of :class:`~sparse_ops.SuperpixelAssignment`.
+    In float32 (half precision accumulates in it) means are within :math:`133\,u \max|x|` and sums within
+    :math:`131\,u \sum|x|` of the exact value for any superpixel size (:math:`u = 2^{-24}`); in float64 the
+    bounds of superpixels of more than :math:`P K` pixels grow with :math:`\lceil n_s / K \rceil` (see
+    :doc:`/concepts/uniformization`). The pixel counts are ``counts`` of
+    :class:`~sparse_ops.SuperpixelAssignment`.
 
     Args:
         features (Tensor[B, C, h, w]): floating features (float16/bfloat16 accumulate in float32).

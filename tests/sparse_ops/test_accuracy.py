@@ -214,6 +214,37 @@ def test_2048_soft_ops_are_accurate(offset_image: torch.Tensor) -> None:
     _within_bound(soft_uniformize(x, assoc, SIDE, validate=False), exact, x.abs().max().item())
 
 
+def test_float64_bound_grows_with_the_extra_accumulators_added_in_float64() -> None:
+    """float64 input: its extra accumulators are added in float64 as well, one after the other, so the bound
+    of a superpixel with extras is ``(K + m_s - 2) u sum|x|`` for the sum and ``(K + m_s) u max|x|`` for the
+    mean, not the ``(K + P - 1) u`` and ``(K + P + 1) u`` of float32 (there that step is exact to
+    ``2**-29 u``).
+
+    Every value is ``1000 + 2**-31``: each accumulator's sum of ``K`` values ends in ``2**-24``, which the
+    running total of one 1024 x 1024 superpixel rounds away at every addition from ``2**29`` on (a tie, to the
+    even whole number): 2046 u, where 131 u and 133 u were documented.
+    """
+    side = 1024
+    value = 1000 + 2.0**-31
+    x = torch.full((1, 1, side, side), value, dtype=torch.float64)
+    sp = torch.zeros(1, side, side, dtype=torch.long)
+    a = SuperpixelAssignment(sp, 1)
+    u, n = 2.0**-53, side * side
+    accumulators = -(-n // CHAIN)  # m_s
+    exact_sum = n * value  # exact: n is a power of two
+    pooled = torch.zeros(1, 1, 1, dtype=torch.float64, requires_grad=True)
+    superpixel_unpool(pooled, sp).backward(x)  # unpooling's backward sums the superpixel's pixels too
+    assert pooled.grad is not None
+    sum_errors = [abs(got - exact_sum) / exact_sum for got in (a.pool(x, "sum").item(), pooled.grad.item())]
+    mean_errors = [(got - value).abs().max().item() / value for got in (a.uniformize(x), a.encode(x))]
+    assert max(sum_errors) <= (CHAIN + accumulators - 2) * u, f"{max(sum_errors) / u:.0f} u"
+    assert max(mean_errors) <= (CHAIN + accumulators) * u, f"{max(mean_errors) / u:.0f} u"
+    # float32 (the fold in float64 is exact to far below its u): the bound of any size holds
+    x32 = x.float()
+    err32 = (a.uniformize(x32).double() - x32.double().mean()).abs().max().item()
+    assert err32 <= (CHAIN + lanes_for(n, 1) + 1) * 2.0**-24 * x32.abs().max().item()
+
+
 @pytest.mark.parametrize("compact", [False, True])
 def test_layout_built_in_blocks_of_images_equals_the_whole_batch(compact: bool) -> None:
     # the CPU build works on blocks of images (BUILD_BLOCK_PIXELS): one image per block gives the same layout
