@@ -806,6 +806,21 @@ def test_a_test_error_fails_the_zero_failing_tests_target():
     assert verdict["met"] is False and "1 errors" in verdict["figure"]
 
 
+def test_a_test_run_that_finished_with_failures_is_not_called_cut_short():
+    """pytest's exit status 1 is a run that finished with failures: its counts are whole. The first GPU run
+    (gpu_check_cuda_20261204_h200_first.txt) read "137 passed, 9 failed, 1 errors, 5 skipped (cut short)" for
+    a run that had finished in 30 s; a run killed at its time limit is cut short."""
+    stages = _stages(1.0, 1.0, 9, tests_status="failed")
+    stages["tests"]["returncode"] = 1
+    verdict = gpu_check.evaluate_targets(stages, on_gpu=True)[2]
+    assert verdict["met"] is False and "9 failed" in verdict["figure"]
+    assert "cut short" not in verdict["figure"]
+    stages["tests"].update(status="timeout", returncode=-15)
+    assert "(cut short)" in gpu_check.evaluate_targets(stages, on_gpu=True)[2]["figure"]
+    stages["tests"].update(status="failed", returncode=-11)  # pytest itself crashed: the log is partial
+    assert "(cut short)" in gpu_check.evaluate_targets(stages, on_gpu=True)[2]["figure"]
+
+
 def test_uniformize_target_uses_the_backend_auto_resolves_to():
     """The (b) verdict is on the backend ``"auto"`` picks on the device, not on scatter."""
     rows = [{"N_s": n, "scatter": {"x_floor": 2.0}, "sparse": {"x_floor": 1.2}} for n in (1024, 4096)]
