@@ -200,7 +200,13 @@ def run_command(
 
 def _kill_group(proc: subprocess.Popen) -> None:
     """Stop a stage: SIGTERM, then SIGKILL to its process group; where there are no process groups
-    (Windows) terminate and kill the stage's own process."""
+    (Windows) terminate and kill the stage's own process.
+
+    The SIGKILL goes to the group while any of its processes is left after the SIGTERM, not only while the
+    stage's own process is: the train stage's own process dies at once, while the ``train.py`` it started
+    takes SIGTERM as a request to finish its step and save a checkpoint (with its loader workers), and was
+    left running past the stage, holding the output pipe (10 s more of the reader's wait).
+    """
     posix = hasattr(os, "killpg") and hasattr(signal, "SIGKILL")
     for step, wait in ((0, 5.0), (1, 5.0)):
         try:
@@ -214,9 +220,26 @@ def _kill_group(proc: subprocess.Popen) -> None:
             return
         try:
             proc.wait(timeout=wait)
-            return
         except subprocess.TimeoutExpired:
             continue
+        if not posix or step == 1:
+            return
+        deadline = time.monotonic() + wait  # the group's other processes: the rest of the same grace time
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _group_alive(proc.pid):
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether the process group ``pgid`` still has a process (an exited one not yet reaped counts)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of the group that changed its user: still there
+        return True
+    return True
 
 
 TQDM_STAND_IN = '''"""A no-op stand-in for tqdm's progress bar, written by benchmarks/gpu_check.py."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import importlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -187,6 +188,43 @@ def test_run_command_records_failure_and_timeout(tmp_path):
     assert slow.status == "timeout" and "time limit of 3 s" in slow.error
     assert "started" in slow.output
     assert time.perf_counter() - t0 < 30  # the process group (grandchild included) was killed
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups: POSIX")
+def test_a_timeout_kills_a_child_that_outlives_the_stage_at_sigterm(tmp_path):
+    """The train stage's own process dies at SIGTERM, while the ``train.py`` it started takes SIGTERM as a
+    request to finish its step and save: the SIGKILL goes to the group while any process of it is left.
+    Before, the child ran on past the stage (and the reader waited 10 s more for the pipe it held)."""
+    pid_file = tmp_path / "child.pid"
+    child = (
+        "import os, signal, sys, time; "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+        "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(60), sys.exit(143))); "
+        "print('training', flush=True); time.sleep(60)"
+    )
+    code = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    t0 = time.perf_counter()
+    run = gpu_check.run_command([sys.executable, "-c", code], 2, echo=False)
+    assert run.status == "timeout" and "training" in run.output
+    assert time.perf_counter() - t0 < 2 + 8  # its limit and the 5 s grace, not the reader's 10 s more
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone(pid):
+        assert time.monotonic() < deadline, f"the stage's child {pid} is still running after the stage"
+        time.sleep(0.1)
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (an ended one its new parent has not reaped yet included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):  # no /proc (not Linux): only the reaped end is seen
+        return False
 
 
 @pytest.mark.parametrize("limit", [60, 2], ids=["ends", "timeout"])
