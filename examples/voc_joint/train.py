@@ -1857,11 +1857,17 @@ def check_args(
             f"--no-fusion with --fusion-init {args.fusion_init}: without the fusion stack there is nothing "
             "to initialize; drop one of the two"
         )
-    for name in ("fusion_hidden", "fusion_activation"):  # were ignored without a word
+    # were ignored without a word: the stack's shape, its learning rate, its recomputation
+    for name, what in (
+        ("fusion_hidden", "shape"),
+        ("fusion_activation", "shape"),
+        ("fusion_lr", "train"),
+        ("recompute_fusion", "recompute"),
+    ):
         if not args.fusion and is_given(name):
             parser.error(
                 f"--no-fusion with {spelled(name, getattr(args, name))}: without the fusion stack there is "
-                "nothing to shape; drop one of the two"
+                f"nothing to {what}; drop one of the two"
             )
     if args.allow_option_changes and args.resume is None:
         parser.error("--allow-option-changes only applies with --resume")

@@ -899,6 +899,8 @@ _BAD_TRAIN = [
     (["--fusion-init", "glorot"], "--fusion-init: invalid choice: 'glorot'"),
     (["--no-fusion", "--fusion-hidden", "128"], "--no-fusion with --fusion-hidden 128: without the fusion"),
     (["--no-fusion", "--fusion-activation", "none"], "--no-fusion with --fusion-activation none: without"),
+    (["--no-fusion", "--fusion-lr", "0.5"], "--no-fusion with --fusion-lr 0.5: without the fusion stack"),
+    (["--no-fusion", "--no-recompute-fusion"], "--no-fusion with --no-recompute-fusion: without"),
     (["--channels-last=no"], "--channels-last/--no-channels-last: ignored explicit argument 'no'"),
     (["--recompute-fusion=1"], "--recompute-fusion/--no-recompute-fusion: ignored explicit argument '1'"),
     (["--compile=yes"], "--compile/--no-compile: ignored explicit argument 'yes'"),

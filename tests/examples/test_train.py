@@ -564,6 +564,29 @@ def test_no_fusion_refuses_a_fusion_init(tiny_voc, tmp_path, capsys) -> None:
     assert info.value.code == 2 and "--no-fusion with --fusion-init xavier" in err
 
 
+@pytest.mark.parametrize(
+    ("given", "what"),
+    [
+        (["--fusion-lr", "0.5"], "train"),
+        (["--fusion-lr", "1e-07"], "train"),  # its default, given: refused all the same
+        (["--recompute-fusion"], "recompute"),
+        (["--no-recompute-fusion"], "recompute"),
+    ],
+)
+def test_no_fusion_refuses_the_options_of_the_fusion_stack(tiny_voc, tmp_path, capsys, given, what) -> None:
+    """``--no-fusion --fusion-lr 0.5`` trained without a word about the learning rate that nothing used (no
+    fusion parameter group), as ``--recompute-fusion`` recomputed nothing: refused as ``--fusion-hidden``."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "all", "--max-steps", "1", "--no-fusion", *given)
+    at = argv.index("--fusion-hidden")
+    del argv[at : at + 2]  # refused with --no-fusion too
+    with pytest.raises(SystemExit) as info:
+        train.main(argv)
+    assert not tmp_path.joinpath("seg").exists()
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert f"--no-fusion with {' '.join(given)}: without the fusion stack there is nothing to {what}" in err
+
+
 def test_stage_all_refuses_a_resume_path(tiny_voc, tmp_path, capsys) -> None:
     """``--stage all --resume PATH`` would ignore PATH: a usage error that says how ``all`` resumes."""
     ckpt = train.main(
