@@ -1347,8 +1347,7 @@ def build_train_state(
     if args.amp and not use_amp and info.main:
         print(f"[{stage}] --amp ignored on {device.type} (CUDA only)", flush=True)
     if info.enabled and args.sync_bn:
-        if device.type != "cuda":
-            raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU/gloo implementation)")
+        _check_sync_bn(args, info)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call, unused-ignore]  # untyped in torch (strict)
     optimizer = build_optimizer(stage, model, args)
     position = (0, 0, 0) if ckpt is None else _position(ckpt, args)
@@ -1378,6 +1377,19 @@ def build_train_state(
             model, device_ids=ids, find_unused_parameters=stage == "joint"
         )
     return state, use_amp
+
+
+def _check_sync_bn(args: argparse.Namespace, info: DistInfo) -> None:
+    """Refuse ``--sync-bn`` in a process group that does not train on CUDA.
+
+    Raises:
+        UsageError: ``--sync-bn`` under DDP on the CPU (SyncBatchNorm has no CPU/gloo implementation).
+    """
+    if args.sync_bn and info.enabled and info.device.type != "cuda":
+        raise UsageError(
+            "--sync-bn needs CUDA (SyncBatchNorm has no CPU/gloo implementation), and this run trains on "
+            f"{info.device.type}: drop --sync-bn"
+        )
 
 
 def _restore_training_state(state: engine.TrainState, ckpt: dict[str, Any], source: Path | None) -> bool:
@@ -2065,6 +2077,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     with InterruptGuard() as guard:
         try:
             # what needs no output folder first: a refused command leaves no lock file or folder behind
+            _agree(info, lambda: _check_sync_bn(args, info))  # not once --overwrite cleared the old run
             _agree(info, lambda: _resolve_stages(stages, args))
             check_data(_stage_args(stages[0], args), info, val=bool(args.eval))
             if info.main:

@@ -221,6 +221,31 @@ def test_an_error_rank_0_decided_is_printed_by_rank_0_only(
     assert ("the checkpoint's options differ" in err) == (rank == 0), err
 
 
+def test_sync_bn_on_the_cpu_is_refused_before_overwrite_clears_the_old_run(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``torchrun ... --device cpu --sync-bn --stage all --overwrite`` deleted each stage of the old run, then
+    each process refused --sync-bn when its first stage built the model: refused now before anything is
+    touched, by rank 0 (one copy of the message)."""
+    from .helpers import train_args
+
+    old_run = tmp_path / "run"
+    for stage in train.STAGES:
+        (old_run / stage).mkdir(parents=True)
+        (old_run / stage / "checkpoint.pt").write_bytes(b"the old run's")
+    monkeypatch.setattr(train, "init_distributed", lambda device: DistInfo(rank=0, world_size=2))
+    other = _OtherProcess(monkeypatch)
+    argv = train_args(tiny_voc, old_run, "--stage", "all", "--overwrite", "--sync-bn", "--max-steps", "1")
+    with pytest.raises(SystemExit) as stop:
+        train.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    assert all((old_run / s / "checkpoint.pt").is_file() for s in train.STAGES), err  # the old run is intact
+    assert "--sync-bn needs CUDA" in err and "this run trains on cpu: drop --sync-bn" in err, err
+    (_, error), _ = other.broadcasts[0]  # rank 0's first decision, sent to the others: the refusal
+    assert error is not None and error[0] == "UsageError" and "--sync-bn" in error[1], other.broadcasts
+
+
 @pytest.mark.parametrize(
     ("rank", "local_rank", "order"), [(2, 0, ["ensure", "barrier"]), (3, 1, ["barrier", "ensure"])]
 )
