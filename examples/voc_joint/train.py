@@ -1934,6 +1934,14 @@ def check_args(
                 f"{spelled(name, getattr(args, name))} applies to --{setting} {used_with}, which no stage "
                 f"of this run uses ({uses}): drop it, or give --{setting} {used_with}"
             )
+    if args.stage == "joint" and not args.spixel_loss_weight:  # the joint stage computes no spixel_loss
+        for name in ("pos_weight", "recompute_loss"):
+            if is_given(name):
+                parser.error(
+                    f"{spelled(name, getattr(args, name))} applies to spixel_loss, which --stage joint with "
+                    f"--spixel-loss-weight {args.spixel_loss_weight:g} does not compute: drop it, or give a "
+                    "--spixel-loss-weight above 0"
+                )
     error = worker_tmpdir_error(args.workers, "--workers")
     if error:
         parser.error(error)

@@ -587,6 +587,26 @@ def test_no_fusion_refuses_the_options_of_the_fusion_stack(tiny_voc, tmp_path, c
     assert f"--no-fusion with {' '.join(given)}: without the fusion stack there is nothing to {what}" in err
 
 
+@pytest.mark.parametrize(
+    "given",
+    [["--pos-weight", "0.01"], ["--pos-weight", "0.003"], ["--recompute-loss"], ["--no-recompute-loss"]],
+)
+def test_joint_stage_without_spixel_loss_refuses_the_options_of_that_loss(
+    tiny_voc, tmp_path, capsys, given
+) -> None:
+    """``--stage joint --spixel-loss-weight 0`` computes no spixel_loss: its ``--pos-weight`` and
+    ``--recompute-loss`` did nothing without a word (as ``--momentum`` without SGD, refused)."""
+    argv = ["--stage", "joint", "--from-scratch", "--max-steps", "1", "--spixel-loss-weight", "0", *given]
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(tiny_voc, tmp_path, *argv))
+    assert not tmp_path.joinpath("joint").exists()
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert f"{' '.join(given)} applies to spixel_loss, which --stage joint with --spixel-loss-weight 0" in err
+    # with the loss they apply
+    assert train.main(train_args(tiny_voc, tmp_path / "ok", *argv[: -(len(given) + 2)], *given))
+
+
 def test_stage_all_refuses_a_resume_path(tiny_voc, tmp_path, capsys) -> None:
     """``--stage all --resume PATH`` would ignore PATH: a usage error that says how ``all`` resumes."""
     ckpt = train.main(
