@@ -245,15 +245,17 @@ def test_float64_bound_grows_with_the_extra_accumulators_added_in_float64() -> N
     assert err32 <= (CHAIN + lanes_for(n, 1) + 1) * 2.0**-24 * x32.abs().max().item()
 
 
+@pytest.mark.parametrize("block_images", [1, 2])
 @pytest.mark.parametrize("compact", [False, True])
-def test_layout_built_in_blocks_of_images_equals_the_whole_batch(compact: bool) -> None:
-    # the CPU build works on blocks of images (BUILD_BLOCK_PIXELS): one image per block gives the same layout
+def test_layout_built_in_blocks_of_images_equals_the_whole_batch(compact: bool, block_images: int) -> None:
+    # the CPU build works on blocks of images (BUILD_BLOCK_PIXELS): blocks of one image, and blocks of two
+    # (5 images: two full blocks and a partial last one), give the layout of the whole batch at once
     ids = _adversarial("random", 5, 9, 7, 6, np.random.default_rng(3)).view(5, 63)
     whole, _ = build_layout(ids.clone(), 6, compact=compact, chain=3, lanes=2)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        with mock.patch.object(layout_module, "BUILD_BLOCK_PIXELS", 1):
+        with mock.patch.object(layout_module, "BUILD_BLOCK_PIXELS", block_images * 63):
             blocks, _ = build_layout(ids.clone(), 6, compact=compact, chain=3, lanes=2)
     finally:
         torch.set_num_threads(threads)
