@@ -515,6 +515,21 @@ def test_a_negative_label_is_refused_for_every_signed_dtype(dtype: torch.dtype) 
         spixel_loss(assoc, target, 2)
 
 
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_a_label_equal_to_num_classes_is_refused_and_the_one_below_it_accepted(num_classes: int) -> None:
+    """The label range is ``[0, num_classes)``: validated, the first label outside it (``num_classes``
+    itself) is refused, the last one inside it is a class."""
+    assoc = torch.softmax(torch.randn(1, 9, 2, 2, dtype=torch.float64), 1)
+    target = torch.tensor([[[0, 0], [num_classes - 1, 255]]])
+    spixel_loss(assoc, target, 2, num_classes=num_classes)  # no error
+    target[0, 1, 1] = num_classes
+    match = rf"target labels must be < num_classes={num_classes}, got label {num_classes}$"
+    with pytest.raises(ValueError, match=match):
+        spixel_loss(assoc, target, 2, num_classes=num_classes)
+    with pytest.raises(ValueError, match=match):
+        SpixelLoss(2, num_classes=num_classes)(assoc, target)
+
+
 def test_a_uint64_label_above_the_int64_range_is_neither_ignored_nor_a_class() -> None:
     """2**64 - 1 reads as -1 in int64: with ``ignore_index=-1`` it is not ignored; validated, it is
     refused."""
