@@ -46,6 +46,26 @@ def test_counts_encode_decode_against_references() -> None:
     )
 
 
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+def test_decode_of_a_masked_assignment_reads_and_differentiates_every_pixel(backend: str) -> None:
+    """The mask decides what counts in the means; the decoder ``D = M^T`` still gives every pixel, masked ones
+    included, its superpixel's vector, so its gradient sums the incoming gradient over *all* pixels of each
+    superpixel (the adjoint ``M``, not the masked one)."""
+    g = torch.Generator().manual_seed(6)
+    sp = torch.randint(0, 5, (2, 4, 6), generator=g)
+    mask = torch.rand(2, 4, 6, generator=g) > 0.5
+    mask[0, 0, 0] = False  # at least one masked pixel
+    a = SuperpixelAssignment(sp, 6, mask=mask, backend=backend)  # type: ignore[arg-type]
+    p = torch.randn(2, 6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    out = a.decode(p)
+    np.testing.assert_array_equal(out.detach().numpy(), ref_unpool(p.detach().numpy(), sp.numpy()))
+    up = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(out, p, up)
+    expected = ref_pool(up.numpy(), sp.numpy(), 6, "sum", None)[0]  # every pixel, the mask ignored
+    np.testing.assert_allclose(grad.numpy(), expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(a.decode, (p,))
+
+
 @pytest.mark.parametrize("layout", [torch.sparse_coo, torch.sparse_csr])
 @pytest.mark.parametrize("masked", [False, True])
 def test_to_sparse_matches_the_dense_definition(layout: torch.layout, masked: bool) -> None:
