@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,20 @@ def test_an_index_tensor_is_checked_as_a_tensor() -> None:
     for small, same in (([2, 0], [2, 0]), ([-1, 1], [2, 1])):  # small dtypes, negative ones from the end
         dtype = torch.uint64 if min(small) >= 0 else torch.int8
         assert torch.equal(selection_weight(3, torch.tensor(small, dtype=dtype)), selection_weight(3, same))
+
+
+@pytest.mark.parametrize(
+    "form",
+    [list, tuple, torch.tensor, np.array, lambda idx: range(idx[0], idx[-1] + 1)],
+    ids=["list", "tuple", "tensor", "array", "range"],
+)
+def test_the_first_index_past_either_end_is_refused_in_every_form(form) -> None:  # type: ignore[no-untyped-def]
+    """``[-in_features, in_features)`` exactly, for every form of ``indices``: the ends are selected, the
+    first index past either end is refused (an index tensor or array equal to ``in_features`` selected
+    column 0 through the ``% in_features`` of negative indices; a range ending at it was expanded before the
+    refusal)."""
+    assert torch.equal(selection_weight(4, form([-4, -3, -2, -1, 0, 1, 2, 3])), torch.eye(4).repeat(2, 1))
+    for past, bad in (([3, 4], 4), ([-5, -4], -5)):
+        named = r"range\(" if isinstance(form(past), range) else re.escape(f"[{bad}]")
+        with pytest.raises(ValueError, match=r"\[-4, 4\), got " + named):
+            selection_weight(4, form(past))
