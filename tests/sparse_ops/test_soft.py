@@ -99,6 +99,11 @@ class TestSoftUnpool(OpTester):
     fast_gradcheck = True
     errors = [  # noqa: RUF012  (a table read by the base class)
         ({0: lambda c: c[:, :, :1]}, ValueError, r"centres must have shape \[B=3, C, n_h=2, n_w=3\]"),
+        (  # one image of centres for three associations: refused, not broadcast over the batch
+            {0: lambda c: c[:1]},
+            ValueError,
+            r"centres must have shape \[B=3, C, n_h=2, n_w=3\] .*, got shape \(1, 2, 2, 3\)",
+        ),
         ({0: None}, TypeError, "centres must be a torch.Tensor"),
         ({1: lambda a: -a}, ValueError, "assoc must be non-negative and finite"),
     ]
