@@ -63,6 +63,11 @@ class TestMaxPoolWithIndices(OpTester):
             ValueError,
             r"padding must be at most half of kernel_size \(3, 3\): at most \(1, 1\), got",
         ),
+        (  # the width's padding is checked too (PyTorch raised a RuntimeError for it)
+            {1: (3, 5), 3: (1, 3)},
+            ValueError,
+            r"padding must be at most half of kernel_size \(3, 5\): at most \(1, 2\), got \(1, 3\)",
+        ),
     ]
 
     def op(self, *args: Any, **kwargs: Any) -> Any:
