@@ -178,6 +178,21 @@ def test_transparency_check_detects_a_stack_that_is_not_transparent(
     assert demo.transparency_check(seg, spx, [batch, flat])["max_abs_diff"] == check["max_abs_diff"]
 
 
+def test_transparency_check_scales_by_the_largest_deeplab_logit_not_the_joint_output(
+    varied_voc: Path, tmp_path: Path
+) -> None:
+    """``max_abs_logit`` is max |S| (the demo prints it as "|S| up to" and scales the 1e-4 bar with it), not
+    max of the joint output U(S), whose superpixel means are smaller: that would tighten the bar."""
+    seg, spx = untrained_checkpoints(tmp_path)
+    val = build_dataset(varied_voc, "val")
+    batch = demo.same_size_batches([val[0], val[1]])[0]
+    with torch.no_grad():
+        out = demo.join_pretrained(seg, spx, fusion=False)(batch["seg_input"], batch["spixel_input"])
+    s_max, u_max = float(out["seg_logits"].abs().max()), float(out["logits"].abs().max())
+    assert u_max < s_max  # the two candidates differ on this batch
+    assert demo.transparency_check(seg, spx, batch)["max_abs_logit"] == s_max
+
+
 def test_join_pretrained_builds_the_fusion_stack_asked_for_with_the_given_seed(tmp_path: Path) -> None:
     seg, spx = untrained_checkpoints(tmp_path)
     assert demo.join_pretrained(seg, spx, fusion=False).fusion is None
