@@ -1171,6 +1171,25 @@ def test_equal_scale_bounds_are_accepted(tmp_path) -> None:
     train.check_args(parser, args)  # no random scaling: fine
 
 
+def test_resume_after_a_batch_size_change_counts_the_skipped_batches_at_the_new_size(
+    tmp_path, capsys
+) -> None:
+    """2 steps of batch 2 done (4 of 8 images), resumed at batch 4: the 4 samples done are 1 batch of the new
+    size, the count the line names (not the checkpoint's 2 batches of 2); the epoch's step count, which
+    changed, is left out."""
+    from examples.voc_joint.synthetic import generate_synthetic_voc
+
+    root = generate_synthetic_voc(tmp_path / "voc8", num_train=8, num_val=2, image_size=(36, 44), seed=1)
+    argv = train_args(root, tmp_path / "out", "--stage", "spixel", "--epochs", "1")
+    train.main([*argv, "--max-steps", "2"])  # batch 2: 4 steps per epoch, 2 done
+    argv[argv.index("--batch-size") + 1] = "4"
+    capsys.readouterr()
+    out = train.main([*argv, "--resume", "--allow-option-changes"])["spixel"]
+    text = capsys.readouterr().out
+    assert ": epoch 1, step 2 (2 steps of the epoch done), skipping 1 done batches\n" in text, text
+    assert load_checkpoint(out)["step"] == 3  # 1 step of 2 left in the epoch
+
+
 def test_overwrite_and_resume_of_a_stage_that_reached_max_steps(tiny_voc, tmp_path, capsys) -> None:
     ckpt = train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1"))[
         "seg"
