@@ -115,6 +115,28 @@ def test_eval_mode_is_restored_and_panels_stop_at_max_panels_inside_a_batch(voc,
     assert len(res["panels"]) == 1 and len(list(tmp_path.glob("*.png"))) == 1
 
 
+def test_panels_show_the_baseline_then_the_joint_prediction(voc, tmp_path, monkeypatch):
+    """The panel columns: image + superpixels | ground truth | baseline (``seg_logits``) | joint
+    (``logits``), each from its own logits."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(evaluate_mod, "save_panel", lambda path, *a, **k: (calls.append(a), path)[1])
+    ds = build_dataset(voc, "val")
+    model = StubJoint()
+    evaluate(
+        model, DataLoader(ds, batch_size=1), device="cpu", panels_dir=tmp_path, max_panels=1, progress=False
+    )
+    (args,) = calls
+    sample = ds[0]
+    with torch.no_grad():
+        out = model(sample["seg_input"][None], sample["spixel_input"][None])
+    base, joint = out["seg_logits"].argmax(1)[0], out["logits"].argmax(1)[0]
+    assert not torch.equal(base, joint)  # the two columns differ on this image
+    image, target, shown_base, shown_joint, superpixels = args
+    assert torch.equal(image, sample["image"]) and torch.equal(target, sample["target"])
+    assert torch.equal(shown_base, base) and torch.equal(shown_joint, joint)
+    assert torch.equal(superpixels, out["superpixels"][0])
+
+
 def test_evaluate_equals_manual_accumulation(voc):
     ds = build_dataset(voc, "val", crop_size=(16, 20))
     model = StubJoint()
