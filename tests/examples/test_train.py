@@ -255,6 +255,31 @@ def test_joint_loss_normalization_is_the_documented_one() -> None:
     torch.testing.assert_close(one, ce + 0.5 * sl.total)
 
 
+@pytest.mark.parametrize("stage, key", [("seg", "seg_input"), ("spixel", "spixel_input")])
+def test_each_pretraining_stage_feeds_its_network_its_own_normalization(stage: str, key: str) -> None:
+    """DeepLabV3+ is trained on the ImageNet-normalized ``seg_input``, SpixelFCN on ``spixel_input`` (x minus
+    SPIXEL_MEAN, no division): the inputs the joint model gives each network, so its pretrained weights
+    see at the joint stage what they were trained on."""
+    from examples.voc_joint import engine
+
+    seen: list[torch.Tensor] = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x)
+            return torch.full((1, 9, 8, 8), 1 / 9) if stage == "spixel" else torch.zeros(1, 2, 8, 8)
+
+    gen = torch.Generator().manual_seed(0)
+    batch = {
+        "seg_input": torch.randn(1, 3, 8, 8, generator=gen),
+        "spixel_input": torch.randn(1, 3, 8, 8, generator=gen),
+        "target": torch.zeros(1, 8, 8, dtype=torch.long),
+    }
+    args = argparse.Namespace(cell_size=4, pos_weight=0.003, num_classes=2)
+    engine.stage_loss(stage, Recorder(), batch, args, torch.device("cpu"))
+    assert len(seen) == 1 and torch.equal(seen[0], batch[key])
+
+
 def test_spixel_stage_biases_get_no_weight_decay() -> None:
     """As in SpixelFCN's main.py (bias_decay 0, weight_decay 4e-4 on every 'weight', BatchNorm scales
     included): a bias with a zero gradient stays where it is, a weight shrinks."""
