@@ -18,7 +18,8 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from examples.voc_joint.data import DataError, VOCSegmentation
 
@@ -61,9 +62,17 @@ def header_problems(datasets: Sequence[VOCSegmentation], *, progress: bool = Fal
     return problems
 
 
-def shown_problems(problems: Sequence[str], *, limit: int = SHOWN_PROBLEMS, one_line: bool = False) -> str:
+def shown_problems(
+    problems: Sequence[Any],
+    *,
+    limit: int = SHOWN_PROBLEMS,
+    one_line: bool = False,
+    describe: Callable[[Any], str] = str,
+) -> str:
     """The end of a message that lists ``problems`` (after its colon): the first ``limit``, one a line
-    indented by two spaces (``one_line``: separated by ``"; "``), then how many more.
+    indented by two spaces (``one_line``: separated by ``"; "``), then how many more. ``describe`` makes the
+    text of each shown problem, and of those only (a missing file's near miss lists its folder: 30 ms in
+    VOC's ``JPEGImages``, 41 s for a list of 1449 names of another data set when every one was described).
 
     Example:
         >>> print("2 files are bad:" + shown_problems(["a.png", "b.png", "c.png"], limit=2))
@@ -73,10 +82,12 @@ def shown_problems(problems: Sequence[str], *, limit: int = SHOWN_PROBLEMS, one_
           ... and 1 more
         >>> "2 files are bad:" + shown_problems(["a.png", "b.png"], one_line=True)
         '2 files are bad: a.png; b.png'
+        >>> "3 files are bad:" + shown_problems([1, 2, 3], limit=1, one_line=True, describe=lambda n: f"#{n}")
+        '3 files are bad: #1; ... and 2 more'
     """
     sep = "; " if one_line else "\n  "
     more = [f"... and {len(problems) - limit} more"] if len(problems) > limit else []
-    return (" " if one_line else sep) + sep.join([*problems[:limit], *more])
+    return (" " if one_line else sep) + sep.join([*map(describe, problems[:limit]), *more])
 
 
 def problems_message(

@@ -59,7 +59,7 @@ from examples.voc_joint.data import (
     file_not_found,
     read_list,
 )
-from examples.voc_joint.headers import SHOWN_PROBLEMS, shown_problems
+from examples.voc_joint.headers import shown_problems
 from examples.voc_joint.signals import run_stoppable
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 
@@ -455,18 +455,16 @@ def _check_exist(sources: dict[str, tuple[Path, Path]]) -> None:
     """Every image and label file of ``sources`` (name -> (image, label file)) exists, else one
     FileNotFoundError that counts them all and names the first 20 with their near misses
     (:func:`~examples.voc_joint.data.file_not_found`)."""
-    missing: list[str] = []
+    missing: list[tuple[str, Path]] = []
     for image, source in sources.values():
         kind = "SBD label" if source.suffix == ".mat" else "mask"
-        for path, what in ((image, "image"), (source, kind)):
-            if not path.is_file():  # the near misses of the shown files only: each lists the file's folder
-                missing.append(file_not_found(what, path) if len(missing) < SHOWN_PROBLEMS else str(path))
+        missing += [(what, path) for path, what in ((image, "image"), (source, kind)) if not path.is_file()]
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} file{'s' if len(missing) != 1 else ''} the trainaug set needs "
             f"{'do' if len(missing) != 1 else 'does'} not exist (an "
             "incomplete extraction of VOCtrainval_11-May-2012.tar or benchmark.tgz, or lists of another "
-            "release?):" + shown_problems(missing)
+            "release?):" + shown_problems(missing, describe=lambda item: file_not_found(*item))
         )
 
 

@@ -84,7 +84,7 @@ from examples.voc_joint.distributed import (
     init_distributed,
     peer_lost,
 )
-from examples.voc_joint.headers import SHOWN_PROBLEMS, check_headers, shown_problems
+from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
 from examples.voc_joint.models._checks import fusion_weights_problem
@@ -766,10 +766,7 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
             f"{len(missing)} files listed in {ds.list_file}"
             + (f" or in the --val-split {args.val_split!r} list" if val else "")
             + " do not exist (an incomplete extraction, or a list of another data set?):"
-            # the near misses of the shown files only: each lists its file's folder (30 ms in JPEGImages)
-            + shown_problems(
-                [f"{p}{missing_file_hint(p) if i < SHOWN_PROBLEMS else ''}" for i, p in enumerate(missing)]
-            )
+            + shown_problems(missing, describe=lambda p: f"{p}{missing_file_hint(p)}")
         )
     if args.check_files:
         _check_headers([ds] if val_ds is None else [ds, val_ds], args, info)
