@@ -352,21 +352,26 @@ def test_what_a_run_raises_is_one_line_with_the_pipelines_exit_status(
 ) -> None:
     """One rule for both scripts (``cli.run_command``): 2 for a command that cannot run, 1 for what fails
     while it runs, one line each. A data error re-raised from a DataLoader worker was printed with the
-    worker's whole traceback in its "one line" (``train.py`` and ``evaluate.py`` already condensed it)."""
+    worker's whole traceback in its "one line" (``train.py`` and ``evaluate.py`` already condensed it), and
+    training that diverges (``--joint-lr 1e6``, within its bounds: the engine's NonFiniteError) was a
+    traceback."""
     from examples.voc_joint.checkpoint import CheckpointError
     from examples.voc_joint.cli import UsageError
     from examples.voc_joint.data import DataError
+    from examples.voc_joint.engine import NonFiniteError
 
     module = importlib.import_module(f"examples.voc_joint.{script}")
     worker = DataError(
         "Caught DataError in DataLoader worker process 3.\nOriginal Traceback (most recent call last):\n"
         "  File \"data.py\", line 1, in read\nexamples.voc_joint.data.DataError: bad mask 'a.png'\n"
     )
+    diverged = "[joint] non-finite loss and gradients at step 2 (epoch 1; loss nan): training stopped"
     for exc, status, message in (
         (UsageError("the output folder holds another run"), 2, "the output folder holds another run"),
         (CheckpointError("--seg-checkpoint: not a checkpoint"), 2, "--seg-checkpoint: not a checkpoint"),
         (worker, 1, "bad mask 'a.png' (DataLoader worker 3)"),
         (OSError(28, "No space left on device"), 1, "[Errno 28] No space left on device"),
+        (NonFiniteError(diverged), 1, diverged),
     ):
         monkeypatch.setattr(module, runner, _raising(exc))
         with pytest.raises(SystemExit) as info:
@@ -376,27 +381,6 @@ def test_what_a_run_raises_is_one_line_with_the_pipelines_exit_status(
         assert (info.value.code, err) == (status, f"{prog}: error: {message}\n")
     monkeypatch.setattr(module, runner, lambda *args, **kwargs: {"rows": []})
     assert module.main(["--output-dir", str(tmp_path / "out")]) == {"rows": []}
-
-
-@pytest.mark.parametrize("script, runner", _RUNNERS)
-def test_a_diverged_run_is_one_line_with_exit_status_1(
-    script: str,
-    runner: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """Training that diverges (``--joint-lr 1e6``, within its bounds: the engine's NonFiniteError) fails while
-    the command runs: one line, exit status 1, as ``train.py`` says it. That was a traceback."""
-    from examples.voc_joint.engine import NonFiniteError
-
-    module = importlib.import_module(f"examples.voc_joint.{script}")
-    message = "[joint] non-finite loss and gradients at step 2 (epoch 1; loss nan): training stopped"
-    monkeypatch.setattr(module, runner, _raising(NonFiniteError(message)))
-    with pytest.raises(SystemExit) as info:
-        module.main(["--output-dir", str(tmp_path / "out")])
-    err = capsys.readouterr().err
-    assert (info.value.code, err) == (1, f"python examples/voc_joint/{script}.py: error: {message}\n")
 
 
 @pytest.mark.parametrize(

@@ -817,14 +817,11 @@ def test_joint_stage_loss_weighs_the_superpixel_term() -> None:
     assert float(full.detach()) - float(half.detach()) == pytest.approx(0.5 * spixel)
 
 
-def test_csv_log_of_a_resumed_run_keeps_the_rows_up_to_the_checkpoint_step(tmp_path, monkeypatch) -> None:
-    """Rows up to the resume step (included) stay, later ones (written after that checkpoint) go; TensorBoard
-    purges the events from the step after it; a new log starts empty."""
+def _fake_tensorboard(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """Stand in for ``torch.utils.tensorboard``; returns the list that gets every writer's ``purge_step``."""
     import types
 
-    from examples.voc_joint.engine import CsvLogger
-
-    purges = []
+    purges: list[int | None] = []
 
     class Writer:
         def __init__(self, logdir: str, purge_step: int | None = None) -> None:
@@ -837,6 +834,15 @@ def test_csv_log_of_a_resumed_run_keeps_the_rows_up_to_the_checkpoint_step(tmp_p
             pass
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    return purges
+
+
+def test_csv_log_of_a_resumed_run_keeps_the_rows_up_to_the_checkpoint_step(tmp_path, monkeypatch) -> None:
+    """Rows up to the resume step (included) stay, later ones (written after that checkpoint) go; TensorBoard
+    purges the events from the step after it; a new log starts empty."""
+    from examples.voc_joint.engine import CsvLogger
+
+    purges = _fake_tensorboard(monkeypatch)
     log = CsvLogger(tmp_path, True, True, None)
     for step in range(1, 6):
         log.row(stage="seg", epoch=1, step=step, loss=f"{step}.0")
@@ -1918,21 +1924,7 @@ def test_resume_without_a_checkpoint_purges_the_tensorboard_events_of_the_lost_r
     TensorBoard events; the refused new run's message says to continue it with --resume, which starts at
     step 0: log.csv drops every row, and the events were kept (purge_step None), so TensorBoard showed each
     step twice. They are purged from step 1 now, as after any resume."""
-    import types
-
-    purges = []
-
-    class Writer:
-        def __init__(self, logdir: str, purge_step: int | None = None) -> None:
-            purges.append(purge_step)
-
-        def add_scalar(self, tag: str, value: float, step: int) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    purges = _fake_tensorboard(monkeypatch)
     folder = tmp_path / "seg"
     folder.mkdir()
     (folder / "log.csv").write_text("stage,epoch,step,loss\nseg,1,1,3.0\nseg,1,2,2.5\n")
