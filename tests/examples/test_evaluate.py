@@ -443,6 +443,18 @@ def _fake_checkpoint(monkeypatch, tmp_path, stage: str = "joint", model: nn.Modu
     return ["--checkpoint", str(tmp_path / "ckpt.pt"), "--no-progress"]
 
 
+def _cli_argv(monkeypatch, tmp_path, root) -> list[str]:
+    """evaluate.py's options for a fake checkpoint (:func:`_fake_checkpoint`) on the data set ``root``, into
+    ``tmp_path / "ev"``."""
+    return [
+        *_fake_checkpoint(monkeypatch, tmp_path),
+        "--data-root",
+        str(root),
+        "--output-dir",
+        str(tmp_path / "ev"),
+    ]
+
+
 def _bad_mask_voc(voc, tmp_path):
     root = tmp_path / "badmask"
     shutil.copytree(voc, root)
@@ -511,13 +523,7 @@ def test_cli_names_every_missing_listed_file_before_it_evaluates(voc, tmp_path, 
     image = root / "JPEGImages" / f"{names[-1]}.jpg"
     image.rename(image.with_suffix(".JPG"))
     (root / "SegmentationClass" / f"{names[0]}.png").unlink()
-    argv = [
-        *_fake_checkpoint(monkeypatch, tmp_path),
-        "--data-root",
-        str(root),
-        "--output-dir",
-        str(tmp_path / "ev"),
-    ]
+    argv = _cli_argv(monkeypatch, tmp_path, root)
     assert evaluate_mod.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"{PROG}: error: 2 files listed in ") and err.count("\n") == 1, err
@@ -533,13 +539,7 @@ def test_cli_missing_file_list_counts_the_files_it_leaves_out(voc, tmp_path, mon
     shutil.copytree(voc, root)
     val_list = root / "ImageSets" / "Segmentation" / "val.txt"
     val_list.write_text(val_list.read_text() + "".join(f"gone_{i:02d}\n" for i in range(11)))
-    argv = [
-        *_fake_checkpoint(monkeypatch, tmp_path),
-        "--data-root",
-        str(root),
-        "--output-dir",
-        str(tmp_path / "ev"),
-    ]
+    argv = _cli_argv(monkeypatch, tmp_path, root)
     assert evaluate_mod.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"{PROG}: error: 22 files listed in ") and err.count("\n") == 1, err
@@ -556,13 +556,7 @@ def test_cli_looks_for_the_near_misses_of_the_shown_missing_files_only(voc, tmp_
     val_list.write_text("".join(f"gone_{i:02d}\n" for i in range(30)))
     hint, looked_for = evaluate_mod.missing_file_hint, []
     monkeypatch.setattr(evaluate_mod, "missing_file_hint", lambda p: looked_for.append(p) or hint(p))
-    argv = [
-        *_fake_checkpoint(monkeypatch, tmp_path),
-        "--data-root",
-        str(root),
-        "--output-dir",
-        str(tmp_path / "ev"),
-    ]
+    argv = _cli_argv(monkeypatch, tmp_path, root)
     assert evaluate_mod.main(argv) == 1
     err = capsys.readouterr().err
     assert "error: 60 files listed in " in err and err.rstrip().endswith("; ... and 40 more"), err
@@ -610,13 +604,7 @@ def test_cli_panels_of_images_in_subfolders_of_the_same_file_name_are_all_kept(
             (root / folder / entry).parent.mkdir(exist_ok=True)
             (root / folder / f"{name}.{ext}").rename(root / folder / f"{entry}.{ext}")
     (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(entries) + "\n")
-    argv = [
-        *_fake_checkpoint(monkeypatch, tmp_path),
-        "--data-root",
-        str(root),
-        "--output-dir",
-        str(tmp_path / "ev"),
-    ]
+    argv = _cli_argv(monkeypatch, tmp_path, root)
     assert evaluate_mod.main(argv) == 0
     panels = json.loads((tmp_path / "ev" / "metrics.json").read_text())["panels"]
     assert len(set(panels)) == 3 and all(Path(p).is_file() for p in panels), panels
@@ -629,13 +617,7 @@ def test_cli_panels_of_images_in_subfolders_of_the_same_file_name_are_all_kept(
 def test_cli_rerun_replaces_the_panels_and_writes_metrics_atomically(voc, tmp_path, monkeypatch, capsys):
     """A second evaluation into the same --output-dir leaves only its own panels (files of your own in panels/
     stay), writes metrics.json through a rename, and a failed one leaves the earlier results as they were."""
-    base = [
-        *_fake_checkpoint(monkeypatch, tmp_path),
-        "--data-root",
-        str(voc),
-        "--output-dir",
-        str(tmp_path / "ev"),
-    ]
+    base = _cli_argv(monkeypatch, tmp_path, voc)
     panels = tmp_path / "ev" / "panels"
 
     def run(n: int, argv: list[str] = base) -> dict:
@@ -808,7 +790,7 @@ def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc,
     import os
 
     out = tmp_path / "ev"
-    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--output-dir", str(out)]
+    argv = _cli_argv(monkeypatch, tmp_path, voc)  # into out
     killed, running = out / ".panels.killed_1", out / ".panels.running1"
     for folder in (killed, running):
         folder.mkdir(parents=True)
@@ -896,13 +878,7 @@ def test_cli_stop_signal_is_one_line_with_its_exit_status_and_leaves_the_earlier
     def stopped(signum, frame):  # where evaluate.py does not handle the signal (its default would end pytest)
         raise _Stopped
 
-    base = [
-        *_fake_checkpoint(monkeypatch, tmp_path),
-        "--data-root",
-        str(voc),
-        "--output-dir",
-        str(tmp_path / "ev"),
-    ]
+    base = _cli_argv(monkeypatch, tmp_path, voc)
     assert evaluate_mod.main([*base, "--max-panels", "2"]) == 0
     before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
     real_save_panel = evaluate_mod.save_panel
@@ -938,13 +914,7 @@ def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
     import os
     import signal
 
-    base = [
-        *_fake_checkpoint(monkeypatch, tmp_path),
-        "--data-root",
-        str(voc),
-        "--output-dir",
-        str(tmp_path / "ev"),
-    ]
+    base = _cli_argv(monkeypatch, tmp_path, voc)
     assert evaluate_mod.main([*base, "--max-panels", "1"]) == 0
     real_replace = evaluate_mod._replace_panels
 
@@ -1087,13 +1057,7 @@ def test_cli_closes_the_descriptor_that_locks_its_staging_folder(voc, tmp_path, 
         real_close(fd)
 
     monkeypatch.setattr(evaluate_mod, "new_staging", new_staging)
-    argv = [
-        *_fake_checkpoint(monkeypatch, tmp_path),
-        "--data-root",
-        str(voc),
-        "--output-dir",
-        str(tmp_path / "ev"),
-    ]
+    argv = _cli_argv(monkeypatch, tmp_path, voc)
     monkeypatch.setattr(os, "close", close)
     assert evaluate_mod.main([*argv, "--max-panels", "1"]) == 0
     monkeypatch.undo()
