@@ -454,9 +454,11 @@ def check_forward_range(
             the radius and the dtype.
     """
 
+    def wider(dtype: torch.dtype) -> str:
+        return f", or keep the stack in a wider dtype such as {_WIDER[dtype]}" if dtype in _WIDER else ""
+
     def remedy(dtype: torch.dtype) -> str:
-        wider = f", or keep the stack in a wider dtype such as {_WIDER[dtype]}" if dtype in _WIDER else ""
-        return f"scale the target map down and the stack's output back up after it{wider}"
+        return f"scale the target map down and the stack's output back up after it{wider(dtype)}"
 
     r = unit_input_radius(target_weight, target_bias, dtypes[-1])
     if r is None:
@@ -488,11 +490,7 @@ def check_forward_range(
                     f"{slope:g}) outputs up to {reach:.3g} for inputs with max |x| <= {r:.3g}, above the "
                     f"largest finite {dtypes[i - 1]} ({prev.max:.3g}), where the target map's outputs stay "
                     "finite: its forward pass would return inf; use a smaller negative_slope"
-                    + (
-                        f", or keep the stack in a wider dtype such as {_WIDER[dtypes[i - 1]]}"
-                        if dtypes[i - 1] in _WIDER
-                        else ""
-                    )
+                    + wider(dtypes[i - 1])
                 )
         size = w.double().abs()
         gain = 1.0
