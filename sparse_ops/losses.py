@@ -53,6 +53,7 @@ from sparse_ops.grid import pixel_xy
 from sparse_ops.soft import (
     _Blocks,
     _blocks,
+    _centres,
     _gather_from_neighbours,
     _no_autocast,
     _normalized,
@@ -207,9 +208,7 @@ def _own_label_reconstruction(
     mass = _shift_to_targets(per_dir.sum(dim=2).transpose(1, 2).reshape(b, 1, 9, blocks.n_h, blocks.n_w))
     num = per_dir[:, :, :num_classes].permute(0, 2, 3, 1).reshape(b, num_classes, 9, blocks.n_h, blocks.n_w)
     num = _shift_to_targets(num)
-    empty = mass <= 0  # a NaN mass (a NaN weight, unvalidated) is not empty: NaN centres, as in the soft pool
-    safe = torch.where(empty, torch.ones_like(mass), mass)
-    centres = torch.where(empty, torch.zeros_like(num), num / safe).to(q.dtype)  # [B, K, n_h, n_w]
+    centres = _centres(num, mass).to(q.dtype)  # [B, K, n_h, n_w]
     if on_host:
         centres = _float64.to_device(centres, q.device)
     around = _gather_from_neighbours(centres).reshape(b, cells, num_classes, 9)

@@ -278,11 +278,16 @@ def _pool_blocks(fb: Tensor, qb: Tensor, dtype: torch.dtype) -> Tensor:
         num, mass = num[:, :, :, 0], mass[:, :, :, 0]
     num = _shift_to_targets(num.permute(0, 3, 4, 1, 2))
     mass = _shift_to_targets(mass.permute(0, 3, 4, 1, 2))
-    # no mass: centre 0; a NaN mass (a NaN weight, unvalidated) is not "no mass": a NaN centre, never hidden
+    centres = _centres(num, mass).to(dtype)
+    return _float64.to_device(centres, device) if on_host else centres
+
+
+def _centres(num: Tensor, mass: Tensor) -> Tensor:
+    """``num / mass`` (broadcast), 0 for a cell without mass (``mass <= 0``); a NaN mass (a NaN weight,
+    unvalidated) is not "no mass": a NaN centre, never hidden."""
     empty = mass <= 0
     safe = torch.where(empty, torch.ones_like(mass), mass)
-    centres = torch.where(empty, torch.zeros_like(num), num / safe).to(dtype)
-    return _float64.to_device(centres, device) if on_host else centres
+    return torch.where(empty, torch.zeros_like(num), num / safe)
 
 
 def _unpool_blocks(centres: Tensor, qb: Tensor, blocks: _Blocks, size: tuple[int, int]) -> Tensor:
