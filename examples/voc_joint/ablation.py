@@ -71,6 +71,7 @@ __all__ = [
     "CONTROLS",
     "PLOT_STYLES",
     "QUICK",
+    "SYNTHETIC",
     "VARIANTS",
     "build_parser",
     "check_args",
@@ -89,6 +90,8 @@ __all__ = [
 
 #: The demo's controls: DeepLabV3+ fine-tuned alike (no superpixels), uniformization without fusion.
 CONTROLS = ("no_superpixels", "no_fusion")
+#: How the titles of ``ablation.md`` and ``ablation.png`` name the bundled data set (else ``data: <root>``).
+SYNTHETIC = "synthetic VOC"
 #: Every row of the ablation, in table order.
 VARIANTS: tuple[str, ...] = (*FUSION_INITS, *CONTROLS)
 #: How ``ablation.png`` draws each row: colour (Okabe-Ito, told apart with red-green colour blindness), marker
@@ -479,7 +482,7 @@ def _pm(ms: tuple[float, float | None] | None, signed: bool = False) -> str:
 
 
 def format_markdown(
-    summary: Sequence[dict[str, Any]], settings: dict[str, Any], *, data: str = "synthetic VOC"
+    summary: Sequence[dict[str, Any]], settings: dict[str, Any], *, data: str = SYNTHETIC
 ) -> str:
     """``ablation.md``: the settings, the mean +- std table and the paired differences to ``transparent``;
     ``data`` names the data set in the title."""
@@ -608,7 +611,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     return path
 
 
-def figure_title(settings: dict[str, Any], seeds: int, *, data: str = "synthetic VOC") -> str:
+def figure_title(settings: dict[str, Any], seeds: int, *, data: str = SYNTHETIC) -> str:
     """The title of ``ablation.png`` for an ablation of ``settings`` (as ``ablation.json`` records them) over
     ``seeds`` seeds; ``data`` names the data set, as in the title of ``ablation.md``.
 
@@ -641,7 +644,7 @@ def redraw_figure(folder: str | Path) -> Path:
     rows = [reloaded_row(r) for r in result["rows"]]
     seeds = len({int(r["seed"]) for r in rows})
     # "data" is recorded since the title names a --data-root: a JSON without it is of the synthetic set
-    title = figure_title(result["settings"], seeds, data=result.get("data", "synthetic VOC"))
+    title = figure_title(result["settings"], seeds, data=result.get("data", SYNTHETIC))
     return plot(rows, path.with_suffix(".png"), title)
 
 
@@ -909,8 +912,9 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             rows = [reloaded_row(r) for r in [*previous.get("rows", []), *previous.get("left_out", [])]]
         plan = [(v, s) for s in range(opts.seeds) for v in opts.variants]
         # finished runs outside this plan (fewer --seeds or --variants) are not in its summary, but kept
-        left_out = [r for r in rows if (r["init"], int(r["seed"])) not in set(plan)]
-        rows = [r for r in rows if (r["init"], int(r["seed"])) in set(plan)]
+        planned = set(plan)
+        left_out = [r for r in rows if (r["init"], int(r["seed"])) not in planned]
+        rows = [r for r in rows if (r["init"], int(r["seed"])) in planned]
         if left_out:
             print(
                 f"[ablation] {len(left_out)} finished runs are not in this plan ("
@@ -933,7 +937,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         # the fine-tuning runs take the model options from the checkpoints (given ones may differ)
         ctx = _Context(opts, root, out, seg, spx, common_args(opts, root, model=False), val)
         progress = _Progress(len(todo) * opts.run_steps, not opts.no_progress)
-        data_name = "synthetic VOC" if opts.data_root is None else f"data: {root}"
+        data_name = SYNTHETIC if opts.data_root is None else f"data: {root}"
         result: dict[str, Any] = {}
 
         def save(complete: bool) -> None:
