@@ -559,12 +559,11 @@ def check_resumable(ckpt: dict[str, Any], path: str | Path) -> None:
 def _training_state_problem(ckpt: dict[str, Any]) -> str | None:
     """The first malformed part of a checkpoint's training state (None: none), e.g. ``"epoch must be an int
     >= 0, got -5"``."""
-    for key, least in (("step", 0), ("epoch", 0), ("samples_in_epoch", 0), ("batch_in_epoch", 0)):
-        value = ckpt.get(key, 0)
+    counts = (("step", 0), ("epoch", 0), ("samples_in_epoch", 0), ("batch_in_epoch", 0), ("world_size", 1))
+    for key, least in counts:  # an absent optional one (older checkpoints) reads as its least value
+        value = ckpt.get(key, least)
         if type(value) is not int or value < least:
             return f"{key} must be an int >= {least}, got {value!r:.100}"
-    if type(ckpt.get("world_size", 1)) is not int or ckpt.get("world_size", 1) < 1:
-        return f"world_size must be an int >= 1, got {ckpt['world_size']!r:.100}"
     elapsed = ckpt.get("elapsed_s", 0.0)
     if type(elapsed) not in (int, float) or not 0 <= elapsed < float("inf"):
         return f"elapsed_s must be a finite number >= 0, got {elapsed!r:.100}"
