@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import torch
 
+from examples.voc_joint.atomic import write_text_atomic
 from examples.voc_joint.cli import (
     DATA_ROOT_HELP,
     FACTOR_MAX,
@@ -66,6 +67,7 @@ __all__ = [
     "table_footer",
     "transparency_check",
     "write_panels",
+    "write_results",
 ]
 
 POS = int_range(1)
@@ -339,6 +341,16 @@ def write_panels(
 TABLE4_METRICS = ("mIoU (%)", "boundary mIoU, 3 px (%)", "consistency, superpixels (%)")
 
 
+def write_results(out: Path, results: dict[str, Any], table: str) -> None:
+    """Write ``results.json`` and ``table.txt`` into ``out``, each whole or not at all
+    (:func:`~examples.voc_joint.atomic.write_text_atomic`): a demo stopped while writing them leaves the
+    earlier run's file, never a cut one."""
+    from examples.voc_joint.metrics import dumps
+
+    write_text_atomic(out / "results.json", dumps(results) + "\n")
+    write_text_atomic(out / "table.txt", table + "\n")
+
+
 def table_footer(num_val: int) -> str:
     """What the demo's table rests on, printed under it (the demo has no seed option: every run uses 0)."""
     return (
@@ -418,7 +430,7 @@ def _run_demo(opts: argparse.Namespace, out: Path, t_start: float) -> dict[str, 
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
     from examples.voc_joint.distributed import DistInfo
     from examples.voc_joint.evaluate import evaluate
-    from examples.voc_joint.metrics import dumps, format_table
+    from examples.voc_joint.metrics import format_table
 
     torch.set_num_threads(opts.threads)
     root = Path(opts.data_root) if opts.data_root is not None else data.ensure_synthetic_voc()
@@ -542,8 +554,7 @@ def _run_demo(opts: argparse.Namespace, out: Path, t_start: float) -> dict[str, 
         },
         "seconds": elapsed,
     }
-    (out / "results.json").write_text(dumps(results) + "\n", encoding="utf-8")
-    (out / "table.txt").write_text(table + "\n", encoding="utf-8")
+    write_results(out, results, table)
     print(f"[demo] finished in {elapsed:.0f} s")
     print(f"[demo] panels ({' | '.join(PANEL_TITLES)}): {panels_dir}")
     print(

@@ -92,13 +92,42 @@ def test_demo_runs_on_images_of_different_sizes(varied_voc: Path, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_the_table_title_names_a_users_data(tiny_voc: Path, tmp_path: Path, capsys) -> None:
+def test_the_table_title_names_a_users_data(tiny_voc: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     """With ``--data-root`` the table's title names that folder's validation split, not the synthetic set (it
-    said "synthetic VOC val ... on synthetic data" whatever the data)."""
+    said "synthetic VOC val ... on synthetic data" whatever the data). The results go through
+    :func:`demo.write_results` (whole or not at all)."""
+    written: list[Path] = []
+    write = demo.write_results
+    monkeypatch.setattr(demo, "write_results", lambda out, *a: (written.append(out), write(out, *a)))
     run_tiny_demo(tiny_voc, tmp_path)
+    assert written == [tmp_path]
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "table.txt").is_file()
     text = capsys.readouterr().out
     assert f"Table 4 format (val split of {tiny_voc}, full images, ResNet-18 DeepLabV3+" in text
     assert "synthetic" not in text.split("Table 4 format")[1], text
+
+
+def test_results_are_written_whole_or_not_at_all(tmp_path: Path, monkeypatch) -> None:
+    """results.json and table.txt were written with ``Path.write_text`` (truncate, then write): a demo stopped
+    in between left an empty or cut file in place of the earlier run's. A failed write now leaves the earlier
+    files byte for byte and no temporary file."""
+    import json
+    import os
+
+    from examples.voc_joint import atomic
+
+    demo.write_results(tmp_path, {"seeds": 1}, "old table")
+    assert json.loads((tmp_path / "results.json").read_text()) == {"seeds": 1}
+    assert (tmp_path / "table.txt").read_text() == "old table\n"
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(OSError, match="No space left"):
+        demo.write_results(tmp_path, {"seeds": 2}, "new table")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_help_says_spixelfcn_gets_a_tenth() -> None:
