@@ -359,16 +359,25 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
         args.max_steps = min(opts.run_steps, (state.step // opts.eval_every + 1) * opts.eval_every)
         begin_epoch(sampler, loader.generator, args.seed, state.epoch, state.samples_in_epoch)
         before = state.step
-        engine.train_one_epoch(
-            state,
-            loader,
-            args,
-            info,
-            steps_per_epoch=sampler.steps_per_epoch,
-            global_batch=sampler.global_batch,
-            logger=logger,
-            use_amp=use_amp,
-        )
+        try:
+            engine.train_one_epoch(
+                state,
+                loader,
+                args,
+                info,
+                steps_per_epoch=sampler.steps_per_epoch,
+                global_batch=sampler.global_batch,
+                logger=logger,
+                use_amp=use_amp,
+            )
+        except engine.NonFiniteError as exc:  # its advice names checkpoints and --amp: the runs have neither
+            raise engine.NonFiniteError(
+                f"[ablation] run {variant}, seed {seed}: {exc.finding}: the run stopped before the update; "
+                f"the runs finished before it are in {ctx.out / 'ablation.json'} and the same command "
+                "continues from them. Lower --fusion-lr or --joint-lr, or leave this variant out "
+                "(--variants)",
+                exc.finding,
+            ) from None
         if progress is not None:
             progress.update(state.step - before)
         if state.step == args.max_steps:

@@ -53,7 +53,16 @@ __all__ = [
 
 
 class NonFiniteError(FloatingPointError):
-    """The loss, a gradient or a weight became NaN or infinite: training stops before the update."""
+    """The loss, a gradient or a weight became NaN or infinite: training stops before the update.
+
+    Attributes:
+        finding: what was found, without the advice of the message (``"non-finite gradients at step 3
+            (epoch 1; loss 0.7)"``), for callers that keep no checkpoint and say so themselves.
+    """
+
+    def __init__(self, message: str, finding: str = "") -> None:
+        super().__init__(message)
+        self.finding = finding or message
 
 
 @dataclass
@@ -251,10 +260,11 @@ def train_step(
             for name, bad in (("loss", bad_loss), ("gradients", bad_grad), ("weights", bad_weight))
             if bad
         )
+        finding = f"non-finite {what} at step {step} (epoch {state.epoch + 1}; loss {numbers[0]})"
         raise NonFiniteError(
-            f"[{state.stage}] non-finite {what} at step {step} (epoch {state.epoch + 1}; loss {numbers[0]}): "
-            "training stopped before the update; the last checkpoint on disk is the last good state. Lower "
-            "the learning rate, check the data, or try without --amp"
+            f"[{state.stage}] {finding}: training stopped before the update; the last checkpoint on disk is "
+            "the last good state. Lower the learning rate, check the data, or try without --amp",
+            finding,
         )
     lr = float(state.optimizer.param_groups[0]["lr"])  # what this update uses; the scheduler sets the next
     state.scaler.step(state.optimizer)

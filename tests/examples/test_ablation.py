@@ -444,7 +444,9 @@ def test_a_diverged_run_is_one_error_line_and_keeps_the_finished_runs(
 ) -> None:
     """A fine-tuning run that diverges (xavier with --fusion-lr 1e6: non-finite gradients, the engine's
     NonFiniteError) ends the ablation with one error line and exit status 1, the run finished before it kept
-    in ablation.json (the same command continues); that was a NonFiniteError traceback."""
+    in ablation.json (the same command continues); that was a NonFiniteError traceback. The line names the run
+    and says what the ablation keeps: it said "the last checkpoint on disk is the last good state" and "try
+    without --amp", but the runs keep no checkpoint and the ablation has no --amp."""
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     out = tmp_path / "abl"
     argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "3", "--fusion-lr", "1e6"]
@@ -453,7 +455,11 @@ def test_a_diverged_run_is_one_error_line_and_keeps_the_finished_runs(
         ablation.main(argv)
     err = capsys.readouterr().err
     assert info.value.code == 1 and err.count("\n") == 1, err
-    assert err.startswith("python examples/voc_joint/ablation.py: error: [joint] non-finite "), err
+    assert err.startswith(
+        "python examples/voc_joint/ablation.py: error: [ablation] run xavier, seed 0: non-finite "
+    ), err
+    assert f"the runs finished before it are in {out / 'ablation.json'}" in err, err
+    assert "checkpoint" not in err and "--amp" not in err, err
     saved = json.loads((out / "ablation.json").read_text())
     assert not saved["complete"] and [(r["init"], r["seed"]) for r in saved["rows"]] == [("no_fusion", 0)]
 
