@@ -29,6 +29,14 @@ def _above(size: Tensor, threshold: float) -> Tensor:
     return size >= t.to(size.device) if float(t) > threshold else size > t.to(size.device)
 
 
+def _below(size: Tensor, threshold: float) -> Tensor:
+    """``size < threshold`` exactly for a floating ``size``, as :func:`_above`: compared in the dtype of
+    ``size``, ``threshold`` was rounded to it first (``1e-4`` is ``9.9999997e-5`` in float32, so an error of
+    exactly that value was not counted as below ``1e-4``). NaN is never below."""
+    t = torch.tensor(threshold, dtype=torch.float64).to(size.dtype)  # nearest (inf beyond the range)
+    return size <= t.to(size.device) if float(t) < threshold else size < t.to(size.device)
+
+
 def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD) -> float:
     """Share of all parameter entries (weights and biases) with ``|w| > threshold``, in ``[0, 1]``.
 
@@ -123,7 +131,9 @@ def recovery_rate(
 
     The paper's "recovery" (Table 2, percent): ``mean(|module(x) - target| < eps)``, the difference taken in
     the promoted dtype of output and target, at least float32 (float64 for an integer output): the target is
-    never rounded to a float16 or integer output's dtype first.
+    never rounded to a float16 or integer output's dtype first, nor ``eps`` to the difference's dtype (an
+    error of ``9.9999997e-5``, float32's nearest value to ``1e-4``, is below the default ``eps``); a NaN
+    entry is not recovered.
 
     Args:
         module: the stack (evaluated under ``torch.no_grad``, in its current train / eval mode: call
@@ -149,7 +159,8 @@ def recovery_rate(
     """
     tol = check_real(eps, "eps")
     err = _errors(module, x, target)
-    return int((err < tol).sum()) / err.numel()  # an exact count (no float64 on the device: MPS has none)
+    # an exact count (no float64 on the device: MPS has none)
+    return int(_below(err, tol).sum()) / err.numel()
 
 
 def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None) -> float:

@@ -93,6 +93,20 @@ def test_recovery_rate_and_max_error_by_hand() -> None:
     assert recovery_rate(nn.Identity(), zeros, eps=0.25, target=zeros + 0.25) == 0.0
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+def test_recovery_rate_compares_with_eps_exactly(dtype: torch.dtype) -> None:
+    """The error (float32 at least) was compared with ``eps`` rounded to its dtype: float32's nearest value to
+    1e-4, 9.9999997e-5, lies below 1e-4 but read as not recovered (0.0); the same error in float64, 1.0."""
+    zero = torch.zeros(1, dtype=dtype)
+    for eps in (1e-4, 0.1, 1e-30, 1e30):
+        for near in (torch.tensor([eps], dtype=torch.float64).to(dtype), torch.tensor([eps], dtype=dtype)):
+            for err in (near, torch.nextafter(near, torch.zeros(1, dtype=dtype))):  # and the one below
+                expected = float(float(err) < eps)  # exactly, in float64
+                assert recovery_rate(nn.Identity(), zero, eps, target=err) == expected, (eps, float(err))
+    nan = torch.tensor([math.nan, 0.0], dtype=dtype)
+    assert recovery_rate(nn.Identity(), nan, target=torch.zeros(2, dtype=dtype)) == 0.5  # NaN: not recovered
+
+
 def test_metrics_of_an_in_place_module_compare_against_the_input_as_passed() -> None:
     """An in-place module (``nn.ReLU(inplace=True)``) overwrote ``x``, the default reference, before the
     comparison: the metrics read a perfect recovery (1.0, error 0.0) and the caller's tensor was changed."""
