@@ -108,6 +108,8 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
             f"{'x' if target is None else 'target'} shape {list(ref.shape)}"
             + ("; pass target= for a non-identity map" if target is None else "")
         )
+    if y.numel() == 0:  # a zero-width layer (nn.Linear(n, 0)) with an empty target: no entry to measure
+        raise ValueError(f"module output must not be empty, got shape {list(y.shape)}")
     # in the promoted dtype, at least float32 (float64 for integer / bool outputs): casting the target to a
     # float16 or integer output's dtype would round it before the difference and under-report the error
     dt = torch.promote_types(y.dtype, ref.dtype)
@@ -146,9 +148,9 @@ def recovery_rate(
     Raises:
         TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a dense tensor (sparse, nested),
             ``eps`` not a real, or a module output that is not a tensor (a tuple, as ``nn.LSTM`` returns).
-        ValueError: ``eps`` not a finite real > 0, an empty ``x``, ``x`` or ``target`` on the ``meta``
-            device (no values), or an output whose shape differs from the target's (``x``'s by default: pass
-            ``target=`` for a non-identity map).
+        ValueError: ``eps`` not a finite real > 0, an empty ``x`` or output, ``x`` or ``target`` on the
+            ``meta`` device (no values), or an output whose shape differs from the target's (``x``'s by
+            default: pass ``target=`` for a non-identity map).
 
     Example:
         >>> from torch import nn
@@ -178,8 +180,8 @@ def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None)
     Raises:
         TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a dense tensor (sparse,
             nested), or a module output that is not a tensor.
-        ValueError: an empty ``x``, ``x`` or ``target`` on the ``meta`` device, or an output whose shape
-            differs from the target's.
+        ValueError: an empty ``x`` or output, ``x`` or ``target`` on the ``meta`` device, or an output whose
+            shape differs from the target's.
 
     Example:
         >>> from torch import nn

@@ -179,6 +179,15 @@ def test_metric_errors() -> None:
         max_abs_error(nn.Identity(), torch.ones(0))
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")
+def test_metrics_refuse_an_empty_output() -> None:
+    """A zero-width layer with an empty target of its shape: recovery_rate divided by zero
+    (ZeroDivisionError) and max_abs_error reduced an empty tensor (RuntimeError from PyTorch)."""
+    for metric in (recovery_rate, max_abs_error):
+        with pytest.raises(ValueError, match=r"module output must not be empty, got shape \[4, 0\]"):
+            metric(nn.Linear(3, 0), torch.ones(4, 3), target=torch.ones(4, 0))
+
+
 def test_metrics_refuse_what_holds_no_values_and_non_tensor_outputs() -> None:
     """Found by fuzzing the API: a meta tensor or module reached ``.item()`` / a copy out of meta
     (RuntimeError, NotImplementedError from PyTorch) and an ``nn.LSTM``'s tuple output ``.shape``
