@@ -23,10 +23,21 @@ def _above(size: Tensor, threshold: float) -> Tensor:
     rounded to it first (``1e-4`` is ``1.0001659e-4`` in float16), so a value counted or not by dtype. Exact
     without a float64 copy: with ``t`` the threshold rounded to the nearest value of the dtype, no value of it
     lies strictly between ``t`` and ``threshold``."""
-    if not size.is_floating_point():  # integer parameters: the promoted comparison, as before
-        return size > threshold
     t = torch.tensor(threshold, dtype=torch.float64).to(size.dtype)  # nearest (inf beyond the range)
     return size >= t.to(size.device) if float(t) > threshold else size > t.to(size.device)
+
+
+def _int_above(values: Tensor, threshold: float) -> Tensor:
+    """``|values| > threshold`` exactly for an integer (or bool) tensor: ``values >= k`` or ``values <= -k``
+    with ``k = floor(threshold) + 1``, compared as integers. ``abs`` wraps the most negative value onto itself
+    (``-128`` in int8) and a comparison with a float rounds both to float32 (``16777217 > 16777216.5`` read
+    False), so neither is used."""
+    if values.dtype == torch.bool:
+        values = values.to(torch.uint8)
+    k = math.floor(threshold) + 1
+    info = torch.iinfo(values.dtype)
+    above = values >= k if k <= info.max else torch.zeros_like(values, dtype=torch.bool)
+    return above | (values <= -k) if -k >= info.min else above
 
 
 def _below(size: Tensor, threshold: float) -> Tensor:
@@ -72,6 +83,9 @@ def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD)
         if p.is_meta:
             raise ValueError(f"module parameter {name!r} is on the meta device (no values to count)")
         total += p.numel()
+        if not (p.is_floating_point() or p.is_complex()):  # integer parameters: compared as integers
+            big += int(_int_above(p.detach(), thr).sum())
+            continue
         size = p.detach().abs()
         big += int(_above(size, thr).sum())
         nan = nan or bool(size.isnan().any())

@@ -58,6 +58,22 @@ def test_init_rate_compares_with_the_threshold_exactly_in_every_dtype(dtype: tor
         assert init_rate(lin, threshold) == float(float(nxt) > threshold), threshold
 
 
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int32, torch.int64, torch.bool], ids=str)
+def test_init_rate_compares_integer_parameters_exactly(dtype: torch.dtype) -> None:
+    """Integer parameters were compared as ``p.abs() > threshold``: ``abs`` wraps int8's -128 onto itself
+    (counted as not above 1e-4) and the comparison with a float rounded both to float32 (int32 16777217
+    read as not above 16777216.5); a bool parameter raised NotImplementedError from ``abs``."""
+    info = torch.iinfo(torch.uint8 if dtype == torch.bool else dtype)
+    values = sorted({info.min, info.min + 1, -1 if info.min else 0, 0, 1, 2, info.max - 1, info.max})
+    if dtype == torch.bool:
+        values = [0, 1]
+    module = nn.Module()
+    module.p = nn.Parameter(torch.tensor(values).to(dtype), requires_grad=False)
+    for threshold in (0.0, 1e-4, 1.0, 1.5, 2**24 + 0.5, info.max - 0.5, info.max + 0.5, 1e300):
+        expected = sum(abs(v) > threshold for v in values) / len(values)  # Python ints: exact
+        assert init_rate(module, threshold) == expected, threshold
+
+
 def test_init_rate_is_nan_when_a_parameter_is_nan_and_counts_infinities() -> None:
     # a NaN entry is neither above nor below the threshold: it was counted as "not initialized", so a stack
     # with a NaN weight read 99.8 % (TransparentLinear(4, [8, 8]) with one NaN) instead of showing the NaN
