@@ -88,6 +88,9 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     bad = [n for n, s in zip(args.num_superpixels, side, strict=True) if n < 1 or s * s != n or s > args.size]
     if bad:
         ap.error(f"--num-superpixels must be positive squares of at most --size ** 2 (grid labels): {bad}")
+    # a repeated N_s was measured again and printed as two rows, each with the runs of both
+    if len(set(args.num_superpixels)) < len(args.num_superpixels):
+        ap.error(f"--num-superpixels must be distinct, got {args.num_superpixels}")
 
 
 def worker(root: Path, num_superpixels: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -479,6 +479,11 @@ def test_ab_uniformize_refuses_bad_options(capsys):
         (["--previous", str(ROOT), "--num-superpixels", "10"], "squares of at most --size ** 2"),
         (["--previous", str(ROOT), "--size", "4", "--num-superpixels", "25"], "squares of at most"),
         (["--previous", str(ROOT), "--rounds", "0"], "--rounds must be >= 1, got 0"),
+        # a repeated N_s was measured again and printed as two table rows, each with the runs of both
+        (
+            ["--previous", str(ROOT), "--num-superpixels", "4", "4"],
+            "--num-superpixels must be distinct, got [4, 4]",
+        ),
     ):
         with pytest.raises(SystemExit):
             ab.main(argv)
