@@ -5,8 +5,9 @@ Wall-clock time on a shared VM drifts; these counts do not (the same call gives 
 * :class:`OpCounter`: a ``TorchDispatchMode`` that counts the aten ops a call dispatches (the ops the Python
   code asks for; the kernels' own inner ops are not counted) and, among them, the host-device
   synchronisations: ops that read a tensor value on the host (``_local_scalar_dense``: ``.item()``,
-  ``int(t)``, ``bool(t)``), ops whose output size depends on the values (``nonzero``, ``unique``,
-  ``masked_select``, boolean indexing, ``repeat_interleave`` without ``output_size``), and ``Tensor.tolist`` /
+  ``int(t)``, ``bool(t)``; ``torch.equal`` and ``torch.allclose``, which return a Python bool), ops whose
+  output size depends on the values (``nonzero``, ``unique``, ``masked_select``, boolean indexing,
+  ``bincount``, ``repeat_interleave`` without ``output_size``), and ``Tensor.tolist`` /
   ``Tensor.numpy``, which copy the values to the host without dispatching an op on the CPU. On CUDA each
   of these waits for the queued work. ``lift_fresh`` (``torch.tensor(python data)``, a host-to-device copy on
   CUDA) is counted apart.
@@ -34,6 +35,9 @@ aten = torch.ops.aten
 SYNC_OPS = frozenset(
     {
         aten._local_scalar_dense.default,
+        aten.equal.default,  # a Python bool: the kernel reads its own result (no op the mode sees)
+        aten.allclose.default,
+        aten.bincount.default,  # max(ids) + 1 entries
         aten.nonzero.default,
         aten.masked_select.default,
         aten._unique.default,
