@@ -182,12 +182,14 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
                 f" tap per channel), got groups={m.groups}, kernel_size={tuple(m.kernel_size)}"
             )
     for _, m in layers:
-        w = m.weight.view(m.weight.shape[0], m.weight.shape[1], -1)
+        # indexed in place, whatever the weight's strides (a view (out, in, -1) raised on a kernel whose
+        # dimensions are not mergeable, e.g. a transposed one, after the layers before it were written)
+        w = m.weight
         w.zero_()
-        centre = w.shape[2] // 2
         n = min(w.shape[0], w.shape[1])
         idx = torch.arange(n, device=w.device)
-        w[idx, idx, centre] = 1.0
+        where: tuple[Tensor | int, ...] = (idx, idx, *(k // 2 for k in w.shape[2:]))  # the centre tap
+        w[where] = 1.0
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     return module

@@ -288,6 +288,17 @@ def test_net2net_docstring_and_refusals_cover_every_conv_dimension(conv: type) -
         net2net_identity_init_(nn.Sequential(nn.Linear(2, 2), conv(4, 4, 1, groups=2)))
 
 
+def test_net2net_identity_of_a_conv_whose_kernel_dimensions_are_not_mergeable() -> None:
+    """A conv weight with transposed kernel dimensions (strides the kernel cannot be flattened with) made
+    ``weight.view(out, in, -1)`` raise PyTorch's RuntimeError after the layers before it were written."""
+    conv = nn.Conv2d(2, 2, 3, padding="same")
+    conv.weight = nn.Parameter(torch.randn(2, 2, 3, 3).transpose(2, 3))
+    net = net2net_identity_init_(nn.Sequential(nn.Conv2d(2, 2, 1), conv))
+    x = torch.randn(1, 2, 5, 5)
+    assert torch.equal(net(x), x)
+    assert conv.weight.stride() == (18, 9, 1, 3)  # written in place, not replaced
+
+
 def test_net2net_conv_identity() -> None:
     net = net2net_identity_init_(nn.Sequential(nn.Conv2d(3, 5, 1), nn.Conv2d(5, 3, 1)))
     x = torch.randn(2, 3, 4, 4)
