@@ -60,18 +60,24 @@ def _parse(spec: str) -> tuple[tuple[str, str, int], ...]:
 
 
 def _actions(point: str, n: int | None) -> list[str]:
+    return _numbered_actions(point, n)[0]
+
+
+def _numbered_actions(point: str, n: int | None) -> tuple[list[str], int | None]:
+    """The actions registered for ``point`` number ``n`` (``None``: this call's count), and that number."""
     spec = os.environ.get(ENV)
     if not spec:
-        return []
+        return [], n
     if n is None:
         _counts[point] += 1
         n = _counts[point]
-    return [a for a, p, k in _parse(spec) if p == point and k == n]
+    return [a for a, p, k in _parse(spec) if p == point and k == n], n
 
 
 def hit(point: str, n: int | None = None) -> None:
     """Run the signal / crash actions registered for ``point`` number ``n`` (``None``: count calls)."""
-    for action in _actions(point, n):
+    actions, n = _numbered_actions(point, n)
+    for action in actions:
         if action in _SIGNALS:
             os.kill(os.getpid(), _signal(action, _SIGNALS[action]))
         elif action in _GROUP_SIGNALS:

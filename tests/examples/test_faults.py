@@ -1592,3 +1592,14 @@ def test_the_guard_leaves_other_dropped_exceptions_to_the_previous_hook() -> Non
     finally:
         sys.unraisablehook = before
     assert [type(e) for e in seen] == [ValueError]
+
+
+def test_an_injected_crash_at_a_counted_point_names_its_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``crash@save:2`` says ``save:2``: the number the hook counted, not the ``None`` it was called with."""
+    from examples.voc_joint import faults
+
+    monkeypatch.setattr(faults, "_counts", faults.Counter())
+    monkeypatch.setenv(faults.ENV, "crash@save:2")
+    faults.hit("save")
+    with pytest.raises(RuntimeError, match=r"injected crash at save:2$"):
+        faults.hit("save")
