@@ -107,10 +107,12 @@ def corrupt_loss(step: int, loss: Tensor) -> Tensor:
 
 @torch.no_grad()
 def corrupt_model(step: int, model: nn.Module) -> None:
-    """Write NaN into the first gradient (``nan-grad``) or weight (``nan-weight``) registered for ``step``."""
+    """Write NaN into the first gradient (``nan-grad``) or weight (``nan-weight``) registered for ``step``
+    (its first element, indexed: a ``channels_last`` tensor has no flat view)."""
     actions = _actions("step", step)
     params = [p for p in model.parameters() if p.requires_grad]
     if "nan-grad" in actions:
-        next(p for p in params if p.grad is not None).grad.view(-1)[0] = float("nan")  # type: ignore[union-attr]  # filtered on grad
+        grad = next(p.grad for p in params if p.grad is not None)
+        grad[(0,) * grad.dim()] = float("nan")
     if "nan-weight" in actions:
-        params[0].view(-1)[0] = float("nan")
+        params[0][(0,) * params[0].dim()] = float("nan")

@@ -371,6 +371,21 @@ def test_nan_gradient_or_weight_stops_before_any_save(
     assert not (tmp_path / "joint" / "checkpoint.pt").exists()
 
 
+@pytest.mark.parametrize("fault", ["nan-grad@step:1", "nan-weight@step:1"])
+def test_nan_injection_reaches_a_channels_last_network(fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spixel stage's network is channels_last by default: its weights and gradients have no flat view."""
+    from examples.voc_joint import faults
+
+    monkeypatch.setenv(faults.ENV, fault)
+    net = SpixelFCN(width=2).to(memory_format=torch.channels_last)
+    first = next(net.parameters())
+    first.grad = torch.zeros_like(first)  # channels_last as the weight's
+    assert not first.is_contiguous() and not first.grad.is_contiguous()
+    faults.corrupt_model(1, net)
+    hit = first.grad if fault.startswith("nan-grad") else first.detach()
+    assert torch.isnan(hit).sum() == 1 and torch.isnan(hit[0, 0, 0, 0])
+
+
 def test_save_refuses_non_finite_states(tmp_path: Path) -> None:
     net = SpixelFCN(width=2)
     ck = _stage_ckpt(net, "spixel")
