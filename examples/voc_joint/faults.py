@@ -38,7 +38,9 @@ ENV = "TRANSINIT_FAULT"
 _SIGNALS = {"sigint": "SIGINT", "sigterm": "SIGTERM", "sighup": "SIGHUP", "sigkill": "SIGKILL"}
 #: The signal of each action sent to the process group.
 _GROUP_SIGNALS = {"group-sigint": "SIGINT", "group-sighup": "SIGHUP"}
-_ACTIONS = (*_SIGNALS, *_GROUP_SIGNALS, "crash", "nan-loss", "nan-grad", "nan-weight")
+#: The actions that only a ``step`` point runs (they change the loss, a gradient or a weight of that step).
+_STEP_ACTIONS = ("nan-loss", "nan-grad", "nan-weight")
+_ACTIONS = (*_SIGNALS, *_GROUP_SIGNALS, "crash", *_STEP_ACTIONS)
 _POINTS = ("step", "save", "epoch-end")
 _counts: Counter[str] = Counter()
 
@@ -55,6 +57,10 @@ def _parse(spec: str) -> tuple[tuple[str, str, int], ...]:
             raise ValueError(f"{ENV}: cannot parse {item!r}; expected <action>@<point>:<n>") from None
         if action not in _ACTIONS or point not in _POINTS:
             raise ValueError(f"{ENV}: {item!r}: actions are {_ACTIONS}, points are {_POINTS}")
+        if entry[2] < 1:
+            raise ValueError(f"{ENV}: {item!r}: <n> counts from 1, got {entry[2]}")
+        if action in _STEP_ACTIONS and point != "step":
+            raise ValueError(f"{ENV}: {item!r}: {action} acts at step points only (got {point!r})")
         out.append(entry)
     return tuple(out)
 

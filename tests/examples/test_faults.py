@@ -1346,6 +1346,9 @@ def test_run_stoppable_gives_a_keyboard_interrupt_raised_by_code_sigints_line_an
         ("explode@step:1", "actions are"),
         ("sigint@nowhere:1", "points are"),
         ("sigint-step-1", "cannot parse"),
+        ("nan-loss@save:1", "nan-loss acts at step points only"),  # was accepted, and never acted
+        ("nan-weight@epoch-end:2", "nan-weight acts at step points only"),
+        ("sigint@step:0", "counts from 1, got 0"),  # steps, saves and epochs count from 1: never hit
     ],
 )
 def test_fault_specs_are_checked(spec: str, match: str, monkeypatch: pytest.MonkeyPatch) -> None:
