@@ -62,3 +62,5 @@ def remove_dead_writers_files(path: Path) -> None:
             tmp.unlink(missing_ok=True)
         except OSError:  # alive (another user's: PermissionError)
             continue
+        except OverflowError:  # digits beyond any process id (a C int): not a writer's file, kept
+            continue

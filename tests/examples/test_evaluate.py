@@ -1017,6 +1017,18 @@ def test_write_text_atomic_keeps_temporary_files_it_cannot_tell_abandoned(tmp_pa
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no process probe: nothing is removed")
+def test_write_text_atomic_keeps_a_file_whose_pid_is_beyond_any_process_id(tmp_path) -> None:
+    """``.metrics.json.99999999999.tmp`` (digits beyond a C int) made ``os.kill`` raise ``OverflowError``,
+    which escaped: every later write of ``metrics.json`` failed. It is not a writer's file and stays."""
+    from examples.voc_joint.atomic import write_text_atomic
+
+    odd = tmp_path / f".metrics.json.{2**64}.tmp"
+    odd.write_text("{")
+    write_text_atomic(tmp_path / "metrics.json", "new")
+    assert (tmp_path / "metrics.json").read_text() == "new" and odd.read_text() == "{"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no process probe: nothing is removed")
 def test_write_text_atomic_removes_a_dead_writers_file_of_a_name_with_glob_characters(
     tmp_path, monkeypatch
 ) -> None:
