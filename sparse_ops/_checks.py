@@ -135,6 +135,9 @@ def check_number(value: object, name: str, minimum: float) -> float:
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     if _is_bool(value):  # float(True) is 1.0: refused, as check_int refuses it
         raise TypeError(f"{name} must be a real number, got bool {value}")
+    if type(value).__module__ == "numpy" and getattr(getattr(value, "dtype", None), "kind", None) == "b":
+        # a 0-d bool array (np.array(True)), which float() reads as 1.0 as it reads True
+        raise TypeError(f"{name} must be a real number, got a numpy bool array {value!r}")
     if _is_unscalar_tensor(value):  # float() reads [0.5]
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     if isinstance(value, Tensor) and value.requires_grad:  # float() would cut it from the graph, silently

@@ -69,6 +69,21 @@ def test_pairs_options_and_numbers() -> None:
             _checks.check_number(wrong, "w", 0.0)
 
 
+def test_a_numpy_bool_array_is_not_a_number() -> None:
+    """float(np.array(True)) is 1.0: spixel_loss(pos_weight=np.array(True)) ran with pos_weight 1.0, although
+    a bool of any kind is refused (np.bool_(True) and torch.tensor(True) were)."""
+    for wrong in (np.array(True), np.array(False)):
+        with pytest.raises(
+            TypeError, match=r"w must be a real number, got a numpy bool array array\((True|False)\)"
+        ):
+            _checks.check_number(wrong, "w", 0.0)
+    assoc = torch.softmax(torch.randn(1, 9, 4, 4, generator=torch.Generator().manual_seed(0)), 1)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"pos_weight must be a real number, got a numpy bool array"):
+        so.spixel_loss(assoc, target, 2, pos_weight=np.array(True))
+    assert _checks.check_number(np.array(0.5), "w", 0.0) == 0.5  # a 0-d number array is still a number
+
+
 def test_an_int_beyond_the_float_range_is_an_infinite_number() -> None:
     """float(10**400) raises an OverflowError that names no argument (spixel_loss(pos_weight=10**400) raised
     it); such an int rounds to inf, as a float overflow does, and is then checked as inf is."""
