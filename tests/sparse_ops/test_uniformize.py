@@ -175,6 +175,24 @@ def test_extreme_values_give_what_torch_mean_gives(backend: str, case: str) -> N
     torch.testing.assert_close(out, broadcast, rtol=0, atol=0, equal_nan=True)
 
 
+def test_the_advised_resize_of_a_label_map_keeps_every_id() -> None:
+    """A label map of another size is refused with a resize to follow; in float32 (the advice was
+    ``.float()``) ids above 2**24 round, so distinct superpixels merged and ids changed: float64 keeps
+    them."""
+    import re
+
+    import torch.nn.functional as F  # the name the advice uses
+
+    superpixels = torch.tensor([[[2**24 + 1, 2**24 + 2], [2**24 + 3, 2**40 + 5]]])
+    with pytest.raises(ValueError, match="resize the label map with nearest interpolation") as info:
+        uniformize(torch.randn(1, 1, 4, 4), superpixels)
+    advice = re.search(r"e\.g\. (F\.interpolate\(.*\]\.long\(\))", str(info.value))
+    assert advice is not None, str(info.value)
+    resized = eval(advice.group(1), {"F": F, "superpixels": superpixels})  # our own message
+    expected = superpixels.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    assert torch.equal(resized, expected)
+
+
 def test_one_pixel_and_single_superpixel() -> None:
     x = torch.randn(2, 3, 4, 4)
     sp = torch.arange(16).view(1, 4, 4).repeat(2, 1, 1)  # one pixel each: the identity
