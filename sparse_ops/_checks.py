@@ -27,6 +27,7 @@ __all__ = [
     "check_batch_match",
     "check_bool",
     "check_classifier",
+    "check_dense",
     "check_floating",
     "check_floating_dtype",
     "check_id_range",
@@ -164,6 +165,15 @@ def check_option(value: object, name: str, choices: Sequence[object]) -> None:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
+def check_dense(value: Tensor, name: str) -> None:
+    """Refuse a sparse (COO, CSR, ...) or nested tensor: the ops reshape, sort and gather strided tensors
+    (PyTorch's own errors there, "reshape is not implemented for sparse tensors", name no argument)."""
+    if value.is_nested:
+        raise TypeError(f"{name} must be a dense tensor, got a nested tensor")
+    if value.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got layout {value.layout}: pass {name}.to_dense()")
+
+
 #: The floating dtypes the ops compute in (PyTorch has no scatter, gather or arithmetic kernels for float8).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -179,6 +189,7 @@ def check_floating(x: object, name: str, layout: str, *, before_labels: bool = F
         raise TypeError(
             f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}{_numpy_hint(x, name)}"
         )
+    check_dense(x, name)
     if not x.is_floating_point():
         swapped = ""
         if before_labels and not x.is_complex() and x.dtype != torch.bool:
@@ -253,6 +264,7 @@ def check_label_map(labels: object, name: str = "superpixels", *, unbatched: boo
             f"{name} must be an integer torch.Tensor of shape {shapes}, got {type(labels).__name__}"
             f"{_numpy_hint(labels, name)}"
         )
+    check_dense(labels, name)
     if labels.is_floating_point() and labels.dim() == 4 and labels.shape[1] > 1:  # features, not labels
         raise TypeError(
             f"{name} must be an integer label map [B, H, W], got a floating tensor of shape "
@@ -407,6 +419,7 @@ def check_mask(mask: object, labels: Tensor, labels_name: str = "superpixels") -
             f"mask must be a bool torch.Tensor of shape [B, H, W] or None, got {type(mask).__name__}"
             f"{_numpy_hint(mask, 'mask')}"
         )
+    check_dense(mask, "mask")
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must have dtype torch.bool (True = the pixel counts), got {mask.dtype}")
     if mask.dim() == 4 and mask.shape[1] == 1:
@@ -430,6 +443,8 @@ def check_num_superpixels(num_superpixels: object, batch_size: int) -> int | Ten
     """
     if num_superpixels is None:
         return None
+    if isinstance(num_superpixels, Tensor):
+        check_dense(num_superpixels, "num_superpixels")
     if isinstance(num_superpixels, Tensor) and num_superpixels.dim() == 1:
         if (
             num_superpixels.is_floating_point()
