@@ -89,18 +89,19 @@ def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: in
     return target
 
 
-def _check_region(region: Tensor | None, target: Tensor) -> Tensor | None:
-    """``region`` as a boolean map on ``target``'s device, checked against ``target``'s shape."""
+def _check_region(region: Tensor | None, target: Tensor, name: str = "region") -> Tensor | None:
+    """``region`` as a boolean map on ``target``'s device, checked against ``target``'s shape (``name``: the
+    argument named in the errors)."""
     if region is None:
         return None
     if not isinstance(region, Tensor) or region.dtype != torch.bool:
         raise TypeError(
-            "region must be a boolean tensor [B, H, W], got "
+            f"{name} must be a boolean tensor [B, H, W], got "
             f"{type(region).__name__} {getattr(region, 'dtype', '')}"
         )
     if region.shape != target.shape:
         raise ValueError(
-            f"region must have the shape of target {tuple(target.shape)}, got {tuple(region.shape)}"
+            f"{name} must have the shape of target {tuple(target.shape)}, got {tuple(region.shape)}"
         )
     return region.to(target.device)
 
@@ -131,7 +132,7 @@ def confusion_matrix(
         LongTensor[C, C] (on the CPU).
 
     Raises:
-        TypeError: ``pred`` or ``target`` not an integer tensor.
+        TypeError: ``pred`` or ``target`` not an integer tensor, ``mask`` not a boolean tensor.
         ValueError: maps (or ``mask``) of different shapes or not ``[B, H, W]``, labels out of range.
 
     Example:
@@ -140,13 +141,10 @@ def confusion_matrix(
         [[1, 1], [0, 1]]
     """
     target = _check_maps(pred, target, num_classes, ignore_index)
-    valid = target != ignore_index
-    if mask is not None:
-        if mask.shape != target.shape:
-            raise ValueError(
-                f"mask must have the shape of target {tuple(target.shape)}, got {tuple(mask.shape)}"
-            )
-        valid = valid & mask.to(valid.device, torch.bool)
+    # a mask of another dtype is refused, not cast: a float mask of weights or probabilities would count
+    # every non-zero pixel
+    mask = _check_region(mask, target, "mask")
+    valid = target != ignore_index if mask is None else (target != ignore_index) & mask
     return _confusion(_pair_index(pred, target, num_classes), valid, num_classes)
 
 

@@ -512,6 +512,23 @@ def test_confusion_matrix_names_a_mask_of_another_shape(shape):
         confusion_matrix(p, p, 2, mask=torch.ones(shape, dtype=torch.bool))
 
 
+@pytest.mark.parametrize(
+    "mask, got",
+    [
+        (torch.tensor([[[0.2, 0.0]]]), "Tensor torch.float32"),  # before: cast, both pixels counted
+        (torch.tensor([[[1, 0]]]), "Tensor torch.int64"),
+        ([[[True, False]]], "list"),  # before: AttributeError: 'list' object has no attribute 'shape'
+    ],
+)
+def test_confusion_matrix_refuses_a_mask_that_is_not_boolean(mask, got):
+    """``mask`` is a BoolTensor, as ``region``: a float mask (weights, probabilities) was cast to bool, so
+    that every non-zero pixel counted, whatever its value."""
+    p = T([[[0, 1]]])
+    with pytest.raises(TypeError, match=rf"mask must be a boolean tensor \[B, H, W\], got {got}"):
+        confusion_matrix(p, p, 2, mask=mask)
+    assert confusion_matrix(p, p, 2, mask=torch.tensor([[[True, False]]])).tolist() == [[1, 0], [0, 0]]
+
+
 @pytest.mark.parametrize("shape", [(3,), (2, 3)])
 def test_iou_needs_a_square_matrix(shape):
     with pytest.raises(ValueError, match=r"cm must be a square matrix \[C, C\], got shape"):
