@@ -308,14 +308,22 @@ def _superpixel_sums(
     """:func:`superpixel_scores` of maps ``pred`` and ``target`` (int64) and ``region`` already checked
     (:func:`_check_maps`, :func:`_check_region`) and a ``tolerance`` >= 0; ``target_edges``:
     :func:`label_edges` of ``target`` and ``region``, ``counted``: :func:`_counted`, when already at hand."""
+    if (
+        not isinstance(superpixels, Tensor)
+        or superpixels.dtype.is_floating_point
+        or superpixels.dtype == torch.bool
+    ):
+        raise TypeError(
+            "superpixels must be an integer tensor [B, H, W], got "
+            f"{type(superpixels).__name__} {getattr(superpixels, 'dtype', '')}"
+        )
     if superpixels.dim() == 4 and superpixels.shape[1] == 1:
         superpixels = superpixels[:, 0]
     if superpixels.shape != target.shape:
         raise ValueError(
             f"superpixels must have shape {tuple(target.shape)} (like target), got {tuple(superpixels.shape)}"
         )
-    if superpixels.dtype.is_floating_point or superpixels.dtype == torch.bool:
-        raise TypeError(f"superpixels must be an integer tensor, got {superpixels.dtype}")
+    superpixels = superpixels.to(target.device)
     if superpixels.numel() and int(superpixels.min()) < 0:
         raise ValueError(f"superpixel ids must be >= 0, got min {int(superpixels.min())}")
     edges = label_edges(target, region) if target_edges is None else target_edges
@@ -449,7 +457,7 @@ class SegmentationMetrics:
             sums = _superpixel_sums(
                 pred,
                 target,
-                superpixels.to(pred.device),
+                superpixels,
                 self.num_classes,
                 self.ignore_index,
                 self.boundary_tolerance,

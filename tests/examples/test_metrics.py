@@ -419,6 +419,27 @@ def test_superpixels_with_channel_dim_accepted():
     assert m.compute()["num_superpixels"] == 1
 
 
+@pytest.mark.parametrize(
+    "sp, got",
+    [
+        ([[[0, 1]]], "list"),
+        (np.zeros((1, 1, 2), np.int64), "ndarray"),
+        (torch.zeros(1, 2, 1), "Tensor torch.float32"),
+    ],
+)
+def test_superpixels_that_are_not_an_integer_tensor_are_named(sp, got):
+    """Superpixels that are no tensor were an ``AttributeError`` ('list' object has no attribute 'dim' /
+    'to'); now the ``TypeError`` of a float tensor, naming the argument, what it takes and what it got (a
+    float tensor of another shape too: its type is checked first)."""
+    maps = T([[[0, 1]]]), T([[[0, 1]]])
+    for call in (
+        lambda: superpixel_scores(*maps, sp, num_classes=2),
+        lambda: SegmentationMetrics(num_classes=2).update(*maps, sp),
+    ):
+        with pytest.raises(TypeError, match=rf"superpixels must be an integer tensor \[B, H, W\], got {got}"):
+            call()
+
+
 # ---------------------------------------------------------------- errors, tables, JSON
 
 
