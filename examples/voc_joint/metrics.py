@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,6 +53,21 @@ __all__ = [
     "superpixel_scores",
     "to_jsonable",
 ]
+
+
+def _integer(name: str, value: Any, least: int, shown: Any = None) -> int:
+    """``value`` as an int >= ``least``; a float (2.5) or a bool is refused, not truncated. ``shown``: the
+    value named in the errors (default ``value``)."""
+    shown = value if shown is None else shown
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer >= {least}, got {shown!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer >= {least}, got {shown!r}") from None
+    if number < least:
+        raise ValueError(f"{name} must be >= {least}, got {shown}")
+    return number
 
 
 def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> Tensor:
@@ -257,9 +273,8 @@ def boundary_band(target: Tensor, width: int, region: Tensor | None = None) -> T
     Returns:
         BoolTensor[B, H, W].
     """
-    if int(width) < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
-    return _dilate(label_edges(target, region), int(width) - 1)
+    width = _integer("width", width, 1)
+    return _dilate(label_edges(target, region), width - 1)
 
 
 def superpixel_scores(
@@ -279,7 +294,8 @@ def superpixel_scores(
     Raises:
         ValueError: ``pred``, ``target``, ``superpixels`` or ``region`` of different shapes, labels out of
             range (as :func:`confusion_matrix`), negative superpixel ids or a negative ``tolerance``.
-        TypeError: maps that are not integer tensors, a ``region`` that is not boolean.
+        TypeError: maps that are not integer tensors, a ``region`` that is not boolean, a ``tolerance`` that
+            is not an integer.
 
     Returns a dict of sums: ``asa_hits``, ``asa_pixels``, ``br_hits``, ``br_edges``, ``pure_superpixels``,
     ``superpixels``, ``majority_pixels``, ``pixels``, ``images``.
@@ -287,11 +303,8 @@ def superpixel_scores(
     # an out-of-range label would count in another bin
     target = _check_maps(pred, target, num_classes, ignore_index)
     region = _check_region(region, target)
-    if int(tolerance) < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    return _superpixel_sums(
-        pred, target, superpixels, num_classes, ignore_index, int(tolerance), region=region
-    )
+    tolerance = _integer("tolerance", tolerance, 0)
+    return _superpixel_sums(pred, target, superpixels, num_classes, ignore_index, tolerance, region=region)
 
 
 def _superpixel_sums(
@@ -399,19 +412,16 @@ class SegmentationMetrics:
         boundary_tolerance: int = 2,
         class_names: Sequence[str] | None = None,
     ) -> None:
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        widths = tuple(int(w) for w in boundary_widths)
-        if any(w < 1 for w in widths):
-            raise ValueError(f"boundary_widths must be >= 1, got {tuple(boundary_widths)}")
-        if int(boundary_tolerance) < 0:
-            raise ValueError(f"boundary_tolerance must be >= 0, got {boundary_tolerance}")
+        num_classes = _integer("num_classes", num_classes, 1)
+        given = tuple(boundary_widths)
+        widths = tuple(_integer("boundary_widths", w, 1, given) for w in given)
+        boundary_tolerance = _integer("boundary_tolerance", boundary_tolerance, 0)
         if class_names is None:
             class_names = VOC_CLASSES if num_classes == NUM_CLASSES else [str(c) for c in range(num_classes)]
         if len(class_names) != num_classes:
             raise ValueError(f"class_names must have {num_classes} entries, got {len(class_names)}")
-        self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
-        self.boundary_widths, self.boundary_tolerance = widths, int(boundary_tolerance)
+        self.num_classes, self.ignore_index = num_classes, int(ignore_index)
+        self.boundary_widths, self.boundary_tolerance = widths, boundary_tolerance
         self.class_names = tuple(class_names)
         self.reset()
 

@@ -478,6 +478,49 @@ def test_constructor_errors(kwargs, match):
         boundary_band(torch.zeros(1, 2, 2, dtype=torch.long), 0)
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: SegmentationMetrics(boundary_widths=(1, 2.5)),
+            "boundary_widths must be an integer >= 1, got (1, 2.5)",
+        ),
+        (
+            lambda: SegmentationMetrics(boundary_tolerance=1.5),
+            "boundary_tolerance must be an integer >= 0, got 1.5",
+        ),
+        (lambda: SegmentationMetrics(num_classes=2.5), "num_classes must be an integer >= 1, got 2.5"),
+        (
+            lambda: SegmentationMetrics(boundary_widths=(True,)),
+            "boundary_widths must be an integer >= 1, got (True,)",
+        ),
+        (lambda: boundary_band(T([[[0, 1]]]), 2.5), "width must be an integer >= 1, got 2.5"),
+        (
+            lambda: superpixel_scores(T([[[0, 1]]]), T([[[0, 1]]]), T([[[0, 0]]]), 2, tolerance=0.5),
+            "tolerance must be an integer >= 0, got 0.5",
+        ),
+    ],
+)
+def test_a_width_tolerance_or_class_count_that_is_not_an_integer_is_refused(call, message):
+    """Before, ``int()`` truncated them: ``boundary_widths=(2.5,)`` scored (and labelled) a 2 px band,
+    ``boundary_tolerance=1.5`` and ``tolerance=0.5`` a 1 px and a 0 px tolerance; ``num_classes=2.5`` failed
+    with "'float' object cannot be interpreted as an integer"."""
+    with pytest.raises(TypeError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_integer_like_widths_and_generators_of_widths_are_taken():
+    """NumPy and 0-d tensor integers are integers; a generator of widths is read once."""
+    m = SegmentationMetrics(
+        num_classes=np.int64(2),
+        boundary_widths=(w for w in (np.int32(3), torch.tensor(1))),
+        boundary_tolerance=np.int64(0),
+    )
+    assert (m.num_classes, m.boundary_widths, m.boundary_tolerance) == (2, (3, 1), 0)
+    assert type(m.num_classes) is int and all(type(w) is int for w in m.boundary_widths)
+
+
 def test_voc_names_tables_and_json():
     m = SegmentationMetrics()
     target = torch.zeros(1, 8, 8, dtype=torch.long)
