@@ -375,3 +375,27 @@ def test_single_image_check_leaves_sync_batchnorm_to_pytorch(build, x: tuple[int
     net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build()).train()
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         net(torch.randn(*x))
+
+
+@pytest.mark.parametrize(
+    "state,match",
+    [
+        ({0: torch.zeros(1)}, r"got the key 0 \(int\) -> Tensor"),  # AttributeError: 'int' ... 'startswith'
+        ({"conv1.weight": torch.zeros(1), "epoch": 3}, r"got the key 'epoch' \(str\) -> int"),  # "got dict"
+        ([torch.zeros(1)], r"got list"),
+    ],
+)
+def test_backbone_weights_that_are_no_state_dict_name_the_key(tmp_path, state, match: str) -> None:
+    """A dict with a non-str key crashed with an AttributeError, one with a non-tensor value said only "got
+    dict": the first key that is no str or holds no tensor is named, with the file."""
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    for key, value in net.state_dict().items():
+        if isinstance(state, dict) and key != "conv1.weight":
+            state[key] = value
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    with pytest.raises(
+        ValueError,
+        match=rf"backbone weights .*r18\.pth must be a state dict \(str keys, tensor values\), {match}",
+    ):
+        load_backbone_weights(net, path)

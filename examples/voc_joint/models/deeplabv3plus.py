@@ -105,8 +105,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is damaged, holds pickled objects or is not a state dict of tensors, or its
-            keys/shapes do not match the backbone.
+        ValueError: the file is damaged, holds pickled objects or is not a state dict (str keys, tensor
+            values; the first other key is named), or its keys/shapes do not match the backbone.
     """
     path = Path(path)
     if not path.is_file():
@@ -128,10 +128,11 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             if key in state and isinstance(state[key], dict):
                 state = state[key]
                 break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(
-            f"backbone weights {path} must be a state dict of tensors, got {type(state).__name__}"
-        )
+    from examples.voc_joint.checkpoint import _not_state_dict
+
+    bad = _not_state_dict(state)  # names the first key that is no str or holds no tensor
+    if bad is not None:  # (a non-str key reached ``key.startswith`` below: AttributeError)
+        raise ValueError(f"backbone weights {path} must be a state dict (str keys, tensor values), {bad}")
     cleaned = {}
     for key, v in state.items():
         k = key
