@@ -399,3 +399,35 @@ def test_backbone_weights_that_are_no_state_dict_name_the_key(tmp_path, state, m
         match=rf"backbone weights .*r18\.pth must be a state dict \(str keys, tensor values\), {match}",
     ):
         load_backbone_weights(net, path)
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("layer1.0.conv1.weight", float("nan"), r"layer1\.0\.conv1\.weight holds NaN or infinite values"),
+        ("bn1.running_var", float("inf"), r"bn1\.running_var holds NaN or infinite values"),
+        ("conv1.weight", torch.int64, r"conv1\.weight must be floating-point, got torch\.int64"),
+        ("conv1.weight", torch.complex64, r"conv1\.weight must be floating-point, got torch\.complex64"),
+    ],
+)
+def test_backbone_weights_that_are_no_weights_are_named(tmp_path, key: str, value, match: str) -> None:
+    """Non-finite weights (a diverged run's file) loaded silently and showed only as a non-finite loss once
+    training ran; integer weights were cast silently, complex ones lost their imaginary part with a warning.
+    The file and the key are named; the check also runs for ``--backbone-weights`` (meta backbone)."""
+    from examples.voc_joint import train
+
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    state = dict(net.state_dict())
+    if isinstance(value, float):
+        state[key] = state[key].clone()
+        state[key].view(-1)[0] = value
+    else:
+        state[key] = state[key].to(value)
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=rf"backbone weights .*r18\.pth: {match}"):
+        load_backbone_weights(net, path)
+    assert re.search(match, train.backbone_weights_error(path, "resnet18", 16) or "")
+    state = {k: v.double() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    torch.save(state, path)  # another floating-point dtype is fine (cast as before)
+    load_backbone_weights(net, path)

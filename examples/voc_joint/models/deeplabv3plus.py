@@ -106,7 +106,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file is damaged, holds pickled objects or is not a state dict (str keys, tensor
-            values; the first other key is named), or its keys/shapes do not match the backbone.
+            values; the first other key is named), or its keys/shapes do not match the backbone, or a weight
+            is not floating-point or holds NaN or infinite values (named).
     """
     path = Path(path)
     if not path.is_file():
@@ -155,6 +156,14 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}, shape mismatches {bad_shape[:5]}"
         )
+    for k, v in own.items():  # load_state_dict casts any dtype silently (complex: the real part) and copies
+        # NaN / inf, which only show as a non-finite loss once training runs
+        if not v.is_floating_point():  # BatchNorm step counters
+            continue
+        if not cleaned[k].is_floating_point():
+            raise ValueError(f"backbone weights {path}: {k} must be floating-point, got {cleaned[k].dtype}")
+        if not bool(torch.isfinite(cleaned[k]).all()):
+            raise ValueError(f"backbone weights {path}: {k} holds NaN or infinite values")
     backbone.load_state_dict(cleaned, strict=True)
 
 
