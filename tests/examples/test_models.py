@@ -218,6 +218,31 @@ def test_backbone_weights_of_the_wrong_shape_are_named(tmp_path) -> None:
         load_backbone_weights(src, path)
 
 
+def test_backbone_weights_of_the_wrong_shape_give_both_shapes(tmp_path) -> None:
+    """The message named the keys of other shapes but neither shape; and it cut the list at five keys without
+    the "..." of the other two lists."""
+    src, _, _ = build_resnet_backbone("resnet18", 16)
+    state = dict(src.state_dict())
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)  # a 3x3 stem instead of 7x7
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    with pytest.raises(
+        ValueError,
+        match=r"shape mismatches \['conv1\.weight'\]; conv1\.weight: file \(64, 3, 3, 3\), backbone "
+        r"\(64, 3, 7, 7\)$",
+    ):
+        load_backbone_weights(src, path)
+    wide = {
+        k: torch.zeros(2 * v.shape[0], *v.shape[1:]) if v.dim() else v for k, v in src.state_dict().items()
+    }
+    torch.save(wide, path)
+    with pytest.raises(
+        ValueError,
+        match=r"shape mismatches \[(?:'[^']+', ){4}'[^']+'\]\.\.\.; conv1\.weight: file \(128, 3, 7, 7\)",
+    ):
+        load_backbone_weights(src, path)
+
+
 def test_backbone_weights_without_num_batches_tracked_load(tmp_path, monkeypatch) -> None:
     """ResNet weights saved before torch 0.4.1 added ``num_batches_tracked`` (torchvision's original ImageNet
     files, Caffe conversions) have no such keys: torch's own BatchNorm loading accepts them, and so does

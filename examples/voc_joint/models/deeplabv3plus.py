@@ -155,6 +155,11 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             f"backbone weights {path} do not match the backbone: missing keys {missing[:5]}"
             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}, shape mismatches {bad_shape[:5]}"
+            f"{'...' if len(bad_shape) > 5 else ''}"
+            + "".join(  # the shapes of each: which ResNet the file holds
+                f"; {k}: file {tuple(cleaned[k].shape)}, backbone {tuple(own[k].shape)}"
+                for k in bad_shape[:5]
+            )
         )
     for k, v in own.items():  # load_state_dict casts any dtype silently (complex: the real part) and copies
         # NaN / inf, which only show as a non-finite loss once training runs
