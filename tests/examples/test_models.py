@@ -351,6 +351,10 @@ def test_networks_name_integer_or_empty_images(build) -> None:
         TypeError, match=r"x must be a floating-point tensor of normalized images, got torch\.uint8"
     ):
         net(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(  # not "got float32": the dtype of an array is fine, its type is not
+        TypeError, match=r"x must be a floating-point tensor of normalized images, got numpy\.ndarray$"
+    ):
+        net(np.zeros((1, 3, 8, 8), np.float32))
     with pytest.raises(
         ValueError, match=r"x must have shape \(B, 3, H, W\) with H, W >= 1, got \(1, 3, 0, 8\)"
     ):

@@ -186,7 +186,10 @@ def check_images(x: Tensor, name: str = "x") -> None:
     """The input contract of both networks: floating-point images ``(B, 3, H, W)``, ``H, W >= 1``; the errors
     call the input ``name``."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        got = getattr(x, "dtype", type(x).__name__)
+        kind = type(x)  # a tensor's dtype, else the type: a numpy float32 array read "got float32"
+        got = str(x.dtype) if isinstance(x, Tensor) else kind.__qualname__
+        if not isinstance(x, Tensor) and kind.__module__ != "builtins":
+            got = f"{kind.__module__}.{got}"
         raise TypeError(f"{name} must be a floating-point tensor of normalized images, got {got}")
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"{name} must have shape (B, 3, H, W) with H, W >= 1, got {tuple(x.shape)}")
