@@ -460,3 +460,23 @@ def test_backbone_weights_that_are_no_weights_are_named(tmp_path, key: str, valu
     state = {k: v.double() if v.is_floating_point() else v for k, v in net.state_dict().items()}
     torch.save(state, path)  # another floating-point dtype is fine (cast as before)
     load_backbone_weights(net, path)
+
+
+@pytest.mark.parametrize(
+    "to,match",
+    [
+        (lambda t: t.to("meta"), r"must be a dense tensor with data, got a meta tensor \(no data\)"),
+        (lambda t: t.to_sparse(), r"must be a dense tensor with data, got a torch\.sparse_coo tensor"),
+    ],
+)
+def test_backbone_weights_without_dense_data_are_named(tmp_path, to, match: str) -> None:
+    """A file saved from a model on the meta device (no data) failed with "Tensor.item() cannot be called on
+    meta tensors" (before: "Cannot copy out of meta tensor"), a sparse tensor with a NotImplementedError of
+    the sparse backend; neither named the file nor the key."""
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    state = dict(net.state_dict())
+    state["conv1.weight"] = to(state["conv1.weight"])
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=rf"backbone weights .*r18\.pth: conv1\.weight {match}"):
+        load_backbone_weights(net, path)

@@ -107,7 +107,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         FileNotFoundError: the file does not exist.
         ValueError: the file is damaged, holds pickled objects or is not a state dict (str keys, tensor
             values; the first other key is named), or its keys/shapes do not match the backbone, or a weight
-            is not floating-point or holds NaN or infinite values (named).
+            is not a dense floating-point tensor with data (a meta or sparse one) or holds NaN or infinite
+            values (named).
     """
     path = Path(path)
     if not path.is_file():
@@ -163,6 +164,11 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         )
     for k, v in own.items():  # load_state_dict casts any dtype silently (complex: the real part) and copies
         # NaN / inf, which only show as a non-finite loss once training runs
+        w = cleaned[k]
+        if w.is_meta or w.layout != torch.strided:  # a model saved from the meta device, a sparse tensor:
+            # torch's "Tensor.item() cannot be called on meta tensors" / sparse NotImplementedError
+            kind = "meta tensor (no data)" if w.is_meta else f"{w.layout} tensor"
+            raise ValueError(f"backbone weights {path}: {k} must be a dense tensor with data, got a {kind}")
         if not v.is_floating_point():  # BatchNorm step counters
             continue
         if not cleaned[k].is_floating_point():
