@@ -430,6 +430,22 @@ def test_backbone_weights_that_are_no_state_dict_name_the_key(tmp_path, state, m
         load_backbone_weights(net, path)
 
 
+def test_backbone_weights_with_two_keys_for_one_parameter_are_refused(tmp_path) -> None:
+    """A file holding ``conv1.weight`` and ``module.conv1.weight`` loaded whichever came later, silently: the
+    two keys are named."""
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    state = dict(net.state_dict())
+    state["module.conv1.weight"] = torch.zeros_like(state["conv1.weight"])
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    with pytest.raises(
+        ValueError,
+        match=r"backbone weights .*r18\.pth: the keys 'conv1\.weight' and 'module\.conv1\.weight' are both "
+        r"'conv1\.weight' once the prefixes 'module\.' and 'backbone\.' are removed; keep one of them",
+    ):
+        load_backbone_weights(net, path)
+
+
 @pytest.mark.parametrize(
     "key,value,match",
     [

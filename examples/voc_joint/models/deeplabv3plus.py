@@ -135,12 +135,19 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     bad = _not_state_dict(state)  # names the first key that is no str or holds no tensor
     if bad is not None:  # (a non-str key reached ``key.startswith`` below: AttributeError)
         raise ValueError(f"backbone weights {path} must be a state dict (str keys, tensor values), {bad}")
-    cleaned = {}
+    cleaned: dict[str, Tensor] = {}
+    source: dict[str, str] = {}  # the file's key of each cleaned key
     for key, v in state.items():
         k = key
         for prefix in ("module.", "backbone."):
             if k.startswith(prefix):
                 k = k[len(prefix) :]
+        if k in source:  # two weights for one parameter: the later silently replaced the earlier
+            raise ValueError(
+                f"backbone weights {path}: the keys {source[k]!r} and {key!r} are both {k!r} once the "
+                "prefixes 'module.' and 'backbone.' are removed; keep one of them"
+            )
+        source[k] = key
         if not k.startswith("fc."):
             cleaned[k] = v
     own = backbone.state_dict()
