@@ -959,3 +959,27 @@ def test_fusion_hidden_must_be_a_sequence(hidden: object) -> None:
     deeplab, spixel = _nets(3)
     with pytest.raises(TypeError, match=f"fusion_hidden must be a sequence of ints, got {hidden!r}"):
         JointModel(deeplab, spixel, 3, fusion_hidden=hidden)  # type: ignore[arg-type]  # the wrong type is the point
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_an_empty_batch_gives_empty_outputs(mode: str, dtype: torch.dtype, recompute: bool) -> None:
+    """``B = 0`` (accepted by the input checks): empty logits and zero gradients in every mode. Before: the
+    hard fusion on the CPU in float32 (the default, which runs its last layer on superpixel means) raised
+    ``cannot reshape tensor of 0 elements into shape [0, -1]``, while every other form returned empty logits.
+    """
+    deeplab, spixel = _nets(3)
+    joint = JointModel(deeplab, spixel, 3, mode=mode, fusion_hidden=[6], recompute_fusion=recompute)
+    joint = joint.to(dtype).eval()
+    assert joint.fusion is not None
+    x = torch.randn(0, 3, H, W, dtype=dtype)
+    with torch.no_grad():
+        out = joint(x, x)
+    assert out["logits"] is not None and out["logits"].shape == (0, 3, H, W)
+    assert out["superpixels"] is not None and out["superpixels"].shape == (0, H, W)
+    s = torch.randn(0, 3, H, W, dtype=dtype, requires_grad=True)
+    logits, _ = joint.train().refine(s, torch.rand(0, 9, H, W, requires_grad=mode == "soft"))
+    logits.sum().backward()
+    assert logits.shape == (0, 3, H, W) and s.grad is not None and s.grad.shape == s.shape
+    assert all(p.grad is not None and not p.grad.any() for p in joint.fusion.parameters())

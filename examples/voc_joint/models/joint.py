@@ -338,7 +338,7 @@ class FusionStack(nn.Module):
                 ids, enc = uniformize
                 counts = enc.counts.to(convs[0].weight.dtype)
                 pool = (
-                    ids.reshape(ids.shape[0], -1).long(),
+                    ids.flatten(1).long(),
                     torch.where(counts > 0, counts.reciprocal(), 0.0),
                 )
                 if u is None:  # U per superpixel: the means of S
