@@ -240,8 +240,10 @@ def fused_stack(
             uniformization): ``U`` is not kept either but rebuilt in backward as ``u_of(s)``. It must
             reproduce ``U`` exactly from ``S`` in the parameters' dtype (deterministically: a scatter that
             adds in another order on CUDA changes the last bits of the gradients); it is not checked. ``U``'s
-            gradient still flows through ``u``'s own graph. Ignored without ``recompute`` (and for a ``U``
-            per superpixel, which is kept: it is small).
+            gradient still flows through ``u``'s own graph. Ignored without ``recompute``, for a ``U`` per
+            superpixel (kept: it is small) and for an ``s`` not in the parameters' dtype (``U`` is kept:
+            ``u_of`` would see ``S`` cast, e.g. the float32 ``S`` of a converted model, and give another
+            ``U``).
         products: how the layers' products run: ``"mm"`` matrix products (PyTorch's BLAS: MKL on the CPU,
             cuBLAS on CUDA), ``"conv"`` oneDNN 1x1 convolutions over channels-last chunks of whole image rows
             (:func:`~examples.voc_joint.models.fused_conv_stack.fused_conv_stack`; float32 on the CPU only),
@@ -302,6 +304,8 @@ def fused_stack(
             f"{torch.backends.mkldnn.enabled})"
         )
     pixels = height * width
+    if s.dtype != dtype:  # backward would rebuild U from S cast to the parameters' dtype: not U (U is kept)
+        u_of = None
     # nothing to differentiate (inference): the activations go through one chunk's buffers, never kept
     recompute = recompute or not grad_tracked(s, u, *weights, *biases)
     if pool is not None:

@@ -495,8 +495,9 @@ class JointModel(nn.Module):
             :attr:`config`.
         recompute_fusion: in training, save only ``S`` (and ``Q`` in soft mode) for the fusion's backward and
             recompute the first uniformization and the stack's activations there (``"hard"``: inside the
-            stack's Function, chunk by chunk; ``"soft"``: activation checkpointing). Same values and
-            gradients; on by default (runtime option).
+            stack's Function, chunk by chunk; ``"soft"``: activation checkpointing; a model converted to
+            another dtype keeps the hard ``U`` too: rebuilt from ``S`` in that dtype it would differ). Same
+            values and gradients; on by default (runtime option).
         compile_refine: run :meth:`refine` through ``torch.compile`` (compiled on the first call; runtime
             option).
 
