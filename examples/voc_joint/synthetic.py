@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import shutil
 import sys
@@ -282,7 +283,7 @@ def generate_synthetic_voc(
         sbd (bool): also write the SBD-augmented layout (``SegmentationClassAug``,
             ``ImageSets/SegmentationAug``).
         num_sbd_extra (int | None): extra train images listed only in the augmented train list
-            (default ``num_train // 2``; ignored when ``sbd`` is false).
+            (default ``num_train // 2``; checked, then ignored, when ``sbd`` is false).
         band_radius (int): half-width in pixels of the 255 band along object boundaries (0: none).
         jpeg_quality (int): JPEG quality of the images.
 
@@ -290,7 +291,10 @@ def generate_synthetic_voc(
         Path: ``root``.
 
     Raises:
-        ValueError: on non-positive counts or a too small ``image_size``.
+        ValueError: an argument that is not an int (a bool, a float, a string) or out of its range, naming it:
+            counts in ``[1, IMAGES_MAX]`` (``num_sbd_extra`` from 0), ``image_size`` a pair of sides in
+            ``[16, SIDE_MAX]``, ``band_radius`` in ``[0, SIDE_MAX]``, ``seed >= 0``, ``jpeg_quality`` in
+            ``[0, 100]``.
         FileExistsError: ``root`` holds files the generator did not write (no ``synthetic_voc.json``).
 
     Example:
@@ -300,27 +304,37 @@ def generate_synthetic_voc(
         ...     sorted(p.name for p in root.iterdir())  # doctest: +NORMALIZE_WHITESPACE
         ['ImageSets', 'JPEGImages', 'SegmentationClass', 'SegmentationClassAug', 'synthetic_voc.json']
     """
-    if int(num_train) < 1 or int(num_val) < 1:
-        raise ValueError(f"num_train and num_val must be >= 1, got num_train={num_train}, num_val={num_val}")
-    h, w = (int(s) for s in image_size)
-    if h < 16 or w < 16:
-        raise ValueError(f"image_size must be at least (16, 16), got {tuple(image_size)}")
-    if int(band_radius) < 0:
-        raise ValueError(f"band_radius must be >= 0, got {band_radius}")
-    extra = (int(num_train) // 2 if num_sbd_extra is None else int(num_sbd_extra)) if sbd else 0
-    if extra < 0:
-        raise ValueError(f"num_sbd_extra must be >= 0, got {num_sbd_extra}")
+    num_train = _int_arg(num_train, "num_train", 1, IMAGES_MAX)
+    num_val = _int_arg(num_val, "num_val", 1, IMAGES_MAX)
+    try:
+        size = tuple(image_size)
+    except TypeError:
+        size = ()
+    try:
+        if len(size) != 2:
+            raise ValueError
+        h, w = (_int_arg(side, "image_size", 16, SIDE_MAX) for side in size)
+    except ValueError:
+        raise ValueError(
+            f"image_size must be a pair (H, W) of ints in [16, {SIDE_MAX}], got {image_size!r}"
+        ) from None
+    band_radius = _int_arg(band_radius, "band_radius", 0, SIDE_MAX)
+    seed = _int_arg(seed, "seed", 0)
+    jpeg_quality = _int_arg(jpeg_quality, "jpeg_quality", 0, 100)
+    if num_sbd_extra is not None:
+        num_sbd_extra = _int_arg(num_sbd_extra, "num_sbd_extra", 0, IMAGES_MAX)
+    extra = (num_train // 2 if num_sbd_extra is None else num_sbd_extra) if sbd else 0
     root = Path(root)
     params = {
         "format_version": _FORMAT_VERSION,
-        "num_train": int(num_train),
-        "num_val": int(num_val),
+        "num_train": num_train,
+        "num_val": num_val,
         "image_size": [h, w],
-        "seed": int(seed),
+        "seed": seed,
         "sbd": bool(sbd),
         "num_sbd_extra": extra,
-        "band_radius": int(band_radius),
-        "jpeg_quality": int(jpeg_quality),
+        "band_radius": band_radius,
+        "jpeg_quality": jpeg_quality,
     }
     with _generation_lock(root):
         _remove_abandoned(root)
@@ -342,6 +356,22 @@ def generate_synthetic_voc(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return root
+
+
+def _int_arg(value: object, name: str, low: int, high: int | None = None) -> int:
+    """``value`` as a Python int in ``[low, high]`` (an int or a numpy integer, not a bool), else a
+    ``ValueError`` naming ``name``, the range and the value. A float was truncated (``num_train=2.7`` wrote 2
+    images), a negative seed was numpy's "expected non-negative integer"."""
+    expected = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    try:
+        out = operator.index(value)  # type: ignore[arg-type]  # any object: the TypeError is the check
+    except TypeError:
+        raise ValueError(f"{name} must be {expected}, got {value!r}") from None
+    if out < low or (high is not None and out > high):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return out
 
 
 def _names(params: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:

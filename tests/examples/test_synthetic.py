@@ -225,6 +225,48 @@ def test_bad_arguments(tmp_path, kwargs, match):
         generate_synthetic_voc(tmp_path, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_train": 2.7}, "num_train must be an int in [1, 1000000], got 2.7"),
+        ({"num_val": True}, "num_val must be an int in [1, 1000000], got True"),
+        ({"num_train": 10**7}, "num_train must be an int in [1, 1000000], got 10000000"),
+        ({"seed": -1}, "seed must be an int >= 0, got -1"),
+        ({"seed": 1.5}, "seed must be an int >= 0, got 1.5"),
+        ({"jpeg_quality": 101}, "jpeg_quality must be an int in [0, 100], got 101"),
+        ({"jpeg_quality": -5}, "jpeg_quality must be an int in [0, 100], got -5"),
+        ({"band_radius": 1.5}, "band_radius must be an int in [0, 16384], got 1.5"),
+        (
+            {"image_size": (32, 48, 3)},
+            "image_size must be a pair (H, W) of ints in [16, 16384], got (32, 48, 3)",
+        ),
+        (
+            {"image_size": (32.5, 48)},
+            "image_size must be a pair (H, W) of ints in [16, 16384], got (32.5, 48)",
+        ),
+        ({"image_size": 32}, "image_size must be a pair (H, W) of ints in [16, 16384], got 32"),
+        ({"sbd": False, "num_sbd_extra": -3}, "num_sbd_extra must be an int in [0, 1000000], got -3"),
+    ],
+)
+def test_bad_arguments_are_named_with_their_range_and_value(tmp_path, kwargs, message):
+    """A float count or seed was truncated (``num_train=2.7`` wrote 2 images), a JPEG quality out of
+    Pillow's 0..100 was written into the marker and clamped by libjpeg, a negative seed was numpy's "expected
+    non-negative integer", an ``image_size`` of three values "too many values to unpack": each is now a
+    ValueError naming the argument, its range and the value, before anything is written."""
+    with pytest.raises(ValueError) as info:
+        generate_synthetic_voc(tmp_path / "voc", **{"num_train": 1, "num_val": 1, **kwargs})
+    assert str(info.value) == message
+    assert not (tmp_path / "voc").exists()
+
+
+def test_numpy_integers_are_accepted_and_stored_as_ints(tmp_path):
+    root = generate_synthetic_voc(
+        tmp_path / "voc", num_train=np.int64(1), num_val=1, image_size=np.array([16, 20]), seed=np.uint32(4)
+    )
+    params = json.loads((root / "synthetic_voc.json").read_text())
+    assert params["num_train"] == 1 and params["image_size"] == [16, 20] and params["seed"] == 4
+
+
 def test_cli(tmp_path, capsys):
     assert (
         synthetic.main(
