@@ -383,7 +383,8 @@ def _names(params: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
 
 
 def _is_complete(root: Path, params: dict[str, Any]) -> bool:
-    """``root`` holds a complete set made with ``params``."""
+    """``root`` holds a complete set made with ``params``: its marker, every image and mask, and every list
+    file with its names (a deleted or emptied list was taken for a complete set, and never written again)."""
     marker = root / _MARKER
     if not marker.is_file():
         return False
@@ -397,7 +398,31 @@ def _is_complete(root: Path, params: dict[str, Any]) -> bool:
     expected = [root / "JPEGImages" / f"{n}.jpg" for n in names]
     expected += [root / "SegmentationClass" / f"{n}.png" for n in train + val]
     expected += [root / "SegmentationClassAug" / f"{n}.png" for n in names] if params["sbd"] else []
-    return all(p.is_file() for p in expected)
+    if not all(p.is_file() for p in expected):
+        return False
+    return all(_list_is(path, listed) for path, listed in _lists(root, params).items())
+
+
+def _lists(root: Path, params: dict[str, Any]) -> dict[Path, list[str]]:
+    """The list files of the set made with ``params`` in ``root`` and the names each lists."""
+    train, val, sbd_only = _names(params)
+    lists = {
+        root / "ImageSets" / "Segmentation" / "train.txt": train,
+        root / "ImageSets" / "Segmentation" / "val.txt": val,
+        root / "ImageSets" / "Segmentation" / "trainval.txt": train + val,
+    }
+    if params["sbd"]:
+        lists[root / "ImageSets" / "SegmentationAug" / "train.txt"] = train + sbd_only
+        lists[root / "ImageSets" / "SegmentationAug" / "val.txt"] = val
+    return lists
+
+
+def _list_is(path: Path, names: Sequence[str]) -> bool:
+    """``path`` is the list file of ``names`` (:func:`_write_list`'s text)."""
+    try:
+        return path.read_text(encoding="utf-8") == "".join(f"{n}\n" for n in names)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _write_set(root: Path, params: dict[str, Any]) -> None:
@@ -423,12 +448,8 @@ def _write_set(root: Path, params: dict[str, Any]) -> None:
             png.save(mask_dir / f"{name}.png")
         if sbd:
             Image.fromarray(label).save(aug_dir / f"{name}.png")
-    _write_list(root / "ImageSets" / "Segmentation" / "train.txt", train)
-    _write_list(root / "ImageSets" / "Segmentation" / "val.txt", val)
-    _write_list(root / "ImageSets" / "Segmentation" / "trainval.txt", train + val)
-    if sbd:
-        _write_list(root / "ImageSets" / "SegmentationAug" / "train.txt", train + sbd_only)
-        _write_list(root / "ImageSets" / "SegmentationAug" / "val.txt", val)
+    for path, names in _lists(root, params).items():
+        _write_list(path, names)
     (root / _MARKER).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
 
 

@@ -340,6 +340,26 @@ def test_incomplete_set_is_regenerated(tmp_path):
     assert (root / "JPEGImages" / "synth_000001.jpg").is_file()
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("Segmentation", "val.txt", None),
+        ("Segmentation", "train.txt", "synth_000000\n"),
+        ("SegmentationAug", "train.txt", ""),
+    ],
+)
+def test_a_missing_or_cut_list_file_is_regenerated(tmp_path, damage):
+    """The completeness check read only the marker and the images: a deleted or cut list file was taken for a
+    complete set, nothing was rewritten, and the reader then failed ("split list file not found")."""
+    root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE)
+    before = _digest(root)
+    folder, name, text = damage
+    path = root / "ImageSets" / folder / name
+    path.unlink() if text is None else path.write_text(text)
+    generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE)
+    assert _digest(root) == before
+
+
 def test_refuses_a_folder_holding_other_data(tmp_path, capsys):
     (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
     lists = tmp_path / "ImageSets" / "Segmentation" / "train.txt"
