@@ -54,6 +54,15 @@ def colorize(labels: Tensor | np.ndarray) -> np.ndarray:
     lab = _np(labels)
     if lab.ndim != 2:
         raise ValueError(f"labels must have shape [H, W], got {lab.shape}")
+    if lab.dtype.kind not in "biu":  # a float map: NaN was an IndexError, 1.7 was drawn as class 1
+        if lab.dtype.kind != "f":
+            raise ValueError(f"labels must be integer class indices in [0, 255], got dtype {lab.dtype}")
+        bad = lab[~np.isfinite(lab) | (lab != np.round(lab))]
+        if bad.size:
+            raise ValueError(
+                f"labels must be integer class indices in [0, 255], got {bad.size} value(s) that are not "
+                f"whole numbers, e.g. {bad.flat[0]}"
+            )
     if lab.size and (lab.min() < 0 or lab.max() > 255):
         raise ValueError(f"labels must lie in [0, 255], got range [{lab.min()}, {lab.max()}]")
     return _PALETTE[lab.astype(np.int64)]
