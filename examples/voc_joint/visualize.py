@@ -81,9 +81,15 @@ def superpixel_contours(superpixels: Tensor | np.ndarray) -> np.ndarray:
 
 def _to_uint8_image(image: Tensor | np.ndarray) -> np.ndarray:
     img = _np(image)
-    if img.ndim != 3 or img.shape[0] != 3:
-        raise ValueError(f"image must have shape [3, H, W], got {img.shape}")
+    if img.ndim != 3 or img.shape[0] != 3 or img.shape[1] < 1 or img.shape[2] < 1:
+        raise ValueError(f"image must have shape [3, H, W] with H, W >= 1, got {img.shape}")
     if img.dtype != np.uint8:
+        # an int64 image of 0..255 was clipped to [0, 1] (white), NaN cast to an arbitrary byte (black here)
+        if img.dtype.kind != "f":
+            raise ValueError(f"image must be float in [0, 1] or uint8, got dtype {img.dtype}")
+        nan = int(np.isnan(img).sum())
+        if nan:
+            raise ValueError(f"image must be float in [0, 1] or uint8, got {nan} NaN value(s)")
         img = (np.clip(img, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     return np.ascontiguousarray(img.transpose(1, 2, 0))
 
@@ -130,6 +136,8 @@ def make_panel(
         class_names (Sequence[str] | None): the legend's name of each class (default: the VOC names; a class
             beyond the names is shown as its number).
     """
+    if isinstance(titles, str) or len(titles) != 4:
+        raise ValueError(f"titles must be four tile titles, got {titles!r}")
     img = overlay_contours(image, superpixels)
     h, w = img.shape[:2]
     tiles = [img]

@@ -178,3 +178,30 @@ def test_colorize_refuses_float_labels_that_are_not_class_indices(value):
     assert tuple(colorize(np.array([[2.0]]))[0, 0]) == tuple(voc_palette()[6:9])
     with pytest.raises(ValueError, match="got dtype complex128"):
         colorize(np.array([[1 + 1j]]))
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 5), (3, 5, 0)])
+def test_an_empty_image_is_refused(shape):
+    """An image of height 0 was a ZeroDivisionError, one of width 0 a panel of four empty tiles."""
+    with pytest.raises(ValueError, match=r"image must have shape \[3, H, W\] with H, W >= 1, got \(3, "):
+        make_panel(torch.rand(*shape), torch.zeros(shape[1:], dtype=torch.long), None, None)
+
+
+def test_a_nan_or_integer_image_is_refused():
+    """A NaN pixel was cast to an arbitrary byte (black, with numpy's "invalid value" warning); an int64
+    image of 0..255 was clipped to [0, 1] and drawn white: both misleading tiles."""
+    img = torch.rand(3, 4, 4)
+    img[0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"image must be float in \[0, 1\] or uint8, got 1 NaN value"):
+        overlay_contours(img, None)
+    with pytest.raises(ValueError, match="got dtype int64"):
+        overlay_contours(torch.full((3, 2, 2), 128), None)
+    assert (overlay_contours(torch.full((3, 2, 2), 128, dtype=torch.uint8), None) == 128).all()
+
+
+@pytest.mark.parametrize("titles", [("a", "b", "c"), ("a", "b", "c", "d", "e"), "abcd"])
+def test_titles_must_be_four(titles):
+    """Three or five titles were zip()'s "argument 2 is shorter than argument 1"; a string of four letters
+    was four one-letter titles."""
+    with pytest.raises(ValueError, match="titles must be four tile titles, got"):
+        make_panel(torch.rand(3, 4, 4), torch.zeros(4, 4, dtype=torch.long), None, None, titles=titles)
