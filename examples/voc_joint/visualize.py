@@ -1,9 +1,10 @@
 """PNG panels: image with superpixel contours | ground truth | baseline prediction | joint prediction.
 
 Label maps are drawn in the VOC palette (ignore = 255 in cream), superpixel contours in yellow; small images
-are upscaled (nearest) so that the panels stay legible. Titles and the legend grow with the tiles (10 pixels
-for tiles under 160 pixels wide, up to 18; each title shrinks until it fits its tile) so that a panel shown
-scaled down in a page stays readable; the legend wraps onto more rows rather than run off the panel.
+are upscaled (nearest) so that the panels stay legible (a thin one up to 1024 pixels wide). Titles and the
+legend grow with the tiles (10 pixels for tiles under 160 pixels wide, up to 18; each title shrinks until it
+fits its tile) so that a panel shown scaled down in a page stays readable; the legend wraps onto more rows
+rather than run off the panel.
 Pure PIL + numpy (no display needed).
 """
 
@@ -23,6 +24,8 @@ __all__ = ["colorize", "make_panel", "overlay_contours", "save_panel", "superpix
 
 _PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
 _GAP = 4
+#: the widest a tile is upscaled to, pixels (the upscaling for ``min_height`` stops before)
+_UPSCALED_WIDTH_MAX = 1024
 #: the smallest and largest font size of titles and legend, pixels
 _FONT_PX = (10, 18)
 
@@ -131,7 +134,8 @@ def make_panel(
         joint (LongTensor[H, W] | None): joint model prediction; tile blank if None.
         superpixels (LongTensor[H, W] | None): contours drawn on the image.
         titles (Sequence[str]): four tile titles.
-        min_height (int): upscale (nearest, integer factor) until the tiles are at least this high.
+        min_height (int): upscale (nearest, integer factor) until the tiles are at least this high, but not
+            beyond 1024 pixels wide (a thin image is upscaled less, or not at all).
         legend (bool): add a strip naming the classes present (ground truth and predictions).
         class_names (Sequence[str] | None): the legend's name of each class (default: the VOC names; a class
             beyond the names is shown as its number).
@@ -151,7 +155,8 @@ def make_panel(
             raise ValueError(f"label maps must be {h}x{w} like the image, got {arr.shape}")
         labels.append(arr)
         tiles.append(colorize(arr))
-    factor = max(1, -(-int(min_height) // h))
+    # a thin image (2 x 1000) would be upscaled 80 times into a 320012-pixel-wide panel (1.1 GB while drawing)
+    factor = max(1, min(-(-int(min_height) // h), _UPSCALED_WIDTH_MAX // w))
     tiles = [np.repeat(np.repeat(t, factor, 0), factor, 1) for t in tiles]
     th, tw = h * factor, w * factor
     present = sorted({int(v) for arr in labels for v in np.unique(arr) if v != IGNORE_INDEX})

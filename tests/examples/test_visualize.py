@@ -205,3 +205,14 @@ def test_titles_must_be_four(titles):
     was four one-letter titles."""
     with pytest.raises(ValueError, match="titles must be four tile titles, got"):
         make_panel(torch.rand(3, 4, 4), torch.zeros(4, 4, dtype=torch.long), None, None, titles=titles)
+
+
+def test_a_thin_image_is_not_upscaled_into_a_huge_panel():
+    """A 2 x 1000 image was upscaled 80 times for ``min_height=160``: a 320012-pixel-wide panel and 1.1 GB
+    while drawing. The upscaling stops before a tile is wider than 1024 pixels."""
+    target = torch.zeros(2, 1000, dtype=torch.long)
+    assert make_panel(torch.rand(3, 2, 1000), target, None, None, legend=False).size[0] == 4 * 1000 + 12
+    target = torch.zeros(2, 300, dtype=torch.long)
+    assert make_panel(torch.rand(3, 2, 300), target, None, None, legend=False).size[0] == 4 * 900 + 12
+    target = torch.zeros(1, 1, dtype=torch.long)
+    assert make_panel(torch.rand(3, 1, 1), target, None, None, legend=False).size[0] == 4 * 160 + 12
