@@ -271,7 +271,7 @@ def generate_synthetic_voc(
     ``root`` and renamed into place when complete (readers never see a partial set), under an exclusive lock
     of ``<parent>/.<name>.lock`` (concurrent generators, e.g. every process of a ``torchrun`` job, wait and
     then find the set complete). A set of other arguments, or an incomplete one, that the generator wrote is
-    replaced; a folder holding anything else is refused.
+    replaced; a folder holding anything else, also next to such a set, is refused.
 
     Args:
         root (str | Path): output folder (created); receives ``JPEGImages``, ``SegmentationClass``,
@@ -295,7 +295,8 @@ def generate_synthetic_voc(
             counts in ``[1, IMAGES_MAX]`` (``num_sbd_extra`` from 0), ``image_size`` a pair of sides in
             ``[16, SIDE_MAX]``, ``band_radius`` in ``[0, SIDE_MAX]``, ``seed >= 0``, ``jpeg_quality`` in
             ``[0, 100]``.
-        FileExistsError: ``root`` holds files the generator did not write (no ``synthetic_voc.json``).
+        FileExistsError: ``root`` holds files the generator did not write (no ``synthetic_voc.json``; or, when
+            the set there must be replaced, anything beside the set's own files).
 
     Example:
         >>> import tempfile
@@ -347,6 +348,13 @@ def generate_synthetic_voc(
             )
         if root.exists() and not root.is_dir():
             raise FileExistsError(f"refusing to write the synthetic set into {root}: it is not a folder")
+        foreign = _foreign_files(root) if root.is_dir() else []
+        if foreign:  # the old set and its folder are removed: these would go with them
+            raise FileExistsError(
+                f"refusing to replace the synthetic set in {root}: it also holds {len(foreign)} file(s) or "
+                f"folder(s) that the generator did not write, e.g. {foreign[0]}; move them out or choose a "
+                "new folder"
+            )
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = unique_folder(root.parent, f".{root.name}.", ".tmp")  # mkdir's mode, as the set gets
         try:
@@ -356,6 +364,52 @@ def generate_synthetic_voc(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return root
+
+
+#: Files a file manager writes into a folder it shows (not data: replaced with the set they lie in).
+_OS_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def _foreign_files(root: Path) -> list[Path]:
+    """The entries of the set's folder ``root`` that the generator does not write (every entry but the
+    marker, ``JPEGImages/synth_<n>.jpg``, ``SegmentationClass[Aug]/synth_<n>.png`` and
+    ``ImageSets/Segmentation[Aug]/{train,val,trainval}.txt``): a set of other arguments is replaced by
+    removing its folder, which took a checkpoint or a real VOC image put into it along."""
+    images = {"JPEGImages": ".jpg", "SegmentationClass": ".png", "SegmentationClassAug": ".png"}
+    lists = ("train.txt", "val.txt", "trainval.txt")
+    foreign: list[Path] = []
+    for entry in sorted(root.iterdir()):
+        if entry.name == _MARKER and entry.is_file():
+            continue
+        if entry.name in images and entry.is_dir() and not entry.is_symlink():
+            suffix = images[entry.name]
+            foreign += [
+                p
+                for p in sorted(entry.iterdir())
+                if not (_is_synth_name(p.name, suffix) and p.is_file() and not p.is_symlink())
+            ]
+        elif entry.name == "ImageSets" and entry.is_dir() and not entry.is_symlink():
+            for sub in sorted(entry.iterdir()):
+                if sub.name in ("Segmentation", "SegmentationAug") and sub.is_dir() and not sub.is_symlink():
+                    foreign += [p for p in sorted(sub.iterdir()) if not (p.name in lists and p.is_file())]
+                else:
+                    foreign.append(sub)
+        else:
+            foreign.append(entry)
+    # a file manager's own notes (macOS Finder's .DS_Store and ._ files, Windows Explorer's) go with the set
+    return [p for p in foreign if not (p.name in _OS_FILES or p.name.startswith("._"))]
+
+
+def _is_synth_name(name: str, suffix: str) -> bool:
+    """``name`` is ``synth_<6 or more digits><suffix>`` (:func:`_names`)."""
+    stem = name[len("synth_") : -len(suffix)]
+    return (
+        name.startswith("synth_")
+        and name.endswith(suffix)
+        and len(stem) >= 6
+        and stem.isascii()
+        and stem.isdigit()
+    )
 
 
 def _int_arg(value: object, name: str, low: int, high: int | None = None) -> int:

@@ -374,6 +374,51 @@ def test_refuses_a_folder_holding_other_data(tmp_path, capsys):
     assert info.value.code == 2 and "did not write" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "extra", ["runs/best.pt", "JPEGImages/2007_000032.jpg", "ImageSets/Segmentation/mine.txt", "notes.txt"]
+)
+def test_other_files_beside_a_set_to_replace_are_refused_not_deleted(tmp_path, capsys, extra):
+    """A set of other arguments was replaced by removing its whole folder: a checkpoint or a real VOC image
+    put into it went with it. Now refused (FileExistsError, exit status 2), nothing touched; a complete set
+    of the same arguments is still reused as it is."""
+    root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE)
+    (root / extra).parent.mkdir(parents=True, exist_ok=True)
+    (root / extra).write_text("not the generator's")
+    before = _digest(root)
+    assert generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE) == root
+    with pytest.raises(
+        FileExistsError, match=r"it also holds 1 file\(s\) or folder\(s\) that the generator did"
+    ):
+        generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, seed=1)
+    assert _digest(root) == before
+    argv = [
+        "--output-dir",
+        str(root),
+        "--num-train",
+        "2",
+        "--num-val",
+        "1",
+        "--height",
+        "32",
+        "--width",
+        "48",
+    ]
+    with pytest.raises(SystemExit) as info:
+        synthetic.main([*argv, "--seed", "1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and str(root / extra.split("/")[0]) in err, err
+    assert _digest(root) == before
+
+
+def test_a_set_of_other_arguments_alone_is_still_replaced(tmp_path):
+    root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    for junk in (".DS_Store", "JPEGImages/._synth_000000.jpg", "ImageSets/Thumbs.db"):  # a file manager's
+        (root / junk).write_text("")
+    generate_synthetic_voc(tmp_path / "voc", num_train=1, num_val=1, image_size=SIZE, seed=2)
+    assert json.loads((root / "synthetic_voc.json").read_text())["seed"] == 2
+    assert sorted(p.name for p in (root / "JPEGImages").iterdir()) == ["synth_000000.jpg", "synth_000001.jpg"]
+
+
 def test_generation_is_atomic(tmp_path, monkeypatch):
     """A failure half-way leaves no partial set (and no temporary folder); the previous set stays."""
     root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE)
