@@ -21,6 +21,33 @@ def test_main_reports_transparency(capsys: pytest.CaptureFixture[str]) -> None:
     assert "transparent: every output within 1e-4 of its input" in out
 
 
+@pytest.mark.parametrize("value, eps", [("1000", "0.01"), ("1e6", "10"), ("0.5", "1e-4"), ("10", "1e-4")])
+def test_a_wide_input_range_is_judged_at_float32_resolution(capsys, value, eps) -> None:
+    """With --range 1000 (accepted up to 1e6) every stack was "NOT transparent", exit status 1: its max error
+    3e-4 is a few float32 steps at 1000 (6e-5), beyond the absolute 1e-4. Above 10 the tolerance is now
+    1e-5 * range; a stack that is not transparent still fails."""
+    argv = ["--channels", "4", "--hidden", "8", "--range", value]
+    assert transparent_identity.main(argv) == 0
+    assert f"transparent: every output within {eps} of its input" in capsys.readouterr().out
+
+
+def test_a_stack_that_is_not_transparent_still_fails_at_a_wide_range(monkeypatch, capsys) -> None:
+    import torch
+    from torch import nn
+
+    real = transparent_identity.TransparentConv1x1
+
+    def scaled(*args: object, **kwargs: object) -> nn.Module:
+        stack = real(*args, **kwargs)
+        with torch.no_grad():  # off by 0.1 %: 1 at an input of 1000, far beyond float32's rounding
+            [m for m in stack.modules() if isinstance(m, nn.Conv2d)][-1].weight.mul_(1.001)
+        return stack
+
+    monkeypatch.setattr(transparent_identity, "TransparentConv1x1", scaled)
+    assert transparent_identity.main(["--channels", "4", "--hidden", "8", "--range", "1000"]) == 1
+    assert "NOT transparent" in capsys.readouterr().out
+
+
 def test_runs_as_a_file() -> None:
     proc = subprocess.run(
         [
