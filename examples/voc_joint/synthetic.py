@@ -220,9 +220,15 @@ def render_sample(
 
     Returns:
         tuple: ``image`` (uint8 array [H, W, 3]) and ``label`` (uint8 array [H, W], values in {0..20, 255}).
+
+    Raises:
+        ValueError: ``seed`` or ``index`` not an int >= 0, ``image_size`` not a pair of ints >= 1,
+            ``band_radius`` not an int >= 0 (a float was truncated, a negative radius drew no band).
     """
-    h, w = image_size
-    rng = np.random.default_rng([int(seed), int(index), 7])
+    seed, index = _int_arg(seed, "seed", 0), _int_arg(index, "index", 0)
+    band_radius = _int_arg(band_radius, "band_radius", 0)
+    h, w = _size_arg(image_size, 1)
+    rng = np.random.default_rng([seed, index, 7])
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     image = _background(rng, yy, xx)
     label = np.zeros((h, w), dtype=np.uint8)
@@ -311,18 +317,7 @@ def generate_synthetic_voc(
     """
     num_train = _int_arg(num_train, "num_train", 1, IMAGES_MAX)
     num_val = _int_arg(num_val, "num_val", 1, IMAGES_MAX)
-    try:
-        size = tuple(image_size)
-    except TypeError:
-        size = ()
-    try:
-        if len(size) != 2:
-            raise ValueError
-        h, w = (_int_arg(side, "image_size", 16, SIDE_MAX) for side in size)
-    except ValueError:
-        raise ValueError(
-            f"image_size must be a pair (H, W) of ints in [16, {SIDE_MAX}], got {image_size!r}"
-        ) from None
+    h, w = _size_arg(image_size, 16, SIDE_MAX)
     band_radius = _int_arg(band_radius, "band_radius", 0, SIDE_MAX)
     seed = _int_arg(seed, "seed", 0)
     jpeg_quality = _int_arg(jpeg_quality, "jpeg_quality", 0, 100)
@@ -414,6 +409,19 @@ def _is_synth_name(name: str, suffix: str) -> bool:
         and stem.isascii()
         and stem.isdigit()
     )
+
+
+def _size_arg(image_size: object, low: int, high: int | None = None) -> tuple[int, int]:
+    """``image_size`` as ``(H, W)``, two ints in ``[low, high]``, else a ``ValueError`` naming it."""
+    try:
+        size: tuple[object, ...] = tuple(image_size)  # type: ignore[arg-type]  # any object: TypeError checks
+        if len(size) != 2:
+            raise ValueError
+        h, w = (_int_arg(side, "image_size", low, high) for side in size)
+    except (TypeError, ValueError):
+        expected = f"ints >= {low}" if high is None else f"ints in [{low}, {high}]"
+        raise ValueError(f"image_size must be a pair (H, W) of {expected}, got {image_size!r}") from None
+    return h, w
 
 
 def _int_arg(value: object, name: str, low: int, high: int | None = None) -> int:

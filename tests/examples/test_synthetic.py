@@ -503,3 +503,23 @@ def test_long_thin_images_keep_their_shapes(size):
     showed no object at all. Now nearly every image shows one."""
     empty = sum(not (render_sample(0, i, size, band_radius=0)[1] > 0).any() for i in range(40))
     assert empty <= 1, empty
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        ((-1, 0), {}, "seed must be an int >= 0, got -1"),
+        ((0.5, 0), {}, "seed must be an int >= 0, got 0.5"),
+        ((0, -1), {}, "index must be an int >= 0, got -1"),
+        ((0, 0, (0, 5)), {}, "image_size must be a pair (H, W) of ints >= 1, got (0, 5)"),
+        ((0, 0, (16,)), {}, "image_size must be a pair (H, W) of ints >= 1, got (16,)"),
+        ((0, 0), {"band_radius": -2}, "band_radius must be an int >= 0, got -2"),
+        ((0, 0), {"band_radius": 1.5}, "band_radius must be an int >= 0, got 1.5"),
+    ],
+)
+def test_render_sample_names_a_bad_argument(args, kwargs, message):
+    """A negative seed or index was numpy's "expected non-negative integer", seed 0.5 drew seed 0, a negative
+    band radius no band, an empty size an empty image."""
+    with pytest.raises(ValueError) as info:
+        render_sample(*args, **kwargs)
+    assert str(info.value) == message
