@@ -3,8 +3,8 @@
 Label maps are drawn in the VOC palette (ignore = 255 in cream), superpixel contours in yellow; small images
 are upscaled (nearest) so that the panels stay legible (a thin one up to 1024 pixels wide). Titles and the
 legend grow with the tiles (10 pixels for tiles under 160 pixels wide, up to 18; each title shrinks until it
-fits its tile) so that a panel shown scaled down in a page stays readable; the legend wraps onto more rows
-rather than run off the panel.
+fits its tile, or is cut at its edge) so that a panel shown scaled down in a page stays readable; the legend
+wraps onto more rows rather than run off the panel.
 Pure PIL + numpy (no display needed).
 """
 
@@ -178,7 +178,11 @@ def make_panel(
     for i, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
         x = i * (tw + _GAP)
         canvas.paste(Image.fromarray(tile), (x, title_h))
-        draw.text((x + 2, 1), str(title), fill=(0, 0, 0), font=font)
+        # drawn on a strip of the tile's width: a title too long at the smallest font is cut at its tile's
+        # edge (on 8-pixel tiles each title ran over the next one's)
+        strip = Image.new("RGB", (tw, title_h), (255, 255, 255))
+        ImageDraw.Draw(strip).text((2, 1), str(title), fill=(0, 0, 0), font=font)
+        canvas.paste(strip, (x, 0))
     for c, name, x, row in entries:
         y = title_h + th + 3 + row * (title_h + 2)
         box = px - 1  # the colour swatch

@@ -216,3 +216,17 @@ def test_a_thin_image_is_not_upscaled_into_a_huge_panel():
     assert make_panel(torch.rand(3, 2, 300), target, None, None, legend=False).size[0] == 4 * 900 + 12
     target = torch.zeros(1, 1, dtype=torch.long)
     assert make_panel(torch.rand(3, 1, 1), target, None, None, legend=False).size[0] == 4 * 160 + 12
+
+
+def test_titles_of_narrow_tiles_stay_in_their_tile():
+    """On 8-pixel tiles (a tall thin image) the titles at the smallest font ran over the gap into the next
+    tile's title; each is now cut at its tile's edge, and the gaps stay blank."""
+    h, w = 300, 8
+    arr = np.asarray(
+        make_panel(torch.rand(3, h, w), torch.zeros(h, w, dtype=torch.long), None, None, legend=False)
+    )
+    title_h = arr.shape[0] - h
+    ink = (arr[:title_h].min(axis=2) < 128).any(axis=0)
+    for i in range(3):
+        assert not ink[i * (w + 4) + w : (i + 1) * (w + 4)].any(), i  # the gap after tile i
+    assert ink[:w].any()
