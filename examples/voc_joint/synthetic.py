@@ -304,7 +304,7 @@ def generate_synthetic_voc(
         ValueError: an argument that is not an int (a bool, a float, a string) or out of its range, naming it:
             counts in ``[1, IMAGES_MAX]`` (``num_sbd_extra`` from 0), ``image_size`` a pair of sides in
             ``[16, SIDE_MAX]``, ``band_radius`` in ``[0, SIDE_MAX]``, ``seed >= 0``, ``jpeg_quality`` in
-            ``[0, 100]``.
+            ``[0, 100]``; ``sbd`` not a bool.
         FileExistsError: ``root`` holds files the generator did not write (no ``synthetic_voc.json``; or, when
             the set there must be replaced, anything beside the set's own files).
 
@@ -321,6 +321,8 @@ def generate_synthetic_voc(
     band_radius = _int_arg(band_radius, "band_radius", 0, SIDE_MAX)
     seed = _int_arg(seed, "seed", 0)
     jpeg_quality = _int_arg(jpeg_quality, "jpeg_quality", 0, 100)
+    if not isinstance(sbd, bool | np.bool_):  # sbd="no" or "False" wrote the SBD layout
+        raise ValueError(f"sbd must be a bool, got {sbd!r}")
     if num_sbd_extra is not None:
         num_sbd_extra = _int_arg(num_sbd_extra, "num_sbd_extra", 0, IMAGES_MAX)
     extra = (num_train // 2 if num_sbd_extra is None else num_sbd_extra) if sbd else 0

@@ -246,6 +246,8 @@ def test_bad_arguments(tmp_path, kwargs, match):
         ),
         ({"image_size": 32}, "image_size must be a pair (H, W) of ints in [16, 16384], got 32"),
         ({"sbd": False, "num_sbd_extra": -3}, "num_sbd_extra must be an int in [0, 1000000], got -3"),
+        ({"sbd": "False"}, "sbd must be a bool, got 'False'"),
+        ({"sbd": 0}, "sbd must be a bool, got 0"),
     ],
 )
 def test_bad_arguments_are_named_with_their_range_and_value(tmp_path, kwargs, message):
