@@ -222,8 +222,10 @@ def render_sample(
         tuple: ``image`` (uint8 array [H, W, 3]) and ``label`` (uint8 array [H, W], values in {0..20, 255}).
 
     Raises:
-        ValueError: ``seed`` or ``index`` not an int >= 0, ``image_size`` not a pair of ints >= 1,
-            ``band_radius`` not an int >= 0 (a float was truncated, a negative radius drew no band).
+        TypeError: ``seed``, ``index`` or ``band_radius`` not an int, ``image_size`` not a pair of ints (a
+            float was truncated).
+        ValueError: ``seed``, ``index`` or ``band_radius`` below 0, ``image_size`` not two sides >= 1 (a
+            negative radius drew no band, an empty size an empty image).
     """
     seed, index = _int_arg(seed, "seed", 0), _int_arg(index, "index", 0)
     band_radius = _int_arg(band_radius, "band_radius", 0)
@@ -301,10 +303,11 @@ def generate_synthetic_voc(
         Path: ``root``.
 
     Raises:
-        ValueError: an argument that is not an int (a bool, a float, a string) or out of its range, naming it:
-            counts in ``[1, IMAGES_MAX]`` (``num_sbd_extra`` from 0), ``image_size`` a pair of sides in
-            ``[16, SIDE_MAX]``, ``band_radius`` in ``[0, SIDE_MAX]``, ``seed >= 0``, ``jpeg_quality`` in
-            ``[0, 100]``; ``sbd`` not a bool.
+        TypeError: an argument that is not an int (a bool, a float, a string; ``image_size`` not a pair of
+            ints), or ``sbd`` not a bool, naming it.
+        ValueError: an argument out of its range, naming it: counts in ``[1, IMAGES_MAX]``
+            (``num_sbd_extra`` from 0), ``image_size`` a pair of sides in ``[16, SIDE_MAX]``, ``band_radius``
+            in ``[0, SIDE_MAX]``, ``seed >= 0``, ``jpeg_quality`` in ``[0, 100]``.
         FileExistsError: ``root`` holds files the generator did not write (no ``synthetic_voc.json``; or, when
             the set there must be replaced, anything beside the set's own files).
 
@@ -322,7 +325,7 @@ def generate_synthetic_voc(
     seed = _int_arg(seed, "seed", 0)
     jpeg_quality = _int_arg(jpeg_quality, "jpeg_quality", 0, 100)
     if not isinstance(sbd, bool | np.bool_):  # sbd="no" or "False" wrote the SBD layout
-        raise ValueError(f"sbd must be a bool, got {sbd!r}")
+        raise TypeError(f"sbd must be a bool, got {sbd!r}")
     if num_sbd_extra is not None:
         num_sbd_extra = _int_arg(num_sbd_extra, "num_sbd_extra", 0, IMAGES_MAX)
     extra = (num_train // 2 if num_sbd_extra is None else num_sbd_extra) if sbd else 0
@@ -414,29 +417,37 @@ def _is_synth_name(name: str, suffix: str) -> bool:
 
 
 def _size_arg(image_size: object, low: int, high: int | None = None) -> tuple[int, int]:
-    """``image_size`` as ``(H, W)``, two ints in ``[low, high]``, else a ``ValueError`` naming it."""
+    """``image_size`` as ``(H, W)``, two ints in ``[low, high]``; else a ``TypeError`` (not a pair of ints:
+    a number, a float side) or a ``ValueError`` (another length, a side out of range), naming it."""
+    expected = f"ints >= {low}" if high is None else f"ints in [{low}, {high}]"
+    message = f"image_size must be a pair (H, W) of {expected}, got {image_size!r}"
     try:
         size: tuple[object, ...] = tuple(image_size)  # type: ignore[arg-type]  # any object: TypeError checks
-        if len(size) != 2:
-            raise ValueError
+    except TypeError:
+        raise TypeError(message) from None
+    if len(size) != 2:
+        raise ValueError(message)
+    try:
         h, w = (_int_arg(side, "image_size", low, high) for side in size)
-    except (TypeError, ValueError):
-        expected = f"ints >= {low}" if high is None else f"ints in [{low}, {high}]"
-        raise ValueError(f"image_size must be a pair (H, W) of {expected}, got {image_size!r}") from None
+    except TypeError:
+        raise TypeError(message) from None
+    except ValueError:
+        raise ValueError(message) from None
     return h, w
 
 
 def _int_arg(value: object, name: str, low: int, high: int | None = None) -> int:
-    """``value`` as a Python int in ``[low, high]`` (an int or a numpy integer, not a bool), else a
-    ``ValueError`` naming ``name``, the range and the value. A float was truncated (``num_train=2.7`` wrote 2
-    images), a negative seed was numpy's "expected non-negative integer"."""
+    """``value`` as a Python int in ``[low, high]`` (an int or a numpy integer): a ``TypeError`` for another
+    type (a bool, a float, a string), a ``ValueError`` out of the range, naming ``name``, the range and the
+    value. A float was truncated (``num_train=2.7`` wrote 2 images), a negative seed was numpy's "expected
+    non-negative integer"."""
     expected = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
     if isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
     try:
         out = operator.index(value)  # type: ignore[arg-type]  # any object: the TypeError is the check
     except TypeError:
-        raise ValueError(f"{name} must be {expected}, got {value!r}") from None
+        raise TypeError(f"{name} must be {expected}, got {value!r}") from None
     if out < low or (high is not None and out > high):
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return out

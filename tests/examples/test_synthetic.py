@@ -226,36 +226,43 @@ def test_bad_arguments(tmp_path, kwargs, match):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        ({"num_train": 2.7}, "num_train must be an int in [1, 1000000], got 2.7"),
-        ({"num_val": True}, "num_val must be an int in [1, 1000000], got True"),
-        ({"num_train": 10**7}, "num_train must be an int in [1, 1000000], got 10000000"),
-        ({"seed": -1}, "seed must be an int >= 0, got -1"),
-        ({"seed": 1.5}, "seed must be an int >= 0, got 1.5"),
-        ({"jpeg_quality": 101}, "jpeg_quality must be an int in [0, 100], got 101"),
-        ({"jpeg_quality": -5}, "jpeg_quality must be an int in [0, 100], got -5"),
-        ({"band_radius": 1.5}, "band_radius must be an int in [0, 16384], got 1.5"),
+        ({"num_train": 2.7}, TypeError, "num_train must be an int in [1, 1000000], got 2.7"),
+        ({"num_val": True}, TypeError, "num_val must be an int in [1, 1000000], got True"),
+        ({"num_train": 10**7}, ValueError, "num_train must be an int in [1, 1000000], got 10000000"),
+        ({"seed": -1}, ValueError, "seed must be an int >= 0, got -1"),
+        ({"seed": 1.5}, TypeError, "seed must be an int >= 0, got 1.5"),
+        ({"jpeg_quality": 101}, ValueError, "jpeg_quality must be an int in [0, 100], got 101"),
+        ({"jpeg_quality": -5}, ValueError, "jpeg_quality must be an int in [0, 100], got -5"),
+        ({"band_radius": 1.5}, TypeError, "band_radius must be an int in [0, 16384], got 1.5"),
         (
             {"image_size": (32, 48, 3)},
+            ValueError,
             "image_size must be a pair (H, W) of ints in [16, 16384], got (32, 48, 3)",
         ),
         (
             {"image_size": (32.5, 48)},
+            TypeError,
             "image_size must be a pair (H, W) of ints in [16, 16384], got (32.5, 48)",
         ),
-        ({"image_size": 32}, "image_size must be a pair (H, W) of ints in [16, 16384], got 32"),
-        ({"sbd": False, "num_sbd_extra": -3}, "num_sbd_extra must be an int in [0, 1000000], got -3"),
-        ({"sbd": "False"}, "sbd must be a bool, got 'False'"),
-        ({"sbd": 0}, "sbd must be a bool, got 0"),
+        ({"image_size": 32}, TypeError, "image_size must be a pair (H, W) of ints in [16, 16384], got 32"),
+        (
+            {"sbd": False, "num_sbd_extra": -3},
+            ValueError,
+            "num_sbd_extra must be an int in [0, 1000000], got -3",
+        ),
+        ({"sbd": "False"}, TypeError, "sbd must be a bool, got 'False'"),
+        ({"sbd": 0}, TypeError, "sbd must be a bool, got 0"),
     ],
 )
-def test_bad_arguments_are_named_with_their_range_and_value(tmp_path, kwargs, message):
+def test_bad_arguments_are_named_with_their_range_and_value(tmp_path, kwargs, error, message):
     """A float count or seed was truncated (``num_train=2.7`` wrote 2 images), a JPEG quality out of
     Pillow's 0..100 was written into the marker and clamped by libjpeg, a negative seed was numpy's "expected
     non-negative integer", an ``image_size`` of three values "too many values to unpack": each is now a
-    ValueError naming the argument, its range and the value, before anything is written."""
-    with pytest.raises(ValueError) as info:
+    TypeError (not an int) or ValueError (out of range) naming the argument, its range and the value, before
+    anything is written."""
+    with pytest.raises(error) as info:
         generate_synthetic_voc(tmp_path / "voc", **{"num_train": 1, "num_val": 1, **kwargs})
     assert str(info.value) == message
     assert not (tmp_path / "voc").exists()
@@ -508,20 +515,20 @@ def test_long_thin_images_keep_their_shapes(size):
 
 
 @pytest.mark.parametrize(
-    "args, kwargs, message",
+    "args, kwargs, error, message",
     [
-        ((-1, 0), {}, "seed must be an int >= 0, got -1"),
-        ((0.5, 0), {}, "seed must be an int >= 0, got 0.5"),
-        ((0, -1), {}, "index must be an int >= 0, got -1"),
-        ((0, 0, (0, 5)), {}, "image_size must be a pair (H, W) of ints >= 1, got (0, 5)"),
-        ((0, 0, (16,)), {}, "image_size must be a pair (H, W) of ints >= 1, got (16,)"),
-        ((0, 0), {"band_radius": -2}, "band_radius must be an int >= 0, got -2"),
-        ((0, 0), {"band_radius": 1.5}, "band_radius must be an int >= 0, got 1.5"),
+        ((-1, 0), {}, ValueError, "seed must be an int >= 0, got -1"),
+        ((0.5, 0), {}, TypeError, "seed must be an int >= 0, got 0.5"),
+        ((0, -1), {}, ValueError, "index must be an int >= 0, got -1"),
+        ((0, 0, (0, 5)), {}, ValueError, "image_size must be a pair (H, W) of ints >= 1, got (0, 5)"),
+        ((0, 0, (16,)), {}, ValueError, "image_size must be a pair (H, W) of ints >= 1, got (16,)"),
+        ((0, 0), {"band_radius": -2}, ValueError, "band_radius must be an int >= 0, got -2"),
+        ((0, 0), {"band_radius": 1.5}, TypeError, "band_radius must be an int >= 0, got 1.5"),
     ],
 )
-def test_render_sample_names_a_bad_argument(args, kwargs, message):
+def test_render_sample_names_a_bad_argument(args, kwargs, error, message):
     """A negative seed or index was numpy's "expected non-negative integer", seed 0.5 drew seed 0, a negative
     band radius no band, an empty size an empty image."""
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(error) as info:
         render_sample(*args, **kwargs)
     assert str(info.value) == message
