@@ -43,9 +43,12 @@ def _int_above(values: Tensor, threshold: float) -> Tensor:
 def _below(size: Tensor, threshold: float) -> Tensor:
     """``size < threshold`` exactly for a floating ``size``, as :func:`_above`: compared in the dtype of
     ``size``, ``threshold`` was rounded to it first (``1e-4`` is ``9.9999997e-5`` in float32, so an error of
-    exactly that value was not counted as below ``1e-4``). NaN is never below."""
-    t = torch.tensor(threshold, dtype=torch.float64).to(size.dtype)  # nearest (inf beyond the range)
-    return size <= t.to(size.device) if float(t) < threshold else size < t.to(size.device)
+    exactly that value was not counted as below ``1e-4``). NaN is never below. No float64 tensor is made (a
+    device may have none): the comparisons take Python floats that the dtype holds exactly."""
+    if size.dtype == torch.float64:  # a Python float is a float64: compared as it is
+        return size < threshold
+    t = float(torch.tensor(threshold, dtype=size.dtype))  # a neighbour of threshold in the dtype (inf beyond)
+    return size <= t if t < threshold else size < t
 
 
 def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD) -> float:

@@ -485,6 +485,7 @@ def test_backbone_weights_that_are_no_weights_are_named(tmp_path, key: str, valu
         (lambda t: t.to_sparse(), r"must be a dense tensor with data, got a torch\.sparse_coo tensor"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants:UserWarning")  # torch.load's, sparse
 def test_backbone_weights_without_dense_data_are_named(tmp_path, to, match: str) -> None:
     """A file saved from a model on the meta device (no data) failed with "Tensor.item() cannot be called on
     meta tensors" (before: "Cannot copy out of meta tensor"), a sparse tensor with a NotImplementedError of
