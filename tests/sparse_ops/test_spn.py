@@ -317,3 +317,37 @@ def test_memory_does_not_depend_on_id_values() -> None:
         ValueError, match=r"the largest id of superpixels is 1099511627776.*relabel_contiguous"
     ):
         superpixel_cam(f, sp, weight=head.classifier.weight, return_superpixel_scores=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_head_and_cam_outside_autocast(dtype: torch.dtype) -> None:
+    """A head cast to a half type takes features of that type without autocast: the superpixel means,
+    accumulated in float32, go to the classifier in the features' dtype (a float32 input to half parameters
+    raised F.linear's "mat1 and mat2 must have the same dtype"), close to the float32 head."""
+    g = torch.Generator().manual_seed(3)
+    f, sp = torch.randn(2, 3, 4, 4, generator=g), torch.randint(0, 5, (2, 4, 4), generator=g)
+    head = SuperpixelClassifier(3, 2)
+    half = SuperpixelClassifier(3, 2).to(dtype)
+    half.load_state_dict({k: v.to(dtype) for k, v in head.state_dict().items()})
+    logits, cam = half(f.to(dtype), sp), half.cam(f.to(dtype), sp)
+    assert logits.dtype == dtype and cam.dtype == dtype
+    tol = {"rtol": 0.05, "atol": 0.05}
+    torch.testing.assert_close(logits.float(), head(f.to(dtype).float(), sp), **tol)
+    torch.testing.assert_close(cam.float(), head.cam(f.to(dtype).float(), sp), **tol)
+
+
+def test_classifier_keeps_its_construction_options() -> None:
+    """``upsample`` and ``validate`` are the head's own: ``upsample=None`` refuses a coarse map, another mode
+    resizes with that mode, an unknown one is refused at construction, and ``validate=False`` shows in the
+    repr."""
+    g = torch.Generator().manual_seed(4)
+    coarse, sp = torch.randn(1, 3, 2, 2, generator=g), torch.randint(0, 5, (1, 4, 4), generator=g)
+    with pytest.raises(ValueError, match="pass upsample='bilinear'"):
+        SuperpixelClassifier(3, 2, upsample=None)(coarse, sp)
+    head = SuperpixelClassifier(3, 2, upsample="nearest")
+    expected = head.classifier(superpixel_global_average(coarse, sp, upsample="nearest"))
+    torch.testing.assert_close(head(coarse, sp), expected)
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        SuperpixelClassifier(3, 2, upsample="cubic")  # type: ignore[arg-type]
+    assert "validate=False" in repr(SuperpixelClassifier(3, 2, validate=False))
+    assert "validate" not in repr(SuperpixelClassifier(3, 2))
