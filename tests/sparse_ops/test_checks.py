@@ -564,6 +564,8 @@ def test_max_unpool_with_swapped_arguments_says_values_come_first() -> None:
         so.max_unpool2d(pooled.indices, pooled.values, (4, 4))
     with pytest.raises(TypeError, match=r"got dtype torch\.int32$"):  # no hint where nothing is swapped
         so.max_unpool2d(pooled.values, pooled.indices.int(), (4, 4))
+    with pytest.raises(TypeError, match=r"got dtype torch\.float32$"):  # floating indices after float values
+        so.max_unpool2d(pooled.values, pooled.indices.float(), (4, 4))
 
 
 def test_a_bad_association_that_requires_grad_gets_the_value_error(monkeypatch: pytest.MonkeyPatch) -> None:

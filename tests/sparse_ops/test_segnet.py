@@ -346,3 +346,21 @@ def test_a_numpy_array_is_refused_with_the_shape_and_the_conversion() -> None:
         max_unpool2d(p.values, p.indices.numpy(), p.input_size)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"got list$"):  # no conversion hint for what is not an array
         max_pool2d_with_indices([1.0])  # type: ignore[arg-type]
+
+
+def test_the_empty_output_error_gives_pytorchs_size_of_the_other_side() -> None:
+    """The error of windows that do not fit reports the output size PyTorch gives along each side: with
+    ceil_mode, a last window that would start in the right padding is dropped (W = 3, kernel 2, stride 2,
+    padding 1: 2 columns, not 3), here next to an empty height."""
+    assert F.max_pool2d(torch.zeros(1, 1, 3, 3), 2, 2, 1, ceil_mode=True).shape[-1] == 2
+    with pytest.raises(ValueError, match=r"would give an empty output of size \(0, 2\)$"):
+        max_pool2d_with_indices(torch.zeros(1, 1, 1, 3), (3, 2), 2, (0, 1), ceil_mode=True)
+
+
+def test_device_mismatch_is_refused_on_the_meta_device() -> None:
+    """The device check runs without a GPU too: a meta tensor beside a CPU one is named either way round."""
+    p = max_pool2d_with_indices(torch.randn(1, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"indices must be on the device of values \(meta\), got cpu"):
+        max_unpool2d(p.values.to("meta"), p.indices, p.input_size)
+    with pytest.raises(ValueError, match=r"indices must be on the device of values \(cpu\), got meta"):
+        max_unpool2d(p.values, p.indices.to("meta"), p.input_size)
