@@ -163,3 +163,12 @@ def test_pixel_xy_of_a_half_type_under_autocast_of_the_other(
         got = pixel_xy(3, 4, batch_size=2, dtype=dtype)
     assert got.dtype == dtype and torch.equal(got, expected)
     assert pixel_xy(3, 4, batch_size=0, dtype=dtype).shape == (0, 2, 3, 4)
+
+
+def test_batched_grid_cell_ids_are_one_map_per_image() -> None:
+    """The batched map owns one contiguous map per image (not an expanded view of one): an image's ids can be
+    changed in place, e.g. by a relabelling, without touching the others."""
+    ids = grid_cell_ids(3, 4, 2, batch_size=2)
+    assert ids.is_contiguous()
+    ids[0] += 10
+    assert torch.equal(ids[1], grid_cell_ids(3, 4, 2)) and torch.equal(ids[0], grid_cell_ids(3, 4, 2) + 10)

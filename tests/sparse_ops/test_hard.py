@@ -276,3 +276,29 @@ def test_the_connectivity_step_on_meta_names_the_argument() -> None:
         with pytest.raises(ValueError, match=r"^assoc must hold values \(connectivity=True .*meta device"):
             hard_superpixels(assoc, 2, connectivity=True)
         assert hard_superpixels(assoc, 2).is_meta
+
+
+def test_the_border_tie_does_not_depend_on_the_label_values():
+    """The tie of test_enforce_connectivity_merges_into_longest_border with other label values (the piece
+    that comes first now has the largest value): the lowest id is that of the first piece in row-major
+    order, whatever the values."""
+    lab = torch.tensor([[[7, 7, 7, 7], [7, 5, 3, 3], [3, 3, 3, 3]]])
+    out, k = enforce_connectivity(lab, min_size=2)
+    assert out.tolist() == [[[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1]]] and k.tolist() == [2]
+
+
+def test_an_image_smaller_than_min_size_becomes_one_piece():
+    """Every piece is below min_size: they merge until one is left, which has no neighbour to merge into
+    (kept, not an error)."""
+    out, k = enforce_connectivity(torch.tensor([[[0, 1, 0], [2, 2, 1]]]), min_size=10)
+    assert out.tolist() == [[[0, 0, 0], [0, 0, 0]]] and k.tolist() == [1]
+
+
+def test_the_counts_are_on_the_association_device() -> None:
+    """Without connectivity the counts (``num_grid_cells`` per image) are made on ``assoc``'s device: the
+    meta device here, which needs no GPU to tell devices apart."""
+    labels, counts = hard_superpixels(
+        torch.empty(2, 9, 5, 7, device="meta"), 2, return_counts=True, validate=False
+    )
+    assert labels.is_meta and counts.is_meta and counts.shape == (2,)
+    assert hard_superpixels(torch.rand(2, 9, 5, 7), 2, return_counts=True)[1].tolist() == [12, 12]
