@@ -600,3 +600,40 @@ def test_a_numpy_target_is_refused_with_the_shapes_and_the_conversion() -> None:
         r"ndarray; convert it with torch\.from_numpy\(target\)",
     ):
         spixel_loss(assoc, np.zeros((1, 4, 4), dtype=np.int64), 2)  # type: ignore[arg-type]
+
+
+def test_ignore_index_is_refused_from_2_to_the_63_on() -> None:
+    """The int64 range is half-open: ``2**63`` is the first value refused (naming it), the bounds ``-2**63``
+    and ``2**63 - 1`` are labels like any other."""
+    assoc = torch.softmax(torch.randn(1, 9, 4, 4, generator=torch.Generator().manual_seed(0)), dim=1)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"ignore_index must be an int64 label .*got 9223372036854775808$"):
+        spixel_loss(assoc, target, 2, ignore_index=2**63)
+    expected = spixel_loss(assoc, target, 2)
+    for value in (2**63 - 1, -(2**63)):
+        assert torch.equal(spixel_loss(assoc, target, 2, ignore_index=value).total, expected.total)
+
+
+def test_the_semantic_term_without_channels_stays_in_the_graph() -> None:
+    """``C = 0``: the semantic term is 0 with a zero gradient of its own (it can be differentiated alone,
+    e.g. to log each term's gradient), not a constant outside the graph."""
+    leaf = torch.randn(1, 9, 4, 4, dtype=torch.float64, requires_grad=True)
+    out = spixel_loss(torch.softmax(leaf, 1), torch.zeros(1, 0, 4, 4, dtype=torch.float64), 2)
+    (grad,) = torch.autograd.grad(out.semantic, leaf)
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_module_repr_shows_validate_false() -> None:
+    assert repr(SpixelLoss(4, validate=False)).endswith("renormalize=True, validate=False)")
+    assert "validate" not in repr(SpixelLoss(4))
+
+
+def test_subnormal_dense_differences_give_their_exact_distance() -> None:
+    """Differences far below ``sqrt(tiny)`` are scaled up by a power of two that float32 holds (2**127 at
+    most: 2**141 is inf, and the norm NaN): values 0 and 2**-140 in every 2 x 2 cell reconstruct as their mean
+    2**-141, which is every pixel's distance."""
+    assoc = torch.zeros(1, 9, 4, 4)
+    assoc[:, 4] = 1  # the regular grid
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., ::2] = 2.0**-140
+    assert spixel_loss(assoc, target, 2).semantic.item() == 2.0**-141

@@ -205,6 +205,20 @@ def test_renormalization_is_scale_free_up_to_the_largest_and_down_to_subnormal_w
     torch.testing.assert_close(soft_uniformize(f, scaled, S), soft_uniformize(f, base, S), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_renormalization_scales_from_an_eighth_of_the_largest_power_of_two(dtype: torch.dtype) -> None:
+    # nine weights from 2**(e - 3) on (2**124 in float32) can overflow their sum: 9 x 1.9 x 2**124 > 2**128;
+    # a pixel with all nine candidates in the image (the centre of 3 x 3 cells) keeps weights of 1/9, as
+    # the same weights scaled down by 2**-(e - 3) do, bit for bit
+    top = math.frexp(torch.finfo(dtype).max)[1] - 1
+    base = torch.full((1, 9, 3, 3), 1.9, dtype=dtype)
+    scaled = torch.ldexp(base, torch.tensor(top - 3))
+    assert scaled.isfinite().all() and scaled.sum(dim=1).isinf().all()
+    q = normalize_assoc(scaled, 1)
+    torch.testing.assert_close(q, normalize_assoc(base, 1), rtol=0, atol=0)
+    torch.testing.assert_close(q[0, :, 1, 1], torch.full((9,), 1 / 9, dtype=dtype))
+
+
 def test_renormalization_of_a_row_whose_sum_cannot_overflow_is_the_plain_quotient() -> None:
     # the power-of-two scale is exact only where it makes no subnormal: a row of largest weight 6 scaled by
     # 2**-3 turned a weight of 11 * 2**-149 into 11/8 * 2**-149, rounded to 2**-149 on the subnormal grid
@@ -441,3 +455,13 @@ def test_half_inputs_under_autocast_of_the_other_half_type(half: torch.dtype, au
                 got = call(validate)
             assert got.dtype == expected.dtype == half, name
             assert torch.equal(got, expected), name
+
+
+def test_normalize_assoc_checks_the_values_unless_told_not_to() -> None:
+    bad = torch.full((1, 9, 2, 2), -1.0)
+    with pytest.raises(ValueError, match="assoc must be non-negative and finite"):
+        normalize_assoc(bad, 2)
+    assert normalize_assoc(bad, 2, validate=False).shape == bad.shape
+    assert repr(SoftUniformize(4, validate=False)) == (
+        "SoftUniformize(cell_size=4, renormalize=True, validate=False)"
+    )
