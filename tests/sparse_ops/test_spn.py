@@ -331,9 +331,8 @@ def test_half_precision_head_and_cam_outside_autocast(dtype: torch.dtype) -> Non
     half.load_state_dict({k: v.to(dtype) for k, v in head.state_dict().items()})
     logits, cam = half(f.to(dtype), sp), half.cam(f.to(dtype), sp)
     assert logits.dtype == dtype and cam.dtype == dtype
-    tol = {"rtol": 0.05, "atol": 0.05}
-    torch.testing.assert_close(logits.float(), head(f.to(dtype).float(), sp), **tol)
-    torch.testing.assert_close(cam.float(), head.cam(f.to(dtype).float(), sp), **tol)
+    torch.testing.assert_close(logits.float(), head(f.to(dtype).float(), sp), rtol=0.05, atol=0.05)
+    torch.testing.assert_close(cam.float(), head.cam(f.to(dtype).float(), sp), rtol=0.05, atol=0.05)
 
 
 def test_classifier_keeps_its_construction_options() -> None:
