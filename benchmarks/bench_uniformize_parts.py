@@ -148,9 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ap.add_argument("--repeats", type=int, default=30, help="timed runs per part (default 30; quick 3)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per part (default 30; quick 3)")
     ap.add_argument(
-        "--quick", action="store_true", help="smoke run: 3 repeats, no compile, no JSON unless --out"
+        "--quick",
+        action="store_true",
+        help="smoke run: 3 repeats unless --repeats, no compile, no JSON unless --out",
     )
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     ap.add_argument(
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     check_args(ap, args)
     device = cli_device(ap, args.device)
     shape = (8, 21, 512, 512) if device.type == "cuda" else (1, 3, 64, 64)
-    repeats = 3 if args.quick else args.repeats
+    default_repeats = 3 if args.quick else 30
+    repeats = args.repeats if args.repeats is not None else default_repeats  # given: with --quick too
     parts = measure_parts(device, shape, (16, 8), repeats, compile_=not (args.quick or args.no_compile))
     result = {"machine": environment(device), "shape": list(shape), "repeats": repeats, "parts": parts}
     path = result_path(args.out, stamped_result("uniformize_parts"), args.quick)

@@ -1541,6 +1541,19 @@ def test_bench_soft_quick_uses_the_repeats_given(tmp_path):
     assert data["soft"]["repeats"] == 1  # --quick's 2 before, whatever --repeats said
 
 
+def test_bench_uniformize_parts_quick_uses_the_repeats_given(monkeypatch, tmp_path):
+    """--quick ignored an explicit --repeats (3 runs per part, whatever was given)."""
+    parts_script = _import("bench_uniformize_parts")
+    used: list[int] = []
+    monkeypatch.setattr(
+        parts_script, "measure_parts", lambda dev, shape, cells, n, compile_: used.append(n) or {}
+    )
+    for argv, want in ((["--quick", "--repeats", "5"], 5), (["--quick"], 3)):
+        assert parts_script.main(argv)["repeats"] == want
+    assert parts_script.main(["--repeats", "2", "--out", str(tmp_path / "p.json")])["repeats"] == 2
+    assert used == [5, 3, 2]
+
+
 def test_bench_transparent_init_quick_uses_the_seeds_given(monkeypatch):
     bench = _import("bench_transparent_init")
     seen = []
