@@ -242,7 +242,13 @@ def _run_worker(args: argparse.Namespace, params: list[Any]) -> dict:
                 torch.cuda.empty_cache()
     cmd = [sys.executable, __file__, "--device", args.device, "--threads", str(args.threads)]
     cmd += ["--worker", *map(str, params)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:  # the worker's own error, not a CalledProcessError without its stderr
+        last = res.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise SystemExit(
+            f"bench_soft.py: the worker {' '.join(map(str, params))} failed "
+            f"(exit status {res.returncode}): {last[0]}"
+        )
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 

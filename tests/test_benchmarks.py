@@ -1206,6 +1206,19 @@ def test_bench_soft_refuses_an_implementation_that_disagrees(monkeypatch):
         bench_soft.main(["--quick", "--in-process", "--threads", "1"])
 
 
+def test_bench_soft_a_failed_worker_names_its_error():
+    """A worker subprocess that failed ended the run in a ``CalledProcessError`` without the worker's stderr
+    (its error, e.g. CUDA out of memory, was captured and dropped): now the run stops naming the worker, its
+    exit status and the last line of its error."""
+    bench_soft = _import("bench_soft")
+    args = argparse.Namespace(in_process=False, device="cpu", threads=1)
+    with pytest.raises(SystemExit) as exc:
+        bench_soft._run_worker(args, ["soft", "no_such_impl", 1, 2, 16, 16, 8, 1])
+    message = str(exc.value.code)
+    assert "worker soft no_such_impl 1 2 16 16 8 1 failed (exit status 1)" in message
+    assert message.endswith("KeyError: 'no_such_impl'")
+
+
 def test_bench_soft_ratios_to_block_and_to_nn(monkeypatch):
     """ratio_to_block = impl / block and ratio_to_nn = impl / nn.MaxUnpool2d (medians of the same run); the
     paired SegNet figure is max_unpool2d / nn.MaxUnpool2d, the median of the round ratios."""
