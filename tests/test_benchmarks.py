@@ -2170,6 +2170,23 @@ def test_the_help_names_the_thread_count_part_of_the_default_file_name(script, m
     assert 'threads = "" if args.threads == 2 else f"_{args.threads}thread"' in source
 
 
+def test_the_benchmarks_page_names_the_scripts_without_a_device_and_those_the_gpu_check_runs() -> None:
+    """The benchmarks page said that every script takes ``--device cuda`` and that one command runs them all
+    on a GPU; four scripts have no ``--device``, and ``gpu_check.py`` runs three of the benchmarks. The
+    sentence now names both sets: they must match the scripts."""
+    page = " ".join((ROOT / "docs" / "benchmarks.rst").read_text(encoding="utf-8").split())
+    start = page.index("Every script but")
+    sentence = page[start : page.index("below.", start)]
+    scripts = sorted(p.stem for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+    without = [s for s in scripts if "--device" not in _import(s).build_parser()._option_string_actions]
+    assert without == ["ab_fusion", "ab_uniformize", "bench_transparent_init", "op_coverage"]
+    assert "``bench_transparent_init.py``, ``op_coverage.py`` and the A/B scripts (``ab_*.py``)" in sentence
+    gpu_check = (BENCH / "gpu_check.py").read_text(encoding="utf-8")
+    run = sorted(set(re.findall(r"\bbench_[a-z_]+\.py", gpu_check)))
+    assert run == ["bench_joint.py", "bench_soft.py", "bench_uniformize.py"]
+    assert all(f"``{name}``" in sentence for name in run)
+
+
 def test_median_upper_takes_the_upper_middle_of_an_even_count():
     """``median_upper``: the middle of an odd count, the upper of the two middle values of an even one."""
     harness = _import("_harness")
