@@ -1,6 +1,6 @@
-"""Figures the docs copy from a committed result file match that file: the ``bench_ops`` table of the
-benchmarks page, cell by cell, and the README's transparent-stack row (forward ratio and date) against
-``transparent_init.json``."""
+"""Figures the docs copy from a committed result file match that file: the ``bench_ops`` and
+``bench_overhead`` tables of the benchmarks page, cell by cell, and the README's transparent-stack row
+(forward ratio and date) against ``transparent_init.json``."""
 
 from __future__ import annotations
 
@@ -107,3 +107,65 @@ def test_readme_transparent_row_matches_its_json() -> None:
     date = res.stdout.strip()
     measured = row.rstrip(" |").rsplit("|", 1)[1]
     assert date in measured, f"README row dated {measured.strip()!r}, transparent_init.json committed {date}"
+
+
+def overhead_table_mismatches(text: str, result: dict) -> list[str]:
+    """Cells of the ``bench_overhead`` table of the benchmarks page that differ from ``result``: ops forward /
+    backward (tiny and typical size), syncs of forward + backward with ``validate=True`` and ``False``,
+    allocations and KiB forward / backward of the typical size (``validate=False``; ``-`` where a figure does
+    not apply). The rows follow the JSON's op order; the page spells two op names its own way."""
+    rows = _csv_table_after(text, "overhead_cpu_20261201_xeon.json``, re-run")
+    assert rows, "the bench_overhead table was not found"
+    by_key = {(r["op"], r["size"], r["validate"]): r for r in result["rows"]}
+    ops = list(dict.fromkeys(r["op"] for r in result["rows"]))
+
+    def pair(row: dict, first: str, second: str, spec: str = "d") -> str:
+        return f"{row[first]:{spec}} / " + (f"{row[second]:{spec}}" if second in row else "-")
+
+    def syncs(row: dict | None) -> str:
+        return "-" if row is None else str(row["fwd_syncs"] + row.get("bwd_syncs", 0))
+
+    assert len(rows) == len(ops), f"{len(rows)} rows on the page, {len(ops)} ops in the JSON"
+    bad = []
+    for shown, op in zip(rows, ops, strict=True):
+        tiny = by_key.get((op, "tiny", "False")) or by_key[(op, "tiny", "-")]
+        typical = by_key.get((op, "typical", "False")) or by_key[(op, "typical", "-")]
+        expected = [
+            pair(tiny, "fwd_ops", "bwd_ops"),
+            pair(typical, "fwd_ops", "bwd_ops"),
+            syncs(by_key.get((op, "typical", "True"))),
+            syncs(typical),
+            str(typical["fwd_allocs"]),
+            pair(typical, "fwd_kib", "bwd_kib", ".0f"),
+        ]
+        bad += [
+            f"{shown[0]}: {s} (the JSON: {w})" for s, w in zip(shown[1:], expected, strict=True) if s != w
+        ]
+    return bad
+
+
+def test_overhead_table_matches_its_json() -> None:
+    text = (ROOT / "docs" / "benchmarks.rst").read_text(encoding="utf-8")
+    result = json.loads((RESULTS / "overhead_cpu_20261201_xeon.json").read_text())
+    bad = overhead_table_mismatches(text, result)
+    assert not bad, "the bench_overhead table differs from overhead_cpu_20261201_xeon.json:\n" + "\n".join(
+        bad
+    )
+
+
+def test_overhead_table_check_itself() -> None:
+    text = (
+        "``overhead_cpu_20261201_xeon.json``, re-run\n\n.. csv-table::\n   :header: a\n\n"
+        '   "uniformize", "117 / 11", "132 / 25", "1", "0", "116", "6065 / 2994"\n\nafter\n'
+    )
+    counts = {"fwd_syncs": 0, "bwd_syncs": 0, "fwd_allocs": 116, "fwd_kib": 6065.2, "bwd_kib": 2993.4}
+    rows = [
+        {"op": "uniformize", "size": "tiny", "validate": v, "fwd_ops": 117, "bwd_ops": 11, **counts}
+        for v in ("True", "False")
+    ] + [
+        {"op": "uniformize", "size": "typical", "validate": "False", "fwd_ops": 132, "bwd_ops": 25, **counts},
+        {"op": "uniformize", "size": "typical", "validate": "True", **counts, "fwd_ops": 1, "fwd_syncs": 1},
+    ]
+    assert overhead_table_mismatches(text, {"rows": rows}) == [
+        "uniformize: 6065 / 2994 (the JSON: 6065 / 2993)"
+    ]
