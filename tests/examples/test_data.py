@@ -170,6 +170,25 @@ def test_train_transform_keeps_image_and_target_aligned(seed):
         assert found
 
 
+def test_train_transform_crops_at_random_positions():
+    """The training crop is a random window (``v2.RandomCrop``), not always the centre one: with scale 1 and
+    no flip, 32 draws of a 6x8 crop of a 9x11 image under seed 0 start at several rows and columns, the
+    corners of the 4x4 grid of offsets included."""
+    image, target = _coded_pair(9, 11)
+    t = train_transform((6, 8), scale=(1.0, 1.0), hflip=False)
+    torch.manual_seed(0)
+    offsets = set()
+    for _ in range(32):
+        _, out = t(image, target)
+        offsets |= {
+            (top, left)
+            for top in range(4)
+            for left in range(4)
+            if torch.equal(target[top : top + 6, left : left + 8], out)
+        }
+    assert {top for top, _ in offsets} == {0, 1, 2, 3} and {left for _, left in offsets} == {0, 1, 2, 3}
+
+
 def test_train_transform_flips_image_and_target_together_or_not_at_all():
     """Crop as large as the image and scale 1: every output is the input or its mirror image, image and
     target alike; ``hflip=True`` gives both over 16 draws (6 mirrored under seed 0), ``hflip=False`` none."""
