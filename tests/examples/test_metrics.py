@@ -626,6 +626,15 @@ def test_a_negative_ignore_index_reaches_every_accumulator():
     assert json.dumps(to_jsonable(results[0])) == json.dumps(to_jsonable(results[1]))
 
 
+def test_confusion_matrix_skips_a_negative_ignore_index_with_and_without_a_mask():
+    """``confusion_matrix`` leaves ``ignore_index`` pixels out itself: -100 (``CrossEntropyLoss``'s default)
+    would otherwise make a negative bin; with a ``mask``, its ignored pixels are left out too."""
+    pred, target = T([[[0, 1, 1], [1, 0, 0]]]), T([[[0, -100, 1], [1, -100, 0]]])
+    assert confusion_matrix(pred, target, num_classes=2, ignore_index=-100).tolist() == [[2, 0], [0, 2]]
+    mask = torch.tensor([[[True, True, False], [True, True, True]]])
+    assert confusion_matrix(pred, target, 2, -100, mask).tolist() == [[2, 0], [0, 1]]
+
+
 def test_per_class_table_ends_with_the_miou():
     """The per-class table's last row, ``mean``, is the mIoU (58.33 %), not another average (pixel accuracy
     here 75 %)."""
