@@ -143,3 +143,13 @@ def test_bad_arguments() -> None:
         EpochSampler(0, batch_size=2, seed=0)
     with pytest.raises(ValueError, match="rank 2"):
         EpochSampler(4, batch_size=2, seed=0, num_replicas=2, rank=2)
+
+
+def test_a_negative_start_counts_as_the_epochs_beginning() -> None:
+    """``set_epoch(e, start)`` clamps a negative ``start`` to 0: the whole epoch, not a longer one that reads
+    the shuffled order from its end (``order[-2]``) and yields more samples than a full epoch."""
+    s = EpochSampler(10, batch_size=2, seed=3)
+    s.set_epoch(1)
+    full = list(s)
+    s.set_epoch(1, start=-2)
+    assert s.start == 0 and len(s) == len(full) == 10 and list(s) == full
