@@ -217,3 +217,21 @@ def test_check_realized_accepts_rounding_and_refuses_underflow() -> None:
     lost[:, 1] = 0.0
     with pytest.raises(ValueError, match=r"misses output 1 by [0-9.e+-]+ \(relative 1\)"):
         af.check_realized(p, target, exact, lost, torch.float32, "last")
+
+
+def test_the_floor_of_the_hidden_draws_keeps_their_sign() -> None:
+    """Mutation pass: ``draw_hidden`` changes only the draws below the floor, to the floor's magnitude with
+    their own sign (the draws are replayed from the same seed)."""
+    n, h = 4, 256
+    (a, b), *_ = af.draw_hidden(n, [h], [True], torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    raw_a = af.semi_orthogonal(h, n, g) * math.sqrt(h)
+    raw_b = af._randn((h,), g)
+    scale = 1 / math.sqrt(h)
+    for drawn, raw in ((a, raw_a), (b, raw_b)):
+        small = raw.abs() < af.MIN_ABS_FRACTION
+        assert bool((small & (raw < 0)).any())  # some negative draws are pushed: the test can fail
+        assert torch.equal(torch.sign(drawn), torch.sign(raw))
+        torch.testing.assert_close(drawn[~small], raw[~small] * scale)
+        floor = torch.full_like(drawn[small], af.MIN_ABS_FRACTION * scale)
+        torch.testing.assert_close(drawn[small].abs(), floor)

@@ -844,3 +844,42 @@ def test_a_parameter_of_another_shape_than_the_layers_widths_is_refused_before_a
     with pytest.raises(ValueError, match=match):
         transparent_init_(seq, generator=0)
     assert all(torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True))
+
+
+def test_the_ends_of_the_seed_range_are_seeds() -> None:
+    """Mutation pass: a seed at either end of the int64 / uint64 range is accepted (manual_seed takes it)."""
+    for seed in (-(2**63), 2**64 - 1):
+        a = TransparentLinear(3, [4], generator=seed)
+        b = TransparentLinear(3, [4], generator=torch.Generator().manual_seed(seed))
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_a_hidden_width_one_below_the_input_is_named() -> None:
+    """Mutation pass: the width check is exact at its boundary (width in - 1 is refused by name)."""
+    with pytest.raises(
+        ValueError, match=r"hidden_features\[0\] \(hidden layer 0\) has width 2 < in_features = 3"
+    ):
+        TransparentLinear(3, [2])
+
+
+def test_a_stride_0_dimension_of_size_1_is_writable() -> None:
+    """Mutation pass: only a stride-0 dimension with more than one entry shares memory; one of size 1 (a
+    weight [1, n] of stride (0, 1)) holds independent values and is initialized."""
+    seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+    seq[2].weight = nn.Parameter(torch.ones(8).as_strided((1, 8), (0, 1)))
+    assert seq[2].weight.stride() == (0, 1)
+    transparent_init_(seq, target_weight=torch.ones(1, 3), generator=0)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert float((seq(x) - x.sum(1, keepdim=True)).abs().max()) < 1e-4
+
+
+def test_a_subclass_of_identity_is_not_skipped() -> None:
+    """Mutation pass: only ``nn.Identity`` itself is a placeholder; a subclass may compute something else."""
+
+    class Scale(nn.Identity):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * x
+
+    with pytest.raises(TypeError, match=r"layer 1 is Scale: only nn.Linear"):
+        transparent_init_(nn.Sequential(nn.Linear(3, 3), Scale(), nn.Linear(3, 3)))

@@ -197,3 +197,12 @@ def test_the_first_index_past_either_end_is_refused_in_every_form(form) -> None:
         named = r"range\(" if isinstance(form(past), range) else re.escape(f"[{bad}]")
         with pytest.raises(ValueError, match=r"\[-4, 4\), got " + named):
             selection_weight(4, form(past))
+
+
+def test_numpy_index_arrays_at_the_edges_of_their_checks() -> None:
+    """Mutation pass: 2**63 is the first uint64 value that would wrap (named as passed), and a numpy bool
+    array is not an index array (it would select channels 0 / 1)."""
+    with pytest.raises(ValueError, match="indices must lie in int64, got 9223372036854775808"):
+        selection_weight(3, np.array([2**63], dtype=np.uint64))
+    with pytest.raises(TypeError, match="indices must be a 1-D integer array, got dtype bool"):
+        selection_weight(3, np.array([True, False]))
