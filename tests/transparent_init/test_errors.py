@@ -804,6 +804,17 @@ def test_parameters_over_disjoint_parts_of_one_buffer_are_independent() -> None:
     assert max_abs_error(net, x) < 1e-5
 
 
+def test_parameters_sharing_one_element_of_a_buffer_are_refused() -> None:
+    """Memory that overlaps in a single element is overlapping memory: a span check ending one element early
+    (found by a mutation pass) would let the second write win there, silently."""
+    flat = torch.zeros(8 * 4 + 4 * 8 - 1)
+    l0, l1 = nn.Linear(4, 8), nn.Linear(8, 4)
+    l0.weight = nn.Parameter(flat[:32].view(8, 4))
+    l1.weight = nn.Parameter(flat[31:].view(4, 8))  # flat[31] is the last entry of both
+    with pytest.raises(ValueError, match=r"layer 2 \(Linear\) shares the memory of its weight with layer 0"):
+        transparent_init_(nn.Sequential(l0, nn.ReLU(), l1), generator=0)
+
+
 def _replaced(attr: str, value: torch.Tensor, conv: bool = False) -> nn.Sequential:
     seq = (
         nn.Sequential(nn.Conv2d(4, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1))
