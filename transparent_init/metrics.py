@@ -18,13 +18,22 @@ INIT_RATE_THRESHOLD = 1e-4
 RECOVERY_EPS = 1e-4
 
 
+def _in_dtype(threshold: float, dtype: torch.dtype) -> float:
+    """``threshold`` rounded to ``dtype`` (one of its two neighbours there; inf beyond the range), as a Python
+    float that ``dtype`` holds exactly: compared with it, a tensor of ``dtype`` is compared exactly, and no
+    float64 tensor is made (a device may have none)."""
+    return float(torch.tensor(threshold, dtype=dtype))
+
+
 def _above(size: Tensor, threshold: float) -> Tensor:
-    """``size > threshold`` exactly, whatever the dtype of ``size``: compared in that dtype, ``threshold`` was
-    rounded to it first (``1e-4`` is ``1.0001659e-4`` in float16), so a value counted or not by dtype. Exact
-    without a float64 copy: with ``t`` the threshold rounded to the nearest value of the dtype, no value of it
-    lies strictly between ``t`` and ``threshold``."""
-    t = torch.tensor(threshold, dtype=torch.float64).to(size.dtype)  # nearest (inf beyond the range)
-    return size >= t.to(size.device) if float(t) > threshold else size > t.to(size.device)
+    """``size > threshold`` exactly, whatever the floating dtype of ``size``: compared in that dtype,
+    ``threshold`` was rounded to it first (``1e-4`` is ``1.0001659e-4`` in float16), so a value counted or not
+    by dtype. Exact without a float64 copy: with ``t`` the threshold rounded to the dtype
+    (:func:`_in_dtype`), no value of the dtype lies strictly between ``t`` and ``threshold``."""
+    if size.dtype == torch.float64:  # a Python float is a float64: compared as it is
+        return size > threshold
+    t = _in_dtype(threshold, size.dtype)
+    return size >= t if t > threshold else size > t
 
 
 def _int_above(values: Tensor, threshold: float) -> Tensor:
@@ -43,11 +52,10 @@ def _int_above(values: Tensor, threshold: float) -> Tensor:
 def _below(size: Tensor, threshold: float) -> Tensor:
     """``size < threshold`` exactly for a floating ``size``, as :func:`_above`: compared in the dtype of
     ``size``, ``threshold`` was rounded to it first (``1e-4`` is ``9.9999997e-5`` in float32, so an error of
-    exactly that value was not counted as below ``1e-4``). NaN is never below. No float64 tensor is made (a
-    device may have none): the comparisons take Python floats that the dtype holds exactly."""
-    if size.dtype == torch.float64:  # a Python float is a float64: compared as it is
+    exactly that value was not counted as below ``1e-4``). NaN is never below."""
+    if size.dtype == torch.float64:
         return size < threshold
-    t = float(torch.tensor(threshold, dtype=size.dtype))  # a neighbour of threshold in the dtype (inf beyond)
+    t = _in_dtype(threshold, size.dtype)
     return size <= t if t < threshold else size < t
 
 
