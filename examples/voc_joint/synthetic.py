@@ -257,9 +257,14 @@ def render_sample(
     return image, label
 
 
+def _list_text(names: Sequence[str]) -> str:
+    """The text of a list file of ``names``: one name a line."""
+    return "".join(f"{n}\n" for n in names)
+
+
 def _write_list(path: Path, names: Sequence[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+    path.write_text(_list_text(names), encoding="utf-8")
 
 
 def generate_synthetic_voc(
@@ -497,9 +502,9 @@ def _lists(root: Path, params: dict[str, Any]) -> dict[Path, list[str]]:
 
 
 def _list_is(path: Path, names: Sequence[str]) -> bool:
-    """``path`` is the list file of ``names`` (:func:`_write_list`'s text)."""
+    """``path`` is the list file of ``names`` (:func:`_list_text`)."""
     try:
-        return path.read_text(encoding="utf-8") == "".join(f"{n}\n" for n in names)
+        return path.read_text(encoding="utf-8") == _list_text(names)
     except (OSError, UnicodeDecodeError):
         return False
 

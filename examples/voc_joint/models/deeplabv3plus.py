@@ -178,9 +178,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             raise ValueError(f"backbone weights {path}: {k} must be a dense tensor with data, got a {kind}")
         if not v.is_floating_point():  # BatchNorm step counters
             continue
-        if not cleaned[k].is_floating_point():
-            raise ValueError(f"backbone weights {path}: {k} must be floating-point, got {cleaned[k].dtype}")
-        if not bool(torch.isfinite(cleaned[k]).all()):
+        if not w.is_floating_point():
+            raise ValueError(f"backbone weights {path}: {k} must be floating-point, got {w.dtype}")
+        if not bool(torch.isfinite(w).all()):
             raise ValueError(f"backbone weights {path}: {k} holds NaN or infinite values")
     backbone.load_state_dict(cleaned, strict=True)
 
