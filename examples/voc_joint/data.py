@@ -211,7 +211,14 @@ class RandomScale(v2.Transform):  # type: ignore[misc, unused-ignore]  # torchvi
 
     def __init__(self, scale: tuple[float, float] = (0.5, 2.0)) -> None:
         super().__init__()
-        lo, hi = (float(s) for s in scale)
+        try:  # exactly two numbers (no text, no bools): unpacking alone failed without naming scale
+            if isinstance(scale, str | bytes) or any(isinstance(s, bool) for s in scale):
+                raise TypeError
+            lo, hi = (float(s) for s in scale)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"scale must be a pair (low, high) of numbers with 0 < low <= high (finite), got {scale!r}"
+            ) from None
         if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
             raise ValueError(f"scale must satisfy 0 < low <= high (finite), got {scale}")
         self.scale = (lo, hi)

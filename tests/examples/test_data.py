@@ -323,6 +323,15 @@ def test_a_region_needs_a_transform_that_moves_every_mask(voc):
         (lambda: data.RandomScale((0.0, 1.0)), ValueError, "scale"),
         (lambda: data.RandomScale((2.0, 1.0)), ValueError, "scale"),
         (lambda: data.RandomScale((1.0, float("inf"))), ValueError, "scale"),
+        # not a pair of numbers: Python's unpacking and float() errors named no argument (before)
+        (lambda: data.RandomScale((0.5, 1.0, 2.0)), ValueError, r"pair .* got \(0\.5, 1\.0, 2"),
+        (lambda: data.RandomScale((0.5,)), ValueError, r"scale must be a pair .* got \(0\.5,\)"),
+        (lambda: data.RandomScale(2.0), ValueError, "scale must be a pair .* got 2.0"),
+        (lambda: data.RandomScale(None), ValueError, "scale must be a pair .* got None"),
+        (lambda: data.RandomScale("12"), ValueError, "scale must be a pair .* got '12'"),
+        (lambda: data.RandomScale((0.5, "x")), ValueError, r"scale must be a pair .* got \(0\.5, 'x'\)"),
+        (lambda: data.RandomScale((True, 2.0)), ValueError, r"scale must be a pair .* got \(True, 2\.0\)"),
+        (lambda: train_transform(8, scale=(1, 2, 3)), ValueError, r"scale must be a pair .* got \(1, 2, 3\)"),
         (lambda: data.PadIfSmaller(0), ValueError, "size"),
         (lambda: data.PadIfSmaller((3, 4, 5)), ValueError, "size"),
         (lambda: data.PadToMultiple(0), ValueError, "multiple"),
@@ -858,3 +867,9 @@ def test_an_empty_image_or_mask_file_says_it_is_empty(voc_copy):
     ds.mask_path(1).write_bytes(b"")
     with pytest.raises(data.DataError, match=r"mask file '.*synth_000001\.png' is empty \(0 bytes"):
         ds[1]
+
+
+def test_a_scale_pair_of_any_number_type_is_accepted():
+    """The check of ``scale`` refuses text and bools, not NumPy numbers or arrays (float() of each)."""
+    for scale in (np.array([0.5, 2.0]), (np.float32(0.5), 2), [1, 1]):
+        assert data.RandomScale(scale).scale == (float(scale[0]), float(scale[1]))
