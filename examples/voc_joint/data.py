@@ -182,11 +182,16 @@ def _size_pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
 
 
 def _resize_nearest_exact(labels: Tensor, size: Sequence[int]) -> Tensor:
-    """Nearest-neighbour resize by pixel centres (``src = floor((dst + 0.5) * in / out)``) of any dtype."""
+    """Nearest-neighbour resize by pixel centres (``src = floor((dst + 0.5) * in / out)``) of any dtype.
+
+    In integers, ``floor((2 dst + 1) in / (2 out))``, so that a centre exactly between two source pixels takes
+    the lower-right one as the formula says (a float64 product rounded 24.5 * (2 / 49) below 1: row 24 of 49
+    took source row 0 of 2, not 1).
+    """
     h, w = labels.shape[-2:]
     oh, ow = size
-    rows = ((torch.arange(oh, dtype=torch.float64) + 0.5) * (h / oh)).long().clamp_(max=h - 1)
-    cols = ((torch.arange(ow, dtype=torch.float64) + 0.5) * (w / ow)).long().clamp_(max=w - 1)
+    rows = ((2 * torch.arange(oh) + 1) * h).div_(2 * oh, rounding_mode="floor")
+    cols = ((2 * torch.arange(ow) + 1) * w).div_(2 * ow, rounding_mode="floor")
     return labels[..., rows.to(labels.device), :][..., cols.to(labels.device)]
 
 

@@ -217,6 +217,19 @@ def test_pad_to_multiple_leaves_a_multiple_alone_and_nearest_resize_uses_row_cen
     assert out[:, 0].tolist() == [1, 2, 2]
 
 
+def test_nearest_resize_is_the_pixel_centre_formula_in_exact_arithmetic():
+    # src = floor((dst + 0.5) * in / out), exact: a centre on the boundary of two source pixels takes the
+    # lower-right one (float64 took row 0 for row 24 of 2 -> 49, where 24.5 * 2 / 49 is exactly 1)
+    from fractions import Fraction
+
+    for src, dst in [(2, 49), (3, 7), (7, 3), (5, 5), (1, 4), (49, 2), (6, 9)]:
+        labels = torch.arange(src).view(src, 1).expand(src, 2)
+        out = data._resize_nearest_exact(labels, (dst, 2))
+        want = [int((Fraction(2 * d + 1, 2) * Fraction(src, dst)) // 1) for d in range(dst)]
+        assert out[:, 0].tolist() == want, (src, dst)
+        assert max(want) <= src - 1
+
+
 def test_random_scale_range_and_nearest_labels():
     image, target = _coded_pair(10, 12)
     for s in (0.5, 2.0):
