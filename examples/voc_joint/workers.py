@@ -10,6 +10,11 @@ by default). Cluster jobs are where this happens: schedulers set ``TMPDIR`` to a
 path. :func:`worker_tmpdir_error` names the problem before the run starts. Windows passes handles, not Unix
 sockets, and has no limit here.
 
+Newer Pythons (3.14, and the 3.13 releases with the backport of CPython issue 132124) name the socket
+``sock-XXXXXXXX`` and, when the temporary folder is too long for it, make their ``pymp-*`` folder in a system
+folder (``/tmp``) instead: there the check reads the folder that ``multiprocessing`` will use
+(:func:`socket_base_dir`), and a long ``$TMPDIR`` passes.
+
 Example:
     >>> worker_tmpdir_error(0, "--workers") is None  # no worker process: no socket
     True
@@ -17,14 +22,45 @@ Example:
 
 from __future__ import annotations
 
+import multiprocessing.util
 import os
 import sys
 import tempfile
 
-__all__ = ["max_tmpdir_bytes", "socket_path_limit", "worker_socket_path", "worker_tmpdir_error"]
+__all__ = [
+    "max_tmpdir_bytes",
+    "socket_base_dir",
+    "socket_path_limit",
+    "worker_socket_path",
+    "worker_tmpdir_error",
+]
 
-#: What ``multiprocessing`` appends to the temporary folder for the socket: two names of 8 random characters.
-_SOCKET_SUFFIX = os.path.join("pymp-" + "x" * 8, "listener-" + "x" * 8)
+
+def _has_fallback() -> bool:
+    """Whether this Python's ``multiprocessing`` falls back to a system folder from a temporary folder too
+    long for its sockets (CPython issue 132124; the same change renamed the socket ``sock-``)."""
+    return hasattr(multiprocessing.util, "_get_base_temp_dir")
+
+
+def _socket_suffix() -> str:
+    """What ``multiprocessing`` appends to its base folder for the socket: two names of 8 random
+    characters."""
+    return os.path.join("pymp-" + "x" * 8, ("sock-" if _has_fallback() else "listener-") + "x" * 8)
+
+
+def socket_base_dir() -> str:
+    """The folder ``multiprocessing`` makes its ``pymp-*`` folder in: :func:`tempfile.gettempdir`, or on a
+    Python with the fallback (see the module's docstring) the folder it falls back to (a private function of
+    ``multiprocessing.util``, read only where it exists; the temporary folder if it fails)."""
+    fallback = getattr(multiprocessing.util, "_get_base_temp_dir", None)
+    if fallback is not None:
+        try:
+            base = fallback(tempfile)
+        except Exception:  # noqa: BLE001  # private: its signature or its errors may change
+            base = None
+        if isinstance(base, str):
+            return base
+    return tempfile.gettempdir()
 
 
 def socket_path_limit(platform: str = sys.platform) -> int | None:
@@ -38,20 +74,23 @@ def socket_path_limit(platform: str = sys.platform) -> int | None:
 def worker_socket_path(tmpdir: str | None = None) -> str:
     """The path of the socket a worker binds, of the length it will have (its random names as ``x``).
 
-    ``tmpdir``: the temporary folder (default :func:`tempfile.gettempdir`, as :mod:`multiprocessing` takes).
+    ``tmpdir``: the folder ``multiprocessing`` makes its ``pymp-*`` folder in (default
+    :func:`socket_base_dir`).
     """
-    return os.path.join(tmpdir if tmpdir is not None else tempfile.gettempdir(), _SOCKET_SUFFIX)
+    return os.path.join(tmpdir if tmpdir is not None else socket_base_dir(), _socket_suffix())
 
 
 def max_tmpdir_bytes(platform: str = sys.platform) -> int | None:
-    """The longest temporary folder, in bytes, with which ``DataLoader`` workers can run (None: no limit).
+    """The longest temporary folder, in bytes, with which ``DataLoader`` workers can run (None: no limit):
+    75 on Linux and 71 on macOS, 4 more on a Python whose sockets are named ``sock-`` (where a longer folder
+    is left for a system folder anyway, :func:`socket_base_dir`).
 
     Example:
-        >>> max_tmpdir_bytes("linux")
-        75
+        >>> max_tmpdir_bytes("win32") is None  # handles, no Unix socket
+        True
     """
     limit = socket_path_limit(platform)
-    return None if limit is None else limit - len(os.fsencode(os.sep + _SOCKET_SUFFIX))
+    return None if limit is None else limit - len(os.fsencode(os.sep + _socket_suffix()))
 
 
 def worker_tmpdir_error(workers: int, option: str, *, platform: str = sys.platform) -> str | None:
@@ -69,10 +108,10 @@ def worker_tmpdir_error(workers: int, option: str, *, platform: str = sys.platfo
     limit = socket_path_limit(platform)
     if workers == 0 or limit is None:
         return None
-    tmpdir = tempfile.gettempdir()
-    size = len(os.fsencode(worker_socket_path(tmpdir)))
+    size = len(os.fsencode(worker_socket_path()))
     if size <= limit:
         return None
+    tmpdir = tempfile.gettempdir()
     named = [
         f"${v}"
         for v in ("TMPDIR", "TEMP", "TMP")
