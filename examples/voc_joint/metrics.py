@@ -229,8 +229,11 @@ def _window_any(mask: Tensor, radius: int, dim: int) -> Tensor:
     """``out[i] = any(mask[i - radius .. i + radius])`` along ``dim`` (the window clipped at the borders).
 
     Shifted ORs that double the window each time: about ``log2(2 radius + 1)`` passes over a boolean map.
+    A radius of ``n - 1`` already spans the whole dimension from every entry: a wider one is cut to it (the
+    padding below grows with the radius, so ``boundary_band(target, 2**33)`` allocated gigabytes).
     """
     n = mask.shape[dim]
+    radius = min(radius, max(n - 1, 0))
     pad_shape = list(mask.shape)
     pad_shape[dim] = radius
     # acc[i] = any(padded[i - span + 1 .. i]); padded = mask then `radius` False entries

@@ -168,6 +168,25 @@ def test_dilation_equals_the_max_pool_it_replaced(seed, h, w, radius, density):
     assert torch.equal(metrics._dilate(mask, radius), _max_pool_dilate(mask, radius))
 
 
+def test_a_huge_width_or_tolerance_allocates_by_the_image_not_by_its_value():
+    """A band width or tolerance wider than the image is the whole image: the dilation padded every row and
+    column by the radius itself, so ``boundary_band(target, 2**33)`` of a 2 x 4 map allocated 16 GB (and was
+    killed), 2**62 raised "can't allocate memory". Now the radius is cut to the image's side first."""
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (2, 5, 7), generator=g)
+    pred = torch.randint(0, 3, (2, 5, 7), generator=g)
+    sp = torch.randint(0, 4, (2, 5, 7), generator=g)
+    huge = 2**62  # the old padding of [B, H, W + huge] overflows any allocator at once: nothing is touched
+    assert torch.equal(boundary_band(target, huge), boundary_band(target, 7))
+    assert torch.equal(metrics._dilate(target == 0, huge), _max_pool_dilate(target == 0, 6))
+    near = superpixel_scores(pred, target, sp, 3, tolerance=6)
+    assert superpixel_scores(pred, target, sp, 3, tolerance=huge) == near
+    m = SegmentationMetrics(num_classes=3, boundary_widths=(1, huge), boundary_tolerance=huge)
+    m.update(pred, target, sp)
+    whole = confusion_matrix(pred, target, 3, mask=boundary_band(target, 7))
+    assert torch.equal(m.band_confusion[huge], whole)
+
+
 @settings(max_examples=budget(15))
 @given(
     st.integers(0, 10_000),
