@@ -70,6 +70,16 @@ def _integer(name: str, value: Any, least: int, shown: Any = None) -> int:
     return number
 
 
+#: Integer dtypes without min / max kernels in PyTorch: their values are compared as int64.
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
+def _as_held(value: int, dtype: torch.dtype) -> int:
+    """A value read back as int64 (``.long()``), as a ``dtype`` tensor holds it: a uint64 value above
+    ``2**63 - 1`` wrapped to a negative int64."""
+    return value + 2**64 if dtype == torch.uint64 and value < 0 else value
+
+
 def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> Tensor:
     """Check the two maps; return ``target`` as int64 (compared with ``ignore_index`` in a narrower dtype,
     e.g. uint8, the label would wrap around: -1 would match 255)."""
@@ -85,22 +95,30 @@ def _check_maps(pred: Tensor, target: Tensor, num_classes: int, ignore_index: in
         raise ValueError(
             f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
         )
+    target_dtype = target.dtype
     target = target.long()
     if not pred.numel():
         return target
     # the ranges of pred and of the valid target pixels in one pass each and one read on the host (no
     # gather of the valid pixels: a boolean index costs more than the whole check)
     valid = target != ignore_index
-    lo, hi = torch.aminmax(pred)
+    # uint16/32/64 have no aminmax kernel: compared as int64 (a uint64 above 2**63 - 1 is negative there)
+    lo, hi = torch.aminmax(pred.long() if pred.dtype in _WIDE_UNSIGNED else pred)
     tlo, thi = torch.aminmax(torch.where(valid, target, 0))
     pred_lo, pred_hi, target_lo, target_hi = torch.stack(
         [lo.long(), hi.long(), tlo.long(), thi.long()]
     ).tolist()
     if pred_lo < 0 or pred_hi >= num_classes:
+        if pred.dtype == torch.uint64 and pred_lo < 0:  # the range as pred holds it
+            as_int64 = pred.long()
+            wrapped = as_int64 < 0
+            pred_hi = _as_held(int(as_int64[wrapped].max()), pred.dtype)
+            pred_lo = int(as_int64[~wrapped].min()) if bool((~wrapped).any()) else pred_lo + 2**64
         raise ValueError(f"pred values must lie in [0, {num_classes}), got range [{pred_lo}, {pred_hi}]")
     if target_lo < 0 or target_hi >= num_classes:
         tv = target[valid]
-        bad = torch.unique(tv[(tv < 0) | (tv >= num_classes)])[:10].tolist()
+        bad = torch.unique(tv[(tv < 0) | (tv >= num_classes)]).tolist()
+        bad = sorted(_as_held(v, target_dtype) for v in bad)[:10]
         raise ValueError(f"target values must lie in [0, {num_classes}) or be {ignore_index}, got {bad}")
     return target
 
@@ -340,7 +358,8 @@ def _superpixel_sums(
             f"superpixels must have shape {tuple(target.shape)} (like target), got {tuple(superpixels.shape)}"
         )
     superpixels = superpixels.to(target.device)
-    if superpixels.numel() and int(superpixels.min()) < 0:
+    # unsigned ids are never negative (and uint16/32/64 have no min kernel)
+    if superpixels.numel() and superpixels.is_signed() and int(superpixels.min()) < 0:
         raise ValueError(f"superpixel ids must be >= 0, got min {int(superpixels.min())}")
     edges = label_edges(target, region) if target_edges is None else target_edges
     valid = _counted(target, ignore_index, region) if counted is None else counted

@@ -747,6 +747,31 @@ def test_a_bad_region_is_refused_by_every_function_that_takes_one(region, exc, m
             call()
 
 
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_wide_unsigned_maps_are_scored_and_their_values_shown_as_held(dtype):
+    """uint16/32/64 maps (16-bit PNG superpixels, say) pass the "integer tensor" check, but PyTorch has no
+    min / aminmax kernel for them: superpixels, and pred, raised NotImplementedError "min_all" / "aminmax_cpu"
+    not implemented for 'UInt16'. They are scored as their int64 copies now, and a uint64 value above
+    2**63 - 1 is shown as held, not wrapped to a negative int64 (the target error showed
+    -9223372036854775803)."""
+    pred, target = T([[[0, 1, 1], [1, 0, 1]]]), T([[[0, 1, 255], [1, 1, 0]]])
+    sp = T([[[7, 7, 9], [4, 9, 9]]])
+    expected = superpixel_scores(pred, target, sp, 2)
+    assert superpixel_scores(pred.to(dtype), target.to(dtype), sp.to(dtype), 2) == expected
+    m = SegmentationMetrics(num_classes=2, boundary_widths=(1,))
+    m.update(pred.to(dtype), target, sp.to(dtype))
+    assert m.superpixel_sums == expected
+    assert torch.equal(m.confusion, confusion_matrix(pred, target, 2))
+    top = torch.iinfo(dtype).max if dtype != torch.uint64 else 2**64 - 1
+    with pytest.raises(ValueError, match=rf"pred values must lie in \[0, 2\), got range \[0, {top}\]"):
+        confusion_matrix(torch.tensor([[[0, top]]], dtype=dtype), T([[[0, 1]]]), 2)
+    with pytest.raises(ValueError, match=rf"or be 255, got \[{top}\]"):
+        confusion_matrix(T([[[0, 1]]]), torch.tensor([[[0, top]]], dtype=dtype), 2)
+    if dtype == torch.uint64:  # every value above 2**63 - 1: the smallest of them is the low end
+        with pytest.raises(ValueError, match=rf"got range \[{2**63}, {top}\]"):
+            confusion_matrix(torch.tensor([[[2**63, top]]], dtype=dtype), T([[[0, 1]]]), 2)
+
+
 def test_a_narrow_target_dtype_does_not_wrap_the_ignore_label():
     """Labels compared with ``ignore_index`` in the target's own dtype wrapped around: with a uint8 target,
     ``ignore_index=-1`` skipped the 255 pixels (out of range, refused with an int64 target) and 256 skipped
