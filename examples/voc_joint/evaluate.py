@@ -91,6 +91,28 @@ def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -
         )
 
 
+def _refuse_nan(name: str, logits: Tensor, batch: dict[str, Any], amp: bool) -> None:
+    """A FloatingPointError naming the images whose ``logits`` hold NaN: their argmax, the predicted
+    class, would be arbitrary (torch takes a NaN for the largest value), the scores of those pixels
+    meaningless."""
+    per_image = torch.isnan(logits).flatten(1).sum(1).tolist()  # one read on the host
+    if not any(per_image):
+        return
+    names = batch.get("name")
+    bad = [
+        f"{names[i]!s} ({n})" if names is not None else f"image {i} of the batch ({n})"
+        for i, n in enumerate(per_image)
+        if n
+    ]
+    raise FloatingPointError(
+        f"model output '{name}' holds {sum(per_image)} NaN value(s): the predicted classes of those pixels "
+        "would be arbitrary, so nothing is scored"
+        + (" (amp: float16 can overflow; evaluate without it)" if amp else "")
+        + "; NaN values by image:"
+        + shown_problems(bad, one_line=True)
+    )
+
+
 def _check_superpixels(superpixels: Tensor, target: Tensor) -> None:
     """One superpixel map per image: ``[B, H, W]`` or ``[B, 1, H, W]`` of the target's batch and size."""
     shape = tuple(getattr(superpixels, "shape", ()))
@@ -143,6 +165,11 @@ def evaluate(
         ``out["seg_logits"]``, or None when the model gives none), ``"panels"`` (list of PNG paths),
         ``"seconds"`` and ``"images_per_second"``. Superpixel metrics of both use ``out["superpixels"]`` (NaN
         when it is None).
+
+    Raises:
+        FloatingPointError: ``out["logits"]`` or ``out["seg_logits"]`` hold NaN (their argmax would be
+            arbitrary; the count and the batch's image names are given).
+        TypeError, ValueError: a model output that breaks the model contract.
     """
     device = torch.device(device)
     kw: dict[str, Any] = {
@@ -178,6 +205,7 @@ def evaluate(
                     f"{type(out).__name__}"
                 )
             _check_logits("logits", out["logits"], target, num_classes)
+            _refuse_nan("logits", out["logits"], batch, amp and device.type == "cuda")
             pred = out["logits"].argmax(1)
             superpixels = out.get("superpixels")
             if superpixels is not None:
@@ -187,6 +215,7 @@ def evaluate(
             base_pred = None
             if out.get("seg_logits") is not None:
                 _check_logits("seg_logits", out["seg_logits"], target, num_classes)
+                _refuse_nan("seg_logits", out["seg_logits"], batch, amp and device.type == "cuda")
                 base_pred = out["seg_logits"].argmax(1)
                 base_m.update(base_pred, target, superpixels, region)
                 has_baseline = True
@@ -402,7 +431,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     model.to(device)
     try:
         return _run(args, model, config, device)
-    except (OSError, DataError) as exc:  # a missing split or file, a wrong data root, a bad mask, a full disk
+    except (OSError, DataError, FloatingPointError) as exc:  # a missing split or file, a wrong data root, a
+        # bad mask, a full disk, NaN logits
         print(f"{parser.prog}: error: {error_text(exc)}", file=sys.stderr, flush=True)
         return 1
     except (MemoryError, RuntimeError) as exc:  # a --crop-size or --batch-size too large for the machine

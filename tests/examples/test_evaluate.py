@@ -844,6 +844,51 @@ def test_cli_out_of_memory_is_one_line_with_exit_status_1(voc, tmp_path, monkeyp
         evaluate_mod.main([*argv, "--output-dir", str(tmp_path / "ev2")])
 
 
+class _NaNLogits(StubJoint):
+    """StubJoint whose ``output`` logits hold NaN at one pixel of the batch's ``image``-th image."""
+
+    def __init__(self, output: str, image: int = 0) -> None:
+        super().__init__()
+        self.output, self.image = output, image
+
+    def forward(self, seg_input, spixel_input):
+        out = super().forward(seg_input, spixel_input)
+        out[self.output] = out[self.output].clone()
+        out[self.output][self.image, 3, 1, 2] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize("output", ["logits", "seg_logits"])
+def test_nan_logits_are_refused_naming_the_output_and_the_image(voc, output):
+    """NaN logits were scored silently: argmax takes a NaN for the largest value, so each such pixel was
+    "predicted" as the class of its first NaN. Now a FloatingPointError names the output, the count and the
+    image; finite logits score as before."""
+    names = build_dataset(voc, "val", crop_size=(16, 20)).names
+    loader = DataLoader(build_dataset(voc, "val", crop_size=(16, 20)), batch_size=2)
+    match = rf"model output '{output}' holds 1 NaN value\(s\).* {names[1]} \(1\)$"
+    with pytest.raises(FloatingPointError, match=match):
+        evaluate(_NaNLogits(output, image=1), loader, device="cpu", progress=False)
+    res = evaluate(StubJoint(), loader, device="cpu", progress=False)
+    assert res["num_images"] == 3 and 0 <= res["miou"] <= 1
+
+
+def test_cli_nan_logits_are_one_line_with_exit_status_1_and_leave_the_earlier_results(
+    voc, tmp_path, monkeypatch, capsys
+):
+    """The CLI says the NaN logits in one line (exit status 1, as train.py for non-finite values) and writes
+    no metrics.json: an earlier evaluation's results stay."""
+    argv = _cli_argv(monkeypatch, tmp_path, voc)
+    assert evaluate_mod.main(argv) == 0
+    metrics = (tmp_path / "ev" / "metrics.json").read_bytes()
+    capsys.readouterr()
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path, model=_NaNLogits("logits")), *argv[3:]]
+    assert evaluate_mod.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{PROG}: error: model output 'logits' holds 1 NaN value(s)"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (tmp_path / "ev" / "metrics.json").read_bytes() == metrics
+
+
 class _Stopped(Exception):
     """What this test's own SIGTERM handler raises: the signal reached no handler of evaluate.py's."""
 
