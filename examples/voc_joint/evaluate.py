@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir",
         type=output_path,
         default=None,
-        help="output folder for metrics.json and panels/ (default: next to the checkpoint)",
+        help="output folder for metrics.json and panels/ (default: eval_<split> next to the checkpoint)",
     )
     parser.add_argument("--max-panels", type=int_range(0), default=8, help="number of PNG panels (0: none)")
     parser.add_argument(

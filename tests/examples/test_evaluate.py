@@ -1211,3 +1211,10 @@ def test_results_go_next_to_the_checkpoint_unless_output_dir_is_given(tmp_path) 
     assert ev._output_dir(args) == tmp_path / "joint" / "eval_train"
     args.output_dir = tmp_path / "elsewhere"
     assert ev._output_dir(args) == tmp_path / "elsewhere"
+
+
+def test_help_names_the_default_output_folder_the_code_uses() -> None:
+    """``--help`` said the results go "next to the checkpoint": they go to ``eval_<split>`` there (the
+    folder :func:`_output_dir` makes), as the docs' option table says."""
+    help_text = " ".join(evaluate_mod.build_parser().format_help().split())
+    assert "(default: eval_<split> next to the checkpoint)" in help_text
