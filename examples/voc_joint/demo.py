@@ -27,6 +27,7 @@ defaults stay the paper's.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -274,8 +275,9 @@ def transparency_check(
 
     Returns:
         dict: ``max_abs_diff`` (fusion on vs. fusion off, i.e. ``uniformize(S, ids)``) and ``max_abs_logit``
-        (both the largest over all batches), and ``consistency`` (fraction of all superpixels with a single
-        predicted label, :func:`~examples.voc_joint.metrics.superpixel_scores`).
+        (both the largest over all batches; NaN when an output holds NaN, which fails the check), and
+        ``consistency`` (fraction of all superpixels with a single predicted label,
+        :func:`~examples.voc_joint.metrics.superpixel_scores`).
     """
     from examples.voc_joint.metrics import superpixel_scores
 
@@ -292,10 +294,16 @@ def transparency_check(
             num_classes=cast(int, with_ti.num_classes),
             region=batch.get("region"),
         )
-        max_diff = max(max_diff, float((out["logits"] - ref["logits"]).abs().max()))
-        max_logit = max(max_logit, float(out["seg_logits"].abs().max()))
+        max_diff = _largest(max_diff, float((out["logits"] - ref["logits"]).abs().max()))
+        max_logit = _largest(max_logit, float(out["seg_logits"].abs().max()))
         pure, count = pure + scores["pure_superpixels"], count + scores["superpixels"]
     return {"max_abs_diff": max_diff, "max_abs_logit": max_logit, "consistency": pure / max(count, 1.0)}
+
+
+def _largest(a: float, b: float) -> float:
+    """``max(a, b)``, NaN when either is NaN: Python's ``max`` keeps its first argument against a NaN, so a
+    NaN output read as a difference of 0 (a check that passed)."""
+    return float("nan") if math.isnan(a) or math.isnan(b) else max(a, b)
 
 
 #: Titles of the demo's panel tiles: the table's "baseline" row (the pretrained DeepLabV3+) next to its

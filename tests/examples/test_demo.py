@@ -207,6 +207,46 @@ def test_transparency_check_detects_a_stack_that_is_not_transparent(
     assert demo.transparency_check(seg, spx, [batch, flat])["max_abs_diff"] == check["max_abs_diff"]
 
 
+@pytest.mark.parametrize("nan_in", ["logits", "seg_logits"])
+def test_transparency_check_reports_nan_outputs_as_nan_not_as_zero(
+    varied_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nan_in: str
+) -> None:
+    """A NaN in the joint model's output was read as a difference of 0 (``max(0.0, nan)`` is 0.0), and the
+    demo printed PASS for a broken stack; a NaN S was "|S| up to 0.0". Both are NaN now, in the first batch
+    or a later one."""
+    seg, spx = untrained_checkpoints(tmp_path)
+    val = build_dataset(varied_voc, "val")
+    batch = demo.same_size_batches([val[0], val[1]])[0]
+    flat = {**batch, "seg_input": torch.zeros_like(batch["seg_input"])}
+    join = demo.join_pretrained
+
+    class NaNOnFlat(torch.nn.Module):
+        """The joint model with fusion, its ``nan_in`` output NaN at one pixel of the all-zero batch."""
+
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model, self.num_classes = model, model.num_classes
+
+        def forward(self, seg_input, spixel_input):
+            out = dict(self.model(seg_input, spixel_input))
+            if not seg_input.any():
+                out[nan_in] = out[nan_in].clone()
+                out[nan_in][0, 0, 0, 0] = float("nan")
+            return out
+
+    def joined(*args, fusion: bool, **kwargs):
+        model = join(*args, fusion=fusion, **kwargs)
+        return NaNOnFlat(model) if fusion else model
+
+    monkeypatch.setattr(demo, "join_pretrained", joined)
+    finite = demo.transparency_check(seg, spx, batch)
+    assert finite["max_abs_diff"] < 1e-3 and finite["max_abs_logit"] > 0  # as before without NaN
+    for batches in ([flat], [batch, flat]):
+        check = demo.transparency_check(seg, spx, batches)
+        key = "max_abs_diff" if nan_in == "logits" else "max_abs_logit"
+        assert np.isnan(check[key]), (batches, check)  # a NaN difference fails the demo's PASS test (<=)
+
+
 def test_transparency_check_scales_by_the_largest_deeplab_logit_not_the_joint_output(
     varied_voc: Path, tmp_path: Path
 ) -> None:
