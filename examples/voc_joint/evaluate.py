@@ -113,6 +113,18 @@ def _refuse_nan(name: str, logits: Tensor, batch: dict[str, Any], amp: bool) -> 
     )
 
 
+#: The most classes a panel can draw: the VOC palette has 256 colours (index 255 is the ignore label's).
+PANEL_CLASSES_MAX = 256
+
+
+def panel_classes_error(num_classes: int, way_out: str) -> str:
+    """Why panels cannot be drawn for a model of ``num_classes`` classes (above :data:`PANEL_CLASSES_MAX`)."""
+    return (
+        f"the checkpoint's model has {num_classes} classes, and panels draw classes in the "
+        f"{PANEL_CLASSES_MAX} colours of the VOC palette: evaluate it with {way_out} (no panels)"
+    )
+
+
 def _check_superpixels(superpixels: Tensor, target: Tensor) -> None:
     """One superpixel map per image: ``[B, H, W]`` or ``[B, 1, H, W]`` of the target's batch and size."""
     shape = tuple(getattr(superpixels, "shape", ()))
@@ -169,9 +181,12 @@ def evaluate(
     Raises:
         FloatingPointError: ``out["logits"]`` or ``out["seg_logits"]`` hold NaN (their argmax would be
             arbitrary; the count and the batch's image names are given).
-        TypeError, ValueError: a model output that breaks the model contract.
+        TypeError, ValueError: a model output that breaks the model contract; ``num_classes`` above 256 with
+            panels to draw (their colours are the 256 of the VOC palette).
     """
     device = torch.device(device)
+    if panels_dir is not None and max_panels > 0 and num_classes > PANEL_CLASSES_MAX:
+        raise ValueError(panel_classes_error(num_classes, "max_panels=0"))
     kw: dict[str, Any] = {
         "num_classes": num_classes,
         "ignore_index": ignore_index,
@@ -428,6 +443,9 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         )
     except CheckpointError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    classes = checkpoint_num_classes(config)
+    if args.max_panels > 0 and classes > PANEL_CLASSES_MAX:  # before any image is read
+        parser.exit(2, f"{parser.prog}: error: {panel_classes_error(classes, '--max-panels 0')}\n")
     model.to(device)
     try:
         return _run(args, model, config, device)

@@ -401,6 +401,30 @@ def test_cli_takes_the_class_count_from_the_checkpoint(voc, tmp_path, capsys):
     assert re.search(r"error: mask file .*\.png. has label values outside \{0\.\.4, 255\}", err), err
 
 
+def test_more_classes_than_the_palette_has_colours_are_refused_before_any_image_with_panels(
+    voc, tmp_path, capsys
+):
+    """A 300-class model (the models take up to 1024) with panels: refused at the start, naming the way out
+    (the panels' colorize refused class 256 and above in the middle of the evaluation)."""
+    path = _seg_checkpoint(tmp_path, 300)
+    out = tmp_path / "ev"
+    with pytest.raises(SystemExit) as info:  # before any image is read
+        _evaluate(path, voc, out)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: the checkpoint's model has 300 classes, and panels draw classes in the 256 colours" in err
+    assert err.rstrip().endswith("evaluate it with --max-panels 0 (no panels)") and not out.exists()
+    with pytest.raises(ValueError, match=r"has 300 classes.*evaluate it with max_panels=0"):
+        evaluate_mod.evaluate(
+            torch.nn.Identity(), [], device="cpu", num_classes=300, panels_dir=tmp_path / "p", max_panels=1
+        )
+    # without panels, or with 256 classes, nothing is refused
+    assert evaluate_mod.evaluate(torch.nn.Identity(), [], device="cpu", num_classes=300, max_panels=0)
+    assert evaluate_mod.evaluate(
+        torch.nn.Identity(), [], device="cpu", num_classes=256, panels_dir=tmp_path / "p", max_panels=1
+    )
+
+
 def test_cli_reads_labels_beyond_voc_for_a_checkpoint_with_more_classes(voc, tmp_path):
     """A 30-class checkpoint evaluates masks with labels 21..29 (read against VOC's 21 classes, they were
     refused)."""
