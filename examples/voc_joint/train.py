@@ -1903,6 +1903,12 @@ def check_args(
         )
     if args.from_scratch and args.stage != "joint":
         parser.error(f"--from-scratch only applies to --stage joint (--stage {args.stage} pretrains itself)")
+    if args.from_scratch and not missing:  # was ignored without a word: both networks are the checkpoints'
+        parser.error(
+            "--from-scratch with --seg-checkpoint and --spixel-checkpoint: both networks start from their "
+            "checkpoints, none from random weights; drop --from-scratch, or the checkpoint of the network "
+            "to start from scratch"
+        )
     for name, stages in STAGE_ONLY_OPTIONS.items():
         value = getattr(args, name)
         if args.stage == "all" or args.stage in stages or not is_given(name):

@@ -1589,6 +1589,24 @@ def test_from_scratch_only_applies_to_the_joint_stage(stage, capsys) -> None:
     )
 
 
+def test_from_scratch_with_both_checkpoints_is_refused_not_ignored(tmp_path, capsys) -> None:
+    """``--stage joint --seg-checkpoint A --spixel-checkpoint B --from-scratch`` fine-tuned both checkpoints
+    without a word (no network is left to start from random weights), and its checkpoint recorded
+    ``from_scratch``, a fixed option, which a resume without it then refused. It is a usage error now; with
+    one checkpoint, the other network starts from scratch (accepted)."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    parser = train.build_parser()
+    both = ["--stage", "joint", "--seg-checkpoint", str(seg), "--spixel-checkpoint", str(spx)]
+    with pytest.raises(SystemExit) as info:
+        train.check_args(parser, parser.parse_args([*both, "--from-scratch"]))
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "error: --from-scratch with --seg-checkpoint and --spixel-checkpoint: both networks start" in err
+    train.check_args(parser, parser.parse_args(both))
+    for one in (both[:4], [*both[:2], *both[4:]]):
+        train.check_args(parser, parser.parse_args([*one, "--from-scratch"]))
+
+
 #: A value other than the default for each option of ``train.STAGE_ONLY_OPTIONS`` (``FILE``: an existing
 #: file).
 _NOT_DEFAULT = {
