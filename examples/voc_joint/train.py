@@ -1220,6 +1220,18 @@ def _resume_checkpoint(
     if not source.is_file():
         if args.resume != "auto":
             raise UsageError(f"--resume checkpoint not found: {source}")
+        if source.is_symlink() or source.exists():  # no checkpoint there, yet not "no run" either
+            kind = (
+                f"a symbolic link to {source.readlink()}, which does not exist"
+                if source.is_symlink() and not source.exists()
+                else "a folder"
+                if source.is_dir()
+                else "not a regular file"
+            )
+            raise UsageError(
+                f"--resume: {source} is {kind}, not a checkpoint (a new run would replace it after its "
+                "first epoch): restore the checkpoint, or move it away to start a new run"
+            )
         return None, None
     ckpt = load_checkpoint(source, expect_stage=stage)
     check_resumable(ckpt, source)  # a training state, well formed: before anything is compared or built

@@ -1935,6 +1935,29 @@ def test_resume_without_a_checkpoint_says_it_starts_a_new_run(tiny_voc, tmp_path
     assert load_checkpoint(ckpt)["step"] == 1
 
 
+@pytest.mark.parametrize("kind", ["folder", "dangling link"])
+def test_resume_refuses_a_checkpoint_path_that_is_not_a_file(tiny_voc, tmp_path, capsys, kind) -> None:
+    """``--resume`` took a ``checkpoint.pt`` that is no file (a link to a checkpoint on a disk that is not
+    mounted, a folder) for no checkpoint: "starting a new run", which trained from step 0 and then replaced
+    the link with its own checkpoint (or failed to write onto the folder, its epoch lost). It is refused now,
+    before anything runs."""
+    ckpt = tmp_path / "seg" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    if kind == "folder":
+        ckpt.mkdir()
+    else:
+        ckpt.symlink_to(tmp_path / "unmounted" / "checkpoint.pt")
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1", "--resume"))
+    captured = capsys.readouterr()
+    assert info.value.code == 2, captured.err
+    expected = "a folder" if kind == "folder" else "a symbolic link to "
+    assert f"error: --resume: {ckpt} is {expected}" in captured.err, captured.err
+    assert "not a checkpoint" in captured.err and "starting a new run" not in captured.out
+    assert not (tmp_path / "seg" / "log.csv").exists()
+    assert ckpt.is_dir() if kind == "folder" else ckpt.is_symlink()
+
+
 def test_resume_without_a_checkpoint_purges_the_tensorboard_events_of_the_lost_run(
     tiny_voc, tmp_path, monkeypatch
 ) -> None:
