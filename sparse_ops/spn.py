@@ -287,7 +287,8 @@ class SuperpixelClassifier(nn.Module):
 
     Shape:
         - features: :math:`(B, C, h, w)`, superpixels: :math:`(B, H, W)`
-        - output: :math:`(B, K)`; :meth:`cam`: :math:`(B, K, H, W)`
+        - output: :math:`(B, K)`; :meth:`cam`: :math:`(B, K, H, W)` (with ``return_superpixel_scores=True``
+          also the scores, :math:`(B, N_s, K)`)
 
     Example:
         >>> head = SuperpixelClassifier(8, 3)
@@ -352,6 +353,39 @@ class SuperpixelClassifier(nn.Module):
             mask: Tensor | None = None,
         ) -> Tensor: ...
 
+    @overload
+    def cam(
+        self,
+        features: Tensor,
+        superpixels: Tensor,
+        num_superpixels: SupportsIndex | Tensor | None = ...,
+        *,
+        mask: Tensor | None = ...,
+        return_superpixel_scores: Literal[False] = ...,
+    ) -> Tensor: ...
+
+    @overload
+    def cam(
+        self,
+        features: Tensor,
+        superpixels: Tensor,
+        num_superpixels: SupportsIndex | Tensor | None = ...,
+        *,
+        mask: Tensor | None = ...,
+        return_superpixel_scores: Literal[True],
+    ) -> tuple[Tensor, Tensor]: ...
+
+    @overload
+    def cam(
+        self,
+        features: Tensor,
+        superpixels: Tensor,
+        num_superpixels: SupportsIndex | Tensor | None = ...,
+        *,
+        mask: Tensor | None = ...,
+        return_superpixel_scores: bool,
+    ) -> Tensor | tuple[Tensor, Tensor]: ...
+
     def cam(
         self,
         features: Tensor,
@@ -359,8 +393,10 @@ class SuperpixelClassifier(nn.Module):
         num_superpixels: SupportsIndex | Tensor | None = None,
         *,
         mask: Tensor | None = None,
-    ) -> Tensor:
-        """SP-CAM of this classifier, ``Tensor[B, K, H, W]`` (see :func:`superpixel_cam`)."""
+        return_superpixel_scores: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """SP-CAM of this classifier, ``Tensor[B, K, H, W]``, and with ``return_superpixel_scores`` the
+        per-superpixel scores ``Tensor[B, N_s, K]`` too (see :func:`superpixel_cam`)."""
         if isinstance(features, Tensor) and features.is_floating_point():  # else superpixel_cam says why
             self._check_channels(features)
         return superpixel_cam(
@@ -371,6 +407,7 @@ class SuperpixelClassifier(nn.Module):
             bias=self.classifier.bias,
             mask=mask,
             upsample=self.upsample,
+            return_superpixel_scores=return_superpixel_scores,
             validate=self.validate,
         )
 

@@ -357,6 +357,11 @@ def _flag_calls() -> list[tuple[str, str, object]]:
             lambda: so.superpixel_cam(x, sp, weight=torch.ones(3, 2), return_superpixel_scores=no),
         ),
         (
+            "SuperpixelClassifier.cam.return_superpixel_scores",
+            "return_superpixel_scores",
+            lambda: so.SuperpixelClassifier(2, 3).cam(x, sp, return_superpixel_scores=no),
+        ),
+        (
             "SuperpixelAssignment.to_sparse.normalized",
             "normalized",
             lambda: so.SuperpixelAssignment(sp, 1).to_sparse(normalized=no),

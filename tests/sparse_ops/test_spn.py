@@ -169,6 +169,31 @@ def test_classifier_head(device: torch.device) -> None:
     assert repr(head).startswith("SuperpixelClassifier(\n  upsample='bilinear'")
 
 
+def test_classifier_cam_returns_the_superpixel_scores_like_superpixel_cam() -> None:
+    """``SuperpixelClassifier.cam`` offers ``superpixel_cam``'s ``return_superpixel_scores`` (the module
+    form had no way to ask for the ``[B, N_s, K]`` scores: ``cam(..., return_superpixel_scores=True)`` raised
+    a ``TypeError``), with the same values as the function on the module's classifier."""
+    g = torch.Generator().manual_seed(0)
+    head = SuperpixelClassifier(4, 3, upsample=None)
+    f = torch.randn(2, 4, 6, 6, generator=g)
+    sp = torch.randint(0, 5, (2, 6, 6), generator=g)
+    mask = torch.rand(2, 6, 6, generator=g) > 0.3
+    cam, scores = head.cam(f, sp, 7, mask=mask, return_superpixel_scores=True)
+    want_cam, want_scores = superpixel_cam(
+        f,
+        sp,
+        7,
+        weight=head.classifier.weight,
+        bias=head.classifier.bias,
+        mask=mask,
+        upsample=None,
+        return_superpixel_scores=True,
+    )
+    assert scores.shape == (2, 7, 3)
+    assert torch.equal(cam, want_cam) and torch.equal(scores, want_scores)
+    assert torch.equal(head.cam(f, sp, 7, mask=mask, return_superpixel_scores=False), want_cam)
+
+
 def test_cam_under_autocast_takes_float32_parameters_with_low_precision_features() -> None:
     features = torch.randn(2, 3, 4, 4).to(torch.bfloat16)
     sp = torch.randint(0, 5, (2, 4, 4))

@@ -150,6 +150,8 @@ def user_code() -> None:
     assert_type(hard_superpixels(q, 4, return_counts=flag), Tensor | tuple[Tensor, Tensor])
     cam = superpixel_cam(x, sp, weight=torch.randn(5, 3), return_superpixel_scores=flag)
     assert_type(cam, Tensor | tuple[Tensor, Tensor])
+    assert_type(classifier.cam(x, sp, 4, return_superpixel_scores=True), tuple[Tensor, Tensor])
+    assert_type(classifier.cam(x, sp, return_superpixel_scores=flag), Tensor | tuple[Tensor, Tensor])
 
     # reals: Python floats and ints, numpy floats and 0-d tensors alike
     f32, real_0d = np.float32(0.01), torch.tensor(0.01)
