@@ -232,8 +232,9 @@ def spixel_loss(
 ) -> SpixelLossOutput:
     """SpixelFCN loss of an association map (semantic reconstruction + weighted position reconstruction).
 
-    The soft-op argument order: the association, the per-pixel data (the target), ``cell_size``, then
-    keyword-only ``mask``, the options and ``validate``.
+    PyTorch's loss order, the prediction before the target: the association, the per-pixel target,
+    ``cell_size``, then keyword-only ``mask``, the options and ``validate``. (The soft ops take the per-pixel
+    data first and the association second: ``soft_uniformize(logits, assoc, cell_size)``.)
 
     Args:
         assoc (Tensor[B, 9, H, W]): association probabilities (softmax over the 9 candidates).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -287,6 +288,28 @@ def test_module_options_and_forward() -> None:
     torch.testing.assert_close(out.total, torch.tensor(total, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"ignore_index must be an int64 label"):
         SpixelLoss(4, ignore_index=-(2**63) - 1)  # the module refuses it when built
+
+
+def test_the_docstring_names_the_loss_order_not_the_soft_ops_order() -> None:
+    """``spixel_loss`` takes the association first (a loss's prediction before its target), while the soft ops
+    take the per-pixel data first and the association second; its docstring called its own order "the
+    soft-op argument order", which the soft ops do not follow."""
+    import inspect
+
+    from sparse_ops import soft_superpixel_pool, soft_superpixel_unpool, soft_uniformize
+
+    for op in (soft_superpixel_pool, soft_superpixel_unpool, soft_uniformize):
+        assert list(inspect.signature(op).parameters)[1:3] == ["assoc", "cell_size"], op.__name__
+    assert list(inspect.signature(spixel_loss).parameters)[:3] == ["assoc", "target", "cell_size"]
+    doc = inspect.getdoc(spixel_loss) or ""
+    assert "soft-op argument order" not in doc
+    # the API page's convention ("every op takes (x, superpixels, ...)") names the loss's order as its own
+    api = (Path(__file__).resolve().parents[2] / "docs" / "api" / "index.rst").read_text(encoding="utf-8")
+    assert "``spixel_loss(assoc, target, cell_size, *, mask=None, <options>, validate=True)``" in api
+    assert (
+        "PyTorch's loss order, the prediction before the target: the association, the per-pixel target"
+        in (" ".join(doc.split()))
+    )
 
 
 def test_stray_label_is_refused_before_allocating_and_num_classes_avoids_host_reads() -> None:
