@@ -90,6 +90,9 @@ def random_uniform_init_(
             float64 (float8, complex), or a seed lies outside the int64 / uint64 range; nothing is written
             then.
 
+    Returns:
+        nn.Module: ``module`` itself, re-initialized in place.
+
     Example:
         >>> from torch import nn
         >>> net = random_uniform_init_(nn.Sequential(nn.Linear(4, 4)), bound=0.5, generator=0)
@@ -132,6 +135,9 @@ def xavier_init_(module: nn.Module, *, generator: torch.Generator | SupportsInde
             written in place (an inference tensor outside inference mode, an expanded tensor) or has another
             dtype than float16, bfloat16, float32 or float64 (float8, complex); nothing is written then.
 
+    Returns:
+        nn.Module: ``module`` itself, re-initialized in place.
+
     Example:
         >>> from torch import nn
         >>> net = xavier_init_(nn.Sequential(nn.Linear(4, 4)), generator=0)
@@ -166,6 +172,9 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
             its weight at each forward (a parametrization, weight_norm, spectral_norm, pruning) or cannot be
             written in place (an inference tensor outside inference mode, an expanded tensor) or has another
             dtype than float16, bfloat16, float32 or float64 (float8, complex); nothing is written then.
+
+    Returns:
+        nn.Module: ``module`` itself, re-initialized in place.
 
     Example:
         >>> from torch import nn

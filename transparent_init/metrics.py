@@ -72,6 +72,9 @@ def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD)
         threshold: magnitude a parameter must exceed (>= 0), compared exactly (not rounded to a
             parameter's dtype first: the same value counts alike in every dtype).
 
+    Returns:
+        float: the share in ``[0, 1]``, or NaN when an entry is NaN.
+
     Raises:
         TypeError: ``module`` not an ``nn.Module``, ``threshold`` not a real.
         ValueError: ``threshold`` negative or not finite, ``module`` without any parameter, or a parameter
@@ -170,6 +173,9 @@ def recovery_rate(
         eps: tolerance (> 0).
         target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
 
+    Returns:
+        float: the share of recovered output entries, in ``[0, 1]``.
+
     Raises:
         TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a dense tensor (sparse, nested),
             ``eps`` not a real, or a module output that is not a tensor (a tuple, as ``nn.LSTM`` returns).
@@ -201,6 +207,9 @@ def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None)
         module: the stack.
         x (Tensor[*]): input batch.
         target (Tensor[*] | None): expected output; ``None`` means ``x`` (identity).
+
+    Returns:
+        float: the largest absolute difference (NaN if a difference is NaN).
 
     Raises:
         TypeError: ``module`` not an ``nn.Module``, ``x`` or ``target`` not a dense tensor (sparse,

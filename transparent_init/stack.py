@@ -157,6 +157,22 @@ def build_transparent_stack(
     The arguments are those of :class:`TransparentLinear` (``conv=False``) or :class:`TransparentConv1x1`
     (``conv=True``; the names in error messages then say ``channels``).
 
+    Args:
+        in_features (int): input width (channels with ``conv``).
+        hidden_features (Sequence[int] | Tensor | ndarray): logical hidden widths (length >= 1, each
+            ``>= in_features``).
+        out_features (int | None): output width; default ``target_weight.shape[0]`` if ``target_weight`` is
+            given, else ``in_features``.
+        activation (str | None): ``None``, ``"relu"`` or ``"leaky_relu"``.
+        negative_slope (float | None): LeakyReLU slope, only with ``activation="leaky_relu"``; ``None``: 0.01.
+        bias (bool): whether every layer has a bias.
+        conv (bool): 1x1 ``nn.Conv2d`` layers instead of ``nn.Linear``.
+        target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity.
+        target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
+        generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
+        device: factory keyword argument.
+        dtype: factory keyword argument: float16, bfloat16, float32 or float64.
+
     Returns:
         nn.Sequential: ``nn.Linear`` (or 1x1 ``nn.Conv2d`` when ``conv``) layers with activations between.
 

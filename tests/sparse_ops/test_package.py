@@ -139,3 +139,14 @@ def test_no_public_name_outside_all() -> None:
     ``PackageNotFoundError`` of ``importlib.metadata`` were public attributes)."""
     stray = [n for n in dir(sparse_ops) if not n.startswith("_") and n not in sparse_ops.__all__]
     assert [n for n in stray if not inspect.ismodule(getattr(sparse_ops, n))] == []
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in sparse_ops.__all__ if inspect.isfunction(getattr(sparse_ops, n))]
+)
+def test_every_public_function_documents_args_returns_and_an_example(name: str) -> None:
+    """Every exported function's docstring has an ``Args:`` section, a ``Returns:`` section and a ``>>>``
+    example (run by the doctests), as transparent_init's do."""
+    doc = inspect.getdoc(getattr(sparse_ops, name)) or ""
+    for section in ("\nArgs:\n", "\nReturns:\n", "\n    >>> "):
+        assert section in doc, f"{name}: no {section.strip()!r}"
