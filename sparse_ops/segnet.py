@@ -339,16 +339,24 @@ class MaxUnpool(nn.Module):
         """See :func:`max_unpool2d`; ``x`` or ``indices`` may be the pooling record."""
         if isinstance(x, PooledWithIndices):
             if indices is not None:
-                raise TypeError("indices must be None when x is a PooledWithIndices record")
+                raise TypeError(
+                    "indices must be None when x is a PooledWithIndices record (the record holds them), got "
+                    f"{_checks._describe(indices)}"
+                )
             x, indices, recorded = x
             output_size = recorded if output_size is None else output_size
         elif isinstance(indices, PooledWithIndices):
             output_size = indices.input_size if output_size is None else output_size
             indices = indices.indices
         if indices is None or output_size is None:
+            missing = " and ".join(
+                f"{name}=None"
+                for name, v in (("indices", indices), ("output_size", output_size))
+                if v is None
+            )
             raise TypeError(
                 "MaxUnpool needs indices and output_size: pass the PooledWithIndices record of the paired "
-                "pool"
+                f"pool (as x or as indices), or both, got {missing}"
             )
         return max_unpool2d(x, indices, output_size, validate=self.validate)
 

@@ -253,6 +253,24 @@ def test_module_record_forms() -> None:
         MaxUnpool()(p, p.indices)
     with pytest.raises(TypeError, match="MaxUnpool needs indices and output_size"):
         MaxUnpool()(p.values, p.indices)
+
+
+def test_module_record_errors_show_what_was_given() -> None:
+    """The two record-form errors of ``MaxUnpool`` name what was passed (the argument, the expected and the
+    actual value), as every other error of the package does: they named no value at all."""
+    p = max_pool2d_with_indices(torch.randn(1, 2, 5, 5))
+    with pytest.raises(
+        TypeError,
+        match=r"^indices must be None when x is a PooledWithIndices record \(the record holds them\), got "
+        r"Tensor of shape \(1, 2, 2, 2\) and dtype torch.int64$",
+    ):
+        MaxUnpool()(p, p.indices)
+    with pytest.raises(TypeError, match=r", or both, got output_size=None$"):
+        MaxUnpool()(p.values, p.indices)
+    with pytest.raises(TypeError, match=r", or both, got indices=None and output_size=None$"):
+        MaxUnpool()(p.values)
+    with pytest.raises(TypeError, match=r", or both, got indices=None$"):
+        MaxUnpool()(p.values, None, (5, 5))
     assert max_pool2d_with_indices(torch.randn(1, 1, 4, 4), np.int64(2)).values.shape == (1, 1, 2, 2)
     # an explicit output_size overrides the recorded one in both record forms (here: crop the unused row 4)
     cropped = max_unpool2d(p.values, p.indices, (4, 5))
