@@ -431,6 +431,14 @@ class CsvLogger:
                 if values.get(k, "") != "":
                     self.writer.add_scalar(f"{values['stage']}/{k}", float(values[k]), int(values["step"]))
 
+    def sync(self) -> None:
+        """Make the rows written so far durable (``fsync``): called before each checkpoint is written, so that
+        a checkpoint on disk never stands for log rows that a power loss could still take back (``row``
+        flushes to the operating system only)."""
+        if self.enabled:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+
     def close(self) -> None:
         """Close the file (and the TensorBoard writer)."""
         if self.enabled:

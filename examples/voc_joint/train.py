@@ -1800,6 +1800,7 @@ def _train(
                     state, args, sampler.global_batch, info.world_size, complete, rng
                 )
                 with guard.critical():
+                    logger.sync()  # the log rows up to this checkpoint, durable before it is
                     save_checkpoint(ckpt_path, checkpoint)
             saved = position
         if reason == "epoch":

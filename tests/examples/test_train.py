@@ -2286,6 +2286,26 @@ def test_the_largest_accepted_sizes_and_thread_count_parse() -> None:
     assert (args.threads, args.crop_size, args.scale_max) == (THREADS_MAX, SIDE_MAX, SCALE_MAX)
 
 
+def test_log_rows_are_made_durable_before_each_checkpoint(tiny_voc, tmp_path, monkeypatch) -> None:
+    """log.csv was flushed, never fsynced: after a power loss a durable checkpoint could stand for log rows
+    that were gone. Now its fsync comes before each checkpoint's."""
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("no /proc/self/fd to name a file descriptor's file")
+    monkeypatch.setattr(os, "fsync", recording)
+    train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "2"))
+    files = [f for f in synced if f == "log.csv" or "checkpoint.pt" in f]  # (written as .checkpoint.pt.*.tmp)
+    checkpoints = [i for i, f in enumerate(files) if f != "log.csv"]
+    assert len(checkpoints) == 2, synced  # one per epoch
+    assert all(i > 0 and files[i - 1] == "log.csv" for i in checkpoints), files
+
+
 def _counting_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the ``stage`` of every checkpoint that ``payload_sha256`` hashes, wherever it is called from."""
     from examples.voc_joint import checkpoint
