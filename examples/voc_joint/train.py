@@ -135,6 +135,7 @@ __all__ = [
     "build_train_state",
     "check_args",
     "check_val_data",
+    "cuda_rng_note",
     "load_scaler_state",
     "main",
     "numerics_note",
@@ -1473,6 +1474,31 @@ def _regroup_optimizer_state(
     return {"state": state, "param_groups": groups}, True
 
 
+def cuda_rng_note(stage: str, state: dict[str, Any], device: torch.device) -> str | None:
+    """The note a CUDA resume prints when the RNG states of the checkpoint's GPUs cannot be restored
+    (``None``: they can, or the run is not on CUDA).
+
+    :func:`~examples.voc_joint.checkpoint.set_rng_state` restores the CUDA generators only when this process
+    sees as many GPUs as the one that wrote ``state`` (one state per visible GPU); otherwise the GPU's random
+    draws (dropout) continue from other states, and the continuation is not bit-identical.
+
+    Example:
+        >>> cuda_rng_note("seg", {"cuda": []}, torch.device("cpu")) is None  # CPU draws only
+        True
+    """
+    if device.type != "cuda":
+        return None
+    saved, visible = len(state.get("cuda") or []), torch.cuda.device_count()
+    if saved == visible:
+        return None
+    held = f"the CUDA RNG states of {saved} GPU(s)" if saved else "no CUDA RNG state (a run without CUDA)"
+    return (
+        f"[{stage}] the checkpoint holds {held}, this process sees {visible}: they are not restored, so the "
+        "GPU's random draws (dropout) differ and the result will not be bit-identical to an uninterrupted "
+        "run; make the same GPUs visible (CUDA_VISIBLE_DEVICES) to continue it bit for bit"
+    )
+
+
 def _restore_rng(ckpt: dict[str, Any], args: argparse.Namespace, info: DistInfo, stage: str) -> None:
     """Give each process the RNG states it had when ``ckpt`` was written (``ckpt["rng"]``: a list by rank;
     one dict, rank 0's, before checkpoint version 3, read as a run of one process).
@@ -1484,6 +1510,9 @@ def _restore_rng(ckpt: dict[str, Any], args: argparse.Namespace, info: DistInfo,
     states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]
     if len(states) == info.world_size:
         set_rng_state(states[info.rank])
+        note = cuda_rng_note(stage, states[info.rank], info.device)
+        if note is not None and info.main:
+            print(note, flush=True)
         return
     step = int(ckpt["step"])
     _seed_everything(derive_seed(args.seed, info.rank, step))

@@ -356,6 +356,26 @@ def test_spixel_checkpoint_with_one_optimizer_group_resumes(tiny_voc, tmp_path, 
             torch.testing.assert_close(fresh.state[p]["exp_avg"], moments[index[id(p)]], rtol=0, atol=0)
 
 
+def test_a_cuda_resume_that_cannot_restore_the_gpu_rng_states_says_so(monkeypatch) -> None:
+    """set_rng_state skips the CUDA states when another number of GPUs is visible: the GPU's dropout then
+    continues from other states, which the resume said nothing about."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    state = {"cuda": [torch.zeros(16, dtype=torch.uint8)] * 2}
+    assert train.cuda_rng_note("seg", state, cuda) is None
+    assert train.cuda_rng_note("seg", state, torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    note = train.cuda_rng_note("joint", state, cuda)
+    assert note is not None and note.startswith(
+        "[joint] the checkpoint holds the CUDA RNG states of 2 GPU(s), this process sees 1: they are not "
+        "restored"
+    )
+    assert note.endswith("make the same GPUs visible (CUDA_VISIBLE_DEVICES) to continue it bit for bit")
+    assert "holds no CUDA RNG state (a run without CUDA), this process sees 1" in str(
+        train.cuda_rng_note("seg", {"cuda": []}, cuda)
+    )
+
+
 def test_resume_with_another_thread_count_says_it_is_not_bit_identical(tiny_voc, tmp_path, capsys) -> None:
     """A checkpoint records the torch thread count; a CPU resume with another count says that the result will
     not be bit-identical to an uninterrupted run (PyTorch's CPU kernels round differently; a 6-step seg run
