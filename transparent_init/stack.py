@@ -68,6 +68,11 @@ def _validate(
                 f"got shape {list(target_weight.shape)}"
             )
         out_features = int(target_weight.shape[0])
+    if out_features is None and isinstance(target_weight, Tensor):  # not 2-D: any row count would do
+        raise ValueError(
+            f"target_weight must have shape [out_{name}, {in_f}] (2-D; out_{name} defaults to its row "
+            f"count), got shape {list(target_weight.shape)}"
+        )
     out_f = in_f if out_features is None else check_int(out_features, f"out_{name}")
     act = check_activation(activation)
     if negative_slope is None:  # the slope of the activation for negative inputs: ReLU 0, the identity 1

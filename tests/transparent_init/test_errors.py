@@ -309,6 +309,23 @@ def test_out_default_is_documented_and_a_target_without_rows_is_named(cls: type,
         cls(4, [4], target_weight=torch.zeros(0, 4))
 
 
+@pytest.mark.parametrize("cls,name", [(TransparentLinear, "features"), (TransparentConv1x1, "channels")])
+@pytest.mark.parametrize("shape", [(6,), (), (2, 3, 4)])
+def test_a_target_that_is_not_2d_is_refused_with_the_shape_it_may_have(
+    cls: type, name: str, shape: tuple[int, ...]
+) -> None:
+    """Without ``out_*`` the output width is the target's row count, so a target of 2 rows or 6 fits: a 1-D
+    target of 6 entries was told "must have shape [3, 3]", a shape the target did not need."""
+    with pytest.raises(
+        ValueError,
+        match=rf"target_weight must have shape \[out_{name}, 3\] \(2-D; out_{name} defaults to its row "
+        rf"count\), got shape {re.escape(str(list(shape)))}$",
+    ):
+        cls(3, [4], target_weight=torch.ones(shape))
+    with pytest.raises(ValueError, match=r"target_weight must have shape \[2, 3\], got \[6\]"):
+        cls(3, [4], 2, target_weight=torch.ones(6))  # out given: the exact shape is known
+
+
 def test_zero_target_bias_without_bias_is_fine() -> None:
     layer = TransparentLinear(3, [4], bias=False, target_bias=torch.zeros(3), generator=0)
     x = torch.randn(4, 3)
