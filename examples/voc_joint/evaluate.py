@@ -113,7 +113,7 @@ def _refuse_nan(name: str, logits: Tensor, batch: dict[str, Any], amp: bool) -> 
     )
 
 
-#: The most classes a panel can draw: the VOC palette has 256 colours (index 255 is the ignore label's).
+#: How many classes a panel can draw, one per colour of the VOC palette (index 255 is the ignore label's).
 PANEL_CLASSES_MAX = 256
 
 
@@ -181,7 +181,8 @@ def evaluate(
     Raises:
         FloatingPointError: ``out["logits"]`` or ``out["seg_logits"]`` hold NaN (their argmax would be
             arbitrary; the count and the batch's image names are given).
-        TypeError, ValueError: a model output that breaks the model contract; ``num_classes`` above 256 with
+        TypeError: a model output that breaks the model contract (not a dict with ``"logits"``, ...).
+        ValueError: a model output that is not a tensor of the expected shape; ``num_classes`` above 256 with
             panels to draw (their colours are the 256 of the VOC palette).
     """
     device = torch.device(device)
