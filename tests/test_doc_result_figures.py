@@ -1,13 +1,16 @@
 """Figures the docs copy from a committed result file match that file: the ``bench_ops`` and
 ``bench_overhead`` tables of the benchmarks page, cell by cell, and the README's transparent-stack row
-(forward ratio and date) against ``transparent_init.json``."""
+(forward ratio and date) against ``transparent_init.json``, and the ablation page's tables and intervals
+against the per-seed rows of the committed ``ablation.json`` runs."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 import re
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -169,3 +172,120 @@ def test_overhead_table_check_itself() -> None:
     assert overhead_table_mismatches(text, {"rows": rows}) == [
         "uniformize: 6065 / 2994 (the JSON: 6065 / 2993)"
     ]
+
+
+def _csv_table_titled(text: str, title: str) -> list[list[str]]:
+    """The body rows of the ``csv-table`` whose title is exactly ``title``."""
+    start = text.index(f".. csv-table:: {title}\n")
+    return _csv_table_after(text[start:], ".. csv-table::")
+
+
+def _pm(values: list[float], signed: bool = False) -> str:
+    """Mean ± sample std of ``values`` (fractions) in points, as the ablation's tables print them."""
+    mean, std = statistics.mean(values), statistics.stdev(values)
+    return (f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}") + f" ± {100 * std:.1f}"
+
+
+def ablation_table_mismatches(text: str, result: dict, summary_title: str, paired_title: str) -> list[str]:
+    """Cells of the ablation page's two tables of one run (mean ± std per init; paired differences to
+    ``transparent`` with the wins) that differ from the figures recomputed from the run's per-seed
+    ``rows``."""
+    runs: dict[str, dict[int, dict]] = {}
+    for r in result["rows"]:
+        runs.setdefault(r["init"], {})[int(r["seed"])] = r
+    ref = runs["transparent"]
+
+    def values(init: str, key: str, minus: dict[int, dict] | None = None) -> list[float]:
+        def get(row: dict) -> float:
+            return row["boundary_miou"]["3"] if key == "boundary" else row[key]
+
+        return [get(runs[init][s]) - (get(minus[s]) if minus else 0.0) for s in sorted(runs[init])]
+
+    bad = []
+    rows = _csv_table_titled(text, summary_title)
+    assert [r[0] for r in rows] == list(runs), (
+        f"{summary_title}: rows {[r[0] for r in rows]}, JSON {list(runs)}"
+    )
+    for row in rows:
+        init = row[0]
+        expected = [str(len(runs[init]))] + [_pm(values(init, k)) for k in ("step0_miou", "miou", "boundary")]
+        bad += [f"{init}: {s} (the JSON: {w})" for s, w in zip(row[1:], expected, strict=True) if s != w]
+    rows = _csv_table_titled(text, paired_title)
+    assert [r[0] for r in rows] == [i for i in runs if i != "transparent"], paired_title
+    for row in rows:
+        init = row[0]
+        diffs = values(init, "miou", ref)
+        expected = [_pm(values(init, k, ref), True) for k in ("step0_miou", "miou", "boundary")]
+        expected.append(f"{sum(d > 0 for d in diffs)}/{len(diffs)}")
+        bad += [
+            f"{init} (paired): {s} (the JSON: {w})" for s, w in zip(row[1:], expected, strict=True) if s != w
+        ]
+    return bad
+
+
+_WINS = "wins: seeds where the row beats transparent)"
+ABLATION_RUNS = [
+    (
+        "ablation",
+        "Step-0 and final mIoU per initialization",
+        f"Paired differences to ``transparent`` (same seed; points; {_WINS}",
+    ),
+    (
+        "ablation_10seeds",
+        "Step-0 and final mIoU per initialization, 10 seeds",
+        f"Paired differences to ``transparent``, 10 seeds (points; {_WINS}",
+    ),
+]
+
+
+@pytest.mark.parametrize(("folder", "summary_title", "paired_title"), ABLATION_RUNS)
+def test_ablation_tables_match_their_json(folder: str, summary_title: str, paired_title: str) -> None:
+    """The ablation page's tables (the headline evidence for the paper's claim) are the committed run's
+    per-seed rows, mean ± sample std and paired differences recomputed here, not copied from its summary."""
+    text = (ROOT / "docs" / "examples" / "ablation.rst").read_text(encoding="utf-8")
+    result = json.loads((RESULTS / folder / "ablation.json").read_text())
+    bad = ablation_table_mismatches(text, result, summary_title, paired_title)
+    assert not bad, f"the ablation tables differ from {folder}/ablation.json:\n" + "\n".join(bad)
+
+
+def test_ablation_table_check_itself() -> None:
+    text = (
+        ".. csv-table:: S\n   :header: a\n\n   transparent, 2, 20.0 ± 0.0, 50.0 ± 7.1, 40.0 ± 0.0\n"
+        "   xavier, 2, 0.0 ± 0.0, 55.0 ± 21.2, 40.0 ± 0.0\n\nafter\n\n"
+        ".. csv-table:: P\n   :header: a\n\n   xavier, -20.0 ± 0.0, +5.0 ± 14.1, +0.0 ± 0.0, 2/2\n\nafter\n"
+    )
+    rows = [
+        {"init": i, "seed": s, "step0_miou": m0, "miou": m, "boundary_miou": {"3": 0.4}}
+        for i, s, m0, m in [
+            ("transparent", 0, 0.2, 0.45),
+            ("transparent", 1, 0.2, 0.55),
+            ("xavier", 0, 0.0, 0.4),
+            ("xavier", 1, 0.0, 0.7),
+        ]
+    ]
+    assert ablation_table_mismatches(text, {"rows": rows}, "S", "P") == [
+        "xavier (paired): 2/2 (the JSON: 1/2)"
+    ]
+
+
+def test_ablation_ten_seed_intervals_match_their_json() -> None:
+    """The hand-computed 95 % intervals of the 10-seed run's paired final-mIoU differences (mean, t
+    distribution with 9 degrees of freedom) and the seed counts beside them match ``ablation.json``."""
+    text = " ".join((ROOT / "docs" / "examples" / "ablation.rst").read_text(encoding="utf-8").split())
+    result = json.loads((RESULTS / "ablation_10seeds" / "ablation.json").read_text())
+    runs: dict[str, dict[int, float]] = {}
+    for r in result["rows"]:
+        runs.setdefault(r["init"], {})[int(r["seed"])] = r["miou"]
+    t_975_9 = 2.262157162798205  # scipy.stats.t.ppf(0.975, 9)
+    found = re.findall(
+        r"``(\w+)`` ([+-]\d\.\d\d) \[([+-]\d\.\d\d), ([+-]\d\.\d\d)\], (behind|ahead) on (?:all )?(\d+)", text
+    )
+    assert {f[0] for f in found} == {"net2net", "zero_residual", "no_fusion", "no_superpixels"}, found
+    for init, mean_s, low_s, high_s, side, count in found:
+        diffs = [100 * (runs[init][s] - runs["transparent"][s]) for s in sorted(runs[init])]
+        assert len(diffs) == 10
+        mean, half = statistics.mean(diffs), t_975_9 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+        want = [f"{mean:+.2f}", f"{mean - half:+.2f}", f"{mean + half:+.2f}"]
+        assert [mean_s, low_s, high_s] == want, f"{init}: page {mean_s} [{low_s}, {high_s}], JSON {want}"
+        n = sum(d < 0 for d in diffs) if side == "behind" else sum(d > 0 for d in diffs)
+        assert int(count) == n, f"{init}: page {side} on {count}, JSON {n}"
