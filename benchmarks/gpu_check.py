@@ -581,6 +581,12 @@ def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted by ``spec``; ``None`` (a figure the JSON holds as ``null``: NaN or infinite, as
+    ``write_json`` writes it) as ``nan``."""
+    return "nan" if value is None else format(value, spec)
+
+
 def render_summary(report: dict[str, Any]) -> str:
     meta = report["meta"]
     lines = [
@@ -647,7 +653,7 @@ def render_summary(report: dict[str, Any]) -> str:
         if j.get("channels_last_ratios"):
             lines.append(
                 "    channels_last / NCHW step, each network alone (paired): "
-                + ", ".join(f"{n} {r:.2f}x" for n, r in j["channels_last_ratios"].items())
+                + ", ".join(f"{n} {_fmt(r, '.2f')}x" for n, r in j["channels_last_ratios"].items())
             )
     if st.get("soft", {}).get("summary"):
         s = st["soft"]["summary"]
@@ -658,14 +664,14 @@ def render_summary(report: dict[str, Any]) -> str:
                 f"C={c}: " + ", ".join(f"{k} {v:.2f}" for k, v in impls.items())
                 for c, impls in s["soft_ms"].items()
             )
-            + f"; SegNet unpool / nn.MaxUnpool2d (paired) {s['segnet_paired_ratio_to_nn']:.2f}x",
+            + f"; SegNet unpool / nn.MaxUnpool2d (paired) {_fmt(s['segnet_paired_ratio_to_nn'], '.2f')}x",
         ]
     if st.get("train", {}).get("summary"):
         tr = st["train"]["summary"]
         lines += ["", f"(d) training run ({tr['config']}):"]
         for stage_name, sp in tr["stages"].items():
             lines.append(
-                f"    {stage_name:<7} {sp['steps']} steps, {sp['wall_s']:.1f} s; steady "
+                f"    {stage_name:<7} {sp['steps']} steps, {_fmt(sp['wall_s'], '.1f')} s; steady "
                 f"{_fmt_ms(sp['s_per_step'] and 1e3 * sp['s_per_step'])} ms/step, "
                 f"{_fmt_ms(sp['images_per_s'])} img/s; loss {sp['first_loss']} -> {sp['last_loss']}"
             )
@@ -673,8 +679,9 @@ def render_summary(report: dict[str, Any]) -> str:
             lines.append(f"    joint / seg step time in this run: {tr['joint_over_seg']:.2f}x")
         for mode, t in (tr.get("transparency") or {}).items():
             lines.append(
-                f"    step-0 transparency ({mode}): max |joint - U(DeepLabV3+)| = {t['max_abs_diff']:.3g} "
-                f"(max |logit| {t['max_abs_logit']:.3g}, relative {t['relative']:.3g})"
+                f"    step-0 transparency ({mode}): max |joint - U(DeepLabV3+)| = "
+                f"{_fmt(t['max_abs_diff'], '.3g')} "
+                f"(max |logit| {_fmt(t['max_abs_logit'], '.3g')}, relative {_fmt(t['relative'], '.3g')})"
             )
         if tr.get("transparency_error"):
             lines.append(f"    step-0 transparency: failed: {tr['transparency_error']}")

@@ -40,6 +40,7 @@ def _import(name: str):
 
 gpu_check = _import("gpu_check")
 harness = _import("_harness")
+_atomic = _import("_atomic")
 
 
 # ----------------------------------------------------------------------------------------------- dry run
@@ -1004,3 +1005,48 @@ def test_a_report_write_stopped_halfway_leaves_the_previous_stages_report(tmp_pa
         gpu_check._write({**report, "stages": {"tests": {"status": "ok"}}}, json_path, txt_path)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def _train_result(transparency: dict) -> dict:
+    """A ``train_check.json`` as the train stage writes it (through ``write_json``)."""
+    seg = {"steps": 2, "wall_s": 1.0, "s_per_step": None, "images_per_s": None}
+    seg.update(first_loss="3.0", last_loss="2.9")
+    return {"config": "c", "stages": {"seg": seg}, "joint_over_seg": None, "transparency": transparency}
+
+
+def test_a_figure_written_as_null_does_not_stop_the_check(tmp_path, monkeypatch):
+    """``write_json`` writes a NaN or an infinite figure as ``null``: a step-0 transparency that came out NaN
+    under AMP, a paired ratio of the soft or the joint stage. The text summary formatted it with ``:.3g``:
+    a ``TypeError`` out of the check after the stage, so no later stage ran and the summary kept the earlier
+    stage's text. It is written as ``nan`` now, and the next stage runs."""
+    args = gpu_check.parse_args(
+        ["--device", "cpu", "--quick", "--stages", "joint,soft,train", "--output-dir", str(tmp_path)]
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    stages = gpu_check.build_stages(args, work)
+    meta = {"device": "cpu", "quick": True, "platform": "p", "torch": "t", "time": "now", "budget_s": 400}
+    report = {"meta": meta, "on_gpu": False, "stages": {}, "targets": []}
+    nan = float("nan")
+    joint_row = {"variant": "deeplab", "time_ratio": 1.0, "median_s": 0.1}
+    results = {
+        "joint": {"k": {"rows": [joint_row], "formats": [{"network": "deeplab", "time_ratio_paired": nan}]}},
+        "soft": {"soft": {"rows": [], "max_abs_diff_f64": 0.0}, "segnet_unpool": {"paired_ratio_to_nn": nan}},
+        "train": _train_result({"amp": {"max_abs_diff": nan, "max_abs_logit": nan, "relative": nan}}),
+    }
+    ran = []
+
+    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None):
+        name = log_path.stem
+        ran.append(name)
+        _atomic.write_json(stages[name].result_path, results[name])  # NaN written as null
+        return gpu_check.StageRun("ok", 1.0, 0, "", None)
+
+    monkeypatch.setattr(gpu_check, "run_command", run_command)
+    json_path, txt_path = tmp_path / "r.json", tmp_path / "r.txt"
+    gpu_check.run_stages(args, stages, report, work, None, time.perf_counter(), json_path, txt_path)
+    assert ran == ["joint", "soft", "train"]
+    text = txt_path.read_text()
+    assert "deeplab nanx" in text and "(paired) nanx" in text
+    assert "max |joint - U(DeepLabV3+)| = nan (max |logit| nan, relative nan)" in text
+    assert set(json.loads(json_path.read_text())["stages"]) == {"joint", "soft", "train"}
