@@ -1121,6 +1121,19 @@ def run_stages(
             entry.update(
                 status="failed", error="step-0 transparency: " + entry["summary"]["transparency_error"]
             )
+        elif name == "train" and entry.get("summary", {}).get("transparency"):
+            # a NaN or infinite difference (written as null) is no transparency: not an ok stage
+            nulls = [
+                f"{mode} {key}"
+                for mode, figures in entry["summary"]["transparency"].items()
+                for key, value in figures.items()
+                if value is None
+            ]
+            if nulls:
+                entry.update(
+                    status="failed",
+                    error="step-0 transparency: no finite figure (NaN or infinite) for " + ", ".join(nulls),
+                )
         _log(
             f"stage {name}: {entry['status']} in {run.seconds:.1f} s"
             + (f" ({entry['error']})" if entry["error"] else "")

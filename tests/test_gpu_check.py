@@ -1050,3 +1050,36 @@ def test_a_figure_written_as_null_does_not_stop_the_check(tmp_path, monkeypatch)
     assert "deeplab nanx" in text and "(paired) nanx" in text
     assert "max |joint - U(DeepLabV3+)| = nan (max |logit| nan, relative nan)" in text
     assert set(json.loads(json_path.read_text())["stages"]) == {"joint", "soft", "train"}
+
+
+def test_a_step0_transparency_that_is_not_finite_fails_the_train_stage(tmp_path, monkeypatch):
+    """A NaN or infinite step-0 difference (``null`` in ``train_check.json``) means the joint model was not
+    shown transparent, yet the stage was reported ``ok`` (exit status 0); it is ``failed`` now, naming the
+    figure, while a finite one leaves the stage ok."""
+    args = gpu_check.parse_args(
+        ["--device", "cpu", "--quick", "--stages", "train", "--output-dir", str(tmp_path)]
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    stages = gpu_check.build_stages(args, work)
+    finite = {"max_abs_diff": 0.0, "max_abs_logit": 2.0, "relative": 0.0}
+    for amp, status in ((finite, "ok"), ({**finite, "max_abs_diff": float("nan")}, "failed")):
+        result = _train_result({"float32": finite, "amp": amp})
+
+        def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None, result=result):
+            _atomic.write_json(stages["train"].result_path, result)
+            return gpu_check.StageRun("ok", 1.0, 0, "", None)
+
+        monkeypatch.setattr(gpu_check, "run_command", run_command)
+        meta = {"device": "cpu", "quick": True, "platform": "p", "torch": "t", "time": "now", "budget_s": 400}
+        report = {"meta": meta, "on_gpu": False, "stages": {}, "targets": []}
+        json_path, txt_path = tmp_path / "r.json", tmp_path / "r.txt"
+        gpu_check.run_stages(args, stages, report, work, None, time.perf_counter(), json_path, txt_path)
+        entry = report["stages"]["train"]
+        assert entry["status"] == status
+        if status == "failed":
+            assert (
+                entry["error"]
+                == "step-0 transparency: no finite figure (NaN or infinite) for amp max_abs_diff"
+            )
+            assert "train       failed" in txt_path.read_text()
