@@ -1008,6 +1008,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     on_gpu = args.device.startswith("cuda")
+    index = int(args.device.partition(":")[2] or 0)  # check_args: cuda, cuda:N (digits) or cpu
+    if on_gpu and index >= torch.cuda.device_count():  # torch: "AssertionError: Invalid device id"
+        print(
+            f"gpu_check: --device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})",
+            file=sys.stderr,
+        )
+        return 2
     tag = f"gpu_check_{'cuda' if on_gpu else 'cpu'}{'_quick' if args.quick else ''}"
     args.output_dir.mkdir(parents=True, exist_ok=True)
     json_path, txt_path = args.output_dir / f"{tag}.json", args.output_dir / f"{tag}.txt"

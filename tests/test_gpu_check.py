@@ -1083,3 +1083,17 @@ def test_a_step0_transparency_that_is_not_finite_fails_the_train_stage(tmp_path,
                 == "step-0 transparency: no finite figure (NaN or infinite) for amp max_abs_diff"
             )
             assert "train       failed" in txt_path.read_text()
+
+
+def test_a_device_index_the_machine_lacks_is_refused(tmp_path, monkeypatch, capsys):
+    """``--device cuda:1`` on a machine with one GPU passed the checks and ended in torch's
+    ``AssertionError: Invalid device id`` traceback (reading the device's name), after the work folder was
+    made; it is exit status 2 with one line naming the devices, and nothing is written."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    made = []
+    monkeypatch.setattr(gpu_check.tempfile, "mkdtemp", lambda **kw: made.append(kw) or str(tmp_path / "w"))
+    assert gpu_check.main(["--device", "cuda:1", "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda:1: this machine has 1 CUDA device(s) (cuda:0 to cuda:0)" in err
+    assert not made and not (tmp_path / "out").exists()
