@@ -68,7 +68,8 @@ from typing import Any
 
 from _atomic import write_json, write_text_atomic  # the script's folder: run as a file or with it on sys.path
 
-# _atomic put the checkout on sys.path; the signals module imports no torch, as this script must not
+# _atomic put the checkout on sys.path; the cli and signals modules import no torch, as this script must not
+from examples.voc_joint.cli import output_dir_error
 from examples.voc_joint.signals import STOP_SIGNALS, detach_hung_up_output
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -973,6 +974,10 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--output-dir must be a folder, got the file {str(args.output_dir)!r}")
     if blocker is not None:  # the folder cannot be made (NotADirectoryError: a traceback before)
         p.error(f"--output-dir {str(args.output_dir)!r} lies below the file {str(blocker)!r}")
+    # a folder this user may not write in: a PermissionError traceback at the first report, after a stage ran
+    error = output_dir_error(args.output_dir)
+    if error is not None:
+        p.error(f"--output-dir: {error}")
     if args.device == "cpu" and not args.quick:
         p.error("--device cpu is only the dry run: pass --device cpu --quick (the GPU figures need CUDA)")
 

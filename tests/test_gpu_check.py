@@ -1097,3 +1097,18 @@ def test_a_device_index_the_machine_lacks_is_refused(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert "--device cuda:1: this machine has 1 CUDA device(s) (cuda:0 to cuda:0)" in err
     assert not made and not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_this_user_may_not_write_in_is_refused_at_parse_time(tmp_path, monkeypatch, capsys):
+    """An existing ``--output-dir`` without write permission passed the checks: the first stage ran (up to
+    minutes of the GPU's time), then writing its report ended the check in a ``PermissionError`` traceback and
+    no later stage ran. It is refused before anything runs, as a file in its place is."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    with pytest.raises(SystemExit) as info:
+        gpu_check.parse_args(["--device", "cpu", "--quick", "--output-dir", str(locked)])
+    assert info.value.code == 2
+    assert f"--output-dir: this user may not write in the folder '{locked}'" in capsys.readouterr().err
+    assert gpu_check.parse_args(["--device", "cpu", "--quick", "--output-dir", str(tmp_path / "new")])
