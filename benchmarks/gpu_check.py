@@ -519,7 +519,8 @@ def _skip_reason(row: dict[str, Any], backend: str) -> str:
 
 
 def evaluate_targets(stages: dict[str, dict[str, Any]], on_gpu: bool) -> list[dict[str, Any]]:
-    """Every GPU target with its figure; ``met`` is None where the figure is missing or this is no GPU run."""
+    """Every GPU target with its figure; ``met`` is None where the figure is missing or ``on_gpu`` is False
+    (no full GPU run: the CPU dry run, or ``--quick``'s tiny sizes, which are not the targets' sizes)."""
     out = []
 
     def target(name: str, met: bool | None, figure: str) -> None:
@@ -931,7 +932,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (only with --quick: the dry run)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (the CPU dry run)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (the CPU dry run): no target is judged")
     p.add_argument(
         "--output-dir",
         type=output_dir_arg,
@@ -1071,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
     # 128 + the signal, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     report["exit_status"] = 128 + int(stopped_by[0]) if interrupted else 1 if bad else 0
     report["seconds"] = time.perf_counter() - t_start
-    report["targets"] = evaluate_targets(report["stages"], on_gpu)
+    report["targets"] = evaluate_targets(report["stages"], on_gpu and not args.quick)
     _write(report, json_path, txt_path)
     if not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
@@ -1095,7 +1096,7 @@ def run_stages(
 ) -> None:
     """Run the selected stages in order, each within its time limit; the report is rewritten after each."""
     mode = "quick" if args.quick else "full"
-    on_gpu = report["on_gpu"]
+    judged = report["on_gpu"] and not args.quick  # the targets' sizes: a full CUDA run only
     deadline = t_start + args.budget
     for i, name in enumerate(args.stage_list):
         stage = stages[name]
@@ -1151,7 +1152,7 @@ def run_stages(
             f"stage {name}: {entry['status']} in {run.seconds:.1f} s"
             + (f" ({entry['error']})" if entry["error"] else "")
         )
-        report["targets"] = evaluate_targets(report["stages"], on_gpu)
+        report["targets"] = evaluate_targets(report["stages"], judged)
         report["seconds"] = time.perf_counter() - t_start
         _write(report, json_path, txt_path)
 

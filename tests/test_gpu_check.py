@@ -1112,3 +1112,39 @@ def test_an_output_dir_this_user_may_not_write_in_is_refused_at_parse_time(tmp_p
     assert info.value.code == 2
     assert f"--output-dir: this user may not write in the folder '{locked}'" in capsys.readouterr().err
     assert gpu_check.parse_args(["--device", "cpu", "--quick", "--output-dir", str(tmp_path / "new")])
+
+
+def test_a_quick_run_on_a_gpu_judges_no_target(tmp_path, monkeypatch):
+    """``--quick`` on a GPU measures tiny sizes (ResNet-18, 64 px, B=2): the targets were judged on them all
+    the same, ``[met] joint training step <= 1.3x DeepLabV3+ alone (ResNet-101, B=8, 512 px, AMP)`` for a
+    figure of another configuration. They are shown with their figures and left not evaluated, as in the dry
+    run; a full GPU run still judges them."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    meta = {"platform": "p", "torch": "t", "time": "now", "cuda_device": "Fake GPU"}
+    monkeypatch.setattr(gpu_check, "_environment", lambda device: dict(meta))
+    rows = [
+        {"variant": v, "time_ratio": x, "median_s": 0.1}
+        for v, x in (("deeplab", 1.0), ("joint_hard_ti", 1.1))
+    ]
+
+    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None):
+        _atomic.write_json(cmd[cmd.index("--out") + 1], {"k": {"rows": rows}})
+        return gpu_check.StageRun("ok", 1.0, 0, "", None)
+
+    verdicts = []  # of the joint target, in every report written (after the stage, at the end)
+    real_write = gpu_check._write
+
+    def write(report, json_path, txt_path):
+        verdicts.append(next(t for t in report["targets"] if t["target"].startswith("joint")))
+        real_write(report, json_path, txt_path)
+
+    monkeypatch.setattr(gpu_check, "run_command", run_command)
+    monkeypatch.setattr(gpu_check, "_write", write)
+    for quick, met in ((True, None), (False, True)):
+        verdicts.clear()
+        argv = ["--device", "cuda", "--stages", "joint", "--output-dir", str(tmp_path)] + ["--quick"] * quick
+        assert gpu_check.main(argv) == 0
+        assert len(verdicts) == 2
+        assert all(v["met"] is met and "joint_hard_ti 1.10x" in v["figure"] for v in verdicts)
+    assert "[not evaluated] joint" in (tmp_path / "gpu_check_cuda_quick.txt").read_text()
