@@ -976,7 +976,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if blocker is not None:  # the folder cannot be made (NotADirectoryError: a traceback before)
         p.error(f"--output-dir {str(args.output_dir)!r} lies below the file {str(blocker)!r}")
     # a folder this user may not write in: a PermissionError traceback at the first report, after a stage ran
-    error = output_dir_error(args.output_dir)
+    # (not for the train stage's own process, which writes no report and is given the default folder)
+    error = output_dir_error(args.output_dir) if args._train is None else None
     if error is not None:
         p.error(f"--output-dir: {error}")
     if args.device == "cpu" and not args.quick:

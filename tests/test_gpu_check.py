@@ -1148,3 +1148,16 @@ def test_a_quick_run_on_a_gpu_judges_no_target(tmp_path, monkeypatch):
         assert len(verdicts) == 2
         assert all(v["met"] is met and "joint_hard_ti 1.10x" in v["figure"] for v in verdicts)
     assert "[not evaluated] joint" in (tmp_path / "gpu_check_cuda_quick.txt").read_text()
+
+
+def test_the_train_stage_process_does_not_need_the_default_output_dir(tmp_path, monkeypatch):
+    """The train stage's own process (``--_train``) is started without ``--output-dir`` and writes no report:
+    a default results folder this user may not write in (the check run with ``--output-dir`` elsewhere) must
+    not refuse it."""
+    default = gpu_check.build_parser().get_default("output_dir")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != default and real_access(path, mode))
+    args = gpu_check.parse_args(["--device", "cpu", "--quick", "--_train", str(tmp_path / "train")])
+    assert args._train == tmp_path / "train"
+    with pytest.raises(SystemExit):  # the check itself is refused
+        gpu_check.parse_args(["--device", "cpu", "--quick"])
