@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -212,6 +214,27 @@ def test_2048_soft_ops_are_accurate(offset_image: torch.Tensor) -> None:
     exact = x.double().mean().view(1, 1, 1, 1)  # one cell: the image mean
     _within_bound(soft_superpixel_pool(x, assoc, SIDE, validate=False), exact, x.abs().max().item())
     _within_bound(soft_uniformize(x, assoc, SIDE, validate=False), exact, x.abs().max().item())
+
+
+def test_2048_one_accumulator_chain_is_as_far_off_as_the_docs_say(offset_image: torch.Tensor) -> None:
+    """The example that motivates the bounded chains on docs/concepts/uniformization.rst: a
+    ``scatter_add_`` of one 2048 x 2048 superpixel of ``1000 + U(0, 1)`` into one float32 accumulator comes
+    out 2 % too large, into 4 interleaved ones 1 % (the page said 1 % for one accumulator, where the sum would
+    reach a float32 spacing of 512; it ends at 4.2e9, below 2**32, where the spacing is 256)."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "concepts" / "uniformization.rst"
+    text = " ".join(doc.read_text(encoding="utf-8").split())
+    one_shown = re.search(r"superpixel of :math:`1000 \+ U\(0, 1\)` comes out (\d+) % too large", text)
+    four_shown = re.search(r"spread over 4 interleaved accumulators, still (\d+) %", text)
+    assert one_shown is not None and four_shown is not None, "the example's figures were not found"
+    x = offset_image.float().flatten()
+    exact = x.double().sum()
+    one = torch.zeros(1).scatter_add_(0, torch.zeros(x.numel(), dtype=torch.long), x)
+    four = torch.zeros(4).scatter_add_(0, torch.arange(x.numel()) % 4, x)
+    one_err, four_err = (100 * (acc.double().sum() / exact - 1).item() for acc in (one, four))
+    assert one_err > 0 and four_err > 0  # too large: the added values round up to 1024
+    assert (round(one_err), round(four_err)) == (int(one_shown.group(1)), int(four_shown.group(1))), (
+        f"one accumulator {one_err:.2f} %, four {four_err:.2f} %"
+    )
 
 
 def test_float64_bound_grows_with_the_extra_accumulators_added_in_float64() -> None:
