@@ -1,7 +1,8 @@
 """Figures the docs copy from a committed result file match that file: the ``bench_ops`` and
-``bench_overhead`` tables of the benchmarks page, cell by cell, and the README's transparent-stack row
-(forward ratio and date) against ``transparent_init.json``, and the ablation page's tables and intervals
-against the per-seed rows of the committed ``ablation.json`` runs."""
+``bench_overhead`` tables of the benchmarks page, cell by cell, the soft-association page's benchmark table
+against ``soft_20261201_xeon.json``, the README's transparent-stack row (forward ratio and date) against
+``transparent_init.json``, and the ablation page's tables and intervals against the per-seed rows of the
+committed ``ablation.json`` runs."""
 
 from __future__ import annotations
 
@@ -171,6 +172,75 @@ def test_overhead_table_check_itself() -> None:
     ]
     assert overhead_table_mismatches(text, {"rows": rows}) == [
         "uniformize: 6065 / 2994 (the JSON: 6065 / 2993)"
+    ]
+
+
+def _list_table_after(text: str, marker: str) -> list[list[str]]:
+    """The rows of the first ``list-table`` after ``marker`` in reST ``text`` (header row included), each a
+    list of its cells' text."""
+    start = text.index(".. list-table::", text.index(marker))
+    rows: list[list[str]] = []
+    for line in text[start:].split("\n")[1:]:
+        if line.startswith("   * - "):
+            rows.append([line[len("   * - ") :].strip()])
+        elif line.startswith("     - ") and rows:
+            rows[-1].append(line[len("     - ") :].strip())
+        elif line.strip() and not line.startswith("   :"):
+            break
+    return rows
+
+
+def soft_table_mismatches(text: str, result: dict) -> list[str]:
+    """Cells of the soft-association page's benchmark table (block, 9-shift and scatter per ``C``) that differ
+    from ``result``'s ``soft`` rows, as the table prints them: median ms, ratio to ``block`` and peak memory
+    growth."""
+    rows = _list_table_after(text, "Benchmark\n---------")
+    assert rows and rows[0][0] == "C", "the soft benchmark table was not found"
+    by = {(r["impl"], r["C"]): r for r in result["soft"]["rows"]}
+    bad = []
+    for row in rows[1:]:
+        c = int(row[0])
+        for shown, impl in zip(row[1:], ("block", "nine_shift", "scatter"), strict=True):
+            r = by[(impl, c)]
+            want = f"{r['median_ms']:.0f} ms ({r['ratio_to_block']:.2f}x, {r['peak_rss_growth_mib']:.0f} MiB)"
+            if shown != want:
+                bad.append(f"C={c} {impl}: {shown} (the JSON: {want})")
+    return bad
+
+
+def test_soft_table_matches_its_json() -> None:
+    text = (ROOT / "docs" / "concepts" / "soft_association.rst").read_text(encoding="utf-8")
+    assert "figures from ``benchmarks/results/soft_20261201_xeon.json``" in " ".join(text.split())
+    result = json.loads((RESULTS / "soft_20261201_xeon.json").read_text())
+    bad = soft_table_mismatches(text, result)
+    assert not bad, "the soft benchmark table differs from soft_20261201_xeon.json:\n" + "\n".join(bad)
+
+
+def test_soft_table_check_itself() -> None:
+    text = (
+        "Benchmark\n---------\n\n.. list-table:: t\n   :header-rows: 1\n\n   * - C\n     - block\n"
+        "     - 9-shift\n     - scatter\n   * - 2\n     - 99 ms (1.00x, 197 MiB)\n"
+        "     - 322 ms (3.24x, 519 MiB)\n     - 373 ms (3.75x, 606 MiB)\n\nafter\n"
+    )
+    rows = [
+        {"impl": "block", "C": 2, "median_ms": 99.546, "ratio_to_block": 1.0, "peak_rss_growth_mib": 196.9},
+        {
+            "impl": "nine_shift",
+            "C": 2,
+            "median_ms": 322.4,
+            "ratio_to_block": 3.239,
+            "peak_rss_growth_mib": 518.9,
+        },
+        {
+            "impl": "scatter",
+            "C": 2,
+            "median_ms": 373.1,
+            "ratio_to_block": 3.748,
+            "peak_rss_growth_mib": 605.7,
+        },
+    ]
+    assert soft_table_mismatches(text, {"soft": {"rows": rows}}) == [
+        "C=2 block: 99 ms (1.00x, 197 MiB) (the JSON: 100 ms (1.00x, 197 MiB))"
     ]
 
 
