@@ -1,5 +1,6 @@
 """Figures the docs copy from a committed result file match that file: the ``bench_ops`` and
-``bench_overhead`` tables of the benchmarks page, cell by cell, the soft-association page's benchmark table
+``bench_overhead`` tables of the benchmarks page, cell by cell, the uniformization page's per-run tables and
+setup range against their ``bench_uniformize_cpu_*.json``, the soft-association page's benchmark table
 against ``soft_20261201_xeon.json``, the README's transparent-stack row (forward ratio and date) against
 ``transparent_init.json``, and the ablation page's tables and intervals against the per-seed rows of the
 committed ``ablation.json`` runs."""
@@ -173,6 +174,93 @@ def test_overhead_table_check_itself() -> None:
     assert overhead_table_mismatches(text, {"rows": rows}) == [
         "uniformize: 6065 / 2994 (the JSON: 6065 / 2993)"
     ]
+
+
+#: The uniformization page's per-run tables: the text just before each table, and its result file.
+UNIFORMIZE_TABLES = [
+    ("bench_uniformize_cpu_20261202_epyc.json``, load", "bench_uniformize_cpu_20261202_epyc.json"),
+    ("bench_uniformize_cpu_20261201_xeon.json``;", "bench_uniformize_cpu_20261201_xeon.json"),
+    ("bench_uniformize_cpu_20261201_epyc.json``, load", "bench_uniformize_cpu_20261201_epyc.json"),
+    (
+        "bench_uniformize_cpu_20261130_xeon_rss_reset.json``;",
+        "bench_uniformize_cpu_20261130_xeon_rss_reset.json",
+    ),
+    ("(``benchmarks/results/bench_uniformize_cpu_20261130.json``", "bench_uniformize_cpu_20261130.json"),
+]
+
+
+def uniformize_table_mismatches(text: str, marker: str, result: dict) -> list[str]:
+    """Cells of the uniformization page's table after ``marker`` that differ from ``result``: floor and op
+    forward+backward (ms), paired x floor, paper / this with our setup (where the table has that column) and
+    without it, setup (ms) and peak extra memory over the floor's."""
+    rows = _csv_table_after(text, marker)
+    assert len(rows) == len(result["configs"]), (
+        f"{marker}: {len(rows)} rows, {len(result['configs'])} configs"
+    )
+    bad = []
+    for row, config in zip(rows, result["configs"], strict=True):
+        r = config["results"]
+        floor, op, paper = r["floor"], r["scatter"], r["paper_coo"]
+        expected = [
+            f"{config['config']['N_s']}, {config['config']['labels']}",
+            f"{floor['fwd_bwd_ms']:.0f}",
+            f"{op['fwd_bwd_ms']:.0f}",
+            f"{op['paired_x_floor']:.2f}",
+        ]
+        if len(row) == 8:
+            expected.append(f"{op['paper_over_this']:.1f}")
+        expected += [
+            f"{paper['fwd_bwd_ms'] / op['fwd_bwd_ms']:.1f}",
+            f"{op['setup_ms']:.0f}",
+            f"{op['peak_extra_mb'] / floor['peak_extra_mb']:.2f}",
+        ]
+        pairs = zip(row, expected, strict=True)
+        bad += [
+            f"{row[0]}: {shown} (the JSON: {want})" for shown, want in pairs if shown.lower() != want.lower()
+        ]
+    return bad
+
+
+@pytest.mark.parametrize(("marker", "name"), UNIFORMIZE_TABLES)
+def test_uniformize_tables_match_their_json(marker: str, name: str) -> None:
+    text = (ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8")
+    bad = uniformize_table_mismatches(text, marker, json.loads((RESULTS / name).read_text()))
+    assert not bad, f"the uniformization table of {name} differs from it:\n" + "\n".join(bad)
+
+
+def test_uniformize_table_check_itself() -> None:
+    text = (
+        "run.json``;\n\n.. csv-table::\n   :header: a\n\n"
+        '   "256, grid", "43", "82", "1.82", "4.8", "32", "1.16"\n\nafter\n'
+    )
+    config = {
+        "config": {"N_s": 256, "labels": "grid"},
+        "results": {
+            "floor": {"fwd_bwd_ms": 43.6, "peak_extra_mb": 204.0},
+            "scatter": {"fwd_bwd_ms": 82.4, "paired_x_floor": 1.82, "setup_ms": 31.6, "peak_extra_mb": 236.4},
+            "paper_coo": {"fwd_bwd_ms": 397.0},
+        },
+    }
+    assert uniformize_table_mismatches(text, "run.json``;", {"configs": [config]}) == [
+        "256, grid: 43 (the JSON: 44)"
+    ]
+
+
+def test_uniformize_setup_range_matches_the_committed_runs() -> None:
+    """The setup time the page gives for the current code (it sorts the ids) spans the ``scatter`` setups of
+    every committed ``bench_uniformize_cpu_<date>.json`` run since the bounded-chain code of 2026-11-30."""
+    text = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8").split())
+    shown = re.search(
+        r"sorts the ids in its setup \((\d+)-(\d+) ms in the committed runs since 2026-11-30", text
+    )
+    assert shown is not None, "the setup range was not found"
+    setups = [
+        c["results"]["scatter"]["setup_ms"]
+        for path in sorted(RESULTS.glob("bench_uniformize_cpu_2026*.json"))
+        for c in json.loads(path.read_text())["configs"]
+    ]
+    assert len(setups) >= 45
+    assert (shown.group(1), shown.group(2)) == (f"{min(setups):.0f}", f"{max(setups):.0f}")
 
 
 def _list_table_after(text: str, marker: str) -> list[list[str]]:
