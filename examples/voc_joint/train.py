@@ -1356,6 +1356,8 @@ def build_train_state(
     use_amp = bool(args.amp and device.type == "cuda")
     if args.amp and not use_amp and info.main:
         print(f"[{stage}] --amp ignored on {device.type} (CUDA only)", flush=True)
+    if args.sync_bn and not info.enabled and info.main:
+        print(f"[{stage}] --sync-bn ignored in one process (DDP only)", flush=True)
     if info.enabled and args.sync_bn:
         _check_sync_bn(args, info)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call, unused-ignore]  # untyped in torch (strict)

@@ -246,6 +246,24 @@ def test_sync_bn_on_the_cpu_is_refused_before_overwrite_clears_the_old_run(
     assert error is not None and error[0] == "UsageError" and "--sync-bn" in error[1], other.broadcasts
 
 
+@pytest.mark.parametrize("sync_bn", [False, True])
+def test_sync_bn_in_one_process_is_said_to_be_ignored_as_amp_on_the_cpu(
+    sync_bn: bool, tiny_voc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train.py --sync-bn`` without torchrun trains with plain BatchNorm (there is no process group to
+    synchronise over), as ``--amp`` on the CPU trains in float32: it said nothing, where ``--amp`` says
+    ``[seg] --amp ignored on cpu (CUDA only)``. It says ``--sync-bn ignored in one process`` now."""
+    from .helpers import train_args
+
+    extra = ["--sync-bn"] if sync_bn else []
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1", *extra)
+    args = train.resolve_stage_options("seg", train.build_parser().parse_args(argv))
+    state, _ = train.build_train_state("seg", args, DistInfo(), None, steps_per_epoch=1)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in state.model.modules())
+    out = capsys.readouterr().out
+    assert ("[seg] --sync-bn ignored in one process (DDP only)\n" in out) == sync_bn, out
+
+
 @pytest.mark.parametrize(
     ("rank", "local_rank", "order"), [(2, 0, ["ensure", "barrier"]), (3, 1, ["barrier", "ensure"])]
 )
