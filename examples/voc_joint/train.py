@@ -2149,6 +2149,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         except RuntimeError as exc:
             if not (info.enabled and peer_lost(exc)):
                 raise
+            if guard.requested is not None:
+                # this process was stopped too (Ctrl-C, a scheduler's SIGTERM to every process): the other one
+                # stopped on it first, as rank 0 does in its evaluation (default handlers), and said so
+                raise Interrupted(guard.requested) from exc
             running = stages[min(len(out), len(stages) - 1)]  # the stage that was running
             raise ProcessLostError(_lost_text(info, Path(args.output_dir) / running)) from exc
         finally:

@@ -378,6 +378,45 @@ def test_a_lost_process_is_named_with_the_checkpoint_to_resume_from_or_none(tmp_
     assert text.endswith(f"the last checkpoint of the seg stage, {ckpt}, is intact: continue with --resume")
 
 
+@pytest.mark.parametrize("signalled", [True, False])
+def test_a_process_stopped_by_a_signal_whose_peer_stopped_first_exits_with_the_signals_status(
+    signalled: bool,
+    tiny_voc: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C (SIGINT to every process) during ``--eval``: rank 0 evaluates with the default handlers, so it
+    stops at once (130, "evaluation interrupted"); rank 1, waiting for it, recorded the same SIGINT, then saw
+    its peer gone, printed "another of the 2 processes was lost (killed or crashed ...)" and exited 1. It
+    stops on its own signal now (130). A process without a signal of its own still names the lost peer."""
+    import os
+    import signal
+
+    from examples.voc_joint.distributed import ProcessLostError
+    from examples.voc_joint.signals import Interrupted
+
+    from .helpers import train_args
+
+    def peer_gone(*args, **kwargs):
+        if signalled:
+            os.kill(os.getpid(), signal.SIGINT)  # recorded by the guard of main()
+        raise RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:41234")
+
+    monkeypatch.setattr(train, "run_stage", peer_gone)
+    monkeypatch.setattr(train, "init_distributed", lambda device: DistInfo(rank=1, world_size=2))
+    _OtherProcess(monkeypatch)
+    argv = train_args(tiny_voc, tmp_path / "run", "--stage", "seg", "--max-steps", "1", "--eval")
+    with pytest.raises((Interrupted, ProcessLostError)) as stop:
+        train.main(argv)
+    if signalled:
+        assert isinstance(stop.value, Interrupted), stop.value
+        assert stop.value.exit_code == 130 and not stop.value.forced
+    else:
+        assert isinstance(stop.value, ProcessLostError), stop.value
+        assert str(stop.value).startswith("another of the 2 processes was lost")
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
 def test_cleanup_lets_go_of_the_ddp_model_before_it_destroys_the_group(
     monkeypatch: pytest.MonkeyPatch,
