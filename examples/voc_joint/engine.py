@@ -260,7 +260,10 @@ def train_step(
             for name, bad in (("loss", bad_loss), ("gradients", bad_grad), ("weights", bad_weight))
             if bad
         )
-        finding = f"non-finite {what} at step {step} (epoch {state.epoch + 1}; loss {numbers[0]})"
+        # the mean over the processes, as log.csv's: every process is here (they agreed on the flags), and a
+        # loss that is non-finite on another process only is not reported as this one's finite value
+        mean_loss = info.mean(numbers[0])
+        finding = f"non-finite {what} at step {step} (epoch {state.epoch + 1}; loss {mean_loss})"
         raise NonFiniteError(
             f"[{state.stage}] {finding}: training stopped before the update; the last checkpoint on disk is "
             "the last good state. Lower the learning rate, check the data, or try without --amp",

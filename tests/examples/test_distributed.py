@@ -315,6 +315,30 @@ def test_log_rows_average_the_loss_and_its_parts_over_the_processes(
     assert loss == pytest.approx(ce + args.spixel_loss_weight * spixel, abs=2e-6), row
 
 
+def test_a_loss_non_finite_on_another_process_is_reported_as_the_mean_not_this_ones(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loss went NaN on rank 1 only: both processes stop, and rank 0 said "non-finite loss and gradients
+    at step 1 (epoch 1; loss 3.55)", its own finite loss. The loss reported is the mean over the processes,
+    as log.csv's (NaN here)."""
+    from examples.voc_joint import engine
+
+    from .helpers import train_args
+
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1")
+    args = train.resolve_stage_options("seg", train.build_parser().parse_args(argv))
+    one = DistInfo()
+    loader, sampler = train.build_train_loader(args, one, tiny_voc)
+    state, _ = train.build_train_state("seg", args, one, None, sampler.steps_per_epoch)
+    batch = next(iter(loader))
+    # rank 1's loss is NaN (so are the summed gradients): it contributes NaN to the mean and its flags
+    _OtherProcess(monkeypatch, value=float("nan"), flags=torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    with pytest.raises(engine.NonFiniteError) as err:
+        engine.train_step(state, batch, args, DistInfo(rank=0, world_size=2), None, False)
+    assert err.value.finding == "non-finite loss and gradients at step 1 (epoch 1; loss nan)", err.value
+    assert state.step == 0  # nothing was updated
+
+
 def test_each_process_resumes_with_its_own_rng_state(capsys: pytest.CaptureFixture[str]) -> None:
     """A checkpoint holds every process's RNG states (by rank); each process restores its own (they all
     restored rank 0's, so a DDP resume was not exact). Another number of processes reseeds from
