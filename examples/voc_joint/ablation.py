@@ -61,6 +61,7 @@ from examples.voc_joint.cli import (
     flag,
     float_range,
     int_range,
+    one_process_error,
     output_path,
     run_command,
 )
@@ -1002,7 +1003,10 @@ def _output_dir(opts: argparse.Namespace) -> Path:
 
 def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
     """Checks that involve several options (each option alone was checked by its ``type=``), and that the
-    output folder can be written (``cli.check_output_dir``)."""
+    output folder can be written (``cli.check_output_dir``); one process (``cli.one_process_error``)."""
+    error = one_process_error("ablation.py")
+    if error is not None:
+        parser.error(error)
     if (opts.seg_checkpoint is None) != (opts.spixel_checkpoint is None):
         parser.error("--seg-checkpoint and --spixel-checkpoint go together (or neither: pretrain here)")
     if opts.seg_checkpoint is not None:

@@ -19,7 +19,7 @@ import errno
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,6 +44,7 @@ __all__ = [
     "float_range",
     "given_options",
     "int_range",
+    "one_process_error",
     "option_given",
     "out_of_memory_error",
     "output_dir_error",
@@ -318,6 +319,27 @@ def output_path(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("expected a path, got ''")
     return Path(text)
+
+
+def one_process_error(script: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why ``script`` (evaluate.py, demo.py, ablation.py) refuses to run as one of several ``torchrun``
+    processes (None: one process). Only ``train.py`` splits its work between processes; launched under
+    ``torchrun`` the others ran once per process, writing the same files at the same time.
+
+    Example:
+        >>> one_process_error("evaluate.py", {"WORLD_SIZE": "1"}) is None
+        True
+        >>> one_process_error("evaluate.py", {"WORLD_SIZE": "2"})[:31]
+        'evaluate.py runs in one process'
+    """
+    raw = (os.environ if environ is None else environ).get("WORLD_SIZE", "").strip()
+    if not raw.isdigit() or int(raw) <= 1:  # unset, 1, or no count (train.py names a malformed one)
+        return None
+    return (
+        f"{script} runs in one process, got WORLD_SIZE={int(raw)} (a torchrun launch): each process would "
+        "run it whole and write the same files; run it without torchrun (train.py is the script that trains "
+        "on several processes)"
+    )
 
 
 def output_dir_error(path: Path) -> str | None:

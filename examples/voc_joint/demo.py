@@ -51,6 +51,7 @@ from examples.voc_joint.cli import (
     existing_dir,
     float_range,
     int_range,
+    one_process_error,
     output_path,
     run_command,
 )
@@ -398,7 +399,11 @@ def _output_dir(opts: argparse.Namespace) -> Path:
 
 
 def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
-    """Checks before anything runs: the output folder can be written (``cli.check_output_dir``)."""
+    """Checks before anything runs: one process (``cli.one_process_error``), and the output folder can be
+    written (``cli.check_output_dir``)."""
+    error = one_process_error("demo.py")
+    if error is not None:
+        parser.error(error)
     check_output_dir(parser, _output_dir(opts), given=opts.output_dir is not None)
 
 

@@ -485,3 +485,26 @@ def test_cleanup_lets_go_of_the_ddp_model_before_it_destroys_the_group(
         if dist.is_initialized():
             real_destroy()
     assert model_gone_at_destroy == [True]
+
+
+@pytest.mark.parametrize("script", ["evaluate", "demo", "ablation"])
+def test_the_one_process_scripts_refuse_a_torchrun_launch(script, tmp_path, monkeypatch, capsys) -> None:
+    """Only train.py splits its work between processes: under torchrun evaluate.py, demo.py and ablation.py
+    ran whole in every process, writing the same files at the same time. Refused before anything is
+    written."""
+    import importlib
+
+    module = importlib.import_module(f"examples.voc_joint.{script}")
+    out = tmp_path / "out"
+    argv = ["--output-dir", str(out)] + (["--checkpoint", __file__] if script == "evaluate" else [])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as info:
+        module.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {script}.py runs in one process, got WORLD_SIZE=2 (a torchrun launch)" in err
+    assert not out.exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: not refused for that (evaluate then reads the file)
+    from examples.voc_joint.cli import one_process_error
+
+    assert one_process_error(f"{script}.py") is None
