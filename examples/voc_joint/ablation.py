@@ -856,7 +856,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
 
     Raises:
         UsageError: the output folder is locked by another run, or holds a finished ablation (or one with
-            other settings) and ``--overwrite`` was not given.
+            other settings, or an ``ablation.json`` that is no JSON object) and ``--overwrite`` was not given.
         CheckpointError: ``--seg-checkpoint`` or ``--spixel-checkpoint`` is not a usable checkpoint (checked
             before anything is printed or written).
     """
@@ -896,7 +896,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                 for p in paths.values():
                     p.unlink(missing_ok=True)
             else:
-                previous = json.loads(paths["json"].read_text(encoding="utf-8"))
+                previous = _read_previous(paths["json"])
                 if previous.get("complete"):
                     raise UsageError(
                         f"{out} holds a finished ablation ({paths['json']}); --overwrite replaces it, or "
@@ -991,6 +991,28 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         f"{_load_text(_load_average())} at the end); {paths['json']}, {paths['md']}, {paths['png']}"
     )
     return result
+
+
+def _read_previous(path: Path) -> dict[str, Any]:
+    """The content of the ``ablation.json`` at ``path`` that a run without ``--overwrite`` finds.
+
+    Raises:
+        UsageError: the file is no JSON object (empty, cut short, not UTF-8: a file this script did not write,
+            which writes it whole), naming it and what it holds (nothing was changed).
+    """
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        found = f"not JSON: {exc}"
+    else:
+        if isinstance(previous, dict):
+            return cast(dict[str, Any], previous)
+        kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+        found = f"a JSON {kinds.get(type(previous), 'null')}, not an object"
+    raise UsageError(
+        f"{path} is not an ablation's record ({found}); --overwrite replaces it, or choose another "
+        "--output-dir (nothing was changed)"
+    )
 
 
 def _output_dir(opts: argparse.Namespace) -> Path:

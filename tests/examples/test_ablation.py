@@ -245,6 +245,43 @@ def test_unfinished_run_with_other_settings_refused(tiny_voc, tmp_path, one_thre
     assert (out / "ablation.json").read_text() == stale
 
 
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [
+        (b"", "not JSON: Expecting value: line 1 column 1 (char 0)"),
+        (b'{"complete": false, "rows": [', "not JSON: Expecting value"),
+        (b"\xff\xfe", "not JSON: 'utf-8' codec can't decode byte 0xff"),
+        (b"[1]", "a JSON array, not an object"),
+        (b"null", "a JSON null, not an object"),
+    ],
+    ids=["empty", "cut-short", "not-utf8", "array", "null"],
+)
+def test_an_unreadable_ablation_json_is_one_error_line(
+    tiny_voc, tmp_path, one_thread, capsys, content, found
+) -> None:
+    """An ablation.json that holds no JSON object (an empty or cut-short file: not one this script writes,
+    atomically) was a JSONDecodeError or AttributeError traceback (exit status 1). It is one error line
+    naming the file and what it holds, exit status 2, the file untouched; --overwrite replaces it."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    out.mkdir()
+    (out / "ablation.json").write_bytes(content)
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+    with pytest.raises(SystemExit) as info:
+        ablation.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(
+        f"python examples/voc_joint/ablation.py: error: {out / 'ablation.json'} is not an ablation's record "
+        f"({found}"
+    ), err
+    assert err.endswith("; --overwrite replaces it, or choose another --output-dir (nothing was changed)\n")
+    assert (out / "ablation.json").read_bytes() == content
+    res = ablation.main([*argv, "--overwrite"])
+    assert res["complete"] and [r["init"] for r in res["rows"]] == ["no_fusion"]
+    capsys.readouterr()
+
+
 def test_unfinished_run_of_another_torch_version_names_the_difference(
     tiny_voc, tmp_path, one_thread, capsys
 ) -> None:
