@@ -374,9 +374,9 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
         except engine.NonFiniteError as exc:  # its advice names checkpoints and --amp: the runs have neither
             raise engine.NonFiniteError(
                 f"[ablation] run {variant}, seed {seed}: {exc.finding}: the run stopped before the update; "
-                f"the runs finished before it are in {ctx.out / 'ablation.json'} and the same command "
-                "continues from them. Lower --fusion-lr or --joint-lr, or leave this variant out "
-                "(--variants)",
+                f"the runs finished before it are in {ctx.out / 'ablation.json'} and "
+                f"{_same_command(opts.overwrite)} continues from them. Lower --fusion-lr or --joint-lr, or "
+                "leave this variant out (--variants)",
                 exc.finding,
             ) from None
         if progress is not None:
@@ -401,6 +401,26 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
         "curve": curve,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _same_command(overwrite: bool) -> str:
+    """The command that continues a stopped ablation: the same one, less ``--overwrite`` (with it a rerun
+    deletes the finished runs and the pretraining and starts over)."""
+    return "the same command without --overwrite" if overwrite else "the same command"
+
+
+def _stop_note(argv: Sequence[str]) -> str:
+    """What the line of an ablation stopped by a signal says after it, for the command line ``argv``: what is
+    kept, and the command that continues.
+
+    Example:
+        >>> _stop_note(["--quick", "--overwrite"]).split("; ")[1]
+        'the same command without --overwrite continues with the others'
+    """
+    return (
+        "ablation.json keeps the finished runs (a stopped pretraining: its checkpoint in pretrain/); "
+        f"{_same_command('--overwrite' in argv)} continues with the others"
+    )
 
 
 def reloaded_row(row: Any) -> Any:
@@ -1065,10 +1085,4 @@ if __name__ == "__main__":
         main()
         return 0
 
-    sys.exit(
-        run_stoppable(
-            _cli,
-            build_parser().prog,
-            "ablation.json keeps the finished runs: the same command continues with the others",
-        )
-    )
+    sys.exit(run_stoppable(_cli, build_parser().prog, _stop_note(sys.argv[1:])))

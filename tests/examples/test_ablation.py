@@ -874,6 +874,36 @@ def test_a_signal_during_a_run_is_one_line_with_exit_status_143(tiny_voc, tmp_pa
     assert not (out / "ablation.json").exists()  # no run finished
 
 
+def test_a_stopped_or_diverged_ablation_with_overwrite_says_to_rerun_without_it(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """With --overwrite, the line of a stopped ablation and the error of a diverged run said "the same command
+    continues", but the same command deletes ablation.json's finished runs (and the pretraining) and starts
+    over; they name the command without --overwrite now. The stop line also says where a stopped pretraining
+    keeps its work (there is no ablation.json yet)."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    argv = [*_small_argv(tiny_voc, out, seg, spx, ["--threads", "1"]), "--max-steps", "1", "--overwrite"]
+    res = run_example("ablation.py", argv, fault="sigterm@step:1")
+    assert res.returncode == 143, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "python examples/voc_joint/ablation.py: stopped by SIGTERM (exit status 143); ablation.json keeps "
+        "the finished runs (a stopped pretraining: its checkpoint in pretrain/); the same command without "
+        "--overwrite continues with the others"
+    ], res.stderr
+
+    diverging = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "3", "--fusion-lr", "1e6"]
+    diverging[diverging.index("no_fusion") + 1 : diverging.index("no_fusion") + 1] = ["xavier"]
+    with pytest.raises(SystemExit) as info:
+        ablation.main([*diverging, "--overwrite"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and err.count("\n") == 1, err
+    assert (
+        f"the runs finished before it are in {out / 'ablation.json'} and the same command without "
+        "--overwrite continues from them." in err
+    ), err
+
+
 @pytest.mark.parametrize(("folder", "seeds"), [("ablation", 3), ("ablation_10seeds", 10)])
 def test_redraw_figure_draws_the_committed_rows_with_the_runs_title(
     folder: str, seeds: int, tmp_path, monkeypatch
