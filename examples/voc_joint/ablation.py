@@ -5,7 +5,7 @@ its pretraining, ``--quick`` about 3):
 
 1. takes one pair of pretrained checkpoints (``--seg-checkpoint`` / ``--spixel-checkpoint``), or pretrains
    DeepLabV3+ and SpixelFCN once with the demo's recipe on the synthetic VOC set (``<output-dir>/pretrain``,
-   reused by later runs into the same folder);
+   reused by later runs into the same folder with the same pretraining options; other ones are refused);
 2. for every seed (``--seeds N``, default 3) fine-tunes the joint model (hard uniformization) with each fusion
    initialization of :data:`~examples.voc_joint.models.joint.FUSION_INITS` -- ``transparent`` (the paper),
    ``xavier``, ``kaiming``, ``net2net``, ``zero_residual`` -- and the demo's two controls, ``no_superpixels``
@@ -876,7 +876,8 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
 
     Raises:
         UsageError: the output folder is locked by another run, or holds a finished ablation (or one with
-            other settings, or an ``ablation.json`` that is no JSON object) and ``--overwrite`` was not given.
+            other settings, or an ``ablation.json`` that is no JSON object, or a pretraining with other
+            options) and ``--overwrite`` was not given.
         CheckpointError: ``--seg-checkpoint`` or ``--spixel-checkpoint`` is not a usable checkpoint (checked
             before anything is printed or written).
     """
@@ -933,7 +934,12 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             print(f"[ablation] pretrained checkpoints: {seg}, {spx}", flush=True)
         else:
             reuse = ["--overwrite"] if opts.overwrite else ["--resume"]  # a finished pretraining is reused
-            seg, spx = pretrain(opts, [*common, *reuse], out / "pretrain", DistInfo(), tag="ablation")
+            if not opts.overwrite:  # one left without ablation.json: stopped in it or in the first run
+                _check_pretraining(opts, out / "pretrain")
+            try:
+                seg, spx = pretrain(opts, [*common, *reuse], out / "pretrain", DistInfo(), tag="ablation")
+            except UsageError as exc:  # the training CLI's advice names its own options
+                raise UsageError(_pretraining_refusal(str(exc), out / "pretrain")) from None
         settings = _settings(opts, root, seg, spx, val_images)
         rows: list[dict[str, Any]] = []
         if previous is not None:  # the checkpoints too: their paths and content
@@ -1032,6 +1038,58 @@ def _read_previous(path: Path) -> dict[str, Any]:
     raise UsageError(
         f"{path} is not an ablation's record ({found}); --overwrite replaces it, or choose another "
         "--output-dir (nothing was changed)"
+    )
+
+
+def _check_pretraining(opts: argparse.Namespace, folder: Path) -> None:
+    """Refuse to reuse the pretraining in ``folder`` (``--resume``) when a stage's checkpoint records other
+    epochs or another ``--max-steps`` than ``opts``: the training CLI would train a finished stage further
+    (a stopped one with a changed schedule), and ``ablation.json`` would record the new epochs for it.
+
+    Raises:
+        UsageError: naming each differing option with both values (nothing was changed).
+    """
+    from examples.voc_joint.checkpoint import load_checkpoint
+
+    differences = []
+    for stage, option, epochs in (
+        ("seg", "--seg-epochs", opts.seg_epochs),
+        ("spixel", "--spixel-epochs", opts.spixel_epochs),
+    ):
+        path = folder / stage / "checkpoint.pt"
+        if not path.is_file():
+            continue
+        recorded = load_checkpoint(path, expect_stage=stage)["config"].get("args", {})
+        for name, key, now in ((option, "epochs", epochs), ("--max-steps", "max_steps", opts.max_steps)):
+            if key in recorded and recorded[key] != now:
+                differences.append(f"  {name}: {recorded[key]!r} ({path}) -> {now!r} (now)")
+    if differences:
+        raise UsageError(
+            f"{folder} holds a pretraining with other options (an ablation stopped before its first run "
+            "finished):\n"
+            + "\n".join(differences)
+            + "\nreusing it would train it further or anew under the new options: give its values, "
+            "--overwrite to pretrain again, or choose another --output-dir (nothing was changed)"
+        )
+
+
+def _pretraining_refusal(text: str, folder: Path) -> str:
+    """The training CLI's refusal ``text`` to reuse the pretraining in ``folder``, with the ablation's advice
+    (it has no ``--allow-option-changes``) in place of the training CLI's.
+
+    Example:
+        >>> refusal = ("--resume p/seg/checkpoint.pt (step 4): options differ from the checkpoint's "
+        ...            "record:\\n  --crop-size: 32 (checkpoint) -> 48 (now)\\nGive the checkpoint's "
+        ...            "values, or --allow-option-changes ...")
+        >>> _pretraining_refusal(refusal, Path("p")).splitlines()[-1]
+        'give its values, --overwrite to pretrain again, or choose another --output-dir (nothing was changed)'
+    """
+    head, found, _ = text.partition("\nGive the checkpoint's values, or --allow-option-changes")
+    if not found:
+        return text
+    return (
+        f"{folder} holds a pretraining with other options: {head}\n"
+        "give its values, --overwrite to pretrain again, or choose another --output-dir (nothing was changed)"
     )
 
 

@@ -331,6 +331,49 @@ def test_continuing_after_longer_pretraining_is_refused_before_it_trains(
     assert seg.read_bytes() == before  # not trained further
 
 
+def test_a_pretraining_left_without_ablation_json_is_reused_only_with_its_options(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """An ablation stopped after its pretraining but before its first run finished leaves pretrain/ and no
+    ablation.json. Rerun with a larger --seg-epochs, the finished pretraining was trained further in place
+    (the training CLI's --resume grows --epochs) and ablation.json recorded the new epochs for it; a smaller
+    one was refused with the training CLI's --epochs and its --allow-option-changes, which ablation.py lacks.
+    Both are refused now, naming the ablation's options; the pretraining is reused with its own."""
+    out = tmp_path / "abl"
+    argv = ["--data-root", str(tiny_voc), "--output-dir", str(out), "--spixel-epochs", "1", "--steps", "1"]
+    argv += ["--eval-every", "1", "--seeds", "1", "--variants", "no_fusion", "--max-val-images", "1"]
+    argv += ["--crop-size", "32", "--batch-size", "2", "--no-progress", *one_thread]
+    first = ablation.main([*argv, "--seg-epochs", "1"])
+    (out / "ablation.json").unlink()  # as if stopped in its first run
+    seg = out / "pretrain" / "seg" / "checkpoint.pt"
+    before = seg.read_bytes()
+    capsys.readouterr()
+    for epochs in ("2", "1 --max-steps 1"):
+        with pytest.raises(SystemExit) as info:
+            ablation.main([*argv, "--seg-epochs", *epochs.split()])
+        err = capsys.readouterr().err
+        assert info.value.code == 2, err
+        assert f"error: {out / 'pretrain'} holds a pretraining with other options" in err, err
+        if epochs == "2":
+            assert f"  --seg-epochs: 1 ({seg}) -> 2 (now)\n" in err, err
+        else:
+            assert f"  --max-steps: None ({seg}) -> 1 (now)\n" in err, err
+        assert err.endswith(
+            "--overwrite to pretrain again, or choose another --output-dir (nothing was changed)\n"
+        )
+        assert seg.read_bytes() == before and not (out / "ablation.json").exists()
+    with pytest.raises(SystemExit) as info:  # refused by the training CLI: its advice is replaced
+        ablation.main([*("40" if a == "32" else a for a in argv), "--seg-epochs", "1"])  # --crop-size 40
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "  --crop-size: 32 (checkpoint) -> 40 (now)\n" in err, err
+    assert "--allow-option-changes" not in err and "--overwrite to pretrain again" in err, err
+    again = ablation.main([*argv, "--seg-epochs", "1"])  # its own options: reused as it is
+    assert seg.read_bytes() == before
+    assert again["settings"]["seg_checkpoint_sha256"] == first["settings"]["seg_checkpoint_sha256"]
+    assert again["rows"][0]["miou"] == first["rows"][0]["miou"]
+    capsys.readouterr()
+
+
 def test_continuing_with_a_replaced_checkpoint_file_is_refused(
     tiny_voc, tmp_path, one_thread, capsys
 ) -> None:
