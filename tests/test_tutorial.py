@@ -62,6 +62,29 @@ def test_refiner_is_exact_at_step0_on_large_logits(tutorial: ModuleType) -> None
     assert (out - logits).abs().max() > 1  # not trivially the input
 
 
+def test_step0_check_catches_a_fusion_that_takes_the_raw_half(
+    tutorial: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fusion that starts as "take S" instead of "take U(S)" (a wrong target map, or [U, S] in the wrong
+    order) gives the same refined output, as the outer uniformize maps S and U(S) to U(S): the step-0 check
+    passed it. It now compares the fusion alone with U(S) as well."""
+    from transparent_init import TransparentConv1x1, selection_weight
+
+    refiner_class = tutorial.SuperpixelRefiner
+
+    def takes_s(num_classes: int) -> torch.nn.Module:
+        refiner = refiner_class(num_classes)
+        c = num_classes
+        refiner.fusion = TransparentConv1x1(
+            2 * c, [64, 64], c, target_weight=selection_weight(2 * c, range(c)), generator=0
+        )
+        return refiner
+
+    monkeypatch.setattr(tutorial, "SuperpixelRefiner", takes_s)
+    with pytest.raises(AssertionError, match=r"does not start as \[S, U\] -> U"):
+        tutorial.main(["--size", "32", "--grid"])
+
+
 def _page_code() -> str:
     """The code blocks of ``docs/tutorials/own_model.rst`` in page order, as the page shows them."""
     import re

@@ -142,9 +142,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         logits = model(x)["out"]
         refined = refiner(logits, superpixels, n_s)
         reference = so.uniformize(logits, superpixels, n_s)
+        # U(S) = U(U(S)): the outer uniformize hides which half the fusion takes; check the fusion alone
+        fused = refiner.fusion(torch.cat([logits, reference], dim=1))
     step0_error = (refined - reference).abs().max().item()
     print(f"{kind} superpixels: {n_s} slots; step-0 max |refined - U(S)| = {step0_error:.2e}")
-    assert step0_error < 1e-4 * max(1.0, reference.abs().max().item())
+    tolerance = 1e-4 * max(1.0, reference.abs().max().item())
+    assert step0_error < tolerance
+    assert (fused - reference).abs().max().item() < tolerance, "the fusion does not start as [S, U] -> U"
     # --- [/step0] -----------------------------------------------------------------------------------------
 
     # --- [train] ------------------------------------------------------------------------------------------
