@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.message
 import email.parser
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -242,3 +243,21 @@ def test_sdist_builds_the_same_wheel(wheel: Path, sdist: Path, tmp_path: Path) -
     direct, from_sdist = contents(wheel), contents(rebuilt)
     assert sorted(direct) == sorted(from_sdist)
     assert [n for n in direct if direct[n] != from_sdist[n]] == []
+
+
+def test_the_sdist_tests_collect_without_the_repository_files(sdist: Path, tmp_path: Path) -> None:
+    """The README names the unpacked sdist as the way to the tests, and the sdist has no ``.ci/`` folder (CI's
+    script and pins live in the repository): every test module collects there without an import error, and
+    those that read ``.ci/`` skip with the reason (``tests/test_ci_command.py`` read ``.ci/run`` at import
+    and stopped the whole run with a ``FileNotFoundError``)."""
+    with tarfile.open(sdist) as tf:
+        tf.extractall(tmp_path / "src", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    (src,) = (tmp_path / "src").iterdir()
+    assert not (src / ".ci").exists()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(src / "benchmarks")])}
+    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-rs", "-p", "no:cacheprovider", "tests"]
+    res = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "error" not in out.strip().splitlines()[-1], out[-3000:]
+    assert "tests/test_ci_command.py:" in out and "no .ci/run (an sdist)" in out, out[-3000:]
