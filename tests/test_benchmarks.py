@@ -2170,6 +2170,7 @@ def test_the_help_names_the_thread_count_part_of_the_default_file_name(script, m
     assert 'threads = "" if args.threads == 2 else f"_{args.threads}thread"' in source
 
 
+@pytest.mark.examples  # imports every script: bench_joint imports the example pipeline (torchvision)
 def test_the_benchmarks_page_names_the_scripts_without_a_device_and_those_the_gpu_check_runs() -> None:
     """The benchmarks page said that every script takes ``--device cuda`` and that one command runs them all
     on a GPU; four scripts have no ``--device``, and ``gpu_check.py`` runs three of the benchmarks. The

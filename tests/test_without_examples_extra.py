@@ -23,6 +23,9 @@ def test_the_pipeline_tests_skip_without_torchvision(tmp_path: Path) -> None:
         "tests/examples/test_train.py",  # imports the pipeline at module level
         "tests/examples/test_models.py",  # imports it inside the tests
         "tests/test_doc_commands.py::test_a_stale_command_fails",  # train.py lines skip, gpu_check's runs
+        # imports every benchmark script, bench_joint among them (the example's models): skips
+        "tests/test_benchmarks.py::test_the_benchmarks_page_names_the_scripts_without_a_device_"
+        "and_those_the_gpu_check_runs",
     ]
 
     def run_pytest(*args: str) -> subprocess.CompletedProcess[str]:
