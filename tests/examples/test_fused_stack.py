@@ -16,6 +16,9 @@ import sparse_ops
 from examples.voc_joint.models.fused_stack import fused_stack
 
 SLOPES = {"relu": 0.0, "leaky_relu": 0.2, None: None}
+needs_onednn = pytest.mark.skipif(
+    not fcs.conv_products_available(torch.device("cpu"), torch.float32), reason="oneDNN is not available"
+)
 
 
 def _params(
@@ -94,9 +97,11 @@ def _saved(fn) -> dict[int, int]:  # type: ignore[no-untyped-def]
     return seen
 
 
-def test_recompute_keeps_only_the_inputs() -> None:
+@pytest.mark.parametrize("products", ["mm", pytest.param("conv", marks=needs_onednn)])
+def test_recompute_keeps_only_the_inputs(products: str) -> None:
     """Without recomputation the hidden activations are kept; with it only S and U (and the parameters);
-    with ``u_of`` not even U, which is rebuilt from S in backward, and U's own graph still gets its gradient.
+    with ``u_of`` not even U, which is rebuilt from S in backward, and U's own graph still gets its gradient;
+    in both forms of the products.
     """
     ws, bs = _params([6, 16, 16, 3], [True, True, True], torch.float32, torch.device("cpu"))
     ids = torch.arange(40).view(1, 5, 8).div(4, rounding_mode="floor").expand(2, 5, 8).contiguous()
@@ -113,7 +118,7 @@ def test_recompute_keeps_only_the_inputs() -> None:
         out: list[Tensor] = []
 
         def forward(kwargs: dict = kwargs, out: list[Tensor] = out) -> None:
-            out.append(fused_stack(s, enc.uniformize(s), ws, bs, 0.0, **kwargs))
+            out.append(fused_stack(s, enc.uniformize(s), ws, bs, 0.0, products=products, **kwargs))  # type: ignore[arg-type]
 
         saved = _saved(forward)
         runs[name] = (sum(saved.values()), torch.autograd.grad(out[0].square().sum(), [s, *ws]))
@@ -191,14 +196,16 @@ def test_empty_batch() -> None:
 @pytest.mark.parametrize("products", ["auto", "mm"])
 @pytest.mark.parametrize("size", [(0, 3), (3, 0)])
 @pytest.mark.parametrize("pooled", [False, True])
-def test_empty_images(products: str, size: tuple[int, int], pooled: bool) -> None:
+@pytest.mark.parametrize("chunk", [4, None])
+def test_empty_images(products: str, size: tuple[int, int], pooled: bool, chunk: int | None) -> None:
     """Images without pixels (H or W = 0), like an empty batch: an empty output, or with ``pool`` every
     superpixel empty (0), and zero gradients, in every form (the conv form divided by zero rows with
-    ``pool`` and refused a zero-width convolution)."""
+    ``pool`` and refused a zero-width convolution), also with one chunk per image (``chunk=None``: chunks of
+    0 pixels would be a zero step)."""
     ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
     s = torch.randn(2, 2, *size, requires_grad=True)
     pool = (torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 3)) if pooled else None
-    out = fused_stack(s, s, ws, bs, 0.0, chunk=4, products=products, pool=pool)  # type: ignore[arg-type]
+    out = fused_stack(s, s, ws, bs, 0.0, chunk=chunk, products=products, pool=pool)  # type: ignore[arg-type]
     assert torch.equal(out, torch.zeros((2, 3, 2) if pooled else (2, 2, *size)))
     for g in torch.autograd.grad(out.sum(), [s, *ws, *bs]):  # type: ignore[list-item]
         assert not g.any()
@@ -317,6 +324,42 @@ def test_half_parameters_sum_their_chunks_in_float32(dtype: torch.dtype) -> None
         torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * float(b.abs().max()))
 
 
+def test_half_bias_gradient_sums_each_chunk_in_float32() -> None:
+    """A bfloat16 bias's gradient: every chunk's row sum is taken in float32, not rounded to bfloat16 before
+    the chunks are added. Chunks of 2 pixels with last-layer gradients ``[1, 2**-8]`` and ``[2**-8, 0]``: the
+    float32 sum ``1 + 2**-7`` is a bfloat16 value; the first chunk's sum rounded to bfloat16 (``1``) would
+    give ``1 + 2**-8``, which rounds to ``1``."""
+    ws, bs = _params([2, 2, 1], [True, True], torch.bfloat16, torch.device("cpu"))
+    s = u = torch.zeros(1, 1, 1, 4, dtype=torch.bfloat16)
+    out = fused_stack(s, u, ws, bs, None, chunk=2)
+    grad = torch.tensor([1.0, 2**-8, 2**-8, 0.0], dtype=torch.bfloat16).view(1, 1, 1, 4)
+    bias = bs[1]
+    assert bias is not None
+    (gb,) = torch.autograd.grad(out, [bias], grad)
+    assert gb.dtype == torch.bfloat16 and gb.item() == 1 + 2**-7
+
+
+@pytest.mark.parametrize("products", ["mm", pytest.param("conv", marks=needs_onednn)])
+def test_u_of_is_ignored_for_s_not_in_the_parameters_dtype(products: str) -> None:
+    """``S`` in another dtype than the parameters (bfloat16 logits of a network under autocast, float32
+    stack): ``U`` is kept and ``u_of`` ignored (as documented), since ``u_of`` would see ``S`` cast to
+    float32 and give float32 means, not the bfloat16 ``U`` given: the gradients are those without ``u_of``."""
+    ids = torch.arange(40).view(1, 5, 8).div(4, rounding_mode="floor").expand(2, 5, 8).contiguous()
+    enc = sparse_ops.SuperpixelAssignment(ids, 10)
+    g = torch.Generator().manual_seed(18)
+    s = torch.randn(2, 3, 5, 8, generator=g).bfloat16()
+    u = enc.uniformize(s)
+    assert not torch.equal(u.float(), enc.uniformize(s.float()))  # what u_of would rebuild is not U
+    ws, bs = _params([6, 10, 3], [True, True], torch.float32, torch.device("cpu"))
+    grad = torch.randn(2, 3, 5, 8, generator=g)
+    results = []
+    for u_of in (None, enc.uniformize):
+        out = fused_stack(s, u, ws, bs, 0.0, recompute=True, u_of=u_of, products=products)  # type: ignore[arg-type]
+        results.append(torch.autograd.grad(out, [*ws, *[b for b in bs if b is not None]], grad))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("recompute", [False, True])
 def test_gradient_of_u_alone_through_frozen_layers(recompute: bool) -> None:
     """Only ``U`` asks for a gradient (``S`` and every layer frozen): the backward still goes down to the
@@ -331,9 +374,6 @@ def test_gradient_of_u_alone_through_frozen_layers(recompute: bool) -> None:
 
 
 # ------------------------------------------------------------------ products as oneDNN 1x1 convolutions (CPU)
-needs_onednn = pytest.mark.skipif(
-    not fcs.conv_products_available(torch.device("cpu"), torch.float32), reason="oneDNN is not available"
-)
 
 
 @needs_onednn
@@ -675,6 +715,75 @@ def test_pooled_keeps_the_last_hidden_layer_as_sign_bits() -> None:
     torch.testing.assert_close(g, want)
 
 
+@pytest.mark.parametrize(
+    ("slope", "grad_mode", "packed"), [(0.0, True, 6), (0.2, True, 6), (None, True, 0), (0.0, False, 0)]
+)
+def test_pooled_packs_signs_only_for_a_backward_through_an_activation(
+    monkeypatch: pytest.MonkeyPatch, slope: float | None, grad_mode: bool, packed: int
+) -> None:
+    """The last hidden layer's signs are packed (one call per chunk: 3 chunks in each of 2 images) only where
+    a backward will read them: not without autograd (inference keeps nothing) and not without an activation
+    (nothing to scale); the output is the same either way."""
+    calls: list[int] = []
+    pack = fcs._pack_signs_
+
+    def spy(signs: Tensor, chunk: int, h: Tensor) -> None:
+        calls.append(chunk)
+        pack(signs, chunk, h)
+
+    monkeypatch.setattr(fcs, "_pack_signs_", spy)
+    s, u, ids, n_s = _pooled_case(torch.float32, seed=19)
+    ws, bs = _params([6, 8, 8, 3], [True, True, True], torch.float32, torch.device("cpu"))
+    pool = _pool(ids, n_s, torch.float32)
+    with torch.set_grad_enabled(grad_mode):
+        out = fcs.fused_conv_stack(s, u, ws, bs, slope, chunk=12, pool=pool)
+    assert calls == list(range(packed))
+    act = {0.0: "relu", 0.2: "leaky_relu", None: None}[slope]
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u, ws, bs, act))
+    torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_pooled_backward_runs_no_chunk_it_does_not_need(monkeypatch: pytest.MonkeyPatch, layers: int) -> None:
+    """With ``pool`` and recomputation the backward recomputes no chunk when only the last layer (run on the
+    superpixel means) wants a gradient, and with ``U`` per superpixel and one hidden layer (the top layer run
+    chunk by chunk is the first, never recomputed) it makes no rows of ``T``; the gradients are the
+    reference's."""
+    s, u_cells, u_pixels, ids, n_s = _per_cell_u(torch.float32, seed=20)
+    widths = [6, 8, 8, 3] if layers == 3 else [6, 8, 3]
+    ws, bs = _params(widths, [True] * (len(widths) - 1), torch.float32, torch.device("cpu"))
+    pool = _pool(ids, n_s, torch.float32)
+    calls: list[str] = []
+
+    def spy(name: str) -> Any:
+        fn = getattr(fcs, name)
+
+        def counted(*args: Any) -> Any:
+            calls.append(name)
+            return fn(*args)
+
+        return counted
+
+    for name in ("_hidden", "_table_rows"):
+        monkeypatch.setattr(fcs, name, spy(name))
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u_pixels, ws, bs, "relu"))
+    grad = torch.randn(ref.shape, generator=torch.Generator().manual_seed(21))
+    biases = [b for b in bs if b is not None]  # (every layer has one)
+    cases = {"last": [ws[-1], biases[-1]], "all": [s, u_cells, *ws, *biases]}
+    if layers == 3:
+        cases.pop("all")
+    for case, wanted in cases.items():
+        for t in [s, u_cells, *ws, *biases]:
+            t.requires_grad_(any(t is w for w in wanted))
+        out = fcs.fused_conv_stack(s, u_cells, ws, bs, 0.0, chunk=12, recompute=True, pool=pool)
+        calls.clear()
+        got = torch.autograd.grad(out, wanted, grad)
+        # "all" with one hidden layer: no recomputed layer, so no T (_hidden runs on no layer at all)
+        assert calls == ([] if case == "last" else ["_hidden"] * 6), case
+        for a, b in zip(got, torch.autograd.grad(ref, wanted, grad, retain_graph=True), strict=True):
+            torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("numel", [1, 7, 8, 63, 64, 65, 1000])
 def test_sign_bits_round_trip(numel: int) -> None:
     """``pack_positive_`` / ``unpack_positive`` give back ``h > 0`` for every length (padding to whole 8-byte
@@ -768,7 +877,7 @@ def test_u_per_superpixel_gradients_asked_for(trained: str, recompute: bool) -> 
         "first_bias": [bs[0]],
         "middle": [ws[1]],
     }[trained]
-    for t in [s, *ws, *bs]:
+    for t in [s, u_cells, *ws, *bs]:  # (U too: a U that wants a gradient makes T's for the first layer)
         assert t is not None
         t.requires_grad_(any(t is w for w in wanted))
     pool = _pool(ids, n_s, torch.float32)
@@ -859,7 +968,7 @@ def test_u_per_superpixel_runs_the_first_convolution_only_for_s_or_its_weight(tr
     s, u_cells, u_pixels, ids, n_s = _per_cell_u(torch.float32, seed=16)
     ws, bs = _params([6, 10, 3], [True, True], torch.float32, torch.device("cpu"))
     wanted = {"u": [u_cells], "s": [s], "first": [ws[0]], "first_bias": [bs[0]]}[trained]
-    for t in [s, *ws, *bs]:
+    for t in [s, u_cells, *ws, *bs]:
         assert t is not None
         t.requires_grad_(any(t is w for w in wanted))
     pool = _pool(ids, n_s, torch.float32)
