@@ -31,6 +31,7 @@ from examples.voc_joint.models._checks import (
     fusion_weights,
 )
 from examples.voc_joint.models.build import validate_model_config
+from examples.voc_joint.models.fused_conv_stack import conv_products_available
 from examples.voc_joint.models.joint import FUSION_INITS, FusionStack, fusion_target_weight
 
 from .helpers import conv_layout
@@ -409,6 +410,20 @@ def test_fusion_makes_the_hard_u_itself(init: str, dtype: torch.dtype, recompute
         torch.testing.assert_close(got, want)
 
 
+def test_fusion_folds_the_uniformization_only_with_convolution_products() -> None:
+    """``folds_uniformization`` (the last layer on superpixel means) holds only for the fused form with its
+    oneDNN products (float32 on the CPU): not with the ``_products="mm"`` knob (the matrix products run the
+    stack per pixel and average its output), nor with ``_pool_last`` off or another ``_impl``."""
+    cpu = torch.device("cpu")
+    fuse = FusionStack(4, [8], "relu")
+    assert fuse.folds_uniformization(cpu) == conv_products_available(cpu, torch.float32)
+    for knob, value in (("_products", "mm"), ("_pool_last", False), ("_impl", "nhwc")):
+        other = FusionStack(4, [8], "relu")
+        setattr(other, knob, value)
+        assert not other.folds_uniformization(cpu), knob
+    assert not fuse.double().folds_uniformization(cpu)
+
+
 def test_fusion_needs_uniformize_to_make_u() -> None:
     fuse = FusionStack(4, [8], "relu")
     with pytest.raises(ValueError, match=r"u=None means U is S uniformized .* pass uniformize=\(ids, "):
@@ -450,10 +465,14 @@ def test_hard_fusion_runs_its_last_layer_on_superpixel_means(init: str, recomput
         assert not torch.equal(a[0], b[0])
 
 
+@pytest.mark.parametrize("impl", ["nhwc", "fused"])
 @pytest.mark.parametrize("rows", [7, 60, None])
-def test_fusion_in_row_chunks_on_the_cpu(rows: int | None) -> None:
-    """The NHWC form over chunks of rows (the CPU default, see ``cpu_chunk_rows``) equals it in one piece."""
+def test_fusion_in_row_chunks_on_the_cpu(rows: int | None, impl: str) -> None:
+    """The NHWC form over chunks of rows (the CPU default, see ``cpu_chunk_rows``) equals it in one piece, and
+    so does the fused form over chunks of pixels; the NHWC form does run chunk by chunk (60 rows: 8 of 7 and
+    one of 4)."""
     fuse = FusionStack(4, [8, 8], "relu", "transparent", generator=3).double()
+    fuse._impl = impl
     with torch.no_grad():
         fuse.convs[-1].weight.normal_()
     assert fuse.cpu_chunk_rows == 8192
@@ -462,10 +481,20 @@ def test_fusion_in_row_chunks_on_the_cpu(rows: int | None) -> None:
     whole = copy.deepcopy(fuse)
     whole.cpu_chunk_rows = None
     fuse.cpu_chunk_rows = rows
+    chunks: list[int] = []
+    run_rows = fuse._rows
+
+    def spy(rows_s: torch.Tensor, rows_u: torch.Tensor) -> torch.Tensor:
+        chunks.append(rows_s.shape[0])
+        return run_rows(rows_s, rows_u)
+
+    fuse._rows = spy  # type: ignore[method-assign]  # the instance's (its copy ``whole`` is taken)
     results = []
     for m in (fuse, whole):
         out = m(s, u)
         results.append((out, torch.autograd.grad(out.square().sum(), [s, u, *m.parameters()])))
+    if impl == "nhwc":
+        assert chunks == ([7] * 8 + [4] if rows == 7 else [60])
     torch.testing.assert_close(results[0][0], results[1][0])
     for g, r in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(g, r)
@@ -763,6 +792,11 @@ def test_a_bad_input_is_named(which: str) -> None:
         joint(**{**inputs, which: torch.zeros(1, 4, 16, 16)})
     with pytest.raises(TypeError, match=rf"{which} must be a floating-point tensor .* got torch.uint8"):
         joint(**{**inputs, which: torch.zeros(1, 3, 16, 16, dtype=torch.uint8)})
+    for empty in ((1, 3, 0, 16), (1, 3, 16, 0)):  # images without rows, or without columns
+        with pytest.raises(
+            ValueError, match=rf"{which} must have shape .* H, W >= 1, got \(1, 3, {empty[2]}, {empty[3]}\)"
+        ):
+            joint(**{**inputs, which: torch.zeros(empty)})
 
 
 @pytest.mark.parametrize(
@@ -823,6 +857,20 @@ def test_models_built_at_the_constructors_bounds_have_configs_a_checkpoint_can_l
         validate_model_config(model_config(model))  # raises on a value outside the schema
     assert joint.config["fusion_hidden"] == widest and len(widest) == MAX_FUSION_DEPTH
     assert model_config(models[2])["spixel"] == {"cell_size": 1024, "width": 256, "centre_bias": 100.0}
+
+
+def test_the_fusion_weights_bound_is_inclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stack of exactly FUSION_WEIGHTS_MAX weights passes (the bound is "at most"), one weight fewer
+    allowed refuses it (the bound lowered to the paper's stack's 8128 weights)."""
+    from examples.voc_joint.models import _checks
+
+    monkeypatch.setattr(_checks, "FUSION_WEIGHTS_MAX", fusion_weights([64, 64], 21))
+    assert _checks.fusion_weights_problem([64, 64], 21) is None
+    monkeypatch.setattr(_checks, "FUSION_WEIGHTS_MAX", fusion_weights([64, 64], 21) - 1)
+    assert _checks.fusion_weights_problem([64, 64], 21) == (
+        "makes 8128 fusion weights with 21 classes (2C x h_1 + h_1 x h_2 + ... + h_L x C, before the "
+        "activation doubles the hidden widths), at most 8127"
+    )
 
 
 def test_the_whole_fusion_stack_is_bounded_not_only_each_layer(monkeypatch: pytest.MonkeyPatch) -> None:
