@@ -82,7 +82,9 @@ def check_int(value: object, name: str, minimum: int | None = None) -> int:
     if isinstance(value, Tensor) and value.is_meta:  # no value to read (.item() raises deep inside)
         raise TypeError(f"{name} must be an int, got {_describe(value)} (it holds no value)")
     try:
-        result = operator.index(value)  # type: ignore[arg-type]  # any object: a TypeError is the answer
+        # an int is taken as it is: under torch.compile a size of a dynamic shape is traced as an int, and
+        # operator.index would specialize it (a recompilation for every new image size or num_superpixels)
+        result = value if type(value) is int else operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{name} must be an int, got {_describe(value)}") from None
     except RuntimeError:  # a uint64 tensor above 2**63 - 1 ("cannot be converted to type int64_t")

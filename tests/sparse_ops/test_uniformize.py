@@ -473,3 +473,39 @@ def test_compile_with_a_second_batch_size_serves_every_later_one() -> None:
         x, sp = torch.randn(b, 3, 16, 16), torch.randint(0, 10, (b, 16, 16))
         assert torch.equal(compiled(x, sp), uniformize(x, sp, 10))
     assert counter.frame_count == 2
+
+
+@pytest.mark.slow
+def test_compile_serves_new_image_sizes_and_slot_counts_without_recompiling() -> None:
+    """A dynamic size used as ``num_superpixels`` (``num_grid_cells`` of the input's shape, as the
+    deployment recipe computes it) or ``height`` / ``width`` was specialized by ``operator.index`` in the int
+    check: every new image size recompiled (8 graphs for 8 sizes, then ``recompile_limit``: eager, or under
+    ``fullgraph=True`` a ``FailOnRecompileLimitHit``), and so did every new int ``N_s`` under
+    ``dynamic=True``."""
+    from torch._dynamo.testing import CompileCounter
+
+    from sparse_ops import SuperpixelAssignment, hard_superpixels, num_grid_cells
+
+    def refine(x: torch.Tensor, assoc: torch.Tensor) -> torch.Tensor:
+        ids = hard_superpixels(assoc, 4, validate=False)
+        n = num_grid_cells(x.shape[-2], x.shape[-1], 4)
+        return SuperpixelAssignment(ids, n, validate=False).uniformize(x)
+
+    g = torch.Generator().manual_seed(0)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(refine, backend=counter, fullgraph=True)
+    for size in (16, 20, 24, 28, 32, 36):  # 256 pixels or more: one lane regime after the first size
+        x, assoc = torch.randn(2, 3, size, size, generator=g), torch.rand(2, 9, size, size, generator=g)
+        assert torch.equal(compiled(x, assoc), refine(x, assoc))
+    assert counter.frame_count == 2  # the first size, then one graph with a dynamic size for the others
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(
+        lambda x, sp, n: uniformize(x, sp, n, validate=False), backend=counter, dynamic=True
+    )
+    for n in (9, 11, 13, 15):  # one lane each (256 pixels)
+        x, sp = torch.randn(2, 3, 16, 16, generator=g), torch.randint(0, n, (2, 16, 16), generator=g)
+        assert torch.equal(compiled(x, sp, n), uniformize(x, sp, n))
+    assert counter.frame_count == 1
