@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from sparse_ops import SuperpixelUniformize, superpixel_pool, uniformize
+from sparse_ops import (
+    SuperpixelUniformize,
+    max_pool2d_with_indices,
+    max_unpool2d,
+    superpixel_pool,
+    uniformize,
+)
 from tests.op_tester import Case, OpTester
 from tests.sparse_ops._reference import label_maps, ref_uniformize
 
@@ -509,3 +515,45 @@ def test_compile_serves_new_image_sizes_and_slot_counts_without_recompiling() ->
         x, sp = torch.randn(2, 3, 16, 16, generator=g), torch.randint(0, n, (2, 16, 16), generator=g)
         assert torch.equal(compiled(x, sp, n), uniformize(x, sp, n))
     assert counter.frame_count == 1
+
+
+_INFERENCE_INPUTS: dict[str, Any] = {  # (op of x and the inference tensor, make that tensor from a generator)
+    "mask": (
+        lambda x, m: uniformize(x, torch.zeros(2, 8, 8, dtype=torch.long), 1, mask=m, validate=False),
+        lambda g: torch.rand(2, 8, 8, generator=g) > 0.3,
+    ),
+    "pool label map": (
+        lambda x, sp: superpixel_pool(x, sp, 4, validate=False),
+        lambda g: torch.randint(0, 4, (2, 8, 8), generator=g),
+    ),
+    "SegNet indices": (
+        lambda x, i: max_unpool2d(x[:, :, :4, :4], i, (8, 8), validate=False),
+        lambda g: max_pool2d_with_indices(torch.randn(2, 3, 8, 8, generator=g)).indices,
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(_INFERENCE_INPUTS))
+def test_inference_tensors_serve_an_eager_training_step_not_a_compiled_one(name: str) -> None:
+    """The documented limitation ("Precision, determinism, compile"): a mask, label map or indices made under
+    ``torch.inference_mode()`` serve an eager training step (copied), but PyTorch refuses them in a compiled
+    one whose graph saves them; a clone serves both. If the compiled call starts passing, the doc can go."""
+    op, make = _INFERENCE_INPUTS[name]
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        t = make(g)
+    x = torch.randn(2, 3, 8, 8, generator=g)
+
+    def step(fn: Any, tensor: torch.Tensor) -> torch.Tensor:
+        xr = x.clone().requires_grad_()
+        fn(xr, tensor).square().sum().backward()
+        assert xr.grad is not None
+        return xr.grad
+
+    expected = step(op, t)  # eager: copied where the graph saves it
+    torch._dynamo.reset()
+    compiled = torch.compile(op, backend="aot_eager", fullgraph=True)
+    assert torch.equal(step(compiled, t.clone()), expected)
+    with pytest.raises(RuntimeError, match="Inference tensors cannot be saved for backward"):
+        step(compiled, t)
