@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,14 @@ class TestPoolSparse(TestPool):
     compile_kwargs = None  # sparse tensors are refused by fullgraph=True
     fast_gradcheck = True
     errors = []  # noqa: RUF012  (covered by TestPool)
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        """Every path of the sparse backend against the reference: with and without a mask, mean and sum
+        (``"max"`` always scatters)."""
+        case = super().draw_case(data, dtype)
+        mask = case.kwargs["mask"] if data.draw(st.booleans(), label="masked") else None
+        reduce = data.draw(st.sampled_from(["mean", "sum"]), label="reduce")
+        return replace(case, kwargs={**case.kwargs, "mask": mask, "reduce": reduce})
 
 
 class TestUnpool(OpTester):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -124,6 +125,12 @@ class TestUniformizeSparse(TestUniformize):
     compile_kwargs = None  # sparse tensors are refused by fullgraph=True
     fast_gradcheck = True
     errors = []  # noqa: RUF012  (covered by TestUniformize)
+
+    def draw_case(self, data: st.DataObject, dtype: torch.dtype) -> Case:
+        """Both paths of the sparse backend against the reference: with and without a mask."""
+        case = super().draw_case(data, dtype)
+        mask = case.kwargs["mask"] if data.draw(st.booleans(), label="masked") else None
+        return replace(case, kwargs={**case.kwargs, "mask": mask})
 
 
 # ---------------------------------------------------------------------------------------------- semantics
