@@ -64,6 +64,7 @@ def arguments(draw: st.DrawFn) -> dict:
         )
     act = draw(st.sampled_from([None, "relu", "leaky_relu"]))
     return {
+        "odd": odd,
         "cls": draw(st.sampled_from([TransparentLinear, TransparentConv1x1])),
         "in": draw(st.sampled_from(ODD_INTS)) if odd == "in" else n_in,
         "hidden": (
@@ -107,6 +108,8 @@ def test_constructors_build_exact_stacks_or_raise_value_or_type_errors(a: dict) 
             dtype=a["dtype"],
         )
     except (ValueError, TypeError):
+        if a["odd"] is None:  # every argument valid: the stack must build
+            raise
         return
     assert all(bool(p.isfinite().all()) for p in stack.parameters())
     n_in = stack.layers[0].weight.shape[1]
