@@ -78,17 +78,24 @@ def import_time_global_draws(source: str) -> list[int]:
     return sorted(lines)
 
 
+def _runs_per_example(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A ``@given`` test, a ``@st.composite`` strategy, or an op tester's ``draw_case`` (which its
+    ``@given`` test calls for every example)."""
+    if fn.name == "draw_case":
+        return True
+    names = [d.func if isinstance(d, ast.Call) else d for d in fn.decorator_list]
+    return any(getattr(d, "id", getattr(d, "attr", None)) in ("given", "composite") for d in names)
+
+
 def unseeded_draws_in_given_tests(source: str) -> list[int]:
-    """Lines where a Hypothesis test draws from the global RNG without seeding it in its body: Hypothesis
-    does not reseed torch per example, so the draw depends on the examples run before it and a failing
-    example replayed from the database gets other values (draw a seed with the strategies instead)."""
+    """Lines where a Hypothesis test (or a strategy or ``draw_case`` it draws its examples with) draws from
+    the global RNG without seeding it in its body: Hypothesis does not reseed torch per example, so the draw
+    depends on the examples run before it and a failing example replayed from the database gets other values
+    (draw a seed with the strategies instead)."""
     tree = ast.parse(source)
     lines = set()
     for fn in ast.walk(tree):
-        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        decorators = [d.func for d in fn.decorator_list if isinstance(d, ast.Call)]
-        if not any(getattr(d, "id", getattr(d, "attr", None)) == "given" for d in decorators):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or not _runs_per_example(fn):
             continue
         calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
         if any(c.func.attr == "manual_seed" for c in calls):  # type: ignore[attr-defined]
@@ -152,3 +159,16 @@ def test_the_checks_find_what_they_look_for() -> None:
         "    x = torch.randn(5)\n"  # seeded from the draw: fine
     )
     assert unseeded_draws_in_given_tests(given) == [5]
+    per_example = (  # what draws the examples runs per example too (test_soft.py's draw_case had this)
+        "import torch\n"
+        "from hypothesis import strategies as st\n"
+        "class TestOp:\n"
+        "    def draw_case(self, data, dtype):\n"
+        "        return torch.randn(2, dtype=dtype)\n"  # 5
+        "    def small_case(self, dtype):\n"
+        "        return torch.randn(2, dtype=dtype)\n"  # a plain test's input: seeded per test, fine
+        "@st.composite\n"
+        "def cases(draw):\n"
+        "    return torch.rand(draw(st.integers(1, 3)))\n"  # 10
+    )
+    assert unseeded_draws_in_given_tests(per_example) == [5, 10]
