@@ -167,9 +167,11 @@ def test_without_bias_the_error_is_relative_from_1e_minus_30_to_1e38(act: str | 
 
 @pytest.mark.parametrize("act", ACTS)
 def test_float64_relative_error(act: str | None) -> None:
+    """The transparent-init page: "In float64 the stack reproduces its input to ~1e-14 relative" (measured
+    1.9-2.8e-15 of r over seeds 0-2 and the three activations; this allowed 1e-12, 100 times the page)."""
     layer = TransparentLinear(42, [64, 64], activation=act, generator=0, dtype=torch.float64)
     x = uniform((1024, 42), 1000.0, 1, torch.float64)
-    assert max_abs_error(layer, x) <= 1e-12 * 1000.0
+    assert max_abs_error(layer, x) <= 1e-14 * 1000.0
 
 
 @pytest.mark.parametrize("depth", [2, 5])
