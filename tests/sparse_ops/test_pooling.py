@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparse_ops import (
@@ -18,6 +19,7 @@ from sparse_ops import (
     superpixel_pool,
     superpixel_unpool,
 )
+from tests.hypothesis_budget import budget
 from tests.op_tester import Case, OpTester
 from tests.sparse_ops._reference import label_maps, ref_pool, ref_unpool
 
@@ -221,6 +223,43 @@ def test_max_pool_gradient_of_an_infinite_maximum_sums_to_one(backend: str, mask
             expected += leaf.grad
     assert torch.equal(x.grad, expected)
     assert torch.equal(x.grad[0, 0, 0, :3], torch.full((3,), 1 / 3)) and x.grad[0, 0, 1, 0] == 0.0
+
+
+@settings(max_examples=budget(15))
+@given(
+    data=label_maps(),
+    levels=st.integers(1, 3),
+    masked=st.booleans(),
+    backend=st.sampled_from(["scatter", "sparse"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_max_pool_gradient_matches_the_tie_sharing_reference(
+    data: tuple[torch.Tensor, int], levels: int, masked: bool, backend: str, seed: int
+) -> None:
+    """The tie rule of ``reduce="max"`` over drawn layouts, masks and many ties (values from 1-3 levels,
+    0 among them): each superpixel's upstream gradient is shared 1/k among the k counted pixels that hold
+    its maximum, and nothing reaches the others (a loop over superpixels and channels)."""
+    sp, n_s = data
+    b, h, w = sp.shape
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randint(0, levels, (b, 2, h, w), generator=g) - 1).double().requires_grad_(True)
+    mask = torch.rand(b, h, w, generator=g) > 0.4 if masked else None
+    upstream = torch.randn(b, n_s, 2, generator=g, dtype=torch.float64)
+    out = superpixel_pool(x, sp, n_s, mask=mask, reduce="max", backend=backend)  # type: ignore[arg-type]
+    (out * upstream).sum().backward()
+    values, ids = x.detach().numpy(), sp.numpy()
+    counted = np.ones((b, h, w), dtype=bool) if mask is None else mask.numpy()
+    expected = np.zeros_like(values)
+    for i in range(b):
+        for s in range(n_s):
+            members = (ids[i] == s) & counted[i]
+            if not members.any():
+                continue
+            for c in range(2):
+                holders = members & (values[i, c] == values[i, c][members].max())
+                expected[i, c][holders] = upstream[i, s, c].item() / holders.sum()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, torch.from_numpy(expected))
 
 
 def test_upsample_resizes_coarse_features_first() -> None:
