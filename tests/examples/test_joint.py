@@ -952,6 +952,137 @@ def test_model_config_types_and_bounds() -> None:
         validate_model_config(missing)
 
 
+def _no_build(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a layer was built from an invalid config")
+
+
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("deeplab", "num_classes", MAX_CLASSES + 1),
+        ("deeplab", "aspp_channels", MAX_WIDTH + 1),
+        ("deeplab", "low_level_channels", MAX_WIDTH + 1),
+        ("spixel", "cell_size", MAX_CELL + 1),
+        ("spixel", "width", MAX_SPIXEL_WIDTH + 1),
+        ("spixel", "centre_bias", MAX_CENTRE_BIAS + 0.5),
+        ("spixel", "centre_bias", -MAX_CENTRE_BIAS - 0.5),
+        ("joint", "cell_size", MAX_CELL + 1),
+        ("joint", "mode", "softer"),
+        ("joint", "fusion", "false"),
+        ("joint", "fusion", 1),
+        ("joint", "fusion_activation", "gelu"),
+        ("joint", "fusion_init", "orthogonal"),
+    ],
+)
+def test_a_config_value_outside_the_schema_is_refused_before_building(
+    monkeypatch: pytest.MonkeyPatch, section: str, key: str, value: object
+) -> None:
+    """Each key's bound or choices are the schema's (one above each bound, an unknown choice, a flag that is
+    no bool): the config is refused naming the key, before any layer is built (the constructors' own checks,
+    after the networks were built, or none for ``fusion``, are not what refuses it)."""
+    from examples.voc_joint.models import build as build_mod
+
+    deeplab, spixel = _nets(3)
+    cfg = model_config(JointModel(deeplab, spixel, 3, fusion_hidden=(8,)))
+    cfg[section][key] = value
+    monkeypatch.setattr(build_mod, "DeepLabV3Plus", _no_build)
+    monkeypatch.setattr(build_mod, "SpixelFCN", _no_build)
+    with pytest.raises(
+        ValueError, match=rf"^invalid model config: {section}\.{key} must be .*, got {value!r}$"
+    ):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    "section,key",
+    [
+        ("deeplab", "num_classes"),
+        ("deeplab", "backbone"),
+        ("spixel", "cell_size"),
+        ("spixel", "width"),
+        ("joint", "num_classes"),
+        ("joint", "mode"),
+        ("joint", "fusion"),
+    ],
+)
+def test_each_required_model_config_key_is_required(section: str, key: str) -> None:
+    """A config without a required key is refused naming it (not built with the constructor's default: a
+    ``spixel`` section without ``width`` made a width-16 network)."""
+    deeplab, spixel = _nets(3)
+    cfg = model_config(JointModel(deeplab, spixel, 3))
+    del cfg[section][key]
+    with pytest.raises(ValueError, match=rf"^invalid model config: '{section}' misses \['{key}'\]$"):
+        validate_model_config(cfg)
+
+
+def test_a_section_the_arch_does_not_use_is_refused() -> None:
+    deeplab, spixel = _nets(3)
+    cfg = {"arch": "spixelfcn", "spixel": dict(spixel.config), "deeplab": dict(deeplab.config)}
+    with pytest.raises(
+        ValueError,
+        match=r"^invalid model config: unknown sections \['deeplab'\] for arch 'spixelfcn' "
+        r"\(expected \('spixel',\)\)$",
+    ):
+        validate_model_config(cfg)
+
+
+def test_a_config_without_fusion_hidden_is_checked_with_the_constructors_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An absent ``fusion_hidden`` is JointModel's default ``(64, 64)``: 33 classes (widths >= 66 needed) are
+    refused by the schema, before any layer is built; 32 classes pass."""
+    import inspect
+
+    from examples.voc_joint.models import build as build_mod
+
+    assert tuple(inspect.signature(JointModel).parameters["fusion_hidden"].default) == (64, 64)
+    deeplab, spixel = _nets(3)
+    cfg = model_config(JointModel(deeplab, spixel, 3))
+    del cfg["joint"]["fusion_hidden"]
+    for classes in (32, 33):
+        cfg["deeplab"]["num_classes"] = cfg["joint"]["num_classes"] = classes
+        if classes == 32:
+            validate_model_config(cfg)
+    monkeypatch.setattr(build_mod, "DeepLabV3Plus", _no_build)
+    monkeypatch.setattr(build_mod, "SpixelFCN", _no_build)
+    with pytest.raises(
+        ValueError,
+        match=r"^invalid model config: joint\.fusion_hidden \[64, 64\] must be >= 2 x num_classes = 66$",
+    ):
+        build_model(cfg)
+
+
+def test_model_config_of_a_wrapped_model_is_the_inner_models() -> None:
+    """A model inside a (Distributed)DataParallel wrapper gives the config of the model it wraps."""
+    deeplab, spixel = _nets(3)
+    for net in (deeplab, spixel, JointModel(deeplab, spixel, 3)):
+        wrapper = torch.nn.Module()
+        wrapper.module = net  # what DistributedDataParallel and DataParallel hold
+        assert model_config(wrapper) == model_config(net)
+
+
+def test_model_config_is_a_copy_of_the_networks_configs() -> None:
+    """Editing the returned config (e.g. to build a variant) leaves the networks' own configs, which their
+    checkpoints store, as they were."""
+    deeplab, spixel = _nets(3)
+    joint = JointModel(deeplab, spixel, 3)
+    before = {"deeplab": dict(deeplab.config), "spixel": dict(spixel.config), "joint": dict(joint.config)}
+    for net in (deeplab, spixel, joint):
+        cfg = model_config(net)
+        for name, section in cfg.items():
+            if name != "arch":
+                section.clear()
+    assert (dict(deeplab.config), dict(spixel.config), dict(joint.config)) == tuple(before.values())
+
+
+def test_a_joint_cell_size_other_than_the_superpixel_networks_round_trips() -> None:
+    """The joint model's own ``cell_size`` is part of its config: rebuilt, it is not the SpixelFCN's."""
+    deeplab, spixel = _nets(3)
+    joint = JointModel(deeplab, spixel, 3, cell_size=2 * CS)
+    again = build_model(model_config(joint))
+    assert isinstance(again, JointModel) and (again.cell_size, again.spixelfcn.cell_size) == (2 * CS, CS)
+
+
 @pytest.mark.parametrize("activation", ["relu", None])
 def test_exact_stacks_start_as_u_on_their_own(activation: str | None) -> None:
     """FusionStack alone (no uniformization after it): transparent and zero_residual give U, not S."""
