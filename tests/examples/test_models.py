@@ -497,3 +497,118 @@ def test_backbone_weights_without_dense_data_are_named(tmp_path, to, match: str)
     torch.save(state, path)
     with pytest.raises(ValueError, match=rf"backbone weights .*r18\.pth: conv1\.weight {match}"):
         load_backbone_weights(net, path)
+
+
+def test_deeplab_layers_are_the_documented_ones() -> None:
+    """The module docstring's architecture: ASPP on the 1/16 feature with a global image-pooling branch and
+    dropout 0.5, a 1x1 projection of the stride-4 ``layer1`` feature, a decoder of two 3x3 blocks with dropout
+    0.5 / 0.1. (A 2x2 pooling, a 3x3 low-level projection, a skipped max-pool or swapped dropouts kept every
+    shape and passed.)"""
+    torch.manual_seed(0)
+    net = DeepLabV3Plus(3, "resnet18", aspp_channels=8, low_level_channels=4).eval()
+    seen: dict[str, tuple[int, ...]] = {}
+    for name, module in [("aspp", net.aspp), ("low_level", net.low_level), ("pool", net.aspp.pool)]:
+        module.register_forward_hook(
+            lambda m, args, out, name=name: seen.update(
+                {name: tuple(args[0].shape), f"{name}_out": tuple(out.shape)}
+            )
+        )
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 64, 96)).shape == (2, 3, 64, 96)
+    assert seen["aspp"] == (2, 512, 4, 6) and seen["low_level"] == (2, 64, 16, 24)
+    assert seen["pool_out"] == (2, 8, 1, 1)  # image pooling: one value per channel
+    assert net.low_level[0].kernel_size == (1, 1)
+    assert [net.decoder[i][0].kernel_size for i in (0, 2)] == [(3, 3), (3, 3)]
+    assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5, 0.1]
+    assert isinstance(net.aspp.project[1], torch.nn.Dropout) and net.aspp.project[1].p == 0.5
+
+
+def test_backbone_weights_of_a_data_parallel_model_s_backbone_load(tmp_path) -> None:
+    """``module.backbone.`` keys (the backbone of a model saved from its DistributedDataParallel wrapper,
+    which puts ``module.`` outermost) load: both prefixes are stripped, in that order."""
+    torch.manual_seed(0)
+    src, _, _ = build_resnet_backbone("resnet18", 16)
+    path = tmp_path / "r18.pth"
+    torch.save({f"module.backbone.{k}": v for k, v in src.state_dict().items()}, path)
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    load_backbone_weights(net, path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v), k
+
+
+def test_deeplab_forward_is_the_documented_composition() -> None:
+    """Backbone (stem with max-pool, layer1 as the low-level feature), ASPP, ASPP output bilinearly upsampled
+    (``align_corners=False``) to the low-level size and concatenated before it, decoder, classifier, logits
+    bilinearly upsampled to the input size; the head starts from Kaiming-normal (ReLU gain) weights and a zero
+    classifier bias."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net = DeepLabV3Plus(3, "resnet18", aspp_channels=8, low_level_channels=4).eval()
+    x = torch.randn(2, 3, 45, 61)
+    b = net.backbone
+    with torch.no_grad():
+        low = b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(x)))))
+        high = net.aspp(b.layer4(b.layer3(b.layer2(low))))
+        low = net.low_level(low)
+        high = F.interpolate(high, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        logits = net.classifier(net.decoder(torch.cat([high, low], dim=1)))
+        expected = F.interpolate(logits, size=(45, 61), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(net(x), expected, rtol=0, atol=0)
+    assert torch.equal(net.classifier.bias, torch.zeros(3))
+    wide = DeepLabV3Plus(3, "resnet18", aspp_channels=256)
+    w = wide.decoder[0][0].weight.detach()  # 256 x (256 + 48) x 3 x 3: ~700k draws
+    fan_in = w.shape[1] * 9
+    assert abs(float(w.std()) * (fan_in / 2) ** 0.5 - 1) < 0.02  # PyTorch's default init: about 0.41
+
+
+def test_spixelfcn_forward_is_the_documented_composition() -> None:
+    """Four stride-2 encoder stages; each decoder stage a 4x4 stride-2 deconvolution concatenated with the
+    encoder feature of its resolution; a 3x3 conv to 9 logits and a softmax over them; LeakyReLU(0.1) in every
+    conv and deconv; Kaiming-normal (``a=0.1``) weights. (A dropped skip, a softmax temperature, another slope
+    or PyTorch's default init kept every shape and the sum-to-one, and passed.)"""
+    torch.manual_seed(0)
+    net = SpixelFCN(width=4).eval()
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        e = [net.enc0(x)]
+        for enc in (net.enc1, net.enc2, net.enc3, net.enc4):
+            e.append(enc(e[-1]))
+        d = e[4]
+        for up, dec, skip in zip(
+            (net.up3, net.up2, net.up1, net.up0),
+            (net.dec3, net.dec2, net.dec1, net.dec0),
+            e[3::-1],
+            strict=True,
+        ):
+            d = dec(torch.cat([up(d), skip], dim=1))
+        torch.testing.assert_close(net(x), torch.softmax(net.pred(d), dim=1), rtol=0, atol=0)
+    assert {m.negative_slope for m in net.modules() if isinstance(m, torch.nn.LeakyReLU)} == {0.1}
+    w = SpixelFCN(width=16).enc4[1][0].weight.detach()  # 256 x 256 x 3 x 3: ~600k draws
+    gain = (2 / (1 + 0.1**2)) ** 0.5
+    assert abs(float(w.std()) * (w.shape[1] * 9) ** 0.5 / gain - 1) < 0.02  # PyTorch's default: about 0.41
+
+
+def test_spixelfcn_takes_one_small_image_when_the_1_16_batchnorm_is_frozen() -> None:
+    """The single-image refusal is about the BatchNorm layers of the 1/16 stage (one value per channel):
+    frozen there (the documented remedy), one 16 x 16 image runs in training mode; frozen everywhere else
+    only, it is still refused."""
+    from examples.voc_joint.engine import set_bn_eval
+
+    torch.manual_seed(0)
+    net = SpixelFCN(8, 2).train()
+    set_bn_eval(net.enc4)
+    assert net.training and net(torch.randn(1, 3, 16, 16)).shape == (1, 9, 16, 16)
+    net = SpixelFCN(8, 2).train()
+    for stage in (net.enc0, net.enc1, net.enc2, net.enc3):
+        set_bn_eval(stage)
+    with pytest.raises(ValueError, match="x must not be a single image of at most 16 x 16 pixels"):
+        net(torch.randn(1, 3, 16, 16))
+
+
+def test_spixelfcn_stores_centre_bias_as_a_plain_float() -> None:
+    """A numpy float (a float subclass, which weights-only checkpoint loading refuses) or an int centre_bias
+    is stored in the config as a plain float."""
+    for bias in (np.float64(2.5), 3):
+        value = SpixelFCN(8, 2, centre_bias=bias).config["centre_bias"]
+        assert type(value) is float and value == float(bias)
