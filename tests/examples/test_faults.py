@@ -841,7 +841,9 @@ def test_wrong_stage_checkpoints_in_train_evaluate_demo(
         )
     assert info.value.code == 2 and expect in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
-        train_cli.main(_argv(voc6, tmp_path, "--seg-checkpoint", str(spx), "--spixel-checkpoint", str(spx)))
+        # without RUN's --from-scratch: with both checkpoints it is refused first (it would be ignored)
+        argv = _argv(voc6, tmp_path, "--seg-checkpoint", str(spx), "--spixel-checkpoint", str(spx))
+        train_cli.main([a for a in argv if a != "--from-scratch"])
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "--seg-checkpoint: checkpoint" in err and "expected a 'seg' or 'joint' checkpoint" in err
