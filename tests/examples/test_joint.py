@@ -1067,12 +1067,16 @@ def test_model_config_is_a_copy_of_the_networks_configs() -> None:
     deeplab, spixel = _nets(3)
     joint = JointModel(deeplab, spixel, 3)
     before = {"deeplab": dict(deeplab.config), "spixel": dict(spixel.config), "joint": dict(joint.config)}
+    hidden = list(joint.config["fusion_hidden"])
     for net in (deeplab, spixel, joint):
         cfg = model_config(net)
+        if "joint" in cfg:  # a list inside a section: a one-level copy shared it with the model
+            cfg["joint"]["fusion_hidden"].append(7)
         for name, section in cfg.items():
             if name != "arch":
                 section.clear()
     assert (dict(deeplab.config), dict(spixel.config), dict(joint.config)) == tuple(before.values())
+    assert joint.config["fusion_hidden"] == hidden
 
 
 def test_a_joint_cell_size_other_than_the_superpixel_networks_round_trips() -> None:

@@ -12,6 +12,7 @@ its section's schema.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -197,7 +198,8 @@ def validate_model_config(config: Any) -> None:
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:
-    """The config dict that :func:`build_model` turns back into an (untrained) copy of ``model``.
+    """The config dict that :func:`build_model` turns back into an (untrained) copy of ``model``: a deep copy,
+    so that editing it (its lists too, e.g. ``fusion_hidden``) leaves the networks' own configs as they were.
 
     Example:
         >>> net = SpixelFCN(cell_size=8, width=4)
@@ -210,15 +212,15 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     if isinstance(model, SegmentationOnly):
         model = model.deeplab
     if isinstance(model, DeepLabV3Plus):
-        return {"arch": "deeplabv3plus", "deeplab": dict(model.config)}
+        return {"arch": "deeplabv3plus", "deeplab": copy.deepcopy(dict(model.config))}
     if isinstance(model, SpixelFCN):
-        return {"arch": "spixelfcn", "spixel": dict(model.config)}
+        return {"arch": "spixelfcn", "spixel": copy.deepcopy(dict(model.config))}
     if isinstance(model, JointModel):
         return {
             "arch": "joint",
-            "deeplab": dict(cast(DeepLabV3Plus, model.deeplab).config),
-            "spixel": dict(cast(SpixelFCN, model.spixelfcn).config),
-            "joint": dict(model.config),
+            "deeplab": copy.deepcopy(dict(cast(DeepLabV3Plus, model.deeplab).config)),
+            "spixel": copy.deepcopy(dict(cast(SpixelFCN, model.spixelfcn).config)),
+            "joint": copy.deepcopy(dict(model.config)),
         }
     raise TypeError(f"model must be a DeepLabV3Plus, SpixelFCN or JointModel, got {type(model).__name__}")
 
