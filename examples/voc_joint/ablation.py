@@ -55,13 +55,13 @@ from examples.voc_joint.cli import (
     SIDE_MAX,
     THREADS_MAX,
     UsageError,
+    check_one_process,
     check_output_dir,
     existing_dir,
     existing_file,
     flag,
     float_range,
     int_range,
-    one_process_error,
     output_path,
     run_command,
 )
@@ -1103,10 +1103,8 @@ def _output_dir(opts: argparse.Namespace) -> Path:
 
 def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
     """Checks that involve several options (each option alone was checked by its ``type=``), and that the
-    output folder can be written (``cli.check_output_dir``); one process (``cli.one_process_error``)."""
-    error = one_process_error("ablation.py")
-    if error is not None:
-        parser.error(error)
+    output folder can be written (``cli.check_output_dir``); one process (``cli.check_one_process``)."""
+    check_one_process(parser, "ablation.py")
     if (opts.seg_checkpoint is None) != (opts.spixel_checkpoint is None):
         parser.error("--seg-checkpoint and --spixel-checkpoint go together (or neither: pretrain here)")
     if opts.seg_checkpoint is not None:

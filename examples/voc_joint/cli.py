@@ -35,6 +35,7 @@ __all__ = [
     "WORKERS_MAX",
     "DefaultsHelpFormatter",
     "UsageError",
+    "check_one_process",
     "check_output_dir",
     "device_arg",
     "error_text",
@@ -394,6 +395,18 @@ def check_output_dir(parser: argparse.ArgumentParser, path: Path, *, given: bool
     error = output_dir_error(path)
     if error is not None:
         parser.error(f"--output-dir{'' if given else ' (not given: its default)'}: {error}")
+
+
+def check_one_process(parser: argparse.ArgumentParser, script: str) -> None:
+    """``parser.error`` (exit status 2) where ``script`` was launched as one of several ``torchrun``
+    processes (:func:`one_process_error`).
+
+    Example:
+        >>> check_one_process(argparse.ArgumentParser(), "demo.py")  # one process here: no error
+    """
+    error = one_process_error(script)
+    if error is not None:
+        parser.error(error)
 
 
 def _check_usable(text: str, what: str) -> None:

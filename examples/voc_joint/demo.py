@@ -47,11 +47,11 @@ from examples.voc_joint.cli import (
     THREADS_MAX,
     DefaultsHelpFormatter,
     UsageError,
+    check_one_process,
     check_output_dir,
     existing_dir,
     float_range,
     int_range,
-    one_process_error,
     output_path,
     run_command,
 )
@@ -399,11 +399,9 @@ def _output_dir(opts: argparse.Namespace) -> Path:
 
 
 def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
-    """Checks before anything runs: one process (``cli.one_process_error``), and the output folder can be
+    """Checks before anything runs: one process (``cli.check_one_process``), and the output folder can be
     written (``cli.check_output_dir``)."""
-    error = one_process_error("demo.py")
-    if error is not None:
-        parser.error(error)
+    check_one_process(parser, "demo.py")
     check_output_dir(parser, _output_dir(opts), given=opts.output_dir is not None)
 
 

@@ -40,13 +40,13 @@ from examples.voc_joint.cli import (
     THREADS_MAX,
     WORKERS_MAX,
     DefaultsHelpFormatter,
+    check_one_process,
     check_output_dir,
     device_arg,
     error_text,
     existing_dir,
     existing_file,
     int_range,
-    one_process_error,
     option_given,
     out_of_memory_error,
     output_path,
@@ -395,9 +395,7 @@ def check_args(
     ``argv``: the command line ``args`` was parsed from, to tell which options were given; without it, an
     option counts as given when its value is not the default.
     """
-    error = one_process_error("evaluate.py")  # one process (cli.one_process_error)
-    if error is not None:
-        parser.error(error)
+    check_one_process(parser, "evaluate.py")
     if args.pad_to_multiple is not None and args.crop_size is not None:
         parser.error("--pad-to-multiple pads full images: it cannot be combined with --crop-size")
     if args.crop_size is None and option_given(parser, args, argv)("batch_size") and args.batch_size != 1:
