@@ -72,7 +72,7 @@ from examples.voc_joint.metrics import (
 )
 from examples.voc_joint.signals import InterruptGuard, run_stoppable, worker_init_fn
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging
-from examples.voc_joint.visualize import save_panel
+from examples.voc_joint.visualize import PANEL_CLASSES_MAX, save_panel
 from examples.voc_joint.workers import worker_tmpdir_error
 
 __all__ = ["build_parser", "check_args", "checkpoint_num_classes", "evaluate", "main", "split_results"]
@@ -114,12 +114,9 @@ def _refuse_nan(name: str, logits: Tensor, batch: dict[str, Any], amp: bool) -> 
     )
 
 
-#: How many classes a panel can draw, one per colour of the VOC palette (index 255 is the ignore label's).
-PANEL_CLASSES_MAX = 256
-
-
 def panel_classes_error(num_classes: int, way_out: str) -> str:
-    """Why panels cannot be drawn for a model of ``num_classes`` classes (above :data:`PANEL_CLASSES_MAX`)."""
+    """Why panels cannot be drawn for a model of ``num_classes`` classes (above
+    :data:`~examples.voc_joint.visualize.PANEL_CLASSES_MAX`)."""
     return (
         f"the checkpoint's model has {num_classes} classes, and panels draw classes in the "
         f"{PANEL_CLASSES_MAX} colours of the VOC palette: evaluate it with {way_out} (no panels)"
@@ -187,6 +184,7 @@ def evaluate(
             panels to draw (their colours are the 256 of the VOC palette).
     """
     device = torch.device(device)
+    use_amp = amp and device.type == "cuda"
     if panels_dir is not None and max_panels > 0 and num_classes > PANEL_CLASSES_MAX:
         raise ValueError(panel_classes_error(num_classes, "max_panels=0"))
     kw: dict[str, Any] = {
@@ -214,7 +212,7 @@ def evaluate(
         for batch in bar:
             target = batch["target"].to(device)
             region = batch.get("region")  # the images' own pixels: padding counts in no metric
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 out = model(batch["seg_input"].to(device), batch["spixel_input"].to(device))
             if not isinstance(out, dict) or "logits" not in out:
                 raise TypeError(
@@ -222,7 +220,7 @@ def evaluate(
                     f"{type(out).__name__}"
                 )
             _check_logits("logits", out["logits"], target, num_classes)
-            _refuse_nan("logits", out["logits"], batch, amp and device.type == "cuda")
+            _refuse_nan("logits", out["logits"], batch, use_amp)
             pred = out["logits"].argmax(1)
             superpixels = out.get("superpixels")
             if superpixels is not None:
@@ -232,7 +230,7 @@ def evaluate(
             base_pred = None
             if out.get("seg_logits") is not None:
                 _check_logits("seg_logits", out["seg_logits"], target, num_classes)
-                _refuse_nan("seg_logits", out["seg_logits"], batch, amp and device.type == "cuda")
+                _refuse_nan("seg_logits", out["seg_logits"], batch, use_amp)
                 base_pred = out["seg_logits"].argmax(1)
                 base_m.update(base_pred, target, superpixels, region)
                 has_baseline = True

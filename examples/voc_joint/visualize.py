@@ -20,9 +20,18 @@ from torch import Tensor
 
 from examples.voc_joint.data import IGNORE_INDEX, VOC_CLASSES, voc_palette
 
-__all__ = ["colorize", "make_panel", "overlay_contours", "save_panel", "superpixel_contours"]
+__all__ = [
+    "PANEL_CLASSES_MAX",
+    "colorize",
+    "make_panel",
+    "overlay_contours",
+    "save_panel",
+    "superpixel_contours",
+]
 
 _PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+#: How many classes a panel can draw, one per colour of the VOC palette (index 255 is the ignore label's).
+PANEL_CLASSES_MAX = len(_PALETTE)
 _GAP = 4
 #: the widest a tile is upscaled to, pixels (the upscaling for ``min_height`` stops before)
 _UPSCALED_WIDTH_MAX = 1024
@@ -66,7 +75,7 @@ def colorize(labels: Tensor | np.ndarray) -> np.ndarray:
                 f"labels must be integer class indices in [0, 255], got {bad.size} value(s) that are not "
                 f"whole numbers, e.g. {bad.flat[0]}"
             )
-    if lab.size and (lab.min() < 0 or lab.max() > 255):
+    if lab.size and (lab.min() < 0 or lab.max() >= PANEL_CLASSES_MAX):
         raise ValueError(f"labels must lie in [0, 255], got range [{lab.min()}, {lab.max()}]")
     return _PALETTE[lab.astype(np.int64)]
 
