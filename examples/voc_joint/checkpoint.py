@@ -70,6 +70,7 @@ __all__ = [
     "VERSION",
     "CheckpointError",
     "check_resumable",
+    "cuda_states_restorable",
     "get_rng_state",
     "load_checkpoint",
     "load_checkpoint_with_sha256",
@@ -500,10 +501,18 @@ def _python_state(state: dict[str, Any]) -> tuple[Any, ...]:
     return (pyst["version"], tuple(int(v) for v in pyst["state"].tolist()), pyst["gauss"])
 
 
+def cuda_states_restorable(state: dict[str, Any]) -> bool:
+    """Whether :func:`set_rng_state` restores the CUDA generators of ``state``: it holds one state per GPU and
+    this process sees as many (:func:`~examples.voc_joint.train.cuda_rng_note` says when it does not)."""
+    saved = state.get("cuda") or []
+    return bool(saved) and torch.cuda.is_available() and len(saved) == torch.cuda.device_count()
+
+
 def set_rng_state(state: dict[str, Any], loader_generator: torch.Generator | None = None) -> None:
-    """Restore the states saved by :func:`get_rng_state`."""
+    """Restore the states saved by :func:`get_rng_state` (the CUDA ones where
+    :func:`cuda_states_restorable`)."""
     torch.set_rng_state(state["torch"].cpu())
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+    if cuda_states_restorable(state):
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     np.random.set_state(_numpy_state(state))
     random.setstate(_python_state(state))

@@ -41,6 +41,7 @@ from examples.voc_joint.checkpoint import (
     VERSION,
     CheckpointError,
     check_resumable,
+    cuda_states_restorable,
     get_rng_state,
     load_checkpoint,
     load_checkpoint_with_sha256,
@@ -1481,18 +1482,17 @@ def cuda_rng_note(stage: str, state: dict[str, Any], device: torch.device) -> st
     (``None``: they can, or the run is not on CUDA).
 
     :func:`~examples.voc_joint.checkpoint.set_rng_state` restores the CUDA generators only when this process
-    sees as many GPUs as the one that wrote ``state`` (one state per visible GPU); otherwise the GPU's random
-    draws (dropout) continue from other states, and the continuation is not bit-identical.
+    sees as many GPUs as the one that wrote ``state`` (one state per visible GPU,
+    :func:`~examples.voc_joint.checkpoint.cuda_states_restorable`); otherwise the GPU's random draws
+    (dropout) continue from other states, and the continuation is not bit-identical.
 
     Example:
         >>> cuda_rng_note("seg", {"cuda": []}, torch.device("cpu")) is None  # CPU draws only
         True
     """
-    if device.type != "cuda":
+    if device.type != "cuda" or cuda_states_restorable(state):
         return None
     saved, visible = len(state.get("cuda") or []), torch.cuda.device_count()
-    if saved == visible:
-        return None
     held = f"the CUDA RNG states of {saved} GPU(s)" if saved else "no CUDA RNG state (a run without CUDA)"
     return (
         f"[{stage}] the checkpoint holds {held}, this process sees {visible}: they are not restored, so the "

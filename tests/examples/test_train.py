@@ -360,6 +360,7 @@ def test_a_cuda_resume_that_cannot_restore_the_gpu_rng_states_says_so(monkeypatc
     """set_rng_state skips the CUDA states when another number of GPUs is visible: the GPU's dropout then
     continues from other states, which the resume said nothing about."""
     cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a CUDA machine, as the device says
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     state = {"cuda": [torch.zeros(16, dtype=torch.uint8)] * 2}
     assert train.cuda_rng_note("seg", state, cuda) is None
