@@ -61,18 +61,18 @@ def _validate(
     hidden = check_hidden(hidden_features, in_f, f"hidden_{name}", f"in_{name}")
     if isinstance(target_weight, Tensor):
         check_dense(target_weight, "target_weight")  # before its shape (a nested tensor has none)
-    if out_features is None and isinstance(target_weight, Tensor) and target_weight.dim() == 2:
-        if target_weight.shape[0] < 1:  # the user passed no out_{name}: name what they passed
+    if out_features is None and isinstance(target_weight, Tensor):  # the user passed no out_{name}
+        if target_weight.dim() != 2:  # any row count would do: name the shape it may have
+            raise ValueError(
+                f"target_weight must have shape [out_{name}, {in_f}] (2-D; out_{name} defaults to its row "
+                f"count), got shape {list(target_weight.shape)}"
+            )
+        if target_weight.shape[0] < 1:  # name what they passed
             raise ValueError(
                 f"target_weight must have at least one row (out_{name} defaults to target_weight.shape[0]), "
                 f"got shape {list(target_weight.shape)}"
             )
         out_features = int(target_weight.shape[0])
-    if out_features is None and isinstance(target_weight, Tensor):  # not 2-D: any row count would do
-        raise ValueError(
-            f"target_weight must have shape [out_{name}, {in_f}] (2-D; out_{name} defaults to its row "
-            f"count), got shape {list(target_weight.shape)}"
-        )
     out_f = in_f if out_features is None else check_int(out_features, f"out_{name}")
     act = check_activation(activation)
     if negative_slope is None:  # the slope of the activation for negative inputs: ReLU 0, the identity 1
