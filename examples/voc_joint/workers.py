@@ -26,6 +26,8 @@ import multiprocessing.util
 import os
 import sys
 import tempfile
+from collections.abc import Callable
+from types import ModuleType
 
 __all__ = [
     "max_tmpdir_bytes",
@@ -36,10 +38,16 @@ __all__ = [
 ]
 
 
+def _fallback() -> Callable[[ModuleType], object] | None:
+    """The private function with which this Python's ``multiprocessing`` falls back to a system folder from a
+    temporary folder too long for its sockets (CPython issue 132124; the same change renamed the socket
+    ``sock-``), or ``None`` where there is no fallback."""
+    return getattr(multiprocessing.util, "_get_base_temp_dir", None)
+
+
 def _has_fallback() -> bool:
-    """Whether this Python's ``multiprocessing`` falls back to a system folder from a temporary folder too
-    long for its sockets (CPython issue 132124; the same change renamed the socket ``sock-``)."""
-    return hasattr(multiprocessing.util, "_get_base_temp_dir")
+    """Whether this Python's ``multiprocessing`` has the fallback (:func:`_fallback`)."""
+    return _fallback() is not None
 
 
 def _socket_suffix() -> str:
@@ -52,7 +60,7 @@ def socket_base_dir() -> str:
     """The folder ``multiprocessing`` makes its ``pymp-*`` folder in: :func:`tempfile.gettempdir`, or on a
     Python with the fallback (see the module's docstring) the folder it falls back to (a private function of
     ``multiprocessing.util``, read only where it exists; the temporary folder if it fails)."""
-    fallback = getattr(multiprocessing.util, "_get_base_temp_dir", None)
+    fallback = _fallback()
     if fallback is not None:
         try:
             base = fallback(tempfile)
