@@ -32,6 +32,7 @@ the paper's (1e-6 / 1e-7 move nothing in a few dozen steps); they are recorded i
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -48,7 +49,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 
 import torch
 
-from examples.voc_joint.atomic import write_text_atomic
+from examples.voc_joint.atomic import write_bytes_atomic, write_text_atomic
 from examples.voc_joint.cli import (
     DATA_ROOT_HELP,
     FACTOR_MAX,
@@ -557,7 +558,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     range shaded: validation mIoU; its paired difference to ``transparent`` (same seed); the training loss.
 
     The loss panel (log scale) shows a centred 5-step running mean of each seed's loss (the per-step loss of a
-    batch of 8 crops is noisy).
+    batch of 8 crops is noisy). The file is written whole or not at all
+    (``examples.voc_joint.atomic.write_bytes_atomic``): a failed or stopped write leaves the earlier one.
     """
     import matplotlib
 
@@ -636,8 +638,12 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
         if title:
             fig.suptitle(title)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        png = io.BytesIO()
+        try:
+            fig.savefig(png, format="png", dpi=100)
+        finally:
+            plt.close(fig)
+        write_bytes_atomic(path, png.getvalue())  # a full disk or a stop leaves the earlier figure
     return path
 
 

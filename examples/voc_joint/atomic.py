@@ -7,17 +7,19 @@ one. A writer killed between the two steps leaves its temporary file; the next w
 it (:func:`remove_dead_writers_files`).
 
 The one implementation for the example's outputs (``metrics.json``, ``eval.json``, ``ablation.json``,
-``log.csv``, the data set lists) and the benchmarks' results (``benchmarks/_atomic.py`` re-exports it): it
-imports no torch, as ``benchmarks/gpu_check.py`` must not.
+``log.csv``, the data set lists; :func:`write_bytes_atomic`: ``ablation.png`` and the panels) and the
+benchmarks' results (``benchmarks/_atomic.py`` re-exports it): it imports no torch, as
+``benchmarks/gpu_check.py`` must not.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from glob import escape as glob_escape
 from pathlib import Path
 
-__all__ = ["remove_dead_writers_files", "write_text_atomic"]
+__all__ = ["remove_dead_writers_files", "write_bytes_atomic", "write_text_atomic"]
 
 
 def write_text_atomic(path: Path | str, text: str, newline: str | None = None) -> None:
@@ -33,12 +35,22 @@ def write_text_atomic(path: Path | str, text: str, newline: str | None = None) -
         ['r.json'] {}
         <BLANKLINE>
     """
-    path = Path(path)
+    _write_atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8", newline=newline))
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` as :func:`write_text_atomic` writes text: the PNG figures and panels
+    (``ablation.png``, ``panels/``), which ``savefig`` and PIL's ``save`` wrote in place (a full disk or an
+    interrupt left a cut PNG instead of the earlier one)."""
+    _write_atomic(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` the temporary file ``.<name>.<pid>.tmp`` next to ``path``, then rename it onto ``path``."""
     remove_dead_writers_files(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8", newline=newline) as fh:
-            fh.write(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:  # a full disk, an interrupt: no temporary file left, the earlier file intact
         tmp.unlink(missing_ok=True)

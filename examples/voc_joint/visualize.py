@@ -10,6 +10,7 @@ Pure PIL + numpy (no display needed).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from examples.voc_joint.atomic import write_bytes_atomic
 from examples.voc_joint.data import IGNORE_INDEX, VOC_CLASSES, voc_palette
 
 __all__ = [
@@ -201,8 +203,13 @@ def make_panel(
 
 
 def save_panel(path: str | Path, *args: Any, **kwargs: Any) -> Path:
-    """:func:`make_panel` then save as PNG at ``path`` (parent folders created); returns the path."""
+    """:func:`make_panel` then save as PNG at ``path`` (parent folders created); returns the path.
+
+    The file is written whole or not at all (``examples.voc_joint.atomic.write_bytes_atomic``): a save
+    that fails (a full disk) or is interrupted leaves the earlier file at ``path``, not a cut PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    make_panel(*args, **kwargs).save(path)
+    png = io.BytesIO()
+    make_panel(*args, **kwargs).save(png, format="PNG")
+    write_bytes_atomic(path, png.getvalue())
     return path

@@ -625,6 +625,33 @@ def test_plot_draws_means_paired_differences_smoothed_losses_and_seed_bands(tmp_
     assert band(ax_l, 1) == pytest.approx((low.min(), high.max()))
 
 
+def test_a_failed_figure_write_leaves_the_earlier_figure_and_no_temporary_file(tmp_path, monkeypatch) -> None:
+    """``plot`` wrote ablation.png in place (savefig): a full disk while it redrew a figure (a continued
+    ablation, ``redraw_figure``) left a cut PNG where the earlier one was. It writes a temporary file renamed
+    into place, and closes the figure either way."""
+    import errno
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    rows = [_curve_row("transparent", 0, [0.3, 0.4], [2.0, 1.0])]
+    path = ablation.plot(rows, tmp_path / "ablation.png", title="t")
+    before = path.read_bytes()
+    Image.init()
+
+    def cut(im, fp, filename, **kwargs):
+        fp.write(b"\x89PNG\r\n\x1a\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(Image.SAVE, "PNG", cut)
+    figures = plt.get_fignums()
+    with pytest.raises(OSError, match="No space left"):
+        ablation.plot(rows, path, title="t")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ablation.png"]
+    assert plt.get_fignums() == figures
+
+
 def test_plot_tells_the_inits_apart_without_colour_and_in_readable_type(tmp_path, monkeypatch) -> None:
     """Every line of ablation.png differs from the others of its panel by marker or line style, not only by
     colour (red-green colour blindness, grayscale print), and keeps its colour, marker and style in all three

@@ -230,3 +230,34 @@ def test_titles_of_narrow_tiles_stay_in_their_tile():
     for i in range(3):
         assert not ink[i * (w + 4) + w : (i + 1) * (w + 4)].any(), i  # the gap after tile i
     assert ink[:w].any()
+
+
+def _cut_png_writer(monkeypatch):
+    """PIL's PNG encoder replaced by one that writes the start of a PNG, then fails as on a full disk."""
+    import errno
+
+    Image.init()
+
+    def cut(im, fp, filename, **kwargs):
+        fp.write(b"\x89PNG\r\n\x1a\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setitem(Image.SAVE, "PNG", cut)
+
+
+def test_a_failed_save_leaves_the_earlier_panel_and_no_temporary_file(tmp_path, monkeypatch):
+    """save_panel wrote in place (PIL's save): a full disk while it rewrote a panel left a cut PNG where the
+    earlier one was. It writes a temporary file renamed into place; and as PNG whatever the file name says
+    (a name without a suffix was "unknown file extension", ``.jpg`` a JPEG)."""
+    args = (torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.long), None, None)
+    path = save_panel(tmp_path / "p.png", *args)
+    before = path.read_bytes()
+    with monkeypatch.context() as m:
+        _cut_png_writer(m)
+        with pytest.raises(OSError, match="No space left"):
+            save_panel(path, *args)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
+    for name in ("panel", "panel.jpg"):
+        with Image.open(save_panel(tmp_path / name, *args)) as im:
+            assert im.format == "PNG"
