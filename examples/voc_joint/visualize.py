@@ -157,15 +157,18 @@ def make_panel(
     h, w = img.shape[:2]
     tiles = [img]
     labels = []
-    for lab in (target, baseline, joint):
+    for name, lab in (("target", target), ("baseline", baseline), ("joint", joint)):
         if lab is None:
             tiles.append(np.full((h, w, 3), 255, np.uint8))
             continue
         arr = _np(lab)
         if arr.shape != (h, w):
-            raise ValueError(f"label maps must be {h}x{w} like the image, got {arr.shape}")
+            raise ValueError(f"{name}: label maps must be {h}x{w} like the image, got {arr.shape}")
         labels.append(arr)
-        tiles.append(colorize(arr))
+        try:
+            tiles.append(colorize(arr))
+        except ValueError as exc:  # colorize names its argument "labels": say which map
+            raise ValueError(f"{name}: {exc}") from None
     # a thin image (2 x 1000) would be upscaled 80 times into a 320012-pixel-wide panel (1.1 GB while drawing)
     factor = max(1, min(-(-int(min_height) // h), _UPSCALED_WIDTH_MAX // w))
     tiles = [np.repeat(np.repeat(t, factor, 0), factor, 1) for t in tiles]

@@ -261,3 +261,17 @@ def test_a_failed_save_leaves_the_earlier_panel_and_no_temporary_file(tmp_path, 
     for name in ("panel", "panel.jpg"):
         with Image.open(save_panel(tmp_path / name, *args)) as im:
             assert im.format == "PNG"
+
+
+@pytest.mark.parametrize("which", ["target", "baseline", "joint"])
+def test_a_bad_label_map_is_named(which):
+    """A label map of the wrong size or with a value outside [0, 255] was "label maps must be 8x8 like the
+    image" / "labels must lie in [0, 255]" without saying which of the three maps was wrong."""
+    maps = {"target": torch.zeros(8, 8, dtype=torch.long), "baseline": None, "joint": None}
+    image = torch.zeros(3, 8, 8)
+    with pytest.raises(ValueError, match=rf"^{which}: label maps must be 8x8 like the image, got \(7, 8\)$"):
+        make_panel(image, **{**maps, which: torch.zeros(7, 8, dtype=torch.long)})
+    bad = torch.zeros(8, 8, dtype=torch.long)
+    bad[0, 0] = 300
+    with pytest.raises(ValueError, match=rf"^{which}: labels must lie in \[0, 255\], got range \[0, 300\]$"):
+        make_panel(image, **{**maps, which: bad})
