@@ -4,7 +4,7 @@ Label maps are drawn in the VOC palette (ignore = 255 in cream), superpixel cont
 are upscaled (nearest) so that the panels stay legible (a thin one up to 1024 pixels wide). Titles and the
 legend grow with the tiles (10 pixels for tiles under 160 pixels wide, up to 18; each title shrinks until it
 fits its tile, or is cut at its edge) so that a panel shown scaled down in a page stays readable; the legend
-wraps onto more rows rather than run off the panel.
+wraps onto more rows rather than run off the panel (which is widened for an entry wider than its tiles).
 Pure PIL + numpy (no display needed).
 """
 
@@ -178,6 +178,7 @@ def make_panel(
     title_h, width = px + 4, 4 * tw + 3 * _GAP
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     entries, x, row = [], 2, 0  # the legend: (class, name, x, row), wrapped at the panel's width
+    right = width  # the canvas's width: the tiles', or that of a legend entry wider alone (narrow tiles)
     names = VOC_CLASSES if class_names is None else class_names
     for c in present if legend else []:
         name = str(names[c]) if c < len(names) else str(c)
@@ -186,8 +187,9 @@ def make_panel(
             x, row = 2, row + 1
         entries.append((c, name, x, row))
         x += size
+        right = max(right, x)
     legend_h = (row + 1) * (title_h + 2) if entries else 0
-    canvas = Image.new("RGB", (width, title_h + th + legend_h), (255, 255, 255))
+    canvas = Image.new("RGB", (right, title_h + th + legend_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for i, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
         x = i * (tw + _GAP)

@@ -275,3 +275,26 @@ def test_a_bad_label_map_is_named(which):
     bad[0, 0] = 300
     with pytest.raises(ValueError, match=rf"^{which}: labels must lie in \[0, 255\], got range \[0, 300\]$"):
         make_panel(image, **{**maps, which: bad})
+
+
+def test_a_legend_entry_wider_than_narrow_tiles_widens_the_panel():
+    """On the 8-pixel tiles of a 300 x 8 image (a 44-pixel panel) every legend name was cut at the panel's
+    right edge ("backgr"): an entry wider than the tiles cannot wrap, so the panel is widened to hold it;
+    the tiles keep their place and width."""
+    from PIL import ImageDraw
+
+    from examples.voc_joint.visualize import _title_font
+
+    h, w = 300, 8
+    target = torch.zeros(h, w, dtype=torch.long)
+    target[100:] = 15  # person
+    arr = np.asarray(make_panel(torch.zeros(3, h, w), target, target, None))
+    font, px = _title_font(("image + superpixels", "ground truth", "baseline", "joint"), w)
+    text = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength("background", font=font)
+    assert arr.shape[1] >= 2 + px + 2 + text  # swatch and name inside the panel
+    title_h = px + 4
+    assert np.array_equal(arr[title_h : title_h + h, w + 4 : 2 * w + 4], colorize(target))
+    assert (arr[title_h : title_h + h, 4 * w + 12 :] == 255).all()  # white right of the tiles
+    legend = arr[title_h + h :]
+    dark = np.nonzero((legend.min(axis=2) < 128).any(axis=0))[0]
+    assert dark.max() < arr.shape[1] - 1  # nothing cut at the right edge
