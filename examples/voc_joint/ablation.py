@@ -560,7 +560,12 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     The loss panel (log scale) shows a centred 5-step running mean of each seed's loss (the per-step loss of a
     batch of 8 crops is noisy). The file is written whole or not at all
     (``examples.voc_joint.atomic.write_bytes_atomic``): a failed or stopped write leaves the earlier one.
+
+    Raises:
+        ValueError: ``rows`` is empty (no run to draw).
     """
+    if not rows:  # was matplotlib's "number sections must be larger than 0." from the legend
+        raise ValueError("rows: expected the rows of at least one run, got none")
     import matplotlib
 
     matplotlib.use("Agg")

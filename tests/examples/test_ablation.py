@@ -652,6 +652,16 @@ def test_a_failed_figure_write_leaves_the_earlier_figure_and_no_temporary_file(t
     assert plt.get_fignums() == figures
 
 
+def test_plot_refuses_no_rows_and_draws_a_run_of_one_step(tmp_path) -> None:
+    """No rows was matplotlib's "number sections must be larger than 0." (the legend's columns) and a
+    figure of nothing; a run of one step (one evaluation, one loss) is drawn."""
+    with pytest.raises(ValueError, match=r"^rows: expected the rows of at least one run, got none$"):
+        ablation.plot([], tmp_path / "ablation.png")
+    assert not (tmp_path / "ablation.png").exists()
+    rows = [_curve_row(v, 0, [0.3], [1.0]) for v in ("transparent", "xavier")]
+    assert ablation.plot(rows, tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_plot_tells_the_inits_apart_without_colour_and_in_readable_type(tmp_path, monkeypatch) -> None:
     """Every line of ablation.png differs from the others of its panel by marker or line style, not only by
     colour (red-green colour blindness, grayscale print), and keeps its colour, marker and style in all three
