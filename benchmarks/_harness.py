@@ -289,6 +289,13 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _ru_maxrss_kib() -> float:
+    """The process's peak resident set size from :mod:`resource`, in KiB: ``ru_maxrss`` is in KiB on Linux
+    and the BSDs but in bytes on macOS (read as KiB there, every figure came out 1024x too large)."""
+    peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak / 1024 if sys.platform == "darwin" else peak
+
+
 class PeakMemory:
     """Extra peak memory from construction to :meth:`extra_mib` (CUDA: allocator; CPU: resident set size).
 
@@ -310,7 +317,7 @@ class PeakMemory:
             self.base = float(_proc_status_kib("VmRSS"))
         elif resource is not None:
             self.method = "ru_maxrss"
-            self.base = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+            self.base = _ru_maxrss_kib()
         else:
             self.method = "unavailable"
             self.base = 0.0
@@ -324,7 +331,7 @@ class PeakMemory:
             return (_proc_status_kib("VmHWM") - self.base) / 1024
         if resource is None:
             return None
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.base) / 1024
+        return (_ru_maxrss_kib() - self.base) / 1024
 
 
 #: The vector extensions that decide the speed of the CPU kernels, reported when present.

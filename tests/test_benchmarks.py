@@ -73,6 +73,26 @@ def test_peak_memory_where_neither_proc_nor_resource_exists(monkeypatch):
     assert harness.load_average() is None and harness.environment("cpu")["load_average_at_start"] is None
 
 
+@pytest.mark.parametrize(("platform", "unit"), [("linux", 1024), ("darwin", 2**20)])
+def test_peak_memory_reads_ru_maxrss_in_the_unit_of_the_platform(platform, unit, monkeypatch):
+    """Where the peak reset is refused, the growth of ``ru_maxrss`` is MiB as labelled: ``ru_maxrss`` is in
+    KiB on Linux but in bytes on macOS, where a 2 MiB growth was reported as 2048 MiB."""
+    from types import SimpleNamespace
+
+    harness = _import("_harness")
+    usage = SimpleNamespace(ru_maxrss=500 * unit)
+    monkeypatch.setattr(harness, "_reset_peak_rss", lambda: False)
+    monkeypatch.setattr(
+        harness,
+        "resource",
+        SimpleNamespace(RUSAGE_SELF=0, getrusage=lambda who: SimpleNamespace(**vars(usage))),
+    )
+    monkeypatch.setattr(harness.sys, "platform", platform)
+    memory = harness.PeakMemory("cpu")
+    usage.ru_maxrss += 2 * unit
+    assert memory.method == "ru_maxrss" and memory.extra_mib() == 2.0
+
+
 def test_benchmarks_run_without_the_posix_only_names(tmp_path):
     """On a Windows-like platform (no ``resource``, no ``os.getloadavg``) every benchmark script imports and
     one runs end to end, recording no load average; before, ``_harness`` failed to import ``resource`` and
