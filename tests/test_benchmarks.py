@@ -1133,6 +1133,24 @@ def test_bench_ops_check_refuses_a_wrong_gradient(monkeypatch):
     assert check["passed"] is False and check["max_rel_diff"] == pytest.approx(0.5)  # |1 - 2| / 2
 
 
+def test_bench_ops_check_refuses_a_nan_gradient(monkeypatch):
+    """A NaN in any output or gradient fails the float64 check: before, the largest difference was taken
+    with Python's ``max``, which keeps the exact outputs' 0 before a NaN gradient: the op passed (timed)."""
+    import dataclasses
+
+    bench = _import("bench_ops")
+    case = bench.CASES["pool_sum"]
+
+    def nan_gradient(inp):
+        x = inp["x"].clone()
+        x.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+        return bench.scatter_pool(x, inp["sp"], inp["n"], "sum")  # the right values, a NaN gradient
+
+    monkeypatch.setitem(bench.CASES, "pool_sum", dataclasses.replace(case, alt=nan_gradient))
+    check = bench.check_case("pool_sum", bench.case_config("pool_sum", quick=True))
+    assert check["passed"] is False and check["max_rel_diff"] != check["max_rel_diff"]  # NaN
+
+
 def test_bench_ops_float_check_runs_in_float64(monkeypatch):
     """Float ops are checked on float64 inputs (integer ops on the float32 inputs that are timed)."""
     import dataclasses
