@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -213,7 +214,9 @@ def check_agreement(S: int = 4, device: str = "cpu") -> float:
     logits = torch.randn(2, 9, 16, 20, generator=g, dtype=torch.float64).to(device)
     a = normalize_assoc(torch.softmax(logits, 1), S)
     outs = [f(x, a, S) for f in SOFT_IMPLS.values()]
-    return max(float((o - outs[0]).abs().max()) for o in outs)
+    diffs = [float((o - outs[0]).abs().max()) for o in outs]
+    # NaN where any is NaN (Python's max keeps the first of a number and a NaN: the first difference is 0.0)
+    return math.nan if any(math.isnan(d) for d in diffs) else max(diffs)
 
 
 WORKERS: dict[str, Callable[..., dict]] = {

@@ -1244,6 +1244,28 @@ def test_bench_soft_refuses_an_implementation_that_disagrees(monkeypatch):
         bench_soft.main(["--quick", "--in-process", "--threads", "1"])
 
 
+def test_bench_soft_refuses_an_implementation_with_a_nan(monkeypatch):
+    """A NaN in any implementation's output stops the run: before, the largest difference was taken with
+    Python's ``max``, which keeps the block implementation's 0.0 against itself before a NaN."""
+    bench_soft = _import("bench_soft")
+    nine_shift = bench_soft.nine_shift_uniformize
+
+    def one_nan(x, a, s):
+        out = nine_shift(x, a, s).clone()
+        out[0, 0, 0, 0] = float("nan")
+        return out
+
+    monkeypatch.setitem(bench_soft.SOFT_IMPLS, "nine_shift", one_nan)
+    assert bench_soft.check_agreement() != bench_soft.check_agreement()  # NaN
+
+    def timed(*args):
+        raise AssertionError("timed although an implementation gives NaN")
+
+    monkeypatch.setattr(bench_soft, "_run_worker", timed)
+    with pytest.raises(SystemExit, match="disagree"):
+        bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+
+
 def test_bench_soft_a_failed_worker_names_its_error():
     """A worker subprocess that failed ended the run in a ``CalledProcessError`` without the worker's stderr
     (its error, e.g. CUDA out of memory, was captured and dropped): now the run stops naming the worker, its
