@@ -11,8 +11,8 @@ Soft association (B=4, 512x512, cell 16, C in {2, 21, 23}), three exact implemen
   global cell ids and ``index_select`` back.
 
 All three use the same border convention (``renormalize=False`` in the library) and are checked to agree
-(float64, on the benchmark's device) before timing. SegNet: :func:`sparse_ops.max_unpool2d` vs
-``nn.MaxUnpool2d`` (forward + backward).
+(outputs and both gradients, float64, on the benchmark's device) before timing. SegNet:
+:func:`sparse_ops.max_unpool2d` vs ``nn.MaxUnpool2d`` (forward + backward).
 
 Every configuration runs in a fresh subprocess so that its peak resident memory (the growth of the peak
 resident set size above the resident size when the measurement starts, ``benchmarks/_harness.py``) can be
@@ -209,11 +209,18 @@ def worker_unpool_paired(B: int, C: int, H: int, W: int, repeats: int, device: s
 
 
 def check_agreement(S: int = 4, device: str = "cpu") -> float:
+    """Max ``|impl - block|`` over the three implementations' outputs and their gradients w.r.t. the features
+    and the association (what is timed), in float64; NaN where any of them is NaN."""
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 3, 16, 20, generator=g, dtype=torch.float64).to(device)
+    x = torch.randn(2, 3, 16, 20, generator=g, dtype=torch.float64).to(device).requires_grad_()
     logits = torch.randn(2, 9, 16, 20, generator=g, dtype=torch.float64).to(device)
-    a = normalize_assoc(torch.softmax(logits, 1), S)
-    outs = [f(x, a, S) for f in SOFT_IMPLS.values()]
+    a = normalize_assoc(torch.softmax(logits, 1), S).requires_grad_()
+    grad = torch.randn(2, 3, 16, 20, generator=g, dtype=torch.float64).to(device)
+    outs = []
+    for f in SOFT_IMPLS.values():
+        out = f(x, a, S)
+        grad_x, grad_a = torch.autograd.grad(out, (x, a), grad)
+        outs.append(torch.cat([out.detach().flatten(), grad_x.flatten(), grad_a.flatten()]))
     diffs = [float((o - outs[0]).abs().max()) for o in outs]
     # NaN where any is NaN (Python's max keeps the first of a number and a NaN: the first difference is 0.0)
     return math.nan if any(math.isnan(d) for d in diffs) else max(diffs)

@@ -1244,6 +1244,23 @@ def test_bench_soft_refuses_an_implementation_that_disagrees(monkeypatch):
         bench_soft.main(["--quick", "--in-process", "--threads", "1"])
 
 
+def test_bench_soft_refuses_an_implementation_with_a_wrong_gradient(monkeypatch):
+    """The agreement check compares the gradients w.r.t. the features and the association too (forward and
+    backward are timed): an implementation with the right values and a doubled association gradient is
+    refused before any timing (before, only the outputs were compared, and it was timed)."""
+    bench_soft = _import("bench_soft")
+    scatter = bench_soft.scatter_uniformize
+    monkeypatch.setitem(bench_soft.SOFT_IMPLS, "scatter", lambda x, a, s: scatter(x, 2 * a - a.detach(), s))
+    assert bench_soft.check_agreement() > 1e-4
+
+    def timed(*args):
+        raise AssertionError("timed although a gradient disagrees")
+
+    monkeypatch.setattr(bench_soft, "_run_worker", timed)
+    with pytest.raises(SystemExit, match="disagree"):
+        bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+
+
 def test_bench_soft_refuses_an_implementation_with_a_nan(monkeypatch):
     """A NaN in any implementation's output stops the run: before, the largest difference was taken with
     Python's ``max``, which keeps the block implementation's 0.0 against itself before a NaN."""
