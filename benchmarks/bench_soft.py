@@ -12,7 +12,8 @@ Soft association (B=4, 512x512, cell 16, C in {2, 21, 23}), three exact implemen
 
 All three use the same border convention (``renormalize=False`` in the library) and are checked to agree
 (outputs and both gradients, float64, on the benchmark's device) before timing. SegNet:
-:func:`sparse_ops.max_unpool2d` vs ``nn.MaxUnpool2d`` (forward + backward).
+:func:`sparse_ops.max_unpool2d` vs ``nn.MaxUnpool2d`` (forward + backward), checked first to give the same
+output and gradient, exactly.
 
 Every configuration runs in a fresh subprocess so that its peak resident memory (the growth of the peak
 resident set size above the resident size when the measurement starts, ``benchmarks/_harness.py``) can be
@@ -226,6 +227,27 @@ def check_agreement(S: int = 4, device: str = "cpu") -> float:
     return math.nan if any(math.isnan(d) for d in diffs) else max(diffs)
 
 
+def check_unpool_agreement(device: str = "cpu") -> bool:
+    """Whether ``max_unpool2d`` and ``nn.MaxUnpool2d`` give the same output and the same gradient w.r.t. the
+    values, exactly (both scatter the same values to the same places), on small seeded inputs."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 16, 20, generator=g).to(device)
+    values, indices = F.max_pool2d(x, 2, return_indices=True)
+    grad = torch.randn(2, 3, 16, 20, generator=g).to(device)
+    unpools = (
+        lambda v: max_unpool2d(v, indices, (16, 20)),
+        lambda v: nn.MaxUnpool2d(2)(v, indices, output_size=(16, 20)),
+    )
+    results = []
+    for unpool in unpools:
+        leaf = values.detach().requires_grad_()
+        out = unpool(leaf)
+        (grad_v,) = torch.autograd.grad(out, leaf, grad)
+        results.append((out.detach(), grad_v))
+    (out_a, grad_a), (out_b, grad_b) = results
+    return torch.equal(out_a, out_b) and torch.equal(grad_a, grad_b)
+
+
 WORKERS: dict[str, Callable[..., dict]] = {
     "soft": worker_soft,
     "unpool": worker_unpool,
@@ -323,6 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"agreement of the three soft implementations (float64): max |diff| = {max_diff:.2e}")
     if not max_diff < 1e-10:
         raise SystemExit(f"the three soft implementations disagree: max |diff| = {max_diff:.3e} >= 1e-10")
+    if not check_unpool_agreement(args.device):
+        raise SystemExit("max_unpool2d and nn.MaxUnpool2d disagree (output or gradient): not timed")
+    print("max_unpool2d and nn.MaxUnpool2d: the same output and gradient (exact)")
 
     mem_name = "CUDA MiB" if device.type == "cuda" else "peak MiB"
     soft_rows = []

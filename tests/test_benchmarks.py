@@ -1283,6 +1283,23 @@ def test_bench_soft_refuses_an_implementation_with_a_nan(monkeypatch):
         bench_soft.main(["--quick", "--in-process", "--threads", "1"])
 
 
+def test_bench_soft_refuses_a_segnet_unpooling_that_disagrees(monkeypatch):
+    """``max_unpool2d`` and ``nn.MaxUnpool2d`` are checked to give the same output and gradient before any
+    timing: before, the two were timed against each other unchecked, and a wrong unpooling was reported."""
+    bench_soft = _import("bench_soft")
+    assert bench_soft.check_unpool_agreement() is True
+    unpool = bench_soft.max_unpool2d
+    monkeypatch.setattr(bench_soft, "max_unpool2d", lambda v, i, size: unpool(v, i, size).roll(1, -1))
+    assert bench_soft.check_unpool_agreement() is False
+
+    def timed(*args):
+        raise AssertionError("timed although the unpoolings disagree")
+
+    monkeypatch.setattr(bench_soft, "_run_worker", timed)
+    with pytest.raises(SystemExit, match=r"max_unpool2d and nn\.MaxUnpool2d disagree"):
+        bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+
+
 def test_bench_soft_a_failed_worker_names_its_error():
     """A worker subprocess that failed ended the run in a ``CalledProcessError`` without the worker's stderr
     (its error, e.g. CUDA out of memory, was captured and dropped): now the run stops naming the worker, its
