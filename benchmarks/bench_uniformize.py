@@ -32,7 +32,8 @@ and goes. Peak extra memory (``peak_extra_mb``, in MiB): on Linux the peak resid
 resident size right after the inputs (x, grad_y, labels) are allocated, the peak reset there, up to the end of
 the timed runs (setup included; ``memory_method`` says how it was measured, see ``benchmarks/_harness.py``);
 on CUDA ``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. Compare ratios
-within one run.
+within one run. After its timing, each variant but ``floor`` and ``copy`` is compared with the float64 result
+of the op ("max err"); one above ``ERROR_TOLERANCE`` (1e-5) or NaN ends the run with an error naming it.
 
 Usage::
 
@@ -84,6 +85,9 @@ DEFAULT_VARIANTS = {
 }
 SLOW = ("sparse", "sparse_coo", "paper_coo", "dense_bmm")  # 3-40x slower on the CPU: fewer runs
 NOT_THE_OP = ("floor", "copy")  # reference costs: no setup, no correctness check
+#: Largest max |float32 output - float64 reference| a variant may show (they measure about 2e-7): above it (or
+#: NaN) the run names the variant and ends with an error after its table, so that a wrong op is not a result.
+ERROR_TOLERANCE = 1e-5
 
 
 def make_labels(kind: str, b: int, h: int, w: int, n_s: int, seed: int = 0):
@@ -540,6 +544,7 @@ def main(argv: list[str] | None = None) -> dict:
     probe = torch.zeros(1, 1, 1, dtype=torch.long, device=device)
     meta["auto_backend"] = SuperpixelAssignment(probe, 1).backend  # what backend="auto" picks on this device
     results = []
+    wrong: list[str] = []
     mode = "all in this process" if args.in_process else "one subprocess per variant"
     print(
         f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs, {meta['cpu_model']}, "
@@ -576,6 +581,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{r.get('max_abs_err', float('nan')):>10.1e}"
                 f"{r.get('paired_x_floor', float('nan')):>16.2f}"
             )
+            if "max_abs_err" in r and not r["max_abs_err"] <= ERROR_TOLERANCE:  # NaN fails too
+                wrong.append(f"{variant} at {cfg_name(cfg_t)} (max err {r['max_abs_err']:.1e})")
+                print(f"{'':<14}  WRONG: max err above {ERROR_TOLERANCE:g}: its times are not a result")
         print(flush=True)
         results.append({"config": cfg_t, "name": cfg_name(cfg_t), "results": rows})
 
@@ -603,10 +611,11 @@ def main(argv: list[str] | None = None) -> dict:
     threads = "" if args.threads == 2 else f"_{args.threads}thread"
     default = stamped_result(f"bench_uniformize_{args.device}{threads}")
     out = result_path(None if args.out is None else Path(args.out), default, args.quick)
-    if out is None:
-        return data
-    write_json(out, data)
-    print(f"wrote {out}")
+    if out is not None:
+        write_json(out, data)
+        print(f"wrote {out}")
+    if wrong:
+        raise SystemExit(f"max err above {ERROR_TOLERANCE:g} (a wrong result): {'; '.join(wrong)}")
     return data
 
 

@@ -919,6 +919,57 @@ def test_bench_uniformize_error_check_sees_a_wrong_result(monkeypatch):
     assert res["max_abs_err"] > 1e-3
 
 
+def test_bench_uniformize_a_variant_with_a_wrong_result_ends_the_run(monkeypatch, capsys, tmp_path):
+    """A variant whose max err against the float64 reference is above the tolerance (or NaN) is named and the
+    run ends with an error, after writing its table: before, the error was only printed beside its times, and
+    the run passed as a result."""
+    bench = _import("bench_uniformize")
+    measured = {
+        "floor": {"setup_ms": 0.0, "fwd_ms": 0.5, "fwd_bwd_ms": 1.0, "peak_extra_mb": None},
+        "scatter": {
+            "setup_ms": 1.0,
+            "fwd_ms": 1.0,
+            "fwd_bwd_ms": 3.0,
+            "peak_extra_mb": None,
+            "max_abs_err": 2e-7,
+        },
+        "sparse": {
+            "setup_ms": 1.0,
+            "fwd_ms": 0.1,
+            "fwd_bwd_ms": 0.2,
+            "peak_extra_mb": None,
+            "max_abs_err": 0.5,
+        },
+        "paper_coo": {
+            "setup_ms": 0.0,
+            "fwd_ms": 0.1,
+            "fwd_bwd_ms": 0.2,
+            "peak_extra_mb": None,
+            "max_abs_err": float("nan"),
+        },
+    }
+    monkeypatch.setattr(bench, "_measure", lambda args, cfg, variant: dict(measured[variant]))
+    out = tmp_path / "u.json"
+    argv = [
+        "--quick",
+        "--in-process",
+        "--threads",
+        "1",
+        "--no-voronoi",
+        "--num-superpixels",
+        "64",
+        "--no-sweep",
+    ]
+    with pytest.raises(SystemExit, match="a wrong result") as exc:
+        bench.main([*argv, "--variants", "floor,scatter,sparse,paper_coo", "--out", str(out)])
+    message = str(exc.value.code)
+    assert "sparse at B1_C21_128x128_Ns64_grid (max err 5.0e-01)" in message and "paper_coo at" in message
+    assert "scatter at" not in message and "WRONG" in capsys.readouterr().out
+    assert json.loads(out.read_text())["configs"][0]["results"]["sparse"]["max_abs_err"] == 0.5
+    measured["sparse"]["max_abs_err"] = measured["paper_coo"]["max_abs_err"] = 1e-6
+    bench.main([*argv, "--variants", "floor,scatter,sparse,paper_coo"])  # within the tolerance: no error
+
+
 @pytest.mark.examples
 def test_bench_joint_breakdown_shares_sum_and_deeplab_step(tmp_path, monkeypatch, capsys):
     """The breakdown's JSON keeps the parts, their sum and DeepLabV3+'s step of the main table; the printed
