@@ -15,7 +15,8 @@ benchmarks/bench_transparent_init.py --quick`` (3 seeds, 16x smaller inputs, a s
   activation and with LeakyReLU 0.01), 2048 input vectors, beside the float32 matrix-product floor (three
   chained random orthogonal products).
 * Cost: forward time of a ``TransparentConv1x1`` against the same plain ``nn.Sequential`` (ratio ~1.0), the
-  time to build (initialize) each, and memory (parameters, activations kept for backward).
+  time to build (initialize) each, and memory (parameters; the outputs of every layer of one forward, which
+  is more than a backward keeps: the outputs of the convolutions that a ReLU follows are not kept).
 """
 
 from __future__ import annotations

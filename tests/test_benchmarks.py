@@ -393,6 +393,18 @@ def test_bench_transparent_init_quick(tmp_path):
     assert data["machine"]["cpu_model"] == _import("_harness").cpu_model()
 
 
+def test_bench_transparent_init_memory_figure_is_every_layer_output_as_its_docstring_says():
+    """``activations_per_forward`` sums the outputs of all five layers (42-128-128-42 with two ReLUs), as the
+    concept page says ("layer outputs per forward"); the script's docstring called it the activations kept for
+    backward, which exclude the two convolution outputs a ReLU follows."""
+    bench = _import("bench_transparent_init")
+    memory = bench.cost(1, (1, bench.C, 4, 4))["memory_mib"]
+    assert memory["activations_per_forward"] == (128 + 128 + 128 + 128 + 42) * 16 * 4 / 2**20
+    assert (
+        "kept for backward)" not in bench.__doc__ and "outputs of every layer of one forward" in bench.__doc__
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore")
 @pytest.mark.examples
