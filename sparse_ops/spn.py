@@ -111,9 +111,13 @@ def superpixel_global_average(
 def _mean_over_present(pooled: Tensor, assignment: SuperpixelAssignment, dtype: torch.dtype) -> Tensor:
     """``[B, C]``: the mean of the superpixel means ``pooled[B, S, C]`` over the non-empty superpixels."""
     present = assignment.counts > 0  # [B, S]
-    total = torch.where(present.unsqueeze(-1), pooled, 0.0).sum(
-        dim=1
-    )  # a reduction: not downcast by autocast
+    kept = torch.where(present.unsqueeze(-1), pooled, 0.0)  # [B, S, C]
+    b, s, c = kept.shape
+    # the sum over S onto a doubled output [B, C, 2] (a stride-0 view: no copy), whose two columns are equal:
+    # PyTorch splits a reduction to a single element (B = C = 1) among the threads from 32768 elements on,
+    # and the partial sums then depend on the thread count; with two outputs or more it splits the outputs,
+    # each summed whole by one thread (the same bits for any torch.set_num_threads)
+    total = kept.unsqueeze(-1).expand(b, s, c, 2).sum(dim=1)[..., 0]  # a reduction: not downcast by autocast
     return (total / present.sum(dim=1, keepdim=True).clamp_min(1)).to(dtype)
 
 

@@ -33,6 +33,10 @@ X = torch.randn(B, C, H, W, generator=G) * 100 + 1000  # an offset: every roundi
 XB = torch.randn(B, C, 256, 256, generator=G) + 1000
 POOLED = torch.randn(B, 64, C, generator=G)
 WEIGHT = torch.randn(5, C, generator=G)
+# one image of one channel, every pixel its own superpixel: the sum over 65536 superpixel means has a single
+# output, a reduction PyTorch splits among the threads (seed 2: the split sums differ in the last bit)
+ONE = torch.randn(1, 1, 256, 256, generator=torch.Generator().manual_seed(2)) * 100 + 1000
+EACH = torch.arange(256 * 256).view(1, 256, 256)
 
 
 def _cases() -> Iterator[tuple[str, Callable[..., Tensor], tuple[Tensor, ...]]]:
@@ -62,6 +66,7 @@ def _cases() -> Iterator[tuple[str, Callable[..., Tensor], tuple[Tensor, ...]]]:
     yield "normalize-assoc", lambda a: so.normalize_assoc(a, CELL), (ASSOC,)
     yield "segnet", lambda x: so.max_unpool2d(*so.max_pool2d_with_indices(x)), (X,)
     yield "global-average", lambda x: so.superpixel_global_average(x, SP, 64), (X[..., ::2, ::2],)
+    yield "global-average-one-channel", lambda x: so.superpixel_global_average(x, EACH, upsample=None), (ONE,)
     yield "cam", lambda x, w: so.superpixel_cam(x, SP, 64, weight=w), (X, WEIGHT)
 
 
