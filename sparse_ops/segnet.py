@@ -93,6 +93,7 @@ def max_pool2d_with_indices(
             f"x must be a Tensor of shape [B, C, H, W] or [C, H, W], got {type(x).__name__}"
             f"{_checks._numpy_hint(x, 'x')}"
         )
+    _checks.check_dense(x, "x")  # PyTorch's errors for a sparse or nested x name no argument
     if x.dim() not in (3, 4):
         raise ValueError(f"x must have shape [B, C, H, W] or [C, H, W], got shape {tuple(x.shape)}")
     if x.dtype not in _checks.FLOAT_DTYPES:  # float8 too: no kernels
@@ -178,6 +179,8 @@ def max_unpool2d(
             f"indices must be a Tensor of shape [B, C, h, w] or [C, h, w], got {type(indices).__name__}"
             f"{_checks._numpy_hint(indices, 'indices')}"
         )
+    _checks.check_dense(values, "values")  # PyTorch's errors for sparse or nested ones name no argument
+    _checks.check_dense(indices, "indices")
     if values.dim() not in (3, 4):
         raise ValueError(f"values must have shape [B, C, h, w] or [C, h, w], got shape {tuple(values.shape)}")
     if indices.shape != values.shape:

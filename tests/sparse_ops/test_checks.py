@@ -659,6 +659,7 @@ def test_classifier_parameters_on_another_device_are_refused() -> None:
 
 _X = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))  # not the global RNG at import
 _SP = torch.tensor([[[0, 0, 1], [1, 2, 2], [2, 2, 2]]])
+_POOLED = so.max_pool2d_with_indices(_X)
 _SPARSE_INPUTS = [  # (argument, call with that argument made sparse)
     ("logits", lambda f: uniformize(f(_X), _SP)),
     ("superpixels", lambda f: uniformize(_X, f(_SP))),
@@ -671,6 +672,9 @@ _SPARSE_INPUTS = [  # (argument, call with that argument made sparse)
     ("superpixels", lambda f: SuperpixelAssignment(f(_SP))),
     ("features", lambda f: SuperpixelAssignment(_SP).pool(f(_X))),
     ("assoc", lambda f: so.soft_uniformize(torch.randn(1, 2, 4, 4), f(torch.rand(1, 9, 4, 4)), 2)),
+    ("x", lambda f: so.max_pool2d_with_indices(f(_X))),
+    ("values", lambda f: so.max_unpool2d(f(_POOLED.values), _POOLED.indices, _POOLED.input_size)),
+    ("indices", lambda f: so.max_unpool2d(_POOLED.values, f(_POOLED.indices), _POOLED.input_size)),
 ]
 
 
