@@ -233,6 +233,8 @@ def check_classifier(weight: object, bias: object, features: Tensor) -> tuple[Te
             f"bias must be a Tensor of shape [{weight.shape[0]}] or None, got {type(bias).__name__}"
             f"{_numpy_hint(bias, 'bias')}"
         )
+    if bias is not None:  # a sparse weight works in F.linear; a sparse bias failed in its broadcast addition
+        check_dense(bias, "bias")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"bias must be a Tensor of shape [{weight.shape[0]}], got shape {tuple(bias.shape)}")
     # on the meta device F.linear gives an uninitialised tensor on the features' device, silently

@@ -672,6 +672,7 @@ _SPARSE_INPUTS = [  # (argument, call with that argument made sparse)
     ("superpixels", lambda f: SuperpixelAssignment(f(_SP))),
     ("features", lambda f: SuperpixelAssignment(_SP).pool(f(_X))),
     ("assoc", lambda f: so.soft_uniformize(torch.randn(1, 2, 4, 4), f(torch.rand(1, 9, 4, 4)), 2)),
+    ("bias", lambda f: so.superpixel_cam(_X, _SP, weight=torch.ones(3, 2), bias=f(torch.ones(3)))),
     ("x", lambda f: so.max_pool2d_with_indices(f(_X))),
     ("values", lambda f: so.max_unpool2d(f(_POOLED.values), _POOLED.indices, _POOLED.input_size)),
     ("indices", lambda f: so.max_unpool2d(_POOLED.values, f(_POOLED.indices), _POOLED.input_size)),
