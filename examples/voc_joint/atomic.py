@@ -14,6 +14,8 @@ benchmarks' results (``benchmarks/_atomic.py`` re-exports it): it imports no tor
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from collections.abc import Callable
 from glob import escape as glob_escape
@@ -52,9 +54,24 @@ def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:  # a full disk, an interrupt: no temporary file left, the earlier file intact
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:  # a full disk, an interrupt: no temporary file left, the earlier file intact
+        with contextlib.suppress(OSError):  # a read-only folder refuses even this: the error is the write's
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from exc
         raise
+
+
+def _write_error(path: Path, exc: OSError) -> OSError:
+    """The error of a failed write of ``path``: the class and ``errno`` of ``exc``, a message that names
+    ``path`` (a full disk found by ``write`` or ``close`` names no file, and ``open`` or ``os.replace`` name
+    the temporary one) and says that the file was not replaced."""
+    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    reason = f"{exc.strerror or exc} ({name})" if name else str(exc)
+    cls = type(exc) if type(exc).__module__ == "builtins" else OSError  # PermissionError stays one
+    err = cls(f"cannot write {path}: {reason}; the file was not replaced (an earlier one there is unchanged)")
+    err.errno = exc.errno
+    return err
 
 
 def remove_dead_writers_files(path: Path) -> None:

@@ -805,6 +805,70 @@ def test_write_text_atomic_leaves_no_temporary_file_when_it_fails(tmp_path, monk
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
 
+@pytest.mark.parametrize("code", ["ENOSPC", "EACCES", "EROFS"])
+@pytest.mark.parametrize("step", ["open", "write", "close", "replace"])
+def test_write_text_atomic_names_the_file_whatever_step_fails(tmp_path, monkeypatch, step, code) -> None:
+    """A full disk found by the write or the close raised ``[Errno 28] No space left on device`` naming no
+    file (``evaluate.py: error: [Errno 28] ...``: which of its outputs?), and a failing open or rename named
+    the temporary file. Every step's error now names the file written and its cause, keeps its class and
+    errno, and leaves the earlier file and no temporary one (a read-only folder refuses even the clean-up)."""
+    import errno
+    import os
+
+    from examples.voc_joint import atomic
+
+    number = getattr(errno, code)
+    folder = tmp_path / "out \u00e9t\u00e9"
+    folder.mkdir()
+    target = folder / "metrics.json"
+    atomic.write_text_atomic(target, "old")
+    real_open, real_replace, real_unlink = open, os.replace, Path.unlink
+
+    class Failing:
+        def __init__(self, fh) -> None:
+            self.fh = fh
+
+        def write(self, text: str) -> int:
+            if step == "write":
+                raise OSError(number, os.strerror(number))
+            return self.fh.write(text)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.fh.close()
+            if step == "close":  # the buffered text reaches the disk at the close
+                raise OSError(number, os.strerror(number))
+
+    def fake_open(file, *args, **kwargs):
+        if step == "open":
+            raise OSError(number, os.strerror(number), str(file))
+        return Failing(real_open(file, *args, **kwargs))
+
+    def fake_replace(src, dst) -> None:
+        if step == "replace":
+            raise OSError(number, os.strerror(number), str(src), None, str(dst))
+        real_replace(src, dst)
+
+    def fake_unlink(self, missing_ok=False) -> None:
+        if code == "EROFS" and not self.exists():  # Linux checks the mount before the name
+            raise OSError(number, os.strerror(number), str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(atomic, "open", fake_open, raising=False)
+    monkeypatch.setattr(atomic.os, "replace", fake_replace)
+    monkeypatch.setattr(Path, "unlink", fake_unlink)
+    with pytest.raises(OSError) as info:
+        atomic.write_text_atomic(target, "new")
+    monkeypatch.undo()
+    text = str(info.value)
+    assert text.startswith(f"cannot write {target}: {os.strerror(number)} ({code});"), text
+    assert ".tmp" not in text and "not replaced" in text, text
+    assert info.value.errno == number and type(info.value) is type(OSError(number, "x"))
+    assert target.read_text() == "old" and sorted(p.name for p in folder.iterdir()) == ["metrics.json"]
+
+
 def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc, tmp_path, monkeypatch):
     """An evaluation stopped by SIGTERM, SIGKILL or a power cut left its ``.panels.*`` staging folder (with
     its panels) in --output-dir, and no later run removed it: one more folder per killed evaluation (4 after 4
