@@ -14,6 +14,7 @@ network file systems that support them (NFSv4, Lustre with ``flock``); where ``f
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -82,7 +83,8 @@ class FolderLock:
         self._fh: IO[str] | None = None
 
     def acquire(self) -> FolderLock:
-        """Take the lock or raise :class:`FolderLockedError` naming the holder."""
+        """Take the lock or raise :class:`FolderLockedError` naming the holder (an ``OSError`` naming the
+        folder where its file system gives no lock at all)."""
         if self._fh is not None:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,11 @@ class FolderLock:
             return self
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in _HELD_ERRNOS:  # no lock to be had here (ENOLCK: an NFS without its lock
+                # service), not one that another process holds
+                fh.close()
+                raise _lock_error(self.path, exc) from exc
             fh.seek(0)
             holder, alive = _describe(fh.read())
             fh.close()
@@ -153,6 +159,24 @@ class FolderLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+#: The errors of a non-blocking ``flock`` that mean another process holds the lock (``EWOULDBLOCK``;
+#: ``EAGAIN`` and ``EACCES`` where ``flock`` is built on ``fcntl`` locks).
+_HELD_ERRNOS = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
+
+
+def _lock_error(path: Path, exc: OSError) -> OSError:
+    """The error of an ``flock`` on ``path`` that failed for another reason than a holder (``exc``): its
+    ``errno``, a message that names the file and the cause."""
+    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    reason = f"{exc.strerror or exc} ({name})" if name else str(exc)
+    err = OSError(
+        f"cannot lock the output folder {path.parent}: flock on {path} failed: {reason}; its file system "
+        "may not support locks (on NFS, the lock service must run): use an output folder on a local disk"
+    )
+    err.errno = exc.errno
+    return err
 
 
 def _describe(text: str) -> tuple[str, bool]:

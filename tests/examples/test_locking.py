@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -106,3 +107,51 @@ def test_a_lock_held_for_a_dead_pid_says_so(tmp_path: Path) -> None:
     text = str(exc.value)
     assert f"in use by pid {pid} " in text and "no longer running" in text and "retry" in text
     assert "stop it" not in text
+
+
+@pytest.mark.parametrize("code", ["ENOLCK", "EOPNOTSUPP", "EIO"])
+def test_a_file_system_without_locks_is_not_called_a_folder_in_use(tmp_path: Path, monkeypatch, code) -> None:
+    """``flock`` fails with ENOLCK on an NFS mount whose lock service does not run: any failure was taken for
+    a holder, and the refusal named the previous run's pid, long ended, from the lock file ("no longer
+    running, but one it started still holds the lock ... retry": no retry ever succeeds). Only "would
+    block" means a holder; another error names the folder and its cause, and nothing is left open."""
+    from examples.voc_joint import locking
+
+    folder = tmp_path / "run"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
+    folder.mkdir()
+    (folder / ".lock").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "started": "x", "command": "c"})
+        + "\n"
+    )
+    number = getattr(errno, code)
+    opened: list[object] = []
+    real_open = open
+
+    def track(*args, **kwargs):
+        fh = real_open(*args, **kwargs)
+        opened.append(fh)
+        return fh
+
+    def flock(fd: int, op: int) -> None:
+        raise OSError(number, os.strerror(number))
+
+    monkeypatch.setattr(locking, "open", track, raising=False)
+    monkeypatch.setattr(locking.fcntl, "flock", flock)
+    lock = FolderLock(folder)
+    with pytest.raises(OSError) as info:
+        lock.acquire()
+    monkeypatch.undo()
+    assert not isinstance(info.value, FolderLockedError)
+    text = str(info.value)
+    assert text.startswith(f"cannot lock the output folder {folder}: flock on {folder / '.lock'} failed: "), (
+        text
+    )
+    assert f"({errno.errorcode[number]})" in text and "in use" not in text and info.value.errno == number, (
+        text
+    )
+    assert not lock.held and all(fh.closed for fh in opened) and len(opened) == 1
+    with FolderLock(folder) as again:  # nothing held: the folder locks once flock works
+        assert again.held
