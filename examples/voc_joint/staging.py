@@ -11,6 +11,8 @@ are made unlocked and nothing is removed: a running run's folder could not be to
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import secrets
@@ -68,13 +70,33 @@ def new_staging(parent: Path, prefix: str, suffix: str = "") -> tuple[Path, int 
     """
     private = unique_folder(parent, f"{prefix}unlocked-", suffix)
     random = private.name[len(prefix) + len("unlocked-") :][:8]
-    held = None
-    if fcntl is not None:
-        held = os.open(private, os.O_RDONLY)
-        fcntl.flock(held, fcntl.LOCK_EX)
     folder = parent / f"{prefix}{random}{suffix}"
-    os.rename(private, folder)  # the lock stays: it belongs to the folder, not to its name
+    held = None
+    try:
+        if fcntl is not None:
+            held = os.open(private, os.O_RDONLY)
+            fcntl.flock(held, fcntl.LOCK_EX)
+        os.rename(private, folder)  # the lock stays: it belongs to the folder, not to its name
+    except BaseException as exc:  # no later run removes a folder of the unlocked name: this one does
+        if held is not None:
+            os.close(held)
+        with contextlib.suppress(OSError):
+            private.rmdir()
+        if isinstance(exc, OSError):
+            raise _staging_error(folder, exc) from exc
+        raise
     return folder, held
+
+
+def _staging_error(folder: Path, exc: OSError) -> OSError:
+    """The error of a staging folder that could not be locked or named: the class and ``errno`` of ``exc``,
+    a message that names ``folder`` and the cause (``flock``'s error names no file)."""
+    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    reason = f"{exc.strerror or exc} ({name})" if name else str(exc)
+    cls = type(exc) if type(exc).__module__ == "builtins" else OSError  # PermissionError stays one
+    err = cls(f"cannot make the staging folder {folder}: {reason}")
+    err.errno = exc.errno
+    return err
 
 
 def remove_abandoned_staging(parent: Path, prefix: str, suffix: str = "") -> list[Path]:

@@ -3,6 +3,7 @@ by the next run, a running run's is not, and no other folder is ever taken for o
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -68,3 +69,39 @@ def test_a_taken_name_is_drawn_again(tmp_path, monkeypatch) -> None:
 
 def test_nothing_to_remove_in_a_folder_that_does_not_exist(tmp_path: Path) -> None:
     assert remove_abandoned_staging(tmp_path / "missing", ".panels.") == []
+
+
+@pytest.mark.parametrize("step", ["flock", "rename"])
+def test_a_staging_folder_that_cannot_be_locked_or_named_is_not_left_behind(tmp_path, monkeypatch, step):
+    """A failing ``flock`` (ENOLCK: an NFS mount without its lock service) or rename left the folder
+    ``.panels.unlocked-<random>``, whose name no later run removes (one more per failed evaluation), and its
+    open descriptor; the flock's error named no folder ("[Errno 37] No locks available"). The folder and the
+    descriptor go now, and the error names the folder and its cause."""
+    number = errno.ENOLCK if step == "flock" else errno.EACCES
+    real_flock, real_rename, closed = fcntl.flock, os.rename, []
+    real_close = os.close
+
+    def flock(fd: int, op: int) -> None:
+        if step == "flock":
+            raise OSError(number, os.strerror(number))
+        real_flock(fd, op)
+
+    def rename(src, dst) -> None:
+        if step == "rename":
+            raise OSError(number, os.strerror(number), str(src), None, str(dst))
+        real_rename(src, dst)
+
+    def close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(staging.fcntl, "flock", flock)
+    monkeypatch.setattr(staging.os, "rename", rename)
+    monkeypatch.setattr(staging.os, "close", close)
+    with pytest.raises(OSError) as info:
+        new_staging(tmp_path, ".panels.")
+    monkeypatch.undo()
+    text = str(info.value)
+    assert text.startswith(f"cannot make the staging folder {tmp_path / '.panels.'}"), text
+    assert f"{os.strerror(number)} ({errno.errorcode[number]})" in text and "unlocked" not in text, text
+    assert info.value.errno == number and list(tmp_path.iterdir()) == [] and len(closed) == 1
