@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import io
 import os
 import shutil
@@ -427,8 +428,11 @@ class CsvLogger:
         """Append one row (flushed at once)."""
         if not self.enabled:
             return
-        self.csv.writerow({k: values.get(k, "") for k in self.FIELDS})
-        self.fh.flush()
+        try:
+            self.csv.writerow({k: values.get(k, "") for k in self.FIELDS})
+            self.fh.flush()
+        except OSError as exc:  # a full disk: "[Errno 28] No space left on device" names no file
+            raise _log_error(self.path, exc) from exc
         if self.writer is not None:
             for k in ("loss", "ce", "spixel", "lr", "images_per_s"):
                 if values.get(k, "") != "":
@@ -439,15 +443,32 @@ class CsvLogger:
         a checkpoint on disk never stands for log rows that a power loss could still take back (``row``
         flushes to the operating system only)."""
         if self.enabled:
-            self.fh.flush()
-            os.fsync(self.fh.fileno())
+            try:
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
+            except OSError as exc:
+                raise _log_error(self.path, exc) from exc
 
     def close(self) -> None:
         """Close the file (and the TensorBoard writer)."""
         if self.enabled:
-            self.fh.close()
+            try:
+                self.fh.close()  # writes what a failed flush left in the buffer
+            except OSError as exc:
+                raise _log_error(self.path, exc) from exc
             if self.writer is not None:
                 self.writer.close()
+
+
+def _log_error(path: Path, exc: OSError) -> OSError:
+    """The error of a failed write of the log file ``path``: the class and ``errno`` of ``exc``, a message
+    that names the file and the cause (a ``write``, ``flush`` or ``fsync`` names none)."""
+    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    reason = f"{exc.strerror or exc} ({name})" if name else str(exc)
+    cls = type(exc) if type(exc).__module__ == "builtins" else OSError  # PermissionError stays one
+    err = cls(f"cannot write {path}: {reason}")
+    err.errno = exc.errno
+    return err
 
 
 def _int_or_none(text: str | None) -> int | None:

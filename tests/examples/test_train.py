@@ -882,6 +882,51 @@ def test_csv_log_of_a_resumed_run_keeps_the_rows_up_to_the_checkpoint_step(tmp_p
     assert _rows(tmp_path / "log.csv") == []
 
 
+@pytest.mark.parametrize("step", ["row", "sync", "close"])
+def test_a_log_row_that_cannot_be_written_names_log_csv(tmp_path, monkeypatch, step) -> None:
+    """A full disk found when a row is flushed, when the rows are fsynced before a checkpoint or when the log
+    is closed raised "[Errno 28] No space left on device" naming no file: ``train.py`` printed "[train] error:
+    [Errno 28] No space left on device" and nothing said which of the run's files failed. The error names
+    log.csv now, with the cause; its class and errno stay."""
+    import errno
+
+    from examples.voc_joint import engine
+
+    log = engine.CsvLogger(tmp_path, True, False, None)
+    real = log.fh
+
+    class FullDisk:
+        def write(self, text: str) -> int:
+            return real.write(text)
+
+        def flush(self) -> None:
+            if step in ("row", "sync"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real.flush()
+
+        def fileno(self) -> int:
+            return real.fileno()
+
+        def close(self) -> None:
+            real.close()
+            if step == "close":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    log.fh = FullDisk()  # type: ignore[assignment]
+    log.csv = csv.DictWriter(log.fh, fieldnames=log.FIELDS)
+    with pytest.raises(OSError) as info:
+        if step == "row":
+            log.row(stage="seg", epoch=1, step=1, loss="1.0")
+        elif step == "sync":
+            log.sync()
+        else:
+            log.close()
+    real.close()
+    text = str(info.value)
+    assert text == f"cannot write {tmp_path / 'log.csv'}: No space left on device (ENOSPC)", text
+    assert info.value.errno == errno.ENOSPC
+
+
 def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys, monkeypatch) -> None:
     """An evaluation lost to an interrupt (or never asked for) is made by ``--resume --eval``; an up-to-date
     one is not redone."""
