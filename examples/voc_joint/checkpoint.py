@@ -45,6 +45,7 @@ another architecture than the stage's, a ``model`` that is not a state dict, or,
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -215,7 +216,10 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     payload = {k: v for k, v in checkpoint.items() if k != "sha256"}
     payload["sha256"] = payload_sha256(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _new_file(path.parent, f".{path.name}.", ".tmp")
+    try:
+        fd, tmp = _new_file(path.parent, f".{path.name}.", ".tmp")
+    except OSError as exc:  # names the temporary file only
+        raise _write_error(path, exc) from exc
     try:
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -228,9 +232,13 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
                 raise
             raise err from exc
         faults.hit("save")
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a file system remounted read-only refuses this too: the error
+            tmp.unlink(missing_ok=True)  # is the write's
         raise
     _fsync_dir(path.parent)
     return path

@@ -180,6 +180,61 @@ def test_a_full_disk_gives_an_oserror_naming_the_file_and_enospc(tmp_path, monke
     assert load_checkpoint(path)["epoch"] == 3
 
 
+@pytest.mark.parametrize("code", ["ENOSPC", "EACCES", "EROFS"])
+@pytest.mark.parametrize("step", ["open", "fsync", "replace"])
+def test_every_step_of_a_failed_save_names_the_checkpoint(tmp_path, monkeypatch, step, code) -> None:
+    """Only a failed write or fsync was the one-line "cannot write checkpoint <path>: ...": a failing open of
+    the temporary file or rename raised the bare OSError naming ``.c.pt.<random>.tmp``, and on a file system
+    remounted read-only (EROFS) the clean-up's own failing unlink replaced even the one-line error. Every
+    step now gives it, with the errno; the previous checkpoint stays and no temporary file is left."""
+    import stat
+    from pathlib import Path
+
+    import examples.voc_joint.checkpoint as ckpt_mod
+
+    net = SpixelFCN(cell_size=8, width=4)
+    folder = tmp_path / "run \u00e9t\u00e9"
+    path = save_checkpoint(folder / "c.pt", _ckpt(net, "spixel"))
+    number = getattr(errno, code)
+    real_open, real_fsync, real_replace, real_unlink = os.open, os.fsync, os.replace, Path.unlink
+
+    def fail_open(file, flags, *args):
+        if step == "open" and flags & os.O_CREAT:
+            raise OSError(number, os.strerror(number), str(file))
+        return real_open(file, flags, *args)
+
+    def fail_fsync(fd: int) -> None:
+        if step == "fsync" and not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(number, os.strerror(number))
+        real_fsync(fd)
+
+    def fail_replace(src, dst) -> None:
+        if step == "replace":
+            raise OSError(number, os.strerror(number), str(src), None, str(dst))
+        real_replace(src, dst)
+
+    def unlink(self, missing_ok=False) -> None:
+        if code == "EROFS":  # the whole file system refuses writes: the temporary file stays
+            raise OSError(number, os.strerror(number), str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(ckpt_mod.os, "open", fail_open)
+    monkeypatch.setattr(ckpt_mod.os, "fsync", fail_fsync)
+    monkeypatch.setattr(ckpt_mod.os, "replace", fail_replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(path, {**_ckpt(net, "spixel"), "epoch": 4})
+    monkeypatch.undo()
+    text = str(info.value)
+    assert text.startswith(
+        f"cannot write checkpoint {path}: {os.strerror(number)} ({code}); the file was not "
+    ), text
+    assert ".tmp" not in text and info.value.errno == number, text
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == ["c.pt"] if code != "EROFS" or step == "open" else len(left) == 2, left
+    assert load_checkpoint(path)["epoch"] == 3
+
+
 def test_a_runtime_error_not_about_writing_is_left_as_it_is(tmp_path, monkeypatch) -> None:
     import examples.voc_joint.checkpoint as ckpt_mod
 
