@@ -104,7 +104,7 @@ class FolderLock:
             if exc.errno not in _HELD_ERRNOS:  # no lock to be had here (ENOLCK: an NFS without its lock
                 # service), not one that another process holds
                 fh.close()
-                raise _lock_error(self.path, exc) from exc
+                raise _lock_error(self.path, exc, f"flock on {self.path} failed", _NO_LOCKS) from exc
             fh.seek(0)
             holder, alive = _describe(fh.read())
             fh.close()
@@ -115,16 +115,21 @@ class FolderLock:
                 "instance) still holds the lock; such processes end within seconds: retry then"
             )
             raise FolderLockedError(f"output folder {self.folder} is in use by {holder}; {advice}") from None
-        fh.seek(0)
-        fh.truncate()
         info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": " ".join(sys.argv),
         }
-        fh.write(json.dumps(info) + "\n")
-        fh.flush()
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps(info) + "\n")
+            fh.flush()
+        except OSError as exc:  # a full disk: "[Errno 28] No space left on device" names no file
+            with contextlib.suppress(OSError):
+                fh.close()  # the lock goes with it
+            raise _lock_error(self.path, exc, f"writing its holder into {self.path} failed") from exc
         self._fh = fh
         _HELD.add(self)
         return self
@@ -166,15 +171,20 @@ class FolderLock:
 _HELD_ERRNOS = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
 
 
-def _lock_error(path: Path, exc: OSError) -> OSError:
-    """The error of an ``flock`` on ``path`` that failed for another reason than a holder (``exc``): its
-    ``errno``, a message that names the file and the cause."""
+#: The advice of an ``flock`` that failed for another reason than a holder.
+_NO_LOCKS = (
+    "; its file system may not support locks (on NFS, the lock service must run): use an output folder on a "
+    "local disk"
+)
+
+
+def _lock_error(path: Path, exc: OSError, what: str, advice: str = "") -> OSError:
+    """The error of the lock file ``path`` that could not be locked (for another reason than a holder) or
+    written (``what`` failed, naming the file): the ``errno`` of ``exc``, a message that names the folder
+    and the cause, and ``advice``."""
     name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
     reason = f"{exc.strerror or exc} ({name})" if name else str(exc)
-    err = OSError(
-        f"cannot lock the output folder {path.parent}: flock on {path} failed: {reason}; its file system "
-        "may not support locks (on NFS, the lock service must run): use an output folder on a local disk"
-    )
+    err = OSError(f"cannot lock the output folder {path.parent}: {what}: {reason}{advice}")
     err.errno = exc.errno
     return err
 

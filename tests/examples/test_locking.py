@@ -155,3 +155,39 @@ def test_a_file_system_without_locks_is_not_called_a_folder_in_use(tmp_path: Pat
     assert not lock.held and all(fh.closed for fh in opened) and len(opened) == 1
     with FolderLock(folder) as again:  # nothing held: the folder locks once flock works
         assert again.held
+
+
+def test_a_lock_file_that_cannot_be_written_names_it_and_keeps_no_lock(tmp_path: Path, monkeypatch) -> None:
+    """A full disk when the holder's description was written into ``.lock`` raised "[Errno 28] No space left
+    on device" naming no file (``train.py``: "[train] error: [Errno 28] ..."), and the open lock file went
+    with the error: the folder stayed locked by the failed run as long as the error was referenced. The
+    error names the lock file and its cause now, and the folder is free at once."""
+    from examples.voc_joint import locking
+
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, fh) -> None:
+            self.fh = fh
+
+        def flush(self) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name: str):
+            return getattr(self.fh, name)
+
+    monkeypatch.setattr(locking, "open", lambda *a, **k: FullDisk(real_open(*a, **k)), raising=False)
+    folder = tmp_path / "run"
+    lock = FolderLock(folder)
+    with pytest.raises(OSError) as info:
+        lock.acquire()
+    monkeypatch.undo()
+    text = str(info.value)
+    assert text == (
+        f"cannot lock the output folder {folder}: writing its holder into {folder / '.lock'} failed: "
+        "No space left on device (ENOSPC)"
+    ), text
+    assert not isinstance(info.value, FolderLockedError) and info.value.errno == errno.ENOSPC
+    assert not lock.held
+    with FolderLock(folder) as again:  # the error (still referenced here) holds no lock
+        assert again.held
