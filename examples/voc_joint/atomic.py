@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Callable
 from glob import escape as glob_escape
 from pathlib import Path
 
@@ -37,22 +36,26 @@ def write_text_atomic(path: Path | str, text: str, newline: str | None = None) -
         ['r.json'] {}
         <BLANKLINE>
     """
-    _write_atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8", newline=newline))
+    _write_atomic(Path(path), text, "w", encoding="utf-8", newline=newline)
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path`` as :func:`write_text_atomic` writes text: the PNG figures and panels
     (``ablation.png``, ``panels/``), which ``savefig`` and PIL's ``save`` wrote in place (a full disk or an
     interrupt left a cut PNG instead of the earlier one)."""
-    _write_atomic(Path(path), lambda tmp: tmp.write_bytes(data))
+    _write_atomic(Path(path), data, "wb")
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """``write`` the temporary file ``.<name>.<pid>.tmp`` next to ``path``, then rename it onto ``path``."""
+def _write_atomic(
+    path: Path, data: str | bytes, mode: str, encoding: str | None = None, newline: str | None = None
+) -> None:
+    """Write ``data`` into the temporary file ``.<name>.<pid>.tmp`` next to ``path`` (``open``'s ``mode``,
+    ``encoding`` and ``newline``), then rename it onto ``path``."""
     remove_dead_writers_files(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(tmp)
+        with open(tmp, mode, encoding=encoding, newline=newline) as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException as exc:  # a full disk, an interrupt: no temporary file left, the earlier file intact
         with contextlib.suppress(OSError):  # a read-only folder refuses even this: the error is the write's
