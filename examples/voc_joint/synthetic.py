@@ -248,7 +248,10 @@ def render_sample(
     image += rng.normal(0.0, 0.02, size=image.shape).astype(np.float32)
     image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
     if band_radius > 0:
-        size = 2 * band_radius + 1
+        # a radius of max(h, w) - 1 already reaches every pixel from every pixel: a larger one gives the same
+        # band, but scipy's filter buffers grow with it (2**27 on 16 x 16 took 49 s and 2 GB, 2**31 was a
+        # MemoryError)
+        size = 2 * min(band_radius, max(h, w)) + 1
         edge = ndimage.maximum_filter(label, size=size, mode="nearest") != ndimage.minimum_filter(
             label, size=size, mode="nearest"
         )

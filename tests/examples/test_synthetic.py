@@ -532,3 +532,14 @@ def test_render_sample_names_a_bad_argument(args, kwargs, error, message):
     with pytest.raises(error) as info:
         render_sample(*args, **kwargs)
     assert str(info.value) == message
+
+
+def test_a_band_radius_beyond_the_image_costs_no_more_than_the_image():
+    """A radius of max(H, W) - 1 reaches every pixel: a larger one draws the same band, without filter
+    buffers that grow with the radius (2**40 was a MemoryError, 2**27 took 49 s and 2 GB on 16 x 16)."""
+    size = (16, 20)
+    widest = render_sample(4, 2, size, band_radius=19)[1]
+    for radius in (20, 2**40, 10**20):
+        assert np.array_equal(render_sample(4, 2, size, band_radius=radius)[1], widest)
+    _, raw = render_sample(4, 2, size, band_radius=0)
+    assert len(np.unique(raw)) > 1 and np.all(widest == 255)  # two classes: every pixel sees both
