@@ -3,9 +3,10 @@
 Every image shows one to three textured shapes (ellipses, polygons, smooth blobs) of the 20 VOC object classes
 on a textured background (class 0); a shape is left out when it covers less than 0.5 % of the image (of
 ``4 min(H, W)^2`` pixels on a long thin one), or is hidden by a later one, so a few images show fewer. Each
-class has its own colour pair, texture (stripes, checkerboard, dots, rings, smooth noise), texture period and
-orientation, and preferred shape, so a small network can learn the classes, while the shapes' outlines make
-boundaries matter. As in VOC, a band of "ignore" pixels (label 255) runs along every object boundary.
+class has its own colour pair, texture (stripes, checkerboard, dots, rings, smooth noise), texture orientation
+and preferred shape, so a small network can learn the classes, while the shapes' outlines make boundaries
+matter. The texture period is 4 pixels for every class (times 0.85 to 1.15 per shape). As in VOC, a band of
+"ignore" pixels (label 255) runs along every object boundary.
 
 Layout written directly under ``root`` (the same as ``VOCdevkit/VOC2012`` plus the SBD-augmented files)::
 
@@ -105,14 +106,16 @@ def _make_class_styles() -> tuple[dict[str, Any], ...]:
                 "secondary": secondary,
                 "texture": _TEXTURES[(c - 1) % len(_TEXTURES)],
                 "shape": _SHAPES[((c - 1) // len(_TEXTURES) + c) % len(_SHAPES)],
-                "period": float(4 + (c * 7) % 7),
+                # 4 for every class (as 4 + (c * 7) % 7 always was): the set's images depend on it
+                "period": 4.0,
                 "angle": float(np.pi * rng.random()),
             }
         )
     return tuple(styles)
 
 
-#: Appearance of every class (colours, texture kind, texture period (px) and angle, preferred shape).
+#: Appearance of every class (colours, texture kind, texture period (px; 4 for all) and angle, preferred
+#: shape).
 CLASS_STYLES: tuple[dict[str, Any], ...] = _make_class_styles()
 
 

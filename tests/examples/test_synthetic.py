@@ -210,6 +210,18 @@ def test_classes_have_distinct_styles():
     )
 
 
+def test_the_docs_state_the_texture_period_the_classes_have():
+    """Every class draws its texture with a period of 4 pixels (``4 + (c * 7) % 7`` is 4 for every c), where
+    the module docstring and data_and_metrics.rst said each class had its own period."""
+    from pathlib import Path
+
+    assert {s["period"] for s in synthetic.CLASS_STYLES[1:]} == {4.0}
+    page = (Path(__file__).resolve().parents[2] / "docs" / "examples" / "data_and_metrics.rst").read_text()
+    for text in (synthetic.__doc__, page):
+        flat = " ".join(text.split())
+        assert "The texture period is 4 pixels for every class" in flat and "texture period and" not in flat
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
