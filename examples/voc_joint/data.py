@@ -100,8 +100,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SPIXEL_MEAN = (0.411, 0.432, 0.45)
 #: Default largest image (and mask) in pixels, PIL's own default ``Image.MAX_IMAGE_PIXELS``.
 DEFAULT_MAX_PIXELS = 89_478_485
-#: Cache folder of generated data (``$TRANSINIT_CACHE``, default ``~/.cache/transinit``).
-DEFAULT_CACHE = Path(os.environ.get("TRANSINIT_CACHE", "~/.cache/transinit")).expanduser()
+#: Cache folder of generated data (``$TRANSINIT_CACHE``, default ``~/.cache/transinit``, also where the
+#: variable is set but empty: ``Path("")`` was the current folder, which then received ``synthetic_voc/`` and
+#: ``demo/``).
+DEFAULT_CACHE = Path(os.environ.get("TRANSINIT_CACHE") or "~/.cache/transinit").expanduser()
 
 
 class DataError(ValueError):

@@ -381,6 +381,26 @@ def test_ensure_synthetic_voc(tmp_path, monkeypatch):
     assert root == tmp_path / "cache" / "synthetic_voc" and (root / "JPEGImages").is_dir()
 
 
+@pytest.mark.parametrize("value", ["", None])
+def test_an_empty_or_unset_cache_variable_is_the_default_cache_not_the_current_folder(tmp_path, value):
+    """``TRANSINIT_CACHE=`` (e.g. set from an unset shell variable) made the cache ``Path("")``, the current
+    folder: the demo wrote ``synthetic_voc/`` and ``demo/`` wherever it was started."""
+    import subprocess
+    import sys
+
+    from tests.examples.helpers import ROOT, script_env
+
+    env = {**script_env(), "HOME": str(tmp_path)}
+    env.pop("TRANSINIT_CACHE", None)
+    if value is not None:
+        env["TRANSINIT_CACHE"] = value
+    code = "from examples.voc_joint import data; print(data.DEFAULT_CACHE)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == str(tmp_path / ".cache" / "transinit")
+
+
 # ---------------------------------------------------------------- documented errors name the file
 
 
