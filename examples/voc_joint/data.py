@@ -902,11 +902,17 @@ def build_dataset(
         num_classes (int): labels accepted: ``0..num_classes-1`` and 255 (see :class:`VOCSegmentation`).
 
     Raises:
-        ValueError: ``train=True`` without ``crop_size``.
+        ValueError: ``train=True`` without ``crop_size``, or with ``pad_to_multiple`` (which only the eval
+            transform applies: it was dropped without a word).
     """
     if train:
         if crop_size is None:
             raise ValueError("build_dataset(train=True) needs crop_size (random crops make batches stack)")
+        if pad_to_multiple is not None:
+            raise ValueError(
+                f"build_dataset(train=True) got pad_to_multiple={pad_to_multiple!r}: it applies to "
+                "evaluation only (train=False); training crops are crop_size already, so leave it None"
+            )
         transform = train_transform(crop_size, scale)
     else:
         transform = eval_transform(crop_size, pad_to_multiple=pad_to_multiple)

@@ -373,6 +373,14 @@ def test_build_dataset_train_needs_crop(voc):
         build_dataset(voc, "train", train=True)
 
 
+def test_build_dataset_refuses_an_eval_only_padding_when_training(voc):
+    """``pad_to_multiple`` is applied by the eval transform only: with ``train=True`` it was dropped silently
+    (crops of 15 x 15 came out where 16 x 16 was asked for)."""
+    with pytest.raises(ValueError, match=r"train=True\) got pad_to_multiple=16: it applies to evaluation"):
+        build_dataset(voc, "train", crop_size=15, train=True, pad_to_multiple=16)
+    assert build_dataset(voc, "val", crop_size=15, pad_to_multiple=16)[0]["target"].shape == (16, 16)
+
+
 def test_ensure_synthetic_voc(tmp_path, monkeypatch):
     root = ensure_synthetic_voc(tmp_path / "x", num_train=2, num_val=1, image_size=SIZE)
     assert len(VOCSegmentation(root, "train")) == 2
