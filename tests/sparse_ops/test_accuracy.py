@@ -207,6 +207,25 @@ def test_2048_uniformize_pool_unpool_are_accurate(offset_image: torch.Tensor, ki
             assert torch.equal(a.uniformize(xh), a.uniformize(xh.float()).to(half))
 
 
+def test_2048_sum_is_within_1e5_of_sum_abs_not_of_max_abs(offset_image: torch.Tensor) -> None:
+    """The float32 *sum* of one 2048 x 2048 superpixel of ``1000 + U(0, 1)`` (4.2e9, where the float32 spacing
+    is 256) is within ``(K + P - 1) u sum|x|`` of the exact one, but not within ``1e-5 max|x|`` (0.01): the
+    uniformization page stated ``1e-5 max|x|`` for every float32 result, sums included."""
+    x = offset_image.float()
+    a = SuperpixelAssignment(torch.zeros(1, SIDE, SIDE, dtype=torch.long), 1, validate=False)
+    exact = x.double().sum().item()  # exact: multiples of 2**-14 below 2**32 (46 bits)
+    err = abs(a.pool(x, "sum").item() - exact)
+    lanes = lanes_for(SIDE * SIDE, 1)
+    assert err <= (CHAIN + lanes - 1) * 2.0**-24 * x.double().abs().sum().item()
+    assert err > 1e-5 * x.abs().max().item()  # the sum's own rounding alone can be 128
+    doc = Path(__file__).resolve().parents[2] / "docs" / "concepts" / "uniformization.rst"
+    text = " ".join(doc.read_text(encoding="utf-8").split())
+    stated = re.findall(r"float32 (?:means|results|within)[^.]*?\\max\|x\|[^.]*", text)
+    assert stated, "the float32 precision statements were not found"
+    for statement in stated:  # each gives the sums their own bound
+        assert "sums within :math:`10^{-5} \\sum|x|`" in statement, statement
+
+
 def test_2048_soft_ops_are_accurate(offset_image: torch.Tensor) -> None:
     x = offset_image.float()
     assoc = torch.zeros(1, 9, SIDE, SIDE)
