@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -186,6 +187,23 @@ def test_extreme_values_give_what_torch_mean_gives(backend: str, case: str) -> N
     out = uniformize(x, sp, 2, backend=backend)
     broadcast = expected.repeat_interleave(8).view(1, 1, 4, 4)
     torch.testing.assert_close(out, broadcast, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+def test_a_partial_sum_overflows_though_the_superpixel_sum_is_in_range(backend: str) -> None:
+    """The "Overflow" item of the uniformization page: an 8 x 8 superpixel whose upper half is 3e38 and lower
+    half -3e38 sums to 0, but every accumulator adds 3e38 several times first: the mean and the sum are inf
+    (the page said a mean overflows where the superpixel's sum leaves the float32 range)."""
+    x = torch.full((1, 1, 8, 8), 3e38)
+    x[0, 0, 4:] = -3e38
+    sp = torch.zeros(1, 8, 8, dtype=torch.long)
+    assert x.double().sum().item() == 0.0
+    for reduce in ("mean", "sum"):
+        assert superpixel_pool(x, sp, 1, reduce=reduce, backend=backend).item() == float("inf")
+    assert (uniformize(x, sp, 1, backend=backend) == float("inf")).all()
+    doc = Path(__file__).resolve().parents[2] / "docs" / "concepts" / "uniformization.rst"
+    text = " ".join(doc.read_text(encoding="utf-8").split())
+    assert "It also overflows where a *partial* sum does, even if the superpixel's sum is in range" in text
 
 
 def test_the_advised_resize_of_a_label_map_keeps_every_id() -> None:
