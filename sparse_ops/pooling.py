@@ -75,9 +75,10 @@ def superpixel_pool(
 
         p_{b,s,c} = \operatorname{reduce}_{q:\ s_{b,q} = s,\ m_{b,q}} x_{b,c,q}
 
-    In float32 (half precision accumulates in it) means are within :math:`133\,u \max|x|` and sums within
-    :math:`131\,u \sum|x|` of the exact value for any superpixel size (:math:`u = 2^{-24}`); in float64 the
-    bounds of superpixels of more than :math:`P K` pixels grow with :math:`\lceil n_s / K \rceil` (see
+    In float32 means are within :math:`133\,u \max|x|` and sums within :math:`131\,u \sum|x|` of the exact
+    value for any superpixel size (:math:`u = 2^{-24}`); float16/bfloat16 features get that float32 result
+    rounded once to their dtype (one more error of up to :math:`2^{-11}` / :math:`2^{-8}` of it); in float64
+    the bounds of superpixels of more than :math:`P K` pixels grow with :math:`\lceil n_s / K \rceil` (see
     :doc:`/concepts/uniformization`). The pixel counts are ``counts`` of
     :class:`~sparse_ops.SuperpixelAssignment`.
 

@@ -31,10 +31,12 @@ def uniformize(
     i.e. :math:`Y = D E X = M^\top \operatorname{diag}(1/n) M X` with the binary pixel-to-superpixel matrix
     :math:`M` (paper Eq. 12-13). The map is linear and symmetric (without a mask), so the backward pass is the
     same op applied to the incoming gradient; nothing of size :math:`N_s \times N_p` is formed, and the ids
-    are compacted internally, so memory is proportional to the pixels whatever the id values. In float32 (half
-    precision accumulates in it) every mean is within :math:`(K + P + 1)\,u \max|x| \le 133\,u \max|x|` of the
-    exact one, :math:`u = 2^{-24}`, for any superpixel size; in float64 superpixels of more than :math:`P K`
-    pixels get :math:`(K + \lceil n_s / K \rceil)\,u \max|x|`, :math:`u = 2^{-53}` (see
+    are compacted internally, so memory is proportional to the pixels whatever the id values. In float32
+    every mean is within :math:`(K + P + 1)\,u \max|x| \le 133\,u \max|x|` of the exact one,
+    :math:`u = 2^{-24}`, for any superpixel size; float16/bfloat16 logits get that float32 mean rounded once
+    to their dtype (one more error of up to :math:`2^{-11}` / :math:`2^{-8}` of the mean); in float64
+    superpixels of more than :math:`P K` pixels get :math:`(K + \lceil n_s / K \rceil)\,u \max|x|`,
+    :math:`u = 2^{-53}` (see
     :doc:`/concepts/uniformization`).
 
     Args:

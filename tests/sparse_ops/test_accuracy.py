@@ -226,6 +226,29 @@ def test_2048_sum_is_within_1e5_of_sum_abs_not_of_max_abs(offset_image: torch.Te
         assert "sums within :math:`10^{-5} \\sum|x|`" in statement, statement
 
 
+@pytest.mark.parametrize("dtype, half_u", [(torch.float16, 2.0**-11), (torch.bfloat16, 2.0**-8)])
+def test_half_precision_means_are_the_float32_bound_plus_one_rounding(
+    dtype: torch.dtype, half_u: float
+) -> None:
+    """``uniformize`` and ``superpixel_pool`` said "In float32 (half precision accumulates in it) every mean
+    is within 133 u max|x|": the float32 mean is, but half input gets it rounded once to its dtype. The
+    mean of ``1`` and the next value of the dtype lies halfway between the two: off by the dtype's ``u``
+    (62x the float32 bound for float16, 489x for bfloat16)."""
+    x = torch.ones(1, 1, 1, 2, dtype=dtype)
+    x[0, 0, 0, 1] = torch.nextafter(x[0, 0, 0, 1], torch.tensor(2.0, dtype=dtype))
+    sp = torch.zeros(1, 1, 2, dtype=torch.long)
+    exact = x.double().mean().item()
+    float32_bound = (CHAIN + MAX_LANES + 1) * 2.0**-24 * x.double().abs().max().item()
+    for got in (uniformize(x, sp, 1), superpixel_pool(x, sp, 1)):
+        assert got.dtype == dtype
+        err = (got.double() - exact).abs().max().item()
+        assert float32_bound < err <= float32_bound + half_u * abs(exact)
+    for op in (uniformize, superpixel_pool):
+        doc = " ".join((op.__doc__ or "").split())
+        assert "half precision accumulates in it" not in doc, op.__name__
+        assert "float16/bfloat16" in doc and "rounded once to their dtype" in doc, op.__name__
+
+
 def test_2048_soft_ops_are_accurate(offset_image: torch.Tensor) -> None:
     x = offset_image.float()
     assoc = torch.zeros(1, 9, SIDE, SIDE)
