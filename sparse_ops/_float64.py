@@ -7,9 +7,9 @@ chunk sums of a large soft-pooling cell (``soft._pool_blocks``), the per-directi
 MPS has no float64 (creating such a tensor there raises), so on a device for which :func:`has_float64` is
 ``False`` those steps copy their operands to the host with :func:`to_host`, run the same float64 arithmetic
 there and copy the rounded float32 result back with :func:`to_device`. The operands are small next to the
-input (at most one value per 128 pixels and channel for the sums, about one per 7 pixels and channel for the
-soft pool), the copies are differentiable, and the results are those of the same float64 arithmetic on a
-device that has it.
+input (at most two values per 128 pixels and channel for the sums: a total per group and the extra sums;
+about one per 7 pixels and channel for the soft pool), the copies are differentiable, and the results are
+those of the same float64 arithmetic on a device that has it.
 
 The tests simulate such a device on the CPU (``tests/sparse_ops/_no_float64.py``): they replace the three
 functions of this module and fail if a float64 tensor is made anywhere but downstream of :func:`to_host`.

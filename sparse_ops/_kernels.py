@@ -146,7 +146,7 @@ def sums(
         extras = partial[..., num_space * lanes + 1 :]
         if _float64.has_float64(x.device):
             primary.scatter_(2, owner, _fold_extras(total, extras, extra_group).to(x.dtype))
-        else:  # on the host ([B, C, G + E]: at most one value per K pixels and channel)
+        else:  # on the host ([B, C, G + E]: at most two values per K pixels and channel)
             host = _float64.to_host
             folded = _fold_extras(host(total), host(extras), host(extra_group))
             primary.scatter_(2, owner, _float64.to_device(folded.to(x.dtype), x.device))

@@ -112,6 +112,33 @@ def test_uniformize(monkeypatch: pytest.MonkeyPatch, masked: bool) -> None:
     assert copies >= 7  # 1 / count, then the extra sums (3 copies) forward and backward
 
 
+def test_the_host_copies_of_the_sums_are_at_most_two_values_per_128_pixels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The float values the sums copy to the host: a total per group and the extra sums, ``[B, C, G + E]``,
+    up to two per 128 pixels and channel with one lane (the module said at most one): 64 x 64 pixels in
+    256 superpixels give 31 groups and 32 extra slots, 126 values for 2 channels (one per 128 pixels: 64)."""
+    side, c, n_s = 64, 2, 256
+    sp = (torch.arange(side * side) % n_s).view(1, side, side)
+    sp[0, :48] = 0  # one superpixel of 3072 pixels: its extra slots are used, and the layout has 31 groups
+    x = torch.randn(1, c, side, side, generator=torch.Generator().manual_seed(0))
+    copied: list[int] = []
+    with without_float64(monkeypatch), monkeypatch.context() as patch:
+        to_host = _float64.to_host
+
+        def counting(t: Tensor) -> Tensor:
+            if t.is_floating_point():
+                copied.append(t.numel())
+            return to_host(t)
+
+        patch.setattr(_float64, "to_host", counting)
+        superpixel_pool(x, sp, n_s, reduce="sum")
+    pixels = side * side
+    assert pixels // 128 * c < sum(copied) <= 2 * pixels // 128 * c
+    doc = " ".join((_float64.__doc__ or "").split())
+    assert "at most two values per 128 pixels and channel for the sums" in doc
+
+
 def test_channels_last_uniformize(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.randn(2, 3, H, W).to(memory_format=torch.channels_last).requires_grad_()
     assert _same_without_float64(monkeypatch, lambda: uniformize(x, _labels(), 3), [x]) >= 7
