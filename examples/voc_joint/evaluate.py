@@ -152,7 +152,8 @@ def evaluate(
     """Score ``model`` on every batch of ``loader``.
 
     Args:
-        model (nn.Module): obeys the model contract; evaluated in eval mode (its mode is restored afterwards).
+        model (nn.Module): obeys the model contract; evaluated in eval mode (each of its modules gets its own
+            mode back afterwards).
         loader (Iterable[dict]): batches with ``seg_input``, ``spixel_input`` (Tensor[B, 3, H, W]), ``target``
             (LongTensor[B, H, W]), and optionally ``region`` (BoolTensor[B, H, W], the images' own pixels:
             padding outside it counts in no metric), ``image`` and ``name`` (used by the panels). A
@@ -196,7 +197,9 @@ def evaluate(
     joint_m, base_m = SegmentationMetrics(**kw), SegmentationMetrics(**kw)
     has_baseline = False
     panels: list[str] = []
-    was_training = model.training
+    # every module's own mode, not the model's flag alone: the joint stage trains with DeepLabV3+'s BatchNorm
+    # in eval mode (--freeze-bn), which model.train(True) afterwards would switch back to training mode
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     start = time.perf_counter()
     # the iterator is closed in the finally: one left to the garbage collector (kept by the traceback of a
@@ -257,7 +260,8 @@ def evaluate(
                 iou = iou[~iou.isnan()]
                 bar.set_postfix(mIoU=f"{100 * float(iou.mean()) if iou.numel() else 0.0:.1f}")
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
         close_loader_iterator(batches)
     seconds = time.perf_counter() - start
     joint = joint_m.compute()

@@ -115,6 +115,20 @@ def test_eval_mode_is_restored_and_panels_stop_at_max_panels_inside_a_batch(voc,
     assert len(res["panels"]) == 1 and len(list(tmp_path.glob("*.png"))) == 1
 
 
+def test_evaluation_restores_the_mode_of_every_module(voc):
+    """A model in the joint stage's training mode (--freeze-bn: a BatchNorm in eval mode inside a model in
+    training mode) comes back in that mode: ``model.train(True)`` after the evaluation switched the frozen
+    BatchNorm back to training, and its running statistics followed the next training batches."""
+    loader = DataLoader(build_dataset(voc, "val"), batch_size=1)
+    model = StubJoint()
+    model.norm = nn.BatchNorm2d(3)  # not called by forward: only its mode matters here
+    model.train()
+    model.norm.eval()
+    evaluate(model, loader, device="cpu", progress=False)
+    assert model.training and model.head.training  # the model and its other modules: training again
+    assert not model.norm.training  # the frozen BatchNorm: still frozen
+
+
 def test_panels_show_the_baseline_then_the_joint_prediction(voc, tmp_path, monkeypatch):
     """The panel columns: image + superpixels | ground truth | baseline (``seg_logits``) | joint
     (``logits``), each from its own logits."""
