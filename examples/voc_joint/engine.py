@@ -159,7 +159,13 @@ def superpixel_loss(
 def stage_loss(
     stage: str, model: nn.Module, batch: dict[str, Any], args: argparse.Namespace, device: torch.device
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Forward one batch and return ``(loss, parts)`` (``parts``: detached ``ce`` and/or ``spixel`` terms)."""
+    """Forward one batch and return ``(loss, parts)`` (``parts``: detached ``ce`` and/or ``spixel`` terms).
+
+    Raises:
+        ValueError: ``stage`` is not ``"seg"``, ``"spixel"`` or ``"joint"``.
+    """
+    if stage not in ("seg", "spixel", "joint"):  # any other was run as "joint": a TypeError from the forward
+        raise ValueError(f"stage must be 'seg', 'spixel' or 'joint', got {stage!r}")
     target = batch["target"].to(device, non_blocking=True)
     if stage == "seg":
         loss = cross_entropy(model(batch["seg_input"].to(device, non_blocking=True)), target)

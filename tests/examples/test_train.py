@@ -838,6 +838,19 @@ def test_joint_stage_loss_weighs_the_superpixel_term() -> None:
     assert float(full.detach()) - float(half.detach()) == pytest.approx(0.5 * spixel)
 
 
+@pytest.mark.parametrize("stage", ["Seg", "all", ""])
+def test_stage_loss_refuses_an_unknown_stage_by_name(stage: str) -> None:
+    """Any stage but seg and spixel ran the joint forward: a DeepLabV3+ then failed with "forward() takes 2
+    positional arguments but 3 were given", naming no stage; a joint model trained as the joint stage."""
+    from examples.voc_joint.engine import stage_loss
+
+    batch = {"seg_input": torch.zeros(1, 3, 8, 8), "spixel_input": torch.zeros(1, 3, 8, 8)}
+    batch["target"] = torch.zeros(1, 8, 8, dtype=torch.long)
+    args = argparse.Namespace(spixel_loss_weight=0.0, pos_weight=0.003, num_classes=2)
+    with pytest.raises(ValueError, match=f"stage must be 'seg', 'spixel' or 'joint', got '{stage}'"):
+        stage_loss(stage, _FixedJoint(), batch, args, torch.device("cpu"))
+
+
 def _fake_tensorboard(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
     """Stand in for ``torch.utils.tensorboard``; returns the list that gets every writer's ``purge_step``."""
     import types
