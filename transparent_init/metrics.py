@@ -138,10 +138,13 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
         )
     if y.numel() == 0:  # a zero-width layer (nn.Linear(n, 0)) with an empty target: no entry to measure
         raise ValueError(f"module output must not be empty, got shape {list(y.shape)}")
-    # in the promoted dtype, at least float32 (float64 for integer / bool outputs): casting the target to a
-    # float16 or integer output's dtype would round it before the difference and under-report the error
+    # in the promoted dtype, at least float32 (float64 when the output or the target is an integer / bool
+    # tensor): casting the target to a float16 or integer output's dtype would round it before the
+    # difference and under-report the error, and so would float32 for an integer beyond 2**24 (an int32
+    # output 16777217 against a float32 target 16777216 read as an error of 0)
     dt = torch.promote_types(y.dtype, ref.dtype)
-    dt = torch.promote_types(dt, torch.float32) if dt.is_floating_point or dt.is_complex else torch.float64
+    exact = all(t.dtype.is_floating_point or t.dtype.is_complex for t in (y, ref))
+    dt = torch.promote_types(dt, torch.float32 if exact else torch.float64)
     # no float64 (nor complex128) on the device (MPS): the difference on the host
     if dt in (torch.float64, torch.complex128) and not has_float64(y.device):
         y, ref = _to_host(y), _to_host(ref)
@@ -160,10 +163,10 @@ def recovery_rate(
     """Share of output entries within ``eps`` of the target (the input by default), in ``[0, 1]``.
 
     The paper's "recovery" (Table 2, percent): ``mean(|module(x) - target| < eps)``, the difference taken in
-    the promoted dtype of output and target, at least float32 (float64 for an integer output): the target is
-    never rounded to a float16 or integer output's dtype first, nor ``eps`` to the difference's dtype (an
-    error of ``9.9999997e-5``, float32's nearest value to ``1e-4``, is below the default ``eps``); a NaN
-    entry is not recovered.
+    the promoted dtype of output and target, at least float32 (float64 when the output or the target is an
+    integer or bool tensor): the target is never rounded to a float16 or integer output's dtype first, nor
+    ``eps`` to the difference's dtype (an error of ``9.9999997e-5``, float32's nearest value to ``1e-4``, is
+    below the default ``eps``); a NaN entry is not recovered.
 
     Args:
         module: the stack (evaluated under ``torch.no_grad``, in its current train / eval mode: call
@@ -199,9 +202,10 @@ def recovery_rate(
 def max_abs_error(module: nn.Module, x: Tensor, *, target: Tensor | None = None) -> float:
     """``max |module(x) - target|`` (target defaults to ``x``), the paper's Table 3 figure.
 
-    The difference is taken in the promoted dtype of output and target, at least float32 (float64 for an
-    integer output), as in :func:`recovery_rate`; ``module`` is run as there (``torch.no_grad``, its current
-    train / eval mode, on a copy of ``x``: an in-place module changes neither ``x`` nor the reference).
+    The difference is taken in the promoted dtype of output and target, at least float32 (float64 when the
+    output or the target is an integer or bool tensor), as in :func:`recovery_rate`; ``module`` is run as
+    there (``torch.no_grad``, its current train / eval mode, on a copy of ``x``: an in-place module changes
+    neither ``x`` nor the reference).
 
     Args:
         module: the stack.

@@ -176,6 +176,18 @@ def test_metrics_of_one_narrow_dtype_do_not_overflow_or_wrap() -> None:
     assert recovery_rate(nn.Identity(), b, target=torch.tensor([True, True, True])) == pytest.approx(2 / 3)
 
 
+def test_metrics_of_an_integer_output_or_target_beside_a_float_one_are_taken_in_float64() -> None:
+    """An integer output against a float32 target (or a float32 output against an integer target) was
+    compared in float32, their promoted dtype, not in float64 as documented for integers: the integer
+    16777217 (2**24 + 1) was rounded to 16777216 first, so an error of 1 read 0 and counted as recovered."""
+    big = torch.tensor([2**24 + 1, 3], dtype=torch.int32)
+    near = torch.tensor([2.0**24, 3.0])
+    assert max_abs_error(nn.Identity(), big, target=near) == 1.0
+    assert recovery_rate(nn.Identity(), big, eps=0.5, target=near) == 0.5
+    assert max_abs_error(nn.Identity(), near, target=big) == 1.0
+    assert recovery_rate(nn.Identity(), near, eps=0.5, target=big) == 0.5
+
+
 def test_metric_errors() -> None:
     with pytest.raises(TypeError, match=r"module must be an nn\.Module, got int"):
         init_rate(3)
