@@ -408,6 +408,19 @@ def _superpixel_sums(
     }
 
 
+def _one_image(labels: Any) -> Any:
+    """A map of one image (``[H, W]``, or ``[1, H, W]``, ``[1, 1, H, W]``) as ``[1, H, W]``; anything else as
+    it is, for the checks to refuse by its name and shape (a reshape failed with "shape '[1, H, W]' is
+    invalid for input of size ...", naming no argument)."""
+    if (
+        isinstance(labels, Tensor)
+        and labels.dim() >= 2
+        and labels.numel() == labels.shape[-2] * labels.shape[-1]
+    ):
+        return labels.reshape(1, *labels.shape[-2:])
+    return labels
+
+
 class SegmentationMetrics:
     """Accumulate confusion matrices (whole image, boundary bands) and superpixel statistics over a data set.
 
@@ -469,10 +482,10 @@ class SegmentationMetrics:
                 and makes no edge (its border is the image border), also where its label is
                 ``ignore_index`` like a VOC void band. None: every pixel is the image's.
         """
-        if pred.dim() == 2:
-            pred, target = pred[None], target[None]
-            superpixels = None if superpixels is None else superpixels.reshape(1, *superpixels.shape[-2:])
-            region = None if region is None else region.reshape(1, *region.shape[-2:])
+        if isinstance(pred, Tensor) and pred.dim() == 2:  # one image [H, W]
+            pred = pred[None]
+            target = target[None] if isinstance(target, Tensor) and target.dim() == 2 else target
+            superpixels, region = _one_image(superpixels), _one_image(region)
         # the maps are checked, and the cells, valid pixels and label edges found, once for every accumulator
         target = _check_maps(pred, target, self.num_classes, self.ignore_index)
         region = _check_region(region, target)

@@ -482,6 +482,43 @@ def test_update_errors(pred, target, sp, exc, match):
 
 
 @pytest.mark.parametrize(
+    "args, exc, message",
+    [
+        (([[0, 1]], [[0, 1]]), TypeError, "pred must be an integer tensor [B, H, W], got list "),
+        ((T([[0, 1]]), [[0, 1]]), TypeError, "target must be an integer tensor [B, H, W], got list "),
+        (
+            (T([[0, 1]]), T([[0, 1]]), T([[[0, 1]], [[1, 1]]])),
+            ValueError,
+            "superpixels must have shape (1, 1, 2) (like target), got (2, 1, 2)",
+        ),
+        (
+            (T([[0, 1]]), T([[0, 1]]), None, torch.ones(2, 1, 2, dtype=torch.bool)),
+            ValueError,
+            "region must have the shape of target (1, 1, 2), got (2, 1, 2)",
+        ),
+        (
+            (T([[0, 1]]), T([[0, 1]]), None, [[True, True]]),
+            TypeError,
+            "region must be a boolean tensor [B, H, W], got list ",
+        ),
+    ],
+)
+def test_update_of_one_image_names_what_it_refuses(args, exc, message):
+    """An ``[H, W]`` prediction is one image; the maps passed with it that are not one image of its size were
+    a ``RuntimeError`` "shape '[1, 1, 2]' is invalid for input of size 4" (superpixels or region of two
+    images), or an ``AttributeError`` ("'list' object has no attribute 'dim'") for a map that is no tensor.
+    Now the error of the batched maps, naming the argument, the shape expected and the one passed."""
+    with pytest.raises(exc) as info:
+        SegmentationMetrics(num_classes=2).update(*args)
+    assert str(info.value).startswith(message)
+    one = SegmentationMetrics(num_classes=2, boundary_widths=(1,))  # one image: as its batch of one
+    one.update(T([[0, 1]]), T([[0, 1]]), T([[[[0, 1]]]]), torch.ones(1, 2, dtype=torch.bool))
+    batch = SegmentationMetrics(num_classes=2, boundary_widths=(1,))
+    batch.update(T([[[0, 1]]]), T([[[0, 1]]]), T([[[0, 1]]]), torch.ones(1, 1, 2, dtype=torch.bool))
+    assert one.compute() == batch.compute()
+
+
+@pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"num_classes": 0}, "num_classes"),
