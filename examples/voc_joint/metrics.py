@@ -55,17 +55,18 @@ __all__ = [
 ]
 
 
-def _integer(name: str, value: Any, least: int, shown: Any = None) -> int:
-    """``value`` as an int >= ``least``; a float (2.5) or a bool is refused, not truncated. ``shown``: the
-    value named in the errors (default ``value``)."""
+def _integer(name: str, value: Any, least: int | None, shown: Any = None) -> int:
+    """``value`` as an int >= ``least`` (any int for None); a float (2.5) or a bool is refused, not
+    truncated. ``shown``: the value named in the errors (default ``value``)."""
     shown = value if shown is None else shown
+    wanted = "an integer" if least is None else f"an integer >= {least}"
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer >= {least}, got {shown!r}")
+        raise TypeError(f"{name} must be {wanted}, got {shown!r}")
     try:
         number = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an integer >= {least}, got {shown!r}") from None
-    if number < least:
+        raise TypeError(f"{name} must be {wanted}, got {shown!r}") from None
+    if least is not None and number < least:
         raise ValueError(f"{name} must be >= {least}, got {shown}")
     return number
 
@@ -166,14 +167,18 @@ def confusion_matrix(
         LongTensor[C, C] (on the CPU).
 
     Raises:
-        TypeError: ``pred`` or ``target`` not an integer tensor, ``mask`` not a boolean tensor.
-        ValueError: maps (or ``mask``) of different shapes or not ``[B, H, W]``, labels out of range.
+        TypeError: ``pred`` or ``target`` not an integer tensor, ``mask`` not a boolean tensor,
+            ``num_classes`` or ``ignore_index`` not an integer.
+        ValueError: maps (or ``mask``) of different shapes or not ``[B, H, W]``, labels out of range,
+            ``num_classes`` < 1.
 
     Example:
         >>> p = torch.tensor([[[0, 1], [1, 1]]]); t = torch.tensor([[[0, 0], [1, 255]]])
         >>> confusion_matrix(p, t, num_classes=2).tolist()
         [[1, 1], [0, 1]]
     """
+    num_classes = _integer("num_classes", num_classes, 1)  # a float failed in bincount, naming "minlength"
+    ignore_index = _integer("ignore_index", ignore_index, None)
     target = _check_maps(pred, target, num_classes, ignore_index)
     # a mask of another dtype is refused, not cast: a float mask of weights or probabilities would count
     # every non-zero pixel
@@ -314,13 +319,16 @@ def superpixel_scores(
 
     Raises:
         ValueError: ``pred``, ``target``, ``superpixels`` or ``region`` of different shapes, labels out of
-            range (as :func:`confusion_matrix`), negative superpixel ids or a negative ``tolerance``.
-        TypeError: maps that are not integer tensors, a ``region`` that is not boolean, a ``tolerance`` that
-            is not an integer.
+            range (as :func:`confusion_matrix`), negative superpixel ids, a negative ``tolerance`` or
+            ``num_classes`` < 1.
+        TypeError: maps that are not integer tensors, a ``region`` that is not boolean, a ``tolerance``,
+            ``num_classes`` or ``ignore_index`` that is not an integer.
 
     Returns a dict of sums: ``asa_hits``, ``asa_pixels``, ``br_hits``, ``br_edges``, ``pure_superpixels``,
     ``superpixels``, ``majority_pixels``, ``pixels``, ``images``.
     """
+    num_classes = _integer("num_classes", num_classes, 1)  # a float failed in bincount, naming "minlength"
+    ignore_index = _integer("ignore_index", ignore_index, None)
     # an out-of-range label would count in another bin
     target = _check_maps(pred, target, num_classes, ignore_index)
     region = _check_region(region, target)
@@ -455,7 +463,8 @@ class SegmentationMetrics:
             class_names = VOC_CLASSES if num_classes == NUM_CLASSES else [str(c) for c in range(num_classes)]
         if len(class_names) != num_classes:
             raise ValueError(f"class_names must have {num_classes} entries, got {len(class_names)}")
-        self.num_classes, self.ignore_index = num_classes, int(ignore_index)
+        # int() truncated: ignore_index=2.5 skipped the pixels of class 2
+        self.num_classes, self.ignore_index = num_classes, _integer("ignore_index", ignore_index, None)
         self.boundary_widths, self.boundary_tolerance = widths, boundary_tolerance
         self.class_names = tuple(class_names)
         self.reset()

@@ -566,6 +566,34 @@ def test_a_width_tolerance_or_class_count_that_is_not_an_integer_is_refused(call
     assert str(info.value) == message
 
 
+def test_a_class_count_or_ignore_label_that_is_not_an_integer_is_refused_by_every_function():
+    """``SegmentationMetrics(ignore_index=2.5)`` truncated it with ``int()`` and skipped the pixels of class 2
+    (silently: a confusion matrix without them); ``confusion_matrix`` and ``superpixel_scores`` checked
+    neither argument: ``num_classes=3.0`` failed in ``bincount`` ("argument 'minlength' must be int, not
+    float") and ``num_classes=0`` was named as a range of ``pred`` values. The constructor's messages."""
+    p = T([[[0, 1, 2]]])
+    calls = {
+        "class": SegmentationMetrics,
+        "confusion": lambda **kw: confusion_matrix(p, p, **kw),
+        "superpixels": lambda **kw: superpixel_scores(p, p, p, **kw),
+    }
+    for name, call in calls.items():
+        for kwargs, exc, message in [
+            ({"num_classes": 3, "ignore_index": 2.5}, TypeError, "ignore_index must be an integer, got 2.5"),
+            (
+                {"num_classes": 3, "ignore_index": None},
+                TypeError,
+                "ignore_index must be an integer, got None",
+            ),
+            ({"num_classes": 3.0}, TypeError, "num_classes must be an integer >= 1, got 3.0"),
+            ({"num_classes": 0}, ValueError, "num_classes must be >= 1, got 0"),
+        ]:
+            with pytest.raises(exc) as info:
+                call(**kwargs)
+            assert str(info.value) == message, name
+        assert call(num_classes=np.int64(3), ignore_index=torch.tensor(-1)) is not None, name
+
+
 def test_integer_like_widths_and_generators_of_widths_are_taken():
     """NumPy and 0-d tensor integers are integers; a generator of widths is read once."""
     m = SegmentationMetrics(
