@@ -207,6 +207,9 @@ def _confusion(index: Tensor, counted: Tensor, num_classes: int) -> Tensor:
 
 def iou_from_confusion(cm: Tensor) -> Tensor:
     """Per-class IoU (Tensor[C], float64) of a confusion matrix; NaN for classes absent and not predicted."""
+    # a NumPy matrix failed with "'numpy.ndarray' object has no attribute 'dim'"
+    if not isinstance(cm, Tensor):
+        raise TypeError(f"cm must be a tensor [C, C], got {type(cm).__name__}")
     if cm.dim() != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"cm must be a square matrix [C, C], got shape {tuple(cm.shape)}")
     cm = cm.double()
@@ -218,6 +221,13 @@ def iou_from_confusion(cm: Tensor) -> Tensor:
 def _nanmean(x: Tensor) -> float:
     x = x[~torch.isnan(x)]
     return float(x.mean()) if x.numel() else float("nan")
+
+
+def _check_labels(labels: Any, name: str) -> None:
+    """A ``TypeError`` naming ``name`` for a label map that is no tensor (a list, a NumPy array failed with
+    an ``AttributeError``: "'list' object has no attribute 'dim'")."""
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a tensor [B, H, W], got {type(labels).__name__}")
 
 
 def label_edges(labels: Tensor, region: Tensor | None = None) -> Tensor:
@@ -232,6 +242,7 @@ def label_edges(labels: Tensor, region: Tensor | None = None) -> Tensor:
         >>> label_edges(t).int().tolist(), label_edges(t, t != 255).int().tolist()
         ([[[0, 1, 1, 1]]], [[[0, 1, 1, 0]]])
     """
+    _check_labels(labels, "labels")
     if labels.dim() != 3:
         raise ValueError(f"labels must have shape [B, H, W], got {tuple(labels.shape)}")
     region = _check_region(region, labels)
@@ -299,6 +310,7 @@ def boundary_band(target: Tensor, width: int, region: Tensor | None = None) -> T
     Returns:
         BoolTensor[B, H, W].
     """
+    _check_labels(target, "target")
     width = _integer("width", width, 1)
     return _dilate(label_edges(target, region), width - 1)
 

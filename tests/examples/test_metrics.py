@@ -683,6 +683,24 @@ def test_iou_needs_a_square_matrix(shape):
         iou_from_confusion(torch.zeros(shape, dtype=torch.long))
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: label_edges([[[0, 1]]]), "labels must be a tensor [B, H, W], got list"),
+        (
+            lambda: boundary_band(np.zeros((1, 2, 2), np.int64), 1),
+            "target must be a tensor [B, H, W], got ndarray",
+        ),
+        (lambda: iou_from_confusion(np.eye(2, dtype=np.int64)), "cm must be a tensor [C, C], got ndarray"),
+    ],
+)
+def test_a_map_or_matrix_that_is_no_tensor_is_named(call, message):
+    """Before: ``AttributeError: 'list' object has no attribute 'dim'`` (and so for a NumPy array)."""
+    with pytest.raises(TypeError) as info:
+        call()
+    assert str(info.value) == message
+
+
 def test_images_without_pixels_add_nothing():
     """Before: the boundary band's max-pool refused a 0-row image (``RuntimeError``)."""
     m = SegmentationMetrics(num_classes=2, boundary_widths=(1, 3))
