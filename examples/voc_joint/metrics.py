@@ -583,6 +583,13 @@ def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
 
+def _some(results: Mapping[str, Any]) -> None:
+    """Refuse an empty ``results``: its first result set was read with ``next``, whose ``StopIteration``
+    named nothing."""
+    if not results:
+        raise ValueError("results must hold a result set (a compute() dict, or {name: dict}), got {}")
+
+
 def _metric_rows(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
     first = next(iter(results.values()))
     values = list(results.values())
@@ -638,6 +645,7 @@ def format_table(
     """
     if "miou" in results:
         results = {"value": results}
+    _some(results)
     rows = _metric_rows(results)
     if metrics is not None:
         by_label = dict(rows)
@@ -656,6 +664,7 @@ def format_per_class_table(
 ) -> str:
     """Plain-text per-class IoU table (percent), one column per result set."""
     by_name: Mapping[str, Mapping[str, Any]] = {"IoU (%)": results} if "miou" in results else results
+    _some(by_name)
     names = list(next(iter(by_name.values()))["per_class_iou"])
     body = [[n, *[_pct(r["per_class_iou"][n]) for r in by_name.values()]] for n in names]
     body.append(["mean", *[_pct(r["miou"]) for r in by_name.values()]])

@@ -737,6 +737,13 @@ def test_confusion_matrix_skips_a_negative_ignore_index_with_and_without_a_mask(
     assert confusion_matrix(pred, target, 2, -100, mask).tolist() == [[2, 0], [0, 1]]
 
 
+@pytest.mark.parametrize("table", [format_table, format_per_class_table])
+def test_tables_of_no_result_set_are_refused_by_name(table):
+    """Before: a bare ``StopIteration`` (the first result set read with ``next``)."""
+    with pytest.raises(ValueError, match=r"results must hold a result set .*, got \{\}"):
+        table({})
+
+
 def test_per_class_table_ends_with_the_miou():
     """The per-class table's last row, ``mean``, is the mIoU (58.33 %), not another average (pixel accuracy
     here 75 %)."""
