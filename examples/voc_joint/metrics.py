@@ -598,8 +598,10 @@ def _metric_rows(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, li
         ("pixel accuracy (%)", [_pct(r.get("pixel_accuracy")) for r in values]),
         ("mean class accuracy (%)", [_pct(r.get("mean_class_accuracy")) for r in values]),
     ]
-    for w in first["boundary_miou"]:
-        rows.append((f"boundary mIoU, {w} px (%)", [_pct(r["boundary_miou"][w]) for r in values]))
+    # the widths of every result set, in order of appearance ("-" where a set has none): the first set's
+    # alone dropped the others' (or failed with a KeyError on a width one of them lacked)
+    for w in dict.fromkeys(w for r in values for w in r["boundary_miou"]):
+        rows.append((f"boundary mIoU, {w} px (%)", [_pct(r["boundary_miou"].get(w)) for r in values]))
     rows += [
         ("consistency, superpixels (%)", [_pct(r.get("consistency")) for r in values]),
         ("consistency, pixels (%)", [_pct(r.get("consistency_pixels")) for r in values]),
@@ -665,8 +667,9 @@ def format_per_class_table(
     """Plain-text per-class IoU table (percent), one column per result set."""
     by_name: Mapping[str, Mapping[str, Any]] = {"IoU (%)": results} if "miou" in results else results
     _some(by_name)
-    names = list(next(iter(by_name.values()))["per_class_iou"])
-    body = [[n, *[_pct(r["per_class_iou"][n]) for r in by_name.values()]] for n in names]
+    # the classes of every result set, in order of appearance ("-" where a set has none)
+    names = list(dict.fromkeys(n for r in by_name.values() for n in r["per_class_iou"]))
+    body = [[n, *[_pct(r["per_class_iou"].get(n)) for r in by_name.values()]] for n in names]
     body.append(["mean", *[_pct(r["miou"]) for r in by_name.values()]])
     return _render(["class", *by_name], body, title)
 

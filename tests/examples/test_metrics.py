@@ -744,6 +744,40 @@ def test_tables_of_no_result_set_are_refused_by_name(table):
         table({})
 
 
+def test_tables_of_result_sets_with_other_widths_or_classes_show_every_row():
+    """Result sets scored with other boundary widths (``--boundary-widths``) or other classes: the rows were
+    the first set's, so a width only the second had was dropped silently, and one only the first had raised
+    ``KeyError: '1'``. Now every width and class, with "-" in the columns of the sets without it."""
+    t = torch.zeros(1, 2, 4, dtype=torch.long)
+    t[..., 2:] = 1
+    a, b = (
+        SegmentationMetrics(num_classes=2, boundary_widths=(1, 3)),
+        SegmentationMetrics(3, boundary_widths=(3,)),
+    )
+    a.update(t, t)
+    b.update(t, t)
+    rows = {
+        r.split("  ")[0]: r.split()[-2:]
+        for r in format_table({"a": a.compute(), "b": b.compute()}).split("\n")
+    }
+    assert rows["boundary mIoU, 1 px (%)"] == ["100.00", "-"]
+    assert rows["boundary mIoU, 3 px (%)"] == ["100.00", "100.00"]
+    rows = {
+        r.split("  ")[0]: r.split()[-2:]
+        for r in format_table({"b": b.compute(), "a": a.compute()}).split("\n")
+    }
+    assert rows["boundary mIoU, 1 px (%)"] == ["-", "100.00"]
+    per = format_per_class_table({"a": a.compute(), "b": b.compute()}).splitlines()
+    assert [r.split() for r in per[2:]] == [
+        ["0", "100.00", "100.00"],
+        ["1", "100.00", "100.00"],
+        ["2", "-", "-"],
+        ["mean", "100.00", "100.00"],
+    ]
+    per = format_per_class_table({"b": b.compute(), "a": a.compute()}).splitlines()
+    assert per[-2].split() == ["2", "-", "-"]
+
+
 def test_per_class_table_ends_with_the_miou():
     """The per-class table's last row, ``mean``, is the mIoU (58.33 %), not another average (pixel accuracy
     here 75 %)."""
