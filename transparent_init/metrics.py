@@ -44,6 +44,15 @@ def _int_above(values: Tensor, threshold: float) -> Tensor:
     if values.dtype == torch.bool:
         values = values.to(torch.uint8)
     k = math.floor(threshold) + 1
+    if values.dtype in (torch.uint16, torch.uint32):  # no comparison kernels: as int64, which holds them
+        values = values.long()
+    elif values.dtype == torch.uint64:  # as int64 too, where a value above 2**63 - 1 reads 2**64 less
+        signed = values.view(torch.int64)
+        if k < 2**63:
+            return (signed >= k) | (signed < 0)
+        return (
+            (signed < 0) & (signed >= k - 2**64) if k < 2**64 else torch.zeros_like(signed, dtype=torch.bool)
+        )
     info = torch.iinfo(values.dtype)
     above = values >= k if k <= info.max else torch.zeros_like(values, dtype=torch.bool)
     return above | (values <= -k) if -k >= info.min else above
@@ -100,7 +109,8 @@ def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD)
         if not (p.is_floating_point() or p.is_complex()):  # integer parameters: compared as integers
             big += int(_int_above(p.detach(), thr).sum())
             continue
-        size = p.detach().abs()
+        # float8 has no comparison kernels: in float32, which holds each of its values exactly
+        size = (p.detach().float() if p.element_size() == 1 else p.detach()).abs()
         big += int(_above(size, thr).sum())
         nan = nan or bool(size.isnan().any())
     if total == 0:

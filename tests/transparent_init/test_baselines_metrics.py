@@ -74,6 +74,30 @@ def test_init_rate_compares_integer_parameters_exactly(dtype: torch.dtype) -> No
         assert init_rate(module, threshold) == expected, threshold
 
 
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64], ids=str)
+def test_init_rate_counts_wide_unsigned_parameters_exactly(dtype: torch.dtype) -> None:
+    """uint16/32/64 have no comparison kernels: init_rate raised NotImplementedError ("ge_cpu" not
+    implemented for 'UInt16'). Now compared as int64, a uint64 value above 2**63 - 1 as held."""
+    top = torch.iinfo(dtype).max if dtype != torch.uint64 else 2**64 - 1
+    values = [0, 1, 2, 2**15, top // 2, top // 2 + 1, top - 1, top]
+    module = nn.Module()
+    module.p = nn.Parameter(torch.tensor(values, dtype=dtype), requires_grad=False)
+    for threshold in (0.0, 1e-4, 1.5, 2**15 - 0.5, float(top // 2), float(2**63), 1e300):
+        expected = sum(v > threshold for v in values) / len(values)  # Python numbers: exact
+        assert init_rate(module, threshold) == expected, threshold
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2], ids=str)
+def test_init_rate_counts_float8_parameters(dtype: torch.dtype) -> None:
+    """float8 has no comparison kernels: init_rate raised NotImplementedError ("gt_cpu" not implemented for
+    'Float8_e4m3fn'). Now compared in float32, which holds each float8 value exactly."""
+    module = nn.Module()
+    values = torch.tensor([0.0, 0.5, -2.0, 1.0]).to(dtype)
+    module.p = nn.Parameter(values, requires_grad=False)
+    assert init_rate(module) == 0.75
+    assert init_rate(module, 0.5) == 0.5 and init_rate(module, 1.0) == 0.25
+
+
 def test_init_rate_is_nan_when_a_parameter_is_nan_and_counts_infinities() -> None:
     # a NaN entry is neither above nor below the threshold: it was counted as "not initialized", so a stack
     # with a NaN weight read 99.8 % (TransparentLinear(4, [8, 8]) with one NaN) instead of showing the NaN
