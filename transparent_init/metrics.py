@@ -110,7 +110,7 @@ def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD)
             big += int(_int_above(p.detach(), thr).sum())
             continue
         # float8 has no comparison kernels: in float32, which holds each of its values exactly
-        size = (p.detach().float() if p.element_size() == 1 else p.detach()).abs()
+        size = (p.detach().float() if _is_float8(p.dtype) else p.detach()).abs()
         big += int(_above(size, thr).sum())
         nan = nan or bool(size.isnan().any())
     if total == 0:
@@ -152,7 +152,9 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
     # tensor): casting the target to a float16 or integer output's dtype would round it before the
     # difference and under-report the error, and so would float32 for an integer beyond 2**24 (an int32
     # output 16777217 against a float32 target 16777216 read as an error of 0)
-    dt = torch.promote_types(y.dtype, ref.dtype)
+    # float8 takes part in no promotion (RuntimeError "Promotion for Float8 Types is not supported"): read
+    # as float32, which holds each of its values exactly
+    dt = torch.promote_types(*(torch.float32 if _is_float8(t.dtype) else t.dtype for t in (y, ref)))
     exact = all(t.dtype.is_floating_point or t.dtype.is_complex for t in (y, ref))
     dt = torch.promote_types(dt, torch.float32 if exact else torch.float64)
     # no float64 (nor complex128) on the device (MPS): the difference on the host
@@ -160,6 +162,11 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
         y, ref = _to_host(y), _to_host(ref)
     # a measurement: no graph (nn.Identity returns x itself)
     return (y.detach().to(dt) - ref.detach().to(y.device, dt)).abs()
+
+
+def _is_float8(dtype: torch.dtype) -> bool:
+    """A one-byte floating dtype (float8_e4m3fn, float8_e5m2, ...): no comparison kernels, no promotion."""
+    return dtype.is_floating_point and dtype.itemsize == 1
 
 
 def _to_host(t: Tensor) -> Tensor:

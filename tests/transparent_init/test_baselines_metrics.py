@@ -212,6 +212,20 @@ def test_metrics_of_an_integer_output_or_target_beside_a_float_one_are_taken_in_
     assert recovery_rate(nn.Identity(), near, eps=0.5, target=big) == 0.5
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2], ids=str)
+def test_recovery_rate_and_max_error_of_a_float8_output(dtype: torch.dtype) -> None:
+    """A float8 output or target raised RuntimeError "Promotion for Float8 Types is not supported"; now
+    read as float32, which holds each float8 value exactly, as a float16 one is."""
+    x = torch.tensor([0.5, -2.0, 1.0]).to(dtype)
+    assert recovery_rate(nn.Identity(), x) == 1.0 and max_abs_error(nn.Identity(), x) == 0.0
+    target = torch.tensor([0.5, -2.0, 1.25])
+    assert max_abs_error(nn.Identity(), x, target=target) == 0.25
+    assert recovery_rate(nn.Identity(), target, eps=0.25, target=x) == pytest.approx(2 / 3)
+    assert (
+        max_abs_error(nn.Identity(), torch.tensor([1, 2]), target=torch.tensor([1.0, 2.5]).to(dtype)) == 0.5
+    )
+
+
 def test_metric_errors() -> None:
     with pytest.raises(TypeError, match=r"module must be an nn\.Module, got int"):
         init_rate(3)
