@@ -37,7 +37,9 @@ A checkpoint is a dict of tensors and plain Python containers only, so it is alw
 =====================  ================================================================================
 
 :func:`save_checkpoint` refuses non-finite weights or optimizer states; :func:`load_checkpoint` refuses files
-that are not weights-only loadable, have wrong keys, a different content hash, an invalid model config
+that are not weights-only loadable, hold a tensor that is not a dense one with data of its own (a shape
+claiming more elements than its data holds included) or nest deeper than :data:`MAX_DEPTH`, have wrong keys,
+a different content hash, an invalid model config
 (:func:`~examples.voc_joint.models.build.validate_model_config`, checked before any layer is built) or one of
 another architecture than the stage's, a ``model`` that is not a state dict, or, when asked, the wrong stage;
 :func:`check_resumable` refuses, for ``--resume``, one without a training state or with a malformed one.
@@ -65,6 +67,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "FORMAT",
+    "MAX_DEPTH",
     "STAGE_ARCHS",
     "STAGE_MODELS",
     "TRAINING_KEYS",
@@ -170,6 +173,42 @@ def _feed(h: Any, obj: Any) -> None:
             _feed(h, value)
     else:
         h.update(f"S{type(obj).__name__}:{obj!r};".encode())
+
+
+#: The deepest nesting of dicts, lists and tuples a checkpoint read is accepted with (a pipeline checkpoint
+#: nests about 6 levels deep; the content hash and the checks walk it recursively).
+MAX_DEPTH = 64
+
+
+def _content_problem(obj: Any) -> str | None:
+    """What in a checkpoint read from a file (``torch.load``: on the CPU) the content hash cannot take, the
+    first found (None: nothing): nesting deeper than :data:`MAX_DEPTH`, a tensor without data of its own (a
+    meta, sparse or quantized one), or one whose shape claims more elements than its data holds (a tensor
+    saved as a view with a zero stride: a file of a few bytes claimed gigabytes, which the hash allocated).
+    Walked without recursion, so that a deeply nested file does not raise ``RecursionError`` here."""
+    stack: list[tuple[Any, str, int]] = [(obj, "checkpoint", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, Tensor):
+            if item.layout != torch.strided or item.is_quantized or item.device.type != "cpu":
+                if item.device.type != "cpu":  # "meta": saved without data
+                    kind = f"a tensor on the {item.device.type} device"
+                else:
+                    kind = "a quantized tensor" if item.is_quantized else f"a {item.layout} tensor"
+                return f"{where} is {kind}, expected a dense tensor with data of its own"
+            claimed = item.numel() * item.element_size()
+            held = item.untyped_storage().nbytes() - item.storage_offset() * item.element_size()
+            if claimed > held:
+                return (
+                    f"{where} of shape {tuple(item.shape)} and strides {item.stride()} claims {claimed} "
+                    f"bytes, its data holds {max(held, 0)}"
+                )
+        elif isinstance(item, (dict, list, tuple)):
+            if depth >= MAX_DEPTH:
+                return f"{where} is nested deeper than {MAX_DEPTH} levels of dicts, lists and tuples"
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((value, f"{where}[{key!r:.50}]", depth + 1) for key, value in pairs)
+    return None
 
 
 def payload_sha256(checkpoint: dict[str, Any]) -> str:
@@ -373,12 +412,14 @@ def load_checkpoint_with_sha256(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CheckpointError: the file holds pickled objects (refused), is not a dict, has another ``format``,
-            misses one of ``format``, ``version``, ``stage``, ``config``, ``model``, its content does not
-            match its ``sha256`` (corrupt or edited), its model config is invalid or of another
-            architecture than its stage's (:data:`STAGE_ARCHS`), its ``model`` is not a state dict (str
-            keys, tensor values), or its stage is not ``expect_stage`` (the message says which stage it is
-            and which was expected).
+        CheckpointError: the file holds pickled objects (refused), is not a dict, holds a tensor without
+            data of its own (meta, sparse, quantized) or whose shape claims more elements than its data
+            holds, or is nested deeper than :data:`MAX_DEPTH` (checked before the content hash reads it),
+            has another ``format``, misses one of ``format``, ``version``, ``stage``, ``config``, ``model``,
+            its content does not match its ``sha256`` (corrupt or edited), its model config is invalid or
+            of another architecture than its stage's (:data:`STAGE_ARCHS`), its ``model`` is not a state
+            dict (str keys, tensor values), or its stage is not ``expect_stage`` (the message says which
+            stage it is and which was expected).
     """
     ckpt, recorded = _load_verified(Path(path), map_location, expect_stage)
     return ckpt, recorded if recorded is not None else payload_sha256(ckpt)
@@ -398,6 +439,9 @@ def _load_verified(
         raise CheckpointError(_unreadable(path, exc)) from exc
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {path} must hold a dict, got {type(ckpt).__name__}")
+    problem = _content_problem(ckpt)  # before anything reads the tensors (the content hash copies each one)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path} is malformed: {problem}")
     missing = [k for k in _REQUIRED if k not in ckpt]
     if missing:
         raise CheckpointError(

@@ -310,6 +310,77 @@ def test_each_required_key_is_required(tmp_path, key) -> None:
         load_checkpoint(path)
 
 
+def test_a_tensor_claiming_more_elements_than_its_data_is_refused_before_hashing(
+    tmp_path, monkeypatch
+) -> None:
+    """A tensor saved as a zero-stride view keeps its shape and one element of data: a file of 600 KB claiming
+    a 200000 x 20000 weight made the content hash allocate 16 GB (and run 100 s) before anything was checked;
+    such a tensor is refused, named, before any tensor is read."""
+    net = SpixelFCN(width=4)
+    ck = _ckpt(net, "spixel")
+    ck["model"] = {**ck["model"], "pred.bias": torch.zeros(1).expand(1000, 1000)}
+    path = tmp_path / "expanded.pt"
+    torch.save({**ck, "sha256": "0" * 64}, path)
+    assert path.stat().st_size < 1_000_000
+
+    def no_hash(checkpoint: object) -> str:
+        raise AssertionError("the content hash read the tensors of a malformed checkpoint")
+
+    monkeypatch.setattr("examples.voc_joint.checkpoint.payload_sha256", no_hash)
+    with pytest.raises(
+        CheckpointError,
+        match=r"expanded\.pt is malformed: checkpoint\['model'\]\['pred\.bias'\] of shape \(1000, 1000\) and "
+        r"strides \(0, 0\) claims 4000000 bytes, its data holds 4$",
+    ):
+        load_model_from_checkpoint(path)
+
+
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants:UserWarning")  # torch's, on loading
+@pytest.mark.parametrize("kind", ["meta", "sparse"])
+def test_a_tensor_without_data_of_its_own_is_named_not_a_torch_error(tmp_path, kind) -> None:
+    """A meta tensor (saved without data) or a sparse one in a file gave torch's NotImplementedError "Cannot
+    copy out of meta tensor; no data!" or RuntimeError "unsupported memory format option Contiguous" from the
+    content hash, without the file's name."""
+    ck = _ckpt(SpixelFCN(width=4), "spixel")
+    weight = ck["model"]["pred.weight"]
+    ck["model"]["pred.weight"] = (
+        torch.empty(weight.shape, device="meta") if kind == "meta" else weight.to_sparse()
+    )
+    path = tmp_path / f"{kind}.pt"
+    torch.save({**ck, "sha256": "0" * 64}, path)
+    described = "a tensor on the meta device" if kind == "meta" else "a torch.sparse_coo tensor"
+    with pytest.raises(
+        CheckpointError,
+        match=rf"{kind}\.pt is malformed: checkpoint\['model'\]\['pred\.weight'\] is {described}, "
+        "expected a dense tensor with data of its own",
+    ):
+        load_checkpoint(path)
+
+
+def test_a_deeply_nested_checkpoint_is_refused_not_a_recursion_error(tmp_path, monkeypatch) -> None:
+    """``torch.load(weights_only=True)`` reads a hand-made pickle of 100000 nested lists (torch.save cannot
+    write one: the stand-in below returns what it reads); the content hash recursed into it and raised
+    RecursionError."""
+    path = save_checkpoint(tmp_path / "deep.pt", _ckpt(SpixelFCN(width=4), "spixel"))
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    read = torch.load
+
+    def load_deep(*args: object, **kwargs: object) -> object:
+        ckpt = read(*args, **kwargs)
+        ckpt["config"]["args"]["deep"] = deep
+        return ckpt
+
+    monkeypatch.setattr(torch, "load", load_deep)
+    with pytest.raises(
+        CheckpointError,
+        match=r"deep\.pt is malformed: checkpoint\['config'\]\['args'\]\['deep'\](\[0\]){61} is nested "
+        "deeper than 64 levels of dicts, lists and tuples",
+    ):
+        load_checkpoint(path)
+
+
 def test_missing_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"checkpoint file not found: .*nope\.pt"):
         load_checkpoint(tmp_path / "nope.pt")
