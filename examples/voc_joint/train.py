@@ -1422,9 +1422,14 @@ def _restore_training_state(state: engine.TrainState, ckpt: dict[str, Any], sour
         state.optimizer.load_state_dict(saved)
         for param, values in state.optimizer.state.items():
             for key, value in values.items():
-                if isinstance(value, Tensor) and value.dim() and value.shape != param.shape:
+                # Adam's step count is one value; every other state (momentum, moments) one per weight: a
+                # 0-dim one (passed here when only states with dimensions were compared) broadcast in the
+                # first step's in-place update ("output with shape [] doesn't match the broadcast shape")
+                shape = () if key == "step" else param.shape
+                if isinstance(value, Tensor) and value.shape != shape:
                     raise ValueError(
                         f"{key!r} of shape {tuple(value.shape)} for a parameter of shape {tuple(param.shape)}"
+                        + (" (expected one value, of shape ())" if key == "step" else "")
                     )
         part = "scheduler state"
         state.scheduler.load_state_dict(ckpt["scheduler"])

@@ -778,6 +778,20 @@ def _first_group_without_its_last_parameter(c: dict[str, Any]) -> None:
             r"optimizer state cannot be restored .*'momentum_buffer' of shape \(1,\) for a parameter of "
             r"shape \(64, 3, 7, 7\)",
         ),
+        (  # was: accepted (only states with dimensions were compared), then the same RuntimeError
+            lambda c: _optimizer(
+                c, state={**c["optimizer"]["state"], 0: {"momentum_buffer": torch.zeros(())}}
+            ),
+            r"optimizer state cannot be restored .*'momentum_buffer' of shape \(\) for a parameter of "
+            r"shape \(64, 3, 7, 7\)",
+        ),
+        (  # a step count (Adam's) is one value
+            lambda c: _optimizer(
+                c, state={**c["optimizer"]["state"], 0: {"momentum_buffer": None, "step": torch.zeros(2)}}
+            ),
+            r"optimizer state cannot be restored .*'step' of shape \(2,\) for a parameter of shape "
+            r"\(64, 3, 7, 7\) \(expected one value, of shape \(\)\)",
+        ),
         (  # was: RuntimeError from load_state_dict
             lambda c: c.update(model={k: v for k, v in c["model"].items() if k != "backbone.conv1.weight"}),
             r"the checkpoint's weights cannot be restored .*Missing key\(s\) in state_dict: "
