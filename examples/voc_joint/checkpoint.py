@@ -697,26 +697,40 @@ def _part_state(ckpt: dict[str, Any], path: Path, part: str | None) -> dict[str,
     return state
 
 
+def _other_dtypes(expected: dict[str, Tensor], state: dict[str, Tensor], whose: str) -> list[str]:
+    """The entries of ``state`` of another dtype than those of ``expected`` (a state dict), e.g.
+    ``"pred.weight torch.int64 (config: torch.float32)"`` for ``whose="config"``: ``load_state_dict`` copied
+    them, converted (an integer or complex file silently became other weights)."""
+    return [
+        f"{k} {state[k].dtype} ({whose}: {v.dtype})"
+        for k, v in expected.items()
+        if k in state and state[k].dtype != v.dtype
+    ]
+
+
 def _build_matching(config: dict[str, Any], state: dict[str, Tensor], path: Path) -> nn.Module:
     """``build_model(config)`` on the CPU, whatever the default device (under ``with torch.device("meta")``
-    its parameters could not be filled), once the shapes of its state dict, built on the meta device first
-    (nothing allocated), are those of ``state``: a small crafted file never has a large model built.
+    its parameters could not be filled), once the shapes and dtypes of its state dict, built on the meta
+    device first (nothing allocated), are those of ``state``: a small crafted file never has a large model
+    built.
 
     Raises:
-        CheckpointError: missing or unexpected keys, or other shapes (the first five of each).
+        CheckpointError: missing or unexpected keys, other shapes or other dtypes (the first five of each).
     """
     from .models import build_model
 
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+        meta = build_model(config).state_dict()
+    expected = {k: tuple(v.shape) for k, v in meta.items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
-    if got != expected:
+    dtypes = _other_dtypes(meta, state, "config")
+    if got != expected or dtypes:
         missing = sorted(set(expected) - set(got))
         unexpected = sorted(set(got) - set(expected))
         shapes = [f"{k} {got[k]} (config: {v})" for k, v in expected.items() if k in got and got[k] != v]
         raise CheckpointError(
             f"checkpoint {path} does not match its own model config: missing keys {missing[:5]}, unexpected "
-            f"keys {unexpected[:5]}, other shapes {shapes[:5]}"
+            f"keys {unexpected[:5]}, other shapes {shapes[:5]}, other dtypes {dtypes[:5]}"
         )
     with torch.device("cpu"):
         return build_model(config)
@@ -735,12 +749,16 @@ def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = 
         dict: the checkpoint.
 
     Raises:
-        CheckpointError: wrong architecture or the keys/shapes do not match ``model``.
+        CheckpointError: wrong architecture or the keys/shapes/dtypes do not match ``model``.
     """
     path = Path(path)
     ckpt = load_checkpoint(path)
+    state = _part_state(ckpt, path, part)
+    dtypes = _other_dtypes(model.state_dict(), state, "model")
+    if dtypes:
+        raise CheckpointError(f"checkpoint {path} does not match the model: other dtypes {dtypes[:5]}")
     try:
-        model.load_state_dict(_part_state(ckpt, path, part), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} does not match the model: {str(exc)[:500]}") from exc
     return ckpt

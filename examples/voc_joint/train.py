@@ -40,6 +40,7 @@ from examples.voc_joint.checkpoint import (
     FORMAT,
     VERSION,
     CheckpointError,
+    _other_dtypes,
     check_resumable,
     cuda_states_restorable,
     get_rng_state,
@@ -1410,12 +1411,15 @@ def _restore_training_state(state: engine.TrainState, ckpt: dict[str, Any], sour
     the optimizer state was regrouped (:func:`_regroup_optimizer_state`).
 
     Raises:
-        CheckpointError: a state that does not fit the model built from the checkpoint's config (other keys or
-            shapes, other parameter groups, optimizer states of other shapes than their parameters, which only
-            the first step would have found), named with the error.
+        CheckpointError: a state that does not fit the model built from the checkpoint's config (other keys,
+            shapes or dtypes, other parameter groups, optimizer states of other shapes than their parameters,
+            which only the first step would have found), named with the error.
     """
     part = "weights"
     try:
+        dtypes = _other_dtypes(state.model.state_dict(), ckpt["model"], "model")
+        if dtypes:  # load_state_dict converts them: an integer or complex file became other weights
+            raise ValueError(f"other dtypes {dtypes[:5]}")
         state.model.load_state_dict(ckpt["model"])
         part = "optimizer state"
         saved, regrouped = _regroup_optimizer_state(state.optimizer, ckpt["optimizer"], state.model)

@@ -727,6 +727,34 @@ def test_crafted_checkpoints_with_a_valid_hash_are_refused(
             read(path)
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.float16, torch.complex64])
+@pytest.mark.parametrize("network", ["deeplab", "spixel"])
+def test_weights_of_another_dtype_are_refused_not_converted(tmp_path: Path, network: str, dtype) -> None:
+    """``load_state_dict`` copies a weight of another dtype into the model, converted: a file of integer
+    weights (conv weights truncated to zeros), half-precision or complex ones (the imaginary part dropped,
+    with a warning) gave a model of other weights, silently; now every reader of weights names the entry."""
+    make = {
+        "deeplab": lambda: DeepLabV3Plus(21, "resnet18", aspp_channels=8),
+        "spixel": lambda: SpixelFCN(8, 2),
+    }
+    net = make[network]()
+    ck = _stage_ckpt(net, "seg" if network == "deeplab" else "spixel")
+    key = next(iter(ck["model"]))
+    ck["model"][key] = ck["model"][key].to(dtype)
+    path = save_checkpoint(tmp_path / "c.pt", ck)
+    other = rf"other dtypes \['{re.escape(key)} {re.escape(str(dtype))} \(%s: torch\.float32\)'\]"
+    with pytest.raises(
+        CheckpointError, match=r"c\.pt does not match its own model config: .*" + other % "config"
+    ):
+        load_model_from_checkpoint(path)
+    with pytest.raises(
+        CheckpointError, match=r"c\.pt does not match its own model config: .*" + other % "config"
+    ):
+        load_network(path, network)
+    with pytest.raises(CheckpointError, match=r"c\.pt does not match the model: " + other % "model"):
+        load_weights_into(make[network](), path)
+
+
 @pytest.fixture(scope="module")
 def seg_run(tiny_voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seg stage of 1 step (of 2 epochs of 2 steps: unfinished) on the tiny set; its checkpoint."""
@@ -791,6 +819,11 @@ def _first_group_without_its_last_parameter(c: dict[str, Any]) -> None:
             ),
             r"optimizer state cannot be restored .*'step' of shape \(2,\) for a parameter of shape "
             r"\(64, 3, 7, 7\) \(expected one value, of shape \(\)\)",
+        ),
+        (  # was: resumed with the weights converted (this one truncated to zeros)
+            lambda c: c["model"].update({"backbone.conv1.weight": c["model"]["backbone.conv1.weight"].int()}),
+            r"the checkpoint's weights cannot be restored .*\(ValueError: other dtypes "
+            r"\['backbone\.conv1\.weight torch\.int32 \(model: torch\.float32\)'\]\)",
         ),
         (  # was: RuntimeError from load_state_dict
             lambda c: c.update(model={k: v for k, v in c["model"].items() if k != "backbone.conv1.weight"}),
