@@ -41,7 +41,8 @@ that are not weights-only loadable, hold a tensor that is not a dense one with d
 claiming more elements than its data holds included) or nest deeper than :data:`MAX_DEPTH`, have wrong keys,
 a different content hash, an invalid model config
 (:func:`~examples.voc_joint.models.build.validate_model_config`, checked before any layer is built) or one of
-another architecture than the stage's, a ``model`` that is not a state dict, or, when asked, the wrong stage;
+another architecture than the stage's, a ``model`` that is not a state dict, NaN or infinite weights or
+optimizer states, or, when asked, the wrong stage;
 :func:`check_resumable` refuses, for ``--resume``, one without a training state or with a malformed one.
 """
 
@@ -125,16 +126,22 @@ def _tensors(obj: Any, prefix: str) -> list[tuple[str, Tensor]]:
     return []
 
 
-def _refuse_nonfinite(checkpoint: dict[str, Any], path: Path) -> None:
+def _nonfinite(checkpoint: dict[str, Any]) -> str | None:
+    """The first weight or optimizer state of ``checkpoint`` holding NaN or infinite values (None: none)."""
     named = [(n, t) for part in ("model", "optimizer") for n, t in _tensors(checkpoint.get(part), part)]
     floats = [(n, t) for n, t in named if t.is_floating_point() and t.numel()]
     if not floats or bool(torch.isfinite(torch.nn.utils.get_total_norm([t for _, t in floats]))):
-        return  # one fused norm: NaN / inf propagate into it
+        return None  # one fused norm: NaN / inf propagate into it
     for name, t in floats:  # name the culprit
         if not bool(torch.isfinite(t).all()):
-            raise FloatingPointError(
-                f"refusing to write checkpoint {path}: {name} holds NaN or infinite values"
-            )
+            return name
+    return None
+
+
+def _refuse_nonfinite(checkpoint: dict[str, Any], path: Path) -> None:
+    name = _nonfinite(checkpoint)
+    if name is not None:
+        raise FloatingPointError(f"refusing to write checkpoint {path}: {name} holds NaN or infinite values")
 
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -418,8 +425,8 @@ def load_checkpoint_with_sha256(
             has another ``format``, misses one of ``format``, ``version``, ``stage``, ``config``, ``model``,
             its content does not match its ``sha256`` (corrupt or edited), its model config is invalid or
             of another architecture than its stage's (:data:`STAGE_ARCHS`), its ``model`` is not a state
-            dict (str keys, tensor values), or its stage is not ``expect_stage`` (the message says which
-            stage it is and which was expected).
+            dict (str keys, tensor values), a weight or optimizer state holds NaN or infinite values, or
+            its stage is not ``expect_stage`` (the message says which stage it is and which was expected).
     """
     ckpt, recorded = _load_verified(Path(path), map_location, expect_stage)
     return ckpt, recorded if recorded is not None else payload_sha256(ckpt)
@@ -482,6 +489,9 @@ def _load_verified(
         raise CheckpointError(
             f"checkpoint {path}: 'model' must be a state dict (str keys, tensor values), {bad}"
         )
+    nonfinite = _nonfinite(ckpt)  # never written (save_checkpoint refuses them): a crafted file
+    if nonfinite is not None:  # (a model of NaN weights evaluated to garbage, or trained on to a NaN loss)
+        raise CheckpointError(f"checkpoint {path}: {nonfinite} holds NaN or infinite values")
     if expect_stage is not None:
         wanted = (expect_stage,) if isinstance(expect_stage, str) else tuple(expect_stage)
         if ckpt["stage"] not in wanted:

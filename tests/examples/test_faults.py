@@ -700,6 +700,16 @@ def test_weights_of_other_shapes_than_the_config_are_refused_before_building(
             r"is a 'seg' checkpoint, whose model must have arch 'deeplabv3plus', got 'spixelfcn'",
         ),
         ("deeplab", lambda c: c.update(stage="joint"), r"arch 'joint', got 'deeplabv3plus'"),
+        (  # before: loaded (save_checkpoint never writes one), evaluated to garbage or trained on to NaN
+            "spixel",
+            lambda c: c["model"]["pred.bias"].fill_(float("nan")),
+            r"c\.pt: model\.pred\.bias holds NaN or infinite values",
+        ),
+        (
+            "spixel",
+            lambda c: c.update(optimizer={"state": {0: {"exp_avg": torch.full((2,), -float("inf"))}}}),
+            r"c\.pt: optimizer\.state\.0\.exp_avg holds NaN or infinite values",
+        ),
     ],
 )
 def test_crafted_checkpoints_with_a_valid_hash_are_refused(
