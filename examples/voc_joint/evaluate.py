@@ -599,6 +599,8 @@ def _trained_names(config: dict[str, Any], seen: set[str]) -> set[str] | None:
     if not isinstance(options, dict) or not isinstance(options.get("train_split"), str):
         return None
     root = options.get("data_root")
+    if root is not None and not isinstance(root, str):  # a crafted record: Path(5) raised TypeError once the
+        return None  # whole evaluation was done, and its results were lost
     try:
         voc = _resolve_root(Path(root) if root is not None else DEFAULT_CACHE / "synthetic_voc")
         trained = set(read_list(_list_dir(voc, bool(options.get("sbd"))) / f"{options['train_split']}.txt"))

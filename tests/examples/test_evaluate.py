@@ -743,6 +743,16 @@ def test_training_overlap_reads_the_checkpoints_training_list(voc, tmp_path):
     assert training_overlap({"model": {}}, val) is None  # no training options recorded
 
 
+@pytest.mark.parametrize("root", [5, ["a"], {"b": 1}])
+def test_training_overlap_of_a_data_root_that_is_no_path_is_unknown(voc, root):
+    """A checkpoint's recorded ``data_root`` that is no str (a crafted or edited record) raised TypeError
+    ("expected str, bytes or os.PathLike object") after the whole evaluation, which was lost."""
+    from examples.voc_joint.evaluate import training_overlap
+
+    val = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    assert training_overlap({"args": {"data_root": root, "sbd": False, "train_split": "train"}}, val) is None
+
+
 def test_training_overlap_follows_the_checkpoints_a_joint_model_was_fine_tuned_from(voc, tmp_path):
     """A joint stage on ``train`` from a DeepLabV3+ pretrained on ``trainval`` (--allow-val-overlap) has seen
     the val images: counted through ``config["sources"]`` (it read 0 before); a source that is gone or was
