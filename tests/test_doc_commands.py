@@ -366,3 +366,33 @@ def test_an_option_table_lists_the_options_and_defaults_of_its_script(doc: str) 
         assert (m.group(1) or m.group(2)) == shown, (
             f"{doc}: {opt} says default {m.group(0)!r}, --help {shown}"
         )
+
+
+#: Each test file with tests marked ``slow`` and how the README's test command names what ``-m "not slow"``
+#: skips there.
+SLOW_TESTS = {
+    "tests/test_benchmarks.py": "the benchmark smoke runs",
+    "tests/test_gpu_check.py": "the GPU check's dry run and collection check",
+    "tests/examples/test_demo.py": "the demo smoke tests",
+    "tests/examples/test_train.py": "the demo smoke tests",
+    "tests/examples/test_faults.py": "the torchrun interrupt-and-resume test",
+    "tests/test_strict_warning_modes.py": "the training run with every warning an error",
+    "tests/sparse_ops/test_uniformize.py": "the `torch.compile` tests of the uniformization",
+}
+
+
+def test_the_readme_names_every_kind_of_slow_test() -> None:
+    """The README's ``pytest -n auto -m "not slow"`` sentence says what that skips: the slow tests of every
+    file that has some (the ``torch.compile`` tests of the uniformization, marked slow later, were left
+    out)."""
+    marked = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "tests").rglob("test_*.py")
+        if re.search(
+            r"(?m)^\s*(@pytest\.mark\.slow|pytestmark\b.*\bslow\b)|marks=.*pytest\.mark\.slow", p.read_text()
+        )
+    }
+    assert sorted(marked ^ set(SLOW_TESTS)) == [], "a file with slow tests joins SLOW_TESTS (and the README)"
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    sentence = readme[readme.index('`pytest -n auto -m "not slow"` skips') :].split(";")[0]
+    assert [what for what in SLOW_TESTS.values() if what not in sentence] == []
