@@ -396,3 +396,14 @@ def test_the_readme_names_every_kind_of_slow_test() -> None:
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     sentence = readme[readme.index('`pytest -n auto -m "not slow"` skips') :].split(";")[0]
     assert [what for what in SLOW_TESTS.values() if what not in sentence] == []
+    # the installation page says the same, naming each file, and the development page points to it
+    # (reST's double backquotes read as the README's single ones)
+    install = " ".join((ROOT / "docs" / "installation.rst").read_text(encoding="utf-8").split())
+    listing = install[install.index('``-m "not slow"`` skips') :].split(".. code-block::")[0]
+    assert [path for path in SLOW_TESTS if f"``{path}``" not in listing] == []
+    listing = listing.replace("``", "`")
+    assert [what for what in SLOW_TESTS.values() if what not in listing] == []
+    development = " ".join((ROOT / "docs" / "development.rst").read_text(encoding="utf-8").split())
+    bullet = development[development.index('``-m "not slow"`` skips') :].split(":doc:`installation`")[0]
+    bullet = bullet.replace("``", "`")
+    assert [what for what in SLOW_TESTS.values() if what not in bullet] == []
