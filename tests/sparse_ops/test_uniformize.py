@@ -375,6 +375,17 @@ def test_module_forward_takes_the_functional_arguments_in_order() -> None:
         SuperpixelUniformize(backend="x")  # type: ignore[arg-type]  # the error under test
 
 
+def test_module_validate_false_reaches_the_call_and_shows_in_the_repr() -> None:
+    """``SuperpixelUniformize(validate=False)`` skips the id range check of every call, as the functional
+    ``validate=False`` does (an id out of range still gets its superpixel's mean), and says so in its repr."""
+    x, sp = torch.randn(1, 2, 3, 3, dtype=torch.float64), torch.randint(0, 4, (1, 3, 3))
+    op = SuperpixelUniformize(validate=False)
+    assert repr(op) == "SuperpixelUniformize(backend='auto', validate=False)"
+    torch.testing.assert_close(op(x, sp + 4, 4), uniformize(x, sp))
+    with pytest.raises(ValueError, match="ids must be < num_superpixels"):
+        SuperpixelUniformize()(x, sp + 4, 4)
+
+
 # ----------------------------------------------------------------------------- memory and synchronisation
 class _Recorder(TorchDispatchMode):
     """Records the largest strided tensor produced and whether any op read a value on the host
