@@ -131,6 +131,24 @@ def test_changing_the_mask_attribute_in_place_leaves_the_assignment_as_built() -
     assert bool(a.mask.all())  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_methods_return_half_inputs_in_their_dtype_accumulated_in_float32(dtype: torch.dtype) -> None:
+    """The methods themselves round the float32 results to the input's dtype (the docstrings' "in ``x``'s
+    dtype"; ``superpixel_pool`` casts again, so only a direct call shows it)."""
+    g = torch.Generator().manual_seed(7)
+    sp = torch.randint(0, 5, (2, 4, 6), generator=g)
+    x = (3 * torch.randn(2, 3, 4, 6, generator=g)).to(dtype)
+    a = SuperpixelAssignment(sp, 5)
+    for reduce in ("mean", "sum", "max"):
+        pooled = a.pool(x, reduce)  # type: ignore[arg-type]
+        assert pooled.dtype == dtype and pooled.is_contiguous()
+        assert torch.equal(pooled, a.pool(x.float(), reduce).to(dtype))  # type: ignore[arg-type]
+    assert a.encode(x).dtype == dtype
+    assert torch.equal(a.uniformize(x), a.uniformize(x.float()).to(dtype))
+    p = torch.randn(2, 5, 3, generator=g).to(dtype)
+    assert torch.equal(a.decode(p), a.decode(p.float()).to(dtype))
+
+
 def test_absurd_num_superpixels_is_refused_before_allocating() -> None:
     sp = torch.zeros(1, 4, 4, dtype=torch.long)
     sp[0, 0, 0] = 2**40  # a stray id
@@ -139,6 +157,14 @@ def test_absurd_num_superpixels_is_refused_before_allocating() -> None:
     with pytest.raises(ValueError, match=r"num_superpixels = 1000000000000"):
         SuperpixelAssignment(torch.zeros(1, 4, 4, dtype=torch.long), 10**12)
     assert SuperpixelAssignment(torch.zeros(1, 4, 4, dtype=torch.long), 2**16).counts.shape == (1, 2**16)
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_a_negative_per_image_count_is_refused_whatever_validate(validate: bool) -> None:
+    """The per-image counts are read anyway (for ``N_s``): a count of -1 is refused also unvalidated."""
+    sp = torch.zeros(2, 2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"num_superpixels must be >= 0, got \[1, -1\]"):
+        SuperpixelAssignment(sp, torch.tensor([1, -1]), validate=validate)
 
 
 def test_decode_errors() -> None:
