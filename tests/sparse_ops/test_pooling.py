@@ -274,6 +274,22 @@ def test_upsample_resizes_coarse_features_first() -> None:
         torch.testing.assert_close(pool(f, sp, 6), expected)
 
 
+def test_an_unknown_upsample_mode_is_refused_also_when_no_resize_is_needed() -> None:
+    """The mode is checked at every call, not only when the sizes differ (a typo would pass silently until the
+    first coarse feature map), and by ``SuperpixelPool`` at construction."""
+    f, sp = torch.randn(2, 3, 4, 4), torch.randint(0, 5, (2, 4, 4))
+    for op in (
+        lambda mode: superpixel_pool(f, sp, 5, upsample=mode),
+        lambda mode: superpixel_global_average(f, sp, 5, upsample=mode),
+        lambda mode: superpixel_cam(f, sp, 5, weight=torch.randn(2, 3), upsample=mode),
+    ):
+        op("bilinear")  # the valid call runs
+        with pytest.raises(ValueError, match=r"upsample must be one of .*, got 'linear'"):
+            op("linear")
+    with pytest.raises(ValueError, match=r"upsample must be one of .*, got 'linear'"):
+        SuperpixelPool(upsample="linear")  # type: ignore[arg-type]  # at construction, not at the first call
+
+
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic", "area"])
 def test_upsample_of_empty_features_or_to_an_empty_map(mode: str) -> None:
     # PyTorch's interpolation refuses empty tensors: C = 0 features, or a label map with H or W = 0, raised
