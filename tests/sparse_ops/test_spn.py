@@ -375,3 +375,17 @@ def test_classifier_keeps_its_construction_options() -> None:
         SuperpixelClassifier(3, 2, upsample="cubic")  # type: ignore[arg-type]
     assert "validate=False" in repr(SuperpixelClassifier(3, 2, validate=False))
     assert "validate" not in repr(SuperpixelClassifier(3, 2))
+
+
+def test_classifier_validate_false_reaches_forward_and_cam() -> None:
+    """``SuperpixelClassifier(validate=False)`` skips the id range check in ``forward`` and in ``cam`` (the
+    pooling compacts the ids, so an id out of range still gets its superpixel's mean); the default checks."""
+    g = torch.Generator().manual_seed(5)
+    f, sp = torch.randn(1, 3, 4, 4, generator=g), torch.randint(0, 4, (1, 4, 4), generator=g)
+    head = SuperpixelClassifier(3, 2, validate=False)
+    torch.testing.assert_close(head(f, sp + 4, 4), head(f, sp))
+    torch.testing.assert_close(head.cam(f, sp + 4, 4), head.cam(f, sp))
+    checked = SuperpixelClassifier(3, 2)
+    for call in (checked, checked.cam):
+        with pytest.raises(ValueError, match="ids must be < num_superpixels"):
+            call(f, sp + 4, 4)
