@@ -190,6 +190,21 @@ def test_hard_superpixels_with_connectivity():
     assert torch.equal(out, expected)
 
 
+def test_the_default_min_size_uses_the_mean_cell_area_of_a_non_square_image() -> None:
+    """The default is ``int(0.06 * H * W / num_grid_cells)``: 15 pixels for a 16 x 160 image of 10 cells of
+    16 x 16 (a formula with ``H * H`` or ``W * W`` gives 1 or 153). A 2 x 2 island of cell 0 that prefers
+    its right neighbour is a 4-pixel piece: merged back into cell 0, while the 16 x 16 cells are kept."""
+    a = torch.zeros(1, 9, 16, 160)
+    a[:, 4] = 1.0
+    a[0, 5, 6:8, 6:8] = 2.0  # interior pixels of cell 0 choose "R" (cell 1): a piece not touching cell 1
+    plain = hard_superpixels(a, 16)
+    assert enforce_connectivity(plain)[1].tolist() == [11]  # the island is a piece of its own
+    out, k = hard_superpixels(a, 16, connectivity=True, return_counts=True)
+    assert k.tolist() == [10]
+    assert torch.equal(out, enforce_connectivity(plain, min_size=15)[0])
+    assert torch.equal(out, grid_cell_ids(16, 160, 16, batch_size=1))
+
+
 def test_min_size_without_connectivity_is_refused() -> None:
     # min_size belongs to the connectivity step: without connectivity=True it used to be accepted and ignored,
     # so hard_superpixels(assoc, 8, min_size=50) returned the raw arg-max map with its 1-pixel fragments
