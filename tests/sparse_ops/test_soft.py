@@ -466,3 +466,40 @@ def test_normalize_assoc_checks_the_values_unless_told_not_to() -> None:
     assert repr(SoftUniformize(4, validate=False)) == (
         "SoftUniformize(cell_size=4, renormalize=True, validate=False)"
     )
+
+
+def test_one_more_chunk_sum_than_float32_takes_is_added_in_float64() -> None:
+    """The float64 addition starts right above :data:`FLOAT32_CHUNK_SUMS`: a 5 x 128 image under cells of 64
+    is two blocks of 5 x 64 pixels, 5 chunks of 64 each. Integer features whose chunk sums are exact in
+    float32 (< 2**23) but whose cell sums are not (> 2**24) give the exact mean rounded once."""
+    blocks = soft_module._blocks(5, 128, 64)
+    assert blocks.chunks == soft_module.FLOAT32_CHUNK_SUMS + 1 and blocks.rh * blocks.cw == soft_module.CHUNK
+    f = torch.randint(2**16, 2**17, (2, 3, 5, 128), generator=torch.Generator().manual_seed(0))
+    a = torch.zeros(2, 9, 5, 128)
+    a[:, 4] = 1  # every pixel fully in its own cell: the centres are the plain cell means
+    centres = soft_superpixel_pool(f.float(), a, 64)
+    sums = f.view(2, 3, 1, 5, 2, 64).sum(dim=(3, 5))  # exact, in int64
+    assert sums.min() > 2**24  # not exact in float32
+    torch.testing.assert_close(centres, (sums.double() / 320).float(), rtol=0, atol=0)
+
+
+def test_a_chunk_never_holds_more_than_chunk_pixels() -> None:
+    """Each product adds at most :data:`CHUNK` pixels (the chain length of the documented error bound), for
+    every cell side, and image sides under one cell."""
+    for side in range(1, 140):
+        for height, width, cell in ((side, side, side), (2 * side, 3 * side, side), (5, side, side + 1)):
+            blocks = soft_module._blocks(height, width, cell)
+            assert blocks.rh * blocks.cw <= soft_module.CHUNK, (height, width, cell, blocks)
+
+
+def test_a_cell_without_mass_is_zero_next_to_an_infinite_feature() -> None:
+    """A cell that receives no mass has centre 0, also where an infinite feature weighs 0 on it (its sum of
+    weighted features is ``0 * inf = NaN``); a cell with mass that the pixel weighs 0 on is NaN (IEEE)."""
+    f = torch.zeros(1, 1, 4, 12)
+    f[0, 0, 1, 5] = float("inf")  # a pixel of cell 1
+    a = torch.zeros(1, 9, 4, 12)
+    a[:, 4] = 1.0
+    a[:, 4, :, 4:8] = 0.0  # the pixels of cell 1 send everything to their left neighbour, cell 0
+    a[:, 3, :, 4:8] = 1.0
+    centres = soft_superpixel_pool(f, a, 4)[0, 0, 0]
+    assert centres[0] == float("inf") and centres[1] == 0 and centres[2].isnan()
