@@ -382,3 +382,27 @@ def test_device_mismatch_is_refused_on_the_meta_device() -> None:
         max_unpool2d(p.values.to("meta"), p.indices, p.input_size)
     with pytest.raises(ValueError, match=r"indices must be on the device of values \(cpu\), got meta"):
         max_unpool2d(p.values, p.indices.to("meta"), p.input_size)
+
+
+def test_the_swapped_argument_hint_only_for_long_values_and_floating_indices() -> None:
+    """``max_unpool2d(indices, values, ...)`` (long values, floating indices) names the order; floating
+    indices with floating values are a wrong dtype only: no hint that the arguments were swapped."""
+    pooled = max_pool2d_with_indices(torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(0)))
+    swapped = (
+        r"^indices must be a LongTensor \(torch.int64\), got dtype torch.float32 \(the values come first"
+    )
+    with pytest.raises(TypeError, match=swapped):
+        max_unpool2d(pooled.indices, pooled.values, pooled.input_size)
+    with pytest.raises(
+        TypeError, match=r"^indices must be a LongTensor \(torch.int64\), got dtype torch.float32$"
+    ):
+        max_unpool2d(pooled.values, pooled.indices.float(), pooled.input_size)
+
+
+def test_the_pooling_module_repr_shows_every_option() -> None:
+    """The repr names all the pooling options, dilation and ceil_mode included (a dilated pool printed as an
+    undilated one)."""
+    assert repr(MaxPoolWithIndices((3, 2), 1, (1, 0), dilation=(2, 1), ceil_mode=True)) == (
+        "MaxPoolWithIndices(kernel_size=(3, 2), stride=(1, 1), padding=(1, 0), dilation=(2, 1), "
+        "ceil_mode=True)"
+    )
