@@ -660,3 +660,18 @@ def test_subnormal_dense_differences_give_their_exact_distance() -> None:
     target = torch.zeros(1, 1, 4, 4)
     target[..., ::2] = 2.0**-140
     assert spixel_loss(assoc, target, 2).semantic.item() == 2.0**-141
+
+
+def test_num_classes_is_inferred_from_the_largest_label_also_without_validation() -> None:
+    """``num_classes=None`` reads the largest label whatever ``validate`` says: with ``validate=False`` the
+    count is inferred as well (not taken as 1, which made every label from 1 on "outside the classes", with
+    no cross-entropy)."""
+    g = torch.Generator().manual_seed(5)
+    assoc = torch.softmax(torch.randn(2, 9, 5, 6, generator=g, dtype=torch.float64), 1)
+    target = torch.randint(0, 4, (2, 5, 6), generator=g)
+    target[0, 0, 0] = 3  # the largest label: 4 classes
+    out = spixel_loss(assoc, target, 2, validate=False)
+    torch.testing.assert_close(out, spixel_loss(assoc, target, 2, num_classes=4, validate=False))
+    total, sem, _ = ref_loss(assoc, target, 2, num_classes=4)
+    torch.testing.assert_close(out.semantic.item(), sem)
+    torch.testing.assert_close(out.total.item(), total)
