@@ -48,6 +48,21 @@ def test_derived_seeds_are_63_bit_and_keep_the_parts_apart(parts: list[int]) -> 
     assert derive_seed(1, 23) != derive_seed(12, 3) != derive_seed(123)  # the parts are separated, not glued
 
 
+def test_derived_seeds_and_the_epoch_order_are_fixed_across_versions() -> None:
+    """A resumed run re-derives its order and augmentation seeds from ``(seed, epoch, index)``: the derivation
+    must not change between versions (a checkpoint written by one resumes bit-exactly under the next). The
+    seed is all 63 bits of the BLAKE2b digest (not fewer), and the epoch order is ``randperm`` under
+    ``derive_seed(seed, epoch)`` in that argument order."""
+    assert derive_seed(0, 1, 2) == 3662037204992188296
+    assert derive_seed(7) == 4703935488074688627 and derive_seed(7, 3) == 6579903082405569959
+    assert max(derive_seed(i) for i in range(64)) >= 2**62  # the top bit of the 63 is used
+    s = EpochSampler(10, batch_size=2, seed=7)
+    s.set_epoch(3)
+    gen = torch.Generator().manual_seed(derive_seed(7, 3))
+    assert s.order() == torch.randperm(10, generator=gen).tolist()
+    assert next(iter(s)) == (s.order()[0], derive_seed(7, 3, s.order()[0]))
+
+
 def test_begin_epoch_reseeds_the_loader_generator_per_epoch() -> None:
     sampler, gen = EpochSampler(10, batch_size=2, seed=0), torch.Generator()
     seeds = []
@@ -143,6 +158,8 @@ def test_bad_arguments() -> None:
         EpochSampler(0, batch_size=2, seed=0)
     with pytest.raises(ValueError, match="rank 2"):
         EpochSampler(4, batch_size=2, seed=0, num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="EpochSampler needs"):  # not a ZeroDivisionError on first use
+        EpochSampler(4, batch_size=0, seed=0)
 
 
 def test_a_negative_start_counts_as_the_epochs_beginning() -> None:
@@ -153,3 +170,15 @@ def test_a_negative_start_counts_as_the_epochs_beginning() -> None:
     full = list(s)
     s.set_epoch(1, start=-2)
     assert s.start == 0 and len(s) == len(full) == 10 and list(s) == full
+
+
+def test_a_start_past_the_epochs_full_batches_leaves_nothing() -> None:
+    """After a batch-size change the samples already done can lie past the new ``drop_last`` boundary (10
+    samples, 9 usable in global batches of 3, 10 done): the rest of the epoch is empty, ``len`` 0, not a
+    negative length that ``len()`` refuses."""
+    s = EpochSampler(10, batch_size=3, seed=0)
+    s.set_epoch(0, start=10)
+    assert len(s) == 0 and list(s) == []
+    s = EpochSampler(10, batch_size=1, seed=0, num_replicas=3, rank=2)
+    s.set_epoch(0, start=10)
+    assert len(s) == 0 and list(s) == []
