@@ -15,6 +15,7 @@ from examples.voc_joint.checkpoint import (
     FORMAT,
     VERSION,
     CheckpointError,
+    check_resumable,
     get_rng_state,
     load_checkpoint,
     load_model_from_checkpoint,
@@ -37,11 +38,89 @@ def test_payload_hash_covers_dtype_and_shape_and_ignores_key_order() -> None:
     assert base != payload_sha256({"w": torch.zeros(2, 1), "step": 1, "cfg": {"a": 1, "b": [2, 3]}})
 
 
+def _training_ckpt() -> dict:
+    """A well-formed training checkpoint dict (as ``load_checkpoint`` returns it) of a small network."""
+    net = SpixelFCN(cell_size=8, width=4)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    return {
+        **_ckpt(net, "spixel"),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "scaler": {},
+        "rng": [get_rng_state()],
+        "world_size": 1,
+        "elapsed_s": 2.5,
+    }
+
+
+def _set_in(key: str, value):
+    def edit(c: dict) -> None:
+        c[key] = value
+
+    return edit
+
+
+def _set_in_config(key: str, value):
+    def edit(c: dict) -> None:
+        c["config"] = {**c["config"], key: value}
+
+    return edit
+
+
+def _first_group_params(params: list):
+    def edit(c: dict) -> None:
+        groups = [dict(g) for g in c["optimizer"]["param_groups"]]
+        groups[0]["params"] = params
+        c["optimizer"] = {**c["optimizer"], "param_groups": groups}
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (_set_in("world_size", 0), r"world_size must be an int >= 1, got 0"),
+        (_set_in("step", True), r"step must be an int >= 0, got True"),
+        (_set_in("elapsed_s", float("inf")), r"elapsed_s must be a finite number >= 0, got inf"),
+        (
+            _set_in_config("changes", [{"step": 1, "option": "--lr", "old": 0.1}]),
+            r"config\['changes'\] must hold \{'step', 'option', 'old', 'new'\} dicts",
+        ),
+        (
+            _set_in_config("sources", {"seg_checkpoint": {"path": "s.pt", "sha256": None}}),
+            r"config\['sources'\]\['seg_checkpoint'\] must be a dict of str 'path', 'sha256'",
+        ),
+        (_first_group_params(["0"]), r"optimizer must be an optimizer state dict"),
+        (
+            lambda c: c.update(scheduler={**c["scheduler"], "last_epoch": -1}),
+            r"scheduler\['last_epoch'\] must be an int >= 0, got -1",
+        ),
+        (_set_in("rng", []), r"rng holds no process's RNG states"),
+        (lambda c: c.pop("scaler"), r"holds no training state to resume \(missing keys \['scaler'\]\)"),
+    ],
+)
+def test_check_resumable_names_each_malformed_part(edit, match) -> None:
+    """Each part of a training state that would fail (or silently misbehave) inside a resume is refused by
+    ``check_resumable`` with its name and value; the unedited state is accepted."""
+    ck = _training_ckpt()
+    check_resumable(ck, "c.pt")
+    edit(ck)
+    with pytest.raises(CheckpointError, match=match):
+        check_resumable(ck, "c.pt")
+
+
 def test_payload_hash_covers_the_key_names() -> None:
     """A renamed key (same values in the same sorted order) is another checkpoint: the keys are hashed too."""
     base = payload_sha256({"model": {"a.weight": torch.ones(2)}, "step": 1})
     assert base != payload_sha256({"model": {"b.weight": torch.ones(2)}, "step": 1})
     assert base != payload_sha256({"model": {"a.weight": torch.ones(2)}, "steps": 1})
+
+
+def test_payload_hash_covers_how_lists_are_nested() -> None:
+    """The same values grouped into other lists are another checkpoint: each list's length is hashed."""
+    assert payload_sha256({"c": [[1], 2]}) != payload_sha256({"c": [1, [2]]})
+    assert payload_sha256({"c": [[1, 2]]}) != payload_sha256({"c": [1, 2]})
 
 
 def _ckpt(model: torch.nn.Module, stage: str) -> dict:
@@ -481,6 +560,18 @@ def test_save_refuses_a_config_that_is_not_plain(tmp_path) -> None:
         CheckpointError,
         match=r"refusing to write checkpoint .*c\.pt: config\['args'\]\['lr'\] = np\.float64\(0\.1\) "
         r"\(numpy\.float64\) is not a plain value",
+    ):
+        save_checkpoint(tmp_path / "c.pt", ck)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_refuses_a_config_key_that_is_not_plain(tmp_path) -> None:
+    """A dict key is checked like a value: a numpy integer key would be written, then refused by every
+    weights-only read."""
+    ck = _ckpt(SpixelFCN(width=4), "spixel")
+    ck["config"]["args"] = {"crop": {np.int64(3): 1}}
+    with pytest.raises(
+        CheckpointError, match=r"a key of config\['args'\]\['crop'\]: np\.int64\(3\) \(numpy\.int64\)"
     ):
         save_checkpoint(tmp_path / "c.pt", ck)
     assert list(tmp_path.iterdir()) == []
