@@ -1189,6 +1189,49 @@ def test_overwrite_clears_evaluate_py_outputs(tmp_path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
+def test_run_files_count_symbolic_links_and_clear_run_removes_only_the_links(tmp_path) -> None:
+    """A run file that is a symbolic link belongs to the run even when its target is gone, and ``--overwrite``
+    removes the link, never the folder it points to (``shutil.rmtree`` refuses a link to a folder)."""
+    from examples.voc_joint.resume import check_new_run, clear_run, run_files
+
+    folder, elsewhere = tmp_path / "seg", tmp_path / "kept"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "p.png").write_bytes(b"png")
+    (folder / "panels").symlink_to(elsewhere, target_is_directory=True)
+    (folder / "eval.json").symlink_to(tmp_path / "gone.json")  # dangling
+    assert run_files(folder) == [folder / "eval.json", folder / "panels"]
+    with pytest.raises(train.UsageError, match=r"holds a run \(eval\.json, panels\)"):
+        check_new_run(folder, argparse.Namespace(overwrite=False))
+    clear_run(folder)
+    assert list(folder.iterdir()) == [] and (elsewhere / "p.png").read_bytes() == b"png"
+
+
+def test_a_log_that_cannot_be_read_makes_a_folder_hold_a_run(tmp_path) -> None:
+    """Only a log known to hold no row is no run: one that is not UTF-8 text is kept (refused without
+    ``--overwrite``), not silently replaced."""
+    from examples.voc_joint.resume import check_new_run
+
+    folder = tmp_path / "seg"
+    folder.mkdir()
+    (folder / "log.csv").write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(train.UsageError, match=r"holds a run \(log\.csv\)"):
+        check_new_run(folder, argparse.Namespace(overwrite=False))
+    check_new_run(folder, argparse.Namespace(overwrite=True))
+
+
+def test_path_options_expand_the_home_folder(tmp_path, monkeypatch) -> None:
+    """``~`` in a path option is the home folder, as documented by ``absolute_path``: a recorded ``~/data``
+    and the same folder spelled in full are the same option on resume."""
+    from examples.voc_joint.resume import absolute_path, option_changes
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert absolute_path("~/data") == (tmp_path / "data").resolve()
+    current = {"data_root": str((tmp_path / "data").resolve())}
+    recorded = {"data_root": "~/data"}
+    assert option_changes("seg", recorded, current, allow=False, source=Path("c"), step=1) == []
+
+
 def test_pipeline_docs_quote_the_demos_step0_error() -> None:
     """Each "about <error> for logits up to <size>" of pipeline.rst is the figure of demo_output.txt."""
     import re
