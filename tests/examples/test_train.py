@@ -1120,6 +1120,22 @@ def test_option_changes_rules(tmp_path, monkeypatch) -> None:
     ]
 
 
+def test_option_changes_epochs_only_grow_and_unrecorded_options_are_not_compared(tmp_path) -> None:
+    """More ``--epochs`` extend a run (an accepted change, recorded); fewer are refused without
+    ``--allow-option-changes``. An option that the checkpoint's version did not record, or that the current
+    options lack, is not compared (no ``KeyError``)."""
+    from examples.voc_joint.cli import UsageError
+    from examples.voc_joint.resume import option_changes
+
+    def changes(recorded: dict, current: dict) -> list:
+        return option_changes("seg", recorded, current, allow=False, source=tmp_path / "c.pt", step=3)
+
+    assert changes({"epochs": 2}, {"epochs": 3}) == [{"step": 3, "option": "--epochs", "old": 2, "new": 3}]
+    with pytest.raises(UsageError, match=r"--epochs: 3 \(checkpoint\) -> 2 \(now\)"):
+        changes({"epochs": 3}, {"epochs": 2})
+    assert changes({}, {"seg_lr": 0.1}) == [] and changes({"seg_lr": 0.1}, {}) == []
+
+
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_data_errors_end_in_one_error_line(tiny_voc, tmp_path, monkeypatch, capsys, workers) -> None:
     """A ValueError-type data error (here labels out of --num-classes, then an empty list) ends like a missing
