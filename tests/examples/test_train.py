@@ -1136,6 +1136,19 @@ def test_option_changes_epochs_only_grow_and_unrecorded_options_are_not_compared
     assert changes({}, {"seg_lr": 0.1}) == [] and changes({"seg_lr": 0.1}, {}) == []
 
 
+@pytest.mark.parametrize("stage", ["seg", "spixel", "joint"])
+def test_the_optimizer_type_never_changes_on_resume(stage, tmp_path) -> None:
+    """The optimizer type defines the optimizer state in the checkpoint: every stage refuses a change, even
+    with ``--allow-option-changes`` (an option of some stages only is not compared for the others)."""
+    from examples.voc_joint.cli import UsageError
+    from examples.voc_joint.resume import option_changes
+
+    with pytest.raises(UsageError, match=r"--optimizer: 'sgd' \(checkpoint\) -> 'adam' \(now\)  \[never"):
+        option_changes(
+            stage, {"optimizer": "sgd"}, {"optimizer": "adam"}, allow=True, source=tmp_path / "c.pt", step=3
+        )
+
+
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_data_errors_end_in_one_error_line(tiny_voc, tmp_path, monkeypatch, capsys, workers) -> None:
     """A ValueError-type data error (here labels out of --num-classes, then an empty list) ends like a missing
