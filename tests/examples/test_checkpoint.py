@@ -22,6 +22,7 @@ from examples.voc_joint.checkpoint import (
     load_network,
     load_weights_into,
     payload_sha256,
+    remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
 )
@@ -97,6 +98,10 @@ def _first_group_params(params: list):
             r"scheduler\['last_epoch'\] must be an int >= 0, got -1",
         ),
         (_set_in("rng", []), r"rng holds no process's RNG states"),
+        (
+            lambda c: c["rng"][0].update(cuda=[torch.zeros(2)]),
+            r"rng\[0\] is not an RNG state that can be restored \('cuda' must be a list of byte tensors",
+        ),
         (lambda c: c.pop("scaler"), r"holds no training state to resume \(missing keys \['scaler'\]\)"),
     ],
 )
@@ -610,6 +615,32 @@ def test_an_ambient_or_requested_meta_device_does_not_break_loading(tmp_path) ->
     for model in loaded:
         got = model.state_dict()
         assert all(torch.equal(got[k], v) for k, v in net.state_dict().items())
+
+
+def test_weights_of_other_shapes_under_the_same_keys_are_refused_before_building(tmp_path) -> None:
+    """The shapes, not only the key names, are compared with a model built on the meta device: a config of
+    wider layers than its weights (same keys) is refused before any layer is allocated."""
+    ck = _ckpt(SpixelFCN(cell_size=8, width=4), "spixel")
+    ck["config"]["model"] = model_config(SpixelFCN(cell_size=8, width=8))
+    path = save_checkpoint(tmp_path / "c.pt", ck)
+    for read in (load_model_from_checkpoint, lambda p: load_network(p, "spixel")):
+        with pytest.raises(
+            CheckpointError,
+            match=r"does not match its own model config: missing keys \[\], unexpected keys \[\], "
+            r"other shapes \[",
+        ):
+            read(path)
+
+
+def test_remove_stale_temporaries_removes_only_those_of_its_file(tmp_path) -> None:
+    """The leftovers of interrupted writes of ``checkpoint.pt`` are removed; those of another file in the
+    folder (another writer's) and other hidden files are not."""
+    mine = tmp_path / ".checkpoint.pt.0a1b2c3d.tmp"
+    others = [tmp_path / ".seg.pt.0a1b2c3d.tmp", tmp_path / ".notes.tmp", tmp_path / "checkpoint.pt"]
+    for p in (mine, *others):
+        p.write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path / "checkpoint.pt") == [mine]
+    assert sorted(tmp_path.iterdir()) == sorted(others)
 
 
 def test_rng_state_round_trip(tmp_path) -> None:
