@@ -272,6 +272,41 @@ def test_metrics_refuse_what_holds_no_values_and_non_tensor_outputs() -> None:
         init_rate(TransparentLinear(2, [2], device="meta"))
 
 
+def test_init_rate_counts_wide_unsigned_values_just_above_a_threshold_beyond_int64() -> None:
+    """A uint64 value one above the threshold, beyond 2**63 (held as a negative int64), counts as above."""
+    module = nn.Module()
+    values = [2**63, 2**63 + 1, 2**63 + 2048, 2**64 - 1]
+    module.p = nn.Parameter(torch.tensor(values, dtype=torch.uint64), requires_grad=False)
+    assert init_rate(module, float(2**63)) == 0.75  # 2**63 + 1 is the first above
+    assert init_rate(module, float(2**63 + 2048)) == 0.25
+
+
+def test_init_rate_counts_complex_parameters_by_magnitude() -> None:
+    module = nn.Module()
+    values = torch.tensor([1 + 1j, 0.5j, 0, 1e-5], dtype=torch.complex64)
+    module.p = nn.Parameter(values, requires_grad=False)
+    assert init_rate(module) == 0.5  # |1 + 1j| and |0.5j|
+    assert init_rate(module, 0.6) == 0.25  # |1 + 1j| = 1.414 only
+
+
+def test_recovery_rate_of_a_map_to_another_width_counts_output_entries() -> None:
+    """The share is over the output's entries (the target's), not the input's."""
+    lin = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    target = torch.tensor([[1.0, 2.0, 0.0], [3.0, 4.0, 0.0]])  # the third column is off
+    assert recovery_rate(lin, x, target=target) == pytest.approx(4 / 6)
+    assert max_abs_error(lin, x, target=target) == 7.0
+
+
+def test_max_abs_error_is_nan_when_a_difference_is_nan() -> None:
+    """As documented: a NaN difference is not hidden behind the largest finite one."""
+    x = torch.tensor([0.0, math.nan, 2.0])
+    assert math.isnan(max_abs_error(nn.Identity(), x, target=torch.zeros(3)))
+    assert math.isnan(max_abs_error(nn.Identity(), torch.zeros(3), target=x))
+
+
 # ---------------------------------------------------------------- baselines
 
 
