@@ -326,10 +326,43 @@ def test_random_uniform_bounds_and_reproducibility() -> None:
         random_uniform_init_(_stack(), bound=0)
 
 
+def test_random_uniform_draws_on_both_sides_of_zero() -> None:
+    """``U(-a, a)``: the draws fill the whole interval, negative half included."""
+    for bound in (None, 0.5):
+        lin = random_uniform_init_(nn.Linear(16, 16), bound=bound, generator=0)
+        a = 0.25 if bound is None else bound  # 1 / sqrt(16)
+        for p in (lin.weight, lin.bias):
+            assert float(p.detach().min()) < -0.8 * a and float(p.detach().max()) > 0.8 * a
+
+
+def test_random_uniform_bound_checks_every_layer_and_accepts_half_the_largest_value() -> None:
+    """The bound is checked against each layer's dtype (a float16 layer after a float32 one), before any
+    write; ``2 * bound`` equal to the dtype's largest finite value is representable and accepted."""
+    seq = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3).half())
+    before = [p.detach().clone() for p in seq.parameters()]
+    with pytest.raises(ValueError, match=r"bound = 4e\+04 is too large for torch.float16 \(layer '1'\)"):
+        random_uniform_init_(seq, bound=4e4, generator=0)
+    assert all(torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True))
+    half_max = torch.finfo(torch.float16).max / 2
+    random_uniform_init_(seq, bound=half_max, generator=0)
+    assert all(
+        bool(p.isfinite().all()) and float(p.detach().abs().max()) <= half_max for p in seq.parameters()
+    )
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")  # PyTorch's own init
+def test_baselines_name_a_bare_layer_module() -> None:
+    """A layer passed on its own (no parent) is named ``module`` in the errors."""
+    with pytest.raises(ValueError, match=r"layer module \(Linear\) has out_features = 0"):
+        xavier_init_(nn.Linear(4, 0))
+
+
 def test_xavier_statistics() -> None:
     net = xavier_init_(nn.Sequential(nn.Linear(200, 300)), generator=0)
     std = float(net[0].weight.detach().std())
     assert std == pytest.approx(math.sqrt(2.0 / 500), rel=0.05)
+    # normal, not uniform (same std): draws beyond the uniform's bound sqrt(3) * std
+    assert float(net[0].weight.detach().abs().max()) > math.sqrt(6.0 / 500)
     assert float(net[0].bias.detach().abs().sum()) == 0.0
 
 
