@@ -525,6 +525,7 @@ def test_update_of_one_image_names_what_it_refuses(args, exc, message):
         ({"boundary_widths": (0,)}, "boundary_widths"),
         ({"boundary_tolerance": -1}, "boundary_tolerance"),
         ({"num_classes": 2, "class_names": ["a"]}, "class_names"),
+        ({"num_classes": 2, "class_names": ["a", "b", "c"]}, "class_names must have 2 entries, got 3"),
     ],
 )
 def test_constructor_errors(kwargs, match):
@@ -653,6 +654,13 @@ def test_superpixel_scores_refuse_labels_out_of_range(pred, target, match):
         superpixel_scores(T([[[0, 0]]]), T([[[0, 0]]]), T([[[0, 1]]]), num_classes=2, tolerance=-1)
 
 
+def test_out_of_range_target_labels_are_shown_ten_at_most_smallest_first():
+    """The error lists the distinct bad labels, sorted, the first ten of them (not every one of a map)."""
+    target = torch.arange(13, 1, -1).view(1, 1, 12)
+    with pytest.raises(ValueError, match=r"or be 255, got \[2, 3, 4, 5, 6, 7, 8, 9, 10, 11\]$"):
+        confusion_matrix(torch.zeros_like(target), target, num_classes=2)
+
+
 @pytest.mark.parametrize("shape", [(2, 1, 2, 2), (3, 2, 2)])
 def test_confusion_matrix_names_a_mask_of_another_shape(shape):
     p = torch.zeros(2, 2, 2, dtype=torch.long)
@@ -776,6 +784,22 @@ def test_tables_of_result_sets_with_other_widths_or_classes_show_every_row():
     ]
     per = format_per_class_table({"b": b.compute(), "a": a.compute()}).splitlines()
     assert per[-2].split() == ["2", "-", "-"]
+
+
+def test_a_transposed_table_gives_each_result_set_its_own_values():
+    """One row per result set: each row holds that set's values, not the first set's."""
+    a = {"miou": 0.5, "boundary_miou": {"3": 0.25}}
+    b = {"miou": 0.75, "boundary_miou": {"3": 0.125}}
+    cols = ("mIoU (%)", "boundary mIoU, 3 px (%)")
+    rows = format_table({"a": a, "b": b}, metrics=cols, transpose=True).splitlines()
+    assert [r.split() for r in rows[2:]] == [["a", "50.00", "25.00"], ["b", "75.00", "12.50"]]
+
+
+def test_to_jsonable_replaces_infinities_and_reaches_into_tuples():
+    """Strict JSON: +-inf are None like NaN, also inside tuples; ``dumps`` of them does not raise."""
+    value = {"a": (float("nan"), float("inf")), "b": [float("-inf"), (1.0, 2)]}
+    assert to_jsonable(value) == {"a": [None, None], "b": [None, [1.0, 2]]}
+    assert json.loads(metrics.dumps(value)) == {"a": [None, None], "b": [None, [1.0, 2]]}
 
 
 def test_per_class_table_ends_with_the_miou():
