@@ -298,3 +298,50 @@ def test_a_legend_entry_wider_than_narrow_tiles_widens_the_panel():
     legend = arr[title_h + h :]
     dark = np.nonzero((legend.min(axis=2) < 128).any(axis=0))[0]
     assert dark.max() < arr.shape[1] - 1  # nothing cut at the right edge
+
+
+def test_colorize_takes_label_255_refuses_256_and_keeps_an_empty_map():
+    """255 (ignore) is the last palette entry, 256 is named as out of range (not an IndexError); an empty
+    map is an empty image, not numpy's "zero-size array to reduction operation"."""
+    assert tuple(colorize(torch.tensor([[255]]))[0, 0]) == tuple(voc_palette()[765:768])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 255\], got range \[0, 256\]"):
+        colorize(torch.tensor([[0, 256]]))
+    assert colorize(np.zeros((0, 5), dtype=np.int64)).shape == (0, 5, 3)
+
+
+def test_float_images_out_of_range_are_clipped_not_wrapped():
+    """An image a little outside [0, 1] (after resampling) is clipped: 1.5 is white and -0.5 black, not the
+    wrapped bytes 126 and 129."""
+    img = torch.tensor([1.5, -0.5]).view(1, 1, 2).expand(3, 1, 2)
+    assert overlay_contours(img, None)[0].tolist() == [[255, 255, 255], [0, 0, 0]]
+
+
+def test_title_font_is_a_16th_of_the_tile_and_shrinks_until_the_title_fits_with_its_margins():
+    """The module's rule: a 16th of the tile width within 10..18 pixels, smaller until each title fits its
+    tile less its 2-pixel margins (this title is 255 pixels wide at 16 pixels: too wide for a 256 tile)."""
+    from PIL import ImageDraw
+
+    from examples.voc_joint.visualize import _title_font
+
+    assert [_title_font(("a",) * 4, tw)[1] for tw in (100, 176, 200, 288, 400)] == [10, 11, 12, 18, 18]
+    title = "ground truth ground truth ground tr"
+    font, px = _title_font((title, "a", "b", "c"), 256)
+    assert px < 16
+    assert ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font) <= 256 - 4
+
+
+def test_legend_rows_are_exactly_as_many_as_needed():
+    """Entries wider than the (8-pixel) tiles each take a row, the first one included (no empty first
+    row); the strip is one title height plus 2 pixels per row."""
+    from examples.voc_joint.visualize import _title_font
+
+    h, w = 300, 8
+    target = torch.zeros(h, w, dtype=torch.long)
+    target[100:] = 15  # background and person: two entries, each wider than the 44-pixel panel
+    arr = np.asarray(make_panel(torch.zeros(3, h, w), target, None, None))
+    px = _title_font(("image + superpixels", "ground truth", "baseline", "joint"), w)[1]
+    title_h = px + 4
+    assert arr.shape[0] == title_h + h + 2 * (title_h + 2)
+    legend = arr[title_h + h :]
+    ink = (legend.min(axis=2) < 128).any(axis=1)
+    assert ink[: title_h + 2].any() and ink[title_h + 2 :].any()  # one entry on each row
