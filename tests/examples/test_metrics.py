@@ -853,6 +853,16 @@ def test_padding_outside_the_region_changes_no_metric(seed, pads, batched):
     assert got == superpixel_scores(pred, target, sp, c, tolerance=2)
 
 
+def test_pixels_outside_the_region_count_in_no_metric_whatever_their_label():
+    """Padding is excluded by ``region`` itself, not only by its usual ``ignore_index`` label: a padded
+    pixel labelled 0 (and mispredicted) adds nothing to the confusion matrix or the bands."""
+    m = SegmentationMetrics(num_classes=2, boundary_widths=(1,))
+    m.update(T([[[0, 1, 1]]]), T([[[0, 1, 0]]]), region=torch.tensor([[[True, True, False]]]))
+    r = m.compute()
+    assert r["confusion_matrix"] == [[1, 0], [0, 1]] and r["num_pixels"] == 2
+    assert r["boundary_pixels"] == {"1": 2} and r["miou"] == 1.0
+
+
 def test_a_region_of_every_pixel_changes_nothing():
     g = torch.Generator().manual_seed(3)
     pred, target = torch.randint(0, 3, (2, 5, 6), generator=g), torch.randint(0, 3, (2, 5, 6), generator=g)
