@@ -345,3 +345,12 @@ def test_legend_rows_are_exactly_as_many_as_needed():
     legend = arr[title_h + h :]
     ink = (legend.min(axis=2) < 128).any(axis=1)
     assert ink[: title_h + 2].any() and ink[title_h + 2 :].any()  # one entry on each row
+
+
+def test_legend_swatch_has_its_class_colour():
+    """The one entry of a map of class 15 (person) is drawn in person's colour, not a neighbour's."""
+    target = torch.full((16, 16), 15, dtype=torch.long)
+    palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+    legend = np.asarray(make_panel(torch.zeros(3, 16, 16), target, None, None, min_height=16))[-14:]
+    assert (legend == palette[15]).all(axis=2).any()
+    assert not (legend == palette[16]).all(axis=2).any() and not (legend == palette[14]).all(axis=2).any()
