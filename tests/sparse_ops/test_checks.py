@@ -559,6 +559,39 @@ def test_features_passed_as_the_label_map_are_named_as_such() -> None:
         so.SuperpixelAssignment(torch.zeros(2, 1, 4, 4), 5)
 
 
+def test_two_channel_features_passed_as_the_label_map_are_named_as_such() -> None:
+    """Two channels (binary logits, a flow field) are features too: the hint holds from ``C = 2`` on."""
+    with pytest.raises(TypeError, match=r"floating tensor of shape \(1, 2, 4, 4\) \(features or logits"):
+        so.SuperpixelAssignment(torch.zeros(1, 2, 4, 4), 5)
+
+
+def test_an_infinite_association_is_refused_with_its_index() -> None:
+    """``+inf`` is no valid association weight (only negative values and NaN were tested)."""
+    q = torch.full((1, 9, 4, 4), 1 / 9)
+    q[0, 5, 2, 1] = float("inf")
+    with pytest.raises(
+        ValueError, match=r"assoc must be non-negative and finite .* got inf at index \[0, 5, 2, 1\]"
+    ):
+        so.soft_uniformize(torch.ones(1, 2, 4, 4), q, 2)
+
+
+def test_a_mask_with_a_channel_dim_is_the_same_mask() -> None:
+    """``mask[B, 1, H, W]`` is accepted as ``[B, H, W]`` (the documented shapes), with the same result."""
+    g = torch.Generator().manual_seed(0)
+    x, sp = torch.randn(2, 3, 4, 5, generator=g), torch.randint(0, 6, (2, 4, 5), generator=g)
+    mask = torch.rand(2, 4, 5, generator=g) > 0.3
+    torch.testing.assert_close(
+        uniformize(x, sp, mask=mask[:, None]), uniformize(x, sp, mask=mask), rtol=0, atol=0
+    )
+
+
+def test_a_batch_mismatch_gets_no_resize_hint() -> None:
+    """The nearest-interpolation hint is for a label map of another H, W; not for another batch size."""
+    with pytest.raises(ValueError, match=r"superpixels must have shape \[B, H, W\] = \[2, 4, 4\]") as info:
+        uniformize(torch.zeros(2, 3, 4, 4), torch.zeros(3, 4, 4, dtype=torch.long))
+    assert "interpolate" not in str(info.value)
+
+
 def test_max_unpool_with_swapped_arguments_says_values_come_first() -> None:
     import sparse_ops as so
 
