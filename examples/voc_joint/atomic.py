@@ -9,7 +9,8 @@ it (:func:`remove_dead_writers_files`).
 The one implementation for the example's outputs (``metrics.json``, ``eval.json``, ``ablation.json``,
 ``log.csv``, the data set lists; :func:`write_bytes_atomic`: ``ablation.png`` and the panels) and the
 benchmarks' results (``benchmarks/_atomic.py`` re-exports it): it imports no torch, as
-``benchmarks/gpu_check.py`` must not.
+``benchmarks/gpu_check.py`` must not. :func:`os_error_reason` and :func:`os_error_saying` word the errors of
+failed writes here and in the modules that write checkpoints, logs, locks and staging folders.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import os
 from glob import escape as glob_escape
 from pathlib import Path
 
-__all__ = ["remove_dead_writers_files", "write_bytes_atomic", "write_text_atomic"]
+__all__ = [
+    "os_error_reason",
+    "os_error_saying",
+    "remove_dead_writers_files",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
 
 
 def write_text_atomic(path: Path | str, text: str, newline: str | None = None) -> None:
@@ -69,10 +76,37 @@ def _write_error(path: Path, exc: OSError) -> OSError:
     """The error of a failed write of ``path``: the class and ``errno`` of ``exc``, a message that names
     ``path`` (a full disk found by ``write`` or ``close`` names no file, and ``open`` or ``os.replace`` name
     the temporary one) and says that the file was not replaced."""
+    return os_error_saying(
+        exc,
+        f"cannot write {path}: {os_error_reason(exc)}; the file was not replaced (an earlier one there is "
+        "unchanged)",
+    )
+
+
+def os_error_reason(exc: OSError) -> str:
+    """The cause of ``exc`` in words, with its errno's name: ``"No space left on device (ENOSPC)"`` (its text
+    where it has no known errno).
+
+    Example:
+        >>> os_error_reason(OSError(errno.ENOSPC, "No space left on device"))
+        'No space left on device (ENOSPC)'
+    """
     name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
-    reason = f"{exc.strerror or exc} ({name})" if name else str(exc)
-    cls = type(exc) if type(exc).__module__ == "builtins" else OSError  # PermissionError stays one
-    err = cls(f"cannot write {path}: {reason}; the file was not replaced (an earlier one there is unchanged)")
+    return f"{exc.strerror or exc} ({name})" if name else str(exc)
+
+
+def os_error_saying(exc: OSError, message: str, *, same_class: bool = True) -> OSError:
+    """A new error saying ``message`` (which names the file, unlike an error of ``write``, ``flush``,
+    ``fsync`` or ``flock``) with the ``errno`` of ``exc`` and, with ``same_class``, its class where that is
+    a built-in one (a ``PermissionError`` stays one); else an ``OSError``.
+
+    Example:
+        >>> err = os_error_saying(PermissionError(errno.EACCES, "Permission denied"), "cannot write r.json")
+        >>> type(err).__name__, err.errno, str(err)
+        ('PermissionError', 13, 'cannot write r.json')
+    """
+    cls = type(exc) if same_class and type(exc).__module__ == "builtins" else OSError
+    err = cls(message)
     err.errno = exc.errno
     return err
 

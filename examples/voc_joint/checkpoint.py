@@ -49,7 +49,6 @@ optimizer states, or, when asked, the wrong stage;
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import pickle
@@ -65,6 +64,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from examples.voc_joint.atomic import os_error_reason
 
 __all__ = [
     "FORMAT",
@@ -319,9 +320,7 @@ def _write_error(path: Path, exc: BaseException) -> BaseException:
         cause = cause.__cause__ or cause.__context__
     text = str(exc).strip()
     if isinstance(cause, OSError):
-        code = cause.errno
-        name = errno.errorcode.get(code, "") if code is not None else ""
-        reason = f"{cause.strerror or cause} ({name})" if name else str(cause)
+        code, reason = cause.errno, os_error_reason(cause)
     elif "inline_container" in text or "PytorchStreamWriter" in text:
         code, reason = None, text.splitlines()[0][:200] if text else type(exc).__name__
     else:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import errno
 import io
 import os
 import shutil
@@ -31,7 +30,7 @@ from torch.nn.utils import get_total_norm
 from torch.utils.checkpoint import checkpoint
 
 from examples.voc_joint import faults
-from examples.voc_joint.atomic import write_text_atomic
+from examples.voc_joint.atomic import os_error_reason, os_error_saying, write_text_atomic
 from examples.voc_joint.data import IGNORE_INDEX
 from examples.voc_joint.distributed import DistInfo, unwrap_model
 from examples.voc_joint.signals import InterruptGuard
@@ -469,12 +468,7 @@ class CsvLogger:
 def _log_error(path: Path, exc: OSError) -> OSError:
     """The error of a failed write of the log file ``path``: the class and ``errno`` of ``exc``, a message
     that names the file and the cause (a ``write``, ``flush`` or ``fsync`` names none)."""
-    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
-    reason = f"{exc.strerror or exc} ({name})" if name else str(exc)
-    cls = type(exc) if type(exc).__module__ == "builtins" else OSError  # PermissionError stays one
-    err = cls(f"cannot write {path}: {reason}")
-    err.errno = exc.errno
-    return err
+    return os_error_saying(exc, f"cannot write {path}: {os_error_reason(exc)}")
 
 
 def _int_or_none(text: str | None) -> int | None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from examples.voc_joint.atomic import os_error_reason, os_error_saying
 from examples.voc_joint.cli import UsageError
 
 try:
@@ -182,11 +183,8 @@ def _lock_error(path: Path, exc: OSError, what: str, advice: str = "") -> OSErro
     """The error of the lock file ``path`` that could not be locked (for another reason than a holder) or
     written (``what`` failed, naming the file): the ``errno`` of ``exc``, a message that names the folder
     and the cause, and ``advice``."""
-    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
-    reason = f"{exc.strerror or exc} ({name})" if name else str(exc)
-    err = OSError(f"cannot lock the output folder {path.parent}: {what}: {reason}{advice}")
-    err.errno = exc.errno
-    return err
+    message = f"cannot lock the output folder {path.parent}: {what}: {os_error_reason(exc)}{advice}"
+    return os_error_saying(exc, message, same_class=False)
 
 
 def _describe(text: str) -> tuple[str, bool]:

@@ -12,12 +12,13 @@ are made unlocked and nothing is removed: a running run's folder could not be to
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import secrets
 import shutil
 from pathlib import Path
+
+from examples.voc_joint.atomic import os_error_reason, os_error_saying
 
 try:
     import fcntl
@@ -91,12 +92,7 @@ def new_staging(parent: Path, prefix: str, suffix: str = "") -> tuple[Path, int 
 def _staging_error(folder: Path, exc: OSError) -> OSError:
     """The error of a staging folder that could not be locked or named: the class and ``errno`` of ``exc``,
     a message that names ``folder`` and the cause (``flock``'s error names no file)."""
-    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
-    reason = f"{exc.strerror or exc} ({name})" if name else str(exc)
-    cls = type(exc) if type(exc).__module__ == "builtins" else OSError  # PermissionError stays one
-    err = cls(f"cannot make the staging folder {folder}: {reason}")
-    err.errno = exc.errno
-    return err
+    return os_error_saying(exc, f"cannot make the staging folder {folder}: {os_error_reason(exc)}")
 
 
 def remove_abandoned_staging(parent: Path, prefix: str, suffix: str = "") -> list[Path]:
