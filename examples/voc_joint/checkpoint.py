@@ -84,6 +84,7 @@ __all__ = [
     "load_network",
     "load_weights_into",
     "network_config",
+    "other_dtypes",
     "payload_sha256",
     "remove_stale_temporaries",
     "save_checkpoint",
@@ -706,10 +707,16 @@ def _part_state(ckpt: dict[str, Any], path: Path, part: str | None) -> dict[str,
     return state
 
 
-def _other_dtypes(expected: dict[str, Tensor], state: dict[str, Tensor], whose: str) -> list[str]:
+def other_dtypes(expected: dict[str, Tensor], state: dict[str, Tensor], whose: str) -> list[str]:
     """The entries of ``state`` of another dtype than those of ``expected`` (a state dict), e.g.
     ``"pred.weight torch.int64 (config: torch.float32)"`` for ``whose="config"``: ``load_state_dict`` copied
-    them, converted (an integer or complex file silently became other weights)."""
+    them, converted (an integer or complex file silently became other weights). ``train.py --resume``
+    checks its model's state with it too.
+
+    Example:
+        >>> other_dtypes({"w": torch.zeros(2)}, {"w": torch.zeros(2, dtype=torch.int64)}, "config")
+        ['w torch.int64 (config: torch.float32)']
+    """
     return [
         f"{k} {state[k].dtype} ({whose}: {v.dtype})"
         for k, v in expected.items()
@@ -732,7 +739,7 @@ def _build_matching(config: dict[str, Any], state: dict[str, Tensor], path: Path
         meta = build_model(config).state_dict()
     expected = {k: tuple(v.shape) for k, v in meta.items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
-    dtypes = _other_dtypes(meta, state, "config")
+    dtypes = other_dtypes(meta, state, "config")
     if got != expected or dtypes:
         missing = sorted(set(expected) - set(got))
         unexpected = sorted(set(got) - set(expected))
@@ -763,7 +770,7 @@ def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = 
     path = Path(path)
     ckpt = load_checkpoint(path)
     state = _part_state(ckpt, path, part)
-    dtypes = _other_dtypes(model.state_dict(), state, "model")
+    dtypes = other_dtypes(model.state_dict(), state, "model")
     if dtypes:
         raise CheckpointError(f"checkpoint {path} does not match the model: other dtypes {dtypes[:5]}")
     try:

@@ -40,13 +40,13 @@ from examples.voc_joint.checkpoint import (
     FORMAT,
     VERSION,
     CheckpointError,
-    _other_dtypes,
     check_resumable,
     cuda_states_restorable,
     get_rng_state,
     load_checkpoint,
     load_checkpoint_with_sha256,
     load_network,
+    other_dtypes,
     remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
@@ -1417,7 +1417,7 @@ def _restore_training_state(state: engine.TrainState, ckpt: dict[str, Any], sour
     """
     part = "weights"
     try:
-        dtypes = _other_dtypes(state.model.state_dict(), ckpt["model"], "model")
+        dtypes = other_dtypes(state.model.state_dict(), ckpt["model"], "model")
         if dtypes:  # load_state_dict converts them: an integer or complex file became other weights
             raise ValueError(f"other dtypes {dtypes[:5]}")
         state.model.load_state_dict(ckpt["model"])
