@@ -55,6 +55,7 @@ __all__ = [
     "load_average",
     "median_upper",
     "memory_fields",
+    "nan_max",
     "options_of",
     "paired_times",
     "peak_mib",
@@ -72,6 +73,17 @@ THREADS_MAX = 1024
 #: :func:`check_counts`: beyond it torch's size arithmetic overflows (``--batch-size 2**70``: a ``TypeError``
 #: traceback after the run started, or every variant recorded as failed).
 SHAPE_MAX = {"batch_size": 2**10, "channels": 2**12, "size": 2**14, "cell_size": 2**14}
+
+
+def nan_max(values: Sequence[float]) -> float:
+    """The largest of ``values``, NaN when any is NaN: Python's ``max`` keeps a number against a NaN that
+    comes after it, so a check of the largest difference passed a NaN output or gradient.
+
+    Example:
+        >>> nan_max([0.0, float("nan")]), max([0.0, float("nan")])
+        (nan, 0.0)
+    """
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
 
 
 def sync(device: torch.device | str) -> None:

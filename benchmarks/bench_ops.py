@@ -67,7 +67,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -95,6 +94,7 @@ from _harness import (  # noqa: E402
     cli_device,
     environment,
     memory_fields,
+    nan_max,
     paired_times,
     peak_mib,
     run_script,
@@ -527,8 +527,7 @@ def check_case(name: str, cfg: dict, device: str = "cpu") -> dict:
     diffs = [
         float((o - a).abs().max() / a.abs().max().clamp_min(1e-300)) for o, a in zip(ours, alt, strict=True)
     ]
-    # a NaN fails (Python's max keeps the first of a number and a NaN: a NaN gradient after exact values)
-    rel = math.nan if any(math.isnan(d) for d in diffs) else max(diffs)
+    rel = nan_max(diffs)  # a NaN fails (a NaN gradient after exact values)
     return {
         "kind": "float64",
         "max_rel_diff": rel,

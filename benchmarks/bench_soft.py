@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -61,6 +60,7 @@ from _harness import (  # noqa: E402
     cli_device,
     environment,
     memory_fields,
+    nan_max,
     paired_times,
     peak_mib,
     run_script,
@@ -222,9 +222,7 @@ def check_agreement(S: int = 4, device: str = "cpu") -> float:
         out = f(x, a, S)
         grad_x, grad_a = torch.autograd.grad(out, (x, a), grad)
         outs.append(torch.cat([out.detach().flatten(), grad_x.flatten(), grad_a.flatten()]))
-    diffs = [float((o - outs[0]).abs().max()) for o in outs]
-    # NaN where any is NaN (Python's max keeps the first of a number and a NaN: the first difference is 0.0)
-    return math.nan if any(math.isnan(d) for d in diffs) else max(diffs)
+    return nan_max([float((o - outs[0]).abs().max()) for o in outs])  # (the first difference is 0.0)
 
 
 def check_unpool_agreement(device: str = "cpu") -> bool:
