@@ -1291,6 +1291,18 @@ def test_bench_ops_does_not_time_an_op_whose_check_failed(monkeypatch):
         bench.main(["--quick", "--threads", "1", "--ops", "relabel_contiguous"])
 
 
+def _assert_stops_before_timing(bench_soft, monkeypatch, why: str, match: str) -> None:
+    """``bench_soft.py --quick`` ends with ``SystemExit`` matching ``match`` before any worker is timed (a
+    timed worker fails with ``why``)."""
+
+    def timed(*args):
+        raise AssertionError(why)
+
+    monkeypatch.setattr(bench_soft, "_run_worker", timed)
+    with pytest.raises(SystemExit, match=match):
+        bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+
+
 def test_bench_soft_refuses_an_implementation_that_disagrees(monkeypatch):
     """The agreement check covers all three implementations, and a disagreement stops the run before any
     timing."""
@@ -1298,13 +1310,9 @@ def test_bench_soft_refuses_an_implementation_that_disagrees(monkeypatch):
     scatter = bench_soft.scatter_uniformize
     monkeypatch.setitem(bench_soft.SOFT_IMPLS, "scatter", lambda x, a, s: 1.001 * scatter(x, a, s))
     assert bench_soft.check_agreement() > 1e-4
-
-    def timed(*args):
-        raise AssertionError("timed although the implementations disagree")
-
-    monkeypatch.setattr(bench_soft, "_run_worker", timed)
-    with pytest.raises(SystemExit, match="disagree"):
-        bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+    _assert_stops_before_timing(
+        bench_soft, monkeypatch, "timed although the implementations disagree", "disagree"
+    )
 
 
 def test_bench_soft_refuses_an_implementation_with_a_wrong_gradient(monkeypatch):
@@ -1315,13 +1323,7 @@ def test_bench_soft_refuses_an_implementation_with_a_wrong_gradient(monkeypatch)
     scatter = bench_soft.scatter_uniformize
     monkeypatch.setitem(bench_soft.SOFT_IMPLS, "scatter", lambda x, a, s: scatter(x, 2 * a - a.detach(), s))
     assert bench_soft.check_agreement() > 1e-4
-
-    def timed(*args):
-        raise AssertionError("timed although a gradient disagrees")
-
-    monkeypatch.setattr(bench_soft, "_run_worker", timed)
-    with pytest.raises(SystemExit, match="disagree"):
-        bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+    _assert_stops_before_timing(bench_soft, monkeypatch, "timed although a gradient disagrees", "disagree")
 
 
 def test_bench_soft_refuses_an_implementation_with_a_nan(monkeypatch):
@@ -1337,13 +1339,9 @@ def test_bench_soft_refuses_an_implementation_with_a_nan(monkeypatch):
 
     monkeypatch.setitem(bench_soft.SOFT_IMPLS, "nine_shift", one_nan)
     assert bench_soft.check_agreement() != bench_soft.check_agreement()  # NaN
-
-    def timed(*args):
-        raise AssertionError("timed although an implementation gives NaN")
-
-    monkeypatch.setattr(bench_soft, "_run_worker", timed)
-    with pytest.raises(SystemExit, match="disagree"):
-        bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+    _assert_stops_before_timing(
+        bench_soft, monkeypatch, "timed although an implementation gives NaN", "disagree"
+    )
 
 
 def test_bench_soft_refuses_a_segnet_unpooling_that_disagrees(monkeypatch):
@@ -1354,13 +1352,12 @@ def test_bench_soft_refuses_a_segnet_unpooling_that_disagrees(monkeypatch):
     unpool = bench_soft.max_unpool2d
     monkeypatch.setattr(bench_soft, "max_unpool2d", lambda v, i, size: unpool(v, i, size).roll(1, -1))
     assert bench_soft.check_unpool_agreement() is False
-
-    def timed(*args):
-        raise AssertionError("timed although the unpoolings disagree")
-
-    monkeypatch.setattr(bench_soft, "_run_worker", timed)
-    with pytest.raises(SystemExit, match=r"max_unpool2d and nn\.MaxUnpool2d disagree"):
-        bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+    _assert_stops_before_timing(
+        bench_soft,
+        monkeypatch,
+        "timed although the unpoolings disagree",
+        r"max_unpool2d and nn\.MaxUnpool2d disagree",
+    )
 
 
 def test_bench_soft_a_failed_worker_names_its_error():
