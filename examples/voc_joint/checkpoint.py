@@ -393,6 +393,7 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        IsADirectoryError: ``path`` is a folder.
         CheckpointError: the file is not a valid pipeline checkpoint of ``expect_stage`` (the cases of
             :func:`load_checkpoint_with_sha256`).
     """
@@ -419,6 +420,7 @@ def load_checkpoint_with_sha256(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        IsADirectoryError: ``path`` is a folder.
         CheckpointError: the file holds pickled objects (refused), is not a dict, holds a tensor without
             data of its own (meta, sparse, quantized) or whose shape claims more elements than its data
             holds, or is nested deeper than :data:`MAX_DEPTH` (checked before the content hash reads it),
@@ -438,6 +440,8 @@ def _load_verified(
     """:func:`load_checkpoint_with_sha256` with the recorded SHA-256, verified (None: a version-1 file)."""
     from examples.voc_joint.models.build import validate_model_config
 
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint: expected a file, got the folder '{path}'")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: '{path}'")
     try:  # on the CPU: the content hash reads every tensor (a "meta" one has no data), then moved
@@ -843,6 +847,7 @@ def load_model_from_checkpoint(
 
     Raises:
         FileNotFoundError: missing file.
+        IsADirectoryError: ``path`` is a folder.
         CheckpointError: not a weights-only pipeline checkpoint, corrupt, invalid model config, wrong stage,
             or mismatched weights.
     """

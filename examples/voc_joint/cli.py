@@ -426,6 +426,8 @@ def existing_file(text: str) -> Path:
         raise argparse.ArgumentTypeError("expected a file, got ''")
     _check_usable(text, "a file")
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"expected a file, got the folder {text!r}")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"file not found: {text!r}")
     return path
@@ -438,6 +440,8 @@ def existing_dir(text: str) -> Path:
         raise argparse.ArgumentTypeError("expected a folder, got ''")
     _check_usable(text, "a folder")
     path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"expected a folder, got the file {text!r}")
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"folder not found: {text!r}")
     return path
@@ -458,6 +462,8 @@ def resume_arg(text: str) -> str:
     if text == "auto":
         return text
     _check_usable(text, "a checkpoint file")
+    if Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"--resume expects a checkpoint file, got the folder {text!r}")
     if not Path(text).expanduser().is_file():
         raise argparse.ArgumentTypeError(f"--resume checkpoint not found: {text!r}")
     return str(Path(text).expanduser())

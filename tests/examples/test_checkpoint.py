@@ -472,6 +472,14 @@ def test_missing_file(tmp_path) -> None:
         load_model_from_checkpoint(tmp_path / "nope.pt")
 
 
+def test_folder_given_as_the_checkpoint(tmp_path) -> None:
+    """A folder is named as a folder: it used to read "checkpoint file not found" (it exists)."""
+    with pytest.raises(IsADirectoryError, match=r"checkpoint: expected a file, got the folder '.*'"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(IsADirectoryError, match="got the folder"):
+        load_model_from_checkpoint(tmp_path)
+
+
 def test_mismatched_weights(tmp_path) -> None:
     net = SpixelFCN(width=4)
     ck = _ckpt(net, "spixel")

@@ -963,6 +963,8 @@ _BAD_TRAIN = [
     (["--train-split", "../../etc/passwd"], "--train-split: must be a list name"),
     (["--val-split", ""], "--val-split: must be a list name"),
     (["--data-root", "/nonexistent/voc"], "--data-root: folder not found"),
+    (["--data-root", __file__], "--data-root: expected a folder, got the file"),
+    (["--seg-checkpoint", "/"], "--seg-checkpoint: expected a file, got the folder '/'"),
     (["--backbone-weights", "/nonexistent.pth"], "--backbone-weights: file not found"),
     (["--seg-checkpoint", "/nonexistent.pt"], "--seg-checkpoint: file not found"),
     (["--spixel-checkpoint", "/nonexistent.pt"], "--spixel-checkpoint: file not found"),

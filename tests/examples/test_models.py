@@ -116,6 +116,8 @@ def test_backbone_weights_errors(tmp_path) -> None:
     net, _, _ = build_resnet_backbone("resnet18", 16)
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         load_backbone_weights(net, tmp_path / "missing.pth")
+    with pytest.raises(IsADirectoryError, match="backbone weights: expected a file, got the folder"):
+        load_backbone_weights(net, tmp_path)
     bad = tmp_path / "pickled.pth"
     torch.save({"conv1.weight": argparse.Namespace(a=1)}, bad)  # an arbitrary object: refused by weights_only
     with pytest.raises(ValueError, match="weights_only=True"):

@@ -1406,8 +1406,12 @@ def test_option_types_include_their_closed_bounds(tmp_path, monkeypatch) -> None
     assert float_range(0.0, 1.0)("1") == 1.0 and float_range(0.0, 1.0)("0") == 0.0
     with pytest.raises(argparse.ArgumentTypeError, match="must be a finite number > 0"):
         float_range(0.0, low_open=True)("0")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"expected a file, got the folder '.*'"):
+        existing_file(str(tmp_path))  # a folder is not a file (it exists: not "file not found")
     with pytest.raises(argparse.ArgumentTypeError, match="file not found"):
-        existing_file(str(tmp_path))  # a folder is not a file
+        existing_file(str(tmp_path / "nothing.pt"))
+    with pytest.raises(argparse.ArgumentTypeError, match="--resume expects a checkpoint file, got the fold"):
+        resume_arg(str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "c.pt").touch()
     assert resume_arg("~/c.pt") == str(tmp_path / "c.pt") and resume_arg("auto") == "auto"

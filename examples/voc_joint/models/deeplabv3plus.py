@@ -105,12 +105,15 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
     Raises:
         FileNotFoundError: the file does not exist.
+        IsADirectoryError: ``path`` is a folder.
         ValueError: the file is damaged, holds pickled objects or is not a state dict (str keys, tensor
             values; the first other key is named), or its keys/shapes do not match the backbone, or a weight
             is not a dense floating-point tensor with data (a meta or sparse one) or holds NaN or infinite
             values (named).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"backbone weights: expected a file, got the folder '{path}'")
     if not path.is_file():
         raise FileNotFoundError(
             f"backbone weights file not found: '{path}' (nothing is downloaded; give a local file)"
