@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 from glob import escape as glob_escape
 from pathlib import Path
 
@@ -30,10 +31,16 @@ __all__ = [
 ]
 
 
-def write_text_atomic(path: Path | str, text: str, newline: str | None = None) -> None:
+def write_text_atomic(
+    path: Path | str, text: str, newline: str | None = None, *, before: Callable[[], object] | None = None
+) -> None:
     """Write ``text`` (UTF-8; ``newline`` as ``open``'s) to ``path`` through ``.<name>.<pid>.tmp`` in its
     folder, renamed into place. The temporary file is removed when the write fails or is interrupted, and the
     temporary files of earlier writes of ``path`` whose process is gone are removed first.
+
+    ``before`` runs once the temporary file is written and before it is renamed: a change that must come with
+    the new file (``evaluate.py`` replaces ``panels/`` there) is made only when the file's own write has
+    succeeded. If ``before`` raises, its error propagates unchanged and ``path`` is not replaced.
 
     Example:
         >>> import tempfile
@@ -43,7 +50,7 @@ def write_text_atomic(path: Path | str, text: str, newline: str | None = None) -
         ['r.json'] {}
         <BLANKLINE>
     """
-    _write_atomic(Path(path), text, "w", encoding="utf-8", newline=newline)
+    _write_atomic(Path(path), text, "w", encoding="utf-8", newline=newline, before=before)
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> None:
@@ -54,20 +61,30 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
 
 
 def _write_atomic(
-    path: Path, data: str | bytes, mode: str, encoding: str | None = None, newline: str | None = None
+    path: Path,
+    data: str | bytes,
+    mode: str,
+    encoding: str | None = None,
+    newline: str | None = None,
+    before: Callable[[], object] | None = None,
 ) -> None:
     """Write ``data`` into the temporary file ``.<name>.<pid>.tmp`` next to ``path`` (``open``'s ``mode``,
-    ``encoding`` and ``newline``), then rename it onto ``path``."""
+    ``encoding`` and ``newline``), run ``before`` (if any), then rename the file onto ``path``."""
     remove_dead_writers_files(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    in_before = False
     try:
         with open(tmp, mode, encoding=encoding, newline=newline) as fh:
             fh.write(data)
+        if before is not None:
+            in_before = True
+            before()
+            in_before = False
         os.replace(tmp, path)
     except BaseException as exc:  # a full disk, an interrupt: no temporary file left, the earlier file intact
         with contextlib.suppress(OSError):  # a read-only folder refuses even this: the error is the write's
             tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not in_before:  # (before's errors are its own: not the write's)
             raise _write_error(path, exc) from exc
         raise
 

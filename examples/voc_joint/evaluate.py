@@ -551,10 +551,15 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
             "torch": str(torch.__version__),
         }
         text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False, default=str)
-        # the old panels and metrics.json go and the new ones come in one step: a signal waits for its end
+        # the old panels and metrics.json go and the new ones come in one step: a signal waits for its end;
+        # panels/ is replaced only once the new metrics.json is written (a full disk there leaves both as
+        # they were), then that file is renamed into place
         with InterruptGuard() as deferred, deferred.critical():
-            _replace_panels(results["panels"], out_dir / "panels")
-            write_text_atomic(out_dir / "metrics.json", text + "\n")
+            write_text_atomic(
+                out_dir / "metrics.json",
+                text + "\n",
+                before=lambda: _replace_panels(results["panels"], out_dir / "panels"),
+            )
         deferred.check()
     finally:
         if staging is not None:

@@ -682,7 +682,9 @@ def test_cli_rerun_replaces_the_panels_and_writes_metrics_atomically(voc, tmp_pa
     assert (tmp_path / "ev" / "metrics.json").read_bytes() == metrics
     assert [p.name for p in (tmp_path / "ev").iterdir() if p.name.startswith(".")] == []
     written = []
-    monkeypatch.setattr(evaluate_mod, "write_text_atomic", lambda path, text: written.append(path))
+    monkeypatch.setattr(
+        evaluate_mod, "write_text_atomic", lambda path, text, before: (before(), written.append(path))
+    )
     assert evaluate_mod.main([*base, "--max-panels", "0"]) == 0
     assert written == [tmp_path / "ev" / "metrics.json"]
     capsys.readouterr()
@@ -1058,6 +1060,56 @@ def test_cli_stop_signal_is_one_line_with_its_exit_status_and_leaves_the_earlier
     assert len(err.splitlines()) == 1
     after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
     assert after == before  # no staging folder, the earlier panels and metrics.json untouched
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EACCES"])
+def test_cli_failed_metrics_write_leaves_the_earlier_panels(voc, tmp_path, monkeypatch, capsys, code):
+    """panels/ was replaced before metrics.json was written: a full disk at that write left the new panels
+    next to the earlier metrics.json (which lists the earlier panels). panels/ is now replaced only once the
+    new metrics.json is written; a failed write leaves both as they were, and no staging folder."""
+    import errno
+    import os
+
+    from examples.voc_joint import atomic
+
+    base = _cli_argv(monkeypatch, tmp_path, voc)
+    assert evaluate_mod.main([*base, "--max-panels", "1"]) == 0
+    ev = tmp_path / "ev"
+    before = {p.relative_to(ev): p.read_bytes() for p in ev.rglob("*") if p.is_file()}
+    real_open = open
+    number = getattr(errno, code)
+
+    def fake_open(file, *args, **kwargs):  # the write of metrics.json's temporary file fails
+        if Path(file).name.startswith(".metrics.json."):
+            raise OSError(number, os.strerror(number))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(atomic, "open", fake_open, raising=False)
+    assert evaluate_mod.main([*base, "--max-panels", "3"]) == 1
+    assert f"cannot write {ev / 'metrics.json'}" in capsys.readouterr().err
+    after = {p.relative_to(ev): p.read_bytes() for p in ev.rglob("*") if p.is_file()}
+    assert after == before  # one panel, the earlier metrics.json, nothing else
+
+
+def test_write_text_atomic_before_runs_between_the_write_and_the_rename(tmp_path) -> None:
+    """``before`` sees the temporary file written and the target not yet replaced; its error propagates
+    unchanged (not worded as a failed write) and leaves the target and no temporary file."""
+    from examples.voc_joint.atomic import write_text_atomic
+
+    target = tmp_path / "m.json"
+    write_text_atomic(target, "old")
+    seen = []
+    write_text_atomic(target, "new", before=lambda: seen.append(sorted(p.name for p in tmp_path.iterdir())))
+    assert target.read_text() == "new" and len(seen[0]) == 2 and seen[0][1] == "m.json"
+    assert seen[0][0].startswith(".m.json.") and seen[0][0].endswith(".tmp")
+
+    def fail() -> None:
+        raise PermissionError(13, "Permission denied", "panels/a.png")
+
+    with pytest.raises(PermissionError) as info:
+        write_text_atomic(target, "newer", before=fail)
+    assert str(info.value) == "[Errno 13] Permission denied: 'panels/a.png'"
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="no signal masks")
