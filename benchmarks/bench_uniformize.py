@@ -33,7 +33,8 @@ resident size right after the inputs (x, grad_y, labels) are allocated, the peak
 the timed runs (setup included; ``memory_method`` says how it was measured, see ``benchmarks/_harness.py``);
 on CUDA ``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. Compare ratios
 within one run. After its timing, each variant but ``floor`` and ``copy`` is compared with the float64 result
-of the op ("max err"); one above ``ERROR_TOLERANCE`` (1e-5) or NaN ends the run with an error naming it.
+of the op, its output and its input gradient ("max err": the larger of ``max_abs_err`` and
+``max_abs_err_grad``); one above ``ERROR_TOLERANCE`` (1e-5) or NaN ends the run with an error naming it.
 
 Usage::
 
@@ -74,6 +75,7 @@ from _harness import (  # noqa: E402 (after the path set-up)
     cli_device,
     environment,
     median_upper,
+    nan_max,
     run_script,
     time_ms,
 )
@@ -269,12 +271,26 @@ def run_one(
         out["paired_floor_ms"] = median_upper(tf)
         out["paired_x_floor"] = median_upper(ratios)  # the median of the per-pair ratios
         out["paired_ratios"] = ratios
-    # correctness against the float64 result of the same op (after the memory reading)
+    # correctness against the float64 result of the same op (after the memory reading), forward and gradient:
+    # the uniformization is a symmetric averaging (self-adjoint), so x's gradient is grad_y uniformized
     if variant not in NOT_THE_OP:
-        ref = SuperpixelAssignment(sp, n_s, validate=False).uniformize(xd.double())
+        reference = SuperpixelAssignment(sp, n_s, validate=False)
         with torch.no_grad():
-            out["max_abs_err"] = (op(state).double() - ref).abs().max().item()
+            out["max_abs_err"] = (op(state).double() - reference.uniformize(xd.double())).abs().max().item()
+        x.grad = None
+        op(state).backward(gy)
+        assert x.grad is not None
+        grad_err = (x.grad.double() - reference.uniformize(gy.double())).abs().max().item()
+        out["max_abs_err_grad"] = grad_err
+        x.grad = None
     return out
+
+
+def worst_error(result: dict) -> float | None:
+    """The larger of a variant's forward and gradient errors against float64 (NaN when either is NaN; None
+    for a variant that is not the op)."""
+    errors = [result[k] for k in ("max_abs_err", "max_abs_err_grad") if k in result]
+    return nan_max(errors) if errors else None
 
 
 def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
@@ -573,16 +589,17 @@ def main(argv: list[str] | None = None) -> dict:
             if copy:
                 r["x_copy"] = r["fwd_bwd_ms"] / copy
             r["paper_over_this"] = paper_total / total if paper_total else None
+            err = worst_error(r)
             print(
                 f"{variant:<14}{r['setup_ms']:>10.2f}{r['fwd_ms']:>10.2f}{r['fwd_bwd_ms']:>12.2f}"
                 f"{cell(r['x_floor'], '>9.2f')}"
                 + (cell(r["x_copy"], ">8.2f") if copy else "")
                 + f"{cell(r['paper_over_this'], '>12.2f')}{cell(r['peak_extra_mb'], '>10.0f')}"
-                f"{r.get('max_abs_err', float('nan')):>10.1e}"
+                f"{float('nan') if err is None else err:>10.1e}"
                 f"{r.get('paired_x_floor', float('nan')):>16.2f}"
             )
-            if "max_abs_err" in r and not r["max_abs_err"] <= ERROR_TOLERANCE:  # NaN fails too
-                wrong.append(f"{variant} at {cfg_name(cfg_t)} (max err {r['max_abs_err']:.1e})")
+            if err is not None and not err <= ERROR_TOLERANCE:  # NaN fails too
+                wrong.append(f"{variant} at {cfg_name(cfg_t)} (max err {err:.1e})")
                 print(f"{'':<14}  WRONG: max err above {ERROR_TOLERANCE:g}: its times are not a result")
         print(flush=True)
         results.append({"config": cfg_t, "name": cfg_name(cfg_t), "results": rows})

@@ -473,6 +473,7 @@ def summarize_uniformize(raw: dict[str, Any]) -> dict[str, Any]:
                 "x_floor": fig(variant, "x_floor"),
                 "peak_extra_mb": fig(variant, "peak_extra_mb"),
                 "max_abs_err": fig(variant, "max_abs_err"),
+                "max_abs_err_grad": fig(variant, "max_abs_err_grad"),
                 "skipped": res[variant].get("skipped"),
             }
         row["scatter_paired_x_floor"] = fig("scatter", "paired_x_floor")

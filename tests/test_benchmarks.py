@@ -911,7 +911,8 @@ def test_bench_uniformize_paired_rounds_alternate_after_a_warm_floor(monkeypatch
     cfg = {"B": 1, "C": 2, "H": 8, "W": 8, "N_s": 4, "labels": "grid", "threads": 1}
     bench.run_one(cfg, "scatter", "cpu", 4, dense_max_gb=1.0, fresh_process=False)
     assert order == ["floor_fb", "fwd_bwd", "fwd_bwd", "floor_fb"] * 2
-    assert len(backwards) == 1  # the floor's warm-up run (the timed runs are faked)
+    # the floor's warm-up run and the check of the gradient against float64 (the timed runs are faked)
+    assert len(backwards) == 2
 
 
 def test_bench_uniformize_error_check_sees_a_wrong_result(monkeypatch):
@@ -929,6 +930,38 @@ def test_bench_uniformize_error_check_sees_a_wrong_result(monkeypatch):
     cfg = {"B": 1, "C": 2, "H": 8, "W": 8, "N_s": 4, "labels": "grid", "threads": 1}
     res = bench.run_one(cfg, "scatter", "cpu", 1, dense_max_gb=1.0, paired=False, fresh_process=False)
     assert res["max_abs_err"] > 1e-3
+
+
+def test_bench_uniformize_error_check_sees_a_wrong_gradient(monkeypatch):
+    """The check compared only the forward with float64: a variant whose backward is wrong passed (its
+    max err was the forward's). ``max_abs_err_grad`` compares the input gradient with float64 too, and the
+    table's max err is the larger of the two."""
+    bench = _import("bench_uniformize")
+    from sparse_ops import SuperpixelAssignment
+
+    uniformize = SuperpixelAssignment.uniformize
+
+    class HalfGradient(torch.autograd.Function):  # the identity forward, half the gradient
+        @staticmethod
+        def forward(ctx, y):
+            return y.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 0.5
+
+    def wrong_backward(self, x):  # the timed (float32) path's backward is wrong, its forward right
+        y = uniformize(self, x)
+        return HalfGradient.apply(y) if x.dtype == torch.float32 else y
+
+    monkeypatch.setattr(SuperpixelAssignment, "uniformize", wrong_backward)
+    monkeypatch.setattr(bench, "time_ms", lambda fn, n, warmup=1, device="cpu": [1.0] * n)
+    cfg = {"B": 1, "C": 2, "H": 8, "W": 8, "N_s": 4, "labels": "grid", "threads": 1}
+    res = bench.run_one(cfg, "scatter", "cpu", 1, dense_max_gb=1.0, paired=False, fresh_process=False)
+    assert res["max_abs_err"] < 1e-6 and res["max_abs_err_grad"] > 1e-2
+    assert bench.worst_error(res) == res["max_abs_err_grad"]
+    assert bench.worst_error({"max_abs_err": 0.0, "max_abs_err_grad": float("nan")}) != 0.0
+    assert bench.worst_error({"fwd_ms": 1.0}) is None
 
 
 def test_bench_uniformize_a_variant_with_a_wrong_result_ends_the_run(monkeypatch, capsys, tmp_path):
