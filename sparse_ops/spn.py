@@ -332,13 +332,8 @@ class SuperpixelClassifier(nn.Module):
         # the features first (the swapped-arguments hint), then the classifier's in_channels
         _checks.check_floating(features, "features", "[B, C, h, w]", before_labels=True)
         self._check_channels(features)
-        _checks.check_classifier(self.classifier.weight, self.classifier.bias, features)  # the device
-        _check_classifier_dtype(
-            features,
-            self.classifier.weight,
-            self.classifier.bias,
-            f"cast the module with .to({features.dtype}) (the classifier's {{name}})",
-        )
+        self._check_parameters(features)
+        _checks.check_classifier(self.classifier.weight, self.classifier.bias, features)  # the shapes
         means, assignment = _superpixel_means(
             features, superpixels, num_superpixels, mask, self.upsample, self.validate, features_checked=True
         )
@@ -403,6 +398,8 @@ class SuperpixelClassifier(nn.Module):
         per-superpixel scores ``Tensor[B, N_s, K]`` too (see :func:`superpixel_cam`)."""
         if isinstance(features, Tensor) and features.is_floating_point():  # else superpixel_cam says why
             self._check_channels(features)
+            if features.dtype in _checks.FLOAT_DTYPES and features.dim() == 4:  # else superpixel_cam says why
+                self._check_parameters(features)
         return superpixel_cam(
             features,
             superpixels,
@@ -413,6 +410,30 @@ class SuperpixelClassifier(nn.Module):
             upsample=self.upsample,
             return_superpixel_scores=return_superpixel_scores,
             validate=self.validate,
+        )
+
+    def _check_parameters(self, features: Tensor) -> None:
+        """Refuse classifier parameters on another device or (outside autocast) of another dtype than
+        ``features``, with the module's fix: ``superpixel_cam``'s advice (``weight.to(...)``) does not move or
+        cast the parameters of a module."""
+        for name, param in (("weight", self.classifier.weight), ("bias", self.classifier.bias)):
+            if param is not None and param.device != features.device:
+                where = repr(str(features.device))
+                fix = (
+                    f"materialize the module with .to_empty(device={where}) (the classifier's {name}) and "
+                    "initialize it, e.g. with module.classifier.reset_parameters()"
+                    if param.is_meta
+                    else f"move the module with .to({where}) (the classifier's {name})"
+                )
+                raise ValueError(
+                    f"{name} must be on the same device as features ({features.device}), got {param.device}; "
+                    + fix
+                )
+        _check_classifier_dtype(
+            features,
+            self.classifier.weight,
+            self.classifier.bias,
+            f"cast the module with .to({features.dtype}) (the classifier's {{name}})",
         )
 
     def _check_channels(self, features: Tensor) -> None:

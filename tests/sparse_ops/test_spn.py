@@ -255,6 +255,34 @@ def test_classifier_forward_checks_the_dtype_like_cam() -> None:
     assert logits.dtype == torch.bfloat16
 
 
+def test_classifier_errors_give_the_module_fix_not_the_functions() -> None:
+    """Parameters of another dtype (``cam``) or device (forward and ``cam``) than the features: the module's
+    errors advised ``cast it with weight.to(features.dtype)`` / ``move it with weight.to(features.device)``,
+    the fix for ``superpixel_cam``'s own arguments, which leaves a module's parameters as they were."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=g)
+    sp = torch.randint(0, 5, (2, 4, 4), generator=g)
+    head = SuperpixelClassifier(3, 2)
+    dtype_fix = r"; cast the module with .to\(torch.float64\) \(the classifier's weight\) or run under"
+    for call in (head, head.cam):
+        with pytest.raises(TypeError, match=r"weight must have the dtype of features .*" + dtype_fix):
+            call(f, sp, 5)
+    meta_f, meta_sp = f.to("meta"), sp.to("meta")
+    same_device = r"^weight must be on the same device as features "
+    move_fix = r"\(meta\), got cpu; move the module with .to\('meta'\) \(the classifier's weight\)$"
+    for call in (head, head.cam):
+        with pytest.raises(ValueError, match=same_device + move_fix):
+            call(meta_f.float(), meta_sp, 5)
+    with torch.device("meta"):
+        deferred = SuperpixelClassifier(3, 2)
+    materialize = r"\(cpu\), got meta; materialize the module with .to_empty\(device='cpu'\)"
+    for call in (deferred, deferred.cam):
+        with pytest.raises(ValueError, match=same_device + materialize):
+            call(f.float(), sp, 5)
+    deferred.to_empty(device="cpu").load_state_dict(head.state_dict())
+    assert torch.equal(deferred(f.float(), sp, 5), head(f.float(), sp, 5))
+
+
 def _spn_outputs(f: torch.Tensor, sp: torch.Tensor, mask: torch.Tensor | None) -> list[torch.Tensor]:
     """Image features, head logits and SP-CAM of ``sp`` with their gradients (ids bounded by inference)."""
     torch.manual_seed(0)
