@@ -706,18 +706,23 @@ _CHECKPOINT_SETTINGS = (
     "spixel_checkpoint",
     "spixel_checkpoint_sha256",
 )
+#: The settings that are paths: recorded absolute (``resume.absolute_path``, as the training CLI records its
+#: path options), so that a continuation from another working folder compares the folders and files they name.
+_PATH_SETTINGS = ("data_root", "seg_checkpoint", "spixel_checkpoint")
 
 
 def _settings(opts: argparse.Namespace, root: Path, seg: Path, spx: Path, val_images: int) -> dict[str, Any]:
-    """Everything an ablation's rows depend on: :func:`_run_settings` and the pretrained checkpoints' paths
-    with the SHA-256 of their content (the hash each checkpoint records, verified on reading): a pretraining
-    trained further, or a ``--seg-checkpoint`` file replaced, gives other weights under the same path."""
+    """Everything an ablation's rows depend on: :func:`_run_settings` and the pretrained checkpoints' absolute
+    paths with the SHA-256 of their content (the hash each checkpoint records, verified on reading): a
+    pretraining trained further, or a ``--seg-checkpoint`` file replaced, gives other weights under the same
+    path."""
+    from examples.voc_joint.resume import absolute_path
     from examples.voc_joint.train import _source_facts
 
     return {
-        "seg_checkpoint": str(seg),
+        "seg_checkpoint": str(absolute_path(seg)),
         "seg_checkpoint_sha256": _source_facts(seg, "deeplab", "--seg-checkpoint")[1],
-        "spixel_checkpoint": str(spx),
+        "spixel_checkpoint": str(absolute_path(spx)),
         "spixel_checkpoint_sha256": _source_facts(spx, "spixel", "--spixel-checkpoint")[1],
         **_run_settings(opts, root, val_images),
     }
@@ -726,9 +731,11 @@ def _settings(opts: argparse.Namespace, root: Path, seg: Path, spx: Path, val_im
 def _run_settings(opts: argparse.Namespace, root: Path, val_images: int) -> dict[str, Any]:
     """The settings known before any pretraining: all of :func:`_settings` but
     :data:`_CHECKPOINT_SETTINGS`; the pretraining's epochs and step cap are None with given checkpoints."""
+    from examples.voc_joint.resume import absolute_path
+
     pretrains = opts.seg_checkpoint is None
     return {
-        "data_root": str(root),
+        "data_root": str(absolute_path(root)),
         "seg_epochs": opts.seg_epochs if pretrains else None,
         "spixel_epochs": opts.spixel_epochs if pretrains else None,
         "pretrain_max_steps": opts.max_steps if pretrains else None,
@@ -769,16 +776,24 @@ def settings_differences(recorded: Any, current: dict[str, Any]) -> list[str]:
 def _check_continuation(previous: dict[str, Any], current: dict[str, Any], path: Path) -> None:
     """Refuse to continue the unfinished ablation ``previous`` (the content of ``path``) with the settings
     ``current``, all of :func:`_settings` or those known before the pretraining (:func:`_run_settings`: the
-    recorded :data:`_CHECKPOINT_SETTINGS` are then not compared), when one of them differs.
+    recorded :data:`_CHECKPOINT_SETTINGS` are then not compared), when one of them differs. The paths
+    (:data:`_PATH_SETTINGS`) are compared absolute: a relative one that an earlier version recorded as typed
+    is taken relative to the current working folder.
 
     Raises:
         UsageError: naming each differing setting with both values (nothing was changed).
     """
     from examples.voc_joint.metrics import dumps
+    from examples.voc_joint.resume import absolute_path
 
     recorded = previous.get("settings")
     if isinstance(recorded, dict) and not set(_CHECKPOINT_SETTINGS) <= set(current):
         recorded = {k: v for k, v in recorded.items() if k not in _CHECKPOINT_SETTINGS}
+    if isinstance(recorded, dict):  # paths an earlier version recorded as typed: relative to this folder
+        recorded = {
+            k: str(absolute_path(v)) if k in _PATH_SETTINGS and isinstance(v, str) else v
+            for k, v in recorded.items()
+        }
     differences = settings_differences(recorded, json.loads(dumps(current)))
     if differences:
         raise UsageError(

@@ -400,6 +400,53 @@ def test_continuing_with_a_replaced_checkpoint_file_is_refused(
     assert "spixel_checkpoint_sha256" not in err and "seg_checkpoint:" not in err, err
 
 
+def test_continuing_compares_the_folders_and_files_the_paths_name(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """The settings recorded --data-root and the checkpoints as typed: continued from another working folder,
+    a relative --data-root naming another data set was taken as the same (rows of two data sets mixed), and
+    the same folder or file named another way was refused. They are recorded and compared as absolute paths; a
+    relative path of an earlier ablation.json is taken relative to the current folder."""
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copytree(tiny_voc, tmp_path / name / "voc")
+    untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    abs_ck = [tmp_path / "ck" / "seg" / "checkpoint.pt", tmp_path / "ck" / "spixel" / "checkpoint.pt"]
+
+    def argv(root, seg, spx):
+        return [*_small_argv(root, out, seg, spx, one_thread), "--max-steps", "1"]
+
+    def unfinished(**settings) -> None:
+        record = json.loads((out / "ablation.json").read_text())
+        record["complete"] = False
+        record["settings"].update(settings)
+        (out / "ablation.json").write_text(json.dumps(record))
+
+    monkeypatch.chdir(tmp_path / "a")
+    ablation.main(argv("voc", *(f"../ck/{s}/checkpoint.pt" for s in ("seg", "spixel"))))
+    settings = json.loads((out / "ablation.json").read_text())["settings"]
+    assert settings["data_root"] == str((tmp_path / "a" / "voc").resolve())
+    assert settings["seg_checkpoint"] == str(abs_ck[0].resolve())
+    unfinished()
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path / "b")  # the same words, another data set
+    with pytest.raises(SystemExit) as info:
+        ablation.main(argv("voc", *abs_ck))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "holds an unfinished ablation with other settings" in err, err
+    assert f"data_root: '{tmp_path / 'a' / 'voc'}' (unfinished ablation) -> '{tmp_path / 'b' / 'voc'}'" in err
+    monkeypatch.chdir(tmp_path)  # the same folder and files, named another way: continued
+    res = ablation.main(argv("a/voc", "ck/seg/checkpoint.pt", "ck/spixel/checkpoint.pt"))
+    assert res["complete"] and [r["init"] for r in res["rows"]] == ["no_fusion"]
+    # an ablation.json of an earlier version, with the paths as typed: relative to the current folder
+    unfinished(data_root="voc", seg_checkpoint="../ck/seg/checkpoint.pt")
+    monkeypatch.chdir(tmp_path / "a")
+    assert ablation.main(argv(tmp_path / "a" / "voc", *abs_ck))["complete"]
+    capsys.readouterr()
+
+
 def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, capsys) -> None:
     """An unfinished ablation whose planned runs are all done finishes without training; rows of variants no
     longer asked for are left out of the summary, said so and kept in ablation.json under ``left_out``."""
