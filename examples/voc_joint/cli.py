@@ -319,7 +319,7 @@ def output_path(text: str) -> Path:
     """
     if not text:
         raise argparse.ArgumentTypeError("expected a path, got ''")
-    return Path(text)
+    return _expanded(text, "a path")  # (as the input paths: --output-dir=~/runs, where no shell expands it)
 
 
 def one_process_error(script: str, environ: Mapping[str, str] | None = None) -> str | None:
@@ -409,12 +409,25 @@ def check_one_process(parser: argparse.ArgumentParser, script: str) -> None:
         parser.error(error)
 
 
+def _expanded(text: str, what: str) -> Path:
+    """``Path(text)`` with a leading ``~`` or ``~user`` expanded; the ``ArgumentTypeError`` where that names
+    no home folder (an unknown user; no ``HOME`` and no password entry) instead of ``Path.expanduser``'s
+    ``RuntimeError`` (a traceback)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"expected {what}, got {text!r}: its '~' names no home folder (no such user, or HOME unset)"
+        ) from None
+
+
 def _check_usable(text: str, what: str) -> None:
     """Raise the ``ArgumentTypeError`` for a ``text`` that cannot even be looked up as a path (a name too long
-    for the system, ...), instead of the ``OSError`` (a traceback) that ``Path.is_file`` raises for it; a path
-    that does not exist passes (the caller says so)."""
+    for the system, a ``~user`` of no user, ...), instead of the ``OSError`` or ``RuntimeError`` (a traceback)
+    that ``Path.is_file`` or ``Path.expanduser`` raises for it; a path that does not exist passes (the caller
+    says so)."""
     try:
-        Path(text).expanduser().stat()
+        _expanded(text, what).stat()
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}: {exc.strerror}") from None
@@ -425,7 +438,7 @@ def existing_file(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("expected a file, got ''")
     _check_usable(text, "a file")
-    path = Path(text).expanduser()
+    path = _expanded(text, "a file")
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"expected a file, got the folder {text!r}")
     if not path.is_file():
@@ -439,7 +452,7 @@ def existing_dir(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("expected a folder, got ''")
     _check_usable(text, "a folder")
-    path = Path(text).expanduser()
+    path = _expanded(text, "a folder")
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"expected a folder, got the file {text!r}")
     if not path.is_dir():
@@ -462,8 +475,9 @@ def resume_arg(text: str) -> str:
     if text == "auto":
         return text
     _check_usable(text, "a checkpoint file")
-    if Path(text).expanduser().is_dir():
+    path = _expanded(text, "a checkpoint file")
+    if path.is_dir():
         raise argparse.ArgumentTypeError(f"--resume expects a checkpoint file, got the folder {text!r}")
-    if not Path(text).expanduser().is_file():
+    if not path.is_file():
         raise argparse.ArgumentTypeError(f"--resume checkpoint not found: {text!r}")
-    return str(Path(text).expanduser())
+    return str(path)

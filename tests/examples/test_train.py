@@ -1398,7 +1398,14 @@ def test_overwrite_and_resume_of_a_stage_that_reached_max_steps(tiny_voc, tmp_pa
 def test_option_types_include_their_closed_bounds(tmp_path, monkeypatch) -> None:
     import argparse
 
-    from examples.voc_joint.cli import existing_file, float_range, int_range, resume_arg
+    from examples.voc_joint.cli import (
+        existing_dir,
+        existing_file,
+        float_range,
+        int_range,
+        output_path,
+        resume_arg,
+    )
 
     assert int_range(1, 3)("3") == 3 and int_range(1, 3)("1") == 1
     with pytest.raises(argparse.ArgumentTypeError, match=r"must be an integer in \[1, 3\], got 4"):
@@ -1415,6 +1422,12 @@ def test_option_types_include_their_closed_bounds(tmp_path, monkeypatch) -> None
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "c.pt").touch()
     assert resume_arg("~/c.pt") == str(tmp_path / "c.pt") and resume_arg("auto") == "auto"
+    # an output path expands '~' as the input paths do (--output-dir=~/runs: no shell expands it), and a
+    # '~user' of no user is an argument error, not Path.expanduser's RuntimeError (a traceback)
+    assert output_path("~/runs") == tmp_path / "runs" and output_path("runs") == Path("runs")
+    for parse in (existing_file, existing_dir, resume_arg, output_path):
+        with pytest.raises(argparse.ArgumentTypeError, match="its '~' names no home folder"):
+            parse("~no_such_user_of_transinit/x.pt")
 
 
 def test_schedule_horizon_counts_only_the_full_batches_left() -> None:
