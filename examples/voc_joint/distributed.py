@@ -14,12 +14,15 @@ import gc
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from examples.voc_joint.cli import UsageError
 
 __all__ = [
     "MAIN_WORK_TIMEOUT",
@@ -30,6 +33,7 @@ __all__ = [
     "init_distributed",
     "peer_lost",
     "resolve_device",
+    "torchrun_environment",
     "unwrap_model",
 ]
 
@@ -188,6 +192,65 @@ class DistInfo:
         return box[0]
 
 
+def _env_count(environ: Mapping[str, str], name: str, default: int, least: int) -> int:
+    """The whole number of environment variable ``name`` (``default`` when unset), at least ``least``."""
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not (text.isascii() and text.isdecimal()) or int(text) < least:
+        raise UsageError(
+            f"environment variable {name}={raw!r}: expected a whole number >= {least} (as torchrun sets it), "
+            f"got {raw!r}"
+        )
+    return int(text)
+
+
+def torchrun_environment(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """``(WORLD_SIZE, RANK, LOCAL_RANK)`` of ``environ`` (default :data:`os.environ`), checked: unset, they
+    are ``(1, 0, 0)`` (one process).
+
+    A value that is no count failed in ``int()`` (``invalid literal for int() with base 10: ''``, naming no
+    variable); a ``RANK`` of 1 without ``WORLD_SIZE`` made a process that believed it was not rank 0 and wrote
+    no checkpoint; a ``RANK`` not below ``WORLD_SIZE`` waited forever for a rank 0 that never comes. With
+    several processes ``MASTER_PORT`` (read by torch, which names neither ``abc`` nor ``70000`` as the
+    variable's) is checked too.
+
+    Raises:
+        UsageError: naming the variable, the values it may take and its value.
+
+    Example:
+        >>> torchrun_environment({})
+        (1, 0, 0)
+        >>> torchrun_environment({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"})
+        (2, 1, 1)
+        >>> try:
+        ...     torchrun_environment({"WORLD_SIZE": "2", "RANK": "2"})
+        ... except UsageError as exc:
+        ...     print(exc)
+        environment variable RANK='2': expected a rank below WORLD_SIZE=2 (0 to 1), got '2'
+    """
+    env = os.environ if environ is None else environ
+    world_size = _env_count(env, "WORLD_SIZE", 1, 1)
+    rank = _env_count(env, "RANK", 0, 0)
+    local_rank = _env_count(env, "LOCAL_RANK", 0, 0)
+    size = f"WORLD_SIZE={world_size}" if "WORLD_SIZE" in env else "WORLD_SIZE unset (one process)"
+    for name, value in (("RANK", rank), ("LOCAL_RANK", local_rank)):
+        if value >= world_size:
+            raise UsageError(
+                f"environment variable {name}={env[name]!r}: expected a rank below {size} (0 to "
+                f"{world_size - 1}), got {env[name]!r}"
+            )
+    port = env.get("MASTER_PORT")
+    if world_size > 1 and port is not None:
+        text = port.strip()
+        if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= 65535:
+            raise UsageError(
+                f"environment variable MASTER_PORT={port!r}: expected a TCP port, 1 to 65535, got {port!r}"
+            )
+    return world_size, rank, local_rank
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Read the ``torchrun`` environment, choose the device and initialize the process group if needed.
 
@@ -196,10 +259,14 @@ def init_distributed(device: str | None = None) -> DistInfo:
 
     Returns:
         DistInfo: this process's rank, world size, local rank and device.
+
+    Raises:
+        UsageError: a ``WORLD_SIZE``, ``RANK`` or ``LOCAL_RANK`` that is not a whole number (empty, negative,
+            ``abc``), a ``WORLD_SIZE`` of 0, a ``RANK`` or ``LOCAL_RANK`` not below ``WORLD_SIZE`` (1 when
+            unset), or, with several processes, a ``MASTER_PORT`` that is not a port (1 to 65535); the
+            message names the variable, what it must be and its value (:func:`torchrun_environment`).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world_size, rank, local_rank = torchrun_environment()
     enabled = world_size > 1
     dev = resolve_device(device, local_rank, enabled)
     if dev.type == "cuda":

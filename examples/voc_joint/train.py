@@ -2137,7 +2137,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     locks = []
     # the process group first, under the default signal handlers: a process waiting here for one that failed
     # at start stops on torchrun's SIGTERM (the guard would defer it to a safe point this wait never reaches)
-    info = init_distributed(args.device)
+    try:
+        info = init_distributed(args.device)
+    except UsageError as exc:  # a hostile WORLD_SIZE, RANK, LOCAL_RANK or MASTER_PORT: named, exit status 2
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     with InterruptGuard() as guard:
         try:
             # what needs no output folder first: a refused command leaves no lock file or folder behind

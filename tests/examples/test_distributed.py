@@ -126,6 +126,80 @@ def test_init_distributed_reads_the_torchrun_environment(monkeypatch: pytest.Mon
     assert distributed.init_distributed("cpu") == DistInfo() and len(inits) == 1
 
 
+@pytest.mark.parametrize(
+    ("env", "name", "expected"),
+    [
+        ({"WORLD_SIZE": ""}, "WORLD_SIZE", "a whole number >= 1"),
+        ({"WORLD_SIZE": "abc"}, "WORLD_SIZE", "a whole number >= 1"),
+        ({"WORLD_SIZE": "-1"}, "WORLD_SIZE", "a whole number >= 1"),
+        ({"WORLD_SIZE": "0"}, "WORLD_SIZE", "a whole number >= 1"),
+        ({"WORLD_SIZE": "2.0"}, "WORLD_SIZE", "a whole number >= 1"),
+        ({"WORLD_SIZE": "2", "RANK": ""}, "RANK", "a whole number >= 0"),
+        ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK", "a whole number >= 0"),
+        ({"WORLD_SIZE": "2", "RANK": "one"}, "RANK", "a whole number >= 0"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK", "a rank below WORLD_SIZE=2 (0 to 1)"),
+        ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK", "a rank below WORLD_SIZE=2 (0 to 1)"),
+        ({"RANK": "1"}, "RANK", "a rank below WORLD_SIZE unset (one process) (0 to 0)"),
+        ({"WORLD_SIZE": "2", "LOCAL_RANK": "-3"}, "LOCAL_RANK", "a whole number >= 0"),
+        ({"WORLD_SIZE": "2", "LOCAL_RANK": "x"}, "LOCAL_RANK", "a whole number >= 0"),
+        ({"WORLD_SIZE": "2", "LOCAL_RANK": "2"}, "LOCAL_RANK", "a rank below WORLD_SIZE=2"),
+        ({"WORLD_SIZE": "2", "MASTER_PORT": ""}, "MASTER_PORT", "a TCP port, 1 to 65535"),
+        ({"WORLD_SIZE": "2", "MASTER_PORT": "abc"}, "MASTER_PORT", "a TCP port, 1 to 65535"),
+        ({"WORLD_SIZE": "2", "MASTER_PORT": "-5"}, "MASTER_PORT", "a TCP port, 1 to 65535"),
+        ({"WORLD_SIZE": "2", "MASTER_PORT": "0"}, "MASTER_PORT", "a TCP port, 1 to 65535"),
+        ({"WORLD_SIZE": "2", "MASTER_PORT": "70000"}, "MASTER_PORT", "a TCP port, 1 to 65535"),
+    ],
+)
+def test_a_hostile_torchrun_environment_is_refused_naming_the_variable(
+    env: dict[str, str], name: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``WORLD_SIZE=''`` or ``RANK=abc`` failed in ``int()`` ("invalid literal for int() with base 10: ''",
+    naming no variable); ``WORLD_SIZE=0`` or ``-1`` ran as one process; ``RANK=1`` without ``WORLD_SIZE`` ran
+    one process that was not the main one and wrote no checkpoint; ``RANK=5`` of 2 waited forever in
+    ``init_process_group`` for a rank 0; ``MASTER_PORT=abc`` was torch's bare ``int()`` error. Each is a usage
+    error naming the variable, what it must be and its value, before any process group is joined."""
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+
+    def joined(**kwargs: object) -> None:
+        raise AssertionError("no process group is joined with that environment")
+
+    monkeypatch.setattr(distributed.dist, "init_process_group", joined)
+    monkeypatch.setattr(distributed.dist, "new_group", joined)
+    wanted = f"environment variable {name}={env[name]!r}: expected {expected}"
+    with pytest.raises(UsageError) as err:
+        distributed.init_distributed("cpu")
+    assert str(err.value).startswith(wanted) and str(err.value).endswith(f"got {env[name]!r}"), err.value
+
+
+def test_a_well_formed_torchrun_environment_is_read_as_given() -> None:
+    """torchrun's values, with the blanks a shell may add; MASTER_PORT is torch's to read in one process."""
+    assert distributed.torchrun_environment({}) == (1, 0, 0)
+    env = {"WORLD_SIZE": " 2 ", "RANK": "1", "LOCAL_RANK": "0"}
+    assert distributed.torchrun_environment(env) == (2, 1, 0)
+    assert distributed.torchrun_environment({"WORLD_SIZE": "1", "MASTER_PORT": "abc"}) == (1, 0, 0)
+    assert distributed.torchrun_environment({"WORLD_SIZE": "2", "MASTER_PORT": "65535"}) == (2, 0, 0)
+
+
+def test_train_refuses_a_hostile_torchrun_environment_with_a_usage_error(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``WORLD_SIZE=abc train.py ...`` ended in a traceback of ``int()``; now exit status 2 and one line
+    naming WORLD_SIZE, before any output folder is made."""
+    from .helpers import train_args
+
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    with pytest.raises(SystemExit) as stop:
+        train.main(train_args(tiny_voc, tmp_path / "run", "--stage", "seg", "--max-steps", "1"))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    assert "error: environment variable WORLD_SIZE='abc': expected a whole number >= 1" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_ddp_processes_take_the_gpu_of_their_local_rank(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
