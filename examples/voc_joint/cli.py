@@ -334,7 +334,8 @@ def one_process_error(script: str, environ: Mapping[str, str] | None = None) -> 
         'evaluate.py runs in one process'
     """
     raw = (os.environ if environ is None else environ).get("WORLD_SIZE", "").strip()
-    if not raw.isdigit() or int(raw) <= 1:  # unset, 1, or no count (train.py names a malformed one)
+    # unset, 1, or no count (train.py names a malformed one); str.isdigit alone takes "²", which int() refuses
+    if not (raw.isascii() and raw.isdigit()) or int(raw) <= 1:
         return None
     return (
         f"{script} runs in one process, got WORLD_SIZE={int(raw)} (a torchrun launch): each process would "

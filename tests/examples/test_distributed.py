@@ -582,3 +582,13 @@ def test_the_one_process_scripts_refuse_a_torchrun_launch(script, tmp_path, monk
     from examples.voc_joint.cli import one_process_error
 
     assert one_process_error(f"{script}.py") is None
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u00b9", "\u0663", "", " ", "abc", "-2", "1"])
+def test_the_one_process_scripts_run_on_a_world_size_that_is_no_count(value: str) -> None:
+    """``WORLD_SIZE=²`` (a digit to ``str.isdigit``, not to ``int``) ended evaluate.py, demo.py and
+    ablation.py in "invalid literal for int() with base 10: '²'" before their own options were read; a
+    value that is no count of processes is not a torchrun launch to them, as ``abc`` was already."""
+    from examples.voc_joint.cli import one_process_error
+
+    assert one_process_error("evaluate.py", {"WORLD_SIZE": value}) is None
