@@ -264,7 +264,9 @@ def init_distributed(device: str | None = None) -> DistInfo:
         UsageError: a ``WORLD_SIZE``, ``RANK`` or ``LOCAL_RANK`` that is not a whole number (empty, negative,
             ``abc``), a ``WORLD_SIZE`` of 0, a ``RANK`` or ``LOCAL_RANK`` not below ``WORLD_SIZE`` (1 when
             unset), or, with several processes, a ``MASTER_PORT`` that is not a port (1 to 65535); the
-            message names the variable, what it must be and its value (:func:`torchrun_environment`).
+            message names the variable, what it must be and its value (:func:`torchrun_environment`); with
+            several processes, a variable of the ``env://`` rendezvous missing (``RANK``, ``MASTER_ADDR``,
+            ``MASTER_PORT``: torch's message, which names it).
     """
     world_size, rank, local_rank = torchrun_environment()
     enabled = world_size > 1
@@ -272,7 +274,12 @@ def init_distributed(device: str | None = None) -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if enabled and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://")
+        try:
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://")
+        except ValueError as exc:  # env:// rendezvous: "environment variable RANK expected, but not set"
+            raise UsageError(
+                f"{exc} (WORLD_SIZE={world_size}: launch the processes with torchrun, which sets them all)"
+            ) from exc
     wait_group = dist.new_group(backend="gloo", timeout=MAIN_WORK_TIMEOUT) if enabled else None
     return DistInfo(
         rank=rank, world_size=world_size, local_rank=local_rank, device=dev, wait_group=wait_group

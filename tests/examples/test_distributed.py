@@ -184,6 +184,23 @@ def test_a_well_formed_torchrun_environment_is_read_as_given() -> None:
     assert distributed.torchrun_environment({"WORLD_SIZE": "2", "MASTER_PORT": "65535"}) == (2, 0, 0)
 
 
+@pytest.mark.parametrize("missing", ["RANK", "MASTER_ADDR", "MASTER_PORT"])
+def test_a_rendezvous_variable_missing_is_a_usage_error_naming_it(
+    missing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``WORLD_SIZE=2`` without ``RANK``, ``MASTER_ADDR`` or ``MASTER_PORT`` (a launch by hand, not by
+    torchrun) ended train.py in a traceback of torch's rendezvous ``ValueError``; it is a usage error now,
+    with torch's message naming the variable (the real env:// rendezvous runs: it fails before connecting)."""
+    env = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv(missing)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    with pytest.raises(UsageError, match=rf"environment variable {missing} expected, but not set") as err:
+        distributed.init_distributed("cpu")
+    assert "WORLD_SIZE=2: launch the processes with torchrun" in str(err.value), err.value
+
+
 def test_train_refuses_a_hostile_torchrun_environment_with_a_usage_error(
     tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
