@@ -567,15 +567,16 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     if not rows:  # was matplotlib's "number sections must be larger than 0." from the legend
         raise ValueError("rows: expected the rows of at least one run, got none")
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
     import numpy as np
+    from matplotlib.figure import Figure
 
+    # a Figure of its own, not pyplot's: the caller's matplotlib backend and pyplot figures are left alone
+    # (matplotlib.use("Agg") here switched the backend of the whole process, e.g. of a notebook)
     # 12 pt: the figure is 15 inches wide and the docs show it at about half its size
-    with plt.rc_context({"font.size": 12}):
-        fig, (ax_m, ax_d, ax_l) = plt.subplots(1, 3, figsize=(15, 5.2), layout="constrained")
+    with matplotlib.rc_context({"font.size": 12}):
+        fig = Figure(figsize=(15, 5.2), layout="constrained")
+        ax_m, ax_d, ax_l = fig.subplots(1, 3)
         by: dict[str, dict[int, dict[str, Any]]] = {}
         for r in rows:
             by.setdefault(r["init"], {})[int(r["seed"])] = r
@@ -644,10 +645,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
             fig.suptitle(title)
         path.parent.mkdir(parents=True, exist_ok=True)
         png = io.BytesIO()
-        try:
-            fig.savefig(png, format="png", dpi=100)
-        finally:
-            plt.close(fig)
+        fig.savefig(png, format="png", dpi=100)
         write_bytes_atomic(path, png.getvalue())  # a full disk or a stop leaves the earlier figure
     return path
 

@@ -625,15 +625,46 @@ def _curve_row(init: str, seed: int, miou: list[float], loss: list[float]) -> di
     return {"init": init, "seed": seed, "curve": curve}
 
 
+def _drawn_figures(monkeypatch) -> list:
+    """The matplotlib figures that ``plot`` saves from now on (appended as each is saved)."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    savefig = Figure.savefig
+
+    def recorded(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recorded)
+    return figures
+
+
+def test_plot_leaves_the_backend_and_pyplot_alone(tmp_path, monkeypatch) -> None:
+    """``plot`` called ``matplotlib.use("Agg")``: the backend of the whole process switched (a notebook's
+    inline figures, an interactive session's windows). It draws on a Figure of its own, without pyplot."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("plot switched the backend or drew through pyplot")
+
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    for name in ("figure", "subplots", "gcf"):
+        monkeypatch.setattr(plt, name, refuse)
+    figures = plt.get_fignums()
+    rows = [_curve_row(v, s, [0.3, 0.4], [2.0, 1.0]) for v in ("transparent", "xavier") for s in (0, 1)]
+    path = ablation.plot(rows, tmp_path / "ablation.png", title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plt.get_fignums() == figures
+
+
 def test_plot_draws_means_paired_differences_smoothed_losses_and_seed_bands(tmp_path, monkeypatch) -> None:
     """ablation.png from its matplotlib objects: per init one mIoU line (mean over seeds, in %), one line
     of the paired difference to transparent (same seeds only; none for transparent), one loss line (mean of
     the seeds' 5-step running means), the controls dashed, the seeds' range shaded for 2+ seeds."""
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    figures = []
-    monkeypatch.setattr(plt, "close", figures.append)
+    figures = _drawn_figures(monkeypatch)
     loss = {0: [4.0, 1.0, 3.0, 2.0], 1: [2.0, 2.0, 1.0, 5.0], 2: [1.0, 1.0, 1.0, 1.0]}
     rows = [_curve_row("transparent", s, [0.3, 0.4, 0.5 + 0.1 * s], loss[s]) for s in (0, 1)]
     rows += [_curve_row("xavier", s, [0.0, 0.1 * s, 0.2 + 0.1 * s], loss[s]) for s in (0, 1, 2)]
@@ -675,7 +706,7 @@ def test_plot_draws_means_paired_differences_smoothed_losses_and_seed_bands(tmp_
 def test_a_failed_figure_write_leaves_the_earlier_figure_and_no_temporary_file(tmp_path, monkeypatch) -> None:
     """``plot`` wrote ablation.png in place (savefig): a full disk while it redrew a figure (a continued
     ablation, ``redraw_figure``) left a cut PNG where the earlier one was. It writes a temporary file renamed
-    into place, and closes the figure either way."""
+    into place, and leaves no pyplot figure open either way."""
     import errno
 
     import matplotlib.pyplot as plt
@@ -717,8 +748,7 @@ def test_plot_tells_the_inits_apart_without_colour_and_in_readable_type(tmp_path
     setting does not leak into later figures."""
     import matplotlib.pyplot as plt
 
-    figures = []
-    monkeypatch.setattr(plt, "close", figures.append)
+    figures = _drawn_figures(monkeypatch)
     font_size = plt.rcParams["font.size"]
     rows = [
         _curve_row(v, s, [0.1 * k, 0.2, 0.3 + 0.01 * s], [2.0, 1.5, 1.2, 1.0])
