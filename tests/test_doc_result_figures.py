@@ -2,8 +2,9 @@
 ``bench_overhead`` tables of the benchmarks page, cell by cell, the uniformization page's per-run tables and
 setup range against their ``bench_uniformize_cpu_*.json``, the soft-association page's benchmark table
 against ``soft_20261201_xeon.json``, the README's transparent-stack row (forward ratio and date) against
-``transparent_init.json``, and the ablation page's tables and intervals against the per-seed rows of the
-committed ``ablation.json`` runs."""
+``transparent_init.json``, the H200 speed-up over the paper's encoder (README and benchmarks page) against
+``gpu_check_cuda_20261204_h200.json``, and the ablation page's tables and intervals against the per-seed
+rows of the committed ``ablation.json`` runs."""
 
 from __future__ import annotations
 
@@ -447,3 +448,20 @@ def test_ablation_ten_seed_intervals_match_their_json() -> None:
         assert [mean_s, low_s, high_s] == want, f"{init}: page {mean_s} [{low_s}, {high_s}], JSON {want}"
         n = sum(d < 0 for d in diffs) if side == "behind" else sum(d > 0 for d in diffs)
         assert int(count) == n, f"{init}: page {side} on {count}, JSON {n}"
+
+
+def test_gpu_paper_speedup_range_matches_its_json() -> None:
+    """The README's and the benchmarks page's range of "faster than the paper's (COO) encoder with the
+    assignment built once" on the H200 is the last GPU check's paper_coo / scatter forward+backward times,
+    each rounded to a whole number as the text prints it (11.5x is 12x, not 11x)."""
+    result = json.loads((RESULTS / "gpu_check_cuda_20261204_h200.json").read_text())
+    rows = result["stages"]["uniformize"]["summary"]["rows"]
+    speedups = [r["paper_coo"]["fwd_bwd_ms"] / r["scatter"]["fwd_bwd_ms"] for r in rows]
+    want = f"{round(min(speedups))}-{round(max(speedups))}x"
+    for page in (ROOT / "README.md", ROOT / "docs" / "benchmarks.rst"):
+        text = " ".join(page.read_text(encoding="utf-8").split())
+        shown = re.findall(
+            r"(\d+-\d+x) faster than the paper's (?:COO )?encoder with the assignment built once", text
+        )
+        assert shown, f"{page.name}: the GPU range was not found"
+        assert shown == [want] * len(shown), f"{page.name}: {shown}, the JSON: {want} ({speedups})"
