@@ -465,3 +465,25 @@ def test_gpu_paper_speedup_range_matches_its_json() -> None:
         )
         assert shown, f"{page.name}: the GPU range was not found"
         assert shown == [want] * len(shown), f"{page.name}: {shown}, the JSON: {want} ({speedups})"
+
+
+def test_readme_joint_row_cites_the_newest_resnet18_run() -> None:
+    """The README's "Latest figures" joint-step row names the newest ResNet-18 run committed (by the date in
+    its file name), in its footnote with that run's paired ratio, and its date column reaches that date."""
+    runs = sorted(
+        (m.group(1), p.name)
+        for p in RESULTS.glob("joint_resnet18_2026*_epyc.json")
+        if (m := re.match(r"joint_resnet18_(\d{8})_", p.name)) is not None
+    )
+    date, name = runs[-1]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme.split())
+    assert f"`{name}`" in text, f"README: the newest ResNet-18 run {name} is not cited"
+    result = json.loads((RESULTS / name).read_text())
+    row = next(r for r in result["cpu_resnet18_b2_128"]["rows"] if r["variant"] == "joint_hard_ti")
+    assert f"{row['time_ratio_paired']:.2f}x" in text, f"README: {name}'s paired ratio is not quoted"
+    line = next(x for x in readme.splitlines() if x.startswith("| joint training step"))
+    measured = line.rstrip(" |").rsplit("|", 1)[1]
+    assert f"-{date[6:]}," in measured or f"{date[:4]}-{date[4:6]}-{date[6:]}" in measured, (
+        f"README joint row dated {measured.strip()!r}, the newest run {name}"
+    )
