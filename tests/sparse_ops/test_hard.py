@@ -317,3 +317,12 @@ def test_the_counts_are_on_the_association_device() -> None:
     )
     assert labels.is_meta and counts.is_meta and counts.shape == (2,)
     assert hard_superpixels(torch.rand(2, 9, 5, 7), 2, return_counts=True)[1].tolist() == [12, 12]
+
+
+def test_a_nan_in_assoc_is_refused_with_its_index() -> None:
+    """The NaN error gives the actual value and where it lies, as the association check of the soft ops does
+    (it named neither: which of the B x 9 x H x W entries was bad was left to the caller to find)."""
+    assoc = torch.full((2, 9, 3, 4), 1 / 9)
+    assoc[1, 5, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"assoc must not contain NaN .*got NaN at index \[1, 5, 2, 0\]"):
+        hard_superpixels(assoc, 2)
