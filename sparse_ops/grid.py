@@ -253,8 +253,9 @@ def pixel_xy(
     exact_up_to = int(2 / torch.finfo(dtype).eps)  # every integer up to 2 ** (mantissa bits + 1) is exact
     if max(height, width) - 1 > exact_up_to:
         raise ValueError(
-            f"{dtype} holds integers exactly only up to {exact_up_to}, but the coordinates of a {height} x "
-            f"{width} image reach {max(height, width) - 1}: use float32 (or wider)"
+            f"dtype={dtype} holds integers exactly only up to {exact_up_to}, but the coordinates of a "
+            f"height x width = {height} x {width} image reach {max(height, width) - 1}: use "
+            "dtype=torch.float32 (or wider)"
         )
     # filled by copies, not torch.stack: autocast promotes the inputs of a stack and refuses a half type other
     # than its own (float16 under a bfloat16 autocast raised "Unexpected floating ScalarType in

@@ -109,6 +109,17 @@ def test_pixel_xy_errors():
         pixel_xy(2050, 2, dtype=torch.float16)
 
 
+def test_the_pixel_xy_precision_error_names_dtype() -> None:
+    """The error of a dtype too narrow for the coordinates names the argument (it began with the dtype's
+    value alone, ``torch.float16 holds ...``), the sizes and the fix."""
+    with pytest.raises(
+        ValueError,
+        match=r"^dtype=torch\.float16 holds integers exactly only up to 2048, but the coordinates of a "
+        r"height x width = 3 x 3000 image reach 2999: use dtype=torch\.float32 \(or wider\)$",
+    ):
+        pixel_xy(3, 3000, dtype=torch.float16)
+
+
 @pytest.mark.parametrize(("dtype", "side"), [(torch.bfloat16, 257), (torch.float16, 2049)])
 def test_pixel_xy_is_exact_up_to_the_dtype_limit(dtype: torch.dtype, side: int) -> None:
     xy = pixel_xy(side, side, dtype=dtype)
