@@ -86,8 +86,8 @@ def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD)
 
     Raises:
         TypeError: ``module`` not an ``nn.Module``, ``threshold`` not a real.
-        ValueError: ``threshold`` negative or not finite, ``module`` without any parameter, or a parameter
-            on the ``meta`` device (no values).
+        ValueError: ``threshold`` negative or not finite, ``module`` without any parameter entry (no
+            parameter, or only empty ones), or a parameter on the ``meta`` device (no values).
 
     Example:
         >>> from torch import nn
@@ -113,8 +113,16 @@ def init_rate(module: nn.Module, threshold: SupportsFloat = INIT_RATE_THRESHOLD)
         size = (p.detach().float() if _is_float8(p.dtype) else p.detach()).abs()
         big += int(_above(size, thr).sum())
         nan = nan or bool(size.isnan().any())
-    if total == 0:
-        raise ValueError("module has no parameters")
+    if total == 0:  # nothing to count: no parameter, or only empty ones (nn.Linear(0, 0))
+        shapes = [list(p.shape) for p in mod.parameters()]
+        if not shapes:
+            raise ValueError(
+                f"module has no parameters, got {type(mod).__name__} without any: no entry to count"
+            )
+        raise ValueError(
+            f"module has no parameter entries, got {type(mod).__name__} whose {len(shapes)} parameters are "
+            f"all empty (shapes {shapes}): no entry to count"
+        )
     return math.nan if nan else big / total
 
 

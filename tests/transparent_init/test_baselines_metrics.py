@@ -233,6 +233,15 @@ def test_metric_errors() -> None:
         init_rate(nn.Linear(2, 2), threshold=-1)
     with pytest.raises(ValueError, match="module has no parameters"):
         init_rate(nn.ReLU())
+    with pytest.raises(ValueError, match=r"module has no parameters, got ReLU without any"):
+        init_rate(nn.ReLU())
+    # parameters, all empty: not "no parameters" (it has two), and the shapes are the actual value
+    with pytest.raises(
+        ValueError,
+        match=r"module has no parameter entries, got Linear whose 2 parameters are all empty \(shapes "
+        r"\[\[0, 0\], \[0\]\]\): no entry to count",
+    ):
+        init_rate(nn.Linear(0, 0))
     with pytest.raises(ValueError, match="eps must be a finite real > 0, got 0"):
         recovery_rate(nn.Identity(), torch.ones(2), eps=0)
     with pytest.raises(TypeError, match=r"x must be a torch\.Tensor, got list"):
