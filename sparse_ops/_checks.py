@@ -132,8 +132,8 @@ def check_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
 
 
 def check_number(value: object, name: str, minimum: float) -> float:
-    """Return a real number (not a ``bool`` of any kind, not a string, not a tensor that is not 0-d)
-    ``>= minimum`` as a ``float`` (``inf`` for an int beyond the float range)."""
+    """Return a real number (not a ``bool`` of any kind, not a string, not a complex, not a tensor that is not
+    0-d or holds no value) ``>= minimum`` as a ``float`` (``inf`` for an int beyond the float range)."""
     if isinstance(value, (str, bytes, bytearray)):  # float("0.5") would parse it: a string is not a number
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     if _is_bool(value):  # float(True) is 1.0: refused, as check_int refuses it
@@ -143,6 +143,14 @@ def check_number(value: object, name: str, minimum: float) -> float:
         raise TypeError(f"{name} must be a real number, got a numpy bool array {value!r}")
     if _is_unscalar_tensor(value):  # float() reads [0.5]
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    # a complex tensor or numpy complex (a subclass of complex): float() dropped the imaginary part (numpy,
+    # with a ComplexWarning only) or raised a RuntimeError that named no argument (a tensor)
+    if (isinstance(value, Tensor) and value.is_complex()) or (
+        type(value).__module__ == "numpy" and getattr(getattr(value, "dtype", None), "kind", None) == "c"
+    ):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    if isinstance(value, Tensor) and value.is_meta:  # no value to read (.item() raises deep inside)
+        raise TypeError(f"{name} must be a real number, got {_describe(value)} (it holds no value)")
     if isinstance(value, Tensor) and value.requires_grad:  # float() would cut it from the graph, silently
         raise TypeError(
             f"{name} must be a real number, got a Tensor that requires grad: no gradient would reach it "

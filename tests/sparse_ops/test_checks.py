@@ -84,6 +84,28 @@ def test_a_numpy_bool_array_is_not_a_number() -> None:
     assert _checks.check_number(np.array(0.5), "w", 0.0) == 0.5  # a 0-d number array is still a number
 
 
+def test_a_complex_or_meta_value_is_not_a_real_number() -> None:
+    """A numpy complex passed float() with a ComplexWarning, its imaginary part dropped
+    (spixel_loss(pos_weight=np.complex128(1 + 1j)) ran with 1.0), and so did a complex tensor with a zero
+    imaginary part; one with another raised PyTorch's RuntimeError ("value cannot be converted to type double
+    without overflow") and a tensor on the meta device "Tensor.item() cannot be called on meta tensors",
+    naming no argument. Each is refused as check_int refuses them, naming the argument."""
+    wrong = (np.complex128(1 + 1j), np.complex64(1), torch.tensor(1j), torch.tensor(1 + 0j))
+    for value in wrong:
+        with pytest.raises(TypeError, match=r"w must be a real number, got (complex|Tensor of shape)"):
+            _checks.check_number(value, "w", 0.0)
+    with pytest.raises(
+        TypeError, match=r"w must be a real number, got Tensor .* on the meta device \(it holds no value\)"
+    ):
+        _checks.check_number(torch.tensor(0.5, device="meta"), "w", 0.0)
+    assoc = torch.softmax(torch.randn(1, 9, 4, 4, generator=torch.Generator().manual_seed(0)), 1)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"pos_weight must be a real number, got complex"):
+        so.spixel_loss(assoc, target, 2, pos_weight=np.complex128(1 + 1j))
+    with pytest.raises(TypeError, match=r"eps must be a real number, got Tensor .* on the meta device"):
+        so.SpixelLoss(2, eps=torch.tensor(1e-8, device="meta"))
+
+
 def test_an_int_beyond_the_float_range_is_an_infinite_number() -> None:
     """float(10**400) raises an OverflowError that names no argument (spixel_loss(pos_weight=10**400) raised
     it); such an int rounds to inf, as a float overflow does, and is then checked as inf is."""
