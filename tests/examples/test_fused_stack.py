@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Any
 
 import pytest
@@ -186,6 +187,79 @@ def test_rejects_mismatched_shapes_and_a_negative_slope() -> None:
     for chunk in (0, -5, True, 2.0):  # before: 0 and -5 ran as one pixel (or row) per chunk, silently slow
         with pytest.raises(ValueError, match=rf"chunk must be None or an int >= 1 .* got {chunk!r}"):
             fused_stack(s, s, ws, bs, 0.0, chunk=chunk)  # type: ignore[arg-type]  # the bad value is the point
+
+
+def test_s_and_u_of_another_rank_are_refused_even_when_alike() -> None:
+    """``S`` and ``U`` of one shape but not ``[B, C, H, W]`` (5-d here): the ValueError that names the
+    expected shape and the ones given (not Python's "too many values to unpack")."""
+    ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
+    s = torch.randn(2, 2, 3, 3, 1)
+    with pytest.raises(
+        ValueError, match=r"s and u must have the same shape \[B, C, H, W\], got \(2, 2, 3, 3, 1\) and"
+    ):
+        fused_stack(s, s, ws, bs, 0.0)
+
+
+def test_a_nan_slope_is_refused() -> None:
+    """A NaN slope is no LeakyReLU slope: refused like a negative one, naming it (a check ``slope < 0`` lets
+    it through, and every activation would be NaN)."""
+    ws, bs = _params([4, 6, 2], [True, True], torch.float32, torch.device("cpu"))
+    s = torch.randn(2, 2, 3, 3)
+    with pytest.raises(
+        ValueError, match=r"slope must be None, 0\.0 \(ReLU\) or a LeakyReLU slope > 0, got nan"
+    ):
+        fused_stack(s, s, ws, bs, float("nan"))
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_a_chunk_larger_than_the_images_takes_buffers_of_the_images(recompute: bool) -> None:
+    """``chunk`` is an upper bound: chunks of up to 2**40 pixels over 3 x 4 images run with buffers of 12
+    rows (sized by ``chunk``, the hidden and gradient buffers could not be allocated), with the reference's
+    output and gradients."""
+    ws, bs = _params([4, 6, 6, 2], [True, True, True], torch.float64, torch.device("cpu"))
+    g = torch.Generator().manual_seed(22)
+    s, u = (torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64).requires_grad_() for _ in range(2))
+    out = fused_stack(s, u, ws, bs, 0.0, chunk=2**40, recompute=recompute, products="mm")
+    ref = _reference(s, u, ws, bs, "relu")
+    torch.testing.assert_close(out, ref)
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+    grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    for got, want in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_nchw_and_channels_last_inputs_are_kept_without_a_copy(memory_format: torch.memory_format) -> None:
+    """``S`` and ``U`` in NCHW or channels_last are read in place (every image a column- or row-major pixel
+    matrix): what the matrix-product form keeps for backward is their own storage, not a copy of them."""
+    ws, bs = _params([6, 8, 3], [True, True], torch.float32, torch.device("cpu"))
+    g = torch.Generator().manual_seed(23)
+    s, u = (
+        torch.randn(2, 3, 5, 6, generator=g).contiguous(memory_format=memory_format).requires_grad_()
+        for _ in range(2)
+    )
+    saved = _saved(lambda: fused_stack(s, u, ws, bs, 0.0, recompute=True, products="mm"))
+    assert s.untyped_storage().data_ptr() in saved and u.untyped_storage().data_ptr() in saved
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_a_last_chunk_shorter_than_the_others_is_written_in_its_own_rows(recompute: bool) -> None:
+    """Chunks of 7 over images of 30 pixels end with a chunk of 2: every product writes into exactly its
+    chunk's rows of the shared buffers, with no resizing of an ``out=`` view (whose warning, an error under
+    ``-W error``, said so) and the reference's values."""
+    ws, bs = _params([6, 10, 8, 3], [True, False, True], torch.float64, torch.device("cpu"))
+    g = torch.Generator().manual_seed(24)
+    s, u = (torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64).requires_grad_() for _ in range(2))
+    grad = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64)
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = fused_stack(s, u, ws, bs, 0.0, chunk=7, recompute=recompute, products="mm")
+        got = _grads(out, inputs, grad)
+    ref = _reference(s, u, ws, bs, "relu")
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(got, _grads(ref, inputs, grad), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_empty_batch() -> None:
