@@ -410,6 +410,25 @@ def test_fusion_makes_the_hard_u_itself(init: str, dtype: torch.dtype, recompute
         torch.testing.assert_close(got, want)
 
 
+def test_folded_zero_residual_adds_the_superpixel_means_of_the_u_given() -> None:
+    """The float32 CPU stack folds the uniformization also for a ``U`` given per pixel; ``zero_residual``
+    then adds the superpixel means of that ``U`` (not of ``S``: the same only where ``U`` is ``U(S)``), as the
+    per-pixel path (``_pool_last`` off) does."""
+    fuse = FusionStack(4, [8, 8], "relu", "zero_residual", generator=5)
+    with torch.no_grad():
+        fuse.convs[-1].weight.normal_(std=0.3)
+    g = torch.Generator().manual_seed(25)
+    s, u = (torch.randn(2, 4, 5, 6, generator=g) for _ in range(2))
+    ids = torch.randint(0, 6, (2, 5, 6), generator=g)
+    enc = sparse_ops.SuperpixelAssignment(ids, 7)
+    per_pixel = copy.deepcopy(fuse)
+    per_pixel._pool_last = False
+    assert fuse.folds_uniformization(s.device) == conv_products_available(s.device, torch.float32)
+    assert not per_pixel.folds_uniformization(s.device)
+    with torch.no_grad():
+        torch.testing.assert_close(fuse(s, u, uniformize=(ids, enc)), per_pixel(s, u, uniformize=(ids, enc)))
+
+
 def test_fusion_folds_the_uniformization_only_with_convolution_products() -> None:
     """``folds_uniformization`` (the last layer on superpixel means) holds only for the fused form with its
     oneDNN products (float32 on the CPU): not with the ``_products="mm"`` knob (the matrix products run the
@@ -581,6 +600,25 @@ def test_channels_last_gives_the_same_model(channels_last: bool | str) -> None:
     assert "channels_last" not in cl.config  # a runtime option, not part of the architecture
     with pytest.raises(ValueError, match="channels_last must be True, False or 'spixelfcn', got 1"):
         JointModel(deeplab, spixel, channels_last=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("channels_last", [True, "spixelfcn", False])
+def test_each_network_gets_its_input_in_its_own_memory_format(channels_last: bool | str) -> None:
+    """``channels_last`` converts each network's input as it converts the network: ``"spixelfcn"`` hands
+    SpixelFCN a channels_last input and DeepLabV3+ its NCHW one (the other way round, each network would
+    convert its input back at its first convolution)."""
+    deeplab, spixel = _nets()
+    joint = JointModel(deeplab, spixel, channels_last=channels_last).eval()  # type: ignore[arg-type]
+    seen: dict[str, bool] = {}
+    for name, net in (("deeplab", joint.deeplab), ("spixelfcn", joint.spixelfcn)):
+        net.register_forward_pre_hook(
+            lambda _, args, name=name: seen.update(
+                {name: args[0].is_contiguous(memory_format=torch.channels_last)}
+            )
+        )
+    with torch.no_grad():
+        joint(*_inputs())
+    assert seen == {"deeplab": channels_last is True, "spixelfcn": channels_last is not False}
 
 
 @pytest.mark.parametrize("recompute", [True, False])
