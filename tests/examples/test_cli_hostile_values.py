@@ -412,3 +412,56 @@ def test_a_gpu_out_of_memory_error_is_an_out_of_memory_line_and_other_runtime_er
     assert str(out_of_memory_error(gpu)).endswith(": CUDA out of memory. Tried to allocate 2.00 GiB")
     assert out_of_memory_error(RuntimeError("Trying to resize storage that is not resizable")) is None
     assert out_of_memory_error(RuntimeError("the model could not allocate its buffers")) is None
+
+
+@pytest.mark.parametrize(
+    "make, text, accepted",
+    [
+        (lambda cli: cli.int_range(1, 5), "5", True),  # the upper bound itself is in the range
+        (lambda cli: cli.int_range(1, 5), "6", False),
+        (lambda cli: cli.int_range(1, 5), "1", True),
+        (lambda cli: cli.float_range(0.0, 1.0, high_open=True), "1", False),  # --momentum 1: [0, 1)
+        (lambda cli: cli.float_range(0.0, 1.0, high_open=True), "0.999", True),
+        (lambda cli: cli.float_range(0.0, 1.0), "1", True),
+        (lambda cli: cli.float_range(0.0, 16.0, low_open=True), "0", False),  # --scale-min 0: (0, 16]
+    ],
+)
+def test_the_range_types_take_their_bounds_as_documented(
+    make: Callable[[ModuleType], Callable[[str], object]], text: str, accepted: bool
+) -> None:
+    """The sweep's values (0, 1.5, 1e3, 2**70, ...) never sit on an upper bound: a closed one taken for open
+    (``value >= high``) or an open one taken for closed (``--momentum 1``) passed it."""
+    from examples.voc_joint import cli
+
+    parse = make(cli)
+    if accepted:
+        assert parse(text) == float(text)
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match=f"got {text}$"):
+            parse(text)
+
+
+@pytest.mark.parametrize("text", ["val/../train", "val/", "a b", "val\\x", "trainé"])
+def test_a_split_name_that_starts_as_a_list_name_is_still_refused_whole(text: str) -> None:
+    """The sweep's paths start with ``/``; a value whose first characters form a list name (``val/../train``)
+    must be refused for what follows them."""
+    from examples.voc_joint.cli import split_name
+
+    with pytest.raises(argparse.ArgumentTypeError, match="no path"):
+        split_name(text)
+    assert split_name("train_aug-2012.v1") == "train_aug-2012.v1"
+
+
+def test_resume_arg_gives_the_checkpoint_path_with_the_home_folder_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--resume ~/run/checkpoint.pt`` is checked and used as the same file: the path it returns is the
+    expanded one (``train.py`` compares it with the stage's checkpoint), ``auto`` stays ``auto``."""
+    from examples.voc_joint.cli import resume_arg
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "checkpoint.pt").write_bytes(b"a checkpoint, not read here")
+    assert resume_arg("~/checkpoint.pt") == str(tmp_path / "checkpoint.pt")
+    assert resume_arg("auto") == "auto"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"--resume checkpoint not found: '~/missing\.pt'"):
+        resume_arg("~/missing.pt")

@@ -135,3 +135,34 @@ def test_the_script_exits_with_status_2_for_an_output_folder_below_a_file(
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"error: --output-dir: '{out}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_message_says_why_the_folder_cannot_be_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each case of ``cli.output_dir_error`` has its own words: a path below a file ("not a folder" from
+    ``os.stat``) is not taken for a name the system cannot look up, and a folder this user may write in but
+    not enter (no search permission) cannot hold the output either."""
+    import os
+
+    from examples.voc_joint.cli import output_dir_error
+
+    _scratch(tmp_path)
+    below = tmp_path / "file" / "out"
+    assert output_dir_error(below) == f"{str(below)!r} lies below the file {str(tmp_path / 'file')!r}"
+    assert (
+        output_dir_error(tmp_path / "file") == f"expected a folder, got the file {str(tmp_path / 'file')!r}"
+    )
+    locked = tmp_path / "locked"
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: not (Path(path) == locked and mode & os.X_OK) and real(path, mode)
+    )
+    assert (
+        output_dir_error(locked)
+        == f"this user may not write in the folder {str(locked)!r} (permission denied)"
+    )
+    assert output_dir_error(locked / "new") == (
+        f"this user may not write in the folder {str(locked)!r}, where {str(locked / 'new')!r} would be made "
+        "(permission denied)"
+    )
