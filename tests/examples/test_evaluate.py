@@ -115,6 +115,17 @@ def test_eval_mode_is_restored_and_panels_stop_at_max_panels_inside_a_batch(voc,
     assert len(res["panels"]) == 1 and len(list(tmp_path.glob("*.png"))) == 1
 
 
+def test_the_panels_of_a_batch_are_named_after_each_of_its_images(voc, tmp_path):
+    """Each image of a batch gets its own panel, under its own name (the sweep's batches of 1 only ever
+    drew image 0 of a batch)."""
+    ds = build_dataset(voc, "val")
+    res = evaluate(
+        StubJoint(), DataLoader(ds, batch_size=3), device="cpu", panels_dir=tmp_path, progress=False
+    )
+    assert [Path(p).name for p in res["panels"]] == [f"{name}.png" for name in ds.names]
+    assert len(set(ds.names)) == 3
+
+
 def test_evaluation_restores_the_mode_of_every_module(voc):
     """A model in the joint stage's training mode (--freeze-bn: a BatchNorm in eval mode inside a model in
     training mode) comes back in that mode: ``model.train(True)`` after the evaluation switched the frozen
@@ -251,6 +262,23 @@ def test_superpixels_need_one_map_per_image(voc, shape):
     match = r"'superpixels' must be a Tensor\[B, H, W\] \(or \[B, 1, H, W\]\) .* \(2, 16, 20\) here"
     with pytest.raises(ValueError, match=match):
         evaluate(_BadModel(out), loader, device="cpu", progress=False)
+
+
+def test_superpixels_with_a_channel_axis_score_as_without(voc):
+    """The contract's other superpixel shape, ``[B, 1, H, W]``, is accepted and scored as ``[B, H, W]``."""
+
+    class ChannelSuperpixels(StubJoint):
+        def forward(self, seg_input, spixel_input):
+            out = super().forward(seg_input, spixel_input)
+            return {**out, "superpixels": out["superpixels"].unsqueeze(1)}
+
+    loader = DataLoader(build_dataset(voc, "val", crop_size=(16, 20)), batch_size=2)
+    plain = evaluate(StubJoint(), loader, device="cpu", progress=False)
+    with_channel = evaluate(ChannelSuperpixels(), loader, device="cpu", progress=False)
+    assert plain["num_superpixels"] > 1
+    for key in ("seconds", "images_per_second"):
+        plain.pop(key), with_channel.pop(key)
+    assert _same(plain, with_channel)
 
 
 @pytest.mark.parametrize("size_args", [["--full-size"], ["--crop-size", "16", "--batch-size", "2"]])
@@ -627,6 +655,14 @@ def test_cli_names_every_bad_header_in_one_line_before_it_evaluates(voc, tmp_pat
     assert "problems in the headers" not in err and f"'{small}' is 4x5 (HxW)" in err and str(jpeg) not in err
 
 
+def test_the_panel_file_names_of_different_entries_never_collide() -> None:
+    """An entry that spells an escape itself (``a%2F0001``) keeps a file of its own, beside ``a/0001``."""
+    entries = ["a/0001", "a%2F0001", "a%252F0001", "a\\0001", "a%5C0001", "0001"]
+    files = [evaluate_mod._panel_file_name(e) for e in entries]
+    assert len(set(files)) == len(entries) and all("/" not in f and "\\" not in f for f in files), files
+    assert files[0] == "a%2F0001.png" and files[1] == "a%252F0001.png"
+
+
 def test_cli_panels_of_images_in_subfolders_of_the_same_file_name_are_all_kept(
     voc, tmp_path, monkeypatch, capsys
 ):
@@ -780,6 +816,21 @@ def test_training_overlap_follows_the_checkpoints_a_joint_model_was_fine_tuned_f
     assert training_overlap({"args": args, "sources": replaced}, val) is None
     seg.unlink()
     assert training_overlap({"args": args, "sources": sources}, val) is None
+
+
+def test_training_overlap_reads_each_source_checkpoint_once_even_in_a_cycle(voc, tmp_path):
+    """Sources that name each other (a crafted record, or a checkpoint written over a file it was made from)
+    are each read once: no endless recursion, the lists of both counted."""
+    from examples.voc_joint.evaluate import training_overlap
+
+    val = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    args = {"data_root": str(voc), "sbd": False, "train_split": "train"}
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    torch.save(
+        {"config": {"args": {**args, "train_split": "val"}, "sources": {"s": {"path": str(second)}}}}, first
+    )
+    torch.save({"config": {"args": args, "sources": {"s": {"path": str(first)}}}}, second)
+    assert training_overlap({"args": args, "sources": {"s": {"path": str(first)}}}, val) == val
 
 
 @pytest.mark.parametrize("train_split", ["train", "trainval"])
@@ -982,8 +1033,23 @@ def test_nan_logits_are_refused_naming_the_output_and_the_image(voc, output):
     match = rf"model output '{output}' holds 1 NaN value\(s\).* {names[1]} \(1\)$"
     with pytest.raises(FloatingPointError, match=match):
         evaluate(_NaNLogits(output, image=1), loader, device="cpu", progress=False)
+    with pytest.raises(FloatingPointError) as info:  # only the image that holds NaN is named
+        evaluate(_NaNLogits(output, image=1), loader, device="cpu", progress=False)
+    assert names[0] not in str(info.value) and "(0)" not in str(info.value), info.value
     res = evaluate(StubJoint(), loader, device="cpu", progress=False)
     assert res["num_images"] == 3 and 0 <= res["miou"] <= 1
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_nan_logits_advise_evaluating_without_amp_only_under_amp(amp):
+    """The float16 advice is given when the logits came from autocast (CUDA only), never otherwise."""
+    logits = torch.zeros(2, 3, 4, 5)
+    logits[1, 0, 2, 3] = float("nan")
+    with pytest.raises(FloatingPointError) as info:
+        evaluate_mod._refuse_nan("logits", logits, {"name": ["img_a", "img_b"]}, amp)
+    message = str(info.value)
+    assert ("(amp: float16 can overflow; evaluate without it)" in message) is amp, message
+    assert message.endswith("img_b (1)") and "img_a" not in message, message
 
 
 def test_cli_nan_logits_are_one_line_with_exit_status_1_and_leave_the_earlier_results(
