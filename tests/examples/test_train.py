@@ -792,6 +792,32 @@ def test_a_training_step_makes_no_tensor_from_host_data(stop_requested: bool) ->
     assert stop is stop_requested and set(values) == {"loss", "ce", "lr"} and state.step == 1
 
 
+@pytest.mark.parametrize("what", ["gradients", "weights"])
+def test_an_infinite_gradient_or_weight_stops_the_step_as_a_nan_does(what: str) -> None:
+    """The step's checks catch inf, not only NaN (the fault injection writes NaN only): a weight the forward
+    does not read set to inf (the loss stays finite), or every gradient made inf by a hook."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 21, 1)
+    model.register_parameter("unused", torch.nn.Parameter(torch.zeros(2)))
+    if what == "weights":
+        with torch.no_grad():
+            model.unused[1] = float("inf")
+    else:
+        model.weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    state = engine.TrainState("seg", model, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
+    args = argparse.Namespace(cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0)
+    batch = {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))}
+    before = model.weight.detach().clone()
+    with pytest.raises(engine.NonFiniteError, match=f"non-finite {what} at step 1 "):
+        engine.train_step(state, batch, args, DistInfo(), None, False)
+    assert state.step == 0 and torch.equal(model.weight.detach(), before)
+
+
 def test_cross_entropy_is_a_mean_over_labelled_pixels_and_0_without_any() -> None:
     from examples.voc_joint.engine import cross_entropy
 
