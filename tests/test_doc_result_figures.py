@@ -1,7 +1,8 @@
 """Figures the docs copy from a committed result file match that file: the ``bench_ops`` and
-``bench_overhead`` tables of the benchmarks page, cell by cell, the uniformization page's per-run tables and
-setup range against their ``bench_uniformize_cpu_*.json``, the soft-association page's benchmark table
-against ``soft_20261201_xeon.json``, the README's transparent-stack row (forward ratio and date) against
+``bench_overhead`` tables of the benchmarks page, cell by cell, the uniformization page's per-run tables
+and setup range against their ``bench_uniformize_cpu_*.json`` (and its ``scatter`` over ``sparse`` ranges
+against every run of each day), the soft-association page's benchmark table against
+``soft_20261201_xeon.json``, the README's transparent-stack row (forward ratio and date) against
 ``transparent_init.json``, the H200 speed-up over the paper's encoder (README and benchmarks page) against
 ``gpu_check_cuda_20261204_h200.json``, and the ablation page's tables and intervals against the per-seed
 rows of the committed ``ablation.json`` runs."""
@@ -262,6 +263,36 @@ def test_uniformize_setup_range_matches_the_committed_runs() -> None:
     ]
     assert len(setups) >= 45
     assert (shown.group(1), shown.group(2)) == (f"{min(setups):.0f}", f"{max(setups):.0f}")
+
+
+def test_uniformize_sparse_speedups_match_the_committed_runs() -> None:
+    """The page's ranges of "``scatter`` is N-Mx faster than ``sparse``" (forward+backward), one per day,
+    span the ratios of every committed ``bench_uniformize_cpu*.json`` run of that day (the date its ``meta``
+    records) that timed ``sparse``: the range quoted for 2026-12-01 was the AMD EPYC run's alone (4.8-5.7x),
+    where the Intel Xeon run of that day gave 4.0-4.6x."""
+    text = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8").split())
+    start = text.index('On CPU it is ``"scatter"`` from the benchmark below')
+    paragraph = text[start : text.index("with about half the extra memory", start)]
+    shown = {
+        date: (low, high)
+        for low, high, date in re.findall(
+            r"(\d+\.\d)-(\d+\.\d)x (?:faster than ``\"sparse\"`` forward\+backward in the current result "
+            r"\(|on |in the )(\d{4}-\d\d-\d\d)",
+            paragraph,
+        )
+    }
+    ratios: dict[str, list[float]] = {}
+    for path in RESULTS.glob("bench_uniformize_cpu*.json"):
+        run = json.loads(path.read_text())
+        for config in run["configs"]:
+            r = config["results"]
+            if "sparse" in r:
+                ratios.setdefault(run["meta"]["time"][:10], []).append(
+                    r["sparse"]["fwd_bwd_ms"] / r["scatter"]["fwd_bwd_ms"]
+                )
+    want = {date: (f"{min(v):.1f}", f"{max(v):.1f}") for date, v in ratios.items()}
+    assert len(want) >= 4
+    assert shown == want, f"the page: {shown}, the JSON files: {want}"
 
 
 def _list_table_after(text: str, marker: str) -> list[list[str]]:
