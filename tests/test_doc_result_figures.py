@@ -295,6 +295,29 @@ def test_uniformize_sparse_speedups_match_the_committed_runs() -> None:
     assert shown == want, f"the page: {shown}, the JSON files: {want}"
 
 
+def test_uniformize_complexity_table_sizes_follow_its_formulas() -> None:
+    """The last column of the uniformization page's complexity table (B=4, L=21, 512 x 512, float32, in
+    decimal units as its 90 GB and 88 MB are) is what the table's own formulas give: the scatter backend's two
+    int64 indices ``2 B N_p`` are 16.8 MB (it read 16 MB, their size in MiB)."""
+    from sparse_ops._layout import lanes_for
+
+    text = (ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8")
+    rows = {row[0]: row[-1] for row in _list_table_after(text, "Complexity and memory\n-----")}
+    b, ch, n_p, k = 4, 21, 512 * 512, 128
+
+    def scatter(n_s: int) -> str:
+        accumulators = b * ch * (lanes_for(n_p, n_s) * n_s + 1 + n_p // k) * 4
+        return f"{2 * b * n_p * 8 / 1e6:.0f} MB + {accumulators / 1e6:.0f} MB"
+
+    want = {
+        "dense broadcast (per-class masks)": f"{b * ch * 1024 * n_p * 4 / 1e9:.0f} GB / "
+        f"{b * ch * 16384 * n_p * 4 / 1e12:.1f} TB",
+        "dense one-hot ``bmm``": f"{b * 1024 * n_p * 4 / 1e9:.1f} GB / {b * 16384 * n_p * 4 / 1e9:.1f} GB",
+        '``"scatter"`` (default)': f"{scatter(1024)} / {scatter(16384)}",
+    }
+    assert {name: rows.get(name) for name in want} == want
+
+
 def _list_table_after(text: str, marker: str) -> list[list[str]]:
     """The rows of the first ``list-table`` after ``marker`` in reST ``text`` (header row included), each a
     list of its cells' text."""
