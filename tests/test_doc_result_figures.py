@@ -9,6 +9,7 @@ rows of the committed ``ablation.json`` runs."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
@@ -293,6 +294,29 @@ def test_uniformize_sparse_speedups_match_the_committed_runs() -> None:
     want = {date: (f"{min(v):.1f}", f"{max(v):.1f}") for date, v in ratios.items()}
     assert len(want) >= 4
     assert shown == want, f"the page: {shown}, the JSON files: {want}"
+
+
+def test_uniformize_first_runs_name_their_medians_of_fewer_runs() -> None:
+    """The 2026-11-26 section gives its times as medians of the run's ``--repeats`` (15) runs;
+    ``bench_uniformize`` times its slow variants (``SLOW``) and the setup with half as many (7, at least 3),
+    and the page names each slow variant the run has (it said 15 runs for every variant)."""
+    text = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8").split())
+    section = text[text.index("2026-11-26: the previous implementation") :]
+    shown = re.search(
+        r"medians of (\d+) runs after a warm-up \((\d+) for the slow ([^)]*), and for the setup\)", section
+    )
+    assert shown is not None, "the 2026-11-26 section does not say how many runs each median is of"
+    source = (ROOT / "benchmarks" / "bench_uniformize.py").read_text(encoding="utf-8")
+    slow = next(
+        ast.literal_eval(node.value)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["SLOW"]
+    )
+    run = json.loads((RESULTS / "bench_uniformize_cpu.json").read_text())
+    repeats = run["meta"]["repeats"]
+    variants = {v for config in run["configs"] for v in config["results"]}
+    assert (int(shown.group(1)), int(shown.group(2))) == (repeats, max(3, repeats // 2))
+    assert set(re.findall(r"``(\w+)``", shown.group(3))) == variants & set(slow)
 
 
 def test_uniformize_complexity_table_sizes_follow_its_formulas() -> None:
