@@ -5,7 +5,8 @@ against every run of each day), the soft-association page's benchmark table agai
 ``soft_20261201_xeon.json``, the README's transparent-stack row (forward ratio and date) against
 ``transparent_init.json``, the H200 speed-up over the paper's encoder (README and benchmarks page) against
 ``gpu_check_cuda_20261204_h200.json``, and the ablation page's tables and intervals against the per-seed
-rows of the committed ``ablation.json`` runs."""
+rows of the committed ``ablation.json`` runs. The machine and date in a result file's name, by which the docs
+cite it, are those the file records."""
 
 from __future__ import annotations
 
@@ -565,3 +566,47 @@ def test_readme_joint_row_cites_the_newest_resnet18_run() -> None:
     assert f"-{date[6:]}," in measured or f"{date[:4]}-{date[4:6]}-{date[6:]}" in measured, (
         f"README joint row dated {measured.strip()!r}, the newest run {name}"
     )
+
+
+#: The machine a result file's name gives (``..._xeon.json``): a word its recorded text must hold, and one it
+#: must not (the other CPU of the project's VMs).
+_NAMED_MACHINES = {"xeon": ("Xeon", "EPYC"), "epyc": ("EPYC", "Xeon"), "h200": ("H200", None)}
+
+
+def result_name_mismatches(name: str, text: str) -> list[str]:
+    """Where the file name ``name`` of a result file and its JSON ``text`` disagree: the machine its name
+    gives (``_xeon``, ``_epyc``, ``_h200``) not recorded, or the other CPU recorded; the date in its name
+    (``_YYYYMMDD``) not among the dates of its ``"time"`` entries, where it records any. The docs cite runs by
+    these names, with their machine and date."""
+    bad = []
+    for tag, (recorded, other) in _NAMED_MACHINES.items():
+        if re.search(rf"_{tag}(?=[_.])", name):
+            if recorded not in text:
+                bad.append(f"{name}: named {tag}, records no {recorded}")
+            if other is not None and other in text:
+                bad.append(f"{name}: named {tag}, records {other}")
+    date = re.search(r"_(\d{4})(\d\d)(\d\d)(?=[_.])", name)
+    times = set(re.findall(r'"time": "(\d{4}-\d\d-\d\d)', text))
+    if date is not None and times and "-".join(date.groups()) not in times:
+        bad.append(f"{name}: dated {''.join(date.groups())}, records {sorted(times)}")
+    return bad
+
+
+def test_result_file_names_match_their_recorded_machine_and_date() -> None:
+    files = sorted(RESULTS.rglob("*.json"))
+    assert len(files) >= 60
+    bad = [m for path in files for m in result_name_mismatches(path.name, path.read_text(encoding="utf-8"))]
+    assert not bad, "result files whose name and record disagree:\n" + "\n".join(bad)
+
+
+def test_result_name_check_itself() -> None:
+    xeon = '{"meta": {"cpu_model": "Intel(R) Xeon(R) Processor", "time": "2026-12-01 16:08 UTC"}}'
+    assert result_name_mismatches("bench_uniformize_cpu_20261201_xeon.json", xeon) == []
+    assert result_name_mismatches("bench_uniformize_cpu_20261201_epyc.json", xeon) == [
+        "bench_uniformize_cpu_20261201_epyc.json: named epyc, records no EPYC",
+        "bench_uniformize_cpu_20261201_epyc.json: named epyc, records Xeon",
+    ]
+    assert result_name_mismatches("soft_20261202_xeon_rss.json", xeon) == [
+        "soft_20261202_xeon_rss.json: dated 20261202, records ['2026-12-01']"
+    ]
+    assert result_name_mismatches("joint_20261202_epyc.json", '{"machine": "AMD EPYC (avx2)"}') == []
