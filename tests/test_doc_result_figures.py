@@ -320,6 +320,35 @@ def test_uniformize_first_runs_name_their_medians_of_fewer_runs() -> None:
     assert set(re.findall(r"``(\w+)``", shown.group(3))) == variants & set(slow)
 
 
+def test_uniformize_first_run_slow_phases_match_its_json() -> None:
+    """The two figures of the 2026-11-26 run said to be hit by a slow phase, and what the page sets against
+    them, are ``bench_uniformize_cpu.json``'s: the floor's subprocess at ``N_s = 1024`` (the op's "x floor"
+    there) and the op's at 16384, against the sweep and the paired runs of that subprocess (whose op median,
+    the floor's median times the ratio of medians these runs recorded, was 109 ms: the page read "84-88 ms in
+    the paired runs")."""
+    text = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8").split())
+    shown = re.search(
+        r"the floor's subprocess at ``N_s = 1024`` \((\d+) ms, hence \"x floor\" (\d\.\d\d)\) and the op's "
+        r"at ``N_s = 16384`` \((\d+) ms, against (\d+) ms in the sweep of the same run; the paired runs "
+        r"inside that subprocess were slowed alike, the op (\d+) ms against a floor of (\d+) ms\)",
+        text,
+    )
+    assert shown is not None, "the slow-phase sentence of the 2026-11-26 run was not found"
+    run = json.loads((RESULTS / "bench_uniformize_cpu.json").read_text())
+    by = {(c["config"]["N_s"], c["config"]["labels"]): c["results"] for c in run["configs"]}
+    floor, op = by[(1024, "grid")]["floor"], by[(16384, "grid")]["scatter"]
+    sweep = next(r for r in run["sweep"]["rows"] if (r["N_s"], r["labels"]) == (16384, "grid"))
+    want = [
+        f"{floor['fwd_bwd_ms']:.0f}",
+        f"{by[(1024, 'grid')]['scatter']['x_floor']:.2f}",  # the op's, over that slow floor
+        f"{op['fwd_bwd_ms']:.0f}",
+        f"{sweep['fwd_bwd_ms']:.0f}",
+        f"{op['paired_floor_ms'] * op['paired_x_floor']:.0f}",
+        f"{op['paired_floor_ms']:.0f}",
+    ]
+    assert list(shown.groups()) == want
+
+
 def test_uniformize_complexity_table_sizes_follow_its_formulas() -> None:
     """The last column of the uniformization page's complexity table (B=4, L=21, 512 x 512, float32, in
     decimal units as its 90 GB and 88 MB are) is what the table's own formulas give: the scatter backend's two
