@@ -189,6 +189,11 @@ from transparent_init import (
             TypeError,
             "target_weight must be a real tensor",
         ),
+        (  # a bool tensor converts to 0 / 1 silently: refused as a complex one is
+            {"in_features": 3, "hidden_features": [4], "target_weight": torch.eye(3, dtype=torch.bool)},
+            TypeError,
+            "target_weight must be a real tensor, got dtype torch.bool",
+        ),
         (
             {"in_features": 3, "hidden_features": [4], "target_bias": torch.ones(2)},
             ValueError,
@@ -201,6 +206,12 @@ from transparent_init import (
         ),
         (
             {"in_features": 3, "hidden_features": [4], "bias": False, "target_bias": torch.ones(3)},
+            ValueError,
+            r"target_bias must be zero \(or None\) when the last layer has no bias \(bias=False\), "
+            r"got max \|target_bias\| = 1",
+        ),
+        (  # any non-zero entry, negative ones too
+            {"in_features": 3, "hidden_features": [4], "bias": False, "target_bias": -torch.ones(3)},
             ValueError,
             r"target_bias must be zero \(or None\) when the last layer has no bias \(bias=False\), "
             r"got max \|target_bias\| = 1",
@@ -667,6 +678,17 @@ def _expanded_linear(n_in: int, n_out: int) -> nn.Linear:
     return layer
 
 
+def test_an_expanded_parameter_of_two_entries_is_refused() -> None:
+    """Two entries sharing one memory location are as unwritable as eight: a bias ``[2]`` expanded from one
+    value (stride 0 over size 2) is refused before any write."""
+    seq = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    seq[2].bias = nn.Parameter(torch.zeros(1).expand(2))
+    before = [p.detach().clone() for p in seq.parameters()]
+    with pytest.raises(ValueError, match=r"layer 2 \(Linear\) bias is an expanded tensor \(stride \(0,\)"):
+        transparent_init_(seq, target_weight=torch.ones(2, 3))
+    assert all(torch.equal(p, q) for p, q in zip(before, seq.parameters(), strict=True))
+
+
 @pytest.mark.parametrize(
     "init", [transparent_init_, xavier_init_, random_uniform_init_], ids=lambda f: f.__name__
 )
@@ -830,6 +852,31 @@ def test_parameters_sharing_one_element_of_a_buffer_are_refused() -> None:
     l1.weight = nn.Parameter(flat[31:].view(4, 8))  # flat[31] is the last entry of both
     with pytest.raises(ValueError, match=r"layer 2 \(Linear\) shares the memory of its weight with layer 0"):
         transparent_init_(nn.Sequential(l0, nn.ReLU(), l1), generator=0)
+
+
+def test_an_empty_view_inside_another_parameter_touches_no_memory() -> None:
+    """Mutation pass: an empty parameter reaches no byte, even when its address lies inside another layer's
+    weight; the stack is refused for what is wrong with it (its shape), not for shared memory."""
+    seq = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))
+    seq[2].bias = nn.Parameter(seq[0].weight.detach().view(-1)[5:5])
+    with pytest.raises(ValueError, match=r"layer 2 \(Linear\) has a bias of shape \[0\], expected \[4\]"):
+        transparent_init_(seq, generator=0)
+
+
+def test_memory_on_another_device_is_not_shared() -> None:
+    """Mutation pass: the same addresses on two devices are two memories: a span recorded for another device
+    does not make a layer over those addresses "shared" (``_record_unshared`` compares devices first)."""
+    from transparent_init.inplace import _memory_span, _record_unshared
+
+    layer = nn.Linear(4, 8)
+    span = _memory_span(layer.weight)
+    assert span is not None
+    _, lo, hi = span
+    spans = [(torch.device("cuda", 0), lo, hi, 0, "weight")]  # the same bytes, on another device
+    _record_unshared(layer, 2, {}, spans)  # no error
+    assert [s[3] for s in spans] == [0, 2, 2]
+    with pytest.raises(ValueError, match=r"layer 3 \(Linear\) shares the memory of its weight with layer 2"):
+        _record_unshared(layer, 3, {}, [(span[0], lo, hi, 2, "weight")])  # the same bytes, same device
 
 
 def _replaced(attr: str, value: torch.Tensor, conv: bool = False) -> nn.Sequential:
