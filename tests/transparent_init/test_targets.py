@@ -204,5 +204,17 @@ def test_numpy_index_arrays_at_the_edges_of_their_checks() -> None:
     array is not an index array (it would select channels 0 / 1)."""
     with pytest.raises(ValueError, match="indices must lie in int64, got 9223372036854775808"):
         selection_weight(3, np.array([2**63], dtype=np.uint64))
+    # the largest uint64 that fits int64 does not wrap: refused by the bounds check, as itself
+    with pytest.raises(ValueError, match=r"\[-3, 3\), got \[9223372036854775807\]"):
+        selection_weight(3, np.array([2**63 - 1], dtype=np.uint64))
     with pytest.raises(TypeError, match="indices must be a 1-D integer array, got dtype bool"):
         selection_weight(3, np.array([True, False]))
+
+
+def test_a_bool_index_tensor_is_not_an_index_tensor() -> None:
+    """Mutation pass: a 1-D bool tensor is a mask, not indices (converted to int64 it would select channels
+    0 / 1), refused as the numpy bool array is."""
+    with pytest.raises(
+        TypeError, match=r"indices must be a 1-D integer tensor, got dtype torch.bool and shape \[2\]"
+    ):
+        selection_weight(3, torch.tensor([True, False]))
