@@ -235,3 +235,16 @@ def test_the_floor_of_the_hidden_draws_keeps_their_sign() -> None:
         torch.testing.assert_close(drawn[~small], raw[~small] * scale)
         floor = torch.full_like(drawn[small], af.MIN_ABS_FRACTION * scale)
         torch.testing.assert_close(drawn[small].abs(), floor)
+
+
+def test_a_layer_as_wide_as_the_one_before_is_a_haar_draw() -> None:
+    """Mutation pass: a layer of the same width as the one before it is a "widening" layer (``h_l >=
+    h_{l-1}``, as ``draw_hidden`` documents): a plain Haar draw, not one built on the chain's range (the draws
+    are replayed from the same seed)."""
+    n, h = 4, 5
+    (_, _), (a2, _) = af.draw_hidden(n, [h, h], [True, True], torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    af.semi_orthogonal(h, n, g)  # the first layer's weight and bias
+    af._randn((h,), g)
+    raw = af.semi_orthogonal(h, h, g) * math.sqrt(h)
+    assert torch.equal(a2, af._away_from_zero(raw, af.MIN_ABS_FRACTION) * (1.0 / math.sqrt(h)))

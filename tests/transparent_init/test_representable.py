@@ -397,3 +397,15 @@ def test_raises_or_realizes_the_target(
     b = bound(layer.layers, x, t_w, t_b)
     exact = layer.layers.double()(x.double()).detach()
     assert bool(((exact - b.target).abs() <= 8 * (b.last_rounding + b.solve) + b.forward).all())
+
+
+def test_the_norm_bound_accepts_what_the_entrywise_bound_alone_refuses() -> None:
+    """Mutation pass: ``check_forward_range`` takes the smaller of its entrywise and norm bounds, so that
+    ``TransparentLinear(42, [64, 64])`` in float32 accepts identities scaled up to 4.2e37 (as documented);
+    the entrywise bound alone refused this one."""
+    stack = TransparentLinear(
+        42, [64, 64], dtype=torch.float32, target_weight=4e37 * torch.eye(42), generator=0
+    )
+    x = torch.linspace(-1, 1, 42)
+    with torch.no_grad():
+        assert bool(torch.isfinite(stack(x)).all())
