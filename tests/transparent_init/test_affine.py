@@ -248,3 +248,15 @@ def test_a_layer_as_wide_as_the_one_before_is_a_haar_draw() -> None:
     af._randn((h,), g)
     raw = af.semi_orthogonal(h, h, g) * math.sqrt(h)
     assert torch.equal(a2, af._away_from_zero(raw, af.MIN_ABS_FRACTION) * (1.0 / math.sqrt(h)))
+
+
+@pytest.mark.parametrize("hidden", [[96, 32, 16], [8, 64, 5], [6, 6, 5]])
+def test_hidden_weights_have_entries_of_scale_one_over_sqrt_width(hidden: list[int]) -> None:
+    """``A_l``'s entries have the documented scale ``1 / sqrt(h_l)`` (root-mean-square), widening and
+    narrowing layers alike: a semi-orthogonal ``h_l x h_{l-1}`` matrix has ``min(h_l, h_{l-1})`` as its sum of
+    squares, rescaled by ``sqrt(max(h_l, h_{l-1}) / h_l)``. Mutation pass: scaling by ``sqrt(h_l)`` alone gave
+    narrowing layers entries ``sqrt(h_l / h_{l-1})`` times too small, and no test saw it."""
+    affines = af.draw_hidden(4, hidden, [True] * len(hidden), torch.Generator().manual_seed(3))
+    for (a, _), h in zip(affines, hidden, strict=True):
+        rms = float(a.square().mean().sqrt())
+        assert rms == pytest.approx(1.0 / math.sqrt(h), rel=1e-3), (h, tuple(a.shape))
