@@ -19,14 +19,16 @@ Command line::
 
 SBD's ``.mat`` files are MATLAB v5 files (read with ``scipy.io.loadmat``); v7.3 (HDF5) files are refused with
 an error naming the file, as are damaged ones and, before they are read, those that unpack to more than the
-labels of ``max_pixels`` pixels take (a decompression bomb). Every missing file is named before a mask is
-read, every bad file after all are read; nothing is written unless all are good.
+labels of ``max_pixels`` pixels take (a decompression bomb) or whose array headers claim more than 65536
+cell or struct array elements. Every missing file is named before a mask is read, every bad file after all
+are read; nothing is written unless all are good.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import shutil
 import struct
@@ -228,6 +230,163 @@ def _mat_unpacked_bytes(path: Path, limit: int) -> int:
     return total
 
 
+#: The most elements of cell, struct and object arrays a label file may hold in all, a struct's counted once
+#: per field (SBD's hold 23: the 3 fields of the ``GTcls`` struct and its 20 ``Boundaries``). Each becomes a
+#: Python object, and the few bytes of an array header can claim billions of them (a struct array without
+#: fields stores nothing per element).
+_MAT_MAX_ELEMENTS = 2**16
+#: The data type of a MATLAB array (``miMATRIX``) and the classes whose elements are arrays of their own.
+_MI_MATRIX = 14
+_MX_CONTAINERS = (1, 2, 3)  # cell, struct, object
+
+
+class _Cut(Exception):
+    """The data of a MATLAB file ends early (a damaged file: ``scipy.io.loadmat`` names the damage)."""
+
+
+class _Unpacked:
+    """The unpacked bytes of one data element of a MATLAB v5 file: read as stored, or inflated in pieces."""
+
+    def __init__(self, f: Any, nbytes: int, compressed: bool) -> None:
+        self.f, self.left, self.buf, self.pos = f, nbytes, b"", 0
+        self.inflate = zlib.decompressobj() if compressed else None
+
+    def _more(self) -> bool:
+        """Inflate the next piece into the buffer; False when nothing is left to inflate."""
+        if self.inflate is None:
+            return False
+        data = self.inflate.unconsumed_tail
+        if not data:
+            if self.left <= 0:
+                return False
+            data = self.f.read(min(self.left, 1 << 16))
+            if not data:
+                return False
+            self.left -= len(data)
+        try:
+            self.buf += self.inflate.decompress(data, 1 << 20)
+        except zlib.error:
+            return False
+        return True
+
+    def read(self, n: int) -> bytes:
+        """``n`` bytes; :class:`_Cut` where the data ends before."""
+        if self.inflate is None:
+            data = self.f.read(min(n, self.left)) if n <= self.left else b""
+            self.left -= len(data)
+        else:
+            while len(self.buf) < n and self._more():
+                pass
+            data, self.buf = (self.buf[:n], self.buf[n:]) if len(self.buf) >= n else (b"", self.buf)
+        if len(data) < n:
+            raise _Cut
+        self.pos += n
+        return data
+
+    def skip(self, n: int) -> None:
+        if self.inflate is None and 0 < n <= self.left:  # stored as it is: no need to read it
+            self.f.seek(n, os.SEEK_CUR)
+            self.left -= n
+            self.pos += n
+            return
+        while n > 0:
+            n -= len(self.read(min(n, 1 << 20)))
+
+    def done(self) -> bool:
+        """Whether every byte has been read."""
+        if self.inflate is None:
+            return self.left <= 0
+        while not self.buf:
+            if not self._more():
+                return True
+        return False
+
+
+def _mat_tag(src: _Unpacked, order: str) -> tuple[int, int, bytes | None]:
+    """The type, byte count and (for the small element format) the data of the next element."""
+    mdtype, nbytes = struct.unpack(order + "II", src.read(8))
+    if mdtype >> 16:  # small data element: type and count in the first word, the data in the second
+        return mdtype & 0xFFFF, mdtype >> 16, struct.pack(order + "I", nbytes)[: mdtype >> 16]
+    return mdtype, nbytes, None
+
+
+def _mat_data(src: _Unpacked, order: str) -> bytes:
+    """The data of the next (small) sub-element of an array: its bytes, padding skipped."""
+    _, nbytes, small = _mat_tag(src, order)
+    if small is not None:
+        return small
+    if nbytes > 1 << 20:  # a name or dimensions: never that long in a label file; skipped, not kept
+        src.skip(nbytes + -nbytes % 8)
+        return b""
+    data = src.read(nbytes)
+    src.skip(-nbytes % 8)
+    return data
+
+
+def _mat_count_elements(src: _Unpacked, order: str, nbytes: int, counted: list[int], cap: int) -> None:
+    """Add the elements of the cell, struct and object arrays of the array whose body (``nbytes``) follows
+    to ``counted[0]``, its nested ones included, stopping above ``cap``; the body is then skipped."""
+    end = src.pos + nbytes
+    if nbytes:
+        flags = _mat_data(src, order)
+        dims = _mat_data(src, order)
+        _mat_data(src, order)  # the name
+        mx_class = struct.unpack(order + "I", flags[:4])[0] & 0xFF if len(flags) >= 4 else 0
+        if mx_class in _MX_CONTAINERS:
+            count = max(math.prod(struct.unpack(f"{order}{len(dims) // 4}i", dims[: len(dims) // 4 * 4])), 0)
+            fields = 1
+            if mx_class != 1:  # struct or object: (an object's class name,) field name length, the names
+                if mx_class == 3:
+                    _mat_data(src, order)
+                length = _mat_data(src, order)
+                name_len = struct.unpack(order + "i", length[:4])[0] if len(length) >= 4 else 0
+                _, names, small = _mat_tag(src, order)  # only their length is needed
+                if small is None:
+                    src.skip(names + -names % 8)
+                fields = names // name_len if name_len > 0 else 0
+            counted[0] += count * max(fields, 1)  # a struct: a value per element and field
+            if counted[0] > cap:
+                return
+            for _ in range(count * fields):
+                mdtype, child, _small = _mat_tag(src, order)
+                if mdtype != _MI_MATRIX:
+                    return  # no array: a damaged file
+                _mat_count_elements(src, order, child, counted, cap)
+                if counted[0] > cap:
+                    return
+    if src.pos < end:
+        src.skip(end - src.pos)
+
+
+def _mat_container_elements(path: Path, cap: int) -> int:
+    """The elements of the cell, struct and object arrays of the MATLAB v5 file ``path``, nested ones
+    included, counted from the array headers (nothing is built) until they pass ``cap``. A damaged file is
+    counted as far as it reads (``scipy.io.loadmat`` names the damage)."""
+    counted = [0]
+    with open(path, "rb") as f:
+        order = "<" if f.read(128)[126:128] == b"IM" else ">"  # the endian indicator
+        while counted[0] <= cap:
+            tag = f.read(8)
+            if len(tag) < 8:
+                break
+            mdtype, nbytes = struct.unpack(order + "II", tag)
+            start = f.tell()
+            src = _Unpacked(f, nbytes, mdtype == _MI_COMPRESSED)
+            try:
+                if mdtype == _MI_COMPRESSED:
+                    while counted[0] <= cap and not src.done():
+                        inner, inner_bytes, _small = _mat_tag(src, order)
+                        if inner != _MI_MATRIX:
+                            break
+                        _mat_count_elements(src, order, inner_bytes, counted, cap)
+                elif mdtype == _MI_MATRIX:
+                    _mat_count_elements(src, order, nbytes, counted, cap)
+            except _Cut:
+                break
+            f.seek(start + nbytes)
+    return counted[0]
+
+
 def read_sbd_mask(
     path: Path, num_classes: int = NUM_CLASSES, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
@@ -236,11 +395,13 @@ def read_sbd_mask(
     Labels of any integer type are read, and whole numbers of a floating type (MATLAB's default ``double``).
     A file that unpacks to more than 16 bytes a pixel of ``max_pixels`` (plus 1 MiB) is refused before it is
     read (a decompression bomb: a few MB of zlib data can unpack to gigabytes), and so are more labels than
-    ``max_pixels``.
+    ``max_pixels`` and, counted from the array headers before it is read, more than 65536 elements of cell
+    and struct arrays in all, a struct's once per field (SBD's files hold 23; each is a Python object).
 
     Raises:
         FileNotFoundError: the file does not exist (with a near miss in its folder, e.g. ``<name>.MAT``).
-        DataError: an empty, damaged or MATLAB v7.3 (HDF5) file, one that unpacks beyond ``max_pixels``, no
+        DataError: an empty, damaged or MATLAB v7.3 (HDF5) file, one that unpacks beyond ``max_pixels`` or
+            holds more than 65536 cell and struct array elements, no
             ``GTcls.Segmentation`` (the message says what the file holds), not a 2-D array of whole numbers,
             more labels than ``max_pixels``, or labels outside ``0..num_classes-1`` (and 255); the message
             names the file.
@@ -270,6 +431,14 @@ def read_sbd_mask(
             f"{max_pixels} pixels (max_pixels) take ({_MAT_BYTES_PER_PIXEL} bytes a pixel, + 1 MiB): "
             f"refusing to read it (decompression-bomb guard; {_REEXTRACT})"
         )
+    if version[0] == 1:  # v4 files hold no cell or struct arrays
+        elements = _mat_container_elements(path, _MAT_MAX_ELEMENTS)
+        if elements > _MAT_MAX_ELEMENTS:
+            raise DataError(
+                f"SBD label file '{path}' holds cell or struct arrays of {elements} elements or more in all, "
+                f"more than the limit of {_MAT_MAX_ELEMENTS} (SBD's hold 23; each would be a Python object): "
+                f"refusing to read it ({_REEXTRACT})"
+            )
     try:
         # no squeeze_me: it made the [1, W], [H, 1] and [1, 1] labels of a thin image 1-D arrays or scalars
         mat = scipy.io.loadmat(str(path), struct_as_record=False, variable_names=["GTcls"])

@@ -7,6 +7,8 @@ import errno
 import io
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -592,3 +594,88 @@ def test_a_label_file_that_unpacks_beyond_max_pixels_is_refused_before_it_is_rea
     with pytest.raises(DataError, match=r"mat' holds 12x17 = 204 labels, more than the limit of 203 pixels"):
         sbd.read_sbd_mask(mat, max_pixels=H * (W + 1) - 1)
     assert sbd.read_sbd_mask(mat, max_pixels=H * (W + 1)).shape == (H, W + 1)
+
+
+def _claimed_elements(content: dict[str, Any], dims: tuple[int, int], new_dims: tuple[int, int]) -> bytes:
+    """``content`` as an uncompressed MATLAB v5 file whose array header of ``dims`` claims ``new_dims``."""
+    out = io.BytesIO()
+    scipy.io.savemat(out, content, do_compression=False)
+    data = out.getvalue()
+    header = struct.pack("<II2i", 5, 8, *dims)  # the dimensions sub-element (miINT32, 8 bytes)
+    assert data.count(header) == 1
+    return data.replace(header, struct.pack("<II2i", 5, 8, *new_dims))
+
+
+def _compressed(data: bytes) -> bytes:
+    """The uncompressed MATLAB v5 file ``data`` with its one array stored as a zlib element."""
+    return data[:128] + struct.pack("<II", 15, len(packed := zlib.compress(data[128:]))) + packed
+
+
+def _fieldless_struct_array(n: int) -> bytes:
+    """A MATLAB v5 file whose ``GTcls`` is a 1 x ``n`` struct array without fields (nothing stored per
+    element), written by hand: savemat writes no such array."""
+    body = struct.pack("<II2I", 6, 8, 2, 0)  # array flags: class 2, a struct
+    body += struct.pack("<II2i", 5, 8, 1, n) + struct.pack("<II", 1, 5) + b"GTcls\0\0\0"
+    body += struct.pack("<HHi", 5, 4, 2) + struct.pack("<II", 1, 0)  # field name length 2, no names
+    return b"MATLAB 5.0 MAT-file".ljust(124) + b"\x00\x01IM" + struct.pack("<II", 14, len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "kind", ["cell", "struct_array", "compressed_struct_array", "fieldless_struct_array"]
+)
+def test_a_label_file_claiming_billions_of_cells_is_refused_before_it_is_read(real_layout, monkeypatch, kind):
+    """A label file of a few hundred bytes whose cell or struct array header claims 500 million elements: each
+    becomes a Python object, so scipy.io.loadmat took 3.8 GB and 19 s before it found the data missing (a
+    struct array without fields stores nothing per element: it ran on without end). The byte guard of
+    max_pixels saw nothing (the file unpacks to a few hundred bytes). The elements of the cell and struct
+    arrays (a struct's once per field) are counted from their headers first now, and more than 2**16 are
+    refused."""
+    root, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    empty = np.zeros((0, 0))
+    if kind == "cell":
+        cells = np.empty((1, 2), dtype=object)
+        cells[0, 0] = cells[0, 1] = empty
+        data = _claimed_elements({"GTcls": {"Segmentation": cells}}, (1, 2), (1, 500_000_000))
+    elif kind == "fieldless_struct_array":
+        data = _fieldless_struct_array(500_000_000)
+    else:
+        arr = np.empty((1, 2), dtype=[("Segmentation", object)])
+        arr[0, 0]["Segmentation"] = arr[0, 1]["Segmentation"] = empty
+        data = _claimed_elements({"GTcls": arr}, (1, 2), (1, 500_000_000))
+        data = _compressed(data) if kind == "compressed_struct_array" else data
+    mat.write_bytes(data)
+    assert mat.stat().st_size < 1000
+    loadmat, read = scipy.io.loadmat, []
+
+    def recorded(path: str, **kw: Any) -> Any:
+        read.append(Path(path))
+        if Path(path) == mat:  # not read here: it would take gigabytes
+            pytest.fail(f"{path} was read")
+        return loadmat(path, **kw)
+
+    monkeypatch.setattr(scipy.io, "loadmat", recorded)
+    expected = (
+        r"2008_000100\.mat' holds cell or struct arrays of 50000000[01] elements or more in all, more than "
+        r"the limit of 65536"
+    )
+    with pytest.raises(DataError, match=expected):
+        sbd.read_sbd_mask(mat)
+    with pytest.raises(DataError, match=expected):
+        sbd.build_trainaug(root, ds)
+    assert mat not in read and len(read) == 2, read  # the other two label files
+    assert not (root / "VOCdevkit" / "VOC2012" / "SegmentationClassAug").exists()
+
+
+def test_a_fieldless_struct_array_of_few_elements_is_read_as_before(real_layout) -> None:
+    """The element count refuses only what passes its limit: 3 elements are read and named as before."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    mat.write_bytes(_fieldless_struct_array(3))
+    with pytest.raises(DataError, match="'GTcls' is a struct array of 3 elements: expected one struct"):
+        sbd.read_sbd_mask(mat)
+    compressed = _compressed(
+        _claimed_elements({"GTcls": {"Segmentation": _labels(3, band=False)}}, (H, W), (H, W))
+    )
+    mat.write_bytes(compressed)
+    assert np.array_equal(sbd.read_sbd_mask(mat), _labels(3, band=False))
