@@ -20,7 +20,8 @@ Command line::
 SBD's ``.mat`` files are MATLAB v5 files (read with ``scipy.io.loadmat``); v7.3 (HDF5) files are refused with
 an error naming the file, as are damaged ones and, before they are read, those that unpack to more than the
 labels of ``max_pixels`` pixels take (a decompression bomb) or whose array headers claim more than 65536
-cell or struct array elements. Every missing file is named before a mask is read, every bad file after all
+cell or struct array elements, or nest arrays more than 32 levels deep (``scipy.io.loadmat`` can overflow
+the C stack on a deeper chain). Every missing file is named before a mask is read, every bad file after all
 are read; nothing is written unless all are good.
 """
 
@@ -235,6 +236,10 @@ def _mat_unpacked_bytes(path: Path, limit: int) -> int:
 #: Python object, and the few bytes of an array header can claim billions of them (a struct array without
 #: fields stores nothing per element).
 _MAT_MAX_ELEMENTS = 2**16
+#: The deepest nesting of arrays in arrays a label file may have (SBD's: 3, the ``GTcls`` struct, its
+#: ``Boundaries`` cell and the sparse arrays in it). A chain of a few thousand 1-element cells (a few tens
+#: of kB) made ``scipy.io.loadmat`` overflow the C stack: the process ended with a segmentation fault.
+_MAT_MAX_DEPTH = 32
 #: The data type of a MATLAB array (``miMATRIX``) and the classes whose elements are arrays of their own.
 _MI_MATRIX = 14
 _MX_CONTAINERS = (1, 2, 3)  # cell, struct, object
@@ -242,6 +247,10 @@ _MX_CONTAINERS = (1, 2, 3)  # cell, struct, object
 
 class _Cut(Exception):
     """The data of a MATLAB file ends early (a damaged file: ``scipy.io.loadmat`` names the damage)."""
+
+
+class _TooDeep(Exception):
+    """Arrays of a MATLAB file nest deeper than :data:`_MAT_MAX_DEPTH`."""
 
 
 class _Unpacked:
@@ -323,9 +332,17 @@ def _mat_data(src: _Unpacked, order: str) -> bytes:
     return data
 
 
-def _mat_count_elements(src: _Unpacked, order: str, nbytes: int, counted: list[int], cap: int) -> None:
+def _mat_count_elements(
+    src: _Unpacked, order: str, nbytes: int, counted: list[int], cap: int, depth: int = 1
+) -> None:
     """Add the elements of the cell, struct and object arrays of the array whose body (``nbytes``) follows
-    to ``counted[0]``, its nested ones included, stopping above ``cap``; the body is then skipped."""
+    to ``counted[0]``, its nested ones included, stopping above ``cap``; the body is then skipped.
+
+    Raises:
+        _TooDeep: the array is nested ``depth`` > :data:`_MAT_MAX_DEPTH` levels deep.
+    """
+    if depth > _MAT_MAX_DEPTH:
+        raise _TooDeep
     end = src.pos + nbytes
     if nbytes:
         flags = _mat_data(src, order)
@@ -351,7 +368,7 @@ def _mat_count_elements(src: _Unpacked, order: str, nbytes: int, counted: list[i
                 mdtype, child, _small = _mat_tag(src, order)
                 if mdtype != _MI_MATRIX:
                     return  # no array: a damaged file
-                _mat_count_elements(src, order, child, counted, cap)
+                _mat_count_elements(src, order, child, counted, cap, depth + 1)
                 if counted[0] > cap:
                     return
     if src.pos < end:
@@ -361,7 +378,11 @@ def _mat_count_elements(src: _Unpacked, order: str, nbytes: int, counted: list[i
 def _mat_container_elements(path: Path, cap: int) -> int:
     """The elements of the cell, struct and object arrays of the MATLAB v5 file ``path``, nested ones
     included, counted from the array headers (nothing is built) until they pass ``cap``. A damaged file is
-    counted as far as it reads (``scipy.io.loadmat`` names the damage)."""
+    counted as far as it reads (``scipy.io.loadmat`` names the damage).
+
+    Raises:
+        _TooDeep: arrays nest deeper than :data:`_MAT_MAX_DEPTH` levels.
+    """
     counted = [0]
     with open(path, "rb") as f:
         order = "<" if f.read(128)[126:128] == b"IM" else ">"  # the endian indicator
@@ -396,12 +417,14 @@ def read_sbd_mask(
     A file that unpacks to more than 16 bytes a pixel of ``max_pixels`` (plus 1 MiB) is refused before it is
     read (a decompression bomb: a few MB of zlib data can unpack to gigabytes), and so are more labels than
     ``max_pixels`` and, counted from the array headers before it is read, more than 65536 elements of cell
-    and struct arrays in all, a struct's once per field (SBD's files hold 23; each is a Python object).
+    and struct arrays in all, a struct's once per field (SBD's files hold 23; each is a Python object), or
+    arrays nested more than 32 levels deep (SBD's: 3; ``scipy.io.loadmat`` can end the process with a
+    segmentation fault on a deeper chain).
 
     Raises:
         FileNotFoundError: the file does not exist (with a near miss in its folder, e.g. ``<name>.MAT``).
         DataError: an empty, damaged or MATLAB v7.3 (HDF5) file, one that unpacks beyond ``max_pixels`` or
-            holds more than 65536 cell and struct array elements, no
+            holds more than 65536 cell and struct array elements or arrays nested more than 32 levels deep, no
             ``GTcls.Segmentation`` (the message says what the file holds), not a 2-D array of whole numbers,
             more labels than ``max_pixels``, or labels outside ``0..num_classes-1`` (and 255); the message
             names the file.
@@ -432,7 +455,14 @@ def read_sbd_mask(
             f"refusing to read it (decompression-bomb guard; {_REEXTRACT})"
         )
     if version[0] == 1:  # v4 files hold no cell or struct arrays
-        elements = _mat_container_elements(path, _MAT_MAX_ELEMENTS)
+        try:
+            elements = _mat_container_elements(path, _MAT_MAX_ELEMENTS)
+        except _TooDeep:
+            raise DataError(
+                f"SBD label file '{path}' nests arrays in arrays deeper than {_MAT_MAX_DEPTH} levels (SBD's "
+                f"nest 3; scipy.io.loadmat can overflow the C stack on such a file and end the process): "
+                f"refusing to read it ({_REEXTRACT})"
+            ) from None
         if elements > _MAT_MAX_ELEMENTS:
             raise DataError(
                 f"SBD label file '{path}' holds cell or struct arrays of {elements} elements or more in all, "

@@ -679,3 +679,51 @@ def test_a_fieldless_struct_array_of_few_elements_is_read_as_before(real_layout)
     )
     mat.write_bytes(compressed)
     assert np.array_equal(sbd.read_sbd_mask(mat), _labels(3, band=False))
+
+
+def _nested_cells(depth: int) -> bytes:
+    """A MATLAB v5 file whose ``GTcls`` is a chain of ``depth`` 1 x 1 cells around an empty array, written by
+    hand (savemat recurses as deep as the chain)."""
+
+    def element(mdtype: int, data: bytes) -> bytes:
+        return struct.pack("<II", mdtype, len(data)) + data + b"\0" * (-len(data) % 8)
+
+    def cell(child: bytes, name: bytes = b"") -> bytes:
+        body = element(6, struct.pack("<2I", 1, 0)) + element(5, struct.pack("<2i", 1, 1)) + element(1, name)
+        return struct.pack("<II", 14, len(body + child)) + body + child
+
+    x = struct.pack("<II", 14, 0)  # an empty array at the bottom
+    for _ in range(depth - 1):
+        x = cell(x)
+    return b"MATLAB 5.0 MAT-file".ljust(124) + b"\x00\x01IM" + cell(x, b"GTcls")
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_arrays_nested_too_deep_are_refused_before_loadmat_runs(real_layout, monkeypatch, compressed) -> None:
+    """A chain of 5000 1 x 1 cells (about 200 kB) made scipy.io.loadmat overflow the C stack: the process
+    ended with a segmentation fault, no error and no file named. The nesting is measured from the array
+    headers first now, and more than 32 levels (SBD's files nest 3) are refused naming the file; 30 levels
+    still reach loadmat (and its own report of what the file holds)."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    deep = _nested_cells(5000)
+    mat.write_bytes(_compressed(deep) if compressed else deep)
+    loadmat, read = scipy.io.loadmat, []
+
+    def recorded(path: str, **kw: Any) -> Any:
+        if Path(path) == mat and not read and mat.stat().st_size == len(written[0]):
+            pytest.fail(f"{path} (the chain of 5000 cells) was read: it could end the process")
+        read.append(Path(path))
+        return loadmat(path, **kw)
+
+    written = [_compressed(deep) if compressed else deep]
+
+    monkeypatch.setattr(scipy.io, "loadmat", recorded)
+    with pytest.raises(DataError, match=r"2008_000100\.mat' nests arrays in arrays deeper than 32 levels"):
+        sbd.read_sbd_mask(mat)
+    assert read == []
+    shallow = _nested_cells(30)
+    mat.write_bytes(_compressed(shallow) if compressed else shallow)
+    with pytest.raises(DataError, match="'GTcls' is a object array of shape"):
+        sbd.read_sbd_mask(mat)
+    assert read == [mat]
