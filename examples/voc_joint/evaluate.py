@@ -449,8 +449,15 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except CheckpointError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     classes = checkpoint_num_classes(config)
-    if args.max_panels > 0 and classes > PANEL_CLASSES_MAX:  # before any image is read
-        parser.exit(2, f"{parser.prog}: error: {panel_classes_error(classes, '--max-panels 0')}\n")
+    # before any image is read (the models take up to 1024 classes; the data set's check raised ValueError,
+    # and the panels' limit, PANEL_CLASSES_MAX = 256, lies beyond)
+    if classes > IGNORE_INDEX:
+        parser.exit(
+            2,
+            f"{parser.prog}: error: the checkpoint's model has {classes} classes, and VOC-format masks "
+            f"(8-bit, {IGNORE_INDEX} ignored) hold classes 0..{IGNORE_INDEX - 1} only: evaluate.py cannot "
+            "score it\n",
+        )
     model.to(device)
     try:
         return _run(args, model, config, device)

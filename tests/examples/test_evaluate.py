@@ -446,16 +446,18 @@ def test_cli_takes_the_class_count_from_the_checkpoint(voc, tmp_path, capsys):
 def test_more_classes_than_the_palette_has_colours_are_refused_before_any_image_with_panels(
     voc, tmp_path, capsys
 ):
-    """A 300-class model (the models take up to 1024) with panels: refused at the start, naming the way out
-    (the panels' colorize refused class 256 and above in the middle of the evaluation)."""
+    """A 300-class model (the models take up to 1024) with panels: refused at the start (the panels' colorize
+    refused class 256 and above in the middle of the evaluation). On the command line no VOC-format mask holds
+    such classes (8-bit, 255 ignored), which is what evaluate.py says first; the API names the panels' limit
+    and the way out."""
     path = _seg_checkpoint(tmp_path, 300)
     out = tmp_path / "ev"
     with pytest.raises(SystemExit) as info:  # before any image is read
         _evaluate(path, voc, out)
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "error: the checkpoint's model has 300 classes, and panels draw classes in the 256 colours" in err
-    assert err.rstrip().endswith("evaluate it with --max-panels 0 (no panels)") and not out.exists()
+    assert "error: the checkpoint's model has 300 classes, and VOC-format masks (8-bit, 255 ignored)" in err
+    assert not out.exists()
     with pytest.raises(ValueError, match=r"has 300 classes.*evaluate it with max_panels=0"):
         evaluate_mod.evaluate(
             torch.nn.Identity(), [], device="cpu", num_classes=300, panels_dir=tmp_path / "p", max_panels=1
@@ -465,6 +467,23 @@ def test_more_classes_than_the_palette_has_colours_are_refused_before_any_image_
     assert evaluate_mod.evaluate(
         torch.nn.Identity(), [], device="cpu", num_classes=256, panels_dir=tmp_path / "p", max_panels=1
     )
+
+
+def test_more_classes_than_voc_masks_can_hold_are_refused_before_any_image_without_panels(
+    voc, tmp_path, capsys
+):
+    """A 300-class model with --max-panels 0: VOC-format masks (8-bit, 255 ignored) hold classes 0..254 only.
+    The data set's own check raised a ValueError that evaluate.py did not catch (a traceback); it is refused
+    at the start now, with exit status 2, naming the class count and the masks' limit."""
+    path = _seg_checkpoint(tmp_path, 300)
+    out = tmp_path / "ev"
+    argv = ["--checkpoint", str(path), "--data-root", str(voc), "--output-dir", str(out), "--no-progress"]
+    with pytest.raises(SystemExit) as info:
+        evaluate_mod.main([*argv, "--max-panels", "0"])
+    assert info.value.code == 2 and not out.exists()
+    err = capsys.readouterr().err
+    assert "error: the checkpoint's model has 300 classes, and VOC-format masks (8-bit, 255 ignored) " in err
+    assert "hold classes 0..254 only" in err
 
 
 def test_cli_reads_labels_beyond_voc_for_a_checkpoint_with_more_classes(voc, tmp_path):
