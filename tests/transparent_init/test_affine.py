@@ -260,3 +260,24 @@ def test_hidden_weights_have_entries_of_scale_one_over_sqrt_width(hidden: list[i
     for (a, _), h in zip(affines, hidden, strict=True):
         rms = float(a.square().mean().sqrt())
         assert rms == pytest.approx(1.0 / math.sqrt(h), rel=1e-3), (h, tuple(a.shape))
+
+
+def test_the_underflow_message_names_the_largest_lost_entry_not_the_largest_entry() -> None:
+    """``check_realized``'s message gives the magnitude of the entries that were lost (rounded outside the
+    normal range), the largest of them: a mutation that reported the column's largest entry, held as
+    stored, was not seen by any test."""
+    g = torch.Generator().manual_seed(0)
+    affines = af.draw_hidden(3, [5, 4], [True, True], g)
+    p = af.chain(affines, 3)
+    t_w = torch.randn(2, 3, dtype=torch.float64, generator=g)
+    target = af.homogeneous(t_w, None)[:, :2]
+    w, c = af.solve_last(p, t_w, None)
+    exact = torch.cat([w.T, c[None]])
+    column = exact[:, 1].abs()
+    row = int(column[:-1].argmin())  # the smallest entry of output 1 is lost, the others are held
+    lost = exact.clone()
+    lost[row, 1] = 0.0
+    with pytest.raises(ValueError, match="misses output 1") as info:
+        af.check_realized(p, target, exact, lost, torch.float32, "last")
+    reported = float(str(info.value).split("(up to ")[1].split(" in magnitude")[0])
+    assert reported == pytest.approx(float(column[row]), rel=1e-2) and reported < float(column.max()) / 2
