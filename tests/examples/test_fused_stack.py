@@ -817,6 +817,38 @@ def test_pooled_packs_signs_only_for_a_backward_through_an_activation(
     torch.testing.assert_close(out, ref)
 
 
+class _FlatBuffers(TorchDispatchMode):
+    """Records the size of every one-dimensional ``new_empty`` run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[list[int]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is torch.ops.aten.new_empty.default and len(args[1]) == 1:
+            self.sizes.append(list(args[1]))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2, None])
+def test_pooled_backward_makes_the_sign_buffer_only_with_an_activation(slope: float | None) -> None:
+    """The float buffer the packed signs are unpacked into, one chunk of the last hidden layer (2 rows of 6
+    pixels x 8 units), is made in backward only where there are signs: not without an activation (no sign
+    kept, nothing to scale); the gradients are the reference's either way."""
+    s, u, ids, n_s = _pooled_case(torch.float32, seed=25)
+    ws, bs = _params([6, 8, 8, 3], [True, True, True], torch.float32, torch.device("cpu"))
+    out = fcs.fused_conv_stack(s, u, ws, bs, slope, chunk=12, pool=_pool(ids, n_s, torch.float32))
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(26))
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+    with _FlatBuffers() as buffers:
+        got = _grads(out, inputs, grad)
+    assert buffers.sizes == ([] if slope is None else [[2 * 6 * 8]])
+    act = {0.0: "relu", 0.2: "leaky_relu", None: None}[slope]
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u, ws, bs, act))
+    for a, b in zip(got, _grads(ref, inputs, grad), strict=True):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("layers", [2, 3])
 def test_pooled_backward_runs_no_chunk_it_does_not_need(monkeypatch: pytest.MonkeyPatch, layers: int) -> None:
     """With ``pool`` and recomputation the backward recomputes no chunk when only the last layer (run on the
@@ -1056,3 +1088,12 @@ def test_u_per_superpixel_runs_the_first_convolution_only_for_s_or_its_weight(tr
     mask = {"s": (True, False, False), "first": (False, True, False)}.get(trained)
     # 3 chunks of 2 + 2 + 1 rows in each of 2 images
     assert backwards.calls == ([((10, 3), mask)] * 6 if mask else [])
+
+
+def test_conv_stack_refuses_u_per_superpixel_without_pool() -> None:
+    """Called directly, the conv form refuses ``U`` per superpixel ``[B, N_s, C]`` without ``pool`` with a
+    ValueError naming ``u``'s shape (its forward would stop on an assertion)."""
+    s, u_cells, _, _, _ = _per_cell_u(torch.float32, seed=27)
+    ws, bs = _params([6, 8, 3], [True, True], torch.float32, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"u per superpixel \[B, N_s, C\] needs pool .*got u \(2, 9, 3\)"):
+        fcs.fused_conv_stack(s, u_cells, ws, bs, 0.0)
