@@ -495,8 +495,9 @@ def evaluate_checkpoint(
     :func:`evaluation_options` and :func:`evaluation_current`), and ``trained_on_evaluated_images`` as
     ``metrics.json`` (a run with ``--allow-val-overlap`` also says so in its line). As ``evaluate.py`` does,
     the PNG panels are made in a staging folder, then replace the earlier evaluation's ``panels/`` together
-    with ``eval.json`` (written atomically), once the evaluation is complete: an interrupted evaluation leaves
-    the earlier set and its ``eval.json`` as they were, and ``eval.json``'s ``panels`` lists the whole set.
+    with ``eval.json`` (written atomically), once the evaluation is complete: an interrupted evaluation, or a
+    failed write of ``eval.json`` (a full disk), leaves the earlier set and its ``eval.json`` as they were,
+    and ``eval.json``'s ``panels`` lists the whole set.
     """
     from examples.voc_joint import data
     from examples.voc_joint.checkpoint import load_model_from_checkpoint
@@ -548,10 +549,15 @@ def evaluate_checkpoint(
             "torch": str(torch.__version__),  # the evaluating torch, as in evaluate.py's metrics.json
             "checkpoint_torch_version": config["torch_version"],  # the training one (None: not recorded)
         }
-        # the old panels and eval.json go and the new ones come in one step: a signal waits for its end
+        # the old panels and eval.json go and the new ones come in one step: a signal waits for its end;
+        # panels/ is replaced only once the new eval.json is written (a full disk there leaves both as they
+        # were), then that file is renamed into place
         with InterruptGuard() as deferred, deferred.critical():
-            _replace_panels(staged, folder / "panels")
-            write_text_atomic(folder / "eval.json", dumps(res) + "\n")
+            write_text_atomic(
+                folder / "eval.json",
+                dumps(res) + "\n",
+                before=lambda: _replace_panels(staged, folder / "panels"),
+            )
         deferred.check()
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1102,6 +1102,42 @@ def test_eval_replaces_the_panel_set_with_eval_json(tiny_voc, tmp_path, capsys, 
     assert sorted(map(str, (folder / "panels").iterdir())) == res["panels"]  # the old set went
 
 
+@pytest.mark.parametrize("code", ["ENOSPC", "EACCES"])
+def test_eval_failed_eval_json_write_leaves_the_earlier_panels(tiny_voc, tmp_path, capsys, monkeypatch, code):
+    """``train.py --eval`` replaced panels/ before it wrote eval.json: a full disk at that write left the new
+    panels next to the earlier eval.json (which lists the earlier panels). As evaluate.py, panels/ is now
+    replaced only once the new eval.json is written; a failed write leaves both as they were."""
+    import errno
+
+    from examples.voc_joint import atomic
+
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    lists = root / "ImageSets" / "Segmentation"
+    (lists / "val1.txt").write_text((lists / "val.txt").read_text().split()[0] + "\n")
+    argv = train_args(root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--max-steps", "2", "--eval")
+    folder = tmp_path / "out" / "seg"
+    train.main(argv)
+    before = {p.name: p.read_bytes() for p in sorted((folder / "panels").iterdir())}
+    eval_before = (folder / "eval.json").read_bytes()
+    assert len(before) == 2
+    real_open = open
+    number = getattr(errno, code)
+
+    def fake_open(file, *args, **kwargs):  # the write of eval.json's temporary file fails
+        if Path(file).name.startswith(".eval.json."):
+            raise OSError(number, os.strerror(number))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(atomic, "open", fake_open, raising=False)
+    with pytest.raises(OSError, match=re.escape(f"cannot write {folder / 'eval.json'}")):
+        train.main([*argv, "--resume", "--val-split", "val1"])  # one image: one panel
+    assert "evaluation failed" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in sorted((folder / "panels").iterdir())}
+    assert after == before and (folder / "eval.json").read_bytes() == eval_before
+    assert not list(folder.glob(".panels.*")) and not list(folder.glob(".eval.json.*"))
+
+
 def test_eval_checks_the_validation_split_before_training(tiny_voc, tmp_path) -> None:
     argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1", "--eval")
     with pytest.raises(FileNotFoundError, match=r"split list file not found: .*nosuch\.txt"):
