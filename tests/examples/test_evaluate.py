@@ -1071,6 +1071,22 @@ def test_nan_logits_advise_evaluating_without_amp_only_under_amp(amp):
     assert message.endswith("img_b (1)") and "img_a" not in message, message
 
 
+def test_amp_on_the_cpu_runs_without_autocast_and_gives_no_float16_advice(voc):
+    """``amp`` autocasts to float16 on CUDA only: on the CPU the model runs without autocast (the scores of
+    ``amp=False``), and NaN logits there are not blamed on float16."""
+    seen: list[bool] = []
+
+    class Recording(_NaNLogits):
+        def forward(self, seg_input, spixel_input):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return super().forward(seg_input, spixel_input)
+
+    loader = DataLoader(build_dataset(voc, "val", crop_size=(16, 20)), batch_size=2)
+    with pytest.raises(FloatingPointError) as info:
+        evaluate(Recording("logits"), loader, device="cpu", progress=False, amp=True)
+    assert "amp" not in str(info.value) and seen == [False], (seen, str(info.value))
+
+
 def test_cli_nan_logits_are_one_line_with_exit_status_1_and_leave_the_earlier_results(
     voc, tmp_path, monkeypatch, capsys
 ):
