@@ -336,10 +336,11 @@ def train_one_epoch(
                 bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{ips:.1f}")
                 bar.update(1)
             in_epoch = state.samples_in_epoch // global_batch
+            # the epoch's last step: no whole batch is left (after a resume at another batch size, off the
+            # grid of global_batch, in_epoch stops one short of steps_per_epoch there)
+            last = state.samples_in_epoch + global_batch > steps_per_epoch * global_batch
             reached = args.max_steps is not None and state.step >= args.max_steps
-            if logger is not None and (
-                state.step % args.log_every == 0 or in_epoch == steps_per_epoch or reached
-            ):
+            if logger is not None and (state.step % args.log_every == 0 or last or reached):
                 # every process's mean, the parts as the loss: loss = ce + weight x spixel holds in the log
                 means = {k: info.mean(values[k]) for k in ("loss", "ce", "spixel") if k in values}
                 logger.row(

@@ -855,6 +855,54 @@ def test_the_last_step_of_an_epoch_is_logged_whatever_log_every_says(tmp_path: P
     assert [(r["epoch"], r["step"]) for r in rows] == [("1", "2"), ("1", "3")], rows
 
 
+def test_the_last_step_of_an_epoch_resumed_off_grid_is_logged(tmp_path: Path) -> None:
+    """A run resumed mid-epoch at another batch size (1 sample done, now 2 per step: 3 batches left of an
+    epoch of 4 steps) ends its epoch when the loader runs out, before ``in_epoch`` reaches
+    ``steps_per_epoch``: that last step had no row (with ``--log-every 10``, the epoch left none), though
+    log.csv keeps one at each epoch end. It is logged now."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 21, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    state = engine.TrainState(
+        "seg",
+        model,
+        model,
+        opt,
+        sched,
+        torch.amp.GradScaler("cuda", enabled=False),
+        step=1,
+        samples_in_epoch=1,
+    )
+    args = argparse.Namespace(
+        cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0, no_progress=True, epochs=1,
+        max_steps=None, log_every=10, freeze_bn=False,
+    )  # fmt: skip
+    batches = [
+        {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))} for _ in range(3)
+    ]
+    logger = engine.CsvLogger(tmp_path, True, False, 1)
+    try:
+        reason = engine.train_one_epoch(
+            state,
+            batches,
+            args,
+            DistInfo(),
+            steps_per_epoch=4,
+            global_batch=2,
+            logger=logger,  # type: ignore[arg-type]
+        )
+    finally:
+        logger.close()
+    with open(tmp_path / "log.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert reason == "epoch" and (state.epoch, state.step, state.samples_in_epoch) == (1, 4, 0)
+    assert [(r["epoch"], r["step"]) for r in rows] == [("1", "4")], rows
+
+
 def test_cross_entropy_is_a_mean_over_labelled_pixels_and_0_without_any() -> None:
     from examples.voc_joint.engine import cross_entropy
 
