@@ -903,6 +903,79 @@ def test_the_last_step_of_an_epoch_resumed_off_grid_is_logged(tmp_path: Path) ->
     assert [(r["epoch"], r["step"]) for r in rows] == [("1", "4")], rows
 
 
+def test_log_elapsed_time_counts_from_the_given_start(tmp_path: Path) -> None:
+    """``elapsed_s`` in log.csv counts from ``t0`` (the run's start less the training time of the checkpoint
+    it resumed from), not from the start of the epoch or of this call: it continues across resumes."""
+    import time
+
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 21, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    state = engine.TrainState("seg", model, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
+    args = argparse.Namespace(
+        cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0, no_progress=True, epochs=1,
+        max_steps=None, log_every=1, freeze_bn=False,
+    )  # fmt: skip
+    batches = [
+        {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))} for _ in range(2)
+    ]
+    logger = engine.CsvLogger(tmp_path, True, False, None)
+    start = time.perf_counter()
+    try:
+        engine.train_one_epoch(
+            state,
+            batches,
+            args,
+            DistInfo(),
+            steps_per_epoch=2,
+            global_batch=2,
+            logger=logger,  # type: ignore[arg-type]
+            t0=start - 1000.0,  # 1000 s of training before this run
+        )
+    finally:
+        logger.close()
+    took = time.perf_counter() - start
+    with open(tmp_path / "log.csv", newline="", encoding="utf-8") as fh:
+        elapsed = [float(r["elapsed_s"]) for r in csv.DictReader(fh)]
+    assert len(elapsed) == 2 and all(1000.0 <= e <= 1000.0 + took + 0.01 for e in elapsed), (elapsed, took)
+
+
+@pytest.mark.parametrize("max_steps", [None, 1])
+def test_a_signal_stops_the_epoch_as_interrupt_also_at_the_step_cap(max_steps: int | None) -> None:
+    """A signal recorded during a step ends the epoch after that step with ``"interrupt"``, also when that
+    step reaches ``--max-steps`` (the caller must not take it for a plain end at the cap)."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 21, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    state = engine.TrainState("seg", model, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
+    args = argparse.Namespace(
+        cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0, no_progress=True, epochs=1,
+        max_steps=max_steps, log_every=1, freeze_bn=False,
+    )  # fmt: skip
+    batches = [
+        {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))} for _ in range(3)
+    ]
+    guard = argparse.Namespace(requested=signal.SIGINT)  # recorded before the first step ends
+    reason = engine.train_one_epoch(
+        state,
+        batches,
+        args,
+        DistInfo(),
+        steps_per_epoch=3,
+        global_batch=2,
+        guard=guard,  # type: ignore[arg-type]
+    )
+    assert reason == "interrupt" and (state.epoch, state.step, state.samples_in_epoch) == (0, 1, 2)
+
+
 def test_cross_entropy_is_a_mean_over_labelled_pixels_and_0_without_any() -> None:
     from examples.voc_joint.engine import cross_entropy
 
