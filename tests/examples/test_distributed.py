@@ -392,6 +392,15 @@ def test_log_rows_average_the_loss_and_its_parts_over_the_processes(
     loader, sampler = train.build_train_loader(args, one, tiny_voc)
     state, _ = train.build_train_state("joint", args, one, None, sampler.steps_per_epoch)
     _OtherProcess(monkeypatch, value=0.0, flags=torch.zeros(4))
+    own: list[dict[str, float]] = []  # this process's values of each step
+    real_step = engine.train_step
+
+    def recording_step(*a, **kw):
+        values, stop = real_step(*a, **kw)
+        own.append(values)
+        return values, stop
+
+    monkeypatch.setattr(engine, "train_step", recording_step)
     logger = engine.CsvLogger(tmp_path, True, False, None)
     try:
         engine.train_one_epoch(
@@ -404,6 +413,9 @@ def test_log_rows_average_the_loss_and_its_parts_over_the_processes(
         (row,) = list(csv.DictReader(fh))
     loss, ce, spixel = (float(row[k]) for k in ("loss", "ce", "spixel"))
     assert loss == pytest.approx(ce + args.spixel_loss_weight * spixel, abs=2e-6), row
+    assert len(own) == 1 and own[0]["spixel"] > 0, own
+    for k in ("loss", "ce", "spixel"):  # the means, not this process's own values
+        assert float(row[k]) == pytest.approx(own[0][k] / 2, abs=1e-6), (k, row, own)
 
 
 def test_a_loss_non_finite_on_another_process_is_reported_as_the_mean_not_this_ones(
