@@ -1216,11 +1216,15 @@ def test_eval_replaces_the_panel_set_with_eval_json(tiny_voc, tmp_path, capsys, 
             train.main([*argv, "--resume", "--eval-crop", "16"])
     assert len(calls) == 1 and saved() == before and (folder / "eval.json").read_bytes() == eval_before
     assert not list(folder.glob(".panels.*"))  # the staging folder went
+    killed = folder / ".panels.killed_1"  # that of an evaluation killed by SIGKILL: no process holds it
+    killed.mkdir()
+    (killed / "0001.png").write_bytes(b"partial")
     capsys.readouterr()
     train.main([*argv, "--resume", "--val-split", "val1"])
     res = json.loads((folder / "eval.json").read_text())
     assert res["split"] == "val1" and len(res["panels"]) == 1
     assert sorted(map(str, (folder / "panels").iterdir())) == res["panels"]  # the old set went
+    assert not list(folder.glob(".panels.*"))  # the killed evaluation's staging folder went too
 
 
 @pytest.mark.parametrize("code", ["ENOSPC", "EACCES"])
@@ -1257,6 +1261,29 @@ def test_eval_failed_eval_json_write_leaves_the_earlier_panels(tiny_voc, tmp_pat
     after = {p.name: p.read_bytes() for p in sorted((folder / "panels").iterdir())}
     assert after == before and (folder / "eval.json").read_bytes() == eval_before
     assert not list(folder.glob(".panels.*")) and not list(folder.glob(".eval.json.*"))
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks")
+def test_eval_signal_while_the_results_are_replaced_acts_after_them(tiny_voc, tmp_path, monkeypatch) -> None:
+    """A signal while ``train.py --eval`` replaces panels/ and eval.json waits for both, then stops the run
+    (it is not lost: the command does not go on as if none came)."""
+    from examples.voc_joint import evaluate
+    from examples.voc_joint.signals import Interrupted
+
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1", "--eval")
+    real_replace = evaluate._replace_panels
+
+    def replace(new, panels_dir):  # SIGINT once the panels are replaced, before eval.json is
+        moved = real_replace(new, panels_dir)
+        os.kill(os.getpid(), signal.SIGINT)
+        return moved
+
+    monkeypatch.setattr(evaluate, "_replace_panels", replace)
+    with pytest.raises(Interrupted):
+        train.main(argv)
+    res = json.loads((tmp_path / "seg" / "eval.json").read_text())
+    assert res["checkpoint_step"] == 1
+    assert sorted(res["panels"]) == sorted(str(p) for p in (tmp_path / "seg" / "panels").glob("*.png"))
 
 
 def test_eval_checks_the_validation_split_before_training(tiny_voc, tmp_path) -> None:
