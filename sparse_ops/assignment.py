@@ -411,7 +411,7 @@ class SuperpixelAssignment:
         """
         if self._check_inputs:
             _checks.check_option(reduce, "reduce", REDUCTIONS)
-        return self._pool(self._flat(x, "features"), reduce).to(x.dtype)
+        return self._pool(self._flat(x, "x"), reduce).to(x.dtype)
 
     def _pool(self, xf: Tensor, reduce: str) -> Tensor:
         b, c, n = xf.shape
@@ -501,7 +501,7 @@ class SuperpixelAssignment:
         Returns:
             Tensor[B, C, H, W]: uniformized logits, ``x``'s dtype.
         """
-        xf = self._flat(x, "logits")
+        xf = self._flat(x, "x")
         dtype = xf.dtype
         masked = self._mask is not None
         layout = self._layout

@@ -173,9 +173,7 @@ def test_decode_errors() -> None:
         a.decode(torch.zeros(2, 5, 3))
     with pytest.raises(ValueError, match="reduce must be one of"):
         a.pool(torch.zeros(2, 1, 4, 5), "median")  # type: ignore[arg-type]  # the error under test
-    with pytest.raises(
-        ValueError, match=r"features must have shape \[B, C, H, W\] = \[2, C, 4, 5\] like the"
-    ):
+    with pytest.raises(ValueError, match=r"^x must have shape \[B, C, H, W\] = \[2, C, 4, 5\] like the"):
         a.encode(torch.zeros(2, 1, 5, 4))
 
 

@@ -205,7 +205,7 @@ def _shape_mistakes() -> list[tuple[str, object, str]]:
         (
             "SuperpixelAssignment",
             lambda: so.SuperpixelAssignment(sp, 4, validate=False).uniformize(x[:1]),
-            r"logits must have shape \[B, C, H, W\] = \[2, C, 8, 8\] like the label map",
+            r"^x must have shape \[B, C, H, W\] = \[2, C, 8, 8\] like the label map",
         ),
         (
             "soft_uniformize",
@@ -257,8 +257,8 @@ def test_the_argument_swap_hint_only_where_a_label_map_follows() -> None:
     x, sp = torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long)
     with pytest.raises(TypeError, match="a label map passed first"):
         so.superpixel_pool(sp[:, None], sp)
-    with pytest.raises(TypeError, match=r"convert it with features.float\(\)$"):
-        so.SuperpixelAssignment(sp).pool(x.to(torch.uint8))
+    with pytest.raises(TypeError, match=r"^x must be a floating tensor.*convert it with x.float\(\)$"):
+        so.SuperpixelAssignment(sp).pool(x.to(torch.uint8))  # (the method's argument is x)
     q = torch.full((1, 9, 3, 3), 1 / 9)
     with pytest.raises(TypeError, match=r"convert it with logits.float\(\)$"):
         so.soft_uniformize(x.long(), q, 2)
@@ -725,7 +725,7 @@ _SPARSE_INPUTS = [  # (argument, call with that argument made sparse)
     ("pooled", lambda f: superpixel_unpool(f(torch.randn(1, 3, 2)), _SP)),
     ("superpixels", lambda f: so.relabel_contiguous(f(_SP))),
     ("superpixels", lambda f: SuperpixelAssignment(f(_SP))),
-    ("features", lambda f: SuperpixelAssignment(_SP).pool(f(_X))),
+    ("x", lambda f: SuperpixelAssignment(_SP).pool(f(_X))),  # (the method's argument)
     ("assoc", lambda f: so.soft_uniformize(torch.randn(1, 2, 4, 4), f(torch.rand(1, 9, 4, 4)), 2)),
     ("bias", lambda f: so.superpixel_cam(_X, _SP, weight=torch.ones(3, 2), bias=f(torch.ones(3)))),
     ("x", lambda f: so.max_pool2d_with_indices(f(_X))),
