@@ -593,7 +593,7 @@ def test_train_transform_properties(h, w, ch, cw, s, seed):
 # ---------------------------------------------------------------- untrusted input: paths and sizes
 
 
-@pytest.mark.parametrize("entry", ["../../etc/passwd", "/etc/passwd", "sub/../../x", ".."])
+@pytest.mark.parametrize("entry", ["../../etc/passwd", "/etc/passwd", "sub/../../x", "..", "sub/a\0b"])
 def test_list_entries_must_stay_inside_the_data_root(voc_copy, entry):
     lst = voc_copy / "ImageSets" / "Segmentation" / "train.txt"
     lst.write_text(f"synth_000000\n{entry}\n")
@@ -914,3 +914,115 @@ def test_a_scale_pair_of_any_number_type_is_accepted():
     """The check of ``scale`` refuses text and bools, not NumPy numbers or arrays (float() of each)."""
     for scale in (np.array([0.5, 2.0]), (np.float32(0.5), 2), [1, 1]):
         assert data.RandomScale(scale).scale == (float(scale[0]), float(scale[1]))
+
+
+def test_random_scale_rounds_each_side_to_the_nearest_pixel_and_keeps_one():
+    """The new size is ``round(side * factor)`` (not truncated), at least 1: x1.9 of 3 x 5 is 6 x 10 (5.7 and
+    9.5, which rounds half-even); x0.5 of 1 x 1 stays 1 x 1 (round gives 0)."""
+    for (h, w), s, want in (((3, 5), 1.9, (6, 10)), ((1, 1), 0.5, (1, 1)), ((7, 3), 0.3, (2, 1))):
+        image = tv_tensors.Image(torch.zeros(3, h, w))
+        mask = tv_tensors.Mask(torch.zeros(h, w, dtype=torch.uint8))
+        out_img, out_mask = data.RandomScale((s, s))(image, mask)
+        assert tuple(out_img.shape) == (3, *want) and tuple(out_mask.shape) == want, (h, w, s)
+
+
+def test_random_scale_resizes_images_bilinear_antialiased_and_clamped():
+    """The image is resized as documented (bilinear, antialiased) and clamped to [0, 1]: the antialiased
+    filter's float sums take a white image a little above 1 (1.0000001 on 13 x 17 at x0.5), out of the
+    documented range of ``image``."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    gen = torch.Generator().manual_seed(0)
+    image = tv_tensors.Image(torch.rand(3, 13, 17, generator=gen))
+    mask = tv_tensors.Mask(torch.zeros(13, 17, dtype=torch.uint8))
+    for s in (0.5, 1.5):
+        out, _ = data.RandomScale((s, s))(image, mask)
+        want = TF.resize(
+            image, list(out.shape[-2:]), interpolation=InterpolationMode.BILINEAR, antialias=True
+        )
+        torch.testing.assert_close(out.as_subclass(torch.Tensor), want.as_subclass(torch.Tensor).clamp(0, 1))
+    for h, w in ((13, 17), (31, 29), (7, 9)):
+        white = tv_tensors.Image(torch.ones(3, h, w))
+        for s in (0.5, 0.6, 0.75, 0.8, 0.9):
+            out, _ = data.RandomScale((s, s))(white, tv_tensors.Mask(torch.zeros(h, w, dtype=torch.uint8)))
+            assert out.max() <= 1 and out.min() >= 0, (h, w, s, out.max().item())
+
+
+def test_pad_to_multiple_pads_each_side_to_its_own_multiple():
+    """Rows and columns each go up to their own multiple: 5 x 9 with multiple 4 is 8 x 12 (the width padded
+    from 9 to 12, not left at 9 by a target taken from the height)."""
+    image, target = _coded_pair(5, 9)
+    out_img, out_tgt = data.PadToMultiple(4)(image, target)
+    assert out_img.shape == (3, 8, 12) and out_tgt.shape == (8, 12)
+    assert torch.equal(out_tgt[:5, :9], target) and torch.all(out_tgt[5:] == 255)
+    assert torch.all(out_tgt[:, 9:] == 255) and torch.all(out_img[:, :, 9:] == 0)
+    _, tall = data.PadToMultiple(4)(*_coded_pair(9, 5))
+    assert tall.shape == (12, 8)
+
+
+def test_the_colour_note_of_an_rgb_mask_counts_every_colour_and_needs_all_in_the_palette(voc_copy):
+    """The note on a refused RGB mask counts its distinct colours (VOC's (128, 0, 0) and (0, 128, 0) are two)
+    and calls them VOC colours only when every one is: one colour outside the palette asks for the
+    colour-to-id mapping of a colour-coded mask."""
+    ds = VOCSegmentation(voc_copy, "train")
+    rgb = np.zeros((*SIZE, 3), np.uint8)
+    rgb[:, : SIZE[1] // 2] = (128, 0, 0)  # aeroplane
+    rgb[:, SIZE[1] // 2 :] = (0, 128, 0)  # bicycle
+    Image.fromarray(rgb).save(ds.mask_path(0))
+    with pytest.raises(data.DataError, match=r"; its 2 colours are all colours of the VOC palette"):
+        ds[0]
+    rgb[0, 0] = (10, 200, 30)  # one pixel of no VOC colour
+    Image.fromarray(rgb).save(ds.mask_path(0))
+    with pytest.raises(data.DataError, match=r"; its 3 colours are not all in the VOC palette"):
+        ds[0]
+
+
+@pytest.mark.parametrize(
+    "count, shown",
+    [(10, "21, 22, 23, 24, 25, 26, 27, 28, 29, 30"), (11, "21, 22, 23, 24, 25, 26, 27, 28, 29, 30, ...")],
+)
+def test_a_mask_error_shows_the_first_ten_bad_values(voc_copy, count, shown):
+    """The message lists up to ten of the label values out of range, then ``...`` when there are more."""
+    ds = VOCSegmentation(voc_copy, "train", sbd=True)
+    arr = np.zeros(SIZE, np.uint8)
+    arr[0, :count] = np.arange(21, 21 + count)
+    Image.fromarray(arr).save(ds.mask_path(0))
+    with pytest.raises(data.DataError) as info:
+        ds[0]
+    assert str(info.value).endswith(f"outside {{0..20, 255}}: {shown} ({count} pixels)"), info.value
+
+
+@pytest.mark.parametrize("orientation, hinted", [(5, True), (6, True), (7, True), (8, True), (3, False)])
+def test_the_exif_note_needs_a_quarter_turn_and_the_transposed_size(voc_copy, orientation, hinted):
+    """Orientations 5 to 8 turn the view by 90 degrees (3: by 180, the size stays): only they explain a
+    transposed mask, and a mask of any other wrong size gets the plain size error, whatever the tag."""
+    ds = VOCSegmentation(voc_copy, "train")
+    with Image.open(ds.image_path(0)) as im:
+        rgb = im.convert("RGB")
+    exif = rgb.getexif()
+    exif[0x0112] = orientation
+    rgb.save(ds.image_path(0), exif=exif.tobytes())
+    Image.fromarray(np.zeros((SIZE[1], SIZE[0]), np.uint8)).save(ds.mask_path(0))  # transposed
+    with pytest.raises(data.DataError) as info:
+        ds[0]
+    assert (f"EXIF orientation {orientation}" in str(info.value)) == hinted, info.value
+    Image.fromarray(np.zeros((SIZE[0] + 1, SIZE[1]), np.uint8)).save(ds.mask_path(0))  # another size
+    with pytest.raises(data.DataError, match=r"is 33x48 \(HxW\) but its image .* is 32x48$"):
+        ds[0]
+
+
+def test_a_first_word_that_only_starts_like_an_image_path_is_a_name(voc_copy):
+    """Only a whole first word ``[/]JPEGImages/<name>.jpg`` gives ``<name>``: ``JPEGImages/x.jpg.bak`` is a
+    name of its own (read as a prefix, it was taken for ``x``)."""
+    lst = voc_copy / "ImageSets" / "Segmentation" / "train.txt"
+    lst.write_text("JPEGImages/synth_000001.jpg.bak\nJPEGImages/synth_000000.jpg\n")
+    assert data.read_list(lst) == ["JPEGImages/synth_000001.jpg.bak", "synth_000000"]
+
+
+def test_a_name_listed_with_an_upper_case_extension_is_named_as_the_near_miss(tmp_path):
+    """A list giving the names with an upper-case extension (``IMG_01.JPG``, as cameras write them) reads
+    ``IMG_01.JPG.jpg``: the hint names ``IMG_01.jpg`` and the extension to leave out, as for ``.jpg``."""
+    (tmp_path / "IMG_01.jpg").write_bytes(b"x")
+    hint = data.missing_file_hint(tmp_path / "IMG_01.JPG.jpg")
+    assert hint == " (found 'IMG_01.jpg' in its folder: list the names without '.JPG')", hint
