@@ -396,7 +396,15 @@ def test_refuses_a_folder_holding_other_data(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "extra", ["runs/best.pt", "JPEGImages/2007_000032.jpg", "ImageSets/Segmentation/mine.txt", "notes.txt"]
+    "extra",
+    [
+        "runs/best.pt",
+        "JPEGImages/2007_000032.jpg",
+        "ImageSets/Segmentation/mine.txt",
+        "notes.txt",
+        "JPEGImages/synth_1.jpg",  # not the generator's synth_<6 digits>
+        "SegmentationClass/synth_photo1.png",
+    ],
 )
 def test_other_files_beside_a_set_to_replace_are_refused_not_deleted(tmp_path, capsys, extra):
     """A set of other arguments was replaced by removing its whole folder: a checkpoint or a real VOC image
@@ -536,6 +544,13 @@ def test_long_thin_images_keep_their_shapes(size):
         ((0, 0, (16,)), {}, ValueError, "image_size must be a pair (H, W) of ints >= 1, got (16,)"),
         ((0, 0), {"band_radius": -2}, ValueError, "band_radius must be an int >= 0, got -2"),
         ((0, 0), {"band_radius": 1.5}, TypeError, "band_radius must be an int >= 0, got 1.5"),
+        # three values: a length error, also where the third is no int
+        (
+            (0, 0, (16, 16, 2.5)),
+            {},
+            ValueError,
+            "image_size must be a pair (H, W) of ints >= 1, got (16, 16, 2.5)",
+        ),
     ],
 )
 def test_render_sample_names_a_bad_argument(args, kwargs, error, message):
@@ -555,3 +570,79 @@ def test_a_band_radius_beyond_the_image_costs_no_more_than_the_image():
         assert np.array_equal(render_sample(4, 2, size, band_radius=radius)[1], widest)
     _, raw = render_sample(4, 2, size, band_radius=0)
     assert len(np.unique(raw)) > 1 and np.all(widest == 255)  # two classes: every pixel sees both
+
+
+def test_hsv_to_rgb_is_the_standard_conversion():
+    """The class colours come from ``_hsv_to_rgb``: it agrees with ``colorsys`` on every sextant of hue."""
+    import colorsys
+
+    for h in np.linspace(0.0, 0.99, 23):
+        for s, v in ((0.75, 0.9), (0.5, 0.3), (1.0, 1.0)):
+            np.testing.assert_allclose(
+                synthetic._hsv_to_rgb(h, s, v), colorsys.hsv_to_rgb(h, s, v), atol=1e-6
+            )
+
+
+def test_an_image_shows_one_to_three_objects_of_the_20_classes():
+    """One to three shapes per image of the 20 object classes (the module docstring): among 40 images of
+    64 x 64 (no band) every count from 1 to 3 occurs, none above, and the labels are exactly 0..20."""
+    labels = [set(np.unique(render_sample(0, i, (64, 64), band_radius=0)[1]).tolist()) for i in range(40)]
+    assert {len(found - {0}) for found in labels} == {1, 2, 3}
+    assert set().union(*labels) == set(range(NUM_CLASSES))
+
+
+@pytest.mark.parametrize("size, least", [((100, 100), 50), ((16, 1024), 6)])
+def test_a_shape_is_kept_from_half_a_percent_of_the_image(monkeypatch, size, least):
+    """A shape is left out below 0.5 % of H * W (at most of 4 min(H, W)^2): 100 x 100 keeps shapes of 50
+    pixels, drops those of 49; 16 x 1024 keeps 6 (5.12 is the limit), drops 5."""
+    for pixels, kept in ((least - 1, False), (least, True)):
+
+        def shape(rng, kind, h, w, yy, xx, pixels=pixels):
+            mask = np.zeros((h, w), bool)
+            mask.flat[:pixels] = True
+            return mask
+
+        monkeypatch.setattr(synthetic, "_shape_mask", shape)
+        label = render_sample(0, 0, size, band_radius=0)[1]
+        assert (label > 0).any() == kept and (label > 0).sum() in (0, pixels), (pixels, kept)
+
+
+def test_the_band_is_every_pixel_within_the_radius_of_another_class():
+    """``band_radius`` r: a pixel is 255 exactly when a pixel of another class lies within Chebyshev distance
+    r, for radii beyond the shorter side of a long image too (which the band must not stop at)."""
+    from scipy import ndimage
+
+    for index in range(3):
+        _, raw = render_sample(1, index, (16, 64), band_radius=0)
+        assert len(np.unique(raw)) > 1
+        for radius in (1, 3, 20, 40):
+            size = 2 * radius + 1
+            edge = ndimage.maximum_filter(raw, size=size, mode="nearest") != ndimage.minimum_filter(
+                raw, size=size, mode="nearest"
+            )
+            want = np.where(edge, 255, raw)
+            assert np.array_equal(render_sample(1, index, (16, 64), band_radius=radius)[1], want), radius
+
+
+def test_the_upper_bounds_of_the_arguments_are_accepted(tmp_path):
+    """The ranges are inclusive: ``jpeg_quality=100`` and ``band_radius=SIDE_MAX`` are accepted and stored."""
+    from examples.voc_joint.cli import SIDE_MAX
+
+    root = generate_synthetic_voc(
+        tmp_path / "voc", num_train=1, num_val=1, image_size=(16, 16), jpeg_quality=100, band_radius=SIDE_MAX
+    )
+    params = json.loads((root / "synthetic_voc.json").read_text())
+    assert params["jpeg_quality"] == 100 and params["band_radius"] == SIDE_MAX
+    assert synthetic._int_arg(10**6, "num_train", 1, synthetic.IMAGES_MAX) == 10**6
+
+
+@pytest.mark.parametrize(
+    "lost", ["SegmentationClass/synth_000001.png", "SegmentationClassAug/synth_000003.png"]
+)
+def test_a_missing_mask_is_regenerated(tmp_path, lost):
+    """The completeness check covers every mask: a VOC mask, and the SBD mask of an SBD-only image."""
+    root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, num_sbd_extra=1)
+    before = _digest(root)
+    (root / lost).unlink()
+    generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, num_sbd_extra=1)
+    assert (root / lost).is_file() and _digest(root) == before
