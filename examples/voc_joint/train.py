@@ -1914,7 +1914,7 @@ def check_args(
         error = _fusion_width_error(hidden, classes)
         if error:
             parser.error(error)
-    if not args.fusion and args.fusion_init != parser.get_default("fusion_init"):
+    if not args.fusion and is_given("fusion_init"):
         parser.error(
             f"--no-fusion with --fusion-init {args.fusion_init}: without the fusion stack there is nothing "
             "to initialize; drop one of the two"

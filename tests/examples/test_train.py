@@ -610,6 +610,25 @@ def test_no_fusion_refuses_a_fusion_init(tiny_voc, tmp_path, capsys) -> None:
     assert info.value.code == 2 and "--no-fusion with --fusion-init xavier" in err
 
 
+def test_no_fusion_refuses_a_fusion_init_given_with_its_default_value(tmp_path, capsys) -> None:
+    """``--no-fusion --fusion-init transparent`` (the default, given) initialized nothing without a word,
+    where any other ``--fusion-init`` and the other fusion options given with their default were refused:
+    whether it was given now comes from the command line, not from a comparison with the default."""
+    parser = train.build_parser()
+    default = parser.get_default("fusion_init")
+    argv = ["--output-dir", str(tmp_path), "--stage", "joint", "--from-scratch", "--no-fusion"]
+    train.check_args(parser, parser.parse_args(argv), argv)  # left out: fine
+    argv += ["--fusion-init", default]
+    with pytest.raises(SystemExit) as info:
+        train.check_args(parser, parser.parse_args(argv), argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert (
+        f"--no-fusion with --fusion-init {default}: without the fusion stack there is nothing to initialize"
+        in err
+    )
+
+
 @pytest.mark.parametrize(
     ("given", "what"),
     [
