@@ -1766,6 +1766,19 @@ def test_exit_status_and_message_of_each_way_to_stop(monkeypatch, capsys) -> Non
     assert train._cli() == 0
 
 
+def test_exit_status_of_a_lost_process_is_1_with_one_error_line(monkeypatch, capsys) -> None:
+    """A process whose peer was lost (ProcessLostError) exits with status 1 and one ``[train] error:`` line,
+    as other failures do, not 2 (a command refused before it ran)."""
+    from examples.voc_joint.distributed import ProcessLostError
+
+    def main() -> dict:
+        raise ProcessLostError("another of the 2 processes was lost")
+
+    monkeypatch.setattr(train, "main", main)
+    assert train._cli() == 1
+    assert capsys.readouterr().err == "[train] error: another of the 2 processes was lost\n"
+
+
 def test_error_text_of_an_error_raised_in_a_dataloader_worker() -> None:
     """A worker's error carries its whole traceback: the one-line message is its last line without the
     exception's qualified name, and the worker's number."""
