@@ -588,6 +588,21 @@ def test_poly_schedule() -> None:
     assert lrs == pytest.approx(expect)
 
 
+def test_poly_schedule_stays_at_0_past_its_horizon_and_takes_a_horizon_of_0() -> None:
+    """The poly factor is clamped at 0 after ``T`` steps (a negative base to a fractional power is a complex
+    number, which ``float`` refuses), and a horizon of 0 counts as 1 (the factor divides by it)."""
+    args = train.resolve_stage_options("seg", train.build_parser().parse_args([]))
+    for total, expect in ((2, [1.0, 0.5**0.9, 0.0, 0.0, 0.0]), (0, [1.0, 0.0, 0.0])):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=1.0)
+        sched = train.build_scheduler(opt, args, total)
+        lrs = []
+        for _ in expect:
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step(), sched.step()
+        assert lrs == pytest.approx(expect), total
+
+
 def test_cli_errors(tiny_voc, tmp_path, capsys) -> None:
     cases = [
         (["--resume", str(tmp_path / "x.pt")], "--resume checkpoint not found"),
