@@ -11,8 +11,9 @@ epoch loop and the evaluation are in :mod:`examples.voc_joint.engine`, signal ha
 :mod:`examples.voc_joint.signals`.
 
 Outputs, per stage, under ``<output-dir>/<stage>/``: ``checkpoint.pt`` (written atomically after every epoch
-and on Ctrl-C / SIGTERM / SIGHUP), ``log.csv`` (and TensorBoard events with ``--tensorboard``), ``eval.json``
-with ``--eval``.
+and on Ctrl-C / SIGTERM / SIGHUP), ``log.csv`` (and TensorBoard events with ``--tensorboard``),
+and with ``--eval`` ``eval.json`` and ``panels/`` after the seg and joint stages (the SpixelFCN stage has no
+segmentation to score).
 """
 
 from __future__ import annotations
