@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -477,3 +478,147 @@ def test_a_signal_is_one_line_with_exit_status_143(tiny_voc: Path, tmp_path: Pat
     assert res.returncode == 143, res.stderr
     assert "stopped by SIGTERM (exit status 143); a demo does not continue" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+class _Tagged(torch.nn.Module):
+    """A stand-in model that says where it came from (``tag``); the fake evaluation scores it by its tag."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
+
+def _fake_demo_run(out: Path, data_root: Path, monkeypatch, check: dict, *extra: str) -> tuple[dict, dict]:
+    """``demo.main`` with every training stage, checkpoint load, model join, evaluation and panel replaced by
+    fakes that record what they get: the demo's wiring of stages, models, table rows and printed verdict
+    without training. Returns the results and what the fakes saw (``stages``: stage folder name -> the
+    training CLI's options; ``scored``: tags in evaluation order; ``panels``: the two panel models' tags)."""
+    from examples.voc_joint import checkpoint, evaluate
+
+    seen: dict = {"stages": {}, "scored": [], "panels": None}
+
+    def run_stage(stage: str, argv: list[str], info) -> Path:
+        args = demo._train_args(argv)
+        folder = Path(args.output_dir)
+        seen["stages"][folder.name] = args
+        return folder / stage / "checkpoint.pt"
+
+    def load(path, *, expect_stage=None, **kwargs):
+        return _Tagged(f"{expect_stage}:{Path(path).parent.parent.name}"), {}
+
+    def join(
+        seg_ckpt, spixel_ckpt, *, fusion: bool, seed: int = 0, mode: str = "hard", fusion_init="transparent"
+    ):
+        return _Tagged(f"join:{fusion_init if fusion else 'no fusion'}:{mode}:{seed}")
+
+    def fake_evaluate(model, loader, **kwargs) -> dict:
+        seen["scored"].append(model.tag)
+        m = len(seen["scored"]) / 10
+        return {"miou": m, "boundary_miou": {"1": m / 2, "3": m / 4, "5": m / 8}, "consistency": m / 2}
+
+    def pretrain(opts, common, folder: Path, info, **kwargs) -> tuple[Path, Path]:
+        paths = (folder / "seg" / "checkpoint.pt", folder / "spixel" / "checkpoint.pt")
+        for path in paths:  # the training CLI checks that the files exist
+            path.parent.mkdir(parents=True)
+            path.touch()
+        return paths
+
+    monkeypatch.setattr(demo, "pretrain", pretrain)
+    monkeypatch.setattr(demo, "transparency_check", lambda *args, **kwargs: dict(check))
+    monkeypatch.setattr(demo, "_run_stage", run_stage)
+    monkeypatch.setattr(demo, "join_pretrained", join)
+    monkeypatch.setattr(checkpoint, "load_model_from_checkpoint", load)
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(
+        demo, "write_panels", lambda base, joint, *a, **k: seen.update(panels=(base.tag, joint.tag))
+    )
+    threads = torch.get_num_threads()
+    argv = ["--output-dir", str(out), "--data-root", str(data_root), "--no-progress", *SMALL_BATCH, *extra]
+    try:
+        results = demo.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    return results, seen
+
+
+def test_each_table_row_scores_the_model_it_names(
+    tmp_path: Path, tiny_voc: Path, monkeypatch, capsys
+) -> None:
+    """The seven rows of the demo's table (results.json, table.txt) are the evaluations of the models their
+    names say, the four fine-tuning runs get the options their names say with the printed learning rates
+    (SpixelFCN a tenth), and the panels show the pretrained DeepLabV3+ next to the transparent-init run. The
+    slow end-to-end runs check only that there are seven rows."""
+    results, seen = _fake_demo_run(
+        tmp_path / "demo",
+        tiny_voc,
+        monkeypatch,
+        {"max_abs_diff": 0.0, "max_abs_logit": 1.0, "consistency": 1.0},
+        "--joint-lr",
+        "0.05",
+        "--fusion-lr",
+        "0.003",
+        "--joint-epochs",
+        "3",
+    )
+    capsys.readouterr()
+    stages = seen["stages"]
+    assert sorted(stages) == ["baseline_finetuned", "superpixel", "superpixel_ti", "superpixel_xavier"]
+    pretrain = tmp_path / "demo" / "pretrain"
+    for args in stages.values():
+        assert (args.lr, args.spixel_lr, args.fusion_lr, args.epochs) == (0.05, 0.005, 0.003, 3)
+        assert (Path(args.seg_checkpoint), Path(args.spixel_checkpoint)) == (
+            pretrain / "seg" / "checkpoint.pt",
+            pretrain / "spixel" / "checkpoint.pt",
+        )
+    got = {name: (a.mode, a.fusion, a.fusion_init if a.fusion else None) for name, a in stages.items()}
+    assert got == {
+        "baseline_finetuned": ("none", False, None),
+        "superpixel": ("hard", False, None),
+        "superpixel_ti": ("hard", True, "transparent"),
+        "superpixel_xavier": ("hard", True, "xavier"),
+    }
+    expected = {
+        "DeepLabV3+ (baseline, pretrained)": "seg:pretrain",
+        "DeepLabV3+ fine-tuned alike (no superpixels)": "joint:baseline_finetuned",
+        "+ superpixel, step 0 (= transparent init at step 0)": "join:no fusion:hard:0",
+        "+ superpixel (fine-tuned)": "joint:superpixel",
+        "+ superpixel + transparent init (fine-tuned)": "joint:superpixel_ti",
+        "+ superpixel + Xavier init, step 0": "join:xavier:hard:0",
+        "+ superpixel + Xavier init (fine-tuned)": "joint:superpixel_xavier",
+    }
+    scores = {tag: (k + 1) / 10 for k, tag in enumerate(seen["scored"])}
+    assert sorted(seen["scored"]) == sorted(expected.values())
+    table = results["table"]
+    assert list(table) == list(expected)
+    for name, tag in expected.items():
+        m = scores[tag]
+        consistency = None if name.endswith("(baseline, pretrained)") else m / 2
+        assert table[name] == {
+            "miou": m,
+            "boundary_miou": {"1": m / 2, "3": m / 4, "5": m / 8},
+            "consistency": consistency,
+        }
+    assert seen["panels"] == ("seg:pretrain", "joint:superpixel_ti")
+    assert results["learning_rates"] == {"networks": 0.05, "spixelfcn": 0.005, "fusion": 0.003}
+    assert results["seeds"] == 1
+    saved = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert saved["table"] == json.loads(json.dumps(table))
+
+
+@pytest.mark.parametrize(
+    ("diff", "logit", "bar", "verdict"),
+    [(5e-4, 100.0, "1.0e-03", "PASS"), (2e-3, 100.0, "1.0e-03", "FAIL"), (5e-4, 3.0, "1.0e-04", "FAIL")],
+)
+def test_the_transparency_verdict_scales_the_bar_with_the_largest_logit(
+    tmp_path: Path, tiny_voc: Path, monkeypatch, capsys, diff: float, logit: float, bar: str, verdict: str
+) -> None:
+    """The step-0 check passes when max |joint - U(S)| is within 1e-4 x max(1, |S| / 10), the bar it prints;
+    the end-to-end runs only ever PASS, so a wrong bar went unseen."""
+    _fake_demo_run(
+        tmp_path / "demo",
+        tiny_voc,
+        monkeypatch,
+        {"max_abs_diff": diff, "max_abs_logit": logit, "consistency": 0.5},
+    )
+    text = capsys.readouterr().out
+    assert f"requirement <= 1e-4 x max(1, |S| / 10) = {bar}: {verdict}), consistency 50.0 %" in text, text
