@@ -1122,3 +1122,49 @@ def test_redraw_figure_reads_a_null_score_back_as_nan(tmp_path) -> None:
     (tmp_path / "ablation.json").write_text(json.dumps(result))
     path = ablation.redraw_figure(tmp_path)
     assert path == tmp_path / "ablation.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_run_gets_the_recorded_rates_and_its_seed_and_a_control_is_scored_at_step0_once(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """Each fine-tuning run trains with the learning rates ablation.json records (SpixelFCN a tenth of
+    --joint-lr) and with its own seed; a control (no random draws) is evaluated at step 0 for its first seed
+    only, the later seeds reusing that score, while a fusion init is evaluated at step 0 for every seed. The
+    training state's builder and the evaluation are wrapped to record what they get."""
+    from examples.voc_joint import evaluate, train
+
+    calls: list[str] = []
+    built: list[tuple] = []
+
+    def fake_evaluate(model, loader, **kwargs) -> dict:
+        calls.append("eval")
+        m = len(calls) / 100
+        return {"miou": m, "boundary_miou": dict.fromkeys(("1", "3", "5"), m), "consistency": 1.0}
+
+    build_train_state = train.build_train_state
+
+    def recorded(stage, args, *rest, **kwargs):
+        calls.append("build")
+        built.append(
+            (args.lr, args.spixel_lr, args.fusion_lr, args.seed, args.fusion_init if args.fusion else None)
+        )
+        return build_train_state(stage, args, *rest, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(train, "build_train_state", recorded)
+    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)  # tested on its own
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    at = argv.index("no_fusion")
+    argv[at : at + 1] = ["xavier", "no_fusion"]
+    res = ablation.main([*argv, "--seeds", "2", "--steps", "1", "--joint-lr", "0.05", "--fusion-lr", "0.003"])
+    rates = (0.05, 0.05 / 10, 0.003)
+    assert built == [(*rates, 0, "xavier"), (*rates, 0, None), (*rates, 1, "xavier"), (*rates, 1, None)]
+    settings = res["settings"]
+    assert (settings["joint_lr"], settings["spixelfcn_lr"], settings["fusion_lr"]) == rates
+    # seeds 0 and xavier 1: build, step 0, step 1; no_fusion seed 1: build, step 1 only
+    assert calls == ["build", "eval", "eval"] * 3 + ["build", "eval"]
+    by = {(r["init"], r["seed"]): r for r in res["rows"]}
+    assert by["no_fusion", 1]["step0_miou"] == by["no_fusion", 0]["step0_miou"] == 0.05
+    assert by["xavier", 1]["step0_miou"] == 0.08 != by["xavier", 0]["step0_miou"]
+    capsys.readouterr()
