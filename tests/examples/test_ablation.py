@@ -1168,3 +1168,19 @@ def test_every_run_gets_the_recorded_rates_and_its_seed_and_a_control_is_scored_
     assert by["no_fusion", 1]["step0_miou"] == by["no_fusion", 0]["step0_miou"] == 0.05
     assert by["xavier", 1]["step0_miou"] == 0.08 != by["xavier", 0]["step0_miou"]
     capsys.readouterr()
+
+
+def test_the_pretraining_settings_are_none_with_given_checkpoints(tmp_path) -> None:
+    """ablation.json records the pretraining's epochs and step cap (compared before a pretraining is
+    reused) only where the ablation pretrains: with given checkpoints they are None, as documented, not the
+    unused defaults."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    parse = ablation.build_parser().parse_args
+    keys = ("seg_epochs", "spixel_epochs", "pretrain_max_steps")
+    given = ablation.resolve(
+        parse(["--seg-checkpoint", str(seg), "--spixel-checkpoint", str(spx), "--max-steps", "2"])
+    )
+    settings = ablation._run_settings(given, tmp_path, 2)
+    assert [settings[k] for k in keys] == [None, None, None] and settings["steps"] == 2
+    pretrains = ablation.resolve(parse(["--seg-epochs", "3", "--spixel-epochs", "4", "--max-steps", "2"]))
+    assert [ablation._run_settings(pretrains, tmp_path, 2)[k] for k in keys] == [3, 4, 2]
