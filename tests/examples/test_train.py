@@ -2420,6 +2420,19 @@ def test_resume_refuses_a_checkpoint_path_that_is_not_a_file(tiny_voc, tmp_path,
     assert ckpt.is_dir() if kind == "folder" else ckpt.is_symlink()
 
 
+def test_resume_of_a_checkpoint_removed_after_the_options_were_read_is_refused(tiny_voc, tmp_path) -> None:
+    """``--resume PATH`` is checked when the options are read and again when the stage starts: a file gone in
+    between is refused, not taken for "no checkpoint" (which started a new run from step 0)."""
+    gone = tmp_path / "gone.pt"
+    gone.write_bytes(b"")
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1", "--resume", str(gone))
+    args = train.build_parser().parse_args(argv)
+    gone.unlink()
+    with pytest.raises(train.UsageError, match=re.escape(f"--resume checkpoint not found: {gone}")):
+        train.run_stage("seg", args)
+    assert not (tmp_path / "seg" / "checkpoint.pt").exists() and not (tmp_path / "seg" / "log.csv").exists()
+
+
 def test_resume_without_a_checkpoint_purges_the_tensorboard_events_of_the_lost_run(
     tiny_voc, tmp_path, monkeypatch
 ) -> None:
