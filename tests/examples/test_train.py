@@ -1190,6 +1190,27 @@ def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys,
     assert (folder / "eval.json").read_bytes() == before
 
 
+def test_resume_eval_of_another_folders_finished_checkpoint_names_evaluate_py(
+    tiny_voc, tmp_path, capsys
+) -> None:
+    """``--resume PATH --eval`` of a finished stage of another folder skips the stage without evaluating (this
+    run has no checkpoint of its own) and says to evaluate PATH with evaluate.py; a finished stage of the
+    run's own folder is evaluated here, without that line."""
+    argv = ("--stage", "seg", "--epochs", "1", "--max-steps", "1")
+    ckpt = train.main(train_args(tiny_voc, tmp_path / "a", *argv))["seg"]
+    capsys.readouterr()
+    out = train.main(train_args(tiny_voc, tmp_path / "b", *argv, "--resume", str(ckpt), "--eval"))["seg"]
+    text = capsys.readouterr().out
+    assert out.resolve() == ckpt.resolve()
+    assert "already reached epoch 1, step 1 (1 step of the epoch done); skipping the stage\n" in text, text
+    assert f"[seg] --eval: evaluate {out} with evaluate.py (not this run's)\n" in text, text
+    assert "[eval]" not in text and not list(tmp_path.rglob("eval.json")), text
+    train.main(train_args(tiny_voc, tmp_path / "a", *argv, "--resume", "--eval"))
+    text = capsys.readouterr().out
+    assert "evaluating it" in text and "[eval]" in text and "with evaluate.py" not in text, text
+    assert (ckpt.parent / "eval.json").is_file()
+
+
 def test_resume_eval_with_another_split_or_crop_evaluates_again(tiny_voc, tmp_path, capsys) -> None:
     """``--resume --eval`` with another --val-split or --eval-crop skipped the finished stage and kept the
     evaluation of the old split (eval.json did not say what it scored): eval.json records the split, sbd and
