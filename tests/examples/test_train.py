@@ -1697,6 +1697,22 @@ def test_overwrite_and_resume_of_a_stage_that_reached_max_steps(tiny_voc, tmp_pa
     assert load_checkpoint(ckpt)["step"] == 3
 
 
+def test_overwrite_with_resume_of_another_folders_finished_checkpoint_clears_the_folder(
+    tiny_voc, tmp_path, capsys
+) -> None:
+    """``--overwrite --resume PATH`` of a finished stage of another folder: PATH is the stage's result, and
+    the output folder's earlier run is deleted as --overwrite says (not left beside it)."""
+    argv = ("--stage", "seg", "--epochs", "1", "--max-steps", "1")
+    ckpt = train.main(train_args(tiny_voc, tmp_path / "a", *argv))["seg"]
+    old = train.main(train_args(tiny_voc, tmp_path / "b", *argv))["seg"]
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    out = train.main(train_args(tiny_voc, tmp_path / "b", *argv, "--resume", str(ckpt), "--overwrite"))["seg"]
+    assert "skipping the stage" in capsys.readouterr().out
+    assert out.resolve() == ckpt.resolve() and ckpt.read_bytes() == before
+    assert not old.exists() and not (old.parent / "log.csv").exists()
+
+
 def test_option_types_include_their_closed_bounds(tmp_path, monkeypatch) -> None:
     import argparse
 
