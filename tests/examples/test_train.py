@@ -1089,6 +1089,24 @@ def _fake_tensorboard(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
     return purges
 
 
+@pytest.mark.parametrize("own_command", [True, False])
+def test_a_stop_is_said_by_the_stage_only_in_its_own_command(
+    tiny_voc, tmp_path, capsys, monkeypatch, own_command
+) -> None:
+    """demo.py runs the stages with ``own_command=False`` and says a stop in its own line (it has no
+    --resume): the stage's "interrupted: ..." line, which advises --resume, is train.py's alone."""
+    from examples.voc_joint.signals import Interrupted
+
+    monkeypatch.setattr(train, "_agreed_signal", lambda guard, info: int(signal.SIGINT))  # before step 1
+    args = train.build_parser().parse_args(
+        train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1")
+    )
+    with pytest.raises(Interrupted):
+        train.run_stage("seg", args, own_command=own_command)
+    err = capsys.readouterr().err
+    assert ("[seg] interrupted: before the first step (nothing to save)" in err) == own_command, err
+
+
 def test_csv_log_of_a_resumed_run_keeps_the_rows_up_to_the_checkpoint_step(tmp_path, monkeypatch) -> None:
     """Rows up to the resume step (included) stay, later ones (written after that checkpoint) go; TensorBoard
     purges the events from the step after it; a new log starts empty."""
