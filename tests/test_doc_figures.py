@@ -407,3 +407,32 @@ def test_doc_figure_type_readable_at_the_column_width(
     (fig,) = figures
     px, text = _smallest_text_px(fig)
     assert px >= _SMALLEST_PX, f"{text!r} is {px:.1f} px at the column width"
+
+
+def test_soft_figure_labels_do_not_cover_one_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No two texts of the soft-association figure overlap, none lies under the pixel's marker, and every
+    candidate's label lies above the arrows: the id of the narrow partial cell ("id 3") was written under the
+    border pixel's marker and its arrows, and the later candidates' arrows crossed the centre's label."""
+    import matplotlib.pyplot as plt
+
+    module = _load("make_soft_figure")
+    figures = _drawn(monkeypatch)
+    module.main(tmp_path / "f.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        texts = [t for t in ax.texts if t.get_visible() and t.get_text().strip()]
+        boxes = [  # a label's box where it has one (drawn white over what lies below), else its letters
+            (t.get_text(), (t.get_bbox_patch() or t).get_window_extent(renderer)) for t in texts
+        ]
+        for i, (a, box_a) in enumerate(boxes):
+            for b, box_b in boxes[i + 1 :]:
+                assert not box_a.overlaps(box_b), f"{a!r} overlaps {b!r} in {ax.get_title()!r}"
+        (marker,) = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        x, y = ax.transData.transform((marker.get_xdata()[0], marker.get_ydata()[0]))
+        for name, box in boxes:
+            assert not box.expanded(1.2, 1.2).contains(x, y), f"{name!r} lies under the pixel's marker"
+        arrows = [c.get_zorder() for c in ax.get_children() if isinstance(c, plt.Annotation)]
+        labels = [t.get_zorder() for t in texts if t.get_bbox_patch() is not None]
+        assert len(labels) == 9 and min(labels) > max(arrows)

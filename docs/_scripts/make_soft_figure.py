@@ -35,7 +35,9 @@ def panel(ax, H: int, W: int, S: int, pixel: tuple[float, float], title: str) ->
             h = min(S, H - i * S)
             w = min(S, W - j * S)
             ax.add_patch(Rectangle((j * S, i * S), w, h, fill=True, fc="#f4f4f4", ec="#888888", lw=1))
-            ax.text(j * S + 0.15 * S, i * S + 0.25 * S, f"id {i * n_w + j}", fontsize=9, color="#555555")
+            # in the bottom-left corner: the candidates' labels sit at the cells' centres, and the id of a
+            # narrow partial cell written at its top lay under the border pixel's marker ("id 3")
+            ax.text(j * S + 0.15 * S, i * S + h - 0.12 * S, f"id {i * n_w + j}", fontsize=9, color="#555555")
     py, px = pixel
     ci, cj = int(py // S), int(px // S)
     ax.add_patch(
@@ -75,6 +77,7 @@ def panel(ax, H: int, W: int, S: int, pixel: tuple[float, float], title: str) ->
             fontsize=10,
             color=colour,
             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": colour, "lw": 0.8},
+            zorder=5,  # over every arrow: the later candidates' arrows crossed the centre's label
         )
     ax.plot([px], [py], "o", color="black", ms=5)
     ax.set_title(title, fontsize=12, pad=4)
@@ -83,7 +86,7 @@ def panel(ax, H: int, W: int, S: int, pixel: tuple[float, float], title: str) ->
 def main(out: Path = OUT) -> None:
     """Draw the figure into ``out`` (PNG); type sizes hold at the docs' column width, about 800 pixels."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
-    panel(axes[0], 30, 40, 10, (14.5, 23.5), "interior pixel: 9 candidate cells\n(H=30, W=40, S=10)")
+    panel(axes[0], 30, 40, 10, (12.5, 21.5), "interior pixel: 9 candidate cells\n(H=30, W=40, S=10)")
     panel(
         axes[1], 26, 34, 10, (3.5, 31.5), "border pixel in a partial cell\n(H=26, W=34, S=10: n_h=3, n_w=4)"
     )
