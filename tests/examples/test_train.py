@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -790,6 +791,58 @@ def test_superpixel_loss_reads_no_value_on_the_host(recompute: bool) -> None:
     assert logits.grad is not None and bool(torch.isfinite(logits.grad).all())
 
 
+def _toy_state(model: torch.nn.Module | None = None, **position: int) -> Any:
+    """A seg-stage ``TrainState`` of ``model`` (default: a seeded 1x1 conv, 3 -> 21 channels) with plain SGD
+    (lr 0.1), a constant schedule and no AMP scaler; ``position``: ``step``, ``samples_in_epoch``, ..."""
+    from examples.voc_joint import engine
+
+    if model is None:
+        torch.manual_seed(0)
+        model = torch.nn.Conv2d(3, 21, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    return engine.TrainState("seg", model, model, opt, sched, scaler, **position)
+
+
+def _toy_args(**epoch: Any) -> argparse.Namespace:
+    """The options a toy step reads (seg stage, no superpixel loss); ``epoch``: those an epoch also reads
+    (``log_every``, ``max_steps``), which add the others it reads at their quiet defaults."""
+    args = argparse.Namespace(cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0)
+    if epoch:
+        vars(args).update({"no_progress": True, "epochs": 1, "max_steps": None, "freeze_bn": False, **epoch})
+    return args
+
+
+def _toy_batches(n: int) -> list[dict[str, torch.Tensor]]:
+    """``n`` batches of 2 random 8x8 images with labels of the 21 classes."""
+    return [
+        {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))} for _ in range(n)
+    ]
+
+
+def _logged_epoch(
+    folder: Path,
+    state: Any,
+    args: argparse.Namespace,
+    batches: list,
+    resume_step: int | None = None,
+    **kw: Any,
+) -> tuple[str, list[dict[str, str]]]:
+    """``train_one_epoch`` over ``batches`` (global batch 2; ``kw``: ``steps_per_epoch``, ``t0``, ...) with a
+    ``CsvLogger`` in ``folder``: the reason it returned and the rows of log.csv."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    logger = engine.CsvLogger(folder, True, False, resume_step)
+    try:
+        reason = engine.train_one_epoch(state, batches, args, DistInfo(), global_batch=2, logger=logger, **kw)
+    finally:
+        logger.close()
+    with open(folder / "log.csv", newline="", encoding="utf-8") as fh:
+        return reason, list(csv.DictReader(fh))
+
+
 @pytest.mark.parametrize("stop_requested", [False, True])
 def test_a_training_step_makes_no_tensor_from_host_data(stop_requested: bool) -> None:
     """A step synchronises with the device once, in the ``tolist`` of its loss and flags: it reads no value on
@@ -812,13 +865,7 @@ def test_a_training_step_makes_no_tensor_from_host_data(stop_requested: bool) ->
                 seen.append(str(func))
             return func(*args, **(kwargs or {}))
 
-    torch.manual_seed(0)
-    model = torch.nn.Conv2d(3, 21, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    state = engine.TrainState("seg", model, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
-    args = argparse.Namespace(cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0)
-    batch = {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))}
+    state, args, (batch,) = _toy_state(), _toy_args(), _toy_batches(1)
     guard = argparse.Namespace(requested=signal.SIGTERM if stop_requested else None)
     with FromHost():
         values, stop = engine.train_step(state, batch, args, DistInfo(), guard, False)  # type: ignore[arg-type]
@@ -841,11 +888,7 @@ def test_an_infinite_gradient_or_weight_stops_the_step_as_a_nan_does(what: str) 
             model.unused[1] = float("inf")
     else:
         model.weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    state = engine.TrainState("seg", model, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
-    args = argparse.Namespace(cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0)
-    batch = {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))}
+    state, args, (batch,) = _toy_state(model), _toy_args(), _toy_batches(1)
     before = model.weight.detach().clone()
     with pytest.raises(engine.NonFiniteError, match=f"non-finite {what} at step 1 "):
         engine.train_step(state, batch, args, DistInfo(), None, False)
@@ -855,36 +898,8 @@ def test_an_infinite_gradient_or_weight_stops_the_step_as_a_nan_does(what: str) 
 def test_the_last_step_of_an_epoch_is_logged_whatever_log_every_says(tmp_path: Path) -> None:
     """``--log-every 2`` over an epoch of 3 steps logs steps 2 and 3: an epoch's last step always has its row
     (the end of each epoch can be read from log.csv)."""
-    from examples.voc_joint import engine
-    from examples.voc_joint.distributed import DistInfo
-
-    torch.manual_seed(0)
-    model = torch.nn.Conv2d(3, 21, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    state = engine.TrainState("seg", model, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
-    args = argparse.Namespace(
-        cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0, no_progress=True, epochs=1,
-        max_steps=None, log_every=2, freeze_bn=False,
-    )  # fmt: skip
-    batches = [
-        {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))} for _ in range(3)
-    ]
-    logger = engine.CsvLogger(tmp_path, True, False, None)
-    try:
-        reason = engine.train_one_epoch(
-            state,
-            batches,
-            args,
-            DistInfo(),
-            steps_per_epoch=3,
-            global_batch=2,
-            logger=logger,  # type: ignore[arg-type]
-        )
-    finally:
-        logger.close()
-    with open(tmp_path / "log.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    state = _toy_state()
+    reason, rows = _logged_epoch(tmp_path, state, _toy_args(log_every=2), _toy_batches(3), steps_per_epoch=3)
     assert reason == "epoch" and (state.epoch, state.step, state.samples_in_epoch) == (1, 3, 0)
     assert [(r["epoch"], r["step"]) for r in rows] == [("1", "2"), ("1", "3")], rows
 
@@ -894,45 +909,9 @@ def test_the_last_step_of_an_epoch_resumed_off_grid_is_logged(tmp_path: Path) ->
     epoch of 4 steps) ends its epoch when the loader runs out, before ``in_epoch`` reaches
     ``steps_per_epoch``: that last step had no row (with ``--log-every 10``, the epoch left none), though
     log.csv keeps one at each epoch end. It is logged now."""
-    from examples.voc_joint import engine
-    from examples.voc_joint.distributed import DistInfo
-
-    torch.manual_seed(0)
-    model = torch.nn.Conv2d(3, 21, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    state = engine.TrainState(
-        "seg",
-        model,
-        model,
-        opt,
-        sched,
-        torch.amp.GradScaler("cuda", enabled=False),
-        step=1,
-        samples_in_epoch=1,
-    )
-    args = argparse.Namespace(
-        cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0, no_progress=True, epochs=1,
-        max_steps=None, log_every=10, freeze_bn=False,
-    )  # fmt: skip
-    batches = [
-        {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))} for _ in range(3)
-    ]
-    logger = engine.CsvLogger(tmp_path, True, False, 1)
-    try:
-        reason = engine.train_one_epoch(
-            state,
-            batches,
-            args,
-            DistInfo(),
-            steps_per_epoch=4,
-            global_batch=2,
-            logger=logger,  # type: ignore[arg-type]
-        )
-    finally:
-        logger.close()
-    with open(tmp_path / "log.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    state = _toy_state(step=1, samples_in_epoch=1)
+    args = _toy_args(log_every=10)
+    reason, rows = _logged_epoch(tmp_path, state, args, _toy_batches(3), resume_step=1, steps_per_epoch=4)
     assert reason == "epoch" and (state.epoch, state.step, state.samples_in_epoch) == (1, 4, 0)
     assert [(r["epoch"], r["step"]) for r in rows] == [("1", "4")], rows
 
@@ -942,39 +921,12 @@ def test_log_elapsed_time_counts_from_the_given_start(tmp_path: Path) -> None:
     it resumed from), not from the start of the epoch or of this call: it continues across resumes."""
     import time
 
-    from examples.voc_joint import engine
-    from examples.voc_joint.distributed import DistInfo
-
-    torch.manual_seed(0)
-    model = torch.nn.Conv2d(3, 21, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    state = engine.TrainState("seg", model, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
-    args = argparse.Namespace(
-        cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0, no_progress=True, epochs=1,
-        max_steps=None, log_every=1, freeze_bn=False,
-    )  # fmt: skip
-    batches = [
-        {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))} for _ in range(2)
-    ]
-    logger = engine.CsvLogger(tmp_path, True, False, None)
+    state, args, batches = _toy_state(), _toy_args(log_every=1), _toy_batches(2)
     start = time.perf_counter()
-    try:
-        engine.train_one_epoch(
-            state,
-            batches,
-            args,
-            DistInfo(),
-            steps_per_epoch=2,
-            global_batch=2,
-            logger=logger,  # type: ignore[arg-type]
-            t0=start - 1000.0,  # 1000 s of training before this run
-        )
-    finally:
-        logger.close()
+    # 1000 s of training before this run
+    _, rows = _logged_epoch(tmp_path, state, args, batches, steps_per_epoch=2, t0=start - 1000.0)
     took = time.perf_counter() - start
-    with open(tmp_path / "log.csv", newline="", encoding="utf-8") as fh:
-        elapsed = [float(r["elapsed_s"]) for r in csv.DictReader(fh)]
+    elapsed = [float(r["elapsed_s"]) for r in rows]
     assert len(elapsed) == 2 and all(1000.0 <= e <= 1000.0 + took + 0.01 for e in elapsed), (elapsed, took)
 
 
@@ -985,18 +937,7 @@ def test_a_signal_stops_the_epoch_as_interrupt_also_at_the_step_cap(max_steps: i
     from examples.voc_joint import engine
     from examples.voc_joint.distributed import DistInfo
 
-    torch.manual_seed(0)
-    model = torch.nn.Conv2d(3, 21, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    state = engine.TrainState("seg", model, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
-    args = argparse.Namespace(
-        cell_size=4, pos_weight=0.003, num_classes=21, spixel_loss_weight=0.0, no_progress=True, epochs=1,
-        max_steps=max_steps, log_every=1, freeze_bn=False,
-    )  # fmt: skip
-    batches = [
-        {"seg_input": torch.randn(2, 3, 8, 8), "target": torch.randint(0, 21, (2, 8, 8))} for _ in range(3)
-    ]
+    state, args, batches = _toy_state(), _toy_args(max_steps=max_steps, log_every=1), _toy_batches(3)
     guard = argparse.Namespace(requested=signal.SIGINT)  # recorded before the first step ends
     reason = engine.train_one_epoch(
         state,
