@@ -1,9 +1,10 @@
 """Shared helpers of the example tests: a script's environment, tiny training options, a tiny demo run,
-untrained checkpoints, a layout probe, the data checks of a command on a user's ``--data-root`` (the tiny
-synthetic VOC set is the ``tiny_voc`` fixture of ``conftest.py``)."""
+untrained checkpoints, a layout probe, the data checks of a command on a user's ``--data-root``, a failing
+atomic write (the tiny synthetic VOC set is the ``tiny_voc`` fixture of ``conftest.py``)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -154,3 +155,19 @@ def assert_data_root_is_checked(
         run()
     err = capsys.readouterr().err
     assert info.value.code == 1 and f"{val_names[1]}.jpg" in err and "do not exist" in err, err
+
+
+def fail_atomic_write(monkeypatch: pytest.MonkeyPatch, name: str, code: str) -> None:
+    """Make every atomic write of a file called ``name`` (``examples.voc_joint.atomic``) fail as it opens its
+    temporary file, with the ``OSError`` of errno ``code`` (``"ENOSPC"``: a full disk); other files open."""
+    from examples.voc_joint import atomic
+
+    number = getattr(errno, code)
+    real_open = open
+
+    def failing_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(file).name.startswith(f".{name}."):
+            raise OSError(number, os.strerror(number))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(atomic, "open", failing_open, raising=False)

@@ -27,7 +27,7 @@ from examples.voc_joint.evaluate import evaluate, split_results
 from examples.voc_joint.metrics import SegmentationMetrics
 from examples.voc_joint.synthetic import generate_synthetic_voc
 
-from .helpers import ROOT, flock_held, script_env
+from .helpers import ROOT, fail_atomic_write, flock_held, script_env
 
 SIZE = (30, 44)  # not multiples of the cell size: partial border cells
 
@@ -1168,24 +1168,11 @@ def test_cli_failed_metrics_write_leaves_the_earlier_panels(voc, tmp_path, monke
     """panels/ was replaced before metrics.json was written: a full disk at that write left the new panels
     next to the earlier metrics.json (which lists the earlier panels). panels/ is now replaced only once the
     new metrics.json is written; a failed write leaves both as they were, and no staging folder."""
-    import errno
-    import os
-
-    from examples.voc_joint import atomic
-
     base = _cli_argv(monkeypatch, tmp_path, voc)
     assert evaluate_mod.main([*base, "--max-panels", "1"]) == 0
     ev = tmp_path / "ev"
     before = {p.relative_to(ev): p.read_bytes() for p in ev.rglob("*") if p.is_file()}
-    real_open = open
-    number = getattr(errno, code)
-
-    def fake_open(file, *args, **kwargs):  # the write of metrics.json's temporary file fails
-        if Path(file).name.startswith(".metrics.json."):
-            raise OSError(number, os.strerror(number))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(atomic, "open", fake_open, raising=False)
+    fail_atomic_write(monkeypatch, "metrics.json", code)
     assert evaluate_mod.main([*base, "--max-panels", "3"]) == 1
     assert f"cannot write {ev / 'metrics.json'}" in capsys.readouterr().err
     after = {p.relative_to(ev): p.read_bytes() for p in ev.rglob("*") if p.is_file()}

@@ -35,6 +35,7 @@ from examples.voc_joint.models import JointModel
 from .helpers import (
     ROOT,
     conv_layout,
+    fail_atomic_write,
     run_tiny_demo,
     script_env,
     train_args,
@@ -1246,10 +1247,6 @@ def test_eval_failed_eval_json_write_leaves_the_earlier_panels(tiny_voc, tmp_pat
     """``train.py --eval`` replaced panels/ before it wrote eval.json: a full disk at that write left the new
     panels next to the earlier eval.json (which lists the earlier panels). As evaluate.py, panels/ is now
     replaced only once the new eval.json is written; a failed write leaves both as they were."""
-    import errno
-
-    from examples.voc_joint import atomic
-
     root = tmp_path / "voc"
     shutil.copytree(tiny_voc, root)
     lists = root / "ImageSets" / "Segmentation"
@@ -1260,15 +1257,7 @@ def test_eval_failed_eval_json_write_leaves_the_earlier_panels(tiny_voc, tmp_pat
     before = {p.name: p.read_bytes() for p in sorted((folder / "panels").iterdir())}
     eval_before = (folder / "eval.json").read_bytes()
     assert len(before) == 2
-    real_open = open
-    number = getattr(errno, code)
-
-    def fake_open(file, *args, **kwargs):  # the write of eval.json's temporary file fails
-        if Path(file).name.startswith(".eval.json."):
-            raise OSError(number, os.strerror(number))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(atomic, "open", fake_open, raising=False)
+    fail_atomic_write(monkeypatch, "eval.json", code)
     with pytest.raises(OSError, match=re.escape(f"cannot write {folder / 'eval.json'}")):
         train.main([*argv, "--resume", "--val-split", "val1"])  # one image: one panel
     assert "evaluation failed" in capsys.readouterr().err
