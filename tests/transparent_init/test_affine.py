@@ -197,14 +197,19 @@ def test_transparent_parameters_doubling_layout(act: str | None) -> None:
         torch.testing.assert_close(w2[:4], -w2[4:])
 
 
-def test_check_realized_accepts_rounding_and_refuses_underflow() -> None:
+def _realized_problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(P, G, E)`` of ``check_realized`` for a seeded 3 -> [5, 4] -> 2 stack: the chain of its hidden layers
+    in homogeneous form, the target map's homogeneous columns, and the exact float64 last layer."""
     g = torch.Generator().manual_seed(0)
     affines = af.draw_hidden(3, [5, 4], [True, True], g)
     p = af.chain(affines, 3)
     t_w = torch.randn(2, 3, dtype=torch.float64, generator=g)
-    target = af.homogeneous(t_w, None)[:, :2]
     w, c = af.solve_last(p, t_w, None)
-    exact = torch.cat([w.T, c[None]])
+    return p, af.homogeneous(t_w, None)[:, :2], torch.cat([w.T, c[None]])
+
+
+def test_check_realized_accepts_rounding_and_refuses_underflow() -> None:
+    p, target, exact = _realized_problem()
     for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
         af.check_realized(p, target, exact, exact.to(dtype).double(), dtype, "last")
     u = torch.finfo(torch.float16).eps / 2
@@ -266,13 +271,7 @@ def test_the_underflow_message_names_the_largest_lost_entry_not_the_largest_entr
     """``check_realized``'s message gives the magnitude of the entries that were lost (rounded outside the
     normal range), the largest of them: a mutation that reported the column's largest entry, held as
     stored, was not seen by any test."""
-    g = torch.Generator().manual_seed(0)
-    affines = af.draw_hidden(3, [5, 4], [True, True], g)
-    p = af.chain(affines, 3)
-    t_w = torch.randn(2, 3, dtype=torch.float64, generator=g)
-    target = af.homogeneous(t_w, None)[:, :2]
-    w, c = af.solve_last(p, t_w, None)
-    exact = torch.cat([w.T, c[None]])
+    p, target, exact = _realized_problem()
     column = exact[:, 1].abs()
     row = int(column[:-1].argmin())  # the smallest entry of output 1 is lost, the others are held
     lost = exact.clone()
