@@ -192,17 +192,22 @@ class DistInfo:
         return box[0]
 
 
-def _env_count(environ: Mapping[str, str], name: str, default: int, least: int) -> int:
-    """The whole number of environment variable ``name`` (``default`` when unset), at least ``least``."""
+def _env_count(
+    environ: Mapping[str, str], name: str, default: int, least: int, most: int | None = None, what: str = ""
+) -> int:
+    """The whole number of environment variable ``name`` (``default`` when unset), in ``[least, most]``;
+    ``what`` names the values it may take in the error (default: a whole number >= ``least``)."""
     raw = environ.get(name)
     if raw is None:
         return default
     text = raw.strip()
-    if not (text.isascii() and text.isdecimal()) or int(text) < least:
-        raise UsageError(
-            f"environment variable {name}={raw!r}: expected a whole number >= {least} (as torchrun sets it), "
-            f"got {raw!r}"
-        )
+    if (
+        not (text.isascii() and text.isdecimal())
+        or int(text) < least
+        or (most is not None and int(text) > most)
+    ):
+        what = what or f"a whole number >= {least} (as torchrun sets it)"
+        raise UsageError(f"environment variable {name}={raw!r}: expected {what}, got {raw!r}")
     return int(text)
 
 
@@ -241,13 +246,8 @@ def torchrun_environment(environ: Mapping[str, str] | None = None) -> tuple[int,
                 f"environment variable {name}={env[name]!r}: expected a rank below {size} (0 to "
                 f"{world_size - 1}), got {env[name]!r}"
             )
-    port = env.get("MASTER_PORT")
-    if world_size > 1 and port is not None:
-        text = port.strip()
-        if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= 65535:
-            raise UsageError(
-                f"environment variable MASTER_PORT={port!r}: expected a TCP port, 1 to 65535, got {port!r}"
-            )
+    if world_size > 1:
+        _env_count(env, "MASTER_PORT", 0, 1, 65535, "a TCP port, 1 to 65535")
     return world_size, rank, local_rank
 
 
