@@ -197,40 +197,6 @@ _MAT_BYTES_PER_PIXEL = 16
 _MI_COMPRESSED = 15
 
 
-def _mat_unpacked_bytes(path: Path, limit: int) -> int:
-    """The bytes the data elements of the MATLAB v5 file ``path`` unpack to, counted until they pass
-    ``limit``: compressed elements are inflated in pieces and thrown away, so a small file that unpacks to
-    gigabytes (a decompression bomb) is found without unpacking it whole. A damaged file is counted as far as
-    it reads (``scipy.io.loadmat`` names the damage)."""
-    total = 0
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        order = "<" if f.read(128)[126:128] == b"IM" else ">"  # the endian indicator
-        while total <= limit:
-            tag = f.read(8)
-            if len(tag) < 8:
-                break
-            mdtype, nbytes = struct.unpack(order + "II", tag)
-            if mdtype != _MI_COMPRESSED:  # read as it is stored: at most the rest of the file
-                total += min(nbytes, size - f.tell())
-                f.seek(nbytes, os.SEEK_CUR)
-                continue
-            inflate = zlib.decompressobj()
-            while nbytes > 0 and total <= limit:
-                data = f.read(min(nbytes, 1 << 16))
-                if not data:
-                    break
-                nbytes -= len(data)
-                while data and total <= limit:
-                    try:
-                        total += len(inflate.decompress(data, 1 << 20))
-                    except zlib.error:
-                        return total
-                    data = inflate.unconsumed_tail
-            f.seek(nbytes, os.SEEK_CUR)
-    return total
-
-
 #: The most elements of cell, struct and object arrays a label file may hold in all, a struct's counted once
 #: per field (SBD's hold 23: the 3 fields of the ``GTcls`` struct and its 20 ``Boundaries``). Each becomes a
 #: Python object, and the few bytes of an array header can claim billions of them (a struct array without
@@ -256,13 +222,17 @@ class _TooDeep(Exception):
 class _Unpacked:
     """The unpacked bytes of one data element of a MATLAB v5 file: read as stored, or inflated in pieces."""
 
-    def __init__(self, f: Any, nbytes: int, compressed: bool) -> None:
+    def __init__(self, f: Any, nbytes: int, compressed: bool, unpacked: list[int], limit: int) -> None:
         self.f, self.left, self.buf, self.pos = f, nbytes, b"", 0
         self.inflate = zlib.decompressobj() if compressed else None
+        # the file's unpacked bytes so far (shared by its elements), and the most it may unpack to
+        self.unpacked, self.limit = unpacked, limit
 
     def _more(self) -> bool:
-        """Inflate the next piece into the buffer; False when nothing is left to inflate."""
-        if self.inflate is None:
+        """Inflate the next piece into the buffer, counting its bytes into ``unpacked``; False when nothing is
+        left to inflate, or once the file's unpacked bytes have passed ``limit`` (nothing more is inflated:
+        the file is refused)."""
+        if self.inflate is None or self.unpacked[0] > self.limit:
             return False
         data = self.inflate.unconsumed_tail
         if not data:
@@ -273,9 +243,11 @@ class _Unpacked:
                 return False
             self.left -= len(data)
         try:
-            self.buf += self.inflate.decompress(data, 1 << 20)
+            piece = self.inflate.decompress(data, 1 << 20)
         except zlib.error:
             return False
+        self.unpacked[0] += len(piece)
+        self.buf += piece
         return True
 
     def read(self, n: int) -> bytes:
@@ -300,6 +272,12 @@ class _Unpacked:
             return
         while n > 0:
             n -= len(self.read(min(n, 1 << 20)))
+
+    def drain(self) -> None:
+        """Inflate the rest of the element, counting its bytes, keeping none."""
+        self.buf = b""
+        while self._more():
+            self.buf = b""
 
     def done(self) -> bool:
         """Whether every byte has been read."""
@@ -375,26 +353,35 @@ def _mat_count_elements(
         src.skip(end - src.pos)
 
 
-def _mat_container_elements(path: Path, cap: int) -> int:
-    """The elements of the cell, struct and object arrays of the MATLAB v5 file ``path``, nested ones
-    included, counted from the array headers (nothing is built) until they pass ``cap``. A damaged file is
-    counted as far as it reads (``scipy.io.loadmat`` names the damage).
+def _mat_scan(path: Path, limit: int, cap: int) -> tuple[int, int]:
+    """``(bytes, elements)`` of the MATLAB v5 file ``path``, in one pass over it, building nothing.
+
+    ``bytes``: what its data elements unpack to, counted until they pass ``limit``. Compressed elements are
+    inflated in pieces and thrown away, so a small file that unpacks to gigabytes (a decompression bomb) is
+    found without unpacking it whole. ``elements``: those of its cell, struct and object arrays, nested ones
+    included, counted from the array headers until they pass ``cap``. A damaged element is counted as far as
+    it reads and the count goes on with the next one (``scipy.io.loadmat`` names the damage, or skips an
+    element it is not asked for).
 
     Raises:
         _TooDeep: arrays nest deeper than :data:`_MAT_MAX_DEPTH` levels.
     """
-    counted = [0]
+    unpacked, counted = [0], [0]
     with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
         order = "<" if f.read(128)[126:128] == b"IM" else ">"  # the endian indicator
-        while counted[0] <= cap:
+        while unpacked[0] <= limit and counted[0] <= cap:
             tag = f.read(8)
             if len(tag) < 8:
                 break
             mdtype, nbytes = struct.unpack(order + "II", tag)
             start = f.tell()
-            src = _Unpacked(f, nbytes, mdtype == _MI_COMPRESSED)
+            compressed = mdtype == _MI_COMPRESSED
+            if not compressed:  # read as it is stored: at most the rest of the file
+                unpacked[0] += min(nbytes, size - start)
+            src = _Unpacked(f, nbytes, compressed, unpacked, limit)
             try:
-                if mdtype == _MI_COMPRESSED:
+                if compressed:
                     while counted[0] <= cap and not src.done():
                         inner, inner_bytes, _small = _mat_tag(src, order)
                         if inner != _MI_MATRIX:
@@ -403,9 +390,11 @@ def _mat_container_elements(path: Path, cap: int) -> int:
                 elif mdtype == _MI_MATRIX:
                     _mat_count_elements(src, order, nbytes, counted, cap)
             except _Cut:
-                break
+                pass
+            if compressed and counted[0] <= cap:
+                src.drain()  # the bytes of what the walk did not need to read
             f.seek(start + nbytes)
-    return counted[0]
+    return unpacked[0], counted[0]
 
 
 def read_sbd_mask(
@@ -448,21 +437,21 @@ def read_sbd_mask(
             "save(..., '-v7'))"
         )
     limit = _MAT_BYTES_PER_PIXEL * max_pixels + 2**20
-    if version[0] == 1 and _mat_unpacked_bytes(path, limit) > limit:  # v4 files are stored unpacked
-        raise DataError(
-            f"SBD label file '{path}' unpacks to more than {limit} bytes, more than the labels of "
-            f"{max_pixels} pixels (max_pixels) take ({_MAT_BYTES_PER_PIXEL} bytes a pixel, + 1 MiB): "
-            f"refusing to read it (decompression-bomb guard; {_REEXTRACT})"
-        )
-    if version[0] == 1:  # v4 files hold no cell or struct arrays
+    if version[0] == 1:  # v4 files are stored unpacked and hold no cell or struct arrays
         try:
-            elements = _mat_container_elements(path, _MAT_MAX_ELEMENTS)
+            unpacked, elements = _mat_scan(path, limit, _MAT_MAX_ELEMENTS)
         except _TooDeep:
             raise DataError(
                 f"SBD label file '{path}' nests arrays in arrays deeper than {_MAT_MAX_DEPTH} levels (SBD's "
                 f"nest 3; scipy.io.loadmat can overflow the C stack on such a file and end the process): "
                 f"refusing to read it ({_REEXTRACT})"
             ) from None
+        if unpacked > limit:
+            raise DataError(
+                f"SBD label file '{path}' unpacks to more than {limit} bytes, more than the labels of "
+                f"{max_pixels} pixels (max_pixels) take ({_MAT_BYTES_PER_PIXEL} bytes a pixel, + 1 MiB): "
+                f"refusing to read it (decompression-bomb guard; {_REEXTRACT})"
+            )
         if elements > _MAT_MAX_ELEMENTS:
             raise DataError(
                 f"SBD label file '{path}' holds cell or struct arrays of {elements} elements or more in all, "

@@ -596,6 +596,26 @@ def test_a_label_file_that_unpacks_beyond_max_pixels_is_refused_before_it_is_rea
     assert sbd.read_sbd_mask(mat, max_pixels=H * (W + 1)).shape == (H, W + 1)
 
 
+def test_a_damaged_element_ahead_of_a_decompression_bomb_does_not_hide_it(real_layout, monkeypatch) -> None:
+    """The bytes count stopped at the first damaged compressed element (a bad zlib checksum), and the rest of
+    the file went uncounted; ``loadmat`` skips an element it is not asked for, so a bomb behind a damaged
+    ``other`` was unpacked whole. The count now goes on with the next element."""
+    _, ds = real_layout
+    other, bomb = io.BytesIO(), io.BytesIO()
+    # 320 kB of noise: more than loadmat inflates of an element it skips (the header, not the checksum)
+    noise = np.random.default_rng(0).random(40_000)
+    scipy.io.savemat(other, {"other": noise}, do_compression=True)
+    scipy.io.savemat(bomb, {"GTcls": {"Segmentation": np.zeros((1024, 2048), np.uint8)}}, do_compression=True)
+    damaged = bytearray(other.getvalue())
+    damaged[-1] ^= 0xFF  # the last byte of the zlib stream's Adler-32 checksum
+    mat = ds / "cls" / "2008_000100.mat"
+    mat.write_bytes(bytes(damaged) + bomb.getvalue()[128:])  # one header, then both elements
+    assert scipy.io.loadmat(str(mat), variable_names=["GTcls"])["GTcls"].shape == (1, 1)  # readable
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **kw: pytest.fail("loadmat ran"))
+    with pytest.raises(DataError, match=r"2008_000100\.mat' unpacks to more than 1051648 bytes"):
+        sbd.read_sbd_mask(mat, max_pixels=H * W)
+
+
 def _claimed_elements(content: dict[str, Any], dims: tuple[int, int], new_dims: tuple[int, int]) -> bytes:
     """``content`` as an uncompressed MATLAB v5 file whose array header of ``dims`` claims ``new_dims``."""
     out = io.BytesIO()
