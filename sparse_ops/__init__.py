@@ -11,6 +11,7 @@ from pathlib import Path as _Path
 from sparse_ops.assignment import AUTO_BACKEND, Backend, Reduce, SuperpixelAssignment
 from sparse_ops.grid import (
     NEIGHBOUR_OFFSETS,
+    NeighbourCells,
     grid_cell_ids,
     grid_shape,
     neighbour_cell_ids,
@@ -21,7 +22,7 @@ from sparse_ops.grid import (
 from sparse_ops.hard import enforce_connectivity, hard_superpixels
 from sparse_ops.losses import SpixelLoss, SpixelLossOutput, spixel_loss
 from sparse_ops.pooling import SuperpixelPool, Upsample, superpixel_pool, superpixel_unpool
-from sparse_ops.relabel import relabel_contiguous
+from sparse_ops.relabel import SuperpixelIds, relabel_contiguous
 from sparse_ops.segnet import (
     MaxPoolWithIndices,
     MaxUnpool,
@@ -36,7 +37,7 @@ from sparse_ops.soft import (
     soft_superpixel_unpool,
     soft_uniformize,
 )
-from sparse_ops.spn import SuperpixelClassifier, superpixel_cam, superpixel_global_average
+from sparse_ops.spn import SuperpixelCam, SuperpixelClassifier, superpixel_cam, superpixel_global_average
 from sparse_ops.uniformize import SuperpixelUniformize, uniformize
 
 
@@ -60,13 +61,16 @@ __all__ = [
     "Backend",
     "MaxPoolWithIndices",
     "MaxUnpool",
+    "NeighbourCells",
     "PooledWithIndices",
     "Reduce",
     "SoftUniformize",
     "SpixelLoss",
     "SpixelLossOutput",
     "SuperpixelAssignment",
+    "SuperpixelCam",
     "SuperpixelClassifier",
+    "SuperpixelIds",
     "SuperpixelPool",
     "SuperpixelUniformize",
     "Upsample",

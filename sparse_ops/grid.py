@@ -17,7 +17,7 @@ neighbours. The nine candidates are ordered row-major over ``(dy, dx)`` in ``{-1
 from __future__ import annotations
 
 import operator
-from typing import SupportsIndex
+from typing import NamedTuple, SupportsIndex
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ from sparse_ops._checks import FLOAT_DTYPES, check_int
 
 __all__ = [
     "NEIGHBOUR_OFFSETS",
+    "NeighbourCells",
     "grid_cell_ids",
     "grid_shape",
     "neighbour_cell_ids",
@@ -36,6 +37,21 @@ __all__ = [
 
 #: ``(dy, dx)`` of the 9 association channels, in channel order (TL, T, TR, L, C, R, BL, B, BR).
 NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+class NeighbourCells(NamedTuple):
+    """Output of :func:`neighbour_cell_ids`: the 9 candidate cells of every pixel. A tuple: ``ids, valid =
+    ...`` unpacks it.
+
+    Attributes:
+        ids (LongTensor[9, H, W]): global id of candidate ``k`` (:data:`NEIGHBOUR_OFFSETS` order) of pixel
+            ``(y, x)``, clamped to the nearest real cell where the candidate lies outside the image.
+        valid (BoolTensor[9, H, W]): ``True`` where candidate ``k`` is a real cell
+            (:func:`neighbour_validity`).
+    """
+
+    ids: Tensor
+    valid: Tensor
 
 
 def grid_shape(height: SupportsIndex, width: SupportsIndex, cell_size: SupportsIndex) -> tuple[int, int]:
@@ -177,7 +193,7 @@ def neighbour_cell_ids(
     cell_size: SupportsIndex,
     *,
     device: torch.device | str | int | None = None,
-) -> tuple[Tensor, Tensor]:
+) -> NeighbourCells:
     """Global ids of the 9 candidate cells of every pixel, with a validity mask.
 
     Out-of-image candidates (around the border) are reported with ``valid == False``; their id is clamped to
@@ -191,7 +207,8 @@ def neighbour_cell_ids(
         device: device of the results.
 
     Returns:
-        tuple[LongTensor[9, H, W], BoolTensor[9, H, W]]: candidate ids and validity.
+        NeighbourCells: ``(ids, valid)``, candidate ids ``LongTensor[9, H, W]`` and their validity
+        ``BoolTensor[9, H, W]``.
 
     Example:
         >>> ids, valid = neighbour_cell_ids(4, 4, 2)
@@ -209,7 +226,7 @@ def neighbour_cell_ids(
         r = (rows + dy).clamp(0, n_h - 1)
         c = (cols + dx).clamp(0, n_w - 1)
         ids[k] = r[:, None] * n_w + c[None, :]
-    return ids, neighbour_validity(height, width, cell_size, device=device)
+    return NeighbourCells(ids, neighbour_validity(height, width, cell_size, device=device))
 
 
 def pixel_xy(

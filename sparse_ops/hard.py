@@ -26,6 +26,7 @@ from torch import Tensor
 from sparse_ops import _checks
 from sparse_ops.assignment import _functorch_transforms_active
 from sparse_ops.grid import NEIGHBOUR_OFFSETS, _pixel_cells, grid_shape, num_grid_cells
+from sparse_ops.relabel import SuperpixelIds
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -60,7 +61,7 @@ def hard_superpixels(
     min_size: SupportsIndex | None = ...,
     return_counts: Literal[True],
     validate: bool = ...,
-) -> tuple[Tensor, Tensor]: ...
+) -> SuperpixelIds: ...
 
 
 @overload
@@ -72,7 +73,7 @@ def hard_superpixels(
     min_size: SupportsIndex | None = ...,
     return_counts: bool,
     validate: bool = ...,
-) -> Tensor | tuple[Tensor, Tensor]: ...
+) -> Tensor | SuperpixelIds: ...
 
 
 def hard_superpixels(
@@ -83,7 +84,7 @@ def hard_superpixels(
     min_size: SupportsIndex | None = None,
     return_counts: bool = False,
     validate: bool = True,
-) -> Tensor | tuple[Tensor, Tensor]:
+) -> Tensor | SuperpixelIds:
     """Arg-max superpixel map of a 9-neighbour association.
 
     Args:
@@ -100,8 +101,9 @@ def hard_superpixels(
 
     Returns:
         LongTensor[B, H, W]: global ids ``i * n_w + j`` in ``[0, num_grid_cells(H, W, cell_size))`` (or
-        contiguous ids with ``connectivity``); with ``return_counts`` a tuple with ``LongTensor[B]`` counts
-        (``num_grid_cells`` without ``connectivity``).
+        contiguous ids with ``connectivity``); with ``return_counts`` a :class:`~sparse_ops.SuperpixelIds`
+        ``(ids, num_superpixels)``, the superpixels of every image ``LongTensor[B]`` (``num_grid_cells``
+        without ``connectivity``).
 
     Example:
         >>> q = torch.zeros(1, 9, 2, 4); q[:, 4] = 1.0; q[0, 5, :, 0] = 2.0  # left column prefers "R"
@@ -145,7 +147,7 @@ def hard_superpixels(
         labels, counts = _connectivity(labels, min_size)
     else:
         counts = torch.full((B,), num_grid_cells(H, W, cell_size), dtype=torch.long, device=assoc.device)
-    return (labels, counts) if return_counts else labels
+    return SuperpixelIds(labels, counts) if return_counts else labels
 
 
 def _best_neighbour_ids(assoc: Tensor, cell_size: int) -> Tensor:
@@ -254,7 +256,7 @@ def _merge_small(comp: npt.NDArray[np.int64], n: int, min_size: int) -> npt.NDAr
 
 def enforce_connectivity(
     superpixels: Tensor, *, min_size: SupportsIndex = 1, validate: bool = True
-) -> tuple[Tensor, Tensor]:
+) -> SuperpixelIds:
     """Split superpixels into 4-connected pieces, merge small pieces, relabel contiguously.
 
     Args:
@@ -266,7 +268,7 @@ def enforce_connectivity(
             are always checked).
 
     Returns:
-        tuple[LongTensor[B, H, W], LongTensor[B]]: contiguous ids ``0..K_b - 1`` numbered in row-major order
+        SuperpixelIds: ``(ids, num_superpixels)``, contiguous ids ``0..K_b - 1`` numbered in row-major order
         of their first pixel, and ``K_b`` per image, in the input's layout (as
         :func:`~sparse_ops.relabel_contiguous`): ``[B, 1, H, W]`` keeps its channel dim, and ``[H, W]`` gives
         ``[H, W]`` ids and a 0-dim ``K``; an empty image, ``H`` or ``W = 0``, has ``K_b = 0``. On the input's
@@ -296,7 +298,7 @@ def enforce_connectivity(
         "exported program's output",
     )
     _check_host_values(labels, "superpixels", "enforce_connectivity relabels them with numpy on the host")
-    return _checks.restore_id_layout(*_connectivity(labels, min_size), superpixels)
+    return SuperpixelIds(*_checks.restore_id_layout(*_connectivity(labels, min_size), superpixels))
 
 
 def _check_host_values(t: Tensor, name: str, why: str) -> None:

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
 from sparse_ops import _checks
 from sparse_ops._layout import compact_ids
 
-__all__ = ["relabel_contiguous"]
+__all__ = ["SuperpixelIds", "relabel_contiguous"]
 
 
-def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[Tensor, Tensor]:
+class SuperpixelIds(NamedTuple):
+    """Superpixel ids numbered ``0..K_b - 1`` in every image, and ``K_b``: the output of
+    :func:`relabel_contiguous`, :func:`~sparse_ops.enforce_connectivity` and
+    :func:`~sparse_ops.hard_superpixels` (``return_counts=True``). A tuple: ``ids, k = ...`` unpacks it.
+
+    Attributes:
+        ids (LongTensor[B, H, W] | LongTensor[B, 1, H, W] | LongTensor[H, W]): the ids, in the layout of the
+            op's input.
+        num_superpixels (LongTensor[B] | LongTensor[]): ``K_b`` per image (0-dim for an ``[H, W]`` input),
+            the bound every op's ``num_superpixels`` takes: ``superpixel_pool(x, *relabel_contiguous(sp))``.
+    """
+
+    ids: Tensor
+    num_superpixels: Tensor
+
+
+def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> SuperpixelIds:
     """Map each image's ids to ``0..K_b-1`` keeping their order (``K_b`` = number of distinct ids of image
     ``b``).
 
@@ -27,7 +45,7 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
             are always checked).
 
     Returns:
-        tuple[LongTensor[B, H, W], LongTensor[B]]: the new ids and ``K_b`` per image, in the input's layout
+        SuperpixelIds: ``(ids, num_superpixels)``, the new ids and ``K_b`` per image, in the input's layout
         (as :func:`~sparse_ops.enforce_connectivity`): ``[B, 1, H, W]`` keeps its channel dim, and ``[H, W]``
         gives ``[H, W]`` ids and a 0-dim ``K``.
 
@@ -46,8 +64,8 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
         >>> relabel_contiguous(torch.tensor([[[-(2**62), 2**62, 7]]]))[0]
         tensor([[[0, 2, 1]]])
         >>> relabel_contiguous(torch.tensor([[1, 1, 4], [4, 9, 9]]))  # one [H, W] image (skimage's slic)
-        (tensor([[0, 0, 1],
-                [1, 2, 2]]), tensor(3))
+        SuperpixelIds(ids=tensor([[0, 0, 1],
+                [1, 2, 2]]), num_superpixels=tensor(3))
     """
     validate = _checks.check_bool(validate, "validate")
     labels = _checks.check_label_map(superpixels, unbatched=True)
@@ -58,4 +76,4 @@ def relabel_contiguous(superpixels: Tensor, *, validate: bool = True) -> tuple[T
     else:
         keys = flat.to(torch.long)
     ids, counts = compact_ids(keys)
-    return _checks.restore_id_layout(ids.view(b, h, w), counts, superpixels)
+    return SuperpixelIds(*_checks.restore_id_layout(ids.view(b, h, w), counts, superpixels))

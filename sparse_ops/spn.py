@@ -28,7 +28,7 @@ K]``: that output alone is ``N_s`` wide, and refused above ``max(2**16, 16 * H *
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, SupportsIndex, overload
+from typing import TYPE_CHECKING, Literal, NamedTuple, SupportsIndex, overload
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,21 @@ from sparse_ops import _checks
 from sparse_ops.assignment import SuperpixelAssignment
 from sparse_ops.pooling import UPSAMPLE_MODES, Upsample, features_and_assignment
 
-__all__ = ["SuperpixelClassifier", "superpixel_cam", "superpixel_global_average"]
+__all__ = ["SuperpixelCam", "SuperpixelClassifier", "superpixel_cam", "superpixel_global_average"]
+
+
+class SuperpixelCam(NamedTuple):
+    """Output of :func:`superpixel_cam` and :meth:`SuperpixelClassifier.cam` with
+    ``return_superpixel_scores=True``. A tuple: ``cam, scores = ...`` unpacks it.
+
+    Attributes:
+        cam (Tensor[B, K, H, W]): the SP-CAM, every pixel scored as its superpixel.
+        superpixel_scores (Tensor[B, N_s, K]): the score of every superpixel, row ``s`` for id ``s`` (an
+            empty or absent superpixel scores the classifier's bias, or 0).
+    """
+
+    cam: Tensor
+    superpixel_scores: Tensor
 
 
 def _superpixel_means(
@@ -192,7 +206,7 @@ def superpixel_cam(
     upsample: Upsample | None = ...,
     return_superpixel_scores: Literal[True],
     validate: bool = ...,
-) -> tuple[Tensor, Tensor]: ...
+) -> SuperpixelCam: ...
 
 
 @overload
@@ -207,7 +221,7 @@ def superpixel_cam(
     upsample: Upsample | None = ...,
     return_superpixel_scores: bool,
     validate: bool = ...,
-) -> Tensor | tuple[Tensor, Tensor]: ...
+) -> Tensor | SuperpixelCam: ...
 
 
 def superpixel_cam(
@@ -221,7 +235,7 @@ def superpixel_cam(
     upsample: Upsample | None = "bilinear",
     return_superpixel_scores: bool = False,
     validate: bool = True,
-) -> Tensor | tuple[Tensor, Tensor]:
+) -> Tensor | SuperpixelCam:
     """Superpixel-pooled class activation map (SP-CAM).
 
     Every superpixel is scored by the linear classifier on its mean feature, and the score is broadcast to
@@ -245,8 +259,9 @@ def superpixel_cam(
             graphs); types, shapes and devices are always checked.
 
     Returns:
-        Tensor[B, K, H, W] | tuple[Tensor[B, K, H, W], Tensor[B, N_s, K]]: the SP-CAM (and the superpixel
-        scores, row ``s`` for id ``s``; an empty or absent superpixel scores ``bias``, or 0).
+        Tensor[B, K, H, W] | SuperpixelCam: the SP-CAM; with ``return_superpixel_scores`` a
+        :class:`SuperpixelCam` ``(cam, superpixel_scores)``, the scores ``Tensor[B, N_s, K]`` row ``s`` for
+        id ``s`` (an empty or absent superpixel scores ``bias``, or 0).
 
     Example:
         >>> f = torch.tensor([[[[1., 3., 10.]], [[0., 2., 4.]]]])  # C = 2, H = 1, W = 3
@@ -272,7 +287,7 @@ def superpixel_cam(
         return cam
     # an empty superpixel's mean is 0: its score is the classifier's at 0 (in the dtype autocast gives)
     empty = F.linear(pooled.new_zeros(1, 1, pooled.shape[-1], dtype=features.dtype), weight, bias)
-    return cam, _scores_by_id(scores, empty, assignment, superpixels, num_superpixels is None)
+    return SuperpixelCam(cam, _scores_by_id(scores, empty, assignment, superpixels, num_superpixels is None))
 
 
 class SuperpixelClassifier(nn.Module):
@@ -372,7 +387,7 @@ class SuperpixelClassifier(nn.Module):
         *,
         mask: Tensor | None = ...,
         return_superpixel_scores: Literal[True],
-    ) -> tuple[Tensor, Tensor]: ...
+    ) -> SuperpixelCam: ...
 
     @overload
     def cam(
@@ -383,7 +398,7 @@ class SuperpixelClassifier(nn.Module):
         *,
         mask: Tensor | None = ...,
         return_superpixel_scores: bool,
-    ) -> Tensor | tuple[Tensor, Tensor]: ...
+    ) -> Tensor | SuperpixelCam: ...
 
     def cam(
         self,
@@ -393,9 +408,10 @@ class SuperpixelClassifier(nn.Module):
         *,
         mask: Tensor | None = None,
         return_superpixel_scores: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """SP-CAM of this classifier, ``Tensor[B, K, H, W]``, and with ``return_superpixel_scores`` the
-        per-superpixel scores ``Tensor[B, N_s, K]`` too (see :func:`superpixel_cam`)."""
+    ) -> Tensor | SuperpixelCam:
+        """SP-CAM of this classifier, ``Tensor[B, K, H, W]``; with ``return_superpixel_scores`` a
+        :class:`SuperpixelCam` with the per-superpixel scores ``Tensor[B, N_s, K]`` too (see
+        :func:`superpixel_cam`)."""
         if isinstance(features, Tensor) and features.is_floating_point():  # else superpixel_cam says why
             self._check_channels(features)
             if features.dtype in _checks.FLOAT_DTYPES and features.dim() == 4:  # else superpixel_cam says why

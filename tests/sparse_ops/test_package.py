@@ -152,3 +152,59 @@ def test_every_public_function_documents_args_returns_and_an_example(name: str) 
     doc = inspect.getdoc(getattr(sparse_ops, name)) or ""
     for section in ("\nArgs:\n", "\nReturns:\n", "\n    >>> "):
         assert section in doc, f"{name}: no {section.strip()!r}"
+
+
+def _sp() -> torch.Tensor:
+    return torch.tensor([[[5, 5, 9], [1, 9, 9]]])
+
+
+def _assoc() -> torch.Tensor:
+    return torch.rand(1, 9, 4, 4, generator=torch.Generator().manual_seed(0))
+
+
+def _features() -> torch.Tensor:
+    return torch.rand(1, 3, 2, 3, generator=torch.Generator().manual_seed(1))
+
+
+#: every public op that returns more than one value: its result (made when the test runs) and its fields
+MULTI_VALUE_RETURNS: dict[str, tuple[Callable[[], object], tuple[str, ...]]] = {
+    "relabel_contiguous": (lambda: sparse_ops.relabel_contiguous(_sp()), ("ids", "num_superpixels")),
+    "enforce_connectivity": (lambda: sparse_ops.enforce_connectivity(_sp()), ("ids", "num_superpixels")),
+    "hard_superpixels(return_counts=True)": (
+        lambda: sparse_ops.hard_superpixels(_assoc(), 2, return_counts=True),
+        ("ids", "num_superpixels"),
+    ),
+    "neighbour_cell_ids": (lambda: sparse_ops.neighbour_cell_ids(4, 4, 2), ("ids", "valid")),
+    "superpixel_cam(return_superpixel_scores=True)": (
+        lambda: sparse_ops.superpixel_cam(
+            _features(), _sp(), weight=torch.ones(2, 3), return_superpixel_scores=True
+        ),
+        ("cam", "superpixel_scores"),
+    ),
+    "SuperpixelClassifier.cam(return_superpixel_scores=True)": (
+        lambda: sparse_ops.SuperpixelClassifier(3, 2).cam(_features(), _sp(), return_superpixel_scores=True),
+        ("cam", "superpixel_scores"),
+    ),
+    "max_pool2d_with_indices": (
+        lambda: sparse_ops.max_pool2d_with_indices(_features()),
+        ("values", "indices", "input_size"),
+    ),
+    "spixel_loss": (
+        lambda: sparse_ops.spixel_loss(_assoc(), torch.zeros(1, 4, 4, dtype=torch.long), 2),
+        ("total", "semantic", "position"),
+    ),
+}
+
+
+@pytest.mark.parametrize("call", MULTI_VALUE_RETURNS)
+def test_every_multi_value_return_is_an_exported_named_tuple(call: str) -> None:
+    """One convention for the ops that return several values: a NamedTuple exported by the package, whose
+    fields name the values (``out.num_superpixels``) and which still unpacks as the plain tuple it was."""
+    make, fields = MULTI_VALUE_RETURNS[call]
+    torch.manual_seed(0)  # (the classifier's initial weights)
+    result = make()
+    kind = type(result)
+    assert isinstance(result, tuple) and kind is not tuple, f"{call} returns a plain {kind.__name__}"
+    assert getattr(kind, "_fields", None) == fields, (call, getattr(kind, "_fields", None))
+    assert getattr(sparse_ops, kind.__name__, None) is kind and kind.__name__ in sparse_ops.__all__, call
+    assert all(value is getattr(result, f) for value, f in zip(result, fields, strict=True))

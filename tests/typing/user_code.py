@@ -17,13 +17,16 @@ from sparse_ops import (
     Backend,
     MaxPoolWithIndices,
     MaxUnpool,
+    NeighbourCells,
     PooledWithIndices,
     Reduce,
     SoftUniformize,
     SpixelLoss,
     SpixelLossOutput,
     SuperpixelAssignment,
+    SuperpixelCam,
     SuperpixelClassifier,
+    SuperpixelIds,
     SuperpixelPool,
     SuperpixelUniformize,
     Upsample,
@@ -38,6 +41,7 @@ from sparse_ops import (
     normalize_assoc,
     num_grid_cells,
     pixel_xy,
+    relabel_contiguous,
     soft_superpixel_pool,
     soft_superpixel_unpool,
     soft_uniformize,
@@ -97,12 +101,17 @@ def user_code() -> None:
     assert_type(soft_superpixel_unpool(torch.randn(2, 3, 2, 2), q, n), Tensor)
     assert_type(normalize_assoc(q, n32), Tensor)
     assert_type(hard_superpixels(q, n, connectivity=True, min_size=n), Tensor)
-    assert_type(enforce_connectivity(sp, min_size=n), tuple[Tensor, Tensor])
+    assert_type(enforce_connectivity(sp, min_size=n), SuperpixelIds)
+    relabelled = relabel_contiguous(sp)
+    assert_type(relabelled, SuperpixelIds)
+    assert_type(uniformize(x, *relabelled), Tensor)  # ids and their bound, as every op takes them
+    assert_type(superpixel_pool(x, relabelled.ids, relabelled.num_superpixels), Tensor)
     assert_type(spixel_loss(q, sp, n, ignore_index=n, num_classes=n), SpixelLossOutput)
     assert_type(grid_cell_ids(np.int64(8), np.int64(8), n, batch_size=n), Tensor)
     assert_type(grid_shape(8, 8, zero_d), tuple[int, int])
     assert_type(num_grid_cells(8, 8, n), int)
-    assert_type(neighbour_cell_ids(8, 8, n), tuple[Tensor, Tensor])
+    assert_type(neighbour_cell_ids(8, 8, n), NeighbourCells)
+    assert_type(neighbour_cell_ids(8, 8, n).valid, Tensor)
     assert_type(neighbour_validity(8, 8, n), Tensor)
     assert_type(pixel_xy(8, 8, batch_size=n), Tensor)
     pooled = max_pool2d_with_indices(x, np.int64(2), (n32, 2), np.int64(0), dilation=zero_d // 4)
@@ -142,16 +151,17 @@ def user_code() -> None:
     assert_type(TransparentConv1x1(3, [4])(x), Tensor)
 
     # flags that change the return type: a literal picks the overload, a bool variable gets the union
-    assert_type(hard_superpixels(q, 4, return_counts=True), tuple[Tensor, Tensor])
-    assert_type(
-        superpixel_cam(x, sp, weight=torch.randn(5, 3), return_superpixel_scores=True), tuple[Tensor, Tensor]
-    )
+    assert_type(hard_superpixels(q, 4, return_counts=True), SuperpixelIds)
+    assert_type(hard_superpixels(q, 4, return_counts=True).num_superpixels, Tensor)
+    scored = superpixel_cam(x, sp, weight=torch.randn(5, 3), return_superpixel_scores=True)
+    assert_type(scored, SuperpixelCam)
+    assert_type(scored.superpixel_scores, Tensor)
     flag = bool(torch.rand(()) < 0.5)
-    assert_type(hard_superpixels(q, 4, return_counts=flag), Tensor | tuple[Tensor, Tensor])
+    assert_type(hard_superpixels(q, 4, return_counts=flag), Tensor | SuperpixelIds)
     cam = superpixel_cam(x, sp, weight=torch.randn(5, 3), return_superpixel_scores=flag)
-    assert_type(cam, Tensor | tuple[Tensor, Tensor])
-    assert_type(classifier.cam(x, sp, 4, return_superpixel_scores=True), tuple[Tensor, Tensor])
-    assert_type(classifier.cam(x, sp, return_superpixel_scores=flag), Tensor | tuple[Tensor, Tensor])
+    assert_type(cam, Tensor | SuperpixelCam)
+    assert_type(classifier.cam(x, sp, 4, return_superpixel_scores=True), SuperpixelCam)
+    assert_type(classifier.cam(x, sp, return_superpixel_scores=flag), Tensor | SuperpixelCam)
 
     # reals: Python floats and ints, numpy floats and 0-d tensors alike
     f32, real_0d = np.float32(0.01), torch.tensor(0.01)
