@@ -86,11 +86,47 @@ def test_gather_in_one_process_is_a_list_of_one() -> None:
     assert DistInfo().gather({"rng": 1}) == [{"rng": 1}]
 
 
+def test_mean_divides_the_sum_by_the_number_of_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four processes: the three others contribute 9 in all, this one 3: the mean is 12 / 4, not / 2."""
+    _OtherProcess(monkeypatch, value=9.0)
+    assert DistInfo(rank=2, world_size=4).mean(3.0) == 3.0
+
+
+def test_gather_gives_one_entry_per_process_in_rank_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    def all_gather_object(out: list, obj: object) -> None:  # fills the list it is given, as torch does
+        out[:] = [obj if rank == 1 else f"rank {rank}" for rank in range(len(out))]
+
+    monkeypatch.setattr(distributed.dist, "all_gather_object", all_gather_object)
+    assert DistInfo(rank=1, world_size=3).gather("mine") == ["rank 0", "mine", "rank 2"]
+
+
+def test_wait_for_main_waits_in_the_long_timeout_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 0's evaluation is waited for in :attr:`DistInfo.wait_group` (timeout MAIN_WORK_TIMEOUT), not in
+    the default group, whose timeout a long evaluation outlasts; without such a group, in the default one."""
+    groups: list[object] = []
+    monkeypatch.setattr(distributed.dist, "barrier", lambda group=None: groups.append(group))
+    DistInfo(rank=1, world_size=2, wait_group="gloo group").wait_for_main()
+    DistInfo(rank=1, world_size=2).wait_for_main()
+    assert groups == ["gloo group", None]
+
+
+def test_peer_lost_is_a_runtime_error_with_one_of_the_gloo_messages() -> None:
+    """Each of gloo's three words for a process gone is a lost peer; the same words in an error that is not
+    a collective's (an ``OSError`` of a pipe) or another RuntimeError are not."""
+    for message in distributed.PEER_LOST_MESSAGES:
+        assert distributed.peer_lost(RuntimeError(f"[../gloo/transport/tcp/pair.cc:589] {message}"))
+    assert distributed.peer_lost(RuntimeError("[pair.cc:598] Broken pipe"))
+    assert not distributed.peer_lost(OSError("[Errno 32] Broken pipe"))
+    assert not distributed.peer_lost(BrokenPipeError(32, "Broken pipe"))
+    assert not distributed.peer_lost(RuntimeError("Connection refused"))
+
+
 def test_init_distributed_joins_an_nccl_group_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     inits: list[dict] = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: None)
+    set_devices: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "set_device", set_devices.append)
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(inits))
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: inits.append(kw))
     groups: list[dict] = []
@@ -99,12 +135,28 @@ def test_init_distributed_joins_an_nccl_group_on_cuda(monkeypatch: pytest.Monkey
         monkeypatch.setenv(name, value)
     info = distributed.init_distributed("cuda")
     assert info.device == torch.device("cuda", 1)
+    assert set_devices == [torch.device("cuda", 1)]  # NCCL uses the current device: that of its rank
     assert inits == [{"backend": "nccl", "init_method": "env://"}]
     # waiting for rank 0's evaluation: a gloo group whose timeout is not NCCL's 10 minutes
     assert groups == [{"backend": "gloo", "timeout": distributed.MAIN_WORK_TIMEOUT}]
     assert info.wait_group == "gloo group"
     # longer than the process group's own timeout (30 minutes by default), which a long evaluation outlasted
     assert distributed.dist.constants.default_pg_timeout < distributed.MAIN_WORK_TIMEOUT
+
+
+def test_a_process_of_a_second_machine_takes_the_gpu_of_its_local_rank(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rank 3 of 4, the second process of the second machine: its GPU is ``cuda:1`` (LOCAL_RANK), not the
+    global rank's ``cuda:3``, which that machine does not have."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: None)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "new_group", lambda **kw: None)
+    for name, value in (("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1"), ("MASTER_PORT", "29500")):
+        monkeypatch.setenv(name, value)
+    assert distributed.init_distributed("cuda").device == torch.device("cuda", 1)
 
 
 def test_init_distributed_reads_the_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,6 +178,24 @@ def test_init_distributed_reads_the_torchrun_environment(monkeypatch: pytest.Mon
     assert distributed.init_distributed("cpu") == DistInfo() and len(inits) == 1
 
 
+def test_one_process_joins_no_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without WORLD_SIZE (or with 1) nothing is initialized: no env:// rendezvous (whose variables are not
+    set) and no wait group."""
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+
+    def joined(**kwargs: object) -> None:
+        raise AssertionError("one process joins no group")
+
+    monkeypatch.setattr(distributed.dist, "init_process_group", joined)
+    monkeypatch.setattr(distributed.dist, "new_group", joined)
+    info = distributed.init_distributed("cpu")
+    assert info == DistInfo() and info.wait_group is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.init_distributed("cpu").wait_group is None
+
+
 @pytest.mark.parametrize(
     ("env", "name", "expected"),
     [
@@ -134,6 +204,8 @@ def test_init_distributed_reads_the_torchrun_environment(monkeypatch: pytest.Mon
         ({"WORLD_SIZE": "-1"}, "WORLD_SIZE", "a whole number >= 1"),
         ({"WORLD_SIZE": "0"}, "WORLD_SIZE", "a whole number >= 1"),
         ({"WORLD_SIZE": "2.0"}, "WORLD_SIZE", "a whole number >= 1"),
+        ({"WORLD_SIZE": "\u0663"}, "WORLD_SIZE", "a whole number >= 1"),  # int() reads it as 3
+        ({"WORLD_SIZE": " 0 "}, "WORLD_SIZE", "a whole number >= 1"),  # the value as set
         ({"WORLD_SIZE": "2", "RANK": ""}, "RANK", "a whole number >= 0"),
         ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK", "a whole number >= 0"),
         ({"WORLD_SIZE": "2", "RANK": "one"}, "RANK", "a whole number >= 0"),
@@ -545,15 +617,18 @@ def test_a_process_stopped_by_a_signal_whose_peer_stopped_first_exits_with_the_s
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+@pytest.mark.parametrize("in_a_cycle", [False, True])
 def test_cleanup_lets_go_of_the_ddp_model_before_it_destroys_the_group(
-    monkeypatch: pytest.MonkeyPatch,
+    in_a_cycle: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stage interrupted by a signal raises through the frames that hold its DDP model; the model outlived
     ``destroy_process_group`` (the traceback kept it) and, freed later, dropped the gloo group's last
     reference in a destructor that holds the GIL while it waits for gloo's worker thread, itself waiting for
     the GIL: a rank hung after writing its checkpoint (torch 2.11, 1 run in 4 under load, seen in
     test_a_signal_to_one_process_gives_every_process_its_exit_status). The model is gone before the group
-    is destroyed now."""
+    is destroyed now, also a model in a reference cycle (a hook or a closure that refers to it), which only
+    the garbage collector frees (automatic collection is off here: it is the cleanup's own collection)."""
+    import gc
     import weakref
 
     import torch.distributed as dist
@@ -576,8 +651,12 @@ def test_cleanup_lets_go_of_the_ddp_model_before_it_destroys_the_group(
     def stage() -> None:
         model = DistributedDataParallel(nn.Linear(2, 2))
         refs.append(weakref.ref(model))
+        if in_a_cycle:
+            model.cycle = [model]
         raise Stopped
 
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         with pytest.raises(Stopped):
             try:
@@ -585,6 +664,8 @@ def test_cleanup_lets_go_of_the_ddp_model_before_it_destroys_the_group(
             finally:
                 distributed.cleanup_distributed()
     finally:
+        if collecting:
+            gc.enable()
         if dist.is_initialized():
             real_destroy()
     assert model_gone_at_destroy == [True]
