@@ -1366,6 +1366,7 @@ def test_interrupt_guard_check_raises_the_recorded_signal_unforced() -> None:
     with pytest.raises(Interrupted) as info:
         guard.check()
     assert not info.value.forced and info.value.exit_code == 143
+    assert str(info.value) == "SIGTERM"  # the signal's name in a traceback, not an empty message
 
 
 def test_interrupt_guard_released_outside_the_guard_leaves_the_handlers_alone() -> None:
@@ -1376,6 +1377,49 @@ def test_interrupt_guard_released_outside_the_guard_leaves_the_handlers_alone() 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with InterruptGuard().released():  # the guard was never entered: nothing to release
+            assert {s: signal.getsignal(s) for s in before} == before
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def test_interrupt_guard_defers_a_second_signal_to_the_end_of_the_outermost_critical_section() -> None:
+    """Critical sections nest: a second signal inside the inner one acts at the end of the outer one (the
+    checkpoint write as a whole), once; a later section raises nothing more."""
+    import signal
+
+    from examples.voc_joint.signals import Interrupted, InterruptGuard
+
+    reached = []
+    with InterruptGuard() as guard:
+        os.kill(os.getpid(), signal.SIGTERM)  # recorded
+        with pytest.raises(Interrupted) as info, guard.critical():
+            with guard.critical():
+                os.kill(os.getpid(), signal.SIGINT)  # deferred
+            reached.append("inner end")  # still inside the outer section: nothing raised yet
+        assert reached == ["inner end"] and info.value.forced and info.value.signum == signal.SIGINT
+        try:
+            with guard.critical():  # the deferred signal acted: it does not act again
+                reached.append("next section")
+        except Interrupted:
+            pytest.fail("a signal deferred by a critical section acted again at the end of the next one")
+    assert reached == ["inner end", "next section"]
+
+
+def test_interrupt_guard_that_has_ended_releases_nothing() -> None:
+    """``released()`` of a guard that was entered and has ended leaves the handlers alone, as that of a guard
+    never entered (it installed the guard's handler, which then outlived the guard)."""
+    import signal
+
+    from examples.voc_joint.signals import InterruptGuard
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    guard = InterruptGuard()
+    with guard:
+        pass
+    try:
+        with guard.released():
             assert {s: signal.getsignal(s) for s in before} == before
         assert {s: signal.getsignal(s) for s in before} == before
     finally:
@@ -1506,9 +1550,30 @@ def test_detach_hung_up_output_points_a_hung_up_terminal_at_the_null_device() ->
             os.close(fd)
 
 
+def test_detach_hung_up_output_leaves_a_descriptor_failing_otherwise_alone(tmp_path: Path) -> None:
+    """Only ``EIO`` is a hung-up terminal: a descriptor whose writes fail otherwise (``EBADF``: a standard
+    output closed with ``>&-``) is not pointed at the null device (it stays closed)."""
+    import contextlib
+    import errno
+
+    from examples.voc_joint.signals import detach_hung_up_output
+
+    fd = os.open(tmp_path / "closed", os.O_WRONLY | os.O_CREAT)
+    os.close(fd)
+    try:
+        assert detach_hung_up_output((fd,)) == []
+        with pytest.raises(OSError) as err:
+            os.write(fd, b"")
+        assert err.value.errno == errno.EBADF
+    finally:
+        with contextlib.suppress(OSError):  # closed, unless it was pointed at the null device
+            os.close(fd)
+
+
 def _stoppable_job(main_body: str, **popen: Any) -> subprocess.Popen[str]:
     """A ``python -c`` process in :data:`ROOT` whose ``main()`` (``main_body``, indented) runs under
-    ``run_stoppable``, as every script without a checkpoint to save; stdout and stderr piped, text."""
+    ``run_stoppable``, as every script without a checkpoint to save; stdout and stderr piped (unless
+    ``popen`` gives them), text."""
     code = (
         "import sys, time\n"
         "from examples.voc_joint.signals import run_stoppable\n"
@@ -1519,11 +1584,39 @@ def _stoppable_job(main_body: str, **popen: Any) -> subprocess.Popen[str]:
         [sys.executable, "-c", code],
         cwd=ROOT,
         env=script_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
         text=True,
-        **popen,
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen},
     )
+
+
+def test_run_stoppable_stops_with_129_after_its_terminal_is_gone() -> None:
+    """A command of ``run_stoppable`` writing to a terminal that was closed (every write fails with EIO) and
+    then sent SIGHUP: its stop line goes to the null device and it exits 129, not 1 with an ``OSError``
+    raised by the stop line itself."""
+    import select
+    import signal
+
+    master, slave = os.openpty()
+    proc = _stoppable_job(
+        "    print('ready', flush=True)\n    time.sleep(60)\n    return 0\n", stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"ready" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                seen += os.read(master, 1024)
+        assert b"ready" in seen, seen
+        os.close(master)  # the terminal is gone: its writes fail with EIO
+        master = -1
+        proc.send_signal(signal.SIGHUP)
+        status = proc.wait(timeout=60)
+    finally:
+        if master >= 0:
+            os.close(master)
+        proc.kill()
+    assert status == 129, f"exit status {status}"
 
 
 def test_run_stoppable_stops_on_sighup_with_one_line_and_exit_status_129() -> None:
