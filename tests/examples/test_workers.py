@@ -118,7 +118,8 @@ def test_the_length_is_counted_in_bytes(short_parent, monkeypatch) -> None:
     folder = folder_of_length(short_parent, size, fill="\u0418")
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     assert len(str(folder)) <= longest  # in characters it would pass
-    assert worker_tmpdir_error(1, "--workers", platform="linux") is not None
+    error = worker_tmpdir_error(1, "--workers", platform="linux")
+    assert error is not None and f"is {size} bytes long" in error, error  # not its length in characters
 
 
 def test_the_message_names_the_variable_the_folder_came_from(short_parent, monkeypatch) -> None:
