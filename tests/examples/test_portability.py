@@ -128,6 +128,42 @@ def test_escape_keeps_undecodable_bytes_next_to_an_escaped_character() -> None:
     assert "\u00b1\u0418 \udcff".encode("ascii", errors=ESCAPE) == b"\\xb1\\u0418 \xff"
 
 
+def test_escape_writes_back_only_the_bytes_of_surrogateescape() -> None:
+    """``surrogateescape`` stands for a byte 0x80-0xff by U+DC80-U+DCFF only: another lone surrogate
+    (U+DC41, from a broken JSON string, say) is escaped, not written as the byte 0x41 ("A"); a decoding error
+    handled with the same handler is escaped too."""
+    from examples.voc_joint.console import ESCAPE
+
+    assert "\udc41\udc7f\udc80".encode("ascii", errors=ESCAPE) == b"\\udc41\\udc7f\x80"
+    assert b"a\xffb".decode("ascii", errors=ESCAPE) == "a\\xffb"
+
+
+@pytest.mark.parametrize(
+    ("errors", "expected"),
+    [("strict", "transinit-escape"), ("surrogateescape", "transinit-escape"), ("replace", "replace")],
+)
+def test_tolerant_output_makes_stdout_escape_what_it_cannot_encode(
+    errors: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standard output that raises on a character its encoding lacks, as under a POSIX ``C`` locale
+    (``surrogateescape``) or with ``PYTHONIOENCODING=ascii`` (``strict``), escapes it after
+    :func:`tolerant_output`, and writes a file name's undecodable bytes back as they were; one that already
+    replaces such characters is left as it is."""
+    import io
+
+    from examples.voc_joint.console import ESCAPE, tolerant_output
+
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii", errors=errors)
+    monkeypatch.setattr(sys, "stdout", stream)
+    tolerant_output()
+    assert stream.errors == expected
+    if expected == ESCAPE:
+        stream.write("\u00b1 \udcff\n")
+        stream.flush()
+        assert raw.getvalue() == b"\\xb1 \xff\n"
+
+
 def test_train_on_a_windows_like_platform(tiny_voc: Path, tmp_path: Path) -> None:
     """train.py end to end without the POSIX-only names: the output folder is not locked (a warning says so)
     and the checkpoint is written without ``os.fchmod`` (Windows before Python 3.13); nothing else ran the
