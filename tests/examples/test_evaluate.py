@@ -1200,6 +1200,52 @@ def test_write_text_atomic_before_runs_between_the_write_and_the_rename(tmp_path
     assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
+def test_write_text_atomic_names_the_file_when_the_rename_after_before_fails(tmp_path, monkeypatch) -> None:
+    """Only ``before``'s own error propagates unchanged: a rename that fails once ``before`` has succeeded is
+    a failed write of the file, worded as one (its class and errno kept), and leaves the earlier file and no
+    temporary one."""
+    import errno
+    import os
+
+    from examples.voc_joint import atomic
+
+    target = tmp_path / "m.json"
+    atomic.write_text_atomic(target, "old")
+
+    def replace(src, dst) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src), None, str(dst))
+
+    ran: list[bool] = []
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(OSError) as info:
+        atomic.write_text_atomic(target, "new", before=lambda: ran.append(True))
+    monkeypatch.undo()
+    text = str(info.value)
+    assert ran == [True], ran
+    assert text.startswith(f"cannot write {target}: No space left on device (ENOSPC);"), text
+    assert info.value.errno == errno.ENOSPC and type(info.value) is OSError
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_os_error_saying_keeps_the_class_of_a_built_in_error_only() -> None:
+    """A built-in class (``PermissionError``) is kept, and with ``same_class=False`` it is an ``OSError``; an
+    ``OSError`` subclass of another module (whose constructor may take other arguments) gives an
+    ``OSError``. The errno is kept and the message is the one given."""
+    import errno
+
+    from examples.voc_joint.atomic import os_error_saying
+
+    class LibraryError(OSError):
+        pass
+
+    err = os_error_saying(LibraryError(errno.EIO, "Input/output error"), "cannot write r.json")
+    assert type(err) is OSError and err.errno == errno.EIO and str(err) == "cannot write r.json"
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    assert type(os_error_saying(denied, "m")) is PermissionError
+    same = os_error_saying(denied, "m", same_class=False)
+    assert type(same) is OSError and same.errno == errno.EACCES
+
+
 @pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="no signal masks")
 @pytest.mark.parametrize("signals", [1, 2])
 def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
