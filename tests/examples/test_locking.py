@@ -152,6 +152,10 @@ def test_a_file_system_without_locks_is_not_called_a_folder_in_use(tmp_path: Pat
     assert f"({errno.errorcode[number]})" in text and "in use" not in text and info.value.errno == number, (
         text
     )
+    assert text.endswith(
+        "its file system may not support locks (on NFS, the lock service must run): use an "
+        "output folder on a local disk"
+    ), text
     assert not lock.held and all(fh.closed for fh in opened) and len(opened) == 1
     with FolderLock(folder) as again:  # nothing held: the folder locks once flock works
         assert again.held
@@ -191,3 +195,115 @@ def test_a_lock_file_that_cannot_be_written_names_it_and_keeps_no_lock(tmp_path:
     assert not lock.held
     with FolderLock(folder) as again:  # the error (still referenced here) holds no lock
         assert again.held
+
+
+def _track_open(monkeypatch) -> list:
+    """Record the files that ``locking`` opens (the lock file objects)."""
+    from examples.voc_joint import locking
+
+    opened: list = []
+    real_open = open
+
+    def track(*args, **kwargs):
+        fh = real_open(*args, **kwargs)
+        opened.append(fh)
+        return fh
+
+    monkeypatch.setattr(locking, "open", track, raising=False)
+    return opened
+
+
+def _hold(folder: Path, text: str):
+    """Hold the lock of ``folder`` through a file of another open (not a FolderLock), recording ``text``."""
+    folder.mkdir(exist_ok=True)
+    fh = open(folder / ".lock", "w")  # noqa: SIM115  # closed by the caller: the lock goes with it
+    fh.write(text)
+    fh.flush()
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    return fh
+
+
+@pytest.mark.parametrize("text", ["", '{"pid": 12', "[1, 2]\n", '{"pid": 1, "host": "h"}\n'])
+def test_a_holder_that_cannot_be_read_is_named_as_such(tmp_path: Path, text: str) -> None:
+    """An empty lock file (its holder has not written yet), a cut line, JSON that is not an object or lacks
+    a field: the refusal says the description is not readable (and that the run may be running), it does
+    not fail on the file."""
+    holder = _hold(tmp_path / "run", text)
+    try:
+        with pytest.raises(FolderLockedError) as info:
+            FolderLock(tmp_path / "run").acquire()
+    finally:
+        holder.close()
+    message = str(info.value)
+    assert "in use by another process (its description is not readable yet)" in message, message
+    assert "stop it" in message, message
+
+
+@pytest.mark.parametrize("pid", ["4242", 4242])
+def test_a_holder_whose_process_cannot_be_probed_may_be_running(tmp_path: Path, monkeypatch, pid) -> None:
+    """A pid that is no number, or a process of another user (``os.kill`` raises PermissionError), is not
+    called ended: the refusal tells to wait for the run or stop it, not that its process is gone."""
+    from examples.voc_joint import locking
+
+    def kill(target: int, signum: int) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    recorded = {"host": socket.gethostname(), "pid": pid, "started": "2026-12-01", "command": "train.py"}
+    holder = _hold(tmp_path / "run", json.dumps(recorded) + "\n")
+    monkeypatch.setattr(locking.os, "kill", kill)
+    try:
+        with pytest.raises(FolderLockedError) as info:
+            FolderLock(tmp_path / "run").acquire()
+    finally:
+        monkeypatch.undo()
+        holder.close()
+    message = str(info.value)
+    assert "in use by pid 4242 " in message and "stop it" in message and "no longer" not in message, message
+
+
+@pytest.mark.parametrize("code", ["EWOULDBLOCK", "EAGAIN", "EACCES"])
+def test_a_refused_lock_names_the_holder_and_leaves_no_file_open(tmp_path: Path, monkeypatch, code) -> None:
+    """``flock`` built on ``fcntl`` locks says EAGAIN or EACCES where it would block: a holder, named as
+    one. The refusal closes the lock file it opened (an error's traceback kept it open)."""
+    from examples.voc_joint import locking
+
+    number = getattr(errno, code)
+    with FolderLock(tmp_path / "run"):
+        opened = _track_open(monkeypatch)
+
+        def flock(fd: int, op: int) -> None:
+            raise OSError(number, os.strerror(number))
+
+        monkeypatch.setattr(locking.fcntl, "flock", flock)
+        with pytest.raises(FolderLockedError, match=rf"in use by pid {os.getpid()} .*stop it"):
+            FolderLock(tmp_path / "run").acquire()
+        monkeypatch.undo()
+        assert len(opened) == 1 and opened[0].closed
+
+
+def test_release_closes_the_lock_file_and_unlocks_every_copy_of_it(tmp_path: Path, monkeypatch) -> None:
+    """``release`` unlocks the open file (a copy made by a fork outside Python's hooks, or a ``dup``, would
+    otherwise keep the folder locked) and closes it (not left to the garbage collector)."""
+    opened = _track_open(monkeypatch)
+    lock = FolderLock(tmp_path / "run").acquire()
+    copy = os.dup(opened[0].fileno())
+    try:
+        lock.release()
+        assert opened[0].closed and not lock.held
+        with FolderLock(tmp_path / "run") as again:
+            assert again.held
+    finally:
+        os.close(copy)
+
+
+def test_a_forked_child_closes_its_copy_of_the_lock_file(tmp_path: Path, monkeypatch) -> None:
+    """The child closes its copy at the fork (not left to the garbage collector, which never comes while
+    something else refers to the file), and the parent's stays open and locked."""
+    opened = _track_open(monkeypatch)
+    with FolderLock(tmp_path / "run") as lock:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if opened[0].closed else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert lock.held and not opened[0].closed
