@@ -105,3 +105,57 @@ def test_a_staging_folder_that_cannot_be_locked_or_named_is_not_left_behind(tmp_
     assert text.startswith(f"cannot make the staging folder {tmp_path / '.panels.'}"), text
     assert f"{os.strerror(number)} ({errno.errorcode[number]})" in text and "unlocked" not in text, text
     assert info.value.errno == number and list(tmp_path.iterdir()) == [] and len(closed) == 1
+
+
+def test_a_file_or_a_link_of_a_staging_name_is_not_taken_for_a_folder(tmp_path) -> None:
+    """Only a folder of the pattern is a staging folder: a file of that name, or a link to a folder (whose
+    files are another folder's), stays and is not reported removed."""
+    target = tmp_path / "kept"
+    target.mkdir()
+    (target / "a.png").write_bytes(b"png")
+    (tmp_path / ".panels.0badc0de").symlink_to(target, target_is_directory=True)
+    (tmp_path / ".panels.600dc0de").write_bytes(b"not a folder")
+    assert remove_abandoned_staging(tmp_path, ".panels.") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".panels.0badc0de", ".panels.600dc0de", "kept"]
+    assert (target / "a.png").read_bytes() == b"png"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts this process's descriptors in /proc")
+def test_looking_for_abandoned_folders_leaves_no_descriptor_open(tmp_path) -> None:
+    """Each folder probed is opened to try its lock: the descriptor is closed again, whether the folder was
+    a running run's (kept) or abandoned (removed): one more open descriptor per folder and call otherwise."""
+    running, held = new_staging(tmp_path, ".panels.")
+    abandoned, held_abandoned = new_staging(tmp_path, ".panels.")
+    assert held is not None and held_abandoned is not None
+    os.close(held_abandoned)
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        assert remove_abandoned_staging(tmp_path, ".panels.") == [abandoned]
+        assert len(os.listdir("/proc/self/fd")) == before and running.is_dir()
+    finally:
+        os.close(held)
+
+
+def test_the_prefix_and_suffix_are_matched_literally(tmp_path) -> None:
+    """The dots of ``.panels.`` and ``.tmp`` are no wildcards: a user's ``_panels_0badc0de_tmp`` is not a
+    staging folder and stays."""
+    for name in ("_panels_0badc0de_tmp", ".panels.600dc0de.tmp"):
+        (tmp_path / name).mkdir()
+    assert remove_abandoned_staging(tmp_path, ".panels.", ".tmp") == [tmp_path / ".panels.600dc0de.tmp"]
+    assert [p.name for p in tmp_path.iterdir()] == ["_panels_0badc0de_tmp"]
+
+
+def test_a_folder_whose_lock_cannot_be_probed_is_kept(tmp_path, monkeypatch) -> None:
+    """``flock`` failing for another reason than a holder (ENOLCK: an NFS mount without its lock service)
+    tells nothing about the folder: it is kept, and no error escapes (``new_staging`` reports one)."""
+    folder = tmp_path / ".panels.0badc0de"
+    folder.mkdir()
+    (folder / "0001.png").write_bytes(b"png")
+
+    def flock(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(staging.fcntl, "flock", flock)
+    assert remove_abandoned_staging(tmp_path, ".panels.") == []
+    monkeypatch.undo()
+    assert (folder / "0001.png").read_bytes() == b"png"
