@@ -132,6 +132,20 @@ def test_the_error_lists_the_first_problems_and_counts_the_others() -> None:
     assert "\n" not in one_line and one_line.endswith(": file 0 is bad; file 1 is bad"), one_line
 
 
+def test_exactly_the_shown_number_of_problems_has_no_count_of_others() -> None:
+    """``limit`` problems are all shown, with no "... and 0 more"; one problem is "1 problem", none "0
+    problems"."""
+    problems = [f"file {i} is bad" for i in range(3)]
+    text = headers.problems_message(problems, 6, limit=3)
+    assert text.splitlines()[1:] == [f"  file {i} is bad" for i in range(3)], text
+    assert (
+        headers.shown_problems(problems, limit=3, one_line=True)
+        == " file 0 is bad; file 1 is bad; file 2 is bad"
+    )
+    assert headers.problems_message(problems[:1], 2).startswith("1 problem in the headers of the 2 listed")
+    assert headers.problems_message([], 2).startswith("0 problems in the headers of the 2 listed")
+
+
 def _stop_at_training(monkeypatch) -> list[str]:
     """Make train.run_stage record its stage instead of training: the checks before it run for real."""
     started: list[str] = []
@@ -270,6 +284,22 @@ def test_a_listed_pair_is_read_once_across_splits(tiny_voc, monkeypatch) -> None
     ds = VOCSegmentation(tiny_voc, "train")
     assert headers.header_problems([ds, VOCSegmentation(tiny_voc, "train")]) == []
     assert sorted(calls) == list(range(len(ds)))
+
+
+def test_a_pair_listed_by_two_splits_is_counted_once(tiny_voc, capsys) -> None:
+    """The number of files the pass reports is that of the files it read: a pair listed by two splits (a
+    validation split that repeats training images) counts once."""
+    ds = VOCSegmentation(tiny_voc, "train")
+    headers.check_headers([ds, VOCSegmentation(tiny_voc, "train")], prefix="data")
+    out = capsys.readouterr().out
+    assert f"[data] read the headers of {2 * len(ds)} listed images and masks in " in out, out
+
+
+def test_check_headers_returns_the_duration_it_prints(tiny_voc, monkeypatch, capsys) -> None:
+    ticks = iter([10.0, 12.5])
+    monkeypatch.setattr(headers, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    assert headers.check_headers([VOCSegmentation(tiny_voc, "val")], prefix="data") == 2.5
+    assert capsys.readouterr().out.endswith(" in 2.5 s\n")
 
 
 def test_the_reader_still_refuses_a_mask_of_another_size_with_the_exif_note(voc) -> None:
