@@ -1480,6 +1480,17 @@ def test_fault_hooks_send_the_named_signal_at_exactly_the_given_point(
     assert sent == [(os.getpid(), signal.SIGTERM)]
 
 
+def test_a_fault_acts_at_its_own_point_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``crash@save:2`` crashes the second save, not global step 2 nor the end of epoch 2."""
+    from examples.voc_joint import faults
+
+    monkeypatch.setenv(faults.ENV, "crash@save:2")
+    faults.hit("step", 2)
+    faults.hit("epoch-end", 2)
+    with pytest.raises(RuntimeError, match=r"injected crash at save:2$"):
+        faults.hit("save", 2)
+
+
 def test_interrupt_guard_leaves_an_ignored_signal_ignored() -> None:
     """A signal ignored when the guard starts (SIGINT of a job a shell script starts with ``&``) stays
     ignored, in the guard and in its released sections; the other signal is still recorded."""
