@@ -678,6 +678,85 @@ def test_bench_joint_paired_ratio_is_the_median_of_round_ratios():
     assert bench.paired_ratio(a, b) == 2.0  # ratios 2, 1, 3 (the ratio of the medians would be 4 / 3)
 
 
+@pytest.mark.examples
+def test_bench_joint_medians_of_an_even_count_of_rounds_are_the_mean_of_the_middle_two(monkeypatch):
+    """``--rounds`` may be even: the step's median, its page-fault median and the paired ratio are then the
+    mean of the two middle values (not the upper or the lower one), and rounds are paired one to one (a
+    sample list shorter than the other is refused, not cut to the shorter)."""
+    import argparse
+
+    bench = _import("bench_joint")
+    clocks = _Clocks()
+    monkeypatch.setattr(bench, "time", clocks.namespace())
+    counts = iter([0, 10, 10, 40, 40, 41, 41, 61])  # before / after each round: 10, 30, 1 and 20 faults
+    monkeypatch.setattr(bench, "minor_faults", lambda: next(counts))
+    args = argparse.Namespace(warmup=0, rounds=4, clock="wall")
+    (times,) = bench.time_steps({"a": clocks.step(1.0, 4.0, 2.0, 8.0)}, args, torch.device("cpu")).values()
+    assert times["median_s"] == 3.0 and times["min_s"] == 1.0 and times["minor_faults"] == 15.0
+    a, b = {"samples_s": [2.0, 9.0, 4.0, 1.0]}, {"samples_s": [1.0, 3.0, 4.0, 1.0]}
+    assert bench.paired_ratio(a, b) == 1.5  # ratios 2, 3, 1, 1
+    with pytest.raises(ValueError, match="shorter"):
+        bench.paired_ratio(a, {"samples_s": [1.0, 3.0, 4.0]})
+
+
+@pytest.mark.examples
+def test_bench_joint_saved_bytes_count_each_storage_once_without_the_parameters():
+    """``SavedBytes``: the bytes of the distinct storages autograd saves for backward; a saved view counts
+    its whole storage, once however many views of it are saved; the excluded module's parameters (saved
+    as their transposes) are left out, and counted without ``exclude``."""
+    from torch import nn
+
+    bench = _import("bench_joint")
+    model = nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 3))  # weights of 80 and 60 bytes
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)  # 128 bytes
+    with bench.SavedBytes(model) as saved:
+        # saved: the view x[:2], W1.t(), the 2 x 5 hidden output (40 bytes) and W2.t(); exp's 6 x 4 output
+        # (96 bytes); sin's input, the view x[4:6] of the same storage as x[:2]
+        kept = [model(x[:2]), x[2:].exp(), x[4:6].sin()]
+    assert saved.total == 128 + 40 + 96
+    with bench.SavedBytes() as everything:
+        kept.append(model(x[:2]))
+    assert everything.total == 128 + 40 + 80 + 60
+
+
+@pytest.mark.examples
+def test_bench_joint_saved_activation_bytes_leave_out_the_models_parameters(monkeypatch):
+    """The activation memory of a variant is what its forward saves, not its weights (which autograd saves
+    too, for the input gradient)."""
+    from torch import nn
+
+    bench = _import("bench_joint")
+    model = nn.Linear(4, 3)  # its weight, 48 bytes, saved as its transpose
+    x = torch.ones(2, 4, requires_grad=True)  # saved for the weight's gradient: 32 bytes
+    monkeypatch.setattr(bench, "build_model", lambda *rest: model)
+    monkeypatch.setattr(bench, "make_batch", lambda *rest: (x, None))
+    monkeypatch.setattr(bench, "loss_of", lambda variant, m, x, *rest: m(x).sum())
+    args = argparse.Namespace(amp=False)
+    assert bench.saved_activation_bytes("deeplab", args, torch.device("cpu"), {}) == 32
+
+
+@pytest.mark.examples
+def test_bench_joint_breakdown_saved_bytes_leave_out_the_models_parameters(monkeypatch):
+    """Every part's saved bytes exclude the joint model's parameters, as the main table's do."""
+    bench = _import("bench_joint")
+    args = bench.build_parser().parse_args(["--threads", "1", "--size", "16", "--rounds", "1"])
+    args.channels_last = bench.DEFAULT_CHANNELS_LAST.get("cpu", False)  # as main sets it
+    opts = bench.default_options(args)
+    model = bench.build_model("joint_hard_ti", args, torch.device("cpu"), opts)
+    excluded = []
+
+    class Recorded(bench.SavedBytes):
+        def __init__(self, exclude=None):
+            excluded.append(exclude)
+            super().__init__(exclude)
+
+    monkeypatch.setattr(bench, "SavedBytes", Recorded)
+    monkeypatch.setattr(bench, "time_steps", lambda steps, *rest: {k: {"median_s": 1.0} for k in steps})
+    parts = bench.breakdown(args, torch.device("cpu"), opts, model)
+    assert len(excluded) == len(parts) == len(bench.BREAKDOWN_PARTS)
+    assert all(m is model for m in excluded)
+
+
 def _fake_times(samples: dict[str, list[float]]) -> dict[str, dict]:
     import statistics
 
@@ -1210,6 +1289,45 @@ def test_bench_joint_fusion_floor_is_the_flops_at_the_matmul_rate(monkeypatch):
         assert floor["flops"] > flops  # the CLI default recomputes, the bare model does not
         assert floor["gflops"] == pytest.approx(floor["flops"] / 2.0 / 1e9)
         assert floor["floor_s"] == pytest.approx(floor["flops"] / (2 * pixels * 128 * 128 / 0.25))
+
+
+@pytest.mark.examples
+@pytest.mark.parametrize(("size", "chunk", "rows", "image_rows"), [(96, None, 8192, 85), (16, 8, 8, 1)])
+def test_bench_joint_fusion_floor_times_one_cpu_chunk_as_whole_image_rows(
+    size, chunk, rows, image_rows, monkeypatch
+):
+    """With more pixels than a CPU chunk, ``torch.mm`` times one chunk of rows (8192) and the convolution the
+    whole image rows within it (85 rows of 96: 8160 pixels, its rate over those); a chunk shorter than an
+    image row still convolves one row."""
+    bench = _import("bench_joint")
+    argv = ["--threads", "1", "--size", str(size), "--rounds", "1"]
+    args = bench.build_parser().parse_args(argv)
+    args.channels_last = False
+    model = bench.build_model("joint_hard_ti", args, torch.device("cpu"), bench.default_options(args))
+    if chunk is not None:
+        model.fusion.cpu_chunk_rows = chunk
+    times = {"mm": {"median_s": 0.5}, "conv": {"median_s": 0.25}}
+    monkeypatch.setattr(bench, "time_steps", lambda steps, *rest: {k: times[k] for k in steps})
+    floor = bench.fusion_floor(args, torch.device("cpu"), model, 2.0)
+    assert floor["matmul_shape"] == [rows, 128, 128] and floor["conv_shape"] == [1, 128, image_rows, size]
+    assert floor["matmul_gflops"] == pytest.approx(2 * rows * 128 * 128 / 0.5 / 1e9)
+    assert floor["conv_gflops"] == pytest.approx(2 * image_rows * size * 128 * 128 / 0.25 / 1e9)
+
+
+@pytest.mark.examples
+def test_bench_joint_fusion_floor_of_a_soft_model_counts_its_stack_per_pixel(monkeypatch):
+    """The soft joint model's stack does not uniformize its output: its arithmetic is the stack's per pixel,
+    not the hard model's with its last layer per superpixel."""
+    bench = _import("bench_joint")
+    args = bench.build_parser().parse_args(["--threads", "1", "--size", "16", "--rounds", "1"])
+    args.channels_last = False
+    cpu = torch.device("cpu")
+    model = bench.build_model("joint_soft_ti", args, cpu, bench.default_options(args))
+    monkeypatch.setattr(bench, "time_steps", lambda steps, *rest: {k: {"median_s": 0.5} for k in steps})
+    floor = bench.fusion_floor(args, cpu, model, 2.0)
+    assert floor["flops"] == bench.fusion_flops(model, args.batch_size * 16 * 16, cpu, None)
+    superpixels = args.batch_size * bench.num_grid_cells(16, 16, args.cell_size)
+    assert floor["flops"] != bench.fusion_flops(model, args.batch_size * 16 * 16, cpu, superpixels)
 
 
 def test_bench_ops_check_refuses_a_wrong_gradient(monkeypatch):
