@@ -857,6 +857,19 @@ def test_bench_joint_keeps_the_other_entries_of_its_output_file(tmp_path, monkey
 
 
 @pytest.mark.examples
+def test_bench_joint_amp_ignored_on_the_cpu_is_not_in_the_entrys_key(tmp_path, monkeypatch):
+    """``--amp`` on the CPU is ignored (as in the training CLI): the run's entry is the CPU entry without
+    ``_amp``, replacing an earlier run's, not a second entry beside it."""
+    bench = _import("bench_joint")
+    out = tmp_path / "joint.json"
+    out.write_text(json.dumps({"cpu_resnet18_b2_128": {"rows": ["earlier"]}}))
+    monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [])
+    bench.main(["--no-breakdown", "--threads", "1", "--variants", "deeplab", "--amp", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert list(data) == ["cpu_resnet18_b2_128"] and data["cpu_resnet18_b2_128"]["rows"] == []
+
+
+@pytest.mark.examples
 @pytest.mark.parametrize(
     ("text", "said"),
     [
@@ -1744,6 +1757,15 @@ def test_every_benchmark_refuses_a_device_it_cannot_use_as_a_usage_error(script,
             marks=pytest.mark.examples,
         ),
         pytest.param("bench_joint", ["--threads", "0"], "--threads must be >= 1", marks=pytest.mark.examples),
+        pytest.param(  # the script's own reason, not only check_counts' bound
+            "bench_joint",
+            ["--batch-size", "1"],
+            "(the ASPP image-pooling BatchNorm sees one value per channel per image in training mode), got 1",
+            marks=pytest.mark.examples,
+        ),
+        pytest.param(
+            "bench_joint", ["--cell-size", "0"], "--cell-size must be >= 1, got 0", marks=pytest.mark.examples
+        ),
         pytest.param(
             "bench_joint", ["--backbone", "resnet7"], "--backbone: invalid", marks=pytest.mark.examples
         ),
@@ -1754,6 +1776,34 @@ def test_benchmark_counts_are_checked_before_anything_runs(script, argv, message
         _import(script).main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.examples
+def test_bench_joint_accepts_the_largest_cell_and_a_cell_as_large_as_the_image(tmp_path):
+    """``--cell-size`` up to SpixelFCN's bound (1024) and up to ``--size`` is accepted; one above either is
+    refused (``test_benchmark_counts_are_checked_before_anything_runs``)."""
+    bench = _import("bench_joint")
+    out = ["--out", str(tmp_path / "j.json")]
+    for argv in (["--size", "4096", "--cell-size", "1024"], ["--size", "32", "--cell-size", "32"]):
+        p = bench.build_parser()
+        bench.check_args(p, p.parse_args([*argv, *out]))
+
+
+@pytest.mark.examples
+def test_bench_joint_refuses_the_cpu_clock_on_cuda(tmp_path, monkeypatch, capsys):
+    """``--clock cpu`` reads the process's CPU time, which does not see the GPU's work: refused with
+    ``--device cuda`` (on a machine that has CUDA), before anything runs."""
+    bench = _import("bench_joint")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    p = bench.build_parser()
+    args = p.parse_args(["--clock", "cpu", "--device", "cuda", "--out", str(tmp_path / "j.json")])
+    with pytest.raises(SystemExit) as exc:
+        bench.check_args(p, args)
+    assert exc.value.code == 2
+    assert (
+        "--clock cpu measures CPU time and needs --device cpu, got --device cuda" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(
