@@ -982,6 +982,23 @@ def test_paired_times_file_each_time_under_its_own_function(monkeypatch):
     assert a == [1.0] * 5 and b == [3.0] * 5
 
 
+def test_time_ms_on_the_cpu_is_milliseconds_of_each_timed_run(monkeypatch):
+    """On the CPU, ``time_ms`` gives ``time.perf_counter``'s seconds of each timed run in milliseconds (the
+    unit every script's ``*_ms`` field and table is labelled with), after untimed warm-up runs."""
+    from types import SimpleNamespace
+
+    harness = _import("_harness")
+    clock = {"s": 0.0, "runs": 0}
+
+    def run() -> None:
+        clock["runs"] += 1
+        clock["s"] += 0.002 * clock["runs"]  # 2 ms, 4 ms, ...
+
+    monkeypatch.setattr(harness, "time", SimpleNamespace(perf_counter=lambda: clock["s"]))
+    times = harness.time_ms(run, 3, warmup=2)
+    assert times == pytest.approx([6.0, 8.0, 10.0]) and clock["runs"] == 5
+
+
 def test_bench_uniformize_paired_rounds_alternate_after_a_warm_floor(monkeypatch):
     """scatter's paired rounds: one untimed floor run first, then floor and op in alternating order."""
     bench = _import("bench_uniformize")
@@ -2584,6 +2601,53 @@ def test_check_counts_refuses_one_above_the_largest_shape():
         harness.check_counts(
             argparse.ArgumentParser(), argparse.Namespace(batch_size=top + 1), {"batch_size": 1}
         )
+
+
+def test_check_counts_takes_threads_up_to_threads_max(capsys):
+    """``THREADS_MAX`` is the largest ``--threads`` accepted: 1024 runs, 1025 is refused."""
+    import argparse
+
+    harness = _import("_harness")
+    top = harness.THREADS_MAX
+    harness.check_counts(argparse.ArgumentParser(), argparse.Namespace(threads=top), {"threads": 1})
+    with pytest.raises(SystemExit):
+        harness.check_counts(argparse.ArgumentParser(), argparse.Namespace(threads=top + 1), {"threads": 1})
+    assert f"--threads must be in [1, {top}], got {top + 1}" in capsys.readouterr().err
+
+
+def test_check_lists_refuses_an_empty_list(capsys):
+    """``--ops ''`` (an unset shell variable) is refused, naming the option, not read as the default (every
+    name); an option not given (``None``) is no error."""
+    import argparse
+
+    harness = _import("_harness")
+    harness.check_lists(argparse.ArgumentParser(), argparse.Namespace(ops=None), ["ops"])
+    with pytest.raises(SystemExit) as exc:
+        harness.check_lists(
+            argparse.ArgumentParser(), argparse.Namespace(num_superpixels=""), ["num_superpixels"]
+        )
+    assert exc.value.code == 2
+    assert "--num-superpixels: expected a comma-separated list, got ''" in capsys.readouterr().err
+
+
+def test_environment_records_the_threads_a_run_asked_for():
+    """``environment(device, threads)`` records the ``--threads`` given (a worker's count), torch's own
+    count only without it (the suite runs with one thread, where the two agreed)."""
+    harness = _import("_harness")
+    assert harness.environment("cpu", threads=97)["threads"] == 97
+    assert harness.environment("cpu")["threads"] == torch.get_num_threads()
+
+
+def test_cpu_model_is_the_first_processors_model_and_vector_extensions(monkeypatch):
+    """``/proc/cpuinfo`` ends in a blank line: the model is read from the first processor's block (the last
+    "block" is empty), with the vector extensions among its flags."""
+    import io
+
+    harness = _import("_harness")
+    block = "processor\t: {}\nmodel name\t: Fake CPU 9000\nflags\t\t: fpu avx2 sse avx512f\n\n"
+    info = block.format(0) + block.format(1)
+    monkeypatch.setattr(harness, "open", lambda *a, **kw: io.StringIO(info), raising=False)
+    assert harness.cpu_model() == "Fake CPU 9000 (avx2, avx512f)"
 
 
 def test_cli_device_refuses_the_cuda_index_one_past_the_last(monkeypatch, capsys):
