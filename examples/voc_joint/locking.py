@@ -95,7 +95,9 @@ class FolderLock:
                 "second run writing to it at the same time is not refused; run one at a time per folder",
                 stacklevel=2,
             )
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  # held open as long as the lock
+        # held open as long as the lock; a foreign file's bytes that are not UTF-8 are read as U+FFFD (the
+        # holder is then "not readable"), not raised as a UnicodeDecodeError from the refusal
+        fh = open(self.path, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115
         if fcntl is None:
             self._fh = fh
             return self

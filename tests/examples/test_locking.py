@@ -239,6 +239,22 @@ def test_a_holder_that_cannot_be_read_is_named_as_such(tmp_path: Path, text: str
     assert "stop it" in message, message
 
 
+def test_a_holder_file_of_other_bytes_than_utf8_is_named_as_unreadable(tmp_path: Path) -> None:
+    """A lock file holding bytes that are not UTF-8 (not one a FolderLock wrote: their JSON is ASCII) made
+    the refusal itself fail with a UnicodeDecodeError; it says the description is not readable."""
+    (tmp_path / "run").mkdir()
+    holder = open(tmp_path / "run" / ".lock", "wb")  # noqa: SIM115  # closed below: the lock goes with it
+    holder.write(b'{"pid": "\xff\xfe"}\n')
+    holder.flush()
+    fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+    try:
+        with pytest.raises(FolderLockedError) as info:
+            FolderLock(tmp_path / "run").acquire()
+    finally:
+        holder.close()
+    assert "in use by another process (its description is not readable yet)" in str(info.value), info.value
+
+
 @pytest.mark.parametrize("pid", ["4242", 4242])
 def test_a_holder_whose_process_cannot_be_probed_may_be_running(tmp_path: Path, monkeypatch, pid) -> None:
     """A pid that is no number, or a process of another user (``os.kill`` raises PermissionError), is not
