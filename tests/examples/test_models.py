@@ -29,6 +29,7 @@ def test_backbone_output_stride(name: str, output_stride: int) -> None:
         low, high = _feature_sizes(net, torch.randn(1, 3, 64, 64))
     assert (low, high) == (16, 64 // output_stride)
     assert (low_c, high_c) == ((64, 512) if name in ("resnet18", "resnet34") else (256, 2048))
+    assert isinstance(net.fc, torch.nn.Identity) and isinstance(net.avgpool, torch.nn.Identity)  # documented
 
 
 @pytest.mark.parametrize("output_stride,rates", [(16, (6, 12, 18)), (8, (12, 24, 36))])
@@ -614,3 +615,69 @@ def test_spixelfcn_stores_centre_bias_as_a_plain_float() -> None:
     for bias in (np.float64(2.5), 3):
         value = SpixelFCN(8, 2, centre_bias=bias).config["centre_bias"]
         assert type(value) is float and value == float(bias)
+
+
+def test_backbone_weights_keep_the_file_s_batchnorm_counters(tmp_path) -> None:
+    """Only the ``num_batches_tracked`` counters a file lacks start at 0: those it holds are loaded.
+    (Resetting every counter passed: the other tests' files come from untrained backbones, counters 0.)"""
+    src, _, _ = build_resnet_backbone("resnet18", 16)
+    counters = [m.num_batches_tracked for m in src.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for i, counter in enumerate(counters):
+        counter.fill_(i + 1)
+    path = tmp_path / "r18.pth"
+    torch.save(src.state_dict(), path)
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    load_backbone_weights(net, path)
+    loaded = [m.num_batches_tracked for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [int(c) for c in loaded] == list(range(1, len(counters) + 1))
+
+
+def test_deeplab_image_pooling_is_a_global_average() -> None:
+    """ASPP's image-pooling branch averages the feature over its whole extent (a global max pooling kept
+    every shape and passed)."""
+    torch.manual_seed(0)
+    net = DeepLabV3Plus(3, "resnet18", aspp_channels=8, low_level_channels=4).eval()
+    feature = torch.randn(2, 512, 3, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            net.aspp.pool(feature), net.aspp.pool[1:](feature.mean(dim=(2, 3), keepdim=True))
+        )
+
+
+def test_deeplab_single_image_check_follows_the_image_pooling_batchnorm() -> None:
+    """The single-image refusal is about the BatchNorm of ASPP's image-pooling branch (one value per
+    channel): frozen there, one image runs with every other BatchNorm training; training there, one image is
+    refused even with every other BatchNorm frozen."""
+    from examples.voc_joint.engine import set_bn_eval
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)  # 4 x 4 at the 1/16 stage: only the image pooling sees one value
+    net = DeepLabV3Plus(3, "resnet18", aspp_channels=4, low_level_channels=4).train()
+    net.aspp.pool[2].eval()
+    assert net.training and net(x).shape == (1, 3, 64, 64)
+    net = DeepLabV3Plus(3, "resnet18", aspp_channels=4, low_level_channels=4).train()
+    set_bn_eval(net)
+    net.aspp.pool[2].train()
+    with pytest.raises(ValueError, match="x must hold at least 2 images in training mode"):
+        net(x)
+
+
+def test_spixelfcn_weights_have_the_leaky_relu_gain() -> None:
+    """Every convolution starts Kaiming-normal for LeakyReLU(0.1) (``a=0.1``): the gain of ReLU's (``a=0``,
+    0.5 % larger) passed the 2 % tolerance of one layer's std. Over all 1.6 M weights of the paper's width the
+    sampled std is within 0.1 % of the target; ReLU's gain is 0.5 % off."""
+    torch.manual_seed(0)
+    net = SpixelFCN(width=16)
+    convs = [m.weight.detach() for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    unit = torch.cat([(w * (w.shape[1] * 9) ** 0.5).flatten() for w in convs])  # fan_in = C_in x 3 x 3
+    gain = (2 / (1 + 0.1**2)) ** 0.5
+    assert abs(float(unit.pow(2).mean().sqrt()) / gain - 1) < 0.0025
+
+
+def test_spixelfcn_biases_start_at_zero_but_the_centre_logit_s() -> None:
+    """The prediction's biases start at 0 except the centre cell's (``centre_bias``), the deconvolutions' at
+    0 (PyTorch's default uniform biases passed every other test)."""
+    net = SpixelFCN(8, 2, centre_bias=3.0)
+    assert torch.equal(net.pred.bias.detach(), torch.tensor([0, 0, 0, 0, 3.0, 0, 0, 0, 0]))
+    for up in (net.up3, net.up2, net.up1, net.up0):
+        assert torch.equal(up[0].bias.detach(), torch.zeros_like(up[0].bias))
