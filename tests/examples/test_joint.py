@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import re
 
 import pytest
 import torch
@@ -29,6 +30,7 @@ from examples.voc_joint.models._checks import (
     MAX_SPIXEL_WIDTH,
     MAX_WIDTH,
     fusion_weights,
+    one_of,
 )
 from examples.voc_joint.models.build import validate_model_config
 from examples.voc_joint.models.fused_conv_stack import conv_products_available
@@ -938,6 +940,38 @@ def test_the_whole_fusion_stack_is_bounded_not_only_each_layer(monkeypatch: pyte
     assert fusion_weights([8192] * 3, 21) <= FUSION_WEIGHTS_MAX < fusion_weights([8192] * 5, 21)
 
 
+def test_fusion_weights_count_the_first_and_last_widths_where_they_are() -> None:
+    """``2C x h_1`` in, ``h_L x C`` out: widths that differ tell which end each term takes."""
+    assert fusion_weights([50, 30], 3) == 2 * 3 * 50 + 50 * 30 + 30 * 3 == 1890
+    assert fusion_weights((30, 7, 50), 3) == 2 * 3 * 30 + 30 * 7 + 7 * 50 + 50 * 3 == 890
+
+
+@pytest.mark.parametrize("value", [True, False, 1.0, torch.tensor(1)])
+def test_one_of_never_matches_an_int_option_with_a_bool_float_or_tensor(value: object) -> None:
+    """As documented: only a value of the option's own kind matches (``True == 1``, ``1.0 == 1``)."""
+    with pytest.raises(ValueError, match=rf"^flag must be one of \(0, 1\), got {re.escape(repr(value))}$"):
+        one_of(value, "flag", (0, 1))
+    assert one_of(1, "flag", (0, 1)) == 1
+
+
+def test_every_fusion_width_must_be_twice_the_classes_not_only_the_widest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The schema compares the narrowest width with ``2C`` (what the stack's shapes need), before building."""
+    from examples.voc_joint.models import build as build_mod
+
+    deeplab, spixel = _nets(3)
+    cfg = model_config(JointModel(deeplab, spixel, 3, fusion_hidden=(8,)))
+    cfg["joint"]["fusion_hidden"] = [8, 5]
+    monkeypatch.setattr(build_mod, "DeepLabV3Plus", _no_build)
+    monkeypatch.setattr(build_mod, "SpixelFCN", _no_build)
+    with pytest.raises(
+        ValueError,
+        match=r"^invalid model config: joint\.fusion_hidden \[8, 5\] must be >= 2 x num_classes = 6$",
+    ):
+        build_model(cfg)
+
+
 def test_a_cell_size_read_from_the_superpixel_network_is_named_as_such() -> None:
     """``cell_size=None`` reads it from ``spixelfcn``: an error names where the value came from."""
 
@@ -1004,6 +1038,8 @@ def _no_build(*args: object, **kwargs: object) -> None:
         ("spixel", "width", MAX_SPIXEL_WIDTH + 1),
         ("spixel", "centre_bias", MAX_CENTRE_BIAS + 0.5),
         ("spixel", "centre_bias", -MAX_CENTRE_BIAS - 0.5),
+        ("joint", "num_classes", MAX_CLASSES + 1),  # not only "differs from deeplab.num_classes"
+        ("joint", "num_classes", 0),
         ("joint", "cell_size", MAX_CELL + 1),
         ("joint", "mode", "softer"),
         ("joint", "fusion", "false"),
@@ -1027,6 +1063,37 @@ def test_a_config_value_outside_the_schema_is_refused_before_building(
     monkeypatch.setattr(build_mod, "SpixelFCN", _no_build)
     with pytest.raises(
         ValueError, match=rf"^invalid model config: {section}\.{key} must be .*, got {value!r}$"
+    ):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("joint", "fusion_hidden", {8: 0}),  # a dict of int keys: not a list of widths
+        ("joint", "fusion_hidden", [True]),
+        ("joint", "fusion_hidden", [8, 8.0]),
+        ("spixel", "centre_bias", True),
+        ("spixel", "width", True),
+        ("deeplab", "aspp_channels", False),
+    ],
+)
+def test_a_config_value_of_the_wrong_kind_is_refused_before_building(
+    monkeypatch: pytest.MonkeyPatch, section: str, key: str, value: object
+) -> None:
+    """A bool is no number and a dict no list of widths, also where its value or keys are in bounds (and
+    without a fusion stack, whose widths are still recorded): the config is refused naming the key, before
+    any layer is built."""
+    from examples.voc_joint.models import build as build_mod
+
+    deeplab, spixel = _nets(3)
+    cfg = model_config(JointModel(deeplab, spixel, 3, fusion=False, fusion_hidden=(8,)))
+    cfg[section][key] = value
+    monkeypatch.setattr(build_mod, "DeepLabV3Plus", _no_build)
+    monkeypatch.setattr(build_mod, "SpixelFCN", _no_build)
+    with pytest.raises(
+        ValueError,
+        match=rf"^invalid model config: {section}\.{key} must be .*, got {re.escape(repr(value))}$",
     ):
         build_model(cfg)
 
@@ -1062,6 +1129,59 @@ def test_a_section_the_arch_does_not_use_is_refused() -> None:
         r"\(expected \('spixel',\)\)$",
     ):
         validate_model_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "config,match",
+    [
+        (None, r"^model config must be a dict, got NoneType$"),
+        ([("arch", "spixelfcn")], r"^model config must be a dict, got list$"),
+        (
+            {"arch": "spixelfcn", "spixel": []},
+            r"^invalid model config: section 'spixel' must be a dict, got list$",
+        ),
+        (
+            {"arch": "spixelfcn", "spixel": [("cell_size", 8), ("width", 4)]},
+            r"^invalid model config: section 'spixel' must be a dict, got list$",
+        ),
+        (
+            {"arch": "deeplabv3plus", "deeplab": "num_classes"},
+            r"^invalid model config: section 'deeplab' must be a dict, got str$",
+        ),
+    ],
+)
+def test_a_config_or_section_that_is_no_dict_is_named(config: object, match: str) -> None:
+    """Not only an absent section: a list of pairs or a string is named as what it is (not read as keys, nor
+    an AttributeError of ``.get``)."""
+    with pytest.raises(ValueError, match=match):
+        validate_model_config(config)
+
+
+def test_a_schema_key_the_constructor_does_not_take_is_a_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented ``ValueError`` for a config the constructor refuses after the schema passed it (e.g. an
+    option added to :data:`SCHEMAS` but not to the network): the constructor's TypeError is named, chained."""
+    from examples.voc_joint.models import build as build_mod
+
+    schema = {**build_mod.SCHEMAS["spixel"], "depth": build_mod._int(1, 4)}
+    monkeypatch.setitem(build_mod.SCHEMAS, "spixel", schema)
+    _, spixel = _nets(3)
+    config = {"arch": "spixelfcn", "spixel": {**spixel.config, "depth": 2}}
+    with pytest.raises(
+        ValueError, match=r"^invalid model config for arch 'spixelfcn': TypeError: .*'depth'"
+    ) as info:
+        build_model(config)
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_build_model_runs_every_network_contiguous_by_default() -> None:
+    """``channels_last`` is off unless the runtime options ask for it, for every architecture."""
+    deeplab, spixel = _nets(3)
+    joint = build_model(model_config(JointModel(deeplab, spixel, 3)))
+    assert isinstance(joint, JointModel) and joint.channels_last is False
+    assert (conv_layout(joint.deeplab), conv_layout(joint.spixelfcn)) == ("contiguous", "contiguous")
+    for net in (deeplab, spixel):
+        assert conv_layout(build_model(model_config(net))) == "contiguous"
+        assert conv_layout(build_model(model_config(net), runtime={"channels_last": False})) == "contiguous"
 
 
 def test_a_config_without_fusion_hidden_is_checked_with_the_constructors_default(
