@@ -315,6 +315,10 @@ def test_backbone_weights_without_num_batches_tracked_load(tmp_path, monkeypatch
             lambda: SpixelFCN(8, centre_bias=None),
             r"centre_bias must be a finite number in \[-100, 100\], got None",
         ),
+        (  # a bool is no number (its config would have held 1.0)
+            lambda: SpixelFCN(8, centre_bias=True),
+            r"centre_bias must be a finite number in \[-100, 100\], got True",
+        ),
         # above the bounds of a checkpoint's config: built before, then the checkpoint was refused on load
         (lambda: DeepLabV3Plus(1025, "resnet18"), r"num_classes must be an int in \[1, 1024\], got 1025"),
         (
