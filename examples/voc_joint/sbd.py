@@ -209,6 +209,9 @@ _MAT_MAX_DEPTH = 32
 #: The data type of a MATLAB array (``miMATRIX``) and the classes whose elements are arrays of their own.
 _MI_MATRIX = 14
 _MX_CONTAINERS = (1, 2, 3)  # cell, struct, object
+#: The class of a function handle, whose body after its name is one array (read by ``scipy.io.loadmat`` as
+#: deep as it nests, as a cell's elements).
+_MX_FUNCTION = 16
 
 
 class _Cut(Exception):
@@ -349,6 +352,10 @@ def _mat_count_elements(
                 _mat_count_elements(src, order, child, counted, cap, depth + 1)
                 if counted[0] > cap:
                     return
+        elif mx_class == _MX_FUNCTION:  # one array inside: its nesting counts as a cell's
+            mdtype, child, _small = _mat_tag(src, order)
+            if mdtype == _MI_MATRIX:
+                _mat_count_elements(src, order, child, counted, cap, depth + 1)
     if src.pos < end:
         src.skip(end - src.pos)
 

@@ -701,15 +701,19 @@ def test_a_fieldless_struct_array_of_few_elements_is_read_as_before(real_layout)
     assert np.array_equal(sbd.read_sbd_mask(mat), _labels(3, band=False))
 
 
-def _nested_cells(depth: int) -> bytes:
+def _nested_cells(depth: int, mx_class: int = 1) -> bytes:
     """A MATLAB v5 file whose ``GTcls`` is a chain of ``depth`` 1 x 1 cells around an empty array, written by
-    hand (savemat recurses as deep as the chain)."""
+    hand (savemat recurses as deep as the chain); ``mx_class`` 16: of function handles (one array each)."""
 
     def element(mdtype: int, data: bytes) -> bytes:
         return struct.pack("<II", mdtype, len(data)) + data + b"\0" * (-len(data) % 8)
 
     def cell(child: bytes, name: bytes = b"") -> bytes:
-        body = element(6, struct.pack("<2I", 1, 0)) + element(5, struct.pack("<2i", 1, 1)) + element(1, name)
+        body = (
+            element(6, struct.pack("<2I", mx_class, 0))
+            + element(5, struct.pack("<2i", 1, 1))
+            + element(1, name)
+        )
         return struct.pack("<II", 14, len(body + child)) + body + child
 
     x = struct.pack("<II", 14, 0)  # an empty array at the bottom
@@ -745,5 +749,34 @@ def test_arrays_nested_too_deep_are_refused_before_loadmat_runs(real_layout, mon
     shallow = _nested_cells(30)
     mat.write_bytes(_compressed(shallow) if compressed else shallow)
     with pytest.raises(DataError, match="'GTcls' is a object array of shape"):
+        sbd.read_sbd_mask(mat)
+    assert read == [mat]
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_function_handles_nested_too_deep_are_refused_before_loadmat_runs(
+    real_layout, monkeypatch, compressed
+) -> None:
+    """scipy.io.loadmat reads the array inside a function handle (class 16) as deep as the chain goes, as it
+    does a cell's: a chain of 100000 (4.8 MB, far less compressed) ended the process with a segmentation
+    fault. Only cell, struct and object arrays were measured; a function handle's array nests a level too
+    now: 33 levels are refused naming the file, 32 still reach loadmat."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    loadmat, read = scipy.io.loadmat, []
+
+    def recorded(path: str, **kw: Any) -> Any:
+        read.append(Path(path))
+        return loadmat(path, **kw)
+
+    monkeypatch.setattr(scipy.io, "loadmat", recorded)
+    deep = _nested_cells(32, mx_class=16)  # 32 handles around an empty array: 33 levels
+    mat.write_bytes(_compressed(deep) if compressed else deep)
+    with pytest.raises(DataError, match=r"2008_000100\.mat' nests arrays in arrays deeper than 32 levels"):
+        sbd.read_sbd_mask(mat)
+    assert read == []
+    shallow = _nested_cells(31, mx_class=16)
+    mat.write_bytes(_compressed(shallow) if compressed else shallow)
+    with pytest.raises(DataError, match="'GTcls' is a float64 array of shape"):
         sbd.read_sbd_mask(mat)
     assert read == [mat]
