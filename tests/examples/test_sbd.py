@@ -701,25 +701,30 @@ def test_a_fieldless_struct_array_of_few_elements_is_read_as_before(real_layout)
     assert np.array_equal(sbd.read_sbd_mask(mat), _labels(3, band=False))
 
 
-def _nested_cells(depth: int, mx_class: int = 1) -> bytes:
+def _nested_cells(depth: int, mx_class: int = 1, order: str = "<") -> bytes:
     """A MATLAB v5 file whose ``GTcls`` is a chain of ``depth`` 1 x 1 cells around an empty array, written by
-    hand (savemat recurses as deep as the chain); ``mx_class`` 16: of function handles (one array each)."""
+    hand (savemat recurses as deep as the chain); ``mx_class`` 16: of function handles (one array each);
+    ``order`` ``">"``: big-endian."""
 
     def element(mdtype: int, data: bytes) -> bytes:
-        return struct.pack("<II", mdtype, len(data)) + data + b"\0" * (-len(data) % 8)
+        return struct.pack(order + "II", mdtype, len(data)) + data + b"\0" * (-len(data) % 8)
 
     def cell(child: bytes, name: bytes = b"") -> bytes:
         body = (
-            element(6, struct.pack("<2I", mx_class, 0))
-            + element(5, struct.pack("<2i", 1, 1))
+            element(6, struct.pack(order + "2I", mx_class, 0))
+            + element(5, struct.pack(order + "2i", 1, 1))
             + element(1, name)
         )
-        return struct.pack("<II", 14, len(body + child)) + body + child
+        return struct.pack(order + "II", 14, len(body + child)) + body + child
 
-    x = struct.pack("<II", 14, 0)  # an empty array at the bottom
+    x = struct.pack(order + "II", 14, 0)  # an empty array at the bottom
     for _ in range(depth - 1):
         x = cell(x)
-    return b"MATLAB 5.0 MAT-file".ljust(124) + b"\x00\x01IM" + cell(x, b"GTcls")
+    return (
+        b"MATLAB 5.0 MAT-file".ljust(124)
+        + (b"\x00\x01IM" if order == "<" else b"\x01\x00MI")
+        + cell(x, b"GTcls")
+    )
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -780,3 +785,61 @@ def test_function_handles_nested_too_deep_are_refused_before_loadmat_runs(
     with pytest.raises(DataError, match="'GTcls' is a float64 array of shape"):
         sbd.read_sbd_mask(mat)
     assert read == [mat]
+
+
+@pytest.mark.parametrize("order", ["<", ">"], ids=["little_endian", "big_endian"])
+def test_the_nesting_limit_is_32_levels_in_either_byte_order(real_layout, monkeypatch, order) -> None:
+    """32 levels of arrays (31 cells around an empty array) reach loadmat, 33 are refused; a big-endian file
+    (its header's endian indicator 'MI') is measured in its own byte order."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    loadmat, read = scipy.io.loadmat, []
+
+    def recorded(path: str, **kw: Any) -> Any:
+        read.append(Path(path))
+        return loadmat(path, **kw)
+
+    monkeypatch.setattr(scipy.io, "loadmat", recorded)
+    for depth in (32, 5000):
+        mat.write_bytes(_nested_cells(depth, order=order))
+        with pytest.raises(
+            DataError, match=r"2008_000100\.mat' nests arrays in arrays deeper than 32 levels"
+        ):
+            sbd.read_sbd_mask(mat)
+    assert read == []
+    mat.write_bytes(_nested_cells(31, order=order))
+    with pytest.raises(DataError, match="'GTcls' is a object array of shape"):
+        sbd.read_sbd_mask(mat)
+    assert read == [mat]
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_deep_chain_in_a_later_field_of_gtcls_is_refused(real_layout, monkeypatch, compressed) -> None:
+    """SBD's shape: the labels in 'Segmentation', then a second field; a chain of 40 cells there (41 levels
+    below GTcls) is found behind the label data and refused before loadmat runs."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    chain: Any = np.zeros((0, 0))
+    for _ in range(40):
+        cell = np.empty((1, 1), dtype=object)
+        cell[0, 0] = chain
+        chain = cell
+    content = {"GTcls": {"Segmentation": _labels(3, band=False), "Boundaries": chain}}
+    scipy.io.savemat(mat, content, do_compression=compressed)
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **kw: pytest.fail("loadmat ran"))
+    with pytest.raises(DataError, match=r"2008_000100\.mat' nests arrays in arrays deeper than 32 levels"):
+        sbd.read_sbd_mask(mat)
+
+
+def test_the_element_limit_is_65536(real_layout, monkeypatch) -> None:
+    """65536 struct array elements reach loadmat (and its own report of what the file holds), 65537 are
+    refused before it runs."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    mat.write_bytes(_fieldless_struct_array(2**16))
+    with pytest.raises(DataError, match="'GTcls' is a struct array of 65536 elements: expected one struct"):
+        sbd.read_sbd_mask(mat)
+    mat.write_bytes(_fieldless_struct_array(2**16 + 1))
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **kw: pytest.fail("loadmat ran"))
+    with pytest.raises(DataError, match="holds cell or struct arrays of 65537 elements or more in all"):
+        sbd.read_sbd_mask(mat)
