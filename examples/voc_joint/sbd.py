@@ -209,13 +209,20 @@ _MAT_MAX_DEPTH = 32
 #: The data type of a MATLAB array (``miMATRIX``) and the classes whose elements are arrays of their own.
 _MI_MATRIX = 14
 _MX_CONTAINERS = (1, 2, 3)  # cell, struct, object
-#: The class of a function handle, whose body after its name is one array (read by ``scipy.io.loadmat`` as
-#: deep as it nests, as a cell's elements).
-_MX_FUNCTION = 16
+#: The highest class of the arrays a label file may hold (cell, struct, object, char, sparse and the numeric
+#: ones are 1-15). Above: function handles (16) and opaque objects (17), which no SBD file holds and inside
+#: which ``scipy.io.loadmat`` reads arrays as deep as they nest (a chain of function handles ended the process
+#: with a segmentation fault, as a chain of cells did).
+_MX_MAX_READ = 15
+_MX_NAMES = {16: "function handle", 17: "opaque object"}
 
 
 class _Cut(Exception):
     """The data of a MATLAB file ends early (a damaged file: ``scipy.io.loadmat`` names the damage)."""
+
+
+class _Foreign(Exception):
+    """An array of a class above :data:`_MX_MAX_READ` (``args[0]``: the class)."""
 
 
 class _TooDeep(Exception):
@@ -321,6 +328,7 @@ def _mat_count_elements(
 
     Raises:
         _TooDeep: the array is nested ``depth`` > :data:`_MAT_MAX_DEPTH` levels deep.
+        _Foreign: the array or one inside is of a class above :data:`_MX_MAX_READ`.
     """
     if depth > _MAT_MAX_DEPTH:
         raise _TooDeep
@@ -352,10 +360,8 @@ def _mat_count_elements(
                 _mat_count_elements(src, order, child, counted, cap, depth + 1)
                 if counted[0] > cap:
                     return
-        elif mx_class == _MX_FUNCTION:  # one array inside: its nesting counts as a cell's
-            mdtype, child, _small = _mat_tag(src, order)
-            if mdtype == _MI_MATRIX:
-                _mat_count_elements(src, order, child, counted, cap, depth + 1)
+        elif mx_class > _MX_MAX_READ:
+            raise _Foreign(mx_class)
     if src.pos < end:
         src.skip(end - src.pos)
 
@@ -372,6 +378,7 @@ def _mat_scan(path: Path, limit: int, cap: int) -> tuple[int, int]:
 
     Raises:
         _TooDeep: arrays nest deeper than :data:`_MAT_MAX_DEPTH` levels.
+        _Foreign: an array is of a class above :data:`_MX_MAX_READ` (a function handle, an opaque object).
     """
     unpacked, counted = [0], [0]
     with open(path, "rb") as f:
@@ -415,12 +422,14 @@ def read_sbd_mask(
     ``max_pixels`` and, counted from the array headers before it is read, more than 65536 elements of cell
     and struct arrays in all, a struct's once per field (SBD's files hold 23; each is a Python object), or
     arrays nested more than 32 levels deep (SBD's: 3; ``scipy.io.loadmat`` can end the process with a
-    segmentation fault on a deeper chain).
+    segmentation fault on a deeper chain), or a function handle or opaque object anywhere (no SBD file holds
+    one; ``loadmat`` reads what is inside one as deep as it nests).
 
     Raises:
         FileNotFoundError: the file does not exist (with a near miss in its folder, e.g. ``<name>.MAT``).
         DataError: an empty, damaged or MATLAB v7.3 (HDF5) file, one that unpacks beyond ``max_pixels`` or
-            holds more than 65536 cell and struct array elements or arrays nested more than 32 levels deep, no
+            holds more than 65536 cell and struct array elements, arrays nested more than 32 levels deep or
+            a function handle or opaque object (no SBD file holds one), no
             ``GTcls.Segmentation`` (the message says what the file holds), not a 2-D array of whole numbers,
             more labels than ``max_pixels``, or labels outside ``0..num_classes-1`` (and 255); the message
             names the file.
@@ -452,6 +461,14 @@ def read_sbd_mask(
                 f"SBD label file '{path}' nests arrays in arrays deeper than {_MAT_MAX_DEPTH} levels (SBD's "
                 f"nest 3; scipy.io.loadmat can overflow the C stack on such a file and end the process): "
                 f"refusing to read it ({_REEXTRACT})"
+            ) from None
+        except _Foreign as exc:
+            kind = _MX_NAMES.get(exc.args[0], "unknown")
+            raise DataError(
+                f"SBD label file '{path}' holds a MATLAB {kind} array (class {exc.args[0]}), which no SBD "
+                "label file holds (they hold structs, cells, sparse and numeric arrays; scipy.io.loadmat "
+                "reads such an array's contents as deep as they nest and can end the process): refusing to "
+                f"read it ({_REEXTRACT})"
             ) from None
         if unpacked > limit:
             raise DataError(
