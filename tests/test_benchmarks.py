@@ -8,6 +8,7 @@ reference, table structure), never timings. The subprocess smoke runs are marked
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
 import importlib.util
@@ -2034,12 +2035,141 @@ def test_op_counter_counts_each_kind_of_host_sync():
     assert torch.Tensor.tolist(x) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # the method is restored
 
 
+def test_op_counter_counts_a_boolean_index_of_every_form():
+    """A boolean index is a ``nonzero`` whatever its dtype (``uint8``, the old mask), its place among the
+    indices (after a ``None`` of a ``:``) and the op (read, assignment, ``index_put``, ``_index_put_impl_``);
+    an integer index after a ``None`` reads nothing."""
+    counting = _import("_counting")
+    x = torch.arange(6.0)
+    mask, rows = x > 2, x.view(2, 3)
+    columns, zero = torch.tensor([True, False, True]), torch.zeros(())
+
+    def assign() -> None:
+        x.clone()[mask] = 0
+
+    syncing = {
+        "uint8 mask": lambda: x[mask.to(torch.uint8)],
+        "mask after a colon": lambda: rows[:, columns],
+        "masked assignment": assign,
+        "index_put": lambda: x.index_put((mask,), zero),
+        "_index_put_impl_": lambda: torch.ops.aten._index_put_impl_(x.clone(), [mask], zero),
+    }
+    for name, fn in syncing.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # indexing with uint8 is deprecated
+            with counting.OpCounter().active() as counter:
+                fn()
+        assert counter.syncs == 1, (name, dict(counter.sync_names))
+    index = torch.tensor([0, 2])
+    with counting.OpCounter().active() as counter:
+        rows[:, index]
+    assert counter.syncs == 0 and counter.ops > 0
+
+
+def test_op_counter_counts_every_unique_op():
+    """Each op of ``unique``'s family sizes its output by the values: one sync each."""
+    counting = _import("_counting")
+    x = torch.tensor([3.0, 3.0, 1.0, 2.0])
+    rows = x.view(2, 2)
+    syncing = {
+        "_unique": lambda: torch._unique(x),
+        "unique dim": lambda: torch.unique(rows, dim=0),
+        "unique_consecutive": lambda: torch.unique_consecutive(x),
+        "unique_consecutive dim": lambda: torch.unique_consecutive(rows, dim=0),
+        "unique_dim_consecutive": lambda: torch.ops.aten.unique_dim_consecutive(rows, 0),
+    }
+    for name, fn in syncing.items():
+        with counting.OpCounter().active() as counter:
+            fn()
+        assert counter.syncs == 1, (name, dict(counter.sync_names))
+
+
+def test_op_counter_counts_each_op_once_and_host_data_apart():
+    """``ops`` is the number of aten ops dispatched (one for an add); ``torch.tensor`` of Python data is one
+    ``lift_fresh``, a host-to-device copy on CUDA, counted in ``from_host`` and not as a sync."""
+    counting = _import("_counting")
+    x = torch.arange(6.0)
+    with counting.OpCounter().active() as counter:
+        x + 1
+    assert (counter.ops, counter.syncs, counter.from_host) == (1, 0, 0)
+    with counting.OpCounter().active() as counter:
+        torch.tensor([1, 2])
+    assert (counter.ops, counter.syncs, counter.from_host) == (1, 0, 1)
+
+
+def test_op_counter_returns_what_tolist_and_numpy_return_and_restores_both():
+    """The counted ``Tensor.tolist`` and ``Tensor.numpy`` are the originals (arguments passed on, results
+    returned) and are put back afterwards."""
+    counting = _import("_counting")
+    tolist, numpy = torch.Tensor.tolist, torch.Tensor.numpy
+    x = torch.arange(3.0, requires_grad=True)
+    with counting.OpCounter().active() as counter:
+        listed = x.tolist()
+        array = x.numpy(force=True)  # without force=True a tensor that requires grad is refused
+    assert listed == [0.0, 1.0, 2.0] and array.tolist() == [0.0, 1.0, 2.0]
+    assert dict(counter.sync_names) == {"Tensor.tolist": 1, "Tensor.numpy": 1}
+    assert torch.Tensor.tolist is tolist and torch.Tensor.numpy is numpy
+
+
+def test_is_sync_of_repeat_interleave_depends_on_its_repeats():
+    """``repeat_interleave``'s output size is the sum of a tensor of repeats (a sync unless ``output_size``
+    is given); integer repeats size it from the shape alone."""
+    counting = _import("_counting")
+    aten = torch.ops.aten
+    x, repeats = torch.arange(3.0), torch.ones(3, dtype=torch.long)
+    assert counting.is_sync(aten.repeat_interleave.self_Tensor, (x, repeats), {})
+    assert not counting.is_sync(aten.repeat_interleave.self_Tensor, (x, repeats), {"output_size": 3})
+    assert counting.is_sync(aten.repeat_interleave.Tensor, (repeats,), {})
+    assert not counting.is_sync(aten.repeat_interleave.self_int, (x, 2), {})
+
+
 def test_allocations_are_counted_exactly():
     counting = _import("_counting")
     one = counting.allocations(lambda: torch.empty(1000, dtype=torch.float64))
     assert one.count == 1 and one.total_bytes == one.peak_bytes == 8000
     two = counting.allocations(lambda: torch.empty(10) + torch.empty(10))  # the first freed after the add
     assert two.count == 3 and two.total_bytes == 120
+
+
+def test_allocations_peak_is_of_the_bytes_live_at_once():
+    """Three buffers, each freed before the next is made: three allocations, the bytes of three, the peak of
+    one."""
+    counting = _import("_counting")
+
+    def one_at_a_time() -> None:
+        for _ in range(3):
+            torch.empty(1000)
+
+    counts = counting.allocations(one_at_a_time)
+    assert (counts.count, counts.total_bytes, counts.peak_bytes) == (3, 12000, 4000)
+
+
+def test_allocations_orders_the_events_by_their_start(monkeypatch):
+    """The profiler lists its events grouped (by thread, for instance), not in time order: the peak is of the
+    events in time order. Two threads each allocate 100 bytes and free them, the second inside the first's
+    lifetime: 200 bytes live at once, not the 100 of the events in the order listed."""
+    counting = _import("_counting")
+
+    class Event:
+        def __init__(self, name: str, start: int, nbytes: int) -> None:
+            self._name, self._start, self._nbytes = name, start, nbytes
+
+        def name(self) -> str:
+            return self._name
+
+        def start_ns(self) -> int:
+            return self._start
+
+        def nbytes(self) -> int:
+            return self._nbytes
+
+    listed = [Event("[memory]", 1, 100), Event("[memory]", 4, -100), Event("aten::empty", 2, 0)]
+    listed += [Event("[memory]", 2, 100), Event("[memory]", 3, -100)]
+    results = argparse.Namespace(events=lambda: listed)
+    prof = argparse.Namespace(profiler=argparse.Namespace(kineto_results=results))
+    monkeypatch.setattr(counting, "profile", lambda **kwargs: contextlib.nullcontext(prof))
+    counts = counting.allocations(lambda: None)
+    assert (counts.count, counts.total_bytes, counts.peak_bytes) == (2, 200, 200)
 
 
 def test_the_overhead_table_of_the_benchmarks_page_is_the_committed_result():
