@@ -2536,6 +2536,17 @@ def test_write_json_refuses_a_value_json_has_no_type_for_and_keeps_the_earlier_f
     assert path.read_text() == "earlier\n" and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
 
+def test_write_json_takes_a_str_path_and_makes_no_folder_for_a_refused_result(tmp_path) -> None:
+    """``path`` may be a ``str``, as its type says (the fake stages of ``test_gpu_check.py`` pass one); a
+    refused result writes nothing, not even the folder it would have made."""
+    atomic = _import("_atomic")
+    with pytest.raises(TypeError, match=r"at result\['out'\]"):
+        atomic.write_json(str(tmp_path / "new" / "r.json"), {"out": Path("/tmp/x")})
+    assert list(tmp_path.iterdir()) == []
+    assert atomic.write_json(str(tmp_path / "new" / "r.json"), {"rows": []}) == []
+    assert (tmp_path / "new" / "r.json").read_text() == '{\n  "rows": []\n}\n'
+
+
 def test_write_json_stopped_while_writing_leaves_the_earlier_file_whole(tmp_path, monkeypatch) -> None:
     """The result is written to a temporary file renamed into place: a run stopped before the rename leaves
     the earlier result as it was and no temporary file."""
