@@ -29,7 +29,7 @@ from pathlib import Path
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # run as ``python benchmarks/<script>.py``: the checkout's examples package
-    sys.path.append(_ROOT)
+    sys.path.insert(0, _ROOT)  # first: before another checkout's (an editable install of it, PYTHONPATH)
 
 from examples.voc_joint.atomic import remove_dead_writers_files, write_text_atomic  # noqa: E402
 

@@ -2489,6 +2489,32 @@ def test_benchmark_results_are_written_by_the_examples_one_atomic_writer(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["joint.json"]
 
 
+def test_benchmark_results_are_written_by_the_writer_of_their_own_checkout(tmp_path) -> None:
+    """``_atomic`` puts its checkout first on ``sys.path``: another ``examples`` package found before it (an
+    editable install of another checkout, here one on ``PYTHONPATH``) gave the benchmarks that checkout's
+    writer, not the one of the checkout they lie in, as the module says."""
+    other = tmp_path / "other" / "examples" / "voc_joint"
+    other.mkdir(parents=True)
+    (other.parent / "__init__.py").write_text("")
+    (other / "__init__.py").write_text("")
+    (other / "atomic.py").write_text("def write_text_atomic(): ...\ndef remove_dead_writers_files(): ...\n")
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import _atomic; "
+        "print(_atomic.write_text_atomic.__code__.co_filename)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "other")}
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(BENCH)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()) == ROOT / "examples" / "voc_joint" / "atomic.py"
+
+
 def test_write_json_is_strict_json_indented_by_2_ending_in_a_newline(tmp_path, capsys) -> None:
     """The scripts wrote their results in four styles (indent 1 or 2, with or without a final newline, NaN
     allowed or refused, ``default=str`` or none): one style now, in a folder it makes, keys in their order."""
