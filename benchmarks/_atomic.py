@@ -28,8 +28,12 @@ import time
 from pathlib import Path
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:  # run as ``python benchmarks/<script>.py``: the checkout's examples package
-    sys.path.insert(0, _ROOT)  # first: before another checkout's (an editable install of it, PYTHONPATH)
+# run as ``python benchmarks/<script>.py``: the checkout's examples package, first on the path (before another
+# checkout's on PYTHONPATH; moved there if an editable install of this one put it after that)
+if sys.path[:1] != [_ROOT]:
+    if _ROOT in sys.path:
+        sys.path.remove(_ROOT)
+    sys.path.insert(0, _ROOT)
 
 from examples.voc_joint.atomic import remove_dead_writers_files, write_text_atomic  # noqa: E402
 

@@ -472,8 +472,12 @@ def run_script(main: Callable[[], object], prog: str, note: str = "no result fil
         (0, 1)
     """
     root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:  # the checkout's examples package (a worker of ab_uniformize.py runs without it)
-        sys.path.append(root)
+    # the checkout's examples package (a worker of ab_uniformize.py runs without it), first on the path
+    # (before another checkout's on PYTHONPATH; moved there if an editable install of this one put it after)
+    if sys.path[:1] != [root]:
+        if root in sys.path:
+            sys.path.remove(root)
+        sys.path.insert(0, root)
     from examples.voc_joint.signals import run_stoppable
 
     def status() -> int:

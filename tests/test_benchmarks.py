@@ -2515,6 +2515,34 @@ def test_benchmark_results_are_written_by_the_writer_of_their_own_checkout(tmp_p
     assert Path(out.stdout.strip()) == ROOT / "examples" / "voc_joint" / "atomic.py"
 
 
+def test_run_script_stops_with_the_signals_module_of_its_own_checkout(tmp_path) -> None:
+    """``run_script`` put its checkout last on ``sys.path`` when the ``examples`` package was not imported yet
+    (a worker of ``ab_uniformize.py``): another checkout's ``examples`` found before it (an editable install,
+    here one on ``PYTHONPATH``) gave the script that checkout's signal handling. It goes first now."""
+    other = tmp_path / "other" / "examples" / "voc_joint"
+    other.mkdir(parents=True)
+    (other.parent / "__init__.py").write_text("")
+    (other / "__init__.py").write_text("")
+    (other / "signals.py").write_text("def run_stoppable(fn, prog, note):\n    return 7\n")
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import _harness; "
+        "print(_harness.run_script(lambda: 0, 'probe.py')); "
+        "import examples.voc_joint.signals as s; print(s.__file__)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "other")}
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(BENCH)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    status, module = out.stdout.split()
+    assert (status, Path(module)) == ("0", ROOT / "examples" / "voc_joint" / "signals.py")
+
+
 def test_write_json_is_strict_json_indented_by_2_ending_in_a_newline(tmp_path, capsys) -> None:
     """The scripts wrote their results in four styles (indent 1 or 2, with or without a final newline, NaN
     allowed or refused, ``default=str`` or none): one style now, in a folder it makes, keys in their order."""
