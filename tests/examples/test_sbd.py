@@ -835,3 +835,170 @@ def test_the_element_limit_is_65536(real_layout, monkeypatch) -> None:
     monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **kw: pytest.fail("loadmat ran"))
     with pytest.raises(DataError, match="holds cell or struct arrays of 65537 elements or more in all"):
         sbd.read_sbd_mask(mat)
+
+
+def _mat_element(mdtype: int, data: bytes, order: str = "<") -> bytes:
+    """A data element of a MATLAB v5 file: its tag, ``data`` and the padding to 8 bytes."""
+    return struct.pack(order + "II", mdtype, len(data)) + data + b"\0" * (-len(data) % 8)
+
+
+def _mat_array(
+    mx_class: int, dims: tuple[int, ...], rest: bytes = b"", name: bytes = b"", order: str = "<"
+) -> bytes:
+    """An array (``miMATRIX`` element) of class ``mx_class``, written by hand: its flags, dimensions and
+    name, then ``rest`` (a struct's field names, the elements)."""
+    body = (
+        _mat_element(6, struct.pack(order + "2I", mx_class, 0), order)
+        + _mat_element(5, struct.pack(f"{order}{len(dims)}i", *dims), order)
+        + _mat_element(1, name, order)
+        + rest
+    )
+    return struct.pack(order + "II", 14, len(body)) + body
+
+
+def _mat_file(*elements: bytes, order: str = "<") -> bytes:
+    """A MATLAB v5 file of the data elements ``elements`` (in the byte order ``order``)."""
+    return (
+        b"MATLAB 5.0 MAT-file".ljust(124)
+        + (b"\x00\x01IM" if order == "<" else b"\x01\x00MI")
+        + b"".join(elements)
+    )
+
+
+def _field_names(names: tuple[str, ...], order: str = "<") -> bytes:
+    """A struct's field name length (a small element, as MATLAB writes it) and its names, 32 bytes each."""
+    return struct.pack(order + "Ii", 4 << 16 | 5, 32) + _mat_element(
+        1, b"".join(n.encode().ljust(32, b"\0") for n in names), order
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "order"),
+    [("struct", "<"), ("struct", ">"), ("object", "<"), ("object", ">")],
+    ids=["struct_little_endian", "struct_big_endian", "object_little_endian", "object_big_endian"],
+)
+def test_a_struct_or_object_array_counts_once_per_field(real_layout, monkeypatch, kind, order) -> None:
+    """A 1 x 40000 struct array of 2 fields holds 80000 values: refused before loadmat runs, in either byte
+    order (the field name length is a small element, read in the file's order) and for an object array
+    (its class name comes before the field names)."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    fields = ("Segmentation", "Boundaries")
+    rest = (_mat_element(1, b"myclass", order) if kind == "object" else b"") + _field_names(fields, order)
+    mat.write_bytes(
+        _mat_file(_mat_array(3 if kind == "object" else 2, (1, 40000), rest, b"GTcls", order), order=order)
+    )
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **kw: pytest.fail("loadmat ran"))
+    with pytest.raises(DataError, match="holds cell or struct arrays of 80000 elements or more in all"):
+        sbd.read_sbd_mask(mat)
+
+
+def test_the_element_limit_counts_the_elements_after_one_that_reaches_it(real_layout, monkeypatch) -> None:
+    """A cell of 2 whose first element (a fieldless struct array of 65534) brings the count to the limit
+    exactly: the second element (1 more) is counted too, and the file refused."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    fieldless = struct.pack("<Ii", 4 << 16 | 5, 2) + _mat_element(1, b"")
+    children = _mat_array(2, (1, 65534), fieldless) + _mat_array(2, (1, 1), fieldless)
+    mat.write_bytes(_mat_file(_mat_array(1, (1, 2), children, b"GTcls")))
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **kw: pytest.fail("loadmat ran"))
+    with pytest.raises(DataError, match="holds cell or struct arrays of 65537 elements or more in all"):
+        sbd.read_sbd_mask(mat)
+
+
+def _many_structs(n: int) -> bytes:
+    """A fieldless struct array of ``n`` elements (no name): what a stray ``miMATRIX`` tag would claim."""
+    return _mat_array(2, (1, n), struct.pack("<Ii", 4 << 16 | 5, 2) + _mat_element(1, b""))
+
+
+@pytest.mark.parametrize(
+    ("elements", "expected"),
+    [
+        ((_mat_element(15, zlib.compress(_many_structs(3) + _many_structs(4))),), 7),
+        ((_mat_element(15, zlib.compress(_mat_element(5, _many_structs(100_000)))),), 0),
+        ((_mat_element(15, zlib.compress(_many_structs(3) + bytes(2**21))),), 3),
+        ((_mat_element(5, _many_structs(100_000)),), 0),
+        ((_mat_element(5, _many_structs(100_000)[8:]),), 0),
+        ((_mat_array(1, (1, 2), _mat_element(5, _many_structs(100_000)) + _many_structs(3)),), 2),
+    ],
+    ids=[
+        "two_arrays_in_one_compressed_element",
+        "no_array_in_a_compressed_element",
+        "bytes_after_the_array_of_a_compressed_element",
+        "no_array_element",
+        "array_body_in_no_array_element",
+        "no_array_in_a_cell",
+    ],
+)
+def test_the_scan_counts_the_arrays_of_every_element_and_every_unpacked_byte(tmp_path, elements, expected):
+    """``_mat_scan``: every array of a compressed element is counted, and every byte it unpacks to (those
+    after its arrays too); an element that is no array (type 5) is skipped whole, and so is the rest of a
+    cell after such an element (a damaged file: loadmat names the damage), not read as array headers."""
+    mat = tmp_path / "x.mat"
+    mat.write_bytes(_mat_file(*elements))
+    unpacked = sum(
+        len(zlib.decompress(e[8 : 8 + struct.unpack("<I", e[4:8])[0]]))
+        if e[:4] == b"\x0f\0\0\0"
+        else len(e) - 8
+        for e in elements
+    )
+    assert sbd._mat_scan(mat, 2**40, 2**16) == (unpacked, expected)
+
+
+def test_a_cut_label_file_claiming_gigabytes_is_damaged_not_a_bomb(real_layout, monkeypatch) -> None:
+    """An uncompressed label file cut short whose array claims 2 GiB: it unpacks to no more than it holds, so
+    it is named as damaged (loadmat's error), not as a decompression bomb."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    out = io.BytesIO()
+    scipy.io.savemat(out, {"GTcls": {"Segmentation": _labels(3, band=False)}}, do_compression=False)
+    data = out.getvalue()
+    mat.write_bytes(data[:128] + struct.pack("<II", 14, 2**31) + data[136:-100])
+    with pytest.raises(DataError, match=r"cannot read SBD label file '.*2008_000100\.mat'"):
+        sbd.read_sbd_mask(mat, max_pixels=H * W)
+
+
+def test_the_byte_limit_is_what_a_compressed_file_unpacks_to_exactly(real_layout) -> None:
+    """A compressed label file (of incompressible data: its stored bytes near what it unpacks to) that unpacks
+    to exactly 16 bytes a pixel of max_pixels + 1 MiB is read; with one pixel less it is refused. Its stored
+    (compressed) bytes are not counted on top."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    noise = np.random.default_rng(0).integers(0, 256, 1_200_000, dtype=np.uint8)
+    for n in range(noise.size - 16, noise.size):
+        out = io.BytesIO()
+        content = {"Segmentation": _labels(3, band=False), "Boundaries": noise[:n]}
+        scipy.io.savemat(out, {"GTcls": content}, do_compression=True)
+        data = out.getvalue()
+        unpacked = len(zlib.decompress(data[136:]))
+        if (unpacked - 2**20) % 16 == 0:
+            break
+    assert len(data) - 136 > 1_100_000 and 2**20 < unpacked < 2 * 2**20
+    mat.write_bytes(data)
+    max_pixels = (unpacked - 2**20) // 16
+    assert np.array_equal(sbd.read_sbd_mask(mat, max_pixels=max_pixels), _labels(3, band=False))
+    with pytest.raises(DataError, match=rf"unpacks to more than {unpacked - 16} bytes"):
+        sbd.read_sbd_mask(mat, max_pixels=max_pixels - 1)
+
+
+def test_a_matlab_v4_label_file_is_read_as_one_not_scanned_as_v5(real_layout) -> None:
+    """A MATLAB v4 file has no v5 elements (its data is not scanned as such: bytes 0x55 read as
+    tags claiming 1.4 GB each: a bomb) and holds no structs, which its message says."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    scipy.io.savemat(mat, {"GTcls": np.full((1100, 1000), 0x55, np.uint8)}, format="4")
+    assert mat.stat().st_size > 16 * H * W + 2**20
+    with pytest.raises(
+        DataError, match=r"'GTcls' is a uint8 array of shape \(1100, 1000\), not a struct \(a MATLAB v4 file"
+    ):
+        sbd.read_sbd_mask(mat, max_pixels=H * W)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_a_64_bit_integer_label_array_is_read(real_layout, dtype) -> None:
+    """MATLAB's int64 and uint64 arrays (classes 14 and 15, the highest read) hold labels like any integer
+    type: not refused as an array of an unknown class."""
+    _, ds = real_layout
+    mat = ds / "cls" / "2008_000100.mat"
+    scipy.io.savemat(mat, {"GTcls": {"Segmentation": _labels(7, band=False).astype(dtype)}})
+    assert np.array_equal(sbd.read_sbd_mask(mat), _labels(7, band=False))
