@@ -359,6 +359,8 @@ def test_a_matlab_double_label_array_of_whole_numbers_is_read(real_layout) -> No
         ("nested", "found the SBD layout in '"),
         ("inst_only", "has 'inst/' (the instance labels) but no 'cls/'"),
         ("archive", "is a file: extract it first"),
+        ("no_lists", "has 'cls/' but no 'train.txt': extract the list files of benchmark.tgz too)"),
+        ("missing", "does not exist)"),
     ],
 )
 def test_a_near_miss_of_the_sbd_layout_is_named(real_layout, where, expected) -> None:
@@ -373,6 +375,11 @@ def test_a_near_miss_of_the_sbd_layout_is_named(real_layout, where, expected) ->
     elif where == "inst_only":
         shutil.rmtree(ds / "cls")
         arg = root
+    elif where == "no_lists":
+        (ds / "train.txt").unlink()
+        arg = root
+    elif where == "missing":
+        arg = root / "nowhere"
     else:
         arg = root / "benchmark.tgz"
         arg.write_bytes(b"\x1f\x8b")
@@ -992,6 +999,72 @@ def test_a_matlab_v4_label_file_is_read_as_one_not_scanned_as_v5(real_layout) ->
         DataError, match=r"'GTcls' is a uint8 array of shape \(1100, 1000\), not a struct \(a MATLAB v4 file"
     ):
         sbd.read_sbd_mask(mat, max_pixels=H * W)
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"),
+    [
+        (10, "30, 31, 32, 33, 34, 35, 36, 37, 38, 39 (10 pixels)"),
+        (11, "30, 31, 32, 33, 34, 35, 36, 37, 38, 39, ... (11 pixels)"),
+    ],
+)
+def test_ten_bad_label_values_are_listed_then_an_ellipsis(real_layout, count, shown) -> None:
+    _, ds = real_layout
+    seg = _labels(3, band=False)
+    seg[0, :count] = np.arange(30, 30 + count)
+    _write_mat(ds / "cls" / "2008_000100.mat", seg)
+    with pytest.raises(DataError, match="has label values outside") as info:
+        sbd.read_sbd_mask(ds / "cls" / "2008_000100.mat")
+    assert str(info.value).endswith(f"outside {{0..20, 255}}: {shown}"), info.value
+
+
+def test_voc_trainval_is_optional_and_its_names_keep_voc_masks(real_layout) -> None:
+    """Without VOC's trainval.txt the build runs as before; an image it lists (and VOC's train and val lists
+    do not) gets VOC's mask, though SBD has one too."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    (voc / "ImageSets" / "Segmentation" / "trainval.txt").unlink()
+    res = sbd.build_trainaug(root, ds)
+    assert (res["from_voc"], res["from_sbd"]) == (6, 3)
+    im = Image.fromarray(_labels(7, band=True), mode="P")
+    im.putpalette(voc_palette())
+    im.save(voc / "SegmentationClass" / "2008_000100.png")
+    (voc / "ImageSets" / "Segmentation" / "trainval.txt").write_text(
+        "\n".join([*VOC_TRAIN, *VOC_VAL, "2008_000100"])
+    )
+    res = sbd.build_trainaug(root, ds, overwrite=True)
+    assert (res["from_voc"], res["from_sbd"]) == (7, 2)
+    with Image.open(voc / "SegmentationClassAug" / "2008_000100.png") as mask:
+        assert set(np.unique(np.asarray(mask)).tolist()) == {0, 7, 255}  # VOC's, band included
+
+
+def test_a_name_listed_twice_in_voc_val_is_written_once(real_layout) -> None:
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join([*VOC_VAL, VOC_VAL[0]]) + "\n")
+    assert sbd.build_trainaug(root, ds)["val"] == VOC_VAL
+    assert (voc / "ImageSets" / "SegmentationAug" / "val.txt").read_text().split() == VOC_VAL
+
+
+@pytest.mark.parametrize("existing", ["train.txt", "val.txt"])
+def test_an_existing_list_alone_is_not_overwritten(real_layout, monkeypatch, existing) -> None:
+    root, ds = real_layout
+    lists = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "SegmentationAug"
+    lists.mkdir(parents=True)
+    (lists / existing).write_text("mine\n")
+    monkeypatch.setattr(sbd, "read_sbd_mask", lambda *a: pytest.fail("a mask was read"))
+    with pytest.raises(
+        FileExistsError, match=rf"SegmentationAug.{existing}'\] exist already: pass overwrite"
+    ):
+        sbd.build_trainaug(root, ds)
+    assert (lists / existing).read_text() == "mine\n"
+
+
+def test_one_missing_file_is_named_in_the_singular(real_layout) -> None:
+    root, ds = real_layout
+    (ds / "cls" / "2008_000101.mat").unlink()
+    with pytest.raises(FileNotFoundError, match=r"^1 file the trainaug set needs does not exist"):
+        sbd.build_trainaug(root, ds)
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64])
