@@ -411,6 +411,17 @@ def _mat_scan(path: Path, limit: int, cap: int) -> tuple[int, int]:
     return unpacked[0], counted[0]
 
 
+def _check_limits(num_classes: int, max_pixels: int) -> None:
+    """Refuse a ``num_classes`` outside ``1..255`` or a ``max_pixels`` below 1 (or either not an int), naming
+    it: a negative ``max_pixels`` refused every label file as a decompression bomb of "-N pixels"."""
+    for name, value in (("num_classes", num_classes), ("max_pixels", max_pixels)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    _valid_labels(int(num_classes))
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+
+
 def read_sbd_mask(
     path: Path, num_classes: int = NUM_CLASSES, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
@@ -426,6 +437,8 @@ def read_sbd_mask(
     one; ``loadmat`` reads what is inside one as deep as it nests).
 
     Raises:
+        TypeError: ``num_classes`` or ``max_pixels`` is not an int.
+        ValueError: ``num_classes`` outside ``1..255``, or ``max_pixels`` below 1.
         FileNotFoundError: the file does not exist (with a near miss in its folder, e.g. ``<name>.MAT``).
         DataError: an empty, damaged or MATLAB v7.3 (HDF5) file, one that unpacks beyond ``max_pixels`` or
             holds more than 65536 cell and struct array elements, arrays nested more than 32 levels deep or
@@ -436,6 +449,7 @@ def read_sbd_mask(
     """
     import scipy.io
 
+    _check_limits(num_classes, max_pixels)
     try:
         _check_file(path, "SBD label")
     except DataError as exc:  # an empty file
@@ -582,12 +596,15 @@ def build_trainaug(
         masks came from each), ``val_removed`` (SBD images left out because they are VOC val images).
 
     Raises:
+        TypeError: ``num_classes`` or ``max_pixels`` is not an int.
+        ValueError: ``num_classes`` outside ``1..255``, or ``max_pixels`` below 1 (before anything is read).
         FileExistsError: the output exists and ``overwrite`` is False.
         FileNotFoundError: a missing folder or list; missing images or label files (all named).
         DataError: an empty list, unreadable label files or images, labels out of range, masks whose size
             differs from their image (all named).
         OSError: the VOC folder cannot be written (the message names it; nothing was written).
     """
+    _check_limits(num_classes, max_pixels)  # before anything is read
     voc = _resolve_root(Path(voc_root).expanduser(), option="--voc-root")
     sbd = resolve_sbd_root(sbd_root)
     lists = _read_lists(voc, sbd)

@@ -1075,3 +1075,30 @@ def test_a_64_bit_integer_label_array_is_read(real_layout, dtype) -> None:
     mat = ds / "cls" / "2008_000100.mat"
     scipy.io.savemat(mat, {"GTcls": {"Segmentation": _labels(7, band=False).astype(dtype)}})
     assert np.array_equal(sbd.read_sbd_mask(mat), _labels(7, band=False))
+
+
+@pytest.mark.parametrize(
+    "kw, error, expected",
+    [
+        ({"max_pixels": -46761}, ValueError, "max_pixels must be >= 1, got -46761"),
+        ({"max_pixels": 0}, ValueError, "max_pixels must be >= 1, got 0"),
+        ({"max_pixels": 1e6}, TypeError, "max_pixels must be an int, got float 1000000.0"),
+        ({"max_pixels": True}, TypeError, "max_pixels must be an int, got bool True"),
+        ({"num_classes": 0}, ValueError, r"num_classes must be in 1\.\.255, got 0"),
+        ({"num_classes": 256}, ValueError, r"num_classes must be in 1\.\.255, got 256"),
+        ({"num_classes": "21"}, TypeError, "num_classes must be an int, got str '21'"),
+    ],
+)
+def test_bad_limits_are_refused_naming_them_before_a_file_is_read(real_layout, kw, error, expected) -> None:
+    """A negative max_pixels refused every label file as a decompression bomb "of -46761 pixels", and
+    build_trainaug checked num_classes only after reading its first mask: both are named at once now."""
+    root, ds = real_layout
+    with pytest.raises(error, match=expected):
+        sbd.read_sbd_mask(ds / "cls" / "2008_000100.mat", **kw)
+    with pytest.raises(error, match=expected):
+        sbd.build_trainaug(root, ds, **kw)
+    assert not (root / "VOCdevkit" / "VOC2012" / "SegmentationClassAug").exists()
+    assert sbd.read_sbd_mask(ds / "cls" / "2008_000100.mat", max_pixels=H * W, num_classes=255).shape == (
+        H,
+        W,
+    )
