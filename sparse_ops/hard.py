@@ -102,8 +102,8 @@ def hard_superpixels(
     Returns:
         LongTensor[B, H, W]: global ids ``i * n_w + j`` in ``[0, num_grid_cells(H, W, cell_size))`` (or
         contiguous ids with ``connectivity``); with ``return_counts`` a :class:`~sparse_ops.SuperpixelIds`
-        ``(ids, num_superpixels)``, the superpixels of every image ``LongTensor[B]`` (``num_grid_cells``
-        without ``connectivity``).
+        ``(ids, num_superpixels)``, with the number of superpixels of every image, ``LongTensor[B]``
+        (``num_grid_cells`` without ``connectivity``).
 
     Example:
         >>> q = torch.zeros(1, 9, 2, 4); q[:, 4] = 1.0; q[0, 5, :, 0] = 2.0  # left column prefers "R"
