@@ -28,17 +28,25 @@ import time
 from pathlib import Path
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
-# run as ``python benchmarks/<script>.py``: the checkout's examples package, first on the path (before another
-# checkout's on PYTHONPATH; moved there if an editable install of this one put it after that)
-if sys.path[:1] != [_ROOT]:
-    if _ROOT in sys.path:
-        sys.path.remove(_ROOT)
-    sys.path.insert(0, _ROOT)
+
+
+def checkout_first() -> None:
+    """Put this checkout first on ``sys.path``, for its ``examples`` package: before another checkout's on
+    ``PYTHONPATH``, and moved there if an editable install of this one put it after that (a script run as
+    ``python benchmarks/<script>.py`` from a second checkout or worktree got the other one's)."""
+    if sys.path[:1] != [_ROOT]:
+        if _ROOT in sys.path:
+            sys.path.remove(_ROOT)
+        sys.path.insert(0, _ROOT)
+
+
+checkout_first()
 
 from examples.voc_joint.atomic import remove_dead_writers_files, write_text_atomic  # noqa: E402
 
 __all__ = [
     "RESULTS",
+    "checkout_first",
     "remove_dead_writers_files",
     "result_path",
     "stamped_result",

@@ -471,13 +471,10 @@ def run_script(main: Callable[[], object], prog: str, note: str = "no result fil
         >>> run_script(lambda: {"rows": []}, "bench_demo.py"), run_script(lambda: 1, "bench_demo.py")
         (0, 1)
     """
-    root = str(Path(__file__).resolve().parents[1])
-    # the checkout's examples package (a worker of ab_uniformize.py runs without it), first on the path
-    # (before another checkout's on PYTHONPATH; moved there if an editable install of this one put it after)
-    if sys.path[:1] != [root]:
-        if root in sys.path:
-            sys.path.remove(root)
-        sys.path.insert(0, root)
+    # the checkout's examples package, first on sys.path (a worker of ab_uniformize.py runs without it)
+    from _atomic import checkout_first
+
+    checkout_first()
     from examples.voc_joint.signals import run_stoppable
 
     def status() -> int:
