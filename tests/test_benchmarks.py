@@ -2489,22 +2489,17 @@ def test_benchmark_results_are_written_by_the_examples_one_atomic_writer(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["joint.json"]
 
 
-def test_benchmark_results_are_written_by_the_writer_of_their_own_checkout(tmp_path) -> None:
-    """``_atomic`` puts its checkout first on ``sys.path``: another ``examples`` package found before it (an
-    editable install of another checkout, here one on ``PYTHONPATH``) gave the benchmarks that checkout's
-    writer, not the one of the checkout they lie in, as the module says."""
+def _beside_another_checkout(tmp_path: Path, module: str, source: str, probe: str) -> str:
+    """The output of ``probe`` (Python, with the benchmarks folder first on ``sys.path``), run where another
+    checkout's ``examples.voc_joint.<module>`` (``source``) is on ``PYTHONPATH``, before this checkout's."""
     other = tmp_path / "other" / "examples" / "voc_joint"
     other.mkdir(parents=True)
     (other.parent / "__init__.py").write_text("")
     (other / "__init__.py").write_text("")
-    (other / "atomic.py").write_text("def write_text_atomic(): ...\ndef remove_dead_writers_files(): ...\n")
-    probe = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import _atomic; "
-        "print(_atomic.write_text_atomic.__code__.co_filename)"
-    )
+    (other / f"{module}.py").write_text(source)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "other")}
     out = subprocess.run(
-        [sys.executable, "-c", probe, str(BENCH)],
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, sys.argv[1]); {probe}", str(BENCH)],
         check=False,
         capture_output=True,
         text=True,
@@ -2512,34 +2507,34 @@ def test_benchmark_results_are_written_by_the_writer_of_their_own_checkout(tmp_p
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
-    assert Path(out.stdout.strip()) == ROOT / "examples" / "voc_joint" / "atomic.py"
+    return out.stdout
+
+
+def test_benchmark_results_are_written_by_the_writer_of_their_own_checkout(tmp_path) -> None:
+    """``_atomic`` puts its checkout first on ``sys.path``: another ``examples`` package found before it (an
+    editable install of another checkout, here one on ``PYTHONPATH``) gave the benchmarks that checkout's
+    writer, not the one of the checkout they lie in, as the module says."""
+    out = _beside_another_checkout(
+        tmp_path,
+        "atomic",
+        "def write_text_atomic(): ...\ndef remove_dead_writers_files(): ...\n",
+        "import _atomic; print(_atomic.write_text_atomic.__code__.co_filename)",
+    )
+    assert Path(out.strip()) == ROOT / "examples" / "voc_joint" / "atomic.py"
 
 
 def test_run_script_stops_with_the_signals_module_of_its_own_checkout(tmp_path) -> None:
     """``run_script`` put its checkout last on ``sys.path`` when the ``examples`` package was not imported yet
     (a worker of ``ab_uniformize.py``): another checkout's ``examples`` found before it (an editable install,
     here one on ``PYTHONPATH``) gave the script that checkout's signal handling. It goes first now."""
-    other = tmp_path / "other" / "examples" / "voc_joint"
-    other.mkdir(parents=True)
-    (other.parent / "__init__.py").write_text("")
-    (other / "__init__.py").write_text("")
-    (other / "signals.py").write_text("def run_stoppable(fn, prog, note):\n    return 7\n")
-    probe = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import _harness; "
-        "print(_harness.run_script(lambda: 0, 'probe.py')); "
-        "import examples.voc_joint.signals as s; print(s.__file__)"
+    out = _beside_another_checkout(
+        tmp_path,
+        "signals",
+        "def run_stoppable(fn, prog, note):\n    return 7\n",
+        "import _harness; print(_harness.run_script(lambda: 0, 'probe.py')); "
+        "import examples.voc_joint.signals as s; print(s.__file__)",
     )
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "other")}
-    out = subprocess.run(
-        [sys.executable, "-c", probe, str(BENCH)],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr
-    status, module = out.stdout.split()
+    status, module = out.split()
     assert (status, Path(module)) == ("0", ROOT / "examples" / "voc_joint" / "signals.py")
 
 
