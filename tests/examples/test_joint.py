@@ -958,13 +958,11 @@ def test_every_fusion_width_must_be_twice_the_classes_not_only_the_widest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The schema compares the narrowest width with ``2C`` (what the stack's shapes need), before building."""
-    from examples.voc_joint.models import build as build_mod
 
     deeplab, spixel = _nets(3)
     cfg = model_config(JointModel(deeplab, spixel, 3, fusion_hidden=(8,)))
     cfg["joint"]["fusion_hidden"] = [8, 5]
-    monkeypatch.setattr(build_mod, "DeepLabV3Plus", _no_build)
-    monkeypatch.setattr(build_mod, "SpixelFCN", _no_build)
+    _build_no_network(monkeypatch)
     with pytest.raises(
         ValueError,
         match=r"^invalid model config: joint\.fusion_hidden \[8, 5\] must be >= 2 x num_classes = 6$",
@@ -1024,8 +1022,15 @@ def test_model_config_types_and_bounds() -> None:
         validate_model_config(missing)
 
 
-def _no_build(*args: object, **kwargs: object) -> None:
-    raise AssertionError("a layer was built from an invalid config")
+def _build_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``build_model`` fail the test if it builds DeepLabV3+ or SpixelFCN (from an invalid config)."""
+    from examples.voc_joint.models import build as build_mod
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a layer was built from an invalid config")
+
+    monkeypatch.setattr(build_mod, "DeepLabV3Plus", no_build)
+    monkeypatch.setattr(build_mod, "SpixelFCN", no_build)
 
 
 @pytest.mark.parametrize(
@@ -1054,13 +1059,11 @@ def test_a_config_value_outside_the_schema_is_refused_before_building(
     """Each key's bound or choices are the schema's (one above each bound, an unknown choice, a flag that is
     no bool): the config is refused naming the key, before any layer is built (the constructors' own checks,
     after the networks were built, or none for ``fusion``, are not what refuses it)."""
-    from examples.voc_joint.models import build as build_mod
 
     deeplab, spixel = _nets(3)
     cfg = model_config(JointModel(deeplab, spixel, 3, fusion_hidden=(8,)))
     cfg[section][key] = value
-    monkeypatch.setattr(build_mod, "DeepLabV3Plus", _no_build)
-    monkeypatch.setattr(build_mod, "SpixelFCN", _no_build)
+    _build_no_network(monkeypatch)
     with pytest.raises(
         ValueError, match=rf"^invalid model config: {section}\.{key} must be .*, got {value!r}$"
     ):
@@ -1084,13 +1087,11 @@ def test_a_config_value_of_the_wrong_kind_is_refused_before_building(
     """A bool is no number and a dict no list of widths, also where its value or keys are in bounds (and
     without a fusion stack, whose widths are still recorded): the config is refused naming the key, before
     any layer is built."""
-    from examples.voc_joint.models import build as build_mod
 
     deeplab, spixel = _nets(3)
     cfg = model_config(JointModel(deeplab, spixel, 3, fusion=False, fusion_hidden=(8,)))
     cfg[section][key] = value
-    monkeypatch.setattr(build_mod, "DeepLabV3Plus", _no_build)
-    monkeypatch.setattr(build_mod, "SpixelFCN", _no_build)
+    _build_no_network(monkeypatch)
     with pytest.raises(
         ValueError,
         match=rf"^invalid model config: {section}\.{key} must be .*, got {re.escape(repr(value))}$",
@@ -1191,8 +1192,6 @@ def test_a_config_without_fusion_hidden_is_checked_with_the_constructors_default
     refused by the schema, before any layer is built; 32 classes pass."""
     import inspect
 
-    from examples.voc_joint.models import build as build_mod
-
     assert tuple(inspect.signature(JointModel).parameters["fusion_hidden"].default) == (64, 64)
     deeplab, spixel = _nets(3)
     cfg = model_config(JointModel(deeplab, spixel, 3))
@@ -1201,8 +1200,7 @@ def test_a_config_without_fusion_hidden_is_checked_with_the_constructors_default
         cfg["deeplab"]["num_classes"] = cfg["joint"]["num_classes"] = classes
         if classes == 32:
             validate_model_config(cfg)
-    monkeypatch.setattr(build_mod, "DeepLabV3Plus", _no_build)
-    monkeypatch.setattr(build_mod, "SpixelFCN", _no_build)
+    _build_no_network(monkeypatch)
     with pytest.raises(
         ValueError,
         match=r"^invalid model config: joint\.fusion_hidden \[64, 64\] must be >= 2 x num_classes = 66$",
