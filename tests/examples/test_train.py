@@ -1171,17 +1171,24 @@ def test_resume_eval_of_another_folders_finished_checkpoint_names_evaluate_py(
     assert (ckpt.parent / "eval.json").is_file()
 
 
-def test_resume_eval_with_another_split_or_crop_evaluates_again(tiny_voc, tmp_path, capsys) -> None:
-    """``--resume --eval`` with another --val-split or --eval-crop skipped the finished stage and kept the
-    evaluation of the old split (eval.json did not say what it scored): eval.json records the split, sbd and
-    resolution as evaluate.py's metrics.json, and is current only when all match."""
+def _evaluated_seg_run(tiny_voc: Path, tmp_path: Path) -> tuple[list[str], Path]:
+    """``(argv, stage folder)`` of a finished 2-step seg stage with ``--eval``, on a copy of ``tiny_voc`` with
+    a one-image split ``val1`` beside ``val``: the run the ``--resume --eval`` tests evaluate again."""
     root = tmp_path / "voc"
     shutil.copytree(tiny_voc, root)
     lists = root / "ImageSets" / "Segmentation"
     (lists / "val1.txt").write_text((lists / "val.txt").read_text().split()[0] + "\n")
     argv = train_args(root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--max-steps", "2", "--eval")
-    eval_json = tmp_path / "out" / "seg" / "eval.json"
     train.main(argv)
+    return argv, tmp_path / "out" / "seg"
+
+
+def test_resume_eval_with_another_split_or_crop_evaluates_again(tiny_voc, tmp_path, capsys) -> None:
+    """``--resume --eval`` with another --val-split or --eval-crop skipped the finished stage and kept the
+    evaluation of the old split (eval.json did not say what it scored): eval.json records the split, sbd and
+    resolution as evaluate.py's metrics.json, and is current only when all match."""
+    argv, folder = _evaluated_seg_run(tiny_voc, tmp_path)
+    eval_json = folder / "eval.json"
     res = json.loads(eval_json.read_text())
     assert (res["split"], res["sbd"], res["resolution"], res["num_images"]) == ("val", False, "full", 2)
     for extra, expected in (
@@ -1205,13 +1212,7 @@ def test_eval_replaces_the_panel_set_with_eval_json(tiny_voc, tmp_path, capsys, 
     from examples.voc_joint import evaluate
     from examples.voc_joint.signals import Interrupted
 
-    root = tmp_path / "voc"
-    shutil.copytree(tiny_voc, root)
-    lists = root / "ImageSets" / "Segmentation"
-    (lists / "val1.txt").write_text((lists / "val.txt").read_text().split()[0] + "\n")
-    argv = train_args(root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--max-steps", "2", "--eval")
-    folder = tmp_path / "out" / "seg"
-    train.main(argv)
+    argv, folder = _evaluated_seg_run(tiny_voc, tmp_path)
 
     def saved() -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in sorted((folder / "panels").iterdir())}
@@ -1247,13 +1248,7 @@ def test_eval_failed_eval_json_write_leaves_the_earlier_panels(tiny_voc, tmp_pat
     """``train.py --eval`` replaced panels/ before it wrote eval.json: a full disk at that write left the new
     panels next to the earlier eval.json (which lists the earlier panels). As evaluate.py, panels/ is now
     replaced only once the new eval.json is written; a failed write leaves both as they were."""
-    root = tmp_path / "voc"
-    shutil.copytree(tiny_voc, root)
-    lists = root / "ImageSets" / "Segmentation"
-    (lists / "val1.txt").write_text((lists / "val.txt").read_text().split()[0] + "\n")
-    argv = train_args(root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--max-steps", "2", "--eval")
-    folder = tmp_path / "out" / "seg"
-    train.main(argv)
+    argv, folder = _evaluated_seg_run(tiny_voc, tmp_path)
     before = {p.name: p.read_bytes() for p in sorted((folder / "panels").iterdir())}
     eval_before = (folder / "eval.json").read_bytes()
     assert len(before) == 2
