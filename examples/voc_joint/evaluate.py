@@ -62,7 +62,7 @@ from examples.voc_joint.data import (
     missing_file_hint,
 )
 from examples.voc_joint.engine import close_loader_iterator
-from examples.voc_joint.headers import check_headers, shown_problems
+from examples.voc_joint.headers import check_headers, files_count, shown_problems
 from examples.voc_joint.metrics import (
     SegmentationMetrics,
     format_per_class_table,
@@ -490,7 +490,10 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
     missing = dataset.missing_files()  # all at once, before the model runs on the images listed before them
     if missing:
         named = shown_problems(missing, one_line=True, describe=lambda p: f"'{p}'{missing_file_hint(p)}")
-        raise FileNotFoundError(f"{len(missing)} files listed in {dataset.list_file} do not exist:{named}")
+        verb = "does" if len(missing) == 1 else "do"
+        raise FileNotFoundError(
+            f"{files_count(len(missing))} listed in {dataset.list_file} {verb} not exist:{named}"
+        )
     if args.check_files:  # every bad header at once, before the model runs on the files listed before it
         check_headers([dataset], progress=not args.no_progress, prefix="evaluate", one_line=True)
     loader = torch.utils.data.DataLoader(

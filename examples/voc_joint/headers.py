@@ -23,7 +23,14 @@ from typing import Any
 
 from examples.voc_joint.data import DataError, VOCSegmentation
 
-__all__ = ["SHOWN_PROBLEMS", "check_headers", "header_problems", "problems_message", "shown_problems"]
+__all__ = [
+    "SHOWN_PROBLEMS",
+    "check_headers",
+    "files_count",
+    "header_problems",
+    "problems_message",
+    "shown_problems",
+]
 
 #: The most problems a header-pass error lists (then their count).
 SHOWN_PROBLEMS = 20
@@ -60,6 +67,16 @@ def header_problems(datasets: Sequence[VOCSegmentation], *, progress: bool = Fal
         if bar is not None:
             bar.close()
     return problems
+
+
+def files_count(n: int) -> str:
+    """``"1 file"`` or ``"{n} files"``: the start of a message about ``n`` listed files.
+
+    Example:
+        >>> files_count(1), files_count(3)
+        ('1 file', '3 files')
+    """
+    return f"{n} file{'' if n == 1 else 's'}"
 
 
 def shown_problems(

@@ -87,7 +87,7 @@ from examples.voc_joint.distributed import (
     init_distributed,
     peer_lost,
 )
-from examples.voc_joint.headers import check_headers, shown_problems
+from examples.voc_joint.headers import check_headers, files_count, shown_problems
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
 from examples.voc_joint.models._checks import fusion_weights_problem
@@ -766,10 +766,15 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
     val_ds = check_val_data(args, root) if val else None
     missing = ds.missing_files() + (val_ds.missing_files() if val_ds is not None else [])
     if missing:
+        # another command (the demo) has no --val-split option: its validation list by name
+        val_list = (
+            f"the --val-split {args.val_split!r} list" if own_command else f"the {args.val_split!r} list"
+        )
+        verb = "does" if len(missing) == 1 else "do"
         raise FileNotFoundError(
-            f"{len(missing)} files listed in {ds.list_file}"
-            + (f" or in the --val-split {args.val_split!r} list" if val else "")
-            + " do not exist (an incomplete extraction, or a list of another data set?):"
+            f"{files_count(len(missing))} listed in {ds.list_file}"
+            + (f" or in {val_list}" if val else "")
+            + f" {verb} not exist (an incomplete extraction, or a list of another data set?):"
             + shown_problems(missing, describe=lambda p: f"{p}{missing_file_hint(p)}")
         )
     if args.check_files:

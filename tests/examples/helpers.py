@@ -139,7 +139,8 @@ def assert_data_root_is_checked(
 ) -> None:
     """``run()`` (a command on ``--data-root root``, a copy of the tiny set) refuses a training list holding a
     validation image (exit 2, pointing to ``train.py --allow-val-overlap``: the command has no such option),
-    then, the list restored, a listed image that does not exist (exit 1, the file named)."""
+    then, the list restored, a listed validation image that does not exist (exit 1, the file named in the
+    singular, its list by name: not by ``--val-split``, an option of ``train.py`` only)."""
     lists = root / "ImageSets" / "Segmentation"
     train_list = (lists / "train.txt").read_text()
     val_names = (lists / "val.txt").read_text().split()
@@ -154,7 +155,8 @@ def assert_data_root_is_checked(
     with pytest.raises(SystemExit) as info:
         run()
     err = capsys.readouterr().err
-    assert info.value.code == 1 and f"{val_names[1]}.jpg" in err and "do not exist" in err, err
+    assert info.value.code == 1 and f"{val_names[1]}.jpg" in err and "1 file listed in " in err, err
+    assert " or in the 'val' list does not exist " in err and "--val-split" not in err, err
 
 
 def fail_atomic_write(monkeypatch: pytest.MonkeyPatch, name: str, code: str) -> None:

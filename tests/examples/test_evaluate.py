@@ -617,6 +617,17 @@ def test_cli_names_every_missing_listed_file_before_it_evaluates(voc, tmp_path, 
     assert not (tmp_path / "ev").exists()
 
 
+def test_cli_counts_one_missing_file_in_the_singular(voc, tmp_path, monkeypatch, capsys):
+    """One missing listed file was reported as "1 files ... do not exist"."""
+    root = tmp_path / "voc"
+    shutil.copytree(voc, root)
+    name = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
+    (root / "SegmentationClass" / f"{name}.png").unlink()
+    assert evaluate_mod.main(_cli_argv(monkeypatch, tmp_path, root)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{PROG}: error: 1 file listed in ") and " does not exist: '" in err, err
+
+
 def test_cli_missing_file_list_counts_the_files_it_leaves_out(voc, tmp_path, monkeypatch, capsys):
     """The one-line list of missing files showed 5, then '...' without a count; it shows the first 20 and
     counts the rest, as the header pass does (``headers.shown_problems``)."""

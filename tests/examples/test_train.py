@@ -2610,6 +2610,23 @@ def test_the_missing_file_list_counts_the_files_it_leaves_out(tiny_voc, tmp_path
     assert lines[1].endswith("gone_00.jpg") and lines[-1] == "  ... and 4 more", lines
 
 
+def test_one_missing_file_is_counted_in_the_singular(tiny_voc, tmp_path) -> None:
+    """One missing file was reported as "1 files ... do not exist"; with --eval the validation list is named
+    by its option."""
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    name = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
+    (root / "JPEGImages" / f"{name}.jpg").unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        train.main(train_args(root, tmp_path / "a", "--stage", "seg", "--max-steps", "1", "--eval"))
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("1 file listed in "), first
+    assert first.endswith(
+        " or in the --val-split 'val' list does not exist (an incomplete extraction, or a list "
+        "of another data set?):"
+    ), first
+
+
 def test_the_near_misses_of_the_shown_missing_files_only_are_looked_for(tiny_voc, tmp_path, monkeypatch):
     """The near miss of every missing file was looked for (a listing of its folder: 30 ms in a folder of
     VOC's 17125 JPEGs), though 20 are shown: a trainaug list of another data set (21164 files) would take
