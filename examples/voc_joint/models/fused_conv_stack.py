@@ -252,7 +252,9 @@ class _FusedConvStack(torch.autograd.Function):
             means = sums.mul_(pool_inv.unsqueeze(2))
             out = torch.matmul(means, ws[-1].t())
             if bs[-1] is not None:  # an empty superpixel pools to 0, as in SuperpixelAssignment.encode
-                out.add_(bs[-1]).masked_fill_(pool_inv.unsqueeze(2) == 0, 0.0)
+                # not in place on the product: torch 2.11's AOT autograd then gave a compiled stack
+                # (--compile) zero gradients everywhere (2.13 and 2.14 were right)
+                out = (out + bs[-1]).masked_fill(pool_inv.unsqueeze(2) == 0, 0.0)
             extra = [means, signs if keep_sign else None, pool_ids, pool_inv]
         # with u_of (recompute only), U is rebuilt from S in backward; U per superpixel is always kept (small)
         keep_u = u if u_of is None or table is not None else None
