@@ -469,7 +469,7 @@ _SHAPE_MISTAKES = [
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("mistake", _SHAPE_MISTAKES, ids=[m[0] for m in _SHAPE_MISTAKES])
-def test_validate_false_still_checks_types_and_shapes(mistake, compiled: bool) -> None:
+def test_validate_false_still_checks_types_and_shapes_eager_and_compiled(mistake, compiled: bool) -> None:
     """``validate=False`` (what ``torch.compile(fullgraph=True)`` needs) skips only the value checks that read
     the tensors; the type and shape checks read nothing and still run, in eager mode and compiled (where
     Dynamo reports the error, message included, as an exception of its own)."""
