@@ -623,13 +623,18 @@ def test_each_network_gets_its_input_in_its_own_memory_format(channels_last: boo
     assert seen == {"deeplab": channels_last is True, "spixelfcn": channels_last is not False}
 
 
+@pytest.mark.parametrize("products", ["auto", "mm"])
 @pytest.mark.parametrize("recompute", [True, False])
-def test_refine_compiles_without_graph_breaks(recompute: bool) -> None:
-    """``compile_refine`` traces one graph (checked with the fast "aot_eager" backend and fullgraph=True)."""
+def test_refine_compiles_without_graph_breaks(recompute: bool, products: str) -> None:
+    """``compile_refine`` traces one graph (checked with the fast "aot_eager" backend and fullgraph=True).
+
+    ``"mm"``: the stack's matrix-product form, which makes ``U`` per pixel and, recomputing, rebuilds it from
+    ``S`` in its backward, as on CUDA; the uniformization's input checks there were a graph break."""
     deeplab, spixel = _nets()
     joint = JointModel(deeplab, spixel, compile_refine=True, recompute_fusion=recompute).train()
     assert joint.fusion is not None
     joint.fusion.cpu_chunk_rows = 300  # several chunks per image: strided writes into the NCHW maps
+    joint.fusion._products = products
     ref = copy.deepcopy(joint)
     ref.compile_refine = False
     torch._dynamo.reset()
