@@ -382,9 +382,10 @@ class SuperpixelAssignment:
         for name in names:
             self._index(name, dtype)
 
-    def _flat(self, x: Tensor, name: str) -> Tensor:
-        """Check ``x[B, C, H, W]`` and return it as ``[B, C, N_p]`` in the accumulation dtype."""
-        if self._check_inputs:
+    def _flat(self, x: Tensor, name: str, *, check: bool = True) -> Tensor:
+        """Check ``x[B, C, H, W]`` (unless ``check`` is False) and return it as ``[B, C, N_p]`` in the
+        accumulation dtype."""
+        if check and self._check_inputs:
             _checks.check_floating(x, name, "[B, C, H, W]")
             b, h, w = self.batch_size, self.height, self.width
             if x.shape[0] != b or tuple(x.shape[2:]) != (h, w):
@@ -501,7 +502,17 @@ class SuperpixelAssignment:
         Returns:
             Tensor[B, C, H, W]: uniformized logits, ``x``'s dtype.
         """
-        xf = self._flat(x, "x")
+        return self._uniformize(x, check=True)
+
+    def _uniformize_unchecked(self, x: Tensor) -> Tensor:
+        """:meth:`uniformize` of an ``x`` that its caller has checked, without the input checks: for a map
+        called inside an autograd Function's backward (e.g. to recompute a uniformization), where Dynamo
+        refuses the checks' reads of a tensor's ``layout`` (under ``torch.compile``, a graph break; an error
+        with ``fullgraph=True``)."""
+        return self._uniformize(x, check=False)
+
+    def _uniformize(self, x: Tensor, *, check: bool) -> Tensor:
+        xf = self._flat(x, "x", check=check)
         dtype = xf.dtype
         masked = self._mask is not None
         layout = self._layout

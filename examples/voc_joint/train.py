@@ -766,7 +766,7 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
     val_ds = check_val_data(args, root) if val else None
     missing = ds.missing_files() + (val_ds.missing_files() if val_ds is not None else [])
     if missing:
-        # another command (the demo) has no --val-split option: its validation list by name
+        # other commands (demo.py, ablation.py) have no --val-split option: their validation list by name
         val_list = (
             f"the --val-split {args.val_split!r} list" if own_command else f"the {args.val_split!r} list"
         )

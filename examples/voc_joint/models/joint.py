@@ -47,7 +47,6 @@ everything after the two networks).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast, get_args
 
@@ -329,7 +328,8 @@ class FusionStack(nn.Module):
         folded = uniformize is not None and self.folds_uniformization(s.device)
         if u is None and not folded:  # U per pixel, rebuilt from S in backward when recomputing
             assert uniformize is not None
-            u, u_of = uniformize[1].uniformize(s), _unchecked_uniformize(uniformize[1])
+            # (U is rebuilt without the input checks, which S passed here: Dynamo refuses them in a backward)
+            u, u_of = uniformize[1].uniformize(s), uniformize[1]._uniformize_unchecked
         if self._impl == "fused":  # forward and backward in one Function, chunk by chunk (fused_stack)
             convs = self.convs
             pool = None
@@ -407,16 +407,6 @@ class FusionStack(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, init={self.init!r}"
-
-
-def _unchecked_uniformize(enc: so.SuperpixelAssignment) -> Callable[[Tensor], Tensor]:
-    """``enc.uniformize`` without its input checks: the map with which a recomputing fused stack rebuilds
-    ``U`` from ``S`` in its backward (``S`` was checked when ``U`` was made). Dynamo refuses the checks' reads
-    of a tensor's ``layout`` inside an autograd Function's backward: under ``torch.compile`` the whole stack
-    was a graph break (``fullgraph=True`` failed) wherever ``U`` is made per pixel, as on CUDA."""
-    quiet = copy.copy(enc)  # shares the assignment's tensors
-    quiet._check_inputs = False
-    return quiet.uniformize
 
 
 def _residual(out: Tensor, u: Tensor) -> Tensor:
@@ -678,7 +668,7 @@ class JointModel(nn.Module):
     ) -> tuple[Tensor | None, Callable[[Tensor], Tensor] | None]:
         """``(u, u_of)`` for the hard fusion: ``(None, None)`` where the stack makes ``U`` itself from ``S``
         (the default), else the per-pixel ``U`` and the map that rebuilds it from ``S`` when recomputing."""
-        return (None, None) if self._u_cells else (enc.uniformize(s), _unchecked_uniformize(enc))
+        return (None, None) if self._u_cells else (enc.uniformize(s), enc._uniformize_unchecked)
 
     def _refine(self, s: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
         ids = self.superpixels(q)
