@@ -42,11 +42,9 @@ _FONT_PX = (10, 18)
 
 
 def _font(px: int) -> Any:
-    """Pillow's default font at ``px`` pixels (scalable from Pillow 10.1; before, its 10-pixel bitmap)."""
-    try:
-        return ImageFont.load_default(size=px)
-    except TypeError:  # Pillow 10.0: no size argument
-        return ImageFont.load_default()
+    """Pillow's default font at ``px`` pixels (scalable from Pillow 10.1, the floor of the ``examples`` extra;
+    Pillow 10.0 had only its 10-pixel bitmap, and titles too small to read in the docs)."""
+    return ImageFont.load_default(size=px)
 
 
 def _title_font(titles: Sequence[str], tile_width: int) -> tuple[Any, int]:
