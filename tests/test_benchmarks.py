@@ -2453,21 +2453,11 @@ def test_benchmark_results_are_written_by_the_examples_one_atomic_writer(tmp_pat
     which imports no torch (``gpu_check.py`` runs before torch is known to work) and removes a dead writer's
     file."""
     probe = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import _atomic, gpu_check; "
-        "from examples.voc_joint import atomic; "
+        "import _atomic, gpu_check; from examples.voc_joint import atomic; "
         "print(_atomic.write_text_atomic is atomic.write_text_atomic, 'torch' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the checkout found from the folder
-    out = subprocess.run(
-        [sys.executable, "-c", probe, str(BENCH)],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "False"]
+    assert _benchmarks_probe(probe, env, tmp_path).split() == ["True", "False"]
     killed = subprocess.run(  # a benchmark killed while its result was half-written
         [
             sys.executable,
@@ -2497,14 +2487,19 @@ def _beside_another_checkout(tmp_path: Path, module: str, source: str, probe: st
     (other.parent / "__init__.py").write_text("")
     (other / "__init__.py").write_text("")
     (other / f"{module}.py").write_text(source)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "other")}
+    return _benchmarks_probe(probe, {**os.environ, "PYTHONPATH": str(tmp_path / "other")}, tmp_path)
+
+
+def _benchmarks_probe(probe: str, env: dict[str, str], cwd: Path) -> str:
+    """The output of ``probe`` (Python, after ``import sys`` and with the benchmarks folder first on
+    ``sys.path``) run in a new interpreter with ``env`` in ``cwd``; it must exit 0."""
     out = subprocess.run(
         [sys.executable, "-c", f"import sys; sys.path.insert(0, sys.argv[1]); {probe}", str(BENCH)],
         check=False,
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path,
+        cwd=cwd,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
