@@ -68,6 +68,7 @@ from examples.voc_joint.cli import (
 )
 from examples.voc_joint.engine import CsvLogger
 from examples.voc_joint.models.joint import FUSION_INITS
+from examples.voc_joint.wording import counted
 
 __all__ = [
     "CONTROLS",
@@ -521,8 +522,9 @@ def format_markdown(
     lines = [
         f"# Fusion-initialization ablation (joint DeepLabV3+ + SpixelFCN, {data})",
         "",
-        f"{settings['steps']} fine-tuning steps per run from one pair of pretrained checkpoints, "
-        f"{seeds} seed(s) per row, {settings['val_images']} validation images (full size); learning rates: "
+        f"{counted(settings['steps'], 'fine-tuning step')} per run from one pair of pretrained checkpoints, "
+        f"{counted(seeds, 'seed')} per row, "
+        f"{counted(settings['val_images'], 'validation image')} (full size); learning rates: "
         f"networks {settings['joint_lr']:g}, SpixelFCN {settings['joint_lr'] / 10:g}, fusion "
         f"{settings['fusion_lr']:g}. mIoU in %, mean ± sample std over seeds; boundary mIoU in the "
         f"{TABLE_BAND} px band.",
@@ -656,11 +658,11 @@ def figure_title(settings: dict[str, Any], seeds: int, *, data: str = SYNTHETIC)
 
     Example:
         >>> figure_title({"steps": 40, "val_images": 16}, 3)
-        'joint model, synthetic VOC: 40 fine-tuning steps, 3 seed(s), 16 val images'
+        'joint model, synthetic VOC: 40 fine-tuning steps, 3 seeds, 16 val images'
     """
     return (
-        f"joint model, {data}: {settings['steps']} fine-tuning steps, {seeds} seed(s), "
-        f"{settings['val_images']} val images"
+        f"joint model, {data}: {counted(settings['steps'], 'fine-tuning step')}, {counted(seeds, 'seed')}, "
+        f"{counted(settings['val_images'], 'val image')}"
     )
 
 
@@ -989,8 +991,10 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                 f"[ablation] continuing: {len(plan) - len(todo)} of {len(plan)} runs already done", flush=True
             )
         print(
-            f"\n[ablation] {len(todo)} fine-tuning runs ({len(opts.variants)} variants x {opts.seeds} "
-            f"seeds) of {opts.run_steps} steps; evaluation on {settings['val_images']} validation images at "
+            f"\n[ablation] {counted(len(todo), 'fine-tuning run')} "
+            f"({counted(len(opts.variants), 'variant')} x {counted(opts.seeds, 'seed')}) "
+            f"of {counted(opts.run_steps, 'step')}; "
+            f"evaluation on {counted(settings['val_images'], 'validation image')} at "
             f"step 0, every {opts.eval_every} steps and at the end",
             flush=True,
         )

@@ -42,6 +42,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from examples.voc_joint.wording import counted
+
 __all__ = [
     "DEFAULT_CACHE",
     "DEFAULT_MAX_PIXELS",
@@ -603,7 +605,7 @@ def _read_mask(
         shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if values.size > 10 else "")
         raise DataError(
             f"mask file '{path}' has label values outside {{0..{num_classes - 1}, {IGNORE_INDEX}}}: {shown} "
-            f"({int(bad.sum())} pixels)"
+            f"({counted(int(bad.sum()), 'pixel')})"
         )
     return arr
 

@@ -34,6 +34,7 @@ from examples.voc_joint.atomic import os_error_reason, os_error_saying, write_te
 from examples.voc_joint.data import IGNORE_INDEX
 from examples.voc_joint.distributed import DistInfo, unwrap_model
 from examples.voc_joint.signals import InterruptGuard
+from examples.voc_joint.wording import counted
 
 __all__ = [
     "CsvLogger",
@@ -565,7 +566,7 @@ def evaluate_checkpoint(
         if held is not None:
             os.close(held)
     note = (
-        f" (trained on {len(trained_on)} of the {len(ds)} images evaluated: not a held-out score)"
+        f" (trained on {len(trained_on)} of the {counted(len(ds), 'image')} evaluated: not a held-out score)"
         if trained_on
         else ""
     )

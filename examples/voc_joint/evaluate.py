@@ -62,7 +62,7 @@ from examples.voc_joint.data import (
     missing_file_hint,
 )
 from examples.voc_joint.engine import close_loader_iterator
-from examples.voc_joint.headers import check_headers, files_count, shown_problems
+from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.metrics import (
     SegmentationMetrics,
     format_per_class_table,
@@ -73,6 +73,7 @@ from examples.voc_joint.metrics import (
 from examples.voc_joint.signals import InterruptGuard, run_stoppable, worker_init_fn
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging
 from examples.voc_joint.visualize import PANEL_CLASSES_MAX, save_panel
+from examples.voc_joint.wording import counted
 from examples.voc_joint.workers import worker_tmpdir_error
 
 __all__ = ["build_parser", "check_args", "checkpoint_num_classes", "evaluate", "main", "split_results"]
@@ -492,7 +493,7 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
         named = shown_problems(missing, one_line=True, describe=lambda p: f"'{p}'{missing_file_hint(p)}")
         verb = "does" if len(missing) == 1 else "do"
         raise FileNotFoundError(
-            f"{files_count(len(missing))} listed in {dataset.list_file} {verb} not exist:{named}"
+            f"{counted(len(missing), 'file')} listed in {dataset.list_file} {verb} not exist:{named}"
         )
     if args.check_files:  # every bad header at once, before the model runs on the files listed before it
         check_headers([dataset], progress=not args.no_progress, prefix="evaluate", one_line=True)
@@ -536,7 +537,7 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
                 flush=True,
             )
         mode = "full images" if full_size else f"{args.crop_size}x{args.crop_size} centre crops"
-        title = f"{args.split} ({len(dataset)} images, {mode}) -- {args.checkpoint}"
+        title = f"{args.split} ({counted(len(dataset), 'image')}, {mode}) -- {args.checkpoint}"
         by_model = split_results(results)
         shown = by_model
         if config.get("stage") == "seg":  # DeepLabV3+ alone: its "baseline" and "joint" are the same logits

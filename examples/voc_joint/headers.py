@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from examples.voc_joint.data import DataError, VOCSegmentation
+from examples.voc_joint.wording import counted
 
 __all__ = [
     "SHOWN_PROBLEMS",
     "check_headers",
-    "files_count",
     "header_problems",
     "problems_message",
     "shown_problems",
@@ -67,16 +67,6 @@ def header_problems(datasets: Sequence[VOCSegmentation], *, progress: bool = Fal
         if bar is not None:
             bar.close()
     return problems
-
-
-def files_count(n: int) -> str:
-    """``"1 file"`` or ``"{n} files"``: the start of a message about ``n`` listed files.
-
-    Example:
-        >>> files_count(1), files_count(3)
-        ('1 file', '3 files')
-    """
-    return f"{n} file{'' if n == 1 else 's'}"
 
 
 def shown_problems(
@@ -121,7 +111,7 @@ def problems_message(
           ... and 1 more
     """
     return (
-        f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the headers of the {files} listed "
+        f"{counted(len(problems), 'problem')} in the headers of the {files} listed "
         "images and masks (--no-check-files skips this check):"
         + shown_problems(problems, limit=limit, one_line=one_line)
     )

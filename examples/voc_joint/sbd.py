@@ -65,6 +65,7 @@ from examples.voc_joint.data import (
 from examples.voc_joint.headers import shown_problems
 from examples.voc_joint.signals import run_stoppable
 from examples.voc_joint.staging import new_staging, remove_abandoned_staging
+from examples.voc_joint.wording import counted
 
 __all__ = ["build_parser", "build_trainaug", "check_args", "main", "read_sbd_mask", "resolve_sbd_root"]
 
@@ -518,7 +519,7 @@ def read_sbd_mask(
         shown = ", ".join(str(int(v)) for v in values[:10]) + (", ..." if values.size > 10 else "")
         raise DataError(
             f"SBD label file '{path}' has label values outside {{0..{num_classes - 1}, {IGNORE_INDEX}}}: "
-            f"{shown} ({int(bad.sum())} pixels)"
+            f"{shown} ({counted(int(bad.sum()), 'pixel')})"
         )
     return labels
 
@@ -690,7 +691,7 @@ def _check_exist(sources: dict[str, tuple[Path, Path]]) -> None:
         missing += [(what, path) for path, what in ((image, "image"), (source, kind)) if not path.is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{len(missing)} file{'s' if len(missing) != 1 else ''} the trainaug set needs "
+            f"{counted(len(missing), 'file')} the trainaug set needs "
             f"{'do' if len(missing) != 1 else 'does'} not exist (an "
             "incomplete extraction of VOCtrainval_11-May-2012.tar or benchmark.tgz, or lists of another "
             "release?):" + shown_problems(missing, describe=lambda item: file_not_found(*item))
@@ -760,7 +761,7 @@ def _write_masks(
             ) from exc
     if problems:
         raise DataError(
-            f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the files of the trainaug set "
+            f"{counted(len(problems), 'problem')} in the files of the trainaug set "
             "(nothing was written: fix or replace the files and run it again):" + shown_problems(problems)
         )
     return from_voc, from_sbd

@@ -54,6 +54,7 @@ from examples.voc_joint.cli import SIDE_MAX, check_output_dir, int_range, output
 from examples.voc_joint.data import NUM_CLASSES, voc_palette
 from examples.voc_joint.signals import run_stoppable
 from examples.voc_joint.staging import remove_abandoned_staging, unique_folder
+from examples.voc_joint.wording import counted
 
 #: Largest ``--num-train`` / ``--num-val`` / ``--num-sbd-extra`` (a million images, hours of writing already).
 #: A huge count (``2**63``) was a ``MemoryError`` traceback after allocating a list of names until it failed.
@@ -675,7 +676,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.exit(2 if own else 1, f"{parser.prog}: error: {exc}\n")
     n = len(list((root / "JPEGImages").glob("*.jpg")))
     print(
-        f"synthetic VOC data set: {n} images of {args.height}x{args.width} in {root} "
+        f"synthetic VOC data set: {counted(n, 'image')} of {args.height}x{args.width} in {root} "
         f"({time.perf_counter() - start:.1f} s)"
     )
     return 0

@@ -87,7 +87,7 @@ from examples.voc_joint.distributed import (
     init_distributed,
     peer_lost,
 )
-from examples.voc_joint.headers import check_headers, files_count, shown_problems
+from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
 from examples.voc_joint.models._checks import fusion_weights_problem
@@ -117,6 +117,7 @@ from examples.voc_joint.resume import (
 )
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch, derive_seed
 from examples.voc_joint.signals import Interrupted, InterruptGuard, worker_init_fn
+from examples.voc_joint.wording import counted
 from examples.voc_joint.workers import worker_tmpdir_error
 
 __all__ = [
@@ -732,8 +733,9 @@ def _train_dataset(args: argparse.Namespace, root: Path) -> VOCSegmentation:
 def _check_batches(size: int, args: argparse.Namespace, info: DistInfo, root: Path) -> None:
     if size < args.batch_size * info.world_size:
         raise UsageError(
-            f"training split {args.train_split!r} of {root} has {size} images, fewer than one batch "
-            f"(--batch-size {args.batch_size} x {info.world_size} processes)"
+            f"training split {args.train_split!r} of {root} has {counted(size, 'image')}, "
+            "fewer than one batch "
+            f"(--batch-size {args.batch_size} x {counted(info.world_size, 'process', 'processes')})"
         )
 
 
@@ -772,7 +774,7 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
         )
         verb = "does" if len(missing) == 1 else "do"
         raise FileNotFoundError(
-            f"{files_count(len(missing))} listed in {ds.list_file}"
+            f"{counted(len(missing), 'file')} listed in {ds.list_file}"
             + (f" or in {val_list}" if val else "")
             + f" {verb} not exist (an incomplete extraction, or a list of another data set?):"
             + shown_problems(missing, describe=lambda p: f"{p}{missing_file_hint(p)}")
@@ -817,7 +819,8 @@ def val_overlap_error(
     if not found:
         return None
     return (
-        f"training split {args.train_split!r} ({list_file}) holds {_count(found)} of the validation lists "
+        f"training split {args.train_split!r} ({list_file}) holds {counted(len(found), 'image')} "
+        "of the validation lists "
         f"{[str(f) for f in lists]}: {data.shown_names(found)}. Every validation score of the run would "
         "count images it was trained on (SBD's train and val sets contain VOC 2012 val images: the standard "
         "trainaug list of 10582 images leaves them out). Remove them from the training list, or "
@@ -839,7 +842,8 @@ def source_overlap_error(voc_root: Path, args: argparse.Namespace, *, own_comman
         found, lists = _val_images(sorted(trained), voc_root, args)
         if found:
             return (
-                f"{flag(option)} {path} was trained on {_count(found)} of the validation lists "
+                f"{flag(option)} {path} was trained on {counted(len(found), 'image')} "
+                "of the validation lists "
                 f"{[str(f) for f in lists]}: {data.shown_names(found)} (its recorded training split, e.g. a "
                 "trainval run with --allow-val-overlap): every validation score of the joint model would "
                 "count images its network was trained on. Start from a network trained without them, or "
@@ -864,10 +868,6 @@ def _val_images(
             if name in held:
                 found[name] = None
     return list(found), lists
-
-
-def _count(found: Sequence[str]) -> str:
-    return f"{len(found)} image{'s' if len(found) > 1 else ''}"
 
 
 def _override_advice(own_command: bool) -> str:
@@ -1872,7 +1872,8 @@ def _train(
         raise Interrupted(agreed or guard.requested or signal.SIGINT)
     if info.main:
         print(
-            f"[{stage}] done: {state.step} steps in {time.perf_counter() - t0:.1f} s; checkpoint {ckpt_path}",
+            f"[{stage}] done: {counted(state.step, 'step')} in {time.perf_counter() - t0:.1f} s; "
+            f"checkpoint {ckpt_path}",
             flush=True,
         )
 

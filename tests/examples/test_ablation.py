@@ -180,7 +180,7 @@ def test_summary_pairs_by_seed_and_counts_strict_wins() -> None:
         list(summary.values()), {"steps": 1, "val_images": 2, "joint_lr": 1e-3, "fusion_lr": 1e-4}
     )
     assert "| no_fusion | +0.0 | +5.0 | +2.5 | 1/1 |" in md and "| xavier | -30.0 | +0.0 | +0.0 | 0/1 |" in md
-    assert "2 seed(s) per row" in md  # the most seeds of any row
+    assert "2 seeds per row" in md  # the most seeds of any row
 
 
 def test_unset_options_come_from_quick_or_the_defaults() -> None:
@@ -1079,7 +1079,8 @@ def test_redraw_figure_draws_the_committed_rows_with_the_runs_title(
     monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": drawn.append((len(rows), path, title)))
     ablation.redraw_figure(tmp_path)
     rows = json.loads(text)["rows"]
-    title = f"joint model, synthetic VOC: 40 fine-tuning steps, {seeds} seed(s), 16 val images"
+    seeds_text = "1 seed" if seeds == 1 else f"{seeds} seeds"
+    title = f"joint model, synthetic VOC: 40 fine-tuning steps, {seeds_text}, 16 val images"
     assert drawn == [(len(rows), tmp_path / "ablation.png", title)]
 
     unfinished = json.loads(text)
@@ -1105,7 +1106,7 @@ def test_the_figure_title_names_the_data_as_ablation_md_does(
     ablation.redraw_figure(out)
     md_title = (out / "ablation.md").read_text().splitlines()[0]
     assert md_title.endswith(f", data: {tiny_voc})")
-    assert titles == [f"joint model, data: {tiny_voc}: 1 fine-tuning steps, 1 seed(s), 2 val images"] * 2
+    assert titles == [f"joint model, data: {tiny_voc}: 1 fine-tuning step, 1 seed, 2 val images"] * 2
     capsys.readouterr()
 
 

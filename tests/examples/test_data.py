@@ -542,7 +542,7 @@ def test_label_check_follows_num_classes(voc_copy):
     m = Image.fromarray(arr)
     m.putpalette(voc_palette())
     m.save(ds.mask_path(0))
-    with pytest.raises(ValueError, match=r"outside \{0\.\.4, 255\}: 5 \(1 pixels\)"):
+    with pytest.raises(ValueError, match=r"outside \{0\.\.4, 255\}: 5 \(1 pixel\)"):
         ds[0]
     assert set(build_dataset(voc_copy, "train", num_classes=6)[0]["target"].unique().tolist()) == {
         0,
@@ -980,17 +980,23 @@ def test_the_colour_note_of_an_rgb_mask_counts_every_colour_and_needs_all_in_the
 
 @pytest.mark.parametrize(
     "count, shown",
-    [(10, "21, 22, 23, 24, 25, 26, 27, 28, 29, 30"), (11, "21, 22, 23, 24, 25, 26, 27, 28, 29, 30, ...")],
+    [
+        (1, "21"),
+        (10, "21, 22, 23, 24, 25, 26, 27, 28, 29, 30"),
+        (11, "21, 22, 23, 24, 25, 26, 27, 28, 29, 30, ..."),
+    ],
 )
 def test_a_mask_error_shows_the_first_ten_bad_values(voc_copy, count, shown):
-    """The message lists up to ten of the label values out of range, then ``...`` when there are more."""
+    """The message lists up to ten of the label values out of range, then ``...`` when there are more, and
+    counts the bad pixels (``1 pixel``, ``10 pixels``)."""
     ds = VOCSegmentation(voc_copy, "train", sbd=True)
     arr = np.zeros(SIZE, np.uint8)
     arr[0, :count] = np.arange(21, 21 + count)
     Image.fromarray(arr).save(ds.mask_path(0))
     with pytest.raises(data.DataError) as info:
         ds[0]
-    assert str(info.value).endswith(f"outside {{0..20, 255}}: {shown} ({count} pixels)"), info.value
+    pixels = "1 pixel" if count == 1 else f"{count} pixels"
+    assert str(info.value).endswith(f"outside {{0..20, 255}}: {shown} ({pixels})"), info.value
 
 
 @pytest.mark.parametrize("orientation, hinted", [(5, True), (6, True), (7, True), (8, True), (3, False)])

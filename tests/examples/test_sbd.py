@@ -270,7 +270,7 @@ def test_every_bad_label_file_and_image_is_named_at_once(real_layout) -> None:
     assert text.startswith("3 problems in the files of the trainaug set") and "nothing was written" in text, (
         text
     )
-    assert "2008_000100.mat' has label values outside {0..20, 255}: 40 (1 pixels)" in text, text
+    assert "2008_000100.mat' has label values outside {0..20, 255}: 40 (1 pixel)" in text, text
     assert "2008_000101.mat' is 16x12 (HxW) but its image" in text and "transposed" in text, text
     assert "cannot read image file '" in text and "2008_000102.jpg'" in text, text
     assert not (voc / "SegmentationClassAug").exists() and not [p for p in voc.iterdir() if p.name[0] == "."]

@@ -2299,8 +2299,26 @@ def test_a_batch_larger_than_the_training_split_is_refused_before_the_folder_is_
     with pytest.raises(SystemExit) as info:
         train.main(train_args(tiny_voc, tmp_path / "a", "--stage", "seg", "--batch-size", "1000"))
     err = capsys.readouterr().err
-    assert info.value.code == 2 and "fewer than one batch (--batch-size 1000 x 1 processes)" in err
+    assert info.value.code == 2 and "fewer than one batch (--batch-size 1000 x 1 process)" in err
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize(
+    "size, world_size, counts",
+    [
+        (1, 1, "has 1 image, fewer than one batch (--batch-size 2 x 1 process)"),
+        (3, 2, "has 3 images, fewer than one batch (--batch-size 2 x 2 processes)"),
+    ],
+)
+def test_the_one_batch_check_counts_images_and_processes_in_words(size, world_size, counts) -> None:
+    """``1 image`` and ``1 process``, not ``1 images`` and ``1 processes``."""
+    from examples.voc_joint.cli import UsageError
+    from examples.voc_joint.distributed import DistInfo
+
+    args = argparse.Namespace(batch_size=2, train_split="train")
+    with pytest.raises(UsageError) as info:
+        train._check_batches(size, args, DistInfo(world_size=world_size), Path("voc"))
+    assert str(info.value) == f"training split 'train' of voc {counts}", info.value
 
 
 @pytest.mark.parametrize("option", ["--seg-lr", "--head-lr-mult", "--weight-decay", "--poly-power"])
