@@ -782,7 +782,7 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         repeated = [name for name, n in collections.Counter(self.names).items() if n > 1]
         if repeated:  # e.g. lists concatenated by hand: each repeat would count twice in an epoch or a score
             raise DataError(
-                f"split list file '{self.list_file}' names {len(repeated)} image(s) more than once: "
+                f"split list file '{self.list_file}' names {counted(len(repeated), 'image')} more than once: "
                 f"{shown_names(repeated)} "
                 "(each would count twice per epoch or in a score; list every image once, e.g. sort -u)"
             )

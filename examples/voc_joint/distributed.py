@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from examples.voc_joint.cli import UsageError
+from examples.voc_joint.wording import counted
 
 __all__ = [
     "MAIN_WORK_TIMEOUT",
@@ -100,8 +101,8 @@ def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = 
     index_text = want.partition(":")[2]
     if index_text.isdecimal() and int(index_text) != dev.index:
         if dev.type == "cuda" and torch.cuda.is_available():
-            count = torch.cuda.device_count()
-            raise ValueError(f"device {want!r} requested but this machine has {count} CUDA device(s)")
+            has = counted(torch.cuda.device_count(), "CUDA device")
+            raise ValueError(f"device {want!r} requested but this machine has {has}")
         dev = torch.device(dev.type, 0)  # refused below (no CUDA here, an index on the CPU), with want named
     if dev.type == "cpu":
         if dev.index is not None:  # torch accepts "cpu:3", and runs on the one CPU device anyway
@@ -112,8 +113,8 @@ def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = 
             raise ValueError(f"device {want!r} requested but CUDA is not available on this machine")
         index = local_rank if distributed else (dev.index or 0)
         if index >= torch.cuda.device_count():
-            count = torch.cuda.device_count()
-            raise ValueError(f"device 'cuda:{index}' requested but this machine has {count} CUDA device(s)")
+            has = counted(torch.cuda.device_count(), "CUDA device")
+            raise ValueError(f"device 'cuda:{index}' requested but this machine has {has}")
         return torch.device("cuda", index)
     raise ValueError(f"device {want!r} is not supported by this pipeline (use cpu or cuda[:N])")
 

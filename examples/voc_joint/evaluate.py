@@ -107,8 +107,8 @@ def _refuse_nan(name: str, logits: Tensor, batch: dict[str, Any], amp: bool) -> 
         if n
     ]
     raise FloatingPointError(
-        f"model output '{name}' holds {sum(per_image)} NaN value(s): the predicted classes of those pixels "
-        "would be arbitrary, so nothing is scored"
+        f"model output '{name}' holds {counted(sum(per_image), 'NaN value')}: the predicted classes of those "
+        "pixels would be arbitrary, so nothing is scored"
         + (" (amp: float16 can overflow; evaluate without it)" if amp else "")
         + "; NaN values by image:"
         + shown_problems(bad, one_line=True)

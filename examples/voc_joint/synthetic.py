@@ -367,8 +367,9 @@ def generate_synthetic_voc(
         foreign = _foreign_files(root) if root.is_dir() else []
         if foreign:  # the old set and its folder are removed: these would go with them
             raise FileExistsError(
-                f"refusing to replace the synthetic set in {root}: it also holds {len(foreign)} file(s) or "
-                f"folder(s) that the generator did not write, e.g. {foreign[0]}; move them out or choose a "
+                f"refusing to replace the synthetic set in {root}: it also holds "
+                f"{counted(len(foreign), 'file or folder', 'files or folders')} that the generator did not "
+                f"write, e.g. {foreign[0]}; move them out or choose a "
                 "new folder"
             )
         root.parent.mkdir(parents=True, exist_ok=True)

@@ -1508,7 +1508,9 @@ def cuda_rng_note(stage: str, state: dict[str, Any], device: torch.device) -> st
     if device.type != "cuda" or cuda_states_restorable(state):
         return None
     saved, visible = len(state.get("cuda") or []), torch.cuda.device_count()
-    held = f"the CUDA RNG states of {saved} GPU(s)" if saved else "no CUDA RNG state (a run without CUDA)"
+    held = "no CUDA RNG state (a run without CUDA)"
+    if saved:
+        held = f"the CUDA RNG states of {counted(saved, 'GPU')}"
     return (
         f"[{stage}] the checkpoint holds {held}, this process sees {visible}: they are not restored, so the "
         "GPU's random draws (dropout) differ and the result will not be bit-identical to an uninterrupted "
@@ -1535,8 +1537,9 @@ def _restore_rng(ckpt: dict[str, Any], args: argparse.Namespace, info: DistInfo,
     _seed_everything(derive_seed(args.seed, info.rank, step))
     if info.main:
         print(
-            f"[{stage}] the checkpoint holds the RNG states of {len(states)} process(es), this run has "
-            f"{info.world_size}: every process reseeds from (--seed {args.seed}, its rank, step {step})",
+            f"[{stage}] the checkpoint holds the RNG states of "
+            f"{counted(len(states), 'process', 'processes')}, this run has {info.world_size}: every process "
+            f"reseeds from (--seed {args.seed}, its rank, step {step})",
             flush=True,
         )
 

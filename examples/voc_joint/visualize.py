@@ -21,6 +21,7 @@ from torch import Tensor
 
 from examples.voc_joint.atomic import write_bytes_atomic
 from examples.voc_joint.data import IGNORE_INDEX, VOC_CLASSES, voc_palette
+from examples.voc_joint.wording import counted
 
 __all__ = [
     "PANEL_CLASSES_MAX",
@@ -71,9 +72,9 @@ def colorize(labels: Tensor | np.ndarray) -> np.ndarray:
             raise ValueError(f"labels must be integer class indices in [0, 255], got dtype {lab.dtype}")
         bad = lab[~np.isfinite(lab) | (lab != np.round(lab))]
         if bad.size:
+            got = counted(bad.size, "value that is not a whole number", "values that are not whole numbers")
             raise ValueError(
-                f"labels must be integer class indices in [0, 255], got {bad.size} value(s) that are not "
-                f"whole numbers, e.g. {bad.flat[0]}"
+                f"labels must be integer class indices in [0, 255], got {got}, e.g. {bad.flat[0]}"
             )
     if lab.size and (lab.min() < 0 or lab.max() >= PANEL_CLASSES_MAX):
         raise ValueError(f"labels must lie in [0, 255], got range [{lab.min()}, {lab.max()}]")
@@ -101,7 +102,7 @@ def _to_uint8_image(image: Tensor | np.ndarray) -> np.ndarray:
             raise ValueError(f"image must be float in [0, 1] or uint8, got dtype {img.dtype}")
         nan = int(np.isnan(img).sum())
         if nan:
-            raise ValueError(f"image must be float in [0, 1] or uint8, got {nan} NaN value(s)")
+            raise ValueError(f"image must be float in [0, 1] or uint8, got {counted(nan, 'NaN value')}")
         img = (np.clip(img, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
     return np.ascontiguousarray(img.transpose(1, 2, 0))
 

@@ -714,7 +714,7 @@ def test_a_list_naming_an_image_twice_is_refused(voc_copy):
     lst = voc_copy / "ImageSets" / "Segmentation" / "train.txt"
     names = lst.read_text().split()
     lst.write_text("\n".join([*names, names[1], names[0], names[1]]) + "\n")
-    repeated = rf"train\.txt' names 2 image\(s\) more than once: '{names[0]}', '{names[1]}'"
+    repeated = rf"train\.txt' names 2 images more than once: '{names[0]}', '{names[1]}'"
     with pytest.raises(data.DataError, match=repeated):
         VOCSegmentation(voc_copy, "train")
 

@@ -295,7 +295,7 @@ def test_ddp_processes_take_the_gpu_of_their_local_rank(monkeypatch: pytest.Monk
     assert distributed.resolve_device("cuda", local_rank=1, distributed=True) == torch.device("cuda", 1)
     assert distributed.resolve_device("cuda:1") == torch.device("cuda", 1)
     assert distributed.resolve_device("cuda", local_rank=1) == torch.device("cuda", 0)  # one process
-    with pytest.raises(ValueError, match=r"'cuda:2' requested but this machine has 2 CUDA device\(s\)"):
+    with pytest.raises(ValueError, match=r"'cuda:2' requested but this machine has 2 CUDA devices"):
         distributed.resolve_device("cuda", local_rank=2, distributed=True)
 
 
@@ -305,7 +305,7 @@ def test_a_device_index_torch_would_wrap_is_refused(monkeypatch: pytest.MonkeyPa
     ``cuda:112``. The index of the text is the one checked, on a GPU machine and on the CPU."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    wanted = rf"'cuda:{index}' requested but this machine has 2 CUDA device\(s\)"
+    wanted = rf"'cuda:{index}' requested but this machine has 2 CUDA devices"
     with pytest.raises(ValueError, match=wanted):
         distributed.resolve_device(f"cuda:{index}")
     with pytest.raises(ValueError, match=rf"device 'cpu:{index}': the CPU is one device, without an index"):
@@ -539,7 +539,7 @@ def test_each_process_resumes_with_its_own_rng_state(capsys: pytest.CaptureFixtu
     assert torch.initial_seed() == derive_seed(3, 0, 4)
     out = capsys.readouterr().out
     assert out == (
-        "[seg] the checkpoint holds the RNG states of 2 process(es), this run has 3: every process reseeds "
+        "[seg] the checkpoint holds the RNG states of 2 processes, this run has 3: every process reseeds "
         "from (--seed 3, its rank, step 4)\n"
     )
     train._restore_rng({"rng": states, "step": 4}, args, DistInfo(rank=2, world_size=3), "seg")

@@ -1060,7 +1060,7 @@ def test_nan_logits_are_refused_naming_the_output_and_the_image(voc, output):
     image; finite logits score as before."""
     names = build_dataset(voc, "val", crop_size=(16, 20)).names
     loader = DataLoader(build_dataset(voc, "val", crop_size=(16, 20)), batch_size=2)
-    match = rf"model output '{output}' holds 1 NaN value\(s\).* {names[1]} \(1\)$"
+    match = rf"model output '{output}' holds 1 NaN value: .* {names[1]} \(1\)$"
     with pytest.raises(FloatingPointError, match=match):
         evaluate(_NaNLogits(output, image=1), loader, device="cpu", progress=False)
     with pytest.raises(FloatingPointError) as info:  # only the image that holds NaN is named
@@ -1110,7 +1110,7 @@ def test_cli_nan_logits_are_one_line_with_exit_status_1_and_leave_the_earlier_re
     argv = [*_fake_checkpoint(monkeypatch, tmp_path, model=_NaNLogits("logits")), *argv[3:]]
     assert evaluate_mod.main(argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"{PROG}: error: model output 'logits' holds 1 NaN value(s)"), err
+    assert err.startswith(f"{PROG}: error: model output 'logits' holds 1 NaN value: "), err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert (tmp_path / "ev" / "metrics.json").read_bytes() == metrics
 

@@ -957,7 +957,7 @@ _BAD_TRAIN = [
     (["--scale-max", "inf"], "--scale-max: must be a finite number > 0"),
     (["--scale-min", "1.5", "--scale-max", "1.2"], "--scale-min 1.5 is larger than --scale-max 1.2"),
     (["--device", "tpu"], "--device: unknown device 'tpu'"),
-    # a device no machine has: "CUDA is not available" here, "this machine has N CUDA device(s)" on a GPU
+    # a device no machine has: "CUDA is not available" here, "this machine has N CUDA devices" on a GPU
     (["--device", "cuda:4096"], "--device: device 'cuda:4096' requested but "),
     (["--device", "meta"], "--device: device 'meta' is not supported by this pipeline"),
     (["--train-split", "../../etc/passwd"], "--train-split: must be a list name"),

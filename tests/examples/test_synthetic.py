@@ -415,9 +415,7 @@ def test_other_files_beside_a_set_to_replace_are_refused_not_deleted(tmp_path, c
     (root / extra).write_text("not the generator's")
     before = _digest(root)
     assert generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE) == root
-    with pytest.raises(
-        FileExistsError, match=r"it also holds 1 file\(s\) or folder\(s\) that the generator did"
-    ):
+    with pytest.raises(FileExistsError, match=r"it also holds 1 file or folder that the generator did"):
         generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, seed=1)
     assert _digest(root) == before
     argv = [

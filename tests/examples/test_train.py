@@ -370,7 +370,7 @@ def test_a_cuda_resume_that_cannot_restore_the_gpu_rng_states_says_so(monkeypatc
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     note = train.cuda_rng_note("joint", state, cuda)
     assert note is not None and note.startswith(
-        "[joint] the checkpoint holds the CUDA RNG states of 2 GPU(s), this process sees 1: they are not "
+        "[joint] the checkpoint holds the CUDA RNG states of 2 GPUs, this process sees 1: they are not "
         "restored"
     )
     assert note.endswith("make the same GPUs visible (CUDA_VISIBLE_DEVICES) to continue it bit for bit")

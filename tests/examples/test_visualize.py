@@ -173,8 +173,10 @@ def test_legend_names_come_from_class_names(monkeypatch):
 def test_colorize_refuses_float_labels_that_are_not_class_indices(value):
     """A NaN label was an IndexError ("index -9223372036854775808 is out of bounds"), 1.7 was drawn as class
     1: a float map must hold whole numbers (2.0 is class 2)."""
-    with pytest.raises(ValueError, match=r"labels must be integer class indices in \[0, 255\], got 1 value"):
+    with pytest.raises(ValueError, match=r"in \[0, 255\], got 1 value that is not a whole number, e\.g\. "):
         colorize(np.array([[value, 2.0]]))
+    with pytest.raises(ValueError, match=r"got 2 values that are not whole numbers, e\.g\. "):
+        colorize(np.array([[value, 0.5]]))
     assert tuple(colorize(np.array([[2.0]]))[0, 0]) == tuple(voc_palette()[6:9])
     with pytest.raises(ValueError, match="got dtype complex128"):
         colorize(np.array([[1 + 1j]]))
