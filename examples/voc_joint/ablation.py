@@ -978,8 +978,9 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         left_out = [r for r in rows if (r["init"], int(r["seed"])) not in planned]
         rows = [r for r in rows if (r["init"], int(r["seed"])) in planned]
         if left_out:
+            verb = "is" if len(left_out) == 1 else "are"
             print(
-                f"[ablation] {len(left_out)} finished runs are not in this plan ("
+                f"[ablation] {counted(len(left_out), 'finished run')} {verb} not in this plan ("
                 + ", ".join(f"{r['init']} seed {int(r['seed'])}" for r in left_out)
                 + "): left out of the summary, kept in ablation.json under 'left_out'",
                 flush=True,
@@ -995,7 +996,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             f"({counted(len(opts.variants), 'variant')} x {counted(opts.seeds, 'seed')}) "
             f"of {counted(opts.run_steps, 'step')}; "
             f"evaluation on {counted(settings['val_images'], 'validation image')} at "
-            f"step 0, every {opts.eval_every} steps and at the end",
+            f"step 0, every {counted(opts.eval_every, 'step')} and at the end",
             flush=True,
         )
         # the fine-tuning runs take the model options from the checkpoints (given ones may differ)

@@ -466,7 +466,12 @@ def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, 
     assert [(r["init"], r["seed"]) for r in res["left_out"]] == [("xavier", 0)]
     kept = json.loads((out / "ablation.json").read_text())["left_out"]
     assert [(r["init"], r["seed"], r["miou"]) for r in kept] == [("xavier", 0, 0.4)]
-    assert "1 finished runs are not in this plan (xavier seed 0)" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "1 finished run is not in this plan (xavier seed 0)" in out_text, out_text
+    assert (
+        "[ablation] 0 fine-tuning runs (1 variant x 1 seed) of 1 step; evaluation on 2 validation images"
+        in out_text
+    ), out_text
 
 
 def test_continuing_reuses_the_runs_an_earlier_plan_left_out(tiny_voc, tmp_path, one_thread, capsys) -> None:
