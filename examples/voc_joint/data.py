@@ -562,15 +562,16 @@ def _colour_mask_note(im: Image.Image) -> str:
     colours = np.unique(rgb[:, 0].astype(np.int64) << 16 | rgb[:, 1].astype(np.int64) << 8 | rgb[:, 2])
     palette = np.asarray(voc_palette(), dtype=np.int64).reshape(-1, 3)
     voc = palette[:, 0] << 16 | palette[:, 1] << 8 | palette[:, 2]
+    its, one = f"; its {counted(colours.size, 'colour')}", colours.size == 1
     if np.isin(colours, voc).all():
         return (
-            f"; its {colours.size} colours are all colours of the VOC palette (a palette mask saved as RGB, "
-            "e.g. read and written by OpenCV): map each colour back to its index in voc_palette() and save "
-            "the indices"
+            f"{its} {'is a colour' if one else 'are all colours'} of the VOC palette (a palette mask saved "
+            "as RGB, e.g. read and written by OpenCV): map each colour back to its index in voc_palette() "
+            "and save the indices"
         )
     return (
-        f"; its {colours.size} colours are not all in the VOC palette: a colour-coded mask? map each colour "
-        "to its class id and save the ids"
+        f"{its} {'is not' if one else 'are not all'} in the VOC palette: a colour-coded mask? map each "
+        "colour to its class id and save the ids"
     )
 
 

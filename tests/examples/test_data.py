@@ -895,7 +895,14 @@ def test_an_rgb_mask_in_voc_colours_says_so(voc_copy):
     with pytest.raises(data.DataError, match=rf"has PIL mode 'RGB': .*; {voc_colours}"):
         ds[0]
     Image.new("RGB", (SIZE[1], SIZE[0]), (10, 200, 30)).save(ds.mask_path(0))
-    with pytest.raises(data.DataError, match=r"mode 'RGB': .*; its 1 colours? (is|are) not .*VOC palette"):
+    with pytest.raises(
+        data.DataError, match=r"mode 'RGB': .*; its 1 colour is not in the VOC palette: a colour"
+    ):
+        ds[0]
+    Image.new("RGB", (SIZE[1], SIZE[0]), (0, 0, 0)).save(ds.mask_path(0))  # all background, saved as RGB
+    with pytest.raises(
+        data.DataError, match=r"; its 1 colour is a colour of the VOC palette \(a palette mask"
+    ):
         ds[0]
 
 
