@@ -1701,9 +1701,10 @@ def _run_locked(
             ckpt.get("batch_in_epoch", 0) or 0
         )  # the checkpoint's epoch has the same steps (else it says how many batches are skipped)
         where = _where(ckpt, sampler.steps_per_epoch if same_batches else None)
+        if skip and not same_batches:
+            where += f", skipping {counted(skip, 'done batch', 'done batches')}"
         print(
             f"[{stage}] resumed from {source}: {where}"
-            + (f", skipping {skip} done batches" if skip and not same_batches else "")
             + "".join(
                 f"\n[{stage}] option change: {c['option']} {c['old']!r} -> {c['new']!r}" for c in changes
             ),
@@ -1747,9 +1748,8 @@ def _where(ckpt: dict[str, Any], steps_per_epoch: int | None = None) -> str:
     step, epoch, done = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt.get("batch_in_epoch", 0) or 0)
     if not done:
         return f"the end of epoch {epoch} (step {step})"
-    of = f" of {steps_per_epoch}" if steps_per_epoch else ""
-    plural = "" if done == 1 and not of else "s"
-    return f"epoch {epoch + 1}, step {step} ({done}{of} step{plural} of the epoch done)"
+    steps = f"{done} of {counted(steps_per_epoch, 'step')}" if steps_per_epoch else counted(done, "step")
+    return f"epoch {epoch + 1}, step {step} ({steps} of the epoch done)"
 
 
 def _evaluate(

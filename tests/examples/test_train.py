@@ -1613,7 +1613,7 @@ def test_resume_after_a_batch_size_change_counts_the_skipped_batches_at_the_new_
     capsys.readouterr()
     out = train.main([*argv, "--resume", "--allow-option-changes"])["spixel"]
     text = capsys.readouterr().out
-    assert ": epoch 1, step 2 (2 steps of the epoch done), skipping 1 done batches\n" in text, text
+    assert ": epoch 1, step 2 (2 steps of the epoch done), skipping 1 done batch\n" in text, text
     assert load_checkpoint(out)["step"] == 3  # 1 step of 2 left in the epoch
 
 
