@@ -5,6 +5,8 @@ Variants, all with the same DeepLabV3+, the same batch and the same memory forma
 * ``deeplab``            DeepLabV3+ alone, cross-entropy;
 * ``joint_hard_noti``    + SpixelFCN + hard uniformization (no fusion stack) + spixel_loss;
 * ``joint_hard_ti``      + the transparent fusion stack (42 -> 128 -> 128 -> 21) -- the paper's model;
+  ``--fusion-hidden`` sets its logical hidden widths (default the training CLI's, ``64 64``: doubled by
+  the ReLU to 128; ``--fusion-hidden 64`` is one hidden layer, 42 -> 128 -> 21);
 * ``joint_soft_ti``      soft uniformization (segmentation loss reaches SpixelFCN) + transparent stack.
 
 One step is what the joint stage of ``examples/voc_joint/train.py`` does with its defaults: forward, loss
@@ -33,9 +35,11 @@ Usage::
     python benchmarks/bench_joint.py                      # CPU, B=2, 128x128, ResNet-18
     python benchmarks/bench_joint.py --backbone resnet101 --size 256 --levers
     python benchmarks/bench_joint.py --variants deeplab --no-breakdown --formats --rounds 15
+    python benchmarks/bench_joint.py --variants deeplab joint_hard_ti --fusion-hidden 64   # a shallower stack
     python benchmarks/bench_joint.py --device cuda --amp --backbone resnet101 --batch-size 8 --size 512
 
-Writes ``benchmarks/results/joint.json`` (or ``--out``), one entry per device/backbone/batch/size/amp.
+Writes ``benchmarks/results/joint.json`` (or ``--out``), one entry per device/backbone/batch/size/amp (and
+fusion widths, where they are not the training CLI's: ``..._fusion64`` for ``--fusion-hidden 64``).
 """
 
 from __future__ import annotations
@@ -78,11 +82,18 @@ from _harness import (  # noqa: E402
 from torch import Tensor, nn  # noqa: E402  # same reason
 
 VARIANTS = ("deeplab", "joint_hard_noti", "joint_hard_ti", "joint_soft_ti")
+#: The classes of every variant (PASCAL VOC's 21): the fusion stack's input is 2 x 21 channels.
+NUM_CLASSES = 21
 #: The networks of the memory-format study (``--formats``), each trained alone.
 FORMAT_NETWORKS = ("deeplab", "spixelfcn")
 # The training CLI's loss (cross-entropy summed over the labelled pixels / their count), one source.
-from examples.voc_joint.cli import DefaultsHelpFormatter  # noqa: E402  # after the sys.path set-up
+from examples.voc_joint.cli import DefaultsHelpFormatter, int_range  # noqa: E402  # after the sys.path set-up
 from examples.voc_joint.engine import cross_entropy  # noqa: E402  # after the sys.path set-up
+from examples.voc_joint.models._checks import (  # noqa: E402  # same reason: the fusion widths' bounds
+    MAX_FUSION_WIDTH,
+    fusion_weights_problem,
+    fusion_widths_problem,
+)
 from examples.voc_joint.models.build import MAX_CELL  # noqa: E402  # same reason: SpixelFCN's bound
 from examples.voc_joint.models.deeplabv3plus import BACKBONES  # noqa: E402  # same reason
 
@@ -144,7 +155,12 @@ def cli_defaults() -> dict[str, Any]:
     from examples.voc_joint import train
 
     d = train.build_parser().parse_args([])
-    return {"recompute": d.recompute_fusion, "recompute_loss": d.recompute_loss, "compile": d.compile}
+    return {
+        "recompute": d.recompute_fusion,
+        "recompute_loss": d.recompute_loss,
+        "compile": d.compile,
+        "fusion_hidden": d.fusion_hidden,
+    }
 
 
 def default_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -170,7 +186,7 @@ def build_model(
         if network_channels_last(opts.get("channels_last", False), "spixelfcn"):
             net.to(memory_format=torch.channels_last)
         return net.to(device).train()
-    deeplab = DeepLabV3Plus(21, args.backbone, 16)
+    deeplab = DeepLabV3Plus(NUM_CLASSES, args.backbone, 16)
     model: nn.Module
     if variant == "deeplab":
         model = deeplab
@@ -181,9 +197,10 @@ def build_model(
         joint = JointModel(
             deeplab,
             SpixelFCN(args.cell_size),
-            21,
+            NUM_CLASSES,
             mode=mode,
             fusion=variant.endswith("_ti"),
+            fusion_hidden=tuple(args.fusion_hidden),
             channels_last=opts.get("channels_last", False),
             recompute_fusion=bool(opts.get("recompute")),
             compile_refine=bool(opts.get("compile")),
@@ -213,7 +230,7 @@ def make_batch(
     SpixelFCN input itself)."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(args.batch_size, 3, args.size, args.size, generator=g)
-    y = torch.randint(0, 21, (args.batch_size, args.size, args.size), generator=g)
+    y = torch.randint(0, NUM_CLASSES, (args.batch_size, args.size, args.size), generator=g)
     if network_channels_last(channels_last, "deeplab"):
         x = x.contiguous(memory_format=torch.channels_last)
     return x.to(device), y.to(device)
@@ -230,7 +247,12 @@ def spixel_loss_of(assoc: Tensor, y: Tensor, args: argparse.Namespace, opts: dic
     from examples.voc_joint.engine import superpixel_loss
 
     return superpixel_loss(
-        assoc, y, args.cell_size, pos_weight=0.003, num_classes=21, recompute=bool(opts.get("recompute_loss"))
+        assoc,
+        y,
+        args.cell_size,
+        pos_weight=0.003,
+        num_classes=NUM_CLASSES,
+        recompute=bool(opts.get("recompute_loss")),
     )
 
 
@@ -649,7 +671,7 @@ def refine_step(
 ) -> Callable[[], None]:
     """Forward + backward of ``JointModel.refine`` (all after the two networks) on fixed ``S``, ``Q``."""
     g = torch.Generator().manual_seed(2)
-    shape = (args.batch_size, 21, args.size, args.size)
+    shape = (args.batch_size, NUM_CLASSES, args.size, args.size)
     s0 = (4 * torch.randn(shape, generator=g)).to(device)
     q0 = torch.softmax(torch.randn(args.batch_size, 9, args.size, args.size, generator=g), 1).to(device)
     # what the networks return in channels_last
@@ -857,6 +879,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="DeepLabV3+ BatchNorm in eval mode, as in the joint stage of the training CLI",
     )
+    p.add_argument(
+        "--fusion-hidden",
+        type=int_range(1, MAX_FUSION_WIDTH),
+        nargs="+",
+        default=defaults["fusion_hidden"],
+        help="logical hidden widths of the fusion stack, each >= 42 (2 x 21 classes) (default: the training "
+        "CLI's --fusion-hidden)",
+    )
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-part breakdown")
     p.add_argument(
         "--levers", action="store_true", help="also run the lever study (deeplab vs joint_hard_ti)"
@@ -921,6 +951,20 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--cell-size must be <= {MAX_CELL} (SpixelFCN's bound), got {args.cell_size}")
     if args.cell_size > args.size:  # one superpixel for the whole image: nothing to measure
         p.error(f"--cell-size {args.cell_size} is larger than --size {args.size}")
+    given = " ".join(map(str, args.fusion_hidden))
+    problem = fusion_widths_problem(list(args.fusion_hidden))
+    if problem:
+        p.error(f"--fusion-hidden must be {problem}, got {given}")
+    small = [h for h in args.fusion_hidden if h < 2 * NUM_CLASSES]
+    if small:
+        p.error(
+            f"--fusion-hidden {given}: every hidden width of a transparent stack must be at least its input "
+            f"width, the {2 * NUM_CLASSES} channels of [S, U(S)] (2 x {NUM_CLASSES} classes), got "
+            f"{' '.join(map(str, small))}"
+        )
+    too_big = fusion_weights_problem(list(args.fusion_hidden), NUM_CLASSES)
+    if too_big:
+        p.error(f"--fusion-hidden {given} {too_big}")
     if args.clock == "cpu" and cli_device(p, args.device).type != "cpu":
         p.error(f"--clock cpu measures CPU time and needs --device cpu, got --device {args.device}")
 
@@ -945,6 +989,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"B={args.batch_size}, {args.size}x{args.size}, {args.backbone}, {device}, amp={amp_used}, "
         f"channels_last={args.channels_last}, recompute={args.recompute}, "
         f"recompute_loss={args.recompute_loss}, compile={args.compile}, "
+        f"fusion_hidden={' '.join(map(str, args.fusion_hidden))}, "
         f"{args.threads} thread(s), {args.clock} clock, torch {torch.__version__}, load {load_text}"
     )
     cpu = cpu_model()
@@ -1034,6 +1079,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     existing = existing_entries(args.out)  # read again: another run may have added its entry meanwhile
     key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}" + ("_amp" if amp_used else "")
+    if list(args.fusion_hidden) != cli_defaults()["fusion_hidden"]:  # beside the default widths' entry
+        key += "_fusion" + "-".join(map(str, args.fusion_hidden))
     existing.pop(device.type, None)  # layout of an older version of this script
     existing[key] = result
     write_json(args.out, existing)

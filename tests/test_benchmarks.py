@@ -871,6 +871,64 @@ def test_bench_joint_amp_ignored_on_the_cpu_is_not_in_the_entrys_key(tmp_path, m
 
 
 @pytest.mark.examples
+def test_bench_joint_fusion_hidden_sets_the_stacks_widths_and_its_own_entry(tmp_path, monkeypatch):
+    """``--fusion-hidden`` builds the stack of those logical widths (doubled by the ReLU), records them in the
+    entry's config and writes the entry beside the default widths' one (``..._fusion64``), not over it. The
+    default is the training CLI's, so that the main table measures the CLI's model."""
+    bench = _import("bench_joint")
+    from examples.voc_joint import train
+
+    default = bench.build_parser().parse_args([]).fusion_hidden
+    assert default == train.build_parser().parse_args([]).fusion_hidden == [64, 64]
+    args = bench.build_parser().parse_args(["--size", "16", "--fusion-hidden", "64"])
+    args.channels_last = False
+    model = bench.build_model("joint_hard_ti", args, torch.device("cpu"), bench.default_options(args))
+    assert [tuple(c.weight.shape[:2]) for c in model.fusion.convs] == [(128, 42), (21, 128)]
+    out = tmp_path / "joint.json"
+    monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [])
+    for widths in (["64", "64"], ["64"], ["42", "42"]):
+        argv = ["--no-breakdown", "--threads", "1", "--variants", "deeplab", "--fusion-hidden", *widths]
+        bench.main([*argv, "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert list(data) == [
+        "cpu_resnet18_b2_128",
+        "cpu_resnet18_b2_128_fusion64",
+        "cpu_resnet18_b2_128_fusion42-42",
+    ]
+    assert [e["config"]["fusion_hidden"] for e in data.values()] == [[64, 64], [64], [42, 42]]
+
+
+@pytest.mark.examples
+@pytest.mark.parametrize(
+    ("widths", "said"),
+    [
+        (
+            ["40", "64"],
+            "--fusion-hidden 40 64: every hidden width of a transparent stack must be at least its input "
+            "width, the 42 channels of [S, U(S)] (2 x 21 classes), got 40",
+        ),
+        (["64"] * 17, "--fusion-hidden must be a list of 1 to 16 ints in [1, 65536], each two consecutive "),
+        (["8192"] * 5, "--fusion-hidden 8192 8192 8192 8192 8192 makes 268951552 fusion weights with 21 "),
+        (["0"], "argument --fusion-hidden: must be an integer in [1, 65536], got 0"),
+    ],
+)
+def test_bench_joint_refuses_fusion_widths_the_stack_cannot_have(widths, said, tmp_path, monkeypatch, capsys):
+    """Widths below the stack's input (2 x 21 channels), too many layers, too many weights or a width of 0 are
+    refused before the run (exit status 2), naming the option, the bound and the value."""
+    bench = _import("bench_joint")
+
+    def not_run(*rest):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(bench, "measure_pair_set", not_run)
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--fusion-hidden", *widths, "--out", str(tmp_path / "j.json")])
+    assert exc.value.code == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "j.json").exists()
+
+
+@pytest.mark.examples
 @pytest.mark.parametrize(
     ("text", "said"),
     [
