@@ -87,13 +87,13 @@ NUM_CLASSES = 21
 #: The networks of the memory-format study (``--formats``), each trained alone.
 FORMAT_NETWORKS = ("deeplab", "spixelfcn")
 # The training CLI's loss (cross-entropy summed over the labelled pixels / their count), one source.
-from examples.voc_joint.cli import DefaultsHelpFormatter, int_range  # noqa: E402  # after the sys.path set-up
-from examples.voc_joint.engine import cross_entropy  # noqa: E402  # after the sys.path set-up
-from examples.voc_joint.models._checks import (  # noqa: E402  # same reason: the fusion widths' bounds
-    MAX_FUSION_WIDTH,
-    fusion_weights_problem,
-    fusion_widths_problem,
+from examples.voc_joint.cli import (  # noqa: E402  # after the sys.path set-up
+    DefaultsHelpFormatter,
+    fusion_hidden_error,
+    int_range,
 )
+from examples.voc_joint.engine import cross_entropy  # noqa: E402  # after the sys.path set-up
+from examples.voc_joint.models._checks import MAX_FUSION_WIDTH  # noqa: E402  # same reason
 from examples.voc_joint.models.build import MAX_CELL  # noqa: E402  # same reason: SpixelFCN's bound
 from examples.voc_joint.models.deeplabv3plus import BACKBONES  # noqa: E402  # same reason
 
@@ -951,20 +951,9 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--cell-size must be <= {MAX_CELL} (SpixelFCN's bound), got {args.cell_size}")
     if args.cell_size > args.size:  # one superpixel for the whole image: nothing to measure
         p.error(f"--cell-size {args.cell_size} is larger than --size {args.size}")
-    given = " ".join(map(str, args.fusion_hidden))
-    problem = fusion_widths_problem(list(args.fusion_hidden))
-    if problem:
-        p.error(f"--fusion-hidden must be {problem}, got {given}")
-    small = [h for h in args.fusion_hidden if h < 2 * NUM_CLASSES]
-    if small:
-        p.error(
-            f"--fusion-hidden {given}: every hidden width of a transparent stack must be at least its input "
-            f"width, the {2 * NUM_CLASSES} channels of [S, U(S)] (2 x {NUM_CLASSES} classes), got "
-            f"{' '.join(map(str, small))}"
-        )
-    too_big = fusion_weights_problem(list(args.fusion_hidden), NUM_CLASSES)
-    if too_big:
-        p.error(f"--fusion-hidden {given} {too_big}")
+    error = fusion_hidden_error(args.fusion_hidden, NUM_CLASSES)
+    if error:
+        p.error(error)
     if args.clock == "cpu" and cli_device(p, args.device).type != "cpu":
         p.error(f"--clock cpu measures CPU time and needs --device cpu, got --device {args.device}")
 

@@ -43,6 +43,7 @@ __all__ = [
     "existing_file",
     "flag",
     "float_range",
+    "fusion_hidden_error",
     "given_options",
     "int_range",
     "one_process_error",
@@ -182,6 +183,38 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
 
     parse.__name__ = "int"
     return parse
+
+
+def fusion_hidden_error(hidden: Sequence[int], num_classes: int) -> str | None:
+    """The error of ``--fusion-hidden`` widths for a fusion stack over ``num_classes`` classes (``None``: they
+    are fine): more than 16 widths or a layer too wide
+    (:func:`~examples.voc_joint.models._checks.fusion_widths_problem`), a width below the stack's input (the
+    ``2 x num_classes`` channels of ``[S, U(S)]``), or more weights than
+    :func:`~examples.voc_joint.models._checks.fusion_weights_problem` allows. The training CLI words its own
+    (its classes come from ``--num-classes`` or a checkpoint); ``ablation.py`` and ``bench_joint.py`` use
+    this one.
+
+    Example:
+        >>> fusion_hidden_error([64, 64], 21) is None
+        True
+        >>> fusion_hidden_error([40, 64], 21)[:60]
+        '--fusion-hidden 40 64: every hidden width of a transparent s'
+    """
+    from examples.voc_joint.models._checks import fusion_weights_problem, fusion_widths_problem
+
+    given = " ".join(map(str, hidden))
+    problem = fusion_widths_problem(list(hidden))
+    if problem:
+        return f"--fusion-hidden must be {problem}, got {given}"
+    small = [h for h in hidden if h < 2 * num_classes]
+    if small:
+        return (
+            f"--fusion-hidden {given}: every hidden width of a transparent stack must be at least its input "
+            f"width, the {2 * num_classes} channels of [S, U(S)] (2 x {num_classes} classes), got "
+            f"{' '.join(map(str, small))}"
+        )
+    too_big = fusion_weights_problem(list(hidden), num_classes)
+    return None if too_big is None else f"--fusion-hidden {given} {too_big}"
 
 
 def float_range(

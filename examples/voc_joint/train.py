@@ -102,6 +102,7 @@ from examples.voc_joint.models.build import (  # the config schema's bounds: a m
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
 from examples.voc_joint.models.joint import (
     DEFAULT_CHANNELS_LAST,
+    DEFAULT_FUSION_HIDDEN,
     FUSION_INITS,
     MODES,
     ChannelsLast,
@@ -369,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fusion-hidden",
         type=int_range(1, MAX_FUSION_WIDTH),
         nargs="+",
-        default=[64, 64],
+        default=list(DEFAULT_FUSION_HIDDEN),
         help=f"logical hidden widths of the fusion stack (1 to {MAX_FUSION_DEPTH}, each >= 2 x classes)",
     )
     g.add_argument(

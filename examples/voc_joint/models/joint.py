@@ -74,6 +74,7 @@ from .fused_stack import Products, fused_stack
 
 __all__ = [
     "DEFAULT_CHANNELS_LAST",
+    "DEFAULT_FUSION_HIDDEN",
     "FUSION_INITS",
     "MODES",
     "ChannelsLast",
@@ -92,6 +93,10 @@ FusionInit = Literal["transparent", "xavier", "kaiming", "net2net", "zero_residu
 FusionActivation = Literal["relu", "leaky_relu"] | None
 FUSION_ACTIVATIONS: tuple[str | None, ...] = ("relu", "leaky_relu", None)
 FUSION_INITS: tuple[str, ...] = get_args(FusionInit)
+#: The fusion stack's logical hidden widths by default (the paper's: 42 -> 128 -> 128 -> 21 with ReLU, which
+#: doubles them); the default of :class:`JointModel`, the training CLI's ``--fusion-hidden``,
+#: ``ablation.py`` and ``bench_joint.py``.
+DEFAULT_FUSION_HIDDEN: tuple[int, ...] = (64, 64)
 
 #: ``channels_last`` of :class:`JointModel`: ``True`` (both networks), ``"spixelfcn"`` (the superpixel network
 #: only) or ``False``.
@@ -551,7 +556,7 @@ class JointModel(nn.Module):
         cell_size: int | None = None,
         mode: str = "hard",
         fusion: bool = True,
-        fusion_hidden: Sequence[int] = (64, 64),
+        fusion_hidden: Sequence[int] = DEFAULT_FUSION_HIDDEN,
         fusion_activation: FusionActivation = "relu",
         fusion_init: FusionInit = "transparent",
         generator: torch.Generator | int | None = 0,
