@@ -62,12 +62,14 @@ from examples.voc_joint.cli import (
     existing_file,
     flag,
     float_range,
+    fusion_hidden_error,
     int_range,
     output_path,
     run_command,
 )
 from examples.voc_joint.engine import CsvLogger
-from examples.voc_joint.models.joint import FUSION_INITS
+from examples.voc_joint.models._checks import MAX_FUSION_WIDTH
+from examples.voc_joint.models.joint import DEFAULT_FUSION_HIDDEN, FUSION_INITS
 from examples.voc_joint.wording import counted
 
 __all__ = [
@@ -125,6 +127,8 @@ QUICK: dict[str, Any] = {
 }
 #: The superpixel cell size of the pretraining (``--cell-size`` left unset, no checkpoints given).
 CELL_SIZE = 8
+#: The classes of a pretraining here (the training CLI's default, as the demo's): the fusion widths' bound.
+PRETRAIN_CLASSES = 21
 #: The boundary band shown in the Markdown table (pixels on each side of a ground-truth edge).
 TABLE_BAND = "3"
 POS = int_range(1)
@@ -239,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tuning lr of the fusion layers (default %(default)s)",
     )
     p.add_argument(
+        "--fusion-hidden",
+        type=int_range(1, MAX_FUSION_WIDTH),
+        nargs="+",
+        default=list(DEFAULT_FUSION_HIDDEN),
+        help="logical hidden widths of the fusion stack of every fusion init, each >= 2 x classes (default: "
+        f"the training CLI's, {' '.join(map(str, DEFAULT_FUSION_HIDDEN))}; 64 is one hidden layer)",
+    )
+    p.add_argument(
         "--max-val-images",
         type=POS,
         default=None,
@@ -271,15 +283,17 @@ def resolve(opts: argparse.Namespace) -> argparse.Namespace:
     return out
 
 
-def variant_options(variant: str) -> list[str]:
-    """Training-CLI options of one ablation row (all fine-tune the joint stage)."""
+def variant_options(variant: str, fusion_hidden: Sequence[int] | None = None) -> list[str]:
+    """Training-CLI options of one ablation row (all fine-tune the joint stage); ``fusion_hidden``: the
+    fusion stack's logical hidden widths of a fusion init (``None``: the training CLI's default)."""
     if variant == "no_superpixels":
         return ["--mode", "none", "--no-fusion"]
     if variant == "no_fusion":
         return ["--mode", "hard", "--no-fusion"]
     if variant not in FUSION_INITS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return ["--mode", "hard", "--fusion", "--fusion-init", variant]
+    widths = [] if fusion_hidden is None else ["--fusion-hidden", *map(str, fusion_hidden)]
+    return ["--mode", "hard", "--fusion", "--fusion-init", variant, *widths]
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -339,7 +353,7 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
         "--fusion-lr", str(opts.fusion_lr),
         "--seed", str(seed), "--epochs", str(opts.run_steps), "--log-every", "1", "--no-progress",
         "--output-dir", str(ctx.out),  # nothing is written there: the runs keep no checkpoints
-        *variant_options(variant),
+        *variant_options(variant, opts.fusion_hidden),
     ]  # fmt: skip
     args = train.resolve_stage_options("joint", train.build_parser().parse_args(argv))
     info = DistInfo(device=torch.device("cpu"))
@@ -526,8 +540,8 @@ def format_markdown(
         f"{counted(seeds, 'seed')} per row, "
         f"{counted(settings['val_images'], 'validation image')} (full size); learning rates: "
         f"networks {settings['joint_lr']:g}, SpixelFCN {settings['joint_lr'] / 10:g}, fusion "
-        f"{settings['fusion_lr']:g}. mIoU in %, mean ± sample std over seeds; boundary mIoU in the "
-        f"{TABLE_BAND} px band.",
+        f"{settings['fusion_lr']:g}.{_widths_note(settings)} mIoU in %, mean ± sample std over seeds; "
+        f"boundary mIoU in the {TABLE_BAND} px band.",
         "",
         "| init | seeds | step-0 mIoU | final mIoU | final boundary mIoU |",
         "|---|---:|---:|---:|---:|",
@@ -553,6 +567,19 @@ def format_markdown(
                 f"{_pm(s['diff_boundary_miou'], True)} | {s['wins']}/{s['paired_seeds']} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _other_widths(settings: dict[str, Any]) -> str | None:
+    """The fusion widths of ``settings`` as text (``"64"``) where they are not the default (the paper's, which
+    every ablation recorded before ``--fusion-hidden`` existed had), else ``None``."""
+    widths = list(settings.get("fusion_hidden", DEFAULT_FUSION_HIDDEN))
+    return None if widths == list(DEFAULT_FUSION_HIDDEN) else " ".join(map(str, widths))
+
+
+def _widths_note(settings: dict[str, Any]) -> str:
+    """`` Fusion stack: hidden widths 64 (not the paper's).`` for widths not the default, else ``""``."""
+    widths = _other_widths(settings)
+    return "" if widths is None else f" Fusion stack: hidden widths {widths} (not the paper's)."
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
@@ -660,9 +687,10 @@ def figure_title(settings: dict[str, Any], seeds: int, *, data: str = SYNTHETIC)
         >>> figure_title({"steps": 40, "val_images": 16}, 3)
         'joint model, synthetic VOC: 40 fine-tuning steps, 3 seeds, 16 val images'
     """
+    widths = _other_widths(settings)
     return (
         f"joint model, {data}: {counted(settings['steps'], 'fine-tuning step')}, {counted(seeds, 'seed')}, "
-        f"{counted(settings['val_images'], 'val image')}"
+        f"{counted(settings['val_images'], 'val image')}" + ("" if widths is None else f", fusion {widths}")
     )
 
 
@@ -748,6 +776,7 @@ def _run_settings(opts: argparse.Namespace, root: Path, val_images: int) -> dict
         "joint_lr": opts.joint_lr,
         "spixelfcn_lr": opts.joint_lr / 10,
         "fusion_lr": opts.fusion_lr,
+        "fusion_hidden": list(opts.fusion_hidden),
         "threads": opts.threads,
         "torch": torch.__version__,
     }
@@ -787,6 +816,8 @@ def _check_continuation(previous: dict[str, Any], current: dict[str, Any], path:
     from examples.voc_joint.resume import absolute_path
 
     recorded = previous.get("settings")
+    if isinstance(recorded, dict) and "fusion_hidden" not in recorded:  # before --fusion-hidden: the default
+        recorded = {**recorded, "fusion_hidden": list(DEFAULT_FUSION_HIDDEN)}
     if isinstance(recorded, dict) and not set(_CHECKPOINT_SETTINGS) <= set(current):
         recorded = {k: v for k, v in recorded.items() if k not in _CHECKPOINT_SETTINGS}
     if isinstance(recorded, dict):  # paths an earlier version recorded as typed: relative to this folder
@@ -1146,6 +1177,16 @@ def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> Non
                 )
     if len(set(opts.variants)) != len(opts.variants):
         parser.error(f"--variants lists a variant twice: {opts.variants}")
+    # the classes of a pretraining here; a given --seg-checkpoint's are checked when the stack is built
+    classes = PRETRAIN_CLASSES if opts.seg_checkpoint is None else 0
+    error = fusion_hidden_error(opts.fusion_hidden, classes)
+    if error:
+        parser.error(error)
+    if opts.fusion_hidden != list(DEFAULT_FUSION_HIDDEN) and not set(opts.variants) & set(FUSION_INITS):
+        parser.error(
+            f"--fusion-hidden {' '.join(map(str, opts.fusion_hidden))} with --variants "
+            f"{' '.join(opts.variants)}: no run has a fusion stack; drop --fusion-hidden or add a fusion init"
+        )
     check_output_dir(parser, _output_dir(opts), given=opts.output_dir is not None)
 
 

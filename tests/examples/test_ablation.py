@@ -206,6 +206,12 @@ def test_each_variant_trains_what_its_name_says(variant: str) -> None:
         assert (args.mode, args.fusion) == ("hard", False)
     else:
         assert (args.mode, args.fusion, args.fusion_init) == ("hard", True, variant)
+    assert args.fusion_hidden == [64, 64]  # the training CLI's default
+    # other widths go to the fusion inits only: the training CLI refuses --fusion-hidden with --no-fusion
+    options = ablation.variant_options(variant, [48])
+    assert ("--fusion-hidden" in options) == (variant in ablation.FUSION_INITS)
+    args = train.build_parser().parse_args(options)
+    assert args.fusion_hidden == ([48] if variant in ablation.FUSION_INITS else [64, 64])
     with pytest.raises(ValueError, match="variant must be one of"):
         ablation.variant_options("glorot")
 
@@ -915,6 +921,79 @@ def test_the_cell_size_is_the_checkpoints_and_a_contradicting_one_is_refused(
     capsys.readouterr()
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (
+            ["--fusion-hidden", "40", "64"],
+            "error: --fusion-hidden 40 64: every hidden width of a transparent stack must be at least its "
+            "input width, the 42 channels of [S, U(S)] (2 x 21 classes), got 40\n",
+        ),
+        (["--fusion-hidden", *["64"] * 17], "error: --fusion-hidden must be a list of 1 to 16 ints in "),
+        (["--fusion-hidden", "0"], "argument --fusion-hidden: must be an integer in [1, 65536], got 0"),
+        (
+            ["--fusion-hidden", "64", "--variants", "no_fusion", "no_superpixels"],
+            "error: --fusion-hidden 64 with --variants no_fusion no_superpixels: no run has a fusion stack; "
+            "drop --fusion-hidden or add a fusion init\n",
+        ),
+    ],
+)
+def test_fusion_widths_the_runs_cannot_have_are_refused_before_the_pretraining(given, said, capsys) -> None:
+    """Widths below the stack's input (2 x 21 channels: the classes of the pretraining here), too many layers,
+    a width of 0, or widths for a plan without a fusion init: exit status 2 before anything runs."""
+    parser = ablation.build_parser()
+    with pytest.raises(SystemExit) as info:
+        ablation.check_args(parser, parser.parse_args(given))
+    assert info.value.code == 2
+    assert said in capsys.readouterr().err
+    ablation.check_args(parser, parser.parse_args(["--fusion-hidden", "42"]))  # 2 x 21: the least width
+
+
+def test_other_fusion_widths_are_recorded_and_named_in_the_table_and_the_figure() -> None:
+    """An ablation of other widths than the paper's says so in ablation.md and in the figure's title; one of
+    the default widths, or one recorded before --fusion-hidden existed (no such setting), says nothing."""
+    settings = {"steps": 4, "val_images": 2, "joint_lr": 1e-3, "fusion_lr": 1e-4}
+    summary = ablation.summarize(
+        [{"init": "transparent", "seed": 0, "step0_miou": 0.1, "miou": 0.2, "boundary_miou": {"3": 0.1}}]
+    )
+    for recorded in (settings, {**settings, "fusion_hidden": [64, 64]}):
+        assert "Fusion stack" not in ablation.format_markdown(summary, recorded)
+        assert (
+            ablation.figure_title(recorded, 3)
+            == "joint model, synthetic VOC: 4 fine-tuning steps, 3 seeds, 2 val images"
+        )
+    other = {**settings, "fusion_hidden": [64]}
+    assert "fusion 0.0001. Fusion stack: hidden widths 64 (not the paper's). mIoU in %" in (
+        ablation.format_markdown(summary, other)
+    )
+    assert ablation.figure_title(other, 3).endswith(", 2 val images, fusion 64")
+
+
+def test_an_unfinished_ablation_recorded_before_fusion_widths_continues_with_the_default_only(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """An ablation.json written before --fusion-hidden existed records no widths: its runs had the default
+    ones, so a continuation with them goes on, and one with other widths is refused, naming both."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+    ablation.main(argv)
+    data = json.loads((out / "ablation.json").read_text())
+    assert data["settings"]["fusion_hidden"] == [64, 64]
+    del data["settings"]["fusion_hidden"]
+    data["complete"], data["rows"] = False, []
+    (out / "ablation.json").write_text(json.dumps(data))
+    stale = (out / "ablation.json").read_text()
+    with pytest.raises(SystemExit) as info:
+        ablation.main([*argv, "--variants", "transparent", "--fusion-hidden", "48"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "  fusion_hidden: [64, 64] (unfinished ablation) -> [48] (now)" in err
+    assert (out / "ablation.json").read_text() == stale
+    assert ablation.main(argv)["settings"]["fusion_hidden"] == [64, 64]
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("option", ["--seg-epochs", "--spixel-epochs"])
 def test_pretraining_epochs_with_pretrained_checkpoints_refused(tmp_path, option, capsys) -> None:
     """The epochs set the pretraining, which the checkpoints replace: refused, not ignored."""
@@ -1141,6 +1220,7 @@ def test_every_run_gets_the_recorded_rates_and_its_seed_and_a_control_is_scored_
 
     calls: list[str] = []
     built: list[tuple] = []
+    widths: list[list[int] | None] = []
 
     def fake_evaluate(model, loader, **kwargs) -> dict:
         calls.append("eval")
@@ -1154,6 +1234,7 @@ def test_every_run_gets_the_recorded_rates_and_its_seed_and_a_control_is_scored_
         built.append(
             (args.lr, args.spixel_lr, args.fusion_lr, args.seed, args.fusion_init if args.fusion else None)
         )
+        widths.append(args.fusion_hidden if args.fusion else None)
         return build_train_state(stage, args, *rest, **kwargs)
 
     monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
@@ -1163,11 +1244,25 @@ def test_every_run_gets_the_recorded_rates_and_its_seed_and_a_control_is_scored_
     argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
     at = argv.index("no_fusion")
     argv[at : at + 1] = ["xavier", "no_fusion"]
-    res = ablation.main([*argv, "--seeds", "2", "--steps", "1", "--joint-lr", "0.05", "--fusion-lr", "0.003"])
+    argv += [
+        "--seeds",
+        "2",
+        "--steps",
+        "1",
+        "--joint-lr",
+        "0.05",
+        "--fusion-lr",
+        "0.003",
+        "--fusion-hidden",
+        "48",
+    ]
+    res = ablation.main(argv)
     rates = (0.05, 0.05 / 10, 0.003)
     assert built == [(*rates, 0, "xavier"), (*rates, 0, None), (*rates, 1, "xavier"), (*rates, 1, None)]
+    assert widths == [[48], None, [48], None]  # the fusion init's stack; the control has none
     settings = res["settings"]
     assert (settings["joint_lr"], settings["spixelfcn_lr"], settings["fusion_lr"]) == rates
+    assert settings["fusion_hidden"] == [48]
     # seeds 0 and xavier 1: build, step 0, step 1; no_fusion seed 1: build, step 1 only
     assert calls == ["build", "eval", "eval"] * 3 + ["build", "eval"]
     by = {(r["init"], r["seed"]): r for r in res["rows"]}
