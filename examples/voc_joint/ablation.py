@@ -10,8 +10,9 @@ its pretraining, ``--quick`` about 3):
    initialization of :data:`~examples.voc_joint.models.joint.FUSION_INITS` -- ``transparent`` (the paper),
    ``xavier``, ``kaiming``, ``net2net``, ``zero_residual`` -- and the demo's two controls, ``no_superpixels``
    (DeepLabV3+ fine-tuned alike: mode ``none``, no fusion) and ``no_fusion`` (superpixel uniformization
-   alone), all for the same steps with the same learning rates. The seed sets the fusion layers' random
-   draws, the data order and augmentation, and dropout;
+   alone), all for the same steps with the same learning rates (``--fusion-hidden`` sets the stack's widths
+   for every fusion init: the paper's by default). The seed sets the fusion layers' random draws, the data
+   order and augmentation, and dropout;
 3. scores every run on the validation split (full images) at step 0, every ``--eval-every`` steps and at the
    end (mIoU, boundary mIoU in 1 / 3 / 5 px bands) and records its loss at every step;
 4. writes into ``--output-dir``: ``ablation.json`` (``{"rows": [{"init", "seed", "step0_miou", "miou",
