@@ -1068,7 +1068,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     existing = existing_entries(args.out)  # read again: another run may have added its entry meanwhile
     key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}" + ("_amp" if amp_used else "")
-    if list(args.fusion_hidden) != cli_defaults()["fusion_hidden"]:  # beside the default widths' entry
+    if list(args.fusion_hidden) != p.get_default("fusion_hidden"):  # beside the default widths' entry
         key += "_fusion" + "-".join(map(str, args.fusion_hidden))
     existing.pop(device.type, None)  # layout of an older version of this script
     existing[key] = result

@@ -128,8 +128,6 @@ QUICK: dict[str, Any] = {
 }
 #: The superpixel cell size of the pretraining (``--cell-size`` left unset, no checkpoints given).
 CELL_SIZE = 8
-#: The classes of a pretraining here (the training CLI's default, as the demo's): the fusion widths' bound.
-PRETRAIN_CLASSES = 21
 #: The boundary band shown in the Markdown table (pixels on each side of a ground-truth edge).
 TABLE_BAND = "3"
 POS = int_range(1)
@@ -1178,8 +1176,10 @@ def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> Non
                 )
     if len(set(opts.variants)) != len(opts.variants):
         parser.error(f"--variants lists a variant twice: {opts.variants}")
-    # the classes of a pretraining here; a given --seg-checkpoint's are checked when the stack is built
-    classes = PRETRAIN_CLASSES if opts.seg_checkpoint is None else 0
+    from examples.voc_joint.train import CHECKPOINT_MODEL_OPTIONS
+
+    # a pretraining here has the training CLI's classes; a given --seg-checkpoint's are checked by the model
+    classes = CHECKPOINT_MODEL_OPTIONS["num_classes"].default if opts.seg_checkpoint is None else None
     error = fusion_hidden_error(opts.fusion_hidden, classes)
     if error:
         parser.error(error)

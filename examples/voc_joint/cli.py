@@ -185,14 +185,16 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def fusion_hidden_error(hidden: Sequence[int], num_classes: int) -> str | None:
+def fusion_hidden_error(hidden: Sequence[int], num_classes: int | None) -> str | None:
     """The error of ``--fusion-hidden`` widths for a fusion stack over ``num_classes`` classes (``None``: they
     are fine): more than 16 widths or a layer too wide
     (:func:`~examples.voc_joint.models._checks.fusion_widths_problem`), a width below the stack's input (the
     ``2 x num_classes`` channels of ``[S, U(S)]``), or more weights than
-    :func:`~examples.voc_joint.models._checks.fusion_weights_problem` allows. The training CLI words its own
-    (its classes come from ``--num-classes`` or a checkpoint); ``ablation.py`` and ``bench_joint.py`` use
-    this one.
+    :func:`~examples.voc_joint.models._checks.fusion_weights_problem` allows. ``num_classes=None`` (not known
+    yet: a checkpoint's) checks the widths and the hidden layers' weights; the model checks the rest when it
+    is built. The training CLI
+    words its own (its classes come from ``--num-classes`` or a checkpoint); ``ablation.py`` and
+    ``bench_joint.py`` use this one.
 
     Example:
         >>> fusion_hidden_error([64, 64], 21) is None
@@ -206,6 +208,16 @@ def fusion_hidden_error(hidden: Sequence[int], num_classes: int) -> str | None:
     problem = fusion_widths_problem(list(hidden))
     if problem:
         return f"--fusion-hidden must be {problem}, got {given}"
+    if num_classes is None:  # the hidden layers alone bound the weights from below
+        from examples.voc_joint.models._checks import FUSION_WEIGHTS_MAX, fusion_weights
+
+        hidden_weights = fusion_weights(list(hidden), 0)
+        if hidden_weights <= FUSION_WEIGHTS_MAX:
+            return None
+        return (
+            f"--fusion-hidden {given}: its hidden layers alone make {hidden_weights} fusion weights, at most "
+            f"{FUSION_WEIGHTS_MAX}"
+        )
     small = [h for h in hidden if h < 2 * num_classes]
     if small:
         return (

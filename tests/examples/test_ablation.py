@@ -949,6 +949,21 @@ def test_fusion_widths_the_runs_cannot_have_are_refused_before_the_pretraining(g
     ablation.check_args(parser, parser.parse_args(["--fusion-hidden", "42"]))  # 2 x 21: the least width
 
 
+def test_fusion_widths_with_given_checkpoints_are_checked_without_their_classes(tmp_path, capsys) -> None:
+    """With --seg-checkpoint the classes are the checkpoint's (checked when the stack is built), so a width
+    below 2 x 21 passes the command-line check, but a stack whose hidden layers alone have too many weights
+    is still refused before anything runs."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    parser = ablation.build_parser()
+    given = ["--seg-checkpoint", str(seg), "--spixel-checkpoint", str(spx), "--fusion-hidden"]
+    ablation.check_args(parser, parser.parse_args([*given, "40"]))
+    with pytest.raises(SystemExit) as info:
+        ablation.check_args(parser, parser.parse_args([*given, *["8192"] * 16]))
+    assert info.value.code == 2
+    said = "its hidden layers alone make 1006632960 fusion weights, at most 268435456"
+    assert said in capsys.readouterr().err
+
+
 def test_other_fusion_widths_are_recorded_and_named_in_the_table_and_the_figure() -> None:
     """An ablation of other widths than the paper's says so in ablation.md and in the figure's title; one of
     the default widths, or one recorded before --fusion-hidden existed (no such setting), says nothing."""
