@@ -611,16 +611,32 @@ def _addmm_inplace_flops(
     return 2 * a[0] * a[1] * b[1]
 
 
+def _conv_add_inplace_flops(
+    other_shape: Any, x: Any, w: Any, *rest: Any, out_shape: Any = None, **kw: Any
+) -> int:
+    """FLOPs of oneDNN's ``other += conv(x, w)`` (``torch.ops.mkldnn._convolution_pointwise_``, the fused
+    stack's first layer on the CPU), which torch's FLOP counter does not count: 2 per weight per output."""
+    per_output = 1
+    for d in w[1:]:  # (C_in / groups) x kernel
+        per_output *= d
+    outputs = 1
+    for d in other_shape:
+        outputs *= d
+    return 2 * outputs * per_output
+
+
 def step_flops(step: Callable[[], None], opts: dict[str, Any]) -> int | None:
     """FLOPs of the convolutions and matrix products of one call of ``step`` (a training step of
     :func:`make_step`: forward + backward), counted by ``torch.utils.flop_counter`` (the fused stack's
-    in-place ``addmm_`` included; elementwise work, the optimizer and the superpixel ops are not counted).
-    ``None`` with ``compile``."""
+    in-place ``addmm_`` and oneDNN convolutions with a sum post-op included; elementwise work, the optimizer
+    and the superpixel ops are not counted). ``None`` with ``compile``."""
     if opts.get("compile"):
         return None
     from torch.utils.flop_counter import FlopCounterMode
 
-    mapping = {torch.ops.aten.addmm_: _addmm_inplace_flops}
+    mapping: dict[Any, Callable[..., int]] = {torch.ops.aten.addmm_: _addmm_inplace_flops}
+    if torch.backends.mkldnn.is_available():
+        mapping[torch.ops.mkldnn._convolution_pointwise_] = _conv_add_inplace_flops
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         step()
     flops: int = counter.get_total_flops()
@@ -1013,6 +1029,7 @@ def main(argv: list[str] | None = None) -> dict:
             "torch": torch.__version__,
             "threads": args.threads,
             "load_average_at_start": load0,
+            "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),  # the table's timings done
             # glibc's malloc options (they change the page faults of every step: see minor_faults)
             "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},
         },

@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: the runs drawn, one configuration each (same row and breakdown schema as ``joint.json``, which holds both
 #: configurations of 2026-12-01, the code of that day)
 JOINT_JSONS = (
-    ROOT / "benchmarks" / "results" / "joint_resnet18_20261203_ucells_epyc.json",
-    ROOT / "benchmarks" / "results" / "joint_resnet101_20261203_ucells_epyc.json",
+    ROOT / "benchmarks" / "results" / "joint_resnet18_20261205_convadd_5_epyc.json",
+    ROOT / "benchmarks" / "results" / "joint_resnet101_20261205_convadd_epyc.json",
 )
 OUT = ROOT / "docs" / "_static" / "joint_cost.png"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -893,7 +894,9 @@ def test_pooled_backward_runs_no_chunk_it_does_not_need(monkeypatch: pytest.Monk
 @pytest.mark.parametrize("numel", [1, 7, 8, 63, 64, 65, 1000])
 def test_sign_bits_round_trip(numel: int) -> None:
     """``pack_positive_`` / ``unpack_positive`` give back ``h > 0`` for every length (padding to whole 8-byte
-    words), for random signs, all set, none set, ``-0.0`` and NaN (not positive)."""
+    words), for random signs, all set, none set, ``-0.0`` and NaN (not positive); the CPU's numpy bits and
+    the shifts of other devices (run here on the CPU) are the same bytes, and each unpacks the other's."""
+    from examples.voc_joint.models import _stack_backward as sb
     from examples.voc_joint.models._stack_backward import pack_positive_, packed_size, unpack_positive
 
     g = torch.Generator().manual_seed(numel)
@@ -909,6 +912,11 @@ def test_sign_bits_round_trip(numel: int) -> None:
         assert packed.numel() % 8 == 0 and packed.numel() * 8 >= numel > packed.numel() * 8 - 64
         back = unpack_positive(pack_positive_(h, packed), torch.empty(numel))
         assert torch.equal(back, (h > 0).float())
+        shifted = torch.full_like(packed, 0xFF)  # (stale bytes: the padding must be written too)
+        with mock.patch.object(sb, "_numpy_bits", return_value=False):
+            pack_positive_(h, shifted)
+            assert torch.equal(unpack_positive(packed, torch.full((numel,), 7.0)), back)
+        assert torch.equal(shifted, packed)
 
 
 def test_pool_of_the_wrong_shape_is_refused() -> None:
@@ -1097,3 +1105,29 @@ def test_conv_stack_refuses_u_per_superpixel_without_pool() -> None:
     ws, bs = _params([6, 8, 3], [True, True], torch.float32, torch.device("cpu"))
     with pytest.raises(ValueError, match=r"u per superpixel \[B, N_s, C\] needs pool .*got u \(2, 9, 3\)"):
         fcs.fused_conv_stack(s, u_cells, ws, bs, 0.0)
+
+
+@needs_onednn
+@pytest.mark.parametrize("compiling", [False, True])
+@pytest.mark.parametrize("slope", [None, 0.0, 0.2])
+def test_first_layer_is_written_into_the_rows_of_t(
+    monkeypatch: pytest.MonkeyPatch, slope: float | None, compiling: bool
+) -> None:
+    """:func:`_conv_add_` returns ``act(conv(x, w) + first)`` in ``first``'s memory (a channels-last view of
+    it): oneDNN's sum post-op on float32, up to float rounding (it adds ``first`` inside its accumulation:
+    1 ulp apart here), and the plain form, to the last bit, under the compiler and in float64."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(1, 5, 3, 7, generator=g, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(6, 5, 1, 1, generator=g, dtype=dtype)
+        first = torch.randn(21, 6, generator=g, dtype=dtype)
+        conv = F.conv2d(x, w)
+        want = conv + first.view(1, 3, 7, 6).permute(0, 3, 1, 2)
+        want = want if slope is None else F.leaky_relu(want, slope)
+        got = fcs._conv_add_(first, x, w, slope)
+        assert got.data_ptr() == first.data_ptr() and got.is_contiguous(memory_format=torch.channels_last)
+        if compiling or dtype == torch.float64:
+            assert torch.equal(got, want)
+        else:
+            torch.testing.assert_close(got, want)

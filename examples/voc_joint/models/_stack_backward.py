@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -74,11 +75,25 @@ def packed_size(numel: int) -> int:
     return -(-numel // 64) * 8
 
 
+def _numpy_bits(h: Tensor) -> bool:
+    """Whether the sign bits of ``h`` (:func:`pack_positive_`, :func:`unpack_positive`) go through numpy: a
+    float32 or float64 CPU tensor."""
+    return h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64)
+
+
 def pack_positive_(h: Tensor, out: Tensor) -> Tensor:
     """The bits ``h > 0`` of a flat ``h`` (in its memory order) packed 8 per byte into ``out`` (uint8,
     :func:`packed_size` bytes): the activation's derivative where only its sign is needed, at 1/32 of a
-    float32 copy. Shifts and ORs on 8-byte words (no multiplication that could overflow). Returns ``out``."""
+    float32 copy. Element ``8 k + j`` is bit ``j`` of byte ``k``; the padding bits are 0. On the CPU (float32
+    and float64) numpy's ``packbits`` makes the bytes in one pass (0.10 ms for 2**20 values on the 2-core VM,
+    where the shifts take 0.36-0.52 ms); elsewhere shifts and ORs on 8-byte words (no multiplication that
+    could overflow) make the same bytes. Returns ``out``."""
     n = h.numel()
+    if _numpy_bits(h):
+        bits = torch.from_numpy(np.packbits(h.detach().numpy() > 0, bitorder="little"))
+        out[: bits.numel()].copy_(bits)
+        out[bits.numel() :].zero_()
+        return out
     mask = torch.zeros(out.numel() * 8, dtype=torch.bool, device=h.device)
     torch.gt(h, 0, out=mask[:n])
     x = mask.view(torch.uint8).view(torch.int64)  # word k: the 0/1 bytes of elements 8k .. 8k + 7
@@ -90,7 +105,10 @@ def pack_positive_(h: Tensor, out: Tensor) -> Tensor:
 
 def unpack_positive(packed: Tensor, out: Tensor) -> Tensor:
     """The inverse of :func:`pack_positive_`: ``out`` (flat, float, the ``h`` it was packed from in memory
-    order) gets 1 where ``h > 0`` and 0 elsewhere. Returns ``out``."""
+    order) gets 1 where ``h > 0`` and 0 elsewhere (numpy's ``unpackbits`` on the CPU). Returns ``out``."""
+    if _numpy_bits(out):
+        bits = np.unpackbits(packed.numpy(), count=out.numel(), bitorder="little")
+        return out.copy_(torch.from_numpy(bits))
     y = packed.to(torch.int64)
     y = (y | (y << 28)) & 0x0000000F0000000F  # bits 4-7 to the upper half
     y = (y | (y << 14)) & 0x0003000300030003

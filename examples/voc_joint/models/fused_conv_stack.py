@@ -93,6 +93,26 @@ def _rows_view(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
+def _conv_add_(first: Tensor, x: Tensor, w: Tensor, slope: float | None) -> Tensor:
+    """``act(conv(x, w) + first)`` written into ``first`` (``(rows W, h_1)``; returned as the channels-last
+    ``(1, h_1, rows, W)`` view of it): oneDNN adds the convolution to ``first`` in its output pass (a sum
+    post-op, the ReLU fused too), where a plain convolution writes a new tensor that an ``add_`` and the
+    activation then read and write again. The convolution's own output was a fresh 4 MB block a chunk, whose
+    pages the allocator had to fault in again at every call: the stack's forward + backward ran 0.84-0.88x
+    the time of that form at B=2, 128 px (paired, the 2-core VM, 2026-12-05). Under the compiler (which has
+    its own fusions) and in float64 (which oneDNN's fused form refuses; the tests' gradchecks), the plain
+    form. The two agree up to float rounding (the post-op adds ``first`` inside oneDNN's accumulation)."""
+    _, _, rows, width = x.shape
+    z = first.view(1, rows, width, first.shape[-1]).permute(0, 3, 1, 2)  # channels-last, no copy
+    if torch.compiler.is_compiling() or x.dtype != torch.float32:
+        z.add_(F.conv2d(x, w))
+        return act_(z, slope)
+    torch.ops.mkldnn._convolution_pointwise_.binary(
+        z, x, w, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, "relu" if slope == 0.0 else None, [], None
+    )
+    return z if slope == 0.0 else act_(z, slope)
+
+
 def _hidden(
     x: Tensor,
     filters: Sequence[Tensor],
@@ -102,14 +122,16 @@ def _hidden(
 ) -> list[Tensor]:
     """The hidden activations of one chunk: ``act(conv(x))`` through every layer but the last; ``first``
     (``(rows W, h_1)``, the chunk's rows of ``T``) is added to the first layer's output before its activation
-    (the first filter and bias then cover ``S`` only: ``W_S`` and no bias)."""
+    (the first filter and bias then cover ``S`` only: ``W_S S`` and no bias), in place: the first hidden
+    activation is ``first``'s memory (:func:`_conv_add_`)."""
     hs = []
     for w, b in zip(filters[:-1], biases[:-1], strict=True):
-        z = F.conv2d(x, w, b)
         if first is not None:
-            _rows_view(z).add_(first)
+            assert b is None  # (T holds the first bias)
+            x = _conv_add_(first, x, w, slope)
             first = None
-        x = act_(z, slope)
+        else:
+            x = act_(F.conv2d(x, w, b), slope)
         hs.append(x)
     return hs
 
@@ -214,7 +236,9 @@ class _FusedConvStack(torch.autograd.Function):
         batch, c, height, width = s.shape
         chunk_rows = min(rows, height)
         buf = _cl_buffer(s, c if table is not None else 2 * c, chunk_rows, width)
-        t_rows = _table_buffer(s, table, chunk_rows, width)
+        # (the first hidden activation is written into T's rows: one buffer for every chunk only where the
+        # activations are not kept for backward)
+        t_rows = _table_buffer(s, table if recompute else None, chunk_rows, width)
         hidden: list[Tensor] = []
         if pool_ids is not None:
             assert pool_inv is not None
