@@ -1131,3 +1131,31 @@ def test_first_layer_is_written_into_the_rows_of_t(
             assert torch.equal(got, want)
         else:
             torch.testing.assert_close(got, want)
+
+
+@needs_onednn
+def test_first_layer_falls_back_to_the_plain_form_where_onednn_refuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A build of torch without oneDNN's fused operator (an internal one, which raises) gets the plain form,
+    the same sum to the last bit, then and in every later call, without trying the operator again."""
+    calls: list[int] = []
+
+    def refuse(*args: Any) -> None:
+        calls.append(1)
+        raise RuntimeError("mkldnn_convolution_pointwise_binary_: not in this build")
+
+    class Ops:  # torch.ops.mkldnn without a working _convolution_pointwise_
+        _convolution_pointwise_ = type("Op", (), {"binary": staticmethod(refuse)})
+
+    monkeypatch.setitem(fcs._ONEDNN_SUM, "usable", True)
+    monkeypatch.setattr(torch.ops, "mkldnn", Ops())
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 5, 3, 7, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(6, 5, 1, 1, generator=g)
+    for _ in range(2):
+        first = torch.randn(21, 6, generator=g)
+        want = (F.conv2d(x, w) + first.view(1, 3, 7, 6).permute(0, 3, 1, 2)).relu()
+        got = fcs._conv_add_(first, x, w, 0.0)
+        assert got.data_ptr() == first.data_ptr() and torch.equal(got, want)
+    assert calls == [1] and fcs._ONEDNN_SUM["usable"] is False

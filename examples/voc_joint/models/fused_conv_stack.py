@@ -104,13 +104,21 @@ def _conv_add_(first: Tensor, x: Tensor, w: Tensor, slope: float | None) -> Tens
     form. The two agree up to float rounding (the post-op adds ``first`` inside oneDNN's accumulation)."""
     _, _, rows, width = x.shape
     z = first.view(1, rows, width, first.shape[-1]).permute(0, 3, 1, 2)  # channels-last, no copy
-    if torch.compiler.is_compiling() or x.dtype != torch.float32:
-        z.add_(F.conv2d(x, w))
-        return act_(z, slope)
-    torch.ops.mkldnn._convolution_pointwise_.binary(
-        z, x, w, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, "relu" if slope == 0.0 else None, [], None
-    )
-    return z if slope == 0.0 else act_(z, slope)
+    if _ONEDNN_SUM["usable"] and x.dtype == torch.float32 and not torch.compiler.is_compiling():
+        unary = "relu" if slope == 0.0 else None
+        try:
+            torch.ops.mkldnn._convolution_pointwise_.binary(
+                z, x, w, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, unary, [], None
+            )
+            return z if slope == 0.0 else act_(z, slope)
+        except (AttributeError, NotImplementedError, RuntimeError):  # (it checks its inputs before writing)
+            _ONEDNN_SUM["usable"] = False  # a torch build without the fused operator: the plain form now on
+    z.add_(F.conv2d(x, w))
+    return act_(z, slope)
+
+
+#: whether :func:`_conv_add_` uses oneDNN's fused operator (an internal one of torch, which a build may lack)
+_ONEDNN_SUM = {"usable": True}
 
 
 def _hidden(
