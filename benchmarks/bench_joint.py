@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -616,13 +617,7 @@ def _conv_add_inplace_flops(
 ) -> int:
     """FLOPs of oneDNN's ``other += conv(x, w)`` (``torch.ops.mkldnn._convolution_pointwise_``, the fused
     stack's first layer on the CPU), which torch's FLOP counter does not count: 2 per weight per output."""
-    per_output = 1
-    for d in w[1:]:  # (C_in / groups) x kernel
-        per_output *= d
-    outputs = 1
-    for d in other_shape:
-        outputs *= d
-    return 2 * outputs * per_output
+    return 2 * math.prod(other_shape) * math.prod(w[1:])  # w[1:]: (C_in / groups) x kernel
 
 
 def step_flops(step: Callable[[], None], opts: dict[str, Any]) -> int | None:

@@ -202,15 +202,18 @@ def fusion_hidden_error(hidden: Sequence[int], num_classes: int | None) -> str |
         >>> fusion_hidden_error([40, 64], 21)[:60]
         '--fusion-hidden 40 64: every hidden width of a transparent s'
     """
-    from examples.voc_joint.models._checks import fusion_weights_problem, fusion_widths_problem
+    from examples.voc_joint.models._checks import (
+        FUSION_WEIGHTS_MAX,
+        fusion_weights,
+        fusion_weights_problem,
+        fusion_widths_problem,
+    )
 
     given = " ".join(map(str, hidden))
     problem = fusion_widths_problem(list(hidden))
     if problem:
         return f"--fusion-hidden must be {problem}, got {given}"
     if num_classes is None:  # the hidden layers alone bound the weights from below
-        from examples.voc_joint.models._checks import FUSION_WEIGHTS_MAX, fusion_weights
-
         hidden_weights = fusion_weights(list(hidden), 0)
         if hidden_weights <= FUSION_WEIGHTS_MAX:
             return None
