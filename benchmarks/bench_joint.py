@@ -90,11 +90,10 @@ FORMAT_NETWORKS = ("deeplab", "spixelfcn")
 # The training CLI's loss (cross-entropy summed over the labelled pixels / their count), one source.
 from examples.voc_joint.cli import (  # noqa: E402  # after the sys.path set-up
     DefaultsHelpFormatter,
+    add_fusion_hidden,
     fusion_hidden_error,
-    int_range,
 )
 from examples.voc_joint.engine import cross_entropy  # noqa: E402  # after the sys.path set-up
-from examples.voc_joint.models._checks import MAX_FUSION_WIDTH  # noqa: E402  # same reason
 from examples.voc_joint.models.build import MAX_CELL  # noqa: E402  # same reason: SpixelFCN's bound
 from examples.voc_joint.models.deeplabv3plus import BACKBONES  # noqa: E402  # same reason
 
@@ -160,7 +159,6 @@ def cli_defaults() -> dict[str, Any]:
         "recompute": d.recompute_fusion,
         "recompute_loss": d.recompute_loss,
         "compile": d.compile,
-        "fusion_hidden": d.fusion_hidden,
     }
 
 
@@ -890,14 +888,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="DeepLabV3+ BatchNorm in eval mode, as in the joint stage of the training CLI",
     )
-    p.add_argument(
-        "--fusion-hidden",
-        type=int_range(1, MAX_FUSION_WIDTH),
-        nargs="+",
-        default=defaults["fusion_hidden"],
-        help="logical hidden widths of the fusion stack, each >= 42 (2 x 21 classes) (default: the training "
-        "CLI's --fusion-hidden)",
-    )
+    add_fusion_hidden(p)
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-part breakdown")
     p.add_argument(
         "--levers", action="store_true", help="also run the lever study (deeplab vs joint_hard_ti)"

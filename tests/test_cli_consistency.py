@@ -196,3 +196,26 @@ def test_an_option_of_the_same_meaning_has_the_same_help_in_every_example_script
         if option in action.option_strings
     }
     assert len(helps) >= 2 and len(set(helps.values())) == 1, helps
+
+
+@pytest.mark.examples
+def test_fusion_hidden_is_one_option_in_every_script() -> None:
+    """``--fusion-hidden`` of ``train.py``, ``ablation.py`` and ``bench_joint.py``: one help text, metavar,
+    default and range (``cli.add_fusion_hidden``). They were worded three ways: only ``ablation.py`` said that
+    one width is one hidden layer, only ``train.py`` gave the depth limit, and ``bench_joint.py`` named no
+    default value."""
+    scripts = ("examples/voc_joint/train.py", "examples/voc_joint/ablation.py", "benchmarks/bench_joint.py")
+    actions = {
+        script: next(a for a in _options(script) if "--fusion-hidden" in a.option_strings)
+        for script in scripts
+    }
+    seen = {(a.help, a.metavar, tuple(a.default), a.nargs) for a in actions.values()}
+    assert len(seen) == 1, seen
+    ((text, metavar, default, _),) = seen
+    assert "default: 64 64" in text and "16 widths" in text and metavar == "WIDTH" and default == (64, 64)
+    for script, action in actions.items():  # one range: 1 to MAX_FUSION_WIDTH per width
+        assert action.type("65536") == 65536, script
+        with pytest.raises(argparse.ArgumentTypeError):
+            action.type("65537")
+        with pytest.raises(argparse.ArgumentTypeError):
+            action.type("0")

@@ -57,6 +57,7 @@ from examples.voc_joint.cli import (
     SIDE_MAX,
     THREADS_MAX,
     UsageError,
+    add_fusion_hidden,
     check_one_process,
     check_output_dir,
     existing_dir,
@@ -69,7 +70,6 @@ from examples.voc_joint.cli import (
     run_command,
 )
 from examples.voc_joint.engine import CsvLogger
-from examples.voc_joint.models._checks import MAX_FUSION_WIDTH
 from examples.voc_joint.models.joint import DEFAULT_FUSION_HIDDEN, FUSION_INITS
 from examples.voc_joint.wording import counted
 
@@ -241,14 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2e-4,
         help="fine-tuning lr of the fusion layers (default %(default)s)",
     )
-    p.add_argument(
-        "--fusion-hidden",
-        type=int_range(1, MAX_FUSION_WIDTH),
-        nargs="+",
-        default=list(DEFAULT_FUSION_HIDDEN),
-        help="logical hidden widths of the fusion stack of every fusion init, each >= 2 x classes (default: "
-        f"the training CLI's, {' '.join(map(str, DEFAULT_FUSION_HIDDEN))}; 64 is one hidden layer)",
-    )
+    add_fusion_hidden(p)  # (every fusion init gets these widths)
     p.add_argument(
         "--max-val-images",
         type=POS,

@@ -35,6 +35,7 @@ __all__ = [
     "WORKERS_MAX",
     "DefaultsHelpFormatter",
     "UsageError",
+    "add_fusion_hidden",
     "check_one_process",
     "check_output_dir",
     "device_arg",
@@ -183,6 +184,34 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
 
     parse.__name__ = "int"
     return parse
+
+
+def add_fusion_hidden(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--fusion-hidden``, the fusion stack's logical hidden widths, with one type, default and help text
+    in every script that has it: ``train.py``, ``ablation.py`` and ``bench_joint.py`` worded it three ways
+    (``ablation.py`` alone said that one width is one hidden layer, ``train.py`` alone gave the depth limit,
+    and ``bench_joint.py`` named no default value). The values are checked by :func:`fusion_hidden_error`
+    (or by the training CLI, which words its own), once the class count is known.
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> add_fusion_hidden(p)
+        >>> p.parse_args(["--fusion-hidden", "64"]).fusion_hidden, p.parse_args([]).fusion_hidden
+        ([64], [64, 64])
+    """
+    from examples.voc_joint.models._checks import MAX_FUSION_DEPTH, MAX_FUSION_WIDTH
+    from examples.voc_joint.models.joint import DEFAULT_FUSION_HIDDEN
+
+    default = " ".join(map(str, DEFAULT_FUSION_HIDDEN))
+    parser.add_argument(
+        "--fusion-hidden",
+        type=int_range(1, MAX_FUSION_WIDTH),
+        nargs="+",
+        default=list(DEFAULT_FUSION_HIDDEN),
+        metavar="WIDTH",
+        help="logical hidden widths of the fusion stack, one per hidden layer: 1 to "
+        f"{MAX_FUSION_DEPTH} widths, each >= 2 x classes (42 for 21 classes) (default: {default})",
+    )
 
 
 def fusion_hidden_error(hidden: Sequence[int], num_classes: int | None) -> str | None:

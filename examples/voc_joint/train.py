@@ -64,6 +64,7 @@ from examples.voc_joint.cli import (
     WORKERS_MAX,
     DefaultsHelpFormatter,
     UsageError,
+    add_fusion_hidden,
     check_output_dir,
     device_arg,
     error_text,
@@ -95,14 +96,12 @@ from examples.voc_joint.models.build import (  # the config schema's bounds: a m
     FUSION_LAYER_MAX,
     MAX_CELL,
     MAX_FUSION_DEPTH,
-    MAX_FUSION_WIDTH,
     MAX_SPIXEL_WIDTH,
     MAX_WIDTH,
 )
 from examples.voc_joint.models.deeplabv3plus import BACKBONES
 from examples.voc_joint.models.joint import (
     DEFAULT_CHANNELS_LAST,
-    DEFAULT_FUSION_HIDDEN,
     FUSION_INITS,
     MODES,
     ChannelsLast,
@@ -366,13 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="transparent fusion stack [S, U(S)] -> hidden -> C, starting as 'take U(S)'",
     )
-    g.add_argument(
-        "--fusion-hidden",
-        type=int_range(1, MAX_FUSION_WIDTH),
-        nargs="+",
-        default=list(DEFAULT_FUSION_HIDDEN),
-        help=f"logical hidden widths of the fusion stack (1 to {MAX_FUSION_DEPTH}, each >= 2 x classes)",
-    )
+    add_fusion_hidden(g)
     g.add_argument(
         "--fusion-activation",
         choices=("relu", "leaky_relu", "none"),
