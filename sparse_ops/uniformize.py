@@ -37,7 +37,9 @@ def uniformize(
     to their dtype (one more error of up to :math:`2^{-11}` / :math:`2^{-8}` of the mean); in float64
     superpixels of more than :math:`P K` pixels get :math:`(K + \lceil n_s / K \rceil)\,u \max|x|`,
     :math:`u = 2^{-53}` (see
-    :doc:`/concepts/uniformization`).
+    :doc:`/concepts/uniformization`). Applied to a map that is already constant on every superpixel (its own
+    output) it returns that map bit for bit in float16/bfloat16 and within these bounds in float32/float64:
+    compare with a tolerance there.
 
     Args:
         logits (Tensor[B, C, H, W]): floating logits (float16/bfloat16 accumulate in float32 and round once).
