@@ -146,7 +146,10 @@ def cli_device(parser: argparse.ArgumentParser, device: str) -> torch.device:
     index_text = device.partition(":")[2]
     index = int(index_text) if index_text.isdecimal() else (dev.index or 0)
     if dev.type == "cuda" and index >= torch.cuda.device_count():
-        parser.error(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        from examples.voc_joint.wording import counted
+
+        devices = counted(torch.cuda.device_count(), "CUDA device")
+        parser.error(f"--device {device}: this machine has {devices}")
     return dev
 
 

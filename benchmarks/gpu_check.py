@@ -68,9 +68,11 @@ from typing import Any
 
 from _atomic import write_json, write_text_atomic  # the script's folder: run as a file or with it on sys.path
 
-# _atomic put the checkout on sys.path; the cli and signals modules import no torch, as this script must not
+# _atomic put the checkout on sys.path; the cli, signals and wording modules import no torch, as this
+# script must not
 from examples.voc_joint.cli import output_dir_error
 from examples.voc_joint.signals import STOP_SIGNALS, detach_hung_up_output
+from examples.voc_joint.wording import counted
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -1019,7 +1021,8 @@ def main(argv: list[str] | None = None) -> int:
     index = int(args.device.partition(":")[2] or 0)  # check_args: cuda, cuda:N (digits) or cpu
     if on_gpu and index >= torch.cuda.device_count():  # torch: "AssertionError: Invalid device id"
         print(
-            f"gpu_check: --device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+            f"gpu_check: --device {args.device}: this machine has "
+            f"{counted(torch.cuda.device_count(), 'CUDA device')} "
             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})",
             file=sys.stderr,
         )

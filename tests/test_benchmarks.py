@@ -2904,7 +2904,7 @@ def test_cli_device_refuses_the_cuda_index_one_past_the_last(monkeypatch, capsys
     for index in (1, 256, 4096):  # torch wraps an index above 127 ("cuda:4096" is cuda:0)
         with pytest.raises(SystemExit):
             harness.cli_device(argparse.ArgumentParser(), f"cuda:{index}")
-        assert f"--device cuda:{index}: this machine has 1 CUDA device(s)" in capsys.readouterr().err
+        assert f"--device cuda:{index}: this machine has 1 CUDA device" in capsys.readouterr().err
 
 
 def test_run_script_takes_a_boolean_result_for_a_result_not_a_status():

@@ -1095,7 +1095,7 @@ def test_a_device_index_the_machine_lacks_is_refused(tmp_path, monkeypatch, caps
     monkeypatch.setattr(gpu_check.tempfile, "mkdtemp", lambda **kw: made.append(kw) or str(tmp_path / "w"))
     assert gpu_check.main(["--device", "cuda:1", "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "--device cuda:1: this machine has 1 CUDA device(s) (cuda:0 to cuda:0)" in err
+    assert "--device cuda:1: this machine has 1 CUDA device (cuda:0 to cuda:0)" in err
     assert not made and not (tmp_path / "out").exists()
 
 
