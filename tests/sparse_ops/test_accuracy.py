@@ -377,8 +377,8 @@ def test_uniformize_applied_twice_is_exact_in_half_precision_and_within_the_boun
 
 
 def test_a_constant_map_moves_in_float32_as_the_concept_page_says() -> None:
-    """The figure of the concept page: a 64 x 64 map of 7 random float32 constants, one per superpixel,
-    comes back within the bound but not bit for bit."""
+    """The figure of the concept page: a 64 x 64 map of 3 channels, each constant on the 7 superpixels
+    (random float32 values), comes back within the bound but not bit for bit."""
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 7, (1, 64, 64), generator=g)
     x = torch.randn(1, 3, 7, generator=g).gather(2, ids.view(1, 1, -1).expand(1, 3, -1)).view(1, 3, 64, 64)
