@@ -152,9 +152,9 @@ LEVERS: tuple[tuple[str, dict[str, Any]], ...] = (
 
 def cli_defaults() -> dict[str, Any]:
     """The runtime options' defaults of the training CLI (one source: ``train.py --help``)."""
-    from examples.voc_joint import train
+    from examples.voc_joint.train_options import build_parser
 
-    d = train.build_parser().parse_args([])
+    d = build_parser().parse_args([])
     return {
         "recompute": d.recompute_fusion,
         "recompute_loss": d.recompute_loss,

@@ -830,6 +830,7 @@ def step0_transparency(
     import sparse_ops
     from examples.voc_joint import data
     from examples.voc_joint import train as train_cli
+    from examples.voc_joint.train_options import build_parser, resolve_stage_options
 
     argv = [
         "--stage",
@@ -840,7 +841,7 @@ def step0_transparency(
         "--spixel-checkpoint",
         str(spixel_ckpt),
     ]
-    args = train_cli.resolve_stage_options("joint", train_cli.build_parser().parse_args(argv))
+    args = resolve_stage_options("joint", build_parser().parse_args(argv))
     model = train_cli.build_stage_model("joint", args).to(device).eval()
     dataset = data.build_dataset(root, "train", crop_size=crop, train=True)
     torch.manual_seed(0)

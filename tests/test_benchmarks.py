@@ -876,10 +876,10 @@ def test_bench_joint_fusion_hidden_sets_the_stacks_widths_and_its_own_entry(tmp_
     entry's config and writes the entry beside the default widths' one (``..._fusion64``), not over it. The
     default is the training CLI's, so that the main table measures the CLI's model."""
     bench = _import("bench_joint")
-    from examples.voc_joint import train
+    from examples.voc_joint import train_options
 
     default = bench.build_parser().parse_args([]).fusion_hidden
-    assert default == train.build_parser().parse_args([]).fusion_hidden == [64, 64]
+    assert default == train_options.build_parser().parse_args([]).fusion_hidden == [64, 64]
     args = bench.build_parser().parse_args(["--size", "16", "--fusion-hidden", "64"])
     args.channels_last = False
     model = bench.build_model("joint_hard_ti", args, torch.device("cpu"), bench.default_options(args))

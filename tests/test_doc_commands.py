@@ -184,11 +184,13 @@ def check_command(cmd: Command, capsys: pytest.CaptureFixture[str]) -> None:
             action.type = Path
     # check_args reads the files some options name (train.py loads --backbone-weights into a meta-device
     # backbone): those files are the reader's too, so that reading is skipped here
-    reads = [name for name in FILE_READERS if hasattr(module, name)]
+    # (patched where check_args looks them up: the module that defines it, train_options for train.py)
+    home = sys.modules[module.check_args.__module__] if hasattr(module, "check_args") else module
+    reads = [name for name in FILE_READERS if hasattr(home, name)]
     try:
         with contextlib.ExitStack() as stack:
             for name in reads:
-                stack.enter_context(mock.patch.object(module, name, lambda *args, **kwargs: None))
+                stack.enter_context(mock.patch.object(home, name, lambda *args, **kwargs: None))
             args = parser.parse_args(list(cmd.argv))
             if hasattr(module, "check_args"):
                 # the scripts that take the command line tell an option given at its default value (refused

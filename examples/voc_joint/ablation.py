@@ -335,6 +335,8 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
     from examples.voc_joint.distributed import DistInfo
     from examples.voc_joint.evaluate import evaluate
     from examples.voc_joint.sampling import begin_epoch
+    from examples.voc_joint.train_data import build_train_loader
+    from examples.voc_joint.train_options import build_parser, resolve_stage_options
 
     opts = ctx.opts
     t0 = time.perf_counter()
@@ -347,9 +349,9 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
         "--output-dir", str(ctx.out),  # nothing is written there: the runs keep no checkpoints
         *variant_options(variant, opts.fusion_hidden),
     ]  # fmt: skip
-    args = train.resolve_stage_options("joint", train.build_parser().parse_args(argv))
+    args = resolve_stage_options("joint", build_parser().parse_args(argv))
     info = DistInfo(device=torch.device("cpu"))
-    loader, sampler = train.build_train_loader(args, info, ctx.root)
+    loader, sampler = build_train_loader(args, info, ctx.root)
     state, use_amp = train.build_train_state("joint", args, info, None, sampler.steps_per_epoch)
 
     def score() -> dict[str, Any]:
@@ -737,13 +739,13 @@ def _settings(opts: argparse.Namespace, root: Path, seg: Path, spx: Path, val_im
     pretraining trained further, or a ``--seg-checkpoint`` file replaced, gives other weights under the same
     path."""
     from examples.voc_joint.resume import absolute_path
-    from examples.voc_joint.train import _source_facts
+    from examples.voc_joint.sources import source_facts
 
     return {
         "seg_checkpoint": str(absolute_path(seg)),
-        "seg_checkpoint_sha256": _source_facts(seg, "deeplab", "--seg-checkpoint")[1],
+        "seg_checkpoint_sha256": source_facts(seg, "deeplab", "--seg-checkpoint")[1],
         "spixel_checkpoint": str(absolute_path(spx)),
-        "spixel_checkpoint_sha256": _source_facts(spx, "spixel", "--spixel-checkpoint")[1],
+        "spixel_checkpoint_sha256": source_facts(spx, "spixel", "--spixel-checkpoint")[1],
         **_run_settings(opts, root, val_images),
     }
 
@@ -1169,7 +1171,7 @@ def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> Non
                 )
     if len(set(opts.variants)) != len(opts.variants):
         parser.error(f"--variants lists a variant twice: {opts.variants}")
-    from examples.voc_joint.train import CHECKPOINT_MODEL_OPTIONS
+    from examples.voc_joint.train_options import CHECKPOINT_MODEL_OPTIONS
 
     # a pretraining here has the training CLI's classes; a given --seg-checkpoint's are checked by the model
     classes = CHECKPOINT_MODEL_OPTIONS["num_classes"].default if opts.seg_checkpoint is None else None

@@ -569,7 +569,8 @@ def _python_state(state: dict[str, Any]) -> tuple[Any, ...]:
 
 def cuda_states_restorable(state: dict[str, Any]) -> bool:
     """Whether :func:`set_rng_state` restores the CUDA generators of ``state``: it holds one state per GPU and
-    this process sees as many (:func:`~examples.voc_joint.train.cuda_rng_note` says when it does not)."""
+    this process sees as many (:func:`~examples.voc_joint.resume_notes.cuda_rng_note` says when it does
+    not)."""
     saved = state.get("cuda") or []
     return bool(saved) and torch.cuda.is_available() and len(saved) == torch.cuda.device_count()
 

@@ -213,9 +213,9 @@ def val_loader(root: Path, max_images: int | None = None) -> torch.utils.data.Da
 
 
 def _train_args(extra: list[str]) -> argparse.Namespace:
-    from examples.voc_joint import train
+    from examples.voc_joint.train_options import build_parser
 
-    return train.build_parser().parse_args(extra)
+    return build_parser().parse_args(extra)
 
 
 def _run_stage(stage: str, argv: list[str], info: Any) -> Path:
@@ -239,7 +239,8 @@ def join_pretrained(
 
     Built by the training CLI's own model builder (:func:`examples.voc_joint.train.build_stage_model`).
     """
-    from examples.voc_joint.train import build_stage_model, resolve_stage_options
+    from examples.voc_joint.train import build_stage_model
+    from examples.voc_joint.train_options import resolve_stage_options
 
     argv = ["--seg-checkpoint", str(seg_ckpt), "--spixel-checkpoint", str(spixel_ckpt), "--mode", mode]
     argv += ["--seed", str(seed), "--fusion" if fusion else "--no-fusion", "--fusion-init", fusion_init]
@@ -407,7 +408,7 @@ def check_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> Non
 
 def check_user_data(opts: argparse.Namespace) -> None:
     """With ``--data-root`` (a user's data, not the generated set): the training CLI's checks of the training
-    and validation splits (:func:`examples.voc_joint.train.check_data`), before anything is written.
+    and validation splits (:func:`examples.voc_joint.train_data.check_data`), before anything is written.
 
     Raises:
         FileNotFoundError: listed images or masks that do not exist (all named), a missing list or folder.
@@ -417,11 +418,12 @@ def check_user_data(opts: argparse.Namespace) -> None:
     """
     if opts.data_root is None:
         return
-    from examples.voc_joint import train
     from examples.voc_joint.distributed import DistInfo
+    from examples.voc_joint.train_data import check_data
+    from examples.voc_joint.train_options import build_parser, resolve_stage_options
 
-    args = train.build_parser().parse_args(common_args(opts, Path(opts.data_root), model=False))
-    train.check_data(train.resolve_stage_options("seg", args), DistInfo(), val=True, own_command=False)
+    args = build_parser().parse_args(common_args(opts, Path(opts.data_root), model=False))
+    check_data(resolve_stage_options("seg", args), DistInfo(), val=True, own_command=False)
 
 
 def _refuse_earlier_run(out: Path, overwrite: bool) -> None:

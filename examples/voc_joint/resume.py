@@ -5,7 +5,7 @@ The options of the training CLI fall into four groups per stage:
 * **runtime** options (:data:`RUNTIME_OPTIONS`: device, workers, threads, logging, evaluation, memory format,
   recomputation, compilation, ...) change how a run executes, not what it trains: they may differ freely on
   ``--resume`` (the thread count, the memory format and compilation change the rounding, so a resume that
-  changes them says that it is not bit-identical: ``train.thread_count_note`` and ``train.numerics_note``);
+  changes them says that it is not bit-identical: :mod:`examples.voc_joint.resume_notes`);
 * **growing** options (``--epochs``, ``--max-steps``) may grow, which extends a run;
 * **fixed** options (:data:`STAGE_OPTIONS` ``[stage]["fixed"]``: the architecture, the initial weights and the
   optimizer type) define the weights and the optimizer state in the checkpoint: they never change on resume;

@@ -6,9 +6,12 @@ option. Multi-GPU / multi-machine: launch the same command through ``torchrun``;
 data over the processes and uses ``DistributedDataParallel`` (``nccl`` on CUDA, ``gloo`` on CPU). Without
 ``WORLD_SIZE`` it runs in one process.
 
-This file holds the command line and the stage sequencing (build, resume, train, checkpoint, evaluate); the
-epoch loop and the evaluation are in :mod:`examples.voc_joint.engine`, signal handling in
-:mod:`examples.voc_joint.signals`.
+This file holds the stage sequencing (build, resume, train, checkpoint, evaluate) and the entry point. The
+command line (parser, checks across options, per-stage options) is in :mod:`examples.voc_joint.train_options`,
+the data checks and the training loader in :mod:`examples.voc_joint.train_data`, the joint stage's source
+checkpoints in :mod:`examples.voc_joint.sources`, the notes of a resume that will not be bit-identical in
+:mod:`examples.voc_joint.resume_notes`, the epoch loop and the evaluation in :mod:`examples.voc_joint.engine`,
+signal handling in :mod:`examples.voc_joint.signals`.
 
 Outputs, per stage, under ``<output-dir>/<stage>/``: ``checkpoint.pt`` (written atomically after every epoch
 and on Ctrl-C / SIGTERM / SIGHUP), ``log.csv`` (and TensorBoard events with ``--tensorboard``),
@@ -19,7 +22,6 @@ segmentation to score).
 from __future__ import annotations
 
 import argparse
-import itertools
 import random
 import signal
 import sys
@@ -27,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, cast
 
 if __package__ in (None, ""):  # run as a file: put the repository root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -36,51 +38,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from examples.voc_joint import data, engine, faults
+from examples.voc_joint import engine, faults
 from examples.voc_joint.checkpoint import (
     FORMAT,
     VERSION,
     CheckpointError,
     check_resumable,
-    cuda_states_restorable,
     get_rng_state,
     load_checkpoint,
-    load_checkpoint_with_sha256,
     load_network,
     other_dtypes,
     remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
 )
-from examples.voc_joint.cli import (
-    AMP_HELP,
-    DATA_ROOT_HELP,
-    DEVICE_HELP,
-    FACTOR_MAX,
-    SCALE_MAX,
-    SEED_MAX,
-    SIDE_MAX,
-    THREADS_MAX,
-    WORKERS_MAX,
-    DefaultsHelpFormatter,
-    UsageError,
-    add_fusion_hidden,
-    check_output_dir,
-    device_arg,
-    error_text,
-    existing_dir,
-    existing_file,
-    flag,
-    float_range,
-    int_range,
-    option_given,
-    out_of_memory_error,
-    output_path,
-    resume_arg,
-    spelled,
-    split_name,
-)
-from examples.voc_joint.data import DEFAULT_MAX_PIXELS, DataError, VOCSegmentation, missing_file_hint
+from examples.voc_joint.cli import UsageError, error_text, out_of_memory_error
+from examples.voc_joint.data import DataError
 from examples.voc_joint.distributed import (
     DistInfo,
     ProcessLostError,
@@ -88,813 +61,50 @@ from examples.voc_joint.distributed import (
     init_distributed,
     peer_lost,
 )
-from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.locking import FolderLock
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN, build_model, model_config
-from examples.voc_joint.models._checks import fusion_weights_problem
-from examples.voc_joint.models.build import (  # the config schema's bounds: a model trained here must load
-    FUSION_LAYER_MAX,
-    MAX_CELL,
-    MAX_FUSION_DEPTH,
-    MAX_SPIXEL_WIDTH,
-    MAX_WIDTH,
+from examples.voc_joint.models.joint import network_channels_last
+from examples.voc_joint.resume import check_new_run, clear_run, option_changes, plain
+from examples.voc_joint.resume_notes import (
+    cuda_rng_note,
+    numerics_note,
+    thread_count_note,
+    torch_version_note,
 )
-from examples.voc_joint.models.deeplabv3plus import BACKBONES
-from examples.voc_joint.models.joint import (
-    DEFAULT_CHANNELS_LAST,
-    FUSION_INITS,
-    MODES,
-    ChannelsLast,
-    network_channels_last,
+from examples.voc_joint.sampling import EpochSampler, begin_epoch, derive_seed
+from examples.voc_joint.signals import Interrupted, InterruptGuard
+from examples.voc_joint.sources import check_sources, joint_sources
+from examples.voc_joint.train_data import build_train_loader, check_data, check_val_data, data_root
+from examples.voc_joint.train_options import (
+    EVAL_STAGES,
+    STAGES,
+    build_parser,
+    check_args,
+    resolve_stage_options,
+    resolve_with_origins,
+    runtime_options,
 )
-from examples.voc_joint.resume import (
-    PATH_OPTIONS,
-    absolute_path,
-    check_new_run,
-    clear_run,
-    option_changes,
-    plain,
-)
-from examples.voc_joint.sampling import EpochSampler, SeededDataset, begin_epoch, derive_seed
-from examples.voc_joint.signals import Interrupted, InterruptGuard, worker_init_fn
 from examples.voc_joint.wording import counted
-from examples.voc_joint.workers import worker_tmpdir_error
 
 __all__ = [
-    "CHECKPOINT_MODEL_OPTIONS",
-    "EVAL_STAGES",
     "NO_DECAY_SUFFIX",
-    "STAGES",
-    "STAGE_DEFAULTS",
-    "STAGE_LEARNING_RATES",
-    "STAGE_ONLY_OPTIONS",
-    "CheckpointModelOption",
     "UsageError",
-    "backbone_weights_error",
     "build_optimizer",
-    "build_parser",
     "build_scheduler",
     "build_stage_model",
-    "build_train_loader",
     "build_train_state",
-    "check_args",
-    "check_val_data",
-    "cuda_rng_note",
     "load_scaler_state",
     "main",
-    "numerics_note",
     "param_groups",
-    "resolve_stage_options",
     "run_stage",
-    "runtime_options",
     "schedule_horizon",
-    "thread_count_note",
-    "torch_version_note",
 ]
-
-STAGES = ("seg", "spixel", "joint")
-#: The stages ``--eval`` evaluates.
-EVAL_STAGES = ("seg", "joint")
-POS = int_range(1)
-#: A random training scale.
-SCALE = float_range(0.0, SCALE_MAX, low_open=True)
-#: A crop in pixels.
-CROP = int_range(1, SIDE_MAX)
-NONNEG = float_range(0.0, FACTOR_MAX)
-
-#: Per-stage defaults of the options left at ``None`` on the command line.
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "seg": {"optimizer": "sgd", "schedule": "poly", "weight_decay": 5e-4},
-    "spixel": {"optimizer": "adam", "schedule": "fixed", "weight_decay": 4e-4},
-    "joint": {"optimizer": "sgd", "schedule": "fixed", "weight_decay": 5e-4},
-}
-
-
-class CheckpointModelOption(NamedTuple):
-    """Where the joint stage takes a model option from: ``config[key]`` of the ``network`` (``"deeplab"`` /
-    ``"spixel"``) of the checkpoint that option ``checkpoint`` names; ``default`` without that checkpoint."""
-
-    checkpoint: str
-    network: str
-    key: str
-    default: Any
-
-
-#: The model options the pretrained networks fix in the joint stage. Left at ``None`` on the command line, an
-#: option is the checkpoint's (joint stage with that checkpoint) or the default; given, it must match.
-CHECKPOINT_MODEL_OPTIONS: dict[str, CheckpointModelOption] = {
-    "backbone": CheckpointModelOption("seg_checkpoint", "deeplab", "backbone", "resnet101"),
-    "output_stride": CheckpointModelOption("seg_checkpoint", "deeplab", "output_stride", 16),
-    "num_classes": CheckpointModelOption("seg_checkpoint", "deeplab", "num_classes", 21),
-    "aspp_channels": CheckpointModelOption("seg_checkpoint", "deeplab", "aspp_channels", 256),
-    "cell_size": CheckpointModelOption("spixel_checkpoint", "spixel", "cell_size", 16),
-    "spixel_width": CheckpointModelOption("spixel_checkpoint", "spixel", "width", 16),
-    "spixel_centre_bias": CheckpointModelOption("spixel_checkpoint", "spixel", "centre_bias", 0.0),
-}
-_FROM_CKPT = "; joint stage: that of --{}"
-#: The options that only some stages use, with those stages. Given to another stage alone (not ``all``), an
-#: option here is refused (:func:`check_args`) instead of silently doing nothing: ``--stage seg --lr 0.01``
-#: would otherwise train at ``--seg-lr``. The model options are not here: they describe the whole pipeline,
-#: so one set of them may be given to every stage, and each stage builds its networks from its own.
-STAGE_ONLY_OPTIONS: dict[str, tuple[str, ...]] = {
-    "seg_lr": ("seg",),
-    "head_lr_mult": ("seg",),
-    "spixel_pretrain_lr": ("spixel",),
-    "pos_weight": ("spixel", "joint"),
-    "recompute_loss": ("spixel", "joint"),
-    "lr": ("joint",),
-    "spixel_lr": ("joint",),
-    "fusion_lr": ("joint",),
-    "spixel_loss_weight": ("joint",),
-    "freeze_bn": ("joint",),
-    "recompute_fusion": ("joint",),
-    "compile": ("joint",),
-    "seg_checkpoint": ("joint",),
-    "spixel_checkpoint": ("joint",),
-    "backbone_weights": ("seg", "joint"),
-    "eval": EVAL_STAGES,
-}
-#: Each stage's learning-rate options (named when another stage's is given to it).
-STAGE_LEARNING_RATES: dict[str, tuple[str, ...]] = {
-    "seg": ("--seg-lr", "--head-lr-mult"),
-    "spixel": ("--spixel-pretrain-lr",),
-    "joint": ("--lr", "--spixel-lr", "--fusion-lr"),
-}
-
-
-def _model_help(text: str, option: str) -> str:
-    """Help of a model option of :data:`CHECKPOINT_MODEL_OPTIONS`: its default, or the checkpoint's value."""
-    source = CHECKPOINT_MODEL_OPTIONS[option]
-    return (
-        f"{text} (default: {source.default}{_FROM_CKPT.format(source.checkpoint.replace('_', '-'))}, which a "
-        "value given here must match)"
-    )
 
 
 # --------------------------------------------------------------------------------------------------- options
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface (every option documented in ``--help``)."""
-    p = argparse.ArgumentParser(
-        allow_abbrev=False,
-        prog="python examples/voc_joint/train.py",
-        description=(
-            "Train DeepLabV3+ + SpixelFCN joined by superpixel uniformization and transparent layers. "
-            "Stages: seg (pretrain DeepLabV3+, cross-entropy with ignore 255), spixel (pretrain SpixelFCN "
-            "with spixel_loss), joint (fine-tune everything: SGD momentum 0.9, the paper's learning rates), "
-            "all (the three in order, each stage starting from the previous ones). Without --data-root a "
-            "synthetic VOC-format set is generated into the cache. Run through torchrun for multi-GPU / "
-            "multi-machine DDP."
-        ),
-        formatter_class=DefaultsHelpFormatter,
-    )
-    g = p.add_argument_group("stage and data")
-    g.add_argument("--stage", choices=(*STAGES, "all"), default="all", help="what to train")
-    g.add_argument(
-        "--data-root",
-        type=existing_dir,
-        default=None,
-        help=DATA_ROOT_HELP,
-    )
-    g.add_argument(
-        "--sbd",
-        action="store_true",
-        help="train on the SBD-augmented set (SegmentationClassAug + ImageSets/SegmentationAug)",
-    )
-    g.add_argument(
-        "--train-split", type=split_name, default="train", help="list file name of the training split"
-    )
-    g.add_argument(
-        "--val-split",
-        type=split_name,
-        default="val",
-        help="list file name of the validation split (--eval; with --sbd, in the SBD lists)",
-    )
-    g.add_argument("--crop-size", type=CROP, default=512, help="training crop (after random scale 0.5-2)")
-    g.add_argument("--scale-min", type=SCALE, default=0.5, help="smallest random scale")
-    g.add_argument("--scale-max", type=SCALE, default=2.0, help="largest random scale")
-    g.add_argument(
-        "--batch-size", type=int_range(2), default=8, help="images per process and step (>= 2: BatchNorm)"
-    )
-    g.add_argument("--workers", type=int_range(0, WORKERS_MAX), default=2, help="DataLoader worker processes")
-    g.add_argument(
-        "--max-image-pixels",
-        type=POS,
-        default=DEFAULT_MAX_PIXELS,
-        help="refuse images and masks with more pixels than this (decompression-bomb guard)",
-    )
-    g.add_argument(
-        "--check-files",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="before the first step, read the header of every listed image and mask (training split and, "
-        "with --eval, --val-split; no pixel decoded) and name every file the reader would refuse mid-run "
-        "(default on: about 3 s for VOC trainaug + val, 24062 files, from a warm disk cache)",
-    )
-    g.add_argument(
-        "--output-dir",
-        type=output_path,
-        default=Path("runs/voc_joint"),
-        help="checkpoints and logs go to <output-dir>/<stage>/",
-    )
-
-    g = p.add_argument_group("models")
-    g.add_argument(
-        "--num-classes",
-        type=int_range(1, 255),
-        default=None,
-        help=_model_help("segmentation classes (label 255 is ignored)", "num_classes"),
-    )
-    g.add_argument(
-        "--backbone",
-        choices=BACKBONES,
-        default=None,
-        help=_model_help("DeepLabV3+ ResNet backbone", "backbone"),
-    )
-    g.add_argument(
-        "--output-stride",
-        type=int,
-        choices=(8, 16),
-        default=None,
-        help=_model_help(
-            "DeepLabV3+ output stride (ASPP rates 6/12/18 at 16, 12/24/36 at 8)", "output_stride"
-        ),
-    )
-    g.add_argument(
-        "--aspp-channels",
-        type=int_range(1, MAX_WIDTH),
-        default=None,
-        help=_model_help("ASPP / decoder width", "aspp_channels"),
-    )
-    g.add_argument(
-        "--backbone-weights",
-        type=existing_file,
-        default=None,
-        help="LOCAL ResNet state dict (torch.load weights_only=True); nothing is downloaded",
-    )
-    g.add_argument(
-        "--cell-size",
-        type=int_range(1, MAX_CELL),
-        default=None,
-        help=_model_help("superpixel grid cell size in pixels", "cell_size"),
-    )
-    g.add_argument(
-        "--spixel-width",
-        type=int_range(1, MAX_SPIXEL_WIDTH),
-        default=None,
-        help=_model_help("SpixelFCN first-stage width", "spixel_width"),
-    )
-    g.add_argument(
-        "--spixel-centre-bias",
-        type=float_range(-100.0, 100.0),
-        default=None,
-        help=_model_help(
-            "initial bias of SpixelFCN's centre-cell logit (>0 starts near the regular grid)",
-            "spixel_centre_bias",
-        ),
-    )
-    g.add_argument(
-        "--mode",
-        choices=MODES,
-        default="hard",
-        help="uniformization: hard (argmax ids), soft (association; the segmentation loss reaches "
-        "SpixelFCN) or none",
-    )
-    g.add_argument(
-        "--fusion",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="transparent fusion stack [S, U(S)] -> hidden -> C, starting as 'take U(S)'",
-    )
-    add_fusion_hidden(g)
-    g.add_argument(
-        "--fusion-activation",
-        choices=("relu", "leaky_relu", "none"),
-        default="relu",
-        help="activation between the fusion layers",
-    )
-    g.add_argument(
-        "--fusion-init",
-        choices=FUSION_INITS,
-        default="transparent",
-        help="joint stage: initialization of the fusion stack (not with --no-fusion): transparent is the "
-        "paper's (exactly 'take U(S)' at step 0); the others are what one would pick instead, for comparison "
-        "(one line each: docs/examples/pipeline.rst, 'Fusion initializations'; "
-        "examples/voc_joint/ablation.py compares them)",
-    )
-    g.add_argument(
-        "--seg-checkpoint",
-        type=existing_file,
-        default=None,
-        help="joint stage: DeepLabV3+ weights (seg or joint checkpoint); 'all' uses the seg stage's",
-    )
-    g.add_argument(
-        "--spixel-checkpoint",
-        type=existing_file,
-        default=None,
-        help="joint stage: SpixelFCN weights (spixel or joint checkpoint); 'all' uses the spixel stage's",
-    )
-    g.add_argument(
-        "--from-scratch",
-        action="store_true",
-        help="joint stage: let a network without --seg-checkpoint / --spixel-checkpoint start from random "
-        "weights (tests, benchmarks; the joint stage fine-tunes pretrained networks: --stage all pretrains "
-        "them)",
-    )
-
-    g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=POS, default=20, help="epochs per stage")
-    g.add_argument(
-        "--max-steps",
-        type=POS,
-        default=None,
-        help="stop a stage after this many optimizer steps (smoke tests, demos)",
-    )
-    g.add_argument(
-        "--optimizer",
-        choices=("sgd", "adam"),
-        default=None,
-        help="default per stage: sgd (seg, joint), adam (spixel, as in SpixelFCN)",
-    )
-    g.add_argument("--seg-lr", type=NONNEG, default=0.007, help="seg stage: backbone learning rate")
-    g.add_argument("--head-lr-mult", type=NONNEG, default=10.0, help="seg stage: ASPP/decoder lr multiplier")
-    g.add_argument("--spixel-pretrain-lr", type=NONNEG, default=5e-5, help="spixel stage learning rate")
-    g.add_argument(
-        "--lr", type=NONNEG, default=1e-6, help="joint stage: DeepLabV3+ learning rate (paper 1e-6)"
-    )
-    g.add_argument(
-        "--spixel-lr", type=NONNEG, default=1e-6, help="joint stage: SpixelFCN learning rate (paper 1e-6)"
-    )
-    g.add_argument(
-        "--fusion-lr",
-        type=NONNEG,
-        default=1e-7,
-        help="joint stage: transparent layers' learning rate (paper 1e-7)",
-    )
-    g.add_argument(
-        "--momentum", type=float_range(0.0, 1.0, high_open=True), default=0.9, help="SGD momentum, in [0, 1)"
-    )
-    g.add_argument(
-        "--weight-decay",
-        type=NONNEG,
-        default=None,
-        help="applied by the optimizer (default 5e-4 seg/joint, 4e-4 spixel; spixel: biases exempt, as in "
-        "SpixelFCN)",
-    )
-    g.add_argument(
-        "--schedule",
-        choices=("poly", "fixed"),
-        default=None,
-        help="lr schedule per iteration: poly (1 - t/T)^power or fixed (default poly for seg, fixed "
-        "for spixel and joint as in the paper)",
-    )
-    g.add_argument("--poly-power", type=NONNEG, default=0.9, help="poly schedule power")
-    g.add_argument(
-        "--spixel-loss-weight", type=NONNEG, default=1.0, help="joint stage: weight of spixel_loss"
-    )
-    g.add_argument("--pos-weight", type=NONNEG, default=0.003, help="spixel_loss position weight m")
-    g.add_argument(
-        "--freeze-bn",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="joint stage: keep DeepLabV3+ BatchNorm statistics frozen (eval mode), as in the paper",
-    )
-
-    g = p.add_argument_group("runtime")
-    g.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
-    g.add_argument("--amp", action="store_true", help=AMP_HELP)
-    g.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="channels_last (NHWC) memory format for both networks and their inputs, or for neither "
-        "(default: where it wins, per network: "
-        + ", ".join(
-            f"{'both' if v is True else 'SpixelFCN only' if v else 'neither'} on {k}"
-            for k, v in DEFAULT_CHANNELS_LAST.items()
-        )
-        + ")",
-    )
-    g.add_argument(
-        "--recompute-fusion",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="joint stage: keep only S for the fusion stack's backward and recompute its activations (and "
-        "the first uniformization) there, chunk by chunk (default on: 29 %% less saved activation memory at "
-        "ResNet-18 / 128 px, 18 %% at ResNet-101 / 256 px, for a step 2-5 %% slower; see "
-        "docs/benchmarks.rst)",
-    )
-    g.add_argument(
-        "--recompute-loss",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="spixel and joint stages: recompute spixel_loss in backward instead of keeping its "
-        "full-resolution activations (less memory, one more forward of the loss)",
-    )
-    g.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="joint stage: torch.compile everything after the two networks (ids, uniformization, fusion); "
-        "compiles on the first step",
-    )
-    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
-    g.add_argument("--seed", type=int_range(0, SEED_MAX), default=0, help="seed of every RNG")
-    g.add_argument(
-        "--threads",
-        type=int_range(1, THREADS_MAX),
-        default=None,
-        help="torch CPU threads per process (default: torch's choice)",
-    )
-    g.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        default=None,
-        type=resume_arg,
-        help="continue exactly from <output-dir>/<stage>/checkpoint.pt ('auto') or from a given "
-        "checkpoint (not with --stage all, which resumes each stage from its folder); finished stages are "
-        "skipped; options must match the checkpoint's (see "
-        "--allow-option-changes), except that --epochs and --max-steps may grow",
-    )
-    g.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start a new run in an output folder that holds one (its checkpoint, log and evaluation are "
-        "deleted); without it such a folder is refused",
-    )
-    g.add_argument(
-        "--allow-option-changes",
-        action="store_true",
-        help="with --resume: accept changed optimization and data options (learning rates, schedule, losses, "
-        "batch size, data, seed, ...) and record each change in the checkpoint; model options never change",
-    )
-    g.add_argument(
-        "--eval",
-        action="store_true",
-        help="evaluate on --val-split after the seg and joint stages (the split is checked before training; "
-        "with --resume, a finished stage without an evaluation of its checkpoint with this --val-split, "
-        "--eval-crop and --sbd is evaluated)",
-    )
-    g.add_argument(
-        "--eval-crop", type=CROP, default=None, help="evaluation centre crop (default: full images)"
-    )
-    g.add_argument(
-        "--allow-val-overlap",
-        action="store_true",
-        help="train on images of the validation lists anyway (VOC's ImageSets/Segmentation/val.txt, the "
-        "layout's val.txt and, with --eval, --val-split), e.g. a trainval model for the test server; "
-        "without it such a training split is refused, and so is a joint stage from a --seg-checkpoint / "
-        "--spixel-checkpoint trained on such images",
-    )
-    g.add_argument("--log-every", type=POS, default=10, help="CSV / TensorBoard row every N steps")
-    g.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (if it imports)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
-
-
-def resolve_stage_options(stage: str, args: argparse.Namespace) -> argparse.Namespace:
-    """A copy of ``args`` with the per-stage defaults (:data:`STAGE_DEFAULTS`) filled in, the path options
-    (:data:`~examples.voc_joint.resume.PATH_OPTIONS`) made absolute and the model options resolved
-    (:data:`CHECKPOINT_MODEL_OPTIONS`: those the joint stage's checkpoints fix are the checkpoints', the
-    others left unset get their default).
-
-    Raises:
-        UsageError: a model option given contradicts the checkpoint of the joint stage (the message names the
-            option, both values and the checkpoint).
-        CheckpointError: an unreadable, corrupt or wrong-stage ``--seg-checkpoint`` / ``--spixel-checkpoint``.
-    """
-    return _resolve(stage, args)[0]
-
-
-def _resolve(stage: str, args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, list[str]]]:
-    """:func:`resolve_stage_options`, and the options taken from each checkpoint
-    (``{"--seg-checkpoint PATH": ["--backbone resnet18", ...]}``)."""
-    out = argparse.Namespace(**vars(args))
-    for key, value in STAGE_DEFAULTS[stage].items():
-        if getattr(out, key) is None:
-            setattr(out, key, value)
-    for key in PATH_OPTIONS:  # recorded and compared on resume as absolute paths
-        if getattr(out, key, None) is not None:
-            setattr(out, key, absolute_path(getattr(out, key)))
-    out.stage = stage
-    configs: dict[str, tuple[Path, dict[str, Any]]] = {}
-    if stage == "joint":
-        networks = {o.checkpoint: o.network for o in CHECKPOINT_MODEL_OPTIONS.values()}
-        for option, part in networks.items():
-            path = getattr(out, option, None)
-            if path is not None and Path(path).is_file():  # 'all' checks before its checkpoints exist
-                configs[option] = (
-                    Path(path),
-                    _network_config(Path(path), part, flag(option)),
-                )
-    conflicts: list[str] = []
-    taken: dict[str, list[str]] = {}
-    for name, (option, _, key, default) in CHECKPOINT_MODEL_OPTIONS.items():
-        given = getattr(out, name, None)
-        if option not in configs:
-            setattr(out, name, default if given is None else given)
-            continue
-        path, config = configs[option]
-        value = config.get(key, default)  # SpixelFCN records its centre bias when it is not 0
-        spelling = flag(name)
-        if given is None:
-            setattr(out, name, value)
-            taken.setdefault(f"{flag(option)} {path}", []).append(f"{spelling} {value}")
-        elif given != value:
-            conflicts.append(f"{spelling} {given!r} (given) vs {value!r} ({flag(option)} {path})")
-    if conflicts:
-        raise UsageError(
-            "model options contradict the pretrained checkpoints: "
-            + ", ".join(conflicts)
-            + "; the joint stage fine-tunes the checkpoints' networks: leave these options out (they are "
-            "then taken from the checkpoints) or give the checkpoints' values"
-        )
-    if "seg_checkpoint" in configs and getattr(out, "fusion", False):
-        error = _fusion_width_error(out.fusion_hidden, out.num_classes)
-        if error:
-            raise UsageError(
-                f"{error} (--num-classes {out.num_classes} of --seg-checkpoint {out.seg_checkpoint})"
-            )
-    return out, taken
-
-
-#: :func:`_source_facts` of the last :data:`_SOURCE_CACHE_SIZE` file versions read (a stage reads two files).
-_SOURCE_CACHE: dict[tuple[str, int, int, str], tuple[dict[str, Any], str]] = {}
-_SOURCE_CACHE_SIZE = 8
-#: The joint stage's source checkpoints: option, network and the stages whose checkpoints hold that network.
-_SOURCES = {
-    "seg_checkpoint": ("deeplab", ("seg", "joint")),
-    "spixel_checkpoint": ("spixel", ("spixel", "joint")),
-}
-
-
-def _source_facts(path: Path, part: str, option: str) -> tuple[dict[str, Any], str]:
-    """The model config of the ``part`` network (``"deeplab"`` / ``"spixel"``) of a seg, spixel or joint
-    checkpoint and the checkpoint's SHA-256 (:func:`~examples.voc_joint.checkpoint.payload_sha256`, the hash
-    it records, verified on reading and not computed again: ``load_checkpoint_with_sha256``); read once per
-    file version (of the last few)."""
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size, part)
-    if key not in _SOURCE_CACHE:
-        stages = next(s for p, s in _SOURCES.values() if p == part)
-        try:
-            ckpt, sha = load_checkpoint_with_sha256(path, expect_stage=stages)  # hashed once, verified
-        except CheckpointError as exc:
-            raise CheckpointError(f"{option}: {exc}") from exc
-        _SOURCE_CACHE[key] = (dict(ckpt["config"]["model"][part]), sha)
-        while len(_SOURCE_CACHE) > _SOURCE_CACHE_SIZE:  # the oldest first: no growth over rounds in a process
-            del _SOURCE_CACHE[next(iter(_SOURCE_CACHE))]
-    config, sha = _SOURCE_CACHE[key]
-    return dict(config), sha
-
-
-def _network_config(path: Path, part: str, option: str) -> dict[str, Any]:
-    """The model config of the ``part`` network of a seg, spixel or joint checkpoint."""
-    return _source_facts(path, part, option)[0]
-
-
-def _sources(args: argparse.Namespace) -> dict[str, dict[str, str]]:
-    """What the joint stage starts from: ``{"seg_checkpoint": {"path": ..., "sha256": ...}, ...}`` (recorded
-    in its checkpoints' ``config["sources"]``; empty for networks started from scratch)."""
-    out = {}
-    for option, (part, _) in _SOURCES.items():
-        path = getattr(args, option, None)
-        if path is not None:
-            try:
-                sha = _source_facts(Path(path), part, flag(option))[1]
-            except OSError as exc:  # gone since it was checked: an error every process raises (see _agree)
-                raise CheckpointError(f"{flag(option)}: cannot read {path}: {exc}") from exc
-            out[option] = {"path": str(path), "sha256": sha}
-    return out
-
-
-def _check_sources(ckpt: dict[str, Any], args: argparse.Namespace, source: Path) -> None:
-    """Refuse to resume or skip a joint run whose seg / spixel source checkpoint changed since it started
-    (its recorded SHA-256 differs, or the file is gone): its weights came from a network that no longer
-    exists (e.g. ``--stage all --resume`` after a new seg stage). Checkpoints without a record pass."""
-    recorded = ckpt["config"].get("sources") or {}
-    for option, (part, _) in _SOURCES.items():
-        path, before = getattr(args, option, None), recorded.get(option)
-        if path is None or not before:
-            continue
-        spelling = flag(option)
-        if Path(path).resolve() != Path(before["path"]).resolve():
-            continue  # another file given: a changed option, refused by the resume rules with both values
-        was = (
-            f"the joint run in {source} was fine-tuned from {spelling} {before['path']} "
-            f"(SHA-256 {before['sha256'][:16]})"
-        )
-        advice = (
-            f"resuming or skipping it would keep a joint model trained from a {part} network that no longer "
-            f"exists: start the joint stage anew (--overwrite) or restore that {spelling}"
-        )
-        if not Path(path).is_file():
-            raise UsageError(f"joint stage: {was}, which no longer exists; {advice}")
-        now = _source_facts(Path(path), part, spelling)[1]
-        if now != before["sha256"]:
-            raise UsageError(
-                f"joint stage: {was}, which has changed since (SHA-256 now {now[:16]}: other weights); "
-                + advice
-            )
 
 
 # ------------------------------------------------------------------------------------------------------ data
-def data_root(args: argparse.Namespace, info: DistInfo) -> Path:
-    """``--data-root``, or the synthetic set in the cache: generated by local rank 0 while the others wait."""
-    if args.data_root is not None:
-        return Path(args.data_root)
-    root = data.DEFAULT_CACHE / "synthetic_voc"
-    if info.local_rank == 0:
-        data.ensure_synthetic_voc(root)
-    info.barrier()
-    if info.local_rank != 0:
-        data.ensure_synthetic_voc(root)  # a no-op check (another node's cache may differ)
-    return root
-
-
-def _train_dataset(args: argparse.Namespace, root: Path) -> VOCSegmentation:
-    """The training split of ``root`` (``VOCSegmentation`` with the training transform)."""
-    return VOCSegmentation(
-        root,
-        args.train_split,
-        sbd=args.sbd,
-        transform=data.train_transform(args.crop_size, scale=(args.scale_min, args.scale_max)),
-        max_pixels=args.max_image_pixels,
-        num_classes=args.num_classes,
-    )
-
-
-def _check_batches(size: int, args: argparse.Namespace, info: DistInfo, root: Path) -> None:
-    if size < args.batch_size * info.world_size:
-        raise UsageError(
-            f"training split {args.train_split!r} of {root} has {counted(size, 'image')}, "
-            "fewer than one batch "
-            f"(--batch-size {args.batch_size} x {counted(info.world_size, 'process', 'processes')})"
-        )
-
-
-def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_command: bool = True) -> Path:
-    """Check the data a run reads before it changes anything: the training split (the data folder, its list
-    file and entries, that every listed image and mask exists, that it holds no validation image) and, when
-    ``val``, ``--val-split``; returns the data root. Whether the split holds one global batch is checked
-    here for a new run (before any output folder exists) and, with the run's checkpoint, by
-    :func:`build_train_loader`.
-
-    Raises:
-        FileNotFoundError, DataError: as :func:`check_val_data`; listed files that do not exist (all named);
-            with ``--check-files`` (the default), every listed file whose header the reader refuses (all
-            named: :func:`~examples.voc_joint.headers.check_headers`, run by rank 0 only).
-        UsageError: the training split holds validation images (:func:`val_overlap_error`) and
-            ``--allow-val-overlap`` is not given, or (a new run) fewer images than one global batch.
-
-    ``own_command=False``: the checks of another command (``demo.py``, ``ablation.py``), which has no
-    ``--allow-val-overlap`` to advise.
-    """
-    root = data_root(args, info)
-    ds = _train_dataset(args, root)
-    if args.resume is None:  # a new run: its batch size is this one (a resumed run's: with its checkpoint)
-        _check_batches(len(ds), args, info, root)
-    if not args.allow_val_overlap:
-        error = val_overlap_error(ds.names, ds.root, ds.list_file, args, own_command=own_command)
-        error = error or source_overlap_error(ds.root, args, own_command=own_command)
-        if error:
-            raise UsageError(error)
-    val_ds = check_val_data(args, root) if val else None
-    missing = ds.missing_files() + (val_ds.missing_files() if val_ds is not None else [])
-    if missing:
-        # other commands (demo.py, ablation.py) have no --val-split option: their validation list by name
-        val_list = (
-            f"the --val-split {args.val_split!r} list" if own_command else f"the {args.val_split!r} list"
-        )
-        verb = "does" if len(missing) == 1 else "do"
-        raise FileNotFoundError(
-            f"{counted(len(missing), 'file')} listed in {ds.list_file}"
-            + (f" or in {val_list}" if val else "")
-            + f" {verb} not exist (an incomplete extraction, or a list of another data set?):"
-            + shown_problems(missing, describe=lambda p: f"{p}{missing_file_hint(p)}")
-        )
-    if args.check_files:
-        _check_headers([ds] if val_ds is None else [ds, val_ds], args, info)
-    return root
-
-
-def _check_headers(datasets: Sequence[VOCSegmentation], args: argparse.Namespace, info: DistInfo) -> None:
-    """The header pass (:func:`~examples.voc_joint.headers.check_headers`) on rank 0 only (the other
-    processes wait, then raise its error too): one process reads the headers, not one per GPU."""
-    error = None
-    if info.main:
-        try:
-            check_headers(datasets, progress=not args.no_progress)
-        except DataError as exc:
-            error = str(exc)
-    error = info.from_main(error)
-    if error is not None:
-        raise DataError(error)
-
-
-def val_overlap_error(
-    names: Sequence[str],
-    voc_root: Path,
-    list_file: Path,
-    args: argparse.Namespace,
-    *,
-    own_command: bool = True,
-) -> str | None:
-    """Why the training split ``names`` (read from ``list_file``) must not be trained on: it holds images of
-    a validation list (None: it holds none).
-
-    The validation lists are VOC's ``ImageSets/Segmentation/val.txt``, the ``val.txt`` of the layout read
-    (``ImageSets/SegmentationAug`` with ``--sbd``) and, with ``--eval``, ``--val-split``, where they exist.
-    SBD's train and val sets hold many VOC 2012 val images: the standard 10582-image trainaug list
-    leaves them out, a union of SBD train + val + VOC train made by hand does not. ``own_command=False``: the
-    message of a command without ``--allow-val-overlap`` (``demo.py``, ``ablation.py``) points to train.py's.
-    """
-    found, lists = _val_images(names, voc_root, args)
-    if not found:
-        return None
-    return (
-        f"training split {args.train_split!r} ({list_file}) holds {counted(len(found), 'image')} "
-        "of the validation lists "
-        f"{[str(f) for f in lists]}: {data.shown_names(found)}. Every validation score of the run would "
-        "count images it was trained on (SBD's train and val sets contain VOC 2012 val images: the standard "
-        "trainaug list of 10582 images leaves them out). Remove them from the training list, or "
-        + _override_advice(own_command)
-    )
-
-
-def source_overlap_error(voc_root: Path, args: argparse.Namespace, *, own_command: bool = True) -> str | None:
-    """Why the joint stage must not start from ``--seg-checkpoint`` / ``--spixel-checkpoint``: the training
-    lists they record (theirs and those of the checkpoints they were fine-tuned from) hold images of the
-    validation lists of :func:`val_overlap_error` (None: they hold none, or the lists cannot be read)."""
-    from examples.voc_joint.evaluate import checkpoint_training_names
-
-    for option in _SOURCES:
-        path = getattr(args, option, None)
-        trained = None if path is None else checkpoint_training_names(path)
-        if not trained:
-            continue
-        found, lists = _val_images(sorted(trained), voc_root, args)
-        if found:
-            return (
-                f"{flag(option)} {path} was trained on {counted(len(found), 'image')} "
-                "of the validation lists "
-                f"{[str(f) for f in lists]}: {data.shown_names(found)} (its recorded training split, e.g. a "
-                "trainval run with --allow-val-overlap): every validation score of the joint model would "
-                "count images its network was trained on. Start from a network trained without them, or "
-                + _override_advice(own_command)
-            )
-    return None
-
-
-def _val_images(
-    names: Sequence[str], voc_root: Path, args: argparse.Namespace
-) -> tuple[list[str], list[Path]]:
-    """The names of ``names`` that a validation list holds (in list order) and the validation lists read."""
-    layout = data._list_dir(voc_root, args.sbd)
-    candidates = [data._list_dir(voc_root, False) / "val.txt", layout / "val.txt"]
-    if args.eval:
-        candidates.append(layout / f"{args.val_split}.txt")
-    lists = [f for f in dict.fromkeys(candidates) if f.is_file()]
-    held = set(names)
-    found: dict[str, None] = {}
-    for f in lists:
-        for name in data.read_list(f):
-            if name in held:
-                found[name] = None
-    return list(found), lists
-
-
-def _override_advice(own_command: bool) -> str:
-    if own_command:
-        return (
-            "pass --allow-val-overlap to train on them on purpose (e.g. a trainval model for the test server)"
-        )
-    return "train on them on purpose with train.py --allow-val-overlap (not an option of this command)"
-
-
-def build_train_loader(
-    args: argparse.Namespace, info: DistInfo, root: Path
-) -> tuple[torch.utils.data.DataLoader[Any], EpochSampler]:
-    """Training DataLoader over an :class:`~examples.voc_joint.sampling.EpochSampler` (resumable order).
-
-    The sample order of an epoch and each sample's augmentation are functions of ``(--seed, epoch, index)``.
-    """
-    ds = _train_dataset(args, root)
-    sampler = EpochSampler(
-        len(ds), batch_size=args.batch_size, seed=args.seed, num_replicas=info.world_size, rank=info.rank
-    )
-    _check_batches(len(ds), args, info, root)
-    loader = torch.utils.data.DataLoader(
-        SeededDataset(ds),
-        batch_size=args.batch_size,
-        sampler=sampler,
-        num_workers=args.workers,
-        generator=torch.Generator().manual_seed(derive_seed(args.seed)),
-        pin_memory=info.device.type == "cuda",
-        worker_init_fn=worker_init_fn(args.workers),
-        persistent_workers=False,
-    )
-    return loader, sampler
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -956,23 +166,6 @@ def build_stage_model(stage: str, args: argparse.Namespace) -> nn.Module:
         generator=args.seed,
         **runtime_options(args),
     )
-
-
-def runtime_options(args: argparse.Namespace, device: torch.device | None = None) -> dict[str, Any]:
-    """The model's runtime options (``--channels-last``, ``--recompute-fusion``, ``--compile``).
-
-    ``--channels-last`` left unset resolves to :data:`DEFAULT_CHANNELS_LAST` of ``device`` (``True``,
-    ``"spixelfcn"`` or ``False``; ``False`` when no device is given); :func:`build_train_state` resolves it
-    before building.
-    """
-    channels_last: ChannelsLast | None = getattr(args, "channels_last", None)
-    if channels_last is None:
-        channels_last = DEFAULT_CHANNELS_LAST.get(device.type, False) if device is not None else False
-    return {
-        "channels_last": channels_last,
-        "recompute_fusion": bool(getattr(args, "recompute_fusion", True)),
-        "compile_refine": bool(getattr(args, "compile", False)),
-    }
 
 
 #: Name suffix of a parameter group exempt from weight decay (its ``"weight_decay"`` is 0).
@@ -1088,129 +281,9 @@ def _checkpoint_dict(
     }
 
 
-def thread_count_note(stage: str, ckpt: dict[str, Any], device: torch.device) -> str | None:
-    """The note a CPU resume prints when the checkpoint's run used another torch thread count (``None``: the
-    same count, a CUDA run, or a checkpoint written before the count was recorded).
-
-    PyTorch's CPU convolutions and sums round differently with another number of threads, so the continuation
-    is not bit-identical to an uninterrupted run; the default of ``--threads`` follows the machine's cores.
-
-    Example:
-        >>> n = torch.get_num_threads()
-        >>> thread_count_note("seg", {"cpu_threads": n}, torch.device("cpu")) is None
-        True
-        >>> thread_count_note("seg", {"cpu_threads": n + 1}, torch.device("cpu")).endswith(
-        ...     f"pass --threads {n + 1} to continue it bit for bit"
-        ... )
-        True
-    """
-    recorded, current = ckpt.get("cpu_threads"), torch.get_num_threads()
-    if device.type != "cpu" or recorded is None or int(recorded) == current:
-        return None
-    return (
-        f"[{stage}] the run used {int(recorded)} CPU threads, this process {current}: PyTorch rounds "
-        "differently with another thread count, so the result will not be bit-identical to an uninterrupted "
-        f"run; pass --threads {int(recorded)} to continue it bit for bit"
-    )
-
-
 def _model_device(model: nn.Module) -> torch.device:
     """The device of ``model``'s parameters (the CPU for a model without any)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
-#: The networks of each stage whose memory format shapes its results.
-_STAGE_NETWORKS: dict[str, tuple[Literal["deeplab", "spixelfcn"], ...]] = {
-    "seg": ("deeplab",),
-    "spixel": ("spixelfcn",),
-    "joint": ("deeplab", "spixelfcn"),
-}
-
-
-def _memory_format_advice(channels_last: ChannelsLast, stage: str) -> str:
-    """What to pass to give the stage's networks the memory formats of ``channels_last``."""
-    formats = {network_channels_last(channels_last, n) for n in _STAGE_NETWORKS[stage]}
-    if formats == {True}:
-        return "pass --channels-last"
-    if formats == {False}:
-        return "pass --no-channels-last"
-    return "leave out --channels-last and --no-channels-last on the CPU"  # "spixelfcn": the CPU default
-
-
-def numerics_note(
-    stage: str, ckpt: dict[str, Any], args: argparse.Namespace, device: torch.device
-) -> str | None:
-    """The note a resume prints when a runtime option that changes the arithmetic differs from the run's
-    (``None``: nothing known to differ, or a checkpoint written before the memory format was recorded).
-
-    Two runtime options may differ on ``--resume`` but change the bits of the continuation (measured on the
-    CPU, 16 steps, ResNet-18, 32 px crops): the memory format of the stage's networks (``--channels-last``;
-    its convolutions take other kernels, which round differently: seg weights up to 0.019 apart) and
-    ``--compile`` (joint stage; the compiled uniformization and fusion stack round differently: momentum
-    buffers up to 4e-7 apart). ``--recompute-fusion`` and ``--recompute-loss`` give the same bits and are not
-    named.
-
-    Example:
-        >>> args = argparse.Namespace(channels_last=None, compile=False)
-        >>> ckpt = {"channels_last": "spixelfcn", "config": {"args": {"compile": False}}}
-        >>> numerics_note("seg", ckpt, args, torch.device("cpu")) is None
-        True
-        >>> args.channels_last = True  # DeepLabV3+ in channels_last now: another arithmetic
-        >>> numerics_note("seg", ckpt, args, torch.device("cpu")).endswith(
-        ...     "pass --no-channels-last to continue it bit for bit"
-        ... )
-        True
-        >>> numerics_note("spixel", ckpt, args, torch.device("cpu")) is None  # SpixelFCN's format is the same
-        True
-    """
-    changed: list[str] = []
-    advice: list[str] = []
-    recorded = ckpt.get("channels_last")
-    if recorded is not None:
-        current = runtime_options(args, device)["channels_last"]
-        if any(
-            network_channels_last(recorded, n) != network_channels_last(current, n)
-            for n in _STAGE_NETWORKS[stage]
-        ):
-            changed.append(f"the memory format (channels_last {recorded!r} then, {current!r} now)")
-            advice.append(_memory_format_advice(recorded, stage))
-    compiled = ckpt.get("config", {}).get("args", {}).get("compile")
-    if stage == "joint" and compiled is not None and bool(compiled) != bool(getattr(args, "compile", False)):
-        changed.append(f"--compile ({'on' if compiled else 'off'} then, {'off' if compiled else 'on'} now)")
-        advice.append("pass --compile" if compiled else "pass --no-compile")
-    if not changed:
-        return None
-    return (
-        f"[{stage}] this resume changes {' and '.join(changed)}: the arithmetic differs, so the result will "
-        f"not be bit-identical to an uninterrupted run; {' and '.join(advice)} to continue it bit for bit"
-    )
-
-
-def torch_version_note(stage: str, ckpt: dict[str, Any]) -> str | None:
-    """The note a resume prints when the checkpoint's run used another torch version (``None``: the same
-    version, or a checkpoint written before the version was recorded).
-
-    PyTorch does not promise the same bits across releases (its kernels and the libraries it bundles change),
-    so the continuation may not be bit-identical to an uninterrupted run. Measured on a CPU: torch 2.11.0 and
-    2.14.1 gave the same bits for the three stages, resumed across both ways; another machine, device or
-    release may not.
-
-    Example:
-        >>> v = str(torch.__version__)
-        >>> torch_version_note("seg", {"torch_version": v}) is None
-        True
-        >>> note = torch_version_note("seg", {"torch_version": "2.0.0"})
-        >>> note.endswith("resume with torch 2.0.0 to be sure")
-        True
-    """
-    recorded, current = ckpt.get("torch_version"), str(torch.__version__)
-    if recorded is None or str(recorded) == current:
-        return None
-    return (
-        f"[{stage}] the run was trained with torch {recorded}, this process runs torch {current}: PyTorch "
-        "does not promise the same bits across releases, so the result may not be bit-identical to an "
-        f"uninterrupted run; resume with torch {recorded} to be sure"
-    )
 
 
 def _resume_checkpoint(
@@ -1271,7 +344,7 @@ def _check_run(
     changes: list[dict[str, Any]] = []
     if ckpt is not None and source is not None:
         if stage == "joint":  # first: no option can make up for other source weights
-            _check_sources(ckpt, args, source)
+            check_sources(ckpt, args, source)
         recorded = {"world_size": ckpt.get("world_size", 1), **ckpt["config"].get("args", {})}
         current = {**vars(args), "world_size": world_size}
         new = option_changes(
@@ -1486,32 +559,6 @@ def _regroup_optimizer_state(
     return {"state": state, "param_groups": groups}, True
 
 
-def cuda_rng_note(stage: str, state: dict[str, Any], device: torch.device) -> str | None:
-    """The note a CUDA resume prints when the RNG states of the checkpoint's GPUs cannot be restored
-    (``None``: they can, or the run is not on CUDA).
-
-    :func:`~examples.voc_joint.checkpoint.set_rng_state` restores the CUDA generators only when this process
-    sees as many GPUs as the one that wrote ``state`` (one state per visible GPU,
-    :func:`~examples.voc_joint.checkpoint.cuda_states_restorable`); otherwise the GPU's random draws
-    (dropout) continue from other states, and the continuation is not bit-identical.
-
-    Example:
-        >>> cuda_rng_note("seg", {"cuda": []}, torch.device("cpu")) is None  # CPU draws only
-        True
-    """
-    if device.type != "cuda" or cuda_states_restorable(state):
-        return None
-    saved, visible = len(state.get("cuda") or []), torch.cuda.device_count()
-    held = "no CUDA RNG state (a run without CUDA)"
-    if saved:
-        held = f"the CUDA RNG states of {counted(saved, 'GPU')}"
-    return (
-        f"[{stage}] the checkpoint holds {held}, this process sees {visible}: they are not restored, so the "
-        "GPU's random draws (dropout) differ and the result will not be bit-identical to an uninterrupted "
-        "run; make the same GPUs visible (CUDA_VISIBLE_DEVICES) to continue it bit for bit"
-    )
-
-
 def _restore_rng(ckpt: dict[str, Any], args: argparse.Namespace, info: DistInfo, stage: str) -> None:
     """Give each process the RNG states it had when ``ckpt`` was written (``ckpt["rng"]``: a list by rank;
     one dict, rank 0's, before checkpoint version 3, read as a run of one process).
@@ -1614,7 +661,7 @@ def run_stage(
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     info = info or init_distributed(args.device)
-    args, taken = _resolve(stage, args)
+    args, taken = resolve_with_origins(stage, args)
     if taken and info.main:
         print(
             f"[{stage}] model options taken from the checkpoints: "
@@ -1684,7 +731,7 @@ def _run_locked(
     state.option_changes = list(changes)
     if stage == "joint":  # what it fine-tunes (a resume keeps the record it was checked against)
         recorded = None if ckpt is None else dict(ckpt["config"].get("sources") or {})
-        sources = _agree(info, lambda: _sources(args) if recorded is None else recorded)
+        sources = _agree(info, lambda: joint_sources(args) if recorded is None else recorded)
         if info.main:
             state.sources = sources
     _agree(info, lambda: _clear(folder, ckpt_path, overwrite=bool(args.overwrite)))
@@ -1764,20 +811,6 @@ def _evaluate(
             )
             raise
     info.wait_for_main()  # not under the process group's timeout, which a long evaluation outlasts
-
-
-def check_val_data(args: argparse.Namespace, root: Path) -> VOCSegmentation:
-    """Check that ``--val-split`` of ``root`` exists and lists images (before training, for ``--eval``);
-    returns its ``VOCSegmentation``.
-
-    Raises:
-        FileNotFoundError: missing data folder, mask folder or list file (the message names it).
-        DataError: an empty list file, one that is not UTF-8 text or names an image more than once, or an
-            entry that leaves the data folders.
-    """
-    return VOCSegmentation(
-        root, args.val_split, sbd=args.sbd, max_pixels=args.max_image_pixels, num_classes=args.num_classes
-    )
 
 
 def _train(
@@ -1888,177 +921,6 @@ def _agreed_signal(guard: InterruptGuard, info: DistInfo) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ main
-def check_args(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None = None
-) -> None:
-    """Checks that involve several options (each option alone was checked by its ``type=``).
-
-    ``argv``: the command line ``args`` was parsed from, to tell which options were given (also with their
-    default value); without it, an option counts as given when its value is not the default.
-    """
-    is_given = option_given(parser, args, argv)
-    if args.scale_min > args.scale_max:
-        parser.error(f"--scale-min {args.scale_min} is larger than --scale-max {args.scale_max}")
-    classes = args.num_classes
-    if classes is None and (args.stage == "all" or args.seg_checkpoint is None):
-        classes = CHECKPOINT_MODEL_OPTIONS["num_classes"].default
-    hidden = args.fusion_hidden
-    if args.fusion and len(hidden) > MAX_FUSION_DEPTH:
-        parser.error(
-            f"--fusion-hidden takes at most {MAX_FUSION_DEPTH} widths (hidden layers), got {len(hidden)}"
-        )
-    wide = [(a, b) for a, b in itertools.pairwise(hidden) if a * b > FUSION_LAYER_MAX]
-    if args.fusion and wide:
-        (a, b), given = wide[0], " ".join(map(str, hidden))
-        parser.error(
-            f"--fusion-hidden {given}: the layer between widths {a} and {b} has {a * b} weights, at most "
-            f"{FUSION_LAYER_MAX} (8192 x 8192 takes about 70 s and 4 GB to initialize)"
-        )
-    if args.fusion and args.stage in ("joint", "all") and classes is not None:  # else: the checkpoint's
-        error = _fusion_width_error(hidden, classes)
-        if error:
-            parser.error(error)
-    if not args.fusion and is_given("fusion_init"):
-        parser.error(
-            f"--no-fusion with --fusion-init {args.fusion_init}: without the fusion stack there is nothing "
-            "to initialize; drop one of the two"
-        )
-    # were ignored without a word: the stack's shape, its learning rate, its recomputation
-    for name, what in (
-        ("fusion_hidden", "shape"),
-        ("fusion_activation", "shape"),
-        ("fusion_lr", "train"),
-        ("recompute_fusion", "recompute"),
-    ):
-        if not args.fusion and is_given(name):
-            parser.error(
-                f"--no-fusion with {spelled(name, getattr(args, name))}: without the fusion stack there is "
-                f"nothing to {what}; drop one of the two"
-            )
-    if args.allow_option_changes and args.resume is None:
-        parser.error("--allow-option-changes only applies with --resume")
-    if args.stage == "all" and args.resume not in (None, "auto"):
-        parser.error(
-            f"--stage all --resume {args.resume}: 'all' resumes each stage from its own folder "
-            "(<output-dir>/<stage>/checkpoint.pt): use --resume (or --resume auto); to continue one stage "
-            "from a given checkpoint, run that stage alone (--stage seg|spixel|joint --resume PATH)"
-        )
-    if args.overwrite and args.resume == "auto":
-        parser.error("--overwrite with --resume (auto) contradicts itself: continue the run or replace it")
-    missing = [o for o in ("seg_checkpoint", "spixel_checkpoint") if getattr(args, o) is None]
-    if args.stage == "joint" and missing and not args.from_scratch:
-        parser.error(
-            "--stage joint fine-tunes pretrained networks: give "
-            + " and ".join(flag(o) for o in missing)
-            + " (the checkpoints of the seg and spixel stages), or use --stage all to pretrain both and then "
-            "join them (--from-scratch starts the joint stage from random networks instead)"
-        )
-    if args.stage == "joint" and args.seg_checkpoint is not None and args.backbone_weights is not None:
-        parser.error(
-            "--backbone-weights with --seg-checkpoint: the joint stage takes DeepLabV3+, backbone included, "
-            "from the checkpoint, so the backbone weights would be ignored; drop one of the two"
-        )
-    if args.from_scratch and args.stage != "joint":
-        parser.error(f"--from-scratch only applies to --stage joint (--stage {args.stage} pretrains itself)")
-    if args.from_scratch and not missing:  # was ignored without a word: both networks are the checkpoints'
-        parser.error(
-            "--from-scratch with --seg-checkpoint and --spixel-checkpoint: both networks start from their "
-            "checkpoints, none from random weights; drop --from-scratch, or the checkpoint of the network "
-            "to start from scratch"
-        )
-    for name, stages in STAGE_ONLY_OPTIONS.items():
-        value = getattr(args, name)
-        if args.stage == "all" or args.stage in stages or not is_given(name):
-            continue
-        used = " and ".join(stages)
-        advice = "drop it"
-        if name == "lr" or name.endswith(("_lr", "_lr_mult")):
-            advice = f"the learning rates of --stage {args.stage} are " + ", ".join(
-                STAGE_LEARNING_RATES[args.stage]
-            )
-        elif name.endswith("_checkpoint"):
-            advice = "a stage continues from its own checkpoint with --resume PATH"
-        parser.error(
-            f"{spelled(name, value)} does not apply to --stage {args.stage} (it is an option of the {used} "
-            f"stage{'s' if len(stages) > 1 else ''}): {advice}"
-        )
-    for name in ("eval_crop", "val_split"):
-        if not args.eval and is_given(name):
-            parser.error(f"{spelled(name, getattr(args, name))} only applies with --eval")
-    run = STAGES if args.stage == "all" else (args.stage,)
-    for name, setting, used_with in (("momentum", "optimizer", "sgd"), ("poly_power", "schedule", "poly")):
-        resolved = {s: getattr(args, setting) or STAGE_DEFAULTS[s][setting] for s in run}
-        if is_given(name) and used_with not in resolved.values():
-            uses = ", ".join(f"{s}: {v}" for s, v in resolved.items())
-            parser.error(
-                f"{spelled(name, getattr(args, name))} applies to --{setting} {used_with}, which no stage "
-                f"of this run uses ({uses}): drop it, or give --{setting} {used_with}"
-            )
-    if args.stage == "joint" and not args.spixel_loss_weight:  # the joint stage computes no spixel_loss
-        for name in ("pos_weight", "recompute_loss"):
-            if is_given(name):
-                parser.error(
-                    f"{spelled(name, getattr(args, name))} applies to spixel_loss, which --stage joint with "
-                    f"--spixel-loss-weight {args.spixel_loss_weight:g} does not compute: drop it, or give a "
-                    "--spixel-loss-weight above 0"
-                )
-    error = worker_tmpdir_error(args.workers, "--workers")
-    if error:
-        parser.error(error)
-    for stage in run:  # <output-dir>/<stage>/: a file, below a file, no write permission
-        check_output_dir(parser, Path(args.output_dir) / stage, given=is_given("output_dir"))
-    if args.backbone_weights is not None:  # before anything is locked or deleted
-        error = backbone_weights_error(
-            Path(args.backbone_weights),
-            args.backbone or CHECKPOINT_MODEL_OPTIONS["backbone"].default,
-            args.output_stride or CHECKPOINT_MODEL_OPTIONS["output_stride"].default,
-        )
-        if error:
-            parser.error(f"--backbone-weights: {error}")
-
-
-def backbone_weights_error(path: Path, backbone: str, output_stride: int) -> str | None:
-    """Why the ``--backbone-weights`` file ``path`` cannot initialize the ResNet ``backbone`` (None: it can).
-
-    The file is loaded as the model will load it, by
-    :func:`~examples.voc_joint.models.deeplabv3plus.load_backbone_weights`, into the backbone built on the
-    meta device (no memory, no computation): a damaged or pickled file, missing or unexpected keys and wrong
-    shapes (weights of another ResNet) are found before the run starts.
-    """
-    import warnings
-
-    from examples.voc_joint.models.deeplabv3plus import build_resnet_backbone, load_backbone_weights
-
-    with torch.device("meta"):
-        net, _, _ = build_resnet_backbone(backbone, output_stride)
-    try:
-        with warnings.catch_warnings():
-            # torch's "copying from a non-meta parameter ... to a meta parameter ..., which is a no-op" is the
-            # point here; any other warning of the load is shown
-            warnings.filterwarnings(
-                "ignore", r".* to a meta parameter in the current model, which is a no-op"
-            )
-            load_backbone_weights(net, path)
-    except ValueError as exc:
-        hint = f" (--backbone {backbone}: weights of another ResNet?)" if "do not match" in str(exc) else ""
-        return f"{exc}{hint}"
-    return None
-
-
-def _fusion_width_error(hidden: Sequence[int], classes: int) -> str | None:
-    """The error of ``--fusion-hidden`` widths below twice the number of classes, or of a stack of more than
-    ``FUSION_WEIGHTS_MAX`` weights for them (None: they are fine)."""
-    small = [h for h in hidden if h < 2 * classes]
-    if small:
-        return (
-            f"--fusion-hidden {small} below 2 x --num-classes = {2 * classes}: every hidden width of a "
-            "transparent stack must be at least its input width, here the 2 x --num-classes channels of "
-            "[S, U(S)]"
-        )
-    too_big = fusion_weights_problem(list(hidden), classes)
-    if too_big:
-        return f"--fusion-hidden {' '.join(map(str, hidden))} {too_big}"
-    return None
 
 
 def _stage_paths(
@@ -2087,7 +949,7 @@ def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: i
 
     With ``all``, a joint run to resume or skip must not depend on a seg / spixel stage that will train
     further first: its source checkpoints would change under it (refused here, before any training, rather
-    than by :func:`_check_sources` once those stages are done).
+    than by :func:`check_sources` once those stages are done).
     """
     training = []
     for stage in stages:

@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("torchvision")
 
-from examples.voc_joint import ablation
+from examples.voc_joint import ablation, train_options
 
 from .helpers import assert_data_root_is_checked, run_example, untrained_checkpoints
 
@@ -197,9 +197,8 @@ def test_unset_options_come_from_quick_or_the_defaults() -> None:
 
 @pytest.mark.parametrize("variant", ablation.VARIANTS)
 def test_each_variant_trains_what_its_name_says(variant: str) -> None:
-    from examples.voc_joint import train
 
-    args = train.build_parser().parse_args(ablation.variant_options(variant))
+    args = train_options.build_parser().parse_args(ablation.variant_options(variant))
     if variant == "no_superpixels":
         assert (args.mode, args.fusion) == ("none", False)
     elif variant == "no_fusion":
@@ -210,7 +209,7 @@ def test_each_variant_trains_what_its_name_says(variant: str) -> None:
     # other widths go to the fusion inits only: the training CLI refuses --fusion-hidden with --no-fusion
     options = ablation.variant_options(variant, [48])
     assert ("--fusion-hidden" in options) == (variant in ablation.FUSION_INITS)
-    args = train.build_parser().parse_args(options)
+    args = train_options.build_parser().parse_args(options)
     assert args.fusion_hidden == ([48] if variant in ablation.FUSION_INITS else [64, 64])
     with pytest.raises(ValueError, match="variant must be one of"):
         ablation.variant_options("glorot")

@@ -15,7 +15,7 @@ from torch import nn
 
 pytest.importorskip("torchvision")
 
-from examples.voc_joint import distributed, train
+from examples.voc_joint import distributed, train, train_data, train_options
 from examples.voc_joint.checkpoint import CheckpointError
 from examples.voc_joint.cli import UsageError
 from examples.voc_joint.distributed import DistInfo
@@ -393,7 +393,7 @@ def test_sync_bn_on_the_cpu_is_refused_before_overwrite_clears_the_old_run(
     from .helpers import train_args
 
     old_run = tmp_path / "run"
-    for stage in train.STAGES:
+    for stage in train_options.STAGES:
         (old_run / stage).mkdir(parents=True)
         (old_run / stage / "checkpoint.pt").write_bytes(b"the old run's")
     monkeypatch.setattr(train, "init_distributed", lambda device: DistInfo(rank=0, world_size=2))
@@ -403,7 +403,9 @@ def test_sync_bn_on_the_cpu_is_refused_before_overwrite_clears_the_old_run(
         train.main(argv)
     err = capsys.readouterr().err
     assert stop.value.code == 2, err
-    assert all((old_run / s / "checkpoint.pt").is_file() for s in train.STAGES), err  # the old run is intact
+    assert all((old_run / s / "checkpoint.pt").is_file() for s in train_options.STAGES), (
+        err
+    )  # the old run is intact
     assert "--sync-bn needs CUDA" in err and "this run trains on cpu: drop --sync-bn" in err, err
     (_, error), _ = other.broadcasts[0]  # rank 0's first decision, sent to the others: the refusal
     assert error is not None and error[0] == "UsageError" and "--sync-bn" in error[1], other.broadcasts
@@ -420,7 +422,7 @@ def test_sync_bn_in_one_process_is_said_to_be_ignored_as_amp_on_the_cpu(
 
     extra = ["--sync-bn"] if sync_bn else []
     argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1", *extra)
-    args = train.resolve_stage_options("seg", train.build_parser().parse_args(argv))
+    args = train_options.resolve_stage_options("seg", train_options.build_parser().parse_args(argv))
     state, _ = train.build_train_state("seg", args, DistInfo(), None, steps_per_epoch=1)
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in state.model.modules())
     out = capsys.readouterr().out
@@ -440,10 +442,13 @@ def test_synthetic_data_is_generated_by_local_rank_0_of_every_machine(
     other = _OtherProcess(monkeypatch)
     monkeypatch.setattr(data, "ensure_synthetic_voc", lambda root: other.calls.append("ensure"))
     info = DistInfo(rank=rank, world_size=4, local_rank=local_rank)
-    root = train.data_root(argparse.Namespace(data_root=None), info)
+    root = train_data.data_root(argparse.Namespace(data_root=None), info)
     assert root == data.DEFAULT_CACHE / "synthetic_voc" and other.calls == order
     other.calls.clear()
-    assert train.data_root(argparse.Namespace(data_root="/d/VOC"), info) == Path("/d/VOC") and not other.calls
+    assert (
+        train_data.data_root(argparse.Namespace(data_root="/d/VOC"), info) == Path("/d/VOC")
+        and not other.calls
+    )
 
 
 def test_log_rows_average_the_loss_and_its_parts_over_the_processes(
@@ -459,9 +464,11 @@ def test_log_rows_average_the_loss_and_its_parts_over_the_processes(
     from .helpers import train_args
 
     argv = train_args(tiny_voc, tmp_path, "--stage", "joint", "--from-scratch", "--log-every", "1")
-    args = train.resolve_stage_options("joint", train.build_parser().parse_args([*argv, "--max-steps", "1"]))
+    args = train_options.resolve_stage_options(
+        "joint", train_options.build_parser().parse_args([*argv, "--max-steps", "1"])
+    )
     one = DistInfo()
-    loader, sampler = train.build_train_loader(args, one, tiny_voc)
+    loader, sampler = train_data.build_train_loader(args, one, tiny_voc)
     state, _ = train.build_train_state("joint", args, one, None, sampler.steps_per_epoch)
     _OtherProcess(monkeypatch, value=0.0, flags=torch.zeros(4))
     own: list[dict[str, float]] = []  # this process's values of each step
@@ -501,9 +508,9 @@ def test_a_loss_non_finite_on_another_process_is_reported_as_the_mean_not_this_o
     from .helpers import train_args
 
     argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1")
-    args = train.resolve_stage_options("seg", train.build_parser().parse_args(argv))
+    args = train_options.resolve_stage_options("seg", train_options.build_parser().parse_args(argv))
     one = DistInfo()
-    loader, sampler = train.build_train_loader(args, one, tiny_voc)
+    loader, sampler = train_data.build_train_loader(args, one, tiny_voc)
     state, _ = train.build_train_state("seg", args, one, None, sampler.steps_per_epoch)
     batch = next(iter(loader))
     # rank 1's loss is NaN (so are the summed gradients): it contributes NaN to the mean and its flags

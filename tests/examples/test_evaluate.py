@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from examples.voc_joint import evaluate as evaluate_mod
+from examples.voc_joint import train_options
 from examples.voc_joint.data import build_dataset
 from examples.voc_joint.evaluate import evaluate, split_results
 from examples.voc_joint.metrics import SegmentationMetrics
@@ -783,10 +784,9 @@ def test_cli_metrics_record_the_torch_versions(voc, tmp_path, monkeypatch, capsy
 def test_a_cpu_device_with_an_index_is_refused(device, capsys):
     """``--device cpu:3`` was accepted (and ran on the one CPU): the shared ``--device`` type of train.py and
     evaluate.py refuses it at parse time."""
-    from examples.voc_joint import train
     from examples.voc_joint.cli import device_arg
 
-    for parser in (evaluate_mod.build_parser(), train.build_parser()):
+    for parser in (evaluate_mod.build_parser(), train_options.build_parser()):
         action = next(a for a in parser._actions if a.dest == "device")
         assert action.type is device_arg
     with pytest.raises(SystemExit) as info:
@@ -1436,10 +1436,11 @@ def test_workers_default_as_in_train_and_ignore_the_stop_signals(voc, tmp_path, 
     23.5 s (medians of 3 paired runs on the 2-core VM). Its workers now also leave SIGINT / SIGTERM / SIGHUP
     to the main process, as train.py's do: a ``kill -TERM`` of the process group ended the evaluation with a
     ``DataLoader worker ... is killed by signal: Terminated`` traceback."""
-    from examples.voc_joint import train
     from examples.voc_joint.signals import ignore_stop_signals
 
-    assert evaluate_mod.build_parser().get_default("workers") == train.build_parser().get_default("workers")
+    assert evaluate_mod.build_parser().get_default("workers") == train_options.build_parser().get_default(
+        "workers"
+    )
     made = []
 
     class Recording(DataLoader):  # type: ignore[type-arg]
@@ -1489,7 +1490,7 @@ def test_the_workers_of_train_eval_ignore_the_stop_signals(voc, tmp_path, monkey
     """``train.py --eval`` evaluates with ``--workers`` (2 by default) worker processes that took SIGTERM /
     SIGHUP themselves: a signal to the process group during the evaluation could end it with the
     ``DataLoader worker ... is killed by signal`` traceback instead of the stop (as ``evaluate.py``'s did)."""
-    from examples.voc_joint import engine, train
+    from examples.voc_joint import engine
     from examples.voc_joint.signals import ignore_stop_signals
 
     class Made(Exception):
@@ -1502,7 +1503,7 @@ def test_the_workers_of_train_eval_ignore_the_stop_signals(voc, tmp_path, monkey
         raise Made
 
     monkeypatch.setattr(torch.utils.data, "DataLoader", recording)
-    args = train.build_parser().parse_args(["--workers", "2"])
+    args = train_options.build_parser().parse_args(["--workers", "2"])
     args.num_classes = 21
     with pytest.raises(Made):
         engine.evaluate_checkpoint(_seg_checkpoint(tmp_path, 21), args, torch.device("cpu"), voc)

@@ -24,6 +24,7 @@ import torch
 pytest.importorskip("torchvision")
 
 from examples.voc_joint import train as train_cli
+from examples.voc_joint import train_options
 from examples.voc_joint.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -1064,9 +1065,9 @@ def test_every_bad_cli_value_exits_2_at_parse_time(
     if tool == "train":
 
         def run(a: list[str]) -> object:
-            parser = train_cli.build_parser()
+            parser = train_options.build_parser()
             args = parser.parse_args(a)
-            train_cli.check_args(parser, args)
+            train_options.check_args(parser, args)
             return args
 
         base = ["--output-dir", str(tmp_path)]

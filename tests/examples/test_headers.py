@@ -16,7 +16,7 @@ pytest.importorskip("torchvision")
 
 from PIL import Image
 
-from examples.voc_joint import headers, train
+from examples.voc_joint import headers, train, train_data, train_options
 from examples.voc_joint.data import DataError, VOCSegmentation
 from examples.voc_joint.distributed import DistInfo
 
@@ -234,15 +234,15 @@ def test_under_ddp_only_rank_0_reads_the_headers(voc, monkeypatch) -> None:
     """Rank 0 reads the headers; every other process waits for its verdict and raises the same error."""
     _small_mask(voc, _names(voc)[0])
     ds = VOCSegmentation(voc, "train")
-    args = train.build_parser().parse_args(["--no-progress"])
+    args = train_options.build_parser().parse_args(["--no-progress"])
     with pytest.raises(DataError) as info:
-        train._check_headers([ds], args, _Rank(0, None))
+        train_data._check_headers([ds], args, _Rank(0, None))
     message = str(info.value)
     monkeypatch.setattr(VOCSegmentation, "header_problems", lambda self, i: pytest.fail("rank 1 read"))
     with pytest.raises(DataError) as other:
-        train._check_headers([ds], args, _Rank(1, message))
+        train_data._check_headers([ds], args, _Rank(1, message))
     assert str(other.value) == message
-    train._check_headers([ds], args, _Rank(1, None))  # rank 0 found nothing
+    train_data._check_headers([ds], args, _Rank(1, None))  # rank 0 found nothing
 
 
 def test_the_progress_bar_follows_no_progress(tiny_voc, monkeypatch) -> None:

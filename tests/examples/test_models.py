@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from examples.voc_joint import train_options
 from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN
 from examples.voc_joint.models.deeplabv3plus import build_resnet_backbone, load_backbone_weights
 
@@ -271,12 +272,11 @@ def test_backbone_weights_without_num_batches_tracked_load(tmp_path, monkeypatch
             assert torch.equal(v, src.state_dict()[k]), k
     import warnings
 
-    from examples.voc_joint import train
     from examples.voc_joint.models import deeplabv3plus
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch's "copying ... to a meta parameter is a no-op" is filtered out
-        assert train.backbone_weights_error(path, "resnet18", 16) is None
+        assert train_options.backbone_weights_error(path, "resnet18", 16) is None
     original = deeplabv3plus.load_backbone_weights
 
     def load_and_warn(net: torch.nn.Module, file: object) -> None:
@@ -285,7 +285,7 @@ def test_backbone_weights_without_num_batches_tracked_load(tmp_path, monkeypatch
 
     monkeypatch.setattr(deeplabv3plus, "load_backbone_weights", load_and_warn)
     with pytest.warns(UserWarning, match="another warning of the load"):  # only that one is hidden
-        assert train.backbone_weights_error(path, "resnet18", 16) is None
+        assert train_options.backbone_weights_error(path, "resnet18", 16) is None
     monkeypatch.undo()
     # a key other than the counters still has to be there
     del state["bn1.running_mean"]
@@ -466,7 +466,6 @@ def test_backbone_weights_that_are_no_weights_are_named(tmp_path, key: str, valu
     """Non-finite weights (a diverged run's file) loaded silently and showed only as a non-finite loss once
     training ran; integer weights were cast silently, complex ones lost their imaginary part with a warning.
     The file and the key are named; the check also runs for ``--backbone-weights`` (meta backbone)."""
-    from examples.voc_joint import train
 
     net, _, _ = build_resnet_backbone("resnet18", 16)
     state = dict(net.state_dict())
@@ -479,7 +478,7 @@ def test_backbone_weights_that_are_no_weights_are_named(tmp_path, key: str, valu
     torch.save(state, path)
     with pytest.raises(ValueError, match=rf"backbone weights .*r18\.pth: {match}"):
         load_backbone_weights(net, path)
-    assert re.search(match, train.backbone_weights_error(path, "resnet18", 16) or "")
+    assert re.search(match, train_options.backbone_weights_error(path, "resnet18", 16) or "")
     state = {k: v.double() if v.is_floating_point() else v for k, v in net.state_dict().items()}
     torch.save(state, path)  # another floating-point dtype is fine (cast as before)
     load_backbone_weights(net, path)

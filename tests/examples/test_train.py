@@ -21,7 +21,7 @@ pytest.importorskip("torchvision")
 
 from PIL import Image
 
-from examples.voc_joint import train
+from examples.voc_joint import resume_notes, sources, train, train_data, train_options
 from examples.voc_joint.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -86,7 +86,7 @@ def test_help_documents_every_option(how: str) -> None:
     )
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     for action in parser._actions:
         for opt in action.option_strings:
             assert opt in res.stdout, opt
@@ -98,7 +98,11 @@ def test_docs_help_listings_are_current(name: str) -> None:
     """docs/examples/<name>_help.txt (shown on the pipeline page) lists every option of the parser."""
     from examples.voc_joint import ablation, demo
 
-    parsers = {"train": train.build_parser, "demo": demo.build_parser, "ablation": ablation.build_parser}
+    parsers = {
+        "train": train_options.build_parser,
+        "demo": demo.build_parser,
+        "ablation": ablation.build_parser,
+    }
     parser = parsers[name]()
     text = (ROOT / "docs" / "examples" / f"{name}_help.txt").read_text()
     missing = [opt for action in parser._actions for opt in action.option_strings if opt not in text]
@@ -171,8 +175,8 @@ def test_train_loader_same_batches_under_every_worker_start_method(tiny_voc, con
 
     def batches(workers: int, ctx: str | None) -> list[dict]:
         argv = ["--stage", "seg", "--workers", str(workers), "--crop-size", "32", "--batch-size", "2"]
-        args = train.resolve_stage_options("seg", train.build_parser().parse_args(argv))
-        loader, sampler = train.build_train_loader(args, DistInfo(), tiny_voc)
+        args = train_options.resolve_stage_options("seg", train_options.build_parser().parse_args(argv))
+        loader, sampler = train_data.build_train_loader(args, DistInfo(), tiny_voc)
         if ctx is not None:
             loader.multiprocessing_context = ctx
         sampler.set_epoch(1)
@@ -186,9 +190,9 @@ def test_train_loader_same_batches_under_every_worker_start_method(tiny_voc, con
 
 
 def test_optimizer_groups_paper_defaults_and_weight_decay() -> None:
-    args = train.resolve_stage_options(
+    args = train_options.resolve_stage_options(
         "joint",
-        train.build_parser().parse_args(
+        train_options.build_parser().parse_args(
             ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4"]
         ),
     )
@@ -205,15 +209,15 @@ def test_optimizer_groups_paper_defaults_and_weight_decay() -> None:
     for _ in range(10):
         opt.step(), sched.step()
     assert opt.param_groups[0]["lr"] == 1e-6
-    seg_args = train.resolve_stage_options("seg", args)
+    seg_args = train_options.resolve_stage_options("seg", args)
     assert (seg_args.schedule, seg_args.optimizer, seg_args.weight_decay) == (
         "fixed",
         "sgd",
         5e-4,
     )  # inherited
-    fresh = train.resolve_stage_options("seg", train.build_parser().parse_args([]))
+    fresh = train_options.resolve_stage_options("seg", train_options.build_parser().parse_args([]))
     assert (fresh.schedule, fresh.optimizer) == ("poly", "sgd")
-    spx = train.resolve_stage_options("spixel", train.build_parser().parse_args([]))
+    spx = train_options.resolve_stage_options("spixel", train_options.build_parser().parse_args([]))
     assert (spx.optimizer, spx.weight_decay) == ("adam", 4e-4)
     # the resolved options name their stage (checkpoints and logs of --stage all record the stage run)
     assert (fresh.stage, spx.stage) == ("seg", "spixel")
@@ -228,8 +232,8 @@ def test_joint_loss_normalization_is_the_documented_one() -> None:
     from examples.voc_joint import engine
 
     small = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--cell-size", "8"]
-    args = train.resolve_stage_options(
-        "joint", train.build_parser().parse_args([*small, "--spixel-loss-weight", "0.5"])
+    args = train_options.resolve_stage_options(
+        "joint", train_options.build_parser().parse_args([*small, "--spixel-loss-weight", "0.5"])
     )
     model = train.build_stage_model("joint", args).eval()  # eval: no dropout, the same output per image
     gen = torch.Generator().manual_seed(0)
@@ -285,7 +289,9 @@ def test_each_pretraining_stage_feeds_its_network_its_own_normalization(stage: s
 def test_spixel_stage_biases_get_no_weight_decay() -> None:
     """As in SpixelFCN's main.py (bias_decay 0, weight_decay 4e-4 on every 'weight', BatchNorm scales
     included): a bias with a zero gradient stays where it is, a weight shrinks."""
-    args = train.resolve_stage_options("spixel", train.build_parser().parse_args(["--spixel-width", "4"]))
+    args = train_options.resolve_stage_options(
+        "spixel", train_options.build_parser().parse_args(["--spixel-width", "4"])
+    )
     model = train.build_stage_model("spixel", args)
     opt = train.build_optimizer("spixel", model, args)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -316,12 +322,14 @@ def test_spixel_checkpoint_with_one_optimizer_group_resumes(tiny_voc, tmp_path, 
     ckpt_path = train.main(argv)["spixel"]
     ckpt = load_checkpoint(ckpt_path)
     model = train.build_stage_model(
-        "spixel", train.resolve_stage_options("spixel", train.build_parser().parse_args(argv))
+        "spixel", train_options.resolve_stage_options("spixel", train_options.build_parser().parse_args(argv))
     )
     opt = ckpt["optimizer"]
     index = {id(p): i for i, p in enumerate(model.parameters())}
     layout = train.build_optimizer(
-        "spixel", model, train.resolve_stage_options("spixel", train.build_parser().parse_args(argv))
+        "spixel",
+        model,
+        train_options.resolve_stage_options("spixel", train_options.build_parser().parse_args(argv)),
     )
     new_to_old = {
         k: index[id(p)]
@@ -348,7 +356,9 @@ def test_spixel_checkpoint_with_one_optimizer_group_resumes(tiny_voc, tmp_path, 
     ]
     # the state moved with its parameter: regrouping alone (no step) gives back each parameter's moments
     fresh = train.build_optimizer(
-        "spixel", model, train.resolve_stage_options("spixel", train.build_parser().parse_args(argv))
+        "spixel",
+        model,
+        train_options.resolve_stage_options("spixel", train_options.build_parser().parse_args(argv)),
     )
     regrouped, done = train._regroup_optimizer_state(fresh, ckpt["optimizer"], model)
     assert done
@@ -365,17 +375,17 @@ def test_a_cuda_resume_that_cannot_restore_the_gpu_rng_states_says_so(monkeypatc
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a CUDA machine, as the device says
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     state = {"cuda": [torch.zeros(16, dtype=torch.uint8)] * 2}
-    assert train.cuda_rng_note("seg", state, cuda) is None
-    assert train.cuda_rng_note("seg", state, torch.device("cpu")) is None
+    assert resume_notes.cuda_rng_note("seg", state, cuda) is None
+    assert resume_notes.cuda_rng_note("seg", state, torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    note = train.cuda_rng_note("joint", state, cuda)
+    note = resume_notes.cuda_rng_note("joint", state, cuda)
     assert note is not None and note.startswith(
         "[joint] the checkpoint holds the CUDA RNG states of 2 GPUs, this process sees 1: they are not "
         "restored"
     )
     assert note.endswith("make the same GPUs visible (CUDA_VISIBLE_DEVICES) to continue it bit for bit")
     assert "holds no CUDA RNG state (a run without CUDA), this process sees 1" in str(
-        train.cuda_rng_note("seg", {"cuda": []}, cuda)
+        resume_notes.cuda_rng_note("seg", {"cuda": []}, cuda)
     )
 
 
@@ -438,14 +448,18 @@ def test_numerics_note_names_compile_for_the_joint_stage_only() -> None:
     cpu = torch.device("cpu")
     ckpt = {"config": {"args": {"compile": False}}}
     on = argparse.Namespace(channels_last=None, compile=True)
-    note = train.numerics_note("joint", ckpt, on, cpu)
+    note = resume_notes.numerics_note("joint", ckpt, on, cpu)
     assert note is not None and "--compile (off then, on now)" in note and "pass --no-compile" in note, note
     assert "memory format" not in note
-    assert train.numerics_note("joint", {"config": {"args": {"compile": True}}}, on, cpu) is None
-    assert train.numerics_note("seg", ckpt, on, cpu) is None  # the networks alone: compile changes nothing
-    assert train.numerics_note("spixel", ckpt, on, cpu) is None
+    assert resume_notes.numerics_note("joint", {"config": {"args": {"compile": True}}}, on, cpu) is None
+    assert (
+        resume_notes.numerics_note("seg", ckpt, on, cpu) is None
+    )  # the networks alone: compile changes nothing
+    assert resume_notes.numerics_note("spixel", ckpt, on, cpu) is None
     mixed = {"channels_last": "spixelfcn", "config": {"args": {"compile": True}}}
-    note = train.numerics_note("joint", mixed, argparse.Namespace(channels_last=False, compile=True), cpu)
+    note = resume_notes.numerics_note(
+        "joint", mixed, argparse.Namespace(channels_last=False, compile=True), cpu
+    )
     assert note is not None and "leave out --channels-last and --no-channels-last on the CPU" in note, note
 
 
@@ -482,9 +496,9 @@ def test_resume_with_another_torch_version_says_it_may_not_be_bit_identical(
 def test_a_checkpoint_without_a_recorded_torch_version_gets_no_version_note() -> None:
     """Checkpoints written before the version was recorded (2026-12-02) hold none: nothing is known to
     differ, so their resume prints no note (not "trained with torch None")."""
-    assert train.torch_version_note("seg", {}) is None
-    assert train.torch_version_note("seg", {"torch_version": None}) is None
-    assert train.torch_version_note("seg", {"torch_version": "0.0.1"}) is not None
+    assert resume_notes.torch_version_note("seg", {}) is None
+    assert resume_notes.torch_version_note("seg", {"torch_version": None}) is None
+    assert resume_notes.torch_version_note("seg", {"torch_version": "0.0.1"}) is not None
 
 
 def test_joint_step_modes_and_transparency_in_training_mode() -> None:
@@ -498,8 +512,8 @@ def test_joint_step_modes_and_transparency_in_training_mode() -> None:
 
     small = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--cell-size", "8"]
     zero = ["--lr", "0", "--spixel-lr", "0", "--fusion-lr", "0", "--weight-decay", "0"]
-    args = train.resolve_stage_options(
-        "joint", train.build_parser().parse_args([*small, *zero, "--max-steps", "1", "--no-progress"])
+    args = train_options.resolve_stage_options(
+        "joint", train_options.build_parser().parse_args([*small, *zero, "--max-steps", "1", "--no-progress"])
     )
     state, _ = train.build_train_state("joint", args, DistInfo(), None, steps_per_epoch=1)
     model = state.model
@@ -548,13 +562,13 @@ def test_joint_step_modes_and_transparency_in_training_mode() -> None:
 
 def test_fusion_init_and_runtime_options_reach_the_model() -> None:
     argv = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--fusion-init"]
-    parser = train.build_parser()
-    args = train.resolve_stage_options("joint", parser.parse_args([*argv, "zero_residual"]))
+    parser = train_options.build_parser()
+    args = train_options.resolve_stage_options("joint", parser.parse_args([*argv, "zero_residual"]))
     assert (args.channels_last, args.recompute_fusion, args.compile) == (None, True, False)
     model = train.build_stage_model("joint", args)
     assert isinstance(model, JointModel) and model.config["fusion_init"] == "zero_residual"
     assert model.recompute_fusion and not (model.channels_last or model.compile_refine)
-    args = train.resolve_stage_options(
+    args = train_options.resolve_stage_options(
         "joint",
         parser.parse_args([*argv, "xavier", "--channels-last", "--no-recompute-fusion", "--compile"]),
     )
@@ -565,20 +579,22 @@ def test_fusion_init_and_runtime_options_reach_the_model() -> None:
     assert conv_layout(model.deeplab) == "channels_last"
     # unset --channels-last resolves per device type (DEFAULT_CHANNELS_LAST)
     unset = parser.parse_args([])
-    assert train.runtime_options(unset, torch.device("cuda"))["channels_last"] == "spixelfcn"  # H200 figures
-    assert train.runtime_options(unset, torch.device("cpu"))["channels_last"] == "spixelfcn"
-    assert train.runtime_options(unset)["channels_last"] is False  # no device: neither
+    assert (
+        train_options.runtime_options(unset, torch.device("cuda"))["channels_last"] == "spixelfcn"
+    )  # H200 figures
+    assert train_options.runtime_options(unset, torch.device("cpu"))["channels_last"] == "spixelfcn"
+    assert train_options.runtime_options(unset)["channels_last"] is False  # no device: neither
     # the CPU default: SpixelFCN in channels_last, DeepLabV3+ not, in the joint model and in single stages
     unset.channels_last = "spixelfcn"
     cl, plain = "channels_last", "contiguous"
     for stage, layouts in (("joint", (plain, cl)), ("seg", (plain,)), ("spixel", (cl,))):
-        net = train.build_stage_model(stage, train.resolve_stage_options(stage, unset))
+        net = train.build_stage_model(stage, train_options.resolve_stage_options(stage, unset))
         nets = (net.deeplab, net.spixelfcn) if isinstance(net, JointModel) else (net,)
         assert tuple(conv_layout(n) for n in nets) == layouts, stage
 
 
 def test_poly_schedule() -> None:
-    args = train.resolve_stage_options("seg", train.build_parser().parse_args([]))
+    args = train_options.resolve_stage_options("seg", train_options.build_parser().parse_args([]))
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)
     sched = train.build_scheduler(opt, args, 10)
@@ -593,7 +609,7 @@ def test_poly_schedule() -> None:
 def test_poly_schedule_stays_at_0_past_its_horizon_and_takes_a_horizon_of_0() -> None:
     """The poly factor is clamped at 0 after ``T`` steps (a negative base to a fractional power is a complex
     number, which ``float`` refuses), and a horizon of 0 counts as 1 (the factor divides by it)."""
-    args = train.resolve_stage_options("seg", train.build_parser().parse_args([]))
+    args = train_options.resolve_stage_options("seg", train_options.build_parser().parse_args([]))
     for total, expect in ((2, [1.0, 0.5**0.9, 0.0, 0.0, 0.0]), (0, [1.0, 0.0, 0.0])):
         p = torch.nn.Parameter(torch.zeros(1))
         opt = torch.optim.SGD([p], lr=1.0)
@@ -631,13 +647,13 @@ def test_no_fusion_refuses_a_fusion_init_given_with_its_default_value(tmp_path, 
     """``--no-fusion --fusion-init transparent`` (the default, given) initialized nothing without a word,
     where any other ``--fusion-init`` and the other fusion options given with their default were refused:
     whether it was given now comes from the command line, not from a comparison with the default."""
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     default = parser.get_default("fusion_init")
     argv = ["--output-dir", str(tmp_path), "--stage", "joint", "--from-scratch", "--no-fusion"]
-    train.check_args(parser, parser.parse_args(argv), argv)  # left out: fine
+    train_options.check_args(parser, parser.parse_args(argv), argv)  # left out: fine
     argv += ["--fusion-init", default]
     with pytest.raises(SystemExit) as info:
-        train.check_args(parser, parser.parse_args(argv), argv)
+        train_options.check_args(parser, parser.parse_args(argv), argv)
     err = capsys.readouterr().err
     assert info.value.code == 2, err
     assert (
@@ -1040,7 +1056,7 @@ def test_a_stop_is_said_by_the_stage_only_in_its_own_command(
     from examples.voc_joint.signals import Interrupted
 
     monkeypatch.setattr(train, "_agreed_signal", lambda guard, info: int(signal.SIGINT))  # before step 1
-    args = train.build_parser().parse_args(
+    args = train_options.build_parser().parse_args(
         train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1")
     )
     with pytest.raises(Interrupted):
@@ -1536,20 +1552,24 @@ def test_an_empty_scaler_state_resumes_into_an_enabled_scaler() -> None:
 
 def test_optimizer_options_reach_every_group() -> None:
     """Each learning rate goes to its own group; --momentum and --weight-decay reach SGD and Adam."""
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     small = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4"]
     lrs = ["--lr", "1e-3", "--spixel-lr", "2e-4", "--fusion-lr", "3e-5", "--momentum", "0.5"]
-    args = train.resolve_stage_options("joint", parser.parse_args([*small, *lrs, "--weight-decay", "1e-5"]))
+    args = train_options.resolve_stage_options(
+        "joint", parser.parse_args([*small, *lrs, "--weight-decay", "1e-5"])
+    )
     opt = train.build_optimizer("joint", train.build_stage_model("joint", args), args)
     groups = {g["name"]: g for g in opt.param_groups}
     assert {k: g["lr"] for k, g in groups.items()} == {"deeplab": 1e-3, "spixelfcn": 2e-4, "fusion": 3e-5}
     assert all(g["momentum"] == 0.5 and g["weight_decay"] == 1e-5 for g in groups.values())
-    seg = train.resolve_stage_options(
+    seg = train_options.resolve_stage_options(
         "seg", parser.parse_args([*small, "--seg-lr", "0.01", "--head-lr-mult", "4"])
     )
     opt = train.build_optimizer("seg", train.build_stage_model("seg", seg), seg)
     assert {g["name"]: g["lr"] for g in opt.param_groups} == {"backbone": 0.01, "head": pytest.approx(0.04)}
-    spx = train.resolve_stage_options("spixel", parser.parse_args([*small, "--spixel-pretrain-lr", "1e-3"]))
+    spx = train_options.resolve_stage_options(
+        "spixel", parser.parse_args([*small, "--spixel-pretrain-lr", "1e-3"])
+    )
     opt = train.build_optimizer("spixel", train.build_stage_model("spixel", spx), spx)
     assert isinstance(opt, torch.optim.Adam)
     # the stage default, biases exempt (SpixelFCN's bias_decay 0)
@@ -1558,11 +1578,11 @@ def test_optimizer_options_reach_every_group() -> None:
 
 def test_model_options_reach_the_joint_model() -> None:
     """--fusion-activation none builds a stack without activation; --seed sets the fusion layers' draws."""
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     small = ["--backbone", "resnet18", "--aspp-channels", "8", "--spixel-width", "4", "--fusion-hidden", "42"]
 
     def fusion_weights(*extra: str) -> tuple[list[torch.Tensor], JointModel]:
-        args = train.resolve_stage_options("joint", parser.parse_args([*small, *extra]))
+        args = train_options.resolve_stage_options("joint", parser.parse_args([*small, *extra]))
         model = train.build_stage_model("joint", args)
         assert isinstance(model, JointModel) and model.fusion is not None
         return [c.weight for c in model.fusion.convs], model
@@ -1581,7 +1601,7 @@ def test_stage_all_joins_given_checkpoints_or_the_earlier_stages(tmp_path) -> No
     from the seg / spixel stages' checkpoints in the output folder; a joint stage alone gets no default."""
     given = tmp_path / "seg.pt"
     given.touch()
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     args = parser.parse_args(["--output-dir", str(tmp_path / "out"), "--seg-checkpoint", str(given)])
     joint = train._stage_paths("joint", args)  # before resolve_stage_options (which reads the checkpoints)
     assert Path(joint.seg_checkpoint).resolve() == given.resolve()
@@ -1593,9 +1613,9 @@ def test_stage_all_joins_given_checkpoints_or_the_earlier_stages(tmp_path) -> No
 
 
 def test_equal_scale_bounds_are_accepted(tmp_path) -> None:
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     args = parser.parse_args(["--output-dir", str(tmp_path), "--scale-min", "1", "--scale-max", "1"])
-    train.check_args(parser, args)  # no random scaling: fine
+    train_options.check_args(parser, args)  # no random scaling: fine
 
 
 def test_resume_after_a_batch_size_change_counts_the_skipped_batches_at_the_new_size(
@@ -1797,10 +1817,10 @@ def test_check_run_of_a_resume_against_the_checkpoint_on_disk(tmp_path, monkeypa
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").touch()
     (tmp_path / "other.pt").touch()
-    parser = train.build_parser()
+    parser = train_options.build_parser()
 
     def check(*extra: str, world_size: int = 1):
-        args = train.resolve_stage_options(
+        args = train_options.resolve_stage_options(
             "seg", parser.parse_args(["--output-dir", str(tmp_path / "out"), "--stage", "seg", *extra])
         )
         recorded = {
@@ -1843,7 +1863,7 @@ def test_a_resume_under_another_number_of_processes_names_torchruns_options() ->
     assert changes(allow=True) == [
         {"step": 3, "option": "processes (torchrun --nproc-per-node x --nnodes)", "old": 2, "new": 1}
     ]
-    assert "--world-size" not in train.build_parser().format_help()
+    assert "--world-size" not in train_options.build_parser().format_help()
 
 
 def test_every_rng_is_seeded_with_the_seed_plus_the_rank(tiny_voc, tmp_path) -> None:
@@ -1854,7 +1874,9 @@ def test_every_rng_is_seeded_with_the_seed_plus_the_rank(tiny_voc, tmp_path) -> 
 
     from examples.voc_joint.distributed import DistInfo
 
-    args = train.resolve_stage_options("seg", train.build_parser().parse_args(train_args(tiny_voc, tmp_path)))
+    args = train_options.resolve_stage_options(
+        "seg", train_options.build_parser().parse_args(train_args(tiny_voc, tmp_path))
+    )
     args.seed = 5
     train._seed_everything(0)
     train.build_train_state("seg", args, DistInfo(rank=2, world_size=1), None, 1)
@@ -1975,13 +1997,15 @@ def test_fusion_widths_are_checked_against_the_checkpoints_classes(tmp_path) -> 
     """--fusion-hidden below twice the classes of --seg-checkpoint (21 here; --num-classes left out)."""
     seg, spx = untrained_checkpoints(tmp_path)
     argv = ["--stage", "joint", "--seg-checkpoint", str(seg), "--spixel-checkpoint", str(spx)]
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     args = parser.parse_args([*argv, "--fusion-hidden", "8"])
-    train.check_args(parser, args)  # the classes are the checkpoint's: not known when parsing
+    train_options.check_args(parser, args)  # the classes are the checkpoint's: not known when parsing
     with pytest.raises(train.UsageError, match=r"--fusion-hidden \[8\] below 2 x --num-classes = 42"):
-        train.resolve_stage_options("joint", args)
+        train_options.resolve_stage_options("joint", args)
     assert (
-        train.resolve_stage_options("joint", parser.parse_args([*argv, "--fusion-hidden", "42"])).num_classes
+        train_options.resolve_stage_options(
+            "joint", parser.parse_args([*argv, "--fusion-hidden", "42"])
+        ).num_classes
         == 21
     )
 
@@ -2016,15 +2040,15 @@ def test_joint_without_checkpoints_is_refused_unless_from_scratch(
     assert "error: --stage joint fine-tunes pretrained networks: " + missing in line
     assert "use --stage all to pretrain both and then join them" in line and "--from-scratch" in line
     assert not (tmp_path / "out" / "joint").exists()
-    parser = train.build_parser()
-    train.check_args(parser, parser.parse_args([*argv, "--from-scratch"]))  # the opt-in is accepted
+    parser = train_options.build_parser()
+    train_options.check_args(parser, parser.parse_args([*argv, "--from-scratch"]))  # the opt-in is accepted
 
 
 @pytest.mark.parametrize("stage", ["seg", "spixel", "all"])
 def test_from_scratch_only_applies_to_the_joint_stage(stage, capsys) -> None:
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     with pytest.raises(SystemExit) as info:
-        train.check_args(parser, parser.parse_args(["--stage", stage, "--from-scratch"]))
+        train_options.check_args(parser, parser.parse_args(["--stage", stage, "--from-scratch"]))
     assert info.value.code == 2
     assert f"--from-scratch only applies to --stage joint (--stage {stage} pretrains itself)" in (
         capsys.readouterr().err
@@ -2037,20 +2061,20 @@ def test_from_scratch_with_both_checkpoints_is_refused_not_ignored(tmp_path, cap
     ``from_scratch``, a fixed option, which a resume without it then refused. It is a usage error now; with
     one checkpoint, the other network starts from scratch (accepted)."""
     seg, spx = untrained_checkpoints(tmp_path / "ck")
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     both = ["--stage", "joint", "--seg-checkpoint", str(seg), "--spixel-checkpoint", str(spx)]
     with pytest.raises(SystemExit) as info:
-        train.check_args(parser, parser.parse_args([*both, "--from-scratch"]))
+        train_options.check_args(parser, parser.parse_args([*both, "--from-scratch"]))
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "error: --from-scratch with --seg-checkpoint and --spixel-checkpoint: both networks start" in err
-    train.check_args(parser, parser.parse_args(both))
+    train_options.check_args(parser, parser.parse_args(both))
     for one in (both[:4], [*both[:2], *both[4:]]):
-        train.check_args(parser, parser.parse_args([*one, "--from-scratch"]))
+        train_options.check_args(parser, parser.parse_args([*one, "--from-scratch"]))
 
 
-#: A value other than the default for each option of ``train.STAGE_ONLY_OPTIONS`` (``FILE``: an existing
-#: file).
+#: A value other than the default for each option of ``train_options.STAGE_ONLY_OPTIONS`` (``FILE``: an
+#: existing file).
 _NOT_DEFAULT = {
     "seg_lr": ["--seg-lr", "0.5"],
     "head_lr_mult": ["--head-lr-mult", "2.5"],
@@ -2071,33 +2095,33 @@ _NOT_DEFAULT = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(train.STAGE_ONLY_OPTIONS))
+@pytest.mark.parametrize("name", sorted(train_options.STAGE_ONLY_OPTIONS))
 def test_an_option_of_other_stages_is_refused_not_ignored(name, tmp_path, capsys, monkeypatch) -> None:
     """``--stage seg --lr 0.01`` trained at ``--seg-lr`` without a word: an option that the stage run does not
     use is refused (exit status 2, naming it, the stages that use it and, for a learning rate, the stage's
     own); the stages that use it, and ``all``, accept it."""
-    monkeypatch.setattr(train, "backbone_weights_error", lambda *args: None)  # "x" is no weights file
+    monkeypatch.setattr(train_options, "backbone_weights_error", lambda *args: None)  # "x" is no weights file
     file = tmp_path / "f.pt"
     file.write_bytes(b"x")
     given = [str(file) if a == "FILE" else a for a in _NOT_DEFAULT[name]]
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     assert getattr(parser.parse_args(given), name) != parser.get_default(name)
-    users = train.STAGE_ONLY_OPTIONS[name]
-    for stage in (*train.STAGES, "all"):
+    users = train_options.STAGE_ONLY_OPTIONS[name]
+    for stage in (*train_options.STAGES, "all"):
         argv = ["--stage", stage, *given]
         if stage == "joint":
             argv.append("--from-scratch")
         if stage == "all" or stage in users:
-            train.check_args(parser, parser.parse_args(argv), argv)
+            train_options.check_args(parser, parser.parse_args(argv), argv)
             continue
         with pytest.raises(SystemExit) as info:
-            train.check_args(parser, parser.parse_args(argv), argv)
+            train_options.check_args(parser, parser.parse_args(argv), argv)
         err = capsys.readouterr().err
         assert info.value.code == 2, (stage, err)
         assert f"error: {' '.join(given)} does not apply to --stage {stage} (it is an option of the " in err
         assert " and ".join(users) + " stage" in err
         if "_lr" in name or name == "lr":
-            assert ", ".join(train.STAGE_LEARNING_RATES[stage]) in err
+            assert ", ".join(train_options.STAGE_LEARNING_RATES[stage]) in err
 
 
 def test_the_stage_only_options_are_those_the_resume_rules_give_to_some_stages() -> None:
@@ -2110,9 +2134,9 @@ def test_the_stage_only_options_are_those_the_resume_rules_give_to_some_stages()
         for name in (*groups["fixed"], *groups["train"]):
             users.setdefault(name, set()).add(stage)
     trained = {n for groups in STAGE_OPTIONS.values() for n in groups["train"]}
-    partial = {n for n in trained if users[n] != set(train.STAGES)}
-    assert partial and partial <= set(train.STAGE_ONLY_OPTIONS)
-    for name, stages in train.STAGE_ONLY_OPTIONS.items():
+    partial = {n for n in trained if users[n] != set(train_options.STAGES)}
+    assert partial and partial <= set(train_options.STAGE_ONLY_OPTIONS)
+    for name, stages in train_options.STAGE_ONLY_OPTIONS.items():
         if name in users:
             assert users[name] == set(stages), name
 
@@ -2120,10 +2144,10 @@ def test_the_stage_only_options_are_those_the_resume_rules_give_to_some_stages()
 def test_an_option_given_with_its_default_value_counts_as_given(capsys) -> None:
     """``--stage seg --lr 1e-06`` (the joint stage's default) is as ignored as any other ``--lr``: the
     command line tells which options were given, not a comparison with the defaults."""
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     argv = ["--stage", "seg", "--lr", str(parser.get_default("lr"))]
     with pytest.raises(SystemExit):
-        train.check_args(parser, parser.parse_args(argv), argv)
+        train_options.check_args(parser, parser.parse_args(argv), argv)
     assert "--lr 1e-06 does not apply to --stage seg" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.main([*argv, "--output-dir", "/nonexistent/never-created"])
@@ -2154,41 +2178,43 @@ def test_an_option_given_with_its_default_value_counts_as_given(capsys) -> None:
 def test_optimizer_options_need_an_optimizer_that_reads_them(argv, error, capsys) -> None:
     """``--momentum`` is SGD's and ``--poly-power`` the poly schedule's: given to a run where no stage uses
     them (the spixel stage's Adam and fixed schedule, or ``--optimizer adam``), they were silently dropped."""
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     if error is None:
-        train.check_args(parser, parser.parse_args(argv), argv)
+        train_options.check_args(parser, parser.parse_args(argv), argv)
         return
     with pytest.raises(SystemExit) as info:
-        train.check_args(parser, parser.parse_args(argv), argv)
+        train_options.check_args(parser, parser.parse_args(argv), argv)
     assert info.value.code == 2 and error in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("given", [["--eval-crop", "64"], ["--val-split", "train"]])
 def test_evaluation_options_need_eval(given, capsys) -> None:
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     with pytest.raises(SystemExit) as info:
-        train.check_args(parser, parser.parse_args(["--stage", "seg", *given]))
+        train_options.check_args(parser, parser.parse_args(["--stage", "seg", *given]))
     assert info.value.code == 2
     assert f"error: {' '.join(given)} only applies with --eval" in capsys.readouterr().err
-    train.check_args(parser, parser.parse_args(["--stage", "seg", "--eval", *given]))
+    train_options.check_args(parser, parser.parse_args(["--stage", "seg", "--eval", *given]))
 
 
 def test_joint_refuses_backbone_weights_that_its_checkpoint_would_replace(
     tmp_path, capsys, monkeypatch
 ) -> None:
     """--backbone-weights initializes a new DeepLabV3+; the joint stage's --seg-checkpoint brings its own."""
-    monkeypatch.setattr(train, "backbone_weights_error", lambda *args: None)  # "w" is no weights file
+    monkeypatch.setattr(train_options, "backbone_weights_error", lambda *args: None)  # "w" is no weights file
     weights, seg = tmp_path / "resnet.pt", tmp_path / "seg.pt"
     weights.write_bytes(b"w")
     seg.write_bytes(b"c")
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     joint = ["--stage", "joint", "--seg-checkpoint", str(seg), "--spixel-checkpoint", str(seg)]
     with pytest.raises(SystemExit) as info:
-        train.check_args(parser, parser.parse_args([*joint, "--backbone-weights", str(weights)]))
+        train_options.check_args(parser, parser.parse_args([*joint, "--backbone-weights", str(weights)]))
     assert info.value.code == 2
     assert "--backbone-weights with --seg-checkpoint: " in capsys.readouterr().err
     for ok in (["--stage", "all"], ["--stage", "seg"], ["--stage", "joint", "--from-scratch"]):
-        train.check_args(parser, parser.parse_args([*ok, "--backbone-weights", str(weights)]))  # used there
+        train_options.check_args(
+            parser, parser.parse_args([*ok, "--backbone-weights", str(weights)])
+        )  # used there
 
 
 def test_a_run_that_failed_before_its_first_step_does_not_block_the_next(tiny_voc, tmp_path) -> None:
@@ -2242,7 +2268,11 @@ def test_help_states_each_default_once(name: str, monkeypatch) -> None:
     from examples.voc_joint import ablation, demo
 
     monkeypatch.setenv("COLUMNS", "2000")  # one line per option
-    parsers = {"train": train.build_parser, "demo": demo.build_parser, "ablation": ablation.build_parser}
+    parsers = {
+        "train": train_options.build_parser,
+        "demo": demo.build_parser,
+        "ablation": ablation.build_parser,
+    }
     text = parsers[name]().format_help()
     assert "(default: None)" not in text
     entries = re.split(r"\n  (?=-)", text)
@@ -2317,7 +2347,7 @@ def test_the_one_batch_check_counts_images_and_processes_in_words(size, world_si
 
     args = argparse.Namespace(batch_size=2, train_split="train")
     with pytest.raises(UsageError) as info:
-        train._check_batches(size, args, DistInfo(world_size=world_size), Path("voc"))
+        train_data._check_batches(size, args, DistInfo(world_size=world_size), Path("voc"))
     assert str(info.value) == f"training split 'train' of voc {counts}", info.value
 
 
@@ -2326,7 +2356,7 @@ def test_factors_beyond_float32_are_refused_when_parsed(option, capsys) -> None:
     """Found by fuzzing: ``--seg-lr 1e308`` parsed, then the optimizer's step raised a RuntimeError (float32
     overflow) after the run had started."""
     with pytest.raises(SystemExit) as info:
-        train.build_parser().parse_args(["--stage", "seg", option, "1e308"])
+        train_options.build_parser().parse_args(["--stage", "seg", option, "1e308"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and f"argument {option}: must be a finite number >= 0 and <= 1e+06" in err
 
@@ -2424,7 +2454,7 @@ def test_resume_of_a_checkpoint_removed_after_the_options_were_read_is_refused(t
     gone = tmp_path / "gone.pt"
     gone.write_bytes(b"")
     argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1", "--resume", str(gone))
-    args = train.build_parser().parse_args(argv)
+    args = train_options.build_parser().parse_args(argv)
     gone.unlink()
     with pytest.raises(train.UsageError, match=re.escape(f"--resume checkpoint not found: {gone}")):
         train.run_stage("seg", args)
@@ -2445,7 +2475,7 @@ def test_resume_without_a_checkpoint_purges_the_tensorboard_events_of_the_lost_r
     (folder / "tensorboard").mkdir()  # the lost run's events, steps 1 and 2
     argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1", "--tensorboard")
     with pytest.raises(train.UsageError, match=r"holds a run \(log\.csv, tensorboard\); continue it with"):
-        train.run_stage("seg", train.build_parser().parse_args(argv))
+        train.run_stage("seg", train_options.build_parser().parse_args(argv))
     train.main([*argv, "--resume"])
     assert [r["step"] for r in _rows(folder / "log.csv")] == ["1"]
     assert purges == [1]
@@ -2653,8 +2683,8 @@ def test_the_near_misses_of_the_shown_missing_files_only_are_looked_for(tiny_voc
     shutil.copytree(tiny_voc, root)
     train_list = root / "ImageSets" / "Segmentation" / "train.txt"
     train_list.write_text(train_list.read_text() + "".join(f"gone_{i:02d}\n" for i in range(30)))
-    hint, looked_for = train.missing_file_hint, []
-    monkeypatch.setattr(train, "missing_file_hint", lambda p: looked_for.append(p) or hint(p))
+    hint, looked_for = train_data.missing_file_hint, []
+    monkeypatch.setattr(train_data, "missing_file_hint", lambda p: looked_for.append(p) or hint(p))
     with pytest.raises(FileNotFoundError) as info:
         train.main(train_args(root, tmp_path / "a", "--stage", "seg", "--max-steps", "1"))
     lines = str(info.value).splitlines()
@@ -2770,7 +2800,7 @@ def test_values_a_run_cannot_use_are_refused_when_parsed(script, argv, message, 
 def test_the_largest_accepted_sizes_and_thread_count_parse() -> None:
     from examples.voc_joint.cli import SCALE_MAX, SIDE_MAX, THREADS_MAX
 
-    args = train.build_parser().parse_args(
+    args = train_options.build_parser().parse_args(
         ["--threads", str(THREADS_MAX), "--crop-size", str(SIDE_MAX), "--scale-max", str(SCALE_MAX)]
     )
     assert (args.threads, args.crop_size, args.scale_max) == (THREADS_MAX, SIDE_MAX, SCALE_MAX)
@@ -2808,8 +2838,9 @@ def _counting_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return original(ckpt)
 
     monkeypatch.setattr(checkpoint, "payload_sha256", counting)
-    if hasattr(train, "payload_sha256"):  # a copy imported by name
-        monkeypatch.setattr(train, "payload_sha256", counting)
+    for module in (train, sources):
+        if hasattr(module, "payload_sha256"):  # a copy imported by name
+            monkeypatch.setattr(module, "payload_sha256", counting)
     return hashed
 
 
@@ -2821,11 +2852,11 @@ def test_the_joint_stage_hashes_each_source_checkpoint_once_when_reading_its_fac
     ResNet-101's DeepLabV3+ on 1 thread). The verified hash is now the one recorded, computed once, and it
     is the file's hash."""
     seg, spixel = untrained_checkpoints(tmp_path)
-    monkeypatch.setattr(train, "_SOURCE_CACHE", {})
+    monkeypatch.setattr(sources, "_CACHE", {})
     hashed = _counting_hashes(monkeypatch)
     facts = [
-        train._source_facts(seg, "deeplab", "--seg-checkpoint"),
-        train._source_facts(spixel, "spixel", "--spixel-checkpoint"),
+        sources.source_facts(seg, "deeplab", "--seg-checkpoint"),
+        sources.source_facts(spixel, "spixel", "--spixel-checkpoint"),
     ]
     assert hashed == ["seg", "spixel"]
     for (_config, sha), path in zip(facts, (seg, spixel), strict=True):
@@ -2840,9 +2871,9 @@ def test_a_corrupted_source_checkpoint_is_still_refused_with_a_single_hash(tmp_p
     ckpt = torch.load(seg, weights_only=True)
     ckpt["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     torch.save(ckpt, seg)  # the old sha256 with other weights
-    monkeypatch.setattr(train, "_SOURCE_CACHE", {})
+    monkeypatch.setattr(sources, "_CACHE", {})
     with pytest.raises(CheckpointError, match=r"--seg-checkpoint: checkpoint .* is corrupt or was modified"):
-        train._source_facts(seg, "deeplab", "--seg-checkpoint")
+        sources.source_facts(seg, "deeplab", "--seg-checkpoint")
 
 
 def test_a_version_1_source_checkpoint_without_a_recorded_hash_is_hashed_once(tmp_path, monkeypatch) -> None:
@@ -2852,9 +2883,9 @@ def test_a_version_1_source_checkpoint_without_a_recorded_hash_is_hashed_once(tm
     ckpt = torch.load(seg, weights_only=True)
     recorded = ckpt.pop("sha256")
     torch.save({**ckpt, "version": 1}, seg)
-    monkeypatch.setattr(train, "_SOURCE_CACHE", {})
+    monkeypatch.setattr(sources, "_CACHE", {})
     hashed = _counting_hashes(monkeypatch)
-    _, sha = train._source_facts(seg, "deeplab", "--seg-checkpoint")
+    _, sha = sources.source_facts(seg, "deeplab", "--seg-checkpoint")
     assert hashed == ["seg"]
     assert sha == recorded  # the content is that of the file written with a recorded hash
 
@@ -2869,15 +2900,15 @@ def test_the_source_checkpoint_cache_keeps_a_bounded_number_of_file_versions(tmp
         loads.append(Path(path))
         return {"config": {"model": {"deeplab": {"backbone": "resnet18"}}}}, "0" * 64
 
-    monkeypatch.setattr(train, "load_checkpoint_with_sha256", fake_load)
-    monkeypatch.setattr(train, "_SOURCE_CACHE", {})
+    monkeypatch.setattr(sources, "load_checkpoint_with_sha256", fake_load)
+    monkeypatch.setattr(sources, "_CACHE", {})
     path = tmp_path / "seg.pt"
     for version in range(40):  # 40 versions of one file, as rewritten by 40 pretraining rounds
         path.write_bytes(b"x" * (version + 1))
         for _ in range(3):  # read three times per stage set-up: loaded once
-            assert train._source_facts(path, "deeplab", "--seg-checkpoint")[1] == "0" * 64
+            assert sources.source_facts(path, "deeplab", "--seg-checkpoint")[1] == "0" * 64
         assert len(loads) == version + 1
-    assert len(train._SOURCE_CACHE) <= 8, len(train._SOURCE_CACHE)
+    assert len(sources._CACHE) <= 8, len(sources._CACHE)
 
 
 def test_dataloader_workers_ignore_every_stop_signal() -> None:
@@ -2887,8 +2918,8 @@ def test_dataloader_workers_ignore_every_stop_signal() -> None:
 
     before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
-        init = train.worker_init_fn(2)  # the worker_init_fn of its DataLoaders with worker processes
-        assert init is not None and train.worker_init_fn(0) is None
+        init = train_data.worker_init_fn(2)  # the worker_init_fn of its DataLoaders with worker processes
+        assert init is not None and train_data.worker_init_fn(0) is None
         init(0)
         assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == dict.fromkeys(
             STOP_SIGNALS, signal.SIG_IGN
@@ -2920,7 +2951,7 @@ def test_the_model_options_take_what_a_checkpoint_config_may_hold(option, sectio
     from examples.voc_joint.models import build
 
     bound = getattr(build, largest)
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     dest = "spixel_width" if key == "width" else key
     assert getattr(parser.parse_args([option, str(bound)]), dest) == bound
     with pytest.raises(SystemExit):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from examples.voc_joint import workers
+from examples.voc_joint import train_options, workers
 from examples.voc_joint.workers import (
     max_tmpdir_bytes,
     socket_base_dir,
@@ -184,15 +184,15 @@ def test_train_and_evaluate_refuse_a_temporary_folder_too_long_for_their_workers
     short_parent, monkeypatch, capsys
 ) -> None:
     pytest.importorskip("torchvision")
-    from examples.voc_joint import evaluate, train
+    from examples.voc_joint import evaluate
 
     monkeypatch.setattr(tempfile, "tempdir", str(folder_of_length(short_parent, 90)))
-    parser = train.build_parser()
+    parser = train_options.build_parser()
     with pytest.raises(SystemExit) as info:
-        train.check_args(parser, parser.parse_args(["--workers", "3"]))
+        train_options.check_args(parser, parser.parse_args(["--workers", "3"]))
     assert info.value.code == 2
     assert "error: --workers 3: the temporary folder " in capsys.readouterr().err
-    train.check_args(parser, parser.parse_args(["--workers", "0"]))
+    train_options.check_args(parser, parser.parse_args(["--workers", "0"]))
     parser = evaluate.build_parser()
     argv = ["--checkpoint", __file__]
     with pytest.raises(SystemExit) as info:
