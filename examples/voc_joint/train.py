@@ -644,7 +644,8 @@ def run_stage(
 
     Args:
         stage: ``"seg"``, ``"spixel"`` or ``"joint"``.
-        args: parsed options (see :func:`build_parser`); per-stage defaults are filled in here.
+        args: parsed options (see :func:`~examples.voc_joint.train_options.build_parser`); per-stage defaults
+            are filled in here.
         info: distributed facts (from :func:`~examples.voc_joint.distributed.init_distributed` when ``None``).
         guard: the signal guard of the whole run (a new one around this stage when ``None``).
         locked: the caller already holds the lock of ``<output-dir>/<stage>`` (else it is taken here).
@@ -926,10 +927,11 @@ def _agreed_signal(guard: InterruptGuard, info: DistInfo) -> int:
 def _stage_paths(
     stage: str, args: argparse.Namespace, *, before_clearing: bool = False
 ) -> argparse.Namespace:
-    """The options of one stage of ``args.stage`` before :func:`resolve_stage_options` (``all``: the joint
-    stage starts from the two others' checkpoints in the output folder). ``before_clearing``: the checks that
-    run before ``--overwrite`` deletes the old run, whose checkpoints there are not the sources (ignored then,
-    as in a fresh folder)."""
+    """The options of one stage of ``args.stage`` before
+    :func:`~examples.voc_joint.train_options.resolve_stage_options` (``all``: the joint stage starts from the
+    two others' checkpoints in the output folder). ``before_clearing``: the checks that run before
+    ``--overwrite`` deletes the old run, whose checkpoints there are not the sources (ignored then, as in a
+    fresh folder)."""
     out = argparse.Namespace(**vars(args))
     if args.stage == "all" and stage == "joint":
         old_run = before_clearing and args.overwrite
@@ -940,7 +942,8 @@ def _stage_paths(
 
 
 def _stage_args(stage: str, args: argparse.Namespace, *, before_clearing: bool = False) -> argparse.Namespace:
-    """The options of one stage of ``args.stage``, resolved (:func:`resolve_stage_options`)."""
+    """The options of one stage of ``args.stage``, resolved
+    (:func:`~examples.voc_joint.train_options.resolve_stage_options`)."""
     return resolve_stage_options(stage, _stage_paths(stage, args, before_clearing=before_clearing))
 
 
@@ -949,7 +952,7 @@ def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: i
 
     With ``all``, a joint run to resume or skip must not depend on a seg / spixel stage that will train
     further first: its source checkpoints would change under it (refused here, before any training, rather
-    than by :func:`check_sources` once those stages are done).
+    than by :func:`~examples.voc_joint.sources.check_sources` once those stages are done).
     """
     training = []
     for stage in stages:
@@ -967,8 +970,9 @@ def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: i
 
 
 def _resolve_stages(stages: Sequence[str], args: argparse.Namespace) -> None:
-    """Resolve every stage's options (:func:`resolve_stage_options`): refuses unreadable or wrong-stage
-    checkpoints and model options that contradict them, without touching any output folder."""
+    """Resolve every stage's options (:func:`~examples.voc_joint.train_options.resolve_stage_options`):
+    refuses unreadable or wrong-stage checkpoints and model options that contradict them, without touching any
+    output folder."""
     for stage in stages:
         _stage_args(stage, args, before_clearing=True)
 

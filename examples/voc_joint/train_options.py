@@ -541,9 +541,10 @@ def resolve_with_origins(
 def runtime_options(args: argparse.Namespace, device: torch.device | None = None) -> dict[str, Any]:
     """The model's runtime options (``--channels-last``, ``--recompute-fusion``, ``--compile``).
 
-    ``--channels-last`` left unset resolves to :data:`DEFAULT_CHANNELS_LAST` of ``device`` (``True``,
-    ``"spixelfcn"`` or ``False``; ``False`` when no device is given); :func:`build_train_state` resolves it
-    before building.
+    ``--channels-last`` left unset resolves to
+    :data:`~examples.voc_joint.models.joint.DEFAULT_CHANNELS_LAST` of ``device`` (``True``, ``"spixelfcn"`` or
+    ``False``; ``False`` when no device is given);
+    :func:`~examples.voc_joint.train.build_train_state` resolves it before building.
     """
     channels_last: ChannelsLast | None = getattr(args, "channels_last", None)
     if channels_last is None:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from examples.voc_joint import train_options
 from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN
 from examples.voc_joint.models.deeplabv3plus import build_resnet_backbone, load_backbone_weights
 
@@ -272,6 +271,7 @@ def test_backbone_weights_without_num_batches_tracked_load(tmp_path, monkeypatch
             assert torch.equal(v, src.state_dict()[k]), k
     import warnings
 
+    from examples.voc_joint import train_options  # imports torchvision: not at the top of this file
     from examples.voc_joint.models import deeplabv3plus
 
     with warnings.catch_warnings():
@@ -466,6 +466,7 @@ def test_backbone_weights_that_are_no_weights_are_named(tmp_path, key: str, valu
     """Non-finite weights (a diverged run's file) loaded silently and showed only as a non-finite loss once
     training ran; integer weights were cast silently, complex ones lost their imaginary part with a warning.
     The file and the key are named; the check also runs for ``--backbone-weights`` (meta backbone)."""
+    from examples.voc_joint import train_options
 
     net, _, _ = build_resnet_backbone("resnet18", 16)
     state = dict(net.state_dict())

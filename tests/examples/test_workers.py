@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from examples.voc_joint import train_options, workers
+from examples.voc_joint import workers
 from examples.voc_joint.workers import (
     max_tmpdir_bytes,
     socket_base_dir,
@@ -184,7 +184,7 @@ def test_train_and_evaluate_refuse_a_temporary_folder_too_long_for_their_workers
     short_parent, monkeypatch, capsys
 ) -> None:
     pytest.importorskip("torchvision")
-    from examples.voc_joint import evaluate
+    from examples.voc_joint import evaluate, train_options
 
     monkeypatch.setattr(tempfile, "tempdir", str(folder_of_length(short_parent, 90)))
     parser = train_options.build_parser()
