@@ -67,27 +67,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--previous", type=checkout_dir, required=True, help="root of the other checkout")
     ap.add_argument(
-        "--sizes", type=int, nargs="+", default=[128, 256], help="image sides H = W, pixels (default 128 256)"
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[128, 256],
+        help="image sides H = W, pixels (default: 128 256)",
     )
-    ap.add_argument("--batch-size", type=int, default=2, help="batch size B (default 2)")
-    ap.add_argument("--channels", type=int, default=21, help="channels C of S and U (default 21)")
+    ap.add_argument("--batch-size", type=int, default=2, help="batch size B (default: 2)")
+    ap.add_argument("--channels", type=int, default=21, help="channels C of S and U (default: 21)")
     ap.add_argument(
         "--hidden",
         type=int,
         nargs="+",
         default=[64, 64],
-        help="logical hidden widths, as FusionStack takes them, each >= 2 C (default 64 64)",
+        help="logical hidden widths, as FusionStack takes them, each >= 2 C (default: 64 64)",
     )
     ap.add_argument(
         "--activation",
         choices=("relu", "leaky_relu", "none"),
         default="relu",
-        help="activation between the layers (default relu)",
+        help="activation between the layers (default: relu)",
     )
     ap.add_argument(
-        "--rounds", type=int, default=31, help="timed rounds, after 2 warm-up rounds (default 31)"
+        "--rounds", type=int, default=31, help="timed rounds, after 2 warm-up rounds (default: 31)"
     )
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default: print only)")
     return ap
 

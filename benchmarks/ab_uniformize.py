@@ -56,17 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         nargs="+",
         default=[256, 1024, 4096, 16384],
-        help="superpixel counts N_s (default 256 1024 4096 16384)",
+        help="superpixel counts N_s (default: 256 1024 4096 16384)",
     )
-    ap.add_argument("--batch-size", type=int, default=4, help="batch size B (default 4)")
-    ap.add_argument("--channels", type=int, default=21, help="channels C (default 21)")
-    ap.add_argument("--size", type=int, default=512, help="image size H = W in pixels (default 512)")
+    ap.add_argument("--batch-size", type=int, default=4, help="batch size B (default: 4)")
+    ap.add_argument("--channels", type=int, default=21, help="channels C (default: 21)")
+    ap.add_argument("--size", type=int, default=512, help="image size H = W in pixels (default: 512)")
     ap.add_argument(
-        "--rounds", type=int, default=15, help="timed rounds per process, after 2 warm-up rounds (default 15)"
+        "--rounds",
+        type=int,
+        default=15,
+        help="timed rounds per process, after 2 warm-up rounds (default: 15)",
     )
-    ap.add_argument("--repeats", type=int, default=2, help="processes per checkout and N_s (default 2)")
+    ap.add_argument("--repeats", type=int, default=2, help="processes per checkout and N_s (default: 2)")
     ap.add_argument(
-        "--threads", type=int, default=2, help="torch.set_num_threads in every process (default 2)"
+        "--threads", type=int, default=2, help="torch.set_num_threads in every process (default: 2)"
     )
     ap.add_argument(
         "--channels-last", action="store_true", help="x and its gradient in channels_last (default: NCHW)"

@@ -836,14 +836,14 @@ def build_parser() -> argparse.ArgumentParser:
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--backbone", default="resnet18", choices=BACKBONES, help="DeepLabV3+ backbone")
     p.add_argument("--batch-size", type=int, default=2, help="batch size")
     p.add_argument("--size", type=int, default=128, help="square input size")
     p.add_argument("--cell-size", type=int, default=16, help="superpixel cell size")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds (each runs every variant once)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     p.add_argument(
         "--clock",
         choices=("wall", "cpu"),
@@ -903,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=ROOT / "benchmarks" / "results" / "joint.json",
         help="JSON path; the entries of other configurations there are kept "
-        "(default benchmarks/results/joint.json)",
+        "(default: benchmarks/results/joint.json)",
     )
     return p
 

@@ -603,8 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="timed runs per implementation (slow ops: half, at least 3; default 10, quick 2)",
     )
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ap.add_argument("--batch-size", type=int, default=None, help="B of every op (default 4; quick 1)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    ap.add_argument("--batch-size", type=int, default=None, help="B of every op (default: 4; quick 1)")
     ap.add_argument(
         "--threads", type=int, default=2, help="torch.set_num_threads (here and in every worker; default 2)"
     )

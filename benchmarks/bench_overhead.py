@@ -306,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sizes", default=None, help=f"comma-separated subset of {','.join(SIZES)} (default: all)"
     )
     ap.add_argument("--ops", default=None, help=f"comma-separated subset of {','.join(CASES)} (default: all)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
     ap.add_argument(
         "--out",
         type=Path,

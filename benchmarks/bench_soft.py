@@ -289,10 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
     ap.add_argument(
-        "--repeats", type=int, default=None, help="timed runs per implementation (default 5; quick 2)"
+        "--repeats", type=int, default=None, help="timed runs per implementation (default: 5; quick 2)"
     )
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ap.add_argument("--batch-size", type=int, default=None, help="B (default 4; quick 1)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    ap.add_argument("--batch-size", type=int, default=None, help="B (default: 4; quick 1)")
     ap.add_argument(
         "--threads", type=int, default=2, help="torch.set_num_threads (here and in every worker; default 2)"
     )

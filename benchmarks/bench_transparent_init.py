@@ -289,7 +289,7 @@ def cost(rounds: int, shape: tuple[int, ...] = (8, C, 128, 128)) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_transparent_init.py --help``)."""
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=None, help="seeds of every table (default 10; quick 3)")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds of every table (default: 10; quick 3)")
     ap.add_argument(
         "--quick", action="store_true", help="3 seeds, small inputs and short timings (smoke test)"
     )
@@ -297,9 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="JSON path (default benchmarks/results/transparent_init.json; --quick writes none unless given)",
+        help="JSON path (default: benchmarks/results/transparent_init.json; --quick writes none unless "
+        "given)",
     )
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
     return ap
 
 

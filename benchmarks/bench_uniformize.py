@@ -451,30 +451,30 @@ def _sweep(args: argparse.Namespace, cfgs: list[dict]) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line (``python benchmarks/bench_uniformize.py --help``)."""
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--quick", action="store_true", help="small smoke configuration")
     p.add_argument(
-        "--repeats", type=int, default=7, help="timed runs per variant and configuration (default 7)"
+        "--repeats", type=int, default=7, help="timed runs per variant and configuration (default: 7)"
     )
     p.add_argument(
         "--dense-max-gb",
         type=float,
         default=3.0,
-        help="skip dense_bmm when its mask needs more than this many GB, 1e9 bytes (default 3.0)",
+        help="skip dense_bmm when its mask needs more than this many GB, 1e9 bytes (default: 3.0)",
     )
     p.add_argument(
         "--variants",
         default=None,
         help=f"comma-separated subset of {','.join(VARIANTS)} (default: per device, see the docstring)",
     )
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every child (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every child (default: 2)")
     p.add_argument(
-        "--batch-size", type=int, default=None, help="B of every configuration (default 4; quick 1)"
+        "--batch-size", type=int, default=None, help="B of every configuration (default: 4; quick 1)"
     )
     p.add_argument(
         "--num-superpixels",
         default=None,
-        help="comma-separated grid N_s values (default 256,1024,4096,16384; quick 64,256)",
+        help="comma-separated grid N_s values (default: 256,1024,4096,16384; quick 64,256)",
     )
     p.add_argument("--no-voronoi", action="store_true", help="skip the irregular (Voronoi) label map")
     p.add_argument(
@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         default=None,
-        help="JSON path (default benchmarks/results/bench_uniformize_<device>_<UTC date-time>.json, with "
+        help="JSON path (default: benchmarks/results/bench_uniformize_<device>_<UTC date-time>.json, with "
         "_<N>thread after <device> for --threads N other than 2; --quick writes none unless given)",
     )
     p.add_argument(

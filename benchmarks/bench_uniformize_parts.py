@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ap.add_argument("--repeats", type=int, default=None, help="timed runs per part (default 30; quick 3)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per part (default: 30; quick 3)")
     ap.add_argument(
         "--quick",
         action="store_true",

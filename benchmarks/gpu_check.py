@@ -935,16 +935,18 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--device", default="cuda", help="cuda (default) or cpu (only with --quick: the dry run)")
+    p.add_argument(
+        "--device", default="cuda", help="cuda, or cpu with --quick only (the dry run) (default: cuda)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes (the CPU dry run): no target is judged")
     p.add_argument(
         "--output-dir",
         type=output_dir_arg,
         default=ROOT / "benchmarks" / "results",
-        help="folder of the results (default benchmarks/results)",
+        help="folder of the results (default: benchmarks/results)",
     )
     p.add_argument(
-        "--budget", type=float, default=None, help="seconds for the whole check (default 440; quick 400)"
+        "--budget", type=float, default=None, help="seconds for the whole check (default: 440; quick 400)"
     )
     p.add_argument(
         "--stages",

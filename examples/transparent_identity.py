@@ -49,27 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels",
         type=int_range(1, WIDTH_MAX),
         default=42,
-        help="input and output channels of the stack (default %(default)s)",
+        help="input and output channels of the stack (default: %(default)s)",
     )
     parser.add_argument(
         "--hidden",
         type=int_range(1, WIDTH_MAX),
         nargs="+",
         default=[64, 64],
-        help="hidden widths of the stack, each >= --channels (default 64 64)",
+        help="hidden widths of the stack, each >= --channels (default: 64 64)",
     )
     parser.add_argument(
         "--range",
         type=float_range(0.0, 1e6, low_open=True),
         default=10.0,
         help="inputs are uniform in [-range, range]; recovery counts outputs within 1e-4 of them, within "
-        "1e-5 * range above 10 (float32's resolution) (default %(default)s)",
+        "1e-5 * range above 10 (float32's resolution) (default: %(default)s)",
     )
     parser.add_argument(
         "--seed",
         type=int_range(0, SEED_MAX),
         default=0,
-        help="seed of the inputs and of the stacks' weights (default %(default)s)",
+        help="seed of the inputs and of the stacks' weights (default: %(default)s)",
     )
     return parser
 

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False, description="Superpixel refinement for your own segmentation model"
     )
     p.add_argument("--grid", action="store_true", help="regular-grid superpixels instead of SLIC")
-    p.add_argument("--size", type=image_size, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--size", type=image_size, default=128, help="image side in pixels (default: 128)")
     return p
 
 

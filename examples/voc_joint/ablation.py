@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         type=int_range(1, 100),
         default=3,
-        help="seeds per variant: 0, 1, ... (default %(default)s)",
+        help="seeds per variant: 0, 1, ... (default: %(default)s)",
     )
     p.add_argument(
         "--variants",
@@ -187,13 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a 3-minute version: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()),
     )
     p.add_argument(
-        "--steps", type=POS, default=None, help=f"fine-tuning steps per run (default {DEFAULTS['steps']})"
+        "--steps", type=POS, default=None, help=f"fine-tuning steps per run (default: {DEFAULTS['steps']})"
     )
     p.add_argument(
         "--eval-every",
         type=POS,
         default=None,
-        help=f"evaluate every N steps for the mIoU curve (default {DEFAULTS['eval_every']})",
+        help=f"evaluate every N steps for the mIoU curve (default: {DEFAULTS['eval_every']})",
     )
     p.add_argument(
         "--max-steps",
@@ -205,51 +205,54 @@ def build_parser() -> argparse.ArgumentParser:
         "--seg-epochs",
         type=POS,
         default=None,
-        help=f"DeepLabV3+ pretraining epochs (default {DEFAULTS['seg_epochs']})",
+        help=f"DeepLabV3+ pretraining epochs (default: {DEFAULTS['seg_epochs']})",
     )
     p.add_argument(
         "--spixel-epochs",
         type=POS,
         default=None,
-        help=f"SpixelFCN pretraining epochs (default {DEFAULTS['spixel_epochs']})",
+        help=f"SpixelFCN pretraining epochs (default: {DEFAULTS['spixel_epochs']})",
     )
     p.add_argument(
-        "--crop-size", type=int_range(1, SIDE_MAX), default=64, help="training crop (default %(default)s)"
+        "--crop-size", type=int_range(1, SIDE_MAX), default=64, help="training crop (default: %(default)s)"
     )
     p.add_argument(
         "--batch-size",
         type=int_range(2),
         default=8,
-        help="training batch, >= 2: BatchNorm (default %(default)s)",
+        help="training batch, >= 2: BatchNorm (default: %(default)s)",
     )
     p.add_argument(
         "--cell-size",
         type=int_range(1, 1024),
         default=None,
-        help=f"superpixel cell size of the pretrained SpixelFCN (default {CELL_SIZE}; with "
+        help=f"superpixel cell size of the pretrained SpixelFCN (default: {CELL_SIZE}; with "
         "--spixel-checkpoint: the checkpoint's, which a value given here must match)",
     )
     p.add_argument(
         "--joint-lr",
         type=float_range(0.0, FACTOR_MAX),
         default=2e-3,
-        help="fine-tuning lr of DeepLabV3+; SpixelFCN gets a tenth (default %(default)s)",
+        help="fine-tuning lr of DeepLabV3+; SpixelFCN gets a tenth (default: %(default)s)",
     )
     p.add_argument(
         "--fusion-lr",
         type=float_range(0.0, FACTOR_MAX),
         default=2e-4,
-        help="fine-tuning lr of the fusion layers (default %(default)s)",
+        help="fine-tuning lr of the fusion layers (default: %(default)s)",
     )
     add_fusion_hidden(p)  # (every fusion init gets these widths)
     p.add_argument(
         "--max-val-images",
         type=POS,
         default=None,
-        help="evaluate on the first N validation images (default all)",
+        help="evaluate on the first N validation images (default: all)",
     )
     p.add_argument(
-        "--threads", type=int_range(1, THREADS_MAX), default=2, help="torch CPU threads (default %(default)s)"
+        "--threads",
+        type=int_range(1, THREADS_MAX),
+        default=2,
+        help="torch CPU threads (default: %(default)s)",
     )
     p.add_argument(
         "--overwrite",

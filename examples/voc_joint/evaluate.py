@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=DATA_ROOT_HELP,
     )
     parser.add_argument(
-        "--split", type=split_name, default="val", help="list name in ImageSets (default val)"
+        "--split", type=split_name, default="val", help="list name in ImageSets (default: val)"
     )
     parser.add_argument(
         "--sbd", action="store_true", help="read SegmentationClassAug + ImageSets/SegmentationAug"
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int_range(0, WORKERS_MAX),
         default=2,
-        help="DataLoader worker processes, as train.py's --workers (default 2; 0: load in this process)",
+        help="DataLoader worker processes, as train.py's --workers (default: 2; 0: load in this process)",
     )
     parser.add_argument("--device", type=device_arg, default=None, help=DEVICE_HELP)
     parser.add_argument("--amp", action="store_true", help=AMP_HELP)
@@ -359,13 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int_range(1, SIDE_MAX),
         nargs="+",
         default=[1, 3, 5],
-        help="trimap band widths in pixels (default 1 3 5)",
+        help="trimap band widths in pixels (default: 1 3 5)",
     )
     parser.add_argument(
         "--boundary-tolerance",
         type=int_range(0, SIDE_MAX),
         default=2,
-        help="superpixel boundary-recall tolerance in pixels (default 2)",
+        help="superpixel boundary-recall tolerance in pixels (default: 2)",
     )
     parser.add_argument(
         "--max-image-pixels",
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="before evaluating, read the header of every listed image and mask (no pixel decoded) and name "
-        "every file the reader would refuse (default on)",
+        "every file the reader would refuse (default: on)",
     )
     parser.add_argument(
         "--threads",

@@ -599,30 +599,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (the VOC2012 layout is written into it; a folder holding other files is refused)",
     )
     parser.add_argument(
-        "--num-train", type=int_range(1, IMAGES_MAX), default=64, help="number of train images (default 64)"
+        "--num-train", type=int_range(1, IMAGES_MAX), default=64, help="number of train images (default: 64)"
     )
     parser.add_argument(
-        "--num-val", type=int_range(1, IMAGES_MAX), default=16, help="number of val images (default 16)"
+        "--num-val", type=int_range(1, IMAGES_MAX), default=16, help="number of val images (default: 16)"
     )
     parser.add_argument(
-        "--height", type=int_range(16, SIDE_MAX), default=96, help="image height in pixels (default 96)"
+        "--height", type=int_range(16, SIDE_MAX), default=96, help="image height in pixels (default: 96)"
     )
     parser.add_argument(
-        "--width", type=int_range(16, SIDE_MAX), default=128, help="image width in pixels (default 128)"
+        "--width", type=int_range(16, SIDE_MAX), default=128, help="image width in pixels (default: 128)"
     )
-    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0, help="random seed (default: 0)")
     parser.add_argument("--no-sbd", action="store_true", help="do not write the SBD-augmented layout")
     parser.add_argument(
         "--num-sbd-extra",
         type=int_range(0, IMAGES_MAX),
         default=None,
-        help="extra train images only in the SBD-augmented list (default num-train // 2)",
+        help="extra train images only in the SBD-augmented list (default: num-train // 2)",
     )
     parser.add_argument(
         "--band-radius",
         type=int_range(0, SIDE_MAX),
         default=1,
-        help="half-width of the 255 ignore band along boundaries in pixels (default 1)",
+        help="half-width of the 255 ignore band along boundaries in pixels (default: 1)",
     )
     return parser
 

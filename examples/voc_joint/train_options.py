@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="before the first step, read the header of every listed image and mask (training split and, "
         "with --eval, --val-split; no pixel decoded) and name every file the reader would refuse mid-run "
-        "(default on: about 3 s for VOC trainaug + val, 24062 files, from a warm disk cache)",
+        "(default: on; about 3 s for VOC trainaug + val, 24062 files, from a warm disk cache)",
     )
     g.add_argument(
         "--output-dir",
@@ -355,14 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight-decay",
         type=NONNEG,
         default=None,
-        help="applied by the optimizer (default 5e-4 seg/joint, 4e-4 spixel; spixel: biases exempt, as in "
+        help="applied by the optimizer (default: 5e-4 seg/joint, 4e-4 spixel; spixel: biases exempt, as in "
         "SpixelFCN)",
     )
     g.add_argument(
         "--schedule",
         choices=("poly", "fixed"),
         default=None,
-        help="lr schedule per iteration: poly (1 - t/T)^power or fixed (default poly for seg, fixed "
+        help="lr schedule per iteration: poly (1 - t/T)^power or fixed (default: poly for seg, fixed "
         "for spixel and joint as in the paper)",
     )
     g.add_argument("--poly-power", type=NONNEG, default=0.9, help="poly schedule power")
@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="joint stage: keep only S for the fusion stack's backward and recompute its activations (and "
-        "the first uniformization) there, chunk by chunk (default on: 29 %% less saved activation memory at "
+        "the first uniformization) there, chunk by chunk (default: on; 29 %% less saved activation memory at "
         "ResNet-18 / 128 px, 18 %% at ResNet-101 / 256 px, for a step 2-5 %% slower; see "
         "docs/benchmarks.rst)",
     )
