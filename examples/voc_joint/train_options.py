@@ -81,6 +81,7 @@ SCALE = float_range(0.0, SCALE_MAX, low_open=True)
 #: A crop in pixels.
 CROP = int_range(1, SIDE_MAX)
 NONNEG = float_range(0.0, FACTOR_MAX)
+
 #: Per-stage defaults of the options left at ``None`` on the command line.
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "seg": {"optimizer": "sgd", "schedule": "poly", "weight_decay": 5e-4},
