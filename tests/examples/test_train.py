@@ -94,17 +94,23 @@ def test_help_documents_every_option(how: str) -> None:
         assert action.help, action.dest  # every option has a help text
 
 
-@pytest.mark.parametrize("name", ["train", "demo", "ablation"])
-def test_docs_help_listings_are_current(name: str) -> None:
-    """docs/examples/<name>_help.txt (shown on the pipeline page) lists every option of the parser."""
+def _documented_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of the example script ``name`` (``train``, ``demo``, ``ablation``), whose ``--help``
+    docs/examples/<name>_help.txt records."""
     from examples.voc_joint import ablation, demo
 
-    parsers = {
+    builders = {
         "train": train_options.build_parser,
         "demo": demo.build_parser,
         "ablation": ablation.build_parser,
     }
-    parser = parsers[name]()
+    return builders[name]()
+
+
+@pytest.mark.parametrize("name", ["train", "demo", "ablation"])
+def test_docs_help_listings_are_current(name: str) -> None:
+    """docs/examples/<name>_help.txt (shown on the pipeline page) lists every option of the parser."""
+    parser = _documented_parser(name)
     text = (ROOT / "docs" / "examples" / f"{name}_help.txt").read_text()
     missing = [opt for action in parser._actions for opt in action.option_strings if opt not in text]
     assert not missing, f"regenerate docs/examples/{name}_help.txt (see pipeline.rst); missing {missing}"
@@ -119,15 +125,8 @@ def test_docs_help_transcripts_are_the_help(name: str, monkeypatch: pytest.Monke
     """docs/examples/<name>_help.txt is, line for line, what ``COLUMNS=110 python examples/voc_joint/<name>.py
     --help`` prints: a changed help text, metavar or default reaches the pages (the option-list check above
     passes a transcript whose texts are stale)."""
-    from examples.voc_joint import ablation, demo
-
-    parsers = {
-        "train": train_options.build_parser,
-        "demo": demo.build_parser,
-        "ablation": ablation.build_parser,
-    }
     monkeypatch.setenv("COLUMNS", "110")  # argparse's width, as in the regeneration command
-    shown = parsers[name]().format_help()
+    shown = _documented_parser(name).format_help()
     path = ROOT / "docs" / "examples" / f"{name}_help.txt"
     recorded = path.read_text(encoding="utf-8")
     diff = "".join(
@@ -2297,15 +2296,8 @@ def test_help_states_each_default_once(name: str, monkeypatch) -> None:
     a help text that already states it)."""
     import re
 
-    from examples.voc_joint import ablation, demo
-
     monkeypatch.setenv("COLUMNS", "2000")  # one line per option
-    parsers = {
-        "train": train_options.build_parser,
-        "demo": demo.build_parser,
-        "ablation": ablation.build_parser,
-    }
-    text = parsers[name]().format_help()
+    text = _documented_parser(name).format_help()
     assert "(default: None)" not in text
     entries = re.split(r"\n  (?=-)", text)
     twice = [e.split()[0] for e in entries if len(re.findall(r"\bdefault\b", e, flags=re.IGNORECASE)) > 1]
