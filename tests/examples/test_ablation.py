@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("torchvision")
 
-from examples.voc_joint import ablation, train_options
+from examples.voc_joint import ablation, ablation_report, train_options
 
 from .helpers import assert_data_root_is_checked, run_example, untrained_checkpoints
 
@@ -36,7 +36,7 @@ def test_quick_ablation_end_to_end(tiny_voc, tmp_path, one_thread, monkeypatch, 
     res = ablation.main(argv)
     rows = res["rows"]
     assert res["complete"] and [(r["init"], r["seed"]) for r in rows] == [
-        (v, s) for v in ablation.VARIANTS for s in (0, 1)
+        (v, s) for v in ablation_report.VARIANTS for s in (0, 1)
     ]
     for r in rows:
         assert set(r) >= {"init", "seed", "step0_miou", "miou", "boundary_miou", "curve"}
@@ -57,7 +57,8 @@ def test_quick_ablation_end_to_end(tiny_voc, tmp_path, one_thread, monkeypatch, 
     text = (tmp_path / "ablation.json").read_text()
     assert json.loads(text)["rows"] == json.loads(json.dumps(rows))  # strict JSON, as returned
     md = (tmp_path / "ablation.md").read_text()
-    assert all(f"| {v} | 2 |" in md for v in ablation.VARIANTS) and "Paired differences" in md and " ± " in md
+    assert all(f"| {v} | 2 |" in md for v in ablation_report.VARIANTS)
+    assert "Paired differences" in md and " ± " in md
     assert (
         md.splitlines()[0]
         == f"# Fusion-initialization ablation (joint DeepLabV3+ + SpixelFCN, data: {tiny_voc})"
@@ -88,7 +89,7 @@ def test_summary_and_markdown() -> None:
 
     rows = [row("transparent", 0, 0.3, 0.5), row("transparent", 1, 0.3, 0.6)]
     rows += [row("xavier", 0, 0.0, 0.45), row("xavier", 1, 0.0, 0.5), row("no_fusion", 0, 0.3, 0.55)]
-    summary = {s["init"]: s for s in ablation.summarize(rows)}
+    summary = {s["init"]: s for s in ablation_report.summarize(rows)}
     assert list(summary) == ["transparent", "xavier", "no_fusion"]  # table order
     x = summary["xavier"]
     assert x["step0_miou"] == (0.0, 0.0) and x["diff_step0_miou"] == (pytest.approx(-0.3), 0.0)
@@ -97,12 +98,12 @@ def test_summary_and_markdown() -> None:
     assert summary["no_fusion"]["miou"] == (0.55, None) and summary["no_fusion"]["wins"] == 1
     assert "diff_miou" not in summary["transparent"]
     settings = {"steps": 4, "val_images": 2, "joint_lr": 1e-3, "fusion_lr": 1e-4}
-    md = ablation.format_markdown(list(summary.values()), settings)
+    md = ablation_report.format_markdown(list(summary.values()), settings)
     assert "| xavier | 2 | 0.0 ± 0.0 | 47.5 ± 3.5 | 23.8 ± 1.8 |" in md
     assert "| xavier | -30.0 ± 0.0 | -7.5 ± 3.5 | -3.7 ± 1.8 | 0/2 |" in md
     assert "| no_fusion | 1 | 30.0 | 55.0 | 27.5 |" in md
     assert md.startswith("# Fusion-initialization ablation (joint DeepLabV3+ + SpixelFCN, synthetic VOC)\n")
-    md = ablation.format_markdown(list(summary.values()), settings, data="data: /d/VOC2012")
+    md = ablation_report.format_markdown(list(summary.values()), settings, data="data: /d/VOC2012")
     assert md.startswith(
         "# Fusion-initialization ablation (joint DeepLabV3+ + SpixelFCN, data: /d/VOC2012)\n"
     )
@@ -117,10 +118,10 @@ def test_docs_page_shows_the_committed_result(folder: str, seeds: int) -> None:
     root = Path(__file__).resolve().parents[2]
     data = json.loads((root / "benchmarks" / "results" / folder / "ablation.json").read_text())
     assert data["complete"] and data["settings"]["steps"] == 40
-    summary = ablation.summarize(data["rows"])
-    assert [s["seeds"] for s in summary] == [seeds] * len(ablation.VARIANTS)
+    summary = ablation_report.summarize(data["rows"])
+    assert [s["seeds"] for s in summary] == [seeds] * len(ablation_report.VARIANTS)
     page = (root / "docs" / "examples" / "ablation.rst").read_text()
-    pm = ablation._pm
+    pm = ablation_report._pm
     for s in summary:
         cells = [pm(s["step0_miou"]), pm(s["miou"]), pm(s["boundary_miou"])]
         line = f"   {s['init']}, {s['seeds']}, {', '.join(cells)}\n"
@@ -130,7 +131,7 @@ def test_docs_page_shows_the_committed_result(folder: str, seeds: int) -> None:
             line = f"   {s['init']}, {', '.join(diffs)}, {s['wins']}/{s['paired_seeds']}\n"
             assert line in page, line
     md = (root / "benchmarks" / "results" / folder / "ablation.md").read_text()
-    assert md == ablation.format_markdown(summary, data["settings"])
+    assert md == ablation_report.format_markdown(summary, data["settings"])
 
 
 def test_quoted_run_times_agree_with_the_docs_and_the_committed_run() -> None:
@@ -169,14 +170,14 @@ def test_summary_pairs_by_seed_and_counts_strict_wins() -> None:
     rows = [_row("transparent", 0, 0.3, 0.5), _row("transparent", 1, 0.3, 0.6)]
     rows += [_row("xavier", 1, 0.0, 0.6), _row("xavier", 2, 0.0, 0.9)]  # seed 2: transparent has none
     rows += [_row("kaiming", 7, 0.0, 0.2), _row("no_fusion", 0, 0.3, 0.55), _row("custom", 0, 0.3, 0.4)]
-    summary = {s["init"]: s for s in ablation.summarize(rows)}
+    summary = {s["init"]: s for s in ablation_report.summarize(rows)}
     assert list(summary) == ["transparent", "xavier", "kaiming", "no_fusion", "custom"]
     x = summary["xavier"]
     assert x["seeds"] == 2 and x["miou"][0] == pytest.approx(0.75)
     assert x["paired_seeds"] == 1 and x["diff_miou"] == (pytest.approx(0.0), None) and x["wins"] == 0
     assert "diff_miou" not in summary["kaiming"] and "wins" not in summary["kaiming"]
     assert summary["no_fusion"]["wins"] == 1 and summary["custom"]["diff_miou"][0] == pytest.approx(-0.1)
-    md = ablation.format_markdown(
+    md = ablation_report.format_markdown(
         list(summary.values()), {"steps": 1, "val_images": 2, "joint_lr": 1e-3, "fusion_lr": 1e-4}
     )
     assert "| no_fusion | +0.0 | +5.0 | +2.5 | 1/1 |" in md and "| xavier | -30.0 | +0.0 | +0.0 | 0/1 |" in md
@@ -195,7 +196,7 @@ def test_unset_options_come_from_quick_or_the_defaults() -> None:
     assert ablation.resolve(parse(["--steps", "5", "--max-steps", "2"])).run_steps == 2
 
 
-@pytest.mark.parametrize("variant", ablation.VARIANTS)
+@pytest.mark.parametrize("variant", ablation_report.VARIANTS)
 def test_each_variant_trains_what_its_name_says(variant: str) -> None:
 
     args = train_options.build_parser().parse_args(ablation.variant_options(variant))
@@ -541,12 +542,13 @@ def test_a_nan_score_among_several_seeds_gives_a_nan_spread() -> None:
     rows += [_row("xavier", s, 0.0, m) for s, m in enumerate((0.4, 0.4, 0.7))]
     rows[1]["boundary_miou"] = {**rows[1]["boundary_miou"], "3": float("nan")}  # transparent, seed 1
     rows[5]["miou"] = float("nan")  # xavier, seed 2
-    t, x = ablation.summarize(rows)
+    t, x = ablation_report.summarize(rows)
     assert t["miou"] == (pytest.approx(0.6), pytest.approx(0.1))
     assert all(math.isnan(v) for v in (*t["boundary_miou"], *x["miou"], *x["diff_miou"]))
     assert all(math.isnan(v) for v in x["diff_boundary_miou"])
     assert x["diff_step0_miou"] == (pytest.approx(-0.3), pytest.approx(0.0)) and x["wins"] == 0
-    md = ablation.format_markdown([t, x], {"steps": 1, "val_images": 2, "joint_lr": 1e-3, "fusion_lr": 1e-4})
+    settings = {"steps": 1, "val_images": 2, "joint_lr": 1e-3, "fusion_lr": 1e-4}
+    md = ablation_report.format_markdown([t, x], settings)
     assert "| transparent | 3 | 30.0 ± 0.0 | 60.0 ± 10.0 | nan ± nan |" in md
     assert "| xavier | 3 | 0.0 ± 0.0 | nan ± nan | 25.0 ± 8.7 |" in md
     assert "| xavier | -30.0 ± 0.0 | +nan ± nan | +nan ± nan | 0/3 |" in md
@@ -664,7 +666,7 @@ def test_plot_leaves_the_backend_and_pyplot_alone(tmp_path, monkeypatch) -> None
         monkeypatch.setattr(plt, name, refuse)
     figures = plt.get_fignums()
     rows = [_curve_row(v, s, [0.3, 0.4], [2.0, 1.0]) for v in ("transparent", "xavier") for s in (0, 1)]
-    path = ablation.plot(rows, tmp_path / "ablation.png", title="t")
+    path = ablation_report.plot(rows, tmp_path / "ablation.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plt.get_fignums() == figures
 
 
@@ -679,7 +681,7 @@ def test_plot_draws_means_paired_differences_smoothed_losses_and_seed_bands(tmp_
     rows = [_curve_row("transparent", s, [0.3, 0.4, 0.5 + 0.1 * s], loss[s]) for s in (0, 1)]
     rows += [_curve_row("xavier", s, [0.0, 0.1 * s, 0.2 + 0.1 * s], loss[s]) for s in (0, 1, 2)]
     rows += [_curve_row("no_fusion", 0, [0.3, 0.3, 0.45], loss[2])]
-    path = ablation.plot(rows, tmp_path / "ablation.png", title="t")
+    path = ablation_report.plot(rows, tmp_path / "ablation.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (fig,) = figures
     ax_m, ax_d, ax_l = fig.axes[:3]
@@ -723,7 +725,7 @@ def test_a_failed_figure_write_leaves_the_earlier_figure_and_no_temporary_file(t
     from PIL import Image
 
     rows = [_curve_row("transparent", 0, [0.3, 0.4], [2.0, 1.0])]
-    path = ablation.plot(rows, tmp_path / "ablation.png", title="t")
+    path = ablation_report.plot(rows, tmp_path / "ablation.png", title="t")
     before = path.read_bytes()
     Image.init()
 
@@ -734,7 +736,7 @@ def test_a_failed_figure_write_leaves_the_earlier_figure_and_no_temporary_file(t
     monkeypatch.setitem(Image.SAVE, "PNG", cut)
     figures = plt.get_fignums()
     with pytest.raises(OSError, match="No space left"):
-        ablation.plot(rows, path, title="t")
+        ablation_report.plot(rows, path, title="t")
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ablation.png"]
     assert plt.get_fignums() == figures
@@ -744,10 +746,10 @@ def test_plot_refuses_no_rows_and_draws_a_run_of_one_step(tmp_path) -> None:
     """No rows was matplotlib's "number sections must be larger than 0." (the legend's columns) and a
     figure of nothing; a run of one step (one evaluation, one loss) is drawn."""
     with pytest.raises(ValueError, match=r"^rows: expected the rows of at least one run, got none$"):
-        ablation.plot([], tmp_path / "ablation.png")
+        ablation_report.plot([], tmp_path / "ablation.png")
     assert not (tmp_path / "ablation.png").exists()
     rows = [_curve_row(v, 0, [0.3], [1.0]) for v in ("transparent", "xavier")]
-    assert ablation.plot(rows, tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ablation_report.plot(rows, tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_tells_the_inits_apart_without_colour_and_in_readable_type(tmp_path, monkeypatch) -> None:
@@ -762,10 +764,10 @@ def test_plot_tells_the_inits_apart_without_colour_and_in_readable_type(tmp_path
     font_size = plt.rcParams["font.size"]
     rows = [
         _curve_row(v, s, [0.1 * k, 0.2, 0.3 + 0.01 * s], [2.0, 1.5, 1.2, 1.0])
-        for k, v in enumerate(ablation.VARIANTS)
+        for k, v in enumerate(ablation_report.VARIANTS)
         for s in (0, 1)
     ]
-    ablation.plot(rows, tmp_path / "ablation.png", title="t")
+    ablation_report.plot(rows, tmp_path / "ablation.png", title="t")
     (fig,) = figures
     assert plt.rcParams["font.size"] == font_size
 
@@ -773,10 +775,10 @@ def test_plot_tells_the_inits_apart_without_colour_and_in_readable_type(tmp_path
         return artist.get_marker(), artist.get_linestyle(), artist.get_color()
 
     handles = fig.legends[0].legend_handles
-    assert len({look(h)[:2] for h in handles}) == len(handles) == len(ablation.VARIANTS)
+    assert len({look(h)[:2] for h in handles}) == len(handles) == len(ablation_report.VARIANTS)
     for ax in fig.axes[:3]:
         lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]  # not the zero line
-        assert len({look(line)[:2] for line in lines}) == len(lines) >= len(ablation.VARIANTS) - 1
+        assert len({look(line)[:2] for line in lines}) == len(lines) >= len(ablation_report.VARIANTS) - 1
         assert {look(line) for line in lines} <= {look(h) for h in handles}  # the legend's styles
     fig.canvas.draw()
     sizes = {
@@ -967,20 +969,20 @@ def test_other_fusion_widths_are_recorded_and_named_in_the_table_and_the_figure(
     """An ablation of other widths than the paper's says so in ablation.md and in the figure's title; one of
     the default widths, or one recorded before --fusion-hidden existed (no such setting), says nothing."""
     settings = {"steps": 4, "val_images": 2, "joint_lr": 1e-3, "fusion_lr": 1e-4}
-    summary = ablation.summarize(
+    summary = ablation_report.summarize(
         [{"init": "transparent", "seed": 0, "step0_miou": 0.1, "miou": 0.2, "boundary_miou": {"3": 0.1}}]
     )
     for recorded in (settings, {**settings, "fusion_hidden": [64, 64]}):
-        assert "Fusion stack" not in ablation.format_markdown(summary, recorded)
+        assert "Fusion stack" not in ablation_report.format_markdown(summary, recorded)
         assert (
-            ablation.figure_title(recorded, 3)
+            ablation_report.figure_title(recorded, 3)
             == "joint model, synthetic VOC: 4 fine-tuning steps, 3 seeds, 2 val images"
         )
     other = {**settings, "fusion_hidden": [64]}
     assert "fusion 0.0001. Fusion stack: hidden widths 64 (not the paper's). mIoU in %" in (
-        ablation.format_markdown(summary, other)
+        ablation_report.format_markdown(summary, other)
     )
-    assert ablation.figure_title(other, 3).endswith(", 2 val images, fusion 64")
+    assert ablation_report.figure_title(other, 3).endswith(", 2 val images, fusion 64")
 
 
 def test_an_unfinished_ablation_recorded_before_fusion_widths_continues_with_the_default_only(
@@ -1174,8 +1176,10 @@ def test_redraw_figure_draws_the_committed_rows_with_the_runs_title(
     text = (root / "benchmarks" / "results" / folder / "ablation.json").read_text()
     (tmp_path / "ablation.json").write_text(text)
     drawn: list[tuple[int, Path, str]] = []
-    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": drawn.append((len(rows), path, title)))
-    ablation.redraw_figure(tmp_path)
+    monkeypatch.setattr(
+        ablation_report, "plot", lambda rows, path, title="": drawn.append((len(rows), path, title))
+    )
+    ablation_report.redraw_figure(tmp_path)
     rows = json.loads(text)["rows"]
     seeds_text = "1 seed" if seeds == 1 else f"{seeds} seeds"
     title = f"joint model, synthetic VOC: 40 fine-tuning steps, {seeds_text}, 16 val images"
@@ -1185,9 +1189,9 @@ def test_redraw_figure_draws_the_committed_rows_with_the_runs_title(
     unfinished["complete"] = False
     (tmp_path / "ablation.json").write_text(json.dumps(unfinished))
     with pytest.raises(UsageError, match="unfinished ablation"):
-        ablation.redraw_figure(tmp_path)
+        ablation_report.redraw_figure(tmp_path)
     with pytest.raises(UsageError, match="found none"):
-        ablation.redraw_figure(tmp_path / "empty")
+        ablation_report.redraw_figure(tmp_path / "empty")
 
 
 def test_the_figure_title_names_the_data_as_ablation_md_does(
@@ -1199,9 +1203,10 @@ def test_the_figure_title_names_the_data_as_ablation_md_does(
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     out = tmp_path / "abl"
     titles: list[str] = []
-    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": titles.append(title))
+    for module in (ablation, ablation_report):  # the run's figure, then the redraw's
+        monkeypatch.setattr(module, "plot", lambda rows, path, title="": titles.append(title))
     ablation.main([*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"])
-    ablation.redraw_figure(out)
+    ablation_report.redraw_figure(out)
     md_title = (out / "ablation.md").read_text().splitlines()[0]
     assert md_title.endswith(f", data: {tiny_voc})")
     assert titles == [f"joint model, data: {tiny_voc}: 1 fine-tuning step, 1 seed, 2 val images"] * 2
@@ -1219,7 +1224,7 @@ def test_redraw_figure_reads_a_null_score_back_as_nan(tmp_path) -> None:
     next(p for p in row["curve"] if p["step"] > 0 and "miou" in p)["miou"] = None
     row["boundary_miou"] = None
     (tmp_path / "ablation.json").write_text(json.dumps(result))
-    path = ablation.redraw_figure(tmp_path)
+    path = ablation_report.redraw_figure(tmp_path)
     assert path == tmp_path / "ablation.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
