@@ -386,7 +386,13 @@ _SMALLEST_PX = 8.0
 
 @pytest.mark.parametrize(
     "script",
-    ["make_joint_cost_figure", "make_uniformize_speed_figure", "make_soft_figure", "make_uniformize_figure"],
+    [
+        "make_joint_cost_figure",
+        "make_uniformize_speed_figure",
+        "make_soft_figure",
+        "make_uniformize_figure",
+        "make_joint_runs_figure",
+    ],
 )
 def test_doc_figure_type_readable_at_the_column_width(
     script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -436,3 +442,36 @@ def test_soft_figure_labels_do_not_cover_one_another(tmp_path: Path, monkeypatch
         arrows = [c.get_zorder() for c in ax.get_children() if isinstance(c, plt.Annotation)]
         labels = [t.get_zorder() for t in texts if t.get_bbox_patch() is not None]
         assert len(labels) == 9 and min(labels) > max(arrows)
+
+
+def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """joint_runs.png: every committed EPYC run of both configurations in the order they ran, the newest
+    ResNet-18 run (the README's) among the current code's; the current code's runs apart from the earlier
+    code's by marker and fill as well as colour; nothing cut, no legend over a run; a configuration without
+    a run of the current code is refused."""
+    module = _load("make_joint_runs_figure")
+    results = ROOT / "benchmarks" / "results"
+    for key, _, _ in module.CONFIGS:
+        rows = module.runs(key)
+        on_disk = [
+            p.name
+            for p in results.glob("joint_*resnet*_2026*.json")
+            if "epyc" in p.name and key in json.loads(p.read_text())
+        ]
+        assert sorted(r["name"] for r in rows) == sorted(on_disk)
+        assert [r["date"] for r in rows] == sorted(r["date"] for r in rows)
+        assert sum(r["current"] for r in rows) >= 2 and sum(not r["current"] for r in rows) >= 3
+    resnet18 = module.runs("cpu_resnet18_b2_128")
+    newest = sorted(resnet18, key=lambda r: (r["date"], r["time"]))[-1]
+    assert newest["current"] and resnet18[-1] == newest
+    figures = _drawn(monkeypatch)
+    module.draw(tmp_path / "r.png")
+    (drawn,) = figures
+    for ax in drawn.axes:
+        _lines_apart_without_colour(ax)
+        assert sum(len(line.get_xdata()) for line in ax.get_lines() if line.get_marker() in "os") == len(
+            module.runs(module.CONFIGS[drawn.axes.index(ax)][0])
+        )
+    _nothing_cut_and_legends_clear(drawn)
+    with pytest.raises(ValueError, match="no run of the current code"):
+        module.draw(tmp_path / "x.png", results=tmp_path)
