@@ -10,14 +10,17 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterator, Sequence
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     "ACTIVATIONS",
+    "MAX_HIDDEN_WIDTH",
+    "MAX_WIDTH",
     "SEED_RANGE",
     "SUPPORTED_DTYPES",
     "Activation",
@@ -36,6 +39,7 @@ __all__ = [
     "check_real",
     "check_slope",
     "check_target",
+    "check_width",
     "check_writable",
     "has_float64",
     "resolve_target",
@@ -55,6 +59,14 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 #: Seeds ``torch.Generator.manual_seed`` accepts (int64 and uint64 values).
 SEED_RANGE = (-(2**63), 2**64 - 1)
+
+#: The largest width of a layer, the largest int64 (PyTorch's size type), for ``in`` / ``out`` widths.
+MAX_WIDTH = 2**63 - 1
+
+#: The largest logical hidden width, half of :data:`MAX_WIDTH`, as an activation doubles it (``[z, -z]``)
+#: and the real width must still be an int64. One bound whatever the activation (a width of 2**62 units is
+#: far beyond any memory anyway).
+MAX_HIDDEN_WIDTH = MAX_WIDTH // 2
 
 
 def _show(value: object) -> str:
@@ -89,6 +101,20 @@ def check_int(value: object, name: str, *, minimum: int = 1, maximum: int | None
         raise TypeError(f"{name} must be {expected}, got {_show(value)}") from None
     if out < minimum or (maximum is not None and out > maximum):
         raise ValueError(f"{name} must be {expected}, got {out}")
+    return out
+
+
+def check_width(value: object, name: str, *, doubled: bool = False) -> int:
+    """A layer width: :func:`check_int` (``>= 1``), at most :data:`MAX_WIDTH`, or :data:`MAX_HIDDEN_WIDTH`
+    for a hidden width that an activation doubles (PyTorch's own errors beyond, "Overflow when unpacking long
+    long", name no argument)."""
+    out = check_int(value, name)
+    maximum = MAX_HIDDEN_WIDTH if doubled else MAX_WIDTH
+    if out > maximum:
+        why = "2**62 - 1: an activation doubles a hidden width, and" if doubled else "2**63 - 1:"
+        raise ValueError(
+            f"{name} must be an int <= {maximum} ({why} a width is a PyTorch size, an int64), got {out}"
+        )
     return out
 
 
@@ -133,23 +159,30 @@ def check_slope(negative_slope: object, name: str = "negative_slope") -> float:
 def check_hidden(
     hidden: object, in_features: int, name: str = "hidden_features", in_name: str = "in_features"
 ) -> tuple[int, ...]:
-    """Logical hidden widths: a non-empty sequence (list, tuple, range, 1-D array) of ints ``>= in``."""
+    """Logical hidden widths: a non-empty sequence (list, tuple, range, 1-D tensor or array) of ints in
+    ``[in, MAX_HIDDEN_WIDTH]``, each checked as it is read (the first bad one is refused at once, however
+    long the sequence); an iterator or a generator is refused (it may be endless and is used up once read)."""
     if (
-        isinstance(hidden, (str, bytes, Mapping, Set))  # a set has no order
-        or not isinstance(hidden, Iterable)
+        isinstance(hidden, (str, bytes))
+        or not isinstance(hidden, (Sequence, Tensor, np.ndarray))  # a set has no order, a dict no widths
         or getattr(hidden, "ndim", 1) != 1  # a 0-d or 2-d tensor or array
     ):
-        raise TypeError(f"{name} must be a sequence of ints, got {_show(hidden)}")
-    widths = tuple(check_int(h, f"{name}[{i}]") for i, h in enumerate(hidden))
-    if not widths:
-        raise ValueError(f"{name} must hold at least one width (depth >= 2), got an empty sequence")
-    for i, h in enumerate(widths):
-        if h < in_features:
+        hint = ""
+        if isinstance(hidden, Iterator):  # a generator too
+            hint = " (an iterator or generator may be endless and is used up once read: pass a list or tuple)"
+        raise TypeError(f"{name} must be a sequence of ints, got {_show(hidden)}{hint}")
+    widths = []
+    for i, h in enumerate(hidden):
+        width = check_width(h, f"{name}[{i}]", doubled=True)
+        if width < in_features:
             raise ValueError(
-                f"{name}[{i}] (hidden layer {i}) has width {h} < {in_name} = {in_features}: every hidden "
+                f"{name}[{i}] (hidden layer {i}) has width {width} < {in_name} = {in_features}: every hidden "
                 f"width must be >= {in_name} for the stack to have an exact right inverse"
             )
-    return widths
+        widths.append(width)
+    if not widths:
+        raise ValueError(f"{name} must hold at least one width (depth >= 2), got an empty sequence")
+    return tuple(widths)
 
 
 def check_activation(activation: object, name: str = "activation") -> Activation | None:

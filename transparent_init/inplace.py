@@ -54,6 +54,23 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: Modules that are the identity in eval mode and hold no parameters: skipped like ``nn.Identity``.
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
+#: The module classes a stack is read from (``nn.Identity`` aside: only the class itself is skipped).
+_SUPPORTED = (nn.Linear, *_CONVS, nn.ReLU, nn.LeakyReLU, *_DROPOUTS)
+
+
+def _overridden(m: nn.Module) -> tuple[type[nn.Module], str] | None:
+    """For an instance of a subclass of a :data:`_SUPPORTED` class, that class and the first of its methods
+    ``forward`` / ``_conv_forward`` (convs) that the subclass or the instance replaces, else ``None``: such a
+    module may compute something else (a clamp, fake quantization, a fused ReLU or batch norm)."""
+    base = next((c for c in type(m).__mro__ if c in _SUPPORTED), None)
+    if base is None:
+        return None
+    for attr in ("forward", "_conv_forward"):
+        expected = getattr(base, attr, None)
+        if expected is not None and getattr(getattr(m, attr), "__func__", None) is not expected:
+            return base, attr
+    return None
+
 
 def _conv_problem(m: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> str | None:
     ones = (1,) * len(m.kernel_size)
@@ -158,7 +175,9 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
     """Read the layout of ``Linear|Conv1x1 (act Linear|Conv1x1)*`` stacks; raise a teaching error otherwise.
 
     Raises:
-        TypeError: if ``sequential`` is not an ``nn.Sequential`` or holds an unsupported module.
+        TypeError: if ``sequential`` is not an ``nn.Sequential`` or holds an unsupported module (a
+            subclass of a supported one that overrides ``forward``, or ``_conv_forward`` for a conv, in its
+            class or on the instance, included: it may compute something else).
         ValueError: for kxk / grouped / strided / padded convs, mixed kinds of layers, mismatched or odd
             widths, negative or non-finite slopes, an activation before the first or after the last affine
             layer or two in a row, a lazy layer without weights yet, a stack without a hidden layer (fewer
@@ -188,6 +207,23 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
                 f"layer {i} ({type(m).__name__}) has no weights yet: run one forward pass through the stack "
                 f"(or give the layer its {'in_features' if isinstance(m, nn.Linear) else 'in_channels'}) "
                 "before initializing it"
+            )
+        replaced = _overridden(m)
+        if replaced is not None:
+            owner, attr = replaced
+            cls = type(m).__name__
+            if cls == owner.__name__ and type(m) is not owner:  # torch.ao.nn.qat.Linear: say which Linear
+                cls = f"{type(m).__module__}.{type(m).__qualname__}"
+            raise TypeError(
+                f"layer {i} is {cls}, "
+                + (
+                    f"a subclass of nn.{owner.__name__} that overrides {attr}"
+                    if type(m) is not owner
+                    else f"an nn.{owner.__name__} whose {attr} is replaced on the instance"
+                )
+                + f": a module that overrides {attr} may compute something else, so the stack would not be "
+                f"the target map; use nn.{owner.__name__} itself (a subclass that keeps its forward is "
+                "accepted)"
             )
         if isinstance(m, (nn.Linear, *_CONVS)):  # subclasses included: only the base kind counts
             check_own_parameters(m, f"layer {i} ({type(m).__name__})")
@@ -343,7 +379,9 @@ def transparent_init_(
         nn.Sequential: ``sequential`` itself.
 
     Raises:
-        TypeError: wrong argument types or unsupported modules.
+        TypeError: wrong argument types or unsupported modules (a subclass of a supported module that
+            overrides ``forward``, or ``_conv_forward`` for a conv, included: it may compute something else,
+            e.g. a clamped ReLU or a fake-quantized ``torch.ao`` QAT layer).
         ValueError: every stack :func:`~transparent_init.inplace.parse_stack` refuses: kxk / grouped /
             strided / padded convs, odd or too narrow hidden widths (naming the layer index), mismatched
             widths, mixed kinds of layers, misplaced activations, a LeakyReLU slope that is negative or not

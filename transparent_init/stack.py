@@ -18,8 +18,8 @@ from ._checks import (
     check_dense,
     check_dtype,
     check_hidden,
-    check_int,
     check_slope,
+    check_width,
     resolve_target,
 )
 from .inplace import _initialize, parse_stack, transparent_init_
@@ -57,7 +57,7 @@ def _validate(
     device: torch.device | str | int | None,
 ) -> _Config:
     name = "channels" if conv else "features"
-    in_f = check_int(in_features, f"in_{name}")
+    in_f = check_width(in_features, f"in_{name}")
     hidden = check_hidden(hidden_features, in_f, f"hidden_{name}", f"in_{name}")
     if isinstance(target_weight, Tensor):
         check_dense(target_weight, "target_weight")  # before its shape (a nested tensor has none)
@@ -73,7 +73,7 @@ def _validate(
                 f"got shape {list(target_weight.shape)}"
             )
         out_features = int(target_weight.shape[0])
-    out_f = in_f if out_features is None else check_int(out_features, f"out_{name}")
+    out_f = in_f if out_features is None else check_width(out_features, f"out_{name}")
     act = check_activation(activation)
     if negative_slope is None:  # the slope of the activation for negative inputs: ReLU 0, the identity 1
         slope = {"leaky_relu": DEFAULT_NEGATIVE_SLOPE, "relu": 0.0, None: 1.0}[act]
@@ -165,7 +165,7 @@ def build_transparent_stack(
     Args:
         in_features (int): input width (channels with ``conv``).
         hidden_features (Sequence[int] | Tensor | ndarray): logical hidden widths (length >= 1, each
-            ``>= in_features``).
+            ``>= in_features`` and ``<= 2**62 - 1``; a sequence or a 1-D tensor or array, not an iterator).
         out_features (int | None): output width; default ``target_weight.shape[0]`` if ``target_weight`` is
             given, else ``in_features``.
         activation (str | None): ``None``, ``"relu"`` or ``"leaky_relu"``.
@@ -352,7 +352,8 @@ class TransparentLinear(_TransparentStack):
     Args:
         in_features: input width ``C_in``.
         hidden_features (Sequence[int] | Tensor | ndarray): logical hidden widths (length >= 1, each
-            ``>= in_features``); depth is ``len + 1``.
+            ``>= in_features`` and ``<= 2**62 - 1``; a sequence or a 1-D tensor or array, not an iterator);
+            depth is ``len + 1``.
         out_features: output width; default ``target_weight.shape[0]`` if ``target_weight`` is given, else
             ``in_features`` (the identity).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
@@ -371,8 +372,10 @@ class TransparentLinear(_TransparentStack):
 
     Raises:
         TypeError: an argument of the wrong type (integers: Python and numpy ints, 0-d integer tensors;
-            targets: dense real tensors).
-        ValueError: a bad value, naming the argument, the expected and the actual value; a hidden width
+            hidden widths: a sequence or a 1-D tensor or array, not an iterator or a generator; targets:
+            dense real tensors).
+        ValueError: a bad value, naming the argument, the expected and the actual value (a width beyond
+            int64, a hidden one beyond ``2**62 - 1``: an activation doubles it); a hidden width
             below the input width; a target map the dtype cannot represent (overflow or underflow of the
             last layer, naming the layer, the parameter, the dtype and the magnitude), or one whose stack
             would overflow the dtype in its sums (or in a LeakyReLU's outputs, for a slope above 1) for
@@ -449,7 +452,7 @@ class TransparentConv1x1(_TransparentStack):
     Args:
         in_channels: input channels ``C_in``.
         hidden_channels (Sequence[int] | Tensor | ndarray): logical hidden widths (length >= 1, each
-            ``>= in_channels``).
+            ``>= in_channels`` and ``<= 2**62 - 1``; a sequence or a 1-D tensor or array, not an iterator).
         out_channels: output channels; default ``target_weight.shape[0]`` if ``target_weight`` is given, else
             ``in_channels`` (the identity).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
@@ -468,8 +471,10 @@ class TransparentConv1x1(_TransparentStack):
 
     Raises:
         TypeError: an argument of the wrong type (integers: Python and numpy ints, 0-d integer tensors;
-            targets: dense real tensors).
-        ValueError: a bad value, naming the argument, the expected and the actual value; a hidden width
+            hidden widths: a sequence or a 1-D tensor or array, not an iterator or a generator; targets:
+            dense real tensors).
+        ValueError: a bad value, naming the argument, the expected and the actual value (a width beyond
+            int64, a hidden one beyond ``2**62 - 1``: an activation doubles it); a hidden width
             below the input width; a target map the dtype cannot represent (overflow or underflow of the
             last layer, naming the layer, the parameter, the dtype and the magnitude), or one whose stack
             would overflow the dtype in its sums (or in a LeakyReLU's outputs, for a slope above 1) for

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from ._checks import check_dense, check_int, check_not_meta
+from ._checks import check_dense, check_not_meta, check_width
 
 __all__ = ["selection_weight"]
 
@@ -127,9 +127,9 @@ def selection_weight(
     Raises:
         TypeError: ``in_features`` not an int, ``indices`` not integers (or a sparse tensor), ``dtype`` not
             floating.
-        ValueError: ``in_features < 1``, no index, an index outside ``[-in_features, in_features)``, a
-            ``uint64`` index array or tensor with a value above the int64 range, index tensors on the meta
-            device (no values), or a slice with step 0.
+        ValueError: ``in_features < 1`` or beyond int64 (``> 2**63 - 1``), no index, an index outside
+            ``[-in_features, in_features)``, a ``uint64`` index array or tensor with a value above the int64
+            range, index tensors on the meta device (no values), or a slice with step 0.
 
     Example:
         >>> selection_weight(4, range(2, 4))  # [S, U] with C = 2 -> U
@@ -139,7 +139,7 @@ def selection_weight(
         tensor([[0., 0., 1.],
                 [1., 0., 0.]], dtype=torch.float64)
     """
-    n_in = check_int(in_features, "in_features", minimum=1)
+    n_in = check_width(in_features, "in_features")
     idx = _resolve_indices(n_in, indices)
     if len(idx) == 0:
         raise ValueError(f"indices must select at least one of the {n_in} input channels, got none")

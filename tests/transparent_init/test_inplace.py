@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from transparent_init import transparent_init_
+from transparent_init import max_abs_error, transparent_init_
 from transparent_init.inplace import parse_stack
 
 from ._reference import check, uniform
@@ -63,3 +63,113 @@ def test_inplace_keeps_dtype_device_and_grad(device: torch.device) -> None:
     assert [id(p) for p in seq.parameters()] == ids  # written in place: optimizers keep their references
     assert all(p.device.type == device.type and p.requires_grad for p in seq.parameters())
     check(seq, uniform((4, 3), 10.0, 0, device=device))
+
+
+class _ClampedReLU(nn.ReLU):  # a ReLU6
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(0, 6)
+
+
+class _ScaledDropout(nn.Dropout):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x
+
+
+class _ScaledLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(x)
+
+
+class _ScaledConv(nn.Conv2d):
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return super()._conv_forward(x, 2 * weight, bias)
+
+
+def _relu_replaced_on_the_instance() -> nn.ReLU:
+    relu = nn.ReLU()
+    relu.forward = lambda x: x.clamp(0, 6)  # type: ignore[method-assign]
+    return relu
+
+
+def _qat_linear() -> nn.Linear:
+    """A fake-quantized ``torch.ao`` QAT layer (an ``nn.Linear`` subclass; its forward quantizes weights)."""
+    qat = pytest.importorskip("torch.ao.nn.qat")
+    from torch.ao.quantization import get_default_qat_qconfig
+
+    layer: nn.Linear = qat.Linear(4, 8, qconfig=get_default_qat_qconfig())
+    return layer
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (
+            lambda: nn.Sequential(nn.Linear(4, 8), _ClampedReLU(), nn.Linear(8, 4)),
+            r"layer 1 is _ClampedReLU, a subclass of nn.ReLU that overrides forward: a module that overrides "
+            r"forward may compute something else",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), _ScaledDropout(), nn.Linear(8, 4)),
+            r"layer 2 is _ScaledDropout, a subclass of nn.Dropout that overrides forward",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), _ScaledLinear(8, 4)),
+            r"layer 2 is _ScaledLinear, a subclass of nn.Linear that overrides forward",
+        ),
+        (
+            lambda: nn.Sequential(_ScaledConv(4, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1)),
+            r"layer 0 is _ScaledConv, a subclass of nn.Conv2d that overrides _conv_forward",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(4, 8), _relu_replaced_on_the_instance(), nn.Linear(8, 4)),
+            r"layer 1 is ReLU, an nn.ReLU whose forward is replaced on the instance",
+        ),
+        (
+            lambda: nn.Sequential(_qat_linear(), nn.ReLU(), nn.Linear(8, 4)),
+            r"layer 0 is torch\.ao\.nn\.qat\..*Linear, a subclass of nn.Linear that overrides forward",
+        ),
+    ],
+    ids=["relu", "dropout", "linear", "conv", "relu-instance", "ao-qat-linear"],
+)
+def test_a_subclass_that_overrides_forward_is_refused(make, match: str) -> None:  # type: ignore[no-untyped-def]
+    """Any subclass of a supported module was accepted by ``isinstance``: a ReLU6 (``nn.ReLU`` with a
+    clamping forward) left the stack 7.75 off the identity, silently; so did fake-quantized QAT layers. As for
+    ``nn.Identity``, a module whose forward is not its base class's is refused, naming the layer, before any
+    write."""
+    seq = make()
+    before = {k: v.clone() for k, v in seq.state_dict().items()}
+    with pytest.raises(TypeError, match=match + ".*use nn\\.[A-Za-z0-9]+ itself"):
+        transparent_init_(seq, generator=0)
+    for key, value in seq.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_a_subclass_that_keeps_forward_is_accepted_and_exact() -> None:
+    """Subclasses that add nothing to the computation (a name, an attribute) are the base modules: accepted,
+    and the stack is exact (in eval mode, for the dropout)."""
+
+    class MyLinear(nn.Linear):
+        pass
+
+    class MyReLU(nn.ReLU):
+        tag = "mine"
+
+    class MyDropout(nn.Dropout):
+        pass
+
+    class MyLeaky(nn.LeakyReLU):
+        pass
+
+    seq = nn.Sequential(MyLinear(4, 8), MyReLU(), MyLinear(8, 10), MyLeaky(0.2), nn.Linear(10, 4))
+    transparent_init_(seq, generator=0)
+    check(seq, uniform((256, 4), 10.0, 0))
+    dropped = nn.Sequential(MyLinear(4, 8), MyReLU(), MyDropout(0.5), nn.Linear(8, 4))
+    transparent_init_(dropped, generator=0).eval()
+    assert max_abs_error(dropped, uniform((256, 4), 10.0, 2)) <= 1e-5
+
+    class MyConv(nn.Conv2d):
+        pass
+
+    conv = nn.Sequential(MyConv(3, 6, 1), MyReLU(), MyConv(6, 3, 1))
+    transparent_init_(conv, generator=0)
+    check(conv, uniform((2, 3, 4, 4), 10.0, 1))

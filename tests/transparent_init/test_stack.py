@@ -10,7 +10,11 @@ separately.
 from __future__ import annotations
 
 import io
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import overload
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -619,3 +623,82 @@ def test_dilation_of_a_1x1_conv_is_irrelevant_and_accepted() -> None:
         ValueError, match=r"layer 0 \(Conv1d\) is not supported: stride \(2,\) \(only stride 1"
     ):
         transparent_init_(nn.Sequential(nn.Conv1d(4, 8, 1, stride=2, dilation=3), nn.Conv1d(8, 4, 1)))
+
+
+# ---------------------------------------------------------------- argument checks
+
+
+class _OnlyTheFirstWidth(Sequence[int]):
+    """A billion hidden widths, the first of them 1; reading any other fails the test (they were all read,
+    and converted, before the first was compared with in_features)."""
+
+    def __len__(self) -> int:
+        return 10**9
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[int]: ...
+
+    def __getitem__(self, index: int | slice) -> int | Sequence[int]:
+        assert index == 0, f"hidden width {index} read after width 0 was refused"
+        return 1
+
+
+@pytest.mark.parametrize("cls,name", [(TransparentLinear, "features"), (TransparentConv1x1, "channels")])
+def test_hidden_widths_are_checked_as_read_and_iterators_are_refused(cls: type, name: str) -> None:
+    """hidden widths were all read and converted before the first comparison with the input width:
+    ``itertools.count(1)`` hung, ``range(1, 3 * 10**6)`` took 1.6 s to be refused. Each width is checked as
+    it is read now, and an iterator or a generator (endless or used up once read) is refused unread."""
+    narrow = rf"hidden_{name}\[{{}}\] \(hidden layer {{}}\) has width 1 < in_{name} = 2"
+    with pytest.raises(ValueError, match=narrow.format(0, 0)):
+        cls(2, _OnlyTheFirstWidth())
+    with pytest.raises(ValueError, match=narrow.format(0, 0)):
+        cls(2, range(1, 3 * 10**6))
+    with pytest.raises(ValueError, match=narrow.format(1, 1)):  # the first bad width, whatever comes after
+        cls(2, [4, 1, "x"])
+
+    def endless() -> Iterator[int]:
+        for n in itertools.count():
+            assert n < 100, "an endless generator of widths was read on"
+            yield 4
+
+    for widths in (endless(), iter([4, 6]), (w for w in [4, 6]), map(int, ["4"]), itertools.count(4)):
+        with pytest.raises(
+            TypeError,
+            match=rf"hidden_{name} must be a sequence of ints, got {type(widths).__name__} .*a list or tuple",
+        ):
+            cls(2, widths)
+    assert next(widths) == 4  # not read
+    # sequences, tensors and arrays are still widths
+    for widths in ([4, 6], (4, 6), range(4, 7, 2), torch.tensor([4, 6]), np.array([4, 6])):
+        assert cls(2, widths, generator=0).layers[0].weight.shape[0] == 8
+
+
+@pytest.mark.parametrize("cls,name", [(TransparentLinear, "features"), (TransparentConv1x1, "channels")])
+def test_widths_beyond_int64_are_named(cls: type, name: str) -> None:
+    """Widths beyond int64, or whose ReLU doubling is, raised PyTorch's "Overflow when unpacking long long"
+    (a ValueError, or a TypeError with a C++ stack) naming no argument: each is refused by name now."""
+    with pytest.raises(ValueError, match=rf"in_{name} must be an int <= {2**63 - 1} \(.*\), got {2**63}"):
+        cls(2**63, [2**63])
+    with pytest.raises(ValueError, match=rf"out_{name} must be an int <= {2**63 - 1} \(.*\), got {2**63}"):
+        cls(2, [4], 2**63)
+    doubled = rf"hidden_{name}\[1\] must be an int <= {2**62 - 1} \(.*an activation doubles a hidden width"
+    for act in ("relu", "leaky_relu", None):  # one bound whatever the activation
+        with pytest.raises(ValueError, match=doubled + rf".*, got {2**62}"):
+            cls(2, [4, 2**62], activation=act)
+    # the largest widths pass (shapes only, on meta: 2**62 - 1 float16 entries are 2**63 - 2 bytes)
+    wide = cls(1, [2**62 - 1], activation=None, device="meta", dtype=torch.float16)
+    assert wide.layers[0].weight.shape[0] == 2**62 - 1
+    from transparent_init._checks import check_width  # (new: imported here, after the checks above)
+
+    assert check_width(2**63 - 1, "w") == 2**63 - 1
+    assert check_width(2**62 - 1, "w", doubled=True) == 2**62 - 1
+
+
+def test_selection_weight_in_features_beyond_int64_is_named() -> None:
+    """``selection_weight(2**63, [0])`` raised PyTorch's "Overflow when unpacking long long" (a TypeError)."""
+    with pytest.raises(ValueError, match=rf"in_features must be an int <= {2**63 - 1} \(.*\), got {2**63}"):
+        selection_weight(2**63, [0])
+    assert selection_weight(2**60, [0], device="meta").shape == (1, 2**60)
