@@ -28,6 +28,23 @@ REDUCTIONS: tuple[str, ...] = get_args(Reduce)
 #: ``torch.use_deterministic_algorithms`` and ``torch.compile``.
 AUTO_BACKEND: dict[str, Literal["scatter", "sparse"]] = {"cpu": "scatter", "cuda": "scatter"}
 
+#: The value dtypes of :meth:`SuperpixelAssignment.to_sparse`: those PyTorch's sparse COO and CSR kernels
+#: (``coalesce``, ``to_dense``) support on the CPU (uint16/32/64, complex32 and float8 raise deep inside).
+_SPARSE_VALUE_DTYPES = (
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.complex64,
+    torch.complex128,
+)
+
 
 def _outside_inference_mode() -> contextlib.AbstractContextManager[object]:
     """``torch.inference_mode(False)`` while inference mode is on (not when compiling), else a no-op: the
@@ -552,6 +569,12 @@ class SuperpixelAssignment:
             ``b`` in superpixel ``s``; ``M @ x_rows`` with ``x_rows = x.permute(0, 2, 3, 1).reshape(B * N_p,
             C)`` gives the per-superpixel sums. (Products with it accumulate each row in one chain: for
             exact-to-rounding sums of large superpixels use :meth:`pool`.)
+
+        Raises:
+            ValueError: ``layout`` not one of the two, or CSR on a device without float64.
+            TypeError: ``dtype`` not a value dtype of PyTorch's sparse tensors (bool, the integer dtypes up
+                to int64 and uint8, the floating dtypes, complex64, complex128), or not floating with
+                ``normalized``; ``normalized`` not a bool.
         """
         if layout not in (torch.sparse_coo, torch.sparse_csr):
             raise ValueError(f"layout must be torch.sparse_coo or torch.sparse_csr, got {layout}")
@@ -566,6 +589,11 @@ class SuperpixelAssignment:
             raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float32), got {dtype!r}")
         if normalized:  # 1 / count in an integer dtype would truncate to 0
             _checks.check_floating_dtype(dtype, "dtype", "with normalized=True")
+        if dtype not in _SPARSE_VALUE_DTYPES:  # PyTorch's sparse kernels (coalesce, to_dense) lack the others
+            raise TypeError(
+                f"dtype must be one of {', '.join(map(str, _SPARSE_VALUE_DTYPES))} (PyTorch's sparse tensors "
+                f"support no other value dtype), got {dtype}"
+            )
         b, n_p, n_s = self.batch_size, self.height * self.width, self.num_superpixels
         space = self._layout.space.view(b, n_p)
         rows = (space + torch.arange(b, device=self.device).mul_(n_s).view(b, 1)).reshape(-1)

@@ -22,7 +22,7 @@ from typing import NamedTuple, SupportsIndex
 import torch
 from torch import Tensor
 
-from sparse_ops._checks import FLOAT_DTYPES, check_int
+from sparse_ops._checks import FLOAT_DTYPES, check_device, check_int, check_tensor_size
 
 __all__ = [
     "NEIGHBOUR_OFFSETS",
@@ -126,10 +126,18 @@ def grid_cell_ids(
         width (int): image width ``W``.
         cell_size (int): cell side in pixels.
         batch_size (int | None): if given, the map is expanded to ``[batch_size, H, W]``.
-        device: device of the result.
+        device (torch.device | str | int | None): device of the result (``None``: the default device).
 
     Returns:
         LongTensor[H, W] | LongTensor[B, H, W]: ``(y // S) * n_w + x // S``.
+
+    Raises:
+        TypeError: a size that is not an int, or ``device`` not a device (a ``torch.device``, a string or an
+            int index).
+        ValueError: ``height``, ``width`` or ``cell_size`` below 1, ``batch_size`` below 0, a map no
+            tensor can hold (its size in bytes or its strides above ``2**63 - 1``; one a tensor can hold but
+            the memory cannot gets PyTorch's out-of-memory error, as ``torch.zeros`` does), or a ``device``
+            string or index that names no device.
 
     Example:
         >>> grid_cell_ids(3, 5, 2)
@@ -142,6 +150,15 @@ def grid_cell_ids(
     height, width, cell_size = operator.index(height), operator.index(width), operator.index(cell_size)
     if batch_size is not None:  # checked before the map of H x W ids is allocated
         batch_size = check_int(batch_size, "batch_size", 0)
+    # the map of one image is made first (also for an empty batch), then the batch of them
+    check_tensor_size(f"height x width = {height} x {width} is too large", (height, width), torch.long)
+    if batch_size is not None:
+        check_tensor_size(
+            f"batch_size={batch_size} is too large for height x width = {height} x {width}",
+            (batch_size, height, width),
+            torch.long,
+        )
+    device = check_device(device)
     rows, cols = _pixel_cells(height, width, cell_size, device)
     ids = rows[:, None] * n_w + cols[None, :]
     if batch_size is not None:
@@ -162,10 +179,16 @@ def neighbour_validity(
         height (int): image height ``H``.
         width (int): image width ``W``.
         cell_size (int): cell side in pixels.
-        device: device of the result.
+        device (torch.device | str | int | None): device of the result (``None``: the default device).
 
     Returns:
         BoolTensor[9, H, W]: ``True`` where candidate ``k`` of pixel ``(y, x)`` is a real cell.
+
+    Raises:
+        TypeError: a size that is not an int, or ``device`` not a device (a ``torch.device``, a string or an
+            int index).
+        ValueError: a size below 1, a map no tensor can hold (see :func:`grid_cell_ids`), or a ``device``
+            string or index that names no device.
 
     Example:
         >>> v = neighbour_validity(4, 4, 2)
@@ -175,6 +198,8 @@ def neighbour_validity(
     n_h, n_w = grid_shape(height, width, cell_size)
     # checked by grid_shape: Python ints from here on
     height, width, cell_size = operator.index(height), operator.index(width), operator.index(cell_size)
+    check_tensor_size(f"height x width = {height} x {width} is too large", (9, height, width), torch.bool)
+    device = check_device(device)
     rows, cols = _pixel_cells(height, width, cell_size, device)
     # NEIGHBOUR_OFFSETS in index form (dy outer, dx inner), made on the device: no host-to-device copy
     three = torch.arange(3, device=device) - 1
@@ -204,11 +229,17 @@ def neighbour_cell_ids(
         height (int): image height ``H``.
         width (int): image width ``W``.
         cell_size (int): cell side in pixels.
-        device: device of the results.
+        device (torch.device | str | int | None): device of the results (``None``: the default device).
 
     Returns:
         NeighbourCells: ``(ids, valid)``, candidate ids ``LongTensor[9, H, W]`` and their validity
         ``BoolTensor[9, H, W]``.
+
+    Raises:
+        TypeError: a size that is not an int, or ``device`` not a device (a ``torch.device``, a string or an
+            int index).
+        ValueError: a size below 1, maps no tensor can hold (see :func:`grid_cell_ids`), or a ``device``
+            string or index that names no device.
 
     Example:
         >>> ids, valid = neighbour_cell_ids(4, 4, 2)
@@ -220,6 +251,8 @@ def neighbour_cell_ids(
     n_h, n_w = grid_shape(height, width, cell_size)
     # checked by grid_shape: Python ints from here on
     height, width, cell_size = operator.index(height), operator.index(width), operator.index(cell_size)
+    check_tensor_size(f"height x width = {height} x {width} is too large", (9, height, width), torch.long)
+    device = check_device(device)
     rows, cols = _pixel_cells(height, width, cell_size, device)
     ids = torch.empty(9, height, width, dtype=torch.long, device=device)
     for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
@@ -244,15 +277,18 @@ def pixel_xy(
         width (int): image width ``W``.
         batch_size (int): leading batch dimension ``B``.
         dtype: floating dtype of the result.
-        device: device of the result.
+        device (torch.device | str | int | None): device of the result (``None``: the default device).
 
     Returns:
         Tensor[B, 2, H, W]: ``out[b, 0, y, x] = x`` and ``out[b, 1, y, x] = y``, exactly.
 
     Raises:
-        TypeError: if ``dtype`` is not a floating ``torch.dtype``, or a size is not an int.
+        TypeError: if ``dtype`` is not a floating ``torch.dtype``, a size is not an int, or ``device`` is not
+            a device (a ``torch.device``, a string or an int index).
         ValueError: if ``dtype`` cannot hold every coordinate exactly (``float16`` holds integers up to
-            2048, ``bfloat16`` up to 256), or ``height``, ``width`` < 1 or ``batch_size`` < 0.
+            2048, ``bfloat16`` up to 256, ``float32`` up to ``2**24``, ``float64`` up to ``2**53``: beyond,
+            no dtype does), ``height``, ``width`` < 1 or ``batch_size`` < 0, the sizes give an output no
+            tensor can hold (see :func:`grid_cell_ids`), or a ``device`` string or index names no device.
 
     Example:
         >>> pixel_xy(2, 3)[0]
@@ -267,13 +303,29 @@ def pixel_xy(
     batch_size = check_int(batch_size, "batch_size", 0)
     if dtype not in FLOAT_DTYPES:  # float8: no arange kernel
         raise TypeError(f"dtype must be a floating dtype (float16/bfloat16/float32/float64), got {dtype!r}")
-    exact_up_to = int(2 / torch.finfo(dtype).eps)  # every integer up to 2 ** (mantissa bits + 1) is exact
-    if max(height, width) - 1 > exact_up_to:
+    reach = max(height, width) - 1
+    exact_up_to = _exact_up_to(dtype)
+    if reach > exact_up_to:
+        # the advice names the narrowest wider dtype that holds the coordinates (float32, then float64)
+        wider = [t for t in (torch.float32, torch.float64) if reach <= _exact_up_to(t)]
+        if not wider:
+            largest = _exact_up_to(torch.float64)
+            fix = (
+                f"no floating dtype holds them exactly (torch.float64 only up to {largest}): the image is "
+                "too large"
+            )
+        else:
+            fix = f"use dtype={wider[0]}" + (" (or wider)" if wider[0] != torch.float64 else "")
         raise ValueError(
             f"dtype={dtype} holds integers exactly only up to {exact_up_to}, but the coordinates of a "
-            f"height x width = {height} x {width} image reach {max(height, width) - 1}: use "
-            "dtype=torch.float32 (or wider)"
+            f"height x width = {height} x {width} image reach {reach}: {fix}"
         )
+    check_tensor_size(
+        f"height x width = {height} x {width} with batch_size={batch_size} is too large",
+        (batch_size, 2, height, width),
+        dtype,
+    )
+    device = check_device(device)
     # filled by copies, not torch.stack: autocast promotes the inputs of a stack and refuses a half type other
     # than its own (float16 under a bfloat16 autocast raised "Unexpected floating ScalarType in
     # at::autocast::prioritize"); a copy keeps ``dtype`` under any autocast
@@ -281,3 +333,8 @@ def pixel_xy(
     xy[:, 0] = torch.arange(width, dtype=dtype, device=device)
     xy[:, 1] = torch.arange(height, dtype=dtype, device=device)[:, None]
     return xy
+
+
+def _exact_up_to(dtype: torch.dtype) -> int:
+    """The largest integer up to which ``dtype`` holds every integer exactly: 2 ** (mantissa bits + 1)."""
+    return int(2 / torch.finfo(dtype).eps)

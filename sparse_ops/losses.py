@@ -83,6 +83,17 @@ def _check_ignore_index(value: object) -> int:
     return ignore_index
 
 
+def _check_num_classes(value: object) -> int:
+    """``num_classes`` as an int in ``[1, MAX_CLASSES]`` (the loss's table grows with it)."""
+    num_classes = _checks.check_int(value, "num_classes", 1)
+    if num_classes > _checks.MAX_CLASSES:
+        raise ValueError(
+            f"num_classes must be at most {_checks.MAX_CLASSES} (the loss keeps a table of the class masses "
+            f"of every cell, its size proportional to num_classes), got {num_classes}"
+        )
+    return num_classes
+
+
 def _safe_norm(diff: Tensor) -> Tensor:
     """Euclidean norm over dim 1 with a zero (not NaN) gradient where the difference is exactly 0.
 
@@ -245,9 +256,9 @@ def spixel_loss(
         mask (BoolTensor[B, H, W] | None): additionally restrict both terms (and the pooling) to these pixels.
         pos_weight (float): ``m``; the position term is weighted by ``m / S``.
         ignore_index (int): label of ignored pixels (integer targets only).
-        num_classes (int | None): number of classes of an integer target; inferred as ``max label + 1``
-            (at least 1) if ``None`` (a host synchronisation, and at most 4096 classes: pass it in training
-            loops).
+        num_classes (int | None): number of classes of an integer target, at most 65536; inferred as
+            ``max label + 1`` (at least 1) if ``None`` (a host synchronisation, and at most 4096 classes:
+            pass it in training loops).
         eps (float): added inside the logarithm of the cross-entropy.
         renormalize (bool): border convention of the soft pooling (see :mod:`sparse_ops.soft`).
         validate (bool): check the label range and the association's values (a host-device
@@ -255,6 +266,15 @@ def spixel_loss(
 
     Returns:
         SpixelLossOutput: ``(total, semantic, position)`` scalar tensors, means over valid pixels.
+
+    Raises:
+        TypeError: ``assoc`` or ``target`` not a dense tensor of a supported dtype (``target``: an integer
+            label map or floating features, not bool or complex); an option of the wrong type.
+        ValueError: a shape that does not match (``target`` of another batch or image size than ``assoc``, or
+            not 3-D or 4-D as its kind needs); ``cell_size`` or ``num_classes`` below 1, ``num_classes``
+            above 65536; ``pos_weight`` or ``eps`` negative, NaN or infinite; with ``validate``, a label
+            outside ``[0, num_classes)`` (other than ``ignore_index``) or an association value that is
+            negative or not finite.
 
     Example:
         >>> assoc = torch.zeros(1, 9, 4, 4); assoc[:, 4] = 1  # the regular grid
@@ -266,15 +286,21 @@ def spixel_loss(
     validate = _checks.check_bool(validate, "validate")
     _checks.check_assoc(assoc)
     cell_size = _checks.check_int(cell_size, "cell_size", 1)
-    pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0)
-    eps = _checks.check_number(eps, "eps", 0.0)
+    pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0, finite=True)
+    eps = _checks.check_number(eps, "eps", 0.0, finite=True)
     ignore_index = _check_ignore_index(ignore_index)
     if num_classes is not None:
-        num_classes = _checks.check_int(num_classes, "num_classes", 1)
+        num_classes = _check_num_classes(num_classes)
     if not isinstance(target, Tensor):
         raise TypeError(
             "target must be a Tensor of shape [B, H, W] (labels) or [B, C, H, W] (features), got "
             f"{type(target).__name__}{_checks._numpy_hint(target, 'target')}"
+        )
+    _checks.check_dense(target, "target")  # (a sparse label map failed deep inside, naming no argument)
+    if target.dim() < 3:  # (more dimensions: the checks below name the shape each kind of target needs)
+        raise ValueError(
+            "target must have shape [B, H, W] or [B, 1, H, W] (labels) or [B, C, H, W] (features), got "
+            f"shape {tuple(target.shape)}"
         )
     if target.shape[0] != assoc.shape[0] or target.shape[-2:] != assoc.shape[-2:]:
         raise ValueError(
@@ -389,10 +415,10 @@ class SpixelLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.cell_size = _checks.check_int(cell_size, "cell_size", 1)
-        self.pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0)
+        self.pos_weight = _checks.check_number(pos_weight, "pos_weight", 0.0, finite=True)
         self.ignore_index = _check_ignore_index(ignore_index)
-        self.num_classes = None if num_classes is None else _checks.check_int(num_classes, "num_classes", 1)
-        self.eps = _checks.check_number(eps, "eps", 0.0)
+        self.num_classes = None if num_classes is None else _check_num_classes(num_classes)
+        self.eps = _checks.check_number(eps, "eps", 0.0, finite=True)
         self.renormalize = _checks.check_bool(renormalize, "renormalize")
         self.validate = _checks.check_bool(validate, "validate")
 

@@ -78,8 +78,9 @@ def max_pool2d_with_indices(
     Raises:
         TypeError: ``x`` not a floating tensor, or an argument of the wrong type.
         ValueError: ``x`` not 3-D or 4-D or with an empty ``C``, ``H`` or ``W`` (the batch may be empty), a
-            negative padding or one above half the kernel, or windows (``dilation * (kernel_size - 1) + 1``)
-            that do not fit the padded input (an empty output).
+            negative padding or one above half the kernel, a ``kernel_size``, ``stride``, ``padding`` or
+            ``dilation`` above ``2**31 - 1`` (PyTorch's pooling takes 32-bit sizes), or windows
+            (``dilation * (kernel_size - 1) + 1``) that do not fit the padded input (an empty output).
 
     Example:
         >>> x = torch.tensor([[[[1., 2., 0.], [4., 3., 5.], [7., 8., 9.]]]])
@@ -100,15 +101,8 @@ def max_pool2d_with_indices(
         raise TypeError(
             f"x must be a floating tensor (float16/bfloat16/float32/float64), got dtype {x.dtype}"
         )
-    k = _checks.check_pair(kernel_size, "kernel_size", 1)
-    s = k if stride is None else _checks.check_pair(stride, "stride", 1)
-    p = _checks.check_pair(padding, "padding", 0)
-    d = _checks.check_pair(dilation, "dilation", 1)
+    k, s, p, d = _pool_options(kernel_size, stride, padding, dilation)
     ceil_mode = _checks.check_bool(ceil_mode, "ceil_mode")
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:  # PyTorch's rule (whatever the dilation)
-        raise ValueError(
-            f"padding must be at most half of kernel_size {k}: at most {(k[0] // 2, k[1] // 2)}, got {p}"
-        )
     if any(n == 0 for n in x.shape[-3:]):  # PyTorch refuses them with a RuntimeError
         raise ValueError(
             f"x must have C, H, W >= 1 (only the batch may be empty), got shape {tuple(x.shape)}"
@@ -125,6 +119,41 @@ def max_pool2d_with_indices(
         )
     values, indices = F.max_pool2d(x, k, s, p, d, ceil_mode=ceil_mode, return_indices=True)
     return PooledWithIndices(values, indices, (int(x.shape[-2]), int(x.shape[-1])))
+
+
+#: The largest kernel size, stride, padding or dilation, as PyTorch's pooling kernels take them as 32-bit ints
+#: (a larger one raised "value cannot be converted to type int without overflow", from 2**63 on an overflow
+#: TypeError, neither naming the argument).
+_MAX_POOL_OPTION = 2**31 - 1
+
+_Pair = tuple[int, int]
+
+
+def _pool_options(
+    kernel_size: object, stride: object, padding: object, dilation: object
+) -> tuple[_Pair, _Pair, _Pair, _Pair]:
+    """The checked ``(kernel_size, stride, padding, dilation)`` of a max pooling, each as a pair of ints in
+    PyTorch's range (``stride=None``: the kernel size), the padding at most half the kernel."""
+    k = _pool_pair(kernel_size, "kernel_size", 1)
+    s = k if stride is None else _pool_pair(stride, "stride", 1)
+    p = _pool_pair(padding, "padding", 0)
+    d = _pool_pair(dilation, "dilation", 1)
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:  # PyTorch's rule (whatever the dilation)
+        raise ValueError(
+            f"padding must be at most half of kernel_size {k}: at most {(k[0] // 2, k[1] // 2)}, got {p}"
+        )
+    return k, s, p, d
+
+
+def _pool_pair(value: object, name: str, minimum: int) -> _Pair:
+    """An int or a pair of ints as a pair (:func:`~sparse_ops._checks.check_pair`), each at most 2**31 - 1."""
+    pair = _checks.check_pair(value, name, minimum)
+    if max(pair) > _MAX_POOL_OPTION:
+        raise ValueError(
+            f"{name} must be at most 2**31 - 1 = {_MAX_POOL_OPTION} (PyTorch's pooling takes 32-bit sizes), "
+            f"got {value!r}"
+        )
+    return pair
 
 
 def _pooled_side(n: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
@@ -160,6 +189,15 @@ def max_unpool2d(
 
     Returns:
         Tensor[B, C, H, W] | Tensor[C, H, W]: the unpooled map.
+
+    Raises:
+        TypeError: ``values`` or ``indices`` not a dense (strided) tensor, ``indices`` not int64,
+            ``output_size`` not a sequence of ints, or ``validate`` not a bool.
+        ValueError: ``values`` not 3-D or 4-D, ``indices`` of another shape or device, ``output_size`` not
+            ending with a positive ``(H, W)`` or giving a map no tensor can hold (its size in bytes or its
+            strides above ``2**63 - 1``; a size a tensor can hold but the memory cannot gets PyTorch's
+            out-of-memory error, as ``torch.zeros`` does), or, with ``validate=True``, indices outside
+            ``[0, H * W)`` or a call that ``torch.export`` traces (the check reads the indices).
 
     Example:
         >>> v = torch.tensor([[[[4., 9.]]]]); i = torch.tensor([[[[3, 8]]]])
@@ -200,6 +238,12 @@ def max_unpool2d(
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"output_size must end with a positive (H, W), got {tuple(output_size)}")
     H, W = size
+    # before the map is allocated: PyTorch refused a size no tensor can hold with errors naming no argument
+    _checks.check_tensor_size(
+        f"output_size {tuple(output_size)} is too large for values of shape {tuple(values.shape)}",
+        (*values.shape[:-2], H, W),
+        values.dtype,
+    )
     if validate and indices.numel() and not indices.is_meta:  # meta: shapes only, no index to check
         _checks.check_not_exporting(f"validate=True checks the range of indices{_checks.SYNCHRONISATION}")
         lo, hi = torch.stack(torch.aminmax(indices)).tolist()  # one pass, one read (not two of each)
@@ -234,6 +278,12 @@ class MaxPoolWithIndices(nn.Module):
         - output: ``PooledWithIndices(values (B, C, h, w), indices (B, C, h, w), input_size (H, W))`` (without
           ``B`` for an unbatched input)
 
+    Raises:
+        TypeError: an argument of the wrong type (when the module is built).
+        ValueError: a negative padding or one above half the kernel, or a ``kernel_size``, ``stride``,
+            ``padding`` or ``dilation`` above ``2**31 - 1`` (when the module is built, as
+            :func:`max_pool2d_with_indices` refuses them).
+
     Example:
         >>> pool, unpool = MaxPoolWithIndices(2), MaxUnpool()
         >>> x = torch.randn(1, 3, 7, 5)
@@ -253,10 +303,10 @@ class MaxPoolWithIndices(nn.Module):
         validate: bool = True,
     ) -> None:
         super().__init__()
-        self.kernel_size = _checks.check_pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else _checks.check_pair(stride, "stride", 1)
-        self.padding = _checks.check_pair(padding, "padding", 0)
-        self.dilation = _checks.check_pair(dilation, "dilation", 1)
+        # checked here, as in the function: a bad option is refused where the module is built
+        self.kernel_size, self.stride, self.padding, self.dilation = _pool_options(
+            kernel_size, stride, padding, dilation
+        )
         self.ceil_mode = _checks.check_bool(ceil_mode, "ceil_mode")
         self.validate = _checks.check_bool(validate, "validate")
 

@@ -309,6 +309,13 @@ class SuperpixelClassifier(nn.Module):
         - output: :math:`(B, K)`; :meth:`cam`: :math:`(B, K, H, W)` (with ``return_superpixel_scores=True``
           also the scores, :math:`(B, N_s, K)`)
 
+    Raises:
+        TypeError: ``in_channels`` or ``num_classes`` not an int, ``bias`` or ``validate`` not a bool, or
+            ``upsample`` not a string or ``None`` (when the module is built).
+        ValueError: ``in_channels`` or ``num_classes`` below 1, an ``upsample`` mode that does not exist, or
+            a classifier weight ``[num_classes, in_channels]`` no tensor can hold (its size in bytes above
+            ``2**63 - 1``; one the memory cannot hold gets ``nn.Linear``'s out-of-memory error).
+
     Example:
         >>> head = SuperpixelClassifier(8, 3)
         >>> f, sp = torch.randn(2, 8, 4, 4), torch.randint(0, 5, (2, 8, 8))
@@ -327,11 +334,17 @@ class SuperpixelClassifier(nn.Module):
     ) -> None:
         super().__init__()
         _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
-        self.classifier = nn.Linear(
-            _checks.check_int(in_channels, "in_channels", 1),
-            _checks.check_int(num_classes, "num_classes", 1),
-            bias=_checks.check_bool(bias, "bias"),
+        channels = _checks.check_int(in_channels, "in_channels", 1)
+        classes = _checks.check_int(num_classes, "num_classes", 1)
+        bias = _checks.check_bool(bias, "bias")
+        # the weight [K, C] in the default dtype: one no tensor can hold raised PyTorch's overflow errors,
+        # which named no argument (one the memory cannot hold gets nn.Linear's out-of-memory error)
+        _checks.check_tensor_size(
+            f"in_channels x num_classes = {channels} x {classes} is too large for the classifier",
+            (classes, channels),
+            torch.get_default_dtype(),
         )
+        self.classifier = nn.Linear(channels, classes, bias=bias)
         self.upsample: Upsample | None = upsample
         self.validate = _checks.check_bool(validate, "validate")
 

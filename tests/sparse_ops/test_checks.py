@@ -108,15 +108,18 @@ def test_a_complex_or_meta_value_is_not_a_real_number() -> None:
 
 def test_an_int_beyond_the_float_range_is_an_infinite_number() -> None:
     """float(10**400) raises an OverflowError that names no argument (spixel_loss(pos_weight=10**400) raised
-    it); such an int rounds to inf, as a float overflow does, and is then checked as inf is."""
+    it); such an int rounds to inf, as a float overflow does, and is then checked as inf is: accepted where
+    an infinite number is, refused with ``finite`` (spixel_loss's ``pos_weight`` and ``eps``, whose infinite
+    values gave an infinite loss: tests/sparse_ops/test_losses.py)."""
     assert _checks.check_number(10**400, "w", 0.0) == float("inf")
+    assert _checks.check_number(float("inf"), "w", 0.0) == float("inf")
     with pytest.raises(ValueError, match=r"w must be a number >= 0\.0, got -1000"):
         _checks.check_number(-(10**400), "w", 0.0)
-    assoc = torch.softmax(torch.randn(1, 9, 4, 4, generator=torch.Generator().manual_seed(0)), 1)
-    target = torch.zeros(1, 4, 4, dtype=torch.long)
-    out = so.spixel_loss(assoc, target, 2, pos_weight=10**400)
-    assert torch.equal(out.total, so.spixel_loss(assoc, target, 2, pos_weight=float("inf")).total)
-    assert so.SpixelLoss(2, eps=10**400).eps == float("inf")
+    with pytest.raises(ValueError, match=r"w must be a finite number >= 0\.0, got 1000.*, beyond the float"):
+        _checks.check_number(10**400, "w", 0.0, finite=True)
+    with pytest.raises(ValueError, match=r"w must be a finite number >= 0\.0, got inf$"):
+        _checks.check_number(float("inf"), "w", 0.0, finite=True)
+    assert _checks.check_number(1e308, "w", 0.0, finite=True) == 1e308
 
 
 def test_slot_limit_names_the_largest_id_and_the_fix() -> None:
@@ -749,3 +752,37 @@ def test_a_sparse_tensor_argument_is_refused_by_name(argument: str, call, layout
 
     with pytest.raises(TypeError, match=rf"^{argument} must be a dense tensor, got layout torch\.sparse_"):
         call(sparse)
+
+
+def test_uint64_ids_beyond_int64_are_refused_with_the_largest_one() -> None:
+    """The message named no value (the count's message did)."""
+    sp = torch.tensor([[[-(2**63), 0], [-1, 0]]]).view(torch.uint64)  # 2**63 and 2**64 - 1
+    with pytest.raises(ValueError, match=r"do not fit int64 \(the largest: 18446744073709551615\)"):
+        uniformize(torch.randn(1, 1, 2, 2), sp)
+
+
+def test_a_count_tensor_of_two_dimensions_is_a_shape_error() -> None:
+    """A ``[B, 1]`` count tensor was a TypeError, a ``[B + 1]`` one a ValueError: both are shapes."""
+    x, sp = torch.randn(2, 1, 2, 2), torch.zeros(2, 2, 2, dtype=torch.long)
+    for counts in (torch.tensor([[5], [5]]), torch.tensor([5, 5, 5])):
+        with pytest.raises(ValueError, match=r"Tensor of shape \[B\] = \[2\], got shape"):
+            uniformize(x, sp, counts)
+
+
+@pytest.mark.parametrize("value", [np.array(["mean", "sum"]), np.array(["max"]), ["mean"], 3])
+def test_a_string_option_of_another_type_is_a_type_error(value: object) -> None:
+    """A numpy array of two strings raised numpy's "truth value of an array ... is ambiguous" and one of one
+    string (``np.array(["max"])``) was taken as that string."""
+    with pytest.raises(TypeError, match=r"reduce must be one of \('mean', 'sum', 'max'\), got"):
+        superpixel_pool(torch.randn(1, 1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), reduce=value)
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.uint16, torch.uint32, torch.uint64, torch.float8_e4m3fn, torch.complex32, torch.qint8]
+)
+def test_to_sparse_refuses_a_value_dtype_sparse_tensors_lack(dtype: torch.dtype) -> None:
+    """These gave PyTorch's "coalesce not implemented for 'UInt64'" (or, for qint8, an internal assert)."""
+    a = SuperpixelAssignment(torch.randint(0, 5, (2, 4, 4), generator=torch.Generator().manual_seed(0)), 5)
+    for layout in (torch.sparse_coo, torch.sparse_csr):
+        with pytest.raises(TypeError, match=rf"dtype must be one of torch.bool, .*got {dtype}$"):
+            a.to_sparse(layout, dtype=dtype)

@@ -183,3 +183,132 @@ def test_batched_grid_cell_ids_are_one_map_per_image() -> None:
     assert ids.is_contiguous()
     ids[0] += 10
     assert torch.equal(ids[1], grid_cell_ids(3, 4, 2)) and torch.equal(ids[0], grid_cell_ids(3, 4, 2) + 10)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: grid_cell_ids(2**70, 4, 2), r"^height x width = 1180591620717411303424 x 4 is too large: "),
+        (
+            lambda: grid_cell_ids(4, 4, 2, batch_size=2**70),
+            r"^batch_size=1180591620717411303424 is too large for height x width = 4 x 4: ",
+        ),
+        (
+            lambda: neighbour_cell_ids(2**70, 4, 2),
+            r"^height x width = 1180591620717411303424 x 4 is too large: ",
+        ),
+        (
+            lambda: neighbour_validity(4, 2**70, 2),
+            r"^height x width = 4 x 1180591620717411303424 is too large: ",
+        ),
+        (
+            lambda: pixel_xy(4, 4, batch_size=2**70),
+            r"^height x width = 4 x 4 with batch_size=1180591620717411303424 is too large: ",
+        ),
+        (  # an empty batch of maps whose strides do not fit int64
+            lambda: pixel_xy(2**31, 2**31, batch_size=0, dtype=torch.float64),
+            r"^height x width = 2147483648 x 2147483648 with batch_size=0 is too large: .* a stride of ",
+        ),
+    ],
+)
+def test_sizes_no_tensor_can_hold_are_value_errors(call, message: str) -> None:
+    """Sizes whose output no tensor can hold (its size in bytes or its strides above 2**63 - 1) are refused
+    naming the arguments and their values: PyTorch raised an OverflowError ("int too big to convert"), an
+    overflow TypeError or "Stride calculation overflowed", naming none."""
+    with pytest.raises(ValueError, match=message + r".*more than a tensor can hold"):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: grid_cell_ids(2**62, 2, 1),
+        lambda: grid_cell_ids(4, 4, 2, batch_size=2**62),
+        lambda: neighbour_validity(2**62, 2, 1),
+        lambda: neighbour_cell_ids(2**62, 2, 1),
+    ],
+)
+def test_the_size_check_runs_before_anything_is_allocated(monkeypatch: pytest.MonkeyPatch, call) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("the pixel cells were built before the sizes were checked")
+
+    monkeypatch.setattr(sparse_ops.grid, "_pixel_cells", refuse)
+    with pytest.raises(ValueError, match="more than a tensor can hold"):
+        call()
+
+
+def test_huge_maps_a_tensor_can_hold_keep_their_shape_on_meta() -> None:
+    """Only sizes no tensor can hold are refused (no cap on the image size: the sizes are the output's
+    shape, as for torch.zeros): shape inference of a huge map still runs on the meta device."""
+    assert grid_cell_ids(2**20, 2**20, 1, batch_size=2**10, device="meta").shape == (2**10, 2**20, 2**20)
+    assert neighbour_cell_ids(2**20, 2**20, 1, device="meta").ids.shape == (9, 2**20, 2**20)
+    assert pixel_xy(2**20, 2**20, batch_size=2**10, device="meta").shape == (2**10, 2, 2**20, 2**20)
+
+
+_GRID_CALLS = {
+    "grid_cell_ids": lambda device: grid_cell_ids(4, 4, 2, device=device),
+    "neighbour_validity": lambda device: neighbour_validity(4, 4, 2, device=device),
+    "neighbour_cell_ids": lambda device: neighbour_cell_ids(4, 4, 2, device=device),
+    "pixel_xy": lambda device: pixel_xy(4, 4, device=device),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_GRID_CALLS))
+@pytest.mark.parametrize(
+    ("device", "exc", "message"),
+    [
+        ("foo", ValueError, r"^device must name a device, such as 'cpu' or 'cuda:0', got 'foo' \(.*foo\)$"),
+        ("cuda:-1", ValueError, r"^device must name a device, such as 'cpu' or 'cuda:0', got 'cuda:-1' \("),
+        (-1, ValueError, r"^device must name a device, such as 'cpu' or 'cuda:0', got -1 \("),
+        (3.0, TypeError, r"^device must be a torch\.device, a device string .* or None, got float 3\.0$"),
+        (True, TypeError, r"^device must be a torch\.device, a device string .* or None, got bool True$"),
+    ],
+)
+def test_a_bad_device_is_refused_naming_device(name: str, device: object, exc: type, message: str) -> None:
+    """PyTorch's own errors (from the first tensor made there) named neither the argument nor the value: a
+    RuntimeError "Expected one of cpu, cuda, ..." for a string, a TypeError of arange's signatures for a
+    float."""
+    with pytest.raises(exc, match=message):
+        _GRID_CALLS[name](device)
+
+
+def _tensors(out: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The tensors of a grid helper's output (``neighbour_cell_ids`` gives two)."""
+    return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.mark.parametrize("name", sorted(_GRID_CALLS))
+def test_devices_as_strings_and_torch_devices_are_accepted(name: str) -> None:
+    expected = _tensors(_GRID_CALLS[name](None))
+    for device in ("cpu", torch.device("cpu"), "cpu:0"):
+        for got, exp in zip(_tensors(_GRID_CALLS[name](device)), expected, strict=True):
+            assert got.device.type == "cpu" and torch.equal(got, exp)
+    assert all(t.is_meta for t in _tensors(_GRID_CALLS[name]("meta")))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "height", "fix"),
+    [
+        (torch.float32, 2**24 + 2, r"use dtype=torch\.float64$"),
+        (torch.float16, 2**24 + 2, r"use dtype=torch\.float64$"),  # float32 would not do either
+        (torch.bfloat16, 2**11 + 2, r"use dtype=torch\.float32 \(or wider\)$"),
+        (
+            torch.float64,
+            2**53 + 2,
+            r"no floating dtype holds them exactly \(torch\.float64 only up to 9007199254740992\): the "
+            r"image is too large$",
+        ),
+        (torch.float32, 2**53 + 2, r"no floating dtype holds them exactly"),
+    ],
+)
+def test_the_pixel_xy_precision_error_advises_a_dtype_that_holds_the_coordinates(
+    dtype: torch.dtype, height: int, fix: str
+) -> None:
+    """The advice named float32 whatever the dtype: for float32 itself (use float32), and for float64 and
+    sizes no dtype holds exactly. It names the narrowest wider dtype that holds the coordinates, or says the
+    image is too large."""
+    with pytest.raises(
+        ValueError,
+        match=rf"^dtype={dtype} holds integers exactly only up to \d+, but the coordinates .*: {fix}",
+    ):
+        pixel_xy(height, 1, dtype=dtype)

@@ -675,3 +675,49 @@ def test_num_classes_is_inferred_from_the_largest_label_also_without_validation(
     total, sem, _ = ref_loss(assoc, target, 2, num_classes=4)
     torch.testing.assert_close(out.semantic.item(), sem)
     torch.testing.assert_close(out.total.item(), total)
+
+
+def test_num_classes_beyond_the_bound_is_refused_before_allocating() -> None:
+    """The loss's table grows with ``num_classes``: ``2**40`` tried to allocate 316 TB for an 8 x 8 image and
+    ``2**70`` raised a bare OverflowError; both are refused naming the argument, in the function and the
+    module, and the bound itself is accepted."""
+    from sparse_ops._checks import MAX_CLASSES
+
+    assoc = torch.softmax(torch.randn(2, 9, 8, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    target = torch.randint(0, 3, (2, 8, 8), generator=torch.Generator().manual_seed(1))
+    for value in (MAX_CLASSES + 1, 2**40, 2**70):
+        match = rf"num_classes must be at most {MAX_CLASSES} .*got {value}$"
+        for validate in (True, False):
+            with pytest.raises(ValueError, match=match):
+                spixel_loss(assoc, target, 4, num_classes=value, validate=validate)
+        with pytest.raises(ValueError, match=match):
+            SpixelLoss(4, num_classes=value)
+    bounded = spixel_loss(assoc, target, 4, num_classes=MAX_CLASSES)
+    torch.testing.assert_close(bounded.total, spixel_loss(assoc, target, 4, num_classes=3).total)
+
+
+@pytest.mark.parametrize("name", ["eps", "pos_weight"])
+@pytest.mark.parametrize("value", [math.inf, pytest.param(10**400, id="10**400")])
+def test_an_infinite_eps_or_pos_weight_is_refused(name: str, value: float) -> None:
+    """``eps=inf`` gave a loss of -inf and ``pos_weight=inf`` (or ``10**400``, beyond the float range) +inf,
+    silently; NaN was already refused."""
+    assoc = torch.full((1, 9, 4, 4), 1 / 9)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    shown = "inf" if value == math.inf else f"{value}, beyond the float range"
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >= 0.0, got {shown}"):
+        spixel_loss(assoc, target, 2, **{name: value})
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >= 0.0, got {shown}"):
+        SpixelLoss(2, **{name: value})
+
+
+def test_a_sparse_or_zero_dim_target_is_refused_naming_target() -> None:
+    """A sparse label map failed in PyTorch ("Could not run 'aten::ne.Scalar' with arguments from the
+    'SparseCPU' backend") and a 0-d target with an IndexError; a floating sparse target was already
+    refused."""
+    assoc = torch.full((2, 9, 4, 4), 1 / 9)
+    labels = torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match=r"target must be a dense tensor, got layout torch.sparse_coo"):
+        spixel_loss(assoc, labels.to_sparse(), 2)
+    for scalar in (torch.tensor(3), torch.tensor(1.0)):
+        with pytest.raises(ValueError, match=r"target must have shape \[B, H, W\] .*got shape \(\)"):
+            spixel_loss(assoc, scalar, 2)

@@ -406,3 +406,84 @@ def test_the_pooling_module_repr_shows_every_option() -> None:
         "MaxPoolWithIndices(kernel_size=(3, 2), stride=(1, 1), padding=(1, 0), dilation=(2, 1), "
         "ceil_mode=True)"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((2, 2**31), {}, r"^stride must be at most 2\*\*31 - 1 = 2147483647 .*, got 2147483648$"),
+        ((2, 2**70), {}, r"^stride must be at most 2\*\*31 - 1 = 2147483647 .*, got 1180591620717411303424$"),
+        (
+            (2**40,),
+            {"padding": 2**39},
+            r"^kernel_size must be at most 2\*\*31 - 1 = 2147483647 .*, got 1099511627776$",
+        ),
+        (((2, 2**31),), {}, r"^kernel_size must be at most 2\*\*31 - 1 .*, got \(2, 2147483648\)$"),
+        ((2**32, 1, 2**31), {}, r"^kernel_size must be at most 2\*\*31 - 1"),
+    ],
+)
+def test_pooling_options_beyond_pytorchs_32_bit_range_are_value_errors(
+    args: tuple[Any, ...], kwargs: dict[str, Any], message: str
+) -> None:
+    """PyTorch's pooling takes its kernel size, stride, padding and dilation as 32-bit ints: beyond, it raised
+    "value cannot be converted to type int without overflow" (a RuntimeError) or an overflow TypeError, naming
+    no argument. The function and the module (when it is built) name the argument and its value."""
+    x = torch.randn(1, 1, 7, 5)
+    with pytest.raises(ValueError, match=message):
+        max_pool2d_with_indices(x, *args, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        MaxPoolWithIndices(*args, **kwargs)
+
+
+def test_the_largest_32_bit_stride_and_dilation_still_pool_like_pytorch() -> None:
+    x = torch.randn(1, 2, 7, 5, generator=torch.Generator().manual_seed(0))
+    for k, s, d in [(2, 2**31 - 1, 1), (1, 1, 2**31 - 1), ((2, 1), (2**31 - 1, 2), (1, 2**31 - 1))]:
+        got = max_pool2d_with_indices(x, k, s, dilation=d)
+        expected = F.max_pool2d(x, k, s, 0, d, return_indices=True)
+        assert torch.equal(got.values, expected[0]) and torch.equal(got.indices, expected[1])
+        assert torch.equal(MaxPoolWithIndices(k, s, dilation=d)(x).indices, expected[1])
+
+
+def test_the_pooling_module_refuses_a_padding_above_half_the_kernel_when_built() -> None:
+    """As the function does (PyTorch's rule), now where the module is built, not at its first call."""
+    with pytest.raises(ValueError, match=r"^padding must be at most half of kernel_size \(3, 3\): at most"):
+        MaxPoolWithIndices(3, 1, 2)
+    with pytest.raises(
+        ValueError, match=r"^dilation must be at most 2\*\*31 - 1 = 2147483647 .*, got 2147483648$"
+    ):
+        MaxPoolWithIndices(2, dilation=2**31)
+
+
+@pytest.mark.parametrize(
+    ("batch", "output_size", "shown"),
+    [
+        (1, (2**35, 2**35), r"\(34359738368, 34359738368\)"),
+        (1, (2**70, 4), r"\(1180591620717411303424, 4\)"),
+        (1, (1, 1, 2**31, 2**31), r"\(1, 1, 2147483648, 2147483648\)"),  # a longer size: its last two
+        (0, (2**40, 2**40), r"\(1099511627776, 1099511627776\)"),  # an empty batch: strides overflow
+    ],
+)
+def test_an_output_size_no_tensor_can_hold_is_a_value_error(
+    batch: int, output_size: tuple[int, ...], shown: str
+) -> None:
+    """An output_size whose map no tensor can hold (its size in bytes or its strides above 2**63 - 1) is
+    refused before the map is allocated: PyTorch raised an overflow TypeError ("failed to unpack ...
+    Overflow") or "Storage size calculation overflowed", naming no argument."""
+    values, indices, _ = max_pool2d_with_indices(torch.randn(batch, 1, 4, 4))
+    message = (
+        rf"^output_size {shown} is too large for values of shape \({batch}, 1, 2, 2\): it gives a tensor of "
+        r"shape \[.*\] and dtype torch.float32, .* more than a tensor can hold"
+    )
+    with pytest.raises(ValueError, match=message):
+        max_unpool2d(values, indices, output_size)
+    with pytest.raises(ValueError, match=message):
+        MaxUnpool()(values, indices, output_size)
+
+
+def test_a_huge_output_size_a_tensor_can_hold_unpools_on_meta() -> None:
+    """Only sizes no tensor can hold are refused: the function is given no kernel, stride or padding to bound
+    output_size with (a global pooling unpools a 1 x 1 map to any size), so a huge map still has its shape on
+    the meta device."""
+    pooled = max_pool2d_with_indices(torch.randn(1, 1, 4, 4, device="meta"))
+    out = max_unpool2d(pooled.values, pooled.indices, (2**20, 2**20))
+    assert out.is_meta and out.shape == (1, 1, 2**20, 2**20)

@@ -417,3 +417,31 @@ def test_classifier_validate_false_reaches_forward_and_cam() -> None:
     for call in (checked, checked.cam):
         with pytest.raises(ValueError, match="ids must be < num_superpixels"):
             call(f, sp + 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("in_channels", "num_classes", "shown"),
+    [(2**70, 3, "1180591620717411303424 x 3"), (3, 2**70, "3 x 1180591620717411303424")],
+)
+def test_a_classifier_no_tensor_can_hold_is_a_value_error(
+    in_channels: int, num_classes: int, shown: str
+) -> None:
+    """A weight ``[num_classes, in_channels]`` above 2**63 - 1 bytes is refused naming both arguments:
+    nn.Linear raised an overflow TypeError ("empty(): argument 'size' failed to unpack ...")."""
+    with pytest.raises(
+        ValueError,
+        match=rf"^in_channels x num_classes = {shown} is too large for the classifier: it gives a tensor "
+        r"of shape \[",
+    ):
+        SuperpixelClassifier(in_channels, num_classes)
+
+
+def test_the_classifier_size_check_counts_bytes_on_meta_too() -> None:
+    """On the meta device (shape inference) a huge head a tensor can hold is built; one whose weight is above
+    2**63 - 1 bytes raised "Storage size calculation overflowed" (a RuntimeError naming no argument)."""
+    with torch.device("meta"):
+        assert SuperpixelClassifier(2**40, 3).classifier.weight.shape == (3, 2**40)
+        with pytest.raises(
+            ValueError, match=r"^in_channels x num_classes = 4611686018427387904 x 1 is too large"
+        ):
+            SuperpixelClassifier(2**62, 1)
