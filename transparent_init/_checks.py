@@ -33,6 +33,7 @@ __all__ = [
     "check_hidden",
     "check_int",
     "check_layer_dtype",
+    "check_matrix_size",
     "check_module",
     "check_not_meta",
     "check_own_parameters",
@@ -116,6 +117,18 @@ def check_width(value: object, name: str, *, doubled: bool = False) -> int:
             f"{name} must be an int <= {maximum} ({why} a width is a PyTorch size, an int64), got {out}"
         )
     return out
+
+
+def check_matrix_size(rows: int, cols: int, dtype: torch.dtype, what: str) -> None:
+    """Refuse a ``rows x cols`` matrix of ``dtype`` whose size in bytes does not fit int64 (PyTorch's
+    "Storage size calculation overflowed", which names no argument); ``what`` names the matrix and the
+    arguments that give its shape."""
+    size = rows * cols * dtype.itemsize
+    if size > MAX_WIDTH:
+        raise ValueError(
+            f"{what} would be a {rows} x {cols} matrix of {dtype}, {size} bytes: more than a tensor can hold "
+            "(its size in bytes is an int64, at most 2**63 - 1)"
+        )
 
 
 def check_bool(value: object, name: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, SupportsFloat, SupportsIndex
 
@@ -18,6 +19,7 @@ from ._checks import (
     check_dense,
     check_dtype,
     check_hidden,
+    check_matrix_size,
     check_slope,
     check_width,
     resolve_target,
@@ -85,7 +87,12 @@ def _validate(
                 f"activation={act!r}: drop negative_slope or use activation='leaky_relu'"
             )
     has_bias = check_bool(bias, "bias")
-    check_dtype(dtype)
+    layer_dtype = check_dtype(dtype) or torch.get_default_dtype()
+    real = [in_f, *((h if act is None else 2 * h) for h in hidden), out_f]
+    for i, (a, b) in enumerate(itertools.pairwise(real)):
+        given = f"in_{name}" if i == 0 else f"hidden_{name}[{i - 1}]"
+        given += f" and out_{name}" if i == len(real) - 2 else f" and hidden_{name}[{i}]"
+        check_matrix_size(b, a, layer_dtype, f"the weight of layer {i} ({given})")
     as_generator(generator)  # validated here, drawn from in _build
     on_meta = torch.empty(0, device=device).is_meta  # the layers' device (None: the default device)
     t_w, t_b = resolve_target(
@@ -375,7 +382,8 @@ class TransparentLinear(_TransparentStack):
             hidden widths: a sequence or a 1-D tensor or array, not an iterator or a generator; targets:
             dense real tensors).
         ValueError: a bad value, naming the argument, the expected and the actual value (a width beyond
-            int64, a hidden one beyond ``2**62 - 1``: an activation doubles it); a hidden width
+            int64, a hidden one beyond ``2**62 - 1``: an activation doubles it; a layer whose weight would
+            exceed ``2**63 - 1`` bytes); a hidden width
             below the input width; a target map the dtype cannot represent (overflow or underflow of the
             last layer, naming the layer, the parameter, the dtype and the magnitude), or one whose stack
             would overflow the dtype in its sums (or in a LeakyReLU's outputs, for a slope above 1) for
@@ -474,7 +482,8 @@ class TransparentConv1x1(_TransparentStack):
             hidden widths: a sequence or a 1-D tensor or array, not an iterator or a generator; targets:
             dense real tensors).
         ValueError: a bad value, naming the argument, the expected and the actual value (a width beyond
-            int64, a hidden one beyond ``2**62 - 1``: an activation doubles it); a hidden width
+            int64, a hidden one beyond ``2**62 - 1``: an activation doubles it; a layer whose weight would
+            exceed ``2**63 - 1`` bytes); a hidden width
             below the input width; a target map the dtype cannot represent (overflow or underflow of the
             last layer, naming the layer, the parameter, the dtype and the magnitude), or one whose stack
             would overflow the dtype in its sums (or in a LeakyReLU's outputs, for a slope above 1) for

@@ -702,3 +702,38 @@ def test_selection_weight_in_features_beyond_int64_is_named() -> None:
     with pytest.raises(ValueError, match=rf"in_features must be an int <= {2**63 - 1} \(.*\), got {2**63}"):
         selection_weight(2**63, [0])
     assert selection_weight(2**60, [0], device="meta").shape == (1, 2**60)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_layer_no_tensor_can_hold_is_named_before_it_is_built(device: str) -> None:
+    """Widths within int64 whose weight exceeds 2**63 - 1 bytes got PyTorch's "Storage size calculation
+    overflowed" (or "numel: integer multiplication overflow"), naming no argument; the layer and the
+    arguments that give its shape are named now, and a large stack a tensor can hold still builds on meta."""
+    cases = [
+        (
+            lambda: TransparentLinear(2**62 - 1, [2**62 - 1], device=device),
+            r"layer 0 \(in_features and hidden_features\[0\]\)",
+        ),
+        (
+            lambda: TransparentLinear(2**40, [2**40], device=device),
+            r"layer 0 \(in_features and hidden_features\[0\]\) would be a 2199023255552 x 1099511627776",
+        ),
+        (
+            lambda: TransparentConv1x1(4, [4, 2**60], activation=None, device=device),
+            r"layer 1 \(hidden_channels\[0\] and hidden_channels\[1\]\)",
+        ),
+        (
+            lambda: TransparentLinear(1, [2**60], out_features=4, activation=None, device=device),
+            r"layer 1 \(hidden_features\[0\] and out_features\)",
+        ),
+        (
+            lambda: selection_weight(2**63 - 1, [0], device=device),
+            r"the selection \(indices by in_features\) would be a 1 x 9223372036854775807",
+        ),
+    ]
+    for build, match in cases:
+        with pytest.raises(ValueError, match=rf"{match}.*more than a tensor can hold"):
+            build()
+    if device == "meta":
+        big = TransparentLinear(2**20, [2**20], activation=None, device="meta")
+        assert big.layers[0].weight.shape == (2**20, 2**20)
