@@ -1159,3 +1159,29 @@ def test_first_layer_falls_back_to_the_plain_form_where_onednn_refuses(
         got = fcs._conv_add_(first, x, w, 0.0)
         assert got.data_ptr() == first.data_ptr() and torch.equal(got, want)
     assert calls == [1] and fcs._ONEDNN_SUM["usable"] is False
+
+
+@needs_onednn
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", None])
+@pytest.mark.parametrize("init", ["transparent", "zero_residual"])
+def test_a_nan_in_s_reaches_the_output_as_in_the_plain_stack(activation: str | None, init: str) -> None:
+    """The CPU fused form (the first layer one oneDNN convolution added into ``T``'s rows) used oneDNN's ReLU
+    post-op, which maps NaN to 0: one NaN logit of ``S`` on a single superpixel gave no NaN at all (48 of 48
+    values with the plain stack), so the joint model returned finite logits over NaN gradients. Every value
+    that the plain stack makes NaN is NaN in the fused form too, and the others agree."""
+    from examples.voc_joint.models.joint import FusionStack
+
+    fuse = FusionStack(3, [6], activation, init, generator=0)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 3, 4, 4, generator=g)
+    s[0, 0, 1, 1] = float("nan")
+    ids = torch.randint(0, 3, (2, 4, 4), generator=g)
+    enc = sparse_ops.SuperpixelAssignment(ids, 3)
+    assert fuse.folds_uniformization(s.device)
+    fused = fuse(s, None, uniformize=(ids, enc))
+    plain = enc.uniformize(fuse.layers(torch.cat([s, enc.uniformize(s)], 1)))
+    if init == "zero_residual":
+        plain = enc.uniformize(plain + enc.uniformize(s))
+    assert plain.isnan().any()
+    assert torch.equal(fused.isnan(), plain.isnan())
+    torch.testing.assert_close(fused.nan_to_num(0.0), plain.nan_to_num(0.0), rtol=1e-5, atol=1e-5)

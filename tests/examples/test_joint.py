@@ -7,8 +7,10 @@ import functools
 import itertools
 import re
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import sparse_ops
 from examples.voc_joint.models import (
@@ -34,7 +36,12 @@ from examples.voc_joint.models._checks import (
 )
 from examples.voc_joint.models.build import validate_model_config
 from examples.voc_joint.models.fused_conv_stack import conv_products_available
-from examples.voc_joint.models.joint import FUSION_INITS, FusionStack, fusion_target_weight
+from examples.voc_joint.models.joint import (
+    FUSION_INITS,
+    FusionStack,
+    fusion_target_weight,
+    network_channels_last,
+)
 
 from .helpers import conv_layout
 
@@ -1315,11 +1322,87 @@ def test_refine_names_inputs_that_do_not_match(
 @pytest.mark.parametrize("value", [0, -1, True, 2.0, "2", None])
 def test_fusion_target_and_stack_name_a_bad_num_classes(value: object) -> None:
     """Before: ``transparent_init``'s error about ``in_features`` (twice the value), a TypeError about an int
-    operation, or (``True``, ``2.0``) accepted."""
-    with pytest.raises(ValueError, match=f"num_classes must be a positive int, got {value!r}"):
+    operation, or (``True``, ``2.0``) accepted. The bound is JointModel's (since 2026-12-06; the message said
+    "a positive int" when there was none)."""
+    match = re.escape(f"num_classes must be an int in [1, 1024], got {value!r}")
+    with pytest.raises(ValueError, match=match):
         fusion_target_weight(value)  # type: ignore[arg-type]  # the wrong value is the point
-    with pytest.raises(ValueError, match=f"num_classes must be a positive int, got {value!r}"):
+    with pytest.raises(ValueError, match=match):
         FusionStack(value, [6])  # type: ignore[arg-type]  # the wrong value is the point
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: fusion_target_weight(2**40),
+            ValueError,
+            r"num_classes must be an int in \[1, 1024\], got 1099",
+        ),
+        (
+            lambda: FusionStack(1025, [2100]),
+            ValueError,
+            r"num_classes must be an int in \[1, 1024\], got 1025",
+        ),
+        (lambda: FusionStack(3, [2**40]), ValueError, r"hidden must be a list of 1 to 16 ints in \[1, 65"),
+        (lambda: FusionStack(1, [16384, 16384]), ValueError, r"hidden must be .*got \[16384, 16384\]"),
+        (lambda: FusionStack(3, [6] * 100), ValueError, r"hidden must be a list of 1 to 16 ints"),
+        (lambda: FusionStack(3, [8192] * 16), ValueError, r"hidden \[8192, .*\] makes .* fusion weights"),
+        (lambda: FusionStack(3, None), TypeError, r"hidden must be a sequence of ints, got None"),
+        (lambda: FusionStack(3, 6), TypeError, r"hidden must be a sequence of ints, got 6"),
+    ],
+    ids=[
+        "target-2**40",
+        "classes-1025",
+        "width-2**40",
+        "layer-product",
+        "depth-100",
+        "weights",
+        "none",
+        "int",
+    ],
+)
+def test_a_fusion_stack_has_the_bounds_of_the_joint_model(call, error: type, match: str) -> None:  # type: ignore[no-untyped-def]
+    """FusionStack and fusion_target_weight took any size: ``FusionStack(3, [2**40])`` tried to allocate 52
+    TB, ``fusion_target_weight(2**40)`` and ``FusionStack(2**40, [2**41])`` ran half a minute into a
+    MemoryError, ``FusionStack(1, [16384, 16384])`` allocated 4 GiB and ``[6] * 100`` went past the depth
+    limit; ``None`` or an int as widths raised "'NoneType' object is not iterable". JointModel's bounds now
+    hold for the stack alone, before anything is allocated."""
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_the_joint_model_names_what_is_not_a_network_or_a_tensor() -> None:
+    """``JointModel(None, ...)`` was built and failed at its first forward ("'NoneType' object is not
+    callable"); a float ``spixelfcn.cell_size`` of 8.5 was truncated to 8 silently; lists as ``refine``'s or
+    the stack's inputs got "'list' object has no attribute 'dim'"; a numpy bool flag was "must be a bool, got
+    bool"; an unknown network name made ``network_channels_last`` answer silently."""
+    deeplab, spixel = _nets(3)
+    for args, name in (((None, spixel), "deeplab"), ((deeplab, "x"), "spixelfcn")):
+        with pytest.raises(TypeError, match=rf"{name} must be an nn.Module, got"):
+            JointModel(*args, 3)  # type: ignore[arg-type]  # the wrong type is the point
+
+    class Fake(nn.Module):
+        cell_size = 8.5
+
+    with pytest.raises(ValueError, match=r"spixelfcn.cell_size must be an int in \[1, 1024\], got 8.5"):
+        JointModel(deeplab, Fake(), 3)
+    with pytest.raises(TypeError, match=r"fusion must be a bool, got numpy\.bool_? \((np\.)?True_?\)"):
+        JointModel(deeplab, spixel, 3, fusion=np.bool_(True))  # type: ignore[arg-type]
+    model = JointModel(deeplab, spixel, 3)
+    s, q = torch.randn(1, 3, 8, 8), torch.softmax(torch.randn(1, 9, 8, 8), 1)
+    with pytest.raises(TypeError, match=r"seg_logits must be a Tensor, got list"):
+        model.refine(s.tolist(), q)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"assoc must be a Tensor, got list"):
+        model.refine(s, q.tolist())  # type: ignore[arg-type]
+    assert model.fusion is not None
+    with pytest.raises(TypeError, match=r"s must be a Tensor of shape \(B, num_classes=3, H, W\), got list"):
+        model.fusion(s.tolist(), s)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"u must be a Tensor of shape \(B, num_classes=3, H, W\), got list"):
+        model.fusion(s, s.tolist())  # type: ignore[arg-type]
+    for network in ("Spixelfcn", "foo", None):
+        with pytest.raises(ValueError, match=r"network must be 'deeplab' or 'spixelfcn', got"):
+            network_channels_last(True, network)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("hidden", [6, None, "66"])
@@ -1352,3 +1435,18 @@ def test_an_empty_batch_gives_empty_outputs(mode: str, dtype: torch.dtype, recom
     logits.sum().backward()
     assert logits.shape == (0, 3, H, W) and s.grad is not None and s.grad.shape == s.shape
     assert all(p.grad is not None and not p.grad.any() for p in joint.fusion.parameters())
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_a_nan_in_the_segmentation_logits_reaches_the_final_logits(mode: str) -> None:
+    """With the defaults (hard mode, the ReLU fusion stack, its CPU fused form) a NaN in DeepLabV3+'s logits
+    came out as finite final logits (0 NaN of 1728, eval and training), while its gradients were NaN: a loss
+    that looked finite over a model the next step would ruin. The NaN stays visible, as in the other modes."""
+    deeplab, spixelfcn = _nets(3)
+    model = JointModel(deeplab, spixelfcn, 3, mode=mode).eval()
+    seg, spx = _inputs()
+    seg[0, 0, 5, 5] = float("nan")
+    with torch.no_grad():
+        out = model(seg, spx)
+    assert out["seg_logits"] is not None and out["seg_logits"].isnan().any()
+    assert out["logits"] is not None and out["logits"].isnan().any()

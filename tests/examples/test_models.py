@@ -685,3 +685,77 @@ def test_spixelfcn_biases_start_at_zero_but_the_centre_logit_s() -> None:
     assert torch.equal(net.pred.bias.detach(), torch.tensor([0, 0, 0, 0, 3.0, 0, 0, 0, 0]))
     for up in (net.up3, net.up2, net.up1, net.up0):
         assert torch.equal(up[0].bias.detach(), torch.zeros_like(up[0].bias))
+
+
+class _FsPath:
+    """An ``os.PathLike`` whose ``__fspath__`` returns ``value`` (a str, or bytes, which Path refuses)."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __fspath__(self) -> object:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"_FsPath({self.value!r})"
+
+
+@pytest.mark.parametrize(
+    ("weights", "got"),
+    [
+        (5, "int (5)"),
+        (b"/tmp/x", "bytes (b'/tmp/x')"),
+        (1.5, "float (1.5)"),
+        (_FsPath(b"/tmp/x"), "_FsPath whose __fspath__() returns bytes (_FsPath(b'/tmp/x'))"),
+    ],
+)
+def test_deeplab_names_backbone_weights_of_the_wrong_type_first(weights, got: str, monkeypatch) -> None:
+    """``backbone_weights`` that is no str or str path (5, bytes) failed only after the backbone was built,
+    with Path()'s raw error naming no argument: it is refused first, naming it (no torchvision model is
+    built)."""
+    import torchvision
+
+    def no_backbone(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the backbone was built before backbone_weights was checked")
+
+    monkeypatch.setattr(torchvision.models, "resnet18", no_backbone)
+    expected = "backbone_weights must be None, a str or an os.PathLike returning str"
+    with pytest.raises(TypeError, match=re.escape(expected) + ".*" + re.escape(f"got {got}")):
+        DeepLabV3Plus(3, "resnet18", backbone_weights=weights, aspp_channels=8, low_level_channels=4)
+
+
+def test_load_backbone_weights_names_a_path_of_the_wrong_type(tmp_path) -> None:
+    """The same check in :func:`load_backbone_weights` (called directly, e.g. by the training options): a str
+    path-like still reaches the file checks."""
+    with pytest.raises(TypeError, match=re.escape("path must be a str or an os.PathLike returning str")):
+        load_backbone_weights(torch.nn.Identity(), b"/tmp/x")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        load_backbone_weights(torch.nn.Identity(), _FsPath(str(tmp_path / "missing.pth")))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("runtime", ["abc", 5, "", 0, [], [("channels_last", True)]])
+def test_build_model_names_a_runtime_that_is_no_dict(runtime: object) -> None:
+    """``runtime="abc"`` or ``5`` reached ``dict()`` (a raw "dictionary update sequence" ValueError, "'int'
+    object is not iterable"), a falsy one ("", 0, []) passed as no options and a list of pairs as a dict: each
+    is refused, naming ``runtime``, its type and value."""
+    from examples.voc_joint.models.build import build_model, model_config
+
+    cfg = model_config(SpixelFCN(cell_size=8, width=4))
+    got = re.escape(f"got {type(runtime).__name__} ({runtime!r})")
+    with pytest.raises(TypeError, match=re.escape("runtime must be a dict (or None)") + ".*" + got):
+        build_model(cfg, runtime=runtime)  # type: ignore[arg-type]
+
+
+def test_build_model_takes_any_runtime_mapping_and_names_unknown_keys_of_any_type() -> None:
+    """A read-only mapping is a dict of options; unknown keys of several types (1 and "x") are named (sorting
+    them raised a raw "'<' not supported" TypeError)."""
+    from types import MappingProxyType
+
+    from examples.voc_joint.models.build import build_model, model_config
+
+    cfg = model_config(SpixelFCN(cell_size=8, width=4))
+    net = build_model(cfg, runtime=MappingProxyType({"channels_last": True}))
+    assert net.pred.weight.is_contiguous(memory_format=torch.channels_last)
+    assert isinstance(build_model(cfg, runtime=None), SpixelFCN)
+    with pytest.raises(ValueError, match=re.escape("unknown runtime options [1, 'x'] (known: ['channels_")):
+        build_model(cfg, runtime={1: True, "x": 1})

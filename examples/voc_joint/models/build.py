@@ -13,7 +13,7 @@ its section's schema.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import torch
@@ -225,28 +225,37 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     raise TypeError(f"model must be a DeepLabV3Plus, SpixelFCN or JointModel, got {type(model).__name__}")
 
 
-def build_model(config: dict[str, Any], *, runtime: dict[str, Any] | None = None) -> nn.Module:
+def build_model(config: dict[str, Any], *, runtime: Mapping[str, Any] | None = None) -> nn.Module:
     """Build an untrained model from a config dict made by :func:`model_config`.
 
     Args:
         config: the model config (validated first).
-        runtime: runtime options, not part of the config: ``channels_last`` (any architecture: the networks'
-            memory format; ``True``, ``False`` or ``"spixelfcn"``, see
-            :func:`~examples.voc_joint.models.joint.network_channels_last`), ``recompute_fusion`` and
-            ``compile_refine`` (joint models only; see :class:`~examples.voc_joint.models.JointModel`).
+        runtime: a dict (any mapping) of runtime options, or None for none; not part of the config:
+            ``channels_last`` (any architecture: the networks' memory format; ``True``, ``False`` or
+            ``"spixelfcn"``, see :func:`~examples.voc_joint.models.joint.network_channels_last`),
+            ``recompute_fusion`` and ``compile_refine`` (joint models only; see
+            :class:`~examples.voc_joint.models.JointModel`).
 
     Raises:
         ValueError: an invalid config (:func:`validate_model_config`, checked before any layer is built), an
             unknown runtime option or an invalid ``channels_last``.
-        TypeError: ``recompute_fusion`` or ``compile_refine`` given but not a bool.
+        TypeError: ``runtime`` neither a dict (any mapping) nor None, or ``recompute_fusion`` or
+            ``compile_refine`` given but not a bool.
 
     Example:
         >>> build_model({"arch": "spixelfcn", "spixel": {"cell_size": 8, "width": 4}}).cell_size
         8
     """
     validate_model_config(config)
-    runtime = dict(runtime or {})
-    unknown = sorted(set(runtime) - set(RUNTIME_KEYS))
+    if runtime is not None and not isinstance(runtime, Mapping):  # "abc" and 5 reached dict(): raw errors,
+        # and a falsy value ("", 0, []) passed as no options
+        raise TypeError(
+            f"runtime must be a dict (or None) of the options {list(RUNTIME_KEYS)}, got "
+            f"{type(runtime).__name__} ({runtime!r})"
+        )
+    runtime = dict(runtime) if runtime is not None else {}
+    # sorted by str: keys of several types (1 and "x") made sorted() raise a raw TypeError
+    unknown = sorted((k for k in runtime if k not in RUNTIME_KEYS), key=str)
     if unknown:
         raise ValueError(f"unknown runtime options {unknown} (known: {list(RUNTIME_KEYS)})")
     for key in ("recompute_fusion", "compile_refine"):  # passed as they are: bool("false") was True

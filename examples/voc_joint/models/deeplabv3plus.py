@@ -21,6 +21,7 @@ Backbone weights can come from a LOCAL file (``backbone_weights=PATH``), read wi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,23 @@ def build_resnet_backbone(name: str, output_stride: int) -> tuple[nn.Module, int
     return net, low, high
 
 
+def _check_weights_path(path: object, name: str, or_none: bool = False) -> None:
+    """A ``TypeError`` naming ``name`` unless ``path`` is a str or an ``os.PathLike`` returning str (or None
+    where ``or_none``): 5 and b"/tmp/x" reached ``Path()``, a raw error naming no argument."""
+    if isinstance(path, str) or (or_none and path is None):
+        return
+    returning = ""
+    if isinstance(path, os.PathLike):
+        fspath: object = path.__fspath__()  # called as os.fspath() does (which refuses an int with no name)
+        if isinstance(fspath, str):
+            return
+        returning = f" whose __fspath__() returns {type(fspath).__name__}"
+    raise TypeError(
+        f"{name} must be {'None, ' if or_none else ''}a str or an os.PathLike returning str (the path of a "
+        f"local file), got {type(path).__name__}{returning} ({path!r})"
+    )
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load ImageNet (or any) ResNet weights from a local file into ``backbone`` (``fc.*`` keys ignored).
 
@@ -104,6 +122,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     torchvision's original ImageNet weights): they start at 0, as in torch's own loading.
 
     Raises:
+        TypeError: ``path`` not a str or an ``os.PathLike`` returning str (e.g. bytes).
         FileNotFoundError: the file does not exist.
         IsADirectoryError: ``path`` is a folder.
         ValueError: the file is damaged, holds pickled objects or is not a state dict (str keys, tensor
@@ -111,6 +130,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             is not a dense floating-point tensor with data (a meta or sparse one) or holds NaN or infinite
             values (named).
     """
+    _check_weights_path(path, "path")
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"backbone weights: expected a file, got the folder '{path}'")
@@ -239,17 +259,23 @@ class DeepLabV3Plus(nn.Module):
         num_classes: output classes (21 for PASCAL VOC).
         backbone: one of ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, ``resnet152``.
         output_stride: 16 or 8 (dilation replaces the stride of the last one or two stages).
-        backbone_weights: optional path to a LOCAL ResNet state dict (read with ``weights_only=True``).
+        backbone_weights: optional path to a LOCAL ResNet state dict (read with ``weights_only=True``): None,
+            a str or an ``os.PathLike`` returning str (e.g. a :class:`~pathlib.Path`).
         aspp_channels: width of ASPP and of the decoder (256 in the paper).
         low_level_channels: width of the low-level projection (48 in the paper).
 
     Raises:
         ValueError: ``num_classes`` not an int in ``[1, 1024]`` or a width not one in ``[1, 4096]`` (the
-            bounds of a checkpoint's config), an unknown ``backbone``, ``output_stride`` not 8 or 16; in
-            ``forward``, ``x`` not ``(B, 3, H, W)`` with ``H, W >= 1``, or a single image while the BatchNorm
-            layers train (the image-pooling branch needs ``B >= 2``; under ``SyncBatchNorm`` PyTorch counts
-            the images of every process instead).
-        TypeError: in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images).
+            bounds of a checkpoint's config), an unknown ``backbone``, ``output_stride`` not 8 or 16, a
+            ``backbone_weights`` file that :func:`load_backbone_weights` refuses (damaged, no state dict,
+            keys or shapes not the backbone's, non-finite weights); in ``forward``, ``x`` not
+            ``(B, 3, H, W)`` with ``H, W >= 1``, or a single image while the BatchNorm layers train (the
+            image-pooling branch needs ``B >= 2``; under ``SyncBatchNorm`` PyTorch counts the images of every
+            process instead).
+        TypeError: ``backbone_weights`` not None, a str or an ``os.PathLike`` returning str (checked before
+            the backbone is built); in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images).
+        FileNotFoundError: ``backbone_weights`` does not exist.
+        IsADirectoryError: ``backbone_weights`` is a folder.
 
     Shape:
         - Input: ``(B, 3, H, W)`` ImageNet-normalized images, any ``H, W >= 1``; ``B >= 2`` in training mode
@@ -282,6 +308,8 @@ class DeepLabV3Plus(nn.Module):
         # stored as the plain option (a numpy scalar in the config would make the checkpoint unreadable)
         backbone = one_of(backbone, "backbone", BACKBONES)
         output_stride = one_of(output_stride, "output_stride", (8, 16), "8 or 16")
+        # before the backbone is built (a second or more for a ResNet-101), not when the file is read
+        _check_weights_path(backbone_weights, "backbone_weights", or_none=True)
         self.backbone, low_c, high_c = build_resnet_backbone(backbone, output_stride)
         if backbone_weights is not None:
             load_backbone_weights(self.backbone, backbone_weights)

@@ -96,8 +96,10 @@ def _rows_view(x: Tensor) -> Tensor:
 def _conv_add_(first: Tensor, x: Tensor, w: Tensor, slope: float | None) -> Tensor:
     """``act(conv(x, w) + first)`` written into ``first`` (``(rows W, h_1)``; returned as the channels-last
     ``(1, h_1, rows, W)`` view of it): oneDNN adds the convolution to ``first`` in its output pass (a sum
-    post-op, the ReLU fused too), where a plain convolution writes a new tensor that an ``add_`` and the
-    activation then read and write again. The convolution's own output was a fresh 4 MB block a chunk, whose
+    post-op), where a plain convolution writes a new tensor that an ``add_`` then reads and writes again. The
+    activation runs after it, in place (PyTorch's, not oneDNN's fused ReLU post-op, which turned NaN into 0:
+    a NaN in ``S`` came out of the joint model as finite logits, with NaN gradients behind them). The
+    convolution's own output was a fresh 4 MB block a chunk, whose
     pages the allocator had to fault in again at every call: the stack's forward + backward ran 0.84-0.88x
     the time of that form at B=2, 128 px (paired, the 2-core VM, 2026-12-05). Under the compiler (which has
     its own fusions) and in float64 (which oneDNN's fused form refuses; the tests' gradchecks), the plain
@@ -105,12 +107,11 @@ def _conv_add_(first: Tensor, x: Tensor, w: Tensor, slope: float | None) -> Tens
     _, _, rows, width = x.shape
     z = first.view(1, rows, width, first.shape[-1]).permute(0, 3, 1, 2)  # channels-last, no copy
     if _ONEDNN_SUM["usable"] and x.dtype == torch.float32 and not torch.compiler.is_compiling():
-        unary = "relu" if slope == 0.0 else None
         try:
             torch.ops.mkldnn._convolution_pointwise_.binary(
-                z, x, w, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, unary, [], None
+                z, x, w, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, None, [], None
             )
-            return z if slope == 0.0 else act_(z, slope)
+            return act_(z, slope)
         except (AttributeError, NotImplementedError, RuntimeError):  # (it checks its inputs before writing)
             _ONEDNN_SUM["usable"] = False  # a torch build without the fused operator: the plain form now on
     z.add_(F.conv2d(x, w))

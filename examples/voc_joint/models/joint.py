@@ -67,7 +67,6 @@ from ._checks import (
     fusion_weights_problem,
     fusion_widths_problem,
     one_of,
-    positive_int,
 )
 from .fused_conv_stack import conv_products_available
 from .fused_stack import Products, fused_stack
@@ -124,6 +123,8 @@ def network_channels_last(channels_last: ChannelsLast, network: Literal["deeplab
     """
     if not (isinstance(channels_last, bool) or channels_last == "spixelfcn"):
         raise ValueError(f"channels_last must be True, False or 'spixelfcn', got {channels_last!r}")
+    if network not in ("deeplab", "spixelfcn"):  # ("Spixelfcn" was False, "foo" True, silently)
+        raise ValueError(f"network must be 'deeplab' or 'spixelfcn', got {network!r}")
     return channels_last is True or (channels_last == "spixelfcn" and network == "spixelfcn")
 
 
@@ -138,8 +139,28 @@ def fusion_target_weight(num_classes: int) -> Tensor:
         tensor([[0., 0., 1., 0.],
                 [0., 0., 0., 1.]])
     """
-    c = positive_int(num_classes, "num_classes")
+    c = bounded_int(num_classes, "num_classes", MAX_CLASSES)
     return selection_weight(2 * c, range(c, 2 * c), dtype=torch.float32)
+
+
+def _fusion_hidden(hidden: object, num_classes: int, name: str, *, stack: bool = True) -> list[int]:
+    """``hidden`` as the logical hidden widths of a fusion stack for ``num_classes`` classes, checked before
+    any layer is built: a sequence of 1 to ``MAX_FUSION_DEPTH`` ints in ``[1, MAX_FUSION_WIDTH]`` (the bounds
+    of a checkpoint's config); with ``stack`` (a stack is built of them) also each ``>= 2 x num_classes``
+    (the transparent shapes every init shares) and at most ``FUSION_WEIGHTS_MAX`` weights in all. ``name``
+    names the argument in the errors (``ValueError``; ``TypeError`` for a non-sequence)."""
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise TypeError(f"{name} must be a sequence of ints, got {hidden!r}")
+    widths = list(hidden)
+    expected = fusion_widths_problem(widths)
+    if expected is not None:
+        raise ValueError(f"{name} must be {expected}, got {widths!r}")
+    if stack and min(widths) < 2 * num_classes:
+        raise ValueError(f"{name} must be ints >= 2 x num_classes = {2 * num_classes}, got {widths}")
+    too_big = fusion_weights_problem(widths, num_classes) if stack else None
+    if too_big is not None:  # before any layer is built (a crafted checkpoint's config builds one first)
+        raise ValueError(f"{name} {widths} {too_big}")
+    return widths
 
 
 def _generator(generator: torch.Generator | int | None) -> torch.Generator | None:
@@ -168,8 +189,12 @@ class FusionStack(nn.Module):
     state-dict keys for every ``init``; ``init="zero_residual"`` adds ``U`` to the stack's output.
 
     Raises:
-        ValueError: ``num_classes`` not a positive int, a ``hidden`` width below ``2 x num_classes`` (every
-            init shares the transparent layer shapes, which need it), an unknown ``init`` or ``activation``.
+        ValueError: ``num_classes`` not an int in ``[1, 1024]``, ``hidden`` not 1 to 16 widths in
+            ``[1, 65536]`` with consecutive products of at most ``2**26`` (the bounds of :class:`JointModel`
+            and of a checkpoint's config), a width below ``2 x num_classes`` (every init shares the
+            transparent layer shapes, which need it), a stack of more than ``2**28`` weights, an unknown
+            ``init`` or ``activation``.
+        TypeError: ``hidden`` not a sequence.
 
     Example:
         >>> fuse = FusionStack(3, [6], "relu", "transparent", generator=0)
@@ -205,10 +230,10 @@ class FusionStack(nn.Module):
     ) -> None:
         super().__init__()
         init = cast(FusionInit, one_of(init, "fusion_init", FUSION_INITS))
-        c = positive_int(num_classes, "num_classes")
-        hidden = list(hidden)
-        if all(isinstance(h, int) for h in hidden) and hidden and min(hidden) < 2 * c:  # others: below
-            raise ValueError(f"hidden must be ints >= 2 x num_classes = {2 * c}, got {hidden}")
+        c = bounded_int(num_classes, "num_classes", MAX_CLASSES)
+        # the bounds JointModel and a checkpoint's config have (unbounded, FusionStack(3, [2**40]) tried to
+        # allocate 52 TB and fusion_target_weight(2**40) ran half a minute into a MemoryError)
+        hidden = _fusion_hidden(hidden, c, "hidden")
         self.num_classes = c
         self.init = init
         self.activation = activation
@@ -312,9 +337,16 @@ class FusionStack(nn.Module):
             ``F`` (B, C, H, W), contiguous in the fused form; with ``uniformize``, ``F`` uniformized.
 
         Raises:
+            TypeError: ``s`` or ``u`` not a Tensor.
             ValueError: ``s`` not ``(B, num_classes, H, W)``, ``u`` not of its shape, ``recompute`` without
                 the fused implementation, ``u=None`` without ``uniformize``.
         """
+        for name, value in (("s", s), ("u", u)):
+            if not (isinstance(value, Tensor) or (name == "u" and value is None)):
+                raise TypeError(
+                    f"{name} must be a Tensor of shape (B, num_classes={self.num_classes}, H, W), got "
+                    f"{type(value).__name__}"
+                )
         if s.dim() != 4 or s.shape[1] != self.num_classes:
             raise ValueError(
                 f"s must have shape (B, num_classes={self.num_classes}, H, W), got {tuple(s.shape)}"
@@ -517,7 +549,8 @@ class JointModel(nn.Module):
             (:class:`DeepLabV3Plus`), or an unknown ``mode``, ``fusion_activation`` or ``fusion_init``; in
             :meth:`refine`, ``seg_logits`` without ``num_classes`` channels or ``assoc`` of another batch or
             image size.
-        TypeError: a flag that is not a bool.
+        TypeError: a flag that is not a bool, ``deeplab`` or ``spixelfcn`` not an ``nn.Module``,
+            ``fusion_hidden`` not a sequence; in :meth:`refine`, ``seg_logits`` or ``assoc`` not a Tensor.
 
     Shape:
         - Input: ``seg_input (B, 3, H, W)``, ``spixel_input (B, 3, H, W)``.
@@ -574,14 +607,20 @@ class JointModel(nn.Module):
             ("recompute_fusion", recompute_fusion),
             ("compile_refine", compile_refine),
         ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+            if not isinstance(flag, bool):  # (numpy's bool is named "bool" too: its module says which)
+                kind = type(flag).__qualname__
+                kind = kind if type(flag).__module__ == "builtins" else f"{type(flag).__module__}.{kind}"
+                raise TypeError(f"{name} must be a bool, got {kind} ({flag!r})")
+        for name, network in (("deeplab", deeplab), ("spixelfcn", spixelfcn)):
+            if not isinstance(network, nn.Module):  # (was accepted, and failed at the first forward)
+                raise TypeError(f"{name} must be an nn.Module, got {type(network).__name__} ({network!r})")
         self.deeplab = deeplab
         self.spixelfcn = spixelfcn
         # the bounds of a checkpoint's config (models.build.SCHEMAS): what can be built can be loaded
         bounded_int(num_classes, "num_classes", MAX_CLASSES)
         if cell_size is None:  # SpixelFCN's (bounded by its constructor), 16 for a network without one
-            cell_size = bounded_int(int(getattr(spixelfcn, "cell_size", 16)), "spixelfcn.cell_size", MAX_CELL)
+            # (not int(...) first: a float 8.5 or a str "8" was truncated or parsed silently)
+            cell_size = bounded_int(getattr(spixelfcn, "cell_size", 16), "spixelfcn.cell_size", MAX_CELL)
         bounded_int(cell_size, "cell_size", MAX_CELL)
         net_config = getattr(deeplab, "config", None)  # DeepLabV3Plus's; any other network is trusted
         net_classes = net_config.get("num_classes") if isinstance(net_config, dict) else None
@@ -593,20 +632,8 @@ class JointModel(nn.Module):
         self.num_classes = num_classes
         self.cell_size = cell_size
         self.mode = mode
-        if isinstance(fusion_hidden, (str, bytes)) or not isinstance(fusion_hidden, Sequence):
-            raise TypeError(f"fusion_hidden must be a sequence of ints, got {fusion_hidden!r}")
         # recorded in the config also without a stack (a model rebuilt from it must accept them): checked here
-        expected = fusion_widths_problem(list(fusion_hidden))
-        if expected is not None:
-            raise ValueError(f"fusion_hidden must be {expected}, got {list(fusion_hidden)!r}")
-        if fusion and min(fusion_hidden) < 2 * num_classes:  # the stack's shapes (any init) need it
-            raise ValueError(
-                f"fusion_hidden must be ints >= 2 x num_classes = {2 * num_classes}, got "
-                f"{list(fusion_hidden)}"
-            )
-        too_big = fusion_weights_problem(list(fusion_hidden), num_classes) if fusion else None
-        if too_big is not None:  # before any layer is built (a crafted checkpoint's config builds one first)
-            raise ValueError(f"fusion_hidden {list(fusion_hidden)} {too_big}")
+        fusion_hidden = _fusion_hidden(fusion_hidden, num_classes, "fusion_hidden", stack=fusion)
         fusion_activation = cast(
             FusionActivation, one_of(fusion_activation, "fusion_activation", FUSION_ACTIVATIONS)
         )
@@ -697,6 +724,9 @@ class JointModel(nn.Module):
     def refine(self, seg_logits: Tensor, assoc: Tensor) -> tuple[Tensor, Tensor]:
         """Everything after the two networks: ``(final logits, hard ids)`` from ``S`` and ``Q`` (cast to
         float32; the fusion stack computes in its parameters' dtype, float32 unless converted)."""
+        for name, value in (("seg_logits", seg_logits), ("assoc", assoc)):
+            if not isinstance(value, Tensor):  # (was "'list' object has no attribute 'dim'")
+                raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}")
         if seg_logits.dim() != 4 or seg_logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"seg_logits must have shape (B, num_classes={self.num_classes}, H, W), got "
