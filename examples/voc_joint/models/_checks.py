@@ -27,7 +27,7 @@ __all__ = [
     "fusion_widths_problem",
     "is_number_within",
     "one_of",
-    "positive_int",
+    "type_name",
 ]
 
 # The bounds of the networks' constructors and of the config schema of checkpoints (models.build.SCHEMAS):
@@ -52,18 +52,6 @@ MAX_FUSION_DEPTH = 16
 #: any real stack (the paper's (64, 64) with 21 classes: 8 k; 16 widths of 2048 with 1024 classes: 69 M).
 #: The layer bound alone let 16 widths of 8192 pass: 1e9 logical weights (15 GiB, 17 minutes).
 FUSION_WEIGHTS_MAX = 4 * FUSION_LAYER_MAX
-
-
-def positive_int(value: object, name: str) -> int:
-    """``value`` if it is a Python int >= 1 (not a bool), else a ``ValueError`` naming ``name``.
-
-    Example:
-        >>> positive_int(3, "num_classes")
-        3
-    """
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def bounded_int(value: object, name: str, high: int) -> int:
@@ -182,14 +170,25 @@ def finite_number(value: object, name: str, bound: float) -> float:
     return value  # type: ignore[return-value]
 
 
+def type_name(value: object) -> str:
+    """The name of ``value``'s type for an error message, with its module unless it is a builtin: numpy's
+    ``float32`` array and ``bool`` scalar read as Python's types without it.
+
+    Example:
+        >>> import numpy as np
+        >>> type_name(True), type_name(np.bool_(True)), type_name(np.zeros(1))
+        ('bool', 'numpy.bool', 'numpy.ndarray')
+    """
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
 def check_images(x: Tensor, name: str = "x") -> None:
     """The input contract of both networks: floating-point images ``(B, 3, H, W)``, ``H, W >= 1``; the errors
     call the input ``name``."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        kind = type(x)  # a tensor's dtype, else the type: a numpy float32 array read "got float32"
-        got = str(x.dtype) if isinstance(x, Tensor) else kind.__qualname__
-        if not isinstance(x, Tensor) and kind.__module__ != "builtins":
-            got = f"{kind.__module__}.{got}"
+        # a tensor's dtype, else the type with its module: a numpy float32 array read "got float32"
+        got = str(x.dtype) if isinstance(x, Tensor) else type_name(x)
         raise TypeError(f"{name} must be a floating-point tensor of normalized images, got {got}")
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"{name} must have shape (B, 3, H, W) with H, W >= 1, got {tuple(x.shape)}")

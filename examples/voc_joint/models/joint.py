@@ -67,6 +67,7 @@ from ._checks import (
     fusion_weights_problem,
     fusion_widths_problem,
     one_of,
+    type_name,
 )
 from .fused_conv_stack import conv_products_available
 from .fused_stack import Products, fused_stack
@@ -608,9 +609,7 @@ class JointModel(nn.Module):
             ("compile_refine", compile_refine),
         ):
             if not isinstance(flag, bool):  # (numpy's bool is named "bool" too: its module says which)
-                kind = type(flag).__qualname__
-                kind = kind if type(flag).__module__ == "builtins" else f"{type(flag).__module__}.{kind}"
-                raise TypeError(f"{name} must be a bool, got {kind} ({flag!r})")
+                raise TypeError(f"{name} must be a bool, got {type_name(flag)} ({flag!r})")
         for name, network in (("deeplab", deeplab), ("spixelfcn", spixelfcn)):
             if not isinstance(network, nn.Module):  # (was accepted, and failed at the first forward)
                 raise TypeError(f"{name} must be an nn.Module, got {type(network).__name__} ({network!r})")
