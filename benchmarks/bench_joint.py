@@ -560,11 +560,12 @@ def fusion_floor(
     its CPU chunk and whether it recomputes are read) against the faster of two product rates on its widest
     layer, in this run.
 
-    ``matmul_gflops`` is ``torch.mm`` of one chunk of rows (the CPU chunk, or every pixel on other devices)
-    by the widest hidden layer's square weight; ``conv_gflops`` the same product as a 1x1 convolution over
-    the chunk in channels_last (``(1, width, chunk / size, size)``: the oneDNN form the stack runs on the
-    CPU); each timed over ``args.rounds``. ``floor_s`` is the fusion's arithmetic at the faster rate: an
-    estimate of the least the stack could take with these products, not a bound on every implementation."""
+    ``matmul_gflops`` is ``torch.mm`` of one chunk of rows (the CPU chunk, at most one image, or every pixel
+    on other devices) by the widest hidden layer's square weight; ``conv_gflops`` the same product as a 1x1
+    convolution over the chunk in channels_last (``(1, width, chunk / size, size)``: the oneDNN form the stack
+    runs on the CPU); each timed over ``args.rounds``. ``floor_s`` is the fusion's arithmetic at the faster
+    rate: an estimate of the least the stack could take with these products, not a bound on every
+    implementation."""
     pixels = args.batch_size * args.size * args.size
     superpixels = args.batch_size * num_grid_cells(args.size, args.size, args.cell_size)
     flops = fusion_flops(model, pixels, device, superpixels if model.mode == "hard" else None)
@@ -572,7 +573,8 @@ def fusion_floor(
     assert isinstance(fusion, FusionStack)
     width = max(m.weight.shape[0] for m in fusion.convs)
     chunk = fusion.cpu_chunk_rows if device.type == "cpu" else None
-    rows = min(chunk or pixels, pixels)
+    # a CPU chunk never spans two images (the stack runs image by image)
+    rows = min(chunk, args.size * args.size) if chunk else pixels
     image_rows = max(1, rows // args.size)  # the convolution's chunk: whole rows of an image
     g = torch.Generator(device="cpu").manual_seed(2)
     a = torch.randn(rows, width, generator=g).to(device)

@@ -1356,11 +1356,12 @@ def test_bench_joint_breakdown_loss_part_runs_no_uniformization(monkeypatch):
 @pytest.mark.examples
 def test_bench_joint_fusion_floor_is_the_flops_at_the_matmul_rate(monkeypatch):
     """The floor is the fusion's FLOPs at the faster of the timed ``torch.mm`` and 1x1 convolution (one CPU
-    chunk of rows by the widest hidden layer); the fusion's own rate is its FLOPs over its measured time."""
+    chunk of rows, at most one image's, by the widest hidden layer); the fusion's own rate is its FLOPs over
+    its measured time."""
     bench = _import("bench_joint")
     args = bench.build_parser().parse_args(["--threads", "1", "--size", "16", "--rounds", "1"])
     args.channels_last = False
-    pixels = args.batch_size * 16 * 16
+    pixels, image = args.batch_size * 16 * 16, 16 * 16
     bare = bench.build_model("joint_hard_ti", args, torch.device("cpu"), {})
     superpixels = args.batch_size * bench.num_grid_cells(16, 16, args.cell_size)
     flops = bench.fusion_flops(bare, pixels, torch.device("cpu"), superpixels)
@@ -1371,23 +1372,28 @@ def test_bench_joint_fusion_floor_is_the_flops_at_the_matmul_rate(monkeypatch):
         )
         model = bench.build_model("joint_hard_ti", args, torch.device("cpu"), bench.default_options(args))
         floor = bench.fusion_floor(args, torch.device("cpu"), model, 2.0)
-        assert floor["matmul_shape"] == [pixels, 128, 128]  # fewer pixels than a CPU chunk: all of them
-        assert floor["conv_shape"] == [1, 128, pixels // 16, 16]  # the same pixels as whole image rows
-        assert floor["matmul_gflops"] == pytest.approx(2 * pixels * 128 * 128 / mm_s / 1e9)
-        assert floor["conv_gflops"] == pytest.approx(2 * pixels * 128 * 128 / conv_s / 1e9)
+        # an image has fewer pixels than a CPU chunk: all of one image's (a chunk never spans two images)
+        assert floor["matmul_shape"] == [image, 128, 128]
+        assert floor["conv_shape"] == [1, 128, 16, 16]  # the same pixels as whole image rows
+        assert floor["matmul_gflops"] == pytest.approx(2 * image * 128 * 128 / mm_s / 1e9)
+        assert floor["conv_gflops"] == pytest.approx(2 * image * 128 * 128 / conv_s / 1e9)
         assert floor["flops"] > flops  # the CLI default recomputes, the bare model does not
         assert floor["gflops"] == pytest.approx(floor["flops"] / 2.0 / 1e9)
-        assert floor["floor_s"] == pytest.approx(floor["flops"] / (2 * pixels * 128 * 128 / 0.25))
+        assert floor["floor_s"] == pytest.approx(floor["flops"] / (2 * image * 128 * 128 / 0.25))
 
 
 @pytest.mark.examples
-@pytest.mark.parametrize(("size", "chunk", "rows", "image_rows"), [(96, None, 8192, 85), (16, 8, 8, 1)])
+@pytest.mark.parametrize(
+    ("size", "chunk", "rows", "image_rows"),
+    [(96, 8192, 8192, 85), (96, None, 9216, 96), (16, 8, 8, 1)],
+)
 def test_bench_joint_fusion_floor_times_one_cpu_chunk_as_whole_image_rows(
     size, chunk, rows, image_rows, monkeypatch
 ):
     """With more pixels than a CPU chunk, ``torch.mm`` times one chunk of rows (8192) and the convolution the
-    whole image rows within it (85 rows of 96: 8160 pixels, its rate over those); a chunk shorter than an
-    image row still convolves one row."""
+    whole image rows within it (85 rows of 96: 8160 pixels, its rate over those); a chunk never spans two
+    images (the default 16384 at 96 px: one image, 9216 pixels in 96 rows, though B=2 has 18432); a chunk
+    shorter than an image row still convolves one row."""
     bench = _import("bench_joint")
     argv = ["--threads", "1", "--size", str(size), "--rounds", "1"]
     args = bench.build_parser().parse_args(argv)

@@ -503,7 +503,7 @@ def test_fusion_in_row_chunks_on_the_cpu(rows: int | None, impl: str) -> None:
     fuse._impl = impl
     with torch.no_grad():
         fuse.convs[-1].weight.normal_()
-    assert fuse.cpu_chunk_rows == 8192
+    assert fuse.cpu_chunk_rows == 16384
     s = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     u = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     whole = copy.deepcopy(fuse)

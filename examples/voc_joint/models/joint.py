@@ -217,8 +217,11 @@ class FusionStack(nn.Module):
     #: fresh pages every time, and first touching them costs about as much as the arithmetic here: one
     #: 128-wide hidden layer at B=2, 256 px is 67 MB. Chunks of 8192 rows (4 MB per layer) cut the NHWC form's
     #: forward + backward by 11 % at 128 px and 16 % at 256 px on the 2-core VM (paired; page faults per step
-    #: 8 k -> 0 and 70 k -> 5 k). Not used on CUDA.
-    cpu_chunk_rows: int | None = 8192
+    #: 8 k -> 0 and 70 k -> 5 k). The fused form (the default) takes 16384 (one image at 128 px, 8 MB per
+    #: layer): its joint step 0.987x / 0.988x the step with 8192 at ResNet-18 / 128 px and ResNet-101 / 256 px
+    #: on the 2-core Intel Xeon VM (paired, 21 and 9 rounds, 2026-12-06); 0.99-1.00x on the AMD EPYC VM
+    #: (2026-12-05). Not used on CUDA.
+    cpu_chunk_rows: int | None = 16384
 
     def __init__(
         self,
