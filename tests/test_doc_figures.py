@@ -446,9 +446,9 @@ def test_soft_figure_labels_do_not_cover_one_another(tmp_path: Path, monkeypatch
 
 def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """joint_runs.png: every committed EPYC run of both configurations in the order they ran, the newest
-    ResNet-18 run (the README's) among the current code's; the current code's runs apart from the earlier
-    code's by marker and fill as well as colour; nothing cut, no legend over a run; a configuration without
-    a run of the current code is refused."""
+    ResNet-18 run (the README's) among the latest code's measured there (``CURRENT``); those runs apart from
+    the earlier code's by marker and fill as well as colour; nothing cut, no legend over a run; a
+    configuration without a run of that code is refused."""
     module = _load("make_joint_runs_figure")
     results = ROOT / "benchmarks" / "results"
     for key, _, _ in module.CONFIGS:
@@ -473,5 +473,5 @@ def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch
             module.runs(module.CONFIGS[drawn.axes.index(ax)][0])
         )
     _nothing_cut_and_legends_clear(drawn)
-    with pytest.raises(ValueError, match="no run of the current code"):
+    with pytest.raises(ValueError, match="no run of the latest code"):
         module.draw(tmp_path / "x.png", results=tmp_path)

@@ -3,9 +3,9 @@
 Reads every ``benchmarks/results/joint_[levers_]resnet{18,101}_YYYYMMDD_*.json`` measured on the AMD EPYC
 VMs (``epyc`` in the name; ``benchmarks/bench_joint.py``, each with the training CLI's defaults of its day)
 and draws, per configuration, the paired time ratio of ``joint_hard_ti`` to DeepLabV3+ alone (the median over
-rounds of the per-round ratio) of each run, in the order they ran: the runs of the current code filled, those
-of earlier code hollow, and the target of issue 11 as a dashed line. Only the entry of the paper's fusion
-widths is read from a file that holds other widths too.
+rounds of the per-round ratio) of each run, in the order they ran: the runs of the latest code measured there
+(98aee38 to c021a06) filled, those of earlier code hollow, and the target of issue 11 as a dashed line. Only
+the entry of the paper's fusion widths is read from a file that holds other widths too.
 
 Run from the repository root: ``python docs/_scripts/make_joint_runs_figure.py``.
 """
@@ -32,9 +32,11 @@ CONFIGS = (
     ("cpu_resnet18_b2_128", "ResNet-18, B=2, 128 px", 1.5),
     ("cpu_resnet101_b2_256", "ResNet-101, B=2, 256 px", 1.35),
 )
-#: The runs of the current code of the CPU step, by file-name prefix: since 98aee38 (2026-12-05, evening: the
-#: fusion stack's first layer one oneDNN convolution that adds into its superpixel term in place) nothing in
-#: the step changed. Every other run drawn is of earlier code.
+#: The runs of the latest code of the CPU step measured on the AMD EPYC VMs, by file-name prefix: from 98aee38
+#: (2026-12-05, evening: the fusion stack's first layer one oneDNN convolution that adds into its superpixel
+#: term in place) to c021a06 nothing in the step changed. Every other run drawn is of earlier code. The code
+#: since 857b2f8 (2026-12-06: a bias's gradient as a sum, chunks of 16384 pixels) has runs on the Intel Xeon
+#: VM only (``_xeon`` files: the README and the benchmarks page), not drawn here.
 CURRENT = (
     "joint_resnet18_20261205_convadd_",
     "joint_resnet18_20261205_widths_convadd_",
@@ -89,13 +91,13 @@ def draw(out: Path = OUT, results: Path = RESULTS) -> Path:
     """Draw the figure into ``out``.
 
     Raises:
-        ValueError: a configuration of :data:`CONFIGS` without a run of the current code.
+        ValueError: a configuration of :data:`CONFIGS` without a run of the latest code (:data:`CURRENT`).
     """
     drawn = []
     for key, _, _ in CONFIGS:
         rows = runs(key, results)
         if not any(r["current"] for r in rows):
-            raise ValueError(f"{key}: no run of the current code (a name starting with one of {CURRENT})")
+            raise ValueError(f"{key}: no run of the latest code (a name starting with one of {CURRENT})")
         drawn.append(rows)
     with plt.rc_context({"font.size": 11}):
         fig, axes = plt.subplots(len(CONFIGS), 1, figsize=(11, 4 * len(CONFIGS)), layout="constrained")
@@ -104,7 +106,7 @@ def draw(out: Path = OUT, results: Path = RESULTS) -> Path:
                 picked = [(i, r["paired"]) for i, r in enumerate(rows) if r["current"] == current]
                 if picked:
                     xs, ys = zip(*picked, strict=True)
-                    label = ("current code: " if current else "earlier code: ") + summary(
+                    label = ("code of 98aee38-c021a06: " if current else "earlier code: ") + summary(
                         [r for r in rows if r["current"] == current]
                     )
                     ax.plot(xs, ys, markersize=6, label=label, **STYLES[current])
