@@ -851,6 +851,57 @@ def test_a_bad_input_is_named(which: str) -> None:
             joint(**{**inputs, which: torch.zeros(empty)})
 
 
+def test_networks_whose_outputs_differ_in_size_are_named() -> None:
+    """A segmentation network that does not give logits at its input's size: named, with both outputs' sizes
+    (before: "seg_input and spixel_input must have the same size", though the inputs had it)."""
+
+    class Strided(nn.Module):  # (B, 3, H, W) -> (B, 21, H/2, W/2)
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 21, 1, stride=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.conv(x)
+            return out
+
+    _, spixel = _nets()
+    joint = JointModel(Strided(), spixel, 21).eval()
+    x = torch.zeros(1, 3, 16, 16)
+    with pytest.raises(
+        ValueError,
+        match=r"deeplab and spixelfcn must give outputs of their inputs' size \(16, 16\), got seg_logits of "
+        r"size \(8, 8\) and assoc of size \(16, 16\)$",
+    ):
+        joint(x, x)
+
+
+@pytest.mark.parametrize("which", ["seg_input", "spixel_input"])
+def test_an_input_of_another_dtype_or_device_than_its_network_is_named(which: str) -> None:
+    """Before: "expected scalar type Double but found Float" (or the reverse) from a layer deep inside, naming
+    neither input; and a device mismatch gave a convolution's RuntimeError. Under ``torch.autocast`` an
+    input of another dtype is the autocast's to convert, not refused."""
+    deeplab, spixel = _nets()
+    joint = JointModel(deeplab, spixel).eval().double()
+    good = torch.zeros(1, 3, 16, 16, dtype=torch.float64)
+    inputs = {"seg_input": good, "spixel_input": good}
+    with pytest.raises(
+        TypeError,
+        match=rf"{which} must have the dtype of the network's weights, torch\.float64 \(convert it with "
+        rf"\.to\(torch\.float64\), or run under torch\.autocast\), got torch\.float32$",
+    ):
+        joint(**{**inputs, which: good.float()})
+    with pytest.raises(
+        ValueError, match=rf"{which} must be on the network's device meta .*\.to\('meta'\)\), got cpu$"
+    ):
+        meta = {k: v.to("meta") for k, v in inputs.items()}  # the other input on the networks' device
+        joint.to("meta")(**{**meta, which: good})
+    joint = JointModel(*_nets()).eval()
+    x = torch.zeros(1, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 weights, a bfloat16 input: autocast's to cast
+        out = joint(**{"seg_input": x, "spixel_input": x, which: x.bfloat16()})
+    assert torch.isfinite(out["logits"]).all()
+
+
 @pytest.mark.parametrize(
     "s_shape, u_shape, match",
     [

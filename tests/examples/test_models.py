@@ -368,6 +368,38 @@ def test_networks_name_integer_or_empty_images(build) -> None:
         net(torch.zeros(1, 3, 0, 8))
 
 
+@pytest.mark.parametrize(
+    "build", [lambda: DeepLabV3Plus(3, "resnet18", aspp_channels=4), lambda: SpixelFCN(8, 2)]
+)
+def test_networks_name_images_of_another_dtype_or_device(build) -> None:
+    """Before: "expected scalar type Float but found Double" (SpixelFCN) or "Input type (torch.FloatTensor)
+    and weight type (torch.DoubleTensor) should be the same or input should be a MKLDNN tensor ..."
+    (DeepLabV3+); the weights' dtype is read from ``input_weight``, and under ``torch.autocast`` another dtype
+    is the autocast's to convert."""
+    net = build().eval()
+    assert net.input_weight is next(net.parameters())  # the first layer the images meet
+    x = torch.randn(2, 3, 16, 16)
+    for weights, images, want, got in (
+        (torch.float64, x, "float64", "float32"),
+        (torch.float32, x.double(), "float32", "float64"),
+        (torch.float32, x.half(), "float32", "float16"),
+    ):
+        model = net.to(weights)  # (in place: the same module)
+        with pytest.raises(
+            TypeError,
+            match=rf"x must have the dtype of the network's weights, torch\.{want} \(convert it with "
+            rf"\.to\(torch\.{want}\), or run under torch\.autocast\), got torch\.{got}$",
+        ):
+            model(images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(net.float()(x.bfloat16())).all()
+    with pytest.raises(
+        ValueError, match=r"x must be on the network's device meta \(move it with \.to\('meta'\)\), got cpu$"
+    ):
+        net.to("meta")(x)
+    assert net(x.to("meta")).device.type == "meta"  # (shapes only: the check passes on the network's device)
+
+
 def test_deeplab_names_a_single_image_in_training_mode() -> None:
     """Before: PyTorch's BatchNorm error about an input of size (1, 4, 1, 1), naming no layer; frozen
     BatchNorm (the joint stage's ``--freeze-bn``) or eval mode take one image."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import TypeVar
 
+import torch
 from torch import Tensor
 
 T = TypeVar("T")
@@ -183,12 +184,26 @@ def type_name(value: object) -> str:
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
-def check_images(x: Tensor, name: str = "x") -> None:
-    """The input contract of both networks: floating-point images ``(B, 3, H, W)``, ``H, W >= 1``; the errors
-    call the input ``name``."""
+def check_images(x: Tensor, name: str = "x", weight: Tensor | None = None) -> None:
+    """The input contract of both networks: floating-point images ``(B, 3, H, W)``, ``H, W >= 1``, on the
+    device of ``weight`` (the first weight the images meet) and, outside ``torch.autocast`` for that device,
+    of its dtype; the errors call the input ``name``. (PyTorch's own errors for the last two named neither
+    the input nor the remedy: "expected scalar type Float but found Double".)"""
     if not isinstance(x, Tensor) or not x.is_floating_point():
         # a tensor's dtype, else the type with its module: a numpy float32 array read "got float32"
         got = str(x.dtype) if isinstance(x, Tensor) else type_name(x)
         raise TypeError(f"{name} must be a floating-point tensor of normalized images, got {got}")
     if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1:
         raise ValueError(f"{name} must have shape (B, 3, H, W) with H, W >= 1, got {tuple(x.shape)}")
+    if weight is None:
+        return
+    if x.device != weight.device:
+        raise ValueError(
+            f"{name} must be on the network's device {weight.device} (move it with "
+            f".to({str(weight.device)!r})), got {x.device}"
+        )
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"{name} must have the dtype of the network's weights, {weight.dtype} (convert it with "
+            f".to({weight.dtype}), or run under torch.autocast), got {x.dtype}"
+        )

@@ -271,9 +271,10 @@ class DeepLabV3Plus(nn.Module):
             keys or shapes not the backbone's, non-finite weights); in ``forward``, ``x`` not
             ``(B, 3, H, W)`` with ``H, W >= 1``, or a single image while the BatchNorm layers train (the
             image-pooling branch needs ``B >= 2``; under ``SyncBatchNorm`` PyTorch counts the images of every
-            process instead).
+            process instead), or ``x`` on another device than the weights.
         TypeError: ``backbone_weights`` not None, a str or an ``os.PathLike`` returning str (checked before
-            the backbone is built); in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images).
+            the backbone is built); in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images) or,
+            outside ``torch.autocast``, of another dtype than the weights (:attr:`input_weight`).
         FileNotFoundError: ``backbone_weights`` does not exist.
         IsADirectoryError: ``backbone_weights`` is a folder.
 
@@ -351,8 +352,16 @@ class DeepLabV3Plus(nn.Module):
         ids = {id(p) for p in self.backbone.parameters()}
         return [p for p in self.parameters() if id(p) not in ids]
 
+    @property
+    def input_weight(self) -> Tensor:
+        """The first weight the images meet (the backbone's first convolution's): the inputs need its device
+        and, outside ``torch.autocast``, its dtype."""
+        backbone: Any = self.backbone  # a torchvision ResNet
+        weight: Tensor = backbone.conv1.weight
+        return weight
+
     def forward(self, x: Tensor) -> Tensor:
-        check_images(x)
+        check_images(x, weight=self.input_weight)
         # the mode first (no shape guard in eval mode); PyTorch's error names neither the layer nor the fix.
         # Not for SyncBatchNorm (--sync-bn): it counts the images of every process, so one per process runs.
         bn = self.aspp.pool[2]

@@ -552,9 +552,12 @@ class JointModel(nn.Module):
             ``deeplab.config["num_classes"]``
             (:class:`DeepLabV3Plus`), or an unknown ``mode``, ``fusion_activation`` or ``fusion_init``; in
             :meth:`refine`, ``seg_logits`` without ``num_classes`` channels or ``assoc`` of another batch or
-            image size.
+            image size; in ``forward``, an input on another device than its network's ``input_weight``
+            (where the network has one: :class:`DeepLabV3Plus`, :class:`SpixelFCN`).
         TypeError: a flag that is not a bool, ``deeplab`` or ``spixelfcn`` not an ``nn.Module``,
-            ``fusion_hidden`` not a sequence; in :meth:`refine`, ``seg_logits`` or ``assoc`` not a Tensor.
+            ``fusion_hidden`` not a sequence; in :meth:`refine`, ``seg_logits`` or ``assoc`` not a Tensor; in
+            ``forward``, an input of another dtype than its network's ``input_weight`` outside
+            ``torch.autocast``.
 
     Shape:
         - Input: ``seg_input (B, 3, H, W)``, ``spixel_input (B, 3, H, W)``.
@@ -753,8 +756,9 @@ class JointModel(nn.Module):
 
     def forward(self, seg_input: Tensor, spixel_input: Tensor) -> dict[str, Tensor | None]:
         # before either network runs, and naming the input (the networks' own checks call it x)
-        check_images(seg_input, "seg_input")
-        check_images(spixel_input, "spixel_input")
+        # (the device and dtype of the networks' first weights where they tell it: DeepLabV3Plus, SpixelFCN)
+        check_images(seg_input, "seg_input", getattr(self.deeplab, "input_weight", None))
+        check_images(spixel_input, "spixel_input", getattr(self.spixelfcn, "input_weight", None))
         (b1, _, h1, w1), (b2, _, h2, w2) = seg_input.shape, spixel_input.shape
         if (b1, h1, w1) != (b2, h2, w2):
             raise ValueError(
@@ -767,10 +771,11 @@ class JointModel(nn.Module):
             spixel_input = spixel_input.contiguous(memory_format=torch.channels_last)
         s = self.deeplab(seg_input)
         q = self.spixelfcn(spixel_input)
-        if s.shape[-2:] != q.shape[-2:]:
+        if s.shape[-2:] != q.shape[-2:]:  # (the inputs' sizes are equal: checked above)
             raise ValueError(
-                f"seg_input and spixel_input must have the same size, got {tuple(s.shape[-2:])} "
-                f"and {tuple(q.shape[-2:])}"
+                "deeplab and spixelfcn must give outputs of their inputs' size "
+                f"{tuple(seg_input.shape[-2:])}, got seg_logits of size {tuple(s.shape[-2:])} and assoc of "
+                f"size {tuple(q.shape[-2:])}"
             )
         with _no_autocast(s.device):
             final, ids = self.refine(s, q)

@@ -57,8 +57,10 @@ class SpixelFCN(nn.Module):
         ValueError: ``cell_size`` not an int in ``[1, 1024]``, ``width`` not one in ``[1, 256]`` or
             ``centre_bias`` not a number in ``[-100, 100]`` (the bounds of a checkpoint's config); in
             ``forward``, ``x`` not ``(B, 3, H, W)`` with ``H, W >= 1``, or one image of at most 16 x 16 pixels
-            while the BatchNorm layers train (one value per channel at the 1/16 stage).
-        TypeError: in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images).
+            while the BatchNorm layers train (one value per channel at the 1/16 stage), or on another device
+            than the weights.
+        TypeError: in ``forward``, ``x`` not floating-point (e.g. raw ``uint8`` images) or, outside
+            ``torch.autocast``, of another dtype than the weights (:attr:`input_weight`).
 
     Shape:
         - Input: ``(B, 3, H, W)`` images normalized as ``x - (0.411, 0.432, 0.45)`` (values in [0, 1] before).
@@ -108,8 +110,16 @@ class SpixelFCN(nn.Module):
         if centre_bias:
             self.config["centre_bias"] = float(centre_bias)
 
+    @property
+    def input_weight(self) -> Tensor:
+        """The first weight the images meet (the first convolution's): the inputs need its device and, outside
+        ``torch.autocast``, its dtype."""
+        first: Any = self.enc0[0]  # _conv's Sequential: Conv2d, BatchNorm2d, LeakyReLU
+        weight: Tensor = first[0].weight
+        return weight
+
     def forward(self, x: Tensor) -> Tensor:
-        check_images(x)
+        check_images(x, weight=self.input_weight)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride
         if (
