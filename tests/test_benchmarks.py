@@ -537,7 +537,7 @@ def test_ab_fusion_against_the_same_checkout(tmp_path):
         assert r["bit_identical"] is True and r["not_identical"] == [] and r["max_abs_diff"] == 0.0
         assert r["previous_ms"] > 0 and r["current_ms"] > 0 and r["paired_ratio"] > 0
     assert data["config"]["previous"] == str(ROOT) and data["config"]["hidden"] == [64, 64]
-    assert data["meta"]["cpu_model"] and data["meta"]["chunk"] == 8192
+    assert data["meta"]["cpu_model"] and data["meta"]["chunk"] == 16384  # FusionStack.cpu_chunk_rows
     assert "paired ratio" in stdout and "bit-identical" in stdout and f"written to {out}" in stdout
 
 

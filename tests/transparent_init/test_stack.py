@@ -123,11 +123,25 @@ def test_half_precision_within_rounding_bound(cfg: dict) -> None:
 
 
 def test_the_bound_leaves_little_room_at_the_smallest_stacks() -> None:
-    """The transparent-init page: the bound is a ceiling, and the smallest stacks come close to it (0.77 of it
-    here, an input of the property tests' space; the page said 0.45 at most)."""
-    cfg = {"in_f": 2, "hidden": [2], "act": None, "slope": 0.0, "bias": False, "dtype": torch.float32}
-    cfg |= {"conv": False, "seed": 187, "magnitude": 1e-3, "offset": 1.0, "batch": 17}
-    assert 0.7 <= check(_make(cfg), _input(cfg)) <= 1.0
+    """The transparent-init page: the bound is a ceiling, and the smallest stacks come within 2x of it, over
+    inputs of the property tests' space (400 stacks of 2 inputs and 2 or 3 hidden units). How close depends on
+    the CPU's float32 products: the worst was 0.77 of the bound on the AMD EPYC VM (seed 187, 2 -> [2]) and
+    0.54 on the Intel Xeon VM (seed 104, 2 -> [3]), where seed 187 gives 0.39; one pinned case of 0.77 failed
+    there. Before the page's figures, it said 0.45 at most."""
+    worst = 0.0
+    for seed in range(200):
+        for hidden in ([2], [3]):
+            cfg = {
+                "in_f": 2,
+                "hidden": hidden,
+                "act": None,
+                "slope": 0.0,
+                "bias": False,
+                "dtype": torch.float32,
+            }
+            cfg |= {"conv": False, "seed": seed, "magnitude": 1e-3, "offset": 1.0, "batch": 17}
+            worst = max(worst, check(_make(cfg), _input(cfg)))  # (check asserts every error <= the bound)
+    assert 0.5 <= worst <= 1.0
 
 
 # ---------------------------------------------------------------- figures (tight, at the sizes that matter)
