@@ -851,6 +851,29 @@ def test_a_bad_input_is_named(which: str) -> None:
             joint(**{**inputs, which: torch.zeros(empty)})
 
 
+def test_a_single_image_in_training_mode_is_named_by_the_input() -> None:
+    """The networks' messages for one image while their BatchNorm trains called it ``x``, an argument the
+    joint model's caller never passed: the joint model runs the networks' own input checks with its names."""
+    from examples.voc_joint.engine import set_bn_eval
+
+    deeplab, spixel = _nets()
+    joint = JointModel(deeplab, spixel).train()
+    x = torch.zeros(1, 3, 16, 16)
+    with pytest.raises(
+        ValueError,
+        match=r"^seg_input must hold at least 2 images in training mode: .* got seg_input of shape "
+        r"\(1, 3, 16, 16\)",
+    ):
+        joint(x, x)
+    set_bn_eval(joint.deeplab)  # the joint stage's --freeze-bn
+    with pytest.raises(
+        ValueError,
+        match=r"^spixel_input must not be a single image of at most 16 x 16 pixels in training mode: .* got "
+        r"spixel_input of shape \(1, 3, 16, 16\)",
+    ):
+        joint(x, x)
+
+
 def test_networks_whose_outputs_differ_in_size_are_named() -> None:
     """A segmentation network that does not give logits at its input's size: named, with both outputs' sizes
     (before: "seg_input and spixel_input must have the same size", though the inputs had it)."""

@@ -360,17 +360,21 @@ class DeepLabV3Plus(nn.Module):
         weight: Tensor = backbone.conv1.weight
         return weight
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_images(x, weight=self.input_weight)
+    def check_input(self, x: Tensor, name: str = "x") -> None:
+        """What :meth:`forward` checks of its images (see *Raises*), the errors calling them ``name``."""
+        check_images(x, name, self.input_weight)
         # the mode first (no shape guard in eval mode); PyTorch's error names neither the layer nor the fix.
         # Not for SyncBatchNorm (--sync-bn): it counts the images of every process, so one per process runs.
         bn = self.aspp.pool[2]
         if bn.training and x.shape[0] == 1 and not isinstance(bn, nn.SyncBatchNorm):
             raise ValueError(
-                "x must hold at least 2 images in training mode: the BatchNorm of ASPP's image-pooling "
-                f"branch sees one value per channel, got x of shape {tuple(x.shape)} (use eval() or freeze "
-                "BatchNorm)"
+                f"{name} must hold at least 2 images in training mode: the BatchNorm of ASPP's image-pooling "
+                f"branch sees one value per channel, got {name} of shape {tuple(x.shape)} (use eval() or "
+                "freeze BatchNorm)"
             )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
         size = x.shape[-2:]
         b: Any = self.backbone  # a torchvision ResNet
         x = b.maxpool(b.relu(b.bn1(b.conv1(x))))

@@ -552,12 +552,13 @@ class JointModel(nn.Module):
             ``deeplab.config["num_classes"]``
             (:class:`DeepLabV3Plus`), or an unknown ``mode``, ``fusion_activation`` or ``fusion_init``; in
             :meth:`refine`, ``seg_logits`` without ``num_classes`` channels or ``assoc`` of another batch or
-            image size; in ``forward``, an input on another device than its network's ``input_weight``
-            (where the network has one: :class:`DeepLabV3Plus`, :class:`SpixelFCN`).
+            image size; in ``forward``, what the networks' ``check_input`` refuses (where a network has
+            one: :class:`DeepLabV3Plus`, :class:`SpixelFCN`; named ``seg_input`` or ``spixel_input``), e.g.
+            an input on another device than the network's ``input_weight`` or one image in training mode.
         TypeError: a flag that is not a bool, ``deeplab`` or ``spixelfcn`` not an ``nn.Module``,
             ``fusion_hidden`` not a sequence; in :meth:`refine`, ``seg_logits`` or ``assoc`` not a Tensor; in
-            ``forward``, an input of another dtype than its network's ``input_weight`` outside
-            ``torch.autocast``.
+            ``forward``, an input that is not a floating-point tensor or, outside ``torch.autocast``, of
+            another dtype than its network's ``input_weight``.
 
     Shape:
         - Input: ``seg_input (B, 3, H, W)``, ``spixel_input (B, 3, H, W)``.
@@ -755,10 +756,18 @@ class JointModel(nn.Module):
         return self._refine(s, q)
 
     def forward(self, seg_input: Tensor, spixel_input: Tensor) -> dict[str, Tensor | None]:
-        # before either network runs, and naming the input (the networks' own checks call it x)
-        # (the device and dtype of the networks' first weights where they tell it: DeepLabV3Plus, SpixelFCN)
-        check_images(seg_input, "seg_input", getattr(self.deeplab, "input_weight", None))
-        check_images(spixel_input, "spixel_input", getattr(self.spixelfcn, "input_weight", None))
+        # before either network runs, naming the input (the networks' forward calls it x): their own
+        # checks where they have them (DeepLabV3Plus, SpixelFCN: also the device and dtype of their first
+        # weights, and a single image in training mode)
+        for name, network, images in (
+            ("seg_input", self.deeplab, seg_input),
+            ("spixel_input", self.spixelfcn, spixel_input),
+        ):
+            check = getattr(network, "check_input", None)
+            if callable(check):
+                check(images, name)
+            else:
+                check_images(images, name)
         (b1, _, h1, w1), (b2, _, h2, w2) = seg_input.shape, spixel_input.shape
         if (b1, h1, w1) != (b2, h2, w2):
             raise ValueError(

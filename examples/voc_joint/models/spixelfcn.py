@@ -118,8 +118,9 @@ class SpixelFCN(nn.Module):
         weight: Tensor = first[0].weight
         return weight
 
-    def forward(self, x: Tensor) -> Tensor:
-        check_images(x, weight=self.input_weight)
+    def check_input(self, x: Tensor, name: str = "x") -> None:
+        """What :meth:`forward` checks of its images (see *Raises*), the errors calling them ``name``."""
+        check_images(x, name, self.input_weight)
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride
         if (
@@ -132,10 +133,16 @@ class SpixelFCN(nn.Module):
             )
         ):  # (the mode first: no shape guard in eval mode, for torch.export with a dynamic batch)
             raise ValueError(  # PyTorch's error names neither the layer nor the remedy
-                f"x must not be a single image of at most {self.stride} x {self.stride} pixels in training "
-                f"mode: the BatchNorm of the 1/{self.stride} stage sees one value per channel, got x of "
-                f"shape {tuple(x.shape)} (use 2 images or more, a larger image, eval() or frozen BatchNorm)"
+                f"{name} must not be a single image of at most {self.stride} x {self.stride} pixels in "
+                f"training mode: the BatchNorm of the 1/{self.stride} stage sees one value per channel, got "
+                f"{name} of shape {tuple(x.shape)} (use 2 images or more, a larger image, eval() or frozen "
+                "BatchNorm)"
             )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         e0 = self.enc0(x)
