@@ -669,6 +669,41 @@ def test_conv_products_compute_only_the_gradients_asked_for(trained: str, recomp
     assert backwards.calls == masks * 6
 
 
+@needs_onednn
+def test_conv_products_bias_gradients_are_within_5e_7_of_float64() -> None:
+    """A bias's gradient sums a chunk's output gradient over its pixels (16384 at 128 px): as a reduction of
+    the gradient's pixel rows it is within 5e-7 of float64 (relative to its largest value; measured 1.2-2.1e-7
+    on the Intel Xeon VM), where ``convolution_backward``'s bias output, computed with the weight's, gave
+    1.7-3.5e-6 on 2 threads (on 1, the sum's figures: oneDNN splits the pixels over the threads).
+    (``_one_thread`` gives the next test 1 thread again.)"""
+    torch.set_num_threads(2)  # what training on the 2-core CPU runs
+    g = torch.Generator().manual_seed(0)
+    ws = [
+        torch.randn(128, 42, generator=g) * 0.2,
+        torch.randn(128, 128, generator=g) * 0.1,
+        torch.randn(21, 128, generator=g) * 0.1,
+    ]
+    bs = [torch.randn(w.shape[0], generator=g) * 0.1 for w in ws]
+    s, u, grad = (torch.randn(2, 21, 128, 128, generator=g) for _ in range(3))
+
+    def bias_grads(dtype: torch.dtype, products: str) -> tuple[Tensor, ...]:
+        biases = [b.to(dtype).requires_grad_() for b in bs]
+        weights = [w.to(dtype).requires_grad_() for w in ws]  # (as in training: with the weights')
+        out = fused_stack(
+            s.to(dtype),
+            u.to(dtype),
+            weights,
+            biases,
+            0.0,
+            chunk=16384,
+            products=products,  # type: ignore[arg-type]
+        )
+        return torch.autograd.grad(out, [*biases, *weights], grad.to(dtype))[: len(biases)]
+
+    for got, ref in zip(bias_grads(torch.float32, "conv"), bias_grads(torch.float64, "mm"), strict=True):
+        assert (got.double() - ref).abs().max() <= 5e-7 * ref.abs().max()
+
+
 # ---------------------------------------------------------------- the last layer on superpixel means
 
 
