@@ -398,6 +398,8 @@ def test_networks_name_images_of_another_dtype_or_device(build) -> None:
     ):
         net.to("meta")(x)
     assert net(x.to("meta")).device.type == "meta"  # (shapes only: the check passes on the network's device)
+    with pytest.raises(TypeError, match=r"x must have the dtype .* got torch\.float64$"):  # (was autocast's
+        net(x.to("meta", torch.float64))  # RuntimeError "unknown device type for autocast")
 
 
 def test_deeplab_names_a_single_image_in_training_mode() -> None:

@@ -202,7 +202,8 @@ def check_images(x: Tensor, name: str = "x", weight: Tensor | None = None) -> No
             f"{name} must be on the network's device {weight.device} (move it with "
             f".to({str(weight.device)!r})), got {x.device}"
         )
-    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+    # (the meta device has no autocast: torch.is_autocast_enabled raises there, as sparse_ops.spn notes)
+    if x.dtype != weight.dtype and (x.is_meta or not torch.is_autocast_enabled(x.device.type)):
         raise TypeError(
             f"{name} must have the dtype of the network's weights, {weight.dtype} (convert it with "
             f".to({weight.dtype}), or run under torch.autocast), got {x.dtype}"
