@@ -364,7 +364,8 @@ def test_bench_ops_refuses_bad_options(capsys):
 
 
 def test_cpu_model_names_the_cpu():
-    """Result files name the CPU: the first ``model name`` of /proc/cpuinfo (Linux), ISA flags after it."""
+    """Result files name the CPU: the first ``model name`` of /proc/cpuinfo (Linux), then its family and model
+    numbers and ISA flags."""
     harness = _import("_harness")
     model = harness.cpu_model()
     cpuinfo = Path("/proc/cpuinfo")
@@ -372,12 +373,21 @@ def test_cpu_model_names_the_cpu():
         assert model
         return
     text = cpuinfo.read_text()
-    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
-    flag_lines = [line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")]
-    flags = flag_lines[0] if flag_lines else []
+
+    def first(key: str) -> str | None:
+        values = [
+            line.split(":", 1)[1].strip() for line in text.splitlines() if line.split(":")[0].strip() == key
+        ]
+        return values[0] if values else None
+
+    flags = (first("flags") or "").split()
     expected_isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    expected = names[0] if names else model.split(" (")[0]
-    assert model == (f"{expected} ({', '.join(expected_isa)})" if expected_isa else expected)
+    numbers = [
+        f"{label} {first(key)}" for key, label in (("cpu family", "family"), ("model", "model")) if first(key)
+    ]
+    details = "; ".join(part for part in (", ".join(numbers), ", ".join(expected_isa)) if part)
+    expected = first("model name") or model.split(" (")[0]
+    assert model == (f"{expected} ({details})" if details else expected)
     assert harness.environment("cpu")["cpu_model"] == model
 
 
@@ -2897,6 +2907,13 @@ def test_cpu_model_is_the_first_processors_model_and_vector_extensions(monkeypat
     info = block.format(0) + block.format(1)
     monkeypatch.setattr(harness, "open", lambda *a, **kw: io.StringIO(info), raising=False)
     assert harness.cpu_model() == "Fake CPU 9000 (avx2, avx512f)"
+    # the family and model numbers, where the CPU reports them: one name can cover several generations
+    numbered = "processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: avx2\n\n"
+    monkeypatch.setattr(harness, "open", lambda *a, **kw: io.StringIO(numbered), raising=False)
+    assert harness.cpu_model() == "AMD EPYC (family 26, model 2; avx2)"
+    bare = "processor\t: 0\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Fake CPU\nflags\t\t: fpu\n\n"
+    monkeypatch.setattr(harness, "open", lambda *a, **kw: io.StringIO(bare), raising=False)
+    assert harness.cpu_model() == "Fake CPU (family 6, model 143)"
 
 
 def test_cli_device_refuses_the_cuda_index_one_past_the_last(monkeypatch, capsys):
