@@ -446,9 +446,9 @@ def test_soft_figure_labels_do_not_cover_one_another(tmp_path: Path, monkeypatch
 
 def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """joint_runs.png: every committed EPYC run of both configurations in the order they ran, the newest
-    ResNet-18 run (the README's) among the latest code's measured there (``CURRENT``); those runs apart from
-    the earlier code's by marker and fill as well as colour; nothing cut, no legend over a run; a
-    configuration without a run of that code is refused."""
+    ResNet-18 run (the README's) among the current code's (``LATEST``); the three kinds of run (the current
+    code, the code before it, earlier code) apart by marker and fill as well as colour; nothing cut, no legend
+    over a run; a configuration without a run of the current code is refused."""
     module = _load("make_joint_runs_figure")
     results = ROOT / "benchmarks" / "results"
     for key, _, _ in module.CONFIGS:
@@ -460,16 +460,20 @@ def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch
         ]
         assert sorted(r["name"] for r in rows) == sorted(on_disk)
         assert [r["date"] for r in rows] == sorted(r["date"] for r in rows)
-        assert sum(r["current"] for r in rows) >= 2 and sum(not r["current"] for r in rows) >= 3
+        kinds = [r["kind"] for r in rows]
+        assert kinds.count("latest") >= 1 and kinds.count("previous") >= 2 and kinds.count("earlier") >= 3
     resnet18 = module.runs("cpu_resnet18_b2_128")
     newest = sorted(resnet18, key=lambda r: (r["date"], r["time"]))[-1]
-    assert newest["current"] and resnet18[-1] == newest
+    assert newest["kind"] == "latest" and resnet18[-1] == newest
+    assert module.kind_of("joint_resnet18_20261206_f26_series_1_epyc.json") == "latest"
+    assert module.kind_of("joint_resnet18_20261206_series_1_epyc.json") == "previous"
+    assert module.kind_of("joint_resnet18_20261203_ucells_epyc.json") == "earlier"
     figures = _drawn(monkeypatch)
     module.draw(tmp_path / "r.png")
     (drawn,) = figures
     for ax in drawn.axes:
         _lines_apart_without_colour(ax)
-        assert sum(len(line.get_xdata()) for line in ax.get_lines() if line.get_marker() in "os") == len(
+        assert sum(len(line.get_xdata()) for line in ax.get_lines() if line.get_marker() in "osD") == len(
             module.runs(module.CONFIGS[drawn.axes.index(ax)][0])
         )
     _nothing_cut_and_legends_clear(drawn)

@@ -3,9 +3,10 @@
 Reads every ``benchmarks/results/joint_[levers_]resnet{18,101}_YYYYMMDD_*.json`` measured on the AMD EPYC
 VMs (``epyc`` in the name; ``benchmarks/bench_joint.py``, each with the training CLI's defaults of its day)
 and draws, per configuration, the paired time ratio of ``joint_hard_ti`` to DeepLabV3+ alone (the median over
-rounds of the per-round ratio) of each run, in the order they ran: the runs of the latest code measured there
-(98aee38 to c021a06) filled, those of earlier code hollow, and the target of issue 11 as a dashed line. Only
-the entry of the paper's fusion widths is read from a file that holds other widths too.
+rounds of the per-round ratio) of each run, in the order they ran: the runs of the current code (857b2f8 on,
+measured on an EPYC of family 26) as filled diamonds, those of the code before it (98aee38 to c021a06) as
+filled circles, those of earlier code as hollow squares, and the target of issue 11 as a dashed line. Only the
+entry of the paper's fusion widths is read from a file that holds other widths too.
 
 Run from the repository root: ``python docs/_scripts/make_joint_runs_figure.py``.
 """
@@ -32,31 +33,52 @@ CONFIGS = (
     ("cpu_resnet18_b2_128", "ResNet-18, B=2, 128 px", 1.5),
     ("cpu_resnet101_b2_256", "ResNet-101, B=2, 256 px", 1.35),
 )
-#: The runs of the latest code of the CPU step measured on the AMD EPYC VMs, by file-name prefix: from 98aee38
-#: (2026-12-05, evening: the fusion stack's first layer one oneDNN convolution that adds into its superpixel
-#: term in place) to c021a06 nothing in the step changed. Every other run drawn is of earlier code. The code
-#: since 857b2f8 (2026-12-06: a bias's gradient as a sum, chunks of 16384 pixels) has runs on the Intel Xeon
-#: VM only (``_xeon`` files: the README and the benchmarks page), not drawn here.
-CURRENT = (
+#: The runs of the current code of the CPU step on the AMD EPYC VMs, by file-name prefix: since 857b2f8
+#: (2026-12-06: a bias's gradient as a sum, chunks of 16384 pixels), measured on an EPYC of family 26 (``f26``
+#: in the name; ``cpu_model`` records the family since then), a faster CPU than the EPYC runs before it
+#: (DeepLabV3+ alone 113-120 ms a step against 205-242 ms). Its Intel Xeon runs (``_xeon`` files) are not
+#: drawn here.
+LATEST = (
+    "joint_resnet18_20261206_f26_",
+    "joint_resnet101_20261206_f26_",
+)
+#: The runs of the code before it, by file-name prefix: from 98aee38 (2026-12-05, evening: the fusion stack's
+#: first layer one oneDNN convolution that adds into its superpixel term in place) to c021a06 nothing in the
+#: step changed. Every other run drawn is of earlier code.
+PREVIOUS = (
     "joint_resnet18_20261205_convadd_",
     "joint_resnet18_20261205_widths_convadd_",
     "joint_levers_resnet18_20261205_epyc",
-    "joint_resnet18_20261206_",
+    "joint_resnet18_20261206_series_",
     "joint_resnet101_20261205_convadd_",
     "joint_resnet101_20261205_transcript_",
 )
 _NAME = re.compile(r"joint_(?:levers_)?resnet(?:18|101)_(\d{8})_\w*\.json")
-#: how the two kinds of run are drawn: apart by marker and fill, not by colour alone
-STYLES = {
-    True: {"marker": "o", "color": "#000000", "markerfacecolor": "#000000", "linestyle": "none"},
-    False: {"marker": "s", "color": "#777777", "markerfacecolor": "none", "linestyle": "none"},
+#: the kinds of run, in drawing order, with their legend labels
+KINDS = {
+    "earlier": "earlier code",
+    "previous": "code of 98aee38-c021a06",
+    "latest": "current code (857b2f8 on), EPYC family 26",
 }
+#: how the kinds of run are drawn: apart by marker and fill, not by colour alone
+STYLES = {
+    "latest": {"marker": "D", "color": "#0072b2", "markerfacecolor": "#0072b2", "linestyle": "none"},
+    "previous": {"marker": "o", "color": "#000000", "markerfacecolor": "#000000", "linestyle": "none"},
+    "earlier": {"marker": "s", "color": "#777777", "markerfacecolor": "none", "linestyle": "none"},
+}
+
+
+def kind_of(name: str) -> str:
+    """``"latest"``, ``"previous"`` or ``"earlier"``: the code a result file's runs are of, by its name."""
+    if name.startswith(LATEST):
+        return "latest"
+    return "previous" if name.startswith(PREVIOUS) else "earlier"
 
 
 def runs(key: str, results: Path = RESULTS) -> list[dict[str, Any]]:
     """The runs of configuration ``key`` in the order they ran (by the date in the file name, then the time
     a run records; runs that record none, before 2026-12-05 evening, count as earlier that day): ``{"name",
-    "date", "paired", "current"}`` each."""
+    "date", "time", "paired", "kind"}`` each (``kind``: :func:`kind_of`)."""
     found = []
     for path in sorted(results.glob("joint_*resnet*_2026*.json")):
         match = _NAME.fullmatch(path.name)
@@ -72,7 +94,7 @@ def runs(key: str, results: Path = RESULTS) -> list[dict[str, Any]]:
                 "date": match.group(1),
                 "time": str(entry.get("machine", {}).get("time", "")),
                 "paired": float(row["time_ratio_paired"]),
-                "current": path.name.startswith(CURRENT),
+                "kind": kind_of(path.name),
             }
         )
     return sorted(found, key=lambda r: (r["date"], r["time"], r["name"]))
@@ -91,25 +113,23 @@ def draw(out: Path = OUT, results: Path = RESULTS) -> Path:
     """Draw the figure into ``out``.
 
     Raises:
-        ValueError: a configuration of :data:`CONFIGS` without a run of the latest code (:data:`CURRENT`).
+        ValueError: a configuration of :data:`CONFIGS` without a run of the current code (:data:`LATEST`).
     """
     drawn = []
     for key, _, _ in CONFIGS:
         rows = runs(key, results)
-        if not any(r["current"] for r in rows):
-            raise ValueError(f"{key}: no run of the latest code (a name starting with one of {CURRENT})")
+        if not any(r["kind"] == "latest" for r in rows):
+            raise ValueError(f"{key}: no run of the latest code (a name starting with one of {LATEST})")
         drawn.append(rows)
     with plt.rc_context({"font.size": 11}):
         fig, axes = plt.subplots(len(CONFIGS), 1, figsize=(11, 4 * len(CONFIGS)), layout="constrained")
         for ax, (_, title, target), rows in zip(axes, CONFIGS, drawn, strict=True):
-            for current in (False, True):
-                picked = [(i, r["paired"]) for i, r in enumerate(rows) if r["current"] == current]
+            for kind, name in KINDS.items():
+                picked = [(i, r["paired"]) for i, r in enumerate(rows) if r["kind"] == kind]
                 if picked:
                     xs, ys = zip(*picked, strict=True)
-                    label = ("code of 98aee38-c021a06: " if current else "earlier code: ") + summary(
-                        [r for r in rows if r["current"] == current]
-                    )
-                    ax.plot(xs, ys, markersize=6, label=label, **STYLES[current])
+                    label = f"{name}: " + summary([r for r in rows if r["kind"] == kind])
+                    ax.plot(xs, ys, markersize=6, label=label, **STYLES[kind])
             ax.axhline(target, color="#d55e00", linestyle="--", linewidth=1.5, label=f"target <= {target}x")
             dates = sorted({r["date"] for r in rows})
             starts = [next(i for i, r in enumerate(rows) if r["date"] == d) for d in dates]
