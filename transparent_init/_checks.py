@@ -221,6 +221,37 @@ def check_dtype(dtype: object, name: str = "dtype") -> torch.dtype | None:
     return dtype
 
 
+def check_device(device: object, name: str = "device") -> torch.device | None:
+    """``device`` as a :class:`torch.device`, or ``None`` (the default device); a device string (``"cpu"``,
+    ``"cuda:0"``) or an int index is converted with :class:`torch.device`.
+
+    A :class:`TypeError` for another kind of object (a float, a bool, a tensor) and a :class:`ValueError` for
+    a string or an index that names no device (``"cpux"``, ``"cuda:-1"``, ``-1``), both naming ``name`` and
+    the value, as :func:`check_dtype` does for the dtype: PyTorch's own errors (from the first tensor made
+    there, e.g. "empty(): argument 'device' must be torch.device, not float") named neither. Whether the
+    device exists on this machine is not checked (PyTorch says so when the layers are made there). The
+    contract and the messages of ``sparse_ops._checks.check_device``, written again: the two packages import
+    nothing from each other (as :func:`has_float64`).
+    """
+    if device is None or isinstance(device, torch.device):
+        return device
+    kinds = "a torch.device, a device string such as 'cpu' or 'cuda:0', an int device index or None"
+    if isinstance(device, bool) or (
+        type(device).__module__ == "numpy" and type(device).__name__ in ("bool", "bool_")
+    ):
+        raise TypeError(f"{name} must be {kinds}, got {_show(device)}")  # a flag passed to the wrong argument
+    try:
+        converted: torch.device = torch.device(device)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"{name} must be {kinds}, got {_show(device)}") from None
+    except (RuntimeError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"{name} must name a device, such as 'cpu' or 'cuda:0', got {device!r} ({reason})"
+        ) from None
+    return converted
+
+
 def check_module(module: object, name: str = "module") -> nn.Module:
     """An ``nn.Module``."""
     if not isinstance(module, nn.Module):

@@ -17,6 +17,7 @@ from ._checks import (
     check_activation,
     check_bool,
     check_dense,
+    check_device,
     check_dtype,
     check_hidden,
     check_matrix_size,
@@ -94,6 +95,7 @@ def _validate(
         given += f" and out_{name}" if i == len(real) - 2 else f" and hidden_{name}[{i}]"
         check_matrix_size(b, a, layer_dtype, f"the weight of layer {i} ({given})")
     as_generator(generator)  # validated here, drawn from in _build
+    device = check_device(device)
     on_meta = torch.empty(0, device=device).is_meta  # the layers' device (None: the default device)
     t_w, t_b = resolve_target(
         in_f,
@@ -182,7 +184,7 @@ def build_transparent_stack(
         target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity.
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
-        device: factory keyword argument.
+        device: factory keyword argument: a ``torch.device``, a device string or an int index.
         dtype: factory keyword argument: float16, bfloat16, float32 or float64.
 
     Returns:
@@ -373,7 +375,7 @@ class TransparentLinear(_TransparentStack):
             ``device="cpu"``).
         target_bias (Tensor[out] | None): the map's bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed for reproducible draws; ``None`` uses the global RNG.
-        device: factory keyword argument.
+        device: factory keyword argument: a ``torch.device``, a device string or an int index.
         dtype: factory keyword argument: float16, bfloat16, float32 or float64 (float16 / bfloat16 need a
             target representable in them).
 
@@ -387,7 +389,8 @@ class TransparentLinear(_TransparentStack):
             below the input width; a target map the dtype cannot represent (overflow or underflow of the
             last layer, naming the layer, the parameter, the dtype and the magnitude), or one whose stack
             would overflow the dtype in its sums (or in a LeakyReLU's outputs, for a slope above 1) for
-            inputs with ``max |x| <= 1`` where the map does not (naming the layer and the bound).
+            inputs with ``max |x| <= 1`` where the map does not (naming the layer and the bound); a
+            ``device`` string or index that names no device (``"cpux"``, ``-1``).
 
     Shape:
         - Input: ``(*, C_in)``.
@@ -473,7 +476,7 @@ class TransparentConv1x1(_TransparentStack):
             ``device="cpu"``).
         target_bias (Tensor[out] | None): its bias; ``None`` is zero.
         generator: ``torch.Generator`` or int seed; ``None`` uses the global RNG.
-        device: factory keyword argument.
+        device: factory keyword argument: a ``torch.device``, a device string or an int index.
         dtype: factory keyword argument: float16, bfloat16, float32 or float64 (float16 / bfloat16 need a
             target representable in them).
 
@@ -487,7 +490,8 @@ class TransparentConv1x1(_TransparentStack):
             below the input width; a target map the dtype cannot represent (overflow or underflow of the
             last layer, naming the layer, the parameter, the dtype and the magnitude), or one whose stack
             would overflow the dtype in its sums (or in a LeakyReLU's outputs, for a slope above 1) for
-            inputs with ``max |x| <= 1`` where the map does not (naming the layer and the bound).
+            inputs with ``max |x| <= 1`` where the map does not (naming the layer and the bound); a
+            ``device`` string or index that names no device (``"cpux"``, ``-1``).
 
     Shape:
         - Input: ``(N, C_in, H, W)``.

@@ -239,6 +239,59 @@ def test_build_errors() -> None:
         build_transparent_stack(3, [4], conv=1)
 
 
+_DEVICE_KINDS = (
+    r"device must be a torch.device, a device string such as 'cpu' or 'cuda:0', an int device index or None"
+)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda device: TransparentLinear(3, [4], device=device),
+        lambda device: TransparentConv1x1(3, [4], device=device),
+        lambda device: build_transparent_stack(3, [4], device=device),
+    ],
+    ids=["linear", "conv", "build"],
+)
+@pytest.mark.parametrize(
+    "device,exc,match",
+    [
+        (3.5, TypeError, _DEVICE_KINDS + r", got float \(3.5\)"),
+        (True, TypeError, _DEVICE_KINDS + r", got bool \(True\)"),  # a flag passed to the wrong argument
+        (np.bool_(True), TypeError, _DEVICE_KINDS + r", got bool"),
+        (torch.zeros(1), TypeError, _DEVICE_KINDS + r", got Tensor"),
+        (
+            "cpux",
+            ValueError,
+            r"device must name a device, such as 'cpu' or 'cuda:0', got 'cpux' \(Expected one of",
+        ),
+        (
+            "cuda:-1",
+            ValueError,
+            r"device must name a device, such as 'cpu' or 'cuda:0', got 'cuda:-1' \(Invalid",
+        ),
+        (
+            -1,
+            ValueError,
+            r"device must name a device, such as 'cpu' or 'cuda:0', got -1 \(Device index must not",
+        ),
+    ],
+)
+def test_a_device_that_names_no_device_is_refused_by_name(
+    make: Callable[[object], nn.Module], device: object, exc: type, match: str
+) -> None:
+    """A bad ``device`` is named with what it may be, as ``dtype`` is: PyTorch's own errors, from the first
+    layer made there ("empty(): argument 'device' must be torch.device, not float"; "Expected one of cpu,
+    cuda, ... device type at start of device string: cpux"), named no argument. ``"cpu"``,
+    ``torch.device("cpu")``, ``"meta"`` and ``None`` build."""
+    with pytest.raises(exc, match=match):
+        make(device)
+    for fine in ("cpu", torch.device("cpu"), "meta", None):
+        layers = make(fine)
+        expected = torch.device("cpu") if fine is None else torch.device(fine)
+        assert {p.device for p in layers.parameters()} == {expected}
+
+
 def test_numpy_and_tensor_integers_are_ints() -> None:
     """numpy / 0-d tensor integers and any integer sequence build the same stack as Python ints."""
     ref = TransparentLinear(3, [4, 5], 2, target_weight=torch.ones(2, 3), generator=7)
