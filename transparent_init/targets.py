@@ -16,7 +16,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from ._checks import check_dense, check_matrix_size, check_not_meta, check_width
+from ._checks import check_dense, check_device, check_matrix_size, check_not_meta, check_width
 
 __all__ = ["selection_weight"]
 
@@ -126,11 +126,11 @@ def selection_weight(
 
     Raises:
         TypeError: ``in_features`` not an int, ``indices`` not integers (or a sparse tensor), ``dtype`` not
-            floating.
+            floating, ``device`` not a device, a device string or an int index.
         ValueError: ``in_features < 1`` or beyond int64 (``> 2**63 - 1``), no index, an index outside
             ``[-in_features, in_features)``, a ``uint64`` index array or tensor with a value above the int64
-            range, index tensors on the meta device (no values), a slice with step 0, or a result that
-            would exceed ``2**63 - 1`` bytes.
+            range, index tensors on the meta device (no values), a slice with step 0, a result that would
+            exceed ``2**63 - 1`` bytes, or a ``device`` string or index that names no device.
 
     Example:
         >>> selection_weight(4, range(2, 4))  # [S, U] with C = 2 -> U
@@ -159,6 +159,7 @@ def selection_weight(
         dtype = torch.get_default_dtype()
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    device = check_device(device)
     check_matrix_size(len(columns), n_in, dtype, "the selection (indices by in_features)")
     weight = torch.zeros(len(columns), n_in, dtype=dtype, device=device)
     weight[torch.arange(len(columns), device=weight.device), columns.to(weight.device)] = 1

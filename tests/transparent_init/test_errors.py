@@ -250,8 +250,9 @@ _DEVICE_KINDS = (
         lambda device: TransparentLinear(3, [4], device=device),
         lambda device: TransparentConv1x1(3, [4], device=device),
         lambda device: build_transparent_stack(3, [4], device=device),
+        lambda device: nn.ParameterList([selection_weight(4, [2, 3], device=device)]),
     ],
-    ids=["linear", "conv", "build"],
+    ids=["linear", "conv", "build", "selection_weight"],
 )
 @pytest.mark.parametrize(
     "device,exc,match",
