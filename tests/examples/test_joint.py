@@ -874,6 +874,134 @@ def test_a_single_image_in_training_mode_is_named_by_the_input() -> None:
         joint(x, x)
 
 
+def _fusion_inputs() -> tuple[FusionStack, torch.Tensor, torch.Tensor, sparse_ops.SuperpixelAssignment]:
+    """A small stack, ``S`` (1, 3, 4, 4), one superpixel's ids and its assignment."""
+    ids = torch.zeros(1, 4, 4, dtype=torch.long)
+    return FusionStack(3, [6]), torch.randn(1, 3, 4, 4), ids, sparse_ops.SuperpixelAssignment(ids, 1)
+
+
+_PAIR = r"uniformize must be None or a pair \(ids, assignment\): hard superpixel ids, a Tensor \(B, H, W\), "
+_PAIR += r"and their sparse_ops.SuperpixelAssignment, got "
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (
+            lambda f, s, ids, a: f(s, s, recompute="no"),
+            TypeError,
+            r"recompute must be a bool, got str \('no'\)",
+        ),
+        (lambda f, s, ids, a: f(s, s, recompute=None), TypeError, r"recompute must be a bool, got NoneType"),
+        (lambda f, s, ids, a: f(s, None, uniformize=5), TypeError, _PAIR + "int$"),
+        (lambda f, s, ids, a: f(s, s, uniformize=(1, 2)), TypeError, _PAIR + "a 2-tuple of int, int$"),
+        (
+            lambda f, s, ids, a: f(s, None, uniformize=(ids, None)),
+            TypeError,
+            _PAIR + "a 2-tuple of torch.Tensor, NoneType$",
+        ),
+        (
+            lambda f, s, ids, a: f(s, None, uniformize=(torch.zeros(1, 5, 5, dtype=torch.long), a)),
+            ValueError,
+            r"uniformize's ids must have shape \(B, H, W\) = \(1, 4, 4\) of s, got \(1, 5, 5\)",
+        ),
+        (
+            lambda f, s, ids, a: f(s, s, u_of=5, recompute=True),
+            TypeError,
+            r"u_of must be None or a callable \(the map that made U from S\), got int",
+        ),
+        (
+            lambda f, s, ids, a: f(s.long(), s),
+            TypeError,
+            r"s must be a floating-point tensor of logits, got dtype torch.int64",
+        ),
+        (
+            lambda f, s, ids, a: f(s, s > 0),
+            TypeError,
+            r"u must be a floating-point tensor of logits, got dtype torch.bool",
+        ),
+        (
+            lambda f, s, ids, a: f(s, s.to(torch.complex64)),
+            TypeError,
+            r"u must be a floating-point tensor of logits, got dtype torch.complex64",
+        ),
+        (
+            lambda f, s, ids, a: f(s.to("meta"), s),
+            ValueError,
+            r"u must be on the device of s \(meta\), got cpu",
+        ),
+    ],
+)
+def test_fusion_stack_arguments_are_named(call, exc: type, match: str) -> None:  # type: ignore[no-untyped-def]
+    """Before: a str ``recompute`` turned the recomputation on; an int ``uniformize`` gave "cannot unpack
+    non-iterable int object", a pair of other things "'int' object has no attribute 'counts'", ids of another
+    size named the stack's internal ``pool``; an int ``u_of`` failed in backward ("'int' object is not
+    callable"); integer and bool logits were cast to float silently, complex ones lost their imaginary part
+    with a warning; ``S`` and ``U`` on two devices gave PyTorch's "cross-device copies are not allowed"."""
+    fuse, s, ids, assignment = _fusion_inputs()
+    with pytest.raises(exc, match=match):
+        call(fuse, s, ids, assignment)
+    out = fuse(s, None, uniformize=(ids, assignment))  # the right arguments still work
+    torch.testing.assert_close(out, assignment.uniformize(s), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "seg,assoc,exc,match",
+    [
+        ("long", None, TypeError, r"^seg_logits must be a floating-point tensor, got dtype torch.int64$"),
+        (
+            "complex",
+            None,
+            TypeError,
+            r"^seg_logits must be a floating-point tensor, got dtype torch.complex64$",
+        ),
+        (None, "bool", TypeError, r"^assoc must be a floating-point tensor, got dtype torch.bool$"),
+        (None, "long", TypeError, r"^assoc must be a floating-point tensor, got dtype torch.int64$"),
+        (None, "meta", ValueError, r"^assoc must be on the device of seg_logits \(cpu\), got meta$"),
+    ],
+)
+def test_refine_names_its_inputs(seg: str | None, assoc: str | None, exc: type, match: str) -> None:
+    """``refine`` cast both inputs to float32 before any check: a bool or integer association, integer or
+    complex logits were taken (the complex ones with a warning only); an association on another device was
+    named by the ops below it (``x``, ``superpixels``), arguments the caller never passed."""
+    deeplab, spixel = _nets(3)
+    joint = JointModel(deeplab, spixel, 3).eval()
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(1, 3, 16, 16, generator=g)
+    q = torch.softmax(torch.randn(1, 9, 16, 16, generator=g), 1)
+    made = {
+        "long": lambda t: t.long(),
+        "complex": lambda t: t.to(torch.complex64),
+        "bool": lambda t: t > 0.1,
+        "meta": lambda t: t.to("meta"),
+        None: lambda t: t,
+    }
+    with pytest.raises(exc, match=match):
+        joint.refine(made[seg](s), made[assoc](q))
+    final, ids = joint.refine(s, q)
+    assert final.shape == s.shape and ids.shape == (1, 16, 16)
+
+
+@pytest.mark.parametrize("generator", [object(), "abc", 1.5, True])
+def test_the_generator_is_checked_without_a_fusion_stack_too(generator: object) -> None:
+    """With ``fusion=False`` the generator was not looked at (an ``object()`` was accepted), though the
+    widths and the activation recorded with it are checked either way: the same message as with a stack."""
+    deeplab, spixel = _nets(3)
+    match = r"generator must be None, a torch.Generator or an int seed, got "
+    for fusion in (True, False):
+        with pytest.raises(TypeError, match=match):
+            JointModel(deeplab, spixel, 3, fusion=fusion, generator=generator)
+    JointModel(deeplab, spixel, 3, fusion=False, generator=3)
+    JointModel(deeplab, spixel, 3, fusion=False, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("network", [None, "x", torch.zeros(2)])
+def test_segmentation_only_refuses_what_is_not_a_module(network: object) -> None:
+    """Was accepted, and failed at the first forward ("'str' object is not callable"); JointModel says it."""
+    with pytest.raises(TypeError, match=r"^deeplab must be an nn.Module, got "):
+        SegmentationOnly(network)  # type: ignore[arg-type]  # the wrong type is the point
+
+
 def test_networks_whose_outputs_differ_in_size_are_named() -> None:
     """A segmentation network that does not give logits at its input's size: named, with both outputs' sizes
     (before: "seg_input and spixel_input must have the same size", though the inputs had it)."""

@@ -58,6 +58,7 @@ from torch.utils.checkpoint import checkpoint
 import sparse_ops as so
 from sparse_ops.soft import _no_autocast
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
+from transparent_init._checks import as_generator
 
 from ._checks import (
     MAX_CELL,
@@ -341,8 +342,10 @@ class FusionStack(nn.Module):
             ``F`` (B, C, H, W), contiguous in the fused form; with ``uniformize``, ``F`` uniformized.
 
         Raises:
-            TypeError: ``s`` or ``u`` not a Tensor.
-            ValueError: ``s`` not ``(B, num_classes, H, W)``, ``u`` not of its shape, ``recompute`` without
+            TypeError: ``s`` or ``u`` not a floating-point Tensor; ``recompute`` not a bool; ``u_of`` not
+                callable; ``uniformize`` not a pair ``(ids Tensor, SuperpixelAssignment)``.
+            ValueError: ``s`` not ``(B, num_classes, H, W)``, ``u`` not of its shape or on another device,
+                ``uniformize``'s ids not ``(B, H, W)`` of ``s`` or on another device, ``recompute`` without
                 the fused implementation, ``u=None`` without ``uniformize``.
         """
         for name, value in (("s", s), ("u", u)):
@@ -357,6 +360,20 @@ class FusionStack(nn.Module):
             )
         if u is not None and u.shape != s.shape:
             raise ValueError(f"u must have the shape of s {tuple(s.shape)}, got {tuple(u.shape)}")
+        for name, value in (("s", s), ("u", u)):  # (integer or bool logits were cast to float silently,
+            # complex ones lost their imaginary part with a warning only)
+            if value is not None and not value.is_floating_point():
+                raise TypeError(f"{name} must be a floating-point tensor of logits, got dtype {value.dtype}")
+        if u is not None and u.device != s.device:  # (was PyTorch's "cross-device copies are not allowed")
+            raise ValueError(f"u must be on the device of s ({s.device}), got {u.device}")
+        if not isinstance(recompute, bool):  # (a str "no" turned the recomputation on)
+            raise TypeError(f"recompute must be a bool, got {type_name(recompute)} ({recompute!r})")
+        if u_of is not None and not callable(u_of):  # (was "'int' object is not callable" in backward)
+            raise TypeError(
+                f"u_of must be None or a callable (the map that made U from S), got {type_name(u_of)}"
+            )
+        if uniformize is not None:
+            _check_uniformize(uniformize, s)
         if recompute and self._impl != "fused":
             raise ValueError(f"recompute needs the fused implementation, got _impl={self._impl!r}")
         if u is None and uniformize is None:
@@ -450,6 +467,39 @@ class FusionStack(nn.Module):
         return f"num_classes={self.num_classes}, init={self.init!r}"
 
 
+def _check_uniformize(uniformize: object, s: Tensor) -> None:
+    """:meth:`FusionStack.forward`'s ``uniformize``: a pair ``(ids, assignment)``, the ids ``(B, H, W)`` of
+    ``s`` on its device and their :class:`~sparse_ops.SuperpixelAssignment` (an int unpacked into "cannot
+    unpack non-iterable int object"; a pair of other things failed on a missing ``counts``; ids of another
+    size named the stack's internal ``pool``)."""
+    if not (
+        isinstance(uniformize, tuple)
+        and len(uniformize) == 2
+        and isinstance(uniformize[0], Tensor)
+        and isinstance(uniformize[1], so.SuperpixelAssignment)
+    ):
+        got = (
+            f"a {len(uniformize)}-tuple of {', '.join(type_name(v) for v in uniformize)}"
+            if isinstance(uniformize, tuple)
+            else type_name(uniformize)
+        )
+        raise TypeError(
+            "uniformize must be None or a pair (ids, assignment): hard superpixel ids, a Tensor (B, H, W), "
+            f"and their sparse_ops.SuperpixelAssignment, got {got}"
+        )
+    ids, assignment = uniformize
+    b, _, h, w = s.shape
+    if ids.shape != (b, h, w):
+        raise ValueError(
+            f"uniformize's ids must have shape (B, H, W) = {(b, h, w)} of s, got {tuple(ids.shape)}"
+        )
+    if ids.device != s.device or assignment.device != s.device:
+        raise ValueError(
+            f"uniformize's ids and assignment must be on the device of s ({s.device}), got {ids.device} and "
+            f"{assignment.device}"
+        )
+
+
 def _residual(out: Tensor, u: Tensor) -> Tensor:
     """``F + U`` of the zero-residual init, in the stack's dtype (``U`` is float32: in a stack converted to
     another dtype the sum was promoted to float32, where the other inits give the stack's dtype)."""
@@ -489,6 +539,9 @@ class SegmentationOnly(nn.Module):
         - Output: dict with ``logits`` = ``seg_logits`` ``(B, C, H, W)``,
           ``superpixels`` = ``assoc`` = ``None``.
 
+    Raises:
+        TypeError: ``deeplab`` not an ``nn.Module``.
+
     Its ``state_dict`` is the wrapped network's, keys without the ``deeplab.`` of the attribute, and
     ``load_state_dict`` takes such a one: what a ``seg`` checkpoint holds, next to the wrapped network's
     config (:func:`~examples.voc_joint.models.build.model_config` of the wrapper), so a wrapper saves and
@@ -506,6 +559,8 @@ class SegmentationOnly(nn.Module):
 
     def __init__(self, deeplab: nn.Module) -> None:
         super().__init__()
+        if not isinstance(deeplab, nn.Module):  # (was accepted, and failed at the first forward)
+            raise TypeError(f"deeplab must be an nn.Module, got {type(deeplab).__name__} ({deeplab!r})")
         self.deeplab = deeplab
         self.register_state_dict_post_hook(_unwrapped_state)
         self.register_load_state_dict_pre_hook(_wrapped_state)
@@ -552,13 +607,15 @@ class JointModel(nn.Module):
             ``deeplab.config["num_classes"]``
             (:class:`DeepLabV3Plus`), or an unknown ``mode``, ``fusion_activation`` or ``fusion_init``; in
             :meth:`refine`, ``seg_logits`` without ``num_classes`` channels or ``assoc`` of another batch or
-            image size; in ``forward``, what the networks' ``check_input`` refuses (where a network has
-            one: :class:`DeepLabV3Plus`, :class:`SpixelFCN`; named ``seg_input`` or ``spixel_input``), e.g.
-            an input on another device than the network's ``input_weight`` or one image in training mode.
+            image size or on another device; in ``forward``, what the networks' ``check_input`` refuses
+            (where a network has one: :class:`DeepLabV3Plus`, :class:`SpixelFCN`; named ``seg_input`` or
+            ``spixel_input``), e.g. an input on another device than the network's ``input_weight`` or one
+            image in training mode.
         TypeError: a flag that is not a bool, ``deeplab`` or ``spixelfcn`` not an ``nn.Module``,
-            ``fusion_hidden`` not a sequence; in :meth:`refine`, ``seg_logits`` or ``assoc`` not a Tensor; in
-            ``forward``, an input that is not a floating-point tensor or, outside ``torch.autocast``, of
-            another dtype than its network's ``input_weight``.
+            ``fusion_hidden`` not a sequence, ``generator`` not ``None``, a ``torch.Generator`` or an int seed
+            (with or without ``fusion``); in :meth:`refine`, ``seg_logits`` or ``assoc`` not a floating-point
+            Tensor; in ``forward``, an input that is not a floating-point tensor or, outside
+            ``torch.autocast``, of another dtype than its network's ``input_weight``.
 
     Shape:
         - Input: ``seg_input (B, 3, H, W)``, ``spixel_input (B, 3, H, W)``.
@@ -644,6 +701,8 @@ class JointModel(nn.Module):
             FusionActivation, one_of(fusion_activation, "fusion_activation", FUSION_ACTIVATIONS)
         )
         self.fusion: FusionStack | None = None
+        if not fusion:  # checked as the stack would (an object() or "abc" was accepted without one)
+            as_generator(generator)
         if fusion:
             self.fusion = FusionStack(
                 self.num_classes, fusion_hidden, fusion_activation, fusion_init, generator=generator
@@ -729,7 +788,13 @@ class JointModel(nn.Module):
 
     def refine(self, seg_logits: Tensor, assoc: Tensor) -> tuple[Tensor, Tensor]:
         """Everything after the two networks: ``(final logits, hard ids)`` from ``S`` and ``Q`` (cast to
-        float32; the fusion stack computes in its parameters' dtype, float32 unless converted)."""
+        float32; the fusion stack computes in its parameters' dtype, float32 unless converted).
+
+        Raises:
+            TypeError: ``seg_logits`` or ``assoc`` not a floating-point Tensor.
+            ValueError: ``seg_logits`` not ``(B, num_classes, H, W)``, ``assoc`` not ``(B, 9, H, W)`` of it or
+                on another device.
+        """
         for name, value in (("seg_logits", seg_logits), ("assoc", assoc)):
             if not isinstance(value, Tensor):  # (was "'list' object has no attribute 'dim'")
                 raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}")
@@ -746,6 +811,14 @@ class JointModel(nn.Module):
             raise ValueError(
                 f"assoc must have shape (B, 9, H, W) with the B, H, W of seg_logits "
                 f"{tuple(seg_logits.shape)}, got {tuple(assoc.shape)}"
+            )
+        for name, value in (("seg_logits", seg_logits), ("assoc", assoc)):  # before the cast to float32,
+            # which took integer, bool and complex tensors (a bool association, complex logits) silently
+            if not value.is_floating_point():
+                raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+        if assoc.device != seg_logits.device:  # (the ops below named their own arguments, x and superpixels)
+            raise ValueError(
+                f"assoc must be on the device of seg_logits ({seg_logits.device}), got {assoc.device}"
             )
         s, q = seg_logits.float(), assoc.float()
         if self.compile_refine:
