@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN
-from examples.voc_joint.models.deeplabv3plus import build_resnet_backbone, load_backbone_weights
+from examples.voc_joint.models.deeplabv3plus import ASPP, build_resnet_backbone, load_backbone_weights
 
 
 def _feature_sizes(net: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
@@ -127,6 +127,86 @@ def test_backbone_weights_errors(tmp_path) -> None:
     torch.save({"conv1.weight": torch.zeros(3)}, wrong)
     with pytest.raises(ValueError, match="do not match the backbone: missing keys"):
         load_backbone_weights(net, wrong)
+
+
+@pytest.mark.parametrize(
+    "backbone,got",
+    [
+        (None, "NoneType (None)"),
+        ({"conv1.weight": torch.zeros(3)}, "dict ({'conv1.weight'"),
+        ("resnet18", "str"),
+    ],
+)
+def test_backbone_weights_backbone_not_a_module(tmp_path, backbone: object, got: str) -> None:
+    path = tmp_path / "w.pth"  # an existing file: before, None reached backbone.state_dict() (AttributeError)
+    torch.save({"conv1.weight": torch.zeros(3)}, path)
+    with pytest.raises(TypeError, match=re.escape(f"backbone must be an nn.Module, got {got}")):
+        load_backbone_weights(backbone, path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,out_channels,dilations",
+    [
+        ((4,), {}, 256, [1, 6, 12, 18]),  # the defaults
+        ((4, 8), {}, 8, [1, 6, 12, 18]),
+        ((4, 8), {"rates": (6, 12, 18)}, 8, [1, 6, 12, 18]),
+        ((4, 8), {"rates": [12, 24, 36], "dropout": 0.1}, 8, [1, 12, 24, 36]),
+        ((4, 8), {"rates": (1,), "dropout": 0}, 8, [1, 1]),  # one rate, an int dropout
+        ((1, 1), {"rates": range(1, 9), "dropout": 0.99}, 1, [1, *range(1, 9)]),  # the bounds
+    ],
+)
+def test_aspp_valid_arguments_build_and_run(
+    args: tuple[int, ...], kwargs: dict[str, object], out_channels: int, dilations: list[int]
+) -> None:
+    torch.manual_seed(0)
+    aspp = ASPP(*args, **kwargs)  # type: ignore[arg-type]
+    assert [branch[0].dilation[0] for branch in aspp.branches] == dilations
+    y = aspp(torch.randn(2, args[0], 9, 7))  # training mode: the pooling branch's BatchNorm needs B >= 2
+    assert y.shape == (2, out_channels, 9, 7) and bool(torch.isfinite(y).all())
+
+
+_WIDTH = r"must be an int in \[1, 4096\], got "
+_RATES = r"rates must be 1 to 8 ints in \[1, 1024\], got "
+_DROPOUT = r"dropout must be a finite number in \[0, 1\), got "
+
+
+@pytest.mark.parametrize(
+    "args,kwargs,error,match",
+    [
+        ((-1,), {}, ValueError, "in_channels " + _WIDTH + "-1$"),  # was a raw "negative dimension" error
+        ((0, 8), {}, ValueError, "in_channels " + _WIDTH + "0$"),  # was accepted
+        ((4097, 8), {}, ValueError, "in_channels " + _WIDTH + "4097$"),
+        ((4.0, 8), {}, ValueError, "in_channels " + _WIDTH + r"4\.0$"),
+        ((True, 8), {}, ValueError, "in_channels " + _WIDTH + "True$"),
+        ((4, 8.5), {}, ValueError, "out_channels " + _WIDTH + r"8\.5$"),  # was "divisible by groups"
+        ((4, 0), {}, ValueError, "out_channels " + _WIDTH + "0$"),
+        ((4, -1), {}, ValueError, "out_channels " + _WIDTH + "-1$"),
+        ((4, "8"), {}, ValueError, "out_channels " + _WIDTH + "'8'$"),
+        ((4, 8), {"rates": 6}, TypeError, r"rates must be a sequence of ints, got int \(6\)"),  # not iterable
+        ((4, 8), {"rates": "6"}, TypeError, r"rates must be a sequence of ints, got str \('6'\)"),
+        ((4, 8), {"rates": b"\x06"}, TypeError, r"rates must be a sequence of ints, got bytes"),
+        ((4, 8), {"rates": {6, 12, 18}}, TypeError, r"rates must be a sequence of ints, got set"),
+        ((4, 8), {"rates": (0, 12, 18)}, ValueError, _RATES + r"\(0, 12, 18\)"),  # was accepted
+        ((4, 8), {"rates": (6.5, 12, 18)}, ValueError, _RATES + r"\(6\.5, 12, 18\)"),  # was accepted
+        ((4, 8), {"rates": (-6, 12, 18)}, ValueError, _RATES + r"\(-6, 12, 18\)"),
+        ((4, 8), {"rates": (True, 12, 18)}, ValueError, _RATES + r"\(True, 12, 18\)"),
+        ((4, 8), {"rates": (6, 12, 1025)}, ValueError, _RATES + r"\(6, 12, 1025\)"),
+        ((4, 8), {"rates": [np.int64(6), 12, 18]}, ValueError, _RATES),
+        ((4, 8), {"rates": ()}, ValueError, _RATES + r"\(\)"),
+        ((4, 8), {"rates": (1,) * 9}, ValueError, _RATES + r"\(1, 1, 1"),
+        ((4, 8), {"dropout": float("nan")}, ValueError, _DROPOUT + "nan$"),  # was accepted
+        ((4, 8), {"dropout": float("inf")}, ValueError, _DROPOUT + "inf$"),
+        ((4, 8), {"dropout": 1.0}, ValueError, _DROPOUT + r"1\.0$"),
+        ((4, 8), {"dropout": -0.1}, ValueError, _DROPOUT + r"-0\.1$"),
+        ((4, 8), {"dropout": True}, ValueError, _DROPOUT + "True$"),
+        ((4, 8), {"dropout": "0.5"}, ValueError, _DROPOUT + "'0.5'$"),
+    ],
+)
+def test_aspp_argument_errors(
+    args: tuple[object, ...], kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        ASPP(*args, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("size", [(21, 30), (16, 16), (1, 1), (37, 5)])

@@ -22,6 +22,7 @@ Backbone weights can come from a LOCAL file (``backbone_weights=PATH``), read wi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import MAX_CLASSES, MAX_WIDTH, bounded_int, check_images, one_of
+from ._checks import (
+    MAX_CLASSES,
+    MAX_WIDTH,
+    bounded_int,
+    check_images,
+    is_number_within,
+    one_of,
+    type_name,
+)
 
 __all__ = ["ASPP", "BACKBONES", "DeepLabV3Plus", "build_resnet_backbone", "load_backbone_weights"]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+#: Bounds of ASPP's atrous rates (each one a dilation and a padding; the paper's largest is 36) and of their
+#: number (each one a branch of ``in_channels x out_channels x 9`` weights; the paper has three).
+MAX_ASPP_RATE, MAX_ASPP_RATES = 1024, 8
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int, dilation: int = 1) -> nn.Sequential:
@@ -122,7 +134,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     torchvision's original ImageNet weights): they start at 0, as in torch's own loading.
 
     Raises:
-        TypeError: ``path`` not a str or an ``os.PathLike`` returning str (e.g. bytes).
+        TypeError: ``backbone`` not an ``nn.Module``, or ``path`` not a str or an ``os.PathLike`` returning
+            str (e.g. bytes).
         FileNotFoundError: the file does not exist.
         IsADirectoryError: ``path`` is a folder.
         ValueError: the file is damaged, holds pickled objects or is not a state dict (str keys, tensor
@@ -130,6 +143,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             is not a dense floating-point tensor with data (a meta or sparse one) or holds NaN or infinite
             values (named).
     """
+    if not isinstance(backbone, nn.Module):  # (was: "'NoneType' object has no attribute 'state_dict'")
+        raise TypeError(f"backbone must be an nn.Module, got {type_name(backbone)} ({backbone!r})")
     _check_weights_path(path, "path")
     path = Path(path)
     if path.is_dir():
@@ -214,8 +229,15 @@ class ASPP(nn.Module):
     Args:
         in_channels: input channels (512 for ResNet-18/34, 2048 for ResNet-50+).
         out_channels: channels of every branch and of the output (256 in the paper).
-        rates: the three atrous rates ((6, 12, 18) at OS16, (12, 24, 36) at OS8).
-        dropout: dropout after the projection.
+        rates: the atrous rates, one 3x3 branch each ((6, 12, 18) at OS16, (12, 24, 36) at OS8): a sequence
+            (not a str or bytes) of 1 to 8 ints in ``[1, 1024]``.
+        dropout: dropout probability after the projection, in ``[0, 1)``.
+
+    Raises:
+        ValueError: ``in_channels`` or ``out_channels`` not an int in ``[1, 4096]`` (the widths'
+            bounds of :class:`DeepLabV3Plus`), ``rates`` not 1 to 8 ints in ``[1, 1024]`` (bools refused),
+            ``dropout`` not a finite number in ``[0, 1)``.
+        TypeError: ``rates`` not a sequence (e.g. one int), or a str or bytes.
 
     Shape:
         - Input: ``(B, C_in, h, w)``.
@@ -226,10 +248,25 @@ class ASPP(nn.Module):
         self,
         in_channels: int,
         out_channels: int = 256,
-        rates: tuple[int, int, int] = (6, 12, 18),
+        rates: Sequence[int] = (6, 12, 18),
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
+        # the widths' bounds of DeepLabV3Plus (aspp_channels); checked before any layer is built (a raw
+        # "negative dimension" RuntimeError, 0 accepted, a float's "divisible by groups")
+        bounded_int(in_channels, "in_channels", MAX_WIDTH)
+        bounded_int(out_channels, "out_channels", MAX_WIDTH)
+        if isinstance(rates, (str, bytes, bytearray)) or not isinstance(rates, Sequence):
+            raise TypeError(f"rates must be a sequence of ints, got {type_name(rates)} ({rates!r})")
+        rates = tuple(rates)
+        if not 1 <= len(rates) <= MAX_ASPP_RATES or not all(
+            isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= MAX_ASPP_RATE for r in rates
+        ):  # each one a dilation and a padding: 0 and 6.5 were accepted
+            raise ValueError(
+                f"rates must be 1 to {MAX_ASPP_RATES} ints in [1, {MAX_ASPP_RATE}], got {rates!r}"
+            )
+        if not is_number_within(dropout, 1.0) or not 0 <= dropout < 1:  # NaN was accepted
+            raise ValueError(f"dropout must be a finite number in [0, 1), got {dropout!r}")
         self.branches = nn.ModuleList(
             [_conv_bn_relu(in_channels, out_channels, 1)]
             + [_conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in rates]
