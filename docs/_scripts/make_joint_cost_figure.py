@@ -1,7 +1,8 @@
 """Make ``docs/_static/joint_cost.png``: where the joint step's time and saved memory go.
 
 Reads the committed runs of the current code in ``JOINT_JSONS`` (written by ``benchmarks/bench_joint.py``,
-one configuration each: ResNet-18 / 128 px and ResNet-101 / 256 px of 2026-12-03) and draws, per
+one configuration each: ResNet-18 / 128 px and ResNet-101 / 256 px of 2026-12-06, an AMD EPYC VM of family
+26) and draws, per
 configuration, one ``joint_hard_ti`` training step as a stacked bar in units of DeepLabV3+ alone's step.
 Left, time: DeepLabV3+ counts 1, and the measured overhead above it is split over the other parts in
 proportion to their times in the breakdown (each part timed alone, forward + backward; timed alone they add
@@ -30,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: the runs drawn, one configuration each (same row and breakdown schema as ``joint.json``, which holds both
 #: configurations of 2026-12-01, the code of that day)
 JOINT_JSONS = (
-    ROOT / "benchmarks" / "results" / "joint_resnet18_20261205_convadd_5_epyc.json",
-    ROOT / "benchmarks" / "results" / "joint_resnet101_20261205_convadd_epyc.json",
+    ROOT / "benchmarks" / "results" / "joint_resnet18_20261206_f26_series_10_epyc.json",
+    ROOT / "benchmarks" / "results" / "joint_resnet101_20261206_f26_epyc.json",
 )
 OUT = ROOT / "docs" / "_static" / "joint_cost.png"
 
