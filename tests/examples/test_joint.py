@@ -995,6 +995,16 @@ def test_the_generator_is_checked_without_a_fusion_stack_too(generator: object) 
     JointModel(deeplab, spixel, 3, fusion=False, generator=torch.Generator().manual_seed(1))
 
 
+def test_fusion_stack_stores_the_activation_option_itself() -> None:
+    """A numpy str equal to an option was stored as given (JointModel stores the option, a plain str)."""
+    fuse = FusionStack(3, [6], activation=np.str_("leaky_relu"))  # type: ignore[arg-type]  # the numpy str is the point
+    assert type(fuse.activation) is str and fuse.activation == "leaky_relu"
+    with pytest.raises(
+        ValueError, match=r"activation must be one of \('relu', 'leaky_relu', None\), got 'gelu'"
+    ):
+        FusionStack(3, [6], activation="gelu")  # type: ignore[arg-type]  # the wrong value is the point
+
+
 @pytest.mark.parametrize("network", [None, "x", torch.zeros(2)])
 def test_segmentation_only_refuses_what_is_not_a_module(network: object) -> None:
     """Was accepted, and failed at the first forward ("'str' object is not callable"); JointModel says it."""

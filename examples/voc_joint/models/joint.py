@@ -239,6 +239,8 @@ class FusionStack(nn.Module):
         # the bounds JointModel and a checkpoint's config have (unbounded, FusionStack(3, [2**40]) tried to
         # allocate 52 TB and fusion_target_weight(2**40) ran half a minute into a MemoryError)
         hidden = _fusion_hidden(hidden, c, "hidden")
+        # the option itself, a plain str (a numpy str equal to one was stored as given)
+        activation = cast(FusionActivation, one_of(activation, "activation", FUSION_ACTIVATIONS))
         self.num_classes = c
         self.init = init
         self.activation = activation
