@@ -113,7 +113,11 @@ def load_fused_stack(ap: argparse.ArgumentParser, root: Path, label: str) -> Cal
     package over the checkout's ``models`` folder, so that the module's relative imports (its helper modules)
     come from the same checkout, without running the folder's ``__init__`` (which imports every model). A
     module that does not load or has no callable ``fused_stack`` is a usage error naming ``label`` (the
-    option)."""
+    option).
+
+    The checkout's ``fused_conv_stack.py`` registers the operators of this checkout's again (the same names):
+    torch.library replaces them, and this checkout's stack reaches them by name at every call
+    (``fused_conv_stack._ops``), so both sides run the operators registered last, the loaded checkout's."""
     path = root / MODULE
     package = f"_ab_fusion_{label.strip('-')}"
     for name in [n for n in sys.modules if n == package or n.startswith(f"{package}.")]:

@@ -573,6 +573,33 @@ def _previous_checkout(tmp_path: Path, source: str, conv_source: str | None = No
     return (tmp_path / "previous").resolve()
 
 
+def test_ab_fusion_leaves_this_checkouts_fusion_operators_working(tmp_path):
+    """ab_fusion.py loads a previous checkout's fused stack into this process; its fused_conv_stack.py
+    registers the same operator names (``transinit_examples::add_rows_``, the sign bits), and torch.library
+    replaces a registered name by destroying the first registration. This checkout's stack called its own
+    operator objects, so after such a load its superpixel pooling failed ("Tried to access the schema for
+    which doesn't have a schema registered yet"; in CI, every later test of that worker that ran the hard
+    fusion on the CPU). It looks the operators up by name at each call: both copies now work."""
+    import sparse_ops
+    from examples.voc_joint.models.joint import FusionStack
+
+    ab = _import("ab_fusion")
+    previous = _previous_checkout(tmp_path, (ROOT / ab.MODULE).read_text())
+    parser = ab.build_parser()
+    loaded = ab.load_fused_stack(parser, previous, "--previous")
+    ids = torch.arange(16).remainder(3).view(1, 4, 4)
+    assignment = sparse_ops.SuperpixelAssignment(ids, 3)
+    s = torch.randn(1, 3, 4, 4, requires_grad=True)
+    fuse = FusionStack(3, [6])
+    if not fuse.folds_uniformization(s.device):
+        pytest.skip("the fused stack does not pool on this build (no oneDNN products)")
+    out = fuse(s, None, recompute=True, uniformize=(ids, assignment))  # this checkout's stack, pooled
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), assignment.uniformize(s.detach()), atol=1e-5, rtol=1e-5)
+    assert s.grad is not None and bool(torch.isfinite(s.grad).all())
+    assert callable(loaded)
+
+
 def test_ab_fusion_reports_a_backward_that_is_not_bit_identical(tmp_path, capsys):
     """A previous fused_stack whose weight gradients are scaled by 1 + 2**-20: the rows say which tensors
     differ (the weights' gradients only), by how much, and the table shows it."""

@@ -833,13 +833,17 @@ def test_pooled_packs_signs_only_for_a_backward_through_an_activation(
     a backward will read them: not without autograd (inference keeps nothing) and not without an activation
     (nothing to scale); the output is the same either way."""
     calls: list[int] = []
-    pack = fcs._pack_signs_
+    ops = fcs._ops  # the stack calls its operators through this namespace (looked up at every call)
 
-    def spy(signs: Tensor, chunk: int, h: Tensor) -> None:
-        calls.append(chunk)
-        pack(signs, chunk, h)
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ops(), name)
 
-    monkeypatch.setattr(fcs, "_pack_signs_", spy)
+        def pack_signs_(self, signs: Tensor, chunk: int, h: Tensor) -> None:
+            calls.append(chunk)
+            ops().pack_signs_(signs, chunk, h)
+
+    monkeypatch.setattr(fcs, "_ops", Spy)
     s, u, ids, n_s = _pooled_case(torch.float32, seed=19)
     ws, bs = _params([6, 8, 8, 3], [True, True, True], torch.float32, torch.device("cpu"))
     pool = _pool(ids, n_s, torch.float32)
@@ -1218,3 +1222,31 @@ def test_a_nan_in_s_reaches_the_output_as_in_the_plain_stack(activation: str | N
     assert plain.isnan().any()
     assert torch.equal(fused.isnan(), plain.isnan())
     torch.testing.assert_close(fused.nan_to_num(0.0), plain.nan_to_num(0.0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not fcs.conv_products_available(torch.device("cpu"), torch.float32), reason="no oneDNN")
+def test_the_pooled_stack_calls_its_operators_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack reaches its three operators through ``torch.ops.transinit_examples`` at every call, not
+    through this module's ``CustomOpDef`` objects: a second copy of the module (``benchmarks/ab_fusion.py``
+    loads a previous checkout's) re-registers the names, which destroys the first registration and leaves
+    those objects with handles to removed operators (random failures later in the process: "Tried to access
+    the schema for  which doesn't have a schema registered yet", ``std::bad_alloc``). With the objects made
+    unusable, the pooled stack's forward and backward still run and match the stack without pooling."""
+
+    def gone(*args: object, **kwargs: object) -> None:
+        raise AssertionError("called through the module's CustomOpDef object")
+
+    for name in ("_add_rows_", "_pack_signs_", "_unpack_signs_"):
+        monkeypatch.setattr(fcs, name, gone)
+    gen = torch.Generator().manual_seed(0)
+    ws, bs = _params([6, 8, 8, 3], [True, True, True], torch.float32, torch.device("cpu"))
+    s = torch.randn(2, 3, 5, 7, generator=gen, requires_grad=True)
+    ids = torch.randint(0, 4, (2, 35), generator=gen)
+    counts = torch.stack([torch.bincount(row, minlength=4) for row in ids]).float()
+    inv = torch.where(counts > 0, 1 / counts, 0.0)
+    u = torch.randn(2, 4, 3, generator=gen)
+    pooled = fused_stack(s, u, ws, bs, 0.0, recompute=True, pool=(ids, inv), products="conv")
+    pooled.sum().backward()
+    assert s.grad is not None and bool(torch.isfinite(s.grad).all())
+    per_pixel = fused_stack(s.detach(), u, ws, bs, 0.0, pool=(ids, inv), products="mm")
+    torch.testing.assert_close(pooled.detach(), per_pixel, atol=1e-5, rtol=1e-5)

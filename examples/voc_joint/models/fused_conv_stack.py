@@ -206,6 +206,20 @@ def _(out: Tensor, signs: Tensor, chunk: int) -> None:
     return None
 
 
+def _ops() -> Any:
+    """The namespace of the three operators above as registered now, ``torch.ops.transinit_examples``: the
+    stack calls them through it, looked up at every call, not through the ``CustomOpDef`` objects above.
+
+    A second copy of this module in the process (``benchmarks/ab_fusion.py`` loads a previous checkout's
+    next to this one, as do its tests) registers the same names again; torch.library then destroys the first
+    registration, and the first copy's objects keep handles to the operators it removed. Calls through them
+    failed at random, later in the process: "Tried to access the schema for  which doesn't have a schema
+    registered yet" or ``MemoryError: std::bad_alloc`` (a CI worker, 2026-12-06). torch clears its
+    ``torch.ops`` cache when it removes an operator, so a lookup by name reaches the live registration (of
+    either copy: the same operators)."""
+    return torch.ops.transinit_examples
+
+
 def _table_buffer(s: Tensor, table: Tensor | None, chunk_rows: int, width: int) -> Tensor:
     """The buffer :func:`_table_rows` writes every chunk's rows of ``T`` into, ``(chunk_rows W, h_1)``; empty
     (new tensors instead) without ``T``, under the compiler, or where ``T`` requires grad (an ``out=`` is
@@ -273,9 +287,9 @@ class _FusedConvStack(torch.autograd.Function):
             )
             if pool_ids is not None:
                 last = _rows_view(hs.pop())
-                _add_rows_(sums, b, pool_ids[b, r.start * width : r.stop * width], last)
+                _ops().add_rows_(sums, b, pool_ids[b, r.start * width : r.stop * width], last)
                 if keep_sign:
-                    _pack_signs_(signs, i, last.view(-1))
+                    _ops().pack_signs_(signs, i, last.view(-1))
             else:
                 out[b : b + 1, :, r].copy_(F.conv2d(hs[-1], filters[-1], bs[-1]))
             if not recompute:
@@ -376,14 +390,14 @@ class _FusedConvStack(torch.autograd.Function):
                     assert sign_buf is not None
                     n = g_rows.numel()
                     sign = sign_buf[:n]
-                    _unpack_signs_(sign, signs, i)
+                    _ops().unpack_signs_(sign, signs, i)
                     act_backward_(g_rows, sign.view(g_rows.shape), slope)
             else:
                 g.copy_(grad[b : b + 1, :, r])  # the gradient of the last layer's output, in channels_last
             for layer in range(top, lowest - 1, -1):
                 want_input = layer > lowest or conv_need_x
                 if layer == 0 and g_table is not None:
-                    _add_rows_(g_table, b, pool_ids[b, r.start * width : r.stop * width], _rows_view(g))
+                    _ops().add_rows_(g_table, b, pool_ids[b, r.start * width : r.stop * width], _rows_view(g))
                 # the bias's gradient, the sum of g over the chunk's pixels: a reduction of g's pixel matrix,
                 # not convolution_backward's (whose bias output took 0.5 ms more a chunk of 8192 x 128 on the
                 # 2-core Intel Xeon VM: 2.03 -> 2.52 ms; T holds the first bias with U per superpixel)
