@@ -182,6 +182,7 @@ def test_overhead_table_check_itself() -> None:
 
 #: The uniformization page's per-run tables: the text just before each table, and its result file.
 UNIFORMIZE_TABLES = [
+    ("bench_uniformize_cpu_20261206_f26_epyc.json``, load", "bench_uniformize_cpu_20261206_f26_epyc.json"),
     ("bench_uniformize_cpu_20261202_epyc.json``, load", "bench_uniformize_cpu_20261202_epyc.json"),
     ("bench_uniformize_cpu_20261201_xeon.json``;", "bench_uniformize_cpu_20261201_xeon.json"),
     ("bench_uniformize_cpu_20261201_epyc.json``, load", "bench_uniformize_cpu_20261201_epyc.json"),
