@@ -115,7 +115,7 @@ def load_fused_stack(ap: argparse.ArgumentParser, root: Path, label: str) -> Cal
     module that does not load or has no callable ``fused_stack`` is a usage error naming ``label`` (the
     option).
 
-    The checkout's ``fused_conv_stack.py`` registers the operators of this checkout's again (the same names):
+    The checkout's ``fused_conv_stack.py`` registers this checkout's operators again (the same names):
     torch.library replaces them, and this checkout's stack reaches them by name at every call
     (``fused_conv_stack._ops``), so both sides run the operators registered last, the loaded checkout's."""
     path = root / MODULE
