@@ -463,7 +463,8 @@ def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch
         kinds = [r["kind"] for r in rows]
         assert kinds.count("latest") >= 1 and kinds.count("previous") >= 2 and kinds.count("earlier") >= 3
     resnet18 = module.runs("cpu_resnet18_b2_128")
-    newest = sorted(resnet18, key=lambda r: (r["date"], r["time"]))[-1]
+    newest = sorted(resnet18, key=lambda r: (r["date"], r["time"], module.natural_key(r["name"])))[-1]
+    assert module.natural_key("a_sort_9_b") < module.natural_key("a_sort_10_b")
     assert newest["kind"] == "latest" and resnet18[-1] == newest
     assert module.kind_of("joint_resnet18_20261206_f26_series_1_epyc.json") == "latest"
     assert module.kind_of("joint_resnet18_20261206_series_1_epyc.json") == "previous"

@@ -46,11 +46,14 @@ def _csv_table_after(text: str, marker: str) -> list[list[str]]:
     return [[c.strip() for c in row] for row in reader]
 
 
-def bench_ops_table_mismatches(text: str, result: dict) -> list[str]:
-    """Cells of the ``bench_ops`` table (the ``**Result, 2026-12-01**`` one) that differ from ``result``, each
-    value formatted as the table prints it: medians to 0.1 ms, ratios to 0.01, memory to whole MiB."""
-    command = "``python benchmarks/bench_ops.py --out benchmarks/results/bench_ops_cpu.json``"
-    rows = _csv_table_after(text, command)
+#: The text just before the first ``bench_ops`` table (the ``**Result, 2026-12-01**`` one).
+BENCH_OPS_FIRST = "``python benchmarks/bench_ops.py --out benchmarks/results/bench_ops_cpu.json``"
+
+
+def bench_ops_table_mismatches(text: str, result: dict, marker: str = BENCH_OPS_FIRST) -> list[str]:
+    """Cells of the ``bench_ops`` table after ``marker`` that differ from ``result``, each value formatted as
+    the table prints it: medians to 0.1 ms, ratios to 0.01, memory to whole MiB."""
+    rows = _csv_table_after(text, marker)
     assert rows, "the bench_ops table was not found"
     bad = []
     for row in rows:
@@ -86,11 +89,21 @@ def test_bench_ops_table_check_itself() -> None:
     assert bench_ops_table_mismatches(text, {"ops": {"pool_sum": op}}) == ["pool_sum: 108 (the JSON: 107)"]
 
 
-def test_bench_ops_table_matches_its_json() -> None:
+@pytest.mark.parametrize(
+    ("marker", "name"),
+    [
+        (BENCH_OPS_FIRST, "bench_ops_cpu.json"),
+        (
+            "``benchmarks/results/bench_ops_cpu_20261206_f26_epyc.json``, every check",
+            "bench_ops_cpu_20261206_f26_epyc.json",
+        ),
+    ],
+)
+def test_bench_ops_table_matches_its_json(marker: str, name: str) -> None:
     text = (ROOT / "docs" / "benchmarks.rst").read_text(encoding="utf-8")
-    result = json.loads((RESULTS / "bench_ops_cpu.json").read_text())
-    bad = bench_ops_table_mismatches(text, result)
-    assert not bad, "the bench_ops table differs from bench_ops_cpu.json:\n" + "\n".join(bad)
+    result = json.loads((RESULTS / name).read_text())
+    bad = bench_ops_table_mismatches(text, result, marker)
+    assert not bad, f"the bench_ops table differs from {name}:\n" + "\n".join(bad)
 
 
 def test_readme_transparent_row_matches_its_json() -> None:
@@ -578,19 +591,23 @@ def test_gpu_paper_speedup_range_matches_its_json() -> None:
 
 def test_readme_joint_row_cites_the_newest_resnet18_run() -> None:
     """The README's "Latest figures" joint-step row names the newest ResNet-18 run committed (by the date in
-    its file name, then the time it records: runs that record none, before 2026-12-05 evening, count as
-    earlier that day), in its footnote with that run's paired ratio, and its date column reaches that date."""
+    its file name, then the time it records, then the name with its numbers as numbers: runs that record
+    none, before 2026-12-05 evening, count as earlier that day), in its footnote with that run's paired
+    ratio, and its date column reaches that date."""
 
     def recorded_time(path: Path) -> str:
         entry = json.loads(path.read_text()).get("cpu_resnet18_b2_128", {})
         return str(entry.get("machine", {}).get("time", ""))
 
+    def natural(name: str) -> tuple[tuple[int, int | str], ...]:  # the series' numbers as numbers
+        return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", name) if p)
+
     runs = sorted(
-        (m.group(1), recorded_time(p), p.name)
+        (m.group(1), recorded_time(p), natural(p.name), p.name)
         for p in RESULTS.glob("joint_resnet18_2026*_epyc.json")
         if (m := re.match(r"joint_resnet18_(\d{8})_", p.name)) is not None
     )
-    date, _, name = runs[-1]
+    date, _, _, name = runs[-1]
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     text = " ".join(readme.split())
     assert f"`{name}`" in text, f"README: the newest ResNet-18 run {name} is not cited"

@@ -77,7 +77,8 @@ def kind_of(name: str) -> str:
 
 def runs(key: str, results: Path = RESULTS) -> list[dict[str, Any]]:
     """The runs of configuration ``key`` in the order they ran (by the date in the file name, then the time
-    a run records; runs that record none, before 2026-12-05 evening, count as earlier that day): ``{"name",
+    a run records, then the name with its numbers as numbers; runs that record no time, before 2026-12-05
+    evening, count as earlier that day): ``{"name",
     "date", "time", "paired", "kind"}`` each (``kind``: :func:`kind_of`)."""
     found = []
     for path in sorted(results.glob("joint_*resnet*_2026*.json")):
@@ -97,7 +98,13 @@ def runs(key: str, results: Path = RESULTS) -> list[dict[str, Any]]:
                 "kind": kind_of(path.name),
             }
         )
-    return sorted(found, key=lambda r: (r["date"], r["time"], r["name"]))
+    return sorted(found, key=lambda r: (r["date"], r["time"], natural_key(r["name"])))
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """``name`` ordered with its numbers as numbers: runs of a series that record the same minute stay in the
+    order they ran (``..._sort_9_...`` before ``..._sort_10_...``)."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
