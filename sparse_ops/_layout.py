@@ -128,8 +128,8 @@ class Layout(NamedTuple):
 RADIX_SORT_MIN = 32768
 
 
-def _transforms_active() -> bool:
-    """Whether a ``torch.func`` transform (vmap, grad, ...) runs (a private API, read defensively)."""
+def _functorch_transforms_active() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) runs (a private API, read defensively)."""
     active = getattr(torch._C, "_are_functorch_transforms_active", None)
     return bool(active()) if active is not None else False
 
@@ -148,7 +148,7 @@ def sort_rows(keys: Tensor) -> tuple[Tensor, Tensor]:
     the 2-D sort itself.
     """
     # (the tracing tests first: a test of a symbolic size would guard on it, and constrain a dynamic batch)
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or _transforms_active():
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or _functorch_transforms_active():
         return torch.sort(keys, dim=1, stable=True)
     rows, n = keys.shape
     if (

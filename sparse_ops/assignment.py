@@ -11,7 +11,7 @@ from torch import Tensor
 
 from sparse_ops import _checks, _float64
 from sparse_ops._kernels import apply_average, apply_decode, apply_pool, quiet_sparse_beta
-from sparse_ops._layout import Layout, build_layout
+from sparse_ops._layout import Layout, _functorch_transforms_active, build_layout
 
 __all__ = ["AUTO_BACKEND", "Backend", "Reduce", "SuperpixelAssignment"]
 
@@ -91,12 +91,6 @@ def validate_ids(
     _checks.check_id_range(
         labels.flatten(1), bound, per_image, "superpixels", bound_name=bound_name, advice=advice
     )
-
-
-def _functorch_transforms_active() -> bool:
-    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) runs (a private API, read defensively)."""
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(active()) if active is not None else False
 
 
 def _reciprocals(counts: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from sparse_ops import _checks
-from sparse_ops.assignment import _functorch_transforms_active
+from sparse_ops._layout import _functorch_transforms_active
 from sparse_ops.grid import NEIGHBOUR_OFFSETS, _pixel_cells, grid_shape, num_grid_cells
 from sparse_ops.relabel import SuperpixelIds
 

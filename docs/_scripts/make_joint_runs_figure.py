@@ -78,8 +78,8 @@ def kind_of(name: str) -> str:
 def runs(key: str, results: Path = RESULTS) -> list[dict[str, Any]]:
     """The runs of configuration ``key`` in the order they ran (by the date in the file name, then the time
     a run records, then the name with its numbers as numbers; runs that record no time, before 2026-12-05
-    evening, count as earlier that day): ``{"name",
-    "date", "time", "paired", "kind"}`` each (``kind``: :func:`kind_of`)."""
+    evening, count as earlier that day): ``{"name", "date", "time", "paired", "kind"}`` each (``kind``:
+    :func:`kind_of`)."""
     found = []
     for path in sorted(results.glob("joint_*resnet*_2026*.json")):
         match = _NAME.fullmatch(path.name)
