@@ -928,7 +928,7 @@ _PAIR += r"and their sparse_ops.SuperpixelAssignment, got "
         (
             lambda f, s, ids, a: f(s.to("meta"), s),
             ValueError,
-            r"u must be on the device of s \(meta\), got cpu",
+            r"^u must be on the same device as s \(meta\), got cpu; move it with u.to\(s.device\)$",
         ),
     ],
 )
@@ -957,7 +957,13 @@ def test_fusion_stack_arguments_are_named(call, exc: type, match: str) -> None: 
         ),
         (None, "bool", TypeError, r"^assoc must be a floating-point tensor, got dtype torch.bool$"),
         (None, "long", TypeError, r"^assoc must be a floating-point tensor, got dtype torch.int64$"),
-        (None, "meta", ValueError, r"^assoc must be on the device of seg_logits \(cpu\), got meta$"),
+        (
+            None,
+            "meta",
+            ValueError,
+            r"^assoc must be on the same device as seg_logits \(cpu\), got meta; move it with "
+            r"assoc.to\(seg_logits.device\)$",
+        ),
     ],
 )
 def test_refine_names_its_inputs(seg: str | None, assoc: str | None, exc: type, match: str) -> None:

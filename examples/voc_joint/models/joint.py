@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 import sparse_ops as so
+from sparse_ops._checks import check_same_device
 from sparse_ops.soft import _no_autocast
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 from transparent_init._checks import as_generator
@@ -366,8 +367,8 @@ class FusionStack(nn.Module):
             # complex ones lost their imaginary part with a warning only)
             if value is not None and not value.is_floating_point():
                 raise TypeError(f"{name} must be a floating-point tensor of logits, got dtype {value.dtype}")
-        if u is not None and u.device != s.device:  # (was PyTorch's "cross-device copies are not allowed")
-            raise ValueError(f"u must be on the device of s ({s.device}), got {u.device}")
+        if u is not None:  # (was PyTorch's "cross-device copies are not allowed")
+            check_same_device(s, "s", u, "u")
         if not isinstance(recompute, bool):  # (a str "no" turned the recomputation on)
             raise TypeError(f"recompute must be a bool, got {type_name(recompute)} ({recompute!r})")
         if u_of is not None and not callable(u_of):  # (was "'int' object is not callable" in backward)
@@ -818,10 +819,8 @@ class JointModel(nn.Module):
             # which took integer, bool and complex tensors (a bool association, complex logits) silently
             if not value.is_floating_point():
                 raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-        if assoc.device != seg_logits.device:  # (the ops below named their own arguments, x and superpixels)
-            raise ValueError(
-                f"assoc must be on the device of seg_logits ({seg_logits.device}), got {assoc.device}"
-            )
+        # (the ops below named their own arguments, x and superpixels)
+        check_same_device(seg_logits, "seg_logits", assoc, "assoc")
         s, q = seg_logits.float(), assoc.float()
         if self.compile_refine:
             if self._compiled is None:
