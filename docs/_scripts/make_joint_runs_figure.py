@@ -37,9 +37,10 @@ CONFIGS = (
 #: (2026-12-06: a bias's gradient as a sum, chunks of 16384 pixels), measured on an EPYC of family 26 (``f26``
 #: in the name; ``cpu_model`` records the family since then), a faster CPU than the EPYC runs before it
 #: (DeepLabV3+ alone 113-120 ms a step against 205-242 ms). Its Intel Xeon runs (``_xeon`` files) are not
-#: drawn here.
+#: drawn here; the main table of its lever study there is.
 LATEST = (
     "joint_resnet18_20261206_f26_",
+    "joint_levers_resnet18_20261206_f26_",
     "joint_resnet101_20261206_f26_",
 )
 #: The runs of the code before it, by file-name prefix: from 98aee38 (2026-12-05, evening: the fusion stack's
