@@ -438,6 +438,49 @@ def test_folded_zero_residual_adds_the_superpixel_means_of_the_u_given() -> None
         torch.testing.assert_close(fuse(s, u, uniformize=(ids, enc)), per_pixel(s, u, uniformize=(ids, enc)))
 
 
+@pytest.mark.parametrize("init", ["transparent", "zero_residual"])
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("given_u", [False, True])
+def test_a_masked_assignment_gives_the_uniformization_of_the_counted_pixels(
+    init: str, recompute: bool, given_u: bool
+) -> None:
+    """``uniformize`` with a masked assignment: ``F`` uniformized by that assignment (the means of the counted
+    pixels; a superpixel without one left as it is), values and gradients, as the plain stack followed by its
+    ``uniformize``; and ``U = None`` is that assignment's uniformization of ``S``. The float32 CPU stack
+    folded the uniformization here too: its last layer pooled every pixel of the ids, counted or not, divided
+    by the counted ones, and gave a superpixel without counted pixels 0 (2026-12-06, found by an audit)."""
+    fuse = FusionStack(4, [8, 8], "relu", init, generator=5)
+    with torch.no_grad():
+        fuse.convs[-1].weight.normal_(std=0.3)
+    fuse.cpu_chunk_rows = 12  # several chunks per image
+    plain = copy.deepcopy(fuse)
+    plain._impl = "concat"
+    g = torch.Generator().manual_seed(26)
+    ids = torch.randint(0, 6, (2, 5, 6), generator=g)
+    mask = torch.rand(2, 5, 6, generator=g) > 0.4
+    mask[ids == 2] = False  # superpixel 2: no counted pixel; superpixel 6: no pixel at all
+    enc = sparse_ops.SuperpixelAssignment(ids, 7, mask=mask)
+    s0 = torch.randn(2, 4, 5, 6, generator=g)
+    results = []
+    for stack in (fuse, plain):
+        s = s0.clone().requires_grad_(True)
+        u = enc.uniformize(s) if given_u or stack is plain else None
+        u_of = enc.uniformize if u is not None and recompute and stack is fuse else None
+        if stack is fuse:
+            out = stack(s, u, recompute=recompute, u_of=u_of, uniformize=(ids, enc))
+        else:
+            assert u is not None
+            out = enc.uniformize(stack(s, u))
+        results.append([out, *torch.autograd.grad(out.square().sum(), [s, *stack.parameters()])])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want)
+    if init == "transparent":  # a stack as initialized: F = U, uniformized (U is uniform already)
+        fresh = FusionStack(4, [8, 8], "relu", init, generator=5)
+        with torch.no_grad():
+            out = fresh(s0, None if not given_u else enc.uniformize(s0), uniformize=(ids, enc))
+        torch.testing.assert_close(out, enc.uniformize(s0), atol=1e-5, rtol=1e-5)
+
+
 def test_fusion_folds_the_uniformization_only_with_convolution_products() -> None:
     """``folds_uniformization`` (the last layer on superpixel means) holds only for the fused form with its
     oneDNN products (float32 on the CPU): not with the ``_products="mm"`` knob (the matrix products run the

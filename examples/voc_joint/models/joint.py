@@ -338,8 +338,10 @@ class FusionStack(nn.Module):
                 affine map is the map of the mean, so the fused form on the CPU runs the last layer on every
                 superpixel's mean of the last hidden layer and decodes that (one product per superpixel
                 instead of per pixel; the last hidden layer is kept for backward as packed sign bits) where
-                its products are oneDNN convolutions (float32 on the CPU); elsewhere the stack runs per
-                pixel and its output is uniformized. Same values up to float rounding.
+                its products are oneDNN convolutions (float32 on the CPU) and the assignment has no
+                ``mask``; elsewhere the stack runs per pixel and its output is uniformized (a masked
+                assignment's :meth:`~sparse_ops.SuperpixelAssignment.uniformize`: the means of the counted
+                pixels, a superpixel without any left as it is). Same values up to float rounding.
 
         Returns:
             ``F`` (B, C, H, W), contiguous in the fused form; with ``uniformize``, ``F`` uniformized.
@@ -386,7 +388,10 @@ class FusionStack(nn.Module):
             )
         out: Tensor
         c = self.num_classes
-        folded = uniformize is not None and self.folds_uniformization(s.device)
+        # (not for a masked assignment: its means leave out the pixels it does not count, and its
+        # uniformization leaves a superpixel with none unchanged, where the folded last layer pools every
+        # pixel of the ids into its superpixel's mean and gives such a superpixel 0)
+        folded = uniformize is not None and uniformize[1].mask is None and self.folds_uniformization(s.device)
         if u is None and not folded:  # U per pixel, rebuilt from S in backward when recomputing
             assert uniformize is not None
             # (U is rebuilt without the input checks, which S passed here: Dynamo refuses them in a backward)
@@ -458,7 +463,7 @@ class FusionStack(nn.Module):
     def folds_uniformization(self, device: torch.device) -> bool:
         """Whether :meth:`forward` with ``uniformize`` on ``device`` runs the last layer on superpixel means
         (the fused form with oneDNN products: float32 on the CPU) instead of uniformizing the per-pixel
-        output."""
+        output, for an assignment without a ``mask`` (a masked one is never folded)."""
         return (
             self._impl == "fused"
             and self._pool_last
