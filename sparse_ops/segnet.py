@@ -165,6 +165,24 @@ def _pooled_side(n: int, kernel: int, stride: int, padding: int, dilation: int, 
     return out
 
 
+#: The dtypes of ``values`` that :func:`max_unpool2d` takes: those PyTorch's scatter has kernels for (not
+#: float8 or complex32).
+_SCATTER_DTYPES = (
+    *_checks.FLOAT_DTYPES,
+    torch.complex64,
+    torch.complex128,
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.uint16,
+    torch.uint32,
+    torch.uint64,
+)
+
+
 def max_unpool2d(
     values: Tensor,
     indices: Tensor,
@@ -191,8 +209,9 @@ def max_unpool2d(
         Tensor[B, C, H, W] | Tensor[C, H, W]: the unpooled map.
 
     Raises:
-        TypeError: ``values`` or ``indices`` not a dense (strided) tensor, ``indices`` not int64,
-            ``output_size`` not a sequence of ints, or ``validate`` not a bool.
+        TypeError: ``values`` or ``indices`` not a dense (strided) tensor, ``values`` of a dtype PyTorch
+            cannot scatter (float8, complex32), ``indices`` not int64, ``output_size`` not a sequence of
+            ints, or ``validate`` not a bool.
         ValueError: ``values`` not 3-D or 4-D, ``indices`` of another shape or device, ``output_size`` not
             ending with a positive ``(H, W)`` or giving a map no tensor can hold (its size in bytes or its
             strides above ``2**63 - 1``; a size a tensor can hold but the memory cannot gets PyTorch's
@@ -224,6 +243,13 @@ def max_unpool2d(
     if indices.shape != values.shape:
         raise ValueError(
             f"indices must have the shape of values {tuple(values.shape)}, got shape {tuple(indices.shape)}"
+        )
+    if (
+        values.dtype not in _SCATTER_DTYPES
+    ):  # (float8, complex32: PyTorch's NotImplementedError named nothing)
+        raise TypeError(
+            "values must be a floating (float16/bfloat16/float32/float64), integer, bool or complex64/128 "
+            f"tensor, got dtype {values.dtype}"
         )
     if indices.dtype != torch.long:
         swapped = values.dtype == torch.long and indices.is_floating_point()

@@ -167,16 +167,26 @@ def _scores_by_id(
 def _check_classifier_dtype(
     features: Tensor, weight: Tensor, bias: Tensor | None, fix: str = "cast it with {name}.to(features.dtype)"
 ) -> None:
-    """Refuse classifier parameters of another dtype than ``features`` outside autocast (``F.linear`` raises a
-    ``RuntimeError`` then); ``fix`` is the advice, ``{name}`` the parameter's name."""
+    """Refuse classifier parameters of another dtype than ``features`` where ``F.linear`` would raise a
+    ``RuntimeError`` naming no argument: outside autocast, and under it where one of the two is float64
+    (autocast casts every floating tensor but a float64 one); ``fix`` is the advice, ``{name}`` the
+    parameter's name."""
     # the meta device has no autocast (torch.is_autocast_enabled raises there)
-    if features.is_meta or not torch.is_autocast_enabled(features.device.type):
-        for name, param in (("weight", weight), ("bias", bias)):  # autocast casts them itself
-            if param is not None and param.dtype != features.dtype:
-                raise TypeError(
-                    f"{name} must have the dtype of features ({features.dtype}), got {param.dtype}; "
-                    f"{fix.format(name=name)} or run under torch.autocast"
-                )
+    autocast = not features.is_meta and torch.is_autocast_enabled(features.device.type)
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is None or param.dtype == features.dtype:
+            continue
+        float64 = torch.float64 in (param.dtype, features.dtype)
+        if autocast and not float64:
+            continue  # autocast casts both to its own dtype
+        advice = fix.format(name=name)
+        if float64:
+            advice += " (torch.autocast casts no float64 tensor)"
+        else:
+            advice += " or run under torch.autocast"
+        raise TypeError(
+            f"{name} must have the dtype of features ({features.dtype}), got {param.dtype}; {advice}"
+        )
 
 
 @overload

@@ -104,6 +104,18 @@ class TestMaxUnpool(OpTester):
         ({1: None}, TypeError, "indices must be a Tensor"),
         ({2: 5}, TypeError, "output_size must be a sequence of ints"),
         ({2: (0, 5)}, ValueError, "output_size must end with a positive"),
+        # (PyTorch's scatter has no kernel for these: its NotImplementedError named no argument)
+        (
+            {0: lambda v: v.to(torch.float8_e4m3fn)},
+            TypeError,
+            r"^values must be a floating \(float16/bfloat16/float32/float64\), integer, bool or "
+            r"complex64/128 tensor, got dtype torch.float8_e4m3fn$",
+        ),
+        (
+            {0: lambda v: v.to(torch.float8_e5m2)},
+            TypeError,
+            "values must be a floating .* got dtype torch.float8_e5m2$",
+        ),
     ]
 
     def op(self, *args: Any, **kwargs: Any) -> Any:

@@ -255,6 +255,45 @@ def test_classifier_forward_checks_the_dtype_like_cam() -> None:
     assert logits.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize(
+    ("features_dtype", "weight_dtype"),
+    [(torch.float64, torch.float32), (torch.float32, torch.float64), (torch.float64, torch.bfloat16)],
+)
+def test_a_float64_mix_under_autocast_is_refused_naming_the_parameter(
+    features_dtype: torch.dtype, weight_dtype: torch.dtype
+) -> None:
+    """Under autocast the dtype check was skipped ("autocast casts them itself"), but autocast casts no
+    float64 tensor: a float64 side met the other one in ``F.linear``, whose RuntimeError ("expected m1 and m2
+    to have the same dtype") named nothing; the error outside autocast advised running under it, which gave
+    that RuntimeError. Now a TypeError naming ``weight`` in both, without that advice; a mix without float64
+    still runs under autocast and is refused outside it with the advice."""
+    g = torch.Generator().manual_seed(3)
+    f = torch.randn(2, 3, 4, 4, generator=g).to(features_dtype)
+    sp = torch.randint(0, 5, (2, 4, 4), generator=g)
+    weight = torch.randn(2, 3, generator=g).to(weight_dtype)
+    head = SuperpixelClassifier(3, 2).to(weight_dtype)
+    match = (
+        rf"^weight must have the dtype of features \({features_dtype}\), got {weight_dtype}; "
+        r".*\(torch\.autocast casts no float64 tensor\)$"
+    )
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for call in (
+                lambda: superpixel_cam(f, sp, 5, weight=weight),
+                lambda: head(f, sp, 5),
+                lambda: head.cam(f, sp, 5),
+            ):
+                with pytest.raises(TypeError, match=match):
+                    call()
+    half = torch.randn(2, 3, generator=g).to(torch.float16)  # no float64: autocast casts both
+    with pytest.raises(
+        TypeError, match=r"weight must have the dtype of features .* or run under torch\.autocast$"
+    ):
+        superpixel_cam(f.float(), sp, 5, weight=half)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert superpixel_cam(f.float(), sp, 5, weight=half).dtype == torch.bfloat16
+
+
 def test_classifier_errors_give_the_module_fix_not_the_functions() -> None:
     """Parameters of another dtype (``cam``) or device (forward and ``cam``) than the features: the module's
     errors advised ``cast it with weight.to(features.dtype)`` / ``move it with weight.to(features.device)``,
@@ -263,7 +302,10 @@ def test_classifier_errors_give_the_module_fix_not_the_functions() -> None:
     f = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=g)
     sp = torch.randint(0, 5, (2, 4, 4), generator=g)
     head = SuperpixelClassifier(3, 2)
-    dtype_fix = r"; cast the module with .to\(torch.float64\) \(the classifier's weight\) or run under"
+    dtype_fix = (  # (not "or run under torch.autocast", which casts no float64 tensor: the same error then)
+        r"; cast the module with .to\(torch.float64\) \(the classifier's weight\) \(torch.autocast casts no "
+        r"float64 tensor\)$"
+    )
     for call in (head, head.cam):
         with pytest.raises(TypeError, match=r"weight must have the dtype of features .*" + dtype_fix):
             call(f, sp, 5)
