@@ -671,6 +671,14 @@ def check_args(
                     f"--spixel-loss-weight {args.spixel_loss_weight:g} does not compute: drop it, or give a "
                     "--spixel-loss-weight above 0"
                 )
+    if "joint" in run and args.mode != "soft" and not args.spixel_loss_weight and is_given("spixel_lr"):
+        # (both runs of an audit, --spixel-lr 0 and 10, ended with the same SpixelFCN weights: no gradient)
+        parser.error(
+            f"{spelled('spixel_lr', args.spixel_lr)} does nothing with --mode {args.mode} and "
+            f"--spixel-loss-weight {args.spixel_loss_weight:g}: the joint stage then sends no gradient into "
+            "SpixelFCN (its weights stay as loaded): drop it, or give --mode soft or a --spixel-loss-weight "
+            "above 0"
+        )
     error = worker_tmpdir_error(args.workers, "--workers")
     if error:
         parser.error(error)

@@ -736,6 +736,41 @@ def test_joint_stage_without_spixel_loss_refuses_the_options_of_that_loss(
     assert train.main(train_args(tiny_voc, tmp_path / "ok", *argv[: -(len(given) + 2)], *given))
 
 
+@pytest.mark.parametrize(("mode", "stage"), [("hard", "joint"), ("none", "joint"), ("hard", "all")])
+def test_spixel_lr_is_refused_where_spixelfcn_gets_no_gradient(mode, stage) -> None:
+    """``--mode hard`` (or ``none``) with ``--spixel-loss-weight 0`` sends SpixelFCN no gradient: an audit's
+    two runs with ``--spixel-lr 0`` and ``10`` ended with the same SpixelFCN weights, and the start line
+    echoed the rate as if it mattered. Refused (exit status 2, naming why and the fix); accepted with
+    ``--mode soft`` or with the loss, and not given it is not refused."""
+    parser = train_options.build_parser()
+    scratch = ["--from-scratch"] if stage == "joint" else []  # (all pretrains both networks itself)
+    base = ["--stage", stage, *scratch, "--mode", mode, "--spixel-loss-weight", "0"]
+    argv = [*base, "--spixel-lr", "1e-6"]  # the default value, given
+    with pytest.raises(SystemExit) as info:
+        train_options.check_args(parser, parser.parse_args(argv), argv)
+    assert info.value.code == 2
+    train_options.check_args(parser, parser.parse_args(base), base)
+    for fix in (["--mode", "soft"], ["--spixel-loss-weight", "0.5"]):
+        fixed = [*argv, *fix]
+        train_options.check_args(parser, parser.parse_args(fixed), fixed)
+
+
+def test_spixel_lr_refusal_names_the_reason(tiny_voc, tmp_path, capsys) -> None:
+    """The refusal as the CLI prints it: before anything runs, naming the option, the mode, the weight and
+    the ways out."""
+    argv = ["--stage", "joint", "--from-scratch", "--max-steps", "1", "--spixel-loss-weight", "0"]
+    with pytest.raises(SystemExit) as info:
+        train.main(train_args(tiny_voc, tmp_path, *argv, "--spixel-lr", "0.5"))
+    assert info.value.code == 2
+    assert not tmp_path.joinpath("joint").exists()
+    err = capsys.readouterr().err
+    assert (
+        "error: --spixel-lr 0.5 does nothing with --mode hard and --spixel-loss-weight 0: the joint stage "
+        "then sends no gradient into SpixelFCN (its weights stay as loaded): drop it, or give --mode soft or "
+        "a --spixel-loss-weight above 0"
+    ) in err
+
+
 def test_stage_all_refuses_a_resume_path(tiny_voc, tmp_path, capsys) -> None:
     """``--stage all --resume PATH`` would ignore PATH: a usage error that says how ``all`` resumes."""
     ckpt = train.main(
