@@ -134,6 +134,35 @@ def test_docs_page_shows_the_committed_result(folder: str, seeds: int) -> None:
     assert md == ablation_report.format_markdown(summary, data["settings"])
 
 
+def test_docs_fusion_widths_table_shows_the_committed_runs() -> None:
+    """The fusion-widths table of docs/examples/ablation.rst: each row's final mIoU and boundary mIoU are
+    those of its committed run (``benchmarks/results/ablation_fusion_widths``), as ``ablation.md`` prints
+    them. Two cells had drifted from their runs, rounded twice (31.5 ± 1.8 for 1.745, 31.8 for 31.746; an
+    audit, 2026-12-06): this table was not checked."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    runs = root / "benchmarks" / "results" / "ablation_fusion_widths"
+
+    def summary(folder: str, init: str = "transparent") -> dict:
+        data = json.loads((runs / folder / "ablation.json").read_text())
+        return next(s for s in ablation_report.summarize(data["rows"]) if s["init"] == init)
+
+    page = (root / "docs" / "examples" / "ablation.rst").read_text()
+    lines = page.splitlines()
+    pm = ablation_report._pm
+    rows = {
+        "64 64 (the paper's)": summary("paper_64-64"),
+        "42 42": summary("hidden_42-42"),
+        "64": summary("hidden_64"),
+        "no fusion (control)": summary("paper_64-64", "no_fusion"),
+    }
+    for name, s in rows.items():
+        (line,) = [line for line in lines if line.startswith(f"   {name}, ")]
+        cells = [cell.strip() for cell in line.split(",")]
+        assert cells[2:4] == [pm(s["miou"]), pm(s["boundary_miou"])], (name, cells)
+
+
 def test_quoted_run_times_agree_with_the_docs_and_the_committed_run() -> None:
     """--help, the module docstring and ablation.rst quote the measured time (ablation.json's seconds, the
     pretraining included), and the same --quick time."""
