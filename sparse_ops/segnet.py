@@ -244,9 +244,8 @@ def max_unpool2d(
         raise ValueError(
             f"indices must have the shape of values {tuple(values.shape)}, got shape {tuple(indices.shape)}"
         )
-    if (
-        values.dtype not in _SCATTER_DTYPES
-    ):  # (float8, complex32: PyTorch's NotImplementedError named nothing)
+    # (float8, complex32: PyTorch's NotImplementedError named no argument)
+    if values.dtype not in _SCATTER_DTYPES:
         raise TypeError(
             "values must be a floating (float16/bfloat16/float32/float64), integer, bool or complex64/128 "
             f"tensor, got dtype {values.dtype}"
