@@ -167,11 +167,12 @@ def draw_hidden(
     """Logical hidden affine maps ``(A_l [h_l, h_{l-1}], b_l [h_l])`` in float64, drawn in layer order.
 
     ``A_l`` is semi-orthogonal rescaled to entries of scale ``1 / sqrt(h_l)`` (the rule of the authors' code).
-    A widening layer (``h_l >= h_{l-1}``) is a Haar draw with orthonormal columns, so the chain stays an exact
-    isometry of ``x``; a narrowing layer has orthonormal rows and is drawn as an isometry on the range of the
-    chain so far (including the bias direction when there is room), so the chain stays well conditioned
-    whatever the widths. ``b_l ~ N(0, 1 / h_l)`` (zero when the layer has no bias). Tiny draws are pushed away
-    from zero (see :data:`MIN_ABS_FRACTION`).
+    A widening layer (``h_l >= h_{l-1}``) is a Haar draw with orthonormal columns, so the chain stays an
+    isometry of ``x`` (up to the push of tiny entries below: singular values within about 1e-3 of 1); a
+    narrowing layer has orthonormal rows and is drawn as an isometry on the range of the chain so far
+    (including the bias direction when there is room), so the chain stays well conditioned whatever the
+    widths. ``b_l ~ N(0, 1 / h_l)`` (zero when the layer has no bias). Tiny draws are pushed away from zero
+    (see :data:`MIN_ABS_FRACTION`).
 
     ``carry_offset`` (the last layer has no bias): the last layer then solves with the chain's linear part
     and offset alone, so the offset needs a part outside the chain's range; with one spare dimension (a width
