@@ -464,11 +464,20 @@ def test_parse_verbose_log_plain_and_xdist():
             "[gw0] [ 80%] SKIPPED tests/b.py::test_w[cuda]",
             "[gw0] ERROR tests/b.py::test_v[cuda]",
             "some other line PASSED",
+            # ids with spaces in their parameters: cut at the first space, these merged into one id each
+            "tests/c.py::test_cmd[python x.py --device cuda] PASSED      [ 90%]",
+            "tests/c.py::test_cmd[python x.py --device cuda --amp] FAILED [ 95%]",
+            "[gw1] [ 97%] PASSED tests/d.py::test_dev[device cuda:0]",
+            "[gw0] [ 99%] PASSED tests/d.py::test_dev[device cuda:1 ]",
         ]
     )
     res = gpu_check.parse_verbose_log(log)
-    assert (res["passed"], res["failed"], res["errors"], res["skipped"]) == (2, 1, 1, 1)
-    assert {f["test"] for f in res["failures"]} == {"tests/a.py::test_y[cuda]", "tests/b.py::test_v[cuda]"}
+    assert (res["passed"], res["failed"], res["errors"], res["skipped"]) == (5, 2, 1, 1)
+    assert {f["test"] for f in res["failures"]} == {
+        "tests/a.py::test_y[cuda]",
+        "tests/b.py::test_v[cuda]",
+        "tests/c.py::test_cmd[python x.py --device cuda --amp]",
+    }
 
 
 # ----------------------------------------------------------------------------------------------- targets
@@ -908,7 +917,9 @@ def test_run_stages_budget_limits_report_after_each_stage_and_no_figures_from_a_
     tmp_path, monkeypatch
 ):
     """The budget runs from the check's start (100 s already spent here) and every later stage keeps 30 s; the
-    report on disk is rewritten before the next stage starts; a failed stage's result file is not read."""
+    report on disk is rewritten before the next stage starts; a failed stage's result file makes no summary
+    (no target is judged on it) but is kept raw in the report (the work folder is deleted: its figures were
+    lost with it)."""
     args, stages, report, work = _stage_run_setup(tmp_path)
     json_path, txt_path = tmp_path / "r.json", tmp_path / "r.txt"
     limits: dict[str, float] = {}
@@ -940,6 +951,7 @@ def test_run_stages_budget_limits_report_after_each_stage_and_no_figures_from_a_
     assert seen["joint"]["uniformize"]["status"] == "failed" and "joint" in seen["soft"]
     entries = report["stages"]
     assert entries["uniformize"]["status"] == "failed" and "summary" not in entries["uniformize"]
+    assert entries["uniformize"]["raw"] == results["uniformize"]
     assert entries["joint"]["summary"]["ratios"] == {"deeplab": 1.0} and entries["soft"]["status"] == "ok"
 
 
