@@ -47,6 +47,7 @@ __all__ = [
     "check_slot_count",
     "check_spatial_match",
     "check_tensor_size",
+    "check_values_readable",
     "dimension_order_hint",
     "drop_channel_dim",
     "restore_id_layout",
@@ -311,7 +312,10 @@ def check_label_map(labels: object, name: str = "superpixels", *, unbatched: boo
     if unbatched and labels.dim() == 2:
         return labels[None]
     if labels.dim() not in (3, 4) or (labels.dim() == 4 and labels.shape[1] != 1):
-        raise ValueError(f"{name} must have shape {shapes}, got shape {tuple(labels.shape)}")
+        # (one image's [H, W] map, as scikit-image's slic, relabel_contiguous and grid_cell_ids give it: the
+        # error said only which shapes it takes)
+        hint = f": one image's [H, W] map takes a batch dim, {name}[None]" if labels.dim() == 2 else ""
+        raise ValueError(f"{name} must have shape {shapes}, got shape {tuple(labels.shape)}{hint}")
     return drop_channel_dim(labels)
 
 
@@ -367,6 +371,35 @@ def check_not_vmapped(t: Tensor | None, name: str) -> None:
         raise NotImplementedError(
             f"{VMAP_FEATURES_ONLY}, not over {name}: loop over the label maps, or map over features "
             f"that share one {name}"
+        )
+
+
+def _mapped_by_vmap(t: Tensor) -> bool:
+    """Whether ``t`` is, or wraps (inside ``torch.func.grad`` under ``vmap``), a tensor that
+    ``torch.func.vmap`` maps over: such a tensor has no values to read on the host."""
+    functorch = getattr(torch._C, "_functorch", None)  # a private API: read defensively
+    is_batched = getattr(functorch, "is_batchedtensor", None)
+    is_wrapped = getattr(functorch, "is_functorch_wrapped_tensor", None)
+    unwrap = getattr(functorch, "get_unwrapped", None)
+    if is_batched is None:
+        return False
+    for _ in range(64):  # (one level per nested transform)
+        if is_batched(t):
+            return True
+        if is_wrapped is None or unwrap is None or not is_wrapped(t):
+            return False
+        t = unwrap(t)
+    return False
+
+
+def check_values_readable(t: Tensor, what: str, fix: str = "pass validate=False") -> None:
+    """Refuse a step that reads ``t``'s values on the host (``what``: a value check, a size inferred from
+    the labels) where ``torch.func.vmap`` maps over ``t``: PyTorch's error named nothing ("Cannot access data
+    pointer of Tensor that doesn't have storage"). Raises :class:`NotImplementedError` naming ``what`` and
+    ``fix``; skipped while ``torch.compile`` traces."""
+    if not torch.compiler.is_compiling() and _mapped_by_vmap(t):
+        raise NotImplementedError(
+            f"{what}, which torch.func.vmap cannot do for a tensor it maps over (no values to read): {fix}"
         )
 
 
@@ -650,6 +683,7 @@ def check_assoc_values(assoc: Tensor, name: str = "assoc") -> None:
     if assoc.numel() == 0 or assoc.is_meta:
         return
     check_not_exporting(f"validate=True checks the values of {name}{SYNCHRONISATION}")
+    check_values_readable(assoc, f"validate=True checks the values of {name} on the host")
     assoc = assoc.detach()
     # the two scalars in float32 (or float64) before the stack: autocast promotes the inputs of torch.stack,
     # and refuses a half type other than its own (float16 scalars under a bfloat16 autocast raised "Unexpected

@@ -140,11 +140,18 @@ def _labels(
         return valid, labels, num_classes
     if validate and labels.numel():
         _checks.check_not_exporting(f"validate=True checks the labels of target{_checks.SYNCHRONISATION}")
+        _checks.check_values_readable(labels, "validate=True checks the labels of target on the host")
     if num_classes is None:
         _checks.check_not_exporting(
             "num_classes=None infers the class count from the largest label of target",
             "pass num_classes (an int)",
         )
+        if labels.numel():
+            _checks.check_values_readable(
+                labels,
+                "num_classes=None infers the class count from the largest label of target",
+                "pass num_classes (an int)",
+            )
     low = largest = 0
     if labels.numel() and (validate or num_classes is None):  # one pass and one read for both bounds
         low, largest = torch.stack(torch.aminmax(labels)).tolist()

@@ -22,7 +22,9 @@ class SuperpixelIds(NamedTuple):
         ids (LongTensor[B, H, W] | LongTensor[B, 1, H, W] | LongTensor[H, W]): the ids, in the layout of the
             op's input.
         num_superpixels (LongTensor[B] | LongTensor[]): ``K_b`` per image (0-dim for an ``[H, W]`` input),
-            the bound every op's ``num_superpixels`` takes: ``superpixel_pool(x, *relabel_contiguous(sp))``.
+            the bound every op's ``num_superpixels`` takes: ``superpixel_pool(x, *relabel_contiguous(sp))``
+            for a batch ``[B, H, W]`` (one image's ``[H, W]`` ids take a batch dim, ``ids[None]``: the ops
+            take batches).
     """
 
     ids: Tensor

@@ -122,6 +122,23 @@ def test_an_int_beyond_the_float_range_is_an_infinite_number() -> None:
     assert _checks.check_number(1e308, "w", 0.0, finite=True) == 1e308
 
 
+def test_one_images_label_map_is_told_to_take_a_batch_dim() -> None:
+    """An ``[H, W]`` map (scikit-image's slic, ``relabel_contiguous`` and ``grid_cell_ids`` of one image give
+    it) to an op that takes ``[B, H, W]``: the error said only the shapes it takes; it now names the fix, and
+    the fix runs (``superpixel_pool(x, *relabel_contiguous(sp))`` as ``SuperpixelIds`` documents it)."""
+    sp = torch.tensor([[1, 1, 4], [4, 9, 9]])
+    x = torch.randn(1, 3, 2, 3)
+    shapes = r"^superpixels must have shape \[B, H, W\] or \[B, 1, H, W\], got shape \(2, 3\)"
+    fix = r": one image's \[H, W\] map takes a batch dim, superpixels\[None\]$"
+    for call in (lambda: uniformize(x, sp), lambda: superpixel_pool(x, *so.relabel_contiguous(sp))):
+        with pytest.raises(ValueError, match=shapes + fix):
+            call()
+    ids, k = so.relabel_contiguous(sp)
+    assert superpixel_pool(x, ids[None], k).shape == (1, 3, 3)
+    with pytest.raises(ValueError, match=r"got shape \(1, 2, 3, 1\)$"):  # no hint for other shapes
+        uniformize(x, sp[None, ..., None])
+
+
 def test_slot_limit_names_the_largest_id_and_the_fix() -> None:
     assert _checks.slot_limit(16) == 2**16 and _checks.slot_limit(2**20) == 2**24
     _checks.check_slot_count(2**16, 16, inferred=True)

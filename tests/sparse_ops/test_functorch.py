@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.func as tf
 
+import sparse_ops as so
 from sparse_ops import enforce_connectivity, superpixel_pool, superpixel_unpool, uniformize
 
 # torch loads its forward-AD decompositions with torch.jit.script on the first dual tensor
@@ -88,3 +89,87 @@ def test_vmap_over_the_label_map_is_refused_clearly(name: str) -> None:
 def test_vmap_over_the_mask_is_refused_clearly(validate: bool) -> None:
     with pytest.raises(NotImplementedError, match="over the features only, not over mask"):
         tf.vmap(lambda m: uniformize(X, SP, 6, mask=m, validate=validate))(torch.stack([MASK, ~MASK]))
+
+
+_G = torch.Generator().manual_seed(11)
+ASSOC = torch.softmax(torch.randn(1, 9, 4, 4, generator=_G), 1)
+TARGET = torch.randint(0, 4, (1, 4, 4), generator=_G)
+FEATURES = torch.randn(1, 2, 4, 4, generator=_G)
+#: (op of the mapped tensor, what the refusal names, the fix): value checks that read the mapped tensor on
+#: the host; PyTorch's error named nothing ("Cannot access data pointer of Tensor that doesn't have storage")
+MAPPED_VALUE_CHECKS: dict[str, tuple[Callable[..., torch.Tensor], str, str]] = {
+    "spixel_loss assoc": (
+        lambda q, **kw: so.spixel_loss(q, TARGET, 2, num_classes=4, **kw).total,
+        "validate=True checks the values of assoc on the host",
+        "pass validate=False",
+    ),
+    "spixel_loss target": (
+        lambda t, **kw: so.spixel_loss(ASSOC, t, 2, num_classes=4, **kw).total,
+        "validate=True checks the labels of target on the host",
+        "pass validate=False",
+    ),
+    "spixel_loss target, num_classes=None": (
+        lambda t, **kw: so.spixel_loss(ASSOC, t, 2, validate=False).total,
+        "num_classes=None infers the class count from the largest label of target",
+        "pass num_classes \\(an int\\)",
+    ),
+    "normalize_assoc": (
+        lambda q, **kw: so.normalize_assoc(q, 2, **kw),
+        "validate=True checks the values of assoc on the host",
+        "pass validate=False",
+    ),
+    "soft_uniformize": (
+        lambda q, **kw: so.soft_uniformize(FEATURES, q, 2, **kw),
+        "validate=True checks the values of assoc on the host",
+        "pass validate=False",
+    ),
+    "hard_superpixels": (
+        lambda q, **kw: so.hard_superpixels(q, 2, **kw),
+        "validate=True checks assoc for NaN on the host",
+        "pass validate=False",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MAPPED_VALUE_CHECKS))
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_value_check_of_a_mapped_tensor_names_itself_and_validate_false_maps(
+    name: str, nested: bool
+) -> None:
+    """``vmap`` over a tensor that a value check reads on the host: a NotImplementedError naming the check and
+    the fix, also inside ``grad`` (a wrapped mapped tensor); with the fix the op maps, as a loop gives it."""
+    op, what, fix = MAPPED_VALUE_CHECKS[name]
+    mapped = torch.stack([TARGET, 3 - TARGET]) if "target" in name else torch.stack([ASSOC, ASSOC.flip(-1)])
+    if nested and "target" in name:
+        pytest.skip("an integer target is not differentiated")
+
+    def call(**kw: bool) -> torch.Tensor:
+        if nested:
+            return tf.vmap(tf.grad(lambda q: op(q, **kw).sum()))(mapped)
+        return tf.vmap(lambda t: op(t, **kw))(mapped)
+
+    kwargs = {} if "num_classes=None" in name else {"validate": True}
+    with pytest.raises(NotImplementedError, match=f"^{what}.*: {fix}"):
+        call(**kwargs)
+    if "num_classes=None" in name:
+        return
+    got = call(validate=False)
+    if nested:
+        want = torch.stack([torch.func.grad(lambda q: op(q, validate=False).sum())(m) for m in mapped])
+    else:
+        want = torch.stack([op(m, validate=False) for m in mapped])
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # (vmap of scatter_)
+def test_max_unpool_maps_over_its_indices_with_validate_false() -> None:
+    """``max_unpool2d`` under ``vmap`` over its indices: the range check names itself (it read nothing but
+    PyTorch's error before), and without it the op maps."""
+    pooled = so.max_pool2d_with_indices(torch.randn(2, 1, 1, 4, 4, generator=_G).flatten(0, 1))
+    values, indices = pooled.values[:, None], pooled.indices[:, None]
+    with pytest.raises(NotImplementedError, match=r"^validate=True checks the range of indices on the host"):
+        tf.vmap(lambda v, i: so.max_unpool2d(v, i, (4, 4)))(values, indices)
+    got = tf.vmap(lambda v, i: so.max_unpool2d(v, i, (4, 4), validate=False))(values, indices)
+    torch.testing.assert_close(
+        got, torch.stack([so.max_unpool2d(v, i, (4, 4)) for v, i in zip(values, indices, strict=True)])
+    )
