@@ -267,7 +267,7 @@ def pixel_xy(
     width: SupportsIndex,
     *,
     batch_size: SupportsIndex = 1,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: torch.device | str | int | None = None,
 ) -> Tensor:
     """Pixel coordinate features: channel 0 is ``x`` (column), channel 1 is ``y`` (row), in pixels.
@@ -276,7 +276,8 @@ def pixel_xy(
         height (int): image height ``H``.
         width (int): image width ``W``.
         batch_size (int): leading batch dimension ``B``.
-        dtype: floating dtype of the result.
+        dtype: floating dtype of the result (``None``: the default dtype, ``torch.get_default_dtype()``, as
+            PyTorch's factory functions and the ``transparent_init`` layers take it; float32 unless set).
         device (torch.device | str | int | None): device of the result (``None``: the default device).
 
     Returns:
@@ -301,6 +302,8 @@ def pixel_xy(
     height = check_int(height, "height", 1)
     width = check_int(width, "width", 1)
     batch_size = check_int(batch_size, "batch_size", 0)
+    if dtype is None:  # (was float32 whatever the default dtype)
+        dtype = torch.get_default_dtype()
     if dtype not in FLOAT_DTYPES:  # float8: no arange kernel
         raise TypeError(f"dtype must be a floating dtype (float16/bfloat16/float32/float64), got {dtype!r}")
     reach = max(height, width) - 1

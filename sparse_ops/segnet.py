@@ -371,8 +371,8 @@ class MaxUnpool(nn.Module):
             always checked.
 
     Shape:
-        - input: :math:`(B, C, h, w)` values and indices
-        - output: :math:`(B, C, H, W)` with ``(H, W)`` the recorded input size
+        - input: :math:`(B, C, h, w)` or :math:`(C, h, w)` values and indices
+        - output: :math:`(B, C, H, W)` or :math:`(C, H, W)` with ``(H, W)`` the recorded input size
 
     Example:
         >>> pool, unpool = MaxPoolWithIndices(), MaxUnpool()
@@ -470,5 +470,5 @@ class MaxUnpool(nn.Module):
             output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
         ) -> Tensor: ...
 
-    def extra_repr(self) -> str:
-        return f"validate={self.validate}"
+    def extra_repr(self) -> str:  # validate only when off, as every other module of the package prints it
+        return "" if self.validate else "validate=False"

@@ -408,7 +408,8 @@ def soft_superpixel_unpool(
             types, shapes and devices are always checked.
 
     Returns:
-        Tensor[B, C, H, W]: :math:`f'(p) = \sum_k \hat q_k(p)\, c_{g(p) + d_k}`.
+        Tensor[B, C, H, W]: :math:`f'(p) = \sum_k \hat q_k(p)\, c_{g(p) + d_k}`, in the dtype promoted from
+        ``centres`` and ``assoc``.
 
     Example:
         >>> c = torch.tensor([[[[1.0, 2.0]]]])  # a 1 x 2 grid
@@ -465,7 +466,9 @@ def soft_uniformize(
             types, shapes and devices are always checked.
 
     Returns:
-        Tensor[B, C, H, W]: the smoothed logits.
+        Tensor[B, C, H, W]: the smoothed logits, in the dtype promoted from ``x`` and ``assoc`` (float32 for
+        bfloat16 logits with a float32 association, as softmax under autocast gives it; the hard
+        :func:`~sparse_ops.uniformize` keeps ``x``'s dtype).
 
     Example:
         >>> x = torch.randn(2, 3, 5, 7)
@@ -498,7 +501,7 @@ class SoftUniformize(nn.Module):
         - logits: :math:`(B, C, H, W)`
         - assoc: :math:`(B, 9, H, W)`
         - mask: :math:`(B, H, W)`, bool, optional
-        - output: :math:`(B, C, H, W)`
+        - output: :math:`(B, C, H, W)`, in the dtype promoted from ``logits`` and ``assoc``
 
     Example:
         >>> m = SoftUniformize(cell_size=4)

@@ -315,7 +315,9 @@ class SuperpixelClassifier(nn.Module):
         validate (bool): the id range check of every call; types, shapes and devices are always checked.
 
     Shape:
-        - features: :math:`(B, C, h, w)`, superpixels: :math:`(B, H, W)`
+        - features: :math:`(B, C, h, w)`
+        - superpixels: :math:`(B, H, W)` or :math:`(B, 1, H, W)`, integer
+        - mask: :math:`(B, H, W)`, bool, optional
         - output: :math:`(B, K)`; :meth:`cam`: :math:`(B, K, H, W)` (with ``return_superpixel_scores=True``
           also the scores, :math:`(B, N_s, K)`)
 

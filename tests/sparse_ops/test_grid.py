@@ -94,6 +94,19 @@ def test_grid_errors(args, exc, msg):
         grid_shape(*args)
 
 
+def test_pixel_xy_takes_the_default_dtype_as_factory_functions_do() -> None:
+    """``dtype=None`` (the default) is ``torch.get_default_dtype()``: it was float32 whatever the default,
+    where PyTorch's factories and the ``transparent_init`` layers follow it."""
+    assert pixel_xy(2, 3).dtype == torch.float32
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert pixel_xy(2, 3).dtype == torch.float64
+        assert pixel_xy(2, 3, dtype=torch.float32).dtype == torch.float32
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def test_pixel_xy_errors():
     with pytest.raises(TypeError, match="floating dtype"):
         pixel_xy(2, 2, dtype=torch.long)
