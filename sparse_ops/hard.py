@@ -264,7 +264,8 @@ def enforce_connectivity(
         superpixels (LongTensor[B, H, W] | LongTensor[B, 1, H, W] | LongTensor[H, W]): superpixel ids (any
             integer dtype and values).
         min_size (int): pieces with fewer pixels are merged into the neighbouring piece sharing the longest
-            border (``1`` only splits).
+            border (``1``, the default, only splits: this op knows no grid; :func:`hard_superpixels` with
+            ``connectivity=True`` defaults to the SpixelFCN rule, 6 % of a grid cell's pixels).
         validate (bool): kept for the common signature: there is no value to check (types, shapes and devices
             are always checked).
 
