@@ -212,6 +212,200 @@ def test_uniformize_speed_figure_reads_without_colour(
     _nothing_cut_and_legends_clear(drawn)
 
 
+def _marker_boxes(line: Any, renderer: Any) -> list[Any]:
+    """The display-space bounding box of every marker glyph of ``line``: the marker's path at its size, plus
+    half its edge width on every side."""
+    import numpy as np
+    from matplotlib.markers import MarkerStyle
+    from matplotlib.transforms import Affine2D, Bbox
+
+    style = MarkerStyle(line.get_marker())
+    points_to_px = renderer.points_to_pixels(1.0)
+    size = line.get_markersize() * points_to_px
+    unit = style.get_path().transformed(style.get_transform() + Affine2D().scale(size)).get_extents()
+    pad = line.get_markeredgewidth() * points_to_px / 2
+    centres = line.get_transform().transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
+    return [
+        Bbox.from_extents(x + unit.x0 - pad, y + unit.y0 - pad, x + unit.x1 + pad, y + unit.y1 + pad)
+        for x, y in centres
+    ]
+
+
+def test_uniformize_speed_figure_markers_do_not_cover_one_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uniformize_speed.png, right panel: every estimate the caption names apart (the paired circles, the
+    current and previous code's A/B processes) is a glyph of its own, no two overlapping. The circles sat on
+    the N_s and the crosses only x1.06 / x0.94 from it: at 2^8 and 2^12 a current-code cross covered the
+    paired circle, and the two previous-code '+' of one N_s merged (an outside review, 2026-12-06)."""
+    fig = _load("make_uniformize_speed_figure")
+    figures = _drawn(monkeypatch)
+    fig.draw(*(json.loads(p.read_text()) for p in (fig.CURRENT, fig.PREVIOUS, fig.AB)), tmp_path / "u.png")
+    (drawn,) = figures
+    drawn.canvas.draw()
+    renderer = drawn.canvas.get_renderer()
+    glyphs = [
+        (line.get_label(), i, box)
+        for line in drawn.axes[1].get_lines()
+        if line.get_marker() not in (None, "None", "", " ")
+        for i, box in enumerate(_marker_boxes(line, renderer))
+    ]
+    assert len(glyphs) == 20, [g[0] for g in glyphs]  # 4 paired circles, 8 + 8 A/B processes
+    overlapping = [
+        f"{a} #{i} and {b} #{j}"
+        for (a, i, box_a), (b, j, box_b) in itertools.combinations(glyphs, 2)
+        if box_a.overlaps(box_b)
+    ]
+    assert not overlapping, "marker glyphs overlap:\n" + "\n".join(overlapping)
+
+
+def _path_points(path: Any, step: float = 0.05) -> tuple[float, Any]:
+    """``(length, points)`` of a matplotlib path of line segments: its length (a closed subpath counts its
+    closing segment) and points along it every ``step`` data units or closer."""
+    import numpy as np
+    from matplotlib.path import Path as MplPath
+
+    total, start, prev, out = 0.0, None, None, []
+    for vertices, code in path.iter_segments(simplify=False, curves=False):
+        point = np.asarray(vertices[-2:], dtype=float)
+        if code == MplPath.CLOSEPOLY:
+            point = start
+        if code == MplPath.MOVETO:
+            start = point
+        elif prev is not None:
+            total += float(np.hypot(*(point - prev)))
+            n = max(2, int(np.ceil(np.hypot(*(point - prev)) / step)) + 1)
+            out.append(prev + np.linspace(0, 1, n)[:, None] * (point - prev))
+        prev = point
+    return total, (np.concatenate(out) if out else np.empty((0, 2)))
+
+
+def test_uniformize_figure_draws_every_superpixel_boundary_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uniformize_figure.png: in each panel with superpixels the boundary lines run along every pixel edge
+    between two superpixels, once: their length is the number of such edges. A contour at 0.5 of a 1-pixel
+    edge mask traced both sides of it (about 1.6x the length): doubled dark bands that, in the last panel, hid
+    the wrong pixels of superpixels straddling the true boundary (an outside review, 2026-12-06)."""
+    import numpy as np
+
+    scipy_spatial = pytest.importorskip("scipy.spatial")
+    module = _load("make_uniformize_figure")
+    sp = module.synthetic()[3]
+    i, j = np.nonzero(sp[:-1] != sp[1:])  # the edge between (i, j) and (i + 1, j): midpoint (j, i + 0.5)
+    k, m = np.nonzero(sp[:, :-1] != sp[:, 1:])  # between (k, m) and (k, m + 1): midpoint (m + 0.5, k)
+    midpoints = np.concatenate([np.column_stack([j, i + 0.5]), np.column_stack([m + 0.5, k])]).astype(float)
+    assert len(midpoints) > 1000
+    figures = _drawn(monkeypatch)
+    module.main(tmp_path / "f.png")
+    (fig,) = figures
+    for ax in fig.axes[1:]:  # the superpixels, the raw argmax and the uniformized argmax
+        paths = [p for c in ax.collections for p in c.get_paths()] + [ln.get_path() for ln in ax.get_lines()]
+        measured = [_path_points(p) for p in paths]
+        assert measured, f"no boundary lines in {ax.get_title()!r}"
+        length = sum(t for t, _ in measured)
+        assert length == pytest.approx(len(midpoints), rel=0.01), (ax.get_title(), length, len(midpoints))
+        distance, _ = scipy_spatial.cKDTree(np.concatenate([pts for _, pts in measured])).query(midpoints)
+        assert (distance < 0.05).all(), f"{ax.get_title()!r}: {(distance >= 0.05).sum()} edges not drawn"
+
+
+_VALUE = re.compile(r"^\d+\.\d\d$")
+_TARGET_RED = "#c44e52"
+
+
+def _cost_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, Any]:
+    """joint_cost.png's module and figure, drawn at the PNG's resolution (measured in its pixels)."""
+    module = _load("make_joint_cost_figure")
+    figures = _drawn(monkeypatch)
+    module.draw(module.load(), tmp_path / "j.png")
+    (fig,) = figures
+    fig.set_dpi(130)
+    fig.canvas.draw()
+    return module, fig
+
+
+def _bars(ax: Any, renderer: Any) -> list[tuple[Any, Any]]:
+    return [(p, p.get_window_extent(renderer)) for p in ax.patches if p.get_width() > 0]
+
+
+def test_joint_cost_values_inside_their_segment_or_outside_every_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """joint_cost.png: a segment's value lies inside that segment, or outside every bar with a leader line to
+    it; no labelled value is lost. The ResNet-101 SpixelFCN value (0.13 on a 0.126-wide segment) spilled over
+    the DeepLabV3+ bar and the line at 1 (an outside review, 2026-12-06)."""
+    module, fig = _cost_figure(tmp_path, monkeypatch)
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        bars = _bars(ax, renderer)
+        lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 2]
+        labels = [t for t in ax.texts if t.get_visible() and _VALUE.match(t.get_text())]
+        for text in labels:
+            box = (text.get_bbox_patch() or text).get_window_extent(renderer)
+            value = text.get_text()
+            home = [
+                p
+                for p, e in bars
+                if e.expanded(1.0, 1.0).padded(0.5).contains(box.x0, box.y0)
+                and e.padded(0.5).contains(box.x1, box.y1)
+            ]
+            if home:
+                assert f"{home[0].get_width():.2f}" == value, (value, home[0].get_width())
+                continue
+            covered = [f"{p.get_width():.3f}" for p, e in bars if box.overlaps(e)]
+            assert not covered, f"{value!r} in {ax.get_title()!r} spills over the segments {covered}"
+            segments = [e for p, e in bars if f"{p.get_width():.2f}" == value]
+            ends = [ln.get_transform().transform(ln.get_xydata()) for ln in lines]
+            assert any(
+                box.expanded(1.05, 1.2).contains(*a) and s.expanded(1.0, 1.02).contains(*b)
+                for s in segments
+                for xy in ends
+                for a, b in (xy, xy[::-1])
+            ), f"{value!r} outside its bar without a leader line to its segment"
+        shown = [t.get_text() for t in labels]
+        for p, _ in bars:
+            if p.get_width() > module.LABEL_MIN:
+                assert f"{p.get_width():.2f}" in shown, (ax.get_title(), p.get_width())
+
+
+def test_joint_cost_targets_show_clear_of_the_bars_and_under_the_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """joint_cost.png: each of the three targets shows at least 10 px of its height clear of every bar and
+    step bar, and lies under the segments it crosses. The 2.20x memory target sat on the 2.19x step bar (a
+    1-2 px fringe), and the 1.50x one hid the loss segment's hatching (an outside review, 2026-12-06)."""
+    from matplotlib.colors import to_hex
+
+    _, fig = _cost_figure(tmp_path, monkeypatch)
+    renderer = fig.canvas.get_renderer()
+    count = 0
+    for ax in fig.axes:
+        bars = _bars(ax, renderer)
+        reds = [ln for ln in ax.get_lines() if to_hex(ln.get_color()) == _TARGET_RED]
+        steps = [ln.get_window_extent(renderer) for ln in ax.get_lines() if ln not in reds]
+        for target in reds:
+            xs = target.get_xdata()
+            if len(xs) != 2 or xs[0] != xs[1]:
+                continue  # (its end marks)
+            count += 1
+            (x, ya), (_, yb) = target.get_transform().transform(target.get_xydata())
+            spans = sorted(
+                (max(min(ya, yb), e.y0), min(max(ya, yb), e.y1))
+                for e in [e for _, e in bars] + steps
+                if e.x0 - 3 <= x <= e.x1 + 3
+            )
+            hidden, reach = 0.0, min(ya, yb)
+            for lo, hi in spans:  # the length of the union of the covering intervals
+                start = max(lo, reach)
+                if hi > start:
+                    hidden, reach = hidden + hi - start, hi
+            assert abs(yb - ya) - hidden >= 10, (ax.get_title(), xs[0], abs(yb - ya) - hidden)
+            for p, e in bars:
+                if e.x0 < x < e.x1:
+                    assert target.get_zorder() < p.get_zorder(), (xs[0], p.get_width())
+    assert count == 3  # time 1.5x and 1.35x, memory 2.2x
+
+
 #: Where figures are quoted: every result file they cite must be committed.
 _QUOTING = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.rst"))]
 _RESULTS = ROOT / "benchmarks" / "results"

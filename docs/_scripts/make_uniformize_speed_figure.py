@@ -5,8 +5,10 @@ current code on the Intel Xeon VM of 2026-11-30 and with the previous implementa
 accumulation chains) on the AMD EPYC VM of 2026-11-26, and ``benchmarks/ab_uniformize.py``, the two
 implementations alternating on the Xeon in one session. Left: milliseconds of forward + backward per variant
 of the current run (log scales). Right: the op's ratio to the ``x * 1`` floor (round-robin sweeps as lines,
-paired per-configuration ratios as circles, A/B processes as crosses: x current, + previous, nudged apart
-along N_s), with the target of issue 9 dash-dotted.
+paired per-configuration ratios as circles, A/B processes as crosses: x current, + previous), with the
+target of issue 9 dash-dotted. Around each N_s the markers are spread side by side, one column per estimate
+(previous code's processes left, the paired ratio on the N_s tick, the current code's processes right), so
+that none covers another; the x ticks are the measured N_s only.
 
 Run from the repository root: ``python docs/_scripts/make_uniformize_speed_figure.py``.
 """
@@ -21,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullLocator
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -29,6 +32,9 @@ PREVIOUS = RESULTS / "bench_uniformize_cpu_quiet.json"
 AB = RESULTS / "ab_uniformize_20261130_xeon.json"
 OUT = ROOT / "docs" / "_static" / "uniformize_speed.png"
 TARGET = 1.45
+#: horizontal spacing of the marker columns around each N_s on the right panel, in octaves (log2 N_s): one
+#: column per estimate, so no two markers overlap whatever their values (an A/B cross is 8 points wide)
+STEP = 0.3
 
 #: variants drawn on the left: key in the result files, legend label, colour, marker and line style (markers
 #: and styles tell the lines apart without colour: red-green colour blindness, grayscale print)
@@ -77,19 +83,28 @@ def draw(current: dict[str, Any], previous: dict[str, Any], ab: dict[str, Any], 
     paired = [(n, r["scatter"]["paired_x_floor"]) for n, r in grid_rows(current)]
     label = "current code, Xeon: paired"
     right.plot(*zip(*paired, strict=True), "o", color="#dd8452", mfc="none", label=label)
-    for code, colour, marker, shift in (
-        ("current", "#dd8452", "x", 1.06),
-        ("previous", "#4c72b0", "+", 0.94),
+    for code, colour, marker, side in (
+        ("current", "#dd8452", "x", 1),
+        ("previous", "#4c72b0", "+", -1),
     ):
-        points = [(r["N_s"] * shift, r["paired_x_floor"]) for r in ab["runs"] if r["code"] == code]
+        runs = [r for r in ab["runs"] if r["code"] == code]
+        repeats = sorted({r["repeat"] for r in runs})
+        # one column per process: STEP, 2 STEP, ... octaves right (current) or left (previous) of the N_s
+        points = [
+            (r["N_s"] * 2 ** (side * STEP * (1 + repeats.index(r["repeat"]))), r["paired_x_floor"])
+            for r in runs
+        ]
         label = f"{code} code, Xeon: A/B processes"
         right.plot(*zip(*points, strict=True), marker, ms=8, color=colour, label=label)
     right.plot(*zip(*sweep(previous), strict=True), "--", color="#4c72b0", label="previous code, EPYC: sweep")
     right.axhline(TARGET, color="#c44e52", ls="-.", lw=1.5, label=f"target {TARGET}x (issue 9)")
     right.axhline(1.0, color="#555555", ls=":", lw=0.8)
     right.set_xscale("log", base=2)
+    # ticks (and vertical grid lines) only at the measured N_s: each group of markers is centred on its tick
+    right.set_xticks([n for n, _ in paired])
+    right.xaxis.set_minor_locator(NullLocator())
     right.set_ylim(0.9, 2.4)
-    right.set_xlabel("superpixels per image, N_s (grid labels)")
+    right.set_xlabel("superpixels per image, N_s (grid labels; markers spread around each N_s)")
     right.set_ylabel("forward + backward, x the floor")
     right.set_title("ratio to the floor: flat in N_s; its level moved with the machine", fontsize=10)
     right.grid(alpha=0.3, which="both")
