@@ -406,6 +406,98 @@ def test_joint_cost_targets_show_clear_of_the_bars_and_under_the_segments(
     assert count == 3  # time 1.5x and 1.35x, memory 2.2x
 
 
+def _sampled(path_xy: Any, n: int = 40) -> Any:
+    """Points along the polyline ``path_xy`` (``[m, 2]``), ``n`` per segment."""
+    import numpy as np
+
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    return np.concatenate([a + t * (b - a) for a, b in itertools.pairwise(path_xy)])
+
+
+def _inside(xy: Any, box: Any, margin: float = 0.0) -> Any:
+    """Which points of ``xy`` lie inside ``box`` grown by ``margin`` pixels on every side."""
+    return (
+        (xy[:, 0] > box.x0 - margin)
+        & (xy[:, 0] < box.x1 + margin)
+        & (xy[:, 1] > box.y0 - margin)
+        & (xy[:, 1] < box.y1 + margin)
+    )
+
+
+def test_soft_figure_arrows_run_from_the_pixel_to_just_before_their_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """soft_neighbours.png: every candidate's arrow starts at the pixel's dot and its head ends just before
+    that candidate's label, outside it (the arrows ran to the labels' centres, their heads hidden under the
+    labels, and seemed to leave from the "4 C" label); no arrow passes under another label or over a cell id
+    ("id 2", "id 6" were struck through); every cell id lies inside its own cell (the partial column's
+    "id 3", "id 7", "id 11" crossed the image's border). An outside review, 2026-12-06."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import to_hex
+    from matplotlib.patches import Rectangle
+
+    module = _load("make_soft_figure")
+    figures = _drawn(monkeypatch)
+    module.main(tmp_path / "f.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    px_per_pt = fig.dpi / 72
+    problems = []
+    for ax in fig.axes:
+        where = ax.get_title().splitlines()[0]
+        (marker,) = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        dot = ax.transData.transform((marker.get_xdata()[0], marker.get_ydata()[0]))
+        labels = [t for t in ax.texts if t.get_bbox_patch() is not None]  # the candidates', in channel order
+        label_boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in labels]
+        ids = [t for t in ax.texts if t.get_text().startswith("id ")]
+        arrows = [c.arrow_patch for c in ax.get_children() if isinstance(c, plt.Annotation)]
+        assert len(labels) == len(arrows) == 9, where
+        assert [t.get_text().split()[0] for t in labels] == [str(k) for k in range(9)], where
+        for arrow, label, box in zip(arrows, labels, label_boxes, strict=True):
+            name = f"{label.get_text().splitlines()[0]!r} ({where})"
+            polylines = arrow.get_path().to_polygons(arrow.get_transform(), closed_only=False)
+            xy = np.concatenate(polylines)  # the shaft and the head, in pixels
+            points = np.concatenate([_sampled(line) for line in polylines])
+            start = np.hypot(*(xy - dot).T).min()  # it starts at the dot (within the marker's radius)
+            if start > marker.get_markersize() / 2 * px_per_pt:
+                problems.append(f"{name}: the arrow starts {start:.1f} px from the pixel")
+            # and its head's tip (its farthest point) stops just before its label, outside it
+            tip = xy[np.argmax(np.hypot(*(xy - dot).T))]
+            gap = np.hypot(max(box.x0 - tip[0], tip[0] - box.x1, 0), max(box.y0 - tip[1], tip[1] - box.y1, 0))
+            if not 0.5 * px_per_pt <= gap <= 6 * px_per_pt:
+                problems.append(f"{name}: the arrow's head ends {gap:.1f} px from its label (0 = under it)")
+            if _inside(points, box).any():
+                problems.append(f"{name}: the arrow runs under its own label")
+            for other, other_box in zip(labels, label_boxes, strict=True):
+                if other is not label and _inside(points, other_box, 1.0).any():
+                    problems.append(f"{name}: the arrow passes under {other.get_text().splitlines()[0]!r}")
+            for text in ids:
+                if _inside(points, text.get_window_extent(renderer), 1.0).any():
+                    problems.append(f"{name}: the arrow crosses {text.get_text()!r}")
+        # every id inside its own cell, clear of the image's thick outline (the grey cells are drawn in
+        # row-major order, like the ids)
+        cells = [
+            p
+            for p in ax.patches
+            if isinstance(p, Rectangle) and p.get_fill() and to_hex(p.get_facecolor()) == "#f4f4f4"
+        ]
+        assert len(cells) == len(ids), where
+        outline = max(p.get_linewidth() for p in ax.patches) * px_per_pt / 2
+        for text in ids:
+            inner = cells[int(text.get_text().split()[1])].get_window_extent(renderer).padded(-outline - 1.0)
+            extent = text.get_window_extent(renderer)
+            if not (
+                inner.x0 <= extent.x0
+                and extent.x1 <= inner.x1
+                and inner.y0 <= extent.y0
+                and extent.y1 <= inner.y1
+            ):
+                problems.append(f"{text.get_text()!r} ({where}) leaves its cell")
+    assert not problems, "\n".join(problems)
+
+
 #: Where figures are quoted: every result file they cite must be committed.
 _QUOTING = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.rst"))]
 _RESULTS = ROOT / "benchmarks" / "results"
