@@ -4,7 +4,8 @@ Variants, all with the same DeepLabV3+, the same batch and the same memory forma
 
 * ``deeplab``            DeepLabV3+ alone, cross-entropy;
 * ``joint_hard_noti``    + SpixelFCN + hard uniformization (no fusion stack) + spixel_loss;
-* ``joint_hard_ti``      + the transparent fusion stack (42 -> 128 -> 128 -> 21) -- the paper's model;
+* ``joint_hard_ti``      + the transparent fusion stack (42 -> 128 -> 128 -> 21; the paper's hidden widths,
+  and 21 outputs where the authors' code has 42 and keeps the even ones) -- the paper's model;
   ``--fusion-hidden`` sets its logical hidden widths (default the training CLI's, ``64 64``: doubled by
   the ReLU to 128; ``--fusion-hidden 64`` is one hidden layer, 42 -> 128 -> 21);
 * ``joint_soft_ti``      soft uniformization (segmentation loss reaches SpixelFCN) + transparent stack.

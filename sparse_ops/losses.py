@@ -19,7 +19,11 @@ the loss is then the weighted position term, and so is its gradient.
 **Normalization.** The public SpixelFCN code *sums* both terms over pixels (divided by the batch size) and
 scales the total by 0.005; we take **means over the valid pixels** of the whole batch instead, so the value
 does not grow with the image size and no extra factor is needed. The ratio between the two terms (``m / S``)
-is the same, so the gradients differ only by a positive constant per batch.
+is the same. With ``renormalize=False`` (the public code's border rule: its shifts pad with zeros, so a border
+pixel's weight on cells outside the image is lost, not rescaled) the loss is the public one times a positive
+constant per batch (a port of its pool, unpool and loss in the tests agrees to 1e-7), and so are the
+gradients; the default ``renormalize=True`` rescales every pixel's in-image weights to sum to 1, which changes
+the border pixels' reconstructions and so their terms beyond that constant.
 
 **Ignored pixels** (``target == ignore_index``, or ``mask == False``) are excluded from both terms *and* from
 the pooling (the ``mask`` of :func:`~sparse_ops.soft_superpixel_pool`), so they do not dilute the centres;

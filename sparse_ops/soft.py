@@ -1,8 +1,8 @@
-r"""Soft superpixel pooling and unpooling over a 9-neighbour grid association (SpixelFCN, Eq. 1-2).
+r"""Soft superpixel pooling and unpooling over a 9-neighbour grid association (SpixelFCN, Yang et al. 2020).
 
 A pixel ``p`` in grid cell ``g(p)`` has a soft membership ``q_k(p)`` in the 9 cells ``g(p) + d_k``,
-``d_k = (dy, dx)`` in the documented neighbour order (see :mod:`sparse_ops.grid`). Pooling (Eq. 2a) forms the
-superpixel centres as association-weighted means, unpooling (Eq. 2b) reconstructs every pixel from the centres
+``d_k = (dy, dx)`` in the documented neighbour order (see :mod:`sparse_ops.grid`). Pooling forms the
+superpixel centres as association-weighted means, unpooling reconstructs every pixel from the centres
 of its 9 candidates:
 
 .. math::
@@ -354,7 +354,7 @@ def soft_superpixel_pool(
     renormalize: bool = True,
     validate: bool = True,
 ) -> Tensor:
-    """Soft superpixel centres: association-weighted means of the features (SpixelFCN Eq. 2a).
+    """Soft superpixel centres: association-weighted means of the features (SpixelFCN's pooling).
 
     Args:
         features (Tensor[B, C, H, W]): per-pixel features.
@@ -394,7 +394,7 @@ def soft_superpixel_unpool(
     renormalize: bool = True,
     validate: bool = True,
 ) -> Tensor:
-    r"""Reconstruct per-pixel features from the centres of their 9 candidate cells (SpixelFCN Eq. 2b).
+    r"""Reconstruct every pixel's features from the centres of its 9 candidate cells (SpixelFCN's unpooling).
 
     Like :func:`superpixel_unpool`, it has no ``mask``: every pixel is reconstructed.
 

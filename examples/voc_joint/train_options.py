@@ -364,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("poly", "fixed"),
         default=None,
         help="lr schedule per iteration: poly (1 - t/T)^power or fixed (default: poly for seg, fixed "
-        "for spixel and joint as in the paper)",
+        "for spixel and joint; the authors' joint stage is fixed, the public SpixelFCN code halves its rate "
+        "once, at 200k of its 300k iterations)",
     )
     g.add_argument("--poly-power", type=NONNEG, default=0.9, help="poly schedule power")
     g.add_argument(

@@ -721,3 +721,62 @@ def test_a_sparse_or_zero_dim_target_is_refused_naming_target() -> None:
     for scalar in (torch.tensor(3), torch.tensor(1.0)):
         with pytest.raises(ValueError, match=r"target must have shape \[B, H, W\] .*got shape \(\)"):
             spixel_loss(assoc, scalar, 2)
+
+
+def _public_code_loss(q: torch.Tensor, onehot: torch.Tensor, s: int, m: float) -> torch.Tensor:
+    """The loss of the public SpixelFCN code as its training script computes it, written here from its
+    description: the 9 shifted cells pad with zeros (a border pixel's weight on a cell outside the image is
+    lost, not rescaled), centres are association-weighted means (``+ 1e-8`` under the mass, of S x S
+    averages), reconstructions the association-weighted sums of the 9 centres, and the loss
+    ``0.005 (sem + m/S pos)`` with both terms summed over the pixels and divided by the batch size."""
+    b, _, h, w = q.shape
+    xs = torch.arange(w, dtype=q.dtype).expand(h, w)
+    ys = torch.arange(h, dtype=q.dtype)[:, None].expand(h, w)
+    feat = torch.cat(
+        [onehot, torch.stack([xs, ys]).expand(b, 2, h, w), torch.ones(b, 1, h, w, dtype=q.dtype)], 1
+    )
+    nh, nw = h // s, w // s
+    offsets = [(k // 3 - 1, k % 3 - 1) for k in range(9)]
+
+    def shifted(cells: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+        """``out[g] = cells[g + (dy, dx)]``, zero outside the grid."""
+        padded = torch.nn.functional.pad(cells, (1, 1, 1, 1))
+        return padded[..., 1 + dy : 1 + dy + nh, 1 + dx : 1 + dx + nw]
+
+    sums = torch.zeros(b, feat.shape[1], nh, nw, dtype=q.dtype)
+    for k, (dy, dx) in enumerate(offsets):  # what the pixels of cell g give to their candidate g + d_k
+        sums += shifted(torch.nn.functional.avg_pool2d(feat * q[:, k : k + 1], s), -dy, -dx)
+    centres = sums[:, :-1] / (sums[:, -1:] + 1e-8)
+    rebuilt = torch.zeros(b, feat.shape[1] - 1, h, w, dtype=q.dtype)
+    for k, (dy, dx) in enumerate(offsets):
+        rebuilt += q[:, k : k + 1] * torch.repeat_interleave(
+            torch.repeat_interleave(shifted(centres, dy, dx), s, dim=2), s, dim=3
+        )
+    classes = onehot.shape[1]
+    sem = -(torch.log(rebuilt[:, :classes] + 1e-8) * onehot).sum() / b
+    pos = torch.linalg.vector_norm(rebuilt[:, classes:] - feat[:, classes:-1], dim=1).sum() / b * m / s
+    return 0.005 * (sem + pos)
+
+
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_the_public_codes_loss_is_ours_times_a_constant_with_its_border_rule(renormalize: bool) -> None:
+    """With ``renormalize=False`` (the public code's zero padding at the border) the loss is the public
+    SpixelFCN code's divided by ``0.005 |V| / B`` (means over the valid pixels instead of sums over them per
+    image), so its gradients are the public code's times that positive constant; the default
+    ``renormalize=True`` rescales the border pixels' in-image weights and differs beyond it (as the module's
+    docstring says: an audit found the docstring claiming the constant for the default)."""
+    g = torch.Generator().manual_seed(12)
+    b, h, w, s, m, classes = 2, 32, 32, 8, 0.003, 3
+    q = torch.softmax(torch.randn(b, 9, h, w, generator=g, dtype=torch.float64), 1).requires_grad_(True)
+    target = torch.randint(0, classes, (b, h, w), generator=g)
+    onehot = torch.nn.functional.one_hot(target, classes).permute(0, 3, 1, 2).double()
+    public = _public_code_loss(q, onehot, s, m)
+    ours = spixel_loss(q, target, s, pos_weight=m, num_classes=classes, renormalize=renormalize).total
+    scale = 0.005 * h * w  # 0.005 |V| / B: every pixel valid
+    if renormalize:
+        assert abs(float((ours * scale / public).detach()) - 1) > 1e-2
+        return
+    torch.testing.assert_close(ours * scale, public, rtol=1e-7, atol=0)
+    (g_ours,) = torch.autograd.grad(ours * scale, q)
+    (g_public,) = torch.autograd.grad(public, q)
+    torch.testing.assert_close(g_ours, g_public, rtol=1e-6, atol=1e-12)

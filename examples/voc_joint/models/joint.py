@@ -95,9 +95,9 @@ FusionInit = Literal["transparent", "xavier", "kaiming", "net2net", "zero_residu
 FusionActivation = Literal["relu", "leaky_relu"] | None
 FUSION_ACTIVATIONS: tuple[str | None, ...] = ("relu", "leaky_relu", None)
 FUSION_INITS: tuple[str, ...] = get_args(FusionInit)
-#: The fusion stack's logical hidden widths by default (the paper's: 42 -> 128 -> 128 -> 21 with ReLU, which
-#: doubles them); the default of :class:`JointModel`, the training CLI's ``--fusion-hidden``,
-#: ``ablation.py`` and ``bench_joint.py``.
+#: The fusion stack's logical hidden widths by default (the paper's, 64 64, doubled by the ReLU: 42 -> 128 ->
+#: 128 -> 21 here; the authors' code ends in 42 outputs and keeps the even 21); the default of
+#: :class:`JointModel`, the training CLI's ``--fusion-hidden``, ``ablation.py`` and ``bench_joint.py``.
 DEFAULT_FUSION_HIDDEN: tuple[int, ...] = (64, 64)
 
 #: ``channels_last`` of :class:`JointModel`: ``True`` (both networks), ``"spixelfcn"`` (the superpixel network
