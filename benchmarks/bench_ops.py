@@ -7,11 +7,13 @@ Both are timed in float32, forward + backward where the op is differentiable (w.
 table), forward otherwise. The ops and their alternatives (written here):
 
 * ``pool_mean`` / ``pool_sum`` / ``pool_max``: :func:`sparse_ops.superpixel_pool` (``reduce="mean"``,
-  ``"sum"``, ``"max"``; w.r.t. the features) against ``scatter_reduce`` (``"mean"`` and ``"amax"``,
-  ``include_self=False``) or ``scatter_add`` into ``torch.zeros(B, C, N_s)`` over the label map broadcast
-  from one channel to ``C`` (``expand``: no copy); the alternative returns its ``[B, N_s, C]`` result as a
-  transposed view (no copy either). B=4, C=21, 512x512, N_s=1024 Voronoi cells (SLIC-like: the irregular
-  labels of ``bench_uniformize.py``).
+  ``"sum"``, ``"max"``; w.r.t. the features) against ``scatter_add`` into ``torch.zeros(B, C, N_s)`` over the
+  label map broadcast from one channel to ``C`` (``expand``: no copy; the mean: those sums over the pixel
+  counts, one more ``scatter_add`` of ones, as a user writes it) or ``scatter_reduce("amax",
+  include_self=False)``; the alternative returns its ``[B, N_s, C]`` result as a transposed view (no copy
+  either). Until 2026-12-06 the mean's alternative was ``scatter_reduce("mean")``, a slower kernel on the CPU
+  (an outside review: not what a user would pick). B=4, C=21, 512x512, N_s=1024 Voronoi cells (SLIC-like:
+  the irregular labels of ``bench_uniformize.py``).
 * ``unpool``: :func:`sparse_ops.superpixel_unpool` (w.r.t. the pooled vectors) against ``torch.gather`` over
   the same broadcast index; same sizes.
 * ``pool_mean_reused`` / ``unpool_reused``: the same two ops through a
@@ -25,18 +27,21 @@ table), forward otherwise. The ops and their alternatives (written here):
 * ``relabel_contiguous``: :func:`sparse_ops.relabel_contiguous` against ``torch.unique(return_inverse=True)``
   image by image; ids ``3 v + 1`` of the Voronoi map above (gaps, no 0).
 * ``enforce_connectivity``: :func:`sparse_ops.enforce_connectivity` (``min_size=1``: split into 4-connected
-  pieces, numbered in row-major order of their first pixel) against a loop over every label of every image
-  with ``scipy.ndimage.label`` of the whole image's mask, then the same numbering. Both run on the CPU with
-  scipy; the library labels each label inside its bounding box (``ndimage.find_objects``). B=4, 256x256
-  (the loop is slow), the arg-max map of the synthetic association below at cell 16 (about 1.7 pieces per
-  superpixel, counted by hand, not kept in the JSON).
+  pieces, numbered in row-major order of their first pixel) against scikit-image's ``measure.label`` of each
+  image (``background=-1, connectivity=1``: the same pieces and numbering, from 1), one call per image; the
+  library labels each label inside its bounding box with ``scipy.ndimage``. Until 2026-12-06 the alternative
+  was a loop over every label with ``ndimage.label`` of the whole image's mask, far slower than what a user
+  would pick (an outside review). B=4, 256x256, the arg-max map of the synthetic association below at cell 16
+  (about 1.7 pieces per superpixel, counted by hand, not kept in the JSON).
 * ``hard_superpixels``: :func:`sparse_ops.hard_superpixels` against ``argmax`` over the 9 candidates (those
   outside the image set to ``-inf``, the channels put in the library's tie order, centre first) and a
   ``gather`` of the 9 neighbour cell ids (``neighbour_cell_ids``). B=4, 512x512, cell 16.
 * ``superpixel_cam`` / ``superpixel_global_average`` (SPN; w.r.t. the features, at the label map's size,
-  C=21 channels, K=21 classes): against a dense one-hot ``[B, N_s, H W]`` mask, built in every call from the
-  labels (they change with every batch), and ``bmm``. B=4, 256x256, N_s=256 Voronoi cells (the mask takes
-  268 MB there; it would take 4.3 GB at 512x512 and N_s=1024).
+  C=21 channels, K=21 classes): against the superpixel means by ``scatter_add`` over the pixel counts (as the
+  mean pool's alternative), then ``F.linear`` and a ``gather`` back to the pixels (CAM), or the mean over the
+  non-empty superpixels (global average). B=4, 256x256, N_s=256 Voronoi cells. Until 2026-12-06 the
+  alternative was a dense one-hot ``[B, N_s, H W]`` mask and ``bmm`` (268 MB at this size), far slower than
+  this one (an outside review).
 
 The association of ``spixel_loss`` and ``hard_superpixels`` is synthetic but shaped like a trained network's:
 the logits favour the candidate cells with the nearest centres, plus smooth noise.
@@ -224,15 +229,26 @@ def _broadcast_index(sp: torch.Tensor, channels: int) -> torch.Tensor:
     return sp.reshape(b, 1, -1).expand(b, channels, -1)
 
 
+def _counts(sp: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """The pixel count of every superpixel, ``[B, N_s]``: one ``scatter_add`` of ones."""
+    b = sp.shape[0]
+    ones = torch.ones(1, 1, dtype=dtype, device=sp.device).expand(b, sp[0].numel())
+    return torch.zeros(b, n, dtype=dtype, device=sp.device).scatter_add(1, sp.reshape(b, -1), ones)
+
+
 def scatter_pool(x: torch.Tensor, sp: torch.Tensor, n: int, reduce: str) -> torch.Tensor:
-    """``scatter_add`` (sum) or ``scatter_reduce`` (mean, amax) into zeros; ``[B, N_s, C]`` as a view."""
+    """``scatter_add`` (sum; the mean: the sums over the pixel counts, as a user writes it, PyTorch's
+    ``scatter_reduce("mean")`` being the slower kernel) or ``scatter_reduce("amax")`` into zeros;
+    ``[B, N_s, C]`` as a view (the mean: a new tensor)."""
     b, c = x.shape[:2]
     index, src = _broadcast_index(sp, c), x.reshape(b, c, -1)
     out = x.new_zeros(b, c, n)
-    if reduce == "sum":
+    if reduce in ("sum", "mean"):
         out = out.scatter_add(2, index, src)
+        if reduce == "mean":  # an empty superpixel stays 0
+            return out.transpose(1, 2) / _counts(sp, n, x.dtype).clamp_min(1).unsqueeze(2)
     else:  # include_self=False: the zeros do not count (an empty superpixel stays 0)
-        out = out.scatter_reduce(2, index, src, {"mean": "mean", "max": "amax"}[reduce], include_self=False)
+        out = out.scatter_reduce(2, index, src, "amax", include_self=False)
     return out.transpose(1, 2)
 
 
@@ -266,27 +282,17 @@ def unique_relabel(sp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, torch.tensor(counts, device=sp.device)
 
 
-def ndimage_connectivity(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every label value of every image: ``scipy.ndimage.label`` of its mask (4-connected), then the pieces
-    numbered in row-major order of their first pixel."""
-    from scipy import ndimage
+def skimage_connectivity(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``skimage.measure.label`` of every image (4-connected pieces of equal labels, no background), which
+    numbers the pieces in row-major order of their first pixel from 1: one call per image."""
+    from skimage.measure import label
 
     arr = labels.cpu().numpy()
     out = np.empty(arr.shape, dtype=np.int64)
     counts = []
     for b in range(arr.shape[0]):
-        pieces_of_all = np.zeros(arr[b].shape, dtype=np.int64)
-        n = 0
-        for value in np.unique(arr[b]):
-            pieces, k = ndimage.label(arr[b] == value)
-            inside = pieces > 0
-            pieces_of_all[inside] = pieces[inside] + n
-            n += k
-        _, first, inverse = np.unique(pieces_of_all.ravel(), return_index=True, return_inverse=True)
-        rank = np.empty(len(first), dtype=np.int64)
-        rank[np.argsort(first)] = np.arange(len(first))
-        out[b] = rank[inverse].reshape(arr[b].shape)
-        counts.append(len(first))
+        out[b] = label(arr[b], background=-1, connectivity=1) - 1  # (the ids are >= 0: no background)
+        counts.append(int(out[b].max()) + 1)
     return torch.from_numpy(out).to(labels.device), torch.tensor(counts, device=labels.device)
 
 
@@ -304,30 +310,19 @@ def argmax_hard(assoc: torch.Tensor, cell_size: int) -> torch.Tensor:
     return ids[order].expand(b, 9, h, w).gather(1, best)[:, 0]
 
 
-def _dense_means(
-    x: torch.Tensor, sp: torch.Tensor, n: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Superpixel means ``[B, N_s, C]`` through a one-hot ``[B, N_s, H W]`` and ``bmm``; the one-hot and the
-    pixel counts ``[B, N_s, 1]``."""
-    b, c = x.shape[:2]
-    onehot = torch.zeros(b, n, sp[0].numel(), dtype=x.dtype, device=x.device)
-    onehot.scatter_(1, sp.reshape(b, 1, -1), 1.0)
-    counts = onehot.sum(2, keepdim=True)
-    sums = torch.bmm(onehot, x.reshape(b, c, -1).transpose(1, 2))
-    return sums / counts.clamp_min(1), onehot, counts
-
-
-def dense_cam(
+def scatter_cam(
     x: torch.Tensor, sp: torch.Tensor, n: int, weight: torch.Tensor, bias: torch.Tensor
 ) -> torch.Tensor:
-    means, onehot, _ = _dense_means(x, sp, n)
-    scores = F.linear(means, weight, bias)  # [B, N_s, K]
-    return torch.bmm(scores.transpose(1, 2), onehot).view(x.shape[0], -1, *sp.shape[1:])
+    """The superpixel means by ``scatter_add`` over the counts, their scores by ``F.linear``, and each pixel's
+    superpixel's scores by ``gather``."""
+    scores = F.linear(scatter_pool(x, sp, n, "mean"), weight, bias)  # [B, N_s, K]
+    return gather_unpool(scores, sp)
 
 
-def dense_global_average(x: torch.Tensor, sp: torch.Tensor, n: int) -> torch.Tensor:
-    means, _, counts = _dense_means(x, sp, n)
-    present = (counts > 0).to(x.dtype)  # the mean over the non-empty superpixels
+def scatter_global_average(x: torch.Tensor, sp: torch.Tensor, n: int) -> torch.Tensor:
+    """The mean over the non-empty superpixels of their means (``scatter_add`` over the counts)."""
+    means = scatter_pool(x, sp, n, "mean")
+    present = (_counts(sp, n, x.dtype) > 0).to(x.dtype).unsqueeze(2)
     return (means * present).sum(1) / present.sum(1).clamp_min(1)
 
 
@@ -392,10 +387,10 @@ def _unpool_case(reused: bool) -> Case:
 
 
 CASES: dict[str, Case] = {
-    "pool_mean": _pool_case("mean", "scatter_reduce(mean)"),
+    "pool_mean": _pool_case("mean", "scatter_add / counts"),
     "pool_sum": _pool_case("sum", "scatter_add"),
     "pool_max": _pool_case("max", "scatter_reduce(amax)"),
-    "pool_mean_reused": _pool_case("mean", "scatter_reduce(mean)", reused=True),
+    "pool_mean_reused": _pool_case("mean", "scatter_add / counts", reused=True),
     "unpool": _unpool_case(reused=False),
     "unpool_reused": _unpool_case(reused=True),
     "spixel_loss": Case(
@@ -424,9 +419,9 @@ CASES: dict[str, Case] = {
     ),
     "enforce_connectivity": Case(
         op="enforce_connectivity(min_size=1)",
-        alternative="ndimage.label per label",
+        alternative="skimage label per image",
         ours=lambda i: enforce_connectivity(i["labels"], min_size=1),
-        alt=lambda i: ndimage_connectivity(i["labels"]),
+        alt=lambda i: skimage_connectivity(i["labels"]),
         inputs=inputs_connectivity,
         full={"B": 4, "H": 256, "W": 256, "S": 16},
         quick=_GRID_QUICK,
@@ -444,11 +439,11 @@ CASES: dict[str, Case] = {
     ),
     "superpixel_cam": Case(
         op="superpixel_cam",
-        alternative="dense one-hot bmm",
+        alternative="scatter_add + gather",
         ours=lambda i: superpixel_cam(
             i["x"], i["sp"], i["n"], weight=i["weight"], bias=i["bias"], validate=False
         ),
-        alt=lambda i: dense_cam(i["x"], i["sp"], i["n"], i["weight"], i["bias"]),
+        alt=lambda i: scatter_cam(i["x"], i["sp"], i["n"], i["weight"], i["bias"]),
         inputs=inputs_spn,
         full=_SPN,
         quick=_SPN_QUICK,
@@ -457,9 +452,9 @@ CASES: dict[str, Case] = {
     ),
     "superpixel_global_average": Case(
         op="superpixel_global_average",
-        alternative="dense one-hot bmm",
+        alternative="scatter_add",
         ours=lambda i: superpixel_global_average(i["x"], i["sp"], i["n"], validate=False),
-        alt=lambda i: dense_global_average(i["x"], i["sp"], i["n"]),
+        alt=lambda i: scatter_global_average(i["x"], i["sp"], i["n"]),
         inputs=inputs_spn,
         full=_SPN,
         quick=_SPN_QUICK,

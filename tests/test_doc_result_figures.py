@@ -97,6 +97,10 @@ def test_bench_ops_table_check_itself() -> None:
             "``benchmarks/results/bench_ops_cpu_20261206_f26_epyc.json``, every check",
             "bench_ops_cpu_20261206_f26_epyc.json",
         ),
+        (
+            "``benchmarks/results/bench_ops_cpu_20261206_f26_fair_epyc.json``, every check",
+            "bench_ops_cpu_20261206_f26_fair_epyc.json",
+        ),
     ],
 )
 def test_bench_ops_table_matches_its_json(marker: str, name: str) -> None:
