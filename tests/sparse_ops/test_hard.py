@@ -140,6 +140,40 @@ def test_enforce_connectivity_properties(H, W, n, seed, min_size):
                 assert len(np.unique(lab[b].numpy()[o == v])) == 1
 
 
+def _pieces_reference(lab: np.ndarray) -> np.ndarray:
+    """The 4-connected pieces of equal label, slowly: ``ndimage.label`` of every label's mask, then the pieces
+    numbered in row-major order of their first pixel."""
+    pieces = np.zeros(lab.shape, dtype=np.int64)
+    n = 0
+    for value in np.unique(lab):
+        found, k = ndimage.label(lab == value)
+        pieces[found > 0] = found[found > 0] + n
+        n += k
+    _, first, inverse = np.unique(pieces.ravel(), return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse].reshape(lab.shape)
+
+
+@given(
+    H=st.integers(1, 16),
+    W=st.integers(1, 16),
+    n=st.integers(1, 6),
+    seed=st.integers(0, 10_000),
+)
+@settings(max_examples=budget(60))
+def test_enforce_connectivity_splits_exactly_as_a_slow_reference(H, W, n, seed):
+    """``min_size=1``: the ids are the pieces of a per-label ``ndimage.label`` loop, numbered by first pixel,
+    exactly (the op labels the whole map in one graph since 2026-12-06)."""
+    rng = np.random.default_rng(seed)
+    lab = torch.from_numpy(rng.integers(0, n, (2, H, W)) * 7 - 3)  # gaps and negative ids
+    out, k = enforce_connectivity(lab)
+    for b in range(2):
+        want = _pieces_reference(lab[b].numpy())
+        assert np.array_equal(out[b].numpy(), want)
+        assert k[b] == want.max() + 1
+
+
 def test_enforce_connectivity_deterministic_first_occurrence_numbering():
     lab = torch.tensor([[5, 5, 7], [9, 5, 7], [9, 9, 7]])
     out, k = enforce_connectivity(lab)
