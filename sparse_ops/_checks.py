@@ -365,9 +365,7 @@ def check_not_vmapped(t: Tensor | None, name: str) -> None:
     """
     if t is None or torch.compiler.is_compiling():
         return
-    functorch = getattr(torch._C, "_functorch", None)  # a private API: read defensively
-    is_batched = getattr(functorch, "is_batchedtensor", None)
-    if is_batched is not None and is_batched(t):
+    if _mapped_by_vmap(t):
         raise NotImplementedError(
             f"{VMAP_FEATURES_ONLY}, not over {name}: loop over the label maps, or map over features "
             f"that share one {name}"
