@@ -322,9 +322,11 @@ def scatter_cam(
 
 
 def scatter_global_average(x: torch.Tensor, sp: torch.Tensor, n: int) -> torch.Tensor:
-    """The mean over the non-empty superpixels of their means (``scatter_add`` over the counts)."""
-    means = scatter_pool(x, sp, n, "mean")
-    present = (_counts(sp, n, x.dtype) > 0).to(x.dtype).unsqueeze(2)
+    """The mean over the non-empty superpixels of their means (``scatter_add`` over the counts, counted once
+    for both)."""
+    counts = _counts(sp, n, x.dtype).unsqueeze(2)
+    means = scatter_pool(x, sp, n, "sum") / counts.clamp_min(1)
+    present = (counts > 0).to(x.dtype)
     return (means * present).sum(1) / present.sum(1).clamp_min(1)
 
 
