@@ -17,6 +17,7 @@ from torch import Tensor
 
 __all__ = [
     "EXPORT_VALIDATE_FIX",
+    "KERNEL_DTYPES",
     "MAX_CLASSES",
     "MAX_INFERRED_CLASSES",
     "MAX_SLOTS_PER_PIXEL",
@@ -208,6 +209,20 @@ def check_dense(value: Tensor, name: str) -> None:
 
 #: The floating dtypes the ops compute in (PyTorch has no scatter, gather or arithmetic kernels for float8).
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: The dtypes PyTorch's CPU kernels broadly support (its sparse ``coalesce`` / ``to_dense``, its scatter):
+#: bool, the integers but uint16/32/64, :data:`FLOAT_DTYPES`, complex64 and complex128 (not float8 or
+#: complex32, which raise deep inside).
+KERNEL_DTYPES = (
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    *FLOAT_DTYPES,
+    torch.complex64,
+    torch.complex128,
+)
 
 
 def check_floating(x: object, name: str, layout: str, *, before_labels: bool = False) -> Tensor:

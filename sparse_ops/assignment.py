@@ -30,20 +30,7 @@ AUTO_BACKEND: dict[str, Literal["scatter", "sparse"]] = {"cpu": "scatter", "cuda
 
 #: The value dtypes of :meth:`SuperpixelAssignment.to_sparse`: those PyTorch's sparse COO and CSR kernels
 #: (``coalesce``, ``to_dense``) support on the CPU (uint16/32/64, complex32 and float8 raise deep inside).
-_SPARSE_VALUE_DTYPES = (
-    torch.bool,
-    torch.uint8,
-    torch.int8,
-    torch.int16,
-    torch.int32,
-    torch.int64,
-    torch.float16,
-    torch.bfloat16,
-    torch.float32,
-    torch.float64,
-    torch.complex64,
-    torch.complex128,
-)
+_SPARSE_VALUE_DTYPES = _checks.KERNEL_DTYPES
 
 
 def _outside_inference_mode() -> contextlib.AbstractContextManager[object]:

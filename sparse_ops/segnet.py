@@ -166,21 +166,8 @@ def _pooled_side(n: int, kernel: int, stride: int, padding: int, dilation: int, 
 
 
 #: The dtypes of ``values`` that :func:`max_unpool2d` takes: those PyTorch's scatter has kernels for (not
-#: float8 or complex32).
-_SCATTER_DTYPES = (
-    *_checks.FLOAT_DTYPES,
-    torch.complex64,
-    torch.complex128,
-    torch.bool,
-    torch.uint8,
-    torch.int8,
-    torch.int16,
-    torch.int32,
-    torch.int64,
-    torch.uint16,
-    torch.uint32,
-    torch.uint64,
-)
+#: float8 or complex32), the wide unsigned integers included.
+_SCATTER_DTYPES = (*_checks.KERNEL_DTYPES, *_checks._WIDE_UNSIGNED)
 
 
 def max_unpool2d(
