@@ -85,6 +85,15 @@ def _drawn(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return figures
 
 
+def _soft_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """soft_neighbours.png's figure as ``make_soft_figure.py`` draws it, rendered (text extents known)."""
+    figures = _drawn(monkeypatch)
+    _load("make_soft_figure").main(tmp_path / "f.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    return fig
+
+
 def _nothing_cut_and_legends_clear(fig: Any) -> None:
     """Everything drawn lies inside the figure (no label cut at its edge), and no legend covers a drawn line
     or marker (sampled along each line's segments, in pixels)."""
@@ -437,11 +446,7 @@ def test_soft_figure_arrows_run_from_the_pixel_to_just_before_their_labels(
     from matplotlib.colors import to_hex
     from matplotlib.patches import Rectangle
 
-    module = _load("make_soft_figure")
-    figures = _drawn(monkeypatch)
-    module.main(tmp_path / "f.png")
-    (fig,) = figures
-    fig.canvas.draw()
+    fig = _soft_figure(tmp_path, monkeypatch)
     renderer = fig.canvas.get_renderer()
     px_per_pt = fig.dpi / 72
     problems = []
@@ -707,11 +712,7 @@ def test_soft_figure_labels_do_not_cover_one_another(tmp_path: Path, monkeypatch
     border pixel's marker and its arrows, and the later candidates' arrows crossed the centre's label."""
     import matplotlib.pyplot as plt
 
-    module = _load("make_soft_figure")
-    figures = _drawn(monkeypatch)
-    module.main(tmp_path / "f.png")
-    (fig,) = figures
-    fig.canvas.draw()
+    fig = _soft_figure(tmp_path, monkeypatch)
     renderer = fig.canvas.get_renderer()
     for ax in fig.axes:
         texts = [t for t in ax.texts if t.get_visible() and t.get_text().strip()]
