@@ -167,7 +167,7 @@ def evaluate(
         max_panels (int): number of panels.
         progress (bool): show a tqdm progress bar with the running mIoU (tqdm is imported only then).
         boundary_tolerance (int): superpixel boundary-recall tolerance in pixels.
-        ignore_index (int): ignored ground-truth label.
+        ignore_index (int): ignored ground-truth label (drawn in the panels as void, whatever its value).
         amp (bool): autocast to float16 on CUDA.
 
     Returns:
@@ -246,10 +246,15 @@ def evaluate(
                         break
                     image = images[i] if images is not None else torch.zeros(3, *target.shape[-2:])
                     name = str(names[i]) if names is not None else f"sample_{len(panels):04d}"
+                    # the panels draw void as the VOC palette's 255 (and leave it out of the legend):
+                    # another ignore_index was drawn as a class, or (a negative one) refused by the palette
+                    drawn = target[i]
+                    if ignore_index != IGNORE_INDEX:
+                        drawn = drawn.masked_fill(drawn == ignore_index, IGNORE_INDEX)
                     path = save_panel(
                         Path(panels_dir) / _panel_file_name(name),
                         image,
-                        target[i],
+                        drawn,
                         None if base_pred is None else base_pred[i],
                         pred[i],
                         None if superpixels is None else superpixels[i],

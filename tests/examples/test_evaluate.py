@@ -127,6 +127,26 @@ def test_the_panels_of_a_batch_are_named_after_each_of_its_images(voc, tmp_path)
     assert len(set(ds.names)) == 3
 
 
+@pytest.mark.parametrize("void", [-1, 200])
+def test_panels_draw_another_ignore_index_as_void(voc, tmp_path, void):
+    """With ``ignore_index`` other than 255, the panels draw the void pixels as void (the VOC palette's 255,
+    left out of the legend), byte for byte the panel of the same void labelled 255, and the scores agree too:
+    -1 was refused by the palette on the first panel, 200 drawn as a class and named in the legend."""
+    batch = next(iter(DataLoader(build_dataset(voc, "val"), batch_size=1)))
+    assert bool((batch["target"] == 255).any())  # the synthetic set has void pixels
+
+    def run(ignore_index: int) -> dict:
+        relabelled = {**batch, "target": batch["target"].masked_fill(batch["target"] == 255, ignore_index)}
+        out = tmp_path / str(ignore_index)
+        return evaluate(
+            StubJoint(), [relabelled], device="cpu", ignore_index=ignore_index, panels_dir=out, progress=False
+        )
+
+    ours, voc_void = run(void), run(255)
+    assert Path(ours["panels"][0]).read_bytes() == Path(voc_void["panels"][0]).read_bytes()
+    assert ours["miou"] == voc_void["miou"] and ours["num_pixels"] == voc_void["num_pixels"]
+
+
 def test_evaluation_restores_the_mode_of_every_module(voc):
     """A model in the joint stage's training mode (--freeze-bn: a BatchNorm in eval mode inside a model in
     training mode) comes back in that mode: ``model.train(True)`` after the evaluation switched the frozen
