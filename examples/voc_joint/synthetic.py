@@ -312,7 +312,7 @@ def generate_synthetic_voc(
         jpeg_quality (int): JPEG quality of the images.
 
     Returns:
-        Path: ``root``.
+        Path: ``root``, absolute.
 
     Raises:
         TypeError: an argument that is not an int (a bool, a float, a string; ``image_size`` not a pair of
@@ -341,7 +341,10 @@ def generate_synthetic_voc(
     if num_sbd_extra is not None:
         num_sbd_extra = _int_arg(num_sbd_extra, "num_sbd_extra", 0, IMAGES_MAX)
     extra = (num_train // 2 if num_sbd_extra is None else num_sbd_extra) if sbd else 0
-    root = Path(root)
+    # absolute (lexically, as the shell means it): the lock, temporary and swapped-out folders go next to the
+    # set, in its parent; "." (whose parent is ".") put the lock into the set's own folder, which was then
+    # refused as holding a file the generator did not write
+    root = Path(os.path.abspath(root))
     params = {
         "format_version": _FORMAT_VERSION,
         "num_train": num_train,
@@ -552,7 +555,13 @@ def _replace_folder(new: Path, root: Path) -> None:
     if root.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
         os.replace(root, old / root.name)
-        os.replace(new, root)
+        try:
+            os.replace(new, root)
+        except BaseException:  # (Ctrl-C between the renames): the older set goes back, not left to removal
+            if not root.exists():
+                os.replace(old / root.name, root)
+                old.rmdir()
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(new, root)

@@ -468,6 +468,41 @@ def test_generation_is_atomic(tmp_path, monkeypatch):
     assert not (tmp_path / "new").exists()
 
 
+def test_an_interrupt_between_the_two_renames_puts_the_older_set_back(tmp_path, monkeypatch):
+    """Regenerating swaps the older set out, then the new one in: Ctrl-C between the two renames deleted the
+    new set and left the older one in its ``.old`` folder, which the next generation removed; no set was left
+    at the root. The older set now goes back to the root, unchanged, and nothing is left beside it."""
+    root = generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE)
+    before = _digest(root)
+    real_replace, calls = os.replace, []
+
+    def interrupted(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the new set's rename to the root
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthetic_voc(tmp_path / "voc", num_train=3, num_val=1, image_size=SIZE)
+    monkeypatch.undo()
+    assert calls[1] == root  # (the window this test is about)
+    assert _digest(root) == before and sorted(p.name for p in tmp_path.iterdir()) == [".voc.lock", "voc"]
+
+
+@pytest.mark.parametrize("relative", [".", "./", "../voc"])
+def test_the_current_folder_as_the_root(tmp_path, monkeypatch, relative):
+    """``--output-dir .`` in an empty folder: its parent was ``.`` itself, so the lock file went into the
+    set's folder, which was then refused as holding a file the generator did not write (and kept that file).
+    The path is made absolute first: the lock goes beside the folder, as for any other root."""
+    cwd = tmp_path / "voc"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    root = generate_synthetic_voc(relative, num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    assert root == cwd and (cwd / "synthetic_voc.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".voc.lock", "voc"]
+
+
 def test_a_generation_removes_what_killed_generations_of_its_folder_left(tmp_path):
     """A generation stopped by SIGTERM or SIGKILL left its temporary folder (``.voc.<random>.tmp``, 3.5 MB
     after 1 s of a 5000-image set) or the swapped-out older set (``.voc.<random>.old``) next to the set, and
