@@ -52,6 +52,7 @@ __all__ = [
     "IMAGENET_STD",
     "NUM_CLASSES",
     "SPIXEL_MEAN",
+    "TRAINAUG_UNFINISHED",
     "VOC_CLASSES",
     "DataError",
     "PadIfSmaller",
@@ -106,6 +107,12 @@ DEFAULT_MAX_PIXELS = 89_478_485
 #: variable is set but empty: ``Path("")`` was the current folder, which then received ``synthetic_voc/`` and
 #: ``demo/``).
 DEFAULT_CACHE = Path(os.environ.get("TRANSINIT_CACHE") or "~/.cache/transinit").expanduser()
+
+
+#: A file that ``examples/voc_joint/sbd.py`` keeps in the ``SegmentationClassAug`` folder it writes while its
+#: conversion has not finished (from before its masks move into place until its lists are written): the data
+#: set refuses such a folder, and the next conversion completes it without ``--overwrite``.
+TRAINAUG_UNFINISHED = ".trainaug-unfinished"
 
 
 class DataError(ValueError):
@@ -362,6 +369,8 @@ def eval_transform(
         size = _size_pair(crop_size, "crop_size")
         steps += [PadIfSmaller(size), v2.CenterCrop(size)]
     if pad_to_multiple is not None:
+        if _as_positive_int(pad_to_multiple) is None:  # (PadToMultiple's own error named its "multiple")
+            raise ValueError(f"pad_to_multiple must be an int >= 1, got {pad_to_multiple!r}")
         steps.append(PadToMultiple(pad_to_multiple))
     return v2.Compose(steps) if steps else v2.Compose([v2.Identity()])
 
@@ -758,6 +767,12 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
                     if self.sbd and mask_dir is None
                     else ""
                 )
+            )
+        if self.sbd and (self.mask_dir / TRAINAUG_UNFINISHED).exists():
+            raise DataError(
+                f"the trainaug layout in '{self.root}' is unfinished: an examples/voc_joint/sbd.py "
+                "conversion stopped after its masks moved into place and before it wrote its lists (the file "
+                f"'{self.mask_dir / TRAINAUG_UNFINISHED}' says so); run it again to complete it"
             )
         list_dir = _list_dir(self.root, self.sbd)
         self.list_file = self.root / list_file if list_file is not None else list_dir / f"{split}.txt"

@@ -51,6 +51,7 @@ from examples.voc_joint.data import (
     DEFAULT_MAX_PIXELS,
     IGNORE_INDEX,
     NUM_CLASSES,
+    TRAINAUG_UNFINISHED,
     DataError,
     _check_file,
     _check_same_size,
@@ -580,7 +581,11 @@ def build_trainaug(
     image at once after all are read. The masks are written into a temporary folder, which becomes
     ``SegmentationClassAug`` in one rename once all of them are written (with ``overwrite`` and an existing
     folder they are moved into it one by one, over the files of the same names; its other files stay), so a
-    run that fails (a bad file, a full disk) or is interrupted writes nothing: fix it and run it again.
+    run that fails (a bad file, a full disk) or is interrupted before that writes nothing: fix it and run it
+    again. From before the masks move into place until both lists are written, the mask folder holds the
+    file ``.trainaug-unfinished`` (:data:`~examples.voc_joint.data.TRAINAUG_UNFINISHED`): a run stopped in
+    between leaves a layout that the data set refuses, and that the next run completes (no ``overwrite``
+    needed: it is its own output).
 
     Args:
         voc_root: the VOC folder (``VOC2012``, ``VOCdevkit`` or the folder above it).
@@ -599,7 +604,7 @@ def build_trainaug(
     Raises:
         TypeError: ``num_classes`` or ``max_pixels`` is not an int.
         ValueError: ``num_classes`` outside ``1..255``, or ``max_pixels`` below 1 (before anything is read).
-        FileExistsError: the output exists and ``overwrite`` is False.
+        FileExistsError: the output exists, is not an unfinished run's, and ``overwrite`` is False.
         FileNotFoundError: a missing folder or list; missing images or label files (all named).
         DataError: an empty list, unreadable label files or images, labels out of range, masks whose size
             differs from their image (all named).
@@ -619,7 +624,8 @@ def build_trainaug(
     train = [n for n in _union(lists["voc_train"], sbd_names) if n not in val_set]
     out_masks, out_lists = voc / MASK_DIR, _list_dir(voc, True)
     existing = [p for p in (out_masks, out_lists / "train.txt", out_lists / "val.txt") if p.exists()]
-    if existing and not overwrite:
+    unfinished = out_masks / TRAINAUG_UNFINISHED
+    if existing and not overwrite and not unfinished.is_file():  # (an unfinished run's: completed now)
         raise FileExistsError(
             f"{[str(p) for p in existing]} exist already: pass overwrite=True (--overwrite) to replace them "
             "(the masks of the listed images are written over the files of the same names; other files stay)"
@@ -647,18 +653,30 @@ def build_trainaug(
         ) from exc
     try:
         from_voc, from_sbd = _write_masks(sources, voc_annotated, staging, num_classes, max_pixels, progress)
+        # the marker goes in with the masks (in the one rename, or before the first mask moved): whatever
+        # stops the run from here on leaves a layout the data set refuses and the next run completes
+        (staging / TRAINAUG_UNFINISHED).touch()
         if not out_masks.exists():
             os.replace(staging, out_masks)  # one step: an interrupt leaves no partial folder
         else:
+            _move(staging / TRAINAUG_UNFINISHED, unfinished)
             for staged in sorted(staging.iterdir()):
                 _move(staged, out_masks / staged.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if held is not None:
             os.close(held)
-    out_lists.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_lists / "val.txt", "".join(f"{n}\n" for n in val))  # readable by all, as the masks
-    write_text_atomic(out_lists / "train.txt", "".join(f"{n}\n" for n in train))
+    try:
+        out_lists.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_lists / "val.txt", "".join(f"{n}\n" for n in val))  # readable by all
+        write_text_atomic(out_lists / "train.txt", "".join(f"{n}\n" for n in train))
+    except OSError as exc:
+        raise type(exc)(
+            exc.errno,
+            f"cannot write the trainaug lists into '{out_lists}': {exc.strerror or exc} (the masks are in "
+            "place: free some space, or fix the folder, and run the same command again to complete it)",
+        ) from exc
+    unfinished.unlink()  # finished
     return {
         "voc_root": voc,
         "train": train,
@@ -814,7 +832,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_stoppable(
         lambda: _main(parser, args),
         parser.prog,
-        "a conversion stopped before its masks moved into place wrote nothing",
+        "a conversion stopped before its masks moved into place wrote nothing; one stopped after that is "
+        "completed by the same command",
     )
 
 

@@ -353,6 +353,12 @@ def test_a_region_needs_a_transform_that_moves_every_mask(voc):
         (lambda: train_transform(True), ValueError, "crop_size must be a positive int .* got True"),
         (lambda: eval_transform((2, 2.0)), ValueError, r"crop_size must be .* got \(2, 2.0\)"),
         (lambda: eval_transform("ab"), ValueError, "crop_size must be .* got 'ab'"),
+        # the caller's argument, not PadToMultiple's "multiple"
+        (
+            lambda: eval_transform(pad_to_multiple=0),
+            ValueError,
+            "^pad_to_multiple must be an int >= 1, got 0$",
+        ),
     ],
 )
 def test_bad_transform_arguments(make, exc, match):

@@ -22,7 +22,7 @@ pytest.importorskip("torchvision")
 from PIL import Image
 
 from examples.voc_joint import sbd
-from examples.voc_joint.data import DataError, VOCSegmentation, voc_palette
+from examples.voc_joint.data import TRAINAUG_UNFINISHED, DataError, VOCSegmentation, voc_palette
 
 H, W = 12, 16
 VOC_TRAIN = ["2007_000032", "2007_000039", "2008_000002"]
@@ -451,8 +451,53 @@ def test_an_interrupt_while_the_masks_move_into_place_leaves_no_partial_folder(
     with pytest.raises(KeyboardInterrupt):
         sbd.build_trainaug(root, ds)
     masks = voc / "SegmentationClassAug"
-    assert not masks.exists() or len(list(masks.iterdir())) == 9
+    assert not masks.exists() or len(list(masks.glob("*.png"))) == 9
     assert not [p for p in voc.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new folder", "overwrite"])
+@pytest.mark.parametrize(
+    "stop",
+    [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")],
+    ids=["Ctrl-C", "full disk"],
+)
+def test_a_run_stopped_before_its_lists_are_written_is_refused_and_completed_by_the_next(
+    real_layout, monkeypatch, existing: bool, stop: BaseException
+) -> None:
+    """Stopped after the masks moved into place and before the lists were written: the masks were left
+    without their lists, which the data set could not read and the plain rerun refused as existing. The mask
+    folder now says the run is unfinished (``.trainaug-unfinished``): the data set refuses it naming that
+    file, and the same call completes it, without ``overwrite``, to the output of an uninterrupted run."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    masks = voc / "SegmentationClassAug"
+    if existing:  # (a pre-built archive's folder, replaced with overwrite=True)
+        masks.mkdir()
+        Image.fromarray(_labels(7, band=False)).save(masks / "2008_000100.png")
+    real_write = sbd.write_text_atomic
+
+    def stopped(path: Path, text: str) -> None:
+        if path.name == "train.txt":  # after val.txt: the window at its widest
+            raise stop
+        real_write(path, text)
+
+    monkeypatch.setattr(sbd, "write_text_atomic", stopped)
+    with pytest.raises(type(stop)) as info:
+        sbd.build_trainaug(root, ds, overwrite=existing)
+    if isinstance(stop, OSError):  # the folder, the cause, and what to do
+        assert "trainaug lists into" in str(info.value) and "run the same command again" in str(info.value)
+    assert (masks / TRAINAUG_UNFINISHED).is_file()
+    with pytest.raises(DataError, match=r"unfinished: .*run it again to complete it"):
+        VOCSegmentation(root, "val", sbd=True)
+    monkeypatch.undo()
+    res = sbd.build_trainaug(root, ds)  # no overwrite: its own unfinished output
+    assert not (masks / TRAINAUG_UNFINISHED).exists()
+    assert [VOCSegmentation(root, split, sbd=True).names for split in ("train", "val")] == [
+        res["train"],
+        res["val"],
+    ]
+    with pytest.raises(FileExistsError, match="exist already"):  # finished: refused again
+        sbd.build_trainaug(root, ds)
 
 
 def test_overwrite_into_a_mask_folder_on_another_file_system(real_layout, monkeypatch) -> None:
