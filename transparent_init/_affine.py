@@ -170,7 +170,8 @@ def draw_hidden(
     A widening layer (``h_l >= h_{l-1}``) is a Haar draw with orthonormal columns, so the chain stays an
     isometry of ``x`` (up to the push of tiny entries below: singular values within about 1e-3 of 1); a
     narrowing layer has orthonormal rows and is drawn as an isometry on the range of the chain so far
-    (including the bias direction when there is room), so the chain stays well conditioned whatever the
+    (including the bias direction when there is room), then scaled by ``sqrt(h_{l-1} / h_l)`` to the entry
+    scale (uniformly: its condition number stays 1), so the chain stays well conditioned whatever the
     widths. ``b_l ~ N(0, 1 / h_l)`` (zero when the layer has no bias). Tiny draws are pushed away from zero
     (see :data:`MIN_ABS_FRACTION`).
 
@@ -295,9 +296,9 @@ def solve_last(
         rule = (
             f"every hidden layer's logical width must be >= the input width {in_f}"
             if last_bias
-            else "without a bias in the last layer, every hidden layer from the first one with a bias on "
-            f"must have a logical width greater than the input width {in_f} (to carry the biases on): widen "
-            "those or give the last layer a bias"
+            else "without a bias in the last layer, a hidden layer with a bias, and every hidden layer after "
+            f"it, must have a logical width greater than the input width {in_f} (to carry the biases on): "
+            "widen those or give the last layer a bias"
         )
         raise ValueError(
             f"the hidden layers have no exact right inverse (residual {residual:.3g}): {rule}{too_small}"

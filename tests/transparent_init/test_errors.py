@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import warnings
@@ -24,6 +25,8 @@ from transparent_init import (
     transparent_init_,
     xavier_init_,
 )
+
+from ._reference import check, uniform
 
 
 @pytest.mark.parametrize(
@@ -775,12 +778,37 @@ def test_inplace_target_errors() -> None:
     with pytest.raises(
         ValueError,
         match=r"layer 1 \(Linear\): the hidden layers have no exact right inverse .* without a bias in the "
-        r"last layer, every hidden layer from the first one with a bias on must have a logical width "
-        r"greater than the input width 3",
+        r"last layer, a hidden layer with a bias, and every hidden layer after it, must have a logical "
+        r"width greater than the input width 3",
     ):
         transparent_init_(nobias)
     with pytest.raises(ValueError, match="no exact right inverse"):  # also for a small target map
         transparent_init_(nobias, target_weight=1e-3 * torch.eye(3), generator=0)
+
+
+@pytest.mark.parametrize("biases", list(itertools.product([False, True], repeat=3)))
+@pytest.mark.parametrize("widths", list(itertools.product([3, 4], repeat=3)))
+def test_without_a_last_bias_the_stated_rule_decides(
+    widths: tuple[int, ...], biases: tuple[bool, ...]
+) -> None:
+    """The rule the error message and the docstring state: without a last-layer bias a stack (input 3) is
+    exact iff some hidden layer with a bias is wider than the input and every hidden layer after it too, or no
+    hidden layer has a bias. (They said "every hidden layer from the first biased one on", which refused
+    ``3 -> [3 (bias), 4 (bias)]`` on paper while the code built it exactly.)"""
+    seq = nn.Sequential()
+    prev = 3
+    for width, bias in zip(widths, biases, strict=True):
+        seq.append(nn.Linear(prev, 2 * width, bias=bias))  # logical width `width` through ReLU
+        seq.append(nn.ReLU())
+        prev = 2 * width
+    seq.append(nn.Linear(prev, 3, bias=False))
+    carried = any(bias and all(w > 3 for w in widths[i:]) for i, bias in enumerate(biases))
+    if carried or not any(biases):
+        transparent_init_(seq, generator=0)
+        check(seq, uniform((32, 3), 10.0, 0))
+    else:
+        with pytest.raises(ValueError, match="a hidden layer with a bias, and every hidden layer after it"):
+            transparent_init_(seq, generator=0)
 
 
 @pytest.mark.parametrize("scale", [1e3, 1.0, 1e-3, 1e-9, 1e-30, 1e-200])
