@@ -96,14 +96,35 @@ def test_identity_within_rounding_bound(cfg: dict) -> None:
     check(layer, _input(cfg))
 
 
-@given(stacks(), st.integers(1, 12), st.integers(-2, 2))
-def test_target_map_within_rounding_bound(cfg: dict, out_f: int, log_scale: int) -> None:
+@given(stacks(), st.integers(1, 12), st.integers(-2, 2), st.sampled_from([1.0, 1.0, 1e-5, 1e-20, 0.0]))
+def test_target_map_within_rounding_bound(cfg: dict, out_f: int, log_scale: int, weight: float) -> None:
+    """Also targets whose weight is tiny or zero beside their bias (a constant map ``y = t``): the float64
+    solve's error is relative to the whole target, bias included, and the input multiplies it."""
     g = torch.Generator().manual_seed(cfg["seed"])
-    t_w = torch.randn(out_f, cfg["in_f"], generator=g, dtype=torch.float64) * 10.0**log_scale
+    t_w = torch.randn(out_f, cfg["in_f"], generator=g, dtype=torch.float64) * 10.0**log_scale * weight
     t_b = torch.randn(out_f, generator=g, dtype=torch.float64) * 10.0**log_scale if cfg["bias"] else None
     layer = _make(cfg, out_f, t_w, t_b)
     assert (layer.out_channels if cfg["conv"] else layer.out_features) == out_f
     check(layer, _input(cfg), t_w, t_b)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("weight", [0.0, 1e-5])
+def test_a_float64_target_of_a_tiny_weight_beside_its_bias_within_the_bound(
+    act: str | None, weight: float
+) -> None:
+    """``y = t`` (and ``y = 1e-5 x T^T + t``) in float64 on inputs of size 1e4: the last layer's weight is
+    zero (tiny) but the solve leaves entries of a few epsilons of ``|t|`` there, which the input multiplies.
+    The bound's solve slack was relative to ``|x| |T|^T + 1 + |t|`` row by row, which these stacks exceeded
+    11x (an audit, 2026-12-06); it is relative to the target column's largest entry times ``sum |x| + 1``."""
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        t_w = weight * torch.randn(8, 8, generator=g, dtype=torch.float64)
+        t_b = torch.randn(8, generator=g, dtype=torch.float64)
+        stack = TransparentLinear(
+            8, [8], activation=act, target_weight=t_w, target_bias=t_b, generator=seed, dtype=torch.float64
+        )
+        check(stack, uniform((17, 8), 1e4, seed, torch.float64), t_w, t_b)
 
 
 @given(stacks(dtypes=tuple(HALF)))
