@@ -121,17 +121,41 @@ def _memory_span(p: Tensor) -> tuple[torch.device, int, int] | None:
     return p.device, first, first + (reach + 1) * p.element_size()
 
 
+#: The largest span, in elements, over which :func:`_shares_elements` marks the elements two tensors touch
+#: (a bool each); wider overlapping spans count as shared.
+_MARK_MAX = 2**26
+
+
+def _shares_elements(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors whose byte spans overlap (:func:`_memory_span`) touch a common element: strided
+    views of one storage may interleave without sharing one (disjoint column blocks of a buffer). Marked
+    element by element where both are views of one storage with one element size and the span is at most
+    :data:`_MARK_MAX` elements; anything else counts as shared."""
+    same_storage = a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    if not same_storage or a.element_size() != b.element_size():
+        return True
+    reach = [sum((int(n) - 1) * int(s) for n, s in zip(t.shape, t.stride(), strict=True)) for t in (a, b)]
+    spans = [(int(t.storage_offset()), r) for t, r in zip((a, b), reach, strict=True)]
+    lo = min(start for start, _ in spans)
+    end = max(start + reach + 1 for start, reach in spans)
+    if end - lo > _MARK_MAX or any(int(s) < 0 for t in (a, b) for s in t.stride()):
+        return True
+    mark = torch.zeros(end - lo, dtype=torch.bool)
+    mark.as_strided(tuple(a.shape), tuple(a.stride()), spans[0][0] - lo).fill_(True)
+    return bool(mark.as_strided(tuple(b.shape), tuple(b.stride()), spans[1][0] - lo).any())
+
+
 def _record_unshared(
     m: nn.Module,
     index: int,
     seen: dict[int, tuple[int, str]],
-    spans: list[tuple[torch.device, int, int, int, str]],
+    spans: list[tuple[torch.device, int, int, int, str, Tensor]],
 ) -> None:
     """Refuse a module, or a ``weight`` / ``bias`` Parameter, met at an earlier affine position (``seen``:
     ``id`` -> (layer index, what it was there)), or a ``weight`` / ``bias`` whose memory overlaps one recorded
-    before (``spans``: (device, first byte, end, layer index, what); tied weights that are separate Parameter
-    objects over one storage, such as ``nn.Parameter(other.weight)`` or a transposed view); then record this
-    layer's."""
+    before (``spans``: (device, first byte, end, layer index, what, tensor); tied weights that are separate
+    Parameter objects over one storage, such as ``nn.Parameter(other.weight)`` or a transposed view: a common
+    element, :func:`_shares_elements`); then record this layer's."""
     kind = type(m).__name__
     first = seen.get(id(m))
     if first is not None:
@@ -158,8 +182,8 @@ def _record_unshared(
         if span is None:
             continue
         device, lo, hi = span
-        for other_device, other_lo, other_hi, other_index, other_attr in spans:
-            if other_device == device and lo < other_hi and other_lo < hi:
+        for other_device, other_lo, other_hi, other_index, other_attr, other in spans:
+            if other_device == device and lo < other_hi and other_lo < hi and _shares_elements(p, other):
                 raise ValueError(
                     f"layer {index} ({kind}) shares the memory of its {attr} with layer {other_index} (its "
                     f"{other_attr}): separate Parameters over one storage (tied weights, e.g. "
@@ -168,7 +192,7 @@ def _record_unshared(
                     f"init needs independent layers (untie them, e.g. layer.{attr} = "
                     f"nn.Parameter(layer.{attr}.detach().clone()))"
                 )
-        spans.append((device, lo, hi, index, attr))
+        spans.append((device, lo, hi, index, attr, p))
 
 
 def parse_stack(sequential: nn.Sequential) -> StackLayout:
@@ -185,7 +209,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
             another shape than its width attributes give, or is computed at each forward (parametrized,
             weight-normed, pruned) or cannot be written in place (an inference tensor outside inference
             mode, an expanded tensor), the same module or Parameter at two affine positions (shared layers,
-            tied weights), weights or biases whose memory overlaps (separate Parameters over one storage), a
+            tied weights), weights or biases that share an element (separate Parameters over one storage), a
             layer whose dtype is not float16, bfloat16, float32 or float64 (float8, complex), some layers on
             the meta device and others not, or a zero-width layer (``nn.Linear(0, n)``,
             ``nn.Linear(n, 0)``).
@@ -199,7 +223,7 @@ def parse_stack(sequential: nn.Sequential) -> StackLayout:
     pending: tuple[str, float, int] | None = None
     kind: type | None = None
     seen: dict[int, tuple[int, str]] = {}  # id of each affine module / parameter -> (layer, what)
-    spans: list[tuple[torch.device, int, int, int, str]] = []  # memory of each weight / bias (_memory_span)
+    spans: list[tuple[torch.device, int, int, int, str, Tensor]] = []  # each weight / bias (_memory_span)
     placed: tuple[int, str, torch.device] | None = None  # the first weight / bias: (layer, what, device)
     for i, m in enumerate(mods):
         if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
@@ -390,7 +414,7 @@ def transparent_init_(
             parametrization, weight_norm, spectral_norm, pruning: the values written would be lost) or
             cannot be written in place (an inference tensor outside inference mode, an expanded tensor), the
             same module or Parameter at two positions (shared layers, tied weights: naming both layers) or
-            weights / biases whose memory overlaps (separate Parameters over one storage), layers of another
+            weights / biases that share an element (separate Parameters over one storage), layers of another
             dtype than float16, bfloat16, float32 or float64 (float8, complex), some layers on the meta
             device and others not (naming both); and wrong target shapes, non-finite targets, no
             ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a last layer without bias, a

@@ -936,6 +936,23 @@ def test_parameters_sharing_one_element_of_a_buffer_are_refused() -> None:
         transparent_init_(nn.Sequential(l0, nn.ReLU(), l1), generator=0)
 
 
+@pytest.mark.parametrize("layout", ["column blocks", "interleaved columns"])
+def test_views_of_one_buffer_that_share_no_element_are_independent(layout: str) -> None:
+    """Weights that are strided views of one buffer without a common element (its column blocks, or its even
+    and odd columns) are independent layers: they were refused as sharing memory, their byte spans
+    overlapping; the elements are compared now, and the stack is exact. One common element is still refused
+    (above)."""
+    buf = torch.zeros(6, 9) if layout == "column blocks" else torch.zeros(6, 12)
+    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 3))
+    first, last = (buf[:, :3], buf[:3, 3:]) if layout == "column blocks" else (buf[:, 0:6:2], buf[:3, 1::2])
+    net[0].weight, net[2].weight = nn.Parameter(first), nn.Parameter(last)
+    transparent_init_(net, generator=0)
+    check(net, uniform((32, 3), 10.0, 0))
+    net[2].weight = nn.Parameter(buf[:3, 2:8] if layout == "column blocks" else buf[:3, 0:12:2])  # one shared
+    with pytest.raises(ValueError, match=r"layer 2 \(Linear\) shares the memory of its weight with layer 0"):
+        transparent_init_(net, generator=0)
+
+
 def test_an_empty_view_inside_another_parameter_touches_no_memory() -> None:
     """Mutation pass: an empty parameter reaches no byte, even when its address lies inside another layer's
     weight; the stack is refused for what is wrong with it (its shape), not for shared memory."""
@@ -954,11 +971,11 @@ def test_memory_on_another_device_is_not_shared() -> None:
     span = _memory_span(layer.weight)
     assert span is not None
     _, lo, hi = span
-    spans = [(torch.device("cuda", 0), lo, hi, 0, "weight")]  # the same bytes, on another device
+    spans = [(torch.device("cuda", 0), lo, hi, 0, "weight", layer.weight)]  # the same bytes, another device
     _record_unshared(layer, 2, {}, spans)  # no error
     assert [s[3] for s in spans] == [0, 2, 2]
     with pytest.raises(ValueError, match=r"layer 3 \(Linear\) shares the memory of its weight with layer 2"):
-        _record_unshared(layer, 3, {}, [(span[0], lo, hi, 2, "weight")])  # the same bytes, same device
+        _record_unshared(layer, 3, {}, [(span[0], lo, hi, 2, "weight", layer.weight)])  # the same bytes
 
 
 def _replaced(attr: str, value: torch.Tensor, conv: bool = False) -> nn.Sequential:
