@@ -239,8 +239,6 @@ def loops(inputs: Inputs) -> list[dict[str, Any]]:
     sparse backend, the layers of a stack)."""
     b, _, h, w = inputs.x.shape
     block = max(1, torch.get_num_threads(), BUILD_BLOCK_PIXELS // (h * w))
-    labels = so.hard_superpixels(inputs.assoc.detach(), inputs.cell)
-    distinct = sum(int(labels[i].unique().numel()) for i in range(b))
     return [
         {
             "where": "sparse_ops/_layout.py build_layout",
@@ -256,9 +254,9 @@ def loops(inputs: Inputs) -> list[dict[str, Any]]:
         },
         {
             "where": "sparse_ops/hard.py _connectivity, _components",
-            "loop": "images, then the distinct ids of each image (scipy.ndimage.label per id)",
-            "trips": b + distinct,
-            "grows_with": "B * N_s (hard_superpixels(connectivity=True), enforce_connectivity; numpy)",
+            "loop": "images (one scipy connected_components graph of each)",
+            "trips": b,
+            "grows_with": "B (hard_superpixels(connectivity=True), enforce_connectivity; numpy)",
         },
         {
             "where": "sparse_ops/hard.py _merge_small",

@@ -2085,6 +2085,32 @@ def test_bench_overhead_quick(tmp_path, capsys):
     assert "uniformize" in capsys.readouterr().out
 
 
+def test_bench_overhead_counts_the_connectivity_loop_the_code_runs(monkeypatch):
+    """The loops row of the connectivity step states the trips the code makes: one scipy
+    ``connected_components`` graph per image since 2026-12-06 (it still said one ``scipy.ndimage.label`` per
+    distinct id of each image, 452 trips at the typical size, which the code no longer ran)."""
+    import scipy.ndimage
+    import scipy.sparse.csgraph
+
+    import sparse_ops as so
+
+    bench = _import("bench_overhead")
+    inputs = bench.make_inputs({"b": 3, "c": 2, "h": 20, "w": 24, "cell": 4}, torch.device("cpu"))
+    (row,) = [r for r in bench.loops(inputs) if "_components" in r["where"]]
+    calls = {"label": 0, "connected_components": 0}
+    for module, name in ((scipy.ndimage, "label"), (scipy.sparse.csgraph, "connected_components")):
+        real = getattr(module, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+    so.hard_superpixels(inputs.assoc.detach(), inputs.cell, connectivity=True)
+    assert calls == {"label": 0, "connected_components": row["trips"]} and row["trips"] == 3
+    assert "connected_components" in row["loop"]
+
+
 def _without(row: dict, keys: tuple[str, ...]) -> dict:
     return {k: v for k, v in row.items() if k not in keys}
 
