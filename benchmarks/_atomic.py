@@ -69,9 +69,10 @@ def stamped_result(stem: str) -> Path:
     return RESULTS / f"{stem}_{time.strftime('%Y%m%d-%H%M', time.gmtime())}.json"
 
 
-def result_path(out: Path | None, default: Path, quick: bool) -> Path | None:
+def result_path(out: Path | None, default: Path, quick: bool, *, kind: str = "JSON") -> Path | None:
     """Where a run writes its result: ``out`` (``--out``) when given; else ``None`` for a ``--quick`` smoke
-    run, which prints ``--quick: no JSON written (pass --out)``, and ``default`` for a full run.
+    run, which prints ``--quick: no JSON written (pass --out)`` (``kind`` names the file: ``"CSV"``), and
+    ``default`` for a full run.
 
     Example:
         >>> result_path(None, Path("results/soft.json"), quick=False).name
@@ -80,7 +81,7 @@ def result_path(out: Path | None, default: Path, quick: bool) -> Path | None:
     if out is not None:
         return out
     if quick:  # a smoke run must not replace a committed result, nor add one
-        print("--quick: no JSON written (pass --out)")
+        print(f"--quick: no {kind} written (pass --out)")
         return None
     return default
 

@@ -32,7 +32,7 @@ sparse CSR tensors) is not seen: the notes name the one found.
 
 Usage::
 
-    python benchmarks/op_coverage.py                          # writes docs/_static/mps_op_coverage.csv
+    python benchmarks/op_coverage.py --yaml 2.11=PATH         # writes docs/_static/mps_op_coverage.csv
     python benchmarks/op_coverage.py --quick --out /tmp/c.csv # the tiny size, float32 only
     python benchmarks/op_coverage.py --yaml 2.11=/path/to/torchgen/packaged/ATen/native/native_functions.yaml
 """
@@ -62,7 +62,7 @@ for _path in (str(ROOT), str(ROOT / "benchmarks")):
 # imports after the path set-up: noqa E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from _atomic import write_text_atomic  # noqa: E402
+from _atomic import result_path, write_text_atomic  # noqa: E402
 from _harness import check_output, run_script  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_leaves, tree_map  # noqa: E402
@@ -607,19 +607,27 @@ def gaps(rows: list[dict[str, str]]) -> list[str]:
     return out
 
 
+def _yaml_pair(text: str) -> tuple[str, Path]:
+    """``VERSION=PATH`` as ``(VERSION, PATH)``, the file unchecked."""
+    version, _, path = text.partition("=")
+    return version, Path(path)
+
+
 def yaml_spec(text: str) -> tuple[str, Path]:
     """``type=`` of ``--yaml``: ``VERSION=PATH`` of an existing file, as ``(VERSION, PATH)``."""
-    version, sep, path = text.partition("=")
+    _, sep, path = text.partition("=")
     try:
         found = bool(sep) and Path(path).is_file()
     except OSError:  # a name too long for the system, ...: not a traceback
         found = False
     if not found:
         raise argparse.ArgumentTypeError(f"must be VERSION=PATH of an existing file, got {text!r}")
-    return version, Path(path)
+    return _yaml_pair(text)
 
 
-yaml_spec.checks_path = True  # type: ignore[attr-defined]  # documented commands name the reader's paths
+# documented commands name the reader's paths: they are parsed with ``unchecked`` (tests/test_doc_commands.py)
+yaml_spec.checks_path = True  # type: ignore[attr-defined]
+yaml_spec.unchecked = _yaml_pair  # type: ignore[attr-defined]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -627,7 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--quick", action="store_true", help="the tiny size in float32 only (a smoke test)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="the tiny size in float32 only (a smoke test; writes nothing without --out)",
+    )
     ap.add_argument(
         "--yaml",
         action="append",
@@ -641,9 +653,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _version(torch_version: str) -> str:
+    """``major.minor`` of a torch version string (the column suffix: ``"2.14.1+cpu"`` -> ``"2.14"``)."""
+    return torch_version.split("+")[0].rsplit(".", 1)[0]
+
+
 def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The checks argparse cannot make (``ap.error`` on failure): ``--out`` can be written."""
-    check_output(ap, "--out", args.out, default_in=OUT.parent)
+    """The checks argparse cannot make (``ap.error`` on failure): ``--out`` can be written; without it, a
+    ``--quick`` run writes nothing, and a full run may replace the committed table only with every torch
+    version it has columns for (this interpreter's and the ``--yaml`` ones): a run without ``--yaml`` dropped
+    the committed torch 2.11 columns, which the docs cite."""
+    check_output(ap, "--out", args.out, default_in=None if args.quick else OUT.parent)
+    if args.out is not None or args.quick or not OUT.is_file():
+        return
+    with OUT.open(newline="", encoding="utf-8") as fh:
+        header = next(csv.reader(fh), [])
+    committed = {col.split(" ", 1)[1] for col in header if col.startswith(("MPS ", "CUDA "))}
+    dropped = sorted(committed - {version for version, _ in args.yaml} - {_version(torch.__version__)})
+    if dropped:
+        ap.error(
+            f"{OUT.relative_to(ROOT)} has the columns of torch {', '.join(dropped)}, which this run would "
+            "drop: "
+            + " ".join(f"pass --yaml {v}=PATH (that torch's ATen native_functions.yaml)" for v in dropped)
+            + ", or --out elsewhere"
+        )
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, str]]:
@@ -651,18 +684,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, str]]:
     args = ap.parse_args(argv)
     check_args(ap, args)
     yamls = dict(args.yaml)
-    yamls[torch.__version__.split("+")[0].rsplit(".", 1)[0]] = yaml_of()
+    yamls[_version(torch.__version__)] = yaml_of()
     torch.set_num_threads(1)
     record = record_all(args.quick)
     rows = table(record, dict(sorted(yamls.items())))
-    out = args.out or OUT
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out, text.getvalue(), newline="")
-    print(f"torch {torch.__version__}: {len(rows)} ATen overloads ({', '.join(yamls)}); wrote {out}")
+    out = result_path(args.out, OUT, args.quick, kind="CSV")  # (a --quick run replaces no committed table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(out, text.getvalue(), newline="")
+    wrote = f"; wrote {out}" if out is not None else ""
+    print(f"torch {torch.__version__}: {len(rows)} ATen overloads ({', '.join(yamls)}){wrote}")
     for name, why in sorted(record.skipped.items()):
         print(f"  not run: {name}: {why}")
     missing = gaps(rows)

@@ -1976,7 +1976,7 @@ def test_a_default_result_folder_that_cannot_be_written_is_refused_before_the_me
 ):
     """Only ``--out`` was checked: without it a full run measured for minutes and then failed to write its
     default result file. Its folder is checked as an output folder, where the run writes it: not for a
-    ``--quick`` run (it writes nothing without ``--out``, except op_coverage, which always writes its CSV),
+    ``--quick`` run (it writes nothing without ``--out``, op_coverage's CSV included),
     nor for a worker process (its parent writes)."""
     module = _import(script)
     folder = module.OUT.parent if script == "op_coverage" else _import("_atomic").RESULTS
@@ -1988,11 +1988,7 @@ def test_a_default_result_folder_that_cannot_be_written_is_refused_before_the_me
     err = capsys.readouterr().err
     assert "no --out given, and the default result folder cannot be used" in err
     assert f"this user may not write in the folder {str(folder)!r}" in err
-    if script == "op_coverage":  # --quick writes the CSV too
-        with pytest.raises(SystemExit):
-            module.check_args(ap, ap.parse_args(["--quick"]))
-    else:
-        module.check_args(ap, ap.parse_args(["--quick"]))
+    module.check_args(ap, ap.parse_args(["--quick"]))
     if worker is not None:
         module.check_args(ap, ap.parse_args(worker))
     module.check_args(ap, ap.parse_args(["--out", str(tmp_path / "r.json")]))  # elsewhere: no objection
@@ -2407,6 +2403,37 @@ def test_op_coverage_quick(tmp_path):
     assert "not run" not in stdout  # every case ran, forward and backward
     committed = {row["op"] for row in csv.DictReader(cov.OUT.read_text().splitlines())}
     assert set(rows) <= committed, f"re-run benchmarks/op_coverage.py: {sorted(set(rows) - committed)}"
+
+
+def test_op_coverage_replaces_the_committed_table_only_with_all_its_columns(monkeypatch, tmp_path, capsys):
+    """``--quick`` without ``--out`` rewrote the committed ``docs/_static/mps_op_coverage.csv`` with the tiny
+    size's reduced table, and a full run without ``--yaml`` dropped its torch 2.11 columns, which the docs
+    cite (a run must not replace a committed result). Now a ``--quick`` run writes nothing without ``--out``,
+    and a full run into the committed table is refused before it measures unless it has every version's
+    yaml."""
+    cov = _import("op_coverage")
+    committed = tmp_path / "mps_op_coverage.csv"
+    committed.write_text("op,runs on,MPS 2.11,MPS 2.14,CUDA 2.11,CUDA 2.14,known gaps\n")
+    monkeypatch.setattr(cov, "OUT", committed)
+    monkeypatch.setattr(cov, "ROOT", tmp_path)
+    monkeypatch.setattr(cov.torch, "__version__", "2.14.1+cpu")
+    ap = cov.build_parser()
+    with pytest.raises(SystemExit) as exc:
+        cov.check_args(ap, ap.parse_args([]))
+    assert exc.value.code == 2
+    assert "has the columns of torch 2.11, which this run would drop: pass --yaml 2.11=PATH" in (
+        capsys.readouterr().err
+    )
+    yaml = tmp_path / "native_functions.yaml"
+    yaml.write_text("")
+    cov.check_args(ap, ap.parse_args(["--yaml", f"2.11={yaml}"]))  # every column: no objection
+    cov.check_args(ap, ap.parse_args(["--out", str(tmp_path / "other.csv")]))
+    cov.check_args(ap, ap.parse_args(["--quick"]))
+    monkeypatch.setattr(cov, "record_all", lambda quick: (_ for _ in ()).throw(RuntimeError("measured")))
+    before = committed.read_bytes()
+    with pytest.raises(RuntimeError, match="measured"):  # (the measurement would come next)
+        cov.main(["--quick"])
+    assert committed.read_bytes() == before
 
 
 def test_op_coverage_records_only_the_ops_of_a_composite_kernel():
