@@ -8,7 +8,9 @@
   size (``VmHWM``) minus the resident set size (``VmRSS``) when the region starts, with the peak reset there
   (``/proc/self/clear_refs``), so memory freed before the region does not hide growth inside it. Elsewhere
   (or where the reset is refused) the growth of ``ru_maxrss``, which only sees growth above the process's
-  earlier peak: :attr:`PeakMemory.method` says which.
+  earlier peak: :attr:`PeakMemory.method` says which. It runs one tiny backward first (once per process,
+  :func:`prime_autograd`): a process's first ``backward(gradient)`` imports about 490 modules (sympy,
+  ``torch.fx.experimental.symbolic_shapes``), 34 MiB of resident memory that no op's figure should carry.
 * :func:`peak_mib` and :func:`cell`: a row's memory figure (as :func:`memory_fields` recorded it) and a
   figure as a cell of a printed table, ``nan`` where there is none.
 * :func:`options_of`: a run's command-line options for its result file.
@@ -59,6 +61,7 @@ __all__ = [
     "options_of",
     "paired_times",
     "peak_mib",
+    "prime_autograd",
     "run_script",
     "sync",
     "time_ms",
@@ -311,8 +314,24 @@ def _ru_maxrss_kib() -> float:
     return peak / 1024 if sys.platform == "darwin" else peak
 
 
+_PRIMED = {"autograd": False}
+
+
+def prime_autograd() -> None:
+    """Run one tiny CPU backward with an explicit gradient, once per process, before a memory reading: the
+    first one imports about 490 modules (sympy and ``torch.fx.experimental.symbolic_shapes``: +33.6 MiB of
+    anonymous memory, torch 2.14.1), which every fresh-process row measured as the op's own (an audit,
+    2026-12-06: the floor of ``bench_uniformize.py``, ``y`` and ``grad_x``, 168 MiB, read 200-204 MiB)."""
+    if _PRIMED["autograd"]:
+        return
+    v = torch.zeros(1, requires_grad=True)
+    (v * 1.0).backward(torch.ones(1))
+    _PRIMED["autograd"] = True
+
+
 class PeakMemory:
-    """Extra peak memory from construction to :meth:`extra_mib` (CUDA: allocator; CPU: resident set size).
+    """Extra peak memory from construction to :meth:`extra_mib` (CUDA: allocator; CPU: resident set size),
+    after :func:`prime_autograd` (a process's one-time imports are not the region's).
 
     Attributes:
         method (str): how it is measured: ``"cuda_allocator"``, ``"vmhwm_reset"`` (Linux: peak reset at the
@@ -322,6 +341,7 @@ class PeakMemory:
 
     def __init__(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
+        prime_autograd()
         if self.device.type == "cuda":
             sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
