@@ -11,6 +11,11 @@
   earlier peak: :attr:`PeakMemory.method` says which. It runs one tiny backward first (once per process,
   :func:`prime_autograd`): a process's first ``backward(gradient)`` imports about 490 modules (sympy,
   ``torch.fx.experimental.symbolic_shapes``), 34 MiB of resident memory that no op's figure should carry.
+* :func:`tensor_peak_mib`: the peak of the tensor bytes live at once during one run of a step (every call of
+  PyTorch's CPU allocator, from ``torch.profiler``): the CPU's counterpart of the CUDA allocator's peak, the
+  same in every process (the resident-set growth moves by 10-40 MiB with the process's history: the C
+  allocator's free lists, what was imported before), though blind to memory PyTorch does not allocate
+  (numpy arrays).
 * :func:`peak_mib` and :func:`cell`: a row's memory figure (as :func:`memory_fields` recorded it) and a
   figure as a cell of a printed table, ``nan`` where there is none.
 * :func:`options_of`: a run's command-line options for its result file.
@@ -64,6 +69,7 @@ __all__ = [
     "prime_autograd",
     "run_script",
     "sync",
+    "tensor_peak_mib",
     "time_ms",
     "warmup_runs",
 ]
@@ -373,26 +379,47 @@ class PeakMemory:
 _ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
 
 
-def memory_fields(memory: PeakMemory, fresh_process: bool) -> dict[str, Any]:
+def tensor_peak_mib(step: Callable[[], object]) -> float:
+    """Peak of the tensor bytes live at once during one run of ``step``, above those live when it starts, MiB
+    (every allocation and free of PyTorch's CPU allocator, kernels' temporaries included, from
+    ``torch.profiler`` with ``profile_memory=True``: ``_counting.allocations``). Run it outside the timed runs
+    (the profiler slows the step down); memory that PyTorch does not allocate (numpy arrays) is not in it."""
+    from _counting import allocations
+
+    return allocations(step).peak_bytes / 2**20
+
+
+def memory_fields(
+    memory: PeakMemory, fresh_process: bool, tensor_peak: float | None = None
+) -> dict[str, Any]:
     """The result-file fields of a :class:`PeakMemory` reading: the CUDA peak, or the resident-set growth
-    (``None`` unless the process was fresh: a reused one has grown before) with the method used."""
+    (``None`` unless the process was fresh: a reused one has grown before) with the method used, and the CPU
+    ``tensor_peak`` (:func:`tensor_peak_mib`) where one was measured."""
     if memory.device.type == "cuda":
         return {"peak_cuda_extra_mib": memory.extra_mib()}
-    return {
+    fields: dict[str, Any] = {
         "peak_rss_growth_mib": memory.extra_mib() if fresh_process else None,
         "memory_method": memory.method,
     }
+    if tensor_peak is not None:
+        fields["peak_tensor_mib"] = tensor_peak
+    return fields
 
 
 def peak_mib(row: Mapping[str, Any]) -> float | None:
-    """The memory figure of a result row holding :func:`memory_fields`: the CUDA peak, else the resident-set
-    growth; ``None`` where it has none (a reused process, a platform without a figure).
+    """The memory figure of a result row holding :func:`memory_fields`: the CUDA peak, else the CPU tensor
+    peak (:func:`tensor_peak_mib`; rows written before 2026-12-06 have none), else the resident-set growth;
+    ``None`` where it has none (a reused process, a platform without a figure).
 
     Example:
         >>> peak_mib({"peak_rss_growth_mib": 12.5, "memory_method": "vmhwm_reset"})
         12.5
+        >>> peak_mib({"peak_rss_growth_mib": 12.5, "memory_method": "vmhwm_reset", "peak_tensor_mib": 8.0})
+        8.0
     """
-    return row.get("peak_cuda_extra_mib", row.get("peak_rss_growth_mib"))
+    if "peak_cuda_extra_mib" in row:
+        return row["peak_cuda_extra_mib"]
+    return row.get("peak_tensor_mib", row.get("peak_rss_growth_mib"))
 
 
 def cell(value: float | None, spec: str) -> str:

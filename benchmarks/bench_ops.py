@@ -48,14 +48,17 @@ table), forward otherwise. The ops and their alternatives (written here):
 The association of ``spixel_loss`` and ``hard_superpixels`` is synthetic but shaped like a trained network's:
 the logits favour the candidate cells with the nearest centres, plus smooth noise.
 
-Every (op, implementation) runs in a fresh subprocess so that its peak resident memory (the growth of the
-peak resident set size above the resident size after the inputs are made, ``benchmarks/_harness.py``) can be
-reported (``--in-process``: all in this process, as the GPU check does; no CPU memory figure then; on CUDA the
-figure is ``torch.cuda.max_memory_allocated`` above the inputs either way). ``--quick`` (tiny shapes, 2
-repeats) always runs in this process: 20 interpreter starts would take most of its time, and memory figures
-at those sizes measure lazy initialisation. Medians over ``--repeats`` runs (half as many, at least 3, for
-``spixel_loss``, whose alternative takes seconds) after one warm-up run (three on CUDA), timed with
-``time.perf_counter`` on the CPU and CUDA events on CUDA (``benchmarks/_harness.py``);
+Memory: on the CPU the table's figure is the peak of the tensor bytes live at once during one run
+(``peak_tensor_mib``, PyTorch's CPU allocator, ``_harness.tensor_peak_mib``: the same in every process, blind
+to numpy's arrays, which only ``enforce_connectivity`` and its alternative hold); on CUDA
+``torch.cuda.max_memory_allocated`` above the inputs. Every (op, implementation) runs in a fresh subprocess,
+so that the JSON also keeps its peak resident memory (the growth of the peak resident set size above the
+resident size after the inputs are made, ``peak_rss_growth_mib``; it moves by 10-40 MiB with the process's
+history; ``--in-process``: all in this process, as the GPU check does, and no such figure). ``--quick`` (tiny
+shapes, 2 repeats) always runs in this process: 20 interpreter starts would take most of its time, and
+resident-set figures at those sizes measure lazy initialisation. Medians over ``--repeats`` runs (half as
+many, at least 3, for ``spixel_loss``, whose alternative takes seconds) after one warm-up run (three on
+CUDA), timed with ``time.perf_counter`` on the CPU and CUDA events on CUDA (``benchmarks/_harness.py``);
 ``torch.set_num_threads(2)`` (``--threads``). Two ratios per op, ours over the alternative: the ratio of the
 medians (from the two subprocesses) and the paired ratio: in the library's subprocess, after its memory
 reading, the two alternate for as many rounds as it timed runs (in alternating order), and the figure is the
@@ -105,6 +108,7 @@ from _harness import (  # noqa: E402
     paired_times,
     peak_mib,
     run_script,
+    tensor_peak_mib,
     time_ms,
     warmup_runs,
 )
@@ -549,12 +553,13 @@ def worker(
     ours = make_step(case, case.ours, inp)
     alt = make_step(case, case.alt, inp)
     memory = PeakMemory(dev)
-    times = time_ms(ours if impl == "ours" else alt, repeats, warmup=warmup_runs(dev), device=dev)
+    step = ours if impl == "ours" else alt
+    times = time_ms(step, repeats, warmup=warmup_runs(dev), device=dev)
     row: dict[str, Any] = {
         "impl": impl,
         "median_ms": statistics.median(times),
         "times_ms": times,
-        **memory_fields(memory, fresh_process),
+        **memory_fields(memory, fresh_process, tensor_peak_mib(step) if dev.type == "cpu" else None),
     }
     if impl == "ours":
         for _ in range(warmup_runs(dev)):
@@ -658,7 +663,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"torch {torch.__version__}, device {args.device}, {meta['cpus']} CPUs, {meta['cpu_model']}, "
         f"{args.threads} threads, {mode}; medians (ms), ratios ours / alternative, peak "
-        f"{'CUDA memory above the inputs' if device.type == 'cuda' else 'RSS growth'} (MiB)\n",
+        f"{'CUDA memory above the inputs' if device.type == 'cuda' else 'tensor bytes live at once'} (MiB)\n",
         flush=True,
     )
     ops: dict[str, dict] = {}

@@ -15,10 +15,12 @@ All three use the same border convention (``renormalize=False`` in the library) 
 :func:`sparse_ops.max_unpool2d` vs ``nn.MaxUnpool2d`` (forward + backward), checked first to give the same
 output and gradient, exactly.
 
-Every configuration runs in a fresh subprocess so that its peak resident memory (the growth of the peak
-resident set size above the resident size when the measurement starts, ``benchmarks/_harness.py``) can be
-reported (``--in-process``: all in this process, as the GPU check does; no CPU memory figure then; on
-CUDA the memory figure is ``torch.cuda.max_memory_allocated`` above the inputs either way). Medians over
+Memory: on the CPU the table's figure is the peak of the tensor bytes live at once during one run
+(``peak_tensor_mib``, PyTorch's CPU allocator, ``_harness.tensor_peak_mib``: the same in every process); on
+CUDA ``torch.cuda.max_memory_allocated`` above the inputs. Every configuration runs in a fresh subprocess, so
+that the JSON also keeps its peak resident memory (the growth of the peak resident set size above the
+resident size when the measurement starts, ``peak_rss_growth_mib``; it moves by 10-40 MiB with the process's
+history; ``--in-process``: all in this process, as the GPU check does, and no such figure). Medians over
 repeats after one warm-up run (three on CUDA), timed with ``time.perf_counter`` on the CPU and CUDA events
 on CUDA (``benchmarks/_harness.py``); ``torch.set_num_threads(2)`` (``--threads``). The SegNet unpoolings
 take a few milliseconds, so they run 50 times each, and a further measurement alternates the two and
@@ -64,6 +66,7 @@ from _harness import (  # noqa: E402
     paired_times,
     peak_mib,
     run_script,
+    tensor_peak_mib,
     time_ms,
     warmup_runs,
 )
@@ -156,7 +159,7 @@ def worker_soft(
         "C": C,
         "median_ms": statistics.median(times),
         "times_ms": times,
-        **memory_fields(memory, fresh_process),
+        **memory_fields(memory, fresh_process, tensor_peak_mib(step) if dev.type == "cpu" else None),
     }
 
 
@@ -192,7 +195,7 @@ def worker_unpool(
         "C": C,
         "median_ms": statistics.median(times),
         "times_ms": times,
-        **memory_fields(memory, fresh_process),
+        **memory_fields(memory, fresh_process, tensor_peak_mib(step) if dev.type == "cpu" else None),
     }
 
 
@@ -351,7 +354,8 @@ def main(argv: list[str] | None = None) -> dict:
     soft_rows = []
     print(
         f"\nsoft pool+unpool fwd+bwd, B={B}, {H}x{W}, cell {S}, {args.device}, medians of {repeats} (ms), "
-        f"peak {'CUDA memory above the inputs' if device.type == 'cuda' else 'RSS growth'} (MiB)"
+        f"peak {'CUDA memory above the inputs' if device.type == 'cuda' else 'tensor bytes live at once'} "
+        "(MiB)"
     )
     print(f"{'C':>3} {'impl':>11} {'median ms':>10} {'vs block':>9} {mem_name:>9}", flush=True)
     for C in Cs:

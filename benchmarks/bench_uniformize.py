@@ -31,8 +31,11 @@ per-pair ratios ("paired x floor", the samples under ``paired_ratios``), which i
 and goes. Peak extra memory (``peak_extra_mb``, in MiB): on Linux the peak resident set size above the
 resident size right after the inputs (x, grad_y, labels) are allocated, the peak reset there, up to the end of
 the timed runs (setup included; ``memory_method`` says how it was measured, see ``benchmarks/_harness.py``);
-on CUDA ``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. Compare ratios
-within one run. After its timing, each variant but ``floor`` and ``copy`` is compared with the float64 result
+on CUDA ``torch.cuda.max_memory_allocated()`` minus the memory allocated after the inputs. On the CPU also
+``peak_tensor_mib`` ("tensors MiB"): the peak of the tensor bytes live at once during one setup and forward +
+backward (PyTorch's CPU allocator, ``_harness.tensor_peak_mib``), the same in every process, where the
+resident-set growth moves by 10-40 MiB with the process's history. Compare ratios within one run. After its
+timing, each variant but ``floor`` and ``copy`` is compared with the float64 result
 of the op, its output and its input gradient ("max err": the larger of ``max_abs_err`` and
 ``max_abs_err_grad``); one above ``ERROR_TOLERANCE`` (1e-5) or NaN ends the run with an error naming it.
 
@@ -77,6 +80,7 @@ from _harness import (  # noqa: E402 (after the path set-up)
     median_upper,
     nan_max,
     run_script,
+    tensor_peak_mib,
     time_ms,
 )
 
@@ -249,6 +253,18 @@ def run_one(
         memory.extra_mib() if cuda or fresh_process else None
     )  # MiB (the key keeps its name)
     out["memory_method"] = memory.method
+    if not cuda:  # the tensors of a setup and a forward + backward with it (what the reading above spans)
+
+        def setup_and_step() -> None:
+            s = setup()
+            if variant == "copy":
+                s[0].copy_(xd)
+                s[1].copy_(gy)
+            else:
+                op(s).backward(gy)
+
+        out["peak_tensor_mib"] = tensor_peak_mib(setup_and_step)
+        x.grad = None
     # Paired ratio: alternate floor and variant fwd+bwd runs in this process, so that load from other
     # processes on a shared machine hits both alike (after the memory reading, which these runs disturb).
     if variant == "scatter" and paired:
@@ -578,7 +594,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{'variant':<14}{'setup ms':>10}{'fwd ms':>10}{'fwd+bwd ms':>12}{'x floor':>9}"
             + (f"{'x copy':>8}" if copy else "")
-            + f"{'paper/this':>12}{'peak +MiB':>10}{'max err':>10}{'paired x floor':>16}"
+            + f"{'paper/this':>12}{'peak +MiB':>10}{'tensors MiB':>12}{'max err':>10}{'paired x floor':>16}"
         )
         for variant, r in rows.items():
             if "skipped" in r:
@@ -595,6 +611,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{cell(r['x_floor'], '>9.2f')}"
                 + (cell(r["x_copy"], ">8.2f") if copy else "")
                 + f"{cell(r['paper_over_this'], '>12.2f')}{cell(r['peak_extra_mb'], '>10.0f')}"
+                f"{cell(r.get('peak_tensor_mib'), '>12.0f')}"
                 f"{float('nan') if err is None else err:>10.1e}"
                 f"{r.get('paired_x_floor', float('nan')):>16.2f}"
             )

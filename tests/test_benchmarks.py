@@ -207,6 +207,25 @@ def test_peak_memory_leaves_out_the_imports_of_the_first_backward():
     assert method == "vmhwm_reset" and extra < 4, extra
 
 
+def test_tensor_peak_is_the_tensor_bytes_live_at_once_in_any_process():
+    """The CPU memory figure of the tables: the peak of the tensor bytes live at once during one run (the
+    floor's ``y`` and ``grad_x``: exactly two tensors of ``x``'s size), the same run after run and in this
+    (reused) process, where the resident-set growth has no figure."""
+    harness = _import("_harness")
+    x = torch.randn(2**18, requires_grad=True)
+    g = torch.randn(2**18)
+
+    def floor() -> None:
+        (x * 1).backward(g)
+        x.grad = None
+
+    peaks = [harness.tensor_peak_mib(floor) for _ in range(3)]  # 2 x 1 MiB (and a few bytes of scalars)
+    assert peaks[0] == pytest.approx(2.0, abs=2**-10) and peaks == [peaks[0]] * 3
+    assert harness.tensor_peak_mib(lambda: torch.empty(2**20).fill_(1)) == pytest.approx(4.0, abs=2**-10)
+    fields = harness.memory_fields(harness.PeakMemory("cpu"), fresh_process=False, tensor_peak=peaks[0])
+    assert fields["peak_rss_growth_mib"] is None and harness.peak_mib(fields) == peaks[0]
+
+
 def test_bench_uniformize_every_variant_in_process():
     """Each variant (the CUDA ones too) computes the uniformization; floor and copy are no op (no error)."""
     bench = _import("bench_uniformize")
@@ -1126,11 +1145,13 @@ def test_bench_uniformize_paired_rounds_alternate_after_a_warm_floor(monkeypatch
 
     monkeypatch.setattr(bench, "time_ms", time_ms)
     monkeypatch.setattr(torch.Tensor, "backward", counted)
+    monkeypatch.setitem(sys.modules[bench.PeakMemory.__module__]._PRIMED, "autograd", True)  # (primed)
     cfg = {"B": 1, "C": 2, "H": 8, "W": 8, "N_s": 4, "labels": "grid", "threads": 1}
     bench.run_one(cfg, "scatter", "cpu", 4, dense_max_gb=1.0, fresh_process=False)
     assert order == ["floor_fb", "fwd_bwd", "fwd_bwd", "floor_fb"] * 2
-    # the floor's warm-up run and the check of the gradient against float64 (the timed runs are faked)
-    assert len(backwards) == 2
+    # the run of the tensor peak, the floor's warm-up run and the check of the gradient against float64 (the
+    # timed runs are faked)
+    assert len(backwards) == 3
 
 
 def test_bench_uniformize_error_check_sees_a_wrong_result(monkeypatch):
