@@ -390,19 +390,20 @@ def tensor_peak_mib(step: Callable[[], object]) -> float:
 
 
 def memory_fields(
-    memory: PeakMemory, fresh_process: bool, tensor_peak: float | None = None
+    memory: PeakMemory, fresh_process: bool, step: Callable[[], object] | None = None
 ) -> dict[str, Any]:
     """The result-file fields of a :class:`PeakMemory` reading: the CUDA peak, or the resident-set growth
-    (``None`` unless the process was fresh: a reused one has grown before) with the method used, and the CPU
-    ``tensor_peak`` (:func:`tensor_peak_mib`) where one was measured."""
+    (``None`` unless the process was fresh: a reused one has grown before) with the method used, and on the
+    CPU, given the measured ``step``, its tensor peak (``peak_tensor_mib``, :func:`tensor_peak_mib`), run
+    after the reading (the profiler's own memory would count in the resident set)."""
     if memory.device.type == "cuda":
         return {"peak_cuda_extra_mib": memory.extra_mib()}
     fields: dict[str, Any] = {
         "peak_rss_growth_mib": memory.extra_mib() if fresh_process else None,
         "memory_method": memory.method,
     }
-    if tensor_peak is not None:
-        fields["peak_tensor_mib"] = tensor_peak
+    if step is not None:
+        fields["peak_tensor_mib"] = tensor_peak_mib(step)
     return fields
 
 

@@ -108,7 +108,6 @@ from _harness import (  # noqa: E402
     paired_times,
     peak_mib,
     run_script,
-    tensor_peak_mib,
     time_ms,
     warmup_runs,
 )
@@ -559,7 +558,7 @@ def worker(
         "impl": impl,
         "median_ms": statistics.median(times),
         "times_ms": times,
-        **memory_fields(memory, fresh_process, tensor_peak_mib(step) if dev.type == "cpu" else None),
+        **memory_fields(memory, fresh_process, step),
     }
     if impl == "ours":
         for _ in range(warmup_runs(dev)):

@@ -66,7 +66,6 @@ from _harness import (  # noqa: E402
     paired_times,
     peak_mib,
     run_script,
-    tensor_peak_mib,
     time_ms,
     warmup_runs,
 )
@@ -159,7 +158,7 @@ def worker_soft(
         "C": C,
         "median_ms": statistics.median(times),
         "times_ms": times,
-        **memory_fields(memory, fresh_process, tensor_peak_mib(step) if dev.type == "cpu" else None),
+        **memory_fields(memory, fresh_process, step),
     }
 
 
@@ -195,7 +194,7 @@ def worker_unpool(
         "C": C,
         "median_ms": statistics.median(times),
         "times_ms": times,
-        **memory_fields(memory, fresh_process, tensor_peak_mib(step) if dev.type == "cpu" else None),
+        **memory_fields(memory, fresh_process, step),
     }
 
 

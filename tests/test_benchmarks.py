@@ -222,8 +222,21 @@ def test_tensor_peak_is_the_tensor_bytes_live_at_once_in_any_process():
     peaks = [harness.tensor_peak_mib(floor) for _ in range(3)]  # 2 x 1 MiB (and a few bytes of scalars)
     assert peaks[0] == pytest.approx(2.0, abs=2**-10) and peaks == [peaks[0]] * 3
     assert harness.tensor_peak_mib(lambda: torch.empty(2**20).fill_(1)) == pytest.approx(4.0, abs=2**-10)
-    fields = harness.memory_fields(harness.PeakMemory("cpu"), fresh_process=False, tensor_peak=peaks[0])
+    fields = harness.memory_fields(harness.PeakMemory("cpu"), fresh_process=False, step=floor)
     assert fields["peak_rss_growth_mib"] is None and harness.peak_mib(fields) == peaks[0]
+
+
+def test_the_resident_set_is_read_before_the_profiled_run(monkeypatch):
+    """The tensor peak's profiled run allocates memory of its own (the profiler's): the resident-set figure
+    of the same row is read before it (the first run of 2026-12-06 read it after, and its figures grew by
+    60-130 MiB)."""
+    harness = _import("_harness")
+    order: list[str] = []
+    memory = harness.PeakMemory("cpu")
+    monkeypatch.setattr(memory, "extra_mib", lambda: order.append("rss") or 1.0)
+    monkeypatch.setattr(harness, "tensor_peak_mib", lambda step: order.append("tensors") or 2.0)
+    fields = harness.memory_fields(memory, fresh_process=True, step=lambda: None)
+    assert order == ["rss", "tensors"] and fields["peak_rss_growth_mib"] == 1.0
 
 
 def test_bench_uniformize_every_variant_in_process():

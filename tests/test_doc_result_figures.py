@@ -50,9 +50,11 @@ def _csv_table_after(text: str, marker: str) -> list[list[str]]:
 BENCH_OPS_FIRST = "``python benchmarks/bench_ops.py --out benchmarks/results/bench_ops_cpu.json``"
 
 
-def bench_ops_table_mismatches(text: str, result: dict, marker: str = BENCH_OPS_FIRST) -> list[str]:
+def bench_ops_table_mismatches(
+    text: str, result: dict, marker: str = BENCH_OPS_FIRST, memory: str = "peak_rss_growth_mib"
+) -> list[str]:
     """Cells of the ``bench_ops`` table after ``marker`` that differ from ``result``, each value formatted as
-    the table prints it: medians to 0.1 ms, ratios to 0.01, memory to whole MiB."""
+    the table prints it: medians to 0.1 ms, ratios to 0.01, memory (the field ``memory``) to whole MiB."""
     rows = _csv_table_after(text, marker)
     assert rows, "the bench_ops table was not found"
     bad = []
@@ -64,8 +66,8 @@ def bench_ops_table_mismatches(text: str, result: dict, marker: str = BENCH_OPS_
             f"{alternative['median_ms']:.1f}",
             f"{op['ratio_to_alternative']:.2f}",
             f"{op['paired_ratio_to_alternative']:.2f}",
-            f"{ours['peak_rss_growth_mib']:.0f}",
-            f"{alternative['peak_rss_growth_mib']:.0f}",
+            f"{ours[memory]:.0f}",
+            f"{alternative[memory]:.0f}",
         ]
         pairs = zip(row[1:], expected, strict=True)
         bad += [f"{row[0]}: {shown} (the JSON: {want})" for shown, want in pairs if shown != want]
@@ -90,23 +92,30 @@ def test_bench_ops_table_check_itself() -> None:
 
 
 @pytest.mark.parametrize(
-    ("marker", "name"),
+    ("marker", "name", "memory"),
     [
-        (BENCH_OPS_FIRST, "bench_ops_cpu.json"),
+        (BENCH_OPS_FIRST, "bench_ops_cpu.json", "peak_rss_growth_mib"),
         (
             "``benchmarks/results/bench_ops_cpu_20261206_f26_epyc.json``, every check",
             "bench_ops_cpu_20261206_f26_epyc.json",
+            "peak_rss_growth_mib",
         ),
         (
             "``benchmarks/results/bench_ops_cpu_20261206_f26_fair_epyc.json``, every check",
             "bench_ops_cpu_20261206_f26_fair_epyc.json",
+            "peak_rss_growth_mib",
+        ),
+        (  # the tensor bytes live at once (the tables before: the resident-set growth)
+            "``benchmarks/results/bench_ops_cpu_20261206_f26_tensors_epyc.json``, every check",
+            "bench_ops_cpu_20261206_f26_tensors_epyc.json",
+            "peak_tensor_mib",
         ),
     ],
 )
-def test_bench_ops_table_matches_its_json(marker: str, name: str) -> None:
+def test_bench_ops_table_matches_its_json(marker: str, name: str, memory: str) -> None:
     text = (ROOT / "docs" / "benchmarks.rst").read_text(encoding="utf-8")
     result = json.loads((RESULTS / name).read_text())
-    bad = bench_ops_table_mismatches(text, result, marker)
+    bad = bench_ops_table_mismatches(text, result, marker, memory)
     assert not bad, f"the bench_ops table differs from {name}:\n" + "\n".join(bad)
 
 
@@ -407,8 +416,8 @@ def _list_table_after(text: str, marker: str) -> list[list[str]]:
 
 def soft_table_mismatches(text: str, result: dict) -> list[str]:
     """Cells of the soft-association page's benchmark table (block, 9-shift and scatter per ``C``) that differ
-    from ``result``'s ``soft`` rows, as the table prints them: median ms, ratio to ``block`` and peak memory
-    growth."""
+    from ``result``'s ``soft`` rows, as the table prints them: median ms, ratio to ``block`` and the memory
+    figure (the tensor peak where the row has one, else the resident-set growth)."""
     rows = _list_table_after(text, "Benchmark\n---------")
     assert rows and rows[0][0] == "C", "the soft benchmark table was not found"
     by = {(r["impl"], r["C"]): r for r in result["soft"]["rows"]}
@@ -417,7 +426,8 @@ def soft_table_mismatches(text: str, result: dict) -> list[str]:
         c = int(row[0])
         for shown, impl in zip(row[1:], ("block", "nine_shift", "scatter"), strict=True):
             r = by[(impl, c)]
-            want = f"{r['median_ms']:.0f} ms ({r['ratio_to_block']:.2f}x, {r['peak_rss_growth_mib']:.0f} MiB)"
+            mem = r.get("peak_tensor_mib", r.get("peak_rss_growth_mib"))
+            want = f"{r['median_ms']:.0f} ms ({r['ratio_to_block']:.2f}x, {mem:.0f} MiB)"
             if shown != want:
                 bad.append(f"C={c} {impl}: {shown} (the JSON: {want})")
     return bad
@@ -425,10 +435,11 @@ def soft_table_mismatches(text: str, result: dict) -> list[str]:
 
 def test_soft_table_matches_its_json() -> None:
     text = (ROOT / "docs" / "concepts" / "soft_association.rst").read_text(encoding="utf-8")
-    assert "figures from ``benchmarks/results/soft_20261201_xeon.json``" in " ".join(text.split())
-    result = json.loads((RESULTS / "soft_20261201_xeon.json").read_text())
+    name = "soft_20261206_f26_tensors_epyc.json"
+    assert f"figures from ``benchmarks/results/{name}``" in " ".join(text.split())
+    result = json.loads((RESULTS / name).read_text())
     bad = soft_table_mismatches(text, result)
-    assert not bad, "the soft benchmark table differs from soft_20261201_xeon.json:\n" + "\n".join(bad)
+    assert not bad, f"the soft benchmark table differs from {name}:\n" + "\n".join(bad)
 
 
 def test_soft_table_check_itself() -> None:
