@@ -664,8 +664,13 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     version it has columns for (this interpreter's and the ``--yaml`` ones): a run without ``--yaml`` dropped
     the committed torch 2.11 columns, which the docs cite."""
     check_output(ap, "--out", args.out, default_in=None if args.quick else OUT.parent)
-    if args.out is not None or args.quick or not OUT.is_file():
+    into_committed = args.out is None or Path(args.out).resolve() == OUT.resolve()
+    if not into_committed or not OUT.is_file() or (args.quick and args.out is None):
         return
+    if args.quick:  # (--quick --out <the committed table>: its reduced table over the committed one)
+        ap.error(
+            f"--quick --out {args.out}: a smoke run does not replace the committed table; pass another --out"
+        )
     with OUT.open(newline="", encoding="utf-8") as fh:
         header = next(csv.reader(fh), [])
     committed = {col.split(" ", 1)[1] for col in header if col.startswith(("MPS ", "CUDA "))}

@@ -2473,7 +2473,12 @@ def test_op_coverage_replaces_the_committed_table_only_with_all_its_columns(monk
     )
     yaml = tmp_path / "native_functions.yaml"
     yaml.write_text("")
+    for argv in (["--out", str(committed)], ["--quick", "--out", str(committed)]):  # the same table, named
+        with pytest.raises(SystemExit):
+            cov.check_args(ap, ap.parse_args(argv))
+    assert "a smoke run does not replace the committed table" in capsys.readouterr().err
     cov.check_args(ap, ap.parse_args(["--yaml", f"2.11={yaml}"]))  # every column: no objection
+    cov.check_args(ap, ap.parse_args(["--yaml", f"2.11={yaml}", "--out", str(committed)]))
     cov.check_args(ap, ap.parse_args(["--out", str(tmp_path / "other.csv")]))
     cov.check_args(ap, ap.parse_args(["--quick"]))
     monkeypatch.setattr(cov, "record_all", lambda quick: (_ for _ in ()).throw(RuntimeError("measured")))

@@ -418,8 +418,9 @@ def transparent_init_(
             dtype than float16, bfloat16, float32 or float64 (float8, complex), some layers on the meta
             device and others not (naming both); and wrong target shapes, non-finite targets, no
             ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a last layer without bias, a
-            last layer without bias when no hidden layer with a bias is wider than the input with every
-            hidden layer after it wider too (no exact solution: the message names the rule), a target not
+            last layer without bias when some hidden layer has a bias but none with a bias is wider than the
+            input with every hidden layer after it wider too (no exact solution: the message names the rule),
+            a target not
             representable in the layers' dtype (or so close to the float64 maximum that the solve
             overflows, or whose stack would overflow the dtype in its sums or LeakyReLU outputs for inputs
             with ``max |x| <= 1``), a target on the meta device for layers that are not, a seed outside the

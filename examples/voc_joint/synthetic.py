@@ -70,6 +70,7 @@ __all__ = [
     "IMAGES_MAX",
     "build_parser",
     "check_args",
+    "current_folder_error",
     "generate_synthetic_voc",
     "main",
     "render_sample",
@@ -319,7 +320,8 @@ def generate_synthetic_voc(
             ints), or ``sbd`` not a bool, naming it.
         ValueError: an argument out of its range, naming it: counts in ``[1, IMAGES_MAX]``
             (``num_sbd_extra`` from 0), ``image_size`` a pair of sides in ``[16, SIDE_MAX]``, ``band_radius``
-            in ``[0, SIDE_MAX]``, ``seed >= 0``, ``jpeg_quality`` in ``[0, 100]``.
+            in ``[0, SIDE_MAX]``, ``seed >= 0``, ``jpeg_quality`` in ``[0, 100]``; ``root`` the current
+            folder or a folder above it (:func:`current_folder_error`).
         FileExistsError: ``root`` holds files the generator did not write (no ``synthetic_voc.json``; or, when
             the set there must be replaced, anything beside the set's own files).
 
@@ -345,6 +347,9 @@ def generate_synthetic_voc(
     # set, in its parent; "." (whose parent is ".") put the lock into the set's own folder, which was then
     # refused as holding a file the generator did not write
     root = Path(os.path.abspath(root))
+    error = current_folder_error(root)
+    if error is not None:
+        raise ValueError(f"root {error}")
     params = {
         "format_version": _FORMAT_VERSION,
         "num_train": num_train,
@@ -548,6 +553,23 @@ def _write_set(root: Path, params: dict[str, Any]) -> None:
     (root / _MARKER).write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
 
 
+def current_folder_error(root: Path) -> str | None:
+    """Why the absolute ``root`` cannot take the set: it is the current folder or holds it (``None`` when it
+    can). The finished set replaces its folder with renames, which would leave this process and the shell that
+    started it in a deleted folder, the new set unseen there."""
+    try:
+        cwd = Path.cwd()
+    except OSError:  # the current folder itself was deleted: nothing to protect
+        return None
+    if root != cwd and root not in cwd.parents:
+        return None
+    return (
+        f"'{root}' is the current folder{'' if root == cwd else ' or holds it'}: the finished set replaces "
+        "its folder, which would leave this process and your shell in a deleted folder; pass a path outside "
+        f"it (from the folder above: {root.name})"
+    )
+
+
 def _replace_folder(new: Path, root: Path) -> None:
     """Move the finished folder ``new`` to ``root`` with renames (an older generated set is swapped out)."""
     if root.is_dir() and not any(root.iterdir()):
@@ -645,6 +667,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             "SBD-augmented layout, which --no-sbd does not write; drop one of the two"
         )
     check_output_dir(parser, args.output_dir)
+    error = current_folder_error(Path(os.path.abspath(args.output_dir)))
+    if error is not None:
+        parser.error(f"--output-dir {error}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

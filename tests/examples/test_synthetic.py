@@ -490,17 +490,24 @@ def test_an_interrupt_between_the_two_renames_puts_the_older_set_back(tmp_path, 
     assert _digest(root) == before and sorted(p.name for p in tmp_path.iterdir()) == [".voc.lock", "voc"]
 
 
-@pytest.mark.parametrize("relative", [".", "./", "../voc"])
-def test_the_current_folder_as_the_root(tmp_path, monkeypatch, relative):
-    """``--output-dir .`` in an empty folder: its parent was ``.`` itself, so the lock file went into the
-    set's folder, which was then refused as holding a file the generator did not write (and kept that file).
-    The path is made absolute first: the lock goes beside the folder, as for any other root."""
+@pytest.mark.parametrize("relative", [".", "./", "../voc", ".."])
+def test_the_current_folder_or_one_above_it_is_refused_as_the_root(tmp_path, monkeypatch, capsys, relative):
+    """``--output-dir .``: its parent was ``.`` itself, so the lock file went into the set's folder, which was
+    then refused as holding a file the generator did not write (and kept that file); with the path made
+    absolute, the finished set replaced the folder the process and the shell stood in (a deleted folder, the
+    new set unseen there). Refused now, naming the folder, before anything is written, in the function and
+    on the command line; a relative path below the current folder works."""
     cwd = tmp_path / "voc"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    root = generate_synthetic_voc(relative, num_train=2, num_val=1, image_size=SIZE, sbd=False)
-    assert root == cwd and (cwd / "synthetic_voc.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".voc.lock", "voc"]
+    with pytest.raises(ValueError, match=r"is the current folder.*pass a path outside it"):
+        generate_synthetic_voc(relative, num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    with pytest.raises(SystemExit) as exc:
+        synthetic.main(["--output-dir", relative, "--num-train", "2", "--num-val", "1"])
+    assert exc.value.code == 2 and "--output-dir '" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["voc"] and not any(cwd.iterdir())
+    root = generate_synthetic_voc("sub", num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    assert root == cwd / "sub" and (root / "synthetic_voc.json").is_file() and os.getcwd() == str(cwd)
 
 
 def test_a_generation_removes_what_killed_generations_of_its_folder_left(tmp_path):
