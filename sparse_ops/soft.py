@@ -466,9 +466,9 @@ def soft_uniformize(
             types, shapes and devices are always checked.
 
     Returns:
-        Tensor[B, C, H, W]: the smoothed logits, in the dtype promoted from ``x`` and ``assoc`` (float32 for
-        bfloat16 logits with a float32 association, as softmax under autocast gives it; the hard
-        :func:`~sparse_ops.uniformize` keeps ``x``'s dtype).
+        Tensor[B, C, H, W]: the smoothed logits, in the dtype promoted from ``logits`` and ``assoc``
+        (float32 for bfloat16 logits with a float32 association, as softmax under autocast gives it; the
+        hard :func:`~sparse_ops.uniformize` keeps its ``x``'s dtype).
 
     Example:
         >>> x = torch.randn(2, 3, 5, 7)

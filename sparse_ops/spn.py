@@ -169,13 +169,19 @@ def _check_classifier_dtype(
 ) -> None:
     """Refuse classifier parameters of another dtype than ``features`` where ``F.linear`` would raise a
     ``RuntimeError`` naming no argument: outside autocast, and under it where one of the two is float64
-    (autocast casts every floating tensor but a float64 one); ``fix`` is the advice, ``{name}`` the
-    parameter's name."""
+    (autocast casts every floating tensor but a float64 one) or the parameter is not floating (an integer,
+    bool or complex one, which autocast casts neither); ``fix`` is the advice, ``{name}`` the parameter's
+    name."""
     # the meta device has no autocast (torch.is_autocast_enabled raises there)
     autocast = not features.is_meta and torch.is_autocast_enabled(features.device.type)
     for name, param in (("weight", weight), ("bias", bias)):
         if param is None or param.dtype == features.dtype:
             continue
+        if not param.is_floating_point():  # autocast or not: no cast makes F.linear take it
+            raise TypeError(
+                f"{name} must be a floating tensor of the dtype of features ({features.dtype}), got "
+                f"{param.dtype}; {fix.format(name=name)}"
+            )
         float64 = torch.float64 in (param.dtype, features.dtype)
         if autocast and not float64:
             continue  # autocast casts both to its own dtype

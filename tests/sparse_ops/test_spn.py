@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -253,6 +254,27 @@ def test_classifier_forward_checks_the_dtype_like_cam() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = SuperpixelClassifier(3, 2)(f.to(torch.bfloat16), sp, 5)
     assert logits.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64])
+@pytest.mark.parametrize("which", ["weight", "bias"])
+def test_a_non_floating_parameter_is_refused_naming_it_with_or_without_autocast(
+    dtype: torch.dtype, which: str
+) -> None:
+    """Autocast casts floating tensors only: an integer, bool or complex ``weight`` / ``bias`` was let through
+    under it to ``F.linear``'s RuntimeError ("expected m1 and m2 to have the same dtype"), which names
+    nothing, and refused outside it with the advice to run under autocast, which then failed so."""
+    g = torch.Generator().manual_seed(3)
+    f = torch.randn(2, 3, 4, 4, generator=g)
+    sp = torch.randint(0, 5, (2, 4, 4), generator=g)
+    weight, bias = torch.randn(2, 3, generator=g), torch.randn(2, generator=g)
+    params = {"weight": weight, "bias": bias}
+    params[which] = params[which].to(dtype)
+    match = rf"^{which} must be a floating tensor of the dtype of features \(torch\.float32\), got {dtype}; "
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), pytest.raises(TypeError) as info:
+            superpixel_cam(f, sp, 5, **params)
+        assert re.match(match, str(info.value)) and "autocast" not in str(info.value), info.value
 
 
 @pytest.mark.parametrize(
