@@ -110,13 +110,16 @@ class Interrupted(KeyboardInterrupt):
 
     Attributes:
         signum: the signal number (``signal.SIGINT``, ``signal.SIGTERM`` or ``signal.SIGHUP``).
-        forced: True when a second signal stopped the process without a new checkpoint.
+        forced: True when a second signal stopped the process at once (not at the next safe point).
+        saved: True when that second signal came during a checkpoint write, which completed first (the stop
+            then has its new checkpoint after all; its stop line says where).
     """
 
-    def __init__(self, signum: int, forced: bool = False) -> None:
+    def __init__(self, signum: int, forced: bool = False, saved: bool = False) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = int(signum)
         self.forced = forced
+        self.saved = saved
 
     @property
     def exit_code(self) -> int:

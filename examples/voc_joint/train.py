@@ -692,6 +692,9 @@ def _run_locked(
     if ckpt is not None and source is not None and _finished(ckpt, args):
         own = Path(source).resolve() == ckpt_path.resolve()
         step = int(ckpt["step"])
+        # a signal during the set-up stops the command here too (exit status 128 + it), not after a skip
+        # or an evaluation it asked to stop
+        _stop_if_signalled(stage, guard, info, own_command)
         if args.overwrite:  # --overwrite --resume PATH of another folder: PATH is the stage's result
             _agree(info, lambda: _clear(folder, ckpt_path, overwrite=True))
         pending = (
@@ -729,6 +732,9 @@ def _run_locked(
         sources = _agree(info, lambda: joint_sources(args) if recorded is None else recorded)
         if info.main:
             state.sources = sources
+    # a signal during the set-up (the data checks, the loaders, the model) stops the command before
+    # --overwrite deletes the old run: it was deleted all the same, and the stop said "nothing to save"
+    _stop_if_signalled(stage, guard, info, own_command)
     _agree(info, lambda: _clear(folder, ckpt_path, overwrite=bool(args.overwrite)))
     resume_step = None if ckpt is None else state.step
     if ckpt is not None and info.main:
@@ -870,9 +876,20 @@ def _train(
                 checkpoint = _checkpoint_dict(
                     state, args, sampler.global_batch, info.world_size, complete, rng
                 )
-                with guard.critical():
-                    logger.sync()  # the log rows up to this checkpoint, durable before it is
-                    save_checkpoint(ckpt_path, checkpoint)
+                try:
+                    with guard.critical():
+                        logger.sync()  # the log rows up to this checkpoint, durable before it is
+                        save_checkpoint(ckpt_path, checkpoint)
+                except Interrupted as exc:  # a second signal during the write, which completed first
+                    if own_command:
+                        print(
+                            f"\n[{stage}] stopped by a second {signal.Signals(exc.signum).name} after its "
+                            f"checkpoint of step {state.step} in {ckpt_path} was written (continue with "
+                            "--resume)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    raise Interrupted(exc.signum, forced=True, saved=True) from None
             saved = position
         if reason == "epoch":
             faults.hit("epoch-end", state.epoch)
@@ -913,6 +930,21 @@ def _agreed_signal(guard: InterruptGuard, info: DistInfo) -> int:
     """The largest signal number recorded by any process (0: none), the same on every process."""
     recorded = torch.tensor([float(guard.requested or 0)], device=info.device)
     return int(info.any(recorded).item())
+
+
+def _stop_if_signalled(stage: str, guard: InterruptGuard, info: DistInfo, own_command: bool) -> None:
+    """Raise :class:`Interrupted` where a signal came during the set-up, before the stage changes anything
+    (deletes an old run for ``--overwrite``, trains, evaluates), saying so on the main process."""
+    agreed = _agreed_signal(guard, info)
+    if not agreed:
+        return
+    if info.main and own_command:
+        print(
+            f"\n[{stage}] interrupted during the set-up: nothing was trained, saved or deleted",
+            file=sys.stderr,
+            flush=True,
+        )
+    raise Interrupted(agreed)
 
 
 # ------------------------------------------------------------------------------------------------------ main
@@ -1016,6 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
             _agree(info, lambda: _acquire(locks))
             _agree(info, lambda: _check_stages(stages, args, info.world_size))
             if args.overwrite and len(stages) > 1:  # a new pipeline: no stage may keep the old run's results
+                _stop_if_signalled("train", guard, info, True)  # (before the old run is deleted)
                 _agree(info, lambda: _clear_stages(stages, args))
             for stage in stages:
                 out[stage] = run_stage(stage, _stage_paths(stage, args), info, guard, locked=True)
@@ -1056,7 +1089,7 @@ def _cli() -> int:
     try:
         main()
     except Interrupted as exc:
-        if exc.forced:
+        if exc.forced and not exc.saved:  # (a saved one said where its checkpoint is)
             print(
                 f"\n[train] stopped by a second {signal.Signals(exc.signum).name}: no new checkpoint (the "
                 "last one on disk is intact)",

@@ -1128,7 +1128,83 @@ def test_a_stop_is_said_by_the_stage_only_in_its_own_command(
     with pytest.raises(Interrupted):
         train.run_stage("seg", args, own_command=own_command)
     err = capsys.readouterr().err
-    assert ("[seg] interrupted: before the first step (nothing to save)" in err) == own_command, err
+    assert (
+        "[seg] interrupted during the set-up: nothing was trained, saved or deleted" in err
+    ) == own_command
+    assert "--resume" not in err
+
+
+def _signal_during_the_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every process agrees on a SIGINT from now on (as one received during the set-up)."""
+    monkeypatch.setattr(train, "_agreed_signal", lambda guard, info: int(signal.SIGINT))
+
+
+def test_a_signal_during_the_set_up_of_an_overwrite_keeps_the_old_run(
+    tiny_voc, tmp_path, monkeypatch
+) -> None:
+    """Ctrl-C while an ``--overwrite`` run checked its data and built its loaders was recorded, and the old
+    run was deleted all the same before the stop ("nothing to save"): its checkpoint and log were lost. The
+    command stops before it deletes anything now; so does ``--stage all --overwrite`` before it clears the
+    three stages."""
+    from examples.voc_joint.signals import Interrupted
+
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1")
+    train.main(argv)
+    ckpt, log = tmp_path / "seg" / "checkpoint.pt", tmp_path / "seg" / "log.csv"
+    before = ckpt.read_bytes(), log.read_bytes()
+    _signal_during_the_set_up(monkeypatch)
+    with pytest.raises(Interrupted) as info:
+        train.main([*argv, "--overwrite"])
+    assert info.value.signum == signal.SIGINT and (ckpt.read_bytes(), log.read_bytes()) == before
+    monkeypatch.setattr(train, "_clear_stages", lambda *a: pytest.fail("the old run was deleted"))
+    with pytest.raises(Interrupted):
+        train.main([*train_args(tiny_voc, tmp_path, "--stage", "all", "--max-steps", "1"), "--overwrite"])
+    assert (ckpt.read_bytes(), log.read_bytes()) == before
+
+
+def test_a_signal_during_the_set_up_of_a_finished_stage_stops_the_command(
+    tiny_voc, tmp_path, monkeypatch, capsys
+) -> None:
+    """A finished stage is skipped, or evaluated with ``--eval``: a signal during the set-up was ignored there
+    (the evaluation ran, exit status 0). It stops the command before either now (128 + the signal)."""
+    from examples.voc_joint.signals import Interrupted
+
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1")
+    train.main(argv)
+    _signal_during_the_set_up(monkeypatch)
+    monkeypatch.setattr(train, "_evaluate", lambda *a, **k: pytest.fail("evaluated after the signal"))
+    capsys.readouterr()
+    for extra in (["--resume"], ["--resume", "--eval"]):
+        with pytest.raises(Interrupted) as info:
+            train.main([*argv, *extra])
+        assert info.value.exit_code == 130
+        err = capsys.readouterr().err
+        assert "[seg] interrupted during the set-up" in err, err
+
+
+def test_a_second_signal_during_the_checkpoint_write_says_the_checkpoint_was_written(
+    tiny_voc, tmp_path, monkeypatch, capsys
+) -> None:
+    """A second Ctrl-C during the checkpoint write acts when the write is done: the stop said "no new
+    checkpoint (the last one on disk is intact)" though the new one was on disk, and gave no ``--resume``
+    hint. It now names the checkpoint written and the way on."""
+    from examples.voc_joint.signals import Interrupted
+
+    real_save = train.save_checkpoint
+
+    def interrupted_twice(path: Path, checkpoint: dict) -> None:
+        signal.raise_signal(signal.SIGINT)  # the first: stop at the next safe point
+        signal.raise_signal(signal.SIGINT)  # the second, inside the write: deferred to its end
+        real_save(path, checkpoint)
+
+    monkeypatch.setattr(train, "save_checkpoint", interrupted_twice)
+    with pytest.raises(Interrupted) as info:
+        train.main(train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "2", "--epochs", "1"))
+    assert info.value.forced and info.value.saved
+    ckpt = tmp_path / "seg" / "checkpoint.pt"
+    assert torch.load(ckpt, weights_only=False)["step"] >= 1
+    err = capsys.readouterr().err
+    assert "stopped by a second SIGINT after its checkpoint of step" in err and "--resume" in err, err
 
 
 def test_csv_log_of_a_resumed_run_keeps_the_rows_up_to_the_checkpoint_step(tmp_path, monkeypatch) -> None:
