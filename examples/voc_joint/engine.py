@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from examples.voc_joint import faults
 from examples.voc_joint.atomic import os_error_reason, os_error_saying, write_text_atomic
+from examples.voc_joint.cli import UsageError
 from examples.voc_joint.data import IGNORE_INDEX
 from examples.voc_joint.distributed import DistInfo, unwrap_model
 from examples.voc_joint.signals import InterruptGuard
@@ -403,20 +404,43 @@ class CsvLogger:
         tensorboard: also write TensorBoard events (when ``torch.utils.tensorboard`` imports).
         resume_step: None for a new log; else the step of the checkpoint the run resumes from: rows of later
             steps (written after that checkpoint, before a crash) are dropped, so no step appears twice.
+        history: with ``resume_step``, the log whose rows up to it the new log starts with: the
+            ``log.csv`` of the folder of the checkpoint it resumes from, where that is another folder
+            (``None``: this folder's own, the usual resume). Rows of another run that this folder's log held
+            were kept before, interleaved with the resumed run's.
+
+    Raises:
+        UsageError: with ``resume_step``, the log to keep rows from is not UTF-8 CSV (named, with the way
+            out).
     """
 
     FIELDS = ("stage", "epoch", "step", "loss", "ce", "spixel", "lr", "images_per_s", "elapsed_s")
 
-    def __init__(self, folder: Path, enabled: bool, tensorboard: bool, resume_step: int | None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        enabled: bool,
+        tensorboard: bool,
+        resume_step: int | None,
+        history: Path | None = None,
+    ) -> None:
         self.enabled = enabled
         self.writer: Any = None
         if not enabled:
             return
         self.path = folder / "log.csv"
+        source = self.path if history is None else history
         kept: list[dict[str, str]] = []
-        if resume_step is not None and self.path.exists():
-            with open(self.path, newline="", encoding="utf-8") as fh:
-                kept = [r for r in csv.DictReader(fh) if _int_or_none(r.get("step")) is not None]
+        if resume_step is not None and source.exists():
+            try:
+                with open(source, newline="", encoding="utf-8") as fh:
+                    kept = [r for r in csv.DictReader(fh) if _int_or_none(r.get("step")) is not None]
+            except (UnicodeDecodeError, csv.Error) as exc:  # (a traceback that named no file)
+                raise UsageError(
+                    f"cannot read the training log {source} ({type(exc).__name__}: {exc}): --resume keeps "
+                    "its rows up to the checkpoint's step; repair it, or move it away (the log then starts "
+                    "anew)"
+                ) from exc
             kept = [r for r in kept if int(r["step"]) <= resume_step]
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=self.FIELDS, extrasaction="ignore")

@@ -763,7 +763,11 @@ def _run_locked(
     # --resume without a checkpoint continues a run lost before its first checkpoint (a new run is refused
     # there) from step 0: its log.csv rows and its TensorBoard events go alike
     logged_to = 0 if args.resume is not None and resume_step is None else resume_step
-    logger = engine.CsvLogger(folder, info.main, args.tensorboard, logged_to)
+    # resumed from another folder's checkpoint: its history is that folder's log (this folder's rows, of a
+    # run lost before its first checkpoint, were kept and interleaved with it)
+    elsewhere = source is not None and Path(source).resolve() != ckpt_path.resolve()
+    history = Path(source).parent / "log.csv" if elsewhere and resume_step is not None else None
+    logger = engine.CsvLogger(folder, info.main, args.tensorboard, logged_to, history)
     try:
         _train(
             state, loader, sampler, args, info, guard, logger, ckpt_path, use_amp, resume_step, own_command

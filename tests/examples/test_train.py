@@ -1207,6 +1207,57 @@ def test_a_second_signal_during_the_checkpoint_write_says_the_checkpoint_was_wri
     assert "stopped by a second SIGINT after its checkpoint of step" in err and "--resume" in err, err
 
 
+def test_a_resume_from_another_folder_logs_that_runs_history_not_this_folders_rows(
+    tiny_voc, tmp_path
+) -> None:
+    """``--resume PATH`` of another folder's checkpoint kept the rows up to its step from this folder's own
+    ``log.csv``, which held another run's (one lost before its first checkpoint): the two runs' rows
+    interleaved. The new log starts with PATH's run's rows up to the checkpoint's step now."""
+    source_out, out = tmp_path / "source", tmp_path / "here"
+    train.main(train_args(tiny_voc, source_out, "--stage", "seg", "--max-steps", "2", "--seed", "3"))
+    source_rows = _log_rows(source_out / "seg" / "log.csv")
+    (out / "seg").mkdir(parents=True)
+    foreign = "stage,epoch,step,loss,ce,spixel,lr,images_per_s,elapsed_s\nseg,0,1,999.0,999.0,,0.01,1.0,1.0\n"
+    (out / "seg" / "log.csv").write_text(foreign)
+    train.main(
+        train_args(
+            tiny_voc,
+            out,
+            "--stage",
+            "seg",
+            "--max-steps",
+            "3",
+            "--seed",
+            "3",
+            "--resume",
+            str(source_out / "seg" / "checkpoint.pt"),
+        )
+    )
+    rows = _log_rows(out / "seg" / "log.csv")
+    assert source_rows and rows[: len(source_rows)] == source_rows  # the resumed run's history, up to step 2
+    assert [int(r["step"]) for r in rows[len(source_rows) :]] == [3]  # then this run's
+    assert "999.0" not in [r["loss"] for r in rows]
+
+
+def test_an_unreadable_log_on_resume_is_one_line_naming_it(tiny_voc, tmp_path, capsys) -> None:
+    """A ``log.csv`` that is not UTF-8 made ``--resume`` end in a UnicodeDecodeError traceback naming no file;
+    a one-line usage error (exit status 2) names it and the way out now."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1")
+    train.main(argv)
+    with open(tmp_path / "seg" / "log.csv", "ab") as fh:
+        fh.write(b"\xff\xfe\x80\n")
+    with pytest.raises(SystemExit) as exc:
+        train.main([*train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "2"), "--resume"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"cannot read the training log {tmp_path / 'seg' / 'log.csv'}" in err, err
+    assert "move it away" in err and "Traceback" not in err
+
+
+def _log_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def test_csv_log_of_a_resumed_run_keeps_the_rows_up_to_the_checkpoint_step(tmp_path, monkeypatch) -> None:
     """Rows up to the resume step (included) stay, later ones (written after that checkpoint) go; TensorBoard
     purges the events from the step after it; a new log starts empty."""
