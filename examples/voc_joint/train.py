@@ -1001,10 +1001,14 @@ def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: i
 
 def _resolve_stages(stages: Sequence[str], args: argparse.Namespace) -> None:
     """Resolve every stage's options (:func:`~examples.voc_joint.train_options.resolve_stage_options`):
-    refuses unreadable or wrong-stage checkpoints and model options that contradict them, without touching any
-    output folder."""
+    refuses unreadable or wrong-stage checkpoints and model options that contradict them, and a ``--resume
+    PATH`` that is no valid checkpoint of the stage, without touching any output folder (a refused ``--resume
+    PATH`` created the stage's folder and its lock file first; its training state is checked when it is read
+    for the run, which needs its tensors)."""
     for stage in stages:
         _stage_args(stage, args, before_clearing=True)
+    if args.resume not in (None, "auto") and Path(args.resume).is_file():  # (one stage: check_args)
+        load_checkpoint(args.resume, map_location="meta", expect_stage=stages[0])
 
 
 def _clear_stages(stages: Sequence[str], args: argparse.Namespace) -> None:

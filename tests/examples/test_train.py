@@ -1253,6 +1253,22 @@ def test_an_unreadable_log_on_resume_is_one_line_naming_it(tiny_voc, tmp_path, c
     assert "move it away" in err and "Traceback" not in err
 
 
+def test_a_refused_resume_path_creates_no_folder(tiny_voc, tmp_path, capsys) -> None:
+    """``--resume PATH`` of another stage's checkpoint (or of a file that is no checkpoint) was refused only
+    after the stage's folder and its lock file were made: a refused command leaves no folder now."""
+    train.main(train_args(tiny_voc, tmp_path / "made", "--stage", "spixel", "--max-steps", "1"))
+    not_a_checkpoint = tmp_path / "trunc.pt"
+    not_a_checkpoint.write_bytes(b"PK\x03\x04")
+    for path in (tmp_path / "made" / "spixel" / "checkpoint.pt", not_a_checkpoint):
+        out = tmp_path / f"out_{path.stem}"
+        with pytest.raises(SystemExit) as exc:
+            train.main(
+                [*train_args(tiny_voc, out, "--stage", "seg", "--max-steps", "1"), "--resume", str(path)]
+            )
+        assert exc.value.code == 2 and not out.exists(), (path, sorted(out.rglob("*")))
+    assert capsys.readouterr().err.count("error:") == 2
+
+
 def _log_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
