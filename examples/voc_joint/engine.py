@@ -84,6 +84,9 @@ class TrainState:
             every checkpoint as ``config["sources"]``).
         elapsed_s: seconds of training that led to this state, over every resume (the ``elapsed_s`` of
             ``log.csv`` continues from it).
+        train_data: the training list the run trains on, ``{"images": n, "names_sha256": ...}``
+            (:func:`~examples.voc_joint.train_data.train_list_fingerprint`), recorded in every checkpoint as
+            ``config["train_data"]`` and compared on ``--resume``.
     """
 
     stage: str
@@ -98,6 +101,7 @@ class TrainState:
     option_changes: list[dict[str, Any]] = field(default_factory=list)
     sources: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    train_data: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------------ loss

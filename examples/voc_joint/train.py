@@ -74,7 +74,13 @@ from examples.voc_joint.resume_notes import (
 from examples.voc_joint.sampling import EpochSampler, begin_epoch, derive_seed
 from examples.voc_joint.signals import Interrupted, InterruptGuard
 from examples.voc_joint.sources import check_sources, joint_sources
-from examples.voc_joint.train_data import build_train_loader, check_data, check_val_data, data_root
+from examples.voc_joint.train_data import (
+    build_train_loader,
+    check_data,
+    check_val_data,
+    data_root,
+    train_list_fingerprint,
+)
 from examples.voc_joint.train_options import (
     EVAL_STAGES,
     STAGES,
@@ -255,6 +261,7 @@ def _checkpoint_dict(
             "args": options,
             "changes": state.option_changes,
             **({"sources": state.sources} if state.stage == "joint" else {}),
+            **({"train_data": state.train_data} if state.train_data else {}),
         },
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
@@ -722,11 +729,22 @@ def _run_locked(
     if evaluates:  # a missing or empty validation split fails now, not after the training
         check_val_data(args, root)
     loader, sampler = build_train_loader(args, info, root)
+    train_list = train_list_fingerprint(loader)
+    recorded_list = None if ckpt is None else ckpt["config"].get("train_data")
+    if recorded_list is not None and recorded_list != train_list:  # (checkpoints before 2026-12-06: none)
+        if not args.allow_option_changes:
+            raise UsageError(_train_list_error(args, root, recorded_list, train_list))
+        step = int(ckpt["step"]) if ckpt is not None else 0
+        changes = [
+            *changes,
+            {"step": step, "option": "training list", "old": recorded_list, "new": train_list},
+        ]
     new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
     state, use_amp = build_train_state(
         stage, args, info, ckpt, sampler.steps_per_epoch, new_changes, source=source
     )
     state.option_changes = list(changes)
+    state.train_data = train_list
     if stage == "joint":  # what it fine-tunes (a resume keeps the record it was checked against)
         recorded = None if ckpt is None else dict(ckpt["config"].get("sources") or {})
         sources = _agree(info, lambda: joint_sources(args) if recorded is None else recorded)
@@ -934,6 +952,19 @@ def _agreed_signal(guard: InterruptGuard, info: DistInfo) -> int:
     """The largest signal number recorded by any process (0: none), the same on every process."""
     recorded = torch.tensor([float(guard.requested or 0)], device=info.device)
     return int(info.any(recorded).item())
+
+
+def _train_list_error(
+    args: argparse.Namespace, root: Path, recorded: dict[str, Any], current: dict[str, Any]
+) -> str:
+    """The refusal of a ``--resume`` whose training list differs from the checkpoint's run's."""
+    return (
+        f"the training split {args.train_split!r} of {root} lists {counted(current['images'], 'image')} "
+        f"(names sha256 {current['names_sha256'][:12]}), the checkpoint's run trained on "
+        f"{recorded.get('images')} (sha256 {str(recorded.get('names_sha256'))[:12]}): the data changed "
+        "since, and the sample order with it; restore it, or pass --allow-option-changes to continue on this "
+        "list"
+    )
 
 
 def _stop_if_signalled(stage: str, guard: InterruptGuard, info: DistInfo, own_command: bool) -> None:

@@ -5,6 +5,7 @@ validation overlap, one batch) and the resumable training loader.
 from __future__ import annotations
 
 import argparse
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "check_val_data",
     "data_root",
     "source_overlap_error",
+    "train_list_fingerprint",
     "val_overlap_error",
 ]
 
@@ -54,6 +56,17 @@ def _train_dataset(args: argparse.Namespace, root: Path) -> VOCSegmentation:
         max_pixels=args.max_image_pixels,
         num_classes=args.num_classes,
     )
+
+
+def train_list_fingerprint(loader: torch.utils.data.DataLoader[Any]) -> dict[str, Any]:
+    """The training list of ``loader`` (:func:`build_train_loader`'s): its number of images and the SHA-256 of
+    its names in order, one per line. The sample order of an epoch is a function of the list's length, so a
+    resume on another list continues another run; the images' contents are not hashed (10 582 files)."""
+    ds = loader.dataset.dataset if isinstance(loader.dataset, SeededDataset) else loader.dataset
+    assert isinstance(ds, VOCSegmentation), type(ds)  # (build_train_loader's)
+    names = list(ds.names)
+    digest = hashlib.sha256("".join(f"{name}\n" for name in names).encode("utf-8")).hexdigest()
+    return {"images": len(names), "names_sha256": digest}
 
 
 def _check_batches(size: int, args: argparse.Namespace, info: DistInfo, root: Path) -> None:

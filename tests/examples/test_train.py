@@ -1269,6 +1269,31 @@ def test_a_refused_resume_path_creates_no_folder(tiny_voc, tmp_path, capsys) -> 
     assert capsys.readouterr().err.count("error:") == 2
 
 
+def test_a_resume_on_another_training_list_is_refused_or_recorded(tiny_voc, tmp_path, capsys) -> None:
+    """The checkpoint recorded the data folder's path, not its training list: a set regenerated with other
+    images under the same path resumed with no message, on another epoch length and sample order. The list
+    (its length and the SHA-256 of its names) is recorded now and compared on ``--resume``: refused naming
+    both, or, with ``--allow-option-changes``, recorded as a change."""
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    argv = train_args(root, tmp_path / "out", "--stage", "seg", "--max-steps", "1")
+    train.main(argv)
+    ckpt = torch.load(tmp_path / "out" / "seg" / "checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["train_data"]["images"] == 4
+    train_list = root / "ImageSets" / "Segmentation" / "train.txt"
+    names = train_list.read_text().split()
+    train_list.write_text("".join(f"{name}\n" for name in names[:3]))  # one image fewer
+    resume = train_args(root, tmp_path / "out", "--stage", "seg", "--max-steps", "2")
+    with pytest.raises(SystemExit) as exc:
+        train.main([*resume, "--resume"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "lists 3 images" in err and "trained on 4" in err, err
+    train.main([*resume, "--resume", "--allow-option-changes"])
+    ckpt = torch.load(tmp_path / "out" / "seg" / "checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["train_data"]["images"] == 3
+    assert "training list" in [c["option"] for c in ckpt["config"]["changes"]]
+
+
 def _log_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
