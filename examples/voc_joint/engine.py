@@ -399,6 +399,26 @@ def close_loader_iterator(batches: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- logging
+def read_log_rows(path: Path, resume_step: int) -> list[dict[str, str]]:
+    """The rows of the training log ``path`` up to ``resume_step`` (none where it does not exist): what a
+    resumed run's new log starts with (:class:`CsvLogger`).
+
+    Raises:
+        UsageError: ``path`` is not UTF-8 CSV (named, with the way out).
+    """
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if _int_or_none(r.get("step")) is not None]
+    except (UnicodeDecodeError, csv.Error) as exc:  # (a traceback that named no file)
+        raise UsageError(
+            f"cannot read the training log {path} ({type(exc).__name__}: {exc}): --resume keeps its rows up "
+            "to the checkpoint's step; repair it, or move it away (the log then starts anew)"
+        ) from exc
+    return [r for r in rows if int(r["step"]) <= resume_step]
+
+
 class CsvLogger:
     """``log.csv`` rows (and TensorBoard scalars) on the main process.
 
@@ -408,14 +428,14 @@ class CsvLogger:
         tensorboard: also write TensorBoard events (when ``torch.utils.tensorboard`` imports).
         resume_step: None for a new log; else the step of the checkpoint the run resumes from: rows of later
             steps (written after that checkpoint, before a crash) are dropped, so no step appears twice.
-        history: with ``resume_step``, the log whose rows up to it the new log starts with: the
-            ``log.csv`` of the folder of the checkpoint it resumes from, where that is another folder
-            (``None``: this folder's own, the usual resume). Rows of another run that this folder's log held
-            were kept before, interleaved with the resumed run's.
+        kept: with ``resume_step``, the rows the new log starts with, read before anything of the run was
+            changed (:func:`read_log_rows`: of this folder's ``log.csv``, or of the folder of the checkpoint
+            it resumes from where that is another folder; rows of another run that this folder's log held
+            were kept before, interleaved with the resumed run's); ``None``: read from this folder's log
+            here.
 
     Raises:
-        UsageError: with ``resume_step``, the log to keep rows from is not UTF-8 CSV (named, with the way
-            out).
+        UsageError: with ``resume_step`` and no ``kept``, the log is not UTF-8 CSV (named, with the way out).
     """
 
     FIELDS = ("stage", "epoch", "step", "loss", "ce", "spixel", "lr", "images_per_s", "elapsed_s")
@@ -426,26 +446,17 @@ class CsvLogger:
         enabled: bool,
         tensorboard: bool,
         resume_step: int | None,
-        history: Path | None = None,
+        kept: list[dict[str, str]] | None = None,
     ) -> None:
         self.enabled = enabled
         self.writer: Any = None
         if not enabled:
             return
         self.path = folder / "log.csv"
-        source = self.path if history is None else history
-        kept: list[dict[str, str]] = []
-        if resume_step is not None and source.exists():
-            try:
-                with open(source, newline="", encoding="utf-8") as fh:
-                    kept = [r for r in csv.DictReader(fh) if _int_or_none(r.get("step")) is not None]
-            except (UnicodeDecodeError, csv.Error) as exc:  # (a traceback that named no file)
-                raise UsageError(
-                    f"cannot read the training log {source} ({type(exc).__name__}: {exc}): --resume keeps "
-                    "its rows up to the checkpoint's step; repair it, or move it away (the log then starts "
-                    "anew)"
-                ) from exc
-            kept = [r for r in kept if int(r["step"]) <= resume_step]
+        if resume_step is None:
+            kept = []
+        elif kept is None:
+            kept = read_log_rows(self.path, resume_step)
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=self.FIELDS, extrasaction="ignore")
         writer.writeheader()

@@ -80,6 +80,7 @@ from examples.voc_joint.train_data import (
     check_val_data,
     data_root,
     train_list_fingerprint,
+    train_list_fingerprint_of,
 )
 from examples.voc_joint.train_options import (
     EVAL_STAGES,
@@ -750,11 +751,19 @@ def _run_locked(
         sources = _agree(info, lambda: joint_sources(args) if recorded is None else recorded)
         if info.main:
             state.sources = sources
+    resume_step = None if ckpt is None else state.step
+    # the rows the new log starts with, read (and an unreadable log refused, on every process) before
+    # --overwrite deletes anything: of the resumed checkpoint's folder where it is another one (this
+    # folder's rows, of a run lost before its first checkpoint, were kept and interleaved with its history)
+    elsewhere = source is not None and Path(source).resolve() != ckpt_path.resolve()
+    history = Path(source).parent / "log.csv" if elsewhere else folder / "log.csv"
+    kept_rows = (
+        _agree(info, lambda: engine.read_log_rows(history, resume_step)) if resume_step is not None else None
+    )
     # a signal during the set-up (the data checks, the loaders, the model) stops the command before
     # --overwrite deletes the old run: it was deleted all the same, and the stop said "nothing to save"
     _stop_if_signalled(stage, guard, info, own_command)
     _agree(info, lambda: _clear(folder, ckpt_path, overwrite=bool(args.overwrite)))
-    resume_step = None if ckpt is None else state.step
     if ckpt is not None and info.main:
         skip = state.samples_in_epoch // sampler.global_batch
         same_batches = skip * sampler.global_batch == state.samples_in_epoch and skip == int(
@@ -781,11 +790,7 @@ def _run_locked(
     # --resume without a checkpoint continues a run lost before its first checkpoint (a new run is refused
     # there) from step 0: its log.csv rows and its TensorBoard events go alike
     logged_to = 0 if args.resume is not None and resume_step is None else resume_step
-    # resumed from another folder's checkpoint: its history is that folder's log (this folder's rows, of a
-    # run lost before its first checkpoint, were kept and interleaved with it)
-    elsewhere = source is not None and Path(source).resolve() != ckpt_path.resolve()
-    history = Path(source).parent / "log.csv" if elsewhere and resume_step is not None else None
-    logger = engine.CsvLogger(folder, info.main, args.tensorboard, logged_to, history)
+    logger = engine.CsvLogger(folder, info.main, args.tensorboard, logged_to, kept_rows or [])
     try:
         _train(
             state, loader, sampler, args, info, guard, logger, ckpt_path, use_amp, resume_step, own_command
@@ -1032,14 +1037,29 @@ def _check_stages(stages: Sequence[str], args: argparse.Namespace, world_size: i
 
 def _resolve_stages(stages: Sequence[str], args: argparse.Namespace) -> None:
     """Resolve every stage's options (:func:`~examples.voc_joint.train_options.resolve_stage_options`):
-    refuses unreadable or wrong-stage checkpoints and model options that contradict them, and a ``--resume
-    PATH`` that is no valid checkpoint of the stage, without touching any output folder (a refused ``--resume
-    PATH`` created the stage's folder and its lock file first; its training state is checked when it is read
-    for the run, which needs its tensors)."""
+    refuses unreadable or wrong-stage checkpoints and model options that contradict them, without touching any
+    output folder."""
     for stage in stages:
         _stage_args(stage, args, before_clearing=True)
-    if args.resume not in (None, "auto") and Path(args.resume).is_file():  # (one stage: check_args)
-        load_checkpoint(args.resume, map_location="meta", expect_stage=stages[0])
+
+
+def _check_resume_path(stage: str, args: argparse.Namespace, info: DistInfo) -> None:
+    """An explicit ``--resume PATH`` (one stage: ``check_args``) that cannot continue here, refused before any
+    folder is locked (it created the stage's folder and its lock file first): no valid checkpoint of the
+    stage, no training state (:func:`~examples.voc_joint.checkpoint.check_resumable`), or another training
+    list than the data's (without ``--allow-option-changes``). Read again for the run (the file may be
+    large: read twice for an explicit path only)."""
+    if args.resume in (None, "auto") or not Path(args.resume).is_file():
+        return
+    ckpt = load_checkpoint(args.resume, expect_stage=stage)
+    check_resumable(ckpt, args.resume)
+    recorded = ckpt["config"].get("train_data")
+    if recorded is None or args.allow_option_changes:
+        return
+    root = data_root(args, info)
+    current = train_list_fingerprint_of(args, root)
+    if current != recorded:
+        raise UsageError(_train_list_error(args, root, recorded, current))
 
 
 def _clear_stages(stages: Sequence[str], args: argparse.Namespace) -> None:
@@ -1082,6 +1102,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
             _agree(info, lambda: _check_sync_bn(args, info))  # not once --overwrite cleared the old run
             _agree(info, lambda: _resolve_stages(stages, args))
             check_data(_stage_args(stages[0], args), info, val=bool(args.eval))
+            _agree(info, lambda: _check_resume_path(stages[0], _stage_args(stages[0], args), info))
             if info.main:
                 locks = [FolderLock(Path(args.output_dir) / stage) for stage in stages]
             _agree(info, lambda: _acquire(locks))

@@ -29,6 +29,7 @@ __all__ = [
     "data_root",
     "source_overlap_error",
     "train_list_fingerprint",
+    "train_list_fingerprint_of",
     "val_overlap_error",
 ]
 
@@ -64,7 +65,15 @@ def train_list_fingerprint(loader: torch.utils.data.DataLoader[Any]) -> dict[str
     resume on another list continues another run; the images' contents are not hashed (10 582 files)."""
     ds = loader.dataset.dataset if isinstance(loader.dataset, SeededDataset) else loader.dataset
     assert isinstance(ds, VOCSegmentation), type(ds)  # (build_train_loader's)
-    names = list(ds.names)
+    return _names_fingerprint(ds.names)
+
+
+def train_list_fingerprint_of(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """:func:`train_list_fingerprint` of the training split of ``root`` with ``args``, without a loader."""
+    return _names_fingerprint(_train_dataset(args, root).names)
+
+
+def _names_fingerprint(names: Sequence[str]) -> dict[str, Any]:
     digest = hashlib.sha256("".join(f"{name}\n" for name in names).encode("utf-8")).hexdigest()
     return {"images": len(names), "names_sha256": digest}
 

@@ -1121,17 +1121,25 @@ def test_a_stop_is_said_by_the_stage_only_in_its_own_command(
     --resume): the stage's "interrupted: ..." line, which advises --resume, is train.py's alone."""
     from examples.voc_joint.signals import Interrupted
 
-    monkeypatch.setattr(train, "_agreed_signal", lambda guard, info: int(signal.SIGINT))  # before step 1
+    calls = []
+
+    def agreed(guard: object, info: object) -> int:  # none at the set-up's check, then one before step 1
+        calls.append(1)
+        return 0 if len(calls) == 1 else int(signal.SIGINT)
+
+    monkeypatch.setattr(train, "_agreed_signal", agreed)
     args = train_options.build_parser().parse_args(
         train_args(tiny_voc, tmp_path, "--stage", "seg", "--max-steps", "1")
     )
     with pytest.raises(Interrupted):
         train.run_stage("seg", args, own_command=own_command)
     err = capsys.readouterr().err
-    assert (
-        "[seg] interrupted during the set-up: nothing was trained, saved or deleted" in err
-    ) == own_command
-    assert "--resume" not in err
+    assert ("[seg] interrupted: before the first step (nothing to save)" in err) == own_command, err
+    monkeypatch.setattr(train, "_agreed_signal", lambda guard, info: int(signal.SIGINT))  # in the set-up
+    with pytest.raises(Interrupted):
+        train.run_stage("seg", args, own_command=own_command)
+    err = capsys.readouterr().err
+    assert ("[seg] interrupted during the set-up: nothing was trained" in err) == own_command, err
 
 
 def _signal_during_the_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1251,6 +1259,21 @@ def test_an_unreadable_log_on_resume_is_one_line_naming_it(tiny_voc, tmp_path, c
     err = capsys.readouterr().err
     assert exc.value.code == 2 and f"cannot read the training log {tmp_path / 'seg' / 'log.csv'}" in err, err
     assert "move it away" in err and "Traceback" not in err
+    # the unreadable log of a --resume PATH's folder, with --overwrite: refused before this folder's run is
+    # deleted (it was deleted first)
+    other = tmp_path / "other"
+    train.main(train_args(tiny_voc, other, "--stage", "seg", "--max-steps", "1"))
+    kept = (other / "seg" / "checkpoint.pt").read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        train.main(
+            [
+                *train_args(tiny_voc, other, "--stage", "seg", "--max-steps", "2"),
+                "--resume",
+                str(tmp_path / "seg" / "checkpoint.pt"),
+                "--overwrite",
+            ]
+        )
+    assert exc.value.code == 2 and (other / "seg" / "checkpoint.pt").read_bytes() == kept
 
 
 def test_a_refused_resume_path_creates_no_folder(tiny_voc, tmp_path, capsys) -> None:
@@ -1283,6 +1306,16 @@ def test_a_resume_on_another_training_list_is_refused_or_recorded(tiny_voc, tmp_
     train_list = root / "ImageSets" / "Segmentation" / "train.txt"
     names = train_list.read_text().split()
     train_list.write_text("".join(f"{name}\n" for name in names[:3]))  # one image fewer
+    elsewhere = tmp_path / "elsewhere"  # --resume PATH into a new folder: refused before it is made
+    with pytest.raises(SystemExit) as exc:
+        train.main(
+            [
+                *train_args(root, elsewhere, "--stage", "seg", "--max-steps", "2"),
+                "--resume",
+                str(tmp_path / "out" / "seg" / "checkpoint.pt"),
+            ]
+        )
+    assert exc.value.code == 2 and "lists 3 images" in capsys.readouterr().err and not elsewhere.exists()
     resume = train_args(root, tmp_path / "out", "--stage", "seg", "--max-steps", "2")
     with pytest.raises(SystemExit) as exc:
         train.main([*resume, "--resume"])
