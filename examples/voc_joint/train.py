@@ -1043,12 +1043,13 @@ def _resolve_stages(stages: Sequence[str], args: argparse.Namespace) -> None:
         _stage_args(stage, args, before_clearing=True)
 
 
-def _check_resume_path(stage: str, args: argparse.Namespace, info: DistInfo) -> None:
+def _check_resume_path(stage: str, args: argparse.Namespace, root: Path) -> None:
     """An explicit ``--resume PATH`` (one stage: ``check_args``) that cannot continue here, refused before any
     folder is locked (it created the stage's folder and its lock file first): no valid checkpoint of the
     stage, no training state (:func:`~examples.voc_joint.checkpoint.check_resumable`), or another training
-    list than the data's (without ``--allow-option-changes``). Read again for the run (the file may be
-    large: read twice for an explicit path only)."""
+    list than the data's in ``root`` (without ``--allow-option-changes``). Read again for the run (the file
+    may be large: read twice for an explicit path only). Runs on rank 0 alone (``_agree``): no collective
+    in it (``data_root``'s barrier is the caller's)."""
     if args.resume in (None, "auto") or not Path(args.resume).is_file():
         return
     ckpt = load_checkpoint(args.resume, expect_stage=stage)
@@ -1056,7 +1057,6 @@ def _check_resume_path(stage: str, args: argparse.Namespace, info: DistInfo) -> 
     recorded = ckpt["config"].get("train_data")
     if recorded is None or args.allow_option_changes:
         return
-    root = data_root(args, info)
     current = train_list_fingerprint_of(args, root)
     if current != recorded:
         raise UsageError(_train_list_error(args, root, recorded, current))
@@ -1102,7 +1102,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
             _agree(info, lambda: _check_sync_bn(args, info))  # not once --overwrite cleared the old run
             _agree(info, lambda: _resolve_stages(stages, args))
             check_data(_stage_args(stages[0], args), info, val=bool(args.eval))
-            _agree(info, lambda: _check_resume_path(stages[0], _stage_args(stages[0], args), info))
+            first = _stage_args(stages[0], args)
+            root = data_root(first, info)  # (every process: the synthetic set's barrier)
+            _agree(info, lambda: _check_resume_path(stages[0], first, root))
             if info.main:
                 locks = [FolderLock(Path(args.output_dir) / stage) for stage in stages]
             _agree(info, lambda: _acquire(locks))
