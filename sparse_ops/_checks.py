@@ -48,6 +48,7 @@ __all__ = [
     "check_slot_count",
     "check_spatial_match",
     "check_tensor_size",
+    "check_validate_reads",
     "check_values_readable",
     "dimension_order_hint",
     "drop_channel_dim",
@@ -444,6 +445,14 @@ def check_not_exporting(what: str, fix: str = EXPORT_VALIDATE_FIX) -> None:
         raise ValueError(f"{what}, which torch.export cannot trace: {fix}")
 
 
+def check_validate_reads(t: Tensor, what: str) -> None:
+    """Before a ``validate=True`` check that reads ``t``'s values on the host (``what``: ``"validate=True
+    checks ..."``): refused while ``torch.export`` traces (:func:`check_not_exporting`, a synchronisation) and
+    under a ``torch.func.vmap`` over ``t`` (:func:`check_values_readable`)."""
+    check_not_exporting(f"{what}{SYNCHRONISATION}")
+    check_values_readable(t, f"{what} on the host")
+
+
 def check_same_device(reference: Tensor, ref_name: str, other: Tensor, name: str) -> None:
     """Require ``other`` on the device of ``reference``."""
     if other.device != reference.device:
@@ -695,8 +704,7 @@ def check_assoc_values(assoc: Tensor, name: str = "assoc") -> None:
     """
     if assoc.numel() == 0 or assoc.is_meta:
         return
-    check_not_exporting(f"validate=True checks the values of {name}{SYNCHRONISATION}")
-    check_values_readable(assoc, f"validate=True checks the values of {name} on the host")
+    check_validate_reads(assoc, f"validate=True checks the values of {name}")
     assoc = assoc.detach()
     # the two scalars in float32 (or float64) before the stack: autocast promotes the inputs of torch.stack,
     # and refuses a half type other than its own (float16 scalars under a bfloat16 autocast raised "Unexpected

@@ -124,8 +124,7 @@ def hard_superpixels(
                 "connectivity=False: drop min_size or pass connectivity=True"
             )
     if validate and assoc.numel() and not assoc.is_meta:
-        _checks.check_not_exporting(f"validate=True checks assoc for NaN{_checks.SYNCHRONISATION}")
-        _checks.check_values_readable(assoc, "validate=True checks assoc for NaN on the host")
+        _checks.check_validate_reads(assoc, "validate=True checks assoc for NaN")
     # a minimum propagates NaN: one reduction, no mask of the association's size (of the detached values: no
     # graph recorded for an assoc that requires grad)
     if validate and assoc.numel() and not assoc.is_meta and bool(assoc.detach().min().isnan()):

@@ -143,8 +143,7 @@ def _labels(
             )
         return valid, labels, num_classes
     if validate and labels.numel():
-        _checks.check_not_exporting(f"validate=True checks the labels of target{_checks.SYNCHRONISATION}")
-        _checks.check_values_readable(labels, "validate=True checks the labels of target on the host")
+        _checks.check_validate_reads(labels, "validate=True checks the labels of target")
     if num_classes is None:
         _checks.check_not_exporting(
             "num_classes=None infers the class count from the largest label of target",

@@ -257,8 +257,7 @@ def max_unpool2d(
         values.dtype,
     )
     if validate and indices.numel() and not indices.is_meta:  # meta: shapes only, no index to check
-        _checks.check_not_exporting(f"validate=True checks the range of indices{_checks.SYNCHRONISATION}")
-        _checks.check_values_readable(indices, "validate=True checks the range of indices on the host")
+        _checks.check_validate_reads(indices, "validate=True checks the range of indices")
         lo, hi = torch.stack(torch.aminmax(indices)).tolist()  # one pass, one read (not two of each)
         if lo < 0 or hi >= H * W:
             raise ValueError(
