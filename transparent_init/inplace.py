@@ -420,12 +420,11 @@ def transparent_init_(
             ``target_weight`` when ``out != in``, a non-zero ``target_bias`` for a last layer without bias, a
             last layer without bias when some hidden layer has a bias but none with a bias is wider than the
             input with every hidden layer after it wider too (no exact solution: the message names the rule),
-            a target not
-            representable in the layers' dtype (or so close to the float64 maximum that the solve
-            overflows, or whose stack would overflow the dtype in its sums or LeakyReLU outputs for inputs
-            with ``max |x| <= 1``), a target on the meta device for layers that are not, a seed outside the
-            int64 / uint64 range. A call that raises writes nothing and leaves the generator (or the global
-            RNG) as it was.
+            a target not representable in the layers' dtype (or so close to the float64 maximum that the
+            solve overflows, or whose stack would overflow the dtype in its sums or LeakyReLU outputs for
+            inputs with ``max |x| <= 1``), a target on the meta device for layers that are not, a seed
+            outside the int64 / uint64 range. A call that raises writes nothing and leaves the generator (or
+            the global RNG) as it was.
 
     Example:
         >>> import torch
