@@ -235,12 +235,12 @@ def run_one(
         else:
             op(state)
 
-    def fwd_bwd():
+    def fwd_bwd(s=state):  # (s: another setup's state, for the tensor peak below)
         if variant == "copy":
-            state[0].copy_(xd)
-            state[1].copy_(gy)
+            s[0].copy_(xd)
+            s[1].copy_(gy)
             return
-        y = op(state)
+        y = op(s)
         y.backward(gy)
         x.grad = None
 
@@ -254,17 +254,7 @@ def run_one(
     )  # MiB (the key keeps its name)
     out["memory_method"] = memory.method
     if not cuda:  # the tensors of a setup and a forward + backward with it (what the reading above spans)
-
-        def setup_and_step() -> None:
-            s = setup()
-            if variant == "copy":
-                s[0].copy_(xd)
-                s[1].copy_(gy)
-            else:
-                op(s).backward(gy)
-
-        out["peak_tensor_mib"] = tensor_peak_mib(setup_and_step)
-        x.grad = None
+        out["peak_tensor_mib"] = tensor_peak_mib(lambda: fwd_bwd(setup()))
     # Paired ratio: alternate floor and variant fwd+bwd runs in this process, so that load from other
     # processes on a shared machine hits both alike (after the memory reading, which these runs disturb).
     if variant == "scatter" and paired:
