@@ -2655,7 +2655,7 @@ def test_every_benchmark_runs_its_main_through_run_script(script, monkeypatch, c
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGKILL, and no process probe: nothing is removed")
 def test_benchmark_results_are_written_by_the_examples_one_atomic_writer(tmp_path) -> None:
     """The benchmarks had a twin of the example's atomic writer without its clean-up: a benchmark SIGKILLed
-    while writing its JSON left ``.<name>.<pid>.tmp`` that no later run removed. One implementation now,
+    while writing its JSON left its temporary file, which no later run removed. One implementation now,
     which imports no torch (``gpu_check.py`` runs before torch is known to work) and removes a dead writer's
     file."""
     probe = (
@@ -2668,14 +2668,16 @@ def test_benchmark_results_are_written_by_the_examples_one_atomic_writer(tmp_pat
         [
             sys.executable,
             "-c",
-            "import os, signal, sys; "
-            "open(f'{sys.argv[1]}/.joint.json.{os.getpid()}.tmp', 'w').write('{\"cpu'); "
+            "import os, signal, sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]); "
+            "from examples.voc_joint.atomic import temporary_path; "
+            "open(temporary_path(Path(sys.argv[1]) / 'joint.json'), 'w').write('{\"cpu'); "
             "os.kill(os.getpid(), signal.SIGKILL)",
             str(tmp_path),
+            str(ROOT),
         ],
         check=False,
     )
-    assert killed.returncode == -9
+    assert killed.returncode == -9 and len(list(tmp_path.iterdir())) == 1
     sys.path.insert(0, str(BENCH))
     try:
         atomic_writer = importlib.import_module("_atomic").write_text_atomic

@@ -1,10 +1,14 @@
 """Files written whole or not at all, with the leftovers of killed writers removed (standard library only).
 
 ``Path.write_text`` truncates the file, then writes: a run stopped in between (SIGKILL, a full disk) leaves an
-empty or cut file in place of the earlier one. :func:`write_text_atomic` writes ``.<name>.<pid>.tmp`` next to
-the target and renames it onto the target with ``os.replace``: readers see the earlier file or the whole new
-one. A writer killed between the two steps leaves its temporary file; the next write of the same file removes
-it (:func:`remove_dead_writers_files`).
+empty or cut file in place of the earlier one. :func:`write_text_atomic` writes a temporary file
+``.<name>.<writer>.<pid>.<random>.tmp`` next to the target (:func:`temporary_path`) and renames it onto the
+target with ``os.replace``: readers see the earlier file or the whole new one. A writer killed between the two
+steps leaves its temporary file; the next write of the same file removes it when its process is gone
+(:func:`remove_dead_writers_files`). ``<writer>`` names the host and the process-id namespace, so only the
+files of writers whose process ids mean this machine's processes are probed (a folder shared with another
+machine or a container holds files of processes this one cannot see), and ``<random>`` keeps two writers with
+the same pid apart.
 
 The one implementation for the example's outputs (``metrics.json``, ``eval.json``, ``ablation.json``,
 ``log.csv``, the data set lists; :func:`write_bytes_atomic`: ``ablation.png`` and the panels) and the
@@ -17,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import secrets
+import socket
 from collections.abc import Callable
 from glob import escape as glob_escape
 from pathlib import Path
@@ -26,6 +33,7 @@ __all__ = [
     "os_error_reason",
     "os_error_saying",
     "remove_dead_writers_files",
+    "temporary_path",
     "write_bytes_atomic",
     "write_text_atomic",
 ]
@@ -34,9 +42,10 @@ __all__ = [
 def write_text_atomic(
     path: Path | str, text: str, newline: str | None = None, *, before: Callable[[], object] | None = None
 ) -> None:
-    """Write ``text`` (UTF-8; ``newline`` as ``open``'s) to ``path`` through ``.<name>.<pid>.tmp`` in its
-    folder, renamed into place. The temporary file is removed when the write fails or is interrupted, and the
-    temporary files of earlier writes of ``path`` whose process is gone are removed first.
+    """Write ``text`` (UTF-8; ``newline`` as ``open``'s) to ``path`` through a temporary file in its folder
+    (:func:`temporary_path`), renamed into place. The temporary file is removed when the write fails or is
+    interrupted, and the temporary files of earlier writes of ``path`` whose process is gone are removed
+    first.
 
     ``before`` runs once the temporary file is written and before it is renamed: a change that must come with
     the new file (``evaluate.py`` replaces ``panels/`` there) is made only when the file's own write has
@@ -68,10 +77,10 @@ def _write_atomic(
     newline: str | None = None,
     before: Callable[[], object] | None = None,
 ) -> None:
-    """Write ``data`` into the temporary file ``.<name>.<pid>.tmp`` next to ``path`` (``open``'s ``mode``,
+    """Write ``data`` into a temporary file next to ``path`` (:func:`temporary_path`; ``open``'s ``mode``,
     ``encoding`` and ``newline``), run ``before`` (if any), then rename the file onto ``path``."""
     remove_dead_writers_files(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     in_before = False
     try:
         with open(tmp, mode, encoding=encoding, newline=newline) as fh:
@@ -128,16 +137,68 @@ def os_error_saying(exc: OSError, message: str, *, same_class: bool = True) -> O
     return err
 
 
+#: The longest file name, in bytes, of the usual file systems (ext4, XFS, btrfs, tmpfs, APFS).
+NAME_MAX = 255
+
+#: The bytes a temporary name adds to its target's (truncated) name at most: ``.`` before the name and
+#: ``.<8 hex>.<pid, up to 10 digits>.<8 hex>.tmp`` after it.
+_ADDED = 1 + 1 + 8 + 1 + 10 + 1 + 8 + 4
+
+
+def _writer_tag() -> str:
+    """8 hex digits naming this host and this process's pid namespace (Linux: ``/proc/self/ns/pid``).
+
+    Process ids are probed only in temporary files with this tag: on another machine sharing the folder, or
+    in a container with its own process ids, a running writer's pid names no process here (or another one).
+    """
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # e.g. 'pid:[4026531836]'
+    except OSError:  # no procfs (macOS, Windows): the host alone
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:8]
+
+
+def _stem(name: str) -> str:
+    """``name`` cut (at a character) to the longest start whose temporary names fit in :data:`NAME_MAX`
+    bytes; ``name`` itself when they fit. The same for every writer of one target."""
+    stem = name[: NAME_MAX - _ADDED]
+    while len(os.fsencode(stem)) > NAME_MAX - _ADDED:
+        stem = stem[:-1]
+    return stem
+
+
+def temporary_path(path: Path | str) -> Path:
+    """A new temporary file's path for a write of ``path``: ``.<name>.<writer>.<pid>.<random>.tmp`` in its
+    folder, at most :data:`NAME_MAX` bytes long (a long ``<name>`` is cut; a name of 250 bytes is written as
+    any other).
+
+    ``<writer>`` names this host and pid namespace (:func:`remove_dead_writers_files` probes only the pids
+    of its own namespace), ``<random>`` 32 random bits: two writers that share a pid (in two containers) or
+    a process that writes one file from two threads never share a temporary file.
+
+    Example:
+        >>> name = temporary_path(Path("runs") / "metrics.json").name
+        >>> name.startswith(".metrics.json.") and name.endswith(".tmp"), len(name.split("."))
+        (True, 7)
+    """
+    path = Path(path)
+    return path.with_name(f".{_stem(path.name)}.{_writer_tag()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
 def remove_dead_writers_files(path: Path) -> None:
-    """Remove ``.<name>.<pid>.tmp`` next to ``path`` where no process ``<pid>`` runs (a SIGKILL during a
-    write left it; nothing else ever removes it). A running writer's file stays, as does one whose process
-    id was reused meanwhile; where ``os.kill`` cannot probe a process (Windows) nothing is removed."""
+    """Remove the temporary files of earlier writes of ``path`` (:func:`temporary_path`) whose process is
+    gone (a SIGKILL during a write left them; nothing else ever removes them).
+
+    Only files of this host and pid namespace are probed: another machine's or container's stay, as does a
+    running writer's, one whose process id was reused meanwhile, and any name that is not a temporary
+    file's; where ``os.kill`` cannot probe a process (Windows) nothing is removed.
+    """
     if os.name == "nt" or not path.parent.is_dir():
         return
-    prefix = f".{path.name}."
+    prefix = f".{_stem(path.name)}.{_writer_tag()}."
     for tmp in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
-        pid = tmp.name[len(prefix) : -len(".tmp")]
-        if not pid.isdigit() or int(pid) == os.getpid():
+        pid, dot, random = tmp.name[len(prefix) : -len(".tmp")].partition(".")
+        if not (dot and pid.isdigit() and len(random) == 8) or int(pid) == os.getpid():
             continue
         try:
             os.kill(int(pid), 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -1307,40 +1308,95 @@ def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
     capsys.readouterr()
 
 
+def _writer_file(folder: Path, name: str, pid: int, *, tag: str | None = None) -> Path:
+    """The temporary file that writer ``pid`` of this host (or of the writer ``tag``) made for ``name``."""
+    from examples.voc_joint import atomic
+
+    stem = atomic._stem(name)
+    return folder / f".{stem}.{atomic._writer_tag() if tag is None else tag}.{pid}.0badc0de.tmp"
+
+
+#: A writer killed while its temporary file was half-written (``sys.argv[1]``: the folder).
+_KILLED_WRITER = (
+    "import os, signal, sys; from pathlib import Path; "
+    "from examples.voc_joint.atomic import temporary_path; "
+    "open(temporary_path(Path(sys.argv[1]) / 'metrics.json'), 'w').write('{\"mi'); "
+    "os.kill(os.getpid(), signal.SIGKILL)"
+)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGKILL, and no process probe: nothing is removed")
 def test_write_text_atomic_removes_the_temporary_files_of_killed_writers(tmp_path) -> None:
-    """A SIGKILL while metrics.json (eval.json, ablation.json, log.csv, ...) was written left its
-    ``.metrics.json.<pid>.tmp`` behind, and no later run removed it. The next write of the file removes those
-    whose process is gone; a running writer's stays."""
+    """A SIGKILL while metrics.json (eval.json, ablation.json, log.csv, ...) was written left its temporary
+    file behind, and no later run removed it. The next write of the file removes those whose process is
+    gone; a running writer's stays."""
     import os
-    import subprocess
 
     from examples.voc_joint.atomic import write_text_atomic
 
     target = tmp_path / "metrics.json"
-    killed = subprocess.run(  # a writer killed with its temporary file half-written
-        [
-            sys.executable,
-            "-c",
-            "import os, signal, sys; "
-            "open(f'{sys.argv[1]}/.metrics.json.{os.getpid()}.tmp', 'w').write('{\"mi'); "
-            "os.kill(os.getpid(), signal.SIGKILL)",
-            str(tmp_path),
-        ],
-        check=False,
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], check=False, env=script_env()
     )
     assert killed.returncode == -9 and len(list(tmp_path.iterdir())) == 1
-    dead_pid = next(tmp_path.iterdir()).name.split(".")[3]
-    running = tmp_path / f".metrics.json.{os.getppid()}.tmp"  # pytest's parent process: alive
+    dead_pid = int(next(tmp_path.iterdir()).name.split(".")[4])
+    running = _writer_file(tmp_path, "metrics.json", os.getppid())  # pytest's parent process: alive
     running.write_text("{")
     write_text_atomic(target, "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", running.name])
     # log.csv, rewritten when a stage starts: the same
     from examples.voc_joint.engine import CsvLogger
 
-    (tmp_path / f".log.csv.{dead_pid}.tmp").write_text("stage,epo")
+    dead_log = _writer_file(tmp_path, "log.csv", dead_pid)
+    dead_log.write_text("stage,epo")
     CsvLogger(tmp_path, True, False, None).close()
-    assert not (tmp_path / f".log.csv.{dead_pid}.tmp").exists() and (tmp_path / "log.csv").exists()
+    assert not dead_log.exists() and (tmp_path / "log.csv").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no process probe: nothing is removed")
+def test_write_text_atomic_keeps_the_files_of_writers_of_another_host_or_pid_namespace(tmp_path) -> None:
+    """Temporary files were named ``.<name>.<pid>.tmp`` and any whose pid named no process here was removed:
+    in a folder shared with another machine, or with a container that has its own process ids, a running
+    writer's file was deleted under it (its rename then failed with ENOENT), and two containers whose
+    writers were both pid 1 wrote one temporary file. Only this host's and pid namespace's files are probed
+    now, and every temporary name has 32 random bits."""
+    from examples.voc_joint import atomic
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)
+    own_tag = atomic._writer_tag()
+    other_tag = f"{(int(own_tag, 16) + 1) % 16**8:08x}"
+    others = _writer_file(tmp_path, "metrics.json", dead_pid, tag=other_tag)
+    ours = _writer_file(tmp_path, "metrics.json", dead_pid)
+    for path in (others, ours):
+        path.write_text("{")
+    atomic.write_text_atomic(tmp_path / "metrics.json", "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", others.name])
+    names = {atomic.temporary_path(tmp_path / "metrics.json").name for _ in range(8)}
+    assert len(names) == 8 and all(f".{own_tag}.{os.getpid()}." in name for name in names), names
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="names of 250 bytes: the test's file system limit")
+@pytest.mark.parametrize("name", ["r" * 245 + ".json", "é" * 122 + ".json"])
+def test_write_text_atomic_writes_a_file_whose_name_is_near_the_longest(tmp_path, name: str) -> None:
+    """The temporary name added ``.<pid>.tmp`` and a dot to the target's: a name a plain ``open`` takes, of
+    up to 255 bytes, failed with ENAMETOOLONG when it was within about 13 bytes of that (an evaluation panel
+    named after a long list entry, after the whole evaluation). The temporary name cuts a long name now, the
+    same way for every writer, so a dead writer's file is still found."""
+    from examples.voc_joint import atomic
+
+    assert len(os.fsencode(name)) > atomic.NAME_MAX - 13
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
+    left = _writer_file(tmp_path, name, int(dead.stdout))
+    left.write_text("{")
+    assert len(os.fsencode(atomic.temporary_path(tmp_path / name).name)) <= atomic.NAME_MAX
+    atomic.write_text_atomic(tmp_path / name, "new")
+    atomic.write_bytes_atomic(tmp_path / name, b"newer")
+    assert [p.name for p in tmp_path.iterdir()] == [name] and (tmp_path / name).read_bytes() == b"newer"
 
 
 def test_log_csv_rewrite_that_fails_leaves_no_temporary_file(tmp_path, monkeypatch) -> None:
@@ -1367,17 +1423,19 @@ def test_log_csv_rewrite_that_fails_leaves_no_temporary_file(tmp_path, monkeypat
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no process probe: nothing is removed")
 def test_write_text_atomic_keeps_temporary_files_it_cannot_tell_abandoned(tmp_path, monkeypatch) -> None:
-    """Only ``.<name>.<pid>.tmp`` of a process that is gone is removed: a name whose middle is not a process
-    id is not such a file (and was an uncaught ValueError had it been read as one), and a process of another
-    user (``os.kill`` raises PermissionError) is alive."""
+    """Only a temporary file of a process that is gone is removed: a name whose pid is not a number, or
+    that lacks the random part, is not such a file (and was an uncaught ValueError had it been read as
+    one), and a process of another user (``os.kill`` raises PermissionError) is alive."""
     import os
 
-    from examples.voc_joint.atomic import write_text_atomic
+    from examples.voc_joint import atomic
 
     other_pid = os.getpid() + 1  # not this process (whose own file is never probed)
-    other_users = tmp_path / f".metrics.json.{other_pid}.tmp"
-    not_a_pid = tmp_path / ".metrics.json.backup.tmp"
-    for path in (other_users, not_a_pid):
+    other_users = _writer_file(tmp_path, "metrics.json", other_pid)
+    tag = atomic._writer_tag()
+    not_a_pid = tmp_path / f".metrics.json.{tag}.backup.0badc0de.tmp"
+    no_random = tmp_path / f".metrics.json.{tag}.{other_pid}.tmp"
+    for path in (other_users, not_a_pid, no_random):
         path.write_text("{")
     probed = []
 
@@ -1386,17 +1444,17 @@ def test_write_text_atomic_keeps_temporary_files_it_cannot_tell_abandoned(tmp_pa
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "kill", kill)
-    write_text_atomic(tmp_path / "metrics.json", "new")
-    assert probed == [other_pid] and other_users.exists() and not_a_pid.exists()
+    atomic.write_text_atomic(tmp_path / "metrics.json", "new")
+    assert probed == [other_pid] and other_users.exists() and not_a_pid.exists() and no_random.exists()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no process probe: nothing is removed")
 def test_write_text_atomic_keeps_a_file_whose_pid_is_beyond_any_process_id(tmp_path) -> None:
-    """``.metrics.json.99999999999.tmp`` (digits beyond a C int) made ``os.kill`` raise ``OverflowError``,
-    which escaped: every later write of ``metrics.json`` failed. It is not a writer's file and stays."""
+    """A pid of digits beyond a C int made ``os.kill`` raise ``OverflowError``, which escaped: every later
+    write of ``metrics.json`` failed. It is not a writer's file and stays."""
     from examples.voc_joint.atomic import write_text_atomic
 
-    odd = tmp_path / f".metrics.json.{2**64}.tmp"
+    odd = _writer_file(tmp_path, "metrics.json", 2**64)
     odd.write_text("{")
     write_text_atomic(tmp_path / "metrics.json", "new")
     assert (tmp_path / "metrics.json").read_text() == "new" and odd.read_text() == "{"
@@ -1407,13 +1465,13 @@ def test_write_text_atomic_removes_a_dead_writers_file_of_a_name_with_glob_chara
     tmp_path, monkeypatch
 ) -> None:
     """A file name with ``[``, ``]`` (``run[1].json``) is matched literally when the dead writers' files are
-    looked for: its own ``.run[1].json.<pid>.tmp`` goes, the one of ``run1.json`` (which ``[1]`` would match
-    as a pattern) stays."""
+    looked for: its own temporary file goes, the one of ``run1.json`` (which ``[1]`` would match as a
+    pattern) stays."""
     import os
 
     from examples.voc_joint.atomic import write_text_atomic
 
-    own, other = tmp_path / ".run[1].json.4242.tmp", tmp_path / ".run1.json.4242.tmp"
+    own, other = _writer_file(tmp_path, "run[1].json", 4242), _writer_file(tmp_path, "run1.json", 4242)
     for path in (own, other):
         path.write_text("{")
 
