@@ -95,6 +95,14 @@ class FolderLock:
                 "second run writing to it at the same time is not refused; run one at a time per folder",
                 stacklevel=2,
             )
+        # the holder's line is ready before the lock is taken: the refusal of a second run that reads the file
+        # between the lock and the write names the previous holder (see _holder)
+        info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv),
+        }
         # held open as long as the lock; a foreign file's bytes that are not UTF-8 are read as U+FFFD (the
         # holder is then "not readable"), not raised as a UnicodeDecodeError from the refusal
         fh = open(self.path, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115
@@ -108,22 +116,16 @@ class FolderLock:
                 # service), not one that another process holds
                 fh.close()
                 raise _lock_error(self.path, exc, f"flock on {self.path} failed", _NO_LOCKS) from exc
-            fh.seek(0)
-            holder, alive = _describe(fh.read())
+            holder, alive = _holder(fh)
             fh.close()
             advice = (
                 "wait for that run to end, stop it, or use another --output-dir"
                 if alive
-                else "that process is no longer running, but one it started (a DataLoader worker, for "
-                "instance) still holds the lock; such processes end within seconds: retry then"
+                else "that process is no longer running, and the lock is held by a run that is starting in "
+                "this folder and has not recorded itself yet, or by a process the ended run left behind; "
+                "retry in a few seconds"
             )
             raise FolderLockedError(f"output folder {self.folder} is in use by {holder}; {advice}") from None
-        info = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(sys.argv),
-        }
         try:
             fh.seek(0)
             fh.truncate()
@@ -189,17 +191,37 @@ def _lock_error(path: Path, exc: OSError, what: str, advice: str = "") -> OSErro
     return os_error_saying(exc, message, same_class=False)
 
 
-def _describe(text: str) -> tuple[str, bool]:
-    """The holder recorded in the lock file, and whether it may be running (False: a process of this host
-    that no longer exists)."""
+#: How long a refused run waits for the holder's line when the file names none that runs (seconds).
+HOLDER_WAIT_S = 0.5
+
+
+def _holder(fh: IO[str]) -> tuple[str, bool]:
+    """The holder recorded in the open lock file ``fh``, and whether it may be running.
+
+    A run that has just taken the lock writes its line a moment later: until then the file is empty or names
+    the previous holder, an ended process. Such a file is read again for up to :data:`HOLDER_WAIT_S`, so a
+    refusal in that moment names the run that holds the lock, not the one before it.
+    """
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    while True:
+        fh.seek(0)
+        holder, alive, readable = _describe(fh.read())
+        if (alive and readable) or time.monotonic() >= deadline:
+            return holder, alive
+        time.sleep(0.02)
+
+
+def _describe(text: str) -> tuple[str, bool, bool]:
+    """The holder recorded in the lock file, whether it may be running (False: a process of this host that
+    no longer exists) and whether the file names one at all."""
     try:
         info = json.loads(text.strip().splitlines()[-1])
         holder = (
             f"pid {info['pid']} on host {info['host']} since {info['started']} (command: {info['command']})"
         )
     except (json.JSONDecodeError, IndexError, KeyError, TypeError):
-        return "another process (its description is not readable yet)", True
-    return holder, info["host"] != socket.gethostname() or _alive(info["pid"])
+        return "another process (its description is not readable yet)", True, False
+    return holder, info["host"] != socket.gethostname() or _alive(info["pid"]), True
 
 
 def _alive(pid: object) -> bool:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -107,6 +108,48 @@ def test_a_lock_held_for_a_dead_pid_says_so(tmp_path: Path) -> None:
     text = str(exc.value)
     assert f"in use by pid {pid} " in text and "no longer running" in text and "retry" in text
     assert "stop it" not in text
+
+
+@pytest.mark.parametrize("before", ["dead", "empty"])
+def test_a_run_refused_while_the_holder_writes_its_line_names_that_holder(
+    tmp_path: Path, before: str
+) -> None:
+    """A run takes the lock, then writes its line into the lock file. A second run refused in between read
+    the previous run's line (an ended process) and said a process that run started still held the lock, or
+    read an empty file; it waits a moment for the new line now and names the run that holds the lock."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
+    old = {
+        "host": socket.gethostname(),
+        "pid": int(dead.stdout),
+        "started": "2026-12-01 10:00:00",
+        "command": "a",
+    }
+    new = {"host": socket.gethostname(), "pid": os.getpid(), "started": "2026-12-06 10:00:00", "command": "b"}
+    with open(folder / ".lock", "w") as fh:  # the new holder, between its flock and its write
+        fh.write(json.dumps(old) + "\n" if before == "dead" else "")
+        fh.flush()
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+
+        def write_line() -> None:
+            time.sleep(0.1)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps(new) + "\n")
+            fh.flush()
+
+        writer = threading.Thread(target=write_line)
+        writer.start()
+        try:
+            with pytest.raises(FolderLockedError) as exc:
+                FolderLock(folder).acquire()
+        finally:
+            writer.join()
+    text = str(exc.value)
+    assert f"in use by pid {os.getpid()} " in text and "(command: b)" in text and "stop it" in text, text
 
 
 @pytest.mark.parametrize("code", ["ENOLCK", "EOPNOTSUPP", "EIO"])
