@@ -197,12 +197,21 @@ class InterruptGuard:
 
     @contextmanager
     def critical(self) -> Iterator[None]:
-        """A section no signal interrupts (a checkpoint write); a second signal inside it acts at its end."""
+        """A section no signal interrupts (a checkpoint write); a second signal inside it acts at its end.
+
+        A section that ends by an error passes the error on, and the deferred signal goes with it: the first
+        signal stays recorded (:meth:`check` still stops), but a later section does not raise a stop that
+        belonged to this one.
+        """
         self._critical += 1
         try:
             yield
-        finally:
+        except BaseException:
             self._critical -= 1
+            if not self._critical:
+                self._pending_force = None
+            raise
+        self._critical -= 1
         if not self._critical and self._pending_force is not None:
             signum, self._pending_force = self._pending_force, None
             raise Interrupted(signum, forced=True)

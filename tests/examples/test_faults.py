@@ -1408,6 +1408,30 @@ def test_interrupt_guard_defers_a_second_signal_to_the_end_of_the_outermost_crit
     assert reached == ["inner end", "next section"]
 
 
+def test_interrupt_guard_section_that_fails_does_not_leave_its_deferred_signal_to_the_next() -> None:
+    """A second signal deferred by a critical section that then failed (a full disk during the checkpoint
+    write) stayed pending: the error went on, and the next section that ended cleanly raised that stale
+    forced stop. The error goes on alone now; the first signal stays recorded."""
+    import errno
+    import signal
+
+    from examples.voc_joint.signals import Interrupted, InterruptGuard
+
+    with InterruptGuard() as guard:
+        os.kill(os.getpid(), signal.SIGTERM)  # recorded
+        with pytest.raises(OSError, match="No space"), guard.critical():
+            os.kill(os.getpid(), signal.SIGINT)  # deferred
+            raise OSError(errno.ENOSPC, "No space left on device")
+        try:
+            with guard.critical():
+                pass
+        except Interrupted:
+            pytest.fail("the stop deferred by a failed section was raised by the next one")
+        with pytest.raises(Interrupted) as info:
+            guard.check()
+        assert info.value.signum == signal.SIGTERM and not info.value.forced
+
+
 def test_interrupt_guard_that_has_ended_releases_nothing() -> None:
     """``released()`` of a guard that was entered and has ended leaves the handlers alone, as that of a guard
     never entered (it installed the guard's handler, which then outlived the guard)."""
