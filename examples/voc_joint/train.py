@@ -22,6 +22,7 @@ segmentation to score).
 from __future__ import annotations
 
 import argparse
+import builtins
 import random
 import signal
 import sys
@@ -361,16 +362,35 @@ _RANK_0_PRINTS = "printed_by_rank_0"
 
 
 def _agree(info: DistInfo, work: Callable[[], Any]) -> Any:
-    """Run ``work()`` on rank 0; every process gets its (picklable) result or raises its error (same type)."""
-    result, error = None, None
+    """Run ``work()`` on rank 0; every process gets its (picklable) result or raises its error (same type).
+
+    The errors passed on: a refusal (``UsageError``, ``CheckpointError``: ``(class name, message)``) and an
+    ``OSError`` (the lock, a folder that cannot be cleared: ``(class name, message, errno)``, raised on the
+    other ranks as the same built-in class with that errno). Rank 0 raises its own error; the other ranks'
+    copies carry ``printed_by_rank_0``, so that one message is printed, not one per process. (An ``OSError``
+    that left rank 0 before the broadcast made the others fail in the collective, reported as a lost process.)
+    """
+    result: Any = None
+    error: tuple[Any, ...] | None = None
+    own: OSError | None = None
     if info.main:
         try:
             result = work()
         except (UsageError, CheckpointError) as exc:
             error = (type(exc).__name__, str(exc))
+        except OSError as exc:
+            error, own = (type(exc).__name__, str(exc), exc.errno), exc
     result, error = info.from_main((result, error))
+    if own is not None:
+        raise own
     if error is not None:
-        refusal = (CheckpointError if error[0] == "CheckpointError" else UsageError)(error[1])
+        refusal: Exception
+        if len(error) == 3:
+            cls = getattr(builtins, error[0], OSError)
+            refusal = (cls if isinstance(cls, type) and issubclass(cls, OSError) else OSError)(error[1])
+            refusal.errno = error[2]
+        else:
+            refusal = (CheckpointError if error[0] == "CheckpointError" else UsageError)(error[1])
         setattr(refusal, _RANK_0_PRINTS, not info.main)  # every process has it: main prints it on rank 0 only
         raise refusal
     return result
@@ -1166,7 +1186,8 @@ def _cli() -> int:
         return 1
     except (FloatingPointError, OSError, DataError) as exc:  # NonFiniteError, a refused save, a failing
         # disk, a missing or unusable data file
-        print(f"[train] error: {error_text(exc)}", file=sys.stderr, flush=True)
+        if not getattr(exc, _RANK_0_PRINTS, False):  # (rank 0's error on another rank: rank 0 prints it)
+            print(f"[train] error: {error_text(exc)}", file=sys.stderr, flush=True)
         return 1
     except (MemoryError, RuntimeError) as exc:
         message = out_of_memory_error(exc)

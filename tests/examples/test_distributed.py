@@ -7,6 +7,7 @@ path runs here in milliseconds; the real gloo group is exercised by the torchrun
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
@@ -356,6 +357,60 @@ def test_agree_runs_the_work_on_rank_0_and_gives_every_rank_its_result_or_error(
     with pytest.raises(UsageError, match="folder in use"):
         train._agree(DistInfo(rank=1, world_size=2, local_rank=1), work)
     assert ran == []
+
+
+def test_agree_passes_rank_0s_os_error_to_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``OSError`` of rank 0's work (the folder lock on a file system without locks: ENOLCK; a folder
+    that ``--overwrite`` cannot clear) left rank 0 before the broadcast: the other ranks failed in the
+    collective, reported as a lost process ("killed or crashed"). It is broadcast now: rank 0 raises its own
+    error, the others the same built-in class with its errno and message, marked as printed by rank 0."""
+    import errno
+
+    lost = PermissionError(errno.EACCES, "cannot remove /out/seg: Permission denied")
+
+    def fails() -> None:
+        raise lost
+
+    main = _OtherProcess(monkeypatch)
+    with pytest.raises(PermissionError) as own:
+        train._agree(DistInfo(rank=0, world_size=2), fails)
+    assert own.value is lost and not getattr(own.value, train._RANK_0_PRINTS, False)
+    sent = main.broadcasts[0][0]
+    assert sent == (None, ("PermissionError", str(lost), errno.EACCES)), sent
+    for name, cls in [("PermissionError", PermissionError), ("OSError", OSError), ("Error", OSError)]:
+        _OtherProcess(monkeypatch, sent=(None, (name, "cannot lock the output folder /out", errno.ENOLCK)))
+        with pytest.raises(OSError) as copy:
+            train._agree(DistInfo(rank=1, world_size=2, local_rank=1), fails)
+        assert type(copy.value) is cls and copy.value.errno == errno.ENOLCK
+        assert str(copy.value) == "cannot lock the output folder /out"
+        assert getattr(copy.value, train._RANK_0_PRINTS)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_an_os_error_of_rank_0s_work_is_printed_by_rank_0_only(
+    rank: int,
+    tiny_voc: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Rank 0's lock that fails with an OSError (ENOLCK): exit status 1 on every rank, the error printed once
+    (by rank 0), and no "another process was lost" on the others."""
+    import errno
+
+    from .helpers import train_args
+
+    def no_locks(locks) -> None:
+        raise OSError(errno.ENOLCK, "cannot lock the output folder: No locks available (ENOLCK)")
+
+    monkeypatch.setattr(train, "_acquire", no_locks)  # runs on rank 0 only
+    monkeypatch.setattr(train, "init_distributed", lambda device: DistInfo(rank=rank, world_size=2))
+    sent = (None, ("OSError", "cannot lock the output folder: No locks available (ENOLCK)", errno.ENOLCK))
+    _OtherProcess(monkeypatch, sent=sent if rank else None)
+    monkeypatch.setattr(sys, "argv", ["train.py", *train_args(tiny_voc, tmp_path / "run", "--stage", "seg")])
+    assert train._cli() == 1
+    err = capsys.readouterr().err
+    assert ("No locks available" in err) == (rank == 0) and "lost" not in err, err
 
 
 @pytest.mark.parametrize("rank", [0, 1])
