@@ -165,9 +165,16 @@ def _same(name: str, old: Any, new: Any) -> bool:
 
 
 def _grew(name: str, old: Any, new: Any) -> bool:
+    """Whether a growing option grew: ``--epochs`` to a larger count, ``--max-steps`` to a larger one or to
+    none. A recorded value that is no count (a record edited by hand: ``"1"``, ``None``) did not grow: the
+    change is listed as any other (it raised a bare ``TypeError`` from the comparison)."""
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
     if name == "max_steps":
-        return new is None or (old is not None and new >= old)
-    return bool(new >= old)
+        return new is None or (count(old) and count(new) and new >= old)
+    return count(old) and count(new) and new >= old
 
 
 #: How a compared setting that is no option of train.py is named in messages and change records.

@@ -1664,6 +1664,27 @@ def test_option_changes_epochs_only_grow_and_unrecorded_options_are_not_compared
     assert changes({}, {"seg_lr": 0.1}) == [] and changes({"seg_lr": 0.1}, {}) == []
 
 
+@pytest.mark.parametrize(
+    ("name", "old", "new", "flag"),
+    [("epochs", "1", 2, "--epochs"), ("epochs", None, 2, "--epochs"), ("max_steps", "5", 6, "--max-steps")],
+)
+def test_option_changes_of_a_recorded_count_that_is_no_number_are_listed(
+    tmp_path, name, old, new, flag
+) -> None:
+    """A checkpoint whose record holds ``epochs`` or ``max_steps`` of another type (edited by hand, hash
+    recomputed) ended ``--resume`` in a bare ``TypeError`` from ``new >= old``; it is a change like any other:
+    refused naming both values, accepted and recorded with ``--allow-option-changes``."""
+    from examples.voc_joint.cli import UsageError
+    from examples.voc_joint.resume import option_changes
+
+    def changes(allow: bool) -> list:
+        return option_changes("seg", {name: old}, {name: new}, allow=allow, source=tmp_path / "c.pt", step=3)
+
+    with pytest.raises(UsageError, match=rf"{flag}: {re.escape(repr(old))} \(checkpoint\) -> {new} \(now\)"):
+        changes(False)
+    assert changes(True) == [{"step": 3, "option": flag, "old": old, "new": new}]
+
+
 @pytest.mark.parametrize("stage", ["seg", "spixel", "joint"])
 def test_the_optimizer_type_never_changes_on_resume(stage, tmp_path) -> None:
     """The optimizer type defines the optimizer state in the checkpoint: every stage refuses a change, even
