@@ -415,6 +415,13 @@ def check_args(
     if error:
         parser.error(error)
     check_output_dir(parser, _output_dir(args), given=args.output_dir is not None)
+    panels = _output_dir(args) / "panels"
+    if args.max_panels > 0 and (panels.is_symlink() or panels.exists()) and not panels.is_dir():
+        # the folder is made only when the results are written: it failed there, after the whole evaluation
+        parser.error(
+            f"the output folder {_output_dir(args)} holds {panels.name!r}, which is no folder, where the "
+            "panels go: remove or rename it, choose another --output-dir, or pass --max-panels 0"
+        )
 
 
 def _output_dir(args: argparse.Namespace) -> Path:
@@ -625,8 +632,8 @@ def _trained_names(config: dict[str, Any], seen: set[str]) -> set[str] | None:
     try:
         voc = _resolve_root(Path(root) if root is not None else DEFAULT_CACHE / "synthetic_voc")
         trained = set(read_list(_list_dir(voc, bool(options.get("sbd"))) / f"{options['train_split']}.txt"))
-    except (OSError, DataError):  # moved, not on this machine, unreadable: unknown
-        return None
+    except (OSError, ValueError, DataError):  # moved, not on this machine, unreadable, a NUL in a recorded
+        return None  # path (ValueError: "embedded null byte", after the whole evaluation): unknown
     sources = config.get("sources") or {}
     for source in sources.values() if isinstance(sources, dict) else ():
         path = source.get("path") if isinstance(source, dict) else None

@@ -411,6 +411,32 @@ def test_cli_refuses_a_batch_size_for_full_images(size_args, capsys):
         evaluate_mod.check_args(parser, parser.parse_args(default), default)
 
 
+@pytest.mark.parametrize("kind", ["file", "dangling link"])
+def test_cli_refuses_a_panels_entry_that_is_no_folder_before_evaluating(kind, tmp_path, capsys):
+    """A file (or a link to nothing) named ``panels`` in the output folder made the evaluation fail once it
+    was over, where the panels folder is made ("File exists"), and its results were lost. It is refused
+    with the command line, unless no panels are drawn."""
+    parser = evaluate_mod.build_parser()
+    out = tmp_path / "ev"
+    out.mkdir()
+    if kind == "file":
+        (out / "panels").write_text("")
+    else:
+        (out / "panels").symlink_to(tmp_path / "nowhere")
+    argv = ["--checkpoint", __file__, "--output-dir", str(out)]
+    with pytest.raises(SystemExit) as info:
+        evaluate_mod.check_args(parser, parser.parse_args(argv), argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"the output folder {out} holds 'panels', which is no folder, where the panels go" in err, err
+    evaluate_mod.check_args(
+        parser, parser.parse_args([*argv, "--max-panels", "0"]), [*argv, "--max-panels", "0"]
+    )
+    (out / "panels").unlink()
+    (out / "panels").mkdir()
+    evaluate_mod.check_args(parser, parser.parse_args(argv), argv)
+
+
 def test_cli_refuses_pad_to_multiple_with_crop_size(voc, tmp_path, capsys):
     """--pad-to-multiple pads full images; with --crop-size it used to be ignored silently."""
     (tmp_path / "ckpt.pt").touch()
@@ -840,6 +866,18 @@ def test_training_overlap_of_a_data_root_that_is_no_path_is_unknown(voc, root):
 
     val = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
     assert training_overlap({"args": {"data_root": root, "sbd": False, "train_split": "train"}}, val) is None
+
+
+@pytest.mark.parametrize("field", ["data_root", "train_split"])
+def test_training_overlap_of_a_recorded_path_with_a_nul_is_unknown(voc, field):
+    """A NUL in the recorded ``data_root`` or ``train_split`` (a crafted record) raised ``ValueError:
+    embedded null byte`` after the whole evaluation, and ``metrics.json`` was never written."""
+    from examples.voc_joint.evaluate import training_overlap
+
+    val = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    args = {"data_root": str(voc), "sbd": False, "train_split": "train"}
+    args[field] = args[field][:2] + "\x00" + args[field][2:]
+    assert training_overlap({"args": args}, val) is None
 
 
 def test_training_overlap_follows_the_checkpoints_a_joint_model_was_fine_tuned_from(voc, tmp_path):
