@@ -69,6 +69,7 @@ from examples.voc_joint.atomic import os_error_reason
 
 __all__ = [
     "FORMAT",
+    "INIT_ONLY_CONFIG",
     "MAX_DEPTH",
     "STAGE_ARCHS",
     "STAGE_MODELS",
@@ -430,14 +431,21 @@ def load_checkpoint_with_sha256(
             dict (str keys, tensor values), a weight or optimizer state holds NaN or infinite values, or
             its stage is not ``expect_stage`` (the message says which stage it is and which was expected).
     """
-    ckpt, recorded = _load_verified(Path(path), map_location, expect_stage)
-    return ckpt, recorded if recorded is not None else payload_sha256(ckpt)
+    ckpt, sha256 = _load_verified(Path(path), map_location, expect_stage, hash_version_1=True)
+    assert sha256 is not None  # (hashed here for a version-1 file)
+    return ckpt, sha256
 
 
 def _load_verified(
-    path: Path, map_location: str | torch.device, expect_stage: str | Sequence[str] | None
+    path: Path,
+    map_location: str | torch.device,
+    expect_stage: str | Sequence[str] | None,
+    *,
+    hash_version_1: bool = False,
 ) -> tuple[dict[str, Any], str | None]:
-    """:func:`load_checkpoint_with_sha256` with the recorded SHA-256, verified (None: a version-1 file)."""
+    """:func:`load_checkpoint_with_sha256` with the recorded SHA-256, verified (None: a version-1 file,
+    unless ``hash_version_1``: then its content's, hashed on the CPU before the tensors are moved; hashed
+    after a move to ``"meta"`` it raised a bare ``NotImplementedError``, meta tensors holding no data)."""
     from examples.voc_joint.models.build import validate_model_config
 
     if path.is_dir():
@@ -504,6 +512,8 @@ def _load_verified(
                 f"checkpoint {path} is a {ckpt['stage']!r} checkpoint ({STAGE_MODELS[ckpt['stage']]}); "
                 f"expected a {names} checkpoint"
             )
+    if recorded is None and hash_version_1:
+        recorded = payload_sha256(ckpt)
     if torch.device(map_location) != torch.device("cpu"):
         ckpt = _moved(ckpt, torch.device(map_location))
     return ckpt, recorded
@@ -757,6 +767,42 @@ def _build_matching(config: dict[str, Any], state: dict[str, Tensor], path: Path
         return build_model(config)
 
 
+#: Model config values that only set the initial weights: a model built with other ones holds the same
+#: network once a checkpoint's weights are loaded (:func:`load_weights_into` does not compare them).
+INIT_ONLY_CONFIG = frozenset({"centre_bias", "fusion_init"})
+
+
+def _other_config(model: nn.Module, recorded: dict[str, Any], part: str | None) -> list[str]:
+    """``"<name>: <recorded> (checkpoint) -> <own> (model)"`` for every config value of ``model`` (and of its
+    sub-networks, for a joint model) that differs from the checkpoint's ``recorded`` model config; values
+    one side lacks (a model without ``config``, a record of an older version) and :data:`INIT_ONLY_CONFIG`
+    are not compared."""
+    inner = getattr(model, "module", model)  # a DataParallel / DDP wrapper
+    inner = inner if isinstance(inner, nn.Module) else model
+    pairs: list[tuple[str, Any, Any]]
+    if part is not None:
+        pairs = [("", inner, recorded.get(part))]
+    elif recorded.get("arch") == "joint":
+        pairs = [
+            ("", inner, recorded.get("joint")),
+            ("deeplab.", getattr(inner, "deeplab", None), recorded.get("deeplab")),
+            ("spixelfcn.", getattr(inner, "spixelfcn", None), recorded.get("spixel")),
+        ]
+    else:
+        pairs = [
+            ("", inner, recorded.get("deeplab" if recorded.get("arch") == "deeplabv3plus" else "spixel"))
+        ]
+    differ = []
+    for prefix, module, record in pairs:
+        own = getattr(module, "config", None)
+        if not isinstance(own, dict) or not isinstance(record, dict):
+            continue
+        for name in sorted(set(own) & set(record) - INIT_ONLY_CONFIG, key=str):
+            if own[name] != record[name]:
+                differ.append(f"{prefix}{name}: {record[name]!r} (checkpoint) -> {own[name]!r} (model)")
+    return differ
+
+
 def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = None) -> dict[str, Any]:
     """Load the weights of a pipeline checkpoint into ``model`` (strict), optionally one sub-network of it.
 
@@ -770,7 +816,11 @@ def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = 
         dict: the checkpoint.
 
     Raises:
-        CheckpointError: wrong architecture or the keys/shapes/dtypes do not match ``model``.
+        CheckpointError: wrong architecture, the keys/shapes/dtypes do not match ``model``, or the model's
+            ``config`` differs from the checkpoint's record in a value that shapes do not show and that still
+            matters once the weights are loaded (DeepLabV3+'s ``output_stride``, SpixelFCN's and the joint
+            model's ``cell_size``, the joint ``mode``); values that only set the initial weights
+            (:data:`INIT_ONLY_CONFIG`) are not compared.
     """
     path = Path(path)
     ckpt = load_checkpoint(path)
@@ -778,6 +828,12 @@ def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = 
     dtypes = other_dtypes(model.state_dict(), state, "model")
     if dtypes:
         raise CheckpointError(f"checkpoint {path} does not match the model: other dtypes {dtypes[:5]}")
+    differ = _other_config(model, ckpt["config"]["model"], part)
+    if differ:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the model: other config values ({'; '.join(differ[:5])}); "
+            "build the model from the checkpoint's config (load_model_from_checkpoint, load_network)"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

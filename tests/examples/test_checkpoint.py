@@ -494,6 +494,25 @@ def test_mismatched_weights(tmp_path) -> None:
         load_weights_into(DeepLabV3Plus(21, "resnet18", aspp_channels=8), path, part="deeplab")
 
 
+def test_load_weights_into_refuses_a_model_of_another_config_that_shapes_do_not_show(tmp_path) -> None:
+    """``load_weights_into`` compared keys, shapes and dtypes only: DeepLabV3+ weights of output stride 16
+    loaded into a model of output stride 8, and a SpixelFCN of cell size 16 into one of 8, silently (other
+    logits, other superpixels). A config value that differs is named now; values that only set the initial
+    weights (SpixelFCN's ``centre_bias``) are not compared."""
+    deeplab = DeepLabV3Plus(21, "resnet18", aspp_channels=8, output_stride=16)
+    path = save_checkpoint(tmp_path / "seg.pt", _ckpt(deeplab, "seg"))
+    with pytest.raises(CheckpointError, match=r"other config values \(output_stride: 16 \(checkpoint\) -> 8"):
+        load_weights_into(DeepLabV3Plus(21, "resnet18", aspp_channels=8, output_stride=8), path)
+    load_weights_into(DeepLabV3Plus(21, "resnet18", aspp_channels=8, output_stride=16), path)
+    spixel = SpixelFCN(cell_size=16, width=4)
+    path = save_checkpoint(tmp_path / "spixel.pt", _ckpt(spixel, "spixel"))
+    with pytest.raises(CheckpointError, match=r"cell_size: 16 \(checkpoint\) -> 8 \(model\)"):
+        load_weights_into(SpixelFCN(cell_size=8, width=4), path)
+    with pytest.raises(CheckpointError, match=r"cell_size: 16 \(checkpoint\) -> 8 \(model\)"):
+        load_weights_into(torch.nn.DataParallel(SpixelFCN(cell_size=8, width=4)), path)
+    load_weights_into(SpixelFCN(cell_size=16, width=4, centre_bias=2.0), path)  # an initial value only
+
+
 def test_weights_saved_with_the_ddp_module_prefix_load(tmp_path) -> None:
     """A state_dict taken from a DistributedDataParallel wrapper (``module.`` keys) still loads."""
     torch.manual_seed(0)
@@ -626,6 +645,20 @@ def test_an_ambient_or_requested_meta_device_does_not_break_loading(tmp_path) ->
     for model in loaded:
         got = model.state_dict()
         assert all(torch.equal(got[k], v) for k, v in net.state_dict().items())
+
+
+def test_a_version_1_file_is_hashed_before_its_tensors_go_to_the_meta_device(tmp_path) -> None:
+    """A version-1 file (no recorded hash) read by ``load_checkpoint_with_sha256(map_location="meta")`` was
+    hashed after its tensors were moved, and meta tensors hold no data: a bare NotImplementedError ("Cannot
+    copy out of meta tensor"). It is hashed on the CPU first: the same hash as a CPU read."""
+    from examples.voc_joint.checkpoint import load_checkpoint_with_sha256
+
+    ck = _ckpt(SpixelFCN(cell_size=8, width=4), "spixel")
+    torch.save(ck, tmp_path / "v1.pt")  # as version 1 wrote it: no sha256
+    on_cpu, cpu_hash = load_checkpoint_with_sha256(tmp_path / "v1.pt")
+    on_meta, meta_hash = load_checkpoint_with_sha256(tmp_path / "v1.pt", map_location="meta")
+    assert meta_hash == cpu_hash == payload_sha256(on_cpu)
+    assert all(t.is_meta for t in on_meta["model"].values())
 
 
 def test_weights_of_other_shapes_under_the_same_keys_are_refused_before_building(tmp_path) -> None:
