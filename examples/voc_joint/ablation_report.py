@@ -317,19 +317,49 @@ def redraw_figure(folder: str | Path) -> Path:
         Path: the figure written (``folder/ablation.png``).
 
     Raises:
-        UsageError: ``folder`` holds no ``ablation.json``, or an unfinished one.
+        UsageError: ``folder`` holds no ``ablation.json``, an unfinished one, or one that is no ablation's
+            record (not JSON, not an object, rows or settings missing or of other types), naming the file.
     """
     path = Path(folder) / "ablation.json"
     if not path.is_file():
         raise UsageError(f"folder: expected a folder with an ablation.json, found none in {str(folder)!r}")
-    result = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # (raw errors before: a cut or foreign file)
+        raise UsageError(f"folder: {str(path)!r} is not an ablation's record (not JSON: {exc})") from None
+    if not isinstance(result, dict):
+        raise UsageError(
+            f"folder: {str(path)!r} is not an ablation's record (a JSON {type(result).__name__}, not an "
+            "object)"
+        )
     if not result.get("complete"):
         raise UsageError(f"folder: {str(path)!r} holds an unfinished ablation (its rerun draws the figure)")
-    rows = [reloaded_row(r) for r in result["rows"]]
-    seeds = len({int(r["seed"]) for r in rows})
-    # "data" is recorded since the title names a --data-root: a JSON without it is of the synthetic set
-    title = figure_title(result["settings"], seeds, data=result.get("data", SYNTHETIC))
+    try:
+        if not isinstance(result["rows"], list) or not all(map(_drawable, result["rows"])):
+            raise ValueError("a row without init, seed or a curve of steps")
+        rows = [reloaded_row(r) for r in result["rows"]]
+        seeds = len({int(r["seed"]) for r in rows})
+        # "data" is recorded since the title names a --data-root: a JSON without it is of the synthetic set
+        title = figure_title(result["settings"], seeds, data=result.get("data", SYNTHETIC))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(
+            f"folder: {str(path)!r} is not an ablation's record (its rows or settings are damaged: "
+            f"{type(exc).__name__}: {exc})"
+        ) from None
+    if not rows:
+        raise UsageError(f"folder: {str(path)!r} holds no rows to draw")
     return plot(rows, path.with_suffix(".png"), title)
+
+
+def _drawable(row: Any) -> bool:
+    """Whether ``row`` has what :func:`plot` reads: ``init``, ``seed``, a ``curve`` of points with steps."""
+    return (
+        isinstance(row, dict)
+        and isinstance(row.get("init"), str)
+        and isinstance(row.get("curve"), list)
+        and "seed" in row
+        and all(isinstance(p, dict) and "step" in p for p in row["curve"])
+    )
 
 
 def _at(row: dict[str, Any], step: int, key: str) -> float:

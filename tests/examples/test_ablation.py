@@ -1223,6 +1223,41 @@ def test_redraw_figure_draws_the_committed_rows_with_the_runs_title(
         ablation_report.redraw_figure(tmp_path / "empty")
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["cut", "list", "rows", "row", "curve", "settings"],
+)
+def test_redraw_figure_refuses_a_damaged_record_naming_it(damage: str, tmp_path, monkeypatch) -> None:
+    """``redraw_figure`` (which the development page tells users to run) read ``ablation.json`` unchecked: a
+    cut file raised ``JSONDecodeError``, a JSON array ``AttributeError``, damaged rows ``KeyError`` or
+    ``TypeError``. Each is a ``UsageError`` naming the file now, and nothing is drawn."""
+    from pathlib import Path
+
+    from examples.voc_joint.cli import UsageError
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "benchmarks" / "results" / "ablation" / "ablation.json").read_text()
+    result = json.loads(text)
+    if damage == "cut":
+        text = text[: len(text) // 2]
+    elif damage == "list":
+        text = json.dumps([result])
+    elif damage == "rows":
+        text = json.dumps({**result, "rows": {"a": 1}})
+    elif damage == "row":
+        text = json.dumps({**result, "rows": [*result["rows"][:2], {"seed": 0}]})
+    elif damage == "curve":
+        text = json.dumps({**result, "rows": [{**result["rows"][0], "curve": [1, 2]}]})
+    else:
+        text = json.dumps({k: v for k, v in result.items() if k != "settings"})
+    (tmp_path / "ablation.json").write_text(text)
+    drawn: list[object] = []
+    monkeypatch.setattr(ablation_report, "plot", lambda *args, **kwargs: drawn.append(args))
+    with pytest.raises(UsageError, match=r"ablation\.json' is not an ablation's record"):
+        ablation_report.redraw_figure(tmp_path)
+    assert drawn == []
+
+
 def test_the_figure_title_names_the_data_as_ablation_md_does(
     tiny_voc, tmp_path, one_thread, monkeypatch, capsys
 ) -> None:
