@@ -767,7 +767,7 @@ def _build_matching(config: dict[str, Any], state: dict[str, Tensor], path: Path
         return build_model(config)
 
 
-#: Model config values that only set the initial weights: a model built with other ones holds the same
+#: Model config values that only set the initial weights. A model built with other ones holds the same
 #: network once a checkpoint's weights are loaded (:func:`load_weights_into` does not compare them).
 INIT_ONLY_CONFIG = frozenset({"centre_bias", "fusion_init"})
 
