@@ -41,7 +41,9 @@ rounding. Forward + backward at B=2, 21 classes, 128 / 256 px on the 2-core CPU:
 
 **Host synchronisation.** With ``num_classes`` given and ``validate=False`` the loss reads no tensor value on
 the host. ``num_classes=None`` reads the largest label (and refuses one above
-``sparse_ops._checks.MAX_INFERRED_CLASSES - 1``, a stray label, before allocating anything per class);
+``sparse_ops._checks.MAX_INFERRED_CLASSES - 1``, a stray label, before allocating anything per class; fewer
+classes are inferred for cells of under 9 pixels, whose table of class masses would otherwise outgrow that
+many classes' one-hot: :func:`_max_inferred`);
 ``validate=True`` checks the label range and the association values.
 """
 
@@ -117,8 +119,37 @@ def _safe_norm(diff: Tensor) -> Tensor:
     return torch.where(zero, torch.zeros_like(sq), torch.where(zero, torch.ones_like(sq), sq).sqrt() / scale)
 
 
+def _max_inferred(blocks: _Blocks, height: int, width: int, cell_size: int) -> tuple[int, str]:
+    """The most classes ``num_classes=None`` infers for this grid, and why when it is under
+    :data:`~sparse_ops._checks.MAX_INFERRED_CLASSES`.
+
+    The loss's table holds ``9 (K + 1)`` class masses per chunk (:func:`_own_label_reconstruction`): per
+    pixel, ``K + 1`` for chunks of 9 pixels and more for smaller ones (``9 (K + 1)`` for cells of one
+    pixel). ``K`` is inferred only while the table holds at most ``MAX_INFERRED_CLASSES + 1`` values per
+    pixel, as it does for that many classes and chunks of 9 pixels or more: a stray label cannot make it 9
+    times larger than the bound on a degenerate grid (3.6 GB instead of 0.5 for one label 4095 in a 128 x 128
+    map with cells of 2 pixels).
+    """
+    per_image = 9 * blocks.n_h * blocks.n_w * blocks.chunks  # table values per class and image
+    if per_image == 0:
+        return _checks.MAX_INFERRED_CLASSES, ""
+    limit = min(
+        _checks.MAX_INFERRED_CLASSES, (_checks.MAX_INFERRED_CLASSES + 1) * height * width // per_image - 1
+    )
+    if limit >= _checks.MAX_INFERRED_CLASSES:
+        return limit, ""
+    return max(limit, 1), (
+        f" with cell_size={cell_size}: the loss keeps 9 (K + 1) class masses per cell, which for cells of "
+        f"under 9 pixels outgrows a one-hot of {_checks.MAX_INFERRED_CLASSES} classes"
+    )
+
+
 def _labels(
-    target: Tensor, ignore_index: int, num_classes: int | None, validate: bool
+    target: Tensor,
+    ignore_index: int,
+    num_classes: int | None,
+    validate: bool,
+    max_inferred: tuple[int, str] = (_checks.MAX_INFERRED_CLASSES, ""),
 ) -> tuple[Tensor, Tensor, int]:
     """The valid pixels ``[B, H, W]``, the labels ``[B, H, W]`` (0 at ignored pixels; outside ``[0, K)`` only
     when not validated) and the number of classes ``K`` (inferred from the largest label if ``None``, at least
@@ -166,13 +197,17 @@ def _labels(
             )
         raise ValueError(f"target labels must be >= 0 (or ignore_index={ignore_index}), got {low}")
     if num_classes is None:
-        if largest >= _checks.MAX_INFERRED_CLASSES:
+        most, why = max_inferred
+        if largest >= most:
+            bound = (
+                f"at most {most} are inferred{why}"
+                if why
+                else f"at most {most} are inferred: a one-hot of that many classes per pixel"
+            )
             raise ValueError(
                 f"the largest label of target is {largest}, so num_classes would be inferred as "
-                f"{largest + 1} "
-                f"(at most {_checks.MAX_INFERRED_CLASSES} are inferred: a one-hot of that many classes per "
-                "pixel "
-                f"is probably a stray label); pass num_classes, or set ignore_index to that label"
+                f"{largest + 1} ({bound}; it is probably a stray label); pass num_classes, or set "
+                "ignore_index to that label"
             )
         num_classes = max(largest, 0) + 1  # unvalidated labels all below 0 are no class: still one class
     elif validate and largest >= num_classes:
@@ -267,8 +302,8 @@ def spixel_loss(
         pos_weight (float): ``m``; the position term is weighted by ``m / S``.
         ignore_index (int): label of ignored pixels (integer targets only).
         num_classes (int | None): number of classes of an integer target, at most 65536; inferred as
-            ``max label + 1`` (at least 1) if ``None`` (a host synchronisation, and at most 4096 classes:
-            pass it in training loops).
+            ``max label + 1`` (at least 1) if ``None`` (a host synchronisation, and at most 4096 classes,
+            fewer for cells of under 9 pixels: pass it in training loops).
         eps (float): added inside the logarithm of the cross-entropy.
         renormalize (bool): border convention of the soft pooling (see :mod:`sparse_ops.soft`).
         validate (bool): check the label range and the association's values (a host-device
@@ -340,9 +375,14 @@ def spixel_loss(
     out_dtype = assoc.dtype
     dtype = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
     is_labels = not target.is_floating_point()
+    blocks = _blocks(height, width, cell_size)
     if is_labels:
         valid, labels, num_classes = _labels(
-            _checks.drop_channel_dim(target), ignore_index, num_classes, validate
+            _checks.drop_channel_dim(target),
+            ignore_index,
+            num_classes,
+            validate,
+            _max_inferred(blocks, height, width, cell_size),
         )
     else:
         valid = torch.ones(b, height, width, dtype=torch.bool, device=assoc.device)
@@ -352,7 +392,6 @@ def spixel_loss(
     xy = pixel_xy(height, width, dtype=dtype, device=assoc.device).expand(b, 2, height, width)
     with _no_autocast(assoc.device):
         q = _normalized(assoc.to(dtype), cell_size, renormalize)
-        blocks = _blocks(height, width, cell_size)
         if is_labels:  # the one-hot's pooled classes and the own class back, without the one-hot
             assert num_classes is not None
             known = (labels >= 0) & (labels < num_classes)

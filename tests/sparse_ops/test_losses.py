@@ -327,17 +327,36 @@ def test_stray_label_is_refused_before_allocating_and_num_classes_avoids_host_re
     assert mode.host_reads
 
 
-def test_at_most_max_inferred_classes_are_inferred() -> None:
+@pytest.mark.parametrize(("side", "cell"), [(4, 4), (3, 3), (6, 3)])
+def test_at_most_max_inferred_classes_are_inferred(side: int, cell: int) -> None:
     """The bound of the inferred class count, on both sides: a largest label of MAX_INFERRED_CLASSES - 1
-    infers MAX_INFERRED_CLASSES classes; one more is refused as a stray label."""
-    assoc = torch.softmax(torch.randn(1, 9, 2, 2, generator=torch.Generator().manual_seed(0)), 1)
-    target = torch.zeros(1, 2, 2, dtype=torch.long)
+    infers MAX_INFERRED_CLASSES classes; one more is refused as a stray label (cells of 9 pixels or more)."""
+    assoc = torch.softmax(torch.randn(1, 9, side, side, generator=torch.Generator().manual_seed(0)), 1)
+    target = torch.zeros(1, side, side, dtype=torch.long)
     target[0, 0, 0] = MAX_INFERRED_CLASSES - 1
-    inferred = spixel_loss(assoc, target, 2)
-    torch.testing.assert_close(inferred, spixel_loss(assoc, target, 2, num_classes=MAX_INFERRED_CLASSES))
+    inferred = spixel_loss(assoc, target, cell)
+    torch.testing.assert_close(inferred, spixel_loss(assoc, target, cell, num_classes=MAX_INFERRED_CLASSES))
     target[0, 0, 0] = MAX_INFERRED_CLASSES
     with pytest.raises(ValueError, match=f"the largest label of target is {MAX_INFERRED_CLASSES}, "):
-        spixel_loss(assoc, target, 2)
+        spixel_loss(assoc, target, cell)
+
+
+@pytest.mark.parametrize(("side", "cell", "most"), [(2, 2, 1819), (8, 2, 1819), (8, 1, 454), (5, 2, 1263)])
+def test_fewer_classes_are_inferred_for_cells_of_under_9_pixels(side: int, cell: int, most: int) -> None:
+    """The loss's table keeps 9 (K + 1) class masses per cell: for cells of 1 or 4 pixels that is 9 or 2.25
+    times a one-hot of K classes, and one stray label of 4095 in a 128 x 128 map with cells of 2 pixels took
+    3.6 GB (0.5 GB without it; with cells of 1 pixel a bare allocator error). K is inferred only while the
+    table holds at most MAX_INFERRED_CLASSES + 1 values per pixel; more classes are taken when given."""
+    assoc = torch.softmax(torch.randn(1, 9, side, side, generator=torch.Generator().manual_seed(1)), 1)
+    target = torch.zeros(1, side, side, dtype=torch.long)
+    target[0, 0, 0] = most - 1
+    torch.testing.assert_close(
+        spixel_loss(assoc, target, cell), spixel_loss(assoc, target, cell, num_classes=most)
+    )
+    target[0, 0, 0] = most
+    with pytest.raises(ValueError, match=rf"inferred as {most + 1} \(at most {most} are inferred with "):
+        spixel_loss(assoc, target, cell)
+    spixel_loss(assoc, target, cell, num_classes=most + 1)  # given: the caller's choice
 
 
 def test_unvalidated_labels_outside_the_classes_add_no_cross_entropy() -> None:
