@@ -794,6 +794,8 @@ def _check_pretraining(opts: argparse.Namespace, folder: Path) -> None:
     """Refuse to reuse the pretraining in ``folder`` (``--resume``) when a stage's checkpoint records other
     epochs or another ``--max-steps`` than ``opts``: the training CLI would train a finished stage further
     (a stopped one with a changed schedule), and ``ablation.json`` would record the new epochs for it.
+    The same for another ``--threads`` (the checkpoint's ``cpu_threads``): CPU results depend on it, and
+    ``ablation.json`` would record the new count for a pretraining done with the old one.
 
     Raises:
         UsageError: naming each differing option with both values (nothing was changed).
@@ -808,10 +810,14 @@ def _check_pretraining(opts: argparse.Namespace, folder: Path) -> None:
         path = folder / stage / "checkpoint.pt"
         if not path.is_file():
             continue
-        recorded = load_checkpoint(path, expect_stage=stage)["config"].get("args", {})
+        ckpt = load_checkpoint(path, expect_stage=stage)
+        recorded = ckpt["config"].get("args", {})
         for name, key, now in ((option, "epochs", epochs), ("--max-steps", "max_steps", opts.max_steps)):
             if key in recorded and recorded[key] != now:
                 differences.append(f"  {name}: {recorded[key]!r} ({path}) -> {now!r} (now)")
+        threads = ckpt.get("cpu_threads")  # CPU results depend on it, and ablation.json records --threads
+        if isinstance(threads, int) and threads != opts.threads:
+            differences.append(f"  --threads: {threads!r} ({path}) -> {opts.threads!r} (now)")
     if differences:
         raise UsageError(
             f"{folder} holds a pretraining with other options (an ablation stopped before its first run "

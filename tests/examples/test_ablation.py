@@ -383,7 +383,7 @@ def test_a_pretraining_left_without_ablation_json_is_reused_only_with_its_option
     seg = out / "pretrain" / "seg" / "checkpoint.pt"
     before = seg.read_bytes()
     capsys.readouterr()
-    for epochs in ("2", "1 --max-steps 1"):
+    for epochs in ("2", "1 --max-steps 1", "1 --threads 2"):
         with pytest.raises(SystemExit) as info:
             ablation.main([*argv, "--seg-epochs", *epochs.split()])
         err = capsys.readouterr().err
@@ -391,6 +391,10 @@ def test_a_pretraining_left_without_ablation_json_is_reused_only_with_its_option
         assert f"error: {out / 'pretrain'} holds a pretraining with other options" in err, err
         if epochs == "2":
             assert f"  --seg-epochs: 1 ({seg}) -> 2 (now)\n" in err, err
+        elif "--threads" in epochs:  # (accepted before: ablation.json recorded 2 threads for a pretraining
+            # done with 1, its rows those of neither)
+            spixel = out / "pretrain" / "spixel" / "checkpoint.pt"
+            assert f"  --threads: 1 ({seg}) -> 2 (now)\n  --threads: 1 ({spixel}) -> 2 (now)\n" in err, err
         else:
             assert f"  --max-steps: None ({seg}) -> 1 (now)\n" in err, err
         assert err.endswith(
