@@ -29,7 +29,7 @@ import re
 import struct
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, cast
 
 import numpy as np
@@ -663,7 +663,12 @@ def shown_names(names: Sequence[str], limit: int = 5) -> str:
 def read_list(list_file: Path) -> list[str]:
     """The image names of a split list (first word of each non-empty line, or the ``<name>`` of a first word
     ``/JPEGImages/<name>.jpg``; a line whose first word starts with ``#`` is a comment); each must stay
-    inside the data folders: no absolute path, no ``..``."""
+    inside the data folders: no absolute path, no ``..``.
+
+    A name is read in its plain form (``./a`` and ``a`` are one image, ``a//b`` is ``a/b``): written both
+    ways, one image counted as two, so that a repeat in one list, or a validation image in the training
+    list (``train.py``'s overlap check, ``evaluate.py``'s count of trained images), went unnoticed.
+    """
     try:  # "-sig": a byte order mark (Windows editors) is no part of the first name
         text = list_file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -684,7 +689,7 @@ def read_list(list_file: Path) -> list[str]:
                 f"split list file '{list_file}' line {lineno}: entry {name!r} points outside the data "
                 "folders (absolute paths and '..' are not allowed)"
             )
-        names.append(name)
+        names.append(PurePosixPath(name).as_posix())  # the plain form: no "./", no "//"
     return names
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import shutil
 import unicodedata
@@ -723,6 +724,27 @@ def test_a_list_naming_an_image_twice_is_refused(voc_copy):
     repeated = rf"train\.txt' names 2 images more than once: '{names[0]}', '{names[1]}'"
     with pytest.raises(data.DataError, match=repeated):
         VOCSegmentation(voc_copy, "train")
+
+
+def test_a_list_entry_written_with_dot_slash_is_the_same_image(voc_copy):
+    """``./name`` (a list made from ``find .``) opens the image ``name`` opens, but was kept as written: the
+    repeat check let ``name`` and ``./name`` in one list through (the image sampled twice per epoch), and a
+    validation image listed as ``./name`` in the training list passed the overlap check. Names are read in
+    their plain form now."""
+    from examples.voc_joint.train_data import val_overlap_error
+
+    lst = voc_copy / "ImageSets" / "Segmentation" / "train.txt"
+    names = lst.read_text().split()
+    lst.write_text(f"./{names[0]}\n/JPEGImages/./{names[1]}.jpg\n{names[2]}\n")
+    assert data.read_list(lst) == names[:3]
+    lst.write_text(f"{names[0]}\n./{names[0]}\n")
+    with pytest.raises(data.DataError, match=rf"names 1 image more than once: '{names[0]}'"):
+        VOCSegmentation(voc_copy, "train")
+    val = (voc_copy / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    lst.write_text(f"{names[0]}\n./{val[0]}\n")
+    args = argparse.Namespace(sbd=False, eval=False, val_split="val", train_split="train")
+    error = val_overlap_error(data.read_list(lst), voc_copy, lst, args)
+    assert error is not None and "holds 1 image of the validation lists" in error, error
 
 
 def test_16_bit_grayscale_images_are_scaled_to_8_bits(tmp_path):
