@@ -169,7 +169,39 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
     if dt in (torch.float64, torch.complex128) and not has_float64(y.device):
         y, ref = _to_host(y), _to_host(ref)
     # a measurement: no graph (nn.Identity returns x itself)
-    return (y.detach().to(dt) - ref.detach().to(y.device, dt)).abs()
+    y, ref = y.detach(), ref.detach().to(y.device)
+    if (
+        dt == torch.float64 and not exact
+    ):  # an integer output or target: no integer rounded before the difference
+        return _difference_of_integers(y, ref).abs()
+    return (y.to(dt) - ref.to(dt)).abs()
+
+
+def _parts(t: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(hi * 2**32, lo)`` in float64, both exact, of an integer or bool tensor (``t = hi * 2**32 + lo``,
+    ``0 <= lo < 2**32``; a uint64 value above ``2**63 - 1`` as held); ``(t, None)`` of a floating one."""
+    if t.is_floating_point():
+        return t.to(torch.float64), None
+    i = t.view(torch.int64) if t.dtype == torch.uint64 else t.to(torch.int64)
+    hi = torch.bitwise_right_shift(i, 32)
+    if t.dtype == torch.uint64:  # the bits of a value from 2**63 on read as a negative int64: 2**32 more
+        hi = hi + (i < 0).to(torch.int64) * 2**32
+    return hi.to(torch.float64) * 2.0**32, torch.bitwise_and(i, 2**32 - 1).to(torch.float64)
+
+
+def _difference_of_integers(y: Tensor, ref: Tensor) -> Tensor:
+    """``y - ref`` in float64 where one or both are integer tensors, correctly rounded.
+
+    Cast to float64 first, an int64 beyond ``2**53`` was rounded before the difference: ``2**53 + 1``
+    against ``2**53`` read an error of 0 (and counted as recovered). Each integer is split into two parts
+    that float64 holds exactly; the high parts and the low parts are subtracted apart (each exact between
+    integers, and exact against a float target near the integer), then added once.
+    """
+    y_hi, y_lo = _parts(y)
+    ref_hi, ref_lo = _parts(ref)
+    zero = torch.zeros((), dtype=torch.float64, device=y.device)
+    low = (zero if y_lo is None else y_lo) - (zero if ref_lo is None else ref_lo)
+    return (y_hi - ref_hi) + low
 
 
 def _is_float8(dtype: torch.dtype) -> bool:
@@ -189,7 +221,8 @@ def recovery_rate(
 
     The paper's "recovery" (Table 2, percent): ``mean(|module(x) - target| < eps)``, the difference taken in
     the promoted dtype of output and target, at least float32 (float64 when the output or the target is an
-    integer or bool tensor): the target is never rounded to a float16 or integer output's dtype first, nor
+    integer or bool tensor, split so that an integer beyond ``2**53`` is not rounded before the difference):
+    the target is never rounded to a float16 or integer output's dtype first, nor
     ``eps`` to the difference's dtype (an error of ``9.9999997e-5``, float32's nearest value to ``1e-4``, is
     below the default ``eps``); a NaN entry is not recovered.
 

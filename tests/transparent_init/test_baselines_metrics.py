@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from transparent_init import (
     TransparentLinear,
@@ -210,6 +210,27 @@ def test_metrics_of_an_integer_output_or_target_beside_a_float_one_are_taken_in_
     assert recovery_rate(nn.Identity(), big, eps=0.5, target=near) == 0.5
     assert max_abs_error(nn.Identity(), near, target=big) == 1.0
     assert recovery_rate(nn.Identity(), near, eps=0.5, target=big) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("out", "target", "error"),
+    [
+        (torch.tensor([2**53 + 1]), torch.tensor([2**53]), 1.0),
+        (torch.tensor([2**60 + 1]), torch.tensor([2**60]), 1.0),
+        (torch.tensor([2**53 + 1]), torch.tensor([2.0**53], dtype=torch.float64), 1.0),
+        (torch.tensor([2.0**62], dtype=torch.float64), torch.tensor([2**62 + 3]), 3.0),
+        (torch.tensor([2**64 - 1], dtype=torch.uint64), torch.tensor([2**64 - 2], dtype=torch.uint64), 1.0),
+        (torch.tensor([2**63 - 1]), torch.tensor([-(2**63)]), float(2**64 - 1)),
+    ],
+    ids=["int64", "int64-2**60", "int64-float64", "float64-int64", "uint64", "int64-extremes"],
+)
+def test_metrics_of_integers_beyond_2_to_the_53_are_exact(out: Tensor, target: Tensor, error: float) -> None:
+    """Integers were cast to float64 before the difference: beyond 2**53 that rounded them, so an int64
+    output 2**53 + 1 against 2**53 read an error of 0 and counted as recovered. The difference is taken on
+    parts that float64 holds exactly now (correctly rounded: 2**64 - 1 reads 2**64)."""
+    assert max_abs_error(nn.Identity(), out, target=target) == error
+    assert recovery_rate(nn.Identity(), out, eps=0.5, target=target) == 0.0
+    assert max_abs_error(nn.Identity(), out, target=out) == 0.0
 
 
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2], ids=str)
