@@ -178,24 +178,31 @@ def _errors(module: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
 
 
 def _parts(t: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``(hi * 2**32, lo)`` in float64, both exact, of an integer or bool tensor (``t = hi * 2**32 + lo``,
-    ``0 <= lo < 2**32``; a uint64 value above ``2**63 - 1`` as held); ``(t, None)`` of a floating one."""
+    """``(hi * 2**32, lo)`` in float64, both exact, of an integer or bool tensor: ``t = hi * 2**32 + lo`` with
+    ``hi * 2**32`` the multiple of ``2**32`` nearest ``t`` (``-2**31 <= lo < 2**31``: an integer below
+    ``2**31`` in size is all ``lo``; a uint64 value above ``2**63 - 1`` as held); ``(t, None)`` of a floating
+    one."""
     if t.is_floating_point():
         return t.to(torch.float64), None
     i = t.view(torch.int64) if t.dtype == torch.uint64 else t.to(torch.int64)
     hi = torch.bitwise_right_shift(i, 32)
     if t.dtype == torch.uint64:  # the bits of a value from 2**63 on read as a negative int64: 2**32 more
         hi = hi + (i < 0).to(torch.int64) * 2**32
-    return hi.to(torch.float64) * 2.0**32, torch.bitwise_and(i, 2**32 - 1).to(torch.float64)
+    lo = torch.bitwise_and(i, 2**32 - 1)
+    upper = lo >= 2**31  # rounded to the nearer multiple: a float near t is then near hi * 2**32 too
+    hi, lo = hi + upper.to(torch.int64), lo - upper.to(torch.int64) * 2**32
+    return hi.to(torch.float64) * 2.0**32, lo.to(torch.float64)
 
 
 def _difference_of_integers(y: Tensor, ref: Tensor) -> Tensor:
-    """``y - ref`` in float64 where one or both are integer tensors, correctly rounded.
+    """``y - ref`` in float64 where one or both are integer tensors.
 
     Cast to float64 first, an int64 beyond ``2**53`` was rounded before the difference: ``2**53 + 1``
     against ``2**53`` read an error of 0 (and counted as recovered). Each integer is split into two parts
-    that float64 holds exactly; the high parts and the low parts are subtracted apart (each exact between
-    integers, and exact against a float target near the integer), then added once.
+    that float64 holds exactly (:func:`_parts`); the high parts and the low parts are subtracted apart, then
+    added once. Between two integers that is the correctly rounded difference; against a float, the high
+    parts' difference is exact where the float is near the integer (the small errors a metric must not
+    lose), so the result is the correctly rounded one there too, and off by at most a rounding elsewhere.
     """
     y_hi, y_lo = _parts(y)
     ref_hi, ref_lo = _parts(ref)

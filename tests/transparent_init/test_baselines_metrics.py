@@ -233,6 +233,34 @@ def test_metrics_of_integers_beyond_2_to_the_53_are_exact(out: Tensor, target: T
     assert max_abs_error(nn.Identity(), out, target=out) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("out", "target"),
+    [
+        (torch.tensor([-1.0000001]), torch.tensor([-1], dtype=torch.int32)),
+        (torch.tensor([-1327.0 - 2e-7], dtype=torch.float64), torch.tensor([-1327])),
+        (torch.tensor([-1327.9542376797378], dtype=torch.float64), torch.tensor([-1327])),
+        (torch.tensor([2.0**40 + 0.25], dtype=torch.float64), torch.tensor([2**40 + 2**31])),
+        (torch.tensor([3e-9], dtype=torch.float64), torch.tensor([0], dtype=torch.uint64)),
+        (torch.tensor([-(2.0**63)], dtype=torch.float64), torch.tensor([2**63 - 1])),
+    ],
+)
+def test_metrics_of_a_float_beside_an_integer_lose_no_small_error(out: Tensor, target: Tensor) -> None:
+    """The split of an integer into exact parts put a small negative integer's high part at -2**32: a float
+    output near it was shifted by 2**32 and rounded to steps of 9.5e-7, so -1.0000001 against -1 read an
+    error of 0. The high part is the multiple of 2**32 nearest the integer now: the small errors are
+    exact, as float64 gives them for integers it holds."""
+    small = (
+        max(abs(v) for v in target.tolist()) < 2**53
+    )  # then float64 holds the integers: the plain difference
+    expected = float((out.double() - target.double()).abs().max()) if small else None
+    got = max_abs_error(nn.Identity(), out, target=target)
+    if expected is not None:
+        assert got == expected, (got, expected)
+    else:
+        assert got == float(2**64 - 1), got  # -(2**63) - (2**63 - 1), correctly rounded
+    assert recovery_rate(nn.Identity(), out, eps=got / 2, target=target) == (0.0 if got > 0 else 1.0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2], ids=str)
 def test_recovery_rate_and_max_error_of_a_float8_output(dtype: torch.dtype) -> None:
     """A float8 output or target raised RuntimeError "Promotion for Float8 Types is not supported"; now
