@@ -43,7 +43,7 @@ rounding. Forward + backward at B=2, 21 classes, 128 / 256 px on the 2-core CPU:
 the host. ``num_classes=None`` reads the largest label (and refuses one above
 ``sparse_ops._checks.MAX_INFERRED_CLASSES - 1``, a stray label, before allocating anything per class; fewer
 classes are inferred for cells of under 9 pixels, whose table of class masses would otherwise outgrow that
-many classes' one-hot: :func:`_max_inferred`);
+many classes' one-hot: ``_max_inferred``);
 ``validate=True`` checks the label range and the association values.
 """
 
