@@ -773,37 +773,39 @@ INIT_ONLY_CONFIG = frozenset({"centre_bias", "fusion_init"})
 
 
 def _other_config(model: nn.Module, recorded: dict[str, Any], part: str | None) -> list[str]:
-    """``"<name>: <recorded> (checkpoint) -> <own> (model)"`` for every config value of ``model`` (and of its
-    sub-networks, for a joint model) that differs from the checkpoint's ``recorded`` model config; values
-    one side lacks (a model without ``config``, a record of an older version) and :data:`INIT_ONLY_CONFIG`
-    are not compared."""
-    inner = getattr(model, "module", model)  # a DataParallel / DDP wrapper
-    inner = inner if isinstance(inner, nn.Module) else model
-    pairs: list[tuple[str, Any, Any]]
-    if part is not None:
-        pairs = [("", inner, recorded.get(part))]
-    elif recorded.get("arch") == "joint":
-        pairs = [
-            ("", inner, recorded.get("joint")),
-            ("deeplab.", getattr(inner, "deeplab", None), recorded.get("deeplab")),
-            ("spixelfcn.", getattr(inner, "spixelfcn", None), recorded.get("spixel")),
-        ]
-    else:
-        pairs = [
-            ("", inner, recorded.get("deeplab" if recorded.get("arch") == "deeplabv3plus" else "spixel"))
-        ]
+    """``"<name>: <recorded> (checkpoint) -> <own> (model)"`` for every config value of ``model``'s networks
+    (``models.model_config``: a DDP / DataParallel wrapper and ``SegmentationOnly`` unwrapped) that differs
+    from the checkpoint's ``recorded`` model config, for ``part`` or for every network the two share. Not
+    compared: values one side lacks (a model of another kind, a record of an older version),
+    :data:`INIT_ONLY_CONFIG`, and the fusion stack's widths and activation of a joint model without one
+    (no weights: nothing they change)."""
+    from .models import model_config
+
+    try:
+        own = model_config(model)
+    except TypeError:  # not one of the pipeline's networks: no config to compare
+        return []
+    # a part's network has that part's key in its own config ("deeplab" for a DeepLabV3+, "spixel" for a
+    # SpixelFCN); a network of another kind lacks it (and its keys refuse it below)
+    keys = [part] if part is not None else [k for k in ("deeplab", "spixel", "joint") if k in own]
     differ = []
-    for prefix, module, record in pairs:
-        own = getattr(module, "config", None)
-        if not isinstance(own, dict) or not isinstance(record, dict):
+    for key in keys:
+        mine, theirs = own.get(key), recorded.get(key)
+        if not isinstance(mine, dict) or not isinstance(theirs, dict):
             continue
-        for name in sorted(set(own) & set(record) - INIT_ONLY_CONFIG, key=str):
-            if own[name] != record[name]:
-                differ.append(f"{prefix}{name}: {record[name]!r} (checkpoint) -> {own[name]!r} (model)")
+        skip = set(INIT_ONLY_CONFIG)
+        if key == "joint" and not mine.get("fusion") and not theirs.get("fusion"):
+            skip |= {"fusion_hidden", "fusion_activation"}
+        prefix = "" if len(keys) == 1 else f"{key}."
+        for name in sorted(set(mine) & set(theirs) - skip, key=str):
+            if mine[name] != theirs[name]:
+                differ.append(f"{prefix}{name}: {theirs[name]!r} (checkpoint) -> {mine[name]!r} (model)")
     return differ
 
 
-def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = None) -> dict[str, Any]:
+def load_weights_into(
+    model: nn.Module, path: str | Path, *, part: str | None = None, check_config: bool = True
+) -> dict[str, Any]:
     """Load the weights of a pipeline checkpoint into ``model`` (strict), optionally one sub-network of it.
 
     Args:
@@ -811,6 +813,9 @@ def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = 
         path: checkpoint file.
         part: ``None`` (whole model), ``"deeplab"`` or ``"spixel"``: take that sub-network, from a stage
             checkpoint of the same network or from a joint checkpoint.
+        check_config: compare ``model``'s config with the checkpoint's record (below); ``False`` for a
+            deliberate change that keeps the weights' meaning, e.g. DeepLabV3+ trained at output stride 16
+            and evaluated at 8.
 
     Returns:
         dict: the checkpoint.
@@ -828,11 +833,12 @@ def load_weights_into(model: nn.Module, path: str | Path, *, part: str | None = 
     dtypes = other_dtypes(model.state_dict(), state, "model")
     if dtypes:
         raise CheckpointError(f"checkpoint {path} does not match the model: other dtypes {dtypes[:5]}")
-    differ = _other_config(model, ckpt["config"]["model"], part)
+    differ = _other_config(model, ckpt["config"]["model"], part) if check_config else []
     if differ:
         raise CheckpointError(
             f"checkpoint {path} does not match the model: other config values ({'; '.join(differ[:5])}); "
-            "build the model from the checkpoint's config (load_model_from_checkpoint, load_network)"
+            "build the model from the checkpoint's config (load_model_from_checkpoint, load_network), or "
+            "pass check_config=False for a deliberate change"
         )
     try:
         model.load_state_dict(state, strict=True)

@@ -511,6 +511,47 @@ def test_load_weights_into_refuses_a_model_of_another_config_that_shapes_do_not_
     with pytest.raises(CheckpointError, match=r"cell_size: 16 \(checkpoint\) -> 8 \(model\)"):
         load_weights_into(torch.nn.DataParallel(SpixelFCN(cell_size=8, width=4)), path)
     load_weights_into(SpixelFCN(cell_size=16, width=4, centre_bias=2.0), path)  # an initial value only
+    load_weights_into(SpixelFCN(cell_size=8, width=4), path, check_config=False)  # a deliberate change
+
+
+def test_load_weights_into_compares_the_config_of_every_network_the_pipeline_builds(tmp_path) -> None:
+    """The config check unwrapped only a DDP wrapper: ``SegmentationOnly`` (what
+    ``load_model_from_checkpoint`` builds for a seg checkpoint) has no config of its own, so its DeepLabV3+
+    took weights of another output stride silently. A joint model is compared network by network; without a
+    fusion stack, the stack's widths and activation (no weights) are not compared."""
+    from examples.voc_joint.models import build_model
+
+    deeplab = DeepLabV3Plus(21, "resnet18", aspp_channels=8, output_stride=16)
+    path = save_checkpoint(tmp_path / "seg.pt", _ckpt(deeplab, "seg"))
+    other = SegmentationOnly(DeepLabV3Plus(21, "resnet18", aspp_channels=8, output_stride=8))
+    with pytest.raises(CheckpointError, match=r"output_stride: 16 \(checkpoint\) -> 8 \(model\)"):
+        load_weights_into(other, path)
+    config = {
+        "arch": "joint",
+        "deeplab": {**deeplab.config},
+        "spixel": {"cell_size": 8, "width": 4},
+        "joint": {
+            "num_classes": 21,
+            "cell_size": 8,
+            "mode": "hard",
+            "fusion": False,
+            "fusion_hidden": [128, 128],
+            "fusion_activation": "relu",
+            "fusion_init": "transparent",
+        },
+    }
+    joint = build_model(config)
+    path = save_checkpoint(tmp_path / "joint.pt", _ckpt(joint, "joint"))
+    narrower = build_model({**config, "joint": {**config["joint"], "fusion_hidden": [64, 64]}})
+    load_weights_into(narrower, path)  # no stack: its widths change nothing
+    stride8 = build_model({**config, "deeplab": {**config["deeplab"], "output_stride": 8}})
+    with pytest.raises(CheckpointError, match=r"deeplab\.output_stride: 16 \(checkpoint\) -> 8 \(model\)"):
+        load_weights_into(stride8, path)
+    with pytest.raises(CheckpointError, match=r"\(output_stride: 16 \(checkpoint\) -> 8 \(model\)\)"):
+        load_weights_into(
+            DeepLabV3Plus(21, "resnet18", aspp_channels=8, output_stride=8), path, part="deeplab"
+        )
+    load_weights_into(DeepLabV3Plus(21, "resnet18", aspp_channels=8, output_stride=16), path, part="deeplab")
 
 
 def test_weights_saved_with_the_ddp_module_prefix_load(tmp_path) -> None:
