@@ -42,8 +42,9 @@ rounding. Forward + backward at B=2, 21 classes, 128 / 256 px on the 2-core CPU:
 **Host synchronisation.** With ``num_classes`` given and ``validate=False`` the loss reads no tensor value on
 the host. ``num_classes=None`` reads the largest label (and refuses one above
 ``sparse_ops._checks.MAX_INFERRED_CLASSES - 1``, a stray label, before allocating anything per class; fewer
-classes are inferred for cells of under 9 pixels, whose table of class masses would otherwise outgrow that
-many classes' one-hot: ``_max_inferred``);
+classes are inferred where the grid has fewer than 9 image pixels per cell (cells of 1 or 2 x 2 pixels, or an
+image padded to whole cells), whose table of class masses would otherwise outgrow that many classes' one-hot:
+``_max_inferred``);
 ``validate=True`` checks the label range and the association values.
 """
 
@@ -139,8 +140,9 @@ def _max_inferred(blocks: _Blocks, height: int, width: int, cell_size: int) -> t
     if limit >= _checks.MAX_INFERRED_CLASSES:
         return limit, ""
     return max(limit, 1), (
-        f" with cell_size={cell_size}: the loss keeps 9 (K + 1) class masses per cell, which for cells of "
-        f"under 9 pixels outgrows a one-hot of {_checks.MAX_INFERRED_CLASSES} classes"
+        f" with cell_size={cell_size} on a {height} x {width} map: the loss keeps 9 (K + 1) class masses per "
+        f"cell of its grid (padded to whole cells), which with fewer than 9 image pixels per cell outgrows a "
+        f"one-hot of {_checks.MAX_INFERRED_CLASSES} classes"
     )
 
 
@@ -303,7 +305,7 @@ def spixel_loss(
         ignore_index (int): label of ignored pixels (integer targets only).
         num_classes (int | None): number of classes of an integer target, at most 65536; inferred as
             ``max label + 1`` (at least 1) if ``None`` (a host synchronisation, and at most 4096 classes,
-            fewer for cells of under 9 pixels: pass it in training loops).
+            fewer where the grid has under 9 image pixels per cell: pass it in training loops).
         eps (float): added inside the logarithm of the cross-entropy.
         renormalize (bool): border convention of the soft pooling (see :mod:`sparse_ops.soft`).
         validate (bool): check the label range and the association's values (a host-device
