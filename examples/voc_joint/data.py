@@ -29,7 +29,7 @@ import re
 import struct
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path, PurePath
 from typing import Any, cast
 
 import numpy as np
@@ -689,7 +689,7 @@ def read_list(list_file: Path) -> list[str]:
                 f"split list file '{list_file}' line {lineno}: entry {name!r} points outside the data "
                 "folders (absolute paths and '..' are not allowed)"
             )
-        names.append(PurePosixPath(name).as_posix())  # the plain form: no "./", no "//"
+        names.append(pure.as_posix())  # the plain form: no "./", no "//" (on Windows, "\\" read as "/" too)
     return names
 
 

@@ -726,7 +726,7 @@ def test_a_list_naming_an_image_twice_is_refused(voc_copy):
         VOCSegmentation(voc_copy, "train")
 
 
-def test_a_list_entry_written_with_dot_slash_is_the_same_image(voc_copy):
+def test_a_list_entry_written_with_dot_slash_is_the_same_image(voc_copy, monkeypatch):
     """``./name`` (a list made from ``find .``) opens the image ``name`` opens, but was kept as written: the
     repeat check let ``name`` and ``./name`` in one list through (the image sampled twice per epoch), and a
     validation image listed as ``./name`` in the training list passed the overlap check. Names are read in
@@ -745,6 +745,11 @@ def test_a_list_entry_written_with_dot_slash_is_the_same_image(voc_copy):
     args = argparse.Namespace(sbd=False, eval=False, val_split="val", train_split="train")
     error = val_overlap_error(data.read_list(lst), voc_copy, lst, args)
     assert error is not None and "holds 1 image of the validation lists" in error, error
+    from pathlib import PureWindowsPath
+
+    monkeypatch.setattr(data, "PurePath", PureWindowsPath)  # the paths of Windows: "\\" separates too
+    lst.write_text(f".\\{names[0]}\nsub\\.\\{names[1]}\n")
+    assert data.read_list(lst) == [names[0], f"sub/{names[1]}"]
 
 
 def test_16_bit_grayscale_images_are_scaled_to_8_bits(tmp_path):
