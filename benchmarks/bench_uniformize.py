@@ -77,7 +77,7 @@ from _harness import (  # noqa: E402 (after the path set-up)
     check_output,
     cli_device,
     environment,
-    median_upper,
+    median,
     nan_max,
     run_script,
     tensor_peak_mib,
@@ -222,7 +222,7 @@ def run_one(
         raise AssertionError(variant)
 
     def timed(fn, n, warm=True):
-        return median_upper(time_ms(fn, n, warmup=warmup if warm else 0, device=dev))
+        return median(time_ms(fn, n, warmup=warmup if warm else 0, device=dev))
 
     timed_setup = variant in ("scatter", "sparse", "sparse_coo", "dense_bmm")
     setup_ms = timed(setup, max(3, repeats // 2)) if timed_setup else 0.0
@@ -274,8 +274,8 @@ def run_one(
                 tf.append(timed(floor_fb, 1, warm=False))
                 tv.append(timed(fwd_bwd, 1, warm=False))
         ratios = [v / f for v, f in zip(tv, tf, strict=True)]
-        out["paired_floor_ms"] = median_upper(tf)
-        out["paired_x_floor"] = median_upper(ratios)  # the median of the per-pair ratios
+        out["paired_floor_ms"] = median(tf)
+        out["paired_x_floor"] = median(ratios)  # the median of the per-pair ratios
         out["paired_ratios"] = ratios
     # correctness against the float64 result of the same op (after the memory reading), forward and gradient:
     # the uniformization is a symmetric averaging (self-adjoint), so x's gradient is grad_y uniformized
@@ -348,9 +348,9 @@ def run_sweep(cfgs: list[dict], device: str, repeats: int) -> dict:
                 "name": cfg_name(cfg),
                 "N_s": cfg["N_s"],
                 "labels": cfg["labels"],
-                "floor_fwd_bwd_ms": median_upper(tf),
-                "fwd_bwd_ms": median_upper(to),
-                "x_floor": median_upper([o / f for o, f in zip(to, tf, strict=True)]),
+                "floor_fwd_bwd_ms": median(tf),
+                "fwd_bwd_ms": median(to),
+                "x_floor": median([o / f for o, f in zip(to, tf, strict=True)]),
             }
         )
     grid = [r["fwd_bwd_ms"] for r in rows if r["labels"] == "grid"]

@@ -594,7 +594,7 @@ def test_harness_gpu_branches_with_a_fake_device(monkeypatch):
     assert _FakeEvent.streams == [("stream of", torch.device("cuda:1"))] * 6
     memory = harness.PeakMemory("cuda")
     assert "reset" in calls and memory.extra_mib() == pytest.approx(4.0)
-    assert harness.median_upper([3.0, 1.0, 2.0, 4.0]) == 3.0
+    assert harness.median([3.0, 1.0, 2.0, 4.0]) == 2.5
 
 
 def test_harness_cpu_memory_and_environment():
