@@ -206,8 +206,12 @@ def _difference_of_integers(y: Tensor, ref: Tensor) -> Tensor:
     """
     y_hi, y_lo = _parts(y)
     ref_hi, ref_lo = _parts(ref)
-    zero = torch.zeros((), dtype=torch.float64, device=y.device)
-    low = (zero if y_lo is None else y_lo) - (zero if ref_lo is None else ref_lo)
+    # (no zero tensor made for a missing part: a factory would make float64 on a device without it)
+    if y_lo is None:
+        assert ref_lo is not None  # (one of the two is an integer tensor)
+        low = -ref_lo
+    else:
+        low = y_lo if ref_lo is None else y_lo - ref_lo
     return (y_hi - ref_hi) + low
 
 
