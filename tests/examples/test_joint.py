@@ -772,9 +772,12 @@ def test_refine_has_no_host_device_sync_on_cuda() -> None:
 
 
 def test_fusion_stack_refuses_an_unknown_init() -> None:
-    """FusionStack checks ``init`` itself (built alone, without JointModel's check)."""
-    with pytest.raises(ValueError, match=r"fusion_init must be one of .*got 'he'"):
+    """FusionStack checks ``init`` itself (built alone, without JointModel's check), naming its own argument
+    (it said ``fusion_init``, JointModel's name, while a bad ``activation`` was named ``activation``)."""
+    with pytest.raises(ValueError, match=r"^init must be one of .*got 'he'"):
         FusionStack(3, [6], "relu", "he")  # type: ignore[arg-type]  # the wrong value is the point
+    with pytest.raises(ValueError, match=r"^fusion_init must be one of .*got 'he'"):
+        JointModel(nn.Identity(), nn.Identity(), 3, cell_size=4, fusion_hidden=[6], fusion_init="he")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -873,3 +873,22 @@ def test_build_model_takes_any_runtime_mapping_and_names_unknown_keys_of_any_typ
     assert isinstance(build_model(cfg, runtime=None), SpixelFCN)
     with pytest.raises(ValueError, match=re.escape("unknown runtime options [1, 'x'] (known: ['channels_")):
         build_model(cfg, runtime={1: True, "x": 1})
+
+
+@pytest.mark.parametrize("which", ["deeplab", "spixelfcn"])
+def test_model_config_of_a_joint_model_of_other_networks_is_a_type_error(which: str) -> None:
+    """JointModel takes any two networks, but a config names only the pipeline's: ``model_config`` of one
+    built on an ``nn.Identity`` raised a bare AttributeError from ``nn.Module`` (when its checkpoint was
+    written); a TypeError naming the network, as for any other model it cannot describe."""
+    from torch import nn
+
+    from examples.voc_joint.models import JointModel
+    from examples.voc_joint.models.build import model_config
+
+    nets = {"deeplab": nn.Identity(), "spixelfcn": SpixelFCN(cell_size=4, width=4)}
+    if which == "spixelfcn":
+        nets = {"deeplab": DeepLabV3Plus(3, "resnet18", aspp_channels=8), "spixelfcn": nn.Identity()}
+    model = JointModel(nets["deeplab"], nets["spixelfcn"], 3, cell_size=4, fusion_hidden=[6])
+    kind = "DeepLabV3Plus" if which == "deeplab" else "SpixelFCN"
+    with pytest.raises(TypeError, match=rf"JointModel whose {which} is a Identity, not a {kind}"):
+        model_config(model)

@@ -216,6 +216,17 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     if isinstance(model, SpixelFCN):
         return {"arch": "spixelfcn", "spixel": copy.deepcopy(dict(model.config))}
     if isinstance(model, JointModel):
+        # JointModel takes any two networks; a config names only the pipeline's (an nn.Identity raised a bare
+        # AttributeError from nn.Module here, when a checkpoint of such a model was written)
+        for name, net, kind in (
+            ("deeplab", model.deeplab, DeepLabV3Plus),
+            ("spixelfcn", model.spixelfcn, SpixelFCN),
+        ):
+            if not isinstance(net, kind):
+                raise TypeError(
+                    f"model is a JointModel whose {name} is a {type(net).__name__}, not a {kind.__name__}: "
+                    "only the pipeline's networks have a config"
+                )
         return {
             "arch": "joint",
             "deeplab": copy.deepcopy(dict(cast(DeepLabV3Plus, model.deeplab).config)),
