@@ -339,10 +339,11 @@ class MaxPoolWithIndices(nn.Module):
 
         def __call__(self, x: Tensor) -> PooledWithIndices: ...
 
-    def extra_repr(self) -> str:
+    def extra_repr(self) -> str:  # validate only when off, as every other module of the package prints it
         return (
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+            + ("" if self.validate else ", validate=False")
         )
 
 

@@ -129,11 +129,23 @@ def test_repr_shows_validate_false() -> None:
         "SoftUniformize": lambda **kw: so.SoftUniformize(4, **kw),
         "SpixelLoss": lambda **kw: so.SpixelLoss(4, **kw),
         "SuperpixelClassifier": lambda **kw: so.SuperpixelClassifier(3, 2, **kw),
+        "MaxPoolWithIndices": lambda **kw: so.MaxPoolWithIndices(2, **kw),  # (it hid validate=False)
     }
     for name, make in modules.items():
         checked, unchecked = make(), make(validate=False)
         assert "validate" not in checked.extra_repr(), name
         assert unchecked.extra_repr() == checked.extra_repr() + ", validate=False", name
+    # every exported module that takes validate is covered (MaxUnpool, whose repr has no other option, above)
+    import inspect
+
+    takes = {
+        name
+        for name in so.__all__
+        if isinstance(cls := getattr(so, name), type)
+        and issubclass(cls, torch.nn.Module)
+        and "validate" in inspect.signature(cls).parameters
+    }
+    assert takes - {"MaxUnpool"} == set(modules), takes
 
 
 def test_no_public_name_outside_all() -> None:
