@@ -552,6 +552,33 @@ def test_load_weights_into_compares_the_config_of_every_network_the_pipeline_bui
             DeepLabV3Plus(21, "resnet18", aspp_channels=8, output_stride=8), path, part="deeplab"
         )
     load_weights_into(DeepLabV3Plus(21, "resnet18", aspp_channels=8, output_stride=16), path, part="deeplab")
+    soft = build_model({**config, "joint": {**config["joint"], "mode": "soft"}})
+    with pytest.raises(CheckpointError, match=r"joint\.mode: 'hard' \(checkpoint\) -> 'soft' \(model\)"):
+        load_weights_into(soft, path)
+    leaky = build_model({**config, "joint": {**config["joint"], "fusion_activation": "leaky_relu"}})
+    load_weights_into(leaky, path)  # no stack: its activation changes nothing either
+    spixel_file = save_checkpoint(tmp_path / "sp.pt", _ckpt(SpixelFCN(cell_size=8, width=4), "spixel"))
+    with pytest.raises(
+        CheckpointError, match=r"does not match the model: Error\(s\) in loading"
+    ):  # no TypeError
+        load_weights_into(joint, spixel_file)  # a network the file does not hold
+
+
+def test_load_weights_into_a_module_of_its_own_compares_only_keys_shapes_and_dtypes(tmp_path) -> None:
+    """A module that is none of the pipeline's networks (no config to compare) takes weights of matching
+    keys; a float64 file is refused for a float32 model (it was copied, converted); init-only values such as
+    ``centre_bias`` are not compared even when both sides set one."""
+    spixel = SpixelFCN(cell_size=8, width=4, centre_bias=1.0)
+    path = save_checkpoint(tmp_path / "s.pt", _ckpt(spixel, "spixel"))
+    load_weights_into(SpixelFCN(cell_size=8, width=4, centre_bias=2.0), path)
+    own = torch.nn.Module()
+    for name, child in SpixelFCN(cell_size=8, width=4).named_children():
+        own.add_module(name, child)
+    load_weights_into(own, path)
+    assert torch.equal(own.state_dict()["pred.bias"], spixel.state_dict()["pred.bias"])
+    wide = save_checkpoint(tmp_path / "d.pt", _ckpt(SpixelFCN(cell_size=8, width=4).double(), "spixel"))
+    with pytest.raises(CheckpointError, match="other dtypes"):
+        load_weights_into(SpixelFCN(cell_size=8, width=4), wide)
 
 
 def test_weights_saved_with_the_ddp_module_prefix_load(tmp_path) -> None:

@@ -1416,6 +1416,44 @@ def test_write_text_atomic_keeps_the_files_of_writers_of_another_host_or_pid_nam
     assert len(names) == 8 and all(f".{own_tag}.{os.getpid()}." in name for name in names), names
 
 
+def test_the_writer_tag_names_the_host_and_the_pid_namespace(monkeypatch) -> None:
+    """Two writers differ in their tag when their hosts differ or their pid namespaces do (either alone
+    made the process ids of another machine or container probed here)."""
+    import socket
+
+    from examples.voc_joint import atomic
+
+    tags = set()
+    for host, namespace in [("hostA", "pid:[1]"), ("hostB", "pid:[1]"), ("hostA", "pid:[2]")]:
+        monkeypatch.setattr(socket, "gethostname", lambda host=host: host)
+        monkeypatch.setattr(os, "readlink", lambda path, namespace=namespace: namespace)
+        tags.add(atomic._writer_tag())
+    assert len(tags) == 3 and all(len(t) == 8 and int(t, 16) >= 0 for t in tags), tags
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no process probe: nothing is removed")
+def test_write_text_atomic_keeps_a_name_of_another_form_whose_pid_is_gone(tmp_path) -> None:
+    """Only a temporary file's form (a pid and 8 random hex digits) is removed:
+    ``.<name>.<tag>.<pid>.abc.tmp`` of a dead pid is some other file, and stays."""
+    from examples.voc_joint import atomic
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
+    other = tmp_path / f".r.json.{atomic._writer_tag()}.{int(dead.stdout)}.abc.tmp"
+    other.write_text("{")
+    atomic.write_text_atomic(tmp_path / "r.json", "new")
+    assert other.exists()
+
+
+def test_a_name_whose_temporary_names_fit_is_not_cut() -> None:
+    """``_stem`` keeps a name whose temporary names fit in 255 bytes whole, and cuts one byte more."""
+    from examples.voc_joint import atomic
+
+    room = atomic.NAME_MAX - atomic._ADDED
+    assert atomic._stem("y" * room) == "y" * room and atomic._stem("y" * (room + 1)) == "y" * room
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="names of 250 bytes: the test's file system limit")
 @pytest.mark.parametrize("name", ["r" * 245 + ".json", "é" * 122 + ".json"])
 def test_write_text_atomic_writes_a_file_whose_name_is_near_the_longest(tmp_path, name: str) -> None:

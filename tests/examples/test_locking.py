@@ -366,3 +366,20 @@ def test_a_forked_child_closes_its_copy_of_the_lock_file(tmp_path: Path, monkeyp
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert lock.held and not opened[0].closed
+
+
+def test_the_holder_is_the_last_line_and_one_on_another_host_may_be_running() -> None:
+    """The lock file's last line names the holder (trailing blank lines ignored); a holder on another host
+    is never called dead from this host's process table."""
+    from examples.voc_joint.locking import _describe
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
+    line = {"host": socket.gethostname(), "started": "s", "command": "c"}
+    text = json.dumps({**line, "pid": 111}) + "\n" + json.dumps({**line, "pid": 222}) + "\n\n\n"
+    holder, _, readable = _describe(text)
+    assert "pid 222 " in holder and readable
+    elsewhere = json.dumps({**line, "host": "elsewhere", "pid": int(dead.stdout)})
+    assert _describe(elsewhere)[1:] == (True, True)
+    assert _describe(json.dumps({**line, "pid": int(dead.stdout)}))[1:] == (False, True)

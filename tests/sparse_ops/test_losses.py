@@ -327,7 +327,7 @@ def test_stray_label_is_refused_before_allocating_and_num_classes_avoids_host_re
     assert mode.host_reads
 
 
-@pytest.mark.parametrize(("side", "cell"), [(4, 4), (3, 3), (6, 3)])
+@pytest.mark.parametrize(("side", "cell"), [(4, 4), (3, 3), (6, 3), (16, 4)])
 def test_at_most_max_inferred_classes_are_inferred(side: int, cell: int) -> None:
     """The bound of the inferred class count, on both sides: a largest label of MAX_INFERRED_CLASSES - 1
     infers MAX_INFERRED_CLASSES classes; one more is refused as a stray label (9 or more image pixels per
@@ -338,23 +338,36 @@ def test_at_most_max_inferred_classes_are_inferred(side: int, cell: int) -> None
     inferred = spixel_loss(assoc, target, cell)
     torch.testing.assert_close(inferred, spixel_loss(assoc, target, cell, num_classes=MAX_INFERRED_CLASSES))
     target[0, 0, 0] = MAX_INFERRED_CLASSES
-    with pytest.raises(ValueError, match=f"the largest label of target is {MAX_INFERRED_CLASSES}, "):
+    bound = rf"at most {MAX_INFERRED_CLASSES} are inferred: a one-hot of that many classes per pixel;"
+    with pytest.raises(ValueError, match=f"the largest label of target is {MAX_INFERRED_CLASSES}, .*{bound}"):
         spixel_loss(assoc, target, cell)
 
 
 @pytest.mark.parametrize(
-    ("side", "cell", "most"), [(2, 2, 1819), (8, 2, 1819), (8, 1, 454), (5, 2, 1263), (10, 3, 2844)]
+    ("side", "cell", "most"),
+    [
+        (2, 2, 1819),
+        (8, 2, 1819),
+        (8, 1, 454),
+        (5, 2, 1263),
+        (10, 3, 2844),
+        ((1, 2), 1, 454),
+        ((5, 14), 13, 3185),
+    ],
 )
 def test_fewer_classes_are_inferred_with_under_9_image_pixels_per_cell(
-    side: int, cell: int, most: int
+    side: int | tuple[int, int], cell: int, most: int
 ) -> None:
     """The loss's table keeps 9 (K + 1) class masses per cell: for cells of 1 or 4 pixels that is 9 or 2.25
     times a one-hot of K classes, and one stray label of 4095 in a 128 x 128 map with cells of 2 pixels took
     3.6 GB (0.5 GB without it; with cells of 1 pixel a bare allocator error). K is inferred only while the
     table holds at most MAX_INFERRED_CLASSES + 1 values per pixel (the grid padded to whole cells: a 10 x 10
     map with cells of 3 has 16 cells, 6.25 image pixels each); more classes are taken when given."""
-    assoc = torch.softmax(torch.randn(1, 9, side, side, generator=torch.Generator().manual_seed(1)), 1)
-    target = torch.zeros(1, side, side, dtype=torch.long)
+    height, width = (
+        side if isinstance(side, tuple) else (side, side)
+    )  # (5 x 14, cells of 13: chunks of 13 x 5)
+    assoc = torch.softmax(torch.randn(1, 9, height, width, generator=torch.Generator().manual_seed(1)), 1)
+    target = torch.zeros(1, height, width, dtype=torch.long)
     target[0, 0, 0] = most - 1
     torch.testing.assert_close(
         spixel_loss(assoc, target, cell), spixel_loss(assoc, target, cell, num_classes=most)

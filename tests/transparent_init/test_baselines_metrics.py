@@ -221,8 +221,9 @@ def test_metrics_of_an_integer_output_or_target_beside_a_float_one_are_taken_in_
         (torch.tensor([2.0**62], dtype=torch.float64), torch.tensor([2**62 + 3]), 3.0),
         (torch.tensor([2**64 - 1], dtype=torch.uint64), torch.tensor([2**64 - 2], dtype=torch.uint64), 1.0),
         (torch.tensor([2**63 - 1]), torch.tensor([-(2**63)]), float(2**64 - 1)),
+        (torch.tensor([2**32 + 1]), torch.tensor([0]), float(2**32 + 1)),  # high and low parts both differ
     ],
-    ids=["int64", "int64-2**60", "int64-float64", "float64-int64", "uint64", "int64-extremes"],
+    ids=["int64", "int64-2**60", "int64-float64", "float64-int64", "uint64", "int64-extremes", "both-parts"],
 )
 def test_metrics_of_integers_beyond_2_to_the_53_are_exact(out: Tensor, target: Tensor, error: float) -> None:
     """Integers were cast to float64 before the difference: beyond 2**53 that rounded them, so an int64
@@ -242,6 +243,11 @@ def test_metrics_of_integers_beyond_2_to_the_53_are_exact(out: Tensor, target: T
         (torch.tensor([2.0**40 + 0.25], dtype=torch.float64), torch.tensor([2**40 + 2**31])),
         (torch.tensor([3e-9], dtype=torch.float64), torch.tensor([0], dtype=torch.uint64)),
         (torch.tensor([-(2.0**63)], dtype=torch.float64), torch.tensor([2**63 - 1])),
+        (
+            torch.tensor([-2146483647.7], dtype=torch.float64),
+            torch.tensor([-(2**31)]),
+        ),  # lo at -2**31 exactly
+        (torch.tensor([2148483647.7], dtype=torch.float64), torch.tensor([2**31])),
     ],
 )
 def test_metrics_of_a_float_beside_an_integer_lose_no_small_error(out: Tensor, target: Tensor) -> None:
@@ -259,6 +265,12 @@ def test_metrics_of_a_float_beside_an_integer_lose_no_small_error(out: Tensor, t
     else:
         assert got == float(2**64 - 1), got  # -(2**63) - (2**63 - 1), correctly rounded
     assert recovery_rate(nn.Identity(), out, eps=got / 2, target=target) == (0.0 if got > 0 else 1.0)
+
+
+def test_a_complex_output_against_an_integer_target_keeps_its_imaginary_part() -> None:
+    """A complex output against an integer target is compared in complex128, not split as a real one."""
+    out = torch.tensor([1 + 2j], dtype=torch.complex64)
+    assert max_abs_error(nn.Identity(), out, target=torch.tensor([1])) == 2.0
 
 
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2], ids=str)
