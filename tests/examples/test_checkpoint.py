@@ -576,6 +576,12 @@ def test_load_weights_into_a_module_of_its_own_compares_only_keys_shapes_and_dty
         own.add_module(name, child)
     load_weights_into(own, path)
     assert torch.equal(own.state_dict()["pred.bias"], spixel.state_dict()["pred.bias"])
+    deeplab = DeepLabV3Plus(21, "resnet18", aspp_channels=8)
+    older = _ckpt(deeplab, "seg")
+    del older["config"]["model"]["deeplab"]["low_level_channels"]  # a record without a key the model has
+    load_weights_into(
+        DeepLabV3Plus(21, "resnet18", aspp_channels=8), save_checkpoint(tmp_path / "o.pt", older)
+    )
     wide = save_checkpoint(tmp_path / "d.pt", _ckpt(SpixelFCN(cell_size=8, width=4).double(), "spixel"))
     with pytest.raises(CheckpointError, match="other dtypes"):
         load_weights_into(SpixelFCN(cell_size=8, width=4), wide)

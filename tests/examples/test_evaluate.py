@@ -1454,6 +1454,16 @@ def test_a_name_whose_temporary_names_fit_is_not_cut() -> None:
     assert atomic._stem("y" * room) == "y" * room and atomic._stem("y" * (room + 1)) == "y" * room
 
 
+def test_a_temporary_name_fits_with_a_pid_of_ten_digits(monkeypatch) -> None:
+    """The room left for the name counts 10 pid digits (a C int's): with a pid of 2147483647 the temporary
+    name of a 255-byte target still fits in 255 bytes."""
+    from examples.voc_joint import atomic
+
+    monkeypatch.setattr(os, "getpid", lambda: 2**31 - 1)
+    name = atomic.temporary_path(Path("out") / ("x" * 255)).name
+    assert len(os.fsencode(name)) == atomic.NAME_MAX and f".{2**31 - 1}." in name
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="names of 250 bytes: the test's file system limit")
 @pytest.mark.parametrize("name", ["r" * 245 + ".json", "é" * 122 + ".json"])
 def test_write_text_atomic_writes_a_file_whose_name_is_near_the_longest(tmp_path, name: str) -> None:
