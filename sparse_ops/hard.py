@@ -125,14 +125,15 @@ def hard_superpixels(
             )
     if validate and assoc.numel() and not assoc.is_meta:
         _checks.check_validate_reads(assoc, "validate=True checks assoc for NaN")
-    # a minimum propagates NaN: one reduction, no mask of the association's size (of the detached values: no
-    # graph recorded for an assoc that requires grad)
-    if validate and assoc.numel() and not assoc.is_meta and bool(assoc.detach().min().isnan()):
-        # only a refused association is scanned again, for the index of its first NaN (as check_assoc_values)
-        where = [int(i) for i in assoc.detach().isnan().nonzero()[0]]
-        raise ValueError(
-            f"assoc must not contain NaN (its arg-max would be arbitrary), got NaN at index {where}"
-        )
+        # a minimum propagates NaN: one reduction, no mask of the association's size (of the detached values:
+        # no graph recorded for an assoc that requires grad)
+        if bool(assoc.detach().min().isnan()):
+            # only a refused association is scanned again, for the index of its first NaN (as
+            # check_assoc_values)
+            where = [int(i) for i in assoc.detach().isnan().nonzero()[0]]
+            raise ValueError(
+                f"assoc must not contain NaN (its arg-max would be arbitrary), got NaN at index {where}"
+            )
     B, _, H, W = assoc.shape
     labels = _best_neighbour_ids(assoc.detach(), cell_size)
     if connectivity:

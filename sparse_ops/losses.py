@@ -131,9 +131,8 @@ def _max_inferred(blocks: _Blocks, height: int, width: int, cell_size: int) -> t
     times larger than the bound on a degenerate grid (3.6 GB instead of 0.5 for one label 4095 in a 128 x 128
     map with cells of 2 pixels).
     """
-    per_image = 9 * blocks.n_h * blocks.n_w * blocks.chunks  # table values per class and image
-    if per_image == 0:
-        return _checks.MAX_INFERRED_CLASSES, ""
+    per_image = 9 * blocks.n_h * blocks.n_w * blocks.chunks  # table values per class and image (>= 9: an
+    # image without pixels is refused before)
     limit = min(
         _checks.MAX_INFERRED_CLASSES, (_checks.MAX_INFERRED_CLASSES + 1) * height * width // per_image - 1
     )

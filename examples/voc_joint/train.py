@@ -752,13 +752,12 @@ def _run_locked(
     loader, sampler = build_train_loader(args, info, root)
     train_list = train_list_fingerprint(loader)
     recorded_list = None if ckpt is None else ckpt["config"].get("train_data")
-    if recorded_list is not None and recorded_list != train_list:  # (checkpoints before 2026-12-06: none)
+    if ckpt is not None and recorded_list is not None and recorded_list != train_list:  # (none before 12-06)
         if not args.allow_option_changes:
             raise UsageError(_train_list_error(args, root, recorded_list, train_list))
-        step = int(ckpt["step"]) if ckpt is not None else 0
         changes = [
             *changes,
-            {"step": step, "option": "training list", "old": recorded_list, "new": train_list},
+            {"step": int(ckpt["step"]), "option": "training list", "old": recorded_list, "new": train_list},
         ]
     new_changes = changes[len(ckpt["config"].get("changes", [])) :] if ckpt is not None else []
     state, use_amp = build_train_state(

@@ -235,9 +235,8 @@ class FusionStack(nn.Module):
         generator: torch.Generator | int | None = 0,
     ) -> None:
         super().__init__()
-        init = cast(
-            FusionInit, one_of(init, "init", FUSION_INITS)
-        )  # (JointModel's own check says fusion_init)
+        # its own argument's name (JointModel's own check names its fusion_init)
+        init = cast(FusionInit, one_of(init, "init", FUSION_INITS))
         c = bounded_int(num_classes, "num_classes", MAX_CLASSES)
         # the bounds JointModel and a checkpoint's config have (unbounded, FusionStack(3, [2**40]) tried to
         # allocate 52 TB and fusion_target_weight(2**40) ran half a minute into a MemoryError)
