@@ -42,6 +42,15 @@ TINY_MODEL = [
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def dead_pid() -> int:
+    """The pid of a process that has ended (a short child, waited for): no process of this host has it, until
+    the system reuses it."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
+    )
+    return int(out.stdout)
+
+
 def script_env(fault: str | None = None) -> dict[str, str]:
     """The environment of an example script that a test runs as a subprocess in :data:`ROOT`: this one
     with one OpenMP thread, the repository first on ``PYTHONPATH``, and ``TRANSINIT_FAULT`` only as

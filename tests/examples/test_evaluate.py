@@ -29,7 +29,7 @@ from examples.voc_joint.evaluate import evaluate, split_results
 from examples.voc_joint.metrics import SegmentationMetrics
 from examples.voc_joint.synthetic import generate_synthetic_voc
 
-from .helpers import ROOT, fail_atomic_write, flock_held, script_env
+from .helpers import ROOT, dead_pid, fail_atomic_write, flock_held, script_env
 
 SIZE = (30, 44)  # not multiples of the cell size: partial border cells
 
@@ -1377,7 +1377,7 @@ def test_write_text_atomic_removes_the_temporary_files_of_killed_writers(tmp_pat
         [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], check=False, env=script_env()
     )
     assert killed.returncode == -9 and len(list(tmp_path.iterdir())) == 1
-    dead_pid = int(next(tmp_path.iterdir()).name.split(".")[4])
+    killed_pid = int(next(tmp_path.iterdir()).name.split(".")[4])
     running = _writer_file(tmp_path, "metrics.json", os.getppid())  # pytest's parent process: alive
     running.write_text("{")
     write_text_atomic(target, "new")
@@ -1385,7 +1385,7 @@ def test_write_text_atomic_removes_the_temporary_files_of_killed_writers(tmp_pat
     # log.csv, rewritten when a stage starts: the same
     from examples.voc_joint.engine import CsvLogger
 
-    dead_log = _writer_file(tmp_path, "log.csv", dead_pid)
+    dead_log = _writer_file(tmp_path, "log.csv", killed_pid)
     dead_log.write_text("stage,epo")
     CsvLogger(tmp_path, True, False, None).close()
     assert not dead_log.exists() and (tmp_path / "log.csv").exists()
@@ -1400,14 +1400,11 @@ def test_write_text_atomic_keeps_the_files_of_writers_of_another_host_or_pid_nam
     now, and every temporary name has 32 random bits."""
     from examples.voc_joint import atomic
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
-    )
-    dead_pid = int(dead.stdout)
+    gone = dead_pid()
     own_tag = atomic._writer_tag()
     other_tag = f"{(int(own_tag, 16) + 1) % 16**8:08x}"
-    others = _writer_file(tmp_path, "metrics.json", dead_pid, tag=other_tag)
-    ours = _writer_file(tmp_path, "metrics.json", dead_pid)
+    others = _writer_file(tmp_path, "metrics.json", gone, tag=other_tag)
+    ours = _writer_file(tmp_path, "metrics.json", gone)
     for path in (others, ours):
         path.write_text("{")
     atomic.write_text_atomic(tmp_path / "metrics.json", "new")
@@ -1437,10 +1434,8 @@ def test_write_text_atomic_keeps_a_name_of_another_form_whose_pid_is_gone(tmp_pa
     ``.<name>.<tag>.<pid>.abc.tmp`` of a dead pid is some other file, and stays."""
     from examples.voc_joint import atomic
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
-    )
-    other = tmp_path / f".r.json.{atomic._writer_tag()}.{int(dead.stdout)}.abc.tmp"
+    gone = dead_pid()
+    other = tmp_path / f".r.json.{atomic._writer_tag()}.{gone}.abc.tmp"
     other.write_text("{")
     atomic.write_text_atomic(tmp_path / "r.json", "new")
     assert other.exists()
@@ -1474,10 +1469,8 @@ def test_write_text_atomic_writes_a_file_whose_name_is_near_the_longest(tmp_path
     from examples.voc_joint import atomic
 
     assert len(os.fsencode(name)) > atomic.NAME_MAX - 13
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
-    )
-    left = _writer_file(tmp_path, name, int(dead.stdout))
+    gone = dead_pid()
+    left = _writer_file(tmp_path, name, gone)
     left.write_text("{")
     assert len(os.fsencode(atomic.temporary_path(tmp_path / name).name)) <= atomic.NAME_MAX
     atomic.write_text_atomic(tmp_path / name, "new")

@@ -20,6 +20,8 @@ fcntl = pytest.importorskip("fcntl")
 
 from examples.voc_joint.locking import FolderLock, FolderLockedError  # noqa: E402
 
+from .helpers import dead_pid  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Takes the lock, forks a child that lives on (as DataLoader workers do for seconds), waits until the child
@@ -95,9 +97,7 @@ def test_a_lock_held_for_a_dead_pid_says_so(tmp_path: Path) -> None:
     """Should anything still hold the lock of a dead run, the refusal says that run ended and to retry."""
     folder = tmp_path / "run"
     folder.mkdir()
-    code = "import os; print(os.getpid())"
-    dead = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    pid = int(dead.stdout)
+    pid = dead_pid()
     info = {"host": socket.gethostname(), "pid": pid, "started": "2026-12-01 10:00:00", "command": "train.py"}
     with open(folder / ".lock", "w") as fh:  # a holder that is not this process's FolderLock
         fh.write(json.dumps(info) + "\n")
@@ -119,12 +119,10 @@ def test_a_run_refused_while_the_holder_writes_its_line_names_that_holder(
     read an empty file; it waits a moment for the new line now and names the run that holds the lock."""
     folder = tmp_path / "run"
     folder.mkdir()
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
-    )
+    gone = dead_pid()
     old = {
         "host": socket.gethostname(),
-        "pid": int(dead.stdout),
+        "pid": gone,
         "started": "2026-12-01 10:00:00",
         "command": "a",
     }
@@ -161,13 +159,10 @@ def test_a_file_system_without_locks_is_not_called_a_folder_in_use(tmp_path: Pat
     from examples.voc_joint import locking
 
     folder = tmp_path / "run"
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
-    )
+    gone = dead_pid()
     folder.mkdir()
     (folder / ".lock").write_text(
-        json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "started": "x", "command": "c"})
-        + "\n"
+        json.dumps({"host": socket.gethostname(), "pid": gone, "started": "x", "command": "c"}) + "\n"
     )
     number = getattr(errno, code)
     opened: list[object] = []
@@ -373,13 +368,11 @@ def test_the_holder_is_the_last_line_and_one_on_another_host_may_be_running() ->
     is never called dead from this host's process table."""
     from examples.voc_joint.locking import _describe
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
-    )
+    gone = dead_pid()
     line = {"host": socket.gethostname(), "started": "s", "command": "c"}
     text = json.dumps({**line, "pid": 111}) + "\n" + json.dumps({**line, "pid": 222}) + "\n\n\n"
     holder, _, readable = _describe(text)
     assert "pid 222 " in holder and readable
-    elsewhere = json.dumps({**line, "host": "elsewhere", "pid": int(dead.stdout)})
+    elsewhere = json.dumps({**line, "host": "elsewhere", "pid": gone})
     assert _describe(elsewhere)[1:] == (True, True)
-    assert _describe(json.dumps({**line, "pid": int(dead.stdout)}))[1:] == (False, True)
+    assert _describe(json.dumps({**line, "pid": gone}))[1:] == (False, True)
