@@ -32,7 +32,10 @@ command, status, time, figures, raw benchmark JSON and log tail) and a short tex
 ``--output-dir``; both are rewritten after every stage, so a check cut short still leaves its results.
 
 The whole check keeps to ``--budget`` seconds (default 440, within 8 minutes with the start-up): a stage's
-time limit is cut so that every later stage keeps 30 s. It installs nothing: it needs torch, torchvision,
+time limit is cut so that every later stage keeps 30 s (where the budget is too short for that, the earlier
+stages go first) and the 20 s that stopping a stage at its limit may take stay out of it. A check stopped by a
+signal writes its report, with the running stage's output and test outcomes so far, before it stops that
+stage. It installs nothing: it needs torch, torchvision,
 pytest, hypothesis and scipy, and runs the project from this checkout (first on ``PYTHONPATH`` of every
 stage), so no install is needed; pytest-xdist is used when present. Without CUDA it stops with exit status
 2, unless ``--device cpu --quick`` is given: that dry run takes the same code paths on the CPU at tiny sizes
@@ -62,6 +65,7 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +89,10 @@ STAGE_LIMITS = {
 }
 MIN_STAGE_S = 30  # time kept back for every later stage when a stage's limit is cut to fit the budget
 SHORTEST_STAGE_S = 10  # a stage with less time left is not run
+# the most that stopping a stage at its time limit can take (_kill_group: 5 s after SIGTERM, 5 s after
+# SIGKILL; run_command: 10 s for its output's reader), kept out of the budget's cut so that the check ends
+# within --budget
+STOP_GRACE_S = 20
 UNIFORMIZE_VARIANTS = "floor,copy,scatter,sparse,sparse_coo,paper_coo,dense_bmm"
 TARGET_UNIFORMIZE = 1.5  # fwd+bwd / floor
 TARGET_JOINT = 1.3  # joint step / DeepLabV3+ step
@@ -137,10 +145,14 @@ def run_command(
     log_path: Path | None = None,
     echo: bool = True,
     extra_path: list[Path] | None = None,
+    on_stop: Callable[[StageRun], None] | None = None,
 ) -> StageRun:
     """Run ``cmd`` in its own process group, stream its output (prefixed); kill the group on ``timeout``.
 
-    The child sees the repository (and ``extra_path``) first on ``PYTHONPATH``.
+    The child sees the repository (and ``extra_path``) first on ``PYTHONPATH``. Where the check itself is
+    stopped (Ctrl-C, SIGTERM, SIGHUP: a ``KeyboardInterrupt`` here), ``on_stop`` first gets the stage's run so
+    far (status ``interrupted``, its output until then), then the stage's processes are killed and the
+    interrupt goes on.
     """
     env = dict(os.environ)
     paths = [str(ROOT), *map(str, extra_path or []), *filter(None, [env.get("PYTHONPATH")])]
@@ -182,8 +194,17 @@ def run_command(
             status, error = "timeout", f"killed after its time limit of {timeout:.0f} s"
             _kill_group(proc)
         except BaseException:
-            # Ctrl-C, SIGTERM or SIGHUP of the check: take the stage's processes down with it
-            _kill_group(proc)
+            # Ctrl-C, SIGTERM or SIGHUP of the check: what the stage printed is recorded first (a SIGKILL may
+            # follow the signal before the stage's processes are down), then they go down with the check
+            try:
+                if on_stop is not None:
+                    partial = StageRun(
+                        "interrupted", time.perf_counter() - t0, None, "".join(list(lines)), "interrupted"
+                    )
+                    with contextlib.suppress(Exception):  # the interrupt goes on whatever the record does
+                        on_stop(partial)
+            finally:
+                _kill_group(proc)
             raise
     finally:
         reader.join(timeout=10)
@@ -292,8 +313,15 @@ def tqdm_stand_in(work: Path) -> Path | None:
 
 
 def stage_timeout(limit: float, remaining: float, later_stages: int) -> float:
-    """The time a stage may take: its own limit, cut so that every later stage keeps ``MIN_STAGE_S``."""
-    return max(0.0, min(limit, remaining - MIN_STAGE_S * later_stages))
+    """The time a stage may take: its own limit, cut so that every later stage keeps ``MIN_STAGE_S``.
+
+    Where that would leave the stage less than ``SHORTEST_STAGE_S`` the later stages give way (the stages run
+    in order of importance, the target-bearing ones first): the stage gets what is left, up to its limit.
+    """
+    cut = min(limit, remaining - MIN_STAGE_S * later_stages)
+    if cut < SHORTEST_STAGE_S:
+        cut = min(limit, remaining)
+    return max(0.0, cut)
 
 
 # ------------------------------------------------------------------------------------------ test results
@@ -983,8 +1011,12 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--device must be cuda, cuda:N or cpu, got {args.device!r}")
     if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):
         p.error(f"--budget must be a finite number of seconds > 0, got {args.budget}")
-    if args.budget is not None and args.budget < SHORTEST_STAGE_S:  # every stage "not run", exit status 1
-        p.error(f"--budget must be at least {SHORTEST_STAGE_S} s (the shortest stage), got {args.budget}")
+    least = SHORTEST_STAGE_S + STOP_GRACE_S  # less: every stage "not run", exit status 1
+    if args.budget is not None and args.budget < least:
+        p.error(
+            f"--budget must be at least {least} s (the shortest stage and the time to stop it), "
+            f"got {args.budget}"
+        )
     try:
         is_file = args.output_dir.exists() and not args.output_dir.is_dir()
         blocker = next((q for q in args.output_dir.parents if q.exists() and not q.is_dir()), None)
@@ -1082,7 +1114,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         name = signal.Signals(stopped_by[0]).name
         for entry in report["stages"].values():
-            if "status" not in entry:
+            if entry.get("status", "interrupted") == "interrupted":  # the running stage, recorded or not
                 entry.update(status="interrupted", error=f"the check was interrupted ({name})")
         _log("interrupted: writing what was measured so far")
 
@@ -1122,7 +1154,8 @@ def run_stages(
     for i, name in enumerate(args.stage_list):
         stage = stages[name]
         later = len(args.stage_list) - i - 1
-        timeout = stage_timeout(STAGE_LIMITS[mode][name], deadline - time.perf_counter(), later)
+        remaining = deadline - time.perf_counter() - STOP_GRACE_S  # a stage stopped at its limit ends in time
+        timeout = stage_timeout(STAGE_LIMITS[mode][name], remaining, later)
         entry: dict[str, Any] = {"title": stage.title, "command": stage.cmd, "notes": stage.notes}
         entry["limit_s"] = timeout
         report["stages"][name] = entry
@@ -1132,50 +1165,22 @@ def run_stages(
             continue
         _log(f"stage {i + 1}/{len(args.stage_list)} {name}: {stage.title}; time limit {timeout:.0f} s")
         _log("  $ " + " ".join(stage.cmd))
+
+        def stopped(partial: StageRun, entry: dict[str, Any] = entry, name: str = name) -> None:
+            # the check is being stopped during this stage: its tests' outcomes so far (or the result file it
+            # left) and its log's tail are written before the stage is killed
+            record_run(entry, name, stages[name], partial)
+            report["seconds"] = time.perf_counter() - t_start
+            _write(report, json_path, txt_path)
+
         run = run_command(
-            stage.cmd, timeout, work / f"{name}.log", extra_path=[stand_in] if stand_in else None
+            stage.cmd,
+            timeout,
+            work / f"{name}.log",
+            extra_path=[stand_in] if stand_in else None,
+            on_stop=stopped,
         )
-        tail = TEST_LOG_TAIL if name == "tests" else LOG_TAIL
-        entry.update(
-            status=run.status,
-            seconds=run.seconds,
-            returncode=run.returncode,
-            error=run.error,
-            log_tail=run.output[-tail:],
-        )
-        try:
-            if name == "tests":
-                entry["summary"] = summarize_tests(stage, run)
-            elif run.status == "ok" and stage.result_path is not None:
-                raw = json.loads(stage.result_path.read_text())
-                entry["raw"] = raw
-                entry["summary"] = train_summary(raw) if name == "train" else SUMMARIZE[name](raw)
-        except Exception as exc:  # noqa: BLE001 (a result that cannot be read is reported, the check goes on)
-            entry.update(status="parse_error", error=f"reading the result: {type(exc).__name__}: {exc}"[:600])
-        if run.status != "ok" and name != "tests" and stage.result_path is not None:
-            # a stage that failed after writing its result (bench_uniformize.py exits 1 when a variant's error
-            # is above its tolerance) keeps that file in the report, raw (the work folder is deleted): its
-            # figures judge no target, but a rerun is not needed to see them
-            raw = _raw_result(stage.result_path)
-            if raw is not None:
-                entry["raw"] = raw
-        if name == "train" and entry.get("summary", {}).get("transparency_error"):
-            entry.update(
-                status="failed", error="step-0 transparency: " + entry["summary"]["transparency_error"]
-            )
-        elif name == "train" and entry.get("summary", {}).get("transparency"):
-            # a NaN or infinite difference (written as null) is no transparency: not an ok stage
-            nulls = [
-                f"{mode} {key}"
-                for mode, figures in entry["summary"]["transparency"].items()
-                for key, value in figures.items()
-                if value is None
-            ]
-            if nulls:
-                entry.update(
-                    status="failed",
-                    error="step-0 transparency: no finite figure (NaN or infinite) for " + ", ".join(nulls),
-                )
+        record_run(entry, name, stage, run)
         _log(
             f"stage {name}: {entry['status']} in {run.seconds:.1f} s"
             + (f" ({entry['error']})" if entry["error"] else "")
@@ -1183,6 +1188,50 @@ def run_stages(
         report["targets"] = evaluate_targets(report["stages"], judged)
         report["seconds"] = time.perf_counter() - t_start
         _write(report, json_path, txt_path)
+
+
+def record_run(entry: dict[str, Any], name: str, stage: Stage, run: StageRun) -> None:
+    """Put a stage's run into its report ``entry``: status, time, log tail, and the summary of its result
+    (a tests stage: its outcomes, also from a run cut short; a benchmark that failed: its result file raw)."""
+    tail = TEST_LOG_TAIL if name == "tests" else LOG_TAIL
+    entry.update(
+        status=run.status,
+        seconds=run.seconds,
+        returncode=run.returncode,
+        error=run.error,
+        log_tail=run.output[-tail:],
+    )
+    try:
+        if name == "tests":
+            entry["summary"] = summarize_tests(stage, run)
+        elif run.status == "ok" and stage.result_path is not None:
+            raw = json.loads(stage.result_path.read_text())
+            entry["raw"] = raw
+            entry["summary"] = train_summary(raw) if name == "train" else SUMMARIZE[name](raw)
+    except Exception as exc:  # noqa: BLE001 (a result that cannot be read is reported, the check goes on)
+        entry.update(status="parse_error", error=f"reading the result: {type(exc).__name__}: {exc}"[:600])
+    if run.status != "ok" and name != "tests" and stage.result_path is not None:
+        # a stage that failed after writing its result (bench_uniformize.py exits 1 when a variant's error
+        # is above its tolerance) keeps that file in the report, raw (the work folder is deleted): its
+        # figures judge no target, but a rerun is not needed to see them
+        raw = _raw_result(stage.result_path)
+        if raw is not None:
+            entry["raw"] = raw
+    if name == "train" and entry.get("summary", {}).get("transparency_error"):
+        entry.update(status="failed", error="step-0 transparency: " + entry["summary"]["transparency_error"])
+    elif name == "train" and entry.get("summary", {}).get("transparency"):
+        # a NaN or infinite difference (written as null) is no transparency: not an ok stage
+        nulls = [
+            f"{mode} {key}"
+            for mode, figures in entry["summary"]["transparency"].items()
+            for key, value in figures.items()
+            if value is None
+        ]
+        if nulls:
+            entry.update(
+                status="failed",
+                error="step-0 transparency: no finite figure (NaN or infinite) for " + ", ".join(nulls),
+            )
 
 
 def train_summary(raw: dict[str, Any]) -> dict[str, Any]:

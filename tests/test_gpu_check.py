@@ -144,7 +144,10 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         # a FileExistsError traceback
         (["--budget", "nan"], "--budget must be a finite number of seconds > 0, got nan"),
         (["--budget", "-5"], "--budget must be a finite number of seconds > 0, got -5.0"),
-        (["--budget", "5e-324"], "--budget must be at least 10 s (the shortest stage), got 5e-324"),
+        (
+            ["--budget", "5e-324"],
+            "--budget must be at least 30 s (the shortest stage and the time to stop it), got 5e-324",
+        ),
         (["--output-dir", __file__], "--output-dir must be a folder, got the file"),
         (["--stages", ","], "--stages names no stage"),  # ran nothing and exited 0
         (["--device", "cuda:-1"], "--device must be cuda, cuda:N or cpu, got 'cuda:-1'"),
@@ -263,7 +266,10 @@ def test_missing_program_is_an_error_not_a_crash():
 def test_stage_time_limits_keep_time_for_later_stages():
     assert gpu_check.stage_timeout(100, 400, later_stages=2) == 100
     assert gpu_check.stage_timeout(100, 120, later_stages=2) == 60  # 2 x 30 s kept back
-    assert gpu_check.stage_timeout(100, 50, later_stages=2) == 0
+    # too short to keep 30 s for each later stage: the later ones give way (the first stages go first)
+    assert gpu_check.stage_timeout(100, 50, later_stages=2) == 50
+    assert gpu_check.stage_timeout(100, 5, later_stages=2) == 5  # < SHORTEST_STAGE_S: not run
+    assert gpu_check.stage_timeout(100, -3, later_stages=0) == 0
 
 
 def test_an_output_dir_below_a_file_is_refused_at_parse_time(tmp_path, capsys):
@@ -916,8 +922,9 @@ def _stage_run_setup(tmp_path):
 def test_run_stages_budget_limits_report_after_each_stage_and_no_figures_from_a_failed_stage(
     tmp_path, monkeypatch
 ):
-    """The budget runs from the check's start (100 s already spent here) and every later stage keeps 30 s; the
-    report on disk is rewritten before the next stage starts; a failed stage's result file makes no summary
+    """The budget runs from the check's start (100 s already spent here), the 20 s that stopping a stage may
+    take stay out of it and every later stage keeps 30 s; the report on disk is rewritten before the next
+    stage starts; a failed stage's result file makes no summary
     (no target is judged on it) but is kept raw in the report (the work folder is deleted: its figures were
     lost with it)."""
     args, stages, report, work = _stage_run_setup(tmp_path)
@@ -930,7 +937,7 @@ def test_run_stages_budget_limits_report_after_each_stage_and_no_figures_from_a_
         "soft": {"soft": {"rows": [], "max_abs_diff_f64": 0.0}, "segnet_unpool": {"paired_ratio_to_nn": 1.0}},
     }
 
-    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None):
+    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None, on_stop=None):
         name = log_path.stem
         limits[name] = timeout
         (work / f"{name}.json").write_text(json.dumps(results[name]))
@@ -946,13 +953,98 @@ def test_run_stages_budget_limits_report_after_each_stage_and_no_figures_from_a_
         gpu_check, "time", SimpleNamespace(perf_counter=lambda: 1000.0, strftime=time.strftime)
     )
     gpu_check.run_stages(args, stages, report, work, None, 1000.0 - 100, json_path, txt_path)
-    # uniformize: min(90, 100 - 2 x 30); joint: min(120, 100 - 30); soft: min(90, 100)
-    assert limits == {"uniformize": 40, "joint": 70, "soft": 90}
+    # 100 s left, 20 to stop a stage: uniformize min(90, 80 - 2 x 30), joint min(120, 80 - 30), soft 80
+    assert limits == {"uniformize": 20, "joint": 50, "soft": 80}
     assert seen["joint"]["uniformize"]["status"] == "failed" and "joint" in seen["soft"]
     entries = report["stages"]
     assert entries["uniformize"]["status"] == "failed" and "summary" not in entries["uniformize"]
     assert entries["uniformize"]["raw"] == results["uniformize"]
     assert entries["joint"]["summary"]["ratios"] == {"deeplab": 1.0} and entries["soft"]["status"] == "ok"
+
+
+def test_a_short_budget_runs_the_first_stages_first(tmp_path, monkeypatch):
+    """A budget too short to keep 30 s for every later stage gives the first stages (the target-bearing
+    benchmarks) what is left, up to their limits. Before, each stage kept 30 s back for each later one, so
+    with 100 s the first two stages were "not run" one second into the check and the tests, soft and train
+    stages got the time instead."""
+    argv = ["--device", "cpu", "--quick", "--budget", "100", "--output-dir", str(tmp_path)]
+    args = gpu_check.parse_args(argv)
+    work = tmp_path / "work"
+    work.mkdir()
+    meta = {"device": "cpu", "quick": True, "platform": "p", "torch": "t", "time": "now", "budget_s": 100}
+    report = {"meta": meta, "on_gpu": False, "stages": {}, "targets": []}
+    clock = [1000.0]
+    limits: dict[str, float] = {}
+
+    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None, on_stop=None):
+        limits[log_path.stem] = timeout
+        clock[0] += timeout  # the stage takes its whole limit
+        return gpu_check.StageRun("ok", timeout, 0, "", None)
+
+    monkeypatch.setattr(gpu_check, "run_command", run_command)
+    monkeypatch.setattr(
+        gpu_check, "time", SimpleNamespace(perf_counter=lambda: clock[0], strftime=time.strftime)
+    )
+    monkeypatch.setattr(gpu_check, "SUMMARIZE", {k: (lambda raw: {}) for k in gpu_check.SUMMARIZE})
+    stages = gpu_check.build_stages(args, work)
+    for stage in stages.values():
+        stage.result_path = None
+    gpu_check.run_stages(args, stages, report, work, None, 1000.0, tmp_path / "r.json", tmp_path / "r.txt")
+    assert args.stage_list[0] == "uniformize" and limits == {
+        "uniformize": 80
+    }  # 100 s less the 20 s to stop it
+    assert [e["status"] for e in report["stages"].values()] == ["ok"] + ["not_run"] * 4
+    assert [gpu_check.stage_timeout(90, 80, later) for later in (0, 1, 2, 3, 4)] == [80, 50, 20, 80, 80]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to oneself: POSIX")
+def test_a_stop_signal_keeps_the_running_stages_test_outcomes_and_writes_them_before_killing_it(
+    tmp_path, monkeypatch
+):
+    """SIGTERM during the tests stage: the outcomes pytest had printed and the log's tail are in the report
+    (as after a timeout), written before the stage's processes are killed (a SIGKILL after the signal, the
+    machine's time limit, leaves them on disk). Before, the entry held only "interrupted" and the report was
+    written after the kill (up to 10 s later)."""
+    import signal
+    import threading
+
+    printed = tmp_path / "printed"
+    lines = "".join(f"print('tests/t.py::test_{i} PASSED', flush=True); " for i in range(3))
+    lines += f"print('tests/t.py::test_x FAILED', flush=True); open({str(printed)!r}, 'w').close(); "
+    slow = [sys.executable, "-c", lines + "import time; time.sleep(60)"]
+    original = gpu_check.build_stages
+
+    def build_stages(args, work):
+        stages = original(args, work)
+        stages["tests"].cmd = slow
+        return stages
+
+    on_disk_at_kill: list[dict] = []
+    kill = gpu_check._kill_group
+
+    def kill_group(proc):
+        on_disk_at_kill.append(json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text()))
+        kill(proc)
+
+    monkeypatch.setattr(gpu_check, "build_stages", build_stages)
+    monkeypatch.setattr(gpu_check, "_kill_group", kill_group)
+
+    def stop_when_printed() -> None:
+        deadline = time.monotonic() + 60
+        while not printed.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the check's reader takes the lines from the pipe
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_printed, daemon=True).start()
+    argv = ["--device", "cpu", "--quick", "--stages", "tests", "--output-dir", str(tmp_path)]
+    assert gpu_check.main(argv) == 143
+    for report in (on_disk_at_kill[0], json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())):
+        entry = report["stages"]["tests"]
+        assert entry["status"] == "interrupted" and "test_2 PASSED" in entry["log_tail"]
+        assert (entry["summary"]["passed"], entry["summary"]["failed"]) == (3, 1)
+    assert "SIGTERM" in entry["error"]
+    assert "3 passed, 1 failed" in (tmp_path / "gpu_check_cpu_quick.txt").read_text()
 
 
 def test_run_stages_does_not_start_a_stage_without_time_left(tmp_path, monkeypatch):
@@ -1048,7 +1140,7 @@ def test_a_figure_written_as_null_does_not_stop_the_check(tmp_path, monkeypatch)
     }
     ran = []
 
-    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None):
+    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None, on_stop=None):
         name = log_path.stem
         ran.append(name)
         _atomic.write_json(stages[name].result_path, results[name])  # NaN written as null
@@ -1078,7 +1170,7 @@ def test_a_step0_transparency_that_is_not_finite_fails_the_train_stage(tmp_path,
     for amp, status in ((finite, "ok"), ({**finite, "max_abs_diff": float("nan")}, "failed")):
         result = _train_result({"float32": finite, "amp": amp})
 
-        def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None, result=result):
+        def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None, on_stop=None, result=result):
             _atomic.write_json(stages["train"].result_path, result)
             return gpu_check.StageRun("ok", 1.0, 0, "", None)
 
@@ -1140,7 +1232,7 @@ def test_a_quick_run_on_a_gpu_judges_no_target(tmp_path, monkeypatch):
         for v, x in (("deeplab", 1.0), ("joint_hard_ti", 1.1))
     ]
 
-    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None):
+    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None, on_stop=None):
         _atomic.write_json(cmd[cmd.index("--out") + 1], {"k": {"rows": rows}})
         return gpu_check.StageRun("ok", 1.0, 0, "", None)
 
