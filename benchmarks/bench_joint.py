@@ -39,8 +39,10 @@ Usage::
     python benchmarks/bench_joint.py --variants deeplab joint_hard_ti --fusion-hidden 64   # a shallower stack
     python benchmarks/bench_joint.py --device cuda --amp --backbone resnet101 --batch-size 8 --size 512
 
-Writes ``benchmarks/results/joint.json`` (or ``--out``), one entry per device/backbone/batch/size/amp (and
-fusion widths, where they are not the training CLI's: ``..._fusion64`` for ``--fusion-hidden 64``).
+Writes ``benchmarks/results/joint.json`` (or ``--out``), one entry per device/backbone/batch/size/amp and per
+option that changes what is measured, where it is off its default (``..._fusion64`` for
+``--fusion-hidden 64``, ``..._threads1``, ``..._variants-deeplab``: ``KEY_OPTIONS``); a run replaces only its
+own key's entry, and says so.
 """
 
 from __future__ import annotations
@@ -969,9 +971,10 @@ def main(argv: list[str] | None = None) -> dict:
     check_args(p, args)
     torch.set_num_threads(args.threads)
     device = cli_device(p, args.device)
+    amp_used = args.amp and device.type == "cuda"
+    result_key = entry_key(p, args, device, amp_used)  # before the defaults are filled in
     if args.channels_last is None:
         args.channels_last = DEFAULT_CHANNELS_LAST.get(device.type, False)
-    amp_used = args.amp and device.type == "cuda"
     if args.amp and not amp_used:
         print("note: --amp is ignored on CPU (as in the training CLI)")
     load0 = load_average()  # before this run: is the machine shared right now? (None: unknown, Windows)
@@ -1073,14 +1076,63 @@ def main(argv: list[str] | None = None) -> dict:
         result["formats"] = format_study(args, device, head)
 
     existing = existing_entries(args.out)  # read again: another run may have added its entry meanwhile
-    key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}" + ("_amp" if amp_used else "")
-    if list(args.fusion_hidden) != p.get_default("fusion_hidden"):  # beside the default widths' entry
-        key += "_fusion" + "-".join(map(str, args.fusion_hidden))
     existing.pop(device.type, None)  # layout of an older version of this script
-    existing[key] = result
+    earlier = existing.get(result_key)
+    existing[result_key] = result
     write_json(args.out, existing)
-    print(f"written to {args.out} (key {key!r})")
+    print(f"written to {args.out} (key {result_key!r})")
+    if isinstance(earlier, dict):
+        dropped = [
+            part for part in ("breakdown", "levers", "formats") if part in earlier and part not in result
+        ]
+        when = earlier.get("machine", {}).get("time", "an earlier run")
+        print(
+            f"it replaces the entry of {when}"
+            + (f", which also held: {', '.join(dropped)} (this run has none)" if dropped else "")
+        )
     return result
+
+
+# The options that change what a run measures, beyond the key's device, backbone, batch, size and AMP: a run
+# with any of them off its default is written beside the default run's entry, named after them, not over it.
+KEY_OPTIONS = (
+    "fusion_hidden",
+    "variants",
+    "cell_size",
+    "threads",
+    "clock",
+    "channels_last",
+    "recompute",
+    "recompute_loss",
+    "compile",
+    "freeze_bn",
+)
+
+
+def entry_key(p: argparse.ArgumentParser, args: argparse.Namespace, device: torch.device, amp: bool) -> str:
+    """The run's key in the result file: ``<device>_<backbone>_b<batch>_<size>[_amp]``, then one part for each
+    of ``KEY_OPTIONS`` off its default, in the command line's words (``_fusion64`` for ``--fusion-hidden 64``,
+    ``_threads1``, ``_no-recompute-fusion``, ``_variants-deeplab``, ...).
+
+    Before, only the fusion widths were in the key: a run of the docs' own ``--variants deeplab
+    --no-breakdown --formats`` replaced the default run's whole entry (every variant, the breakdown and the
+    lever study) with its one row, without a word.
+    """
+    key = f"{device.type}_{args.backbone}_b{args.batch_size}_{args.size}" + ("_amp" if amp else "")
+    for dest in KEY_OPTIONS:
+        value, default = getattr(args, dest), p.get_default(dest)
+        if value == default or (isinstance(value, list) and list(value) == list(default)):
+            continue
+        if dest == "fusion_hidden":
+            key += "_fusion" + "-".join(map(str, value))
+        elif dest == "variants":
+            key += "_variants-" + "+".join(value)
+        elif isinstance(value, bool):
+            flag = {"recompute": "recompute-fusion"}.get(dest, dest.replace("_", "-"))
+            key += f"_{flag}" if value else f"_no-{flag}"
+        else:
+            key += f"_{dest.replace('_', '-')}{'-' if isinstance(value, str) else ''}{value}"  # _clock-cpu
+    return key
 
 
 def _fmt(ratio: float | None) -> str:

@@ -926,6 +926,62 @@ def test_bench_joint_lever_ratios_use_deeplab_in_the_same_memory_format(monkeypa
     assert (cl["time_ratio"], cl["saved_ratio"], cl["deeplab_s"]) == (2.0, 2.0, 4.0)
 
 
+# the key's part of the tests' quick runs (``--variants deeplab --threads 1``): their own entry, beside the
+# default run's (bench_joint.entry_key)
+QUICK = "_variants-deeplab_threads1"
+
+
+@pytest.mark.examples
+def test_bench_joint_a_run_off_the_defaults_is_written_beside_the_default_runs_entry(
+    tmp_path, monkeypatch, capsys
+):
+    """Only the fusion widths were in the key: the docs' own ``--variants deeplab --no-breakdown --formats``
+    (or a ``--threads 1``, ``--no-recompute-fusion``, ``--cell-size`` run) replaced the committed entry of the
+    default run (every variant, its breakdown and lever study) with its one row, without a word. Each option
+    that changes what is measured now names its own entry; a run of the same key says what it replaces."""
+    bench = _import("bench_joint")
+    p = bench.build_parser()
+    cpu = torch.device("cpu")
+
+    def key(*argv: str) -> str:
+        return bench.entry_key(p, p.parse_args(list(argv)), cpu, False)
+
+    assert key() == "cpu_resnet18_b2_128"
+    assert key("--variants", *bench.VARIANTS) == "cpu_resnet18_b2_128"  # the default set, named in full
+    assert (
+        key("--variants", "deeplab", "joint_hard_ti") == "cpu_resnet18_b2_128_variants-deeplab+joint_hard_ti"
+    )
+    assert key("--fusion-hidden", "64", "--threads", "1") == "cpu_resnet18_b2_128_fusion64_threads1"
+    assert key("--cell-size", "8", "--clock", "cpu") == "cpu_resnet18_b2_128_cell-size8_clock-cpu"
+    recompute = p.get_default("recompute")
+    flip = "--no-recompute-fusion" if recompute else "--recompute-fusion"
+    assert key(flip, "--no-freeze-bn") == (
+        f"cpu_resnet18_b2_128_{'no-' if recompute else ''}recompute-fusion_no-freeze-bn"
+    )
+    assert key("--channels-last") == "cpu_resnet18_b2_128_channels-last"  # given, not the per-network default
+    assert key("--no-channels-last") == "cpu_resnet18_b2_128_no-channels-last"
+    assert key("--rounds", "3", "--warmup", "0", "--out", "x.json") == "cpu_resnet18_b2_128"  # precision only
+
+    out = tmp_path / "joint.json"
+    committed = {
+        "rows": ["all four"],
+        "breakdown": {},
+        "levers": {},
+        "machine": {"time": "2026-12-05 10:00 UTC"},
+    }
+    out.write_text(json.dumps({"cpu_resnet18_b2_128": committed}))
+    monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [])
+    monkeypatch.setattr(bench, "format_study", lambda *rest: {"study": "formats"})
+    bench.main(["--variants", "deeplab", "--no-breakdown", "--formats", "--threads", "1", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["cpu_resnet18_b2_128"] == committed
+    assert data["cpu_resnet18_b2_128" + QUICK]["formats"] == {"study": "formats"}
+    capsys.readouterr()
+    bench.main(["--variants", "deeplab", "--no-breakdown", "--threads", "1", "--out", str(out)])
+    said = capsys.readouterr().out
+    assert "it replaces the entry of " in said and "which also held: formats (this run has none)" in said
+
+
 @pytest.mark.examples
 def test_bench_joint_keeps_the_other_entries_of_its_output_file(tmp_path, monkeypatch):
     """Each run replaces its own key (device, backbone, batch, size) of the JSON file, never the others."""
@@ -935,9 +991,10 @@ def test_bench_joint_keeps_the_other_entries_of_its_output_file(tmp_path, monkey
     monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [])
     bench.main(["--no-breakdown", "--threads", "1", "--variants", "deeplab", "--out", str(out)])
     data = json.loads(out.read_text())
-    assert list(data) == ["cuda_resnet101_b8_512_amp", "cpu_resnet18_b2_128"]
+    assert list(data) == ["cuda_resnet101_b8_512_amp", "cpu_resnet18_b2_128" + QUICK]
     assert (
-        data["cuda_resnet101_b8_512_amp"] == {"rows": ["kept"]} and data["cpu_resnet18_b2_128"]["rows"] == []
+        data["cuda_resnet101_b8_512_amp"] == {"rows": ["kept"]}
+        and data["cpu_resnet18_b2_128" + QUICK]["rows"] == []
     )
 
 
@@ -947,11 +1004,11 @@ def test_bench_joint_amp_ignored_on_the_cpu_is_not_in_the_entrys_key(tmp_path, m
     ``_amp``, replacing an earlier run's, not a second entry beside it."""
     bench = _import("bench_joint")
     out = tmp_path / "joint.json"
-    out.write_text(json.dumps({"cpu_resnet18_b2_128": {"rows": ["earlier"]}}))
+    out.write_text(json.dumps({"cpu_resnet18_b2_128" + QUICK: {"rows": ["earlier"]}}))
     monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [])
     bench.main(["--no-breakdown", "--threads", "1", "--variants", "deeplab", "--amp", "--out", str(out)])
     data = json.loads(out.read_text())
-    assert list(data) == ["cpu_resnet18_b2_128"] and data["cpu_resnet18_b2_128"]["rows"] == []
+    assert list(data) == ["cpu_resnet18_b2_128" + QUICK] and data["cpu_resnet18_b2_128" + QUICK]["rows"] == []
 
 
 @pytest.mark.examples
@@ -975,9 +1032,9 @@ def test_bench_joint_fusion_hidden_sets_the_stacks_widths_and_its_own_entry(tmp_
         bench.main([*argv, "--out", str(out)])
     data = json.loads(out.read_text())
     assert list(data) == [
-        "cpu_resnet18_b2_128",
-        "cpu_resnet18_b2_128_fusion64",
-        "cpu_resnet18_b2_128_fusion42-42",
+        "cpu_resnet18_b2_128" + QUICK,
+        "cpu_resnet18_b2_128_fusion64" + QUICK,
+        "cpu_resnet18_b2_128_fusion42-42" + QUICK,
     ]
     assert [e["config"]["fusion_hidden"] for e in data.values()] == [[64, 64], [64], [42, 42]]
 
@@ -1048,7 +1105,7 @@ def test_bench_joint_refuses_an_output_file_it_cannot_keep_the_entries_of(
     out.write_text("\n")
     monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [])
     bench.main(["--no-breakdown", "--threads", "1", "--variants", "deeplab", "--out", str(out)])
-    assert list(json.loads(out.read_text())) == ["cpu_resnet18_b2_128"]
+    assert list(json.loads(out.read_text())) == ["cpu_resnet18_b2_128" + QUICK]
 
 
 def test_bench_uniformize_paired_ratio_is_the_median_of_pair_ratios(monkeypatch):
