@@ -14,11 +14,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import errno
 import math
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -444,9 +446,25 @@ def output_dir_error(path: Path) -> str | None:
         if existing == path:
             return f"expected a folder, got the file {str(path)!r}"
         return f"{str(path)!r} lies below the file {str(existing)!r}"
+    where = "" if existing == path else f", where {str(path)!r} would be made"
     if not os.access(existing, os.W_OK | os.X_OK):
-        where = "" if existing == path else f", where {str(path)!r} would be made"
         return f"this user may not write in the folder {str(existing)!r}{where} (permission denied)"
+    problem = _cannot_create_in(existing)  # root passes os.access on /proc, /sys, ...: making a file tells
+    if problem is not None:
+        return f"no file can be made in the folder {str(existing)!r}{where} ({problem})"
+    return None
+
+
+def _cannot_create_in(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` (its error's text), or None where one can: a file is made (a
+    hidden, uniquely named one) and removed at once."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
     return None
 
 

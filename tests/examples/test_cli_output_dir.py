@@ -166,3 +166,36 @@ def test_the_message_says_why_the_folder_cannot_be_used(
         f"this user may not write in the folder {str(locked)!r}, where {str(locked / 'new')!r} would be made "
         "(permission denied)"
     )
+
+
+def test_a_folder_no_file_can_be_made_in_is_refused_though_access_allows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``os.access`` lets root write anywhere, /proc and /sys included, where no file can be made: the check
+    passed, and ``bench_soft.py --out /proc/soft.json`` failed with a traceback after its whole measurement.
+    A file is now made (and removed) in the folder; where that fails, the folder is refused with the error."""
+    import errno
+    import os
+    import tempfile
+
+    from examples.voc_joint.cli import output_dir_error
+
+    folder = tmp_path / "mounted read-only"
+    folder.mkdir()
+    assert output_dir_error(folder) is None and list(folder.iterdir()) == []  # the made file is removed
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == folder:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assert output_dir_error(folder / "new") == (
+        f"no file can be made in the folder {str(folder)!r}, where {str(folder / 'new')!r} would be made "
+        f"({os.strerror(errno.EROFS)})"
+    )
+    proc = Path("/proc")
+    if sys.platform.startswith("linux") and proc.is_dir():  # as root too (os.access says yes there)
+        monkeypatch.undo()
+        assert output_dir_error(proc / "soft") is not None
