@@ -181,8 +181,9 @@ class SuperpixelAssignment:
 
         ``compact``: the slots are the distinct ids of each image (for uniformization), so memory is
         proportional to the pixels whatever the id values; ``counts`` and the pooled outputs are then indexed
-        by compact ids, and only :meth:`uniformize` is meaningful. ``limit_slots=False``: no slot limit, for a
-        decoder whose input ``[B, N_s, C]`` exists already (its backward allocates no more than that).
+        by compact ids: :meth:`uniformize` is meaningful, and :meth:`decode` of the rows of the slots' ids
+        (:meth:`_slot_ids`). ``limit_slots=False``: no slot limit, for a decoder whose input ``[B, N_s, C]``
+        exists already and has no more slots than pixels (its layout is then no larger than the pixels').
         """
         self = cls.__new__(cls)
         self._build(labels, num_superpixels, mask, backend, compact=compact, limit_slots=limit_slots)
@@ -338,6 +339,13 @@ class SuperpixelAssignment:
             )
             return False
         return True
+
+    def _slot_ids(self, labels: Tensor) -> Tensor:
+        """``LongTensor[B, S]``: the id of ``labels`` (the map this assignment was built from) in each slot;
+        for a compact assignment the distinct ids of each image in order, then 0 for the unused slots."""
+        b, n = self.batch_size, self.height * self.width
+        ids = labels.reshape(b, n).long()
+        return ids.new_zeros(b, self.num_superpixels).scatter_(1, self._layout.space.view(b, n), ids)
 
     def _index(
         self, name: Literal["slot", "slot_counted", "space", "space_counted"], dtype: torch.dtype

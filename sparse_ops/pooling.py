@@ -201,7 +201,14 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
         index = labels.reshape(b, 1, h * w).long()
         z = pooled.transpose(1, 2)
         return read(z, index, h * w).view(b, z.shape[1], h, w)
-    return SuperpixelAssignment._unchecked(labels, pooled.shape[1], limit_slots=False).decode(pooled)
+    b, h, w = labels.shape
+    if pooled.shape[1] <= h * w:
+        return SuperpixelAssignment._unchecked(labels, pooled.shape[1], limit_slots=False).decode(pooled)
+    # more slots than pixels: the layout of the distinct ids of each image (memory of the pixels, not of N_s,
+    # where a layout of every slot took about 60 bytes a slot), decoding their rows of pooled
+    assignment = SuperpixelAssignment._unchecked(labels, pooled.shape[1], compact=True)
+    ids = assignment._slot_ids(labels).unsqueeze(2).expand(-1, -1, pooled.shape[2])
+    return assignment.decode(torch.gather(pooled, 1, ids))
 
 
 class SuperpixelPool(nn.Module):

@@ -397,3 +397,47 @@ def test_half_features_are_resized_in_float32_and_rounded_once(dtype: torch.dtyp
     cam = superpixel_cam(x, sp, 64, weight=w, upsample=upsample)
     means = superpixel_pool(x.float(), sp, 64, upsample=upsample).to(dtype)  # the means, rounded once
     torch.testing.assert_close(cam, superpixel_unpool(F.linear(means, w), sp), rtol=0, atol=0)
+
+
+class _AllocatedBytes(torch.utils._python_dispatch.TorchDispatchMode):
+    """The bytes of every strided tensor an op makes (forward and backward), summed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        for t in outs:
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided and t._base is None:
+                self.total += t.untyped_storage().nbytes()
+        return out
+
+
+@pytest.mark.parametrize("expanded", [False, True])
+def test_unpool_with_more_slots_than_pixels_allocates_the_gradient_not_a_layout_of_every_slot(
+    expanded: bool,
+) -> None:
+    """A 4x4 map and ``pooled[1, N_s, 1]`` with many more slots than pixels: the backward built its layout
+    over all ``N_s`` slots, about 60 bytes a slot (1962 MB at N_s = 2**25, 15x the gradient's 128 MB, also
+    from a zero-stride ``pooled`` of 4 bytes). It now lays out the distinct ids of each image (memory of the
+    pixels) and allocates little more than the gradient; the values and the gradient are the reference's."""
+    n_s = 2**18
+    sp = torch.tensor([[[0, 5, 5, 7], [2**18 - 1, 7, 7, 0], [9, 9, 9, 9], [0, 0, 5, 2**17]]])
+    g = torch.Generator().manual_seed(0)
+    pooled = torch.randn(1, 1 if expanded else n_s, 1, dtype=torch.float64, generator=g).requires_grad_(True)
+    source = pooled.expand(1, n_s, 1)  # expanded: one stored value for every slot
+    grad = torch.randn(1, 1, 4, 4, dtype=torch.float64, generator=g)
+    with _AllocatedBytes() as mode:
+        out = superpixel_unpool(source, sp)
+        (pooled_grad,) = torch.autograd.grad(out, pooled, grad)
+    assert torch.equal(out.detach(), torch.from_numpy(ref_unpool(source.detach().numpy(), sp.numpy())))
+    reference = torch.zeros(n_s, dtype=torch.float64).index_add_(0, sp.flatten(), grad.flatten())
+    torch.testing.assert_close(
+        pooled_grad.flatten(), reference.sum(0, keepdim=True) if expanded else reference
+    )
+    assert mode.total <= 2 * 8 * n_s + 64 * 1024  # the gradient (with its zeros) and the pixels' work
+    small = torch.randn(1, 40, 2, dtype=torch.float64, requires_grad=True)  # 40 slots, 16 pixels
+    assert torch.autograd.gradcheck(lambda p: superpixel_unpool(p, sp % 40), (small,))
+    assert torch.autograd.gradgradcheck(lambda p: superpixel_unpool(p, sp % 40), (small,))
