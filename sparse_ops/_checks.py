@@ -462,12 +462,12 @@ def check_same_device(reference: Tensor, ref_name: str, other: Tensor, name: str
         )
 
 
-def check_batch_match(x: Tensor, x_name: str, other: Tensor, name: str) -> None:
-    """Require the same batch size (dimension 0)."""
+def check_batch_match(x: Tensor, x_name: str, other: Tensor, name: str, given: Tensor | None = None) -> None:
+    """Require the same batch size (dimension 0); ``given``: the argument ``other`` was made from (a label
+    map ``[B, 1, H, W]`` before its channel dim was dropped), whose shape the message shows."""
     if other.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"{name} must have the batch size of {x_name} ({x.shape[0]}), got shape {tuple(other.shape)}"
-        )
+        shape = tuple((other if given is None else given).shape)
+        raise ValueError(f"{name} must have the batch size of {x_name} ({x.shape[0]}), got shape {shape}")
 
 
 def dimension_order_hint(name: str) -> str:
@@ -478,24 +478,36 @@ def dimension_order_hint(name: str) -> str:
     )
 
 
-def check_spatial_match(x: Tensor, x_name: str, labels: Tensor, name: str = "superpixels") -> None:
-    """Require ``x[B, C, H, W]`` and ``labels[B, H, W]`` to agree on ``B``, ``H``, ``W`` and the device."""
+def check_spatial_match(
+    x: Tensor, x_name: str, labels: Tensor, name: str = "superpixels", given: Tensor | None = None
+) -> None:
+    """Require ``x[B, C, H, W]`` and ``labels[B, H, W]`` to agree on ``B``, ``H``, ``W`` and the device.
+
+    ``given``: the argument ``labels`` was made from (``[B, 1, H, W]`` before its channel dim was dropped):
+    the message shows its shape, and a fix that works on it.
+    """
     expected = (x.shape[0], x.shape[2], x.shape[3])
     actual = tuple(labels.shape)
     if actual != expected:
+        channel = given is not None and given.dim() == 4
         hint = ""
         if actual[0] == expected[0]:
             # in float64, exact for every id below 2**53 (float32 rounds ids above 2**24: merged superpixels)
-            hint = (
-                f"; resize the label map with nearest interpolation, e.g. "
-                f"F.interpolate({name}[:, None].double(), size={tuple(expected[1:])}, mode='nearest')[:, "
-                "0].long()"
+            resized = (
+                f"F.interpolate({name}.double(), size={tuple(expected[1:])}, mode='nearest').long()"
+                if channel
+                else f"F.interpolate({name}[:, None].double(), size={tuple(expected[1:])}, mode='nearest')"
+                "[:, 0].long()"
             )
+            hint = f"; resize the label map with nearest interpolation, e.g. {resized}"
         if actual == (x.shape[0], x.shape[1], x.shape[2]):  # x may be [B, H, W, C]
             hint = f"; {dimension_order_hint(x_name)}{hint.replace('; ', '; otherwise ', 1)}"
+        shape = list((labels if given is None else given).shape)
+        wanted = "[B, H, W]" if not channel else "[B, 1, H, W]"
+        expected_shape = list(expected) if not channel else [expected[0], 1, *expected[1:]]
         raise ValueError(
-            f"{name} must have shape [B, H, W] = {list(expected)} to match {x_name} of shape "
-            f"{tuple(x.shape)}, got {list(actual)}{hint}"
+            f"{name} must have shape {wanted} = {expected_shape} to match {x_name} of shape "
+            f"{tuple(x.shape)}, got {shape}{hint}"
         )
     check_same_device(x, x_name, labels, name)
 
@@ -510,12 +522,12 @@ def check_mask(mask: object, labels: Tensor, labels_name: str = "superpixels") -
     check_dense(mask, "mask")
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must have dtype torch.bool (True = the pixel counts), got {mask.dtype}")
+    given = list(mask.shape)
     if mask.dim() == 4 and mask.shape[1] == 1:
         mask = mask[:, 0]
     if tuple(mask.shape) != tuple(labels.shape):
         raise ValueError(
-            f"mask must have shape [B, H, W] = {list(labels.shape)} like {labels_name}, "
-            f"got {list(mask.shape)}"
+            f"mask must have shape [B, H, W] = {list(labels.shape)} like {labels_name}, got {given}"
         )
     check_same_device(labels, labels_name, mask, "mask")
     return mask

@@ -148,7 +148,7 @@ def features_and_assignment(
     _checks.check_option(upsample, "upsample", (*UPSAMPLE_MODES, None))
     _checks.check_option(backend, "backend", BACKENDS)
     labels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
-    _checks.check_batch_match(features, "features", labels, "superpixels")
+    _checks.check_batch_match(features, "features", labels, "superpixels", given=superpixels)
     _checks.check_same_device(features, "features", labels, "superpixels")
     if validate:
         validate_ids(labels, num_superpixels)
@@ -186,7 +186,7 @@ def superpixel_unpool(pooled: Tensor, superpixels: Tensor, *, validate: bool = T
     validate = _checks.check_bool(validate, "validate")
     _checks.check_floating(pooled, "pooled", "[B, N_s, C]", before_labels=True)
     labels, _, _ = validate_labels(superpixels, pooled.shape[1], None)
-    _checks.check_batch_match(pooled, "pooled", labels, "superpixels")
+    _checks.check_batch_match(pooled, "pooled", labels, "superpixels", given=superpixels)
     _checks.check_same_device(pooled, "pooled", labels, "superpixels")
     if validate:
         validate_ids(  # the likely mistake behind a too large id: a [B, C, N_s] tensor

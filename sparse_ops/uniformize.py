@@ -77,11 +77,11 @@ def uniformize(
     validate = _checks.check_bool(validate, "validate")
     _checks.check_floating(logits, "logits", "[B, C, H, W]", before_labels=True)
     _checks.check_option(backend, "backend", BACKENDS)
-    superpixels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
-    _checks.check_spatial_match(logits, "logits", superpixels)
+    labels, num_superpixels, mask = validate_labels(superpixels, num_superpixels, mask)
+    _checks.check_spatial_match(logits, "logits", labels, given=superpixels)
     if validate:
-        validate_ids(superpixels, num_superpixels)
-    assignment = SuperpixelAssignment._unchecked(superpixels, num_superpixels, mask, backend, compact=True)
+        validate_ids(labels, num_superpixels)
+    assignment = SuperpixelAssignment._unchecked(labels, num_superpixels, mask, backend, compact=True)
     return assignment.uniformize(logits)
 
 

@@ -18,6 +18,7 @@ from sparse_ops import (
     max_pool2d_with_indices,
     max_unpool2d,
     superpixel_pool,
+    superpixel_unpool,
     uniformize,
 )
 from tests.op_tester import Case, OpTester
@@ -217,11 +218,40 @@ def test_the_advised_resize_of_a_label_map_keeps_every_id() -> None:
     superpixels = torch.tensor([[[2**24 + 1, 2**24 + 2], [2**24 + 3, 2**40 + 5]]])
     with pytest.raises(ValueError, match="resize the label map with nearest interpolation") as info:
         uniformize(torch.randn(1, 1, 4, 4), superpixels)
-    advice = re.search(r"e\.g\. (F\.interpolate\(.*\]\.long\(\))", str(info.value))
+    advice = re.search(r"e\.g\. (F\.interpolate\(.*\.long\(\))", str(info.value))
     assert advice is not None, str(info.value)
     resized = eval(advice.group(1), {"F": F, "superpixels": superpixels})  # our own message
     expected = superpixels.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
     assert torch.equal(resized, expected)
+
+
+def test_a_label_map_with_a_channel_dim_is_named_by_its_own_shape_and_its_advised_resize_works() -> None:
+    """A ``[B, 1, H, W]`` map (a documented layout) of another size or batch: the messages showed the shape
+    without its channel dim (``got [2, 4, 5]`` for a ``[2, 1, 4, 5]`` argument), and the advised resize
+    (``superpixels[:, None]``) made a 5-d input that ``F.interpolate`` refused; a ``[B, 1, H, W]`` mask of
+    another size was shown as ``[B, H, W]`` too."""
+    import re
+
+    import torch.nn.functional as F  # the name the advice uses
+
+    superpixels = torch.tensor([[[[3, 4, 5], [6, 7, 2**40]]]])  # [1, 1, 2, 3]
+    with pytest.raises(ValueError, match="resize the label map") as info:
+        uniformize(torch.randn(1, 2, 4, 6), superpixels)
+    message = str(info.value)
+    assert "must have shape [B, 1, H, W] = [1, 1, 4, 6]" in message and "got [1, 1, 2, 3]" in message
+    advice = re.search(r"e\.g\. (F\.interpolate\(.*\.long\(\))", message)
+    assert advice is not None, message
+    resized = eval(advice.group(1), {"F": F, "superpixels": superpixels})  # our own message
+    assert torch.equal(resized, superpixels.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+    uniformize(torch.randn(1, 2, 4, 6), resized)  # the advice is accepted
+    x = torch.randn(2, 3, 4, 5)
+    with pytest.raises(ValueError, match=re.escape("got shape (3, 1, 4, 5)")):
+        superpixel_pool(x, torch.zeros(3, 1, 4, 5, dtype=torch.long), 4)
+    with pytest.raises(ValueError, match=re.escape("got shape (3, 1, 4, 5)")):
+        superpixel_unpool(torch.randn(2, 4, 3), torch.zeros(3, 1, 4, 5, dtype=torch.long))
+    mask = torch.ones(2, 1, 5, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match=re.escape("= [2, 4, 5] like superpixels, got [2, 1, 5, 4]")):
+        superpixel_pool(x, torch.zeros(2, 1, 4, 5, dtype=torch.long), 4, mask=mask)
 
 
 def test_one_pixel_and_single_superpixel() -> None:
