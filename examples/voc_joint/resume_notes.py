@@ -1,5 +1,6 @@
 """The notes a resume prints when its continuation will not be bit-identical to an uninterrupted run: another
-CPU thread count, memory format, ``--compile``, torch version, or GPUs whose RNG states cannot be restored.
+CPU thread count, memory format, ``--compile``, torch version, device type, or GPUs whose RNG states cannot be
+restored.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from examples.voc_joint.wording import counted
 
 __all__ = [
     "cuda_rng_note",
+    "device_note",
     "numerics_note",
     "thread_count_note",
     "torch_version_note",
@@ -139,6 +141,29 @@ def torch_version_note(stage: str, ckpt: dict[str, Any]) -> str | None:
         f"[{stage}] the run was trained with torch {recorded}, this process runs torch {current}: PyTorch "
         "does not promise the same bits across releases, so the result may not be bit-identical to an "
         f"uninterrupted run; resume with torch {recorded} to be sure"
+    )
+
+
+def device_note(stage: str, ckpt: dict[str, Any], device: torch.device) -> str | None:
+    """The note a resume prints when the checkpoint's run trained on another device type (``None``: the same
+    type, or a checkpoint written before it was recorded).
+
+    Another device's kernels round differently, and its random draws (dropout on a GPU) come from another
+    generator, so the continuation is not bit-identical to an uninterrupted run.
+
+    Example:
+        >>> device_note("seg", {"device_type": "cpu"}, torch.device("cpu")) is None
+        True
+        >>> device_note("seg", {"device_type": "cuda"}, torch.device("cpu")).endswith("--device cuda")
+        True
+    """
+    recorded = ckpt.get("device_type")
+    if recorded is None or str(recorded) == device.type:
+        return None
+    return (
+        f"[{stage}] the run was trained on {recorded}, this process runs on {device.type}: another device "
+        "rounds differently and draws other random numbers, so the result will not be bit-identical to an "
+        f"uninterrupted run; to continue on the run's device, pass --device {recorded}"
     )
 
 

@@ -68,6 +68,7 @@ from examples.voc_joint.models.joint import network_channels_last
 from examples.voc_joint.resume import check_new_run, clear_run, option_changes, plain
 from examples.voc_joint.resume_notes import (
     cuda_rng_note,
+    device_note,
     numerics_note,
     thread_count_note,
     torch_version_note,
@@ -281,6 +282,7 @@ def _checkpoint_dict(
         # the memory format, resolved (unset: the device's default); results depend on it (numerics_note)
         "channels_last": runtime_options(args, _model_device(state.model))["channels_last"],
         "torch_version": str(torch.__version__),  # kernels may change between releases (torch_version_note)
+        "device_type": _model_device(state.model).type,  # another device rounds differently (device_note)
     }
 
 
@@ -802,6 +804,7 @@ def _run_locked(
             thread_count_note(stage, ckpt, info.device),
             numerics_note(stage, ckpt, args, info.device),
             torch_version_note(stage, ckpt),
+            device_note(stage, ckpt, info.device),
         ):
             if note is not None:
                 print(note, flush=True)

@@ -524,6 +524,44 @@ def test_resume_with_another_torch_version_says_it_may_not_be_bit_identical(
         torch.set_num_threads(threads)
 
 
+def test_resume_on_another_device_type_says_it_is_not_bit_identical(
+    tiny_voc, tmp_path, capsys, monkeypatch
+) -> None:
+    """A checkpoint records the device type that trained it; a resume on another one (a run trained on a GPU
+    continued on the CPU) printed no note, though another device rounds differently and draws other random
+    numbers. It now says so and names the ``--device`` to pass; the same device says nothing, and a
+    checkpoint written before the type was recorded gets no note. The GPU run is simulated: the first run's
+    checkpoints record ``cuda``."""
+    from examples.voc_joint import train as train_module
+
+    argv = train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "2", "--max-steps", "1")
+    threads = torch.get_num_threads()
+    original = train_module._checkpoint_dict
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                train_module, "_checkpoint_dict", lambda *a, **k: {**original(*a, **k), "device_type": "cuda"}
+            )
+            ckpt_path = train.main(argv)["spixel"]
+        assert load_checkpoint(ckpt_path)["device_type"] == "cuda"
+        resume = [*argv[: argv.index("--max-steps")], "--resume", "--max-steps"]
+        capsys.readouterr()
+        train.main([*resume, "2"])
+        out = capsys.readouterr().out
+        assert "[spixel] the run was trained on cuda, this process runs on cpu" in out, out
+        assert "not be bit-identical" in out and "pass --device cuda" in out, out
+        assert load_checkpoint(ckpt_path)["device_type"] == "cpu"  # the device of the steps since
+        train.main([*resume, "3"])
+        assert "the run was trained on" not in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(threads)
+    cpu = torch.device("cpu")
+    assert (
+        resume_notes.device_note("seg", {}, cpu) is None
+        and resume_notes.device_note("seg", {"device_type": None}, cpu) is None
+    )
+
+
 def test_a_checkpoint_without_a_recorded_torch_version_gets_no_version_note() -> None:
     """Checkpoints written before the version was recorded (2026-12-02) hold none: nothing is known to
     differ, so their resume prints no note (not "trained with torch None")."""
