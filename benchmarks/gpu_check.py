@@ -32,10 +32,10 @@ command, status, time, figures, raw benchmark JSON and log tail) and a short tex
 ``--output-dir``; both are rewritten after every stage, so a check cut short still leaves its results.
 
 The whole check keeps to ``--budget`` seconds (default 440, within 8 minutes with the start-up): a stage's
-time limit is cut so that every later stage keeps 30 s (where the budget is too short for that, the earlier
-stages go first) and the 20 s that stopping a stage at its limit may take stay out of it. A check stopped by a
-signal writes its report, with the running stage's output and test outcomes so far, before it stops that
-stage. It installs nothing: it needs torch, torchvision,
+time limit is cut so that every later stage keeps 30 s, but not below 30 s (where the budget is too short for
+that, the earlier stages go first), and the 20 s that stopping a stage at its limit may take stay out of it.
+A check stopped by a signal writes its report, with the running stage's output and test outcomes so far,
+before it stops that stage. It installs nothing: it needs torch, torchvision,
 pytest, hypothesis and scipy, and runs the project from this checkout (first on ``PYTHONPATH`` of every
 stage), so no install is needed; pytest-xdist is used when present. Without CUDA it stops with exit status
 2, unless ``--device cpu --quick`` is given: that dry run takes the same code paths on the CPU at tiny sizes
@@ -187,24 +187,32 @@ def run_command(
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     status, error = "ok", None
+
+    def stopped() -> None:
+        # Ctrl-C, SIGTERM or SIGHUP of the check: what the stage printed is recorded first (a SIGKILL may
+        # follow the signal before the stage's processes are down), then they go down with the check
+        try:
+            if on_stop is not None:
+                partial = StageRun(
+                    "interrupted", time.perf_counter() - t0, None, "".join(list(lines)), "interrupted"
+                )
+                with contextlib.suppress(Exception):  # the interrupt goes on whatever the record does
+                    on_stop(partial)
+        finally:
+            _kill_group(proc)
+
     try:
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             status, error = "timeout", f"killed after its time limit of {timeout:.0f} s"
-            _kill_group(proc)
-        except BaseException:
-            # Ctrl-C, SIGTERM or SIGHUP of the check: what the stage printed is recorded first (a SIGKILL may
-            # follow the signal before the stage's processes are down), then they go down with the check
             try:
-                if on_stop is not None:
-                    partial = StageRun(
-                        "interrupted", time.perf_counter() - t0, None, "".join(list(lines)), "interrupted"
-                    )
-                    with contextlib.suppress(Exception):  # the interrupt goes on whatever the record does
-                        on_stop(partial)
-            finally:
                 _kill_group(proc)
+            except BaseException:  # stopped while stopping the stage: the same record, the kill finished
+                stopped()
+                raise
+        except BaseException:
+            stopped()
             raise
     finally:
         reader.join(timeout=10)
@@ -313,15 +321,15 @@ def tqdm_stand_in(work: Path) -> Path | None:
 
 
 def stage_timeout(limit: float, remaining: float, later_stages: int) -> float:
-    """The time a stage may take: its own limit, cut so that every later stage keeps ``MIN_STAGE_S``.
+    """The time a stage may take: its own limit, cut so that every later stage keeps ``MIN_STAGE_S``, but
+    never below ``MIN_STAGE_S`` (or what is left): where the budget cannot keep that much for every stage,
+    the later stages give way (the stages run in order of importance, the target-bearing ones first).
 
-    Where that would leave the stage less than ``SHORTEST_STAGE_S`` the later stages give way (the stages run
-    in order of importance, the target-bearing ones first): the stage gets what is left, up to its limit.
+    The limit never shrinks as ``remaining`` grows (a budget with room for one more later stage gave the
+    first stage 10 s where one 10 s shorter gave it 100 s).
     """
-    cut = min(limit, remaining - MIN_STAGE_S * later_stages)
-    if cut < SHORTEST_STAGE_S:
-        cut = min(limit, remaining)
-    return max(0.0, cut)
+    cut = max(remaining - MIN_STAGE_S * later_stages, min(remaining, MIN_STAGE_S))
+    return max(0.0, min(limit, cut))
 
 
 # ------------------------------------------------------------------------------------------ test results
@@ -1011,11 +1019,10 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--device must be cuda, cuda:N or cpu, got {args.device!r}")
     if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):
         p.error(f"--budget must be a finite number of seconds > 0, got {args.budget}")
-    least = SHORTEST_STAGE_S + STOP_GRACE_S  # less: every stage "not run", exit status 1
+    least = MIN_STAGE_S + STOP_GRACE_S  # less: no stage gets its 30 s after the start-up, exit status 1
     if args.budget is not None and args.budget < least:
         p.error(
-            f"--budget must be at least {least} s (the shortest stage and the time to stop it), "
-            f"got {args.budget}"
+            f"--budget must be at least {least} s (a stage's 30 s and the time to stop it), got {args.budget}"
         )
     try:
         is_file = args.output_dir.exists() and not args.output_dir.is_dir()

@@ -378,7 +378,7 @@ class MaxUnpool(nn.Module):
     @overload
     def forward(
         self,
-        x: PooledWithIndices,
+        values: PooledWithIndices,
         indices: None = None,
         output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
     ) -> Tensor: ...
@@ -386,30 +386,30 @@ class MaxUnpool(nn.Module):
     @overload
     def forward(
         self,
-        x: Tensor,
+        values: Tensor,
         indices: PooledWithIndices,
         output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
     ) -> Tensor: ...
 
     @overload
     def forward(
-        self, x: Tensor, indices: Tensor, output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size
+        self, values: Tensor, indices: Tensor, output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size
     ) -> Tensor: ...
 
     def forward(
         self,
-        x: Tensor | PooledWithIndices,
+        values: Tensor | PooledWithIndices,
         indices: Tensor | PooledWithIndices | None = None,
         output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
     ) -> Tensor:
-        """See :func:`max_unpool2d`; ``x`` or ``indices`` may be the pooling record."""
-        if isinstance(x, PooledWithIndices):
+        """See :func:`max_unpool2d`; ``values`` or ``indices`` may be the pooling record."""
+        if isinstance(values, PooledWithIndices):
             if indices is not None:
                 raise TypeError(
-                    "indices must be None when x is a PooledWithIndices record (the record holds them), got "
-                    f"{_checks._describe(indices)}"
+                    "indices must be None when values is a PooledWithIndices record (the record holds them), "
+                    f"got {_checks._describe(indices)}"
                 )
-            x, indices, recorded = x
+            values, indices, recorded = values
             output_size = recorded if output_size is None else output_size
         elif isinstance(indices, PooledWithIndices):
             output_size = indices.input_size if output_size is None else output_size
@@ -422,9 +422,9 @@ class MaxUnpool(nn.Module):
             )
             raise TypeError(
                 "MaxUnpool needs indices and output_size: pass the PooledWithIndices record of the paired "
-                f"pool (as x or as indices), or both, got {missing}"
+                f"pool (as values or as indices), or both, got {missing}"
             )
-        return max_unpool2d(x, indices, output_size, validate=self.validate)
+        return max_unpool2d(values, indices, output_size, validate=self.validate)
 
     if TYPE_CHECKING:  # nn.Module.__call__ is typed (*args, **kwargs) -> Any: give callers forward's
         # signature (tests/test_typing_user.py checks that the two agree)
@@ -432,7 +432,7 @@ class MaxUnpool(nn.Module):
         @overload
         def __call__(
             self,
-            x: PooledWithIndices,
+            values: PooledWithIndices,
             indices: None = None,
             output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
         ) -> Tensor: ...
@@ -440,19 +440,22 @@ class MaxUnpool(nn.Module):
         @overload
         def __call__(
             self,
-            x: Tensor,
+            values: Tensor,
             indices: PooledWithIndices,
             output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
         ) -> Tensor: ...
 
         @overload
         def __call__(
-            self, x: Tensor, indices: Tensor, output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size
+            self,
+            values: Tensor,
+            indices: Tensor,
+            output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size,
         ) -> Tensor: ...
 
         def __call__(
             self,
-            x: Tensor | PooledWithIndices,
+            values: Tensor | PooledWithIndices,
             indices: Tensor | PooledWithIndices | None = None,
             output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
         ) -> Tensor: ...

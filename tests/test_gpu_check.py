@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import itertools
 import json
 import os
 import subprocess
@@ -146,7 +147,7 @@ def test_refuses_to_run_without_a_gpu(tmp_path, capsys):
         (["--budget", "-5"], "--budget must be a finite number of seconds > 0, got -5.0"),
         (
             ["--budget", "5e-324"],
-            "--budget must be at least 30 s (the shortest stage and the time to stop it), got 5e-324",
+            "--budget must be at least 50 s (a stage's 30 s and the time to stop it), got 5e-324",
         ),
         (["--output-dir", __file__], "--output-dir must be a folder, got the file"),
         (["--stages", ","], "--stages names no stage"),  # ran nothing and exited 0
@@ -266,10 +267,19 @@ def test_missing_program_is_an_error_not_a_crash():
 def test_stage_time_limits_keep_time_for_later_stages():
     assert gpu_check.stage_timeout(100, 400, later_stages=2) == 100
     assert gpu_check.stage_timeout(100, 120, later_stages=2) == 60  # 2 x 30 s kept back
-    # too short to keep 30 s for each later stage: the later ones give way (the first stages go first)
-    assert gpu_check.stage_timeout(100, 50, later_stages=2) == 50
+    # too short to keep 30 s for each later stage: this one still gets 30 s, the later ones give way
+    assert gpu_check.stage_timeout(100, 50, later_stages=2) == 30
     assert gpu_check.stage_timeout(100, 5, later_stages=2) == 5  # < SHORTEST_STAGE_S: not run
     assert gpu_check.stage_timeout(100, -3, later_stages=0) == 0
+
+
+@pytest.mark.parametrize("later", [1, 2, 4])
+def test_a_stages_limit_never_shrinks_as_the_budget_grows(later):
+    """The first cut gave the later stages way only below 10 s: 100 s left gave the first stage (of five) its
+    100 s where 110 s gave it 10 s (the review's --budget 140 against 150)."""
+    limits = [gpu_check.stage_timeout(100, remaining / 2, later) for remaining in range(0, 1200)]
+    assert all(a <= b for a, b in itertools.pairwise(limits))
+    assert limits[-1] == 100 and min(lim for lim in limits if lim >= 30) == 30
 
 
 def test_an_output_dir_below_a_file_is_refused_at_parse_time(tmp_path, capsys):
@@ -953,8 +963,8 @@ def test_run_stages_budget_limits_report_after_each_stage_and_no_figures_from_a_
         gpu_check, "time", SimpleNamespace(perf_counter=lambda: 1000.0, strftime=time.strftime)
     )
     gpu_check.run_stages(args, stages, report, work, None, 1000.0 - 100, json_path, txt_path)
-    # 100 s left, 20 to stop a stage: uniformize min(90, 80 - 2 x 30), joint min(120, 80 - 30), soft 80
-    assert limits == {"uniformize": 20, "joint": 50, "soft": 80}
+    # 100 s left, 20 to stop a stage: uniformize 30 (80 - 2 x 30 is below 30 s), joint 80 - 30, soft 80
+    assert limits == {"uniformize": 30, "joint": 50, "soft": 80}
     assert seen["joint"]["uniformize"]["status"] == "failed" and "joint" in seen["soft"]
     entries = report["stages"]
     assert entries["uniformize"]["status"] == "failed" and "summary" not in entries["uniformize"]
@@ -990,11 +1000,11 @@ def test_a_short_budget_runs_the_first_stages_first(tmp_path, monkeypatch):
     for stage in stages.values():
         stage.result_path = None
     gpu_check.run_stages(args, stages, report, work, None, 1000.0, tmp_path / "r.json", tmp_path / "r.txt")
-    assert args.stage_list[0] == "uniformize" and limits == {
-        "uniformize": 80
-    }  # 100 s less the 20 s to stop it
-    assert [e["status"] for e in report["stages"].values()] == ["ok"] + ["not_run"] * 4
-    assert [gpu_check.stage_timeout(90, 80, later) for later in (0, 1, 2, 3, 4)] == [80, 50, 20, 80, 80]
+    # 100 s less the 20 s to stop a stage: 30 s each for the first two, the 20 s left for the third
+    assert args.stage_list[:3] == ["uniformize", "joint", "tests"]
+    assert limits == {"uniformize": 30, "joint": 30, "tests": 20}
+    assert [e["status"] == "not_run" for e in report["stages"].values()] == [False] * 3 + [True] * 2
+    assert [gpu_check.stage_timeout(90, 80, later) for later in (0, 1, 2, 3, 4)] == [80, 50, 30, 30, 30]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to oneself: POSIX")
@@ -1045,6 +1055,37 @@ def test_a_stop_signal_keeps_the_running_stages_test_outcomes_and_writes_them_be
         assert (entry["summary"]["passed"], entry["summary"]["failed"]) == (3, 1)
     assert "SIGTERM" in entry["error"]
     assert "3 passed, 1 failed" in (tmp_path / "gpu_check_cpu_quick.txt").read_text()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups: POSIX")
+def test_a_stop_while_a_timed_out_stage_is_being_killed_still_records_it_and_kills_it(tmp_path, monkeypatch):
+    """A signal that arrives while a stage that ran out of time is being stopped left the timeout branch:
+    its output was not recorded (no ``on_stop``) and the SIGKILL step was skipped, so a stage that ignores
+    SIGTERM outlived the check."""
+    pid_file = tmp_path / "stage.pid"
+    code = (
+        f"import os, signal, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); print('tests/t.py::test_a PASSED', flush=True); "
+        "time.sleep(60)"
+    )
+    kill, calls, records = gpu_check._kill_group, [], []
+
+    def interrupted_kill(proc):
+        calls.append(proc.pid)
+        if len(calls) == 1:  # the timeout's kill: a signal arrives during it
+            raise KeyboardInterrupt
+        kill(proc)
+
+    monkeypatch.setattr(gpu_check, "_kill_group", interrupted_kill)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.run_command([sys.executable, "-c", code], 2, echo=False, on_stop=records.append)
+    assert len(calls) == 2 and len(records) == 1
+    assert records[0].status == "interrupted" and "test_a PASSED" in records[0].output
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone(pid):
+        assert time.monotonic() < deadline, f"the stage {pid} outlived the check"
+        time.sleep(0.1)
 
 
 def test_run_stages_does_not_start_a_stage_without_time_left(tmp_path, monkeypatch):

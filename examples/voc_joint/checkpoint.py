@@ -33,6 +33,8 @@ A checkpoint is a dict of tensors and plain Python containers only, so it is alw
                        it is not bit-identical; absent before 2026-12-02)
 ``torch_version``      ``torch.__version__`` of the process that wrote it (a resume under another version says
                        that it may not be bit-identical; absent before 2026-12-02)
+``device_type``        the device type its networks ran on (``"cpu"``, ``"cuda"``, ...; a resume on another
+                       one says it is not bit-identical; absent before 2026-12-06)
 ``sha256``             SHA-256 of everything else (:func:`payload_sha256`), verified on every read
 =====================  ================================================================================
 

@@ -220,3 +220,30 @@ def test_every_multi_value_return_is_an_exported_named_tuple(call: str) -> None:
     assert getattr(kind, "_fields", None) == fields, (call, getattr(kind, "_fields", None))
     assert getattr(sparse_ops, kind.__name__, None) is kind and kind.__name__ in sparse_ops.__all__, call
     assert all(value is getattr(result, f) for value, f in zip(result, fields, strict=True))
+
+
+def test_every_module_names_its_inputs_as_its_function_does() -> None:
+    """A module's ``forward`` takes its function's inputs under the same names, so that a keyword call moves
+    from one to the other: ``MaxUnpool``'s first input was ``x`` where ``max_unpool2d``'s is ``values``
+    (``MaxUnpool()(values=v, indices=i, output_size=s)`` raised "unexpected keyword argument")."""
+    import re
+
+    import sparse_ops as so
+
+    pairs = 0
+    for name in so.__all__:
+        cls = getattr(so, name)
+        if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module)):
+            continue
+        # the function a module wraps is the first one its docstring names ("Module form of :func:`...`")
+        found = re.search(r":func:`~?(?:sparse_ops\.)?(\w+)`", cls.__doc__ or "")
+        if found is None:
+            continue
+        function = getattr(so, found.group(1))
+        inputs = list(inspect.signature(cls.forward).parameters)[1:]
+        assert set(inputs) <= set(inspect.signature(function).parameters), (name, inputs)
+        pairs += 1
+    assert pairs >= 6  # every module with a function (SuperpixelClassifier has none)
+    values, indices, _ = so.max_pool2d_with_indices(torch.arange(16.0).view(1, 1, 4, 4))
+    by_keyword = so.MaxUnpool()(values=values, indices=indices, output_size=(4, 4))
+    assert torch.equal(by_keyword, so.max_unpool2d(values=values, indices=indices, output_size=(4, 4)))

@@ -263,7 +263,7 @@ def test_module_reprs():
 
 def test_module_record_forms() -> None:
     p = max_pool2d_with_indices(torch.randn(1, 2, 5, 5))
-    with pytest.raises(TypeError, match="indices must be None when x is a PooledWithIndices"):
+    with pytest.raises(TypeError, match="indices must be None when values is a PooledWithIndices"):
         MaxUnpool()(p, p.indices)
     with pytest.raises(TypeError, match="MaxUnpool needs indices and output_size"):
         MaxUnpool()(p.values, p.indices)
@@ -275,8 +275,8 @@ def test_module_record_errors_show_what_was_given() -> None:
     p = max_pool2d_with_indices(torch.randn(1, 2, 5, 5))
     with pytest.raises(
         TypeError,
-        match=r"^indices must be None when x is a PooledWithIndices record \(the record holds them\), got "
-        r"Tensor of shape \(1, 2, 2, 2\) and dtype torch.int64$",
+        match=r"^indices must be None when values is a PooledWithIndices record \(the record holds them\), "
+        r"got Tensor of shape \(1, 2, 2, 2\) and dtype torch.int64$",
     ):
         MaxUnpool()(p, p.indices)
     with pytest.raises(TypeError, match=r", or both, got output_size=None$"):
