@@ -140,6 +140,13 @@ def device(request: pytest.FixtureRequest) -> torch.device:
     return torch.device(request.param)
 
 
+@pytest.fixture(params=DEVICES[1:])
+def accelerator(request: pytest.FixtureRequest) -> torch.device:
+    """Every device but the CPU (``cuda``, ``mps``; each skipped where absent), for a test that compares a
+    device's result with the CPU's: on the CPU it would compare the CPU with itself, which cannot fail."""
+    return torch.device(request.param)
+
+
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
 def dtype(request: pytest.FixtureRequest) -> torch.dtype:
     """The floating dtypes every op must support exactly (float64 skipped on MPS, which has none)."""

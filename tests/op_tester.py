@@ -18,7 +18,7 @@ A subclass describes one op; the base runs the same checks on every op:
 * ``test_compile``: ``torch.compile(fullgraph=True)`` gives the eager values and gradients (where supported),
   for contiguous and channels-last inputs;
 * ``test_empty_batch``: a batch of 0 images gives empty results and gradients;
-* ``test_device``: every device (``cuda`` skipped cleanly without one) gives the CPU result;
+* ``test_device``: every accelerator (``cuda``, ``mps``; skipped cleanly without one) gives the CPU result;
 * ``test_errors``: every bad input raises the documented error naming the argument.
 
 A subclass sets ``op`` (a function of the case's positional and keyword arguments), ``reference`` (float64,
@@ -366,7 +366,9 @@ class OpTester:
         finally:
             self.op = original  # type: ignore[method-assign]
 
-    def test_device(self, device: torch.device) -> None:
+    def test_device(self, accelerator: torch.device) -> None:
+        """Every accelerator gives the CPU's result (a ``cpu`` case compared the CPU with itself: none)."""
+        device = accelerator
         case = self.small_case(torch.float32)
         on_device = case.map_all(lambda t: t.to(device))
         if device.type == "mps" and case.kwargs.get("backend") == "sparse":  # no CSR tensors on MPS

@@ -625,7 +625,10 @@ def test_voc_names_tables_and_json():
     assert to_jsonable({"a": [float("nan"), 1.0, torch.tensor([2.0])]}) == {"a": [None, 1.0, [2.0]]}
 
 
-def test_device_inputs_match_cpu(device):
+def test_device_inputs_match_cpu(accelerator):
+    """Metrics of inputs on an accelerator equal those on the CPU (a ``cpu`` case compared the CPU with
+    itself, which cannot fail)."""
+    device = accelerator
     g = torch.Generator().manual_seed(1)
     pred = torch.randint(0, 4, (2, 9, 11), generator=g)
     target = torch.randint(0, 4, (2, 9, 11), generator=g)
