@@ -540,7 +540,7 @@ class SuperpixelAssignment:
         self,
         layout: torch.layout = torch.sparse_coo,
         *,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         normalized: bool = False,
     ) -> Tensor:
         r"""The block-diagonal encoder matrix over the whole batch as a ``torch.sparse`` tensor.
@@ -549,7 +549,8 @@ class SuperpixelAssignment:
             layout (torch.layout): ``torch.sparse_coo`` (built without a sort, uncoalesced) or
                 ``torch.sparse_csr`` (needs one sort by row; on a device without float64, Apple MPS, where
                 PyTorch has no CSR tensors, a ``ValueError``).
-            dtype (torch.dtype): value dtype (a floating one with ``normalized``).
+            dtype (torch.dtype | None): value dtype (a floating one with ``normalized``); ``None``:
+                ``torch.get_default_dtype()``, as every other factory of the package (float32 unless set).
             normalized (bool): values ``1 / count`` (the encoder :math:`E`) instead of 1 (the binary
                 :math:`M`).
 
@@ -560,11 +561,13 @@ class SuperpixelAssignment:
             exact-to-rounding sums of large superpixels use :meth:`pool`.)
 
         Raises:
-            ValueError: ``layout`` not one of the two, or CSR on a device without float64.
-            TypeError: ``dtype`` not a value dtype of PyTorch's sparse tensors (bool, the integer dtypes up
-                to int64 and uint8, the floating dtypes, complex64, complex128), or not floating with
-                ``normalized``; ``normalized`` not a bool.
+            ValueError: ``layout`` a ``torch.layout`` other than the two, or CSR on a device without float64.
+            TypeError: ``layout`` not a ``torch.layout``; ``dtype`` not a value dtype of PyTorch's sparse
+                tensors (bool, the integer dtypes up to int64 and uint8, the floating dtypes, complex64,
+                complex128), or not floating with ``normalized``; ``normalized`` not a bool.
         """
+        if not isinstance(layout, torch.layout):  # a string ('coo'): a type error, as for dtype
+            raise TypeError(f"layout must be torch.sparse_coo or torch.sparse_csr, got {layout!r}")
         if layout not in (torch.sparse_coo, torch.sparse_csr):
             raise ValueError(f"layout must be torch.sparse_coo or torch.sparse_csr, got {layout}")
         if layout == torch.sparse_csr and not _float64.has_float64(self.device):
@@ -574,6 +577,8 @@ class SuperpixelAssignment:
                 "layout=torch.sparse_coo or an assignment on the CPU"
             )
         normalized = _checks.check_bool(normalized, "normalized")
+        if dtype is None:
+            dtype = torch.get_default_dtype()
         if not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float32), got {dtype!r}")
         if normalized:  # 1 / count in an integer dtype would truncate to 0

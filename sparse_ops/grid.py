@@ -125,7 +125,10 @@ def grid_cell_ids(
         height (int): image height ``H``.
         width (int): image width ``W``.
         cell_size (int): cell side in pixels.
-        batch_size (int | None): if given, the map is expanded to ``[batch_size, H, W]``.
+        batch_size (int | None): if given, the map is expanded to ``[batch_size, H, W]``; ``None`` (the
+            default) gives one image's ``[H, W]`` map, which the hard ops (``uniformize``, pooling) take
+            only with a batch dim: pass ``batch_size=B`` or index it ``[None]`` (unlike :func:`pixel_xy`,
+            whose ``batch_size`` defaults to 1).
         device (torch.device | str | int | None): device of the result (``None``: the default device).
 
     Returns:
@@ -275,7 +278,8 @@ def pixel_xy(
     Args:
         height (int): image height ``H``.
         width (int): image width ``W``.
-        batch_size (int): leading batch dimension ``B``.
+        batch_size (int): leading batch dimension ``B`` (always present: 1 by default, unlike
+            :func:`grid_cell_ids`, whose default is one image's unbatched map).
         dtype: floating dtype of the result (``None``: the default dtype, ``torch.get_default_dtype()``, as
             PyTorch's factory functions and the ``transparent_init`` layers take it; float32 unless set).
         device (torch.device | str | int | None): device of the result (``None``: the default device).

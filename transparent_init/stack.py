@@ -237,6 +237,8 @@ class _TransparentStack(nn.Module):
         "in_channels",
         "hidden_channels",
         "out_channels",
+        "target_weight",
+        "target_bias",
     ]
 
     def __init__(
@@ -280,6 +282,20 @@ class _TransparentStack(nn.Module):
         # that holds it exactly (selection matrices, float32 targets): half the size in a pickled module
         self._target_weight = _compact(cfg.target_weight)
         self._target_bias = _compact(cfg.target_bias)
+        self._custom_target = target_weight is not None or target_bias is not None  # shown by the repr
+
+    @property
+    def target_weight(self) -> Tensor:
+        """The weight ``T [out, in]`` of the map the stack was initialized to (and :meth:`reset_parameters`
+        redraws towards): a float64 copy, the identity where none was given (read-only)."""
+        weight = self._target_weight
+        return torch.eye(self._in, dtype=torch.float64) if weight is None else weight.double().clone()
+
+    @property
+    def target_bias(self) -> Tensor | None:
+        """The bias ``t [out]`` of that map (a float64 copy), ``None`` where none was given (read-only)."""
+        bias = self._target_bias
+        return None if bias is None else bias.double().clone()
 
     @property
     def activation(self) -> str | None:  # str for TorchScript, which compiles properties
@@ -341,6 +357,8 @@ class _TransparentStack(nn.Module):
             s += f", negative_slope={self.negative_slope}"
         if not self._bias:
             s += ", bias=False"
+        if self._custom_target:  # two stacks of one shape towards different maps print differently
+            s += ", target=custom"
         return s
 
 

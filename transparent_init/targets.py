@@ -16,7 +16,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from ._checks import check_dense, check_device, check_matrix_size, check_not_meta, check_width
+from ._checks import check_dense, check_device, check_dtype, check_matrix_size, check_not_meta, check_width
 
 __all__ = ["selection_weight"]
 
@@ -117,7 +117,8 @@ def selection_weight(
             count from the end, as in ``x[..., indices]``; repeats allowed; a sequence's items are Python or
             numpy ints or 0-d integer tensors); a ``slice`` is resolved against ``in_features``
             (``slice(C, None)`` is the second half of ``2C`` channels).
-        dtype (torch.dtype | None): floating dtype of the result (default: ``torch.get_default_dtype()``).
+        dtype (torch.dtype | None): floating dtype of the result, one a stack takes (default:
+            ``torch.get_default_dtype()``).
         device (torch.device | str | int | None): device of the result (default: the default device, as for
             ``torch.zeros``).
 
@@ -126,7 +127,8 @@ def selection_weight(
 
     Raises:
         TypeError: ``in_features`` not an int, ``indices`` not integers (or a sparse tensor), ``dtype`` not
-            floating, ``device`` not a device, a device string or an int index.
+            one of the floating dtypes a stack takes (float16, bfloat16, float32, float64), ``device`` not a
+            device, a device string or an int index.
         ValueError: ``in_features < 1`` or beyond int64 (``> 2**63 - 1``), no index, an index outside
             ``[-in_features, in_features)``, a ``uint64`` index array or tensor with a value above the int64
             range, index tensors on the meta device (no values), a slice with step 0, a result that would
@@ -155,10 +157,8 @@ def selection_weight(
         )
     # a negative index counts from the end, as in x[..., indices]
     columns = torch.as_tensor(idx, dtype=torch.int64, device="cpu") % n_in  # (not on a default meta device)
-    if dtype is None:
-        dtype = torch.get_default_dtype()
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    # the dtypes a stack takes (float8 was accepted here, and as a target_weight, where a stack refuses it)
+    dtype = check_dtype(dtype) or torch.get_default_dtype()
     device = check_device(device)
     check_matrix_size(len(columns), n_in, dtype, "the selection (indices by in_features)")
     weight = torch.zeros(len(columns), n_in, dtype=dtype, device=device)

@@ -803,3 +803,22 @@ def test_to_sparse_refuses_a_value_dtype_sparse_tensors_lack(dtype: torch.dtype)
     for layout in (torch.sparse_coo, torch.sparse_csr):
         with pytest.raises(TypeError, match=rf"dtype must be one of torch.bool, .*got {dtype}$"):
             a.to_sparse(layout, dtype=dtype)
+
+
+def test_to_sparse_follows_the_default_dtype_and_refuses_a_layout_of_another_type_with_a_type_error() -> None:
+    """``to_sparse`` made float32 whatever ``torch.set_default_dtype`` said, where the package's other
+    factories (``pixel_xy``, the transparent stacks) follow it; and ``layout='coo'`` (a string) was a
+    ``ValueError`` where a wrong type is a ``TypeError`` everywhere else (``dtype='float32'`` included)."""
+    a = SuperpixelAssignment(torch.tensor([[[0, 1], [1, 1]]]))
+    before = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        assert a.to_sparse().dtype == torch.float64 == a.to_sparse(normalized=True).dtype
+    finally:
+        torch.set_default_dtype(before)
+    assert a.to_sparse().dtype == torch.float32 and a.to_sparse(dtype=torch.int64).dtype == torch.int64
+    said = r"layout must be torch\.sparse_coo or torch\.sparse_csr, got "
+    with pytest.raises(TypeError, match=said + "'coo'"):
+        a.to_sparse("coo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=said + r"torch\.strided"):
+        a.to_sparse(torch.strided)

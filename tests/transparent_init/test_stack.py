@@ -313,6 +313,30 @@ def test_extra_repr_names_the_slope_and_bias_only_where_they_apply() -> None:
     assert leaky.extra_repr().endswith("activation='leaky_relu', negative_slope=0.5")
 
 
+def test_the_target_map_is_shown_by_the_repr_and_readable() -> None:
+    """An identity stack and a channel-swapping one of the same shape printed the same line, and the map a
+    stack was built for (and ``reset_parameters`` redraws towards) had no public name: the repr now says
+    ``target=custom`` for a given target, and ``target_weight`` / ``target_bias`` give float64 copies."""
+    from transparent_init import selection_weight
+
+    identity = TransparentLinear(2, [4], generator=0)
+    swap = TransparentLinear(
+        2, [4], target_weight=selection_weight(2, [1, 0]), target_bias=torch.tensor([0.5, 0.0]), generator=0
+    )
+    assert repr(identity) != repr(swap) and swap.extra_repr().endswith(", target=custom")
+    assert "target" not in identity.extra_repr()
+    assert (
+        torch.equal(identity.target_weight, torch.eye(2, dtype=torch.float64))
+        and identity.target_bias is None
+    )
+    assert torch.equal(swap.target_weight, torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64))
+    assert torch.equal(swap.target_bias, torch.tensor([0.5, 0.0], dtype=torch.float64))
+    swap.target_weight.zero_()  # a copy: the stack's map is unchanged
+    swap.reset_parameters(generator=1)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    torch.testing.assert_close(swap.double()(x), x.flip(1) + torch.tensor([0.5, 0.0], dtype=torch.float64))
+
+
 def test_the_default_negative_slope_is_nn_leaky_relus() -> None:
     """``negative_slope=None`` is documented as 0.01, ``nn.LeakyReLU``'s default: in the attribute, in every
     LeakyReLU of the stack and in the repr, for the classes and for build_transparent_stack."""

@@ -218,3 +218,19 @@ def test_a_bool_index_tensor_is_not_an_index_tensor() -> None:
         TypeError, match=r"indices must be a 1-D integer tensor, got dtype torch.bool and shape \[2\]"
     ):
         selection_weight(3, torch.tensor([True, False]))
+
+
+def test_selection_weight_takes_the_dtypes_a_stack_takes() -> None:
+    """float8 made a selection matrix where ``TransparentLinear(..., dtype=float8)`` and ``pixel_xy`` refuse
+    it: the dtypes are those a stack takes, with the same message."""
+    f8 = torch.float8_e4m3fn
+    said = r"dtype must be None or a floating torch.dtype in \(torch.float16"
+    with pytest.raises(TypeError, match=said) as info:
+        selection_weight(3, [1], dtype=f8)
+    with pytest.raises(TypeError) as stack:
+        TransparentLinear(2, [2], dtype=f8)
+    assert str(info.value) == str(stack.value)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        assert selection_weight(3, [1], dtype=dtype).dtype == dtype
+    with pytest.raises(TypeError, match=r"got dtype \(torch\.int64\)"):
+        selection_weight(3, [1], dtype=torch.int64)
