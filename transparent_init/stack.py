@@ -282,7 +282,6 @@ class _TransparentStack(nn.Module):
         # that holds it exactly (selection matrices, float32 targets): half the size in a pickled module
         self._target_weight = _compact(cfg.target_weight)
         self._target_bias = _compact(cfg.target_bias)
-        self._custom_target = target_weight is not None or target_bias is not None  # shown by the repr
 
     @property
     def target_weight(self) -> Tensor:
@@ -357,7 +356,9 @@ class _TransparentStack(nn.Module):
             s += f", negative_slope={self.negative_slope}"
         if not self._bias:
             s += ", bias=False"
-        if self._custom_target:  # two stacks of one shape towards different maps print differently
+        if self._target_weight is not None or self._target_bias is not None:  # a target was given: two stacks
+            # of one shape towards different maps print differently (kept targets only: no new attribute,
+            # so a module pickled before reads the same)
             s += ", target=custom"
         return s
 
