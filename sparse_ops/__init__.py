@@ -1,7 +1,8 @@
 """Superpixel ops: logit uniformization, superpixel pooling/unpooling, soft association, SegNet and SPN parts.
 
-Every op follows one argument convention, ``op(x, superpixels, num_superpixels=None, *, mask=None, <options>,
-validate=True)`` (see :doc:`/api/index`). See :doc:`/concepts/uniformization` for the math.
+Every op follows one argument convention, ``op(data, superpixels, num_superpixels=None, *, mask=None,
+<options>, validate=True)``, its data argument named for what it is (``logits``, ``features``; see
+:doc:`/api/index`). See :doc:`/concepts/uniformization` for the math.
 """
 
 import importlib.metadata as _metadata

@@ -10,9 +10,10 @@ of its 9 candidates:
     c_s = \frac{\sum_{p:\, s \in N(p)} \hat q_s(p)\, f(p)}{\sum_{p:\, s \in N(p)} \hat q_s(p)}, \qquad
     f'(p) = \sum_{s \in N(p)} \hat q_s(p)\, c_s .
 
-**Argument order.** The soft ops follow the convention of the hard ones, ``op(x, superpixels, num_superpixels,
-*, mask, <options>, validate)``, with the association ``assoc`` in the place of the label map and
-``cell_size`` (which fixes the grid, hence the number of superpixels) in the place of ``num_superpixels``.
+**Argument order.** The soft ops follow the convention of the hard ones, ``op(data, superpixels,
+num_superpixels, *, mask, <options>, validate)`` (the data named ``logits`` or ``features``), with the
+association ``assoc`` in the place of the label map and ``cell_size`` (which fixes the grid, hence the number
+of superpixels) in the place of ``num_superpixels``.
 
 **Border convention.** Candidates outside the image (around the border, including next to partial border
 cells) get zero weight. By default (``renormalize=True``) the remaining weights of each pixel are rescaled to
