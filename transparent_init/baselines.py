@@ -187,8 +187,8 @@ def net2net_identity_init_(module: nn.Module) -> nn.Module:
     for name, m in layers:  # check all before writing: nothing changes on an error
         if isinstance(m, _CONVS) and (m.groups != 1 or any(k % 2 == 0 for k in m.kernel_size)):
             raise ValueError(
-                f"{name} ({type(m).__name__}) needs groups=1 and odd kernel sizes for an identity (one centre"
-                f" tap per channel), got groups={m.groups}, kernel_size={tuple(m.kernel_size)}"
+                f"layer {name} ({type(m).__name__}) needs groups=1 and odd kernel sizes for an identity (one "
+                f"centre tap per channel), got groups={m.groups}, kernel_size={tuple(m.kernel_size)}"
             )
     for _, m in layers:
         # indexed in place, whatever the weight's strides (a view (out, in, -1) raised on a kernel whose

@@ -73,6 +73,7 @@ __all__ = [
     "FORMAT",
     "INIT_ONLY_CONFIG",
     "MAX_DEPTH",
+    "RESIDUAL_FUSION_INIT",
     "STAGE_ARCHS",
     "STAGE_MODELS",
     "TRAINING_KEYS",
@@ -770,8 +771,13 @@ def _build_matching(config: dict[str, Any], state: dict[str, Tensor], path: Path
 
 
 #: Model config values that only set the initial weights. A model built with other ones holds the same
-#: network once a checkpoint's weights are loaded (:func:`load_weights_into` does not compare them).
+#: network once a checkpoint's weights are loaded (:func:`load_weights_into` does not compare them), but for
+#: one: ``fusion_init="zero_residual"`` also adds ``U`` to the fusion stack's output, so a change to or from
+#: it is compared (:data:`RESIDUAL_FUSION_INIT`).
 INIT_ONLY_CONFIG = frozenset({"centre_bias", "fusion_init"})
+
+#: The fusion init that changes the forward map (``U + f([S, U])``), not only the initial weights.
+RESIDUAL_FUSION_INIT = "zero_residual"
 
 
 def _other_config(model: nn.Module, recorded: dict[str, Any], part: str | None) -> list[str]:
@@ -779,8 +785,8 @@ def _other_config(model: nn.Module, recorded: dict[str, Any], part: str | None) 
     (``models.model_config``: a DDP / DataParallel wrapper and ``SegmentationOnly`` unwrapped) that differs
     from the checkpoint's ``recorded`` model config, for ``part`` or for every network the two share. Not
     compared: values one side lacks (a model of another kind, a record of an older version),
-    :data:`INIT_ONLY_CONFIG`, and the fusion stack's widths and activation of a joint model without one
-    (no weights: nothing they change)."""
+    :data:`INIT_ONLY_CONFIG` (a change to or from ``"zero_residual"`` aside), and the fusion stack's widths
+    and activation of a joint model without one (no weights: nothing they change)."""
     from .models import model_config
 
     try:
@@ -802,6 +808,13 @@ def _other_config(model: nn.Module, recorded: dict[str, Any], part: str | None) 
         for name in sorted(set(mine) & set(theirs) - skip, key=str):
             if mine[name] != theirs[name]:
                 differ.append(f"{prefix}{name}: {theirs[name]!r} (checkpoint) -> {mine[name]!r} (model)")
+        was, now = theirs.get("fusion_init"), mine.get("fusion_init")
+        stacks = key == "joint" and mine.get("fusion") and theirs.get("fusion") and None not in (was, now)
+        if stacks and (was == RESIDUAL_FUSION_INIT) != (now == RESIDUAL_FUSION_INIT):  # + U, or not
+            differ.append(
+                f"{prefix}fusion_init: {was!r} (checkpoint) -> {now!r} (model) ({RESIDUAL_FUSION_INIT!r} "
+                "adds U to the stack's output: another map with the same weights)"
+            )
     return differ
 
 
@@ -826,8 +839,9 @@ def load_weights_into(
         CheckpointError: wrong architecture, the keys/shapes/dtypes do not match ``model``, or the model's
             ``config`` differs from the checkpoint's record in a value that shapes do not show and that still
             matters once the weights are loaded (DeepLabV3+'s ``output_stride``, SpixelFCN's and the joint
-            model's ``cell_size``, the joint ``mode``); values that only set the initial weights
-            (:data:`INIT_ONLY_CONFIG`) are not compared.
+            model's ``cell_size``, the joint ``mode``, a ``fusion_init`` changed to or from
+            ``"zero_residual"``, which adds ``U`` to the stack's output); values that only set the initial
+            weights (:data:`INIT_ONLY_CONFIG`) are not compared.
     """
     path = Path(path)
     ckpt = load_checkpoint(path)

@@ -778,3 +778,27 @@ def test_rng_state_round_trip(tmp_path) -> None:
     assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
     assert first[2] == again[2] and torch.equal(first[3], again[3])
     assert (np.random.normal(), random.gauss(0.0, 1.0)) == cached
+
+
+def test_a_change_to_or_from_the_residual_fusion_init_is_compared(tmp_path) -> None:
+    """``fusion_init`` was init-only for every choice, but ``"zero_residual"`` adds ``U`` to the stack's
+    output: its checkpoint loaded silently into a ``"transparent"`` model, whose logits then differed by more
+    than the largest logit. A change to or from it is refused now; the other inits (weights only) still load
+    into each other."""
+
+    def joint(init: str) -> JointModel:
+        torch.manual_seed(0)
+        deeplab, spixel = DeepLabV3Plus(3, "resnet18", aspp_channels=8), SpixelFCN(cell_size=8, width=4)
+        return JointModel(deeplab, spixel, 3, fusion_hidden=[6, 6], fusion_init=init).eval()
+
+    residual = save_checkpoint(tmp_path / "r.pt", _ckpt(joint("zero_residual"), "joint"))
+    for init in ("transparent", "xavier", "kaiming", "net2net"):
+        with pytest.raises(
+            CheckpointError, match=rf"joint.fusion_init: 'zero_residual' \(checkpoint\) -> '{init}' \(model\)"
+        ):
+            load_weights_into(joint(init), residual)
+    load_weights_into(joint("zero_residual"), residual)
+    xavier = save_checkpoint(tmp_path / "x.pt", _ckpt(joint("xavier"), "joint"))
+    load_weights_into(joint("transparent"), xavier)  # the initial weights only: the same map once loaded
+    with pytest.raises(CheckpointError, match=r"'xavier' \(checkpoint\) -> 'zero_residual' \(model\)"):
+        load_weights_into(joint("zero_residual"), xavier)

@@ -1714,3 +1714,17 @@ def test_a_nan_in_the_segmentation_logits_reaches_the_final_logits(mode: str) ->
         out = model(seg, spx)
     assert out["seg_logits"] is not None and out["seg_logits"].isnan().any()
     assert out["logits"] is not None and out["logits"].isnan().any()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+@pytest.mark.parametrize("init", FUSION_INITS)
+def test_a_fusion_stack_built_on_cuda_with_an_int_seed_has_the_cpu_stacks_weights(init: str) -> None:
+    """An int seed makes a CPU generator; the kaiming draws of ``kaiming`` and ``zero_residual`` went
+    straight into the weights, which on a stack built on CUDA (``torch.device("cuda")`` as the default device)
+    is an error of PyTorch's ("Expected a 'cuda' device type for generator"). They are drawn on the
+    generator's device and copied: the same weights as the CPU stack's."""
+    cpu = FusionStack(4, [8], "relu", init, generator=3)  # type: ignore[arg-type]
+    with torch.device("cuda"):
+        cuda = FusionStack(4, [8], "relu", init, generator=3)  # type: ignore[arg-type]
+    for a, b in zip(cpu.parameters(), cuda.parameters(), strict=True):
+        assert b.device.type == "cuda" and torch.equal(a, b.cpu())

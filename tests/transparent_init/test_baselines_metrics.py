@@ -475,7 +475,9 @@ def test_net2net_docstring_and_refusals_cover_every_conv_dimension(conv: type) -
     net = net2net_identity_init_(nn.Sequential(conv(3, 3, 3, padding="same")))
     x = torch.randn((2, 3) + (5,) * int(conv.__name__[-2]))
     assert torch.equal(net(x), x)
-    with pytest.raises(ValueError, match=rf"1 \({conv.__name__}\) needs groups=1 and odd kernel sizes"):
+    with pytest.raises(
+        ValueError, match=rf"^layer 1 \({conv.__name__}\) needs groups=1 and odd kernel sizes"
+    ):
         net2net_identity_init_(nn.Sequential(nn.Linear(2, 2), conv(4, 4, 1, groups=2)))
 
 

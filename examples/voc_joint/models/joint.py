@@ -277,7 +277,16 @@ class FusionStack(nn.Module):
         elif init in ("kaiming", "zero_residual"):
             nonlin: Literal["linear", "leaky_relu"] = "linear" if self.activation is None else "leaky_relu"
             for m in convs:
-                nn.init.kaiming_normal_(m.weight, a=self._slope or 0.0, nonlinearity=nonlin, generator=gen)
+                # drawn on the generator's device and copied (an int seed makes a CPU generator, which cannot
+                # draw into the weights of a stack built on CUDA): the same values on every device
+                drawn = (
+                    m.weight
+                    if gen is None or gen.device == m.weight.device
+                    else torch.empty_like(m.weight, device=gen.device)
+                )
+                nn.init.kaiming_normal_(drawn, a=self._slope or 0.0, nonlinearity=nonlin, generator=gen)
+                if drawn is not m.weight:
+                    m.weight.copy_(drawn)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             if init == "zero_residual":
