@@ -976,10 +976,15 @@ def test_bench_joint_a_run_off_the_defaults_is_written_beside_the_default_runs_e
     data = json.loads(out.read_text())
     assert data["cpu_resnet18_b2_128"] == committed
     assert data["cpu_resnet18_b2_128" + QUICK]["formats"] == {"study": "formats"}
+    first = json.loads(out.read_text())["cpu_resnet18_b2_128" + QUICK]
     capsys.readouterr()
     bench.main(["--variants", "deeplab", "--no-breakdown", "--threads", "1", "--out", str(out)])
     said = capsys.readouterr().out
-    assert "it replaces the entry of " in said and "which also held: formats (this run has none)" in said
+    assert f"it replaces the entry of {first['machine']['time']}" in said
+    assert "which also held: formats (this run has none)" in said
+    bench.main(["--variants", "deeplab", "--no-breakdown", "--threads", "1", "--out", str(out)])
+    said = capsys.readouterr().out  # the same parts as the entry it replaces: nothing more to say
+    assert "it replaces the entry of " in said and "which also held" not in said
 
 
 @pytest.mark.examples

@@ -1306,3 +1306,80 @@ def test_the_train_stage_process_does_not_need_the_default_output_dir(tmp_path, 
     assert args._train == tmp_path / "train"
     with pytest.raises(SystemExit):  # the check itself is refused
         gpu_check.parse_args(["--device", "cpu", "--quick"])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups: POSIX")
+def test_a_record_that_fails_on_a_stop_still_kills_the_stage_and_the_stop_goes_on(tmp_path):
+    """``on_stop`` raising (a full disk while the report is written) neither replaces the interrupt nor skips
+    the kill of the stage's processes."""
+    pid_file = tmp_path / "stage.pid"
+    code = (
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); print('up', flush=True); "
+        "time.sleep(60)"
+    )
+
+    def failing_record(run):
+        raise RuntimeError("the disk is full")
+
+    import threading
+
+    def interrupt_when_up() -> None:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        import _thread
+
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_when_up, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.run_command([sys.executable, "-c", code], 60, echo=False, on_stop=failing_record)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone(pid):
+        assert time.monotonic() < deadline, f"the stage {pid} outlived the check"
+        time.sleep(0.1)
+
+
+def test_a_stage_with_exactly_the_shortest_time_left_runs_and_the_least_budget_is_accepted(
+    tmp_path, monkeypatch
+):
+    """10 s left (SHORTEST_STAGE_S) is enough to start a stage; --budget 50 (a stage's 30 s and the 20 s to
+    stop it) is accepted and 49.9 refused."""
+    args, stages, report, work = _stage_run_setup(tmp_path)
+    args.stage_list = ["soft"]
+    limits: dict[str, float] = {}
+
+    def run_command(cmd, timeout, log_path=None, echo=True, extra_path=None, on_stop=None):
+        limits[log_path.stem] = timeout
+        return gpu_check.StageRun("ok", 1.0, 0, "", None)
+
+    monkeypatch.setattr(gpu_check, "run_command", run_command)
+    monkeypatch.setattr(gpu_check, "SUMMARIZE", {**gpu_check.SUMMARIZE, "soft": lambda raw: {}})
+    (work / "soft.json").write_text("{}")
+    clock = SimpleNamespace(perf_counter=lambda: 1000.0, strftime=time.strftime)
+    monkeypatch.setattr(gpu_check, "time", clock)
+    t_start = 1000.0 - (args.budget - gpu_check.STOP_GRACE_S - gpu_check.SHORTEST_STAGE_S)  # 10 s to run in
+    gpu_check.run_stages(args, stages, report, work, None, t_start, tmp_path / "r.json", tmp_path / "r.txt")
+    assert limits == {"soft": gpu_check.SHORTEST_STAGE_S} and report["stages"]["soft"]["status"] == "ok"
+    argv = ["--device", "cpu", "--quick", "--output-dir", str(tmp_path)]
+    assert gpu_check.parse_args([*argv, "--budget", "50"]).budget == 50
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args([*argv, "--budget", "49.9"])
+
+
+@pytest.mark.parametrize("status", ["timeout", "interrupted", "failed"])
+def test_record_run_keeps_the_log_tail_of_its_kind_and_a_stopped_benchmarks_raw_result(status, tmp_path):
+    """A tests stage keeps TEST_LOG_TAIL characters of its log, a benchmark LOG_TAIL; a benchmark that did
+    not finish ok keeps the result file it left, raw (whatever stopped it)."""
+    _args, stages, _report, work = _stage_run_setup(tmp_path)
+    output = "x" * (gpu_check.TEST_LOG_TAIL + 100)
+    (work / "joint.json").write_text(json.dumps({"k": {"rows": []}}))
+    entry: dict = {}
+    gpu_check.record_run(entry, "joint", stages["joint"], gpu_check.StageRun(status, 1.0, None, output, "e"))
+    assert len(entry["log_tail"]) == gpu_check.LOG_TAIL and entry["raw"] == {"k": {"rows": []}}
+    tests_args = gpu_check.parse_args(["--device", "cpu", "--quick", "--output-dir", str(tmp_path)])
+    tests = gpu_check.build_stages(tests_args, work)["tests"]
+    entry = {}
+    gpu_check.record_run(entry, "tests", tests, gpu_check.StageRun(status, 1.0, None, output, "e"))
+    assert len(entry["log_tail"]) == gpu_check.TEST_LOG_TAIL > gpu_check.LOG_TAIL

@@ -199,3 +199,7 @@ def test_a_folder_no_file_can_be_made_in_is_refused_though_access_allows_it(
     if sys.platform.startswith("linux") and proc.is_dir():  # as root too (os.access says yes there)
         monkeypatch.undo()
         assert output_dir_error(proc / "soft") is not None
+        open_files = len(list(Path("/proc/self/fd").iterdir()))
+        for _ in range(20):  # the file made to tell is closed and removed each time
+            assert output_dir_error(folder) is None
+        assert len(list(Path("/proc/self/fd").iterdir())) == open_files and list(folder.iterdir()) == []

@@ -531,17 +531,14 @@ def test_resume_on_another_device_type_says_it_is_not_bit_identical(
     continued on the CPU) printed no note, though another device rounds differently and draws other random
     numbers. It now says so and names the ``--device`` to pass; the same device says nothing, and a
     checkpoint written before the type was recorded gets no note. The GPU run is simulated: the first run's
-    checkpoints record ``cuda``."""
+    model reports the device ``cuda``."""
     from examples.voc_joint import train as train_module
 
     argv = train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "2", "--max-steps", "1")
     threads = torch.get_num_threads()
-    original = train_module._checkpoint_dict
     try:
-        with monkeypatch.context() as patch:
-            patch.setattr(
-                train_module, "_checkpoint_dict", lambda *a, **k: {**original(*a, **k), "device_type": "cuda"}
-            )
+        with monkeypatch.context() as patch:  # the record reads the device of the model's parameters
+            patch.setattr(train_module, "_model_device", lambda model: torch.device("cuda"))
             ckpt_path = train.main(argv)["spixel"]
         assert load_checkpoint(ckpt_path)["device_type"] == "cuda"
         resume = [*argv[: argv.index("--max-steps")], "--resume", "--max-steps"]

@@ -438,6 +438,9 @@ def test_unpool_with_more_slots_than_pixels_allocates_the_gradient_not_a_layout_
         pooled_grad.flatten(), reference.sum(0, keepdim=True) if expanded else reference
     )
     assert mode.total <= 2 * 8 * n_s + 64 * 1024  # the gradient (with its zeros) and the pixels' work
+    for dtype in (torch.uint8, torch.int16, torch.int32):  # narrow ids read the rows of pooled as int64 ones
+        narrow = superpixel_unpool(source, sp.clamp_max(255).to(dtype))
+        assert torch.equal(narrow, superpixel_unpool(source, sp.clamp_max(255)))
     small = torch.randn(1, 40, 2, dtype=torch.float64, requires_grad=True)  # 40 slots, 16 pixels
     assert torch.autograd.gradcheck(lambda p: superpixel_unpool(p, sp % 40), (small,))
     assert torch.autograd.gradgradcheck(lambda p: superpixel_unpool(p, sp % 40), (small,))

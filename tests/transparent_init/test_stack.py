@@ -331,10 +331,17 @@ def test_the_target_map_is_shown_by_the_repr_and_readable() -> None:
     )
     assert torch.equal(swap.target_weight, torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64))
     assert torch.equal(swap.target_bias, torch.tensor([0.5, 0.0], dtype=torch.float64))
+    assert swap.target_weight.dtype == swap.target_bias.dtype == torch.float64  # (equal compares values only)
     swap.target_weight.zero_()  # a copy: the stack's map is unchanged
     swap.reset_parameters(generator=1)
     x = torch.randn(5, 2, dtype=torch.float64)
     torch.testing.assert_close(swap.double()(x), x.flip(1) + torch.tensor([0.5, 0.0], dtype=torch.float64))
+    tenth = torch.tensor([[0.1, 0.0], [0.0, 1.0]], dtype=torch.float64)  # kept in float64 (not float32-exact)
+    scaled = TransparentLinear(2, [4], target_weight=tenth, generator=0)
+    scaled.target_weight.zero_()
+    assert torch.equal(scaled.target_weight, tenth) and scaled.extra_repr().endswith(", target=custom")
+    bias_only = TransparentLinear(2, [4], target_bias=torch.tensor([0.5, 0.0]), generator=0)
+    assert bias_only.extra_repr().endswith(", target=custom")  # the identity plus a bias: another map
 
 
 def test_the_default_negative_slope_is_nn_leaky_relus() -> None:

@@ -232,5 +232,11 @@ def test_selection_weight_takes_the_dtypes_a_stack_takes() -> None:
     assert str(info.value) == str(stack.value)
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         assert selection_weight(3, [1], dtype=dtype).dtype == dtype
+    before = torch.get_default_dtype()
+    try:  # no dtype: the default one
+        torch.set_default_dtype(torch.float64)
+        assert selection_weight(3, [1]).dtype == torch.float64
+    finally:
+        torch.set_default_dtype(before)
     with pytest.raises(TypeError, match=r"got dtype \(torch\.int64\)"):
         selection_weight(3, [1], dtype=torch.int64)
