@@ -15,6 +15,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pickle
@@ -120,7 +121,8 @@ def panel_classes_error(num_classes: int, way_out: str) -> str:
     :data:`~examples.voc_joint.visualize.PANEL_CLASSES_MAX`)."""
     return (
         f"the checkpoint's model has {num_classes} classes, and panels draw classes in the "
-        f"{PANEL_CLASSES_MAX} colours of the VOC palette: evaluate it with {way_out} (no panels)"
+        f"{PANEL_CLASSES_MAX} colours of the VOC palette (its last, 255, is the void label's): evaluate it "
+        f"with {way_out} (no panels)"
     )
 
 
@@ -251,13 +253,23 @@ def evaluate(
                     drawn = target[i]
                     if ignore_index != IGNORE_INDEX:
                         drawn = drawn.masked_fill(drawn == ignore_index, IGNORE_INDEX)
+                    # a seg checkpoint's one prediction is one tile, "seg" (the tables' single column); an
+                    # image without superpixels is titled without them
+                    seg_only = out.get("seg_logits") is out["logits"]
+                    first = "image" if superpixels is None else "image + superpixels"
+                    if seg_only:
+                        predictions = (pred[i], None)
+                        titles = (first, "ground truth", "seg", "")
+                    else:
+                        predictions = (None if base_pred is None else base_pred[i], pred[i])
+                        titles = (first, "ground truth", "baseline", "joint")
                     path = save_panel(
                         Path(panels_dir) / _panel_file_name(name),
                         image,
                         drawn,
-                        None if base_pred is None else base_pred[i],
-                        pred[i],
+                        *predictions,
                         None if superpixels is None else superpixels[i],
+                        titles=titles,
                         class_names=joint_m.class_names,
                     )
                     panels.append(str(path))
@@ -463,7 +475,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     classes = checkpoint_num_classes(config)
     # before any image is read (the models take up to 1024 classes; the data set's check raised ValueError,
-    # and the panels' limit, PANEL_CLASSES_MAX = 256, lies beyond)
+    # and the panels' limit, PANEL_CLASSES_MAX = 255, is the same)
     if classes > IGNORE_INDEX:
         parser.exit(
             2,
@@ -661,10 +673,25 @@ def _source_config(path: Path, sha256: object) -> dict[str, Any] | None:
     return config if isinstance(config, dict) else None
 
 
+#: The longest panel file stem, in bytes: file names hold 255 (NAME_MAX), less ``.png``, with room to spare.
+PANEL_STEM_MAX = 240
+
+
 def _panel_file_name(name: str) -> str:
     """The panel file of sample ``name``, one file name for a list entry in a subfolder too (``a/0001``:
-    ``a%2F0001.png``; ``%`` itself is ``%25``, so two entries never share a file)."""
-    return name.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C") + ".png"
+    ``a%2F0001.png``; ``%`` itself is ``%25`` and ``~`` is ``%7E``, so two entries never share a file).
+
+    An escaped name longer than :data:`PANEL_STEM_MAX` bytes (a deep list entry, each part of it a valid
+    file name, or many escapes: the panel's write failed with "File name too long" and stopped the
+    evaluation) keeps its first bytes and ends in ``~`` and 16 hex digits of the full name's SHA-256.
+    """
+    escaped = name.replace("%", "%25").replace("~", "%7E").replace("/", "%2F").replace("\\", "%5C")
+    raw = escaped.encode("utf-8", "surrogateescape")
+    if len(raw) > PANEL_STEM_MAX:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        head = raw[: PANEL_STEM_MAX - 17].decode("utf-8", "ignore")  # whole characters only
+        escaped = head + "~" + digest
+    return escaped + ".png"
 
 
 def _replace_panels(new: Sequence[str], panels_dir: Path) -> list[str]:

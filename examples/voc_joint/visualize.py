@@ -33,8 +33,9 @@ __all__ = [
 ]
 
 _PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
-#: How many classes a panel can draw, one per colour of the VOC palette (index 255 is the ignore label's).
-PANEL_CLASSES_MAX = len(_PALETTE)
+#: How many classes a panel can draw, one per colour of the VOC palette but the last (index 255 is the
+#: ignore label's void colour, so a 256th class would be drawn as void and left out of the legend).
+PANEL_CLASSES_MAX = len(_PALETTE) - 1
 _GAP = 4
 #: the widest a tile is upscaled to, pixels (the upscaling for ``min_height`` stops before)
 _UPSCALED_WIDTH_MAX = 1024
@@ -76,7 +77,7 @@ def colorize(labels: Tensor | np.ndarray) -> np.ndarray:
             raise ValueError(
                 f"labels must be integer class indices in [0, 255], got {got}, e.g. {bad.flat[0]}"
             )
-    if lab.size and (lab.min() < 0 or lab.max() >= PANEL_CLASSES_MAX):
+    if lab.size and (lab.min() < 0 or lab.max() >= len(_PALETTE)):  # the classes and the void label 255
         raise ValueError(f"labels must lie in [0, 255], got range [{lab.min()}, {lab.max()}]")
     return _PALETTE[lab.astype(np.int64)]
 
@@ -174,7 +175,9 @@ def make_panel(
     th, tw = h * factor, w * factor
     present = sorted({int(v) for arr in labels for v in np.unique(arr) if v != IGNORE_INDEX})
     font, px = _title_font(titles, tw)
-    title_h, width = px + 4, 4 * tw + 3 * _GAP
+    # high enough for the descenders of a title drawn at y = 1 (px + 4 cut the bottoms of g, p, j at 18 px)
+    descended = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((2, 1), "Agjpqy", font=font)[3]
+    title_h, width = max(px + 4, int(descended) + 1), 4 * tw + 3 * _GAP
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     entries, x, row = [], 2, 0  # the legend: (class, name, x, row), wrapped at the panel's width
     right = width  # the canvas's width: the tiles', or that of a legend entry wider alone (narrow tiles)

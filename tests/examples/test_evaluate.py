@@ -510,11 +510,17 @@ def test_more_classes_than_the_palette_has_colours_are_refused_before_any_image_
         evaluate_mod.evaluate(
             torch.nn.Identity(), [], device="cpu", num_classes=300, panels_dir=tmp_path / "p", max_panels=1
         )
-    # without panels, or with 256 classes, nothing is refused
+    # without panels, or with 255 classes, nothing is refused; 256 classes would draw class 255 as void
     assert evaluate_mod.evaluate(torch.nn.Identity(), [], device="cpu", num_classes=300, max_panels=0)
     assert evaluate_mod.evaluate(
-        torch.nn.Identity(), [], device="cpu", num_classes=256, panels_dir=tmp_path / "p", max_panels=1
+        torch.nn.Identity(), [], device="cpu", num_classes=255, panels_dir=tmp_path / "p", max_panels=1
     )
+    with pytest.raises(
+        ValueError, match=r"has 256 classes.*255 colours of the VOC palette \(its last, 255, is"
+    ):
+        evaluate_mod.evaluate(
+            torch.nn.Identity(), [], device="cpu", num_classes=256, panels_dir=tmp_path / "q", max_panels=1
+        )
 
 
 def test_more_classes_than_voc_masks_can_hold_are_refused_before_any_image_without_panels(
@@ -739,6 +745,62 @@ def test_the_panel_file_names_of_different_entries_never_collide() -> None:
     files = [evaluate_mod._panel_file_name(e) for e in entries]
     assert len(set(files)) == len(entries) and all("/" not in f and "\\" not in f for f in files), files
     assert files[0] == "a%2F0001.png" and files[1] == "a%252F0001.png"
+
+
+def test_a_panel_file_name_too_long_for_the_system_is_shortened_and_stays_unique(tmp_path) -> None:
+    """A deep list entry (each part a valid file name) or one of many escapes made a panel name over 255
+    bytes: its write failed with "File name too long" and stopped the evaluation. Such a name keeps its first
+    bytes and ends in ``~`` and 16 hex digits of the full name's hash; ``~`` in a name is escaped, so a
+    shortened name never equals another entry's."""
+    entries = ["d" * 200 + "/" + "e" * 60, "d" * 200 + "/" + "e" * 59 + "f", "%" * 250, "é" * 200, "a~b"]
+    files = [evaluate_mod._panel_file_name(e) for e in entries]
+    assert len(set(files)) == len(entries)
+    assert all(len(f.encode()) <= evaluate_mod.PANEL_STEM_MAX + 4 for f in files)
+    assert files[0].startswith("d" * 200 + "%2F") and re.search(r"~[0-9a-f]{16}\.png$", files[0])
+    assert files[4] == "a%7Eb.png" and evaluate_mod._panel_file_name(files[0][:-4]) != files[0]
+    for f in files:  # each can be written
+        (tmp_path / f).write_bytes(b"")
+
+
+def test_a_seg_checkpoints_panel_shows_its_one_prediction_as_seg(tmp_path, monkeypatch) -> None:
+    """A seg checkpoint's model (``SegmentationOnly``: no superpixels, ``seg_logits`` is ``logits``) got the
+    joint titles: "image + superpixels" with none drawn, and the same prediction twice as "baseline" and
+    "joint". Its panel now titles the image "image" and shows the prediction once, as "seg" (the tables'
+    single column); a model with superpixels keeps the four titles."""
+    from examples.voc_joint.models.joint import SegmentationOnly
+
+    calls: list[tuple] = []
+
+    def record(path, image, target, baseline, joint, superpixels=None, **kwargs):
+        calls.append((baseline, joint, superpixels, kwargs["titles"]))
+        return Path(path)
+
+    monkeypatch.setattr(evaluate_mod, "save_panel", record)
+    torch.manual_seed(0)
+    model = SegmentationOnly(torch.nn.Conv2d(3, 21, 1))
+    batch = {
+        "seg_input": torch.randn(1, 3, 8, 8),
+        "spixel_input": torch.zeros(1, 3, 8, 8),
+        "target": torch.zeros(1, 8, 8, dtype=torch.long),
+        "image": torch.rand(1, 3, 8, 8),
+        "name": ["s"],
+    }
+    evaluate_mod.evaluate(model, [batch], device="cpu", panels_dir=tmp_path, progress=False)
+    ((baseline, joint, superpixels, titles),) = calls
+    assert titles == ("image", "ground truth", "seg", "") and joint is None and superpixels is None
+    assert torch.equal(baseline, model(batch["seg_input"])["logits"].argmax(1)[0])
+
+    class Joint(torch.nn.Module):  # the contract of a joint model: its own logits, seg_logits, superpixels
+        def forward(self, seg_input, spixel_input):
+            s = model(seg_input)["logits"]
+            ids = torch.arange(64).view(1, 8, 8) // 16
+            return {"logits": s.flip(1), "seg_logits": s, "superpixels": ids}
+
+    calls.clear()
+    evaluate_mod.evaluate(Joint(), [batch], device="cpu", panels_dir=tmp_path / "j", progress=False)
+    ((baseline, joint, superpixels, titles),) = calls
+    assert titles == ("image + superpixels", "ground truth", "baseline", "joint") and superpixels is not None
+    assert baseline is not None and joint is not None and not torch.equal(baseline, joint)
 
 
 def test_cli_panels_of_images_in_subfolders_of_the_same_file_name_are_all_kept(

@@ -356,3 +356,28 @@ def test_legend_swatch_has_its_class_colour():
     legend = np.asarray(make_panel(torch.zeros(3, 16, 16), target, None, None, min_height=16))[-14:]
     assert (legend == palette[15]).all(axis=2).any()
     assert not (legend == palette[16]).all(axis=2).any() and not (legend == palette[14]).all(axis=2).any()
+
+
+@pytest.mark.parametrize("width", [160, 288, 500])
+def test_title_descenders_are_inside_the_title_strip(width):
+    """At the largest font (18 px, tiles 288 px wide and more: every full-size VOC image) the strip was
+    ``px + 4`` = 22 rows high and cut the bottoms of g, p and j; it is as high as the font's descenders now,
+    and the titles' ink ends above the first row of the tiles."""
+    titles = ("image + superpixels", "ground truth", "gjpqy", "joint")
+    target = torch.zeros(40, width, dtype=torch.long)
+    arr = np.asarray(
+        make_panel(
+            torch.ones(3, 40, width), target, target, target, titles=titles, legend=False, min_height=40
+        )
+    )
+    tile_top = arr.shape[0] - 40
+    ink = _ink_rows(arr, 0, tile_top)
+    assert ink.size and ink.max() < tile_top - 1  # one clear row at least between the ink and the tiles
+    # the ink the font has below the baseline is all there: the bottom row of ink is the font's descent
+    from PIL import Image, ImageDraw
+
+    from examples.voc_joint.visualize import _title_font
+
+    font, _px = _title_font(titles, width)
+    bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((2, 1), "gjpqy", font=font)[3]
+    assert ink.max() >= bottom - 2
