@@ -120,9 +120,9 @@ def panel_classes_error(num_classes: int, way_out: str) -> str:
     """Why panels cannot be drawn for a model of ``num_classes`` classes (above
     :data:`~examples.voc_joint.visualize.PANEL_CLASSES_MAX`)."""
     return (
-        f"the checkpoint's model has {num_classes} classes, and panels draw classes in the "
-        f"{PANEL_CLASSES_MAX} colours of the VOC palette (its last, 255, is the void label's): evaluate it "
-        f"with {way_out} (no panels)"
+        f"the checkpoint's model has {num_classes} classes, and panels draw classes in {PANEL_CLASSES_MAX} "
+        f"of the VOC palette's 256 colours (index 255 is the void colour): evaluate it with {way_out} (no "
+        "panels)"
     )
 
 
@@ -184,8 +184,9 @@ def evaluate(
         FloatingPointError: ``out["logits"]`` or ``out["seg_logits"]`` hold NaN (their argmax would be
             arbitrary; the count and the batch's image names are given).
         TypeError: a model output that breaks the model contract (not a dict with ``"logits"``, ...).
-        ValueError: a model output that is not a tensor of the expected shape; ``num_classes`` above 256 with
-            panels to draw (their colours are the 256 of the VOC palette).
+        ValueError: a model output that is not a tensor of the expected shape; ``num_classes`` above 255
+            (:data:`~examples.voc_joint.visualize.PANEL_CLASSES_MAX`) with panels to draw (255 of the VOC
+            palette's 256 colours: index 255 is the void colour).
     """
     device = torch.device(device)
     use_amp = amp and device.type == "cuda"
@@ -255,7 +256,9 @@ def evaluate(
                         drawn = drawn.masked_fill(drawn == ignore_index, IGNORE_INDEX)
                     # a seg checkpoint's one prediction is one tile, "seg" (the tables' single column); an
                     # image without superpixels is titled without them
-                    seg_only = out.get("seg_logits") is out["logits"]
+                    # (a joint model returns its superpixels, also one of mode "none" without a stack, whose
+                    # logits are its seg_logits: its panel keeps the baseline and joint tiles of its tables)
+                    seg_only = superpixels is None and out.get("seg_logits") is out["logits"]
                     first = "image" if superpixels is None else "image + superpixels"
                     if seg_only:
                         predictions = (pred[i], None)

@@ -516,7 +516,7 @@ def test_more_classes_than_the_palette_has_colours_are_refused_before_any_image_
         torch.nn.Identity(), [], device="cpu", num_classes=255, panels_dir=tmp_path / "p", max_panels=1
     )
     with pytest.raises(
-        ValueError, match=r"has 256 classes.*255 colours of the VOC palette \(its last, 255, is"
+        ValueError, match=r"has 256 classes.*in 255 of the VOC palette's 256 colours \(index 255"
     ):
         evaluate_mod.evaluate(
             torch.nn.Identity(), [], device="cpu", num_classes=256, panels_dir=tmp_path / "q", max_panels=1
@@ -801,6 +801,16 @@ def test_a_seg_checkpoints_panel_shows_its_one_prediction_as_seg(tmp_path, monke
     ((baseline, joint, superpixels, titles),) = calls
     assert titles == ("image + superpixels", "ground truth", "baseline", "joint") and superpixels is not None
     assert baseline is not None and joint is not None and not torch.equal(baseline, joint)
+    # the "no superpixels" control (mode "none", no stack) returns its seg_logits as its logits, and its
+    # superpixels: a joint model's panel, as its tables' two columns
+    from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN
+
+    deeplab, spixel = DeepLabV3Plus(21, "resnet18", aspp_channels=8), SpixelFCN(cell_size=4, width=4)
+    control = JointModel(deeplab, spixel, mode="none", fusion=False)
+    calls.clear()
+    evaluate_mod.evaluate(control, [batch], device="cpu", panels_dir=tmp_path / "c", progress=False)
+    ((baseline, joint, superpixels, titles),) = calls
+    assert titles[2:] == ("baseline", "joint") and baseline is not None and joint is not None
 
 
 def test_cli_panels_of_images_in_subfolders_of_the_same_file_name_are_all_kept(
