@@ -107,11 +107,14 @@ def _normalized(assoc: Tensor, cell_size: int, renormalize: bool) -> Tensor:
     renormalize = _checks.check_bool(renormalize, "renormalize")  # every op that takes it comes here once
     height, width = assoc.shape[-2:]
     valid = neighbour_validity(height, width, cell_size, device=assoc.device)
-    q = assoc * valid.to(assoc.dtype)
+    # a where, not a product: an out-of-image NaN (validate=False) gets zero weight too (0 * NaN is NaN)
+    q = torch.where(valid.to(torch.bool), assoc, 0.0)
     if renormalize:
         q = q * _weight_scale(q)
         total = q.sum(dim=1, keepdim=True)
-        q = q / torch.where(total > 0, total, torch.ones_like(total))
+        # only a row without mass (0) is divided by 1: a NaN weight makes the whole row NaN, as the formula
+        # says (a "total > 0" test took NaN for no mass and left the other 8 weights unnormalized)
+        q = q / torch.where(total == 0, torch.ones_like(total), total)
     return q
 
 

@@ -275,6 +275,33 @@ def test_an_unvalidated_nan_association_reaches_the_centres_it_weighs_on(renorma
     assert soft_superpixel_pool(f, torch.full_like(assoc, math.nan), 2, validate=False).isnan().all()
 
 
+def test_one_nan_weight_makes_its_row_nan_and_an_out_of_image_nan_gets_no_weight() -> None:
+    """``renormalize`` divides a pixel's weights by their sum: a NaN weight makes that sum NaN, and a
+    ``total > 0`` test took it for a row without mass, dividing by 1, so the other 8 weights stayed raw (8 of
+    the 9 centres finite and wrong). Out-of-image weights were zeroed by a product, and 0 * NaN is NaN: a NaN
+    there stayed, and the valid weights were not renormalized. Now the row of a NaN weight is NaN (every
+    centre it weighs on is NaN), and an out-of-image NaN gets zero weight like any other value there."""
+    assoc = torch.softmax(
+        torch.randn(1, 9, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), 1
+    )
+    inside = assoc.clone()
+    inside[0, 4, 3, 3] = math.nan  # the centre candidate of an inner pixel, cell (1, 1)
+    assert normalize_assoc(inside, 2, validate=False)[0, :, 3, 3].isnan().all()
+    f = torch.randn(1, 1, 6, 6, dtype=torch.float64)
+    assert (
+        soft_superpixel_pool(f, inside, 2, validate=False)[0, 0].isnan().all()
+    )  # its 9 cells: the whole grid
+    outside = assoc.clone()
+    outside[0, 0, 0, 0] = math.nan  # the top-left candidate of the top-left pixel: outside the image
+    row = normalize_assoc(outside, 2, validate=False)[0, :, 0, 0]
+    expected = normalize_assoc(assoc, 2)[0, :, 0, 0]
+    torch.testing.assert_close(row, expected, rtol=0, atol=0)
+    assert row[0] == 0 and not soft_superpixel_pool(f, outside, 2, validate=False).isnan().any()
+    kept = normalize_assoc(outside, 2, renormalize=False, validate=False)[0, :, 0, 0]
+    inside_image = neighbour_validity(6, 6, 2)[:, 0, 0]  # centre, right, below, below-right
+    assert torch.equal(kept, torch.where(inside_image, assoc[0, :, 0, 0], 0.0))
+
+
 def test_mixed_dtypes_promote() -> None:
     assert soft_superpixel_pool(F.double(), A, 2).dtype == torch.float64
     assert soft_uniformize(F.half(), A, 2).dtype == torch.float32
