@@ -800,5 +800,24 @@ def test_a_change_to_or_from_the_residual_fusion_init_is_compared(tmp_path) -> N
     load_weights_into(joint("zero_residual"), residual)
     xavier = save_checkpoint(tmp_path / "x.pt", _ckpt(joint("xavier"), "joint"))
     load_weights_into(joint("transparent"), xavier)  # the initial weights only: the same map once loaded
-    with pytest.raises(CheckpointError, match=r"'xavier' \(checkpoint\) -> 'zero_residual' \(model\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"'xavier' \(checkpoint\) -> 'zero_residual' \(model\) \('zero_residual' adds U to the stack's "
+        r"output: another map with the same weights\)",
+    ):
         load_weights_into(joint("zero_residual"), xavier)
+
+    # without a stack on both sides nothing is added: the init is not compared (nor in a record without one)
+    def stackless(init: str) -> JointModel:
+        torch.manual_seed(0)
+        deeplab, spixel = DeepLabV3Plus(3, "resnet18", aspp_channels=8), SpixelFCN(cell_size=8, width=4)
+        return JointModel(deeplab, spixel, 3, fusion=False, fusion_init=init).eval()
+
+    bare = save_checkpoint(tmp_path / "b.pt", _ckpt(stackless("zero_residual"), "joint"))
+    load_weights_into(stackless("kaiming"), bare)
+    with pytest.raises(CheckpointError) as refused:  # a stack on one side only: refused for its weights
+        load_weights_into(joint("kaiming"), bare)
+    assert "fusion_init" not in str(refused.value)
+    older = _ckpt(joint("zero_residual"), "joint")
+    del older["config"]["model"]["joint"]["fusion_init"]
+    load_weights_into(joint("kaiming"), save_checkpoint(tmp_path / "o.pt", older))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -757,7 +758,14 @@ def test_a_panel_file_name_too_long_for_the_system_is_shortened_and_stays_unique
     assert len(set(files)) == len(entries)
     assert all(len(f.encode()) <= evaluate_mod.PANEL_STEM_MAX + 4 for f in files)
     assert files[0].startswith("d" * 200 + "%2F") and re.search(r"~[0-9a-f]{16}\.png$", files[0])
-    assert files[4] == "a%7Eb.png" and evaluate_mod._panel_file_name(files[0][:-4]) != files[0]
+    assert files[4] == "a%7Eb.png"
+    digest = hashlib.sha256(entries[0].encode()).hexdigest()[:16]  # of the name, not of its escaped form
+    assert files[0].endswith(f"~{digest}.png")
+    most = evaluate_mod.PANEL_STEM_MAX
+    assert most == 240 and evaluate_mod._panel_file_name("a" * most) == "a" * most + ".png"  # kept whole
+    assert re.fullmatch(
+        rf"a{{{most - 17}}}~[0-9a-f]{{16}}\.png", evaluate_mod._panel_file_name("a" * (most + 1))
+    )
     for f in files:  # each can be written
         (tmp_path / f).write_bytes(b"")
 
@@ -801,6 +809,16 @@ def test_a_seg_checkpoints_panel_shows_its_one_prediction_as_seg(tmp_path, monke
     ((baseline, joint, superpixels, titles),) = calls
     assert titles == ("image + superpixels", "ground truth", "baseline", "joint") and superpixels is not None
     assert baseline is not None and joint is not None and not torch.equal(baseline, joint)
+
+    class TwoPredictions(torch.nn.Module):  # no superpixels, but logits of its own: baseline and joint
+        def forward(self, seg_input, spixel_input):
+            s = model(seg_input)["logits"]
+            return {"logits": s.flip(1), "seg_logits": s}
+
+    calls.clear()
+    evaluate_mod.evaluate(TwoPredictions(), [batch], device="cpu", panels_dir=tmp_path / "t", progress=False)
+    ((baseline, joint, superpixels, titles),) = calls
+    assert titles == ("image", "ground truth", "baseline", "joint") and None not in (baseline, joint)
     # the "no superpixels" control (mode "none", no stack) returns its seg_logits as its logits, and its
     # superpixels: a joint model's panel, as its tables' two columns
     from examples.voc_joint.models import DeepLabV3Plus, JointModel, SpixelFCN
