@@ -676,7 +676,7 @@ def _source_config(path: Path, sha256: object) -> dict[str, Any] | None:
     return config if isinstance(config, dict) else None
 
 
-#: The longest panel file stem, in bytes: file names hold 255 (NAME_MAX), less ``.png``, with room to spare.
+#: The longest panel file stem in bytes (file names hold 255, NAME_MAX, less ``.png``, with room to spare).
 PANEL_STEM_MAX = 240
 
 
