@@ -154,10 +154,7 @@ def _scores_by_id(
     num_ids = assignment._num_ids
     num_pixels = assignment.height * assignment.width
     _checks.check_slot_count(num_ids, num_pixels, inferred)
-    ids = _checks.drop_channel_dim(superpixels).reshape(b, num_pixels).long()
-    space = assignment._layout.space.view(b, num_pixels)
-    owner = torch.zeros(b, num_slots, dtype=torch.long, device=ids.device)
-    owner = owner.scatter_(1, space, ids)  # the pixels of a slot share its id: any of them writes it
+    owner = assignment._slot_ids(superpixels)  # the pixels of a slot share its id: any of them writes it
     # slots without pixels (an image with fewer distinct ids than S) go to an extra row, cut off below
     target = torch.where(assignment._layout.sizes > 0, owner, num_ids)
     by_id = empty.expand(b, num_ids + 1, k).scatter(1, target.unsqueeze(-1).expand(b, num_slots, k), scores)
