@@ -60,6 +60,7 @@ from sparse_ops._checks import check_same_device
 from sparse_ops.soft import _no_autocast
 from transparent_init import build_transparent_stack, net2net_identity_init_, selection_weight, xavier_init_
 from transparent_init._checks import as_generator
+from transparent_init.baselines import _fill as fill
 
 from ._checks import (
     MAX_CELL,
@@ -276,17 +277,15 @@ class FusionStack(nn.Module):
             xavier_init_(self.layers, generator=gen)
         elif init in ("kaiming", "zero_residual"):
             nonlin: Literal["linear", "leaky_relu"] = "linear" if self.activation is None else "leaky_relu"
+            a = self._slope or 0.0
             for m in convs:
-                # drawn on the generator's device and copied (an int seed makes a CPU generator, which cannot
-                # draw into the weights of a stack built on CUDA): the same values on every device
-                drawn = (
-                    m.weight
-                    if gen is None or gen.device == m.weight.device
-                    else torch.empty_like(m.weight, device=gen.device)
+                # drawn on the generator's device and copied, as the library's baselines draw (an int seed
+                # makes a CPU generator, which cannot draw into the weights of a stack built on CUDA)
+                fill(
+                    m.weight,
+                    gen,
+                    lambda t: nn.init.kaiming_normal_(t, a=a, nonlinearity=nonlin, generator=gen),
                 )
-                nn.init.kaiming_normal_(drawn, a=self._slope or 0.0, nonlinearity=nonlin, generator=gen)
-                if drawn is not m.weight:
-                    m.weight.copy_(drawn)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             if init == "zero_residual":
