@@ -255,6 +255,7 @@ def _checkpoint_dict(
     """The checkpoint of ``state``; ``rng``: every process's RNG states by rank (default: this process's)."""
     options = {k: plain(v) for k, v in vars(args).items()}
     options["world_size"] = world_size
+    device = _model_device(state.model)
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -280,9 +281,9 @@ def _checkpoint_dict(
         "elapsed_s": state.elapsed_s,
         "cpu_threads": torch.get_num_threads(),  # results depend on it on the CPU (see thread_count_note)
         # the memory format, resolved (unset: the device's default); results depend on it (numerics_note)
-        "channels_last": runtime_options(args, _model_device(state.model))["channels_last"],
+        "channels_last": runtime_options(args, device)["channels_last"],
         "torch_version": str(torch.__version__),  # kernels may change between releases (torch_version_note)
-        "device_type": _model_device(state.model).type,  # another device rounds differently (device_note)
+        "device_type": device.type,  # another device rounds differently (device_note)
     }
 
 

@@ -175,10 +175,10 @@ def make_panel(
     th, tw = h * factor, w * factor
     present = sorted({int(v) for arr in labels for v in np.unique(arr) if v != IGNORE_INDEX})
     font, px = _title_font(titles, tw)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))  # measures text
     # high enough for the descenders of a title drawn at y = 1 (px + 4 cut the bottoms of g, p, j at 18 px)
-    descended = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((2, 1), "Agjpqy", font=font)[3]
+    descended = draw.textbbox((2, 1), "Agjpqy", font=font)[3]
     title_h, width = max(px + 4, int(descended) + 1), 4 * tw + 3 * _GAP
-    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     entries, x, row = [], 2, 0  # the legend: (class, name, x, row), wrapped at the panel's width
     right = width  # the canvas's width: the tiles', or that of a legend entry wider alone (narrow tiles)
     names = VOC_CLASSES if class_names is None else class_names
