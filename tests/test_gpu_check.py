@@ -213,9 +213,14 @@ def test_a_timeout_kills_a_child_that_outlives_the_stage_at_sigterm(tmp_path):
     assert run.status == "timeout" and "training" in run.output
     assert time.perf_counter() - t0 < 2 + 8  # its limit and the 5 s grace, not the reader's 10 s more
     pid = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
+    _assert_ends(pid, "after the stage, the stage's child")
+
+
+def _assert_ends(pid: int, what: str, within: float = 5.0) -> None:
+    """Wait up to ``within`` seconds for process ``pid`` to end; fail naming ``what`` it is otherwise."""
+    deadline = time.monotonic() + within
     while not _gone(pid):
-        assert time.monotonic() < deadline, f"the stage's child {pid} is still running after the stage"
+        assert time.monotonic() < deadline, f"{what} {pid} is still running"
         time.sleep(0.1)
 
 
@@ -1082,10 +1087,7 @@ def test_a_stop_while_a_timed_out_stage_is_being_killed_still_records_it_and_kil
     assert len(calls) == 2 and len(records) == 1
     assert records[0].status == "interrupted" and "test_a PASSED" in records[0].output
     pid = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while not _gone(pid):
-        assert time.monotonic() < deadline, f"the stage {pid} outlived the check"
-        time.sleep(0.1)
+    _assert_ends(pid, "after the check, the stage")
 
 
 def test_run_stages_does_not_start_a_stage_without_time_left(tmp_path, monkeypatch):
@@ -1335,10 +1337,7 @@ def test_a_record_that_fails_on_a_stop_still_kills_the_stage_and_the_stop_goes_o
     with pytest.raises(KeyboardInterrupt):
         gpu_check.run_command([sys.executable, "-c", code], 60, echo=False, on_stop=failing_record)
     pid = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while not _gone(pid):
-        assert time.monotonic() < deadline, f"the stage {pid} outlived the check"
-        time.sleep(0.1)
+    _assert_ends(pid, "after the check, the stage")
 
 
 def test_a_stage_with_exactly_the_shortest_time_left_runs_and_the_least_budget_is_accepted(
