@@ -425,8 +425,9 @@ def one_process_error(script: str, environ: Mapping[str, str] | None = None) -> 
 
 def output_dir_error(path: Path) -> str | None:
     """Why ``path`` cannot be an output folder (None: it can, as far as can be told before writing): an
-    existing file, a path below a file, a folder this user may not write in (``path`` itself, or the nearest
-    existing folder above it, where it would be made), or a name the system cannot look up.
+    existing file, a path below a file, a broken symbolic link on the path (no folder can be made in its
+    place), a folder this user may not write in (``path`` itself, or the nearest existing folder above it,
+    where it would be made), or a name the system cannot look up.
 
     Such a folder is a usage error (exit status 2, found before anything runs), as every other value a
     command cannot use; what fails later while writing (a full disk) is exit status 1.
@@ -436,10 +437,20 @@ def output_dir_error(path: Path) -> str | None:
         True
     """
     try:
-        existing = next((p for p in (path, *path.parents) if _exists(p)), None)
+        chain = (path, *path.parents)
+        existing = next((p for p in chain if _exists(p)), None)
         is_dir = existing is not None and existing.is_dir()
+        # a link below the nearest existing folder: one that points nowhere
+        below = chain[: chain.index(existing)] if existing is not None else ()
+        broken = next((p for p in below if p.is_symlink()), None)
     except OSError as exc:  # a name too long for the system, ...: not a traceback
         return f"{str(path)!r} cannot be used: {exc.strerror}"
+    if broken is not None:  # no folder can be made in its place: os.makedirs fails with "File exists"
+        where = "" if broken == path else f", where {str(path)!r} would be made"
+        return (
+            f"{str(broken)!r} is a broken link (to {os.readlink(broken)!r}, which does not exist){where}: "
+            "make the folder it points to, or remove the link"
+        )
     if existing is None:  # only a drive that does not exist holds no existing folder above the path
         return f"{str(path)!r} cannot be made: none of the folders above it exists"
     if not is_dir:

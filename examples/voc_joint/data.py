@@ -601,14 +601,37 @@ def _check_mask_header(path: Path, im: Image.Image, *, notes: bool = True) -> No
         )
 
 
+#: PIL's decoding of a grayscale PNG of fewer than 8 bits per sample (the raw mode of its tile): each sample
+#: ``v`` comes out as the intensity ``v * factor`` (0..15 -> 0, 17, ..., 255 at 4 bits)
+_LOW_BIT_GRAY = {"L;2": 85, "L;4": 17}
+
+
+def _low_bit_factor(im: Image.Image) -> int:
+    """For an unread grayscale PNG of 2 or 4 bits per sample, the factor PIL scales its samples by to 8-bit
+    intensities (:data:`_LOW_BIT_GRAY`); 1 for any other image."""
+    tile: Any = getattr(im, "tile", [])  # (an ImageFile's: the file's decoder, before its pixels are read)
+    if im.mode != "L" or im.format != "PNG" or len(tile) != 1:
+        return 1
+    args = tile[0][3]  # (a plain tuple before Pillow 11, a named one since)
+    raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else None)
+    return _LOW_BIT_GRAY.get(raw, 1) if isinstance(raw, str) else 1
+
+
 def _read_mask(
     path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, num_classes: int = NUM_CLASSES
 ) -> np.ndarray:
     """Read a label PNG (palette "P" or grayscale "L"; no JPEG, which is lossy) as a uint8 array [H, W] of
-    labels in ``0..num_classes-1`` or 255; errors name the file."""
+    labels in ``0..num_classes-1`` or 255; errors name the file.
+
+    The labels are the stored samples, at every bit depth: PIL reads a grayscale PNG of 2 or 4 bits per sample
+    as 8-bit intensities (a stored 1 as 17 at 4 bits, 85 at 2 bits), which are divided back here (a 4-bit
+    mask's class 1 was read as 17, sheep, and a 2-bit one's class 3 as 255, ignored)."""
     with _open(path, "mask", max_pixels) as im:
         _check_mask_header(path, im)
+        factor = _low_bit_factor(im)  # (from the header: read before the pixels are decoded)
         arr = np.asarray(im, dtype=np.uint8)
+    if factor != 1:
+        arr = arr // factor  # exact: PIL's samples are multiples of the factor
     bad = ~_valid_labels(num_classes)[arr]
     if bad.any():
         values = np.unique(arr[bad])

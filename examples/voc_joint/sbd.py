@@ -605,7 +605,8 @@ def build_trainaug(
         TypeError: ``num_classes`` or ``max_pixels`` is not an int.
         ValueError: ``num_classes`` outside ``1..255``, or ``max_pixels`` below 1 (before anything is read).
         FileExistsError: the output exists, is not an unfinished run's, and ``overwrite`` is False.
-        FileNotFoundError: a missing folder or list; missing images or label files (all named).
+        FileNotFoundError: a missing folder or list; missing images or label files (all named); a
+            ``SegmentationClassAug`` that is a broken link.
         DataError: an empty list, unreadable label files or images, labels out of range, masks whose size
             differs from their image (all named).
         OSError: the VOC folder cannot be written (the message names it; nothing was written).
@@ -623,6 +624,11 @@ def build_trainaug(
     val_set = set(val)
     train = [n for n in _union(lists["voc_train"], sbd_names) if n not in val_set]
     out_masks, out_lists = voc / MASK_DIR, _list_dir(voc, True)
+    if out_masks.is_symlink() and not out_masks.exists():  # (the rename into place failed, after every mask)
+        raise FileNotFoundError(
+            f"'{out_masks}' is a broken link (to {os.readlink(out_masks)!r}, which does not exist): make the "
+            "folder it points to, or remove the link"
+        )
     existing = [p for p in (out_masks, out_lists / "train.txt", out_lists / "val.txt") if p.exists()]
     unfinished = out_masks / TRAINAUG_UNFINISHED
     if existing and not overwrite and not unfinished.is_file():  # (an unfinished run's: completed now)
@@ -660,8 +666,11 @@ def build_trainaug(
             os.replace(staging, out_masks)  # one step: an interrupt leaves no partial folder
         else:
             _move(staging / TRAINAUG_UNFINISHED, unfinished)
-            for staged in sorted(staging.iterdir()):
-                _move(staged, out_masks / staged.name)
+            # file by file, into subfolders too (names with a folder part, as the data set reads them)
+            for staged in sorted(f for f in staging.rglob("*") if not f.is_dir()):
+                target = out_masks / staged.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _move(staged, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if held is not None:
@@ -770,7 +779,9 @@ def _write_masks(
         if problems:
             continue  # nothing is written any more: only the other problems are looked for
         try:
-            Image.fromarray(labels).save(out / f"{name}.png")  # uint8 [H, W]: mode "L"
+            target = out / f"{name}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)  # a name with a folder part ("sub/x")
+            Image.fromarray(labels).save(target)  # uint8 [H, W]: mode "L"
         except OSError as exc:
             raise type(exc)(
                 exc.errno,

@@ -39,6 +39,9 @@ CASES: dict[str, Callable[[Path], tuple[Path, Path | None]]] = {
     "below a file": lambda tmp: (tmp / "file" / "out", None),
     "a folder without write permission": lambda tmp: (tmp / "locked", tmp / "locked"),
     "to be made in a folder without write permission": lambda tmp: (tmp / "locked" / "new", tmp / "locked"),
+    # (os.makedirs fails on it with "File exists", after the data checks)
+    "a broken link": lambda tmp: (tmp / "dangling", None),
+    "to be made below a broken link": lambda tmp: (tmp / "dangling" / "new", None),
 }
 
 
@@ -46,6 +49,7 @@ def _scratch(tmp: Path) -> None:
     (tmp / "file").write_text("not a folder\n", encoding="utf-8")
     (tmp / "locked").mkdir()
     (tmp / "given.pt").write_bytes(b"a checkpoint, not read before the checks")
+    (tmp / "dangling").symlink_to(tmp / "not_made_yet")  # a link to a folder not made (a disk not set up)
 
 
 def _files(tmp: Path) -> list[Path]:
@@ -166,6 +170,19 @@ def test_the_message_says_why_the_folder_cannot_be_used(
         f"this user may not write in the folder {str(locked)!r}, where {str(locked / 'new')!r} would be made "
         "(permission denied)"
     )
+    link, target = tmp_path / "dangling", str(tmp_path / "not_made_yet")
+    assert output_dir_error(link) == (
+        f"{str(link)!r} is a broken link (to {target!r}, which does not exist): make the folder it points "
+        "to, or remove the link"
+    )
+    assert output_dir_error(link / "new") == (
+        f"{str(link)!r} is a broken link (to {target!r}, which does not exist), where "
+        f"{str(link / 'new')!r} would be made: make the folder it points to, or remove the link"
+    )
+    (tmp_path / "linked").symlink_to(tmp_path / "locked")  # a link that points somewhere is a folder
+    monkeypatch.undo()
+    assert output_dir_error(tmp_path / "linked") is None
+    assert output_dir_error(tmp_path / "linked" / "new") is None
 
 
 def test_a_folder_no_file_can_be_made_in_is_refused_though_access_allows_it(

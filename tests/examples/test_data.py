@@ -1072,3 +1072,47 @@ def test_a_name_listed_with_an_upper_case_extension_is_named_as_the_near_miss(tm
     (tmp_path / "IMG_01.jpg").write_bytes(b"x")
     hint = data.missing_file_hint(tmp_path / "IMG_01.JPG.jpg")
     assert hint == " (found 'IMG_01.jpg' in its folder: list the names without '.JPG')", hint
+
+
+def _gray_png(path: Path, labels: np.ndarray, depth: int) -> None:
+    """A grayscale PNG of ``depth`` bits per sample whose samples are ``labels`` (written by hand: no
+    writer's scaling between the labels and the file)."""
+    import struct
+    import zlib
+
+    per = 8 // depth
+    raw = b""
+    for line in labels.tolist():
+        row = line + [0] * (-len(line) % per)
+        packed = []
+        for k in range(0, len(row), per):
+            byte = 0
+            for v in row[k : k + per]:
+                byte = (byte << depth) | v
+            packed.append(byte)
+        raw += b"\0" + bytes(packed)
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    h, w = labels.shape
+    header = struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0)  # colour type 0: grayscale
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+@pytest.mark.parametrize("depth", [2, 4, 8])
+def test_a_low_bit_grayscale_mask_is_read_as_its_stored_labels(voc_copy, depth):
+    """PIL reads a grayscale PNG of 2 or 4 bits per sample as 8-bit intensities: a 4-bit mask's class 1 was
+    read as 17 (sheep) and a 2-bit one's class 3 as 255 (ignored), with no error. The labels are the stored
+    samples at every depth, for the data set and for sbd.py (which reads masks the same way)."""
+    ds = VOCSegmentation(voc_copy, "train")
+    top = min(2**depth - 1, 20)
+    labels = (np.arange(SIZE[0] * SIZE[1]) % (top + 1)).reshape(SIZE).astype(np.uint8)
+    _gray_png(ds.mask_path(0), labels, depth)
+    with Image.open(ds.mask_path(0)) as im:
+        # PIL's scaling below 8 bits
+        assert im.mode == "L" and (np.asarray(im) == labels).all() == (depth == 8)
+    assert ds.header_problems(0) == []
+    np.testing.assert_array_equal(ds[0]["target"].numpy(), labels)
+    np.testing.assert_array_equal(data._read_mask(ds.mask_path(0)), labels)

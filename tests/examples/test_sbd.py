@@ -1147,3 +1147,43 @@ def test_bad_limits_are_refused_naming_them_before_a_file_is_read(real_layout, k
         H,
         W,
     )
+
+
+def test_names_in_subfolders_are_written_and_overwritten_as_the_data_set_reads_them(real_layout) -> None:
+    """A listed name with a folder part ("sub/x", which VOCSegmentation reads as JPEGImages/sub/x.jpg) failed
+    with "cannot write the trainaug masks ... free some space": its mask's folder was never made, and with
+    ``overwrite`` a staged subfolder was renamed over the existing one."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    (voc / "JPEGImages" / "sub").mkdir()
+    shutil.copyfile(voc / "JPEGImages" / "2008_000100.jpg", voc / "JPEGImages" / "sub" / "x.jpg")
+    (ds / "cls" / "sub").mkdir()
+    _write_mat(ds / "cls" / "sub" / "x.mat", _labels(7, band=False))
+    (ds / "train.txt").write_text("\n".join([*SBD_TRAIN, "sub/x"]) + "\n")
+    for overwrite in (False, True):
+        res = sbd.build_trainaug(voc, ds, overwrite=overwrite)
+        assert "sub/x" in res["train"] and res["from_sbd"] == 4
+        train = VOCSegmentation(root, "train", sbd=True)
+        sample = train[train.names.index("sub/x")]
+        assert set(sample["target"].unique().tolist()) == {0, 7}
+    assert sorted(p.name for p in (voc / "SegmentationClassAug" / "sub").iterdir()) == ["x.png"]
+
+
+def test_a_mask_folder_that_is_a_broken_link_is_named_before_any_mask_is_read(real_layout, capsys) -> None:
+    """A ``SegmentationClassAug`` linking to a folder not made yet (a data disk not set up) failed after every
+    mask was converted, with "[Errno 20] Not a directory: '.../.SegmentationClassAug.<hex>.tmp' -> ...": the
+    rename into place took the link for a missing folder."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    target = root / "not_made_yet"
+    (voc / "SegmentationClassAug").symlink_to(target)
+    with pytest.raises(FileNotFoundError, match=r"is a broken link \(to '.*not_made_yet', which does not"):
+        sbd.build_trainaug(voc, ds)
+    with pytest.raises(SystemExit) as info:
+        sbd.main(["--voc-root", str(root), "--sbd-root", str(root), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--voc-root" in err and "SegmentationClassAug' is a broken link" in err
+    assert not list(voc.glob(".SegmentationClassAug.*"))  # nothing staged: refused before the conversion
+    target.mkdir()
+    assert sbd.build_trainaug(voc, ds, overwrite=True)["from_sbd"] == 3
+    assert len(list(target.glob("*.png"))) == 9
