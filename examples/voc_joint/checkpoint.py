@@ -921,8 +921,10 @@ def load_model_from_checkpoint(
 
     Returns:
         tuple: ``(model, config)`` with ``config`` the checkpoint's ``config`` dict (``"model"``, ``"args"``)
-        plus ``"stage"``, ``"epoch"``, ``"step"`` and ``"torch_version"`` (the torch that trained it; None
-        for a checkpoint written before 2026-12-02).
+        plus ``"stage"``, ``"epoch"``, ``"step"``, ``"torch_version"`` (the torch that trained it; None
+        for a checkpoint written before 2026-12-02) and ``"sha256"``, the SHA-256 of its content
+        (:func:`load_checkpoint_with_sha256`: the identity of the weights, which two runs with the same
+        config and step need not share).
 
     Raises:
         FileNotFoundError: missing file.
@@ -932,7 +934,7 @@ def load_model_from_checkpoint(
     """
     from .models import SegmentationOnly
 
-    ckpt = load_checkpoint(path, map_location="cpu", expect_stage=expect_stage)
+    ckpt, sha256 = load_checkpoint_with_sha256(path, map_location="cpu", expect_stage=expect_stage)
     state = _strip_module(ckpt["model"])
     model = _build_matching(ckpt["config"]["model"], state, Path(path))  # config checked by load_checkpoint
     try:
@@ -947,4 +949,5 @@ def load_model_from_checkpoint(
     config = dict(ckpt["config"])
     config.update(stage=ckpt["stage"], epoch=ckpt.get("epoch"), step=ckpt.get("step"))
     config["torch_version"] = ckpt.get("torch_version")
+    config["sha256"] = sha256
     return model, config

@@ -583,6 +583,7 @@ def evaluate_checkpoint(
         trained_on = training_overlap(config, ds.names)
         res = {
             "checkpoint_step": config["step"],  # which checkpoint this is (evaluation_current)
+            "checkpoint_sha256": config["sha256"],  # and which weights (evaluation_current)
             **evaluation_options(args),  # and on what (evaluation_current)
             "trained_on_evaluated_images": None if trained_on is None else len(trained_on),
             **res,
@@ -629,14 +630,16 @@ def evaluation_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def evaluation_current(ckpt_path: Path, step: int, args: argparse.Namespace) -> bool:
-    """Whether ``eval.json`` next to ``ckpt_path`` is the evaluation of its checkpoint of step ``step`` with
-    the :func:`evaluation_options` of ``args`` (an ``eval.json`` that does not record them is not)."""
+def evaluation_current(ckpt_path: Path, step: int, args: argparse.Namespace, sha256: str) -> bool:
+    """Whether ``eval.json`` next to ``ckpt_path`` is the evaluation of its checkpoint of step ``step`` and
+    content SHA-256 ``sha256`` with the :func:`evaluation_options` of ``args`` (an ``eval.json`` that does not
+    record them is not: the step alone took a checkpoint of other weights at the same step, one retrained or
+    copied in, for the one evaluated)."""
     import json
 
     try:
         recorded = json.loads((ckpt_path.parent / "eval.json").read_text(encoding="utf-8"))
-        wanted = {"checkpoint_step": step, **evaluation_options(args)}
+        wanted = {"checkpoint_step": step, "checkpoint_sha256": sha256, **evaluation_options(args)}
         return all(key in recorded and recorded[key] == value for key, value in wanted.items())
     except (OSError, ValueError, TypeError):
         return False

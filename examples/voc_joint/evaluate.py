@@ -575,11 +575,21 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
         print(format_per_class_table(shown, title="per-class IoU (%)"))
         payload = {
             "checkpoint": str(args.checkpoint),
+            # which weights were scored: a checkpoint retrained (or replaced) at the same path and step, with
+            # the same config, has other weights
+            "checkpoint_sha256": config["sha256"],
             "data_root": str(dataset.root),
             "split": args.split,
             "sbd": args.sbd,
             "resolution": "full" if full_size else args.crop_size,
-            "config": config,
+            # the other options that change the scores (the boundary widths are the keys of the results)
+            "options": {
+                "pad_to_multiple": args.pad_to_multiple,
+                "boundary_tolerance": args.boundary_tolerance,
+                "device": str(device),
+                "amp": bool(args.amp and device.type == "cuda"),  # as applied (CUDA only)
+            },
+            "config": {k: v for k, v in config.items() if k != "sha256"},
             "trained_on_evaluated_images": None if trained_on is None else len(trained_on),
             **by_model,
             "panels": panels,

@@ -47,6 +47,7 @@ from examples.voc_joint.checkpoint import (
     check_resumable,
     get_rng_state,
     load_checkpoint,
+    load_checkpoint_with_sha256,
     load_network,
     other_dtypes,
     remove_stale_temporaries,
@@ -716,7 +717,9 @@ def _run_locked(
     own_command: bool,
 ) -> Path:
     source, changes = _agree(info, lambda: _check_run(stage, args, folder, info.world_size)[1:])
-    ckpt = load_checkpoint(source, expect_stage=stage) if source is not None else None
+    ckpt, sha256 = (
+        load_checkpoint_with_sha256(source, expect_stage=stage) if source is not None else (None, "")
+    )
     if args.resume == "auto" and source is None and info.main:
         print(f"[{stage}] --resume: no checkpoint in {folder}; starting a new run", flush=True)
     evaluates = bool(args.eval) and stage in EVAL_STAGES
@@ -729,14 +732,16 @@ def _run_locked(
         if args.overwrite:  # --overwrite --resume PATH of another folder: PATH is the stage's result
             _agree(info, lambda: _clear(folder, ckpt_path, overwrite=True))
         pending = (
-            evaluates and own and not _agree(info, lambda: engine.evaluation_current(ckpt_path, step, args))
+            evaluates
+            and own
+            and not _agree(info, lambda: engine.evaluation_current(ckpt_path, step, args, sha256))
         )
         if info.main:
             print(
                 f"[{stage}] {source} already reached {_where(ckpt)}; "
                 + (
-                    "evaluating it (no eval.json of this step with this --val-split, --eval-crop and --sbd "
-                    "yet)"
+                    "evaluating it (no eval.json of this checkpoint with this --val-split, --eval-crop and "
+                    "--sbd yet)"
                     if pending
                     else "skipping the stage"
                 ),

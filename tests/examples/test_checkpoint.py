@@ -19,6 +19,7 @@ from examples.voc_joint.checkpoint import (
     check_resumable,
     get_rng_state,
     load_checkpoint,
+    load_checkpoint_with_sha256,
     load_model_from_checkpoint,
     load_network,
     load_weights_into,
@@ -613,6 +614,21 @@ def test_load_model_from_checkpoint_returns_the_torch_version_that_trained_it(tm
     assert load_model_from_checkpoint(new)[1]["torch_version"] == "2.0.0"
 
 
+def test_load_model_from_checkpoint_returns_the_content_hash_of_the_weights(tmp_path) -> None:
+    """The config carries the checkpoint's content SHA-256 (evaluate.py records it as ``checkpoint_sha256``):
+    a checkpoint of other weights with the same config and step, at the same path, has another."""
+    torch.manual_seed(0)
+    net = SpixelFCN(cell_size=8, width=4)
+    path = save_checkpoint(tmp_path / "a.pt", _ckpt(net, "spixel"))
+    first = load_model_from_checkpoint(path)[1]["sha256"]
+    assert first == load_checkpoint_with_sha256(path)[1] and len(first) == 64
+    with torch.no_grad():
+        net.pred.bias.add_(1.0)
+    save_checkpoint(path, _ckpt(net, "spixel"))
+    second = load_model_from_checkpoint(path)[1]
+    assert second["sha256"] != first and second["step"] == load_model_from_checkpoint(path)[1]["step"]
+
+
 def test_load_model_from_checkpoint_rebuilds_every_arch(tmp_path) -> None:
     torch.manual_seed(0)
     deeplab, spixel = DeepLabV3Plus(21, "resnet18", aspp_channels=8), SpixelFCN(cell_size=8, width=4)
@@ -726,7 +742,6 @@ def test_a_version_1_file_is_hashed_before_its_tensors_go_to_the_meta_device(tmp
     """A version-1 file (no recorded hash) read by ``load_checkpoint_with_sha256(map_location="meta")`` was
     hashed after its tensors were moved, and meta tensors hold no data: a bare NotImplementedError ("Cannot
     copy out of meta tensor"). It is hashed on the CPU first: the same hash as a CPU read."""
-    from examples.voc_joint.checkpoint import load_checkpoint_with_sha256
 
     ck = _ckpt(SpixelFCN(cell_size=8, width=4), "spixel")
     torch.save(ck, tmp_path / "v1.pt")  # as version 1 wrote it: no sha256

@@ -311,7 +311,7 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     def load_model_from_checkpoint(path, *, map_location="cpu", expect_stage=None):
         calls["path"], calls["map_location"], calls["expect"] = path, map_location, expect_stage
         model = {"arch": "joint", "deeplab": {"num_classes": 21}}
-        return StubJoint().eval(), {"model": model, "stage": "joint", "root": tmp_path}
+        return StubJoint().eval(), {"model": model, "stage": "joint", "root": tmp_path, "sha256": "5" * 64}
 
     fake = types.ModuleType("examples.voc_joint.checkpoint")
     fake.load_model_from_checkpoint = load_model_from_checkpoint
@@ -348,6 +348,10 @@ def test_cli(voc, tmp_path, monkeypatch, capsys, size_args):
     assert "boundary mIoU, 4 px (%)" in text
     payload = json.loads((out / "metrics.json").read_text())
     assert payload["split"] == "val" and payload["config"]["stage"] == "joint"
+    # which weights, and the options that change the scores (the weights' hash once, not in config too)
+    assert payload["checkpoint_sha256"] == "5" * 64 and "sha256" not in payload["config"]
+    options = {"pad_to_multiple": None, "boundary_tolerance": 2, "device": "cpu", "amp": False}
+    assert payload["options"] == options
     assert payload["joint"]["consistency"] == 1.0 and payload["joint"]["num_images"] == 3
     assert payload["resolution"] == ("full" if size_args == ["--full-size"] else 16)
     assert len(list((out / "panels").glob("*.png"))) == 2
@@ -366,7 +370,7 @@ def test_cli_full_size_reads_one_image_per_batch(voc, tmp_path, monkeypatch):
     fake.CheckpointError = ValueError
     fake.load_model_from_checkpoint = lambda path, **kw: (
         StubJoint().eval(),
-        {"model": {"arch": "joint", "deeplab": {"num_classes": 21}}},
+        {"model": {"arch": "joint", "deeplab": {"num_classes": 21}}, "sha256": "5" * 64},
     )
     monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
     (tmp_path / "ckpt.pt").touch()
@@ -576,7 +580,7 @@ def _fake_checkpoint(monkeypatch, tmp_path, stage: str = "joint", model: nn.Modu
     """--checkpoint: an existing file that loads as ``model`` (a StubJoint) of ``stage``."""
     fake = types.ModuleType("examples.voc_joint.checkpoint")
     fake.CheckpointError = ValueError
-    config = {"model": {"arch": stage, "deeplab": {"num_classes": 21}}, "stage": stage}
+    config = {"model": {"arch": stage, "deeplab": {"num_classes": 21}}, "stage": stage, "sha256": "5" * 64}
     fake.load_model_from_checkpoint = lambda path, **kw: ((model or StubJoint()).eval(), config)
     monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
     (tmp_path / "ckpt.pt").touch()
@@ -1022,7 +1026,7 @@ def test_cli_warns_when_the_checkpoint_was_trained_on_the_evaluated_images(
     def load_model_from_checkpoint(path, *, map_location="cpu", expect_stage=None):
         model = {"arch": "joint", "deeplab": {"num_classes": 21}}
         args = {"data_root": str(voc), "sbd": False, "train_split": train_split}
-        return StubJoint().eval(), {"model": model, "stage": "joint", "args": args}
+        return StubJoint().eval(), {"model": model, "stage": "joint", "args": args, "sha256": "5" * 64}
 
     fake = types.ModuleType("examples.voc_joint.checkpoint")
     fake.load_model_from_checkpoint = load_model_from_checkpoint

@@ -1457,7 +1457,7 @@ def test_resume_eval_evaluates_a_finished_stage_once(tiny_voc, tmp_path, capsys,
     assert load_checkpoint(folder / "checkpoint.pt")["complete"] and not (folder / "eval.json").exists()
     train.main([*argv, "--resume", "--eval"])
     out = capsys.readouterr().out
-    assert "evaluating it (no eval.json of this step with this --val-split" in out and "[eval]" in out
+    assert "evaluating it (no eval.json of this checkpoint with this --val-split" in out and "[eval]" in out
     res = json.loads((folder / "eval.json").read_text())
     assert res["checkpoint_step"] == 2 and 0 <= res["miou"] <= 1
     assert res["torch"] == res["checkpoint_torch_version"] == str(torch.__version__)
@@ -1499,6 +1499,29 @@ def _evaluated_seg_run(tiny_voc: Path, tmp_path: Path) -> tuple[list[str], Path]
     argv = train_args(root, tmp_path / "out", "--stage", "seg", "--epochs", "1", "--max-steps", "2", "--eval")
     train.main(argv)
     return argv, tmp_path / "out" / "seg"
+
+
+def test_resume_eval_of_other_weights_at_the_same_step_evaluates_again(tiny_voc, tmp_path, capsys) -> None:
+    """``eval.json`` was taken as current by the checkpoint's step alone: a checkpoint of other weights at the
+    same step and with the same options (retrained, copied in) kept the old one's scores. It records the
+    checkpoint's content SHA-256, and is current only for that checkpoint."""
+    from examples.voc_joint.checkpoint import load_checkpoint_with_sha256
+
+    argv, folder = _evaluated_seg_run(tiny_voc, tmp_path)
+    ckpt_path, eval_json = folder / "checkpoint.pt", folder / "eval.json"
+    ckpt, sha256 = load_checkpoint_with_sha256(ckpt_path)
+    assert json.loads(eval_json.read_text())["checkpoint_sha256"] == sha256
+    train.main([*argv, "--resume"])
+    assert "skipping the stage" in capsys.readouterr().out  # the same checkpoint: not redone
+    name = next(k for k, v in ckpt["model"].items() if v.is_floating_point() and v.dim() == 4)
+    ckpt["model"][name] = -ckpt["model"][name]
+    save_checkpoint(ckpt_path, ckpt)
+    other = load_checkpoint_with_sha256(ckpt_path)[1]
+    assert other != sha256 and load_checkpoint(ckpt_path)["step"] == ckpt["step"]
+    train.main([*argv, "--resume"])
+    out = capsys.readouterr().out
+    assert "evaluating it (no eval.json of this checkpoint" in out and "[eval]" in out, out
+    assert json.loads(eval_json.read_text())["checkpoint_sha256"] == other
 
 
 def test_resume_eval_with_another_split_or_crop_evaluates_again(tiny_voc, tmp_path, capsys) -> None:
