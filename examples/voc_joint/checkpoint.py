@@ -923,7 +923,7 @@ def load_model_from_checkpoint(
         tuple: ``(model, config)`` with ``config`` the checkpoint's ``config`` dict (``"model"``, ``"args"``)
         plus ``"stage"``, ``"epoch"``, ``"step"``, ``"torch_version"`` (the torch that trained it; None
         for a checkpoint written before 2026-12-02) and ``"sha256"``, the SHA-256 of its content
-        (:func:`load_checkpoint_with_sha256`: the identity of the weights, which two runs with the same
+        (``load_checkpoint_with_sha256``: the identity of the weights, which two runs with the same
         config and step need not share).
 
     Raises:
