@@ -18,7 +18,9 @@ its pretraining, ``--quick`` about 3):
 4. writes into ``--output-dir``: ``ablation.json`` (``{"rows": [{"init", "seed", "step0_miou", "miou",
    "boundary_miou": {"<band px>": ...}, "curve": [...]}, ...], ...}``; strict JSON, rewritten after every run,
    so an interrupted ablation continues where it stopped, with the same settings only: the pretrained
-   checkpoints' SHA-256 and the pretraining epochs among them, compared before the pretraining is reused),
+   checkpoints' SHA-256 and the pretraining epochs among them, compared before the pretraining is reused and,
+   within a session, around every run's load of them; ``sessions`` records each session's commit, machine,
+   load and time, ``seconds`` their total),
    ``ablation.md`` (mean +- std over seeds per init,
    at step 0 and at the end, and the paired difference to ``transparent`` with its spread) and
    ``ablation.png`` (mIoU and loss against step, one line per init, the seeds' range shaded), both made by
@@ -52,6 +54,7 @@ from examples.voc_joint.ablation_report import (
     CONTROLS,
     SYNTHETIC,
     VARIANTS,
+    _drawable,
     figure_title,
     format_markdown,
     plot,
@@ -301,10 +304,41 @@ class _Context:
         spx: Path,
         common: list[str],
         val: Any,
+        sha256: dict[str, str] | None = None,
     ) -> None:
         self.opts, self.root, self.out, self.seg, self.spx = opts, root, out, seg, spx
         self.common, self.val = common, val
         self.step0_cache: dict[str, dict[str, Any]] = {}
+        #: the content SHA-256 of ``seg`` and ``spx`` when the ablation started (keys ``"seg"``, ``"spx"``):
+        #: every run loads the files again, and must load these
+        self.sha256 = sha256 or {}
+
+    def check_sources(self) -> None:
+        """Refuse a pretrained checkpoint whose content is no longer the one the ablation started from (a
+        file replaced during the runs: a training still writing it, a copy over it). Each run loads both
+        files, and a step-0 score is shared by the seeds of a control: one ablation from two pretrained
+        networks was recorded as complete.
+
+        Raises:
+            UsageError: naming the option, the file and both hashes (the finished runs are kept).
+        """
+        from examples.voc_joint.sources import source_facts
+
+        for key, path, part, option in (
+            ("seg", self.seg, "deeplab", "--seg-checkpoint"),
+            ("spx", self.spx, "spixel", "--spixel-checkpoint"),
+        ):
+            expected = self.sha256.get(key)
+            if expected is None:
+                continue
+            now = source_facts(path, part, option)[1]
+            if now != expected:
+                raise UsageError(
+                    f"{option} {path} changed during the ablation (sha256 {expected[:16]} when it started, "
+                    f"{now[:16]} now): every run must start from the same pretrained networks. The runs "
+                    f"finished before it are in {self.out / 'ablation.json'}: restore the file and run "
+                    "the same command to continue them, or --overwrite to start over from the new one"
+                )
 
 
 def _scores(res: dict[str, Any]) -> dict[str, Any]:
@@ -334,7 +368,9 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
     args = resolve_stage_options("joint", build_parser().parse_args(argv))
     info = DistInfo(device=torch.device("cpu"))
     loader, sampler = build_train_loader(args, info, ctx.root)
+    ctx.check_sources()  # before and after the load: the networks loaded are the ones the ablation records
     state, use_amp = train.build_train_state("joint", args, info, None, sampler.steps_per_epoch)
+    ctx.check_sources()
 
     def score() -> dict[str, Any]:
         # the evaluations leave the RNG alone: the runs do not depend on the evaluation schedule
@@ -688,8 +724,17 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                 raise UsageError(_pretraining_refusal(str(exc), out / "pretrain")) from None
         settings = _settings(opts, root, seg, spx, val_images)
         rows: list[dict[str, Any]] = []
+        earlier = _sessions(previous) if previous is not None else []  # the sessions that ran before this one
         if previous is not None:  # the checkpoints too: their paths and content
             _check_continuation(previous, settings, paths["json"])
+            commits = {s["machine"].get("commit") for s in earlier if isinstance(s.get("machine"), dict)}
+            if commits - {machine["commit"]}:
+                print(
+                    f"[ablation] note: the runs so far ran on commit {', '.join(sorted(map(str, commits)))}, "
+                    f"this session's on {machine['commit']}: ablation.json records each session's "
+                    "('sessions')",
+                    flush=True,
+                )
             # with the runs an earlier continuation left out: a later plan that asks for them reuses them
             rows = [reloaded_row(r) for r in [*previous.get("rows", []), *previous.get("left_out", [])]]
         plan = [(v, s) for s in range(opts.seeds) for v in opts.variants]
@@ -720,12 +765,31 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         # the fine-tuning runs take the model options from the checkpoints (given ones may differ)
-        ctx = _Context(opts, root, out, seg, spx, common_args(opts, root, model=False), val)
+        ctx = _Context(
+            opts,
+            root,
+            out,
+            seg,
+            spx,
+            common_args(opts, root, model=False),
+            val,
+            {"seg": settings["seg_checkpoint_sha256"], "spx": settings["spixel_checkpoint_sha256"]},
+        )
         progress = _Progress(len(todo) * opts.run_steps, not opts.no_progress)
         data_name = SYNTHETIC if opts.data_root is None else f"data: {root}"
         result: dict[str, Any] = {}
+        ran_here = 0  # the runs this session finished
 
         def save(complete: bool) -> None:
+            load_end = _load_average()
+            session = {
+                "machine": machine,
+                "load_average_start": load_start,
+                "load_average_end": load_end,
+                "seconds": time.perf_counter() - t_start,
+                "runs": ran_here,
+            }
+            sessions = [*earlier, session]
             result.update(
                 {
                     "settings": settings,
@@ -734,10 +798,12 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                     "rows": rows,
                     **({"left_out": left_out} if left_out else {}),
                     "summary": summarize(rows) if rows else [],
-                    "seconds": time.perf_counter() - t_start,
-                    "load_average_start": load_start,
-                    "load_average_end": _load_average(),
-                    "machine": machine,
+                    # over every session of a continued ablation (each one's in "sessions")
+                    "seconds": sum(float(s["seconds"] or 0.0) for s in sessions),
+                    "load_average_start": sessions[0]["load_average_start"],
+                    "load_average_end": load_end,
+                    "machine": sessions[0]["machine"],  # the code and machine the runs started on
+                    "sessions": sessions,
                 }
             )
             write_text_atomic(paths["json"], dumps(result) + "\n")
@@ -747,6 +813,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             for k, (variant, seed) in enumerate(todo, 1):
                 row = finetune(ctx, variant, seed, progress)
                 rows.append(row)
+                ran_here += 1
                 save(complete=False)
                 eta = (time.perf_counter() - t_runs) / k * (len(todo) - k)
                 progress.write(f"[ablation] {k}/{len(todo)} {_run_line(row)}; about {eta / 60:.1f} min left")
@@ -761,11 +828,53 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         save(complete=True)
     print("\n" + paths["md"].read_text(encoding="utf-8"))
     elapsed = time.perf_counter() - t_start
+    total = (
+        f"; {result['seconds']:.0f} s over its {len(result['sessions'])} sessions"
+        if len(result["sessions"]) > 1
+        else ""
+    )
     print(
-        f"[ablation] finished in {elapsed:.0f} s (load average {_load_text(load_start)} at the start, "
+        f"[ablation] finished in {elapsed:.0f} s{total} (load average {_load_text(load_start)} at the start, "
         f"{_load_text(_load_average())} at the end); {paths['json']}, {paths['md']}, {paths['png']}"
     )
     return result
+
+
+def _sessions(previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sessions of an unfinished ablation's record (checked by :func:`_read_previous`); one made of its
+    top-level ``machine``, load averages and ``seconds`` for a record written before they were kept."""
+    if "sessions" in previous:
+        return [dict(s) for s in previous["sessions"]]
+    runs = len(previous.get("rows", [])) + len(previous.get("left_out", []))
+    keys = ("machine", "load_average_start", "load_average_end", "seconds")
+    return [{**{k: previous.get(k) for k in keys}, "runs": runs}]
+
+
+def _record_problem(previous: dict[str, Any]) -> str | None:
+    """What is wrong with the runs and sessions of an ablation's record, in words (None: nothing): rows the
+    summary and the figure cannot read (an ``init`` that is no variant, a ``seed`` that is no int, a missing
+    score or curve), sessions without their time."""
+    for key in ("rows", "left_out"):
+        rows = previous.get(key, [])
+        if not isinstance(rows, list):
+            return f"its {key!r} is no list of runs"
+        for i, row in enumerate(rows):
+            seed = row.get("seed") if isinstance(row, dict) else None
+            if not (_drawable(row) and row["init"] in VARIANTS and type(seed) is int and seed >= 0):
+                return f"{key}[{i}] is no run (an init of {list(VARIANTS)}, an int seed, a curve of steps)"
+        try:
+            summarize([reloaded_row(r) for r in rows])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return f"its {key!r} cannot be summarized ({type(exc).__name__}: {exc})"
+    sessions = previous.get("sessions", [])
+    if not isinstance(sessions, list) or not all(
+        isinstance(s, dict)
+        and isinstance(s.get("seconds"), (int, float, type(None)))
+        and not isinstance(s.get("seconds"), bool)
+        for s in sessions
+    ):
+        return "its 'sessions' is no list of sessions with their seconds"
+    return None
 
 
 def _read_previous(path: Path) -> dict[str, Any]:
@@ -773,7 +882,8 @@ def _read_previous(path: Path) -> dict[str, Any]:
 
     Raises:
         UsageError: the file is no JSON object (empty, cut short, not UTF-8: a file this script did not write,
-            which writes it whole), naming it and what it holds (nothing was changed).
+            which writes it whole), or one whose runs or sessions are damaged (:func:`_record_problem`),
+            naming it and what it holds (nothing was changed).
     """
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
@@ -781,9 +891,13 @@ def _read_previous(path: Path) -> dict[str, Any]:
         found = f"not JSON: {exc}"
     else:
         if isinstance(previous, dict):
-            return cast(dict[str, Any], previous)
-        kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-        found = f"a JSON {kinds.get(type(previous), 'null')}, not an object"
+            problem = _record_problem(previous)
+            if problem is None:
+                return cast(dict[str, Any], previous)
+            found = f"damaged: {problem}"
+        else:
+            kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+            found = f"a JSON {kinds.get(type(previous), 'null')}, not an object"
     raise UsageError(
         f"{path} is not an ablation's record ({found}); --overwrite replaces it, or choose another "
         "--output-dir (nothing was changed)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import sys
 
 import pytest
@@ -1372,3 +1373,137 @@ def test_the_pretraining_settings_are_none_with_given_checkpoints(tmp_path) -> N
     assert [settings[k] for k in keys] == [None, None, None] and settings["steps"] == 2
     pretrains = ablation.resolve(parse(["--seg-epochs", "3", "--spixel-epochs", "4", "--max-steps", "2"]))
     assert [ablation._run_settings(pretrains, tmp_path, 2)[k] for k in keys] == [3, 4, 2]
+
+
+def test_a_continued_ablation_records_every_session_and_their_total_time(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """After a continuation, ``seconds``, the load averages and ``machine`` described the last session only
+    (2.2 s recorded for runs of 7.6 s; the commit of the continuation as the one the runs started from). Each
+    session is kept under ``sessions``, ``seconds`` is their total, ``machine`` the first session's, and a
+    session on another commit is said."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--seeds", "3", "--steps", "1"]
+    real, calls = ablation.finetune, []
+
+    def stopped_in_the_third_run(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ablation, "finetune", stopped_in_the_third_run)
+    monkeypatch.setattr(ablation, "_commit", lambda: "aaaaaaa")
+    with pytest.raises(KeyboardInterrupt):
+        ablation.main(argv)
+    first = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert [s["runs"] for s in first["sessions"]] == [2] and first["seconds"] == first["sessions"][0][
+        "seconds"
+    ]
+    monkeypatch.setattr(ablation, "finetune", real)
+    monkeypatch.setattr(ablation, "_commit", lambda: "bbbbbbb")
+    capsys.readouterr()
+    res = ablation.main(argv)
+    out = capsys.readouterr().out
+    assert "the runs so far ran on commit aaaaaaa, this session's on bbbbbbb" in out, out
+    assert "s over its 2 sessions" in out
+    sessions = res["sessions"]
+    assert [s["runs"] for s in sessions] == [2, 1] and sessions[0] == first["sessions"][0]
+    assert [s["machine"]["commit"] for s in sessions] == ["aaaaaaa", "bbbbbbb"]
+    assert res["machine"]["commit"] == "aaaaaaa" and res["complete"]
+    assert res["seconds"] == pytest.approx(sessions[0]["seconds"] + sessions[1]["seconds"])
+    assert res["seconds"] >= sum(r["seconds"] for r in res["rows"])
+    assert res["load_average_start"] == sessions[0]["load_average_start"]
+
+
+def test_an_unfinished_record_without_sessions_continues_as_one_session(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """An ``ablation.json`` written before the sessions were kept continues: its top-level record is its one
+    session."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--seeds", "2", "--steps", "1"]
+    done = ablation.main(argv)
+    path = tmp_path / "abl" / "ablation.json"
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k != "sessions"}
+    old.update(complete=False, rows=old["rows"][:1], seconds=12.5)
+    path.write_text(json.dumps(old))
+    res = ablation.main(argv)
+    assert [s["runs"] for s in res["sessions"]] == [1, 1] and res["sessions"][0]["seconds"] == 12.5
+    assert res["sessions"][0]["machine"] == done["machine"] and res["seconds"] > 12.5
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda d: d.update(rows=None), "its 'rows' is no list of runs"),
+        (lambda d: d["rows"][0].pop("init"), r"rows\[0\] is no run"),
+        (lambda d: d["rows"][0].update(seed="x"), r"rows\[0\] is no run"),
+        (lambda d: d["rows"][0].update(init="uniform"), r"rows\[0\] is no run"),
+        (lambda d: d.update(rows={"a": 1}), "its 'rows' is no list of runs"),
+        (lambda d: d["rows"][0].pop("miou"), "its 'rows' cannot be summarized"),
+        (lambda d: d.update(left_out=[{"init": "xavier"}]), r"left_out\[0\] is no run"),
+        (lambda d: d.update(sessions=[{"seconds": "1"}]), "its 'sessions' is no list of sessions"),
+    ],
+)
+def test_an_unfinished_record_with_damaged_runs_is_refused_naming_it(
+    tiny_voc, tmp_path, one_thread, capsys, damage, expected
+) -> None:
+    """Damaged runs in an unfinished ``ablation.json`` gave a traceback (``TypeError: Value after * must be an
+    iterable``, ``KeyError: 'init'``, ...): they are refused with exit status 2, naming the file and what is
+    wrong, and nothing is changed."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--steps", "1"]
+    ablation.main(argv)
+    path = tmp_path / "abl" / "ablation.json"
+    record = json.loads(path.read_text())
+    record["complete"] = False
+    damage(record)
+    path.write_text(json.dumps(record))
+    before = path.read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        ablation.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"{path} is not an ablation's record (damaged: " in err, err
+    assert re.search(expected, err) and "Traceback" not in err, err
+    assert path.read_bytes() == before
+
+
+def test_a_pretrained_checkpoint_replaced_during_the_runs_stops_the_ablation(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """Each run loads the pretrained files again: one replaced after the first run (a training still writing
+    it) gave a "complete" ablation from two pretrained networks, the control's cached step-0 score from the
+    old one. The run that would load other weights stops the ablation, naming the file and both hashes; the
+    finished runs are kept, and restoring the file continues them."""
+    import shutil
+
+    from examples.voc_joint.checkpoint import load_checkpoint, save_checkpoint
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    shutil.copyfile(seg, tmp_path / "seg_backup.pt")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--seeds", "2", "--steps", "1"]
+    other = load_checkpoint(seg, expect_stage="seg")
+    other["model"] = {k: v + 0.05 if v.is_floating_point() else v for k, v in other["model"].items()}
+    real, calls = ablation.finetune, []
+
+    def replaced_after_the_first_run(ctx, variant, seed, progress=None):
+        if calls:
+            save_checkpoint(seg, dict(other))
+        calls.append(seed)
+        return real(ctx, variant, seed, progress)
+
+    monkeypatch.setattr(ablation, "finetune", replaced_after_the_first_run)
+    with pytest.raises(SystemExit) as info:
+        ablation.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"--seg-checkpoint {seg} changed during the ablation (sha256 " in err, err
+    record = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert not record["complete"] and [r["seed"] for r in record["rows"]] == [0]
+    monkeypatch.setattr(ablation, "finetune", real)
+    shutil.copyfile(tmp_path / "seg_backup.pt", seg)
+    res = ablation.main(argv)
+    assert res["complete"] and [r["seed"] for r in res["rows"]] == [0, 1]
+    capsys.readouterr()
