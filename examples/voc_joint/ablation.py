@@ -800,7 +800,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                     "summary": summarize(rows) if rows else [],
                     # over every session of a continued ablation (each one's in "sessions")
                     "seconds": sum(float(s["seconds"] or 0.0) for s in sessions),
-                    "load_average_start": sessions[0]["load_average_start"],
+                    "load_average_start": sessions[0].get("load_average_start"),
                     "load_average_end": load_end,
                     "machine": sessions[0]["machine"],  # the code and machine the runs started on
                     "sessions": sessions,
@@ -853,27 +853,41 @@ def _sessions(previous: dict[str, Any]) -> list[dict[str, Any]]:
 def _record_problem(previous: dict[str, Any]) -> str | None:
     """What is wrong with the runs and sessions of an ablation's record, in words (None: nothing): rows the
     summary and the figure cannot read (an ``init`` that is no variant, a ``seed`` that is no int, a missing
-    score or curve), sessions without their time."""
+    score or curve), sessions without their machine or time (``null`` for either, as a record written
+    before the sessions were kept gives them, is fine)."""
     for key in ("rows", "left_out"):
         rows = previous.get(key, [])
         if not isinstance(rows, list):
-            return f"its {key!r} is no list of runs"
+            return f"its {key!r} is no list of runs: {rows!r}"[:200]
         for i, row in enumerate(rows):
-            seed = row.get("seed") if isinstance(row, dict) else None
-            if not (_drawable(row) and row["init"] in VARIANTS and type(seed) is int and seed >= 0):
-                return f"{key}[{i}] is no run (an init of {list(VARIANTS)}, an int seed, a curve of steps)"
+            if not isinstance(row, dict):
+                return f"{key}[{i}] is no run: a JSON {type(row).__name__}, not an object"
+            init, seed = row.get("init"), row.get("seed")
+            if not (_drawable(row) and init in VARIANTS and type(seed) is int and seed >= 0):
+                return (
+                    f"{key}[{i}] is no run: init {init!r}, seed {seed!r}, curve "
+                    f"{'of steps' if _drawable(row) else repr(row.get('curve'))[:60]} (expected an init of "
+                    f"{list(VARIANTS)}, an int seed >= 0 and a curve of points with steps)"
+                )
         try:
             summarize([reloaded_row(r) for r in rows])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             return f"its {key!r} cannot be summarized ({type(exc).__name__}: {exc})"
     sessions = previous.get("sessions", [])
-    if not isinstance(sessions, list) or not all(
-        isinstance(s, dict)
-        and isinstance(s.get("seconds"), (int, float, type(None)))
-        and not isinstance(s.get("seconds"), bool)
-        for s in sessions
-    ):
-        return "its 'sessions' is no list of sessions with their seconds"
+    if not isinstance(sessions, list):
+        return f"its 'sessions' is no list of sessions: {sessions!r}"[:200]
+    for i, session in enumerate(sessions):
+        seconds = session.get("seconds", "missing") if isinstance(session, dict) else None
+        if not (
+            isinstance(session, dict)
+            and isinstance(session.get("machine", "missing"), (dict, type(None)))
+            and isinstance(seconds, (int, float, type(None)))
+            and not isinstance(seconds, bool)
+        ):
+            return (
+                f"sessions[{i}] is no session: {session!r}"[:200]
+                + " (expected an object with its machine and seconds)"
+            )
     return None
 
 

@@ -625,9 +625,14 @@ def build_trainaug(
     train = [n for n in _union(lists["voc_train"], sbd_names) if n not in val_set]
     out_masks, out_lists = voc / MASK_DIR, _list_dir(voc, True)
     if out_masks.is_symlink() and not out_masks.exists():  # (the rename into place failed, after every mask)
+        try:
+            os.stat(out_masks)
+            why = "which does not exist"  # (exists() said no: gone since)
+        except OSError as exc:
+            why = "a loop of links" if exc.errno == errno.ELOOP else "which does not exist"
         raise FileNotFoundError(
-            f"'{out_masks}' is a broken link (to {os.readlink(out_masks)!r}, which does not exist): make the "
-            "folder it points to, or remove the link"
+            f"'{out_masks}' is a broken link (to {os.readlink(out_masks)!r}, {why}): make the folder it "
+            "points to, or remove the link"
         )
     existing = [p for p in (out_masks, out_lists / "train.txt", out_lists / "val.txt") if p.exists()]
     unfinished = out_masks / TRAINAUG_UNFINISHED

@@ -1439,12 +1439,16 @@ def test_an_unfinished_record_without_sessions_continues_as_one_session(
     [
         (lambda d: d.update(rows=None), "its 'rows' is no list of runs"),
         (lambda d: d["rows"][0].pop("init"), r"rows\[0\] is no run"),
-        (lambda d: d["rows"][0].update(seed="x"), r"rows\[0\] is no run"),
-        (lambda d: d["rows"][0].update(init="uniform"), r"rows\[0\] is no run"),
+        (lambda d: d["rows"][0].update(seed="x"), r"rows\[0\] is no run: init 'no_fusion', seed 'x'"),
+        (lambda d: d["rows"][0].update(init="uniform"), r"rows\[0\] is no run: init 'uniform', seed 0"),
+        (lambda d: d["rows"][0].update(seed=-3), r"rows\[0\] is no run: init 'no_fusion', seed -3"),
         (lambda d: d.update(rows={"a": 1}), "its 'rows' is no list of runs"),
         (lambda d: d["rows"][0].pop("miou"), "its 'rows' cannot be summarized"),
         (lambda d: d.update(left_out=[{"init": "xavier"}]), r"left_out\[0\] is no run"),
-        (lambda d: d.update(sessions=[{"seconds": "1"}]), "its 'sessions' is no list of sessions"),
+        (lambda d: d.update(sessions=[{"seconds": "1"}]), r"sessions\[0\] is no session: \{'seconds': '1'\}"),
+        (lambda d: d.update(sessions=[{}]), r"sessions\[0\] is no session: \{\}"),
+        (lambda d: d["sessions"][0].pop("machine"), r"sessions\[0\] is no session"),
+        (lambda d: d.update(sessions=3), "its 'sessions' is no list of sessions: 3"),
     ],
 )
 def test_an_unfinished_record_with_damaged_runs_is_refused_naming_it(

@@ -1187,3 +1187,14 @@ def test_a_mask_folder_that_is_a_broken_link_is_named_before_any_mask_is_read(re
     target.mkdir()
     assert sbd.build_trainaug(voc, ds, overwrite=True)["from_sbd"] == 3
     assert len(list(target.glob("*.png"))) == 9
+
+
+def test_a_mask_folder_that_is_a_loop_of_links_says_so(real_layout) -> None:
+    """A ``SegmentationClassAug`` that links to itself has no folder to make: the refusal says it is a loop
+    (it said "which does not exist: make the folder it points to")."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    (voc / "SegmentationClassAug").symlink_to("SegmentationClassAug")
+    loop = r"is a broken link \(to 'SegmentationClassAug', a loop of links\)"
+    with pytest.raises(FileNotFoundError, match=loop):
+        sbd.build_trainaug(voc, ds)
