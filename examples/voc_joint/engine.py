@@ -214,15 +214,24 @@ def set_bn_eval(module: nn.Module) -> None:
 
 # ------------------------------------------------------------------------------------------------------ step
 def _nonfinite(tensors: list[Tensor], device: torch.device) -> Tensor:
-    """1.0 when any element of ``tensors`` is NaN or infinite, else 0.0.
+    """1.0 when the L2 norm of ``tensors`` is not finite, else 0.0 (a first pass: :func:`_any_nonfinite`
+    tells whether a flagged set really holds a NaN or an inf).
 
-    One fused L2 norm (as ``clip_grad_norm_(error_if_nonfinite=True)``): NaN and inf propagate into it; it
-    also overflows for values beyond ~1e19, which no healthy network has. The max-abs norm would be exact but
-    is about 8x slower on CPU.
+    One fused L2 norm (as ``clip_grad_norm_(error_if_nonfinite=True)``): NaN and inf propagate into it. Its
+    sum of squares also overflows for finite values, from about ``sqrt(3.4e38 / n)`` for ``n`` elements in
+    float32 (5e15 for ResNet-18's 12 M weights), which no healthy network has. The max-abs norm would be
+    exact but is about 8x slower on CPU.
     """
     if not tensors:
         return torch.zeros((), device=device)
     return (~torch.isfinite(get_total_norm(tensors, norm_type=2.0))).float()
+
+
+def _any_nonfinite(tensors: list[Tensor]) -> bool:
+    """Whether an element of ``tensors`` is NaN or infinite, exactly (a host synchronisation): the check of a
+    flag of :func:`_nonfinite`, whose norm overflowed for finite values of 1e15 to 1e18 and named finite
+    weights as non-finite."""
+    return any(not bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def train_step(
@@ -269,6 +278,17 @@ def train_step(
     values = torch.cat([loss.detach().float().reshape(1), *(v.float().reshape(1) for v in parts.values())])
     numbers = torch.cat([values, flags]).tolist()
     bad_loss, bad_grad, bad_weight, stop = (bool(f) for f in numbers[-4:])
+    if bad_grad or bad_weight:  # their norms overflowed: which hold a NaN or an inf (every process agrees;
+        # finite values beyond the norm's range are no reason to stop, nor to be called non-finite)
+        exact = torch.tensor(
+            [
+                float(bad_grad and _any_nonfinite(grads)),
+                float(bad_weight and _any_nonfinite([p.detach() for p in params])),
+            ],
+            device=device,
+        )
+        info.any(exact)
+        bad_grad, bad_weight = (bool(f) for f in exact.tolist())
     if bad_loss or bad_grad or bad_weight:
         what = " and ".join(
             name
@@ -280,8 +300,8 @@ def train_step(
         mean_loss = info.mean(numbers[0])
         finding = f"non-finite {what} at step {step} (epoch {state.epoch + 1}; loss {mean_loss})"
         raise NonFiniteError(
-            f"[{state.stage}] {finding}: training stopped before the update; the last checkpoint on disk is "
-            "the last good state. Lower the learning rate, check the data, or try without --amp",
+            f"[{state.stage}] {finding}: training stopped before the update; the last checkpoint written, if "
+            "any, is the last good state. Lower the learning rate, check the data, or try without --amp",
             finding,
         )
     lr = float(state.optimizer.param_groups[0]["lr"])  # what this update uses; the scheduler sets the next

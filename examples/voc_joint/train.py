@@ -908,18 +908,31 @@ def _train(
         reason = "interrupt"  # a signal during the set-up: nothing new to save
     while state.epoch < args.epochs and reason not in ("max_steps", "interrupt"):
         begin_epoch(sampler, loader.generator, args.seed, state.epoch, state.samples_in_epoch)
-        reason = engine.train_one_epoch(
-            state,
-            loader,
-            args,
-            info,
-            steps_per_epoch=sampler.steps_per_epoch,
-            global_batch=sampler.global_batch,
-            guard=guard,
-            logger=logger,
-            use_amp=use_amp,
-            t0=t0,
-        )
+        try:
+            reason = engine.train_one_epoch(
+                state,
+                loader,
+                args,
+                info,
+                steps_per_epoch=sampler.steps_per_epoch,
+                global_batch=sampler.global_batch,
+                guard=guard,
+                logger=logger,
+                use_amp=use_amp,
+                t0=t0,
+            )
+        except engine.NonFiniteError as exc:  # which checkpoint is the last good state, if one was written
+            last = (
+                f"its checkpoint of step {saved[0]} in {ckpt_path} is the last good state"
+                if saved is not None
+                else "no checkpoint was written yet (the first is written at the end of the first epoch or "
+                "at --max-steps): there is nothing to resume"
+            )
+            raise engine.NonFiniteError(
+                f"[{stage}] {exc.finding}: training stopped before the update; {last}. Lower the learning "
+                "rate, check the data, or try without --amp",
+                exc.finding,
+            ) from None
         position = (state.step, state.epoch, state.samples_in_epoch)
         if position != saved:  # never rewrite (or replace by an older state) what is on disk
             rng = info.gather(get_rng_state())  # every process's RNG states (each draws its own dropout)

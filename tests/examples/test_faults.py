@@ -355,7 +355,8 @@ def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(sys, "argv", argv)
     assert train_cli._cli() == 1  # the script's exit status
     err = capsys.readouterr().err
-    assert "non-finite loss and gradients at step 5" in err and "last checkpoint on disk" in err
+    assert "non-finite loss and gradients at step 5" in err
+    assert f"its checkpoint of step 3 in {tmp_path / 'joint' / 'checkpoint.pt'} is the last good state" in err
     ck = load_checkpoint(tmp_path / "joint" / "checkpoint.pt")  # the end of epoch 1, untouched
     assert (ck["step"], ck["epoch"], ck["complete"]) == (3, 1, False)
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
@@ -369,6 +370,20 @@ def test_nan_gradient_or_weight_stops_before_any_save(
     monkeypatch.setenv("TRANSINIT_FAULT", fault)
     with pytest.raises(NonFiniteError, match=f"non-finite {what} at step 2"):
         train_cli.main(_argv(voc6, tmp_path, "--workers", "0"))
+    assert not (tmp_path / "joint" / "checkpoint.pt").exists()
+
+
+def test_a_nan_before_the_first_checkpoint_says_there_is_none(
+    voc6: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop before the stage wrote its first checkpoint said "the last checkpoint on disk is the last good
+    state", and ``--resume`` then found none: it says that none was written."""
+    monkeypatch.setenv("TRANSINIT_FAULT", "nan-loss@step:2")
+    with pytest.raises(NonFiniteError) as info:
+        train_cli.main(_argv(voc6, tmp_path, "--workers", "0"))
+    message = str(info.value)
+    assert "non-finite loss and gradients at step 2" in message
+    assert "no checkpoint was written yet" in message and "is the last good state" not in message
     assert not (tmp_path / "joint" / "checkpoint.pt").exists()
 
 

@@ -1013,6 +1013,50 @@ def test_an_infinite_gradient_or_weight_stops_the_step_as_a_nan_does(what: str) 
     assert state.step == 0 and torch.equal(model.weight.detach(), before)
 
 
+@pytest.mark.parametrize("what", ["gradients", "weights"])
+def test_finite_values_whose_norm_overflows_are_not_called_non_finite(what: str) -> None:
+    """The step's check is one float32 L2 norm, whose sum of squares overflows for finite values from about
+    sqrt(3.4e38 / n): 1000 weights of 1e18 stopped the training as "non-finite weights". Such a set is checked
+    element by element: finite values train on, and a NaN among them is still found and named."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 21, 1)
+    model.register_parameter("unused", torch.nn.Parameter(torch.zeros(1000)))
+    large = torch.full((1000,), 1e18)
+    assert bool(torch.isfinite(large).all()) and not bool(torch.isfinite(large.norm()))
+    if what == "weights":
+        with torch.no_grad():
+            model.unused.copy_(large)
+    else:
+        model.unused.register_hook(lambda grad: large.clone())
+    state, args, batches = _toy_state(model), _toy_args(), _toy_batches(2)
+    state.model.unused.requires_grad_(True)
+    if what == "gradients":  # (a parameter the forward does not read gets no gradient: give it one)
+        loss_of = engine.stage_loss
+
+        def with_unused(*a, **kw):
+            loss, parts = loss_of(*a, **kw)
+            return loss + 0.0 * state.model.unused.sum(), parts
+
+        engine_stage_loss = with_unused
+    else:
+        engine_stage_loss = engine.stage_loss
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(engine, "stage_loss", engine_stage_loss)
+        engine.train_step(state, batches[0], args, DistInfo(), None, False)
+        assert state.step == 1  # trained: nothing was NaN or infinite
+        if what == "weights":
+            with torch.no_grad():
+                model.unused[3] = float("nan")
+        else:
+            model.unused.register_hook(lambda grad: grad.index_fill(0, torch.tensor([3]), float("nan")))
+        with pytest.raises(engine.NonFiniteError, match=f"non-finite {what} at step 2 "):
+            engine.train_step(state, batches[1], args, DistInfo(), None, False)
+    assert state.step == 1
+
+
 def test_the_last_step_of_an_epoch_is_logged_whatever_log_every_says(tmp_path: Path) -> None:
     """``--log-every 2`` over an epoch of 3 steps logs steps 2 and 3: an epoch's last step always has its row
     (the end of each epoch can be read from log.csv)."""
