@@ -601,20 +601,28 @@ def _check_mask_header(path: Path, im: Image.Image, *, notes: bool = True) -> No
         )
 
 
-#: PIL's decoding of a grayscale PNG of fewer than 8 bits per sample (the raw mode of its tile): each sample
-#: ``v`` comes out as the intensity ``v * factor`` (0..15 -> 0, 17, ..., 255 at 4 bits)
-_LOW_BIT_GRAY = {"L;2": 85, "L;4": 17}
+#: PIL's decodings of grayscale samples that do not give the stored values (the raw mode of an image's tile):
+#: ``(factor, inverted)``, a sample ``v`` coming out as ``v * factor`` (0..15 -> 0, 17, ..., 255 at 4 bits),
+#: or as ``255 - v * factor`` for a TIFF that stores 0 as white (photometric MinIsWhite)
+_GRAY_DECODINGS = {
+    "L;2": (85, False),
+    "L;4": (17, False),
+    "L;2I": (85, True),
+    "L;4I": (17, True),
+    "L;I": (1, True),
+}
 
 
-def _low_bit_factor(im: Image.Image) -> int:
-    """For an unread grayscale PNG of 2 or 4 bits per sample, the factor PIL scales its samples by to 8-bit
-    intensities (:data:`_LOW_BIT_GRAY`); 1 for any other image."""
+def _gray_decoding(im: Image.Image) -> tuple[int, bool]:
+    """For an unread grayscale image (any format PIL reads by content: a PNG, a TIFF under a ``.png``
+    name), how PIL turns its stored samples into 8-bit values: ``(factor, inverted)`` of
+    :data:`_GRAY_DECODINGS`, ``(1, False)`` where they come out as stored."""
     tile: Any = getattr(im, "tile", [])  # (an ImageFile's: the file's decoder, before its pixels are read)
-    if im.mode != "L" or im.format != "PNG" or len(tile) != 1:
-        return 1
-    args = tile[0][3]  # (a plain tuple before Pillow 11, a named one since)
+    if im.mode != "L" or len(tile) != 1:
+        return 1, False
+    args = tile[0][3]  # (a plain tuple before Pillow 11, a named one since; a TIFF's: (raw mode, ...))
     raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else None)
-    return _LOW_BIT_GRAY.get(raw, 1) if isinstance(raw, str) else 1
+    return _GRAY_DECODINGS.get(raw, (1, False)) if isinstance(raw, str) else (1, False)
 
 
 def _read_mask(
@@ -623,13 +631,16 @@ def _read_mask(
     """Read a label PNG (palette "P" or grayscale "L"; no JPEG, which is lossy) as a uint8 array [H, W] of
     labels in ``0..num_classes-1`` or 255; errors name the file.
 
-    The labels are the stored samples, at every bit depth: PIL reads a grayscale PNG of 2 or 4 bits per sample
-    as 8-bit intensities (a stored 1 as 17 at 4 bits, 85 at 2 bits), which are divided back here (a 4-bit
-    mask's class 1 was read as 17, sheep, and a 2-bit one's class 3 as 255, ignored)."""
+    The labels are the stored samples, at every bit depth: PIL reads a grayscale image of 2 or 4 bits per
+    sample as 8-bit intensities (a stored 1 as 17 at 4 bits, 85 at 2 bits), and a TIFF that stores 0 as white
+    inverted, which are undone here (:func:`_gray_decoding`; a 4-bit mask's class 1 was read as 17, sheep,
+    and a 2-bit one's class 3 as 255, ignored)."""
     with _open(path, "mask", max_pixels) as im:
         _check_mask_header(path, im)
-        factor = _low_bit_factor(im)  # (from the header: read before the pixels are decoded)
+        factor, inverted = _gray_decoding(im)  # (from the header: read before the pixels are decoded)
         arr = np.asarray(im, dtype=np.uint8)
+    if inverted:
+        arr = 255 - arr
     if factor != 1:
         arr = arr // factor  # exact: PIL's samples are multiples of the factor
     bad = ~_valid_labels(num_classes)[arr]

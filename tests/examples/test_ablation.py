@@ -1511,3 +1511,170 @@ def test_a_pretrained_checkpoint_replaced_during_the_runs_stops_the_ablation(
     res = ablation.main(argv)
     assert res["complete"] and [r["seed"] for r in res["rows"]] == [0, 1]
     capsys.readouterr()
+
+
+def _replaced(path, stage: str) -> dict:
+    """The checkpoint at ``path`` with other weights (the same config and step)."""
+    from examples.voc_joint.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, expect_stage=stage)
+    ck["model"] = {k: v + 0.05 if v.is_floating_point() else v for k, v in ck["model"].items()}
+    return ck
+
+
+def test_the_record_checks_refuse_each_damaged_field_and_take_an_old_records_sessions(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """``_record_problem`` at its edges: a bool or negative seed, bool seconds, sessions that are no list or
+    whose entries are no objects are refused; ``None`` seconds (an old record's) are not. An old record's one
+    session counts its left-out runs too."""
+    import copy
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--steps", "1"]
+    record = json.loads(json.dumps(ablation.main(argv)))
+    capsys.readouterr()
+    assert ablation._record_problem(record) is None
+    for damage, refused in (
+        (lambda d: d["rows"][0].update(seed=True), True),
+        (lambda d: d["rows"][0].update(seed=-1), True),
+        (lambda d: d.update(sessions=[{"machine": None, "seconds": True}]), True),
+        (lambda d: d.update(sessions={}), True),
+        (lambda d: d.update(sessions=[1]), True),
+        (lambda d: d.update(sessions=[{"machine": None, "seconds": None}]), False),
+    ):
+        damaged = copy.deepcopy(record)
+        damage(damaged)
+        assert (ablation._record_problem(damaged) is not None) == refused, damaged.get("sessions")
+    old = {"rows": [{}], "left_out": [{}, {}], "seconds": 3.0, "machine": {"commit": "x"}}
+    assert ablation._sessions(old) == [
+        {"machine": {"commit": "x"}, "load_average_start": None, "load_average_end": None, "seconds": 3.0,
+         "runs": 3}
+    ]  # fmt: skip
+
+
+def _stopped_in_run(monkeypatch, n: int) -> None:
+    """``ablation.finetune`` raising KeyboardInterrupt (Ctrl-C) when run ``n`` starts."""
+    real, calls = ablation.finetune, []
+
+    def stopped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ablation, "finetune", stopped)
+
+
+def test_an_old_record_without_a_machine_continues(tiny_voc, tmp_path, one_thread, capsys) -> None:
+    """A record without ``machine`` (nor ``sessions``) continues: the commit note skips its session."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--seeds", "2", "--steps", "1"]
+    ablation.main(argv)
+    path = tmp_path / "abl" / "ablation.json"
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("sessions", "machine")}
+    old.update(complete=False, rows=old["rows"][:1])
+    path.write_text(json.dumps(old))
+    res = ablation.main(argv)
+    assert res["complete"] and res["sessions"][0]["machine"] is None and res["machine"] is None
+    assert "note: the runs so far ran on commit" not in capsys.readouterr().out
+
+
+def test_a_session_records_its_whole_time_and_its_own_start_load(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """A session's seconds run from its start (its set-up included, here slowed by 2 s), and the record's
+    start load is the first session's; a continuation on the same commit has no note, and an ablation of one
+    session no total over its sessions."""
+    import time
+
+    monkeypatch.setattr(ablation, "_commit", lambda: "aaaaaaa")
+    loads = iter(range(1000))
+    monkeypatch.setattr(ablation, "_load_average", lambda: [float(next(loads))] * 3)
+    real_settings = ablation._settings
+
+    def slow_settings(*args, **kwargs):  # (the set-up before the runs: pretraining, hashing, ...)
+        time.sleep(2.0)
+        return real_settings(*args, **kwargs)
+
+    monkeypatch.setattr(ablation, "_settings", slow_settings)
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--seeds", "2", "--steps", "1"]
+    real = ablation.finetune
+    _stopped_in_run(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        ablation.main(argv)
+    monkeypatch.setattr(ablation, "finetune", real)
+    capsys.readouterr()
+    res = ablation.main(argv)
+    out = capsys.readouterr().out
+    first, last = res["sessions"]
+    assert first["load_average_start"] != last["load_average_start"]
+    assert res["load_average_start"] == first["load_average_start"]
+    assert last["seconds"] >= 2.0 + res["rows"][-1]["seconds"]
+    assert "note: the runs so far ran on commit" not in out and "s over its 2 sessions" in out
+    ablation.main([*argv, "--overwrite"])  # one session
+    assert " sessions (load average" not in capsys.readouterr().out
+
+
+def test_a_replaced_spixel_checkpoint_stops_the_ablation_too(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """The SpixelFCN checkpoint is checked as the DeepLabV3+ one."""
+    from examples.voc_joint.checkpoint import save_checkpoint
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--seeds", "2", "--steps", "1"]
+    other, real, calls = _replaced(spx, "spixel"), ablation.finetune, []
+
+    def replaced_after_the_first_run(ctx, variant, seed, progress=None):
+        if calls:
+            save_checkpoint(spx, dict(other))
+        calls.append(seed)
+        return real(ctx, variant, seed, progress)
+
+    monkeypatch.setattr(ablation, "finetune", replaced_after_the_first_run)
+    with pytest.raises(SystemExit) as info:
+        ablation.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"--spixel-checkpoint {spx} changed during the ablation" in err, err
+
+
+@pytest.mark.parametrize("when", ["while it loads", "before the load, restored after it"])
+def test_a_checkpoint_replaced_around_a_runs_load_is_refused(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys, when
+) -> None:
+    """Each of the two checks around a run's load catches what the other cannot: a file replaced while the
+    run loads it (found after the load), and one replaced before the load and put back after it (the run
+    loaded other weights; found before the load)."""
+    import shutil
+
+    from examples.voc_joint import train as train_module
+    from examples.voc_joint.checkpoint import save_checkpoint
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    shutil.copyfile(seg, tmp_path / "seg_backup.pt")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--seeds", "2", "--steps", "1"]
+    other, build, loads = _replaced(seg, "seg"), train_module.build_train_state, []
+    finetune, runs = ablation.finetune, []
+
+    def replaced_before_the_second_run(ctx, variant, seed, progress=None):
+        if runs and when != "while it loads":
+            save_checkpoint(seg, dict(other))
+        runs.append(seed)
+        return finetune(ctx, variant, seed, progress)
+
+    def around_the_load(*args, **kwargs):
+        loads.append(1)
+        if len(loads) == 2 and when == "while it loads":
+            save_checkpoint(seg, dict(other))
+        state = build(*args, **kwargs)
+        if len(loads) == 2 and when != "while it loads":
+            shutil.copyfile(tmp_path / "seg_backup.pt", seg)
+        return state
+
+    monkeypatch.setattr(ablation, "finetune", replaced_before_the_second_run)
+    monkeypatch.setattr(train_module, "build_train_state", around_the_load)
+    with pytest.raises(SystemExit) as info:
+        ablation.main(argv)
+    assert info.value.code == 2 and "changed during the ablation" in capsys.readouterr().err

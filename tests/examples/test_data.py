@@ -1116,3 +1116,46 @@ def test_a_low_bit_grayscale_mask_is_read_as_its_stored_labels(voc_copy, depth):
     assert ds.header_problems(0) == []
     np.testing.assert_array_equal(ds[0]["target"].numpy(), labels)
     np.testing.assert_array_equal(data._read_mask(ds.mask_path(0)), labels)
+
+
+def _gray_tiff(path: Path, labels: np.ndarray, depth: int, min_is_white: bool) -> None:
+    """A grayscale TIFF of ``depth`` bits per sample whose samples are ``labels`` (written by hand),
+    photometric MinIsWhite (0 shown as white) or MinIsBlack."""
+    import struct
+
+    h, w = labels.shape
+    per = 8 // depth
+    rows = []
+    for line in labels.tolist():
+        row = line + [0] * (-len(line) % per)
+        packed = []
+        for k in range(0, len(row), per):
+            byte = 0
+            for v in row[k : k + per]:
+                byte = (byte << depth) | v
+            packed.append(byte)
+        rows.append(bytes(packed))
+    pixels = b"".join(rows)
+    entries = [(256, 3, w), (257, 3, h), (258, 3, depth), (259, 3, 1), (262, 3, 0 if min_is_white else 1),
+               (273, 4, 0), (277, 3, 1), (278, 3, h), (279, 4, len(pixels))]  # fmt: skip
+    offset = 8 + 2 + len(entries) * 12 + 4
+    out = b"II*\0" + struct.pack("<IH", 8, len(entries))
+    for tag, kind, entry in entries:
+        value = offset if tag == 273 else entry
+        packed_value = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, kind, 1) + packed_value
+    path.write_bytes(out + struct.pack("<I", 0) + pixels)
+
+
+@pytest.mark.parametrize("min_is_white", [False, True])
+@pytest.mark.parametrize("depth", [2, 4, 8])
+def test_a_grayscale_tiff_mask_is_read_as_its_stored_labels(tmp_path, depth, min_is_white) -> None:
+    """PIL reads by content: a TIFF under a ``.png`` name is read as its mask. Its low-bit samples came out
+    scaled (class 1 as 17, sheep) and, stored with 0 as white (MinIsWhite), inverted (class 0 as 255,
+    ignored): the labels are the stored samples here too."""
+    top = min(2**depth - 1, 20)
+    labels = (np.arange(6 * 8) % (top + 1)).reshape(6, 8).astype(np.uint8)
+    _gray_tiff(tmp_path / "m.png", labels, depth, min_is_white)
+    with Image.open(tmp_path / "m.png") as im:
+        assert im.format == "TIFF" and im.mode == "L"
+    np.testing.assert_array_equal(data._read_mask(tmp_path / "m.png"), labels)

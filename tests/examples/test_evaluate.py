@@ -1779,3 +1779,48 @@ def test_help_names_the_default_output_folder_the_code_uses() -> None:
     folder :func:`_output_dir` makes), as the docs' option table says."""
     help_text = " ".join(evaluate_mod.build_parser().format_help().split())
     assert "(default: eval_<split> next to the checkpoint)" in help_text
+
+
+def _options_of_run(voc, tmp_path, monkeypatch, extra):
+    model = {"arch": "joint", "deeplab": {"num_classes": 21}}
+    config = {"model": model, "stage": "joint", "sha256": "5" * 64}
+    fake = types.ModuleType("examples.voc_joint.checkpoint")
+    fake.CheckpointError = ValueError
+    fake.load_model_from_checkpoint = lambda path, **kw: (StubJoint().eval(), config)
+    monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
+    (tmp_path / "ckpt.pt").touch()
+    out = tmp_path / "eval"
+    argv = [
+        "--checkpoint",
+        str(tmp_path / "ckpt.pt"),
+        "--data-root",
+        str(voc),
+        "--split",
+        "val",
+        "--full-size",
+        "--output-dir",
+        str(out),
+        "--max-panels",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
+    assert evaluate_mod.main(argv) == 0
+    return json.loads((out / "metrics.json").read_text())["options"]
+
+
+def test_the_options_record_the_given_values_and_amp_as_applied(voc, tmp_path, monkeypatch) -> None:
+    """metrics.json's ``options`` are the values given (``--pad-to-multiple``, ``--boundary-tolerance``) and
+    ``amp`` as applied: asked for on the CPU, it is not."""
+    options = _options_of_run(
+        voc, tmp_path, monkeypatch, ["--pad-to-multiple", "8", "--boundary-tolerance", "3", "--amp"]
+    )
+    assert options == {"pad_to_multiple": 8, "boundary_tolerance": 3, "device": "cpu", "amp": False}
+
+
+def test_the_options_record_the_device_used(voc, tmp_path, monkeypatch) -> None:
+    """``options.device`` is the device the evaluation ran on (faked as ``cpu:0``: no GPU here)."""
+    from examples.voc_joint import distributed
+
+    monkeypatch.setattr(distributed, "resolve_device", lambda d: torch.device("cpu", 0))
+    assert _options_of_run(voc, tmp_path, monkeypatch, [])["device"] == "cpu:0"

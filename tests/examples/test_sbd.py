@@ -1198,3 +1198,65 @@ def test_a_mask_folder_that_is_a_loop_of_links_says_so(real_layout) -> None:
     loop = r"is a broken link \(to 'SegmentationClassAug', a loop of links\)"
     with pytest.raises(FileNotFoundError, match=loop):
         sbd.build_trainaug(voc, ds)
+
+
+def _add_name(voc, ds, name, cls):
+    folder = name.rpartition("/")[0]
+    if folder:
+        (voc / "JPEGImages" / folder).mkdir(parents=True, exist_ok=True)
+        (ds / "cls" / folder).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(voc / "JPEGImages" / "2008_000100.jpg", voc / "JPEGImages" / f"{name}.jpg")
+    _write_mat(ds / "cls" / f"{name}.mat", _labels(cls, band=False))
+
+
+def _aug_target(root, name):
+    train = VOCSegmentation(root, "train", sbd=True)
+    return set(train[train.names.index(name)]["target"].unique().tolist())
+
+
+def test_overwrite_replaces_the_mask_of_a_name_in_a_subfolder(real_layout) -> None:
+    """With ``--overwrite`` a staged mask in a subfolder replaces the existing one, at its own path (not at
+    ``SegmentationClassAug/<basename>``, and not left behind in the staging folder)."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    _add_name(voc, ds, "sub/x", 7)
+    (ds / "train.txt").write_text("\n".join([*SBD_TRAIN, "sub/x"]) + "\n")
+    sbd.build_trainaug(voc, ds)
+    assert _aug_target(root, "sub/x") == {0, 7}
+    _write_mat(ds / "cls" / "sub" / "x.mat", _labels(9, band=False))  # new labels
+    sbd.build_trainaug(voc, ds, overwrite=True)
+    assert _aug_target(root, "sub/x") == {0, 9}
+    assert not (voc / "SegmentationClassAug" / "x.png").exists()
+
+
+def test_overwrite_makes_a_subfolder_the_existing_mask_folder_lacks(real_layout) -> None:
+    """With ``--overwrite`` into a mask folder without the subfolder a new name needs, it is made."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    sbd.build_trainaug(voc, ds)
+    _add_name(voc, ds, "sub/deeper/x", 5)
+    (ds / "train.txt").write_text("\n".join([*SBD_TRAIN, "sub/deeper/x"]) + "\n")
+    sbd.build_trainaug(voc, ds, overwrite=True)
+    assert _aug_target(root, "sub/deeper/x") == {0, 5}
+
+
+def test_the_unfinished_marker_moves_before_any_mask(real_layout, monkeypatch) -> None:
+    """With ``--overwrite`` the unfinished marker goes in before any mask (a mask named '+x' sorts before
+    ``.trainaug-unfinished``): a run stopped at its first mask leaves a layout the data set refuses."""
+    root, ds = real_layout
+    voc = root / "VOCdevkit" / "VOC2012"
+    sbd.build_trainaug(voc, ds)
+    _add_name(voc, ds, "+x", 6)
+    (ds / "train.txt").write_text("\n".join([*SBD_TRAIN, "+x"]) + "\n")
+    real_move, moved = sbd._move, []
+
+    def interrupted(src, dst):
+        moved.append(dst.name)
+        if dst.suffix == ".png":
+            raise KeyboardInterrupt
+        real_move(src, dst)
+
+    monkeypatch.setattr(sbd, "_move", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sbd.build_trainaug(voc, ds, overwrite=True)
+    assert (voc / "SegmentationClassAug" / TRAINAUG_UNFINISHED).is_file(), moved
