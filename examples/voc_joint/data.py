@@ -603,26 +603,43 @@ def _check_mask_header(path: Path, im: Image.Image, *, notes: bool = True) -> No
 
 #: PIL's decodings of grayscale samples that do not give the stored values (the raw mode of an image's tile):
 #: ``(factor, inverted)``, a sample ``v`` coming out as ``v * factor`` (0..15 -> 0, 17, ..., 255 at 4 bits),
-#: or as ``255 - v * factor`` for a TIFF that stores 0 as white (photometric MinIsWhite)
+#: or as ``255 - v * factor`` for a TIFF that stores 0 as white (photometric MinIsWhite); ``R``: a TIFF's
+#: bits in reversed order (FillOrder 2), undone by PIL
 _GRAY_DECODINGS = {
     "L;2": (85, False),
     "L;4": (17, False),
     "L;2I": (85, True),
     "L;4I": (17, True),
     "L;I": (1, True),
+    "L;2R": (85, False),
+    "L;4R": (17, False),
+    "L;2IR": (85, True),
+    "L;4IR": (17, True),
 }
 
+#: The grayscale raw modes PIL decodes to the stored 8-bit samples (any other ``L...`` one is refused)
+_EXACT_GRAY = frozenset({"L", "L;R", "LX"})  # (LX: a TIFF sample followed by an extra one, dropped)
 
-def _gray_decoding(im: Image.Image) -> tuple[int, bool]:
-    """For an unread grayscale image (any format PIL reads by content: a PNG, a TIFF under a ``.png``
-    name), how PIL turns its stored samples into 8-bit values: ``(factor, inverted)`` of
-    :data:`_GRAY_DECODINGS`, ``(1, False)`` where they come out as stored."""
+
+def _gray_decoding(im: Image.Image) -> tuple[int, bool] | str:
+    """For an unread grayscale image (any format PIL reads by content: a PNG, a TIFF or a PGM under a
+    ``.png`` name), how PIL turns its stored samples into 8-bit values: ``(factor, inverted)`` of
+    :data:`_GRAY_DECODINGS`, ``(1, False)`` where they come out as stored, or why they cannot be read back
+    (a PGM of another maximum than 255, which PIL rescales to 0..255; a raw mode this table does not know)."""
     tile: Any = getattr(im, "tile", [])  # (an ImageFile's: the file's decoder, before its pixels are read)
     if im.mode != "L" or len(tile) != 1:
         return 1, False
-    args = tile[0][3]  # (a plain tuple before Pillow 11, a named one since; a TIFF's: (raw mode, ...))
+    codec, args = tile[0][0], tile[0][3]  # (a plain tuple before Pillow 11, a named one since)
+    if codec == "ppm" and isinstance(args, tuple) and len(args) > 1 and args[1] != 255:
+        return f"is a PGM file of maximum value {args[1]} (PIL rescales its samples to 0..255)"
     raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else None)
-    return _GRAY_DECODINGS.get(raw, (1, False)) if isinstance(raw, str) else (1, False)
+    if not isinstance(raw, str) or raw in _EXACT_GRAY:
+        return 1, False
+    if raw in _GRAY_DECODINGS:
+        return _GRAY_DECODINGS[raw]
+    if raw.startswith("L"):
+        return f"stores its grayscale samples in PIL's raw mode {raw!r}, not read as the stored values"
+    return 1, False
 
 
 def _read_mask(
@@ -637,7 +654,13 @@ def _read_mask(
     and a 2-bit one's class 3 as 255, ignored)."""
     with _open(path, "mask", max_pixels) as im:
         _check_mask_header(path, im)
-        factor, inverted = _gray_decoding(im)  # (from the header: read before the pixels are decoded)
+        decoding = _gray_decoding(im)  # (from the header: read before the pixels are decoded)
+        if isinstance(decoding, str):
+            raise DataError(
+                f"mask file '{path}' {decoding}: expected a palette ('P') or grayscale ('L') PNG whose pixel "
+                "values are the class indices"
+            )
+        factor, inverted = decoding
         arr = np.asarray(im, dtype=np.uint8)
     if inverted:
         arr = 255 - arr

@@ -252,7 +252,7 @@ def train_step(
         NonFiniteError: non-finite loss, gradient or weight (on any process); no parameter, optimizer,
             scaler or scheduler state was updated, and ``state.step`` is unchanged. BatchNorm running
             statistics did take the batch (in the forward, as every forward in training mode does): the last
-            checkpoint on disk, not the model in memory, is the last good state.
+            checkpoint written, if any, not the model in memory, is the last good state.
     """
     device, step = info.device, state.step + 1
     state.optimizer.zero_grad(set_to_none=True)

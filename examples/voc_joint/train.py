@@ -821,7 +821,18 @@ def _run_locked(
     logger = engine.CsvLogger(folder, info.main, args.tensorboard, logged_to, kept_rows or [])
     try:
         _train(
-            state, loader, sampler, args, info, guard, logger, ckpt_path, use_amp, resume_step, own_command
+            state,
+            loader,
+            sampler,
+            args,
+            info,
+            guard,
+            logger,
+            ckpt_path,
+            use_amp,
+            resume_step,
+            own_command,
+            None if resume_step is None or source is None else Path(source),
         )
     finally:
         logger.close()
@@ -881,9 +892,12 @@ def _train(
     use_amp: bool,
     saved_step: int | None,
     own_command: bool,
+    resumed_from: Path | None = None,
 ) -> None:
     """The epoch loop: train, checkpoint after every epoch / at the step cap / on a signal, then stop (with
-    ``own_command``, a stop says where the checkpoint is)."""
+    ``own_command``, a stop says where the checkpoint is). ``resumed_from``: the checkpoint of step
+    ``saved_step`` the run resumed from (``--resume PATH`` may name another folder's), the last good state
+    until this run writes ``ckpt_path``."""
     # the clock of log.csv's elapsed_s: continues from the checkpoint's training time on --resume
     stage, t0 = state.stage, time.perf_counter() - state.elapsed_s
     if info.main:
@@ -900,6 +914,7 @@ def _train(
             flush=True,
         )
     saved = None if saved_step is None else (state.step, state.epoch, state.samples_in_epoch)
+    on_disk = resumed_from if saved is not None else None  # the file of the last good state, if any
     reason = "epoch"
     # the signal every process stops on: the largest number any of them recorded (0: none), so that every
     # process exits with the same status (128 + it), not Ctrl-C's where only another process was signalled
@@ -923,7 +938,7 @@ def _train(
             )
         except engine.NonFiniteError as exc:  # which checkpoint is the last good state, if one was written
             last = (
-                f"its checkpoint of step {saved[0]} in {ckpt_path} is the last good state"
+                f"the checkpoint of step {saved[0]} in {on_disk or ckpt_path} is the last good state"
                 if saved is not None
                 else "no checkpoint was written yet (the first is written at the end of the first epoch or "
                 "at --max-steps): there is nothing to resume"
@@ -958,7 +973,7 @@ def _train(
                             flush=True,
                         )
                     raise Interrupted(exc.signum, forced=True, saved=True) from None
-            saved = position
+            saved, on_disk = position, ckpt_path
         if reason == "epoch":
             faults.hit("epoch-end", state.epoch)
         # every process leaves together: a signal seen by any of them during the save or the wait stops all
@@ -971,11 +986,11 @@ def _train(
         if info.main and own_command:
             if saved is not None and _done(state, args):
                 where = (
-                    f"the stage finished: its checkpoint of step {state.step} in {ckpt_path} is complete "
-                    "(--resume skips it and goes on with what follows)"
+                    f"the stage finished: its checkpoint of step {state.step} in {on_disk or ckpt_path} is "
+                    "complete (--resume skips it and goes on with what follows)"
                 )
             elif saved is not None:
-                where = f"checkpoint of step {state.step} in {ckpt_path} (continue with --resume)"
+                where = f"checkpoint of step {state.step} in {on_disk or ckpt_path} (continue with --resume)"
             else:
                 where = "before the first step (nothing to save)"
             print(f"\n[{stage}] interrupted: {where}", file=sys.stderr, flush=True)

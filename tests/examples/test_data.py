@@ -1118,9 +1118,12 @@ def test_a_low_bit_grayscale_mask_is_read_as_its_stored_labels(voc_copy, depth):
     np.testing.assert_array_equal(data._read_mask(ds.mask_path(0)), labels)
 
 
-def _gray_tiff(path: Path, labels: np.ndarray, depth: int, min_is_white: bool) -> None:
+def _gray_tiff(
+    path: Path, labels: np.ndarray, depth: int, min_is_white: bool, reversed_bits: bool = False
+) -> None:
     """A grayscale TIFF of ``depth`` bits per sample whose samples are ``labels`` (written by hand),
-    photometric MinIsWhite (0 shown as white) or MinIsBlack."""
+    photometric MinIsWhite (0 shown as white) or MinIsBlack, the bits of each byte in reversed order
+    (FillOrder 2) or not."""
     import struct
 
     h, w = labels.shape
@@ -1136,8 +1139,11 @@ def _gray_tiff(path: Path, labels: np.ndarray, depth: int, min_is_white: bool) -
             packed.append(byte)
         rows.append(bytes(packed))
     pixels = b"".join(rows)
+    if reversed_bits:
+        pixels = bytes(int(f"{b:08b}"[::-1], 2) for b in pixels)
     entries = [(256, 3, w), (257, 3, h), (258, 3, depth), (259, 3, 1), (262, 3, 0 if min_is_white else 1),
-               (273, 4, 0), (277, 3, 1), (278, 3, h), (279, 4, len(pixels))]  # fmt: skip
+               (266, 3, 2 if reversed_bits else 1), (273, 4, 0), (277, 3, 1), (278, 3, h),
+               (279, 4, len(pixels))]  # fmt: skip
     offset = 8 + 2 + len(entries) * 12 + 4
     out = b"II*\0" + struct.pack("<IH", 8, len(entries))
     for tag, kind, entry in entries:
@@ -1147,15 +1153,36 @@ def _gray_tiff(path: Path, labels: np.ndarray, depth: int, min_is_white: bool) -
     path.write_bytes(out + struct.pack("<I", 0) + pixels)
 
 
+@pytest.mark.parametrize("reversed_bits", [False, True])
 @pytest.mark.parametrize("min_is_white", [False, True])
 @pytest.mark.parametrize("depth", [2, 4, 8])
-def test_a_grayscale_tiff_mask_is_read_as_its_stored_labels(tmp_path, depth, min_is_white) -> None:
+def test_a_grayscale_tiff_mask_is_read_as_its_stored_labels(tmp_path, depth, min_is_white, reversed_bits):
     """PIL reads by content: a TIFF under a ``.png`` name is read as its mask. Its low-bit samples came out
     scaled (class 1 as 17, sheep) and, stored with 0 as white (MinIsWhite), inverted (class 0 as 255,
-    ignored): the labels are the stored samples here too."""
+    ignored), with the bits of each byte reversed (FillOrder 2) too: the labels are the stored samples. The
+    one such TIFF PIL cannot decode (8 bits, MinIsWhite, FillOrder 2) is refused naming the file."""
     top = min(2**depth - 1, 20)
     labels = (np.arange(6 * 8) % (top + 1)).reshape(6, 8).astype(np.uint8)
-    _gray_tiff(tmp_path / "m.png", labels, depth, min_is_white)
+    _gray_tiff(tmp_path / "m.png", labels, depth, min_is_white, reversed_bits)
     with Image.open(tmp_path / "m.png") as im:
         assert im.format == "TIFF" and im.mode == "L"
+    if depth == 8 and min_is_white and reversed_bits:
+        with pytest.raises(
+            data.DataError, match=r"mask file '.*m\.png' stores its grayscale samples in PIL's raw"
+        ):
+            data._read_mask(tmp_path / "m.png")
+        return
     np.testing.assert_array_equal(data._read_mask(tmp_path / "m.png"), labels)
+
+
+@pytest.mark.parametrize("maxval", [15, 255])
+def test_a_pgm_mask_of_another_maximum_than_255_is_refused(tmp_path, maxval) -> None:
+    """A PGM under a ``.png`` name with a maximum value of 15 was rescaled by PIL (class 1 read as 17, sheep)
+    with no error: it is refused, naming the file and the maximum; one of maximum 255 is read as stored."""
+    labels = np.array([[0, 1, 15, 15], [1, 1, 0, 0]], np.uint8)
+    (tmp_path / "m.png").write_bytes(b"P5\n4 2\n%d\n" % maxval + labels.tobytes())
+    if maxval == 255:
+        np.testing.assert_array_equal(data._read_mask(tmp_path / "m.png"), labels)
+        return
+    with pytest.raises(data.DataError, match=r"mask file '.*m\.png' is a PGM file of maximum value 15"):
+        data._read_mask(tmp_path / "m.png")

@@ -356,7 +356,7 @@ def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(
     assert train_cli._cli() == 1  # the script's exit status
     err = capsys.readouterr().err
     assert "non-finite loss and gradients at step 5" in err
-    assert f"its checkpoint of step 3 in {tmp_path / 'joint' / 'checkpoint.pt'} is the last good state" in err
+    assert f"the checkpoint of step 3 in {tmp_path / 'joint' / 'checkpoint.pt'} is the last good state" in err
     ck = load_checkpoint(tmp_path / "joint" / "checkpoint.pt")  # the end of epoch 1, untouched
     assert (ck["step"], ck["epoch"], ck["complete"]) == (3, 1, False)
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
@@ -385,6 +385,21 @@ def test_a_nan_before_the_first_checkpoint_says_there_is_none(
     assert "non-finite loss and gradients at step 2" in message
     assert "no checkpoint was written yet" in message and "is the last good state" not in message
     assert not (tmp_path / "joint" / "checkpoint.pt").exists()
+
+
+def test_a_nan_after_resuming_another_folders_checkpoint_names_that_checkpoint(
+    voc6: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed with ``--resume PATH`` from another folder, the last good state until the run writes its own
+    checkpoint is PATH: the stop named the new folder's checkpoint.pt, which did not exist."""
+    first = train_cli.main(_argv(voc6, tmp_path / "a", "--workers", "0"))["joint"]
+    monkeypatch.setenv("TRANSINIT_FAULT", "nan-loss@step:5")
+    with pytest.raises(NonFiniteError) as info:
+        train_cli.main(
+            [*_argv(voc6, tmp_path / "b", "--workers", "0"), "--epochs", "2", "--resume", str(first)]
+        )
+    assert f"the checkpoint of step 3 in {first} is the last good state" in str(info.value)
+    assert not (tmp_path / "b" / "joint" / "checkpoint.pt").exists()
 
 
 @pytest.mark.parametrize("fault", ["nan-grad@step:1", "nan-weight@step:1"])
