@@ -599,6 +599,31 @@ def test_backbone_weights_that_are_no_weights_are_named(tmp_path, key: str, valu
     load_backbone_weights(net, path)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float8_e4m3fn])
+def test_backbone_weights_are_checked_in_the_backbones_dtype(tmp_path, dtype) -> None:
+    """The finiteness check ran in the file's dtype: a float64 value beyond float32's range passed it and
+    loaded as inf, and a float8_e4m3fn file (no isfinite in torch) raised a bare NotImplementedError, a
+    traceback of train.py. Checked as the backbone will hold the weights: the first refused naming the key and
+    the conversion, the second loaded as any other floating-point dtype."""
+    from examples.voc_joint import train_options
+
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    path = tmp_path / "r18.pth"
+    if dtype == torch.float64:
+        state["conv1.weight"].view(-1)[0] = 1e39
+        torch.save(state, path)
+        match = r"conv1\.weight holds NaN or infinite values once converted to the backbone's torch\.float32"
+        with pytest.raises(ValueError, match=rf"backbone weights .*r18\.pth: {match}"):
+            load_backbone_weights(net, path)
+        assert re.search(match, train_options.backbone_weights_error(path, "resnet18", 16) or "")
+        return
+    torch.save(state, path)
+    load_backbone_weights(net, path)
+    assert train_options.backbone_weights_error(path, "resnet18", 16) is None
+    assert torch.equal(net.conv1.weight, state["conv1.weight"].float())
+
+
 @pytest.mark.parametrize(
     "to,match",
     [

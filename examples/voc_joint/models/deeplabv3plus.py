@@ -218,8 +218,13 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             continue
         if not w.is_floating_point():
             raise ValueError(f"backbone weights {path}: {k} must be floating-point, got {w.dtype}")
-        if not bool(torch.isfinite(w).all()):
-            raise ValueError(f"backbone weights {path}: {k} holds NaN or infinite values")
+        # in the backbone's dtype, as it will hold them: a float64 value beyond float32's range loaded as inf
+        # (its check in float64 passed), and torch has no isfinite for some float8 dtypes
+        if not bool(torch.isfinite(w.to(v.dtype)).all()):
+            held = (
+                f" once converted to the backbone's {v.dtype} (from {w.dtype})" if w.dtype != v.dtype else ""
+            )
+            raise ValueError(f"backbone weights {path}: {k} holds NaN or infinite values{held}")
     backbone.load_state_dict(cleaned, strict=True)
 
 
