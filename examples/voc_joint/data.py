@@ -630,7 +630,7 @@ def _gray_decoding(im: Image.Image) -> tuple[int, bool] | str:
     if im.mode != "L" or len(tile) != 1:
         return 1, False
     codec, args = tile[0][0], tile[0][3]  # (a plain tuple before Pillow 11, a named one since)
-    if codec == "ppm" and isinstance(args, tuple) and len(args) > 1 and args[1] != 255:
+    if codec in ("ppm", "ppm_plain") and isinstance(args, tuple) and len(args) > 1 and args[1] != 255:
         return f"is a PGM file of maximum value {args[1]} (PIL rescales its samples to 0..255)"
     raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else None)
     if not isinstance(raw, str) or raw in _EXACT_GRAY:

@@ -1186,3 +1186,35 @@ def test_a_pgm_mask_of_another_maximum_than_255_is_refused(tmp_path, maxval) -> 
         return
     with pytest.raises(data.DataError, match=r"mask file '.*m\.png' is a PGM file of maximum value 15"):
         data._read_mask(tmp_path / "m.png")
+
+
+def test_an_8_bit_tiff_mask_with_an_extra_sample_is_read_as_its_stored_labels(tmp_path: Path) -> None:
+    """A grayscale TIFF of 2 samples per pixel (gray + ExtraSamples) is decoded by PIL in raw mode "LX", the
+    extra sample dropped: its labels are the stored gray samples, not refused."""
+    import struct as _struct
+
+    labels = (np.arange(48) % 21).reshape(6, 8).astype(np.uint8)
+    h, w = labels.shape
+    pixels = np.stack([labels, np.full_like(labels, 200)], -1).tobytes()
+    entries = [(256, 3, w), (257, 3, h), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 0), (277, 3, 2),
+               (278, 3, h), (279, 4, len(pixels)), (338, 3, 0)]  # fmt: skip
+    offset = 8 + 2 + len(entries) * 12 + 4
+    out = b"II*\0" + _struct.pack("<IH", 8, len(entries))
+    for tag, kind, entry in entries:
+        value = offset if tag == 273 else entry
+        out += _struct.pack("<HHI", tag, kind, 1) + (
+            _struct.pack("<HH", value, 0) if kind == 3 else _struct.pack("<I", value)
+        )
+    path = tmp_path / "m.png"
+    path.write_bytes(out + _struct.pack("<I", 0) + pixels)
+    with Image.open(path) as im:
+        assert im.format == "TIFF" and im.mode == "L" and im.tile[0][3][0] == "LX"
+    np.testing.assert_array_equal(data._read_mask(path), labels)
+
+
+def test_a_plain_pgm_mask_of_another_maximum_than_255_is_refused(tmp_path: Path) -> None:
+    """As the binary (P5) PGM: PIL rescales a plain (ASCII, P2) PGM of maximum 15 to 0..255 (class 1 read as
+    17, sheep); its decoder has another name ("ppm_plain"), and it was read with no error."""
+    (tmp_path / "m.png").write_bytes(b"P2\n4 2\n15\n0 1 15 15 1 1 0 0\n")
+    with pytest.raises(data.DataError, match=r"mask file '.*m\.png' is a PGM file of maximum value 15"):
+        data._read_mask(tmp_path / "m.png")

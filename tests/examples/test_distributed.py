@@ -36,7 +36,10 @@ class _OtherProcess:
 
     def all_reduce(self, t: torch.Tensor, op=distributed.dist.ReduceOp.SUM) -> None:
         if op == distributed.dist.ReduceOp.MAX:
-            torch.maximum(t, self.flags.to(t.dtype), out=t)
+            # a training step's flags (loss, gradients, weights, signal), or the element-by-element recheck
+            # of its gradients and weights where their norms were flagged: the other process's NaNs are real
+            flags = self.flags if t.numel() == self.flags.numel() else self.flags[1:3]
+            torch.maximum(t, flags.to(t.dtype), out=t)
         else:
             assert op == distributed.dist.ReduceOp.SUM, op
             t.add_(torch.tensor([self.value], dtype=t.dtype))

@@ -1841,3 +1841,42 @@ def test_an_injected_crash_at_a_counted_point_names_its_number(monkeypatch: pyte
     faults.hit("save")
     with pytest.raises(RuntimeError, match=r"injected crash at save:2$"):
         faults.hit("save")
+
+
+def test_a_nan_after_the_resumed_run_wrote_its_own_checkpoint_names_it(
+    voc6: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed from another folder's checkpoint (step 3), the run writes its own at step 6; a NaN at step 8
+    names that one, not the resumed file, and the error's finding is the finding alone (ablation.py and
+    demo.py build their own messages from it)."""
+    first = train_cli.main(_argv(voc6, tmp_path / "a", "--workers", "0"))["joint"]
+    monkeypatch.setenv("TRANSINIT_FAULT", "nan-loss@step:8")
+    own = tmp_path / "b" / "joint" / "checkpoint.pt"
+    with pytest.raises(NonFiniteError) as info:
+        train_cli.main(
+            [*_argv(voc6, tmp_path / "b", "--workers", "0"), "--epochs", "3", "--resume", str(first)]
+        )
+    assert f"the checkpoint of step 6 in {own} is the last good state" in str(info.value), str(info.value)
+    assert info.value.finding.startswith("non-finite loss and gradients at step 8 (epoch 3; loss ")
+    assert "training stopped" not in info.value.finding
+    assert own.exists()
+
+
+def test_an_interrupt_before_the_first_resumed_step_names_the_resumed_checkpoint(
+    voc6: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Resumed from another folder's checkpoint and stopped before any step (nothing new written): the stop
+    line names the resumed checkpoint, the last good state, not this folder's unwritten checkpoint.pt."""
+    first = train_cli.main(_argv(voc6, tmp_path / "a", "--workers", "0"))["joint"]
+    capsys.readouterr()
+    from examples.voc_joint import engine
+    from examples.voc_joint.signals import Interrupted
+
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **kw: "interrupt")  # a signal before step 4
+    with pytest.raises(Interrupted):
+        train_cli.main(
+            [*_argv(voc6, tmp_path / "b", "--workers", "0"), "--epochs", "2", "--resume", str(first)]
+        )
+    err = capsys.readouterr().err
+    assert f"[joint] interrupted: checkpoint of step 3 in {first} (continue with --resume)" in err, err
+    assert not (tmp_path / "b" / "joint" / "checkpoint.pt").exists()

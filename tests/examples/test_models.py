@@ -917,3 +917,20 @@ def test_model_config_of_a_joint_model_of_other_networks_is_a_type_error(which: 
     kind = "DeepLabV3Plus" if which == "deeplab" else "SpixelFCN"
     with pytest.raises(TypeError, match=rf"JointModel whose {which} is a Identity, not a {kind}"):
         model_config(model)
+
+
+def test_backbone_weights_beyond_float16_are_refused_for_a_half_backbone(tmp_path) -> None:
+    """A float32 file value of 1e5 is finite in float32 but inf in a float16 backbone: the check runs in the
+    backbone's dtype, and the message names the conversion."""
+    net, _, _ = build_resnet_backbone("resnet18", 16)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["conv1.weight"].view(-1)[0] = 1e5
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    net = net.half()
+    with pytest.raises(
+        ValueError,
+        match=r"conv1\.weight holds NaN or infinite values once converted to the backbone's torch\.float16 "
+        r"\(from torch\.float32\)",
+    ):
+        load_backbone_weights(net, path)

@@ -31,6 +31,7 @@ from examples.voc_joint.checkpoint import (
     save_checkpoint,
 )
 from examples.voc_joint.cli import error_text
+from examples.voc_joint.distributed import DistInfo
 from examples.voc_joint.models import JointModel
 
 from .helpers import (
@@ -3350,3 +3351,29 @@ def test_the_model_options_take_what_a_checkpoint_config_may_hold(option, sectio
     base = deeplab if section == "deeplab" else {"cell_size": 16, "width": 16}
     arch = "deeplabv3plus" if section == "deeplab" else "spixelfcn"
     build.validate_model_config({"arch": arch, section: {**base, key: bound}})
+
+
+class _OtherRankHasNaNGradients(DistInfo):
+    """A process whose peer found a NaN gradient: its flags and its exact check come back with that flag."""
+
+    def any(self, flags: torch.Tensor) -> torch.Tensor:
+        if flags.numel() == 4:  # (loss, gradients, weights, stop): the peer's gradient norm is NaN
+            flags[1] = 1.0
+        elif flags.numel() == 2:  # (gradients, weights) checked element by element: the peer's NaN
+            flags[0] = 1.0
+        return flags
+
+
+def test_the_exact_recheck_is_agreed_by_every_process() -> None:
+    """This process's gradients overflow the norm but are finite; another process holds a NaN gradient: every
+    process stops: the recheck of the flagged set is agreed too (this one alone would update)."""
+    from examples.voc_joint import engine
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 21, 1)
+    model.weight.register_hook(lambda grad: torch.full_like(grad, 1e19))  # finite, norm overflows
+    state, args, (batch,) = _toy_state(model), _toy_args(), _toy_batches(1)
+    before = model.weight.detach().clone()
+    with pytest.raises(engine.NonFiniteError, match="non-finite gradients at step 1 "):
+        engine.train_step(state, batch, args, _OtherRankHasNaNGradients(), None, False)
+    assert state.step == 0 and torch.equal(model.weight.detach(), before)
