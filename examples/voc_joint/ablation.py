@@ -304,14 +304,14 @@ class _Context:
         spx: Path,
         common: list[str],
         val: Any,
-        sha256: dict[str, str] | None = None,
+        sha256: dict[str, str],
     ) -> None:
         self.opts, self.root, self.out, self.seg, self.spx = opts, root, out, seg, spx
         self.common, self.val = common, val
         self.step0_cache: dict[str, dict[str, Any]] = {}
         #: the content SHA-256 of ``seg`` and ``spx`` when the ablation started (keys ``"seg"``, ``"spx"``):
         #: every run loads the files again, and must load these
-        self.sha256 = sha256 or {}
+        self.sha256 = sha256
 
     def check_sources(self) -> None:
         """Refuse a pretrained checkpoint whose content is no longer the one the ablation started from (a
@@ -328,10 +328,7 @@ class _Context:
             ("seg", self.seg, "deeplab", "--seg-checkpoint"),
             ("spx", self.spx, "spixel", "--spixel-checkpoint"),
         ):
-            expected = self.sha256.get(key)
-            if expected is None:
-                continue
-            now = source_facts(path, part, option)[1]
+            expected, now = self.sha256[key], source_facts(path, part, option)[1]
             if now != expected:
                 raise UsageError(
                     f"{option} {path} changed during the ablation (sha256 {expected[:16]} when it started, "

@@ -38,6 +38,7 @@ __all__ = [
     "DefaultsHelpFormatter",
     "UsageError",
     "add_fusion_hidden",
+    "broken_link_error",
     "check_one_process",
     "check_output_dir",
     "device_arg",
@@ -442,15 +443,12 @@ def output_dir_error(path: Path) -> str | None:
         is_dir = existing is not None and existing.is_dir()
         # a link below the nearest existing folder: one that points nowhere
         below = chain[: chain.index(existing)] if existing is not None else ()
-        broken = next((p for p in below if p.is_symlink()), None)
+        broken = next((p for p in below if broken_link_error(p) is not None), None)
     except OSError as exc:  # a name too long for the system, ...: not a traceback
         return f"{str(path)!r} cannot be used: {exc.strerror}"
     if broken is not None:  # no folder can be made in its place: os.makedirs fails with "File exists"
         where = "" if broken == path else f", where {str(path)!r} would be made"
-        return (
-            f"{str(broken)!r} is a broken link (to {os.readlink(broken)!r}, which does not exist){where}: "
-            "make the folder it points to, or remove the link"
-        )
+        return f"{broken_link_error(broken)}{where}: make the folder it points to, or remove the link"
     if existing is None:  # only a drive that does not exist holds no existing folder above the path
         return f"{str(path)!r} cannot be made: none of the folders above it exists"
     if not is_dir:
@@ -463,6 +461,24 @@ def output_dir_error(path: Path) -> str | None:
     problem = _cannot_create_in(existing)  # root passes os.access on /proc, /sys, ...: making a file tells
     if problem is not None:
         return f"no file can be made in the folder {str(existing)!r}{where} ({problem})"
+    return None
+
+
+def broken_link_error(link: Path) -> str | None:
+    """``"'<link>' is a broken link (to '<target>', which does not exist)"`` (or ``..., a loop of links)``)
+    where ``link`` is a symbolic link that cannot be followed; None for anything else.
+
+    Example:
+        >>> broken_link_error(Path("runs/voc_joint")) is None  # no link
+        True
+    """
+    if not link.is_symlink():
+        return None
+    try:
+        os.stat(link)
+    except OSError as exc:
+        why = "a loop of links" if exc.errno == errno.ELOOP else "which does not exist"
+        return f"{str(link)!r} is a broken link (to {os.readlink(link)!r}, {why})"
     return None
 
 

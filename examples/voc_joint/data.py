@@ -584,11 +584,12 @@ def _colour_mask_note(im: Image.Image) -> str:
     )
 
 
-def _check_mask_header(path: Path, im: Image.Image, *, notes: bool = True) -> None:
+def _check_mask_header(path: Path, im: Image.Image, *, notes: bool = True) -> tuple[int, bool]:
     """The rules on an open mask that its header decides: a palette ("P") or grayscale ("L") PNG, no JPEG
-    (lossy). ``notes``: for a refused RGB(A) mask, say whether its colours are VOC palette colours (decodes
-    the pixels; the header pass leaves it out). The per-sample read and the header pass
-    (:meth:`VOCSegmentation.header_problems`) both apply it."""
+    (lossy), grayscale samples that can be read back as stored (:func:`_gray_decoding`); returns how PIL
+    decodes them, ``(factor, inverted)``. ``notes``: for a refused RGB(A) mask, say whether its colours are
+    VOC palette colours (decodes the pixels; the header pass leaves it out). The per-sample read and the
+    header pass (:meth:`VOCSegmentation.header_problems`) both apply it."""
     if im.format in ("JPEG", "MPO"):  # PIL reads by content, whatever the name
         raise DataError(
             f"mask file '{path}' is a {im.format} file (lossy: the compression changes the labels "
@@ -599,6 +600,13 @@ def _check_mask_header(path: Path, im: Image.Image, *, notes: bool = True) -> No
             f"mask file '{path}' has PIL mode '{im.mode}': expected a palette ('P') or grayscale "
             "('L') PNG whose pixel values are the class indices" + (_colour_mask_note(im) if notes else "")
         )
+    decoding = _gray_decoding(im)  # (from the header: read before the pixels are decoded)
+    if isinstance(decoding, str):
+        raise DataError(
+            f"mask file '{path}' {decoding}: expected a palette ('P') or grayscale ('L') PNG whose pixel "
+            "values are the class indices"
+        )
+    return decoding
 
 
 #: PIL's decodings of grayscale samples that do not give the stored values (the raw mode of an image's tile):
@@ -653,14 +661,7 @@ def _read_mask(
     inverted, which are undone here (:func:`_gray_decoding`; a 4-bit mask's class 1 was read as 17, sheep,
     and a 2-bit one's class 3 as 255, ignored)."""
     with _open(path, "mask", max_pixels) as im:
-        _check_mask_header(path, im)
-        decoding = _gray_decoding(im)  # (from the header: read before the pixels are decoded)
-        if isinstance(decoding, str):
-            raise DataError(
-                f"mask file '{path}' {decoding}: expected a palette ('P') or grayscale ('L') PNG whose pixel "
-                "values are the class indices"
-            )
-        factor, inverted = decoding
+        factor, inverted = _check_mask_header(path, im)
         arr = np.asarray(im, dtype=np.uint8)
     if inverted:
         arr = 255 - arr
@@ -896,7 +897,7 @@ class VOCSegmentation(Dataset[dict[str, Any]]):
         image_path, mask_path = self.image_path(index), self.mask_path(index)
         problems: list[str] = []
         sizes: list[tuple[int, int]] = []
-        checks: tuple[tuple[Path, str, Callable[[Path, Image.Image], None]], ...] = (
+        checks: tuple[tuple[Path, str, Callable[[Path, Image.Image], object]], ...] = (
             (image_path, "image", _check_image_header),
             (mask_path, "mask", functools.partial(_check_mask_header, notes=False)),
         )

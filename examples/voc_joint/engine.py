@@ -263,12 +263,13 @@ def train_step(
     faults.hit("step", step)
     faults.corrupt_model(step, state.model)
     params = [p for p in state.model.parameters() if p.requires_grad]
+    weights = [p.detach() for p in params]
     grads = [p.grad for p in params if p.grad is not None] if not use_amp else []
     flags = torch.stack(
         [
             (~torch.isfinite(loss.detach())).float(),
             _nonfinite(grads, device),
-            _nonfinite([p.detach() for p in params], device),
+            _nonfinite(weights, device),
             # a fill on the device: torch.tensor(value, device=cuda) copies from the host and waits for the
             # stream (a second synchronisation per step, after the backward)
             torch.full((), float(guard is not None and guard.requested is not None), device=device),
@@ -283,7 +284,7 @@ def train_step(
         exact = torch.tensor(
             [
                 float(bad_grad and _any_nonfinite(grads)),
-                float(bad_weight and _any_nonfinite([p.detach() for p in params])),
+                float(bad_weight and _any_nonfinite(weights)),
             ],
             device=device,
         )

@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from examples.voc_joint.atomic import write_text_atomic
-from examples.voc_joint.cli import existing_dir, output_dir_error
+from examples.voc_joint.cli import broken_link_error, existing_dir, output_dir_error
 from examples.voc_joint.data import (
     DEFAULT_MAX_PIXELS,
     IGNORE_INDEX,
@@ -624,16 +624,9 @@ def build_trainaug(
     val_set = set(val)
     train = [n for n in _union(lists["voc_train"], sbd_names) if n not in val_set]
     out_masks, out_lists = voc / MASK_DIR, _list_dir(voc, True)
-    if out_masks.is_symlink() and not out_masks.exists():  # (the rename into place failed, after every mask)
-        try:
-            os.stat(out_masks)
-            why = "which does not exist"  # (exists() said no: gone since)
-        except OSError as exc:
-            why = "a loop of links" if exc.errno == errno.ELOOP else "which does not exist"
-        raise FileNotFoundError(
-            f"'{out_masks}' is a broken link (to {os.readlink(out_masks)!r}, {why}): make the folder it "
-            "points to, or remove the link"
-        )
+    broken = broken_link_error(out_masks)  # (the rename into place failed on it, after every mask)
+    if broken is not None:
+        raise FileNotFoundError(f"{broken}: make the folder it points to, or remove the link")
     existing = [p for p in (out_masks, out_lists / "train.txt", out_lists / "val.txt") if p.exists()]
     unfinished = out_masks / TRAINAUG_UNFINISHED
     if existing and not overwrite and not unfinished.is_file():  # (an unfinished run's: completed now)

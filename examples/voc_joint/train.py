@@ -832,7 +832,7 @@ def _run_locked(
             use_amp,
             resume_step,
             own_command,
-            None if resume_step is None or source is None else Path(source),
+            None if source is None else Path(source),
         )
     finally:
         logger.close()
@@ -914,7 +914,7 @@ def _train(
             flush=True,
         )
     saved = None if saved_step is None else (state.step, state.epoch, state.samples_in_epoch)
-    on_disk = resumed_from if saved is not None else None  # the file of the last good state, if any
+    on_disk = resumed_from or ckpt_path  # the file of the last good state (once there is one: saved)
     reason = "epoch"
     # the signal every process stops on: the largest number any of them recorded (0: none), so that every
     # process exits with the same status (128 + it), not Ctrl-C's where only another process was signalled
@@ -938,7 +938,7 @@ def _train(
             )
         except engine.NonFiniteError as exc:  # which checkpoint is the last good state, if one was written
             last = (
-                f"the checkpoint of step {saved[0]} in {on_disk or ckpt_path} is the last good state"
+                f"the checkpoint of step {saved[0]} in {on_disk} is the last good state"
                 if saved is not None
                 else "no checkpoint was written yet (the first is written at the end of the first epoch or "
                 "at --max-steps): there is nothing to resume"
@@ -986,11 +986,11 @@ def _train(
         if info.main and own_command:
             if saved is not None and _done(state, args):
                 where = (
-                    f"the stage finished: its checkpoint of step {state.step} in {on_disk or ckpt_path} is "
+                    f"the stage finished: its checkpoint of step {state.step} in {on_disk} is "
                     "complete (--resume skips it and goes on with what follows)"
                 )
             elif saved is not None:
-                where = f"checkpoint of step {state.step} in {on_disk or ckpt_path} (continue with --resume)"
+                where = f"checkpoint of step {state.step} in {on_disk} (continue with --resume)"
             else:
                 where = "before the first step (nothing to save)"
             print(f"\n[{stage}] interrupted: {where}", file=sys.stderr, flush=True)

@@ -1074,14 +1074,11 @@ def test_a_name_listed_with_an_upper_case_extension_is_named_as_the_near_miss(tm
     assert hint == " (found 'IMG_01.jpg' in its folder: list the names without '.JPG')", hint
 
 
-def _gray_png(path: Path, labels: np.ndarray, depth: int) -> None:
-    """A grayscale PNG of ``depth`` bits per sample whose samples are ``labels`` (written by hand: no
-    writer's scaling between the labels and the file)."""
-    import struct
-    import zlib
-
+def _packed_rows(labels: np.ndarray, depth: int) -> list[bytes]:
+    """Every row of ``labels`` packed at ``depth`` bits per sample, the first sample in the high bits of its
+    byte and each row padded to whole bytes (as PNG and TIFF store them)."""
     per = 8 // depth
-    raw = b""
+    rows = []
     for line in labels.tolist():
         row = line + [0] * (-len(line) % per)
         packed = []
@@ -1090,7 +1087,32 @@ def _gray_png(path: Path, labels: np.ndarray, depth: int) -> None:
             for v in row[k : k + per]:
                 byte = (byte << depth) | v
             packed.append(byte)
-        raw += b"\0" + bytes(packed)
+        rows.append(bytes(packed))
+    return rows
+
+
+def _tiff(path: Path, entries: list[tuple[int, int, int]], pixels: bytes) -> None:
+    """A one-strip little-endian TIFF of ``pixels`` with the tags ``(tag, type, value)`` of ``entries`` (type
+    3: SHORT, 4: LONG), written by hand; the strip's offset (tag 273) and byte count (tag 279) are added."""
+    import struct
+
+    entries = sorted([*entries, (273, 4, 0), (279, 4, len(pixels))])
+    offset = 8 + 2 + len(entries) * 12 + 4
+    out = b"II*\0" + struct.pack("<IH", 8, len(entries))
+    for tag, kind, entry in entries:
+        value = offset if tag == 273 else entry
+        packed_value = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, kind, 1) + packed_value
+    path.write_bytes(out + struct.pack("<I", 0) + pixels)
+
+
+def _gray_png(path: Path, labels: np.ndarray, depth: int) -> None:
+    """A grayscale PNG of ``depth`` bits per sample whose samples are ``labels`` (written by hand: no
+    writer's scaling between the labels and the file)."""
+    import struct
+    import zlib
+
+    raw = b"".join(b"\0" + row for row in _packed_rows(labels, depth))  # (filter type 0 before each row)
 
     def chunk(tag: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
@@ -1124,33 +1146,13 @@ def _gray_tiff(
     """A grayscale TIFF of ``depth`` bits per sample whose samples are ``labels`` (written by hand),
     photometric MinIsWhite (0 shown as white) or MinIsBlack, the bits of each byte in reversed order
     (FillOrder 2) or not."""
-    import struct
-
     h, w = labels.shape
-    per = 8 // depth
-    rows = []
-    for line in labels.tolist():
-        row = line + [0] * (-len(line) % per)
-        packed = []
-        for k in range(0, len(row), per):
-            byte = 0
-            for v in row[k : k + per]:
-                byte = (byte << depth) | v
-            packed.append(byte)
-        rows.append(bytes(packed))
-    pixels = b"".join(rows)
+    pixels = b"".join(_packed_rows(labels, depth))
     if reversed_bits:
         pixels = bytes(int(f"{b:08b}"[::-1], 2) for b in pixels)
     entries = [(256, 3, w), (257, 3, h), (258, 3, depth), (259, 3, 1), (262, 3, 0 if min_is_white else 1),
-               (266, 3, 2 if reversed_bits else 1), (273, 4, 0), (277, 3, 1), (278, 3, h),
-               (279, 4, len(pixels))]  # fmt: skip
-    offset = 8 + 2 + len(entries) * 12 + 4
-    out = b"II*\0" + struct.pack("<IH", 8, len(entries))
-    for tag, kind, entry in entries:
-        value = offset if tag == 273 else entry
-        packed_value = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
-        out += struct.pack("<HHI", tag, kind, 1) + packed_value
-    path.write_bytes(out + struct.pack("<I", 0) + pixels)
+               (266, 3, 2 if reversed_bits else 1), (277, 3, 1), (278, 3, h)]  # fmt: skip
+    _tiff(path, entries, pixels)
 
 
 @pytest.mark.parametrize("reversed_bits", [False, True])
@@ -1178,35 +1180,30 @@ def test_a_grayscale_tiff_mask_is_read_as_its_stored_labels(tmp_path, depth, min
 @pytest.mark.parametrize("maxval", [15, 255])
 def test_a_pgm_mask_of_another_maximum_than_255_is_refused(tmp_path, maxval) -> None:
     """A PGM under a ``.png`` name with a maximum value of 15 was rescaled by PIL (class 1 read as 17, sheep)
-    with no error: it is refused, naming the file and the maximum; one of maximum 255 is read as stored."""
+    with no error: it is refused, naming the file and the maximum, by the header's rules (the header pass
+    finds it too); one of maximum 255 is read as stored."""
     labels = np.array([[0, 1, 15, 15], [1, 1, 0, 0]], np.uint8)
     (tmp_path / "m.png").write_bytes(b"P5\n4 2\n%d\n" % maxval + labels.tobytes())
     if maxval == 255:
         np.testing.assert_array_equal(data._read_mask(tmp_path / "m.png"), labels)
         return
-    with pytest.raises(data.DataError, match=r"mask file '.*m\.png' is a PGM file of maximum value 15"):
+    refused = r"mask file '.*m\.png' is a PGM file of maximum value 15"
+    with pytest.raises(data.DataError, match=refused):
         data._read_mask(tmp_path / "m.png")
+    with Image.open(tmp_path / "m.png") as im, pytest.raises(data.DataError, match=refused):
+        data._check_mask_header(tmp_path / "m.png", im, notes=False)  # the header pass's rule too
 
 
 def test_an_8_bit_tiff_mask_with_an_extra_sample_is_read_as_its_stored_labels(tmp_path: Path) -> None:
     """A grayscale TIFF of 2 samples per pixel (gray + ExtraSamples) is decoded by PIL in raw mode "LX", the
     extra sample dropped: its labels are the stored gray samples, not refused."""
-    import struct as _struct
-
     labels = (np.arange(48) % 21).reshape(6, 8).astype(np.uint8)
     h, w = labels.shape
     pixels = np.stack([labels, np.full_like(labels, 200)], -1).tobytes()
-    entries = [(256, 3, w), (257, 3, h), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 0), (277, 3, 2),
-               (278, 3, h), (279, 4, len(pixels)), (338, 3, 0)]  # fmt: skip
-    offset = 8 + 2 + len(entries) * 12 + 4
-    out = b"II*\0" + _struct.pack("<IH", 8, len(entries))
-    for tag, kind, entry in entries:
-        value = offset if tag == 273 else entry
-        out += _struct.pack("<HHI", tag, kind, 1) + (
-            _struct.pack("<HH", value, 0) if kind == 3 else _struct.pack("<I", value)
-        )
+    entries = [(256, 3, w), (257, 3, h), (258, 3, 8), (259, 3, 1), (262, 3, 1), (277, 3, 2), (278, 3, h),
+               (338, 3, 0)]  # fmt: skip
     path = tmp_path / "m.png"
-    path.write_bytes(out + _struct.pack("<I", 0) + pixels)
+    _tiff(path, entries, pixels)
     with Image.open(path) as im:
         assert im.format == "TIFF" and im.mode == "L" and im.tile[0][3][0] == "LX"
     np.testing.assert_array_equal(data._read_mask(path), labels)
