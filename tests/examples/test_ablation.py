@@ -1384,15 +1384,8 @@ def test_a_continued_ablation_records_every_session_and_their_total_time(
     session on another commit is said."""
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--seeds", "3", "--steps", "1"]
-    real, calls = ablation.finetune, []
-
-    def stopped_in_the_third_run(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ablation, "finetune", stopped_in_the_third_run)
+    real = ablation.finetune
+    _stopped_in_run(monkeypatch, 3)
     monkeypatch.setattr(ablation, "_commit", lambda: "aaaaaaa")
     with pytest.raises(KeyboardInterrupt):
         ablation.main(argv)
@@ -1484,22 +1477,11 @@ def test_a_pretrained_checkpoint_replaced_during_the_runs_stops_the_ablation(
     finished runs are kept, and restoring the file continues them."""
     import shutil
 
-    from examples.voc_joint.checkpoint import load_checkpoint, save_checkpoint
-
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     shutil.copyfile(seg, tmp_path / "seg_backup.pt")
     argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--seeds", "2", "--steps", "1"]
-    other = load_checkpoint(seg, expect_stage="seg")
-    other["model"] = {k: v + 0.05 if v.is_floating_point() else v for k, v in other["model"].items()}
-    real, calls = ablation.finetune, []
-
-    def replaced_after_the_first_run(ctx, variant, seed, progress=None):
-        if calls:
-            save_checkpoint(seg, dict(other))
-        calls.append(seed)
-        return real(ctx, variant, seed, progress)
-
-    monkeypatch.setattr(ablation, "finetune", replaced_after_the_first_run)
+    real = ablation.finetune
+    _replaced_after_the_first_run(monkeypatch, seg, "seg")
     with pytest.raises(SystemExit) as info:
         ablation.main(argv)
     err = capsys.readouterr().err
@@ -1520,6 +1502,22 @@ def _replaced(path, stage: str) -> dict:
     ck = load_checkpoint(path, expect_stage=stage)
     ck["model"] = {k: v + 0.05 if v.is_floating_point() else v for k, v in ck["model"].items()}
     return ck
+
+
+def _replaced_after_the_first_run(monkeypatch, path, stage: str) -> None:
+    """``ablation.finetune`` writing other weights (:func:`_replaced`) over the checkpoint at ``path`` before
+    every run but the first (a training still writing the file)."""
+    from examples.voc_joint.checkpoint import save_checkpoint
+
+    other, real, calls = _replaced(path, stage), ablation.finetune, []
+
+    def replaced(ctx, variant, seed, progress=None):
+        if calls:
+            save_checkpoint(path, dict(other))
+        calls.append(seed)
+        return real(ctx, variant, seed, progress)
+
+    monkeypatch.setattr(ablation, "finetune", replaced)
 
 
 def test_the_record_checks_refuse_each_damaged_field_and_take_an_old_records_sessions(
@@ -1621,19 +1619,9 @@ def test_a_replaced_spixel_checkpoint_stops_the_ablation_too(
     tiny_voc, tmp_path, one_thread, monkeypatch, capsys
 ) -> None:
     """The SpixelFCN checkpoint is checked as the DeepLabV3+ one."""
-    from examples.voc_joint.checkpoint import save_checkpoint
-
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--seeds", "2", "--steps", "1"]
-    other, real, calls = _replaced(spx, "spixel"), ablation.finetune, []
-
-    def replaced_after_the_first_run(ctx, variant, seed, progress=None):
-        if calls:
-            save_checkpoint(spx, dict(other))
-        calls.append(seed)
-        return real(ctx, variant, seed, progress)
-
-    monkeypatch.setattr(ablation, "finetune", replaced_after_the_first_run)
+    _replaced_after_the_first_run(monkeypatch, spx, "spixel")
     with pytest.raises(SystemExit) as info:
         ablation.main(argv)
     err = capsys.readouterr().err

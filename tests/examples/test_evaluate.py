@@ -1782,29 +1782,10 @@ def test_help_names_the_default_output_folder_the_code_uses() -> None:
 
 
 def _options_of_run(voc, tmp_path, monkeypatch, extra):
-    model = {"arch": "joint", "deeplab": {"num_classes": 21}}
-    config = {"model": model, "stage": "joint", "sha256": "5" * 64}
-    fake = types.ModuleType("examples.voc_joint.checkpoint")
-    fake.CheckpointError = ValueError
-    fake.load_model_from_checkpoint = lambda path, **kw: (StubJoint().eval(), config)
-    monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
-    (tmp_path / "ckpt.pt").touch()
+    """metrics.json's ``options`` of an evaluation of a fake joint checkpoint (:func:`_fake_checkpoint`)."""
     out = tmp_path / "eval"
-    argv = [
-        "--checkpoint",
-        str(tmp_path / "ckpt.pt"),
-        "--data-root",
-        str(voc),
-        "--split",
-        "val",
-        "--full-size",
-        "--output-dir",
-        str(out),
-        "--max-panels",
-        "0",
-        "--no-progress",
-        *extra,
-    ]
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path), "--data-root", str(voc), "--split", "val"]
+    argv += ["--full-size", "--output-dir", str(out), "--max-panels", "0", *extra]
     assert evaluate_mod.main(argv) == 0
     return json.loads((out / "metrics.json").read_text())["options"]
 
