@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -28,10 +28,12 @@ from examples.voc_joint.wording import counted
 __all__ = [
     "MAIN_WORK_TIMEOUT",
     "PEER_LOST_MESSAGES",
+    "PRINTED_BY_RANK_0",
     "DistInfo",
     "ProcessLostError",
     "cleanup_distributed",
     "init_distributed",
+    "mark_printed_by_rank_0",
     "peer_lost",
     "resolve_device",
     "torchrun_environment",
@@ -48,9 +50,29 @@ MAIN_WORK_TIMEOUT = datetime.timedelta(hours=24)
 #: (NCCL reports a lost process otherwise, or only at its timeout: not checked, no multi-GPU machine here.)
 PEER_LOST_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
 
+#: The attribute of an error that every process raises with the same message (rank 0's refusal passed on, a
+#: stop the processes agreed on): set on the copies of the other processes, whose command prints nothing.
+PRINTED_BY_RANK_0 = "printed_by_rank_0"
+
+_E = TypeVar("_E", bound=BaseException)
+
 
 class ProcessLostError(RuntimeError):
     """A collective failed because another process of the group is gone (killed or crashed)."""
+
+
+def mark_printed_by_rank_0(exc: _E, info: DistInfo) -> _E:
+    """``exc``, marked :data:`PRINTED_BY_RANK_0` on every process but rank 0, where every process raises it
+    with the same message (a refusal rank 0 decided, a stop they agreed on): the command prints one copy, not
+    one per process.
+
+    Example:
+        >>> err = mark_printed_by_rank_0(ValueError("bad"), DistInfo(rank=1, world_size=2))
+        >>> getattr(err, PRINTED_BY_RANK_0)
+        True
+    """
+    setattr(exc, PRINTED_BY_RANK_0, not info.main)
+    return exc
 
 
 def peer_lost(exc: BaseException) -> bool:
@@ -80,12 +102,14 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = False) -> torch.device:
     """The device a process uses: ``device`` (default ``cuda`` when available, else ``cpu``).
 
-    Under DDP a CUDA device is ``cuda:<local_rank>``.
+    Under DDP a CUDA device is ``cuda:<local_rank>``: torchrun gives each process of a machine its own GPU,
+    so ``device`` names no index there (``cuda``, not ``cuda:1``).
 
     Raises:
         ValueError: an unknown device string, a device type this machine does not have, a CUDA index it
             does not have (read off the text: torch would wrap ``cuda:4096`` to ``cuda:0``), or a CPU device
-            with an index (``cpu:3``).
+            with an index (``cpu:3``); under DDP, a CUDA device with an index (every process refuses it) or a
+            ``local_rank`` the machine has no GPU for (more processes per machine than GPUs).
 
     Example:
         >>> resolve_device("cpu")
@@ -111,11 +135,23 @@ def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = 
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {want!r} requested but CUDA is not available on this machine")
-        index = local_rank if distributed else (dev.index or 0)
-        if index >= torch.cuda.device_count():
-            has = counted(torch.cuda.device_count(), "CUDA device")
-            raise ValueError(f"device 'cuda:{index}' requested but this machine has {has}")
-        return torch.device("cuda", index)
+        has = counted(torch.cuda.device_count(), "CUDA device")
+        if not distributed:
+            index = dev.index or 0
+            if index >= torch.cuda.device_count():
+                raise ValueError(f"device 'cuda:{index}' requested but this machine has {has}")
+            return torch.device("cuda", index)
+        if dev.index is not None:  # (taken as cuda:<local_rank> before, the index ignored without a word)
+            raise ValueError(
+                f"device {want!r} under torchrun: each process takes the GPU of its LOCAL_RANK (this one "
+                f"cuda:{local_rank}); pass cuda, without an index (CUDA_VISIBLE_DEVICES picks the GPUs)"
+            )
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK={local_rank} takes cuda:{local_rank} but this machine has {has}: start at most "
+                f"{torch.cuda.device_count()} processes per machine (torchrun --nproc-per-node)"
+            )
+        return torch.device("cuda", local_rank)
     raise ValueError(f"device {want!r} is not supported by this pipeline (use cpu or cuda[:N])")
 
 
@@ -271,7 +307,10 @@ def init_distributed(device: str | None = None) -> DistInfo:
     """
     world_size, rank, local_rank = torchrun_environment()
     enabled = world_size > 1
-    dev = resolve_device(device, local_rank, enabled)
+    try:
+        dev = resolve_device(device, local_rank, enabled)
+    except ValueError as exc:  # (a traceback before): named, exit status 2 as the option's other refusals
+        raise UsageError(str(exc)) from None
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if enabled and not dist.is_initialized():

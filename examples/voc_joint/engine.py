@@ -272,13 +272,16 @@ def train_step(
             _nonfinite(weights, device),
             # a fill on the device: torch.tensor(value, device=cuda) copies from the host and waits for the
             # stream (a second synchronisation per step, after the backward)
-            torch.full((), float(guard is not None and guard.requested is not None), device=device),
+            # the signal number (the largest over the processes), kept as the guard's agreed stop
+            torch.full((), float(guard.requested or 0) if guard is not None else 0.0, device=device),
         ]
     )
     info.any(flags)
     values = torch.cat([loss.detach().float().reshape(1), *(v.float().reshape(1) for v in parts.values())])
     numbers = torch.cat([values, flags]).tolist()
     bad_loss, bad_grad, bad_weight, stop = (bool(f) for f in numbers[-4:])
+    if stop and guard is not None:
+        guard.agreed = int(numbers[-1])
     if bad_grad or bad_weight:  # their norms overflowed: which hold a NaN or an inf (every process agrees;
         # finite values beyond the norm's range are no reason to stop, nor to be called non-finite)
         exact = torch.tensor(

@@ -138,6 +138,9 @@ class InterruptGuard:
 
     def __init__(self) -> None:
         self.requested: int | None = None
+        #: The signal every process agreed to stop on (set by the training loop; another process's signal
+        #: where this one had none): a process then lost stopped on it, it did not crash.
+        self.agreed: int | None = None
         self._previous: dict[int, Any] = {}
         self._depth = 0
         self._critical = 0

@@ -57,10 +57,12 @@ from examples.voc_joint.checkpoint import (
 from examples.voc_joint.cli import UsageError, error_text, out_of_memory_error
 from examples.voc_joint.data import DataError
 from examples.voc_joint.distributed import (
+    PRINTED_BY_RANK_0,
     DistInfo,
     ProcessLostError,
     cleanup_distributed,
     init_distributed,
+    mark_printed_by_rank_0,
     peer_lost,
 )
 from examples.voc_joint.locking import FolderLock
@@ -361,10 +363,6 @@ def _check_run(
     return ckpt, source, changes
 
 
-#: Set on the copy of rank 0's error that :func:`_agree` raises on the other processes (main prints none).
-_RANK_0_PRINTS = "printed_by_rank_0"
-
-
 def _agree(info: DistInfo, work: Callable[[], Any]) -> Any:
     """Run ``work()`` on rank 0; every process gets its (picklable) result or raises its error (same type).
 
@@ -395,8 +393,7 @@ def _agree(info: DistInfo, work: Callable[[], Any]) -> Any:
             refusal.errno = error[2]
         else:
             refusal = (CheckpointError if error[0] == "CheckpointError" else UsageError)(error[1])
-        setattr(refusal, _RANK_0_PRINTS, not info.main)  # every process has it: main prints it on rank 0 only
-        raise refusal
+        raise mark_printed_by_rank_0(refusal, info)  # every process has it: main prints it on rank 0 only
     return result
 
 
@@ -943,11 +940,13 @@ def _train(
                 else "no checkpoint was written yet (the first is written at the end of the first epoch or "
                 "at --max-steps): there is nothing to resume"
             )
-            raise engine.NonFiniteError(
+            # every process stops here with this message (they agreed on the finding): rank 0 prints it
+            error = engine.NonFiniteError(
                 f"[{stage}] {exc.finding}: training stopped before the update; {last}. Lower the learning "
                 "rate, check the data, or try without --amp",
                 exc.finding,
-            ) from None
+            )
+            raise mark_printed_by_rank_0(error, info) from None
         position = (state.step, state.epoch, state.samples_in_epoch)
         if position != saved:  # never rewrite (or replace by an older state) what is on disk
             rng = info.gather(get_rng_state())  # every process's RNG states (each draws its own dropout)
@@ -1010,9 +1009,13 @@ def _done(state: engine.TrainState, args: argparse.Namespace) -> bool:
 
 
 def _agreed_signal(guard: InterruptGuard, info: DistInfo) -> int:
-    """The largest signal number recorded by any process (0: none), the same on every process."""
+    """The largest signal number recorded by any process (0: none), the same on every process; a signal is
+    also kept as ``guard.agreed``."""
     recorded = torch.tensor([float(guard.requested or 0)], device=info.device)
-    return int(info.any(recorded).item())
+    agreed = int(info.any(recorded).item())
+    if agreed:
+        guard.agreed = agreed
+    return agreed
 
 
 def _train_list_error(
@@ -1172,14 +1175,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
                 out[stage] = run_stage(stage, _stage_paths(stage, args), info, guard, locked=True)
         except (UsageError, CheckpointError) as exc:
             # rank 0's refusal reaches every process: one copy, not one per process
-            parser.exit(2, None if getattr(exc, _RANK_0_PRINTS, False) else f"{parser.prog}: error: {exc}\n")
+            parser.exit(
+                2, None if getattr(exc, PRINTED_BY_RANK_0, False) else f"{parser.prog}: error: {exc}\n"
+            )
         except RuntimeError as exc:
             if not (info.enabled and peer_lost(exc)):
                 raise
-            if guard.requested is not None:
-                # this process was stopped too (Ctrl-C, a scheduler's SIGTERM to every process): the other one
-                # stopped on it first, as rank 0 does in its evaluation (default handlers), and said so
-                raise Interrupted(guard.requested) from exc
+            signum = guard.requested or guard.agreed
+            if signum is not None:
+                # this process was stopped too (Ctrl-C, a scheduler's SIGTERM to every process), or all of
+                # them had agreed to stop on another's signal: the other one stopped on it first (as rank 0
+                # does in its evaluation, with the default handlers, or at a second signal during its
+                # checkpoint write), and said so
+                raise Interrupted(signum) from exc
             running = stages[min(len(out), len(stages) - 1)]  # the stage that was running
             raise ProcessLostError(_lost_text(info, Path(args.output_dir) / running)) from exc
         finally:
@@ -1222,7 +1230,7 @@ def _cli() -> int:
         return 1
     except (FloatingPointError, OSError, DataError) as exc:  # NonFiniteError, a refused save, a failing
         # disk, a missing or unusable data file
-        if not getattr(exc, _RANK_0_PRINTS, False):  # (rank 0's error on another rank: rank 0 prints it)
+        if not getattr(exc, PRINTED_BY_RANK_0, False):  # (rank 0's error on another rank: rank 0 prints it)
             print(f"[train] error: {error_text(exc)}", file=sys.stderr, flush=True)
         return 1
     except (MemoryError, RuntimeError) as exc:

@@ -15,7 +15,7 @@ import torch
 from examples.voc_joint import data
 from examples.voc_joint.cli import UsageError, flag
 from examples.voc_joint.data import DataError, VOCSegmentation, missing_file_hint
-from examples.voc_joint.distributed import DistInfo
+from examples.voc_joint.distributed import DistInfo, mark_printed_by_rank_0
 from examples.voc_joint.headers import check_headers, shown_problems
 from examples.voc_joint.sampling import EpochSampler, SeededDataset, derive_seed
 from examples.voc_joint.signals import worker_init_fn
@@ -134,7 +134,8 @@ def check_data(args: argparse.Namespace, info: DistInfo, *, val: bool, own_comma
 
 def _check_headers(datasets: Sequence[VOCSegmentation], args: argparse.Namespace, info: DistInfo) -> None:
     """The header pass (:func:`~examples.voc_joint.headers.check_headers`) on rank 0 only (the other
-    processes wait, then raise its error too): one process reads the headers, not one per GPU."""
+    processes wait, then raise its error too, which rank 0 alone prints): one process reads the headers, not
+    one per GPU."""
     error = None
     if info.main:
         try:
@@ -143,7 +144,7 @@ def _check_headers(datasets: Sequence[VOCSegmentation], args: argparse.Namespace
             error = str(exc)
     error = info.from_main(error)
     if error is not None:
-        raise DataError(error)
+        raise mark_printed_by_rank_0(DataError(error), info)  # one copy printed, by rank 0
 
 
 def val_overlap_error(

@@ -16,7 +16,7 @@ from torch import nn
 
 pytest.importorskip("torchvision")
 
-from examples.voc_joint import distributed, train, train_data, train_options
+from examples.voc_joint import distributed, engine, train, train_data, train_options
 from examples.voc_joint.checkpoint import CheckpointError
 from examples.voc_joint.cli import UsageError
 from examples.voc_joint.distributed import DistInfo
@@ -294,13 +294,46 @@ def test_train_refuses_a_hostile_torchrun_environment_with_a_usage_error(
 
 
 def test_ddp_processes_take_the_gpu_of_their_local_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun a process takes cuda:<LOCAL_RANK>. An index in ``--device`` was ignored without a word
+    (rank 0 of ``--device cuda:1`` trained on cuda:0): every process refuses it now. A LOCAL_RANK without a
+    GPU is named as such (it said "'cuda:2' requested", which the user had not asked for)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert distributed.resolve_device("cuda", local_rank=1, distributed=True) == torch.device("cuda", 1)
     assert distributed.resolve_device("cuda:1") == torch.device("cuda", 1)
     assert distributed.resolve_device("cuda", local_rank=1) == torch.device("cuda", 0)  # one process
-    with pytest.raises(ValueError, match=r"'cuda:2' requested but this machine has 2 CUDA devices"):
+    for rank in (0, 1):
+        for index in (0, 1):
+            with pytest.raises(
+                ValueError, match=rf"device 'cuda:{index}' under torchrun: each process takes "
+            ):
+                distributed.resolve_device(f"cuda:{index}", local_rank=rank, distributed=True)
+    with pytest.raises(
+        ValueError,
+        match=r"^LOCAL_RANK=2 takes cuda:2 but this machine has 2 CUDA devices: start at most 2 processes "
+        r"per machine \(torchrun --nproc-per-node\)$",
+    ):
         distributed.resolve_device("cuda", local_rank=2, distributed=True)
+
+
+def test_init_distributed_refuses_a_device_as_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device refused under torchrun is a usage error (exit status 2, one line), not a traceback."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    env = {
+        "WORLD_SIZE": "2",
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match=r"^LOCAL_RANK=1 takes cuda:1 but this machine has 1 CUDA device: "):
+        distributed.init_distributed("cuda")
+    with pytest.raises(UsageError, match=r"^device 'cuda:0' under torchrun: "):
+        distributed.init_distributed("cuda:0")
+    assert not torch.distributed.is_initialized()
 
 
 @pytest.mark.parametrize("index", [2, 255, 256, 4096, 70000])
@@ -377,7 +410,7 @@ def test_agree_passes_rank_0s_os_error_to_every_rank(monkeypatch: pytest.MonkeyP
     main = _OtherProcess(monkeypatch)
     with pytest.raises(PermissionError) as own:
         train._agree(DistInfo(rank=0, world_size=2), fails)
-    assert own.value is lost and not getattr(own.value, train._RANK_0_PRINTS, False)
+    assert own.value is lost and not getattr(own.value, distributed.PRINTED_BY_RANK_0, False)
     sent = main.broadcasts[0][0]
     assert sent == (None, ("PermissionError", str(lost), errno.EACCES)), sent
     for name, cls in [("PermissionError", PermissionError), ("OSError", OSError), ("Error", OSError)]:
@@ -386,7 +419,7 @@ def test_agree_passes_rank_0s_os_error_to_every_rank(monkeypatch: pytest.MonkeyP
             train._agree(DistInfo(rank=1, world_size=2, local_rank=1), fails)
         assert type(copy.value) is cls and copy.value.errno == errno.ENOLCK
         assert str(copy.value) == "cannot lock the output folder /out"
-        assert getattr(copy.value, train._RANK_0_PRINTS)
+        assert getattr(copy.value, distributed.PRINTED_BY_RANK_0)
 
 
 @pytest.mark.parametrize("rank", [0, 1])
@@ -440,6 +473,85 @@ def test_an_error_rank_0_decided_is_printed_by_rank_0_only(
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert ("the checkpoint's options differ" in err) == (rank == 0), err
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_header_problem_rank_0_found_is_printed_by_rank_0_only(
+    rank: int,
+    tiny_voc: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The header pass runs on rank 0; its error reached every process, and every process printed it: one
+    copy now, by rank 0; exit status 1 on every rank."""
+    import shutil
+
+    from .helpers import train_args
+
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    mask = next((root / "SegmentationClass").glob("*.png"))
+    mask.write_bytes(b"not a png")
+    header_error: list[str] = []
+
+    def broadcast(box: list, src: int) -> None:
+        if rank == 0:
+            if box[0] is not None and isinstance(box[0], str):
+                header_error.append(box[0])
+        elif box[0] is None:  # rank 1's placeholder of the header pass's error: rank 0's text
+            box[0] = f"1 problem in the headers: {mask}: not a PNG"
+
+    monkeypatch.setattr(train, "init_distributed", lambda device: DistInfo(rank=rank, world_size=2))
+    _OtherProcess(monkeypatch)
+    monkeypatch.setattr(distributed.dist, "broadcast_object_list", broadcast)
+    argv = ["train.py", *train_args(root, tmp_path / "run", "--stage", "seg", "--max-steps", "1")]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert train._cli() == 1
+    err = capsys.readouterr().err
+    assert (mask.name in err) == (rank == 0), err
+    assert (len(header_error) == 1) == (rank == 0), header_error
+
+
+def test_a_non_finite_step_every_process_agreed_on_is_printed_by_rank_0_only(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every process stops at a NaN with the same message (they agree on it in the step's flags), and every
+    process printed it; rank 0 alone prints it now, every process exits with status 1. (Rank 0 runs first;
+    rank 1 then gets what rank 0 broadcast, in the same order.)"""
+    from .helpers import train_args
+
+    monkeypatch.setenv("TRANSINIT_FAULT", "nan-loss@step:1")
+    monkeypatch.setattr(train.nn.parallel, "DistributedDataParallel", lambda model, **kwargs: model)
+    _OtherProcess(monkeypatch)
+    # the other process's flags are 0 (MAX: this one's stand), its sums the same (SUM: twice this one's)
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda t, op=None: t.mul_(2) if op is None else None)
+    sent: list[object] = []
+
+    def broadcast(box: list, src: int) -> None:
+        if rank == 0:
+            sent.append(box[0])
+        else:
+            box[0] = sent.pop(0)
+
+    monkeypatch.setattr(distributed.dist, "broadcast_object_list", broadcast)
+    argv = train_args(tiny_voc, tmp_path / "run", "--stage", "seg", "--max-steps", "1")
+    main = train.main
+    for rank in (0, 1):
+        monkeypatch.setattr(train, "init_distributed", lambda device, r=rank: DistInfo(rank=r, world_size=2))
+        finding = r"^\[seg\] non-finite loss and gradients at step 1 \(epoch 1; loss nan\): "
+        with pytest.raises(engine.NonFiniteError, match=finding) as stop:
+            main(argv)
+        assert getattr(stop.value, distributed.PRINTED_BY_RANK_0) == (rank == 1)
+
+        def fails(error: BaseException = stop.value) -> None:
+            raise error
+
+        monkeypatch.setattr(train, "main", fails)  # the script's exit status and what it prints
+        assert train._cli() == 1
+        err = capsys.readouterr().err
+        assert ("non-finite loss and gradients at step 1" in err) == (rank == 0), err
+    assert sent == []
 
 
 def test_sync_bn_on_the_cpu_is_refused_before_overwrite_clears_the_old_run(
@@ -679,6 +791,31 @@ def test_a_process_stopped_by_a_signal_whose_peer_stopped_first_exits_with_the_s
     else:
         assert isinstance(stop.value, ProcessLostError), stop.value
         assert str(stop.value).startswith("another of the 2 processes was lost")
+
+
+def test_a_process_whose_peer_is_lost_after_they_agreed_to_stop_exits_with_the_agreed_signal(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0 got a SIGTERM and every process agreed to stop on it; a second SIGTERM then stopped rank 0
+    during its checkpoint write (exit status 143). Rank 1, without a signal of its own, saw its peer gone and
+    reported a crash ("another of the 2 processes was lost", exit status 1): it stops on the agreed signal
+    now (143)."""
+    import signal
+
+    from examples.voc_joint.signals import Interrupted
+
+    from .helpers import train_args
+
+    def agree_then_peer_gone(stage, paths, info, guard, **kwargs):
+        assert guard.requested is None and train._agreed_signal(guard, info) == signal.SIGTERM
+        raise RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:41234")
+
+    monkeypatch.setattr(train, "run_stage", agree_then_peer_gone)
+    monkeypatch.setattr(train, "init_distributed", lambda device: DistInfo(rank=1, world_size=2))
+    _OtherProcess(monkeypatch, flags=torch.tensor([float(signal.SIGTERM)]))
+    with pytest.raises(Interrupted) as stop:
+        train.main(train_args(tiny_voc, tmp_path / "run", "--stage", "seg", "--max-steps", "1"))
+    assert stop.value.exit_code == 143 and not stop.value.forced
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")

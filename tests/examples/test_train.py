@@ -3364,6 +3364,34 @@ class _OtherRankHasNaNGradients(DistInfo):
         return flags
 
 
+class _OtherRankWasSignalled(DistInfo):
+    """A process whose peer recorded a SIGTERM: the step's stop flag comes back as its signal number."""
+
+    def any(self, flags: torch.Tensor) -> torch.Tensor:
+        if flags.numel() == 4:  # (loss, gradients, weights, stop): the maximum over the processes
+            flags[3] = max(float(flags[3]), float(signal.SIGTERM))
+        return flags
+
+
+@pytest.mark.parametrize("own", [None, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_agreed_on_another_processs_signal_is_kept_on_the_guard(own: int | None) -> None:
+    """The step's flags agree on the largest signal number: the guard keeps it (``agreed``), so that a process
+    without a signal of its own, whose peer is then lost, stops on that signal instead of naming a crash."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.signals import InterruptGuard
+
+    state, args, (batch,) = _toy_state(), _toy_args(), _toy_batches(1)
+    guard = InterruptGuard()
+    guard.requested = own
+    _, stop = engine.train_step(state, batch, args, _OtherRankWasSignalled(), guard, False)
+    assert stop is True and guard.requested == own and guard.agreed == signal.SIGTERM
+    state, args, (batch,) = _toy_state(), _toy_args(), _toy_batches(1)
+    guard = InterruptGuard()
+    guard.requested = own
+    _, stop = engine.train_step(state, batch, args, DistInfo(), guard, False)
+    assert stop is (own is not None) and guard.agreed == own
+
+
 def test_the_exact_recheck_is_agreed_by_every_process() -> None:
     """This process's gradients overflow the norm but are finite; another process holds a NaN gradient: every
     process stops: the recheck of the flagged set is agreed too (this one alone would update)."""
