@@ -30,14 +30,18 @@ its pixel has weight 0 for, as NaN (IEEE :math:`0 \cdot \infty`); mask such pixe
 finite. A NaN weight (``validate=False``) makes the centres it weighs on NaN (not "no mass": never hidden).
 
 **Implementation.** Exact dense block formulation: the image is cut into its ``n_h x n_w`` cells (one block of
-the whole image side when the cell is larger than it, so memory never depends on ``cell_size``), and for every
+the whole image side when the cell is larger than it; partial border cells are zero-padded to whole ones,
+so the blocks hold at most about 4 times the image's pixels for any ``cell_size``), and for every
 cell small matrix products ``[C, P] x [P, 9]`` (pool) or ``[C, 9] x [9, P]`` (unpool) are batched over the
 grid; the 9 per-direction cell sums are then shifted onto their target cells. Each product accumulates at most
 :data:`CHUNK` pixels; the chunk sums of a cell are added in float32 when there are at most 4 of them
 (``FLOAT32_CHUNK_SUMS``) and in float64 beyond, and the mass (the denominator) alike, so every centre is
 within about :math:`2 \cdot 74\, u \max|f|` of the exact one (:math:`\approx 9 \cdot 10^{-6} \max|f|` in
-float32; the derivation is in :doc:`/concepts/uniformization`). float16/bfloat16 inputs are computed in
-float32 and rounded once, also under ``torch.autocast``.
+float32; the derivation is in :doc:`/concepts/uniformization`) where its weights are normal floats (a centre
+whose weights are all subnormal, below ``torch.finfo(torch.float32).tiny``, has its products rounded to the
+subnormal grid: 1e-3 of ``max|f|`` was seen; nor with TF32 products on CUDA, see
+:doc:`/concepts/soft_association`). float16/bfloat16 inputs are computed in float32 and rounded once, also
+under ``torch.autocast``.
 """
 
 from __future__ import annotations
@@ -191,8 +195,10 @@ def _chunk_side(n: int, limit: int) -> int:
 def _blocks(height: int, width: int, cell_size: int) -> _Blocks:
     """The blocks and chunks of a grid.
 
-    A block is a cell, or the whole image side when one cell covers it (so memory never depends on the cell
-    size); a chunk is a run of whole rows (or of a row) of a block with <= :data:`CHUNK` pixels, of at least
+    A block is a cell, or the whole image side when one cell covers it (so a block never exceeds the image:
+    with the zero-padding of partial border cells, the blocks hold at most about 4 times the image's pixels,
+    4.05 times in the worst case of the square images up to 700 pixels); a chunk is a run of whole rows (or
+    of a row) of a block with <= :data:`CHUNK` pixels, of at least
     a quarter of that where the block allows it (see :func:`_chunk_side`).
     """
     n_h, n_w = grid_shape(height, width, cell_size)

@@ -330,12 +330,24 @@ def test_deterministic_mode(device: torch.device) -> None:
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
 
 
-def test_memory_does_not_depend_on_cell_size() -> None:
+def test_memory_does_not_grow_with_a_cell_larger_than_the_image() -> None:
     f, a = torch.randn(1, 2, 4, 4), torch.softmax(torch.randn(1, 9, 4, 4), 1)
     with _Recorder() as mode:
         out = soft_uniformize(f, a, 10**12)
     assert mode.largest <= 9 * 16 * 4  # a few times the pixels, however large the cell
     torch.testing.assert_close(out, f.mean(dim=(2, 3), keepdim=True).expand_as(f))
+
+
+def test_the_blocks_hold_at_most_about_four_times_the_images_pixels() -> None:
+    """The docs' memory claim: partial border cells are padded to whole ones (and blocks to whole chunks), so
+    the blocks hold up to about 4x the image's pixels, 4.05x in the worst case of the square images up to
+    700 pixels (a cell one pixel smaller than the image), never more than 4.1x for any side and cell."""
+    worst = 0.0
+    for side in [*range(1, 140), *range(140, 700, 7), 661, 662, 1100, 2049]:
+        for cell in {*range(1, min(side, 70) + 2), *range(max(1, side - 70), side + 2), 10**12}:
+            b = soft_module._blocks(side, side, cell)
+            worst = max(worst, b.n_h * b.ph * b.n_w * b.pw / side**2)
+    assert 4.0 < worst <= 4.1
 
 
 @pytest.mark.parametrize(("height", "width", "cell"), [(67, 67, 67), (71, 70, 67), (26, 25, 11)])
