@@ -850,8 +850,9 @@ def _sessions(previous: dict[str, Any]) -> list[dict[str, Any]]:
 def _record_problem(previous: dict[str, Any]) -> str | None:
     """What is wrong with the runs and sessions of an ablation's record, in words (None: nothing): rows the
     summary and the figure cannot read (an ``init`` that is no variant, a ``seed`` that is no int, a missing
-    score or curve), sessions without their machine or time (``null`` for either, as a record written
-    before the sessions were kept gives them, is fine)."""
+    score or curve), a run of one init and seed twice (in ``rows`` and ``left_out`` together), sessions
+    without their machine or time (``null`` for either, as a record written before the sessions were kept
+    gives them, is fine)."""
     for key in ("rows", "left_out"):
         rows = previous.get(key, [])
         if not isinstance(rows, list):
@@ -870,6 +871,15 @@ def _record_problem(previous: dict[str, Any]) -> str | None:
             summarize([reloaded_row(r) for r in rows])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             return f"its {key!r} cannot be summarized ({type(exc).__name__}: {exc})"
+    # one run per (init, seed) over both lists, as this script writes them: the summary and the figure would
+    # keep the last copy without a word, and a continuation count it twice among the runs done
+    first: dict[tuple[str, int], str] = {}
+    for key in ("rows", "left_out"):
+        for i, row in enumerate(previous.get(key, [])):
+            run, where = (row["init"], row["seed"]), f"{key}[{i}]"
+            if run in first:
+                return f"{where} repeats the run of {first[run]}: init {run[0]!r}, seed {run[1]}"
+            first[run] = where
     sessions = previous.get("sessions", [])
     if not isinstance(sessions, list):
         return f"its 'sessions' is no list of sessions: {sessions!r}"[:200]

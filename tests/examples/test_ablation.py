@@ -1438,6 +1438,14 @@ def test_an_unfinished_record_without_sessions_continues_as_one_session(
         (lambda d: d.update(rows={"a": 1}), "its 'rows' is no list of runs"),
         (lambda d: d["rows"][0].pop("miou"), "its 'rows' cannot be summarized"),
         (lambda d: d.update(left_out=[{"init": "xavier"}]), r"left_out\[0\] is no run"),
+        (
+            lambda d: d.update(rows=[*d["rows"], d["rows"][0]]),
+            r"rows\[1\] repeats the run of rows\[0\]: init 'no_fusion', seed 0",
+        ),
+        (
+            lambda d: d.update(left_out=[d["rows"][0]]),
+            r"left_out\[0\] repeats the run of rows\[0\]: init 'no_fusion', seed 0",
+        ),
         (lambda d: d.update(sessions=[{"seconds": "1"}]), r"sessions\[0\] is no session: \{'seconds': '1'\}"),
         (lambda d: d.update(sessions=[{}]), r"sessions\[0\] is no session: \{\}"),
         (lambda d: d["sessions"][0].pop("machine"), r"sessions\[0\] is no session"),
