@@ -23,6 +23,7 @@ backward, like ``nn.MaxUnpool2d``'s, then hands the output gradient to every cop
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, SupportsIndex, overload
 
 import torch
@@ -50,11 +51,11 @@ class PooledWithIndices(NamedTuple):
 
 def max_pool2d_with_indices(
     x: Tensor,
-    kernel_size: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 2,
-    stride: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | None = None,
-    padding: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 0,
+    kernel_size: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | list[SupportsIndex] = 2,
+    stride: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | list[SupportsIndex] | None = None,
+    padding: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | list[SupportsIndex] = 0,
     *,
-    dilation: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 1,
+    dilation: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | list[SupportsIndex] = 1,
     ceil_mode: bool = False,
     validate: bool = True,
 ) -> PooledWithIndices:
@@ -62,12 +63,12 @@ def max_pool2d_with_indices(
 
     Args:
         x (Tensor[B, C, H, W] | Tensor[C, H, W]): input.
-        kernel_size (int | tuple[int, int]): pooling window.
-        stride (int | tuple[int, int] | None): defaults to ``kernel_size``.
-        padding (int | tuple[int, int]): implicit ``-inf`` padding (at most half the kernel).
-        dilation (int | tuple[int, int]): window dilation. With ``dilation > 1`` a window may lie entirely in
-            the padding (e.g. a 1 x 1 input, kernel 2, padding 1, dilation 2): as in PyTorch, its value is
-            ``-inf`` and its index lies outside the input, which :func:`max_unpool2d` refuses.
+        kernel_size (int | tuple[int, int] | list[int]): pooling window.
+        stride (int | tuple[int, int] | list[int] | None): defaults to ``kernel_size``.
+        padding (int | tuple[int, int] | list[int]): implicit ``-inf`` padding (at most half the kernel).
+        dilation (int | tuple[int, int] | list[int]): window dilation. With ``dilation > 1`` a window may lie
+            entirely in the padding (e.g. a 1 x 1 input, kernel 2, padding 1, dilation 2): as in PyTorch, its
+            value is ``-inf`` and its index lies outside the input, which :func:`max_unpool2d` refuses.
         ceil_mode (bool): use ``ceil`` for the output size.
         validate (bool): kept for the common signature: there is no value to check (types, shapes and devices
             are always checked).
@@ -173,7 +174,7 @@ _SCATTER_DTYPES = (*_checks.KERNEL_DTYPES, *_checks._WIDE_UNSIGNED)
 def max_unpool2d(
     values: Tensor,
     indices: Tensor,
-    output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size,
+    output_size: Sequence[SupportsIndex],
     *,
     validate: bool = True,
 ) -> Tensor:
@@ -187,8 +188,8 @@ def max_unpool2d(
         values (Tensor[B, C, h, w] | Tensor[C, h, w]): pooled values (or decoder features of the same shape).
         indices (LongTensor[B, C, h, w] | LongTensor[C, h, w]): flat positions from
             :func:`max_pool2d_with_indices`.
-        output_size (tuple[int, int] | torch.Size): ``(H, W)`` of the map to fill; a longer size (e.g.
-            ``x.shape``) is accepted and its last two entries are used.
+        output_size (Sequence[int]): ``(H, W)`` of the map to fill (a tuple, a list, a ``torch.Size``); a
+            longer size (e.g. ``x.shape``) is accepted and its last two entries are used.
         validate (bool): check that indices lie in ``[0, H * W)`` (a host-device synchronisation on
             CUDA); types, shapes and devices are always checked.
 
@@ -277,10 +278,10 @@ class MaxPoolWithIndices(nn.Module):
     """Encoder stage of a SegNet: max pooling that returns :class:`PooledWithIndices`.
 
     Args:
-        kernel_size (int | tuple[int, int]): pooling window (default 2).
-        stride (int | tuple[int, int] | None): defaults to ``kernel_size``.
-        padding (int | tuple[int, int]): implicit ``-inf`` padding (at most half the kernel).
-        dilation (int | tuple[int, int]): window dilation.
+        kernel_size (int | tuple[int, int] | list[int]): pooling window (default 2).
+        stride (int | tuple[int, int] | list[int] | None): defaults to ``kernel_size``.
+        padding (int | tuple[int, int] | list[int]): implicit ``-inf`` padding (at most half the kernel).
+        dilation (int | tuple[int, int] | list[int]): window dilation.
         ceil_mode (bool): use ``ceil`` for the output size.
         validate (bool): kept for the common signature: there is no value to check (types, shapes and devices
             are always checked).
@@ -306,11 +307,11 @@ class MaxPoolWithIndices(nn.Module):
 
     def __init__(
         self,
-        kernel_size: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 2,
-        stride: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | None = None,
-        padding: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 0,
+        kernel_size: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | list[SupportsIndex] = 2,
+        stride: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | list[SupportsIndex] | None = None,
+        padding: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | list[SupportsIndex] = 0,
         *,
-        dilation: SupportsIndex | tuple[SupportsIndex, SupportsIndex] = 1,
+        dilation: SupportsIndex | tuple[SupportsIndex, SupportsIndex] | list[SupportsIndex] = 1,
         ceil_mode: bool = False,
         validate: bool = True,
     ) -> None:
@@ -380,7 +381,7 @@ class MaxUnpool(nn.Module):
         self,
         values: PooledWithIndices,
         indices: None = None,
-        output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+        output_size: Sequence[SupportsIndex] | None = None,
     ) -> Tensor: ...
 
     @overload
@@ -388,19 +389,17 @@ class MaxUnpool(nn.Module):
         self,
         values: Tensor,
         indices: PooledWithIndices,
-        output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+        output_size: Sequence[SupportsIndex] | None = None,
     ) -> Tensor: ...
 
     @overload
-    def forward(
-        self, values: Tensor, indices: Tensor, output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size
-    ) -> Tensor: ...
+    def forward(self, values: Tensor, indices: Tensor, output_size: Sequence[SupportsIndex]) -> Tensor: ...
 
     def forward(
         self,
         values: Tensor | PooledWithIndices,
         indices: Tensor | PooledWithIndices | None = None,
-        output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+        output_size: Sequence[SupportsIndex] | None = None,
     ) -> Tensor:
         """See :func:`max_unpool2d`; ``values`` or ``indices`` may be the pooling record."""
         if isinstance(values, PooledWithIndices):
@@ -434,7 +433,7 @@ class MaxUnpool(nn.Module):
             self,
             values: PooledWithIndices,
             indices: None = None,
-            output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+            output_size: Sequence[SupportsIndex] | None = None,
         ) -> Tensor: ...
 
         @overload
@@ -442,7 +441,7 @@ class MaxUnpool(nn.Module):
             self,
             values: Tensor,
             indices: PooledWithIndices,
-            output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+            output_size: Sequence[SupportsIndex] | None = None,
         ) -> Tensor: ...
 
         @overload
@@ -450,14 +449,14 @@ class MaxUnpool(nn.Module):
             self,
             values: Tensor,
             indices: Tensor,
-            output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size,
+            output_size: Sequence[SupportsIndex],
         ) -> Tensor: ...
 
         def __call__(
             self,
             values: Tensor | PooledWithIndices,
             indices: Tensor | PooledWithIndices | None = None,
-            output_size: tuple[SupportsIndex, SupportsIndex] | torch.Size | None = None,
+            output_size: Sequence[SupportsIndex] | None = None,
         ) -> Tensor: ...
 
     def extra_repr(self) -> str:  # validate only when off, as every other module of the package prints it

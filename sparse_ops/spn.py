@@ -103,8 +103,10 @@ def superpixel_global_average(
             :func:`~sparse_ops.superpixel_pool`, but without its slot limit: the superpixels are pooled on the
             distinct ids of each image, so memory is proportional to the pixels whatever the id values.
         mask (BoolTensor[B, H, W] | None): pixels that take part.
-        upsample (str | None): interpolation mode for features of another size (``None``: sizes must match,
-            which also catches a ``[B, H, W, C]`` tensor that resizing would silently accept).
+        upsample (str | None): interpolation mode for features of another size; default ``"bilinear"``
+            (SPN pools a CNN's coarser feature maps; :func:`~sparse_ops.superpixel_pool`'s default is
+            ``None``). ``None``: sizes must match, which also catches a ``[B, H, W, C]`` tensor that resizing
+            silently accepts (with the default it is read as ``C = H`` channels, resized).
         validate (bool): check the id range (a host-device synchronisation, which breaks ``torch.compile``
             graphs); types, shapes and devices are always checked.
 
@@ -266,7 +268,8 @@ def superpixel_cam(
         bias (Tensor[K] | None): classifier bias.
         mask (BoolTensor[B, H, W] | None): pixels that take part in the pooling (others still receive the
             score of their superpixel).
-        upsample (str | None): interpolation mode for features of another size (``None``: sizes must match).
+        upsample (str | None): interpolation mode for features of another size; default ``"bilinear"``, as
+            :func:`superpixel_global_average` (``None``: sizes must match).
         return_superpixel_scores (bool): also return the per-superpixel scores.
         validate (bool): check the id range (a host-device synchronisation, which breaks ``torch.compile``
             graphs); types, shapes and devices are always checked.
@@ -313,8 +316,8 @@ class SuperpixelClassifier(nn.Module):
         in_channels (int): feature channels ``C``.
         num_classes (int): classes ``K``.
         bias (bool): learn a bias.
-        upsample (str | None): interpolation mode for feature maps of another size (``None``: sizes must
-            match).
+        upsample (str | None): interpolation mode for feature maps of another size; default
+            ``"bilinear"``, as :func:`superpixel_global_average` (``None``: sizes must match).
         validate (bool): the id range check of every call; types, shapes and devices are always checked.
 
     Shape:

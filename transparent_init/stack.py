@@ -78,14 +78,18 @@ def _validate(
         out_features = int(target_weight.shape[0])
     out_f = in_f if out_features is None else check_width(out_features, f"out_{name}")
     act = check_activation(activation)
-    if negative_slope is None:  # the slope of the activation for negative inputs: ReLU 0, the identity 1
-        slope = {"leaky_relu": DEFAULT_NEGATIVE_SLOPE, "relu": 0.0, None: 1.0}[act]
+    # the slope of the activation for negative inputs: ReLU 0, the identity 1 (what the property gives back)
+    own = {"leaky_relu": DEFAULT_NEGATIVE_SLOPE, "relu": 0.0, None: 1.0}[act]
+    if negative_slope is None:
+        slope = own
     else:
         slope = check_slope(negative_slope)
-        if act != "leaky_relu":
+        # (a stack's own activation and negative_slope rebuild it: 0.0 with a ReLU, 1.0 without an activation)
+        if act != "leaky_relu" and slope != own:
             raise ValueError(
                 f"negative_slope is the slope of activation='leaky_relu', got negative_slope={slope} with "
-                f"activation={act!r}: drop negative_slope or use activation='leaky_relu'"
+                f"activation={act!r} (whose slope is {own}): drop negative_slope or use "
+                "activation='leaky_relu'"
             )
     has_bias = check_bool(bias, "bias")
     layer_dtype = check_dtype(dtype) or torch.get_default_dtype()
@@ -178,7 +182,8 @@ def build_transparent_stack(
         out_features (int | None): output width; default ``target_weight.shape[0]`` if ``target_weight`` is
             given, else ``in_features``.
         activation (str | None): ``None``, ``"relu"`` or ``"leaky_relu"``.
-        negative_slope (float | None): LeakyReLU slope, only with ``activation="leaky_relu"``; ``None``: 0.01.
+        negative_slope (float | None): LeakyReLU slope, only with ``activation="leaky_relu"`` (or the
+            activation's own: 0.0 with ``"relu"``, 1.0 with ``None``); ``None``: 0.01.
         bias (bool): whether every layer has a bias.
         conv (bool): 1x1 ``nn.Conv2d`` layers instead of ``nn.Linear``.
         target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity.
@@ -296,17 +301,28 @@ class _TransparentStack(nn.Module):
         bias = self._target_bias
         return None if bias is None else bias.double().clone()
 
-    @property
-    def activation(self) -> str | None:  # str for TorchScript, which compiles properties
-        """The activation between the layers (``"relu"``, ``"leaky_relu"`` or ``None``); read-only: the layers
-        were built for it (build a new stack for another)."""
-        return self._activation
+    if TYPE_CHECKING:  # the Literal for type checkers: a stack's own activation rebuilds it
+
+        @property
+        def activation(self) -> Activation | None:
+            """The activation between the layers (``"relu"``, ``"leaky_relu"`` or ``None``); read-only: the
+            layers were built for it (build a new stack for another)."""
+
+    else:
+
+        @property
+        def activation(self) -> str | None:  # str for TorchScript, which compiles properties (no Literal)
+            """The activation between the layers (``"relu"``, ``"leaky_relu"`` or ``None``); read-only: the
+            layers were built for it (build a new stack for another)."""
+            return self._activation
 
     @property
     def negative_slope(self) -> float:
         """The slope of the activation the layers were built for on negative inputs (read-only, as
         :attr:`activation`): the LeakyReLU's slope, 0.0 for a ReLU and 1.0 without an activation (the
-        identity)."""
+        identity). The constructor takes it back with its activation: ``TransparentLinear(m.in_features,
+        m.hidden_features, m.out_features, m.activation, m.negative_slope)`` rebuilds ``m``'s
+        configuration."""
         return self._negative_slope
 
     def forward(self, x: Tensor) -> Tensor:
@@ -386,7 +402,8 @@ class TransparentLinear(_TransparentStack):
             ``in_features`` (the identity).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
         negative_slope: LeakyReLU slope (>= 0; 0 is a ReLU), only with ``activation="leaky_relu"``;
-            ``None``: 0.01.
+            ``None``: 0.01. (The activation's own slope, 0.0 with ``"relu"`` and 1.0 with ``None``, as
+            the ``negative_slope`` property gives it, is accepted too.)
         bias: whether every layer has a bias.
         target_weight (Tensor[out, in] | None): the map's weight; ``None`` is the identity (on the meta
             device only when ``device`` is meta: the stack is then built by shape, and
@@ -487,7 +504,8 @@ class TransparentConv1x1(_TransparentStack):
             ``in_channels`` (the identity).
         activation: ``None``, ``"relu"`` or ``"leaky_relu"``.
         negative_slope: LeakyReLU slope (>= 0; 0 is a ReLU), only with ``activation="leaky_relu"``;
-            ``None``: 0.01.
+            ``None``: 0.01. (The activation's own slope, 0.0 with ``"relu"`` and 1.0 with ``None``, as
+            the ``negative_slope`` property gives it, is accepted too.)
         bias: whether every layer has a bias.
         target_weight (Tensor[out, in] | None): the per-pixel map's weight; ``None`` is the identity (on the
             meta device only when ``device`` is meta: the stack is then built by shape, and

@@ -126,7 +126,7 @@ from ._reference import check, uniform
         (
             {"in_features": 3, "hidden_features": [4], "activation": None, "negative_slope": 0.01},
             ValueError,
-            "with activation=None: drop negative_slope",
+            r"with activation=None \(whose slope is 1.0\): drop negative_slope",
         ),
         ({"in_features": 3, "hidden_features": [4], "bias": 1}, TypeError, "bias must be a bool, got int"),
         (

@@ -300,6 +300,25 @@ def test_shape_and_activation_attributes_are_read_only(cls) -> None:
     assert (stack.activation, stack.negative_slope) == ("leaky_relu", 0.5)
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", None])
+@pytest.mark.parametrize("cls", [TransparentLinear, TransparentConv1x1])
+def test_a_stacks_own_attributes_rebuild_its_configuration(cls: type, activation: str | None) -> None:
+    """``negative_slope`` gives 0.0 for a ReLU and 1.0 without an activation, and the constructor refused
+    those with a "drop negative_slope" error: a stack rebuilt from its own attributes failed but for the
+    LeakyReLU. The activation's own slope is accepted now; any other is still refused."""
+    kind = "features" if cls is TransparentLinear else "channels"
+    m = cls(3, [4, 5], 3, activation, **({"negative_slope": 0.25} if activation == "leaky_relu" else {}))
+    widths = [getattr(m, f"{part}_{kind}") for part in ("in", "hidden", "out")]
+    again = cls(*widths, m.activation, m.negative_slope, generator=0)
+    assert again.extra_repr() == m.extra_repr() and again.negative_slope == m.negative_slope
+    if activation != "leaky_relu":
+        own = m.negative_slope
+        with pytest.raises(
+            ValueError, match=rf"with activation={activation!r} \(whose slope is {own}\): drop "
+        ):
+            cls(*widths, activation, 0.5)
+
+
 def test_extra_repr_names_the_slope_and_bias_only_where_they_apply() -> None:
     """The stack's own line (``extra_repr``, not the child layers' ``bias=False``) shows ``negative_slope``
     only for a LeakyReLU and ``bias=False`` only for a stack without biases."""
