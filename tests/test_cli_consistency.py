@@ -203,7 +203,8 @@ SAME_HELP = ("--device", "--amp", "--data-root")
 def test_an_option_of_the_same_meaning_has_the_same_help_in_every_example_script(option: str) -> None:
     """``evaluate.py --device`` said "cuda, cuda:1, ... (default: cuda if available)" and ``train.py`` "cuda:N
     (default: cuda when available)"; ``--amp`` was "float16 autocast on CUDA" and "mixed precision (CUDA only;
-    ignored on CPU)"; ``demo.py --data-root`` "VOC folder" where ``train.py`` says which folders it takes."""
+    ignored on CPU)"; ``demo.py --data-root`` "VOC folder" where ``train.py`` says which folders it takes.
+    (``evaluate.py --data-root`` names the same folders, with its own default: the checkpoint's data.)"""
     helps = {
         script: action.help
         for script in SCRIPTS
@@ -211,6 +212,14 @@ def test_an_option_of_the_same_meaning_has_the_same_help_in_every_example_script
         for action in _options(script)
         if option in action.option_strings
     }
+    if (
+        option == "--data-root"
+    ):  # evaluate.py's default is the checkpoint's data: the same folders, said alike
+        from examples.voc_joint.cli import DATA_ROOT_HELP, EVAL_DATA_ROOT_HELP
+
+        assert helps.pop("examples/voc_joint/evaluate.py") == EVAL_DATA_ROOT_HELP
+        assert EVAL_DATA_ROOT_HELP.split("; default")[0] == DATA_ROOT_HELP.split("; default")[0]
+        assert set(helps.values()) == {DATA_ROOT_HELP}
     assert len(helps) >= 2 and len(set(helps.values())) == 1, helps
 
 

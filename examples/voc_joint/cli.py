@@ -29,6 +29,7 @@ __all__ = [
     "AMP_HELP",
     "DATA_ROOT_HELP",
     "DEVICE_HELP",
+    "EVAL_DATA_ROOT_HELP",
     "FACTOR_MAX",
     "SCALE_MAX",
     "SEED_MAX",
@@ -38,6 +39,7 @@ __all__ = [
     "DefaultsHelpFormatter",
     "UsageError",
     "add_fusion_hidden",
+    "archive_hint",
     "broken_link_error",
     "check_one_process",
     "check_output_dir",
@@ -66,9 +68,15 @@ __all__ = [
 #: ``mixed precision (CUDA only; ignored on CPU)``).
 DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when available)"
 AMP_HELP = "float16 mixed precision (CUDA only; ignored on CPU)"
-DATA_ROOT_HELP = (
+_DATA_FOLDERS = (
     "VOC2012 folder (JPEGImages, SegmentationClass, ImageSets/...) or a folder above it (VOCdevkit or its "
-    "parent); default: the synthetic set in $TRANSINIT_CACHE (generated if missing)"
+    "parent)"
+)
+DATA_ROOT_HELP = f"{_DATA_FOLDERS}; default: the synthetic set in $TRANSINIT_CACHE (generated if missing)"
+#: ``evaluate.py``'s: a checkpoint is scored on the data it was trained on unless told otherwise.
+EVAL_DATA_ROOT_HELP = (
+    f"{_DATA_FOLDERS}; default: the folder the checkpoint's run trained on (its recorded --data-root; the "
+    "synthetic set in $TRANSINIT_CACHE where it used that)"
 )
 #: Largest accepted ``--seed`` (``torch.manual_seed`` takes 64-bit seeds; numpy gets ``seed % 2**32``).
 SEED_MAX = 2**63 - 1
@@ -577,10 +585,28 @@ def existing_dir(text: str) -> Path:
     _check_usable(text, "a folder")
     path = _expanded(text, "a folder")
     if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"expected a folder, got the file {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a folder, got the file {text!r}{archive_hint(path)}")
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"folder not found: {text!r}")
     return path
+
+
+#: The names of the archives a data set comes in (VOC's ``.tar``, SBD's ``benchmark.tgz``) and their command.
+_ARCHIVES = {".tar": "tar -xf", ".tgz": "tar -xzf", ".tar.gz": "tar -xzf", ".zip": "unzip"}
+
+
+def archive_hint(path: Path) -> str:
+    """What to do with an archive passed where its folder is expected ('' for another file).
+
+    Example:
+        >>> archive_hint(Path("/data/benchmark.tgz"))
+        ' (an archive: extract it first, tar -xzf benchmark.tgz, and pass the folder it makes)'
+    """
+    name = path.name.lower()
+    for suffix, command in sorted(_ARCHIVES.items(), key=lambda item: -len(item[0])):
+        if name.endswith(suffix):
+            return f" (an archive: extract it first, {command} {path.name}, and pass the folder it makes)"
+    return ""
 
 
 def split_name(text: str) -> str:

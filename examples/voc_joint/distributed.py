@@ -118,8 +118,8 @@ def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = 
     want = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(want)
-    except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"unknown device {want!r}: {exc}") from exc
+    except (RuntimeError, ValueError):  # (torch's message lists every device type it knows, mps among them)
+        raise ValueError(f"unknown device {want!r}: use cpu or cuda[:N]") from None
     # torch keeps a device index in 8 bits and wraps a larger one without a word ("cuda:4096" is cuda:0):
     # the index is read off the text itself
     index_text = want.partition(":")[2]

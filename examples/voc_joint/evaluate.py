@@ -35,8 +35,8 @@ if __package__ in (None, ""):  # run as a file: put the repository root on sys.p
 from examples.voc_joint.atomic import write_text_atomic
 from examples.voc_joint.cli import (
     AMP_HELP,
-    DATA_ROOT_HELP,
     DEVICE_HELP,
+    EVAL_DATA_ROOT_HELP,
     SIDE_MAX,
     THREADS_MAX,
     WORKERS_MAX,
@@ -77,7 +77,15 @@ from examples.voc_joint.visualize import PANEL_CLASSES_MAX, save_panel
 from examples.voc_joint.wording import counted
 from examples.voc_joint.workers import worker_tmpdir_error
 
-__all__ = ["build_parser", "check_args", "checkpoint_num_classes", "evaluate", "main", "split_results"]
+__all__ = [
+    "build_parser",
+    "check_args",
+    "checkpoint_data_root",
+    "checkpoint_num_classes",
+    "evaluate",
+    "main",
+    "split_results",
+]
 
 
 def _check_logits(name: str, logits: Tensor, target: Tensor, num_classes: int) -> None:
@@ -329,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root",
         type=existing_dir,
         default=None,
-        help=DATA_ROOT_HELP,
+        help=EVAL_DATA_ROOT_HELP,
     )
     parser.add_argument(
         "--split", type=split_name, default="val", help="list name in ImageSets (default: val)"
@@ -476,6 +484,21 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         )
     except CheckpointError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    source = "--data-root"
+    if args.data_root is None:  # the checkpoint's own data (the synthetic set scored a user's model silently)
+        recorded = checkpoint_data_root(config)
+        if recorded is not None and not recorded.is_dir():
+            parser.exit(
+                2,
+                f"{parser.prog}: error: the checkpoint's run trained on the data in '{recorded}', which is "
+                "no folder here: pass --data-root (the folder it moved to, or another data set)\n",
+            )
+        args.data_root = recorded
+        source = (
+            "the data the checkpoint's run trained on; --data-root to change"
+            if isinstance(config.get("args"), dict) and "data_root" in config["args"]
+            else "the default: the checkpoint records no data folder"
+        )
     classes = checkpoint_num_classes(config)
     # before any image is read (the models take up to 1024 classes; the data set's check raised ValueError,
     # and the panels' limit, PANEL_CLASSES_MAX = 255, is the same)
@@ -488,7 +511,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         )
     model.to(device)
     try:
-        return _run(args, model, config, device)
+        return _run(args, model, config, device, source)
     except (OSError, DataError, FloatingPointError) as exc:  # a missing split or file, a wrong data root, a
         # bad mask, a full disk, NaN logits
         print(f"{parser.prog}: error: {error_text(exc)}", file=sys.stderr, flush=True)
@@ -501,9 +524,13 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], device: torch.device) -> int:
-    """Evaluate the loaded checkpoint as ``args`` say; print the tables, write metrics.json and panels/."""
+def _run(
+    args: argparse.Namespace, model: nn.Module, config: dict[str, Any], device: torch.device, source: str
+) -> int:
+    """Evaluate the loaded checkpoint as ``args`` say; print the tables, write metrics.json and panels/.
+    ``source``: where the data folder comes from, printed with it."""
     root = args.data_root if args.data_root is not None else ensure_synthetic_voc()
+    print(f"[evaluate] data: {root} ({source})", flush=True)
     full_size = args.crop_size is None
     num_classes = checkpoint_num_classes(config)
     dataset = build_dataset(  # masks are checked against the checkpoint's classes, as in training
@@ -618,6 +645,21 @@ def _run(args: argparse.Namespace, model: nn.Module, config: dict[str, Any], dev
     if panels:
         print(f"panels:  {out_dir / 'panels'} ({len(panels)} PNG)")
     return 0
+
+
+def checkpoint_data_root(config: dict[str, Any]) -> Path | None:
+    """The data folder the checkpoint's run trained on: its recorded ``--data-root`` (``config["args"]``),
+    None where it used the synthetic set (or records no folder: a checkpoint written without its options).
+
+    Example:
+        >>> checkpoint_data_root({"args": {"data_root": "/data/VOCdevkit"}}).name
+        'VOCdevkit'
+        >>> checkpoint_data_root({"args": {"data_root": None}}) is None
+        True
+    """
+    options = config.get("args")
+    root = options.get("data_root") if isinstance(options, dict) else None
+    return Path(root) if isinstance(root, str) and root else None
 
 
 def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] | None:

@@ -576,11 +576,16 @@ def test_evaluate_on_device_matches_cpu(voc, device):
 PROG = "python examples/voc_joint/evaluate.py"
 
 
-def _fake_checkpoint(monkeypatch, tmp_path, stage: str = "joint", model: nn.Module | None = None):
-    """--checkpoint: an existing file that loads as ``model`` (a StubJoint) of ``stage``."""
+def _fake_checkpoint(
+    monkeypatch, tmp_path, stage: str = "joint", model: nn.Module | None = None, args: dict | None = None
+):
+    """--checkpoint: an existing file that loads as ``model`` (a StubJoint) of ``stage`` (with the recorded
+    options ``args``, if given)."""
     fake = types.ModuleType("examples.voc_joint.checkpoint")
     fake.CheckpointError = ValueError
     config = {"model": {"arch": stage, "deeplab": {"num_classes": 21}}, "stage": stage, "sha256": "5" * 64}
+    if args is not None:
+        config["args"] = args
     fake.load_model_from_checkpoint = lambda path, **kw: ((model or StubJoint()).eval(), config)
     monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
     (tmp_path / "ckpt.pt").touch()
@@ -597,6 +602,36 @@ def _cli_argv(monkeypatch, tmp_path, root) -> list[str]:
         "--output-dir",
         str(tmp_path / "ev"),
     ]
+
+
+def test_without_data_root_the_checkpoints_own_data_is_scored(voc, tmp_path, monkeypatch, capsys) -> None:
+    """Without ``--data-root`` a checkpoint trained on a user's data was scored on the synthetic set, without
+    a word (the header named no folder; metrics.json's ``data_root`` differed from its ``config``'s). It is
+    scored on the folder its run trained on, named on the console; a recorded folder that is not here is
+    refused (exit status 2), naming it; a checkpoint that used the synthetic set gets the synthetic set."""
+    own = tmp_path / "own_voc"
+    shutil.copytree(voc, own)
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path, args={"data_root": str(own)}), "--output-dir"]
+    assert evaluate_mod.main([*argv, str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert f"[evaluate] data: {own} (the data the checkpoint's run trained on; --data-root to change)" in out
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["data_root"] == str(own)
+    # --data-root wins, and says where its folder comes from
+    assert evaluate_mod.main([*argv, str(tmp_path / "ev2"), "--data-root", str(voc)]) == 0
+    assert f"[evaluate] data: {voc} (--data-root)" in capsys.readouterr().out
+    shutil.rmtree(own)
+    with pytest.raises(SystemExit) as stop:
+        evaluate_mod.main([*argv, str(tmp_path / "ev3")])
+    err = capsys.readouterr().err
+    assert (
+        stop.value.code == 2 and f"the checkpoint's run trained on the data in '{own}', which is no " in err
+    )
+    assert not (tmp_path / "ev3").exists()
+    synthetic = []
+    monkeypatch.setattr(evaluate_mod, "ensure_synthetic_voc", lambda: synthetic.append(1) or voc)
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path, args={"data_root": None}), "--output-dir"]
+    assert evaluate_mod.main([*argv, str(tmp_path / "ev4")]) == 0 and synthetic == [1]
+    assert f"[evaluate] data: {voc} (the data the checkpoint's run trained on; " in capsys.readouterr().out
 
 
 def _bad_mask_voc(voc, tmp_path):

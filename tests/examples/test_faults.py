@@ -987,7 +987,9 @@ _BAD_TRAIN = [
     (["--scale-min", "0"], "--scale-min: must be a finite number > 0"),
     (["--scale-max", "inf"], "--scale-max: must be a finite number > 0"),
     (["--scale-min", "1.5", "--scale-max", "1.2"], "--scale-min 1.5 is larger than --scale-max 1.2"),
-    (["--device", "tpu"], "--device: unknown device 'tpu'"),
+    (["--device", "tpu"], "--device: unknown device 'tpu': use cpu or cuda[:N]\n"),
+    (["--device", "gpu"], "--device: unknown device 'gpu': use cpu or cuda[:N]\n"),  # not torch's list of 20
+    (["--data-root", "/nonexistent/VOCtrainval_11-May-2012.tar"], "--data-root: folder not found"),
     # a device no machine has: "CUDA is not available" here, "this machine has N CUDA devices" on a GPU
     (["--device", "cuda:4096"], "--device: device 'cuda:4096' requested but "),
     (["--device", "meta"], "--device: device 'meta' is not supported by this pipeline"),
@@ -1022,7 +1024,7 @@ _BAD_EVALUATE = [
     (["--boundary-widths", "1", "0"], "--boundary-widths: must be an integer in [1, 16384]"),
     (["--boundary-tolerance", "-1"], "--boundary-tolerance: must be an integer in [0, 16384]"),
     (["--max-image-pixels", "0"], "--max-image-pixels: must be an integer >= 1"),
-    (["--device", "tpu"], "--device: unknown device 'tpu'"),
+    (["--device", "tpu"], "--device: unknown device 'tpu': use cpu or cuda[:N]\n"),
     (["--split", "a/b"], "--split: must be a list name"),
     (["--data-root", "/nonexistent"], "--data-root: folder not found"),
 ]

@@ -147,6 +147,28 @@ def test_command_line(real_layout, capsys) -> None:
     assert info.value.code == 1 and "2008_000101.mat" in err and "trainaug masks" not in err
 
 
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [("benchmark.tgz", "tar -xzf"), ("VOCtrainval_11-May-2012.tar", "tar -xf"), ("data.TAR.GZ", "tar -xzf")],
+)
+def test_an_archive_passed_for_its_folder_says_to_extract_it(
+    tmp_path, capsys, name: str, command: str
+) -> None:
+    """The documented hint for the un-extracted ``benchmark.tgz`` was never printed from the command line:
+    ``--sbd-root``'s type refused the file first ("expected a folder, got the file"). The option types of
+    every script now name the archive and the command that extracts it."""
+    archive = tmp_path / name
+    archive.write_bytes(b"\x1f\x8b")
+    for argv in (["--voc-root", str(tmp_path), "--sbd-root", str(archive)], ["--voc-root", str(archive)]):
+        with pytest.raises(SystemExit) as info:
+            sbd.main([*argv, "--no-progress"])
+        err = capsys.readouterr().err
+        assert info.value.code == 2, err
+        assert (
+            f"got the file {str(archive)!r} (an archive: extract it first, {command} {name}, and pass" in err
+        )
+
+
 def test_a_failed_run_leaves_nothing_that_blocks_the_rerun(real_layout) -> None:
     """A bad label file stops the build; once it is fixed, the same call (no overwrite) runs: the failed run
     wrote no partial SegmentationClassAug (it was refused as 'exist already', naming --overwrite)."""
