@@ -119,7 +119,8 @@ def resolve_device(device: str | None, local_rank: int = 0, distributed: bool = 
     try:
         dev = torch.device(want)
     except (RuntimeError, ValueError):  # (torch's message lists every device type it knows, mps among them)
-        raise ValueError(f"unknown device {want!r}: use cpu or cuda[:N]") from None
+        use = "cpu or cuda" if distributed else "cpu or cuda[:N]"
+        raise ValueError(f"unknown device {want!r}: use {use}") from None
     # torch keeps a device index in 8 bits and wraps a larger one without a word ("cuda:4096" is cuda:0):
     # the index is read off the text itself
     index_text = want.partition(":")[2]
@@ -292,7 +293,8 @@ def init_distributed(device: str | None = None) -> DistInfo:
     """Read the ``torchrun`` environment, choose the device and initialize the process group if needed.
 
     Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA when available).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (one process only: under torchrun each process takes
+            ``cuda:<LOCAL_RANK>``) or None (CUDA when available).
 
     Returns:
         DistInfo: this process's rank, world size, local rank and device.
@@ -303,7 +305,8 @@ def init_distributed(device: str | None = None) -> DistInfo:
             unset), or, with several processes, a ``MASTER_PORT`` that is not a port (1 to 65535); the
             message names the variable, what it must be and its value (:func:`torchrun_environment`); with
             several processes, a variable of the ``env://`` rendezvous missing (``RANK``, ``MASTER_ADDR``,
-            ``MASTER_PORT``: torch's message, which names it).
+            ``MASTER_PORT``: torch's message, which names it); a device :func:`resolve_device` refuses (an
+            unknown one, ``cuda:N`` under torchrun, a ``LOCAL_RANK`` the machine has no GPU for).
     """
     world_size, rank, local_rank = torchrun_environment()
     enabled = world_size > 1

@@ -487,11 +487,15 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     source = "--data-root"
     if args.data_root is None:  # the checkpoint's own data (the synthetic set scored a user's model silently)
         recorded = checkpoint_data_root(config)
-        if recorded is not None and not recorded.is_dir():
+        try:  # (is_dir raises where the path cannot be read: EACCES, ENAMETOOLONG)
+            missing = "no folder here" if recorded is not None and not recorded.is_dir() else None
+        except OSError as exc:
+            missing = f"unreadable here ({exc.strerror})"
+        if missing is not None:
             parser.exit(
                 2,
                 f"{parser.prog}: error: the checkpoint's run trained on the data in '{recorded}', which is "
-                "no folder here: pass --data-root (the folder it moved to, or another data set)\n",
+                f"{missing}: pass --data-root (the folder it moved to, or another data set)\n",
             )
         args.data_root = recorded
         source = (

@@ -1153,7 +1153,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     # at start stops on torchrun's SIGTERM (the guard would defer it to a safe point this wait never reaches)
     try:
         info = init_distributed(args.device)
-    except UsageError as exc:  # a hostile WORLD_SIZE, RANK, LOCAL_RANK or MASTER_PORT: named, exit status 2
+    except UsageError as exc:  # a hostile WORLD_SIZE, RANK, LOCAL_RANK or MASTER_PORT, or a device refused
+        # under it (cuda:N, a LOCAL_RANK without a GPU): named, exit status 2
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     with InterruptGuard() as guard:
         try:

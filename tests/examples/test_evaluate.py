@@ -627,6 +627,13 @@ def test_without_data_root_the_checkpoints_own_data_is_scored(voc, tmp_path, mon
         stop.value.code == 2 and f"the checkpoint's run trained on the data in '{own}', which is no " in err
     )
     assert not (tmp_path / "ev3").exists()
+    # a recorded path this machine cannot even look at (too long here): the same refusal, not a traceback
+    long = tmp_path / ("a" * 300) / "voc"
+    argv_long = [*_fake_checkpoint(monkeypatch, tmp_path, args={"data_root": str(long)}), "--output-dir"]
+    with pytest.raises(SystemExit) as stop:
+        evaluate_mod.main([*argv_long, str(tmp_path / "ev5")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "voc', which is unreadable here (File name too long): pass " in err, err
     synthetic = []
     monkeypatch.setattr(evaluate_mod, "ensure_synthetic_voc", lambda: synthetic.append(1) or voc)
     argv = [*_fake_checkpoint(monkeypatch, tmp_path, args={"data_root": None}), "--output-dir"]
