@@ -839,3 +839,60 @@ def test_a_change_to_or_from_the_residual_fusion_init_is_compared(tmp_path) -> N
     older = _ckpt(joint("zero_residual"), "joint")
     del older["config"]["model"]["joint"]["fusion_init"]
     load_weights_into(joint("kaiming"), save_checkpoint(tmp_path / "o.pt", older))
+
+
+def test_payload_hash_covers_the_dtype_of_a_tensor_of_the_same_shape_and_bytes() -> None:
+    """The same shape and the same bytes as another dtype is another checkpoint: float32 zeros and int32 zeros
+    (or 1.0 and the int32 1065353216) hash differently. The existing test changes the shape along with the
+    dtype, so a hash without the dtype passed it."""
+    base = payload_sha256({"w": torch.zeros(2), "step": 1})
+    assert base != payload_sha256({"w": torch.zeros(2, dtype=torch.int32), "step": 1})
+    one = torch.ones(3)
+    assert payload_sha256({"w": one}) != payload_sha256({"w": one.view(torch.int32)})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "least"),
+    [
+        ("step", -1, 0),
+        ("epoch", -5, 0),
+        ("samples_in_epoch", -1, 0),
+        ("batch_in_epoch", -1, 0),
+        ("world_size", 0, 1),
+    ],
+)
+def test_check_resumable_refuses_every_count_below_its_least_value(key, value, least) -> None:
+    """Every position count of a training state has its lower bound checked, not only ``world_size`` and
+    ``step``: a ``samples_in_epoch`` of -1 (an edited record, hash recomputed) resumed with a skip of -1
+    batches and a schedule horizon one step longer than the data, an ``epoch`` of -5 from a negative epoch."""
+    ck = _training_ckpt()
+    check_resumable(ck, "c.pt")
+    ck[key] = value
+    with pytest.raises(CheckpointError, match=rf"{key} must be an int >= {least}, got {value}"):
+        check_resumable(ck, "c.pt")
+
+
+def test_finite_weights_whose_norm_overflows_are_saved_and_loaded(tmp_path) -> None:
+    """The non-finite check of a checkpoint is one fused float32 norm first: finite weights of 1e18 (their
+    sum of squares overflows) make it infinite, and only the element-wise look that follows tells them from
+    a NaN. ``save_checkpoint`` writes them and ``load_checkpoint`` reads them, while a NaN among them is still
+    refused and named."""
+    net = SpixelFCN(width=4)
+    state = net.state_dict()
+    name = max(state, key=lambda k: state[k].numel())
+    assert state[name].numel() * 1e36 > 3.4e38  # the norm of 1e18s overflows float32
+    state[name] = torch.full_like(state[name], 1e18)
+    ck = {**_ckpt(net, "spixel"), "model": state}
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "c.pt", ck))
+    assert torch.equal(loaded["model"][name], state[name])
+    state[name].view(-1)[7] = float("nan")
+    with pytest.raises(FloatingPointError, match=rf"model\.{re.escape(name)} holds NaN"):
+        save_checkpoint(tmp_path / "d.pt", ck)
+
+
+def test_a_loaded_checkpoint_holds_no_sha256_key(tmp_path) -> None:
+    """``load_checkpoint`` returns the checkpoint without its ``sha256`` key (documented): the recorded hash
+    is verified and taken out, not left in the dict that a resume edits and writes again."""
+    path = save_checkpoint(tmp_path / "c.pt", {**_ckpt(SpixelFCN(width=4), "spixel"), "version": VERSION})
+    assert "sha256" in torch.load(path, weights_only=True)
+    assert "sha256" not in load_checkpoint(path)

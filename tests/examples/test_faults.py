@@ -1882,3 +1882,22 @@ def test_an_interrupt_before_the_first_resumed_step_names_the_resumed_checkpoint
     err = capsys.readouterr().err
     assert f"[joint] interrupted: checkpoint of step 3 in {first} (continue with --resume)" in err, err
     assert not (tmp_path / "b" / "joint" / "checkpoint.pt").exists()
+
+
+def test_interrupt_guard_section_that_fails_ends_the_section() -> None:
+    """A critical section that ends by an error (a full disk during the checkpoint write) is over: a second
+    signal afterwards, outside any section, stops at once (forced), as outside any other section. A failed
+    section that stayed counted as open deferred every later second signal for good: Ctrl-C twice no longer
+    stopped the run."""
+    import errno
+    import signal
+
+    from examples.voc_joint.signals import Interrupted, InterruptGuard
+
+    with InterruptGuard() as guard:
+        with pytest.raises(OSError, match="No space"), guard.critical():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        os.kill(os.getpid(), signal.SIGTERM)  # recorded
+        with pytest.raises(Interrupted) as info:
+            os.kill(os.getpid(), signal.SIGINT)  # outside any section: at once
+        assert info.value.forced and info.value.signum == signal.SIGINT

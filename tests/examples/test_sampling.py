@@ -182,3 +182,25 @@ def test_a_start_past_the_epochs_full_batches_leaves_nothing() -> None:
     s = EpochSampler(10, batch_size=1, seed=0, num_replicas=3, rank=2)
     s.set_epoch(0, start=10)
     assert len(s) == 0 and list(s) == []
+
+
+def test_seeded_dataset_seeds_the_cpu_generator_only(monkeypatch) -> None:
+    """Reading a sample seeds torch's CPU generator alone, never an accelerator's: ``torch.manual_seed`` also
+    reseeds (or queues a lazy reseed of) every CUDA / MPS / XPU generator, which ``SeededDataset`` does not
+    restore, so with ``--workers 0`` the training process's GPU dropout would depend on the last sample read
+    (and every read would queue slow lazy seeding)."""
+    calls = []
+
+    def record(name):
+        return lambda *a, **k: calls.append(name)
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", record("cuda.manual_seed_all"))
+    monkeypatch.setattr(torch.cuda, "manual_seed", record("cuda.manual_seed"))
+    if hasattr(torch, "mps"):
+        monkeypatch.setattr(torch.mps, "manual_seed", record("mps.manual_seed"))
+    if hasattr(torch, "xpu"):
+        monkeypatch.setattr(torch.xpu, "manual_seed_all", record("xpu.manual_seed_all"))
+    ds = SeededDataset(_Noise())
+    a = ds[(2, derive_seed(0, 1, 2))]
+    assert calls == []
+    assert torch.equal(a, ds[(2, derive_seed(0, 1, 2))])  # still seeded: the same key, the same sample

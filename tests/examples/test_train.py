@@ -30,9 +30,10 @@ from examples.voc_joint.checkpoint import (
     payload_sha256,
     save_checkpoint,
 )
-from examples.voc_joint.cli import error_text
+from examples.voc_joint.cli import UsageError, error_text
 from examples.voc_joint.distributed import DistInfo
 from examples.voc_joint.models import JointModel
+from examples.voc_joint.resume import option_changes
 
 from .helpers import (
     ROOT,
@@ -3405,3 +3406,24 @@ def test_the_exact_recheck_is_agreed_by_every_process() -> None:
     with pytest.raises(engine.NonFiniteError, match="non-finite gradients at step 1 "):
         engine.train_step(state, batch, args, _OtherRankHasNaNGradients(), None, False)
     assert state.step == 0 and torch.equal(model.weight.detach(), before)
+
+
+@pytest.mark.parametrize(("name", "flag"), [("epochs", "--epochs"), ("max_steps", "--max-steps")])
+def test_a_recorded_count_that_is_a_bool_did_not_grow(tmp_path, name, flag) -> None:
+    """``True`` is an ``int`` to Python but no count: a record edited by hand to ``epochs: true`` (hash
+    recomputed) and ``--epochs 2`` now is a change like any other (refused without
+    ``--allow-option-changes``), not a growth accepted silently because ``2 >= True``."""
+    with pytest.raises(UsageError, match=rf"{flag}: True \(checkpoint\) -> 2 \(now\)"):
+        option_changes("seg", {name: True}, {name: 2}, allow=False, source=tmp_path / "c.pt", step=3)
+
+
+@pytest.mark.parametrize(("old", "new"), [(None, "weights.pth"), ("weights.pth", None)])
+def test_a_path_option_set_or_unset_on_resume_is_a_change_not_a_type_error(tmp_path, old, new) -> None:
+    """A path option compared with ``None`` (``--backbone-weights`` given now, not when the run started, or
+    the other way round) is an ordinary refused change naming both values; the path comparison is only for
+    two strings (``Path(None)`` raised a bare ``TypeError``)."""
+    old = str(tmp_path / old) if old else old
+    new = str(tmp_path / new) if new else new
+    recorded, current = {"backbone_weights": old}, {"backbone_weights": new}
+    with pytest.raises(UsageError, match=r"--backbone-weights: .* \(checkpoint\) -> .* \(now\)  \[never"):
+        option_changes("seg", recorded, current, allow=True, source=tmp_path / "c.pt", step=3)
