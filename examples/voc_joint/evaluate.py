@@ -64,6 +64,7 @@ from examples.voc_joint.data import (
 )
 from examples.voc_joint.engine import close_loader_iterator
 from examples.voc_joint.headers import check_headers, shown_problems
+from examples.voc_joint.locking import FolderLock, FolderLockedError
 from examples.voc_joint.metrics import (
     SegmentationMetrics,
     format_per_class_table,
@@ -516,6 +517,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     model.to(device)
     try:
         return _run(args, model, config, device, source)
+    except FolderLockedError as exc:  # another evaluation writes into the same folder
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     except (OSError, DataError, FloatingPointError) as exc:  # a missing split or file, a wrong data root, a
         # bad mask, a full disk, NaN logits
         print(f"{parser.prog}: error: {error_text(exc)}", file=sys.stderr, flush=True)
@@ -564,13 +567,18 @@ def _run(
         worker_init_fn=worker_init_fn(args.workers),
     )
     out_dir = _output_dir(args)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # the panels go to a temporary folder first: an earlier evaluation's panels stay until this one is done,
-    # and are then replaced, never mixed with the new ones
-    # (the folders of evaluations killed before their end are removed here: see staging.py)
-    remove_abandoned_staging(out_dir, ".panels.")
-    staging, held = new_staging(out_dir, ".panels.") if args.max_panels > 0 else (None, None)
+    # one evaluation at a time per folder (made here): a second one writing the same metrics.json and panels/
+    # is refused, naming the holder, until this one ends
+    lock = FolderLock(out_dir).acquire()
+    staging: Path | None = None
+    held: int | None = None
     try:
+        # the panels go to a temporary folder first: an earlier evaluation's panels stay until this one is
+        # done, and are then replaced, never mixed with the new ones
+        # (the folders of evaluations killed before their end are removed here: see staging.py)
+        remove_abandoned_staging(out_dir, ".panels.")
+        if args.max_panels > 0:
+            staging, held = new_staging(out_dir, ".panels.")
         results = evaluate(
             model,
             loader,
@@ -645,6 +653,7 @@ def _run(
             shutil.rmtree(staging, ignore_errors=True)
         if held is not None:
             os.close(held)
+        lock.release()
     print(f"\nmetrics: {out_dir / 'metrics.json'}")
     if panels:
         print(f"panels:  {out_dir / 'panels'} ({len(panels)} PNG)")

@@ -641,6 +641,34 @@ def test_without_data_root_the_checkpoints_own_data_is_scored(voc, tmp_path, mon
     assert f"[evaluate] data: {voc} (the data the checkpoint's run trained on; " in capsys.readouterr().out
 
 
+def test_a_second_evaluation_into_the_same_folder_is_refused_while_one_runs(
+    voc, tmp_path, monkeypatch, capsys
+) -> None:
+    """Two evaluations into one folder (two --boundary-widths of one checkpoint, its default eval_val folder)
+    each replaced metrics.json and panels/ when done, so the folder could end with one run's metrics and the
+    other's panels. The folder is locked for the run: a second evaluation is refused (exit status 2) naming
+    the holder, and writes nothing; once the first is done the folder is free again."""
+    from examples.voc_joint.locking import FolderLock
+
+    argv = _cli_argv(monkeypatch, tmp_path, voc)
+    out = tmp_path / "ev"
+    with FolderLock(out):  # another evaluation (or run) holds the folder
+        with pytest.raises(SystemExit) as stop:
+            evaluate_mod.main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and f"in use by pid {os.getpid()} on host" in err, err
+        assert not (out / "metrics.json").exists() and not (out / "panels").exists()
+    assert evaluate_mod.main(argv) == 0 and (out / "metrics.json").is_file()
+    assert evaluate_mod.main(argv) == 0  # the lock was released at the end of the run
+
+
+def _staged(folder: Path) -> list[str]:
+    """The hidden entries of an evaluation folder but its lock file: staging folders left behind."""
+    from examples.voc_joint.locking import LOCK_NAME
+
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME)
+
+
 def _bad_mask_voc(voc, tmp_path):
     root = tmp_path / "badmask"
     shutil.copytree(voc, root)
@@ -912,7 +940,7 @@ def test_cli_rerun_replaces_the_panels_and_writes_metrics_atomically(voc, tmp_pa
         assert evaluate_mod.main([*argv, "--max-panels", str(n)]) == 0
         payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
         assert sorted(payload["panels"]) == sorted(str(p) for p in panels.glob("*.png"))
-        assert [p.name for p in (tmp_path / "ev").iterdir() if p.name.startswith(".")] == []  # no staging
+        assert _staged(tmp_path / "ev") == []  # no staging
         return payload
 
     assert len(run(3)["panels"]) == 3
@@ -930,7 +958,7 @@ def test_cli_rerun_replaces_the_panels_and_writes_metrics_atomically(voc, tmp_pa
     assert evaluate_mod.main(argv) == 1
     assert {p.name: p.read_bytes() for p in panels.iterdir()} == snapshot and len(before["panels"]) == 2
     assert (tmp_path / "ev" / "metrics.json").read_bytes() == metrics
-    assert [p.name for p in (tmp_path / "ev").iterdir() if p.name.startswith(".")] == []
+    assert _staged(tmp_path / "ev") == []
     written = []
     monkeypatch.setattr(
         evaluate_mod, "write_text_atomic", lambda path, text, before: (before(), written.append(path))
@@ -1197,13 +1225,13 @@ def test_cli_removes_the_staging_folders_of_killed_runs_not_of_running_ones(voc,
     monkeypatch.setattr(evaluate_mod, "save_panel", save_panel)
     try:
         assert evaluate_mod.main([*argv, "--max-panels", "2"]) == 0
-        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".panels.running1"]
+        assert _staged(out) == [".panels.running1"]
         assert (running / "0001.png").read_bytes() == b"partial"
         assert locked_while_running == [True, True]
     finally:
         os.close(held)
     assert evaluate_mod.main([*argv, "--max-panels", "0"]) == 0  # its holder gone: removed too
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert _staged(out) == []
 
 
 class _NoMemory(nn.Module):
@@ -1478,7 +1506,7 @@ def test_cli_signal_while_the_results_are_replaced_waits_for_the_end(
     payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert sorted(payload["panels"]) == sorted(str(p) for p in (tmp_path / "ev" / "panels").glob("*.png"))
     assert len(payload["panels"]) == 3
-    assert [p.name for p in (tmp_path / "ev").iterdir() if p.name.startswith(".")] == []
+    assert _staged(tmp_path / "ev") == []
     capsys.readouterr()
 
 
