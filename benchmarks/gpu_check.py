@@ -879,7 +879,7 @@ def step0_transparency(
     import sparse_ops
     from examples.voc_joint import data
     from examples.voc_joint import train as train_cli
-    from examples.voc_joint.train_options import build_parser, resolve_stage_options
+    from examples.voc_joint.train_options import build_parser, resolve_stage_options, runtime_options
 
     argv = [
         "--stage",
@@ -891,6 +891,9 @@ def step0_transparency(
         str(spixel_ckpt),
     ]
     args = resolve_stage_options("joint", build_parser().parse_args(argv))
+    # the memory format the joint stage trains in (build_train_state resolves the unset option for the device:
+    # SpixelFCN in channels_last on CUDA; without it the model was built all NCHW)
+    args.channels_last = runtime_options(args, device)["channels_last"]
     model = train_cli.build_stage_model("joint", args).to(device).eval()
     dataset = data.build_dataset(root, "train", crop_size=crop, train=True)
     torch.manual_seed(0)

@@ -1232,6 +1232,32 @@ def test_a_step0_transparency_that_is_not_finite_fails_the_train_stage(tmp_path,
             assert "train       failed" in txt_path.read_text()
 
 
+def test_the_step0_transparency_model_has_the_memory_format_the_joint_stage_trains_in(
+    tmp_path, monkeypatch
+) -> None:
+    """The step-0 figure's model was built with ``--channels-last`` unset, which builds it all NCHW, while the
+    joint stage resolves the unset option to the device's default first (SpixelFCN in channels_last on CPU
+    and CUDA): the figure measured another model than the one the run trains. It resolves it alike now."""
+    from examples.voc_joint import train as train_cli
+    from examples.voc_joint.models.joint import DEFAULT_CHANNELS_LAST
+    from tests.examples.helpers import untrained_checkpoints
+
+    seg, spx = untrained_checkpoints(tmp_path)
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def build(stage, args):
+        built.append(args.channels_last)
+        raise Built
+
+    monkeypatch.setattr(train_cli, "build_stage_model", build)
+    with pytest.raises(Built):
+        gpu_check.step0_transparency([], seg, spx, tmp_path, 2, 32, torch.device("cpu"), False)
+    assert built == [DEFAULT_CHANNELS_LAST["cpu"]] and built[0] is not False
+
+
 def test_a_device_index_the_machine_lacks_is_refused(tmp_path, monkeypatch, capsys):
     """``--device cuda:1`` on a machine with one GPU passed the checks and ended in torch's
     ``AssertionError: Invalid device id`` traceback (reading the device's name), after the work folder was
