@@ -135,7 +135,15 @@ def test_init_distributed_joins_an_nccl_group_on_cuda(monkeypatch: pytest.Monkey
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: inits.append(kw))
     groups: list[dict] = []
     monkeypatch.setattr(distributed.dist, "new_group", lambda **kw: groups.append(kw) or "gloo group")
-    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+    # the whole torchrun environment (a machine's own MASTER_PORT, checked with several processes, stays out)
+    env = {
+        "WORLD_SIZE": "2",
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+    }
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
     info = distributed.init_distributed("cuda")
     assert info.device == torch.device("cuda", 1)
