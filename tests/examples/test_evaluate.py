@@ -662,6 +662,17 @@ def test_a_second_evaluation_into_the_same_folder_is_refused_while_one_runs(
     assert evaluate_mod.main(argv) == 0  # the lock was released at the end of the run
 
 
+def _results(folder: Path) -> dict[Path, bytes]:
+    """The files of an evaluation folder but its lock file (which each run rewrites with its holder)."""
+    from examples.voc_joint.locking import LOCK_NAME
+
+    return {
+        p.relative_to(folder): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != LOCK_NAME
+    }
+
+
 def _staged(folder: Path) -> list[str]:
     """The hidden entries of an evaluation folder but its lock file: staging folders left behind."""
     from examples.voc_joint.locking import LOCK_NAME
@@ -1374,7 +1385,7 @@ def test_cli_stop_signal_is_one_line_with_its_exit_status_and_leaves_the_earlier
 
     base = _cli_argv(monkeypatch, tmp_path, voc)
     assert evaluate_mod.main([*base, "--max-panels", "2"]) == 0
-    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
+    before = _results(tmp_path / "ev")
     real_save_panel = evaluate_mod.save_panel
     saved = []
 
@@ -1393,7 +1404,7 @@ def test_cli_stop_signal_is_one_line_with_its_exit_status_and_leaves_the_earlier
     err = capsys.readouterr().err
     assert len(saved) == 1 and f"stopped by {name} (exit status {status})" in err
     assert len(err.splitlines()) == 1
-    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "ev").rglob("*") if p.is_file()}
+    after = _results(tmp_path / "ev")
     assert after == before  # no staging folder, the earlier panels and metrics.json untouched
 
 
