@@ -1416,11 +1416,11 @@ def test_cli_failed_metrics_write_leaves_the_earlier_panels(voc, tmp_path, monke
     base = _cli_argv(monkeypatch, tmp_path, voc)
     assert evaluate_mod.main([*base, "--max-panels", "1"]) == 0
     ev = tmp_path / "ev"
-    before = {p.relative_to(ev): p.read_bytes() for p in ev.rglob("*") if p.is_file()}
+    before = _results(ev)
     fail_atomic_write(monkeypatch, "metrics.json", code)
     assert evaluate_mod.main([*base, "--max-panels", "3"]) == 1
     assert f"cannot write {ev / 'metrics.json'}" in capsys.readouterr().err
-    after = {p.relative_to(ev): p.read_bytes() for p in ev.rglob("*") if p.is_file()}
+    after = _results(ev)
     assert after == before  # one panel, the earlier metrics.json, nothing else
 
 
@@ -1886,3 +1886,121 @@ def test_the_options_record_the_device_used(voc, tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(distributed, "resolve_device", lambda d: torch.device("cpu", 0))
     assert _options_of_run(voc, tmp_path, monkeypatch, [])["device"] == "cpu:0"
+
+
+def test_a_recorded_data_root_that_is_no_folder_name_means_no_folder(voc, tmp_path, monkeypatch, capsys):
+    """``checkpoint_data_root`` reads a folder only from a ``config["args"]`` dict holding a non-empty str: an
+    ``args`` of another type (a crafted or foreign record) or an empty ``data_root`` is "no folder recorded"
+    (the default data, said so), not an AttributeError or the current directory scored as a data set."""
+    assert evaluate_mod.checkpoint_data_root({"args": ["/data/VOCdevkit"]}) is None
+    assert evaluate_mod.checkpoint_data_root({"args": {"data_root": ""}}) is None
+    monkeypatch.setattr(evaluate_mod, "ensure_synthetic_voc", lambda: voc)
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path, args=["--data-root", "x"]), "--output-dir"]
+    assert evaluate_mod.main([*argv, str(tmp_path / "ev"), "--max-panels", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"[evaluate] data: {voc} (the default: the checkpoint records no data folder)" in out
+
+
+def test_metrics_record_an_unknown_training_overlap_as_null(voc, tmp_path, monkeypatch, capsys):
+    """A checkpoint whose training list cannot be read (here: it records no options) has an unknown overlap
+    with the evaluated images: ``trained_on_evaluated_images`` is null, not 0 (which claims a held-out score),
+    and no warning is printed."""
+    assert evaluate_mod.main([*_cli_argv(monkeypatch, tmp_path, voc), "--max-panels", "0"]) == 0
+    payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert payload["trained_on_evaluated_images"] is None
+    assert "trained on" not in capsys.readouterr().err
+
+
+def test_the_summary_counts_the_panels_written_and_names_none_without_them(
+    voc, tmp_path, monkeypatch, capsys
+):
+    """The closing lines name metrics.json and, only when panels were drawn, panels/ with their count;
+    the table's title counts the evaluated images."""
+    argv = _cli_argv(monkeypatch, tmp_path, voc)
+    assert evaluate_mod.main([*argv, "--max-panels", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"panels:  {tmp_path / 'ev' / 'panels'} (2 PNG)" in out, out
+    assert "val (3 images, full images) -- " in out
+    assert evaluate_mod.main([*argv, "--max-panels", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"metrics: {tmp_path / 'ev' / 'metrics.json'}" in out and "panels:" not in out, out
+
+
+def test_cli_crops_are_read_in_batches_of_batch_size(voc, tmp_path, monkeypatch):
+    """``--crop-size`` with ``--batch-size 2`` reads two crops per batch (full images, one at a time)."""
+    made = []
+
+    class Recording(DataLoader):  # type: ignore[type-arg]
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs["batch_size"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Recording)
+    argv = [*_cli_argv(monkeypatch, tmp_path, voc), "--max-panels", "0", "--workers", "0"]
+    assert evaluate_mod.main([*argv, "--crop-size", "16", "--batch-size", "2"]) == 0
+    assert evaluate_mod.main(argv) == 0
+    assert made == [2, 1]
+
+
+def test_a_checkpoint_of_255_classes_is_scored(voc, tmp_path):
+    """VOC-format masks hold classes 0..254 (255 is ignored): a 255-class model is the largest evaluate.py
+    scores, panels included (the palette draws 255 classes); 256 and more are refused at the start."""
+    path = _seg_checkpoint(tmp_path, 255)
+    assert _evaluate(path, voc, tmp_path / "ev") == 0
+    payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert len(payload["joint"]["per_class_iou"]) == 255 and len(payload["panels"]) == 3
+
+
+def test_training_overlap_reads_the_sbd_list_of_an_sbd_run(voc):
+    """A run with ``--sbd`` trained on ``ImageSets/SegmentationAug``'s list, not ``Segmentation``'s: where
+    that list is not there (this set has no SBD lists) the overlap is unknown, not read from the
+    other list."""
+    from examples.voc_joint.evaluate import training_overlap
+
+    val = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    args = {"data_root": str(voc), "sbd": False, "train_split": "trainval"}
+    assert training_overlap({"args": args}, val) == val
+    assert training_overlap({"args": {**args, "sbd": True}}, val) is None
+
+
+def test_cli_releases_the_folder_lock_when_the_evaluation_ends(voc, tmp_path, monkeypatch, capsys):
+    """The output folder's lock is released by the run itself, when it succeeds and when it fails (a NaN
+    error here), not left to the garbage collector: a caller that keeps the lock object (or a traceback
+    holding it) alive kept the folder locked against the next evaluation in the same process."""
+    from examples.voc_joint.locking import FolderLock
+
+    from .test_evaluate import _NaNLogits
+
+    made = []
+
+    class Kept(FolderLock):
+        def acquire(self):
+            made.append(self)  # kept alive: only release() frees the folder
+            return super().acquire()
+
+    monkeypatch.setattr(evaluate_mod, "FolderLock", Kept)
+    argv = _cli_argv(monkeypatch, tmp_path, voc)
+    assert evaluate_mod.main([*argv, "--max-panels", "1"]) == 0
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path, model=_NaNLogits("logits")), *argv[3:]]
+    assert evaluate_mod.main(argv) == 1
+    assert len(made) == 2 and not any(lock.held for lock in made)
+    capsys.readouterr()
+
+
+def test_metrics_record_the_folder_read_the_lists_and_the_time(tmp_path, monkeypatch, capsys):
+    """metrics.json's ``data_root`` is the VOC2012 folder actually read (``--data-root`` may name the folder
+    above it), ``sbd`` the lists read, and ``seconds`` / ``images_per_second`` the evaluation's own time."""
+    from examples.voc_joint.synthetic import generate_synthetic_voc
+
+    from .test_evaluate import SIZE
+
+    top = tmp_path / "top"
+    voc2012 = generate_synthetic_voc(
+        top / "VOC2012", num_train=1, num_val=2, image_size=SIZE, seed=1, sbd=True
+    )
+    assert evaluate_mod.main([*_cli_argv(monkeypatch, tmp_path, top), "--sbd", "--max-panels", "0"]) == 0
+    payload = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert payload["data_root"] == str(voc2012) and payload["sbd"] is True
+    assert payload["seconds"] > 0
+    assert payload["images_per_second"] == payload["joint"]["num_images"] / payload["seconds"]
+    capsys.readouterr()
