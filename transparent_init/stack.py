@@ -301,12 +301,11 @@ class _TransparentStack(nn.Module):
         bias = self._target_bias
         return None if bias is None else bias.double().clone()
 
-    if TYPE_CHECKING:  # the Literal for type checkers: a stack's own activation rebuilds it
+    if TYPE_CHECKING:  # the Literal for type checkers (a stack's own activation rebuilds it); the docs and
+        # every run read the property below
 
         @property
-        def activation(self) -> Activation | None:
-            """The activation between the layers (``"relu"``, ``"leaky_relu"`` or ``None``); read-only: the
-            layers were built for it (build a new stack for another)."""
+        def activation(self) -> Activation | None: ...
 
     else:
 

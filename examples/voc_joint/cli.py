@@ -591,7 +591,8 @@ def existing_dir(text: str) -> Path:
     return path
 
 
-#: The names of the archives a data set comes in (VOC's ``.tar``, SBD's ``benchmark.tgz``) and their command.
+#: The names of the archives a data set comes in (VOC's ``.tar``, SBD's ``benchmark.tgz``) and their command
+#: (no suffix ends another: the first that matches is the one).
 _ARCHIVES = {".tar": "tar -xf", ".tgz": "tar -xzf", ".tar.gz": "tar -xzf", ".zip": "unzip"}
 
 
@@ -603,7 +604,7 @@ def archive_hint(path: Path) -> str:
         ' (an archive: extract it first, tar -xzf benchmark.tgz, and pass the folder it makes)'
     """
     name = path.name.lower()
-    for suffix, command in sorted(_ARCHIVES.items(), key=lambda item: -len(item[0])):
+    for suffix, command in _ARCHIVES.items():
         if name.endswith(suffix):
             return f" (an archive: extract it first, {command} {path.name}, and pass the folder it makes)"
     return ""

@@ -51,6 +51,20 @@ class _OtherProcess:
             box[0] = self.sent
 
 
+def _rank_1_of_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchrun's whole environment of rank 1 of 2 processes on one machine (a machine's own ``MASTER_PORT``,
+    checked with several processes, stays out)."""
+    env = {
+        "WORLD_SIZE": "2",
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
 def test_main_process_is_global_rank_0_not_each_machines_local_rank_0() -> None:
     """Only global rank 0 writes checkpoints and logs: on a second machine local rank 0 is not the main."""
     assert DistInfo().main and not DistInfo().enabled
@@ -135,16 +149,7 @@ def test_init_distributed_joins_an_nccl_group_on_cuda(monkeypatch: pytest.Monkey
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: inits.append(kw))
     groups: list[dict] = []
     monkeypatch.setattr(distributed.dist, "new_group", lambda **kw: groups.append(kw) or "gloo group")
-    # the whole torchrun environment (a machine's own MASTER_PORT, checked with several processes, stays out)
-    env = {
-        "WORLD_SIZE": "2",
-        "RANK": "1",
-        "LOCAL_RANK": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": "29500",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    _rank_1_of_2(monkeypatch)
     info = distributed.init_distributed("cuda")
     assert info.device == torch.device("cuda", 1)
     assert set_devices == [torch.device("cuda", 1)]  # NCCL uses the current device: that of its rank
@@ -328,15 +333,7 @@ def test_init_distributed_refuses_a_device_as_a_usage_error(monkeypatch: pytest.
     """A device refused under torchrun is a usage error (exit status 2, one line), not a traceback."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    env = {
-        "WORLD_SIZE": "2",
-        "RANK": "1",
-        "LOCAL_RANK": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": "29500",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    _rank_1_of_2(monkeypatch)
     with pytest.raises(UsageError, match=r"^LOCAL_RANK=1 takes cuda:1 but this machine has 1 CUDA device: "):
         distributed.init_distributed("cuda")
     with pytest.raises(UsageError, match=r"^device 'cuda:0' under torchrun: "):
