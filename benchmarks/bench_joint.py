@@ -1056,7 +1056,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         noti = next((r for r in rows if r["variant"] == "joint_hard_noti"), None)
         floor["step_ratio_floor"] = None
-        if noti is not None and base is not None:  # the step with the fusion's products at torch.mm's rate
+        if noti is not None and base is not None:  # the step with the fusion's products at the faster rate
             floor["step_ratio_floor"] = (noti["median_s"] + floor["floor_s"]) / base["median_s"]
             print(
                 f"joint_hard_noti + the fusion at the faster rate: {floor['step_ratio_floor']:.2f}x deeplab "
