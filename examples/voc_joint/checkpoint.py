@@ -93,6 +93,7 @@ __all__ = [
     "remove_stale_temporaries",
     "save_checkpoint",
     "set_rng_state",
+    "strip_module_prefix",
 ]
 
 FORMAT = "transinit-voc-joint"
@@ -702,15 +703,32 @@ def _training_state_problem(ckpt: dict[str, Any]) -> str | None:
     return None
 
 
-def _strip_module(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in state_dict.items()}
+def strip_module_prefix(state_dict: dict[str, torch.Tensor], path: str | Path) -> dict[str, torch.Tensor]:
+    """``state_dict`` with the ``"module."`` prefix of a (Distributed)DataParallel-wrapped model removed.
+
+    Raises:
+        CheckpointError: two keys that are one key without the prefix (``"w"`` and ``"module.w"``): one of the
+            two tensors would be dropped without a word (named with the file ``path``).
+    """
+    out: dict[str, torch.Tensor] = {}
+    source: dict[str, str] = {}  # the file's key of each key out
+    for key, value in state_dict.items():
+        k = key[len("module.") :] if key.startswith("module.") else key
+        if k in source:
+            raise CheckpointError(
+                f"checkpoint {path}: the keys {source[k]!r} and {key!r} of its model are both {k!r} once the "
+                "prefix 'module.' is removed; keep one of them"
+            )
+        source[k] = key
+        out[k] = value
+    return out
 
 
 _PARTS = {"deeplab": ("deeplabv3plus", "deeplab.", "seg"), "spixel": ("spixelfcn", "spixelfcn.", "spixel")}
 
 
 def _part_state(ckpt: dict[str, Any], path: Path, part: str | None) -> dict[str, Tensor]:
-    state = _strip_module(ckpt["model"])
+    state = strip_module_prefix(ckpt["model"], path)
     if part is None:
         return state
     own_arch, prefix, stage = _PARTS[part]
@@ -935,7 +953,7 @@ def load_model_from_checkpoint(
     from .models import SegmentationOnly
 
     ckpt, sha256 = load_checkpoint_with_sha256(path, map_location="cpu", expect_stage=expect_stage)
-    state = _strip_module(ckpt["model"])
+    state = strip_module_prefix(ckpt["model"], path)
     model = _build_matching(ckpt["config"]["model"], state, Path(path))  # config checked by load_checkpoint
     try:
         model.load_state_dict(state, strict=True)

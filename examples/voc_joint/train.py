@@ -53,6 +53,7 @@ from examples.voc_joint.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
+    strip_module_prefix,
 )
 from examples.voc_joint.cli import UsageError, error_text, out_of_memory_error
 from examples.voc_joint.data import DataError
@@ -513,10 +514,12 @@ def _restore_training_state(state: engine.TrainState, ckpt: dict[str, Any], sour
     """
     part = "weights"
     try:
-        dtypes = other_dtypes(state.model.state_dict(), ckpt["model"], "model")
+        # (a "module." prefix, as every other loader of these checkpoints takes it: a missing-keys list here)
+        weights = strip_module_prefix(ckpt["model"], "" if source is None else source)
+        dtypes = other_dtypes(state.model.state_dict(), weights, "model")
         if dtypes:  # load_state_dict converts them: an integer or complex file became other weights
             raise ValueError(f"other dtypes {dtypes[:5]}")
-        state.model.load_state_dict(ckpt["model"])
+        state.model.load_state_dict(weights)
         part = "optimizer state"
         saved, regrouped = _regroup_optimizer_state(state.optimizer, ckpt["optimizer"], state.model)
         state.optimizer.load_state_dict(saved)

@@ -604,6 +604,24 @@ def test_weights_saved_with_the_ddp_module_prefix_load(tmp_path) -> None:
         assert all(torch.equal(got[k], v) for k, v in net.state_dict().items())
 
 
+def test_a_key_with_and_without_the_module_prefix_is_refused_naming_both(tmp_path) -> None:
+    """``w`` and ``module.w`` are one weight once the prefix is removed: every loader refuses the file naming
+    both keys (one of the two tensors was dropped without a word)."""
+    net = SpixelFCN(cell_size=8, width=4)
+    ck = _ckpt(net, "spixel")
+    ck["model"]["module.pred.bias"] = torch.full_like(ck["model"]["pred.bias"], 7.0)
+    path = save_checkpoint(tmp_path / "both.pt", ck)
+    both = "the keys 'pred.bias' and 'module.pred.bias' of its model are both 'pred.bias'"
+    for load in (
+        lambda: load_model_from_checkpoint(path),
+        lambda: load_network(path, "spixel"),
+        lambda: load_weights_into(SpixelFCN(cell_size=8, width=4), path),
+    ):
+        with pytest.raises(CheckpointError, match=re.escape(both)) as info:
+            load()
+        assert str(path) in str(info.value)
+
+
 def test_load_model_from_checkpoint_returns_the_torch_version_that_trained_it(tmp_path) -> None:
     """The config it returns carries the checkpoint's ``torch_version`` (evaluate.py writes the config into
     metrics.json), None for a checkpoint written before the version was recorded."""

@@ -401,6 +401,26 @@ def test_spixel_checkpoint_with_one_optimizer_group_resumes(tiny_voc, tmp_path, 
             torch.testing.assert_close(fresh.state[p]["exp_avg"], moments[index[id(p)]], rtol=0, atol=0)
 
 
+def test_a_checkpoint_with_the_module_prefix_resumes_as_the_plain_one(tiny_voc, tmp_path) -> None:
+    """A checkpoint whose weights carry a DistributedDataParallel wrapper's ``module.`` prefix resumes (every
+    other loader of these checkpoints takes it; ``--resume`` refused it with a missing-keys list): the same
+    weights after the next step as the plain checkpoint's resume."""
+    argv = train_args(tiny_voc, tmp_path / "src", "--stage", "spixel", "--epochs", "1", "--max-steps", "1")
+    plain = load_checkpoint(train.main(argv)["spixel"])
+    prefixed = {**plain, "model": {f"module.{k}": v for k, v in plain["model"].items()}}
+    after = {}
+    for name, ckpt in (("plain", plain), ("prefixed", prefixed)):
+        source = save_checkpoint(tmp_path / f"{name}.pt", ckpt)
+        out = tmp_path / name
+        resumed = [*train_args(tiny_voc, out, "--stage", "spixel", "--epochs", "1", "--max-steps", "2")]
+        train.main([*resumed, "--resume", str(source)])
+        after[name] = load_checkpoint(out / "spixel" / "checkpoint.pt")
+    assert int(after["prefixed"]["step"]) == 2
+    assert after["prefixed"]["model"].keys() == plain["model"].keys()  # written without the prefix
+    for key, value in after["plain"]["model"].items():
+        assert torch.equal(after["prefixed"]["model"][key], value), key
+
+
 def test_a_cuda_resume_that_cannot_restore_the_gpu_rng_states_says_so(monkeypatch) -> None:
     """set_rng_state skips the CUDA states when another number of GPUs is visible: the GPU's dropout then
     continues from other states, which the resume said nothing about."""
