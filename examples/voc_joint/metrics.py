@@ -591,7 +591,6 @@ def _some(results: Mapping[str, Any]) -> None:
 
 
 def _metric_rows(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
-    first = next(iter(results.values()))
     values = list(results.values())
     rows: list[tuple[str, list[str]]] = [
         ("mIoU (%)", [_pct(r["miou"]) for r in values]),
@@ -606,10 +605,16 @@ def _metric_rows(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, li
         ("consistency, superpixels (%)", [_pct(r.get("consistency")) for r in values]),
         ("consistency, pixels (%)", [_pct(r.get("consistency_pixels")) for r in values]),
         ("superpixel ASA (%)", [_pct(r.get("asa")) for r in values]),
-        (
-            f"boundary recall, {first.get('boundary_tolerance', '?')} px (%)",
-            [_pct(r.get("boundary_recall")) for r in values],
-        ),
+    ]
+    # one row per tolerance, in order of appearance ("-" where a set has another): the first set's alone
+    # labelled every set's recall with it
+    for tol in dict.fromkeys(r.get("boundary_tolerance", "?") for r in values):
+        recall = [
+            _pct(r.get("boundary_recall") if r.get("boundary_tolerance", "?") == tol else None)
+            for r in values
+        ]
+        rows.append((f"boundary recall, {tol} px (%)", recall))
+    rows += [
         (
             "superpixels per image",
             [_num(r.get("num_superpixels"), "{:.1f}") for r in values],

@@ -313,3 +313,22 @@ def test_the_reader_still_refuses_a_mask_of_another_size_with_the_exif_note(voc)
     ds = VOCSegmentation(voc, "train")
     (problem,) = ds.header_problems(0)
     assert "is 44x36 (HxW) but its image" in problem and "EXIF orientation 6" in problem, problem
+
+
+def test_an_image_listed_with_two_masks_has_both_masks_checked(tiny_voc, tmp_path):
+    """The pass reads each (image, mask) pair once, not each image: the same image listed with a mask of
+    another folder (``mask_dir``) has that mask checked too."""
+    voc = Path(shutil.copytree(tiny_voc, tmp_path / "voc"))
+    other = voc / "OtherMasks"
+    shutil.copytree(voc / "SegmentationClass", other)
+    name = _names(voc)[0]
+    Image.new("L", (40, 30)).save(other / f"{name}.png")  # the images are 44x36
+    datasets = [VOCSegmentation(voc, "train"), VOCSegmentation(voc, "train", mask_dir="OtherMasks")]
+    problems = headers.header_problems(datasets)
+    assert len(problems) == 1 and str(other / f"{name}.png") in problems[0], problems
+
+
+def test_an_empty_prefix_still_prints_the_duration(tiny_voc, capsys):
+    """Only ``prefix=None`` leaves the line out (documented: "None: no line")."""
+    headers.check_headers([VOCSegmentation(tiny_voc, "val")], prefix="")
+    assert capsys.readouterr().out.startswith("[] read the headers of 4 listed images and masks in ")

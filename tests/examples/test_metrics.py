@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -948,3 +949,70 @@ def test_a_narrow_target_dtype_does_not_wrap_the_ignore_label():
     m = SegmentationMetrics(num_classes=2, ignore_index=256)
     m.update(pred, T([[[0, 1, 0]]]).to(torch.uint8))
     assert m.confusion.tolist() == [[1, 1], [0, 1]]  # class 0 counted: 256 is no uint8 label
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    """{row label: its value cells} of a format_table text (label and cells separated by 2+ spaces)."""
+    out = {}
+    for line in text.splitlines()[2:]:
+        label, *cells = re.split(r"\s{2,}", line.strip())
+        out[label] = cells
+    return out
+
+
+def test_superpixels_with_several_channels_are_refused_not_cut_to_the_first():
+    """Only a channel dim of 1 ([B, 1, H, W]) is dropped: [B, 2, H, W] superpixels were scored by their first
+    channel, silently (mutant: ``superpixels.dim() == 4`` alone)."""
+    pred, target = T([[[0, 1]]]), T([[[0, 1]]])
+    sp = T([[[[0, 1]], [[1, 1]]]])  # (1, 2, 1, 2)
+    message = r"superpixels must have shape \(1, 1, 2\) \(like target\), got \(1, 2, 1, 2\)"
+    with pytest.raises(ValueError, match=message):
+        superpixel_scores(pred, target, sp, num_classes=2)
+    with pytest.raises(ValueError, match=message):
+        SegmentationMetrics(num_classes=2).update(pred, target, sp)
+
+
+def test_format_table_refuses_unknown_metric_rows_by_name():
+    r = SegmentationMetrics(num_classes=2).compute()
+    with pytest.raises(ValueError, match=r"unknown metrics \['mIoU'\]; known: \['mIoU \(%\)'"):
+        format_table(r, metrics=("mIoU (%)", "mIoU"))
+
+
+def test_boundary_recall_row_names_the_tolerance_of_the_results():
+    m = SegmentationMetrics(num_classes=2, boundary_widths=(1,), boundary_tolerance=1)
+    m.update(T([[[0, 1]]]), T([[[0, 1]]]), T([[[0, 1]]]))
+    text = format_table(m.compute())
+    assert "boundary recall, 1 px (%)" in text, text
+    assert "boundary recall, ? px (%)" in format_table({"miou": 0.5, "boundary_miou": {}})
+
+
+def test_mean_class_accuracy_row_shows_mean_class_accuracy():
+    """pixel accuracy 4/7 = 57.14 %, mean class accuracy (1/2 + 2/3 + 1/2) / 3 = 55.56 %."""
+    target = T([[[0, 0, 1, 1], [2, 2, 255, 1]]])
+    pred = T([[[0, 1, 1, 1], [2, 0, 2, 0]]])
+    m = SegmentationMetrics(num_classes=3, boundary_widths=(1,))
+    m.update(pred, target)
+    rows = _rows(format_table(m.compute()))
+    assert rows["pixel accuracy (%)"] == ["57.14"]
+    assert rows["mean class accuracy (%)"] == ["55.56"]
+
+
+def test_images_row_gives_each_result_set_its_own_count():
+    one, two = (SegmentationMetrics(num_classes=2, boundary_widths=(1,)) for _ in range(2))
+    one.update(T([[[0, 1]]]), T([[[0, 1]]]))
+    two.update(T([[[0, 1]], [[1, 0]]]), T([[[0, 1]], [[1, 0]]]))
+    assert _rows(format_table({"one": one.compute(), "two": two.compute()}))["images"] == ["1", "2"]
+
+
+def test_boundary_recall_of_sets_scored_at_other_tolerances_gets_a_row_each():
+    """Sets scored with another tolerance are not listed under the first set's (a 3 px recall sat in the
+    1 px row): one row per tolerance, "-" for the sets of another."""
+    a = {"miou": 0.5, "boundary_miou": {}, "boundary_recall": 0.9, "boundary_tolerance": 1}
+    b = {"miou": 0.5, "boundary_miou": {}, "boundary_recall": 0.4, "boundary_tolerance": 3}
+    rows = _rows(format_table({"a": a, "b": b, "c": dict(a)}))
+    assert rows["boundary recall, 1 px (%)"] == ["90.00", "-", "90.00"]
+    assert rows["boundary recall, 3 px (%)"] == ["-", "40.00", "-"]
+    assert [label for label in rows if label.startswith("boundary recall")] == [
+        "boundary recall, 1 px (%)",
+        "boundary recall, 3 px (%)",
+    ]

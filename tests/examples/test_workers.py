@@ -200,3 +200,18 @@ def test_train_and_evaluate_refuse_a_temporary_folder_too_long_for_their_workers
     assert info.value.code == 2
     assert "error: --workers 1: the temporary folder " in capsys.readouterr().err
     evaluate.check_args(parser, parser.parse_args([*argv, "--workers", "0"]))
+
+
+@pytest.mark.parametrize("error", [AttributeError, OSError, ValueError])
+def test_a_fallback_failing_in_any_way_reads_as_no_fallback(error, tmp_path, monkeypatch):
+    """The private fallback may fail with anything (e.g. ``AttributeError`` once a private ``tempfile``
+    helper it uses is renamed), not only ``TypeError``: the check then reads the temporary folder and never
+    raises."""
+
+    def broken(*args: object) -> str:
+        raise error("private internals changed")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(multiprocessing.util, "_get_base_temp_dir", broken, raising=False)
+    assert workers.socket_base_dir() == str(tmp_path)
+    workers.worker_tmpdir_error(2, "--workers", platform="linux")  # a str or None, no exception
