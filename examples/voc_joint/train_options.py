@@ -718,7 +718,9 @@ def backbone_weights_error(path: Path, backbone: str, output_stride: int) -> str
             )
             load_backbone_weights(net, path)
     except ValueError as exc:
-        hint = f" (--backbone {backbone}: weights of another ResNet?)" if "do not match" in str(exc) else ""
+        # (a whole segmentation model's file is named as such by the message itself)
+        another = "do not match" in str(exc) and "segmentation head's key" not in str(exc)
+        hint = f" (--backbone {backbone}: weights of another ResNet?)" if another else ""
         return f"{exc}{hint}"
     return None
 

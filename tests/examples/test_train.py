@@ -32,7 +32,7 @@ from examples.voc_joint.checkpoint import (
 )
 from examples.voc_joint.cli import UsageError, error_text
 from examples.voc_joint.distributed import DistInfo
-from examples.voc_joint.models import JointModel
+from examples.voc_joint.models import DeepLabV3Plus, JointModel
 from examples.voc_joint.resume import option_changes
 
 from .helpers import (
@@ -2796,6 +2796,9 @@ def test_bad_backbone_weights_are_refused_before_anything_is_touched(
     truncated.write_bytes(resnet18_weights.read_bytes()[:50_000])
     pickled = tmp_path / "pickled.pth"
     torch.save({**state, "args": argparse.Namespace(lr=1)}, pickled)
+    whole = tmp_path / "deeplab.pth"  # a whole DeepLabV3+ in the public code's layout: not a ResNet's weights
+    deeplab = DeepLabV3Plus(21, "resnet18", aspp_channels=8).state_dict()
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in deeplab.items()}}, whole)
     ckpt = _seg_run(tiny_voc, tmp_path / "run")
     before = {p.name: p.read_bytes() for p in ckpt.parent.iterdir()}
     cases = [
@@ -2804,6 +2807,12 @@ def test_bad_backbone_weights_are_refused_before_anything_is_touched(
             resnet18_weights,
             "resnet34",
             r"missing keys .*layer1\.2\..*--backbone resnet34: weights of another",
+        ),
+        (
+            whole,
+            "resnet18",
+            r"unexpected keys \['aspp\..*'aspp\.[^']*' is a segmentation head's key: a whole segmentation "
+            r"model's checkpoint\? backbone weights are an ImageNet ResNet's state dict$",
         ),
         (truncated, "resnet18", r"refusing backbone weights file .*truncated\.pth: the file is damaged"),
         (
@@ -2820,7 +2829,7 @@ def test_bad_backbone_weights_are_refused_before_anything_is_touched(
                 train.main(argv)
             err = capsys.readouterr().err
             assert info.value.code == 2 and "error: --backbone-weights: " in err, err
-            assert re.search(message, err), err
+            assert re.search(message, err, re.MULTILINE), err
             assert "weights_only=False" not in err
     assert {p.name: p.read_bytes() for p in ckpt.parent.iterdir()} == before  # no lock taken, nothing deleted
     assert not (tmp_path / "new").exists()

@@ -125,6 +125,10 @@ def _check_weights_path(path: object, name: str, or_none: bool = False) -> None:
     )
 
 
+#: First key parts of a segmentation head (this pipeline's DeepLabV3+ and the public codes').
+_HEAD_PREFIXES = ("aspp", "decoder", "low_level", "classifier", "last_conv")
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load ImageNet (or any) ResNet weights from a local file into ``backbone`` (``fc.*`` keys ignored).
 
@@ -196,6 +200,8 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     missing = sorted(set(own) - set(cleaned))
     unexpected = sorted(set(cleaned) - set(own))
     bad_shape = [k for k in own if k in cleaned and own[k].shape != cleaned[k].shape]
+    # DeepLab heads (this pipeline's and the public DeepLabV3+ codes'): the file is a whole model
+    head = [k for k in unexpected if k.split(".", 1)[0] in _HEAD_PREFIXES]
     if missing or unexpected or bad_shape:
         raise ValueError(
             f"backbone weights {path} do not match the backbone: missing keys {missing[:5]}"
@@ -205,6 +211,12 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             + "".join(  # the shapes of each: which ResNet the file holds
                 f"; {k}: file {tuple(cleaned[k].shape)}, backbone {tuple(own[k].shape)}"
                 for k in bad_shape[:5]
+            )
+            + (
+                f"; {head[0]!r} is a segmentation head's key: a whole segmentation model's checkpoint? "
+                "backbone weights are an ImageNet ResNet's state dict"
+                if head
+                else ""
             )
         )
     for k, v in own.items():  # load_state_dict casts any dtype silently (complex: the real part) and copies
