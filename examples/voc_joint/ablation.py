@@ -239,8 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace what the output folder holds (results and pretraining); without it a finished ablation "
-        "there is refused and an unfinished one with the same settings is continued",
+        help="replace what the output folder holds (results and pretraining); without it an unfinished "
+        "ablation there with the same settings is continued, and a finished one is refused unless this "
+        "command asks for runs it lacks (more --seeds, other --variants)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per run instead)")
     return p
@@ -448,6 +449,18 @@ def _stop_note(argv: Sequence[str]) -> str:
     )
 
 
+#: The ``ablation.json`` this process completed (its last write): a stop after it stops the printing only.
+_COMPLETED: list[Path] = []
+
+
+def _stop_note_now(argv: Sequence[str]) -> str:
+    """:func:`_stop_note`, or, for an ablation stopped after this process wrote its complete record (while it
+    printed its table), where the finished ablation is: the same command would be refused, not continue it."""
+    if not _COMPLETED:
+        return _stop_note(argv)
+    return f"the ablation had finished: {_COMPLETED[-1]} and its ablation.md and ablation.png hold every run"
+
+
 # ---------------------------------------------------------------------------------------------------- main
 #: The settings that name the pretrained checkpoints and their content (known once the pretraining is done).
 _CHECKPOINT_SETTINGS = (
@@ -504,7 +517,9 @@ def _run_settings(opts: argparse.Namespace, root: Path, val_images: int) -> dict
     }
 
 
-def settings_differences(recorded: Any, current: dict[str, Any]) -> list[str]:
+def settings_differences(
+    recorded: Any, current: dict[str, Any], label: str = "unfinished ablation"
+) -> list[str]:
     """One line per setting that differs between an unfinished ablation's ``recorded`` settings and the
     ``current`` ones, with both values (``torch``: the torch version, whose kernels may change between
     releases); an unreadable record is one difference.
@@ -514,11 +529,11 @@ def settings_differences(recorded: Any, current: dict[str, Any]) -> list[str]:
         ["  torch: '2.11.0' (unfinished ablation) -> '2.14.1' (now)"]
     """
     if not isinstance(recorded, dict):
-        return [f"  settings: {recorded!r} (unfinished ablation) -> {current!r} (now)"]
+        return [f"  settings: {recorded!r} ({label}) -> {current!r} (now)"]
     old, new = ({k: repr(v) for k, v in d.items()} for d in (recorded, current))
     old_text, new_text = "(not recorded)", "(no such setting)"
     return [
-        f"  {key}: {old.get(key, old_text)} (unfinished ablation) -> {new.get(key, new_text)} (now)"
+        f"  {key}: {old.get(key, old_text)} ({label}) -> {new.get(key, new_text)} (now)"
         for key in sorted(set(old) | set(new))
         if key not in old or key not in new or recorded[key] != current[key]
     ]
@@ -547,10 +562,17 @@ def _check_continuation(previous: dict[str, Any], current: dict[str, Any], path:
             k: str(absolute_path(v)) if k in _PATH_SETTINGS and isinstance(v, str) else v
             for k, v in recorded.items()
         }
-    differences = settings_differences(recorded, json.loads(dumps(current)))
+        # a checkpoint is its content: the same SHA-256 under another path (the output folder renamed or
+        # moved, with its pretraining) is the same checkpoint; the settings then record the new path
+        for name in ("seg_checkpoint", "spixel_checkpoint"):
+            sha = f"{name}_sha256"
+            if sha in current and recorded.get(sha) == current[sha] and name in current:
+                recorded = {**recorded, name: current[name]}
+    kind = "finished" if previous.get("complete") else "unfinished"
+    differences = settings_differences(recorded, json.loads(dumps(current)), f"{kind} ablation")
     if differences:
         raise UsageError(
-            f"{path} holds an unfinished ablation with other settings:\n"
+            f"{path} holds {'a' if kind == 'finished' else 'an'} {kind} ablation with other settings:\n"
             + "\n".join(differences)
             + "\n--overwrite replaces it, or choose another --output-dir (nothing was changed)"
         )
@@ -698,10 +720,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             else:
                 previous = _read_previous(paths["json"])
                 if previous.get("complete"):
-                    raise UsageError(
-                        f"{out} holds a finished ablation ({paths['json']}); --overwrite replaces it, or "
-                        "choose another --output-dir (nothing was changed)"
-                    )
+                    _check_finished(previous, opts, out, paths["json"])
         val = val_loader(root, opts.max_val_images)
         val_images = len(val.dataset)  # type: ignore[arg-type]  # a Subset
         if previous is not None:  # before the pretraining, which --resume would train further in place
@@ -713,7 +732,9 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             print(f"[ablation] pretrained checkpoints: {seg}, {spx}", flush=True)
         else:
             reuse = ["--overwrite"] if opts.overwrite else ["--resume"]  # a finished pretraining is reused
-            if not opts.overwrite:  # one left without ablation.json: stopped in it or in the first run
+            if opts.overwrite:
+                _clear_pretraining(out / "pretrain")
+            else:  # one left without ablation.json: stopped in it or in the first run
                 _check_pretraining(opts, out / "pretrain")
             try:
                 seg, spx = pretrain(opts, [*common, *reuse], out / "pretrain", DistInfo(), tag="ablation")
@@ -814,6 +835,12 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                 save(complete=False)
                 eta = (time.perf_counter() - t_runs) / k * (len(todo) - k)
                 progress.write(f"[ablation] {k}/{len(todo)} {_run_line(row)}; about {eta / 60:.1f} min left")
+        except (
+            KeyboardInterrupt
+        ):  # a stop: this session is recorded too (its time, the runs it finished), also
+            # one stopped in its first run (a stop in the pretraining, before the settings are known, is not)
+            save(complete=False)
+            raise
         finally:
             progress.close()
         rows.sort(key=lambda r: (VARIANTS.index(r["init"]), r["seed"]))
@@ -823,6 +850,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         # "complete" last: an ablation stopped while it wrote the .md or the .png continues (nothing left to
         # train) instead of being a finished one without them, which only --overwrite (all runs again) cleared
         save(complete=True)
+        _COMPLETED.append(paths["json"])
     print("\n" + paths["md"].read_text(encoding="utf-8"))
     elapsed = time.perf_counter() - t_start
     total = (
@@ -835,6 +863,29 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
         f"{_load_text(_load_average())} at the end); {paths['json']}, {paths['md']}, {paths['png']}"
     )
     return result
+
+
+def _check_finished(previous: dict[str, Any], opts: argparse.Namespace, out: Path, path: Path) -> None:
+    """Refuse to run again into ``out``, which holds the finished ablation ``previous`` (the content of
+    ``path``), when its results hold every run of the new plan already; a plan that asks for runs they lack
+    (more ``--seeds``, other ``--variants``, runs an earlier continuation left out) continues it, reusing its
+    finished runs (its settings are then compared as an unfinished one's).
+
+    Raises:
+        UsageError: every run of the plan is finished in ``previous`` (nothing was changed).
+    """
+    summarized = {(r["init"], r["seed"]) for r in previous.get("rows", [])}  # (left out: not in its results)
+    missing = [(v, s) for s in range(opts.seeds) for v in opts.variants if (v, s) not in summarized]
+    if not missing:
+        raise UsageError(
+            f"{out} holds a finished ablation ({path}) with every run of this one; --overwrite replaces it, "
+            "or choose another --output-dir (nothing was changed)"
+        )
+    print(
+        f"[ablation] {out} holds a finished ablation without {counted(len(missing), 'run')} of this plan: "
+        "continuing it (its finished runs are reused)",
+        flush=True,
+    )
 
 
 def _sessions(previous: dict[str, Any]) -> list[dict[str, Any]]:
@@ -923,6 +974,20 @@ def _read_previous(path: Path) -> dict[str, Any]:
         f"{path} is not an ablation's record ({found}); --overwrite replaces it, or choose another "
         "--output-dir (nothing was changed)"
     )
+
+
+def _clear_pretraining(folder: Path) -> None:
+    """``--overwrite``: delete both pretraining stages' old runs in ``folder`` before the first one starts (as
+    ``train.py --stage all --overwrite`` does): each stage cleared only its own folder when it started, so an
+    ablation stopped in the DeepLabV3+ pretraining left the old SpixelFCN, which the continuation (the same
+    command without ``--overwrite``) then reused as if this pretraining had made it."""
+    from examples.voc_joint.locking import FolderLock
+    from examples.voc_joint.resume import clear_run
+
+    for stage in ("seg", "spixel"):
+        if (folder / stage).is_dir():
+            with FolderLock(folder / stage):  # a training run there is refused meanwhile (and refuses this)
+                clear_run(folder / stage)
 
 
 def _check_pretraining(opts: argparse.Namespace, folder: Path) -> None:
@@ -1043,4 +1108,4 @@ if __name__ == "__main__":
         main()
         return 0
 
-    sys.exit(run_stoppable(_cli, build_parser().prog, _stop_note(sys.argv[1:])))
+    sys.exit(run_stoppable(_cli, build_parser().prog, lambda: _stop_note_now(sys.argv[1:])))

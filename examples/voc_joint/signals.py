@@ -261,11 +261,11 @@ def worker_init_fn(workers: int) -> Callable[[int], None] | None:
     return ignore_stop_signals if workers > 0 else None
 
 
-def run_stoppable(main: Callable[[], int], prog: str, note: str) -> int:
+def run_stoppable(main: Callable[[], int], prog: str, note: str | Callable[[], str]) -> int:
     """Run ``main()`` (a command with nothing to save on the way) with SIGINT, SIGTERM and SIGHUP stopping it
     at once as Ctrl-C does (its ``finally`` blocks run), and turn a stop into one line on stderr, ``<prog>:
     stopped by SIGTERM (exit status 143); <note>``, instead of a traceback (SIGINT) or a silent end (SIGTERM,
-    SIGHUP).
+    SIGHUP). A callable ``note`` is called at the stop (what the stop leaves may depend on when it came).
 
     Returns:
         int: what ``main()`` returned, or the exit status ``128 + signal`` when a signal stopped it.
@@ -280,7 +280,8 @@ def run_stoppable(main: Callable[[], int], prog: str, note: str) -> int:
         except KeyboardInterrupt as exc:  # Interrupted; or a KeyboardInterrupt raised by code: SIGINT's
             signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
             stopped = f"stopped by {signal.Signals(signum).name} (exit status {exit_status(signum)})"
-            print(f"{prog}: {stopped}; {note}", file=sys.stderr, flush=True)
+            text = note() if callable(note) else note  # (a callable: what the stop leaves, read now)
+            print(f"{prog}: {stopped}; {text}", file=sys.stderr, flush=True)
             return exit_status(signum)
 
 

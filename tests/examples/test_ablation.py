@@ -514,9 +514,14 @@ def test_continuing_keeps_only_the_planned_runs(tiny_voc, tmp_path, one_thread, 
     ), out_text
 
 
-def test_continuing_reuses_the_runs_an_earlier_plan_left_out(tiny_voc, tmp_path, one_thread, capsys) -> None:
+@pytest.mark.parametrize("finished", [False, True])
+def test_continuing_reuses_the_runs_an_earlier_plan_left_out(
+    tiny_voc, tmp_path, one_thread, capsys, finished
+) -> None:
     """Runs that a continuation with fewer variants left out (ablation.json's ``left_out``) are reused when a
-    later continuation asks for them again: nothing is trained, both rows are in the result."""
+    later continuation asks for them again: nothing is trained, both rows are in the result. Also once that
+    narrower continuation had finished (``complete``): the original command was refused as "a finished
+    ablation", and only --overwrite, which deletes the runs, was left."""
     seg, spx = untrained_checkpoints(tmp_path / "ck")
     out = tmp_path / "abl"
     out.mkdir()
@@ -528,7 +533,7 @@ def test_continuing_reuses_the_runs_an_earlier_plan_left_out(tiny_voc, tmp_path,
     settings = ablation._settings(opts, tiny_voc, seg, spx, 2)
     previous = {
         "settings": settings,
-        "complete": False,
+        "complete": finished,
         "rows": [_row("no_fusion", 0, 0.3, 0.5)],
         "left_out": [_row("xavier", 0, 0.0, 0.4)],
     }
@@ -539,7 +544,20 @@ def test_continuing_reuses_the_runs_an_earlier_plan_left_out(tiny_voc, tmp_path,
         ("no_fusion", 0, 0.5),
         ("xavier", 0, 0.4),
     ]
-    assert "fine-tuning runs" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "fine-tuning runs" in text
+    assert ("holds a finished ablation without 1 run of this plan: continuing it" in text) == finished, text
+    with pytest.raises(SystemExit) as info:  # now finished with every run of the plan: refused
+        ablation.main(argv)
+    assert info.value.code == 2
+    assert "holds a finished ablation (" in capsys.readouterr().err
+    more = [*argv[: argv.index("--seeds")], "--seeds", "2", *argv[argv.index("--seeds") + 2 :]]
+    more[more.index("--crop-size") + 1] = "48"
+    with pytest.raises(SystemExit) as info:  # more seeds continue it, after the same settings checks
+        ablation.main(more)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "holds a finished ablation with other settings" in err, err
+    assert "  crop_size: 32 (finished ablation) -> 48 (now)" in err, err
 
 
 def test_continuing_reads_nan_scores_back_from_strict_json(tiny_voc, tmp_path, one_thread, capsys) -> None:
@@ -1162,7 +1180,8 @@ def test_a_signal_during_a_run_is_one_line_with_exit_status_143(tiny_voc, tmp_pa
     assert res.returncode == 143, res.stderr
     assert "stopped by SIGTERM (exit status 143); ablation.json keeps the finished runs" in res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
-    assert not (out / "ablation.json").exists()  # no run finished
+    record = json.loads((out / "ablation.json").read_text())  # no run finished; the session is recorded
+    assert record["rows"] == [] and not record["complete"] and [s["runs"] for s in record["sessions"]] == [0]
 
 
 def test_a_stopped_or_diverged_ablation_with_overwrite_says_to_rerun_without_it(
@@ -1674,3 +1693,131 @@ def test_a_checkpoint_replaced_around_a_runs_load_is_refused(
     with pytest.raises(SystemExit) as info:
         ablation.main(argv)
     assert info.value.code == 2 and "changed during the ablation" in capsys.readouterr().err
+
+
+def test_a_continuation_takes_the_same_checkpoints_under_another_path(
+    tiny_voc, tmp_path, one_thread, capsys
+) -> None:
+    """A checkpoint is its content: an unfinished ablation whose checkpoints moved (its output folder renamed
+    with its pretraining) continues when their SHA-256 is unchanged (it was refused naming the paths, and only
+    --overwrite, which deletes the finished runs, was offered); the record then names the new paths."""
+    import shutil
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    out = tmp_path / "abl"
+    argv = [*_small_argv(tiny_voc, out, seg, spx, one_thread), "--max-steps", "1"]
+    at = argv.index("no_fusion")
+    argv[at : at + 1] = ["no_fusion", "xavier"]
+    _stopped_in_run_after(argv, 2)
+    shutil.move(tmp_path / "ck", tmp_path / "moved")
+    moved = [tmp_path / "moved" / "seg" / "checkpoint.pt", tmp_path / "moved" / "spixel" / "checkpoint.pt"]
+    argv[argv.index(str(seg))], argv[argv.index(str(spx))] = map(str, moved)
+    capsys.readouterr()
+    res = ablation.main(argv)
+    assert res["complete"] and sorted(r["init"] for r in res["rows"]) == ["no_fusion", "xavier"]
+    assert "continuing: 1 of 2 runs already done" in capsys.readouterr().out
+    assert res["settings"]["seg_checkpoint"] == str(moved[0].resolve())
+    assert res["settings"]["spixel_checkpoint"] == str(moved[1].resolve())
+
+
+def _stopped_in_run_after(argv: list[str], n: int) -> None:
+    """``ablation.main(argv)`` stopped (Ctrl-C) when its run ``n`` starts."""
+    real, calls = ablation.finetune, []
+
+    def stopped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    ablation.finetune = stopped
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ablation.main(argv)
+    finally:
+        ablation.finetune = real
+
+
+def test_overwrite_clears_the_whole_pretraining_before_it_starts(
+    tiny_voc, tmp_path, one_thread, monkeypatch
+) -> None:
+    """``--overwrite`` deletes both pretraining stages' old runs before the first one starts: stopped in the
+    DeepLabV3+ pretraining, the continuation (the same command without --overwrite) reused the old SpixelFCN,
+    which that stage's own --overwrite had not reached yet."""
+    from examples.voc_joint import demo
+
+    out = tmp_path / "abl"
+    for stage in ("seg", "spixel"):
+        (out / "pretrain" / stage).mkdir(parents=True)
+        (out / "pretrain" / stage / "checkpoint.pt").write_bytes(b"the old pretraining")
+        (out / "pretrain" / stage / "log.csv").write_text("stage,epoch,step\n")
+    (out / "pretrain" / "spixel" / "notes.txt").write_text("a user's file")
+
+    def stopped(*args, **kwargs):  # stopped in the seg stage, before either stage wrote anything
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "pretrain", stopped)
+    argv = [
+        "--data-root",
+        str(tiny_voc),
+        "--output-dir",
+        str(out),
+        "--quick",
+        "--max-steps",
+        "1",
+        "--overwrite",
+    ]
+    with pytest.raises(KeyboardInterrupt):
+        ablation.main([*argv, "--crop-size", "32", "--batch-size", "2", "--no-progress", *one_thread])
+    for stage in ("seg", "spixel"):
+        assert not (out / "pretrain" / stage / "checkpoint.pt").exists(), stage
+        assert not (out / "pretrain" / stage / "log.csv").exists(), stage
+    assert (out / "pretrain" / "spixel" / "notes.txt").read_text() == "a user's file"  # run files only
+
+
+def test_a_session_stopped_in_its_first_run_is_recorded(tiny_voc, tmp_path, one_thread, capsys) -> None:
+    """A session that finished no run (stopped in its first) was not recorded: missing from ``sessions``, its
+    time from ``seconds``. It is now, with no run; the continuation records its own."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--steps", "1"]
+    _stopped_in_run_after(argv, 1)
+    first = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert not first["complete"] and first["rows"] == []
+    assert [s["runs"] for s in first["sessions"]] == [0] and first["seconds"] > 0
+    res = ablation.main(argv)
+    assert res["complete"] and [s["runs"] for s in res["sessions"]] == [0, 1]
+    assert res["sessions"][0] == first["sessions"][0]
+    assert res["seconds"] == pytest.approx(sum(s["seconds"] for s in res["sessions"]))
+
+
+def test_a_stop_after_the_record_is_complete_says_the_ablation_had_finished(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """A signal while the finished ablation printed its table said "the same command continues with the
+    others", which is refused ("holds a finished ablation"): the line says where the finished ablation is."""
+    from examples.voc_joint.signals import run_stoppable
+
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--steps", "1"]
+    monkeypatch.setattr(ablation, "_COMPLETED", [])
+    assert ablation._stop_note_now(argv) == ablation._stop_note(argv)
+    real_print = print
+
+    def stopped_printing(*args, **kwargs):  # the stop comes while the table is printed
+        if args and "Fusion-initialization ablation" in str(args[0]):
+            raise KeyboardInterrupt
+        real_print(*args, **kwargs)
+
+    monkeypatch.setattr("builtins.print", stopped_printing)
+
+    def run() -> int:
+        ablation.main(argv)
+        return 0
+
+    status = run_stoppable(run, "ablation.py", lambda: ablation._stop_note_now(argv))
+    monkeypatch.setattr("builtins.print", real_print)
+    err = capsys.readouterr().err
+    path = tmp_path / "abl" / "ablation.json"
+    assert status == 130 and json.loads(path.read_text())["complete"]
+    assert f"ablation.py: stopped by SIGINT (exit status 130); the ablation had finished: {path}" in err, err
+    assert "continues" not in err
