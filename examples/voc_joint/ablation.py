@@ -713,6 +713,9 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     paths = {k: out / f"ablation.{k}" for k in ("json", "md", "png")}
     with FolderLock(out):
         previous: dict[str, Any] | None = None
+        extends = 0  # the runs a finished ablation's results lack that this command asks for
+        if opts.overwrite and opts.seg_checkpoint is None:  # first: refused while a run holds a stage folder
+            _clear_pretraining(out / "pretrain")
         if paths["json"].exists():
             if opts.overwrite:
                 for p in paths.values():
@@ -720,11 +723,17 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             else:
                 previous = _read_previous(paths["json"])
                 if previous.get("complete"):
-                    _check_finished(previous, opts, out, paths["json"])
+                    extends = _check_finished(previous, opts, out, paths["json"])
         val = val_loader(root, opts.max_val_images)
         val_images = len(val.dataset)  # type: ignore[arg-type]  # a Subset
         if previous is not None:  # before the pretraining, which --resume would train further in place
             _check_continuation(previous, _run_settings(opts, root, val_images), paths["json"])
+        if extends:
+            print(
+                f"[ablation] {out} holds a finished ablation without {counted(extends, 'run')} of this plan: "
+                "continuing it (its finished runs are reused)",
+                flush=True,
+            )
         print(f"[ablation] data: {root}\n[ablation] outputs: {out}", flush=True)
         common = common_args(opts, root)
         if opts.seg_checkpoint is not None:
@@ -732,9 +741,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
             print(f"[ablation] pretrained checkpoints: {seg}, {spx}", flush=True)
         else:
             reuse = ["--overwrite"] if opts.overwrite else ["--resume"]  # a finished pretraining is reused
-            if opts.overwrite:
-                _clear_pretraining(out / "pretrain")
-            else:  # one left without ablation.json: stopped in it or in the first run
+            if not opts.overwrite:  # one left without ablation.json: stopped in it or in the first run
                 _check_pretraining(opts, out / "pretrain")
             try:
                 seg, spx = pretrain(opts, [*common, *reuse], out / "pretrain", DistInfo(), tag="ablation")
@@ -835,11 +842,18 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                 save(complete=False)
                 eta = (time.perf_counter() - t_runs) / k * (len(todo) - k)
                 progress.write(f"[ablation] {k}/{len(todo)} {_run_line(row)}; about {eta / 60:.1f} min left")
-        except (
-            KeyboardInterrupt
-        ):  # a stop: this session is recorded too (its time, the runs it finished), also
-            # one stopped in its first run (a stop in the pretraining, before the settings are known, is not)
-            save(complete=False)
+        except KeyboardInterrupt:
+            # a stop: this session is recorded too (its time, the runs it finished), also one stopped in its
+            # first run (a stop in the pretraining, before the settings are known, is not)
+            try:
+                save(complete=False)
+            except OSError as exc:  # (a full disk): the stop stays a stop; the record is the last run's
+                print(
+                    f"[ablation] this session could not be recorded in {paths['json']} ({exc}); it keeps the "
+                    "runs finished before",
+                    file=sys.stderr,
+                    flush=True,
+                )
             raise
         finally:
             progress.close()
@@ -865,11 +879,14 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _check_finished(previous: dict[str, Any], opts: argparse.Namespace, out: Path, path: Path) -> None:
+def _check_finished(previous: dict[str, Any], opts: argparse.Namespace, out: Path, path: Path) -> int:
     """Refuse to run again into ``out``, which holds the finished ablation ``previous`` (the content of
     ``path``), when its results hold every run of the new plan already; a plan that asks for runs they lack
     (more ``--seeds``, other ``--variants``, runs an earlier continuation left out) continues it, reusing its
     finished runs (its settings are then compared as an unfinished one's).
+
+    Returns:
+        int: how many runs of the plan its results lack (at least 1).
 
     Raises:
         UsageError: every run of the plan is finished in ``previous`` (nothing was changed).
@@ -881,11 +898,7 @@ def _check_finished(previous: dict[str, Any], opts: argparse.Namespace, out: Pat
             f"{out} holds a finished ablation ({path}) with every run of this one; --overwrite replaces it, "
             "or choose another --output-dir (nothing was changed)"
         )
-    print(
-        f"[ablation] {out} holds a finished ablation without {counted(len(missing), 'run')} of this plan: "
-        "continuing it (its finished runs are reused)",
-        flush=True,
-    )
+    return len(missing)
 
 
 def _sessions(previous: dict[str, Any]) -> list[dict[str, Any]]:
@@ -981,13 +994,18 @@ def _clear_pretraining(folder: Path) -> None:
     ``train.py --stage all --overwrite`` does): each stage cleared only its own folder when it started, so an
     ablation stopped in the DeepLabV3+ pretraining left the old SpixelFCN, which the continuation (the same
     command without ``--overwrite``) then reused as if this pretraining had made it."""
+    import contextlib
+
     from examples.voc_joint.locking import FolderLock
     from examples.voc_joint.resume import clear_run
 
-    for stage in ("seg", "spixel"):
-        if (folder / stage).is_dir():
-            with FolderLock(folder / stage):  # a training run there is refused meanwhile (and refuses this)
-                clear_run(folder / stage)
+    stages = [folder / stage for stage in ("seg", "spixel") if (folder / stage).is_dir()]
+    with contextlib.ExitStack() as held:
+        # every lock first: a training run in either folder refuses this, and nothing is deleted
+        for stage in stages:
+            held.enter_context(FolderLock(stage))
+        for stage in stages:
+            clear_run(stage)
 
 
 def _check_pretraining(opts: argparse.Namespace, folder: Path) -> None:

@@ -513,9 +513,10 @@ def _restore_training_state(state: engine.TrainState, ckpt: dict[str, Any], sour
             which only the first step would have found), named with the error.
     """
     part = "weights"
+    # (a "module." prefix, as every other loader of these checkpoints takes it: a missing-keys list here; a
+    # key with and without it is refused with its own message, whole)
+    weights = strip_module_prefix(ckpt["model"], "" if source is None else source)
     try:
-        # (a "module." prefix, as every other loader of these checkpoints takes it: a missing-keys list here)
-        weights = strip_module_prefix(ckpt["model"], "" if source is None else source)
         dtypes = other_dtypes(state.model.state_dict(), weights, "model")
         if dtypes:  # load_state_dict converts them: an integer or complex file became other weights
             raise ValueError(f"other dtypes {dtypes[:5]}")

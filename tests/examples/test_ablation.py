@@ -552,12 +552,22 @@ def test_continuing_reuses_the_runs_an_earlier_plan_left_out(
     assert info.value.code == 2
     assert "holds a finished ablation (" in capsys.readouterr().err
     more = [*argv[: argv.index("--seeds")], "--seeds", "2", *argv[argv.index("--seeds") + 2 :]]
-    more[more.index("--crop-size") + 1] = "48"
-    with pytest.raises(SystemExit) as info:  # more seeds continue it, after the same settings checks
-        ablation.main(more)
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and "holds a finished ablation with other settings" in err, err
-    assert "  crop_size: 32 (finished ablation) -> 48 (now)" in err, err
+    other = list(more)
+    other[other.index("--crop-size") + 1] = "48"
+    with pytest.raises(SystemExit) as info:  # more seeds with other settings: refused, naming them
+        ablation.main(other)
+    said = capsys.readouterr()
+    assert info.value.code == 2 and "holds a finished ablation with other settings" in said.err, said.err
+    assert "  crop_size: 32 (finished ablation) -> 48 (now)" in said.err, said.err
+    assert "continuing it" not in said.out, said.out  # (it said so before refusing)
+    res = ablation.main(more)  # with the same settings: the two new runs are trained, the others reused
+    assert "without 2 runs of this plan: continuing it" in capsys.readouterr().out
+    assert sorted((r["init"], r["seed"]) for r in res["rows"]) == [
+        ("no_fusion", 0),
+        ("no_fusion", 1),
+        ("xavier", 0),
+        ("xavier", 1),
+    ]
 
 
 def test_continuing_reads_nan_scores_back_from_strict_json(tiny_voc, tmp_path, one_thread, capsys) -> None:
@@ -1821,3 +1831,51 @@ def test_a_stop_after_the_record_is_complete_says_the_ablation_had_finished(
     assert status == 130 and json.loads(path.read_text())["complete"]
     assert f"ablation.py: stopped by SIGINT (exit status 130); the ablation had finished: {path}" in err, err
     assert "continues" not in err
+
+
+def test_a_stop_whose_record_cannot_be_written_stays_a_stop(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """The record written at a stop failing (a full disk) turned the stop into an error (exit status 1, no
+    stop line): the stop goes on, with a line naming the file."""
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = [*_small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread), "--steps", "1"]
+
+    def full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ablation, "write_text_atomic", full)
+    _stopped_in_run_after(argv, 1)
+    err = capsys.readouterr().err
+    assert f"this session could not be recorded in {tmp_path / 'abl' / 'ablation.json'}" in err, err
+    assert "No space left on device" in err
+
+
+def test_overwrite_deletes_nothing_while_a_run_holds_a_pretraining_folder(
+    tiny_voc, tmp_path, one_thread
+) -> None:
+    """``--overwrite`` takes both pretraining stages' locks before it deletes anything: with the SpixelFCN
+    folder in use it deleted the DeepLabV3+ pretraining (and the results) and then was refused."""
+    from examples.voc_joint.locking import FolderLock
+
+    out = tmp_path / "abl"
+    for stage in ("seg", "spixel"):
+        (out / "pretrain" / stage).mkdir(parents=True)
+        (out / "pretrain" / stage / "checkpoint.pt").write_bytes(b"the old pretraining")
+    (out / "ablation.json").write_text("{}")
+    argv = [
+        "--data-root",
+        str(tiny_voc),
+        "--output-dir",
+        str(out),
+        "--quick",
+        "--max-steps",
+        "1",
+        "--overwrite",
+    ]
+    with FolderLock(out / "pretrain" / "spixel"), pytest.raises(SystemExit) as info:
+        ablation.main([*argv, "--crop-size", "32", "--batch-size", "2", "--no-progress", *one_thread])
+    assert info.value.code == 2
+    for stage in ("seg", "spixel"):
+        assert (out / "pretrain" / stage / "checkpoint.pt").read_bytes() == b"the old pretraining", stage
+    assert (out / "ablation.json").read_text() == "{}"

@@ -401,7 +401,7 @@ def test_spixel_checkpoint_with_one_optimizer_group_resumes(tiny_voc, tmp_path, 
             torch.testing.assert_close(fresh.state[p]["exp_avg"], moments[index[id(p)]], rtol=0, atol=0)
 
 
-def test_a_checkpoint_with_the_module_prefix_resumes_as_the_plain_one(tiny_voc, tmp_path) -> None:
+def test_a_checkpoint_with_the_module_prefix_resumes_as_the_plain_one(tiny_voc, tmp_path, capsys) -> None:
     """A checkpoint whose weights carry a DistributedDataParallel wrapper's ``module.`` prefix resumes (every
     other loader of these checkpoints takes it; ``--resume`` refused it with a missing-keys list): the same
     weights after the next step as the plain checkpoint's resume."""
@@ -419,6 +419,20 @@ def test_a_checkpoint_with_the_module_prefix_resumes_as_the_plain_one(tiny_voc, 
     assert after["prefixed"]["model"].keys() == plain["model"].keys()  # written without the prefix
     for key, value in after["plain"]["model"].items():
         assert torch.equal(after["prefixed"]["model"][key], value), key
+    # a key with and without the prefix: refused, both named, the message whole (it was cut at 300 characters)
+    both = {**plain, "model": {**plain["model"], "module.pred.bias": plain["model"]["pred.bias"]}}
+    source = save_checkpoint(tmp_path / "both.pt", both)
+    resumed = train_args(
+        tiny_voc, tmp_path / "both", "--stage", "spixel", "--epochs", "1", "--max-steps", "2"
+    )
+    with pytest.raises(SystemExit) as info:
+        train.main([*resumed, "--resume", str(source)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "cannot be restored" not in err, err  # its own message, not wrapped
+    assert (
+        f"checkpoint {source}: the keys 'pred.bias' and 'module.pred.bias' of its model are both 'pred.bias' "
+        "once the prefix 'module.' is removed; keep one of them" in " ".join(err.split())
+    ), err
 
 
 def test_a_cuda_resume_that_cannot_restore_the_gpu_rng_states_says_so(monkeypatch) -> None:
@@ -2799,6 +2813,8 @@ def test_bad_backbone_weights_are_refused_before_anything_is_touched(
     whole = tmp_path / "deeplab.pth"  # a whole DeepLabV3+ in the public code's layout: not a ResNet's weights
     deeplab = DeepLabV3Plus(21, "resnet18", aspp_channels=8).state_dict()
     torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in deeplab.items()}}, whole)
+    joint = tmp_path / "joint.pth"  # this pipeline's joint checkpoint: its DeepLabV3+ under "deeplab."
+    torch.save({"model": {f"deeplab.{k}": v for k, v in deeplab.items()}}, joint)
     ckpt = _seg_run(tiny_voc, tmp_path / "run")
     before = {p.name: p.read_bytes() for p in ckpt.parent.iterdir()}
     cases = [
@@ -2813,6 +2829,11 @@ def test_bad_backbone_weights_are_refused_before_anything_is_touched(
             "resnet18",
             r"unexpected keys \['aspp\..*'aspp\.[^']*' is a segmentation head's key: a whole segmentation "
             r"model's checkpoint\? backbone weights are an ImageNet ResNet's state dict$",
+        ),
+        (
+            joint,
+            "resnet18",
+            r"'deeplab\.aspp\.[^']*' is a segmentation head's key: a whole segmentation model's checkpoint\?",
         ),
         (truncated, "resnet18", r"refusing backbone weights file .*truncated\.pth: the file is damaged"),
         (

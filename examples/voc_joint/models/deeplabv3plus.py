@@ -200,8 +200,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     missing = sorted(set(own) - set(cleaned))
     unexpected = sorted(set(cleaned) - set(own))
     bad_shape = [k for k in own if k in cleaned and own[k].shape != cleaned[k].shape]
-    # DeepLab heads (this pipeline's and the public DeepLabV3+ codes'): the file is a whole model
-    head = [k for k in unexpected if k.split(".", 1)[0] in _HEAD_PREFIXES]
+    # DeepLab heads (this pipeline's, its joint model's under "deeplab.", the public DeepLabV3+ codes'): the
+    # file is a whole model
+    head = [k for k in unexpected if k.removeprefix("deeplab.").split(".", 1)[0] in _HEAD_PREFIXES]
     if missing or unexpected or bad_shape:
         raise ValueError(
             f"backbone weights {path} do not match the backbone: missing keys {missing[:5]}"
