@@ -1215,3 +1215,56 @@ def test_a_plain_pgm_mask_of_another_maximum_than_255_is_refused(tmp_path: Path)
     (tmp_path / "m.png").write_bytes(b"P2\n4 2\n15\n0 1 15 15 1 1 0 0\n")
     with pytest.raises(data.DataError, match=r"mask file '.*m\.png' is a PGM file of maximum value 15"):
         data._read_mask(tmp_path / "m.png")
+
+
+# mutation-pass kill tests (data.py): defaults and options that reach the transforms, a lossy mask format
+_TINY = (36, 44)
+
+
+def test_train_transform_flips_by_default():
+    """``hflip`` defaults to True (the documented default, which ``build_dataset(train=True)`` and
+    ``train.py`` rely on): with scale 1 and a crop as large as the image, 16 draws under seed 0 give the
+    mirror image at least once, and nothing else than the input or its mirror."""
+    target = tv_tensors.Mask(torch.arange(20, dtype=torch.uint8).view(4, 5))
+    image = tv_tensors.Image(torch.stack([target.float() / 255, torch.rand(4, 5), torch.rand(4, 5)]))
+    t = train_transform((4, 5), scale=(1.0, 1.0))  # hflip left to its default
+    torch.manual_seed(0)
+    flips = 0
+    for _ in range(16):
+        _img, out = t(image, target)
+        flipped = torch.equal(out, target.flip(-1))
+        assert flipped or torch.equal(out, target)
+        flips += flipped
+    assert 0 < flips < 16
+
+
+def test_build_dataset_applies_its_scale_range_when_training(tiny_voc):
+    """``build_dataset(train=True, scale=...)`` scales by that range, not the default 0.5..2: at x0.25 a
+    36x44 image is 9x11, padded (label 255, image 0) to the 36x44 crop, so rows 9 and below are padding."""
+    ds = build_dataset(tiny_voc, "train", crop_size=_TINY, train=True, scale=(0.25, 0.25))
+    for index in range(len(ds)):
+        torch.manual_seed(index)
+        sample = ds[index]
+        assert sample["target"].shape == _TINY
+        assert torch.all(sample["target"][9:] == 255)
+        assert torch.all(sample["image"][:, 9:] == 0)
+        assert not torch.all(sample["target"][:9] == 255)  # the scaled image itself
+
+
+def test_an_mpo_mask_under_a_png_name_is_refused(tiny_voc, tmp_path):
+    """A mask saved as MPO (a multi-picture JPEG, what some cameras and phones write; PIL reads it by
+    content) is as lossy as a JPEG one: refused, naming the format, not read as labels."""
+    import shutil
+
+    root = tmp_path / "voc"
+    shutil.copytree(tiny_voc, root)
+    ds = VOCSegmentation(root, "train")
+    labels = np.zeros(_TINY, np.uint8)
+    labels[9:27, 10:40] = 15
+    mpo = Image.fromarray(labels)
+    mpo.save(ds.mask_path(0), format="MPO", save_all=True, append_images=[mpo])
+    with Image.open(ds.mask_path(0)) as im:
+        assert im.format == "MPO" and im.mode == "L"
+    with pytest.raises(data.DataError, match=r"mask file '.*\.png' is a MPO file \(lossy"):
+        ds[0]
+    assert any("is a MPO file" in p for p in ds.header_problems(0))
