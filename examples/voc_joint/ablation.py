@@ -762,7 +762,7 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
                 )
             # with the runs an earlier continuation left out: a later plan that asks for them reuses them
             rows = [reloaded_row(r) for r in [*previous.get("rows", []), *previous.get("left_out", [])]]
-        plan = [(v, s) for s in range(opts.seeds) for v in opts.variants]
+        plan = _plan(opts)
         # finished runs outside this plan (fewer --seeds or --variants) are not in its summary, but kept
         planned = set(plan)
         left_out = [r for r in rows if (r["init"], int(r["seed"])) not in planned]
@@ -879,6 +879,11 @@ def run_ablation(opts: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _plan(opts: argparse.Namespace) -> list[tuple[str, int]]:
+    """The runs of the command ``opts``, ``(variant, seed)`` in the order they run (seed by seed)."""
+    return [(v, s) for s in range(opts.seeds) for v in opts.variants]
+
+
 def _check_finished(previous: dict[str, Any], opts: argparse.Namespace, out: Path, path: Path) -> int:
     """Refuse to run again into ``out``, which holds the finished ablation ``previous`` (the content of
     ``path``), when its results hold every run of the new plan already; a plan that asks for runs they lack
@@ -892,7 +897,7 @@ def _check_finished(previous: dict[str, Any], opts: argparse.Namespace, out: Pat
         UsageError: every run of the plan is finished in ``previous`` (nothing was changed).
     """
     summarized = {(r["init"], r["seed"]) for r in previous.get("rows", [])}  # (left out: not in its results)
-    missing = [(v, s) for s in range(opts.seeds) for v in opts.variants if (v, s) not in summarized]
+    missing = [run for run in _plan(opts) if run not in summarized]
     if not missing:
         raise UsageError(
             f"{out} holds a finished ablation ({path}) with every run of this one; --overwrite replaces it, "

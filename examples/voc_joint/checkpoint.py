@@ -93,6 +93,7 @@ __all__ = [
     "remove_stale_temporaries",
     "save_checkpoint",
     "set_rng_state",
+    "strip_key_prefixes",
     "strip_module_prefix",
 ]
 
@@ -703,25 +704,55 @@ def _training_state_problem(ckpt: dict[str, Any]) -> str | None:
     return None
 
 
+def strip_key_prefixes(
+    state_dict: dict[str, torch.Tensor],
+    prefixes: Sequence[str],
+    owner: str,
+    *,
+    of: str = "",
+    error: type[ValueError] = ValueError,
+) -> dict[str, torch.Tensor]:
+    """``state_dict`` with each of ``prefixes`` removed in turn from the start of its keys (``"module."`` of a
+    (Distributed)DataParallel-wrapped model, ``"backbone."`` of a ResNet saved inside a segmentation model).
+
+    Raises:
+        ValueError: (``error``) two keys that are one key once the prefixes are removed (``"w"`` and
+            ``"module.w"``): one of the two tensors would be dropped without a word; named with ``owner``
+            (the file, e.g. ``"checkpoint <path>"``) and ``of`` after the keys (e.g. ``" of its model"``).
+    """
+    out: dict[str, torch.Tensor] = {}
+    source: dict[str, str] = {}  # the file's key of each key out
+    for key, value in state_dict.items():
+        k = key
+        for prefix in prefixes:
+            k = k.removeprefix(prefix)
+        if k in source:
+            quoted = [repr(p) for p in prefixes]
+            removed = (
+                f"the prefix {quoted[0]} is"
+                if len(quoted) == 1
+                else f"the prefixes {', '.join(quoted[:-1])} and {quoted[-1]} are"
+            )
+            raise error(
+                f"{owner}: the keys {source[k]!r} and {key!r}{of} are both {k!r} once {removed} removed; "
+                "keep one of them"
+            )
+        source[k] = key
+        out[k] = value
+    return out
+
+
 def strip_module_prefix(state_dict: dict[str, torch.Tensor], path: str | Path) -> dict[str, torch.Tensor]:
-    """``state_dict`` with the ``"module."`` prefix of a (Distributed)DataParallel-wrapped model removed.
+    """``state_dict`` with the ``"module."`` prefix of a (Distributed)DataParallel-wrapped model removed
+    (:func:`strip_key_prefixes`).
 
     Raises:
         CheckpointError: two keys that are one key without the prefix (``"w"`` and ``"module.w"``): one of the
             two tensors would be dropped without a word (named with the file ``path``).
     """
-    out: dict[str, torch.Tensor] = {}
-    source: dict[str, str] = {}  # the file's key of each key out
-    for key, value in state_dict.items():
-        k = key[len("module.") :] if key.startswith("module.") else key
-        if k in source:
-            raise CheckpointError(
-                f"checkpoint {path}: the keys {source[k]!r} and {key!r} of its model are both {k!r} once the "
-                "prefix 'module.' is removed; keep one of them"
-            )
-        source[k] = key
-        out[k] = value
-    return out
+    return strip_key_prefixes(
+        state_dict, ("module.",), f"checkpoint {path}", of=" of its model", error=CheckpointError
+    )
 
 
 _PARTS = {"deeplab": ("deeplabv3plus", "deeplab.", "seg"), "spixel": ("spixelfcn", "spixelfcn.", "spixel")}

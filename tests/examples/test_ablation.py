@@ -1731,21 +1731,27 @@ def test_a_continuation_takes_the_same_checkpoints_under_another_path(
 
 
 def _stopped_in_run_after(argv: list[str], n: int) -> None:
-    """``ablation.main(argv)`` stopped (Ctrl-C) when its run ``n`` starts."""
-    real, calls = ablation.finetune, []
-
-    def stopped(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == n:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    ablation.finetune = stopped
-    try:
+    """``ablation.main(argv)`` stopped (Ctrl-C) when its run ``n`` starts (:func:`_stopped_in_run`); the real
+    ``ablation.finetune`` is back afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        _stopped_in_run(patch, n)
         with pytest.raises(KeyboardInterrupt):
             ablation.main(argv)
-    finally:
-        ablation.finetune = real
+
+
+def _old_pretraining(out) -> None:
+    """A pretraining of an earlier ablation in ``out/pretrain``: both stages' checkpoints."""
+    for stage in ("seg", "spixel"):
+        (out / "pretrain" / stage).mkdir(parents=True)
+        (out / "pretrain" / stage / "checkpoint.pt").write_bytes(b"the old pretraining")
+
+
+def _overwrite_argv(root, out, threads) -> list[str]:
+    """A tiny ``--quick --overwrite`` ablation that pretrains (no checkpoints given)."""
+    return [
+        "--data-root", str(root), "--output-dir", str(out), "--quick", "--max-steps", "1", "--overwrite",
+        "--crop-size", "32", "--batch-size", "2", "--no-progress", *threads,
+    ]  # fmt: skip
 
 
 def test_overwrite_clears_the_whole_pretraining_before_it_starts(
@@ -1757,9 +1763,8 @@ def test_overwrite_clears_the_whole_pretraining_before_it_starts(
     from examples.voc_joint import demo
 
     out = tmp_path / "abl"
+    _old_pretraining(out)
     for stage in ("seg", "spixel"):
-        (out / "pretrain" / stage).mkdir(parents=True)
-        (out / "pretrain" / stage / "checkpoint.pt").write_bytes(b"the old pretraining")
         (out / "pretrain" / stage / "log.csv").write_text("stage,epoch,step\n")
     (out / "pretrain" / "spixel" / "notes.txt").write_text("a user's file")
 
@@ -1767,18 +1772,8 @@ def test_overwrite_clears_the_whole_pretraining_before_it_starts(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(demo, "pretrain", stopped)
-    argv = [
-        "--data-root",
-        str(tiny_voc),
-        "--output-dir",
-        str(out),
-        "--quick",
-        "--max-steps",
-        "1",
-        "--overwrite",
-    ]
     with pytest.raises(KeyboardInterrupt):
-        ablation.main([*argv, "--crop-size", "32", "--batch-size", "2", "--no-progress", *one_thread])
+        ablation.main(_overwrite_argv(tiny_voc, out, one_thread))
     for stage in ("seg", "spixel"):
         assert not (out / "pretrain" / stage / "checkpoint.pt").exists(), stage
         assert not (out / "pretrain" / stage / "log.csv").exists(), stage
@@ -1859,22 +1854,10 @@ def test_overwrite_deletes_nothing_while_a_run_holds_a_pretraining_folder(
     from examples.voc_joint.locking import FolderLock
 
     out = tmp_path / "abl"
-    for stage in ("seg", "spixel"):
-        (out / "pretrain" / stage).mkdir(parents=True)
-        (out / "pretrain" / stage / "checkpoint.pt").write_bytes(b"the old pretraining")
+    _old_pretraining(out)
     (out / "ablation.json").write_text("{}")
-    argv = [
-        "--data-root",
-        str(tiny_voc),
-        "--output-dir",
-        str(out),
-        "--quick",
-        "--max-steps",
-        "1",
-        "--overwrite",
-    ]
     with FolderLock(out / "pretrain" / "spixel"), pytest.raises(SystemExit) as info:
-        ablation.main([*argv, "--crop-size", "32", "--batch-size", "2", "--no-progress", *one_thread])
+        ablation.main(_overwrite_argv(tiny_voc, out, one_thread))
     assert info.value.code == 2
     for stage in ("seg", "spixel"):
         assert (out / "pretrain" / stage / "checkpoint.pt").read_bytes() == b"the old pretraining", stage

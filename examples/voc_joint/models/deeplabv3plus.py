@@ -172,26 +172,14 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             if key in state and isinstance(state[key], dict):
                 state = state[key]
                 break
-    from examples.voc_joint.checkpoint import _not_state_dict
+    from examples.voc_joint.checkpoint import _not_state_dict, strip_key_prefixes
 
     bad = _not_state_dict(state)  # names the first key that is no str or holds no tensor
     if bad is not None:  # (a non-str key reached ``key.startswith`` below: AttributeError)
         raise ValueError(f"backbone weights {path} must be a state dict (str keys, tensor values), {bad}")
-    cleaned: dict[str, Tensor] = {}
-    source: dict[str, str] = {}  # the file's key of each cleaned key
-    for key, v in state.items():
-        k = key
-        for prefix in ("module.", "backbone."):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
-        if k in source:  # two weights for one parameter: the later silently replaced the earlier
-            raise ValueError(
-                f"backbone weights {path}: the keys {source[k]!r} and {key!r} are both {k!r} once the "
-                "prefixes 'module.' and 'backbone.' are removed; keep one of them"
-            )
-        source[k] = key
-        if not k.startswith("fc."):
-            cleaned[k] = v
+    # two weights for one parameter (with and without a prefix) are refused: the later replaced the earlier
+    stripped = strip_key_prefixes(state, ("module.", "backbone."), f"backbone weights {path}")
+    cleaned = {k: v for k, v in stripped.items() if not k.startswith("fc.")}
     own = backbone.state_dict()
     for k in own:  # weights saved before torch 0.4.1 (torchvision's original ImageNet files, Caffe
         # conversions) have no BatchNorm step counters: torch's own BatchNorm loading starts them at 0
