@@ -733,8 +733,9 @@ def test_soft_figure_labels_do_not_cover_one_another(tmp_path: Path, monkeypatch
 
 def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """joint_runs.png: every committed EPYC run of both configurations in the order they ran, the newest
-    ResNet-18 run (the README's) among the current code's (``LATEST``); the three kinds of run (the current
-    code, the code before it, earlier code) apart by marker and fill as well as colour; nothing cut, no legend
+    ResNet-18 run (the README's) among the current code's (``LATEST``, ``LATEST_F25``); the four kinds of run
+    (the current code on each EPYC family, the code before it, earlier code) apart by marker and fill as well
+    as colour; nothing cut, no legend
     over a run; a configuration without a run of the current code is refused."""
     module = _load("make_joint_runs_figure")
     results = ROOT / "benchmarks" / "results"
@@ -752,8 +753,9 @@ def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch
     resnet18 = module.runs("cpu_resnet18_b2_128")
     newest = sorted(resnet18, key=lambda r: (r["date"], r["time"], module.natural_key(r["name"])))[-1]
     assert module.natural_key("a_sort_9_b") < module.natural_key("a_sort_10_b")
-    assert newest["kind"] == "latest" and resnet18[-1] == newest
+    assert newest["kind"] in ("latest", "latest_f25") and resnet18[-1] == newest
     assert module.kind_of("joint_resnet18_20261206_f26_series_1_epyc.json") == "latest"
+    assert module.kind_of("joint_resnet18_20261207_f25_series_1_epyc.json") == "latest_f25"
     assert module.kind_of("joint_resnet18_20261206_series_1_epyc.json") == "previous"
     assert module.kind_of("joint_resnet18_20261203_ucells_epyc.json") == "earlier"
     figures = _drawn(monkeypatch)
@@ -761,7 +763,7 @@ def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch
     (drawn,) = figures
     for ax in drawn.axes:
         _lines_apart_without_colour(ax)
-        assert sum(len(line.get_xdata()) for line in ax.get_lines() if line.get_marker() in "osD") == len(
+        assert sum(len(line.get_xdata()) for line in ax.get_lines() if line.get_marker() in "osD^") == len(
             module.runs(module.CONFIGS[drawn.axes.index(ax)][0])
         )
     _nothing_cut_and_legends_clear(drawn)

@@ -5,7 +5,8 @@ VMs (``epyc`` in the name; ``benchmarks/bench_joint.py``, each with the training
 and draws, per configuration, the paired time ratio of ``joint_hard_ti`` to DeepLabV3+ alone (the median over
 rounds of the per-round ratio) of each run, in the order they ran: the runs of the current code (857b2f8 on,
 measured on an EPYC of family 26) as filled diamonds, those of the code before it (98aee38 to c021a06) as
-filled circles, those of earlier code as hollow squares, and the target of issue 11 as a dashed line. Only the
+filled circles, those of earlier code as hollow squares, the current code's runs on an EPYC of family 25
+(Zen 3, AVX2 only, 2026-12-07) as filled triangles, and the target of issue 11 as a dashed line. Only the
 entry of the paper's fusion widths is read from a file that holds other widths too.
 
 Run from the repository root: ``python docs/_scripts/make_joint_runs_figure.py``.
@@ -43,6 +44,9 @@ LATEST = (
     "joint_levers_resnet18_20261206_f26_",
     "joint_resnet101_20261206_f26_",
 )
+#: The runs of the same code on an AMD EPYC of family 25 (Zen 3, AVX2 only; ``f25`` in the name), a slower CPU
+#: than family 26 (DeepLabV3+ alone 422-503 ms a step): drawn apart, as a CPU of its own.
+LATEST_F25 = ("joint_resnet18_20261207_f25_",)
 #: The runs of the code before it, by file-name prefix: from 98aee38 (2026-12-05, evening: the fusion stack's
 #: first layer one oneDNN convolution that adds into its superpixel term in place) to c021a06 nothing in the
 #: step changed. Every other run drawn is of earlier code.
@@ -60,17 +64,22 @@ KINDS = {
     "earlier": "earlier code",
     "previous": "code of 98aee38-c021a06",
     "latest": "current code (857b2f8 on), EPYC family 26",
+    "latest_f25": "current code, EPYC family 25",
 }
 #: how the kinds of run are drawn: apart by marker and fill, not by colour alone
 STYLES = {
     "latest": {"marker": "D", "color": "#0072b2", "markerfacecolor": "#0072b2", "linestyle": "none"},
     "previous": {"marker": "o", "color": "#000000", "markerfacecolor": "#000000", "linestyle": "none"},
     "earlier": {"marker": "s", "color": "#777777", "markerfacecolor": "none", "linestyle": "none"},
+    "latest_f25": {"marker": "^", "color": "#009e73", "markerfacecolor": "#009e73", "linestyle": "none"},
 }
 
 
 def kind_of(name: str) -> str:
-    """``"latest"``, ``"previous"`` or ``"earlier"``: the code a result file's runs are of, by its name."""
+    """``"latest"``, ``"latest_f25"``, ``"previous"`` or ``"earlier"``: the code a result file's runs are of
+    (and, for the current code, the CPU), by its name."""
+    if name.startswith(LATEST_F25):
+        return "latest_f25"
     if name.startswith(LATEST):
         return "latest"
     return "previous" if name.startswith(PREVIOUS) else "earlier"
