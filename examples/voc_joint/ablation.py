@@ -399,11 +399,12 @@ def finetune(ctx: _Context, variant: str, seed: int, progress: Any = None) -> di
             )
         except engine.NonFiniteError as exc:  # its advice names checkpoints and --amp: the runs have neither
             raise engine.NonFiniteError(
-                f"[ablation] run {variant}, seed {seed}: {exc.finding}: the run stopped before the update; "
+                f"[ablation] run {variant}, seed {seed}: {exc.finding}: the run stopped {exc.stopped}; "
                 f"the runs finished before it are in {ctx.out / 'ablation.json'} and "
                 f"{_same_command(opts.overwrite)} continues from them. Lower --fusion-lr or --joint-lr, or "
                 "leave this variant out (--variants)",
                 exc.finding,
+                stopped=exc.stopped,
             ) from None
         if progress is not None:
             progress.update(state.step - before)

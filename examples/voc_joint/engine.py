@@ -41,8 +41,10 @@ __all__ = [
     "CsvLogger",
     "NonFiniteError",
     "TrainState",
+    "check_updated_state",
     "close_loader_iterator",
     "cross_entropy",
+    "divergence_advice",
     "evaluate_checkpoint",
     "evaluation_current",
     "evaluation_options",
@@ -55,16 +57,30 @@ __all__ = [
 
 
 class NonFiniteError(FloatingPointError):
-    """The loss, a gradient or a weight became NaN or infinite: training stops before the update.
+    """The loss, a gradient, a weight or a running statistic became NaN or infinite: training stops, before
+    the update where a step's checks find it, after it where the update itself made the weights so.
 
     Attributes:
         finding: what was found, without the advice of the message (``"non-finite gradients at step 3
             (epoch 1; loss 0.7)"``), for callers that keep no checkpoint and say so themselves.
+        stopped: when training stopped, for those messages: ``"before the update"`` (nothing of the step was
+            applied but the BatchNorm statistics of its forward) or ``"after the update"`` (the step's update
+            made the weights non-finite; the model in memory holds them, no checkpoint does).
     """
 
-    def __init__(self, message: str, finding: str = "") -> None:
+    def __init__(self, message: str, finding: str = "", *, stopped: str = "before the update") -> None:
         super().__init__(message)
         self.finding = finding or message
+        self.stopped = stopped
+
+
+def divergence_advice(use_amp: bool) -> str:
+    """The advice of a :class:`NonFiniteError`'s message: ``--amp`` is named only where the run uses it."""
+    return (
+        "Lower the learning rate, check the data, or try without --amp"
+        if use_amp
+        else ("Lower the learning rate or check the data")
+    )
 
 
 @dataclass
@@ -227,6 +243,13 @@ def _nonfinite(tensors: list[Tensor], device: torch.device) -> Tensor:
     return (~torch.isfinite(get_total_norm(tensors, norm_type=2.0))).float()
 
 
+def _running_statistics(model: nn.Module) -> list[Tensor]:
+    """The floating-point buffers of ``model`` (BatchNorm's running means and variances): a training-mode
+    forward updates them and never reads them, so a non-finite one would train on unseen until the
+    checkpoint's write refused it."""
+    return [b.detach() for b in model.buffers() if b.is_floating_point()]
+
+
 def _any_nonfinite(tensors: list[Tensor]) -> bool:
     """Whether an element of ``tensors`` is NaN or infinite, exactly (a host synchronisation): the check of a
     flag of :func:`_nonfinite`, whose norm overflowed for finite values of 1e15 to 1e18 and named finite
@@ -249,10 +272,11 @@ def train_step(
     signal was recorded (on any process): the step is completed, then the caller stops.
 
     Raises:
-        NonFiniteError: non-finite loss, gradient or weight (on any process); no parameter, optimizer,
-            scaler or scheduler state was updated, and ``state.step`` is unchanged. BatchNorm running
-            statistics did take the batch (in the forward, as every forward in training mode does): the last
-            checkpoint written, if any, not the model in memory, is the last good state.
+        NonFiniteError: non-finite loss, gradient, weight or running statistic (a BatchNorm buffer, after
+            this step's forward; on any process); no parameter, optimizer, scaler or scheduler state was
+            updated, and ``state.step`` is unchanged. BatchNorm running statistics did take the batch (in the
+            forward, as every forward in training mode does): the last checkpoint written, if any, not the
+            model in memory, is the last good state.
     """
     device, step = info.device, state.step + 1
     state.optimizer.zero_grad(set_to_none=True)
@@ -265,11 +289,13 @@ def train_step(
     params = [p for p in state.model.parameters() if p.requires_grad]
     weights = [p.detach() for p in params]
     grads = [p.grad for p in params if p.grad is not None] if not use_amp else []
+    statistics = _running_statistics(state.model)
     flags = torch.stack(
         [
             (~torch.isfinite(loss.detach())).float(),
             _nonfinite(grads, device),
             _nonfinite(weights, device),
+            _nonfinite(statistics, device),
             # a fill on the device: torch.tensor(value, device=cuda) copies from the host and waits for the
             # stream (a second synchronisation per step, after the backward)
             # the signal number (the largest over the processes), kept as the guard's agreed stop
@@ -279,24 +305,31 @@ def train_step(
     info.any(flags)
     values = torch.cat([loss.detach().float().reshape(1), *(v.float().reshape(1) for v in parts.values())])
     numbers = torch.cat([values, flags]).tolist()
-    bad_loss, bad_grad, bad_weight, stop = (bool(f) for f in numbers[-4:])
+    bad_loss, bad_grad, bad_weight, bad_stat, stop = (bool(f) for f in numbers[-5:])
     if stop and guard is not None:
         guard.agreed = int(numbers[-1])
-    if bad_grad or bad_weight:  # their norms overflowed: which hold a NaN or an inf (every process agrees;
-        # finite values beyond the norm's range are no reason to stop, nor to be called non-finite)
+    if bad_grad or bad_weight or bad_stat:
+        # their norms overflowed: which hold a NaN or an inf (every process agrees; finite values beyond the
+        # norm's range are no reason to stop, nor to be called non-finite)
         exact = torch.tensor(
             [
                 float(bad_grad and _any_nonfinite(grads)),
                 float(bad_weight and _any_nonfinite(weights)),
+                float(bad_stat and _any_nonfinite(statistics)),
             ],
             device=device,
         )
         info.any(exact)
-        bad_grad, bad_weight = (bool(f) for f in exact.tolist())
-    if bad_loss or bad_grad or bad_weight:
+        bad_grad, bad_weight, bad_stat = (bool(f) for f in exact.tolist())
+    if bad_loss or bad_grad or bad_weight or bad_stat:
         what = " and ".join(
             name
-            for name, bad in (("loss", bad_loss), ("gradients", bad_grad), ("weights", bad_weight))
+            for name, bad in (
+                ("loss", bad_loss),
+                ("gradients", bad_grad),
+                ("weights", bad_weight),
+                ("running statistics", bad_stat),
+            )
             if bad
         )
         # the mean over the processes, as log.csv's: every process is here (they agreed on the flags), and a
@@ -305,7 +338,7 @@ def train_step(
         finding = f"non-finite {what} at step {step} (epoch {state.epoch + 1}; loss {mean_loss})"
         raise NonFiniteError(
             f"[{state.stage}] {finding}: training stopped before the update; the last checkpoint written, if "
-            "any, is the last good state. Lower the learning rate, check the data, or try without --amp",
+            f"any, is the last good state. {divergence_advice(use_amp)}",
             finding,
         )
     lr = float(state.optimizer.param_groups[0]["lr"])  # what this update uses; the scheduler sets the next
@@ -399,7 +432,47 @@ def train_one_epoch(
         close_loader_iterator(batches)
     if reason == "epoch" and state.samples_in_epoch:  # ran out before steps_per_epoch: resumed off-grid
         state.epoch, state.samples_in_epoch = state.epoch + 1, 0
+    check_updated_state(state, info, use_amp)
     return reason
+
+
+def check_updated_state(state: TrainState, info: DistInfo, use_amp: bool = False) -> None:
+    """Refuse a state whose last update made a weight or a running statistic NaN or infinite.
+
+    Each step checks the weights before its update, so within an epoch the next step finds what an update
+    broke; the last update before the caller saves has no next step, and the checkpoint's write refused it
+    naming neither the step nor the last good checkpoint. One check per call (two norms, one host
+    synchronisation; every process takes part).
+
+    Raises:
+        NonFiniteError: ``stopped="after the update"``; the model in memory holds the values, no checkpoint
+            does.
+    """
+    device = info.device
+    weights = [p.detach() for p in state.model.parameters() if p.requires_grad]
+    statistics = _running_statistics(state.model)
+    flags = torch.stack([_nonfinite(weights, device), _nonfinite(statistics, device)])
+    info.any(flags)
+    if not bool(flags.any()):
+        return
+    exact = torch.tensor(
+        [float(_any_nonfinite(weights)), float(_any_nonfinite(statistics))], device=device
+    )  # a flagged norm may have overflowed for finite values
+    info.any(exact)
+    bad_weight, bad_stat = (bool(f) for f in exact.tolist())
+    if not (bad_weight or bad_stat):
+        return
+    what = " and ".join(
+        name for name, bad in (("weights", bad_weight), ("running statistics", bad_stat)) if bad
+    )
+    epoch = state.epoch if state.samples_in_epoch == 0 else state.epoch + 1  # the epoch of that step
+    finding = f"non-finite {what} after the update of step {state.step} (epoch {epoch})"
+    raise NonFiniteError(
+        f"[{state.stage}] {finding}: training stopped after the update; the last checkpoint written, if any, "
+        f"is the last good state. {divergence_advice(use_amp)}",
+        finding,
+        stopped="after the update",
+    )
 
 
 def close_loader_iterator(batches: Any) -> None:

@@ -682,7 +682,8 @@ def run_stage(
 
     Raises:
         Interrupted: SIGINT / SIGTERM / SIGHUP; the checkpoint of the last completed step was written first.
-        NonFiniteError: non-finite loss, gradients or weights; the last good checkpoint stays.
+        NonFiniteError: non-finite loss, gradients, weights or running statistics; the last good
+            checkpoint stays.
         UsageError: the command cannot run as given (folder in use or holding a run, changed options, ...).
         CheckpointError: an unreadable, corrupt or wrong-stage checkpoint.
     """
@@ -946,9 +947,10 @@ def _train(
             )
             # every process stops here with this message (they agreed on the finding): rank 0 prints it
             error = engine.NonFiniteError(
-                f"[{stage}] {exc.finding}: training stopped before the update; {last}. Lower the learning "
-                "rate, check the data, or try without --amp",
+                f"[{stage}] {exc.finding}: training stopped {exc.stopped}; {last}. "
+                f"{engine.divergence_advice(use_amp)}",
                 exc.finding,
+                stopped=exc.stopped,
             )
             raise mark_printed_by_rank_0(error, info) from None
         position = (state.step, state.epoch, state.samples_in_epoch)

@@ -36,9 +36,12 @@ class _OtherProcess:
 
     def all_reduce(self, t: torch.Tensor, op=distributed.dist.ReduceOp.SUM) -> None:
         if op == distributed.dist.ReduceOp.MAX:
-            # a training step's flags (loss, gradients, weights, signal), or the element-by-element recheck
-            # of its gradients and weights where their norms were flagged: the other process's NaNs are real
-            flags = self.flags if t.numel() == self.flags.numel() else self.flags[1:3]
+            # a training step's flags (loss, gradients, weights, running statistics, signal), the
+            # element-by-element recheck of its gradients, weights and running statistics where their norms
+            # were flagged (3), or the check of the state an epoch ends with and its recheck (weights, running
+            # statistics: 2): the other process's NaNs are real
+            n = t.numel()
+            flags = self.flags if n == self.flags.numel() else self.flags[1:4] if n == 3 else self.flags[2:4]
             torch.maximum(t, flags.to(t.dtype), out=t)
         else:
             assert op == distributed.dist.ReduceOp.SUM, op
@@ -645,7 +648,7 @@ def test_log_rows_average_the_loss_and_its_parts_over_the_processes(
     one = DistInfo()
     loader, sampler = train_data.build_train_loader(args, one, tiny_voc)
     state, _ = train.build_train_state("joint", args, one, None, sampler.steps_per_epoch)
-    _OtherProcess(monkeypatch, value=0.0, flags=torch.zeros(4))
+    _OtherProcess(monkeypatch, value=0.0, flags=torch.zeros(5))
     own: list[dict[str, float]] = []  # this process's values of each step
     real_step = engine.train_step
 
@@ -689,7 +692,7 @@ def test_a_loss_non_finite_on_another_process_is_reported_as_the_mean_not_this_o
     state, _ = train.build_train_state("seg", args, one, None, sampler.steps_per_epoch)
     batch = next(iter(loader))
     # rank 1's loss is NaN (so are the summed gradients): it contributes NaN to the mean and its flags
-    _OtherProcess(monkeypatch, value=float("nan"), flags=torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    _OtherProcess(monkeypatch, value=float("nan"), flags=torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0]))
     with pytest.raises(engine.NonFiniteError) as err:
         engine.train_step(state, batch, args, DistInfo(rank=0, world_size=2), None, False)
     assert err.value.finding == "non-finite loss and gradients at step 1 (epoch 1; loss nan)", err.value

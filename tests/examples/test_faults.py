@@ -373,6 +373,35 @@ def test_nan_gradient_or_weight_stops_before_any_save(
     assert not (tmp_path / "joint" / "checkpoint.pt").exists()
 
 
+def test_the_last_update_of_an_epoch_made_non_finite_names_the_last_good_checkpoint(
+    voc6: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update that made the weights non-finite at the last step of an epoch had no next step to find it:
+    the checkpoint's write refused it with a message naming no step and no last good checkpoint. The stop
+    names both, says training stopped after the update and leaves the checkpoint of the epoch before; the
+    advice does not name ``--amp``, which the run does not use."""
+    from examples.voc_joint import engine
+
+    step_of = engine.train_step
+
+    def nan_after_step_6(state: Any, *args: Any, **kw: Any) -> Any:
+        out = step_of(state, *args, **kw)
+        if state.step == 6:
+            with torch.no_grad():
+                next(state.model.parameters()).view(-1)[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(engine, "train_step", nan_after_step_6)
+    with pytest.raises(NonFiniteError) as info:
+        train_cli.main(_argv(voc6, tmp_path, "--workers", "0", "--epochs", "2"))
+    ckpt = tmp_path / "joint" / "checkpoint.pt"
+    message = str(info.value)
+    finding = "non-finite weights after the update of step 6 (epoch 2)"
+    assert f"{finding}: training stopped after the update" in message
+    assert f"the checkpoint of step 3 in {ckpt} is the last good state" in message and "--amp" not in message
+    assert load_checkpoint(ckpt)["step"] == 3
+
+
 def test_a_nan_before_the_first_checkpoint_says_there_is_none(
     voc6: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

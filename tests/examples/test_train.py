@@ -1049,6 +1049,63 @@ def test_an_infinite_gradient_or_weight_stops_the_step_as_a_nan_does(what: str) 
     assert state.step == 0 and torch.equal(model.weight.detach(), before)
 
 
+def test_a_running_statistic_made_non_finite_by_the_forward_stops_the_step() -> None:
+    """A BatchNorm running variance that overflows in a training-mode forward leaves the loss finite (the
+    forward normalizes by the batch's statistics, not the running ones): training went on with it until the
+    checkpoint's write refused it, at the end of the epoch, naming no step. The step's check finds it, with
+    the advice of a run without ``--amp``."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 21, 1), torch.nn.BatchNorm2d(21))
+
+    def overflow(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        module.running_var.data[0] = float("inf")  # (.data: the backward saved the buffer's version)
+
+    model[1].register_forward_hook(overflow)
+    state, args, (batch,) = _toy_state(model), _toy_args(), _toy_batches(1)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(engine.NonFiniteError, match="non-finite running statistics at step 1 ") as stop:
+        engine.train_step(state, batch, args, DistInfo(), None, False)
+    assert state.step == 0 and all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+    assert stop.value.stopped == "before the update" and "--amp" not in str(stop.value)
+
+
+@pytest.mark.parametrize("max_steps, step", [(None, 3), (2, 2)])
+def test_an_update_that_makes_the_weights_non_finite_stops_the_epoch(
+    tmp_path: Path, max_steps: int | None, step: int
+) -> None:
+    """The step checks the weights before its update, so the last update before the caller saves (the end of
+    the epoch, ``--max-steps``) was never checked: the checkpoint's write refused it naming neither the step
+    nor the last good checkpoint. ``train_one_epoch`` checks the state it returns; finite values whose norm
+    overflows still train on."""
+    from examples.voc_joint import engine
+
+    state = _toy_state()
+    big = 1e19  # finite; 84 weights of it overflow the float32 sum of squares
+    assert not bool(torch.isfinite(torch.full((84,), big).norm()))
+    value = {"now": big}
+
+    def corrupt(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        if state.step + 1 == step:  # the step's update, before state.step counts it
+            with torch.no_grad():
+                state.model.weight.fill_(value["now"])
+
+    state.optimizer.register_step_post_hook(corrupt)
+    args = _toy_args(max_steps=max_steps, log_every=1)
+    (tmp_path / "finite").mkdir()
+    (tmp_path / "nan").mkdir()
+    reason, _ = _logged_epoch(tmp_path / "finite", state, args, _toy_batches(3), steps_per_epoch=3)
+    assert reason == ("epoch" if max_steps is None else "max_steps") and state.step == step
+    state, value["now"] = _toy_state(), float("nan")
+    state.optimizer.register_step_post_hook(corrupt)
+    with pytest.raises(engine.NonFiniteError) as stop:
+        _logged_epoch(tmp_path / "nan", state, args, _toy_batches(3), steps_per_epoch=3)
+    assert stop.value.finding == f"non-finite weights after the update of step {step} (epoch 1)"
+    assert stop.value.stopped == "after the update" and "training stopped after the update" in str(stop.value)
+
+
 @pytest.mark.parametrize("what", ["gradients", "weights"])
 def test_finite_values_whose_norm_overflows_are_not_called_non_finite(what: str) -> None:
     """The step's check is one float32 L2 norm, whose sum of squares overflows for finite values from about
@@ -3408,9 +3465,11 @@ class _OtherRankHasNaNGradients(DistInfo):
     """A process whose peer found a NaN gradient: its flags and its exact check come back with that flag."""
 
     def any(self, flags: torch.Tensor) -> torch.Tensor:
-        if flags.numel() == 4:  # (loss, gradients, weights, stop): the peer's gradient norm is NaN
+        if flags.numel() == 5:  # (loss, gradients, weights, running statistics, stop): the peer's gradient
+            # norm is NaN
             flags[1] = 1.0
-        elif flags.numel() == 2:  # (gradients, weights) checked element by element: the peer's NaN
+        elif flags.numel() == 3:  # (gradients, weights, running statistics) checked element by element: the
+            # peer's NaN
             flags[0] = 1.0
         return flags
 
@@ -3419,8 +3478,9 @@ class _OtherRankWasSignalled(DistInfo):
     """A process whose peer recorded a SIGTERM: the step's stop flag comes back as its signal number."""
 
     def any(self, flags: torch.Tensor) -> torch.Tensor:
-        if flags.numel() == 4:  # (loss, gradients, weights, stop): the maximum over the processes
-            flags[3] = max(float(flags[3]), float(signal.SIGTERM))
+        if flags.numel() == 5:  # (loss, gradients, weights, running statistics, stop): the maximum over the
+            # processes
+            flags[4] = max(float(flags[4]), float(signal.SIGTERM))
         return flags
 
 
