@@ -598,7 +598,8 @@ def _run(
             print(
                 f"[evaluate] warning: the checkpoint was trained on {len(trained_on)} of the {len(dataset)} "
                 f"images evaluated (its training split, or that of a checkpoint it was fine-tuned from, "
-                f"lists them, e.g. {trained_on[0]!r}): not a held-out score",
+                f"lists them, e.g. {trained_on[0]!r}): not a held-out score"
+                f"{_other_folder_note(config, root)}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -690,6 +691,25 @@ def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] 
     if trained is None:
         return None
     return [name for name in names if name in trained]
+
+
+def _other_folder_note(config: dict[str, Any], root: Path) -> str:
+    """What the overlap warning adds when the evaluated folder ``root`` is not the one the checkpoint trained
+    on: the lists are compared by name (VOC's names are global), and another set may reuse names (every
+    generated set names its images ``synth_<n>``)."""
+    from examples.voc_joint.data import DEFAULT_CACHE, _resolve_root
+
+    trained = checkpoint_data_root(config)
+    trained = DEFAULT_CACHE / "synthetic_voc" if trained is None else trained
+    try:  # each as its VOC2012 folder: a root given as VOCdevkit's parent is the same folder
+        if _resolve_root(trained).resolve() == _resolve_root(Path(root)).resolve():
+            return ""
+    except (OSError, RuntimeError):  # gone since, or a loop of links: not known to be the same
+        pass
+    return (
+        f". The names are compared: the checkpoint trained on {trained}, these images are read from {root}; "
+        "if they are other images under the same names, the score is held out after all"
+    )
 
 
 def checkpoint_training_names(path: str | Path) -> set[str] | None:

@@ -141,8 +141,9 @@ def make_panel(
         image (Tensor[3, H, W]): float image in [0, 1] (or uint8).
         target (LongTensor[H, W]): ground truth.
         baseline (LongTensor[H, W] | None): baseline (plain segmentation network) prediction; tile blank if
-            None.
-        joint (LongTensor[H, W] | None): joint model prediction; tile blank if None.
+            None, left out if its title is empty too.
+        joint (LongTensor[H, W] | None): joint model prediction; tile blank if None, left out if its title
+            is empty too (a segmentation network's panel: image | ground truth | its prediction).
         superpixels (LongTensor[H, W] | None): contours drawn on the image.
         titles (Sequence[str]): four tile titles.
         min_height (int): upscale (nearest, integer factor) until the tiles are at least this high, but not
@@ -157,10 +158,16 @@ def make_panel(
     h, w = img.shape[:2]
     tiles = [img]
     labels = []
-    for name, lab in (("target", target), ("baseline", baseline), ("joint", joint)):
+    shown = [str(titles[0])]  # the titles of the tiles drawn
+    for name, lab, title in zip(
+        ("target", "baseline", "joint"), (target, baseline, joint), titles[1:], strict=True
+    ):
         if lab is None:
-            tiles.append(np.full((h, w, 3), 255, np.uint8))
+            if name == "target" or str(title):  # (a prediction with no map and no title: no tile at all)
+                tiles.append(np.full((h, w, 3), 255, np.uint8))
+                shown.append(str(title))
             continue
+        shown.append(str(title))
         arr = _np(lab)
         if arr.shape != (h, w):
             raise ValueError(f"{name}: label maps must be {h}x{w} like the image, got {arr.shape}")
@@ -174,11 +181,11 @@ def make_panel(
     tiles = [np.repeat(np.repeat(t, factor, 0), factor, 1) for t in tiles]
     th, tw = h * factor, w * factor
     present = sorted({int(v) for arr in labels for v in np.unique(arr) if v != IGNORE_INDEX})
-    font, px = _title_font(titles, tw)
+    font, px = _title_font(shown, tw)
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))  # measures text
     # high enough for the descenders of a title drawn at y = 1 (px + 4 cut the bottoms of g, p, j at 18 px)
     descended = draw.textbbox((2, 1), "Agjpqy", font=font)[3]
-    title_h, width = max(px + 4, int(descended) + 1), 4 * tw + 3 * _GAP
+    title_h, width = max(px + 4, int(descended) + 1), len(tiles) * tw + (len(tiles) - 1) * _GAP
     entries, x, row = [], 2, 0  # the legend: (class, name, x, row), wrapped at the panel's width
     right = width  # the canvas's width: the tiles', or that of a legend entry wider alone (narrow tiles)
     names = VOC_CLASSES if class_names is None else class_names
@@ -193,7 +200,7 @@ def make_panel(
     legend_h = (row + 1) * (title_h + 2) if entries else 0
     canvas = Image.new("RGB", (right, title_h + th + legend_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for i, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
+    for i, (tile, title) in enumerate(zip(tiles, shown, strict=True)):
         x = i * (tw + _GAP)
         canvas.paste(Image.fromarray(tile), (x, title_h))
         # drawn on a strip of the tile's width: a title too long at the smallest font is cut at its tile's

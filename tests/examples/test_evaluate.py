@@ -1097,12 +1097,17 @@ def test_training_overlap_reads_each_source_checkpoint_once_even_in_a_cycle(voc,
     assert training_overlap({"args": args, "sources": {"s": {"path": str(first)}}}, val) == val
 
 
-@pytest.mark.parametrize("train_split", ["train", "trainval"])
+@pytest.mark.parametrize(
+    "train_split, elsewhere", [("train", False), ("trainval", False), ("trainval", True)]
+)
 def test_cli_warns_when_the_checkpoint_was_trained_on_the_evaluated_images(
-    voc, tmp_path, monkeypatch, capsys, train_split
+    voc, tmp_path, monkeypatch, capsys, train_split, elsewhere
 ):
     """A checkpoint trained on a split holding the evaluated images (``--allow-val-overlap``, or a trainval
-    model evaluated on val) scores images it has seen: evaluate.py says so on stderr and in metrics.json."""
+    model evaluated on val) scores images it has seen: evaluate.py says so on stderr and in metrics.json. The
+    names are compared (VOC's are global): images read from another folder that reuses them (every generated
+    set names its images ``synth_<n>``) were called trained on without a word; the warning names both
+    folders then."""
 
     def load_model_from_checkpoint(path, *, map_location="cpu", expect_stage=None):
         model = {"arch": "joint", "deeplab": {"num_classes": 21}}
@@ -1115,12 +1120,16 @@ def test_cli_warns_when_the_checkpoint_was_trained_on_the_evaluated_images(
     (tmp_path / "ckpt.pt").touch()
     monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
     out = tmp_path / "eval"
-    argv = ["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(voc), "--split", "val"]
+    evaluated = shutil.copytree(voc, tmp_path / "other") if elsewhere else voc
+    argv = ["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(evaluated), "--split", "val"]
     assert evaluate_mod.main([*argv, "--full-size", "--output-dir", str(out), "--no-progress"]) == 0
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
     payload = json.loads((out / "metrics.json").read_text())
     if train_split == "trainval":
         assert "trained on 3 of the 3 images evaluated" in err and "not a held-out score" in err, err
+        other = f"The names are compared: the checkpoint trained on {voc}, these images are read from "
+        other += f"{evaluated};"
+        assert (other in err) is elsewhere, err
         assert payload["trained_on_evaluated_images"] == 3
     else:
         assert "trained on" not in err, err

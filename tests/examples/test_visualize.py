@@ -80,6 +80,22 @@ def test_panel_blank_tiles_and_errors():
         make_panel(torch.rand(3, 8, 8), torch.zeros(7, 8, dtype=torch.long), None, None)
 
 
+def test_a_prediction_without_map_or_title_has_no_tile():
+    """A seg checkpoint's panel (``evaluate.py``: the joint map None, its title empty) was laid out for four
+    tiles, its right quarter blank and untitled; the docs show "image | ground truth | seg". Without a map
+    and a title the tile is left out; a blank tile with a title stays (a missing baseline)."""
+    target = torch.zeros(8, 8, dtype=torch.long)
+    pred = torch.ones(8, 8, dtype=torch.long)
+    titles = ("image", "ground truth", "seg", "")
+    arr = np.asarray(
+        make_panel(torch.rand(3, 8, 8), target, pred, None, titles=titles, legend=False, min_height=8)
+    )
+    assert arr.shape[1] == 3 * 8 + 2 * 4
+    assert np.array_equal(arr[14 : 14 + 8, 2 * 12 : 2 * 12 + 8], colorize(pred.numpy()))
+    blank = make_panel(torch.rand(3, 8, 8), target, None, pred, legend=False, min_height=8)
+    assert np.asarray(blank).shape[1] == 4 * 8 + 3 * 4
+
+
 def test_colorize_refuses_negative_labels():
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 255\], got range \[-1, 3\]"):
         colorize(torch.tensor([[-1, 3]]))
