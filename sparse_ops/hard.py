@@ -11,7 +11,8 @@ lowest id), smallest pieces first; the result is relabelled to contiguous ids ``
 CPU with numpy/scipy (a post-processing step, not differentiable) and returns tensors on the input device. It
 reads the ids, so it cannot run on the meta device (a ``ValueError`` naming the argument), while
 ``torch.export`` traces (a ``ValueError``: run it on the exported program's output) or under a
-``torch.func.vmap`` over the label map (a ``NotImplementedError``: loop over the label maps).
+``torch.func.vmap`` over the label map (a ``NotImplementedError``: loop over the label maps), and neither can
+``hard_superpixels(..., connectivity=True)`` under a ``vmap`` over the association.
 """
 
 from __future__ import annotations
@@ -143,6 +144,12 @@ def hard_superpixels(
             "connectivity=True) on the exported program's output",
         )
         _check_host_values(assoc, "assoc", "connectivity=True relabels the ids with numpy on the host")
+        if _checks._mapped_by_vmap(assoc):  # (the relabelling failed inside PyTorch, naming no argument)
+            raise NotImplementedError(
+                "connectivity=True relabels the ids with numpy on the host, which torch.func.vmap cannot "
+                "map: loop over the association maps, or map hard_superpixels without connectivity and call "
+                "enforce_connectivity on its output outside vmap"
+            )
         if min_size is None:
             min_size = max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells(H, W, cell_size)))
         labels, counts = _connectivity(labels, min_size)

@@ -360,3 +360,82 @@ def test_a_nan_in_assoc_is_refused_with_its_index() -> None:
     assoc[1, 5, 2, 0] = float("nan")
     with pytest.raises(ValueError, match=r"assoc must not contain NaN .*got NaN at index \[1, 5, 2, 0\]"):
         hard_superpixels(assoc, 2)
+
+
+# --------------------------------------------------- kill tests of a mutation pass (2026-12-07)
+def test_the_nan_error_names_the_first_nan() -> None:
+    """With several NaN the error names the first one in row-major order (kills H11: ``nonzero()[-1]``)."""
+    assoc = torch.full((2, 9, 3, 4), 1 / 9)
+    assoc[0, 2, 1, 3] = float("nan")
+    assoc[1, 5, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"got NaN at index \[0, 2, 1, 3\]$"):
+        hard_superpixels(assoc, 2)
+
+
+def test_infinite_scores_of_both_signs_are_not_nan() -> None:
+    """+inf and -inf are not NaN (only their order matters): no refusal, and +inf wins, -inf never does
+    (kills H10: a NaN check by ``sum()``, for which inf + -inf is NaN)."""
+    assoc = torch.zeros(1, 9, 4, 4)
+    assoc[0, 5, 0, 0] = float("inf")  # pixel (0, 0) prefers its right cell
+    assoc[0, 4, 3, 3] = float("-inf")  # pixel (3, 3): any other in-image candidate beats its own cell
+    out = hard_superpixels(assoc, 2)
+    assert out[0, 0, 0] == 1 and out[0, 3, 3] == 0  # TL of cell 3 is cell 0, first in tie order
+
+
+def test_cell_size_is_checked_before_the_association_values() -> None:
+    """An invalid cell_size is reported as such even when assoc also has a NaN (the argument checks come
+    before the value scan; kills H07, which leaves cell_size to grid_shape after the NaN scan)."""
+    assoc = torch.full((1, 9, 4, 4), float("nan"))
+    with pytest.raises(ValueError, match="cell_size must be >= 1, got 0"):
+        hard_superpixels(assoc, 0)
+
+
+def _island_assoc(h: int, w: int, island: tuple[slice, slice], channel: int) -> torch.Tensor:
+    """A uniform association (the grid) except ``island``, whose pixels prefer neighbour ``channel``."""
+    assoc = torch.zeros(1, 9, h, w)
+    assoc[:, 4] = 1.0
+    assoc[0, channel, island[0], island[1]] = 2.0
+    return assoc
+
+
+def test_the_default_min_size_keeps_single_pixels_of_small_cells() -> None:
+    """Cells of 2 x 2: ``int(0.06 * 4) = 0``, so the default min_size is 1 and a 1-pixel piece is kept
+    (kills H13: ``max(2, ...)``, which merges it)."""
+    assoc = _island_assoc(4, 6, (slice(0, 1), slice(0, 1)), 5)  # pixel (0, 0) of cell 0 prefers "R" (cell 1)
+    plain = hard_superpixels(assoc, 2)
+    assert plain[0, 0, :3].tolist() == [1, 0, 1]  # the pixel is cut off from cell 1 by a pixel of cell 0
+    out, k = hard_superpixels(assoc, 2, connectivity=True, return_counts=True)
+    assert k.tolist() == [7]  # the 6 cells and the 1-pixel piece
+    assert out[0, 0, :3].tolist() == [0, 1, 2]
+
+
+def test_the_default_min_size_truncates_the_fraction() -> None:
+    """14 x 7 pixels, cells of 7: ``0.06 * 49 = 2.94`` gives min_size ``int(2.94) = 2``, so a 2-pixel piece is
+    kept (kills H14: ``round``, min_size 3, which merges it)."""
+    assoc = _island_assoc(14, 7, (slice(2, 3), slice(2, 4)), 7)  # 2 pixels of cell 0 prefer "B" (cell 1)
+    plain = hard_superpixels(assoc, 7)
+    assert (plain == 1).sum() == 49 + 2
+    out, k = hard_superpixels(assoc, 7, connectivity=True, return_counts=True)
+    assert k.tolist() == [3]
+    assert int((out == out[0, 2, 2]).sum()) == 2
+
+
+def test_merged_ids_are_numbered_by_the_first_pixel_of_the_merged_piece() -> None:
+    """The 2-pixel piece of label 0 (first in row-major order) merges into the piece of label 2 (longer
+    border, 2 edges against 1), which comes after the kept piece of label 1: the merged piece starts at pixel
+    (0, 0), so it is id 0 (kills H37: ids in the order of the surviving pieces' own numbers, C = 0)."""
+    lab = torch.tensor([[[0, 1, 1, 1], [0, 2, 2, 2], [2, 2, 2, 2]]])
+    out, k = enforce_connectivity(lab, min_size=3)
+    assert out.tolist() == [[[0, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]]] and k.tolist() == [2]
+
+
+def test_connectivity_under_vmap_is_refused_naming_the_fix() -> None:
+    """``hard_superpixels(..., connectivity=True)`` under ``torch.func.vmap`` failed inside PyTorch ("Cannot
+    access data pointer of Tensor that doesn't have storage"); the connectivity step reads the ids on the
+    host, as ``enforce_connectivity`` does, which refuses a mapped label map with a ``NotImplementedError``
+    naming the fix: so does this."""
+    qs = torch.softmax(torch.randn(3, 2, 9, 10, 13), 2)
+    with pytest.raises(NotImplementedError, match=r"connectivity=True.*loop over the association maps"):
+        torch.func.vmap(lambda q: hard_superpixels(q, 4, connectivity=True, validate=False))(qs)
+    grid = torch.func.vmap(lambda q: hard_superpixels(q, 4, validate=False))(qs)  # without it: fine
+    assert torch.equal(grid, torch.stack([hard_superpixels(q, 4) for q in qs]))

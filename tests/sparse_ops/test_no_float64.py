@@ -18,6 +18,7 @@ from torch import Tensor
 import sparse_ops
 from sparse_ops import (
     SuperpixelAssignment,
+    SuperpixelUniformize,
     _float64,
     relabel_contiguous,
     soft_superpixel_pool,
@@ -243,6 +244,8 @@ def test_sparse_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with without_float64(monkeypatch):
         with pytest.raises(ValueError, match=r"backend='sparse' is not supported on cpu, a device without"):
             uniformize(x, sp, backend="sparse")
+        with pytest.raises(ValueError, match=r"backend='sparse' is not supported on cpu, a device without"):
+            SuperpixelUniformize(backend="sparse")(x, sp)  # the module's backend reaches the call
         with pytest.raises(ValueError, match=r"backend='sparse' is not supported on cpu"):
             SuperpixelAssignment(sp, backend="sparse")
         assert SuperpixelAssignment(sp).backend == "scatter"  # what "auto" picks

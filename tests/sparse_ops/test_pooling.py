@@ -323,6 +323,9 @@ def test_module_options_and_forward_order() -> None:
     expected = ref_pool(x.numpy(), sp.numpy(), 6, "max", mask.numpy())[0]
     np.testing.assert_allclose(pool(x, sp, 6, mask=mask).numpy(), expected)
     assert repr(pool) == "SuperpixelPool(reduce='max', upsample=None, backend='sparse')"
+    assert repr(SuperpixelPool(validate=False)) == (
+        "SuperpixelPool(reduce='mean', upsample=None, backend='auto', validate=False)"
+    )
     with pytest.raises(ValueError, match="reduce must be one of"):
         SuperpixelPool("min")  # type: ignore[arg-type]  # the error under test
 
@@ -346,7 +349,7 @@ def test_unpool_of_a_channels_first_pooled_tensor_names_the_layout() -> None:
     sp = torch.randint(0, 40, (2, 8, 8))
     sp[0, 0, 0], sp[1, 0, 0] = 39, 0  # the largest id, and an id 0 (so that sp - 1 holds -1)
     pooled = superpixel_pool(torch.randn(2, 21, 8, 8), sp, 40).transpose(1, 2)  # [2, 21, 40]
-    layout = r"pooled.shape\[1\] = 21, got the id 39.*\[B, N_s, C\].*\(2, 21, 40\)"
+    layout = r"pooled.shape\[1\] = 21, got the id 39.*\[B, N_s, C\].*\(2, 21, 40\).*pooled\.transpose\(1, 2\)"
     with pytest.raises(ValueError, match=layout):
         superpixel_unpool(pooled, sp)
     with pytest.raises(ValueError, match="must be >= 0, got the id -1"):  # a negative id: its own message
