@@ -4,9 +4,10 @@
 :class:`TrainState` and returns why it stopped: the epoch ended, ``--max-steps`` was reached, or a signal
 asked to stop. It stops only after a completed step, so the state it leaves is always the state "as of the
 last completed step", which is what the caller saves. Every step checks that the loss, the gradients (without
-AMP, whose scaler skips overflowing steps by design) and the weights are finite and raises
-:class:`NonFiniteError` before the update otherwise; under DDP the processes agree on both decisions (one
-small all-reduce per step).
+AMP, whose scaler skips overflowing steps by design), the weights and the running statistics are finite and
+raises :class:`NonFiniteError` before the update otherwise, and the state an epoch returns is checked once
+more (:func:`check_updated_state`: the last update has no next step to find it); under DDP the processes
+agree on every decision (one small all-reduce per step).
 
 :func:`evaluate_checkpoint` scores a finished stage on the validation split and writes ``eval.json``.
 """

@@ -694,20 +694,24 @@ def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] 
 
 
 def _other_folder_note(config: dict[str, Any], root: Path) -> str:
-    """What the overlap warning adds when the evaluated folder ``root`` is not the one the checkpoint trained
-    on: the lists are compared by name (VOC's names are global), and another set may reuse names (every
-    generated set names its images ``synth_<n>``)."""
-    from examples.voc_joint.data import DEFAULT_CACHE, _resolve_root
+    """What the overlap warning adds when the evaluated folder ``root`` is none of the folders whose training
+    lists the overlap was read from (the checkpoint's and those of the checkpoints it was fine-tuned from):
+    the lists are compared by name (VOC's names are global), and another set may reuse names (every generated
+    set names its images ``synth_<n>``)."""
+    from examples.voc_joint.data import _resolve_root
 
-    trained = checkpoint_data_root(config)
-    trained = DEFAULT_CACHE / "synthetic_voc" if trained is None else trained
+    folders: list[Path] = []
+    if _trained_names(config, set(), folders) is None:  # (read once more: the warning knew it)
+        return ""
     try:  # each as its VOC2012 folder: a root given as VOCdevkit's parent is the same folder
-        if _resolve_root(trained).resolve() == _resolve_root(Path(root)).resolve():
+        here = _resolve_root(Path(root)).resolve()
+        if any(folder.resolve() == here for folder in folders):
             return ""
     except (OSError, RuntimeError):  # gone since, or a loop of links: not known to be the same
         pass
+    named = ", ".join(dict.fromkeys(str(folder) for folder in folders))
     return (
-        f". The names are compared: the checkpoint trained on {trained}, these images are read from {root}; "
+        f". The names are compared: the checkpoint trained on {named}, these images are read from {root}; "
         "if they are other images under the same names, the score is held out after all"
     )
 
@@ -719,8 +723,11 @@ def checkpoint_training_names(path: str | Path) -> set[str] | None:
     return None if config is None else _trained_names(config, {str(path)})
 
 
-def _trained_names(config: dict[str, Any], seen: set[str]) -> set[str] | None:
-    """The names of the training list of ``config`` and of its recorded source checkpoints (None: unknown)."""
+def _trained_names(
+    config: dict[str, Any], seen: set[str], folders: list[Path] | None = None
+) -> set[str] | None:
+    """The names of the training list of ``config`` and of its recorded source checkpoints (None: unknown);
+    ``folders``, if given, receives the VOC folder of each list read."""
     from examples.voc_joint.data import DEFAULT_CACHE, _list_dir, _resolve_root, read_list
 
     options = config.get("args")
@@ -732,6 +739,8 @@ def _trained_names(config: dict[str, Any], seen: set[str]) -> set[str] | None:
     try:
         voc = _resolve_root(Path(root) if root is not None else DEFAULT_CACHE / "synthetic_voc")
         trained = set(read_list(_list_dir(voc, bool(options.get("sbd"))) / f"{options['train_split']}.txt"))
+        if folders is not None:
+            folders.append(voc)
     except (OSError, ValueError, DataError):  # moved, not on this machine, unreadable, a NUL in a recorded
         return None  # path (ValueError: "embedded null byte", after the whole evaluation): unknown
     sources = config.get("sources") or {}
@@ -741,7 +750,7 @@ def _trained_names(config: dict[str, Any], seen: set[str]) -> set[str] | None:
             continue
         seen.add(path)
         source_config = _source_config(Path(path), source.get("sha256"))
-        more = None if source_config is None else _trained_names(source_config, seen)
+        more = None if source_config is None else _trained_names(source_config, seen, folders)
         if more is None:
             return None
         trained |= more

@@ -135,7 +135,8 @@ def make_panel(
     legend: bool = True,
     class_names: Sequence[str] | None = None,
 ) -> Image.Image:
-    """Build the four-tile panel as a PIL image.
+    """Build the panel as a PIL image: image, ground truth and two predictions (three tiles where a prediction
+    has neither a map nor a title).
 
     Args:
         image (Tensor[3, H, W]): float image in [0, 1] (or uint8).

@@ -1082,6 +1082,34 @@ def test_training_overlap_follows_the_checkpoints_a_joint_model_was_fine_tuned_f
     assert training_overlap({"args": args, "sources": sources}, val) is None
 
 
+def test_the_other_folder_note_counts_the_folders_of_the_source_checkpoints(tmp_path):
+    """The overlap warning's note ("the names are compared ... held out after all") compared the evaluated
+    folder with the joint checkpoint's own folder only: images of the folder a source (seg) checkpoint trained
+    on were called possibly held out, though that checkpoint trained on those very images. The note names
+    every folder whose list was read, and is left out when the evaluated folder is one of them."""
+    from examples.voc_joint.evaluate import _other_folder_note, training_overlap
+
+    def voc_folder(name: str, train: list[str]) -> Path:
+        root = tmp_path / name
+        (root / "JPEGImages").mkdir(parents=True)
+        (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+        (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(train) + "\n")
+        return root
+
+    joint_root, seg_root = voc_folder("A", ["a1"]), voc_folder("B", ["2008_000001"])
+    other = voc_folder("C", [])
+    torch.save({"config": {"args": {"data_root": str(seg_root), "train_split": "train"}}}, tmp_path / "s.pt")
+    config = {
+        "args": {"data_root": str(joint_root), "train_split": "train"},
+        "sources": {"seg_checkpoint": {"path": str(tmp_path / "s.pt")}},
+    }
+    assert training_overlap(config, ["2008_000001"]) == ["2008_000001"]
+    assert _other_folder_note(config, seg_root) == ""
+    assert _other_folder_note(config, joint_root) == ""
+    note = _other_folder_note(config, other)
+    assert f"the checkpoint trained on {joint_root}, {seg_root}, these images are read from {other};" in note
+
+
 def test_training_overlap_reads_each_source_checkpoint_once_even_in_a_cycle(voc, tmp_path):
     """Sources that name each other (a crafted record, or a checkpoint written over a file it was made from)
     are each read once: no endless recursion, the lists of both counted."""
