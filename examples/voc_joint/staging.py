@@ -98,7 +98,8 @@ def _staging_error(folder: Path, exc: OSError) -> OSError:
 def remove_abandoned_staging(parent: Path, prefix: str, suffix: str = "") -> list[Path]:
     """Remove the folders ``<parent>/<prefix><8 random characters><suffix>`` that no process holds (those of
     runs that ended without removing theirs); the folders of running runs stay. Nothing is removed without
-    ``fcntl``. Returns the folders removed."""
+    ``fcntl``. Returns the folders removed (one whose removal failed, a file of it busy on NFS, stays, raises
+    nothing and is not returned)."""
     removed: list[Path] = []
     if fcntl is None or not parent.is_dir():
         return removed
@@ -113,8 +114,9 @@ def remove_abandoned_staging(parent: Path, prefix: str, suffix: str = "") -> lis
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:  # a running run's (or its DataLoader workers', for seconds after it died)
                 continue
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            shutil.rmtree(folder, ignore_errors=True)  # housekeeping: what cannot go stays, unreported
+            if not folder.exists():
+                removed.append(folder)
         finally:
             os.close(fd)
     return removed

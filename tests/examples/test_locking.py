@@ -12,12 +12,14 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
 fcntl = pytest.importorskip("fcntl")
 
+from examples.voc_joint import locking  # noqa: E402
 from examples.voc_joint.locking import FolderLock, FolderLockedError  # noqa: E402
 
 from .helpers import dead_pid  # noqa: E402
@@ -376,3 +378,30 @@ def test_the_holder_is_the_last_line_and_one_on_another_host_may_be_running() ->
     elsewhere = json.dumps({**line, "host": "elsewhere", "pid": gone})
     assert _describe(elsewhere)[1:] == (True, True)
     assert _describe(json.dumps({**line, "pid": gone}))[1:] == (False, True)
+
+
+# ------------------------------------------------------------- kill tests of a mutation pass (2026-12-07)
+def test_without_fcntl_the_lock_is_held_in_name_and_released(tmp_path: Path, monkeypatch) -> None:
+    """Windows: nothing is locked, but the object behaves as a held lock (``held``, re-entrant no-op,
+    ``release``), so callers need no platform branch."""
+    monkeypatch.setattr(locking, "fcntl", None)
+    lock = FolderLock(tmp_path / "run")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert lock.acquire() is lock and lock.held
+        assert lock.acquire() is lock  # taking it again is a no-op: no second warning
+    assert len(caught) == 1 and "is not locked" in str(caught[0].message)
+    assert (tmp_path / "run" / locking.LOCK_NAME).is_file()
+    lock.release()
+    assert not lock.held
+
+
+def test_the_not_locked_warning_points_at_the_caller_of_acquire(tmp_path: Path, monkeypatch) -> None:
+    """``stacklevel=2``: the warning names the line that took the lock, not a line of locking.py."""
+    monkeypatch.setattr(locking, "fcntl", None)
+    lock = FolderLock(tmp_path / "run")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lock.acquire()
+    lock.release()
+    assert [Path(w.filename).resolve() for w in caught] == [Path(__file__).resolve()]

@@ -159,3 +159,64 @@ def test_a_folder_whose_lock_cannot_be_probed_is_kept(tmp_path, monkeypatch) -> 
     assert remove_abandoned_staging(tmp_path, ".panels.") == []
     monkeypatch.undo()
     assert (folder / "0001.png").read_bytes() == b"png"
+
+
+# ------------------------------------------------------------- kill tests of a mutation pass (2026-12-07)
+def test_an_interrupt_while_the_folder_is_locked_leaves_no_unlocked_folder(tmp_path, monkeypatch) -> None:
+    """Ctrl-C (KeyboardInterrupt, not an Exception) between the folder's mkdir and its rename: the
+    ``<prefix>unlocked-<random>`` folder, which no later run removes, goes, and so does its descriptor;
+    the interrupt itself is raised unchanged."""
+    closed: list[int] = []
+    real_close = os.close
+
+    def flock(fd: int, op: int) -> None:
+        raise KeyboardInterrupt
+
+    def close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(staging.fcntl, "flock", flock)
+    monkeypatch.setattr(staging.os, "close", close)
+    with pytest.raises(KeyboardInterrupt):
+        new_staging(tmp_path, ".panels.")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == [] and len(closed) == 1
+
+
+def test_the_folders_tempfile_mkdtemp_named_are_removed_too(tmp_path) -> None:
+    """``_RANDOM``: ``[a-z0-9_]`` matches the names ``tempfile.mkdtemp`` gave before (any lower-case letter,
+    digit or underscore), not hexadecimal digits only."""
+    for name in (".panels.k_x9zq1m", ".panels.zzzzzzzz"):
+        (tmp_path / name).mkdir()
+    assert remove_abandoned_staging(tmp_path, ".panels.") == [
+        tmp_path / ".panels.k_x9zq1m",
+        tmp_path / ".panels.zzzzzzzz",
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _unlink_failing_for(monkeypatch, name: str) -> None:
+    """``os.unlink`` (as ``shutil.rmtree`` calls it) fails with EBUSY for files called ``name`` (an NFS
+    ``.nfs*`` file of a deleted file that something still holds open)."""
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if os.path.basename(path) == name:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+
+
+def test_a_folder_that_cannot_be_removed_entirely_raises_nothing(tmp_path, monkeypatch) -> None:
+    """Removing abandoned folders is housekeeping before a run: a file that cannot be removed must not fail
+    the run, and the other abandoned folders still go. The folder that stays was returned as removed."""
+    stuck, other = tmp_path / ".panels.0badc0de", tmp_path / ".panels.600dc0de"
+    for folder in (stuck, other):
+        folder.mkdir()
+    (stuck / ".nfs0001").write_bytes(b"busy")
+    _unlink_failing_for(monkeypatch, ".nfs0001")
+    assert remove_abandoned_staging(tmp_path, ".panels.") == [other]  # the stuck one is not called removed
+    monkeypatch.undo()
+    assert not other.exists() and (stuck / ".nfs0001").is_file()
