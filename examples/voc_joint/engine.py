@@ -258,6 +258,22 @@ def _any_nonfinite(tensors: list[Tensor]) -> bool:
     return any(not bool(torch.isfinite(t).all()) for t in tensors)
 
 
+def _recheck(flagged: list[bool], sets: list[list[Tensor]], info: DistInfo) -> list[bool]:
+    """Which of the flagged ``sets`` really hold a NaN or an inf, agreed by every process (one all-reduce;
+    every process comes here, as they agreed on the flags): a flag of :func:`_nonfinite` may be a norm that
+    overflowed for finite values, which are no reason to stop, nor to be called non-finite."""
+    exact = torch.tensor(
+        [float(bad and _any_nonfinite(t)) for bad, t in zip(flagged, sets, strict=True)], device=info.device
+    )
+    info.any(exact)
+    return [bool(f) for f in exact.tolist()]
+
+
+def _named(**found: bool) -> str:
+    """``"loss and running statistics"``: the names (underscores as spaces) of what was found non-finite."""
+    return " and ".join(name.replace("_", " ") for name, bad in found.items() if bad)
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, Any],
@@ -310,29 +326,11 @@ def train_step(
     if stop and guard is not None:
         guard.agreed = int(numbers[-1])
     if bad_grad or bad_weight or bad_stat:
-        # their norms overflowed: which hold a NaN or an inf (every process agrees; finite values beyond the
-        # norm's range are no reason to stop, nor to be called non-finite)
-        exact = torch.tensor(
-            [
-                float(bad_grad and _any_nonfinite(grads)),
-                float(bad_weight and _any_nonfinite(weights)),
-                float(bad_stat and _any_nonfinite(statistics)),
-            ],
-            device=device,
+        bad_grad, bad_weight, bad_stat = _recheck(
+            [bad_grad, bad_weight, bad_stat], [grads, weights, statistics], info
         )
-        info.any(exact)
-        bad_grad, bad_weight, bad_stat = (bool(f) for f in exact.tolist())
     if bad_loss or bad_grad or bad_weight or bad_stat:
-        what = " and ".join(
-            name
-            for name, bad in (
-                ("loss", bad_loss),
-                ("gradients", bad_grad),
-                ("weights", bad_weight),
-                ("running statistics", bad_stat),
-            )
-            if bad
-        )
+        what = _named(loss=bad_loss, gradients=bad_grad, weights=bad_weight, running_statistics=bad_stat)
         # the mean over the processes, as log.csv's: every process is here (they agreed on the flags), and a
         # loss that is non-finite on another process only is not reported as this one's finite value
         mean_loss = info.mean(numbers[0])
@@ -454,18 +452,13 @@ def check_updated_state(state: TrainState, info: DistInfo, use_amp: bool = False
     statistics = _running_statistics(state.model)
     flags = torch.stack([_nonfinite(weights, device), _nonfinite(statistics, device)])
     info.any(flags)
-    if not bool(flags.any()):
+    flagged = [bool(f) for f in flags.tolist()]
+    if not any(flagged):
         return
-    exact = torch.tensor(
-        [float(_any_nonfinite(weights)), float(_any_nonfinite(statistics))], device=device
-    )  # a flagged norm may have overflowed for finite values
-    info.any(exact)
-    bad_weight, bad_stat = (bool(f) for f in exact.tolist())
+    bad_weight, bad_stat = _recheck(flagged, [weights, statistics], info)
     if not (bad_weight or bad_stat):
         return
-    what = " and ".join(
-        name for name, bad in (("weights", bad_weight), ("running statistics", bad_stat)) if bad
-    )
+    what = _named(weights=bad_weight, running_statistics=bad_stat)
     epoch = state.epoch if state.samples_in_epoch == 0 else state.epoch + 1  # the epoch of that step
     finding = f"non-finite {what} after the update of step {state.step} (epoch {epoch})"
     raise NonFiniteError(
