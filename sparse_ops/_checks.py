@@ -372,20 +372,22 @@ def savable(t: Tensor, *data: Tensor) -> Tensor:
     return t.clone()
 
 
-def check_not_vmapped(t: Tensor | None, name: str) -> None:
+def check_not_vmapped(t: Tensor | None, name: str, *, why: str | None = None, fix: str | None = None) -> None:
     """Refuse a label map or mask that ``torch.func.vmap`` maps over (raises :class:`NotImplementedError`).
 
     The accumulator layout is built from concrete ids; without this check such a call fails inside PyTorch
     (``.item()`` or ``scatter_add_`` under vmap). Not a value check: no synchronisation, and skipped while
-    ``torch.compile`` traces (it never traces a vmapped label map into a layout either).
+    ``torch.compile`` traces (it never traces a vmapped label map into a layout either). ``why`` and ``fix``
+    replace the message's reason and advice for a step that reads ``t`` on the host for another purpose.
     """
     if t is None or torch.compiler.is_compiling():
         return
     if _mapped_by_vmap(t):
-        raise NotImplementedError(
-            f"{VMAP_FEATURES_ONLY}, not over {name}: loop over the label maps, or map over features "
-            f"that share one {name}"
-        )
+        if why is None:
+            why = f"{VMAP_FEATURES_ONLY}, not over {name}"
+        if fix is None:
+            fix = f"loop over the label maps, or map over features that share one {name}"
+        raise NotImplementedError(f"{why}: {fix}")
 
 
 def _mapped_by_vmap(t: Tensor) -> bool:

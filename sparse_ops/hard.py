@@ -144,12 +144,13 @@ def hard_superpixels(
             "connectivity=True) on the exported program's output",
         )
         _check_host_values(assoc, "assoc", "connectivity=True relabels the ids with numpy on the host")
-        if _checks._mapped_by_vmap(assoc):  # (the relabelling failed inside PyTorch, naming no argument)
-            raise NotImplementedError(
-                "connectivity=True relabels the ids with numpy on the host, which torch.func.vmap cannot "
-                "map: loop over the association maps, or map hard_superpixels without connectivity and call "
-                "enforce_connectivity on its output outside vmap"
-            )
+        _checks.check_not_vmapped(  # (the relabelling failed inside PyTorch, naming no argument)
+            assoc,
+            "assoc",
+            why="connectivity=True relabels the ids with numpy on the host, which torch.func.vmap cannot map",
+            fix="loop over the association maps, or map hard_superpixels without connectivity and call "
+            "enforce_connectivity on its output outside vmap",
+        )
         if min_size is None:
             min_size = max(1, int(MIN_SIZE_FRACTION * H * W / num_grid_cells(H, W, cell_size)))
         labels, counts = _connectivity(labels, min_size)

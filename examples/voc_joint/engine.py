@@ -77,11 +77,9 @@ class NonFiniteError(FloatingPointError):
 
 def divergence_advice(use_amp: bool) -> str:
     """The advice of a :class:`NonFiniteError`'s message: ``--amp`` is named only where the run uses it."""
-    return (
-        "Lower the learning rate, check the data, or try without --amp"
-        if use_amp
-        else ("Lower the learning rate or check the data")
-    )
+    if use_amp:
+        return "Lower the learning rate, check the data, or try without --amp"
+    return "Lower the learning rate or check the data"
 
 
 @dataclass

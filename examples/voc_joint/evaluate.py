@@ -593,13 +593,14 @@ def _run(
         )
         # the panels' paths once moved into place: metrics.json and panels/ are replaced together below
         panels = [str(out_dir / "panels" / Path(p).name) for p in results["panels"]]
-        trained_on = training_overlap(config, dataset.names)
+        folders: list[Path] = []  # the folders whose training lists were read
+        trained_on = training_overlap(config, dataset.names, folders)
         if trained_on:
             print(
                 f"[evaluate] warning: the checkpoint was trained on {len(trained_on)} of the {len(dataset)} "
                 f"images evaluated (its training split, or that of a checkpoint it was fine-tuned from, "
                 f"lists them, e.g. {trained_on[0]!r}): not a held-out score"
-                f"{_other_folder_note(config, root)}",
+                f"{_other_folder_note(folders, root)}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -676,7 +677,9 @@ def checkpoint_data_root(config: dict[str, Any]) -> Path | None:
     return Path(root) if isinstance(root, str) and root else None
 
 
-def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] | None:
+def training_overlap(
+    config: dict[str, Any], names: Sequence[str], folders: list[Path] | None = None
+) -> list[str] | None:
     """The images of ``names`` that the checkpoint was trained on (in the order of ``names``), or None when
     that cannot be read (a checkpoint without the options, its data folder or a source checkpoint not here).
 
@@ -685,24 +688,21 @@ def training_overlap(config: dict[str, Any], names: Sequence[str]) -> list[str] 
     seg and spixel checkpoints it was fine-tuned from (``config["sources"]``, followed when the file there
     still has the recorded SHA-256): a DeepLabV3+ pretrained on ``trainval`` has seen the val images, whatever
     split the joint stage used. VOC names are global (``2008_000123``), so the names are compared, wherever
-    the evaluated folder lies.
+    the evaluated folder lies. ``folders``, if given, receives the VOC folder of each list read.
     """
-    trained = _trained_names(config, set())
+    trained = _trained_names(config, set(), folders)
     if trained is None:
         return None
     return [name for name in names if name in trained]
 
 
-def _other_folder_note(config: dict[str, Any], root: Path) -> str:
-    """What the overlap warning adds when the evaluated folder ``root`` is none of the folders whose training
-    lists the overlap was read from (the checkpoint's and those of the checkpoints it was fine-tuned from):
-    the lists are compared by name (VOC's names are global), and another set may reuse names (every generated
-    set names its images ``synth_<n>``)."""
+def _other_folder_note(folders: Sequence[Path], root: Path) -> str:
+    """What the overlap warning adds when the evaluated folder ``root`` is none of the ``folders`` whose
+    training lists the overlap was read from (:func:`training_overlap`: the checkpoint's and those of the
+    checkpoints it was fine-tuned from): the lists are compared by name (VOC's names are global), and another
+    set may reuse names (every generated set names its images ``synth_<n>``)."""
     from examples.voc_joint.data import _resolve_root
 
-    folders: list[Path] = []
-    if _trained_names(config, set(), folders) is None:  # (read once more: the warning knew it)
-        return ""
     try:  # each as its VOC2012 folder: a root given as VOCdevkit's parent is the same folder
         here = _resolve_root(Path(root)).resolve()
         if any(folder.resolve() == here for folder in folders):

@@ -1103,10 +1103,11 @@ def test_the_other_folder_note_counts_the_folders_of_the_source_checkpoints(tmp_
         "args": {"data_root": str(joint_root), "train_split": "train"},
         "sources": {"seg_checkpoint": {"path": str(tmp_path / "s.pt")}},
     }
-    assert training_overlap(config, ["2008_000001"]) == ["2008_000001"]
-    assert _other_folder_note(config, seg_root) == ""
-    assert _other_folder_note(config, joint_root) == ""
-    note = _other_folder_note(config, other)
+    folders: list[Path] = []
+    assert training_overlap(config, ["2008_000001"], folders) == ["2008_000001"]
+    assert _other_folder_note(folders, seg_root) == ""
+    assert _other_folder_note(folders, joint_root) == ""
+    note = _other_folder_note(folders, other)
     assert f"the checkpoint trained on {joint_root}, {seg_root}, these images are read from {other};" in note
 
 

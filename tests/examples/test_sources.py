@@ -30,29 +30,24 @@ def _fake_loads(monkeypatch) -> list[Path]:
     return loads
 
 
-def test_a_file_rewritten_with_the_same_size_is_read_again(tmp_path, monkeypatch) -> None:
-    """Same path and size, another mtime: another file version (new weights of the same shapes)."""
+@pytest.mark.parametrize(
+    "before, after, tick",
+    [
+        ("aaaa", "bbbb", 2),  # same size, another mtime: new weights of the same shapes
+        ("aa", "aaaa", 1),  # same mtime (a coarse file-system clock), another size
+    ],
+)
+def test_a_rewritten_file_is_read_again(tmp_path, monkeypatch, before: str, after: str, tick: int) -> None:
+    """Same path, another file version (by its mtime or by its size): its facts are read again."""
     _fake_loads(monkeypatch)
     path = tmp_path / "seg.pt"
-    path.write_text("aaaa")
+    path.write_text(before)
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
-    assert sources.source_facts(path, "deeplab", "--seg-checkpoint")[0] == {"tag": "deeplab aaaa"}
-    path.write_text("bbbb")
-    os.utime(path, ns=(2_000_000_000, 2_000_000_000))
+    assert sources.source_facts(path, "deeplab", "--seg-checkpoint")[0] == {"tag": f"deeplab {before}"}
+    path.write_text(after)
+    os.utime(path, ns=(tick * 1_000_000_000, tick * 1_000_000_000))
     config, sha = sources.source_facts(path, "deeplab", "--seg-checkpoint")
-    assert config == {"tag": "deeplab bbbb"} and sha.startswith("bbbb")
-
-
-def test_a_file_rewritten_within_one_mtime_tick_is_read_again(tmp_path, monkeypatch) -> None:
-    """Same path and mtime (a coarse file-system clock), another size: another file version."""
-    _fake_loads(monkeypatch)
-    path = tmp_path / "seg.pt"
-    path.write_text("aa")
-    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
-    assert sources.source_facts(path, "deeplab", "--seg-checkpoint")[0] == {"tag": "deeplab aa"}
-    path.write_text("aaaa")
-    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
-    assert sources.source_facts(path, "deeplab", "--seg-checkpoint")[0] == {"tag": "deeplab aaaa"}
+    assert config == {"tag": f"deeplab {after}"} and sha.startswith(after)
 
 
 def test_the_two_networks_of_one_joint_checkpoint_are_cached_apart(tmp_path, monkeypatch) -> None:
