@@ -106,6 +106,14 @@ def hard_superpixels(
         ``(ids, num_superpixels)``, with the number of superpixels of every image, ``LongTensor[B]``
         (``num_grid_cells`` without ``connectivity``).
 
+    Raises:
+        TypeError: ``assoc`` not a floating tensor, or an option of the wrong type.
+        ValueError: ``assoc`` not ``[B, 9, H, W]``; ``cell_size`` or ``min_size`` below 1; ``min_size``
+            without ``connectivity``; with ``validate``, a NaN in ``assoc`` (its index named); with
+            ``connectivity``, an ``assoc`` on the meta device or one that ``torch.export`` traces.
+        NotImplementedError: ``connectivity`` under a ``torch.func.vmap`` over ``assoc`` (the ids are
+            relabelled on the host).
+
     Example:
         >>> q = torch.zeros(1, 9, 2, 4); q[:, 4] = 1.0; q[0, 5, :, 0] = 2.0  # left column prefers "R"
         >>> hard_superpixels(q, 2)
