@@ -1,5 +1,6 @@
 """Measure the "Extreme inputs" figures of docs/concepts/transparent_init.rst: how close a transparent stack
-stays to the identity for tiny and huge inputs, where it overflows, and how targets of any scale come out.
+stays to the identity in half precision and for tiny and huge inputs, where it overflows, and how targets of any
+scale come out.
 
 Run from the repository root: ``python docs/_scripts/measure_extreme_inputs.py`` (a few seconds on a CPU;
 ``--seeds 1`` for one seed). Prints one line per figure, each the range over the seeds.
@@ -101,6 +102,14 @@ def figures() -> list[Figure]:
     tiny = "tiny inputs: max |f(x) - x|, float32, with bias"
     for r in (1.0, 1e-4, 1e-10, 1e-20, 1e-30):
         out.append((tiny, f"r = {r:g}", lambda s, r=r: max_error(stack(s), directions(s) * r), "{:.2g}"))
+    half = "half precision: max |f(x) - x| / max |x|, with bias"
+    for dtype in (torch.float16, torch.bfloat16):
+        for r in (1.0, 10.0, 100.0, 1000.0):
+
+            def rounded(s: int, r: float = r, dtype: torch.dtype = dtype) -> float:
+                return max_error(stack(s, dtype), (directions(s) * r).to(dtype), relative=True)
+
+            out.append((half, f"{str(dtype).removeprefix('torch.')}, r = {r:g}", rounded, "{:.2g}"))
     relative = "tiny and huge inputs: max |f(x) - x| / max |x|, bias=False"
     for r in (1e-40, 1e-38, 1e-30, 1.0, 1e20, 1e38):
 

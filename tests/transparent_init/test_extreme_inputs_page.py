@@ -34,7 +34,7 @@ def seed0() -> dict[tuple[str, str], float]:
         else:
             label, value = line.rsplit(maxsplit=1)
             values[section, label.strip()] = float(value)  # one seed: one value, not a range
-    assert len(values) == len(script.figures()) == 28
+    assert len(values) == len(script.figures()) == 36
     return values
 
 
@@ -57,6 +57,9 @@ def test_what_the_page_says_in_words_holds_for_seed_0(seed0: dict[tuple[str, str
         assert value["tiny and huge inputs", f"float32, r = {r}"] < 1e-6
     assert 1e-6 < value["tiny and huge inputs", "float32, r = 1e-38"] < 1e-5
     assert 1e-5 < value["tiny and huge inputs", "float32, r = 1e-40"] < 1e-3
+    for r in ("1", "10", "100", "1000"):  # about two units of roundoff of the range (2**-11, 2**-8)
+        assert value["half precision", f"float16, r = {r}"] < 2e-3
+        assert value["half precision", f"bfloat16, r = {r}"] < 1.6e-2
     for r in ("1e-30", "1", "1e+30"):  # bfloat16: a few units of its roundoff (2**-8)
         assert value["tiny and huge inputs", f"bfloat16, r = {r}"] < 1e-2
     # huge inputs: float16 overflows from about half of 65504, float32 and bfloat16 between 1e38 and 2e38; a
