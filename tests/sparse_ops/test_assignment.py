@@ -159,6 +159,16 @@ def test_absurd_num_superpixels_is_refused_before_allocating() -> None:
     assert SuperpixelAssignment(torch.zeros(1, 4, 4, dtype=torch.long), 2**16).counts.shape == (1, 2**16)
 
 
+def test_out_of_range_ids_are_refused_at_construction() -> None:
+    sp = torch.tensor([[[0, 1], [2, 5]]])
+    with pytest.raises(ValueError, match=r"ids must be < num_superpixels = 3, got the id 5; pass a larger"):
+        SuperpixelAssignment(sp, 3)
+    with pytest.raises(ValueError, match=r"ids of image 0 must be < num_superpixels\[0\] = 3, got the id 5"):
+        SuperpixelAssignment(sp, torch.tensor([3]))
+    with pytest.raises(ValueError, match=r"ids must be >= 0, got the id -5"):
+        SuperpixelAssignment(-sp, 3)
+
+
 @pytest.mark.parametrize("validate", [True, False])
 def test_a_negative_per_image_count_is_refused_whatever_validate(validate: bool) -> None:
     """The per-image counts are read anyway (for ``N_s``): a count of -1 is refused also unvalidated."""

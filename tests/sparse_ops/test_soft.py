@@ -220,13 +220,18 @@ def test_renormalization_scales_from_an_eighth_of_the_largest_power_of_two(dtype
     torch.testing.assert_close(q[0, :, 1, 1], torch.full((9,), 1 / 9, dtype=dtype))
 
 
-def test_renormalization_of_a_row_whose_sum_cannot_overflow_is_the_plain_quotient() -> None:
+@pytest.mark.parametrize(("largest", "small"), [(6.0, 11 * 2.0**-149), (1.5 * 2.0**123, 11 * 2.0**-28)])
+def test_renormalization_of_a_row_whose_sum_cannot_overflow_is_the_plain_quotient(
+    largest: float, small: float
+) -> None:
     # the power-of-two scale is exact only where it makes no subnormal: a row of largest weight 6 scaled by
     # 2**-3 turned a weight of 11 * 2**-149 into 11/8 * 2**-149, rounded to 2**-149 on the subnormal grid
-    # (then divided by 6/8: 2**-149), where the plain quotient 11/6 * 2**-149 rounds to 2 * 2**-149
+    # (then divided by 6/8: 2**-149), where the plain quotient 11/6 * 2**-149 rounds to 2 * 2**-149. The
+    # same just under the threshold of the scaled path, 2**(e - 3): a largest weight of 1.5 * 2**123 scaled
+    # by 2**-124 would round 11 * 2**-28 to 2**-149 (11/1.5 * 2**-151 rounds to 2 * 2**-149)
     assoc = torch.zeros(2, 9, 5, 7)
-    assoc[:, 4] = 6.0  # the own cell: always inside the image
-    assoc[:, 0] = 11 * 2.0**-149  # the upper left cell, where it exists
+    assoc[:, 4] = largest  # the own cell: always inside the image
+    assoc[:, 0] = small  # the upper left cell, where it exists
     assoc[1] = torch.rand(9, 5, 7, generator=torch.Generator().manual_seed(0)).mul(40).sub(20).exp()  # wide
     q = assoc * neighbour_validity(5, 7, S)
     expected = q / q.sum(dim=1, keepdim=True)
@@ -443,6 +448,19 @@ def test_empty_images_are_refused_naming_assoc(size: tuple[int, int]) -> None:
             call()
 
 
+def test_tensors_on_two_devices_are_refused_naming_both() -> None:
+    f, a = F, A
+    for call in (
+        lambda: soft_superpixel_pool(f, a.to("meta"), S, validate=False),
+        lambda: soft_superpixel_pool(f.to("meta"), a, S, validate=False),
+        lambda: soft_uniformize(f.to("meta"), a, S, validate=False),
+    ):
+        with pytest.raises(ValueError, match="assoc must be on the same device as"):
+            call()
+    with pytest.raises(ValueError, match=r"assoc must be on the same device as centres \(meta\), got cpu"):
+        soft_superpixel_unpool(torch.zeros(3, 2, 2, 3, device="meta"), a, S, validate=False)
+
+
 def test_meta_tensors_give_the_shapes_without_validation() -> None:
     """Shape inference on meta tensors (validate=False reads no value), as the hard ops allow: the autocast
     guard is skipped on a device type without autocast."""
@@ -529,6 +547,26 @@ def test_a_chunk_never_holds_more_than_chunk_pixels() -> None:
         for height, width, cell in ((side, side, side), (2 * side, 3 * side, side), (5, side, side + 1)):
             blocks = soft_module._blocks(height, width, cell)
             assert blocks.rh * blocks.cw <= soft_module.CHUNK, (height, width, cell, blocks)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "cell"), [(5, 200, 150), (130, 140, 67), (200, 9, 150), (11, 13, 4)]
+)
+def test_pixel_chunks_number_every_pixel_by_its_chunk_in_to_blocks(
+    height: int, width: int, cell: int
+) -> None:
+    """``_pixel_chunks`` (the chunk table of ``spixel_loss``) gives each pixel the chunk :func:`_to_blocks`
+    puts it in: at most :data:`CHUNK` pixels a chunk, and several chunks along a row of a block wider than
+    :data:`CHUNK` (a table that merged them gave the loss longer sums)."""
+    blocks = soft_module._blocks(height, width, cell)
+    chunk = soft_module._pixel_chunks(blocks, height, width, torch.device("cpu"))
+    ids = torch.arange(1, height * width + 1, dtype=torch.float64).view(1, 1, height, width)
+    placed = soft_module._to_blocks(ids, blocks).reshape(blocks.n_h * blocks.n_w * blocks.chunks, -1)
+    expected = torch.zeros(height * width, dtype=torch.long)
+    for k, row in enumerate(placed):
+        expected[row[row > 0].long() - 1] = k
+    assert torch.equal(chunk.reshape(-1), expected)
+    assert torch.bincount(chunk.reshape(-1)).max() <= soft_module.CHUNK
 
 
 def test_a_cell_without_mass_is_zero_next_to_an_infinite_feature() -> None:
