@@ -81,7 +81,8 @@ def normalize_assoc(
     to sum to 1 (pixels with no valid mass keep all-zero weights). The rescaling does not depend on the scale
     of a pixel's weights: weights near the largest finite value (scaled by a power of two before their sum,
     which would overflow) or subnormal ones give the weights of the same row scaled by a power of two (bit for
-    bit).
+    bit; a weight that the scale takes among the subnormal numbers, under about ``2**-126`` of its row's
+    largest in float32, loses its last bits there and can come out one subnormal step off the plain quotient).
 
     Args:
         assoc (Tensor[B, 9, H, W]): non-negative, finite association (e.g. a softmax over dim 1).
