@@ -256,6 +256,16 @@ def test_huge_maps_a_tensor_can_hold_keep_their_shape_on_meta() -> None:
     assert grid_cell_ids(2**20, 2**20, 1, batch_size=2**10, device="meta").shape == (2**10, 2**20, 2**20)
     assert neighbour_cell_ids(2**20, 2**20, 1, device="meta").ids.shape == (9, 2**20, 2**20)
     assert pixel_xy(2**20, 2**20, batch_size=2**10, device="meta").shape == (2**10, 2, 2**20, 2**20)
+    # the bytes counted are those of the map's own dtype: bool validity (2**62.2 bytes; as int64 2**65), and
+    # float32 coordinates where float64 ones (2**63 bytes) are more than a tensor can hold
+    validity = neighbour_validity(2**30, 2**29, 1, device="meta")
+    assert validity.dtype == torch.bool and validity.shape == (9, 2**30, 2**29)
+    xy = pixel_xy(2**20, 2**20, batch_size=2**19, dtype=torch.float32, device="meta")
+    assert xy.dtype == torch.float32 and xy.shape == (2**19, 2, 2**20, 2**20)
+    with pytest.raises(
+        ValueError, match=r"dtype torch\.float64, 9223372036854775808 bytes, more than a tensor"
+    ):
+        pixel_xy(2**20, 2**20, batch_size=2**19, dtype=torch.float64, device="meta")
 
 
 _GRID_CALLS = {

@@ -286,6 +286,12 @@ def test_module_options_and_forward() -> None:
     t_masked = torch.where(mask, t, 255)  # masking equals ignoring
     total, _, _ = ref_loss(assoc, t_masked, 4, m=0.5)
     torch.testing.assert_close(out.total, torch.tensor(total, dtype=torch.float64))
+    # every option reaches spixel_loss; renormalize=False (the public code's border rule) changes the value
+    options = {"pos_weight": 0.4, "ignore_index": 2, "num_classes": 3, "eps": 1e-3}
+    plain = spixel_loss(assoc, t, 4, **options, renormalize=False)
+    for got, want in zip(SpixelLoss(4, **options, renormalize=False)(assoc, t), plain, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert not torch.equal(plain.total, SpixelLoss(4, **options)(assoc, t).total)
     with pytest.raises(ValueError, match=r"ignore_index must be an int64 label"):
         SpixelLoss(4, ignore_index=-(2**63) - 1)  # the module refuses it when built
 
@@ -472,7 +478,8 @@ def test_label_table_adds_the_chunks_of_a_large_cell_in_float64() -> None:
 @pytest.mark.parametrize("excluded", ["mask", "ignore_index", "unknown label"])
 def test_eps_zero_is_finite_where_a_pixel_is_not_scored(excluded: str) -> None:
     """eps=0: the only pixel of class 0 is masked, ignored or (unvalidated) outside the classes, so its own
-    reconstruction is 0; it is excluded before the logarithm, so neither the value nor the gradient is NaN."""
+    reconstruction is 0; it is excluded before the logarithm (whose argument there is a harmless 1), so
+    neither the value nor the gradient is NaN, and no NaN is made and discarded on the way (anomaly mode)."""
     g = torch.Generator().manual_seed(7)
     assoc = torch.softmax(torch.randn(2, 9, 5, 6, generator=g, dtype=torch.float64), 1)
     target = torch.randint(1, 3, (2, 5, 6), generator=g)
@@ -488,8 +495,9 @@ def test_eps_zero_is_finite_where_a_pixel_is_not_scored(excluded: str) -> None:
         target[0, 2, 3] = reference_target[0, 2, 3] = 9
         kwargs = {"num_classes": 3, "validate": False}
     a = assoc.clone().requires_grad_()
-    out = spixel_loss(a, target, 3, mask=mask, eps=0.0, **kwargs)
-    out.total.backward()
+    with torch.autograd.set_detect_anomaly(True):  # no step of the backward makes a NaN (0 / 0) either
+        out = spixel_loss(a, target, 3, mask=mask, eps=0.0, **kwargs)
+        out.total.backward()
     assert torch.isfinite(a.grad).all()
     # the reference over the counted pixels (a tiny eps only keeps its log(0) of the zero one-hot entries
     # finite: every counted pixel reconstructs its own class with a mass far above it)

@@ -230,6 +230,11 @@ def test_unbatched_and_dilation():
     v, i = nn.functional.max_pool2d(x, 2, 2, dilation=2, return_indices=True)
     assert torch.equal(p.values, v)
     assert torch.equal(max_unpool2d(p.values, p.indices, x.shape), ref_unpool(v, i, 9, 8))
+    # the module pools with its dilation (along both sides: a kernel of 2 makes it matter)
+    x = torch.randn(2, 3, 8, 9)
+    p = MaxPoolWithIndices(2, 1, dilation=(2, 3))(x)
+    v, i = nn.functional.max_pool2d(x, 2, 1, 0, (2, 3), return_indices=True)
+    assert p.values.shape == (2, 3, 6, 6) and torch.equal(p.values, v) and torch.equal(p.indices, i)
 
 
 def test_gradient_equals_nn_maxunpool_with_overlapping_windows():
@@ -380,13 +385,15 @@ def test_a_numpy_array_is_refused_with_the_shape_and_the_conversion() -> None:
         max_pool2d_with_indices([1.0])  # type: ignore[arg-type]
 
 
-def test_the_empty_output_error_gives_pytorchs_size_of_the_other_side() -> None:
+@pytest.mark.parametrize(("kernel", "stride"), [(2, 2), (3, 3)])
+def test_the_empty_output_error_gives_pytorchs_size_of_the_other_side(kernel: int, stride: int) -> None:
     """The error of windows that do not fit reports the output size PyTorch gives along each side: with
     ceil_mode, a last window that would start in the right padding is dropped (W = 3, kernel 2, stride 2,
-    padding 1: 2 columns, not 3), here next to an empty height."""
-    assert F.max_pool2d(torch.zeros(1, 1, 3, 3), 2, 2, 1, ceil_mode=True).shape[-1] == 2
+    padding 1: 2 columns, not 3), one that starts on the padding's first column is kept (kernel 3, stride 3:
+    the second window starts at 3 = W, inside the padded input), here next to an empty height."""
+    assert F.max_pool2d(torch.zeros(1, 1, 3, 3), kernel, stride, 1, ceil_mode=True).shape[-1] == 2
     with pytest.raises(ValueError, match=r"would give an empty output of size \(0, 2\)$"):
-        max_pool2d_with_indices(torch.zeros(1, 1, 1, 3), (3, 2), 2, (0, 1), ceil_mode=True)
+        max_pool2d_with_indices(torch.zeros(1, 1, 1, 3), (3, kernel), (2, stride), (0, 1), ceil_mode=True)
 
 
 def test_device_mismatch_is_refused_on_the_meta_device() -> None:

@@ -193,6 +193,16 @@ def test_classifier_cam_returns_the_superpixel_scores_like_superpixel_cam() -> N
     assert scores.shape == (2, 7, 3)
     assert torch.equal(cam, want_cam) and torch.equal(scores, want_scores)
     assert torch.equal(head.cam(f, sp, 7, mask=mask, return_superpixel_scores=False), want_cam)
+    # and with the module's upsample mode: coarse features under a finer label map
+    coarse = torch.randn(2, 4, 3, 3, generator=g)
+    with pytest.raises(ValueError, match="pass upsample='bilinear'"):
+        head.cam(coarse, sp, 7)
+    nearest_head = SuperpixelClassifier(4, 3, upsample="nearest")
+    nearest_head.load_state_dict(head.state_dict())
+    params = {"weight": head.classifier.weight, "bias": head.classifier.bias}
+    nearest = superpixel_cam(coarse, sp, 7, **params, upsample="nearest")
+    assert torch.equal(nearest_head.cam(coarse, sp, 7), nearest)
+    assert not torch.equal(nearest, superpixel_cam(coarse, sp, 7, **params))  # bilinear: the mode matters
 
 
 def test_cam_under_autocast_takes_float32_parameters_with_low_precision_features() -> None:
