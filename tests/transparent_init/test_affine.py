@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from transparent_init import TransparentLinear, transparent_init_
 from transparent_init import _affine as af
-from transparent_init import transparent_init_
 
 
 @pytest.mark.parametrize("rows,cols", [(5, 3), (3, 5), (4, 4), (1, 1)])
@@ -280,3 +280,158 @@ def test_the_underflow_message_names_the_largest_lost_entry_not_the_largest_entr
         af.check_realized(p, target, exact, lost, torch.float32, "last")
     reported = float(str(info.value).split("(up to ")[1].split(" in magnitude")[0])
     assert reported == pytest.approx(float(column[row]), rel=1e-2) and reported < float(column.max()) / 2
+
+
+def test_restored_on_error_restores_the_generator_on_keyboard_interrupt() -> None:
+    """``restored_on_error`` puts the generator back "when the block raises", whatever it raises: an
+    interrupt (Ctrl-C) in the middle of an initialization too (mutant: ``except Exception``)."""
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    with pytest.raises(KeyboardInterrupt), af.restored_on_error(g):
+        torch.randn(5, generator=g)
+        raise KeyboardInterrupt
+    assert torch.equal(g.get_state(), state)
+
+
+def test_without_a_last_bias_the_offset_is_raised_to_the_floor_and_no_further() -> None:
+    """``_offset_off_range`` raises the part of the chain's offset outside the chain's range to the floor
+    ``MIN_OFFSET_FRACTION * sqrt((h - in) / h)`` when it is below it (to the floor, not by it), and leaves a
+    part at or above the floor as drawn (mutant: ``perp * (floor / norm)`` added the floor on top)."""
+    n, h = 16, 17
+    floor = af.MIN_OFFSET_FRACTION * math.sqrt((h - n) / h)
+
+    def outside(affines: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        a, b = affines[0]
+        q, _ = torch.linalg.qr(a)
+        return float((b - q @ (q.T @ b)).norm())
+
+    raised = 0
+    for seed in range(10):
+        plain = af.draw_hidden(n, [h], [True], torch.Generator().manual_seed(seed))
+        kept = af.draw_hidden(n, [h], [True], torch.Generator().manual_seed(seed), carry_offset=True)
+        before, after = outside(plain), outside(kept)
+        assert after == pytest.approx(max(before, floor), rel=1e-6), (seed, before, after)
+        raised += before < floor
+    assert 0 < raised < 10  # both branches are exercised
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_narrowing_layer_is_an_isometry_on_the_chain_including_its_offset(seed: int) -> None:
+    """A narrowing layer is drawn as an isometry on the range of the chain so far *including the bias
+    direction* when there is room (``h > in_features``), then scaled by ``sqrt(h_{l-1} / h_l)``: the
+    singular values of ``[M, m]`` (the chain's linear part and offset) are kept up to that scale (and the ~1 %
+    push of tiny entries). Mutant: ``basis = m_lin`` (the offset direction squeezed at random, up to 87 %)."""
+    (a1, b1), (a2, _) = af.draw_hidden(4, [12, 6], [True, True], torch.Generator().manual_seed(seed))
+    chain = torch.cat([a1, b1[:, None]], dim=1)  # [M, m] after the first layer
+    ratio = torch.linalg.svdvals(a2 @ chain) / torch.linalg.svdvals(chain) / math.sqrt(12 / 6)
+    assert float((ratio - 1).abs().max()) < 0.01
+
+
+def test_a_subnormal_exactness_threshold_names_the_target_as_too_small() -> None:
+    """The "too small to solve in float64" note applies whenever ``EXACT_SOLVE_RTOL * max|G|`` is below the
+    smallest normal float64, not only where it underflows to 0 (the existing cases, 1e-320 and 5e-324):
+    at 3e-316 the threshold is a positive subnormal (4.9e-324) and the solve fails it by rounding alone
+    (mutant: ``EXACT_SOLVE_RTOL * g_max <= 0``)."""
+    scale = 3e-316
+    assert 0 < af.EXACT_SOLVE_RTOL * scale < torch.finfo(torch.float64).tiny
+    target = scale * torch.eye(3, dtype=torch.float64)
+    with pytest.raises(
+        ValueError, match=r"or the target map is too small to solve in float64: .* >= 2\.23e-300"
+    ):
+        TransparentLinear(3, [6], target_weight=target, dtype=torch.float64, generator=0)
+
+
+def test_the_underflow_message_reports_a_lost_bias_as_stored() -> None:
+    """``check_realized`` reports the magnitudes as stored: the weight rows divided by ``weight_divisor``
+    (the LeakyReLU gain), the bias row as is. A lost bias entry is reported at its own magnitude (mutant:
+    ``held[:] /= weight_divisor`` halved it)."""
+    g = torch.Generator().manual_seed(0)
+    affines = af.draw_hidden(3, [5, 4], [True, True], g)
+    p = af.chain(affines, 3)
+    t_w = torch.randn(2, 3, dtype=torch.float64, generator=g)
+    t_b = 100.0 * torch.randn(2, dtype=torch.float64, generator=g)  # the bias entries are the largest
+    w, c = af.solve_last(p, t_w, t_b)
+    exact = torch.cat([w.T, c[None]])
+    lost = exact.clone()
+    lost[-1, 1] = 0.0  # the bias of output 1 lost
+    target = af.homogeneous(t_w, t_b)[:, :2]
+    with pytest.raises(ValueError, match="misses output 1") as info:
+        af.check_realized(p, target, exact, lost, torch.float32, "last", weight_divisor=2.0)
+    reported = float(str(info.value).split("(up to ")[1].split(" in magnitude")[0])
+    assert reported == pytest.approx(abs(float(c[1])), rel=1e-2)
+
+
+def test_an_underflow_the_slope_did_not_cause_does_not_blame_the_slope() -> None:
+    """``_slope_note`` names the LeakyReLU slope only for entries it pushed below the smallest normal
+    number (normal before the division by ``1 + slope``). A float16 target of 1e-9 underflows whatever the
+    slope: the message must not blame a slope of 0.5 (mutant: ``pushed = size / gain < tiny``)."""
+    target = 1e-9 * torch.eye(4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"cannot realize the target map in torch\.float16") as info:
+        TransparentLinear(
+            4,
+            [6],
+            activation="leaky_relu",
+            negative_slope=0.5,
+            target_weight=target,
+            dtype=torch.float16,
+            generator=0,
+        )
+    assert "negative_slope" not in str(info.value)
+
+
+def test_a_slope_that_underflows_the_last_layer_is_named() -> None:
+    """The last layer after a LeakyReLU holds its weights divided by ``1 + slope``: when that pushes its
+    entries below the smallest normal float16 and the stack fails, the error names the slope and the last
+    layer (the existing case, 6 -> [8, 8], is also named through its hidden layer 1; a single hidden layer
+    has only the last layer's note). Mutant: the last layer's ``_slope_note`` dropped."""
+    with pytest.raises(ValueError, match=r"cannot realize the target map in torch\.float16") as info:
+        TransparentLinear(
+            4,
+            [6],
+            activation="leaky_relu",
+            negative_slope=1e3,
+            target_weight=0.01 * torch.eye(4, dtype=torch.float64),
+            dtype=torch.float16,
+            generator=0,
+        )
+    assert "negative_slope=1000 divides the weights of layer 2 (Linear) by 1 + negative_slope" in str(
+        info.value
+    )
+
+
+def test_the_slope_note_reports_the_entries_as_stored() -> None:
+    """The slope note says the division by ``1 + slope`` "puts entries of X below the smallest normal": X is
+    the smallest such entry as stored (after the division), hence below float16's smallest normal
+    (mutant: the magnitude before the division, at least that normal number)."""
+    with pytest.raises(ValueError, match="negative_slope=1000 divides the weights of layer 2") as info:
+        TransparentLinear(
+            4,
+            [6],
+            activation="leaky_relu",
+            negative_slope=1e3,
+            target_weight=0.01 * torch.eye(4, dtype=torch.float64),
+            dtype=torch.float16,
+            generator=0,
+        )
+    reported = float(str(info.value).split("which puts entries of ")[1].split(" below")[0])
+    assert 0 < reported < torch.finfo(torch.float16).tiny
+
+
+def test_an_entry_rounded_with_more_than_the_unit_roundoff_counts_as_lost() -> None:
+    """``check_realized`` counts as lost (rounded outside the normal range) every entry whose rounding error
+    exceeds ``u |E|``: a float16 subnormal of 2**-15 rounded with 1.2 u is one, and being the largest lost
+    entry it is the magnitude the message reports (mutant: ``> 2 * u * column`` reported the smaller entry
+    that was flushed to zero)."""
+    g = torch.Generator().manual_seed(0)
+    p = af.chain(af.draw_hidden(3, [5, 4], [True, True], g), 3)
+    u = torch.finfo(torch.float16).eps / 2
+    big = 2.0**-15 + 0.3 * 2.0**-24  # float16 rounds it to 2**-15: relative error 1.2 u
+    exact = torch.zeros(5, 2, dtype=torch.float64)
+    exact[0, 1], exact[1, 1] = big, 1e-6
+    stored = exact.to(torch.float16).double()
+    stored[1, 1] = 0.0  # the smaller entry lost entirely
+    assert u < abs(float(stored[0, 1]) - big) / big < 2 * u
+    with pytest.raises(ValueError, match="misses output 1") as info:
+        af.check_realized(p, p @ exact, exact, stored, torch.float16, "last")
+    reported = float(str(info.value).split("(up to ")[1].split(" in magnitude")[0])
+    assert reported == pytest.approx(big, rel=1e-2)

@@ -409,3 +409,93 @@ def test_the_norm_bound_accepts_what_the_entrywise_bound_alone_refuses() -> None
     x = torch.linspace(-1, 1, 42)
     with torch.no_grad():
         assert bool(torch.isfinite(stack(x)).all())
+
+
+# check_forward_range: every term of its bound is needed (dropping the LeakyReLU gain of the entrywise sums,
+# the bias of the norm bound, or a hidden offset accepted stacks that return inf inside the box)
+
+
+def test_the_range_check_counts_the_leaky_relu_gain_of_the_sums() -> None:
+    """A float32 LeakyReLU stack (slope 3) towards ``3e38 * I``: its last layer's sums reach beyond float32
+    for inputs inside the box where the target's outputs are finite, and the check refuses it. Without the
+    check the stack returns inf there (a bound without the gain ``g`` of the entrywise sums accepted it)."""
+    kwargs = {
+        "activation": "leaky_relu",
+        "negative_slope": 3.0,
+        "target_weight": 3e38 * torch.eye(2, dtype=torch.float64),
+        "dtype": torch.float32,
+        "generator": 0,
+    }
+    with pytest.raises(ValueError, match=r"at initialization the stack's sums in this layer reach"):
+        TransparentLinear(2, [3], **kwargs)
+    r = af.unit_input_radius(kwargs["target_weight"], None, torch.float32)
+    assert r is not None
+    with unittest.mock.patch.object(af, "check_forward_range"):
+        unchecked = TransparentLinear(2, [3], **kwargs)
+    x = _corners(2, r * (1 - 1e-6), torch.float32)
+    assert bool((x.double() * 3e38).abs().max() < torch.finfo(torch.float32).max)
+    with torch.no_grad():
+        assert not bool(unchecked(x).isfinite().all())
+
+
+def _two_layers(b0: float, a: float, b1: float | None) -> tuple[list, list]:
+    """``x -> x I + (b0, b0) -> [a, a] . z + b1`` in float32 (no activation): the stored layers and the
+    float64 prefix chains ``check_forward_range`` takes."""
+    f32 = torch.float32
+    w0, bias0 = torch.eye(2, dtype=f32), torch.full((2,), b0, dtype=f32)
+    w1 = torch.full((1, 2), a, dtype=f32)
+    bias1 = None if b1 is None else torch.full((1,), b1, dtype=f32)
+    prefixes = af.prefix_chains([(w0.double(), bias0.double())], 2)
+    return [(w0, bias0), (w1, bias1)], prefixes
+
+
+@pytest.mark.parametrize(
+    "b0, a, b1",
+    [
+        (1e38, 2.0, None),  # the hidden offset |p_l| in z_l and ||p_l|| in zeta_l (mutants m37, m38)
+        (0.0, 5e37, 3e38),  # the last bias |b| in the norm bound (mutant m36)
+    ],
+)
+def test_check_forward_range_counts_every_offset(b0: float, a: float, b1: float | None) -> None:
+    """``check_forward_range`` on two hand-made float32 layers whose sums reach 4e38 at ``x = (1, 1)``
+    (inside the unit box of a zero target map): it must raise, and the layers do return inf there. Each
+    offset of the documented bound is needed: without the hidden offset in ``z_l`` (or in ``zeta_l``, the
+    norm bound used where the entrywise one fails), or without the bias in the norm bound, it accepted."""
+    stored, prefixes = _two_layers(b0, a, b1)
+    x = torch.ones(1, 2, dtype=torch.float32)
+    (w0, bias0), (w1, bias1) = stored
+    out = (x @ w0.T + bias0) @ w1.T + (0 if bias1 is None else bias1)
+    assert not bool(out.isfinite().all())  # the layers overflow at x = (1, 1)
+    with pytest.raises(ValueError, match=r"^last: at initialization the stack's sums in this layer reach"):
+        af.check_forward_range(
+            stored,
+            prefixes,
+            [None],
+            [0.0],
+            torch.zeros(1, 2, dtype=torch.float64),
+            None,
+            [torch.float32, torch.float32],
+            ["hidden", "last"],
+        )
+
+
+def test_check_forward_range_keeps_the_rounding_slack_of_the_sums() -> None:
+    """The documented limit is the dtype's largest finite value *less the rounding of fan_in + 1
+    additions* (``max / (1 + (fan_in + 1) eps)``): sums of 0.9999999 of the float32 maximum (2 terms) are
+    within ``max`` but beyond that limit, and raise (mutant: ``limit = info.max`` accepted them)."""
+    top = torch.finfo(torch.float32).max
+    a = float(torch.tensor(top / 2 * (1 - 1e-7), dtype=torch.float32))
+    stored, prefixes = _two_layers(0.0, a, None)
+    limit = top / (1 + 3 * torch.finfo(torch.float32).eps)
+    assert limit < 2 * a <= top
+    with pytest.raises(ValueError, match=r"^last: at initialization the stack's sums in this layer reach"):
+        af.check_forward_range(
+            stored,
+            prefixes,
+            [None],
+            [0.0],
+            torch.zeros(1, 2, dtype=torch.float64),
+            None,
+            [torch.float32, torch.float32],
+            ["hidden", "last"],
+        )

@@ -822,3 +822,31 @@ def test_a_layer_no_tensor_can_hold_is_named_before_it_is_built(device: str) -> 
     if device == "meta":
         big = TransparentLinear(2**20, [2**20], activation=None, device="meta")
         assert big.layers[0].weight.shape == (2**20, 2**20)
+
+
+def test_the_target_properties_are_copies_of_a_float64_target() -> None:
+    """``target_weight`` / ``target_bias`` are float64 *copies*: writing into what they return leaves the
+    kept target (towards which ``reset_parameters`` redraws) as it was, also for a target kept in float64
+    (0.1 is not exact in float32), where ``.double()`` alone returns the kept tensor itself (mutants: the
+    ``.clone()`` dropped)."""
+    t_w = 0.1 * torch.eye(3, dtype=torch.float64)
+    t_b = torch.full((3,), 0.1, dtype=torch.float64)
+    stack = TransparentLinear(3, [4], target_weight=t_w, target_bias=t_b, generator=0)
+    stack.target_weight.add_(1.0)
+    stack.target_bias.add_(1.0)
+    assert torch.equal(stack.target_weight, t_w) and torch.equal(stack.target_bias, t_b)
+    stack.reset_parameters(generator=1)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(stack(x).double(), x.double() @ t_w.T + t_b, atol=1e-5, rtol=0)
+
+
+def test_reset_parameters_of_a_stack_partly_materialized_names_the_meta_layers() -> None:
+    """A stack built on meta (target on meta too) whose layers are only partly materialized: the error is the
+    one about layers partly on meta ("materialize the meta ones first"), not the one for a stack whose layers
+    all hold values (mutant: ``not all(p.is_meta ...)`` in reset_parameters' check)."""
+    with torch.device("meta"):
+        stack = TransparentLinear(3, [4], target_weight=torch.eye(3), generator=0)
+    stack.layers[0].to_empty(device="cpu")
+    with pytest.raises(ValueError, match=r"must be all on the meta device .* or all hold values"):
+        stack.reset_parameters()

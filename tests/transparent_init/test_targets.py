@@ -240,3 +240,11 @@ def test_selection_weight_takes_the_dtypes_a_stack_takes() -> None:
         torch.set_default_dtype(before)
     with pytest.raises(TypeError, match=r"got dtype \(torch\.int64\)"):
         selection_weight(3, [1], dtype=torch.int64)
+
+
+def test_a_matrix_of_just_over_int64_bytes_is_named() -> None:
+    """``check_matrix_size`` refuses any size in bytes above ``2**63 - 1``, also just above it (1 x 2**61
+    float32 entries: 2**63 bytes), with the named ValueError instead of PyTorch's own error (mutant: the
+    bound doubled let that size through to ``torch.zeros``)."""
+    with pytest.raises(ValueError, match=r"would be a 1 x 2305843009213693952 matrix of torch\.float32"):
+        selection_weight(2**61, [0], dtype=torch.float32)
