@@ -1,6 +1,6 @@
 """Measure the "Extreme inputs" figures of docs/concepts/transparent_init.rst: how close a transparent stack
-stays to the identity in half precision and for tiny and huge inputs, where it overflows, and how targets of any
-scale come out.
+stays to the identity in half precision and for tiny and huge inputs, where it overflows, and how targets of
+any scale come out.
 
 Run from the repository root: ``python docs/_scripts/measure_extreme_inputs.py`` (a few seconds on a CPU;
 ``--seeds 1`` for one seed). Prints one line per figure, each the range over the seeds.
