@@ -1282,3 +1282,122 @@ def test_the_unfinished_marker_moves_before_any_mask(real_layout, monkeypatch) -
     with pytest.raises(KeyboardInterrupt):
         sbd.build_trainaug(voc, ds, overwrite=True)
     assert (voc / "SegmentationClassAug" / TRAINAUG_UNFINISHED).is_file(), moved
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_double_label_is_named_as_non_integer(tmp_path: Path, value: float) -> None:
+    """``inf`` equals its own rounding: without the finiteness check it reached the label check, whose
+    ``int(inf)`` was an OverflowError traceback instead of a DataError naming the file."""
+    seg = np.zeros((H, W))
+    seg[0, 0] = value
+    mat = tmp_path / "x.mat"
+    scipy.io.savemat(mat, {"GTcls": {"Segmentation": seg}})
+    with pytest.raises(
+        DataError,
+        match=rf"x\.mat' has no 2-D integer GTcls\.Segmentation: it is float64 "
+        rf"with non-integer values: {value}",
+    ):
+        sbd.read_sbd_mask(mat)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (1, 0)])
+def test_an_empty_struct_array_is_a_data_error_naming_it(tmp_path: Path, shape: tuple[int, int]) -> None:
+    """A struct array of no element is refused as one of any other count but 1 (``.item()`` of it was a
+    ValueError traceback)."""
+    mat = tmp_path / "x.mat"
+    scipy.io.savemat(mat, {"GTcls": np.empty(shape, dtype=[("Segmentation", object)])})
+    with pytest.raises(DataError, match="'GTcls' is a struct array of 0 elements: expected one struct"):
+        sbd.read_sbd_mask(mat)
+
+
+def test_a_negative_dimension_does_not_lower_the_element_count(tmp_path: Path, monkeypatch) -> None:
+    """An array header claiming a negative dimension (a damaged or crafted file) counts no element: it must
+    not subtract from the count, which then let a following ``GTcls`` of 65537 struct elements reach
+    ``loadmat`` (which ``variable_names=['GTcls']`` makes skip the damaged array)."""
+    fieldless = struct.pack("<Ii", 4 << 16 | 5, 2) + _mat_element(1, b"")
+    data = (
+        b"MATLAB 5.0 MAT-file".ljust(124)
+        + b"\x00\x01IM"
+        + _mat_array(1, (-1, 2**30), b"", b"junk")
+        + _mat_array(2, (1, 2**16 + 1), fieldless, b"GTcls")
+    )
+    mat = tmp_path / "x.mat"
+    mat.write_bytes(data)
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *a, **kw: pytest.fail("loadmat ran"))
+    with pytest.raises(DataError, match="holds cell or struct arrays of 65537 elements or more in all"):
+        sbd.read_sbd_mask(mat)
+
+
+def test_the_byte_guard_stops_inflating_once_the_limit_is_passed(tmp_path: Path, monkeypatch) -> None:
+    """A decompression bomb is inflated only until its unpacked bytes pass the limit (16 bytes a pixel of
+    max_pixels + 1 MiB), plus at most one piece of 1 MiB: not on to twice the limit, nor whole."""
+    import zlib
+
+    mat = tmp_path / "x.mat"
+    scipy.io.savemat(mat, {"GTcls": {"Segmentation": np.zeros((8192, 8192), np.uint8)}}, do_compression=True)
+    real, inflated = zlib.decompressobj, [0]
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner = real()
+
+        @property
+        def unconsumed_tail(self) -> bytes:
+            return self.inner.unconsumed_tail
+
+        def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+            out = self.inner.decompress(data, max_length)
+            inflated[0] += len(out)
+            return out
+
+    monkeypatch.setattr(zlib, "decompressobj", Counting)
+    max_pixels = 2**20
+    limit = 16 * max_pixels + 2**20
+    with pytest.raises(DataError, match=rf"unpacks to more than {limit} bytes"):
+        sbd.read_sbd_mask(mat, max_pixels=max_pixels)
+    assert limit < inflated[0] <= limit + 2**20 + 64, inflated[0]
+
+
+SMALL_VOC_TRAIN, SMALL_VOC_VAL, SMALL_SBD_TRAIN, SMALL_SBD_VAL = ["a1"], ["v1"], ["a1", "s1"], ["s2"]
+
+
+@pytest.fixture
+def small_layout(tmp_path: Path) -> tuple[Path, Path]:
+    """A VOC 2012 folder and an SBD dataset folder of a few 12 x 16 images."""
+    from PIL import Image
+
+    from examples.voc_joint.data import voc_palette
+
+    voc, ds = tmp_path / "VOC2012", tmp_path / "dataset"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / d).mkdir(parents=True)
+    (ds / "cls").mkdir(parents=True)
+    labels = np.zeros((H, W), np.uint8)
+    labels[3:9, 4:12] = 2
+    for name in {*SMALL_VOC_TRAIN, *SMALL_VOC_VAL, *SMALL_SBD_TRAIN, *SMALL_SBD_VAL}:
+        Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(voc / "JPEGImages" / f"{name}.jpg")
+    for name in SMALL_VOC_TRAIN + SMALL_VOC_VAL:
+        im = Image.fromarray(labels, mode="P")
+        im.putpalette(voc_palette())
+        im.save(voc / "SegmentationClass" / f"{name}.png")
+    for name in SMALL_SBD_TRAIN + SMALL_SBD_VAL:
+        scipy.io.savemat(ds / "cls" / f"{name}.mat", {"GTcls": {"Segmentation": labels}})
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("".join(f"{n}\n" for n in SMALL_VOC_TRAIN))
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(f"{n}\n" for n in SMALL_VOC_VAL))
+    (ds / "train.txt").write_text("".join(f"{n}\n" for n in SMALL_SBD_TRAIN))
+    (ds / "val.txt").write_text("".join(f"{n}\n" for n in SMALL_SBD_VAL))
+    return voc, ds
+
+
+def test_a_voc_mask_of_another_size_gets_the_voc_readers_message(small_layout: tuple[Path, Path]) -> None:
+    """A VOC mask whose size differs from its image is named as a mask file (as the data set names it), not
+    as an SBD label file with SBD's advice."""
+    from PIL import Image
+
+    voc, ds = small_layout
+    Image.fromarray(np.zeros((H, W + 1), np.uint8), mode="L").save(voc / "SegmentationClass" / "v1.png")
+    with pytest.raises(DataError) as info:
+        sbd.build_trainaug(voc, ds)
+    text = str(info.value)
+    assert "mask file '" in text and "v1.png' is 12x17 (HxW) but its image" in text, text
+    assert "SBD label file" not in text and "benchmark.tgz" not in text, text

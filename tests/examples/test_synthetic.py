@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -686,3 +687,122 @@ def test_a_missing_mask_is_regenerated(tmp_path, lost):
     (root / lost).unlink()
     generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, num_sbd_extra=1)
     assert (root / lost).is_file() and _digest(root) == before
+
+
+SIZE = (32, 48)
+
+
+def test_the_class_textures_and_shapes_are_pinned():
+    """The classes define the data set (and every cached set made with ``_FORMAT_VERSION``): class c has the
+    texture ``_TEXTURES[(c - 1) % 5]`` and the preferred shape below."""
+    textures = ["stripes", "checker", "dots", "rings", "noise"] * 4
+    shapes = ["polygon", "blob", "ellipse", "polygon", "blob"] * 4
+    assert [s["texture"] for s in synthetic.CLASS_STYLES[1:]] == textures
+    assert [s["shape"] for s in synthetic.CLASS_STYLES[1:]] == shapes
+
+
+@pytest.mark.parametrize("lost", ["SegmentationClass/synth_000002.png", "JPEGImages/synth_000003.jpg"])
+def test_a_missing_val_mask_or_image_of_any_list_is_regenerated(tmp_path, lost):
+    """The completeness check covers the masks of the val images and the images of the SBD-only names."""
+    kw = {"num_train": 2, "num_val": 1, "image_size": SIZE, "num_sbd_extra": 1}
+    root = generate_synthetic_voc(tmp_path / "voc", **kw)
+    (root / lost).unlink()
+    generate_synthetic_voc(tmp_path / "voc", **kw)
+    assert (root / lost).is_file()
+
+
+def test_regenerating_leaves_no_swapped_out_set_beside_the_new_one(tmp_path):
+    generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    root = generate_synthetic_voc(tmp_path / "voc", num_train=3, num_val=1, image_size=SIZE, sbd=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".voc.lock", "voc"]
+    assert len(list((root / "JPEGImages").iterdir())) == 4
+
+
+def test_a_folder_two_levels_above_the_current_one_is_refused(tmp_path, monkeypatch):
+    cwd = tmp_path / "a" / "b"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    for root in ("../..", tmp_path):
+        with pytest.raises(ValueError, match=r"is the current folder or holds it"):
+            generate_synthetic_voc(root, num_train=1, num_val=1, image_size=SIZE, sbd=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"] and not any(cwd.iterdir())
+
+
+def test_cli_refuses_zero_sbd_extra_images_without_the_sbd_layout(tmp_path, capsys):
+    out = tmp_path / "voc"
+    with pytest.raises(SystemExit) as info:
+        synthetic.main(["--output-dir", str(out), "--num-train", "1", "--no-sbd", "--num-sbd-extra", "0"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "error: --num-sbd-extra 0 with --no-sbd" in err and not out.exists()
+
+
+def test_the_generation_lock_is_exclusive(tmp_path, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")
+    real, ops = fcntl.flock, []
+
+    def flock(fd, op):
+        ops.append(op)
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    generate_synthetic_voc(tmp_path / "voc", num_train=1, num_val=1, image_size=(16, 16), sbd=False)
+    assert ops and ops[0] == fcntl.LOCK_EX, ops
+
+
+def test_the_temporary_folder_of_a_killed_generation_is_removed_by_the_next(tmp_path, monkeypatch):
+    """A generation killed (no cleanup: ``shutil.rmtree`` does nothing here) leaves its temporary folder; the
+    next generation of the folder recognises it as abandoned and removes it."""
+    pytest.importorskip("fcntl")
+    real, calls = render_sample, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "render_sample", failing)
+    monkeypatch.setattr(synthetic.shutil, "rmtree", lambda *a, **k: None)
+    with pytest.raises(RuntimeError, match="killed"):
+        generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    monkeypatch.undo()
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(".voc.") and p.is_dir()]) == 1
+    generate_synthetic_voc(tmp_path / "voc", num_train=2, num_val=1, image_size=SIZE, sbd=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".voc.lock", "voc"]
+
+
+def test_the_default_jpeg_quality_is_92(tmp_path):
+    root = generate_synthetic_voc(tmp_path / "voc", num_train=1, num_val=1, image_size=SIZE, sbd=False)
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(render_sample(0, 0, SIZE)[0]).save(buf, format="JPEG", quality=92)
+    assert (root / "JPEGImages" / "synth_000000.jpg").read_bytes() == buf.getvalue()
+
+
+def test_the_cli_defaults_are_the_generators(tmp_path):
+    import inspect
+
+    args = synthetic.build_parser().parse_args(["--output-dir", str(tmp_path / "voc")])
+    defaults = {k: p.default for k, p in inspect.signature(generate_synthetic_voc).parameters.items()}
+    assert (args.num_train, args.num_val, args.seed) == (
+        defaults["num_train"],
+        defaults["num_val"],
+        defaults["seed"],
+    )
+    assert (args.height, args.width) == defaults["image_size"]
+    assert args.band_radius == defaults["band_radius"] and args.num_sbd_extra == defaults["num_sbd_extra"]
+    assert (not args.no_sbd) == defaults["sbd"]
+
+
+def test_an_os_file_exists_error_while_writing_is_exit_status_1(tmp_path, monkeypatch, capsys):
+    """Only the generator's own refusals (FileExistsError without an errno) are exit status 2; an OS error
+    that happens to be EEXIST while writing is a write failure, exit status 1."""
+
+    def fails(*args, **kwargs):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(tmp_path / "voc" / "x"))
+
+    monkeypatch.setattr(synthetic, "generate_synthetic_voc", fails)
+    with pytest.raises(SystemExit) as info:
+        synthetic.main(["--output-dir", str(tmp_path / "voc"), "--num-train", "1", "--num-val", "1"])
+    assert info.value.code == 1 and "File exists" in capsys.readouterr().err
