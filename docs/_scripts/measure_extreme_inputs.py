@@ -32,6 +32,12 @@ def directions(seed: int) -> torch.Tensor:
     return torch.empty(ROWS, WIDTH).uniform_(-1, 1, generator=torch.Generator().manual_seed(seed))
 
 
+def inputs(seed: int, r: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``r u`` of ``seed`` in ``dtype``, the product taken in float64 (``1e-40 u`` keeps its subnormal
+    digits)."""
+    return directions(seed).double().mul(r).to(dtype)
+
+
 def stack(seed: int, dtype: torch.dtype = torch.float32, **kwargs: object) -> TransparentLinear:
     """The measured stack of ``seed`` (``kwargs``: ``bias``, ``activation``, ``negative_slope``, targets)."""
     return TransparentLinear(WIDTH, HIDDEN, generator=seed, dtype=dtype, **kwargs)  # type: ignore[arg-type]
@@ -45,12 +51,13 @@ def max_error(layer: TransparentLinear, x: torch.Tensor, relative: bool = False)
 
 
 @torch.no_grad()
-def first_non_finite(layer: TransparentLinear, u: torch.Tensor, lo: float, hi: float) -> float:
-    """The smallest ``r`` in ``[lo, hi]`` (to 0.1 %) whose output ``layer(r u)`` is not all finite."""
-    dtype = next(layer.parameters()).dtype
+def first_non_finite(seed: int, dtype: torch.dtype, lo: float, hi: float, **kwargs: object) -> float:
+    """The smallest ``r`` in ``[lo, hi]`` (to 0.1 %) whose output of the seed's stack in ``dtype``
+    (``kwargs``: its activation) for :func:`inputs` ``r u`` is not all finite."""
+    layer = stack(seed, dtype, **kwargs)
 
     def finite(r: float) -> bool:
-        return bool(torch.isfinite(layer((u.double() * r).to(dtype))).all())
+        return bool(torch.isfinite(layer(inputs(seed, r, dtype))).all())
 
     if not finite(lo) or finite(hi):
         raise SystemExit(
@@ -87,53 +94,50 @@ def hidden_ratio(seed: int) -> float:
     return (stack(seed).layers[0](u).abs().max() / u.abs().max()).item()
 
 
-def overflow(seed: int, dtype: torch.dtype, lo: float, hi: float, **kwargs: object) -> float:
-    """:func:`first_non_finite` of the seed's stack in ``dtype`` (``kwargs``: its activation)."""
-    return first_non_finite(stack(seed, dtype, **kwargs), directions(seed), lo, hi)
-
-
 #: One figure: its section, its label, the value of one seed, and how to print it.
 Figure = tuple[str, str, Callable[[int], float], str]
 
 
+def identity_error(
+    title: str,
+    dtypes: Sequence[torch.dtype],
+    radii: Sequence[float],
+    *,
+    bias: bool = True,
+    relative: bool = True,
+) -> list[Figure]:
+    """The figures of ``max |f(x) - x|`` (over ``max |x|`` with ``relative``) of the seeds' stacks in each of
+    ``dtypes`` for :func:`inputs` at each of ``radii``."""
+    out: list[Figure] = []
+    for dtype in dtypes:
+        for r in radii:
+
+            def error(s: int, dtype: torch.dtype = dtype, r: float = r) -> float:
+                return max_error(stack(s, dtype, bias=bias), inputs(s, r, dtype), relative=relative)
+
+            out.append((title, f"{str(dtype).removeprefix('torch.')}, r = {r:g}", error, "{:.2g}"))
+    return out
+
+
 def figures() -> list[Figure]:
     """Every figure of the page's list, in its order."""
-    out: list[Figure] = []
-    tiny = "tiny inputs: max |f(x) - x|, float32, with bias"
-    for r in (1.0, 1e-4, 1e-10, 1e-20, 1e-30):
-        out.append((tiny, f"r = {r:g}", lambda s, r=r: max_error(stack(s), directions(s) * r), "{:.2g}"))
+    f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
+    tiny = "tiny inputs: max |f(x) - x|, with bias"
+    out = identity_error(tiny, [f32], [1.0, 1e-4, 1e-10, 1e-20, 1e-30], relative=False)
     half = "half precision: max |f(x) - x| / max |x|, with bias"
-    for dtype in (torch.float16, torch.bfloat16):
-        for r in (1.0, 10.0, 100.0, 1000.0):
-
-            def rounded(s: int, r: float = r, dtype: torch.dtype = dtype) -> float:
-                return max_error(stack(s, dtype), (directions(s) * r).to(dtype), relative=True)
-
-            out.append((half, f"{str(dtype).removeprefix('torch.')}, r = {r:g}", rounded, "{:.2g}"))
+    out += identity_error(half, [f16, bf16], [1.0, 10.0, 100.0, 1000.0])
     relative = "tiny and huge inputs: max |f(x) - x| / max |x|, bias=False"
-    for r in (1e-40, 1e-38, 1e-30, 1.0, 1e20, 1e38):
-
-        def f32(s: int, r: float = r) -> float:  # r u in float64 first: 1e-40 u keeps its subnormal digits
-            return max_error(stack(s, bias=False), directions(s).double().mul(r).float(), relative=True)
-
-        out.append((relative, f"float32, r = {r:g}", f32, "{:.2g}"))
-    for r in (1e-38, 1e-30, 1.0, 1e30):
-
-        def bf16(s: int, r: float = r) -> float:
-            return max_error(
-                stack(s, torch.bfloat16, bias=False), (directions(s) * r).bfloat16(), relative=True
-            )
-
-        out.append((relative, f"bfloat16, r = {r:g}", bf16, "{:.2g}"))
+    out += identity_error(relative, [f32], [1e-40, 1e-38, 1e-30, 1.0, 1e20, 1e38], bias=False)
+    out += identity_error(relative, [bf16], [1e-38, 1e-30, 1.0, 1e30], bias=False)
     huge = "huge inputs: the first r whose output is not all finite"
     out.append((huge, "largest hidden pre-activation / max |x|", hidden_ratio, "{:.2g}"))
-    out.append((huge, "float16", lambda s: overflow(s, torch.float16, 1e3, 1e5), "{:.3g}"))
-    out.append((huge, "float32", lambda s: overflow(s, torch.float32, 1e37, 3.3e38), "{:.3g}"))
-    out.append((huge, "bfloat16", lambda s: overflow(s, torch.bfloat16, 1e37, 3.3e38), "{:.3g}"))
+    out.append((huge, "float16", lambda s: first_non_finite(s, f16, 1e3, 1e5), "{:.3g}"))
+    out.append((huge, "float32", lambda s: first_non_finite(s, f32, 1e37, 3.3e38), "{:.3g}"))
+    out.append((huge, "bfloat16", lambda s: first_non_finite(s, bf16, 1e37, 3.3e38), "{:.3g}"))
     for a in (4.0, 100.0):
 
         def leaky(s: int, a: float = a) -> float:
-            return overflow(s, torch.float32, 1e33, 3.3e38, activation="leaky_relu", negative_slope=a)
+            return first_non_finite(s, f32, 1e33, 3.3e38, activation="leaky_relu", negative_slope=a)
 
         out.append((huge, f"float32, LeakyReLU slope {a:g}", leaky, "{:.3g}"))
     targets = "targets: max |f(x) - target| / max |target|, float32, TransparentLinear(8, [16, 16])"

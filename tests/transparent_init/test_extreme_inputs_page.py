@@ -49,9 +49,9 @@ def test_what_the_page_says_in_words_holds_for_seed_0(seed0: dict[tuple[str, str
     value = seed0
     assert all(math.isfinite(v) and v > 0 for v in value.values())
     # tiny inputs: an absolute floor below 1e-7 from r = 1e-10 down, the same at 1e-30
-    floor = value["tiny inputs", "r = 1e-10"]
+    floor = value["tiny inputs", "float32, r = 1e-10"]
     assert 0 < floor < 1e-7
-    assert value["tiny inputs", "r = 1e-30"] == pytest.approx(floor, rel=0.05)
+    assert value["tiny inputs", "float32, r = 1e-30"] == pytest.approx(floor, rel=0.05)
     # bias=False: relative, within 1e-6 of r from 1e-30 to 1e38; worse for subnormal inputs
     for r in ("1e-30", "1", "1e+20", "1e+38"):
         assert value["tiny and huge inputs", f"float32, r = {r}"] < 1e-6
