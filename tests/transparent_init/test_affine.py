@@ -379,11 +379,14 @@ def test_an_underflow_the_slope_did_not_cause_does_not_blame_the_slope() -> None
     assert "negative_slope" not in str(info.value)
 
 
-def test_a_slope_that_underflows_the_last_layer_is_named() -> None:
+def test_a_slope_that_underflows_the_last_layer_is_named_with_the_entries_as_stored() -> None:
     """The last layer after a LeakyReLU holds its weights divided by ``1 + slope``: when that pushes its
     entries below the smallest normal float16 and the stack fails, the error names the slope and the last
     layer (the existing case, 6 -> [8, 8], is also named through its hidden layer 1; a single hidden layer
-    has only the last layer's note). Mutant: the last layer's ``_slope_note`` dropped."""
+    has only the last layer's note). Mutant: the last layer's ``_slope_note`` dropped. The note says the
+    division "puts entries of X below the smallest normal": X is the smallest such entry as stored (after the
+    division), hence below float16's smallest normal (mutant: the magnitude before the division, at least
+    that normal number)."""
     with pytest.raises(ValueError, match=r"cannot realize the target map in torch\.float16") as info:
         TransparentLinear(
             4,
@@ -394,26 +397,9 @@ def test_a_slope_that_underflows_the_last_layer_is_named() -> None:
             dtype=torch.float16,
             generator=0,
         )
-    assert "negative_slope=1000 divides the weights of layer 2 (Linear) by 1 + negative_slope" in str(
-        info.value
-    )
-
-
-def test_the_slope_note_reports_the_entries_as_stored() -> None:
-    """The slope note says the division by ``1 + slope`` "puts entries of X below the smallest normal": X is
-    the smallest such entry as stored (after the division), hence below float16's smallest normal
-    (mutant: the magnitude before the division, at least that normal number)."""
-    with pytest.raises(ValueError, match="negative_slope=1000 divides the weights of layer 2") as info:
-        TransparentLinear(
-            4,
-            [6],
-            activation="leaky_relu",
-            negative_slope=1e3,
-            target_weight=0.01 * torch.eye(4, dtype=torch.float64),
-            dtype=torch.float16,
-            generator=0,
-        )
-    reported = float(str(info.value).split("which puts entries of ")[1].split(" below")[0])
+    message = str(info.value)
+    assert "negative_slope=1000 divides the weights of layer 2 (Linear) by 1 + negative_slope" in message
+    reported = float(message.split("which puts entries of ")[1].split(" below")[0])
     assert 0 < reported < torch.finfo(torch.float16).tiny
 
 

@@ -449,6 +449,20 @@ def _two_layers(b0: float, a: float, b1: float | None) -> tuple[list, list]:
     return [(w0, bias0), (w1, bias1)], prefixes
 
 
+def _check_two_layers(stored: list, prefixes: list) -> None:
+    """``check_forward_range`` of :func:`_two_layers`' layers towards the zero map of 2 inputs (unit box)."""
+    af.check_forward_range(
+        stored,
+        prefixes,
+        [None],
+        [0.0],
+        torch.zeros(1, 2, dtype=torch.float64),
+        None,
+        [torch.float32, torch.float32],
+        ["hidden", "last"],
+    )
+
+
 @pytest.mark.parametrize(
     "b0, a, b1",
     [
@@ -467,16 +481,7 @@ def test_check_forward_range_counts_every_offset(b0: float, a: float, b1: float 
     out = (x @ w0.T + bias0) @ w1.T + (0 if bias1 is None else bias1)
     assert not bool(out.isfinite().all())  # the layers overflow at x = (1, 1)
     with pytest.raises(ValueError, match=r"^last: at initialization the stack's sums in this layer reach"):
-        af.check_forward_range(
-            stored,
-            prefixes,
-            [None],
-            [0.0],
-            torch.zeros(1, 2, dtype=torch.float64),
-            None,
-            [torch.float32, torch.float32],
-            ["hidden", "last"],
-        )
+        _check_two_layers(stored, prefixes)
 
 
 def test_check_forward_range_keeps_the_rounding_slack_of_the_sums() -> None:
@@ -489,13 +494,4 @@ def test_check_forward_range_keeps_the_rounding_slack_of_the_sums() -> None:
     limit = top / (1 + 3 * torch.finfo(torch.float32).eps)
     assert limit < 2 * a <= top
     with pytest.raises(ValueError, match=r"^last: at initialization the stack's sums in this layer reach"):
-        af.check_forward_range(
-            stored,
-            prefixes,
-            [None],
-            [0.0],
-            torch.zeros(1, 2, dtype=torch.float64),
-            None,
-            [torch.float32, torch.float32],
-            ["hidden", "last"],
-        )
+        _check_two_layers(stored, prefixes)
