@@ -151,3 +151,8 @@ def check(
         f"{b.forward.flatten()[worst]:.3g}, last-layer rounding {b.last_rounding.flatten()[worst]:.3g})"
     )
     return float((err / total).max())
+
+
+def reported_magnitude(message: str) -> float:
+    """The magnitude an underflow error of the construction reports: ``... (up to X in magnitude) ...``."""
+    return float(message.split("(up to ")[1].split(" in magnitude")[0])
