@@ -548,3 +548,15 @@ def test_an_assignment_serves_both_inference_mode_and_training(backend: str, mas
         for run in runs:
             torch.testing.assert_close(run(cached, x, p), run(fresh, x, p))
             torch.testing.assert_close(run(fresh, x, p), run(SuperpixelAssignment(sp, 5, mask=mask), x, p))
+
+
+def test_counts_of_images_without_pixels_have_one_entry_per_superpixel() -> None:
+    """``counts`` is ``LongTensor[B, N_s]`` also where there is no pixel (an empty batch, ``H = 0`` or
+    ``W = 0``), with a mask or without: all zeros, ``N_s`` wide like the pooled result."""
+    for shape in ((2, 0, 3), (2, 3, 0), (0, 2, 3)):
+        sp = torch.zeros(shape, dtype=torch.long)
+        for mask in (None, torch.ones(shape, dtype=torch.bool)):
+            a = SuperpixelAssignment(sp, 5, mask=mask)
+            assert a.counts.shape == (shape[0], 5) and a.counts.dtype == torch.long, (shape, mask is None)
+            assert not a.counts.any()
+            assert a.pool(torch.randn(shape[0], 2, *shape[1:])).shape == (shape[0], 5, 2)

@@ -822,3 +822,63 @@ def test_to_sparse_follows_the_default_dtype_and_refuses_a_layout_of_another_typ
         a.to_sparse("coo")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=said + r"torch\.strided"):
         a.to_sparse(torch.strided)
+
+
+def test_a_one_element_pair_is_a_type_error_naming_the_argument() -> None:
+    """``kernel_size=(2,)`` is no int and no pair: a TypeError naming the argument and the value (not Python's
+    "not enough values to unpack"); an empty tuple likewise."""
+    with pytest.raises(TypeError, match=r"^kernel_size must be an int or a pair of ints, got \(2,\)$"):
+        so.max_pool2d_with_indices(torch.randn(1, 1, 4, 4), (2,))
+    with pytest.raises(TypeError, match=r"^k must be an int or a pair of ints, got \(\)$"):
+        _checks.check_pair((), "k", 1)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_a_nested_tensor_argument_is_refused_by_name() -> None:
+    """A nested tensor has layout ``torch.strided`` (the sparse-layout test passes it): it is refused by its
+    own check, naming the argument."""
+    nested = torch.nested.nested_tensor([torch.randn(2, 3, 3), torch.randn(2, 3, 3)])
+    assert nested.layout == torch.strided
+    with pytest.raises(TypeError, match=r"^logits must be a dense tensor, got a nested tensor$"):
+        uniformize(nested, torch.zeros(2, 3, 3, dtype=torch.long))
+
+
+def test_per_image_id_errors_name_the_first_image_and_its_own_largest_id() -> None:
+    """With per-image counts, an id equal to its image's count is out of range; the message names the first
+    image out of range, its count and its own largest id (not the batch's)."""
+    x = torch.randn(2, 1, 2, 2)
+    sp = torch.tensor([[[0, 3], [1, 2]], [[0, 5], [1, 1]]])
+    with pytest.raises(ValueError, match=r"ids of image 0 must be < num_superpixels\[0\] = 3, got the id 3$"):
+        superpixel_pool(x, sp, torch.tensor([3, 6]))
+    with pytest.raises(ValueError, match=r"ids of image 0 must be < num_superpixels\[0\] = 2, got the id 3$"):
+        superpixel_pool(x, sp, torch.tensor([2, 2]))
+    assert superpixel_pool(x, sp, torch.tensor([4, 6])).shape == (2, 6, 1)
+
+
+def test_an_id_above_an_int_bound_names_the_bound_to_pass() -> None:
+    """The advice names ``max id + 1``, the smallest ``num_superpixels`` that takes the ids."""
+    sp = torch.tensor([[[0, 6], [1, 2]]])
+    said = r"ids must be < num_superpixels = 5, got the id 6; pass a larger num_superpixels \(max id \+ 1 = 7"
+    with pytest.raises(ValueError, match=said):
+        uniformize(torch.randn(1, 1, 2, 2), sp, 5)
+
+
+def test_an_empty_dim_counts_as_one_in_the_strides_of_a_size_check() -> None:
+    """``check_tensor_size``: the strides of a contiguous tensor count an empty dim as 1 (PyTorch's rule), so
+    a map with no elements can still be one no tensor can hold (``max_unpool2d`` of values without channels
+    to an output of 2**32 x 2**32: a stride of 2**64 elements)."""
+    with pytest.raises(ValueError, match=r"a stride of 18446744073709551616 elements along dimension 0"):
+        _checks.check_tensor_size("what", (2, 0, 2**32, 2**32), torch.bool)
+    values, indices = torch.zeros(1, 0, 2, 2), torch.zeros(1, 0, 2, 2, dtype=torch.long)  # no channels
+    assert so.max_unpool2d(values, indices, (4, 4)).shape == (1, 0, 4, 4)
+    with pytest.raises(
+        ValueError, match=r"^output_size \(4294967296, 4294967296\) is too large.*a stride of"
+    ):
+        so.max_unpool2d(values, indices, (2**32, 2**32))
+
+
+def test_a_batch_mismatch_shows_the_label_map_as_given() -> None:
+    """A ``[B, 1, H, W]`` label map of another batch size is shown with its channel dim, as it was passed."""
+    said = r"^superpixels must have the batch size of features \(2\), got shape \(3, 1, 4, 4\)$"
+    with pytest.raises(ValueError, match=said):
+        superpixel_pool(torch.randn(2, 3, 4, 4), torch.zeros(3, 1, 4, 4, dtype=torch.long))

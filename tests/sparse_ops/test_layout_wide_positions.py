@@ -247,3 +247,13 @@ def test_compile_with_a_dynamic_batch_takes_int64_without_a_guard() -> None:
         x, sp = torch.rand(b, 2, 8, 8, generator=g) + 1000, torch.randint(0, 5, (b, 8, 8), generator=g)
         assert torch.equal(compiled(x, sp), uniformize(x, sp, 5))
     assert [_position_dtypes(code) for code in graphs] == [{"int32"}, {"int64"}]
+
+
+def test_ids_that_agree_modulo_2_32_stay_distinct_superpixels() -> None:
+    """The ids are sorted as int32 keys only where they all fit: ids 0 and 2**32 (equal in their low 32 bits)
+    are two superpixels, also with the bound inferred from the ids (``num_superpixels = 2**32 + 1``)."""
+    x = torch.tensor([[[[1.0, 3.0], [5.0, 7.0]]]])
+    sp = torch.tensor([[[0, 2**32], [0, 2**32]]])
+    expected = torch.tensor([[[[3.0, 5.0], [3.0, 5.0]]]])
+    assert torch.equal(uniformize(x, sp), expected)
+    assert torch.equal(uniformize(x, sp, 2**33), expected)
