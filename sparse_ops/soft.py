@@ -41,7 +41,9 @@ float32; the derivation is in :doc:`/concepts/uniformization`) where its weights
 whose weights are all subnormal, below ``torch.finfo(torch.float32).tiny``, has its products rounded to the
 subnormal grid: errors of 5e-4 to 1.2e-3 of ``max|f|`` were seen; nor with TF32 products on CUDA, see
 :doc:`/concepts/soft_association`). float16/bfloat16 inputs are computed in float32 and rounded once, also
-under ``torch.autocast``.
+under ``torch.autocast``. That holds for the backward when ``backward()`` is called outside the autocast
+region, as PyTorch advises; called inside it, autograd runs the backward's products in the autocast dtype
+(bfloat16: gradients about 5e-3 off, relative, against 2e-7).
 """
 
 from __future__ import annotations

@@ -1250,3 +1250,90 @@ def test_the_pooled_stack_calls_its_operators_by_name(monkeypatch: pytest.Monkey
     assert s.grad is not None and bool(torch.isfinite(s.grad).all())
     per_pixel = fused_stack(s.detach(), u, ws, bs, 0.0, pool=(ids, inv), products="mm")
     torch.testing.assert_close(pooled.detach(), per_pixel, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("products", ["mm", pytest.param("conv", marks=needs_onednn)])
+def test_every_gradient_is_contiguous_like_its_tensor(products: str) -> None:
+    """``torch.autograd.grad`` through the stack hands back every gradient (``S``, ``U``, each weight, each
+    bias) contiguous, as autograd through the layers does: a caller that ``view``s a weight's gradient (a
+    flattening optimizer, a gradient bucket) must not meet a transposed first-layer gradient."""
+    ws, bs = _params([6, 8, 3], [True, True], torch.float32, torch.device("cpu"))
+    g = torch.Generator().manual_seed(21)
+    s = torch.randn(2, 3, 4, 5, generator=g).requires_grad_()
+    u = torch.randn(2, 3, 4, 5, generator=g).requires_grad_()
+    out = fused_stack(s, u, ws, bs, 0.0, chunk=7, products=products)  # type: ignore[arg-type]
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+    grads = torch.autograd.grad(out, inputs, torch.randn(out.shape, generator=g))
+    for x, gx in zip(inputs, grads, strict=True):
+        assert gx.shape == x.shape and gx.is_contiguous()
+
+
+@needs_onednn
+def test_a_float64_first_layer_leaves_onednn_fused_form_to_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A float64 chunk (the gradchecks' dtype, which oneDNN's fused operator refuses) takes the plain form
+    without asking the operator, so it does not switch the fused form off for the float32 calls after it:
+    those still run through oneDNN's sum post-op (the default CPU stack's speed after any float64 use)."""
+    real = torch.ops.mkldnn._convolution_pointwise_.binary
+    calls: list[torch.dtype] = []
+
+    def spy(*args: Any) -> Any:
+        calls.append(args[1].dtype)
+        return real(*args)
+
+    class Ops:  # torch.ops.mkldnn, its fused operator counted
+        _convolution_pointwise_ = type("Op", (), {"binary": staticmethod(spy)})
+
+    monkeypatch.setitem(fcs._ONEDNN_SUM, "usable", True)
+    monkeypatch.setattr(torch.ops, "mkldnn", Ops())
+    g = torch.Generator().manual_seed(5)
+    for dtype in (torch.float64, torch.float32, torch.float32):
+        x = torch.randn(1, 5, 3, 7, generator=g, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(6, 5, 1, 1, generator=g, dtype=dtype)
+        first = torch.randn(21, 6, generator=g, dtype=dtype)
+        want = (F.conv2d(x, w) + first.view(1, 3, 7, 6).permute(0, 3, 1, 2)).relu()
+        torch.testing.assert_close(fcs._conv_add_(first, x, w, 0.0), want)
+    assert calls == [torch.float32, torch.float32]
+
+
+@pytest.mark.parametrize("products", ["mm", pytest.param("auto", marks=needs_onednn)])
+def test_pooled_output_is_contiguous_in_every_form(products: str) -> None:
+    """With ``pool`` the output ``[B, N_s, C_out]`` is a contiguous tensor in both forms (as the unpooled
+    ``[B, C_out, H, W]`` is), so a caller can ``view`` it (e.g. to flatten the superpixels)."""
+    s, u, ids, n_s = _pooled_case(torch.float32)
+    ws, bs = _params([6, 10, 3], [True, True], torch.float32, torch.device("cpu"))
+    out = fused_stack(s, u, ws, bs, 0.0, chunk=7, products=products, pool=_pool(ids, n_s, torch.float32))  # type: ignore[arg-type]
+    assert out.shape == (2, n_s, 3) and out.is_contiguous()
+    assert out.view(-1, 3).shape == (2 * n_s, 3)
+
+
+@pytest.mark.parametrize("products", ["mm", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("pooled", [False, True])
+def test_backward_inside_autocast_gives_the_same_gradients(
+    products: str, dtype: torch.dtype, pooled: bool
+) -> None:
+    """``backward()`` called inside a CPU autocast region (CPU autograd runs it on the caller's thread) gives
+    every gradient bit for bit as outside it: the backward, like the forward, runs in the parameters' dtype.
+    (Autocast reached the backward's products: float32 pooled stacks raised a dtype error in ``index_select``
+    and half parameters' weight gradients came out of bfloat16 products, about 10x the error.)"""
+    ws, bs = _params([6, 8, 3], [True, True], dtype, torch.device("cpu"))
+    g = torch.Generator().manual_seed(3)
+    s, u = (torch.randn(2, 3, 4, 5, generator=g, dtype=dtype).requires_grad_() for _ in range(2))
+    pool = None
+    if pooled:
+        ids = torch.randint(0, 5, (2, 20), generator=g)
+        counts = torch.stack([torch.bincount(i, minlength=5) for i in ids]).to(dtype)
+        pool = (ids, torch.where(counts > 0, 1 / counts, 0.0).to(dtype))
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+
+    def grads() -> tuple[Tensor, ...]:
+        out = fused_stack(s, u, ws, bs, 0.0, chunk=7, pool=pool, products=products)  # type: ignore[arg-type]
+        return _grads(
+            out, inputs, torch.randn(out.shape, generator=torch.Generator().manual_seed(4)).to(dtype)
+        )
+
+    plain = grads()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = grads()
+    for name, a, b in zip(["s", "u", "w1", "w2", "b1", "b2"], plain, under, strict=True):
+        assert b.dtype == a.dtype and torch.equal(a, b), name

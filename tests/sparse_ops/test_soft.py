@@ -580,3 +580,28 @@ def test_a_cell_without_mass_is_zero_next_to_an_infinite_feature() -> None:
     a[:, 3, :, 4:8] = 1.0
     centres = soft_superpixel_pool(f, a, 4)[0, 0, 0]
     assert centres[0] == float("inf") and centres[1] == 0 and centres[2].isnan()
+
+
+def test_forward_under_autocast_then_backward_outside_gives_float32_gradients() -> None:
+    """The usual AMP pattern (the forward under ``torch.autocast``, ``backward()`` outside it, as PyTorch
+    advises): every gradient of the soft ops equals, bit for bit, the one without autocast, because the
+    forward records no autocast cast and no half-precision product for the backward to replay."""
+    cells = torch.randn(3, 2, 2, 3, generator=torch.Generator().manual_seed(1))
+    calls = {
+        "pool": lambda f, a, c: soft_superpixel_pool(f, a, S, mask=MASK),
+        "unpool": lambda f, a, c: soft_superpixel_unpool(c, a, S),
+        "uniformize": lambda f, a, c: soft_uniformize(f, a, S, mask=MASK),
+        "normalize_assoc": lambda f, a, c: normalize_assoc(a, S),
+    }
+    for name, call in calls.items():
+        grads = []
+        for autocast in (False, True):
+            f, a, c = (t.clone().requires_grad_() for t in (F, A, cells))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = call(f, a, c)
+            assert out.dtype == torch.float32, name
+            weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+            grads.append(torch.autograd.grad(out, (f, a, c), weights, allow_unused=True))
+        for plain, amp in zip(*grads, strict=True):
+            assert (plain is None) == (amp is None), name
+            assert plain is None or torch.equal(plain, amp), name

@@ -1,14 +1,19 @@
 """What both forms of the fused stack share: the activation and its derivative in place, the unpacking of
-the tensors their forward saves, and which gradients their backward must compute."""
+the tensors their forward saves, which gradients their backward must compute, and their backward's
+autocast state."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from sparse_ops.soft import _no_autocast
 
 __all__ = [
     "act_",
@@ -19,6 +24,7 @@ __all__ = [
     "packed_size",
     "unpack_positive",
     "unpack_saved",
+    "without_autocast",
 ]
 
 
@@ -36,6 +42,22 @@ def act_backward_(g: Tensor, h: Tensor, slope: float | None) -> Tensor:
     if slope == 0.0:
         return torch.ops.aten.threshold_backward.grad_input(g, h, 0.0, grad_input=g)
     return torch.ops.aten.leaky_relu_backward.grad_input(g, h, slope, True, grad_input=g)
+
+
+def without_autocast(
+    backward: Callable[[Any, Tensor], tuple[Tensor | None, ...]],
+) -> Callable[[Any, Tensor], tuple[Tensor | None, ...]]:
+    """``backward`` run with autocast off on its gradient's device, as the forward runs: a ``backward()``
+    called inside an autocast region (CPU autograd runs it on the caller's thread) would otherwise run the
+    products in the autocast dtype, which gave float32 parameters' pooled stack a dtype error and half
+    parameters' weight gradients about 10x the rounding error of the same call outside autocast."""
+
+    @functools.wraps(backward)
+    def run(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        with _no_autocast(grad.device):
+            return backward(ctx, grad)
+
+    return run
 
 
 def unpack_saved(

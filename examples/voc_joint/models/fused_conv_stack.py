@@ -50,6 +50,7 @@ from ._stack_backward import (
     packed_size,
     unpack_positive,
     unpack_saved,
+    without_autocast,
 )
 
 __all__ = ["conv_products_available", "fused_conv_stack"]
@@ -320,6 +321,7 @@ class _FusedConvStack(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @without_autocast
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         slope, rows, recompute, u_of, num_layers, has_bias, pooled = ctx.layout
         saved = ctx.saved_tensors

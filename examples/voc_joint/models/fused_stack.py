@@ -44,7 +44,14 @@ from torch.autograd.function import once_differentiable
 
 from sparse_ops.soft import _no_autocast
 
-from ._stack_backward import act_, act_backward_, grad_tracked, gradients_asked, unpack_saved
+from ._stack_backward import (
+    act_,
+    act_backward_,
+    grad_tracked,
+    gradients_asked,
+    unpack_saved,
+    without_autocast,
+)
 from .fused_conv_stack import conv_products_available, fused_conv_stack
 
 __all__ = ["PRODUCTS", "Products", "fused_stack"]
@@ -145,6 +152,7 @@ class _FusedStack(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @without_autocast
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         slope, chunk, recompute, u_of, spatial, num_layers, has_bias = ctx.layout
         grad = _pixel_matrix(grad)
