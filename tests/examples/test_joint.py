@@ -1728,3 +1728,94 @@ def test_a_fusion_stack_built_on_cuda_with_an_int_seed_has_the_cpu_stacks_weight
         cuda = FusionStack(4, [8], "relu", init, generator=3)  # type: ignore[arg-type]
     for a, b in zip(cpu.parameters(), cuda.parameters(), strict=True):
         assert b.device.type == "cuda" and torch.equal(a, b.cpu())
+
+
+def test_fusion_stack_names_an_assignment_on_another_device_than_s() -> None:
+    """``uniformize``'s assignment is checked for the device of ``s`` on its own, not only its ids: ids on
+    the device of ``s`` with an assignment built on another device are named (the assignment's device in the
+    message), before any layer runs."""
+    fuse = FusionStack(2, [4], "relu").to("meta")
+    s = torch.empty(1, 2, 8, 8, device="meta")
+    ids = torch.zeros(1, 8, 8, dtype=torch.long)
+    assignment = sparse_ops.SuperpixelAssignment(ids, sparse_ops.num_grid_cells(8, 8, 4))  # on the CPU
+    with pytest.raises(
+        ValueError,
+        match=r"^uniformize's ids and assignment must be on the device of s \(meta\), got meta and cpu$",
+    ):
+        fuse(s, None, uniformize=(ids.to("meta"), assignment))
+
+
+def test_a_wrapped_networks_state_dict_loads_into_the_network_as_its_own_does() -> None:
+    """``SegmentationOnly``'s state dict is its network's, module versions included: loaded into the bare
+    network it is checked exactly as the network's own state dict (without the BatchNorm step counters,
+    both leave the same keys missing; module versions left under ``deeplab.`` made every BatchNorm read it
+    as a pre-0.4.1 file and fill the counters in silently)."""
+
+    def without_counters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for key in [k for k in state if k.endswith(".num_batches_tracked")]:
+            del state[key]  # in place: the state dict keeps its module versions
+        return state
+
+    def net() -> DeepLabV3Plus:
+        return _nets(3)[0]  # a fresh copy of a small network built once
+
+    own = without_counters(net().state_dict())
+    wrapped = without_counters(SegmentationOnly(net()).state_dict())
+    assert list(own) == list(wrapped)
+    expected = net().load_state_dict(own, strict=False).missing_keys
+    assert expected and all(k.endswith(".num_batches_tracked") for k in expected)
+    assert net().load_state_dict(wrapped, strict=False).missing_keys == expected
+
+
+def test_a_superpixel_network_without_a_cell_size_gets_cells_of_16_pixels() -> None:
+    """``cell_size`` defaults to the superpixel network's, and to 16 pixels (the paper's) for a network that
+    has none: recorded in the config, and the hard ids are those of a 16-pixel grid."""
+    torch.manual_seed(0)
+    spixel = nn.Sequential(nn.Conv2d(3, 9, 1), nn.Softmax(dim=1))  # no cell_size attribute
+    joint = JointModel(nn.Conv2d(3, 3, 1), spixel, 3, fusion_hidden=[6]).eval()
+    assert joint.cell_size == 16 and joint.config["cell_size"] == 16
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        out = joint(x, x)
+    ids = out["superpixels"]
+    assert ids is not None and int(ids.min()) >= 0
+    assert int(ids.max()) < sparse_ops.num_grid_cells(32, 48, 16)
+
+
+@pytest.mark.parametrize("which", ["seg_input", "spixel_input"])
+def test_a_bad_input_to_networks_without_their_own_checks_is_named(which: str) -> None:
+    """Networks without a ``check_input`` (any ``nn.Module`` the joint model takes) get the pipeline's input
+    contract checked by the joint model itself, naming the input: not the network's raw error."""
+    spixel = nn.Sequential(nn.Conv2d(3, 9, 1), nn.Softmax(dim=1))
+    joint = JointModel(nn.Conv2d(3, 3, 1), spixel, 3, cell_size=8, fusion_hidden=[6]).eval()
+    good = torch.zeros(1, 3, 16, 16)
+    inputs = {"seg_input": good, "spixel_input": good}
+    shape = rf"^{which} must have shape \(B, 3, H, W\) .* got \(1, 4, 16, 16\)$"
+    with pytest.raises(ValueError, match=shape):
+        joint(**{**inputs, which: torch.zeros(1, 4, 16, 16)})
+    with pytest.raises(TypeError, match=rf"^{which} must be a floating-point tensor .* got torch.uint8$"):
+        joint(**{**inputs, which: torch.zeros(1, 3, 16, 16, dtype=torch.uint8)})
+    assert joint(**inputs)["logits"].shape == (1, 3, 16, 16)  # the right inputs still run
+
+
+def test_a_wrapper_loads_a_wrappers_state_dict_as_the_bare_network_loads_its_own() -> None:
+    """A wrapper's state dict loaded into a wrapper is checked as the bare network checks its own: without
+    the BatchNorm step counters it is refused (the load pre-hook gave the keys their ``deeplab.`` back but
+    not the module versions, so every BatchNorm read the file as one of before PyTorch 0.4.1 and filled the
+    counters in silently). The caller's metadata keeps every entry it had."""
+
+    def without_counters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for key in [k for k in state if k.endswith(".num_batches_tracked")]:
+            del state[key]  # in place: the state dict keeps its module versions
+        return state
+
+    state = SegmentationOnly(_nets(3)[0]).state_dict()
+    before = dict(state._metadata)  # type: ignore[attr-defined]
+    assert not SegmentationOnly(_nets(3)[0]).load_state_dict(state).missing_keys
+    assert all(state._metadata[k] == v for k, v in before.items())  # type: ignore[attr-defined]
+    with pytest.raises(
+        RuntimeError, match=r"Missing key\(s\) in state_dict: \"deeplab\..*num_batches_tracked"
+    ):
+        SegmentationOnly(_nets(3)[0]).load_state_dict(without_counters(state))
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \".*num_batches_tracked"):
+        _nets(3)[0].load_state_dict(without_counters(_nets(3)[0].state_dict()))

@@ -934,3 +934,40 @@ def test_backbone_weights_beyond_float16_are_refused_for_a_half_backbone(tmp_pat
         r"\(from torch\.float32\)",
     ):
         load_backbone_weights(net, path)
+
+
+def test_aspp_applies_the_dropout_it_is_given() -> None:
+    """ASPP's ``dropout`` is the probability applied after the projection: with ``dropout=0`` a training
+    forward is deterministic (no units dropped), with ``0.9`` about nine units in ten are zeroed and the
+    rest scaled by 10."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 7)
+    plain = ASPP(4, 8, dropout=0.0).train()
+    torch.testing.assert_close(plain(x), plain(x), rtol=0, atol=0)
+    dense = plain(x)
+    heavy = ASPP(4, 8, dropout=0.9).train()
+    heavy.load_state_dict(plain.state_dict())
+    y = heavy(x)
+    kept = y != 0
+    assert 0.05 < kept.float().mean().item() * (dense != 0).float().mean().reciprocal().item() < 0.2
+    torch.testing.assert_close(y[kept], 10 * dense[kept], rtol=1e-5, atol=1e-5)
+
+
+def test_aspp_takes_the_largest_rate_of_its_bounds() -> None:
+    """The bound of ASPP's rates is inclusive: a rate of 1024 (MAX_ASPP_RATE) builds a branch of that
+    dilation and runs (1025 is refused: ``test_aspp_argument_errors``)."""
+    torch.manual_seed(0)
+    aspp = ASPP(2, 2, rates=(1, 1024), dropout=0.0).eval()
+    assert [branch[0].dilation[0] for branch in aspp.branches] == [1, 1, 1024]
+    assert aspp(torch.randn(1, 2, 5, 3)).shape == (1, 2, 5, 3)
+
+
+def test_load_backbone_weights_names_a_missing_path() -> None:
+    """``None`` is a valid ``backbone_weights`` of :class:`DeepLabV3Plus` (no file), but not a ``path`` of
+    :func:`load_backbone_weights`: refused naming the argument, not with ``Path()``'s raw error."""
+    with pytest.raises(
+        TypeError,
+        match=re.escape("path must be a str or an os.PathLike returning str (the path of a local file), got ")
+        + r"NoneType \(None\)$",
+    ):
+        load_backbone_weights(torch.nn.Identity(), None)  # type: ignore[arg-type]

@@ -543,9 +543,21 @@ def _unwrapped_state(module: nn.Module, state: dict[str, Any], prefix: str, loca
 
 def _wrapped_state(module: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
     """:class:`SegmentationOnly`'s load pre-hook: its keys (those under ``prefix``) get the ``deeplab.``
-    back, in place (a copy that ``load_state_dict`` made)."""
+    back, in place (a copy that ``load_state_dict`` made), and so do their module versions: the metadata
+    entries under ``prefix`` are copied under ``prefix + "deeplab."``, where the network's modules look them
+    up (without them every BatchNorm read the file as one of before PyTorch 0.4.1 and filled missing step
+    counters in silently, where the bare network refuses them). The metadata is the caller's own object
+    (``load_state_dict`` copies the keys, not it): entries are added, none is changed or removed. Only a
+    wrapper loaded by its own ``load_state_dict`` sees the metadata: nested in another module, it is handed
+    a plain dict of its keys, and its network's modules then read no versions."""
     for key in [k for k in state if k.startswith(prefix)]:
         state[prefix + "deeplab." + key[len(prefix) :]] = state.pop(key)
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        inner = prefix + "deeplab."
+        for key in [k for k in metadata if (k + ".").startswith(prefix) and not k.startswith(inner)]:
+            moved = inner[:-1] if key == prefix[:-1] else inner + key[len(prefix) :]
+            metadata.setdefault(moved, metadata[key])
 
 
 class SegmentationOnly(nn.Module):
