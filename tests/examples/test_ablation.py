@@ -1862,3 +1862,23 @@ def test_overwrite_deletes_nothing_while_a_run_holds_a_pretraining_folder(
     for stage in ("seg", "spixel"):
         assert (out / "pretrain" / stage / "checkpoint.pt").read_bytes() == b"the old pretraining", stage
     assert (out / "ablation.json").read_text() == "{}"
+
+
+def test_an_infinite_score_gives_a_nan_spread_not_an_error() -> None:
+    """The sample std of a column holding an infinite value is NaN (``statistics.stdev`` raises
+    AttributeError on it), as for a NaN: the summary and its table are still made."""
+    rows = [_row("transparent", 0, 0.3, 0.5), _row("transparent", 1, 0.3, math.inf)]
+    (t,) = ablation_report.summarize(rows)
+    mean, std = t["miou"]
+    assert mean == math.inf and math.isnan(std)
+    md = ablation_report.format_markdown(
+        [t], {"steps": 1, "val_images": 2, "joint_lr": 1e-3, "fusion_lr": 1e-4}
+    )
+    assert "| transparent | 2 | 30.0 ± 0.0 | inf ± nan |" in md
+
+
+def test_variants_of_no_known_name_come_last_in_sorted_order() -> None:
+    """Rows of variants ``VARIANTS`` does not name follow the known ones sorted by name, whatever the order of
+    the rows (a continued ablation appends its runs in another order)."""
+    rows = [_row("zeta", 0, 0.1, 0.2), _row("transparent", 0, 0.3, 0.5), _row("alpha", 0, 0.1, 0.2)]
+    assert [s["init"] for s in ablation_report.summarize(rows)] == ["transparent", "alpha", "zeta"]

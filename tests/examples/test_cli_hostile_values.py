@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import inspect
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -465,3 +466,159 @@ def test_resume_arg_gives_the_checkpoint_path_with_the_home_folder_expanded(
     assert resume_arg("auto") == "auto"
     with pytest.raises(argparse.ArgumentTypeError, match=r"--resume checkpoint not found: '~/missing\.pt'"):
         resume_arg("~/missing.pt")
+
+
+def test_the_range_types_name_the_expected_range_and_the_value_given() -> None:
+    """A refused value's message names the expected range, each bound with its own comparison (``>=`` for a
+    closed bound, ``<`` for an open one, joined by "and", a fractional bound written as given) and the value
+    typed, also when it is no number at all."""
+    from examples.voc_joint import cli
+
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        cli.int_range(1, 5)("x3")
+    assert str(info.value) == "expected an integer in [1, 5], got 'x3'"
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        cli.float_range(0.0, 1.0, high_open=True)("1")
+    assert str(info.value) == "must be a finite number >= 0 and < 1, got 1"
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        cli.float_range(0.5, 16.0)("0.25")
+    assert str(info.value) == "must be a finite number >= 0.5 and <= 16, got 0.25"
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "1e999"])
+def test_a_float_range_without_an_upper_bound_still_refuses_infinity(text: str) -> None:
+    """``float_range`` takes finite numbers only: without an upper bound no comparison refuses ``inf``, the
+    finiteness check must."""
+    from examples.voc_joint import cli
+
+    with pytest.raises(argparse.ArgumentTypeError, match=f"must be a finite number >= 0, got {text}$"):
+        cli.float_range(0.0)(text)
+
+
+def test_the_help_states_a_default_its_text_already_states_only_once() -> None:
+    """``DefaultsHelpFormatter`` adds ``(default: X)`` only where the help text does not state the default
+    itself, whatever the case of the word ("Default ..." at the start of a sentence)."""
+    from examples.voc_joint.cli import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(prog="p", formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--widths", type=int, nargs="+", default=[64, 64], help="widths (default: 64 64)")
+    p.add_argument("--root", default="cache", help="a folder. Default: the cache")
+    p.add_argument("--n", type=int, default=3, help="count")
+    text = " ".join(p.format_help().split())
+    assert "widths (default: 64 64) --root" in text
+    assert "a folder. Default: the cache --n" in text
+    assert text.endswith("count (default: 3)")
+    assert text.lower().count("default") == 3
+
+
+@pytest.mark.parametrize("text", [".hidden", "..", ".train"])
+def test_a_split_name_starting_with_a_dot_is_refused(text: str) -> None:
+    """A list name starts with a letter, digit or ``_``: a leading dot (a hidden file, ``..``) is no
+    plain list name."""
+    from examples.voc_joint.cli import split_name
+
+    with pytest.raises(argparse.ArgumentTypeError, match="no path"):
+        split_name(text)
+
+
+def test_a_file_given_for_a_folder_is_named_a_file_with_an_archives_hint(tmp_path: Path) -> None:
+    """``existing_dir`` on an existing file says it is a file (not "folder not found"), and for a data set's
+    archive how to extract it."""
+    from examples.voc_joint.cli import existing_dir
+
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "VOCtrainval.tar").write_bytes(b"")
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        existing_dir(str(tmp_path / "notes.txt"))
+    assert str(info.value) == f"expected a folder, got the file {str(tmp_path / 'notes.txt')!r}"
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        existing_dir(str(tmp_path / "VOCtrainval.tar"))
+    assert str(info.value).endswith(
+        " (an archive: extract it first, tar -xf VOCtrainval.tar, and pass the folder it makes)"
+    )
+
+
+def test_an_empty_file_argument_is_refused_as_empty_not_as_the_current_folder() -> None:
+    """``existing_file("")`` (an unset shell variable) says it got an empty value; ``Path("")`` would be the
+    current folder, "got the folder ''" names a folder the user never typed."""
+    from examples.voc_joint.cli import existing_file
+
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        existing_file("")
+    assert str(info.value) == "expected a file, got ''"
+
+
+def test_a_path_below_a_file_is_not_found_rather_than_unusable(tmp_path: Path) -> None:
+    """A path below a file (``ENOTDIR``) does not exist: ``existing_file`` and ``resume_arg`` say "not
+    found", as for any missing path, not a lookup error of the system."""
+    from examples.voc_joint.cli import existing_file, resume_arg
+
+    (tmp_path / "a.pt").write_bytes(b"x")
+    below = str(tmp_path / "a.pt" / "b.pt")
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        existing_file(below)
+    assert str(info.value) == f"file not found: {below!r}"
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        resume_arg(below)
+    assert str(info.value) == f"--resume checkpoint not found: {below!r}"
+
+
+@pytest.mark.parametrize(
+    "name, command",
+    [
+        ("benchmark.tgz", "tar -xzf"),
+        ("VOC.tar.gz", "tar -xzf"),
+        ("VOC2012.TAR", "tar -xf"),
+        ("a.Zip", "unzip"),
+    ],
+)
+def test_the_archive_hint_names_the_command_of_each_archive_whatever_its_case(
+    name: str, command: str
+) -> None:
+    """``archive_hint`` gives each archive's own command (``.tar.gz`` is gzipped: ``-xzf``), also for a name
+    in capitals."""
+    from examples.voc_joint.cli import archive_hint
+
+    assert archive_hint(Path("/data") / name) == (
+        f" (an archive: extract it first, {command} {name}, and pass the folder it makes)"
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_resume_refuses_an_existing_path_that_is_no_regular_file(tmp_path: Path) -> None:
+    """``--resume`` takes a checkpoint file: an existing path that is neither a file nor a folder (a named
+    pipe) is refused at parse time, not opened (a pipe blocks the load)."""
+    from examples.voc_joint.cli import resume_arg
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(argparse.ArgumentTypeError, match="--resume checkpoint not found"):
+        resume_arg(str(pipe))
+
+
+def test_the_hidden_layers_may_hold_exactly_the_most_fusion_weights() -> None:
+    """With the classes not known yet the hidden layers' own weights are bounded: exactly
+    ``FUSION_WEIGHTS_MAX`` of them is allowed, one layer more is refused naming both counts."""
+    from examples.voc_joint.cli import fusion_hidden_error
+    from examples.voc_joint.models._checks import FUSION_WEIGHTS_MAX
+
+    assert FUSION_WEIGHTS_MAX == 4 * 8192 * 8192  # four products of 8192 x 8192
+    assert fusion_hidden_error([8192] * 5, None) is None
+    assert fusion_hidden_error([8192] * 5 + [1], None) == (
+        f"--fusion-hidden {' '.join(['8192'] * 5)} 1: its hidden layers alone make "
+        f"{FUSION_WEIGHTS_MAX + 8192} fusion weights, at most {FUSION_WEIGHTS_MAX}"
+    )
+
+
+def test_without_argv_an_option_counts_as_given_only_when_its_value_differs_from_the_default() -> None:
+    """``option_given`` without ``argv`` compares values: a float or a list parsed from the command line equal
+    to the default (a new object, not the default's) is not given; another value is."""
+    from examples.voc_joint.cli import option_given
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--widths", type=int, nargs="+", default=[64, 64])
+    given = option_given(p, p.parse_args(["--lr", "0.1", "--widths", "64", "64"]), None)
+    assert not given("lr") and not given("widths")
+    given = option_given(p, p.parse_args(["--lr", "0.2", "--widths", "64"]), None)
+    assert given("lr") and given("widths")
