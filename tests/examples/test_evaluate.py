@@ -2042,3 +2042,72 @@ def test_metrics_record_the_folder_read_the_lists_and_the_time(tmp_path, monkeyp
     assert payload["seconds"] > 0
     assert payload["images_per_second"] == payload["joint"]["num_images"] / payload["seconds"]
     capsys.readouterr()
+
+
+def test_a_temporary_name_is_at_most_255_bytes_whatever_the_module_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The limit is the file systems' 255 bytes, not the module's own constant: with a pid of 10 digits the
+    temporary name of a 255-byte target is 255 bytes at most (a limit of 256 made it 256: ENAMETOOLONG)."""
+    from examples.voc_joint import atomic
+
+    monkeypatch.setattr(os, "getpid", lambda: 2**31 - 1)
+    for name in ("x" * 255, "\u00e9" * 127):
+        assert len(os.fsencode(atomic.temporary_path(Path("out") / name).name)) <= 255, name
+
+
+def test_write_text_atomic_newline_translates_line_ends_as_open_does(tmp_path: Path) -> None:
+    """``newline`` is ``open``'s on every platform: ``"\\r\\n"`` writes CRLF line ends, ``""`` writes the
+    text's own, and the default writes the platform's."""
+    from examples.voc_joint.atomic import write_text_atomic
+
+    target = tmp_path / "log.csv"
+    write_text_atomic(target, "a\nb\n", newline="\r\n")
+    assert target.read_bytes() == b"a\r\nb\r\n"
+    write_text_atomic(target, "a\r\nb\n", newline="")
+    assert target.read_bytes() == b"a\r\nb\n"
+    write_text_atomic(target, "a\n")
+    assert target.read_bytes() == ("a" + os.linesep).encode()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no process probe: nothing is removed")
+def test_write_text_atomic_keeps_a_dead_pids_file_that_does_not_end_in_tmp(tmp_path: Path) -> None:
+    """Only temporary files (``.tmp``) are removed: a user's ``.metrics.json.<tag>.<pid>.<8 hex>.bak`` of a
+    gone pid is not a writer's file and stays."""
+    gone = dead_pid()
+    tmp_file = _writer_file(tmp_path, "metrics.json", gone)
+    backup = tmp_file.with_name(tmp_file.name[: -len(".tmp")] + ".bak")
+    for path in (tmp_file, backup):
+        path.write_text("{")
+    from examples.voc_joint.atomic import write_text_atomic
+
+    write_text_atomic(tmp_path / "metrics.json", "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["metrics.json", backup.name])
+
+
+def test_os_error_reason_of_an_error_without_a_known_errno_is_its_text() -> None:
+    """Without an errno (or with one that names no known error) the reason is the error's own text, never
+    ``None`` or a bare number."""
+    from examples.voc_joint.atomic import os_error_reason
+
+    assert os_error_reason(OSError("disk went away")) == "disk went away"
+    assert os_error_reason(OSError(99999, "odd failure")) == "[Errno 99999] odd failure"
+
+
+def test_a_failed_write_keeps_the_original_error_as_its_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worded error of a failed write is raised from the original one (``__cause__``): a traceback still
+    shows the step that failed and the temporary file it named."""
+    import errno
+
+    from examples.voc_joint import atomic
+
+    def replace(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src), None, str(dst))
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(OSError) as info:
+        atomic.write_text_atomic(tmp_path / "m.json", "new")
+    cause = info.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC and ".tmp" in str(cause)

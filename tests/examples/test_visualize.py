@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -397,3 +400,72 @@ def test_title_descenders_are_inside_the_title_strip(width):
     font, _px = _title_font(titles, width)
     bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((2, 1), "gjpqy", font=font)[3]
     assert ink.max() >= bottom - 2
+
+
+def test_contours_ignore_a_diagonal_only_neighbour() -> None:
+    """Contours are drawn against the right and lower neighbours only (4-neighbourhood, 1-px lines): a pixel
+    whose only differing neighbour is diagonal is not a contour pixel."""
+    sp = np.array([[0, 0], [0, 1]])
+    assert superpixel_contours(sp).tolist() == [[False, True], [True, False]]
+    sp = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1]])
+    assert superpixel_contours(sp).tolist() == [
+        [False, False, False],
+        [False, False, True],
+        [False, True, False],
+    ]
+
+
+def test_default_contours_are_yellow() -> None:
+    """The contours are drawn in the module's yellow, (255, 230, 0), unless another colour is given."""
+    sp = torch.tensor([[0, 1], [0, 1]])
+    img = overlay_contours(torch.zeros(3, 2, 2), sp)
+    assert img[0, 0].tolist() == [255, 230, 0] and img[0, 1].tolist() == [0, 0, 0]
+
+
+def test_an_image_wider_than_the_upscaling_limit_keeps_its_size() -> None:
+    """An image wider than 1024 pixels is not upscaled, nor shrunk: its tiles keep its own size."""
+    h, w = 2, 1100
+    target = torch.zeros(h, w, dtype=torch.long)
+    arr = np.asarray(make_panel(torch.rand(3, h, w), target, None, None, legend=False))
+    assert arr.shape[1] == 4 * w + 3 * 4 and arr.shape[0] > h
+    assert (arr[-h:, w + 4 : 2 * w + 4] == arr[-1, w + 4]).all()  # the ground truth tile, all background
+
+
+def test_colorize_draws_a_bool_mask_as_classes_0_and_1() -> None:
+    """A bool map (a binary mask) is a map of classes 0 and 1, drawn in their VOC colours, not refused."""
+    rgb = colorize(np.array([[True, False]]))
+    assert rgb.tolist() == [[list(voc_palette()[3:6]), list(voc_palette()[0:3])]]
+
+
+def test_overlay_leaves_the_callers_image_unchanged() -> None:
+    """The contours are drawn on a copy: a uint8 image that is a [3, H, W] view of an [H, W, 3] array (a PIL
+    image's pixels permuted into a tensor) keeps its pixels."""
+    hwc = np.zeros((2, 2, 3), dtype=np.uint8)
+    sp = np.array([[0, 1], [0, 1]])
+    out = overlay_contours(hwc.transpose(2, 0, 1), sp)
+    assert out[0, 0].tolist() == [255, 230, 0] and (hwc == 0).all()
+    chw = torch.from_numpy(hwc).permute(2, 0, 1)
+    overlay_contours(chw, sp)
+    assert (chw == 0).all()
+
+
+def test_save_panel_whose_rename_fails_leaves_the_earlier_panel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PNG reaches ``path`` only through the atomic rename: a save whose rename fails (a full disk) raises
+    naming the panel and leaves the earlier file byte for byte and no temporary file."""
+    import errno
+
+    from examples.voc_joint import atomic
+
+    args = (torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.long), None, None)
+    path = save_panel(tmp_path / "p.png", *args)
+    before = path.read_bytes()
+
+    def replace(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(OSError, match=f"cannot write {re.escape(str(path))}: No space left"):
+        save_panel(path, torch.ones(3, 4, 4), torch.ones(4, 4, dtype=torch.long), None, None)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
