@@ -555,7 +555,7 @@ def _wrapped_state(module: nn.Module, state: dict[str, Any], prefix: str, *args:
     metadata = getattr(state, "_metadata", None)
     if metadata is not None:
         inner = prefix + "deeplab."
-        for key in [k for k in metadata if (k + ".").startswith(prefix) and not k.startswith(inner)]:
+        for key in [k for k in metadata if (k + ".").startswith(prefix) and not (k + ".").startswith(inner)]:
             moved = inner[:-1] if key == prefix[:-1] else inner + key[len(prefix) :]
             metadata.setdefault(moved, metadata[key])
 
