@@ -18,8 +18,10 @@ import argparse
 import csv
 import io
 import os
+import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -272,6 +274,10 @@ def _named(**found: bool) -> str:
     return " and ".join(name.replace("_", " ") for name, bad in found.items() if bad)
 
 
+#: The start of PyTorch's warning about a scheduler stepped before its optimizer (see :func:`train_step`).
+_SCHEDULER_FIRST = "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, Any],
@@ -341,7 +347,11 @@ def train_step(
     lr = float(state.optimizer.param_groups[0]["lr"])  # what this update uses; the scheduler sets the next
     state.scaler.step(state.optimizer)
     state.scaler.update()
-    state.scheduler.step()
+    with warnings.catch_warnings():
+        # a step the AMP scaler skipped (infinite gradients) leaves optimizer.step uncalled, and PyTorch then
+        # warns that the scheduler stepped before the optimizer: not so here, the skipped step counts as one
+        warnings.filterwarnings("ignore", re.escape(_SCHEDULER_FIRST), UserWarning)
+        state.scheduler.step()
     state.step = step
     return {**dict(zip(["loss", *parts], numbers[: 1 + len(parts)], strict=True)), "lr": lr}, stop
 

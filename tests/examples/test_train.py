@@ -3537,3 +3537,278 @@ def test_a_path_option_set_or_unset_on_resume_is_a_change_not_a_type_error(tmp_p
     recorded, current = {"backbone_weights": old}, {"backbone_weights": new}
     with pytest.raises(UsageError, match=r"--backbone-weights: .* \(checkpoint\) -> .* \(now\)  \[never"):
         option_changes("seg", recorded, current, allow=True, source=tmp_path / "c.pt", step=3)
+
+
+def test_each_step_updates_with_its_own_batchs_gradient_only() -> None:
+    """A step's update uses the gradient of its own batch: the gradients of the step before are cleared, not
+    accumulated into it (plain SGD, lr 0.1: ``w2 = w1 - 0.1 * grad(batch 2 at w1)``)."""
+    import copy
+
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    state, args, batches = _toy_state(), _toy_args(), _toy_batches(2)
+    engine.train_step(state, batches[0], args, DistInfo(), None, False)
+    reference = copy.deepcopy(state.model)
+    reference.zero_grad(set_to_none=True)
+    engine.cross_entropy(reference(batches[1]["seg_input"]), batches[1]["target"]).backward()
+    expected = [(p - 0.1 * p.grad).detach() for p in reference.parameters()]
+    engine.train_step(state, batches[1], args, DistInfo(), None, False)
+    for p, e in zip(state.model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), e)
+
+
+def test_a_steps_lr_is_the_first_groups_rate_before_the_scheduler_steps(tmp_path: Path) -> None:
+    """``train_step`` reports (and log.csv records) the learning rate its own update used: that of the first
+    parameter group, read before the scheduler's step; and the scheduler does step once per step (a
+    schedule that halves each step: 0.1, 0.05, 0.025 for the first group, ten times that for the second)."""
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 21, 1)
+    state = _toy_state(model)
+    state.optimizer = torch.optim.SGD(
+        [{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 1.0}], lr=0.1
+    )
+    state.scheduler = torch.optim.lr_scheduler.LambdaLR(state.optimizer, lambda t: 0.5**t)
+    _, rows = _logged_epoch(tmp_path, state, _toy_args(log_every=1), _toy_batches(3), steps_per_epoch=3)
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.1, 0.05, 0.025]), rows
+    assert [g["lr"] for g in state.optimizer.param_groups] == pytest.approx([0.0125, 0.125])
+
+
+def test_an_amp_step_updates_with_unscaled_gradients_in_autocast() -> None:
+    """With AMP (an enabled GradScaler, scale 1024) the forward runs under float16 autocast and the update is
+    the plain SGD one: the loss is scaled for the backward and the gradients unscaled before the update."""
+    import copy
+
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    state, args, (batch,) = _toy_state(), _toy_args(), _toy_batches(1)
+    state.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+    reference = copy.deepcopy(state.model)
+    engine.cross_entropy(reference(batch["seg_input"]), batch["target"]).backward()
+    expected = [(p - 0.1 * p.grad).detach() for p in reference.parameters()]
+    dtypes: list[torch.dtype] = []
+    state.model.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    engine.train_step(state, batch, args, DistInfo(), None, True)
+    assert dtypes == [torch.float16] and state.step == 1
+    for p, e in zip(state.model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), e, rtol=0.02, atol=2e-3)
+
+
+@pytest.mark.filterwarnings("error")
+def test_an_amp_step_whose_gradients_overflow_is_skipped_and_lowers_the_scale() -> None:
+    """With AMP, infinite gradients are the scaler's business, not an error: the step completes without an
+    update (weights unchanged, ``state.step`` counted) and the scaler halves its scale for the next step,
+    without PyTorch's warning that the scheduler stepped before the optimizer (the skipped step counts)."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 21, 1)
+    model.weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    state, args, (batch,) = _toy_state(model), _toy_args(), _toy_batches(1)
+    state.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
+    before = [p.detach().clone() for p in model.parameters()]
+    engine.train_step(state, batch, args, DistInfo(), None, True)
+    assert state.step == 1 and state.scaler.get_scale() == 512.0
+    assert all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+def test_an_epoch_trains_a_model_left_in_eval_mode() -> None:
+    """``train_one_epoch`` puts the model in training mode (a model evaluated before, or loaded in eval mode,
+    is not trained with frozen BatchNorm statistics): its running statistics take the epoch's batches."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 21, 1), torch.nn.BatchNorm2d(21)).eval()
+    state = _toy_state(model)
+    engine.train_one_epoch(
+        state, _toy_batches(1), _toy_args(log_every=1), DistInfo(), steps_per_epoch=1, global_batch=2
+    )
+    assert model.training and not torch.equal(model[1].running_mean, torch.zeros(21))
+
+
+class _BnJoint(torch.nn.Module):
+    """A joint model's contract with a BatchNorm in each network: ``deeplab`` gives the logits (2 classes),
+    ``spixelfcn`` the association."""
+
+    cell_size = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deeplab = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.BatchNorm2d(2))
+        self.spixelfcn = torch.nn.Sequential(torch.nn.Conv2d(3, 9, 1), torch.nn.BatchNorm2d(9))
+
+    def forward(self, seg_input: torch.Tensor, spixel_input: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.deeplab(seg_input), "assoc": self.spixelfcn(spixel_input).softmax(1)}
+
+
+@pytest.mark.parametrize("freeze_bn", [False, True])
+def test_freeze_bn_freezes_the_deeplab_statistics_only(freeze_bn: bool) -> None:
+    """``--freeze-bn`` (joint stage) keeps DeepLabV3+'s BatchNorm running statistics as they were; SpixelFCN's
+    still take the batches, and without the option both do."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    torch.manual_seed(0)
+    model = _BnJoint()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    state = engine.TrainState("joint", model, model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
+    batch = {
+        "seg_input": torch.randn(2, 3, 8, 8),
+        "spixel_input": torch.randn(2, 3, 8, 8),
+        "target": torch.randint(0, 2, (2, 8, 8)),
+    }
+    args = _toy_args(log_every=1, freeze_bn=freeze_bn)
+    args.num_classes = 2
+    engine.train_one_epoch(state, [batch], args, DistInfo(), steps_per_epoch=1, global_batch=2)
+    frozen = torch.equal(model.deeplab[1].running_mean, torch.zeros(2))
+    assert frozen is freeze_bn and model.deeplab[1].training is not freeze_bn
+    assert not torch.equal(model.spixelfcn[1].running_mean, torch.zeros(9)) and model.spixelfcn[1].training
+
+
+def test_set_bn_eval_also_freezes_sync_batchnorm() -> None:
+    """``--freeze-bn`` with ``--sync-bn``: the model's BatchNorm layers are SyncBatchNorm then, which
+    ``set_bn_eval`` puts in eval mode as plain BatchNorm (every ``_BatchNorm``, not only ``BatchNorm2d``)."""
+    from examples.voc_joint.engine import set_bn_eval
+
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.BatchNorm1d(4))
+    ).train()
+    assert isinstance(model[1], torch.nn.SyncBatchNorm)
+    set_bn_eval(model)
+    assert model.training and model[0].training
+    assert not model[1].training and not model[2].training
+
+
+def test_evaluation_current_needs_the_same_step_weights_and_options(tmp_path: Path) -> None:
+    """``eval.json`` is current only when its checkpoint step, checkpoint SHA-256, split, ``--sbd`` and
+    resolution are all those asked for; any one of them differing makes it stale (re-evaluated)."""
+    from examples.voc_joint import engine
+
+    ckpt = tmp_path / "last.pt"
+    args = argparse.Namespace(val_split="val", sbd=False, eval_crop=321)
+    assert engine.evaluation_options(args) == {"split": "val", "sbd": False, "resolution": 321}
+    recorded = {"checkpoint_step": 7, "checkpoint_sha256": "ab" * 32, **engine.evaluation_options(args)}
+    (tmp_path / "eval.json").write_text(json.dumps({**recorded, "miou": 0.5}), encoding="utf-8")
+    assert engine.evaluation_current(ckpt, 7, args, "ab" * 32)
+    assert not engine.evaluation_current(ckpt, 8, args, "ab" * 32)
+    assert not engine.evaluation_current(ckpt, 7, args, "cd" * 32)
+    for other in ({"val_split": "train"}, {"sbd": True}, {"eval_crop": None}):
+        assert not engine.evaluation_current(
+            ckpt, 7, argparse.Namespace(**{**vars(args), **other}), "ab" * 32
+        )
+
+
+def test_close_loader_iterator_kills_the_workers_that_outlive_the_shutdown() -> None:
+    """A worker still alive after the DataLoader's own shutdown (stuck in a read) is killed and joined; one
+    that exited is left alone; an iterator without workers is a no-op."""
+    import types
+
+    from examples.voc_joint import engine
+
+    calls: list[str] = []
+
+    class Worker:
+        def __init__(self, name: str, alive: bool) -> None:
+            self.name, self.alive = name, alive
+
+        def is_alive(self) -> bool:
+            return self.alive
+
+        def kill(self) -> None:
+            calls.append(f"kill {self.name}")
+
+        def join(self, timeout: float | None = None) -> None:
+            calls.append(f"join {self.name}")
+
+    batches = types.SimpleNamespace(
+        _shutdown_workers=lambda: calls.append("shutdown"), _workers=[Worker("a", True), Worker("b", False)]
+    )
+    engine.close_loader_iterator(batches)
+    assert calls == ["shutdown", "kill a", "join a"]
+    engine.close_loader_iterator(iter([1, 2]))  # a plain iterator (no workers): nothing to do
+
+
+def test_cross_entropy_of_float16_logits_is_a_float32_mean_that_does_not_overflow() -> None:
+    """AMP logits come in float16: the loss is summed in float32 (a float16 sum over 40 000 pixels of loss 12
+    is inf, which stopped the training as a non-finite loss) and returned in float32."""
+    from examples.voc_joint.engine import cross_entropy
+
+    logits = torch.zeros(1, 2, 200, 200, dtype=torch.float16)
+    logits[:, 0] = 12.0  # every pixel is class 1: a loss of about 12 each
+    loss = cross_entropy(logits, torch.ones(1, 200, 200, dtype=torch.long))
+    assert loss.dtype == torch.float32 and float(loss) == pytest.approx(12.0, rel=1e-3)
+
+
+def test_superpixel_loss_of_a_float16_association_is_computed_in_float32() -> None:
+    """``superpixel_loss`` computes in float32 whatever the association's dtype (AMP): the float16 association
+    gives a float32 loss, the float32 loss of that same association."""
+    from examples.voc_joint.engine import superpixel_loss
+
+    gen = torch.Generator().manual_seed(0)
+    assoc = torch.randn(1, 9, 16, 16, generator=gen).softmax(1).half()
+    target = torch.randint(0, 3, (1, 16, 16), generator=gen)
+    half = superpixel_loss(assoc, target, 4, pos_weight=0.003, num_classes=3)
+    full = superpixel_loss(assoc.float(), target, 4, pos_weight=0.003, num_classes=3)
+    assert half.dtype == torch.float32 and torch.equal(half, full)
+
+
+@pytest.mark.parametrize("pos_weight", [0.003, 10.0])
+def test_spixel_stage_loss_is_the_superpixel_loss_with_the_given_options(pos_weight: float) -> None:
+    """The spixel stage's loss is ``sparse_ops.spixel_loss(...).total`` of SpixelFCN's association with
+    ``--cell-size`` and ``--pos-weight`` as given (the position term weighed, not dropped), and its one part
+    ``spixel`` is that loss."""
+    import sparse_ops
+    from examples.voc_joint.engine import stage_loss
+
+    gen = torch.Generator().manual_seed(0)
+    assoc = torch.randn(1, 9, 16, 16, generator=gen).softmax(1)
+    target = torch.randint(0, 3, (1, 16, 16), generator=gen)
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return assoc
+
+    batch = {"spixel_input": torch.zeros(1, 3, 16, 16), "target": target}
+    args = argparse.Namespace(cell_size=4, pos_weight=pos_weight, num_classes=3)
+    loss, parts = stage_loss("spixel", Fixed(), batch, args, torch.device("cpu"))
+    expected = sparse_ops.spixel_loss(assoc, target, 4, pos_weight=pos_weight, num_classes=3).total
+    torch.testing.assert_close(loss, expected)
+    assert set(parts) == {"spixel"} and torch.equal(parts["spixel"], loss)
+
+
+def test_a_nan_input_is_found_as_loss_and_gradients_at_the_step_and_epoch_it_trains() -> None:
+    """A NaN pixel makes the loss and the gradients non-finite (the weights stay finite): the finding names
+    both, joined by "and", with the step it would have completed and its epoch (counted from 1), and the
+    update is not applied."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    state, args, (batch,) = _toy_state(epoch=1, step=4), _toy_args(), _toy_batches(1)
+    batch["seg_input"][0, 0, 0, 0] = float("nan")
+    before = state.model.weight.detach().clone()
+    with pytest.raises(engine.NonFiniteError) as stop:
+        engine.train_step(state, batch, args, DistInfo(), None, False)
+    assert stop.value.finding == "non-finite loss and gradients at step 5 (epoch 2; loss nan)"
+    assert state.step == 4 and torch.equal(state.model.weight.detach(), before)
+
+
+def test_a_seg_steps_values_are_its_loss_and_ce_which_are_equal() -> None:
+    """``train_step`` returns the step's loss and its parts as floats: for the seg stage the loss is the
+    cross-entropy, so ``loss`` and ``ce`` are the same positive value (log 21 near a random init)."""
+    from examples.voc_joint import engine
+    from examples.voc_joint.distributed import DistInfo
+
+    state, args, (batch,) = _toy_state(), _toy_args(), _toy_batches(1)
+    values, _ = engine.train_step(state, batch, args, DistInfo(), None, False)
+    assert values["ce"] == values["loss"] and 1.0 < values["loss"] < 10.0
+
+
+def test_an_epoch_logs_no_step_before_its_last_with_a_large_log_every(tmp_path: Path) -> None:
+    """With ``--log-every 10`` an epoch of 3 steps logs its last step only (not also the one before it)."""
+    state = _toy_state()
+    _, rows = _logged_epoch(tmp_path, state, _toy_args(log_every=10), _toy_batches(3), steps_per_epoch=3)
+    assert [(r["epoch"], r["step"]) for r in rows] == [("1", "3")], rows
