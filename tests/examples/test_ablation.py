@@ -1882,3 +1882,81 @@ def test_variants_of_no_known_name_come_last_in_sorted_order() -> None:
     the rows (a continued ablation appends its runs in another order)."""
     rows = [_row("zeta", 0, 0.1, 0.2), _row("transparent", 0, 0.3, 0.5), _row("alpha", 0, 0.1, 0.2)]
     assert [s["init"] for s in ablation_report.summarize(rows)] == ["transparent", "alpha", "zeta"]
+
+
+def test_each_control_is_scored_at_step0_on_its_own(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """The step-0 score that the seeds of a control share is that control's own: ``no_superpixels`` (mode
+    ``none``) and ``no_fusion`` (hard uniformization) are different networks at step 0, so each is evaluated
+    before it trains, not given the other's score. The evaluation is a fake that returns another score at
+    each call."""
+    from examples.voc_joint import evaluate
+
+    calls: list[int] = []
+
+    def fake_evaluate(model, loader, **kwargs) -> dict:
+        calls.append(1)
+        m = len(calls) / 100
+        return {"miou": m, "boundary_miou": dict.fromkeys(("1", "3", "5"), m), "consistency": 1.0}
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)  # tested on its own
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    at = argv.index("no_fusion")
+    argv[at : at + 1] = ["no_superpixels", "no_fusion"]
+    res = ablation.main([*argv, "--steps", "1"])
+    by = {r["init"]: r for r in res["rows"]}
+    assert len(calls) == 4  # each control: step 0 and step 1
+    assert by["no_superpixels"]["step0_miou"] == 0.01 and by["no_fusion"]["step0_miou"] == 0.03
+    capsys.readouterr()
+
+
+def test_seeds_default_to_three_as_documented() -> None:
+    """``--seeds`` left out runs the documented 3 seeds per variant (0, 1, 2), and every variant by
+    default."""
+    opts = ablation.resolve(ablation.build_parser().parse_args([]))
+    assert opts.seeds == 3 and list(opts.variants) == list(ablation_report.VARIANTS)
+    assert [s for v, s in ablation._plan(opts) if v == "transparent"] == [0, 1, 2]
+
+
+def test_the_default_output_folder_of_quick_is_its_own() -> None:
+    """Without ``--output-dir`` a full run writes into ``<cache>/ablation`` and a ``--quick`` one into
+    ``<cache>/ablation_quick`` (as ``--help`` says): a quick run never continues or refuses a full one."""
+    from examples.voc_joint import data
+
+    parse = ablation.build_parser().parse_args
+    assert ablation._output_dir(parse([])) == data.DEFAULT_CACHE / "ablation"
+    assert ablation._output_dir(parse(["--quick"])) == data.DEFAULT_CACHE / "ablation_quick"
+    assert ablation._output_dir(parse(["--quick", "--output-dir", "x"])) == ablation.Path("x")
+
+
+def test_a_runs_progress_line_gives_its_scores_in_percent() -> None:
+    """The line printed after each run gives the step-0 and final mIoU in percent (as ablation.md does), the
+    steps and the first and last loss."""
+    row = _row("xavier", 2, 0.123, 0.456)
+    line = ablation._run_line(row)
+    assert line.startswith(
+        "xavier         seed 2: mIoU  12.3 % ->  45.6 % (step 0 -> 1), loss 1.500 -> 1.500"
+    )
+
+
+def test_a_capped_run_records_the_steps_it_trained(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """With ``--max-steps`` below ``--steps`` a row's ``steps`` (and its progress line) are the steps the run
+    trained, the cap, not the ``--steps`` asked for; its curve ends there too."""
+    from examples.voc_joint import evaluate
+
+    def fake_evaluate(model, loader, **kwargs) -> dict:
+        return {"miou": 0.5, "boundary_miou": dict.fromkeys(("1", "3", "5"), 0.5), "consistency": 1.0}
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)  # tested on its own
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    res = ablation.main([*argv, "--steps", "3", "--max-steps", "1"])
+    (row,) = res["rows"]
+    assert row["steps"] == 1 and row["curve"][-1]["step"] == 1 and res["settings"]["steps"] == 1
+    assert "(step 0 -> 1)" in capsys.readouterr().out

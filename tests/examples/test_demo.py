@@ -622,3 +622,57 @@ def test_the_transparency_verdict_scales_the_bar_with_the_largest_logit(
     )
     text = capsys.readouterr().out
     assert f"requirement <= 1e-4 x max(1, |S| / 10) = {bar}: {verdict}), consistency 50.0 %" in text, text
+
+
+def test_demo_table_footer_points_to_the_ablation_script_that_exists() -> None:
+    """The footer's pointer to mean +- std over seeds names the ablation's command and docs page, and both
+    exist in the repository."""
+    text = demo.table_footer(16)
+    root = Path(__file__).parents[2]
+    assert "python examples/voc_joint/ablation.py" in text and "docs/examples/ablation.rst" in text
+    assert (root / "examples" / "voc_joint" / "ablation.py").is_file()
+    assert (root / "docs" / "examples" / "ablation.rst").is_file()
+
+
+def test_the_transparency_verdict_passes_at_the_bar_itself(
+    tmp_path: Path, tiny_voc: Path, monkeypatch, capsys
+) -> None:
+    """The printed requirement is ``<= bar``: a difference equal to the bar (1e-4 for logits up to 10)
+    passes."""
+    _fake_demo_run(
+        tmp_path / "demo",
+        tiny_voc,
+        monkeypatch,
+        {"max_abs_diff": 1e-4, "max_abs_logit": 1.0, "consistency": 1.0},
+    )
+    text = capsys.readouterr().out
+    assert "requirement <= 1e-4 x max(1, |S| / 10) = 1.0e-04: PASS)" in text, text
+
+
+def test_every_demo_stage_runs_with_seed_0_and_the_step_cap(tmp_path: Path) -> None:
+    """The options every stage shares give the seed the footer names ("One seed (0, fixed)") and pass
+    ``--max-steps`` on to the training CLI (absent without it)."""
+    parse = demo.build_parser().parse_args
+    args = demo._train_args(demo.common_args(parse(["--max-steps", "3"]), tmp_path))
+    assert (args.seed, args.max_steps) == (0, 3)
+    args = demo._train_args(demo.common_args(parse([]), tmp_path, model=False))
+    assert (args.seed, args.max_steps) == (0, None)
+    assert demo.table_footer(4).startswith("One seed (0, fixed)")
+
+
+def test_the_table_footer_counts_every_validation_image_scored(
+    tmp_path: Path, tiny_voc: Path, monkeypatch, capsys
+) -> None:
+    """The footer says how many validation images the table rests on: all those evaluated (six here), not the
+    four that the step-0 transparency check looks at."""
+    samples = [{"seg_input": torch.zeros(3, 4, 4), "name": f"v{i}"} for i in range(6)]
+    loader = torch.utils.data.DataLoader(samples, batch_size=1)
+    monkeypatch.setattr(demo, "val_loader", lambda root, max_images=None: loader)
+    _fake_demo_run(
+        tmp_path / "demo",
+        tiny_voc,
+        monkeypatch,
+        {"max_abs_diff": 0.0, "max_abs_logit": 1.0, "consistency": 1.0},
+    )
+    text = capsys.readouterr().out
+    assert "One seed (0, fixed) and 6 validation images" in text, text
