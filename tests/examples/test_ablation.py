@@ -7,6 +7,9 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -252,6 +255,29 @@ def _small_argv(root, out, seg, spx, threads) -> list[str]:
         "--spixel-checkpoint", str(spx), "--variants", "no_fusion", "--seeds", "1", "--crop-size", "32",
         "--batch-size", "2", "--no-progress", *threads,
     ]  # fmt: skip
+
+
+def _scores(miou: float) -> dict[str, Any]:
+    """What ``evaluate.evaluate`` returns, with one score ``miou`` for the mIoU and every boundary band."""
+    return {"miou": miou, "boundary_miou": dict.fromkeys(("1", "3", "5"), miou), "consistency": 1.0}
+
+
+def _faked_ablation_argv(
+    tiny_voc: Path,
+    tmp_path: Path,
+    one_thread: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake_evaluate: Callable[..., dict[str, Any]],
+) -> list[str]:
+    """The command line of a small ablation (:func:`_small_argv`, variant ``no_fusion``) over untrained
+    checkpoints, with the evaluation replaced by ``fake_evaluate`` and the figure not drawn (it is tested on
+    its own)."""
+    from examples.voc_joint import evaluate
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)
+    seg, spx = untrained_checkpoints(tmp_path / "ck")
+    return _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
 
 
 def test_a_users_data_gets_the_training_clis_checks(tiny_voc, tmp_path, one_thread, capsys) -> None:
@@ -863,15 +889,14 @@ def test_step0_of_a_random_init_is_scored_per_seed_and_evaluations_leave_the_rng
 
     The evaluation is replaced by a fake whose score is a function of the weights (seed-dependent for
     xavier, unlike an untrained model's mIoU, which may tie) and that draws from the global RNG."""
-    from examples.voc_joint import engine, evaluate
+    from examples.voc_joint import engine
 
     log: list[tuple[str, torch.Tensor]] = []
 
     def fake_evaluate(model, loader, **kwargs) -> dict:
         log.append(("eval", torch.get_rng_state()))
         torch.rand(8)  # what a DataLoader iterator does
-        score = float(sum(p.detach().double().abs().sum() for p in model.parameters())) % 1.0
-        return {"miou": score, "boundary_miou": dict.fromkeys(("1", "3", "5"), score), "consistency": 1.0}
+        return _scores(float(sum(p.detach().double().abs().sum() for p in model.parameters())) % 1.0)
 
     train_one_epoch = engine.train_one_epoch
 
@@ -879,11 +904,8 @@ def test_step0_of_a_random_init_is_scored_per_seed_and_evaluations_leave_the_rng
         log.append(("train", torch.get_rng_state()))
         return train_one_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
     monkeypatch.setattr(engine, "train_one_epoch", logged_train_one_epoch)
-    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)  # tested on its own
-    seg, spx = untrained_checkpoints(tmp_path / "ck")
-    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    argv = _faked_ablation_argv(tiny_voc, tmp_path, one_thread, monkeypatch, fake_evaluate)
     argv[argv.index("no_fusion")] = "xavier"
     res = ablation.main([*argv, "--seeds", "2", "--steps", "1"])
     step0 = {r["seed"]: r["step0_miou"] for r in res["rows"]}
@@ -906,18 +928,13 @@ def test_step0_and_final_scores_land_in_their_own_fields(
     evaluation before training, its final fields (``miou``, ``boundary_miou``, ``consistency``, the curve's
     last point) the one after it, and the summary and ablation.md report them so. The evaluation is a fake
     that returns other scores at each call."""
-    from examples.voc_joint import evaluate
-
     scores = iter([0.25, 0.75])
 
     def fake_evaluate(model, loader, **kwargs) -> dict:
         m = next(scores)
         return {"miou": m, "boundary_miou": {"1": m / 2, "3": m / 4, "5": m / 8}, "consistency": 1 - m}
 
-    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
-    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)  # tested on its own
-    seg, spx = untrained_checkpoints(tmp_path / "ck")
-    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    argv = _faked_ablation_argv(tiny_voc, tmp_path, one_thread, monkeypatch, fake_evaluate)
     argv[argv.index("no_fusion")] = "transparent"
     res = ablation.main([*argv, "--steps", "2"])  # evaluated at step 0 and at the end (--eval-every 10)
     (row,) = res["rows"]
@@ -1333,7 +1350,7 @@ def test_every_run_gets_the_recorded_rates_and_its_seed_and_a_control_is_scored_
     --joint-lr) and with its own seed; a control (no random draws) is evaluated at step 0 for its first seed
     only, the later seeds reusing that score, while a fusion init is evaluated at step 0 for every seed. The
     training state's builder and the evaluation are wrapped to record what they get."""
-    from examples.voc_joint import evaluate, train
+    from examples.voc_joint import train
 
     calls: list[str] = []
     built: list[tuple] = []
@@ -1341,8 +1358,7 @@ def test_every_run_gets_the_recorded_rates_and_its_seed_and_a_control_is_scored_
 
     def fake_evaluate(model, loader, **kwargs) -> dict:
         calls.append("eval")
-        m = len(calls) / 100
-        return {"miou": m, "boundary_miou": dict.fromkeys(("1", "3", "5"), m), "consistency": 1.0}
+        return _scores(len(calls) / 100)
 
     build_train_state = train.build_train_state
 
@@ -1354,11 +1370,8 @@ def test_every_run_gets_the_recorded_rates_and_its_seed_and_a_control_is_scored_
         widths.append(args.fusion_hidden if args.fusion else None)
         return build_train_state(stage, args, *rest, **kwargs)
 
-    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
     monkeypatch.setattr(train, "build_train_state", recorded)
-    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)  # tested on its own
-    seg, spx = untrained_checkpoints(tmp_path / "ck")
-    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    argv = _faked_ablation_argv(tiny_voc, tmp_path, one_thread, monkeypatch, fake_evaluate)
     at = argv.index("no_fusion")
     argv[at : at + 1] = ["xavier", "no_fusion"]
     argv += [
@@ -1891,19 +1904,13 @@ def test_each_control_is_scored_at_step0_on_its_own(
     ``none``) and ``no_fusion`` (hard uniformization) are different networks at step 0, so each is evaluated
     before it trains, not given the other's score. The evaluation is a fake that returns another score at
     each call."""
-    from examples.voc_joint import evaluate
-
     calls: list[int] = []
 
     def fake_evaluate(model, loader, **kwargs) -> dict:
         calls.append(1)
-        m = len(calls) / 100
-        return {"miou": m, "boundary_miou": dict.fromkeys(("1", "3", "5"), m), "consistency": 1.0}
+        return _scores(len(calls) / 100)
 
-    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
-    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)  # tested on its own
-    seg, spx = untrained_checkpoints(tmp_path / "ck")
-    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    argv = _faked_ablation_argv(tiny_voc, tmp_path, one_thread, monkeypatch, fake_evaluate)
     at = argv.index("no_fusion")
     argv[at : at + 1] = ["no_superpixels", "no_fusion"]
     res = ablation.main([*argv, "--steps", "1"])
@@ -1947,15 +1954,7 @@ def test_a_capped_run_records_the_steps_it_trained(
 ) -> None:
     """With ``--max-steps`` below ``--steps`` a row's ``steps`` (and its progress line) are the steps the run
     trained, the cap, not the ``--steps`` asked for; its curve ends there too."""
-    from examples.voc_joint import evaluate
-
-    def fake_evaluate(model, loader, **kwargs) -> dict:
-        return {"miou": 0.5, "boundary_miou": dict.fromkeys(("1", "3", "5"), 0.5), "consistency": 1.0}
-
-    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
-    monkeypatch.setattr(ablation, "plot", lambda rows, path, title="": path)  # tested on its own
-    seg, spx = untrained_checkpoints(tmp_path / "ck")
-    argv = _small_argv(tiny_voc, tmp_path / "abl", seg, spx, one_thread)
+    argv = _faked_ablation_argv(tiny_voc, tmp_path, one_thread, monkeypatch, lambda *a, **k: _scores(0.5))
     res = ablation.main([*argv, "--steps", "3", "--max-steps", "1"])
     (row,) = res["rows"]
     assert row["steps"] == 1 and row["curve"][-1]["step"] == 1 and res["settings"]["steps"] == 1

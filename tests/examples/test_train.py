@@ -3545,7 +3545,6 @@ def test_each_step_updates_with_its_own_batchs_gradient_only() -> None:
     import copy
 
     from examples.voc_joint import engine
-    from examples.voc_joint.distributed import DistInfo
 
     state, args, batches = _toy_state(), _toy_args(), _toy_batches(2)
     engine.train_step(state, batches[0], args, DistInfo(), None, False)
@@ -3580,7 +3579,6 @@ def test_an_amp_step_updates_with_unscaled_gradients_in_autocast() -> None:
     import copy
 
     from examples.voc_joint import engine
-    from examples.voc_joint.distributed import DistInfo
 
     state, args, (batch,) = _toy_state(), _toy_args(), _toy_batches(1)
     state.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
@@ -3601,7 +3599,6 @@ def test_an_amp_step_whose_gradients_overflow_is_skipped_and_lowers_the_scale() 
     update (weights unchanged, ``state.step`` counted) and the scaler halves its scale for the next step,
     without PyTorch's warning that the scheduler stepped before the optimizer (the skipped step counts)."""
     from examples.voc_joint import engine
-    from examples.voc_joint.distributed import DistInfo
 
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 21, 1)
@@ -3618,7 +3615,6 @@ def test_an_epoch_trains_a_model_left_in_eval_mode() -> None:
     """``train_one_epoch`` puts the model in training mode (a model evaluated before, or loaded in eval mode,
     is not trained with frozen BatchNorm statistics): its running statistics take the epoch's batches."""
     from examples.voc_joint import engine
-    from examples.voc_joint.distributed import DistInfo
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 21, 1), torch.nn.BatchNorm2d(21)).eval()
@@ -3649,7 +3645,6 @@ def test_freeze_bn_freezes_the_deeplab_statistics_only(freeze_bn: bool) -> None:
     """``--freeze-bn`` (joint stage) keeps DeepLabV3+'s BatchNorm running statistics as they were; SpixelFCN's
     still take the batches, and without the option both do."""
     from examples.voc_joint import engine
-    from examples.voc_joint.distributed import DistInfo
 
     torch.manual_seed(0)
     model = _BnJoint()
@@ -3785,7 +3780,6 @@ def test_a_nan_input_is_found_as_loss_and_gradients_at_the_step_and_epoch_it_tra
     both, joined by "and", with the step it would have completed and its epoch (counted from 1), and the
     update is not applied."""
     from examples.voc_joint import engine
-    from examples.voc_joint.distributed import DistInfo
 
     state, args, (batch,) = _toy_state(epoch=1, step=4), _toy_args(), _toy_batches(1)
     batch["seg_input"][0, 0, 0, 0] = float("nan")
@@ -3800,7 +3794,6 @@ def test_a_seg_steps_values_are_its_loss_and_ce_which_are_equal() -> None:
     """``train_step`` returns the step's loss and its parts as floats: for the seg stage the loss is the
     cross-entropy, so ``loss`` and ``ce`` are the same positive value (log 21 near a random init)."""
     from examples.voc_joint import engine
-    from examples.voc_joint.distributed import DistInfo
 
     state, args, (batch,) = _toy_state(), _toy_args(), _toy_batches(1)
     values, _ = engine.train_step(state, batch, args, DistInfo(), None, False)
