@@ -1319,11 +1319,7 @@ def test_backward_inside_autocast_gives_the_same_gradients(
     ws, bs = _params([6, 8, 3], [True, True], dtype, torch.device("cpu"))
     g = torch.Generator().manual_seed(3)
     s, u = (torch.randn(2, 3, 4, 5, generator=g, dtype=dtype).requires_grad_() for _ in range(2))
-    pool = None
-    if pooled:
-        ids = torch.randint(0, 5, (2, 20), generator=g)
-        counts = torch.stack([torch.bincount(i, minlength=5) for i in ids]).to(dtype)
-        pool = (ids, torch.where(counts > 0, 1 / counts, 0.0).to(dtype))
+    pool = _pool(torch.randint(0, 5, (2, 20), generator=g), 5, dtype) if pooled else None
     inputs = [s, u, *ws, *[b for b in bs if b is not None]]
 
     def grads() -> tuple[Tensor, ...]:
