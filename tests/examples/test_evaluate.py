@@ -1485,8 +1485,9 @@ def test_write_text_atomic_before_runs_between_the_write_and_the_rename(tmp_path
 
 def test_write_text_atomic_names_the_file_when_the_rename_after_before_fails(tmp_path, monkeypatch) -> None:
     """Only ``before``'s own error propagates unchanged: a rename that fails once ``before`` has succeeded is
-    a failed write of the file, worded as one (its class and errno kept), and leaves the earlier file and no
-    temporary one."""
+    a failed write of the file, worded as one (its class and errno kept) and raised from the original error
+    (``__cause__``: a traceback still shows the step that failed and the temporary file it named), and leaves
+    the earlier file and no temporary one."""
     import errno
     import os
 
@@ -1507,6 +1508,8 @@ def test_write_text_atomic_names_the_file_when_the_rename_after_before_fails(tmp
     assert ran == [True], ran
     assert text.startswith(f"cannot write {target}: No space left on device (ENOSPC);"), text
     assert info.value.errno == errno.ENOSPC and type(info.value) is OSError
+    cause = info.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC and ".tmp" in str(cause)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
@@ -2092,22 +2095,3 @@ def test_os_error_reason_of_an_error_without_a_known_errno_is_its_text() -> None
 
     assert os_error_reason(OSError("disk went away")) == "disk went away"
     assert os_error_reason(OSError(99999, "odd failure")) == "[Errno 99999] odd failure"
-
-
-def test_a_failed_write_keeps_the_original_error_as_its_cause(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The worded error of a failed write is raised from the original one (``__cause__``): a traceback still
-    shows the step that failed and the temporary file it named."""
-    import errno
-
-    from examples.voc_joint import atomic
-
-    def replace(src: object, dst: object) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src), None, str(dst))
-
-    monkeypatch.setattr(atomic.os, "replace", replace)
-    with pytest.raises(OSError) as info:
-        atomic.write_text_atomic(tmp_path / "m.json", "new")
-    cause = info.value.__cause__
-    assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC and ".tmp" in str(cause)

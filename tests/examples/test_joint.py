@@ -1745,22 +1745,24 @@ def test_fusion_stack_names_an_assignment_on_another_device_than_s() -> None:
         fuse(s, None, uniformize=(ids.to("meta"), assignment))
 
 
+def _without_counters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without its BatchNorm step counters, removed in place: it keeps its module versions."""
+    for key in [k for k in state if k.endswith(".num_batches_tracked")]:
+        del state[key]
+    return state
+
+
 def test_a_wrapped_networks_state_dict_loads_into_the_network_as_its_own_does() -> None:
     """``SegmentationOnly``'s state dict is its network's, module versions included: loaded into the bare
     network it is checked exactly as the network's own state dict (without the BatchNorm step counters,
     both leave the same keys missing; module versions left under ``deeplab.`` made every BatchNorm read it
     as a pre-0.4.1 file and fill the counters in silently)."""
 
-    def without_counters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        for key in [k for k in state if k.endswith(".num_batches_tracked")]:
-            del state[key]  # in place: the state dict keeps its module versions
-        return state
-
     def net() -> DeepLabV3Plus:
         return _nets(3)[0]  # a fresh copy of a small network built once
 
-    own = without_counters(net().state_dict())
-    wrapped = without_counters(SegmentationOnly(net()).state_dict())
+    own = _without_counters(net().state_dict())
+    wrapped = _without_counters(SegmentationOnly(net()).state_dict())
     assert list(own) == list(wrapped)
     expected = net().load_state_dict(own, strict=False).missing_keys
     assert expected and all(k.endswith(".num_batches_tracked") for k in expected)
@@ -1804,11 +1806,6 @@ def test_a_wrapper_loads_a_wrappers_state_dict_as_the_bare_network_loads_its_own
     not the module versions, so every BatchNorm read the file as one of before PyTorch 0.4.1 and filled the
     counters in silently). The caller's metadata keeps every entry it had."""
 
-    def without_counters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        for key in [k for k in state if k.endswith(".num_batches_tracked")]:
-            del state[key]  # in place: the state dict keeps its module versions
-        return state
-
     state = SegmentationOnly(_nets(3)[0]).state_dict()
     before = dict(state._metadata)  # type: ignore[attr-defined]
     assert not SegmentationOnly(_nets(3)[0]).load_state_dict(state).missing_keys
@@ -1816,6 +1813,6 @@ def test_a_wrapper_loads_a_wrappers_state_dict_as_the_bare_network_loads_its_own
     with pytest.raises(
         RuntimeError, match=r"Missing key\(s\) in state_dict: \"deeplab\..*num_batches_tracked"
     ):
-        SegmentationOnly(_nets(3)[0]).load_state_dict(without_counters(state))
+        SegmentationOnly(_nets(3)[0]).load_state_dict(_without_counters(state))
     with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \".*num_batches_tracked"):
-        _nets(3)[0].load_state_dict(without_counters(_nets(3)[0].state_dict()))
+        _nets(3)[0].load_state_dict(_without_counters(_nets(3)[0].state_dict()))
