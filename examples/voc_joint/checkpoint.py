@@ -59,7 +59,7 @@ import re
 import secrets
 import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -715,12 +715,16 @@ def strip_key_prefixes(
     """``state_dict`` with each of ``prefixes`` removed in turn from the start of its keys (``"module."`` of a
     (Distributed)DataParallel-wrapped model, ``"backbone."`` of a ResNet saved inside a segmentation model).
 
+    The module versions that ``state_dict()`` keeps in its ``_metadata`` attribute come along, their module
+    names stripped alike: ``load_state_dict`` reads a module without them as one saved before versions, and
+    BatchNorm then takes missing step counters (``num_batches_tracked``) as 0 where it refuses them otherwise.
+
     Raises:
         ValueError: (``error``) two keys that are one key once the prefixes are removed (``"w"`` and
             ``"module.w"``): one of the two tensors would be dropped without a word; named with ``owner``
             (the file, e.g. ``"checkpoint <path>"``) and ``of`` after the keys (e.g. ``" of its model"``).
     """
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = OrderedDict()
     source: dict[str, str] = {}  # the file's key of each key out
     for key, value in state_dict.items():
         k = key
@@ -739,6 +743,32 @@ def strip_key_prefixes(
             )
         source[k] = key
         out[k] = value
+    return _with_metadata(out, state_dict, lambda name: _strip_module_name(name, prefixes))
+
+
+def _strip_module_name(name: str, prefixes: Sequence[str]) -> str:
+    """A module name of a state dict's ``_metadata`` (``"module.aspp"``; ``""`` the root) with ``prefixes``
+    removed in turn as from its keys (``"module"``, the wrapped root, becomes ``""``)."""
+    dotted = f"{name}." if name else ""
+    for prefix in prefixes:
+        dotted = dotted.removeprefix(prefix)
+    return dotted[:-1]
+
+
+def _with_metadata(
+    out: dict[str, Tensor], state_dict: dict[str, Tensor], rename: Callable[[str], str | None]
+) -> dict[str, Tensor]:
+    """``out`` (an ``OrderedDict``) given the ``_metadata`` of ``state_dict``, each module name renamed by
+    ``rename`` (``None``: left out), when ``state_dict`` has one; a later entry of the same new name wins (the
+    wrapped root ``"module"`` over the wrapper's ``""``)."""
+    metadata = getattr(state_dict, "_metadata", None)
+    if isinstance(metadata, dict):
+        renamed: OrderedDict[str, Any] = OrderedDict()
+        for name, entry in metadata.items():
+            new = rename(name) if isinstance(name, str) else None
+            if new is not None:
+                renamed[new] = entry
+        setattr(out, "_metadata", renamed)  # noqa: B010  (a dict has no such attribute for mypy)
     return out
 
 
@@ -765,7 +795,15 @@ def _part_state(ckpt: dict[str, Any], path: Path, part: str | None) -> dict[str,
     own_arch, prefix, stage = _PARTS[part]
     arch = ckpt["config"]["model"]["arch"]
     if arch == "joint":
-        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        part_state: dict[str, Tensor] = OrderedDict(
+            (k[len(prefix) :], v) for k, v in state.items() if k.startswith(prefix)
+        )
+        # the network's own module ("deeplab") is the root; the joint model's other modules are left out
+        return _with_metadata(
+            part_state,
+            state,
+            lambda name: _strip_module_name(name, (prefix,)) if f"{name}.".startswith(prefix) else None,
+        )
     if arch != own_arch:
         raise CheckpointError(
             f"checkpoint {path} is a {ckpt['stage']!r} checkpoint ({arch}); the {part} network comes from a "

@@ -27,6 +27,7 @@ from examples.voc_joint.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
+    strip_key_prefixes,
 )
 from examples.voc_joint.models import DeepLabV3Plus, JointModel, SegmentationOnly, SpixelFCN, model_config
 
@@ -914,3 +915,40 @@ def test_a_loaded_checkpoint_holds_no_sha256_key(tmp_path) -> None:
     path = save_checkpoint(tmp_path / "c.pt", {**_ckpt(SpixelFCN(width=4), "spixel"), "version": VERSION})
     assert "sha256" in torch.load(path, weights_only=True)
     assert "sha256" not in load_checkpoint(path)
+
+
+def test_strip_key_prefixes_keeps_the_module_versions_under_the_stripped_names() -> None:
+    """The ``_metadata`` of a state dict (module versions) comes along with the keys, its module names
+    stripped alike: the wrapped root ``"module"`` becomes the root ``""``. A dict without one gets none."""
+    net = SpixelFCN(cell_size=8, width=4)
+    own = net.state_dict()
+    wrapped = torch.nn.Sequential()
+    wrapped.add_module("module", net)  # the names DistributedDataParallel's state dict has
+    stripped = strip_key_prefixes(wrapped.state_dict(), ("module.",), "checkpoint c.pt")
+    assert list(stripped) == list(own)
+    assert stripped._metadata == own._metadata  # type: ignore[attr-defined]
+    plain = strip_key_prefixes(dict(wrapped.state_dict()), ("module.",), "checkpoint c.pt")
+    assert list(plain) == list(own) and not hasattr(plain, "_metadata")
+
+
+def test_a_checkpoint_without_a_batchnorm_step_counter_is_refused_by_load_weights_into(tmp_path) -> None:
+    """Whole or one network of a joint checkpoint, a file without a BatchNorm's ``num_batches_tracked`` is
+    refused, as the network's own ``load_state_dict`` refuses it (was: loaded, the counter set to 0: the
+    module versions were dropped on the way and torch took the modules as saved before the counters)."""
+    torch.manual_seed(0)
+    spixel, deeplab = SpixelFCN(cell_size=8, width=4), DeepLabV3Plus(21, "resnet18", aspp_channels=8)
+    joint = JointModel(deeplab, spixel, mode="hard")
+    for model, stage, part, key in [
+        (spixel, "spixel", None, "enc0.0.1.num_batches_tracked"),
+        (joint, "joint", None, "deeplab.backbone.bn1.num_batches_tracked"),
+        (spixel, "joint", "spixel", "spixelfcn.enc0.0.1.num_batches_tracked"),
+        (deeplab, "joint", "deeplab", "deeplab.backbone.bn1.num_batches_tracked"),
+    ]:
+        ck = _ckpt(joint if stage == "joint" else model, stage)
+        path = save_checkpoint(tmp_path / f"{stage}_{part}.pt", ck)
+        load_weights_into(model, path, part=part)  # the whole file loads
+        del ck["model"][key]
+        save_checkpoint(path, ck)
+        missing = key.removeprefix({"spixel": "spixelfcn.", "deeplab": "deeplab.", None: ""}[part])
+        with pytest.raises(CheckpointError, match=rf'Missing key\(s\) in state_dict: "{re.escape(missing)}"'):
+            load_weights_into(model, path, part=part)
