@@ -570,7 +570,8 @@ def check_args(
     if args.scale_min > args.scale_max:
         parser.error(f"--scale-min {args.scale_min} is larger than --scale-max {args.scale_max}")
     classes = args.num_classes
-    if classes is None and (args.stage == "all" or args.seg_checkpoint is None):
+    if classes is None and args.seg_checkpoint is None:  # else the checkpoint's (also for the joint stage of
+        # --stage all): resolve_stage_options checks the widths against them
         classes = CHECKPOINT_MODEL_OPTIONS["num_classes"].default
     hidden = args.fusion_hidden
     if args.fusion and len(hidden) > MAX_FUSION_DEPTH:

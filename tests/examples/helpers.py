@@ -122,14 +122,15 @@ def conv_layout(net: torch.nn.Module) -> str:
     return "channels_last" if weight.is_contiguous(memory_format=torch.channels_last) else "other"
 
 
-def untrained_checkpoints(folder: Path, cell_size: int = 8) -> tuple[Path, Path]:
-    """Untrained tiny seg and spixel checkpoints (21 classes, ``cell_size``) in the training script's
+def untrained_checkpoints(folder: Path, cell_size: int = 8, *, num_classes: int = 21) -> tuple[Path, Path]:
+    """Untrained tiny seg and spixel checkpoints (``num_classes``, ``cell_size``) in the training script's
     format."""
     from examples.voc_joint.checkpoint import FORMAT, save_checkpoint
     from examples.voc_joint.models import DeepLabV3Plus, SpixelFCN, model_config
 
     torch.manual_seed(0)
-    deeplab, spixel = DeepLabV3Plus(21, "resnet18", aspp_channels=8), SpixelFCN(cell_size=cell_size, width=4)
+    deeplab = DeepLabV3Plus(num_classes, "resnet18", aspp_channels=8)
+    spixel = SpixelFCN(cell_size=cell_size, width=4)
     paths = []
     for net, stage in ((deeplab, "seg"), (spixel, "spixel")):
         ckpt = {

@@ -2482,6 +2482,31 @@ def test_joint_takes_model_options_from_the_checkpoints_and_resumes_with_or_with
     assert load_checkpoint(ckpt)["step"] == 3
 
 
+def test_stage_all_checks_fusion_widths_against_a_given_seg_checkpoints_classes(
+    tiny_voc, tmp_path, capsys
+) -> None:
+    """With --stage all and --seg-checkpoint, the joint stage fine-tunes that checkpoint: --fusion-hidden is
+    checked against its classes (was: against the default 21, so 16 widths for a 5-class checkpoint were
+    refused, "below 2 x --num-classes = 42", where --stage joint took them), still before any stage trains."""
+
+    def options(seg: Path, spx: Path) -> list[str]:
+        return ["--stage", "all", "--seg-checkpoint", str(seg), "--spixel-checkpoint", str(spx)]
+
+    argv = [*options(*untrained_checkpoints(tmp_path / "five", num_classes=5)), "--fusion-hidden", "16"]
+    parser = train_options.build_parser()
+    args = parser.parse_args(argv)
+    train_options.check_args(parser, args, argv)
+    assert train._stage_args("joint", args).num_classes == 5
+    seg, spx = untrained_checkpoints(tmp_path / "21")  # 21 classes: 16 widths are too few, and refused
+    out = tmp_path / "out"
+    tiny = train_args(tiny_voc, out, "--aspp-channels", "8")  # (the checkpoints' ASPP width)
+    with pytest.raises(SystemExit) as info:
+        train.main([*tiny, *options(seg, spx), "--fusion-hidden", "16"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--fusion-hidden [16] below 2 x --num-classes = 42" in err, err
+    assert f"(--num-classes 21 of --seg-checkpoint {seg}" in err and not (out / "seg").exists(), err
+
+
 def test_fusion_widths_are_checked_against_the_checkpoints_classes(tmp_path) -> None:
     """--fusion-hidden below twice the classes of --seg-checkpoint (21 here; --num-classes left out)."""
     seg, spx = untrained_checkpoints(tmp_path)
