@@ -2609,6 +2609,35 @@ _NOT_DEFAULT = {
 }
 
 
+#: The stages that use each option of ``train_options.STAGE_ONLY_OPTIONS``, written out (read from the table
+#: itself, an entry dropped or widened there passed the test below).
+_USED_BY = {
+    "seg_lr": ("seg",),
+    "head_lr_mult": ("seg",),
+    "spixel_pretrain_lr": ("spixel",),
+    "pos_weight": ("spixel", "joint"),
+    "recompute_loss": ("spixel", "joint"),
+    "lr": ("joint",),
+    "spixel_lr": ("joint",),
+    "fusion_lr": ("joint",),
+    "spixel_loss_weight": ("joint",),
+    "freeze_bn": ("joint",),
+    "recompute_fusion": ("joint",),
+    "compile": ("joint",),
+    "seg_checkpoint": ("joint",),
+    "spixel_checkpoint": ("joint",),
+    "backbone_weights": ("seg", "joint"),
+    "eval": ("seg", "joint"),  # the spixel stage has no segmentation to evaluate
+}
+
+#: Each stage's learning-rate options, as its refusal of another stage's names them.
+_OWN_LEARNING_RATES = {
+    "seg": "--seg-lr, --head-lr-mult",
+    "spixel": "--spixel-pretrain-lr",
+    "joint": "--lr, --spixel-lr, --fusion-lr",
+}
+
+
 @pytest.mark.parametrize("name", sorted(train_options.STAGE_ONLY_OPTIONS))
 def test_an_option_of_other_stages_is_refused_not_ignored(name, tmp_path, capsys, monkeypatch) -> None:
     """``--stage seg --lr 0.01`` trained at ``--seg-lr`` without a word: an option that the stage run does not
@@ -2620,7 +2649,8 @@ def test_an_option_of_other_stages_is_refused_not_ignored(name, tmp_path, capsys
     given = [str(file) if a == "FILE" else a for a in _NOT_DEFAULT[name]]
     parser = train_options.build_parser()
     assert getattr(parser.parse_args(given), name) != parser.get_default(name)
-    users = train_options.STAGE_ONLY_OPTIONS[name]
+    assert sorted(_USED_BY) == sorted(train_options.STAGE_ONLY_OPTIONS)  # a new option is written out too
+    users = _USED_BY[name]
     for stage in (*train_options.STAGES, "all"):
         argv = ["--stage", stage, *given]
         if stage == "joint":
@@ -2633,9 +2663,33 @@ def test_an_option_of_other_stages_is_refused_not_ignored(name, tmp_path, capsys
         err = capsys.readouterr().err
         assert info.value.code == 2, (stage, err)
         assert f"error: {' '.join(given)} does not apply to --stage {stage} (it is an option of the " in err
-        assert " and ".join(users) + " stage" in err
+        assert " and ".join(users) + (" stages)" if len(users) > 1 else " stage)") in err
         if "_lr" in name or name == "lr":
-            assert ", ".join(train_options.STAGE_LEARNING_RATES[stage]) in err
+            assert f"the learning rates of --stage {stage} are {_OWN_LEARNING_RATES[stage]}\n" in err
+
+
+def test_stage_all_keeps_the_options_of_spixel_loss_without_the_joint_stages_loss(tmp_path) -> None:
+    """``--stage all --spixel-loss-weight 0 --pos-weight 0.01``: the spixel stage trains on spixel_loss with
+    that position weight, so the joint stage's lack of the loss does not make the option useless (only
+    ``--stage joint`` alone refuses it)."""
+    parser = train_options.build_parser()
+    for given in (["--pos-weight", "0.01"], ["--recompute-loss"]):
+        argv = ["--output-dir", str(tmp_path), "--stage", "all", "--spixel-loss-weight", "0", *given]
+        train_options.check_args(parser, parser.parse_args(argv), argv)  # accepted
+
+
+def test_a_file_where_the_stage_folder_goes_is_refused_up_front(tmp_path, capsys) -> None:
+    """``<output-dir>/<stage>`` is what a stage writes to: a file there is refused by check_args (exit status
+    2, naming it) though ``--output-dir`` itself is a usable folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seg").write_text("not a folder\n")
+    argv = ["--output-dir", str(out), "--stage", "seg"]
+    parser = train_options.build_parser()
+    with pytest.raises(SystemExit) as info:
+        train_options.check_args(parser, parser.parse_args(argv), argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "error: --output-dir: " in err and str(out / "seg") in err, err
 
 
 def test_the_stage_only_options_are_those_the_resume_rules_give_to_some_stages() -> None:
