@@ -1454,14 +1454,15 @@ def test_a_refused_resume_path_creates_no_folder(tiny_voc, tmp_path, capsys) -> 
     train.main(train_args(tiny_voc, tmp_path / "made", "--stage", "spixel", "--max-steps", "1"))
     not_a_checkpoint = tmp_path / "trunc.pt"
     not_a_checkpoint.write_bytes(b"PK\x03\x04")
-    for path in (tmp_path / "made" / "spixel" / "checkpoint.pt", not_a_checkpoint):
+    weights_only, _ = untrained_checkpoints(tmp_path / "weights")  # the right stage, nothing to continue
+    for path in (tmp_path / "made" / "spixel" / "checkpoint.pt", not_a_checkpoint, weights_only):
         out = tmp_path / f"out_{path.stem}"
         with pytest.raises(SystemExit) as exc:
             train.main(
                 [*train_args(tiny_voc, out, "--stage", "seg", "--max-steps", "1"), "--resume", str(path)]
             )
         assert exc.value.code == 2 and not out.exists(), (path, sorted(out.rglob("*")))
-    assert capsys.readouterr().err.count("error:") == 2
+    assert capsys.readouterr().err.count("error:") == 3
 
 
 def test_a_resume_on_another_training_list_is_refused_or_recorded(tiny_voc, tmp_path, capsys) -> None:
@@ -1488,6 +1489,17 @@ def test_a_resume_on_another_training_list_is_refused_or_recorded(tiny_voc, tmp_
             ]
         )
     assert exc.value.code == 2 and "lists 3 images" in capsys.readouterr().err and not elsewhere.exists()
+    train.main(  # the early check of --resume PATH lets the change through too
+        [
+            *train_args(root, elsewhere, "--stage", "seg", "--max-steps", "2"),
+            "--resume",
+            str(tmp_path / "out" / "seg" / "checkpoint.pt"),
+            "--allow-option-changes",
+        ]
+    )
+    ckpt = torch.load(elsewhere / "seg" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 2 and ckpt["config"]["train_data"]["images"] == 3
+    assert "training list" in [c["option"] for c in ckpt["config"]["changes"]]
     resume = train_args(root, tmp_path / "out", "--stage", "seg", "--max-steps", "2")
     with pytest.raises(SystemExit) as exc:
         train.main([*resume, "--resume"])
@@ -3884,3 +3896,169 @@ def test_an_epoch_logs_no_step_before_its_last_with_a_large_log_every(tmp_path: 
     state = _toy_state()
     _, rows = _logged_epoch(tmp_path, state, _toy_args(log_every=10), _toy_batches(3), steps_per_epoch=3)
     assert [(r["epoch"], r["step"]) for r in rows] == [("1", "3")], rows
+
+
+def _seg_state_after_steps(steps: int, horizon: int, *extra: str) -> tuple[Any, argparse.Namespace]:
+    """A seg-stage TrainState (tiny DeepLabV3+, SGD, poly schedule over ``horizon`` steps) after ``steps``
+    scheduler steps, and its resolved options."""
+    from examples.voc_joint import engine
+
+    args = train_options.resolve_stage_options(
+        "seg",
+        train_options.build_parser().parse_args(["--backbone", "resnet18", "--aspp-channels", "8", *extra]),
+    )
+    model = train.build_stage_model("seg", args)
+    opt = train.build_optimizer("seg", model, args)
+    sched = train.build_scheduler(opt, args, horizon)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    return engine.TrainState("seg", model, model, opt, sched, scaler), args
+
+
+def test_options_changed_on_resume_reach_every_group_at_the_scheduled_rate() -> None:
+    """``_apply_optimizer_options`` (an --allow-option-changes resume): the new momentum and weight decay
+    reach every group, and the new learning rates take the schedule's factor at the resumed step, now and
+    at the next scheduler step."""
+    state, args = _seg_state_after_steps(5, 10, "--seg-lr", "0.01", "--momentum", "0.9")
+    assert args.schedule == "poly"
+    changed = argparse.Namespace(**{**vars(args), "seg_lr": 0.02, "momentum": 0.5, "weight_decay": 1e-3})
+    train._apply_optimizer_options(state, changed)
+    groups = state.optimizer.param_groups
+    assert [g["momentum"] for g in groups] == [0.5, 0.5], "the new --momentum did not reach every group"
+    assert [g["weight_decay"] for g in groups] == [1e-3, 1e-3], "the new --weight-decay did not reach them"
+    bases = [0.02, 0.02 * args.head_lr_mult]
+    factor = (1 - 5 / 10) ** args.poly_power
+    assert [g["lr"] for g in groups] == pytest.approx([b * factor for b in bases]), "lr of the resumed step"
+    assert state.scheduler.get_last_lr() == pytest.approx([b * factor for b in bases])
+    state.optimizer.step()
+    state.scheduler.step()
+    factor = (1 - 6 / 10) ** args.poly_power
+    assert [g["lr"] for g in groups] == pytest.approx([b * factor for b in bases]), "lr of the next step"
+
+
+def test_a_checkpoint_records_every_processs_rng_states_and_whether_it_is_complete() -> None:
+    """``_checkpoint_dict``: the RNG states given (one per rank, gathered by the epoch loop) and the
+    ``complete`` flag given are what the checkpoint holds."""
+    state, args = _seg_state_after_steps(1, 10)
+    rng = [{"rank": 0}, {"rank": 1}]
+    ckpt = train._checkpoint_dict(state, args, 4, 2, False, rng)
+    assert ckpt["rng"] == rng, "the checkpoint must hold every process's RNG states, by rank"
+    assert ckpt["complete"] is False, "an unfinished stage's checkpoint was marked complete"
+    assert train._checkpoint_dict(state, args, 4, 2, True, rng)["complete"] is True
+
+
+def test_a_checkpoint_written_before_the_last_epoch_is_not_complete(tiny_voc, tmp_path, monkeypatch) -> None:
+    """The checkpoint at the end of epoch 1 of 2 is a training state to resume, not a finished stage."""
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_the_first_epoch(point: str, n: int | None = None) -> None:
+        if point == "epoch-end":
+            raise Stop
+
+    monkeypatch.setattr(train.faults, "hit", stop_after_the_first_epoch)
+    with pytest.raises(Stop):
+        train.main(train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "2"))
+    ckpt = load_checkpoint(tmp_path / "spixel" / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and ckpt["complete"] is False, (ckpt["epoch"], ckpt["complete"])
+
+
+def test_a_resume_continues_the_training_clock_of_its_checkpoint(tiny_voc, tmp_path) -> None:
+    """``elapsed_s`` (checkpoint and log.csv) counts the training time over every resume: a resumed run
+    continues from its checkpoint's time, not from 0."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1", "--max-steps", "1")
+    ckpt_path = train.main(argv)["spixel"]
+    ckpt = load_checkpoint(ckpt_path)
+    ckpt["elapsed_s"] = 1000.0  # a long first session
+    save_checkpoint(ckpt_path, ckpt)
+    train.main([*argv[: argv.index("--max-steps")], "--max-steps", "2", "--resume"])
+    assert load_checkpoint(ckpt_path)["elapsed_s"] >= 1000.0, "the resumed run restarted the clock at 0"
+    row = _rows(ckpt_path.parent / "log.csv")[-1]
+    assert row["step"] == "2" and float(row["elapsed_s"]) >= 1000.0, row
+
+
+def test_running_out_of_memory_while_restoring_a_checkpoint_is_not_called_a_bad_checkpoint(
+    monkeypatch,
+) -> None:
+    """An out-of-memory error while the checkpoint's state is loaded is raised as it is (the script reports it
+    as such, exit status 1), not turned into "the checkpoint's weights cannot be restored"."""
+    state, _ = _seg_state_after_steps(0, 10)
+    ckpt = {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": {},
+    }
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(state.model, "load_state_dict", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        train._restore_training_state(state, ckpt, Path("c.pt"))
+
+
+def test_regrouping_a_one_group_optimizer_state_leaves_a_parameter_without_state_without_one() -> None:
+    """A one-group spixel optimizer state (written before the bias exemption) in which a parameter has no
+    state yet (no gradient so far) is regrouped with the others' states, not refused with a KeyError."""
+    args = train_options.resolve_stage_options(
+        "spixel", train_options.build_parser().parse_args(["--spixel-width", "4"])
+    )
+    model = train.build_stage_model("spixel", args)
+    opt = train.build_optimizer("spixel", model, args)
+    params = list(model.parameters())
+    one_group = {k: v for k, v in opt.state_dict()["param_groups"][0].items() if k != "params"}
+    saved = {
+        "state": {
+            i: {"step": torch.tensor(1.0), "exp_avg": torch.ones_like(p), "exp_avg_sq": torch.ones_like(p)}
+            for i, p in enumerate(params)
+            if i != 0
+        },
+        "param_groups": [{**one_group, "params": list(range(len(params)))}],
+    }
+    regrouped, done = train._regroup_optimizer_state(opt, saved, model)
+    assert done and len(regrouped["state"]) == len(params) - 1
+    opt.load_state_dict(regrouped)
+    assert params[0] not in opt.state
+    assert all(torch.equal(opt.state[p]["exp_avg"], torch.ones_like(p)) for p in params[1:])
+
+
+def test_schedule_horizon_leaves_out_a_partial_batch_left_in_the_resumed_epoch() -> None:
+    """After a batch-size change mid-epoch the samples left in the epoch need not fill whole batches; the
+    sampler drops the last partial one (drop_last), so the schedule counts only the full ones."""
+    # batch 4 -> 8 after 1 step (4 samples) of an epoch of 2 steps of 8: 12 samples left, 1 full batch
+    assert train.schedule_horizon(2, 2, 8, step=1, epoch=0, samples_in_epoch=4) == 1 + 1 + 2
+
+
+def test_run_stage_checks_the_validation_split_before_training(tiny_voc, tmp_path) -> None:
+    """``run_stage`` (as demo.py and ablation.py call it, without train.main's up-front data checks): a
+    missing ``--val-split`` with ``--eval`` fails before the stage trains, not after it."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "seg", "--epochs", "1", "--max-steps", "1", "--eval")
+    args = train_options.build_parser().parse_args([*argv, "--val-split", "nosuch"])
+    with pytest.raises(FileNotFoundError, match=r"split list file not found: .*nosuch\.txt"):
+        train.run_stage("seg", args, DistInfo())
+    assert not (tmp_path / "seg" / "checkpoint.pt").exists(), "the stage trained before the check"
+
+
+def test_a_stage_run_with_overwrite_deletes_the_old_runs_files(tiny_voc, tmp_path) -> None:
+    """One stage with ``--overwrite``: the old run's results (an eval.json of other weights) are deleted
+    before the new run starts, not left beside its checkpoint."""
+    argv = train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1", "--max-steps", "1")
+    folder = train.main(argv)["spixel"].parent
+    (folder / "eval.json").write_text('{"miou": 0.5}')  # a result of the old run
+    train.main([*argv, "--overwrite"])
+    assert not (folder / "eval.json").exists(), "--overwrite left the old run's eval.json"
+
+
+def test_a_stage_deletes_the_temporaries_of_interrupted_checkpoint_writes(tiny_voc, tmp_path) -> None:
+    """A checkpoint write killed half-way (SIGKILL, power loss) leaves ``.checkpoint.pt.<id>.tmp``; the next
+    run of the stage deletes it (it holds the folder lock)."""
+    folder = tmp_path / "spixel"
+    folder.mkdir()
+    stale = folder / ".checkpoint.pt.12345.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    train.main(train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1", "--max-steps", "1"))
+    assert not stale.exists(), "the stale temporary of an interrupted write was left behind"
