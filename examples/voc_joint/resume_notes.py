@@ -25,8 +25,10 @@ __all__ = [
 
 
 def thread_count_note(stage: str, ckpt: dict[str, Any], device: torch.device) -> str | None:
-    """The note a CPU resume prints when the checkpoint's run used another torch thread count (``None``: the
-    same count, a CUDA run, or a checkpoint written before the count was recorded).
+    """The note a CPU resume prints when the checkpoint's CPU run used another torch thread count (``None``:
+    the same count, a CUDA resume, a run trained on another device (:func:`device_note` says so; its thread
+    count did not shape its arithmetic, and passing it would not make the result bit-identical), or a
+    checkpoint written before the count was recorded).
 
     PyTorch's CPU convolutions and sums round differently with another number of threads, so the continuation
     is not bit-identical to an uninterrupted run; the default of ``--threads`` follows the machine's cores.
@@ -39,9 +41,14 @@ def thread_count_note(stage: str, ckpt: dict[str, Any], device: torch.device) ->
         ...     f"pass --threads {n + 1} to continue it bit for bit"
         ... )
         True
+        >>> on_gpu = {"cpu_threads": n + 1, "device_type": "cuda"}  # trained on a GPU
+        >>> thread_count_note("seg", on_gpu, torch.device("cpu")) is None
+        True
     """
     recorded, current = ckpt.get("cpu_threads"), torch.get_num_threads()
-    if device.type != "cpu" or recorded is None or int(recorded) == current:
+    if device.type != "cpu" or ckpt.get("device_type") not in (None, "cpu"):
+        return None
+    if recorded is None or int(recorded) == current:
         return None
     return (
         f"[{stage}] the run used {int(recorded)} CPU threads, this process {current}: PyTorch rounds "
