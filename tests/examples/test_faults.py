@@ -1936,3 +1936,73 @@ def test_interrupt_guard_section_that_fails_ends_the_section() -> None:
         with pytest.raises(Interrupted) as info:
             os.kill(os.getpid(), signal.SIGINT)  # outside any section: at once
         assert info.value.forced and info.value.signum == signal.SIGINT
+
+
+def test_fault_specs_allow_spaces_around_their_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TRANSINIT_FAULT=" sigint@step:9 , crash@save:2 "`` is two entries: spaces around an entry are
+    ignored, not parsed into the action or the number."""
+    from examples.voc_joint import faults
+
+    monkeypatch.setenv(faults.ENV, " sigint@step:9 , crash@save:2 ")
+    faults.hit("save", 1)
+    with pytest.raises(RuntimeError, match=r"injected crash at save:2$"):
+        faults.hit("save", 2)
+
+
+def test_every_signal_action_sends_its_own_signal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sigint``, ``sigterm``, ``sighup`` and ``sigkill`` go to this process, each as its own signal;
+    ``group-sigint`` and ``group-sighup`` go to its process group (``os.killpg``: DataLoader workers get them
+    too), not to this process alone."""
+    import signal
+
+    from examples.voc_joint import faults
+
+    sent: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: sent.append(("kill", pid, sig)))
+    monkeypatch.setattr(faults.os, "killpg", lambda pgid, sig: sent.append(("killpg", pgid, sig)))
+    actions = ("sigint", "sigterm", "sighup", "sigkill", "group-sigint", "group-sighup")
+    monkeypatch.setenv(faults.ENV, ",".join(f"{a}@step:{i}" for i, a in enumerate(actions, 1)))
+    for step in range(1, len(actions) + 1):
+        faults.hit("step", step)
+    pid, group = os.getpid(), os.getpgid(0)
+    assert sent == [
+        ("kill", pid, signal.SIGINT),
+        ("kill", pid, signal.SIGTERM),
+        ("kill", pid, signal.SIGHUP),
+        ("kill", pid, signal.SIGKILL),
+        ("killpg", group, signal.SIGINT),
+        ("killpg", group, signal.SIGHUP),
+    ], sent
+
+
+def test_nan_loss_makes_only_the_registered_steps_loss_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``nan-loss@step:2`` leaves step 1's loss as it is and makes step 2's NaN (not another non-finite
+    value)."""
+    from examples.voc_joint import faults
+
+    monkeypatch.setenv(faults.ENV, "nan-loss@step:2")
+    loss = torch.tensor(1.5)
+    assert faults.corrupt_loss(1, loss) is loss
+    corrupted = faults.corrupt_loss(2, loss)
+    assert torch.isnan(corrupted), f"nan-loss gave {corrupted}, not NaN"
+
+
+def test_nan_injection_skips_frozen_weights_and_weights_without_a_gradient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``nan-weight`` corrupts the first trainable weight (a frozen one, as ``--freeze-bn`` leaves, is not
+    updated, so a NaN there tests nothing) and ``nan-grad`` the first gradient there is (a parameter that took
+    no part in the step has none)."""
+    from torch import nn
+
+    from examples.voc_joint import faults
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    net[0].weight.requires_grad_(False)
+    monkeypatch.setenv(faults.ENV, "nan-weight@step:1,nan-grad@step:2")
+    faults.corrupt_model(1, net)
+    assert not torch.isnan(net[0].weight).any(), "the frozen weight was corrupted"
+    assert torch.isnan(net[0].bias).sum() == 1 and torch.isnan(net[0].bias[0]), net[0].bias
+    net[1].weight.grad = torch.zeros(2, 2)  # net[0].bias, the first trainable parameter, has no gradient
+    faults.corrupt_model(2, net)
+    assert torch.isnan(net[1].weight.grad).sum() == 1 and torch.isnan(net[1].weight.grad[0, 0])

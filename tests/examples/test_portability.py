@@ -198,3 +198,19 @@ def test_the_not_locked_warning_made_an_error_leaves_no_file_open(
         gc.collect()
     assert not lock.held
     assert [str(w.message) for w in caught] == []
+
+
+def test_tolerant_output_leaves_a_stdout_that_is_no_text_file_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pythonw.exe`` on Windows has no standard output (``sys.stdout is None``) and an IDE may put a writer
+    without ``errors`` there: :func:`tolerant_output` leaves both as they are instead of raising
+    ``AttributeError`` before the command starts."""
+    from examples.voc_joint.console import tolerant_output
+
+    class Writer:
+        def write(self, text: str) -> int:
+            return len(text)
+
+    for stream in (None, Writer()):
+        monkeypatch.setattr(sys, "stdout", stream)
+        tolerant_output()
+        assert sys.stdout is stream

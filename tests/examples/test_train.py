@@ -4064,3 +4064,54 @@ def test_a_stage_deletes_the_temporaries_of_interrupted_checkpoint_writes(tiny_v
     stale.write_bytes(b"half a checkpoint")
     train.main(train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1", "--max-steps", "1"))
     assert not stale.exists(), "the stale temporary of an interrupted write was left behind"
+
+
+def test_thread_count_note_is_for_cpu_runs_with_a_recorded_count_only() -> None:
+    """A checkpoint written before the thread count was recorded, and a resume on another device than the
+    CPU (only PyTorch's CPU kernels round by thread count), get no thread-count note."""
+    cpu, n = torch.device("cpu"), torch.get_num_threads()
+    assert resume_notes.thread_count_note("seg", {}, cpu) is None, (
+        "no recorded count: nothing known to differ"
+    )
+    assert resume_notes.thread_count_note("seg", {"cpu_threads": None}, cpu) is None
+    for kind in ("cuda", "mps"):
+        note = resume_notes.thread_count_note("seg", {"cpu_threads": n + 1}, torch.device(kind))
+        assert note is None, f"a {kind} resume got a CPU thread-count note: {note}"
+
+
+def test_numerics_note_without_a_recorded_compile_says_nothing() -> None:
+    """A joint checkpoint that records no ``--compile`` (no config, no args, or ``None``) gets no compile
+    note, whatever this resume's ``--compile``: nothing is known to differ."""
+    cpu = torch.device("cpu")
+    for compile_now in (True, False):
+        now = argparse.Namespace(channels_last=None, compile=compile_now)
+        for ckpt in ({}, {"config": {}}, {"config": {"args": {}}}, {"config": {"args": {"compile": None}}}):
+            note = resume_notes.numerics_note("joint", ckpt, now, cpu)
+            assert note is None, f"{ckpt} with --compile {compile_now}: {note}"
+
+
+def test_numerics_note_names_every_change_and_every_advice() -> None:
+    """A joint resume that changes both the memory format and ``--compile`` names both changes and both
+    options to pass, joined with "and"."""
+    ckpt = {"channels_last": True, "config": {"args": {"compile": False}}}
+    now = argparse.Namespace(channels_last=False, compile=True)
+    note = resume_notes.numerics_note("joint", ckpt, now, torch.device("cpu"))
+    assert note is not None and (
+        "this resume changes the memory format (channels_last True then, False now) and --compile "
+        "(off then, on now): the arithmetic differs" in note
+    ), note
+    assert note.endswith("; pass --channels-last and pass --no-compile to continue it bit for bit"), note
+
+
+def test_cuda_rng_note_counts_one_gpu_and_reads_a_state_without_cuda_states(monkeypatch) -> None:
+    """One saved GPU state is "1 GPU" (not "1 GPUs"); an RNG state without a ``"cuda"`` key (accepted by the
+    checkpoint's RNG check, which defaults it to ``[]``) is a run without CUDA, not a TypeError."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    note = resume_notes.cuda_rng_note("seg", {"cuda": [torch.zeros(16, dtype=torch.uint8)]}, cuda)
+    assert note is not None and "holds the CUDA RNG states of 1 GPU, this process sees 2:" in note, note
+    note = resume_notes.cuda_rng_note("seg", {}, cuda)
+    assert (
+        note is not None and "holds no CUDA RNG state (a run without CUDA), this process sees 2:" in note
+    ), note
