@@ -1959,3 +1959,49 @@ def test_a_capped_run_records_the_steps_it_trained(
     (row,) = res["rows"]
     assert row["steps"] == 1 and row["curve"][-1]["step"] == 1 and res["settings"]["steps"] == 1
     assert "(step 0 -> 1)" in capsys.readouterr().out
+
+
+def test_a_setting_recorded_but_gone_now_is_named_as_a_difference() -> None:
+    """A setting the record holds that the current settings lack (a record of another version) is a
+    difference too, named with '(no such setting)', not dropped."""
+    lines = ablation.settings_differences({"steps": 40, "gone": 1}, {"steps": 40})
+    assert lines == ["  gone: 1 (unfinished ablation) -> (no such setting) (now)"], lines
+
+
+def test_a_checkpoint_moved_and_changed_is_refused_naming_its_path_and_its_hash(tmp_path) -> None:
+    """Only a checkpoint with the same SHA-256 under another path counts as the same one (the record then
+    takes the new path); one moved *and* changed is refused naming both the path and the hash."""
+    from examples.voc_joint.cli import UsageError
+
+    old, new, spx = (str((tmp_path / name).resolve()) for name in ("a/seg.pt", "b/seg.pt", "spx.pt"))
+    same = {"spixel_checkpoint": spx, "spixel_checkpoint_sha256": "cc", "steps": 1, "fusion_hidden": [8]}
+    previous = {"settings": {"seg_checkpoint": old, "seg_checkpoint_sha256": "aa", **same}}
+    current = {"seg_checkpoint": new, "seg_checkpoint_sha256": "bb", **same}
+    with pytest.raises(UsageError) as info:
+        ablation._check_continuation(previous, current, tmp_path / "ablation.json")
+    text = str(info.value)
+    assert f"seg_checkpoint: '{old}' (unfinished ablation) -> '{new}' (now)" in text, text
+    assert "seg_checkpoint_sha256: 'aa' (unfinished ablation) -> 'bb' (now)" in text, text
+    # the same content under the new path: continued
+    current["seg_checkpoint_sha256"] = "aa"
+    ablation._check_continuation(previous, current, tmp_path / "ablation.json")
+
+
+def test_an_epoch_ending_between_two_evaluations_adds_no_evaluation(
+    tiny_voc, tmp_path, one_thread, monkeypatch, capsys
+) -> None:
+    """The runs are scored at step 0, every --eval-every steps and at the end only: an epoch of the tiny set
+    (4 images, batch 2: 2 steps) that ends between two evaluations is not scored too."""
+    calls: list[int] = []
+
+    def fake_evaluate(model, loader, **kwargs) -> dict:
+        calls.append(1)
+        return _scores(0.5)
+
+    argv = _faked_ablation_argv(tiny_voc, tmp_path, one_thread, monkeypatch, fake_evaluate)
+    res = ablation.main([*argv, "--steps", "4", "--eval-every", "3"])
+    (row,) = res["rows"]
+    assert [p["step"] for p in row["curve"]] == [0, 1, 2, 3, 4], row["curve"]
+    scored = [p["step"] for p in row["curve"] if "miou" in p]
+    assert scored == [0, 3, 4] and len(calls) == 3, (scored, len(calls))
+    capsys.readouterr()
