@@ -912,3 +912,60 @@ def test_the_one_process_scripts_run_on_a_world_size_that_is_no_count(value: str
     from examples.voc_joint.cli import one_process_error
 
     assert one_process_error("evaluate.py", {"WORLD_SIZE": value}) is None
+
+
+def test_a_resume_under_ddp_counts_the_poly_horizon_at_the_global_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seg run of 2 processes x batch 2 (global batch 4), 3 steps per epoch, 3 epochs, resumed at step 4,
+    8 samples into epoch 2: one step is left in that epoch, so the poly schedule's horizon is 4 + 1 + 3 = 8.
+    Counting the epoch's samples at one process's batch (2) instead finds none left (horizon 7): the schedule
+    would reach 0 before the last step. The torchrun tests resume at an epoch boundary only, where both give
+    the same horizon."""
+    from examples.voc_joint.checkpoint import load_checkpoint
+
+    from .helpers import train_args, untrained_checkpoints
+
+    seg, _ = untrained_checkpoints(tmp_path / "nets")
+    ckpt = {**load_checkpoint(seg), "step": 4, "epoch": 1, "samples_in_epoch": 8, "world_size": 2}
+    argv = train_args(tmp_path, tmp_path / "run", "--stage", "seg", "--epochs", "3", "--batch-size", "2")
+    args = train_options.resolve_stage_options("seg", train_options.build_parser().parse_args(argv))
+    horizons: list[int] = []
+
+    class _SchedulerBuilt(Exception):
+        pass
+
+    def recording_scheduler(optimizer, args, horizon):  # the horizon is all this test needs
+        horizons.append(horizon)
+        raise _SchedulerBuilt
+
+    monkeypatch.setattr(train, "build_scheduler", recording_scheduler)
+    with pytest.raises(_SchedulerBuilt):
+        train.build_train_state("seg", args, DistInfo(rank=0, world_size=2), ckpt, steps_per_epoch=3)
+    assert horizons == [8], f"poly horizon {horizons} of a DDP resume mid-epoch, expected [8] (4 + 1 + 3)"
+
+
+@pytest.mark.parametrize("stage", ["seg", "joint"])
+def test_ddp_looks_for_unused_parameters_in_the_joint_stage_only(
+    stage: str, tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The joint stage may leave parameters without a gradient (--mode hard with --spixel-loss-weight 0: no
+    gradient reaches SpixelFCN), which DDP refuses at the second step unless told to look for them; the
+    pretraining stages use every parameter (looking costs a graph traversal per step). The torchrun tests
+    train with --mode soft, where every parameter gets a gradient, so they pass either way."""
+    from .helpers import train_args
+
+    extra = ["--from-scratch", "--mode", "hard", "--spixel-loss-weight", "0"] if stage == "joint" else []
+    argv = train_args(tiny_voc, tmp_path, "--stage", stage, "--max-steps", "1", *extra)
+    args = train_options.resolve_stage_options(stage, train_options.build_parser().parse_args(argv))
+    wrapped: list[dict] = []
+
+    def recording_ddp(model, **kwargs):  # no process group here: record how the model would be wrapped
+        wrapped.append(kwargs)
+        return model
+
+    monkeypatch.setattr(train.nn.parallel, "DistributedDataParallel", recording_ddp)
+    train.build_train_state(stage, args, DistInfo(rank=0, world_size=2), None, steps_per_epoch=1)
+    assert [w["find_unused_parameters"] for w in wrapped] == [stage == "joint"], (
+        f"{stage} stage wrapped as {wrapped}: find_unused_parameters must be {stage == 'joint'}"
+    )

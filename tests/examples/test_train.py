@@ -4115,3 +4115,14 @@ def test_cuda_rng_note_counts_one_gpu_and_reads_a_state_without_cuda_states(monk
     assert (
         note is not None and "holds no CUDA RNG state (a run without CUDA), this process sees 2:" in note
     ), note
+
+
+def test_a_stage_that_ends_at_its_last_epoch_writes_a_complete_checkpoint(tiny_voc, tmp_path) -> None:
+    """A stage that stops because its --epochs are done (no --max-steps) has finished: its last checkpoint is
+    marked complete. The other completeness tests stop at --max-steps or before the last epoch."""
+    out = train.main(train_args(tiny_voc, tmp_path, "--stage", "spixel", "--epochs", "1"))["spixel"]
+    ckpt = load_checkpoint(out)
+    assert ckpt["epoch"] == 1 and ckpt["complete"] is True, (
+        f"epoch {ckpt['epoch']} of --epochs 1 done, complete={ckpt['complete']!r}: the finished stage's "
+        "checkpoint must be complete"
+    )
