@@ -20,6 +20,7 @@ def test_the_pipeline_tests_skip_without_torchvision(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     targets = [
         "examples",  # the pipeline's doctests: not collected (their modules cannot be imported)
+        "benchmarks",  # the benchmarks' doctests: bench_joint.py's not collected (it imports the pipeline)
         "tests/examples/test_train.py",  # imports the pipeline at module level
         "tests/examples/test_models.py",  # imports it inside the tests
         "tests/test_doc_commands.py::test_a_stale_command_fails",  # train.py lines skip, gpu_check's runs
