@@ -3182,3 +3182,145 @@ def test_uniformize_parts_times_every_part_and_the_library_op(tmp_path):
         assert {"floor x * 1, forward+backward", "library uniformize, forward+backward"} <= set(ms)
         assert "plain mean under torch.compile" not in ms  # --no-compile
         assert len(ms) == 15 - 1 and all(v > 0 for v in ms.values())
+
+
+def test_peak_memory_on_cuda_is_the_allocator_peak_above_the_start_in_mib(monkeypatch):
+    """On CUDA the figure is ``max_memory_allocated`` minus the memory allocated at the start, in MiB (2**20
+    bytes, as ``peak_cuda_extra_mib`` says), under its own key; no GPU needed (the allocator is faked)."""
+    harness = _import("_harness")
+    allocated = {"now": 5 * 2**20, "peak": 5 * 2**20}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: allocated["now"])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: allocated["peak"])
+    memory = harness.PeakMemory("cuda")
+    allocated["peak"] += 3 * 2**20  # 3 MiB above the start
+    assert memory.method == "cuda_allocator" and memory.extra_mib() == 3.0, memory.extra_mib()
+    assert harness.memory_fields(memory, fresh_process=True) == {"peak_cuda_extra_mib": 3.0}
+
+
+def test_time_ms_on_cuda_is_the_events_milliseconds_of_each_run_after_a_sync(monkeypatch):
+    """On CUDA each timed run is the ``elapsed_time`` (milliseconds) of two events recorded around ``fn``
+    after a synchronisation, the warm-up runs untimed; no GPU needed (the events are faked)."""
+    from types import SimpleNamespace
+
+    harness = _import("_harness")
+    calls: list[str] = []
+    elapsed = iter([2.0, 4.0, 6.0])
+
+    class Event:
+        def __init__(self, enable_timing: bool = False) -> None:
+            assert enable_timing
+
+        def record(self, stream: object) -> None:
+            calls.append("record")
+
+        def synchronize(self) -> None:
+            calls.append("wait")
+
+        def elapsed_time(self, end: object) -> float:
+            return next(elapsed)
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: SimpleNamespace())
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    times = harness.time_ms(lambda: calls.append("fn"), 3, warmup=2, device="cuda")
+    assert times == [2.0, 4.0, 6.0], (
+        f"CUDA event times must be kept in ms as elapsed_time gives them: {times}"
+    )
+    assert calls == ["fn", "fn", *["sync", "record", "fn", "record", "wait"] * 3], calls
+
+
+def test_environment_records_the_cuda_memory_in_gib(monkeypatch):
+    """``cuda_memory_gib`` is the device's memory in GiB (2**30 bytes): an 80 GiB card reads 80.0, not the
+    85.9 of GB."""
+    from types import SimpleNamespace
+
+    harness = _import("_harness")
+    props = SimpleNamespace(name="Fake GPU", major=9, minor=0, total_memory=80 * 2**30)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    env = harness.environment("cuda", threads=1)
+    assert env["cuda_memory_gib"] == 80.0, env["cuda_memory_gib"]
+    assert (env["cuda_device"], env["cuda_capability"]) == ("Fake GPU", "9.0")
+
+
+def test_environment_time_is_utc(monkeypatch):
+    """The result file's ``time`` is labelled UTC: it is read from ``time.gmtime``, not the local clock."""
+    harness = _import("_harness")
+    utc = time.struct_time((2026, 12, 2, 15, 30, 0, 2, 336, 0))
+    local = time.struct_time((2026, 12, 2, 16, 30, 0, 2, 336, 0))
+    monkeypatch.setattr(time, "gmtime", lambda *args: utc)
+    monkeypatch.setattr(time, "localtime", lambda *args: local)
+    assert harness.environment("cpu")["time"] == "2026-12-02 15:30 UTC"
+
+
+def test_a_zero_figure_is_a_figure_not_a_missing_one():
+    """A memory figure of 0.0 MiB (an op that allocates nothing) is printed and read as 0.0, not as the
+    ``nan`` / ``None`` of a missing figure."""
+    harness = _import("_harness")
+    assert harness.cell(0.0, ">6.1f") == "   0.0", harness.cell(0.0, ">6.1f")
+    assert harness.peak_mib({"peak_cuda_extra_mib": 0.0, "peak_tensor_mib": 5.0}) == 0.0
+    assert harness.peak_mib({"peak_rss_growth_mib": 9.0, "peak_tensor_mib": 0.0}) == 0.0
+
+
+def test_peak_memory_after_a_reset_counts_from_the_resident_set_in_mib(monkeypatch):
+    """After the peak reset the growth is ``VmHWM`` minus the ``VmRSS`` at the start, KiB to MiB by 1024 (a
+    reset that took may leave ``VmHWM`` up to 1 MiB above ``VmRSS``: that slack is not the region's)."""
+    harness = _import("_harness")
+    kib = {"VmHWM": 100_512, "VmRSS": 100_000}
+    monkeypatch.setattr(harness, "_reset_peak_rss", lambda: True)
+    monkeypatch.setattr(harness, "_proc_status_kib", lambda field: kib[field])
+    memory = harness.PeakMemory("cpu")
+    kib["VmHWM"] = 100_000 + 2048
+    assert memory.method == "vmhwm_reset" and memory.extra_mib() == 2.0, memory.extra_mib()
+
+
+def test_tensor_peak_is_the_bytes_live_at_once_not_the_bytes_allocated():
+    """Three 1 MiB buffers, each freed before the next is made: the tensor peak is 1 MiB (live at once), not
+    the 3 MiB allocated in all."""
+    harness = _import("_harness")
+
+    def one_at_a_time() -> None:
+        for _ in range(3):
+            torch.empty(2**18)  # 1 MiB of float32, freed at once
+
+    peak = harness.tensor_peak_mib(one_at_a_time)
+    assert peak == pytest.approx(1.0, abs=2**-10), f"expected the 1 MiB live at once, got {peak} MiB"
+
+
+def test_check_counts_refuses_an_infinite_float(capsys):
+    """A float option (``bench_uniformize.py``'s ``--dense-max-gb``) of ``inf`` is refused like ``nan``: a
+    non-finite bound is no bound (every dense variant would run, whatever its size)."""
+    harness = _import("_harness")
+    for value in (float("inf"), float("nan")):
+        with pytest.raises(SystemExit):
+            harness.check_counts(
+                argparse.ArgumentParser(), argparse.Namespace(dense_max_gb=value), {"dense_max_gb": 0}
+            )
+        assert f"--dense-max-gb must be >= 0, got {value}" in capsys.readouterr().err
+
+
+def test_op_counter_counts_a_syncing_op_among_the_ops_and_each_sync_by_name():
+    """A syncing op is an op too (``ops`` counts every dispatched aten op), and ``sync_names`` counts each
+    sync: two ``.item()`` calls are two ``_local_scalar_dense`` syncs, not one."""
+    counting = _import("_counting")
+    x = torch.arange(6.0)
+    with counting.OpCounter().active() as counter:
+        torch.equal(x, x)
+    assert (counter.ops, counter.syncs) == (1, 1), (counter.ops, counter.syncs)
+    with counting.OpCounter().active() as counter:
+        x.sum().item()
+        x.max().item()
+    assert counter.syncs == 2 and dict(counter.sync_names) == {"aten._local_scalar_dense": 2}, dict(
+        counter.sync_names
+    )
+
+
+def test_checkout_first_moves_this_checkout_before_another_one(monkeypatch):
+    """This checkout already on ``sys.path`` but after another one (an editable install behind a
+    ``PYTHONPATH`` entry) is moved to the front, once: its ``examples`` package is the one imported."""
+    atomic = _import("_atomic")
+    monkeypatch.setattr(sys, "path", ["/elsewhere/other-checkout", atomic._ROOT, "/usr/lib/python3"])
+    atomic.checkout_first()
+    assert sys.path == [atomic._ROOT, "/elsewhere/other-checkout", "/usr/lib/python3"], sys.path
