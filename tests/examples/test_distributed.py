@@ -969,3 +969,31 @@ def test_ddp_looks_for_unused_parameters_in_the_joint_stage_only(
     assert [w["find_unused_parameters"] for w in wrapped] == [stage == "joint"], (
         f"{stage} stage wrapped as {wrapped}: find_unused_parameters must be {stage == 'joint'}"
     )
+
+
+def test_a_process_lost_in_a_later_stage_of_stage_all_names_that_stage(
+    tiny_voc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--stage all``: a peer lost while the joint stage runs is reported with the joint stage's folder
+    (its checkpoint to resume from, or none yet), not with the first stage's, whose checkpoint is finished."""
+    from examples.voc_joint.distributed import ProcessLostError
+
+    from .helpers import train_args
+
+    ran: list[str] = []
+
+    def peer_gone_in_joint(stage, paths, info, guard, **kwargs):
+        ran.append(stage)
+        if stage == "joint":
+            raise RuntimeError(
+                "[../gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:41234"
+            )
+        return tmp_path / "run" / stage / "checkpoint.pt"
+
+    monkeypatch.setattr(train, "run_stage", peer_gone_in_joint)
+    monkeypatch.setattr(train, "init_distributed", lambda device: DistInfo(rank=1, world_size=2))
+    _OtherProcess(monkeypatch)
+    with pytest.raises(ProcessLostError) as lost:
+        train.main(train_args(tiny_voc, tmp_path / "run", "--stage", "all", "--max-steps", "1"))
+    assert ran == ["seg", "spixel", "joint"], ran
+    assert str(lost.value).endswith("no checkpoint of the joint stage was written yet: run the command again")
