@@ -3007,7 +3007,9 @@ def test_the_benchmarks_page_names_the_scripts_without_a_device_and_those_the_gp
     page = " ".join((ROOT / "docs" / "benchmarks.rst").read_text(encoding="utf-8").split())
     start = page.index("Every script but")
     sentence = page[start : page.index("below.", start)]
-    scripts = sorted(p.stem for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+    scripts = sorted(
+        p.stem for p in BENCH.glob("*.py") if not p.name.startswith("_") and p.stem != "conftest"
+    )
     without = [s for s in scripts if "--device" not in _import(s).build_parser()._option_string_actions]
     assert without == ["ab_fusion", "ab_uniformize", "bench_transparent_init", "op_coverage"]
     assert "``bench_transparent_init.py``, ``op_coverage.py`` and the A/B scripts (``ab_*.py``)" in sentence
