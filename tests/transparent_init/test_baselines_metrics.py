@@ -596,3 +596,13 @@ def test_baselines_take_the_pointwise_convs_transparent_init_takes() -> None:
         x = torch.rand((2, 3) + (4,) * (1 if conv is nn.Conv1d else 3))
         with torch.no_grad():
             assert torch.equal(seq(x), x)  # non-negative inputs pass the ReLU
+
+
+def test_metrics_of_a_uint64_above_int64_against_a_small_one_read_its_full_size() -> None:
+    """Kills X62: a uint64 value from 2**63 on is not read as the negative int64 of its bits: 2**64 - 1
+    against 0 is an error of 2**64 - 1 (correctly rounded to 2**64 in float64), not 1."""
+    out = torch.tensor([2**64 - 1, 2**63], dtype=torch.uint64)
+    target = torch.tensor([0, 2**63], dtype=torch.uint64)
+    assert max_abs_error(nn.Identity(), out, target=target) == float(2**64)
+    assert recovery_rate(nn.Identity(), out, eps=0.5, target=target) == 0.5
+    assert max_abs_error(nn.Identity(), target, target=out) == float(2**64)

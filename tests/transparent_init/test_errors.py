@@ -1057,3 +1057,13 @@ def test_a_subclass_of_identity_is_not_skipped() -> None:
 
     with pytest.raises(TypeError, match=r"layer 1 is Scale: only nn.Linear"):
         transparent_init_(nn.Sequential(nn.Linear(3, 3), Scale(), nn.Linear(3, 3)))
+
+
+def test_parameters_of_two_dtypes_over_one_buffer_are_refused() -> None:
+    """Kills X74: a float16 layer's weight that is a dtype view of a float32 layer's weight (one storage,
+    another element size) overlaps it: the writes would clobber each other, so the stack is refused as
+    sharing memory (layers of different dtypes are otherwise accepted)."""
+    l0, l1 = nn.Linear(4, 8), nn.Linear(8, 4, dtype=torch.float16)
+    l1.weight = nn.Parameter(l0.weight.detach().view(torch.float16)[:4])  # (4, 8) halves over l0's bytes
+    with pytest.raises(ValueError, match=r"layer 2 \(Linear\) shares the memory of its weight with layer 0"):
+        transparent_init_(nn.Sequential(l0, nn.ReLU(), l1), generator=0)

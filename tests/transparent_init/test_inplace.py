@@ -173,3 +173,19 @@ def test_a_subclass_that_keeps_forward_is_accepted_and_exact() -> None:
     conv = nn.Sequential(MyConv(3, 6, 1), MyReLU(), MyConv(6, 3, 1))
     transparent_init_(conv, generator=0)
     check(conv, uniform((2, 3, 4, 4), 10.0, 1))
+
+
+def test_a_meta_target_is_refused_when_a_layer_holds_a_parameter_with_values() -> None:
+    """Kills X95: a target on meta is accepted only when every layer parameter is on meta too; a Linear
+    subclass (forward kept) whose extra Parameter holds values is not on meta, so the meta target is refused
+    with the documented ValueError (not PyTorch's NotImplementedError from a solve on meta tensors)."""
+
+    class WithExtra(nn.Linear):
+        def __init__(self, n_in: int, n_out: int, device: str) -> None:
+            super().__init__(n_in, n_out, device=device)
+            self.extra = nn.Parameter(torch.zeros(1))  # on the CPU
+
+    seq = nn.Sequential(WithExtra(4, 8, device="meta"), nn.ReLU(), nn.Linear(8, 4, device="meta"))
+    match = r"target_weight is on the meta device .* the layers are not on meta"
+    with pytest.raises(ValueError, match=match):
+        transparent_init_(seq, target_weight=torch.eye(4, device="meta"), generator=0)

@@ -248,3 +248,11 @@ def test_a_matrix_of_just_over_int64_bytes_is_named() -> None:
     bound doubled let that size through to ``torch.zeros``)."""
     with pytest.raises(ValueError, match=r"would be a 1 x 2305843009213693952 matrix of torch\.float32"):
         selection_weight(2**61, [0], dtype=torch.float32)
+
+
+def test_a_zero_dim_index_tensor_is_not_an_index_tensor() -> None:
+    """Kills X08: ``indices`` as a tensor must be 1-D (the docstring: ``LongTensor[out]``); a bare 0-d
+    tensor is refused with the named TypeError, not PyTorch's ``len() of a 0-d tensor``."""
+    match = r"indices must be a 1-D integer tensor, got dtype torch.int64 and shape \[\]"
+    with pytest.raises(TypeError, match=match):
+        selection_weight(3, torch.tensor(2))
