@@ -439,3 +439,21 @@ def test_connectivity_under_vmap_is_refused_naming_the_fix() -> None:
         torch.func.vmap(lambda q: hard_superpixels(q, 4, connectivity=True, validate=False))(qs)
     grid = torch.func.vmap(lambda q: hard_superpixels(q, 4, validate=False))(qs)  # without it: fine
     assert torch.equal(grid, torch.stack([hard_superpixels(q, 4) for q in qs]))
+
+
+def test_a_merged_piece_still_below_min_size_keeps_merging() -> None:
+    """Four 1-pixel pieces in a row, min_size=2: the piece that a small piece was merged into takes over its
+    neighbours, so the pieces keep merging until none is smaller than min_size (one piece: the image)."""
+    out, k = enforce_connectivity(torch.tensor([[[0, 1, 0, 1]]]), min_size=2)
+    assert out.tolist() == [[[0, 0, 0, 0]]] and k.tolist() == [1]
+    assert np.bincount(out[0].numpy().ravel()).min() >= 2
+
+
+def test_the_border_of_a_merged_piece_is_its_true_length() -> None:
+    """The border of a merged piece with a neighbour is counted once per pixel edge (no tie in any merge
+    here: breaking ties by the highest id gives the same map). A border counted twice after a merge sent the
+    right-hand pieces into the left-hand block as well, one 15-pixel piece instead of 9 + 6."""
+    lab = torch.tensor([[[2, 1, 2, 4, 5], [3, 3, 3, 1, 5], [4, 5, 5, 1, 5]]])
+    out, k = enforce_connectivity(lab, min_size=6)
+    assert out.tolist() == [[[0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 1, 1]]]
+    assert k.tolist() == [2]

@@ -447,3 +447,11 @@ def test_unpool_with_more_slots_than_pixels_allocates_the_gradient_not_a_layout_
     small = torch.randn(1, 40, 2, dtype=torch.float64, requires_grad=True)  # 40 slots, 16 pixels
     assert torch.autograd.gradcheck(lambda p: superpixel_unpool(p, sp % 40), (small,))
     assert torch.autograd.gradgradcheck(lambda p: superpixel_unpool(p, sp % 40), (small,))
+
+
+def test_pool_refuses_superpixels_on_another_device_than_the_features() -> None:
+    """Types, shapes and devices are always checked: a label map on another device than the features is
+    refused naming both (as uniformize does), also with validate=False."""
+    for validate in (True, False):
+        with pytest.raises(ValueError, match=r"superpixels must be on the same device as features \(cpu\)"):
+            superpixel_pool(X, SP.to("meta"), 7, validate=validate)
