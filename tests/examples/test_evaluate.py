@@ -2095,3 +2095,111 @@ def test_os_error_reason_of_an_error_without_a_known_errno_is_its_text() -> None
 
     assert os_error_reason(OSError("disk went away")) == "disk went away"
     assert os_error_reason(OSError(99999, "odd failure")) == "[Errno 99999] odd failure"
+
+
+def test_logits_of_another_batch_size_are_refused_with_the_expected_shape(voc):
+    """The logits must have the target's batch size too (the contract's Tensor[B, C, H, W]): a model that
+    returns one map for a batch of 2 is refused naming both shapes."""
+    loader = DataLoader(build_dataset(voc, "val", crop_size=(16, 20)), batch_size=2)
+
+    def out(x):
+        return {"logits": torch.zeros(1, 21, *x.shape[-2:])}
+
+    with pytest.raises(ValueError, match=r"'logits' has shape \(1, 21, 16, 20\); expected \(2, 21, 16, 20\)"):
+        evaluate(_BadModel(out), loader, device="cpu", progress=False)
+
+
+def test_nan_refusal_counts_the_nan_values_not_the_images():
+    """The message counts the NaN values (all of them), and gives each named image its own count."""
+    logits = torch.zeros(2, 3, 4, 5)
+    logits[1, 0, :3, 0] = float("nan")
+    with pytest.raises(FloatingPointError) as info:
+        evaluate_mod._refuse_nan("logits", logits, {"name": ["img_a", "img_b"]}, False)
+    message = str(info.value)
+    assert "'logits' holds 3 NaN values:" in message and message.endswith("img_b (3)"), message
+
+
+def test_more_classes_than_the_palette_has_colours_are_scored_when_no_panel_is_drawn(voc, tmp_path):
+    """The palette limit applies only with panels to draw: ``max_panels=0`` scores a model of 300 classes
+    even with a ``panels_dir``, and writes no panel."""
+    loader = DataLoader(build_dataset(voc, "val"), batch_size=1)  # labels 0..20: some of the 300 classes
+
+    def out(x):
+        return {"logits": torch.zeros(x.shape[0], 300, *x.shape[-2:])}
+
+    res = evaluate(
+        _BadModel(out),
+        loader,
+        device="cpu",
+        num_classes=300,
+        panels_dir=tmp_path,
+        max_panels=0,
+        progress=False,
+    )
+    assert res["num_images"] == 3 and res["panels"] == [] and list(tmp_path.iterdir()) == []
+
+
+def test_padding_changes_no_joint_score_of_predictions_it_does_not_change(voc):
+    """The ``region`` keeps padding out of the joint metrics too (not only the baseline's): per-pixel
+    predictions score the same on full images and padded ones."""
+    results = []
+    for kwargs in ({}, {"pad_to_multiple": 32}):
+        loader = DataLoader(build_dataset(voc, "val", **kwargs), batch_size=1)
+        res = evaluate(StubJoint(superpixels=False, baseline=False), loader, device="cpu", progress=False)
+        results.append(split_results(res)["joint"])
+    assert results[0]["boundary_pixels"]["1"] > 0 and _same(results[0], results[1])
+
+
+def test_panels_of_unnamed_images_are_one_file_per_image_across_batches(voc, tmp_path):
+    """Images without a ``name`` get panels named ``sample_<n>``, numbered over the whole evaluation: the
+    first ``max_panels`` images each keep their own panel, also across batches."""
+    batches = [
+        {k: v for k, v in batch.items() if k != "name"}
+        for batch in DataLoader(build_dataset(voc, "val", crop_size=(16, 20)), batch_size=2)
+    ]
+    res = evaluate(StubJoint(), batches, device="cpu", panels_dir=tmp_path, max_panels=8, progress=False)
+    assert [Path(p).name for p in res["panels"]] == ["sample_0000.png", "sample_0001.png", "sample_0002.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "sample_0000.png",
+        "sample_0001.png",
+        "sample_0002.png",
+    ]
+
+
+def test_cli_overlap_warning_counts_the_trained_images_of_those_evaluated(voc, tmp_path, monkeypatch, capsys):
+    """The warning says how many of the evaluated images the checkpoint was trained on (here 1 of 3), as
+    metrics.json's ``trained_on_evaluated_images``."""
+    root = shutil.copytree(voc, tmp_path / "voc")
+    lists = root / "ImageSets" / "Segmentation"
+    val = (lists / "val.txt").read_text().split()
+    (lists / "mixed.txt").write_text("\n".join([*(lists / "train.txt").read_text().split(), val[1]]) + "\n")
+
+    def load_model_from_checkpoint(path, *, map_location="cpu", expect_stage=None):
+        model = {"arch": "joint", "deeplab": {"num_classes": 21}}
+        args = {"data_root": str(root), "sbd": False, "train_split": "mixed"}
+        return StubJoint().eval(), {"model": model, "stage": "joint", "args": args, "sha256": "5" * 64}
+
+    fake = types.ModuleType("examples.voc_joint.checkpoint")
+    fake.load_model_from_checkpoint = load_model_from_checkpoint
+    fake.CheckpointError = ValueError
+    (tmp_path / "ckpt.pt").touch()
+    monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
+    out = tmp_path / "eval"
+    argv = ["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(root), "--split", "val"]
+    assert evaluate_mod.main([*argv, "--output-dir", str(out), "--no-progress", "--max-panels", "0"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "trained on 1 of the 3 images evaluated" in err and repr(val[1]) in err, err
+    assert json.loads((out / "metrics.json").read_text())["trained_on_evaluated_images"] == 1
+
+
+@pytest.mark.parametrize("args", [None, {"seed": 0}])
+def test_without_data_root_a_checkpoint_recording_no_folder_says_it_uses_the_default(
+    voc, tmp_path, monkeypatch, capsys, args
+):
+    """A checkpoint that records no ``data_root`` (written without its options, or without that one) is scored
+    on the default data, and the data line says so instead of claiming the run's own data."""
+    monkeypatch.setattr(evaluate_mod, "ensure_synthetic_voc", lambda: voc)
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path, args=args), "--output-dir", str(tmp_path / "ev")]
+    assert evaluate_mod.main([*argv, "--max-panels", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"[evaluate] data: {voc} (the default: the checkpoint records no data folder)" in out, out

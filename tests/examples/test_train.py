@@ -4126,3 +4126,52 @@ def test_a_stage_that_ends_at_its_last_epoch_writes_a_complete_checkpoint(tiny_v
         f"epoch {ckpt['epoch']} of --epochs 1 done, complete={ckpt['complete']!r}: the finished stage's "
         "checkpoint must be complete"
     )
+
+
+def test_option_changes_compare_backbone_weights_as_an_absolute_path(tmp_path, monkeypatch) -> None:
+    """Every path option (``PATH_OPTIONS``: ``--backbone-weights`` too) is compared as an absolute path: a
+    legacy record spelled relative to the working folder is the same file as its absolute spelling."""
+    monkeypatch.chdir(tmp_path)
+    current = {"backbone_weights": str(tmp_path.resolve() / "w.pth")}
+    assert (
+        option_changes(
+            "seg", {"backbone_weights": "w.pth"}, current, allow=False, source=tmp_path / "c.pt", step=3
+        )
+        == []
+    )
+
+
+def test_option_changes_from_scratch_never_changes_even_when_allowed(tmp_path) -> None:
+    """``--from-scratch`` decides the joint stage's initial weights: a fixed option, refused on resume even
+    with ``--allow-option-changes``."""
+    with pytest.raises(
+        UsageError, match=r"--from-scratch: False \(checkpoint\) -> True \(now\)  \[never changes"
+    ):
+        option_changes(
+            "joint",
+            {"from_scratch": False},
+            {"from_scratch": True},
+            allow=True,
+            source=tmp_path / "c.pt",
+            step=3,
+        )
+
+
+def test_option_changes_message_names_the_checkpoint_and_its_step(tmp_path) -> None:
+    """The refusal names the checkpoint and its step: ``--resume <path> (step <n>): options differ``."""
+    source = tmp_path / "c.pt"
+    with pytest.raises(UsageError, match=rf"^--resume {re.escape(str(source))} \(step 7\): options differ"):
+        option_changes("seg", {"seg_lr": 0.1}, {"seg_lr": 0.2}, allow=False, source=source, step=7)
+
+
+def test_run_files_list_the_matches_of_a_pattern_sorted(tmp_path, monkeypatch) -> None:
+    """The files matching one glob pattern of ``RUN_FILES`` (``eval_*``) come sorted, whatever order the
+    folder lists them in (the refusal names them in that order)."""
+    from examples.voc_joint import resume
+
+    folder = tmp_path / "seg"
+    for name in ("eval_val", "eval_train", "eval_b"):
+        (folder / name).mkdir(parents=True)
+    real_glob = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: sorted(real_glob(self, pattern), reverse=True))
+    assert resume.run_files(folder) == [folder / "eval_b", folder / "eval_train", folder / "eval_val"]
