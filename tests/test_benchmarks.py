@@ -3326,3 +3326,78 @@ def test_checkout_first_moves_this_checkout_before_another_one(monkeypatch):
     monkeypatch.setattr(sys, "path", ["/elsewhere/other-checkout", atomic._ROOT, "/usr/lib/python3"])
     atomic.checkout_first()
     assert sys.path == [atomic._ROOT, "/elsewhere/other-checkout", "/usr/lib/python3"], sys.path
+
+
+@pytest.mark.examples
+def test_bench_joint_fusion_flops_of_a_one_hidden_layer_stack_match_its_step():
+    """``--fusion-hidden 64`` (42 -> 128 -> 21) with recomputation: the step's FLOPs with the stack minus
+    those without it are ``fusion_flops`` too; with one hidden layer below the last, the first layer's
+    U half is not run once more per superpixel."""
+    bench = _import("bench_joint")
+    args = bench.build_parser().parse_args(
+        ["--threads", "1", "--size", "16", "--fusion-hidden", "64", "--recompute-fusion"]
+    )
+    args.channels_last = False
+    opts = bench.default_options(args)
+    cpu = torch.device("cpu")
+    (model, with_step), (_, without_step) = (
+        bench.make_step(v, args, cpu, opts) for v in ("joint_hard_ti", "joint_hard_noti")
+    )
+    assert len(model.fusion.convs) == 2 and model.recompute_fusion
+    with_stack, without = bench.step_flops(with_step, opts), bench.step_flops(without_step, opts)
+    superpixels = args.batch_size * bench.num_grid_cells(16, 16, args.cell_size)
+    assert with_stack - without == bench.fusion_flops(model, args.batch_size * 16 * 16, cpu, superpixels) > 0
+
+
+@pytest.mark.examples
+def test_bench_joint_breakdown_loss_part_is_the_cross_entropy_and_the_spixel_loss(monkeypatch):
+    """The breakdown's ``loss`` part is the step's loss: cross-entropy + ``spixel_loss`` (the joint
+    variants' loss), on the SpixelFCN output of the step; leaving the superpixel loss out made the part
+    cheaper than the step's loss."""
+    bench = _import("bench_joint")
+    args = bench.build_parser().parse_args(
+        ["--threads", "1", "--size", "16", "--rounds", "1", "--warmup", "0"]
+    )
+    args.channels_last = bench.DEFAULT_CHANNELS_LAST.get("cpu", False)
+    opts = bench.default_options(args)
+    model = bench.build_model("joint_hard_ti", args, torch.device("cpu"), opts)
+    calls = []
+    spixel_loss_of = bench.spixel_loss_of
+
+    def recorded(assoc, *rest):
+        calls.append(tuple(assoc.shape))
+        return spixel_loss_of(assoc, *rest)
+
+    monkeypatch.setattr(bench, "spixel_loss_of", recorded)
+    monkeypatch.setattr(bench, "time_steps", lambda steps, *rest: {k: {"median_s": 1.0} for k in steps})
+    bench.breakdown(args, torch.device("cpu"), opts, model)
+    assert calls and all(shape[1] == 9 for shape in calls)  # SpixelFCN's association map, 9 neighbours
+
+
+@pytest.mark.examples
+def test_bench_joint_a_run_with_the_same_parts_as_the_entry_it_replaces_drops_none(
+    tmp_path, monkeypatch, capsys
+):
+    """The replacement note names the parts of the earlier entry this run lacks, and only those: a second
+    ``--formats`` run replacing a ``--formats`` entry drops nothing."""
+    bench = _import("bench_joint")
+    out = tmp_path / "joint.json"
+    monkeypatch.setattr(bench, "measure_pair_set", lambda *rest: [])
+    monkeypatch.setattr(bench, "format_study", lambda *rest: [{"network": "deeplab"}])
+    argv = ["--variants", "deeplab", "--no-breakdown", "--formats", "--threads", "1", "--out", str(out)]
+    bench.main(argv)
+    capsys.readouterr()
+    bench.main(argv)
+    said = capsys.readouterr().out
+    assert "it replaces the entry of " in said and "which also held" not in said
+
+
+@pytest.mark.examples
+def test_bench_joint_an_amp_run_on_cuda_has_its_own_entry_key():
+    """The key is ``<device>_<backbone>_b<batch>_<size>[_amp]``: a CUDA run with AMP is written beside the
+    float32 one, not over it."""
+    bench = _import("bench_joint")
+    p = bench.build_parser()
+    args = p.parse_args(["--device", "cuda", "--amp"])
+    assert bench.entry_key(p, args, torch.device("cuda"), True) == "cuda_resnet18_b2_128_amp"
+    assert bench.entry_key(p, args, torch.device("cuda"), False) == "cuda_resnet18_b2_128"

@@ -1408,3 +1408,66 @@ def test_record_run_keeps_the_log_tail_of_its_kind_and_a_stopped_benchmarks_raw_
     entry = {}
     gpu_check.record_run(entry, "tests", tests, gpu_check.StageRun(status, 1.0, None, output, "e"))
     assert len(entry["log_tail"]) == gpu_check.TEST_LOG_TAIL > gpu_check.LOG_TAIL
+
+
+@pytest.mark.skipif(not hasattr(os, "kill"), reason="a stage killed by a signal: POSIX")
+def test_a_stage_killed_by_a_signal_is_not_ok():
+    """A stage whose process is killed by a signal (the kernel's out-of-memory killer, a segfault: a negative
+    return code) did not finish ok: it is recorded as failed with its exit status, not as ok."""
+    code = "import os, signal; print('step 1', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    run = gpu_check.run_command([sys.executable, "-c", code], 60, echo=False)
+    assert run.returncode == -9
+    assert run.status == "failed" and "exit status -9" in run.error
+
+
+def test_a_failed_stage_without_a_result_file_records_no_raw_result(tmp_path):
+    """A failed benchmark keeps the result file it left, raw; one that left none has no ``raw`` entry (not an
+    "unreadable" one: there was nothing to read)."""
+    assert gpu_check._raw_result(tmp_path / "missing.json") is None
+    stage = gpu_check.Stage("joint", "(c) joint", ["x"], tmp_path / "missing.json")
+    entry: dict = {}
+    run = gpu_check.StageRun("failed", 1.0, 1, "boom\n", "exit status 1: boom")
+    gpu_check.record_run(entry, "joint", stage, run)
+    assert entry["status"] == "failed" and "raw" not in entry
+
+
+def test_an_interrupted_check_names_the_stages_it_never_started_as_failed(tmp_path, monkeypatch, capsys):
+    """A check stopped during a stage names among its failed stages the running one and those it never
+    started (they did not finish ok either), not only the ones it recorded."""
+
+    def interrupted_stages(args, stages, report, *rest):
+        report["stages"]["uniformize"] = {"title": "(b)", "command": [], "notes": [], "status": "ok"}
+        report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": []}  # running when stopped
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpu_check, "run_stages", interrupted_stages)
+    argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint,tests", "--output-dir", str(tmp_path)]
+    assert gpu_check.main(argv) == 130
+    assert "FAILED stages: joint, tests (exit status 130)" in capsys.readouterr().out
+
+
+def test_a_step0_transparency_that_could_not_be_measured_fails_the_train_stage(tmp_path):
+    """A train stage whose step-0 transparency raised (``transparency_error`` in ``train_check.json``) did not
+    show the joint model transparent: the stage is failed with that error, not ok."""
+    result_path = tmp_path / "train_check.json"
+    result = _train_result(None)
+    del result["transparency"]
+    result["transparency_error"] = "RuntimeError: boom"
+    _atomic.write_json(result_path, result)
+    stage = gpu_check.Stage("train", "(d) joint training run", ["x"], result_path)
+    entry: dict = {}
+    gpu_check.record_run(entry, "train", stage, gpu_check.StageRun("ok", 1.0, 0, "", None))
+    assert entry["status"] == "failed"
+    assert entry["error"] == "step-0 transparency: RuntimeError: boom"
+
+
+def test_train_log_steady_step_time_of_a_short_run_starts_at_the_documented_step(tmp_path):
+    """The steady step time runs from the ``k``-th logged step to the last, ``k = min(10, (n - 1) // 2)``:
+    two steps (the quick run's) give one interval from the first, four steps start at the second."""
+    rows = ["joint,1,1,1.0,,,0.1,1.0,1.0", "joint,1,2,1.0,,,0.1,1.0,3.0"]
+    two = gpu_check.read_train_log(_train_log(tmp_path / "two.csv", rows), batch=2)
+    assert two["s_per_step"] == pytest.approx(2.0)
+    elapsed = [1.0, 9.0, 10.0, 13.0]  # the first step pays for the start-up
+    rows = [f"joint,1,{s},1.0,,,0.1,1.0,{t}" for s, t in zip(range(1, 5), elapsed, strict=True)]
+    four = gpu_check.read_train_log(_train_log(tmp_path / "four.csv", rows), batch=2)
+    assert four["s_per_step"] == pytest.approx(2.0)  # (13 - 9) / (4 - 2): k = 1
