@@ -882,3 +882,67 @@ def test_a_batch_mismatch_shows_the_label_map_as_given() -> None:
     said = r"^superpixels must have the batch size of features \(2\), got shape \(3, 1, 4, 4\)$"
     with pytest.raises(ValueError, match=said):
         superpixel_pool(torch.randn(2, 3, 4, 4), torch.zeros(3, 1, 4, 4, dtype=torch.long))
+
+
+def test_a_bool_tensor_as_features_gets_no_label_map_swap_hint() -> None:
+    """check_floating: only an *integer* tensor before a label map may be a label map passed first; a bool
+    tensor (a mask) is not, so its message ends at the conversion advice."""
+    sp = torch.zeros(1, 3, 3, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"got dtype torch.bool; convert it with features.float\(\)$"):
+        so.superpixel_pool(sp[:, None].bool(), sp)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_to_sparse_normalized_takes_every_floating_dtype(dtype: torch.dtype) -> None:
+    """to_sparse(normalized=True) needs a floating dtype: float16/bfloat16/float32/float64 all qualify."""
+    sp = torch.zeros(1, 3, 3, dtype=torch.long)
+    out = SuperpixelAssignment(sp).to_sparse(dtype=dtype, normalized=True)
+    assert out.dtype == dtype
+    assert float(out.to_dense().sum()) == 1.0
+
+
+def test_an_integer_mask_is_refused_naming_its_dtype() -> None:
+    """A mask is a bool tensor (True = the pixel counts): a 0/1 uint8 mask is a TypeError, not read as
+    bools."""
+    sp = torch.zeros(1, 3, 3, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"mask must have dtype torch.bool .*got torch.uint8"):
+        SuperpixelAssignment(sp, mask=torch.ones(1, 3, 3, dtype=torch.uint8))
+
+
+def test_a_channel_dim_mask_of_the_wrong_size_is_shown_as_given() -> None:
+    """The shape error of a [B, 1, H, W] mask shows the mask as it was passed (the actual value)."""
+    sp = torch.zeros(1, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"like superpixels, got \[1, 1, 2, 2\]$"):
+        SuperpixelAssignment(sp, mask=torch.ones(1, 1, 2, 2, dtype=torch.bool))
+
+
+def test_a_bool_count_tensor_is_refused_naming_its_dtype() -> None:
+    """num_superpixels as a Tensor[B] needs an integer dtype: a bool tensor is a TypeError."""
+    sp = torch.zeros(1, 3, 3, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"num_superpixels must have an integer dtype, got torch.bool"):
+        SuperpixelAssignment(sp, num_superpixels=torch.tensor([True]))
+
+
+def test_zero_superpixel_slots_are_a_valid_count() -> None:
+    """num_superpixels is a non-negative int: 0 is accepted (images without pixels have no superpixels)."""
+    assert _checks.check_num_superpixels(0, 2) == 0
+    assignment = SuperpixelAssignment(torch.zeros(1, 0, 0, dtype=torch.long), num_superpixels=0)
+    assert assignment.num_superpixels == 0
+
+
+def test_per_image_id_errors_name_a_later_image_when_only_it_is_out_of_range() -> None:
+    """With per-image counts the message names the first image out of range, which need not be image 0."""
+    sp = torch.zeros(2, 3, 3, dtype=torch.long)
+    sp[1, 0, 0] = 2
+    with pytest.raises(ValueError, match=r"ids of image 1 must be < num_superpixels\[1\] = 1, got the id 2$"):
+        SuperpixelAssignment(sp, num_superpixels=torch.tensor([5, 1]))
+
+
+@pytest.mark.parametrize("channels", [8, 10])
+def test_an_association_needs_exactly_nine_channels(channels: int) -> None:
+    """assoc is [B, 9, H, W], one channel per candidate cell: fewer or more channels are a shape error."""
+    q = torch.full((1, channels, 3, 3), 1 / channels)
+    with pytest.raises(
+        ValueError, match=rf"assoc must have 9 channels \(dim 1\).*got shape \(1, {channels}, 3, 3\)"
+    ):
+        so.soft_uniformize(torch.randn(1, 2, 3, 3), q, 2)

@@ -16,6 +16,7 @@ from torch import nn
 from transparent_init import (
     TransparentConv1x1,
     TransparentLinear,
+    _checks,
     build_transparent_stack,
     init_rate,
     max_abs_error,
@@ -1067,3 +1068,19 @@ def test_parameters_of_two_dtypes_over_one_buffer_are_refused() -> None:
     l1.weight = nn.Parameter(l0.weight.detach().view(torch.float16)[:4])  # (4, 8) halves over l0's bytes
     with pytest.raises(ValueError, match=r"layer 2 \(Linear\) shares the memory of its weight with layer 0"):
         transparent_init_(nn.Sequential(l0, nn.ReLU(), l1), generator=0)
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(True)], ids=["bool", "numpy-bool"])
+def test_a_bool_is_not_a_real_slope(value: object) -> None:
+    """Module docstring of transparent_init._checks: reals are numbers.Real, booleans are bools (a bool is no
+    real number here, as it is no int): negative_slope=True is refused naming the argument and the value."""
+    with pytest.raises(TypeError, match=r"negative_slope must be a finite real >= 0, got bool"):
+        TransparentLinear(3, [4], activation="leaky_relu", negative_slope=value)
+
+
+def test_a_non_finite_float64_solution_is_reported_as_such() -> None:
+    """cast_representable: a non-finite entry from the float64 solve is named as such, not as a finite value
+    too large for the dtype."""
+    value = torch.tensor([1.0, math.inf], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"^w came out non-finite from the float64 solve; hint$"):
+        _checks.cast_representable(value, torch.float16, "w", "; hint")
