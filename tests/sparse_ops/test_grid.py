@@ -335,3 +335,26 @@ def test_the_pixel_xy_precision_error_advises_a_dtype_that_holds_the_coordinates
         match=rf"^dtype={dtype} holds integers exactly only up to \d+, but the coordinates .*: {fix}",
     ):
         pixel_xy(height, 1, dtype=dtype)
+
+
+def test_the_pixel_xy_precision_advice_names_float32_exactly_at_its_limit() -> None:
+    """Coordinates reaching exactly 2**24 are held by float32 (integers up to 2**24): the advice for a half
+    type is float32, not float64."""
+    with pytest.raises(ValueError, match=r"reach 16777216: use dtype=torch\.float32 \(or wider\)$"):
+        pixel_xy(2**24 + 1, 1, dtype=torch.float16)
+    assert pixel_xy(2**11 + 1, 1, dtype=torch.float16, device="meta").shape == (1, 2, 2**11 + 1, 1)
+
+
+def test_the_validity_size_check_counts_all_nine_candidates() -> None:
+    """``[9, H, W]`` bool is more than a tensor can hold although ``[H, W]`` would fit: a ValueError naming
+    the sizes, not PyTorch's error from the meta tensor."""
+    match = r"^height x width = 2147483648 x 1073741824 is too large: .*more than"
+    with pytest.raises(ValueError, match=match):
+        neighbour_validity(2**31, 2**30, 1, device="meta")
+
+
+def test_the_neighbour_ids_size_check_counts_int64_bytes() -> None:
+    """``[9, 2**30, 2**29]`` fits as bool (the validity) but not as int64 (the ids): the ids are refused."""
+    assert neighbour_validity(2**30, 2**29, 1, device="meta").shape == (9, 2**30, 2**29)
+    with pytest.raises(ValueError, match=r"dtype torch\.int64, \d+ bytes, more than a tensor can hold"):
+        neighbour_cell_ids(2**30, 2**29, 1, device="meta")
