@@ -654,8 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version(torch_version: str) -> str:
-    """``major.minor`` of a torch version string (the column suffix: ``"2.14.1+cpu"`` -> ``"2.14"``)."""
-    return torch_version.split("+")[0].rsplit(".", 1)[0]
+    """``major.minor`` of a torch version string (the column suffix: ``"2.14.1+cpu"`` -> ``"2.14"``, a
+    nightly's ``"2.6.0.dev20241112+cpu"`` -> ``"2.6"``)."""
+    return ".".join(torch_version.split("+")[0].split(".")[:2])
 
 
 def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -3401,3 +3401,326 @@ def test_bench_joint_an_amp_run_on_cuda_has_its_own_entry_key():
     args = p.parse_args(["--device", "cuda", "--amp"])
     assert bench.entry_key(p, args, torch.device("cuda"), True) == "cuda_resnet18_b2_128_amp"
     assert bench.entry_key(p, args, torch.device("cuda"), False) == "cuda_resnet18_b2_128"
+
+
+def test_op_coverage_record_keeps_device_dtypes_runs_and_the_caller():
+    """``Seen.dtypes`` holds the dtypes of an op's tensor arguments on the device only (a host op adds
+    none); ``runs`` says ``<path> host|device``; ``where`` is ``autograd`` when no frame of the library
+    called the op."""
+    cov = _import("op_coverage")
+    record = cov.Record()
+    record.on = True
+    half = torch.ones(2, dtype=torch.float16)
+    record.add(torch.ops.aten.add.Tensor, (half, half), {}, False, set())
+    record.path = "mps"
+    record.add(torch.ops.aten.mul.Tensor, (half.double(), half.double()), {}, True, set())
+    add, mul = record.ops["add.Tensor"], record.ops["mul.Tensor"]
+    assert add.dtypes == {"float16"} and add.runs == {"cuda device"}
+    assert mul.dtypes == set() and mul.runs == {"mps host"}
+    assert add.where == mul.where == {"autograd"}
+
+
+def test_op_coverage_where_names_the_package_module_and_function():
+    """An op called by the library is attributed to ``<package>/<module>.py:<function>`` (the ``where``
+    column of the committed table, e.g. ``sparse_ops/hard.py:hard_superpixels``)."""
+    import sparse_ops as so
+
+    cov = _import("op_coverage")
+    record = cov.Record()
+    with cov.DeviceRecorder(record):
+        cov.run_case(record, "relabel", lambda: so.relabel_contiguous(torch.tensor([[[3, 7], [7, 3]]])))
+    where = set().union(*(seen.where for seen in record.ops.values())) - {"autograd"}
+    assert where, record.ops
+    assert all(re.fullmatch(r"(sparse_ops|transparent_init)/\w+\.py:\w+", w) for w in where), where
+
+
+def test_op_coverage_meta_only_records_the_ops_of_meta_tensors():
+    """``DeviceRecorder(meta_only=True)`` (a stack built on ``meta``): the ops with a meta tensor are
+    recorded, as device ops; the others are not."""
+    cov = _import("op_coverage")
+    record = cov.Record()
+    meta, cpu = torch.zeros(2, device="meta"), torch.zeros(2)
+    record.on = True
+    with cov.DeviceRecorder(record, meta_only=True):
+        meta.add_(1)
+        cpu.mul_(2)
+    record.on = False
+    assert "add_.Tensor" in record.ops and "mul_.Tensor" not in record.ops
+    assert record.ops["add_.Tensor"].runs == {"cuda device"}
+
+
+def test_op_coverage_variants_cover_every_documented_option():
+    """Both ``validate`` values, both layouts, with and without a mask; the full run adds the large size and
+    float16; the ``sparse`` backend on the ``cuda`` path only."""
+    cov = _import("op_coverage")
+    quick = list(cov.variants(True, "mps"))
+    assert {v.validate for v in quick} == {True, False}
+    assert {v.channels_last for v in quick} == {v.masked for v in quick} == {False, True}
+    assert {v.backend for v in quick} == {"scatter"} and {v.dtype for v in quick} == {torch.float32}
+    assert len(quick) == 8
+    full = list(cov.variants(False, "cuda"))
+    assert {v.dtype for v in full} == {torch.float32, torch.float16}
+    assert {v.large for v in full} == {False, True} and {v.backend for v in full} == {"scatter", "sparse"}
+
+
+def test_op_coverage_run_case_keeps_a_case_that_raised_under_its_name_and_label():
+    cov = _import("op_coverage")
+    record = cov.Record()
+
+    def refused():
+        raise ValueError("no half kernel\nsecond line")
+
+    cov.run_case(record, "superpixel_pool sum", refused, "tiny float16")
+    assert record.skipped == {"superpixel_pool sum [tiny float16]": "ValueError: no half kernel"}
+    assert record.on is False
+
+
+def test_op_coverage_table_status_only_for_device_ops_and_known_gaps_of_sparse_rows(tmp_path):
+    """A row with a device run gets a kernel status for each backend and yaml (also when its other path runs
+    it on the host); an op that only runs on the host gets ``-``; a sparse row (``mm [csr]``) shows the
+    known gaps of its op (``mm``)."""
+    cov = _import("op_coverage")
+    path = tmp_path / "native_functions.yaml"
+    path.write_text(_YAML)
+    record = cov.Record()
+    record.ops["cat"] = cov.Seen(runs={"cuda device", "mps host"})
+    record.ops["gather"] = cov.Seen(runs={"mps host"})
+    record.ops["mm [csr]"] = cov.Seen(runs={"cuda device"}, layouts={"csr"})
+    rows = {row["op"]: row for row in cov.table(record, {"2.11": path})}
+    assert (rows["cat"]["MPS 2.11"], rows["cat"]["CUDA 2.11"]) == ("NO", "yes")
+    assert (rows["gather"]["MPS 2.11"], rows["gather"]["CUDA 2.11"]) == ("-", "-")
+    assert rows["mm [csr]"]["known gaps"] == cov.KNOWN_GAPS["mm"]
+    assert rows["cat"]["known gaps"] == ""
+
+
+def test_op_coverage_status_follows_composites_more_than_one_level(tmp_path):
+    """A composite whose recorded decomposition holds a composite without an MPS kernel below it is not
+    ``yes`` on MPS: the decomposition is followed past the first level."""
+    cov = _import("op_coverage")
+    path = tmp_path / "native_functions.yaml"
+    path.write_text(
+        "- func: outer(Tensor self) -> Tensor\n  dispatch:\n    CompositeExplicitAutograd: outer\n\n"
+        "- func: inner(Tensor self) -> Tensor\n  dispatch:\n    CompositeExplicitAutograd: inner\n\n"
+        "- func: leaf(Tensor self) -> Tensor\n  dispatch:\n    CPU, CUDA: leaf\n"
+    )
+    entries = cov.parse_yaml(path)
+    record = cov.Record()
+    record.ops["outer"] = cov.Seen(children={"inner"})
+    record.ops["inner"] = cov.Seen(children={"leaf"})
+    assert cov.status(entries, record, "outer", "MPS") == "NO (CompositeExplicitAutograd into inner)"
+    assert cov.status(entries, record, "outer", "CUDA") == "yes (CompositeExplicitAutograd)"
+
+
+def test_op_coverage_status_follows_the_kernel_a_device_chooses(tmp_path):
+    """``convolution_backward`` runs ``mps_convolution_backward`` on MPS (``BACKEND_CHOICE``), not the CPU's
+    recorded decomposition: without that kernel it is ``NO`` there, whatever the decomposition."""
+    cov = _import("op_coverage")
+    path = tmp_path / "native_functions.yaml"
+    path.write_text(
+        "- func: convolution_backward(Tensor grad_output) -> Tensor\n  dispatch:\n"
+        "    CompositeExplicitAutograd: convolution_backward\n\n"
+        "- func: cat(Tensor[] tensors, int dim=0) -> Tensor\n  dispatch:\n    CPU, CUDA, MPS: cat\n"
+    )
+    entries = cov.parse_yaml(path)
+    record = cov.Record()
+    record.ops["convolution_backward"] = cov.Seen(children={"cat"})
+    assert cov.status(entries, record, "convolution_backward", "MPS") == (
+        "NO (CompositeExplicitAutograd into mps_convolution_backward)"
+    )
+    assert cov.status(entries, record, "convolution_backward", "CUDA") == "yes (CompositeExplicitAutograd)"
+
+
+def test_op_coverage_gaps_lists_mps_device_ops_without_an_mps_kernel():
+    """Only rows the ``mps`` path runs on the device, and only their ``MPS`` columns that say ``NO`` (a
+    composite's ``NO (... into ...)`` included), named by their versions."""
+    cov = _import("op_coverage")
+
+    def row(op: str, runs_on: str, mps: tuple[str, str], cuda: tuple[str, str]) -> dict[str, str]:
+        return {"op": op, "runs on": runs_on, "MPS 2.11": mps[0], "MPS 2.14": mps[1]} | {
+            "CUDA 2.11": cuda[0],
+            "CUDA 2.14": cuda[1],
+        }
+
+    rows = [
+        row(
+            "a", "cuda device, mps device", ("NO (CompositeExplicitAutograd into cat)", "yes"), ("yes", "yes")
+        ),
+        row("b", "cuda device, mps host", ("NO", "NO"), ("yes", "yes")),
+        row("c", "cuda device, mps device", ("yes", "yes"), ("NO", "NO")),
+    ]
+    assert cov.gaps(rows) == ["a (2.11)"]
+
+
+def test_op_coverage_yaml_must_name_a_file(tmp_path):
+    """``--yaml VERSION=PATH`` of an existing file: a folder is refused as a usage error."""
+    cov = _import("op_coverage")
+    with pytest.raises(argparse.ArgumentTypeError, match="must be VERSION=PATH of an existing file"):
+        cov.yaml_spec(f"2.11={tmp_path}")
+
+
+def test_op_coverage_main_prints_the_cases_not_run_and_the_mps_gaps(monkeypatch, capsys):
+    """The summary names every case that raised (``not run: <case> [<variant>]: <why>``) and every device op
+    of the ``mps`` path without an MPS kernel."""
+    cov = _import("op_coverage")
+    record = cov.Record()
+    record.ops["_to_sparse_csr [coo]"] = cov.Seen(runs={"mps device"}, layouts={"coo"})
+    record.skipped["to_sparse [tiny float32]"] = "ValueError: refused"
+    monkeypatch.setattr(cov, "record_all", lambda quick: record)
+    rows = cov.main(["--quick"])  # (writes nothing without --out)
+    out = capsys.readouterr().out
+    assert [row["op"] for row in rows] == ["_to_sparse_csr [coo]"]
+    assert "  not run: to_sparse [tiny float32]: ValueError: refused" in out
+    assert "device ops without an MPS kernel: _to_sparse_csr [coo] (" in out
+
+
+def test_bench_ops_check_refuses_outputs_of_another_number_without_a_traceback(monkeypatch):
+    """An alternative with another number of outputs fails the float64 check (no ``max_rel_diff``) instead
+    of raising."""
+    import dataclasses
+
+    bench = _import("bench_ops")
+    case = bench.CASES["pool_sum"]
+
+    def extra_output(inp):
+        out = case.alt(inp)
+        return out, out.sum().reshape(1)
+
+    monkeypatch.setitem(bench.CASES, "pool_sum", dataclasses.replace(case, alt=extra_output))
+    check = bench.check_case("pool_sum", bench.case_config("pool_sum", quick=True))
+    assert check == {"kind": "float64", "passed": False, "max_rel_diff": None}
+
+
+def test_bench_ops_check_passes_a_difference_equal_to_the_tolerance(monkeypatch):
+    """The relative difference passes when it is *at most* ``CHECK_TOLERANCE`` (the module docstring and
+    docs/benchmarks.rst)."""
+    import dataclasses
+
+    bench = _import("bench_ops")
+    case = bench.CASES["pool_sum"]
+
+    def doubled_gradient(inp):
+        x = inp["x"]
+        return bench.scatter_pool(2 * x - x.detach(), inp["sp"], inp["n"], "sum")  # rel. diff exactly 0.5
+
+    monkeypatch.setitem(bench.CASES, "pool_sum", dataclasses.replace(case, alt=doubled_gradient))
+    monkeypatch.setattr(bench, "CHECK_TOLERANCE", 0.5)
+    check = bench.check_case("pool_sum", bench.case_config("pool_sum", quick=True))
+    assert check["max_rel_diff"] == 0.5 and check["tolerance"] == 0.5 and check["passed"] is True
+
+
+def test_bench_ops_check_tolerance_is_the_documented_one():
+    """docs/benchmarks.rst gives the float64 check's bound: the constant the check uses."""
+    bench = _import("bench_ops")
+    text = " ".join((ROOT / "docs" / "benchmarks.rst").read_text(encoding="utf-8").split())
+    assert f"relative difference at most {bench.CHECK_TOLERANCE:g})" in text
+
+
+def test_bench_ops_slow_ops_time_half_the_repeats_at_least_3():
+    bench = _import("bench_ops")
+    assert bench.CASES["spixel_loss"].slow and not bench.CASES["pool_sum"].slow
+    assert bench.case_repeats("spixel_loss", 10, quick=False) == 5
+    assert bench.case_repeats("spixel_loss", 4, quick=False) == 3
+    assert bench.case_repeats("pool_sum", 10, quick=False) == 10
+    assert bench.case_repeats("spixel_loss", 2, quick=True) == 2  # --quick: as given
+
+
+def test_bench_ops_worker_refuses_an_unknown_implementation(monkeypatch):
+    bench = _import("bench_ops")
+    monkeypatch.setattr(bench, "time_ms", lambda fn, n, warmup=1, device="cpu": [1.0] * n)
+    monkeypatch.setattr(bench, "paired_times", lambda a, b, n, device="cpu": ([1.0] * n, [1.0] * n))
+    cfg = bench.case_config("relabel_contiguous", quick=True)
+    with pytest.raises(ValueError, match="impl must be 'ours' or 'alternative', got 'theirs'"):
+        bench.worker("relabel_contiguous", "theirs", cfg, 1, fresh_process=False)
+
+
+def test_bench_ops_worker_subprocess_gets_the_threads_and_the_op_repeats(monkeypatch):
+    """A worker subprocess runs with the run's ``--threads`` and the op's own repeat count (half for a slow
+    op); a worker that fails is a row with ``failed`` (its last stderr line), not a traceback."""
+    bench = _import("bench_ops")
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="Traceback\nRuntimeError: boom\n")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    args = argparse.Namespace(in_process=False, device="cpu", threads=1, repeats=10)
+    cfg = bench.case_config("spixel_loss", quick=False)
+    repeats = bench.case_repeats("spixel_loss", args.repeats, quick=False)
+    row = bench._run_worker(args, "spixel_loss", "ours", cfg, repeats)
+    assert row == {"impl": "ours", "failed": ["RuntimeError: boom"]}
+    (cmd,) = calls
+    assert cmd[cmd.index("--threads") + 1] == "1" and cmd[cmd.index("--repeats") + 1] == "5"
+    assert cmd[cmd.index("--device") + 1] == "cpu"
+    assert cmd[cmd.index("--worker") + 1 :][:2] == ["spixel_loss", "ours"]
+
+
+def test_bench_ops_a_failed_measurement_fails_the_run(monkeypatch, capsys):
+    """A worker that failed: its op gets no ratio, the run says so and exits with an error."""
+    bench = _import("bench_ops")
+    monkeypatch.setattr(
+        bench, "_run_worker", lambda args, name, impl, cfg, repeats: {"impl": impl, "failed": ["boom"]}
+    )
+    with pytest.raises(SystemExit, match="a check failed or a measurement did not finish"):
+        bench.main(["--quick", "--threads", "1", "--ops", "relabel_contiguous"])
+    out = capsys.readouterr().out
+    assert "failed: [['boom'], ['boom']]" in out
+    assert re.search(r"^relabel_contiguous +not timed$", out, re.M), out
+
+
+def test_bench_ops_pool_alternatives_keep_empty_superpixels_at_zero_and_max_below_zero():
+    """The pool alternatives, as documented: an empty superpixel stays 0 (mean: no 0 / 0), and the max does
+    not count the zeros it starts from (``include_self=False``); they agree with the library."""
+    from sparse_ops import superpixel_pool
+
+    bench = _import("bench_ops")
+    x = -1 - torch.rand(1, 2, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sp = torch.zeros(1, 3, 3, dtype=torch.long)
+    sp[0, 0] = 2  # superpixel 1 is empty
+    for reduce in ("mean", "sum", "max"):
+        alt = bench.scatter_pool(x, sp, 3, reduce)
+        assert torch.equal(alt[:, 1], torch.zeros(1, 2, dtype=x.dtype)), reduce
+        assert torch.allclose(alt, superpixel_pool(x, sp, 3, reduce=reduce)), reduce
+
+
+def test_bench_ops_global_average_alternative_skips_empty_superpixels():
+    from sparse_ops import superpixel_global_average
+
+    bench = _import("bench_ops")
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sp = torch.zeros(2, 4, 4, dtype=torch.long)
+    sp[:, 2:] = 3  # superpixels 1 and 2 are empty
+    alt = bench.scatter_global_average(x, sp, 4)
+    assert torch.allclose(alt, superpixel_global_average(x, sp, 4))
+
+
+def test_bench_ops_argmax_alternative_breaks_ties_as_the_library():
+    """Equal scores: the alternative picks the candidate the library's tie rule picks (the centre first)."""
+    from sparse_ops import hard_superpixels
+
+    bench = _import("bench_ops")
+    assoc = torch.full((1, 9, 32, 32), 1 / 9)
+    assert torch.equal(bench.argmax_hard(assoc, 16), hard_superpixels(assoc, 16))
+
+
+def test_op_coverage_run_case_records_the_backward_of_every_differentiable_output():
+    """A case's backward ops are recorded too (phase ``bwd``), after its forward ones (phase ``fwd``); the
+    gradient of ones that starts it is not recorded."""
+    cov = _import("op_coverage")
+    record = cov.Record()
+    x = torch.randn(3, requires_grad=True)
+    with cov.DeviceRecorder(record):
+        cov.run_case(record, "square", lambda: (x * x, x.detach().sin()))
+    assert record.ops["mul.Tensor"].phases == {"fwd", "bwd"}  # x * x, and its backward's grad * x
+    assert record.ops["sin"].phases == {"fwd"}
+    assert "ones_like" not in record.ops and x.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [("2.14.1+cpu", "2.14"), ("2.6.0.dev20241112+cpu", "2.6"), ("2.11.0", "2.11"), ("2.14", "2.14")],
+)
+def test_op_coverage_columns_are_named_by_major_minor_of_any_torch_version(version, expected):
+    """The table's columns carry ``major.minor`` of the torch version, also for a nightly's
+    ``2.6.0.devYYYYMMDD`` (it gave ``2.6.0``) and a bare ``2.14`` (it gave ``2``)."""
+    assert _import("op_coverage")._version(version) == expected
