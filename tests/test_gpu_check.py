@@ -649,7 +649,11 @@ def test_tqdm_stand_in_where_tqdm_is_missing(tmp_path, monkeypatch):
     assert gpu_check.tqdm_stand_in(tmp_path / "other") is None
 
 
-def test_an_interrupted_check_writes_its_report(tmp_path, monkeypatch):
+def test_an_interrupted_check_writes_its_report(tmp_path, monkeypatch, capsys):
+    """The report of a check stopped during a stage is written, the work folder removed; its failed stages
+    are the running one and those it never started (they did not finish ok either), not only those it
+    recorded."""
+
     def interrupted_stages(args, stages, report, *rest):
         report["stages"]["uniformize"] = {"title": "(b)", "command": [], "notes": [], "status": "ok"}
         report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": []}  # running when stopped
@@ -658,6 +662,7 @@ def test_an_interrupted_check_writes_its_report(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check, "run_stages", interrupted_stages)
     argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint,tests", "--output-dir", str(tmp_path)]
     assert gpu_check.main(argv) == 130
+    assert "FAILED stages: joint, tests (exit status 130)" in capsys.readouterr().out
     report = json.loads((tmp_path / "gpu_check_cpu_quick.json").read_text())
     assert report["stages"]["joint"]["status"] == "interrupted" and report["exit_status"] == 130
     assert not Path(report["meta"]["work"]).exists()  # the work folder is removed
@@ -1429,21 +1434,6 @@ def test_a_failed_stage_without_a_result_file_records_no_raw_result(tmp_path):
     run = gpu_check.StageRun("failed", 1.0, 1, "boom\n", "exit status 1: boom")
     gpu_check.record_run(entry, "joint", stage, run)
     assert entry["status"] == "failed" and "raw" not in entry
-
-
-def test_an_interrupted_check_names_the_stages_it_never_started_as_failed(tmp_path, monkeypatch, capsys):
-    """A check stopped during a stage names among its failed stages the running one and those it never
-    started (they did not finish ok either), not only the ones it recorded."""
-
-    def interrupted_stages(args, stages, report, *rest):
-        report["stages"]["uniformize"] = {"title": "(b)", "command": [], "notes": [], "status": "ok"}
-        report["stages"]["joint"] = {"title": "(c)", "command": [], "notes": []}  # running when stopped
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(gpu_check, "run_stages", interrupted_stages)
-    argv = ["--device", "cpu", "--quick", "--stages", "uniformize,joint,tests", "--output-dir", str(tmp_path)]
-    assert gpu_check.main(argv) == 130
-    assert "FAILED stages: joint, tests (exit status 130)" in capsys.readouterr().out
 
 
 def test_a_step0_transparency_that_could_not_be_measured_fails_the_train_stage(tmp_path):

@@ -2174,19 +2174,10 @@ def test_cli_overlap_warning_counts_the_trained_images_of_those_evaluated(voc, t
     val = (lists / "val.txt").read_text().split()
     (lists / "mixed.txt").write_text("\n".join([*(lists / "train.txt").read_text().split(), val[1]]) + "\n")
 
-    def load_model_from_checkpoint(path, *, map_location="cpu", expect_stage=None):
-        model = {"arch": "joint", "deeplab": {"num_classes": 21}}
-        args = {"data_root": str(root), "sbd": False, "train_split": "mixed"}
-        return StubJoint().eval(), {"model": model, "stage": "joint", "args": args, "sha256": "5" * 64}
-
-    fake = types.ModuleType("examples.voc_joint.checkpoint")
-    fake.load_model_from_checkpoint = load_model_from_checkpoint
-    fake.CheckpointError = ValueError
-    (tmp_path / "ckpt.pt").touch()
-    monkeypatch.setitem(sys.modules, "examples.voc_joint.checkpoint", fake)
+    args = {"data_root": str(root), "sbd": False, "train_split": "mixed"}
+    argv = [*_fake_checkpoint(monkeypatch, tmp_path, args=args), "--data-root", str(root), "--split", "val"]
     out = tmp_path / "eval"
-    argv = ["--checkpoint", str(tmp_path / "ckpt.pt"), "--data-root", str(root), "--split", "val"]
-    assert evaluate_mod.main([*argv, "--output-dir", str(out), "--no-progress", "--max-panels", "0"]) == 0
+    assert evaluate_mod.main([*argv, "--output-dir", str(out), "--max-panels", "0"]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "trained on 1 of the 3 images evaluated" in err and repr(val[1]) in err, err
     assert json.loads((out / "metrics.json").read_text())["trained_on_evaluated_images"] == 1
