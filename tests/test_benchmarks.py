@@ -2469,13 +2469,18 @@ _YAML = """\
 """
 
 
+def _parsed_yaml(cov, tmp_path: Path, text: str) -> dict:
+    """``op_coverage.parse_yaml`` of ``text`` written as ``tmp_path / "native_functions.yaml"``."""
+    path = tmp_path / "native_functions.yaml"
+    path.write_text(text)
+    return cov.parse_yaml(path)
+
+
 def test_op_coverage_reads_the_dispatch_entries(tmp_path):
     """Kernels by dispatch key, through a structured delegate, from a ufunc loop (CPU and CUDA only), a
     composite entry followed into the ops it decomposes into, and a sparse layout's own key."""
     cov = _import("op_coverage")
-    path = tmp_path / "native_functions.yaml"
-    path.write_text(_YAML)
-    entries = cov.parse_yaml(path)
+    entries = _parsed_yaml(cov, tmp_path, _YAML)
     assert cov.kernel(entries, "gather", "MPS") == ("kernel", None)
     assert cov.kernel(entries, "add.out", "CUDA") == ("kernel", None)
     assert cov.kernel(entries, "add.out", "MPS") == ("kernel", None)
@@ -2499,7 +2504,7 @@ def test_op_coverage_quick(tmp_path):
     cov = _import("op_coverage")
     out = tmp_path / "coverage.csv"
     stdout = _run("op_coverage.py", "--quick", "--out", str(out))
-    version = torch.__version__.split("+")[0].rsplit(".", 1)[0]
+    version = cov._version(torch.__version__)  # the columns' major.minor
     rows = {row["op"]: row for row in csv.DictReader(out.read_text().splitlines())}
     columns = [*cov.COLUMNS, f"MPS {version}", f"CUDA {version}", "known gaps"]
     assert list(next(iter(rows.values()))) == columns
@@ -3497,13 +3502,13 @@ def test_op_coverage_status_follows_composites_more_than_one_level(tmp_path):
     """A composite whose recorded decomposition holds a composite without an MPS kernel below it is not
     ``yes`` on MPS: the decomposition is followed past the first level."""
     cov = _import("op_coverage")
-    path = tmp_path / "native_functions.yaml"
-    path.write_text(
+    entries = _parsed_yaml(
+        cov,
+        tmp_path,
         "- func: outer(Tensor self) -> Tensor\n  dispatch:\n    CompositeExplicitAutograd: outer\n\n"
         "- func: inner(Tensor self) -> Tensor\n  dispatch:\n    CompositeExplicitAutograd: inner\n\n"
-        "- func: leaf(Tensor self) -> Tensor\n  dispatch:\n    CPU, CUDA: leaf\n"
+        "- func: leaf(Tensor self) -> Tensor\n  dispatch:\n    CPU, CUDA: leaf\n",
     )
-    entries = cov.parse_yaml(path)
     record = cov.Record()
     record.ops["outer"] = cov.Seen(children={"inner"})
     record.ops["inner"] = cov.Seen(children={"leaf"})
@@ -3515,13 +3520,13 @@ def test_op_coverage_status_follows_the_kernel_a_device_chooses(tmp_path):
     """``convolution_backward`` runs ``mps_convolution_backward`` on MPS (``BACKEND_CHOICE``), not the CPU's
     recorded decomposition: without that kernel it is ``NO`` there, whatever the decomposition."""
     cov = _import("op_coverage")
-    path = tmp_path / "native_functions.yaml"
-    path.write_text(
+    entries = _parsed_yaml(
+        cov,
+        tmp_path,
         "- func: convolution_backward(Tensor grad_output) -> Tensor\n  dispatch:\n"
         "    CompositeExplicitAutograd: convolution_backward\n\n"
-        "- func: cat(Tensor[] tensors, int dim=0) -> Tensor\n  dispatch:\n    CPU, CUDA, MPS: cat\n"
+        "- func: cat(Tensor[] tensors, int dim=0) -> Tensor\n  dispatch:\n    CPU, CUDA, MPS: cat\n",
     )
-    entries = cov.parse_yaml(path)
     record = cov.Record()
     record.ops["convolution_backward"] = cov.Seen(children={"cat"})
     assert cov.status(entries, record, "convolution_backward", "MPS") == (
