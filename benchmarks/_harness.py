@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _atomic import checkout_first
+from _counting import allocations
 
 try:
     import resource
@@ -392,8 +394,6 @@ def tensor_peak_mib(step: Callable[[], object]) -> float:
     (every allocation and free of PyTorch's CPU allocator, kernels' temporaries included, from
     ``torch.profiler`` with ``profile_memory=True``: ``_counting.allocations``). Run it outside the timed runs
     (the profiler slows the step down); memory that PyTorch does not allocate (numpy arrays) is not in it."""
-    from _counting import allocations
-
     return allocations(step).peak_bytes / 2**20
 
 
@@ -539,10 +539,7 @@ def run_script(main: Callable[[], object], prog: str, note: str = "no result fil
         >>> run_script(lambda: {"rows": []}, "bench_demo.py"), run_script(lambda: 1, "bench_demo.py")
         (0, 1)
     """
-    # the checkout's examples package, first on sys.path (a worker of ab_uniformize.py runs without it)
-    from _atomic import checkout_first
-
-    checkout_first()
+    checkout_first()  # this checkout's examples package (an ab_uniformize.py worker runs without PYTHONPATH)
     from examples.voc_joint.signals import run_stoppable
 
     def status() -> int:

@@ -3729,3 +3729,24 @@ def test_op_coverage_columns_are_named_by_major_minor_of_any_torch_version(versi
     """The table's columns carry ``major.minor`` of the torch version, also for a nightly's
     ``2.6.0.devYYYYMMDD`` (it gave ``2.6.0``) and a bare ``2.14`` (it gave ``2``)."""
     assert _import("op_coverage")._version(version) == expected
+
+
+def test_harness_runs_after_the_benchmarks_folder_left_sys_path():
+    """A script imported the way the tests import it (the folder on ``sys.path`` only while importing) still
+    measures its tensor peak and runs through ``run_script``: ``_harness`` does not look ``_counting`` and
+    ``_atomic`` up on ``sys.path`` at call time (it did, and tests of both failed when run alone)."""
+    code = (
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(BENCH)!r})\n"
+        "import _harness\n"
+        f"sys.path.remove({str(BENCH)!r})\n"
+        "sys.modules.pop('_counting', None), sys.modules.pop('_atomic', None)\n"
+        "peak = _harness.tensor_peak_mib(lambda: torch.ones(2**18))\n"
+        "print(peak, _harness.run_script(lambda: 3, 'probe.py'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak, status = proc.stdout.split()
+    assert float(peak) == pytest.approx(1.0) and status == "3"
