@@ -77,7 +77,7 @@ class Inputs:
     pooled: torch.Tensor
     centres: torch.Tensor
     assignment: so.SuperpixelAssignment
-    #: tensors whose gradient a backward fills (cleared before each: accumulating would add an op)
+    #: tensors whose gradient a backward fills (cleared before each: every backward counted starts from none)
     leaves: list[torch.Tensor]
 
 

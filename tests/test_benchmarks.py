@@ -15,11 +15,13 @@ import importlib.util
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -3731,6 +3733,309 @@ def test_op_coverage_columns_are_named_by_major_minor_of_any_torch_version(versi
     assert _import("op_coverage")._version(version) == expected
 
 
+# ------------------------------------------------------------------------------------------ bench_soft.py
+def test_bench_soft_times_the_three_documented_formulations_by_name():
+    """``block`` is the library, ``nine_shift`` the 9-shift baseline and ``scatter`` the index_add version:
+    a name bound to another formulation passes the agreement check and times one formulation twice."""
+    bench_soft = _import("bench_soft")
+    impls = bench_soft.SOFT_IMPLS
+    assert impls == {
+        "block": bench_soft.block_uniformize,
+        "nine_shift": bench_soft.nine_shift_uniformize,
+        "scatter": bench_soft.scatter_uniformize,
+    }
+
+
+def test_bench_soft_refuses_an_implementation_with_a_wrong_feature_gradient(monkeypatch):
+    """The agreement check compares the gradient w.r.t. the features too (not only the output and the
+    association gradient): right values with a doubled feature gradient are caught."""
+    bench_soft = _import("bench_soft")
+    scatter = bench_soft.scatter_uniformize
+    monkeypatch.setitem(bench_soft.SOFT_IMPLS, "scatter", lambda x, a, s: scatter(2 * x - x.detach(), a, s))
+    assert bench_soft.check_agreement() > 1e-4
+
+
+def test_bench_soft_refuses_a_segnet_unpooling_with_a_wrong_gradient_only(monkeypatch):
+    """``check_unpool_agreement`` compares the gradients as well as the outputs: an unpooling with the right
+    output and a doubled gradient disagrees."""
+    bench_soft = _import("bench_soft")
+    unpool = bench_soft.max_unpool2d
+    monkeypatch.setattr(bench_soft, "max_unpool2d", lambda v, i, size: unpool(2 * v - v.detach(), i, size))
+    assert bench_soft.check_unpool_agreement() is False
+
+
+def test_bench_soft_unpool_worker_names_its_implementation_and_channels(monkeypatch):
+    bench_soft = _import("bench_soft")
+    monkeypatch.setattr(bench_soft, "time_ms", lambda fn, n, warmup=1, device="cpu": [1.0] * n)
+    row = bench_soft.worker_unpool("nn.MaxUnpool2d", 1, 3, 8, 8, 2, fresh_process=False)
+    assert row["impl"] == "nn.MaxUnpool2d" and row["C"] == 3 and row["times_ms"] == [1.0, 1.0]
+
+
+def test_bench_soft_worker_subprocess_gets_the_device_and_threads(monkeypatch):
+    """Each measuring subprocess runs on ``--device`` with ``--threads`` (here and in every worker)."""
+    bench_soft = _import("bench_soft")
+    seen = []
+
+    def run(cmd, **kwargs):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout='{"impl": "block"}\n', stderr="")
+
+    monkeypatch.setattr(bench_soft.subprocess, "run", run)
+    args = argparse.Namespace(in_process=False, device="cuda:1", threads=3)
+    assert bench_soft._run_worker(args, ["soft", "block", 1, 2, 16, 16, 8, 1]) == {"impl": "block"}
+    (cmd,) = seen
+    assert cmd[cmd.index("--device") + 1] == "cuda:1" and cmd[cmd.index("--threads") + 1] == "3"
+    assert cmd[cmd.index("--worker") :] == ["--worker", "soft", "block", "1", "2", "16", "16", "8", "1"]
+
+
+def _bench_soft_stubbed(monkeypatch):
+    """bench_soft with its measurements replaced by a stub recording the worker parameters."""
+    bench_soft = _import("bench_soft")
+    calls = []
+
+    def run_worker(args, params):
+        calls.append(list(params))
+        kind, *rest = params
+        if kind == "unpool_paired":
+            return {"paired_ratio_to_nn": 1.0, "repeats": rest[-1]}
+        return {"impl": rest[0], "C": rest[2], "median_ms": 1.0}
+
+    monkeypatch.setattr(bench_soft, "_run_worker", run_worker)
+    return bench_soft, calls
+
+
+def test_bench_soft_full_run_measures_the_documented_configuration(monkeypatch, tmp_path):
+    """A full run (no --quick): B=4, 512x512, cell 16, C = 2, 21, 23, medians of 5; SegNet B=4, C=21, 256x256,
+    50 runs each; the JSON says it was neither quick nor in-process, keeps the agreement measured and the
+    thread count used."""
+    bench_soft, calls = _bench_soft_stubbed(monkeypatch)
+    torch.set_num_threads(3)
+    data = bench_soft.main(["--threads", "1", "--out", str(tmp_path / "s.json")])
+    soft = [c for c in calls if c[0] == "soft"]
+    assert sorted({tuple(c[2:]) for c in soft}) == [(4, C, 512, 512, 16, 5) for C in (2, 21, 23)]
+    assert sorted({tuple(c[2:]) for c in calls if c[0] == "unpool"}) == [(4, 21, 256, 256, 50)]
+    assert [c for c in calls if c[0] == "unpool_paired"] == [["unpool_paired", 4, 21, 256, 256, 50]]
+    assert data["quick"] is False and data["in_process"] is False
+    assert {k: data["soft"][k] for k in ("B", "H", "W", "cell_size", "repeats")} == {
+        "B": 4,
+        "H": 512,
+        "W": 512,
+        "cell_size": 16,
+        "repeats": 5,
+    }
+    assert {k: data["segnet_unpool"][k] for k in ("B", "C", "H", "W")} == {
+        "B": 4,
+        "C": 21,
+        "H": 256,
+        "W": 256,
+    }
+    assert data["soft"]["max_abs_diff_f64"] == bench_soft.check_agreement() > 0
+    assert ", 1 threads" in data["machine"]
+    assert json.loads((tmp_path / "s.json").read_text())["soft"]["repeats"] == 5
+
+
+def test_bench_soft_quick_defaults_and_the_batch_size_given(monkeypatch):
+    """--quick: B=1 and 2 repeats unless given; --batch-size sets B (with --quick too)."""
+    bench_soft, calls = _bench_soft_stubbed(monkeypatch)
+    data = bench_soft.main(["--quick", "--in-process", "--threads", "1"])
+    assert data["soft"]["repeats"] == 2 and data["soft"]["B"] == data["segnet_unpool"]["B"] == 1
+    assert {c[2] for c in calls if c[0] == "soft"} == {1} and {c[-1] for c in calls if c[0] == "soft"} == {2}
+    calls.clear()
+    data = bench_soft.main(["--quick", "--in-process", "--threads", "1", "--batch-size", "2"])
+    assert data["soft"]["B"] == data["segnet_unpool"]["B"] == 2
+    assert {c[2] for c in calls if c[0] == "soft"} == {2} and {c[2] for c in calls if c[0] == "unpool"} == {2}
+
+
+# ------------------------------------------------------------------------------ bench_transparent_init.py
+def test_bench_transparent_init_plain_stack_has_the_real_layers_of_the_transparent_stack():
+    """``plain_stack`` is the same real layers as ``TransparentConv1x1(C, hidden, out, activation)``."""
+    bench = _import("bench_transparent_init")
+
+    def shapes(seq):
+        return [(type(m).__name__, tuple(getattr(m, "weight", torch.empty(0)).shape)) for m in seq]
+
+    for act, activation in ((True, "relu"), (False, None)):
+        for out in (bench.C, bench.C // 2):
+            ours = bench.TransparentConv1x1(
+                bench.C,
+                bench.HIDDEN,
+                out,
+                activation=activation,
+                generator=0,
+                target_weight=None if out == bench.C else bench.pair_mean(),
+            )
+            assert shapes(bench.plain_stack(act, out=out)) == shapes(ours.layers), (act, out)
+
+
+def test_bench_transparent_init_inputs_are_uniform_in_minus_r_r_per_seed():
+    bench = _import("bench_transparent_init")
+    x = bench.inputs(10.0, 0, (4000,))
+    assert x.dtype == torch.float32 and x.abs().max() <= 10.0
+    assert x.min() < -9.9 and x.max() > 9.9 and abs(float(x.mean())) < 0.5
+    assert not torch.equal(bench.inputs(1.0, 0, (64,)), bench.inputs(1.0, 1, (64,)))  # each seed its own draw
+
+
+def test_bench_transparent_init_non_square_target_is_the_pairwise_channel_mean():
+    bench = _import("bench_transparent_init")
+    x = torch.randn(bench.C, 5)
+    assert torch.allclose(bench.pair_mean() @ x, x.view(bench.C // 2, 2, 5).mean(1))
+
+
+def test_bench_transparent_init_init_with_uses_the_named_method():
+    bench = _import("bench_transparent_init")
+    for method, init in (
+        ("random", lambda s: bench.random_uniform_init_(s, generator=3)),
+        ("xavier", lambda s: bench.xavier_init_(s, generator=3)),
+        ("net2net", bench.net2net_identity_init_),
+        ("ours", lambda s: bench.transparent_init_(s, generator=3)),
+    ):
+        torch.manual_seed(0)
+        got = bench.init_with(method, bench.plain_stack(True), 3).state_dict()
+        torch.manual_seed(0)
+        want = init(bench.plain_stack(True)).state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want), method
+
+
+def test_bench_transparent_init_table2_columns():
+    """Table 2's columns: init rate (median, min over seeds) of the ReLU stack, recovery without and with
+    ReLU; Net2Net identity recovers all without ReLU and about half with it (the docs' table)."""
+    bench = _import("bench_transparent_init")
+    shape = (1, bench.C, 4, 4)
+    rows = bench.table2(3, shape)
+    rates = [100 * bench.init_rate(bench.init_with("random", bench.plain_stack(True), s)) for s in range(3)]
+    assert len(set(rates)) == 3
+    assert rows["random"]["init_rate"] == statistics.median(rates)
+    assert rows["random"]["init_rate_min"] == min(rates)
+    assert rows["net2net"]["recovery_no_relu"] == 100.0 and 20.0 < rows["net2net"]["recovery_relu"] < 80.0
+    assert rows["ours"]["non_square_recovery"] == 100.0
+
+
+def test_bench_transparent_init_table3_rows():
+    """Table 3: each case is its stack on inputs U[-r, r] (median and worst over seeds); the error grows with
+    r; the depth rows use inputs U[-10, 10] and k layers (k = 3 is the 42-[64, 64]-42 ReLU stack)."""
+    bench = _import("bench_transparent_init")
+    shape = (1, bench.C, 8, 8)
+    t3 = bench.table3(3, shape)
+    for r in (1, 1000):
+        errs = [
+            bench.max_abs_error(
+                bench.TransparentConv1x1(bench.C, bench.HIDDEN, activation=None, generator=s),
+                bench.inputs(float(r), s, shape),
+            )
+            for s in range(3)
+        ]
+        assert t3["ours_none"][str(r)]["median"] == statistics.median(errs)
+        assert t3["ours_none"][str(r)]["worst"] == max(errs)
+    assert t3["ours_relu"]["1000"]["median"] > 10 * t3["ours_relu"]["1"]["median"]
+    assert t3["depth_relu_range10"]["3"]["median"] == t3["ours_relu"]["10"]["median"]
+    assert t3["depth_relu_range10"]["3"]["worst"] == t3["ours_relu"]["10"]["worst"]
+
+
+def test_bench_transparent_init_authors_recipe_is_transparent_with_gaussian_hidden_draws():
+    """The authors' recipe (the reference beside ours) reproduces its input, with hidden draws N(0, 1/h)."""
+    bench = _import("bench_transparent_init")
+    seq = bench.reference_recipe_(bench.plain_stack(True), 0)
+    assert bench.max_abs_error(seq, bench.inputs(1.0, 0, (1, bench.C, 8, 8))) < 1e-4
+    first = seq[0].weight.detach().flatten()
+    assert 0.1 < float(first.std()) < 0.15  # 1 / sqrt(64) = 0.125
+
+
+def test_bench_transparent_init_widths_grow_with_r_above_a_nonzero_floor():
+    bench = _import("bench_transparent_init")
+    tw = bench.widths(2, rows=64, max_width=42)
+    assert list(tw) == ["42 relu", "matmul_floor_r1"]
+    assert tw["42 relu"]["1000"]["median"] > 10 * tw["42 relu"]["1"]["median"]
+    assert 0 < tw["matmul_floor_r1"]["42"]["median"] <= tw["matmul_floor_r1"]["42"]["worst"] < 1e-5
+
+
+def test_bench_transparent_init_cost_reads_each_stack_from_its_own_timings(monkeypatch):
+    """forward_ms / build_ms of the transparent stack and the plain nn.Sequential, and forward_ratio =
+    transparent / plain, on a fake clock: a transparent forward takes 3 ms, a plain one 1 ms, building the
+    transparent stack 5 ms and the plain one 2 ms."""
+    bench = _import("bench_transparent_init")
+    now = [0.0]
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+
+    class Timed(bench.TransparentConv1x1):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            now[0] += 5e-3
+
+        def forward(self, x):
+            now[0] += 3e-3
+            return super().forward(x)
+
+    plain_stack = bench.plain_stack
+
+    def timed_plain(*args, **kwargs):
+        seq = plain_stack(*args, **kwargs)
+        seq.register_forward_pre_hook(lambda m, i: now.__setitem__(0, now[0] + 1e-3))
+        now[0] += 2e-3
+        return seq
+
+    monkeypatch.setattr(bench, "TransparentConv1x1", Timed)
+    monkeypatch.setattr(bench, "plain_stack", timed_plain)
+    res = bench.cost(3, (1, bench.C, 2, 2))
+    assert res["forward_ms"] == pytest.approx({"transparent": 3.0, "plain_sequential": 1.0})
+    assert res["forward_ratio"] == pytest.approx(3.0)
+    assert res["build_ms"] == pytest.approx({"transparent": 5.0, "plain_sequential": 2.0})
+    n = sum(p.numel() for p in bench.TransparentConv1x1(bench.C, bench.HIDDEN).parameters())
+    assert res["memory_mib"]["num_parameters"] == n == 27434
+    assert res["memory_mib"]["parameters_transparent"] == n * 4 / 2**20
+
+
+def _bench_transparent_init_stubbed(monkeypatch):
+    """bench_transparent_init with each table's arguments recorded and the table computed at a tiny size."""
+    bench = _import("bench_transparent_init")
+    calls = {}
+    tiny = (1, bench.C, 2, 2)
+
+    def recorded(name, tiny_call):
+        def stub(*args):
+            calls[name] = args
+            return tiny_call()
+
+        return stub
+
+    table2, table3, widths, cost = bench.table2, bench.table3, bench.widths, bench.cost
+    monkeypatch.setattr(bench, "table2", recorded("table2", lambda: table2(1, tiny)))
+    monkeypatch.setattr(bench, "table3", recorded("table3", lambda: table3(1, tiny)))
+    monkeypatch.setattr(bench, "widths", recorded("widths", lambda: widths(1, 4, 42)))
+    monkeypatch.setattr(bench, "cost", recorded("cost", lambda: cost(1, tiny)))
+    return bench, calls
+
+
+def test_bench_transparent_init_full_and_quick_runs_use_their_sizes(monkeypatch, tmp_path):
+    """A full run: inputs [4, 42, 64, 64], widths up to 1024 on 2048 vectors, 25 timing rounds; --quick:
+    [1, 42, 32, 32], widths up to 256 on 256 vectors, 3 rounds on [2, 42, 64, 64]; exit status 0 both."""
+    bench, calls = _bench_transparent_init_stubbed(monkeypatch)
+    assert bench.main(["--seeds", "2", "--threads", "1", "--out", str(tmp_path / "full.json")]) == 0
+    assert calls == {
+        "table2": (2, (4, bench.C, 64, 64)),
+        "table3": (2, (4, bench.C, 64, 64)),
+        "widths": (2,),
+        "cost": (25,),
+    }
+    assert json.loads((tmp_path / "full.json").read_text())["input_shape"] == [4, bench.C, 64, 64]
+    calls.clear()
+    assert bench.main(["--quick", "--seeds", "2", "--threads", "1", "--out", str(tmp_path / "q.json")]) == 0
+    assert calls == {
+        "table2": (2, (1, bench.C, 32, 32)),
+        "table3": (2, (1, bench.C, 32, 32)),
+        "widths": (2, 256, 256),
+        "cost": (3, (2, bench.C, 64, 64)),
+    }
+    assert json.loads((tmp_path / "q.json").read_text())["input_shape"] == [1, bench.C, 32, 32]
+
+
+def test_bench_transparent_init_quick_without_out_writes_nothing_and_succeeds(monkeypatch, tmp_path, capsys):
+    bench, _ = _bench_transparent_init_stubbed(monkeypatch)
+    monkeypatch.setattr(bench, "DEFAULT_OUT", tmp_path / "transparent_init.json")
+    assert bench.main(["--quick", "--seeds", "1", "--threads", "1"]) == 0
+    assert "--quick: no JSON written (pass --out)" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_harness_runs_after_the_benchmarks_folder_left_sys_path():
     """A script imported the way the tests import it (the folder on ``sys.path`` only while importing) still
     measures its tensor peak and runs through ``run_script``: ``_harness`` does not look ``_counting`` and
@@ -3750,3 +4055,323 @@ def test_harness_runs_after_the_benchmarks_folder_left_sys_path():
     assert proc.returncode == 0, proc.stderr[-2000:]
     peak, status = proc.stdout.split()
     assert float(peak) == pytest.approx(1.0) and status == "3"
+
+
+def _tiny_cfg(**kw):
+    return {"B": 1, "C": 2, "H": 8, "W": 8, "N_s": 4, "labels": "grid", "threads": 1, **kw}
+
+
+def test_bench_uniformize_dense_budget_is_the_mask_bytes_and_runs_at_it_exactly():
+    """``dense_bmm`` is skipped when its ``[B, N_s, N_p]`` float32 mask needs *more* than ``--dense-max-gb``
+    (GB of 1e9 bytes): 1 x 4 x 64 x 4 bytes = 1.024e-6 GB here, which runs at that budget, not below it."""
+    bench = _import("bench_uniformize")
+    ran = bench.run_one(_tiny_cfg(), "dense_bmm", "cpu", 1, dense_max_gb=1.024e-6, fresh_process=False)
+    assert "skipped" not in ran and ran["max_abs_err"] < 1e-5, ran
+    skipped = bench.run_one(_tiny_cfg(), "dense_bmm", "cpu", 1, dense_max_gb=1.0e-6, fresh_process=False)
+    assert "budget 1e-06 GB (--dense-max-gb)" in skipped["skipped"], skipped
+
+
+def test_bench_uniformize_sparse_row_measures_the_sparse_backend(monkeypatch):
+    """The ``sparse`` variant is ``SuperpixelAssignment(..., backend="sparse")`` (CSR matrices), not the
+    default backend under another name; ``scatter`` is the scatter backend."""
+    import sparse_ops
+
+    bench = _import("bench_uniformize")
+    built: list[str] = []
+    real = sparse_ops.SuperpixelAssignment
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self.backend)
+
+    monkeypatch.setattr(sparse_ops, "SuperpixelAssignment", Spy)
+    monkeypatch.setattr(bench, "time_ms", lambda fn, n, warmup=1, device="cpu": [1.0] * n)
+    for variant in ("sparse", "scatter"):
+        built.clear()
+        bench.run_one(_tiny_cfg(), variant, "cpu", 1, dense_max_gb=1.0, paired=False, fresh_process=False)
+        assert built and built[0] == variant, (variant, built)
+
+
+def test_bench_uniformize_alternatives_agree_with_the_op_on_empty_superpixels():
+    """Every alternative computes the library's uniformization, forward and input gradient, also where some
+    superpixels are empty (9x9 images, 16 grid cells of 3x3 pixels: one row and one column of cells hold no
+    pixel): the dense mask's ``1 / count`` must not turn an empty superpixel into NaN."""
+    bench = _import("bench_uniformize")
+    cfg = _tiny_cfg(H=9, W=9, N_s=16)
+    for variant in ("scatter", "sparse", "sparse_coo", "paper_coo", "dense_bmm"):
+        res = bench.run_one(cfg, variant, "cpu", 1, dense_max_gb=1.0, paired=False, fresh_process=False)
+        assert res["max_abs_err"] < 1e-5 and res["max_abs_err_grad"] < 1e-5, (variant, res)
+
+
+def test_bench_uniformize_times_setup_and_phases_into_their_own_fields(monkeypatch):
+    """setup / fwd / fwd+bwd each from its own timed function; the setup is timed for the variants that have
+    one (``paper_coo`` rebuilds its matrices in every call: 0), with half the repeats (at least 3), and the
+    slow variants' phases with half the repeats (at least 3)."""
+    bench = _import("bench_uniformize")
+    runs: dict[str, list[int]] = {}
+    ms = {"setup": 1.0, "fwd": 2.0, "fwd_bwd": 5.0}
+
+    def time_ms(fn, n, warmup=1, device="cpu"):
+        runs.setdefault(fn.__name__, []).append(n)
+        return [ms[fn.__name__]] * n
+
+    monkeypatch.setattr(bench, "time_ms", time_ms)
+    for variant, setup in (("dense_bmm", 1.0), ("sparse_coo", 1.0), ("scatter", 1.0), ("paper_coo", 0.0)):
+        res = bench.run_one(
+            _tiny_cfg(), variant, "cpu", 2, dense_max_gb=1.0, paired=False, fresh_process=False
+        )
+        assert (res["setup_ms"], res["fwd_ms"], res["fwd_bwd_ms"]) == (setup, 2.0, 5.0), (variant, res)
+    assert runs["setup"] == [3, 3, 3]  # repeats 2: half is 1, at least 3
+    runs.clear()
+    for variant in ("dense_bmm", "scatter"):
+        bench.run_one(_tiny_cfg(), variant, "cpu", 8, dense_max_gb=1.0, paired=False, fresh_process=False)
+    assert runs["fwd"] == [4, 8] and runs["fwd_bwd"] == [4, 8], runs  # slow: half of 8
+
+
+def test_bench_uniformize_tensor_peak_includes_the_setup():
+    """On the CPU ``peak_tensor_mib`` spans one setup and a forward+backward: ``dense_bmm``'s one-hot mask
+    (1 x 64 x 4096 float32 = 1 MiB) is in it."""
+    bench = _import("bench_uniformize")
+    cfg = _tiny_cfg(H=64, W=64, N_s=64)
+    res = bench.run_one(cfg, "dense_bmm", "cpu", 1, dense_max_gb=1.0, fresh_process=False)
+    assert res["peak_tensor_mib"] >= 1.0, res
+
+
+def test_bench_uniformize_max_err_is_the_largest_deviation(monkeypatch):
+    """``max_abs_err``: the largest |float32 output - float64 reference|, so one wrong pixel shows in full."""
+    bench = _import("bench_uniformize")
+    from sparse_ops import SuperpixelAssignment
+
+    uniformize = SuperpixelAssignment.uniformize
+
+    def one_pixel_off(self, x):
+        y = uniformize(self, x)
+        if x.dtype != torch.float32:
+            return y
+        bump = torch.zeros_like(y)
+        bump.view(-1)[0] = 1e-3
+        return y + bump
+
+    monkeypatch.setattr(SuperpixelAssignment, "uniformize", one_pixel_off)
+    monkeypatch.setattr(bench, "time_ms", lambda fn, n, warmup=1, device="cpu": [1.0] * n)
+    res = bench.run_one(_tiny_cfg(), "scatter", "cpu", 1, dense_max_gb=1.0, paired=False, fresh_process=False)
+    assert res["max_abs_err"] == pytest.approx(1e-3, rel=1e-3), res
+
+
+def test_bench_uniformize_sweep_without_grid_labels_has_no_flatness_figure(monkeypatch):
+    bench = _import("bench_uniformize")
+    monkeypatch.setattr(bench, "time_ms", lambda fn, n, warmup=1, device="cpu": [1.0] * n)
+    sweep = bench.run_sweep([_tiny_cfg(labels="voronoi")], "cpu", 1)
+    assert sweep["grid_max_over_min"] is None and len(sweep["rows"]) == 1
+
+
+def test_bench_uniformize_voronoi_config_uses_the_first_given_n_s():
+    bench = _import("bench_uniformize")
+    cfgs = bench.configs(False, num_superpixels=[16, 64])
+    assert [(c["N_s"], c["labels"]) for c in cfgs] == [(16, "grid"), (64, "grid"), (16, "voronoi")]
+
+
+def test_bench_uniformize_config_name_is_height_by_width():
+    bench = _import("bench_uniformize")
+    assert bench.cfg_name(_tiny_cfg(H=32, W=24)) == "B1_C2_32x24_Ns4_grid"
+
+
+def test_bench_uniformize_child_gets_the_options_and_a_failure_is_recorded(monkeypatch):
+    """The fresh subprocess of a measurement gets the run's ``--repeats`` and ``--dense-max-gb``; a child
+    that failed is recorded with the last line of its error, not read as a result."""
+    bench = _import("bench_uniformize")
+    calls = []
+    reply = {"code": 0, "stdout": '{"fwd_ms": 1.0}\n', "stderr": ""}
+
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, reply["code"], reply["stdout"], reply["stderr"])
+
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    args = SimpleNamespace(in_process=False, device="cpu", repeats=5, dense_max_gb=0.25)
+    assert bench._measure(args, _tiny_cfg(), "dense_bmm") == {"fwd_ms": 1.0}
+    (cmd,) = calls
+    assert cmd[cmd.index("--repeats") + 1] == "5" and cmd[cmd.index("--dense-max-gb") + 1] == "0.25"
+    reply.update(code=1, stdout="", stderr="Traceback\nRuntimeError: boom\n")
+    assert bench._measure(args, _tiny_cfg(), "dense_bmm") == {"skipped": "failed: ['RuntimeError: boom']"}
+
+
+_QUICK_ONE = ["--quick", "--threads", "1", "--no-voronoi", "--num-superpixels", "64", "--no-sweep"]
+
+
+def test_bench_uniformize_in_process_has_no_resident_set_figure():
+    """``--in-process``: CPU memory figures are not reported (the process's history moves them)."""
+    bench = _import("bench_uniformize")
+    data = bench.main([*_QUICK_ONE, "--in-process", "--variants", "floor", "--repeats", "1"])
+    floor = data["configs"][0]["results"]["floor"]
+    assert floor["peak_extra_mb"] is None and floor["peak_tensor_mib"] > 0, floor
+
+
+def test_bench_uniformize_defaults_as_documented(monkeypatch):
+    """``--repeats`` 7 by default; the CPU default variants are floor, scatter, sparse, paper_coo, dense_bmm
+    and torch_scatter, in that order; every measurement gets the run's thread count."""
+    bench = _import("bench_uniformize")
+    assert bench.build_parser().parse_args([]).repeats == 7
+    seen = []
+    monkeypatch.setattr(
+        bench,
+        "_measure",
+        lambda args, cfg, variant: seen.append((variant, cfg["threads"])) or {"skipped": "-"},
+    )
+    bench.main(_QUICK_ONE)
+    assert seen == [
+        (v, 1) for v in ("floor", "scatter", "sparse", "paper_coo", "dense_bmm", "torch_scatter")
+    ], seen
+
+
+def test_bench_uniformize_accepts_as_many_superpixels_as_pixels(capsys):
+    """``--num-superpixels`` must be squares <= the pixels of an image: 16384 = 128 x 128 at ``--quick``."""
+    bench = _import("bench_uniformize")
+    p = bench.build_parser()
+    bench.check_args(p, p.parse_args(["--quick", "--num-superpixels", "16384"]))
+    with pytest.raises(SystemExit):
+        bench.check_args(p, p.parse_args(["--quick", "--num-superpixels", "16641"]))  # 129 ** 2
+    assert "--num-superpixels must be squares <= 16384" in capsys.readouterr().err
+
+
+def test_bench_uniformize_error_tolerance_is_1e_5(monkeypatch):
+    """A max err above 1e-5 (the documented ``ERROR_TOLERANCE``) ends the run, here 5e-5."""
+    bench = _import("bench_uniformize")
+    measured = {"setup_ms": 0.0, "fwd_ms": 1.0, "fwd_bwd_ms": 2.0, "peak_extra_mb": None, "max_abs_err": 5e-5}
+    monkeypatch.setattr(bench, "_measure", lambda args, cfg, variant: dict(measured))
+    with pytest.raises(SystemExit, match="max err above 1e-05"):
+        bench.main([*_QUICK_ONE, "--variants", "scatter"])
+
+
+def test_bench_uniformize_json_has_meta_configs_and_sweep(monkeypatch, tmp_path):
+    bench = _import("bench_uniformize")
+    row = {"setup_ms": 0.0, "fwd_ms": 1.0, "fwd_bwd_ms": 2.0, "peak_extra_mb": None}
+    monkeypatch.setattr(bench, "_measure", lambda args, cfg, variant: dict(row))
+    monkeypatch.setattr(bench, "_sweep", lambda args, cfgs: {"skipped": "not here"})
+    out = tmp_path / "u.json"
+    argv = ["--quick", "--threads", "1", "--no-voronoi", "--num-superpixels", "64", "--repeats", "3"]
+    bench.main([*argv, "--variants", "floor", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert set(data) == {"meta", "configs", "sweep"} and data["sweep"] == {"skipped": "not here"}
+    assert data["meta"]["repeats"] == 3 and data["meta"]["in_process"] is False
+
+
+def _parts_results(monkeypatch, shape=(2, 3, 16, 16), cells=(4,)):
+    """Every part of ``measure_parts`` run once, its result kept by its row name (``time_ms`` faked: each
+    "run" takes 1, 2 and 9 ms)."""
+    parts_script = _import("bench_uniformize_parts")
+    results = []
+
+    def time_ms(fn, n, warmup=1, device="cpu"):
+        results.append(fn())
+        return [1.0, 2.0, 9.0]
+
+    monkeypatch.setattr(parts_script, "time_ms", time_ms)
+    torch.manual_seed(0)
+    parts = parts_script.measure_parts(torch.device("cpu"), shape, cells, 3, compile_=False)
+    ((_, grid),) = parts.items()
+    return grid, dict(zip(grid["ms"], results, strict=True))
+
+
+def test_uniformize_parts_alternatives_compute_the_superpixel_sums_and_mean(monkeypatch):
+    """The primitives timed beside the library compute its pieces: the three sums agree (NCHW scatter, pixel
+    rows index_add_, segment_reduce of the rows sorted by superpixel), and the plain mean is the library's
+    uniformization; each row is the median of its runs."""
+    grid, got = _parts_results(monkeypatch)
+    assert set(grid["ms"].values()) == {2.0}  # the median of 1, 2 and 9 ms
+    b, c, n_s = 2, 3, grid["N_s"]
+    sums = got["sums: scatter_add_ [B, C, N]"]
+    table = got["sums: index_add_ of pixel rows [B N, C]"]
+    segments = got["sums: segment_reduce of sorted rows"]
+    torch.testing.assert_close(table.view(b, n_s, c).permute(0, 2, 1), sums)
+    torch.testing.assert_close(segments, table)
+    library = got["library uniformize, forward"]
+    torch.testing.assert_close(got["plain mean (scatter, multiply, gather)"].view_as(library), library)
+    torch.testing.assert_close(got["library uniformize, forward, channels_last x"], library)
+
+
+def test_uniformize_parts_main_compiles_only_in_a_full_run(monkeypatch, tmp_path):
+    """``--quick``: no compile, 3 repeats, no JSON without ``--out``; a full run: compile (unless
+    ``--no-compile``), 30 repeats, a JSON with the machine, shape, repeats and parts."""
+    parts_script = _import("bench_uniformize_parts")
+    used = []
+    monkeypatch.setattr(
+        parts_script, "measure_parts", lambda dev, shape, cells, n, compile_: used.append((n, compile_)) or {}
+    )
+    default = tmp_path / "default.json"
+    monkeypatch.setattr(parts_script, "stamped_result", lambda stem: default)
+    parts_script.main(["--quick"])
+    assert not default.exists()
+    out = tmp_path / "p.json"
+    parts_script.main(["--out", str(out)])
+    parts_script.main(["--no-compile", "--out", str(out)])
+    assert used == [(3, False), (30, True), (30, False)]
+    assert set(json.loads(out.read_text())) == {"machine", "shape", "repeats", "parts"}
+
+
+def test_bench_overhead_sizes_are_the_documented_ones():
+    """tiny: B=1, C=3, 8x8, 4 superpixels (cell 4); typical: B=2, C=21, 128x128, 225 superpixels (cell 9)."""
+    bench = _import("bench_overhead")
+    for name, shape, n_s, cell in (("tiny", (1, 3, 8, 8), 4, 4), ("typical", (2, 21, 128, 128), 225, 9)):
+        inputs = bench.make_inputs(bench.SIZES[name], torch.device("cpu"))
+        assert (tuple(inputs.x.shape), inputs.n_s, inputs.cell) == (shape, n_s, cell), name
+        assert int(inputs.sp.max()) + 1 == n_s
+
+
+def test_bench_overhead_measure_fills_each_field_from_its_own_count(monkeypatch):
+    """KiB are 1024 bytes; the peak is the peak, the total the total; the backward's syncs are its own (a
+    forward that reads a value on the host: one forward sync, none in the backward)."""
+    bench = _import("bench_overhead")
+
+    def allocations(fn):
+        fn()
+        return SimpleNamespace(count=3, total_bytes=4096, peak_bytes=2048)
+
+    monkeypatch.setattr(bench, "allocations", allocations)
+    leaf = torch.ones(4, requires_grad=True)
+    row = bench.measure(lambda: leaf * float(leaf.detach().sum().item()), [leaf])
+    assert (row["fwd_allocs"], row["fwd_kib"], row["fwd_peak_kib"]) == (3, 4.0, 2.0), row
+    assert (row["bwd_allocs"], row["bwd_kib"], row["bwd_peak_kib"]) == (3, 4.0, 2.0), row
+    assert (row["fwd_syncs"], row["bwd_syncs"]) == (1, 0), row
+
+
+def test_bench_overhead_table_puts_each_figure_in_its_column():
+    bench = _import("bench_overhead")
+    row = {"op": "o", "size": "tiny", "validate": "True", "fwd_ops": 1, "bwd_ops": 2, "fwd_syncs": 3}
+    row.update(bwd_syncs=4, fwd_allocs=5, fwd_kib=6.0, fwd_peak_kib=7.0, bwd_allocs=8)
+    _, line = bench.format_table([row]).splitlines()
+    assert line.split() == ["o", "tiny", "True", "1", "2", "3", "4", "5", "6.0", "7.0", "8", "-"]
+
+
+def test_bench_overhead_main_sizes_json_and_threads(monkeypatch, tmp_path):
+    """Both sizes by default (``--quick``: the tiny one, and no JSON without ``--out``); the JSON has the meta
+    (with the sizes), the rows and the loops; ``--threads`` is torch's thread count for the run."""
+    bench = _import("bench_overhead")
+    monkeypatch.setattr(bench, "measure", lambda forward, leaves: {"fwd_ops": 1})
+    default = tmp_path / "default.json"
+    monkeypatch.setattr(bench, "stamped_result", lambda stem: default)
+    quick = bench.main(["--quick", "--ops", "uniformize"])
+    assert not default.exists() and list(quick["meta"]["sizes"]) == ["tiny"]
+    out = tmp_path / "o.json"
+    torch.set_num_threads(1)  # (the autouse fixture restores the count afterwards)
+    bench.main(["--ops", "uniformize", "--threads", "2", "--out", str(out)])
+    assert torch.get_num_threads() == 2
+    data = json.loads(out.read_text())
+    assert set(data) == {"meta", "rows", "loops"} and list(data["loops"]) == ["tiny", "typical"]
+    assert data["meta"]["sizes"] == bench.SIZES
+
+
+def test_bench_overhead_a_batch_is_at_least_one_layout_block():
+    bench = _import("bench_overhead")
+    inputs = bench.make_inputs({"b": 3, "c": 2, "h": 8, "w": 8, "cell": 4}, torch.device("cpu"))
+    (row,) = [r for r in bench.loops(inputs) if "build_layout" in r["where"]]
+    assert row["trips"] == 1
+
+
+def test_bench_overhead_refuses_zero_threads(capsys):
+    """``--threads 0`` is a usage error naming the option, not a traceback of ``torch.set_num_threads(0)``."""
+    with pytest.raises(SystemExit) as exc:
+        _import("bench_overhead").main(["--threads", "0"])
+    assert exc.value.code == 2
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
