@@ -4375,3 +4375,228 @@ def test_bench_overhead_refuses_zero_threads(capsys):
         _import("bench_overhead").main(["--threads", "0"])
     assert exc.value.code == 2
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_ab_fusion_accepts_the_largest_size_and_hidden_width_its_messages_name():
+    """``--sizes`` in [1, 16384] and ``--hidden`` in [2 C, 8192], as the refusals say: both ends included."""
+    ab = _import("ab_fusion")
+    ap = ab.build_parser()
+    for argv in (["--sizes", "1", "16384"], ["--hidden", "42", "8192"]):
+        ab.check_args(ap, ap.parse_args(["--previous", str(ROOT), *argv]))  # no SystemExit
+
+
+def test_ab_fusion_refuses_a_fused_stack_that_is_not_callable(tmp_path, capsys):
+    """A previous checkout whose ``fused_stack`` is not a function (not only ``None``) is a usage error."""
+    ab = _import("ab_fusion")
+    previous = _previous_checkout(tmp_path, "fused_stack = 1\n")
+    with pytest.raises(SystemExit) as exc:
+        ab.main(["--previous", str(previous)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "must define a callable fused_stack, got int" in err
+
+
+def _fake_fusion_sides(calls):
+    """Two fake ``fused_stack`` sides with the same output; the current one's gradient w.r.t. ``U`` is twice
+    the previous one's. Each call's arguments are recorded in ``calls``."""
+
+    def side(name, k):
+        def fn(s, u, ws, bs, slope, *, chunk=None, recompute=False):
+            calls.append((name, s, u, ws, bs, slope, chunk, recompute))
+            w = ws[0].sum()
+            return s * w + u.detach() + (u - u.detach()) * k  # forward s w + u on both sides
+
+        return fn
+
+    return {"previous": side("previous", 1.0), "current": side("current", 2.0)}
+
+
+def test_ab_fusion_compare_names_the_tensor_whose_gradient_differs_and_feeds_both_sides_alike():
+    """``compare`` runs both sides on the same ``S``, ``U``, weights, slope, chunk and ``recompute``; a side
+    whose gradient w.r.t. ``U`` alone differs is reported as ``["U"]`` (not ``S``), with that difference."""
+    ab = _import("ab_fusion")
+    calls = []
+    ws, bs = [torch.ones(2, 2, requires_grad=True)], [None]
+    stack = SimpleNamespace(_slope=0.0, cpu_chunk_rows=7)
+    args = argparse.Namespace(batch_size=1, channels=2, rounds=1)
+    for recompute in (False, True):
+        calls.clear()
+        row = ab.compare(_fake_fusion_sides(calls), (ws, bs), stack, 4, recompute, args)
+        assert row["bit_identical"] is False and row["not_identical"] == ["U"]
+        assert row["max_abs_diff"] > 0 and row["recompute"] is recompute and row["size"] == 4
+        prev = [c for c in calls if c[0] == "previous"]
+        cur = [c for c in calls if c[0] == "current"]
+        assert prev and cur
+        for p, c in zip(prev, cur, strict=False):
+            assert p[1] is c[1] and p[2] is c[2] and p[3] is c[3] and p[4] is c[4]  # the same tensors
+            assert p[5:] == c[5:] == (0.0, 7, recompute)
+        assert not torch.equal(prev[0][1], prev[0][2])  # S and U are two different draws
+
+
+def test_ab_fusion_runs_without_an_activation_and_with_its_threads(monkeypatch, capsys):
+    """``--activation none`` is a stack without activation (``FusionStack(..., None)``); the run uses
+    ``--threads``; the table's columns are previous ms, then current ms, then the paired ratio; ``meta``
+    records the stack's CPU chunk. (Timing faked: only the bookkeeping is checked.)"""
+    from examples.voc_joint.models.joint import FusionStack
+
+    ab = _import("ab_fusion")
+    timed = {"previous_ms": 1.25, "current_ms": 2.5, "paired_ratio": 2.0}
+    monkeypatch.setattr(ab, "paired_rounds", lambda sides, rounds: dict(timed))
+    threads = []
+    monkeypatch.setattr(ab, "environment", lambda device, n: threads.append(torch.get_num_threads()) or {})
+    torch.set_num_threads(2)
+    argv = ["--sizes", "4", "--hidden", "6", "--channels", "3", "--batch-size", "1", "--rounds", "1"]
+    data = ab.main(["--previous", str(ROOT), *argv, "--threads", "1", "--activation", "none"])
+    assert threads == [1]
+    assert data["config"]["activation"] == "none" and all(r["bit_identical"] for r in data["rows"])
+    assert data["meta"]["chunk"] == FusionStack(3, [6], None, "transparent", generator=0).cpu_chunk_rows
+    table = capsys.readouterr().out.splitlines()[-2:]
+    for line in table:
+        size, _, previous_ms, current_ms, ratio, identical, _ = line.split()
+        assert (size, previous_ms, current_ms, ratio, identical) == ("4", "1.25", "2.50", "2.000", "True")
+
+
+def test_ab_fusion_writes_its_result_to_out(tmp_path, monkeypatch):
+    """``--out`` gets the JSON of the returned result (timing faked)."""
+    ab = _import("ab_fusion")
+    monkeypatch.setattr(
+        ab,
+        "paired_rounds",
+        lambda sides, rounds: {"previous_ms": 1.0, "current_ms": 1.0, "paired_ratio": 1.0},
+    )
+    out = tmp_path / "ab.json"
+    data = ab.main(
+        [
+            "--previous",
+            str(ROOT),
+            "--sizes",
+            "4",
+            "--hidden",
+            "6",
+            "--channels",
+            "3",
+            "--batch-size",
+            "1",
+            "--rounds",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert json.loads(out.read_text()) == json.loads(json.dumps(data))
+
+
+def test_ab_uniformize_accepts_a_grid_as_fine_as_the_image():
+    """``--num-superpixels`` up to ``--size ** 2`` (one-pixel cells), as the refusal says."""
+    ab = _import("ab_uniformize")
+    ap = ab.build_parser()
+    ab.check_args(ap, ap.parse_args(["--previous", str(ROOT), "--size", "4", "--num-superpixels", "1", "16"]))
+
+
+def _fake_ab_uniformize_workers(tmp_path, monkeypatch, ratios=None):
+    """A previous checkout under ``tmp_path`` and ``subprocess.run`` faked: each worker's command and
+    environment are recorded; a worker reports ``ratios[(code, N_s)]`` (default 2.0) as its paired figure,
+    after a line of other output."""
+    ab = _import("ab_uniformize")
+    previous = tmp_path / "previous"
+    (previous / "sparse_ops").mkdir(parents=True)
+    (previous / "sparse_ops" / "__init__.py").write_text("")
+    seen = []
+    real = ab.subprocess.run
+
+    def run(cmd, **kwargs):
+        if "--worker" not in cmd:  # not a worker (the environment's own probes)
+            return real(cmd, **kwargs)
+        root, n_s = cmd[cmd.index("--worker") + 1], int(cmd[cmd.index("--worker") + 2])
+        seen.append((cmd, kwargs.get("env")))
+        code = "previous" if Path(root) == previous.resolve() else "current"
+        value = (ratios or {}).get((code, n_s), 2.0)
+        measured = {"floor_ms": 1.0, "op_ms": value, "paired_x_floor": value}
+        return SimpleNamespace(returncode=0, stdout="a warning\n" + json.dumps(measured) + "\n", stderr="")
+
+    monkeypatch.setattr(ab.subprocess, "run", run)
+    return ab, previous, seen
+
+
+def test_ab_uniformize_runs_each_side_in_its_own_checkout_with_the_options_of_the_run(tmp_path, monkeypatch):
+    """Each run labelled ``previous`` / ``current`` ran a worker on that checkout, with the run's options
+    (rounds, size, threads, channels_last) and without PYTHONPATH (each worker picks its checkout); the
+    worker's last stdout line is its result; ``config`` leaves the hidden ``--worker`` out."""
+    ab, previous, seen = _fake_ab_uniformize_workers(tmp_path, monkeypatch)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    argv = [
+        "--previous",
+        str(previous),
+        "--num-superpixels",
+        "4",
+        "--size",
+        "8",
+        "--repeats",
+        "1",
+        "--rounds",
+        "3",
+        "--threads",
+        "1",
+        "--channels-last",
+    ]
+    data = ab.main(argv)
+    assert [r["code"] for r in data["runs"]] == ["previous", "current"]
+    roots = {
+        r["code"]: cmd[cmd.index("--worker") + 1] for r, (cmd, _) in zip(data["runs"], seen, strict=True)
+    }
+    assert roots == {"previous": str(previous.resolve()), "current": str(ab.ROOT)}
+    for cmd, env in seen:
+        assert {"--rounds=3", "--size=8", "--threads=1", "--channels-last"} <= set(cmd), cmd
+        assert env is not None and "PYTHONPATH" not in env
+    assert "worker" not in data["config"]
+
+
+def test_ab_uniformize_stops_on_a_failed_worker_naming_it(tmp_path, monkeypatch):
+    """A worker that fails stops the run with its side, ``N_s`` and stderr (not a JSON error)."""
+    ab, previous, _ = _fake_ab_uniformize_workers(tmp_path, monkeypatch)
+    real = ab.subprocess.run
+    monkeypatch.setattr(
+        ab.subprocess,
+        "run",
+        lambda cmd, **kw: (
+            SimpleNamespace(returncode=1, stdout="", stderr="boom\n")
+            if "--worker" in cmd
+            else real(cmd, **kw)
+        ),
+    )
+    with pytest.raises(SystemExit) as exc:
+        ab.main(["--previous", str(previous), "--num-superpixels", "4", "--size", "8", "--repeats", "1"])
+    assert str(exc.value) == "the previous worker failed (N_s=4):\nboom\n"
+
+
+def test_ab_uniformize_table_puts_the_runs_of_each_side_in_its_column(tmp_path, monkeypatch, capsys):
+    """The printed table: one row per ``N_s``, the previous code's paired figures, then the current code's,
+    each that ``N_s``'s only."""
+    ratios = {("previous", 4): 1.11, ("current", 4): 2.22, ("previous", 16): 3.33, ("current", 16): 4.44}
+    ab, previous, _ = _fake_ab_uniformize_workers(tmp_path, monkeypatch, ratios)
+    ab.main(["--previous", str(previous), "--num-superpixels", "4", "16", "--size", "8", "--repeats", "1"])
+    table = capsys.readouterr().out.splitlines()[-2:]
+    assert [line.split() for line in table] == [["4", "1.11", "2.22"], ["16", "3.33", "4.44"]]
+
+
+def test_ab_uniformize_worker_uses_its_threads_and_memory_format(monkeypatch):
+    """A worker sets ``--threads`` and hands the op an ``x`` in channels_last with ``--channels-last``."""
+    import sparse_ops
+
+    ab = _import("ab_uniformize")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the worker puts its checkout first
+    formats = []
+    real = sparse_ops.SuperpixelAssignment.uniformize
+
+    def uniformize(self, x, *args, **kwargs):
+        formats.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return real(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(sparse_ops.SuperpixelAssignment, "uniformize", uniformize)
+    root = Path(sparse_ops.__file__).resolve().parents[1]
+    torch.set_num_threads(2)
+    argv = ["--previous", str(root), "--size", "8", "--batch-size", "1", "--channels", "2", "--rounds", "1"]
+    ab.worker(root, 4, ab.build_parser().parse_args([*argv, "--threads", "1", "--channels-last"]))
+    assert torch.get_num_threads() == 1
+    assert formats and all(formats)

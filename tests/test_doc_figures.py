@@ -769,3 +769,283 @@ def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch
     _nothing_cut_and_legends_clear(drawn)
     with pytest.raises(ValueError, match="no run of the latest code"):
         module.draw(tmp_path / "x.png", results=tmp_path)
+
+
+def _benchmarks_page() -> str:
+    """docs/benchmarks.rst with its whitespace runs made single spaces (captions wrap anywhere)."""
+    return " ".join((ROOT / "docs" / "benchmarks.rst").read_text().split())
+
+
+def test_joint_cost_figure_draws_the_hard_step_and_the_targets_its_caption_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """joint_cost.png: the runs its caption cites, the ``joint_hard_ti`` step of each (its time ratio, paired
+    ratio and memory ratio as measured, DeepLabV3+ alone's step and bytes as the units), the paired ratio on
+    the time panel only, and the caption's targets: time 1.5x and 1.35x, memory 2.2x at ResNet-18."""
+    module = _load("make_joint_cost_figure")
+    page = _benchmarks_page()
+    for path in module.JOINT_JSONS:
+        assert path.name in page, path.name
+    results = module.load()
+    for key, *_ in module.CONFIGS:
+        rows = {r["variant"]: r for r in results[key]["rows"]}
+        deeplab, joint = rows["deeplab"], rows["joint_hard_ti"]
+        b = module.bars(results[key])
+        assert b["time_full"] == joint["time_ratio"] and b["time_paired"] == joint["time_ratio_paired"]
+        assert b["memory_full"] == joint["memory_ratio"]
+        # the black bar is the step as measured, not the parts' sum (a storage shared by two parts counts
+        # twice in the parts: the stack can end past the full step)
+        shared = json.loads(json.dumps(results[key]))
+        shared["breakdown"]["parts"]["SpixelFCN"]["saved_bytes"] *= 2
+        assert module.bars(shared)["memory_full"] == joint["memory_ratio"]
+        assert b["deeplab_ms"] == pytest.approx(1e3 * deeplab["median_s"])
+        assert b["deeplab_mib"] == pytest.approx(deeplab["memory_bytes"]["saved_activations"] / 2**20)
+    assert "(time 1.5x and 1.35x, memory 2.2x at ResNet-18)" in page
+    figures = _drawn(monkeypatch)
+    module.draw(results, tmp_path / "j.png")
+    (fig,) = figures
+    time_ax, memory_ax = fig.axes[:2]
+    notes = {
+        ax: [t.get_text() for t in ax.texts if t.get_text().startswith(("step", "target"))]
+        for ax in (time_ax, memory_ax)
+    }
+    r18, r101 = (module.bars(results[key]) for key, *_ in module.CONFIGS)
+    assert notes[time_ax] == [
+        f"step {r18['time_full']:.2f}x (paired {r18['time_paired']:.2f}x)",
+        "target 1.50x",
+        f"step {r101['time_full']:.2f}x (paired {r101['time_paired']:.2f}x)",
+        "target 1.35x",
+    ]
+    assert notes[memory_ax] == [
+        f"step {r18['memory_full']:.2f}x",
+        "target 2.20x",
+        f"step {r101['memory_full']:.2f}x",
+    ]
+
+
+def test_joint_runs_figure_matches_its_caption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """joint_runs.png: the counts and ranges of paired ratios the benchmarks page gives for each kind of run
+    are those of the runs the figure draws (each the ``joint_hard_ti`` row's ``time_ratio_paired``), and each
+    kind's legend entry is its summary: count, median, range."""
+    module = _load("make_joint_runs_figure")
+    page = _benchmarks_page()
+    r18 = module.runs("cpu_resnet18_b2_128")
+    for row in r18:  # the paired ratio of the hard joint step, as the file records it
+        entry = json.loads((module.RESULTS / row["name"]).read_text())["cpu_resnet18_b2_128"]
+        (hard,) = [r for r in entry["rows"] if r["variant"] == "joint_hard_ti"]
+        assert row["paired"] == hard["time_ratio_paired"]
+
+    def span(rows: list[dict[str, Any]]) -> str:
+        values = [r["paired"] for r in rows]
+        return f"{len(values)} runs {min(values):.2f}-{max(values):.2f}x"
+
+    latest = [r for r in r18 if r["kind"] == "latest"]
+    series = [r for r in latest if not r["name"].startswith("joint_levers_")]
+    (levers,) = [r for r in latest if r["name"].startswith("joint_levers_")]
+    f25 = [r for r in r18 if r["kind"] == "latest_f25"]
+    previous = [r for r in r18 if r["kind"] == "previous"]
+    caption = (
+        f"the current code's {span(series)} on family 26 (and the main table of its lever study, "
+        f"{levers['paired']:.2f}x) and {span(f25)} on family 25, the code before it {span(previous)}"
+    )
+    assert caption in page, caption
+    r101 = module.runs("cpu_resnet101_b2_256")
+    (now,) = [r["paired"] for r in r101 if r["kind"] == "latest"]
+    before = sorted(r["paired"] for r in r101 if r["kind"] == "previous")
+    assert f"ResNet-101 (below): {now:.2f}x, and {before[0]:.2f}x and {before[1]:.2f}x before" in page
+    assert (
+        module.summary([{"paired": 1.0}, {"paired": 1.1}, {"paired": 2.0}])
+        == "3 runs, median 1.10x (1.00-2.00x)"
+    )
+    assert module.summary([{"paired": 1.26}]) == "1 run, median 1.26x (1.26-1.26x)"
+    figures = _drawn(monkeypatch)
+    module.draw(tmp_path / "r.png")
+    (fig,) = figures
+    labels = [line.get_label() for line in fig.axes[0].get_lines() if line.get_marker() in "osD^"]
+    assert labels == [
+        f"{name}: {module.summary([r for r in r18 if r['kind'] == kind])}"
+        for kind, name in module.KINDS.items()
+    ]
+
+
+def test_joint_runs_figure_refuses_a_configuration_with_only_runs_of_older_code(tmp_path: Path) -> None:
+    """A configuration whose runs are all of the code before the current one (``PREVIOUS``) has no run of the
+    current code (:data:`LATEST`): refused, not drawn."""
+    module = _load("make_joint_runs_figure")
+    for name in ("joint_resnet18_20261206_series_1_epyc.json", "joint_resnet101_20261205_convadd_epyc.json"):
+        (tmp_path / name).write_text((module.RESULTS / name).read_text())
+        assert module.kind_of(name) == "previous"
+    with pytest.raises(ValueError, match="no run of the latest code"):
+        module.draw(tmp_path / "x.png", results=tmp_path)
+
+
+def test_uniformize_speed_figure_plots_each_run_where_its_caption_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uniformize_speed.png: left, each variant's forward + backward ms of the current run; right, the current
+    run's sweep and paired ratios, the A/B processes of each code at their paired ratio (current code's right
+    of its N_s, previous code's left), the previous run's sweep dashed, and the 1.45x target the caption
+    names."""
+    module = _load("make_uniformize_speed_figure")
+    current, previous, ab = (json.loads(p.read_text()) for p in (module.CURRENT, module.PREVIOUS, module.AB))
+    figures = _drawn(monkeypatch)
+    module.draw(current, previous, ab, tmp_path / "u.png")
+    (fig,) = figures
+    left, right = fig.axes[:2]
+    rows = module.grid_rows(current)
+    drawn = {line.get_label(): line for line in left.get_lines()}
+    for key, label, *_ in module.VARIANTS:
+        points = [(n, r[key]["fwd_bwd_ms"]) for n, r in rows if r.get(key, {}).get("fwd_bwd_ms")]
+        if points:
+            assert list(zip(drawn[label].get_xdata(), drawn[label].get_ydata(), strict=True)) == points
+    lines = {line.get_label(): line for line in right.get_lines()}
+
+    def xy(label: str) -> list[tuple[float, float]]:
+        return list(zip(lines[label].get_xdata(), lines[label].get_ydata(), strict=True))
+
+    assert xy("current code, Xeon: sweep") == module.sweep(current)
+    assert xy("previous code, EPYC: sweep") == module.sweep(previous)
+    assert xy("current code, Xeon: paired") == [(n, r["scatter"]["paired_x_floor"]) for n, r in rows]
+    for code, side in (("current", 1), ("previous", -1)):
+        runs = [r for r in ab["runs"] if r["code"] == code]
+        points = xy(f"{code} code, Xeon: A/B processes")
+        assert sorted(y for _, y in points) == sorted(r["paired_x_floor"] for r in runs)
+        assert all((x - r["N_s"]) * side > 0 for (x, _), r in zip(points, runs, strict=True))
+    assert (
+        "target 1.45x (issue 9)" in lines and list(lines["target 1.45x (issue 9)"].get_ydata()) == [1.45] * 2
+    )
+    page = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text().split())
+    assert "The red dash-dotted line is the 1.45x target" in page
+
+
+def test_soft_figure_names_each_candidate_by_its_offset_and_marks_those_outside() -> None:
+    """soft_neighbours.png: candidate ``k`` is named after its offset ``NEIGHBOUR_OFFSETS[k]`` (T / B for the
+    row above / below, L / R for the column left / right, C the pixel's own cell), and a candidate is marked
+    "(outside)" exactly when its cell lies outside the grid."""
+    import matplotlib.pyplot as plt
+
+    module = _load("make_soft_figure")
+    for name, (dy, dx) in zip(module.NAMES, module.OFFSETS, strict=True):
+        want = {-1: "T", 1: "B", 0: ""}[dy] + {-1: "L", 1: "R", 0: ""}[dx]
+        assert name == (want or "C"), (name, dy, dx)
+    for H, W, S, pixel, title, label_at, _ in module.PANELS:
+        fig = plt.figure(figsize=(4, 4))
+        ax = fig.add_axes((0, 0, 1, 1))
+        module.panel(ax, H, W, S, pixel, title, label_at)
+        n_h, n_w = module.grid_shape(H, W, S)
+        ci, cj = int(pixel[0] // S), int(pixel[1] // S)
+        texts = [t.get_text() for t in ax.texts if t.get_text().strip() and not t.get_text().startswith("id")]
+        labels = {text.split()[0]: text for text in texts}
+        for k, (dy, dx) in enumerate(module.OFFSETS):
+            outside = not (0 <= ci + dy < n_h and 0 <= cj + dx < n_w)
+            assert labels[str(k)].endswith("(outside)") == outside, (title, labels[str(k)])
+        plt.close(fig)
+
+
+def test_trimap_figure_fades_the_pixels_outside_bands_of_widths_1_3_5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trimap_bands.png: the bands drawn are of the widths the titles name (1, 3, 5 pixels) and the pixels
+    outside each band are the faded ones: the wider the band, the fewer faded pixels."""
+    import numpy as np
+    from PIL import Image
+
+    pytest.importorskip("torchvision")  # the synthetic data set's reader
+    module = _load("make_synthetic_figure")
+    widths = []
+    band = module.boundary_band
+    monkeypatch.setattr(module, "boundary_band", lambda t, w: widths.append(w) or band(t, w))
+    module.main(tmp_path)
+    assert widths == [1, 3, 5]
+    png = np.asarray(Image.open(tmp_path / "trimap_bands.png").convert("RGB"))
+    strip = module.TITLE_PX + 8
+    w = (png.shape[1] - 4 * module.GAP) // 5
+    faded = []
+    for k in (2, 3, 4):
+        tile = png[strip:, k * (w + module.GAP) : k * (w + module.GAP) + w]
+        faded.append(float((tile >= 191).all(axis=-1).mean()))
+    assert faded[0] > faded[1] > faded[2], faded
+
+
+def test_synthetic_samples_figure_shows_images_above_their_palette_masks(tmp_path: Path) -> None:
+    """synthetic_voc_samples.png: the lower row holds the palette masks (a few flat colours), the upper row
+    the images (noisy: many colours)."""
+    import numpy as np
+    from PIL import Image
+
+    pytest.importorskip("torchvision")
+    module = _load("make_synthetic_figure")
+    module.main(tmp_path)
+    png = np.asarray(Image.open(tmp_path / "synthetic_voc_samples.png").convert("RGB"))
+    h = (png.shape[0] - module.GAP) // 2
+    top, bottom = png[:h], png[h + module.GAP :]
+    assert len(np.unique(bottom.reshape(-1, 3), axis=0)) <= 25
+    assert len(np.unique(top.reshape(-1, 3), axis=0)) > 1000
+
+
+def test_uniformize_figure_panels_show_what_their_titles_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uniformize_figure.png: the image without superpixel lines, then the superpixel count of the caption
+    (130), the raw argmax and the argmax after ``uniformize``, with the pixel accuracy of each in its
+    title."""
+    import numpy as np
+    import torch
+
+    pytest.importorskip("scipy")
+    module = _load("make_uniformize_figure")
+    _, target, logits, sp = module.synthetic()
+    ids, k = module.relabel_contiguous(torch.from_numpy(sp)[None])
+    x = torch.from_numpy(logits)[None]
+    raw = x.argmax(1)[0].numpy()
+    uni = module.uniformize(x, ids, k).argmax(1)[0].numpy()
+    assert not np.array_equal(raw, uni)
+    figures = _drawn(monkeypatch)
+    module.main(tmp_path / "f.png")
+    (fig,) = figures
+    axes = fig.axes
+    assert not axes[0].collections  # the image alone
+    assert axes[1].get_title() == "130 superpixels"
+    page = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text().split())
+    assert "its 130 superpixels" in page
+    assert np.array_equal(axes[2].images[0].get_array(), raw)
+    assert np.array_equal(axes[3].images[0].get_array(), uni)
+    assert axes[2].get_title() == f"raw argmax (pixel acc. {(raw == target).mean():.1%})"
+    assert axes[3].get_title() == f"uniformized argmax ({(uni == target).mean():.1%})"
+
+
+def test_joint_runs_are_in_the_order_they_ran() -> None:
+    """Within a day the runs are ordered by the time they record (those that record none first), and runs of
+    one minute by their names' numbers: the ``sort`` series of 2026-12-06 07:34 as 1, 2, ..., 10."""
+    module = _load("make_joint_runs_figure")
+    rows = module.runs("cpu_resnet18_b2_128")
+    assert [(r["date"], r["time"]) for r in rows] == sorted((r["date"], r["time"]) for r in rows)
+    sort = [r["name"] for r in rows if "_f26_sort_" in r["name"]]
+    assert sort == [f"joint_resnet18_20261206_f26_sort_{i}_epyc.json" for i in range(1, 11)]
+
+
+def test_uniformize_speed_grid_rows_come_by_n_s() -> None:
+    """``grid_rows``: the grid-label configurations of a run, ordered by ``N_s`` whatever their order in the
+    file."""
+    module = _load("make_uniformize_speed_figure")
+    shapes = ((1024, "grid"), (64, "random"), (256, "grid"), (4096, "grid"))
+    run = {"configs": [{"config": {"N_s": n, "labels": labels}, "results": {"n": n}} for n, labels in shapes]}
+    assert module.grid_rows(run) == [(256, {"n": 256}), (1024, {"n": 1024}), (4096, {"n": 4096})]
+
+
+def test_soft_figure_panels_hold_every_candidate_cell() -> None:
+    """soft_neighbours.png: each panel's limits (:func:`limits`) take in the whole image and all 9 candidate
+    cells of its pixel, the outside ones included (the border panel's dashed cells above and right of the
+    image), also for a pixel on one border only (its outside cells in one column or row)."""
+    module = _load("make_soft_figure")
+    more = [(30, 40, 10, (12.5, 38.5)), (30, 40, 10, (28.5, 12.5)), (30, 40, 10, (12.5, 1.5))]
+    for H, W, S, pixel, *_ in [*module.PANELS, *more]:
+        x0, y0, x1, y1 = module.limits(H, W, S, pixel)
+        ci, cj = int(pixel[0] // S), int(pixel[1] // S)
+        n_h, n_w = module.grid_shape(H, W, S)
+        assert x0 <= 0 and y0 <= 0 and x1 >= W and y1 >= H
+        for dy, dx in module.OFFSETS:
+            i, j = ci + dy, cj + dx
+            right = min((j + 1) * S, W) if 0 <= j < n_w else (j + 1) * S  # a partial cell ends at W
+            bottom = min((i + 1) * S, H) if 0 <= i < n_h else (i + 1) * S
+            assert x0 <= j * S and right <= x1 and y0 <= i * S and bottom <= y1, (i, j)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from examples.voc_joint.cli import int_range
 from transparent_init import TransparentLinear
 
 WIDTH, HIDDEN, ROWS = 42, [64, 64], 256
@@ -151,7 +152,7 @@ def figures() -> list[Figure]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 to N-1 (default 5)")
+    parser.add_argument("--seeds", type=int_range(1), default=5, help="seeds 0 to N-1 (default 5)")
     seeds = range(parser.parse_args(argv).seeds)
     print(f"torch {torch.__version__}; seeds 0-{seeds[-1]}; each figure's range over the seeds")
     section = ""
