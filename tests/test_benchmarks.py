@@ -3640,17 +3640,25 @@ def test_bench_ops_worker_refuses_an_unknown_implementation(monkeypatch):
         bench.worker("relabel_contiguous", "theirs", cfg, 1, fresh_process=False)
 
 
+def _fake_subprocess_run(monkeypatch, module, returncode=0, stdout="", stderr=""):
+    """``module.subprocess.run`` faked for the worker tests: it records each command and answers with the
+    status and output of ``reply`` (returned with the commands, to be changed between calls)."""
+    calls: list[list[str]] = []
+    reply = {"returncode": returncode, "stdout": stdout, "stderr": stderr}
+
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, **reply)
+
+    monkeypatch.setattr(module.subprocess, "run", run)
+    return calls, reply
+
+
 def test_bench_ops_worker_subprocess_gets_the_threads_and_the_op_repeats(monkeypatch):
     """A worker subprocess runs with the run's ``--threads`` and the op's own repeat count (half for a slow
     op); a worker that fails is a row with ``failed`` (its last stderr line), not a traceback."""
     bench = _import("bench_ops")
-    calls = []
-
-    def fake_run(cmd, **kwargs):
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="Traceback\nRuntimeError: boom\n")
-
-    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    calls, _ = _fake_subprocess_run(monkeypatch, bench, 1, stderr="Traceback\nRuntimeError: boom\n")
     args = argparse.Namespace(in_process=False, device="cpu", threads=1, repeats=10)
     cfg = bench.case_config("spixel_loss", quick=False)
     repeats = bench.case_repeats("spixel_loss", args.repeats, quick=False)
@@ -3774,13 +3782,7 @@ def test_bench_soft_unpool_worker_names_its_implementation_and_channels(monkeypa
 def test_bench_soft_worker_subprocess_gets_the_device_and_threads(monkeypatch):
     """Each measuring subprocess runs on ``--device`` with ``--threads`` (here and in every worker)."""
     bench_soft = _import("bench_soft")
-    seen = []
-
-    def run(cmd, **kwargs):
-        seen.append(cmd)
-        return subprocess.CompletedProcess(cmd, 0, stdout='{"impl": "block"}\n', stderr="")
-
-    monkeypatch.setattr(bench_soft.subprocess, "run", run)
+    seen, _ = _fake_subprocess_run(monkeypatch, bench_soft, stdout='{"impl": "block"}\n')
     args = argparse.Namespace(in_process=False, device="cuda:1", threads=3)
     assert bench_soft._run_worker(args, ["soft", "block", 1, 2, 16, 16, 8, 1]) == {"impl": "block"}
     (cmd,) = seen
@@ -4181,19 +4183,12 @@ def test_bench_uniformize_child_gets_the_options_and_a_failure_is_recorded(monke
     """The fresh subprocess of a measurement gets the run's ``--repeats`` and ``--dense-max-gb``; a child
     that failed is recorded with the last line of its error, not read as a result."""
     bench = _import("bench_uniformize")
-    calls = []
-    reply = {"code": 0, "stdout": '{"fwd_ms": 1.0}\n', "stderr": ""}
-
-    def run(cmd, **kwargs):
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, reply["code"], reply["stdout"], reply["stderr"])
-
-    monkeypatch.setattr(bench.subprocess, "run", run)
+    calls, reply = _fake_subprocess_run(monkeypatch, bench, stdout='{"fwd_ms": 1.0}\n')
     args = SimpleNamespace(in_process=False, device="cpu", repeats=5, dense_max_gb=0.25)
     assert bench._measure(args, _tiny_cfg(), "dense_bmm") == {"fwd_ms": 1.0}
     (cmd,) = calls
     assert cmd[cmd.index("--repeats") + 1] == "5" and cmd[cmd.index("--dense-max-gb") + 1] == "0.25"
-    reply.update(code=1, stdout="", stderr="Traceback\nRuntimeError: boom\n")
+    reply.update(returncode=1, stdout="", stderr="Traceback\nRuntimeError: boom\n")
     assert bench._measure(args, _tiny_cfg(), "dense_bmm") == {"skipped": "failed: ['RuntimeError: boom']"}
 
 
