@@ -1333,3 +1333,69 @@ def test_backward_inside_autocast_gives_the_same_gradients(
         under = grads()
     for name, a, b in zip(["s", "u", "w1", "w2", "b1", "b2"], plain, under, strict=True):
         assert b.dtype == a.dtype and torch.equal(a, b), name
+
+
+@needs_onednn
+def test_conv_products_available_under_the_compiler_whatever_the_mkldnn_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under ``torch.compile`` the conv form runs wherever oneDNN is built in (the compiler reads no
+    ``torch.backends`` switch), as ``conv_products_available`` documents; outside it, the switch decides."""
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # restored after the test
+    assert not fcs.conv_products_available(torch.device("cpu"), torch.float32)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert fcs.conv_products_available(torch.device("cpu"), torch.float32)
+    assert not fcs.conv_products_available(torch.device("cpu"), torch.float64)
+
+
+class _Convolutions(TorchDispatchMode):
+    """Counts the forward convolutions (``aten.convolution``) run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func.overloadpacket is torch.ops.aten.convolution:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_pooled_recompute_never_recomputes_the_last_hidden_layer() -> None:
+    """With ``pool`` and ``recompute`` the backward recomputes the hidden layers below the last one only: the
+    last hidden layer is needed only through its sign, kept as packed bits, "never recomputed" (3 layers:
+    one forward convolution per chunk, 3 chunks of 2 + 2 + 1 rows in each of 2 images); the gradients are
+    the reference's (float64, the conv form called directly)."""
+    s, u, ids, n_s = _pooled_case(torch.float64, seed=31)
+    ws, bs = _params([6, 8, 8, 3], [True, True, True], torch.float64, torch.device("cpu"))
+    pool = _pool(ids, n_s, torch.float64)
+    out = fcs.fused_conv_stack(s, u, ws, bs, 0.2, chunk=12, recompute=True, pool=pool)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(32), dtype=torch.float64)
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+    with _Convolutions() as convs:
+        got = _grads(out, inputs, grad)
+    assert convs.count == 6
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u, ws, bs, "leaky_relu"))
+    for a, b in zip(got, _grads(ref, inputs, grad), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("products", ["mm", pytest.param("conv", marks=needs_onednn)])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_a_nan_in_s_gives_the_gradients_of_the_layers(products: str, recompute: bool) -> None:
+    """A NaN in ``S`` (ReLU stack): every gradient is autograd's through the layers, NaN where it is NaN; in
+    particular ``S``'s and ``U``'s gradient at the NaN pixel is finite (ReLU's derivative at a NaN output
+    passes the gradient, as ``threshold_backward`` does), not 0."""
+    dtype = torch.float32 if products == "conv" else torch.float64
+    ws, bs = _params([6, 8, 8, 3], [True, False, True], dtype, torch.device("cpu"), seed=33)
+    g = torch.Generator().manual_seed(34)
+    s, u, grad = (torch.randn(2, 3, 4, 5, generator=g, dtype=dtype) for _ in range(3))
+    s[1, 2, 3, 1] = float("nan")
+    s.requires_grad_(), u.requires_grad_()
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+    out = fused_stack(s, u, ws, bs, 0.0, chunk=10, recompute=recompute, products=products)  # type: ignore[arg-type]
+    ref = _reference(s, u, ws, bs, "relu")
+    got, want = _grads(out, inputs, grad), _grads(ref, inputs, grad)
+    assert want[0][1, :, 3, 1].isfinite().all() and want[1][1, :, 3, 1].isfinite().all()
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, equal_nan=True, rtol=1e-4, atol=1e-4)
