@@ -771,9 +771,10 @@ def test_joint_runs_figure_draws_every_committed_run(tmp_path: Path, monkeypatch
         module.draw(tmp_path / "x.png", results=tmp_path)
 
 
-def _benchmarks_page() -> str:
-    """docs/benchmarks.rst with its whitespace runs made single spaces (captions wrap anywhere)."""
-    return " ".join((ROOT / "docs" / "benchmarks.rst").read_text().split())
+def _page(name: str = "benchmarks.rst") -> str:
+    """A page under docs/ (default docs/benchmarks.rst) with its whitespace runs made single spaces (captions
+    wrap anywhere)."""
+    return " ".join((ROOT / "docs" / name).read_text().split())
 
 
 def test_joint_cost_figure_draws_the_hard_step_and_the_targets_its_caption_names(
@@ -783,7 +784,7 @@ def test_joint_cost_figure_draws_the_hard_step_and_the_targets_its_caption_names
     ratio and memory ratio as measured, DeepLabV3+ alone's step and bytes as the units), the paired ratio on
     the time panel only, and the caption's targets: time 1.5x and 1.35x, memory 2.2x at ResNet-18."""
     module = _load("make_joint_cost_figure")
-    page = _benchmarks_page()
+    page = _page()
     for path in module.JOINT_JSONS:
         assert path.name in page, path.name
     results = module.load()
@@ -828,7 +829,7 @@ def test_joint_runs_figure_matches_its_caption(tmp_path: Path, monkeypatch: pyte
     are those of the runs the figure draws (each the ``joint_hard_ti`` row's ``time_ratio_paired``), and each
     kind's legend entry is its summary: count, median, range."""
     module = _load("make_joint_runs_figure")
-    page = _benchmarks_page()
+    page = _page()
     r18 = module.runs("cpu_resnet18_b2_128")
     for row in r18:  # the paired ratio of the hard joint step, as the file records it
         entry = json.loads((module.RESULTS / row["name"]).read_text())["cpu_resnet18_b2_128"]
@@ -914,7 +915,7 @@ def test_uniformize_speed_figure_plots_each_run_where_its_caption_says(
     assert (
         "target 1.45x (issue 9)" in lines and list(lines["target 1.45x (issue 9)"].get_ydata()) == [1.45] * 2
     )
-    page = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text().split())
+    page = _page("concepts/uniformization.rst")
     assert "The red dash-dotted line is the 1.45x target" in page
 
 
@@ -1006,7 +1007,7 @@ def test_uniformize_figure_panels_show_what_their_titles_say(
     axes = fig.axes
     assert not axes[0].collections  # the image alone
     assert axes[1].get_title() == "130 superpixels"
-    page = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text().split())
+    page = _page("concepts/uniformization.rst")
     assert "its 130 superpixels" in page
     assert np.array_equal(axes[2].images[0].get_array(), raw)
     assert np.array_equal(axes[3].images[0].get_array(), uni)

@@ -16,13 +16,19 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "docs" / "_scripts" / "measure_extreme_inputs.py"
 
 
-@pytest.fixture(scope="module")
-def seed0() -> dict[tuple[str, str], float]:
-    """What the script prints for seed 0: ``{(section, label): value}`` (the section up to its colon)."""
+def _extreme_script():
+    """The measuring script, loaded as a module."""
     spec = importlib.util.spec_from_file_location("measure_extreme_inputs", SCRIPT)
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+@pytest.fixture(scope="module")
+def seed0() -> dict[tuple[str, str], float]:
+    """What the script prints for seed 0: ``{(section, label): value}`` (the section up to its colon)."""
+    script = _extreme_script()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         script.main(["--seeds", "1"])
@@ -76,15 +82,6 @@ def test_what_the_page_says_in_words_holds_for_seed_0(seed0: dict[tuple[str, str
     for scale in ("1e-38", "1e-36", "1", "1e+36"):
         assert value["targets", f"target_weight = {scale} * I"] < 1e-6
     assert value["targets", "target_bias = 1e30"] < 1e-6
-
-
-def _extreme_script():
-    """The measuring script, loaded as a module."""
-    spec = importlib.util.spec_from_file_location("measure_extreme_inputs_kills", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 def test_the_draw_is_the_recipe_on_the_page() -> None:
