@@ -831,17 +831,17 @@ def test_pooled_packs_signs_only_for_a_backward_through_an_activation(
 ) -> None:
     """The last hidden layer's signs are packed (one call per chunk: 3 chunks in each of 2 images) only where
     a backward will read them: not without autograd (inference keeps nothing) and not without an activation
-    (nothing to scale); the output is the same either way."""
-    calls: list[int] = []
+    (nothing to scale), NaN counted as positive for ReLU only; the output is the same either way."""
+    calls: list[tuple[int, bool]] = []
     ops = fcs._ops  # the stack calls its operators through this namespace (looked up at every call)
 
     class Spy:
         def __getattr__(self, name: str) -> Any:
             return getattr(ops(), name)
 
-        def pack_signs_(self, signs: Tensor, chunk: int, h: Tensor) -> None:
-            calls.append(chunk)
-            ops().pack_signs_(signs, chunk, h)
+        def pack_signs_(self, signs: Tensor, chunk: int, h: Tensor, nan_positive: bool) -> None:
+            calls.append((chunk, nan_positive))
+            ops().pack_signs_(signs, chunk, h, nan_positive)
 
     monkeypatch.setattr(fcs, "_ops", Spy)
     s, u, ids, n_s = _pooled_case(torch.float32, seed=19)
@@ -849,7 +849,7 @@ def test_pooled_packs_signs_only_for_a_backward_through_an_activation(
     pool = _pool(ids, n_s, torch.float32)
     with torch.set_grad_enabled(grad_mode):
         out = fcs.fused_conv_stack(s, u, ws, bs, slope, chunk=12, pool=pool)
-    assert calls == list(range(packed))
+    assert calls == [(chunk, slope == 0.0) for chunk in range(packed)]
     act = {0.0: "relu", 0.2: "leaky_relu", None: None}[slope]
     ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u, ws, bs, act))
     torch.testing.assert_close(out, ref)
@@ -928,11 +928,13 @@ def test_pooled_backward_runs_no_chunk_it_does_not_need(monkeypatch: pytest.Monk
             torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("nan_positive", [False, True])
 @pytest.mark.parametrize("numel", [1, 7, 8, 63, 64, 65, 1000])
-def test_sign_bits_round_trip(numel: int) -> None:
-    """``pack_positive_`` / ``unpack_positive`` give back ``h > 0`` for every length (padding to whole 8-byte
-    words), for random signs, all set, none set, ``-0.0`` and NaN (not positive); the CPU's numpy bits and
-    the shifts of other devices (run here on the CPU) are the same bytes, and each unpacks the other's."""
+def test_sign_bits_round_trip(numel: int, nan_positive: bool) -> None:
+    """``pack_positive_`` / ``unpack_positive`` give back ``h > 0`` (``not h <= 0`` with ``nan_positive``:
+    NaN set) for every length, the padding to whole 8-byte words 0, for random signs, all set, none set,
+    ``-0.0`` and NaN among positive and among negative values; the CPU's numpy bits and the shifts of other
+    devices (run here on the CPU) are the same bytes, and each unpacks the other's."""
     from examples.voc_joint.models import _stack_backward as sb
     from examples.voc_joint.models._stack_backward import pack_positive_, packed_size, unpack_positive
 
@@ -943,15 +945,18 @@ def test_sign_bits_round_trip(numel: int) -> None:
         -torch.ones(numel),
         torch.full((numel,), -0.0),
         torch.where(torch.rand(numel, generator=g) < 0.5, float("nan"), 1.0),
+        torch.where(torch.rand(numel, generator=g) < 0.5, float("nan"), -1.0),
     ]
     for h in cases:
         packed = torch.empty(packed_size(numel), dtype=torch.uint8)
         assert packed.numel() % 8 == 0 and packed.numel() * 8 >= numel > packed.numel() * 8 - 64
-        back = unpack_positive(pack_positive_(h, packed), torch.empty(numel))
-        assert torch.equal(back, (h > 0).float())
+        pack_positive_(h, packed, nan_positive=nan_positive)
+        back = unpack_positive(packed, torch.empty(numel))
+        assert torch.equal(back, (~(h <= 0) if nan_positive else h > 0).float())
+        assert not unpack_positive(packed, torch.empty(packed.numel() * 8))[numel:].any()
         shifted = torch.full_like(packed, 0xFF)  # (stale bytes: the padding must be written too)
         with mock.patch.object(sb, "_numpy_bits", return_value=False):
-            pack_positive_(h, shifted)
+            pack_positive_(h, shifted, nan_positive=nan_positive)
             assert torch.equal(unpack_positive(packed, torch.full((numel,), 7.0)), back)
         assert torch.equal(shifted, packed)
 
@@ -1399,3 +1404,32 @@ def test_a_nan_in_s_gives_the_gradients_of_the_layers(products: str, recompute: 
     assert want[0][1, :, 3, 1].isfinite().all() and want[1][1, :, 3, 1].isfinite().all()
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, equal_nan=True, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("form", ["mm", "conv"])
+def test_a_nan_in_s_gives_the_pooled_stack_the_gradients_of_the_layers(
+    act: str, recompute: bool, form: str
+) -> None:
+    """A NaN in ``S`` with ``pool``: every gradient is autograd's through the layers and the superpixel
+    means, NaN where it is NaN. The last hidden layer is kept as packed sign bits, which stored NaN as "not
+    positive": ReLU's backward then zeroed the gradient at the NaN pixel (``S``'s gradient there 0 against
+    autograd's finite values, 6 of 8 gradient tensors different), where ``threshold_backward`` passes it;
+    LeakyReLU's takes the slope there, as ``leaky_relu_backward`` does."""
+    s, u, ids, n_s = _pooled_case(torch.float64, seed=31)
+    ws, bs = _params([6, 8, 8, 3], [True, True, True], torch.float64, torch.device("cpu"))
+    with torch.no_grad():
+        s[0, 1, 2, 2] = float("nan")
+    pool = _pool(ids, n_s, torch.float64)
+    if form == "conv":
+        out = fcs.fused_conv_stack(s, u, ws, bs, SLOPES[act], chunk=12, recompute=recompute, pool=pool)
+    else:
+        out = fused_stack(s, u, ws, bs, SLOPES[act], chunk=12, recompute=recompute, products="mm", pool=pool)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(32), dtype=torch.float64)
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u, ws, bs, act))
+    got, want = _grads(out, inputs, grad), _grads(ref, inputs, grad)
+    assert want[0][0, :, 2, 2].isfinite().all() and want[1][0, :, 2, 2].isfinite().all()
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, equal_nan=True)

@@ -182,16 +182,16 @@ def _(out: Tensor, image: int, index: Tensor, rows: Tensor) -> None:
 
 
 @torch.library.custom_op("transinit_examples::pack_signs_", mutates_args=("signs",))
-def _pack_signs_(signs: Tensor, chunk: int, h: Tensor) -> None:
+def _pack_signs_(signs: Tensor, chunk: int, h: Tensor, nan_positive: bool) -> None:
     """The signs of chunk ``chunk``'s last hidden layer ``h`` (flat) packed into row ``chunk`` of ``signs``
-    (:func:`~examples.voc_joint.models._stack_backward.pack_positive_`). Opaque to the compiler, like
-    :func:`_add_rows_`: Inductor fused the bits' shifts with the activation into one kernel of about 6 ms a
-    chunk, against 0.7 ms for the tensor operations."""
-    pack_positive_(h, signs[chunk, : packed_size(h.numel())])
+    (:func:`~examples.voc_joint.models._stack_backward.pack_positive_`; ``nan_positive`` for ReLU). Opaque
+    to the compiler, like :func:`_add_rows_`: Inductor fused the bits' shifts with the activation into one
+    kernel of about 6 ms a chunk, against 0.7 ms for the tensor operations."""
+    pack_positive_(h, signs[chunk, : packed_size(h.numel())], nan_positive=nan_positive)
 
 
 @_pack_signs_.register_fake
-def _(signs: Tensor, chunk: int, h: Tensor) -> None:
+def _(signs: Tensor, chunk: int, h: Tensor, nan_positive: bool) -> None:
     return None
 
 
@@ -290,7 +290,7 @@ class _FusedConvStack(torch.autograd.Function):
                 last = _rows_view(hs.pop())
                 _ops().add_rows_(sums, b, pool_ids[b, r.start * width : r.stop * width], last)
                 if keep_sign:
-                    _ops().pack_signs_(signs, i, last.view(-1))
+                    _ops().pack_signs_(signs, i, last.view(-1), slope == 0.0)
             else:
                 out[b : b + 1, :, r].copy_(F.conv2d(hs[-1], filters[-1], bs[-1]))
             if not recompute:
