@@ -973,15 +973,22 @@ def test_pool_of_the_wrong_shape_is_refused() -> None:
 # ---------------------------------------------------------------- U given per superpixel
 
 
+def _broadcast(u_cells: Tensor, ids: Tensor) -> Tensor:
+    """``U`` per superpixel ``(B, N_s, C)`` broadcast to the pixels of ``ids`` ``(B, H, W)`` through
+    ``gather``, ``(B, C, H, W)``: autograd carries its gradient back to the superpixels."""
+    batch, _, c = u_cells.shape
+    flat = ids.flatten(1)
+    u_pixels = torch.gather(u_cells, 1, flat.unsqueeze(2).expand(batch, flat.shape[1], c))
+    return u_pixels.transpose(1, 2).reshape(batch, c, *ids.shape[1:])
+
+
 def _per_cell_u(dtype: torch.dtype, seed: int = 11) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     """``S``, ``U`` per superpixel ``(2, 9, 3)`` (rows 7 and 8: empty superpixels), the same ``U`` broadcast
-    to the pixels through ``gather`` (autograd carries its gradient back to the superpixels) and the ids."""
+    to the pixels (:func:`_broadcast`) and the ids."""
     s, _, ids, n_s = _pooled_case(dtype, seed)
     u_cells = torch.randn(2, n_s, 3, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     u_cells.requires_grad_()
-    flat = ids.flatten(1)
-    u_pixels = torch.gather(u_cells, 1, flat.unsqueeze(2).expand(2, flat.shape[1], 3))
-    return s, u_cells, u_pixels.transpose(1, 2).reshape(2, 3, *ids.shape[1:]), ids, n_s
+    return s, u_cells, _broadcast(u_cells, ids), ids, n_s
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", None])
@@ -1083,9 +1090,7 @@ def test_u_per_superpixel_keeps_no_per_pixel_u() -> None:
         sum(saved.values())
         == params + s.numel() * 4 + u.numel() * 4 + signs + means + 2 * 40 * 8 + 2 * 10 * 4
     )
-    flat = ids.flatten(1)
-    u_pixels = torch.gather(u, 1, flat.unsqueeze(2).expand(2, 40, 3)).transpose(1, 2).reshape(2, 3, 5, 8)
-    ref = sparse_ops.SuperpixelAssignment(ids, 10).encode(_reference(s, u_pixels, ws, bs, "relu"))
+    ref = sparse_ops.SuperpixelAssignment(ids, 10).encode(_reference(s, _broadcast(u, ids), ws, bs, "relu"))
     for got, want in zip(
         torch.autograd.grad(out[0].square().sum(), [s, u]),
         torch.autograd.grad(ref.square().sum(), [s, u]),
@@ -1433,3 +1438,133 @@ def test_a_nan_in_s_gives_the_pooled_stack_the_gradients_of_the_layers(
     assert want[0][0, :, 2, 2].isfinite().all() and want[1][0, :, 2, 2].isfinite().all()
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("form", ["mm", "conv"])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_an_empty_superpixel_pools_to_zero_without_a_last_bias(form: str, recompute: bool) -> None:
+    """Without a last bias, an empty superpixel (ids 7 and 8) still pools to 0 (as
+    ``SuperpixelAssignment.encode``) whatever the last layer's weights, and its output gradient reaches no
+    parameter: the conv form masked the empty superpixels only in the bias branch, so a NaN last weight
+    made their output ``0 @ W^T`` NaN, and a NaN output gradient there made the last weight's gradient
+    ``grad^T @ means`` NaN everywhere; the mm form and autograd through the layers give 0 and finite
+    values."""
+    s, u, ids, n_s = _pooled_case(torch.float64, seed=31)
+    ws, bs = _params([6, 8, 8, 3], [True, True, False], torch.float64, torch.device("cpu"))
+    pool = _pool(ids, n_s, torch.float64)
+
+    def run() -> Tensor:
+        if form == "conv":
+            return fcs.fused_conv_stack(s, u, ws, bs, 0.0, chunk=12, recompute=recompute, pool=pool)
+        return fused_stack(s, u, ws, bs, 0.0, chunk=12, recompute=recompute, products="mm", pool=pool)
+
+    with torch.no_grad():
+        w_last = ws[2].clone()
+        ws[2][1, 3] = float("nan")
+    out = run()
+    assert torch.equal(out[:, 7:], torch.zeros(2, 2, 3, dtype=torch.float64))
+    with torch.no_grad():
+        ws[2].copy_(w_last)
+    out = run()
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(32), dtype=torch.float64)
+    grad[:, 7:] = float("nan")  # the gradient of outputs that are 0 whatever the parameters
+    inputs = [s, u, *ws, *[b for b in bs if b is not None]]
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u, ws, bs, "relu"))
+    for a, b in zip(_grads(out, inputs, grad), _grads(ref, inputs, grad), strict=True):
+        assert b.isfinite().all()
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("form", ["mm", "conv"])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_u_rows_of_empty_superpixels_reach_no_gradient(form: str, recompute: bool) -> None:
+    """``U`` per superpixel: the rows of empty superpixels (7 and 8) are read by no pixel, so a NaN there
+    changes no gradient, and their own gradient is 0 whatever the weights, as with ``U`` broadcast to the
+    pixels. The conv form's first-layer weight gradient ``g_T^T U`` multiplied their zero rows of ``g_T`` by
+    the NaN (every ``U``-half weight gradient NaN), and ``U``'s gradient ``g_T W_U`` gave them NaN for a NaN
+    weight of ``W_U``."""
+    s, u_cells, _, ids, n_s = _per_cell_u(torch.float64, seed=13)
+    ws, bs = _params([6, 8, 8, 3], [True, True, True], torch.float64, torch.device("cpu"))
+    pool = _pool(ids, n_s, torch.float64)
+
+    def grads(u: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        if form == "conv":
+            out = fcs.fused_conv_stack(s, u, ws, bs, 0.0, chunk=12, recompute=recompute, pool=pool)
+        else:
+            out = fused_stack(s, u, ws, bs, 0.0, chunk=12, recompute=recompute, products="mm", pool=pool)
+        ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(
+            _reference(s, _broadcast(u, ids), ws, bs, "relu")
+        )
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+        inputs = [s, u, *ws, *bs]
+        return _grads(out, inputs, grad), _grads(ref, inputs, grad)
+
+    with torch.no_grad():
+        u_cells[:, 7:] = float("nan")  # unused rows
+    got, want = grads(u_cells)
+    for a, b in zip(got, want, strict=True):
+        assert b.isfinite().all()
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        u_cells[:, 7:] = 0.0
+        ws[0][2, 4] = float("nan")  # a weight of the U half
+    got, want = grads(u_cells)
+    assert torch.equal(want[1][:, 7:], torch.zeros(2, 2, 3, dtype=torch.float64))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, equal_nan=True)
+
+
+def _nonfinite_pooled(form: str, where: str, value: float) -> tuple[list[Tensor], list[Tensor]]:
+    """Output and every gradient of the pooled stack (``U`` per pixel, or per superpixel for ``"u_cell"``)
+    and of autograd through the per-pixel layers and the superpixel means, one value set to ``value``."""
+    u_cells = where == "u_cell"
+    if u_cells:
+        s, u, u_pixels, ids, n_s = _per_cell_u(torch.float64, seed=13)
+    else:
+        s, u, ids, n_s = _pooled_case(torch.float64, seed=31)
+        u_pixels = u
+    ws, bs = _params([6, 8, 8, 3], [True, True, True], torch.float64, torch.device("cpu"))
+    grad = torch.randn(2, n_s, 3, generator=torch.Generator().manual_seed(32), dtype=torch.float64)
+    with torch.no_grad():
+        if where == "last_weight":
+            ws[2][1, 3] = value
+        elif where == "output_gradient":
+            grad[0, 2, 1] = value
+        else:  # a pixel of S and its superpixel's U (the joint model's U: the superpixel means of S)
+            s[0, 1, 2, 2] = value
+            u[0, int(ids[0, 2, 2]), 1] = value
+    if u_cells:
+        u_pixels = _broadcast(u, ids)
+    pool = _pool(ids, n_s, torch.float64)
+    if form == "conv":
+        out = fcs.fused_conv_stack(s, u, ws, bs, 0.0, chunk=12, pool=pool)
+    else:
+        out = fused_stack(s, u, ws, bs, 0.0, chunk=12, products="mm", pool=pool)
+    ref = sparse_ops.SuperpixelAssignment(ids, n_s).encode(_reference(s, u_pixels, ws, bs, "relu"))
+    inputs = [s, u, *ws, *bs]
+    got = [out.detach(), *_grads(out, inputs, grad)]
+    want = [ref.detach(), *_grads(ref, inputs, grad)]
+    return got, want
+
+
+@pytest.mark.parametrize("form", ["mm", "conv"])
+@pytest.mark.parametrize("where", ["last_weight", "output_gradient", "u_cell"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_an_infinity_gives_the_pooled_stack_non_finite_values_where_the_layers_do(
+    form: str, where: str, value: float
+) -> None:
+    """An infinite last-layer weight, output gradient or value of ``S`` (and its superpixel's ``U``): the
+    output and every gradient of the pooled stack are non-finite exactly where autograd's through the
+    per-pixel layers and the superpixel means are, and equal elsewhere. The ``"mm"`` form gives NaN in the
+    same places too; the conv form, as documented, can give ``+-inf`` where the layers give NaN (the output,
+    the last weight's gradient, the first weight's ``U`` half): it runs the last layer on the superpixel
+    means and the first layer's ``U`` half on the superpixel rows, so it never forms a pixel's ``0 * inf``
+    (a ReLU unit at 0 times the infinite weight or gradient), but never NaN where they are not."""
+    got, want = _nonfinite_pooled(form, where, value)
+    assert any(w.isnan().any() for w in want)
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a.isfinite(), b.isfinite())
+        if form == "mm":
+            assert torch.equal(a.isnan(), b.isnan())
+        assert not (a.isnan() & ~b.isnan()).any()
+        torch.testing.assert_close(a[b.isfinite()], b[b.isfinite()])

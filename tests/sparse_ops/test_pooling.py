@@ -455,3 +455,33 @@ def test_pool_refuses_superpixels_on_another_device_than_the_features() -> None:
     for validate in (True, False):
         with pytest.raises(ValueError, match=r"superpixels must be on the same device as features \(cpu\)"):
             superpixel_pool(X, SP.to("meta"), 7, validate=validate)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("backend", ["scatter", "sparse"])
+def test_max_pool_of_a_counted_nan_is_nan_with_torch_amax_gradient(backend: str, masked: bool) -> None:
+    """A NaN at a counted pixel makes its superpixel's ``"max"`` NaN (never hidden, the uniformization page's
+    "Extreme values"; the scatter starts from NaN, which an empty superpixel keeps until it is set to 0, so
+    mapping the NaN results to 0 would hide it), the other superpixels and an empty one are unaffected, and
+    the gradient is ``torch.amax``'s of every superpixel's counted pixels: NaN for every counted pixel of the
+    NaN superpixel, the others untouched (a masked pixel of it gets 0)."""
+    nan = float("nan")
+    x = torch.tensor(
+        [[[[1.0, nan, 4.0, 4.0], [2.0, 7.0, -1.0, 3.0]]]], dtype=torch.float64, requires_grad=True
+    )
+    sp = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 2]]])  # id 3 is empty
+    mask = torch.tensor([[[True, True, True, True], [True, False, True, True]]]) if masked else None
+    out = superpixel_pool(x, sp, 4, mask=mask, reduce="max", backend=backend)  # type: ignore[arg-type]
+    assert out[0, 0, 0].isnan() and out[0, 1:, 0].tolist() == [4.0, 3.0, 0.0]
+    out.sum().backward()
+    assert x.grad is not None
+    counted = torch.ones_like(sp, dtype=torch.bool) if mask is None else mask
+    expected = torch.zeros_like(x)
+    for s in range(3):  # torch.amax of every non-empty superpixel's counted pixels
+        leaf = x.detach().clone().requires_grad_(True)
+        leaf[0, 0][((sp == s) & counted)[0]].amax().backward()
+        assert leaf.grad is not None
+        expected += leaf.grad
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=0, equal_nan=True)
+    assert x.grad[0, 0, 0, :2].isnan().all() and x.grad[0, 0, 0, 2:].tolist() == [0.5, 0.5]
+    assert x.grad[0, 0, 1, 1].isnan() != masked  # the masked pixel of the NaN superpixel: 0

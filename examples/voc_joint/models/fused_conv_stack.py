@@ -28,6 +28,9 @@ output gradient's pixel rows) backward:
 
 Float32 on the CPU only (:func:`conv_products_available`); the values equal the matrix-product form's up to
 float rounding (other kernels, other summation orders), checked by ``tests/examples/test_fused_stack.py``.
+With ``pool`` and an infinite weight, input or output gradient, the non-finite values fall in the same places
+but can be ``+-inf`` where the matrix-product form's are NaN: the folded products never form a pixel's
+``0 * inf`` (a ReLU unit at 0 times an infinite weight or gradient).
 First-order only (``once_differentiable``).
 """
 
@@ -300,10 +303,12 @@ class _FusedConvStack(torch.autograd.Function):
             assert pool_inv is not None
             means = sums.mul_(pool_inv.unsqueeze(2))
             out = torch.matmul(means, ws[-1].t())
-            if bs[-1] is not None:  # an empty superpixel pools to 0, as in SuperpixelAssignment.encode
-                # not in place on the product: torch 2.11's AOT autograd then gave a compiled stack
-                # (--compile) zero gradients everywhere (2.13 and 2.14 were right)
-                out = (out + bs[-1]).masked_fill(pool_inv.unsqueeze(2) == 0, 0.0)
+            if bs[-1] is not None:
+                out = out + bs[-1]
+            # an empty superpixel pools to 0 whatever the last layer (a NaN weight too), as in
+            # SuperpixelAssignment.encode; not in place on the product: torch 2.11's AOT autograd then gave a
+            # compiled stack (--compile) zero gradients everywhere (2.13 and 2.14 were right)
+            out = out.masked_fill(pool_inv.unsqueeze(2) == 0, 0.0)
             extra = [means, signs if keep_sign else None, pool_ids, pool_inv]
         # with u_of (recompute only), U is rebuilt from S in backward; U per superpixel is always kept (small)
         keep_u = u if u_of is None or table is not None else None
@@ -360,8 +365,8 @@ class _FusedConvStack(torch.autograd.Function):
             # the last layer on the superpixel means: its gradients at once, then the gradient of each pixel's
             # last hidden activation is its superpixel's, divided by the pixel count
             last = num_layers - 1
-            if has_bias[last]:  # the output of an empty superpixel is 0 whatever the parameters
-                grad = grad.masked_fill(pool_inv.unsqueeze(2) == 0, 0.0)
+            # the output of an empty superpixel is 0 whatever the parameters: its gradient reaches none
+            grad = grad.masked_fill(pool_inv.unsqueeze(2) == 0, 0.0)
             if gws[last] is not None:
                 gws[last] += torch.mm(grad.flatten(0, 1).t(), means.flatten(0, 1))
             if gbs[last] is not None:
@@ -433,12 +438,16 @@ class _FusedConvStack(torch.autograd.Function):
                     if gu is not None and not u_cells:
                         gu[b : b + 1, :, r].copy_(gi[:, c:])
         if g_table is not None:  # T = U W_U^T + b_1
+            # no pixel reads the rows of empty superpixels: their U (a NaN there too) reaches no gradient
+            # and their gradient is 0 (a NaN weight of W_U too), as with U broadcast to the pixels
+            empty = pool_inv.unsqueeze(2) == 0
             if gws[0] is not None:
-                gws[0][:, c:] += torch.mm(g_table.flatten(0, 1).t(), u.flatten(0, 1))
+                used = u.masked_fill(empty, 0.0)
+                gws[0][:, c:] += torch.mm(g_table.flatten(0, 1).t(), used.flatten(0, 1))
             if gbs[0] is not None:
                 gbs[0] += g_table.sum((0, 1))
             if gu is not None:
-                torch.matmul(g_table, ws[0][:, c:], out=gu)
+                torch.matmul(g_table, ws[0][:, c:], out=gu).masked_fill_(empty, 0.0)
         params: list[Tensor | None] = []
         for gw, gb in zip(gws, gbs, strict=True):
             params += [gw, gb]

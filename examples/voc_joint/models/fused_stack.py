@@ -255,7 +255,9 @@ def fused_stack(
         products: how the layers' products run: ``"mm"`` matrix products (PyTorch's BLAS: MKL on the CPU,
             cuBLAS on CUDA), ``"conv"`` oneDNN 1x1 convolutions over channels-last chunks of whole image rows
             (:func:`~examples.voc_joint.models.fused_conv_stack.fused_conv_stack`; float32 on the CPU only),
-            ``"auto"`` (default) ``"conv"`` where it runs, else ``"mm"``. Same values up to float rounding.
+            ``"auto"`` (default) ``"conv"`` where it runs, else ``"mm"``. Same values up to float rounding
+            (with ``pool`` and an infinite weight, input or gradient, ``"conv"`` can give ``+-inf`` where
+            ``"mm"`` gives NaN, in the same places: it never forms a pixel's ``0 * inf``).
             Images without pixels (H or W = 0) take the ``"mm"`` form: there is no product to run.
         pool: ``(ids, inv)``: superpixel ids ``[B, H W]`` (long, in ``[0, N_s)``; not checked) and
             ``1 / count`` per superpixel ``[B, N_s]`` (0 for an empty superpixel): return the mean of the

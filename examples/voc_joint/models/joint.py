@@ -350,7 +350,9 @@ class FusionStack(nn.Module):
                 its products are oneDNN convolutions (float32 on the CPU) and the assignment has no
                 ``mask``; elsewhere the stack runs per pixel and its output is uniformized (a masked
                 assignment's :meth:`~sparse_ops.SuperpixelAssignment.uniformize`: the means of the counted
-                pixels, a superpixel without any left as it is). Same values up to float rounding.
+                pixels, a superpixel without any left as it is). Same values up to float rounding (with an
+                infinite weight, input or gradient, the folded form can give ``+-inf`` where the per-pixel
+                form gives NaN, in the same places: it never forms a pixel's ``0 * inf``).
 
         Returns:
             ``F`` (B, C, H, W), contiguous in the fused form; with ``uniformize``, ``F`` uniformized.
