@@ -1816,3 +1816,42 @@ def test_a_wrapper_loads_a_wrappers_state_dict_as_the_bare_network_loads_its_own
         SegmentationOnly(_nets(3)[0]).load_state_dict(_without_counters(state))
     with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \".*num_batches_tracked"):
         _nets(3)[0].load_state_dict(_without_counters(_nets(3)[0].state_dict()))
+
+
+def test_a_training_step_under_bfloat16_autocast_gives_the_float32_gradients_of_refine() -> None:
+    """The AMP training step (forward under ``torch.autocast``, ``backward()`` outside it, as ``engine.py``
+    runs it, and inside it): the networks run in bfloat16, the logits come out float32, and every fusion
+    parameter gets a float32 gradient equal, bit for bit, to that of ``refine`` on the same ``S`` and ``Q``
+    cast to float32 without autocast (the pipeline page: everything after the two networks runs in float32,
+    also under ``--amp``); the networks' float32 parameters get float32 gradients."""
+    deeplab, spixel = _nets()
+    _scale_logits(deeplab)
+    joint = JointModel(deeplab, spixel).train()
+    assert joint.fusion is not None
+    x, y = _inputs(2)
+    grads = []
+    for backward_inside in (False, True):
+        joint.zero_grad()
+        torch.manual_seed(0)  # the same dropout masks in both runs
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = joint(x, y)
+            loss = out["logits"].square().mean()
+            if backward_inside:
+                loss.backward()
+        if not backward_inside:
+            loss.backward()
+        assert out["seg_logits"].dtype == torch.bfloat16 and out["logits"].dtype == torch.float32
+        fusion = [p.grad for p in joint.fusion.parameters()]
+        assert all(g is not None and g.dtype == torch.float32 for g in fusion)
+        classifier = joint.deeplab.classifier.weight.grad
+        assert classifier is not None and classifier.dtype == torch.float32
+        assert torch.isfinite(classifier).all() and classifier.abs().max() > 0
+        grads.append(fusion)
+    joint.zero_grad()
+    final, _ = joint.refine(out["seg_logits"].detach().float(), out["assoc"].detach().float())
+    assert torch.equal(final, out["logits"].detach())
+    final.square().mean().backward()
+    want = [p.grad for p in joint.fusion.parameters()]
+    for outside, inside, ref in zip(*grads, want, strict=True):
+        assert torch.equal(outside, ref)
+        assert torch.equal(inside, ref)
