@@ -157,3 +157,13 @@ def test_the_torch_floor_stage_selects_every_version_sensitive_test() -> None:
         "pyproject's torch floor moved: move the CI floor stage with it"
     )
     assert 'stage "torch 2.11 floor' in CI_RUN
+
+
+def test_the_development_page_states_ruffs_line_length_and_cis_torch_pair() -> None:
+    """The development page's "the N-column limit in pyproject.toml" is ruff's ``line-length``, and the
+    torch / torchvision pair it says ``.ci/run`` installs first is the one ``.ci/run`` installs."""
+    page = " ".join((ROOT / "docs" / "development.rst").read_text(encoding="utf-8").split())
+    assert f"the {PYPROJECT['tool']['ruff']['line-length']}-column limit in ``pyproject.toml``" in page
+    pair = re.search(r'pip install -q "torch==([\d.]+)" "torchvision==([\d.]+)"', CI_RUN)
+    assert pair is not None
+    assert f"``torch=={pair.group(1)} torchvision=={pair.group(2)}`` is the pair" in page

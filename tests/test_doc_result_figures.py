@@ -678,3 +678,200 @@ def test_result_name_check_itself() -> None:
         "soft_20261202_xeon_rss.json: dated 20261202, records ['2026-12-01']"
     ]
     assert result_name_mismatches("joint_20261202_epyc.json", '{"machine": "AMD EPYC (avx2)"}') == []
+
+
+def _readme_flat() -> str:
+    return " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+
+
+def _range(values: list[float], digits: int = 2) -> str:
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}x"
+
+
+def test_readme_and_installation_demo_time_is_the_transcripts() -> None:
+    """The README's and the installation page's "N s in the transcript of <date>" is the time that
+    ``docs/examples/demo_output.txt`` prints on its "[demo] finished in N s" line."""
+    transcript = (ROOT / "docs" / "examples" / "demo_output.txt").read_text(encoding="utf-8")
+    seconds = re.search(r"\[demo\] finished in (\d+) s", transcript)
+    assert seconds is not None
+    for page in (ROOT / "README.md", ROOT / "docs" / "installation.rst"):
+        text = " ".join(page.read_text(encoding="utf-8").split())
+        shown = re.findall(r"(\d+) s in the transcript of \d{4}-\d\d-\d\d", text)
+        assert shown, f"{page.name}: the demo time was not found"
+        assert shown == [seconds.group(1)] * len(shown), (
+            f"{page.name}: {shown}, transcript {seconds.group(1)} s"
+        )
+
+
+def test_readme_soft_row_matches_its_json() -> None:
+    """The README's soft pool + unpool row: speed-up and memory ratio of the 9-shift implementation over
+    ``block`` in ``soft_20261206_f26_tensors_epyc.json`` (peak tensor bytes), one decimal."""
+    rows = json.loads((RESULTS / "soft_20261206_f26_tensors_epyc.json").read_text())["soft"]["rows"]
+    by = {(r["impl"], r["C"]): r for r in rows}
+    cs = sorted({c for _, c in by})
+    speed = [by[("nine_shift", c)]["median_ms"] / by[("block", c)]["median_ms"] for c in cs]
+    memory = [by[("nine_shift", c)]["peak_tensor_mib"] / by[("block", c)]["peak_tensor_mib"] for c in cs]
+    want = f"{_range(speed, 1)} faster and {_range(memory, 1)} less memory (peak tensor bytes)"
+    assert want in _readme_flat(), f"README soft row should read {want!r}"
+    assert f"C = {cs[0]}-{cs[-1]}" in _readme_flat()
+
+
+def test_readme_uniformize_row_matches_its_runs() -> None:
+    """The README's ``uniformize`` row: paired ratio to the floor of the 2026-12-02 EPYC run, of its two
+    scatter-only runs, of the three family-26 runs; the speed-up over the paper's encoder with our setup
+    (``paper_over_this``) of 2026-12-02; the family-26 memory ratios (tensor peak and resident-set growth)."""
+
+    def configs(*names: str) -> list[dict]:
+        return [c["results"] for n in names for c in json.loads((RESULTS / n).read_text())["configs"]]
+
+    main = configs("bench_uniformize_cpu_20261202_epyc.json")
+    more = configs(
+        "bench_uniformize_cpu_20261202_epyc_scatter_1.json",
+        "bench_uniformize_cpu_20261202_epyc_scatter_2.json",
+    )
+    f26 = configs(
+        "bench_uniformize_cpu_20261206_f26_epyc.json",
+        "bench_uniformize_cpu_20261206_f26_sort_epyc.json",
+        "bench_uniformize_cpu_20261206_f26_tensors_epyc.json",
+    )
+    tensors = configs("bench_uniformize_cpu_20261206_f26_tensors_epyc.json")
+
+    def paired(rs: list[dict]) -> list[float]:
+        return [r["scatter"]["paired_x_floor"] for r in rs]
+
+    row = next(
+        x
+        for x in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+        if x.startswith("| `uniformize`")
+    )
+    want = [
+        f"{_range(paired(main))} the floor¹ (paired; {_range(paired(more))} in two more runs; "
+        f"{_range(paired(f26))} in three runs on an AMD EPYC of family 26",
+        f"{_range([r['scatter']['paper_over_this'] for r in main], 1)} faster than the paper's COO sparse "
+        "encoder",
+        _range([r["scatter"]["peak_tensor_mib"] / r["floor"]["peak_tensor_mib"] for r in tensors])
+        + " the floor's peak tensor memory ("
+        + _range([r["scatter"]["peak_extra_mb"] / r["floor"]["peak_extra_mb"] for r in tensors])
+        + " its resident-set growth",
+    ]
+    missing = [w for w in want if w not in row]
+    assert not missing, f"README uniformize row lacks {missing}"
+
+
+def test_readme_other_ops_row_matches_its_json() -> None:
+    """The README's row of the other ops: ``spixel_loss`` and ``hard_superpixels`` speed-ups (paired) and the
+    paired range of the pools, unpool and SPN ops of the family-26 ``fair`` run, the memory ratio of its
+    ``tensors`` re-run, ``enforce_connectivity`` of the connectivity run (and of ``fair``, before)."""
+
+    def ops(name: str) -> dict:
+        return json.loads((RESULTS / name).read_text())["ops"]
+
+    fair = ops("bench_ops_cpu_20261206_f26_fair_epyc.json")
+    tensors = ops("bench_ops_cpu_20261206_f26_tensors_epyc.json")
+    conn = ops("bench_ops_connectivity_20261206_f26_epyc.json")["enforce_connectivity"]
+    loss_rows = tensors["spixel_loss"]["rows"]
+    pooling = ("pool_mean", "pool_sum", "pool_max", "unpool", "superpixel_cam", "superpixel_global_average")
+    paired = [fair[k]["paired_ratio_to_alternative"] for k in pooling]
+    medians = [fair[k]["ratio_to_alternative"] for k in pooling]
+    reused = [fair[k]["paired_ratio_to_alternative"] for k in ("pool_mean_reused", "unpool_reused")]
+    row = next(
+        x
+        for x in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+        if x.startswith("| the other ops")
+    )
+    want = [
+        f"`spixel_loss` {1 / fair['spixel_loss']['paired_ratio_to_alternative']:.0f}x faster and "
+        f"{loss_rows[1]['peak_tensor_mib'] / loss_rows[0]['peak_tensor_mib']:.1f}x less memory",
+        f"`hard_superpixels` {1 / fair['hard_superpixels']['paired_ratio_to_alternative']:.0f}x faster",
+        f"{_range(paired, 1)[:-1]}x slower than `scatter_add` / `gather` paired "
+        f"(up to {max(medians):.1f}x by medians)",
+        f"reused, the mean pool and unpool {_range(reused)}",
+        f"`enforce_connectivity` {conn['paired_ratio_to_alternative']:.1f}x slower",
+        f"{fair['enforce_connectivity']['paired_ratio_to_alternative']:.0f}x with its per-label loop before",
+    ]
+    missing = [w for w in want if w not in row]
+    assert not missing, f"README other-ops row lacks {missing}"
+
+
+def test_readme_cpu_table_matches_the_joint_series() -> None:
+    """The README's footnote table of the current code: per CPU, the DeepLabV3+ step range, the median and
+    range of the paired joint / DeepLabV3+ ratio over the ResNet-18 series, and the range without the fusion
+    stack."""
+    series = {
+        "AMD EPYC, family 26": [
+            "joint_resnet18_20261206_f26_series_*_epyc.json",
+            "joint_resnet18_20261206_f26_sort_*_epyc.json",
+        ],
+        "Intel Xeon": ["joint_resnet18_20261206_series_*_xeon.json"],
+        "AMD EPYC, family 25": ["joint_resnet18_20261207_f25_series_*_epyc.json"],
+    }
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    bad = []
+    for cpu, patterns in series.items():
+        files = [p for pattern in patterns for p in RESULTS.glob(pattern)]
+        assert files, cpu
+        ti, noti, step = [], [], []
+        for path in files:
+            by = {r["variant"]: r for r in json.loads(path.read_text())["cpu_resnet18_b2_128"]["rows"]}
+            ti.append(by["joint_hard_ti"]["time_ratio_paired"])
+            noti.append(by["joint_hard_noti"]["time_ratio_paired"])
+            step.append(by["deeplab"]["median_s"] * 1000)
+        line = next(x for x in lines if x.startswith(f"| {cpu}"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[1] != f"{min(step):.0f}-{max(step):.0f} ms":
+            bad.append(f"{cpu}: step {cells[1]} (JSON {min(step):.0f}-{max(step):.0f} ms)")
+        if f"({_range(ti)})" not in cells[2]:
+            bad.append(f"{cpu}: range {cells[2]} (JSON {_range(ti)})")
+        median = statistics.median(ti)
+        if not re.search(rf"median {median:.2f}|median {median:.3f}", cells[2]):
+            bad.append(f"{cpu}: {cells[2]} (JSON median {median:.3f})")
+        if cells[3] != _range(noti):
+            bad.append(f"{cpu}: without the stack {cells[3]} (JSON {_range(noti)})")
+        below = re.search(r"1\.50x or less in (\d+) of (\d+)", cells[2])
+        if below and (int(below.group(1)), int(below.group(2))) != (sum(t <= 1.5 for t in ti), len(ti)):
+            bad.append(f"{cpu}: {below.group(0)} (JSON {sum(t <= 1.5 for t in ti)} of {len(ti)})")
+    assert not bad, "\n".join(bad)
+
+
+def test_readme_gpu_paragraph_matches_the_gpu_checks() -> None:
+    """The README's GPU paragraph: test counts, ``uniformize`` time and ratio to the floor, the joint step
+    ratio (and without the fusion) of the H200 and H100 runs."""
+    text = _readme_flat()
+
+    def stages(name: str) -> dict:
+        return json.loads((RESULTS / name).read_text())["stages"]
+
+    h200, h100 = stages("gpu_check_cuda_20261204_h200.json"), stages("gpu_check_cuda_20261205_h100.json")
+    t200, t100 = h200["tests"]["summary"], h100["tests"]["summary"]
+    rows = h200["uniformize"]["summary"]["rows"]
+    ms = [r["scatter"]["fwd_bwd_ms"] for r in rows]
+    x200 = [r["scatter"]["fwd_bwd_ms"] / r["floor"]["fwd_bwd_ms"] for r in rows]
+    x100 = [
+        r["scatter"]["fwd_bwd_ms"] / r["floor"]["fwd_bwd_ms"] for r in h100["uniformize"]["summary"]["rows"]
+    ]
+    j200, j100 = h200["joint"]["summary"]["ratios"], h100["joint"]["summary"]["ratios"]
+    want = [
+        f"the CUDA tests pass ({t200['passed']} passed, {t200['skipped']} skipped)",
+        f"takes {min(ms):.1f}-{max(ms):.1f} ms",
+        f"but {_range(x200, 1)} the floor",
+        f"is {j200['joint_hard_ti']:.2f}x DeepLabV3+'s",
+        f"the model without the fusion is already {j200['joint_hard_noti']:.2f}x",
+        f"{t100['passed']} CUDA tests pass ({t100['skipped']} skipped)",
+        f"takes {_range(x100, 1)} the floor, the joint step {j100['joint_hard_ti']:.2f}x DeepLabV3+'s",
+    ]
+    missing = [w for w in want if w not in text]
+    assert not missing, f"README GPU paragraph lacks {missing}"
+
+
+def test_readme_transparent_row_error_matches_its_json() -> None:
+    """The README's transparent-stack row: the identity error at inputs in [-10, 10] is ``table3``'s median of
+    ``ours_relu`` at 10, and the paper's figure is ``paper_table3`` at 10."""
+    result = json.loads((RESULTS / "transparent_init.json").read_text())
+    ours, paper = result["table3"]["ours_relu"]["10"]["median"], result["paper_table3"]["10"]
+    row = next(
+        x
+        for x in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+        if x.startswith("| transparent 1x1-conv stack")
+    )
+    want = f"identity to {ours:.1e} ({paper / ours:.0f}x below the paper's {paper:.1e})".replace("e-0", "e-")
+    assert want in row, f"README: {want!r} expected in {row!r}"

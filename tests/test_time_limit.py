@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.time_limit import limit_test_call
+from tests.time_limit import DEFAULT_LIMIT_S, limit_test_call
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +64,12 @@ def test_the_limit_is_armed_for_the_call_only_and_the_previous_handler_comes_bac
     finally:
         signal.signal(signal.SIGALRM, outer)
         signal.alarm(remaining)
+
+
+def test_the_development_page_states_the_default_time_limit() -> None:
+    """The development page's "runs under a time limit of N s" and the conftest docstring's "(N s)" are
+    ``tests/time_limit.py``'s ``DEFAULT_LIMIT_S``."""
+    page = " ".join((ROOT / "docs" / "development.rst").read_text(encoding="utf-8").split())
+    assert f"runs under a time limit of {DEFAULT_LIMIT_S} s" in page
+    conftest = " ".join((ROOT / "tests" / "conftest.py").read_text(encoding="utf-8").split())
+    assert f"limit ({DEFAULT_LIMIT_S} s)" in conftest

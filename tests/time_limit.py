@@ -1,6 +1,6 @@
 """A time limit for every test body, so that a hang fails the test instead of stalling the suite.
 
-No test of the suite takes more than about 45 s on the 2-core CI machine; a regression that makes a loop
+No test of the suite took more than 73 s on the 2-core CI machine (2026-12-07); a regression that makes a loop
 run forever (for example a training epoch that never ends after a resume) would otherwise hang CI until its
 own limit. :func:`limit_test_call` arms ``SIGALRM`` around the test's call and raises :class:`TimeoutError`
 in it when the limit passes. POSIX main thread only (elsewhere, e.g. on Windows, tests run without a limit);
