@@ -680,27 +680,14 @@ def test_result_name_check_itself() -> None:
     assert result_name_mismatches("joint_20261202_epyc.json", '{"machine": "AMD EPYC (avx2)"}') == []
 
 
-def _readme_flat() -> str:
-    return " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+def _flat(*parts: str) -> str:
+    """A file of the repository (``README.md``, a docs page) with its line breaks and runs of spaces folded to
+    one space."""
+    return " ".join(ROOT.joinpath(*parts).read_text(encoding="utf-8").split())
 
 
 def _range(values: list[float], digits: int = 2) -> str:
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}x"
-
-
-def test_readme_and_installation_demo_time_is_the_transcripts() -> None:
-    """The README's and the installation page's "N s in the transcript of <date>" is the time that
-    ``docs/examples/demo_output.txt`` prints on its "[demo] finished in N s" line."""
-    transcript = (ROOT / "docs" / "examples" / "demo_output.txt").read_text(encoding="utf-8")
-    seconds = re.search(r"\[demo\] finished in (\d+) s", transcript)
-    assert seconds is not None
-    for page in (ROOT / "README.md", ROOT / "docs" / "installation.rst"):
-        text = " ".join(page.read_text(encoding="utf-8").split())
-        shown = re.findall(r"(\d+) s in the transcript of \d{4}-\d\d-\d\d", text)
-        assert shown, f"{page.name}: the demo time was not found"
-        assert shown == [seconds.group(1)] * len(shown), (
-            f"{page.name}: {shown}, transcript {seconds.group(1)} s"
-        )
 
 
 def test_readme_soft_row_matches_its_json() -> None:
@@ -712,8 +699,8 @@ def test_readme_soft_row_matches_its_json() -> None:
     speed = [by[("nine_shift", c)]["median_ms"] / by[("block", c)]["median_ms"] for c in cs]
     memory = [by[("nine_shift", c)]["peak_tensor_mib"] / by[("block", c)]["peak_tensor_mib"] for c in cs]
     want = f"{_range(speed, 1)} faster and {_range(memory, 1)} less memory (peak tensor bytes)"
-    assert want in _readme_flat(), f"README soft row should read {want!r}"
-    assert f"C = {cs[0]}-{cs[-1]}" in _readme_flat()
+    assert want in _flat("README.md"), f"README soft row should read {want!r}"
+    assert f"C = {cs[0]}-{cs[-1]}" in _flat("README.md")
 
 
 def test_readme_uniformize_row_matches_its_runs() -> None:
@@ -836,7 +823,7 @@ def test_readme_cpu_table_matches_the_joint_series() -> None:
 def test_readme_gpu_paragraph_matches_the_gpu_checks() -> None:
     """The README's GPU paragraph: test counts, ``uniformize`` time and ratio to the floor, the joint step
     ratio (and without the fusion) of the H200 and H100 runs."""
-    text = _readme_flat()
+    text = _flat("README.md")
 
     def stages(name: str) -> dict:
         return json.loads((RESULTS / name).read_text())["stages"]
@@ -875,3 +862,134 @@ def test_readme_transparent_row_error_matches_its_json() -> None:
     )
     want = f"identity to {ours:.1e} ({paper / ours:.0f}x below the paper's {paper:.1e})".replace("e-0", "e-")
     assert want in row, f"README: {want!r} expected in {row!r}"
+
+
+def _demo_transcript() -> str:
+    return (ROOT / "docs" / "examples" / "demo_output.txt").read_text(encoding="utf-8")
+
+
+def test_pipeline_demo_steps_are_the_transcripts() -> None:
+    """The pipeline page's demo steps ("ResNet-18 ..., 288 steps", "SpixelFCN (128 steps)", "after 128 steps
+    they start to bend") are the step counts the transcript's two pretraining stages print."""
+    transcript = _demo_transcript()
+    seg = re.search(r"\[seg\] done: (\d+) steps", transcript)
+    spixel = re.search(r"\[spixel\] done: (\d+) steps", transcript)
+    assert seg is not None and spixel is not None
+    page = _flat("docs", "examples", "pipeline.rst")
+    want = [
+        f"64x64 crops, {seg.group(1)} steps)",
+        f"pretrain SpixelFCN ({spixel.group(1)} steps)",
+        f"after {spixel.group(1)} steps they start to bend",
+    ]
+    missing = [w for w in want if w not in page]
+    assert not missing, f"pipeline.rst lacks {missing}"
+
+
+def test_the_demo_time_the_pages_quote_is_the_transcripts() -> None:
+    """The README's and the installation page's "N s in the transcript of <date>" and the pipeline page's "N s
+    on the project's 2-core VM" are the time ``docs/examples/demo_output.txt`` prints on its "[demo] finished
+    in N s" line."""
+    seconds = re.search(r"\[demo\] finished in (\d+) s", _demo_transcript())
+    assert seconds is not None
+    pages = {
+        ("README.md",): r"(\d+) s in the transcript of \d{4}-\d\d-\d\d",
+        ("docs", "installation.rst"): r"(\d+) s in the transcript of \d{4}-\d\d-\d\d",
+        ("docs", "examples", "pipeline.rst"): r"(\d+) s on the project's 2-core VM",
+    }
+    for parts, pattern in pages.items():
+        shown = re.findall(pattern, _flat(*parts))
+        assert shown and set(shown) == {seconds.group(1)}, (
+            f"{parts[-1]}: {shown}, transcript {seconds.group(1)} s"
+        )
+
+
+def test_pipeline_demo_rows_are_the_transcripts() -> None:
+    """The pipeline page's reading of the demo table: the fine-tuned rows' mIoU range, the Xavier row
+    (mIoU / boundary mIoU) and the control's consistency are the transcript's table."""
+    rows = {}
+    for line in _demo_transcript().splitlines():
+        found = re.match(r"(.+?)\s{2,}(\d+\.\d\d)\s+(\d+\.\d\d)\s+(\d+\.\d\d|-)$", line)
+        if found:
+            rows[found.group(1).strip()] = found.groups()[1:]
+    tuned = [float(v[0]) for k, v in rows.items() if k.endswith("(fine-tuned)") and "Xavier" not in k]
+    tuned.append(float(rows["DeepLabV3+ fine-tuned alike (no superpixels)"][0]))
+    xavier = rows["+ superpixel + Xavier init (fine-tuned)"]
+    control = rows["DeepLabV3+ fine-tuned alike (no superpixels)"]
+    page = _flat("docs", "examples", "pipeline.rst")
+    want = [
+        f"to {min(tuned):.1f}-{max(tuned):.1f}. The transcript",
+        f"to {xavier[0]} / {xavier[1]}, every other row unchanged",
+        f"against {float(control[2]):.1f} % for the control",
+    ]
+    missing = [w for w in want if w not in page]
+    assert not missing, f"pipeline.rst lacks {missing}"
+
+
+def test_benchmarks_transparent_headline_matches_its_json() -> None:
+    """The benchmarks page's headline row of ``bench_transparent_init.py``: the identity error at inputs in
+    [-10, 10] (median and worst seed of ``table3``'s ``ours_relu``), the paper's figure, the init rate and the
+    forward ratio of ``transparent_init.json``."""
+    result = json.loads((RESULTS / "transparent_init.json").read_text())
+    at10 = result["table3"]["ours_relu"]["10"]
+    ours = result["table2"]["ours"]
+
+    def sci(value: float) -> str:
+        return f"{value:.1e}".replace("e-0", "e-")
+
+    want = (
+        f"max error {sci(at10['median'])} (worst seed {sci(at10['worst'])}) for float32 inputs in "
+        f"[-10, 10] vs the paper's {sci(result['paper_table3']['10'])}; init rate {ours['init_rate']:.3f} %; "
+        f"recovery {ours['recovery_no_relu']:.0f} % with and without ReLU; forward time "
+        f"{result['cost']['forward_ratio']:.2f}x the plain"
+    )
+    assert want in _flat("docs", "benchmarks.rst"), want
+
+
+def test_benchmarks_uniformize_headline_matches_its_json() -> None:
+    """The benchmarks page's headline row of ``bench_uniformize.py`` for the family-26 run: paired and sweep
+    ratios to the floor, the sweep's max / min, ratios of medians, speed-up over the paper's encoder, peak
+    tensor memory and resident-set growth against the floor's."""
+    result = json.loads((RESULTS / "bench_uniformize_cpu_20261206_f26_tensors_epyc.json").read_text())
+    runs = [c["results"] for c in result["configs"]]
+    sweep = [r["x_floor"] for r in result["sweep"]["rows"]]
+    want = (
+        f"forward+backward {_range([r['scatter']['paired_x_floor'] for r in runs])} the floor paired (sweep "
+        f"{_range(sweep)}, max / min over ``N_s`` {result['sweep']['grid_max_over_min']:.3f}; by medians "
+        f"{_range([r['scatter']['x_floor'] for r in runs])}); "
+        f"{_range([r['scatter']['paper_over_this'] for r in runs], 1)} faster than the paper's per-image COO "
+        "encoder including our setup; peak tensor memory "
+        + _range([r["scatter"]["peak_tensor_mib"] / r["floor"]["peak_tensor_mib"] for r in runs])
+        + " the floor's ("
+        + _range([r["scatter"]["peak_extra_mb"] / r["floor"]["peak_extra_mb"] for r in runs])
+        + " by the resident-set growth)"
+    )
+    assert want in _flat("docs", "benchmarks.rst"), want
+
+
+def test_benchmarks_soft_headline_matches_its_json() -> None:
+    """The benchmarks page's headline row of ``bench_soft.py`` for the family-26 run: speed-up and memory
+    ratio (tensor peak) of the 9-shift implementation per ``C``, the scatter version's ranges, and the SegNet
+    unpool against ``nn.MaxUnpool2d`` (paired, by medians)."""
+    result = json.loads((RESULTS / "soft_20261206_f26_tensors_epyc.json").read_text())
+    by = {(r["impl"], r["C"]): r for r in result["soft"]["rows"]}
+    cs = sorted({c for _, c in by})
+
+    def ratios(impl: str, key: str) -> list[float]:
+        return [by[(impl, c)][key] / by[("block", c)][key] for c in cs]
+
+    def slashed(values: list[float]) -> str:
+        return " / ".join(f"{v:.1f}x" for v in values)
+
+    unpool = result["segnet_unpool"]
+    (ours,) = [r for r in unpool["rows"] if r["impl"] == "max_unpool2d"]
+    want = [
+        f"{slashed(ratios('nine_shift', 'median_ms'))} faster than a 9-shift implementation for C = "
+        + " / ".join(str(c) for c in cs),
+        f"with {slashed(ratios('nine_shift', 'peak_tensor_mib'))} less memory",
+        f"{_range(ratios('scatter', 'median_ms'), 1)} faster and "
+        f"{_range(ratios('scatter', 'peak_tensor_mib'), 1)[:-1]}x leaner than the scatter version",
+        f"SegNet unpool {unpool['paired_ratio_to_nn']:.2f}x the time of ``nn.MaxUnpool2d`` paired on "
+        f"2026-12-06 ({ours['ratio_to_nn']:.2f}x by medians",
+    ]
+    missing = [w for w in want if w not in _flat("docs", "benchmarks.rst")]
+    assert not missing, f"benchmarks.rst soft headline lacks {missing}"
