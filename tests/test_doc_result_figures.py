@@ -21,6 +21,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+
+from tests.transparent_init._reference import SOLVE_SLACK
+from transparent_init._affine import MIN_ABS_FRACTION, REALIZE_SLACK
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -993,3 +997,292 @@ def test_benchmarks_soft_headline_matches_its_json() -> None:
     ]
     missing = [w for w in want if w not in _flat("docs", "benchmarks.rst")]
     assert not missing, f"benchmarks.rst soft headline lacks {missing}"
+
+
+TRANSPARENT_RANGES = ("1", "10", "100", "1000")
+
+
+def _sci(value: float) -> str:
+    """``7.7e-7`` as the transparent-init page prints a figure (two significant digits, no leading 0)."""
+    return f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e+")
+
+
+def _transparent_row(label: str, figures: dict) -> str:
+    """A list-table row of the transparent-init page: ``* - label - median [worst] - ...``, r = 1 to 1000."""
+    cells = [f"{_sci(figures[r]['median'])} [{_sci(figures[r]['worst'])}]" for r in TRANSPARENT_RANGES]
+    return " - ".join([f"* - {label}", *cells])
+
+
+def test_transparent_page_width_table_matches_its_json() -> None:
+    """The transparent-init page's table of widths (``TransparentLinear(w, [w, w])``, median [worst] of 10
+    seeds) is the ``widths`` block of ``transparent_init.json``, cell by cell; the float32 matmul floor and
+    "within 1.5e-3 of its input" at 1024 channels and r = 1000 are its figures too."""
+    result = json.loads((RESULTS / "transparent_init.json").read_text())
+    widths = result["widths"]
+    rows = {
+        "42": "42 relu",
+        "256": "256 relu",
+        "1024": "1024 relu",
+        "1024, no activation": "1024 none",
+        "1024, LeakyReLU 0.01": "1024 leaky_relu 0.01",
+    }
+    page = _flat("docs", "concepts", "transparent_init.rst")
+    missing = [label for label, key in rows.items() if _transparent_row(label, widths[key]) not in page]
+    assert not missing, f"transparent_init.rst width rows differ from the JSON: {missing}"
+    floor = widths["matmul_floor_r1"]
+    want = " / ".join(_sci(floor[w]["median"]) for w in ("42", "256", "1024")) + " at widths 42 / 256 / 1024"
+    assert want in page, want
+    worst = max(widths[key]["1000"]["worst"] for key in rows.values() if key.startswith("1024"))
+    assert f"a float32 stack is within {_sci(worst)} of its input" in page, _sci(worst)
+
+
+def test_transparent_page_tables_2_and_3_match_its_json() -> None:
+    """The transparent-init page's Table 2 (init rate, recoveries, non-square) and Table 3 (median [worst] of
+    the four cases and the paper's row), the depth sentence and its lowest init rate are
+    ``transparent_init.json``'s ``table2``, ``table3`` and ``paper_table3``."""
+    result = json.loads((RESULTS / "transparent_init.json").read_text())
+    t2, t3 = result["table2"], result["table3"]
+    page = _flat("docs", "concepts", "transparent_init.rst")
+    want = []
+    for label, key in (("random uniform", "random"), ("Xavier", "xavier"), ("Net2Net identity", "net2net")):
+        row = t2[key]
+        cells = (row["recovery_no_relu"], row["recovery_relu"], row["non_square_recovery"])
+        want.append(f"* - {label} - {row['init_rate']:.3f} - " + " - ".join(f"{c:.2f}" for c in cells))
+    ours = t2["ours"]
+    cells = (ours["recovery_no_relu"], ours["recovery_relu"], ours["non_square_recovery"])
+    want.append(
+        f"* - **ours** - **{ours['init_rate']:.3f}** (min {ours['init_rate_min']:.3f}) - "
+        + " - ".join(f"**{c:.2f}**" for c in cells)
+    )
+    cases = {
+        "ours, ReLU": "ours_relu",
+        "ours, no activation": "ours_none",
+        "ours, LeakyReLU 0.01": "ours_leaky_relu",
+        "authors' recipe, ReLU": "authors_recipe_relu",
+    }
+    want += [_transparent_row(label, t3[key]) for label, key in cases.items()]
+    paper = result["paper_table3"]
+    want.append("* - paper - " + " - ".join(_sci(paper[r]) for r in TRANSPARENT_RANGES))
+    depth = t3["depth_relu_range10"]
+    depths = sorted(depth, key=int)
+    lowest = min(depth[d]["init_rate_min"] for d in depths)
+    want.append(
+        f"depths {' / '.join(depths)}: "
+        + " / ".join(_sci(depth[d]["median"]) for d in depths)
+        + f", init rate >= {lowest:.3f} %"
+    )
+    want.append(f"lowest measured over seeds and depths {depths[0]}-{depths[-1]}: {lowest:.3f} %")
+    missing = [w for w in want if w not in page]
+    assert not missing, f"transparent_init.rst lacks {missing}"
+
+
+def test_transparent_page_cost_paragraph_matches_its_json() -> None:
+    """The transparent-init page's cost paragraph: input shape and rounds, the two forward medians and the
+    per-round ratio, the load average, the parameter count and memory and the build times are the ``cost``
+    block and ``machine`` of ``transparent_init.json``."""
+    result = json.loads((RESULTS / "transparent_init.json").read_text())
+    cost = result["cost"]
+    forward, build, memory = cost["forward_ms"], cost["build_ms"], cost["memory_mib"]
+    shape = ", ".join(str(d) for d in cost["input_shape"])
+    parameters = f"{memory['num_parameters']:,}".replace(",", " ")
+    want = [
+        f"Input [{shape}], no-grad forward, {cost['rounds']} alternating rounds",
+        f"{forward['transparent']:.1f} ms vs {forward['plain_sequential']:.1f} ms on 2026-12-04",
+        f"load average {result['machine']['load_average_at_start']:.1f} at the start), "
+        f"median per-round ratio {cost['forward_ratio']:.3f}",
+        f"Both have {parameters} parameters ({memory['parameters_transparent']:.3f} MiB) and "
+        f"{memory['activations_per_forward']:.0f} MiB of layer outputs per forward",
+        f"takes {build['transparent']:.1f} ms against {build['plain_sequential']:.2f} ms for PyTorch's",
+        f"medians over {result['seeds']} seeds",
+        f"{result['machine']['threads']} threads, 2026-12-01; inputs float32 of shape "
+        f"[{', '.join(str(d) for d in result['input_shape'])}]",
+    ]
+    assert memory["parameters_plain"] == memory["parameters_transparent"]
+    missing = [w for w in want if w not in _flat("docs", "concepts", "transparent_init.rst")]
+    assert not missing, f"transparent_init.rst cost paragraph lacks {missing}"
+
+
+#: The runs of the SegNet unpooling table of docs/concepts/segnet_unpooling.rst, by the file each row names.
+SEGNET_UNPOOL_RUNS = (
+    "soft.json",
+    "soft_20261130.json",
+    "soft_20261130_xeon_rss_reset.json",
+    "soft_20261201_xeon.json",
+    "soft_20261206_f26_tensors_epyc.json",
+)
+
+
+def test_segnet_unpooling_table_matches_its_jsons() -> None:
+    """The SegNet page's unpooling table: per committed run, the two medians (0.01 ms), the ratio of medians
+    and the paired ratio (0.01x) of that file's ``segnet_unpool``; the prose's paired range (one decimal) and
+    ratio-of-medians range over the same files; 50 runs per median and the B / C / size of the caption."""
+    page = _flat("docs", "concepts", "segnet_unpooling.rst")
+    paired, medians, bad = [], [], []
+    for name in SEGNET_UNPOOL_RUNS:
+        unpool = json.loads((RESULTS / name).read_text())["segnet_unpool"]
+        by = {r["impl"]: r for r in unpool["rows"]}
+        ours, theirs = by["max_unpool2d"], by["nn.MaxUnpool2d"]
+        paired.append(unpool["paired_ratio_to_nn"])
+        medians.append(ours["ratio_to_nn"])
+        row = (
+            f"(``{name}``) - {ours['median_ms']:.2f} - {theirs['median_ms']:.2f} - "
+            f"{ours['ratio_to_nn']:.2f}x - {unpool['paired_ratio_to_nn']:.2f}x"
+        )
+        if row not in page:
+            bad.append(row)
+        if (len(ours["times_ms"]), len(theirs["times_ms"])) != (50, 50):
+            bad.append(f"{name}: not 50 runs each")
+        if (unpool["B"], unpool["C"], unpool["H"], unpool["W"]) != (4, 21, 256, 256):
+            bad.append(f"{name}: not B=4, C=21, 256 x 256")
+    want = [
+        f"**{min(paired):.1f}-{max(paired):.1f}x the time of** ``nn.MaxUnpool2d`` in the "
+        f"{['one', 'two', 'three', 'four', 'five', 'six'][len(SEGNET_UNPOOL_RUNS) - 1]} committed runs",
+        f"from {min(medians):.2f}x to {max(medians):.2f}x",
+    ]
+    bad += [w for w in want if w not in page]
+    assert not bad, f"segnet_unpooling.rst differs from the committed runs: {bad}"
+
+
+def _gpu_stages(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())["stages"]
+
+
+def _gpu_uniformize_cell(row: dict, key: str, ms: str, ratio: str) -> str:
+    """``1.34 (7.13x)``: forward+backward ms and ratio of medians to the floor, as the H200 table prints."""
+    return f"{row[key]['fwd_bwd_ms']:{ms}} ({row[key]['x_floor']:{ratio}}x)"
+
+
+def test_benchmarks_h200_section_matches_its_gpu_check() -> None:
+    """The benchmarks page's "Results on an H200": the uniformization table (floor, the four backends and the
+    dense ``bmm`` at N_s = 1024), the joint step of (c), the soft pool + unpool paragraph and the training run
+    of (d) are the summaries of ``gpu_check_cuda_20261204_h200.json``."""
+    stages = _gpu_stages("gpu_check_cuda_20261204_h200.json")
+    want = []
+    for row in stages["uniformize"]["summary"]["rows"]:
+        cells = [
+            f"* - {row['N_s']} - {row['floor']['fwd_bwd_ms']:.2f}",
+            _gpu_uniformize_cell(row, "scatter", ".2f", ".2f"),
+            _gpu_uniformize_cell(row, "sparse", ".2f", ".1f"),
+            _gpu_uniformize_cell(row, "sparse_coo", ".2f", ".1f"),
+            _gpu_uniformize_cell(row, "paper_coo", ".1f", ".0f"),
+        ]
+        if not row["dense_bmm"]["skipped"]:
+            cells.append(
+                _gpu_uniformize_cell(row, "dense_bmm", ".1f", ".0f")
+                + f", {row['dense_bmm']['peak_extra_mb']:.0f} MiB"
+            )
+        want.append(" - ".join(cells))
+    joint = stages["joint"]["summary"]
+    step, ratio = joint["step_ms"], joint["ratios"]
+    want.append(
+        f"DeepLabV3+ {step['deeplab']:.1f} ms, ``joint_hard_noti`` {step['joint_hard_noti']:.1f} ms "
+        f"({ratio['joint_hard_noti']:.2f}x), ``joint_hard_ti`` {step['joint_hard_ti']:.1f} ms "
+        f"(**{ratio['joint_hard_ti']:.2f}x**), ``joint_soft_ti`` {step['joint_soft_ti']:.1f} ms "
+        f"({ratio['joint_soft_ti']:.2f}x)"
+    )
+    soft = stages["soft"]["raw"]["soft"]["rows"]
+    by = {(r["impl"], r["C"]): r for r in soft}
+    cs = sorted({c for _, c in by})
+    block = [by["block", c]["median_ms"] for c in cs]
+    nine = [by["nine_shift", c]["median_ms"] / by["block", c]["median_ms"] for c in cs]
+    scatter = [by["scatter", c]["median_ms"] / by["block", c]["median_ms"] for c in cs]
+    memory = [
+        by[i, c]["peak_cuda_extra_mib"] / by["block", c]["peak_cuda_extra_mib"]
+        for i in ("nine_shift", "scatter")
+        for c in cs
+    ]
+    c21 = [by[i, 21]["peak_cuda_extra_mib"] for i in ("block", "nine_shift", "scatter")]
+    want.append(
+        f"unpool {min(block):.1f}-{max(block):.1f} ms forward+backward, {_range(nine, 1)} faster than the "
+        f"9-shift recipe and {min(scatter):.0f}-{max(scatter):.0f}x faster than the ``index_add`` form, with "
+        f"{_range(memory, 1)} less memory (C = 21: {c21[0]:.0f} MiB against {c21[1]:.0f} / {c21[2]:.0f} MiB)"
+    )
+    want.append(
+        f"is {stages['soft']['summary']['segnet_paired_ratio_to_nn']:.2f}x ``nn.MaxUnpool2d``'s time on CUDA"
+    )
+    train = stages["train"]["summary"]
+    st = train["stages"]
+    names = {"seg": "DeepLabV3+", "spixel": "SpixelFCN", "joint": "the joint model"}
+    first = ", ".join(
+        f"{name} {st[k]['s_per_step'] * 1000:.1f} ms{' a step' if k == 'seg' else ''} "
+        f"({st[k]['images_per_s']:.0f} images/s)"
+        for k, name in names.items()
+    )
+    want.append(f"{first}, {train['joint_over_seg']:.2f}x the seg stage")
+    f32, amp = train["transparency"]["float32"], train["transparency"]["amp"]
+    assert amp["max_abs_diff"] == f32["max_abs_diff"]
+    diff = f"{f32['max_abs_diff']:.2e}".replace("e-0", "e-")
+    want.append(
+        f"= {diff} for logits up to {f32['max_abs_logit']:.1f} ({_sci(f32['relative'])} relative in float32; "
+        f"{_sci(amp['relative'])} under AMP, the same absolute figure)"
+    )
+    page = _flat("docs", "benchmarks.rst")
+    missing = [w for w in want if w not in page]
+    assert not missing, f"benchmarks.rst H200 section lacks {missing}"
+
+
+def test_benchmarks_h100_section_matches_its_gpu_check() -> None:
+    """The benchmarks page's "Results on an H100": the tests, the ``scatter`` times and ratios, the floor,
+    ``sparse`` and the paper's encoder, the joint ratios, the memory-format ratios, soft pool + unpool and the
+    training run are the summaries of ``gpu_check_cuda_20261205_h100.json``."""
+    stages = _gpu_stages("gpu_check_cuda_20261205_h100.json")
+    tests = stages["tests"]["summary"]
+    rows = stages["uniformize"]["summary"]["rows"]
+    scatter = [r["scatter"]["fwd_bwd_ms"] for r in rows]
+    floor = {f"{r['floor']['fwd_bwd_ms']:.2f}" for r in rows}
+    sparse = [r["sparse"]["fwd_bwd_ms"] for r in rows]
+    paper = [r["paper_coo"]["fwd_bwd_ms"] for r in rows]
+    over = [r["paper_coo"]["fwd_bwd_ms"] / r["scatter"]["fwd_bwd_ms"] for r in rows]
+    joint = stages["joint"]["summary"]
+    ratio, formats = joint["ratios"], joint["channels_last_ratios"]
+    soft = stages["soft"]["summary"]
+    block = [v["block"] for v in soft["soft_ms"].values()]
+    nine = [v["nine_shift"] / v["block"] for v in soft["soft_ms"].values()]
+    index_add = [v["scatter"] / v["block"] for v in soft["soft_ms"].values()]
+    train = stages["train"]["summary"]
+    st, tr = train["stages"], train["transparency"]
+    assert len(floor) == 1, floor
+    want = [
+        f"{tests['passed']} passed, {tests['failed']} failed, {tests['skipped']} skipped",
+        "forward + backward " + ", ".join(f"{t:.2f}" for t in scatter[:-1]) + f" and {scatter[-1]:.2f} ms",
+        ", ".join(f"{r['scatter']['x_floor']:.2f}x" for r in rows[:-1])
+        + f" and {rows[-1]['scatter']['x_floor']:.2f}x the ``x * 1`` floor ({floor.pop()} ms)",
+        f"``sparse`` {min(sparse):.2f}-{max(sparse):.2f} ms",
+        f"encoder {min(paper):.1f}-{max(paper):.1f} ms, {min(over):.1f}-{max(over):.1f}x ``scatter``'s time",
+        f"DeepLabV3+ alone {joint['step_ms']['deeplab']:.1f} ms, ``joint_hard_noti`` "
+        f"{ratio['joint_hard_noti']:.2f}x, ``joint_hard_ti`` {ratio['joint_hard_ti']:.2f}x",
+        f"``joint_soft_ti`` {ratio['joint_soft_ti']:.2f}x",
+        f"DeepLabV3+ {formats['deeplab']:.2f}x, SpixelFCN {formats['spixelfcn']:.2f}x",
+        f"the block form {min(block):.1f}-{max(block):.1f} ms, {_range(nine, 1)[:-1]}x faster than the "
+        f"9-shift recipe and {_range(index_add, 1)[:-1]}x than the ``index_add`` form; ``max_unpool2d`` "
+        f"{soft['segnet_paired_ratio_to_nn']:.2f}x",
+        f"DeepLabV3+ {st['seg']['s_per_step'] * 1000:.1f} ms a step, SpixelFCN "
+        f"{st['spixel']['s_per_step'] * 1000:.1f} ms, the joint model "
+        f"{st['joint']['s_per_step'] * 1000:.1f} ms, {train['joint_over_seg']:.2f}x the seg stage",
+        f"= {tr['float32']['max_abs_diff']:.1e} for logits up to {tr['float32']['max_abs_logit']:.1f} "
+        f"({tr['float32']['relative']:.1e} relative) in float32, {tr['amp']['max_abs_diff']:.1e} under AMP",
+    ]
+    page = _flat("docs", "benchmarks.rst")
+    missing = [w.replace("e-0", "e-") for w in want if w.replace("e-0", "e-") not in page]
+    assert not missing, f"benchmarks.rst H100 section lacks {missing}"
+
+
+def test_the_page_quotes_the_constants_of_the_construction_and_the_bound() -> None:
+    """The transparent-init page's "Draws smaller than 1 % of their scale" and hidden floor
+    ``0.01 / \\sqrt{h}`` are ``MIN_ABS_FRACTION``, "more than 8 times the rounding bound" is
+    ``REALIZE_SLACK``, the slack of "1000 float64 epsilons" is the reference's ``SOLVE_SLACK``, and the widest
+    layers the bound covers ("254 inputs in bfloat16, 2046 in float16", ``(n + 1) u < 1``) follow from the
+    dtypes' roundoff."""
+    page = _flat("docs", "concepts", "transparent_init.rst")
+    eps64 = torch.finfo(torch.float64).eps
+    widest = {d: int(1 / (torch.finfo(d).eps / 2)) - 2 for d in (torch.bfloat16, torch.float16)}
+    want = [
+        f"Draws smaller than {MIN_ABS_FRACTION * 100:g} % of their scale are pushed",
+        f":math:`{MIN_ABS_FRACTION:g} / \\sqrt{{h}}`, is itself below",
+        f"misses some output by more than {REALIZE_SLACK:g} times the rounding bound",
+        f":math:`{SOLVE_SLACK / eps64:.0f}` float64 epsilons",
+        f"layers of at most {widest[torch.bfloat16]} inputs in bfloat16, :math:`u = 2^{{-8}}`, and "
+        f"{widest[torch.float16]} in float16",
+    ]
+    missing = [w for w in want if w not in page]
+    assert not missing, f"transparent_init.rst lacks {missing}"
