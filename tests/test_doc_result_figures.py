@@ -684,6 +684,13 @@ def test_result_name_check_itself() -> None:
     assert result_name_mismatches("joint_20261202_epyc.json", '{"machine": "AMD EPYC (avx2)"}') == []
 
 
+def _assert_quotes(text: str, want: list[str], where: str) -> None:
+    """Every string of ``want`` (the figures computed from their source, worded as the page words them)
+    occurs in ``text``; the failure lists the ones missing from ``where``."""
+    missing = [w for w in want if w not in text]
+    assert not missing, f"{where} lacks {missing}"
+
+
 def _flat(*parts: str) -> str:
     """A file of the repository (``README.md``, a docs page) with its line breaks and runs of spaces folded to
     one space."""
@@ -745,8 +752,7 @@ def test_readme_uniformize_row_matches_its_runs() -> None:
         + _range([r["scatter"]["peak_extra_mb"] / r["floor"]["peak_extra_mb"] for r in tensors])
         + " its resident-set growth",
     ]
-    missing = [w for w in want if w not in row]
-    assert not missing, f"README uniformize row lacks {missing}"
+    _assert_quotes(row, want, "README uniformize row")
 
 
 def test_readme_other_ops_row_matches_its_json() -> None:
@@ -780,8 +786,7 @@ def test_readme_other_ops_row_matches_its_json() -> None:
         f"`enforce_connectivity` {conn['paired_ratio_to_alternative']:.1f}x slower",
         f"{fair['enforce_connectivity']['paired_ratio_to_alternative']:.0f}x with its per-label loop before",
     ]
-    missing = [w for w in want if w not in row]
-    assert not missing, f"README other-ops row lacks {missing}"
+    _assert_quotes(row, want, "README other-ops row")
 
 
 def test_readme_cpu_table_matches_the_joint_series() -> None:
@@ -850,8 +855,7 @@ def test_readme_gpu_paragraph_matches_the_gpu_checks() -> None:
         f"{t100['passed']} CUDA tests pass ({t100['skipped']} skipped)",
         f"takes {_range(x100, 1)} the floor, the joint step {j100['joint_hard_ti']:.2f}x DeepLabV3+'s",
     ]
-    missing = [w for w in want if w not in text]
-    assert not missing, f"README GPU paragraph lacks {missing}"
+    _assert_quotes(text, want, "README GPU paragraph")
 
 
 def test_readme_transparent_row_error_matches_its_json() -> None:
@@ -885,8 +889,7 @@ def test_pipeline_demo_steps_are_the_transcripts() -> None:
         f"pretrain SpixelFCN ({spixel.group(1)} steps)",
         f"after {spixel.group(1)} steps they start to bend",
     ]
-    missing = [w for w in want if w not in page]
-    assert not missing, f"pipeline.rst lacks {missing}"
+    _assert_quotes(page, want, "pipeline.rst")
 
 
 def test_the_demo_time_the_pages_quote_is_the_transcripts() -> None:
@@ -925,8 +928,7 @@ def test_pipeline_demo_rows_are_the_transcripts() -> None:
         f"to {xavier[0]} / {xavier[1]}, every other row unchanged",
         f"against {float(control[2]):.1f} % for the control",
     ]
-    missing = [w for w in want if w not in page]
-    assert not missing, f"pipeline.rst lacks {missing}"
+    _assert_quotes(page, want, "pipeline.rst")
 
 
 def test_benchmarks_transparent_headline_matches_its_json() -> None:
@@ -937,14 +939,11 @@ def test_benchmarks_transparent_headline_matches_its_json() -> None:
     at10 = result["table3"]["ours_relu"]["10"]
     ours = result["table2"]["ours"]
 
-    def sci(value: float) -> str:
-        return f"{value:.1e}".replace("e-0", "e-")
-
     want = (
-        f"max error {sci(at10['median'])} (worst seed {sci(at10['worst'])}) for float32 inputs in "
-        f"[-10, 10] vs the paper's {sci(result['paper_table3']['10'])}; init rate {ours['init_rate']:.3f} %; "
-        f"recovery {ours['recovery_no_relu']:.0f} % with and without ReLU; forward time "
-        f"{result['cost']['forward_ratio']:.2f}x the plain"
+        f"max error {_sci(at10['median'])} (worst seed {_sci(at10['worst'])}) for float32 inputs in "
+        f"[-10, 10] vs the paper's {_sci(result['paper_table3']['10'])}; "
+        f"init rate {ours['init_rate']:.3f} %; recovery {ours['recovery_no_relu']:.0f} % with and without "
+        f"ReLU; forward time {result['cost']['forward_ratio']:.2f}x the plain"
     )
     assert want in _flat("docs", "benchmarks.rst"), want
 
@@ -995,8 +994,7 @@ def test_benchmarks_soft_headline_matches_its_json() -> None:
         f"SegNet unpool {unpool['paired_ratio_to_nn']:.2f}x the time of ``nn.MaxUnpool2d`` paired on "
         f"2026-12-06 ({ours['ratio_to_nn']:.2f}x by medians",
     ]
-    missing = [w for w in want if w not in _flat("docs", "benchmarks.rst")]
-    assert not missing, f"benchmarks.rst soft headline lacks {missing}"
+    _assert_quotes(_flat("docs", "benchmarks.rst"), want, "benchmarks.rst soft headline")
 
 
 TRANSPARENT_RANGES = ("1", "10", "100", "1000")
@@ -1072,8 +1070,7 @@ def test_transparent_page_tables_2_and_3_match_its_json() -> None:
         + f", init rate >= {lowest:.3f} %"
     )
     want.append(f"lowest measured over seeds and depths {depths[0]}-{depths[-1]}: {lowest:.3f} %")
-    missing = [w for w in want if w not in page]
-    assert not missing, f"transparent_init.rst lacks {missing}"
+    _assert_quotes(page, want, "transparent_init.rst")
 
 
 def test_transparent_page_cost_paragraph_matches_its_json() -> None:
@@ -1098,8 +1095,9 @@ def test_transparent_page_cost_paragraph_matches_its_json() -> None:
         f"[{', '.join(str(d) for d in result['input_shape'])}]",
     ]
     assert memory["parameters_plain"] == memory["parameters_transparent"]
-    missing = [w for w in want if w not in _flat("docs", "concepts", "transparent_init.rst")]
-    assert not missing, f"transparent_init.rst cost paragraph lacks {missing}"
+    _assert_quotes(
+        _flat("docs", "concepts", "transparent_init.rst"), want, "transparent_init.rst cost paragraph"
+    )
 
 
 #: The runs of the SegNet unpooling table of docs/concepts/segnet_unpooling.rst, by the file each row names.
@@ -1217,8 +1215,7 @@ def test_benchmarks_h200_section_matches_its_gpu_check() -> None:
         f"{_sci(amp['relative'])} under AMP, the same absolute figure)"
     )
     page = _flat("docs", "benchmarks.rst")
-    missing = [w for w in want if w not in page]
-    assert not missing, f"benchmarks.rst H200 section lacks {missing}"
+    _assert_quotes(page, want, "benchmarks.rst H200 section")
 
 
 def test_benchmarks_h100_section_matches_its_gpu_check() -> None:
@@ -1263,8 +1260,7 @@ def test_benchmarks_h100_section_matches_its_gpu_check() -> None:
         f"({tr['float32']['relative']:.1e} relative) in float32, {tr['amp']['max_abs_diff']:.1e} under AMP",
     ]
     page = _flat("docs", "benchmarks.rst")
-    missing = [w.replace("e-0", "e-") for w in want if w.replace("e-0", "e-") not in page]
-    assert not missing, f"benchmarks.rst H100 section lacks {missing}"
+    _assert_quotes(page, [w.replace("e-0", "e-") for w in want], "benchmarks.rst H100 section")
 
 
 def test_the_page_quotes_the_constants_of_the_construction_and_the_bound() -> None:
@@ -1284,5 +1280,4 @@ def test_the_page_quotes_the_constants_of_the_construction_and_the_bound() -> No
         f"layers of at most {widest[torch.bfloat16]} inputs in bfloat16, :math:`u = 2^{{-8}}`, and "
         f"{widest[torch.float16]} in float16",
     ]
-    missing = [w for w in want if w not in page]
-    assert not missing, f"transparent_init.rst lacks {missing}"
+    _assert_quotes(page, want, "transparent_init.rst")
