@@ -361,12 +361,13 @@ class _FusedConvStack(torch.autograd.Function):
         chunk_rows = min(rows, height)
         buf = _cl_buffer(s, c if u_cells else 2 * c, chunk_rows, width)
         t_rows = _table_buffer(s, table, chunk_rows, width)
-        if pooled:
+        empty = pool_inv.unsqueeze(2) == 0 if pooled else None  # the superpixels without pixels
+        if empty is not None:  # pooled
             # the last layer on the superpixel means: its gradients at once, then the gradient of each pixel's
             # last hidden activation is its superpixel's, divided by the pixel count
             last = num_layers - 1
             # the output of an empty superpixel is 0 whatever the parameters: its gradient reaches none
-            grad = grad.masked_fill(pool_inv.unsqueeze(2) == 0, 0.0)
+            grad = grad.masked_fill(empty, 0.0)
             if gws[last] is not None:
                 gws[last] += torch.mm(grad.flatten(0, 1).t(), means.flatten(0, 1))
             if gbs[last] is not None:
@@ -440,7 +441,7 @@ class _FusedConvStack(torch.autograd.Function):
         if g_table is not None:  # T = U W_U^T + b_1
             # no pixel reads the rows of empty superpixels: their U (a NaN there too) reaches no gradient
             # and their gradient is 0 (a NaN weight of W_U too), as with U broadcast to the pixels
-            empty = pool_inv.unsqueeze(2) == 0
+            assert empty is not None  # (U per superpixel comes with pool)
             if gws[0] is not None:
                 used = u.masked_fill(empty, 0.0)
                 gws[0][:, c:] += torch.mm(g_table.flatten(0, 1).t(), used.flatten(0, 1))
