@@ -30,6 +30,55 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def _flat(*parts: str) -> str:
+    """A file of the repository (``README.md``, a docs page) with its line breaks and runs of spaces folded to
+    one space."""
+    return " ".join(ROOT.joinpath(*parts).read_text(encoding="utf-8").split())
+
+
+def _result(name: str) -> dict:
+    """The committed result file ``benchmarks/results/<name>``, parsed."""
+    return json.loads((RESULTS / name).read_text())
+
+
+def _readme_line(prefix: str) -> str:
+    """The line of the README (a table row) that starts with ``prefix``."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return next(line for line in readme.splitlines() if line.startswith(prefix))
+
+
+def _assert_quotes(text: str, want: list[str], where: str) -> None:
+    """Every string of ``want`` (the figures computed from their source, worded as the page words them)
+    occurs in ``text``; the failure lists the ones missing from ``where``."""
+    missing = [w for w in want if w not in text]
+    assert not missing, f"{where} lacks {missing}"
+
+
+def _range(values: list[float], digits: int = 2) -> str:
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}x"
+
+
+def _sci(value: float) -> str:
+    """``7.7e-7`` as the pages print a figure (two significant digits, no leading 0 in the exponent)."""
+    return f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e+")
+
+
+#: scipy.stats.t.ppf(0.975, 9): the 95 % interval of the mean of 10 paired differences.
+T_975_9 = 2.262157162798205
+
+
+def _paired_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean, sample standard deviation and the half-width of the 95 % t interval of 10 paired differences,
+    as the ablation page computes them by hand."""
+    assert len(diffs) == 10, diffs
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    return mean, sd, T_975_9 * sd / math.sqrt(len(diffs))
+
+
+#: The input ranges r of the transparent-init page's tables (inputs uniform in [-r, r]).
+TRANSPARENT_RANGES = ("1", "10", "100", "1000")
+
+
 def _csv_table_after(text: str, marker: str) -> list[list[str]]:
     """The body rows of the first ``csv-table`` after ``marker`` in reST ``text``."""
     start = text.index(".. csv-table::", text.index(marker))
@@ -118,22 +167,27 @@ def test_bench_ops_table_check_itself() -> None:
 )
 def test_bench_ops_table_matches_its_json(marker: str, name: str, memory: str) -> None:
     text = (ROOT / "docs" / "benchmarks.rst").read_text(encoding="utf-8")
-    result = json.loads((RESULTS / name).read_text())
+    result = _result(name)
     bad = bench_ops_table_mismatches(text, result, marker, memory)
     assert not bad, f"the bench_ops table differs from {name}:\n" + "\n".join(bad)
 
 
 def test_readme_transparent_row_matches_its_json() -> None:
     """The README's row of the transparent stack quotes the forward ratio of ``transparent_init.json`` (its
-    ``cost.forward_ratio``) and, in a git checkout, the date of the last commit that wrote that file (its
+    ``cost.forward_ratio``), the identity error at inputs in [-10, 10] with the paper's figure beside it and,
+    in a git checkout, the date of the last commit that wrote that file (its
     author date, which a cherry-pick keeps; the JSON records none): a re-run that leaves the README's row
     behind fails here."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    row = next(line for line in readme.splitlines() if line.startswith("| transparent 1x1-conv stack"))
-    ratio = json.loads((RESULTS / "transparent_init.json").read_text())["cost"]["forward_ratio"]
+    row = _readme_line("| transparent 1x1-conv stack")
+    result = _result("transparent_init.json")
+    ratio = result["cost"]["forward_ratio"]
     shown = re.search(r"forward (\d+\.\d+)x a plain", row)
     assert shown is not None, row
     assert shown.group(1) == f"{ratio:.2f}", f"README {shown.group(1)}x, transparent_init.json {ratio:.3f}"
+    # the identity error at inputs in [-10, 10]: table3's median of ours_relu, against paper_table3's figure
+    ours, paper = result["table3"]["ours_relu"]["10"]["median"], result["paper_table3"]["10"]
+    want = f"identity to {_sci(ours)} ({paper / ours:.0f}x below the paper's {_sci(paper)})"
+    assert want in row, f"README: {want!r} expected in {row!r}"
     res = subprocess.run(
         ["git", "log", "-1", "--format=%as", "--", "benchmarks/results/transparent_init.json"],
         cwd=ROOT,
@@ -185,7 +239,7 @@ def overhead_table_mismatches(text: str, result: dict) -> list[str]:
 
 def test_overhead_table_matches_its_json() -> None:
     text = (ROOT / "docs" / "benchmarks.rst").read_text(encoding="utf-8")
-    result = json.loads((RESULTS / "overhead_cpu_20261201_xeon.json").read_text())
+    result = _result("overhead_cpu_20261201_xeon.json")
     bad = overhead_table_mismatches(text, result)
     assert not bad, "the bench_overhead table differs from overhead_cpu_20261201_xeon.json:\n" + "\n".join(
         bad
@@ -259,7 +313,7 @@ def uniformize_table_mismatches(text: str, marker: str, result: dict) -> list[st
 @pytest.mark.parametrize(("marker", "name"), UNIFORMIZE_TABLES)
 def test_uniformize_tables_match_their_json(marker: str, name: str) -> None:
     text = (ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8")
-    bad = uniformize_table_mismatches(text, marker, json.loads((RESULTS / name).read_text()))
+    bad = uniformize_table_mismatches(text, marker, _result(name))
     assert not bad, f"the uniformization table of {name} differs from it:\n" + "\n".join(bad)
 
 
@@ -284,7 +338,7 @@ def test_uniformize_table_check_itself() -> None:
 def test_uniformize_setup_range_matches_the_committed_runs() -> None:
     """The setup time the page gives for the current code (it sorts the ids) spans the ``scatter`` setups of
     every committed ``bench_uniformize_cpu_<date>.json`` run since the bounded-chain code of 2026-11-30."""
-    text = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8").split())
+    text = _flat("docs", "concepts", "uniformization.rst")
     shown = re.search(
         r"sorts the ids in its setup \((\d+)-(\d+) ms in the committed runs since 2026-11-30", text
     )
@@ -303,7 +357,7 @@ def test_uniformize_sparse_speedups_match_the_committed_runs() -> None:
     span the ratios of every committed ``bench_uniformize_cpu*.json`` run of that day (the date its ``meta``
     records) that timed ``sparse``: the range quoted for 2026-12-01 was the AMD EPYC run's alone (4.8-5.7x),
     where the Intel Xeon run of that day gave 4.0-4.6x."""
-    text = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8").split())
+    text = _flat("docs", "concepts", "uniformization.rst")
     start = text.index('On CPU it is ``"scatter"`` from the benchmark below')
     paragraph = text[start : text.index("with about half the extra memory", start)]
     shown = {
@@ -332,7 +386,7 @@ def test_uniformize_first_runs_name_their_medians_of_fewer_runs() -> None:
     """The 2026-11-26 section gives its times as medians of the run's ``--repeats`` (15) runs;
     ``bench_uniformize`` times its slow variants (``SLOW``) and the setup with half as many (7, at least 3),
     and the page names each slow variant the run has (it said 15 runs for every variant)."""
-    text = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8").split())
+    text = _flat("docs", "concepts", "uniformization.rst")
     section = text[text.index("2026-11-26: the previous implementation") :]
     shown = re.search(
         r"medians of (\d+) runs after a warm-up \((\d+) for the slow ([^)]*), and for the setup\)", section
@@ -344,7 +398,7 @@ def test_uniformize_first_runs_name_their_medians_of_fewer_runs() -> None:
         for node in ast.parse(source).body
         if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["SLOW"]
     )
-    run = json.loads((RESULTS / "bench_uniformize_cpu.json").read_text())
+    run = _result("bench_uniformize_cpu.json")
     repeats = run["meta"]["repeats"]
     variants = {v for config in run["configs"] for v in config["results"]}
     assert (int(shown.group(1)), int(shown.group(2))) == (repeats, max(3, repeats // 2))
@@ -357,7 +411,7 @@ def test_uniformize_first_run_slow_phases_match_its_json() -> None:
     there) and the op's at 16384, against the sweep and the paired runs of that subprocess (whose op median,
     the floor's median times the ratio of medians these runs recorded, was 109 ms: the page read "84-88 ms in
     the paired runs")."""
-    text = " ".join((ROOT / "docs" / "concepts" / "uniformization.rst").read_text(encoding="utf-8").split())
+    text = _flat("docs", "concepts", "uniformization.rst")
     shown = re.search(
         r"the floor's subprocess at ``N_s = 1024`` \((\d+) ms, hence \"x floor\" (\d\.\d\d)\) and the op's "
         r"at ``N_s = 16384`` \((\d+) ms, against (\d+) ms in the sweep of the same run; the paired runs "
@@ -365,7 +419,7 @@ def test_uniformize_first_run_slow_phases_match_its_json() -> None:
         text,
     )
     assert shown is not None, "the slow-phase sentence of the 2026-11-26 run was not found"
-    run = json.loads((RESULTS / "bench_uniformize_cpu.json").read_text())
+    run = _result("bench_uniformize_cpu.json")
     by = {(c["config"]["N_s"], c["config"]["labels"]): c["results"] for c in run["configs"]}
     floor, op = by[(1024, "grid")]["floor"], by[(16384, "grid")]["scatter"]
     sweep = next(r for r in run["sweep"]["rows"] if (r["N_s"], r["labels"]) == (16384, "grid"))
@@ -441,7 +495,7 @@ def test_soft_table_matches_its_json() -> None:
     text = (ROOT / "docs" / "concepts" / "soft_association.rst").read_text(encoding="utf-8")
     name = "soft_20261206_f26_tensors_epyc.json"
     assert f"figures from ``benchmarks/results/{name}``" in " ".join(text.split())
-    result = json.loads((RESULTS / name).read_text())
+    result = _result(name)
     bad = soft_table_mismatches(text, result)
     assert not bad, f"the soft benchmark table differs from {name}:\n" + "\n".join(bad)
 
@@ -571,41 +625,105 @@ def test_ablation_table_check_itself() -> None:
 def test_ablation_ten_seed_intervals_match_their_json() -> None:
     """The hand-computed 95 % intervals of the 10-seed run's paired final-mIoU differences (mean, t
     distribution with 9 degrees of freedom) and the seed counts beside them match ``ablation.json``."""
-    text = " ".join((ROOT / "docs" / "examples" / "ablation.rst").read_text(encoding="utf-8").split())
+    text = _flat("docs", "examples", "ablation.rst")
     result = json.loads((RESULTS / "ablation_10seeds" / "ablation.json").read_text())
     runs: dict[str, dict[int, float]] = {}
     for r in result["rows"]:
         runs.setdefault(r["init"], {})[int(r["seed"])] = r["miou"]
-    t_975_9 = 2.262157162798205  # scipy.stats.t.ppf(0.975, 9)
     found = re.findall(
         r"``(\w+)`` ([+-]\d\.\d\d) \[([+-]\d\.\d\d), ([+-]\d\.\d\d)\], (behind|ahead) on (?:all )?(\d+)", text
     )
     assert {f[0] for f in found} == {"net2net", "zero_residual", "no_fusion", "no_superpixels"}, found
     for init, mean_s, low_s, high_s, side, count in found:
         diffs = [100 * (runs[init][s] - runs["transparent"][s]) for s in sorted(runs[init])]
-        assert len(diffs) == 10
-        mean, half = statistics.mean(diffs), t_975_9 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+        mean, _, half = _paired_interval(diffs)
         want = [f"{mean:+.2f}", f"{mean - half:+.2f}", f"{mean + half:+.2f}"]
         assert [mean_s, low_s, high_s] == want, f"{init}: page {mean_s} [{low_s}, {high_s}], JSON {want}"
         n = sum(d < 0 for d in diffs) if side == "behind" else sum(d > 0 for d in diffs)
         assert int(count) == n, f"{init}: page {side} on {count}, JSON {n}"
 
 
+#: The folders of the committed fusion-widths runs (docs/examples/ablation.rst), the paper's stack first.
+WIDTHS_FOLDERS = ("paper_64-64", "hidden_64", "hidden_42-42")
+
+
+def _widths_results() -> dict[str, dict]:
+    """The ``ablation.json`` of every committed fusion-widths run, by folder."""
+    return {f: _result(f"ablation_fusion_widths/{f}/ablation.json") for f in WIDTHS_FOLDERS}
+
+
+def _widths_runs(results: dict[str, dict]) -> dict[str, dict[str, dict[int, dict]]]:
+    """The rows of the fusion-widths runs: folder -> init -> seed -> row."""
+    runs: dict[str, dict[str, dict[int, dict]]] = {}
+    for folder, result in results.items():
+        for row in result["rows"]:
+            runs.setdefault(folder, {}).setdefault(row["init"], {})[int(row["seed"])] = row
+    return runs
+
+
+def _widths_diffs(runs: dict, folder: str, init: str) -> list[float]:
+    paper = runs["paper_64-64"]["transparent"]
+    return [100 * (row["miou"] - paper[s]["miou"]) for s, row in sorted(runs[folder][init].items())]
+
+
+def test_docs_fusion_widths_paired_columns_show_the_committed_runs() -> None:
+    """The fusion-widths table's paired difference to the paper's stack (mean ± sample std, 95 % interval from
+    t with 9 degrees of freedom) and its "ahead" count (with ties) are those of the committed runs, seed by
+    seed; ``test_docs_fusion_widths_table_shows_the_committed_runs`` (tests/examples/test_ablation.py) reads
+    only the mIoU columns."""
+    runs = _widths_runs(_widths_results())
+    lines = (ROOT / "docs" / "examples" / "ablation.rst").read_text().splitlines()
+    for name, folder, init in (
+        ("42 42", "hidden_42-42", "transparent"),
+        ("64", "hidden_64", "transparent"),
+        ("no fusion (control)", "paper_64-64", "no_fusion"),
+    ):
+        diffs = _widths_diffs(runs, folder, init)
+        mean, sd, half = _paired_interval(diffs)
+        ties = sum(d == 0 for d in diffs)
+        ahead = f"{sum(d > 0 for d in diffs)}/{len(diffs)}" + (f" ({ties} tie)" if ties else "")
+        want = [f"{mean:+.2f} ± {sd:.2f} [{mean - half:+.2f} / {mean + half:+.2f}]", ahead]
+        (line,) = [x for x in lines if x.startswith(f"   {name}, ")]
+        cells = [c.strip() for c in line.split(",")]
+        assert cells[4:6] == want, (name, cells[4:6], want)
+
+
+def test_docs_fusion_widths_prose_matches_the_committed_runs() -> None:
+    """The prose under the fusion-widths table: each run's seconds, the step-0 mIoU every row starts at, the
+    one-hidden-layer stack's range of single seeds and the narrow stack's largest distance to the wide one."""
+    results = _widths_results()
+    runs = _widths_runs(results)
+    page = _flat("docs", "examples", "ablation.rst")
+    seconds = [results[f]["seconds"] for f in WIDTHS_FOLDERS]
+    step0 = {100 * r["step0_miou"] for by in runs.values() for rows in by.values() for r in rows.values()}
+    one = _widths_diffs(runs, "hidden_64", "transparent")
+    narrow = max(abs(d) for d in _widths_diffs(runs, "hidden_42-42", "transparent"))
+    want = [
+        f"{seconds[0]:.0f} s, {seconds[1]:.0f} s and {seconds[2]:.0f} s",
+        f"Every row starts at {min(step0):.1f}",
+        f"single seeds {min(one):+.2f} to {max(one):+.2f}",
+    ]
+    assert len({f"{s:.1f}" for s in step0}) == 1, step0
+    _assert_quotes(page, want, "ablation.rst")
+    shown = re.search(r"the narrow stack ends within (\d\.\d) points of the wide one", page)
+    assert shown is not None and narrow <= float(shown.group(1)) < narrow + 0.1, (shown, narrow)
+
+
 def test_gpu_paper_speedup_range_matches_its_json() -> None:
     """The README's and the benchmarks page's range of "faster than the paper's (COO) encoder with the
     assignment built once" on the H200 is the last GPU check's paper_coo / scatter forward+backward times,
     each rounded to a whole number as the text prints it (11.5x is 12x, not 11x)."""
-    result = json.loads((RESULTS / "gpu_check_cuda_20261204_h200.json").read_text())
+    result = _result("gpu_check_cuda_20261204_h200.json")
     rows = result["stages"]["uniformize"]["summary"]["rows"]
     speedups = [r["paper_coo"]["fwd_bwd_ms"] / r["scatter"]["fwd_bwd_ms"] for r in rows]
     want = f"{round(min(speedups))}-{round(max(speedups))}x"
-    for page in (ROOT / "README.md", ROOT / "docs" / "benchmarks.rst"):
-        text = " ".join(page.read_text(encoding="utf-8").split())
+    for page in (("README.md",), ("docs", "benchmarks.rst")):
         shown = re.findall(
-            r"(\d+-\d+x) faster than the paper's (?:COO )?encoder with the assignment built once", text
+            r"(\d+-\d+x) faster than the paper's (?:COO )?encoder with the assignment built once",
+            _flat(*page),
         )
-        assert shown, f"{page.name}: the GPU range was not found"
-        assert shown == [want] * len(shown), f"{page.name}: {shown}, the JSON: {want} ({speedups})"
+        assert shown, f"{page[-1]}: the GPU range was not found"
+        assert shown == [want] * len(shown), f"{page[-1]}: {shown}, the JSON: {want} ({speedups})"
 
 
 def test_readme_joint_row_cites_the_newest_resnet18_run() -> None:
@@ -627,13 +745,12 @@ def test_readme_joint_row_cites_the_newest_resnet18_run() -> None:
         if (m := re.match(r"joint_resnet18_(\d{8})_", p.name)) is not None
     )
     date, _, _, name = runs[-1]
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    text = " ".join(readme.split())
+    text = _flat("README.md")
     assert f"`{name}`" in text, f"README: the newest ResNet-18 run {name} is not cited"
-    result = json.loads((RESULTS / name).read_text())
+    result = _result(name)
     row = next(r for r in result["cpu_resnet18_b2_128"]["rows"] if r["variant"] == "joint_hard_ti")
     assert f"{row['time_ratio_paired']:.2f}x" in text, f"README: {name}'s paired ratio is not quoted"
-    line = next(x for x in readme.splitlines() if x.startswith("| joint training step"))
+    line = _readme_line("| joint training step")
     measured = line.rstrip(" |").rsplit("|", 1)[1]
     assert f"-{date[6:]}," in measured or f"{date[:4]}-{date[4:6]}-{date[6:]}" in measured, (
         f"README joint row dated {measured.strip()!r}, the newest run {name}"
@@ -684,27 +801,10 @@ def test_result_name_check_itself() -> None:
     assert result_name_mismatches("joint_20261202_epyc.json", '{"machine": "AMD EPYC (avx2)"}') == []
 
 
-def _assert_quotes(text: str, want: list[str], where: str) -> None:
-    """Every string of ``want`` (the figures computed from their source, worded as the page words them)
-    occurs in ``text``; the failure lists the ones missing from ``where``."""
-    missing = [w for w in want if w not in text]
-    assert not missing, f"{where} lacks {missing}"
-
-
-def _flat(*parts: str) -> str:
-    """A file of the repository (``README.md``, a docs page) with its line breaks and runs of spaces folded to
-    one space."""
-    return " ".join(ROOT.joinpath(*parts).read_text(encoding="utf-8").split())
-
-
-def _range(values: list[float], digits: int = 2) -> str:
-    return f"{min(values):.{digits}f}-{max(values):.{digits}f}x"
-
-
 def test_readme_soft_row_matches_its_json() -> None:
     """The README's soft pool + unpool row: speed-up and memory ratio of the 9-shift implementation over
     ``block`` in ``soft_20261206_f26_tensors_epyc.json`` (peak tensor bytes), one decimal."""
-    rows = json.loads((RESULTS / "soft_20261206_f26_tensors_epyc.json").read_text())["soft"]["rows"]
+    rows = _result("soft_20261206_f26_tensors_epyc.json")["soft"]["rows"]
     by = {(r["impl"], r["C"]): r for r in rows}
     cs = sorted({c for _, c in by})
     speed = [by[("nine_shift", c)]["median_ms"] / by[("block", c)]["median_ms"] for c in cs]
@@ -720,7 +820,7 @@ def test_readme_uniformize_row_matches_its_runs() -> None:
     (``paper_over_this``) of 2026-12-02; the family-26 memory ratios (tensor peak and resident-set growth)."""
 
     def configs(*names: str) -> list[dict]:
-        return [c["results"] for n in names for c in json.loads((RESULTS / n).read_text())["configs"]]
+        return [c["results"] for n in names for c in _result(n)["configs"]]
 
     main = configs("bench_uniformize_cpu_20261202_epyc.json")
     more = configs(
@@ -737,11 +837,7 @@ def test_readme_uniformize_row_matches_its_runs() -> None:
     def paired(rs: list[dict]) -> list[float]:
         return [r["scatter"]["paired_x_floor"] for r in rs]
 
-    row = next(
-        x
-        for x in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-        if x.startswith("| `uniformize`")
-    )
+    row = _readme_line("| `uniformize`")
     want = [
         f"{_range(paired(main))} the floor¹ (paired; {_range(paired(more))} in two more runs; "
         f"{_range(paired(f26))} in three runs on an AMD EPYC of family 26",
@@ -759,23 +855,15 @@ def test_readme_other_ops_row_matches_its_json() -> None:
     """The README's row of the other ops: ``spixel_loss`` and ``hard_superpixels`` speed-ups (paired) and the
     paired range of the pools, unpool and SPN ops of the family-26 ``fair`` run, the memory ratio of its
     ``tensors`` re-run, ``enforce_connectivity`` of the connectivity run (and of ``fair``, before)."""
-
-    def ops(name: str) -> dict:
-        return json.loads((RESULTS / name).read_text())["ops"]
-
-    fair = ops("bench_ops_cpu_20261206_f26_fair_epyc.json")
-    tensors = ops("bench_ops_cpu_20261206_f26_tensors_epyc.json")
-    conn = ops("bench_ops_connectivity_20261206_f26_epyc.json")["enforce_connectivity"]
+    fair = _result("bench_ops_cpu_20261206_f26_fair_epyc.json")["ops"]
+    tensors = _result("bench_ops_cpu_20261206_f26_tensors_epyc.json")["ops"]
+    conn = _result("bench_ops_connectivity_20261206_f26_epyc.json")["ops"]["enforce_connectivity"]
     loss_rows = tensors["spixel_loss"]["rows"]
     pooling = ("pool_mean", "pool_sum", "pool_max", "unpool", "superpixel_cam", "superpixel_global_average")
     paired = [fair[k]["paired_ratio_to_alternative"] for k in pooling]
     medians = [fair[k]["ratio_to_alternative"] for k in pooling]
     reused = [fair[k]["paired_ratio_to_alternative"] for k in ("pool_mean_reused", "unpool_reused")]
-    row = next(
-        x
-        for x in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-        if x.startswith("| the other ops")
-    )
+    row = _readme_line("| the other ops")
     want = [
         f"`spixel_loss` {1 / fair['spixel_loss']['paired_ratio_to_alternative']:.0f}x faster and "
         f"{loss_rows[1]['peak_tensor_mib'] / loss_rows[0]['peak_tensor_mib']:.1f}x less memory",
@@ -833,11 +921,8 @@ def test_readme_gpu_paragraph_matches_the_gpu_checks() -> None:
     """The README's GPU paragraph: test counts, ``uniformize`` time and ratio to the floor, the joint step
     ratio (and without the fusion) of the H200 and H100 runs."""
     text = _flat("README.md")
-
-    def stages(name: str) -> dict:
-        return json.loads((RESULTS / name).read_text())["stages"]
-
-    h200, h100 = stages("gpu_check_cuda_20261204_h200.json"), stages("gpu_check_cuda_20261205_h100.json")
+    h200 = _result("gpu_check_cuda_20261204_h200.json")["stages"]
+    h100 = _result("gpu_check_cuda_20261205_h100.json")["stages"]
     t200, t100 = h200["tests"]["summary"], h100["tests"]["summary"]
     rows = h200["uniformize"]["summary"]["rows"]
     ms = [r["scatter"]["fwd_bwd_ms"] for r in rows]
@@ -856,20 +941,6 @@ def test_readme_gpu_paragraph_matches_the_gpu_checks() -> None:
         f"takes {_range(x100, 1)} the floor, the joint step {j100['joint_hard_ti']:.2f}x DeepLabV3+'s",
     ]
     _assert_quotes(text, want, "README GPU paragraph")
-
-
-def test_readme_transparent_row_error_matches_its_json() -> None:
-    """The README's transparent-stack row: the identity error at inputs in [-10, 10] is ``table3``'s median of
-    ``ours_relu`` at 10, and the paper's figure is ``paper_table3`` at 10."""
-    result = json.loads((RESULTS / "transparent_init.json").read_text())
-    ours, paper = result["table3"]["ours_relu"]["10"]["median"], result["paper_table3"]["10"]
-    row = next(
-        x
-        for x in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-        if x.startswith("| transparent 1x1-conv stack")
-    )
-    want = f"identity to {ours:.1e} ({paper / ours:.0f}x below the paper's {paper:.1e})".replace("e-0", "e-")
-    assert want in row, f"README: {want!r} expected in {row!r}"
 
 
 def _demo_transcript() -> str:
@@ -935,7 +1006,7 @@ def test_benchmarks_transparent_headline_matches_its_json() -> None:
     """The benchmarks page's headline row of ``bench_transparent_init.py``: the identity error at inputs in
     [-10, 10] (median and worst seed of ``table3``'s ``ours_relu``), the paper's figure, the init rate and the
     forward ratio of ``transparent_init.json``."""
-    result = json.loads((RESULTS / "transparent_init.json").read_text())
+    result = _result("transparent_init.json")
     at10 = result["table3"]["ours_relu"]["10"]
     ours = result["table2"]["ours"]
 
@@ -952,7 +1023,7 @@ def test_benchmarks_uniformize_headline_matches_its_json() -> None:
     """The benchmarks page's headline row of ``bench_uniformize.py`` for the family-26 run: paired and sweep
     ratios to the floor, the sweep's max / min, ratios of medians, speed-up over the paper's encoder, peak
     tensor memory and resident-set growth against the floor's."""
-    result = json.loads((RESULTS / "bench_uniformize_cpu_20261206_f26_tensors_epyc.json").read_text())
+    result = _result("bench_uniformize_cpu_20261206_f26_tensors_epyc.json")
     runs = [c["results"] for c in result["configs"]]
     sweep = [r["x_floor"] for r in result["sweep"]["rows"]]
     want = (
@@ -973,7 +1044,7 @@ def test_benchmarks_soft_headline_matches_its_json() -> None:
     """The benchmarks page's headline row of ``bench_soft.py`` for the family-26 run: speed-up and memory
     ratio (tensor peak) of the 9-shift implementation per ``C``, the scatter version's ranges, and the SegNet
     unpool against ``nn.MaxUnpool2d`` (paired, by medians)."""
-    result = json.loads((RESULTS / "soft_20261206_f26_tensors_epyc.json").read_text())
+    result = _result("soft_20261206_f26_tensors_epyc.json")
     by = {(r["impl"], r["C"]): r for r in result["soft"]["rows"]}
     cs = sorted({c for _, c in by})
 
@@ -997,14 +1068,6 @@ def test_benchmarks_soft_headline_matches_its_json() -> None:
     _assert_quotes(_flat("docs", "benchmarks.rst"), want, "benchmarks.rst soft headline")
 
 
-TRANSPARENT_RANGES = ("1", "10", "100", "1000")
-
-
-def _sci(value: float) -> str:
-    """``7.7e-7`` as the transparent-init page prints a figure (two significant digits, no leading 0)."""
-    return f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e+")
-
-
 def _transparent_row(label: str, figures: dict) -> str:
     """A list-table row of the transparent-init page: ``* - label - median [worst] - ...``, r = 1 to 1000."""
     cells = [f"{_sci(figures[r]['median'])} [{_sci(figures[r]['worst'])}]" for r in TRANSPARENT_RANGES]
@@ -1015,7 +1078,7 @@ def test_transparent_page_width_table_matches_its_json() -> None:
     """The transparent-init page's table of widths (``TransparentLinear(w, [w, w])``, median [worst] of 10
     seeds) is the ``widths`` block of ``transparent_init.json``, cell by cell; the float32 matmul floor and
     "within 1.5e-3 of its input" at 1024 channels and r = 1000 are its figures too."""
-    result = json.loads((RESULTS / "transparent_init.json").read_text())
+    result = _result("transparent_init.json")
     widths = result["widths"]
     rows = {
         "42": "42 relu",
@@ -1038,7 +1101,7 @@ def test_transparent_page_tables_2_and_3_match_its_json() -> None:
     """The transparent-init page's Table 2 (init rate, recoveries, non-square) and Table 3 (median [worst] of
     the four cases and the paper's row), the depth sentence and its lowest init rate are
     ``transparent_init.json``'s ``table2``, ``table3`` and ``paper_table3``."""
-    result = json.loads((RESULTS / "transparent_init.json").read_text())
+    result = _result("transparent_init.json")
     t2, t3 = result["table2"], result["table3"]
     page = _flat("docs", "concepts", "transparent_init.rst")
     want = []
@@ -1077,7 +1140,7 @@ def test_transparent_page_cost_paragraph_matches_its_json() -> None:
     """The transparent-init page's cost paragraph: input shape and rounds, the two forward medians and the
     per-round ratio, the load average, the parameter count and memory and the build times are the ``cost``
     block and ``machine`` of ``transparent_init.json``."""
-    result = json.loads((RESULTS / "transparent_init.json").read_text())
+    result = _result("transparent_init.json")
     cost = result["cost"]
     forward, build, memory = cost["forward_ms"], cost["build_ms"], cost["memory_mib"]
     shape = ", ".join(str(d) for d in cost["input_shape"])
@@ -1117,7 +1180,7 @@ def test_segnet_unpooling_table_matches_its_jsons() -> None:
     page = _flat("docs", "concepts", "segnet_unpooling.rst")
     paired, medians, bad = [], [], []
     for name in SEGNET_UNPOOL_RUNS:
-        unpool = json.loads((RESULTS / name).read_text())["segnet_unpool"]
+        unpool = _result(name)["segnet_unpool"]
         by = {r["impl"]: r for r in unpool["rows"]}
         ours, theirs = by["max_unpool2d"], by["nn.MaxUnpool2d"]
         paired.append(unpool["paired_ratio_to_nn"])
@@ -1141,10 +1204,6 @@ def test_segnet_unpooling_table_matches_its_jsons() -> None:
     assert not bad, f"segnet_unpooling.rst differs from the committed runs: {bad}"
 
 
-def _gpu_stages(name: str) -> dict:
-    return json.loads((RESULTS / name).read_text())["stages"]
-
-
 def _gpu_uniformize_cell(row: dict, key: str, ms: str, ratio: str) -> str:
     """``1.34 (7.13x)``: forward+backward ms and ratio of medians to the floor, as the H200 table prints."""
     return f"{row[key]['fwd_bwd_ms']:{ms}} ({row[key]['x_floor']:{ratio}}x)"
@@ -1154,7 +1213,7 @@ def test_benchmarks_h200_section_matches_its_gpu_check() -> None:
     """The benchmarks page's "Results on an H200": the uniformization table (floor, the four backends and the
     dense ``bmm`` at N_s = 1024), the joint step of (c), the soft pool + unpool paragraph and the training run
     of (d) are the summaries of ``gpu_check_cuda_20261204_h200.json``."""
-    stages = _gpu_stages("gpu_check_cuda_20261204_h200.json")
+    stages = _result("gpu_check_cuda_20261204_h200.json")["stages"]
     want = []
     for row in stages["uniformize"]["summary"]["rows"]:
         cells = [
@@ -1222,7 +1281,7 @@ def test_benchmarks_h100_section_matches_its_gpu_check() -> None:
     """The benchmarks page's "Results on an H100": the tests, the ``scatter`` times and ratios, the floor,
     ``sparse`` and the paper's encoder, the joint ratios, the memory-format ratios, soft pool + unpool and the
     training run are the summaries of ``gpu_check_cuda_20261205_h100.json``."""
-    stages = _gpu_stages("gpu_check_cuda_20261205_h100.json")
+    stages = _result("gpu_check_cuda_20261205_h100.json")["stages"]
     tests = stages["tests"]["summary"]
     rows = stages["uniformize"]["summary"]["rows"]
     scatter = [r["scatter"]["fwd_bwd_ms"] for r in rows]

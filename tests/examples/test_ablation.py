@@ -6,7 +6,6 @@ import itertools
 import json
 import math
 import re
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -2006,68 +2005,3 @@ def test_an_epoch_ending_between_two_evaluations_adds_no_evaluation(
     scored = [p["step"] for p in row["curve"] if "miou" in p]
     assert scored == [0, 3, 4] and len(calls) == 3, (scored, len(calls))
     capsys.readouterr()
-
-
-def _widths_runs() -> dict[str, dict[str, dict[int, dict]]]:
-    """The committed fusion-widths runs: folder -> init -> seed -> row."""
-    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "ablation_fusion_widths"
-    runs: dict[str, dict[str, dict[int, dict]]] = {}
-    for folder in ("paper_64-64", "hidden_64", "hidden_42-42"):
-        for row in json.loads((root / folder / "ablation.json").read_text())["rows"]:
-            runs.setdefault(folder, {}).setdefault(row["init"], {})[int(row["seed"])] = row
-    return runs
-
-
-def _widths_diffs(runs: dict, folder: str, init: str) -> list[float]:
-    paper = runs["paper_64-64"]["transparent"]
-    return [100 * (row["miou"] - paper[s]["miou"]) for s, row in sorted(runs[folder][init].items())]
-
-
-def test_docs_fusion_widths_paired_columns_show_the_committed_runs() -> None:
-    """The fusion-widths table's paired difference to the paper's stack (mean ± sample std, 95 % interval from
-    t with 9 degrees of freedom) and its "ahead" count (with ties) are those of the committed runs, seed by
-    seed; ``test_docs_fusion_widths_table_shows_the_committed_runs`` reads only the mIoU columns."""
-    runs = _widths_runs()
-    page = Path(__file__).resolve().parents[2] / "docs" / "examples" / "ablation.rst"
-    lines = page.read_text().splitlines()
-    t_975_9 = 2.262157162798205  # scipy.stats.t.ppf(0.975, 9)
-    for name, folder, init in (
-        ("42 42", "hidden_42-42", "transparent"),
-        ("64", "hidden_64", "transparent"),
-        ("no fusion (control)", "paper_64-64", "no_fusion"),
-    ):
-        diffs = _widths_diffs(runs, folder, init)
-        mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
-        half = t_975_9 * sd / math.sqrt(len(diffs))
-        ties = sum(d == 0 for d in diffs)
-        ahead = f"{sum(d > 0 for d in diffs)}/{len(diffs)}" + (f" ({ties} tie)" if ties else "")
-        want = [f"{mean:+.2f} ± {sd:.2f} [{mean - half:+.2f} / {mean + half:+.2f}]", ahead]
-        (line,) = [x for x in lines if x.startswith(f"   {name}, ")]
-        cells = [c.strip() for c in line.split(",")]
-        assert cells[4:6] == want, (name, cells[4:6], want)
-
-
-def test_docs_fusion_widths_prose_matches_the_committed_runs() -> None:
-    """The prose under the fusion-widths table: each run's seconds, the step-0 mIoU every row starts at, the
-    one-hidden-layer stack's range of single seeds and the narrow stack's largest distance to the wide one."""
-    runs = _widths_runs()
-    root = Path(__file__).resolve().parents[2]
-    page = " ".join((root / "docs" / "examples" / "ablation.rst").read_text().split())
-    results = root / "benchmarks" / "results" / "ablation_fusion_widths"
-    seconds = [
-        json.loads((results / f / "ablation.json").read_text())["seconds"]
-        for f in ("paper_64-64", "hidden_64", "hidden_42-42")
-    ]
-    step0 = {100 * r["step0_miou"] for by in runs.values() for rows in by.values() for r in rows.values()}
-    one = _widths_diffs(runs, "hidden_64", "transparent")
-    narrow = max(abs(d) for d in _widths_diffs(runs, "hidden_42-42", "transparent"))
-    want = [
-        f"{seconds[0]:.0f} s, {seconds[1]:.0f} s and {seconds[2]:.0f} s",
-        f"Every row starts at {min(step0):.1f}",
-        f"single seeds {min(one):+.2f} to {max(one):+.2f}",
-    ]
-    assert len({f"{s:.1f}" for s in step0}) == 1, step0
-    missing = [w for w in want if w not in page]
-    assert not missing, f"ablation.rst lacks {missing}"
-    shown = re.search(r"the narrow stack ends within (\d\.\d) points of the wide one", page)
-    assert shown is not None and narrow <= float(shown.group(1)) < narrow + 0.1, (shown, narrow)
